@@ -1,0 +1,281 @@
+"""An in-memory database with real transactions.
+
+Honest enough to pass the same contract tests as the SQL adapters: a unit of work sees a
+private copy of the tables, ``commit()`` publishes it, anything else is thrown away; the
+uniqueness rules of the SQL schema raise ``Conflict``; and transactions are serialised by a
+lock, so "consume once" has exactly one winner as it does with row locks in Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from domain import errors
+from domain.model import (
+    Account,
+    AccountId,
+    ApiKey,
+    AuditEvent,
+    DiscordId,
+    Link,
+    LinkTicket,
+    PendingLogin,
+    Session,
+    normalize_email,
+)
+
+
+@dataclass
+class Tables:
+    accounts: dict[AccountId, Account] = field(default_factory=dict)
+    links: dict[DiscordId, Link] = field(default_factory=dict)
+    pending_logins: dict[str, PendingLogin] = field(default_factory=dict)
+    link_tickets: dict[str, LinkTicket] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    api_keys: dict[uuid.UUID, ApiKey] = field(default_factory=dict)
+    audit: list[AuditEvent] = field(default_factory=list)
+
+    def copy(self) -> Tables:
+        # Rows are frozen dataclasses, so copying the containers isolates a transaction.
+        return Tables(
+            dict(self.accounts),
+            dict(self.links),
+            dict(self.pending_logins),
+            dict(self.link_tickets),
+            dict(self.sessions),
+            dict(self.api_keys),
+            list(self.audit),
+        )
+
+
+class MemoryDatabase:
+    def __init__(self) -> None:
+        self.tables = Tables()
+        self.commits = 0
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def unit_of_work(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self)
+
+
+class MemoryUnitOfWork:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+        self.work = db.tables.copy()
+        self.accounts = MemoryAccounts(self)
+        self.links = MemoryLinks(self)
+        self.pending_logins = MemoryPendingLogins(self)
+        self.link_tickets = MemoryLinkTickets(self)
+        self.sessions = MemorySessions(self)
+        self.api_keys = MemoryApiKeys(self)
+        self.audit = MemoryAudit(self)
+
+    async def __aenter__(self) -> Self:
+        await self._db.lock.acquire()
+        self.work = self._db.tables.copy()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.rollback()
+        finally:
+            self._db.lock.release()
+
+    async def commit(self) -> None:
+        self._db.tables = self.work
+        self._db.commits += 1
+        self.work = self._db.tables.copy()
+
+    async def rollback(self) -> None:
+        self.work = self._db.tables.copy()
+
+
+class _Repo:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _t(self) -> Tables:
+        return self._uow.work
+
+
+class MemoryAccounts(_Repo):
+    async def add(self, account: Account) -> None:
+        name = account.username.lower()
+        if any(a.username.lower() == name for a in self._t.accounts.values()):
+            raise errors.Conflict(f"username {name!r} is taken")
+        if account.id in self._t.accounts:
+            raise errors.Conflict("account id exists")
+        self._t.accounts[account.id] = account
+
+    async def update(self, account: Account) -> None:
+        if account.id not in self._t.accounts:
+            raise errors.NotFound("No such account.")
+        name = account.username.lower()
+        if any(
+            a.username.lower() == name and a.id != account.id for a in self._t.accounts.values()
+        ):
+            raise errors.Conflict(f"username {name!r} is taken")
+        self._t.accounts[account.id] = account
+
+    async def get(self, account_id: AccountId) -> Account | None:
+        return self._t.accounts.get(account_id)
+
+    async def get_by_username(self, username: str) -> Account | None:
+        name = username.lower()
+        return next((a for a in self._t.accounts.values() if a.username.lower() == name), None)
+
+    async def find_by_email(self, email: str) -> Sequence[Account]:
+        wanted = normalize_email(email)
+        if wanted is None:
+            return []
+        return sorted(
+            (a for a in self._t.accounts.values() if normalize_email(a.email) == wanted),
+            key=lambda a: a.created_at,
+        )
+
+    async def usernames_starting_with(self, prefix: str) -> set[str]:
+        p = prefix.lower()
+        return {
+            a.username.lower()
+            for a in self._t.accounts.values()
+            if a.username.lower().startswith(p)
+        }
+
+
+class MemoryLinks(_Repo):
+    async def add(self, link: Link) -> None:
+        if link.discord_id in self._t.links:
+            raise errors.Conflict("this Discord id is already linked")
+        if any(existing.account_id == link.account_id for existing in self._t.links.values()):
+            raise errors.Conflict("this account is already linked")
+        if link.account_id not in self._t.accounts:
+            raise errors.Conflict("no such account")  # the SQL foreign key
+        self._t.links[link.discord_id] = link
+
+    async def get_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        return self._t.links.get(discord_id)
+
+    async def get_by_account(self, account_id: AccountId) -> Link | None:
+        return next((k for k in self._t.links.values() if k.account_id == account_id), None)
+
+    async def remove(self, discord_id: DiscordId) -> bool:
+        return self._t.links.pop(discord_id, None) is not None
+
+
+class MemoryPendingLogins(_Repo):
+    async def add(self, pending: PendingLogin) -> None:
+        if pending.state_digest in self._t.pending_logins:
+            raise errors.Conflict("duplicate state")
+        self._t.pending_logins[pending.state_digest] = pending
+
+    async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
+        row = self._t.pending_logins.get(state_digest)
+        if row is None or row.consumed_at is not None:
+            return None
+        consumed = replace(row, consumed_at=now)
+        self._t.pending_logins[state_digest] = consumed
+        return consumed
+
+    async def get(self, state_digest: str) -> PendingLogin | None:
+        return self._t.pending_logins.get(state_digest)
+
+    async def purge_expired(self, now: datetime) -> int:
+        gone = [k for k, v in self._t.pending_logins.items() if v.expires_at <= now]
+        for key in gone:
+            del self._t.pending_logins[key]
+        return len(gone)
+
+
+class MemoryLinkTickets(_Repo):
+    async def add(self, ticket: LinkTicket) -> None:
+        if ticket.digest in self._t.link_tickets:
+            raise errors.Conflict("duplicate ticket")
+        self._t.link_tickets[ticket.digest] = ticket
+
+    async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
+        row = self._t.link_tickets.get(digest)
+        if row is None or row.consumed_at is not None:
+            return None
+        consumed = replace(row, consumed_at=now)
+        self._t.link_tickets[digest] = consumed
+        return consumed
+
+    async def get(self, digest: str) -> LinkTicket | None:
+        return self._t.link_tickets.get(digest)
+
+    async def purge_expired(self, now: datetime) -> int:
+        gone = [k for k, v in self._t.link_tickets.items() if v.expires_at <= now]
+        for key in gone:
+            del self._t.link_tickets[key]
+        return len(gone)
+
+
+class MemorySessions(_Repo):
+    async def add(self, session: Session) -> None:
+        if session.digest in self._t.sessions:
+            raise errors.Conflict("duplicate session")
+        self._t.sessions[session.digest] = session
+
+    async def get(self, digest: str) -> Session | None:
+        return self._t.sessions.get(digest)
+
+    async def remove(self, digest: str) -> bool:
+        return self._t.sessions.pop(digest, None) is not None
+
+    async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
+        gone = [k for k, s in self._t.sessions.items() if s.account_id == account_id and k != keep]
+        for key in gone:
+            del self._t.sessions[key]
+        return len(gone)
+
+    async def purge_expired(self, now: datetime) -> int:
+        gone = [k for k, s in self._t.sessions.items() if s.expires_at <= now]
+        for key in gone:
+            del self._t.sessions[key]
+        return len(gone)
+
+
+class MemoryApiKeys(_Repo):
+    async def add(self, key: ApiKey) -> None:
+        if any(k.name == key.name and k.revoked_at is None for k in self._t.api_keys.values()):
+            raise errors.Conflict("an active key has this name")
+        self._t.api_keys[key.id] = key
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        return next((k for k in self._t.api_keys.values() if k.digest == digest), None)
+
+    async def list(self) -> Sequence[ApiKey]:
+        return sorted(self._t.api_keys.values(), key=lambda k: k.created_at)
+
+    async def revoke(self, key_id: uuid.UUID, now: datetime) -> bool:
+        key = self._t.api_keys.get(key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        self._t.api_keys[key_id] = replace(key, revoked_at=now)
+        return True
+
+
+class MemoryAudit(_Repo):
+    async def record(self, event: AuditEvent) -> None:
+        self._t.audit.append(event)
+
+    async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]:
+        return [e for e in self._t.audit if e.account_id == account_id]

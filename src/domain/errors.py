@@ -1,0 +1,161 @@
+"""The domain's errors: each has a stable ``code`` (for APIs, logs and tests) and a
+``message`` a person can act on. Entry points translate them in one place each."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    code: str = "error"
+    message: str = "Something went wrong."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or type(self).message
+        super().__init__(self.message)
+
+
+class InvalidInput(DomainError):
+    code = "invalid_input"
+    message = "The input is not valid."
+
+
+class InvalidDiscordId(InvalidInput):
+    code = "invalid_discord_id"
+    message = "A Discord id is a positive whole number that fits in 64 bits."
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    message = "Nothing was found."
+
+
+class NotSignedIn(DomainError):
+    code = "not_signed_in"
+    message = "Please sign in first."
+
+
+# -- one-time secrets (OAuth state, /link tickets) -------------------------------------------
+
+
+class SecretRefused(DomainError):
+    code = "secret_refused"
+
+
+class SecretUnknown(SecretRefused):
+    code = "secret_unknown"
+    message = "This link is not valid. Start again from the beginning."
+
+
+class SecretExpired(SecretRefused):
+    code = "secret_expired"
+    message = "This link has expired (links are valid for 10 minutes). Start again."
+
+
+class SecretConsumed(SecretRefused):
+    code = "secret_consumed"
+    message = "This link has already been used. Start again if you need a new one."
+
+
+class WrongBrowser(SecretRefused):
+    code = "wrong_browser"
+    message = (
+        "This sign-in was started in a different browser. Start again in the browser "
+        "you want to use."
+    )
+
+
+# -- linking and login policies --------------------------------------------------------------
+
+
+class LinkRefused(DomainError):
+    code = "link_refused"
+
+
+class DiscordLinkedElsewhere(LinkRefused):
+    code = "discord_linked_elsewhere"
+    message = (
+        "This Discord account is already linked to another TaskFlow account. Unlink it there first."
+    )
+
+
+class AccountLinkedToOtherDiscord(LinkRefused):
+    code = "account_linked_to_other_discord"
+    message = (
+        "Your TaskFlow account is already linked to a different Discord account. "
+        "Unlink it first: one Discord account per TaskFlow account."
+    )
+
+
+class EmailBelongsToAccount(LinkRefused):
+    code = "email_belongs_to_account"
+    message = (
+        "An account with this email exists. Sign in with your password and link Discord "
+        "from your account page."
+    )
+
+
+class AmbiguousEmail(LinkRefused):
+    code = "ambiguous_email"
+    message = (
+        "More than one account uses this email, so we cannot tell which one is yours. "
+        "Sign in with your password and link Discord from your account page."
+    )
+
+
+class NotLinked(DomainError):
+    code = "not_linked"
+    message = "No Discord account is linked."
+
+
+class UnlinkWouldLockOut(DomainError):
+    code = "unlink_would_lock_out"
+    message = (
+        "Discord is the only way to sign in to this account. Set a password on your "
+        "account page first, then unlink."
+    )
+
+
+# -- accounts ---------------------------------------------------------------------------------
+
+
+class InvalidCredentials(DomainError):
+    code = "invalid_credentials"
+    message = "The username/email or password is not right."
+
+
+class UsernameTaken(DomainError):
+    code = "username_taken"
+    message = "This username is taken. Choose another one."
+
+
+class EmailTaken(DomainError):
+    code = "email_taken"
+    message = "An account with this email already exists. Sign in instead."
+
+
+class WeakPassword(InvalidInput):
+    code = "weak_password"
+
+
+# -- infrastructure seen from the core -----------------------------------------------------
+
+
+class DiscordUnavailable(DomainError):
+    code = "discord_unavailable"
+    message = "Discord did not answer properly. Nothing was changed; try again in a minute."
+
+
+class DiscordDenied(DomainError):
+    code = "discord_denied"
+    message = "Discord did not grant access, so nothing was changed."
+
+
+class Conflict(DomainError):
+    """A uniqueness rule was hit by a concurrent change; the transaction was rolled back."""
+
+    code = "conflict"
+    message = "Someone else changed this at the same moment. Try again."
+
+
+class StorageError(DomainError):
+    code = "storage_unavailable"
+    message = "The service cannot reach its database right now. Try again shortly."

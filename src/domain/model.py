@@ -1,0 +1,237 @@
+"""Domain values and entities: plain frozen dataclasses, no behaviour that needs I/O."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from domain.errors import InvalidDiscordId, InvalidInput
+
+MAX_SNOWFLAKE = 2**63 - 1  # Discord ids are stored in a signed 64-bit BIGINT
+ONE_TIME_SECRET_TTL = timedelta(minutes=10)
+USERNAME_MAX = 32
+_USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,32}$")
+
+
+def _not_an_id(raw: object) -> str:
+    shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
+    return f"{shown} is not a Discord id. {InvalidDiscordId.message}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DiscordId:
+    """A Discord snowflake: a positive integer that fits a signed 64-bit column."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        # bool is an int subclass; True must not become Discord id 1.
+        if type(self.value) is not int or not 0 < self.value <= MAX_SNOWFLAKE:
+            raise InvalidDiscordId(
+                f"{self.value!r} is not a Discord id. {InvalidDiscordId.message}"
+            )
+
+    @classmethod
+    def parse(cls, raw: object) -> DiscordId:
+        if isinstance(raw, DiscordId):
+            return raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            # isdecimal() alone accepts other scripts' digits; Discord ids are ASCII.
+            if not (text.isascii() and text.isdecimal()) or len(text) > 19:
+                raise InvalidDiscordId(_not_an_id(raw))
+            return cls(int(text))
+        if type(raw) is int:
+            return cls(raw)
+        raise InvalidDiscordId(_not_an_id(raw))
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AccountId:
+    value: uuid.UUID
+
+    @classmethod
+    def new(cls) -> AccountId:
+        return cls(uuid.uuid4())
+
+    @classmethod
+    def parse(cls, raw: str) -> AccountId:
+        try:
+            return cls(uuid.UUID(raw))
+        except (ValueError, AttributeError, TypeError):
+            raise InvalidInput(f"{raw!r} is not an account id.") from None
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def normalize_email(email: str | None) -> str | None:
+    """Emails are matched case-insensitively; surrounding blanks never count."""
+    if email is None:
+        return None
+    cleaned = email.strip().lower()
+    return cleaned or None
+
+
+def normalize_username(username: str) -> str:
+    return username.strip().lower()
+
+
+def validate_username(username: str) -> str:
+    name = normalize_username(username)
+    if not _USERNAME_RE.fullmatch(name):
+        raise InvalidInput("A username is 2 to 32 characters: letters, digits, '.', '_' or '-'.")
+    return name
+
+
+def validate_email(email: str) -> str:
+    normalized = normalize_email(email)
+    if (
+        normalized is None
+        or len(normalized) > 254
+        or normalized.count("@") != 1
+        or normalized.startswith("@")
+        or normalized.endswith("@")
+        or any(ch.isspace() for ch in normalized)
+    ):
+        raise InvalidInput("Enter an email address like name@example.com.")
+    return normalized
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordUser:
+    """Who ran a Discord command: what the interaction tells us about the invoker."""
+
+    id: DiscordId
+    username: str
+    global_name: str | None = None
+    avatar: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.global_name or self.username
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordProfile:
+    """What Discord's ``/users/@me`` says about the person who authorised us."""
+
+    id: DiscordId
+    username: str
+    global_name: str | None
+    avatar: str | None
+    email: str | None
+    verified: bool
+
+    @property
+    def user(self) -> DiscordUser:
+        return DiscordUser(self.id, self.username, self.global_name, self.avatar)
+
+    @property
+    def verified_email(self) -> str | None:
+        """The email only when Discord vouches for it; otherwise it must never be matched."""
+        return normalize_email(self.email) if self.verified else None
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: AccountId
+    username: str
+    email: str | None
+    email_verified: bool
+    password_hash: str | None
+    created_at: datetime
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    discord_id: DiscordId
+    account_id: AccountId
+    linked_at: datetime
+    discord_username: str
+    discord_global_name: str | None = None
+    discord_avatar: str | None = None
+
+    @property
+    def discord_display_name(self) -> str:
+        return self.discord_global_name or self.discord_username
+
+
+class AuthPurpose(enum.StrEnum):
+    LOGIN = "login"
+    LINK = "link"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """An OAuth ``state`` waiting for Discord's callback. Only digests are kept."""
+
+    state_digest: str
+    purpose: AuthPurpose
+    browser_digest: str
+    pkce_verifier: str
+    destination: str
+    created_at: datetime
+    expires_at: datetime
+    account_id: AccountId | None = None  # the signed-in account, for link flows
+    consumed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTicket:
+    """The one-time token behind the ``/link`` button. The URL holds the token only."""
+
+    digest: str
+    discord: DiscordUser
+    created_at: datetime
+    expires_at: datetime
+    consumed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    digest: str
+    account_id: AccountId
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: uuid.UUID
+    name: str
+    digest: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class AuditKind(enum.StrEnum):
+    ACCOUNT_CREATED = "account_created"
+    LINKED = "linked"
+    UNLINKED = "unlinked"
+    SIGNED_IN = "signed_in"
+    SIGNED_OUT = "signed_out"
+    PASSWORD_SET = "password_set"  # noqa: S105 - an event name, not a password
+    LOGIN_REFUSED = "login_refused"
+    API_KEY_CREATED = "api_key_created"
+    API_KEY_REVOKED = "api_key_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    kind: AuditKind
+    at: datetime
+    account_id: AccountId | None = None
+    discord_id: DiscordId | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)

@@ -1,0 +1,227 @@
+"""Pure decision functions. Each receives values (never queries) and returns a decision."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from domain import errors
+from domain.model import (
+    USERNAME_MAX,
+    Account,
+    AccountId,
+    DiscordId,
+    DiscordProfile,
+    Link,
+    normalize_email,
+)
+
+# -- login with Discord ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    account_id: AccountId
+
+
+@dataclass(frozen=True, slots=True)
+class LinkAndSignIn:
+    account_id: AccountId
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAccount:
+    username_base: str
+    email: str | None
+    email_verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    error: type[errors.DomainError]
+
+
+LoginDecision = SignIn | LinkAndSignIn | CreateAccount | Refuse
+
+
+def decide_login(
+    profile: DiscordProfile,
+    existing_link: Link | None,
+    email_matches: Sequence[Account],
+) -> LoginDecision:
+    """The "login with Discord" table of DESIGN.md, row by row.
+
+    ``email_matches`` are the accounts whose email equals the profile's email
+    (case-insensitively), whether or not Discord verified it: an unverified Discord email
+    that names an existing account is refused rather than silently ignored.
+    """
+    if existing_link is not None:
+        return SignIn(existing_link.account_id)
+    if len(email_matches) > 1:
+        return Refuse(errors.AmbiguousEmail)
+    if len(email_matches) == 1:
+        account = email_matches[0]
+        if profile.verified_email is not None and account.email_verified:
+            return LinkAndSignIn(account.id)
+        # Either side unverified: matching would let whoever controls the unverified side
+        # take over the other (pre-account takeover). Point to the safe path instead.
+        return Refuse(errors.EmailBelongsToAccount)
+    email = normalize_email(profile.email)
+    return CreateAccount(
+        username_base=username_base_from_discord(profile.username),
+        email=email,
+        # Discord's word is taken only when it says verified: true.
+        email_verified=email is not None and profile.verified,
+    )
+
+
+# -- linking -------------------------------------------------------------------------------------
+
+
+class LinkDecision(enum.Enum):
+    LINK = "link"
+    ALREADY_LINKED = "already_linked"  # idempotent success
+    DISCORD_LINKED_ELSEWHERE = "discord_linked_elsewhere"
+    ACCOUNT_HAS_OTHER_DISCORD = "account_has_other_discord"
+
+
+def decide_link(
+    discord_id: DiscordId,
+    account_id: AccountId,
+    link_of_discord: Link | None,
+    link_of_account: Link | None,
+) -> LinkDecision:
+    """The link table of DESIGN.md: one Discord per account, one account per Discord."""
+    if link_of_discord is not None:
+        if link_of_discord.account_id == account_id:
+            return LinkDecision.ALREADY_LINKED
+        return LinkDecision.DISCORD_LINKED_ELSEWHERE
+    if link_of_account is not None and link_of_account.discord_id != discord_id:
+        return LinkDecision.ACCOUNT_HAS_OTHER_DISCORD
+    return LinkDecision.LINK
+
+
+LINK_REFUSALS: dict[LinkDecision, type[errors.DomainError]] = {
+    LinkDecision.DISCORD_LINKED_ELSEWHERE: errors.DiscordLinkedElsewhere,
+    LinkDecision.ACCOUNT_HAS_OTHER_DISCORD: errors.AccountLinkedToOtherDiscord,
+}
+
+
+def unlink_refusal(account: Account) -> type[errors.DomainError] | None:
+    """Unlinking must never leave an account with no way to sign in."""
+    return None if account.has_password else errors.UnlinkWouldLockOut
+
+
+# -- one-time secrets ------------------------------------------------------------------------------
+
+
+class SecretStatus(enum.Enum):
+    VALID = "valid"
+    UNKNOWN = "unknown"
+    CONSUMED = "consumed"
+    EXPIRED = "expired"
+    WRONG_BROWSER = "wrong_browser"
+
+
+SECRET_REFUSALS: dict[SecretStatus, type[errors.SecretRefused]] = {
+    SecretStatus.UNKNOWN: errors.SecretUnknown,
+    SecretStatus.CONSUMED: errors.SecretConsumed,
+    SecretStatus.EXPIRED: errors.SecretExpired,
+    SecretStatus.WRONG_BROWSER: errors.WrongBrowser,
+}
+
+
+def check_one_time_secret(
+    *,
+    found: bool,
+    consumed_by_someone_else: bool,
+    expires_at: datetime | None,
+    now: datetime,
+    expected_browser_digest: str | None = None,
+    browser_digest: str | None = None,
+) -> SecretStatus:
+    """Judge a one-time secret after the caller tried to consume it atomically.
+
+    A secret is valid strictly before ``expires_at``: at the boundary it has expired.
+    When a browser binding is expected, the digest of the presented cookie must match
+    (compared in constant time); a missing cookie is a mismatch.
+    """
+    if not found:
+        return SecretStatus.UNKNOWN
+    if consumed_by_someone_else:
+        return SecretStatus.CONSUMED
+    if expires_at is None or now >= expires_at:
+        return SecretStatus.EXPIRED
+    if expected_browser_digest is not None and not (
+        browser_digest is not None and constant_time_equals(expected_browser_digest, browser_digest)
+    ):
+        return SecretStatus.WRONG_BROWSER
+    return SecretStatus.VALID
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def pkce_challenge(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+# -- destinations ----------------------------------------------------------------------------------
+
+MAX_DESTINATION_LENGTH = 2048
+
+
+def safe_destination(raw: str | None) -> str:
+    """Only a same-site path survives; anything else becomes ``/`` (no open redirects).
+
+    Refused: empty, too long, not starting with a single ``/``, protocol-relative ``//``,
+    backslashes (browsers read ``/\\host`` as ``//host``), any whitespace or control
+    character (browsers strip tabs and newlines, turning ``/\\t/host`` into ``//host``),
+    and anything that parses with a scheme or a host.
+    """
+    if not raw or len(raw) > MAX_DESTINATION_LENGTH:
+        return "/"
+    if not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return "/"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        return "/"
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return raw
+
+
+# -- usernames -----------------------------------------------------------------------------------
+
+_NOT_USERNAME = re.compile(r"[^a-z0-9_.-]+")
+
+
+def username_base_from_discord(discord_username: str) -> str:
+    """Turn a Discord username into a valid TaskFlow username stem (never empty)."""
+    base = _NOT_USERNAME.sub("", discord_username.strip().lower())[: USERNAME_MAX - 4]
+    return base if len(base) >= 2 else f"user{base}"
+
+
+def choose_username(base: str, taken: Collection[str]) -> str:
+    """The first free name among ``base``, ``base2``, ``base3``… (``taken`` is lower-cased).
+
+    A clash never matches the existing account: it only picks another name.
+    """
+    if base not in taken:
+        return base
+    suffix = 2
+    while True:
+        candidate = f"{base[: USERNAME_MAX - len(str(suffix))]}{suffix}"
+        if candidate not in taken:
+            return candidate
+        suffix += 1

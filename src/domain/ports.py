@@ -1,0 +1,203 @@
+"""Ports: what the core needs from the outside world, one role per Protocol.
+
+Repositories never commit; a ``UnitOfWork`` owns the transaction and rolls back unless
+``commit()`` was called. Uniqueness violations surface as ``errors.Conflict``, an
+unreachable store as ``errors.StorageError``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from domain.model import (
+    Account,
+    AccountId,
+    ApiKey,
+    AuditEvent,
+    DiscordId,
+    DiscordProfile,
+    Link,
+    LinkTicket,
+    PendingLogin,
+    Session,
+)
+
+
+class AccountRepository(Protocol):
+    async def add(self, account: Account) -> None:
+        """Insert; ``Conflict`` when the username is taken (case-insensitive)."""
+
+    async def update(self, account: Account) -> None: ...
+
+    async def get(self, account_id: AccountId) -> Account | None: ...
+
+    async def get_by_username(self, username: str) -> Account | None: ...
+
+    async def find_by_email(self, email: str) -> Sequence[Account]:
+        """All accounts whose email equals ``email`` case-insensitively."""
+
+    async def usernames_starting_with(self, prefix: str) -> set[str]: ...
+
+
+class LinkRepository(Protocol):
+    async def add(self, link: Link) -> None:
+        """Insert; ``Conflict`` if the Discord id or the account is already linked."""
+
+    async def get_by_discord_id(self, discord_id: DiscordId) -> Link | None: ...
+
+    async def get_by_account(self, account_id: AccountId) -> Link | None: ...
+
+    async def remove(self, discord_id: DiscordId) -> bool:
+        """Delete; ``True`` when a row was removed."""
+
+
+class PendingLoginRepository(Protocol):
+    async def add(self, pending: PendingLogin) -> None: ...
+
+    async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
+        """Atomically mark as consumed and return it, or ``None`` if unknown or already used.
+
+        Of any number of concurrent callers, at most one gets the row.
+        """
+
+    async def get(self, state_digest: str) -> PendingLogin | None: ...
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
+class LinkTicketRepository(Protocol):
+    async def add(self, ticket: LinkTicket) -> None: ...
+
+    async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
+        """Same single-winner contract as ``PendingLoginRepository.consume``."""
+
+    async def get(self, digest: str) -> LinkTicket | None: ...
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
+class SessionRepository(Protocol):
+    async def add(self, session: Session) -> None: ...
+
+    async def get(self, digest: str) -> Session | None: ...
+
+    async def remove(self, digest: str) -> bool: ...
+
+    async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
+        """End every session of an account, except the one whose digest is ``keep``."""
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> None:
+        """Insert; ``Conflict`` when an active key already has this name."""
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None: ...
+
+    async def list(self) -> Sequence[ApiKey]: ...
+
+    async def revoke(self, key_id: uuid.UUID, now: datetime) -> bool: ...
+
+
+class AuditLog(Protocol):
+    async def record(self, event: AuditEvent) -> None: ...
+
+    async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]: ...
+
+
+class UnitOfWork(Protocol):
+    @property
+    def accounts(self) -> AccountRepository: ...
+
+    @property
+    def links(self) -> LinkRepository: ...
+
+    @property
+    def pending_logins(self) -> PendingLoginRepository: ...
+
+    @property
+    def link_tickets(self) -> LinkTicketRepository: ...
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back whatever was not committed."""
+
+    async def commit(self) -> None:
+        """Make the changes durable; ``Conflict`` when a uniqueness rule was hit."""
+
+    async def rollback(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSecret:
+    """A fresh secret: ``token`` goes to the person once, ``digest`` is what we store."""
+
+    token: str
+    digest: str
+
+
+class TokenIssuer(Protocol):
+    def issue(self) -> IssuedSecret:
+        """A new random secret of at least 256 bits."""
+
+    def digest(self, token: str) -> str:
+        """The digest stored for ``token`` (deterministic, one-way)."""
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """``True`` only for the right password; never raises for a wrong one."""
+
+    async def burn(self, password: str) -> None:
+        """Spend the time of a verification, for unknown users (no account enumeration)."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordTokens:
+    access_token: str
+    scopes: frozenset[str]
+
+
+class DiscordOAuth(Protocol):
+    """Discord's OAuth2 endpoints. Failures raise ``DiscordUnavailable``/``DiscordDenied``."""
+
+    def authorization_url(self, *, state: str, code_challenge: str, scopes: Sequence[str]) -> str:
+        """Where to send the browser; PKCE S256 with ``code_challenge``."""
+
+    async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens: ...
+
+    async def fetch_profile(self, tokens: DiscordTokens) -> DiscordProfile: ...
+
+    async def revoke(self, tokens: DiscordTokens) -> None:
+        """Best effort: the service keeps no Discord tokens."""

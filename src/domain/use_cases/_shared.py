@@ -1,0 +1,85 @@
+"""Steps that several use cases take inside their own unit of work."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeGuard, TypeVar
+
+from domain import errors
+from domain.model import AccountId, AuditEvent, AuditKind, DiscordUser, Link, Session
+from domain.policies import LINK_REFUSALS, LinkDecision, decide_link
+from domain.ports import TokenIssuer, UnitOfWork
+
+SESSION_TTL = timedelta(days=14)
+CONFLICT_ATTEMPTS = 3
+# Tokens we issue are URL-safe base64; anything else cannot be ours, so it is refused
+# before hashing (no work for junk, no unbounded input).
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+T = TypeVar("T")
+
+
+def plausible_token(token: str | None) -> TypeGuard[str]:
+    return token is not None and _TOKEN_RE.fullmatch(token) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResult:
+    link: Link
+    created: bool  # False when the same link already existed (idempotent success)
+
+
+async def apply_link(
+    uow: UnitOfWork, *, discord: DiscordUser, account_id: AccountId, now: datetime, via: str
+) -> LinkResult:
+    """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal."""
+    link_of_discord = await uow.links.get_by_discord_id(discord.id)
+    link_of_account = await uow.links.get_by_account(account_id)
+    decision = decide_link(discord.id, account_id, link_of_discord, link_of_account)
+    if decision is LinkDecision.ALREADY_LINKED:
+        assert link_of_discord is not None  # noqa: S101 - guaranteed by the policy
+        return LinkResult(link_of_discord, created=False)
+    if decision in LINK_REFUSALS:
+        raise LINK_REFUSALS[decision]()
+    link = Link(
+        discord_id=discord.id,
+        account_id=account_id,
+        linked_at=now,
+        discord_username=discord.username,
+        discord_global_name=discord.global_name,
+        discord_avatar=discord.avatar,
+    )
+    await uow.links.add(link)
+    await uow.audit.record(AuditEvent(AuditKind.LINKED, now, account_id, discord.id, {"via": via}))
+    return LinkResult(link, created=True)
+
+
+async def start_session(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    account_id: AccountId,
+    now: datetime,
+    ttl: timedelta = SESSION_TTL,
+) -> str:
+    """A brand-new session (never reuse one across sign-ins: no session fixation)."""
+    secret = tokens.issue()
+    await uow.sessions.add(Session(secret.digest, account_id, now, now + ttl))
+    await uow.audit.record(AuditEvent(AuditKind.SIGNED_IN, now, account_id))
+    return secret.token
+
+
+async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run a whole transaction again when a concurrent writer won a uniqueness race.
+
+    The second run sees the winner's rows, so the policies decide again with the truth
+    (e.g. "already linked" instead of a duplicate-key error).
+    """
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except errors.Conflict:
+            continue
+    return await attempt()

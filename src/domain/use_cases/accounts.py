@@ -1,0 +1,182 @@
+"""Password accounts and sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from domain import errors
+from domain.model import (
+    Account,
+    AccountId,
+    AuditEvent,
+    AuditKind,
+    validate_email,
+    validate_username,
+)
+from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._shared import plausible_token, start_session
+
+MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
+MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
+
+
+def validate_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise errors.WeakPassword(f"Use a password of at least {MIN_PASSWORD} characters.")
+    if len(password) > MAX_PASSWORD:
+        raise errors.WeakPassword(f"Use a password of at most {MAX_PASSWORD} characters.")
+    return password
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    account: Account
+    session_token: str
+
+
+class SignUp:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+
+    async def execute(self, *, username: str, email: str, password: str) -> SignedIn:
+        name = validate_username(username)
+        address = validate_email(email)
+        password_hash = await self._passwords.hash(validate_password(password))
+        now = self._clock.now()
+        account = Account(AccountId.new(), name, address, False, password_hash, now)
+        async with self._uow() as uow:
+            if await uow.accounts.get_by_username(name) is not None:
+                raise errors.UsernameTaken()
+            if await uow.accounts.find_by_email(address):
+                raise errors.EmailTaken()
+            await uow.accounts.add(account)  # Conflict if a racer took the name
+            await uow.audit.record(
+                AuditEvent(AuditKind.ACCOUNT_CREATED, now, account.id, None, {"via": "password"})
+            )
+            token = await start_session(uow, self._tokens, account.id, now)
+            try:
+                await uow.commit()
+            except errors.Conflict:
+                raise errors.UsernameTaken() from None
+        return SignedIn(account, token)
+
+
+class SignIn:
+    """Sign in with a username or an email and a password."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+
+    async def execute(self, *, login: str, password: str) -> SignedIn:
+        login = login.strip()
+        if not login or len(password) > MAX_PASSWORD:
+            raise errors.InvalidCredentials()
+        async with self._uow() as uow:
+            account = await uow.accounts.get_by_username(login.lower())
+            if account is None and "@" in login:
+                matches = await uow.accounts.find_by_email(login)
+                account = matches[0] if len(matches) == 1 else None
+        if account is None or account.password_hash is None:
+            await self._passwords.burn(password)  # same time as a real check
+            raise errors.InvalidCredentials()
+        if not await self._passwords.verify(account.password_hash, password):
+            raise errors.InvalidCredentials()
+        async with self._uow() as uow:
+            token = await start_session(uow, self._tokens, account.id, self._clock.now())
+            await uow.commit()
+        return SignedIn(account, token)
+
+
+class SignOut:
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None) -> None:
+        if not plausible_token(session_token):
+            return
+        async with self._uow() as uow:
+            digest = self._tokens.digest(session_token)
+            session = await uow.sessions.get(digest)
+            if session is not None:
+                await uow.sessions.remove(digest)
+                await uow.audit.record(
+                    AuditEvent(AuditKind.SIGNED_OUT, self._clock.now(), session.account_id)
+                )
+                await uow.commit()
+
+
+class CurrentAccount:
+    """Who holds this session cookie, if anyone (expired sessions count as none)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None) -> Account | None:
+        if not plausible_token(session_token):
+            return None
+        async with self._uow() as uow:
+            session = await uow.sessions.get(self._tokens.digest(session_token))
+            if session is None or self._clock.now() >= session.expires_at:
+                return None
+            return await uow.accounts.get(session.account_id)
+
+
+class SetPassword:
+    """Set or change the password. Changing one needs the current one; other sessions end."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+
+    async def execute(
+        self,
+        *,
+        account_id: AccountId,
+        new_password: str,
+        current_password: str | None,
+        keep_session_token: str | None,
+    ) -> Account:
+        validate_password(new_password)
+        async with self._uow() as uow:
+            account = await uow.accounts.get(account_id)
+        if account is None:
+            raise errors.NotSignedIn()
+        if account.password_hash is not None and not (
+            current_password is not None
+            and await self._passwords.verify(account.password_hash, current_password)
+        ):
+            raise errors.InvalidCredentials("Your current password is not right.")
+        new_hash = await self._passwords.hash(new_password)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            fresh = await uow.accounts.get(account_id)
+            if fresh is None or fresh.password_hash != account.password_hash:
+                raise errors.Conflict("Your password changed meanwhile. Try again.")
+            updated = replace(fresh, password_hash=new_hash)
+            await uow.accounts.update(updated)
+            keep = (
+                self._tokens.digest(keep_session_token)
+                if plausible_token(keep_session_token)
+                else None
+            )
+            await uow.sessions.remove_for_account(account_id, keep=keep)
+            await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account_id))
+            await uow.commit()
+        return updated

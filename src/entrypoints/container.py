@@ -1,0 +1,74 @@
+"""The composition root: the only module that names concrete adapters."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from adapters.clock import SystemClock
+from adapters.fake_discord import InMemoryDiscordOAuth
+from adapters.memory import MemoryDatabase
+from adapters.passwords import Argon2PasswordHasher
+from adapters.tokens import SecretsTokenIssuer
+from domain import use_cases as uc
+from domain.ports import UnitOfWorkFactory
+from entrypoints.settings import Settings
+
+
+def _memory_uow_factory(db: MemoryDatabase) -> UnitOfWorkFactory:
+    return db.unit_of_work
+
+
+def _callback_url(settings: Settings) -> str:
+    return str(settings.public_url).rstrip("/") + "/auth/discord/callback"
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+
+    clock = providers.Singleton(SystemClock)
+    tokens = providers.Singleton(SecretsTokenIssuer)
+    passwords = providers.Singleton(Argon2PasswordHasher)
+
+    # Adapter sets, chosen by TASKFLOW_LINK_STORAGE. The SQL set joins this selector.
+    memory_db = providers.Singleton(MemoryDatabase)
+    uow = providers.Selector(
+        providers.Callable(lambda s: s.storage, settings),
+        memory=providers.Singleton(_memory_uow_factory, memory_db),
+    )
+
+    # Stand-in until the HTTP adapter for Discord's OAuth2 lands with the web entrypoint;
+    # no entrypoint reaches Discord yet.
+    discord_oauth = providers.Singleton(
+        InMemoryDiscordOAuth, redirect_uri=providers.Callable(_callback_url, settings)
+    )
+
+    # Use cases: a new instance per call, ports injected.
+    issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
+    show_link_ticket = providers.Factory(uc.ShowLinkTicket, uow, tokens, clock)
+    redeem_link_ticket = providers.Factory(uc.RedeemLinkTicket, uow, tokens, clock)
+    start_discord_login = providers.Factory(uc.StartDiscordLogin, uow, tokens, clock, discord_oauth)
+    start_discord_link = providers.Factory(uc.StartDiscordLink, uow, tokens, clock, discord_oauth)
+    complete_discord_auth = providers.Factory(
+        uc.CompleteDiscordAuth, uow, tokens, clock, discord_oauth
+    )
+    unlink_account = providers.Factory(uc.UnlinkAccount, uow, clock)
+    unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock)
+    who_am_i = providers.Factory(uc.WhoAmI, uow)
+    look_up_link = providers.Factory(uc.LookUpLink, uow)
+    link_of_account = providers.Factory(uc.LinkOfAccount, uow)
+    sign_up = providers.Factory(uc.SignUp, uow, tokens, clock, passwords)
+    sign_in = providers.Factory(uc.SignIn, uow, tokens, clock, passwords)
+    sign_out = providers.Factory(uc.SignOut, uow, tokens, clock)
+    current_account = providers.Factory(uc.CurrentAccount, uow, tokens, clock)
+    set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
+    purge_expired = providers.Factory(uc.PurgeExpired, uow, clock)
+    create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)
+    authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, uow, tokens)
+    list_api_keys = providers.Factory(uc.ListApiKeys, uow)
+    revoke_api_key = providers.Factory(uc.RevokeApiKey, uow, clock)
+
+
+def build_container(settings: Settings) -> Container:
+    container = Container(settings=settings)
+    container.check_dependencies()
+    return container

@@ -1,0 +1,93 @@
+"""Configuration from ``TASKFLOW_LINK_*`` environment variables (and a ``.env`` file).
+
+Nothing is read at import time: ``load_settings()`` is called by the command being run.
+A missing or invalid setting stops start-up with ``SettingsError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TASKFLOW_LINK_"
+_HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class SettingsError(Exception):
+    """Start-up configuration problem; the message names every offending variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    storage: Literal["memory"] = Field(
+        default="memory",
+        description="Adapter set for storage. Only `memory` exists until the SQL adapters land.",
+    )
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///taskflow-link.db",
+        description="SQLAlchemy URL of the database (used by the SQL adapter set).",
+    )
+    public_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8000"),
+        description="URL people reach the web app at; links and the OAuth redirect URI use it.",
+    )
+    secret_key: SecretStr = Field(
+        min_length=32,
+        description="At least 32 random characters; signs CSRF tokens. Required.",
+    )
+    discord_client_id: str | None = Field(default=None, description="OAuth2 client id.")
+    discord_client_secret: SecretStr | None = Field(default=None, description="OAuth2 secret.")
+    discord_bot_token: SecretStr | None = Field(default=None, description="Bot token.")
+    discord_public_key: str | None = Field(
+        default=None, description="Hex Ed25519 public key that signs interactions."
+    )
+    discord_api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://discord.com/api/v10"), description="Discord API base URL."
+    )
+    discord_authorize_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://discord.com/oauth2/authorize"),
+        description="Discord OAuth2 authorize page.",
+    )
+    session_ttl_days: int = Field(default=14, ge=1, le=365, description="Web session lifetime.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("discord_public_key")
+    @classmethod
+    def _hex_key(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX_KEY.fullmatch(value):
+            raise ValueError("must be 64 hexadecimal characters (an Ed25519 public key)")
+        return value
+
+    def require(self, *names: str) -> None:
+        """Fail with the variables' names when a command needs settings that are unset."""
+        missing = [n for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            listed = ", ".join(ENV_PREFIX + n.upper() for n in missing)
+            raise SettingsError(f"Missing setting(s) needed by this command: {listed}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["Invalid configuration:"]
+    for error in exc.errors():
+        name = ENV_PREFIX + ".".join(str(part) for part in error["loc"]).upper()
+        reason = "is required but not set" if error["type"] == "missing" else error["msg"]
+        # Never echo the offending value: it may be a secret.
+        lines.append(f"  {name}: {reason}")
+    return "\n".join(lines)

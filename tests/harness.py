@@ -1,0 +1,173 @@
+"""Drive the use cases the way the entrypoints will, through the real container.
+
+Adapter-agnostic: set-up writes go through a unit of work, so the same harness serves the
+in-memory adapters and the SQL ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from adapters.clock import ManualClock
+from adapters.fake_discord import InMemoryDiscordOAuth
+from adapters.passwords import Argon2PasswordHasher
+from domain.model import Account, AccountId, DiscordId, DiscordProfile
+from domain.ports import UnitOfWorkFactory
+from domain.use_cases import AuthCompleted, AuthStarted, SignedIn
+from entrypoints.container import Container, build_container
+from entrypoints.settings import Settings
+
+PASSWORD = "correct horse battery staple"
+TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+
+
+def test_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"secret_key": TEST_SECRET_KEY, "_env_file": None}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def cheap_argon2() -> Argon2PasswordHasher:
+    """Real argon2id with tiny costs, so tests hash quickly."""
+    return Argon2PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@dataclass
+class Browser:
+    """Cookies a browser would hold: the OAuth binding and the web session."""
+
+    binding: str | None = None
+    session: str | None = None
+
+
+class Harness:
+    def __init__(self, container: Container, clock: ManualClock, discord: InMemoryDiscordOAuth):
+        self.container = container
+        self.clock = clock
+        self.discord = discord
+
+    @classmethod
+    def build(cls, container: Container | None = None) -> Harness:
+        container = container or build_container(test_settings())
+        clock, discord = ManualClock(), InMemoryDiscordOAuth()
+        container.clock.override(clock)
+        container.discord_oauth.override(discord)
+        container.passwords.override(cheap_argon2())
+        return cls(container, clock, discord)
+
+    @property
+    def uow(self) -> UnitOfWorkFactory:
+        factory: UnitOfWorkFactory = self.container.uow()
+        return factory
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    async def sign_up(
+        self, username: str, email: str, *, verified: bool = False, password: str = PASSWORD
+    ) -> SignedIn:
+        signed_in: SignedIn = await self.container.sign_up().execute(
+            username=username, email=email, password=password
+        )
+        if verified:
+            await self.mark_email_verified(signed_in.account.id)
+        return signed_in
+
+    async def mark_email_verified(self, account_id: AccountId) -> None:
+        # Email verification is a later feature; until then set-up writes the flag.
+        async with self.uow() as uow:
+            account = await uow.accounts.get(account_id)
+            assert account is not None
+            await uow.accounts.update(replace(account, email_verified=True))
+            await uow.commit()
+
+    async def legacy_account(
+        self, username: str, email: str | None, *, verified: bool, password_hash: str | None = None
+    ) -> Account:
+        """An account as imported from TaskFlow: emails there were never unique."""
+        account = Account(
+            AccountId.new(), username, email, verified, password_hash, self.clock.now()
+        )
+        async with self.uow() as uow:
+            await uow.accounts.add(account)
+            await uow.commit()
+        return account
+
+    async def account(self, account_id: AccountId) -> Account:
+        async with self.uow() as uow:
+            account = await uow.accounts.get(account_id)
+        assert account is not None
+        return account
+
+    async def all_accounts_with_email(self, email: str) -> list[Account]:
+        async with self.uow() as uow:
+            return list(await uow.accounts.find_by_email(email))
+
+    # -- Discord ---------------------------------------------------------------------------------
+
+    def discord_user(
+        self,
+        discord_id: int,
+        *,
+        username: str | None = None,
+        email: str | None = None,
+        verified: bool = True,
+        global_name: str | None = None,
+    ) -> DiscordProfile:
+        return self.discord.add_user(
+            DiscordProfile(
+                id=DiscordId(discord_id),
+                username=username or f"user{discord_id}",
+                global_name=global_name,
+                avatar=None,
+                email=email,
+                verified=verified,
+            )
+        )
+
+    async def start_login(self, browser: Browser, next_path: str | None = None) -> AuthStarted:
+        started: AuthStarted = await self.container.start_discord_login().execute(
+            next_path=next_path, browser_token=browser.binding
+        )
+        browser.binding = started.browser_token
+        return started
+
+    async def complete(
+        self,
+        browser: Browser,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None = None,
+        signed_in: AccountId | None = None,
+    ) -> AuthCompleted:
+        completed: AuthCompleted = await self.container.complete_discord_auth().execute(
+            state=state,
+            code=code,
+            error=error,
+            browser_token=browser.binding,
+            signed_in_account=signed_in,
+        )
+        if completed.session_token:
+            browser.session = completed.session_token
+        return completed
+
+    async def discord_login(
+        self, profile: DiscordProfile, browser: Browser | None = None, next_path: str | None = None
+    ) -> AuthCompleted:
+        browser = browser or Browser()
+        started = await self.start_login(browser, next_path)
+        approval = self.discord.approve(started.authorize_url, profile.id)
+        return await self.complete(browser, state=approval.state, code=approval.code)
+
+    async def discord_link(
+        self, account_id: AccountId, profile: DiscordProfile, browser: Browser | None = None
+    ) -> AuthCompleted:
+        browser = browser or Browser()
+        started: AuthStarted = await self.container.start_discord_link().execute(
+            account_id=account_id, browser_token=browser.binding
+        )
+        browser.binding = started.browser_token
+        approval = self.discord.approve(started.authorize_url, profile.id)
+        return await self.complete(
+            browser, state=approval.state, code=approval.code, signed_in=account_id
+        )

@@ -1,0 +1,192 @@
+"""The "login with Discord" table of DESIGN.md, one test per row, through the use cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import AuditKind
+from domain.use_cases import AuthOutcome
+from tests.harness import Browser, Harness
+
+
+async def test_row1_linked_discord_id_signs_in_to_that_account(h: Harness) -> None:
+    account = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(1001, email="someone-else@example.com")
+    await h.discord_link(account.id, discord)
+
+    done = await h.discord_login(discord)
+
+    assert done.outcome is AuthOutcome.SIGNED_IN
+    assert done.account_id == account.id
+    assert done.session_token
+
+
+async def test_row2_verified_email_matching_one_verified_account_links_then_signs_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    account = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    discord = h.discord_user(1002, email="alice@example.com", verified=True)
+
+    done = await h.discord_login(discord)
+
+    assert done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN
+    assert done.account_id == account.id
+    link = db.tables.links[discord.id]
+    assert link.account_id == account.id
+    assert [e.detail.get("via") for e in db.tables.audit if e.kind is AuditKind.LINKED] == ["email"]
+
+
+async def test_row3_matching_account_with_unverified_email_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    await h.sign_up("alice", "alice@example.com", verified=False)
+    discord = h.discord_user(1003, email="alice@example.com", verified=True)
+
+    with pytest.raises(errors.EmailBelongsToAccount) as refused:
+        await h.discord_login(discord)
+
+    assert "sign in with your password and link discord" in refused.value.message.lower()
+    assert db.tables.links == {}
+    assert len(db.tables.accounts) == 1
+    assert len(db.tables.sessions) == 1  # only the sign-up's own session; nobody signed in
+
+
+async def test_row4_email_shared_by_several_accounts_is_refused_as_ambiguous(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    await h.legacy_account("alice", "shared@example.com", verified=True)
+    await h.legacy_account("alice2", "Shared@Example.com", verified=True)
+    discord = h.discord_user(1004, email="shared@example.com", verified=True)
+
+    with pytest.raises(errors.AmbiguousEmail):
+        await h.discord_login(discord)
+
+    assert db.tables.links == {}
+    assert len(db.tables.accounts) == 2
+
+
+@pytest.mark.parametrize("discord_email", [None, "alice@example.com"])
+async def test_row5_unverified_or_missing_discord_email_never_matches(
+    h: Harness, db: MemoryDatabase, discord_email: str | None
+) -> None:
+    account = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    discord = h.discord_user(1005, email=discord_email or "alice@example.com", verified=False)
+    if discord_email is None:
+        # Discord without an email at all: nothing to match, so a new account is created.
+        discord = h.discord_user(1005, email=None, verified=False)
+        done = await h.discord_login(discord)
+        assert done.outcome is AuthOutcome.CREATED
+        assert done.account_id != account.id
+        return
+
+    with pytest.raises(errors.EmailBelongsToAccount):
+        await h.discord_login(discord)
+    assert db.tables.links == {}
+
+
+async def test_row6_no_account_with_that_email_creates_links_and_signs_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    discord = h.discord_user(1006, username="newbie", email="New@Example.com", verified=True)
+
+    done = await h.discord_login(discord)
+
+    assert done.outcome is AuthOutcome.CREATED
+    account = db.tables.accounts[done.account_id]
+    assert account.username == "newbie"
+    assert account.email == "new@example.com"
+    assert account.email_verified is True
+    assert account.password_hash is None  # Discord is its only way in
+    assert db.tables.links[discord.id].account_id == account.id
+    assert done.session_token
+
+
+async def test_created_account_keeps_an_unverified_discord_email_unverified(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    discord = h.discord_user(1007, email="maybe@example.com", verified=False)
+
+    done = await h.discord_login(discord)
+
+    assert db.tables.accounts[done.account_id].email_verified is False
+
+
+async def test_email_matching_is_case_insensitive(h: Harness) -> None:
+    account = (await h.sign_up("alice", "Alice@Example.COM", verified=True)).account
+    discord = h.discord_user(1008, email="  aLiCe@example.com ", verified=True)
+
+    done = await h.discord_login(discord)
+
+    assert done.account_id == account.id
+    assert done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN
+
+
+async def test_username_clash_gets_a_suffix_and_never_matches_the_existing_account(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    await h.legacy_account("alice2", None, verified=False)
+    discord = h.discord_user(1009, username="Alice", email="other@example.com", verified=True)
+
+    done = await h.discord_login(discord)
+
+    assert done.outcome is AuthOutcome.CREATED
+    assert done.account_id != alice.id
+    assert db.tables.accounts[done.account_id].username == "alice3"
+    assert db.tables.links[discord.id].account_id == done.account_id
+
+
+async def test_email_match_onto_account_linked_to_another_discord_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    account = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    first = h.discord_user(1010, email="x@example.com")
+    await h.discord_link(account.id, first)
+    second = h.discord_user(1011, email="alice@example.com", verified=True)
+
+    with pytest.raises(errors.AccountLinkedToOtherDiscord):
+        await h.discord_login(second)
+
+    assert db.tables.links[first.id].account_id == account.id
+    assert second.id not in db.tables.links
+
+
+async def test_refusal_is_audited(h: Harness, db: MemoryDatabase) -> None:
+    await h.sign_up("alice", "alice@example.com", verified=False)
+    discord = h.discord_user(1012, email="alice@example.com", verified=True)
+
+    with pytest.raises(errors.EmailBelongsToAccount):
+        await h.discord_login(discord)
+
+    refused = [e for e in db.tables.audit if e.kind is AuditKind.LOGIN_REFUSED]
+    assert [(e.discord_id, e.detail["reason"]) for e in refused] == [
+        (discord.id, "email_belongs_to_account")
+    ]
+
+
+async def test_login_asks_for_identify_and_email_and_revokes_the_discord_token(
+    h: Harness,
+) -> None:
+    browser = Browser()
+    started = await h.start_login(browser)
+    assert "scope=identify+email" in started.authorize_url
+    assert "code_challenge_method=S256" in started.authorize_url
+    discord = h.discord_user(1013, email="t@example.com")
+    approval = h.discord.approve(started.authorize_url, discord.id)
+
+    await h.complete(browser, state=approval.state, code=approval.code)
+
+    assert h.discord.issued_tokens
+    assert h.discord.issued_tokens <= h.discord.revoked
+
+
+async def test_each_sign_in_gets_a_fresh_session(h: Harness, db: MemoryDatabase) -> None:
+    discord = h.discord_user(1014, email="t@example.com")
+    first = await h.discord_login(discord)
+    second = await h.discord_login(discord)
+    assert first.session_token != second.session_token
+    assert len(db.tables.sessions) == 2
+    # Only digests are stored, never the tokens themselves.
+    assert first.session_token not in db.tables.sessions
