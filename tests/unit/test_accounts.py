@@ -1,0 +1,125 @@
+"""Password accounts, sessions, API keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from tests.harness import PASSWORD, Harness
+
+
+async def test_sign_up_then_sign_in_with_username_or_email(h: Harness) -> None:
+    created = await h.sign_up("Alice", "Alice@Example.com")
+    assert created.account.username == "alice"
+    assert created.account.email == "alice@example.com"
+    assert created.account.password_hash is not None
+    assert PASSWORD not in created.account.password_hash
+
+    by_name = await h.container.sign_in().execute(login="ALICE", password=PASSWORD)
+    by_email = await h.container.sign_in().execute(login="alice@EXAMPLE.com", password=PASSWORD)
+    assert by_name.account.id == by_email.account.id == created.account.id
+    assert len({created.session_token, by_name.session_token, by_email.session_token}) == 3
+
+
+@pytest.mark.parametrize(
+    ("login", "password"),
+    [("alice", "wrong password!"), ("nobody", PASSWORD), ("", PASSWORD), ("alice", "x" * 5000)],
+)
+async def test_sign_in_refusals_look_the_same(h: Harness, login: str, password: str) -> None:
+    await h.sign_up("alice", "alice@example.com")
+    with pytest.raises(errors.InvalidCredentials) as refused:
+        await h.container.sign_in().execute(login=login, password=password)
+    assert refused.value.message == errors.InvalidCredentials.message
+
+
+async def test_account_without_password_cannot_sign_in_with_one(h: Harness) -> None:
+    done = await h.discord_login(h.discord_user(4001, username="discordonly", email="d@x.example"))
+    assert (await h.account(done.account_id)).password_hash is None
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.sign_in().execute(login="discordonly", password="")
+
+
+async def test_sign_up_refusals(h: Harness, db: MemoryDatabase) -> None:
+    await h.sign_up("alice", "alice@example.com")
+    with pytest.raises(errors.UsernameTaken):
+        await h.sign_up("ALICE", "other@example.com")
+    with pytest.raises(errors.EmailTaken):
+        await h.sign_up("alice2", "ALICE@example.com")
+    with pytest.raises(errors.WeakPassword):
+        await h.sign_up("bob", "bob@example.com", password="short")
+    with pytest.raises(errors.InvalidInput):
+        await h.sign_up("b", "bob@example.com")
+    with pytest.raises(errors.InvalidInput):
+        await h.sign_up("bob", "not-an-email")
+    assert len(db.tables.accounts) == 1
+
+
+async def test_sessions_expire_and_sign_out_ends_them(h: Harness) -> None:
+    token = (await h.sign_up("alice", "alice@example.com")).session_token
+    current = h.container.current_account()
+    assert (await current.execute(token)) is not None
+    assert await current.execute("nonsense") is None
+    assert await current.execute(None) is None
+
+    await h.container.sign_out().execute(token)
+    assert await current.execute(token) is None
+
+    other = (await h.container.sign_in().execute(login="alice", password=PASSWORD)).session_token
+    h.clock.advance(timedelta(days=14))
+    assert await current.execute(other) is None
+
+
+async def test_changing_the_password_needs_the_current_one_and_ends_other_sessions(
+    h: Harness,
+) -> None:
+    signed_up = await h.sign_up("alice", "alice@example.com")
+    elsewhere = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    set_password = h.container.set_password()
+
+    with pytest.raises(errors.InvalidCredentials):
+        await set_password.execute(
+            account_id=signed_up.account.id,
+            new_password="a brand new password",
+            current_password="not it at all",
+            keep_session_token=signed_up.session_token,
+        )
+    await set_password.execute(
+        account_id=signed_up.account.id,
+        new_password="a brand new password",
+        current_password=PASSWORD,
+        keep_session_token=signed_up.session_token,
+    )
+
+    current = h.container.current_account()
+    assert await current.execute(signed_up.session_token) is not None
+    assert await current.execute(elsewhere.session_token) is None
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    await h.container.sign_in().execute(login="alice", password="a brand new password")
+
+
+async def test_api_keys_are_shown_once_stored_as_digest_and_revocable(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    created = await h.container.create_api_key().execute("reminder-bot")
+    assert created.token.startswith("tfl_")
+    assert created.token not in repr(db.tables.api_keys)
+    auth = h.container.authenticate_api_key()
+
+    assert (await auth.execute(created.token)) == created.key
+    assert await auth.execute(created.token + "x") is None
+    assert await auth.execute("tfl_" + "A" * 43) is None
+    assert await auth.execute(None) is None
+    with pytest.raises(errors.InvalidInput):
+        await h.container.create_api_key().execute("reminder-bot")
+
+    await h.container.revoke_api_key().execute("reminder-bot")
+    assert await auth.execute(created.token) is None
+    with pytest.raises(errors.NotFound):
+        await h.container.revoke_api_key().execute("reminder-bot")
+    again = await h.container.create_api_key().execute("reminder-bot")
+    assert await auth.execute(again.token) == again.key
+    assert len(await h.container.list_api_keys().execute()) == 2

@@ -1,0 +1,283 @@
+"""The link table of DESIGN.md (via the account page's OAuth flow and via /link tickets),
+and the unlink guard."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import AuditKind, DiscordUser
+from domain.use_cases import AuthOutcome, TicketIssued
+from tests.harness import Harness
+
+
+async def _ticket(h: Harness, user: DiscordUser) -> str:
+    issued = await h.container.issue_link_ticket().execute(user)
+    assert isinstance(issued, TicketIssued)
+    return issued.token
+
+
+# -- rows of the link table, account-page flow ------------------------------------------------
+
+
+async def test_link_row1_same_link_again_is_an_idempotent_success(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    account = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2001)
+    await h.discord_link(account.id, discord)
+    events_before = len(db.tables.audit)
+
+    again = await h.discord_link(account.id, discord)
+
+    assert again.outcome is AuthOutcome.ALREADY_LINKED
+    assert db.tables.links[discord.id].account_id == account.id
+    assert len(db.tables.audit) == events_before  # nothing changed, nothing audited
+
+
+async def test_link_row2_discord_linked_to_another_account_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    discord = h.discord_user(2002)
+    await h.discord_link(alice.id, discord)
+
+    with pytest.raises(errors.DiscordLinkedElsewhere):
+        await h.discord_link(bob.id, discord)
+
+    assert db.tables.links[discord.id].account_id == alice.id  # never moved silently
+
+
+async def test_link_row3_account_linked_to_a_different_discord_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    first, second = h.discord_user(2003), h.discord_user(2004)
+    await h.discord_link(alice.id, first)
+
+    with pytest.raises(errors.AccountLinkedToOtherDiscord) as refused:
+        await h.discord_link(alice.id, second)
+
+    assert "unlink it first" in refused.value.message.lower()
+    assert set(db.tables.links) == {first.id}
+
+
+async def test_link_row4_otherwise_links_and_audits(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2005, username="alice_d", global_name="Alice D")
+
+    done = await h.discord_link(alice.id, discord)
+
+    assert done.outcome is AuthOutcome.LINKED
+    assert done.session_token is None  # already signed in; no new session
+    assert done.destination == "/account"
+    link = db.tables.links[discord.id]
+    assert (link.account_id, link.discord_username, link.discord_global_name) == (
+        alice.id,
+        "alice_d",
+        "Alice D",
+    )
+    linked = [e for e in db.tables.audit if e.kind is AuditKind.LINKED]
+    assert [(e.account_id, e.discord_id, e.detail["via"]) for e in linked] == [
+        (alice.id, discord.id, "oauth")
+    ]
+
+
+async def test_link_flow_asks_only_for_identify(h: Harness) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    started = await h.container.start_discord_link().execute(
+        account_id=alice.id, browser_token=None
+    )
+    assert "scope=identify&" in started.authorize_url
+
+
+async def test_link_callback_for_another_signed_in_account_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    discord = h.discord_user(2006)
+    started = await h.container.start_discord_link().execute(
+        account_id=alice.id, browser_token=None
+    )
+    approval = h.discord.approve(started.authorize_url, discord.id)
+
+    with pytest.raises(errors.NotSignedIn):
+        await h.container.complete_discord_auth().execute(
+            state=approval.state,
+            code=approval.code,
+            error=None,
+            browser_token=started.browser_token,
+            signed_in_account=bob.id,
+        )
+    assert db.tables.links == {}
+
+
+# -- rows of the link table, /link ticket flow ---------------------------------------------------
+
+
+async def test_ticket_row1_redeeming_for_the_already_linked_account_is_idempotent(
+    h: Harness,
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2101)
+    # A ticket issued before the same link was made another way (e.g. from the web).
+    ticket = await _ticket(h, discord.user)
+    await h.discord_link(alice.id, discord)
+    result = await h.container.redeem_link_ticket().execute(ticket, alice.id)
+    assert result.created is False
+    assert result.link.account_id == alice.id
+
+
+async def test_ticket_row2_discord_linked_elsewhere_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    user = DiscordUser(h.discord_user(2102).id, "d2102")
+    ticket = await _ticket(h, user)
+    await h.discord_link(alice.id, h.discord.users[user.id])
+
+    with pytest.raises(errors.DiscordLinkedElsewhere):
+        await h.container.redeem_link_ticket().execute(ticket, bob.id)
+    assert db.tables.links[user.id].account_id == alice.id
+
+
+async def test_ticket_row3_account_linked_to_other_discord_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(2103))
+    ticket = await _ticket(h, DiscordUser(h.discord_user(2104).id, "d2104"))
+
+    with pytest.raises(errors.AccountLinkedToOtherDiscord):
+        await h.container.redeem_link_ticket().execute(ticket, alice.id)
+    assert {d.value for d in db.tables.links} == {2103}
+
+
+async def test_ticket_row4_links_and_audits(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = DiscordUser(h.discord_user(2105).id, "dee", "Dee", "abc123")
+    ticket = await _ticket(h, user)
+
+    shown = await h.container.show_link_ticket().execute(ticket)
+    assert shown.discord == user
+    result = await h.container.redeem_link_ticket().execute(ticket, alice.id)
+
+    assert result.created is True
+    assert db.tables.links[user.id].account_id == alice.id
+    assert db.tables.links[user.id].discord_avatar == "abc123"
+    assert any(e.kind is AuditKind.LINKED and e.detail["via"] == "ticket" for e in db.tables.audit)
+
+
+async def test_link_command_when_already_linked_answers_with_the_account(h: Harness) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2106)
+    await h.discord_link(alice.id, discord)
+
+    answer = await h.container.issue_link_ticket().execute(discord.user)
+
+    assert not isinstance(answer, TicketIssued)
+    assert answer.account.username == "alice"
+
+
+async def test_ticket_stores_only_a_digest(h: Harness, db: MemoryDatabase) -> None:
+    token = await _ticket(h, DiscordUser(h.discord_user(2107).id, "x"))
+    assert token not in db.tables.link_tickets
+    assert all(token not in repr(t) for t in db.tables.link_tickets.values())
+
+
+# -- unlink -------------------------------------------------------------------------------------
+
+
+async def test_unlink_removes_the_link_and_audits(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2201)
+    await h.discord_link(alice.id, discord)
+
+    removed = await h.container.unlink_account().execute(alice.id)
+
+    assert removed.discord_id == discord.id
+    assert db.tables.links == {}
+    assert db.tables.audit[-1].kind is AuditKind.UNLINKED
+
+
+async def test_unlink_by_discord_id(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2202)
+    await h.discord_link(alice.id, discord)
+
+    await h.container.unlink_discord().execute(discord.id)
+
+    assert db.tables.links == {}
+    assert await h.container.who_am_i().execute(discord.id) is None
+
+
+async def test_unlink_is_refused_when_discord_is_the_only_way_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    discord = h.discord_user(2203, email="new@example.com")
+    created = await h.discord_login(discord)
+
+    with pytest.raises(errors.UnlinkWouldLockOut) as refused:
+        await h.container.unlink_discord().execute(discord.id)
+    with pytest.raises(errors.UnlinkWouldLockOut):
+        await h.container.unlink_account().execute(created.account_id)
+
+    assert "set a password" in refused.value.message.lower()
+    assert discord.id in db.tables.links
+
+    await h.container.set_password().execute(
+        account_id=created.account_id,
+        new_password="a long enough password",
+        current_password=None,
+        keep_session_token=None,
+    )
+    await h.container.unlink_discord().execute(discord.id)
+    assert db.tables.links == {}
+
+
+async def test_unlink_when_not_linked(h: Harness) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    with pytest.raises(errors.NotLinked):
+        await h.container.unlink_account().execute(alice.id)
+    with pytest.raises(errors.NotLinked):
+        await h.container.unlink_discord().execute(h.discord_user(2204).id)
+
+
+async def test_relinking_after_unlink_works(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    first, second = h.discord_user(2205), h.discord_user(2206)
+    await h.discord_link(alice.id, first)
+    await h.container.unlink_account().execute(alice.id)
+    await h.discord_link(alice.id, second)
+    assert set(db.tables.links) == {second.id}
+
+
+async def test_who_am_i_and_lookup(h: Harness) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(2207)
+    await h.discord_link(alice.id, discord)
+
+    me = await h.container.who_am_i().execute(discord.id)
+    assert me is not None
+    assert me.account.username == "alice"
+    assert (await h.container.look_up_link().execute("2207")).account_id == alice.id
+    assert (await h.container.link_of_account().execute(alice.id)) == me.link
+    with pytest.raises(errors.NotFound):
+        await h.container.look_up_link().execute(2208)
+    with pytest.raises(errors.InvalidDiscordId):
+        await h.container.look_up_link().execute("abc")
+
+
+async def test_ticket_is_redeemed_for_link_even_when_shown_many_times(h: Harness) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    ticket = await _ticket(h, DiscordUser(h.discord_user(2301).id, "x"))
+    for _ in range(3):
+        await h.container.show_link_ticket().execute(ticket)
+    h.clock.advance(timedelta(minutes=9))
+    assert (await h.container.redeem_link_ticket().execute(ticket, alice.id)).created

@@ -1,0 +1,195 @@
+"""Values and pure policies: Discord ids, destinations, PKCE, usernames, secret checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain import errors
+from domain.model import DiscordId, normalize_email, validate_email, validate_username
+from domain.policies import (
+    SecretStatus,
+    check_one_time_secret,
+    choose_username,
+    pkce_challenge,
+    safe_destination,
+    username_base_from_discord,
+)
+
+# -- Discord ids ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "good", [1, 80351110224678912, 2**63 - 1, "1", " 42 ", "9223372036854775807"]
+)
+def test_valid_discord_ids(good: int | str) -> None:
+    assert DiscordId.parse(good).value == int(str(good).strip())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        0,
+        -1,
+        2**63,
+        2**64,
+        "0",
+        "-5",
+        "9223372036854775808",
+        "abc",
+        "",
+        "1e5",
+        "12.0",
+        "0x10",
+        "١٢٣",
+        True,
+        False,
+        1.0,
+        None,
+        "1" * 400,
+    ],
+)
+def test_invalid_discord_ids_are_rejected_with_a_clear_error(bad: object) -> None:
+    with pytest.raises(errors.InvalidDiscordId) as rejected:
+        DiscordId.parse(bad)
+    assert "is not a Discord id" in rejected.value.message
+    assert len(rejected.value.message) < 200  # a huge input is not echoed back whole
+
+
+def test_discord_id_constructor_validates_too() -> None:
+    with pytest.raises(errors.InvalidDiscordId):
+        DiscordId(0)
+    with pytest.raises(errors.InvalidDiscordId):
+        DiscordId(2**63)
+
+
+@given(st.integers(min_value=1, max_value=2**63 - 1))
+def test_every_bigint_snowflake_round_trips(value: int) -> None:
+    assert DiscordId.parse(str(value)) == DiscordId(value)
+
+
+# -- destinations ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "//evil.example",
+        "//evil.example/path",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example",
+        "http:evil.example",
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "",
+        None,
+        "/" + "a" * 5000,
+        "evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/%09/evil.example".replace("%09", "\t"),
+        " /account",
+        "/account\r\nSet-Cookie: x=1",
+        "/\x00",
+    ],
+)
+def test_destination_attacks_end_on_root(attack: str | None) -> None:
+    assert safe_destination(attack) == "/"
+
+
+@pytest.mark.parametrize("path", ["/", "/account", "/link/abc?x=1#frag", "/a/b/../c", "/%2F%2F"])
+def test_same_site_paths_are_kept(path: str) -> None:
+    assert safe_destination(path) == path
+
+
+@given(st.text(max_size=300))
+def test_any_destination_is_a_same_site_path(raw: str) -> None:
+    result = safe_destination(raw)
+    assert result.startswith("/")
+    assert not result.startswith("//")
+    assert "\\" not in result
+
+
+# -- PKCE, usernames, emails -----------------------------------------------------------------
+
+
+def test_pkce_s256_matches_rfc7636_appendix_b() -> None:
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_choose_username_adds_the_first_free_suffix() -> None:
+    assert choose_username("alice", set()) == "alice"
+    assert choose_username("alice", {"alice"}) == "alice2"
+    assert choose_username("alice", {"alice", "alice2", "alice3"}) == "alice4"
+    long = "a" * 28
+    assert len(choose_username(long, {long} | {f"{long}{i}" for i in range(2, 10)})) <= 32
+
+
+@pytest.mark.parametrize(
+    ("discord", "base"),
+    [("Alice", "alice"), ("a", "usera"), ("..", ".."), ("名前", "user"), ("x" * 40, "x" * 28)],
+)
+def test_username_base_from_discord(discord: str, base: str) -> None:
+    assert username_base_from_discord(discord) == base
+    validate_username(base)
+
+
+def test_email_normalisation() -> None:
+    assert normalize_email("  Alice@Example.COM ") == "alice@example.com"
+    assert normalize_email("   ") is None
+    assert validate_email("A@B.example") == "a@b.example"
+    for bad in ["", "no-at", "@x", "x@", "a@@b", "a b@c.d"]:
+        with pytest.raises(errors.InvalidInput):
+            validate_email(bad)
+
+
+# -- one-time secret checks ----------------------------------------------------------------------
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"found": False, "consumed_by_someone_else": False, "expires_at": None}, "UNKNOWN"),
+        ({"found": True, "consumed_by_someone_else": True, "expires_at": None}, "CONSUMED"),
+        ({"found": True, "consumed_by_someone_else": False, "expires_at": NOW}, "EXPIRED"),
+        (
+            {
+                "found": True,
+                "consumed_by_someone_else": False,
+                "expires_at": NOW + timedelta(seconds=1),
+                "expected_browser_digest": "aa",
+                "browser_digest": "ab",
+            },
+            "WRONG_BROWSER",
+        ),
+        (
+            {
+                "found": True,
+                "consumed_by_someone_else": False,
+                "expires_at": NOW + timedelta(seconds=1),
+                "expected_browser_digest": "aa",
+            },
+            "WRONG_BROWSER",
+        ),
+        (
+            {
+                "found": True,
+                "consumed_by_someone_else": False,
+                "expires_at": NOW + timedelta(microseconds=1),
+                "expected_browser_digest": "aa",
+                "browser_digest": "aa",
+            },
+            "VALID",
+        ),
+    ],
+)
+def test_check_one_time_secret(kwargs: dict[str, object], status: str) -> None:
+    assert check_one_time_secret(now=NOW, **kwargs) is SecretStatus[status]  # type: ignore[arg-type]
