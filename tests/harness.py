@@ -21,7 +21,7 @@ PASSWORD = "correct horse battery staple"
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
 
-def test_settings(**overrides: object) -> Settings:
+def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {"secret_key": TEST_SECRET_KEY, "_env_file": None}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -48,7 +48,7 @@ class Harness:
 
     @classmethod
     def build(cls, container: Container | None = None) -> Harness:
-        container = container or build_container(test_settings())
+        container = container or build_container(make_settings())
         clock, discord = ManualClock(), InMemoryDiscordOAuth()
         container.clock.override(clock)
         container.discord_oauth.override(discord)

@@ -1,0 +1,329 @@
+"""One contract per repository port. Subclass ``RepositoryContract`` and provide a
+``uow_factory`` fixture; the in-memory adapter and the SQL adapters run the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from domain import errors
+from domain.model import (
+    Account,
+    AccountId,
+    ApiKey,
+    AuditEvent,
+    AuditKind,
+    AuthPurpose,
+    DiscordId,
+    DiscordUser,
+    Link,
+    LinkTicket,
+    PendingLogin,
+    Session,
+)
+from domain.ports import UnitOfWork, UnitOfWorkFactory
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=10)
+
+
+def account(username: str = "alice", email: str | None = "alice@example.com") -> Account:
+    return Account(AccountId.new(), username, email, True, "argon2-hash", NOW)
+
+
+def link(discord_id: int, account_id: AccountId) -> Link:
+    return Link(DiscordId(discord_id), account_id, NOW, f"d{discord_id}", "Global", "avatarhash")
+
+
+def pending(digest: str = "s" * 64, **changes: object) -> PendingLogin:
+    row = PendingLogin(digest, AuthPurpose.LOGIN, "b" * 64, "v" * 43, "/account", NOW, LATER)
+    return replace(row, **changes)  # type: ignore[arg-type]
+
+
+def ticket(digest: str = "t" * 64) -> LinkTicket:
+    return LinkTicket(digest, DiscordUser(DiscordId(77), "dee", "Dee", None), NOW, LATER)
+
+
+async def write(
+    factory: UnitOfWorkFactory, step: Callable[[UnitOfWork], Awaitable[object]]
+) -> None:
+    async with factory() as uow:
+        await step(uow)
+        await uow.commit()
+
+
+class RepositoryContract:
+    @pytest.fixture
+    def uow_factory(self) -> UnitOfWorkFactory:
+        raise NotImplementedError
+
+    # -- unit of work ----------------------------------------------------------------------
+
+    async def test_changes_are_discarded_unless_committed(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        first = account()
+        async with uow_factory() as uow:
+            await uow.accounts.add(first)
+        async with uow_factory() as uow:
+            assert await uow.accounts.get(first.id) is None
+
+    async def test_an_exception_rolls_back(self, uow_factory: UnitOfWorkFactory) -> None:
+        first = account()
+
+        async def fail_midway() -> None:
+            async with uow_factory() as uow:
+                await uow.accounts.add(first)
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await fail_midway()
+        async with uow_factory() as uow:
+            assert await uow.accounts.get(first.id) is None
+
+    async def test_rollback_discards_and_commit_keeps(self, uow_factory: UnitOfWorkFactory) -> None:
+        kept, dropped = account("kept", None), account("dropped", None)
+        async with uow_factory() as uow:
+            await uow.accounts.add(kept)
+            await uow.commit()
+            await uow.accounts.add(dropped)
+            await uow.rollback()
+        async with uow_factory() as uow:
+            assert await uow.accounts.get(kept.id) == kept
+            assert await uow.accounts.get(dropped.id) is None
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    async def test_account_round_trip(self, uow_factory: UnitOfWorkFactory) -> None:
+        first = account()
+        await write(uow_factory, lambda uow: uow.accounts.add(first))
+        async with uow_factory() as uow:
+            assert await uow.accounts.get(first.id) == first
+            assert await uow.accounts.get_by_username("ALICE") == first
+            assert await uow.accounts.get(AccountId.new()) is None
+
+    async def test_usernames_are_unique_case_insensitively(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        await write(uow_factory, lambda uow: uow.accounts.add(account("alice")))
+        with pytest.raises(errors.Conflict):
+            await write(uow_factory, lambda uow: uow.accounts.add(account("Alice", "x@y.z")))
+
+    async def test_find_by_email_is_case_insensitive_and_returns_all(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        a, b = account("a1", "Same@Example.com"), account("a2", "same@example.COM")
+        c = account("a3", "other@example.com")
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for row in (a, b, c):
+                await uow.accounts.add(row)
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            found = await uow.accounts.find_by_email("SAME@example.com")
+            assert {x.id for x in found} == {a.id, b.id}
+            assert await uow.accounts.find_by_email("none@example.com") == []
+            assert await uow.accounts.usernames_starting_with("a") == {"a1", "a2", "a3"}
+            assert await uow.accounts.usernames_starting_with("A1") == {"a1"}
+
+    async def test_update_account(self, uow_factory: UnitOfWorkFactory) -> None:
+        first = account()
+        await write(uow_factory, lambda uow: uow.accounts.add(first))
+        changed = replace(first, email_verified=False, password_hash=None, email=None)
+        await write(uow_factory, lambda uow: uow.accounts.update(changed))
+        async with uow_factory() as uow:
+            assert await uow.accounts.get(first.id) == changed
+
+    # -- links -----------------------------------------------------------------------------------
+
+    async def test_link_round_trip_and_remove(self, uow_factory: UnitOfWorkFactory) -> None:
+        owner = account()
+        row = link(2**63 - 1, owner.id)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.links.add(row)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert await uow.links.get_by_discord_id(row.discord_id) == row
+            assert await uow.links.get_by_account(owner.id) == row
+            assert await uow.links.get_by_discord_id(DiscordId(5)) is None
+        async with uow_factory() as uow:
+            assert await uow.links.remove(row.discord_id) is True
+            assert await uow.links.remove(row.discord_id) is False
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.links.get_by_account(owner.id) is None
+
+    async def test_one_account_per_discord_and_one_discord_per_account(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        alice, bob = account("alice", None), account("bob", None)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(alice)
+            await uow.accounts.add(bob)
+            await uow.links.add(link(10, alice.id))
+
+        await write(uow_factory, add)
+        with pytest.raises(errors.Conflict):
+            await write(uow_factory, lambda uow: uow.links.add(link(10, bob.id)))
+        with pytest.raises(errors.Conflict):
+            await write(uow_factory, lambda uow: uow.links.add(link(11, alice.id)))
+
+    async def test_link_to_a_missing_account_is_refused(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        with pytest.raises(errors.Conflict):
+            await write(uow_factory, lambda uow: uow.links.add(link(12, AccountId.new())))
+
+    # -- one-time secrets --------------------------------------------------------------------------
+
+    async def test_pending_login_round_trip_and_single_consumption(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        row = pending(account_id=owner.id, purpose=AuthPurpose.LINK)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.pending_logins.add(row)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.get(row.state_digest) == row
+            consumed = await uow.pending_logins.consume(row.state_digest, NOW)
+            assert consumed == replace(row, consumed_at=NOW)
+            assert await uow.pending_logins.consume(row.state_digest, NOW) is None
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.consume(row.state_digest, NOW) is None
+            assert await uow.pending_logins.consume("u" * 64, NOW) is None
+            stored = await uow.pending_logins.get(row.state_digest)
+            assert stored is not None
+            assert stored.consumed_at == NOW
+
+    async def test_uncommitted_consumption_is_undone(self, uow_factory: UnitOfWorkFactory) -> None:
+        await write(uow_factory, lambda uow: uow.link_tickets.add(ticket()))
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.consume("t" * 64, NOW) is not None
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.consume("t" * 64, NOW) is not None
+
+    async def test_ticket_round_trip(self, uow_factory: UnitOfWorkFactory) -> None:
+        row = ticket()
+        await write(uow_factory, lambda uow: uow.link_tickets.add(row))
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.get(row.digest) == row
+            assert await uow.link_tickets.consume(row.digest, NOW) == replace(row, consumed_at=NOW)
+
+    async def test_concurrent_consumers_have_exactly_one_winner(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        await write(uow_factory, lambda uow: uow.pending_logins.add(pending()))
+        await write(uow_factory, lambda uow: uow.link_tickets.add(ticket()))
+
+        async def consume_state() -> bool:
+            async with uow_factory() as uow:
+                won = await uow.pending_logins.consume("s" * 64, NOW)
+                await uow.commit()
+                return won is not None
+
+        async def consume_ticket() -> bool:
+            async with uow_factory() as uow:
+                won = await uow.link_tickets.consume("t" * 64, NOW)
+                await uow.commit()
+                return won is not None
+
+        states = await asyncio.gather(*(consume_state() for _ in range(20)))
+        tickets = await asyncio.gather(*(consume_ticket() for _ in range(20)))
+        assert states.count(True) == 1
+        assert tickets.count(True) == 1
+
+    async def test_purge_expired_removes_only_expired(self, uow_factory: UnitOfWorkFactory) -> None:
+        owner = account()
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.pending_logins.add(pending("old" + "s" * 61, expires_at=NOW))
+            await uow.pending_logins.add(pending("new" + "s" * 61, expires_at=LATER))
+            await uow.link_tickets.add(replace(ticket("old" + "t" * 61), expires_at=NOW))
+            await uow.link_tickets.add(ticket("new" + "t" * 61))
+            await uow.sessions.add(Session("old" + "x" * 61, owner.id, NOW, NOW))
+            await uow.sessions.add(Session("new" + "x" * 61, owner.id, NOW, LATER))
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.purge_expired(NOW) == 1
+            assert await uow.link_tickets.purge_expired(NOW) == 1
+            assert await uow.sessions.purge_expired(NOW) == 1
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.get("new" + "s" * 61) is not None
+            assert await uow.link_tickets.get("old" + "t" * 61) is None
+            assert await uow.sessions.get("new" + "x" * 61) is not None
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    async def test_sessions(self, uow_factory: UnitOfWorkFactory) -> None:
+        owner, other = account("owner", None), account("other", None)
+        rows = [Session(f"{i}" * 64, owner.id, NOW, LATER) for i in range(3)]
+        foreign = Session("9" * 64, other.id, NOW, LATER)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.accounts.add(other)
+            for row in [*rows, foreign]:
+                await uow.sessions.add(row)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert await uow.sessions.get(rows[0].digest) == rows[0]
+            assert await uow.sessions.remove(rows[0].digest) is True
+            assert await uow.sessions.remove(rows[0].digest) is False
+            assert await uow.sessions.remove_for_account(owner.id, keep=rows[1].digest) == 1
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.sessions.get(rows[1].digest) == rows[1]
+            assert await uow.sessions.get(rows[2].digest) is None
+            assert await uow.sessions.get(foreign.digest) == foreign
+
+    # -- API keys and audit ------------------------------------------------------------------------
+
+    async def test_api_keys(self, uow_factory: UnitOfWorkFactory) -> None:
+        key = ApiKey(uuid.uuid4(), "bot", "k" * 64, NOW)
+        await write(uow_factory, lambda uow: uow.api_keys.add(key))
+        with pytest.raises(errors.Conflict):
+            await write(
+                uow_factory,
+                lambda uow: uow.api_keys.add(ApiKey(uuid.uuid4(), "bot", "j" * 64, NOW)),
+            )
+        async with uow_factory() as uow:
+            assert await uow.api_keys.get_by_digest("k" * 64) == key
+            assert await uow.api_keys.revoke(key.id, LATER) is True
+            assert await uow.api_keys.revoke(key.id, LATER) is False
+            await uow.commit()
+        replacement = ApiKey(uuid.uuid4(), "bot", "j" * 64, LATER)
+        await write(uow_factory, lambda uow: uow.api_keys.add(replacement))
+        async with uow_factory() as uow:
+            assert [k.revoked_at for k in await uow.api_keys.list()] == [LATER, None]
+
+    async def test_audit_log(self, uow_factory: UnitOfWorkFactory) -> None:
+        owner = account()
+        event = AuditEvent(AuditKind.LINKED, NOW, owner.id, DiscordId(3), {"via": "ticket"})
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.audit.record(event)
+            await uow.audit.record(AuditEvent(AuditKind.API_KEY_CREATED, NOW, detail={"n": "x"}))
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert list(await uow.audit.for_account(owner.id)) == [event]

@@ -1,0 +1,104 @@
+"""Settings, the composition root and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from adapters.memory import MemoryUnitOfWork
+from domain.use_cases import SignUp
+from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.settings import SettingsError, load_settings
+from tests.harness import TEST_SECRET_KEY, make_settings
+
+
+def test_missing_secret_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKFLOW_LINK_SECRET_KEY", raising=False)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    assert "TASKFLOW_LINK_SECRET_KEY: is required but not set" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TASKFLOW_LINK_SECRET_KEY", "short", "TASKFLOW_LINK_SECRET_KEY"),
+        ("TASKFLOW_LINK_PUBLIC_URL", "not a url", "TASKFLOW_LINK_PUBLIC_URL"),
+        ("TASKFLOW_LINK_STORAGE", "mongodb", "TASKFLOW_LINK_STORAGE"),
+        ("TASKFLOW_LINK_DISCORD_PUBLIC_KEY", "zz", "TASKFLOW_LINK_DISCORD_PUBLIC_KEY"),
+        ("TASKFLOW_LINK_SESSION_TTL_DAYS", "0", "TASKFLOW_LINK_SESSION_TTL_DAYS"),
+    ],
+)
+def test_invalid_settings_name_the_variable_and_hide_the_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    assert expected in str(failed.value)
+    if variable == "TASKFLOW_LINK_SECRET_KEY":
+        assert value not in str(failed.value).replace(expected, "")
+
+
+def test_settings_from_environment_and_dotenv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> None:
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    monkeypatch.delenv("TASKFLOW_LINK_SECRET_KEY", raising=False)
+    with open(".env", "w") as env_file:
+        env_file.write(f"TASKFLOW_LINK_SECRET_KEY={TEST_SECRET_KEY}\n")
+        env_file.write("TASKFLOW_LINK_PUBLIC_URL=https://link.example.com\n")
+    monkeypatch.setenv("TASKFLOW_LINK_SESSION_TTL_DAYS", "3")
+    settings = load_settings()
+    assert settings.secret_key.get_secret_value() == TEST_SECRET_KEY
+    assert str(settings.public_url) == "https://link.example.com/"
+    assert settings.session_ttl_days == 3
+
+
+def test_require_names_missing_settings() -> None:
+    with pytest.raises(SettingsError) as failed:
+        make_settings().require("discord_client_id", "discord_bot_token")
+    assert "TASKFLOW_LINK_DISCORD_CLIENT_ID, TASKFLOW_LINK_DISCORD_BOT_TOKEN" in str(failed.value)
+
+
+def test_container_wires_the_memory_adapter_set() -> None:
+    container = build_container(make_settings(storage="memory"))
+    assert isinstance(container.uow()(), MemoryUnitOfWork)
+    assert isinstance(container.sign_up(), SignUp)
+    assert container.sign_up() is not container.sign_up()  # use cases are per call
+    assert container.uow() is container.uow()  # infrastructure is shared
+
+
+def test_cli_help_and_config_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "config" in result.output
+
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    result = runner.invoke(cli, ["config"])
+    assert result.exit_code == 0
+    assert "TASKFLOW_LINK_SECRET_KEY = (set)" in result.output
+    assert TEST_SECRET_KEY not in result.output
+
+
+def test_installed_command_reports_a_missing_setting_without_a_traceback(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from entrypoints.cli import main; main()", "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # type: ignore[arg-type]
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "TASKFLOW_LINK_SECRET_KEY: is required but not set" in done.stderr
+    assert "Traceback" not in done.stderr
