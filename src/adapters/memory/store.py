@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from domain import errors
 from domain.model import (
@@ -107,6 +107,25 @@ class MemoryUnitOfWork:
         self.work = self._db.tables.copy()
 
 
+_OneTime = TypeVar("_OneTime", PendingLogin, LinkTicket)
+_Expiring = TypeVar("_Expiring", PendingLogin, LinkTicket, Session)
+
+
+def _consume(table: dict[str, _OneTime], key: str, now: datetime) -> _OneTime | None:
+    row = table.get(key)
+    if row is None or row.consumed_at is not None:
+        return None
+    table[key] = replace(row, consumed_at=now)
+    return table[key]
+
+
+def _purge(table: dict[str, _Expiring], now: datetime) -> int:
+    gone = [key for key, row in table.items() if row.expires_at <= now]
+    for key in gone:
+        del table[key]
+    return len(gone)
+
+
 class _Repo:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
@@ -187,21 +206,13 @@ class MemoryPendingLogins(_Repo):
         self._t.pending_logins[pending.state_digest] = pending
 
     async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
-        row = self._t.pending_logins.get(state_digest)
-        if row is None or row.consumed_at is not None:
-            return None
-        consumed = replace(row, consumed_at=now)
-        self._t.pending_logins[state_digest] = consumed
-        return consumed
+        return _consume(self._t.pending_logins, state_digest, now)
 
     async def get(self, state_digest: str) -> PendingLogin | None:
         return self._t.pending_logins.get(state_digest)
 
     async def purge_expired(self, now: datetime) -> int:
-        gone = [k for k, v in self._t.pending_logins.items() if v.expires_at <= now]
-        for key in gone:
-            del self._t.pending_logins[key]
-        return len(gone)
+        return _purge(self._t.pending_logins, now)
 
 
 class MemoryLinkTickets(_Repo):
@@ -211,21 +222,13 @@ class MemoryLinkTickets(_Repo):
         self._t.link_tickets[ticket.digest] = ticket
 
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
-        row = self._t.link_tickets.get(digest)
-        if row is None or row.consumed_at is not None:
-            return None
-        consumed = replace(row, consumed_at=now)
-        self._t.link_tickets[digest] = consumed
-        return consumed
+        return _consume(self._t.link_tickets, digest, now)
 
     async def get(self, digest: str) -> LinkTicket | None:
         return self._t.link_tickets.get(digest)
 
     async def purge_expired(self, now: datetime) -> int:
-        gone = [k for k, v in self._t.link_tickets.items() if v.expires_at <= now]
-        for key in gone:
-            del self._t.link_tickets[key]
-        return len(gone)
+        return _purge(self._t.link_tickets, now)
 
 
 class MemorySessions(_Repo):
@@ -247,10 +250,7 @@ class MemorySessions(_Repo):
         return len(gone)
 
     async def purge_expired(self, now: datetime) -> int:
-        gone = [k for k, s in self._t.sessions.items() if s.expires_at <= now]
-        for key in gone:
-            del self._t.sessions[key]
-        return len(gone)
+        return _purge(self._t.sessions, now)
 
 
 class MemoryApiKeys(_Repo):

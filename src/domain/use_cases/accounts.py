@@ -34,7 +34,7 @@ class SignedIn:
     session_token: str
 
 
-class SignUp:
+class _PasswordUseCase:
     def __init__(
         self,
         uow: UnitOfWorkFactory,
@@ -44,6 +44,8 @@ class SignUp:
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
+
+class SignUp(_PasswordUseCase):
     async def execute(self, *, username: str, email: str, password: str) -> SignedIn:
         name = validate_username(username)
         address = validate_email(email)
@@ -67,17 +69,8 @@ class SignUp:
         return SignedIn(account, token)
 
 
-class SignIn:
+class SignIn(_PasswordUseCase):
     """Sign in with a username or an email and a password."""
-
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        tokens: TokenIssuer,
-        clock: Clock,
-        passwords: PasswordHasher,
-    ) -> None:
-        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
     async def execute(self, *, login: str, password: str) -> SignedIn:
         login = login.strip()
@@ -133,17 +126,8 @@ class CurrentAccount:
             return await uow.accounts.get(session.account_id)
 
 
-class SetPassword:
+class SetPassword(_PasswordUseCase):
     """Set or change the password. Changing one needs the current one; other sessions end."""
-
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        tokens: TokenIssuer,
-        clock: Clock,
-        passwords: PasswordHasher,
-    ) -> None:
-        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
     async def execute(
         self,
