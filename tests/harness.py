@@ -22,7 +22,11 @@ TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
 
 def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"secret_key": TEST_SECRET_KEY, "_env_file": None}
+    values: dict[str, object] = {
+        "secret_key": TEST_SECRET_KEY,
+        "storage": "memory",
+        "_env_file": None,
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

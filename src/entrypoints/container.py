@@ -8,6 +8,7 @@ from adapters.clock import SystemClock
 from adapters.fake_discord import InMemoryDiscordOAuth
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher
+from adapters.sql import SqlDatabase
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
 from domain.ports import UnitOfWorkFactory
@@ -16,6 +17,19 @@ from entrypoints.settings import Settings
 
 def _memory_uow_factory(db: MemoryDatabase) -> UnitOfWorkFactory:
     return db.unit_of_work
+
+
+def _sql_uow_factory(db: SqlDatabase) -> UnitOfWorkFactory:
+    return db.unit_of_work
+
+
+def _sql_database(settings: Settings) -> SqlDatabase:
+    return SqlDatabase(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+    )
 
 
 def _callback_url(settings: Settings) -> str:
@@ -29,11 +43,13 @@ class Container(containers.DeclarativeContainer):
     tokens = providers.Singleton(SecretsTokenIssuer)
     passwords = providers.Singleton(Argon2PasswordHasher)
 
-    # Adapter sets, chosen by TASKFLOW_LINK_STORAGE. The SQL set joins this selector.
+    # Adapter sets, chosen by TASKFLOW_LINK_STORAGE.
     memory_db = providers.Singleton(MemoryDatabase)
+    sql_db = providers.Singleton(_sql_database, settings)
     uow = providers.Selector(
         providers.Callable(lambda s: s.storage, settings),
         memory=providers.Singleton(_memory_uow_factory, memory_db),
+        sql=providers.Singleton(_sql_uow_factory, sql_db),
     )
 
     # Stand-in until the HTTP adapter for Discord's OAuth2 lands with the web entrypoint;

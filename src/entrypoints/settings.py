@@ -29,13 +29,18 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    storage: Literal["memory"] = Field(
-        default="memory",
-        description="Adapter set for storage. Only `memory` exists until the SQL adapters land.",
+    storage: Literal["sql", "memory"] = Field(
+        default="sql",
+        description="Adapter set for storage: `sql` (the database below) or `memory` (tests).",
     )
     database_url: str = Field(
         default="sqlite+aiosqlite:///taskflow-link.db",
-        description="SQLAlchemy URL of the database (used by the SQL adapter set).",
+        description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///file.db",
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="Postgres pool size.")
+    db_max_overflow: int = Field(default=10, ge=0, le=200, description="Extra connections.")
+    db_pool_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to wait for a pooled connection."
     )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),
@@ -60,6 +65,15 @@ class Settings(BaseSettings):
     )
     session_ttl_days: int = Field(default=14, ge=1, le=365, description="Web session lifetime.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError(
+                "must start with postgresql+asyncpg:// or sqlite+aiosqlite:// (async drivers)"
+            )
+        return value
 
     @field_validator("discord_public_key")
     @classmethod

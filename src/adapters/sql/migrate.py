@@ -1,0 +1,57 @@
+"""Run the Alembic migrations shipped inside the package, on an async engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from adapters.sql.database import SqlDatabase
+from adapters.sql.tables import metadata
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def upgrade(database: SqlDatabase, revision: str = "head") -> None:
+    async with database.engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+
+
+async def downgrade(database: SqlDatabase, revision: str) -> None:
+    async with database.engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(_config(sync), revision))
+
+
+async def current_revision(database: SqlDatabase) -> str | None:
+    async with database.engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+
+
+async def pending_differences(database: SqlDatabase) -> list[Any]:
+    """What autogenerate would change to make the database match the models ([] = agreed)."""
+    async with database.engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
+
+
+async def autogenerate(database: SqlDatabase, message: str) -> None:
+    """Developer tool: write a new revision from the difference between models and database."""
+    async with database.engine.begin() as conn:
+        await conn.run_sync(
+            lambda sync: command.revision(_config(sync), message=message, autogenerate=True)
+        )

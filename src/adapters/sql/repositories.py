@@ -1,0 +1,366 @@
+"""Repositories over one ``AsyncSession``. They never commit (the unit of work does)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Delete,
+    Executable,
+    Insert,
+    Result,
+    Update,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.sql.errors import translate
+from adapters.sql.tables import (
+    accounts,
+    api_keys,
+    audit_events,
+    link_tickets,
+    pending_login,
+    sessions,
+    user_links,
+)
+from domain.model import (
+    Account,
+    AccountId,
+    ApiKey,
+    AuditEvent,
+    AuditKind,
+    AuthPurpose,
+    DiscordId,
+    DiscordUser,
+    Link,
+    LinkTicket,
+    PendingLogin,
+    Session,
+)
+
+
+class _Repo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def _run(self, statement: Executable) -> Result[Any]:
+        try:
+            return await self._session.execute(statement)
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            raise translate(exc) from exc
+
+    async def _count(self, statement: Delete | Update | Insert) -> int:
+        result = await self._run(statement)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- row <-> domain ------------------------------------------------------------------------
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        AccountId(row.id),
+        row.username,
+        row.email,
+        bool(row.email_verified),
+        row.password_hash,
+        row.created_at,
+    )
+
+
+def _account_values(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.id.value,
+        "username": account.username.lower(),
+        "email": account.email,
+        "email_verified": account.email_verified,
+        "password_hash": account.password_hash,
+        "created_at": account.created_at,
+    }
+
+
+def _link(row: Any) -> Link:
+    return Link(
+        DiscordId(row.discord_id),
+        AccountId(row.taskflow_user_id),
+        row.linked_at,
+        row.discord_username,
+        row.discord_global_name,
+        row.discord_avatar,
+    )
+
+
+def _pending(row: Any) -> PendingLogin:
+    return PendingLogin(
+        state_digest=row.state_hash,
+        purpose=AuthPurpose(row.purpose),
+        browser_digest=row.browser_hash,
+        pkce_verifier=row.pkce_verifier,
+        destination=row.destination,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        account_id=AccountId(row.account_id) if row.account_id else None,
+        consumed_at=row.consumed_at,
+    )
+
+
+def _ticket(row: Any) -> LinkTicket:
+    return LinkTicket(
+        row.token_hash,
+        DiscordUser(
+            DiscordId(row.discord_id),
+            row.discord_username,
+            row.discord_global_name,
+            row.discord_avatar,
+        ),
+        row.created_at,
+        row.expires_at,
+        row.consumed_at,
+    )
+
+
+def _session_row(row: Any) -> Session:
+    return Session(row.token_hash, AccountId(row.account_id), row.created_at, row.expires_at)
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(row.id, row.name, row.key_hash, row.created_at, row.revoked_at)
+
+
+def _audit(row: Any) -> AuditEvent:
+    return AuditEvent(
+        kind=AuditKind(row.kind),
+        at=row.at,
+        account_id=AccountId(row.account_id) if row.account_id else None,
+        discord_id=DiscordId(row.discord_id) if row.discord_id else None,
+        detail=dict(row.detail),
+        id=row.id,
+    )
+
+
+# -- repositories ------------------------------------------------------------------------------
+
+
+class SqlAccounts(_Repo):
+    async def add(self, account: Account) -> None:
+        await self._run(insert(accounts).values(**_account_values(account)))
+
+    async def update(self, account: Account) -> None:
+        values = _account_values(account)
+        del values["id"]
+        await self._run(update(accounts).where(accounts.c.id == account.id.value).values(**values))
+
+    async def get(self, account_id: AccountId) -> Account | None:
+        row = (await self._run(select(accounts).where(accounts.c.id == account_id.value))).first()
+        return _account(row) if row else None
+
+    async def get_by_username(self, username: str) -> Account | None:
+        query = select(accounts).where(accounts.c.username == username.lower())
+        row = (await self._run(query)).first()
+        return _account(row) if row else None
+
+    async def find_by_email(self, email: str) -> Sequence[Account]:
+        wanted = email.strip().lower()
+        if not wanted:
+            return []
+        query = (
+            select(accounts)
+            .where(func.lower(accounts.c.email) == wanted)
+            .order_by(accounts.c.created_at, accounts.c.id)
+        )
+        return [_account(row) for row in await self._run(query)]
+
+    async def usernames_starting_with(self, prefix: str) -> set[str]:
+        query = select(accounts.c.username).where(
+            accounts.c.username.startswith(prefix.lower(), autoescape=True)
+        )
+        return {row.username for row in await self._run(query)}
+
+
+class SqlLinks(_Repo):
+    async def add(self, link: Link) -> None:
+        await self._run(
+            insert(user_links).values(
+                discord_id=link.discord_id.value,
+                taskflow_user_id=link.account_id.value,
+                linked_at=link.linked_at,
+                discord_username=link.discord_username,
+                discord_global_name=link.discord_global_name,
+                discord_avatar=link.discord_avatar,
+            )
+        )
+
+    async def get_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        query = select(user_links).where(user_links.c.discord_id == discord_id.value)
+        row = (await self._run(query)).first()
+        return _link(row) if row else None
+
+    async def get_by_account(self, account_id: AccountId) -> Link | None:
+        query = select(user_links).where(user_links.c.taskflow_user_id == account_id.value)
+        row = (await self._run(query)).first()
+        return _link(row) if row else None
+
+    async def remove(self, discord_id: DiscordId) -> bool:
+        query = delete(user_links).where(user_links.c.discord_id == discord_id.value)
+        return await self._count(query) > 0
+
+
+class SqlPendingLogins(_Repo):
+    async def add(self, pending: PendingLogin) -> None:
+        await self._run(
+            insert(pending_login).values(
+                state_hash=pending.state_digest,
+                purpose=pending.purpose.value,
+                account_id=pending.account_id.value if pending.account_id else None,
+                browser_hash=pending.browser_digest,
+                pkce_verifier=pending.pkce_verifier,
+                destination=pending.destination,
+                created_at=pending.created_at,
+                expires_at=pending.expires_at,
+                consumed_at=pending.consumed_at,
+            )
+        )
+
+    async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
+        # One statement: of concurrent callers exactly one sees consumed_at IS NULL.
+        query = (
+            update(pending_login)
+            .where(
+                pending_login.c.state_hash == state_digest, pending_login.c.consumed_at.is_(None)
+            )
+            .values(consumed_at=now)
+            .returning(*pending_login.c)
+        )
+        row = (await self._run(query)).first()
+        return _pending(row) if row else None
+
+    async def get(self, state_digest: str) -> PendingLogin | None:
+        query = select(pending_login).where(pending_login.c.state_hash == state_digest)
+        row = (await self._run(query)).first()
+        return _pending(row) if row else None
+
+    async def purge_expired(self, now: datetime) -> int:
+        return await self._count(delete(pending_login).where(pending_login.c.expires_at <= now))
+
+
+class SqlLinkTickets(_Repo):
+    async def add(self, ticket: LinkTicket) -> None:
+        await self._run(
+            insert(link_tickets).values(
+                token_hash=ticket.digest,
+                discord_id=ticket.discord.id.value,
+                discord_username=ticket.discord.username,
+                discord_global_name=ticket.discord.global_name,
+                discord_avatar=ticket.discord.avatar,
+                created_at=ticket.created_at,
+                expires_at=ticket.expires_at,
+                consumed_at=ticket.consumed_at,
+            )
+        )
+
+    async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
+        query = (
+            update(link_tickets)
+            .where(link_tickets.c.token_hash == digest, link_tickets.c.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .returning(*link_tickets.c)
+        )
+        row = (await self._run(query)).first()
+        return _ticket(row) if row else None
+
+    async def get(self, digest: str) -> LinkTicket | None:
+        row = (
+            await self._run(select(link_tickets).where(link_tickets.c.token_hash == digest))
+        ).first()
+        return _ticket(row) if row else None
+
+    async def purge_expired(self, now: datetime) -> int:
+        return await self._count(delete(link_tickets).where(link_tickets.c.expires_at <= now))
+
+
+class SqlSessions(_Repo):
+    async def add(self, session: Session) -> None:
+        await self._run(
+            insert(sessions).values(
+                token_hash=session.digest,
+                account_id=session.account_id.value,
+                created_at=session.created_at,
+                expires_at=session.expires_at,
+            )
+        )
+
+    async def get(self, digest: str) -> Session | None:
+        row = (await self._run(select(sessions).where(sessions.c.token_hash == digest))).first()
+        return _session_row(row) if row else None
+
+    async def remove(self, digest: str) -> bool:
+        return await self._count(delete(sessions).where(sessions.c.token_hash == digest)) > 0
+
+    async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
+        query = delete(sessions).where(sessions.c.account_id == account_id.value)
+        if keep is not None:
+            query = query.where(sessions.c.token_hash != keep)
+        return await self._count(query)
+
+    async def purge_expired(self, now: datetime) -> int:
+        return await self._count(delete(sessions).where(sessions.c.expires_at <= now))
+
+
+class SqlApiKeys(_Repo):
+    async def add(self, key: ApiKey) -> None:
+        await self._run(
+            insert(api_keys).values(
+                id=key.id,
+                name=key.name,
+                key_hash=key.digest,
+                created_at=key.created_at,
+                revoked_at=key.revoked_at,
+            )
+        )
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        row = (await self._run(select(api_keys).where(api_keys.c.key_hash == digest))).first()
+        return _api_key(row) if row else None
+
+    async def list(self) -> Sequence[ApiKey]:
+        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        return [_api_key(row) for row in await self._run(query)]
+
+    async def revoke(self, key_id: uuid.UUID, now: datetime) -> bool:
+        query = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return await self._count(query) > 0
+
+
+class SqlAudit(_Repo):
+    async def record(self, event: AuditEvent) -> None:
+        await self._run(
+            insert(audit_events).values(
+                id=event.id,
+                kind=event.kind.value,
+                at=event.at,
+                account_id=event.account_id.value if event.account_id else None,
+                discord_id=event.discord_id.value if event.discord_id else None,
+                detail=dict(event.detail),
+            )
+        )
+
+    async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]:
+        query = (
+            select(audit_events)
+            .where(audit_events.c.account_id == account_id.value)
+            .order_by(audit_events.c.at)
+        )
+        return [_audit(row) for row in await self._run(query)]

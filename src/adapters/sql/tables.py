@@ -1,0 +1,166 @@
+"""The schema, as SQLAlchemy Core tables. Migrations under ``migrations/`` must match it
+(a test runs Alembic's autogenerate comparison and expects no difference)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    Uuid,
+    false,
+    func,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP`` without time zone holding UTC, read back as an aware UTC datetime.
+
+    The guide's ``user_links.linked_at`` is a plain ``TIMESTAMP``; using the same
+    convention everywhere keeps Postgres and SQLite identical.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # CURRENT_TIMESTAMP defaults on SQLite
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)  # noqa: S101 - the driver returns datetimes
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("username", String(32), nullable=False, unique=True),  # stored lower-cased
+    Column("email", String(254), nullable=True),
+    Column("email_verified", Boolean(), nullable=False, server_default=false()),
+    Column("password_hash", String(255), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_accounts_email_lower", func.lower(accounts.c.email))
+
+# The original guide's table, same name and columns, plus display fields for the web pages.
+user_links = Table(
+    "user_links",
+    metadata,
+    Column("discord_id", BigInteger(), primary_key=True, autoincrement=False),
+    Column(
+        "taskflow_user_id",
+        Uuid(),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("linked_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("discord_username", String(64), nullable=False, server_default=""),
+    Column("discord_global_name", String(64), nullable=True),
+    Column("discord_avatar", String(128), nullable=True),
+    CheckConstraint("discord_id > 0", name="discord_id_positive"),
+)
+
+pending_login = Table(
+    "pending_login",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("purpose", String(8), nullable=False),
+    Column("account_id", Uuid(), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    Column("browser_hash", String(64), nullable=False),
+    Column("pkce_verifier", String(128), nullable=False),
+    Column("destination", String(2048), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    Column("consumed_at", UtcDateTime(), nullable=True),
+    CheckConstraint("purpose IN ('login', 'link')", name="purpose_known"),
+)
+
+link_tickets = Table(
+    "link_tickets",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("discord_id", BigInteger(), nullable=False),
+    Column("discord_username", String(64), nullable=False),
+    Column("discord_global_name", String(64), nullable=True),
+    Column("discord_avatar", String(128), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    Column("consumed_at", UtcDateTime(), nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "account_id",
+        Uuid(),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+)
+# One active key per name; revoked keys keep their name for the record.
+Index(
+    "uq_api_keys_active_name",
+    api_keys.c.name,
+    unique=True,
+    postgresql_where=api_keys.c.revoked_at.is_(None),
+    sqlite_where=api_keys.c.revoked_at.is_(None),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    # No foreign keys: the trail outlives the accounts it mentions.
+    Column("account_id", Uuid(), nullable=True, index=True),
+    Column("discord_id", BigInteger(), nullable=True),
+    Column("detail", JSON(), nullable=False),
+)

@@ -1,0 +1,63 @@
+"""Unit of work on one ``AsyncSession``: rolls back unless committed; driver errors become
+the domain's ``Conflict`` (uniqueness, foreign keys) or ``StorageError`` (anything else)."""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.sql.errors import translate
+from adapters.sql.repositories import (
+    SqlAccounts,
+    SqlApiKeys,
+    SqlAudit,
+    SqlLinks,
+    SqlLinkTickets,
+    SqlPendingLogins,
+    SqlSessions,
+)
+from domain import errors
+
+
+class SqlUnitOfWork:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._session = sessions()
+        self.accounts = SqlAccounts(self._session)
+        self.links = SqlLinks(self._session)
+        self.pending_logins = SqlPendingLogins(self._session)
+        self.link_tickets = SqlLinkTickets(self._session)
+        self.sessions = SqlSessions(self._session)
+        self.api_keys = SqlApiKeys(self._session)
+        self.audit = SqlAudit(self._session)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.rollback()
+        finally:
+            await self._session.close()
+
+    async def commit(self) -> None:
+        try:
+            await self._session.commit()
+        except IntegrityError as exc:
+            await self._session.rollback()
+            raise errors.Conflict() from exc
+        except (DBAPIError, OSError) as exc:
+            raise translate(exc) from exc
+
+    async def rollback(self) -> None:
+        # If the connection is gone there is nothing left to roll back; the pool drops it.
+        with contextlib.suppress(DBAPIError, OSError):
+            await self._session.rollback()
