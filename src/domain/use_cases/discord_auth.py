@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -124,6 +126,18 @@ class AuthCompleted:
     session_token: str | None  # a new session for login flows; None for link flows
 
 
+@contextlib.asynccontextmanager
+async def _decided_without_a_link() -> AsyncIterator[None]:
+    """The decision was taken when this Discord id had no link. If linking now finds one,
+    a concurrent first login won the race (a read-committed database shows its row to our
+    later statement): decide again from the top instead of refusing the person.
+    """
+    try:
+        yield
+    except errors.DiscordLinkedElsewhere:
+        raise errors.Conflict() from None
+
+
 class CompleteDiscordAuth:
     """Discord's callback: check and consume the state, read the profile, apply a policy."""
 
@@ -215,12 +229,14 @@ class CompleteDiscordAuth:
                 case SignIn(account_id):
                     outcome = AuthOutcome.SIGNED_IN
                 case LinkAndSignIn(account_id):
-                    await apply_link(
-                        uow, discord=profile.user, account_id=account_id, now=now, via="email"
-                    )
+                    async with _decided_without_a_link():
+                        await apply_link(
+                            uow, discord=profile.user, account_id=account_id, now=now, via="email"
+                        )
                     outcome = AuthOutcome.LINKED_AND_SIGNED_IN
                 case CreateAccount():
-                    account_id = await self._create_account(uow, decision, profile, now)
+                    async with _decided_without_a_link():
+                        account_id = await self._create_account(uow, decision, profile, now)
                     outcome = AuthOutcome.CREATED
                 case Refuse(error):
                     await uow.audit.record(

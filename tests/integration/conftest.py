@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from adapters.sql import SqlDatabase, migrate
+from adapters.sql.tables import metadata
+from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
+
+_migrated: set[str] = set()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    if isinstance(server, Unavailable):
+        pytest.skip(server.reason)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def pg_db(postgres: PostgresServer) -> AsyncIterator[SqlDatabase]:
+    """The shared, migrated test database, emptied before each test."""
+    database = SqlDatabase(postgres.url, pool_size=25, max_overflow=5)
+    if postgres.url not in _migrated:
+        await migrate.upgrade(database)
+        _migrated.add(postgres.url)
+    tables = ", ".join(t.name for t in metadata.sorted_tables)
+    async with database.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def empty_pg_url(postgres: PostgresServer) -> AsyncIterator[str]:
+    """A brand-new empty database on the Postgres server (for migration tests)."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres.url_for(name)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'taskflow-link.db'}"
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_url: str) -> AsyncIterator[SqlDatabase]:
+    database = SqlDatabase(sqlite_url)
+    await migrate.upgrade(database)
+    try:
+        yield database
+    finally:
+        await database.dispose()

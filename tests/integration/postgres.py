@@ -1,0 +1,196 @@
+"""Where the integration tests get Postgres from, in order of preference:
+
+1. a container through testcontainers (the public ``postgres:16-alpine`` image by default;
+   ``TASKFLOW_LINK_TEST_POSTGRES_IMAGE`` picks another, ``TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK=1``
+   runs it with host networking, as on machines without a Docker bridge);
+2. a throwaway cluster from local ``initdb``/``pg_ctl`` when no Docker daemon answers;
+3. otherwise the Postgres tests skip, saying how to enable them.
+
+``TASKFLOW_LINK_TEST_REQUIRE_CONTAINER=1`` (set by ``.ci/run``) turns 2 and 3 into failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+IMAGE = os.environ.get("TASKFLOW_LINK_TEST_POSTGRES_IMAGE", "postgres:16-alpine")
+HOST_NETWORK = os.environ.get("TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK") == "1"
+REQUIRE_CONTAINER = os.environ.get("TASKFLOW_LINK_TEST_REQUIRE_CONTAINER") == "1"
+USER, PASSWORD, DBNAME = "taskflow", "taskflow-test-password", "taskflow"
+HOW_TO_ENABLE = (
+    "No Postgres for the integration tests: start a Docker daemon (testcontainers pulls "
+    f"{IMAGE}), or install PostgreSQL's initdb/pg_ctl, or run scripts/provision-test-postgres.sh "
+    "as root and export TASKFLOW_LINK_TEST_POSTGRES_IMAGE=local/postgres:15 "
+    "TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK=1."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PostgresServer(Protocol):
+    kind: str
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL (asyncpg) of the default database."""
+
+    def url_for(self, database: str) -> str: ...
+
+    def stop_server(self) -> None:
+        """Make the server unreachable (keeping its data)."""
+
+    def start_server(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.close()
+    except Exception:
+        return False
+    return True
+
+
+class ContainerPostgres:
+    kind = "container"
+
+    def __init__(self) -> None:
+        from testcontainers.community.postgres import PostgresContainer
+
+        os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+        if HOST_NETWORK:
+            self.port = free_port()
+            container = _host_network_container(PostgresContainer, self.port)
+        else:
+            container = PostgresContainer(
+                IMAGE, username=USER, password=PASSWORD, dbname=DBNAME, driver="asyncpg"
+            )
+        self._container = container
+        container.start()
+        self.host = container.get_container_host_ip()
+        self.port = int(container.get_exposed_port(5432 if not HOST_NETWORK else self.port))
+
+    @property
+    def url(self) -> str:
+        return self.url_for(DBNAME)
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql+asyncpg://{USER}:{PASSWORD}@{self.host}:{self.port}/{database}"
+
+    def stop_server(self) -> None:
+        self._container.get_wrapped_container().stop(timeout=5)
+
+    def start_server(self) -> None:
+        self._container.get_wrapped_container().start()
+        _wait_for_port(self.host, self.port)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.stop()
+
+
+def _host_network_container(base: type, port: int) -> object:
+    class HostNetworkPostgres(base):  # type: ignore[misc,valid-type]
+        """No port mapping exists with host networking: Postgres listens on ``port`` itself."""
+
+        def get_container_host_ip(self) -> str:
+            return "127.0.0.1"
+
+        def get_exposed_port(self, _port: int) -> int:
+            return port
+
+    container = HostNetworkPostgres(
+        IMAGE, port=port, username=USER, password=PASSWORD, dbname=DBNAME, driver="asyncpg"
+    )
+    container.ports = {}
+    container.with_kwargs(network_mode="host")
+    container.with_env("PGPORT", str(port))  # honoured by our image and by psql's wait check
+    return container
+
+
+class LocalClusterPostgres:
+    """A throwaway cluster from the machine's initdb/pg_ctl (no Docker needed)."""
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="taskflow-link-pg-"))
+        self.data = self.dir / "data"
+        self._as_postgres_user = os.geteuid() == 0  # initdb refuses to run as root
+        if self._as_postgres_user:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._run(f"initdb -D {self.data} -U {USER} -A trust -E UTF8 >/dev/null")
+        self.start_server()
+        self._run(f"createdb -h 127.0.0.1 -p {self.port} -U {USER} {DBNAME}")
+
+    def _run(self, command: str) -> None:
+        argv = (
+            ["su", "postgres", "-c", command] if self._as_postgres_user else ["sh", "-c", command]
+        )
+        subprocess.run(argv, check=True, capture_output=True)  # noqa: S603
+
+    @property
+    def url(self) -> str:
+        return self.url_for(DBNAME)
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql+asyncpg://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def stop_server(self) -> None:
+        self._run(f"pg_ctl -D {self.data} -m fast -w stop")
+
+    def start_server(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
+        self._run(f"pg_ctl -D {self.data} -o '{options}' -l {self.dir}/log -w start")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_server()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_for_port(host: str, port: int, attempts: int = 100) -> None:
+    import time
+
+    for _ in range(attempts):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.1)
+
+
+@dataclass
+class Unavailable:
+    reason: str
+
+
+def start_postgres() -> PostgresServer | Unavailable:
+    if _docker_available():
+        return ContainerPostgres()
+    if REQUIRE_CONTAINER:
+        raise RuntimeError(
+            "TASKFLOW_LINK_TEST_REQUIRE_CONTAINER=1 but no Docker daemon answers. " + HOW_TO_ENABLE
+        )
+    if shutil.which("initdb") and shutil.which("pg_ctl"):
+        return LocalClusterPostgres()
+    return Unavailable(HOW_TO_ENABLE)

@@ -1,0 +1,113 @@
+"""Alembic migrations on Postgres and SQLite: up, down to empty, up again; models agree."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect, text
+
+from adapters.sql import SqlDatabase, migrate
+from adapters.sql.tables import metadata
+from domain.model import AccountId, DiscordId
+from tests.contracts.repositories import account, link
+
+
+async def _tables(database: SqlDatabase) -> set[str]:
+    async with database.engine.connect() as conn:
+        return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+async def _round_trip(url: str) -> None:
+    database = SqlDatabase(url)
+    try:
+        assert await _tables(database) == set()
+        await migrate.upgrade(database)
+        assert await migrate.current_revision(database) == "0001"
+        assert await _tables(database) == {t.name for t in metadata.sorted_tables} | {
+            "alembic_version"
+        }
+        assert await migrate.pending_differences(database) == []
+
+        await migrate.downgrade(database, "base")
+        assert await _tables(database) == {"alembic_version"}
+        assert await migrate.current_revision(database) is None
+
+        await migrate.upgrade(database)
+        owner = account()
+        async with database.unit_of_work() as uow:
+            await uow.accounts.add(owner)
+            await uow.links.add(link(42, owner.id))
+            await uow.commit()
+        async with database.unit_of_work() as uow:
+            found = await uow.links.get_by_discord_id(DiscordId(42))
+            assert found is not None
+            assert found.account_id == owner.id
+    finally:
+        await database.dispose()
+
+
+async def test_postgres_migrations_up_down_up(empty_pg_url: str) -> None:
+    await _round_trip(empty_pg_url)
+
+
+async def test_sqlite_migrations_up_down_up(sqlite_url: str) -> None:
+    await _round_trip(sqlite_url)
+
+
+async def test_the_guides_user_links_table_still_works_on_postgres(pg_db: SqlDatabase) -> None:
+    """Code written against the original guide's table keeps working, raw SQL and all."""
+    owner = account()
+    async with pg_db.unit_of_work() as uow:
+        await uow.accounts.add(owner)
+        await uow.commit()
+    async with pg_db.engine.begin() as conn:
+        columns = {
+            c["name"]: c
+            for c in await conn.run_sync(lambda s: inspect(s).get_columns("user_links"))
+        }
+        assert str(columns["discord_id"]["type"]) == "BIGINT"
+        assert str(columns["taskflow_user_id"]["type"]) == "UUID"
+        assert columns["taskflow_user_id"]["nullable"] is False
+        assert str(columns["linked_at"]["type"]) == "TIMESTAMP"
+        assert columns["linked_at"]["type"].timezone is False
+        assert "now()" in str(columns["linked_at"]["default"])
+        # The guide's INSERT (no linked_at) and its get_taskflow_user(discord_id) query.
+        await conn.execute(
+            text("INSERT INTO user_links (discord_id, taskflow_user_id) VALUES (:d, :u)"),
+            {"d": 2**63 - 1, "u": owner.id.value},
+        )
+        row = (
+            await conn.execute(
+                text("SELECT taskflow_user_id, linked_at FROM user_links WHERE discord_id = :d"),
+                {"d": 2**63 - 1},
+            )
+        ).one()
+    assert row.taskflow_user_id == owner.id.value
+    async with pg_db.unit_of_work() as uow:
+        found = await uow.links.get_by_discord_id(DiscordId(2**63 - 1))
+    assert found is not None
+    assert found.linked_at.tzinfo is UTC
+    assert abs((datetime.now(UTC) - found.linked_at).total_seconds()) < 60
+
+
+async def test_database_refuses_what_the_domain_refuses(pg_db: SqlDatabase) -> None:
+    owner = account()
+    async with pg_db.unit_of_work() as uow:
+        await uow.accounts.add(owner)
+        await uow.commit()
+    async with pg_db.engine.connect() as conn:
+        for bad in (0, -5):
+            with pytest.raises(Exception, match="discord_id_positive"):
+                await conn.execute(
+                    text("INSERT INTO user_links (discord_id, taskflow_user_id) VALUES (:d, :u)"),
+                    {"d": bad, "u": owner.id.value},
+                )
+            await conn.rollback()
+        with pytest.raises(Exception, match="foreign key"):
+            await conn.execute(
+                text("INSERT INTO user_links (discord_id, taskflow_user_id) VALUES (7, :u)"),
+                {"u": uuid.uuid4()},
+            )
+    assert AccountId(owner.id.value) == owner.id

@@ -1,0 +1,126 @@
+"""Races on real Postgres, N = 20 concurrent tasks each: every one resolves to exactly one
+winner, and the losers get the domain's refusal (never a 500, never a duplicate)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from adapters.sql import SqlDatabase
+from adapters.sql.tables import accounts, user_links
+from domain import errors
+from domain.use_cases import AuthOutcome, TicketIssued
+from entrypoints.container import build_container
+from tests.harness import Browser, Harness, make_settings
+from tests.integration.postgres import PostgresServer
+
+N = 20
+
+
+@pytest.fixture
+async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
+    container = build_container(
+        make_settings(storage="sql", database_url=postgres.url, db_pool_size=N + 5)
+    )
+    harness = Harness.build(container)
+    try:
+        yield harness
+    finally:
+        await container.sql_db().dispose()
+
+
+async def _count(database: SqlDatabase, table: Any) -> int:
+    async with database.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+def _outcomes(results: list[Any]) -> tuple[list[Any], list[BaseException]]:
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    losses = [r for r in results if isinstance(r, BaseException)]
+    return wins, losses
+
+
+async def test_one_oauth_state_consumed_by_20_callbacks_has_one_winner(h: Harness) -> None:
+    browser = Browser()
+    started = await h.start_login(browser)
+    approval = h.discord.approve(started.authorize_url, h.discord_user(9001, email="r@x.io").id)
+
+    results = await asyncio.gather(
+        *(h.complete(browser, state=approval.state, code=approval.code) for _ in range(N)),
+        return_exceptions=True,
+    )
+
+    wins, losses = _outcomes(results)
+    assert len(wins) == 1
+    assert all(isinstance(e, errors.SecretConsumed) for e in losses), losses
+
+
+async def test_one_ticket_redeemed_20_times_links_once(h: Harness, pg_db: SqlDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(9002).user)
+    assert isinstance(issued, TicketIssued)
+
+    results = await asyncio.gather(
+        *(h.container.redeem_link_ticket().execute(issued.token, alice.id) for _ in range(N)),
+        return_exceptions=True,
+    )
+
+    wins, losses = _outcomes(results)
+    assert len(wins) == 1
+    assert all(isinstance(e, errors.SecretConsumed) for e in losses), losses
+    assert await _count(pg_db, user_links) == 1
+
+
+async def test_first_login_of_one_new_user_through_20_states_makes_one_account(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    profile = h.discord_user(9003, username="racer", email="racer@example.com")
+    browsers = [Browser() for _ in range(N)]
+    approvals = []
+    for browser in browsers:
+        started = await h.start_login(browser)
+        approvals.append(h.discord.approve(started.authorize_url, profile.id))
+
+    results = await asyncio.gather(
+        *(
+            h.complete(browser, state=a.state, code=a.code)
+            for browser, a in zip(browsers, approvals, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+    wins, losses = _outcomes(results)
+    assert losses == []
+    assert len({w.account_id for w in wins}) == 1
+    assert sorted(w.outcome for w in wins).count(AuthOutcome.CREATED) == 1
+    assert await _count(pg_db, accounts) == 1
+    assert await _count(pg_db, user_links) == 1
+
+
+async def test_linking_20_accounts_to_one_discord_id_at_once_has_one_winner(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    discord = h.discord_user(9004)
+    people = [(await h.sign_up(f"user{i}", f"user{i}@example.com")).account for i in range(N)]
+    tickets = []
+    for _ in people:
+        issued = await h.container.issue_link_ticket().execute(discord.user)
+        assert isinstance(issued, TicketIssued)
+        tickets.append(issued.token)
+
+    results = await asyncio.gather(
+        *(
+            h.container.redeem_link_ticket().execute(token, person.id)
+            for token, person in zip(tickets, people, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+    wins, losses = _outcomes(results)
+    assert len(wins) == 1
+    assert all(isinstance(e, errors.DiscordLinkedElsewhere) for e in losses), losses
+    assert await _count(pg_db, user_links) == 1

@@ -1,0 +1,53 @@
+"""The embedded SQLite default under concurrent requests: WAL, a busy timeout and
+BEGIN IMMEDIATE make writers queue instead of failing with "database is locked"."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.sql import SqlDatabase
+from domain import errors
+from domain.use_cases import TicketIssued
+from entrypoints.container import build_container
+from tests.harness import Browser, Harness, make_settings
+
+
+@pytest.fixture
+async def h(sqlite_url: str, sqlite_db: SqlDatabase) -> AsyncIterator[Harness]:
+    container = build_container(make_settings(storage="sql", database_url=sqlite_url))
+    harness = Harness.build(container)
+    try:
+        yield harness
+    finally:
+        await container.sql_db().dispose()
+
+
+async def test_concurrent_first_logins_and_redeems_on_sqlite(h: Harness) -> None:
+    profile = h.discord_user(8001, username="lite", email="lite@example.com")
+    browsers = [Browser() for _ in range(10)]
+    approvals = []
+    for browser in browsers:
+        started = await h.start_login(browser)
+        approvals.append(h.discord.approve(started.authorize_url, profile.id))
+    logins = await asyncio.gather(
+        *(
+            h.complete(b, state=a.state, code=a.code)
+            for b, a in zip(browsers, approvals, strict=True)
+        )
+    )
+    assert len({done.account_id for done in logins}) == 1
+
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(8002).user)
+    assert isinstance(issued, TicketIssued)
+    redeems = await asyncio.gather(
+        *(h.container.redeem_link_ticket().execute(issued.token, alice.id) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in redeems) == 1
+    assert all(
+        isinstance(r, errors.SecretConsumed) for r in redeems if isinstance(r, BaseException)
+    )
