@@ -15,6 +15,13 @@ from tests.integration.postgres import PostgresServer, Unavailable, start_postgr
 _migrated: set[str] = set()
 
 
+async def _up_down_up(database: SqlDatabase) -> None:
+    """Every SQL test runs on a schema that went up, back down to empty and up again."""
+    await migrate.upgrade(database)
+    await migrate.downgrade(database, "base")
+    await migrate.upgrade(database)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     server = start_postgres()
@@ -31,7 +38,7 @@ async def pg_db(postgres: PostgresServer) -> AsyncIterator[SqlDatabase]:
     """The shared, migrated test database, emptied before each test."""
     database = SqlDatabase(postgres.url, pool_size=25, max_overflow=5)
     if postgres.url not in _migrated:
-        await migrate.upgrade(database)
+        await _up_down_up(database)
         _migrated.add(postgres.url)
     tables = ", ".join(t.name for t in metadata.sorted_tables)
     async with database.engine.begin() as conn:
@@ -65,7 +72,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 async def sqlite_db(sqlite_url: str) -> AsyncIterator[SqlDatabase]:
     database = SqlDatabase(sqlite_url)
-    await migrate.upgrade(database)
+    await _up_down_up(database)
     try:
         yield database
     finally:

@@ -111,3 +111,17 @@ async def test_database_refuses_what_the_domain_refuses(pg_db: SqlDatabase) -> N
                 {"u": uuid.uuid4()},
             )
     assert AccountId(owner.id.value) == owner.id
+
+
+async def test_an_unreachable_database_is_a_storage_error_not_a_crash() -> None:
+    from domain import errors
+    from tests.integration.postgres import free_port
+
+    database = SqlDatabase(f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/none")
+    try:
+        assert await database.ping() is False
+        with pytest.raises(errors.StorageError):
+            async with database.unit_of_work() as uow:
+                await uow.links.get_by_discord_id(DiscordId(1))
+    finally:
+        await database.dispose()
