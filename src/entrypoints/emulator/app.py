@@ -1,0 +1,247 @@
+"""The emulator's HTTP app. Shapes follow Discord's documentation:
+https://discord.com/developers/docs/topics/oauth2 and .../resources/user."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+from html import escape
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from litestar import Litestar, Request, get, post
+from litestar.enums import MediaType, RequestEncodingType
+from litestar.params import Body, JSONBody
+from litestar.response import Redirect, Response
+
+from entrypoints.emulator.state import EmulatorState, TestUser
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+SCOPES = {"identify", "email"}
+
+
+def _page(title: str, body: str, status: int = 200) -> Response[str]:
+    html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)} · Discord emulator</title>
+<style>body{{font-family:system-ui,sans-serif;background:#313338;color:#dbdee1;margin:0;
+display:flex;justify-content:center}}main{{background:#2b2d31;margin:2rem 1rem;padding:1.5rem;
+border-radius:8px;max-width:28rem;width:100%}}h1{{font-size:1.25rem;color:#f2f3f5}}
+button{{font:inherit;padding:.6rem 1rem;border:0;border-radius:4px;cursor:pointer}}
+.primary{{background:#5865f2;color:#fff}}.secondary{{background:#4e5058;color:#fff}}
+label{{display:block;padding:.5rem;border-radius:4px;margin:.25rem 0;background:#383a40}}
+.muted{{color:#949ba4;font-size:.9rem}}</style></head>
+<body><main>{body}</main></body></html>"""
+    return Response(html, media_type=MediaType.HTML, status_code=status)
+
+
+def _error_json(error: str, status: int, description: str = "") -> Response[dict[str, str]]:
+    return Response({"error": error, "error_description": description}, status_code=status)
+
+
+def _client_ok(state: EmulatorState, request: Request[Any, Any, Any], form: dict[str, str]) -> bool:
+    """client_secret_basic or client_secret_post, as Discord accepts both."""
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(header[6:], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        client_id, _, secret = decoded.partition(":")
+    return (
+        client_id == state.client_id
+        and secret is not None
+        and secrets.compare_digest(secret, state.client_secret)
+    )
+
+
+async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
+    mode = state.faults.get(endpoint)
+    if mode == "500":
+        return Response({"message": "500: Internal Server Error", "code": 0}, status_code=500)
+    if mode == "timeout":
+        await asyncio.sleep(state.fault_delay)
+        return Response({"message": "too slow"}, status_code=504)
+    if mode == "garbage":
+        return Response("<html>not json", media_type=MediaType.HTML, status_code=200)
+    return None
+
+
+def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - one route table
+    def authorize_problem(params: dict[str, str]) -> str | None:
+        if params.get("client_id") != state.client_id:
+            return "Unknown application (client_id)."
+        if params.get("redirect_uri") not in state.redirect_uris:
+            return "Invalid OAuth2 redirect_uri: it is not registered for this application."
+        if params.get("response_type") != "code":
+            return "Only response_type=code is supported."
+        scopes = set(params.get("scope", "").split())
+        if not scopes or not scopes <= SCOPES:
+            return f"Invalid scope. This emulator knows {sorted(SCOPES)}."
+        if params.get("code_challenge") and params.get("code_challenge_method") != "S256":
+            return "Only PKCE S256 is supported."
+        return None
+
+    @get("/oauth2/authorize", sync_to_thread=False)
+    def authorize_page(request: Request[Any, Any, Any]) -> Response[str]:
+        params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
+        problem = authorize_problem(params)
+        if problem:
+            return _page(
+                "Invalid request", f"<h1>Invalid OAuth2 request</h1><p>{escape(problem)}</p>", 400
+            )
+        hidden = "".join(
+            f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
+            for k, v in params.items()
+        )
+        scopes = params["scope"].split()
+        choices = (_user_choice(u, checked=i == 0) for i, u in enumerate(state.users.values()))
+        users = "".join(choices) or (
+            '<p class="muted">No test users yet: create one through the emulator.</p>'
+        )
+        body = (
+            "<h1>An application wants to access your Discord account</h1>"
+            f'<p class="muted">It asks for: {escape(", ".join(scopes))}</p>'
+            f'<form method="post" action="/oauth2/authorize">{hidden}'
+            f"<fieldset><legend>Sign in as a test user</legend>{users}</fieldset><p>"
+            '<button class="secondary" name="decision" value="deny">Cancel</button> '
+            '<button class="primary" name="decision" value="approve">Authorize</button>'
+            "</p></form>"
+        )
+        return _page("Authorize", body)
+
+    @post("/oauth2/authorize", status_code=302, sync_to_thread=False)
+    def authorize_decision(data: Form) -> Response[Any]:
+        problem = authorize_problem(data)
+        if problem:
+            return _page("Invalid request", f"<p>{escape(problem)}</p>", 400)
+        redirect_uri = data["redirect_uri"]
+        answer: dict[str, str] = {}
+        user = state.users.get(data.get("user_id", ""))
+        if data.get("decision") != "approve" or user is None:
+            answer = {
+                "error": "access_denied",
+                "error_description": "The resource owner or "
+                "authorization server denied the request",
+            }
+        else:
+            scopes = frozenset(data["scope"].split())
+            answer = {
+                "code": state.issue_code(
+                    user, scopes, redirect_uri, data.get("code_challenge") or None
+                )
+            }
+        if "state" in data:
+            answer["state"] = data["state"]
+        separator = "&" if "?" in redirect_uri else "?"
+        return Redirect(f"{redirect_uri}{separator}{urlencode(answer)}", status_code=302)
+
+    @post("/api/v10/oauth2/token", status_code=200)
+    async def token(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+        if (fault := await _fault(state, "token")) is not None:
+            return fault
+        if not _client_ok(state, request, data):
+            return _error_json("invalid_client", 401)
+        if data.get("grant_type") != "authorization_code":
+            return _error_json("unsupported_grant_type", 400)
+        grant = state.redeem_code(
+            data.get("code", ""), data.get("redirect_uri"), data.get("code_verifier")
+        )
+        if isinstance(grant, str):
+            return _error_json(grant, 400, 'Invalid "code" in request.')
+        access = state.issue_token(grant)
+        return Response(
+            {
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": 604800,
+                "refresh_token": secrets.token_urlsafe(30),
+                "scope": " ".join(sorted(grant.scopes)),
+            }
+        )
+
+    @get("/api/v10/users/@me")
+    async def users_me(request: Request[Any, Any, Any]) -> Response[Any]:
+        if (fault := await _fault(state, "users_me")) is not None:
+            return fault
+        header = request.headers.get("authorization", "")
+        grant = state.tokens.get(header[7:]) if header.startswith("Bearer ") else None
+        if grant is None or grant.user_id not in state.users:
+            return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
+        return Response(state.users[grant.user_id].public(grant.scopes))
+
+    @post("/api/v10/oauth2/token/revoke", status_code=200, sync_to_thread=False)
+    def revoke(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+        if not _client_ok(state, request, data):
+            return _error_json("invalid_client", 401)
+        token_value = data.get("token", "")
+        if state.tokens.pop(token_value, None) is not None:
+            state.revoked.add(token_value)
+        return Response({})
+
+    # -- test API -------------------------------------------------------------------------------
+
+    @post("/_emulator/users", status_code=201, sync_to_thread=False)
+    def create_user(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
+        username = str(data.get("username") or "").strip()
+        if not username:
+            return {"error": "username is required"}
+        user = state.add_user(
+            username,
+            global_name=data.get("global_name"),
+            email=data.get("email"),
+            verified=bool(data.get("verified", False)),
+            user_id=str(data["id"]) if data.get("id") else None,
+        )
+        return _user_json(user)
+
+    @get("/_emulator/users", sync_to_thread=False)
+    def list_users() -> list[dict[str, Any]]:
+        return [_user_json(u) for u in state.users.values()]
+
+    @post("/_emulator/faults", status_code=200, sync_to_thread=False)
+    def set_fault(data: JSONBody[dict[str, Any]]) -> dict[str, str]:
+        endpoint, mode = str(data.get("endpoint", "")), data.get("mode")
+        if mode is None:
+            state.faults.pop(endpoint, None)
+        else:
+            state.faults[endpoint] = str(mode)
+        return dict(state.faults)
+
+    return Litestar(
+        route_handlers=[
+            authorize_page,
+            authorize_decision,
+            token,
+            users_me,
+            revoke,
+            create_user,
+            list_users,
+            set_fault,
+        ],
+        openapi_config=None,
+    )
+
+
+def _user_choice(user: TestUser, *, checked: bool) -> str:
+    email = escape(user.email or "no email")
+    if user.email:
+        email += " (verified)" if user.verified else " (unverified)"
+    return (
+        f'<label><input type="radio" name="user_id" value="{escape(user.id)}" required'
+        f"{' checked' if checked else ''}> {escape(user.global_name or user.username)} "
+        f'<span class="muted">@{escape(user.username)} · {email}</span></label>'
+    )
+
+
+def _user_json(user: TestUser) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "global_name": user.global_name,
+        "email": user.email,
+        "verified": user.verified,
+    }

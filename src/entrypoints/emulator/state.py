@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TestUser:
+    __test__ = False  # not a pytest class
+
+    id: str
+    username: str
+    global_name: str | None = None
+    avatar: str | None = None
+    email: str | None = None
+    verified: bool = False
+
+    def public(self, scopes: frozenset[str]) -> dict[str, Any]:
+        """Discord's user object; ``email``/``verified`` only with the ``email`` scope."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "username": self.username,
+            "discriminator": "0",
+            "global_name": self.global_name,
+            "avatar": self.avatar,
+            "bot": False,
+            "mfa_enabled": False,
+            "locale": "en-US",
+            "flags": 0,
+            "premium_type": 0,
+            "public_flags": 0,
+        }
+        if "email" in scopes:
+            body["email"] = self.email
+            body["verified"] = self.verified
+        return body
+
+
+@dataclass
+class Grant:
+    user_id: str
+    scopes: frozenset[str]
+    redirect_uri: str
+    code_challenge: str | None
+    expires_at: float
+
+
+@dataclass
+class EmulatorState:
+    client_id: str
+    client_secret: str
+    redirect_uris: set[str]
+    users: dict[str, TestUser] = field(default_factory=dict)
+    codes: dict[str, Grant] = field(default_factory=dict)
+    tokens: dict[str, Grant] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage"
+    faults: dict[str, str] = field(default_factory=dict)
+    fault_delay: float = 5.0
+    _next_id: int = 1_100_000_000_000_000_000
+
+    def add_user(
+        self,
+        username: str,
+        *,
+        global_name: str | None = None,
+        email: str | None = None,
+        verified: bool = False,
+        user_id: str | None = None,
+    ) -> TestUser:
+        if user_id is None:
+            self._next_id += secrets.randbelow(1000) + 1
+            user_id = str(self._next_id)
+        user = TestUser(user_id, username, global_name, None, email, verified)
+        self.users[user.id] = user
+        return user
+
+    def issue_code(
+        self, user: TestUser, scopes: frozenset[str], redirect_uri: str, code_challenge: str | None
+    ) -> str:
+        code = secrets.token_urlsafe(24)
+        self.codes[code] = Grant(user.id, scopes, redirect_uri, code_challenge, time.time() + 600)
+        return code
+
+    def redeem_code(self, code: str, redirect_uri: str | None, verifier: str | None) -> Grant | str:
+        """The grant, or the OAuth error code explaining the refusal. Codes work once."""
+        grant = self.codes.pop(code, None)
+        if grant is None or grant.expires_at < time.time():
+            return "invalid_grant"
+        if redirect_uri != grant.redirect_uri:
+            return "invalid_grant"
+        if grant.code_challenge is not None:
+            if not verifier:
+                return "invalid_request"
+            digest = hashlib.sha256(verifier.encode()).digest()
+            challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            if not secrets.compare_digest(challenge, grant.code_challenge):
+                return "invalid_grant"
+        return grant
+
+    def issue_token(self, grant: Grant) -> str:
+        token = secrets.token_urlsafe(30)
+        self.tokens[token] = grant
+        return token

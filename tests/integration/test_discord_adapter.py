@@ -1,0 +1,175 @@
+"""The real Discord OAuth adapter against the emulator, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from adapters.discord_oauth import HttpDiscordOAuth
+from domain import errors
+from domain.policies import pkce_challenge
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from tests.servers import serve
+
+REDIRECT = "http://127.0.0.1:9/auth/discord/callback"
+VERIFIER = "v" * 43
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[EmulatorState, str]]:
+    state = EmulatorState("client-1", "secret-1", {REDIRECT}, fault_delay=3.0)
+    with serve(create_emulator_app(state)) as url:
+        yield state, url
+
+
+def adapter(url: str, *, secret: str = "secret-1", timeout: float = 5.0) -> HttpDiscordOAuth:  # noqa: S107
+    return HttpDiscordOAuth(
+        client_id="client-1",
+        client_secret=secret,
+        redirect_uri=REDIRECT,
+        api_url=f"{url}/api/v10",
+        authorize_url=f"{url}/oauth2/authorize",
+        timeout=timeout,
+    )
+
+
+def consent(authorize_url: str, user_id: str, decision: str = "approve") -> dict[str, str]:
+    """What a person does on the consent page: load it, pick a user, press a button."""
+    page = httpx.get(authorize_url)
+    assert page.status_code == 200
+    assert f'value="{user_id}"' in page.text
+    params = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+    answer = httpx.post(
+        authorize_url.split("?", maxsplit=1)[0],
+        data={**params, "user_id": user_id, "decision": decision},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 302
+    location = answer.headers["location"]
+    assert location.startswith(REDIRECT + "?")
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def test_full_oauth_dance_with_pkce_and_email_scope(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    state, url = emulator
+    user = state.add_user("alice", global_name="Alice", email="Alice@Example.com", verified=True)
+    discord = adapter(url)
+
+    authorize_url = discord.authorization_url(
+        state="st" * 20, code_challenge=pkce_challenge(VERIFIER), scopes=["identify", "email"]
+    )
+    query = parse_qs(urlsplit(authorize_url).query)
+    assert query["code_challenge_method"] == ["S256"]
+    assert query["scope"] == ["identify email"]
+    callback = consent(authorize_url, user.id)
+    assert callback["state"] == "st" * 20
+
+    tokens = await discord.exchange_code(code=callback["code"], code_verifier=VERIFIER)
+    profile = await discord.fetch_profile(tokens)
+    assert (profile.id.value, profile.username, profile.global_name) == (
+        int(user.id),
+        "alice",
+        "Alice",
+    )
+    assert (profile.email, profile.verified) == ("Alice@Example.com", True)
+
+    await discord.revoke(tokens)
+    assert tokens.access_token in state.revoked
+    with pytest.raises(errors.DiscordDenied):
+        await discord.fetch_profile(tokens)
+
+
+async def test_identify_scope_hides_the_email(emulator: tuple[EmulatorState, str]) -> None:
+    state, url = emulator
+    user = state.add_user("bob", email="bob@example.com", verified=True)
+    discord = adapter(url)
+    authorize_url = discord.authorization_url(
+        state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+    )
+    tokens = await discord.exchange_code(
+        code=consent(authorize_url, user.id)["code"], code_verifier=VERIFIER
+    )
+    profile = await discord.fetch_profile(tokens)
+    assert (profile.email, profile.verified) == (None, False)
+
+
+async def test_wrong_verifier_reused_code_and_wrong_secret_are_refused(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    state, url = emulator
+    user = state.add_user("carol")
+    discord = adapter(url)
+
+    def new_code() -> str:
+        authorize_url = discord.authorization_url(
+            state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+        )
+        return consent(authorize_url, user.id)["code"]
+
+    with pytest.raises(errors.DiscordDenied):
+        await discord.exchange_code(code=new_code(), code_verifier="w" * 43)
+    code = new_code()
+    await discord.exchange_code(code=code, code_verifier=VERIFIER)
+    with pytest.raises(errors.DiscordDenied):
+        await discord.exchange_code(code=code, code_verifier=VERIFIER)
+    with pytest.raises(errors.DiscordUnavailable):  # our misconfiguration, not the person's
+        await adapter(url, secret="wrong").exchange_code(code=new_code(), code_verifier=VERIFIER)
+
+
+async def test_deny_on_the_consent_page_sends_access_denied(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    state, url = emulator
+    user = state.add_user("dave")
+    authorize_url = adapter(url).authorization_url(
+        state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+    )
+    callback = consent(authorize_url, user.id, decision="deny")
+    assert callback["error"] == "access_denied"
+    assert "code" not in callback
+
+
+def test_unregistered_redirect_uri_is_refused_without_redirecting(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    _, url = emulator
+    page = httpx.get(
+        f"{url}/oauth2/authorize",
+        params={
+            "client_id": "client-1",
+            "redirect_uri": "https://evil.example/cb",
+            "response_type": "code",
+            "scope": "identify",
+        },
+    )
+    assert page.status_code == 400
+    assert "redirect_uri" in page.text
+
+
+@pytest.mark.parametrize("mode", ["500", "garbage", "timeout"])
+async def test_discord_failures_become_discord_unavailable(
+    emulator: tuple[EmulatorState, str], mode: str
+) -> None:
+    state, url = emulator
+    user = state.add_user("erin")
+    discord = adapter(url, timeout=1.0)
+    authorize_url = discord.authorization_url(
+        state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+    )
+    code = consent(authorize_url, user.id)["code"]
+    state.faults["token"] = mode
+    with pytest.raises(errors.DiscordUnavailable):
+        await discord.exchange_code(code=code, code_verifier=VERIFIER)
+
+    state.faults.clear()
+    tokens = await discord.exchange_code(
+        code=consent(authorize_url, user.id)["code"], code_verifier=VERIFIER
+    )
+    state.faults["users_me"] = mode
+    with pytest.raises(errors.DiscordUnavailable):
+        await discord.fetch_profile(tokens)
