@@ -52,8 +52,11 @@ class LinkRepository(Protocol):
 
     async def get_by_account(self, account_id: AccountId) -> Link | None: ...
 
-    async def remove(self, discord_id: DiscordId) -> bool:
-        """Delete; ``True`` when a row was removed."""
+    async def remove(self, link: Link) -> bool:
+        """Delete exactly this link (same Discord id *and* account); ``True`` if removed.
+
+        Matching both columns means a link replaced concurrently is never deleted by mistake.
+        """
 
 
 class PendingLoginRepository(Protocol):

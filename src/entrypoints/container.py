@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
@@ -42,6 +44,7 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     tokens = providers.Singleton(SecretsTokenIssuer)
     passwords = providers.Singleton(Argon2PasswordHasher)
+    session_ttl = providers.Callable(lambda s: timedelta(days=s.session_ttl_days), settings)
 
     # Adapter sets, chosen by TASKFLOW_LINK_STORAGE.
     memory_db = providers.Singleton(MemoryDatabase)
@@ -65,15 +68,15 @@ class Container(containers.DeclarativeContainer):
     start_discord_login = providers.Factory(uc.StartDiscordLogin, uow, tokens, clock, discord_oauth)
     start_discord_link = providers.Factory(uc.StartDiscordLink, uow, tokens, clock, discord_oauth)
     complete_discord_auth = providers.Factory(
-        uc.CompleteDiscordAuth, uow, tokens, clock, discord_oauth
+        uc.CompleteDiscordAuth, uow, tokens, clock, discord_oauth, session_ttl
     )
     unlink_account = providers.Factory(uc.UnlinkAccount, uow, clock)
     unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock)
     who_am_i = providers.Factory(uc.WhoAmI, uow)
     look_up_link = providers.Factory(uc.LookUpLink, uow)
     link_of_account = providers.Factory(uc.LinkOfAccount, uow)
-    sign_up = providers.Factory(uc.SignUp, uow, tokens, clock, passwords)
-    sign_in = providers.Factory(uc.SignIn, uow, tokens, clock, passwords)
+    sign_up = providers.Factory(uc.SignUp, uow, tokens, clock, passwords, session_ttl)
+    sign_in = providers.Factory(uc.SignIn, uow, tokens, clock, passwords, session_ttl)
     sign_out = providers.Factory(uc.SignOut, uow, tokens, clock)
     current_account = providers.Factory(uc.CurrentAccount, uow, tokens, clock)
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)

@@ -110,26 +110,32 @@ class RepositoryContract:
     async def test_usernames_are_unique_case_insensitively(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
-        await write(uow_factory, lambda uow: uow.accounts.add(account("alice")))
+        await write(uow_factory, lambda uow: uow.accounts.add(account("Alice")))
+        async with uow_factory() as uow:
+            stored = await uow.accounts.get_by_username("alice")
+            assert stored is not None
+            assert stored.username == "alice"  # stored lower-cased by every adapter
         with pytest.raises(errors.Conflict):
             await write(uow_factory, lambda uow: uow.accounts.add(account("Alice", "x@y.z")))
 
     async def test_find_by_email_is_case_insensitive_and_returns_all(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
-        a, b = account("a1", "Same@Example.com"), account("a2", "same@example.COM")
+        a, b = account("a1", "Same@Example.com"), account("a2", " same@example.COM ")
         c = account("a3", "other@example.com")
+        d = account("a4", "ÄRGER@Example.de")
 
         async def add_all(uow: UnitOfWork) -> None:
-            for row in (a, b, c):
+            for row in (a, b, c, d):
                 await uow.accounts.add(row)
 
         await write(uow_factory, add_all)
         async with uow_factory() as uow:
             found = await uow.accounts.find_by_email("SAME@example.com")
             assert {x.id for x in found} == {a.id, b.id}
+            assert [x.id for x in await uow.accounts.find_by_email("ärger@example.de")] == [d.id]
             assert await uow.accounts.find_by_email("none@example.com") == []
-            assert await uow.accounts.usernames_starting_with("a") == {"a1", "a2", "a3"}
+            assert await uow.accounts.usernames_starting_with("a") == {"a1", "a2", "a3", "a4"}
             assert await uow.accounts.usernames_starting_with("A1") == {"a1"}
 
     async def test_update_account(self, uow_factory: UnitOfWorkFactory) -> None:
@@ -156,8 +162,10 @@ class RepositoryContract:
             assert await uow.links.get_by_account(owner.id) == row
             assert await uow.links.get_by_discord_id(DiscordId(5)) is None
         async with uow_factory() as uow:
-            assert await uow.links.remove(row.discord_id) is True
-            assert await uow.links.remove(row.discord_id) is False
+            # A link to another account under the same Discord id is not this link.
+            assert await uow.links.remove(replace(row, account_id=AccountId.new())) is False
+            assert await uow.links.remove(row) is True
+            assert await uow.links.remove(row) is False
             await uow.commit()
         async with uow_factory() as uow:
             assert await uow.links.get_by_account(owner.id) is None
@@ -183,6 +191,11 @@ class RepositoryContract:
     ) -> None:
         with pytest.raises(errors.Conflict):
             await write(uow_factory, lambda uow: uow.links.add(link(12, AccountId.new())))
+        with pytest.raises(errors.Conflict):
+            await write(
+                uow_factory,
+                lambda uow: uow.sessions.add(Session("z" * 64, AccountId.new(), NOW, LATER)),
+            )
 
     # -- one-time secrets --------------------------------------------------------------------------
 
@@ -323,7 +336,9 @@ class RepositoryContract:
             await uow.accounts.add(owner)
             await uow.audit.record(event)
             await uow.audit.record(AuditEvent(AuditKind.API_KEY_CREATED, NOW, detail={"n": "x"}))
+            await uow.audit.record(second)  # same timestamp: insertion order must hold
 
+        second = AuditEvent(AuditKind.UNLINKED, NOW, owner.id, DiscordId(3), {"via": "web"})
         await write(uow_factory, add)
         async with uow_factory() as uow:
-            assert list(await uow.audit.for_account(owner.id)) == [event]
+            assert list(await uow.audit.for_account(owner.id)) == [event, second]

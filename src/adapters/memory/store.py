@@ -142,7 +142,7 @@ class MemoryAccounts(_Repo):
             raise errors.Conflict(f"username {name!r} is taken")
         if account.id in self._t.accounts:
             raise errors.Conflict("account id exists")
-        self._t.accounts[account.id] = account
+        self._t.accounts[account.id] = replace(account, username=name)
 
     async def update(self, account: Account) -> None:
         if account.id not in self._t.accounts:
@@ -152,7 +152,7 @@ class MemoryAccounts(_Repo):
             a.username.lower() == name and a.id != account.id for a in self._t.accounts.values()
         ):
             raise errors.Conflict(f"username {name!r} is taken")
-        self._t.accounts[account.id] = account
+        self._t.accounts[account.id] = replace(account, username=name)
 
     async def get(self, account_id: AccountId) -> Account | None:
         return self._t.accounts.get(account_id)
@@ -195,14 +195,20 @@ class MemoryLinks(_Repo):
     async def get_by_account(self, account_id: AccountId) -> Link | None:
         return next((k for k in self._t.links.values() if k.account_id == account_id), None)
 
-    async def remove(self, discord_id: DiscordId) -> bool:
-        return self._t.links.pop(discord_id, None) is not None
+    async def remove(self, link: Link) -> bool:
+        current = self._t.links.get(link.discord_id)
+        if current is None or current.account_id != link.account_id:
+            return False
+        del self._t.links[link.discord_id]
+        return True
 
 
 class MemoryPendingLogins(_Repo):
     async def add(self, pending: PendingLogin) -> None:
         if pending.state_digest in self._t.pending_logins:
             raise errors.Conflict("duplicate state")
+        if pending.account_id is not None and pending.account_id not in self._t.accounts:
+            raise errors.Conflict("no such account")  # the SQL foreign key
         self._t.pending_logins[pending.state_digest] = pending
 
     async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
@@ -235,6 +241,8 @@ class MemorySessions(_Repo):
     async def add(self, session: Session) -> None:
         if session.digest in self._t.sessions:
             raise errors.Conflict("duplicate session")
+        if session.account_id not in self._t.accounts:
+            raise errors.Conflict("no such account")  # the SQL foreign key
         self._t.sessions[session.digest] = session
 
     async def get(self, digest: str) -> Session | None:

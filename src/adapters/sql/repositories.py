@@ -14,12 +14,11 @@ from sqlalchemy import (
     Result,
     Update,
     delete,
-    func,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.sql.errors import translate
@@ -45,6 +44,7 @@ from domain.model import (
     LinkTicket,
     PendingLogin,
     Session,
+    normalize_email,
 )
 
 
@@ -55,7 +55,7 @@ class _Repo:
     async def _run(self, statement: Executable) -> Result[Any]:
         try:
             return await self._session.execute(statement)
-        except (DBAPIError, OSError, TimeoutError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise translate(exc) from exc
 
     async def _count(self, statement: Delete | Update | Insert) -> int:
@@ -82,6 +82,7 @@ def _account_values(account: Account) -> dict[str, Any]:
         "id": account.id.value,
         "username": account.username.lower(),
         "email": account.email,
+        "email_normalized": normalize_email(account.email),
         "email_verified": account.email_verified,
         "password_hash": account.password_hash,
         "created_at": account.created_at,
@@ -169,12 +170,12 @@ class SqlAccounts(_Repo):
         return _account(row) if row else None
 
     async def find_by_email(self, email: str) -> Sequence[Account]:
-        wanted = email.strip().lower()
-        if not wanted:
+        wanted = normalize_email(email)
+        if wanted is None:
             return []
         query = (
             select(accounts)
-            .where(func.lower(accounts.c.email) == wanted)
+            .where(accounts.c.email_normalized == wanted)
             .order_by(accounts.c.created_at, accounts.c.id)
         )
         return [_account(row) for row in await self._run(query)]
@@ -209,8 +210,11 @@ class SqlLinks(_Repo):
         row = (await self._run(query)).first()
         return _link(row) if row else None
 
-    async def remove(self, discord_id: DiscordId) -> bool:
-        query = delete(user_links).where(user_links.c.discord_id == discord_id.value)
+    async def remove(self, link: Link) -> bool:
+        query = delete(user_links).where(
+            user_links.c.discord_id == link.discord_id.value,
+            user_links.c.taskflow_user_id == link.account_id.value,
+        )
         return await self._count(query) > 0
 
 
@@ -361,6 +365,6 @@ class SqlAudit(_Repo):
         query = (
             select(audit_events)
             .where(audit_events.c.account_id == account_id.value)
-            .order_by(audit_events.c.at)
+            .order_by(audit_events.c.at, audit_events.c.seq)
         )
         return [_audit(row) for row in await self._run(query)]

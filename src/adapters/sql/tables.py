@@ -16,14 +16,16 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
     TypeDecorator,
     Uuid,
     false,
-    func,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,6 +35,27 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 metadata = MetaData(naming_convention=NAMING)
+
+
+class utc_now(FunctionElement[datetime]):
+    """The current UTC time as a plain TIMESTAMP, whatever the server's time zone.
+
+    Postgres' ``now()`` written into a column without time zone takes the session's
+    TimeZone; code that inserts into ``user_links`` without ``linked_at`` must still get UTC.
+    """
+
+    type = DateTime(timezone=False)
+    inherit_cache = True
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(element: utc_now, compiler: Any, **kw: Any) -> str:
+    return "timezone('utc', now())"
+
+
+@compiles(utc_now)
+def _utc_now_default(element: utc_now, compiler: Any, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"  # SQLite's is UTC
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -67,11 +90,13 @@ accounts = Table(
     Column("id", Uuid(), primary_key=True),
     Column("username", String(32), nullable=False, unique=True),  # stored lower-cased
     Column("email", String(254), nullable=True),
+    # normalize_email(email), written by the adapter: one matching rule on every database
+    # (SQLite's lower() only folds ASCII).
+    Column("email_normalized", String(254), nullable=True, index=True),
     Column("email_verified", Boolean(), nullable=False, server_default=false()),
     Column("password_hash", String(255), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
 )
-Index("ix_accounts_email_lower", func.lower(accounts.c.email))
 
 # The original guide's table, same name and columns, plus display fields for the web pages.
 user_links = Table(
@@ -85,7 +110,7 @@ user_links = Table(
         nullable=False,
         unique=True,
     ),
-    Column("linked_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("linked_at", UtcDateTime(), nullable=False, server_default=utc_now()),
     Column("discord_username", String(64), nullable=False, server_default=""),
     Column("discord_global_name", String(64), nullable=True),
     Column("discord_avatar", String(128), nullable=True),
@@ -156,7 +181,8 @@ Index(
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("id", Uuid(), primary_key=True),
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("id", Uuid(), nullable=False, unique=True),
     Column("kind", String(32), nullable=False),
     Column("at", UtcDateTime(), nullable=False),
     # No foreign keys: the trail outlives the accounts it mentions.

@@ -7,7 +7,7 @@ import contextlib
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.sql.errors import translate
@@ -54,10 +54,10 @@ class SqlUnitOfWork:
         except IntegrityError as exc:
             await self._session.rollback()
             raise errors.Conflict() from exc
-        except (DBAPIError, OSError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise translate(exc) from exc
 
     async def rollback(self) -> None:
         # If the connection is gone there is nothing left to roll back; the pool drops it.
-        with contextlib.suppress(DBAPIError, OSError):
+        with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
             await self._session.rollback()

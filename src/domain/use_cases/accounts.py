@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from domain import errors
 from domain.model import (
@@ -14,7 +15,7 @@ from domain.model import (
     validate_username,
 )
 from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._shared import plausible_token, start_session
+from domain.use_cases._shared import SESSION_TTL, plausible_token, start_session
 
 MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
 MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
@@ -41,8 +42,10 @@ class _PasswordUseCase:
         tokens: TokenIssuer,
         clock: Clock,
         passwords: PasswordHasher,
+        session_ttl: timedelta = SESSION_TTL,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+        self._session_ttl = session_ttl
 
 
 class SignUp(_PasswordUseCase):
@@ -57,12 +60,14 @@ class SignUp(_PasswordUseCase):
                 raise errors.UsernameTaken()
             if await uow.accounts.find_by_email(address):
                 raise errors.EmailTaken()
-            await uow.accounts.add(account)  # Conflict if a racer took the name
-            await uow.audit.record(
-                AuditEvent(AuditKind.ACCOUNT_CREATED, now, account.id, None, {"via": "password"})
-            )
-            token = await start_session(uow, self._tokens, account.id, now)
             try:
+                await uow.accounts.add(account)  # Conflict if a racer took the name
+                await uow.audit.record(
+                    AuditEvent(
+                        AuditKind.ACCOUNT_CREATED, now, account.id, None, {"via": "password"}
+                    )
+                )
+                token = await start_session(uow, self._tokens, account.id, now, self._session_ttl)
                 await uow.commit()
             except errors.Conflict:
                 raise errors.UsernameTaken() from None
@@ -87,7 +92,9 @@ class SignIn(_PasswordUseCase):
         if not await self._passwords.verify(account.password_hash, password):
             raise errors.InvalidCredentials()
         async with self._uow() as uow:
-            token = await start_session(uow, self._tokens, account.id, self._clock.now())
+            token = await start_session(
+                uow, self._tokens, account.id, self._clock.now(), self._session_ttl
+            )
             await uow.commit()
         return SignedIn(account, token)
 

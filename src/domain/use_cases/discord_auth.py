@@ -6,7 +6,7 @@ import contextlib
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain import errors
 from domain.model import (
@@ -33,7 +33,13 @@ from domain.policies import (
     safe_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._shared import apply_link, plausible_token, retry_on_conflict, start_session
+from domain.use_cases._shared import (
+    SESSION_TTL,
+    apply_link,
+    plausible_token,
+    retry_on_conflict,
+    start_session,
+)
 
 SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
@@ -142,9 +148,15 @@ class CompleteDiscordAuth:
     """Discord's callback: check and consume the state, read the profile, apply a policy."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock, oauth: DiscordOAuth
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        oauth: DiscordOAuth,
+        session_ttl: timedelta = SESSION_TTL,
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
+        self._session_ttl = session_ttl
 
     async def execute(
         self,
@@ -246,7 +258,7 @@ class CompleteDiscordAuth:
                     )
                     await uow.commit()
                     raise error()
-            token = await start_session(uow, self._tokens, account_id, now)
+            token = await start_session(uow, self._tokens, account_id, now, self._session_ttl)
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 

@@ -20,7 +20,7 @@ async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> Lin
     account = await uow.accounts.get(link.account_id)
     if account is not None and (refusal := unlink_refusal(account)) is not None:
         raise refusal()
-    if not await uow.links.remove(link.discord_id):
+    if not await uow.links.remove(link):
         raise errors.NotLinked()  # removed concurrently
     await uow.audit.record(
         AuditEvent(AuditKind.UNLINKED, clock.now(), link.account_id, link.discord_id, {"via": via})

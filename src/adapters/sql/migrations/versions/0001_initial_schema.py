@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from adapters.sql.tables import UtcDateTime
+from adapters.sql.tables import UtcDateTime, utc_now
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -27,19 +27,20 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("username", sa.String(length=32), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=True),
+        sa.Column("email_normalized", sa.String(length=254), nullable=True),
         sa.Column("email_verified", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("username", name=op.f("uq_accounts_username")),
     )
-    op.create_index("ix_accounts_email_lower", "accounts", [sa.text("lower(email)")])
+    op.create_index(op.f("ix_accounts_email_normalized"), "accounts", ["email_normalized"])
 
     op.create_table(
         "user_links",
         sa.Column("discord_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("taskflow_user_id", sa.Uuid(), nullable=False),
-        sa.Column("linked_at", UtcDateTime(), server_default=sa.func.now(), nullable=False),
+        sa.Column("linked_at", UtcDateTime(), server_default=utc_now(), nullable=False),
         sa.Column("discord_username", sa.String(length=64), server_default="", nullable=False),
         sa.Column("discord_global_name", sa.String(length=64), nullable=True),
         sa.Column("discord_avatar", sa.String(length=128), nullable=True),
@@ -130,13 +131,20 @@ def upgrade() -> None:
 
     op.create_table(
         "audit_events",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+            autoincrement=True,
+        ),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("at", UtcDateTime(), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=True),
         sa.Column("discord_id", sa.BigInteger(), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_events")),
+        sa.UniqueConstraint("id", name=op.f("uq_audit_events_id")),
     )
     op.create_index(op.f("ix_audit_events_account_id"), "audit_events", ["account_id"])
 
@@ -148,5 +156,4 @@ def downgrade() -> None:
     op.drop_table("link_tickets")
     op.drop_table("pending_login")
     op.drop_table("user_links")
-    op.drop_index("ix_accounts_email_lower", table_name="accounts")
     op.drop_table("accounts")
