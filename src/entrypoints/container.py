@@ -7,7 +7,7 @@ from datetime import timedelta
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
-from adapters.fake_discord import InMemoryDiscordOAuth
+from adapters.discord_oauth import HttpDiscordOAuth
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher
 from adapters.sql import SqlDatabase
@@ -38,6 +38,20 @@ def _callback_url(settings: Settings) -> str:
     return str(settings.public_url).rstrip("/") + "/auth/discord/callback"
 
 
+def _discord_oauth(settings: Settings) -> HttpDiscordOAuth:
+    settings.require("discord_client_id", "discord_client_secret")
+    assert settings.discord_client_id  # noqa: S101 - checked by require()
+    assert settings.discord_client_secret  # noqa: S101
+    return HttpDiscordOAuth(
+        client_id=settings.discord_client_id,
+        client_secret=settings.discord_client_secret.get_secret_value(),
+        redirect_uri=_callback_url(settings),
+        api_url=str(settings.discord_api_url),
+        authorize_url=str(settings.discord_authorize_url),
+        timeout=settings.discord_timeout_seconds,
+    )
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -55,11 +69,7 @@ class Container(containers.DeclarativeContainer):
         sql=providers.Singleton(_sql_uow_factory, sql_db),
     )
 
-    # Stand-in until the HTTP adapter for Discord's OAuth2 lands with the web entrypoint;
-    # no entrypoint reaches Discord yet.
-    discord_oauth = providers.Singleton(
-        InMemoryDiscordOAuth, redirect_uri=providers.Callable(_callback_url, settings)
-    )
+    discord_oauth = providers.Singleton(_discord_oauth, settings)
 
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)

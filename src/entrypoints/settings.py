@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         default=AnyHttpUrl("https://discord.com/oauth2/authorize"),
         description="Discord OAuth2 authorize page.",
     )
+    auth_rate_limit_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Sign-in, sign-up and Discord sign-in starts allowed per client per minute.",
+    )
+    discord_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Timeout for each call to Discord's API."
+    )
     session_ttl_days: int = Field(default=14, ge=1, le=365, description="Web session lifetime.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

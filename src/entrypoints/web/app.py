@@ -1,0 +1,138 @@
+"""The Litestar app factory. Nothing happens at import time; ``create_app`` wires a container."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Litestar, Request, get
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Response
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from domain import errors
+from domain.model import Account
+from entrypoints.container import Container
+from entrypoints.web.api import LinksApi
+from entrypoints.web.cookies import CookieJar
+from entrypoints.web.deps import Services
+from entrypoints.web.errors import (
+    domain_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+)
+from entrypoints.web.pages import Pages
+from entrypoints.web.security import before_send_hook, security_headers
+
+HERE = Path(__file__).parent
+# Everything that tries credentials or starts an OAuth flow shares one budget per client.
+RATE_LIMITED = {("POST", "/signin"), ("POST", "/signup"), ("GET", "/auth/discord/login")}
+log = logging.getLogger("taskflow_link.web")
+
+
+@get("/healthz", include_in_schema=True, tags=["operations"], sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@get("/readyz", include_in_schema=True, tags=["operations"])
+async def readyz(container: Services) -> Response[dict[str, str]]:
+    """Ready to serve: the database answers (503 otherwise)."""
+    if container.settings().storage == "sql" and not await container.sql_db().ping():
+        return Response({"status": "database unreachable"}, status_code=503)
+    return Response({"status": "ready"})
+
+
+def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
+    settings = container.settings()
+    public = urlsplit(str(settings.public_url))
+    https = public.scheme == "https"
+    authorize = urlsplit(str(settings.discord_authorize_url))
+    jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
+    limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
+    auth_rate_limit = RateLimitConfig(
+        rate_limit=("minute", limit),
+        check_throttle_handler=lambda request: (request.method, request.url.path) in RATE_LIMITED,
+    )
+
+    async def current_account(request: Request[Any, Any, Any]) -> Account | None:
+        try:
+            account: Account | None = await container.current_account().execute(
+                CookieJar.session_token(request)
+            )
+        except errors.StorageError:
+            raise
+        return account
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if settings.storage == "sql":
+                await container.sql_db().dispose()
+
+    return Litestar(
+        route_handlers=[
+            Pages,
+            LinksApi,
+            healthz,
+            readyz,
+            create_static_files_router(path="/static", directories=[HERE / "static"]),
+        ],
+        dependencies={
+            "container": Provide(lambda: container, sync_to_thread=False),
+            "jar": Provide(lambda: jar, sync_to_thread=False),
+            "account": Provide(current_account),
+        },
+        state=State({"container": container}),
+        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
+        csrf_config=CSRFConfig(
+            secret=settings.secret_key.get_secret_value(),
+            cookie_secure=https,
+            cookie_httponly=True,
+            cookie_samesite="lax",
+            exclude=["/api/", "/interactions"],
+        ),
+        middleware=[auth_rate_limit.middleware],
+        before_send=[
+            before_send_hook(
+                security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
+            )
+        ],
+        exception_handlers={
+            errors.DomainError: domain_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unexpected_error_handler,
+        },
+        openapi_config=OpenAPIConfig(
+            title="taskflow-link",
+            version="1",
+            path="/schema",
+            description="Which TaskFlow account is a Discord id linked to?",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key from `taskflow-link api-key create NAME`",
+                    )
+                }
+            ),
+        ),
+        lifespan=[lifespan],
+        debug=False,
+    )

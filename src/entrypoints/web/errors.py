@@ -1,0 +1,157 @@
+"""The one place where domain errors become HTTP answers: pages for people, JSON for the API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.response import Template
+
+from domain import errors
+
+log = logging.getLogger("taskflow_link.web")
+
+STATUS: dict[type[errors.DomainError], int] = {
+    errors.InvalidInput: 400,
+    errors.NotFound: 404,
+    errors.NotSignedIn: 401,
+    errors.SecretUnknown: 404,
+    errors.SecretExpired: 410,
+    errors.SecretConsumed: 410,
+    errors.WrongBrowser: 400,
+    errors.LinkRefused: 409,
+    errors.NotLinked: 409,
+    errors.UnlinkWouldLockOut: 409,
+    errors.InvalidCredentials: 401,
+    errors.UsernameTaken: 409,
+    errors.EmailTaken: 409,
+    errors.DiscordDenied: 400,
+    errors.DiscordUnavailable: 502,
+    errors.Conflict: 409,
+    errors.StorageError: 503,
+}
+
+TITLES: dict[int, str] = {
+    400: "That did not work",
+    401: "Please sign in",
+    403: "This form expired",
+    404: "Not found",
+    409: "That cannot be done",
+    410: "This link is used up",
+    429: "Slow down",
+    502: "Discord did not answer",
+    503: "Temporarily unavailable",
+}
+
+
+def status_for(error: errors.DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> str:
+    path = request.url.path
+    if path.startswith("/link/") and isinstance(error, errors.SecretRefused):
+        return "Run /link again in Discord to get a new link."
+    if path.startswith("/auth/discord") and isinstance(
+        error, errors.SecretRefused | errors.DiscordDenied | errors.DiscordUnavailable
+    ):
+        return "Start again from the sign-in page."
+    return ""
+
+
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def json_error(code: str, message: str, status: int) -> Response[dict[str, Any]]:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def message_page(
+    title: str,
+    message: str,
+    *,
+    status: int = 200,
+    next_step: str = "",
+    links: list[tuple[str, str]] | None = None,
+    account: Any = None,
+) -> Template:
+    return Template(
+        template_name="message.html",
+        context={
+            "title": title,
+            "message": message,
+            "next_step": next_step,
+            "links": links or [("Go to your account", "/account")],
+            "account": account,
+        },
+        status_code=status,
+    )
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, errors.DomainError)  # noqa: S101 - registered for DomainError only
+    status = status_for(exc)
+    log.info("refused %s %s: %s", request.method, _safe_path(request.url.path), exc.code)
+    if _wants_json(request):
+        return json_error(exc.code, exc.message, status)
+    links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
+    return message_page(
+        TITLES.get(status, "That did not work"),
+        exc.message,
+        status=status,
+        next_step=_next_step(request, exc),
+        links=links,
+    )
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    status = exc.status_code
+    message = _http_message(status, exc.detail)
+    if _wants_json(request):
+        return json_error(f"http_{status}", message, status)
+    return message_page(
+        TITLES.get(status, "That did not work"), message, status=status, links=[("Go home", "/")]
+    )
+
+
+def _http_message(status: int, detail: str) -> str:
+    if status == 403 and "csrf" in detail.lower():
+        return "This form expired or came from another site. Go back, reload the page, try again."
+    if status == 429:
+        return "Too many attempts. Wait a minute, then try again."
+    if status == 404:
+        return "There is no page here."
+    if status == 405:
+        return "This page does not accept that kind of request."
+    if 400 <= status < 500:
+        return "The request was not valid."
+    return "Something went wrong on our side. Try again in a minute."
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unexpected error on %s %s", request.method, _safe_path(request.url.path))
+    if _wants_json(request):
+        return json_error("internal_error", "Something went wrong on our side.", 500)
+    return Response(
+        "<!doctype html><title>Error</title><p>Something went wrong on our side. "
+        "Try again in a minute.</p>",
+        media_type=MediaType.HTML,
+        status_code=500,
+    )
+
+
+def _safe_path(path: str) -> str:
+    """Paths can carry secrets (``/link/<ticket>``); logs get them redacted."""
+    if path.startswith("/link/"):
+        return "/link/<ticket>"
+    return path

@@ -1,0 +1,53 @@
+"""Security headers and the access log, as a ``before_send`` hook: it sees every response,
+including 404s and errors raised before any route matched."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from litestar.types import Message, Scope
+
+from entrypoints.web.errors import _safe_path
+
+access_log = logging.getLogger("taskflow_link.access")
+
+
+def security_headers(discord_authorize_origin: str, *, https: bool) -> list[tuple[bytes, bytes]]:
+    csp = (
+        "default-src 'none'; style-src 'self'; img-src 'self' https://cdn.discordapp.com; "
+        # The link/login forms answer with a redirect to Discord's consent page.
+        f"form-action 'self' {discord_authorize_origin}; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    headers = [
+        (b"content-security-policy", csp.encode()),
+        (b"referrer-policy", b"no-referrer"),  # ticket URLs never leak through Referer
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cache-control", b"no-store"),
+    ]
+    if https:
+        headers.append((b"strict-transport-security", b"max-age=31536000"))
+    return headers
+
+
+def before_send_hook(
+    headers: list[tuple[bytes, bytes]],
+) -> Callable[[Message, Scope], Awaitable[None]]:
+    async def before_send(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start":
+            return
+        present = {bytes(k).lower() for k, _ in message.get("headers", [])}
+        extra = [(k, v) for k, v in headers if k not in present]
+        message["headers"] = [*message.get("headers", []), *extra]
+        # Method, redacted path and status only: never query strings (OAuth codes, states).
+        access_log.info(
+            "%s %s %s",
+            scope.get("method", "-"),
+            _safe_path(str(scope.get("path", ""))),
+            message["status"],
+        )
+
+    return before_send

@@ -1,0 +1,244 @@
+"""The web app through Litestar's test client, with in-memory adapters and the fake Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain.model import DiscordId
+from domain.use_cases import TicketIssued
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness
+from tests.web_support import csrf_token, post_form, query
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+async def client(h: Harness) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(h.container)) as test_client:
+        yield test_client
+
+
+async def _sign_up(client: Client, username: str = "alice", next_path: str = "") -> None:
+    page = f"/signup?next={next_path}" if next_path else "/signup"
+    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    if next_path:
+        data["next"] = next_path
+    answer = await post_form(client, page, "/signup", data)
+    assert answer.status_code == 200, answer.text  # followed the redirect
+
+
+async def _discord_login(client: Client, h: Harness, discord_id: int, next_path: str = "") -> str:
+    started = await client.get(
+        "/auth/discord/login" + (f"?next={next_path}" if next_path else ""), follow_redirects=False
+    )
+    assert started.status_code == 302
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    done = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert done.status_code == 302, done.text
+    return str(done.headers["location"])
+
+
+async def test_pages_carry_security_headers(client: Client) -> None:
+    for path in ("/", "/signin", "/no-such-page"):
+        answer = await client.get(path)
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-frame-options"] == "DENY"
+
+
+async def test_sign_up_sets_a_safe_session_cookie_and_shows_the_account(client: Client) -> None:
+    answer = await post_form(
+        client,
+        "/signup",
+        "/signup",
+        {"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+    )
+    assert answer.status_code == 200
+    cookie = next(
+        h for h in answer.history[0].headers.get_list("set-cookie") if h.startswith("tfl_session=")
+    )
+    assert "HttpOnly" in cookie
+    assert "samesite=lax" in cookie.lower()
+    assert "Secure" not in cookie  # the public URL is http here
+    assert "alice" in (await client.get("/account")).text
+
+
+async def test_state_changing_forms_need_the_csrf_token(client: Client) -> None:
+    await client.get("/signup")
+    answer = await client.post(
+        "/signup", data={"username": "alice", "email": "a@example.com", "password": PASSWORD}
+    )
+    assert answer.status_code == 403
+    assert "form expired" in answer.text
+
+
+async def test_bad_sign_in_re_renders_with_a_clear_message(client: Client) -> None:
+    await _sign_up(client)
+    await post_form(client, "/account", "/signout", {})
+    answer = await post_form(
+        client, "/signin", "/signin", {"login": "alice", "password": "wrong password"}
+    )
+    assert answer.status_code == 401
+    assert "not right" in answer.text
+
+
+async def test_sign_in_with_discord_creates_the_account_and_lands_on_next(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    h.discord_user(5001, username="dora", email="dora@example.com")
+    location = await _discord_login(client, h, 5001, next_path="/account")
+    assert location == "/account"
+    page = await client.get("/account")
+    assert "dora" in page.text
+    assert "Unlink Discord" in page.text
+    assert len(db.tables.links) == 1
+
+
+async def test_open_redirects_in_next_end_on_root(client: Client, h: Harness) -> None:
+    h.discord_user(5002, email="x@example.com")
+    assert await _discord_login(client, h, 5002, next_path="//evil.example") == "/"
+
+
+async def test_callback_in_another_browser_is_refused(h: Harness) -> None:
+    h.discord_user(5003, email="y@example.com")
+    app = create_app(h.container)
+    async with AsyncTestClient(app=app) as starter, AsyncTestClient(app=app) as other:
+        started = await starter.get("/auth/discord/login", follow_redirects=False)
+        approval = h.discord.approve(started.headers["location"], h.discord_user(5003).id)
+        answer = await other.get(
+            f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+        )
+    assert answer.status_code == 400
+    assert "different browser" in answer.text
+    assert "Start again" in answer.text
+
+
+async def test_access_denied_gives_a_friendly_page(client: Client, h: Harness) -> None:
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    state = query(started.headers["location"])["state"]
+    answer = await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+    assert answer.status_code == 400
+    assert "did not grant access" in answer.text
+
+
+async def test_link_ticket_page_asks_to_sign_in_then_links_once(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    discord = h.discord_user(5004, username="tick")
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+
+    anonymous = await client.get(path)
+    assert "Sign in to the TaskFlow account" in anonymous.text
+    assert f"/signin?next={path}" in anonymous.text
+
+    await _sign_up(client, "alice", next_path=path)
+    confirm = await client.get(path)
+    assert "Link Discord @tick" in confirm.text
+    assert "alice" in confirm.text
+
+    linked = await client.post(path, data={"_csrf_token": csrf_token(confirm.text)})
+    assert linked.status_code == 200
+    assert "Accounts linked" in linked.text
+    assert db.tables.links[discord.id].account_id in db.tables.accounts
+
+    again = await client.post(path, data={"_csrf_token": csrf_token(confirm.text)})
+    assert again.status_code == 410
+    assert "Run /link again in Discord" in again.text
+
+
+async def test_link_confirm_without_csrf_is_refused(client: Client, h: Harness) -> None:
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(5005).user)
+    assert isinstance(issued, TicketIssued)
+    await _sign_up(client)
+    answer = await client.post(f"/link/{issued.token}", data={})
+    assert answer.status_code == 403
+
+
+async def test_link_and_unlink_from_the_account_page(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    await _sign_up(client)
+    discord = h.discord_user(5006, username="linker")
+    started = await post_form(client, "/account", "/account/discord/link", {})
+    assert started.status_code == 302 or started.history
+    location = (started.history[0] if started.history else started).headers["location"]
+    assert "scope=identify&" in location
+    approval = h.discord.approve(location, discord.id)
+    done = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+    assert "Discord is linked" in done.text
+    assert discord.id in db.tables.links
+
+    unlinked = await post_form(client, "/account", "/account/discord/unlink", {})
+    assert "Discord is unlinked" in unlinked.text
+    assert db.tables.links == {}
+
+
+async def test_unlink_refused_when_discord_is_the_only_way_in(client: Client, h: Harness) -> None:
+    h.discord_user(5007, email="only@example.com")
+    await _discord_login(client, h, 5007)
+    answer = await post_form(client, "/account", "/account/discord/unlink", {})
+    assert answer.status_code == 409
+    assert "Set a password" in answer.text
+
+
+async def test_api_needs_a_valid_key_and_answers_with_strings(client: Client, h: Harness) -> None:
+    assert (await client.get("/api/v1/links/123")).status_code == 401
+    wrong = await client.get("/api/v1/links/123", headers={"Authorization": "Bearer tfl_nope"})
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "http_401"
+    key = (await h.container.create_api_key().execute("bot")).token
+    auth = {"Authorization": f"Bearer {key}"}
+
+    unknown = await client.get("/api/v1/links/123", headers=auth)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+    assert (await client.get("/api/v1/links/abc", headers=auth)).status_code == 400
+
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    big = h.discord_user(2**63 - 1)
+    await h.discord_link(alice.id, big)
+    found = await client.get(f"/api/v1/links/{2**63 - 1}", headers=auth)
+    assert found.status_code == 200
+    body = found.json()
+    assert body["discord_id"] == str(2**63 - 1)
+    assert body["taskflow_user_id"] == str(alice.id)
+    assert body["linked_at"].endswith("Z")
+    by_account = await client.get(f"/api/v1/accounts/{alice.id}/link", headers=auth)
+    assert by_account.json()["discord_id"] == str(2**63 - 1)
+
+    removed = await client.delete(f"/api/v1/links/{2**63 - 1}", headers=auth)
+    assert removed.status_code == 200
+    assert (await client.get(f"/api/v1/links/{2**63 - 1}", headers=auth)).status_code == 404
+
+
+async def test_health_readiness_and_openapi(client: Client) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).status_code == 200
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert "/api/v1/links/{discord_id}" in schema["paths"]
+    assert "/account" not in schema["paths"]
+
+
+async def test_sign_in_is_rate_limited(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
+        statuses = []
+        for _ in range(5):
+            page = await client.get("/account")  # not limited
+            assert page.status_code == 200
+            answer = await client.post(
+                "/signin", data={"login": "x", "password": "y"}, follow_redirects=False
+            )
+            statuses.append(answer.status_code)
+    assert 429 in statuses
+    assert statuses[0] != 429
