@@ -109,22 +109,148 @@ async def _downgrade_then_current(migrate: Any, database: SqlDatabase, revision:
 @cli.command("purge-expired")
 def purge_expired() -> None:
     """Delete expired pending logins, /link tickets and sessions."""
-    from entrypoints.container import build_container  # noqa: PLC0415
-
-    container = build_container(load_settings())
+    container = _container_for_command()
 
     async def run() -> None:
         try:
             report = await container.purge_expired().execute()
         finally:
-            if container.settings().storage == "sql":
-                await container.sql_db().dispose()
+            await _dispose(container)
         click.echo(
             f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
             f"ticket(s), {report.sessions} session(s)."
         )
 
     asyncio.run(run())
+
+
+def _container_for_command() -> Any:
+    from entrypoints.container import build_container  # noqa: PLC0415
+
+    return build_container(load_settings())
+
+
+async def _dispose(container: Any) -> None:
+    if container.settings().storage == "sql":
+        await container.sql_db().dispose()
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Run the web app (pages, OAuth callback, JSON API) with uvicorn."""
+    import uvicorn  # noqa: PLC0415
+
+    from entrypoints.web import create_app  # noqa: PLC0415
+
+    container = _container_for_command()
+    settings = container.settings()
+    _configure_logging(settings.log_level)
+    container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
+    click.echo(f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})")
+    # uvicorn's own access log would print query strings (OAuth codes and states).
+    uvicorn.run(create_app(container), host=host, port=port, access_log=False, log_config=None)
+
+
+@cli.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True, type=int)
+@click.option("--client-id", default="taskflow-link-emulator", show_default=True)
+@click.option("--client-secret", default="emulator-secret", show_default=True)
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    default=["http://127.0.0.1:8000/auth/discord/callback"],
+    show_default=True,
+    help="Registered OAuth2 redirect URI (repeatable).",
+)
+def emulator(
+    host: str, port: int, client_id: str, client_secret: str, redirect_uris: tuple[str, ...]
+) -> None:
+    """Run the Discord emulator: OAuth2 consent page, token, /users/@me, test users."""
+    import uvicorn  # noqa: PLC0415
+
+    from entrypoints.emulator import EmulatorState, create_emulator_app  # noqa: PLC0415
+
+    state = EmulatorState(client_id, client_secret, set(redirect_uris))
+    state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
+    state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
+    base = f"http://{host}:{port}"
+    click.echo(f"Discord emulator on {base} with test users alice (verified email) and bob.")
+    click.echo("Point the service at it with:")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_API_URL={base}/api/v10")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_AUTHORIZE_URL={base}/oauth2/authorize")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_ID={client_id}")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_SECRET={client_secret}")
+    click.echo(
+        f"Create more users: curl -X POST {base}/_emulator/users -H 'content-type: "
+        'application/json\' -d \'{"username": "carol", "email": "c@example.com", '
+        '"verified": true}\''
+    )
+    uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
+
+
+@cli.group("api-key")
+def api_key() -> None:
+    """Keys for services that call the JSON API."""
+
+
+@api_key.command("create")
+@click.argument("name")
+def api_key_create(name: str) -> None:
+    """Create a key called NAME; it is shown once, only its hash is stored."""
+    container = _container_for_command()
+
+    async def run() -> str:
+        try:
+            created = await container.create_api_key().execute(name)
+        finally:
+            await _dispose(container)
+        return str(created.token)
+
+    token = asyncio.run(run())
+    click.echo(f"API key {name!r} (shown once; store it now):")
+    click.echo(token)
+
+
+@api_key.command("list")
+def api_key_list() -> None:
+    """List keys (names and dates; keys themselves are never stored)."""
+    container = _container_for_command()
+
+    async def run() -> list[Any]:
+        try:
+            return list(await container.list_api_keys().execute())
+        finally:
+            await _dispose(container)
+
+    for key in asyncio.run(run()):
+        status = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        click.echo(f"{key.name}\tcreated {key.created_at:%Y-%m-%d}\t{status}")
+
+
+@api_key.command("revoke")
+@click.argument("name")
+def api_key_revoke(name: str) -> None:
+    """Revoke the active key called NAME."""
+    container = _container_for_command()
+
+    async def run() -> None:
+        try:
+            await container.revoke_api_key().execute(name)
+        finally:
+            await _dispose(container)
+
+    asyncio.run(run())
+    click.echo(f"API key {name!r} revoked.")
+
+
+def _configure_logging(level: str) -> None:
+    import logging  # noqa: PLC0415
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def _safe_url(url: str) -> str:
@@ -135,6 +261,10 @@ def _safe_url(url: str) -> str:
 
 
 def main() -> None:
+    import warnings  # noqa: PLC0415
+
+    # Authlib 1.9 nudges towards its httpx2 fork at import; nothing for a user to act on.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     try:
         cli.main(standalone_mode=False)
     except SettingsError as exc:

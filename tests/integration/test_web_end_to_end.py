@@ -1,0 +1,343 @@
+"""The web app and the Discord emulator, each under uvicorn, on Postgres, over real HTTP:
+a browser-like client follows the redirects and keeps the cookies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from adapters.clock import ManualClock
+from adapters.sql import SqlDatabase
+from adapters.sql.tables import accounts, user_links
+from domain.use_cases import TicketIssued
+from entrypoints.container import Container, build_container
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, cheap_argon2, make_settings
+from tests.integration.postgres import PostgresServer
+from tests.servers import free_port, serve
+
+CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+
+
+@dataclass
+class Stack:
+    app_url: str
+    emulator_url: str
+    emulator: EmulatorState
+    container: Container
+    clock: ManualClock
+    db: SqlDatabase
+
+
+@pytest.fixture
+async def stack(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Stack]:
+    app_port = free_port()
+    app_url = f"http://127.0.0.1:{app_port}"
+    emulator = EmulatorState("client-e2e", "secret-e2e", {f"{app_url}/auth/discord/callback"})
+    emulator.fault_delay = 3.0
+    with serve(create_emulator_app(emulator)) as emulator_url:
+        settings = make_settings(
+            storage="sql",
+            database_url=postgres.url,
+            public_url=app_url,
+            discord_client_id="client-e2e",
+            discord_client_secret="secret-e2e",
+            discord_api_url=f"{emulator_url}/api/v10",
+            discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+            discord_timeout_seconds=1.0,
+        )
+        clock = ManualClock()
+        clock.set(clock.now().replace(year=2030))
+        # The server runs its own event loop in a thread, so it gets its own container (and
+        # engine); the test's set-up steps use another one on the same database and clock.
+        server, setup = build_container(settings), build_container(settings)
+        for container in (server, setup):
+            container.clock.override(clock)
+            container.passwords.override(cheap_argon2())
+        try:
+            with serve(create_app(server), port=app_port):
+                yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db)
+        finally:
+            await setup.sql_db().dispose()
+
+
+class Browser:
+    """Follows redirects across the app and the emulator, keeping each one's cookies."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.client = httpx.AsyncClient(follow_redirects=False, timeout=10)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def go(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        url = urljoin(self.stack.app_url, url)
+        response = await self.client.request(method, url, **kwargs)
+        for _ in range(10):
+            if response.status_code not in (301, 302, 303, 307):
+                return response
+            url = urljoin(url, response.headers["location"])
+            response = await self.client.get(url)
+        raise AssertionError("redirect loop")
+
+    async def submit(self, page: str, action: str, data: dict[str, str]) -> httpx.Response:
+        shown = await self.go("GET", page)
+        found = CSRF.search(shown.text)
+        assert found, shown.text
+        return await self.go("POST", action, data={**data, "_csrf_token": found.group(1)})
+
+    async def consent(
+        self, start: httpx.Response, user_id: str, decision: str = "approve"
+    ) -> httpx.Response:
+        """On the emulator's consent page, pick a test user and press a button."""
+        assert start.url.path == "/oauth2/authorize", start.text
+        assert f'value="{user_id}"' in start.text
+        fields = dict(
+            re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', start.text)
+        )
+        fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+        return await self.go(
+            "POST",
+            str(start.url.copy_with(query=None)),
+            data={**fields, "user_id": user_id, "decision": decision},
+        )
+
+    async def sign_in_with_discord(
+        self, user_id: str, next_path: str = "/account"
+    ) -> httpx.Response:
+        start = await self.go("GET", f"/auth/discord/login?next={next_path}")
+        return await self.consent(start, user_id)
+
+
+@pytest.fixture
+async def browser(stack: Stack) -> AsyncIterator[Browser]:
+    b = Browser(stack)
+    yield b
+    await b.close()
+
+
+async def count(db: SqlDatabase, table: Any) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def sign_up(b: Browser, name: str, email: str, *, verify: bool) -> None:
+    page = await b.submit(
+        "/signup", "/signup", {"username": name, "email": email, "password": PASSWORD}
+    )
+    assert page.status_code == 200, page.text
+    if verify:  # email verification arrives with the email issue; set-up writes the flag
+        async with b.stack.db.engine.begin() as conn:
+            await conn.execute(
+                accounts.update().where(accounts.c.username == name).values(email_verified=True)
+            )
+
+
+# -- the login table, end to end ---------------------------------------------------------------
+
+
+async def test_row1_linked_discord_signs_in(stack: Stack, browser: Browser) -> None:
+    user = stack.emulator.add_user("linked", email="linked@example.com", verified=True)
+    first = await browser.sign_in_with_discord(user.id)
+    assert first.url.path == "/account"
+    other = Browser(stack)
+    again = await other.sign_in_with_discord(user.id)
+    await other.close()
+    assert again.url.path == "/account"
+    assert "linked" in again.text
+    assert await count(stack.db, accounts) == 1
+
+
+async def test_row2_verified_email_links_to_the_verified_account(
+    stack: Stack, browser: Browser
+) -> None:
+    await sign_up(browser, "alice", "alice@example.com", verify=True)
+    user = stack.emulator.add_user("alice_d", email="ALICE@example.com", verified=True)
+    fresh = Browser(stack)
+    page = await fresh.sign_in_with_discord(user.id)
+    await fresh.close()
+    assert page.url.path == "/account"
+    assert ">alice<" in page.text
+    assert "Unlink Discord" in page.text
+    assert await count(stack.db, accounts) == 1
+
+
+async def test_row3_unverified_account_email_is_refused(stack: Stack, browser: Browser) -> None:
+    await sign_up(browser, "alice", "alice@example.com", verify=False)
+    user = stack.emulator.add_user("alice_d", email="alice@example.com", verified=True)
+    fresh = Browser(stack)
+    page = await fresh.sign_in_with_discord(user.id)
+    await fresh.close()
+    assert page.status_code == 409
+    assert "sign in with your password and link discord" in page.text.lower()
+    assert await count(stack.db, user_links) == 0
+
+
+async def test_row4_ambiguous_email_is_refused(stack: Stack, browser: Browser) -> None:
+    async with stack.db.unit_of_work() as uow:
+        from tests.contracts.repositories import account
+
+        await uow.accounts.add(account("dup1", "dup@example.com"))
+        await uow.accounts.add(account("dup2", "DUP@example.com"))
+        await uow.commit()
+    user = stack.emulator.add_user("dup", email="dup@example.com", verified=True)
+    page = await browser.sign_in_with_discord(user.id)
+    assert page.status_code == 409
+    assert "More than one account" in page.text
+
+
+async def test_row5_unverified_discord_email_is_refused(stack: Stack, browser: Browser) -> None:
+    await sign_up(browser, "alice", "alice@example.com", verify=True)
+    user = stack.emulator.add_user("mallory", email="alice@example.com", verified=False)
+    fresh = Browser(stack)
+    page = await fresh.sign_in_with_discord(user.id)
+    await fresh.close()
+    assert page.status_code == 409
+    assert await count(stack.db, user_links) == 0
+
+
+async def test_row6_new_person_gets_an_account(stack: Stack, browser: Browser) -> None:
+    user = stack.emulator.add_user("newbie", email="new@example.com", verified=True)
+    page = await browser.sign_in_with_discord(user.id)
+    assert page.url.path == "/account"
+    assert "newbie" in page.text
+    assert (await count(stack.db, accounts), await count(stack.db, user_links)) == (1, 1)
+    assert set(stack.emulator.revoked)  # the Discord token was revoked after use
+
+
+# -- flows and attacks ----------------------------------------------------------------------------
+
+
+async def test_link_and_unlink_from_the_account_page(stack: Stack, browser: Browser) -> None:
+    await sign_up(browser, "alice", "alice@example.com", verify=False)
+    user = stack.emulator.add_user("alice_d")
+    start = await browser.submit("/account", "/account/discord/link", {})
+    assert "scope=identify&" in str(start.url) or start.url.params["scope"] == "identify"
+    page = await browser.consent(start, user.id)
+    assert "Discord is linked" in page.text
+    page = await browser.submit("/account", "/account/discord/unlink", {})
+    assert "Discord is unlinked" in page.text
+    assert await count(stack.db, user_links) == 0
+
+
+async def test_ticket_confirm_needs_csrf_and_works_once(stack: Stack, browser: Browser) -> None:
+    user = stack.emulator.add_user("ticketed")
+    from domain.model import DiscordId, DiscordUser
+
+    issued = await stack.container.issue_link_ticket().execute(
+        DiscordUser(DiscordId(int(user.id)), "ticketed")
+    )
+    assert isinstance(issued, TicketIssued)
+    await sign_up(browser, "alice", "alice@example.com", verify=False)
+    path = f"/link/{issued.token}"
+    shown = await browser.go("GET", path)
+    assert "Link Discord @ticketed" in shown.text
+    assert (await browser.go("POST", path, data={})).status_code == 403
+    token = CSRF.search(shown.text)
+    assert token
+    done = await browser.go("POST", path, data={"_csrf_token": token.group(1)})
+    assert "Accounts linked" in done.text
+    replay = await browser.go("POST", path, data={"_csrf_token": token.group(1)})
+    assert replay.status_code == 410
+
+
+async def _callback_url(browser: Browser, user_id: str) -> str:
+    """Start a login, approve it, and stop before following the callback."""
+    start = await browser.go("GET", "/auth/discord/login")
+    fields = dict(HIDDEN.findall(start.text))
+    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    answer = await browser.client.post(
+        str(start.url.copy_with(query=None)),
+        data={**fields, "user_id": user_id, "decision": "approve"},
+    )
+    return str(answer.headers["location"])
+
+
+async def test_state_replay_other_browser_and_expiry_are_refused(
+    stack: Stack, browser: Browser
+) -> None:
+    user = stack.emulator.add_user("replayer", email="r@example.com", verified=True)
+    callback = await _callback_url(browser, user.id)
+    assert (await browser.go("GET", callback)).url.path == "/account"
+    replay = await browser.go("GET", callback)
+    assert replay.status_code == 410
+    assert "already been used" in replay.text
+
+    elsewhere = Browser(stack)
+    stolen = await _callback_url(browser, user.id)
+    refused = await elsewhere.go("GET", stolen)
+    await elsewhere.close()
+    assert refused.status_code == 400
+    assert "different browser" in refused.text
+
+    late = await _callback_url(browser, user.id)
+    stack.clock.advance(timedelta(minutes=10))
+    expired = await browser.go("GET", late)
+    assert expired.status_code == 410
+    assert "expired" in expired.text
+
+
+async def test_access_denied_and_discord_failures_give_friendly_pages(
+    stack: Stack, browser: Browser
+) -> None:
+    user = stack.emulator.add_user("denier", email="d@example.com", verified=True)
+    start = await browser.go("GET", "/auth/discord/login")
+    denied = await browser.consent(start, user.id, decision="deny")
+    assert denied.status_code == 400
+    assert "did not grant access" in denied.text
+
+    for mode in ("500", "timeout"):
+        stack.emulator.faults["token"] = mode
+        page = await browser.sign_in_with_discord(user.id)
+        assert page.status_code == 502, mode
+        assert "Nothing was changed" in page.text
+    stack.emulator.faults.clear()
+    assert (await count(stack.db, accounts), await count(stack.db, user_links)) == (0, 0)
+
+
+async def test_open_redirects_in_next_end_on_root(stack: Stack, browser: Browser) -> None:
+    user = stack.emulator.add_user("redirected", email="x@example.com", verified=True)
+    for attack in ("//evil.example", "https://evil.example", "/\\evil.example"):
+        fresh = Browser(stack)
+        start = await fresh.go("GET", "/auth/discord/login", params={"next": attack})
+        callback = await fresh.consent(start, user.id)
+        await fresh.close()
+        assert urlsplit(str(callback.url)).netloc == urlsplit(stack.app_url).netloc
+        assert callback.url.path in ("/", "/account")  # "/" then home redirects signed-in people
+
+
+async def test_api_keys(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.app_url) as client:
+        assert (await client.get("/api/v1/links/42")).status_code == 401
+        bad = await client.get("/api/v1/links/42", headers={"Authorization": "Bearer tfl_x"})
+        assert bad.status_code == 401
+        key = (await stack.container.create_api_key().execute("e2e")).token
+        missing = await client.get("/api/v1/links/42", headers={"Authorization": f"Bearer {key}"})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+
+
+async def test_readyz_follows_the_database(stack: Stack, postgres: PostgresServer) -> None:
+    async with httpx.AsyncClient(base_url=stack.app_url, timeout=15) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        postgres.stop_server()
+        try:
+            assert (await client.get("/readyz")).status_code == 503
+            assert (await client.get("/healthz")).status_code == 200
+        finally:
+            postgres.start_server()
+        for _ in range(50):
+            if (await client.get("/readyz")).status_code == 200:
+                break
+        assert (await client.get("/readyz")).status_code == 200
