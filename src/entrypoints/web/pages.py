@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
 from domain import errors
@@ -184,7 +184,7 @@ class Pages(Controller):
         account: CurrentAccount,
         container: Services,
         jar: Jar,
-        oauth_state: Annotated[str | None, Parameter(query="state")] = None,
+        oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
         code: str | None = None,
         error: str | None = None,
     ) -> Redirect:
