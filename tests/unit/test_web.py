@@ -242,3 +242,40 @@ async def test_sign_in_is_rate_limited(h: Harness) -> None:
             statuses.append(answer.status_code)
     assert 429 in statuses
     assert statuses[0] != 429
+
+
+async def test_https_public_url_makes_cookies_secure_and_sends_hsts() -> None:
+    from entrypoints.container import build_container
+    from tests.harness import make_settings
+
+    h = Harness.build(build_container(make_settings(public_url="https://link.example.com")))
+    async with AsyncTestClient(app=create_app(h.container), base_url="https://testserver") as c:
+        answer = await post_form(
+            c,
+            "/signup",
+            "/signup",
+            {"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+        )
+        cookies = answer.history[0].headers.get_list("set-cookie")
+        assert any(x.startswith("tfl_session=") and "Secure" in x for x in cookies)
+        assert "max-age" in answer.headers["strict-transport-security"]
+
+
+async def test_access_log_never_contains_tickets_codes_or_states(
+    client: Client, h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(5100).user)
+    assert isinstance(issued, TicketIssued)
+    h.discord_user(5101, email="log@example.com")
+    with caplog.at_level("INFO", logger="taskflow_link"):
+        await client.get(f"/link/{issued.token}")
+        started = await client.get("/auth/discord/login", follow_redirects=False)
+        approval = h.discord.approve(started.headers["location"], DiscordId(5101))
+        await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if r.name.startswith("taskflow_link")
+    )
+    assert "/link/<ticket>" in logged
+    assert "GET /auth/discord/callback 302" in logged
+    for secret in (issued.token, approval.code, approval.state):
+        assert secret not in logged
