@@ -10,7 +10,7 @@ from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
 from domain import errors
-from domain.model import AuthPurpose
+from domain.model import Account, AuthPurpose
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.deps import CurrentAccount, Jar, Services
@@ -33,6 +33,15 @@ def avatar_url(discord_id: int, avatar: str | None) -> str | None:
     return f"https://cdn.discordapp.com/avatars/{discord_id}/{avatar}.png?size=96"
 
 
+def _credentials_page(
+    template: str, account: Account | None, next_path: str
+) -> Template | Redirect:
+    """Sign-in and sign-up forms; someone already signed in goes straight on."""
+    if account is not None:
+        return Redirect(safe_destination(next_path))
+    return Template(template, context={"next": safe_destination(next_path or "/account")})
+
+
 class Pages(Controller):
     include_in_schema = False
 
@@ -46,9 +55,7 @@ class Pages(Controller):
 
     @get("/signin")
     async def signin_page(self, account: CurrentAccount, next: str = "") -> Template | Redirect:
-        if account is not None:
-            return Redirect(safe_destination(next))
-        return Template("signin.html", context={"next": safe_destination(next or "/account")})
+        return _credentials_page("signin.html", account, next)
 
     @post("/signin", status_code=303)
     async def signin(
@@ -67,9 +74,7 @@ class Pages(Controller):
 
     @get("/signup")
     async def signup_page(self, account: CurrentAccount, next: str = "") -> Template | Redirect:
-        if account is not None:
-            return Redirect(safe_destination(next))
-        return Template("signup.html", context={"next": safe_destination(next or "/account")})
+        return _credentials_page("signup.html", account, next)
 
     @post("/signup", status_code=303)
     async def signup(
