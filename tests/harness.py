@@ -6,6 +6,8 @@ in-memory adapters and the SQL ones.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from adapters.clock import ManualClock
@@ -175,3 +177,13 @@ class Harness:
         return await self.complete(
             browser, state=approval.state, code=approval.code, signed_in=account_id
         )
+
+
+@contextlib.asynccontextmanager
+async def sql_harness(database_url: str, **settings: object) -> AsyncIterator[Harness]:
+    """A harness on the SQL adapter set; its engine is disposed afterwards."""
+    container = build_container(make_settings(storage="sql", database_url=database_url, **settings))
+    try:
+        yield Harness.build(container)
+    finally:
+        await container.sql_db().dispose()

@@ -69,9 +69,7 @@ def _run_with_database(action: Callable[[SqlDatabase], Awaitable[T]]) -> T:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
-    from adapters.sql import migrate  # noqa: PLC0415
-
-    current = _run_with_database(lambda d: _upgrade_then_current(migrate, d, revision))
+    current = _migrate("upgrade", revision)
     click.echo(f"Database at revision {current}.")
 
 
@@ -79,9 +77,7 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` removes every table)."""
-    from adapters.sql import migrate  # noqa: PLC0415
-
-    current = _run_with_database(lambda d: _downgrade_then_current(migrate, d, revision))
+    current = _migrate("downgrade", revision)
     click.echo(f"Database at revision {current or 'base (empty)'}.")
 
 
@@ -94,34 +90,38 @@ def db_current() -> None:
     click.echo(current or "base (empty)")
 
 
-async def _upgrade_then_current(migrate: Any, database: SqlDatabase, revision: str) -> str | None:
-    await migrate.upgrade(database, revision)
-    result: str | None = await migrate.current_revision(database)
-    return result
+def _migrate(direction: str, revision: str) -> str | None:
+    """Run ``migrate.upgrade`` or ``migrate.downgrade``, then report the revision reached."""
+    from adapters.sql import migrate  # noqa: PLC0415
 
+    async def step(database: SqlDatabase) -> str | None:
+        await getattr(migrate, direction)(database, revision)
+        return await migrate.current_revision(database)
 
-async def _downgrade_then_current(migrate: Any, database: SqlDatabase, revision: str) -> str | None:
-    await migrate.downgrade(database, revision)
-    result: str | None = await migrate.current_revision(database)
-    return result
+    return _run_with_database(step)
 
 
 @cli.command("purge-expired")
 def purge_expired() -> None:
     """Delete expired pending logins, /link tickets and sessions."""
+    report = _run_use_case(lambda c: c.purge_expired().execute())
+    click.echo(
+        f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
+        f"ticket(s), {report.sessions} session(s)."
+    )
+
+
+def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
+    """Build the container, run one use case, and release the database afterwards."""
     container = _container_for_command()
 
-    async def run() -> None:
+    async def run() -> T:
         try:
-            report = await container.purge_expired().execute()
+            return await call(container)
         finally:
             await _dispose(container)
-        click.echo(
-            f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
-            f"ticket(s), {report.sessions} session(s)."
-        )
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 def _container_for_command() -> Any:
@@ -201,16 +201,7 @@ def api_key() -> None:
 @click.argument("name")
 def api_key_create(name: str) -> None:
     """Create a key called NAME; it is shown once, only its hash is stored."""
-    container = _container_for_command()
-
-    async def run() -> str:
-        try:
-            created = await container.create_api_key().execute(name)
-        finally:
-            await _dispose(container)
-        return str(created.token)
-
-    token = asyncio.run(run())
+    token = _run_use_case(lambda c: c.create_api_key().execute(name)).token
     click.echo(f"API key {name!r} (shown once; store it now):")
     click.echo(token)
 
@@ -218,15 +209,7 @@ def api_key_create(name: str) -> None:
 @api_key.command("list")
 def api_key_list() -> None:
     """List keys (names and dates; keys themselves are never stored)."""
-    container = _container_for_command()
-
-    async def run() -> list[Any]:
-        try:
-            return list(await container.list_api_keys().execute())
-        finally:
-            await _dispose(container)
-
-    for key in asyncio.run(run()):
+    for key in _run_use_case(lambda c: c.list_api_keys().execute()):
         status = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
         click.echo(f"{key.name}\tcreated {key.created_at:%Y-%m-%d}\t{status}")
 
@@ -235,15 +218,7 @@ def api_key_list() -> None:
 @click.argument("name")
 def api_key_revoke(name: str) -> None:
     """Revoke the active key called NAME."""
-    container = _container_for_command()
-
-    async def run() -> None:
-        try:
-            await container.revoke_api_key().execute(name)
-        finally:
-            await _dispose(container)
-
-    asyncio.run(run())
+    _run_use_case(lambda c: c.revoke_api_key().execute(name))
     click.echo(f"API key {name!r} revoked.")
 
 

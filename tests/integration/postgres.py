@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tests.servers import free_port
+
 IMAGE = os.environ.get("TASKFLOW_LINK_TEST_POSTGRES_IMAGE", "postgres:16-alpine")
 HOST_NETWORK = os.environ.get("TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK") == "1"
 REQUIRE_CONTAINER = os.environ.get("TASKFLOW_LINK_TEST_REQUIRE_CONTAINER") == "1"
@@ -33,13 +35,6 @@ HOW_TO_ENABLE = (
     "as root and export TASKFLOW_LINK_TEST_POSTGRES_IMAGE=local/postgres:15 "
     "TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK=1."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresServer(Protocol):

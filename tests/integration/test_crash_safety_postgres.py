@@ -7,20 +7,15 @@ from sqlalchemy import func, select
 
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import accounts, audit_events, sessions, user_links
-from entrypoints.container import build_container
 from tests.crash import InjectedCrash, crash_on_link
-from tests.harness import Harness, make_settings
+from tests.harness import Harness, sql_harness
 from tests.integration.postgres import PostgresServer
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    container = build_container(make_settings(storage="sql", database_url=postgres.url))
-    harness = Harness.build(container)
-    try:
+    async with sql_harness(postgres.url) as harness:
         yield harness
-    finally:
-        await container.sql_db().dispose()
 
 
 async def test_crash_between_account_and_link_leaves_neither_row(

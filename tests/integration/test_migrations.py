@@ -116,7 +116,7 @@ async def test_database_refuses_what_the_domain_refuses(pg_db: SqlDatabase) -> N
 
 async def test_an_unreachable_database_is_a_storage_error_not_a_crash() -> None:
     from domain import errors
-    from tests.integration.postgres import free_port
+    from tests.servers import free_port
 
     database = SqlDatabase(f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/none")
     try:

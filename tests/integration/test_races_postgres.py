@@ -14,8 +14,7 @@ from adapters.sql import SqlDatabase
 from adapters.sql.tables import accounts, user_links
 from domain import errors
 from domain.use_cases import AuthOutcome, TicketIssued
-from entrypoints.container import build_container
-from tests.harness import Browser, Harness, make_settings
+from tests.harness import Browser, Harness, sql_harness
 from tests.integration.postgres import PostgresServer
 
 N = 20
@@ -23,14 +22,8 @@ N = 20
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    container = build_container(
-        make_settings(storage="sql", database_url=postgres.url, db_pool_size=N + 5)
-    )
-    harness = Harness.build(container)
-    try:
+    async with sql_harness(postgres.url, db_pool_size=N + 5) as harness:
         yield harness
-    finally:
-        await container.sql_db().dispose()
 
 
 async def _count(database: SqlDatabase, table: Any) -> int:

@@ -11,18 +11,13 @@ import pytest
 from adapters.sql import SqlDatabase
 from domain import errors
 from domain.use_cases import TicketIssued
-from entrypoints.container import build_container
-from tests.harness import Browser, Harness, make_settings
+from tests.harness import Browser, Harness, sql_harness
 
 
 @pytest.fixture
 async def h(sqlite_url: str, sqlite_db: SqlDatabase) -> AsyncIterator[Harness]:
-    container = build_container(make_settings(storage="sql", database_url=sqlite_url))
-    harness = Harness.build(container)
-    try:
+    async with sql_harness(sqlite_url) as harness:
         yield harness
-    finally:
-        await container.sql_db().dispose()
 
 
 async def test_concurrent_first_logins_and_redeems_on_sqlite(h: Harness) -> None:

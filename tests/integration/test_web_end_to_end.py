@@ -71,6 +71,13 @@ async def stack(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[S
             await setup.sql_db().dispose()
 
 
+def consent_form(start: httpx.Response, user_id: str, decision: str) -> tuple[str, Any]:
+    """The emulator's consent form as a browser would submit it: URL and form fields."""
+    fields = {k: v.replace("&amp;", "&") for k, v in HIDDEN.findall(start.text)}
+    data = {**fields, "user_id": user_id, "decision": decision}
+    return str(start.url.copy_with(query=None)), {"data": data}
+
+
 class Browser:
     """Follows redirects across the app and the emulator, keeping each one's cookies."""
 
@@ -103,15 +110,8 @@ class Browser:
         """On the emulator's consent page, pick a test user and press a button."""
         assert start.url.path == "/oauth2/authorize", start.text
         assert f'value="{user_id}"' in start.text
-        fields = dict(
-            re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', start.text)
-        )
-        fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
-        return await self.go(
-            "POST",
-            str(start.url.copy_with(query=None)),
-            data={**fields, "user_id": user_id, "decision": decision},
-        )
+        url, form = consent_form(start, user_id, decision)
+        return await self.go("POST", url, **form)
 
     async def sign_in_with_discord(
         self, user_id: str, next_path: str = "/account"
@@ -255,12 +255,8 @@ async def test_ticket_confirm_needs_csrf_and_works_once(stack: Stack, browser: B
 async def _callback_url(browser: Browser, user_id: str) -> str:
     """Start a login, approve it, and stop before following the callback."""
     start = await browser.go("GET", "/auth/discord/login")
-    fields = dict(HIDDEN.findall(start.text))
-    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
-    answer = await browser.client.post(
-        str(start.url.copy_with(query=None)),
-        data={**fields, "user_id": user_id, "decision": "approve"},
-    )
+    url, form = consent_form(start, user_id, "approve")
+    answer = await browser.client.post(url, **form)
     return str(answer.headers["location"])
 
 

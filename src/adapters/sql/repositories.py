@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Delete,
     Executable,
     Insert,
     Result,
+    Table,
     Update,
     delete,
     insert,
@@ -57,6 +59,16 @@ class _Repo:
             return await self._session.execute(statement)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise translate(exc) from exc
+
+    async def _consume(self, table: Table, key: Column[str], digest: str, now: datetime) -> Any:
+        """One statement: of concurrent callers exactly one sees ``consumed_at IS NULL``."""
+        query = (
+            update(table)
+            .where(key == digest, table.c.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .returning(*table.c)
+        )
+        return (await self._run(query)).first()
 
     async def _count(self, statement: Delete | Update | Insert) -> int:
         result = await self._run(statement)
@@ -235,16 +247,7 @@ class SqlPendingLogins(_Repo):
         )
 
     async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
-        # One statement: of concurrent callers exactly one sees consumed_at IS NULL.
-        query = (
-            update(pending_login)
-            .where(
-                pending_login.c.state_hash == state_digest, pending_login.c.consumed_at.is_(None)
-            )
-            .values(consumed_at=now)
-            .returning(*pending_login.c)
-        )
-        row = (await self._run(query)).first()
+        row = await self._consume(pending_login, pending_login.c.state_hash, state_digest, now)
         return _pending(row) if row else None
 
     async def get(self, state_digest: str) -> PendingLogin | None:
@@ -272,13 +275,7 @@ class SqlLinkTickets(_Repo):
         )
 
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
-        query = (
-            update(link_tickets)
-            .where(link_tickets.c.token_hash == digest, link_tickets.c.consumed_at.is_(None))
-            .values(consumed_at=now)
-            .returning(*link_tickets.c)
-        )
-        row = (await self._run(query)).first()
+        row = await self._consume(link_tickets, link_tickets.c.token_hash, digest, now)
         return _ticket(row) if row else None
 
     async def get(self, digest: str) -> LinkTicket | None:

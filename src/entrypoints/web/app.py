@@ -69,12 +69,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     )
 
     async def current_account(request: Request[Any, Any, Any]) -> Account | None:
-        try:
-            account: Account | None = await container.current_account().execute(
-                CookieJar.session_token(request)
-            )
-        except errors.StorageError:
-            raise
+        account: Account | None = await container.current_account().execute(
+            CookieJar.session_token(request)
+        )
         return account
 
     @asynccontextmanager

@@ -100,7 +100,7 @@ def message_page(
 def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, errors.DomainError)  # noqa: S101 - registered for DomainError only
     status = status_for(exc)
-    log.info("refused %s %s: %s", request.method, _safe_path(request.url.path), exc.code)
+    log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
     if _wants_json(request):
         return json_error(exc.code, exc.message, status)
     links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
@@ -139,7 +139,7 @@ def _http_message(status: int, detail: str) -> str:
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unexpected error on %s %s", request.method, _safe_path(request.url.path))
+    log.exception("unexpected error on %s %s", request.method, redact_path(request.url.path))
     if _wants_json(request):
         return json_error("internal_error", "Something went wrong on our side.", 500)
     return Response(
@@ -150,7 +150,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
     )
 
 
-def _safe_path(path: str) -> str:
+def redact_path(path: str) -> str:
     """Paths can carry secrets (``/link/<ticket>``); logs get them redacted."""
     if path.startswith("/link/"):
         return "/link/<ticket>"

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from litestar.types import Message, Scope
 
-from entrypoints.web.errors import _safe_path
+from entrypoints.web.errors import redact_path
 
 access_log = logging.getLogger("taskflow_link.access")
 
@@ -46,7 +46,7 @@ def before_send_hook(
         access_log.info(
             "%s %s %s",
             scope.get("method", "-"),
-            _safe_path(str(scope.get("path", ""))),
+            redact_path(str(scope.get("path", ""))),
             message["status"],
         )
 
