@@ -156,7 +156,12 @@ def serve(host: str, port: int) -> None:
 @cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8900, show_default=True, type=int)
-@click.option("--client-id", default="taskflow-link-emulator", show_default=True)
+@click.option(
+    "--client-id",
+    default="1100000000000000001",
+    show_default=True,
+    help="The application's id (a snowflake), also its OAuth2 client id.",
+)
 @click.option("--client-secret", default="emulator-secret", show_default=True)
 @click.option(
     "--redirect-uri",
@@ -166,15 +171,29 @@ def serve(host: str, port: int) -> None:
     show_default=True,
     help="Registered OAuth2 redirect URI (repeatable).",
 )
-def emulator(
-    host: str, port: int, client_id: str, client_secret: str, redirect_uris: tuple[str, ...]
+@click.option(
+    "--interactions-url",
+    default="http://127.0.0.1:8000/interactions",
+    show_default=True,
+    help="The service's Interactions Endpoint URL, where slash commands are sent.",
+)
+def emulator(  # noqa: PLR0917 - click passes each option
+    host: str,
+    port: int,
+    client_id: str,
+    client_secret: str,
+    redirect_uris: tuple[str, ...],
+    interactions_url: str,
 ) -> None:
-    """Run the Discord emulator: OAuth2 consent page, token, /users/@me, test users."""
+    """Run the Discord emulator: OAuth2, bot API, signed slash commands, test users."""
     import uvicorn  # noqa: PLC0415
 
     from entrypoints.emulator import EmulatorState, create_emulator_app  # noqa: PLC0415
 
+    if not client_id.isdecimal():
+        raise click.BadParameter("must be a Discord snowflake (digits)", param_hint="--client-id")
     state = EmulatorState(client_id, client_secret, set(redirect_uris))
+    state.interactions_url = interactions_url
     state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
     state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
     base = f"http://{host}:{port}"
@@ -184,12 +203,58 @@ def emulator(
     click.echo(f"  export TASKFLOW_LINK_DISCORD_AUTHORIZE_URL={base}/oauth2/authorize")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_ID={client_id}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_SECRET={client_secret}")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_BOT_TOKEN={state.bot_token}")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_PUBLIC_KEY={state.public_key}")
+    click.echo(f"Slash commands go to {interactions_url}; run one as a test user:")
+    click.echo(
+        f"  curl -X POST {base}/_emulator/interactions -H 'content-type: application/json' "
+        '-d \'{"user_id": "USER_ID", "command": "link"}\'   (user ids: '
+        f"curl {base}/_emulator/users)"
+    )
     click.echo(
         f"Create more users: curl -X POST {base}/_emulator/users -H 'content-type: "
         'application/json\' -d \'{"username": "carol", "email": "c@example.com", '
         '"verified": true}\''
     )
     uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
+
+
+@cli.group("bot", invoke_without_command=True)
+@click.pass_context
+def bot(ctx: click.Context) -> None:
+    """Run the Discord bot over the gateway (the usual way to run a bot).
+
+    HTTP interactions need no bot process: set TASKFLOW_LINK_DISCORD_PUBLIC_KEY and `serve`
+    answers them at /interactions. Use one or the other, not both.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from entrypoints.bot.runtime import build_gateway_bot  # noqa: PLC0415
+
+    container = _container_for_command()
+    settings = container.settings()
+    _configure_logging(settings.log_level)
+    gateway = build_gateway_bot(container)
+    click.echo(f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url})")
+    gateway.run(check_for_updates=False, close_loop=True)
+
+
+@bot.command("sync")
+def bot_sync() -> None:
+    """Register the slash commands with Discord, then exit (no bot is started)."""
+    import aiohttp  # noqa: PLC0415
+    import hikari  # noqa: PLC0415
+
+    from entrypoints.bot.runtime import sync_commands  # noqa: PLC0415
+
+    container = _container_for_command()
+    try:
+        listed = asyncio.run(sync_commands(container))
+    except (hikari.HikariError, aiohttp.ClientError, OSError) as exc:
+        url = container.settings().discord_api_url
+        raise click.ClickException(f"Could not register the commands with {url}: {exc}") from None
+    for scope, names in listed.items():
+        click.echo(f"{scope}: " + (", ".join(f"/{n}" for n in names) or "(none)"))
 
 
 @cli.group("api-key")

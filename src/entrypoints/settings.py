@@ -63,6 +63,30 @@ class Settings(BaseSettings):
         default=AnyHttpUrl("https://discord.com/oauth2/authorize"),
         description="Discord OAuth2 authorize page.",
     )
+    discord_command_guilds: str = Field(
+        default="",
+        description="Where the slash commands live: empty for every server and DM (global), or "
+        "comma-separated server (guild) ids, which Discord updates at once (handy in development).",
+    )
+    discord_sync_commands: bool = Field(
+        default=True,
+        description="Register the slash commands with Discord when the bot or web app starts. "
+        "Off: run `taskflow-link bot sync` after upgrades instead.",
+    )
+    discord_interaction_max_age_seconds: int = Field(
+        default=300,
+        ge=5,
+        le=3600,
+        description="HTTP interactions whose signed timestamp is further than this from now "
+        "are refused (replay protection).",
+    )
+    discord_reply_deadline_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=2.8,
+        description='A command that has not finished by then answers "something went wrong" '
+        "(Discord drops answers after 3 s).",
+    )
     auth_rate_limit_per_minute: int = Field(
         default=20,
         ge=1,
@@ -90,6 +114,20 @@ class Settings(BaseSettings):
         if value is not None and not _HEX_KEY.fullmatch(value):
             raise ValueError("must be 64 hexadecimal characters (an Ed25519 public key)")
         return value
+
+    @field_validator("discord_command_guilds")
+    @classmethod
+    def _guild_ids(cls, value: str) -> str:
+        for part in value.split(","):
+            text = part.strip()
+            if text and not (text.isascii() and text.isdecimal() and 0 < int(text) < 2**63):
+                raise ValueError("must be empty or comma-separated Discord server (guild) ids")
+        return value
+
+    @property
+    def command_guild_ids(self) -> tuple[int, ...]:
+        """Empty: the commands are global."""
+        return tuple(int(p) for p in self.discord_command_guilds.split(",") if p.strip())
 
     def require(self, *names: str) -> None:
         """Fail with the variables' names when a command needs settings that are unset."""

@@ -16,9 +16,11 @@ class LinkedAccount:
     link: Link
 
 
-async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> Link:
+async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> LinkedAccount:
     account = await uow.accounts.get(link.account_id)
-    if account is not None and (refusal := unlink_refusal(account)) is not None:
+    if account is None:  # the foreign key makes this a concurrent account deletion
+        raise errors.NotLinked()
+    if (refusal := unlink_refusal(account)) is not None:
         raise refusal()
     if not await uow.links.remove(link):
         raise errors.NotLinked()  # removed concurrently
@@ -26,7 +28,7 @@ async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> Lin
         AuditEvent(AuditKind.UNLINKED, clock.now(), link.account_id, link.discord_id, {"via": via})
     )
     await uow.commit()
-    return link
+    return LinkedAccount(account, link)
 
 
 class UnlinkAccount:
@@ -40,7 +42,7 @@ class UnlinkAccount:
             link = await uow.links.get_by_account(account_id)
             if link is None:
                 raise errors.NotLinked()
-            return await _unlink(uow, link, self._clock, via="web")
+            return (await _unlink(uow, link, self._clock, via="web")).link
 
 
 class UnlinkDiscord:
@@ -49,7 +51,7 @@ class UnlinkDiscord:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def execute(self, discord_id: DiscordId) -> Link:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount:
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(discord_id)
             if link is None:

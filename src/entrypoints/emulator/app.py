@@ -16,6 +16,7 @@ from litestar.enums import MediaType, RequestEncodingType
 from litestar.params import Body, JSONBody
 from litestar.response import Redirect, Response
 
+from entrypoints.emulator.bot_api import bot_routes
 from entrypoints.emulator.state import EmulatorState, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -221,8 +222,10 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             create_user,
             list_users,
             set_fault,
+            *bot_routes(state),
         ],
         openapi_config=None,
+        logging_config=None,
     )
 
 

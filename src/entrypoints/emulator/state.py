@@ -7,6 +7,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from nacl.signing import SigningKey
+
+# Discord's rule: the first answer to an interaction must come within 3 seconds.
+INTERACTION_RESPONSE_DEADLINE = 3.0
+TEST_GUILD_ID = "1300000000000000001"
+TEST_CHANNEL_ID = "1300000000000000002"
+
 
 @dataclass
 class TestUser:
@@ -50,6 +57,20 @@ class Grant:
 
 
 @dataclass
+class Interaction:
+    """An interaction the emulator sent, and what the service answered through the callback."""
+
+    id: str
+    token: str
+    user_id: str
+    command: str
+    guild_id: str | None
+    sent_at: float  # time.monotonic()
+    response: dict[str, Any] | None = None
+    responded_after: float | None = None  # seconds after sent_at
+
+
+@dataclass
 class EmulatorState:
     client_id: str
     client_secret: str
@@ -61,7 +82,36 @@ class EmulatorState:
     # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage"
     faults: dict[str, str] = field(default_factory=dict)
     fault_delay: float = 5.0
+    # The bot side: its token, the key that signs interactions, where they are sent.
+    bot_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    signing_key: SigningKey = field(default_factory=SigningKey.generate)
+    interactions_url: str | None = None
+    application_name: str = "TaskFlow Link (emulated)"
+    # Registered slash commands by scope: "global" or a guild id.
+    commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    interactions: dict[str, Interaction] = field(default_factory=dict)
     _next_id: int = 1_100_000_000_000_000_000
+
+    @property
+    def public_key(self) -> str:
+        """The hex Ed25519 key the service verifies interactions with."""
+        return self.signing_key.verify_key.encode().hex()
+
+    def snowflake(self) -> str:
+        self._next_id += secrets.randbelow(1000) + 1
+        return str(self._next_id)
+
+    def sign(self, body: bytes, timestamp: str) -> str:
+        return self.signing_key.sign(timestamp.encode() + body).signature.hex()
+
+    def find_command(self, name: str, guild_id: str | None) -> dict[str, Any] | None:
+        """What Discord would run: a server's own command first, then a global one."""
+        scopes = ([guild_id] if guild_id else []) + ["global"]
+        for scope in scopes:
+            for command in self.commands.get(scope, []):
+                if command["name"] == name:
+                    return command
+        return None
 
     def add_user(
         self,
@@ -73,8 +123,7 @@ class EmulatorState:
         user_id: str | None = None,
     ) -> TestUser:
         if user_id is None:
-            self._next_id += secrets.randbelow(1000) + 1
-            user_id = str(self._next_id)
+            user_id = self.snowflake()
         user = TestUser(user_id, username, global_name, None, email, verified)
         self.users[user.id] = user
         return user

@@ -68,4 +68,4 @@ class LinksApi(Controller):
     @delete("/links/{discord_id:str}", summary="Unlink (admin)", status_code=200)
     async def unlink(self, discord_id: str, container: Services) -> LinkOut:
         removed = await container.unlink_discord().execute(DiscordId.parse(discord_id))
-        return link_out(removed)
+        return link_out(removed.link)

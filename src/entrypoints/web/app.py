@@ -24,6 +24,7 @@ from litestar.template.config import TemplateConfig
 
 from domain import errors
 from domain.model import Account
+from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CookieJar
@@ -33,6 +34,7 @@ from entrypoints.web.errors import (
     http_error_handler,
     unexpected_error_handler,
 )
+from entrypoints.web.interactions import interactions
 from entrypoints.web.pages import Pages
 from entrypoints.web.security import before_send_hook, security_headers
 
@@ -74,11 +76,19 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         )
         return account
 
+    # HTTP interactions are on when Discord's public key is configured (and then need the token).
+    http_interactions = HttpInteractions(container) if settings.discord_public_key else None
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
+            if http_interactions is not None:
+                await http_interactions.start()
+                app.state.interactions = http_interactions
             yield
         finally:
+            if http_interactions is not None:
+                await http_interactions.close()
             if settings.storage == "sql":
                 await container.sql_db().dispose()
 
@@ -86,6 +96,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         route_handlers=[
             Pages,
             LinksApi,
+            interactions,
             healthz,
             readyz,
             create_static_files_router(path="/static", directories=[HERE / "static"]),
@@ -131,5 +142,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             ),
         ),
         lifespan=[lifespan],
+        # Logging belongs to the process (the CLI configures it), not to the app factory.
+        logging_config=None,
         debug=False,
     )

@@ -1,0 +1,63 @@
+"""The bridge from the dependency-injector container to lightbulb's dependency injection.
+
+The container stays the only composition root: lightbulb's registry gets factories that ask the
+container for each use case, never adapters of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import lightbulb
+from linkd import Lifetime
+
+from domain import errors
+from domain import use_cases as uc
+from entrypoints.bot.context import Deadline, respond
+from entrypoints.bot.replies import Replies
+from entrypoints.container import Container
+
+T = TypeVar("T")
+log = logging.getLogger("taskflow_link.bot")
+
+
+def _from_container(provider: Callable[[], T]) -> Callable[[], T]:
+    def make() -> T:
+        return provider()
+
+    return make
+
+
+def register_services(client: lightbulb.Client, container: Container) -> None:
+    """Make the commands' dependencies resolvable; call before the first command runs."""
+    settings = container.settings()
+    replies = Replies(str(settings.public_url))
+    registry = client.di.registry_for(lightbulb.di.Contexts.DEFAULT)
+    registry.register_value(Replies, replies)
+    registry.register_value(Deadline, Deadline(settings.discord_reply_deadline_seconds))
+    use_cases: list[tuple[type[Any], Callable[[], Any]]] = [
+        (uc.IssueLinkTicket, container.issue_link_ticket),
+        (uc.UnlinkDiscord, container.unlink_discord),
+        (uc.WhoAmI, container.who_am_i),
+    ]
+    for kind, provider in use_cases:
+        registry.register_factory(kind, _from_container(provider), lifetime=Lifetime.PROTOTYPE)
+
+    @client.error_handler
+    async def reply_to_failure(
+        failure: lightbulb.exceptions.ExecutionPipelineFailedException,
+    ) -> bool:
+        cause: BaseException = failure.causes[0] if failure.causes else failure
+        command = failure.context.command_data.qualified_name
+        if isinstance(cause, errors.DomainError) and not isinstance(cause, errors.StorageError):
+            log.info("/%s refused: %s", command, cause.code)
+        else:
+            log.error("/%s failed", command, exc_info=(type(cause), cause, cause.__traceback__))
+        reply = replies.error(cause)
+        try:
+            await respond(failure.context, reply)
+        except Exception:
+            log.exception("/%s: could not send the error reply either", command)
+        return True

@@ -1,0 +1,184 @@
+"""Running the commands: the gateway bot (``taskflow-link bot``), HTTP interactions hosted by
+the web app (``POST /interactions``), and command sync (``taskflow-link bot sync``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import hikari
+import lightbulb
+import nacl.exceptions
+import nacl.signing
+
+from entrypoints.bot.bridge import register_services
+from entrypoints.bot.commands import loader
+from entrypoints.container import Container
+
+log = logging.getLogger("taskflow_link.bot")
+
+
+def _token(container: Container) -> str:
+    settings = container.settings()
+    settings.require("discord_bot_token")
+    assert settings.discord_bot_token  # noqa: S101 - checked by require()
+    return settings.discord_bot_token.get_secret_value()
+
+
+def _rest_url(container: Container) -> str:
+    # hikari wants exactly ".../api/v10", without a trailing slash.
+    return str(container.settings().discord_api_url).rstrip("/")
+
+
+def _start_rest(bot: hikari.RESTBot) -> None:
+    """Open the bot's REST client without starting hikari's own web server."""
+    rest = bot.rest
+    assert isinstance(rest, hikari.impl.RESTClientImpl)  # noqa: S101 - RESTBot's own client
+    rest.start()
+
+
+async def prepare_client(
+    app: hikari.RESTBot | hikari.GatewayBot, container: Container, *, sync: bool | None = None
+) -> lightbulb.Client:
+    """A lightbulb client with the commands and their dependencies; not started yet."""
+    settings = container.settings()
+    client = lightbulb.client_from_app(
+        app,
+        default_enabled_guilds=settings.command_guild_ids,
+        sync_commands=settings.discord_sync_commands if sync is None else sync,
+    )
+    register_services(client, container)
+    await loader.add_to_client(client)
+    return client
+
+
+async def start_client(client: lightbulb.Client) -> None:
+    """Start, syncing commands if configured. A failed sync is logged, not fatal: the commands
+    registered earlier keep working and the next start tries again."""
+    try:
+        await client.start()
+    except Exception:
+        log.exception("Could not sync the slash commands with Discord; serving without syncing")
+        client.sync_commands = False
+        await client.start()
+
+
+class HttpInteractions:
+    """Discord's HTTP interactions, answered by hikari's ``RESTBot`` inside our web app.
+
+    Discord signs each request (Ed25519 over timestamp + body). Requests that are unsigned,
+    badly signed or replayed long after their timestamp are refused before hikari sees them.
+    """
+
+    def __init__(self, container: Container) -> None:
+        settings = container.settings()
+        settings.require("discord_bot_token", "discord_public_key")
+        assert settings.discord_public_key  # noqa: S101 - checked by require()
+        self._container = container
+        self._public_key = settings.discord_public_key
+        self._verify_key = nacl.signing.VerifyKey(bytes.fromhex(settings.discord_public_key))
+        self._max_age = settings.discord_interaction_max_age_seconds
+        self._bot: hikari.RESTBot | None = None
+        self._client: lightbulb.Client | None = None
+
+    async def start(self) -> None:
+        bot = hikari.RESTBot(
+            _token(self._container),
+            "Bot",
+            public_key=self._public_key,
+            rest_url=_rest_url(self._container),
+            banner=None,
+            logs=None,
+            suppress_optimization_warning=True,
+        )
+        _start_rest(bot)
+        self._bot = bot
+        self._client = await prepare_client(bot, self._container)
+        await start_client(self._client)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.stop()
+        if self._bot is not None:
+            await self._bot.rest.close()
+
+    def refusal(
+        self, body: bytes, signature: str | None, timestamp: str | None, *, now: float | None = None
+    ) -> str | None:
+        """Why this request is refused (401), or ``None`` when Discord really sent it."""
+        if not signature or not timestamp:
+            return "Missing X-Signature-Ed25519 or X-Signature-Timestamp header."
+        try:
+            signature_bytes = bytes.fromhex(signature)
+            sent_at = int(timestamp)
+            self._verify_key.verify(timestamp.encode() + body, signature_bytes)
+        except (ValueError, nacl.exceptions.BadSignatureError):
+            return "Invalid request signature."
+        if abs((time.time() if now is None else now) - sent_at) > self._max_age:
+            return "The request's timestamp is too old (or in the future); refusing a replay."
+        return None
+
+    async def dispatch(self, body: bytes, signature: str, timestamp: str) -> Any:
+        """hikari's answer (a ``hikari.api.Response``) to a request that passed ``refusal``."""
+        if self._bot is None:
+            raise RuntimeError("HTTP interactions were not started")
+        return await self._bot.on_interaction(body, bytes.fromhex(signature), timestamp.encode())
+
+
+def build_gateway_bot(container: Container) -> hikari.GatewayBot:
+    """The gateway bot with the commands; ``bot.run()`` connects and serves until stopped."""
+    bot = hikari.GatewayBot(
+        _token(container),
+        intents=hikari.Intents.NONE,  # slash commands need no gateway events besides interactions
+        rest_url=_rest_url(container),
+        banner=None,
+        logs=None,
+        suppress_optimization_warning=True,
+    )
+    started: dict[str, lightbulb.Client] = {}
+
+    async def on_starting(_: hikari.StartingEvent) -> None:
+        started["client"] = await prepare_client(bot, container)
+
+    async def on_started(_: hikari.StartedEvent) -> None:
+        await start_client(started["client"])
+
+    async def on_stopping(_: hikari.StoppingEvent) -> None:
+        if "client" in started:
+            await started["client"].stop()
+        if container.settings().storage == "sql":
+            await container.sql_db().dispose()
+
+    bot.subscribe(hikari.StartingEvent, on_starting)
+    bot.subscribe(hikari.StartedEvent, on_started)
+    bot.subscribe(hikari.StoppingEvent, on_stopping)
+    return bot
+
+
+async def sync_commands(container: Container) -> dict[str, list[str]]:
+    """Register the slash commands with Discord now. Returns what Discord then lists, by
+    scope ("global" or "server ID")."""
+    bot = hikari.RESTBot(
+        _token(container),
+        "Bot",
+        rest_url=_rest_url(container),
+        banner=None,
+        logs=None,
+        suppress_optimization_warning=True,
+    )
+    _start_rest(bot)
+    try:
+        client = await prepare_client(bot, container, sync=True)
+        await client.start()
+        await client.stop()
+        application = await bot.rest.fetch_application()
+        listed: dict[str, list[str]] = {}
+        for guild in container.settings().command_guild_ids or (None,):
+            found = await bot.rest.fetch_application_commands(
+                application, guild=hikari.UNDEFINED if guild is None else guild
+            )
+            listed["global" if guild is None else f"server {guild}"] = sorted(c.name for c in found)
+        return listed
+    finally:
+        await bot.rest.close()

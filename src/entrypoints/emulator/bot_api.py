@@ -1,0 +1,335 @@
+"""The bot half of the emulator: application info, slash-command registration, the interaction
+callback, and a test API that sends signed interactions to the service.
+
+Shapes follow https://discord.com/developers/docs/interactions/receiving-and-responding and
+.../interactions/application-commands.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from litestar import Request, get, post, put
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import JSONBody
+from litestar.response import Response
+
+from entrypoints.emulator.state import (
+    INTERACTION_RESPONSE_DEADLINE,
+    TEST_CHANNEL_ID,
+    TEST_GUILD_ID,
+    EmulatorState,
+    Interaction,
+)
+
+EPHEMERAL = 64
+COMMAND_TYPE_CHAT_INPUT = 1
+INTERACTION_PING, INTERACTION_APPLICATION_COMMAND = 1, 2
+CONTEXT_GUILD, CONTEXT_BOT_DM = 0, 1
+
+
+def _discord_error(message: str, code: int, status: int) -> Response[Any]:
+    return Response({"message": message, "code": code}, status_code=status)
+
+
+def _unauthorized() -> Response[Any]:
+    return _discord_error("401: Unauthorized", 0, 401)
+
+
+def application_json(state: EmulatorState) -> dict[str, Any]:
+    owner = {"id": "1000000000000000001", "username": "emulator", "discriminator": "0"}
+    return {
+        "id": state.client_id,
+        "name": state.application_name,
+        "icon": None,
+        "description": "A local stand-in for a Discord application.",
+        "bot_public": True,
+        "bot_require_code_grant": False,
+        "owner": {**owner, "avatar": None, "global_name": None, "public_flags": 0, "flags": 0},
+        "verify_key": state.public_key,
+        "team": None,
+        "flags": 0,
+        "redirect_uris": sorted(state.redirect_uris),
+        "interactions_endpoint_url": state.interactions_url,
+        "integration_types_config": {"0": {}},  # installed to servers
+        "approximate_guild_count": 1,
+        "approximate_user_install_count": 0,
+    }
+
+
+def _stored_command(
+    state: EmulatorState, body: dict[str, Any], scope: str, existing: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    name = str(body.get("name", ""))
+    previous = existing.get(name)
+    command: dict[str, Any] = {
+        "id": previous["id"] if previous else state.snowflake(),
+        "application_id": state.client_id,
+        "version": state.snowflake(),
+        "type": int(body.get("type", COMMAND_TYPE_CHAT_INPUT)),
+        "name": name,
+        "description": str(body.get("description", "")),
+        "options": body.get("options") or [],
+        "default_member_permissions": body.get("default_member_permissions"),
+        "nsfw": bool(body.get("nsfw", False)),
+        "contexts": body.get("contexts"),
+        "integration_types": body.get("integration_types") or [0],
+    }
+    if scope != "global":
+        command["guild_id"] = scope
+    return command
+
+
+def _user_object(state: EmulatorState, user_id: str) -> dict[str, Any]:
+    return state.users[user_id].public(frozenset())
+
+
+def interaction_payload(
+    state: EmulatorState, interaction: Interaction, command: dict[str, Any]
+) -> dict[str, Any]:
+    user = _user_object(state, interaction.user_id)
+    data: dict[str, Any] = {
+        "id": command["id"],
+        "name": command["name"],
+        "type": COMMAND_TYPE_CHAT_INPUT,
+    }
+    if "guild_id" in command:
+        data["guild_id"] = command["guild_id"]
+    payload: dict[str, Any] = {
+        "id": interaction.id,
+        "application_id": state.client_id,
+        "type": INTERACTION_APPLICATION_COMMAND,
+        "token": interaction.token,
+        "version": 1,
+        "data": data,
+        "app_permissions": "0",
+        "locale": "en-US",
+        "entitlements": [],
+        "attachment_size_limit": 10 * 1024 * 1024,
+    }
+    if interaction.guild_id:
+        payload |= {
+            "guild_id": interaction.guild_id,
+            "guild_locale": "en-US",
+            "channel_id": TEST_CHANNEL_ID,
+            "channel": {"id": TEST_CHANNEL_ID, "type": 0, "name": "general", "permissions": "0"},
+            "member": {
+                "user": user,
+                "roles": [],
+                "joined_at": datetime(2024, 1, 1, tzinfo=UTC).isoformat(),
+                "permissions": "0",
+                "nick": None,
+                "avatar": None,
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "pending": False,
+                "premium_since": None,
+                "communication_disabled_until": None,
+            },
+            "authorizing_integration_owners": {"0": interaction.guild_id},
+            "context": CONTEXT_GUILD,
+        }
+    else:
+        dm_channel = str(int(interaction.user_id) + 1)
+        payload |= {
+            "channel_id": dm_channel,
+            "channel": {"id": dm_channel, "type": 1},
+            "user": user,
+            "authorizing_integration_owners": {"0": "0"},
+            "context": CONTEXT_BOT_DM,
+        }
+    return payload
+
+
+async def deliver(state: EmulatorState, payload: dict[str, Any]) -> httpx.Response:
+    """POST a signed interaction to the service, as Discord does."""
+    if not state.interactions_url:
+        raise LookupError("no interactions URL is configured for this application")
+    body = json.dumps(payload).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "Discord-Interactions/1.0 (+https://discord.com)",
+        "x-signature-ed25519": state.sign(body, timestamp),
+        "x-signature-timestamp": timestamp,
+    }
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        return await client.post(state.interactions_url, content=body, headers=headers)
+
+
+def _answer(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def bot_routes(state: EmulatorState) -> list[HTTPRouteHandler]:
+    def is_bot(request: Request[Any, Any, Any]) -> bool:
+        header = request.headers.get("authorization", "")
+        return header.startswith("Bot ") and secrets.compare_digest(
+            header[4:].encode(), state.bot_token.encode()
+        )
+
+    def scope_of(guild_id: str | None) -> str:
+        return guild_id or "global"
+
+    @get("/api/v10/oauth2/applications/@me", sync_to_thread=False)
+    def application(request: Request[Any, Any, Any]) -> Response[Any]:
+        if not is_bot(request):
+            return _unauthorized()
+        return Response(application_json(state))
+
+    def list_commands(request: Request[Any, Any, Any], app_id: str, guild: str | None) -> Any:
+        if not is_bot(request):
+            return _unauthorized()
+        if app_id != state.client_id:
+            return _discord_error("Unknown Application", 10002, 404)
+        return Response(state.commands.get(scope_of(guild), []))
+
+    def replace_commands(
+        request: Request[Any, Any, Any], app_id: str, guild: str | None, body: Any
+    ) -> Any:
+        if not is_bot(request):
+            return _unauthorized()
+        if app_id != state.client_id:
+            return _discord_error("Unknown Application", 10002, 404)
+        if not isinstance(body, list) or not all(
+            isinstance(c, dict) and c.get("name") for c in body
+        ):
+            return _discord_error("Invalid Form Body", 50035, 400)
+        scope = scope_of(guild)
+        existing = {c["name"]: c for c in state.commands.get(scope, [])}
+        state.commands[scope] = [_stored_command(state, c, scope, existing) for c in body]
+        return Response(state.commands[scope])
+
+    @get("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
+    def global_commands(request: Request[Any, Any, Any], app_id: str) -> Response[Any]:
+        return list_commands(request, app_id, None)  # type: ignore[no-any-return]
+
+    @put("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
+    def put_global_commands(
+        request: Request[Any, Any, Any], app_id: str, data: JSONBody[Any]
+    ) -> Response[Any]:
+        return replace_commands(request, app_id, None, data)  # type: ignore[no-any-return]
+
+    @get("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
+    def guild_commands(
+        request: Request[Any, Any, Any], app_id: str, guild_id: str
+    ) -> Response[Any]:
+        return list_commands(request, app_id, guild_id)  # type: ignore[no-any-return]
+
+    @put("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
+    def put_guild_commands(
+        request: Request[Any, Any, Any], app_id: str, guild_id: str, data: JSONBody[Any]
+    ) -> Response[Any]:
+        return replace_commands(request, app_id, guild_id, data)  # type: ignore[no-any-return]
+
+    @post(
+        "/api/v10/interactions/{interaction_id:str}/{token:str}/callback",
+        status_code=200,
+        sync_to_thread=False,
+    )
+    def callback(interaction_id: str, token: str, data: JSONBody[Any]) -> Response[Any]:
+        interaction = state.interactions.get(interaction_id)
+        if interaction is None or not secrets.compare_digest(interaction.token, token):
+            return _discord_error("Unknown interaction", 10062, 404)
+        elapsed = time.monotonic() - interaction.sent_at
+        if elapsed > INTERACTION_RESPONSE_DEADLINE:
+            return _discord_error("Unknown interaction", 10062, 404)  # too late, as on Discord
+        if interaction.response is not None:
+            return _discord_error("Interaction has already been acknowledged.", 40060, 400)
+        if not isinstance(data, dict) or "type" not in data:
+            return _discord_error("Invalid Form Body", 50035, 400)
+        interaction.response, interaction.responded_after = data, elapsed
+        flags = int((data.get("data") or {}).get("flags") or 0)
+        return Response(
+            {
+                "interaction": {
+                    "id": interaction.id,
+                    "type": INTERACTION_APPLICATION_COMMAND,
+                    "response_message_id": state.snowflake(),
+                    "response_message_loading": data["type"] == 5,
+                    "response_message_ephemeral": bool(flags & EPHEMERAL),
+                }
+            }
+        )
+
+    # -- test API -------------------------------------------------------------------------------
+
+    @post("/_emulator/interactions", status_code=200)
+    async def send_command(data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """Run a slash command as a test user: {"user_id", "command", "where": "guild"|"dm"}."""
+        user_id, name = str(data.get("user_id", "")), str(data.get("command", "")).lstrip("/")
+        where = data.get("where", "guild")
+        if user_id not in state.users:
+            return Response({"error": f"unknown test user {user_id!r}"}, status_code=404)
+        if where not in ("guild", "dm"):
+            return Response({"error": 'where must be "guild" or "dm"'}, status_code=400)
+        guild_id = str(data.get("guild_id") or TEST_GUILD_ID) if where == "guild" else None
+        command = state.find_command(name, guild_id)
+        if command is None:
+            return Response(
+                {
+                    "error": f"/{name} is not registered here: the service registers its "
+                    "commands when it starts, or run `taskflow-link bot sync`"
+                },
+                status_code=409,
+            )
+        interaction = Interaction(
+            id=state.snowflake(),
+            token=secrets.token_urlsafe(48),
+            user_id=user_id,
+            command=name,
+            guild_id=guild_id,
+            sent_at=time.monotonic(),
+        )
+        state.interactions[interaction.id] = interaction
+        try:
+            answer = await deliver(state, interaction_payload(state, interaction, command))
+        except (LookupError, httpx.HTTPError) as exc:
+            return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
+        return Response(
+            {
+                "interaction_id": interaction.id,
+                "status": answer.status_code,
+                "body": _answer(answer),
+                "reply": interaction.response,
+                "responded_after_ms": None
+                if interaction.responded_after is None
+                else round(interaction.responded_after * 1000),
+            }
+        )
+
+    @post("/_emulator/ping", status_code=200)
+    async def ping() -> Response[Any]:
+        """What Discord does when the Interactions Endpoint URL is saved: a signed PING."""
+        payload = {
+            "id": state.snowflake(),
+            "application_id": state.client_id,
+            "type": INTERACTION_PING,
+            "token": secrets.token_urlsafe(48),
+            "version": 1,
+        }
+        try:
+            answer = await deliver(state, payload)
+        except (LookupError, httpx.HTTPError) as exc:
+            return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
+        return Response({"status": answer.status_code, "body": _answer(answer)})
+
+    return [
+        application,
+        global_commands,
+        put_global_commands,
+        guild_commands,
+        put_guild_commands,
+        callback,
+        send_command,
+        ping,
+    ]

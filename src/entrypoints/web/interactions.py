@@ -1,0 +1,45 @@
+"""``POST /interactions``: Discord's HTTP interactions, verified here and answered by the bot."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, post
+from litestar.response import Response
+
+from entrypoints.bot.runtime import HttpInteractions
+
+log = logging.getLogger("taskflow_link.web")
+NOT_ENABLED = (
+    "HTTP interactions are not enabled on this server: set TASKFLOW_LINK_DISCORD_PUBLIC_KEY "
+    "and TASKFLOW_LINK_DISCORD_BOT_TOKEN."
+)
+
+
+@post(
+    "/interactions",
+    status_code=200,
+    tags=["discord"],
+    summary="Discord HTTP interactions",
+    description="Discord's Interactions Endpoint URL. Requests must be signed with the "
+    "application's Ed25519 key (X-Signature-Ed25519, X-Signature-Timestamp); others get 401.",
+)
+async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
+    endpoint: HttpInteractions | None = request.app.state.get("interactions")
+    if endpoint is None:
+        return Response({"detail": NOT_ENABLED}, status_code=404)
+    body = await request.body()
+    signature = request.headers.get("x-signature-ed25519")
+    timestamp = request.headers.get("x-signature-timestamp")
+    problem = endpoint.refusal(body, signature, timestamp)
+    if problem is not None or signature is None or timestamp is None:
+        log.warning("refused an interaction request: %s", problem)
+        return Response({"detail": problem}, status_code=401)
+    answer = await endpoint.dispatch(body, signature, timestamp)
+    return Response(
+        answer.payload or b"",
+        status_code=answer.status_code,
+        media_type=answer.content_type or "text/plain",
+        headers=dict(answer.headers or {}),
+    )

@@ -1,0 +1,390 @@
+"""The slash commands, run for real: the Discord emulator signs an interaction and posts it to
+the web app's /interactions; hikari + lightbulb run the command on the in-memory adapters and
+answer through the emulator's callback endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from dependency_injector import providers
+
+from domain import errors
+from domain.model import AccountId, DiscordId
+from domain.use_cases import LinkedAccount
+from entrypoints.bot.replies import LINK_BUTTON_LABEL, SOMETHING_WENT_WRONG
+from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.emulator import EmulatorState, TestUser, create_emulator_app
+from entrypoints.emulator.state import TEST_GUILD_ID
+from entrypoints.settings import SettingsError
+from entrypoints.web import create_app
+from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
+from tests.harness import Harness, make_settings
+from tests.servers import free_port, serve, serve_here
+
+DEADLINE = 0.5
+APP_ID = "1234567890123456789"
+
+
+@dataclass
+class Bot:
+    h: Harness
+    emulator: EmulatorState
+    emulator_url: str
+    app_url: str
+
+    def user(self, username: str = "alice") -> TestUser:
+        return self.emulator.add_user(username, global_name=username.title())
+
+    async def run(self, user: TestUser, command: str, where: str = "guild") -> BotReply:
+        return await run_command(self.emulator_url, user.id, command, where=where)
+
+    async def link(self, user: TestUser, account_id: AccountId) -> None:
+        """Link through the real path: /link's button, redeemed for the signed-in account."""
+        reply = await self.run(user, "link")
+        ticket = urlsplit(reply.button["url"]).path.rsplit("/", 1)[1]
+        await self.h.container.redeem_link_ticket().execute(ticket, account_id)
+
+
+def bot_settings(app_url: str, emulator: EmulatorState, emulator_url: str) -> dict[str, object]:
+    return {
+        "public_url": app_url,
+        "discord_client_id": emulator.client_id,
+        "discord_client_secret": emulator.client_secret,
+        "discord_bot_token": emulator.bot_token,
+        "discord_public_key": emulator.public_key,
+        "discord_api_url": f"{emulator_url}/api/v10",
+        "discord_authorize_url": f"{emulator_url}/oauth2/authorize",
+    }
+
+
+@contextlib.asynccontextmanager
+async def bot_stack(
+    emulator: EmulatorState | None = None, **settings: object
+) -> AsyncIterator[Bot]:
+    port = free_port()
+    app_url = f"http://127.0.0.1:{port}"
+    emulator = emulator or EmulatorState(APP_ID, "secret-bot", set())
+    emulator.redirect_uris.add(f"{app_url}/auth/discord/callback")
+    emulator.interactions_url = f"{app_url}/interactions"
+    with serve(create_emulator_app(emulator)) as emulator_url:
+        values = bot_settings(app_url, emulator, emulator_url)
+        values.update(discord_reply_deadline_seconds=DEADLINE, **settings)
+        container = build_container(make_settings(**values))
+        h = Harness.build(container)
+        async with serve_here(create_app(container), port=port):
+            yield Bot(h, emulator, emulator_url, app_url)
+
+
+@pytest.fixture
+async def bot() -> AsyncIterator[Bot]:
+    async with bot_stack() as stack:
+        yield stack
+
+
+# -- /link ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["guild", "dm"])
+async def test_link_answers_privately_with_a_one_time_button(bot: Bot, where: str) -> None:
+    user = bot.user()
+
+    reply = await bot.run(user, "link", where)
+
+    assert reply.status == 204  # the answer went through Discord's callback endpoint
+    assert reply.ephemeral
+    assert reply.button["style"] == LINK_BUTTON
+    assert reply.button["label"] == LINK_BUTTON_LABEL
+    url = urlsplit(reply.button["url"])
+    assert f"{url.scheme}://{url.netloc}" == bot.app_url
+    assert url.path.startswith("/link/")
+    assert user.id not in reply.button["url"]  # the URL carries only the ticket
+    assert "10 minutes" in reply.content
+
+    ticket = await bot.h.container.show_link_ticket().execute(url.path.removeprefix("/link/"))
+    assert ticket.discord.id == DiscordId(int(user.id))
+    assert ticket.discord.username == user.username
+
+
+async def test_each_link_gets_a_new_ticket(bot: Bot) -> None:
+    user = bot.user()
+    first = (await bot.run(user, "link")).button["url"]
+    second = (await bot.run(user, "link")).button["url"]
+    assert first != second
+
+
+async def test_a_link_ticket_is_single_use(bot: Bot) -> None:
+    user = bot.user()
+    alice = (await bot.h.sign_up("alice", "alice@example.com")).account
+    bob = (await bot.h.sign_up("bob", "bob@example.com")).account
+    ticket = urlsplit((await bot.run(user, "link")).button["url"]).path.rsplit("/", 1)[1]
+
+    await bot.h.container.redeem_link_ticket().execute(ticket, alice.id)
+    with pytest.raises(errors.SecretConsumed):
+        await bot.h.container.redeem_link_ticket().execute(ticket, bob.id)
+
+
+@pytest.mark.parametrize("where", ["guild", "dm"])
+async def test_link_when_already_linked_names_the_account(bot: Bot, where: str) -> None:
+    user = bot.user()
+    alice = (await bot.h.sign_up("alice_tf", "alice@example.com")).account
+    await bot.link(user, alice.id)
+
+    reply = await bot.run(user, "link", where)
+
+    assert reply.ephemeral
+    assert "already linked" in reply.content
+    assert r"**alice\_tf**" in reply.content  # Markdown in names is escaped
+    assert "/unlink" in reply.content
+    assert "/link/" not in reply.button["url"]
+    assert reply.button["url"] == f"{bot.app_url}/account"
+
+
+# -- /whoami ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["guild", "dm"])
+async def test_whoami(bot: Bot, where: str) -> None:
+    user = bot.user()
+
+    not_linked = await bot.run(user, "whoami", where)
+    assert not_linked.ephemeral
+    assert "not linked" in not_linked.content
+    assert "/link" in not_linked.content
+    assert not_linked.buttons == []
+
+    alice = (await bot.h.sign_up("alice", "alice@example.com")).account
+    await bot.link(user, alice.id)
+    linked = await bot.run(user, "whoami", where)
+    assert linked.ephemeral
+    assert "**alice**" in linked.content
+    assert bot.h.clock.now().strftime("%Y-%m-%d") in linked.content
+
+
+# -- /unlink ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["guild", "dm"])
+async def test_unlink(bot: Bot, where: str) -> None:
+    user = bot.user()
+    alice = (await bot.h.sign_up("alice", "alice@example.com")).account
+    await bot.link(user, alice.id)
+
+    reply = await bot.run(user, "unlink", where)
+
+    assert reply.ephemeral
+    assert "no longer linked" in reply.content
+    assert "**alice**" in reply.content
+    assert await bot.h.container.who_am_i().execute(DiscordId(int(user.id))) is None
+
+
+async def test_unlink_when_not_linked(bot: Bot) -> None:
+    reply = await bot.run(bot.user(), "unlink")
+    assert reply.ephemeral
+    assert "not linked" in reply.content
+    assert "/link" in reply.content
+
+
+async def test_unlink_refused_when_discord_is_the_only_sign_in(bot: Bot) -> None:
+    user = bot.user()
+    profile = bot.h.discord_user(int(user.id), username=user.username, email="a@example.com")
+    created = await bot.h.discord_login(profile)  # an account with no password
+
+    reply = await bot.run(user, "unlink")
+
+    assert reply.ephemeral
+    assert "password" in reply.content
+    assert reply.button["url"] == f"{bot.app_url}/account"
+    linked = await bot.h.container.who_am_i().execute(profile.id)
+    assert linked is not None
+    assert linked.account.id == created.account_id
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+class BrokenWhoAmI:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        raise RuntimeError("boom: password=hunter2")
+
+
+class DatabaseDownWhoAmI:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        raise errors.StorageError()
+
+
+class HangingWhoAmI:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        await asyncio.sleep(60)
+        return None
+
+
+@pytest.mark.parametrize("failure", [BrokenWhoAmI, DatabaseDownWhoAmI, HangingWhoAmI])
+async def test_a_failing_command_says_something_went_wrong_in_time(
+    bot: Bot, failure: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = bot.user()
+    with bot.h.container.who_am_i.override(providers.Factory(failure)):
+        started = time.monotonic()
+        reply = await bot.run(user, "whoami")
+        elapsed = time.monotonic() - started
+
+    assert reply.ephemeral
+    assert reply.content == SOMETHING_WENT_WRONG
+    assert elapsed < DEADLINE + 1.5
+    assert reply.raw["responded_after_ms"] < 3000  # inside Discord's deadline
+    assert "/whoami failed" in caplog.text
+    assert "hunter2" not in reply.content
+    # and the bot keeps working afterwards
+    assert "not linked" in (await bot.run(user, "whoami")).content
+
+
+# -- the HTTP endpoint -------------------------------------------------------------------------
+
+
+async def test_ping_gets_pong(bot: Bot) -> None:
+    async with httpx.AsyncClient(base_url=bot.emulator_url) as client:
+        answer = (await client.post("/_emulator/ping")).json()
+    assert answer == {"status": 200, "body": {"type": 1}}
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "Missing"),
+        ({"x-signature-ed25519": "00" * 64, "x-signature-timestamp": "1"}, "signature"),
+        ({"x-signature-ed25519": "not hex", "x-signature-timestamp": "1"}, "signature"),
+    ],
+)
+async def test_unsigned_or_badly_signed_requests_get_401(
+    bot: Bot, headers: dict[str, str], reason: str
+) -> None:
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=b'{"type": 1}', headers=headers)
+    assert answer.status_code == 401
+    assert reason in answer.json()["detail"]
+
+
+async def test_a_body_signed_by_another_key_gets_401(bot: Bot) -> None:
+    other = EmulatorState("x", "y", set())
+    body, headers = signed_request(other, {"type": 1})
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body, headers=headers)
+    assert answer.status_code == 401
+
+
+async def test_a_tampered_body_gets_401(bot: Bot) -> None:
+    body, headers = signed_request(bot.emulator, {"type": 1})
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body + b" ", headers=headers)
+    assert answer.status_code == 401
+
+
+@pytest.mark.parametrize("offset", [-600, 600])
+async def test_stale_or_future_timestamps_are_refused(bot: Bot, offset: int) -> None:
+    body, headers = signed_request(bot.emulator, {"type": 1}, timestamp=int(time.time()) + offset)
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body, headers=headers)
+    assert answer.status_code == 401
+    assert "timestamp" in answer.json()["detail"]
+
+
+async def test_a_valid_signature_is_accepted(bot: Bot) -> None:
+    body, headers = signed_request(bot.emulator, {"type": 1})
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body, headers=headers)
+    assert answer.status_code == 200
+    assert answer.json() == {"type": 1}
+
+
+# -- command registration ------------------------------------------------------------------------
+
+
+async def test_commands_are_registered_globally_for_servers_and_dms(bot: Bot) -> None:
+    registered = {c["name"]: c for c in bot.emulator.commands["global"]}
+    assert set(registered) == {"link", "unlink", "whoami"}
+    for command in registered.values():
+        assert sorted(command["contexts"]) == [0, 1]  # servers and bot DMs
+        assert command["description"]
+
+
+async def test_commands_can_live_in_chosen_servers_only() -> None:
+    async with bot_stack(discord_command_guilds=f"{TEST_GUILD_ID}, 42") as bot:
+        assert "global" not in bot.emulator.commands
+        for guild in (TEST_GUILD_ID, "42"):
+            assert {c["name"] for c in bot.emulator.commands[guild]} == {"link", "unlink", "whoami"}
+        user = bot.user()
+        assert "not linked" in (await bot.run(user, "whoami")).content
+        async with httpx.AsyncClient(base_url=bot.emulator_url) as client:
+            in_dm = await client.post(
+                "/_emulator/interactions",
+                json={"user_id": user.id, "command": "whoami", "where": "dm"},
+            )
+        assert in_dm.status_code == 409  # not registered outside those servers
+
+
+async def test_without_sync_the_commands_must_be_registered_separately() -> None:
+    async with bot_stack(discord_sync_commands=False) as bot:
+        assert bot.emulator.commands == {}
+        await asyncio.to_thread(sync_with_cli, bot)
+        assert "not linked" in (await bot.run(bot.user(), "whoami")).content
+
+
+async def test_a_failed_sync_at_start_does_not_stop_the_service(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator = EmulatorState(APP_ID, "secret-bot", set())
+    async with bot_stack(emulator) as first:
+        registered = first.emulator.commands
+    # Restart with a token Discord refuses: syncing fails, the registered commands still work.
+    async with bot_stack(emulator, discord_bot_token="revoked-token") as bot:
+        assert bot.emulator.commands == registered
+        assert "Could not sync the slash commands" in caplog.text
+        assert "not linked" in (await bot.run(bot.user(), "whoami")).content
+
+
+def sync_with_cli(bot: Bot) -> None:
+    env = {
+        "TASKFLOW_LINK_" + k.upper(): str(v)
+        for k, v in bot_settings(bot.app_url, bot.emulator, bot.emulator_url).items()
+    }
+    env |= {"TASKFLOW_LINK_SECRET_KEY": "s" * 40, "TASKFLOW_LINK_STORAGE": "memory"}
+    result = CliRunner().invoke(cli, ["bot", "sync"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "global: /link, /unlink, /whoami" in result.output
+
+
+def test_bot_sync_explains_an_unreachable_discord() -> None:
+    env = {
+        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": "token",
+        "TASKFLOW_LINK_DISCORD_API_URL": f"http://127.0.0.1:{free_port()}/api/v10",
+    }
+    result = CliRunner().invoke(cli, ["bot", "sync"], env=env, standalone_mode=True)
+    assert result.exit_code == 1
+    assert "Could not register the commands" in result.output
+
+
+def test_bot_needs_a_token() -> None:
+    result = CliRunner().invoke(cli, ["bot", "sync"], env={"TASKFLOW_LINK_SECRET_KEY": "s" * 40})
+    assert isinstance(result.exception, SettingsError)
+    assert "TASKFLOW_LINK_DISCORD_BOT_TOKEN" in str(result.exception)
+
+
+async def test_interactions_are_off_without_a_public_key() -> None:
+    container = build_container(make_settings())
+    async with (
+        serve_here(create_app(container)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        answer = await client.post("/interactions", content=b"{}")
+    assert answer.status_code == 404
+    assert "TASKFLOW_LINK_DISCORD_PUBLIC_KEY" in answer.json()["detail"]
