@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import metadata
 from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
+from tests.integration.stack import browser, stack
+
+__all__ = ["browser", "stack"]  # fixtures for the end-to-end tests
 
 _migrated: set[str] = set()
 

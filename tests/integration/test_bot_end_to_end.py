@@ -1,0 +1,142 @@
+"""The bot end to end: the emulator signs slash commands and posts them to the web app's
+/interactions (hikari + lightbulb for real) on Postgres; the person follows the button in a
+browser-like client, signs up and confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from adapters.sql.tables import user_links
+from entrypoints.emulator import TestUser
+from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
+from tests.integration.postgres import PostgresServer
+from tests.integration.stack import CSRF, Browser, Stack, sign_up
+
+
+async def run(stack: Stack, user: TestUser, command: str, where: str = "guild") -> BotReply:
+    return await run_command(stack.emulator_url, user.id, command, where=where)
+
+
+async def linked_discord_ids(stack: Stack) -> list[int]:
+    async with stack.db.engine.connect() as conn:
+        return list((await conn.execute(select(user_links.c.discord_id))).scalars())
+
+
+async def confirm(browser: Browser, link_url: str) -> httpx.Response:
+    """Open the button's URL (signed in) and press "Link"."""
+    path = urlsplit(link_url).path
+    shown = await browser.go("GET", path)
+    assert shown.status_code == 200, shown.text
+    token = CSRF.search(shown.text)
+    assert token, shown.text
+    return await browser.go("POST", path, data={"_csrf_token": token.group(1)})
+
+
+async def test_link_button_opens_a_confirm_page_that_works_once(
+    stack: Stack, browser: Browser
+) -> None:
+    user = stack.emulator.add_user("dora", global_name="Dora")
+
+    reply = await run(stack, user, "link")
+
+    assert reply.flags == 64  # ephemeral
+    assert len(reply.buttons) == 1
+    assert reply.button["style"] == LINK_BUTTON
+    url = reply.button["url"]
+    assert url.startswith(f"{stack.app_url}/link/")
+    assert user.id not in url
+
+    await sign_up(browser, "dora_tf", "dora@example.com", verify=False)
+    shown = await browser.go("GET", urlsplit(url).path)
+    assert "Dora" in shown.text  # the confirm page says which Discord account
+    done = await confirm(browser, url)
+    assert done.status_code == 200, done.text
+    assert await linked_discord_ids(stack) == [int(user.id)]
+
+    again = await browser.go("GET", urlsplit(url).path)
+    assert again.status_code == 410
+    assert "already been used" in again.text
+
+
+@pytest.mark.parametrize("where", ["guild", "dm"])
+async def test_the_whole_journey(stack: Stack, browser: Browser, where: str) -> None:
+    user = stack.emulator.add_user("erin", global_name="Erin")
+
+    before = await run(stack, user, "whoami", where)
+    assert "not linked" in before.content
+
+    link = await run(stack, user, "link", where)
+    await sign_up(browser, "erin_tf", "erin@example.com", verify=False)
+    await confirm(browser, link.button["url"])
+
+    whoami = await run(stack, user, "whoami", where)
+    assert whoami.ephemeral
+    assert r"**erin\_tf**" in whoami.content
+
+    already = await run(stack, user, "link", where)
+    assert already.ephemeral
+    assert "already linked" in already.content
+    assert r"erin\_tf" in already.content
+    assert "/link/" not in already.button["url"]
+
+    unlinked = await run(stack, user, "unlink", where)
+    assert unlinked.ephemeral
+    assert "no longer linked" in unlinked.content
+    assert await linked_discord_ids(stack) == []
+
+    after = await run(stack, user, "whoami", where)
+    assert "not linked" in after.content
+
+
+async def test_signatures_ping_and_stale_timestamps(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.app_url) as client:
+        unsigned = await client.post("/interactions", json={"type": 1})
+        assert unsigned.status_code == 401
+
+        body, headers = signed_request(stack.emulator, {"type": 1})
+        forged = {**headers, "x-signature-ed25519": "ab" * 64}
+        assert (await client.post("/interactions", content=body, headers=forged)).status_code == 401
+
+        pong = await client.post("/interactions", content=body, headers=headers)
+        assert pong.status_code == 200
+        assert pong.json() == {"type": 1}
+
+        old = int(time.time()) - 10 * 60
+        body, headers = signed_request(stack.emulator, {"type": 1}, timestamp=old)
+        stale = await client.post("/interactions", content=body, headers=headers)
+        assert stale.status_code == 401
+        assert "timestamp" in stale.json()["detail"]
+
+    async with httpx.AsyncClient(base_url=stack.emulator_url) as client:
+        assert (await client.post("/_emulator/ping")).json() == {"status": 200, "body": {"type": 1}}
+
+
+async def test_database_stopped_gives_an_ephemeral_error_in_time(
+    stack: Stack, postgres: PostgresServer
+) -> None:
+    user = stack.emulator.add_user("fay")
+    assert "not linked" in (await run(stack, user, "whoami")).content
+    postgres.stop_server()
+    try:
+        for command in ("whoami", "link", "unlink"):
+            started = time.monotonic()
+            reply = await run(stack, user, command)
+            elapsed = time.monotonic() - started
+            assert reply.ephemeral
+            assert "Something went wrong" in reply.content
+            assert reply.raw["responded_after_ms"] < 3000
+            assert elapsed < 3
+    finally:
+        postgres.start_server()
+    for _ in range(50):  # the pool reconnects once Postgres is back
+        reply = await run(stack, user, "whoami")
+        if "not linked" in reply.content:
+            break
+        await asyncio.sleep(0.1)
+    assert "not linked" in reply.content
