@@ -3,13 +3,18 @@ the reply the service sent back through Discord's callback endpoint."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from entrypoints.bot.runtime import build_gateway_bot
+from entrypoints.container import Container
 from entrypoints.emulator import EmulatorState
 
 EPHEMERAL = 64
@@ -18,7 +23,7 @@ LINK_BUTTON = 5
 
 @dataclass(frozen=True)
 class BotReply:
-    status: int  # what the service answered to the interaction POST
+    status: int | None  # what the service answered to the interaction POST (None: gateway)
     content: str
     flags: int
     buttons: list[dict[str, Any]]
@@ -35,12 +40,12 @@ class BotReply:
 
 
 async def run_command(
-    emulator_url: str, user_id: str, command: str, *, where: str = "guild"
+    emulator_url: str, user_id: str, command: str, *, where: str = "guild", via: str = "http"
 ) -> BotReply:
+    """Run ``command`` as a test user, delivered over HTTP or over the gateway."""
+    body = {"user_id": user_id, "command": command, "where": where, "via": via}
     async with httpx.AsyncClient(base_url=emulator_url, timeout=15) as client:
-        answer = await client.post(
-            "/_emulator/interactions", json={"user_id": user_id, "command": command, "where": where}
-        )
+        answer = await client.post("/_emulator/interactions", json=body)
     assert answer.status_code == 200, answer.text
     result = answer.json()
     assert result["reply"] is not None, f"the service sent no reply: {result}"
@@ -62,3 +67,23 @@ def signed_request(
         "x-signature-ed25519": emulator.sign(body, stamp),
         "x-signature-timestamp": stamp,
     }
+
+
+async def wait_until(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway_bot(container: Container, emulator: EmulatorState) -> AsyncIterator[None]:
+    """``taskflow-link bot``'s GatewayBot, connected to the emulator, on this event loop."""
+    runner = build_gateway_bot(container)
+    await runner.bot.start(check_for_updates=False)
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        assert "global" in emulator.commands
+        yield
+    finally:
+        await runner.bot.close()

@@ -229,14 +229,20 @@ def bot(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    import aiohttp  # noqa: PLC0415
+    import hikari  # noqa: PLC0415
+
     from entrypoints.bot.runtime import build_gateway_bot  # noqa: PLC0415
 
     container = _container_for_command()
     settings = container.settings()
     _configure_logging(settings.log_level)
-    gateway = build_gateway_bot(container)
     click.echo(f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url})")
-    gateway.run(check_for_updates=False, close_loop=True)
+    try:
+        build_gateway_bot(container).bot.run(check_for_updates=False, close_loop=True)
+    except (hikari.HikariError, aiohttp.ClientError, OSError, ValueError) as exc:
+        # ValueError: hikari reads the application id out of the token before connecting.
+        raise click.ClickException(f"The bot could not connect to Discord: {exc}") from None
 
 
 @bot.command("sync")

@@ -5,6 +5,7 @@ browser-like client, signs up and confirms."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from urllib.parse import urlsplit
 
@@ -14,13 +15,21 @@ from sqlalchemy import select
 
 from adapters.sql.tables import user_links
 from entrypoints.emulator import TestUser
-from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
+from tests.bot_support import (
+    LINK_BUTTON,
+    BotReply,
+    run_command,
+    running_gateway_bot,
+    signed_request,
+)
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import CSRF, Browser, Stack, sign_up
 
 
-async def run(stack: Stack, user: TestUser, command: str, where: str = "guild") -> BotReply:
-    return await run_command(stack.emulator_url, user.id, command, where=where)
+async def run(
+    stack: Stack, user: TestUser, command: str, where: str = "guild", via: str = "http"
+) -> BotReply:
+    return await run_command(stack.emulator_url, user.id, command, where=where, via=via)
 
 
 async def linked_discord_ids(stack: Stack) -> list[int]:
@@ -65,32 +74,41 @@ async def test_link_button_opens_a_confirm_page_that_works_once(
 
 
 @pytest.mark.parametrize("where", ["guild", "dm"])
-async def test_the_whole_journey(stack: Stack, browser: Browser, where: str) -> None:
+@pytest.mark.parametrize("via", ["http", "gateway"])
+async def test_the_whole_journey(stack: Stack, browser: Browser, where: str, via: str) -> None:
+    """HTTP interactions go to the web app; gateway ones to a GatewayBot on the same database."""
+    async with contextlib.AsyncExitStack() as running:
+        if via == "gateway":
+            await running.enter_async_context(running_gateway_bot(stack.container, stack.emulator))
+        await journey(stack, browser, where, via)
+
+
+async def journey(stack: Stack, browser: Browser, where: str, via: str) -> None:
     user = stack.emulator.add_user("erin", global_name="Erin")
 
-    before = await run(stack, user, "whoami", where)
+    before = await run(stack, user, "whoami", where, via)
     assert "not linked" in before.content
 
-    link = await run(stack, user, "link", where)
+    link = await run(stack, user, "link", where, via)
     await sign_up(browser, "erin_tf", "erin@example.com", verify=False)
     await confirm(browser, link.button["url"])
 
-    whoami = await run(stack, user, "whoami", where)
+    whoami = await run(stack, user, "whoami", where, via)
     assert whoami.ephemeral
     assert r"**erin\_tf**" in whoami.content
 
-    already = await run(stack, user, "link", where)
+    already = await run(stack, user, "link", where, via)
     assert already.ephemeral
     assert "already linked" in already.content
     assert r"erin\_tf" in already.content
     assert "/link/" not in already.button["url"]
 
-    unlinked = await run(stack, user, "unlink", where)
+    unlinked = await run(stack, user, "unlink", where, via)
     assert unlinked.ephemeral
     assert "no longer linked" in unlinked.content
     assert await linked_discord_ids(stack) == []
 
-    after = await run(stack, user, "whoami", where)
+    after = await run(stack, user, "whoami", where, via)
     assert "not linked" in after.content
 
 

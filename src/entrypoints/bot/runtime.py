@@ -3,8 +3,10 @@ the web app (``POST /interactions``), and command sync (``taskflow-link bot sync
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import hikari
@@ -126,8 +128,16 @@ class HttpInteractions:
         return await self._bot.on_interaction(body, bytes.fromhex(signature), timestamp.encode())
 
 
-def build_gateway_bot(container: Container) -> hikari.GatewayBot:
-    """The gateway bot with the commands; ``bot.run()`` connects and serves until stopped."""
+@dataclass
+class GatewayRunner:
+    """The gateway bot with the commands; ``bot.run()`` connects and serves until stopped.
+    ``ready`` is set once the commands are served."""
+
+    bot: hikari.GatewayBot
+    ready: asyncio.Event
+
+
+def build_gateway_bot(container: Container) -> GatewayRunner:
     bot = hikari.GatewayBot(
         _token(container),
         intents=hikari.Intents.NONE,  # slash commands need no gateway events besides interactions
@@ -136,6 +146,7 @@ def build_gateway_bot(container: Container) -> hikari.GatewayBot:
         logs=None,
         suppress_optimization_warning=True,
     )
+    runner = GatewayRunner(bot, asyncio.Event())
     started: dict[str, lightbulb.Client] = {}
 
     async def on_starting(_: hikari.StartingEvent) -> None:
@@ -143,8 +154,11 @@ def build_gateway_bot(container: Container) -> hikari.GatewayBot:
 
     async def on_started(_: hikari.StartedEvent) -> None:
         await start_client(started["client"])
+        runner.ready.set()
+        log.info("bot ready: serving /link, /unlink and /whoami over the gateway")
 
     async def on_stopping(_: hikari.StoppingEvent) -> None:
+        runner.ready.clear()
         if "client" in started:
             await started["client"].stop()
         if container.settings().storage == "sql":
@@ -153,7 +167,7 @@ def build_gateway_bot(container: Container) -> hikari.GatewayBot:
     bot.subscribe(hikari.StartingEvent, on_starting)
     bot.subscribe(hikari.StartedEvent, on_started)
     bot.subscribe(hikari.StoppingEvent, on_stopping)
-    return bot
+    return runner
 
 
 async def sync_commands(container: Container) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ from litestar.params import Body, JSONBody
 from litestar.response import Redirect, Response
 
 from entrypoints.emulator.bot_api import bot_routes
+from entrypoints.emulator.gateway import GatewaySession, gateway_routes
 from entrypoints.emulator.state import EmulatorState, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -72,6 +73,8 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
 
 
 def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - one route table
+    gateway: list[GatewaySession] = []  # connected gateway bots
+
     def authorize_problem(params: dict[str, str]) -> str | None:
         if params.get("client_id") != state.client_id:
             return "Unknown application (client_id)."
@@ -222,7 +225,8 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             create_user,
             list_users,
             set_fault,
-            *bot_routes(state),
+            *bot_routes(state, gateway),
+            *gateway_routes(state, gateway),
         ],
         openapi_config=None,
         logging_config=None,

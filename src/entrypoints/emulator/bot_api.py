@@ -7,6 +7,8 @@ Shapes follow https://discord.com/developers/docs/interactions/receiving-and-res
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -19,6 +21,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody
 from litestar.response import Response
 
+from entrypoints.emulator.gateway import GatewaySession
 from entrypoints.emulator.state import (
     INTERACTION_RESPONSE_DEADLINE,
     TEST_CHANNEL_ID,
@@ -170,7 +173,15 @@ def _answer(response: httpx.Response) -> Any:
         return response.text
 
 
-def bot_routes(state: EmulatorState) -> list[HTTPRouteHandler]:
+async def _await_reply(interaction: Interaction) -> None:
+    """Over the gateway the answer only comes through the callback endpoint."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(interaction.answered.wait(), INTERACTION_RESPONSE_DEADLINE + 0.5)
+
+
+def bot_routes(  # noqa: PLR0915 - one route table
+    state: EmulatorState, gateway: list[GatewaySession]
+) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
         return header.startswith("Bot ") and secrets.compare_digest(
@@ -248,6 +259,7 @@ def bot_routes(state: EmulatorState) -> list[HTTPRouteHandler]:
         if not isinstance(data, dict) or "type" not in data:
             return _discord_error("Invalid Form Body", 50035, 400)
         interaction.response, interaction.responded_after = data, elapsed
+        interaction.answered.set()
         flags = int((data.get("data") or {}).get("flags") or 0)
         return Response(
             {
@@ -265,9 +277,13 @@ def bot_routes(state: EmulatorState) -> list[HTTPRouteHandler]:
 
     @post("/_emulator/interactions", status_code=200)
     async def send_command(data: JSONBody[dict[str, Any]]) -> Response[Any]:
-        """Run a slash command as a test user: {"user_id", "command", "where": "guild"|"dm"}."""
+        """Run a slash command as a test user: {"user_id", "command", "where": "guild"|"dm",
+        "via": "http"|"gateway"}. By default, HTTP when an interactions URL is set."""
         user_id, name = str(data.get("user_id", "")), str(data.get("command", "")).lstrip("/")
         where = data.get("where", "guild")
+        via = data.get("via") or ("http" if state.interactions_url else "gateway")
+        if via == "gateway" and not gateway:
+            return Response({"error": "no bot is connected to the gateway"}, status_code=409)
         if user_id not in state.users:
             return Response({"error": f"unknown test user {user_id!r}"}, status_code=404)
         if where not in ("guild", "dm"):
@@ -291,15 +307,23 @@ def bot_routes(state: EmulatorState) -> list[HTTPRouteHandler]:
             sent_at=time.monotonic(),
         )
         state.interactions[interaction.id] = interaction
-        try:
-            answer = await deliver(state, interaction_payload(state, interaction, command))
-        except (LookupError, httpx.HTTPError) as exc:
-            return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
+        payload = interaction_payload(state, interaction, command)
+        status, body = None, None
+        if via == "gateway":
+            await gateway[0].dispatch("INTERACTION_CREATE", payload)
+            await _await_reply(interaction)
+        else:
+            try:
+                answer = await deliver(state, payload)
+            except (LookupError, httpx.HTTPError) as exc:
+                return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
+            status, body = answer.status_code, _answer(answer)
         return Response(
             {
                 "interaction_id": interaction.id,
-                "status": answer.status_code,
-                "body": _answer(answer),
+                "via": via,
+                "status": status,
+                "body": body,
                 "reply": interaction.response,
                 "responded_after_ms": None
                 if interaction.responded_after is None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -68,6 +69,7 @@ class Interaction:
     sent_at: float  # time.monotonic()
     response: dict[str, Any] | None = None
     responded_after: float | None = None  # seconds after sent_at
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class EmulatorState:
     faults: dict[str, str] = field(default_factory=dict)
     fault_delay: float = 5.0
     # The bot side: its token, the key that signs interactions, where they are sent.
-    bot_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    bot_token: str = ""  # Discord's shape: base64(application id).timestamp.hmac
     signing_key: SigningKey = field(default_factory=SigningKey.generate)
     interactions_url: str | None = None
     application_name: str = "TaskFlow Link (emulated)"
@@ -91,6 +93,11 @@ class EmulatorState:
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     interactions: dict[str, Interaction] = field(default_factory=dict)
     _next_id: int = 1_100_000_000_000_000_000
+
+    def __post_init__(self) -> None:
+        if not self.bot_token:
+            encoded_id = base64.b64encode(self.client_id.encode()).decode().rstrip("=")
+            self.bot_token = f"{encoded_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
 
     @property
     def public_key(self) -> str:

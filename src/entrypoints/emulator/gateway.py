@@ -1,0 +1,151 @@
+"""The emulator's gateway: the WebSocket a ``hikari.GatewayBot`` connects to. It speaks just
+enough of https://discord.com/developers/docs/events/gateway for one shard: HELLO, IDENTIFY,
+READY, heartbeats, and INTERACTION_CREATE dispatches sent by the test API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Request, WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.handlers import BaseRouteHandler
+from litestar.response import Response
+
+from entrypoints.emulator.state import EmulatorState
+
+log = logging.getLogger("taskflow_link.emulator")
+
+OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
+OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
+CLOSE_AUTHENTICATION_FAILED, CLOSE_DECODE_ERROR = 4004, 4002
+HEARTBEAT_INTERVAL_MS = 41_250
+
+
+@dataclass
+class GatewaySession:
+    """One connected shard."""
+
+    socket: WebSocket[Any, Any, Any]
+    compressor: Any  # zlib compress object for "zlib-stream", or None
+    sequence: int = 0
+    ready: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, op: int, data: Any, event: str | None = None) -> None:
+        async with self.lock:
+            message: dict[str, Any] = {"op": op, "d": data, "s": None, "t": event}
+            if op == OP_DISPATCH:
+                self.sequence += 1
+                message["s"] = self.sequence
+            encoded = json.dumps(message).encode()
+            if self.compressor is None:
+                await self.socket.send_text(encoded.decode())
+            else:
+                chunk = self.compressor.compress(encoded) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+                await self.socket.send_bytes(chunk)
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        await self.send(OP_DISPATCH, data, event)
+
+
+def _bot_user(state: EmulatorState) -> dict[str, Any]:
+    return {
+        "id": state.client_id,  # a bot user shares its application's id
+        "username": state.application_name,
+        "discriminator": "0",
+        "global_name": None,
+        "avatar": None,
+        "bot": True,
+        "flags": 0,
+        "public_flags": 0,
+        "mfa_enabled": True,
+        "locale": "en-US",
+        "verified": True,
+        "email": None,
+        "premium_type": 0,
+    }
+
+
+async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:
+    """The next frame, text or binary (Discord accepts JSON in either)."""
+    event = await socket.receive()
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(detail="closed", code=event.get("code", 1000))
+    frame = event.get("text") or event.get("bytes") or b""
+    return frame if isinstance(frame, str | bytes) else b""
+
+
+def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list[BaseRouteHandler]:
+    def gateway_url(request: Request[Any, Any, Any]) -> str:
+        return f"ws://{request.url.netloc}/gateway"
+
+    @get("/api/v10/gateway/bot", sync_to_thread=False)
+    def gateway_bot(request: Request[Any, Any, Any]) -> Response[Any]:
+        header = request.headers.get("authorization", "")
+        if not (header.startswith("Bot ") and secrets.compare_digest(header[4:], state.bot_token)):
+            return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
+        return Response(
+            {
+                "url": gateway_url(request),
+                "shards": 1,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 999,
+                    "reset_after": 86_400_000,
+                    "max_concurrency": 1,
+                },
+            }
+        )
+
+    @websocket("/gateway")
+    async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
+        await socket.accept()
+        compression = socket.query_params.get("compress")
+        if compression not in (None, "zlib-stream"):
+            await socket.close(code=CLOSE_DECODE_ERROR, reason="only zlib-stream is emulated")
+            return
+        session = GatewaySession(socket, zlib.compressobj() if compression else None)
+        await session.send(OP_HELLO, {"heartbeat_interval": HEARTBEAT_INTERVAL_MS})
+        try:
+            while True:
+                message = json.loads(await _receive(socket))
+                op = message.get("op")
+                if op == OP_HEARTBEAT:
+                    await session.send(OP_HEARTBEAT_ACK, None)
+                elif op == OP_IDENTIFY:
+                    token = str((message.get("d") or {}).get("token", ""))
+                    if not secrets.compare_digest(token, state.bot_token):
+                        await socket.close(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
+                        return
+                    await session.dispatch(
+                        "READY",
+                        {
+                            "v": 10,
+                            "user": _bot_user(state),
+                            "guilds": [],
+                            "session_id": secrets.token_hex(16),
+                            "resume_gateway_url": f"ws://{socket.url.netloc}/gateway",
+                            "shard": [0, 1],
+                            "application": {"id": state.client_id, "flags": 0},
+                        },
+                    )
+                    session.ready = True
+                    sessions.append(session)
+                elif op == OP_RESUME:
+                    await session.send(OP_INVALID_SESSION, False)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("gateway session failed")
+            raise
+        finally:
+            if session in sessions:
+                sessions.remove(session)
+
+    return [gateway_bot, gateway]

@@ -1,0 +1,141 @@
+"""The same commands over the gateway: a real ``hikari.GatewayBot`` connects to the emulator's
+gateway WebSocket (HELLO, IDENTIFY, READY, heartbeats) and receives INTERACTION_CREATE."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import hikari
+import pytest
+
+from domain.model import DiscordId
+from entrypoints.bot.runtime import build_gateway_bot
+from entrypoints.container import build_container
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from tests.bot_support import run_command, running_gateway_bot, wait_until
+from tests.harness import Harness, make_settings
+from tests.servers import serve
+
+APP_ID = "1234567890123456780"
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[EmulatorState, str]]:
+    state = EmulatorState(APP_ID, "secret", set())
+    with serve(create_emulator_app(state)) as url:
+        yield state, url
+
+
+@pytest.fixture
+async def gateway_bot(emulator: tuple[EmulatorState, str]) -> AsyncIterator[Harness]:
+    state, url = emulator
+    container = build_container(
+        make_settings(
+            discord_bot_token=state.bot_token,
+            discord_api_url=f"{url}/api/v10",
+            public_url="http://taskflow.example",
+        )
+    )
+    h = Harness.build(container)
+    async with running_gateway_bot(container, state):
+        yield h
+
+
+async def test_commands_work_over_the_gateway(
+    gateway_bot: Harness, emulator: tuple[EmulatorState, str]
+) -> None:
+    state, url = emulator
+    user = state.add_user("gail")
+    h = gateway_bot
+
+    reply = await run_command(url, user.id, "link", via="gateway")
+    assert reply.status is None
+    assert reply.ephemeral
+    assert reply.button["url"].startswith("http://taskflow.example/link/")
+
+    account = (await h.sign_up("gail_tf", "gail@example.com")).account
+    ticket = urlsplit(reply.button["url"]).path.rsplit("/", 1)[1]
+    await h.container.redeem_link_ticket().execute(ticket, account.id)
+
+    for where in ("guild", "dm"):
+        whoami = await run_command(url, user.id, "whoami", where=where, via="gateway")
+        assert r"**gail\_tf**" in whoami.content
+    unlinked = await run_command(url, user.id, "unlink", via="gateway")
+    assert "no longer linked" in unlinked.content
+    assert await h.container.who_am_i().execute(DiscordId(int(user.id))) is None
+
+
+async def test_a_wrong_token_is_refused_by_the_gateway(emulator: tuple[EmulatorState, str]) -> None:
+    _, url = emulator
+    wrong = EmulatorState(APP_ID, "secret", set()).bot_token  # well-formed, not the bot's
+    container = build_container(
+        make_settings(discord_bot_token=wrong, discord_api_url=f"{url}/api/v10")
+    )
+    runner = build_gateway_bot(container)
+    with pytest.raises(hikari.UnauthorizedError):
+        await runner.bot.start(check_for_updates=False)
+    await runner.bot.close()
+
+
+async def test_the_bot_command_runs_and_stops_on_ctrl_c(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """``taskflow-link bot`` as a person runs it: a process that serves until interrupted."""
+    state, url = emulator
+    env = {
+        **os.environ,
+        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_STORAGE": "memory",
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
+        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+    }
+    process = subprocess.Popen(  # noqa: ASYNC220 - the test waits for it with to_thread
+        [sys.executable, "-c", "from entrypoints.cli import main; main()", "bot"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        await wait_until(lambda: "global" in state.commands or process.poll() is not None, 30)
+        assert process.poll() is None, process.communicate()[0]
+        user = state.add_user("hank")
+        reply = await run_command(url, user.id, "whoami", via="gateway")
+        assert "not linked" in reply.content
+        process.send_signal(signal.SIGINT)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    assert state.bot_token not in output
+
+
+def test_the_bot_command_explains_a_token_discord_refuses(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    _, url = emulator
+    env = {
+        **os.environ,
+        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": "not-a-token",
+        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from entrypoints.cli import main; main()", "bot"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "could not connect to Discord" in done.stderr
+    assert "Traceback" not in done.stderr
