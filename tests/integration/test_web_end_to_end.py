@@ -3,6 +3,7 @@ a browser-like client follows the redirects and keeps the cookies."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -202,7 +203,9 @@ async def test_readyz_follows_the_database(stack: Stack, postgres: PostgresServe
             assert (await client.get("/healthz")).status_code == 200
         finally:
             postgres.start_server()
-        for _ in range(50):
+        # Postgres accepts connections a moment after its port opens (crash recovery).
+        for _ in range(200):
             if (await client.get("/readyz")).status_code == 200:
                 break
+            await asyncio.sleep(0.1)
         assert (await client.get("/readyz")).status_code == 200
