@@ -297,6 +297,16 @@ async def test_stale_or_future_timestamps_are_refused(bot: Bot, offset: int) -> 
     assert "timestamp" in answer.json()["detail"]
 
 
+async def test_a_replayed_request_is_refused(bot: Bot) -> None:
+    body, headers = signed_request(bot.emulator, {"type": 1})
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        first = await client.post("/interactions", content=body, headers=headers)
+        again = await client.post("/interactions", content=body, headers=headers)
+    assert first.status_code == 200
+    assert again.status_code == 401
+    assert "already received" in again.json()["detail"]
+
+
 async def test_a_valid_signature_is_accepted(bot: Bot) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1})
     async with httpx.AsyncClient(base_url=bot.app_url) as client:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,9 @@ class HttpInteractions:
         self._public_key = settings.discord_public_key
         self._verify_key = nacl.signing.VerifyKey(bytes.fromhex(settings.discord_public_key))
         self._max_age = settings.discord_interaction_max_age_seconds
+        # Signatures seen within the accepted age: a captured request cannot be replayed even
+        # while its timestamp is still fresh (per process; Discord never resends one).
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._bot: hikari.RESTBot | None = None
         self._client: lightbulb.Client | None = None
 
@@ -117,8 +121,14 @@ class HttpInteractions:
             self._verify_key.verify(timestamp.encode() + body, signature_bytes)
         except (ValueError, nacl.exceptions.BadSignatureError):
             return "Invalid request signature."
-        if abs((time.time() if now is None else now) - sent_at) > self._max_age:
+        now = time.time() if now is None else now
+        if abs(now - sent_at) > self._max_age:
             return "The request's timestamp is too old (or in the future); refusing a replay."
+        while self._seen and next(iter(self._seen.values())) < now:
+            self._seen.popitem(last=False)
+        if signature_bytes in self._seen:
+            return "This request was already received; refusing a replay."
+        self._seen[signature_bytes] = now + 2 * self._max_age
         return None
 
     async def dispatch(self, body: bytes, signature: str, timestamp: str) -> Any:
