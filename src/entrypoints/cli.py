@@ -239,10 +239,13 @@ def bot(ctx: click.Context) -> None:
     _configure_logging(settings.log_level)
     click.echo(f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url})")
     try:
-        build_gateway_bot(container).bot.run(check_for_updates=False, close_loop=True)
+        runner = build_gateway_bot(container)
+        runner.bot.run(check_for_updates=False, close_loop=True)
     except (hikari.HikariError, aiohttp.ClientError, OSError, ValueError) as exc:
         # ValueError: hikari reads the application id out of the token before connecting.
         raise click.ClickException(f"The bot could not connect to Discord: {exc}") from None
+    if runner.failed:
+        raise click.ClickException("The bot stopped: it could not serve its commands (see above).")
 
 
 @bot.command("sync")

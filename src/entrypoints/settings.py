@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     discord_reply_deadline_seconds: float = Field(
         default=2.0,
         gt=0,
-        le=2.8,
+        le=2.5,
         description='A command that has not finished by then answers "something went wrong" '
         "(Discord drops answers after 3 s).",
     )
@@ -131,10 +131,16 @@ class Settings(BaseSettings):
 
     def require(self, *names: str) -> None:
         """Fail with the variables' names when a command needs settings that are unset."""
-        missing = [n for n in names if getattr(self, n) in (None, "")]
+        missing = [n for n in names if _blank(getattr(self, n))]
         if missing:
             listed = ", ".join(ENV_PREFIX + n.upper() for n in missing)
             raise SettingsError(f"Missing setting(s) needed by this command: {listed}")
+
+
+def _blank(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def load_settings(**overrides: Any) -> Settings:

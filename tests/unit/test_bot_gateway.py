@@ -125,7 +125,8 @@ def test_the_bot_command_explains_a_token_discord_refuses(
     env = {
         **os.environ,
         "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
-        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": "not-a-token",
+        # well-formed, but not the bot's: the emulator answers 401 as Discord does
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": EmulatorState(APP_ID, "x", set()).bot_token,
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
     }
     done = subprocess.run(
@@ -138,4 +139,5 @@ def test_the_bot_command_explains_a_token_discord_refuses(
     )
     assert done.returncode == 1
     assert "could not connect to Discord" in done.stderr
+    assert "Unauthorized" in done.stderr
     assert "Traceback" not in done.stderr

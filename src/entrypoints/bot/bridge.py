@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import hikari
 import lightbulb
 from linkd import Lifetime
 
@@ -53,11 +54,24 @@ def register_services(client: lightbulb.Client, container: Container) -> None:
         command = failure.context.command_data.qualified_name
         if isinstance(cause, errors.DomainError) and not isinstance(cause, errors.StorageError):
             log.info("/%s refused: %s", command, cause.code)
+        elif isinstance(cause, hikari.HTTPError):
+            log.error("/%s failed: %s", command, describe_http_error(cause))
         else:
             log.error("/%s failed", command, exc_info=(type(cause), cause, cause.__traceback__))
-        reply = replies.error(cause)
         try:
-            await respond(failure.context, reply)
+            await respond(failure.context, replies.error(cause))
+        except hikari.HTTPError as exc:
+            log.error(
+                "/%s: could not send the error reply either: %s", command, describe_http_error(exc)
+            )
         except Exception:
             log.exception("/%s: could not send the error reply either", command)
         return True
+
+
+def describe_http_error(error: hikari.HTTPError) -> str:
+    """What went wrong talking to Discord, without the URL: interaction callback and webhook
+    URLs carry the interaction's token, which can edit the reply (and its /link ticket)."""
+    status = getattr(error, "status", "")
+    code = getattr(error, "code", "")
+    return f"{type(error).__name__} (HTTP {status}, Discord code {code})"

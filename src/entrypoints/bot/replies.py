@@ -10,11 +10,12 @@ import re
 from dataclasses import dataclass
 
 from domain import errors
+from domain.model import ONE_TIME_SECRET_TTL
 from domain.use_cases import AlreadyLinked, LinkedAccount, TicketIssued
 
 LINK_BUTTON_LABEL = "Link TaskFlow account"
 SOMETHING_WENT_WRONG = (
-    "Something went wrong on our side, and nothing was changed. Try again in a minute."
+    "Something went wrong on our side. Try again in a minute; /whoami shows where things stand."
 )
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()-])")
 
@@ -56,7 +57,7 @@ class Replies:
                 "first (or unlink on your account page).",
                 self._account_button(),
             )
-        minutes = 10
+        minutes = int(ONE_TIME_SECRET_TTL.total_seconds() // 60)
         return Reply(
             "Link your Discord account to TaskFlow: press the button, sign in to TaskFlow "
             f"(or create an account) and confirm. The button works once and expires in "

@@ -4,11 +4,11 @@ the web app (``POST /interactions``), and command sync (``taskflow-link bot sync
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import hikari
 import lightbulb
@@ -17,9 +17,38 @@ import nacl.signing
 
 from entrypoints.bot.bridge import register_services
 from entrypoints.bot.commands import loader
+from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container
 
 log = logging.getLogger("taskflow_link.bot")
+
+# Discord shows "the application did not respond" after 3 s; keep a margin for the network.
+ANSWER_WITHIN_SECONDS = 2.9
+EPHEMERAL_FLAG = 64
+CHANNEL_MESSAGE_WITH_SOURCE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionAnswer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+FALLBACK_ANSWER = InteractionAnswer(
+    200,
+    json.dumps(
+        {
+            "type": CHANNEL_MESSAGE_WITH_SOURCE,
+            "data": {
+                "content": SOMETHING_WENT_WRONG,
+                "flags": EPHEMERAL_FLAG,
+                "allowed_mentions": {"parse": []},
+            },
+        }
+    ).encode(),
+    "application/json",
+)
 
 
 def _token(container: Container) -> str:
@@ -131,11 +160,36 @@ class HttpInteractions:
         self._seen[signature_bytes] = now + 2 * self._max_age
         return None
 
-    async def dispatch(self, body: bytes, signature: str, timestamp: str) -> Any:
-        """hikari's answer (a ``hikari.api.Response``) to a request that passed ``refusal``."""
+    async def dispatch(self, body: bytes, signature: str, timestamp: str) -> InteractionAnswer:
+        """The answer to a request that passed ``refusal``. Normally hikari answers 204 after
+        the reply went through Discord's callback endpoint; when nothing was sent in time (an
+        unknown command, Discord refusing the reply, a slow error path), the reply travels in
+        the HTTP response instead, before Discord's 3 seconds are up."""
         if self._bot is None:
             raise RuntimeError("HTTP interactions were not started")
-        return await self._bot.on_interaction(body, bytes.fromhex(signature), timestamp.encode())
+        try:
+            async with asyncio.timeout(ANSWER_WITHIN_SECONDS):
+                answer = await self._bot.on_interaction(
+                    body, bytes.fromhex(signature), timestamp.encode()
+                )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled ourselves (shutdown)
+            log.error("an interaction's handler was cancelled before replying")
+            return FALLBACK_ANSWER
+        except TimeoutError:
+            log.error("no reply to an interaction within %s s", ANSWER_WITHIN_SECONDS)
+            return FALLBACK_ANSWER
+        except Exception as exc:
+            log.error("an interaction failed: %s", type(exc).__name__)
+            return FALLBACK_ANSWER
+        if answer.status_code >= 500:
+            log.error("hikari could not handle an interaction (HTTP %s)", answer.status_code)
+            return FALLBACK_ANSWER
+        return InteractionAnswer(
+            answer.status_code, answer.payload or b"", answer.content_type or "text/plain"
+        )
 
 
 @dataclass
@@ -145,6 +199,7 @@ class GatewayRunner:
 
     bot: hikari.GatewayBot
     ready: asyncio.Event
+    failed: bool = False
 
 
 def build_gateway_bot(container: Container) -> GatewayRunner:
@@ -163,7 +218,14 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         started["client"] = await prepare_client(bot, container)
 
     async def on_started(_: hikari.StartedEvent) -> None:
-        await start_client(started["client"])
+        try:
+            await start_client(started["client"])
+        except Exception:
+            # Connected but unable to serve commands: stop rather than look healthy.
+            log.critical("The bot cannot serve its commands; stopping", exc_info=True)
+            runner.failed = True
+            await bot.close()
+            return
         runner.ready.set()
         log.info("bot ready: serving /link, /unlink and /whoami over the gateway")
 

@@ -248,6 +248,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
         sync_to_thread=False,
     )
     def callback(interaction_id: str, token: str, data: JSONBody[Any]) -> Response[Any]:
+        if state.faults.get("callback") == "reject":
+            return _discord_error("Interaction has already been acknowledged.", 40060, 400)
         interaction = state.interactions.get(interaction_id)
         if interaction is None or not secrets.compare_digest(interaction.token, token):
             return _discord_error("Unknown interaction", 10062, 404)
@@ -318,6 +320,14 @@ def bot_routes(  # noqa: PLR0915 - one route table
             except (LookupError, httpx.HTTPError) as exc:
                 return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
             status, body = answer.status_code, _answer(answer)
+            answered_after = time.monotonic() - interaction.sent_at
+            in_time = answered_after <= INTERACTION_RESPONSE_DEADLINE
+            # A reply may also travel in the HTTP response itself, if it comes within 3 s.
+            in_band = isinstance(body, dict) and body.get("type") in (4, 5)
+            if in_time and in_band and interaction.response is None:
+                interaction.response, interaction.responded_after = body, answered_after
+            if not in_time:
+                status = None  # Discord gave up: "The application did not respond"
         return Response(
             {
                 "interaction_id": interaction.id,

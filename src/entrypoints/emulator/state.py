@@ -81,7 +81,7 @@ class EmulatorState:
     codes: dict[str, Grant] = field(default_factory=dict)
     tokens: dict[str, Grant] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
-    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage"
+    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage"; "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     fault_delay: float = 5.0
     # The bot side: its token, the key that signs interactions, where they are sent.

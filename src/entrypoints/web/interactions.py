@@ -37,9 +37,4 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
         log.warning("refused an interaction request: %s", problem)
         return Response({"detail": problem}, status_code=401)
     answer = await endpoint.dispatch(body, signature, timestamp)
-    return Response(
-        answer.payload or b"",
-        status_code=answer.status_code,
-        media_type=answer.content_type or "text/plain",
-        headers=dict(answer.headers or {}),
-    )
+    return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
