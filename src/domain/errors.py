@@ -149,6 +149,11 @@ class DiscordDenied(DomainError):
     message = "Discord did not grant access, so nothing was changed."
 
 
+class EmailNotSent(DomainError):
+    code = "email_not_sent"
+    message = "We could not send the email just now. Try again in a few minutes."
+
+
 class Conflict(DomainError):
     """A uniqueness rule was hit by a concurrent change; the transaction was rolled back."""
 

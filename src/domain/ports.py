@@ -204,3 +204,17 @@ class DiscordOAuth(Protocol):
 
     async def revoke(self, tokens: DiscordTokens) -> None:
         """Best effort: the service keeps no Discord tokens."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmailMessage:
+    """A plain-text email to one person."""
+
+    to: str
+    subject: str
+    text: str
+
+
+class EmailSender(Protocol):
+    async def send(self, message: EmailMessage) -> None:
+        """Hand the message to the mail system; ``EmailNotSent`` when it cannot."""

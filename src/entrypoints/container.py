@@ -8,6 +8,7 @@ from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
 from adapters.discord_oauth import HttpDiscordOAuth
+from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher
 from adapters.sql import SqlDatabase
@@ -52,6 +53,20 @@ def _discord_oauth(settings: Settings) -> HttpDiscordOAuth:
     )
 
 
+def _smtp_sender(settings: Settings) -> SmtpEmailSender:
+    settings.require("smtp_host")
+    assert settings.smtp_host  # noqa: S101 - checked by require()
+    return SmtpEmailSender(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        tls=settings.smtp_tls,
+        sender=settings.email_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -70,6 +85,11 @@ class Container(containers.DeclarativeContainer):
     )
 
     discord_oauth = providers.Singleton(_discord_oauth, settings)
+    email_sender = providers.Selector(
+        providers.Callable(lambda s: s.email_backend, settings),
+        outbox=providers.Singleton(OutboxEmailSender, clock),
+        smtp=providers.Singleton(_smtp_sender, settings),
+    )
 
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)

@@ -97,6 +97,26 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=60, description="Timeout for each call to Discord's API."
     )
     session_ttl_days: int = Field(default=14, ge=1, le=365, description="Web session lifetime.")
+    email_backend: Literal["outbox", "smtp"] = Field(
+        default="outbox",
+        description="`smtp` sends through the server below; `outbox` keeps messages in the "
+        "process (development and the demo only: nothing is delivered).",
+    )
+    email_from: str = Field(
+        default="TaskFlow Link <no-reply@localhost>", description="The From address of emails."
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server host name.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    smtp_tls: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="`starttls` (port 587), `tls` (implicit TLS, port 465) or `none` "
+        "(local relays).",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="SMTP user, if the server needs one."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="SMTP timeout.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -1,0 +1,64 @@
+"""Sends through an SMTP server with aiosmtplib. Connection, TLS and authentication failures
+become the core's ``EmailNotSent``; the password never appears in errors or logs."""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+from typing import Literal
+
+import aiosmtplib
+
+from domain import errors
+from domain.ports import EmailMessage
+
+TlsMode = Literal["starttls", "tls", "none"]
+
+
+class SmtpEmailSender:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        tls: TlsMode,
+        sender: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._host, self._port, self._tls = host, port, tls
+        self._sender = sender
+        self._username, self._password = username, password
+        self._timeout = timeout
+
+    def _mime(self, message: EmailMessage) -> email.message.EmailMessage:
+        mime = email.message.EmailMessage()
+        mime["From"] = self._sender
+        mime["To"] = message.to
+        mime["Subject"] = message.subject
+        mime["Date"] = email.utils.formatdate(localtime=False)
+        mime["Message-ID"] = email.utils.make_msgid(domain="taskflow-link")
+        mime.set_content(message.text)
+        return mime
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            await aiosmtplib.send(
+                self._mime(message),
+                hostname=self._host,
+                port=self._port,
+                use_tls=self._tls == "tls",
+                start_tls=self._tls == "starttls",  # required, never "if the server offers it"
+                username=self._username,
+                password=self._password,
+                timeout=self._timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise errors.EmailNotSent() from _without_secrets(exc)
+
+
+def _without_secrets(exc: BaseException) -> Exception:
+    """The cause to chain, described by type and SMTP code only (some servers echo input)."""
+    code = getattr(exc, "code", None)
+    return RuntimeError(f"{type(exc).__name__}" + (f" (SMTP {code})" if code else ""))

@@ -1,0 +1,97 @@
+"""The SMTP adapter against a real SMTP server in the test process (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from adapters.email import SmtpEmailSender
+from domain import errors
+from domain.ports import EmailMessage
+from tests.servers import free_port
+
+SENDER = "TaskFlow Link <no-reply@taskflow.example>"
+MESSAGE = EmailMessage("alice@example.com", "Verify your email", "Open https://t.example/v/abc")
+
+
+@dataclass
+class Mailbox:
+    received: list[tuple[str, list[str], Message]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+
+def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret")
+    return AuthResult(success=ok)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_authenticator,
+        auth_require_tls=False,  # a local test server without certificates
+    )
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+def sender(port: int, **overrides: Any) -> SmtpEmailSender:
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": port, "tls": "none", "sender": SENDER}
+    values.update(overrides)
+    return SmtpEmailSender(**values, timeout=5)
+
+
+async def test_a_message_is_delivered(smtp_server: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp_server
+    await sender(port).send(MESSAGE)
+
+    assert len(mailbox.received) == 1
+    mail_from, recipients, parsed = mailbox.received[0]
+    assert mail_from == "no-reply@taskflow.example"
+    assert recipients == ["alice@example.com"]
+    assert parsed["Subject"] == "Verify your email"
+    assert parsed["From"] == SENDER
+    assert parsed["Message-ID"]
+    assert "https://t.example/v/abc" in parsed.get_payload(decode=True).decode()
+
+
+async def test_authentication(smtp_server: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp_server
+    await sender(port, username="mailer", password="s3cret").send(MESSAGE)
+    assert len(mailbox.received) == 1
+
+    with pytest.raises(errors.EmailNotSent) as refused:
+        await sender(port, username="mailer", password="wrong-pw").send(MESSAGE)
+    assert "wrong-pw" not in repr(refused.value.__cause__)
+    assert len(mailbox.received) == 1
+
+
+async def test_starttls_is_required_when_configured(smtp_server: tuple[Mailbox, int]) -> None:
+    """A server that does not offer STARTTLS gets nothing in clear text."""
+    mailbox, port = smtp_server
+    with pytest.raises(errors.EmailNotSent):
+        await sender(port, tls="starttls").send(MESSAGE)
+    assert mailbox.received == []
+
+
+async def test_an_unreachable_server_is_reported() -> None:
+    with pytest.raises(errors.EmailNotSent):
+        await sender(free_port()).send(MESSAGE)

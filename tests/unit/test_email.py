@@ -1,0 +1,34 @@
+"""The email port's wiring and the development outbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.clock import ManualClock
+from adapters.email import OutboxEmailSender, SmtpEmailSender
+from domain.ports import EmailMessage
+from entrypoints.container import build_container
+from entrypoints.settings import SettingsError
+from tests.harness import make_settings
+
+
+async def test_the_outbox_keeps_messages_newest_last() -> None:
+    clock = ManualClock()
+    outbox = OutboxEmailSender(clock, keep=2)
+    for n in range(3):
+        await outbox.send(EmailMessage(f"P{n}@example.com", f"s{n}", "t"))
+
+    assert [m.message.subject for m in outbox.messages()] == ["s1", "s2"]
+    assert [m.message.subject for m in outbox.messages("p2@EXAMPLE.com")] == ["s2"]
+    assert outbox.messages()[0].sent_at == clock.now()
+
+
+def test_the_container_chooses_the_sender() -> None:
+    assert isinstance(build_container(make_settings()).email_sender(), OutboxEmailSender)
+    smtp = build_container(make_settings(email_backend="smtp", smtp_host="mail.example"))
+    assert isinstance(smtp.email_sender(), SmtpEmailSender)
+
+
+def test_smtp_needs_a_host() -> None:
+    with pytest.raises(SettingsError, match="TASKFLOW_LINK_SMTP_HOST"):
+        build_container(make_settings(email_backend="smtp")).email_sender()
