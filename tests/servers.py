@@ -20,13 +20,19 @@ def free_port() -> int:
         return port
 
 
+def _server(app: Any, port: int) -> uvicorn.Server:
+    # log_config=None: leave logging (and pytest's capture of it) alone.
+    return uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", log_config=None, lifespan="on"
+        )
+    )
+
+
 @contextlib.contextmanager
 def serve(app: Any, port: int | None = None) -> Iterator[str]:
     port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    server = _server(app, port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -46,10 +52,7 @@ async def serve_here(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Like ``serve`` but on the running event loop, so the test shares in-memory adapters
     (and their asyncio locks) with the app."""
     port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    server = _server(app, port)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
     while not server.started:

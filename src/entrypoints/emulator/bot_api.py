@@ -45,7 +45,6 @@ def _unauthorized() -> Response[Any]:
 
 
 def application_json(state: EmulatorState) -> dict[str, Any]:
-    owner = {"id": "1000000000000000001", "username": "emulator", "discriminator": "0"}
     return {
         "id": state.client_id,
         "name": state.application_name,
@@ -53,7 +52,15 @@ def application_json(state: EmulatorState) -> dict[str, Any]:
         "description": "A local stand-in for a Discord application.",
         "bot_public": True,
         "bot_require_code_grant": False,
-        "owner": {**owner, "avatar": None, "global_name": None, "public_flags": 0, "flags": 0},
+        "owner": {
+            "id": "1000000000000000001",
+            "username": "emulator",
+            "discriminator": "0",
+            "avatar": None,
+            "global_name": None,
+            "public_flags": 0,
+            "flags": 0,
+        },
         "verify_key": state.public_key,
         "team": None,
         "flags": 0,
@@ -197,7 +204,9 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _unauthorized()
         return Response(application_json(state))
 
-    def list_commands(request: Request[Any, Any, Any], app_id: str, guild: str | None) -> Any:
+    def list_commands(
+        request: Request[Any, Any, Any], app_id: str, guild: str | None
+    ) -> Response[Any]:
         if not is_bot(request):
             return _unauthorized()
         if app_id != state.client_id:
@@ -206,7 +215,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
 
     def replace_commands(
         request: Request[Any, Any, Any], app_id: str, guild: str | None, body: Any
-    ) -> Any:
+    ) -> Response[Any]:
         if not is_bot(request):
             return _unauthorized()
         if app_id != state.client_id:
@@ -222,25 +231,25 @@ def bot_routes(  # noqa: PLR0915 - one route table
 
     @get("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
     def global_commands(request: Request[Any, Any, Any], app_id: str) -> Response[Any]:
-        return list_commands(request, app_id, None)  # type: ignore[no-any-return]
+        return list_commands(request, app_id, None)
 
     @put("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
     def put_global_commands(
         request: Request[Any, Any, Any], app_id: str, data: JSONBody[Any]
     ) -> Response[Any]:
-        return replace_commands(request, app_id, None, data)  # type: ignore[no-any-return]
+        return replace_commands(request, app_id, None, data)
 
     @get("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
     def guild_commands(
         request: Request[Any, Any, Any], app_id: str, guild_id: str
     ) -> Response[Any]:
-        return list_commands(request, app_id, guild_id)  # type: ignore[no-any-return]
+        return list_commands(request, app_id, guild_id)
 
     @put("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
     def put_guild_commands(
         request: Request[Any, Any, Any], app_id: str, guild_id: str, data: JSONBody[Any]
     ) -> Response[Any]:
-        return replace_commands(request, app_id, guild_id, data)  # type: ignore[no-any-return]
+        return replace_commands(request, app_id, guild_id, data)
 
     @post(
         "/api/v10/interactions/{interaction_id:str}/{token:str}/callback",

@@ -34,7 +34,6 @@ class GatewaySession:
     socket: WebSocket[Any, Any, Any]
     compressor: Any  # zlib compress object for "zlib-stream", or None
     sequence: int = 0
-    ready: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, op: int, data: Any, event: str | None = None) -> None:
@@ -135,7 +134,6 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                             "application": {"id": state.client_id, "flags": 0},
                         },
                     )
-                    session.ready = True
                     sessions.append(session)
                 elif op == OP_RESUME:
                     await session.send(OP_INVALID_SESSION, False)
