@@ -7,15 +7,17 @@ in-memory adapters and the SQL ones.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from adapters.clock import ManualClock
+from adapters.email import OutboxEmailSender
 from adapters.fake_discord import InMemoryDiscordOAuth
 from adapters.passwords import Argon2PasswordHasher
 from domain.model import Account, AccountId, DiscordId, DiscordProfile
-from domain.ports import UnitOfWorkFactory
-from domain.use_cases import AuthCompleted, AuthStarted, SignedIn
+from domain.ports import EmailMessage, UnitOfWorkFactory
+from domain.use_cases import AuthCompleted, AuthStarted, DeliveryReport, SignedIn
 from entrypoints.container import Container, build_container
 from entrypoints.settings import Settings
 
@@ -51,6 +53,7 @@ class Harness:
         self.container = container
         self.clock = clock
         self.discord = discord
+        self._outbox: OutboxEmailSender | None = None
 
     @classmethod
     def build(cls, container: Container | None = None) -> Harness:
@@ -79,12 +82,42 @@ class Harness:
         return signed_in
 
     async def mark_email_verified(self, account_id: AccountId) -> None:
-        # Email verification is a later feature; until then set-up writes the flag.
-        async with self.uow() as uow:
-            account = await uow.accounts.get(account_id)
-            assert account is not None
-            await uow.accounts.update(replace(account, email_verified=True))
-            await uow.commit()
+        """Confirm the address the way a person does: through the emailed link."""
+        account = await self.account(account_id)
+        assert account.email is not None
+        await self.deliver()
+        token = self.link_token(self.last_email(account.email), "/verify-email/")
+        await self.container.verify_email().execute(token)
+
+    # -- email -----------------------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> OutboxEmailSender:
+        """The outbox (kept even if a test later puts another sender in front of it)."""
+        if self._outbox is None:
+            sender = self.container.email_sender()
+            assert isinstance(sender, OutboxEmailSender)
+            self._outbox = sender
+        return self._outbox
+
+    async def deliver(self) -> DeliveryReport:
+        report: DeliveryReport = await self.container.deliver_emails().execute()
+        return report
+
+    def emails_to(self, address: str) -> list[EmailMessage]:
+        return [sent.message for sent in self.outbox.messages(address)]
+
+    def last_email(self, address: str) -> EmailMessage:
+        emails = self.emails_to(address)
+        assert emails, f"no email to {address}"
+        return emails[-1]
+
+    @staticmethod
+    def link_token(message: EmailMessage, path: str) -> str:
+        """The token of the one link to ``path`` in the message (exactly one is required)."""
+        found = re.findall(re.escape(path) + r"([A-Za-z0-9_-]+)", message.text)
+        assert len(found) == 1, message.text
+        return str(found[0])
 
     async def legacy_account(
         self, username: str, email: str | None, *, verified: bool, password_hash: str | None = None

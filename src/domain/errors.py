@@ -63,6 +63,14 @@ class WrongBrowser(SecretRefused):
     )
 
 
+class EmailLinkOutdated(SecretRefused):
+    code = "email_link_outdated"
+    message = (
+        "This link was sent to an email address your account no longer uses. "
+        "Ask for a new one from your account page."
+    )
+
+
 # -- linking and login policies --------------------------------------------------------------
 
 
@@ -134,6 +142,11 @@ class EmailTaken(DomainError):
 
 class WeakPassword(InvalidInput):
     code = "weak_password"
+
+
+class TooManyRequests(DomainError):
+    code = "too_many_requests"
+    message = "You asked for this too often. Wait a few minutes, then try again."
 
 
 # -- infrastructure seen from the core -----------------------------------------------------

@@ -12,6 +12,8 @@ from domain.errors import InvalidDiscordId, InvalidInput
 
 MAX_SNOWFLAKE = 2**63 - 1  # Discord ids are stored in a signed 64-bit BIGINT
 ONE_TIME_SECRET_TTL = timedelta(minutes=10)
+EMAIL_VERIFICATION_TTL = timedelta(hours=24)
+PASSWORD_RESET_TTL = timedelta(hours=1)
 USERNAME_MAX = 32
 _USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,32}$")
 
@@ -215,6 +217,64 @@ class ApiKey:
     revoked_at: datetime | None = None
 
 
+class EmailPurpose(enum.StrEnum):
+    """What an emailed one-time link does."""
+
+    VERIFY = "verify"
+    RESET = "reset"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailToken:
+    """The secret behind an emailed link. ``email`` is the address it was sent to: the link
+    stops working when the account's email changes."""
+
+    digest: str
+    purpose: EmailPurpose
+    account_id: AccountId
+    email: str
+    created_at: datetime
+    expires_at: datetime
+    consumed_at: datetime | None = None
+
+
+class EmailKind(enum.StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    RESET_PASSWORD = "reset_password"  # noqa: S105 - a kind of email, not a password
+    DISCORD_LINKED = "discord_linked"
+    DISCORD_UNLINKED = "discord_unlinked"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    EMAIL_CHANGED = "email_changed"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the last retry
+    CANCELLED = "cancelled"  # outdated before it went out (e.g. the address changed)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    """An email to send, queued in the same transaction as the change it reports.
+
+    It holds no secret: the one-time link of a verification or reset email is issued when
+    the email is sent, so the queue never stores a usable token.
+    """
+
+    id: uuid.UUID
+    kind: EmailKind
+    to: str
+    account_id: AccountId | None
+    created_at: datetime
+    next_attempt_at: datetime
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: int = 0
+    finished_at: datetime | None = None
+    last_error: str | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+
 class AuditKind(enum.StrEnum):
     ACCOUNT_CREATED = "account_created"
     LINKED = "linked"
@@ -222,6 +282,9 @@ class AuditKind(enum.StrEnum):
     SIGNED_IN = "signed_in"
     SIGNED_OUT = "signed_out"
     PASSWORD_SET = "password_set"  # noqa: S105 - an event name, not a password
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105
+    EMAIL_VERIFIED = "email_verified"
+    EMAIL_CHANGED = "email_changed"
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"

@@ -21,8 +21,12 @@ from domain.model import (
     AuditEvent,
     DiscordId,
     DiscordProfile,
+    EmailKind,
+    EmailPurpose,
+    EmailToken,
     Link,
     LinkTicket,
+    OutgoingEmail,
     PendingLogin,
     Session,
 )
@@ -108,6 +112,49 @@ class ApiKeyRepository(Protocol):
     async def revoke(self, key_id: uuid.UUID, now: datetime) -> bool: ...
 
 
+class EmailTokenRepository(Protocol):
+    async def add(self, token: EmailToken) -> None: ...
+
+    async def consume(self, digest: str, purpose: EmailPurpose, now: datetime) -> EmailToken | None:
+        """Same single-winner contract as ``PendingLoginRepository.consume``; a token of
+        another purpose is neither returned nor consumed."""
+
+    async def get(self, digest: str) -> EmailToken | None: ...
+
+    async def remove(self, digest: str) -> bool: ...
+
+    async def consume_all(self, account_id: AccountId, purpose: EmailPurpose, now: datetime) -> int:
+        """Use up every unused token of the account for ``purpose`` (older links stop working)."""
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
+class OutgoingEmailRepository(Protocol):
+    """The email queue: written in the transaction of the change, emptied by ``DeliverEmails``."""
+
+    async def add(self, email: OutgoingEmail) -> None: ...
+
+    async def due(self, now: datetime, limit: int) -> Sequence[OutgoingEmail]:
+        """Pending emails whose next attempt is due, oldest first."""
+
+    async def claim(
+        self, email_id: uuid.UUID, now: datetime, until: datetime
+    ) -> OutgoingEmail | None:
+        """Take a due pending email until ``until`` (its next attempt moves there), so that
+        concurrent senders never both send it; ``None`` when someone else has it."""
+
+    async def save(self, email: OutgoingEmail) -> None:
+        """Write back status, attempts, next attempt, error."""
+
+    async def latest(self, account_id: AccountId, kind: EmailKind) -> OutgoingEmail | None: ...
+
+    async def count_since(self, account_id: AccountId, kind: EmailKind, since: datetime) -> int:
+        """How many emails of ``kind`` were queued for the account at or after ``since``."""
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Forget sent, failed and cancelled emails finished before ``before``."""
+
+
 class AuditLog(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
 
@@ -132,6 +179,12 @@ class UnitOfWork(Protocol):
 
     @property
     def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def email_tokens(self) -> EmailTokenRepository: ...
+
+    @property
+    def outgoing_emails(self) -> OutgoingEmailRepository: ...
 
     @property
     def audit(self) -> AuditLog: ...

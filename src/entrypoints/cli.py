@@ -107,7 +107,8 @@ def purge_expired() -> None:
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(
         f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
-        f"ticket(s), {report.sessions} session(s)."
+        f"ticket(s), {report.sessions} session(s), {report.email_tokens} email link(s), "
+        f"{report.emails} old email(s)."
     )
 
 

@@ -74,6 +74,7 @@ class Container(containers.DeclarativeContainer):
     tokens = providers.Singleton(SecretsTokenIssuer)
     passwords = providers.Singleton(Argon2PasswordHasher)
     session_ttl = providers.Callable(lambda s: timedelta(days=s.session_ttl_days), settings)
+    public_base_url = providers.Callable(lambda s: str(s.public_url).rstrip("/"), settings)
 
     # Adapter sets, chosen by TASKFLOW_LINK_STORAGE.
     memory_db = providers.Singleton(MemoryDatabase)
@@ -111,6 +112,16 @@ class Container(containers.DeclarativeContainer):
     current_account = providers.Factory(uc.CurrentAccount, uow, tokens, clock)
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
     purge_expired = providers.Factory(uc.PurgeExpired, uow, clock)
+    deliver_emails = providers.Factory(
+        uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
+    )
+    verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
+    show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
+    resend_verification = providers.Factory(uc.ResendVerification, uow, clock)
+    show_email_status = providers.Factory(uc.ShowEmailStatus, uow)
+    change_email = providers.Factory(uc.ChangeEmail, uow, clock, passwords)
+    request_password_reset = providers.Factory(uc.RequestPasswordReset, uow, clock)
+    reset_password = providers.Factory(uc.ResetPassword, uow, tokens, clock, passwords, session_ttl)
     create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)
     authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, uow, tokens)
     list_api_keys = providers.Factory(uc.ListApiKeys, uow)

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TASKFLOW_LINK_"
@@ -102,6 +109,18 @@ class Settings(BaseSettings):
         description="`smtp` sends through the server below; `outbox` keeps messages in the "
         "process (development and the demo only: nothing is delivered).",
     )
+    email_outbox_page: bool = Field(
+        default=False,
+        description="Show the outbox's messages at `/outbox` (needs the `outbox` backend). "
+        "The demo turns it on. Never in production: the page shows everyone's links.",
+    )
+    email_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often the email queue is checked (forms that queue an email also "
+        "wake it at once).",
+    )
     email_from: str = Field(
         default="TaskFlow Link <no-reply@localhost>", description="The From address of emails."
     )
@@ -143,6 +162,14 @@ class Settings(BaseSettings):
             if text and not (text.isascii() and text.isdecimal() and 0 < int(text) < 2**63):
                 raise ValueError("must be empty or comma-separated Discord server (guild) ids")
         return value
+
+    @model_validator(mode="after")
+    def _outbox_page_needs_outbox(self) -> Settings:
+        if self.email_outbox_page and self.email_backend != "outbox":
+            raise ValueError(
+                "TASKFLOW_LINK_EMAIL_OUTBOX_PAGE needs TASKFLOW_LINK_EMAIL_BACKEND=outbox"
+            )
+        return self
 
     @property
     def command_guild_ids(self) -> tuple[int, ...]:

@@ -19,10 +19,15 @@ from domain.model import (
     AuditEvent,
     AuditKind,
     AuthPurpose,
+    DeliveryStatus,
     DiscordId,
     DiscordUser,
+    EmailKind,
+    EmailPurpose,
+    EmailToken,
     Link,
     LinkTicket,
+    OutgoingEmail,
     PendingLogin,
     Session,
 )
@@ -342,3 +347,120 @@ class RepositoryContract:
         await write(uow_factory, add)
         async with uow_factory() as uow:
             assert list(await uow.audit.for_account(owner.id)) == [event, second]
+
+    # -- email ------------------------------------------------------------------------------
+
+    async def test_email_tokens_are_consumed_once_and_only_for_their_purpose(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        verify = EmailToken("v" * 64, EmailPurpose.VERIFY, owner.id, "a@b.c", NOW, LATER)
+        reset = EmailToken("r" * 64, EmailPurpose.RESET, owner.id, "a@b.c", NOW, LATER)
+        older = EmailToken("o" * 64, EmailPurpose.RESET, owner.id, "a@b.c", NOW, LATER)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            for token in (verify, reset, older):
+                await uow.email_tokens.add(token)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert await uow.email_tokens.get(verify.digest) == verify
+            assert await uow.email_tokens.consume(verify.digest, EmailPurpose.RESET, NOW) is None
+            assert await uow.email_tokens.get(verify.digest) == verify  # not spent by that
+            used = await uow.email_tokens.consume(verify.digest, EmailPurpose.VERIFY, NOW)
+            assert used == replace(verify, consumed_at=NOW)
+            assert await uow.email_tokens.consume(verify.digest, EmailPurpose.VERIFY, NOW) is None
+            assert await uow.email_tokens.consume_all(owner.id, EmailPurpose.RESET, NOW) == 2
+            assert await uow.email_tokens.consume(reset.digest, EmailPurpose.RESET, NOW) is None
+            assert await uow.email_tokens.remove(older.digest) is True
+            assert await uow.email_tokens.remove(older.digest) is False
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.email_tokens.purge_expired(LATER) == 2
+            assert await uow.email_tokens.get(reset.digest) is None
+
+    async def test_concurrent_email_token_consumers_have_exactly_one_winner(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        token = EmailToken("w" * 64, EmailPurpose.RESET, owner.id, "a@b.c", NOW, LATER)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.email_tokens.add(token)
+
+        await write(uow_factory, add)
+
+        async def consume() -> bool:
+            async with uow_factory() as uow:
+                won = await uow.email_tokens.consume(token.digest, EmailPurpose.RESET, NOW)
+                await uow.commit()
+            return won is not None
+
+        results = await asyncio.gather(*(consume() for _ in range(8)))
+        assert sorted(results) == [False] * 7 + [True]
+
+    async def test_email_queue_due_claim_save_and_history(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+
+        def queued(kind: EmailKind, at: datetime) -> OutgoingEmail:
+            return OutgoingEmail(
+                uuid.uuid4(), kind, "a@b.c", owner.id, at, at, detail={"has_password": "yes"}
+            )
+
+        first = queued(EmailKind.VERIFY_EMAIL, NOW)
+        second = queued(EmailKind.VERIFY_EMAIL, NOW)  # same time: the later insert is newer
+        notice = queued(EmailKind.PASSWORD_CHANGED, LATER)
+        await write(uow_factory, lambda uow: uow.accounts.add(owner))
+        for email in (first, second, notice):
+            await write(uow_factory, lambda uow, e=email: uow.outgoing_emails.add(e))  # type: ignore[misc]
+        async with uow_factory() as uow:
+            assert [e.id for e in await uow.outgoing_emails.due(NOW, 10)] == [first.id, second.id]
+            assert [e.id for e in await uow.outgoing_emails.due(LATER, 1)] == [first.id]
+            latest = await uow.outgoing_emails.latest(owner.id, EmailKind.VERIFY_EMAIL)
+            assert latest == second
+            since = NOW - timedelta(seconds=1)
+            assert (
+                await uow.outgoing_emails.count_since(owner.id, EmailKind.VERIFY_EMAIL, since) == 2
+            )
+            assert (
+                await uow.outgoing_emails.count_since(owner.id, EmailKind.VERIFY_EMAIL, LATER) == 0
+            )
+
+            claimed = await uow.outgoing_emails.claim(first.id, NOW, LATER)
+            assert claimed == replace(first, next_attempt_at=LATER)
+            assert await uow.outgoing_emails.claim(first.id, NOW, LATER) is None  # taken
+            sent = replace(claimed, status=DeliveryStatus.SENT, attempts=1, finished_at=NOW)
+            await uow.outgoing_emails.save(sent)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert [e.id for e in await uow.outgoing_emails.due(LATER, 10)] == [
+                second.id,
+                notice.id,
+            ]
+            assert await uow.outgoing_emails.purge_finished(NOW) == 0
+            assert await uow.outgoing_emails.purge_finished(LATER) == 1
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.outgoing_emails.latest(owner.id, EmailKind.DISCORD_LINKED) is None
+            assert (
+                await uow.outgoing_emails.count_since(owner.id, EmailKind.VERIFY_EMAIL, since) == 1
+            )
+
+    async def test_concurrent_claims_of_an_email_have_exactly_one_winner(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        email = OutgoingEmail(uuid.uuid4(), EmailKind.PASSWORD_CHANGED, "a@b.c", None, NOW, NOW)
+        await write(uow_factory, lambda uow: uow.outgoing_emails.add(email))
+
+        async def claim() -> bool:
+            async with uow_factory() as uow:
+                won = await uow.outgoing_emails.claim(email.id, NOW, LATER)
+                await uow.commit()
+            return won is not None
+
+        results = await asyncio.gather(*(claim() for _ in range(8)))
+        assert sorted(results) == [False] * 7 + [True]

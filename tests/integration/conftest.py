@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import metadata
+from tests.integration.mailbox import smtp_server
 from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
 from tests.integration.stack import browser, stack
 
-__all__ = ["browser", "stack"]  # fixtures for the end-to-end tests
+__all__ = ["browser", "smtp_server", "stack"]  # fixtures for the end-to-end tests
 
 _migrated: set[str] = set()
 

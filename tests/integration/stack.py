@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 
 from adapters.clock import ManualClock
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import accounts
 from entrypoints.container import Container, build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, cheap_argon2, make_settings
+from tests.integration.mailbox import Mailbox, link_path
 from tests.integration.postgres import PostgresServer
 from tests.servers import free_port, serve
 
@@ -39,10 +39,14 @@ class Stack:
     container: Container
     clock: ManualClock
     db: SqlDatabase
+    mailbox: Mailbox
 
 
 @pytest.fixture
-async def stack(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Stack]:
+async def stack(
+    postgres: PostgresServer, pg_db: SqlDatabase, smtp_server: tuple[Mailbox, int]
+) -> AsyncIterator[Stack]:
+    mailbox, smtp_port = smtp_server
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}"
     emulator = EmulatorState(APP_ID, "secret-e2e", {f"{app_url}/auth/discord/callback"})
@@ -60,6 +64,13 @@ async def stack(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[S
             discord_timeout_seconds=1.0,
             discord_bot_token=emulator.bot_token,
             discord_public_key=emulator.public_key,
+            # Email goes through the SMTP adapter to the test's aiosmtpd server.
+            email_backend="smtp",
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            smtp_tls="none",
+            smtp_timeout_seconds=5.0,
+            email_poll_seconds=0.2,
         )
         clock = ManualClock()
         clock.set(clock.now().replace(year=2030))
@@ -71,7 +82,7 @@ async def stack(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[S
             container.passwords.override(cheap_argon2())
         try:
             with serve(create_app(server), port=app_port):
-                yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db)
+                yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db, mailbox)
         finally:
             await setup.sql_db().dispose()
 
@@ -142,8 +153,14 @@ async def sign_up(b: Browser, name: str, email: str, *, verify: bool) -> None:
         "/signup", "/signup", {"username": name, "email": email, "password": PASSWORD}
     )
     assert page.status_code == 200, page.text
-    if verify:  # email verification arrives with the email issue; set-up writes the flag
-        async with b.stack.db.engine.begin() as conn:
-            await conn.execute(
-                accounts.update().where(accounts.c.username == name).values(email_verified=True)
-            )
+    if verify:  # follow the emailed link, as the person would
+        await confirm_email(b, email)
+
+
+async def confirm_email(b: Browser, email: str, count: int = 1) -> httpx.Response:
+    """Open the ``count``-th confirmation email's link and press its button."""
+    path = link_path(await b.stack.mailbox.wait_for(email, count), "/verify-email/")
+    confirmed = await b.submit(path, path, {})
+    assert confirmed.status_code == 200, confirmed.text
+    assert "Email confirmed" in confirmed.text
+    return confirmed

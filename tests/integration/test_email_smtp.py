@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import email
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import Message
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from adapters.email import SmtpEmailSender
 from domain import errors
 from domain.ports import EmailMessage
+from tests.integration.mailbox import Mailbox, smtp_server
 from tests.servers import free_port
+
+__all__ = ["smtp_server"]
 
 SENDER = "TaskFlow Link <no-reply@taskflow.example>"
 MESSAGE = EmailMessage("alice@example.com", "Verify your email", "Open https://t.example/v/abc")
-
-
-@dataclass
-class Mailbox:
-    received: list[tuple[str, list[str], Message]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.content)
-        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted for delivery"
-
-
-def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
-    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret")
-    return AuthResult(success=ok)
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Mailbox, int]]:
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(
-        mailbox,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=_authenticator,
-        auth_require_tls=False,  # a local test server without certificates
-    )
-    controller.start()
-    try:
-        yield mailbox, port
-    finally:
-        controller.stop()
 
 
 def sender(port: int, **overrides: Any) -> SmtpEmailSender:

@@ -273,7 +273,7 @@ async def test_access_log_never_contains_tickets_codes_or_states(
         approval = h.discord.approve(started.headers["location"], DiscordId(5101))
         await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("taskflow_link"))
-    assert "/link/<ticket>" in logged
+    assert "/link/<token>" in logged
     assert "GET /auth/discord/callback 302" in logged
     for secret in (issued.token, approval.code, approval.state):
         assert secret not in logged

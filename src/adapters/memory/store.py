@@ -22,9 +22,14 @@ from domain.model import (
     AccountId,
     ApiKey,
     AuditEvent,
+    DeliveryStatus,
     DiscordId,
+    EmailKind,
+    EmailPurpose,
+    EmailToken,
     Link,
     LinkTicket,
+    OutgoingEmail,
     PendingLogin,
     Session,
     normalize_email,
@@ -40,6 +45,8 @@ class Tables:
     sessions: dict[str, Session] = field(default_factory=dict)
     api_keys: dict[uuid.UUID, ApiKey] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
+    email_tokens: dict[str, EmailToken] = field(default_factory=dict)
+    outgoing_emails: dict[uuid.UUID, OutgoingEmail] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         # Rows are frozen dataclasses, so copying the containers isolates a transaction.
@@ -51,6 +58,8 @@ class Tables:
             dict(self.sessions),
             dict(self.api_keys),
             list(self.audit),
+            dict(self.email_tokens),
+            dict(self.outgoing_emails),
         )
 
 
@@ -81,6 +90,8 @@ class MemoryUnitOfWork:
         self.sessions = MemorySessions(self)
         self.api_keys = MemoryApiKeys(self)
         self.audit = MemoryAudit(self)
+        self.email_tokens = MemoryEmailTokens(self)
+        self.outgoing_emails = MemoryOutgoingEmails(self)
 
     async def __aenter__(self) -> Self:
         await self._db.lock.acquire()
@@ -107,8 +118,8 @@ class MemoryUnitOfWork:
         self.work = self._db.tables.copy()
 
 
-_OneTime = TypeVar("_OneTime", PendingLogin, LinkTicket)
-_Expiring = TypeVar("_Expiring", PendingLogin, LinkTicket, Session)
+_OneTime = TypeVar("_OneTime", PendingLogin, LinkTicket, EmailToken)
+_Expiring = TypeVar("_Expiring", PendingLogin, LinkTicket, Session, EmailToken)
 
 
 def _consume(table: dict[str, _OneTime], key: str, now: datetime) -> _OneTime | None:
@@ -287,3 +298,102 @@ class MemoryAudit(_Repo):
 
     async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]:
         return [e for e in self._t.audit if e.account_id == account_id]
+
+
+class MemoryEmailTokens(_Repo):
+    async def add(self, token: EmailToken) -> None:
+        if token.digest in self._t.email_tokens:
+            raise errors.Conflict("duplicate email token")
+        if token.account_id not in self._t.accounts:
+            raise errors.Conflict("no such account")  # the SQL foreign key
+        self._t.email_tokens[token.digest] = token
+
+    async def consume(self, digest: str, purpose: EmailPurpose, now: datetime) -> EmailToken | None:
+        row = self._t.email_tokens.get(digest)
+        if row is None or row.purpose is not purpose:
+            return None
+        return _consume(self._t.email_tokens, digest, now)
+
+    async def get(self, digest: str) -> EmailToken | None:
+        return self._t.email_tokens.get(digest)
+
+    async def remove(self, digest: str) -> bool:
+        return self._t.email_tokens.pop(digest, None) is not None
+
+    async def consume_all(self, account_id: AccountId, purpose: EmailPurpose, now: datetime) -> int:
+        used = [
+            key
+            for key, row in self._t.email_tokens.items()
+            if row.account_id == account_id and row.purpose is purpose and row.consumed_at is None
+        ]
+        for key in used:
+            _consume(self._t.email_tokens, key, now)
+        return len(used)
+
+    async def purge_expired(self, now: datetime) -> int:
+        return _purge(self._t.email_tokens, now)
+
+
+class MemoryOutgoingEmails(_Repo):
+    async def add(self, email: OutgoingEmail) -> None:
+        if email.id in self._t.outgoing_emails:
+            raise errors.Conflict("duplicate email id")
+        self._t.outgoing_emails[email.id] = email
+
+    def _due(self, now: datetime) -> list[OutgoingEmail]:
+        return sorted(
+            (
+                e
+                for e in self._t.outgoing_emails.values()
+                if e.status is DeliveryStatus.PENDING and e.next_attempt_at <= now
+            ),
+            key=lambda e: (e.next_attempt_at, e.created_at),
+        )
+
+    async def due(self, now: datetime, limit: int) -> Sequence[OutgoingEmail]:
+        return self._due(now)[:limit]
+
+    async def claim(
+        self, email_id: uuid.UUID, now: datetime, until: datetime
+    ) -> OutgoingEmail | None:
+        email = self._t.outgoing_emails.get(email_id)
+        if (
+            email is None
+            or email.status is not DeliveryStatus.PENDING
+            or email.next_attempt_at > now
+        ):
+            return None
+        self._t.outgoing_emails[email_id] = replace(email, next_attempt_at=until)
+        return self._t.outgoing_emails[email_id]
+
+    async def save(self, email: OutgoingEmail) -> None:
+        if email.id not in self._t.outgoing_emails:
+            raise errors.NotFound("No such email.")
+        self._t.outgoing_emails[email.id] = email
+
+    def _of(self, account_id: AccountId, kind: EmailKind) -> list[OutgoingEmail]:
+        return sorted(
+            (
+                e
+                for e in self._t.outgoing_emails.values()
+                if e.account_id == account_id and e.kind is kind
+            ),
+            key=lambda e: e.created_at,
+        )
+
+    async def latest(self, account_id: AccountId, kind: EmailKind) -> OutgoingEmail | None:
+        emails = self._of(account_id, kind)
+        return emails[-1] if emails else None
+
+    async def count_since(self, account_id: AccountId, kind: EmailKind, since: datetime) -> int:
+        return sum(1 for e in self._of(account_id, kind) if e.created_at >= since)
+
+    async def purge_finished(self, before: datetime) -> int:
+        gone = [
+            key
+            for key, e in self._t.outgoing_emails.items()
+            if e.finished_at is not None and e.finished_at < before
+        ]
+        for key in gone:
+            del self._t.outgoing_emails[key]
+        return len(gone)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Update,
     delete,
+    func,
     insert,
     select,
     update,
@@ -28,7 +29,9 @@ from adapters.sql.tables import (
     accounts,
     api_keys,
     audit_events,
+    email_tokens,
     link_tickets,
+    outgoing_emails,
     pending_login,
     sessions,
     user_links,
@@ -40,10 +43,15 @@ from domain.model import (
     AuditEvent,
     AuditKind,
     AuthPurpose,
+    DeliveryStatus,
     DiscordId,
     DiscordUser,
+    EmailKind,
+    EmailPurpose,
+    EmailToken,
     Link,
     LinkTicket,
+    OutgoingEmail,
     PendingLogin,
     Session,
     normalize_email,
@@ -60,11 +68,13 @@ class _Repo:
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise translate(exc) from exc
 
-    async def _consume(self, table: Table, key: Column[str], digest: str, now: datetime) -> Any:
+    async def _consume(
+        self, table: Table, key: Column[str], digest: str, now: datetime, *extra: Any
+    ) -> Any:
         """One statement: of concurrent callers exactly one sees ``consumed_at IS NULL``."""
         query = (
             update(table)
-            .where(key == digest, table.c.consumed_at.is_(None))
+            .where(key == digest, table.c.consumed_at.is_(None), *extra)
             .values(consumed_at=now)
             .returning(*table.c)
         )
@@ -158,6 +168,50 @@ def _audit(row: Any) -> AuditEvent:
         detail=dict(row.detail),
         id=row.id,
     )
+
+
+def _email_token(row: Any) -> EmailToken:
+    return EmailToken(
+        row.token_hash,
+        EmailPurpose(row.purpose),
+        AccountId(row.account_id),
+        row.email,
+        row.created_at,
+        row.expires_at,
+        row.consumed_at,
+    )
+
+
+def _outgoing(row: Any) -> OutgoingEmail:
+    return OutgoingEmail(
+        id=row.id,
+        kind=EmailKind(row.kind),
+        to=row.recipient,
+        account_id=AccountId(row.account_id) if row.account_id else None,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        status=DeliveryStatus(row.status),
+        attempts=row.attempts,
+        finished_at=row.finished_at,
+        last_error=row.last_error,
+        detail=dict(row.detail),
+    )
+
+
+def _outgoing_values(email: OutgoingEmail) -> dict[str, Any]:
+    return {
+        "id": email.id,
+        "kind": email.kind.value,
+        "recipient": email.to,
+        "account_id": email.account_id.value if email.account_id else None,
+        "created_at": email.created_at,
+        "status": email.status.value,
+        "next_attempt_at": email.next_attempt_at,
+        "attempts": email.attempts,
+        "finished_at": email.finished_at,
+        "last_error": email.last_error,
+        "detail": dict(email.detail),
+    }
 
 
 # -- repositories ------------------------------------------------------------------------------
@@ -365,3 +419,120 @@ class SqlAudit(_Repo):
             .order_by(audit_events.c.at, audit_events.c.seq)
         )
         return [_audit(row) for row in await self._run(query)]
+
+
+class SqlEmailTokens(_Repo):
+    async def add(self, token: EmailToken) -> None:
+        await self._run(
+            insert(email_tokens).values(
+                token_hash=token.digest,
+                purpose=token.purpose.value,
+                account_id=token.account_id.value,
+                email=token.email,
+                created_at=token.created_at,
+                expires_at=token.expires_at,
+                consumed_at=token.consumed_at,
+            )
+        )
+
+    async def consume(self, digest: str, purpose: EmailPurpose, now: datetime) -> EmailToken | None:
+        row = await self._consume(
+            email_tokens,
+            email_tokens.c.token_hash,
+            digest,
+            now,
+            email_tokens.c.purpose == purpose.value,
+        )
+        return _email_token(row) if row else None
+
+    async def get(self, digest: str) -> EmailToken | None:
+        query = select(email_tokens).where(email_tokens.c.token_hash == digest)
+        row = (await self._run(query)).first()
+        return _email_token(row) if row else None
+
+    async def remove(self, digest: str) -> bool:
+        query = delete(email_tokens).where(email_tokens.c.token_hash == digest)
+        return await self._count(query) > 0
+
+    async def consume_all(self, account_id: AccountId, purpose: EmailPurpose, now: datetime) -> int:
+        query = (
+            update(email_tokens)
+            .where(
+                email_tokens.c.account_id == account_id.value,
+                email_tokens.c.purpose == purpose.value,
+                email_tokens.c.consumed_at.is_(None),
+            )
+            .values(consumed_at=now)
+        )
+        return await self._count(query)
+
+    async def purge_expired(self, now: datetime) -> int:
+        return await self._count(delete(email_tokens).where(email_tokens.c.expires_at <= now))
+
+
+class SqlOutgoingEmails(_Repo):
+    async def add(self, email: OutgoingEmail) -> None:
+        await self._run(insert(outgoing_emails).values(**_outgoing_values(email)))
+
+    async def due(self, now: datetime, limit: int) -> Sequence[OutgoingEmail]:
+        query = (
+            select(outgoing_emails)
+            .where(
+                outgoing_emails.c.status == DeliveryStatus.PENDING.value,
+                outgoing_emails.c.next_attempt_at <= now,
+            )
+            .order_by(outgoing_emails.c.next_attempt_at, outgoing_emails.c.seq)
+            .limit(limit)
+        )
+        return [_outgoing(row) for row in await self._run(query)]
+
+    async def claim(
+        self, email_id: uuid.UUID, now: datetime, until: datetime
+    ) -> OutgoingEmail | None:
+        # One statement: of concurrent claimers exactly one still sees it due.
+        query = (
+            update(outgoing_emails)
+            .where(
+                outgoing_emails.c.id == email_id,
+                outgoing_emails.c.status == DeliveryStatus.PENDING.value,
+                outgoing_emails.c.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=until)
+            .returning(*outgoing_emails.c)
+        )
+        row = (await self._run(query)).first()
+        return _outgoing(row) if row else None
+
+    async def save(self, email: OutgoingEmail) -> None:
+        values = _outgoing_values(email)
+        del values["id"]
+        await self._run(
+            update(outgoing_emails).where(outgoing_emails.c.id == email.id).values(**values)
+        )
+
+    async def latest(self, account_id: AccountId, kind: EmailKind) -> OutgoingEmail | None:
+        query = (
+            select(outgoing_emails)
+            .where(
+                outgoing_emails.c.account_id == account_id.value,
+                outgoing_emails.c.kind == kind.value,
+            )
+            .order_by(outgoing_emails.c.created_at.desc(), outgoing_emails.c.seq.desc())
+            .limit(1)
+        )
+        row = (await self._run(query)).first()
+        return _outgoing(row) if row else None
+
+    async def count_since(self, account_id: AccountId, kind: EmailKind, since: datetime) -> int:
+        query = select(func.count()).where(
+            outgoing_emails.c.account_id == account_id.value,
+            outgoing_emails.c.kind == kind.value,
+            outgoing_emails.c.created_at >= since,
+        )
+        return int((await self._run(query)).scalar_one())
+
+    async def purge_finished(self, before: datetime) -> int:
+        query = delete(outgoing_emails).where(
+            outgoing_emails.c.finished_at.is_not(None), outgoing_emails.c.finished_at < before
+        )
+        return await self._count(query)

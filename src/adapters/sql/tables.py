@@ -190,3 +190,50 @@ audit_events = Table(
     Column("discord_id", BigInteger(), nullable=True),
     Column("detail", JSON(), nullable=False),
 )
+
+# The secrets behind emailed links (verification, password reset): digests only.
+email_tokens = Table(
+    "email_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("purpose", String(8), nullable=False),
+    Column(
+        "account_id",
+        Uuid(),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("email", String(254), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    Column("consumed_at", UtcDateTime(), nullable=True),
+    CheckConstraint("purpose IN ('verify', 'reset')", name="purpose_known"),
+)
+
+# The email queue. It holds no secrets: links are issued when an email is sent.
+outgoing_emails = Table(
+    "outgoing_emails",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("id", Uuid(), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("recipient", String(254), nullable=False),
+    # No foreign key: like the audit trail, the record outlives the account.
+    Column("account_id", Uuid(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(64), nullable=True),
+    Column("detail", JSON(), nullable=False),
+    CheckConstraint("status IN ('pending', 'sent', 'failed', 'cancelled')", name="status_known"),
+)
+Index("ix_outgoing_emails_due", outgoing_emails.c.status, outgoing_emails.c.next_attempt_at)
+Index(
+    "ix_outgoing_emails_account",
+    outgoing_emails.c.account_id,
+    outgoing_emails.c.kind,
+    outgoing_emails.c.created_at,
+)

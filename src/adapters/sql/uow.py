@@ -15,8 +15,10 @@ from adapters.sql.repositories import (
     SqlAccounts,
     SqlApiKeys,
     SqlAudit,
+    SqlEmailTokens,
     SqlLinks,
     SqlLinkTickets,
+    SqlOutgoingEmails,
     SqlPendingLogins,
     SqlSessions,
 )
@@ -33,6 +35,8 @@ class SqlUnitOfWork:
         self.sessions = SqlSessions(self._session)
         self.api_keys = SqlApiKeys(self._session)
         self.audit = SqlAudit(self._session)
+        self.email_tokens = SqlEmailTokens(self._session)
+        self.outgoing_emails = SqlOutgoingEmails(self._session)
 
     async def __aenter__(self) -> Self:
         return self

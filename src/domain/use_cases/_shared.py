@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeGuard, TypeVar
 
 from domain import errors
-from domain.model import AccountId, AuditEvent, AuditKind, DiscordUser, Link, Session
+from domain.model import (
+    Account,
+    AccountId,
+    AuditEvent,
+    AuditKind,
+    DiscordUser,
+    EmailKind,
+    Link,
+    OutgoingEmail,
+    Session,
+)
 from domain.policies import LINK_REFUSALS, LinkDecision, decide_link
 from domain.ports import TokenIssuer, UnitOfWork
 
@@ -54,7 +65,36 @@ async def apply_link(
     )
     await uow.links.add(link)
     await uow.audit.record(AuditEvent(AuditKind.LINKED, now, account_id, discord.id, {"via": via}))
+    account = await uow.accounts.get(account_id)
+    if account is not None and via != "signup":  # a brand-new account needs no alarm
+        await queue_notice(
+            uow, account, EmailKind.DISCORD_LINKED, now, discord_username=discord.username
+        )
     return LinkResult(link, created=True)
+
+
+async def queue_email(
+    uow: UnitOfWork,
+    kind: EmailKind,
+    *,
+    to: str,
+    account_id: AccountId | None,
+    now: datetime,
+    **detail: str,
+) -> OutgoingEmail:
+    """Queue an email in the caller's transaction: it goes out only if the change commits."""
+    email = OutgoingEmail(uuid.uuid4(), kind, to, account_id, now, now, detail=detail)
+    await uow.outgoing_emails.add(email)
+    return email
+
+
+async def queue_notice(
+    uow: UnitOfWork, account: Account, kind: EmailKind, now: datetime, **detail: str
+) -> None:
+    """A security notice, sent only to a verified address: an unverified one may belong to
+    someone else (a typo), who must not learn about the account."""
+    if account.email is not None and account.email_verified:
+        await queue_email(uow, kind, to=account.email, account_id=account.id, now=now, **detail)
 
 
 async def start_session(

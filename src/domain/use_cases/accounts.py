@@ -11,11 +11,18 @@ from domain.model import (
     AccountId,
     AuditEvent,
     AuditKind,
+    EmailKind,
     validate_email,
     validate_username,
 )
 from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._shared import SESSION_TTL, plausible_token, start_session
+from domain.use_cases._shared import (
+    SESSION_TTL,
+    plausible_token,
+    queue_email,
+    queue_notice,
+    start_session,
+)
 
 MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
 MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
@@ -66,6 +73,9 @@ class SignUp(_PasswordUseCase):
                     AuditEvent(
                         AuditKind.ACCOUNT_CREATED, now, account.id, None, {"via": "password"}
                     )
+                )
+                await queue_email(
+                    uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
                 token = await start_session(uow, self._tokens, account.id, now, self._session_ttl)
                 await uow.commit()
@@ -169,5 +179,6 @@ class SetPassword(_PasswordUseCase):
             )
             await uow.sessions.remove_for_account(account_id, keep=keep)
             await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account_id))
+            await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()
         return updated

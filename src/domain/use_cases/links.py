@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain import errors
-from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, Link
+from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, EmailKind, Link
 from domain.policies import unlink_refusal
 from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._shared import queue_notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,12 @@ async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> Lin
         raise refusal()
     if not await uow.links.remove(link):
         raise errors.NotLinked()  # removed concurrently
+    now = clock.now()
     await uow.audit.record(
-        AuditEvent(AuditKind.UNLINKED, clock.now(), link.account_id, link.discord_id, {"via": via})
+        AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
+    )
+    await queue_notice(
+        uow, account, EmailKind.DISCORD_UNLINKED, now, discord_username=link.discord_username
     )
     await uow.commit()
     return LinkedAccount(account, link)

@@ -19,6 +19,7 @@ from entrypoints.bot.bridge import register_services
 from entrypoints.bot.commands import loader
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container
+from entrypoints.email_worker import EmailWorker
 
 log = logging.getLogger("taskflow_link.bot")
 
@@ -213,6 +214,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     )
     runner = GatewayRunner(bot, asyncio.Event())
     started: dict[str, lightbulb.Client] = {}
+    email_worker = EmailWorker(container)  # sends the notices /unlink queues
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         started["client"] = await prepare_client(bot, container)
@@ -226,11 +228,13 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
             runner.failed = True
             await bot.close()
             return
+        email_worker.start()
         runner.ready.set()
         log.info("bot ready: serving /link, /unlink and /whoami over the gateway")
 
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
+        await email_worker.stop()
         if "client" in started:
             await started["client"].stop()
         if container.settings().storage == "sql":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,14 +22,17 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from litestar.types import Message, Scope
 
 from domain import errors
 from domain.model import Account
 from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container
+from entrypoints.email_worker import EmailWorker
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CookieJar
 from entrypoints.web.deps import Services
+from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
     domain_error_handler,
     http_error_handler,
@@ -40,7 +44,12 @@ from entrypoints.web.security import before_send_hook, security_headers
 
 HERE = Path(__file__).parent
 # Everything that tries credentials or starts an OAuth flow shares one budget per client.
-RATE_LIMITED = {("POST", "/signin"), ("POST", "/signup"), ("GET", "/auth/discord/login")}
+RATE_LIMITED = {
+    ("POST", "/signin"),
+    ("POST", "/signup"),
+    ("GET", "/auth/discord/login"),
+    ("POST", "/password/reset"),
+}
 log = logging.getLogger("taskflow_link.web")
 
 
@@ -78,23 +87,44 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
 
     # HTTP interactions are on when Discord's public key is configured (and then need the token).
     http_interactions = HttpInteractions(container) if settings.discord_public_key else None
+    # One email worker per running server (per event loop: tests may run two at once).
+    email_workers: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        email_workers[loop] = EmailWorker(container)
         try:
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
+            email_workers[loop].start()
             yield
         finally:
+            await email_workers.pop(loop).stop()
             if http_interactions is not None:
                 await http_interactions.close()
             if settings.storage == "sql":
                 await container.sql_db().dispose()
 
+    async def wake_email_worker(message: Message, scope: Scope) -> None:
+        # A form or command that changed something may have queued an email: send it now.
+        if message["type"] == "http.response.start" and scope.get("method") == "POST":
+            worker = email_workers.get(asyncio.get_running_loop())
+            if worker is not None:
+                worker.wake()
+
+    if settings.email_backend == "outbox":
+        log.warning(
+            "email backend is the outbox: emails are kept in this process, not delivered%s",
+            " (shown at /outbox)" if settings.email_outbox_page else "",
+        )
+
     return Litestar(
         route_handlers=[
             Pages,
+            EmailPages,
+            *([outbox_page] if settings.email_outbox_page else []),
             LinksApi,
             interactions,
             healthz,
@@ -119,7 +149,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         before_send=[
             before_send_hook(
                 security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
-            )
+            ),
+            wake_email_worker,
         ],
         exception_handlers={
             errors.DomainError: domain_error_handler,

@@ -27,6 +27,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.InvalidCredentials: 401,
     errors.UsernameTaken: 409,
     errors.EmailTaken: 409,
+    errors.TooManyRequests: 429,
     errors.DiscordDenied: 400,
     errors.DiscordUnavailable: 502,
     errors.Conflict: 409,
@@ -57,6 +58,8 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
     path = request.url.path
     if path.startswith("/link/") and isinstance(error, errors.SecretRefused):
         return "Run /link again in Discord to get a new link."
+    if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
+        return "Ask for a new link on the password reset page: /password/reset"
     if path.startswith("/auth/discord") and isinstance(
         error, errors.SecretRefused | errors.DiscordDenied | errors.DiscordUnavailable
     ):
@@ -104,6 +107,10 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     if _wants_json(request):
         return json_error(exc.code, exc.message, status)
     links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
+    if status != 401 and request.url.path.startswith(("/account", "/verify-email/")):
+        links = [("Go to your account", "/account")]
+    elif request.url.path.startswith("/password/reset"):
+        links = [("Ask for a new link", "/password/reset")]
     return message_page(
         TITLES.get(status, "That did not work"),
         exc.message,
@@ -152,6 +159,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 
 def redact_path(path: str) -> str:
     """Paths can carry secrets (``/link/<ticket>``); logs get them redacted."""
-    if path.startswith("/link/"):
-        return "/link/<ticket>"
+    for prefix in ("/link/", "/verify-email/", "/password/reset/"):
+        if path.startswith(prefix):
+            return f"{prefix}<token>"
     return path

@@ -14,6 +14,7 @@ from domain.model import Account, AuthPurpose
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.deps import CurrentAccount, Jar, Services
+from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import message_page, status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -23,7 +24,11 @@ NOTICES = {
     "already_linked": "This Discord account was already linked to yours.",
     "unlinked": "Discord is unlinked from your account.",
     "password": "Your password is saved. Other devices were signed out.",
-    "welcome": "Welcome to TaskFlow!",
+    "password_reset": "Your new password is saved. You are signed in here and signed out "
+    "everywhere else.",
+    "welcome": "Welcome to TaskFlow! We are emailing you a link to confirm your address.",
+    "verification_sent": "We are emailing you a new confirmation link.",
+    "email_changed": "Your email address is changed. We are emailing it a confirmation link.",
 }
 
 
@@ -114,10 +119,15 @@ class Pages(Controller):
         if account is None:
             return Redirect("/signin?next=/account")
         link = await container.link_of_account().execute(account.id)
+        email_status, email_resend = email_status_line(
+            await container.show_email_status().execute(account.id)
+        )
         return Template(
             "account.html",
             context={
                 "account": account,
+                "email_status": email_status,
+                "email_resend": email_resend,
                 "link": link,
                 "avatar_url": avatar_url(link.discord_id.value, link.discord_avatar)
                 if link

@@ -1,0 +1,102 @@
+"""The words of every email the service sends. Pure: a queued email in, a message out.
+
+Each email says why it was sent, what to do if it was not you, and (for one-time links)
+that the link works once and when it expires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.model import EmailKind, OutgoingEmail
+from domain.ports import EmailMessage
+
+VERIFY_PATH = "/verify-email/"
+RESET_PATH = "/password/reset/"
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeLink:
+    token: str
+    expires_at: datetime
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def compose(
+    email: OutgoingEmail, *, username: str, base_url: str, link: OneTimeLink | None
+) -> EmailMessage:
+    base = base_url.rstrip("/")
+    detail = email.detail
+    when = _when(email.created_at)
+    not_you = (
+        f"If this was not you, reset your password now at {base}/password/reset "
+        "and check the Discord account linked on your account page."
+    )
+    match email.kind:
+        case EmailKind.VERIFY_EMAIL:
+            assert link is not None  # noqa: S101 - DeliverEmails issues one for this kind
+            return EmailMessage(
+                email.to,
+                "Confirm your email address for TaskFlow",
+                f"Hi {username},\n\n"
+                f"Please confirm that {email.to} is your email address for TaskFlow:\n\n"
+                f"{base}{VERIFY_PATH}{link.token}\n\n"
+                f"The link works once and expires at {_when(link.expires_at)} (24 hours). "
+                "You can ask for a new one on your account page.\n\n"
+                "If you did not create a TaskFlow account, ignore this email.\n",
+            )
+        case EmailKind.RESET_PASSWORD:
+            assert link is not None  # noqa: S101
+            action = "reset" if detail.get("has_password") == "yes" else "set"
+            return EmailMessage(
+                email.to,
+                f"{action.capitalize()} your TaskFlow password",
+                f"Hi {username},\n\n"
+                f"Someone asked to {action} the password of the TaskFlow account {username}. "
+                "Choose a new password here:\n\n"
+                f"{base}{RESET_PATH}{link.token}\n\n"
+                f"The link works once and expires at {_when(link.expires_at)} (1 hour). "
+                "Saving a new password signs the account out everywhere else.\n\n"
+                "If you did not ask for this, ignore this email: nothing changes.\n",
+            )
+        case EmailKind.DISCORD_LINKED:
+            return EmailMessage(
+                email.to,
+                "A Discord account was linked to your TaskFlow account",
+                f"Hi {username},\n\n"
+                f"The Discord account @{detail.get('discord_username', '?')} was linked to your "
+                f"TaskFlow account {username} at {when}. It can now sign you in to TaskFlow.\n\n"
+                f"{not_you}\n",
+            )
+        case EmailKind.DISCORD_UNLINKED:
+            return EmailMessage(
+                email.to,
+                "A Discord account was unlinked from your TaskFlow account",
+                f"Hi {username},\n\n"
+                f"The Discord account @{detail.get('discord_username', '?')} was unlinked from "
+                f"your TaskFlow account {username} at {when}.\n\n{not_you}\n",
+            )
+        case EmailKind.PASSWORD_CHANGED:
+            return EmailMessage(
+                email.to,
+                "Your TaskFlow password was changed",
+                f"Hi {username},\n\n"
+                f"The password of your TaskFlow account {username} was changed at {when}. "
+                "Other devices were signed out.\n\n"
+                f"If this was not you, reset your password now at {base}/password/reset.\n",
+            )
+        case EmailKind.EMAIL_CHANGED:
+            return EmailMessage(
+                email.to,
+                "Your TaskFlow email address was changed",
+                f"Hi {username},\n\n"
+                f"The email address of your TaskFlow account {username} was changed from "
+                f"{email.to} to {detail.get('new_email', '?')} at {when}. "
+                "This address gets no more emails about the account.\n\n"
+                "If this was not you, contact TaskFlow support: someone may be using your "
+                "account.\n",
+            )

@@ -1,0 +1,471 @@
+"""Email: verification, password reset, changing the address, and delivering the queue.
+
+Use cases never send email themselves: they queue it in their own transaction (see
+``_shared.queue_email``), so a slow or broken mail server never blocks or breaks a request,
+and an email goes out exactly when its change committed. ``DeliverEmails`` sends the queue,
+retrying failures, and issues the one-time link of a verification or reset email at the
+moment it sends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from domain import errors
+from domain.emails import OneTimeLink, compose
+from domain.model import (
+    EMAIL_VERIFICATION_TTL,
+    PASSWORD_RESET_TTL,
+    Account,
+    AccountId,
+    AuditEvent,
+    AuditKind,
+    DeliveryStatus,
+    EmailKind,
+    EmailPurpose,
+    EmailToken,
+    OutgoingEmail,
+    normalize_email,
+    validate_email,
+)
+from domain.policies import SecretStatus, check_one_time_secret
+from domain.ports import (
+    Clock,
+    EmailSender,
+    PasswordHasher,
+    TokenIssuer,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from domain.use_cases._shared import SESSION_TTL, plausible_token, queue_email, start_session
+from domain.use_cases.accounts import SignedIn, validate_password
+
+# After a failed send, wait this long before each next try; then give up.
+RETRY_DELAYS = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# A sender that claimed an email and died lets it go after this long.
+CLAIM_LEASE = timedelta(minutes=2)
+# Asking for emailed links: at most one a minute and five an hour per account.
+RESEND_LIMITS = ((timedelta(minutes=1), 1), (timedelta(hours=1), 5))
+
+LINK_KINDS = {
+    EmailKind.VERIFY_EMAIL: (EmailPurpose.VERIFY, EMAIL_VERIFICATION_TTL),
+    EmailKind.RESET_PASSWORD: (EmailPurpose.RESET, PASSWORD_RESET_TTL),
+}
+
+_EXPIRED = {
+    EmailPurpose.VERIFY: "This link has expired: email confirmation links work for 24 hours. "
+    "Ask for a new one on your account page.",
+    EmailPurpose.RESET: "This link has expired: password reset links work for 1 hour. "
+    "Ask for a new one on the password reset page.",
+}
+_CONSUMED = {
+    EmailPurpose.VERIFY: "This link has already been used. Your account page shows whether "
+    "your email is confirmed.",
+    EmailPurpose.RESET: "This link has already been used. Ask for a new one on the password "
+    "reset page if you still need it.",
+}
+
+
+def _refusal(status: SecretStatus, purpose: EmailPurpose) -> errors.SecretRefused:
+    if status is SecretStatus.EXPIRED:
+        return errors.SecretExpired(_EXPIRED[purpose])
+    if status is SecretStatus.CONSUMED:
+        return errors.SecretConsumed(_CONSUMED[purpose])
+    return errors.SecretUnknown(
+        "This link is not valid. Copy the whole link from the email, or ask for a new one."
+    )
+
+
+def _same_address(account: Account, token: EmailToken) -> bool:
+    return normalize_email(account.email) == normalize_email(token.email)
+
+
+async def _within_limits(
+    uow: UnitOfWork, account_id: AccountId, kind: EmailKind, now: datetime
+) -> bool:
+    for window, allowed in RESEND_LIMITS:
+        if await uow.outgoing_emails.count_since(account_id, kind, now - window) >= allowed:
+            return False
+    return True
+
+
+# -- delivering the queue ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    sent: list[OutgoingEmail] = field(default_factory=list)
+    retrying: list[OutgoingEmail] = field(default_factory=list)
+    failed: list[OutgoingEmail] = field(default_factory=list)  # given up
+    cancelled: list[OutgoingEmail] = field(default_factory=list)
+
+
+class DeliverEmails:
+    """Send what is due in the queue. Safe to run in several processes at once."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        sender: EmailSender,
+        base_url: str,
+    ) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+        self._sender, self._base_url = sender, base_url
+
+    async def execute(self, limit: int = 20) -> DeliveryReport:
+        report = DeliveryReport()
+        async with self._uow() as uow:
+            due = await uow.outgoing_emails.due(self._clock.now(), limit)
+        for email in due:
+            await self._deliver(email, report)
+        return report
+
+    async def _deliver(self, email: OutgoingEmail, report: DeliveryReport) -> None:
+        now = self._clock.now()
+        link: OneTimeLink | None = None
+        digest: str | None = None
+        async with self._uow() as uow:
+            claimed = await uow.outgoing_emails.claim(email.id, now, now + CLAIM_LEASE)
+            if claimed is None:
+                return  # another sender has it
+            account = await uow.accounts.get(claimed.account_id) if claimed.account_id else None
+            if account is None or not _still_wanted(claimed, account):
+                cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
+                await uow.outgoing_emails.save(cancelled)
+                await uow.commit()
+                report.cancelled.append(cancelled)
+                return
+            if claimed.kind in LINK_KINDS:
+                purpose, ttl = LINK_KINDS[claimed.kind]
+                secret = self._tokens.issue()
+                digest = secret.digest
+                await uow.email_tokens.add(
+                    EmailToken(digest, purpose, account.id, claimed.to, now, now + ttl)
+                )
+                link = OneTimeLink(secret.token, now + ttl)
+            await uow.commit()  # the link works before the email can arrive
+        message = compose(claimed, username=account.username, base_url=self._base_url, link=link)
+        try:
+            await self._sender.send(message)
+        except errors.EmailNotSent as exc:
+            await self._failed(claimed, digest, exc, report)
+            return
+        sent = replace(
+            claimed, status=DeliveryStatus.SENT, attempts=claimed.attempts + 1, finished_at=now
+        )
+        async with self._uow() as uow:
+            await uow.outgoing_emails.save(sent)
+            await uow.commit()
+        report.sent.append(sent)
+
+    async def _failed(
+        self,
+        email: OutgoingEmail,
+        digest: str | None,
+        exc: errors.EmailNotSent,
+        report: DeliveryReport,
+    ) -> None:
+        now = self._clock.now()
+        attempts = email.attempts + 1
+        if attempts >= MAX_ATTEMPTS:
+            after = replace(
+                email,
+                status=DeliveryStatus.FAILED,
+                attempts=attempts,
+                finished_at=now,
+                last_error=exc.code,
+            )
+            report.failed.append(after)
+        else:
+            after = replace(
+                email,
+                attempts=attempts,
+                next_attempt_at=now + RETRY_DELAYS[attempts - 1],
+                last_error=exc.code,
+            )
+            report.retrying.append(after)
+        async with self._uow() as uow:
+            if digest is not None:
+                await uow.email_tokens.remove(digest)  # never delivered: nobody can use it
+            await uow.outgoing_emails.save(after)
+            await uow.commit()
+
+
+def _still_wanted(email: OutgoingEmail, account: Account) -> bool:
+    """Links go only to the account's current address; a confirmed one needs no confirming."""
+    current = normalize_email(account.email)
+    if email.kind is EmailKind.VERIFY_EMAIL:
+        return current == normalize_email(email.to) and not account.email_verified
+    if email.kind is EmailKind.RESET_PASSWORD:
+        return current == normalize_email(email.to)
+    return True  # notices go where they were addressed (an old address, for EMAIL_CHANGED)
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EmailLinkShown:
+    account: Account
+    token: EmailToken
+
+
+class ShowEmailLink:
+    """Look at an emailed link without using it (the page with the confirm button)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, token: str, purpose: EmailPurpose) -> EmailLinkShown:
+        if not plausible_token(token):
+            raise _refusal(SecretStatus.UNKNOWN, purpose)
+        async with self._uow() as uow:
+            found = await uow.email_tokens.get(self._tokens.digest(token))
+            if found is not None and found.purpose is not purpose:
+                found = None
+            account = await uow.accounts.get(found.account_id) if found else None
+        status = check_one_time_secret(
+            found=found is not None and account is not None,
+            consumed_by_someone_else=found is not None and found.consumed_at is not None,
+            expires_at=found.expires_at if found else None,
+            now=self._clock.now(),
+        )
+        if status is not SecretStatus.VALID or found is None or account is None:
+            raise _refusal(status, purpose)
+        if not _same_address(account, found):
+            raise errors.EmailLinkOutdated()
+        return EmailLinkShown(account, found)
+
+
+async def _consume_link(
+    uow: UnitOfWork, digest: str, purpose: EmailPurpose, now: datetime
+) -> tuple[EmailToken, Account]:
+    """Use the link once, in the caller's transaction (a refusal rolls it back)."""
+    token = await uow.email_tokens.consume(digest, purpose, now)
+    existing = None if token else await uow.email_tokens.get(digest)
+    if existing is not None and existing.purpose is not purpose:
+        existing = None
+    account = await uow.accounts.get(token.account_id) if token else None
+    status = check_one_time_secret(
+        found=(token is not None and account is not None) or existing is not None,
+        consumed_by_someone_else=token is None,
+        expires_at=token.expires_at if token else None,
+        now=now,
+    )
+    if status is not SecretStatus.VALID or token is None or account is None:
+        raise _refusal(status, purpose)
+    if not _same_address(account, token):
+        raise errors.EmailLinkOutdated()
+    return token, account
+
+
+class VerifyEmail:
+    """Follow the emailed link: the account's email is confirmed."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, token: str) -> Account:
+        if not plausible_token(token):
+            raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.VERIFY)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            _, account = await _consume_link(
+                uow, self._tokens.digest(token), EmailPurpose.VERIFY, now
+            )
+            verified = replace(account, email_verified=True)
+            await uow.accounts.update(verified)
+            await uow.audit.record(AuditEvent(AuditKind.EMAIL_VERIFIED, now, account.id))
+            await uow.commit()
+        return verified
+
+
+class ResendVerification:
+    """A signed-in person asks for a new confirmation email (rate limited)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, account_id: AccountId) -> str:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            account = await uow.accounts.get(account_id)
+            if account is None:
+                raise errors.NotSignedIn()
+            if account.email is None:
+                raise errors.InvalidInput("Your account has no email address. Add one first.")
+            if account.email_verified:
+                raise errors.InvalidInput("Your email address is already confirmed.")
+            if not await _within_limits(uow, account_id, EmailKind.VERIFY_EMAIL, now):
+                raise errors.TooManyRequests(
+                    "We sent you a confirmation email very recently. Check your inbox and spam "
+                    "folder, or ask again in a few minutes (one a minute, five an hour)."
+                )
+            await queue_email(
+                uow, EmailKind.VERIFY_EMAIL, to=account.email, account_id=account.id, now=now
+            )
+            await uow.commit()
+        return account.email
+
+
+@dataclass(frozen=True, slots=True)
+class EmailStatus:
+    """What the account page says about the address: the latest confirmation email."""
+
+    account: Account
+    latest_verification: OutgoingEmail | None
+
+
+class ShowEmailStatus:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def execute(self, account_id: AccountId) -> EmailStatus:
+        async with self._uow() as uow:
+            account = await uow.accounts.get(account_id)
+            if account is None:
+                raise errors.NotSignedIn()
+            latest = await uow.outgoing_emails.latest(account_id, EmailKind.VERIFY_EMAIL)
+        if latest is not None and normalize_email(latest.to) != normalize_email(account.email):
+            latest = None  # sent to a previous address
+        return EmailStatus(account, latest)
+
+
+class ChangeEmail:
+    """A new address starts unconfirmed; the old one (if confirmed) is told."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, passwords: PasswordHasher) -> None:
+        self._uow, self._clock, self._passwords = uow, clock, passwords
+
+    async def execute(
+        self, *, account_id: AccountId, new_email: str, current_password: str | None
+    ) -> Account:
+        address = validate_email(new_email)
+        async with self._uow() as uow:
+            account = await uow.accounts.get(account_id)
+        if account is None:
+            raise errors.NotSignedIn()
+        if normalize_email(account.email) == address:
+            raise errors.InvalidInput("That is already your email address.")
+        # The address receives password resets: changing it needs the password, when there is one.
+        if account.password_hash is not None and not (
+            current_password
+            and await self._passwords.verify(account.password_hash, current_password)
+        ):
+            raise errors.InvalidCredentials("Your current password is not right.")
+        now = self._clock.now()
+        async with self._uow() as uow:
+            fresh = await uow.accounts.get(account_id)
+            if fresh is None or fresh.email != account.email:
+                raise errors.Conflict("Your email changed meanwhile. Try again.")
+            if any(a.id != account_id for a in await uow.accounts.find_by_email(address)):
+                raise errors.EmailTaken("Another account uses this email address.")
+            updated = replace(fresh, email=address, email_verified=False)
+            await uow.accounts.update(updated)
+            for purpose in EmailPurpose:  # links sent to the old address stop working
+                await uow.email_tokens.consume_all(account_id, purpose, now)
+            await uow.audit.record(AuditEvent(AuditKind.EMAIL_CHANGED, now, account_id))
+            if fresh.email is not None and fresh.email_verified:
+                await queue_email(
+                    uow,
+                    EmailKind.EMAIL_CHANGED,
+                    to=fresh.email,
+                    account_id=account_id,
+                    now=now,
+                    new_email=address,
+                )
+            await queue_email(
+                uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account_id, now=now
+            )
+            await uow.commit()
+        return updated
+
+
+# -- password reset ---------------------------------------------------------------------------
+
+
+class RequestPasswordReset:
+    """Email a reset link to every account with this address. Says nothing either way:
+    the caller answers the same whether or not an account exists (no enumeration)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, email: str) -> None:
+        address = validate_email(email)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            for account in await uow.accounts.find_by_email(address):
+                if account.email is None or not await _within_limits(
+                    uow, account.id, EmailKind.RESET_PASSWORD, now
+                ):
+                    continue  # silently: a refusal would tell that the account exists
+                await queue_email(
+                    uow,
+                    EmailKind.RESET_PASSWORD,
+                    to=account.email,
+                    account_id=account.id,
+                    now=now,
+                    has_password="yes" if account.has_password else "no",
+                )
+                await uow.audit.record(
+                    AuditEvent(AuditKind.PASSWORD_RESET_REQUESTED, now, account.id)
+                )
+            await uow.commit()
+
+
+class ResetPassword:
+    """Use the emailed link once: new password, every session ends, this browser signs in.
+
+    The link proves the person reads the account's mailbox, so the address counts as
+    confirmed from then on.
+    """
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+        session_ttl: timedelta = SESSION_TTL,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+        self._session_ttl = session_ttl
+
+    async def execute(self, *, token: str, new_password: str) -> SignedIn:
+        if not plausible_token(token):
+            raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.RESET)
+        validate_password(new_password)
+        new_hash = await self._passwords.hash(new_password)  # slow: outside the transaction
+        now = self._clock.now()
+        async with self._uow() as uow:
+            _, account = await _consume_link(
+                uow, self._tokens.digest(token), EmailPurpose.RESET, now
+            )
+            updated = replace(account, password_hash=new_hash, email_verified=True)
+            await uow.accounts.update(updated)
+            await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
+            await uow.sessions.remove_for_account(account.id)
+            await uow.audit.record(
+                AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})
+            )
+            if account.email is not None:
+                await queue_email(
+                    uow,
+                    EmailKind.PASSWORD_CHANGED,
+                    to=account.email,
+                    account_id=account.id,
+                    now=now,
+                )
+            session = await start_session(uow, self._tokens, account.id, now, self._session_ttl)
+            await uow.commit()
+        return SignedIn(updated, session)

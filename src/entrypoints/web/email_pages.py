@@ -1,0 +1,194 @@
+"""Email pages: confirm an address, reset a password, change the address, and the demo's
+outbox. Emailed links open a page with a button; only the button's POST uses the link, so
+mail scanners that fetch links never spend them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+
+from adapters.email import OutboxEmailSender
+from domain import errors
+from domain.model import DeliveryStatus, EmailPurpose
+from domain.use_cases import EmailStatus
+from entrypoints.web.deps import CurrentAccount, Jar, Services
+from entrypoints.web.errors import message_page, status_for
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+RESET_SENT = (
+    "If a TaskFlow account uses {email}, we have sent it a link to choose a new password. "
+    "The link works for 1 hour. Nothing arrived after a few minutes? Check your spam folder, "
+    "check the address, or ask again."
+)
+
+
+def email_status_line(status: EmailStatus) -> tuple[str, bool]:
+    """What the account page says about the address, and whether it offers a new link."""
+    account, latest = status.account, status.latest_verification
+    if account.email is None:
+        return "You have no email address.", False
+    if account.email_verified:
+        return "Confirmed.", False
+    if latest is None or latest.status is DeliveryStatus.CANCELLED:
+        return "Not confirmed yet. Ask for a confirmation link.", True
+    if latest.status is DeliveryStatus.PENDING and latest.attempts == 0:
+        return "Not confirmed yet. We are sending you a confirmation link.", False
+    if latest.status is DeliveryStatus.PENDING:
+        return (
+            f"Not confirmed yet. We could not send the confirmation email so far "
+            f"({latest.attempts} attempt(s)); we keep trying.",
+            True,
+        )
+    if latest.status is DeliveryStatus.FAILED:
+        return (
+            "Not confirmed yet. We could not send the confirmation email to this address. "
+            "Check that it is right, then ask again.",
+            True,
+        )
+    sent = (latest.finished_at or latest.created_at).strftime("%H:%M UTC")
+    return (
+        f"Not confirmed yet. We sent a confirmation link at {sent}: check your inbox and spam "
+        "folder.",
+        True,
+    )
+
+
+class EmailPages(Controller):
+    include_in_schema = False
+
+    # -- confirming the address -----------------------------------------------------------------
+
+    @get("/verify-email/{token:str}")
+    async def verify_page(
+        self, token: str, account: CurrentAccount, container: Services
+    ) -> Template:
+        shown = await container.show_email_link().execute(token, EmailPurpose.VERIFY)
+        return Template(
+            "verify_email.html",
+            context={"email": shown.token.email, "token": token, "account": account},
+        )
+
+    @post("/verify-email/{token:str}", status_code=200)
+    async def verify(self, token: str, account: CurrentAccount, container: Services) -> Template:
+        verified = await container.verify_email().execute(token)
+        return message_page(
+            "Email confirmed",
+            f"{verified.email} is confirmed for the TaskFlow account {verified.username}.",
+            next_step="Sign in with Discord now links a Discord account with the same "
+            "confirmed email to this account.",
+            links=[("Go to your account", "/account")],
+            account=account,
+        )
+
+    @post("/account/email/verify", status_code=303)
+    async def resend(self, account: CurrentAccount, container: Services) -> Redirect:
+        if account is None:
+            return Redirect("/signin?next=/account")
+        await container.resend_verification().execute(account.id)
+        return Redirect("/account?notice=verification_sent")
+
+    @post("/account/email", status_code=303)
+    async def change_email(
+        self, account: CurrentAccount, container: Services, data: Form
+    ) -> Redirect:
+        if account is None:
+            return Redirect("/signin?next=/account")
+        await container.change_email().execute(
+            account_id=account.id,
+            new_email=data.get("email", ""),
+            current_password=data.get("current_password"),
+        )
+        return Redirect("/account?notice=email_changed")
+
+    # -- password reset -------------------------------------------------------------------------
+
+    @get("/password/reset")
+    async def reset_request_page(self, account: CurrentAccount) -> Template:
+        return Template("password_reset_request.html", context={"account": account})
+
+    @post("/password/reset", status_code=200)
+    async def reset_request(
+        self, account: CurrentAccount, container: Services, data: Form
+    ) -> Template:
+        email = data.get("email", "")
+        try:
+            await container.request_password_reset().execute(email)
+        except errors.InvalidInput as exc:
+            return Template(
+                "password_reset_request.html",
+                context={"account": account, "email": email, "error": exc.message},
+                status_code=status_for(exc),
+            )
+        # The same answer whether or not an account uses the address.
+        return message_page(
+            "Check your email",
+            RESET_SENT.format(email=email.strip()),
+            links=[("Back to sign in", "/signin")],
+            account=account,
+        )
+
+    @get("/password/reset/{token:str}")
+    async def reset_page(
+        self, token: str, account: CurrentAccount, container: Services
+    ) -> Template:
+        shown = await container.show_email_link().execute(token, EmailPurpose.RESET)
+        return Template(
+            "password_reset.html",
+            context={"target": shown.account, "token": token, "account": account},
+        )
+
+    @post("/password/reset/{token:str}", status_code=303)
+    async def reset(
+        self,
+        request: Request[Any, Any, Any],
+        token: str,
+        container: Services,
+        jar: Jar,
+        data: Form,
+    ) -> Template | Redirect:
+        try:
+            signed_in = await container.reset_password().execute(
+                token=token, new_password=data.get("new_password", "")
+            )
+        except errors.WeakPassword as exc:
+            shown = await container.show_email_link().execute(token, EmailPurpose.RESET)
+            return Template(
+                "password_reset.html",
+                context={"target": shown.account, "token": token, "error": exc.message},
+                status_code=status_for(exc),
+            )
+        await jar.end_session(request, container)
+        return Redirect(
+            "/account?notice=password_reset", cookies=[jar.session(signed_in.session_token)]
+        )
+
+
+_URL = re.compile(r"(https?://[^\s<>\"]+)")
+
+
+def _linkified(text: str) -> list[tuple[str, bool]]:
+    """Text split into (piece, is_url) so the template can escape text and link URLs."""
+    return [(piece, i % 2 == 1) for i, piece in enumerate(_URL.split(text)) if piece]
+
+
+@get("/outbox", include_in_schema=False)
+async def outbox_page(account: CurrentAccount, container: Services) -> Template:
+    """The development outbox: every email the service "sent", newest first."""
+    sender = container.email_sender()
+    assert isinstance(sender, OutboxEmailSender)  # noqa: S101 - mounted only with the outbox
+    messages = [
+        {
+            "to": sent.message.to,
+            "subject": sent.message.subject,
+            "at": sent.sent_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "parts": _linkified(sent.message.text),
+        }
+        for sent in reversed(sender.messages())
+    ]
+    return Template("outbox.html", context={"messages": messages, "account": account})

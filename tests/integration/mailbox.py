@@ -1,0 +1,74 @@
+"""A real SMTP server in the test process (aiosmtpd) and the mailbox it delivers into."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.servers import free_port
+
+
+@dataclass
+class Mailbox:
+    received: list[tuple[str, list[str], Message]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for _, rcpts, m in self.received if address.lower() in (r.lower() for r in rcpts)]
+
+    async def wait_for(self, address: str, count: int = 1) -> Message:
+        """The ``count``-th message to ``address``, once the service has sent it (10 s)."""
+        for _ in range(500):
+            messages = self.to(address)
+            if len(messages) >= count:
+                return messages[count - 1]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no message #{count} to {address}; got {len(self.to(address))}")
+
+
+def body(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode()
+
+
+def link_path(message: Message, prefix: str) -> str:
+    """The path of the one link to ``prefix`` in the message."""
+    found = re.findall(r"https?://[^/\s]+(" + re.escape(prefix) + r"[A-Za-z0-9_-]+)", body(message))
+    assert len(found) == 1, body(message)
+    return str(found[0])
+
+
+def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret")
+    return AuthResult(success=ok)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_authenticator,
+        auth_require_tls=False,  # a local test server without certificates
+    )
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()

@@ -1,0 +1,391 @@
+"""Email flows on the in-memory adapters: what is queued, what the outbox receives (recipient,
+exactly one link, its expiry), and what following the links does."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose
+from domain.ports import EmailMessage
+from domain.use_cases.email import MAX_ATTEMPTS, RETRY_DELAYS
+from tests.harness import PASSWORD, Harness
+
+NEW_PASSWORD = "a brand new passphrase"
+
+
+def _expiry_line(message: EmailMessage) -> str:
+    return next(line for line in message.text.splitlines() if "expires at" in line)
+
+
+class FailingSender:
+    """An SMTP server that is down for the first ``failures`` sends (the port's contract:
+    ``EmailNotSent``); then it delivers to the harness's outbox."""
+
+    def __init__(self, h: Harness, failures: int) -> None:
+        self.outbox, self.failures, self.calls = h.outbox, failures, 0
+
+    async def send(self, message: EmailMessage) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise errors.EmailNotSent()
+        await self.outbox.send(message)
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+async def test_sign_up_emails_one_confirmation_link_that_works_once(h: Harness) -> None:
+    signed_up = await h.sign_up("alice", "Alice@Example.com")
+    assert h.emails_to("alice@example.com") == []  # queued, not sent inside the request
+
+    report = await h.deliver()
+    assert len(report.sent) == 1
+    [message] = h.emails_to("alice@example.com")
+    assert message.to == "alice@example.com"
+    assert "Confirm your email" in message.subject
+    token = h.link_token(message, "/verify-email/")
+    assert message.text.count("http") == 1  # one link, nothing else to click
+    assert (h.clock.now() + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M UTC") in _expiry_line(
+        message
+    )
+
+    verified = await h.container.verify_email().execute(token)
+    assert verified.email_verified
+    assert (await h.account(signed_up.account.id)).email_verified
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.verify_email().execute(token)
+
+
+async def test_a_confirmation_link_expires_after_24_hours(h: Harness) -> None:
+    await h.sign_up("bob", "bob@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("bob@example.com"), "/verify-email/")
+    h.clock.advance(timedelta(hours=24))
+    with pytest.raises(errors.SecretExpired, match="24 hours"):
+        await h.container.verify_email().execute(token)
+    with pytest.raises(errors.SecretExpired):  # the refusal did not spend it either
+        await h.container.show_email_link().execute(token, EmailPurpose.VERIFY)
+
+
+async def test_a_reset_link_cannot_confirm_an_email_and_is_not_spent_by_trying(h: Harness) -> None:
+    await h.sign_up("carol", "carol@example.com")
+    await h.container.request_password_reset().execute("carol@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("carol@example.com"), "/password/reset/")
+    with pytest.raises(errors.SecretUnknown):
+        await h.container.verify_email().execute(reset)
+    await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+
+
+async def test_asking_for_a_new_confirmation_link_is_rate_limited(h: Harness) -> None:
+    signed_up = await h.sign_up("dan", "dan@example.com")  # the first email
+    resend = h.container.resend_verification
+    with pytest.raises(errors.TooManyRequests, match="one a minute"):
+        await resend().execute(signed_up.account.id)
+    for _ in range(4):
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        assert await resend().execute(signed_up.account.id) == "dan@example.com"
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    with pytest.raises(errors.TooManyRequests):  # five an hour
+        await resend().execute(signed_up.account.id)
+    h.clock.advance(timedelta(hours=1))
+    await resend().execute(signed_up.account.id)
+
+    await h.deliver()
+    tokens = [h.link_token(m, "/verify-email/") for m in h.emails_to("dan@example.com")]
+    assert len(set(tokens)) == 6
+    await h.container.verify_email().execute(tokens[0])  # any unexpired one works
+    with pytest.raises(errors.InvalidInput, match="already confirmed"):
+        await resend().execute(signed_up.account.id)
+
+
+async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_working(
+    h: Harness,
+) -> None:
+    signed_up = await h.sign_up("erin", "erin@example.com", verified=True)
+    await h.container.request_password_reset().execute("erin@example.com")
+    await h.deliver()
+    old_reset = h.link_token(h.last_email("erin@example.com"), "/password/reset/")
+
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.change_email().execute(
+            account_id=signed_up.account.id, new_email="erin@new.example", current_password="x"
+        )
+    changed = await h.container.change_email().execute(
+        account_id=signed_up.account.id,
+        new_email="Erin@New.Example",
+        current_password=PASSWORD,
+    )
+    assert (changed.email, changed.email_verified) == ("erin@new.example", False)
+    with pytest.raises(errors.SecretRefused):
+        await h.container.reset_password().execute(token=old_reset, new_password=NEW_PASSWORD)
+
+    await h.deliver()
+    notice = h.last_email("erin@example.com")  # the old, confirmed address is told
+    assert notice.subject == "Your TaskFlow email address was changed"
+    assert "erin@new.example" in notice.text
+    assert "http" not in notice.text.replace(h.container.public_base_url(), "")
+    confirm = h.link_token(h.last_email("erin@new.example"), "/verify-email/")
+    assert (await h.container.verify_email().execute(confirm)).email_verified
+
+
+async def test_an_email_taken_by_another_account_cannot_be_chosen(h: Harness) -> None:
+    await h.sign_up("fay", "fay@example.com")
+    other = await h.sign_up("gus", "gus@example.com")
+    with pytest.raises(errors.EmailTaken):
+        await h.container.change_email().execute(
+            account_id=other.account.id, new_email="FAY@example.com", current_password=PASSWORD
+        )
+
+
+async def test_a_confirmation_link_for_a_previous_address_is_refused(h: Harness) -> None:
+    signed_up = await h.sign_up("hal", "hal@example.com")
+    await h.deliver()
+    old_link = h.link_token(h.last_email("hal@example.com"), "/verify-email/")
+    await h.container.change_email().execute(
+        account_id=signed_up.account.id, new_email="hal@new.example", current_password=PASSWORD
+    )
+    with pytest.raises(errors.SecretRefused):
+        await h.container.verify_email().execute(old_link)
+    assert not (await h.account(signed_up.account.id)).email_verified
+
+
+async def test_a_queued_confirmation_for_a_replaced_address_is_cancelled(h: Harness) -> None:
+    signed_up = await h.sign_up("ida", "ida@example.com")
+    await h.container.change_email().execute(
+        account_id=signed_up.account.id, new_email="ida@new.example", current_password=PASSWORD
+    )
+    report = await h.deliver()
+    assert [e.to for e in report.cancelled] == ["ida@example.com"]
+    assert h.emails_to("ida@example.com") == []
+    assert len(h.emails_to("ida@new.example")) == 1
+
+
+# -- Discord-created accounts -------------------------------------------------------------------
+
+
+async def test_discord_created_accounts_confirm_only_what_discord_verified(h: Harness) -> None:
+    trusted = await h.discord_login(h.discord_user(9001, email="t@example.com", verified=True))
+    doubtful = await h.discord_login(h.discord_user(9002, email="d@example.com", verified=False))
+    assert (await h.account(trusted.account_id)).email_verified
+    assert not (await h.account(doubtful.account_id)).email_verified
+    await h.container.resend_verification().execute(doubtful.account_id)
+    await h.deliver()
+    token = h.link_token(h.last_email("d@example.com"), "/verify-email/")
+    assert (await h.container.verify_email().execute(token)).email_verified
+
+
+# -- password reset ---------------------------------------------------------------------------
+
+
+async def test_reset_request_reveals_nothing_and_only_emails_the_owner(h: Harness) -> None:
+    await h.sign_up("jo", "jo@example.com")
+    await h.deliver()
+    before = len(h.outbox.messages())
+    assert await h.container.request_password_reset().execute("nobody@example.com") is None
+    assert await h.container.request_password_reset().execute("JO@example.com") is None
+    await h.deliver()
+    assert len(h.outbox.messages()) == before + 1
+    message = h.last_email("jo@example.com")
+    assert message.subject == "Reset your TaskFlow password"
+    h.link_token(message, "/password/reset/")
+    assert (h.clock.now() + timedelta(hours=1)).strftime("%H:%M UTC") in _expiry_line(message)
+    with pytest.raises(errors.InvalidInput):
+        await h.container.request_password_reset().execute("not an address")
+
+
+async def test_reset_sets_the_password_ends_other_sessions_and_works_once(h: Harness) -> None:
+    signed_up = await h.sign_up("kim", "kim@example.com")
+    other_device = await h.container.sign_in().execute(login="kim", password=PASSWORD)
+    await h.container.request_password_reset().execute("kim@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("kim@example.com"), "/password/reset/")
+
+    shown = await h.container.show_email_link().execute(token, EmailPurpose.RESET)
+    assert shown.account.username == "kim"
+    with pytest.raises(errors.WeakPassword):
+        await h.container.reset_password().execute(token=token, new_password="short")
+    signed_in = await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+
+    current = h.container.current_account()
+    assert await current.execute(signed_up.session_token) is None
+    assert await current.execute(other_device.session_token) is None
+    here = await current.execute(signed_in.session_token)
+    assert here is not None
+    assert here.email_verified  # the link proved the mailbox
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.sign_in().execute(login="kim", password=PASSWORD)
+    await h.container.sign_in().execute(login="kim", password=NEW_PASSWORD)
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.reset_password().execute(token=token, new_password="another one!")
+
+    await h.deliver()
+    assert h.last_email("kim@example.com").subject == "Your TaskFlow password was changed"
+
+
+async def test_a_reset_link_expires_after_an_hour(h: Harness) -> None:
+    await h.sign_up("lee", "lee@example.com")
+    await h.container.request_password_reset().execute("lee@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("lee@example.com"), "/password/reset/")
+    h.clock.advance(timedelta(hours=1))
+    with pytest.raises(errors.SecretExpired, match="1 hour"):
+        await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    await h.container.sign_in().execute(login="lee", password=PASSWORD)
+
+
+async def test_using_one_reset_link_spends_the_older_ones(h: Harness) -> None:
+    await h.sign_up("max", "max@example.com")
+    await h.container.request_password_reset().execute("max@example.com")
+    h.clock.advance(timedelta(minutes=2))
+    await h.container.request_password_reset().execute("max@example.com")
+    await h.deliver()
+    first, second = [
+        h.link_token(m, "/password/reset/")
+        for m in h.emails_to("max@example.com")
+        if "/password/reset/" in m.text
+    ]
+    await h.container.reset_password().execute(token=second, new_password=NEW_PASSWORD)
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.reset_password().execute(token=first, new_password="yet another one")
+
+
+async def test_reset_requests_are_silently_limited(h: Harness) -> None:
+    await h.sign_up("ned", "ned@example.com")
+    for _ in range(3):
+        await h.container.request_password_reset().execute("ned@example.com")
+    await h.deliver()
+    resets = [m for m in h.emails_to("ned@example.com") if "/password/reset/" in m.text]
+    assert len(resets) == 1
+
+
+async def test_a_discord_created_account_sets_its_first_password_by_reset(h: Harness) -> None:
+    created = await h.discord_login(h.discord_user(9100, username="olga", email="o@example.com"))
+    assert not (await h.account(created.account_id)).has_password
+    await h.container.request_password_reset().execute("o@example.com")
+    await h.deliver()
+    message = h.last_email("o@example.com")
+    assert message.subject == "Set your TaskFlow password"
+    token = h.link_token(message, "/password/reset/")
+    await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    assert (await h.account(created.account_id)).has_password
+    await h.container.sign_in().execute(login="o@example.com", password=NEW_PASSWORD)
+    # Discord still signs in too: the link was not touched.
+    again = await h.discord_login(h.discord_user(9100))
+    assert again.account_id == created.account_id
+
+
+# -- security notices -------------------------------------------------------------------------
+
+
+async def test_linking_unlinking_and_password_changes_send_notices(h: Harness) -> None:
+    signed_up = await h.sign_up("pia", "pia@example.com", verified=True)
+    profile = h.discord_user(9200, username="pia_d")
+    await h.discord_link(signed_up.account.id, profile)
+    await h.container.unlink_discord().execute(DiscordId(9200))
+    await h.container.set_password().execute(
+        account_id=signed_up.account.id,
+        new_password=NEW_PASSWORD,
+        current_password=PASSWORD,
+        keep_session_token=signed_up.session_token,
+    )
+    await h.deliver()
+    subjects = [m.subject for m in h.emails_to("pia@example.com")][1:]  # after the confirmation
+    assert subjects == [
+        "A Discord account was linked to your TaskFlow account",
+        "A Discord account was unlinked from your TaskFlow account",
+        "Your TaskFlow password was changed",
+    ]
+    assert "@pia_d" in h.emails_to("pia@example.com")[1].text
+
+
+async def test_linking_by_ticket_and_by_verified_email_send_notices(h: Harness) -> None:
+    by_ticket = await h.sign_up("quin", "quin@example.com", verified=True)
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(9300).user)
+    await h.container.redeem_link_ticket().execute(issued.token, by_ticket.account.id)  # type: ignore[union-attr]
+    await h.sign_up("rae", "rae@example.com", verified=True)
+    await h.discord_login(h.discord_user(9301, email="rae@example.com"))
+    await h.deliver()
+    for address in ("quin@example.com", "rae@example.com"):
+        assert h.last_email(address).subject.startswith("A Discord account was linked")
+
+
+async def test_no_notices_to_an_unconfirmed_address_or_for_a_new_discord_account(
+    h: Harness,
+) -> None:
+    unconfirmed = await h.sign_up("sam", "sam@example.com")
+    await h.discord_link(unconfirmed.account.id, h.discord_user(9400))
+    await h.discord_login(h.discord_user(9401, email="new@example.com"))
+    await h.deliver()
+    assert [m.subject for m in h.emails_to("sam@example.com")] == [
+        "Confirm your email address for TaskFlow"
+    ]
+    assert h.emails_to("new@example.com") == []
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+
+async def test_a_failed_send_is_retried_later_and_its_link_never_works(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    sender = FailingSender(h, failures=1)
+    h.container.email_sender.override(sender)
+    signed_up = await h.sign_up("tia", "tia@example.com")  # the request itself succeeds
+
+    report = await h.deliver()
+    [retrying] = report.retrying
+    assert (retrying.attempts, retrying.last_error) == (1, "email_not_sent")
+    assert retrying.next_attempt_at == h.clock.now() + RETRY_DELAYS[0]
+    assert db.tables.email_tokens == {}  # the undelivered link's token is gone
+    status = await h.container.show_email_status().execute(signed_up.account.id)
+    assert status.latest_verification is not None
+    assert status.latest_verification.attempts == 1
+
+    assert (await h.deliver()).sent == []  # not due yet
+    h.clock.advance(RETRY_DELAYS[0])
+    assert len((await h.deliver()).sent) == 1
+    token = h.link_token(h.last_email("tia@example.com"), "/verify-email/")
+    assert (await h.container.verify_email().execute(token)).email_verified
+
+
+async def test_delivery_gives_up_after_the_last_retry(h: Harness) -> None:
+    h.container.email_sender.override(FailingSender(h, failures=100))
+    signed_up = await h.sign_up("uma", "uma@example.com")
+    for delay in (timedelta(0), *RETRY_DELAYS):
+        h.clock.advance(delay)
+        await h.deliver()
+    status = await h.container.show_email_status().execute(signed_up.account.id)
+    assert status.latest_verification is not None
+    assert status.latest_verification.status is DeliveryStatus.FAILED
+    assert status.latest_verification.attempts == MAX_ATTEMPTS
+    h.clock.advance(timedelta(days=1))
+    assert (await h.deliver()).failed == []  # nothing more is tried
+    # The person can ask again once the address is right.
+    await h.container.resend_verification().execute(signed_up.account.id)
+
+
+async def test_concurrent_deliveries_send_each_email_once(h: Harness) -> None:
+    for name in ("vic", "wes", "xia"):
+        await h.sign_up(name, f"{name}@example.com")
+    reports = await asyncio.gather(*(h.deliver() for _ in range(4)))
+    assert sum(len(r.sent) for r in reports) == 3
+    assert len(h.outbox.messages()) == 3
+
+
+async def test_the_queue_records_what_was_sent(h: Harness) -> None:
+    signed_up = await h.sign_up("yan", "yan@example.com")
+    await h.deliver()
+    async with h.uow() as uow:
+        sent = await uow.outgoing_emails.latest(signed_up.account.id, EmailKind.VERIFY_EMAIL)
+    assert sent is not None
+    assert (sent.status, sent.attempts, sent.finished_at) == (
+        DeliveryStatus.SENT,
+        1,
+        h.clock.now(),
+    )

@@ -1,0 +1,202 @@
+"""The email pages through Litestar's test client, on in-memory adapters and the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain import errors
+from domain.ports import EmailMessage
+from entrypoints.container import build_container
+from entrypoints.settings import SettingsError, load_settings
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, TEST_SECRET_KEY, Harness, make_settings
+from tests.web_support import csrf_token, post_form
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+NEW_PASSWORD = "a brand new passphrase"
+
+
+@pytest.fixture
+def hx() -> Harness:
+    """A harness whose app shows the outbox page, like the demo."""
+    return Harness.build(build_container(make_settings(email_outbox_page=True)))
+
+
+@pytest.fixture
+async def client(hx: Harness) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(hx.container)) as test_client:
+        yield test_client
+
+
+async def _sign_up(client: Client, name: str) -> None:
+    data = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+    answer = await post_form(client, "/signup", "/signup", data)
+    assert answer.status_code == 200, answer.text
+
+
+async def _email(hx: Harness, address: str, count: int = 1) -> EmailMessage:
+    """Wait for the app's own email worker to send the ``count``-th email to ``address``."""
+    for _ in range(200):
+        emails = hx.emails_to(address)
+        if len(emails) >= count:
+            return emails[count - 1]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no email #{count} to {address}")
+
+
+def _status(page: str) -> str:
+    found = re.search(r'id="email-status"[^>]*>([^<]*)<', page)
+    assert found, page
+    return found.group(1)
+
+
+async def test_sign_up_sends_the_confirmation_at_once_and_the_link_page_confirms(
+    client: Client, hx: Harness
+) -> None:
+    await _sign_up(client, "alice")
+    message = await _email(hx, "alice@example.com")  # the worker was woken by the form
+    token = hx.link_token(message, "/verify-email/")
+    account_page = (await client.get("/account")).text
+    assert "We sent a confirmation link at" in _status(account_page)
+    assert 'action="/account/email/verify"' in account_page
+
+    shown = await client.get(f"/verify-email/{token}")  # a mail scanner's GET spends nothing
+    assert shown.status_code == 200
+    assert "alice@example.com" in shown.text
+    again = await client.get(f"/verify-email/{token}")
+    confirmed = await client.post(
+        f"/verify-email/{token}", data={"_csrf_token": csrf_token(again.text)}
+    )
+    assert confirmed.status_code == 200
+    assert "Email confirmed" in confirmed.text
+    assert _status((await client.get("/account")).text) == "Confirmed."
+
+    reused = await post_form(client, "/account", f"/verify-email/{token}", {})
+    assert reused.status_code == 410
+    assert "already been used" in reused.text
+
+
+async def test_confirmation_links_need_the_csrf_token_and_junk_links_get_404(
+    client: Client, hx: Harness
+) -> None:
+    await _sign_up(client, "bea")
+    token = hx.link_token(await _email(hx, "bea@example.com"), "/verify-email/")
+    assert (await client.post(f"/verify-email/{token}")).status_code == 403
+    junk = await client.get("/verify-email/not-a-real-token-at-all")
+    assert junk.status_code == 404
+    assert "ask for a new one" in junk.text
+
+
+async def test_asking_again_too_soon_is_a_clear_429(client: Client, hx: Harness) -> None:
+    await _sign_up(client, "cy")
+    await _email(hx, "cy@example.com")
+    hx.clock.advance(timedelta(minutes=2))
+    sent = await post_form(client, "/account", "/account/email/verify", {})
+    assert sent.status_code == 200
+    assert "new confirmation link" in sent.text
+    refused = await post_form(client, "/account", "/account/email/verify", {})
+    assert refused.status_code == 429
+    assert "one a minute" in refused.text
+    assert 'href="/account"' in refused.text
+
+
+async def test_a_failed_send_is_shown_on_the_account_page(client: Client, hx: Harness) -> None:
+    class DownSender:
+        async def send(self, message: EmailMessage) -> None:
+            raise errors.EmailNotSent()
+
+    hx.container.email_sender.override(DownSender())
+    await _sign_up(client, "dee")  # sign-up works although the mail server is down
+    for _ in range(200):
+        status = _status((await client.get("/account")).text)
+        if "could not send" in status:
+            break
+        await asyncio.sleep(0.01)
+    assert "We could not send the confirmation email so far (1 attempt(s))" in status
+
+
+async def test_password_reset_pages_answer_the_same_for_unknown_addresses(
+    client: Client, hx: Harness
+) -> None:
+    await _sign_up(client, "eve")
+    await client.post("/signout", data={"_csrf_token": csrf_token((await client.get("/")).text)})
+    known = await post_form(
+        client, "/password/reset", "/password/reset", {"email": "eve@example.com"}
+    )
+    unknown = await post_form(
+        client, "/password/reset", "/password/reset", {"email": "zed@example.com"}
+    )
+    assert known.status_code == unknown.status_code == 200
+    assert known.text.replace("eve@example.com", "X") == unknown.text.replace(
+        "zed@example.com", "X"
+    )
+    bad = await post_form(client, "/password/reset", "/password/reset", {"email": "nope"})
+    assert bad.status_code == 400
+    assert "email address like" in bad.text
+
+    token = hx.link_token(await _email(hx, "eve@example.com", 2), "/password/reset/")
+    page = await client.get(f"/password/reset/{token}")
+    assert "eve" in page.text
+    short = await client.post(
+        f"/password/reset/{token}",
+        data={"new_password": "short", "_csrf_token": csrf_token(page.text)},
+    )
+    assert short.status_code == 400
+    assert "at least 8" in short.text
+    done = await client.post(
+        f"/password/reset/{token}",
+        data={"new_password": NEW_PASSWORD, "_csrf_token": csrf_token(page.text)},
+    )
+    assert done.status_code == 200  # followed to the account page, signed in
+    assert "Your new password is saved" in done.text
+    assert _status(done.text) == "Confirmed."  # the link proved the mailbox
+
+
+async def test_changing_the_email_from_the_account_page(client: Client, hx: Harness) -> None:
+    await _sign_up(client, "fin")
+    wrong = await post_form(
+        client,
+        "/account",
+        "/account/email",
+        {"email": "fin@new.example", "current_password": "not it"},
+    )
+    assert wrong.status_code == 401
+    changed = await post_form(
+        client,
+        "/account",
+        "/account/email",
+        {"email": "fin@new.example", "current_password": PASSWORD},
+    )
+    assert changed.status_code == 200
+    assert "Your email address is changed" in changed.text
+    assert "fin@new.example" in changed.text
+    hx.link_token(await _email(hx, "fin@new.example"), "/verify-email/")
+
+
+async def test_the_outbox_page_shows_the_emails_with_clickable_links(
+    client: Client, hx: Harness
+) -> None:
+    await _sign_up(client, "gil")
+    token = hx.link_token(await _email(hx, "gil@example.com"), "/verify-email/")
+    page = await client.get("/outbox")
+    assert page.status_code == 200
+    assert "gil@example.com" in page.text
+    assert f'<a href="http://127.0.0.1:8000/verify-email/{token}">' in page.text
+
+
+async def test_the_outbox_page_exists_only_when_configured(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container)) as plain:
+        assert (await plain.get("/outbox")).status_code == 404
+    with pytest.raises(SettingsError, match="EMAIL_OUTBOX_PAGE"):
+        load_settings(
+            secret_key=TEST_SECRET_KEY,
+            email_backend="smtp",
+            email_outbox_page=True,
+            _env_file=None,
+        )
