@@ -87,7 +87,7 @@ class Harness:
         assert account.email is not None
         await self.deliver()
         token = self.link_token(self.last_email(account.email), "/verify-email/")
-        await self.container.verify_email().execute(token)
+        await self.container.verify_email().execute(token, account_id)
 
     # -- email -----------------------------------------------------------------------------------
 

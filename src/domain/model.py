@@ -15,6 +15,8 @@ ONE_TIME_SECRET_TTL = timedelta(minutes=10)
 EMAIL_VERIFICATION_TTL = timedelta(hours=24)
 PASSWORD_RESET_TTL = timedelta(hours=1)
 USERNAME_MAX = 32
+# Characters that would let an address smuggle more recipients or headers into an email.
+_NOT_IN_EMAIL = frozenset('<>,;:"()[]\\\x7f')
 _USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,32}$")
 
 
@@ -100,7 +102,7 @@ def validate_email(email: str) -> str:
         or normalized.count("@") != 1
         or normalized.startswith("@")
         or normalized.endswith("@")
-        or any(ch.isspace() for ch in normalized)
+        or any(ch.isspace() or ord(ch) < 32 or ch in _NOT_IN_EMAIL for ch in normalized)
     ):
         raise InvalidInput("Enter an email address like name@example.com.")
     return normalized

@@ -40,6 +40,11 @@ class AccountRepository(Protocol):
 
     async def get(self, account_id: AccountId) -> Account | None: ...
 
+    async def lock(self, account_id: AccountId) -> Account | None:
+        """Read and hold the account until the transaction ends (``SELECT … FOR UPDATE``), so
+        a read-modify-write cannot overwrite a concurrent change. Lock the account before
+        anything else the transaction touches (one order, no deadlocks)."""
+
     async def get_by_username(self, username: str) -> Account | None: ...
 
     async def find_by_email(self, email: str) -> Sequence[Account]:

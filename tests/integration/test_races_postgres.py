@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -117,3 +118,27 @@ async def test_linking_20_accounts_to_one_discord_id_at_once_has_one_winner(
     assert len(wins) == 1
     assert all(isinstance(e, errors.DiscordLinkedElsewhere) for e in losses), losses
     assert await _count(pg_db, user_links) == 1
+
+
+async def test_a_locked_account_waits_for_the_lock_holder(h: Harness) -> None:
+    """``accounts.lock`` is what keeps a confirmation, a reset, a password change and an email
+    change from overwriting each other's read-modify-write: a second locker waits."""
+    person = (await h.sign_up("locky", "locky@example.com")).account
+    order: list[str] = []
+
+    async def second() -> None:
+        async with h.uow() as uow:
+            account = await uow.accounts.lock(person.id)
+            order.append(f"second saw {account.email if account else None}")
+
+    async with h.uow() as first:
+        locked = await first.accounts.lock(person.id)
+        assert locked is not None
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.5)
+        assert order == []  # still waiting for the first transaction
+        await first.accounts.update(replace(locked, email="changed@example.com"))
+        await first.commit()
+        order.append("first committed")
+    await asyncio.wait_for(waiting, timeout=10)
+    assert order == ["first committed", "second saw changed@example.com"]

@@ -54,31 +54,33 @@ async def test_sign_up_emails_one_confirmation_link_that_works_once(h: Harness) 
         message
     )
 
-    verified = await h.container.verify_email().execute(token)
+    with pytest.raises(errors.NotSignedIn):  # only the account's owner confirms it
+        await h.container.verify_email().execute(token, None)
+    verified = await h.container.verify_email().execute(token, signed_up.account.id)
     assert verified.email_verified
     assert (await h.account(signed_up.account.id)).email_verified
     with pytest.raises(errors.SecretConsumed):
-        await h.container.verify_email().execute(token)
+        await h.container.verify_email().execute(token, signed_up.account.id)
 
 
 async def test_a_confirmation_link_expires_after_24_hours(h: Harness) -> None:
-    await h.sign_up("bob", "bob@example.com")
+    bob = await h.sign_up("bob", "bob@example.com")
     await h.deliver()
     token = h.link_token(h.last_email("bob@example.com"), "/verify-email/")
     h.clock.advance(timedelta(hours=24))
     with pytest.raises(errors.SecretExpired, match="24 hours"):
-        await h.container.verify_email().execute(token)
+        await h.container.verify_email().execute(token, bob.account.id)
     with pytest.raises(errors.SecretExpired):  # the refusal did not spend it either
         await h.container.show_email_link().execute(token, EmailPurpose.VERIFY)
 
 
 async def test_a_reset_link_cannot_confirm_an_email_and_is_not_spent_by_trying(h: Harness) -> None:
-    await h.sign_up("carol", "carol@example.com")
+    carol = await h.sign_up("carol", "carol@example.com")
     await h.container.request_password_reset().execute("carol@example.com")
     await h.deliver()
     reset = h.link_token(h.last_email("carol@example.com"), "/password/reset/")
     with pytest.raises(errors.SecretUnknown):
-        await h.container.verify_email().execute(reset)
+        await h.container.verify_email().execute(reset, carol.account.id)
     await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
 
 
@@ -99,7 +101,7 @@ async def test_asking_for_a_new_confirmation_link_is_rate_limited(h: Harness) ->
     await h.deliver()
     tokens = [h.link_token(m, "/verify-email/") for m in h.emails_to("dan@example.com")]
     assert len(set(tokens)) == 6
-    await h.container.verify_email().execute(tokens[0])  # any unexpired one works
+    await h.container.verify_email().execute(tokens[0], signed_up.account.id)  # any works
     with pytest.raises(errors.InvalidInput, match="already confirmed"):
         await resend().execute(signed_up.account.id)
 
@@ -122,7 +124,7 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
         current_password=PASSWORD,
     )
     assert (changed.email, changed.email_verified) == ("erin@new.example", False)
-    with pytest.raises(errors.SecretRefused):
+    with pytest.raises(errors.SecretConsumed):  # spent when the address changed
         await h.container.reset_password().execute(token=old_reset, new_password=NEW_PASSWORD)
 
     await h.deliver()
@@ -131,7 +133,15 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
     assert "erin@new.example" in notice.text
     assert "http" not in notice.text.replace(h.container.public_base_url(), "")
     confirm = h.link_token(h.last_email("erin@new.example"), "/verify-email/")
-    assert (await h.container.verify_email().execute(confirm)).email_verified
+    assert (await h.container.verify_email().execute(confirm, changed.id)).email_verified
+
+    # Back to the first address: the links sent to it before stay spent.
+    h.clock.advance(timedelta(hours=2))
+    await h.container.change_email().execute(
+        account_id=changed.id, new_email="erin@example.com", current_password=PASSWORD
+    )
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.reset_password().execute(token=old_reset, new_password=NEW_PASSWORD)
 
 
 async def test_an_email_taken_by_another_account_cannot_be_chosen(h: Harness) -> None:
@@ -150,8 +160,8 @@ async def test_a_confirmation_link_for_a_previous_address_is_refused(h: Harness)
     await h.container.change_email().execute(
         account_id=signed_up.account.id, new_email="hal@new.example", current_password=PASSWORD
     )
-    with pytest.raises(errors.SecretRefused):
-        await h.container.verify_email().execute(old_link)
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.verify_email().execute(old_link, signed_up.account.id)
     assert not (await h.account(signed_up.account.id)).email_verified
 
 
@@ -177,7 +187,8 @@ async def test_discord_created_accounts_confirm_only_what_discord_verified(h: Ha
     await h.container.resend_verification().execute(doubtful.account_id)
     await h.deliver()
     token = h.link_token(h.last_email("d@example.com"), "/verify-email/")
-    assert (await h.container.verify_email().execute(token)).email_verified
+    verified = await h.container.verify_email().execute(token, doubtful.account_id)
+    assert verified.email_verified
 
 
 # -- password reset ---------------------------------------------------------------------------
@@ -187,8 +198,8 @@ async def test_reset_request_reveals_nothing_and_only_emails_the_owner(h: Harnes
     await h.sign_up("jo", "jo@example.com")
     await h.deliver()
     before = len(h.outbox.messages())
-    assert await h.container.request_password_reset().execute("nobody@example.com") is None
-    assert await h.container.request_password_reset().execute("JO@example.com") is None
+    await h.container.request_password_reset().execute("nobody@example.com")
+    await h.container.request_password_reset().execute("JO@example.com")
     await h.deliver()
     assert len(h.outbox.messages()) == before + 1
     message = h.last_email("jo@example.com")
@@ -210,7 +221,9 @@ async def test_reset_sets_the_password_ends_other_sessions_and_works_once(h: Har
     assert shown.account.username == "kim"
     with pytest.raises(errors.WeakPassword):
         await h.container.reset_password().execute(token=token, new_password="short")
-    signed_in = await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    done = await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    signed_in = done.signed_in
+    assert done.unlinked is None
 
     current = h.container.current_account()
     assert await current.execute(signed_up.session_token) is None
@@ -342,7 +355,7 @@ async def test_a_failed_send_is_retried_later_and_its_link_never_works(
     [retrying] = report.retrying
     assert (retrying.attempts, retrying.last_error) == (1, "email_not_sent")
     assert retrying.next_attempt_at == h.clock.now() + RETRY_DELAYS[0]
-    assert db.tables.email_tokens == {}  # the undelivered link's token is gone
+    assert len(db.tables.email_tokens) == 1  # kept: the server may have taken the message
     status = await h.container.show_email_status().execute(signed_up.account.id)
     assert status.latest_verification is not None
     assert status.latest_verification.attempts == 1
@@ -351,7 +364,8 @@ async def test_a_failed_send_is_retried_later_and_its_link_never_works(
     h.clock.advance(RETRY_DELAYS[0])
     assert len((await h.deliver()).sent) == 1
     token = h.link_token(h.last_email("tia@example.com"), "/verify-email/")
-    assert (await h.container.verify_email().execute(token)).email_verified
+    verified = await h.container.verify_email().execute(token, signed_up.account.id)
+    assert verified.email_verified
 
 
 async def test_delivery_gives_up_after_the_last_retry(h: Harness) -> None:
@@ -389,3 +403,59 @@ async def test_the_queue_records_what_was_sent(h: Harness) -> None:
         1,
         h.clock.now(),
     )
+
+
+async def test_an_unexpected_sender_error_counts_as_a_failed_attempt(h: Harness) -> None:
+    class BrokenSender:
+        async def send(self, message: EmailMessage) -> None:
+            raise RuntimeError("a bug in an adapter")
+
+    h.container.email_sender.override(BrokenSender())
+    await h.sign_up("zoe", "zoe@example.com")
+    await h.sign_up("zed", "zed@example.com")
+    report = await h.deliver()
+    assert [e.last_error for e in report.retrying] == ["unexpected_error"] * 2
+
+
+async def test_a_reset_on_an_unconfirmed_address_removes_the_discord_link(h: Harness) -> None:
+    """Pre-account takeover: someone signs up with the victim's address (never confirmed)
+    and links their own Discord. The victim's reset must not leave them a way in."""
+    squatter = await h.sign_up("squat", "victim@example.com")
+    await h.discord_link(squatter.account.id, h.discord_user(9500, email="intruder@example.com"))
+    await h.container.request_password_reset().execute("victim@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("victim@example.com"), "/password/reset/")
+    done = await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    assert done.unlinked is not None
+    assert done.unlinked.discord_id == DiscordId(9500)
+    assert await h.container.link_of_account().execute(squatter.account.id) is None
+    again = await h.discord_login(h.discord_user(9500))  # the intruder's Discord: a new account
+    assert again.account_id != squatter.account.id
+
+
+async def test_changing_the_email_is_rate_limited(h: Harness) -> None:
+    signed_up = await h.sign_up("ava", "ava@example.com")  # one confirmation queued
+    for i in range(4):  # fixing a typo at once is fine; five confirmations an hour in all
+        await h.container.change_email().execute(
+            account_id=signed_up.account.id,
+            new_email=f"ava{i}@example.com",
+            current_password=PASSWORD,
+        )
+    with pytest.raises(errors.TooManyRequests):
+        await h.container.change_email().execute(
+            account_id=signed_up.account.id, new_email="ava@new.example", current_password=PASSWORD
+        )
+    h.clock.advance(timedelta(hours=1, seconds=1))
+    await h.container.change_email().execute(
+        account_id=signed_up.account.id, new_email="ava@new.example", current_password=PASSWORD
+    )
+
+
+@pytest.mark.parametrize("address", ["x\x00@b.com", "a,b@c.d", "Name <a@b.c>", "a\r\n@b.c"])
+async def test_addresses_that_could_smuggle_headers_or_recipients_are_refused(
+    h: Harness, address: str
+) -> None:
+    with pytest.raises(errors.InvalidInput):
+        await h.sign_up("bad", address)
+    with pytest.raises(errors.InvalidInput):
+        await h.container.request_password_reset().execute(address)

@@ -200,3 +200,21 @@ async def test_the_outbox_page_exists_only_when_configured(h: Harness) -> None:
             email_outbox_page=True,
             _env_file=None,
         )
+
+
+async def test_only_the_signed_in_owner_can_confirm_an_address(client: Client, hx: Harness) -> None:
+    await _sign_up(client, "hugo")
+    token = hx.link_token(await _email(hx, "hugo@example.com"), "/verify-email/")
+    async with AsyncTestClient(app=create_app(hx.container)) as stranger:
+        page = await stranger.get(f"/verify-email/{token}")
+        assert page.status_code == 200
+        assert "Sign in to confirm" in page.text
+        assert "Confirm my email" not in page.text
+        form = await stranger.get("/signin")  # any page, for the CSRF token
+        refused = await stranger.post(
+            f"/verify-email/{token}", data={"_csrf_token": csrf_token(form.text)}
+        )
+        assert refused.status_code == 401
+    account_page = (await client.get("/account")).text
+    assert "Not confirmed yet" in _status(account_page)
+    assert "<title>Your account · TaskFlow</title>" in account_page

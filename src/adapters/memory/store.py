@@ -168,6 +168,9 @@ class MemoryAccounts(_Repo):
     async def get(self, account_id: AccountId) -> Account | None:
         return self._t.accounts.get(account_id)
 
+    async def lock(self, account_id: AccountId) -> Account | None:
+        return self._t.accounts.get(account_id)  # transactions are serialised already
+
     async def get_by_username(self, username: str) -> Account | None:
         name = username.lower()
         return next((a for a in self._t.accounts.values() if a.username.lower() == name), None)

@@ -230,6 +230,12 @@ class SqlAccounts(_Repo):
         row = (await self._run(select(accounts).where(accounts.c.id == account_id.value))).first()
         return _account(row) if row else None
 
+    async def lock(self, account_id: AccountId) -> Account | None:
+        # FOR UPDATE on Postgres; SQLite ignores it (BEGIN IMMEDIATE serialises writers).
+        query = select(accounts).where(accounts.c.id == account_id.value).with_for_update()
+        row = (await self._run(query)).first()
+        return _account(row) if row else None
+
     async def get_by_username(self, username: str) -> Account | None:
         query = select(accounts).where(accounts.c.username == username.lower())
         row = (await self._run(query)).first()

@@ -167,7 +167,7 @@ class SetPassword(_PasswordUseCase):
         new_hash = await self._passwords.hash(new_password)
         now = self._clock.now()
         async with self._uow() as uow:
-            fresh = await uow.accounts.get(account_id)
+            fresh = await uow.accounts.lock(account_id)
             if fresh is None or fresh.password_hash != account.password_hash:
                 raise errors.Conflict("Your password changed meanwhile. Try again.")
             updated = replace(fresh, password_hash=new_hash)

@@ -25,6 +25,7 @@ from domain.model import (
     EmailKind,
     EmailPurpose,
     EmailToken,
+    Link,
     OutgoingEmail,
     normalize_email,
     validate_email,
@@ -53,6 +54,9 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 CLAIM_LEASE = timedelta(minutes=2)
 # Asking for emailed links: at most one a minute and five an hour per account.
 RESEND_LIMITS = ((timedelta(minutes=1), 1), (timedelta(hours=1), 5))
+# Changing the email (each change emails the new address): fixing a typo right after
+# sign-up is fine, but not a stream of addresses.
+CHANGE_LIMITS = ((timedelta(hours=1), 5),)
 
 LINK_KINDS = {
     EmailKind.VERIFY_EMAIL: (EmailPurpose.VERIFY, EMAIL_VERIFICATION_TTL),
@@ -88,9 +92,13 @@ def _same_address(account: Account, token: EmailToken) -> bool:
 
 
 async def _within_limits(
-    uow: UnitOfWork, account_id: AccountId, kind: EmailKind, now: datetime
+    uow: UnitOfWork,
+    account_id: AccountId,
+    kind: EmailKind,
+    now: datetime,
+    limits: tuple[tuple[timedelta, int], ...] = RESEND_LIMITS,
 ) -> bool:
-    for window, allowed in RESEND_LIMITS:
+    for window, allowed in limits:
         if await uow.outgoing_emails.count_since(account_id, kind, now - window) >= allowed:
             return False
     return True
@@ -132,7 +140,6 @@ class DeliverEmails:
     async def _deliver(self, email: OutgoingEmail, report: DeliveryReport) -> None:
         now = self._clock.now()
         link: OneTimeLink | None = None
-        digest: str | None = None
         async with self._uow() as uow:
             claimed = await uow.outgoing_emails.claim(email.id, now, now + CLAIM_LEASE)
             if claimed is None:
@@ -147,17 +154,21 @@ class DeliverEmails:
             if claimed.kind in LINK_KINDS:
                 purpose, ttl = LINK_KINDS[claimed.kind]
                 secret = self._tokens.issue()
-                digest = secret.digest
                 await uow.email_tokens.add(
-                    EmailToken(digest, purpose, account.id, claimed.to, now, now + ttl)
+                    EmailToken(secret.digest, purpose, account.id, claimed.to, now, now + ttl)
                 )
                 link = OneTimeLink(secret.token, now + ttl)
             await uow.commit()  # the link works before the email can arrive
-        message = compose(claimed, username=account.username, base_url=self._base_url, link=link)
         try:
+            message = compose(
+                claimed, username=account.username, base_url=self._base_url, link=link
+            )
             await self._sender.send(message)
         except errors.EmailNotSent as exc:
-            await self._failed(claimed, digest, exc, report)
+            await self._failed(claimed, exc.code, report)
+            return
+        except Exception:
+            await self._failed(claimed, "unexpected_error", report)
             return
         sent = replace(
             claimed, status=DeliveryStatus.SENT, attempts=claimed.attempts + 1, finished_at=now
@@ -167,13 +178,9 @@ class DeliverEmails:
             await uow.commit()
         report.sent.append(sent)
 
-    async def _failed(
-        self,
-        email: OutgoingEmail,
-        digest: str | None,
-        exc: errors.EmailNotSent,
-        report: DeliveryReport,
-    ) -> None:
+    async def _failed(self, email: OutgoingEmail, error: str, report: DeliveryReport) -> None:
+        # The link's token stays: the server may have taken the message before failing, and
+        # an undelivered token is only a digest that expires.
         now = self._clock.now()
         attempts = email.attempts + 1
         if attempts >= MAX_ATTEMPTS:
@@ -182,7 +189,7 @@ class DeliverEmails:
                 status=DeliveryStatus.FAILED,
                 attempts=attempts,
                 finished_at=now,
-                last_error=exc.code,
+                last_error=error,
             )
             report.failed.append(after)
         else:
@@ -190,12 +197,10 @@ class DeliverEmails:
                 email,
                 attempts=attempts,
                 next_attempt_at=now + RETRY_DELAYS[attempts - 1],
-                last_error=exc.code,
+                last_error=error,
             )
             report.retrying.append(after)
         async with self._uow() as uow:
-            if digest is not None:
-                await uow.email_tokens.remove(digest)  # never delivered: nobody can use it
             await uow.outgoing_emails.save(after)
             await uow.commit()
 
@@ -249,12 +254,15 @@ class ShowEmailLink:
 async def _consume_link(
     uow: UnitOfWork, digest: str, purpose: EmailPurpose, now: datetime
 ) -> tuple[EmailToken, Account]:
-    """Use the link once, in the caller's transaction (a refusal rolls it back)."""
+    """Use the link once, in the caller's transaction (a refusal rolls it back). The account
+    is locked first, so a concurrent change of it waits instead of being overwritten."""
+    peek = await uow.email_tokens.get(digest)
+    locked = await uow.accounts.lock(peek.account_id) if peek is not None else None
     token = await uow.email_tokens.consume(digest, purpose, now)
-    existing = None if token else await uow.email_tokens.get(digest)
+    existing = None if token else peek
     if existing is not None and existing.purpose is not purpose:
         existing = None
-    account = await uow.accounts.get(token.account_id) if token else None
+    account = locked if token is not None and locked is not None else None
     status = check_one_time_secret(
         found=(token is not None and account is not None) or existing is not None,
         consumed_by_someone_else=token is None,
@@ -269,19 +277,28 @@ async def _consume_link(
 
 
 class VerifyEmail:
-    """Follow the emailed link: the account's email is confirmed."""
+    """Follow the emailed link, signed in to its account: the email is confirmed.
+
+    Signing in is required: otherwise someone who registered a victim's address could have
+    the victim confirm it by one click, and the victim's "Sign in with Discord" would then be
+    linked into the intruder's account (a pre-account takeover).
+    """
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, token: str) -> Account:
+    async def execute(self, token: str, signed_in: AccountId | None) -> Account:
         if not plausible_token(token):
             raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.VERIFY)
+        digest = self._tokens.digest(token)
         now = self._clock.now()
         async with self._uow() as uow:
-            _, account = await _consume_link(
-                uow, self._tokens.digest(token), EmailPurpose.VERIFY, now
-            )
+            peek = await uow.email_tokens.get(digest)
+            if peek is not None and signed_in != peek.account_id:
+                raise errors.NotSignedIn(
+                    "Sign in to the account this email belongs to, then open the link again."
+                )
+            _, account = await _consume_link(uow, digest, EmailPurpose.VERIFY, now)
             verified = replace(account, email_verified=True)
             await uow.accounts.update(verified)
             await uow.audit.record(AuditEvent(AuditKind.EMAIL_VERIFIED, now, account.id))
@@ -364,9 +381,16 @@ class ChangeEmail:
             raise errors.InvalidCredentials("Your current password is not right.")
         now = self._clock.now()
         async with self._uow() as uow:
-            fresh = await uow.accounts.get(account_id)
+            fresh = await uow.accounts.lock(account_id)
             if fresh is None or fresh.email != account.email:
                 raise errors.Conflict("Your email changed meanwhile. Try again.")
+            if not await _within_limits(
+                uow, account_id, EmailKind.VERIFY_EMAIL, now, CHANGE_LIMITS
+            ):
+                raise errors.TooManyRequests(
+                    "You changed your email or asked for confirmation links too often in the "
+                    "last hour. Try again later."
+                )
             if any(a.id != account_id for a in await uow.accounts.find_by_email(address)):
                 raise errors.EmailTaken("Another account uses this email address.")
             updated = replace(fresh, email=address, email_verified=False)
@@ -441,20 +465,24 @@ class ResetPassword:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
         self._session_ttl = session_ttl
 
-    async def execute(self, *, token: str, new_password: str) -> SignedIn:
+    async def execute(self, *, token: str, new_password: str) -> PasswordReset:
         if not plausible_token(token):
             raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.RESET)
         validate_password(new_password)
+        digest = self._tokens.digest(token)
+        async with self._uow() as uow:  # refuse a bad link before the costly hash
+            peek = await uow.email_tokens.get(digest)
+        if peek is None or peek.purpose is not EmailPurpose.RESET:
+            raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.RESET)
         new_hash = await self._passwords.hash(new_password)  # slow: outside the transaction
         now = self._clock.now()
         async with self._uow() as uow:
-            _, account = await _consume_link(
-                uow, self._tokens.digest(token), EmailPurpose.RESET, now
-            )
+            _, account = await _consume_link(uow, digest, EmailPurpose.RESET, now)
             updated = replace(account, password_hash=new_hash, email_verified=True)
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             await uow.sessions.remove_for_account(account.id)
+            unlinked = await self._unlink_if_unconfirmed(uow, account, now)
             await uow.audit.record(
                 AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})
             )
@@ -468,4 +496,29 @@ class ResetPassword:
                 )
             session = await start_session(uow, self._tokens, account.id, now, self._session_ttl)
             await uow.commit()
-        return SignedIn(updated, session)
+        return PasswordReset(SignedIn(updated, session), unlinked)
+
+    @staticmethod
+    async def _unlink_if_unconfirmed(
+        uow: UnitOfWork, account: Account, now: datetime
+    ) -> Link | None:
+        """Until now nobody had proved owning this address: whoever set the account up may
+        not be its owner, and a Discord account they linked would keep them in after the
+        reset. The owner takes the account back whole; they can link Discord again."""
+        if account.email_verified:
+            return None
+        link = await uow.links.get_by_account(account.id)
+        if link is None or not await uow.links.remove(link):
+            return None
+        await uow.audit.record(
+            AuditEvent(
+                AuditKind.UNLINKED, now, account.id, link.discord_id, {"via": "password_reset"}
+            )
+        )
+        return link
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordReset:
+    signed_in: SignedIn
+    unlinked: Link | None  # the Discord link removed because the address was unconfirmed

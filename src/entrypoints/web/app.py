@@ -49,7 +49,17 @@ RATE_LIMITED = {
     ("POST", "/signup"),
     ("GET", "/auth/discord/login"),
     ("POST", "/password/reset"),
+    ("POST", "/account/email"),
 }
+RATE_LIMITED_PREFIXES = (("POST", "/password/reset/"),)  # each try hashes a password
+
+
+def _rate_limited(method: str, path: str) -> bool:
+    return (method, path) in RATE_LIMITED or any(
+        method == m and path.startswith(p) for m, p in RATE_LIMITED_PREFIXES
+    )
+
+
 log = logging.getLogger("taskflow_link.web")
 
 
@@ -76,7 +86,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
-        check_throttle_handler=lambda request: (request.method, request.url.path) in RATE_LIMITED,
+        check_throttle_handler=lambda request: _rate_limited(request.method, request.url.path),
     )
 
     async def current_account(request: Request[Any, Any, Any]) -> Account | None:

@@ -71,12 +71,20 @@ class EmailPages(Controller):
         shown = await container.show_email_link().execute(token, EmailPurpose.VERIFY)
         return Template(
             "verify_email.html",
-            context={"email": shown.token.email, "token": token, "account": account},
+            context={
+                "email": shown.token.email,
+                "token": token,
+                "account": account,
+                "owner": shown.account,
+                "signed_in_as_owner": account is not None and account.id == shown.account.id,
+            },
         )
 
     @post("/verify-email/{token:str}", status_code=200)
     async def verify(self, token: str, account: CurrentAccount, container: Services) -> Template:
-        verified = await container.verify_email().execute(token)
+        verified = await container.verify_email().execute(
+            token, account.id if account is not None else None
+        )
         return message_page(
             "Email confirmed",
             f"{verified.email} is confirmed for the TaskFlow account {verified.username}.",
@@ -153,7 +161,7 @@ class EmailPages(Controller):
         data: Form,
     ) -> Template | Redirect:
         try:
-            signed_in = await container.reset_password().execute(
+            done = await container.reset_password().execute(
                 token=token, new_password=data.get("new_password", "")
             )
         except errors.WeakPassword as exc:
@@ -164,8 +172,9 @@ class EmailPages(Controller):
                 status_code=status_for(exc),
             )
         await jar.end_session(request, container)
+        notice = "password_reset_unlinked" if done.unlinked else "password_reset"
         return Redirect(
-            "/account?notice=password_reset", cookies=[jar.session(signed_in.session_token)]
+            f"/account?notice={notice}", cookies=[jar.session(done.signed_in.session_token)]
         )
 
 

@@ -26,6 +26,9 @@ NOTICES = {
     "password": "Your password is saved. Other devices were signed out.",
     "password_reset": "Your new password is saved. You are signed in here and signed out "
     "everywhere else.",
+    "password_reset_unlinked": "Your new password is saved and you are signed out everywhere "
+    "else. The Discord account that was linked is unlinked: this email address had not been "
+    "confirmed, so we could not tell who linked it. Link Discord again below if it is yours.",
     "welcome": "Welcome to TaskFlow! We are emailing you a link to confirm your address.",
     "verification_sent": "We are emailing you a new confirmation link.",
     "email_changed": "Your email address is changed. We are emailing it a confirmation link.",
