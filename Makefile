@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint unit integration install clean
+.PHONY: demo test lint unit integration install clean
 
 install: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+## The demo: web app + Discord emulator on SQLite (options: make demo DEMO_ARGS="--port 9000").
+demo: $(STAMP)
+	$(BIN)/taskflow-link demo $(DEMO_ARGS)
 
 ## Everything CI runs: static checks, then every test suite.
 test: lint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -152,6 +153,56 @@ def serve(host: str, port: int) -> None:
     click.echo(f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})")
     # uvicorn's own access log would print query strings (OAuth codes and states).
     uvicorn.run(create_app(container), host=host, port=port, access_log=False, log_config=None)
+
+
+@cli.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for both servers.")
+@click.option("--port", default=8000, show_default=True, type=int, help="The web app's port.")
+@click.option(
+    "--emulator-port", default=8001, show_default=True, type=int, help="The emulator's port."
+)
+@click.option(
+    "--database",
+    default="taskflow-link-demo.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file (created and migrated if needed).",
+)
+def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
+    """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it."""
+    from entrypoints.demo import DemoUrls, run_demo  # noqa: PLC0415
+
+    if port == emulator_port:
+        raise click.BadParameter("must differ from --port", param_hint="--emulator-port")
+    _configure_logging("WARNING")
+
+    def ready(urls: DemoUrls) -> None:
+        click.echo(
+            "\nTaskFlow Link demo is running. Open:\n"
+            f"  1. Discord (emulated channel):  {urls.channel}\n"
+            "     pick a test user, type /link, click the button\n"
+            f"  2. TaskFlow (the web app):      {urls.app}\n"
+            '     "Sign in with Discord", your account page\n'
+            f"  3. Outbox (emails it sent):     {urls.outbox}\n"
+            f"Data: {urls.database} (SQLite). Press Ctrl-C to stop.\n"
+        )
+
+    try:
+        asyncio.run(
+            run_demo(
+                host=host,
+                port=port,
+                emulator_port=emulator_port,
+                database=database.resolve(),
+                on_ready=ready,
+            )
+        )
+    except SystemExit:
+        raise click.ClickException(
+            f"The demo could not start: is port {port} or {emulator_port} already in use? "
+            "Choose others with --port and --emulator-port."
+        ) from None
+    click.echo("Demo stopped.")
 
 
 @cli.command("emulator")

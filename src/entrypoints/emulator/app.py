@@ -17,6 +17,7 @@ from litestar.params import Body, JSONBody
 from litestar.response import Redirect, Response
 
 from entrypoints.emulator.bot_api import bot_routes
+from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
 from entrypoints.emulator.state import EmulatorState, TestUser
 
@@ -27,6 +28,7 @@ SCOPES = {"identify", "email"}
 def _page(title: str, body: str, status: int = 200) -> Response[str]:
     html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{escape(title)} · Discord emulator</title>
 <style>body{{font-family:system-ui,sans-serif;background:#313338;color:#dbdee1;margin:0;
 display:flex;justify-content:center}}main{{background:#2b2d31;margin:2rem 1rem;padding:1.5rem;
@@ -215,6 +217,10 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             state.faults[endpoint] = str(mode)
         return dict(state.faults)
 
+    @get("/", sync_to_thread=False)
+    def home() -> Redirect:
+        return Redirect("/channel")
+
     return Litestar(
         route_handlers=[
             authorize_page,
@@ -225,7 +231,9 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             create_user,
             list_users,
             set_fault,
+            home,
             *bot_routes(state, gateway),
+            *channel_routes(state, gateway),
             *gateway_routes(state, gateway),
         ],
         openapi_config=None,

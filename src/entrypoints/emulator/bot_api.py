@@ -186,9 +186,75 @@ async def _await_reply(interaction: Interaction) -> None:
         await asyncio.wait_for(interaction.answered.wait(), INTERACTION_RESPONSE_DEADLINE + 0.5)
 
 
-def bot_routes(  # noqa: PLR0915 - one route table
-    state: EmulatorState, gateway: list[GatewaySession]
-) -> list[HTTPRouteHandler]:
+async def run_slash_command(
+    state: EmulatorState,
+    gateway: list[GatewaySession],
+    *,
+    user_id: str,
+    command: str,
+    where: str = "guild",
+    via: str | None = None,
+    guild_id: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """What Discord does when a test user runs ``/command``: sign and send the interaction
+    (HTTP) or dispatch it (gateway), then wait for the answer. Returns an HTTP status and a
+    JSON body for the test API: ``reply`` is what the user would see."""
+    name = command.strip().lstrip("/")
+    via = via or ("http" if state.interactions_url else "gateway")
+    if via == "gateway" and not gateway:
+        return 409, {"error": "no bot is connected to the gateway"}
+    if user_id not in state.users:
+        return 404, {"error": f"unknown test user {user_id!r}"}
+    if where not in ("guild", "dm"):
+        return 400, {"error": 'where must be "guild" or "dm"'}
+    guild = (guild_id or TEST_GUILD_ID) if where == "guild" else None
+    found = state.find_command(name, guild)
+    if found is None:
+        return 409, {
+            "error": f"/{name} is not registered here: the service registers its "
+            "commands when it starts, or run `taskflow-link bot sync`"
+        }
+    interaction = Interaction(
+        id=state.snowflake(),
+        token=secrets.token_urlsafe(48),
+        user_id=user_id,
+        command=name,
+        guild_id=guild,
+        sent_at=time.monotonic(),
+    )
+    state.interactions[interaction.id] = interaction
+    payload = interaction_payload(state, interaction, found)
+    status, body = None, None
+    if via == "gateway":
+        await gateway[0].dispatch("INTERACTION_CREATE", payload)
+        await _await_reply(interaction)
+    else:
+        try:
+            answer = await deliver(state, payload)
+        except (LookupError, httpx.HTTPError) as exc:
+            return 502, {"error": f"could not reach the service: {exc}"}
+        status, body = answer.status_code, _answer(answer)
+        answered_after = time.monotonic() - interaction.sent_at
+        in_time = answered_after <= INTERACTION_RESPONSE_DEADLINE
+        # A reply may also travel in the HTTP response itself, if it comes within 3 s.
+        in_band = isinstance(body, dict) and body.get("type") in (4, 5)
+        if in_time and in_band and interaction.response is None:
+            interaction.response, interaction.responded_after = body, answered_after
+        if not in_time:
+            status = None  # Discord gave up: "The application did not respond"
+    return 200, {
+        "interaction_id": interaction.id,
+        "via": via,
+        "status": status,
+        "body": body,
+        "reply": interaction.response,
+        "responded_after_ms": None
+        if interaction.responded_after is None
+        else round(interaction.responded_after * 1000),
+    }
+
+
+def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
         return header.startswith("Bot ") and secrets.compare_digest(
@@ -290,65 +356,16 @@ def bot_routes(  # noqa: PLR0915 - one route table
     async def send_command(data: JSONBody[dict[str, Any]]) -> Response[Any]:
         """Run a slash command as a test user: {"user_id", "command", "where": "guild"|"dm",
         "via": "http"|"gateway"}. By default, HTTP when an interactions URL is set."""
-        user_id, name = str(data.get("user_id", "")), str(data.get("command", "")).lstrip("/")
-        where = data.get("where", "guild")
-        via = data.get("via") or ("http" if state.interactions_url else "gateway")
-        if via == "gateway" and not gateway:
-            return Response({"error": "no bot is connected to the gateway"}, status_code=409)
-        if user_id not in state.users:
-            return Response({"error": f"unknown test user {user_id!r}"}, status_code=404)
-        if where not in ("guild", "dm"):
-            return Response({"error": 'where must be "guild" or "dm"'}, status_code=400)
-        guild_id = str(data.get("guild_id") or TEST_GUILD_ID) if where == "guild" else None
-        command = state.find_command(name, guild_id)
-        if command is None:
-            return Response(
-                {
-                    "error": f"/{name} is not registered here: the service registers its "
-                    "commands when it starts, or run `taskflow-link bot sync`"
-                },
-                status_code=409,
-            )
-        interaction = Interaction(
-            id=state.snowflake(),
-            token=secrets.token_urlsafe(48),
-            user_id=user_id,
-            command=name,
-            guild_id=guild_id,
-            sent_at=time.monotonic(),
+        status, body = await run_slash_command(
+            state,
+            gateway,
+            user_id=str(data.get("user_id", "")),
+            command=str(data.get("command", "")),
+            where=data.get("where", "guild"),
+            via=data.get("via"),
+            guild_id=str(data["guild_id"]) if data.get("guild_id") else None,
         )
-        state.interactions[interaction.id] = interaction
-        payload = interaction_payload(state, interaction, command)
-        status, body = None, None
-        if via == "gateway":
-            await gateway[0].dispatch("INTERACTION_CREATE", payload)
-            await _await_reply(interaction)
-        else:
-            try:
-                answer = await deliver(state, payload)
-            except (LookupError, httpx.HTTPError) as exc:
-                return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
-            status, body = answer.status_code, _answer(answer)
-            answered_after = time.monotonic() - interaction.sent_at
-            in_time = answered_after <= INTERACTION_RESPONSE_DEADLINE
-            # A reply may also travel in the HTTP response itself, if it comes within 3 s.
-            in_band = isinstance(body, dict) and body.get("type") in (4, 5)
-            if in_time and in_band and interaction.response is None:
-                interaction.response, interaction.responded_after = body, answered_after
-            if not in_time:
-                status = None  # Discord gave up: "The application did not respond"
-        return Response(
-            {
-                "interaction_id": interaction.id,
-                "via": via,
-                "status": status,
-                "body": body,
-                "reply": interaction.response,
-                "responded_after_ms": None
-                if interaction.responded_after is None
-                else round(interaction.responded_after * 1000),
-            }
-        )
+        return Response(body, status_code=status)
 
     @post("/_emulator/ping", status_code=200)
     async def ping() -> Response[Any]:

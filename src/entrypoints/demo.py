@@ -1,0 +1,120 @@
+"""``taskflow-link demo``: the whole thing on one machine, in one process.
+
+The Discord emulator and the web app (with HTTP interactions), each under uvicorn on localhost,
+SQLite in the working directory (migrated at start), a fresh Ed25519 key pair and OAuth client
+for the session, and the email outbox shown as a page. Ctrl-C stops both servers cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from adapters.sql import migrate
+from entrypoints.container import build_container
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.settings import load_settings
+from entrypoints.web import create_app
+
+
+class _Server(uvicorn.Server):
+    """The demo handles Ctrl-C itself, for both servers at once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: Any, host: str, port: int) -> _Server:
+    return _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None))
+
+
+@dataclass(frozen=True)
+class DemoUrls:
+    channel: str
+    app: str
+    outbox: str
+    database: Path
+
+
+def emulator_for(app_url: str) -> EmulatorState:
+    """A fresh emulated Discord application: new OAuth client and interaction key pair."""
+    client_id = str(1_100_000_000_000_000_000 + secrets.randbelow(10**17))
+    state = EmulatorState(
+        client_id, secrets.token_urlsafe(24), {f"{app_url}/auth/discord/callback"}
+    )
+    state.interactions_url = f"{app_url}/interactions"
+    state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
+    state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
+    return state
+
+
+async def run_demo(
+    *,
+    host: str,
+    port: int,
+    emulator_port: int,
+    database: Path,
+    on_ready: Callable[[DemoUrls], None],
+) -> None:
+    app_url, emulator_url = f"http://{host}:{port}", f"http://{host}:{emulator_port}"
+    emulator = emulator_for(app_url)
+    settings = load_settings(
+        storage="sql",
+        database_url=f"sqlite+aiosqlite:///{database}",
+        public_url=app_url,
+        secret_key=secrets.token_urlsafe(32),
+        discord_client_id=emulator.client_id,
+        discord_client_secret=emulator.client_secret,
+        discord_bot_token=emulator.bot_token,
+        discord_public_key=emulator.public_key,
+        discord_api_url=f"{emulator_url}/api/v10",
+        discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+        discord_command_guilds="",
+        discord_sync_commands=True,
+        email_backend="outbox",
+        email_outbox_page=True,
+        _env_file=None,
+    )
+    container = build_container(settings)
+    await migrate.upgrade(container.sql_db())
+
+    emulator_server = _server(create_emulator_app(emulator), host, emulator_port)
+    app_server = _server(create_app(container), host, port)
+    servers = (app_server, emulator_server)
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        # The emulator first: the web app registers its commands with it when it starts.
+        emulator_task = asyncio.create_task(emulator_server.serve())
+        await _started(emulator_server, emulator_task)
+        app_task = asyncio.create_task(app_server.serve())
+        await _started(app_server, app_task)
+        on_ready(DemoUrls(f"{emulator_url}/channel", app_url, f"{app_url}/outbox", database))
+        await asyncio.gather(app_task, emulator_task)
+    finally:
+        stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    while not server.started:
+        if task.done():
+            await task  # re-raise what stopped it
+            raise SystemExit(1)  # uvicorn exits quietly when it cannot bind the port
+        await asyncio.sleep(0.02)

@@ -1,0 +1,285 @@
+"""The demo, started exactly as the README says (``make demo``), driven by headless Chromium
+through Playwright: the linking story by hand, as a newcomer would do it.
+
+Fails on any console error, page error or 5xx response the browser sees. With
+``UPDATE_SCREENSHOTS=1`` it also writes the README's screenshots to ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Error,
+    Page,
+    Response,
+    async_playwright,
+    expect,
+)
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery staple"
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+@dataclass
+class Demo:
+    channel: str
+    app: str
+    outbox: str
+    output: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    port, emulator_port = free_port(), free_port()
+    database = tmp_path_factory.mktemp("demo") / "demo.db"
+    args = f"--port {port} --emulator-port {emulator_port} --database {database}"
+    process = subprocess.Popen(  # noqa: S603 - the README's command, with free ports
+        ["make", "--no-print-directory", "demo", f"DEMO_ARGS={args}"],  # noqa: S607
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's job
+    )
+    output: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Press Ctrl-C to stop" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if not ready.wait(timeout=180):
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("the demo did not start:\n" + "".join(output))
+    text = "".join(output)
+    urls = re.findall(r"(http://\S+)", text)
+    assert urls == [
+        f"http://127.0.0.1:{emulator_port}/channel",
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port}/outbox",
+    ], text
+    try:
+        yield Demo(*urls, output=output)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        try:
+            process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        reader.join(timeout=5)
+    log = "".join(output)
+    assert "Demo stopped." in log, log
+    assert "Traceback" not in log, log
+
+
+@dataclass
+class Problems:
+    seen: list[str] = field(default_factory=list)
+    # Chromium logs an error for every 4xx page; a refusal the test expects is not a problem.
+    expected_status: set[int] = field(default_factory=set)
+
+    def watch(self, context: BrowserContext) -> None:
+        def console(message: ConsoleMessage) -> None:
+            expected = any(
+                f"status of {status} " in message.text for status in self.expected_status
+            )
+            if message.type == "error" and not expected:
+                self.seen.append(
+                    f"console error on {message.page and message.page.url}: {message.text}"
+                )
+
+        def response(answer: Response) -> None:
+            if answer.status >= 500:
+                self.seen.append(f"{answer.status} from {answer.url}")
+
+        def page_error(error: Error) -> None:
+            self.seen.append(f"page error: {error}")
+
+        context.on("console", console)
+        context.on("response", response)
+        context.on("weberror", lambda web_error: page_error(web_error.error))
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - one stat before the browser
+        pytest.skip("Chromium is not installed: apt-get install -y chromium (.ci/run does)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+def problems() -> Iterator[Problems]:
+    found = Problems()
+    yield found
+    assert found.seen == [], "\n".join(found.seen)
+
+
+async def _context(chromium: Browser, problems: Problems) -> BrowserContext:
+    context = await chromium.new_context(viewport={"width": 1100, "height": 760})
+    context.set_default_timeout(15_000)
+    problems.watch(context)
+    return context
+
+
+async def _shot(page: Page, name: str) -> None:
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+async def _create_test_user(
+    channel: Page, username: str, email: str = "", *, verified: bool = False
+) -> None:
+    await channel.fill("#username", username)
+    if email:
+        await channel.fill("#email", email)
+    if verified:
+        await channel.check("input[name=verified]")
+    await channel.click("nav button[type=submit]")
+    await expect(channel.locator("header")).to_contain_text(f"You are {username}")
+
+
+async def _run(channel: Page, command: str) -> str:
+    """Type a command in the channel and return the bot's newest reply."""
+    before = await channel.locator(".bot-reply").count()
+    await channel.fill("#composer", command)
+    await channel.press("#composer", "Enter")
+    await expect(channel.locator(".bot-reply")).to_have_count(before + 1)
+    return await channel.locator(".bot-reply").last.inner_text()
+
+
+async def _sign_in_with_discord(page: Page, app: str, discord_username: str) -> None:
+    await page.goto(app)
+    await page.get_by_role("link", name="Sign in with Discord").click()
+    await expect(page.locator("h1")).to_contain_text("wants to access your Discord account")
+    await page.locator("label", has_text=f"@{discord_username} ").locator("input").check()
+    await page.click("button[value=approve]")
+
+
+async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "dora")
+    reply = await _run(channel, "/link")
+    assert "Only you can see this message" in reply
+    await _shot(channel, "1-discord-link")
+
+    async with context.expect_page() as opened:
+        await channel.click("a.link-button")
+    web = await opened.value
+    await expect(web.locator("h1")).to_contain_text("Link Discord @dora")
+    await _shot(web, "2-confirm-page")
+    await web.get_by_role("link", name="Create an account").click()
+    await web.fill("#username", "dora_tf")
+    await web.fill("#email", "dora@example.com")
+    await web.fill("#password", PASSWORD)
+    await web.click("button[type=submit]")
+    await expect(web.locator("h1")).to_contain_text("Link Discord @dora")  # back, signed in
+    await web.get_by_role("button", name="Link accounts").click()
+    await expect(web.locator("h1")).to_have_text("Accounts linked")
+    await expect(web.locator("main")).to_contain_text("now linked to your TaskFlow account dora_tf")
+    await _shot(web, "3-linked")
+
+    assert "dora_tf" in await _run(channel, "/whoami")
+    await _shot(channel, "4-discord-whoami")
+
+    fresh = await _context(chromium, problems)
+    page = await fresh.new_page()
+    await _sign_in_with_discord(page, demo.app, "dora")
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator("dl")).to_contain_text("dora_tf")
+    await expect(page.get_by_role("button", name="Unlink Discord")).to_be_visible()
+    await _shot(page, "5-signed-in-with-discord")
+    await fresh.close()
+
+    assert "no longer linked to the TaskFlow account dora_tf" in await _run(channel, "/unlink")
+    assert "not linked to a TaskFlow account" in await _run(channel, "/whoami")
+    await context.close()
+
+
+async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_refused(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await page.fill("#username", "erin")
+    await page.fill("#email", "erin@example.com")
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page.locator("#email-status")).to_contain_text("Not confirmed yet")
+
+    await page.goto(demo.outbox)
+    email = page.locator("article.email", has_text="erin@example.com").first
+    await expect(email).to_contain_text("Confirm your email address for TaskFlow")
+    await _shot(page, "6-outbox")
+    await email.locator("a[href*='/verify-email/']").click()
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await context.close()
+
+    channel_context = await _context(chromium, problems)
+    channel = await channel_context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "erin_d", "erin@example.com", verified=True)
+    await _create_test_user(channel, "mallory", "erin@example.com", verified=False)
+    await channel_context.close()
+
+    fresh = await _context(chromium, problems)
+    page = await fresh.new_page()
+    await _sign_in_with_discord(page, demo.app, "erin_d")
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator("dl")).to_contain_text("erin")
+    await expect(page.locator(".discord-user")).to_contain_text("@erin_d")  # linked
+    await fresh.close()
+
+    other = await _context(chromium, problems)
+    page = await other.new_page()
+    problems.expected_status.add(409)  # the refusal page's own status
+    await _sign_in_with_discord(page, demo.app, "mallory")
+    await expect(page.locator("h1")).to_have_text("That cannot be done")
+    await expect(page.locator("main")).to_contain_text(
+        "Sign in with your password and link Discord from your account page"
+    )
+    await _shot(page, "7-unverified-refused")
+    await other.close()

@@ -1,0 +1,50 @@
+"""The emulator's channel page on its own (the demo's browser test drives it with the service)."""
+
+from __future__ import annotations
+
+from litestar.testing import AsyncTestClient
+
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.channel import _markdown
+
+
+def _state() -> EmulatorState:
+    return EmulatorState("1200000000000000042", "secret", {"http://127.0.0.1:1/cb"})
+
+
+async def test_creating_a_test_user_and_typing_a_command() -> None:
+    state = _state()
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        home = await client.get("/", follow_redirects=True)
+        assert "Pick who you are on the left" in home.text
+        created = await client.post(
+            "/channel/users",
+            data={"username": "carol", "email": "<script>@x.io", "verified": "yes"},
+        )
+        assert created.status_code == 200  # followed to the channel as carol
+        assert "You are <strong>carol</strong>" in created.text
+        assert "<script>" not in created.text
+        assert "&lt;script&gt;@x.io · verified" in created.text
+        [carol] = state.users.values()
+
+        chat = await client.post("/channel/send", data={"user_id": carol.id, "text": "hello"})
+        assert "only runs the TaskFlow bot&#x27;s commands" in chat.text
+        # No service behind this emulator: the failure is shown in the channel, not a 500.
+        linked = await client.post("/channel/send", data={"user_id": carol.id, "text": "/link"})
+        assert linked.status_code == 200
+        assert "no bot is connected" in linked.text
+
+
+async def test_bad_test_user_names_are_refused() -> None:
+    state = _state()
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        refused = await client.post("/channel/users", data={"username": "Not OK!"})
+        assert refused.status_code == 400
+        assert "2 to 32 characters" in refused.text
+    assert state.users == {}
+
+
+def test_the_bots_markdown_is_rendered_safely() -> None:
+    assert _markdown("**bold** `code` \\_x\\_ <b>") == (
+        "<strong>bold</strong> <code>code</code> _x_ &lt;b&gt;"
+    )
