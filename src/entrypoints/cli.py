@@ -170,10 +170,16 @@ def serve(host: str, port: int) -> None:
 )
 def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
     """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it."""
-    from entrypoints.demo import DemoUrls, run_demo  # noqa: PLC0415
+    from entrypoints.demo import DemoUrls, port_free, run_demo  # noqa: PLC0415
 
     if port == emulator_port:
         raise click.BadParameter("must differ from --port", param_hint="--emulator-port")
+    for option, number in (("--port", port), ("--emulator-port", emulator_port)):
+        if not port_free(host, number):
+            raise click.ClickException(
+                f"Port {number} on {host} is in use. Choose another with {option}, e.g. "
+                f'make demo DEMO_ARGS="{option} {number + 10}".'
+            )
     _configure_logging("WARNING")
 
     def ready(urls: DemoUrls) -> None:
@@ -198,10 +204,7 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
             )
         )
     except SystemExit:
-        raise click.ClickException(
-            f"The demo could not start: is port {port} or {emulator_port} already in use? "
-            "Choose others with --port and --emulator-port."
-        ) from None
+        raise click.ClickException("The demo could not start (see the messages above).") from None
     click.echo("Demo stopped.")
 
 

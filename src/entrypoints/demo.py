@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.settings import load_settings
 from entrypoints.web import create_app
 
+ALICE_ID, BOB_ID = "1000000000000000101", "1000000000000000102"
+
 
 class _Server(uvicorn.Server):
     """The demo handles Ctrl-C itself, for both servers at once."""
@@ -34,7 +37,26 @@ class _Server(uvicorn.Server):
 
 
 def _server(app: Any, host: str, port: int) -> _Server:
-    return _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None))
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            timeout_graceful_shutdown=5,  # an open connection cannot hold the demo up
+        )
+    )
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -52,8 +74,20 @@ def emulator_for(app_url: str) -> EmulatorState:
         client_id, secrets.token_urlsafe(24), {f"{app_url}/auth/discord/callback"}
     )
     state.interactions_url = f"{app_url}/interactions"
-    state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
-    state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
+    state.service_links = {
+        "TaskFlow (the web app)": app_url,
+        "Outbox (emails)": f"{app_url}/outbox",
+    }
+    # The database outlives the session: the seeded users keep their ids, and new ones get
+    # ids from a fresh random range, so a link made in an earlier run never points at a
+    # different person.
+    state.reseed_ids()
+    state.add_user(
+        "alice", global_name="Alice", email="alice@example.com", verified=True, user_id=ALICE_ID
+    )
+    state.add_user(
+        "bob", global_name="Bob", email="bob@example.com", verified=False, user_id=BOB_ID
+    )
     return state
 
 
@@ -93,6 +127,8 @@ async def run_demo(
 
     def stop() -> None:
         for server in servers:
+            if server.should_exit:  # a second Ctrl-C: stop now
+                server.force_exit = True
             server.should_exit = True
 
     loop = asyncio.get_running_loop()

@@ -39,8 +39,8 @@ from domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from domain.use_cases._shared import SESSION_TTL, plausible_token, queue_email, start_session
-from domain.use_cases.accounts import SignedIn, validate_password
+from domain.use_cases._shared import plausible_token, queue_email, start_session
+from domain.use_cases.accounts import SignedIn, _PasswordUseCase, validate_password
 
 # After a failed send, wait this long before each next try; then give up.
 RETRY_DELAYS = (
@@ -447,23 +447,12 @@ class RequestPasswordReset:
             await uow.commit()
 
 
-class ResetPassword:
+class ResetPassword(_PasswordUseCase):
     """Use the emailed link once: new password, every session ends, this browser signs in.
 
     The link proves the person reads the account's mailbox, so the address counts as
     confirmed from then on.
     """
-
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        tokens: TokenIssuer,
-        clock: Clock,
-        passwords: PasswordHasher,
-        session_ttl: timedelta = SESSION_TTL,
-    ) -> None:
-        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
-        self._session_ttl = session_ttl
 
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
         if not plausible_token(token):

@@ -74,7 +74,7 @@ def _entry_html(entry: ChannelEntry, user: TestUser) -> str:
     asked = (
         f'<div class="msg"><div class="avatar">{escape(user.username[:1].upper())}</div>'
         f'<div><div class="meta"><strong>{who}</strong> <span class="time">'
-        f"{entry.at:%H:%M:%S}</span></div>"
+        f"{entry.at:%H:%M:%S} UTC</span></div>"
         f'<div class="used">used <span class="cmd">/{escape(entry.command)}</span></div>'
         "</div></div>"
     )
@@ -172,14 +172,21 @@ def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser |
         if current
         else "Pick who you are on the left."
     )
+    services = ""
+    if state.service_links:
+        links = "".join(
+            f'<li><a href="{escape(url)}" target="_blank" rel="noopener">{escape(label)} ↗</a></li>'
+            for label, url in state.service_links.items()
+        )
+        services = f"<h2>Elsewhere in the demo</h2><ul>{links}</ul>"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <title>#{CHANNEL} · Discord emulator</title><style>{STYLE}</style></head><body>
 <nav aria-label="Test users">
   <div><strong>TaskFlow Test Server</strong><div class="muted">Discord emulator</div></div>
-  <h2>Test users</h2><ul>{users}</ul>
-  <h2>Create a test user</h2>
+  <h2>Discord test users</h2><ul>{users}</ul>
+  <h2>Create a Discord test user</h2>
   <form method="post" action="/channel/users">
     <label for="username">Username</label>
     <input type="text" id="username" name="username" required pattern="[a-z0-9_.]{{2,32}}"
@@ -187,8 +194,11 @@ def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser |
     <label for="email">Email (optional)</label>
     <input type="email" id="email" name="email" placeholder="carol@example.com">
     <label><input type="checkbox" name="verified" value="yes"> Discord verified this email</label>
+    <p class="muted">A verified email that matches one confirmed TaskFlow account links to it at
+      the first "Sign in with Discord"; an unverified one is never trusted.</p>
     <button type="submit" class="secondary">Create</button>
   </form>
+  {services}
 </nav>
 <main>
   <header># {CHANNEL}<span class="topic">{who}</span></header>
@@ -248,6 +258,12 @@ def channel_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[
                 "or '.'. Go back and try another.",
                 media_type=MediaType.TEXT,
                 status_code=400,
+            )
+        if any(u.username == username for u in state.users.values()):
+            return Response(
+                f"There is already a test user @{username}. Go back and choose another name.",
+                media_type=MediaType.TEXT,
+                status_code=409,
             )
         email = data.get("email", "").strip() or None
         user = state.add_user(

@@ -92,6 +92,8 @@ class EmulatorState:
     # Registered slash commands by scope: "global" or a guild id.
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     interactions: dict[str, Interaction] = field(default_factory=dict)
+    # Links the channel page shows (the demo's web app and outbox), label -> URL.
+    service_links: dict[str, str] = field(default_factory=dict)
     _next_id: int = 1_100_000_000_000_000_000
 
     def __post_init__(self) -> None:
@@ -103,6 +105,10 @@ class EmulatorState:
     def public_key(self) -> str:
         """The hex Ed25519 key the service verifies interactions with."""
         return self.signing_key.verify_key.encode().hex()
+
+    def reseed_ids(self) -> None:
+        """Start new ids at a random point, far from any earlier session's."""
+        self._next_id = 1_100_000_000_000_000_000 + secrets.randbelow(10**17)
 
     def snowflake(self) -> str:
         self._next_id += secrets.randbelow(1000) + 1
