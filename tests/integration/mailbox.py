@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import re
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.bot_support import wait_until
 from tests.servers import free_port
 
 
@@ -31,12 +31,8 @@ class Mailbox:
 
     async def wait_for(self, address: str, count: int = 1) -> Message:
         """The ``count``-th message to ``address``, once the service has sent it (10 s)."""
-        for _ in range(500):
-            messages = self.to(address)
-            if len(messages) >= count:
-                return messages[count - 1]
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no message #{count} to {address}; got {len(self.to(address))}")
+        await wait_until(lambda: len(self.to(address)) >= count)
+        return self.to(address)[count - 1]
 
 
 def body(message: Message) -> str:

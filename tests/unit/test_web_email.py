@@ -15,6 +15,7 @@ from domain.ports import EmailMessage
 from entrypoints.container import build_container
 from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
+from tests.bot_support import wait_until
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Harness, make_settings
 from tests.web_support import csrf_token, post_form
 
@@ -42,12 +43,8 @@ async def _sign_up(client: Client, name: str) -> None:
 
 async def _email(hx: Harness, address: str, count: int = 1) -> EmailMessage:
     """Wait for the app's own email worker to send the ``count``-th email to ``address``."""
-    for _ in range(200):
-        emails = hx.emails_to(address)
-        if len(emails) >= count:
-            return emails[count - 1]
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no email #{count} to {address}")
+    await wait_until(lambda: len(hx.emails_to(address)) >= count)
+    return hx.emails_to(address)[count - 1]
 
 
 def _status(page: str) -> str:

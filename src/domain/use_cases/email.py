@@ -252,11 +252,22 @@ class ShowEmailLink:
 
 
 async def _consume_link(
-    uow: UnitOfWork, digest: str, purpose: EmailPurpose, now: datetime
+    uow: UnitOfWork,
+    digest: str,
+    purpose: EmailPurpose,
+    now: datetime,
+    *,
+    owner_only: bool = False,
+    signed_in: AccountId | None = None,
 ) -> tuple[EmailToken, Account]:
     """Use the link once, in the caller's transaction (a refusal rolls it back). The account
-    is locked first, so a concurrent change of it waits instead of being overwritten."""
+    is locked first, so a concurrent change of it waits instead of being overwritten. With
+    ``owner_only``, only someone signed in to the link's account (``signed_in``) may use it."""
     peek = await uow.email_tokens.get(digest)
+    if owner_only and peek is not None and signed_in != peek.account_id:
+        raise errors.NotSignedIn(
+            "Sign in to the account this email belongs to, then open the link again."
+        )
     locked = await uow.accounts.lock(peek.account_id) if peek is not None else None
     token = await uow.email_tokens.consume(digest, purpose, now)
     existing = None if token else peek
@@ -293,12 +304,9 @@ class VerifyEmail:
         digest = self._tokens.digest(token)
         now = self._clock.now()
         async with self._uow() as uow:
-            peek = await uow.email_tokens.get(digest)
-            if peek is not None and signed_in != peek.account_id:
-                raise errors.NotSignedIn(
-                    "Sign in to the account this email belongs to, then open the link again."
-                )
-            _, account = await _consume_link(uow, digest, EmailPurpose.VERIFY, now)
+            _, account = await _consume_link(
+                uow, digest, EmailPurpose.VERIFY, now, owner_only=True, signed_in=signed_in
+            )
             verified = replace(account, email_verified=True)
             await uow.accounts.update(verified)
             await uow.audit.record(AuditEvent(AuditKind.EMAIL_VERIFIED, now, account.id))
