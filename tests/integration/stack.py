@@ -49,7 +49,10 @@ async def stack(
     mailbox, smtp_port = smtp_server
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}"
-    emulator = EmulatorState(APP_ID, "secret-e2e", {f"{app_url}/auth/discord/callback"})
+    # Generous deadlines: a busy machine must never make a normal command late.
+    emulator = EmulatorState(
+        APP_ID, "secret-e2e", {f"{app_url}/auth/discord/callback"}, response_deadline=60.0
+    )
     emulator.fault_delay = 3.0
     emulator.interactions_url = f"{app_url}/interactions"
     with serve(create_emulator_app(emulator)) as emulator_url:
@@ -64,6 +67,8 @@ async def stack(
             discord_timeout_seconds=1.0,
             discord_bot_token=emulator.bot_token,
             discord_public_key=emulator.public_key,
+            discord_reply_deadline_seconds=20.0,
+            discord_answer_deadline_seconds=25.0,
             # Email goes through the SMTP adapter to the test's aiosmtpd server.
             email_backend="smtp",
             smtp_host="127.0.0.1",

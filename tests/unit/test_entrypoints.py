@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from click.testing import CliRunner
 
@@ -87,18 +84,13 @@ def test_cli_help_and_config_check(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TEST_SECRET_KEY not in result.output
 
 
-def test_installed_command_reports_a_missing_setting_without_a_traceback(
-    tmp_path: pytest.TempPathFactory,
+def test_the_http_answer_deadline_must_come_after_the_reply_deadline(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {"PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", "from entrypoints.cli import main; main()", "config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,  # type: ignore[arg-type]
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "TASKFLOW_LINK_SECRET_KEY: is required but not set" in done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS", "2")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS", "1.5")
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    assert "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS must be above" in str(failed.value)
+    assert "Value error" not in str(failed.value)

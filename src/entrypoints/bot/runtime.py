@@ -23,8 +23,6 @@ from entrypoints.email_worker import EmailWorker
 
 log = logging.getLogger("taskflow_link.bot")
 
-# Discord shows "the application did not respond" after 3 s; keep a margin for the network.
-ANSWER_WITHIN_SECONDS = 2.9
 EPHEMERAL_FLAG = 64
 CHANNEL_MESSAGE_WITH_SOURCE = 4
 
@@ -112,6 +110,8 @@ class HttpInteractions:
         self._public_key = settings.discord_public_key
         self._verify_key = nacl.signing.VerifyKey(bytes.fromhex(settings.discord_public_key))
         self._max_age = settings.discord_interaction_max_age_seconds
+        # Discord shows "the application did not respond" after 3 s, network included.
+        self._answer_within = settings.discord_answer_deadline_seconds
         # Signatures seen within the accepted age: a captured request cannot be replayed even
         # while its timestamp is still fresh (per process; Discord never resends one).
         self._seen: OrderedDict[bytes, float] = OrderedDict()
@@ -169,7 +169,7 @@ class HttpInteractions:
         if self._bot is None:
             raise RuntimeError("HTTP interactions were not started")
         try:
-            async with asyncio.timeout(ANSWER_WITHIN_SECONDS):
+            async with asyncio.timeout(self._answer_within):
                 answer = await self._bot.on_interaction(
                     body, bytes.fromhex(signature), timestamp.encode()
                 )
@@ -180,7 +180,7 @@ class HttpInteractions:
             log.error("an interaction's handler was cancelled before replying")
             return FALLBACK_ANSWER
         except TimeoutError:
-            log.error("no reply to an interaction within %s s", ANSWER_WITHIN_SECONDS)
+            log.error("no reply to an interaction within %s s", self._answer_within)
             return FALLBACK_ANSWER
         except Exception as exc:
             log.error("an interaction failed: %s", type(exc).__name__)

@@ -23,7 +23,6 @@ from litestar.response import Response
 
 from entrypoints.emulator.gateway import GatewaySession
 from entrypoints.emulator.state import (
-    INTERACTION_RESPONSE_DEADLINE,
     TEST_CHANNEL_ID,
     TEST_GUILD_ID,
     EmulatorState,
@@ -169,7 +168,7 @@ async def deliver(state: EmulatorState, payload: dict[str, Any]) -> httpx.Respon
         "x-signature-ed25519": state.sign(body, timestamp),
         "x-signature-timestamp": timestamp,
     }
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with httpx.AsyncClient(timeout=max(10.0, state.response_deadline + 5)) as client:
         return await client.post(state.interactions_url, content=body, headers=headers)
 
 
@@ -180,10 +179,10 @@ def _answer(response: httpx.Response) -> Any:
         return response.text
 
 
-async def _await_reply(interaction: Interaction) -> None:
+async def _await_reply(state: EmulatorState, interaction: Interaction) -> None:
     """Over the gateway the answer only comes through the callback endpoint."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(interaction.answered.wait(), INTERACTION_RESPONSE_DEADLINE + 0.5)
+        await asyncio.wait_for(interaction.answered.wait(), state.response_deadline + 0.5)
 
 
 async def run_slash_command(
@@ -227,7 +226,7 @@ async def run_slash_command(
     status, body = None, None
     if via == "gateway":
         await gateway[0].dispatch("INTERACTION_CREATE", payload)
-        await _await_reply(interaction)
+        await _await_reply(state, interaction)
     else:
         try:
             answer = await deliver(state, payload)
@@ -235,7 +234,7 @@ async def run_slash_command(
             return 502, {"error": f"could not reach the service: {exc}"}
         status, body = answer.status_code, _answer(answer)
         answered_after = time.monotonic() - interaction.sent_at
-        in_time = answered_after <= INTERACTION_RESPONSE_DEADLINE
+        in_time = answered_after <= state.response_deadline
         # A reply may also travel in the HTTP response itself, if it comes within 3 s.
         in_band = isinstance(body, dict) and body.get("type") in (4, 5)
         if in_time and in_band and interaction.response is None:
@@ -329,7 +328,7 @@ def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTP
         if interaction is None or not secrets.compare_digest(interaction.token, token):
             return _discord_error("Unknown interaction", 10062, 404)
         elapsed = time.monotonic() - interaction.sent_at
-        if elapsed > INTERACTION_RESPONSE_DEADLINE:
+        if elapsed > state.response_deadline:
             return _discord_error("Unknown interaction", 10062, 404)  # too late, as on Discord
         if interaction.response is not None:
             return _discord_error("Interaction has already been acknowledged.", 40060, 400)

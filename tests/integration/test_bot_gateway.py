@@ -27,7 +27,7 @@ APP_ID = "1234567890123456780"
 
 @pytest.fixture
 def emulator() -> Iterator[tuple[EmulatorState, str]]:
-    state = EmulatorState(APP_ID, "secret", set())
+    state = EmulatorState(APP_ID, "secret", set(), response_deadline=60.0)
     with serve(create_emulator_app(state)) as url:
         yield state, url
 
@@ -40,6 +40,8 @@ async def gateway_bot(emulator: tuple[EmulatorState, str]) -> AsyncIterator[Harn
             discord_bot_token=state.bot_token,
             discord_api_url=f"{url}/api/v10",
             public_url="http://taskflow.example",
+            discord_reply_deadline_seconds=20.0,
+            discord_answer_deadline_seconds=25.0,
         )
     )
     h = Harness.build(container)
@@ -94,6 +96,8 @@ async def test_the_bot_command_runs_and_stops_on_ctrl_c(
         "TASKFLOW_LINK_STORAGE": "memory",
         "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+        "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS": "20",
+        "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS": "25",
     }
     process = subprocess.Popen(  # noqa: ASYNC220 - the test waits for it with to_thread
         [sys.executable, "-c", "from entrypoints.cli import main; main()", "bot"],
