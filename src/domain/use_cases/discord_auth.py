@@ -20,19 +20,17 @@ from domain.model import (
     PendingLogin,
 )
 from domain.policies import (
-    SECRET_REFUSALS,
     CreateAccount,
     LinkAndSignIn,
     Refuse,
-    SecretStatus,
     SignIn,
-    check_one_time_secret,
     choose_username,
     decide_login,
     pkce_challenge,
     safe_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
     apply_link,
@@ -191,28 +189,19 @@ class CompleteDiscordAuth:
         return await retry_on_conflict(lambda: self._login(pending, profile))
 
     async def _consume_state(self, state: str | None, browser_token: str | None) -> PendingLogin:
-        if not plausible_token(state):
-            raise errors.SecretUnknown()
-        digest = self._tokens.digest(state)
-        now = self._clock.now()
         async with self._uow() as uow:
-            pending = await uow.pending_logins.consume(digest, now)
-            existing = None if pending else await uow.pending_logins.get(digest)
-            await uow.commit()
-        browser_digest = (
-            self._tokens.digest(browser_token) if plausible_token(browser_token) else None
-        )
-        status = check_one_time_secret(
-            found=pending is not None or existing is not None,
-            consumed_by_someone_else=pending is None,
-            expires_at=pending.expires_at if pending else None,
-            now=now,
-            expected_browser_digest=pending.browser_digest if pending else None,
-            browser_digest=browser_digest,
-        )
-        if status is not SecretStatus.VALID or pending is None:
-            raise SECRET_REFUSALS[status]()
-        return pending
+            try:
+                return await use_secret(
+                    uow.pending_logins,
+                    self._tokens,
+                    state,
+                    self._clock.now(),
+                    spend=True,
+                    bound_to=lambda pending: pending.browser_digest,
+                    browser_token=browser_token,
+                )
+            finally:
+                await uow.commit()  # spent even when refused: a callback URL works once
 
     async def _link(self, pending: PendingLogin, profile: DiscordProfile) -> AuthCompleted:
         assert pending.account_id is not None  # noqa: S101

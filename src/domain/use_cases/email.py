@@ -30,7 +30,7 @@ from domain.model import (
     normalize_email,
     validate_email,
 )
-from domain.policies import SecretStatus, check_one_time_secret
+from domain.policies import SecretStatus
 from domain.ports import (
     Clock,
     EmailSender,
@@ -39,6 +39,7 @@ from domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from domain.use_cases._secrets import EmailLinks, Refusal, use_secret
 from domain.use_cases._shared import plausible_token, queue_email, start_session
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase, validate_password
 
@@ -77,14 +78,17 @@ _CONSUMED = {
 }
 
 
-def _refusal(status: SecretStatus, purpose: EmailPurpose) -> errors.SecretRefused:
-    if status is SecretStatus.EXPIRED:
-        return errors.SecretExpired(_EXPIRED[purpose])
-    if status is SecretStatus.CONSUMED:
-        return errors.SecretConsumed(_CONSUMED[purpose])
-    return errors.SecretUnknown(
-        "This link is not valid. Copy the whole link from the email, or ask for a new one."
-    )
+def _refusal_for(purpose: EmailPurpose) -> Refusal:
+    def refusal(status: SecretStatus) -> errors.SecretRefused:
+        if status is SecretStatus.EXPIRED:
+            return errors.SecretExpired(_EXPIRED[purpose])
+        if status is SecretStatus.CONSUMED:
+            return errors.SecretConsumed(_CONSUMED[purpose])
+        return errors.SecretUnknown(
+            "This link is not valid. Copy the whole link from the email, or ask for a new one."
+        )
+
+    return refusal
 
 
 def _same_address(account: Account, token: EmailToken) -> bool:
@@ -231,21 +235,19 @@ class ShowEmailLink:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, token: str, purpose: EmailPurpose) -> EmailLinkShown:
-        if not plausible_token(token):
-            raise _refusal(SecretStatus.UNKNOWN, purpose)
+        refusal = _refusal_for(purpose)
         async with self._uow() as uow:
-            found = await uow.email_tokens.get(self._tokens.digest(token))
-            if found is not None and found.purpose is not purpose:
-                found = None
-            account = await uow.accounts.get(found.account_id) if found else None
-        status = check_one_time_secret(
-            found=found is not None and account is not None,
-            consumed_by_someone_else=found is not None and found.consumed_at is not None,
-            expires_at=found.expires_at if found else None,
-            now=self._clock.now(),
-        )
-        if status is not SecretStatus.VALID or found is None or account is None:
-            raise _refusal(status, purpose)
+            found = await use_secret(
+                EmailLinks(uow.email_tokens, purpose),
+                self._tokens,
+                token,
+                self._clock.now(),
+                spend=False,
+                refusal=refusal,
+            )
+            account = await uow.accounts.get(found.account_id)
+        if account is None:
+            raise refusal(SecretStatus.UNKNOWN)
         if not _same_address(account, found):
             raise errors.EmailLinkOutdated()
         return EmailLinkShown(account, found)
@@ -253,7 +255,8 @@ class ShowEmailLink:
 
 async def _consume_link(
     uow: UnitOfWork,
-    digest: str,
+    tokens: TokenIssuer,
+    token: str,
     purpose: EmailPurpose,
     now: datetime,
     *,
@@ -263,28 +266,21 @@ async def _consume_link(
     """Use the link once, in the caller's transaction (a refusal rolls it back). The account
     is locked first, so a concurrent change of it waits instead of being overwritten. With
     ``owner_only``, only someone signed in to the link's account (``signed_in``) may use it."""
-    peek = await uow.email_tokens.get(digest)
+    refusal = _refusal_for(purpose)
+    peek = await uow.email_tokens.get(tokens.digest(token)) if plausible_token(token) else None
     if owner_only and peek is not None and signed_in != peek.account_id:
         raise errors.NotSignedIn(
             "Sign in to the account this email belongs to, then open the link again."
         )
     locked = await uow.accounts.lock(peek.account_id) if peek is not None else None
-    token = await uow.email_tokens.consume(digest, purpose, now)
-    existing = None if token else peek
-    if existing is not None and existing.purpose is not purpose:
-        existing = None
-    account = locked if token is not None and locked is not None else None
-    status = check_one_time_secret(
-        found=(token is not None and account is not None) or existing is not None,
-        consumed_by_someone_else=token is None,
-        expires_at=token.expires_at if token else None,
-        now=now,
+    used = await use_secret(
+        EmailLinks(uow.email_tokens, purpose), tokens, token, now, spend=True, refusal=refusal
     )
-    if status is not SecretStatus.VALID or token is None or account is None:
-        raise _refusal(status, purpose)
-    if not _same_address(account, token):
+    if locked is None or locked.id != used.account_id:
+        raise refusal(SecretStatus.UNKNOWN)
+    if not _same_address(locked, used):
         raise errors.EmailLinkOutdated()
-    return token, account
+    return used, locked
 
 
 class VerifyEmail:
@@ -299,13 +295,16 @@ class VerifyEmail:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, token: str, signed_in: AccountId | None) -> Account:
-        if not plausible_token(token):
-            raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.VERIFY)
-        digest = self._tokens.digest(token)
         now = self._clock.now()
         async with self._uow() as uow:
             _, account = await _consume_link(
-                uow, digest, EmailPurpose.VERIFY, now, owner_only=True, signed_in=signed_in
+                uow,
+                self._tokens,
+                token,
+                EmailPurpose.VERIFY,
+                now,
+                owner_only=True,
+                signed_in=signed_in,
             )
             verified = replace(account, email_verified=True)
             await uow.accounts.update(verified)
@@ -463,18 +462,20 @@ class ResetPassword(_PasswordUseCase):
     """
 
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
-        if not plausible_token(token):
-            raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.RESET)
         validate_password(new_password)
-        digest = self._tokens.digest(token)
         async with self._uow() as uow:  # refuse a bad link before the costly hash
-            peek = await uow.email_tokens.get(digest)
-        if peek is None or peek.purpose is not EmailPurpose.RESET:
-            raise _refusal(SecretStatus.UNKNOWN, EmailPurpose.RESET)
+            await use_secret(
+                EmailLinks(uow.email_tokens, EmailPurpose.RESET),
+                self._tokens,
+                token,
+                self._clock.now(),
+                spend=False,
+                refusal=_refusal_for(EmailPurpose.RESET),
+            )
         new_hash = await self._passwords.hash(new_password)  # slow: outside the transaction
         now = self._clock.now()
         async with self._uow() as uow:
-            _, account = await _consume_link(uow, digest, EmailPurpose.RESET, now)
+            _, account = await _consume_link(uow, self._tokens, token, EmailPurpose.RESET, now)
             updated = replace(account, password_hash=new_hash, email_verified=True)
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)

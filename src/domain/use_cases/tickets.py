@@ -7,9 +7,9 @@ from datetime import datetime
 
 from domain import errors
 from domain.model import ONE_TIME_SECRET_TTL, Account, AccountId, DiscordUser, Link, LinkTicket
-from domain.policies import SECRET_REFUSALS, SecretStatus, check_one_time_secret
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._shared import LinkResult, apply_link, plausible_token, retry_on_conflict
+from domain.use_cases._secrets import use_secret
+from domain.use_cases._shared import LinkResult, apply_link, retry_on_conflict
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +50,10 @@ class ShowLinkTicket:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, token: str) -> LinkTicket:
-        if not plausible_token(token):
-            raise errors.SecretUnknown()
         async with self._uow() as uow:
-            ticket = await uow.link_tickets.get(self._tokens.digest(token))
-        status = check_one_time_secret(
-            found=ticket is not None,
-            consumed_by_someone_else=ticket is not None and ticket.consumed_at is not None,
-            expires_at=ticket.expires_at if ticket else None,
-            now=self._clock.now(),
-        )
-        if status is not SecretStatus.VALID or ticket is None:
-            raise SECRET_REFUSALS[status]()
-        return ticket
+            return await use_secret(
+                uow.link_tickets, self._tokens, token, self._clock.now(), spend=False
+            )
 
 
 class RedeemLinkTicket:
@@ -76,23 +67,10 @@ class RedeemLinkTicket:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, token: str, account_id: AccountId) -> LinkResult:
-        if not plausible_token(token):
-            raise errors.SecretUnknown()
-        digest = self._tokens.digest(token)
-
         async def attempt() -> LinkResult:
             now = self._clock.now()
             async with self._uow() as uow:
-                ticket = await uow.link_tickets.consume(digest, now)
-                existing = None if ticket else await uow.link_tickets.get(digest)
-                status = check_one_time_secret(
-                    found=ticket is not None or existing is not None,
-                    consumed_by_someone_else=ticket is None,
-                    expires_at=ticket.expires_at if ticket else None,
-                    now=now,
-                )
-                if status is not SecretStatus.VALID or ticket is None:
-                    raise SECRET_REFUSALS[status]()
+                ticket = await use_secret(uow.link_tickets, self._tokens, token, now, spend=True)
                 if await uow.accounts.get(account_id) is None:
                     raise errors.NotSignedIn()
                 result = await apply_link(
