@@ -42,9 +42,9 @@ def cheap_argon2() -> Argon2PasswordHasher:
 
 @dataclass
 class Browser:
-    """Cookies a browser would hold: the OAuth binding and the web session."""
+    """Cookies a browser would hold: the OAuth binding values and the web session."""
 
-    binding: str | None = None
+    bindings: tuple[str, ...] = ()
     session: str | None = None
 
 
@@ -151,23 +151,26 @@ class Harness:
         email: str | None = None,
         verified: bool = True,
         global_name: str | None = None,
+        avatar: str | None = None,
     ) -> DiscordProfile:
         return self.discord.add_user(
             DiscordProfile(
                 id=DiscordId(discord_id),
                 username=username or f"user{discord_id}",
                 global_name=global_name,
-                avatar=None,
+                avatar=avatar,
                 email=email,
                 verified=verified,
             )
         )
 
-    async def start_login(self, browser: Browser, next_path: str | None = None) -> AuthStarted:
+    async def start_login(
+        self, browser: Browser, next_path: str | None = None, *, ask_again: bool = False
+    ) -> AuthStarted:
         started: AuthStarted = await self.container.start_discord_login().execute(
-            next_path=next_path, browser_token=browser.binding
+            next_path=next_path, browser_tokens=browser.bindings, ask_again=ask_again
         )
-        browser.binding = started.browser_token
+        browser.bindings = started.browser_tokens
         return started
 
     async def complete(
@@ -183,7 +186,7 @@ class Harness:
             state=state,
             code=code,
             error=error,
-            browser_token=browser.binding,
+            browser_tokens=browser.bindings,
             signed_in_account=signed_in,
         )
         if completed.session_token:
@@ -203,10 +206,41 @@ class Harness:
     ) -> AuthCompleted:
         browser = browser or Browser()
         started: AuthStarted = await self.container.start_discord_link().execute(
-            account_id=account_id, browser_token=browser.binding
+            account_id=account_id, browser_tokens=browser.bindings
         )
-        browser.binding = started.browser_token
+        browser.bindings = started.browser_tokens
         approval = self.discord.approve(started.authorize_url, profile.id)
+        return await self.complete(
+            browser, state=approval.state, code=approval.code, signed_in=account_id
+        )
+
+    async def start_ticket_link(
+        self, token: str, account_id: AccountId, browser: Browser
+    ) -> AuthStarted:
+        started: AuthStarted = await self.container.start_ticket_link().execute(
+            token=token, account_id=account_id, browser_tokens=browser.bindings
+        )
+        browser.bindings = started.browser_tokens
+        return started
+
+    async def confirm_ticket(
+        self,
+        token: str,
+        account_id: AccountId,
+        *,
+        as_discord: DiscordId | None = None,
+        browser: Browser | None = None,
+    ) -> AuthCompleted:
+        """The /link page's "Continue with Discord", signed in to ``account_id``, then Discord
+        as ``as_discord`` (by default the account that ran /link, as the honest person does)."""
+        browser = browser or Browser()
+        ticket = await self.container.show_link_ticket().execute(token)
+        who = as_discord or ticket.discord.id
+        if who not in self.discord.users:
+            name = ticket.discord.username if who == ticket.discord.id else f"user{who}"
+            self.discord_user(who.value, username=name, global_name=ticket.discord.global_name)
+        started = await self.start_ticket_link(token, account_id, browser)
+        approval = self.discord.approve(started.authorize_url, who)
         return await self.complete(
             browser, state=approval.state, code=approval.code, signed_in=account_id
         )

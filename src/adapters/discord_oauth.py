@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
@@ -53,17 +54,25 @@ class HttpDiscordOAuth:
             follow_redirects=False,
         )
 
-    def authorization_url(self, *, state: str, code_challenge: str, scopes: Sequence[str]) -> str:
-        client = self._client()
-        url, _ = client.create_authorization_url(
-            self._authorize_url,
-            state=state,
-            scope=" ".join(scopes),
-            code_challenge=code_challenge,
-            code_challenge_method="S256",
-            prompt="consent",
+    def authorization_url(
+        self, *, state: str, code_challenge: str, scopes: Sequence[str], ask_again: bool = False
+    ) -> str:
+        # Only query parameters: no client (nor TLS context) is needed to build them.
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self._client_id,
+                "redirect_uri": self._redirect_uri,
+                "scope": " ".join(scopes),
+                "state": state,
+                "code_challenge": code_challenge,
+                "code_challenge_method": "S256",
+                # none: a returning person who already granted these scopes is sent straight
+                # back; someone new still sees the consent screen. consent: always show it.
+                "prompt": "consent" if ask_again else "none",
+            }
         )
-        return str(url)
+        return f"{self._authorize_url}?{query}"
 
     async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens:
         async with self._client() as client:

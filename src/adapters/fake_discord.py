@@ -55,7 +55,9 @@ class InMemoryDiscordOAuth:
         self.users[profile.id] = profile
         return profile
 
-    def authorization_url(self, *, state: str, code_challenge: str, scopes: Sequence[str]) -> str:
+    def authorization_url(
+        self, *, state: str, code_challenge: str, scopes: Sequence[str], ask_again: bool = False
+    ) -> str:
         query = urlencode(
             {
                 "response_type": "code",
@@ -65,7 +67,7 @@ class InMemoryDiscordOAuth:
                 "state": state,
                 "code_challenge": code_challenge,
                 "code_challenge_method": "S256",
-                "prompt": "consent",
+                "prompt": "consent" if ask_again else "none",
             }
         )
         return f"{self.AUTHORIZE_URL}?{query}"

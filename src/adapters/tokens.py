@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 
 from domain.ports import IssuedSecret
@@ -12,8 +14,13 @@ class SecretsTokenIssuer:
     """Random URL-safe tokens from ``secrets``; only their SHA-256 digest is ever stored.
 
     A fast unkeyed hash is enough here: the tokens carry 256 bits of entropy, so a leaked
-    digest cannot be reversed by guessing (unlike passwords, which use argon2).
+    digest cannot be reversed by guessing (unlike passwords, which use argon2). Derived values
+    are HMAC-SHA256 under the server's key, so a database dump does not yield them.
     """
+
+    def __init__(self, key: str) -> None:
+        # A key of its own, separate from what else the secret key signs (CSRF tokens).
+        self._key = hmac.new(key.encode(), b"taskflow-link derive", hashlib.sha256).digest()
 
     def issue(self) -> IssuedSecret:
         token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -21,3 +28,7 @@ class SecretsTokenIssuer:
 
     def digest(self, token: str) -> str:
         return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+    def derive(self, token: str, purpose: str) -> str:
+        mac = hmac.new(self._key, f"{purpose}\n{token}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")

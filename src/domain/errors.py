@@ -109,6 +109,26 @@ class AmbiguousEmail(LinkRefused):
     )
 
 
+class TicketForAnotherDiscord(LinkRefused):
+    """The person confirming a /link button signed in to Discord as someone else: the button
+    was forwarded (or they picked the wrong Discord account). Nothing is linked."""
+
+    code = "ticket_for_another_discord"
+    message = (
+        "This link was made for another Discord account, so nothing was linked. If you want "
+        "to link your own Discord account, run /link yourself in Discord."
+    )
+
+    @classmethod
+    def naming(cls, *, ticket_username: str, signed_in_as: str) -> TicketForAnotherDiscord:
+        return cls(
+            f"This link was made for the Discord account @{ticket_username}, but you are "
+            f"signed in to Discord as @{signed_in_as}, so nothing was linked. Continue only "
+            "with a link you got by running /link yourself: if you are "
+            f"@{ticket_username}, run /link again and sign in to Discord as @{ticket_username}."
+        )
+
+
 class NotLinked(DomainError):
     code = "not_linked"
     message = "No Discord account is linked."

@@ -172,22 +172,29 @@ class Link:
 
 
 class AuthPurpose(enum.StrEnum):
-    LOGIN = "login"
-    LINK = "link"
+    """Why a Discord OAuth round trip was started."""
+
+    LOGIN = "login"  # "Sign in with Discord"
+    LINK = "link"  # "Link Discord" on the account page
+    TICKET = "ticket"  # confirming a /link ticket: prove being the Discord account that ran it
 
 
 @dataclass(frozen=True, slots=True)
 class PendingLogin:
-    """An OAuth ``state`` waiting for Discord's callback. Only digests are kept."""
+    """An OAuth ``state`` waiting for Discord's callback.
+
+    It holds no live secret: the state, the browser binding and the ticket are kept as
+    digests, and the PKCE verifier is derived again from the state with the server's key.
+    """
 
     state_digest: str
     purpose: AuthPurpose
     browser_digest: str
-    pkce_verifier: str
     destination: str
     created_at: datetime
     expires_at: datetime
-    account_id: AccountId | None = None  # the signed-in account, for link flows
+    account_id: AccountId | None = None  # the signed-in account, for every purpose but login
+    ticket_digest: str | None = None  # the /link ticket being confirmed (purpose ticket)
     consumed_at: datetime | None = None
 
 
@@ -280,6 +287,7 @@ class OutgoingEmail:
 class AuditKind(enum.StrEnum):
     ACCOUNT_CREATED = "account_created"
     LINKED = "linked"
+    LINK_REFUSED = "link_refused"
     UNLINKED = "unlinked"
     SIGNED_IN = "signed_in"
     SIGNED_OUT = "signed_out"

@@ -145,13 +145,13 @@ def check_one_time_secret(
     expires_at: datetime | None,
     now: datetime,
     expected_browser_digest: str | None = None,
-    browser_digest: str | None = None,
+    browser_digests: Collection[str] = (),
 ) -> SecretStatus:
     """Judge a one-time secret after the caller tried to consume it atomically.
 
     A secret is valid strictly before ``expires_at``: at the boundary it has expired.
-    When a browser binding is expected, the digest of the presented cookie must match
-    (compared in constant time); a missing cookie is a mismatch.
+    When a browser binding is expected, the digest of one of the binding values the browser
+    presented must match (compared in constant time); none presented is a mismatch.
     """
     if not found:
         return SecretStatus.UNKNOWN
@@ -159,8 +159,8 @@ def check_one_time_secret(
         return SecretStatus.CONSUMED
     if expires_at is None or now >= expires_at:
         return SecretStatus.EXPIRED
-    if expected_browser_digest is not None and not (
-        browser_digest is not None and constant_time_equals(expected_browser_digest, browser_digest)
+    if expected_browser_digest is not None and not any(
+        constant_time_equals(expected_browser_digest, d) for d in browser_digests
     ):
         return SecretStatus.WRONG_BROWSER
     return SecretStatus.VALID

@@ -228,6 +228,10 @@ class TokenIssuer(Protocol):
     def digest(self, token: str) -> str:
         """The digest stored for ``token`` (deterministic, one-way)."""
 
+    def derive(self, token: str, purpose: str) -> str:
+        """A secret derived from ``token`` with the server's key (an HMAC): a value a flow
+        needs again later (a PKCE verifier) without storing it. URL-safe, 43 characters."""
+
 
 class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...
@@ -253,8 +257,12 @@ class DiscordTokens:
 class DiscordOAuth(Protocol):
     """Discord's OAuth2 endpoints. Failures raise ``DiscordUnavailable``/``DiscordDenied``."""
 
-    def authorization_url(self, *, state: str, code_challenge: str, scopes: Sequence[str]) -> str:
-        """Where to send the browser; PKCE S256 with ``code_challenge``."""
+    def authorization_url(
+        self, *, state: str, code_challenge: str, scopes: Sequence[str], ask_again: bool = False
+    ) -> str:
+        """Where to send the browser; PKCE S256 with ``code_challenge``. Discord skips its
+        consent screen for someone who already granted these scopes (``prompt=none``), unless
+        ``ask_again`` (``prompt=consent``: the screen, with its account switcher)."""
 
     async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens: ...
 

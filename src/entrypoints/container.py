@@ -71,7 +71,9 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
     clock = providers.Singleton(SystemClock)
-    tokens = providers.Singleton(SecretsTokenIssuer)
+    tokens = providers.Singleton(
+        SecretsTokenIssuer, providers.Callable(lambda s: s.secret_key.get_secret_value(), settings)
+    )
     passwords = providers.Singleton(Argon2PasswordHasher)
     session_ttl = providers.Callable(lambda s: timedelta(days=s.session_ttl_days), settings)
     public_base_url = providers.Callable(lambda s: str(s.public_url).rstrip("/"), settings)
@@ -95,7 +97,7 @@ class Container(containers.DeclarativeContainer):
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
     show_link_ticket = providers.Factory(uc.ShowLinkTicket, uow, tokens, clock)
-    redeem_link_ticket = providers.Factory(uc.RedeemLinkTicket, uow, tokens, clock)
+    start_ticket_link = providers.Factory(uc.StartTicketLink, uow, tokens, clock, discord_oauth)
     start_discord_login = providers.Factory(uc.StartDiscordLogin, uow, tokens, clock, discord_oauth)
     start_discord_link = providers.Factory(uc.StartDiscordLink, uow, tokens, clock, discord_oauth)
     complete_discord_auth = providers.Factory(

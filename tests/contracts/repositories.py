@@ -46,7 +46,7 @@ def link(discord_id: int, account_id: AccountId) -> Link:
 
 
 def pending(digest: str = "s" * 64, **changes: object) -> PendingLogin:
-    row = PendingLogin(digest, AuthPurpose.LOGIN, "b" * 64, "v" * 43, "/account", NOW, LATER)
+    row = PendingLogin(digest, AuthPurpose.LOGIN, "b" * 64, "/account", NOW, LATER)
     return replace(row, **changes)  # type: ignore[arg-type]
 
 
@@ -208,7 +208,7 @@ class RepositoryContract:
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
         owner = account()
-        row = pending(account_id=owner.id, purpose=AuthPurpose.LINK)
+        row = pending(account_id=owner.id, purpose=AuthPurpose.TICKET, ticket_digest="t" * 64)
 
         async def add(uow: UnitOfWork) -> None:
             await uow.accounts.add(owner)

@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -104,7 +104,9 @@ class Browser:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.client = httpx.AsyncClient(follow_redirects=False, timeout=10)
+        self.client = httpx.AsyncClient(follow_redirects=False, timeout=30)
+        # Who this browser is signed in to the emulated Discord as (after pressing Authorize).
+        self.discord_user: str | None = None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -132,13 +134,36 @@ class Browser:
         assert start.url.path == "/oauth2/authorize", start.text
         assert f'value="{user_id}"' in start.text
         url, form = consent_form(start, user_id, decision)
-        return await self.go("POST", url, **form)
+        answer = await self.go("POST", url, **form)
+        if decision == "approve":
+            self.discord_user = user_id
+        return answer
+
+    async def through_discord(self, start: httpx.Response, user_id: str) -> httpx.Response:
+        """Wherever a flow sent this browser: Discord's consent screen (pick ``user_id``), or,
+        for someone who already granted access, straight back (as Discord does with
+        prompt=none): then this browser must already be signed in to Discord as them."""
+        if start.url.path == "/oauth2/authorize" and start.status_code == 200:
+            return await self.consent(start, user_id)
+        assert self.discord_user == user_id, "Discord skipped its screen for another user"
+        return start
 
     async def sign_in_with_discord(
         self, user_id: str, next_path: str = "/account"
     ) -> httpx.Response:
         start = await self.go("GET", f"/auth/discord/login?next={next_path}")
-        return await self.consent(start, user_id)
+        return await self.through_discord(start, user_id)
+
+    async def confirm_link(self, link_url: str, user_id: str) -> httpx.Response:
+        """Open a /link button's page (signed in), press "Continue with Discord", and be
+        ``user_id`` at Discord."""
+        path = urlsplit(link_url).path
+        shown = await self.go("GET", path)
+        assert shown.status_code == 200, shown.text
+        found = CSRF.search(shown.text)
+        assert found, shown.text
+        start = await self.go("POST", path, data={"_csrf_token": found.group(1)})
+        return await self.through_discord(start, user_id)
 
 
 @pytest.fixture

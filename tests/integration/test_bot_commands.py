@@ -59,7 +59,7 @@ class Bot:
         """Link through the real path: /link's button, redeemed for the signed-in account."""
         reply = await self.run(user, "link")
         ticket = urlsplit(reply.button["url"]).path.rsplit("/", 1)[1]
-        await self.h.container.redeem_link_ticket().execute(ticket, account_id)
+        await self.h.confirm_ticket(ticket, account_id)
 
 
 def bot_settings(app_url: str, emulator: EmulatorState, emulator_url: str) -> dict[str, object]:
@@ -141,9 +141,9 @@ async def test_a_link_ticket_is_single_use(bot: Bot) -> None:
     bob = (await bot.h.sign_up("bob", "bob@example.com")).account
     ticket = urlsplit((await bot.run(user, "link")).button["url"]).path.rsplit("/", 1)[1]
 
-    await bot.h.container.redeem_link_ticket().execute(ticket, alice.id)
+    await bot.h.confirm_ticket(ticket, alice.id)
     with pytest.raises(errors.SecretConsumed):
-        await bot.h.container.redeem_link_ticket().execute(ticket, bob.id)
+        await bot.h.confirm_ticket(ticket, bob.id)
 
 
 @pytest.mark.parametrize("where", ["guild", "dm"])

@@ -37,16 +37,6 @@ async def linked_discord_ids(stack: Stack) -> list[int]:
         return list((await conn.execute(select(user_links.c.discord_id))).scalars())
 
 
-async def confirm(browser: Browser, link_url: str) -> httpx.Response:
-    """Open the button's URL (signed in) and press "Link"."""
-    path = urlsplit(link_url).path
-    shown = await browser.go("GET", path)
-    assert shown.status_code == 200, shown.text
-    token = CSRF.search(shown.text)
-    assert token, shown.text
-    return await browser.go("POST", path, data={"_csrf_token": token.group(1)})
-
-
 async def test_link_button_opens_a_confirm_page_that_works_once(
     stack: Stack, browser: Browser
 ) -> None:
@@ -64,8 +54,9 @@ async def test_link_button_opens_a_confirm_page_that_works_once(
     await sign_up(browser, "dora_tf", "dora@example.com", verify=False)
     shown = await browser.go("GET", urlsplit(url).path)
     assert "Dora" in shown.text  # the confirm page says which Discord account
-    done = await confirm(browser, url)
+    done = await browser.confirm_link(url, user.id)
     assert done.status_code == 200, done.text
+    assert "/whoami shows the link" in done.text
     assert await linked_discord_ids(stack) == [int(user.id)]
 
     again = await browser.go("GET", urlsplit(url).path)
@@ -91,7 +82,7 @@ async def journey(stack: Stack, browser: Browser, where: str, via: str) -> None:
 
     link = await run(stack, user, "link", where, via)
     await sign_up(browser, "erin_tf", "erin@example.com", verify=False)
-    await confirm(browser, link.button["url"])
+    await browser.confirm_link(link.button["url"], user.id)
 
     whoami = await run(stack, user, "whoami", where, via)
     assert whoami.ephemeral

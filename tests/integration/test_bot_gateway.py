@@ -63,7 +63,7 @@ async def test_commands_work_over_the_gateway(
 
     account = (await h.sign_up("gail_tf", "gail@example.com")).account
     ticket = urlsplit(reply.button["url"]).path.rsplit("/", 1)[1]
-    await h.container.redeem_link_ticket().execute(ticket, account.id)
+    await h.confirm_ticket(ticket, account.id)
 
     for where in ("guild", "dm"):
         whoami = await run_command(url, user.id, "whoami", where=where, via="gateway")

@@ -190,13 +190,25 @@ async def _run(channel: Page, command: str) -> str:
     return await channel.locator(".bot-reply").last.inner_text()
 
 
-async def _sign_in_with_discord(page: Page, app: str, discord_username: str) -> None:
-    await page.goto(app)
-    await page.get_by_role("link", name="Sign in with Discord").click()
+async def _authorize_as(page: Page, discord_username: str) -> None:
+    """On the emulated Discord's consent screen, pick a test user and press Authorize."""
     await expect(page.locator("h1")).to_contain_text("wants to access your Discord account")
     choice = page.locator("label", has_text=re.compile(rf"@{re.escape(discord_username)} ·"))
     await choice.locator("input").check()
     await page.click("button[value=approve]")
+
+
+async def _sign_in_with_discord(page: Page, app: str, discord_username: str) -> None:
+    await page.goto(app)
+    await page.get_by_role("link", name="Sign in with Discord").click()
+    await _authorize_as(page, discord_username)
+
+
+async def _sign_up(page: Page, username: str, email: str) -> None:
+    await page.fill("#username", username)
+    await page.fill("#email", email)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
 
 
 async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
@@ -213,17 +225,17 @@ async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
     async with context.expect_page() as opened:
         await channel.click("a.link-button")
     web = await opened.value
-    await expect(web.locator("h1")).to_contain_text("Link Discord @dora")
-    await _shot(web, "2-confirm-page")
+    await expect(web.locator("#ticket-discord")).to_contain_text("@dora")
     await web.get_by_role("link", name="Create an account").click()
-    await web.fill("#username", "dora_tf")
-    await web.fill("#email", "dora@example.com")
-    await web.fill("#password", PASSWORD)
-    await web.click("button[type=submit]")
-    await expect(web.locator("h1")).to_contain_text("Link Discord @dora")  # back, signed in
-    await web.get_by_role("button", name="Link accounts").click()
-    await expect(web.locator("h1")).to_have_text("Accounts linked")
-    await expect(web.locator("main")).to_contain_text("now linked to your TaskFlow account dora_tf")
+    await _sign_up(web, "dora_tf", "dora@example.com")
+    await expect(web.locator("#ticket-discord")).to_contain_text("@dora")  # back, signed in
+    await expect(web.locator("main")).to_contain_text("Continue only if you ran /link yourself")
+    await _shot(web, "2-confirm-page")
+    await web.get_by_role("button", name="Continue with Discord").click()
+    await _authorize_as(web, "dora")  # Discord proves this person is @dora
+    await expect(web).to_have_url(f"{demo.app}/account?notice=linked_from_discord")
+    await expect(web.locator(".notice")).to_contain_text("Discord is linked to your account")
+    await expect(web.locator(".discord-user")).to_contain_text("@dora")
     await _shot(web, "3-linked")
 
     assert "dora_tf" in await _run(channel, "/whoami")
@@ -243,16 +255,45 @@ async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
     await context.close()
 
 
+async def test_a_forwarded_link_button_is_refused(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Mal runs /link and sends the button to Vera, who follows it signed in to TaskFlow:
+    Discord says she is @vera_d, not @mal, so nothing is linked."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "vera_d")
+    await _create_test_user(channel, "mal")
+    await _run(channel, "/link")
+    button = await channel.locator("a.link-button").last.get_attribute("href")
+    assert button is not None
+    await context.close()
+
+    victim = await _context(chromium, problems)
+    web = await victim.new_page()
+    await web.goto(button)
+    await web.get_by_role("link", name="Create an account").click()
+    await _sign_up(web, "vera", "vera@example.com")
+    await expect(web.locator("#ticket-discord")).to_contain_text("@mal")
+    await web.get_by_role("button", name="Continue with Discord").click()
+    problems.expected_status.add(409)  # the refusal page's own status
+    await _authorize_as(web, "vera_d")
+    await expect(web.locator("h1")).to_have_text("That cannot be done")
+    await expect(web.locator("main")).to_contain_text("made for the Discord account @mal,")
+    await _shot(web, "8-forwarded-button-refused")
+    await web.goto(f"{demo.app}/account")
+    await expect(web.locator("main")).to_contain_text("No Discord account is linked")
+    await victim.close()
+
+
 async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_refused(
     demo: Demo, chromium: Browser, problems: Problems
 ) -> None:
     context = await _context(chromium, problems)
     page = await context.new_page()
     await page.goto(f"{demo.app}/signup")
-    await page.fill("#username", "erin")
-    await page.fill("#email", "erin@example.com")
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
+    await _sign_up(page, "erin", "erin@example.com")
     await expect(page.locator("#email-status")).to_contain_text("Not confirmed yet")
 
     await page.goto(demo.outbox)

@@ -80,6 +80,7 @@ async def test_full_oauth_dance_with_pkce_and_email_scope(
 
     await discord.revoke(tokens)
     assert tokens.access_token in state.revoked
+    assert user.id not in state.authorizations  # Discord revokes the whole grant
     with pytest.raises(errors.DiscordDenied):
         await discord.fetch_profile(tokens)
 
@@ -173,3 +174,58 @@ async def test_discord_failures_become_discord_unavailable(
     state.faults["users_me"] = mode
     with pytest.raises(errors.DiscordUnavailable):
         await discord.fetch_profile(tokens)
+
+
+def test_the_emulator_remembers_a_grant_like_discord(emulator: tuple[EmulatorState, str]) -> None:
+    """prompt=none sends a returning user (this browser, these scopes) straight back; someone
+    new, more scopes, prompt=consent or a revoked grant show the consent screen."""
+    state, url = emulator
+    user = state.add_user("gwen", email="gwen@example.com", verified=True)
+    discord = adapter(url)
+
+    def authorize(scopes: list[str], *, ask_again: bool = False) -> str:
+        return discord.authorization_url(
+            state="s" * 43,
+            code_challenge=pkce_challenge(VERIFIER),
+            scopes=scopes,
+            ask_again=ask_again,
+        )
+
+    with httpx.Client(follow_redirects=False) as browser:
+        first = browser.get(authorize(["identify"]))
+        assert first.status_code == 200  # a first-time user sees the screen, even with none
+        assert "wants to access your Discord account" in first.text
+        params = {k: v[0] for k, v in parse_qs(urlsplit(authorize(["identify"])).query).items()}
+        approved = browser.post(
+            f"{url}/oauth2/authorize", data={**params, "user_id": user.id, "decision": "approve"}
+        )
+        assert approved.status_code == 302
+
+        again = browser.get(authorize(["identify"]))
+        assert again.status_code == 302  # returning: straight back with a code
+        assert again.headers["location"].startswith(REDIRECT + "?code=")
+
+        assert browser.get(authorize(["identify"], ask_again=True)).status_code == 200
+        assert browser.get(authorize(["identify", "email"])).status_code == 200  # more scopes
+        with httpx.Client() as other_browser:
+            assert other_browser.get(authorize(["identify"])).status_code == 200
+
+        code = parse_qs(urlsplit(again.headers["location"]).query)["code"][0]
+        state.revoke(state.issue_token(state.codes[code]))  # revoking ends the whole grant
+        assert browser.get(authorize(["identify"])).status_code == 200
+
+
+def test_the_emulator_refuses_an_unknown_prompt(emulator: tuple[EmulatorState, str]) -> None:
+    _, url = emulator
+    page = httpx.get(
+        f"{url}/oauth2/authorize",
+        params={
+            "client_id": "client-1",
+            "redirect_uri": REDIRECT,
+            "response_type": "code",
+            "scope": "identify",
+            "prompt": "login",
+        },
+    )
+    assert page.status_code == 400
+    assert "prompt" in page.text

@@ -59,7 +59,7 @@ async def test_one_ticket_redeemed_20_times_links_once(h: Harness, pg_db: SqlDat
     assert isinstance(issued, TicketIssued)
 
     results = await asyncio.gather(
-        *(h.container.redeem_link_ticket().execute(issued.token, alice.id) for _ in range(N)),
+        *(h.confirm_ticket(issued.token, alice.id) for _ in range(N)),
         return_exceptions=True,
     )
 
@@ -108,7 +108,7 @@ async def test_linking_20_accounts_to_one_discord_id_at_once_has_one_winner(
 
     results = await asyncio.gather(
         *(
-            h.container.redeem_link_ticket().execute(token, person.id)
+            h.confirm_ticket(token, person.id)
             for token, person in zip(tickets, people, strict=True)
         ),
         return_exceptions=True,

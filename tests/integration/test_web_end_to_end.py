@@ -83,7 +83,25 @@ async def test_row6_new_person_gets_an_account(stack: Stack, browser: Browser) -
     assert page.url.path == "/account"
     assert "newbie" in page.text
     assert (await count(stack.db, accounts), await count(stack.db, user_links)) == (1, 1)
-    assert set(stack.emulator.revoked)  # the Discord token was revoked after use
+    assert not stack.emulator.revoked  # the grant is kept (the token itself is not stored)
+
+
+async def test_a_returning_user_skips_discords_consent_screen(
+    stack: Stack, browser: Browser
+) -> None:
+    user = stack.emulator.add_user("regular", email="regular@example.com", verified=True)
+    first = await browser.sign_in_with_discord(user.id)  # the consent screen, once
+    assert first.url.path == "/account"
+    await browser.submit("/account", "/signout", {})
+
+    again = await browser.go("GET", "/auth/discord/login")
+    assert again.url.path == "/account"  # straight back from Discord: no screen
+    assert "regular" in again.text
+    assert "wants to access your Discord account" not in again.text
+
+    switch = await browser.go("GET", "/auth/discord/login?switch=true")
+    assert switch.url.path == "/oauth2/authorize"  # asked again, with its account choice
+    assert "wants to access your Discord account" in switch.text
 
 
 # -- flows and attacks ----------------------------------------------------------------------------
@@ -101,7 +119,9 @@ async def test_link_and_unlink_from_the_account_page(stack: Stack, browser: Brow
     assert await count(stack.db, user_links) == 0
 
 
-async def test_ticket_confirm_needs_csrf_and_works_once(stack: Stack, browser: Browser) -> None:
+async def test_ticket_confirm_needs_csrf_and_a_discord_round_trip(
+    stack: Stack, browser: Browser
+) -> None:
     user = stack.emulator.add_user("ticketed")
     from domain.model import DiscordId, DiscordUser
 
@@ -112,21 +132,56 @@ async def test_ticket_confirm_needs_csrf_and_works_once(stack: Stack, browser: B
     await sign_up(browser, "alice", "alice@example.com", verify=False)
     path = f"/link/{issued.token}"
     shown = await browser.go("GET", path)
-    assert "Link Discord @ticketed" in shown.text
+    assert "@ticketed" in shown.text
     assert (await browser.go("POST", path, data={})).status_code == 403
-    token = CSRF.search(shown.text)
-    assert token
-    done = await browser.go("POST", path, data={"_csrf_token": token.group(1)})
-    assert "Accounts linked" in done.text
-    replay = await browser.go("POST", path, data={"_csrf_token": token.group(1)})
+    done = await browser.confirm_link(path, user.id)
+    assert done.url.path == "/account"
+    assert "/whoami shows the link" in done.text
+    assert await count(stack.db, user_links) == 1
+    replay = await browser.go("GET", path)
     assert replay.status_code == 410
 
 
+async def test_a_forwarded_link_button_takes_over_nothing(stack: Stack, browser: Browser) -> None:
+    """Mallory runs /link in Discord and sends the button to Alice. Alice, signed in to
+    TaskFlow, follows it and signs in to Discord as herself: refused, nothing linked, and
+    Mallory's own "Sign in with Discord" lands in a new account, not Alice's."""
+    mallory = stack.emulator.add_user("mallory", email="mallory@example.com", verified=True)
+    alice_d = stack.emulator.add_user("alice_d")
+    async with httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as client:
+        answer = await client.post(
+            "/_emulator/interactions", json={"user_id": mallory.id, "command": "link"}
+        )
+    reply = answer.json()["reply"]["data"]
+    button = reply["components"][0]["components"][0]["url"]
+
+    await sign_up(browser, "alice", "alice@example.com", verify=False)
+    refused = await browser.confirm_link(button, alice_d.id)
+
+    assert refused.status_code == 409
+    assert "made for the Discord account @mallory" in refused.text
+    assert await count(stack.db, user_links) == 0
+    assert (await browser.go("GET", urlsplit(button).path)).status_code == 410
+
+    attacker = Browser(stack)
+    page = await attacker.sign_in_with_discord(mallory.id)
+    await attacker.close()
+    assert page.url.path == "/account"
+    assert ">alice<" not in page.text
+    assert ">mallory<" in page.text
+
+
 async def _callback_url(browser: Browser, user_id: str) -> str:
-    """Start a login, approve it, and stop before following the callback."""
-    start = await browser.go("GET", "/auth/discord/login")
-    url, form = consent_form(start, user_id, "approve")
+    """Start a login, approve it (or be sent straight back, for a returning user), and stop
+    before following the callback."""
+    login = await browser.client.get(f"{browser.stack.app_url}/auth/discord/login")
+    at_discord = await browser.client.get(login.headers["location"])
+    if at_discord.status_code == 302:
+        assert browser.discord_user == user_id
+        return str(at_discord.headers["location"])
+    url, form = consent_form(at_discord, user_id, "approve")
     answer = await browser.client.post(url, **form)
+    browser.discord_user = user_id
     return str(answer.headers["location"])
 
 

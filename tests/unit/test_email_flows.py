@@ -320,7 +320,7 @@ async def test_linking_unlinking_and_password_changes_send_notices(h: Harness) -
 async def test_linking_by_ticket_and_by_verified_email_send_notices(h: Harness) -> None:
     by_ticket = await h.sign_up("quin", "quin@example.com", verified=True)
     issued = await h.container.issue_link_ticket().execute(h.discord_user(9300).user)
-    await h.container.redeem_link_ticket().execute(issued.token, by_ticket.account.id)  # type: ignore[union-attr]
+    await h.confirm_ticket(issued.token, by_ticket.account.id)  # type: ignore[union-attr]
     await h.sign_up("rae", "rae@example.com", verified=True)
     await h.discord_login(h.discord_user(9301, email="rae@example.com"))
     await h.deliver()

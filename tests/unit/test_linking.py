@@ -90,7 +90,7 @@ async def test_link_row4_otherwise_links_and_audits(h: Harness, db: MemoryDataba
 async def test_link_flow_asks_only_for_identify(h: Harness) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
     started = await h.container.start_discord_link().execute(
-        account_id=alice.id, browser_token=None
+        account_id=alice.id, browser_tokens=()
     )
     assert "scope=identify&" in started.authorize_url
 
@@ -102,7 +102,7 @@ async def test_link_callback_for_another_signed_in_account_is_refused(
     bob = (await h.sign_up("bob", "bob@example.com")).account
     discord = h.discord_user(2006)
     started = await h.container.start_discord_link().execute(
-        account_id=alice.id, browser_token=None
+        account_id=alice.id, browser_tokens=()
     )
     approval = h.discord.approve(started.authorize_url, discord.id)
 
@@ -111,7 +111,7 @@ async def test_link_callback_for_another_signed_in_account_is_refused(
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_token=started.browser_token,
+            browser_tokens=started.browser_tokens,
             signed_in_account=bob.id,
         )
     assert db.tables.links == {}
@@ -128,9 +128,9 @@ async def test_ticket_row1_redeeming_for_the_already_linked_account_is_idempoten
     # A ticket issued before the same link was made another way (e.g. from the web).
     ticket = await _ticket(h, discord.user)
     await h.discord_link(alice.id, discord)
-    result = await h.container.redeem_link_ticket().execute(ticket, alice.id)
-    assert result.created is False
-    assert result.link.account_id == alice.id
+    result = await h.confirm_ticket(ticket, alice.id)
+    assert result.outcome is AuthOutcome.ALREADY_LINKED
+    assert result.account_id == alice.id
 
 
 async def test_ticket_row2_discord_linked_elsewhere_is_refused(
@@ -143,7 +143,7 @@ async def test_ticket_row2_discord_linked_elsewhere_is_refused(
     await h.discord_link(alice.id, h.discord.users[user.id])
 
     with pytest.raises(errors.DiscordLinkedElsewhere):
-        await h.container.redeem_link_ticket().execute(ticket, bob.id)
+        await h.confirm_ticket(ticket, bob.id)
     assert db.tables.links[user.id].account_id == alice.id
 
 
@@ -155,20 +155,20 @@ async def test_ticket_row3_account_linked_to_other_discord_is_refused(
     ticket = await _ticket(h, DiscordUser(h.discord_user(2104).id, "d2104"))
 
     with pytest.raises(errors.AccountLinkedToOtherDiscord):
-        await h.container.redeem_link_ticket().execute(ticket, alice.id)
+        await h.confirm_ticket(ticket, alice.id)
     assert {d.value for d in db.tables.links} == {2103}
 
 
 async def test_ticket_row4_links_and_audits(h: Harness, db: MemoryDatabase) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
-    user = DiscordUser(h.discord_user(2105).id, "dee", "Dee", "abc123")
+    user = h.discord_user(2105, username="dee", global_name="Dee", avatar="abc123").user
     ticket = await _ticket(h, user)
 
     shown = await h.container.show_link_ticket().execute(ticket)
     assert shown.discord == user
-    result = await h.container.redeem_link_ticket().execute(ticket, alice.id)
+    result = await h.confirm_ticket(ticket, alice.id)
 
-    assert result.created is True
+    assert result.outcome is AuthOutcome.LINKED
     assert db.tables.links[user.id].account_id == alice.id
     assert db.tables.links[user.id].discord_avatar == "abc123"
     assert any(e.kind is AuditKind.LINKED and e.detail["via"] == "ticket" for e in db.tables.audit)
@@ -280,4 +280,4 @@ async def test_ticket_is_redeemed_for_link_even_when_shown_many_times(h: Harness
     for _ in range(3):
         await h.container.show_link_ticket().execute(ticket)
     h.clock.advance(timedelta(minutes=9))
-    assert (await h.container.redeem_link_ticket().execute(ticket, alice.id)).created
+    assert (await h.confirm_ticket(ticket, alice.id)).outcome is AuthOutcome.LINKED

@@ -166,20 +166,26 @@ async def test_refusal_is_audited(h: Harness, db: MemoryDatabase) -> None:
     ]
 
 
-async def test_login_asks_for_identify_and_email_and_revokes_the_discord_token(
-    h: Harness,
-) -> None:
+async def test_login_asks_for_identify_and_email_and_keeps_the_grant(h: Harness) -> None:
+    """The token is read once and dropped, but not revoked: revoking ends the whole grant,
+    and Discord would show its consent screen again at every sign-in."""
     browser = Browser()
     started = await h.start_login(browser)
     assert "scope=identify+email" in started.authorize_url
     assert "code_challenge_method=S256" in started.authorize_url
+    assert "prompt=none" in started.authorize_url  # returning people skip the consent screen
     discord = h.discord_user(1013, email="t@example.com")
     approval = h.discord.approve(started.authorize_url, discord.id)
 
     await h.complete(browser, state=approval.state, code=approval.code)
 
     assert h.discord.issued_tokens
-    assert h.discord.issued_tokens <= h.discord.revoked
+    assert not h.discord.revoked
+
+
+async def test_signing_in_as_another_discord_account_asks_discord_again(h: Harness) -> None:
+    started = await h.start_login(Browser(), ask_again=True)
+    assert "prompt=consent" in started.authorize_url
 
 
 async def test_each_sign_in_gets_a_fresh_session(h: Harness, db: MemoryDatabase) -> None:

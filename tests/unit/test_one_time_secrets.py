@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 
 from adapters.memory import MemoryDatabase
+from adapters.tokens import SecretsTokenIssuer
 from domain import errors
 from domain.model import DiscordUser
-from domain.use_cases import TicketIssued
+from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import Browser, Harness
 
 
@@ -73,7 +74,7 @@ async def test_callback_in_another_browser_is_refused(h: Harness, db: MemoryData
         await h.complete(Browser(), state=state, code=code)  # no binding cookie
     state, code = await _started_login(h, Browser())
     with pytest.raises(errors.WrongBrowser):
-        await h.complete(Browser(binding="B" * 43), state=state, code=code)
+        await h.complete(Browser(bindings=("B" * 43,)), state=state, code=code)
     assert db.tables.sessions == {}
 
 
@@ -108,17 +109,14 @@ async def test_access_denied_is_refused_and_spends_the_state(h: Harness) -> None
         await h.complete(browser, state=state, code="x")
 
 
-async def test_wrong_pkce_verifier_is_refused_by_discord(h: Harness, db: MemoryDatabase) -> None:
+async def test_the_pkce_verifier_is_derived_with_the_server_key(h: Harness) -> None:
+    """Nothing stores the verifier: the callback derives it again from the state. With another
+    key the verifier differs, and Discord refuses the code (bound to the first challenge)."""
     browser = Browser()
     state, code = await _started_login(h, browser)
-    # Tamper with the stored verifier: the code was bound to the original challenge.
-    from dataclasses import replace
-
-    digest = next(iter(db.tables.pending_logins))
-    pending = db.tables.pending_logins[digest]
-    db.tables.pending_logins[digest] = replace(pending, pkce_verifier="v" * 43)
-    with pytest.raises(errors.DiscordDenied):
-        await h.complete(browser, state=state, code=code)
+    with h.container.tokens.override(SecretsTokenIssuer("another-secret-key-" + "y" * 32)):
+        with pytest.raises(errors.DiscordDenied):
+            await h.complete(browser, state=state, code=code)
 
 
 async def test_pending_login_keeps_only_digests(h: Harness, db: MemoryDatabase) -> None:
@@ -126,8 +124,10 @@ async def test_pending_login_keeps_only_digests(h: Harness, db: MemoryDatabase) 
     state, _ = await _started_login(h, browser)
     stored = repr(db.tables.pending_logins)
     assert state not in stored
-    assert browser.binding is not None
-    assert browser.binding not in stored
+    assert browser.bindings
+    assert all(binding not in stored for binding in browser.bindings)
+    verifier = h.container.tokens().derive(state, "pkce-verifier")
+    assert verifier not in stored
 
 
 async def _ticket(h: Harness) -> str:
@@ -141,10 +141,10 @@ async def _ticket(h: Harness) -> str:
 async def test_ticket_replay_is_refused(h: Harness) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
     ticket = await _ticket(h)
-    await h.container.redeem_link_ticket().execute(ticket, alice.id)
+    await h.confirm_ticket(ticket, alice.id)
 
     with pytest.raises(errors.SecretConsumed):
-        await h.container.redeem_link_ticket().execute(ticket, alice.id)
+        await h.confirm_ticket(ticket, alice.id)
     with pytest.raises(errors.SecretConsumed):
         await h.container.show_link_ticket().execute(ticket)
 
@@ -156,7 +156,7 @@ async def test_ticket_exactly_at_expiry_is_refused(h: Harness, db: MemoryDatabas
     with pytest.raises(errors.SecretExpired):
         await h.container.show_link_ticket().execute(ticket)
     with pytest.raises(errors.SecretExpired):
-        await h.container.redeem_link_ticket().execute(ticket, alice.id)
+        await h.confirm_ticket(ticket, alice.id)
     assert db.tables.links == {}
 
 
@@ -165,7 +165,7 @@ async def test_unknown_ticket_is_refused(h: Harness) -> None:
     with pytest.raises(errors.SecretUnknown):
         await h.container.show_link_ticket().execute("Z" * 43)
     with pytest.raises(errors.SecretUnknown):
-        await h.container.redeem_link_ticket().execute("../../etc/passwd", alice.id)
+        await h.confirm_ticket("../../etc/passwd", alice.id)
 
 
 async def test_refused_redeem_leaves_the_ticket_usable(h: Harness) -> None:
@@ -175,8 +175,8 @@ async def test_refused_redeem_leaves_the_ticket_usable(h: Harness) -> None:
     ticket = await _ticket(h)
 
     with pytest.raises(errors.AccountLinkedToOtherDiscord):
-        await h.container.redeem_link_ticket().execute(ticket, alice.id)
-    assert (await h.container.redeem_link_ticket().execute(ticket, bob.id)).created
+        await h.confirm_ticket(ticket, alice.id)
+    assert (await h.confirm_ticket(ticket, bob.id)).outcome is AuthOutcome.LINKED
 
 
 async def test_purge_removes_only_expired_secrets(h: Harness, db: MemoryDatabase) -> None:

@@ -9,13 +9,13 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, assume, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import AccountId, DiscordProfile, normalize_email
+from domain.model import AccountId, DiscordId, DiscordProfile, normalize_email
 from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import Browser, Harness
 
@@ -102,11 +102,38 @@ class LinkingMachine(RuleBasedStateMachine):
         if not isinstance(issued, TicketIssued):
             return
         try:
-            self.run(self.h.container.redeem_link_ticket().execute(issued.token, account_id))
+            self.run(self.h.confirm_ticket(issued.token, account_id))
         except errors.LinkRefused:
             self.expired_tickets.append(issued.token)  # still unused; let time expire it
             return
         self.spent_tickets.append(issued.token)
+
+    @precondition(lambda self: self.accounts)
+    @rule(
+        data=st.data(),
+        sender=st.sampled_from(DISCORD_IDS),
+        receiver=st.sampled_from(DISCORD_IDS),
+    )
+    def forwarded_ticket(self, data: st.DataObject, sender: int, receiver: int) -> None:
+        """A /link button confirmed by someone whom Discord knows as another account never
+        links anything (the sender's Discord least of all)."""
+        assume(sender != receiver)
+        account_id = data.draw(st.sampled_from(self.accounts))
+        issued = self.run(
+            self.h.container.issue_link_ticket().execute(self.profile(sender, None, False).user)
+        )
+        if not isinstance(issued, TicketIssued):
+            return
+        links_before = dict(self.db.tables.links)
+        try:
+            self.run(
+                self.h.confirm_ticket(issued.token, account_id, as_discord=DiscordId(receiver))
+            )
+        except errors.LinkRefused as refused:
+            event(f"forwarded ticket refused: {refused.code}")
+        else:
+            raise AssertionError("a forwarded ticket linked an account")
+        assert self.db.tables.links == links_before
 
     @rule(discord_id=st.sampled_from(DISCORD_IDS))
     def unlink(self, discord_id: int) -> None:
@@ -151,7 +178,7 @@ class LinkingMachine(RuleBasedStateMachine):
         token = data.draw(st.sampled_from(self.spent_tickets))
         account_id = data.draw(st.sampled_from(self.accounts))
         try:
-            self.run(self.h.container.redeem_link_ticket().execute(token, account_id))
+            self.run(self.h.confirm_ticket(token, account_id))
         except errors.SecretConsumed:
             event("ticket replay refused")
             return
@@ -164,7 +191,7 @@ class LinkingMachine(RuleBasedStateMachine):
         self.h.clock.advance(timedelta(minutes=10))
         account_id = data.draw(st.sampled_from(self.accounts))
         try:
-            self.run(self.h.container.redeem_link_ticket().execute(token, account_id))
+            self.run(self.h.confirm_ticket(token, account_id))
         except errors.SecretExpired:
             event("expired ticket refused")
             return

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
-from domain.model import DiscordId
+from domain.model import AuditKind, DiscordId
 from domain.use_cases import TicketIssued
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
@@ -130,31 +131,85 @@ async def test_access_denied_gives_a_friendly_page(client: Client, h: Harness) -
     assert "did not grant access" in answer.text
 
 
-async def test_link_ticket_page_asks_to_sign_in_then_links_once(
+async def _continue_with_discord(client: Client, h: Harness, path: str, as_discord: int) -> Any:
+    """Press "Continue with Discord" on a /link page, then be ``as_discord`` at Discord."""
+    confirm = await client.get(path)
+    started = await client.post(
+        path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
+    )
+    assert started.status_code == 302, started.text
+    location = started.headers["location"]
+    assert "scope=identify&" in location
+    assert "prompt=none" in location
+    approval = h.discord.approve(location, DiscordId(as_discord))
+    return await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    )
+
+
+async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     client: Client, h: Harness, db: MemoryDatabase
 ) -> None:
-    discord = h.discord_user(5004, username="tick")
+    discord = h.discord_user(5004, username="tick", global_name="Tick", avatar="a_1f2e")
     issued = await h.container.issue_link_ticket().execute(discord.user)
     assert isinstance(issued, TicketIssued)
     path = f"/link/{issued.token}"
 
     anonymous = await client.get(path)
-    assert "Sign in to the TaskFlow account" in anonymous.text
+    assert "First sign in to the TaskFlow account" in anonymous.text
     assert f"/signin?next={path}" in anonymous.text
+    signin = await client.get(f"/signin?next={path}")
+    assert "/auth/discord/login" not in signin.text  # a Discord sign-in cannot link a ticket
 
     await _sign_up(client, "alice", next_path=path)
     confirm = await client.get(path)
-    assert "Link Discord @tick" in confirm.text
+    assert "@tick" in confirm.text
+    assert "Discord id 5004" in confirm.text
+    assert "/avatars/5004/a_1f2e.png" in confirm.text
+    assert "Continue only if you ran <code>/link</code> yourself" in confirm.text
     assert "alice" in confirm.text
+    assert db.tables.links == {}  # nothing happens before Discord confirms
 
-    linked = await client.post(path, data={"_csrf_token": csrf_token(confirm.text)})
+    linked = await _continue_with_discord(client, h, path, as_discord=5004)
     assert linked.status_code == 200
-    assert "Accounts linked" in linked.text
+    assert "/whoami shows the link" in linked.text
     assert db.tables.links[discord.id].account_id in db.tables.accounts
 
-    again = await client.post(path, data={"_csrf_token": csrf_token(confirm.text)})
+    again = await client.get(path)
     assert again.status_code == 410
     assert "Run /link again in Discord" in again.text
+
+
+async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """The attack: mallory runs /link and sends the button to alice ("claim your role"). Alice,
+    signed in to TaskFlow, presses it. Discord says she is alice, not mallory: nothing is
+    linked, and mallory's "Sign in with Discord" cannot enter alice's account."""
+    mallory = h.discord_user(5050, username="mallory", email="mallory@example.com")
+    alice_discord = h.discord_user(5051, username="alice_d")
+    issued = await h.container.issue_link_ticket().execute(mallory.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await _sign_up(client, "alice", next_path=path)
+    alice = next(a for a in db.tables.accounts.values() if a.username == "alice")
+
+    refused = await _continue_with_discord(client, h, path, as_discord=alice_discord.id.value)
+
+    assert refused.status_code == 409
+    assert "made for the Discord account @mallory" in refused.text
+    assert "signed in to Discord as @alice_d" in refused.text
+    assert "running /link yourself" in refused.text
+    assert db.tables.links == {}
+    event = next(e for e in db.tables.audit if e.kind is AuditKind.LINK_REFUSED)
+    assert event.account_id == alice.id
+    assert event.detail["ticket_discord_id"] == "5050"
+    assert (await client.get(path)).status_code == 410  # the ticket is spent
+    # Mallory signs in with Discord: a new account of her own, never alice's.
+    async with AsyncTestClient(app=create_app(h.container)) as attacker:
+        await _discord_login(attacker, h, 5050)
+        assert "alice" not in (await attacker.get("/account")).text
+    assert db.tables.links[mallory.id].account_id != alice.id
 
 
 async def test_link_confirm_without_csrf_is_refused(client: Client, h: Harness) -> None:
@@ -244,12 +299,14 @@ async def test_sign_in_is_rate_limited(h: Harness) -> None:
     assert statuses[0] != 429
 
 
-async def test_https_public_url_makes_cookies_secure_and_sends_hsts() -> None:
+async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> None:
     from entrypoints.container import build_container
     from tests.harness import make_settings
 
     h = Harness.build(build_container(make_settings(public_url="https://link.example.com")))
-    async with AsyncTestClient(app=create_app(h.container), base_url="https://testserver") as c:
+    async with AsyncTestClient(
+        app=create_app(h.container), base_url="https://testserver.local"
+    ) as c:
         answer = await post_form(
             c,
             "/signup",
@@ -257,8 +314,21 @@ async def test_https_public_url_makes_cookies_secure_and_sends_hsts() -> None:
             {"username": "alice", "email": "alice@example.com", "password": PASSWORD},
         )
         cookies = answer.history[0].headers.get_list("set-cookie")
-        assert any(x.startswith("tfl_session=") and "Secure" in x for x in cookies)
+        session = next(x for x in cookies if x.startswith("__Host-tfl_session="))
+        assert "Secure" in session
+        assert "Path=/" in session
+        assert "Domain" not in session
         assert "max-age" in answer.headers["strict-transport-security"]
+        assert "__Host-tfl_csrf" in c.cookies
+        started = await c.get("/auth/discord/login", follow_redirects=False)
+        binding = started.headers["set-cookie"]
+        assert binding.startswith("__Host-tfl_oauth=")
+        assert "Secure" in binding
+        # A cookie without the prefix (plantable from elsewhere) is not read on https.
+        token = c.cookies["__Host-tfl_session"]
+        c.cookies.clear()
+        c.cookies.set("tfl_session", token)
+        assert (await c.get("/account", follow_redirects=False)).status_code == 302
 
 
 async def test_access_log_never_contains_tickets_codes_or_states(

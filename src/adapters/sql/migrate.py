@@ -9,6 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from adapters.sql.database import SqlDatabase
@@ -32,6 +33,15 @@ async def upgrade(database: SqlDatabase, revision: str = "head") -> None:
 async def downgrade(database: SqlDatabase, revision: str) -> None:
     async with database.engine.begin() as conn:
         await conn.run_sync(lambda sync: command.downgrade(_config(sync), revision))
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of the package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None  # noqa: S101 - the package ships migrations
+    return head
 
 
 async def current_revision(database: SqlDatabase) -> str | None:

@@ -127,11 +127,11 @@ def _pending(row: Any) -> PendingLogin:
         state_digest=row.state_hash,
         purpose=AuthPurpose(row.purpose),
         browser_digest=row.browser_hash,
-        pkce_verifier=row.pkce_verifier,
         destination=row.destination,
         created_at=row.created_at,
         expires_at=row.expires_at,
         account_id=AccountId(row.account_id) if row.account_id else None,
+        ticket_digest=row.ticket_hash,
         consumed_at=row.consumed_at,
     )
 
@@ -298,7 +298,7 @@ class SqlPendingLogins(_Repo):
                 purpose=pending.purpose.value,
                 account_id=pending.account_id.value if pending.account_id else None,
                 browser_hash=pending.browser_digest,
-                pkce_verifier=pending.pkce_verifier,
+                ticket_hash=pending.ticket_digest,
                 destination=pending.destination,
                 created_at=pending.created_at,
                 expires_at=pending.expires_at,

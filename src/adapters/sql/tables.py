@@ -35,6 +35,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 metadata = MetaData(naming_convention=NAMING)
+PENDING_PURPOSES = "purpose IN ('login', 'link', 'ticket')"
 
 
 class utc_now(FunctionElement[datetime]):
@@ -117,6 +118,8 @@ user_links = Table(
     CheckConstraint("discord_id > 0", name="discord_id_positive"),
 )
 
+# OAuth states waiting for Discord's callback. No live secret: digests only, and the PKCE
+# verifier is derived again from the state with the server's key.
 pending_login = Table(
     "pending_login",
     metadata,
@@ -124,12 +127,12 @@ pending_login = Table(
     Column("purpose", String(8), nullable=False),
     Column("account_id", Uuid(), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
     Column("browser_hash", String(64), nullable=False),
-    Column("pkce_verifier", String(128), nullable=False),
+    Column("ticket_hash", String(64), nullable=True),  # the /link ticket being confirmed
     Column("destination", String(2048), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
     Column("consumed_at", UtcDateTime(), nullable=True),
-    CheckConstraint("purpose IN ('login', 'link')", name="purpose_known"),
+    CheckConstraint(PENDING_PURPOSES, name="purpose_known"),
 )
 
 link_tickets = Table(

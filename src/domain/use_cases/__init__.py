@@ -23,6 +23,7 @@ from domain.use_cases.discord_auth import (
     CompleteDiscordAuth,
     StartDiscordLink,
     StartDiscordLogin,
+    StartTicketLink,
 )
 from domain.use_cases.email import (
     ChangeEmail,
@@ -50,7 +51,6 @@ from domain.use_cases.maintenance import PurgeExpired, PurgeReport
 from domain.use_cases.tickets import (
     AlreadyLinked,
     IssueLinkTicket,
-    RedeemLinkTicket,
     ShowLinkTicket,
     TicketIssued,
 )
@@ -79,7 +79,6 @@ __all__ = [
     "PasswordReset",
     "PurgeExpired",
     "PurgeReport",
-    "RedeemLinkTicket",
     "RequestPasswordReset",
     "ResendVerification",
     "ResetPassword",
@@ -94,6 +93,7 @@ __all__ = [
     "SignedIn",
     "StartDiscordLink",
     "StartDiscordLogin",
+    "StartTicketLink",
     "TicketIssued",
     "UnlinkAccount",
     "UnlinkDiscord",

@@ -8,7 +8,7 @@ a secret bound to a browser, whether this is that browser).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -47,27 +47,32 @@ def default_refusal(status: SecretStatus) -> errors.DomainError:
     return SECRET_REFUSALS[status]()
 
 
+def digest_of(tokens: TokenIssuer, token: str | None) -> str | None:
+    """The digest to look a presented token up by; ``None`` for anything that cannot be one
+    of ours (refused before any lookup: no work for junk, no unbounded input)."""
+    return tokens.digest(token) if plausible_token(token) else None
+
+
 async def use_secret(
     store: OneTimeSecrets[R],
-    tokens: TokenIssuer,
-    token: str | None,
+    digest: str | None,
     now: datetime,
     *,
     spend: bool,
     refusal: Refusal = default_refusal,
     bound_to: Callable[[R], str] | None = None,
-    browser_token: str | None = None,
+    browser_digests: Collection[str] = (),
 ) -> R:
-    """The secret's row, or the refusal for its status.
+    """The secret's row, or the refusal for its status (``digest`` from ``digest_of``).
 
     ``spend=True`` consumes it in the caller's transaction (a caller that rolls back leaves it
     usable; one that commits a refusal leaves it spent); ``spend=False`` only looks, for a page
     that shows what the secret is for before a form spends it. ``bound_to`` names the browser
-    digest a row was bound to: then ``browser_token`` (the cookie) must match it.
+    digest a row was bound to: then one of ``browser_digests`` (the browser's binding cookie
+    values, digested) must match it.
     """
-    if not plausible_token(token):
+    if digest is None:
         raise refusal(SecretStatus.UNKNOWN)
-    digest = tokens.digest(token)
     if spend:
         row = await store.consume(digest, now)
         taken_before = row is None
@@ -76,14 +81,13 @@ async def use_secret(
     else:
         row = await store.get(digest)
         taken_before = row is not None and row.consumed_at is not None
-    presented = tokens.digest(browser_token) if plausible_token(browser_token) else None
     status = check_one_time_secret(
         found=row is not None,
         consumed_by_someone_else=taken_before,
         expires_at=row.expires_at if row is not None else None,
         now=now,
         expected_browser_digest=bound_to(row) if bound_to and row is not None else None,
-        browser_digest=presented,
+        browser_digests=browser_digests,
     )
     if status is not SecretStatus.VALID or row is None:
         raise refusal(status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,19 +20,22 @@ from domain.model import (
     PendingLogin,
 )
 from domain.policies import (
+    LINK_REFUSALS,
     CreateAccount,
     LinkAndSignIn,
     Refuse,
     SignIn,
     choose_username,
+    decide_link,
     decide_login,
     pkce_challenge,
     safe_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._secrets import use_secret
+from domain.use_cases._secrets import digest_of, use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
+    LinkResult,
     apply_link,
     plausible_token,
     retry_on_conflict,
@@ -42,13 +45,23 @@ from domain.use_cases._shared import (
 SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
     AuthPurpose.LINK: ("identify",),  # linking needs nothing but the id
+    AuthPurpose.TICKET: ("identify",),
 }
+PKCE = "pkce-verifier"  # what the PKCE verifier is derived for (from the state)
+# How many flows one browser can have under way at once (tabs): its newest binding values.
+BINDINGS_KEPT = 5
+# Where a Discord sign-in may never return to: these paths carry one-time secrets, which a
+# pending login must not store (and a signed-in person has no use for them after Discord).
+_SECRET_PATHS = ("/link/", "/verify-email/", "/password/reset/")
 
 
 @dataclass(frozen=True, slots=True)
 class AuthStarted:
     authorize_url: str
-    browser_token: str  # to set as the browser-binding cookie
+    # This browser's binding values, newest first, for the binding cookie: a fresh one for
+    # this flow (never a value the browser brought, which someone may have planted), then the
+    # ones of flows still under way in other tabs.
+    browser_tokens: tuple[str, ...]
 
 
 class _StartDiscordAuth:
@@ -62,54 +75,97 @@ class _StartDiscordAuth:
         purpose: AuthPurpose,
         *,
         destination: str,
-        browser_token: str | None,
+        browser_tokens: Sequence[str],
         account_id: AccountId | None,
+        ticket_digest: str | None = None,
+        ask_again: bool = False,
     ) -> AuthStarted:
         now = self._clock.now()
         state = self._tokens.issue()
-        verifier = self._tokens.issue().token  # 43 URL-safe chars: a valid PKCE verifier
-        # Reuse this browser's binding so that two tabs can sign in at once.
-        if not plausible_token(browser_token):
-            browser_token = self._tokens.issue().token
+        binding = self._tokens.issue()
         pending = PendingLogin(
             state_digest=state.digest,
             purpose=purpose,
-            browser_digest=self._tokens.digest(browser_token),
-            pkce_verifier=verifier,
+            browser_digest=binding.digest,
             destination=destination,
             created_at=now,
             expires_at=now + ONE_TIME_SECRET_TTL,
             account_id=account_id,
+            ticket_digest=ticket_digest,
         )
         async with self._uow() as uow:
             await uow.pending_logins.add(pending)
             await uow.commit()
+        verifier = self._tokens.derive(state.token, PKCE)  # 43 URL-safe chars, as PKCE wants
         url = self._oauth.authorization_url(
-            state=state.token, code_challenge=pkce_challenge(verifier), scopes=SCOPES[purpose]
+            state=state.token,
+            code_challenge=pkce_challenge(verifier),
+            scopes=SCOPES[purpose],
+            ask_again=ask_again,
         )
-        return AuthStarted(url, browser_token)
+        kept = [t for t in browser_tokens if plausible_token(t)][: BINDINGS_KEPT - 1]
+        return AuthStarted(url, (binding.token, *kept))
 
 
 class StartDiscordLogin(_StartDiscordAuth):
-    async def execute(self, *, next_path: str | None, browser_token: str | None) -> AuthStarted:
+    async def execute(
+        self, *, next_path: str | None, browser_tokens: Sequence[str], ask_again: bool = False
+    ) -> AuthStarted:
+        destination = safe_destination(next_path)
+        if destination.startswith(_SECRET_PATHS):
+            destination = "/account"
         return await self._start(
             AuthPurpose.LOGIN,
-            destination=safe_destination(next_path),
-            browser_token=browser_token,
+            destination=destination,
+            browser_tokens=browser_tokens,
             account_id=None,
+            ask_again=ask_again,
         )
 
 
 class StartDiscordLink(_StartDiscordAuth):
-    async def execute(self, *, account_id: AccountId, browser_token: str | None) -> AuthStarted:
+    async def execute(self, *, account_id: AccountId, browser_tokens: Sequence[str]) -> AuthStarted:
         async with self._uow() as uow:
             if await uow.accounts.get(account_id) is None:
                 raise errors.NotSignedIn()
         return await self._start(
             AuthPurpose.LINK,
             destination="/account",
-            browser_token=browser_token,
+            browser_tokens=browser_tokens,
             account_id=account_id,
+        )
+
+
+class StartTicketLink(_StartDiscordAuth):
+    """"Link accounts" on the page behind a ``/link`` button: the ticket only says which
+    Discord account to expect. Linking waits for a Discord round trip proving that the person
+    here *is* that account, so a forwarded button cannot link the sender's Discord to the
+    receiver's TaskFlow account."""
+
+    async def execute(
+        self, *, token: str, account_id: AccountId, browser_tokens: Sequence[str]
+    ) -> AuthStarted:
+        now = self._clock.now()
+        digest = digest_of(self._tokens, token)
+        async with self._uow() as uow:
+            ticket = await use_secret(uow.link_tickets, digest, now, spend=False)
+            if await uow.accounts.get(account_id) is None:
+                raise errors.NotSignedIn()
+            # Refuse now what the link would refuse later, before a pointless trip to Discord.
+            decision = decide_link(
+                ticket.discord.id,
+                account_id,
+                await uow.links.get_by_discord_id(ticket.discord.id),
+                await uow.links.get_by_account(account_id),
+            )
+        if decision in LINK_REFUSALS:
+            raise LINK_REFUSALS[decision]()
+        return await self._start(
+            AuthPurpose.TICKET,
+            destination="/account",
+            browser_tokens=browser_tokens,
+            account_id=account_id,
+            ticket_digest=digest,
         )
 
 
@@ -127,7 +183,7 @@ class AuthCompleted:
     outcome: AuthOutcome
     account_id: AccountId
     destination: str
-    session_token: str | None  # a new session for login flows; None for link flows
+    session_token: str | None  # a new session for login flows; None for the others
 
 
 @contextlib.asynccontextmanager
@@ -143,7 +199,7 @@ async def _decided_without_a_link() -> AsyncIterator[None]:
 
 
 class CompleteDiscordAuth:
-    """Discord's callback: check and consume the state, read the profile, apply a policy."""
+    """Discord's callback: check and spend the state, read the profile, apply a policy."""
 
     def __init__(
         self,
@@ -162,57 +218,96 @@ class CompleteDiscordAuth:
         state: str | None,
         code: str | None,
         error: str | None,
-        browser_token: str | None,
+        browser_tokens: Sequence[str],
         signed_in_account: AccountId | None = None,
     ) -> AuthCompleted:
-        pending = await self._consume_state(state, browser_token)
+        pending = await self._spend_state(state, browser_tokens)
         # The state is spent from here on, whatever happens next: a callback URL works once.
         if error is not None:
             raise errors.DiscordDenied()
         if not code or len(code) > 512:
             raise errors.InvalidInput("Discord's answer had no authorisation code. Start again.")
-        if pending.purpose is AuthPurpose.LINK and (
+        if pending.purpose is not AuthPurpose.LOGIN and (
             pending.account_id is None or pending.account_id != signed_in_account
         ):
             raise errors.NotSignedIn(
                 "Sign in to the account you started linking from, then link again."
             )
-        tokens = await self._oauth.exchange_code(code=code, code_verifier=pending.pkce_verifier)
-        try:
-            profile = await self._oauth.fetch_profile(tokens)
-        finally:
-            await self._oauth.revoke(tokens)  # we keep no Discord tokens
+        tokens = await self._oauth.exchange_code(
+            code=code, code_verifier=self._tokens.derive(state or "", PKCE)
+        )
+        # The token is read once and dropped, never stored, and not revoked: revoking ends the
+        # whole grant, and Discord would show its consent screen again at every sign-in.
+        profile = await self._oauth.fetch_profile(tokens)
 
         if pending.purpose is AuthPurpose.LINK:
-            assert pending.account_id is not None  # noqa: S101 - checked above
             return await retry_on_conflict(lambda: self._link(pending, profile))
+        if pending.purpose is AuthPurpose.TICKET:
+            return await retry_on_conflict(lambda: self._link_ticket(pending, profile))
         return await retry_on_conflict(lambda: self._login(pending, profile))
 
-    async def _consume_state(self, state: str | None, browser_token: str | None) -> PendingLogin:
+    async def _spend_state(self, state: str | None, browser_tokens: Sequence[str]) -> PendingLogin:
+        presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
         async with self._uow() as uow:
             try:
                 return await use_secret(
                     uow.pending_logins,
-                    self._tokens,
-                    state,
+                    digest_of(self._tokens, state),
                     self._clock.now(),
                     spend=True,
                     bound_to=lambda pending: pending.browser_digest,
-                    browser_token=browser_token,
+                    browser_digests=presented[:BINDINGS_KEPT],
                 )
             finally:
                 await uow.commit()  # spent even when refused: a callback URL works once
 
     async def _link(self, pending: PendingLogin, profile: DiscordProfile) -> AuthCompleted:
-        assert pending.account_id is not None  # noqa: S101
+        assert pending.account_id is not None  # noqa: S101 - checked by execute
         now = self._clock.now()
         async with self._uow() as uow:
             result = await apply_link(
                 uow, discord=profile.user, account_id=pending.account_id, now=now, via="oauth"
             )
             await uow.commit()
+        return self._linked(pending, result)
+
+    async def _link_ticket(self, pending: PendingLogin, profile: DiscordProfile) -> AuthCompleted:
+        """Spend the ticket and link, in one transaction, only when Discord just confirmed
+        that this person is the account that ran ``/link``. A refused link rolls back (the
+        ticket stays usable); a ticket made for another Discord account is spent, audited and
+        refused."""
+        assert pending.account_id is not None  # noqa: S101 - checked by execute
+        now = self._clock.now()
+        async with self._uow() as uow:
+            ticket = await use_secret(uow.link_tickets, pending.ticket_digest, now, spend=True)
+            if ticket.discord.id != profile.id:
+                await uow.audit.record(
+                    AuditEvent(
+                        AuditKind.LINK_REFUSED,
+                        now,
+                        pending.account_id,
+                        profile.id,
+                        {
+                            "reason": errors.TicketForAnotherDiscord.code,
+                            "ticket_discord_id": str(ticket.discord.id),
+                        },
+                    )
+                )
+                await uow.commit()
+                raise errors.TicketForAnotherDiscord.naming(
+                    ticket_username=ticket.discord.username, signed_in_as=profile.username
+                )
+            result = await apply_link(
+                uow, discord=profile.user, account_id=pending.account_id, now=now, via="ticket"
+            )
+            await uow.commit()
+        return self._linked(pending, result)
+
+    @staticmethod
+    def _linked(pending: PendingLogin, result: LinkResult) -> AuthCompleted:
+        assert pending.account_id is not None  # noqa: S101
         return AuthCompleted(
-            AuthPurpose.LINK,
+            pending.purpose,
             AuthOutcome.LINKED if result.created else AuthOutcome.ALREADY_LINKED,
             pending.account_id,
             pending.destination,

@@ -39,8 +39,8 @@ from domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from domain.use_cases._secrets import EmailLinks, Refusal, use_secret
-from domain.use_cases._shared import plausible_token, queue_email, start_session
+from domain.use_cases._secrets import EmailLinks, Refusal, digest_of, use_secret
+from domain.use_cases._shared import queue_email, start_session
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase, validate_password
 
 # After a failed send, wait this long before each next try; then give up.
@@ -239,8 +239,7 @@ class ShowEmailLink:
         async with self._uow() as uow:
             found = await use_secret(
                 EmailLinks(uow.email_tokens, purpose),
-                self._tokens,
-                token,
+                digest_of(self._tokens, token),
                 self._clock.now(),
                 spend=False,
                 refusal=refusal,
@@ -267,14 +266,15 @@ async def _consume_link(
     is locked first, so a concurrent change of it waits instead of being overwritten. With
     ``owner_only``, only someone signed in to the link's account (``signed_in``) may use it."""
     refusal = _refusal_for(purpose)
-    peek = await uow.email_tokens.get(tokens.digest(token)) if plausible_token(token) else None
+    digest = digest_of(tokens, token)
+    peek = await uow.email_tokens.get(digest) if digest is not None else None
     if owner_only and peek is not None and signed_in != peek.account_id:
         raise errors.NotSignedIn(
             "Sign in to the account this email belongs to, then open the link again."
         )
     locked = await uow.accounts.lock(peek.account_id) if peek is not None else None
     used = await use_secret(
-        EmailLinks(uow.email_tokens, purpose), tokens, token, now, spend=True, refusal=refusal
+        EmailLinks(uow.email_tokens, purpose), digest, now, spend=True, refusal=refusal
     )
     if locked is None or locked.id != used.account_id:
         raise refusal(SecretStatus.UNKNOWN)
@@ -466,8 +466,7 @@ class ResetPassword(_PasswordUseCase):
         async with self._uow() as uow:  # refuse a bad link before the costly hash
             await use_secret(
                 EmailLinks(uow.email_tokens, EmailPurpose.RESET),
-                self._tokens,
-                token,
+                digest_of(self._tokens, token),
                 self._clock.now(),
                 spend=False,
                 refusal=_refusal_for(EmailPurpose.RESET),

@@ -23,6 +23,8 @@ from entrypoints.emulator.state import EmulatorState, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 SCOPES = {"identify", "email"}
+PROMPTS = {"none", "consent"}
+SESSION_COOKIE = "discord_emulator_session"  # who is signed in to "Discord" in this browser
 
 
 def _page(title: str, body: str, status: int = 200) -> Response[str]:
@@ -89,7 +91,24 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return f"Invalid scope. This emulator knows {sorted(SCOPES)}."
         if params.get("code_challenge") and params.get("code_challenge_method") != "S256":
             return "Only PKCE S256 is supported."
+        if params.get("prompt", "none") not in PROMPTS:
+            return f"Invalid prompt: use one of {sorted(PROMPTS)}."
         return None
+
+    def redirect_with(params: dict[str, str], answer: dict[str, str]) -> Redirect:
+        if "state" in params:
+            answer["state"] = params["state"]
+        redirect_uri = params["redirect_uri"]
+        separator = "&" if "?" in redirect_uri else "?"
+        return Redirect(f"{redirect_uri}{separator}{urlencode(answer)}", status_code=302)
+
+    def code_for(user: TestUser, params: dict[str, str]) -> dict[str, str]:
+        scopes = frozenset(params["scope"].split())
+        state.authorize(user, scopes)
+        code = state.issue_code(
+            user, scopes, params["redirect_uri"], params.get("code_challenge") or None
+        )
+        return {"code": code}
 
     @get("/oauth2/authorize", sync_to_thread=False)
     def authorize_page(request: Request[Any, Any, Any]) -> Response[str]:
@@ -99,12 +118,20 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return _page(
                 "Invalid request", f"<h1>Invalid OAuth2 request</h1><p>{escape(problem)}</p>", 400
             )
+        signed_in = state.browser_sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        scopes = params["scope"].split()
+        returning = signed_in in state.users and state.already_granted(
+            signed_in, frozenset(scopes)
+        )
+        if returning and params.get("prompt", "none") == "none":
+            # Discord skips its screen for someone who already granted these scopes.
+            return redirect_with(params, code_for(state.users[str(signed_in)], params))
         hidden = "".join(
             f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
             for k, v in params.items()
         )
-        scopes = params["scope"].split()
-        choices = (_user_choice(u, checked=i == 0) for i, u in enumerate(state.users.values()))
+        first = signed_in if signed_in in state.users else next(iter(state.users), None)
+        choices = (_user_choice(u, checked=u.id == first) for u in state.users.values())
         users = "".join(choices) or (
             '<p class="muted">No test users yet: create one through the emulator.</p>'
         )
@@ -124,26 +151,21 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         problem = authorize_problem(data)
         if problem:
             return _page("Invalid request", f"<p>{escape(problem)}</p>", 400)
-        redirect_uri = data["redirect_uri"]
-        answer: dict[str, str] = {}
+        params = {k: v for k, v in data.items() if k not in ("user_id", "decision")}
         user = state.users.get(data.get("user_id", ""))
         if data.get("decision") != "approve" or user is None:
-            answer = {
-                "error": "access_denied",
-                "error_description": "The resource owner or "
-                "authorization server denied the request",
-            }
-        else:
-            scopes = frozenset(data["scope"].split())
-            answer = {
-                "code": state.issue_code(
-                    user, scopes, redirect_uri, data.get("code_challenge") or None
-                )
-            }
-        if "state" in data:
-            answer["state"] = data["state"]
-        separator = "&" if "?" in redirect_uri else "?"
-        return Redirect(f"{redirect_uri}{separator}{urlencode(answer)}", status_code=302)
+            return redirect_with(
+                params,
+                {
+                    "error": "access_denied",
+                    "error_description": "The resource owner or "
+                    "authorization server denied the request",
+                },
+            )
+        answer = redirect_with(params, code_for(user, params))
+        # This browser is now signed in to "Discord" as the user who pressed Authorize.
+        answer.set_cookie(SESSION_COOKIE, state.sign_in_browser(user), httponly=True, path="/")
+        return answer
 
     @post("/api/v10/oauth2/token", status_code=200)
     async def token(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
@@ -183,9 +205,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
     def revoke(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
-        token_value = data.get("token", "")
-        if state.tokens.pop(token_value, None) is not None:
-            state.revoked.add(token_value)
+        state.revoke(data.get("token", ""))
         return Response({})
 
     # -- test API -------------------------------------------------------------------------------

@@ -81,6 +81,11 @@ class EmulatorState:
     codes: dict[str, Grant] = field(default_factory=dict)
     tokens: dict[str, Grant] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    # What each test user granted this application (user id -> scopes), as Discord remembers
+    # it: a returning user is sent straight back unless the request says prompt=consent.
+    authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Who is signed in to "Discord" in each browser (session cookie -> user id).
+    browser_sessions: dict[str, str] = field(default_factory=dict)
     # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage"; "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     fault_delay: float = 5.0
@@ -171,3 +176,28 @@ class EmulatorState:
         token = secrets.token_urlsafe(30)
         self.tokens[token] = grant
         return token
+
+    def authorize(self, user: TestUser, scopes: frozenset[str]) -> None:
+        """The user pressed Authorize: Discord remembers the grant (scopes add up)."""
+        self.authorizations[user.id] = self.authorizations.get(user.id, frozenset()) | scopes
+
+    def already_granted(self, user_id: str | None, scopes: frozenset[str]) -> bool:
+        return user_id is not None and scopes <= self.authorizations.get(user_id, frozenset())
+
+    def sign_in_browser(self, user: TestUser) -> str:
+        session = secrets.token_urlsafe(24)
+        self.browser_sessions[session] = user.id
+        return session
+
+    def revoke(self, token: str) -> bool:
+        """Revoking a token revokes the whole grant: the user's other tokens and codes, and
+        the remembered authorization (the next sign-in shows the consent screen again)."""
+        grant = self.tokens.get(token)
+        if grant is None:
+            return False
+        self.authorizations.pop(grant.user_id, None)
+        for table in (self.tokens, self.codes):
+            for key in [k for k, g in table.items() if g.user_id == grant.user_id]:
+                del table[key]
+        self.revoked.add(token)
+        return True

@@ -30,7 +30,7 @@ from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container
 from entrypoints.email_worker import EmailWorker
 from entrypoints.web.api import LinksApi
-from entrypoints.web.cookies import CookieJar
+from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import Services
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
@@ -91,7 +91,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
 
     async def current_account(request: Request[Any, Any, Any]) -> Account | None:
         account: Account | None = await container.current_account().execute(
-            CookieJar.session_token(request)
+            jar.session_token(request)
         )
         return account
 
@@ -150,6 +150,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         csrf_config=CSRFConfig(
             secret=settings.secret_key.get_secret_value(),
+            cookie_name=cookie_name(CSRF_COOKIE, secure=https),
             cookie_secure=https,
             cookie_httponly=True,
             cookie_samesite="lax",

@@ -1,7 +1,13 @@
-"""The service's two cookies: the web session and the OAuth browser binding."""
+"""The service's cookies: the web session and the OAuth browser binding.
+
+On https every cookie is ``__Host-`` prefixed: browsers accept such a cookie only when it is
+``Secure``, has ``Path=/`` and no ``Domain``, so a sibling subdomain (or a plain-http page of
+this host) cannot plant one. Only the prefixed names are read there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Request
@@ -11,13 +17,22 @@ from domain.model import ONE_TIME_SECRET_TTL
 from entrypoints.container import Container
 
 SESSION_COOKIE = "tfl_session"
-BINDING_COOKIE = "tfl_oauth_binding"
+BINDING_COOKIE = "tfl_oauth"
+CSRF_COOKIE = "tfl_csrf"
+# Binding values are URL-safe base64, so a dot separates the ones of flows under way.
+_SEPARATOR = "."
+
+
+def cookie_name(name: str, *, secure: bool) -> str:
+    return f"__Host-{name}" if secure else name
 
 
 class CookieJar:
     def __init__(self, *, secure: bool, session_max_age: int) -> None:
         self._secure = secure
         self._session_max_age = session_max_age
+        self.session_name = cookie_name(SESSION_COOKIE, secure=secure)
+        self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
 
     def _cookie(self, key: str, value: str, max_age: int) -> Cookie:
         # Lax: sent on the top-level redirect back from Discord, not on cross-site POSTs.
@@ -32,21 +47,21 @@ class CookieJar:
         )
 
     def session(self, token: str) -> Cookie:
-        return self._cookie(SESSION_COOKIE, token, self._session_max_age)
+        return self._cookie(self.session_name, token, self._session_max_age)
 
     def expired_session(self) -> Cookie:
-        return self._cookie(SESSION_COOKIE, "", 0)
+        return self._cookie(self.session_name, "", 0)
 
-    def binding(self, token: str) -> Cookie:
-        return self._cookie(BINDING_COOKIE, token, int(ONE_TIME_SECRET_TTL.total_seconds()))
+    def binding(self, tokens: Sequence[str]) -> Cookie:
+        """The browser binding of the OAuth flows under way in this browser, newest first."""
+        value = _SEPARATOR.join(tokens)
+        return self._cookie(self.binding_name, value, int(ONE_TIME_SECRET_TTL.total_seconds()))
 
-    @staticmethod
-    def session_token(request: Request[Any, Any, Any]) -> str | None:
-        return request.cookies.get(SESSION_COOKIE)
+    def session_token(self, request: Request[Any, Any, Any]) -> str | None:
+        return request.cookies.get(self.session_name)
 
-    @staticmethod
-    def binding_token(request: Request[Any, Any, Any]) -> str | None:
-        return request.cookies.get(BINDING_COOKIE)
+    def binding_tokens(self, request: Request[Any, Any, Any]) -> list[str]:
+        return [t for t in request.cookies.get(self.binding_name, "").split(_SEPARATOR) if t]
 
     async def end_session(self, request: Request[Any, Any, Any], container: Container) -> None:
         await container.sign_out().execute(self.session_token(request))

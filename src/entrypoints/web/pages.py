@@ -15,12 +15,14 @@ from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.deps import CurrentAccount, Jar, Services
 from entrypoints.web.email_pages import email_status_line
-from entrypoints.web.errors import message_page, status_for
+from entrypoints.web.errors import status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 NOTICES = {
     "linked": "Discord is linked to your account.",
+    "linked_from_discord": "Discord is linked to your account. Back in Discord, /whoami shows "
+    "the link.",
     "already_linked": "This Discord account was already linked to yours.",
     "unlinked": "Discord is unlinked from your account.",
     "password": "Your password is saved. Other devices were signed out.",
@@ -150,9 +152,9 @@ class Pages(Controller):
         if account is None:
             return Redirect("/signin?next=/account")
         started = await container.start_discord_link().execute(
-            account_id=account.id, browser_token=jar.binding_token(request)
+            account_id=account.id, browser_tokens=jar.binding_tokens(request)
         )
-        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_token)])
+        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
     @post("/account/discord/unlink", status_code=303)
     async def unlink(self, account: CurrentAccount, container: Services) -> Redirect:
@@ -189,11 +191,16 @@ class Pages(Controller):
         container: Services,
         jar: Jar,
         next: str = "",
+        switch: bool = False,
     ) -> Redirect:
+        """``switch=true``: show Discord's consent screen (with its account switcher) even to
+        someone who already granted access, to sign in as another Discord account."""
         started = await container.start_discord_login().execute(
-            next_path=next or "/account", browser_token=jar.binding_token(request)
+            next_path=next or "/account",
+            browser_tokens=jar.binding_tokens(request),
+            ask_again=switch,
         )
-        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_token)])
+        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
     @get("/auth/discord/callback", status_code=302)
     async def discord_callback(  # noqa: PLR0917 - Litestar injects by name
@@ -210,11 +217,13 @@ class Pages(Controller):
             state=oauth_state,
             code=code,
             error=error,
-            browser_token=jar.binding_token(request),
+            browser_tokens=jar.binding_tokens(request),
             signed_in_account=account.id if account else None,
         )
-        if done.purpose is AuthPurpose.LINK:
+        if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
+            if done.purpose is AuthPurpose.TICKET and notice == "linked":
+                notice = "linked_from_discord"
             return Redirect(f"/account?notice={notice}")
         assert done.session_token is not None  # noqa: S101 - login flows always sign in
         await jar.end_session(request, container)  # rotate: the old session ends here
@@ -226,21 +235,29 @@ class Pages(Controller):
     async def link_page(self, token: str, account: CurrentAccount, container: Services) -> Template:
         ticket = await container.show_link_ticket().execute(token)
         return Template(
-            "link_confirm.html", context={"ticket": ticket, "token": token, "account": account}
+            "link_confirm.html",
+            context={
+                "ticket": ticket,
+                "token": token,
+                "account": account,
+                "avatar_url": avatar_url(ticket.discord.id.value, ticket.discord.avatar),
+            },
         )
 
-    @post("/link/{token:str}", status_code=200)
+    @post("/link/{token:str}", status_code=302)
     async def link_confirm(
-        self, token: str, account: CurrentAccount, container: Services
-    ) -> Template | Redirect:
+        self,
+        request: Request[Any, Any, Any],
+        token: str,
+        account: CurrentAccount,
+        container: Services,
+        jar: Jar,
+    ) -> Redirect:
+        """Confirming starts a Discord round trip: the link is made at the callback, only if
+        the person signs in to Discord as the account that ran /link."""
         if account is None:
             return Redirect(f"/signin?next=/link/{token}", status_code=303)
-        result = await container.redeem_link_ticket().execute(token, account.id)
-        name = result.link.discord_display_name
-        return message_page(
-            "Accounts linked",
-            f"Discord {name} is now linked to your TaskFlow account {account.username}.",
-            next_step="Go back to Discord: /whoami shows the link.",
-            links=[("Go to your account", "/account")],
-            account=account,
+        started = await container.start_ticket_link().execute(
+            token=token, account_id=account.id, browser_tokens=jar.binding_tokens(request)
         )
+        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])

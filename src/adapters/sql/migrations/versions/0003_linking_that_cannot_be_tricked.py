@@ -1,0 +1,63 @@
+"""Linking that cannot be tricked: pending logins keep no live secret and can confirm a /link
+ticket.
+
+``pending_login`` is recreated: its rows live 10 minutes, so a sign-in under way during the
+upgrade is refused ("start again") rather than converted.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from adapters.sql.tables import UtcDateTime
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _pending_login(*, purposes: str, old: bool) -> None:
+    secret_columns = (
+        [sa.Column("pkce_verifier", sa.String(length=128), nullable=False)]
+        if old
+        else [sa.Column("ticket_hash", sa.String(length=64), nullable=True)]
+    )
+    op.create_table(
+        "pending_login",
+        sa.Column("state_hash", sa.String(length=64), nullable=False),
+        sa.Column("purpose", sa.String(length=8), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=True),
+        sa.Column("browser_hash", sa.String(length=64), nullable=False),
+        *secret_columns,
+        sa.Column("destination", sa.String(length=2048), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("consumed_at", UtcDateTime(), nullable=True),
+        sa.CheckConstraint(purposes, name=op.f("ck_pending_login_purpose_known")),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_pending_login_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("state_hash", name=op.f("pk_pending_login")),
+    )
+    op.create_index(op.f("ix_pending_login_expires_at"), "pending_login", ["expires_at"])
+
+
+def upgrade() -> None:
+    op.drop_table("pending_login")
+    _pending_login(purposes="purpose IN ('login', 'link', 'ticket')", old=False)
+
+
+def downgrade() -> None:
+    op.drop_table("pending_login")
+    _pending_login(purposes="purpose IN ('login', 'link')", old=True)
