@@ -23,7 +23,7 @@ from tests.bot_support import (
     signed_request,
 )
 from tests.integration.postgres import PostgresServer
-from tests.integration.stack import CSRF, Browser, Stack, sign_up
+from tests.integration.stack import Browser, Stack, sign_up
 
 
 async def run(

@@ -12,7 +12,7 @@ import httpx
 from adapters.sql.tables import accounts, user_links
 from domain.use_cases import TicketIssued
 from tests.integration.postgres import PostgresServer
-from tests.integration.stack import CSRF, Browser, Stack, consent_form, count, sign_up
+from tests.integration.stack import Browser, Stack, consent_form, count, sign_up
 
 # -- the login table, end to end ---------------------------------------------------------------
 

@@ -89,9 +89,7 @@ async def test_link_row4_otherwise_links_and_audits(h: Harness, db: MemoryDataba
 
 async def test_link_flow_asks_only_for_identify(h: Harness) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
-    started = await h.container.start_discord_link().execute(
-        account_id=alice.id, browser_tokens=()
-    )
+    started = await h.container.start_discord_link().execute(account_id=alice.id, browser_tokens=())
     assert "scope=identify&" in started.authorize_url
 
 
@@ -101,9 +99,7 @@ async def test_link_callback_for_another_signed_in_account_is_refused(
     alice = (await h.sign_up("alice", "alice@example.com")).account
     bob = (await h.sign_up("bob", "bob@example.com")).account
     discord = h.discord_user(2006)
-    started = await h.container.start_discord_link().execute(
-        account_id=alice.id, browser_tokens=()
-    )
+    started = await h.container.start_discord_link().execute(account_id=alice.id, browser_tokens=())
     approval = h.discord.approve(started.authorize_url, discord.id)
 
     with pytest.raises(errors.NotSignedIn):

@@ -114,9 +114,11 @@ async def test_the_pkce_verifier_is_derived_with_the_server_key(h: Harness) -> N
     key the verifier differs, and Discord refuses the code (bound to the first challenge)."""
     browser = Browser()
     state, code = await _started_login(h, browser)
-    with h.container.tokens.override(SecretsTokenIssuer("another-secret-key-" + "y" * 32)):
-        with pytest.raises(errors.DiscordDenied):
-            await h.complete(browser, state=state, code=code)
+    with (
+        h.container.tokens.override(SecretsTokenIssuer("another-secret-key-" + "y" * 32)),
+        pytest.raises(errors.DiscordDenied),
+    ):
+        await h.complete(browser, state=state, code=code)
 
 
 async def test_pending_login_keeps_only_digests(h: Harness, db: MemoryDatabase) -> None:

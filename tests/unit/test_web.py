@@ -142,9 +142,7 @@ async def _continue_with_discord(client: Client, h: Harness, path: str, as_disco
     assert "scope=identify&" in location
     assert "prompt=none" in location
     approval = h.discord.approve(location, DiscordId(as_discord))
-    return await client.get(
-        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
-    )
+    return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
 
 
 async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(

@@ -137,7 +137,7 @@ class StartDiscordLink(_StartDiscordAuth):
 
 
 class StartTicketLink(_StartDiscordAuth):
-    """"Link accounts" on the page behind a ``/link`` button: the ticket only says which
+    """ "Link accounts" on the page behind a ``/link`` button: the ticket only says which
     Discord account to expect. Linking waits for a Discord round trip proving that the person
     here *is* that account, so a forwarded button cannot link the sender's Discord to the
     receiver's TaskFlow account."""

@@ -120,9 +120,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             )
         signed_in = state.browser_sessions.get(request.cookies.get(SESSION_COOKIE, ""))
         scopes = params["scope"].split()
-        returning = signed_in in state.users and state.already_granted(
-            signed_in, frozenset(scopes)
-        )
+        returning = signed_in in state.users and state.already_granted(signed_in, frozenset(scopes))
         if returning and params.get("prompt", "none") == "none":
             # Discord skips its screen for someone who already granted these scopes.
             return redirect_with(params, code_for(state.users[str(signed_in)], params))
