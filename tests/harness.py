@@ -15,9 +15,10 @@ from adapters.clock import ManualClock
 from adapters.email import OutboxEmailSender
 from adapters.fake_discord import InMemoryDiscordOAuth
 from adapters.passwords import Argon2PasswordHasher
-from domain.model import Account, AccountId, DiscordId, DiscordProfile
+from domain.model import Account, AccountId, DiscordId, DiscordProfile, SignInMethod
 from domain.ports import EmailMessage, UnitOfWorkFactory
 from domain.use_cases import AuthCompleted, AuthStarted, DeliveryReport, SignedIn
+from domain.use_cases._shared import start_session
 from entrypoints.container import Container, build_container
 from entrypoints.settings import Settings
 
@@ -54,6 +55,8 @@ class Harness:
         self.clock = clock
         self.discord = discord
         self._outbox: OutboxEmailSender | None = None
+        # The newest session token of each account the harness signed in (a browser's cookie).
+        self.sessions: dict[AccountId, str] = {}
 
     @classmethod
     def build(cls, container: Container | None = None) -> Harness:
@@ -77,9 +80,32 @@ class Harness:
         signed_in: SignedIn = await self.container.sign_up().execute(
             username=username, email=email, password=password
         )
+        self.sessions[signed_in.account.id] = signed_in.session_token
         if verified:
             await self.mark_email_verified(signed_in.account.id)
         return signed_in
+
+    async def session_for(
+        self, account_id: AccountId, *, proved_with: SignInMethod | None = None
+    ) -> str:
+        """The session the harness holds for the account, or a new one (as after a sign-in
+        with ``proved_with``, which then counts as a fresh proof of identity)."""
+        async with self.uow() as uow:
+            if proved_with is None and account_id in self.sessions:
+                held = self.sessions[account_id]
+                alive = await uow.sessions.get(self.container.tokens().digest(held))
+                if alive is not None and self.clock.now() < alive.expires_at:
+                    return held  # else it was ended (an unlink, a reset): sign in again
+            token = await start_session(
+                uow,
+                self.container.tokens(),
+                account_id,
+                self.clock.now(),
+                method=proved_with or SignInMethod.PASSWORD,
+            )
+            await uow.commit()
+        self.sessions[account_id] = token
+        return token
 
     async def mark_email_verified(self, account_id: AccountId) -> None:
         """Confirm the address the way a person does: through the emailed link."""
@@ -187,10 +213,11 @@ class Harness:
             code=code,
             error=error,
             browser_tokens=browser.bindings,
-            signed_in_account=signed_in,
+            session_token=await self.session_for(signed_in) if signed_in else browser.session,
         )
         if completed.session_token:
             browser.session = completed.session_token
+            self.sessions[completed.account_id] = completed.session_token
         return completed
 
     async def discord_login(

@@ -145,6 +145,22 @@ class UnlinkWouldLockOut(DomainError):
 # -- accounts ---------------------------------------------------------------------------------
 
 
+class ReauthenticationRequired(DomainError):
+    code = "reauthentication_required"
+    message = (
+        "For your security, confirm it is you first: enter your password, or, for an account "
+        "without one, sign in with Discord again. Then try again."
+    )
+
+
+class WrongDiscordAccount(DomainError):
+    code = "wrong_discord_account"
+    message = (
+        "You signed in to Discord as another account than the one linked to this TaskFlow "
+        "account. Sign in to Discord as the linked account, then try again."
+    )
+
+
 class InvalidCredentials(DomainError):
     code = "invalid_credentials"
     message = "The username/email or password is not right."

@@ -14,6 +14,8 @@ MAX_SNOWFLAKE = 2**63 - 1  # Discord ids are stored in a signed 64-bit BIGINT
 ONE_TIME_SECRET_TTL = timedelta(minutes=10)
 EMAIL_VERIFICATION_TTL = timedelta(hours=24)
 PASSWORD_RESET_TTL = timedelta(hours=1)
+# A sensitive change (password, email, unlinking Discord) needs a proof of identity this recent.
+REAUTH_WINDOW = timedelta(minutes=10)
 USERNAME_MAX = 32
 # Characters that would let an address smuggle more recipients or headers into an email.
 _NOT_IN_EMAIL = frozenset('<>,;:"()[]\\\x7f')
@@ -177,6 +179,7 @@ class AuthPurpose(enum.StrEnum):
     LOGIN = "login"  # "Sign in with Discord"
     LINK = "link"  # "Link Discord" on the account page
     TICKET = "ticket"  # confirming a /link ticket: prove being the Discord account that ran it
+    REAUTH = "reauth"  # proving again, before a sensitive change, to be the linked account
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +212,30 @@ class LinkTicket:
     consumed_at: datetime | None = None
 
 
+class SignInMethod(enum.StrEnum):
+    """How a person proved who they are: to start a session, or again inside one."""
+
+    PASSWORD = "password"  # noqa: S105 - sign-in, sign-up, a password set or changed, a reset
+    DISCORD = "discord"  # a Discord round trip as the linked Discord account
+    EMAIL_LINK = "email_link"  # a one-time link sent to the account's address
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
+    """A web session. The cookie holds the token; only its digest is stored. ``id`` is the
+    public handle the account page shows (never the digest: it is the lookup key)."""
+
     digest: str
     account_id: AccountId
     created_at: datetime
     expires_at: datetime
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    method: SignInMethod = SignInMethod.PASSWORD
+    last_seen_at: datetime | None = None
+    # The last proof of identity in this session (signing in counts) and what it was: a
+    # sensitive change needs a recent one (see ``policies.identity_recently_proved``).
+    proved_at: datetime | None = None
+    proved_with: SignInMethod | None = None
 
 
 @dataclass(frozen=True, slots=True)

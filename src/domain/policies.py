@@ -14,12 +14,15 @@ from urllib.parse import urlsplit
 
 from domain import errors
 from domain.model import (
+    REAUTH_WINDOW,
     USERNAME_MAX,
     Account,
     AccountId,
     DiscordId,
     DiscordProfile,
     Link,
+    Session,
+    SignInMethod,
     normalize_email,
 )
 
@@ -117,6 +120,20 @@ LINK_REFUSALS: dict[LinkDecision, type[errors.DomainError]] = {
 def unlink_refusal(account: Account) -> type[errors.DomainError] | None:
     """Unlinking must never leave an account with no way to sign in."""
     return None if account.has_password else errors.UnlinkWouldLockOut
+
+
+# -- re-authentication ("sudo mode") -------------------------------------------------------------
+
+
+def identity_recently_proved(session: Session, account: Account, now: datetime) -> bool:
+    """Whether this session proved, in the last ``REAUTH_WINDOW``, that it is the account's
+    owner, the way the account can: with its password, or, for an account without one, with
+    a Discord round trip as the linked Discord account. A stolen session cookie alone then
+    cannot set a first password, change the email or unlink Discord."""
+    if session.proved_at is None or now - session.proved_at >= REAUTH_WINDOW:
+        return False
+    wanted = SignInMethod.PASSWORD if account.has_password else SignInMethod.DISCORD
+    return session.proved_with is wanted
 
 
 # -- one-time secrets ------------------------------------------------------------------------------

@@ -98,7 +98,16 @@ class SessionRepository(Protocol):
 
     async def get(self, digest: str) -> Session | None: ...
 
+    async def update(self, session: Session) -> None:
+        """Write back when it was last used and its last proof of identity."""
+
+    async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
+        """The account's sessions, newest first (expired ones included until purged)."""
+
     async def remove(self, digest: str) -> bool: ...
+
+    async def remove_by_id(self, account_id: AccountId, session_id: uuid.UUID) -> bool:
+        """End one of the account's sessions by its public id (another account's: ``False``)."""
 
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         """End every session of an account, except the one whose digest is ``keep``."""

@@ -103,7 +103,7 @@ class Container(containers.DeclarativeContainer):
     complete_discord_auth = providers.Factory(
         uc.CompleteDiscordAuth, uow, tokens, clock, discord_oauth, session_ttl
     )
-    unlink_account = providers.Factory(uc.UnlinkAccount, uow, clock)
+    unlink_account = providers.Factory(uc.UnlinkAccount, uow, tokens, clock, passwords)
     unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock)
     who_am_i = providers.Factory(uc.WhoAmI, uow)
     look_up_link = providers.Factory(uc.LookUpLink, uow)
@@ -111,7 +111,14 @@ class Container(containers.DeclarativeContainer):
     sign_up = providers.Factory(uc.SignUp, uow, tokens, clock, passwords, session_ttl)
     sign_in = providers.Factory(uc.SignIn, uow, tokens, clock, passwords, session_ttl)
     sign_out = providers.Factory(uc.SignOut, uow, tokens, clock)
-    current_account = providers.Factory(uc.CurrentAccount, uow, tokens, clock)
+    current_session = providers.Factory(uc.CurrentSession, uow, tokens, clock)
+    list_sessions = providers.Factory(uc.ListSessions, uow, tokens, clock)
+    end_session = providers.Factory(uc.EndSession, uow, tokens, clock)
+    end_all_sessions = providers.Factory(uc.EndAllSessions, uow, tokens, clock)
+    confirm_password = providers.Factory(uc.ConfirmPassword, uow, tokens, clock, passwords)
+    start_discord_reauth = providers.Factory(
+        uc.StartDiscordReauth, uow, tokens, clock, discord_oauth
+    )
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
     purge_expired = providers.Factory(uc.PurgeExpired, uow, clock)
     deliver_emails = providers.Factory(
@@ -121,7 +128,7 @@ class Container(containers.DeclarativeContainer):
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
     resend_verification = providers.Factory(uc.ResendVerification, uow, clock)
     show_email_status = providers.Factory(uc.ShowEmailStatus, uow)
-    change_email = providers.Factory(uc.ChangeEmail, uow, clock, passwords)
+    change_email = providers.Factory(uc.ChangeEmail, uow, tokens, clock, passwords)
     request_password_reset = providers.Factory(uc.RequestPasswordReset, uow, clock)
     reset_password = providers.Factory(uc.ResetPassword, uow, tokens, clock, passwords, session_ttl)
     create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)

@@ -97,7 +97,10 @@ async def test_unlinking_on_the_web_sends_a_notice(stack: Stack, browser: Browse
     assert linked_notice["Subject"] == "A Discord account was linked to your TaskFlow account"
     assert "@erin_d" in body(linked_notice)
 
-    await browser.submit("/account", "/account/discord/unlink", {})
+    # Signed in with Discord: for an account with a password, the password is the proof.
+    page = await browser.submit("/account", "/account/discord/unlink", {})
+    assert page.url.path == "/account/confirm"
+    await browser.submit("/account", "/account/discord/unlink", {"current_password": PASSWORD})
     unlinked_notice = await stack.mailbox.wait_for("erin@example.com", 3)
     assert unlinked_notice["Subject"] == (
         "A Discord account was unlinked from your TaskFlow account"

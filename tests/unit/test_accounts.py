@@ -59,7 +59,7 @@ async def test_sign_up_refusals(h: Harness, db: MemoryDatabase) -> None:
 
 async def test_sessions_expire_and_sign_out_ends_them(h: Harness) -> None:
     token = (await h.sign_up("alice", "alice@example.com")).session_token
-    current = h.container.current_account()
+    current = h.container.current_session()
     assert (await current.execute(token)) is not None
     assert await current.execute("nonsense") is None
     assert await current.execute(None) is None
@@ -81,19 +81,23 @@ async def test_changing_the_password_needs_the_current_one_and_ends_other_sessio
 
     with pytest.raises(errors.InvalidCredentials):
         await set_password.execute(
-            account_id=signed_up.account.id,
+            session_token=signed_up.session_token,
             new_password="a brand new password",
             current_password="not it at all",
-            keep_session_token=signed_up.session_token,
+        )
+    with pytest.raises(errors.InvalidCredentials):  # a recent sign-in does not replace it
+        await set_password.execute(
+            session_token=signed_up.session_token,
+            new_password="a brand new password",
+            current_password=None,
         )
     await set_password.execute(
-        account_id=signed_up.account.id,
+        session_token=signed_up.session_token,
         new_password="a brand new password",
         current_password=PASSWORD,
-        keep_session_token=signed_up.session_token,
     )
 
-    current = h.container.current_account()
+    current = h.container.current_session()
     assert await current.execute(signed_up.session_token) is not None
     assert await current.execute(elsewhere.session_token) is None
     with pytest.raises(errors.InvalidCredentials):

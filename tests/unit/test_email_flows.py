@@ -116,10 +116,12 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
 
     with pytest.raises(errors.InvalidCredentials):
         await h.container.change_email().execute(
-            account_id=signed_up.account.id, new_email="erin@new.example", current_password="x"
+            session_token=await h.session_for(signed_up.account.id),
+            new_email="erin@new.example",
+            current_password="x",
         )
     changed = await h.container.change_email().execute(
-        account_id=signed_up.account.id,
+        session_token=await h.session_for(signed_up.account.id),
         new_email="Erin@New.Example",
         current_password=PASSWORD,
     )
@@ -138,7 +140,9 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
     # Back to the first address: the links sent to it before stay spent.
     h.clock.advance(timedelta(hours=2))
     await h.container.change_email().execute(
-        account_id=changed.id, new_email="erin@example.com", current_password=PASSWORD
+        session_token=await h.session_for(changed.id),
+        new_email="erin@example.com",
+        current_password=PASSWORD,
     )
     with pytest.raises(errors.SecretConsumed):
         await h.container.reset_password().execute(token=old_reset, new_password=NEW_PASSWORD)
@@ -149,7 +153,9 @@ async def test_an_email_taken_by_another_account_cannot_be_chosen(h: Harness) ->
     other = await h.sign_up("gus", "gus@example.com")
     with pytest.raises(errors.EmailTaken):
         await h.container.change_email().execute(
-            account_id=other.account.id, new_email="FAY@example.com", current_password=PASSWORD
+            session_token=await h.session_for(other.account.id),
+            new_email="FAY@example.com",
+            current_password=PASSWORD,
         )
 
 
@@ -158,7 +164,9 @@ async def test_a_confirmation_link_for_a_previous_address_is_refused(h: Harness)
     await h.deliver()
     old_link = h.link_token(h.last_email("hal@example.com"), "/verify-email/")
     await h.container.change_email().execute(
-        account_id=signed_up.account.id, new_email="hal@new.example", current_password=PASSWORD
+        session_token=await h.session_for(signed_up.account.id),
+        new_email="hal@new.example",
+        current_password=PASSWORD,
     )
     with pytest.raises(errors.SecretConsumed):
         await h.container.verify_email().execute(old_link, signed_up.account.id)
@@ -168,7 +176,9 @@ async def test_a_confirmation_link_for_a_previous_address_is_refused(h: Harness)
 async def test_a_queued_confirmation_for_a_replaced_address_is_cancelled(h: Harness) -> None:
     signed_up = await h.sign_up("ida", "ida@example.com")
     await h.container.change_email().execute(
-        account_id=signed_up.account.id, new_email="ida@new.example", current_password=PASSWORD
+        session_token=await h.session_for(signed_up.account.id),
+        new_email="ida@new.example",
+        current_password=PASSWORD,
     )
     report = await h.deliver()
     assert [e.to for e in report.cancelled] == ["ida@example.com"]
@@ -225,12 +235,12 @@ async def test_reset_sets_the_password_ends_other_sessions_and_works_once(h: Har
     signed_in = done.signed_in
     assert done.unlinked is None
 
-    current = h.container.current_account()
+    current = h.container.current_session()
     assert await current.execute(signed_up.session_token) is None
     assert await current.execute(other_device.session_token) is None
     here = await current.execute(signed_in.session_token)
     assert here is not None
-    assert here.email_verified  # the link proved the mailbox
+    assert here.account.email_verified  # the link proved the mailbox
     with pytest.raises(errors.InvalidCredentials):
         await h.container.sign_in().execute(login="kim", password=PASSWORD)
     await h.container.sign_in().execute(login="kim", password=NEW_PASSWORD)
@@ -302,10 +312,9 @@ async def test_linking_unlinking_and_password_changes_send_notices(h: Harness) -
     await h.discord_link(signed_up.account.id, profile)
     await h.container.unlink_discord().execute(DiscordId(9200))
     await h.container.set_password().execute(
-        account_id=signed_up.account.id,
+        session_token=await h.session_for(signed_up.account.id),
         new_password=NEW_PASSWORD,
         current_password=PASSWORD,
-        keep_session_token=signed_up.session_token,
     )
     await h.deliver()
     subjects = [m.subject for m in h.emails_to("pia@example.com")][1:]  # after the confirmation
@@ -437,17 +446,21 @@ async def test_changing_the_email_is_rate_limited(h: Harness) -> None:
     signed_up = await h.sign_up("ava", "ava@example.com")  # one confirmation queued
     for i in range(4):  # fixing a typo at once is fine; five confirmations an hour in all
         await h.container.change_email().execute(
-            account_id=signed_up.account.id,
+            session_token=await h.session_for(signed_up.account.id),
             new_email=f"ava{i}@example.com",
             current_password=PASSWORD,
         )
     with pytest.raises(errors.TooManyRequests):
         await h.container.change_email().execute(
-            account_id=signed_up.account.id, new_email="ava@new.example", current_password=PASSWORD
+            session_token=await h.session_for(signed_up.account.id),
+            new_email="ava@new.example",
+            current_password=PASSWORD,
         )
     h.clock.advance(timedelta(hours=1, seconds=1))
     await h.container.change_email().execute(
-        account_id=signed_up.account.id, new_email="ava@new.example", current_password=PASSWORD
+        session_token=await h.session_for(signed_up.account.id),
+        new_email="ava@new.example",
+        current_password=PASSWORD,
     )
 
 

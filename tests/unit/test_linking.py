@@ -108,7 +108,7 @@ async def test_link_callback_for_another_signed_in_account_is_refused(
             code=approval.code,
             error=None,
             browser_tokens=started.browser_tokens,
-            signed_in_account=bob.id,
+            session_token=await h.session_for(bob.id),
         )
     assert db.tables.links == {}
 
@@ -195,7 +195,9 @@ async def test_unlink_removes_the_link_and_audits(h: Harness, db: MemoryDatabase
     discord = h.discord_user(2201)
     await h.discord_link(alice.id, discord)
 
-    removed = await h.container.unlink_account().execute(alice.id)
+    removed = await h.container.unlink_account().execute(
+        session_token=await h.session_for(alice.id), current_password=None
+    )
 
     assert removed.discord_id == discord.id
     assert db.tables.links == {}
@@ -222,16 +224,17 @@ async def test_unlink_is_refused_when_discord_is_the_only_way_in(
     with pytest.raises(errors.UnlinkWouldLockOut) as refused:
         await h.container.unlink_discord().execute(discord.id)
     with pytest.raises(errors.UnlinkWouldLockOut):
-        await h.container.unlink_account().execute(created.account_id)
+        await h.container.unlink_account().execute(
+            session_token=await h.session_for(created.account_id), current_password=None
+        )
 
     assert "set a password" in refused.value.message.lower()
     assert discord.id in db.tables.links
 
     await h.container.set_password().execute(
-        account_id=created.account_id,
+        session_token=await h.session_for(created.account_id),
         new_password="a long enough password",
         current_password=None,
-        keep_session_token=None,
     )
     await h.container.unlink_discord().execute(discord.id)
     assert db.tables.links == {}
@@ -240,7 +243,9 @@ async def test_unlink_is_refused_when_discord_is_the_only_way_in(
 async def test_unlink_when_not_linked(h: Harness) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
     with pytest.raises(errors.NotLinked):
-        await h.container.unlink_account().execute(alice.id)
+        await h.container.unlink_account().execute(
+            session_token=await h.session_for(alice.id), current_password=None
+        )
     with pytest.raises(errors.NotLinked):
         await h.container.unlink_discord().execute(h.discord_user(2204).id)
 
@@ -249,7 +254,9 @@ async def test_relinking_after_unlink_works(h: Harness, db: MemoryDatabase) -> N
     alice = (await h.sign_up("alice", "alice@example.com")).account
     first, second = h.discord_user(2205), h.discord_user(2206)
     await h.discord_link(alice.id, first)
-    await h.container.unlink_account().execute(alice.id)
+    await h.container.unlink_account().execute(
+        session_token=await h.session_for(alice.id), current_password=None
+    )
     await h.discord_link(alice.id, second)
     assert set(db.tables.links) == {second.id}
 

@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import AccountId, DiscordId, DiscordProfile, normalize_email
+from domain.model import AccountId, DiscordId, DiscordProfile, SignInMethod, normalize_email
 from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import Browser, Harness
 
@@ -148,10 +148,11 @@ class LinkingMachine(RuleBasedStateMachine):
         if self.db.tables.accounts[account_id].password_hash is None:
             self.run(
                 self.h.container.set_password().execute(
-                    account_id=account_id,
+                    session_token=self.run(
+                        self.h.session_for(account_id, proved_with=SignInMethod.DISCORD)
+                    ),
                     new_password="a good long password",
                     current_password=None,
-                    keep_session_token=None,
                 )
             )
 

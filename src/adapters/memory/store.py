@@ -253,7 +253,9 @@ class MemoryLinkTickets(_Repo):
 
 class MemorySessions(_Repo):
     async def add(self, session: Session) -> None:
-        if session.digest in self._t.sessions:
+        if session.digest in self._t.sessions or any(
+            s.id == session.id for s in self._t.sessions.values()
+        ):
             raise errors.Conflict("duplicate session")
         if session.account_id not in self._t.accounts:
             raise errors.Conflict("no such account")  # the SQL foreign key
@@ -262,8 +264,31 @@ class MemorySessions(_Repo):
     async def get(self, digest: str) -> Session | None:
         return self._t.sessions.get(digest)
 
+    async def update(self, session: Session) -> None:
+        current = self._t.sessions.get(session.digest)
+        if current is not None:  # like an UPDATE that matches no row
+            self._t.sessions[session.digest] = replace(
+                current,
+                last_seen_at=session.last_seen_at,
+                proved_at=session.proved_at,
+                proved_with=session.proved_with,
+            )
+
+    async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
+        return sorted(
+            (s for s in self._t.sessions.values() if s.account_id == account_id),
+            key=lambda s: (-s.created_at.timestamp(), str(s.id)),
+        )
+
     async def remove(self, digest: str) -> bool:
         return self._t.sessions.pop(digest, None) is not None
+
+    async def remove_by_id(self, account_id: AccountId, session_id: uuid.UUID) -> bool:
+        found = next((k for k, s in self._t.sessions.items() if s.id == session_id), None)
+        if found is None or self._t.sessions[found].account_id != account_id:
+            return False
+        del self._t.sessions[found]
+        return True
 
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         gone = [k for k, s in self._t.sessions.items() if s.account_id == account_id and k != keep]

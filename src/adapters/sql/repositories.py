@@ -54,6 +54,7 @@ from domain.model import (
     OutgoingEmail,
     PendingLogin,
     Session,
+    SignInMethod,
     normalize_email,
 )
 
@@ -152,7 +153,17 @@ def _ticket(row: Any) -> LinkTicket:
 
 
 def _session_row(row: Any) -> Session:
-    return Session(row.token_hash, AccountId(row.account_id), row.created_at, row.expires_at)
+    return Session(
+        row.token_hash,
+        AccountId(row.account_id),
+        row.created_at,
+        row.expires_at,
+        id=row.id,
+        method=SignInMethod(row.method),
+        last_seen_at=row.last_seen_at,
+        proved_at=row.proved_at,
+        proved_with=SignInMethod(row.proved_with) if row.proved_with else None,
+    )
 
 
 def _api_key(row: Any) -> ApiKey:
@@ -356,6 +367,11 @@ class SqlSessions(_Repo):
                 account_id=session.account_id.value,
                 created_at=session.created_at,
                 expires_at=session.expires_at,
+                id=session.id,
+                method=session.method.value,
+                last_seen_at=session.last_seen_at,
+                proved_at=session.proved_at,
+                proved_with=session.proved_with.value if session.proved_with else None,
             )
         )
 
@@ -363,8 +379,33 @@ class SqlSessions(_Repo):
         row = (await self._run(select(sessions).where(sessions.c.token_hash == digest))).first()
         return _session_row(row) if row else None
 
+    async def update(self, session: Session) -> None:
+        await self._run(
+            update(sessions)
+            .where(sessions.c.token_hash == session.digest)
+            .values(
+                last_seen_at=session.last_seen_at,
+                proved_at=session.proved_at,
+                proved_with=session.proved_with.value if session.proved_with else None,
+            )
+        )
+
+    async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
+        query = (
+            select(sessions)
+            .where(sessions.c.account_id == account_id.value)
+            .order_by(sessions.c.created_at.desc(), sessions.c.id)
+        )
+        return [_session_row(row) for row in await self._run(query)]
+
     async def remove(self, digest: str) -> bool:
         return await self._count(delete(sessions).where(sessions.c.token_hash == digest)) > 0
+
+    async def remove_by_id(self, account_id: AccountId, session_id: uuid.UUID) -> bool:
+        query = delete(sessions).where(
+            sessions.c.account_id == account_id.value, sessions.c.id == session_id
+        )
+        return await self._count(query) > 0
 
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         query = delete(sessions).where(sessions.c.account_id == account_id.value)

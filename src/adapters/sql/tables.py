@@ -35,7 +35,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 metadata = MetaData(naming_convention=NAMING)
-PENDING_PURPOSES = "purpose IN ('login', 'link', 'ticket')"
+PENDING_PURPOSES = "purpose IN ('login', 'link', 'ticket', 'reauth')"
 
 
 class utc_now(FunctionElement[datetime]):
@@ -161,6 +161,11 @@ sessions = Table(
     ),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    Column("id", Uuid(), nullable=False, unique=True),  # the public handle, never the digest
+    Column("method", String(16), nullable=False, server_default="password"),
+    Column("last_seen_at", UtcDateTime(), nullable=True),
+    Column("proved_at", UtcDateTime(), nullable=True),
+    Column("proved_with", String(16), nullable=True),
 )
 
 api_keys = Table(

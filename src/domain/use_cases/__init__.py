@@ -1,14 +1,7 @@
 """Use cases: one class per operation, ports injected, one ``async def execute``."""
 
 from domain.use_cases._shared import LinkResult
-from domain.use_cases.accounts import (
-    CurrentAccount,
-    SetPassword,
-    SignedIn,
-    SignIn,
-    SignOut,
-    SignUp,
-)
+from domain.use_cases.accounts import SetPassword, SignedIn, SignIn, SignUp
 from domain.use_cases.api_keys import (
     AuthenticateApiKey,
     CreateApiKey,
@@ -23,6 +16,7 @@ from domain.use_cases.discord_auth import (
     CompleteDiscordAuth,
     StartDiscordLink,
     StartDiscordLogin,
+    StartDiscordReauth,
     StartTicketLink,
 )
 from domain.use_cases.email import (
@@ -48,6 +42,16 @@ from domain.use_cases.links import (
     WhoAmI,
 )
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
+from domain.use_cases.sessions import (
+    ConfirmPassword,
+    CurrentSession,
+    EndAllSessions,
+    EndSession,
+    ListSessions,
+    SessionList,
+    SignedInAs,
+    SignOut,
+)
 from domain.use_cases.tickets import (
     AlreadyLinked,
     IssueLinkTicket,
@@ -63,18 +67,22 @@ __all__ = [
     "AuthenticateApiKey",
     "ChangeEmail",
     "CompleteDiscordAuth",
+    "ConfirmPassword",
     "CreateApiKey",
     "CreatedApiKey",
-    "CurrentAccount",
+    "CurrentSession",
     "DeliverEmails",
     "DeliveryReport",
     "EmailLinkShown",
     "EmailStatus",
+    "EndAllSessions",
+    "EndSession",
     "IssueLinkTicket",
     "LinkOfAccount",
     "LinkResult",
     "LinkedAccount",
     "ListApiKeys",
+    "ListSessions",
     "LookUpLink",
     "PasswordReset",
     "PurgeExpired",
@@ -83,6 +91,7 @@ __all__ = [
     "ResendVerification",
     "ResetPassword",
     "RevokeApiKey",
+    "SessionList",
     "SetPassword",
     "ShowEmailLink",
     "ShowEmailStatus",
@@ -91,8 +100,10 @@ __all__ = [
     "SignOut",
     "SignUp",
     "SignedIn",
+    "SignedInAs",
     "StartDiscordLink",
     "StartDiscordLogin",
+    "StartDiscordReauth",
     "StartTicketLink",
     "TicketIssued",
     "UnlinkAccount",

@@ -16,8 +16,7 @@ from typing import Protocol, TypeVar
 from domain import errors
 from domain.model import EmailPurpose, EmailToken
 from domain.policies import SECRET_REFUSALS, SecretStatus, check_one_time_secret
-from domain.ports import EmailTokenRepository, TokenIssuer
-from domain.use_cases._shared import plausible_token
+from domain.ports import EmailTokenRepository
 
 
 class OneTimeRow(Protocol):
@@ -45,12 +44,6 @@ Refusal = Callable[[SecretStatus], errors.DomainError]
 
 def default_refusal(status: SecretStatus) -> errors.DomainError:
     return SECRET_REFUSALS[status]()
-
-
-def digest_of(tokens: TokenIssuer, token: str | None) -> str | None:
-    """The digest to look a presented token up by; ``None`` for anything that cannot be one
-    of ours (refused before any lookup: no work for junk, no unbounded input)."""
-    return tokens.digest(token) if plausible_token(token) else None
 
 
 async def use_secret(

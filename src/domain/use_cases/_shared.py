@@ -20,9 +20,10 @@ from domain.model import (
     Link,
     OutgoingEmail,
     Session,
+    SignInMethod,
 )
-from domain.policies import LINK_REFUSALS, LinkDecision, decide_link
-from domain.ports import TokenIssuer, UnitOfWork
+from domain.policies import LINK_REFUSALS, LinkDecision, decide_link, identity_recently_proved
+from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 
 SESSION_TTL = timedelta(days=14)
 CONFLICT_ATTEMPTS = 3
@@ -35,6 +36,12 @@ T = TypeVar("T")
 
 def plausible_token(token: str | None) -> TypeGuard[str]:
     return token is not None and _TOKEN_RE.fullmatch(token) is not None
+
+
+def digest_of(tokens: TokenIssuer, token: str | None) -> str | None:
+    """The digest to look a presented token up by; ``None`` for anything that cannot be one
+    of ours (refused before any lookup: no work for junk, no unbounded input)."""
+    return tokens.digest(token) if plausible_token(token) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +110,41 @@ async def start_session(
     account_id: AccountId,
     now: datetime,
     ttl: timedelta = SESSION_TTL,
+    *,
+    method: SignInMethod,
 ) -> str:
-    """A brand-new session (never reuse one across sign-ins: no session fixation)."""
+    """A brand-new session (never reuse one across sign-ins: no session fixation). Signing in
+    is a proof of identity: the session starts with it."""
     secret = tokens.issue()
-    await uow.sessions.add(Session(secret.digest, account_id, now, now + ttl))
-    await uow.audit.record(AuditEvent(AuditKind.SIGNED_IN, now, account_id))
+    session = Session(
+        secret.digest,
+        account_id,
+        now,
+        now + ttl,
+        method=method,
+        last_seen_at=now,
+        proved_at=now,
+        proved_with=method,
+    )
+    await uow.sessions.add(session)
+    await uow.audit.record(
+        AuditEvent(AuditKind.SIGNED_IN, now, account_id, detail={"method": method.value})
+    )
     return secret.token
+
+
+async def signed_in(
+    uow: UnitOfWork, tokens: TokenIssuer, session_token: str | None, now: datetime
+) -> tuple[Session, Account]:
+    """The live session this cookie names and its account, or ``NotSignedIn``."""
+    digest = digest_of(tokens, session_token)
+    session = await uow.sessions.get(digest) if digest is not None else None
+    if session is None or now >= session.expires_at:
+        raise errors.NotSignedIn()
+    account = await uow.accounts.get(session.account_id)
+    if account is None:
+        raise errors.NotSignedIn()
+    return session, account
 
 
 async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
@@ -123,3 +159,28 @@ async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
         except errors.Conflict:
             continue
     return await attempt()
+
+
+async def prove_identity(
+    uow_factory: UnitOfWorkFactory,
+    tokens: TokenIssuer,
+    clock: Clock,
+    passwords: PasswordHasher,
+    *,
+    session_token: str | None,
+    current_password: str | None,
+) -> tuple[Session, Account]:
+    """The signed-in session and account, if it may make a sensitive change now: the right
+    current password typed into the form, or a recent proof in this session (see
+    ``identity_recently_proved``). Otherwise ``InvalidCredentials`` (a wrong password) or
+    ``ReauthenticationRequired``. The password is checked outside any transaction (slow)."""
+    now = clock.now()
+    async with uow_factory() as uow:
+        session, account = await signed_in(uow, tokens, session_token, now)
+    if current_password and account.password_hash is not None:
+        if await passwords.verify(account.password_hash, current_password):
+            return session, account
+        raise errors.InvalidCredentials("Your current password is not right.")
+    if identity_recently_proved(session, account, now):
+        return session, account
+    raise errors.ReauthenticationRequired()

@@ -12,15 +12,17 @@ from domain.model import (
     AuditEvent,
     AuditKind,
     EmailKind,
+    SignInMethod,
     validate_email,
     validate_username,
 )
+from domain.policies import identity_recently_proved
 from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._shared import (
     SESSION_TTL,
-    plausible_token,
     queue_email,
     queue_notice,
+    signed_in,
     start_session,
 )
 
@@ -77,7 +79,14 @@ class SignUp(_PasswordUseCase):
                 await queue_email(
                     uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
-                token = await start_session(uow, self._tokens, account.id, now, self._session_ttl)
+                token = await start_session(
+                    uow,
+                    self._tokens,
+                    account.id,
+                    now,
+                    self._session_ttl,
+                    method=SignInMethod.PASSWORD,
+                )
                 await uow.commit()
             except errors.Conflict:
                 raise errors.UsernameTaken() from None
@@ -103,82 +112,54 @@ class SignIn(_PasswordUseCase):
             raise errors.InvalidCredentials()
         async with self._uow() as uow:
             token = await start_session(
-                uow, self._tokens, account.id, self._clock.now(), self._session_ttl
+                uow,
+                self._tokens,
+                account.id,
+                self._clock.now(),
+                self._session_ttl,
+                method=SignInMethod.PASSWORD,
             )
             await uow.commit()
         return SignedIn(account, token)
 
 
-class SignOut:
-    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
-        self._uow, self._tokens, self._clock = uow, tokens, clock
-
-    async def execute(self, session_token: str | None) -> None:
-        if not plausible_token(session_token):
-            return
-        async with self._uow() as uow:
-            digest = self._tokens.digest(session_token)
-            session = await uow.sessions.get(digest)
-            if session is not None:
-                await uow.sessions.remove(digest)
-                await uow.audit.record(
-                    AuditEvent(AuditKind.SIGNED_OUT, self._clock.now(), session.account_id)
-                )
-                await uow.commit()
-
-
-class CurrentAccount:
-    """Who holds this session cookie, if anyone (expired sessions count as none)."""
-
-    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
-        self._uow, self._tokens, self._clock = uow, tokens, clock
-
-    async def execute(self, session_token: str | None) -> Account | None:
-        if not plausible_token(session_token):
-            return None
-        async with self._uow() as uow:
-            session = await uow.sessions.get(self._tokens.digest(session_token))
-            if session is None or self._clock.now() >= session.expires_at:
-                return None
-            return await uow.accounts.get(session.account_id)
-
-
 class SetPassword(_PasswordUseCase):
-    """Set or change the password. Changing one needs the current one; other sessions end."""
+    """Set or change the password. Changing one needs the current one; setting a first one
+    (an account made by Discord sign-in) needs a recent Discord proof. Other sessions end."""
 
     async def execute(
         self,
         *,
-        account_id: AccountId,
+        session_token: str | None,
         new_password: str,
         current_password: str | None,
-        keep_session_token: str | None,
     ) -> Account:
         validate_password(new_password)
+        now = self._clock.now()
         async with self._uow() as uow:
-            account = await uow.accounts.get(account_id)
-        if account is None:
-            raise errors.NotSignedIn()
-        if account.password_hash is not None and not (
-            current_password is not None
-            and await self._passwords.verify(account.password_hash, current_password)
-        ):
-            raise errors.InvalidCredentials("Your current password is not right.")
+            session, account = await signed_in(uow, self._tokens, session_token, now)
+        if account.password_hash is not None:
+            if not (
+                current_password is not None
+                and await self._passwords.verify(account.password_hash, current_password)
+            ):
+                raise errors.InvalidCredentials("Your current password is not right.")
+        elif not identity_recently_proved(session, account, now):
+            raise errors.ReauthenticationRequired()
         new_hash = await self._passwords.hash(new_password)
         now = self._clock.now()
         async with self._uow() as uow:
-            fresh = await uow.accounts.lock(account_id)
+            fresh = await uow.accounts.lock(account.id)
             if fresh is None or fresh.password_hash != account.password_hash:
                 raise errors.Conflict("Your password changed meanwhile. Try again.")
             updated = replace(fresh, password_hash=new_hash)
             await uow.accounts.update(updated)
-            keep = (
-                self._tokens.digest(keep_session_token)
-                if plausible_token(keep_session_token)
-                else None
+            await uow.sessions.remove_for_account(account.id, keep=session.digest)
+            # Choosing the password proves knowing it: this session may go on for a while.
+            await uow.sessions.update(
+                replace(session, proved_at=now, proved_with=SignInMethod.PASSWORD)
             )
-            await uow.sessions.remove_for_account(account_id, keep=keep)
-            await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account_id))
+            await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account.id))
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()
         return updated

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -18,6 +18,8 @@ from domain.model import (
     AuthPurpose,
     DiscordProfile,
     PendingLogin,
+    Session,
+    SignInMethod,
 )
 from domain.policies import (
     LINK_REFUSALS,
@@ -32,13 +34,15 @@ from domain.policies import (
     safe_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._secrets import digest_of, use_secret
+from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
     LinkResult,
     apply_link,
+    digest_of,
     plausible_token,
     retry_on_conflict,
+    signed_in,
     start_session,
 )
 
@@ -46,6 +50,7 @@ SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
     AuthPurpose.LINK: ("identify",),  # linking needs nothing but the id
     AuthPurpose.TICKET: ("identify",),
+    AuthPurpose.REAUTH: ("identify",),
 }
 PKCE = "pkce-verifier"  # what the PKCE verifier is derived for (from the state)
 # How many flows one browser can have under way at once (tabs): its newest binding values.
@@ -169,12 +174,34 @@ class StartTicketLink(_StartDiscordAuth):
         )
 
 
+class StartDiscordReauth(_StartDiscordAuth):
+    """ "Confirm with Discord" before a sensitive change, for an account without a password:
+    a round trip that must come back as the linked Discord account."""
+
+    async def execute(
+        self, *, session_token: str | None, browser_tokens: Sequence[str]
+    ) -> AuthStarted:
+        async with self._uow() as uow:
+            _, account = await signed_in(uow, self._tokens, session_token, self._clock.now())
+            if await uow.links.get_by_account(account.id) is None:
+                raise errors.NotLinked(
+                    "No Discord account is linked to your account: confirm with your password."
+                )
+        return await self._start(
+            AuthPurpose.REAUTH,
+            destination="/account",
+            browser_tokens=browser_tokens,
+            account_id=account.id,
+        )
+
+
 class AuthOutcome(enum.StrEnum):
     SIGNED_IN = "signed_in"
     LINKED_AND_SIGNED_IN = "linked_and_signed_in"
     CREATED = "created"
     LINKED = "linked"
     ALREADY_LINKED = "already_linked"
+    CONFIRMED = "confirmed"  # identity proved again (purpose reauth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +246,7 @@ class CompleteDiscordAuth:
         code: str | None,
         error: str | None,
         browser_tokens: Sequence[str],
-        signed_in_account: AccountId | None = None,
+        session_token: str | None = None,
     ) -> AuthCompleted:
         pending = await self._spend_state(state, browser_tokens)
         # The state is spent from here on, whatever happens next: a callback URL works once.
@@ -227,12 +254,17 @@ class CompleteDiscordAuth:
             raise errors.DiscordDenied()
         if not code or len(code) > 512:
             raise errors.InvalidInput("Discord's answer had no authorisation code. Start again.")
-        if pending.purpose is not AuthPurpose.LOGIN and (
-            pending.account_id is None or pending.account_id != signed_in_account
-        ):
-            raise errors.NotSignedIn(
-                "Sign in to the account you started linking from, then link again."
-            )
+        session: Session | None = None
+        if pending.purpose is not AuthPurpose.LOGIN:
+            async with self._uow() as uow:
+                try:
+                    session, account = await signed_in(
+                        uow, self._tokens, session_token, self._clock.now()
+                    )
+                except errors.NotSignedIn:
+                    account = None
+            if account is None or account.id != pending.account_id:
+                raise errors.NotSignedIn("Sign in to the account you started from, then try again.")
         tokens = await self._oauth.exchange_code(
             code=code, code_verifier=self._tokens.derive(state or "", PKCE)
         )
@@ -244,7 +276,35 @@ class CompleteDiscordAuth:
             return await retry_on_conflict(lambda: self._link(pending, profile))
         if pending.purpose is AuthPurpose.TICKET:
             return await retry_on_conflict(lambda: self._link_ticket(pending, profile))
+        if pending.purpose is AuthPurpose.REAUTH:
+            assert session is not None  # noqa: S101 - resolved above for every purpose but login
+            return await self._reauthenticate(pending, session, profile)
         return await retry_on_conflict(lambda: self._login(pending, profile))
+
+    async def _reauthenticate(
+        self, pending: PendingLogin, session: Session, profile: DiscordProfile
+    ) -> AuthCompleted:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            link = await uow.links.get_by_account(session.account_id)
+            if link is None or link.discord_id != profile.id:
+                raise errors.WrongDiscordAccount(
+                    "You signed in to Discord as @"
+                    f"{profile.username}, but this TaskFlow account is linked to "
+                    + (f"@{link.discord_username}" if link else "no Discord account")
+                    + ". Sign in to Discord as the linked account, then try again."
+                )
+            await uow.sessions.update(
+                replace(session, proved_at=now, proved_with=SignInMethod.DISCORD)
+            )
+            await uow.commit()
+        return AuthCompleted(
+            pending.purpose,
+            AuthOutcome.CONFIRMED,
+            session.account_id,
+            pending.destination,
+            session_token=None,
+        )
 
     async def _spend_state(self, state: str | None, browser_tokens: Sequence[str]) -> PendingLogin:
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
@@ -342,7 +402,9 @@ class CompleteDiscordAuth:
                     )
                     await uow.commit()
                     raise error()
-            token = await start_session(uow, self._tokens, account_id, now, self._session_ttl)
+            token = await start_session(
+                uow, self._tokens, account_id, now, self._session_ttl, method=SignInMethod.DISCORD
+            )
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 

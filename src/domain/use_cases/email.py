@@ -27,6 +27,7 @@ from domain.model import (
     EmailToken,
     Link,
     OutgoingEmail,
+    SignInMethod,
     normalize_email,
     validate_email,
 )
@@ -39,8 +40,14 @@ from domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from domain.use_cases._secrets import EmailLinks, Refusal, digest_of, use_secret
-from domain.use_cases._shared import queue_email, start_session
+from domain.use_cases._secrets import EmailLinks, Refusal, use_secret
+from domain.use_cases._shared import (
+    digest_of,
+    prove_identity,
+    queue_email,
+    retry_on_conflict,
+    start_session,
+)
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase, validate_password
 
 # After a failed send, wait this long before each next try; then give up.
@@ -365,60 +372,72 @@ class ShowEmailStatus:
 
 
 class ChangeEmail:
-    """A new address starts unconfirmed; the old one (if confirmed) is told."""
+    """A new address starts unconfirmed; the old one (if confirmed) is told, and the account's
+    other sessions end. A sensitive change: the address receives password resets."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, passwords: PasswordHasher) -> None:
-        self._uow, self._clock, self._passwords = uow, clock, passwords
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
     async def execute(
-        self, *, account_id: AccountId, new_email: str, current_password: str | None
+        self, *, session_token: str | None, new_email: str, current_password: str | None
     ) -> Account:
         address = validate_email(new_email)
-        async with self._uow() as uow:
-            account = await uow.accounts.get(account_id)
-        if account is None:
-            raise errors.NotSignedIn()
+        session, account = await prove_identity(
+            self._uow,
+            self._tokens,
+            self._clock,
+            self._passwords,
+            session_token=session_token,
+            current_password=current_password,
+        )
         if normalize_email(account.email) == address:
             raise errors.InvalidInput("That is already your email address.")
-        # The address receives password resets: changing it needs the password, when there is one.
-        if account.password_hash is not None and not (
-            current_password
-            and await self._passwords.verify(account.password_hash, current_password)
-        ):
-            raise errors.InvalidCredentials("Your current password is not right.")
-        now = self._clock.now()
-        async with self._uow() as uow:
-            fresh = await uow.accounts.lock(account_id)
-            if fresh is None or fresh.email != account.email:
-                raise errors.Conflict("Your email changed meanwhile. Try again.")
-            if not await _within_limits(
-                uow, account_id, EmailKind.VERIFY_EMAIL, now, CHANGE_LIMITS
-            ):
-                raise errors.TooManyRequests(
-                    "You changed your email or asked for confirmation links too often in the "
-                    "last hour. Try again later."
-                )
-            if any(a.id != account_id for a in await uow.accounts.find_by_email(address)):
-                raise errors.EmailTaken("Another account uses this email address.")
-            updated = replace(fresh, email=address, email_verified=False)
-            await uow.accounts.update(updated)
-            for purpose in EmailPurpose:  # links sent to the old address stop working
-                await uow.email_tokens.consume_all(account_id, purpose, now)
-            await uow.audit.record(AuditEvent(AuditKind.EMAIL_CHANGED, now, account_id))
-            if fresh.email is not None and fresh.email_verified:
+
+        async def attempt() -> Account:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                fresh = await uow.accounts.lock(account.id)
+                if fresh is None or fresh.email != account.email:
+                    raise errors.Conflict("Your email changed meanwhile. Try again.")
+                if not await _within_limits(
+                    uow, account.id, EmailKind.VERIFY_EMAIL, now, CHANGE_LIMITS
+                ):
+                    raise errors.TooManyRequests(
+                        "You changed your email or asked for confirmation links too often in "
+                        "the last hour. Try again later."
+                    )
+                if any(a.id != account.id for a in await uow.accounts.find_by_email(address)):
+                    raise errors.EmailTaken("Another account uses this email address.")
+                updated = replace(fresh, email=address, email_verified=False)
+                await uow.accounts.update(updated)  # Conflict if a racer took the address
+                for purpose in EmailPurpose:  # links sent to the old address stop working
+                    await uow.email_tokens.consume_all(account.id, purpose, now)
+                await uow.sessions.remove_for_account(account.id, keep=session.digest)
+                await uow.audit.record(AuditEvent(AuditKind.EMAIL_CHANGED, now, account.id))
+                if fresh.email is not None and fresh.email_verified:
+                    await queue_email(
+                        uow,
+                        EmailKind.EMAIL_CHANGED,
+                        to=fresh.email,
+                        account_id=account.id,
+                        now=now,
+                        new_email=address,
+                    )
                 await queue_email(
-                    uow,
-                    EmailKind.EMAIL_CHANGED,
-                    to=fresh.email,
-                    account_id=account_id,
-                    now=now,
-                    new_email=address,
+                    uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
-            await queue_email(
-                uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account_id, now=now
-            )
-            await uow.commit()
-        return updated
+                await uow.commit()
+            return updated
+
+        # A concurrent change to the same address makes the loser's write a Conflict; the
+        # next attempt sees the winner and says the address is taken.
+        return await retry_on_conflict(attempt)
 
 
 # -- password reset ---------------------------------------------------------------------------
@@ -491,7 +510,9 @@ class ResetPassword(_PasswordUseCase):
                     account_id=account.id,
                     now=now,
                 )
-            session = await start_session(uow, self._tokens, account.id, now, self._session_ttl)
+            session = await start_session(
+                uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
+            )
             await uow.commit()
         return PasswordReset(SignedIn(updated, session), unlinked)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from domain import errors
 from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, EmailKind, Link
 from domain.policies import unlink_refusal
-from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._shared import queue_notice
+from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._shared import prove_identity, queue_notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +17,11 @@ class LinkedAccount:
     link: Link
 
 
-async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> LinkedAccount:
+async def _unlink(
+    uow: UnitOfWork, link: Link, clock: Clock, *, via: str, keep_session: str | None = None
+) -> LinkedAccount:
+    """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
+    a session that Discord sign-in opened must not outlive the link."""
     account = await uow.accounts.get(link.account_id)
     if account is None:  # the foreign key makes this a concurrent account deletion
         raise errors.NotLinked()
@@ -25,6 +29,7 @@ async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> Lin
         raise refusal()
     if not await uow.links.remove(link):
         raise errors.NotLinked()  # removed concurrently
+    await uow.sessions.remove_for_account(link.account_id, keep=keep_session)
     now = clock.now()
     await uow.audit.record(
         AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
@@ -37,17 +42,32 @@ async def _unlink(uow: UnitOfWork, link: Link, clock: Clock, *, via: str) -> Lin
 
 
 class UnlinkAccount:
-    """The account page's "unlink Discord"."""
+    """The account page's "unlink Discord": a sensitive change (see ``prove_identity``)."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._uow, self._clock = uow, clock
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
-    async def execute(self, account_id: AccountId) -> Link:
+    async def execute(self, *, session_token: str | None, current_password: str | None) -> Link:
+        session, account = await prove_identity(
+            self._uow,
+            self._tokens,
+            self._clock,
+            self._passwords,
+            session_token=session_token,
+            current_password=current_password,
+        )
         async with self._uow() as uow:
-            link = await uow.links.get_by_account(account_id)
+            link = await uow.links.get_by_account(account.id)
             if link is None:
                 raise errors.NotLinked()
-            return (await _unlink(uow, link, self._clock, via="web")).link
+            unlinked = await _unlink(uow, link, self._clock, via="web", keep_session=session.digest)
+        return unlinked.link
 
 
 class UnlinkDiscord:

@@ -8,7 +8,8 @@ from datetime import datetime
 
 from domain.model import ONE_TIME_SECRET_TTL, Account, DiscordUser, Link, LinkTicket
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._secrets import digest_of, use_secret
+from domain.use_cases._secrets import use_secret
+from domain.use_cases._shared import digest_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from litestar.types import Message, Scope
 
 from domain import errors
 from domain.model import Account
+from domain.use_cases import SignedInAs
 from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container
 from entrypoints.email_worker import EmailWorker
@@ -49,7 +50,11 @@ RATE_LIMITED = {
     ("POST", "/signup"),
     ("GET", "/auth/discord/login"),
     ("POST", "/password/reset"),
+    # Each of these checks a password (a proof of identity before a sensitive change).
+    ("POST", "/account/confirm"),
+    ("POST", "/account/password"),
     ("POST", "/account/email"),
+    ("POST", "/account/discord/unlink"),
 }
 RATE_LIMITED_PREFIXES = (("POST", "/password/reset/"),)  # each try hashes a password
 
@@ -89,11 +94,14 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         check_throttle_handler=lambda request: _rate_limited(request.method, request.url.path),
     )
 
-    async def current_account(request: Request[Any, Any, Any]) -> Account | None:
-        account: Account | None = await container.current_account().execute(
+    async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
+        signed_in: SignedInAs | None = await container.current_session().execute(
             jar.session_token(request)
         )
-        return account
+        return signed_in
+
+    def current_account(signed_in: SignedInAs | None) -> Account | None:
+        return signed_in.account if signed_in is not None else None
 
     # HTTP interactions are on when Discord's public key is configured (and then need the token).
     http_interactions = HttpInteractions(container) if settings.discord_public_key else None
@@ -144,7 +152,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         dependencies={
             "container": Provide(lambda: container, sync_to_thread=False),
             "jar": Provide(lambda: jar, sync_to_thread=False),
-            "account": Provide(current_account),
+            "signed_in": Provide(current_session),
+            "account": Provide(current_account, sync_to_thread=False),
         },
         state=State({"container": container}),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),

@@ -103,14 +103,12 @@ class EmailPages(Controller):
 
     @post("/account/email", status_code=303)
     async def change_email(
-        self, account: CurrentAccount, container: Services, data: Form
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
     ) -> Redirect:
-        if account is None:
-            return Redirect("/signin?next=/account")
         await container.change_email().execute(
-            account_id=account.id,
+            session_token=jar.session_token(request),
             new_email=data.get("email", ""),
-            current_password=data.get("current_password"),
+            current_password=data.get("current_password") or None,
         )
         return Redirect("/account?notice=email_changed")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
 from domain import errors
 
@@ -22,6 +22,8 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.SecretConsumed: 410,
     errors.WrongBrowser: 400,
     errors.LinkRefused: 409,
+    errors.WrongDiscordAccount: 409,
+    errors.ReauthenticationRequired: 403,
     errors.NotLinked: 409,
     errors.UnlinkWouldLockOut: 409,
     errors.InvalidCredentials: 401,
@@ -106,6 +108,10 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
     if _wants_json(request):
         return json_error(exc.code, exc.message, status)
+    if isinstance(exc, errors.ReauthenticationRequired):
+        return Redirect("/account/confirm", status_code=303)  # then back to the account page
+    if isinstance(exc, errors.NotSignedIn) and request.url.path.startswith("/account/"):
+        return Redirect("/signin?next=/account", status_code=303)  # a form on the account page
     links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
     if status != 401 and request.url.path.startswith(("/account", "/verify-email/")):
         links = [("Go to your account", "/account")]

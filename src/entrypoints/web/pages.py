@@ -13,7 +13,7 @@ from domain import errors
 from domain.model import Account, AuthPurpose
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
-from entrypoints.web.deps import CurrentAccount, Jar, Services
+from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Services
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import status_for
 
@@ -21,6 +21,11 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 
 NOTICES = {
     "linked": "Discord is linked to your account.",
+    "confirmed": "Thanks: for the next 10 minutes you can change your password, email and "
+    "Discord link without confirming again.",
+    "session_ended": "That session is signed out.",
+    "signed_out": "You are signed out.",
+    "signed_out_everywhere": "You are signed out everywhere, on every device.",
     "linked_from_discord": "Discord is linked to your account. Back in Discord, /whoami shows "
     "the link.",
     "already_linked": "This Discord account was already linked to yours.",
@@ -44,12 +49,18 @@ def avatar_url(discord_id: int, avatar: str | None) -> str | None:
 
 
 def _credentials_page(
-    template: str, account: Account | None, next_path: str
+    template: str, account: Account | None, next_path: str, notice: str = ""
 ) -> Template | Redirect:
     """Sign-in and sign-up forms; someone already signed in goes straight on."""
     if account is not None:
         return Redirect(safe_destination(next_path))
-    return Template(template, context={"next": safe_destination(next_path or "/account")})
+    return Template(
+        template,
+        context={
+            "next": safe_destination(next_path or "/account"),
+            "notice": NOTICES.get(notice, ""),
+        },
+    )
 
 
 class Pages(Controller):
@@ -64,8 +75,10 @@ class Pages(Controller):
     # -- password sign in / sign up / sign out --------------------------------------------------
 
     @get("/signin")
-    async def signin_page(self, account: CurrentAccount, next: str = "") -> Template | Redirect:
-        return _credentials_page("signin.html", account, next)
+    async def signin_page(
+        self, account: CurrentAccount, next: str = "", notice: str = ""
+    ) -> Template | Redirect:
+        return _credentials_page("signin.html", account, next, notice)
 
     @post("/signin", status_code=303)
     async def signin(
@@ -119,14 +132,21 @@ class Pages(Controller):
 
     @get("/account")
     async def account_page(
-        self, account: CurrentAccount, container: Services, notice: str = ""
+        self,
+        request: Request[Any, Any, Any],
+        signed_in: CurrentSignIn,
+        container: Services,
+        jar: Jar,
+        notice: str = "",
     ) -> Template | Redirect:
-        if account is None:
+        if signed_in is None:
             return Redirect("/signin?next=/account")
+        account = signed_in.account
         link = await container.link_of_account().execute(account.id)
         email_status, email_resend = email_status_line(
             await container.show_email_status().execute(account.id)
         )
+        sessions = await container.list_sessions().execute(jar.session_token(request))
         return Template(
             "account.html",
             context={
@@ -138,6 +158,9 @@ class Pages(Controller):
                 if link
                 else None,
                 "notice": NOTICES.get(notice, ""),
+                "recently_proved": signed_in.recently_proved,
+                "sessions": sessions.sessions,
+                "current_session": sessions.current.id,
             },
         )
 
@@ -157,30 +180,84 @@ class Pages(Controller):
         return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
     @post("/account/discord/unlink", status_code=303)
-    async def unlink(self, account: CurrentAccount, container: Services) -> Redirect:
-        if account is None:
-            return Redirect("/signin?next=/account")
-        await container.unlink_account().execute(account.id)
+    async def unlink(
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+    ) -> Redirect:
+        await container.unlink_account().execute(
+            session_token=jar.session_token(request),
+            current_password=data.get("current_password") or None,
+        )
         return Redirect("/account?notice=unlinked")
 
     @post("/account/password", status_code=303)
     async def set_password(
-        self,
-        request: Request[Any, Any, Any],
-        account: CurrentAccount,
-        container: Services,
-        jar: Jar,
-        data: Form,
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
     ) -> Redirect:
-        if account is None:
-            return Redirect("/signin?next=/account")
         await container.set_password().execute(
-            account_id=account.id,
+            session_token=jar.session_token(request),
             new_password=data.get("new_password", ""),
-            current_password=data.get("current_password"),
-            keep_session_token=jar.session_token(request),
+            current_password=data.get("current_password") or None,
         )
         return Redirect("/account?notice=password")
+
+    # -- proving identity again before a sensitive change ("sudo mode") ------------------------
+
+    @get("/account/confirm")
+    async def confirm_page(
+        self, signed_in: CurrentSignIn, container: Services
+    ) -> Template | Redirect:
+        if signed_in is None:
+            return Redirect("/signin?next=/account")
+        link = await container.link_of_account().execute(signed_in.account.id)
+        return Template(
+            "confirm_identity.html", context={"account": signed_in.account, "link": link}
+        )
+
+    @post("/account/confirm", status_code=303)
+    async def confirm_with_password(
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+    ) -> Template | Redirect:
+        try:
+            await container.confirm_password().execute(
+                session_token=jar.session_token(request), password=data.get("password", "")
+            )
+        except errors.InvalidCredentials as exc:
+            signed_in = await container.current_session().execute(jar.session_token(request))
+            if signed_in is None:
+                raise errors.NotSignedIn() from None
+            return Template(
+                "confirm_identity.html",
+                context={"account": signed_in.account, "link": None, "error": exc.message},
+                status_code=401,
+            )
+        return Redirect("/account?notice=confirmed")
+
+    @post("/account/confirm/discord", status_code=302)
+    async def confirm_with_discord(
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar
+    ) -> Redirect:
+        started = await container.start_discord_reauth().execute(
+            session_token=jar.session_token(request), browser_tokens=jar.binding_tokens(request)
+        )
+        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    @post("/account/sessions/{session_id:str}/end", status_code=303)
+    async def end_session(
+        self, request: Request[Any, Any, Any], session_id: str, container: Services, jar: Jar
+    ) -> Redirect:
+        this_one = await container.end_session().execute(jar.session_token(request), session_id)
+        if this_one:
+            return Redirect("/signin?notice=signed_out", cookies=[jar.expired_session()])
+        return Redirect("/account?notice=session_ended")
+
+    @post("/account/sessions/end-all", status_code=303)
+    async def end_all_sessions(
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar
+    ) -> Redirect:
+        await container.end_all_sessions().execute(jar.session_token(request))
+        return Redirect("/signin?notice=signed_out_everywhere", cookies=[jar.expired_session()])
 
     # -- Sign in with Discord -----------------------------------------------------------------
 
@@ -206,7 +283,6 @@ class Pages(Controller):
     async def discord_callback(  # noqa: PLR0917 - Litestar injects by name
         self,
         request: Request[Any, Any, Any],
-        account: CurrentAccount,
         container: Services,
         jar: Jar,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
@@ -218,8 +294,10 @@ class Pages(Controller):
             code=code,
             error=error,
             browser_tokens=jar.binding_tokens(request),
-            signed_in_account=account.id if account else None,
+            session_token=jar.session_token(request),
         )
+        if done.purpose is AuthPurpose.REAUTH:
+            return Redirect("/account?notice=confirmed")
         if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
             if done.purpose is AuthPurpose.TICKET and notice == "linked":

@@ -1,8 +1,10 @@
 """Linking that cannot be tricked: pending logins keep no live secret and can confirm a /link
-ticket.
+ticket; sessions get a public id, how they started, when they were last used and their last
+proof of identity.
 
 ``pending_login`` is recreated: its rows live 10 minutes, so a sign-in under way during the
-upgrade is refused ("start again") rather than converted.
+upgrade is refused ("start again") rather than converted. Existing sessions keep working; they
+count as signed in with a password, used and proved at no known time.
 
 Revision ID: 0003
 Revises: 0002
@@ -53,11 +55,35 @@ def _pending_login(*, purposes: str, old: bool) -> None:
     op.create_index(op.f("ix_pending_login_expires_at"), "pending_login", ["expires_at"])
 
 
+def _new_uuids() -> str:
+    if op.get_bind().dialect.name == "postgresql":
+        return "gen_random_uuid()"
+    return "lower(hex(randomblob(16)))"  # SQLAlchemy's Uuid on SQLite: 32 hex characters
+
+
 def upgrade() -> None:
     op.drop_table("pending_login")
-    _pending_login(purposes="purpose IN ('login', 'link', 'ticket')", old=False)
+    _pending_login(purposes="purpose IN ('login', 'link', 'ticket', 'reauth')", old=False)
+
+    with op.batch_alter_table("sessions") as batch:
+        batch.add_column(sa.Column("id", sa.Uuid(), nullable=True))
+        batch.add_column(
+            sa.Column("method", sa.String(length=16), server_default="password", nullable=False)
+        )
+        batch.add_column(sa.Column("last_seen_at", UtcDateTime(), nullable=True))
+        batch.add_column(sa.Column("proved_at", UtcDateTime(), nullable=True))
+        batch.add_column(sa.Column("proved_with", sa.String(length=16), nullable=True))
+    op.execute(f"UPDATE sessions SET id = {_new_uuids()}")  # noqa: S608 - no input in it
+    with op.batch_alter_table("sessions") as batch:
+        batch.alter_column("id", existing_type=sa.Uuid(), nullable=False)
+        batch.create_unique_constraint(op.f("uq_sessions_id"), ["id"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sessions") as batch:
+        batch.drop_constraint(op.f("uq_sessions_id"), type_="unique")
+        for column in ("proved_with", "proved_at", "last_seen_at", "method", "id"):
+            batch.drop_column(column)
+
     op.drop_table("pending_login")
     _pending_login(purposes="purpose IN ('login', 'link')", old=True)

@@ -1,0 +1,157 @@
+"""Web sessions: who is signed in, the account page's list of sessions, signing out (here, one
+elsewhere, everywhere), and proving identity again before a sensitive change."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from domain import errors
+from domain.model import Account, AuditEvent, AuditKind, Session, SignInMethod
+from domain.policies import identity_recently_proved
+from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._shared import digest_of, signed_in
+
+# "Last used" is written at most this often: reading who is signed in must not cost a write
+# on every request.
+LAST_SEEN_PRECISION = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedInAs:
+    session: Session
+    account: Account
+    recently_proved: bool  # a sensitive change would go through without asking again
+
+
+class CurrentSession:
+    """Who holds this session cookie, if anyone (expired sessions count as none)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None) -> SignedInAs | None:
+        if digest_of(self._tokens, session_token) is None:
+            return None
+        now = self._clock.now()
+        async with self._uow() as uow:
+            try:
+                session, account = await signed_in(uow, self._tokens, session_token, now)
+            except errors.NotSignedIn:
+                return None
+            if session.last_seen_at is None or now - session.last_seen_at >= LAST_SEEN_PRECISION:
+                session = replace(session, last_seen_at=now)
+                await uow.sessions.update(session)
+                await uow.commit()
+        return SignedInAs(session, account, identity_recently_proved(session, account, now))
+
+
+class SignOut:
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None) -> None:
+        digest = digest_of(self._tokens, session_token)
+        if digest is None:
+            return
+        async with self._uow() as uow:
+            session = await uow.sessions.get(digest)
+            if session is not None:
+                await uow.sessions.remove(digest)
+                await uow.audit.record(
+                    AuditEvent(AuditKind.SIGNED_OUT, self._clock.now(), session.account_id)
+                )
+                await uow.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionList:
+    current: Session
+    sessions: Sequence[Session]  # live ones, newest first, the current one included
+
+
+class ListSessions:
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None) -> SessionList:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            session, account = await signed_in(uow, self._tokens, session_token, now)
+            every = await uow.sessions.list_for_account(account.id)
+        return SessionList(session, [s for s in every if now < s.expires_at])
+
+
+class EndSession:
+    """ "Sign out" next to one session on the account page (a device left signed in)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None, session_id: str) -> bool:
+        """``True`` when the session was ended; ending the current one signs out here."""
+        try:
+            wanted = uuid.UUID(session_id)
+        except ValueError:
+            raise errors.NotFound("There is no such session.") from None
+        now = self._clock.now()
+        async with self._uow() as uow:
+            session, account = await signed_in(uow, self._tokens, session_token, now)
+            if not await uow.sessions.remove_by_id(account.id, wanted):
+                raise errors.NotFound("There is no such session (it may have ended already).")
+            await uow.audit.record(
+                AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
+            )
+            await uow.commit()
+        return wanted == session.id
+
+
+class EndAllSessions:
+    """ "Sign out everywhere": every session of the account ends, this one included."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, session_token: str | None) -> int:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            _, account = await signed_in(uow, self._tokens, session_token, now)
+            ended = await uow.sessions.remove_for_account(account.id)
+            await uow.audit.record(
+                AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
+            )
+            await uow.commit()
+        return ended
+
+
+class ConfirmPassword:
+    """Prove again, with the account's password, before a sensitive change ("sudo mode")."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+
+    async def execute(self, *, session_token: str | None, password: str) -> Account:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            session, account = await signed_in(uow, self._tokens, session_token, now)
+        if account.password_hash is None:
+            raise errors.InvalidInput(
+                "Your account has no password: confirm it is you with Discord instead."
+            )
+        if not await self._passwords.verify(account.password_hash, password):
+            raise errors.InvalidCredentials("Your password is not right.")
+        now = self._clock.now()
+        async with self._uow() as uow:
+            await uow.sessions.update(
+                replace(session, proved_at=now, proved_with=SignInMethod.PASSWORD)
+            )
+            await uow.commit()
+        return account

@@ -1,0 +1,266 @@
+"""Sessions end when they must (unlink, email change, reset), the account page can end them,
+and sensitive changes need a recent proof of identity ("sudo mode")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import SignInMethod
+from tests.harness import PASSWORD, Browser, Harness
+
+NEW_PASSWORD = "a brand new password"
+
+
+async def _live(h: Harness, token: str) -> bool:
+    return await h.container.current_session().execute(token) is not None
+
+
+# -- unlinking ends the sessions Discord opened ------------------------------------------------
+
+
+async def test_unlinking_from_the_web_ends_every_other_session(h: Harness) -> None:
+    """The attack this closes: someone whose Discord got linked to alice's account signed in
+    with it; alice unlinks, and that browser must not stay signed in as her."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    intruder = h.discord_user(7001)
+    await h.discord_link(alice.account.id, intruder)
+    intruders_session = (await h.discord_login(intruder)).session_token
+    assert intruders_session is not None
+    assert await _live(h, intruders_session)
+
+    await h.container.unlink_account().execute(
+        session_token=alice.session_token, current_password=None
+    )
+
+    assert not await _live(h, intruders_session)
+    assert await _live(h, alice.session_token)  # the one that asked stays
+
+
+@pytest.mark.parametrize("via", ["bot", "api"])
+async def test_unlinking_from_discord_or_the_api_ends_every_session(h: Harness, via: str) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    discord = h.discord_user(7002)
+    await h.discord_link(alice.account.id, discord)
+    by_discord = (await h.discord_login(discord)).session_token
+    assert by_discord is not None
+
+    await h.container.unlink_discord().execute(discord.id)  # /unlink and DELETE /api/v1/links
+
+    assert not await _live(h, by_discord)
+    assert not await _live(h, alice.session_token)
+
+
+async def test_changing_the_email_ends_the_other_sessions(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    phone = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+
+    await h.container.change_email().execute(
+        session_token=alice.session_token,
+        new_email="alice@new.example",
+        current_password=PASSWORD,
+    )
+
+    assert not await _live(h, phone.session_token)
+    assert await _live(h, alice.session_token)
+
+
+# -- the account page's list ---------------------------------------------------------------------
+
+
+async def test_sessions_are_listed_and_each_can_be_ended(h: Harness, db: MemoryDatabase) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    discord = h.discord_user(7003)
+    await h.discord_link(alice.account.id, discord)
+    h.clock.advance(timedelta(minutes=1))
+    laptop = (await h.discord_login(discord)).session_token
+    assert laptop is not None
+
+    listed = await h.container.list_sessions().execute(alice.session_token)
+    assert [s.method for s in listed.sessions] == [SignInMethod.DISCORD, SignInMethod.PASSWORD]
+    assert listed.current.digest == h.container.tokens().digest(alice.session_token)
+    assert all(s.digest not in repr(s.id) for s in listed.sessions)
+
+    other = listed.sessions[0]
+    assert not await h.container.end_session().execute(alice.session_token, str(other.id))
+    assert not await _live(h, laptop)
+    with pytest.raises(errors.NotFound):  # already ended
+        await h.container.end_session().execute(alice.session_token, str(other.id))
+    with pytest.raises(errors.NotFound):
+        await h.container.end_session().execute(alice.session_token, "not-a-uuid")
+    assert await h.container.end_session().execute(alice.session_token, str(listed.current.id))
+    assert not await _live(h, alice.session_token)
+
+
+async def test_no_one_can_end_another_accounts_session(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    bob = await h.sign_up("bob", "bob@example.com")
+    bobs = (await h.container.list_sessions().execute(bob.session_token)).current
+
+    with pytest.raises(errors.NotFound):
+        await h.container.end_session().execute(alice.session_token, str(bobs.id))
+    assert await _live(h, bob.session_token)
+
+
+async def test_signing_out_everywhere_ends_every_session(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    phone = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    bob = await h.sign_up("bob", "bob@example.com")
+
+    assert await h.container.end_all_sessions().execute(alice.session_token) == 2
+
+    assert not await _live(h, alice.session_token)
+    assert not await _live(h, phone.session_token)
+    assert await _live(h, bob.session_token)
+
+
+async def test_last_use_is_written_at_most_every_five_minutes(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    commits = db.commits
+    h.clock.advance(timedelta(minutes=4))
+    seen = await h.container.current_session().execute(alice.session_token)
+    assert seen is not None
+    assert db.commits == commits  # nothing written
+    h.clock.advance(timedelta(minutes=2))
+    seen = await h.container.current_session().execute(alice.session_token)
+    assert seen is not None
+    assert seen.session.last_seen_at == h.clock.now()
+    assert db.commits == commits + 1
+
+
+# -- re-authentication ------------------------------------------------------------------------
+
+
+async def test_a_discord_only_account_needs_a_fresh_discord_proof(h: Harness) -> None:
+    """The issue's lock-out: with only the session of an account Discord created, nobody may
+    set a first password, change the email or unlink after 10 minutes, until a Discord round
+    trip as the linked account proves it again."""
+    owner = h.discord_user(7010, email="owner@example.com")
+    created = await h.discord_login(owner)
+    assert created.session_token is not None
+    session = created.session_token
+    h.clock.advance(timedelta(minutes=10))
+
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.set_password().execute(
+            session_token=session, new_password=NEW_PASSWORD, current_password=None
+        )
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.change_email().execute(
+            session_token=session, new_email="thief@example.com", current_password=None
+        )
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.change_email().execute(  # a password field cannot stand in
+            session_token=session, new_email="thief@example.com", current_password="guess"
+        )
+
+    browser = Browser(session=session)
+    started = await h.container.start_discord_reauth().execute(
+        session_token=session, browser_tokens=()
+    )
+    browser.bindings = started.browser_tokens
+    approval = h.discord.approve(started.authorize_url, owner.id)
+    await h.complete(browser, state=approval.state, code=approval.code)
+
+    await h.container.set_password().execute(
+        session_token=session, new_password=NEW_PASSWORD, current_password=None
+    )
+    assert (await h.account(created.account_id)).has_password
+
+
+async def test_a_discord_proof_must_come_from_the_linked_discord_account(h: Harness) -> None:
+    owner = h.discord_user(7011, email="owner@example.com")
+    created = await h.discord_login(owner)
+    session = created.session_token
+    assert session is not None
+    h.clock.advance(timedelta(minutes=11))
+    someone_else = h.discord_user(7012)
+
+    started = await h.container.start_discord_reauth().execute(
+        session_token=session, browser_tokens=()
+    )
+    approval = h.discord.approve(started.authorize_url, someone_else.id)
+    with pytest.raises(errors.WrongDiscordAccount) as refused:
+        await h.complete(
+            Browser(bindings=started.browser_tokens, session=session),
+            state=approval.state,
+            code=approval.code,
+        )
+    assert "@user7011" in refused.value.message
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.set_password().execute(
+            session_token=session, new_password=NEW_PASSWORD, current_password=None
+        )
+
+
+async def test_a_password_account_proves_with_its_password(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    discord = h.discord_user(7013)
+    await h.discord_link(alice.account.id, discord)
+    h.clock.advance(timedelta(minutes=10))
+    via_discord = (await h.discord_login(discord)).session_token  # not a proof for this account
+    assert via_discord is not None
+
+    for session in (alice.session_token, via_discord):
+        with pytest.raises(errors.ReauthenticationRequired):
+            await h.container.unlink_account().execute(session_token=session, current_password=None)
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.unlink_account().execute(
+            session_token=via_discord, current_password="wrong password"
+        )
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.confirm_password().execute(session_token=via_discord, password="nope")
+
+    await h.container.confirm_password().execute(session_token=via_discord, password=PASSWORD)
+    await h.container.unlink_account().execute(session_token=via_discord, current_password=None)
+    assert await h.container.link_of_account().execute(alice.account.id) is None
+
+
+async def test_a_proof_lasts_ten_minutes(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    h.clock.advance(timedelta(minutes=30))
+    await h.container.confirm_password().execute(
+        session_token=alice.session_token, password=PASSWORD
+    )
+    h.clock.advance(timedelta(minutes=9, seconds=59))
+    seen = await h.container.current_session().execute(alice.session_token)
+    assert seen is not None
+    assert seen.recently_proved
+    h.clock.advance(timedelta(seconds=1))
+    seen = await h.container.current_session().execute(alice.session_token)
+    assert seen is not None
+    assert not seen.recently_proved
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.change_email().execute(
+            session_token=alice.session_token, new_email="a@new.example", current_password=None
+        )
+
+
+async def test_reauthentication_needs_the_session_that_started_it(h: Harness) -> None:
+    owner = h.discord_user(7014, email="owner@example.com")
+    created = await h.discord_login(owner)
+    assert created.session_token is not None
+    started = await h.container.start_discord_reauth().execute(
+        session_token=created.session_token, browser_tokens=()
+    )
+    approval = h.discord.approve(started.authorize_url, owner.id)
+    other = await h.sign_up("mallory", "mallory@example.com")
+    with pytest.raises(errors.NotSignedIn):
+        await h.complete(
+            Browser(bindings=started.browser_tokens, session=other.session_token),
+            state=approval.state,
+            code=approval.code,
+        )
+
+
+async def test_confirming_with_discord_needs_a_linked_account(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    with pytest.raises(errors.NotLinked):
+        await h.container.start_discord_reauth().execute(
+            session_token=alice.session_token, browser_tokens=()
+        )

@@ -1,0 +1,134 @@
+"""The account page's sessions and "confirm it is you", through the web app (Litestar's test
+client, in-memory adapters, the fake Discord)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain.model import DiscordId
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness
+from tests.web_support import csrf_token, post_form
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+async def client(h: Harness) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(h.container)) as test_client:
+        yield test_client
+
+
+async def _sign_up(client: Client, username: str = "alice") -> None:
+    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    answer = await post_form(client, "/signup", "/signup", data)
+    assert answer.status_code == 200, answer.text
+
+
+async def _discord_login(client: Client, h: Harness, discord_id: int) -> None:
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    done = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+    assert done.status_code == 200, done.text
+
+
+async def test_the_account_page_lists_sessions_and_ends_one(h: Harness, client: Client) -> None:
+    await _sign_up(client)
+    async with AsyncTestClient(app=create_app(h.container)) as phone:
+        signed_in = await post_form(
+            phone, "/signin", "/signin", {"login": "alice", "password": PASSWORD}
+        )
+        assert signed_in.status_code == 200
+        page = await client.get("/account")
+        assert page.text.count("/account/sessions/") == 2  # the phone's row and "everywhere"
+        assert "this device" in page.text
+        action = page.text.split('action="/account/sessions/', 1)[1].split('"', 1)[0]
+        ended = await client.post(
+            f"/account/sessions/{action}", data={"_csrf_token": csrf_token(page.text)}
+        )
+        assert "That session is signed out" in ended.text
+        assert (await phone.get("/account", follow_redirects=False)).status_code == 302
+    assert (await client.get("/account")).status_code == 200
+
+
+async def test_sign_out_everywhere(h: Harness, client: Client) -> None:
+    await _sign_up(client)
+    answer = await post_form(client, "/account", "/account/sessions/end-all", {})
+    assert "You are signed out everywhere" in answer.text
+    assert (await client.get("/account", follow_redirects=False)).status_code == 302
+
+
+async def test_a_stale_proof_sends_sensitive_forms_to_confirm_it_is_you(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    await _sign_up(client)
+    h.discord_user(7100, username="alice_d")
+    alice = next(iter(db.tables.accounts.values()))
+    await h.discord_link(alice.id, h.discord.users[DiscordId(7100)])
+    h.clock.advance(timedelta(minutes=11))
+
+    page = await client.get("/account")
+    assert 'id="unlink_password"' in page.text  # the form asks for the password now
+    refused = await client.post(
+        "/account/discord/unlink",
+        data={"_csrf_token": csrf_token(page.text)},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 303
+    assert refused.headers["location"] == "/account/confirm"
+    assert DiscordId(7100) in db.tables.links
+
+    wrong = await post_form(client, "/account/confirm", "/account/confirm", {"password": "no"})
+    assert wrong.status_code == 401
+    assert "not right" in wrong.text
+    confirmed = await post_form(
+        client, "/account/confirm", "/account/confirm", {"password": PASSWORD}
+    )
+    assert "for the next 10 minutes" in confirmed.text
+    assert 'id="unlink_password"' not in confirmed.text
+    unlinked = await post_form(client, "/account", "/account/discord/unlink", {})
+    assert "Discord is unlinked" in unlinked.text
+
+
+async def test_a_discord_only_account_confirms_with_discord(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    h.discord_user(7101, username="dora", email="dora@example.com")
+    await _discord_login(client, h, 7101)
+    h.clock.advance(timedelta(minutes=11))
+
+    page = await client.get("/account")
+    assert "confirm it is you</a> with Discord" in page.text
+    assert 'name="new_password"' not in page.text
+    confirm = await client.get("/account/confirm")
+    assert "@dora" in confirm.text
+    started = await client.post(
+        "/account/confirm/discord",
+        data={"_csrf_token": csrf_token(confirm.text)},
+        follow_redirects=False,
+    )
+    assert started.status_code == 302
+    approval = h.discord.approve(started.headers["location"], DiscordId(7101))
+    done = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+    assert "for the next 10 minutes" in done.text
+    saved = await post_form(client, "/account", "/account/password", {"new_password": PASSWORD})
+    assert "Your password is saved" in saved.text
+    assert next(iter(db.tables.accounts.values())).has_password
+
+
+async def test_confirming_is_rate_limited(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
+        await _sign_up(client)  # one of the three
+        statuses = []
+        for _ in range(4):
+            answer = await post_form(
+                client, "/account/confirm", "/account/confirm", {"password": "guess"}
+            )
+            statuses.append(answer.status_code)
+    assert statuses[0] == 401
+    assert 429 in statuses
