@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapters.clock import ManualClock
 from adapters.email import OutboxEmailSender
@@ -148,11 +148,22 @@ class Harness:
     async def legacy_account(
         self, username: str, email: str | None, *, verified: bool, password_hash: str | None = None
     ) -> Account:
-        """An account as imported from TaskFlow: emails there were never unique."""
+        """An account as imported from TaskFlow, where emails were never unique: one that
+        shares its address is marked so (as migration 0003 marks them)."""
+        shares = bool(email) and bool(await self.all_accounts_with_email(email or ""))
         account = Account(
-            AccountId.new(), username, email, verified, password_hash, self.clock.now()
+            AccountId.new(),
+            username,
+            email,
+            verified,
+            password_hash,
+            self.clock.now(),
+            email_shared=shares,
         )
         async with self.uow() as uow:
+            if shares:  # the ones it shares with are marked too
+                for other in await uow.accounts.find_by_email(email or ""):
+                    await uow.accounts.update(replace(other, email_shared=True))
             await uow.accounts.add(account)
             await uow.commit()
         return account

@@ -153,6 +153,10 @@ class Account:
     email_verified: bool
     password_hash: str | None
     created_at: datetime
+    # An address is on one account only (the database enforces it), except for accounts
+    # imported before that rule: those that shared an address keep it, marked here, and are
+    # never matched by it (the login table's "ambiguous" row). Changing the email clears it.
+    email_shared: bool = False
 
     @property
     def has_password(self) -> bool:

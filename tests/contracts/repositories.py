@@ -126,7 +126,9 @@ class RepositoryContract:
     async def test_find_by_email_is_case_insensitive_and_returns_all(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
-        a, b = account("a1", "Same@Example.com"), account("a2", " same@example.COM ")
+        # Imported accounts sharing an address (marked so): find_by_email returns both.
+        a = replace(account("a1", "Same@Example.com"), email_shared=True)
+        b = replace(account("a2", " same@example.COM "), email_shared=True)
         c = account("a3", "other@example.com")
         d = account("a4", "ÄRGER@Example.de")
 
@@ -142,6 +144,41 @@ class RepositoryContract:
             assert await uow.accounts.find_by_email("none@example.com") == []
             assert await uow.accounts.usernames_starting_with("a") == {"a1", "a2", "a3", "a4"}
             assert await uow.accounts.usernames_starting_with("A1") == {"a1"}
+
+    async def test_an_address_is_on_one_account_only(self, uow_factory: UnitOfWorkFactory) -> None:
+        first = account("first", "One@Example.com")
+        await write(uow_factory, lambda uow: uow.accounts.add(first))
+        with pytest.raises(errors.Conflict):
+            await write(uow_factory, lambda uow: uow.accounts.add(account("b", "one@example.COM")))
+        other = account("other", "other@example.com")
+        await write(uow_factory, lambda uow: uow.accounts.add(other))
+        taken = replace(other, email="ONE@example.com")
+        with pytest.raises(errors.Conflict):
+            await write(uow_factory, lambda uow: uow.accounts.update(taken))
+        # Imported accounts marked as sharing an address stay out of the rule.
+        shared = replace(account("legacy", "one@example.com"), email_shared=True)
+        await write(uow_factory, lambda uow: uow.accounts.add(shared))
+        no_email = account("none", None)
+        await write(uow_factory, lambda uow: uow.accounts.add(no_email))
+        await write(uow_factory, lambda uow: uow.accounts.add(account("none2", None)))
+        async with uow_factory() as uow:
+            assert {a.id for a in await uow.accounts.find_by_email("one@example.com")} == {
+                first.id,
+                shared.id,
+            }
+            assert await uow.accounts.get(shared.id) == shared
+
+    async def test_concurrent_accounts_with_one_address_have_one_winner(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        async def add(i: int) -> None:
+            await write(
+                uow_factory, lambda uow: uow.accounts.add(account(f"racer{i}", "race@example.com"))
+            )
+
+        results = await asyncio.gather(*(add(i) for i in range(10)), return_exceptions=True)
+        assert sum(r is None for r in results) == 1
+        assert all(isinstance(r, errors.Conflict) for r in results if r is not None)
 
     async def test_update_account(self, uow_factory: UnitOfWorkFactory) -> None:
         first = account()

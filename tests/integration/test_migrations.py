@@ -6,11 +6,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import inspect, text
 
 from adapters.sql import SqlDatabase, migrate
-from adapters.sql.tables import metadata
-from domain.model import DiscordId
+from adapters.sql.tables import UtcDateTime, metadata
+from domain import errors
+from domain.model import Account, AccountId, DiscordId
 from tests.contracts.repositories import account, link
 
 
@@ -115,7 +117,6 @@ async def test_database_refuses_what_the_domain_refuses(pg_db: SqlDatabase) -> N
 
 
 async def test_an_unreachable_database_is_a_storage_error_not_a_crash() -> None:
-    from domain import errors
     from tests.servers import free_port
 
     database = SqlDatabase(f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/none")
@@ -126,3 +127,89 @@ async def test_an_unreachable_database_is_a_storage_error_not_a_crash() -> None:
                 await uow.links.get_by_discord_id(DiscordId(1))
     finally:
         await database.dispose()
+
+
+async def _upgrade_keeps_data(url: str) -> None:
+    """0002 -> 0003 on a database in use: accounts that shared an address are kept and marked,
+    every other address becomes unique, and sessions keep working with a public id."""
+    at_0002 = {  # the columns the tables had at revision 0002, with their types
+        "accounts": sa.table(
+            "accounts",
+            sa.column("id", sa.Uuid()),
+            sa.column("username", sa.String()),
+            sa.column("email", sa.String()),
+            sa.column("email_normalized", sa.String()),
+            sa.column("email_verified", sa.Boolean()),
+            sa.column("created_at", UtcDateTime()),
+        ),
+        "sessions": sa.table(
+            "sessions",
+            sa.column("token_hash", sa.String()),
+            sa.column("account_id", sa.Uuid()),
+            sa.column("created_at", UtcDateTime()),
+            sa.column("expires_at", UtcDateTime()),
+        ),
+    }
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0002")
+        ids = [uuid.uuid4() for _ in range(3)]
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        emails = ["Dup@Example.com", "dup@example.com", "solo@example.com"]
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(at_0002["accounts"]),
+                [
+                    {
+                        "id": account_id,
+                        "username": f"user{i}",
+                        "email": email,
+                        "email_normalized": email.lower(),
+                        "email_verified": True,
+                        "created_at": now,
+                    }
+                    for i, (account_id, email) in enumerate(zip(ids, emails, strict=True))
+                ],
+            )
+            await conn.execute(
+                sa.insert(at_0002["sessions"]),
+                {
+                    "token_hash": "s" * 64,
+                    "account_id": ids[2],
+                    "created_at": now,
+                    "expires_at": now,
+                },
+            )
+
+        await migrate.upgrade(database)
+
+        async with database.unit_of_work() as uow:
+            dup = await uow.accounts.find_by_email("dup@example.com")
+            assert {a.id.value for a in dup} == set(ids[:2])
+            assert all(a.email_shared for a in dup)
+            solo = await uow.accounts.get(AccountId(ids[2]))
+            assert solo is not None
+            assert not solo.email_shared
+            session = await uow.sessions.get("s" * 64)
+            assert session is not None
+            assert session.id is not None
+            assert session.proved_at is None  # no proof from before the upgrade counts
+        newcomer = account("newcomer", "SOLO@example.com")
+        with pytest.raises(errors.Conflict):  # a new duplicate is refused now
+            await _add(database, newcomer)
+    finally:
+        await database.dispose()
+
+
+async def _add(database: SqlDatabase, row: Account) -> None:
+    async with database.unit_of_work() as uow:
+        await uow.accounts.add(row)
+        await uow.commit()
+
+
+async def test_upgrading_a_postgres_database_in_use_keeps_its_data(empty_pg_url: str) -> None:
+    await _upgrade_keeps_data(empty_pg_url)
+
+
+async def test_upgrading_a_sqlite_database_in_use_keeps_its_data(sqlite_url: str) -> None:
+    await _upgrade_keeps_data(sqlite_url)

@@ -16,6 +16,7 @@ from adapters.sql.tables import accounts, user_links
 from domain import errors
 from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import Browser, Harness, sql_harness
+from tests.integration import email_races
 from tests.integration.postgres import PostgresServer
 
 N = 20
@@ -142,3 +143,17 @@ async def test_a_locked_account_waits_for_the_lock_holder(h: Harness) -> None:
         order.append("first committed")
     await asyncio.wait_for(waiting, timeout=10)
     assert order == ["first committed", "second saw changed@example.com"]
+
+
+async def test_20_sign_ups_with_one_address_make_one_account(h: Harness) -> None:
+    await email_races.simultaneous_sign_ups(h, N)
+
+
+async def test_sign_ups_and_first_discord_sign_ins_with_one_address_make_one_account(
+    h: Harness,
+) -> None:
+    await email_races.sign_ups_and_first_discord_sign_ins(h, N // 2)
+
+
+async def test_20_email_changes_to_one_address_have_one_winner(h: Harness) -> None:
+    await email_races.simultaneous_email_changes(h, N)

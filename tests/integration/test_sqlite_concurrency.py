@@ -12,6 +12,7 @@ from adapters.sql import SqlDatabase
 from domain import errors
 from domain.use_cases import TicketIssued
 from tests.harness import Browser, Harness, sql_harness
+from tests.integration import email_races
 
 
 @pytest.fixture
@@ -46,3 +47,15 @@ async def test_concurrent_first_logins_and_redeems_on_sqlite(h: Harness) -> None
     assert all(
         isinstance(r, errors.SecretConsumed) for r in redeems if isinstance(r, BaseException)
     )
+
+
+async def test_one_address_one_account_under_concurrency_on_sqlite(h: Harness) -> None:
+    await email_races.simultaneous_sign_ups(h, 10)
+
+
+async def test_sign_ups_and_discord_sign_ins_with_one_address_on_sqlite(h: Harness) -> None:
+    await email_races.sign_ups_and_first_discord_sign_ins(h, 5)
+
+
+async def test_email_changes_to_one_address_on_sqlite(h: Harness) -> None:
+    await email_races.simultaneous_email_changes(h, 10)

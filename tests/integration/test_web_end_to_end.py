@@ -4,6 +4,7 @@ a browser-like client follows the redirects and keeps the cookies."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -58,8 +59,9 @@ async def test_row4_ambiguous_email_is_refused(stack: Stack, browser: Browser) -
     async with stack.db.unit_of_work() as uow:
         from tests.contracts.repositories import account
 
-        await uow.accounts.add(account("dup1", "dup@example.com"))
-        await uow.accounts.add(account("dup2", "DUP@example.com"))
+        # Imported before addresses were unique (migration 0003 marks them shared).
+        await uow.accounts.add(replace(account("dup1", "dup@example.com"), email_shared=True))
+        await uow.accounts.add(replace(account("dup2", "DUP@example.com"), email_shared=True))
         await uow.commit()
     user = stack.emulator.add_user("dup", email="dup@example.com", verified=True)
     page = await browser.sign_in_with_discord(user.id)

@@ -147,23 +147,34 @@ class _Repo:
 
 
 class MemoryAccounts(_Repo):
-    async def add(self, account: Account) -> None:
+    def _check_unique(self, account: Account) -> None:
+        """The SQL schema's unique username and unique (unshared) normalised email."""
         name = account.username.lower()
-        if any(a.username.lower() == name for a in self._t.accounts.values()):
-            raise errors.Conflict(f"username {name!r} is taken")
+        email = normalize_email(account.email)
+        for other in self._t.accounts.values():
+            if other.id == account.id:
+                continue
+            if other.username.lower() == name:
+                raise errors.Conflict(f"username {name!r} is taken")
+            if (
+                email is not None
+                and not account.email_shared
+                and not other.email_shared
+                and normalize_email(other.email) == email
+            ):
+                raise errors.Conflict("this email address is taken")
+
+    async def add(self, account: Account) -> None:
         if account.id in self._t.accounts:
             raise errors.Conflict("account id exists")
-        self._t.accounts[account.id] = replace(account, username=name)
+        self._check_unique(account)
+        self._t.accounts[account.id] = replace(account, username=account.username.lower())
 
     async def update(self, account: Account) -> None:
         if account.id not in self._t.accounts:
             raise errors.NotFound("No such account.")
-        name = account.username.lower()
-        if any(
-            a.username.lower() == name and a.id != account.id for a in self._t.accounts.values()
-        ):
-            raise errors.Conflict(f"username {name!r} is taken")
-        self._t.accounts[account.id] = replace(account, username=name)
+        self._check_unique(account)
+        self._t.accounts[account.id] = replace(account, username=account.username.lower())
 
     async def get(self, account_id: AccountId) -> Account | None:
         return self._t.accounts.get(account_id)

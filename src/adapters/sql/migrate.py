@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,37 @@ def _config(connection: Connection) -> Config:
 
 
 async def upgrade(database: SqlDatabase, revision: str = "head") -> None:
-    async with database.engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+    await _migrate(database, lambda sync: command.upgrade(_config(sync), revision))
 
 
 async def downgrade(database: SqlDatabase, revision: str) -> None:
-    async with database.engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.downgrade(_config(sync), revision))
+    await _migrate(database, lambda sync: command.downgrade(_config(sync), revision))
+
+
+async def _migrate(database: SqlDatabase, step: Callable[[Connection], None]) -> None:
+    """Run a migration in one transaction. On SQLite, foreign keys are off meanwhile: ALTER
+    TABLE there rebuilds a table (copy, drop, rename), and dropping ``accounts`` with foreign
+    keys on would cascade to every session, link and token. They are checked afterwards."""
+    sqlite = database.dialect == "sqlite"
+    async with database.engine.connect() as conn:
+        if sqlite:  # a pragma that only works outside a transaction
+            await conn.run_sync(_sqlite_foreign_keys, False)
+        try:
+            async with conn.begin():
+                await conn.run_sync(step)
+                if sqlite:
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                await conn.run_sync(_sqlite_foreign_keys, True)
+
+
+def _sqlite_foreign_keys(sync: Connection, on: bool) -> None:
+    cursor = sync.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()
 
 
 def head_revision() -> str:

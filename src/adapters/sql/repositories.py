@@ -97,6 +97,7 @@ def _account(row: Any) -> Account:
         bool(row.email_verified),
         row.password_hash,
         row.created_at,
+        bool(row.email_shared),
     )
 
 
@@ -109,6 +110,7 @@ def _account_values(account: Account) -> dict[str, Any]:
         "email_verified": account.email_verified,
         "password_hash": account.password_hash,
         "created_at": account.created_at,
+        "email_shared": account.email_shared,
     }
 
 

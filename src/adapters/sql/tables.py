@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -97,6 +98,17 @@ accounts = Table(
     Column("email_verified", Boolean(), nullable=False, server_default=false()),
     Column("password_hash", String(255), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
+    # Set only by migration 0003 on accounts that already shared an address (see Account).
+    Column("email_shared", Boolean(), nullable=False, server_default=false()),
+)
+# One account per address: concurrent sign-ups, first Discord sign-ins and email changes to
+# one address cannot all win. Accounts imported with a shared address are left out.
+Index(
+    "uq_accounts_email_normalized",
+    accounts.c.email_normalized,
+    unique=True,
+    postgresql_where=text("NOT email_shared"),
+    sqlite_where=text("NOT email_shared"),
 )
 
 # The original guide's table, same name and columns, plus display fields for the web pages.

@@ -22,6 +22,7 @@ from domain.use_cases._shared import (
     SESSION_TTL,
     queue_email,
     queue_notice,
+    retry_on_conflict,
     signed_in,
     start_session,
 )
@@ -64,13 +65,14 @@ class SignUp(_PasswordUseCase):
         password_hash = await self._passwords.hash(validate_password(password))
         now = self._clock.now()
         account = Account(AccountId.new(), name, address, False, password_hash, now)
-        async with self._uow() as uow:
-            if await uow.accounts.get_by_username(name) is not None:
-                raise errors.UsernameTaken()
-            if await uow.accounts.find_by_email(address):
-                raise errors.EmailTaken()
-            try:
-                await uow.accounts.add(account)  # Conflict if a racer took the name
+
+        async def attempt() -> str:
+            async with self._uow() as uow:
+                if await uow.accounts.get_by_username(name) is not None:
+                    raise errors.UsernameTaken()
+                if await uow.accounts.find_by_email(address):
+                    raise errors.EmailTaken()
+                await uow.accounts.add(account)  # Conflict if a racer took the name or email
                 await uow.audit.record(
                     AuditEvent(
                         AuditKind.ACCOUNT_CREATED, now, account.id, None, {"via": "password"}
@@ -88,8 +90,11 @@ class SignUp(_PasswordUseCase):
                     method=SignInMethod.PASSWORD,
                 )
                 await uow.commit()
-            except errors.Conflict:
-                raise errors.UsernameTaken() from None
+            return token
+
+        # Of simultaneous sign-ups with one name or address, the database lets one in; the
+        # others run again, see the winner and get "taken", never a second account.
+        token = await retry_on_conflict(attempt)
         return SignedIn(account, token)
 
 

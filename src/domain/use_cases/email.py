@@ -414,7 +414,7 @@ class ChangeEmail:
                     )
                 if any(a.id != account.id for a in await uow.accounts.find_by_email(address)):
                     raise errors.EmailTaken("Another account uses this email address.")
-                updated = replace(fresh, email=address, email_verified=False)
+                updated = replace(fresh, email=address, email_verified=False, email_shared=False)
                 await uow.accounts.update(updated)  # Conflict if a racer took the address
                 for purpose in EmailPurpose:  # links sent to the old address stop working
                     await uow.email_tokens.consume_all(account.id, purpose, now)

@@ -1,10 +1,15 @@
 """Linking that cannot be tricked: pending logins keep no live secret and can confirm a /link
 ticket; sessions get a public id, how they started, when they were last used and their last
-proof of identity.
+proof of identity; one account per email address.
 
 ``pending_login`` is recreated: its rows live 10 minutes, so a sign-in under way during the
 upgrade is refused ("start again") rather than converted. Existing sessions keep working; they
 count as signed in with a password, used and proved at no known time.
+
+Addresses become unique (a partial unique index on the normalised email). Accounts that
+already share an address keep it and are marked ``email_shared``: they stay out of the index,
+and the login policy refuses to match them ("ambiguous"), as before. Nothing is deleted or
+rewritten; an owner who changes the email of such an account gets a unique one.
 
 Revision ID: 0003
 Revises: 0002
@@ -78,8 +83,30 @@ def upgrade() -> None:
         batch.alter_column("id", existing_type=sa.Uuid(), nullable=False)
         batch.create_unique_constraint(op.f("uq_sessions_id"), ["id"])
 
+    with op.batch_alter_table("accounts") as batch:
+        batch.add_column(
+            sa.Column("email_shared", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+    op.execute(
+        "UPDATE accounts SET email_shared = true WHERE email_normalized IN ("
+        " SELECT email_normalized FROM accounts WHERE email_normalized IS NOT NULL"
+        " GROUP BY email_normalized HAVING count(*) > 1)"
+    )
+    op.create_index(
+        "uq_accounts_email_normalized",
+        "accounts",
+        ["email_normalized"],
+        unique=True,
+        postgresql_where=sa.text("NOT email_shared"),
+        sqlite_where=sa.text("NOT email_shared"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("uq_accounts_email_normalized", table_name="accounts")
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("email_shared")
+
     with op.batch_alter_table("sessions") as batch:
         batch.drop_constraint(op.f("uq_sessions_id"), type_="unique")
         for column in ("proved_with", "proved_at", "last_seen_at", "method", "id"):
