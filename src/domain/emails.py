@@ -14,6 +14,7 @@ from domain.ports import EmailMessage
 
 VERIFY_PATH = "/verify-email/"
 RESET_PATH = "/password/reset/"
+CONFIRM_LINK_PATH = "/auth/discord/confirm-link/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,20 @@ def compose(
                 f"The link works once and expires at {_when(link.expires_at)} (1 hour). "
                 "Saving a new password signs the account out everywhere else.\n\n"
                 "If you did not ask for this, ignore this email: nothing changes.\n",
+            )
+        case EmailKind.CONFIRM_DISCORD_LINK:
+            assert link is not None  # noqa: S101
+            discord = detail.get("discord_username", "?")
+            return EmailMessage(
+                email.to,
+                "Confirm linking your Discord account to TaskFlow",
+                f"Hi {username},\n\n"
+                f"Someone signed in to TaskFlow with the Discord account @{discord}, whose "
+                f"verified email is this address, and asked to link it to your TaskFlow account "
+                f"{username}. If it was you, open this link in the same browser and confirm:\n\n"
+                f"{base}{CONFIRM_LINK_PATH}{link.token}\n\n"
+                f"The link works once and expires at {_when(link.expires_at)} (30 minutes).\n\n"
+                "If it was not you, ignore this email: nothing is linked.\n",
             )
         case EmailKind.DISCORD_LINKED:
             return EmailMessage(

@@ -129,6 +129,15 @@ class TicketForAnotherDiscord(LinkRefused):
         )
 
 
+class SignupDisabled(LinkRefused):
+    code = "discord_signup_disabled"
+    message = (
+        "No TaskFlow account is linked to this Discord account, and new accounts cannot be "
+        "created with Discord here. Sign in with your password (or create an account), then "
+        "link Discord from your account page."
+    )
+
+
 class NotLinked(DomainError):
     code = "not_linked"
     message = "No Discord account is linked."

@@ -16,6 +16,9 @@ EMAIL_VERIFICATION_TTL = timedelta(hours=24)
 PASSWORD_RESET_TTL = timedelta(hours=1)
 # A sensitive change (password, email, unlinking Discord) needs a proof of identity this recent.
 REAUTH_WINDOW = timedelta(minutes=10)
+# Email linking "confirm": how long the person has to prove the TaskFlow side (a password, or
+# the link emailed to the account's address, which may take a few minutes to arrive).
+LINK_PROPOSAL_TTL = timedelta(minutes=30)
 USERNAME_MAX = 32
 # Characters that would let an address smuggle more recipients or headers into an email.
 _NOT_IN_EMAIL = frozenset('<>,;:"()[]\\\x7f')
@@ -251,17 +254,42 @@ class ApiKey:
     revoked_at: datetime | None = None
 
 
+class EmailLinking(enum.StrEnum):
+    """Whether "Sign in with Discord" may link to the account that has the same email."""
+
+    VERIFIED = "verified"  # when both addresses are verified (DESIGN.md's table)
+    CONFIRM = "confirm"  # Discord's is verified, and the person proves the TaskFlow side first
+    OFF = "off"  # never: link from the account page instead
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProposal:
+    """A Discord account that a Discord sign-in just proved, waiting for the person to prove
+    the TaskFlow account with the same address (email linking ``confirm``): with its password,
+    or with a link emailed to that address. The token lives in this browser's cookie only."""
+
+    digest: str
+    discord: DiscordUser
+    account_id: AccountId
+    destination: str
+    created_at: datetime
+    expires_at: datetime
+    consumed_at: datetime | None = None
+
+
 class EmailPurpose(enum.StrEnum):
     """What an emailed one-time link does."""
 
     VERIFY = "verify"
     RESET = "reset"
+    LINK = "link"  # confirms a LinkProposal (email linking "confirm")
 
 
 @dataclass(frozen=True, slots=True)
 class EmailToken:
     """The secret behind an emailed link. ``email`` is the address it was sent to: the link
-    stops working when the account's email changes."""
+    stops working when the account's email changes. A link that confirms a Discord link names
+    its ``LinkProposal`` (by digest), so it can only complete that one."""
 
     digest: str
     purpose: EmailPurpose
@@ -270,6 +298,7 @@ class EmailToken:
     created_at: datetime
     expires_at: datetime
     consumed_at: datetime | None = None
+    proposal_digest: str | None = None
 
 
 class EmailKind(enum.StrEnum):
@@ -279,6 +308,7 @@ class EmailKind(enum.StrEnum):
     DISCORD_UNLINKED = "discord_unlinked"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
     EMAIL_CHANGED = "email_changed"
+    CONFIRM_DISCORD_LINK = "confirm_discord_link"
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -20,6 +20,7 @@ from domain.model import (
     AccountId,
     DiscordId,
     DiscordProfile,
+    EmailLinking,
     Link,
     Session,
     SignInMethod,
@@ -47,19 +48,30 @@ class CreateAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmBeforeLinking:
+    """Email linking ``confirm``: the person must prove the account's side first."""
+
+    account_id: AccountId
+
+
+@dataclass(frozen=True, slots=True)
 class Refuse:
     error: type[errors.DomainError]
 
 
-LoginDecision = SignIn | LinkAndSignIn | CreateAccount | Refuse
+LoginDecision = SignIn | LinkAndSignIn | ConfirmBeforeLinking | CreateAccount | Refuse
 
 
 def decide_login(
     profile: DiscordProfile,
     existing_link: Link | None,
     email_matches: Sequence[Account],
+    *,
+    email_linking: EmailLinking = EmailLinking.VERIFIED,
+    signup: bool = True,
 ) -> LoginDecision:
-    """The "login with Discord" table of DESIGN.md, row by row.
+    """The "login with Discord" table of DESIGN.md, row by row, under the operator's choices:
+    how an address may link (``email_linking``) and whether Discord may create accounts.
 
     ``email_matches`` are the accounts whose email equals the profile's email
     (case-insensitively), whether or not Discord verified it: an unverified Discord email
@@ -71,11 +83,17 @@ def decide_login(
         return Refuse(errors.AmbiguousEmail)
     if len(email_matches) == 1:
         account = email_matches[0]
-        if profile.verified_email is not None and account.email_verified:
-            return LinkAndSignIn(account.id)
-        # Either side unverified: matching would let whoever controls the unverified side
-        # take over the other (pre-account takeover). Point to the safe path instead.
+        if profile.verified_email is not None:
+            if email_linking is EmailLinking.CONFIRM:
+                return ConfirmBeforeLinking(account.id)
+            if email_linking is EmailLinking.VERIFIED and account.email_verified:
+                return LinkAndSignIn(account.id)
+        # Either side unverified (or linking by email is off): matching would let whoever
+        # controls the unverified side take over the other (pre-account takeover). Point to
+        # the safe path instead.
         return Refuse(errors.EmailBelongsToAccount)
+    if not signup:
+        return Refuse(errors.SignupDisabled)
     email = normalize_email(profile.email)
     return CreateAccount(
         username_base=username_base_from_discord(profile.username),

@@ -25,6 +25,7 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
@@ -89,6 +90,17 @@ class LinkTicketRepository(Protocol):
         """Same single-winner contract as ``PendingLoginRepository.consume``."""
 
     async def get(self, digest: str) -> LinkTicket | None: ...
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
+class LinkProposalRepository(Protocol):
+    async def add(self, proposal: LinkProposal) -> None: ...
+
+    async def consume(self, digest: str, now: datetime) -> LinkProposal | None:
+        """Same single-winner contract as ``PendingLoginRepository.consume``."""
+
+    async def get(self, digest: str) -> LinkProposal | None: ...
 
     async def purge_expired(self, now: datetime) -> int: ...
 
@@ -187,6 +199,9 @@ class UnitOfWork(Protocol):
 
     @property
     def link_tickets(self) -> LinkTicketRepository: ...
+
+    @property
+    def link_proposals(self) -> LinkProposalRepository: ...
 
     @property
     def sessions(self) -> SessionRepository: ...

@@ -104,12 +104,13 @@ def _migrate(direction: str, revision: str) -> str | None:
 
 @cli.command("purge-expired")
 def purge_expired() -> None:
-    """Delete expired pending logins, /link tickets and sessions."""
+    """Delete expired pending logins, /link tickets, sessions, emailed links, link proposals
+    and old emails."""
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(
         f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
         f"ticket(s), {report.sessions} session(s), {report.email_tokens} email link(s), "
-        f"{report.emails} old email(s)."
+        f"{report.link_proposals} link proposal(s), {report.emails} old email(s)."
     )
 
 

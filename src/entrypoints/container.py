@@ -101,7 +101,22 @@ class Container(containers.DeclarativeContainer):
     start_discord_login = providers.Factory(uc.StartDiscordLogin, uow, tokens, clock, discord_oauth)
     start_discord_link = providers.Factory(uc.StartDiscordLink, uow, tokens, clock, discord_oauth)
     complete_discord_auth = providers.Factory(
-        uc.CompleteDiscordAuth, uow, tokens, clock, discord_oauth, session_ttl
+        uc.CompleteDiscordAuth,
+        uow,
+        tokens,
+        clock,
+        discord_oauth,
+        session_ttl,
+        email_linking=providers.Callable(lambda s: s.email_linking, settings),
+        signup=providers.Callable(lambda s: s.discord_signup, settings),
+    )
+    show_link_proposal = providers.Factory(uc.ShowLinkProposal, uow, tokens, clock)
+    confirm_link_with_password = providers.Factory(
+        uc.ConfirmLinkWithPassword, uow, tokens, clock, passwords, session_ttl
+    )
+    email_link_confirmation = providers.Factory(uc.EmailLinkConfirmation, uow, tokens, clock)
+    confirm_link_with_email = providers.Factory(
+        uc.ConfirmLinkWithEmail, uow, tokens, clock, session_ttl
     )
     unlink_account = providers.Factory(uc.UnlinkAccount, uow, tokens, clock, passwords)
     unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock)

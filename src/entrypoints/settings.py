@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.model import EmailLinking
+
 ENV_PREFIX = "TASKFLOW_LINK_"
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -112,6 +114,17 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=60, description="Timeout for each call to Discord's API."
     )
     session_ttl_days: int = Field(default=14, ge=1, le=365, description="Web session lifetime.")
+    email_linking: EmailLinking = Field(
+        default=EmailLinking.VERIFIED,
+        description="Sign in with Discord and an existing account with the same email: "
+        "`verified` links when both addresses are verified; `confirm` asks the person to prove "
+        "the account first (its password, or a link emailed to it); `off` never links by email.",
+    )
+    discord_signup: bool = Field(
+        default=True,
+        description="Sign in with Discord may create a new account for someone unknown; "
+        "`false`: only existing (linked) accounts sign in with Discord.",
+    )
     email_backend: Literal["outbox", "smtp"] = Field(
         default="outbox",
         description="`smtp` sends through the server below; `outbox` keeps messages in the "

@@ -26,6 +26,7 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
@@ -385,6 +386,33 @@ class RepositoryContract:
         async with uow_factory() as uow:
             assert list(await uow.audit.for_account(owner.id)) == [event, second]
 
+    async def test_link_proposals_round_trip_single_use_and_purge(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        user = DiscordUser(DiscordId(2**63 - 1), "dee", "Dee", "a_avatar")
+        proposal = LinkProposal("p" * 64, user, owner.id, "/account", NOW, LATER)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.link_proposals.add(proposal)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:
+            assert await uow.link_proposals.get(proposal.digest) == proposal
+            assert await uow.link_proposals.consume(proposal.digest, NOW) == replace(
+                proposal, consumed_at=NOW
+            )
+            assert await uow.link_proposals.consume(proposal.digest, NOW) is None
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.link_proposals.purge_expired(NOW) == 0
+            assert await uow.link_proposals.purge_expired(LATER) == 1
+            await uow.commit()
+        orphan = replace(proposal, digest="q" * 64, account_id=AccountId.new())
+        with pytest.raises(errors.Conflict):  # the foreign key to accounts
+            await write(uow_factory, lambda uow: uow.link_proposals.add(orphan))
+
     # -- email ------------------------------------------------------------------------------
 
     async def test_email_tokens_are_consumed_once_and_only_for_their_purpose(
@@ -394,14 +422,18 @@ class RepositoryContract:
         verify = EmailToken("v" * 64, EmailPurpose.VERIFY, owner.id, "a@b.c", NOW, LATER)
         reset = EmailToken("r" * 64, EmailPurpose.RESET, owner.id, "a@b.c", NOW, LATER)
         older = EmailToken("o" * 64, EmailPurpose.RESET, owner.id, "a@b.c", NOW, LATER)
+        link = EmailToken(
+            "l" * 64, EmailPurpose.LINK, owner.id, "a@b.c", NOW, LATER, proposal_digest="p" * 64
+        )
 
         async def add(uow: UnitOfWork) -> None:
             await uow.accounts.add(owner)
-            for token in (verify, reset, older):
+            for token in (verify, reset, older, link):
                 await uow.email_tokens.add(token)
 
         await write(uow_factory, add)
         async with uow_factory() as uow:
+            assert await uow.email_tokens.get(link.digest) == link
             assert await uow.email_tokens.get(verify.digest) == verify
             assert await uow.email_tokens.consume(verify.digest, EmailPurpose.RESET, NOW) is None
             assert await uow.email_tokens.get(verify.digest) == verify  # not spent by that
@@ -414,7 +446,7 @@ class RepositoryContract:
             assert await uow.email_tokens.remove(older.digest) is False
             await uow.commit()
         async with uow_factory() as uow:
-            assert await uow.email_tokens.purge_expired(LATER) == 2
+            assert await uow.email_tokens.purge_expired(LATER) == 3
             assert await uow.email_tokens.get(reset.digest) is None
 
     async def test_concurrent_email_token_consumers_have_exactly_one_winner(

@@ -12,7 +12,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose
 from domain.ports import EmailMessage
-from domain.use_cases.email import MAX_ATTEMPTS, RETRY_DELAYS
+from domain.use_cases.email_delivery import MAX_ATTEMPTS, RETRY_DELAYS
 from tests.harness import PASSWORD, Harness
 
 NEW_PASSWORD = "a brand new passphrase"

@@ -28,6 +28,7 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
@@ -47,6 +48,7 @@ class Tables:
     audit: list[AuditEvent] = field(default_factory=list)
     email_tokens: dict[str, EmailToken] = field(default_factory=dict)
     outgoing_emails: dict[uuid.UUID, OutgoingEmail] = field(default_factory=dict)
+    link_proposals: dict[str, LinkProposal] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         # Rows are frozen dataclasses, so copying the containers isolates a transaction.
@@ -60,6 +62,7 @@ class Tables:
             list(self.audit),
             dict(self.email_tokens),
             dict(self.outgoing_emails),
+            dict(self.link_proposals),
         )
 
 
@@ -92,6 +95,7 @@ class MemoryUnitOfWork:
         self.audit = MemoryAudit(self)
         self.email_tokens = MemoryEmailTokens(self)
         self.outgoing_emails = MemoryOutgoingEmails(self)
+        self.link_proposals = MemoryLinkProposals(self)
 
     async def __aenter__(self) -> Self:
         await self._db.lock.acquire()
@@ -118,8 +122,8 @@ class MemoryUnitOfWork:
         self.work = self._db.tables.copy()
 
 
-_OneTime = TypeVar("_OneTime", PendingLogin, LinkTicket, EmailToken)
-_Expiring = TypeVar("_Expiring", PendingLogin, LinkTicket, Session, EmailToken)
+_OneTime = TypeVar("_OneTime", PendingLogin, LinkTicket, EmailToken, LinkProposal)
+_Expiring = TypeVar("_Expiring", PendingLogin, LinkTicket, Session, EmailToken, LinkProposal)
 
 
 def _consume(table: dict[str, _OneTime], key: str, now: datetime) -> _OneTime | None:
@@ -260,6 +264,24 @@ class MemoryLinkTickets(_Repo):
 
     async def purge_expired(self, now: datetime) -> int:
         return _purge(self._t.link_tickets, now)
+
+
+class MemoryLinkProposals(_Repo):
+    async def add(self, proposal: LinkProposal) -> None:
+        if proposal.digest in self._t.link_proposals:
+            raise errors.Conflict("duplicate proposal")
+        if proposal.account_id not in self._t.accounts:
+            raise errors.Conflict("no such account")  # the SQL foreign key
+        self._t.link_proposals[proposal.digest] = proposal
+
+    async def consume(self, digest: str, now: datetime) -> LinkProposal | None:
+        return _consume(self._t.link_proposals, digest, now)
+
+    async def get(self, digest: str) -> LinkProposal | None:
+        return self._t.link_proposals.get(digest)
+
+    async def purge_expired(self, now: datetime) -> int:
+        return _purge(self._t.link_proposals, now)
 
 
 class MemorySessions(_Repo):

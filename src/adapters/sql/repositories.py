@@ -30,6 +30,7 @@ from adapters.sql.tables import (
     api_keys,
     audit_events,
     email_tokens,
+    link_proposals,
     link_tickets,
     outgoing_emails,
     pending_login,
@@ -50,6 +51,7 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
@@ -142,12 +144,28 @@ def _pending(row: Any) -> PendingLogin:
 def _ticket(row: Any) -> LinkTicket:
     return LinkTicket(
         row.token_hash,
-        DiscordUser(
-            DiscordId(row.discord_id),
-            row.discord_username,
-            row.discord_global_name,
-            row.discord_avatar,
-        ),
+        _discord_user(row),
+        row.created_at,
+        row.expires_at,
+        row.consumed_at,
+    )
+
+
+def _discord_user(row: Any) -> DiscordUser:
+    return DiscordUser(
+        DiscordId(row.discord_id),
+        row.discord_username,
+        row.discord_global_name,
+        row.discord_avatar,
+    )
+
+
+def _proposal(row: Any) -> LinkProposal:
+    return LinkProposal(
+        row.token_hash,
+        _discord_user(row),
+        AccountId(row.account_id),
+        row.destination,
         row.created_at,
         row.expires_at,
         row.consumed_at,
@@ -192,6 +210,7 @@ def _email_token(row: Any) -> EmailToken:
         row.created_at,
         row.expires_at,
         row.consumed_at,
+        row.proposal_hash,
     )
 
 
@@ -361,6 +380,36 @@ class SqlLinkTickets(_Repo):
         return await self._count(delete(link_tickets).where(link_tickets.c.expires_at <= now))
 
 
+class SqlLinkProposals(_Repo):
+    async def add(self, proposal: LinkProposal) -> None:
+        await self._run(
+            insert(link_proposals).values(
+                token_hash=proposal.digest,
+                account_id=proposal.account_id.value,
+                discord_id=proposal.discord.id.value,
+                discord_username=proposal.discord.username,
+                discord_global_name=proposal.discord.global_name,
+                discord_avatar=proposal.discord.avatar,
+                destination=proposal.destination,
+                created_at=proposal.created_at,
+                expires_at=proposal.expires_at,
+                consumed_at=proposal.consumed_at,
+            )
+        )
+
+    async def consume(self, digest: str, now: datetime) -> LinkProposal | None:
+        row = await self._consume(link_proposals, link_proposals.c.token_hash, digest, now)
+        return _proposal(row) if row else None
+
+    async def get(self, digest: str) -> LinkProposal | None:
+        query = select(link_proposals).where(link_proposals.c.token_hash == digest)
+        row = (await self._run(query)).first()
+        return _proposal(row) if row else None
+
+    async def purge_expired(self, now: datetime) -> int:
+        return await self._count(delete(link_proposals).where(link_proposals.c.expires_at <= now))
+
+
 class SqlSessions(_Repo):
     async def add(self, session: Session) -> None:
         await self._run(
@@ -481,6 +530,7 @@ class SqlEmailTokens(_Repo):
                 created_at=token.created_at,
                 expires_at=token.expires_at,
                 consumed_at=token.consumed_at,
+                proposal_hash=token.proposal_digest,
             )
         )
 

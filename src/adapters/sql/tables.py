@@ -160,6 +160,29 @@ link_tickets = Table(
     Column("consumed_at", UtcDateTime(), nullable=True),
 )
 
+# Email linking "confirm": a Discord account proved by a sign-in, waiting for the person to
+# prove the account with the same address. The token is in the browser's cookie only.
+link_proposals = Table(
+    "link_proposals",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "account_id",
+        Uuid(),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("discord_id", BigInteger(), nullable=False),
+    Column("discord_username", String(64), nullable=False),
+    Column("discord_global_name", String(64), nullable=True),
+    Column("discord_avatar", String(128), nullable=True),
+    Column("destination", String(2048), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    Column("consumed_at", UtcDateTime(), nullable=True),
+)
+
 sessions = Table(
     "sessions",
     metadata,
@@ -228,7 +251,8 @@ email_tokens = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
     Column("consumed_at", UtcDateTime(), nullable=True),
-    CheckConstraint("purpose IN ('verify', 'reset')", name="purpose_known"),
+    Column("proposal_hash", String(64), nullable=True),  # purpose link: which proposal
+    CheckConstraint("purpose IN ('verify', 'reset', 'link')", name="purpose_known"),
 )
 
 # The email queue. It holds no secrets: links are issued when an email is sent.

@@ -16,6 +16,7 @@ from adapters.sql.repositories import (
     SqlApiKeys,
     SqlAudit,
     SqlEmailTokens,
+    SqlLinkProposals,
     SqlLinks,
     SqlLinkTickets,
     SqlOutgoingEmails,
@@ -37,6 +38,7 @@ class SqlUnitOfWork:
         self.audit = SqlAudit(self._session)
         self.email_tokens = SqlEmailTokens(self._session)
         self.outgoing_emails = SqlOutgoingEmails(self._session)
+        self.link_proposals = SqlLinkProposals(self._session)
 
     async def __aenter__(self) -> Self:
         return self

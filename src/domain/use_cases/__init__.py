@@ -1,5 +1,6 @@
 """Use cases: one class per operation, ports injected, one ``async def execute``."""
 
+from domain.use_cases._email_links import EmailLinkShown, ShowEmailLink
 from domain.use_cases._shared import LinkResult
 from domain.use_cases.accounts import SetPassword, SignedIn, SignIn, SignUp
 from domain.use_cases.api_keys import (
@@ -19,17 +20,19 @@ from domain.use_cases.discord_auth import (
     StartDiscordReauth,
     StartTicketLink,
 )
-from domain.use_cases.email import (
+from domain.use_cases.email_delivery import DeliverEmails, DeliveryReport
+from domain.use_cases.email_linking import (
+    ConfirmLinkWithEmail,
+    ConfirmLinkWithPassword,
+    EmailLinkConfirmation,
+    LinkConfirmed,
+    ProposalShown,
+    ShowLinkProposal,
+)
+from domain.use_cases.email_verification import (
     ChangeEmail,
-    DeliverEmails,
-    DeliveryReport,
-    EmailLinkShown,
     EmailStatus,
-    PasswordReset,
-    RequestPasswordReset,
     ResendVerification,
-    ResetPassword,
-    ShowEmailLink,
     ShowEmailStatus,
     VerifyEmail,
 )
@@ -42,6 +45,7 @@ from domain.use_cases.links import (
     WhoAmI,
 )
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
+from domain.use_cases.password_reset import PasswordReset, RequestPasswordReset, ResetPassword
 from domain.use_cases.sessions import (
     ConfirmPassword,
     CurrentSession,
@@ -67,17 +71,21 @@ __all__ = [
     "AuthenticateApiKey",
     "ChangeEmail",
     "CompleteDiscordAuth",
+    "ConfirmLinkWithEmail",
+    "ConfirmLinkWithPassword",
     "ConfirmPassword",
     "CreateApiKey",
     "CreatedApiKey",
     "CurrentSession",
     "DeliverEmails",
     "DeliveryReport",
+    "EmailLinkConfirmation",
     "EmailLinkShown",
     "EmailStatus",
     "EndAllSessions",
     "EndSession",
     "IssueLinkTicket",
+    "LinkConfirmed",
     "LinkOfAccount",
     "LinkResult",
     "LinkedAccount",
@@ -85,6 +93,7 @@ __all__ = [
     "ListSessions",
     "LookUpLink",
     "PasswordReset",
+    "ProposalShown",
     "PurgeExpired",
     "PurgeReport",
     "RequestPasswordReset",
@@ -95,6 +104,7 @@ __all__ = [
     "SetPassword",
     "ShowEmailLink",
     "ShowEmailStatus",
+    "ShowLinkProposal",
     "ShowLinkTicket",
     "SignIn",
     "SignOut",

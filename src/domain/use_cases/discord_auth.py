@@ -17,12 +17,14 @@ from domain.model import (
     AuditKind,
     AuthPurpose,
     DiscordProfile,
+    EmailLinking,
     PendingLogin,
     Session,
     SignInMethod,
 )
 from domain.policies import (
     LINK_REFUSALS,
+    ConfirmBeforeLinking,
     CreateAccount,
     LinkAndSignIn,
     Refuse,
@@ -45,6 +47,7 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
 )
+from domain.use_cases.email_linking import create_link_proposal
 
 SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
@@ -202,6 +205,7 @@ class AuthOutcome(enum.StrEnum):
     LINKED = "linked"
     ALREADY_LINKED = "already_linked"
     CONFIRMED = "confirmed"  # identity proved again (purpose reauth)
+    CONFIRM_NEEDED = "confirm_needed"  # email linking "confirm": prove the account's side first
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,7 @@ class AuthCompleted:
     account_id: AccountId
     destination: str
     session_token: str | None  # a new session for login flows; None for the others
+    proposal_token: str | None = None  # for the cookie, when the outcome is CONFIRM_NEEDED
 
 
 @contextlib.asynccontextmanager
@@ -235,9 +240,13 @@ class CompleteDiscordAuth:
         clock: Clock,
         oauth: DiscordOAuth,
         session_ttl: timedelta = SESSION_TTL,
+        *,
+        email_linking: EmailLinking = EmailLinking.VERIFIED,
+        signup: bool = True,
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
         self._session_ttl = session_ttl
+        self._email_linking, self._signup = email_linking, signup
 
     async def execute(
         self,
@@ -380,10 +389,30 @@ class CompleteDiscordAuth:
             link = await uow.links.get_by_discord_id(profile.id)
             email = profile.email.strip() if profile.email else ""
             matches = await uow.accounts.find_by_email(email) if email else []
-            decision = decide_login(profile, link, matches)
+            decision = decide_login(
+                profile, link, matches, email_linking=self._email_linking, signup=self._signup
+            )
             match decision:
                 case SignIn(account_id):
                     outcome = AuthOutcome.SIGNED_IN
+                case ConfirmBeforeLinking(account_id):
+                    proposal = await create_link_proposal(
+                        uow,
+                        self._tokens,
+                        discord=profile.user,
+                        account_id=account_id,
+                        destination=pending.destination,
+                        now=now,
+                    )
+                    await uow.commit()
+                    return AuthCompleted(
+                        AuthPurpose.LOGIN,
+                        AuthOutcome.CONFIRM_NEEDED,
+                        account_id,
+                        pending.destination,
+                        session_token=None,
+                        proposal_token=proposal,
+                    )
                 case LinkAndSignIn(account_id):
                     async with _decided_without_a_link():
                         await apply_link(

@@ -16,6 +16,7 @@ class PurgeReport:
     sessions: int
     email_tokens: int = 0
     emails: int = 0
+    link_proposals: int = 0
 
 
 class PurgeExpired:
@@ -34,6 +35,7 @@ class PurgeExpired:
                 await uow.sessions.purge_expired(now),
                 await uow.email_tokens.purge_expired(now),
                 await uow.outgoing_emails.purge_finished(now - KEEP_FINISHED_EMAILS),
+                await uow.link_proposals.purge_expired(now),
             )
             await uow.commit()
         return report

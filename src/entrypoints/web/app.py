@@ -40,6 +40,7 @@ from entrypoints.web.errors import (
     unexpected_error_handler,
 )
 from entrypoints.web.interactions import interactions
+from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.pages import Pages
 from entrypoints.web.security import before_send_hook, security_headers
 
@@ -55,6 +56,7 @@ RATE_LIMITED = {
     ("POST", "/account/password"),
     ("POST", "/account/email"),
     ("POST", "/account/discord/unlink"),
+    ("POST", "/auth/discord/confirm-link"),
 }
 RATE_LIMITED_PREFIXES = (("POST", "/password/reset/"),)  # each try hashes a password
 
@@ -142,6 +144,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         route_handlers=[
             Pages,
             EmailPages,
+            EmailLinkingPages,
             *([outbox_page] if settings.email_outbox_page else []),
             LinksApi,
             interactions,

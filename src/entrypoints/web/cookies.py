@@ -13,11 +13,12 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import Cookie
 
-from domain.model import ONE_TIME_SECRET_TTL
+from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
 from entrypoints.container import Container
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
+PROPOSAL_COOKIE = "tfl_link_proposal"
 CSRF_COOKIE = "tfl_csrf"
 # Binding values are URL-safe base64, so a dot separates the ones of flows under way.
 _SEPARATOR = "."
@@ -33,6 +34,7 @@ class CookieJar:
         self._session_max_age = session_max_age
         self.session_name = cookie_name(SESSION_COOKIE, secure=secure)
         self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
+        self.proposal_name = cookie_name(PROPOSAL_COOKIE, secure=secure)
 
     def _cookie(self, key: str, value: str, max_age: int) -> Cookie:
         # Lax: sent on the top-level redirect back from Discord, not on cross-site POSTs.
@@ -56,6 +58,16 @@ class CookieJar:
         """The browser binding of the OAuth flows under way in this browser, newest first."""
         value = _SEPARATOR.join(tokens)
         return self._cookie(self.binding_name, value, int(ONE_TIME_SECRET_TTL.total_seconds()))
+
+    def proposal(self, token: str) -> Cookie:
+        """Email linking "confirm": the Discord sign-in waiting for the account's proof."""
+        return self._cookie(self.proposal_name, token, int(LINK_PROPOSAL_TTL.total_seconds()))
+
+    def expired_proposal(self) -> Cookie:
+        return self._cookie(self.proposal_name, "", 0)
+
+    def proposal_token(self, request: Request[Any, Any, Any]) -> str | None:
+        return request.cookies.get(self.proposal_name)
 
     def session_token(self, request: Request[Any, Any, Any]) -> str | None:
         return request.cookies.get(self.session_name)

@@ -165,7 +165,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 
 def redact_path(path: str) -> str:
     """Paths can carry secrets (``/link/<ticket>``); logs get them redacted."""
-    for prefix in ("/link/", "/verify-email/", "/password/reset/"):
+    for prefix in ("/link/", "/verify-email/", "/password/reset/", "/auth/discord/confirm-link/"):
         if path.startswith(prefix):
             return f"{prefix}<token>"
     return path

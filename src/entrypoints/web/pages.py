@@ -303,6 +303,11 @@ class Pages(Controller):
             if done.purpose is AuthPurpose.TICKET and notice == "linked":
                 notice = "linked_from_discord"
             return Redirect(f"/account?notice={notice}")
+        if done.outcome is AuthOutcome.CONFIRM_NEEDED:
+            assert done.proposal_token is not None  # noqa: S101 - comes with that outcome
+            return Redirect(
+                "/auth/discord/confirm-link", cookies=[jar.proposal(done.proposal_token)]
+            )
         assert done.session_token is not None  # noqa: S101 - login flows always sign in
         await jar.end_session(request, container)  # rotate: the old session ends here
         return Redirect(done.destination, cookies=[jar.session(done.session_token)])

@@ -1,6 +1,7 @@
 """Linking that cannot be tricked: pending logins keep no live secret and can confirm a /link
 ticket; sessions get a public id, how they started, when they were last used and their last
-proof of identity; one account per email address.
+proof of identity; one account per email address; link proposals (email linking "confirm")
+and their emailed links.
 
 ``pending_login`` is recreated: its rows live 10 minutes, so a sign-in under way during the
 upgrade is refused ("start again") rather than converted. Existing sessions keep working; they
@@ -92,6 +93,34 @@ def upgrade() -> None:
         " SELECT email_normalized FROM accounts WHERE email_normalized IS NOT NULL"
         " GROUP BY email_normalized HAVING count(*) > 1)"
     )
+    op.create_table(
+        "link_proposals",
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("discord_id", sa.BigInteger(), nullable=False),
+        sa.Column("discord_username", sa.String(length=64), nullable=False),
+        sa.Column("discord_global_name", sa.String(length=64), nullable=True),
+        sa.Column("discord_avatar", sa.String(length=128), nullable=True),
+        sa.Column("destination", sa.String(length=2048), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("consumed_at", UtcDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_link_proposals_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_link_proposals")),
+    )
+    op.create_index(op.f("ix_link_proposals_account_id"), "link_proposals", ["account_id"])
+    op.create_index(op.f("ix_link_proposals_expires_at"), "link_proposals", ["expires_at"])
+    with op.batch_alter_table("email_tokens") as batch:
+        batch.add_column(sa.Column("proposal_hash", sa.String(length=64), nullable=True))
+        batch.drop_constraint(op.f("ck_email_tokens_purpose_known"), type_="check")
+        batch.create_check_constraint(
+            op.f("ck_email_tokens_purpose_known"), "purpose IN ('verify', 'reset', 'link')"
+        )
     op.create_index(
         "uq_accounts_email_normalized",
         "accounts",
@@ -103,6 +132,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM email_tokens WHERE purpose = 'link'")
+    with op.batch_alter_table("email_tokens") as batch:
+        batch.drop_constraint(op.f("ck_email_tokens_purpose_known"), type_="check")
+        batch.create_check_constraint(
+            op.f("ck_email_tokens_purpose_known"), "purpose IN ('verify', 'reset')"
+        )
+        batch.drop_column("proposal_hash")
+    op.drop_table("link_proposals")
     op.drop_index("uq_accounts_email_normalized", table_name="accounts")
     with op.batch_alter_table("accounts") as batch:
         batch.drop_column("email_shared")

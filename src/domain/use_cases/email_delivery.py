@@ -1,0 +1,150 @@
+"""Delivering the email queue. Use cases never send email themselves: they queue it in their
+own transaction (see ``_shared.queue_email``), so a slow or broken mail server never blocks or
+breaks a request, and an email goes out exactly when its change committed. ``DeliverEmails``
+sends the queue, retrying failures, and issues an email's one-time link at the moment it
+sends it (the queue holds no secret)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from domain import errors
+from domain.emails import OneTimeLink, compose
+from domain.model import (
+    Account,
+    DeliveryStatus,
+    EmailKind,
+    EmailToken,
+    OutgoingEmail,
+    normalize_email,
+)
+from domain.ports import Clock, EmailSender, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._email_links import LINK_KINDS
+
+# After a failed send, wait this long before each next try; then give up.
+RETRY_DELAYS = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# A sender that claimed an email and died lets it go after this long.
+CLAIM_LEASE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    sent: list[OutgoingEmail] = field(default_factory=list)
+    retrying: list[OutgoingEmail] = field(default_factory=list)
+    failed: list[OutgoingEmail] = field(default_factory=list)  # given up
+    cancelled: list[OutgoingEmail] = field(default_factory=list)
+
+
+class DeliverEmails:
+    """Send what is due in the queue. Safe to run in several processes at once."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        sender: EmailSender,
+        base_url: str,
+    ) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+        self._sender, self._base_url = sender, base_url
+
+    async def execute(self, limit: int = 20) -> DeliveryReport:
+        report = DeliveryReport()
+        async with self._uow() as uow:
+            due = await uow.outgoing_emails.due(self._clock.now(), limit)
+        for email in due:
+            await self._deliver(email, report)
+        return report
+
+    async def _deliver(self, email: OutgoingEmail, report: DeliveryReport) -> None:
+        now = self._clock.now()
+        link: OneTimeLink | None = None
+        async with self._uow() as uow:
+            claimed = await uow.outgoing_emails.claim(email.id, now, now + CLAIM_LEASE)
+            if claimed is None:
+                return  # another sender has it
+            account = await uow.accounts.get(claimed.account_id) if claimed.account_id else None
+            if account is None or not _still_wanted(claimed, account):
+                cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
+                await uow.outgoing_emails.save(cancelled)
+                await uow.commit()
+                report.cancelled.append(cancelled)
+                return
+            if claimed.kind in LINK_KINDS:
+                purpose, ttl = LINK_KINDS[claimed.kind]
+                secret = self._tokens.issue()
+                await uow.email_tokens.add(
+                    EmailToken(
+                        secret.digest,
+                        purpose,
+                        account.id,
+                        claimed.to,
+                        now,
+                        now + ttl,
+                        proposal_digest=claimed.detail.get("proposal"),
+                    )
+                )
+                link = OneTimeLink(secret.token, now + ttl)
+            await uow.commit()  # the link works before the email can arrive
+        try:
+            message = compose(
+                claimed, username=account.username, base_url=self._base_url, link=link
+            )
+            await self._sender.send(message)
+        except errors.EmailNotSent as exc:
+            await self._failed(claimed, exc.code, report)
+            return
+        except Exception:
+            await self._failed(claimed, "unexpected_error", report)
+            return
+        sent = replace(
+            claimed, status=DeliveryStatus.SENT, attempts=claimed.attempts + 1, finished_at=now
+        )
+        async with self._uow() as uow:
+            await uow.outgoing_emails.save(sent)
+            await uow.commit()
+        report.sent.append(sent)
+
+    async def _failed(self, email: OutgoingEmail, error: str, report: DeliveryReport) -> None:
+        # The link's token stays: the server may have taken the message before failing, and
+        # an undelivered token is only a digest that expires.
+        now = self._clock.now()
+        attempts = email.attempts + 1
+        if attempts >= MAX_ATTEMPTS:
+            after = replace(
+                email,
+                status=DeliveryStatus.FAILED,
+                attempts=attempts,
+                finished_at=now,
+                last_error=error,
+            )
+            report.failed.append(after)
+        else:
+            after = replace(
+                email,
+                attempts=attempts,
+                next_attempt_at=now + RETRY_DELAYS[attempts - 1],
+                last_error=error,
+            )
+            report.retrying.append(after)
+        async with self._uow() as uow:
+            await uow.outgoing_emails.save(after)
+            await uow.commit()
+
+
+def _still_wanted(email: OutgoingEmail, account: Account) -> bool:
+    """Links go only to the account's current address; a confirmed one needs no confirming."""
+    current = normalize_email(account.email)
+    if email.kind is EmailKind.VERIFY_EMAIL:
+        return current == normalize_email(email.to) and not account.email_verified
+    if email.kind in (EmailKind.RESET_PASSWORD, EmailKind.CONFIRM_DISCORD_LINK):
+        return current == normalize_email(email.to)
+    return True  # notices go where they were addressed (an old address, for EMAIL_CHANGED)

@@ -1,0 +1,250 @@
+"""Email linking ``confirm`` (Keycloak's "first broker login"): a Discord sign-in whose verified
+email is an existing account's is linked only after the person proves the TaskFlow side, with
+the account's password or with a one-time link emailed to its address.
+
+The Discord side is already proved (the OAuth round trip); what waits is a ``LinkProposal``
+whose token lives only in this browser's cookie. The emailed link works together with that
+cookie: it proves the mailbox, the cookie says which Discord account this browser proved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from domain import errors
+from domain.model import (
+    LINK_PROPOSAL_TTL,
+    Account,
+    AccountId,
+    AuditEvent,
+    AuditKind,
+    DiscordUser,
+    EmailKind,
+    EmailPurpose,
+    LinkProposal,
+    SignInMethod,
+)
+from domain.policies import SecretStatus
+from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._email_links import RESEND_LIMITS, consume_email_link, within_limits
+from domain.use_cases._secrets import use_secret
+from domain.use_cases._shared import (
+    SESSION_TTL,
+    apply_link,
+    digest_of,
+    queue_email,
+    retry_on_conflict,
+    start_session,
+)
+
+
+def proposal_refusal(status: SecretStatus) -> errors.DomainError:
+    if status is SecretStatus.EXPIRED:
+        return errors.SecretExpired(
+            "This confirmation took longer than 30 minutes. Sign in with Discord again."
+        )
+    if status is SecretStatus.CONSUMED:
+        return errors.SecretConsumed("This Discord account was already linked. Sign in again.")
+    return errors.SecretUnknown(
+        "There is no Discord sign-in waiting in this browser. Open the emailed link in the "
+        "browser where you signed in with Discord, or sign in with Discord again."
+    )
+
+
+async def create_link_proposal(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    *,
+    discord: DiscordUser,
+    account_id: AccountId,
+    destination: str,
+    now: datetime,
+) -> str:
+    """In the caller's transaction: a proposal for the account, its token for the cookie."""
+    secret = tokens.issue()
+    await uow.link_proposals.add(
+        LinkProposal(secret.digest, discord, account_id, destination, now, now + LINK_PROPOSAL_TTL)
+    )
+    return secret.token
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalShown:
+    proposal: LinkProposal
+    account: Account
+
+
+class ShowLinkProposal:
+    """The page that asks for the password or offers the emailed link."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, proposal_token: str | None) -> ProposalShown:
+        async with self._uow() as uow:
+            proposal = await use_secret(
+                uow.link_proposals,
+                digest_of(self._tokens, proposal_token),
+                self._clock.now(),
+                spend=False,
+                refusal=proposal_refusal,
+            )
+            account = await uow.accounts.get(proposal.account_id)
+        if account is None:
+            raise proposal_refusal(SecretStatus.UNKNOWN)
+        return ProposalShown(proposal, account)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfirmed:
+    account_id: AccountId
+    session_token: str
+    destination: str
+
+
+async def _link_and_sign_in(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    proposal: LinkProposal,
+    now: datetime,
+    *,
+    ttl: timedelta,
+    method: SignInMethod,
+) -> LinkConfirmed:
+    await apply_link(
+        uow, discord=proposal.discord, account_id=proposal.account_id, now=now, via="email"
+    )
+    token = await start_session(uow, tokens, proposal.account_id, now, ttl, method=method)
+    await uow.commit()
+    return LinkConfirmed(proposal.account_id, token, proposal.destination)
+
+
+class ConfirmLinkWithPassword:
+    """The account's password proves the TaskFlow side: link, and sign in."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+        session_ttl: timedelta = SESSION_TTL,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+        self._session_ttl = session_ttl
+
+    async def execute(self, *, proposal_token: str | None, password: str) -> LinkConfirmed:
+        shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
+        if shown.account.password_hash is None:
+            raise errors.InvalidInput(
+                "This account has no password: use the link we email to its address."
+            )
+        if not await self._passwords.verify(shown.account.password_hash, password):
+            raise errors.InvalidCredentials("The password is not right.")
+
+        async def attempt() -> LinkConfirmed:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                proposal = await use_secret(
+                    uow.link_proposals,
+                    shown.proposal.digest,
+                    now,
+                    spend=True,
+                    refusal=proposal_refusal,
+                )
+                return await _link_and_sign_in(
+                    uow,
+                    self._tokens,
+                    proposal,
+                    now,
+                    ttl=self._session_ttl,
+                    method=SignInMethod.PASSWORD,
+                )
+
+        return await retry_on_conflict(attempt)
+
+
+class EmailLinkConfirmation:
+    """ "Email me a link": a one-time link to the account's address (rate limited)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, proposal_token: str | None) -> str:
+        """The address the link goes to."""
+        shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
+        address = shown.account.email
+        if address is None:
+            raise errors.InvalidInput("This account has no email address.")
+        now = self._clock.now()
+        async with self._uow() as uow:
+            kind = EmailKind.CONFIRM_DISCORD_LINK
+            if not await within_limits(uow, shown.account.id, kind, now, RESEND_LIMITS):
+                raise errors.TooManyRequests(
+                    "We emailed a link very recently. Check your inbox and spam folder, or ask "
+                    "again in a few minutes (one a minute, five an hour)."
+                )
+            await queue_email(
+                uow,
+                kind,
+                to=address,
+                account_id=shown.account.id,
+                now=now,
+                discord_username=shown.proposal.discord.username,
+                proposal=shown.proposal.digest,  # a digest, not the browser's secret
+            )
+            await uow.commit()
+        return address
+
+
+class ConfirmLinkWithEmail:
+    """The emailed link, opened in the browser that holds the proposal: it proves the mailbox
+    (so the address counts as confirmed), the proposal proves Discord. Link, and sign in."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        session_ttl: timedelta = SESSION_TTL,
+    ) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+        self._session_ttl = session_ttl
+
+    async def execute(self, *, proposal_token: str | None, email_token: str) -> LinkConfirmed:
+        async def attempt() -> LinkConfirmed:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                used, account = await consume_email_link(
+                    uow, self._tokens, email_token, EmailPurpose.LINK, now
+                )
+                proposal = await use_secret(
+                    uow.link_proposals,
+                    digest_of(self._tokens, proposal_token),
+                    now,
+                    spend=True,
+                    refusal=proposal_refusal,
+                )
+                if proposal.account_id != account.id or used.proposal_digest != proposal.digest:
+                    raise errors.SecretUnknown(
+                        "This link was sent for a Discord sign-in in another browser. Open it "
+                        "in the browser where you signed in with Discord."
+                    )
+                if not account.email_verified:
+                    await uow.accounts.update(replace(account, email_verified=True))
+                    await uow.audit.record(
+                        AuditEvent(
+                            AuditKind.EMAIL_VERIFIED, now, account.id, detail={"via": "link"}
+                        )
+                    )
+                return await _link_and_sign_in(
+                    uow,
+                    self._tokens,
+                    proposal,
+                    now,
+                    ttl=self._session_ttl,
+                    method=SignInMethod.EMAIL_LINK,
+                )
+
+        return await retry_on_conflict(attempt)

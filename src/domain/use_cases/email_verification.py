@@ -1,0 +1,177 @@
+"""Confirming an email address, asking for a new confirmation link, what the account page says
+about the address, and changing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from domain import errors
+from domain.model import (
+    Account,
+    AccountId,
+    AuditEvent,
+    AuditKind,
+    EmailKind,
+    EmailPurpose,
+    OutgoingEmail,
+    normalize_email,
+    validate_email,
+)
+from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._email_links import consume_email_link, within_limits
+from domain.use_cases._shared import prove_identity, queue_email, retry_on_conflict
+
+# Changing the email (each change emails the new address): fixing a typo right after
+# sign-up is fine, but not a stream of addresses.
+CHANGE_LIMITS = ((timedelta(hours=1), 5),)
+
+
+class VerifyEmail:
+    """Follow the emailed link, signed in to its account: the email is confirmed.
+
+    Signing in is required: otherwise someone who registered a victim's address could have
+    the victim confirm it by one click, and the victim's "Sign in with Discord" would then be
+    linked into the intruder's account (a pre-account takeover).
+    """
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, token: str, signed_in: AccountId | None) -> Account:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            _, account = await consume_email_link(
+                uow,
+                self._tokens,
+                token,
+                EmailPurpose.VERIFY,
+                now,
+                owner_only=True,
+                signed_in=signed_in,
+            )
+            verified = replace(account, email_verified=True)
+            await uow.accounts.update(verified)
+            await uow.audit.record(AuditEvent(AuditKind.EMAIL_VERIFIED, now, account.id))
+            await uow.commit()
+        return verified
+
+
+class ResendVerification:
+    """A signed-in person asks for a new confirmation email (rate limited)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, account_id: AccountId) -> str:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            account = await uow.accounts.get(account_id)
+            if account is None:
+                raise errors.NotSignedIn()
+            if account.email is None:
+                raise errors.InvalidInput("Your account has no email address. Add one first.")
+            if account.email_verified:
+                raise errors.InvalidInput("Your email address is already confirmed.")
+            if not await within_limits(uow, account_id, EmailKind.VERIFY_EMAIL, now):
+                raise errors.TooManyRequests(
+                    "We sent you a confirmation email very recently. Check your inbox and spam "
+                    "folder, or ask again in a few minutes (one a minute, five an hour)."
+                )
+            await queue_email(
+                uow, EmailKind.VERIFY_EMAIL, to=account.email, account_id=account.id, now=now
+            )
+            await uow.commit()
+        return account.email
+
+
+@dataclass(frozen=True, slots=True)
+class EmailStatus:
+    """What the account page says about the address: the latest confirmation email."""
+
+    account: Account
+    latest_verification: OutgoingEmail | None
+
+
+class ShowEmailStatus:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def execute(self, account_id: AccountId) -> EmailStatus:
+        async with self._uow() as uow:
+            account = await uow.accounts.get(account_id)
+            if account is None:
+                raise errors.NotSignedIn()
+            latest = await uow.outgoing_emails.latest(account_id, EmailKind.VERIFY_EMAIL)
+        if latest is not None and normalize_email(latest.to) != normalize_email(account.email):
+            latest = None  # sent to a previous address
+        return EmailStatus(account, latest)
+
+
+class ChangeEmail:
+    """A new address starts unconfirmed; the old one (if confirmed) is told, and the account's
+    other sessions end. A sensitive change: the address receives password resets."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: PasswordHasher,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+
+    async def execute(
+        self, *, session_token: str | None, new_email: str, current_password: str | None
+    ) -> Account:
+        address = validate_email(new_email)
+        session, account = await prove_identity(
+            self._uow,
+            self._tokens,
+            self._clock,
+            self._passwords,
+            session_token=session_token,
+            current_password=current_password,
+        )
+        if normalize_email(account.email) == address:
+            raise errors.InvalidInput("That is already your email address.")
+
+        async def attempt() -> Account:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                fresh = await uow.accounts.lock(account.id)
+                if fresh is None or fresh.email != account.email:
+                    raise errors.Conflict("Your email changed meanwhile. Try again.")
+                if not await within_limits(
+                    uow, account.id, EmailKind.VERIFY_EMAIL, now, CHANGE_LIMITS
+                ):
+                    raise errors.TooManyRequests(
+                        "You changed your email or asked for confirmation links too often in "
+                        "the last hour. Try again later."
+                    )
+                if any(a.id != account.id for a in await uow.accounts.find_by_email(address)):
+                    raise errors.EmailTaken("Another account uses this email address.")
+                updated = replace(fresh, email=address, email_verified=False, email_shared=False)
+                await uow.accounts.update(updated)  # Conflict if a racer took the address
+                for purpose in EmailPurpose:  # links sent to the old address stop working
+                    await uow.email_tokens.consume_all(account.id, purpose, now)
+                await uow.sessions.remove_for_account(account.id, keep=session.digest)
+                await uow.audit.record(AuditEvent(AuditKind.EMAIL_CHANGED, now, account.id))
+                if fresh.email is not None and fresh.email_verified:
+                    await queue_email(
+                        uow,
+                        EmailKind.EMAIL_CHANGED,
+                        to=fresh.email,
+                        account_id=account.id,
+                        now=now,
+                        new_email=address,
+                    )
+                await queue_email(
+                    uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
+                )
+                await uow.commit()
+            return updated
+
+        # A concurrent change to the same address makes the loser's write a Conflict; the
+        # next attempt sees the winner and says the address is taken.
+        return await retry_on_conflict(attempt)

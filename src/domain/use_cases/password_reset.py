@@ -1,0 +1,121 @@
+"""Password reset: ask for an emailed link, then use it to choose a new password."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from domain.model import (
+    Account,
+    AuditEvent,
+    AuditKind,
+    EmailKind,
+    EmailPurpose,
+    Link,
+    SignInMethod,
+    validate_email,
+)
+from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
+from domain.use_cases._secrets import EmailLinks, use_secret
+from domain.use_cases._shared import digest_of, queue_email, start_session
+from domain.use_cases.accounts import SignedIn, _PasswordUseCase, validate_password
+
+
+class RequestPasswordReset:
+    """Email a reset link to every account with this address. Says nothing either way:
+    the caller answers the same whether or not an account exists (no enumeration)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, email: str) -> None:
+        address = validate_email(email)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            for account in await uow.accounts.find_by_email(address):
+                if account.email is None or not await within_limits(
+                    uow, account.id, EmailKind.RESET_PASSWORD, now
+                ):
+                    continue  # silently: a refusal would tell that the account exists
+                await queue_email(
+                    uow,
+                    EmailKind.RESET_PASSWORD,
+                    to=account.email,
+                    account_id=account.id,
+                    now=now,
+                    has_password="yes" if account.has_password else "no",
+                )
+                await uow.audit.record(
+                    AuditEvent(AuditKind.PASSWORD_RESET_REQUESTED, now, account.id)
+                )
+            await uow.commit()
+
+
+class ResetPassword(_PasswordUseCase):
+    """Use the emailed link once: new password, every session ends, this browser signs in.
+
+    The link proves the person reads the account's mailbox, so the address counts as
+    confirmed from then on.
+    """
+
+    async def execute(self, *, token: str, new_password: str) -> PasswordReset:
+        validate_password(new_password)
+        async with self._uow() as uow:  # refuse a bad link before the costly hash
+            await use_secret(
+                EmailLinks(uow.email_tokens, EmailPurpose.RESET),
+                digest_of(self._tokens, token),
+                self._clock.now(),
+                spend=False,
+                refusal=refusal_for(EmailPurpose.RESET),
+            )
+        new_hash = await self._passwords.hash(new_password)  # slow: outside the transaction
+        now = self._clock.now()
+        async with self._uow() as uow:
+            _, account = await consume_email_link(uow, self._tokens, token, EmailPurpose.RESET, now)
+            updated = replace(account, password_hash=new_hash, email_verified=True)
+            await uow.accounts.update(updated)
+            await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
+            await uow.sessions.remove_for_account(account.id)
+            unlinked = await self._unlink_if_unconfirmed(uow, account, now)
+            await uow.audit.record(
+                AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})
+            )
+            if account.email is not None:
+                await queue_email(
+                    uow,
+                    EmailKind.PASSWORD_CHANGED,
+                    to=account.email,
+                    account_id=account.id,
+                    now=now,
+                )
+            session = await start_session(
+                uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
+            )
+            await uow.commit()
+        return PasswordReset(SignedIn(updated, session), unlinked)
+
+    @staticmethod
+    async def _unlink_if_unconfirmed(
+        uow: UnitOfWork, account: Account, now: datetime
+    ) -> Link | None:
+        """Until now nobody had proved owning this address: whoever set the account up may
+        not be its owner, and a Discord account they linked would keep them in after the
+        reset. The owner takes the account back whole; they can link Discord again."""
+        if account.email_verified:
+            return None
+        link = await uow.links.get_by_account(account.id)
+        if link is None or not await uow.links.remove(link):
+            return None
+        await uow.audit.record(
+            AuditEvent(
+                AuditKind.UNLINKED, now, account.id, link.discord_id, {"via": "password_reset"}
+            )
+        )
+        return link
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordReset:
+    signed_in: SignedIn
+    unlinked: Link | None  # the Discord link removed because the address was unconfirmed

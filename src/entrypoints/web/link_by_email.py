@@ -1,0 +1,104 @@
+"""Email linking "confirm": after a Discord sign-in whose verified email is an existing
+account's, the person proves that account (its password, or a link emailed to it) before the
+two are linked. The Discord side waits in this browser's cookie (see ``CookieJar.proposal``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+
+from domain import errors
+from domain.model import EmailPurpose
+from domain.use_cases import LinkConfirmed
+from entrypoints.web.cookies import CookieJar
+from entrypoints.web.deps import CurrentAccount, Jar, Services
+from entrypoints.web.errors import message_page
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+PAGE = "/auth/discord/confirm-link"
+
+
+async def _signed_in(
+    request: Request[Any, Any, Any], container: Services, jar: CookieJar, done: LinkConfirmed
+) -> Redirect:
+    await jar.end_session(request, container)  # rotate: whatever session was here ends
+    return Redirect(
+        done.destination,
+        status_code=303,
+        cookies=[jar.session(done.session_token), jar.expired_proposal()],
+    )
+
+
+class EmailLinkingPages(Controller):
+    include_in_schema = False
+
+    @get(PAGE)
+    async def page(
+        self,
+        request: Request[Any, Any, Any],
+        account: CurrentAccount,
+        container: Services,
+        jar: Jar,
+    ) -> Template:
+        shown = await container.show_link_proposal().execute(jar.proposal_token(request))
+        return Template(
+            "confirm_discord_link.html",
+            context={"shown": shown, "account": account},
+        )
+
+    @post(PAGE, status_code=303)
+    async def with_password(
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+    ) -> Template | Redirect:
+        try:
+            done = await container.confirm_link_with_password().execute(
+                proposal_token=jar.proposal_token(request), password=data.get("password", "")
+            )
+        except errors.InvalidCredentials as exc:
+            shown = await container.show_link_proposal().execute(jar.proposal_token(request))
+            return Template(
+                "confirm_discord_link.html",
+                context={"shown": shown, "account": None, "error": exc.message},
+                status_code=401,
+            )
+        return await _signed_in(request, container, jar, done)
+
+    @post(f"{PAGE}/email", status_code=200)
+    async def send_link(
+        self,
+        request: Request[Any, Any, Any],
+        account: CurrentAccount,
+        container: Services,
+        jar: Jar,
+    ) -> Template:
+        address = await container.email_link_confirmation().execute(jar.proposal_token(request))
+        return message_page(
+            "Check your email",
+            f"We are emailing {address} a link. Open it in this browser within 30 minutes to "
+            "link your Discord account and sign in.",
+            links=[("Back", PAGE)],
+            account=account,
+        )
+
+    @get(f"{PAGE}/{{token:str}}")
+    async def emailed_link_page(
+        self, token: str, account: CurrentAccount, container: Services
+    ) -> Template:
+        shown = await container.show_email_link().execute(token, EmailPurpose.LINK)
+        return Template(
+            "confirm_discord_link_email.html",
+            context={"token": token, "owner": shown.account, "account": account},
+        )
+
+    @post(f"{PAGE}/{{token:str}}", status_code=303)
+    async def with_emailed_link(
+        self, request: Request[Any, Any, Any], token: str, container: Services, jar: Jar
+    ) -> Redirect:
+        done = await container.confirm_link_with_email().execute(
+            proposal_token=jar.proposal_token(request), email_token=token
+        )
+        return await _signed_in(request, container, jar, done)

@@ -1,0 +1,221 @@
+"""TASKFLOW_LINK_EMAIL_LINKING (verified, confirm, off) and TASKFLOW_LINK_DISCORD_SIGNUP: the
+policy row by row, and the "confirm" flow (password or emailed link) through the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import (
+    Account,
+    AccountId,
+    DiscordId,
+    DiscordProfile,
+    EmailLinking,
+    Link,
+    SignInMethod,
+)
+from domain.policies import (
+    ConfirmBeforeLinking,
+    CreateAccount,
+    LinkAndSignIn,
+    Refuse,
+    SignIn,
+    decide_login,
+)
+from domain.use_cases import AuthOutcome
+from entrypoints.container import build_container
+from tests.harness import PASSWORD, Browser, Harness, make_settings
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _profile(*, verified: bool = True) -> DiscordProfile:
+    return DiscordProfile(DiscordId(1), "dee", None, None, "dee@example.com", verified)
+
+
+def _account(*, verified: bool) -> Account:
+    return Account(AccountId.new(), "dee", "dee@example.com", verified, "hash", NOW)
+
+
+# -- the policy ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "discord_verified", "account_verified", "expected"),
+    [
+        (EmailLinking.VERIFIED, True, True, LinkAndSignIn),
+        (EmailLinking.VERIFIED, True, False, Refuse),
+        (EmailLinking.VERIFIED, False, True, Refuse),
+        (EmailLinking.CONFIRM, True, True, ConfirmBeforeLinking),
+        (EmailLinking.CONFIRM, True, False, ConfirmBeforeLinking),  # the proof will show
+        (EmailLinking.CONFIRM, False, True, Refuse),  # an unverified Discord email never
+        (EmailLinking.OFF, True, True, Refuse),
+        (EmailLinking.OFF, False, False, Refuse),
+    ],
+)
+def test_one_account_with_the_email_under_each_mode(
+    mode: EmailLinking, discord_verified: bool, account_verified: bool, expected: type
+) -> None:
+    account = _account(verified=account_verified)
+    decision = decide_login(
+        _profile(verified=discord_verified), None, [account], email_linking=mode
+    )
+    assert isinstance(decision, expected)
+    if isinstance(decision, Refuse):
+        assert decision.error is errors.EmailBelongsToAccount
+    elif not isinstance(decision, CreateAccount):
+        assert decision.account_id == account.id
+
+
+@pytest.mark.parametrize("mode", list(EmailLinking))
+def test_a_linked_discord_account_signs_in_and_nobody_new_is_matched(mode: EmailLinking) -> None:
+    account = _account(verified=True)
+    link = Link(DiscordId(1), account.id, NOW, "dee")
+    assert isinstance(decide_login(_profile(), link, [], email_linking=mode), SignIn)
+    assert isinstance(decide_login(_profile(), None, [], email_linking=mode), CreateAccount)
+
+
+def test_without_discord_sign_up_a_stranger_is_refused_but_the_linked_sign_in() -> None:
+    account = _account(verified=True)
+    refused = decide_login(_profile(), None, [], signup=False)
+    assert refused == Refuse(errors.SignupDisabled)
+    link = Link(DiscordId(1), account.id, NOW, "dee")
+    assert isinstance(decide_login(_profile(), link, [], signup=False), SignIn)
+
+
+# -- the use cases -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def confirm() -> Iterator[Harness]:
+    harness = Harness.build(build_container(make_settings(email_linking="confirm")))
+    yield harness
+    harness.container.unwire()
+
+
+async def _confirm_needed(h: Harness, discord_id: int, address: str) -> tuple[str, Browser]:
+    browser = Browser()
+    done = await h.discord_login(h.discord_user(discord_id, email=address), browser)
+    assert done.outcome is AuthOutcome.CONFIRM_NEEDED
+    assert done.session_token is None  # not signed in yet
+    assert done.proposal_token is not None
+    return done.proposal_token, browser
+
+
+async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) -> None:
+    h = confirm
+    alice = (await h.sign_up("alice", "alice@example.com")).account  # even unconfirmed
+    proposal, _ = await _confirm_needed(h, 8001, "alice@example.com")
+    assert await h.container.link_of_account().execute(alice.id) is None
+
+    shown = await h.container.show_link_proposal().execute(proposal)
+    assert shown.account.username == "alice"
+    assert shown.proposal.discord.id == DiscordId(8001)
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password="not it"
+        )
+    assert await h.container.link_of_account().execute(alice.id) is None
+
+    done = await h.container.confirm_link_with_password().execute(
+        proposal_token=proposal, password=PASSWORD
+    )
+    assert done.account_id == alice.id
+    link = await h.container.link_of_account().execute(alice.id)
+    assert link is not None
+    assert link.discord_id == DiscordId(8001)
+    signed_in = await h.container.current_session().execute(done.session_token)
+    assert signed_in is not None
+    assert signed_in.session.method is SignInMethod.PASSWORD
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password=PASSWORD
+        )
+
+
+async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
+    confirm: Harness,
+) -> None:
+    h = confirm
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    proposal, _ = await _confirm_needed(h, 8002, "bob@example.com")
+
+    assert await h.container.email_link_confirmation().execute(proposal) == "bob@example.com"
+    await h.deliver()
+    message = h.last_email("bob@example.com")
+    assert message.subject == "Confirm linking your Discord account to TaskFlow"
+    assert "@user8002" in message.text
+    token = h.link_token(message, "/auth/discord/confirm-link/")
+
+    other_browser, _ = await _confirm_needed(h, 8003, "bob@example.com")
+    with pytest.raises(errors.SecretUnknown):  # no proposal in this browser
+        await h.container.confirm_link_with_email().execute(proposal_token=None, email_token=token)
+    with pytest.raises(errors.SecretUnknown, match="another browser"):  # not this link's
+        await h.container.confirm_link_with_email().execute(
+            proposal_token=other_browser, email_token=token
+        )
+
+    done = await h.container.confirm_link_with_email().execute(
+        proposal_token=proposal, email_token=token
+    )
+    assert done.account_id == bob.id
+    link = await h.container.link_of_account().execute(bob.id)
+    assert link is not None
+    assert link.discord_id == DiscordId(8002)
+    assert (await h.account(bob.id)).email_verified  # the link proved the mailbox
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.confirm_link_with_email().execute(
+            proposal_token=other_browser, email_token=token
+        )
+
+
+async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(
+    confirm: Harness,
+) -> None:
+    h = confirm
+    await h.sign_up("cid", "cid@example.com")
+    proposal, _ = await _confirm_needed(h, 8004, "cid@example.com")
+    await h.container.email_link_confirmation().execute(proposal)
+    with pytest.raises(errors.TooManyRequests):
+        await h.container.email_link_confirmation().execute(proposal)
+    h.clock.advance(timedelta(minutes=30))
+    with pytest.raises(errors.SecretExpired):
+        await h.container.show_link_proposal().execute(proposal)
+    with pytest.raises(errors.SecretExpired):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password=PASSWORD
+        )
+
+
+async def test_confirm_mode_without_a_password_offers_only_the_email(confirm: Harness) -> None:
+    h = confirm
+    created = await h.discord_login(h.discord_user(8005, email="dora@example.com"))
+    assert created.outcome is AuthOutcome.CREATED
+    # A second Discord account with the same verified email finds dora's account.
+    proposal, _ = await _confirm_needed(h, 8006, "dora@example.com")
+    with pytest.raises(errors.InvalidInput):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password="anything"
+        )
+
+
+@pytest.mark.parametrize("mode", ["off", "verified"])
+async def test_off_never_links_by_email_and_signup_false_creates_nobody(mode: str) -> None:
+    h = Harness.build(build_container(make_settings(email_linking=mode, discord_signup=False)))
+    db: MemoryDatabase = h.container.memory_db()
+    await h.sign_up("erin", "erin@example.com", verified=True)
+    matching = h.discord_user(8007, email="erin@example.com")
+    if mode == "off":
+        with pytest.raises(errors.EmailBelongsToAccount):
+            await h.discord_login(matching)
+    else:
+        assert (await h.discord_login(matching)).outcome is AuthOutcome.LINKED_AND_SIGNED_IN
+    accounts = len(db.tables.accounts)
+    with pytest.raises(errors.SignupDisabled):
+        await h.discord_login(h.discord_user(8008, email="new@example.com"))
+    assert len(db.tables.accounts) == accounts

@@ -1,0 +1,79 @@
+"""Email linking "confirm" through the web pages: the password path and the emailed link,
+which works only in the browser that signed in with Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain.model import DiscordId
+from entrypoints.container import build_container
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness, make_settings
+from tests.web_support import csrf_token, post_form
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    harness = Harness.build(build_container(make_settings(email_linking="confirm")))
+    yield harness
+    harness.container.unwire()
+
+
+async def _discord_sign_in(client: Client, h: Harness, discord_id: int) -> Client:
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+
+
+async def test_the_password_links_and_signs_in(h: Harness) -> None:
+    await h.sign_up("alice", "alice@example.com", verified=True)
+    h.discord_user(9001, username="alice_d", email="alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9001)
+        assert page.url.path == "/auth/discord/confirm-link"
+        assert "@alice_d" in page.text
+        assert "The password of alice" in page.text
+        assert (await client.get("/account", follow_redirects=False)).status_code == 302
+
+        wrong = await post_form(client, page.url.path, page.url.path, {"password": "wrong"})
+        assert wrong.status_code == 401
+        done = await post_form(client, page.url.path, page.url.path, {"password": PASSWORD})
+        assert done.url.path == "/account"
+        assert "@alice_d" in done.text  # linked, and signed in
+        assert "tfl_link_proposal" not in client.cookies
+
+
+async def test_the_emailed_link_links_in_the_browser_that_signed_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    await h.sign_up("bob", "bob@example.com")
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9002)
+        sent = await client.post(
+            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+        )
+        assert "We are emailing bob@example.com a link" in sent.text
+        await h.deliver()
+        token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
+        path = f"/auth/discord/confirm-link/{token}"
+
+        async with AsyncTestClient(app=create_app(h.container)) as elsewhere:
+            shown = await elsewhere.get(path)
+            assert "Link and sign in" in shown.text
+            refused = await elsewhere.post(path, data={"_csrf_token": csrf_token(shown.text)})
+            assert refused.status_code == 404
+            assert "browser where you signed in with Discord" in refused.text
+        assert db.tables.links == {}
+
+        shown = await client.get(path)
+        done = await client.post(path, data={"_csrf_token": csrf_token(shown.text)})
+        assert done.url.path == "/account"
+        assert "@bob_d" in done.text
+    assert DiscordId(9002) in db.tables.links
