@@ -60,8 +60,9 @@ class Replies:
         minutes = int(ONE_TIME_SECRET_TTL.total_seconds() // 60)
         return Reply(
             "Link your Discord account to TaskFlow: press the button, sign in to TaskFlow "
-            f"(or create an account) and confirm. The button works once and expires in "
-            f"{minutes} minutes. Only you can see this message; do not share the link.",
+            "(or create an account), then confirm with Discord as this account. The button "
+            f"works once and expires in {minutes} minutes. Only you can see this message; "
+            "do not share the link.",
             Button(LINK_BUTTON_LABEL, f"{self._base}/link/{outcome.token}"),
         )
 
