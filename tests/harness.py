@@ -64,7 +64,7 @@ class Harness:
         clock, discord = ManualClock(), InMemoryDiscordOAuth()
         container.clock.override(clock)
         container.discord_oauth.override(discord)
-        container.passwords.override(cheap_argon2())
+        container.password_hasher.override(cheap_argon2())
         return cls(container, clock, discord)
 
     @property

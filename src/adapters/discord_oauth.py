@@ -17,7 +17,7 @@ from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from domain import errors
-from domain.model import DiscordId, DiscordProfile
+from domain.model import EMAIL_MAX, DiscordProfile, DiscordUser, clean_text
 from domain.ports import DiscordTokens
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class HttpDiscordOAuth:
             raise errors.DiscordUnavailable()
         try:
             return _profile(response.json())
-        except (ValueError, TypeError, KeyError, errors.InvalidDiscordId) as exc:
+        except (ValueError, TypeError, KeyError, errors.InvalidInput) as exc:
             log.warning("Discord /users/@me sent an unexpected body: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
 
@@ -137,23 +137,26 @@ class HttpDiscordOAuth:
 
 
 def _profile(body: Any) -> DiscordProfile:
-    """Discord's user object (https://discord.com/developers/docs/resources/user)."""
+    """Discord's user object (https://discord.com/developers/docs/resources/user), made safe
+    to store: names cut to their columns, control characters dropped, an email that cannot be
+    one (too long, control characters) treated as none."""
     if not isinstance(body, dict):
         raise TypeError("user object is not a JSON object")
-    username = body["username"]
-    if not isinstance(username, str) or not username:
-        raise TypeError("username")
+    user = DiscordUser.from_discord(
+        body["id"], body.get("username"), body.get("global_name"), body.get("avatar")
+    )
     email = body.get("email")
+    usable_email = (
+        isinstance(email, str)
+        and 0 < len(email) <= EMAIL_MAX
+        and clean_text(email, EMAIL_MAX) == email
+    )
     return DiscordProfile(
-        id=DiscordId.parse(body["id"]),
-        username=username[:64],
-        global_name=_optional_str(body.get("global_name")),
-        avatar=_optional_str(body.get("avatar")),
-        email=email if isinstance(email, str) and email else None,
+        id=user.id,
+        username=user.username,
+        global_name=user.global_name,
+        avatar=user.avatar,
+        email=email if usable_email else None,
         # Absent without the email scope; only an explicit true counts.
         verified=body.get("verified") is True,
     )
-
-
-def _optional_str(value: Any) -> str | None:
-    return value[:128] if isinstance(value, str) and value else None

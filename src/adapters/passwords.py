@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn
 
 
 class Argon2PasswordHasher:
@@ -28,8 +30,30 @@ class Argon2PasswordHasher:
     async def burn(self, password: str) -> None:
         await asyncio.to_thread(self._verify, self._dummy_hash, password)
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        try:
+            return self._argon2.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
             return self._argon2.verify(password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+
+class ZxcvbnPasswordPolicy:
+    """Dropbox's zxcvbn estimates how many guesses a password takes, from dictionaries,
+    keyboard patterns, dates, repeats and what is related to the account. Score 3 ("safely
+    unguessable") is the floor; its feedback tells the person what to change."""
+
+    MIN_SCORE = 3
+
+    def weakness(self, password: str, *, related: Sequence[str] = ()) -> str | None:
+        result = zxcvbn(password, user_inputs=[r for r in related if r], max_length=100)
+        if result["score"] >= self.MIN_SCORE:
+            return None
+        feedback = result["feedback"]
+        hints = " ".join([feedback.get("warning") or "", *feedback.get("suggestions", [])])
+        return f"This password is too easy to guess. {hints}".strip()

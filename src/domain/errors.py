@@ -220,5 +220,15 @@ class Conflict(DomainError):
 
 
 class StorageError(DomainError):
+    """The database cannot be reached (an outage): worth trying again soon."""
+
     code = "storage_unavailable"
     message = "The service cannot reach its database right now. Try again shortly."
+
+
+class StorageFault(DomainError):
+    """The database refused a statement for another reason than an outage: a bug to fix, not
+    a moment to wait out. Logged with its cause; the person sees a plain 500."""
+
+    code = "storage_fault"
+    message = "Something went wrong on our side. Try again in a minute."

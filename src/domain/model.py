@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,9 @@ REAUTH_WINDOW = timedelta(minutes=10)
 # the link emailed to the account's address, which may take a few minutes to arrive).
 LINK_PROPOSAL_TTL = timedelta(minutes=30)
 USERNAME_MAX = 32
+DISCORD_NAME_MAX = 64  # the columns that keep Discord usernames and display names
+DISCORD_AVATAR_MAX = 128
+EMAIL_MAX = 254
 # Characters that would let an address smuggle more recipients or headers into an email.
 _NOT_IN_EMAIL = frozenset('<>,;:"()[]\\\x7f')
 _USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,32}$")
@@ -103,7 +107,7 @@ def validate_email(email: str) -> str:
     normalized = normalize_email(email)
     if (
         normalized is None
-        or len(normalized) > 254
+        or len(normalized) > EMAIL_MAX
         or normalized.count("@") != 1
         or normalized.startswith("@")
         or normalized.endswith("@")
@@ -111,6 +115,15 @@ def validate_email(email: str) -> str:
     ):
         raise InvalidInput("Enter an email address like name@example.com.")
     return normalized
+
+
+def clean_text(value: object, limit: int) -> str | None:
+    """Text from outside (Discord, a form) as we keep it: a string without control
+    characters, cut to ``limit`` (a column's size); ``None`` for anything else or nothing."""
+    if not isinstance(value, str):
+        return None
+    cleaned = "".join(ch for ch in value if unicodedata.category(ch) != "Cc")[:limit]
+    return cleaned or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,23 @@ class DiscordUser:
     username: str
     global_name: str | None = None
     avatar: str | None = None
+
+    @classmethod
+    def from_discord(
+        cls, user_id: object, username: object, global_name: object, avatar: object
+    ) -> DiscordUser:
+        """What Discord sent, made safe to show and store: names and the avatar hash cut to
+        their columns and stripped of control characters (Discord's own limits are lower, but
+        whatever sends it may not be Discord)."""
+        name = clean_text(username, DISCORD_NAME_MAX)
+        if name is None:
+            raise InvalidInput("A Discord user needs a username.")
+        return cls(
+            DiscordId.parse(user_id),
+            name,
+            clean_text(global_name, DISCORD_NAME_MAX),
+            clean_text(avatar, DISCORD_AVATAR_MAX),
+        )
 
     @property
     def display_name(self) -> str:
@@ -345,6 +375,7 @@ class AuditKind(enum.StrEnum):
     LINK_REFUSED = "link_refused"
     UNLINKED = "unlinked"
     SIGNED_IN = "signed_in"
+    SIGN_IN_FAILED = "sign_in_failed"
     SIGNED_OUT = "signed_out"
     PASSWORD_SET = "password_set"  # noqa: S105 - an event name, not a password
     PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105

@@ -9,7 +9,7 @@ import hmac
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from domain import errors
@@ -138,6 +138,33 @@ LINK_REFUSALS: dict[LinkDecision, type[errors.DomainError]] = {
 def unlink_refusal(account: Account) -> type[errors.DomainError] | None:
     """Unlinking must never leave an account with no way to sign in."""
     return None if account.has_password else errors.UnlinkWouldLockOut
+
+
+# -- guessing passwords ----------------------------------------------------------------------
+
+FREE_PASSWORD_TRIES = 5
+FIRST_BACKOFF = timedelta(seconds=15)
+LONGEST_BACKOFF = timedelta(minutes=15)
+FORGET_FAILURES_AFTER = timedelta(hours=1)
+
+
+def password_retry_wait(
+    failures: int, last_failure: datetime | None, now: datetime
+) -> timedelta | None:
+    """How long before the next password try for an account, or ``None`` (try now).
+
+    Five wrong passwords are free; then each try waits twice as long as the one before,
+    from 15 seconds up to 15 minutes, counted from the last failure; an hour without failures
+    forgets them. An attacker spread over many addresses gets ~100 guesses a day per account;
+    the owner, locked out at worst 15 minutes, can reset the password meanwhile.
+    """
+    if failures < FREE_PASSWORD_TRIES or last_failure is None:
+        return None
+    if now - last_failure >= FORGET_FAILURES_AFTER:
+        return None
+    backoff = min(FIRST_BACKOFF * 2 ** (failures - FREE_PASSWORD_TRIES), LONGEST_BACKOFF)
+    ready = last_failure + backoff
+    return ready - now if now < ready else None
 
 
 # -- re-authentication ("sudo mode") -------------------------------------------------------------

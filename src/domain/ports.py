@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -265,6 +265,29 @@ class PasswordHasher(Protocol):
 
     async def burn(self, password: str) -> None:
         """Spend the time of a verification, for unknown users (no account enumeration)."""
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with other parameters than today's (rehash at sign-in)."""
+
+
+class PasswordPolicy(Protocol):
+    def weakness(self, password: str, *, related: Sequence[str] = ()) -> str | None:
+        """Why the password is too easy to guess (a sentence for the person), or ``None``.
+        ``related``: words an attacker would try first (the username, the email)."""
+
+
+class PasswordAttempts(Protocol):
+    """Wrong passwords per account (or per unknown login), for the sign-in throttle. Shared by
+    every instance when it is backed by a shared store."""
+
+    async def failures(self, key: str) -> tuple[int, datetime | None]:
+        """How many wrong passwords in a row, and when the last one was."""
+
+    async def record_failure(self, key: str, now: datetime, *, forget_after: timedelta) -> None:
+        """One more (counting from zero again when the last one is older than
+        ``forget_after``, after which the store may drop the key)."""
+
+    async def clear(self, key: str) -> None: ...
 
 
 class Clock(Protocol):

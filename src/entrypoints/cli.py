@@ -34,11 +34,10 @@ def cli() -> None:
 def show_config() -> None:
     """Check the configuration and print it (secrets hidden)."""
     settings = load_settings()
-    for name, value in settings.model_dump().items():
-        shown = "(set)" if "secret" in name or "token" in name else value
-        if value is None:
-            shown = "(not set)"
-        click.echo(f"TASKFLOW_LINK_{name.upper()} = {shown}")
+    for name, shown in settings.shown().items():
+        click.echo(f"{name} = {shown}")
+    for warning in settings.warnings():
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.group()
@@ -353,9 +352,9 @@ def api_key_revoke(name: str) -> None:
 
 
 def _configure_logging(level: str) -> None:
-    import logging  # noqa: PLC0415
+    from entrypoints.logs import configure_logging  # noqa: PLC0415
 
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(level)
 
 
 def _safe_url(url: str) -> str:

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 from dependency_injector import containers, providers
+from litestar.stores.memory import MemoryStore
 
+from adapters.attempts import StorePasswordAttempts
 from adapters.clock import SystemClock
 from adapters.discord_oauth import HttpDiscordOAuth
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
-from adapters.passwords import Argon2PasswordHasher
+from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.sql import SqlDatabase
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
 from domain.ports import UnitOfWorkFactory
+from domain.use_cases._passwords import Passwords
 from entrypoints.settings import Settings
 
 
@@ -74,7 +77,15 @@ class Container(containers.DeclarativeContainer):
     tokens = providers.Singleton(
         SecretsTokenIssuer, providers.Callable(lambda s: s.secret_key.get_secret_value(), settings)
     )
-    passwords = providers.Singleton(Argon2PasswordHasher)
+    # Shared state that is not in the database (throttles, and Litestar's rate limits): the
+    # process's memory.
+    store = providers.Singleton(MemoryStore)
+    password_hasher = providers.Singleton(Argon2PasswordHasher)
+    password_policy = providers.Singleton(ZxcvbnPasswordPolicy)
+    password_attempts = providers.Singleton(StorePasswordAttempts, store)
+    passwords = providers.Singleton(
+        Passwords, password_hasher, password_attempts, password_policy, clock
+    )
     session_ttl = providers.Callable(lambda s: timedelta(days=s.session_ttl_days), settings)
     public_base_url = providers.Callable(lambda s: str(s.public_url).rstrip("/"), settings)
 

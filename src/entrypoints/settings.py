@@ -6,6 +6,7 @@ A missing or invalid setting stops start-up with ``SettingsError`` naming the va
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from domain.model import EmailLinking
 
@@ -158,6 +160,11 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="SMTP timeout.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    development: bool = Field(
+        default=False,
+        description="Allow development settings with a public URL that is not loopback: the "
+        "`outbox` email backend (nothing is delivered) and its page. Never in production.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -166,6 +173,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must start with postgresql+asyncpg:// or sqlite+aiosqlite:// (async drivers)"
             )
+        try:
+            make_url(value)
+        except Exception:
+            raise ValueError("is not a database URL") from None
         return value
 
     @field_validator("discord_public_key")
@@ -201,6 +212,65 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _production_guards(self) -> Settings:
+        """Settings that are fine on a laptop and dangerous on the internet are refused there."""
+        if (
+            self.email_backend == "outbox"
+            and not _loopback(self.public_url.host)
+            and not self.development
+        ):
+            raise ValueError(
+                "TASKFLOW_LINK_EMAIL_BACKEND=outbox (the default) delivers no email, and "
+                "TASKFLOW_LINK_EMAIL_OUTBOX_PAGE would show everyone's links: they are for "
+                "development. With a TASKFLOW_LINK_PUBLIC_URL that is not loopback, set "
+                "TASKFLOW_LINK_EMAIL_BACKEND=smtp (and the SMTP settings), or "
+                "TASKFLOW_LINK_DEVELOPMENT=true on a development machine."
+            )
+        for name in ("discord_api_url", "discord_authorize_url"):
+            url: AnyHttpUrl = getattr(self, name)
+            if url.scheme != "https" and not _loopback(url.host):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()} must use https: plain http is only for a "
+                    "stand-in on this machine (a loopback address, such as the emulator)."
+                )
+        return self
+
+    def warnings(self) -> list[str]:
+        """Allowed but worth a line in the log at start."""
+        found = []
+        for name in ("discord_api_url", "discord_authorize_url"):
+            host = getattr(self, name).host or ""
+            if host != "discord.com" and not host.endswith(".discord.com"):
+                found.append(
+                    f"{ENV_PREFIX}{name.upper()} points at {host}, not discord.com: that "
+                    "service decides who is who (and its 'verified: true' links accounts by "
+                    "email). Right for the emulator, wrong in production."
+                )
+        if self.email_backend == "outbox":
+            found.append(
+                "email backend is the outbox: emails are kept in this process, not delivered"
+                + (" (shown at /outbox)" if self.email_outbox_page else "")
+            )
+        return found
+
+    def shown(self) -> dict[str, str]:
+        """Every setting as ``taskflow-link config`` prints it: secrets hidden, and the
+        database URL without its password."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                text = "(not set)"
+            elif isinstance(value, SecretStr):
+                text = "(set)"
+            elif name == "database_url":
+                text = make_url(value).render_as_string(hide_password=True)
+            else:
+                text = str(value)
+            shown[ENV_PREFIX + name.upper()] = text
+        return shown
+
     @property
     def command_guild_ids(self) -> tuple[int, ...]:
         """Empty: the commands are global."""
@@ -212,6 +282,18 @@ class Settings(BaseSettings):
         if missing:
             listed = ", ".join(ENV_PREFIX + n.upper() for n in missing)
             raise SettingsError(f"Missing setting(s) needed by this command: {listed}")
+
+
+def _loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): this machine only."""
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _blank(value: object) -> bool:

@@ -84,7 +84,7 @@ async def stack(
         server, setup = build_container(settings), build_container(settings)
         for container in (server, setup):
             container.clock.override(clock)
-            container.passwords.override(cheap_argon2())
+            container.password_hasher.override(cheap_argon2())
         try:
             with serve(create_app(server), port=app_port):
                 yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db, mailbox)

@@ -40,6 +40,7 @@ async def gateway_bot(emulator: tuple[EmulatorState, str]) -> AsyncIterator[Harn
             discord_bot_token=state.bot_token,
             discord_api_url=f"{url}/api/v10",
             public_url="http://taskflow.example",
+            development=True,  # the outbox, with a public URL that is not loopback
             discord_reply_deadline_seconds=20.0,
             discord_answer_deadline_seconds=25.0,
         )

@@ -50,6 +50,7 @@ def test_settings_from_environment_and_dotenv(
     with open(".env", "w") as env_file:
         env_file.write(f"TASKFLOW_LINK_SECRET_KEY={TEST_SECRET_KEY}\n")
         env_file.write("TASKFLOW_LINK_PUBLIC_URL=https://link.example.com\n")
+        env_file.write("TASKFLOW_LINK_EMAIL_BACKEND=smtp\nTASKFLOW_LINK_SMTP_HOST=mail\n")
     monkeypatch.setenv("TASKFLOW_LINK_SESSION_TTL_DAYS", "3")
     settings = load_settings()
     assert settings.secret_key.get_secret_value() == TEST_SECRET_KEY
@@ -94,3 +95,57 @@ def test_the_http_answer_deadline_must_come_after_the_reply_deadline(
         load_settings(_env_file=None)
     assert "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS must be above" in str(failed.value)
     assert "Value error" not in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    "public_url", ["https://link.example.com", "http://10.0.0.5:8000", "http://taskflow.example"]
+)
+def test_the_outbox_is_refused_with_a_public_url_that_is_not_loopback(public_url: str) -> None:
+    """The issue: the outbox page next to an https URL started with only a warning, and showed
+    everyone's reset links to anyone."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, public_url=public_url)
+    assert "TASKFLOW_LINK_EMAIL_BACKEND=smtp" in str(refused.value)
+    assert "TASKFLOW_LINK_DEVELOPMENT=true" in str(refused.value)
+    allowed = load_settings(
+        _env_file=None, secret_key=TEST_SECRET_KEY, public_url=public_url, development=True
+    )
+    assert allowed.email_backend == "outbox"
+
+
+@pytest.mark.parametrize(
+    "public_url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"]
+)
+def test_the_outbox_is_fine_on_this_machine(public_url: str) -> None:
+    settings = load_settings(
+        _env_file=None, secret_key=TEST_SECRET_KEY, public_url=public_url, email_outbox_page=True
+    )
+    assert settings.email_outbox_page
+
+
+@pytest.mark.parametrize("name", ["discord_api_url", "discord_authorize_url"])
+def test_discord_urls_must_be_https_unless_loopback(name: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://discord.test/x"})
+    assert f"TASKFLOW_LINK_{name.upper()} must use https" in str(refused.value)
+    local = load_settings(
+        _env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://127.0.0.1:8001/api/v10"}
+    )
+    assert any("points at 127.0.0.1, not discord.com" in w for w in local.warnings())
+    real = load_settings(_env_file=None, secret_key=TEST_SECRET_KEY)
+    assert not any("discord.com" in w for w in real.warnings())
+
+
+def test_config_never_prints_the_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_DATABASE_URL", "postgresql+asyncpg://app:s3cr3t-pw@db:5432/taskflow"
+    )
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "client-secret-value")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-pw" not in result.output
+    assert "client-secret-value" not in result.output
+    assert TEST_SECRET_KEY not in result.output
+    assert "postgresql+asyncpg://app:***@db:5432/taskflow" in result.output
+    assert "TASKFLOW_LINK_DISCORD_CLIENT_SECRET = (set)" in result.output

@@ -301,7 +301,9 @@ async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> 
     from entrypoints.container import build_container
     from tests.harness import make_settings
 
-    h = Harness.build(build_container(make_settings(public_url="https://link.example.com")))
+    h = Harness.build(
+        build_container(make_settings(public_url="https://link.example.com", development=True))
+    )
     async with AsyncTestClient(
         app=create_app(h.container), base_url="https://testserver.local"
     ) as c:

@@ -23,7 +23,8 @@ from domain.model import (
     SignInMethod,
 )
 from domain.policies import LINK_REFUSALS, LinkDecision, decide_link, identity_recently_proved
-from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._passwords import Passwords, account_key
 
 SESSION_TTL = timedelta(days=14)
 CONFLICT_ATTEMPTS = 3
@@ -165,7 +166,7 @@ async def prove_identity(
     uow_factory: UnitOfWorkFactory,
     tokens: TokenIssuer,
     clock: Clock,
-    passwords: PasswordHasher,
+    passwords: Passwords,
     *,
     session_token: str | None,
     current_password: str | None,
@@ -178,7 +179,7 @@ async def prove_identity(
     async with uow_factory() as uow:
         session, account = await signed_in(uow, tokens, session_token, now)
     if current_password and account.password_hash is not None:
-        if await passwords.verify(account.password_hash, current_password):
+        if await passwords.check(account_key(account.id), account.password_hash, current_password):
             return session, account
         raise errors.InvalidCredentials("Your current password is not right.")
     if identity_recently_proved(session, account, now):

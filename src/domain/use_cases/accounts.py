@@ -7,17 +7,20 @@ from datetime import timedelta
 
 from domain import errors
 from domain.model import (
+    EMAIL_MAX,
     Account,
     AccountId,
     AuditEvent,
     AuditKind,
     EmailKind,
     SignInMethod,
+    clean_text,
     validate_email,
     validate_username,
 )
 from domain.policies import identity_recently_proved
-from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._passwords import Passwords, account_key
 from domain.use_cases._shared import (
     SESSION_TTL,
     queue_email,
@@ -26,17 +29,6 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
 )
-
-MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
-MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
-
-
-def validate_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD:
-        raise errors.WeakPassword(f"Use a password of at least {MIN_PASSWORD} characters.")
-    if len(password) > MAX_PASSWORD:
-        raise errors.WeakPassword(f"Use a password of at most {MAX_PASSWORD} characters.")
-    return password
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +43,7 @@ class _PasswordUseCase:
         uow: UnitOfWorkFactory,
         tokens: TokenIssuer,
         clock: Clock,
-        passwords: PasswordHasher,
+        passwords: Passwords,
         session_ttl: timedelta = SESSION_TTL,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
@@ -62,7 +54,7 @@ class SignUp(_PasswordUseCase):
     async def execute(self, *, username: str, email: str, password: str) -> SignedIn:
         name = validate_username(username)
         address = validate_email(email)
-        password_hash = await self._passwords.hash(validate_password(password))
+        password_hash = await self._passwords.new_hash(password, related=(name, address))
         now = self._clock.now()
         account = Account(AccountId.new(), name, address, False, password_hash, now)
 
@@ -99,33 +91,56 @@ class SignUp(_PasswordUseCase):
 
 
 class SignIn(_PasswordUseCase):
-    """Sign in with a username or an email and a password."""
+    """Sign in with a username or an email and a password.
 
-    async def execute(self, *, login: str, password: str) -> SignedIn:
+    Wrong passwords are throttled per account (see ``Passwords.check``) and audited with the
+    login's digest and the client's address; a hash made with older parameters is replaced."""
+
+    async def execute(
+        self, *, login: str, password: str, client_address: str | None = None
+    ) -> SignedIn:
         login = login.strip()
-        if not login or len(password) > MAX_PASSWORD:
+        if not login or clean_text(login, EMAIL_MAX) != login:  # too long, control characters
             raise errors.InvalidCredentials()
         async with self._uow() as uow:
             account = await uow.accounts.get_by_username(login.lower())
             if account is None and "@" in login:
                 matches = await uow.accounts.find_by_email(login)
                 account = matches[0] if len(matches) == 1 else None
-        if account is None or account.password_hash is None:
-            await self._passwords.burn(password)  # same time as a real check
+        login_digest = self._tokens.digest(login.lower())
+        key = account_key(account.id) if account else f"login:{login_digest}"
+        password_hash = account.password_hash if account else None
+        right = await self._passwords.check(key, password_hash, password)  # unknown: same work
+        if account is None or not right:
+            await self._audit_failure(account, login_digest, client_address)
             raise errors.InvalidCredentials()
-        if not await self._passwords.verify(account.password_hash, password):
-            raise errors.InvalidCredentials()
+        assert password_hash is not None  # noqa: S101 - a right password has a hash
+        rehashed = await self._passwords.rehash_if_outdated(password_hash, password)
+        now = self._clock.now()
         async with self._uow() as uow:
+            if rehashed is not None:
+                fresh = await uow.accounts.lock(account.id)
+                if fresh is not None and fresh.password_hash == password_hash:
+                    await uow.accounts.update(replace(fresh, password_hash=rehashed))
             token = await start_session(
-                uow,
-                self._tokens,
-                account.id,
-                self._clock.now(),
-                self._session_ttl,
-                method=SignInMethod.PASSWORD,
+                uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
             )
             await uow.commit()
         return SignedIn(account, token)
+
+    async def _audit_failure(
+        self, account: Account | None, login_digest: str, client_address: str | None
+    ) -> None:
+        async with self._uow() as uow:
+            await uow.audit.record(
+                AuditEvent(
+                    AuditKind.SIGN_IN_FAILED,
+                    self._clock.now(),
+                    account.id if account else None,
+                    detail={"login": login_digest, "client": client_address or "unknown"},
+                )
+            )
+            await uow.commit()
 
 
 class SetPassword(_PasswordUseCase):
@@ -139,19 +154,19 @@ class SetPassword(_PasswordUseCase):
         new_password: str,
         current_password: str | None,
     ) -> Account:
-        validate_password(new_password)
         now = self._clock.now()
         async with self._uow() as uow:
             session, account = await signed_in(uow, self._tokens, session_token, now)
+        related = (account.username, account.email or "")
+        self._passwords.refuse_if_weak(new_password, related=related)
         if account.password_hash is not None:
-            if not (
-                current_password is not None
-                and await self._passwords.verify(account.password_hash, current_password)
+            if not await self._passwords.check(
+                account_key(account.id), account.password_hash, current_password or ""
             ):
                 raise errors.InvalidCredentials("Your current password is not right.")
         elif not identity_recently_proved(session, account, now):
             raise errors.ReauthenticationRequired()
-        new_hash = await self._passwords.hash(new_password)
+        new_hash = await self._passwords.new_hash(new_password, related=related)
         now = self._clock.now()
         async with self._uow() as uow:
             fresh = await uow.accounts.lock(account.id)

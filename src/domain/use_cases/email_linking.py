@@ -26,8 +26,9 @@ from domain.model import (
     SignInMethod,
 )
 from domain.policies import SecretStatus
-from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import RESEND_LIMITS, consume_email_link, within_limits
+from domain.use_cases._passwords import Passwords, account_key
 from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
@@ -128,7 +129,7 @@ class ConfirmLinkWithPassword:
         uow: UnitOfWorkFactory,
         tokens: TokenIssuer,
         clock: Clock,
-        passwords: PasswordHasher,
+        passwords: Passwords,
         session_ttl: timedelta = SESSION_TTL,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
@@ -140,7 +141,9 @@ class ConfirmLinkWithPassword:
             raise errors.InvalidInput(
                 "This account has no password: use the link we email to its address."
             )
-        if not await self._passwords.verify(shown.account.password_hash, password):
+        if not await self._passwords.check(
+            account_key(shown.account.id), shown.account.password_hash, password
+        ):
             raise errors.InvalidCredentials("The password is not right.")
 
         async def attempt() -> LinkConfirmed:

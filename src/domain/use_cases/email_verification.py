@@ -18,8 +18,9 @@ from domain.model import (
     normalize_email,
     validate_email,
 )
-from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, within_limits
+from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_email, retry_on_conflict
 
 # Changing the email (each change emails the new address): fixing a typo right after
@@ -117,7 +118,7 @@ class ChangeEmail:
         uow: UnitOfWorkFactory,
         tokens: TokenIssuer,
         clock: Clock,
-        passwords: PasswordHasher,
+        passwords: Passwords,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from domain import errors
 from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, EmailKind, Link
 from domain.policies import unlink_refusal
-from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_notice
 
 
@@ -49,7 +50,7 @@ class UnlinkAccount:
         uow: UnitOfWorkFactory,
         tokens: TokenIssuer,
         clock: Clock,
-        passwords: PasswordHasher,
+        passwords: Passwords,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 

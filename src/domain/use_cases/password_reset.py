@@ -17,9 +17,10 @@ from domain.model import (
 )
 from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
+from domain.use_cases._passwords import account_key
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import digest_of, queue_email, start_session
-from domain.use_cases.accounts import SignedIn, _PasswordUseCase, validate_password
+from domain.use_cases.accounts import SignedIn, _PasswordUseCase
 
 
 class RequestPasswordReset:
@@ -60,16 +61,18 @@ class ResetPassword(_PasswordUseCase):
     """
 
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
-        validate_password(new_password)
         async with self._uow() as uow:  # refuse a bad link before the costly hash
-            await use_secret(
+            link = await use_secret(
                 EmailLinks(uow.email_tokens, EmailPurpose.RESET),
                 digest_of(self._tokens, token),
                 self._clock.now(),
                 spend=False,
                 refusal=refusal_for(EmailPurpose.RESET),
             )
-        new_hash = await self._passwords.hash(new_password)  # slow: outside the transaction
+            owner = await uow.accounts.get(link.account_id)
+        related = (owner.username, owner.email or "") if owner else ()
+        # Slow: outside the transaction. Refused when weak, before the link is spent.
+        new_hash = await self._passwords.new_hash(new_password, related=related)
         now = self._clock.now()
         async with self._uow() as uow:
             _, account = await consume_email_link(uow, self._tokens, token, EmailPurpose.RESET, now)
@@ -93,6 +96,7 @@ class ResetPassword(_PasswordUseCase):
                 uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
             )
             await uow.commit()
+        await self._passwords.forgive(account_key(account.id))  # the owner proved the mailbox
         return PasswordReset(SignedIn(updated, session), unlinked)
 
     @staticmethod

@@ -11,7 +11,8 @@ from datetime import timedelta
 from domain import errors
 from domain.model import Account, AuditEvent, AuditKind, Session, SignInMethod
 from domain.policies import identity_recently_proved
-from domain.ports import Clock, PasswordHasher, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._passwords import Passwords, account_key
 from domain.use_cases._shared import digest_of, signed_in
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
@@ -134,7 +135,7 @@ class ConfirmPassword:
         uow: UnitOfWorkFactory,
         tokens: TokenIssuer,
         clock: Clock,
-        passwords: PasswordHasher,
+        passwords: Passwords,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
@@ -146,7 +147,9 @@ class ConfirmPassword:
             raise errors.InvalidInput(
                 "Your account has no password: confirm it is you with Discord instead."
             )
-        if not await self._passwords.verify(account.password_hash, password):
+        if not await self._passwords.check(
+            account_key(account.id), account.password_hash, password
+        ):
             raise errors.InvalidCredentials("Your password is not right.")
         now = self._clock.now()
         async with self._uow() as uow:

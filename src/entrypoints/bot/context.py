@@ -10,7 +10,7 @@ from typing import TypeVar
 import hikari
 import lightbulb
 
-from domain.model import DiscordId, DiscordUser
+from domain.model import DiscordUser
 from entrypoints.bot.replies import Reply
 
 T = TypeVar("T")
@@ -38,12 +38,7 @@ class Deadline:
 def invoker(ctx: lightbulb.Context) -> DiscordUser:
     """Who ran the command. hikari fills ``user`` from ``member.user`` in servers."""
     user = ctx.interaction.user
-    return DiscordUser(
-        id=DiscordId(int(user.id)),
-        username=user.username,
-        global_name=user.global_name,
-        avatar=user.avatar_hash,
-    )
+    return DiscordUser.from_discord(int(user.id), user.username, user.global_name, user.avatar_hash)
 
 
 async def respond(ctx: lightbulb.Context, reply: Reply) -> None:

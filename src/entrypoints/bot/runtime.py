@@ -20,6 +20,7 @@ from entrypoints.bot.commands import loader
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container
 from entrypoints.email_worker import EmailWorker
+from entrypoints.logs import install_payload_guard
 
 log = logging.getLogger("taskflow_link.bot")
 
@@ -119,6 +120,7 @@ class HttpInteractions:
         self._client: lightbulb.Client | None = None
 
     async def start(self) -> None:
+        install_payload_guard()
         bot = hikari.RESTBot(
             _token(self._container),
             "Bot",
@@ -145,6 +147,10 @@ class HttpInteractions:
         """Why this request is refused (401), or ``None`` when Discord really sent it."""
         if not signature or not timestamp:
             return "Missing X-Signature-Ed25519 or X-Signature-Timestamp header."
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            return "The request's timestamp is not a Unix time in seconds."
+        if len(signature) != 128:
+            return "Invalid request signature."
         try:
             signature_bytes = bytes.fromhex(signature)
             sent_at = int(timestamp)
@@ -217,6 +223,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     email_worker = EmailWorker(container)  # sends the notices /unlink queues
 
     async def on_starting(_: hikari.StartingEvent) -> None:
+        install_payload_guard()
         started["client"] = await prepare_client(bot, container)
 
     async def on_started(_: hikari.StartedEvent) -> None:

@@ -37,14 +37,17 @@ from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
     domain_error_handler,
     http_error_handler,
+    path_of,
     unexpected_error_handler,
 )
+from entrypoints.web.guards import host_guard, refuse_control_characters
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.pages import Pages
 from entrypoints.web.security import before_send_hook, security_headers
 
 HERE = Path(__file__).parent
+FORM_BODY_LIMIT = 64 * 1024
 # Everything that tries credentials or starts an OAuth flow shares one budget per client.
 RATE_LIMITED = {
     ("POST", "/signin"),
@@ -93,7 +96,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
-        check_throttle_handler=lambda request: _rate_limited(request.method, request.url.path),
+        check_throttle_handler=lambda request: _rate_limited(request.method, path_of(request)),
     )
 
     async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
@@ -134,11 +137,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             if worker is not None:
                 worker.wake()
 
-    if settings.email_backend == "outbox":
-        log.warning(
-            "email backend is the outbox: emails are kept in this process, not delivered%s",
-            " (shown at /outbox)" if settings.email_outbox_page else "",
-        )
+    for warning in settings.warnings():
+        log.warning("%s", warning)
 
     return Litestar(
         route_handlers=[
@@ -166,9 +166,14 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             cookie_secure=https,
             cookie_httponly=True,
             cookie_samesite="lax",
-            exclude=["/api/", "/interactions"],
+            # Anchored: a substring would exempt any future path that merely contains "/api/".
+            exclude=["^/api/", "^/interactions$"],
         ),
-        middleware=[auth_rate_limit.middleware],
+        middleware=[host_guard, auth_rate_limit.middleware],
+        before_request=refuse_control_characters,
+        # Forms are small; a bigger body is refused (413) before it is read. Interactions
+        # allow more (their own limit), the JSON API reads no body.
+        request_max_body_size=FORM_BODY_LIMIT,
         before_send=[
             before_send_hook(
                 security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)

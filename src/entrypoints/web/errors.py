@@ -34,6 +34,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.DiscordUnavailable: 502,
     errors.Conflict: 409,
     errors.StorageError: 503,
+    errors.StorageFault: 500,
 }
 
 TITLES: dict[int, str] = {
@@ -43,6 +44,7 @@ TITLES: dict[int, str] = {
     404: "Not found",
     409: "That cannot be done",
     410: "This link is used up",
+    413: "Too large",
     429: "Slow down",
     502: "Discord did not answer",
     503: "Temporarily unavailable",
@@ -56,8 +58,15 @@ def status_for(error: errors.DomainError) -> int:
     return 400
 
 
+def path_of(request: Request[Any, Any, Any]) -> str:
+    """The request's path, from the ASGI scope: ``request.url`` also parses the ``Host``
+    header, which a client controls."""
+    path: str = request.scope.get("path", "")
+    return path
+
+
 def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> str:
-    path = request.url.path
+    path = path_of(request)
     if path.startswith("/link/") and isinstance(error, errors.SecretRefused):
         return "Run /link again in Discord to get a new link."
     if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
@@ -70,7 +79,7 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
-    return request.url.path.startswith("/api/")
+    return path_of(request).startswith("/api/")
 
 
 def json_error(code: str, message: str, status: int) -> Response[dict[str, Any]]:
@@ -105,17 +114,24 @@ def message_page(
 def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, errors.DomainError)  # noqa: S101 - registered for DomainError only
     status = status_for(exc)
-    log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
+    path = redact_path(path_of(request))
+    if isinstance(exc, errors.StorageFault):  # a bug: the cause matters
+        log.error("storage fault on %s %s", request.method, path, exc_info=exc)
+    elif isinstance(exc, errors.StorageError):
+        cause = exc.__cause__
+        log.warning("database unreachable on %s %s: %s", request.method, path, type(cause).__name__)
+    else:
+        log.info("refused %s %s: %s", request.method, path, exc.code)
     if _wants_json(request):
         return json_error(exc.code, exc.message, status)
     if isinstance(exc, errors.ReauthenticationRequired):
         return Redirect("/account/confirm", status_code=303)  # then back to the account page
-    if isinstance(exc, errors.NotSignedIn) and request.url.path.startswith("/account/"):
+    if isinstance(exc, errors.NotSignedIn) and path_of(request).startswith("/account/"):
         return Redirect("/signin?next=/account", status_code=303)  # a form on the account page
     links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
-    if status != 401 and request.url.path.startswith(("/account", "/verify-email/")):
+    if status != 401 and path_of(request).startswith(("/account", "/verify-email/")):
         links = [("Go to your account", "/account")]
-    elif request.url.path.startswith("/password/reset"):
+    elif path_of(request).startswith("/password/reset"):
         links = [("Ask for a new link", "/password/reset")]
     return message_page(
         TITLES.get(status, "That did not work"),
@@ -144,6 +160,8 @@ def _http_message(status: int, detail: str) -> str:
         return "Too many attempts. Wait a minute, then try again."
     if status == 404:
         return "There is no page here."
+    if status == 413:
+        return "The request is too large."
     if status == 405:
         return "This page does not accept that kind of request."
     if 400 <= status < 500:
@@ -152,7 +170,7 @@ def _http_message(status: int, detail: str) -> str:
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unexpected error on %s %s", request.method, redact_path(request.url.path))
+    log.exception("unexpected error on %s %s", request.method, redact_path(path_of(request)))
     if _wants_json(request):
         return json_error("internal_error", "Something went wrong on our side.", 500)
     return Response(

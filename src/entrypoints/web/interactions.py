@@ -11,6 +11,8 @@ from litestar.response import Response
 from entrypoints.bot.runtime import HttpInteractions
 
 log = logging.getLogger("taskflow_link.web")
+# Discord's interaction payloads are a few KB; resolved data of a big command stays far below.
+INTERACTION_BODY_LIMIT = 1024 * 1024
 NOT_ENABLED = (
     "HTTP interactions are not enabled on this server: set TASKFLOW_LINK_DISCORD_PUBLIC_KEY "
     "and TASKFLOW_LINK_DISCORD_BOT_TOKEN."
@@ -20,6 +22,7 @@ NOT_ENABLED = (
 @post(
     "/interactions",
     status_code=200,
+    request_max_body_size=INTERACTION_BODY_LIMIT,
     tags=["discord"],
     summary="Discord HTTP interactions",
     description="Discord's Interactions Endpoint URL. Requests must be signed with the "

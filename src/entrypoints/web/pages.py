@@ -87,7 +87,9 @@ class Pages(Controller):
         destination = safe_destination(data.get("next") or "/account")
         try:
             signed_in = await container.sign_in().execute(
-                login=data.get("login", ""), password=data.get("password", "")
+                login=data.get("login", ""),
+                password=data.get("password", ""),
+                client_address=request.client.host if request.client else None,
             )
         except errors.InvalidCredentials as exc:
             context = {"next": destination, "login": data.get("login", ""), "error": exc.message}

@@ -42,9 +42,12 @@ def before_send_hook(
         present = {bytes(k).lower() for k, _ in message.get("headers", [])}
         extra = [(k, v) for k, v in headers if k not in present]
         message["headers"] = [*message.get("headers", []), *extra]
-        # Method, redacted path and status only: never query strings (OAuth codes, states).
+        # Client, method, redacted path and status only: never query strings (OAuth codes,
+        # states). The client is the peer's address (behind a proxy: the proxy's).
+        client = scope.get("client")
         access_log.info(
-            "%s %s %s",
+            "%s %s %s %s",
+            client[0] if client else "-",
             scope.get("method", "-"),
             redact_path(str(scope.get("path", ""))),
             message["status"],

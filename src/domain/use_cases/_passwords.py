@@ -1,0 +1,89 @@
+"""Everything the use cases do with passwords, in one place: check one (throttled per account,
+so that guessing from many addresses gets nowhere), choose one (long enough and hard enough to
+guess), hash one, and notice an old hash."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from domain import errors
+from domain.policies import FORGET_FAILURES_AFTER, password_retry_wait
+from domain.ports import Clock, PasswordAttempts, PasswordHasher, PasswordPolicy
+
+MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
+MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
+
+
+def password_length_problem(password: str) -> str | None:
+    if len(password) < MIN_PASSWORD:
+        return f"Use a password of at least {MIN_PASSWORD} characters."
+    if len(password) > MAX_PASSWORD:
+        return f"Use a password of at most {MAX_PASSWORD} characters."
+    return None
+
+
+class Passwords:
+    def __init__(
+        self,
+        hasher: PasswordHasher,
+        attempts: PasswordAttempts,
+        policy: PasswordPolicy,
+        clock: Clock,
+    ) -> None:
+        self._hasher, self._attempts, self._policy, self._clock = hasher, attempts, policy, clock
+
+    async def check(self, key: str, password_hash: str | None, password: str) -> bool:
+        """Whether ``password`` is right, under the throttle of ``key`` (an account, or an
+        unknown login: unknown logins are throttled alike, so the throttle tells nothing).
+
+        ``TooManyRequests`` while the key must wait; an account without a password spends the
+        time of a real check (no enumeration by timing)."""
+        now = self._clock.now()
+        failures, last = await self._attempts.failures(key)
+        wait = password_retry_wait(failures, last, now)
+        if wait is not None:
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            raise errors.TooManyRequests(
+                "Too many wrong passwords for this account. Try again in "
+                f"{minutes} minute{'s' if minutes > 1 else ''}, or reset the password."
+            )
+        if password_hash is None or len(password) > MAX_PASSWORD:
+            await self._hasher.burn(password[:MAX_PASSWORD])
+            right = False
+        else:
+            right = await self._hasher.verify(password_hash, password)
+        if right:
+            if failures:
+                await self._attempts.clear(key)
+        else:
+            await self._attempts.record_failure(key, now, forget_after=FORGET_FAILURES_AFTER)
+        return right
+
+    async def new_hash(self, password: str, *, related: Sequence[str] = ()) -> str:
+        """The hash of a new password, refused with ``WeakPassword`` when it is too short, too
+        long or too easy to guess."""
+        self.refuse_if_weak(password, related=related)
+        return await self._hasher.hash(password)
+
+    def refuse_if_weak(self, password: str, *, related: Sequence[str] = ()) -> None:
+        problem = password_length_problem(password) or self._policy.weakness(
+            password, related=related
+        )
+        if problem is not None:
+            raise errors.WeakPassword(problem)
+
+    async def forgive(self, key: str) -> None:
+        """Forget the wrong passwords of ``key`` (after a password reset proved the mailbox)."""
+        await self._attempts.clear(key)
+
+    async def rehash_if_outdated(self, password_hash: str, password: str) -> str | None:
+        """A new hash when the stored one was made with older parameters (at sign-in, the
+        only moment the password is known)."""
+        if self._hasher.needs_rehash(password_hash):
+            return await self._hasher.hash(password)
+        return None
+
+
+def account_key(account_id: object) -> str:
+    return f"account:{account_id}"
