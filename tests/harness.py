@@ -243,8 +243,9 @@ class Harness:
         self, account_id: AccountId, profile: DiscordProfile, browser: Browser | None = None
     ) -> AuthCompleted:
         browser = browser or Browser()
+        session, password = await self._proof_for_linking(account_id)
         started: AuthStarted = await self.container.start_discord_link().execute(
-            account_id=account_id, browser_tokens=browser.bindings
+            session_token=session, current_password=password, browser_tokens=browser.bindings
         )
         browser.bindings = started.browser_tokens
         approval = self.discord.approve(started.authorize_url, profile.id)
@@ -252,11 +253,22 @@ class Harness:
             browser, state=approval.state, code=approval.code, signed_in=account_id
         )
 
+    async def _proof_for_linking(self, account_id: AccountId) -> tuple[str, str | None]:
+        """Linking is a sensitive change: the person types their password (the test one), or,
+        for an account without one, has just proved themselves otherwise."""
+        if (await self.account(account_id)).has_password:
+            return await self.session_for(account_id), PASSWORD
+        return await self.session_for(account_id, proved_with=SignInMethod.DISCORD), None
+
     async def start_ticket_link(
         self, token: str, account_id: AccountId, browser: Browser
     ) -> AuthStarted:
+        session, password = await self._proof_for_linking(account_id)
         started: AuthStarted = await self.container.start_ticket_link().execute(
-            token=token, account_id=account_id, browser_tokens=browser.bindings
+            token=token,
+            session_token=session,
+            current_password=password,
+            browser_tokens=browser.bindings,
         )
         browser.bindings = started.browser_tokens
         return started

@@ -30,6 +30,7 @@ from domain.model import (
     OutgoingEmail,
     PendingLogin,
     Session,
+    SignInMethod,
 )
 
 
@@ -110,8 +111,11 @@ class SessionRepository(Protocol):
 
     async def get(self, digest: str) -> Session | None: ...
 
-    async def update(self, session: Session) -> None:
-        """Write back when it was last used and its last proof of identity."""
+    async def touch(self, digest: str, now: datetime) -> None:
+        """Record a use (only ``last_seen_at``: a concurrent proof is never overwritten)."""
+
+    async def record_proof(self, digest: str, now: datetime, method: SignInMethod) -> None:
+        """Record a fresh proof of identity (only the proof columns)."""
 
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
         """The account's sessions, newest first (expired ones included until purged)."""

@@ -108,9 +108,13 @@ class Container(containers.DeclarativeContainer):
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
     show_link_ticket = providers.Factory(uc.ShowLinkTicket, uow, tokens, clock)
-    start_ticket_link = providers.Factory(uc.StartTicketLink, uow, tokens, clock, discord_oauth)
+    start_ticket_link = providers.Factory(
+        uc.StartTicketLink, uow, tokens, clock, discord_oauth, passwords
+    )
     start_discord_login = providers.Factory(uc.StartDiscordLogin, uow, tokens, clock, discord_oauth)
-    start_discord_link = providers.Factory(uc.StartDiscordLink, uow, tokens, clock, discord_oauth)
+    start_discord_link = providers.Factory(
+        uc.StartDiscordLink, uow, tokens, clock, discord_oauth, passwords
+    )
     complete_discord_auth = providers.Factory(
         uc.CompleteDiscordAuth,
         uow,

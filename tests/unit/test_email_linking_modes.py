@@ -142,7 +142,7 @@ async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
     confirm: Harness,
 ) -> None:
     h = confirm
-    bob = (await h.sign_up("bob", "bob@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com", verified=True)).account
     proposal, _ = await _confirm_needed(h, 8002, "bob@example.com")
 
     assert await h.container.email_link_confirmation().execute(proposal) == "bob@example.com"
@@ -167,7 +167,6 @@ async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
     link = await h.container.link_of_account().execute(bob.id)
     assert link is not None
     assert link.discord_id == DiscordId(8002)
-    assert (await h.account(bob.id)).email_verified  # the link proved the mailbox
     with pytest.raises(errors.SecretConsumed):
         await h.container.confirm_link_with_email().execute(
             proposal_token=other_browser, email_token=token
@@ -178,7 +177,7 @@ async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(
     confirm: Harness,
 ) -> None:
     h = confirm
-    await h.sign_up("cid", "cid@example.com")
+    await h.sign_up("cid", "cid@example.com", verified=True)
     proposal, _ = await _confirm_needed(h, 8004, "cid@example.com")
     await h.container.email_link_confirmation().execute(proposal)
     with pytest.raises(errors.TooManyRequests):
@@ -190,6 +189,27 @@ async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(
         await h.container.confirm_link_with_password().execute(
             proposal_token=proposal, password=PASSWORD
         )
+
+
+async def test_confirm_mode_never_emails_a_link_to_an_unconfirmed_address(
+    confirm: Harness, db: MemoryDatabase
+) -> None:
+    """The pre-account takeover a reviewer found: mallory registers victim@ (never confirmed)
+    with her own password. The victim signs in with Discord (victim@ verified there): a link
+    emailed to victim@ would have linked the victim's Discord into mallory's account and
+    signed the victim in to it. Only the account's password can prove such an account."""
+    h = confirm
+    mallory = (await h.sign_up("mallory", "victim@example.com")).account
+    proposal, _ = await _confirm_needed(h, 8010, "victim@example.com")
+    with pytest.raises(errors.InvalidInput, match="not confirmed"):
+        await h.container.email_link_confirmation().execute(proposal)
+    assert h.emails_to("victim@example.com")[1:] == []  # only mallory's own confirmation
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password="the victim does not know it"
+        )
+    assert db.tables.links == {}
+    assert not (await h.account(mallory.id)).email_verified
 
 
 async def test_confirm_mode_without_a_password_offers_only_the_email(confirm: Harness) -> None:

@@ -11,7 +11,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuditKind, DiscordUser
 from domain.use_cases import AuthOutcome, TicketIssued
-from tests.harness import Harness
+from tests.harness import PASSWORD, Harness
 
 
 async def _ticket(h: Harness, user: DiscordUser) -> str:
@@ -87,19 +87,71 @@ async def test_link_row4_otherwise_links_and_audits(h: Harness, db: MemoryDataba
     ]
 
 
-async def test_link_flow_asks_only_for_identify(h: Harness) -> None:
-    alice = (await h.sign_up("alice", "alice@example.com")).account
-    started = await h.container.start_discord_link().execute(account_id=alice.id, browser_tokens=())
+async def test_link_flow_asks_only_for_identify_and_shows_the_account(h: Harness) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    started = await h.container.start_discord_link().execute(
+        session_token=alice.session_token, browser_tokens=()
+    )
     assert "scope=identify&" in started.authorize_url
+    # The consent screen shows which Discord account (a shared browser may be signed in).
+    assert "prompt=consent" in started.authorize_url
+
+
+async def test_linking_is_a_sensitive_change(h: Harness) -> None:
+    """A stolen session cookie alone must not add a Discord account that can sign in (and
+    that would outlive a password change): linking needs the same proof as unlinking."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    h.clock.advance(timedelta(minutes=11))
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(2010).user)
+    assert isinstance(issued, TicketIssued)
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.start_discord_link().execute(
+            session_token=alice.session_token, browser_tokens=()
+        )
+    with pytest.raises(errors.ReauthenticationRequired):
+        await h.container.start_ticket_link().execute(
+            token=issued.token, session_token=alice.session_token, browser_tokens=()
+        )
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.start_discord_link().execute(
+            session_token=alice.session_token, current_password="wrong guess", browser_tokens=()
+        )
+    started = await h.container.start_discord_link().execute(
+        session_token=alice.session_token, current_password=PASSWORD, browser_tokens=()
+    )
+    assert started.authorize_url
+
+
+async def test_a_link_whose_session_ended_meanwhile_is_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Signed out everywhere while Discord was answering: nothing is linked."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    started = await h.container.start_discord_link().execute(
+        session_token=alice.session_token, browser_tokens=()
+    )
+    approval = h.discord.approve(started.authorize_url, h.discord_user(2011).id)
+    await h.container.end_all_sessions().execute(alice.session_token)
+    with pytest.raises(errors.NotSignedIn):
+        await h.container.complete_discord_auth().execute(
+            state=approval.state,
+            code=approval.code,
+            error=None,
+            browser_tokens=started.browser_tokens,
+            session_token=alice.session_token,
+        )
+    assert db.tables.links == {}
 
 
 async def test_link_callback_for_another_signed_in_account_is_refused(
     h: Harness, db: MemoryDatabase
 ) -> None:
-    alice = (await h.sign_up("alice", "alice@example.com")).account
+    alice = await h.sign_up("alice", "alice@example.com")
     bob = (await h.sign_up("bob", "bob@example.com")).account
     discord = h.discord_user(2006)
-    started = await h.container.start_discord_link().execute(account_id=alice.id, browser_tokens=())
+    started = await h.container.start_discord_link().execute(
+        session_token=alice.session_token, browser_tokens=()
+    )
     approval = h.discord.approve(started.authorize_url, discord.id)
 
     with pytest.raises(errors.NotSignedIn):

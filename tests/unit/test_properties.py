@@ -17,7 +17,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AccountId, DiscordId, DiscordProfile, SignInMethod, normalize_email
 from domain.use_cases import AuthOutcome, TicketIssued
-from tests.harness import Browser, Harness
+from tests.harness import PASSWORD, Browser, Harness
 
 T = TypeVar("T")
 EMAILS = ["a@example.com", "B@example.com", "b@example.com", "c@example.com", None]
@@ -151,7 +151,7 @@ class LinkingMachine(RuleBasedStateMachine):
                     session_token=self.run(
                         self.h.session_for(account_id, proved_with=SignInMethod.DISCORD)
                     ),
-                    new_password="a good long password",
+                    new_password=PASSWORD,  # the one the harness types to prove it
                     current_password=None,
                 )
             )

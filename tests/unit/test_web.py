@@ -140,7 +140,7 @@ async def _continue_with_discord(client: Client, h: Harness, path: str, as_disco
     assert started.status_code == 302, started.text
     location = started.headers["location"]
     assert "scope=identify&" in location
-    assert "prompt=none" in location
+    assert "prompt=consent" in location  # pick the Discord account that ran /link
     approval = h.discord.approve(location, DiscordId(as_discord))
     return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
 

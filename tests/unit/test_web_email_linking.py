@@ -31,6 +31,19 @@ async def _discord_sign_in(client: Client, h: Harness, discord_id: int) -> Clien
     return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
 
 
+async def test_an_unconfirmed_address_gets_no_emailed_link(h: Harness) -> None:
+    await h.sign_up("mallory", "victim@example.com")
+    h.discord_user(9003, username="victim_d", email="victim@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9003)
+        assert "The password of mallory" in page.text
+        assert "Email me a link" not in page.text
+        refused = await client.post(
+            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+        )
+        assert refused.status_code == 400
+
+
 async def test_the_password_links_and_signs_in(h: Harness) -> None:
     await h.sign_up("alice", "alice@example.com", verified=True)
     h.discord_user(9001, username="alice_d", email="alice@example.com")
@@ -52,7 +65,7 @@ async def test_the_password_links_and_signs_in(h: Harness) -> None:
 async def test_the_emailed_link_links_in_the_browser_that_signed_in(
     h: Harness, db: MemoryDatabase
 ) -> None:
-    await h.sign_up("bob", "bob@example.com")
+    await h.sign_up("bob", "bob@example.com", verified=True)
     h.discord_user(9002, username="bob_d", email="bob@example.com")
     async with AsyncTestClient(app=create_app(h.container)) as client:
         page = await _discord_sign_in(client, h, 9002)

@@ -33,6 +33,7 @@ from domain.model import (
     OutgoingEmail,
     PendingLogin,
     Session,
+    SignInMethod,
     normalize_email,
 )
 
@@ -297,15 +298,15 @@ class MemorySessions(_Repo):
     async def get(self, digest: str) -> Session | None:
         return self._t.sessions.get(digest)
 
-    async def update(self, session: Session) -> None:
-        current = self._t.sessions.get(session.digest)
+    async def touch(self, digest: str, now: datetime) -> None:
+        current = self._t.sessions.get(digest)
         if current is not None:  # like an UPDATE that matches no row
-            self._t.sessions[session.digest] = replace(
-                current,
-                last_seen_at=session.last_seen_at,
-                proved_at=session.proved_at,
-                proved_with=session.proved_with,
-            )
+            self._t.sessions[digest] = replace(current, last_seen_at=now)
+
+    async def record_proof(self, digest: str, now: datetime, method: SignInMethod) -> None:
+        current = self._t.sessions.get(digest)
+        if current is not None:
+            self._t.sessions[digest] = replace(current, proved_at=now, proved_with=method)
 
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
         return sorted(

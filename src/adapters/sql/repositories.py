@@ -430,15 +430,16 @@ class SqlSessions(_Repo):
         row = (await self._run(select(sessions).where(sessions.c.token_hash == digest))).first()
         return _session_row(row) if row else None
 
-    async def update(self, session: Session) -> None:
+    async def touch(self, digest: str, now: datetime) -> None:
+        await self._run(
+            update(sessions).where(sessions.c.token_hash == digest).values(last_seen_at=now)
+        )
+
+    async def record_proof(self, digest: str, now: datetime, method: SignInMethod) -> None:
         await self._run(
             update(sessions)
-            .where(sessions.c.token_hash == session.digest)
-            .values(
-                last_seen_at=session.last_seen_at,
-                proved_at=session.proved_at,
-                proved_with=session.proved_with.value if session.proved_with else None,
-            )
+            .where(sessions.c.token_hash == digest)
+            .values(proved_at=now, proved_with=method.value)
         )
 
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:

@@ -172,13 +172,13 @@ class SetPassword(_PasswordUseCase):
             fresh = await uow.accounts.lock(account.id)
             if fresh is None or fresh.password_hash != account.password_hash:
                 raise errors.Conflict("Your password changed meanwhile. Try again.")
+            if await uow.sessions.get(session.digest) is None:
+                raise errors.NotSignedIn()  # the session asking ended meanwhile
             updated = replace(fresh, password_hash=new_hash)
             await uow.accounts.update(updated)
             await uow.sessions.remove_for_account(account.id, keep=session.digest)
             # Choosing the password proves knowing it: this session may go on for a while.
-            await uow.sessions.update(
-                replace(session, proved_at=now, proved_with=SignInMethod.PASSWORD)
-            )
+            await uow.sessions.record_proof(session.digest, now, SignInMethod.PASSWORD)
             await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account.id))
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()

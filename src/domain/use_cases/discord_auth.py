@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -36,6 +36,7 @@ from domain.policies import (
     safe_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._passwords import Passwords
 from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
@@ -43,6 +44,7 @@ from domain.use_cases._shared import (
     apply_link,
     digest_of,
     plausible_token,
+    prove_identity,
     retry_on_conflict,
     signed_in,
     start_session,
@@ -131,40 +133,80 @@ class StartDiscordLogin(_StartDiscordAuth):
         )
 
 
-class StartDiscordLink(_StartDiscordAuth):
-    async def execute(self, *, account_id: AccountId, browser_tokens: Sequence[str]) -> AuthStarted:
-        async with self._uow() as uow:
-            if await uow.accounts.get(account_id) is None:
-                raise errors.NotSignedIn()
+class _StartLinking(_StartDiscordAuth):
+    """Linking a Discord account is a sensitive change: the Discord account can sign in to
+    the TaskFlow account from then on, so a stolen session cookie alone must not add one (it
+    would outlive a password change). The same proof as for unlinking is needed."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        oauth: DiscordOAuth,
+        passwords: Passwords,
+    ) -> None:
+        super().__init__(uow, tokens, clock, oauth)
+        self._passwords = passwords
+
+    async def _prove(self, session_token: str | None, current_password: str | None) -> Account:
+        _, account = await prove_identity(
+            self._uow,
+            self._tokens,
+            self._clock,
+            self._passwords,
+            session_token=session_token,
+            current_password=current_password,
+        )
+        return account
+
+
+class StartDiscordLink(_StartLinking):
+    """ "Link Discord" on the account page."""
+
+    async def execute(
+        self,
+        *,
+        session_token: str | None,
+        current_password: str | None = None,
+        browser_tokens: Sequence[str],
+    ) -> AuthStarted:
+        account = await self._prove(session_token, current_password)
         return await self._start(
             AuthPurpose.LINK,
             destination="/account",
             browser_tokens=browser_tokens,
-            account_id=account_id,
+            account_id=account.id,
+            ask_again=True,  # show which Discord account: a shared browser may be signed in
         )
 
 
-class StartTicketLink(_StartDiscordAuth):
-    """ "Link accounts" on the page behind a ``/link`` button: the ticket only says which
-    Discord account to expect. Linking waits for a Discord round trip proving that the person
-    here *is* that account, so a forwarded button cannot link the sender's Discord to the
-    receiver's TaskFlow account."""
+class StartTicketLink(_StartLinking):
+    """ "Continue with Discord" on the page behind a ``/link`` button: the ticket only says
+    which Discord account to expect. Linking waits for a Discord round trip proving that the
+    person here *is* that account, so a forwarded button cannot link the sender's Discord to
+    the receiver's TaskFlow account."""
 
     async def execute(
-        self, *, token: str, account_id: AccountId, browser_tokens: Sequence[str]
+        self,
+        *,
+        token: str,
+        session_token: str | None,
+        current_password: str | None = None,
+        browser_tokens: Sequence[str],
     ) -> AuthStarted:
         now = self._clock.now()
         digest = digest_of(self._tokens, token)
         async with self._uow() as uow:
             ticket = await use_secret(uow.link_tickets, digest, now, spend=False)
-            if await uow.accounts.get(account_id) is None:
-                raise errors.NotSignedIn()
+        account = await self._prove(session_token, current_password)
+        async with self._uow() as uow:
             # Refuse now what the link would refuse later, before a pointless trip to Discord.
             decision = decide_link(
                 ticket.discord.id,
-                account_id,
+                account.id,
                 await uow.links.get_by_discord_id(ticket.discord.id),
-                await uow.links.get_by_account(account_id),
+                await uow.links.get_by_account(account.id),
             )
         if decision in LINK_REFUSALS:
             raise LINK_REFUSALS[decision]()
@@ -172,8 +214,9 @@ class StartTicketLink(_StartDiscordAuth):
             AuthPurpose.TICKET,
             destination="/account",
             browser_tokens=browser_tokens,
-            account_id=account_id,
+            account_id=account.id,
             ticket_digest=digest,
+            ask_again=True,  # the person can pick the Discord account that ran /link
         )
 
 
@@ -195,6 +238,7 @@ class StartDiscordReauth(_StartDiscordAuth):
             destination="/account",
             browser_tokens=browser_tokens,
             account_id=account.id,
+            ask_again=True,  # so that someone signed in as another Discord account can switch
         )
 
 
@@ -263,17 +307,9 @@ class CompleteDiscordAuth:
             raise errors.DiscordDenied()
         if not code or len(code) > 512:
             raise errors.InvalidInput("Discord's answer had no authorisation code. Start again.")
-        session: Session | None = None
-        if pending.purpose is not AuthPurpose.LOGIN:
+        if pending.purpose is not AuthPurpose.LOGIN:  # before asking Discord for nothing
             async with self._uow() as uow:
-                try:
-                    session, account = await signed_in(
-                        uow, self._tokens, session_token, self._clock.now()
-                    )
-                except errors.NotSignedIn:
-                    account = None
-            if account is None or account.id != pending.account_id:
-                raise errors.NotSignedIn("Sign in to the account you started from, then try again.")
+                await self._session_of(uow, pending, session_token)
         tokens = await self._oauth.exchange_code(
             code=code, code_verifier=self._tokens.derive(state or "", PKCE)
         )
@@ -282,19 +318,35 @@ class CompleteDiscordAuth:
         profile = await self._oauth.fetch_profile(tokens)
 
         if pending.purpose is AuthPurpose.LINK:
-            return await retry_on_conflict(lambda: self._link(pending, profile))
+            return await retry_on_conflict(lambda: self._link(pending, profile, session_token))
         if pending.purpose is AuthPurpose.TICKET:
-            return await retry_on_conflict(lambda: self._link_ticket(pending, profile))
+            return await retry_on_conflict(
+                lambda: self._link_ticket(pending, profile, session_token)
+            )
         if pending.purpose is AuthPurpose.REAUTH:
-            assert session is not None  # noqa: S101 - resolved above for every purpose but login
-            return await self._reauthenticate(pending, session, profile)
+            return await self._reauthenticate(pending, profile, session_token)
         return await retry_on_conflict(lambda: self._login(pending, profile))
 
+    async def _session_of(
+        self, uow: UnitOfWork, pending: PendingLogin, session_token: str | None
+    ) -> Session:
+        """The session of the account that started this round trip, read in the caller's
+        transaction: it may have ended (signed out everywhere, an unlink) while Discord
+        answered, and then nothing may be linked or proved for it."""
+        try:
+            session, account = await signed_in(uow, self._tokens, session_token, self._clock.now())
+        except errors.NotSignedIn:
+            account = None
+        if account is None or account.id != pending.account_id:
+            raise errors.NotSignedIn("Sign in to the account you started from, then try again.")
+        return session
+
     async def _reauthenticate(
-        self, pending: PendingLogin, session: Session, profile: DiscordProfile
+        self, pending: PendingLogin, profile: DiscordProfile, session_token: str | None
     ) -> AuthCompleted:
         now = self._clock.now()
         async with self._uow() as uow:
+            session = await self._session_of(uow, pending, session_token)
             link = await uow.links.get_by_account(session.account_id)
             if link is None or link.discord_id != profile.id:
                 raise errors.WrongDiscordAccount(
@@ -303,9 +355,7 @@ class CompleteDiscordAuth:
                     + (f"@{link.discord_username}" if link else "no Discord account")
                     + ". Sign in to Discord as the linked account, then try again."
                 )
-            await uow.sessions.update(
-                replace(session, proved_at=now, proved_with=SignInMethod.DISCORD)
-            )
+            await uow.sessions.record_proof(session.digest, now, SignInMethod.DISCORD)
             await uow.commit()
         return AuthCompleted(
             pending.purpose,
@@ -330,17 +380,22 @@ class CompleteDiscordAuth:
             finally:
                 await uow.commit()  # spent even when refused: a callback URL works once
 
-    async def _link(self, pending: PendingLogin, profile: DiscordProfile) -> AuthCompleted:
+    async def _link(
+        self, pending: PendingLogin, profile: DiscordProfile, session_token: str | None
+    ) -> AuthCompleted:
         assert pending.account_id is not None  # noqa: S101 - checked by execute
         now = self._clock.now()
         async with self._uow() as uow:
+            await self._session_of(uow, pending, session_token)
             result = await apply_link(
                 uow, discord=profile.user, account_id=pending.account_id, now=now, via="oauth"
             )
             await uow.commit()
         return self._linked(pending, result)
 
-    async def _link_ticket(self, pending: PendingLogin, profile: DiscordProfile) -> AuthCompleted:
+    async def _link_ticket(
+        self, pending: PendingLogin, profile: DiscordProfile, session_token: str | None
+    ) -> AuthCompleted:
         """Spend the ticket and link, in one transaction, only when Discord just confirmed
         that this person is the account that ran ``/link``. A refused link rolls back (the
         ticket stays usable); a ticket made for another Discord account is spent, audited and
@@ -348,6 +403,7 @@ class CompleteDiscordAuth:
         assert pending.account_id is not None  # noqa: S101 - checked by execute
         now = self._clock.now()
         async with self._uow() as uow:
+            await self._session_of(uow, pending, session_token)
             ticket = await use_secret(uow.link_tickets, pending.ticket_digest, now, spend=True)
             if ticket.discord.id != profile.id:
                 await uow.audit.record(
@@ -394,6 +450,13 @@ class CompleteDiscordAuth:
             )
             match decision:
                 case SignIn(account_id):
+                    # Lock the account as an unlink does, then look at the link again: an
+                    # unlink that committed meanwhile must not be followed by a session that
+                    # the unlinked Discord account opened (decide again instead).
+                    await uow.accounts.lock(account_id)
+                    again = await uow.links.get_by_discord_id(profile.id)
+                    if again is None or again.account_id != account_id:
+                        raise errors.Conflict()
                     outcome = AuthOutcome.SIGNED_IN
                 case ConfirmBeforeLinking(account_id):
                     proposal = await create_link_proposal(

@@ -9,7 +9,7 @@ cookie: it proves the mailbox, the cookie says which Discord account this browse
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -17,8 +17,6 @@ from domain.model import (
     LINK_PROPOSAL_TTL,
     Account,
     AccountId,
-    AuditEvent,
-    AuditKind,
     DiscordUser,
     EmailKind,
     EmailPurpose,
@@ -68,6 +66,14 @@ async def create_link_proposal(
         LinkProposal(secret.digest, discord, account_id, destination, now, now + LINK_PROPOSAL_TTL)
     )
     return secret.token
+
+
+def offers_emailed_link(account: Account) -> bool:
+    """The emailed link proves the mailbox, and the mailbox proves the account only if the
+    account's address was confirmed: whoever registered someone else's address (never
+    confirmed) must not receive that person's Discord link when they click. Otherwise only
+    the account's password can prove it."""
+    return account.email is not None and account.email_verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +184,11 @@ class EmailLinkConfirmation:
         """The address the link goes to."""
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
         address = shown.account.email
-        if address is None:
-            raise errors.InvalidInput("This account has no email address.")
+        if address is None or not offers_emailed_link(shown.account):
+            raise errors.InvalidInput(
+                "This account's email address is not confirmed, so a link sent there proves "
+                "nothing about the account: enter its password instead."
+            )
         now = self._clock.now()
         async with self._uow() as uow:
             kind = EmailKind.CONFIRM_DISCORD_LINK
@@ -203,7 +212,7 @@ class EmailLinkConfirmation:
 
 class ConfirmLinkWithEmail:
     """The emailed link, opened in the browser that holds the proposal: it proves the mailbox
-    (so the address counts as confirmed), the proposal proves Discord. Link, and sign in."""
+    (of a confirmed address), the proposal proves Discord. Link, and sign in."""
 
     def __init__(
         self,
@@ -234,12 +243,9 @@ class ConfirmLinkWithEmail:
                         "This link was sent for a Discord sign-in in another browser. Open it "
                         "in the browser where you signed in with Discord."
                     )
-                if not account.email_verified:
-                    await uow.accounts.update(replace(account, email_verified=True))
-                    await uow.audit.record(
-                        AuditEvent(
-                            AuditKind.EMAIL_VERIFIED, now, account.id, detail={"via": "link"}
-                        )
+                if not offers_emailed_link(account):  # unconfirmed since the email went out
+                    raise errors.InvalidInput(
+                        "This account's email address is not confirmed: enter its password."
                     )
                 return await _link_and_sign_in(
                     uow,

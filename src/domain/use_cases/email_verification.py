@@ -143,6 +143,8 @@ class ChangeEmail:
                 fresh = await uow.accounts.lock(account.id)
                 if fresh is None or fresh.email != account.email:
                     raise errors.Conflict("Your email changed meanwhile. Try again.")
+                if await uow.sessions.get(session.digest) is None:
+                    raise errors.NotSignedIn()  # the session asking ended meanwhile
                 if not await within_limits(
                     uow, account.id, EmailKind.VERIFY_EMAIL, now, CHANGE_LIMITS
                 ):

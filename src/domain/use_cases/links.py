@@ -22,10 +22,13 @@ async def _unlink(
     uow: UnitOfWork, link: Link, clock: Clock, *, via: str, keep_session: str | None = None
 ) -> LinkedAccount:
     """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
-    a session that Discord sign-in opened must not outlive the link."""
-    account = await uow.accounts.get(link.account_id)
+    a session that Discord sign-in opened must not outlive the link. The account is locked
+    first, as a Discord sign-in locks it before opening a session (they cannot interleave)."""
+    account = await uow.accounts.lock(link.account_id)
     if account is None:  # the foreign key makes this a concurrent account deletion
         raise errors.NotLinked()
+    if keep_session is not None and await uow.sessions.get(keep_session) is None:
+        raise errors.NotSignedIn()  # the session asking ended meanwhile
     if (refusal := unlink_refusal(account)) is not None:
         raise refusal()
     if not await uow.links.remove(link):

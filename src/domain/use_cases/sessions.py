@@ -44,7 +44,7 @@ class CurrentSession:
                 return None
             if session.last_seen_at is None or now - session.last_seen_at >= LAST_SEEN_PRECISION:
                 session = replace(session, last_seen_at=now)
-                await uow.sessions.update(session)
+                await uow.sessions.touch(session.digest, now)
                 await uow.commit()
         return SignedInAs(session, account, identity_recently_proved(session, account, now))
 
@@ -153,8 +153,6 @@ class ConfirmPassword:
             raise errors.InvalidCredentials("Your password is not right.")
         now = self._clock.now()
         async with self._uow() as uow:
-            await uow.sessions.update(
-                replace(session, proved_at=now, proved_with=SignInMethod.PASSWORD)
-            )
+            await uow.sessions.record_proof(session.digest, now, SignInMethod.PASSWORD)
             await uow.commit()
         return account

@@ -60,8 +60,14 @@ RATE_LIMITED = {
     ("POST", "/account/email"),
     ("POST", "/account/discord/unlink"),
     ("POST", "/auth/discord/confirm-link"),
+    # Each of these starts a Discord round trip (a pending login row).
+    ("POST", "/account/discord/link"),
+    ("POST", "/account/confirm/discord"),
 }
-RATE_LIMITED_PREFIXES = (("POST", "/password/reset/"),)  # each try hashes a password
+RATE_LIMITED_PREFIXES = (
+    ("POST", "/password/reset/"),  # each try hashes a password
+    ("POST", "/link/"),  # a Discord round trip, and maybe a password check
+)
 
 
 def _rate_limited(method: str, path: str) -> bool:

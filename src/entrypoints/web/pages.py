@@ -168,16 +168,12 @@ class Pages(Controller):
 
     @post("/account/discord/link", status_code=302)
     async def start_link(
-        self,
-        request: Request[Any, Any, Any],
-        account: CurrentAccount,
-        container: Services,
-        jar: Jar,
+        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
     ) -> Redirect:
-        if account is None:
-            return Redirect("/signin?next=/account")
         started = await container.start_discord_link().execute(
-            account_id=account.id, browser_tokens=jar.binding_tokens(request)
+            session_token=jar.session_token(request),
+            current_password=data.get("current_password") or None,
+            browser_tokens=jar.binding_tokens(request),
         )
         return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
@@ -317,32 +313,39 @@ class Pages(Controller):
     # -- /link tickets from Discord ----------------------------------------------------------------
 
     @get("/link/{token:str}")
-    async def link_page(self, token: str, account: CurrentAccount, container: Services) -> Template:
+    async def link_page(
+        self, token: str, signed_in: CurrentSignIn, container: Services
+    ) -> Template:
         ticket = await container.show_link_ticket().execute(token)
         return Template(
             "link_confirm.html",
             context={
                 "ticket": ticket,
                 "token": token,
-                "account": account,
+                "account": signed_in.account if signed_in else None,
+                "recently_proved": signed_in is not None and signed_in.recently_proved,
                 "avatar_url": avatar_url(ticket.discord.id.value, ticket.discord.avatar),
             },
         )
 
     @post("/link/{token:str}", status_code=302)
-    async def link_confirm(
+    async def link_confirm(  # noqa: PLR0917 - Litestar injects by name
         self,
         request: Request[Any, Any, Any],
         token: str,
         account: CurrentAccount,
         container: Services,
         jar: Jar,
+        data: Form,
     ) -> Redirect:
         """Confirming starts a Discord round trip: the link is made at the callback, only if
         the person signs in to Discord as the account that ran /link."""
         if account is None:
             return Redirect(f"/signin?next=/link/{token}", status_code=303)
         started = await container.start_ticket_link().execute(
-            token=token, account_id=account.id, browser_tokens=jar.binding_tokens(request)
+            token=token,
+            session_token=jar.session_token(request),
+            current_password=data.get("current_password") or None,
+            browser_tokens=jar.binding_tokens(request),
         )
         return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
