@@ -361,6 +361,30 @@ async def test_stale_or_future_timestamps_are_refused(bot: Bot, offset: int) -> 
     assert "timestamp" in answer.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "stamp", ["9" * 400, "-5", "1e9", "12.5"], ids=["huge", "neg", "exp", "fraction"]
+)
+async def test_absurd_signed_timestamps_get_401_not_500(bot: Bot, stamp: str) -> None:
+    """The issue: a signed interaction with a 400-digit timestamp gave 500 (overflow)."""
+    body = b'{"type": 1}'
+    headers = {
+        "content-type": "application/json",
+        "x-signature-ed25519": bot.emulator.sign(body, stamp),
+        "x-signature-timestamp": stamp,
+    }
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body, headers=headers)
+    assert answer.status_code == 401
+    assert "timestamp" in answer.json()["detail"]
+
+
+async def test_an_interaction_over_a_megabyte_is_refused_unread(bot: Bot) -> None:
+    body, headers = signed_request(bot.emulator, {"type": 1, "pad": "x" * 2_000_000})
+    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body, headers=headers)
+    assert answer.status_code == 413
+
+
 async def test_a_replayed_request_is_refused(bot: Bot) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1})
     async with httpx.AsyncClient(base_url=bot.app_url) as client:

@@ -213,3 +213,9 @@ async def test_upgrading_a_postgres_database_in_use_keeps_its_data(empty_pg_url:
 
 async def test_upgrading_a_sqlite_database_in_use_keeps_its_data(sqlite_url: str) -> None:
     await _upgrade_keeps_data(sqlite_url)
+
+
+async def test_a_value_postgres_refuses_is_a_fault_not_an_outage(pg_db: SqlDatabase) -> None:
+    """What the web's guards keep out, if it ever got through: a NUL in a name."""
+    with pytest.raises(errors.StorageFault):
+        await _add(pg_db, account("nul\x00name", "nul@example.com"))

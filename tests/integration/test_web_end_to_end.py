@@ -9,6 +9,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import select
 
 from adapters.sql.tables import accounts, user_links
 from domain.use_cases import TicketIssued
@@ -86,6 +87,21 @@ async def test_row6_new_person_gets_an_account(stack: Stack, browser: Browser) -
     assert "newbie" in page.text
     assert (await count(stack.db, accounts), await count(stack.db, user_links)) == (1, 1)
     assert not stack.emulator.revoked  # the grant is kept (the token itself is not stored)
+
+
+async def test_discord_names_longer_than_their_columns_are_cut_not_a_500(
+    stack: Stack, browser: Browser
+) -> None:
+    """The issue: a Discord name longer than its column gave 503 "cannot reach its database".
+    Whatever sends it may not be Discord: names are cut and stripped at the boundary."""
+    long_name = "Ω" * 500 + "\x00\x1b[31m"
+    user = stack.emulator.add_user("long_one", global_name=long_name, email="l@example.com")
+    page = await browser.sign_in_with_discord(user.id)
+    assert page.status_code == 200, page.text
+    assert page.url.path == "/account"
+    async with stack.db.engine.connect() as conn:
+        stored = (await conn.execute(select(user_links.c.discord_global_name))).scalar_one()
+    assert stored == "Ω" * 64
 
 
 async def test_a_returning_user_skips_discords_consent_screen(

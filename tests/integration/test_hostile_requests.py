@@ -1,0 +1,280 @@
+"""The live service (uvicorn, SQLite, HTTP interactions on, the Discord emulator) against
+hostile input: a bounded schemathesis run over the JSON API and a hand-written list of
+malformed requests on the pages and /interactions. Nothing may answer 5xx.
+
+Bounded: a few dozen examples per API operation, so the run stays well under a minute; the
+point is the kinds of input (every generated shape, every hand-picked trap), not volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+
+from adapters.sql import SqlDatabase, migrate
+from entrypoints.container import build_container
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.web import create_app
+from tests.bot_support import signed_request
+from tests.harness import cheap_argon2, make_settings
+from tests.servers import free_port, serve
+
+APP_ID = "1200000000000000077"
+
+
+@dataclass
+class Live:
+    url: str
+    key: str
+    emulator: EmulatorState
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('hostile') / 'app.db'}"
+    port = free_port()
+    app_url = f"http://127.0.0.1:{port}"
+    emulator = EmulatorState(
+        APP_ID, "secret-hostile", {f"{app_url}/auth/discord/callback"}, response_deadline=60.0
+    )
+    emulator.interactions_url = f"{app_url}/interactions"
+    with serve(create_emulator_app(emulator)) as emulator_url:
+        settings_ = make_settings(
+            storage="sql",
+            database_url=database_url,
+            public_url=app_url,
+            discord_client_id=APP_ID,
+            discord_client_secret="secret-hostile",
+            discord_api_url=f"{emulator_url}/api/v10",
+            discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+            discord_bot_token=emulator.bot_token,
+            discord_public_key=emulator.public_key,
+            discord_reply_deadline_seconds=20.0,
+            discord_answer_deadline_seconds=25.0,
+            auth_rate_limit_per_minute=10_000,  # the fuzzer is one client
+        )
+        container = build_container(settings_)
+        container.password_hasher.override(cheap_argon2())
+
+        async def prepare() -> str:
+            database: SqlDatabase = container.sql_db()
+            await migrate.upgrade(database)
+            key: str = (await container.create_api_key().execute("fuzz")).token
+            await database.dispose()  # the server opens its own connections, on its own loop
+            return key
+
+        key = asyncio.run(prepare())
+        with serve(create_app(container), port=port):
+            yield Live(app_url, key, emulator)
+
+
+def test_the_api_never_answers_5xx(live: Live) -> None:
+    """Every operation of the OpenAPI schema, with generated paths, queries and bodies, with
+    and without a valid key (Hypothesis drives schemathesis's strategies directly)."""
+    schema = schemathesis.openapi.from_url(f"{live.url}/schema/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert any(op.path == "/api/v1/links/{discord_id}" for op in operations)
+    failures: list[str] = []
+    with requests.Session() as session:
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(
+                max_examples=40,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            def call(case: Any) -> None:
+                for headers in ({"Authorization": f"Bearer {live.key}"}, {}):
+                    response = case.call(
+                        base_url=live.url, session=session, headers=headers, timeout=30
+                    )
+                    if response.status_code >= 500:
+                        failures.append(
+                            f"{case.method} {case.formatted_path}: {response.status_code}"
+                        )
+
+            call()
+    assert failures == []
+
+
+def _signed(live: Live, payload: Any, *, timestamp: str | None = None) -> dict[str, Any]:
+    body, headers = signed_request(live.emulator, payload)
+    if timestamp is not None:
+        headers["x-signature-timestamp"] = timestamp
+        headers["x-signature-ed25519"] = live.emulator.sign(body, timestamp)
+    return {"content": body, "headers": headers}
+
+
+def _malformed(live: Live) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(name, method, path, request arguments): traps a person or a scanner might send."""
+    huge = "x" * 2_000_000
+    return [
+        ("bad host port", "GET", "/healthz", {"headers": {"host": "x:abc"}}),
+        ("bad host on a page", "GET", "/signin", {"headers": {"host": "[::1"}}),
+        ("huge host", "GET", "/", {"headers": {"host": "a" * 5000}}),
+        ("nul in the query", "GET", "/signin?next=%00", {}),
+        ("escape in the query", "GET", "/auth/discord/login?next=/%1b[31m", {}),
+        ("nul in a path token", "GET", "/link/%00", {}),
+        ("long path token", "GET", "/link/" + "A" * 5000, {}),
+        ("unicode path", "GET", "/verify-email/\u202egnp.exe", {}),
+        ("traversal", "GET", "/static/../../etc/passwd", {}),
+        ("callback junk", "GET", "/auth/discord/callback?state=%00&code=" + "c" * 5000, {}),
+        ("callback no state", "GET", "/auth/discord/callback", {}),
+        ("callback error", "GET", "/auth/discord/callback?error=%ff%fe", {}),
+        ("form without csrf", "POST", "/signin", {"data": {"login": "a", "password": "b"}}),
+        ("two-megabyte form", "POST", "/signin", {"data": {"password": huge}}),
+        ("json to a form", "POST", "/signup", {"json": {"username": ["x"]}}),
+        (
+            "broken multipart",
+            "POST",
+            "/signin",
+            {
+                "content": b"--x\r\nbroken",
+                "headers": {"content-type": "multipart/form-data; boundary=x"},
+            },
+        ),
+        ("wrong method", "DELETE", "/account", {}),
+        ("put to the api", "PUT", "/api/v1/links/1", {}),
+        ("api id overflow", "GET", "/api/v1/links/" + "9" * 400, {}),
+        ("api negative id", "GET", "/api/v1/links/-1", {}),
+        ("bulk junk", "POST", "/api/v1/links/lookup", {"content": b"{not json"}),
+        ("interaction unsigned", "POST", "/interactions", {"content": b"{}"}),
+        (
+            "interaction absurd timestamp",
+            "POST",
+            "/interactions",
+            _signed(live, {"type": 1}, timestamp="9" * 400),
+        ),
+        (
+            "interaction negative timestamp",
+            "POST",
+            "/interactions",
+            _signed(live, {"type": 1}, timestamp="-5"),
+        ),
+        (
+            "interaction signature too long",
+            "POST",
+            "/interactions",
+            {
+                "content": b'{"type": 1}',
+                "headers": {"x-signature-ed25519": "ab" * 5000, "x-signature-timestamp": "1"},
+            },
+        ),
+        ("interaction not json", "POST", "/interactions", _signed(live, "not json")),
+        ("interaction list", "POST", "/interactions", _signed(live, [1, 2, 3])),
+        ("interaction no type", "POST", "/interactions", _signed(live, {"id": "1"})),
+        (
+            "interaction junk command",
+            "POST",
+            "/interactions",
+            _signed(live, {"type": 2, "id": "x", "token": "t" * 80, "data": {"name": 5}}),
+        ),
+        (
+            "interaction too big",
+            "POST",
+            "/interactions",
+            {
+                "content": b"{" + b" " * 2_000_000 + b"}",
+                "headers": {"x-signature-ed25519": "00" * 64, "x-signature-timestamp": "1"},
+            },
+        ),
+    ]
+
+
+def test_malformed_requests_never_get_a_5xx(live: Live) -> None:
+    failures = []
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        for name, method, path, arguments in _malformed(live):
+            try:
+                answer = client.request(method, path, **arguments)
+            except httpx.RemoteProtocolError:
+                continue  # the server closed a request it would not even parse: fine
+            if answer.status_code >= 500:
+                failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
+    assert failures == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /signin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\na=b",
+        b"GET /healthz HTTP/1.1\r\nHost: x:abc\r\n\r\n",
+        b"GET /signin?next=%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"POST /interactions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked"
+        b"\r\n\r\nzz\r\n",
+    ],
+    ids=["content length", "host", "nul", "chunking"],
+)
+def test_requests_no_client_library_would_send_get_no_5xx(live: Live, raw: bytes) -> None:
+    host, port = live.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(raw)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/") else b"(closed)"
+    assert not status.startswith(b"5"), answer[:300]
+
+
+def test_an_interaction_hikari_cannot_read_leaves_no_token_in_the_log(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hikari hands a payload it cannot read, token and all, to the event loop's exception
+    handler; the service withholds the payload before anything is logged."""
+    token = "interaction-token-" + "s" * 60
+    payload = {
+        "type": 2,
+        "id": "1",
+        "application_id": APP_ID,
+        "token": token,
+        "version": 1,
+        "data": {"id": "not a snowflake", "name": "link", "type": 1},
+    }
+    with caplog.at_level("DEBUG"), httpx.Client(base_url=live.url, timeout=30) as client:
+        answer = client.post("/interactions", **_signed(live, payload))
+        time.sleep(0.2)  # let the loop's exception handler run (in the server's thread)
+    assert answer.status_code < 500
+    assert token not in caplog.text
+    assert json.dumps(token) not in caplog.text
+
+
+def test_the_log_keeps_no_interaction_token_whatever_logs_it() -> None:
+    import logging
+
+    from entrypoints.logs import RedactTokens
+
+    token = "A" * 70
+    record = logging.LogRecord(
+        "hikari.rest",
+        logging.ERROR,
+        __file__,
+        1,
+        "POST /api/v10/interactions/123/%s/callback failed; payload {'token': '%s'}",
+        (token, token),
+        None,
+    )
+    assert RedactTokens().filter(record)
+    assert token not in record.getMessage()
+    assert "/interactions/123/<token>/callback" in record.getMessage()
+
+
+def test_a_database_path_is_never_in_a_page(live: Live) -> None:
+    answer = httpx.get(f"{live.url}/link/" + "B" * 43)
+    assert answer.status_code == 404
+    assert str(Path.cwd()) not in answer.text
