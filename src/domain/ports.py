@@ -8,7 +8,7 @@ unreachable store as ``errors.StorageError``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -238,7 +238,44 @@ class UnitOfWork(Protocol):
     async def rollback(self) -> None: ...
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """A new unit of work. ``read_only``: the transaction only reads, so it may run
+        beside writers (on SQLite it then takes no write lock); it must not write."""
+
+
+class LinkDirectory(Protocol):
+    """The JSON API's hot reads: each one statement, outside any transaction (one round trip
+    to the database), on committed data."""
+
+    async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None: ...
+
+    async def links_by_discord_ids(self, discord_ids: Sequence[DiscordId]) -> Sequence[Link]:
+        """The links of those ids that have one, in one query."""
+
+    async def api_key_by_digest(self, digest: str) -> ApiKey | None: ...
+
+
+class ApiKeyLookup(Protocol):
+    async def by_digest(self, digest: str) -> ApiKey | None:
+        """The API key with this digest (revoked ones too), maybe from a short-lived cache:
+        a revocation takes effect within that cache's lifetime."""
+
+
+class Storage(Protocol):
+    """Where the data lives (a database, or the process's memory), as the entry points see it:
+    units of work, the hot reads, whether it answers, and closing it."""
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+    @property
+    def directory(self) -> LinkDirectory: ...
+
+    async def ping(self) -> bool:
+        """``True`` when the data can be reached."""
+
+    async def dispose(self) -> None:
+        """Release connections (at shutdown)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,13 +115,15 @@ def purge_expired() -> None:
 
 def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
     """Build the container, run one use case, and release the database afterwards."""
+    from entrypoints.container import close_resources  # noqa: PLC0415
+
     container = _container_for_command()
 
     async def run() -> T:
         try:
             return await call(container)
         finally:
-            await _dispose(container)
+            await close_resources(container)
 
     return asyncio.run(run())
 
@@ -130,11 +132,6 @@ def _container_for_command() -> Any:
     from entrypoints.container import build_container  # noqa: PLC0415
 
     return build_container(load_settings())
-
-
-async def _dispose(container: Any) -> None:
-    if container.settings().storage == "sql":
-        await container.sql_db().dispose()
 
 
 @cli.command("serve")
@@ -365,10 +362,6 @@ def _safe_url(url: str) -> str:
 
 
 def main() -> None:
-    import warnings  # noqa: PLC0415
-
-    # Authlib 1.9 nudges towards its httpx2 fork at import; nothing for a user to act on.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     try:
         cli.main(standalone_mode=False)
     except SettingsError as exc:

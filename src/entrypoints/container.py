@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.metadata import version as package_version
 
 from dependency_injector import containers, providers
 from litestar.stores.memory import MemoryStore
 
+from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.attempts import StorePasswordAttempts
 from adapters.clock import SystemClock
-from adapters.discord_oauth import HttpDiscordOAuth
+from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.sql import SqlDatabase
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
-from domain.ports import UnitOfWorkFactory
+from domain.ports import LinkDirectory, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from entrypoints.settings import Settings
 
 
-def _memory_uow_factory(db: MemoryDatabase) -> UnitOfWorkFactory:
-    return db.unit_of_work
+def _uow_factory(storage: Storage) -> UnitOfWorkFactory:
+    return storage.unit_of_work
 
 
-def _sql_uow_factory(db: SqlDatabase) -> UnitOfWorkFactory:
-    return db.unit_of_work
+def _directory(storage: Storage) -> LinkDirectory:
+    return storage.directory
 
 
 def _sql_database(settings: Settings) -> SqlDatabase:
@@ -42,7 +44,16 @@ def _callback_url(settings: Settings) -> str:
     return str(settings.public_url).rstrip("/") + "/auth/discord/callback"
 
 
-def _discord_oauth(settings: Settings) -> HttpDiscordOAuth:
+def _discord_http(settings: Settings) -> DiscordHttp:
+    # Discord asks every client to say who it is: "DiscordBot (url, version)".
+    url = str(settings.public_url).rstrip("/")
+    return DiscordHttp(
+        user_agent=f"DiscordBot ({url}, {package_version('taskflow-link')})",
+        timeout=settings.discord_timeout_seconds,
+    )
+
+
+def _discord_oauth(settings: Settings, http: DiscordHttp) -> HttpDiscordOAuth:
     settings.require("discord_client_id", "discord_client_secret")
     assert settings.discord_client_id  # noqa: S101 - checked by require()
     assert settings.discord_client_secret  # noqa: S101
@@ -52,7 +63,7 @@ def _discord_oauth(settings: Settings) -> HttpDiscordOAuth:
         redirect_uri=_callback_url(settings),
         api_url=str(settings.discord_api_url),
         authorize_url=str(settings.discord_authorize_url),
-        timeout=settings.discord_timeout_seconds,
+        http=http,
     )
 
 
@@ -89,16 +100,22 @@ class Container(containers.DeclarativeContainer):
     session_ttl = providers.Callable(lambda s: timedelta(days=s.session_ttl_days), settings)
     public_base_url = providers.Callable(lambda s: str(s.public_url).rstrip("/"), settings)
 
-    # Adapter sets, chosen by TASKFLOW_LINK_STORAGE.
+    # Where the data lives, chosen by TASKFLOW_LINK_STORAGE.
     memory_db = providers.Singleton(MemoryDatabase)
     sql_db = providers.Singleton(_sql_database, settings)
-    uow = providers.Selector(
-        providers.Callable(lambda s: s.storage, settings),
-        memory=providers.Singleton(_memory_uow_factory, memory_db),
-        sql=providers.Singleton(_sql_uow_factory, sql_db),
+    storage = providers.Selector(
+        providers.Callable(lambda s: s.storage, settings), memory=memory_db, sql=sql_db
+    )
+    uow = providers.Singleton(_uow_factory, storage)
+    directory = providers.Singleton(_directory, storage)
+    api_keys = providers.Singleton(
+        CachedApiKeyLookup,
+        directory,
+        ttl_seconds=providers.Callable(lambda s: s.api_key_cache_seconds, settings),
     )
 
-    discord_oauth = providers.Singleton(_discord_oauth, settings)
+    discord_http = providers.Singleton(_discord_http, settings)
+    discord_oauth = providers.Singleton(_discord_oauth, settings, discord_http)
     email_sender = providers.Selector(
         providers.Callable(lambda s: s.email_backend, settings),
         outbox=providers.Singleton(OutboxEmailSender, clock),
@@ -136,7 +153,8 @@ class Container(containers.DeclarativeContainer):
     unlink_account = providers.Factory(uc.UnlinkAccount, uow, tokens, clock, passwords)
     unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock)
     who_am_i = providers.Factory(uc.WhoAmI, uow)
-    look_up_link = providers.Factory(uc.LookUpLink, uow)
+    look_up_link = providers.Factory(uc.LookUpLink, directory)
+    look_up_links = providers.Factory(uc.LookUpLinks, directory)
     link_of_account = providers.Factory(uc.LinkOfAccount, uow)
     sign_up = providers.Factory(uc.SignUp, uow, tokens, clock, passwords, session_ttl)
     sign_in = providers.Factory(uc.SignIn, uow, tokens, clock, passwords, session_ttl)
@@ -162,7 +180,7 @@ class Container(containers.DeclarativeContainer):
     request_password_reset = providers.Factory(uc.RequestPasswordReset, uow, clock)
     reset_password = providers.Factory(uc.ResetPassword, uow, tokens, clock, passwords, session_ttl)
     create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)
-    authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, uow, tokens)
+    authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, api_keys, tokens)
     list_api_keys = providers.Factory(uc.ListApiKeys, uow)
     revoke_api_key = providers.Factory(uc.RevokeApiKey, uow, clock)
 
@@ -171,3 +189,12 @@ def build_container(settings: Settings) -> Container:
     container = Container(settings=settings)
     container.check_dependencies()
     return container
+
+
+async def close_resources(container: Container) -> None:
+    """Everything a process opened, released in one place (the web app's shutdown, the bot's,
+    a CLI command's end): the database's connections and the HTTP client for Discord."""
+    try:
+        await container.discord_http().aclose()
+    finally:
+        await container.storage().dispose()

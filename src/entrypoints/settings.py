@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         description='A command that has not finished by then answers "something went wrong". '
         "Keep it well under Discord's 3 s (tests set larger values on a busy machine).",
     )
+    discord_defer_after_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="HTTP interactions: a command that has not replied by then is answered "
+        '"thinking…" (deferred, private), and its reply edits that message when it comes.',
+    )
     discord_answer_deadline_seconds: float = Field(
         default=2.5,
         gt=0,
@@ -116,6 +123,13 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=60, description="Timeout for each call to Discord's API."
     )
     session_ttl_days: int = Field(default=14, ge=1, le=365, description="Web session lifetime.")
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a process trusts what it read about an API key: a revoked key "
+        "stops working within this time (0: read it on every request).",
+    )
     email_linking: EmailLinking = Field(
         default=EmailLinking.VERIFIED,
         description="Sign in with Discord and an existing account with the same email: "

@@ -103,6 +103,16 @@ class RepositoryContract:
             assert await uow.accounts.get(kept.id) == kept
             assert await uow.accounts.get(dropped.id) is None
 
+    async def test_a_read_only_unit_of_work_reads_and_never_commits(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        first = account()
+        await write(uow_factory, lambda uow: uow.accounts.add(first))
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.accounts.get(first.id) == first
+            with pytest.raises(RuntimeError):
+                await uow.commit()
+
     # -- accounts ---------------------------------------------------------------------------
 
     async def test_account_round_trip(self, uow_factory: UnitOfWorkFactory) -> None:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from adapters.discord_oauth import HttpDiscordOAuth
+from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
 from domain import errors
 from domain.policies import pkce_challenge
 from entrypoints.emulator import EmulatorState, create_emulator_app
@@ -32,7 +32,7 @@ def adapter(url: str, *, secret: str = "secret-1", timeout: float = 5.0) -> Http
         redirect_uri=REDIRECT,
         api_url=f"{url}/api/v10",
         authorize_url=f"{url}/oauth2/authorize",
-        timeout=timeout,
+        http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=timeout),
     )
 
 
@@ -229,3 +229,51 @@ def test_the_emulator_refuses_an_unknown_prompt(emulator: tuple[EmulatorState, s
     )
     assert page.status_code == 400
     assert "prompt" in page.text
+
+
+@pytest.mark.parametrize("mode", ["429", "cloudflare"])
+async def test_rate_limits_are_discord_unavailable_and_logged_as_such(
+    emulator: tuple[EmulatorState, str], mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    state, url = emulator
+    user = state.add_user("fred")
+    discord = adapter(url)
+    authorize_url = discord.authorization_url(
+        state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+    )
+    code = consent(authorize_url, user.id)["code"]
+    state.faults["token"] = mode
+    with pytest.raises(errors.DiscordUnavailable):
+        await discord.exchange_code(code=code, code_verifier=VERIFIER)
+    assert "Discord rate limited the token exchange" in caplog.text
+    if mode == "429":
+        assert "retry after 1.5 s" in caplog.text
+
+
+async def test_one_client_says_who_it_is_and_is_reused(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    state, url = emulator
+    user = state.add_user("gus")
+    http = DiscordHttp(user_agent="DiscordBot (https://link.example, 1.2)", timeout=5)
+    discord = HttpDiscordOAuth(
+        client_id="client-1",
+        client_secret="secret-1",
+        redirect_uri=REDIRECT,
+        api_url=f"{url}/api/v10",
+        authorize_url=f"{url}/oauth2/authorize",
+        http=http,
+    )
+    clients = set()
+    for _ in range(3):
+        authorize_url = discord.authorization_url(
+            state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+        )
+        tokens = await discord.exchange_code(
+            code=consent(authorize_url, user.id)["code"], code_verifier=VERIFIER
+        )
+        await discord.fetch_profile(tokens)
+        clients.add(id(http.client))
+    assert len(clients) == 1  # one client (one TLS context, pooled connections) per process
+    assert state.user_agents[-3:] == ["DiscordBot (https://link.example, 1.2)"] * 3
+    await http.aclose()

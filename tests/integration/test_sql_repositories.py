@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters.sql import SqlDatabase
@@ -19,3 +21,57 @@ class TestPostgresRepositories(RepositoryContract):
     @pytest.fixture
     def uow_factory(self, pg_db: SqlDatabase) -> UnitOfWorkFactory:
         return pg_db.unit_of_work
+
+
+async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatabase) -> None:
+    """The API's hot path: no BEGIN/ROLLBACK around the query (one round trip)."""
+    from sqlalchemy import event
+
+    from domain.model import DiscordId
+    from tests.contracts.repositories import account, link
+
+    owner = account()
+    async with pg_db.unit_of_work() as uow:
+        await uow.accounts.add(owner)
+        await uow.links.add(link(4242, owner.id))
+        await uow.commit()
+    statements: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: object, statement: str, *_: object) -> None:
+        # asyncpg opens a transaction (BEGIN) before a statement unless in autocommit.
+        statements.append((statement, conn.connection.dbapi_connection.autocommit))
+
+    event.listen(pg_db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        found = await pg_db.directory.link_by_discord_id(DiscordId(4242))
+        several = await pg_db.directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
+    finally:
+        event.remove(pg_db.engine.sync_engine, "before_cursor_execute", record)
+    assert found is not None
+    assert found.account_id == owner.id
+    assert [x.discord_id for x in several] == [DiscordId(4242)]
+    assert len(statements) == 2  # one each
+    assert all("user_links" in sql and autocommit for sql, autocommit in statements)
+
+
+async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
+    """The embedded default under load: a read takes no write lock, so it goes on beside a
+    writer. With no busy timeout at all, a read that needed the lock would fail at once."""
+    from adapters.sql import migrate
+    from domain import errors
+    from domain.model import DiscordId
+
+    database = SqlDatabase(sqlite_url, sqlite_busy_timeout_ms=0)
+    try:
+        await migrate.upgrade(database)
+        async with database.engine.connect() as writer:
+            await writer.begin()  # BEGIN IMMEDIATE: the write lock, held
+            assert await database.directory.link_by_discord_id(DiscordId(1)) is None
+            async with database.unit_of_work(read_only=True) as uow:
+                assert await uow.links.get_by_discord_id(DiscordId(1)) is None
+            with pytest.raises(errors.StorageError):  # a writer does need the lock
+                async with database.unit_of_work() as uow:
+                    await uow.links.get_by_discord_id(DiscordId(1))
+            await writer.rollback()
+    finally:
+        await database.dispose()

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.memory import MemoryDatabase
 from domain import errors
 from tests.harness import PASSWORD, Harness
@@ -108,6 +109,7 @@ async def test_changing_the_password_needs_the_current_one_and_ends_other_sessio
 async def test_api_keys_are_shown_once_stored_as_digest_and_revocable(
     h: Harness, db: MemoryDatabase
 ) -> None:
+    h.container.api_keys.override(CachedApiKeyLookup(h.container.directory(), ttl_seconds=0))
     created = await h.container.create_api_key().execute("reminder-bot")
     assert created.token.startswith("tfl_")
     assert created.token not in repr(db.tables.api_keys)
@@ -127,3 +129,25 @@ async def test_api_keys_are_shown_once_stored_as_digest_and_revocable(
     again = await h.container.create_api_key().execute("reminder-bot")
     assert await auth.execute(again.token) == again.key
     assert len(await h.container.list_api_keys().execute()) == 2
+
+
+async def test_api_keys_are_cached_briefly_and_a_revocation_lands_within_that_time(
+    h: Harness,
+) -> None:
+    """The lookup API checks the key from a cache (one query per lookup, not two); a revoked
+    key stops working once its entry expires (TASKFLOW_LINK_API_KEY_CACHE_SECONDS)."""
+    now = [1000.0]
+    cache = CachedApiKeyLookup(h.container.directory(), ttl_seconds=5, clock=lambda: now[0])
+    h.container.api_keys.override(cache)
+    created = await h.container.create_api_key().execute("bot")
+    auth = h.container.authenticate_api_key()
+    assert await auth.execute(created.token) == created.key
+    await h.container.revoke_api_key().execute("bot")
+    now[0] += 4.9
+    assert await auth.execute(created.token) == created.key  # still the cached answer
+    now[0] += 0.2
+    assert await auth.execute(created.token) is None
+    unknown = "tfl_" + "U" * 43
+    assert await auth.execute(unknown) is None
+    later = await h.container.create_api_key().execute("later")
+    assert await auth.execute(later.token) == later.key  # a new key is never "unknown"

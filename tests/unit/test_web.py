@@ -347,3 +347,40 @@ async def test_access_log_never_contains_tickets_codes_or_states(
     assert "GET /auth/discord/callback 302" in logged
     for secret in (issued.token, approval.code, approval.state):
         assert secret not in logged
+
+
+async def test_bulk_lookup_answers_links_and_missing_in_the_order_asked(
+    client: Client, h: Harness
+) -> None:
+    key = (await h.container.create_api_key().execute("bulk")).token
+    auth = {"Authorization": f"Bearer {key}"}
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(6001))
+    await h.discord_link(bob.id, h.discord_user(6002))
+
+    answer = await client.post(
+        "/api/v1/links/lookup",
+        json={"discord_ids": ["6002", "7000", 6001, "6002"]},
+        headers=auth,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [link["discord_id"] for link in body["links"]] == ["6002", "6001"]
+    assert body["links"][1]["taskflow_user_id"] == str(alice.id)
+    assert body["missing"] == ["7000"]
+
+    for bad, needle in (
+        ({"discord_ids": []}, "at least one"),
+        ({"discord_ids": [str(i) for i in range(1, 1002)]}, "at most 1000"),
+        ({"discord_ids": ["abc"]}, "not a Discord id"),
+    ):
+        refused = await client.post("/api/v1/links/lookup", json=bad, headers=auth)
+        assert refused.status_code == 400, refused.text
+        assert needle in refused.text
+    thousand = {"discord_ids": [str(i) for i in range(1, 1001)]}
+    assert (
+        await client.post("/api/v1/links/lookup", json=thousand, headers=auth)
+    ).status_code == 200
+    unauthenticated = await client.post("/api/v1/links/lookup", json=thousand)
+    assert unauthenticated.status_code == 401

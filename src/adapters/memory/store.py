@@ -79,13 +79,41 @@ class MemoryDatabase:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def unit_of_work(self) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self)
+    def unit_of_work(self, *, read_only: bool = False) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self, read_only=read_only)
+
+    @property
+    def directory(self) -> MemoryLinkDirectory:
+        return MemoryLinkDirectory(self)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def dispose(self) -> None:
+        """Nothing to release: the data lives as long as the process."""
+
+
+class MemoryLinkDirectory:
+    """``LinkDirectory`` on the committed tables (a read needs no transaction)."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+
+    async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        return self._db.tables.links.get(discord_id)
+
+    async def links_by_discord_ids(self, discord_ids: Sequence[DiscordId]) -> Sequence[Link]:
+        links = self._db.tables.links
+        return [links[d] for d in dict.fromkeys(discord_ids) if d in links]
+
+    async def api_key_by_digest(self, digest: str) -> ApiKey | None:
+        return next((k for k in self._db.tables.api_keys.values() if k.digest == digest), None)
 
 
 class MemoryUnitOfWork:
-    def __init__(self, db: MemoryDatabase) -> None:
+    def __init__(self, db: MemoryDatabase, *, read_only: bool = False) -> None:
         self._db = db
+        self._read_only = read_only
         self.work = db.tables.copy()
         self.accounts = MemoryAccounts(self)
         self.links = MemoryLinks(self)
@@ -115,6 +143,8 @@ class MemoryUnitOfWork:
             self._db.lock.release()
 
     async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         self._db.tables = self.work
         self._db.commits += 1
         self.work = self._db.tables.copy()

@@ -27,7 +27,10 @@ from domain import errors
 
 
 class SqlUnitOfWork:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, read_only: bool = False
+    ) -> None:
+        self._read_only = read_only
         self._session = sessions()
         self.accounts = SqlAccounts(self._session)
         self.links = SqlLinks(self._session)
@@ -55,6 +58,8 @@ class SqlUnitOfWork:
             await self._session.close()
 
     async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         try:
             await self._session.commit()
         except IntegrityError as exc:

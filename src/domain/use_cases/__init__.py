@@ -37,9 +37,11 @@ from domain.use_cases.email_verification import (
     VerifyEmail,
 )
 from domain.use_cases.links import (
+    BulkLookup,
     LinkedAccount,
     LinkOfAccount,
     LookUpLink,
+    LookUpLinks,
     UnlinkAccount,
     UnlinkDiscord,
     WhoAmI,
@@ -69,6 +71,7 @@ __all__ = [
     "AuthOutcome",
     "AuthStarted",
     "AuthenticateApiKey",
+    "BulkLookup",
     "ChangeEmail",
     "CompleteDiscordAuth",
     "ConfirmLinkWithEmail",
@@ -92,6 +95,7 @@ __all__ = [
     "ListApiKeys",
     "ListSessions",
     "LookUpLink",
+    "LookUpLinks",
     "PasswordReset",
     "ProposalShown",
     "PurgeExpired",

@@ -95,7 +95,7 @@ class ShowEmailLink:
 
     async def execute(self, token: str, purpose: EmailPurpose) -> EmailLinkShown:
         refusal = refusal_for(purpose)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             found = await use_secret(
                 EmailLinks(uow.email_tokens, purpose),
                 digest_of(self._tokens, token),

@@ -176,7 +176,7 @@ async def prove_identity(
     ``identity_recently_proved``). Otherwise ``InvalidCredentials`` (a wrong password) or
     ``ReauthenticationRequired``. The password is checked outside any transaction (slow)."""
     now = clock.now()
-    async with uow_factory() as uow:
+    async with uow_factory(read_only=True) as uow:
         session, account = await signed_in(uow, tokens, session_token, now)
     if current_password and account.password_hash is not None:
         if await passwords.check(account_key(account.id), account.password_hash, current_password):

@@ -102,7 +102,7 @@ class SignIn(_PasswordUseCase):
         login = login.strip()
         if not login or clean_text(login, EMAIL_MAX) != login:  # too long, control characters
             raise errors.InvalidCredentials()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             account = await uow.accounts.get_by_username(login.lower())
             if account is None and "@" in login:
                 matches = await uow.accounts.find_by_email(login)
@@ -155,7 +155,7 @@ class SetPassword(_PasswordUseCase):
         current_password: str | None,
     ) -> Account:
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             session, account = await signed_in(uow, self._tokens, session_token, now)
         related = (account.username, account.email or "")
         self._passwords.refuse_if_weak(new_password, related=related)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from domain import errors
 from domain.model import ApiKey, AuditEvent, AuditKind
-from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.ports import ApiKeyLookup, Clock, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._shared import plausible_token
 
 # A recognisable prefix lets secret scanners and people spot a leaked key.
@@ -45,16 +45,17 @@ class CreateApiKey:
 
 
 class AuthenticateApiKey:
-    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer) -> None:
-        self._uow, self._tokens = uow, tokens
+    """Who is calling the JSON API. The hot path: keys come from a short-lived cache."""
+
+    def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer) -> None:
+        self._keys, self._tokens = keys, tokens
 
     async def execute(self, token: str | None) -> ApiKey | None:
         if token is None or not token.startswith(API_KEY_PREFIX):
             return None
         if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
             return None
-        async with self._uow() as uow:
-            key = await uow.api_keys.get_by_digest(self._tokens.digest(token))
+        key = await self._keys.by_digest(self._tokens.digest(token))
         return key if key is not None and key.revoked_at is None else None
 
 
@@ -63,7 +64,7 @@ class ListApiKeys:
         self._uow = uow
 
     async def execute(self) -> Sequence[ApiKey]:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.api_keys.list()
 
 

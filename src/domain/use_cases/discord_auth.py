@@ -197,10 +197,10 @@ class StartTicketLink(_StartLinking):
     ) -> AuthStarted:
         now = self._clock.now()
         digest = digest_of(self._tokens, token)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             ticket = await use_secret(uow.link_tickets, digest, now, spend=False)
         account = await self._prove(session_token, current_password)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             # Refuse now what the link would refuse later, before a pointless trip to Discord.
             decision = decide_link(
                 ticket.discord.id,
@@ -227,7 +227,7 @@ class StartDiscordReauth(_StartDiscordAuth):
     async def execute(
         self, *, session_token: str | None, browser_tokens: Sequence[str]
     ) -> AuthStarted:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             _, account = await signed_in(uow, self._tokens, session_token, self._clock.now())
             if await uow.links.get_by_account(account.id) is None:
                 raise errors.NotLinked(
@@ -308,7 +308,7 @@ class CompleteDiscordAuth:
         if not code or len(code) > 512:
             raise errors.InvalidInput("Discord's answer had no authorisation code. Start again.")
         if pending.purpose is not AuthPurpose.LOGIN:  # before asking Discord for nothing
-            async with self._uow() as uow:
+            async with self._uow(read_only=True) as uow:
                 await self._session_of(uow, pending, session_token)
         tokens = await self._oauth.exchange_code(
             code=code, code_verifier=self._tokens.derive(state or "", PKCE)

@@ -58,7 +58,7 @@ class DeliverEmails:
 
     async def execute(self, limit: int = 20) -> DeliveryReport:
         report = DeliveryReport()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             due = await uow.outgoing_emails.due(self._clock.now(), limit)
         for email in due:
             await self._deliver(email, report)

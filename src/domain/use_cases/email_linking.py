@@ -89,7 +89,7 @@ class ShowLinkProposal:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, proposal_token: str | None) -> ProposalShown:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             proposal = await use_secret(
                 uow.link_proposals,
                 digest_of(self._tokens, proposal_token),

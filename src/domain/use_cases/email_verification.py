@@ -99,7 +99,7 @@ class ShowEmailStatus:
         self._uow = uow
 
     async def execute(self, account_id: AccountId) -> EmailStatus:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             account = await uow.accounts.get(account_id)
             if account is None:
                 raise errors.NotSignedIn()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from domain import errors
 from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, EmailKind, Link
 from domain.policies import unlink_refusal
-from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, LinkDirectory, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_notice
 
@@ -93,25 +94,55 @@ class WhoAmI:
         self._uow = uow
 
     async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             link = await uow.links.get_by_discord_id(discord_id)
             account = await uow.accounts.get(link.account_id) if link else None
         return LinkedAccount(account, link) if account and link else None
 
 
 class LookUpLink:
-    """The API's question: which TaskFlow account is this Discord id?"""
+    """The API's question: which TaskFlow account is this Discord id? One query."""
 
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
-        self._uow = uow
+    def __init__(self, directory: LinkDirectory) -> None:
+        self._directory = directory
 
     async def execute(self, discord_id: str | int | DiscordId) -> Link:
         parsed = DiscordId.parse(discord_id)
-        async with self._uow() as uow:
-            link = await uow.links.get_by_discord_id(parsed)
+        link = await self._directory.link_by_discord_id(parsed)
         if link is None:
             raise errors.NotFound(f"Discord id {parsed} is not linked to a TaskFlow account.")
         return link
+
+
+MAX_BULK_LOOKUP = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BulkLookup:
+    links: Sequence[Link]  # in the order the ids were asked for
+    missing: Sequence[DiscordId]
+
+
+class LookUpLinks:
+    """The same question for up to ``MAX_BULK_LOOKUP`` ids at once, in one query."""
+
+    def __init__(self, directory: LinkDirectory) -> None:
+        self._directory = directory
+
+    async def execute(self, discord_ids: Sequence[object]) -> BulkLookup:
+        if not discord_ids:
+            raise errors.InvalidInput("Send at least one Discord id.")
+        if len(discord_ids) > MAX_BULK_LOOKUP:
+            raise errors.InvalidInput(
+                f"Send at most {MAX_BULK_LOOKUP} Discord ids at once ({len(discord_ids)} sent)."
+            )
+        wanted = list(dict.fromkeys(DiscordId.parse(raw) for raw in discord_ids))
+        found = {
+            link.discord_id: link for link in await self._directory.links_by_discord_ids(wanted)
+        }
+        return BulkLookup(
+            [found[d] for d in wanted if d in found], [d for d in wanted if d not in found]
+        )
 
 
 class LinkOfAccount:
@@ -119,5 +150,5 @@ class LinkOfAccount:
         self._uow = uow
 
     async def execute(self, account_id: AccountId) -> Link | None:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.links.get_by_account(account_id)

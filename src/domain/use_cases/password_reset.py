@@ -61,7 +61,7 @@ class ResetPassword(_PasswordUseCase):
     """
 
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
-        async with self._uow() as uow:  # refuse a bad link before the costly hash
+        async with self._uow(read_only=True) as uow:  # refuse a bad link before the costly hash
             link = await use_secret(
                 EmailLinks(uow.email_tokens, EmailPurpose.RESET),
                 digest_of(self._tokens, token),

@@ -37,13 +37,14 @@ class CurrentSession:
         if digest_of(self._tokens, session_token) is None:
             return None
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:  # on every page: takes no write lock
             try:
                 session, account = await signed_in(uow, self._tokens, session_token, now)
             except errors.NotSignedIn:
                 return None
-            if session.last_seen_at is None or now - session.last_seen_at >= LAST_SEEN_PRECISION:
-                session = replace(session, last_seen_at=now)
+        if session.last_seen_at is None or now - session.last_seen_at >= LAST_SEEN_PRECISION:
+            session = replace(session, last_seen_at=now)
+            async with self._uow() as uow:
                 await uow.sessions.touch(session.digest, now)
                 await uow.commit()
         return SignedInAs(session, account, identity_recently_proved(session, account, now))
@@ -79,7 +80,7 @@ class ListSessions:
 
     async def execute(self, session_token: str | None) -> SessionList:
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             session, account = await signed_in(uow, self._tokens, session_token, now)
             every = await uow.sessions.list_for_account(account.id)
         return SessionList(session, [s for s in every if now < s.expires_at])
@@ -141,7 +142,7 @@ class ConfirmPassword:
 
     async def execute(self, *, session_token: str | None, password: str) -> Account:
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             session, account = await signed_in(uow, self._tokens, session_token, now)
         if account.password_hash is None:
             raise errors.InvalidInput(

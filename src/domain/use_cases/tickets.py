@@ -50,7 +50,7 @@ class ShowLinkTicket:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, token: str) -> LinkTicket:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await use_secret(
                 uow.link_tickets, digest_of(self._tokens, token), self._clock.now(), spend=False
             )

@@ -17,8 +17,9 @@ import nacl.signing
 
 from entrypoints.bot.bridge import register_services
 from entrypoints.bot.commands import loader
+from entrypoints.bot.inband import InBandRestClient
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
-from entrypoints.container import Container
+from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
 
@@ -75,11 +76,19 @@ async def prepare_client(
 ) -> lightbulb.Client:
     """A lightbulb client with the commands and their dependencies; not started yet."""
     settings = container.settings()
-    client = lightbulb.client_from_app(
-        app,
-        default_enabled_guilds=settings.command_guild_ids,
-        sync_commands=settings.discord_sync_commands if sync is None else sync,
-    )
+    sync_commands = settings.discord_sync_commands if sync is None else sync
+    client: lightbulb.Client
+    if isinstance(app, hikari.RESTBot):  # HTTP interactions: replies in the HTTP response
+        client = InBandRestClient(
+            app,
+            default_enabled_guilds=settings.command_guild_ids,
+            sync_commands=sync_commands,
+            defer_after=settings.discord_defer_after_seconds,
+        )
+    else:
+        client = lightbulb.client_from_app(
+            app, default_enabled_guilds=settings.command_guild_ids, sync_commands=sync_commands
+        )
     register_services(client, container)
     await loader.add_to_client(client)
     return client
@@ -168,10 +177,10 @@ class HttpInteractions:
         return None
 
     async def dispatch(self, body: bytes, signature: str, timestamp: str) -> InteractionAnswer:
-        """The answer to a request that passed ``refusal``. Normally hikari answers 204 after
-        the reply went through Discord's callback endpoint; when nothing was sent in time (an
-        unknown command, Discord refusing the reply, a slow error path), the reply travels in
-        the HTTP response instead, before Discord's 3 seconds are up."""
+        """The answer to a request that passed ``refusal``: the command's reply itself (type 4),
+        or "thinking…" (type 5) when it is slow (see ``InBandRestClient``). When no reply came
+        at all (an unknown command, a failure even the error path could not answer), a
+        "something went wrong" reply, still inside Discord's 3 seconds."""
         if self._bot is None:
             raise RuntimeError("HTTP interactions were not started")
         try:
@@ -193,6 +202,9 @@ class HttpInteractions:
             return FALLBACK_ANSWER
         if answer.status_code >= 500:
             log.error("hikari could not handle an interaction (HTTP %s)", answer.status_code)
+            return FALLBACK_ANSWER
+        if answer.status_code == 204:  # replies travel in the response: none came
+            log.error("no command answered an interaction (a command this version lacks?)")
             return FALLBACK_ANSWER
         return InteractionAnswer(
             answer.status_code, answer.payload or b"", answer.content_type or "text/plain"
@@ -244,8 +256,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         await email_worker.stop()
         if "client" in started:
             await started["client"].stop()
-        if container.settings().storage == "sql":
-            await container.sql_db().dispose()
+        await close_resources(container)
 
     bot.subscribe(hikari.StartingEvent, on_starting)
     bot.subscribe(hikari.StartedEvent, on_started)

@@ -73,6 +73,18 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
         return Response({"message": "too slow"}, status_code=504)
     if mode == "garbage":
         return Response("<html>not json", media_type=MediaType.HTML, status_code=200)
+    if mode == "429":  # Discord's rate limit answer
+        return Response(
+            {"message": "You are being rate limited.", "retry_after": 1.5, "global": False},
+            status_code=429,
+            headers={"Retry-After": "2", "X-RateLimit-Scope": "user"},
+        )
+    if mode == "cloudflare":  # what Cloudflare answers an abusive client: HTML, not JSON
+        return Response(
+            "<!doctype html><title>Access denied | discord.com used Cloudflare</title>",
+            media_type=MediaType.HTML,
+            status_code=429,
+        )
     return None
 
 
@@ -167,6 +179,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
 
     @post("/api/v10/oauth2/token", status_code=200)
     async def token(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+        state.user_agents.append(request.headers.get("user-agent", ""))
         if (fault := await _fault(state, "token")) is not None:
             return fault
         if not _client_ok(state, request, data):

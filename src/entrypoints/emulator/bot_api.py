@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from litestar import Request, get, post, put
+from litestar import Request, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.gateway import GatewaySession
 from entrypoints.emulator.state import (
+    INTERACTION_TOKEN_LIFETIME,
     TEST_CHANNEL_ID,
     TEST_GUILD_ID,
     EmulatorState,
@@ -239,6 +240,9 @@ async def run_slash_command(
         in_band = isinstance(body, dict) and body.get("type") in (4, 5)
         if in_time and in_band and interaction.response is None:
             interaction.response, interaction.responded_after = body, answered_after
+            if body.get("type") == 5:  # "thinking…": the reply comes through the webhook
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
         if not in_time:
             status = None  # Discord gave up: "The application did not respond"
     return 200, {
@@ -253,7 +257,44 @@ async def run_slash_command(
     }
 
 
-def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTPRouteHandler]:
+def message_json(
+    state: EmulatorState, interaction: Interaction, data: dict[str, Any], message_id: str
+) -> dict[str, Any]:
+    """Discord's message object for a reply (what the webhook endpoints answer with)."""
+    return {
+        "id": message_id,
+        "channel_id": TEST_CHANNEL_ID
+        if interaction.guild_id
+        else str(int(interaction.user_id) + 1),
+        "author": {
+            "id": state.client_id,
+            "username": state.application_name,
+            "discriminator": "0000",
+            "avatar": None,
+            "global_name": None,
+            "bot": True,
+        },
+        "content": data.get("content", ""),
+        "timestamp": datetime.now(UTC).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 20,  # CHAT_INPUT_COMMAND
+        "flags": int(data.get("flags") or 0),
+        "components": data.get("components", []),
+        "application_id": state.client_id,
+        "webhook_id": state.client_id,
+    }
+
+
+def bot_routes(  # noqa: PLR0915 - one route table
+    state: EmulatorState, gateway: list[GatewaySession]
+) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
         return header.startswith("Bot ") and secrets.compare_digest(
@@ -295,24 +336,27 @@ def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTP
         return Response(state.commands[scope])
 
     @get("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
-    def global_commands(request: Request[Any, Any, Any], app_id: str) -> Response[Any]:
+    def global_commands(request: Request[Any, Any, Any], app_id: FromPath[str]) -> Response[Any]:
         return list_commands(request, app_id, None)
 
     @put("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
     def put_global_commands(
-        request: Request[Any, Any, Any], app_id: str, data: JSONBody[Any]
+        request: Request[Any, Any, Any], app_id: FromPath[str], data: JSONBody[Any]
     ) -> Response[Any]:
         return replace_commands(request, app_id, None, data)
 
     @get("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
     def guild_commands(
-        request: Request[Any, Any, Any], app_id: str, guild_id: str
+        request: Request[Any, Any, Any], app_id: FromPath[str], guild_id: FromPath[str]
     ) -> Response[Any]:
         return list_commands(request, app_id, guild_id)
 
     @put("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
     def put_guild_commands(
-        request: Request[Any, Any, Any], app_id: str, guild_id: str, data: JSONBody[Any]
+        request: Request[Any, Any, Any],
+        app_id: FromPath[str],
+        guild_id: FromPath[str],
+        data: JSONBody[Any],
     ) -> Response[Any]:
         return replace_commands(request, app_id, guild_id, data)
 
@@ -321,7 +365,9 @@ def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTP
         status_code=200,
         sync_to_thread=False,
     )
-    def callback(interaction_id: str, token: str, data: JSONBody[Any]) -> Response[Any]:
+    def callback(
+        interaction_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
+    ) -> Response[Any]:
         if state.faults.get("callback") == "reject":
             return _discord_error("Interaction has already been acknowledged.", 40060, 400)
         interaction = state.interactions.get(interaction_id)
@@ -348,6 +394,46 @@ def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTP
                 }
             }
         )
+
+    def by_token(app_id: str, token: str) -> Interaction | None:
+        found = next(
+            (i for i in state.interactions.values() if secrets.compare_digest(i.token, token)),
+            None,
+        )
+        alive = found is not None and (
+            time.monotonic() - found.sent_at <= INTERACTION_TOKEN_LIFETIME
+        )
+        return found if alive and app_id == state.client_id else None
+
+    @patch("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original", sync_to_thread=False)
+    def edit_original(
+        app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
+    ) -> Response[Any]:
+        """Complete a deferred answer (or edit a reply), as Discord's webhook does."""
+        interaction = by_token(app_id, token)
+        if interaction is None:
+            return _discord_error("Unknown Webhook", 10015, 404)
+        if interaction.response is None:
+            return _discord_error("Unknown Message", 10008, 404)
+        if not isinstance(data, dict):
+            return _discord_error("Invalid Form Body", 50035, 400)
+        previous = interaction.response.get("data") or {}
+        merged = {**previous, **data}
+        interaction.response = {"type": 4, "data": merged, "deferred": True}
+        interaction.edited.set()
+        return Response(message_json(state, interaction, merged, interaction.id))
+
+    @post("/api/v10/webhooks/{app_id:str}/{token:str}", status_code=200, sync_to_thread=False)
+    def follow_up(
+        app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
+    ) -> Response[Any]:
+        interaction = by_token(app_id, token)
+        if interaction is None:
+            return _discord_error("Unknown Webhook", 10015, 404)
+        if not isinstance(data, dict):
+            return _discord_error("Invalid Form Body", 50035, 400)
+        interaction.followups.append(data)
+        return Response(message_json(state, interaction, data, state.snowflake()))
 
     # -- test API -------------------------------------------------------------------------------
 
@@ -389,6 +475,8 @@ def bot_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[HTTP
         guild_commands,
         put_guild_commands,
         callback,
+        edit_original,
+        follow_up,
         send_command,
         ping,
     ]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from litestar import MediaType, get, post
 from litestar.enums import RequestEncodingType
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import Body
+from litestar.params import Body, FromQuery
 from litestar.response import Redirect, Response
 
 from entrypoints.emulator.bot_api import run_slash_command
@@ -218,7 +218,7 @@ def channel_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[
     entries: list[ChannelEntry] = []
 
     @get("/channel", sync_to_thread=False)
-    def channel(user: str | None = None) -> Response[str]:
+    def channel(user: FromQuery[str | None] = None) -> Response[str]:
         current = state.users.get(user or "")
         if current is None and user is None and state.users:
             current = next(iter(state.users.values()))

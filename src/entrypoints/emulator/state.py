@@ -10,8 +10,10 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-# Discord's rule: the first answer to an interaction must come within 3 seconds.
+# Discord's rule: the first answer to an interaction must come within 3 seconds; the token
+# then works 15 minutes for the webhook (edit the original, follow-ups).
 DISCORD_RESPONSE_DEADLINE = 3.0
+INTERACTION_TOKEN_LIFETIME = 15 * 60.0
 TEST_GUILD_ID = "1300000000000000001"
 TEST_CHANNEL_ID = "1300000000000000002"
 
@@ -70,6 +72,9 @@ class Interaction:
     response: dict[str, Any] | None = None
     responded_after: float | None = None  # seconds after sent_at
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    # A deferred answer (type 5) is completed later through the interaction's webhook.
+    edited: asyncio.Event = field(default_factory=asyncio.Event)
+    followups: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,8 +91,10 @@ class EmulatorState:
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
     # Who is signed in to "Discord" in each browser (session cookie -> user id).
     browser_sessions: dict[str, str] = field(default_factory=dict)
-    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage"; "callback" -> "reject"
+    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage" | "429" |
+    # "cloudflare"; "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
+    user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
     fault_delay: float = 5.0
     # The bot side: its token, the key that signs interactions, where they are sent.
     bot_token: str = ""  # Discord's shape: base64(application id).timestamp.hmac
@@ -96,6 +103,9 @@ class EmulatorState:
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
+    # How long the test API waits for a deferred answer to be completed (Discord keeps the
+    # interaction's webhook 15 minutes).
+    followup_wait: float = 10.0
     application_name: str = "TaskFlow Link (emulated)"
     # Registered slash commands by scope: "global" or a guild id.
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)

@@ -26,13 +26,14 @@ from litestar.types import Message, Scope
 
 from domain import errors
 from domain.model import Account
+from domain.ports import Storage
 from domain.use_cases import SignedInAs
 from entrypoints.bot.runtime import HttpInteractions
-from entrypoints.container import Container
+from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
-from entrypoints.web.deps import Services
+from entrypoints.web.deps import CurrentSignIn, Use
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
     domain_error_handler,
@@ -79,6 +80,11 @@ def _rate_limited(method: str, path: str) -> bool:
 log = logging.getLogger("taskflow_link.web")
 
 
+def _is_use_case(provider: object) -> bool:
+    cls = getattr(provider, "cls", None)
+    return isinstance(cls, type) and cls.__module__.startswith("domain.use_cases")
+
+
 @get("/healthz", include_in_schema=True, tags=["operations"], sync_to_thread=False)
 def healthz() -> dict[str, str]:
     """The process is alive."""
@@ -86,11 +92,29 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", include_in_schema=True, tags=["operations"])
-async def readyz(container: Services) -> Response[dict[str, str]]:
+async def readyz(storage: Use[Storage]) -> Response[dict[str, str]]:
     """Ready to serve: the database answers (503 otherwise)."""
-    if container.settings().storage == "sql" and not await container.sql_db().ping():
+    if not await storage.ping():
         return Response({"status": "database unreachable"}, status_code=503)
     return Response({"status": "ready"})
+
+
+# The container's providers that handlers take by name: its use cases, and what the health
+# check and the development outbox read.
+_INJECTED = (
+    *(name for name, p in Container.providers.items() if _is_use_case(p)),
+    "storage",
+    "email_sender",
+)
+
+
+def _provided(container: Container, name: str) -> Provide:
+    provider = getattr(container, name)
+
+    def make() -> Any:
+        return provider()
+
+    return Provide(make, sync_to_thread=False)
 
 
 def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
@@ -111,7 +135,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         )
         return signed_in
 
-    def current_account(signed_in: SignedInAs | None) -> Account | None:
+    def current_account(signed_in: CurrentSignIn) -> Account | None:
         return signed_in.account if signed_in is not None else None
 
     # HTTP interactions are on when Discord's public key is configured (and then need the token).
@@ -133,8 +157,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             await email_workers.pop(loop).stop()
             if http_interactions is not None:
                 await http_interactions.close()
-            if settings.storage == "sql":
-                await container.sql_db().dispose()
+            await close_resources(container)
 
     async def wake_email_worker(message: Message, scope: Scope) -> None:
         # A form or command that changed something may have queued an email: send it now.
@@ -158,13 +181,17 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             readyz,
             create_static_files_router(path="/static", directories=[HERE / "static"]),
         ],
+        # Handlers name what they use: each use case by its provider's name in the container
+        # (a new instance per request, as the container's factories make), the cookie jar,
+        # and who is signed in.
         dependencies={
-            "container": Provide(lambda: container, sync_to_thread=False),
+            **{name: _provided(container, name) for name in _INJECTED},
             "jar": Provide(lambda: jar, sync_to_thread=False),
             "signed_in": Provide(current_session),
             "account": Provide(current_account, sync_to_thread=False),
         },
-        state=State({"container": container}),
+        # The API guard cannot take dependencies: it finds its use case here.
+        state=State({"authenticate_api_key": container.authenticate_api_key()}),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         csrf_config=CSRFConfig(
             secret=settings.secret_key.get_secret_value(),

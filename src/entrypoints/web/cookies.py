@@ -14,7 +14,7 @@ from litestar import Request
 from litestar.datastructures import Cookie
 
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
-from entrypoints.container import Container
+from domain.use_cases import SignOut
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
@@ -75,5 +75,5 @@ class CookieJar:
     def binding_tokens(self, request: Request[Any, Any, Any]) -> list[str]:
         return [t for t in request.cookies.get(self.binding_name, "").split(_SEPARATOR) if t]
 
-    async def end_session(self, request: Request[Any, Any, Any], container: Container) -> None:
-        await container.sign_out().execute(self.session_token(request))
+    async def end_session(self, request: Request[Any, Any, Any], sign_out: SignOut) -> None:
+        await sign_out.execute(self.session_token(request))

@@ -1,15 +1,21 @@
-"""Handler parameter types for what the app injects (validated at the source, not again)."""
+"""What the app injects into handlers, by parameter name: the use case each handler runs
+(provided from the container), the cookie jar and who is signed in. Validated at the source,
+not again."""
 
 from __future__ import annotations
 
-from litestar.params import SkipValidation
+from typing import Annotated, TypeAlias, TypeVar
+
+from litestar.di import Dependency
+from litestar.params import SkipValidationMarker
 
 from domain.model import Account
 from domain.use_cases import SignedInAs
-from entrypoints.container import Container
 from entrypoints.web.cookies import CookieJar
 
-Services = SkipValidation[Container]
-Jar = SkipValidation[CookieJar]
-CurrentAccount = SkipValidation[Account | None]
-CurrentSignIn = SkipValidation[SignedInAs | None]
+T = TypeVar("T")
+
+Use: TypeAlias = Annotated[T, SkipValidationMarker(), Dependency(kind="named")]
+Jar = Use[CookieJar]
+CurrentAccount = Use[Account | None]
+CurrentSignIn = Use[SignedInAs | None]

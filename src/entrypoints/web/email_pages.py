@@ -9,14 +9,16 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from adapters.email import OutboxEmailSender
 from domain import errors
+from domain import use_cases as uc
 from domain.model import DeliveryStatus, EmailPurpose
+from domain.ports import EmailSender
 from domain.use_cases import EmailStatus
-from entrypoints.web.deps import CurrentAccount, Jar, Services
+from entrypoints.web.deps import CurrentAccount, Jar, Use
 from entrypoints.web.errors import message_page, status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -66,9 +68,9 @@ class EmailPages(Controller):
 
     @get("/verify-email/{token:str}")
     async def verify_page(
-        self, token: str, account: CurrentAccount, container: Services
+        self, token: FromPath[str], account: CurrentAccount, show_email_link: Use[uc.ShowEmailLink]
     ) -> Template:
-        shown = await container.show_email_link().execute(token, EmailPurpose.VERIFY)
+        shown = await show_email_link.execute(token, EmailPurpose.VERIFY)
         return Template(
             "verify_email.html",
             context={
@@ -81,10 +83,10 @@ class EmailPages(Controller):
         )
 
     @post("/verify-email/{token:str}", status_code=200)
-    async def verify(self, token: str, account: CurrentAccount, container: Services) -> Template:
-        verified = await container.verify_email().execute(
-            token, account.id if account is not None else None
-        )
+    async def verify(
+        self, token: FromPath[str], account: CurrentAccount, verify_email: Use[uc.VerifyEmail]
+    ) -> Template:
+        verified = await verify_email.execute(token, account.id if account is not None else None)
         return message_page(
             "Email confirmed",
             f"{verified.email} is confirmed for the TaskFlow account {verified.username}.",
@@ -95,17 +97,23 @@ class EmailPages(Controller):
         )
 
     @post("/account/email/verify", status_code=303)
-    async def resend(self, account: CurrentAccount, container: Services) -> Redirect:
+    async def resend(
+        self, account: CurrentAccount, resend_verification: Use[uc.ResendVerification]
+    ) -> Redirect:
         if account is None:
             return Redirect("/signin?next=/account")
-        await container.resend_verification().execute(account.id)
+        await resend_verification.execute(account.id)
         return Redirect("/account?notice=verification_sent")
 
     @post("/account/email", status_code=303)
     async def change_email(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        change_email: Use[uc.ChangeEmail],
+        jar: Jar,
+        data: Form,
     ) -> Redirect:
-        await container.change_email().execute(
+        await change_email.execute(
             session_token=jar.session_token(request),
             new_email=data.get("email", ""),
             current_password=data.get("current_password") or None,
@@ -120,11 +128,14 @@ class EmailPages(Controller):
 
     @post("/password/reset", status_code=200)
     async def reset_request(
-        self, account: CurrentAccount, container: Services, data: Form
+        self,
+        account: CurrentAccount,
+        request_password_reset: Use[uc.RequestPasswordReset],
+        data: Form,
     ) -> Template:
         email = data.get("email", "")
         try:
-            await container.request_password_reset().execute(email)
+            await request_password_reset.execute(email)
         except errors.InvalidInput as exc:
             return Template(
                 "password_reset_request.html",
@@ -141,9 +152,9 @@ class EmailPages(Controller):
 
     @get("/password/reset/{token:str}")
     async def reset_page(
-        self, token: str, account: CurrentAccount, container: Services
+        self, token: FromPath[str], account: CurrentAccount, show_email_link: Use[uc.ShowEmailLink]
     ) -> Template:
-        shown = await container.show_email_link().execute(token, EmailPurpose.RESET)
+        shown = await show_email_link.execute(token, EmailPurpose.RESET)
         return Template(
             "password_reset.html",
             context={"target": shown.account, "token": token, "account": account},
@@ -153,23 +164,25 @@ class EmailPages(Controller):
     async def reset(
         self,
         request: Request[Any, Any, Any],
-        token: str,
-        container: Services,
+        token: FromPath[str],
+        reset_password: Use[uc.ResetPassword],
+        show_email_link: Use[uc.ShowEmailLink],
+        sign_out: Use[uc.SignOut],
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
         try:
-            done = await container.reset_password().execute(
+            done = await reset_password.execute(
                 token=token, new_password=data.get("new_password", "")
             )
         except errors.WeakPassword as exc:
-            shown = await container.show_email_link().execute(token, EmailPurpose.RESET)
+            shown = await show_email_link.execute(token, EmailPurpose.RESET)
             return Template(
                 "password_reset.html",
                 context={"target": shown.account, "token": token, "error": exc.message},
                 status_code=status_for(exc),
             )
-        await jar.end_session(request, container)
+        await jar.end_session(request, sign_out)
         notice = "password_reset_unlinked" if done.unlinked else "password_reset"
         return Redirect(
             f"/account?notice={notice}", cookies=[jar.session(done.signed_in.session_token)]
@@ -185,9 +198,9 @@ def _linkified(text: str) -> list[tuple[str, bool]]:
 
 
 @get("/outbox", include_in_schema=False)
-async def outbox_page(account: CurrentAccount, container: Services) -> Template:
+async def outbox_page(account: CurrentAccount, email_sender: Use[EmailSender]) -> Template:
     """The development outbox: every email the service "sent", newest first."""
-    sender = container.email_sender()
+    sender = email_sender
     assert isinstance(sender, OutboxEmailSender)  # noqa: S101 - mounted only with the outbox
     messages = [
         {

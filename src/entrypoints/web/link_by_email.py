@@ -8,14 +8,15 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from domain import errors
+from domain import use_cases as uc
 from domain.model import EmailPurpose
 from domain.use_cases import LinkConfirmed
 from entrypoints.web.cookies import CookieJar
-from entrypoints.web.deps import CurrentAccount, Jar, Services
+from entrypoints.web.deps import CurrentAccount, Jar, Use
 from entrypoints.web.errors import message_page
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -23,9 +24,9 @@ PAGE = "/auth/discord/confirm-link"
 
 
 async def _signed_in(
-    request: Request[Any, Any, Any], container: Services, jar: CookieJar, done: LinkConfirmed
+    request: Request[Any, Any, Any], sign_out: uc.SignOut, jar: CookieJar, done: LinkConfirmed
 ) -> Redirect:
-    await jar.end_session(request, container)  # rotate: whatever session was here ends
+    await jar.end_session(request, sign_out)  # rotate: whatever session was here ends
     return Redirect(
         done.destination,
         status_code=303,
@@ -41,10 +42,10 @@ class EmailLinkingPages(Controller):
         self,
         request: Request[Any, Any, Any],
         account: CurrentAccount,
-        container: Services,
+        show_link_proposal: Use[uc.ShowLinkProposal],
         jar: Jar,
     ) -> Template:
-        shown = await container.show_link_proposal().execute(jar.proposal_token(request))
+        shown = await show_link_proposal.execute(jar.proposal_token(request))
         return Template(
             "confirm_discord_link.html",
             context={"shown": shown, "account": account},
@@ -52,30 +53,36 @@ class EmailLinkingPages(Controller):
 
     @post(PAGE, status_code=303)
     async def with_password(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        confirm_link_with_password: Use[uc.ConfirmLinkWithPassword],
+        show_link_proposal: Use[uc.ShowLinkProposal],
+        sign_out: Use[uc.SignOut],
+        jar: Jar,
+        data: Form,
     ) -> Template | Redirect:
         try:
-            done = await container.confirm_link_with_password().execute(
+            done = await confirm_link_with_password.execute(
                 proposal_token=jar.proposal_token(request), password=data.get("password", "")
             )
         except errors.InvalidCredentials as exc:
-            shown = await container.show_link_proposal().execute(jar.proposal_token(request))
+            shown = await show_link_proposal.execute(jar.proposal_token(request))
             return Template(
                 "confirm_discord_link.html",
                 context={"shown": shown, "account": None, "error": exc.message},
                 status_code=401,
             )
-        return await _signed_in(request, container, jar, done)
+        return await _signed_in(request, sign_out, jar, done)
 
     @post(f"{PAGE}/email", status_code=200)
     async def send_link(
         self,
         request: Request[Any, Any, Any],
         account: CurrentAccount,
-        container: Services,
+        email_link_confirmation: Use[uc.EmailLinkConfirmation],
         jar: Jar,
     ) -> Template:
-        address = await container.email_link_confirmation().execute(jar.proposal_token(request))
+        address = await email_link_confirmation.execute(jar.proposal_token(request))
         return message_page(
             "Check your email",
             f"We are emailing {address} a link. Open it in this browser within 30 minutes to "
@@ -86,9 +93,9 @@ class EmailLinkingPages(Controller):
 
     @get(f"{PAGE}/{{token:str}}")
     async def emailed_link_page(
-        self, token: str, account: CurrentAccount, container: Services
+        self, token: FromPath[str], account: CurrentAccount, show_email_link: Use[uc.ShowEmailLink]
     ) -> Template:
-        shown = await container.show_email_link().execute(token, EmailPurpose.LINK)
+        shown = await show_email_link.execute(token, EmailPurpose.LINK)
         return Template(
             "confirm_discord_link_email.html",
             context={"token": token, "owner": shown.account, "account": account},
@@ -96,9 +103,14 @@ class EmailLinkingPages(Controller):
 
     @post(f"{PAGE}/{{token:str}}", status_code=303)
     async def with_emailed_link(
-        self, request: Request[Any, Any, Any], token: str, container: Services, jar: Jar
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        confirm_link_with_email: Use[uc.ConfirmLinkWithEmail],
+        sign_out: Use[uc.SignOut],
+        jar: Jar,
     ) -> Redirect:
-        done = await container.confirm_link_with_email().execute(
+        done = await confirm_link_with_email.execute(
             proposal_token=jar.proposal_token(request), email_token=token
         )
-        return await _signed_in(request, container, jar, done)
+        return await _signed_in(request, sign_out, jar, done)

@@ -6,14 +6,15 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, QueryParameter
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 
 from domain import errors
+from domain import use_cases as uc
 from domain.model import Account, AuthPurpose
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
-from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Services
+from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import status_for
 
@@ -76,17 +77,22 @@ class Pages(Controller):
 
     @get("/signin")
     async def signin_page(
-        self, account: CurrentAccount, next: str = "", notice: str = ""
+        self, account: CurrentAccount, next: FromQuery[str] = "", notice: FromQuery[str] = ""
     ) -> Template | Redirect:
         return _credentials_page("signin.html", account, next, notice)
 
     @post("/signin", status_code=303)
     async def signin(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        sign_in: Use[uc.SignIn],
+        sign_out: Use[uc.SignOut],
+        jar: Jar,
+        data: Form,
     ) -> Template | Redirect:
         destination = safe_destination(data.get("next") or "/account")
         try:
-            signed_in = await container.sign_in().execute(
+            signed_in = await sign_in.execute(
                 login=data.get("login", ""),
                 password=data.get("password", ""),
                 client_address=request.client.host if request.client else None,
@@ -94,20 +100,27 @@ class Pages(Controller):
         except errors.InvalidCredentials as exc:
             context = {"next": destination, "login": data.get("login", ""), "error": exc.message}
             return Template("signin.html", context=context, status_code=401)
-        await jar.end_session(request, container)
+        await jar.end_session(request, sign_out)
         return Redirect(destination, cookies=[jar.session(signed_in.session_token)])
 
     @get("/signup")
-    async def signup_page(self, account: CurrentAccount, next: str = "") -> Template | Redirect:
+    async def signup_page(
+        self, account: CurrentAccount, next: FromQuery[str] = ""
+    ) -> Template | Redirect:
         return _credentials_page("signup.html", account, next)
 
     @post("/signup", status_code=303)
     async def signup(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        sign_up: Use[uc.SignUp],
+        sign_out: Use[uc.SignOut],
+        jar: Jar,
+        data: Form,
     ) -> Template | Redirect:
         destination = safe_destination(data.get("next") or "/account?notice=welcome")
         try:
-            signed_in = await container.sign_up().execute(
+            signed_in = await sign_up.execute(
                 username=data.get("username", ""),
                 email=data.get("email", ""),
                 password=data.get("password", ""),
@@ -120,14 +133,14 @@ class Pages(Controller):
                 "error": exc.message,
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
-        await jar.end_session(request, container)
+        await jar.end_session(request, sign_out)
         return Redirect(destination, cookies=[jar.session(signed_in.session_token)])
 
     @post("/signout", status_code=303)
     async def signout(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar
+        self, request: Request[Any, Any, Any], sign_out: Use[uc.SignOut], jar: Jar
     ) -> Redirect:
-        await jar.end_session(request, container)
+        await jar.end_session(request, sign_out)
         return Redirect("/", cookies=[jar.expired_session()])
 
     # -- account page ---------------------------------------------------------------------------
@@ -137,18 +150,18 @@ class Pages(Controller):
         self,
         request: Request[Any, Any, Any],
         signed_in: CurrentSignIn,
-        container: Services,
+        link_of_account: Use[uc.LinkOfAccount],
+        show_email_status: Use[uc.ShowEmailStatus],
+        list_sessions: Use[uc.ListSessions],
         jar: Jar,
-        notice: str = "",
+        notice: FromQuery[str] = "",
     ) -> Template | Redirect:
         if signed_in is None:
             return Redirect("/signin?next=/account")
         account = signed_in.account
-        link = await container.link_of_account().execute(account.id)
-        email_status, email_resend = email_status_line(
-            await container.show_email_status().execute(account.id)
-        )
-        sessions = await container.list_sessions().execute(jar.session_token(request))
+        link = await link_of_account.execute(account.id)
+        email_status, email_resend = email_status_line(await show_email_status.execute(account.id))
+        sessions = await list_sessions.execute(jar.session_token(request))
         return Template(
             "account.html",
             context={
@@ -168,9 +181,13 @@ class Pages(Controller):
 
     @post("/account/discord/link", status_code=302)
     async def start_link(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        start_discord_link: Use[uc.StartDiscordLink],
+        jar: Jar,
+        data: Form,
     ) -> Redirect:
-        started = await container.start_discord_link().execute(
+        started = await start_discord_link.execute(
             session_token=jar.session_token(request),
             current_password=data.get("current_password") or None,
             browser_tokens=jar.binding_tokens(request),
@@ -179,9 +196,13 @@ class Pages(Controller):
 
     @post("/account/discord/unlink", status_code=303)
     async def unlink(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        unlink_account: Use[uc.UnlinkAccount],
+        jar: Jar,
+        data: Form,
     ) -> Redirect:
-        await container.unlink_account().execute(
+        await unlink_account.execute(
             session_token=jar.session_token(request),
             current_password=data.get("current_password") or None,
         )
@@ -189,9 +210,13 @@ class Pages(Controller):
 
     @post("/account/password", status_code=303)
     async def set_password(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        set_password: Use[uc.SetPassword],
+        jar: Jar,
+        data: Form,
     ) -> Redirect:
-        await container.set_password().execute(
+        await set_password.execute(
             session_token=jar.session_token(request),
             new_password=data.get("new_password", ""),
             current_password=data.get("current_password") or None,
@@ -202,25 +227,30 @@ class Pages(Controller):
 
     @get("/account/confirm")
     async def confirm_page(
-        self, signed_in: CurrentSignIn, container: Services
+        self, signed_in: CurrentSignIn, link_of_account: Use[uc.LinkOfAccount]
     ) -> Template | Redirect:
         if signed_in is None:
             return Redirect("/signin?next=/account")
-        link = await container.link_of_account().execute(signed_in.account.id)
+        link = await link_of_account.execute(signed_in.account.id)
         return Template(
             "confirm_identity.html", context={"account": signed_in.account, "link": link}
         )
 
     @post("/account/confirm", status_code=303)
     async def confirm_with_password(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar, data: Form
+        self,
+        request: Request[Any, Any, Any],
+        confirm_password: Use[uc.ConfirmPassword],
+        current_session: Use[uc.CurrentSession],
+        jar: Jar,
+        data: Form,
     ) -> Template | Redirect:
         try:
-            await container.confirm_password().execute(
+            await confirm_password.execute(
                 session_token=jar.session_token(request), password=data.get("password", "")
             )
         except errors.InvalidCredentials as exc:
-            signed_in = await container.current_session().execute(jar.session_token(request))
+            signed_in = await current_session.execute(jar.session_token(request))
             if signed_in is None:
                 raise errors.NotSignedIn() from None
             return Template(
@@ -232,9 +262,12 @@ class Pages(Controller):
 
     @post("/account/confirm/discord", status_code=302)
     async def confirm_with_discord(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar
+        self,
+        request: Request[Any, Any, Any],
+        start_discord_reauth: Use[uc.StartDiscordReauth],
+        jar: Jar,
     ) -> Redirect:
-        started = await container.start_discord_reauth().execute(
+        started = await start_discord_reauth.execute(
             session_token=jar.session_token(request), browser_tokens=jar.binding_tokens(request)
         )
         return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
@@ -243,18 +276,22 @@ class Pages(Controller):
 
     @post("/account/sessions/{session_id:str}/end", status_code=303)
     async def end_session(
-        self, request: Request[Any, Any, Any], session_id: str, container: Services, jar: Jar
+        self,
+        request: Request[Any, Any, Any],
+        session_id: FromPath[str],
+        end_session: Use[uc.EndSession],
+        jar: Jar,
     ) -> Redirect:
-        this_one = await container.end_session().execute(jar.session_token(request), session_id)
+        this_one = await end_session.execute(jar.session_token(request), session_id)
         if this_one:
             return Redirect("/signin?notice=signed_out", cookies=[jar.expired_session()])
         return Redirect("/account?notice=session_ended")
 
     @post("/account/sessions/end-all", status_code=303)
     async def end_all_sessions(
-        self, request: Request[Any, Any, Any], container: Services, jar: Jar
+        self, request: Request[Any, Any, Any], end_all_sessions: Use[uc.EndAllSessions], jar: Jar
     ) -> Redirect:
-        await container.end_all_sessions().execute(jar.session_token(request))
+        await end_all_sessions.execute(jar.session_token(request))
         return Redirect("/signin?notice=signed_out_everywhere", cookies=[jar.expired_session()])
 
     # -- Sign in with Discord -----------------------------------------------------------------
@@ -263,14 +300,14 @@ class Pages(Controller):
     async def discord_login(
         self,
         request: Request[Any, Any, Any],
-        container: Services,
+        start_discord_login: Use[uc.StartDiscordLogin],
         jar: Jar,
-        next: str = "",
-        switch: bool = False,
+        next: FromQuery[str] = "",
+        switch: FromQuery[bool] = False,
     ) -> Redirect:
         """``switch=true``: show Discord's consent screen (with its account switcher) even to
         someone who already granted access, to sign in as another Discord account."""
-        started = await container.start_discord_login().execute(
+        started = await start_discord_login.execute(
             next_path=next or "/account",
             browser_tokens=jar.binding_tokens(request),
             ask_again=switch,
@@ -278,16 +315,17 @@ class Pages(Controller):
         return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
     @get("/auth/discord/callback", status_code=302)
-    async def discord_callback(  # noqa: PLR0917 - Litestar injects by name
+    async def discord_callback(
         self,
         request: Request[Any, Any, Any],
-        container: Services,
+        complete_discord_auth: Use[uc.CompleteDiscordAuth],
+        sign_out: Use[uc.SignOut],
         jar: Jar,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
-        code: str | None = None,
-        error: str | None = None,
+        code: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
     ) -> Redirect:
-        done = await container.complete_discord_auth().execute(
+        done = await complete_discord_auth.execute(
             state=oauth_state,
             code=code,
             error=error,
@@ -307,16 +345,19 @@ class Pages(Controller):
                 "/auth/discord/confirm-link", cookies=[jar.proposal(done.proposal_token)]
             )
         assert done.session_token is not None  # noqa: S101 - login flows always sign in
-        await jar.end_session(request, container)  # rotate: the old session ends here
+        await jar.end_session(request, sign_out)  # rotate: the old session ends here
         return Redirect(done.destination, cookies=[jar.session(done.session_token)])
 
     # -- /link tickets from Discord ----------------------------------------------------------------
 
     @get("/link/{token:str}")
     async def link_page(
-        self, token: str, signed_in: CurrentSignIn, container: Services
+        self,
+        token: FromPath[str],
+        signed_in: CurrentSignIn,
+        show_link_ticket: Use[uc.ShowLinkTicket],
     ) -> Template:
-        ticket = await container.show_link_ticket().execute(token)
+        ticket = await show_link_ticket.execute(token)
         return Template(
             "link_confirm.html",
             context={
@@ -329,12 +370,12 @@ class Pages(Controller):
         )
 
     @post("/link/{token:str}", status_code=302)
-    async def link_confirm(  # noqa: PLR0917 - Litestar injects by name
+    async def link_confirm(
         self,
         request: Request[Any, Any, Any],
-        token: str,
+        token: FromPath[str],
         account: CurrentAccount,
-        container: Services,
+        start_ticket_link: Use[uc.StartTicketLink],
         jar: Jar,
         data: Form,
     ) -> Redirect:
@@ -342,7 +383,7 @@ class Pages(Controller):
         the person signs in to Discord as the account that ran /link."""
         if account is None:
             return Redirect(f"/signin?next=/link/{token}", status_code=303)
-        started = await container.start_ticket_link().execute(
+        started = await start_ticket_link.execute(
             token=token,
             session_token=jar.session_token(request),
             current_password=data.get("current_password") or None,

@@ -1,0 +1,154 @@
+"""HTTP interactions answered in the HTTP response itself.
+
+lightbulb's REST client answers every command through Discord's callback endpoint (one more
+round trip to Discord per command) and then gives hikari nothing to send back. Here the
+command's first reply becomes the body of the answer to Discord's POST (type 4), as Discord
+prefers. A command that has not replied within ``defer_after`` seconds is answered "deferred"
+(type 5, ephemeral: Discord shows "thinking…" to that person only), and its reply later edits
+that message through the interaction's webhook.
+
+The command classes are the same as over the gateway; only where their first reply goes
+differs, behind lightbulb's ``Context._create_initial_response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import hikari
+import lightbulb
+from lightbulb.client import DEFAULT_EXECUTION_STEP_ORDER, RestEnabledClient
+from lightbulb.internal.constants import INITIAL_RESPONSE_IDENTIFIER as INITIAL_RESPONSE
+
+Builder = hikari.api.InteractionMessageBuilder | hikari.api.InteractionDeferredBuilder
+
+
+class InBandContext(lightbulb.Context):
+    """A context whose first reply is handed to the HTTP answer instead of Discord's API."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, *args: Any, answer: asyncio.Future[Builder], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answer = answer
+
+    async def _create_initial_response(
+        self,
+        response_type: hikari.ResponseType,
+        content: hikari.UndefinedOr[Any] = hikari.UNDEFINED,
+        *,
+        flags: int | hikari.MessageFlag | hikari.UndefinedType = hikari.UNDEFINED,
+        components: hikari.UndefinedOr[Sequence[hikari.api.ComponentBuilder]] = hikari.UNDEFINED,
+        **kwargs: Any,
+    ) -> hikari.Snowflakeish:
+        if self._answer.done():
+            # Answered "deferred" already (the command took too long): the reply edits it.
+            await self.interaction.edit_initial_response(
+                content, components=components, **_edit_arguments(kwargs)
+            )
+            return INITIAL_RESPONSE
+        if response_type is hikari.ResponseType.DEFERRED_MESSAGE_CREATE:
+            deferred = self.interaction.build_deferred_response()
+            if flags is not hikari.UNDEFINED:
+                deferred.set_flags(flags)
+            self._answer.set_result(deferred)
+            return INITIAL_RESPONSE
+        message = self.interaction.build_response()
+        if content is not hikari.UNDEFINED:
+            message.set_content(content)
+        if flags is not hikari.UNDEFINED:
+            message.set_flags(flags)
+        for component in components if components is not hikari.UNDEFINED else ():
+            message.add_component(component)
+        message.set_mentions_everyone(kwargs.get("mentions_everyone", hikari.UNDEFINED))
+        message.set_user_mentions(kwargs.get("user_mentions", hikari.UNDEFINED))
+        message.set_role_mentions(kwargs.get("role_mentions", hikari.UNDEFINED))
+        self._answer.set_result(message)
+        return INITIAL_RESPONSE
+
+
+def _edit_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    wanted = ("mentions_everyone", "user_mentions", "role_mentions")
+    return {k: v for k, v in kwargs.items() if k in wanted}
+
+
+class InBandRestClient(RestEnabledClient):
+    """lightbulb's client for HTTP interactions, answering commands in the HTTP response."""
+
+    __slots__ = ("_answers", "_defer_after")
+
+    def __init__(
+        self,
+        app: hikari.RESTBot,
+        *,
+        default_enabled_guilds: Sequence[hikari.Snowflakeish],
+        sync_commands: bool,
+        defer_after: float,
+    ) -> None:
+        # What lightbulb.client_from_app passes for a RESTBot, with its defaults.
+        super().__init__(
+            app,
+            default_enabled_guilds,
+            DEFAULT_EXECUTION_STEP_ORDER,
+            hikari.Locale.EN_US,
+            lightbulb.localization.localization_unsupported,
+            True,  # delete_unknown_commands
+            None,  # deferred_registration_callback
+            (),  # hooks
+            sync_commands,
+            features=(),
+        )
+        self._defer_after = defer_after
+        self._answers: dict[hikari.Snowflake, asyncio.Future[Builder]] = {}
+
+    def build_command_context(
+        self,
+        interaction: hikari.CommandInteraction,
+        options: Sequence[hikari.CommandInteractionOption],
+        command_cls: type[lightbulb.commands.CommandBase],
+        initial_response_sent: asyncio.Event,
+    ) -> lightbulb.Context:
+        answer = self._answers.get(interaction.id)
+        if answer is None:  # not from our listener (cannot happen, but stay correct)
+            return super().build_command_context(
+                interaction, options, command_cls, initial_response_sent
+            )
+        return InBandContext(
+            client=self,
+            interaction=interaction,
+            options=options,
+            command=command_cls(),
+            initial_response_sent=initial_response_sent,
+            answer=answer,
+        )
+
+    async def handle_rest_interaction(  # type: ignore[override]
+        self, interaction: hikari.PartialInteraction
+    ) -> AsyncGenerator[Builder | None, None]:
+        if not isinstance(interaction, hikari.CommandInteraction):
+            async for nothing in super().handle_rest_interaction(interaction):
+                yield nothing
+            return
+        answer: asyncio.Future[Builder] = asyncio.get_running_loop().create_future()
+        self._answers[interaction.id] = answer
+        sent = asyncio.Event()
+        task = self.safe_create_task(self.handle_interaction_create(interaction, sent))
+        try:
+            await asyncio.wait(
+                (answer, task), timeout=self._defer_after, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not answer.done() and not task.done():
+                # Slow: say "thinking…" now, privately; the reply edits it when it comes.
+                deferred = interaction.build_deferred_response().set_flags(
+                    hikari.MessageFlag.EPHEMERAL
+                )
+                answer.set_result(deferred)
+            # None: the command produced no reply at all (hikari answers 204).
+            yield answer.result() if answer.done() else None
+        finally:
+            self._answers.pop(interaction.id, None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
