@@ -1,5 +1,5 @@
 #!/bin/bash
-# Entry point of the locally built Postgres image (see provision-test-postgres.sh).
+# Entry point of the locally built Postgres image (see provision-test-images.sh).
 # Honours POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB like the official image, and
 # PGPORT (or POSTGRES_PORT) for the port, because with host networking there is no mapping.
 set -euo pipefail

@@ -24,7 +24,14 @@ def _server(app: Any, port: int) -> uvicorn.Server:
     # log_config=None: leave logging (and pytest's capture of it) alone.
     return uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", log_config=None, lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            log_config=None,
+            lifespan="on",
+            # As `taskflow-link serve`: the app alone decides whom X-Forwarded-For is believed.
+            proxy_headers=False,
         )
     )
 

@@ -137,19 +137,61 @@ def _container_for_command() -> Any:
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-def serve(host: str, port: int) -> None:
-    """Run the web app (pages, OAuth callback, JSON API) with uvicorn."""
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the port. More than one needs TASKFLOW_LINK_REDIS_URL.",
+)
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the web app (pages, OAuth callback, JSON API, interactions) with uvicorn."""
     import uvicorn  # noqa: PLC0415
 
-    from entrypoints.web import create_app  # noqa: PLC0415
-
-    container = _container_for_command()
-    settings = container.settings()
+    settings = load_settings()
     _configure_logging(settings.log_level)
-    container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
-    click.echo(f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})")
-    # uvicorn's own access log would print query strings (OAuth codes and states).
-    uvicorn.run(create_app(container), host=host, port=port, access_log=False, log_config=None)
+    if workers > 1:
+        _check_shareable(settings)
+    # Build it once here: a missing setting stops us now, naming it, not in each worker.
+    from entrypoints.asgi import make_app  # noqa: PLC0415
+
+    app: Any = "entrypoints.asgi:make_app" if workers > 1 else make_app()
+    click.echo(
+        f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})"
+        + (f", {workers} worker processes" if workers > 1 else "")
+    )
+    uvicorn.run(
+        app,
+        factory=workers > 1,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        # uvicorn's own access log would print query strings (OAuth codes and states).
+        access_log=False,
+        log_config=None,
+        # The app reads X-Forwarded-* itself, from TASKFLOW_LINK_FORWARDED_ALLOW_IPS only.
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
+    )
+
+
+def _check_shareable(settings: Any) -> None:
+    """Several processes must share what one keeps in memory, or refuse to start."""
+    if settings.storage != "sql":
+        raise click.UsageError("--workers needs TASKFLOW_LINK_STORAGE=sql: memory is per process.")
+    if settings.redis_url is None:
+        raise click.UsageError(
+            "--workers above 1 needs TASKFLOW_LINK_REDIS_URL: without Redis, each worker "
+            "would keep its own rate limits, sign-in throttles and interaction replay guard "
+            "(a client would get N times the budget, and a replayed interaction could reach "
+            "another worker)."
+        )
+    if settings.email_backend == "outbox":
+        raise click.UsageError(
+            "--workers above 1 needs TASKFLOW_LINK_EMAIL_BACKEND=smtp: the outbox keeps "
+            "emails in one process's memory."
+        )
 
 
 @cli.command("demo")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 from importlib.metadata import version as package_version
 
 from dependency_injector import containers, providers
-from litestar.stores.memory import MemoryStore
 
 from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.attempts import StorePasswordAttempts
@@ -15,12 +16,16 @@ from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
+from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
 from domain.ports import LinkDirectory, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
+from entrypoints.health import Check
 from entrypoints.settings import Settings
+
+log = logging.getLogger("taskflow_link")
 
 
 def _uow_factory(storage: Storage) -> UnitOfWorkFactory:
@@ -37,7 +42,14 @@ def _sql_database(settings: Settings) -> SqlDatabase:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds,
     )
+
+
+def _shared_state(settings: Settings) -> SharedState:
+    url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    return SharedState(url, timeout=settings.redis_timeout_seconds)
 
 
 def _callback_url(settings: Settings) -> str:
@@ -81,6 +93,34 @@ def _smtp_sender(settings: Settings) -> SmtpEmailSender:
     )
 
 
+def _readiness_checks(
+    settings: Settings, storage: Storage, shared: SharedState, sql: SqlDatabase | None
+) -> dict[str, Check]:
+    """What ``/readyz`` asks (each answers ``None`` when fine)."""
+
+    async def database() -> str | None:
+        return None if await storage.ping() else "unreachable"
+
+    checks: dict[str, Check] = {"database": database}
+    if sql is not None:
+
+        async def schema() -> str | None:
+            from adapters.sql import migrate  # noqa: PLC0415 - alembic only when probed
+
+            if await migrate.current_revision(sql) != migrate.head_revision():
+                return "not the newest revision: run `taskflow-link db upgrade`"
+            return None
+
+        checks["schema"] = schema
+    if shared.shared:
+
+        async def redis() -> str | None:
+            return None if await shared.ping() else "unreachable"
+
+        checks["redis"] = redis
+    return checks
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -88,12 +128,15 @@ class Container(containers.DeclarativeContainer):
     tokens = providers.Singleton(
         SecretsTokenIssuer, providers.Callable(lambda s: s.secret_key.get_secret_value(), settings)
     )
-    # Shared state that is not in the database (throttles, and Litestar's rate limits): the
-    # process's memory.
-    store = providers.Singleton(MemoryStore)
+    # State that is not in the database (throttles, Litestar's rate limits, the interaction
+    # replay guard): the process's memory, or Redis when several instances must share it.
+    shared_state = providers.Singleton(_shared_state, settings)
     password_hasher = providers.Singleton(Argon2PasswordHasher)
     password_policy = providers.Singleton(ZxcvbnPasswordPolicy)
-    password_attempts = providers.Singleton(StorePasswordAttempts, store)
+    password_attempts = providers.Singleton(
+        StorePasswordAttempts,
+        providers.Callable(lambda shared: shared.store("password-attempts"), shared_state),
+    )
     passwords = providers.Singleton(
         Passwords, password_hasher, password_attempts, password_policy, clock
     )
@@ -107,6 +150,15 @@ class Container(containers.DeclarativeContainer):
         providers.Callable(lambda s: s.storage, settings), memory=memory_db, sql=sql_db
     )
     uow = providers.Singleton(_uow_factory, storage)
+    readiness_checks = providers.Singleton(
+        _readiness_checks,
+        settings,
+        storage,
+        shared_state,
+        providers.Callable(
+            lambda s, db: db() if s.storage == "sql" else None, settings, sql_db.provider
+        ),
+    )
     directory = providers.Singleton(_directory, storage)
     api_keys = providers.Singleton(
         CachedApiKeyLookup,
@@ -193,8 +245,16 @@ def build_container(settings: Settings) -> Container:
 
 async def close_resources(container: Container) -> None:
     """Everything a process opened, released in one place (the web app's shutdown, the bot's,
-    a CLI command's end): the database's connections and the HTTP client for Discord."""
+    a CLI command's end): the database's connections, Redis's and the HTTP client for Discord.
+    A database or Redis that hangs cannot hold the process: past the shutdown timeout this
+    gives up (the connections die with the process)."""
+    timeout = container.settings().shutdown_timeout_seconds
     try:
-        await container.discord_http().aclose()
-    finally:
-        await container.storage().dispose()
+        async with asyncio.timeout(timeout):
+            try:
+                await container.discord_http().aclose()
+                await container.shared_state().close()
+            finally:
+                await container.storage().dispose()
+    except TimeoutError:
+        log.warning("releasing the database and Redis took over %s s; exiting without", timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -51,7 +52,51 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200, description="Postgres pool size.")
     db_max_overflow: int = Field(default=10, ge=0, le=200, description="Extra connections.")
     db_pool_timeout: float = Field(
-        default=10.0, gt=0, le=300, description="Seconds to wait for a pooled connection."
+        default=5.0, gt=0, le=300, description="Seconds to wait for a pooled connection."
+    )
+    db_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="Seconds to wait for a new database connection."
+    )
+    db_statement_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Postgres: a statement that has not answered by then is cut off (on the "
+        "server, and by the client when the server itself hangs): the request gets a 503.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://[:password@]host:port/db (Redis 7 or Valkey): rate limits, sign-in "
+        "throttles and interaction replay protection shared by every instance. Unset: they "
+        "live in this process (one instance only).",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=30,
+        description="Each Redis call's connect and answer timeout; past it this process uses its "
+        "own memory until Redis answers again.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated addresses or networks of the reverse proxies in front of "
+        "the app (e.g. `10.0.0.0/8`): only from them are X-Forwarded-For and X-Forwarded-Proto "
+        "believed. Empty: nobody (the client is the connection's peer). `*` trusts everyone: "
+        "only when nothing but the proxy can reach the app.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=1.5,
+        gt=0,
+        le=30,
+        description="`/readyz` answers 503 when the database, its schema or Redis has not "
+        "answered by then.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="On SIGTERM, requests in flight get this long to finish, then releasing the "
+        "database and Redis gets as long again; the process then exits regardless.",
     )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),
@@ -118,6 +163,13 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         description="Sign-in, sign-up and Discord sign-in starts allowed per client per minute.",
+    )
+    api_rate_limit_per_second: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Requests per second each API key may make to `/api/` (0: no limit). "
+        "Shared by every instance through Redis.",
     )
     discord_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="Timeout for each call to Discord's API."
@@ -209,6 +261,34 @@ class Settings(BaseSettings):
                 raise ValueError("must be empty or comma-separated Discord server (guild) ids")
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            text = part.strip()
+            if not text or text == "*":
+                continue
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} is not an address or network (e.g. 10.0.0.5, 10.0.0.0/8, *)"
+                ) from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [p.strip() for p in self.forwarded_allow_ips.split(",") if p.strip()]
+
     @model_validator(mode="after")
     def _answer_after_reply(self) -> Settings:
         if self.discord_answer_deadline_seconds <= self.discord_reply_deadline_seconds:
@@ -276,6 +356,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None:
                 text = "(not set)"
+            elif name == "redis_url":
+                text = _without_password(value.get_secret_value())
             elif isinstance(value, SecretStr):
                 text = "(set)"
             elif name == "database_url":
@@ -308,6 +390,16 @@ def _loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def _blank(value: object) -> bool:

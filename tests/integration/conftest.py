@@ -12,6 +12,7 @@ from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import metadata
 from tests.integration.mailbox import smtp_server
 from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
+from tests.integration.redis_server import RedisServer, start_redis
 from tests.integration.stack import browser, stack
 
 __all__ = ["browser", "smtp_server", "stack"]  # fixtures for the end-to-end tests
@@ -35,6 +36,32 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis()
+    if isinstance(server, Unavailable):
+        pytest.skip(server.reason)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisServer) -> str:
+    """The shared Redis, emptied before each test (and started again if a test stopped it)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url)
+    try:
+        await client.ping()
+    except Exception:
+        redis_server.start_server()
+    await client.flushall()
+    await client.aclose()
+    return redis_server.url
 
 
 @pytest.fixture

@@ -38,8 +38,12 @@ class SqlDatabase:
         max_overflow: int = 10,
         pool_timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        statement_timeout: float | None = None,
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
     ) -> None:
+        """``statement_timeout`` (Postgres): the server cuts off a statement running longer,
+        and the client gives up waiting a moment later (a server that hangs answers nothing);
+        either way the caller gets a ``StorageError``, never an endless wait."""
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         options: dict[str, Any] = {"pool_pre_ping": True}
@@ -50,7 +54,7 @@ class SqlDatabase:
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_timeout=pool_timeout,
-                connect_args={"timeout": connect_timeout},
+                connect_args=_postgres_connect_args(connect_timeout, statement_timeout),
             )
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if self.dialect == "sqlite":
@@ -119,6 +123,18 @@ class SqlLinkDirectory:
     async def api_key_by_digest(self, digest: str) -> ApiKey | None:
         rows = await self._all(select(api_keys).where(api_keys.c.key_hash == digest))
         return _api_key(rows[0]) if rows else None
+
+
+def _postgres_connect_args(
+    connect_timeout: float, statement_timeout: float | None
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"timeout": connect_timeout}
+    if statement_timeout is not None:
+        args["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
+        # asyncpg's own deadline for every command: the server's timer cannot fire when the
+        # server itself is frozen (or the network to it is gone).
+        args["command_timeout"] = statement_timeout + 1.0
+    return args
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

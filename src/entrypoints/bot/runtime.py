@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import hikari
@@ -105,6 +104,18 @@ async def start_client(client: lightbulb.Client) -> None:
         await client.start()
 
 
+def _replay_key(body: bytes, signature: str) -> str:
+    """Discord gives every interaction its own id (in the signed body); a body without one
+    (never sent by Discord) is known by its signature."""
+    try:
+        found = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        found = None
+    if isinstance(found, str) and found.isascii() and found.isdecimal() and len(found) <= 20:
+        return f"interaction:{found}"
+    return f"signature:{signature.lower()}"
+
+
 class HttpInteractions:
     """Discord's HTTP interactions, answered by hikari's ``RESTBot`` inside our web app.
 
@@ -122,9 +133,9 @@ class HttpInteractions:
         self._max_age = settings.discord_interaction_max_age_seconds
         # Discord shows "the application did not respond" after 3 s, network included.
         self._answer_within = settings.discord_answer_deadline_seconds
-        # Signatures seen within the accepted age: a captured request cannot be replayed even
-        # while its timestamp is still fresh (per process; Discord never resends one).
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        # Interactions seen within twice the accepted age: a captured request cannot be
+        # replayed while its timestamp is still fresh, to this instance or (with Redis) to any.
+        self._replays = container.shared_state().replay_guard
         self._bot: hikari.RESTBot | None = None
         self._client: lightbulb.Client | None = None
 
@@ -150,7 +161,7 @@ class HttpInteractions:
         if self._bot is not None:
             await self._bot.rest.close()
 
-    def refusal(
+    async def refusal(
         self, body: bytes, signature: str | None, timestamp: str | None, *, now: float | None = None
     ) -> str | None:
         """Why this request is refused (401), or ``None`` when Discord really sent it."""
@@ -169,11 +180,8 @@ class HttpInteractions:
         now = time.time() if now is None else now
         if abs(now - sent_at) > self._max_age:
             return "The request's timestamp is too old (or in the future); refusing a replay."
-        while self._seen and next(iter(self._seen.values())) < now:
-            self._seen.popitem(last=False)
-        if signature_bytes in self._seen:
+        if not await self._replays.first_time(_replay_key(body, signature), 2 * self._max_age):
             return "This request was already received; refusing a replay."
-        self._seen[signature_bytes] = now + 2 * self._max_age
         return None
 
     async def dispatch(self, body: bytes, signature: str, timestamp: str) -> InteractionAnswer:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from litestar import Litestar, Request, get
@@ -15,25 +15,28 @@ from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
+from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
-from litestar.types import Message, Scope
+from litestar.types import ASGIApp, Message, Middleware, Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from domain import errors
 from domain.model import Account
-from domain.ports import Storage
 from domain.use_cases import SignedInAs
 from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
+from entrypoints.health import Readiness
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
-from entrypoints.web.deps import CurrentSignIn, Use
+from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
     domain_error_handler,
@@ -80,6 +83,20 @@ def _rate_limited(method: str, path: str) -> bool:
 log = logging.getLogger("taskflow_link.web")
 
 
+def _api_key_identifier(container: Container) -> Callable[[Request[Any, Any, Any]], str]:
+    """Per-key API limits count per presented key (its digest, never the key), and requests
+    without one per client address."""
+    tokens = container.tokens()
+
+    def identify(request: Request[Any, Any, Any]) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return "key:" + tokens.digest(token.strip())
+        return "client:" + (request.client.host if request.client else "-")
+
+    return identify
+
+
 def _is_use_case(provider: object) -> bool:
     cls = getattr(provider, "cls", None)
     return isinstance(cls, type) and cls.__module__.startswith("domain.use_cases")
@@ -92,18 +109,19 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", include_in_schema=True, tags=["operations"])
-async def readyz(storage: Use[Storage]) -> Response[dict[str, str]]:
-    """Ready to serve: the database answers (503 otherwise)."""
-    if not await storage.ping():
-        return Response({"status": "database unreachable"}, status_code=503)
-    return Response({"status": "ready"})
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Ready to serve: the database answers with the newest schema, and Redis answers when it
+    is configured (503 otherwise, within TASKFLOW_LINK_READINESS_TIMEOUT_SECONDS)."""
+    readiness: Readiness = request.app.state.readiness
+    ready, checks = await readiness.report()
+    status = "ready" if ready else "not ready"
+    return Response({"status": status, "checks": checks}, status_code=200 if ready else 503)
 
 
 # The container's providers that handlers take by name: its use cases, and what the health
 # check and the development outbox read.
 _INJECTED = (
     *(name for name, p in Container.providers.items() if _is_use_case(p)),
-    "storage",
     "email_sender",
 )
 
@@ -127,7 +145,29 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
         check_throttle_handler=lambda request: _rate_limited(request.method, path_of(request)),
+        store="auth_rate_limit",
     )
+    shared = container.shared_state()
+    stores: dict[str, Store] = {"auth_rate_limit": shared.store("auth-rate-limit")}
+    middleware: list[Middleware] = [host_guard, auth_rate_limit.middleware]
+    if settings.trusted_proxies:
+        # Outermost: the client's address (for limits, the audit and the access log) comes
+        # from X-Forwarded-For only when a trusted proxy sent the request.
+        proxies = settings.trusted_proxies
+        proxy_headers = cast(
+            "Callable[..., ASGIApp]", ProxyHeadersMiddleware
+        )  # ASGI 3, typed apart
+        middleware.insert(0, DefineMiddleware(proxy_headers, trusted_hosts=proxies))
+    if settings.api_rate_limit_per_second:
+        stores["api_rate_limit"] = shared.store("api-rate-limit")
+        middleware.append(
+            RateLimitConfig(
+                rate_limit=("second", settings.api_rate_limit_per_second),
+                check_throttle_handler=lambda request: path_of(request).startswith("/api/"),
+                identifier_for_request=_api_key_identifier(container),
+                store="api_rate_limit",
+            ).middleware
+        )
 
     async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
         signed_in: SignedInAs | None = await container.current_session().execute(
@@ -147,6 +187,10 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         email_workers[loop] = EmailWorker(container)
+        # Per running server: its checks' tasks belong to its event loop.
+        app.state.readiness = Readiness(
+            container.readiness_checks(), timeout=settings.readiness_timeout_seconds
+        )
         try:
             if http_interactions is not None:
                 await http_interactions.start()
@@ -154,6 +198,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             email_workers[loop].start()
             yield
         finally:
+            await app.state.readiness.close()
             await email_workers.pop(loop).stop()
             if http_interactions is not None:
                 await http_interactions.close()
@@ -202,7 +247,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             # Anchored: a substring would exempt any future path that merely contains "/api/".
             exclude=["^/api/", "^/interactions$"],
         ),
-        middleware=[host_guard, auth_rate_limit.middleware],
+        middleware=middleware,
+        stores=stores,
         before_request=refuse_control_characters,
         # Forms are small; a bigger body is refused (413) before it is read. Interactions
         # allow more (their own limit), the JSON API reads no body.

@@ -142,15 +142,32 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     )
 
 
-def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any] | Template:
     assert isinstance(exc, HTTPException)  # noqa: S101
     status = exc.status_code
     message = _http_message(status, exc.detail)
+    # A rate limit's headers say when to come back (RateLimit-*, and Retry-After for clients
+    # that only know that one).
+    headers = dict(exc.headers or {})
+    if status == 429 and "RateLimit-Reset" in headers:
+        headers.setdefault("Retry-After", str(max(1, int(headers["RateLimit-Reset"]))))
+        if path_of(request).startswith("/api/"):
+            message = (
+                "This API key made too many requests. Wait "
+                f"{headers['Retry-After']} s (Retry-After), then try again."
+            )
+    answer: Response[Any]
     if _wants_json(request):
-        return json_error(f"http_{status}", message, status)
-    return message_page(
-        TITLES.get(status, "That did not work"), message, status=status, links=[("Go home", "/")]
-    )
+        answer = json_error(f"http_{status}", message, status)
+    else:
+        answer = message_page(
+            TITLES.get(status, "That did not work"),
+            message,
+            status=status,
+            links=[("Go home", "/")],
+        )
+    answer.headers.update(headers)
+    return answer
 
 
 def _http_message(status: int, detail: str) -> str:

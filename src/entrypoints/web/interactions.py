@@ -35,7 +35,7 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
     body = await request.body()
     signature = request.headers.get("x-signature-ed25519")
     timestamp = request.headers.get("x-signature-timestamp")
-    problem = endpoint.refusal(body, signature, timestamp)
+    problem = await endpoint.refusal(body, signature, timestamp)
     if problem is not None or signature is None or timestamp is None:
         log.warning("refused an interaction request: %s", problem)
         return Response({"detail": problem}, status_code=401)

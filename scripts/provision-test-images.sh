@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Make the container tests (Postgres, Redis) possible on a Debian machine that cannot pull
+# images (no Docker Hub): install Docker, start a daemon with host networking only, and build
+# Postgres and Redis images from Debian packages. Idempotent; run as root. Elsewhere, skip this
+# and let the tests pull the public images (postgres:16-alpine, redis:7-alpine).
+#
+#   sudo scripts/provision-test-images.sh
+#   export TASKFLOW_LINK_TEST_POSTGRES_IMAGE=local/postgres:15 \
+#     TASKFLOW_LINK_TEST_REDIS_IMAGE=local/redis:7 TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK=1
+set -euo pipefail
+PG_IMAGE="${TASKFLOW_LINK_TEST_POSTGRES_IMAGE:-local/postgres:15}"
+REDIS_IMAGE="${TASKFLOW_LINK_TEST_REDIS_IMAGE:-local/redis:7}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[provision] %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "provision-test-images.sh must run as root (it installs packages and starts dockerd)" >&2
+  exit 1
+fi
+
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+  log "installing docker.io and debootstrap"
+  apt-get update -qq
+  apt-get install -y -qq docker.io debootstrap >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (no bridge, no iptables: containers use host networking)"
+  nohup dockerd --bridge=none --iptables=false >/var/log/taskflow-link-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/taskflow-link-dockerd.log" >&2; exit 1; }
+fi
+
+PACKAGES=()
+docker image inspect "$PG_IMAGE" >/dev/null 2>&1 && log "image $PG_IMAGE already present" \
+  || PACKAGES+=(postgresql-15)
+docker image inspect "$REDIS_IMAGE" >/dev/null 2>&1 && log "image $REDIS_IMAGE already present" \
+  || PACKAGES+=(redis-server)
+[ "${#PACKAGES[@]}" -eq 0 ] && exit 0
+
+MIRROR="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+MIRROR="${MIRROR:-$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)}"
+if [ -z "$MIRROR" ]; then
+  echo "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list" >&2
+  exit 1
+fi
+ROOTFS="$(mktemp -d)"
+trap 'rm -rf "$ROOTFS"' EXIT
+INCLUDE="$(IFS=,; echo "${PACKAGES[*]}")"
+log "building ${PACKAGES[*]} image(s) from Debian packages (debootstrap from $MIRROR, about a minute)"
+debootstrap --variant=minbase --include="$INCLUDE" bookworm "$ROOTFS" "$MIRROR" >/dev/null
+rm -rf "$ROOTFS/var/cache/apt/archives"/*.deb
+for package in "${PACKAGES[@]}"; do
+  case "$package" in
+    postgresql-15)
+      install -m 0755 "$HERE/postgres-image-entrypoint.sh" "$ROOTFS/usr/local/bin/postgres-entrypoint"
+      rm -rf "$ROOTFS/var/lib/postgresql/15"
+      tar -C "$ROOTFS" -c . | docker import -c 'CMD ["/usr/local/bin/postgres-entrypoint"]' - "$PG_IMAGE" >/dev/null
+      log "built $PG_IMAGE"
+      ;;
+    redis-server)
+      # Like the public image: the command is redis-server's own (tests pass --port).
+      tar -C "$ROOTFS" -c . | docker import \
+        -c 'CMD ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]' \
+        - "$REDIS_IMAGE" >/dev/null
+      log "built $REDIS_IMAGE"
+      ;;
+  esac
+done

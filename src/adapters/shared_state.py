@@ -1,0 +1,215 @@
+"""State that is not in the database: rate limits, sign-in throttles and the interaction replay
+guard. In one process it lives in memory (Litestar's ``MemoryStore``); with Redis it is shared
+by every instance (Litestar's ``RedisStore``, and ``SET NX`` for the replay guard).
+
+When Redis does not answer, each call falls back to this process's memory at once: limits then
+count per instance and a replay is only recognised by the instance that saw the original, until
+Redis answers again (tried again after ``retry_after`` seconds). The outage and the recovery are
+logged once each; a request never fails because of Redis."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("taskflow_link.redis")
+T = TypeVar("T")
+PREFIX = "taskflow-link"
+
+
+def _redis_down() -> tuple[type[BaseException], ...]:
+    """What an unreachable, restarting or overloaded Redis looks like (redis is imported only
+    by processes that use it)."""
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
+    return (RedisError, OSError, TimeoutError)
+
+
+class RedisHealth:
+    """Whether to try Redis now; logs the first failure of an outage and the recovery."""
+
+    def __init__(self, *, retry_after: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        self._retry_after = retry_after
+        self._clock = clock
+        self._down_since: float | None = None
+        self._next_try = 0.0
+        self._errors = _redis_down()
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def worth_trying(self) -> bool:
+        return self._down_since is None or self._clock() >= self._next_try
+
+    def failed(self, exc: BaseException) -> None:
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning(
+                "Redis is unreachable (%s): rate limits, sign-in throttles and interaction "
+                "replay protection now count in this process only, until it answers again",
+                type(exc).__name__,
+            )
+        self._next_try = now + self._retry_after
+
+    def succeeded(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "Redis answers again after %.0f s: limits and replay protection are shared again",
+                self._clock() - self._down_since,
+            )
+            self._down_since = None
+
+    async def call(
+        self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``shared()`` on Redis, or ``local()`` when Redis is down (or just went down)."""
+        if self.worth_trying():
+            try:
+                result = await shared()
+            except self._errors as exc:
+                self.failed(exc)
+            else:
+                self.succeeded()
+                return result
+        return await local()
+
+
+class FallbackStore(Store):
+    """A Litestar store on Redis that uses a memory store while Redis is down."""
+
+    def __init__(self, shared: Store, local: Store, health: RedisHealth) -> None:
+        self._shared = shared
+        self._local = local
+        self._health = health
+
+    async def set(
+        self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
+    ) -> None:
+        await self._health.call(
+            lambda: self._shared.set(key, value, expires_in),
+            lambda: self._local.set(key, value, expires_in),
+        )
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        return await self._health.call(
+            lambda: self._shared.get(key, renew_for), lambda: self._local.get(key, renew_for)
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._health.call(lambda: self._shared.delete(key), lambda: self._local.delete(key))
+
+    async def delete_all(self) -> None:
+        await self._health.call(self._shared.delete_all, self._local.delete_all)
+
+    async def exists(self, key: str) -> bool:
+        return await self._health.call(
+            lambda: self._shared.exists(key), lambda: self._local.exists(key)
+        )
+
+    async def expires_in(self, key: str) -> int | None:
+        return await self._health.call(
+            lambda: self._shared.expires_in(key), lambda: self._local.expires_in(key)
+        )
+
+
+class MemoryReplayGuard:
+    """Interaction ids seen in this process, each forgotten after its ``ttl``."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_entries: int = 100_000):
+        self._clock = clock
+        self._max = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> forget at
+
+    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+        now = self._clock()
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            return False
+        self._seen[key] = now + ttl_seconds  # every entry has the same ttl: oldest first
+        while len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+        return True
+
+
+class RedisReplayGuard:
+    """Interaction ids seen by any instance: ``SET key 1 NX EX ttl`` has one winner."""
+
+    def __init__(self, redis: Redis, health: RedisHealth, local: MemoryReplayGuard) -> None:
+        self._redis = redis
+        self._health = health
+        self._local = local
+
+    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+        async def shared() -> bool:
+            return bool(
+                await self._redis.set(f"{PREFIX}:replay:{key}", b"1", nx=True, ex=ttl_seconds)
+            )
+
+        return await self._health.call(shared, lambda: self._local.first_time(key, ttl_seconds))
+
+
+class SharedState:
+    """Where a process keeps what several instances must agree on (see the module's doc)."""
+
+    def __init__(self, redis_url: str | None, *, timeout: float = 0.5, retry_after: float = 2.0):
+        self.redis: Redis | None = None
+        self.health: RedisHealth | None = None
+        if redis_url is not None:
+            from redis.asyncio import Redis  # noqa: PLC0415
+
+            self.health = RedisHealth(retry_after=retry_after)
+            self.redis = Redis.from_url(
+                redis_url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry_on_timeout=False,
+                health_check_interval=30,
+            )
+        self._stores: dict[str, Store] = {}
+        self._local_replays = MemoryReplayGuard()
+        self.replay_guard: MemoryReplayGuard | RedisReplayGuard = self._local_replays
+        if self.redis is not None and self.health is not None:
+            self.replay_guard = RedisReplayGuard(self.redis, self.health, self._local_replays)
+
+    @property
+    def shared(self) -> bool:
+        return self.redis is not None
+
+    def store(self, namespace: str) -> Store:
+        """One store per purpose, its keys apart from the others'."""
+        if namespace not in self._stores:
+            store: Store = MemoryStore()
+            if self.redis is not None and self.health is not None:
+                from litestar.stores.redis import RedisStore  # noqa: PLC0415
+
+                shared = RedisStore(self.redis, namespace=f"{PREFIX}:{namespace}")
+                store = FallbackStore(shared, store, self.health)
+            self._stores[namespace] = store
+        return self._stores[namespace]
+
+    async def ping(self) -> bool:
+        """``True`` without Redis, or when Redis answers."""
+        if self.redis is None:
+            return True
+        try:
+            await self.redis.ping()
+        except _redis_down():
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -1,0 +1,26 @@
+"""The web app for any ASGI server, configured from ``TASKFLOW_LINK_*`` settings:
+
+    uvicorn --factory entrypoints.asgi:make_app --host 0.0.0.0 --port 8000
+    gunicorn -k uvicorn_worker.UvicornWorker -w 4 'entrypoints.asgi:make_app()'
+    granian --interface asgi --factory entrypoints.asgi:make_app
+
+``taskflow-link serve`` runs the same factory under uvicorn (``--workers N`` for several
+processes). Each process builds its own container: the database pool, the Discord client and
+the Redis connections belong to it."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from entrypoints.container import build_container
+from entrypoints.logs import configure_logging
+from entrypoints.settings import load_settings
+from entrypoints.web import create_app
+
+
+def make_app() -> Litestar:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    container = build_container(settings)
+    container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
+    return create_app(container)

@@ -1,0 +1,56 @@
+"""Readiness: is this instance fit to take traffic? The database answers, its schema is the one
+this version needs, and Redis answers when it is configured. Each check gets a deadline: a
+database that hangs makes the instance "not ready" at once instead of holding the probe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+# A check answers ``None`` when all is well, else what is wrong (shown to the prober).
+Check = Callable[[], Coroutine[Any, Any, str | None]]
+
+
+class Readiness:
+    def __init__(self, checks: Mapping[str, Check], *, timeout: float) -> None:
+        self._checks = dict(checks)
+        self._timeout = timeout
+        # A check still running from an earlier probe (a hung database) is awaited again,
+        # never started twice.
+        self._running: dict[str, asyncio.Task[str | None]] = {}
+
+    async def report(self) -> tuple[bool, dict[str, str]]:
+        """``(ready, {check: "ok" or the problem})`` within the timeout."""
+        tasks = {name: self._start(name) for name in self._checks}
+        await asyncio.wait(tasks.values(), timeout=self._timeout)
+        results: dict[str, str] = {}
+        for name, task in tasks.items():
+            if not task.done():
+                results[name] = f"no answer within {self._timeout:g} s"
+            elif task.cancelled() or task.exception() is not None:
+                results[name] = "failed"
+            else:
+                results[name] = task.result() or "ok"
+        return all(r == "ok" for r in results.values()), results
+
+    def _start(self, name: str) -> asyncio.Task[str | None]:
+        task = self._running.get(name)
+        if task is None or task.done():
+            task = asyncio.create_task(self._checks[name](), name=f"readiness: {name}")
+            self._running[name] = task
+            task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[str | None]) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            task.exception()  # retrieved: never "exception was never retrieved"
+        for name, running in list(self._running.items()):
+            if running is task:
+                del self._running[name]
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        self._running.clear()

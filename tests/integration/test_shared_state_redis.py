@@ -1,0 +1,100 @@
+"""What several instances share through Redis (rate-limit stores, sign-in throttles, the
+interaction replay guard), and what happens while Redis is away: each instance falls back to
+its own memory, says so once, and shares again when Redis is back, without a restart."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.attempts import StorePasswordAttempts
+from adapters.shared_state import SharedState
+from entrypoints.health import Readiness
+from tests.integration.redis_server import RedisServer
+
+
+def _instances(url: str) -> tuple[SharedState, SharedState]:
+    """Two processes' views of one Redis (retry at once after a failure, for the test)."""
+    return SharedState(url, retry_after=0), SharedState(url, retry_after=0)
+
+
+async def test_two_instances_share_stores_throttles_and_replays(redis_url: str) -> None:
+    a, b = _instances(redis_url)
+    try:
+        await a.store("auth-rate-limit").set("client", "3", expires_in=60)
+        assert await b.store("auth-rate-limit").get("client") == b"3"
+        # Namespaces keep purposes apart.
+        assert await b.store("api-rate-limit").get("client") is None
+
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        for attempts in (StorePasswordAttempts(a.store("password-attempts")),) * 2:
+            await attempts.record_failure("account-1", now, forget_after=timedelta(minutes=15))
+        seen_by_b = await StorePasswordAttempts(b.store("password-attempts")).failures("account-1")
+        assert seen_by_b == (2, now)
+
+        assert await a.replay_guard.first_time("interaction:42", 600)
+        assert not await b.replay_guard.first_time("interaction:42", 600)
+        assert not await a.replay_guard.first_time("interaction:42", 600)
+        assert await b.replay_guard.first_time("interaction:43", 600)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_replay_entries_expire_in_redis(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    a, _ = _instances(redis_url)
+    client = Redis.from_url(redis_url)
+    try:
+        assert await a.replay_guard.first_time("interaction:7", 600)
+        ttl = await client.ttl("taskflow-link:replay:interaction:7")
+        assert 0 < ttl <= 600
+    finally:
+        await client.aclose()
+        await a.close()
+
+
+async def test_redis_going_away_and_coming_back(
+    redis_url: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = _instances(redis_url)
+    readiness = Readiness({"redis": _redis_check(a)}, timeout=30)
+    caplog.set_level(logging.WARNING, logger="taskflow_link.redis")
+    try:
+        assert await a.replay_guard.first_time("interaction:1", 600)
+        assert (await readiness.report())[0]
+
+        redis_server.stop_server()
+        # Every call still answers, from this process's memory: no exception reaches a request.
+        store = a.store("auth-rate-limit")
+        await store.set("client", "1", expires_in=60)
+        assert await store.get("client") == b"1"
+        assert await a.replay_guard.first_time("interaction:2", 600)
+        assert not await a.replay_guard.first_time("interaction:2", 600)  # same instance
+        assert await b.replay_guard.first_time("interaction:2", 600)  # not shared meanwhile
+        ready, checks = await readiness.report()
+        assert not ready
+        assert checks == {"redis": "unreachable"}
+        outage = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+        assert len(outage) == 2  # once per instance, not once per call
+
+        redis_server.start_server()
+        assert await a.replay_guard.first_time("interaction:3", 600)
+        assert not await b.replay_guard.first_time("interaction:3", 600)  # shared again
+        await a.store("auth-rate-limit").set("client", "5", expires_in=60)
+        assert await b.store("auth-rate-limit").get("client") == b"5"
+        assert (await readiness.report())[0]
+        assert any("Redis answers again" in r.getMessage() for r in caplog.records)
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _redis_check(shared: SharedState):  # type: ignore[no-untyped-def]
+    async def check() -> str | None:
+        return None if await shared.ping() else "unreachable"
+
+    return check

@@ -1,0 +1,247 @@
+"""One instance among several: readiness with deadlines, the interaction replay guard, client
+addresses from trusted proxies only, per-key API limits, and `serve --workers` refusing what
+cannot be shared (the Redis side is in tests/integration/test_shared_state_redis.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from litestar.testing import AsyncTestClient
+
+from adapters.shared_state import MemoryReplayGuard, SharedState
+from domain.model import AuditKind
+from entrypoints.bot.runtime import _replay_key
+from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.health import Readiness
+from entrypoints.settings import SettingsError, load_settings
+from entrypoints.web import create_app
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings
+from tests.servers import serve_here
+from tests.web_support import csrf_token
+
+
+async def test_readyz_lists_its_checks(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ready", "checks": {"database": "ok"}}
+
+
+async def test_a_check_that_hangs_makes_the_instance_not_ready_without_holding_the_probe() -> None:
+    started = 0
+    never = asyncio.Event()
+
+    async def hung() -> str | None:
+        nonlocal started
+        started += 1
+        await never.wait()
+        return None
+
+    async def fine() -> str | None:
+        return None
+
+    async def broken() -> str | None:
+        raise RuntimeError("boom")
+
+    readiness = Readiness({"database": hung, "redis": fine, "schema": broken}, timeout=0.05)
+    for _ in range(3):
+        ready, checks = await readiness.report()
+        assert not ready
+        assert checks == {
+            "database": "no answer within 0.05 s",
+            "redis": "ok",
+            "schema": "failed",
+        }
+    assert started == 1  # a hung check is awaited again, never piled up
+    await readiness.close()
+
+
+async def test_readyz_answers_503_with_the_check_that_failed(h: Harness) -> None:
+    async def unreachable() -> bool:
+        return False
+
+    h.container.memory_db().ping = unreachable  # type: ignore[method-assign]
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "not ready", "checks": {"database": "unreachable"}}
+
+
+async def test_the_replay_guard_forgets_after_its_ttl() -> None:
+    now = [1000.0]
+    guard = MemoryReplayGuard(clock=lambda: now[0])
+    assert await guard.first_time("interaction:1", 600)
+    assert not await guard.first_time("interaction:1", 600)
+    now[0] += 599
+    assert not await guard.first_time("interaction:1", 600)
+    now[0] += 2
+    assert await guard.first_time("interaction:1", 600)
+
+
+def test_an_interaction_is_known_by_its_id_whatever_its_signature() -> None:
+    body = json.dumps({"id": "1300000000000000001", "type": 2}).encode()
+    assert _replay_key(body, "aa" * 64) == _replay_key(body, "bb" * 64)
+    assert _replay_key(body, "aa" * 64) == "interaction:1300000000000000001"
+    # Without a usable id (never from Discord): the signature.
+    for odd in (b"not json", b"[1]", json.dumps({"id": "x" * 40}).encode()):
+        assert _replay_key(odd, "AA" * 64) == "signature:" + "aa" * 64
+
+
+def test_without_redis_state_stays_in_the_process() -> None:
+    shared = SharedState(None)
+    assert not shared.shared
+    assert shared.store("a") is shared.store("a")
+    assert shared.store("a") is not shared.store("b")
+    assert isinstance(shared.replay_guard, MemoryReplayGuard)
+
+
+# -- client addresses behind a proxy ---------------------------------------------------------
+
+
+async def _failed_sign_ins(h: Harness, forwarded_for: list[str]) -> list[int]:
+    """Wrong passwords for alice, each request said to come from ``forwarded_for[i]``."""
+    h.alice = (await h.sign_up("alice", "alice@example.com")).account  # type: ignore[attr-defined]
+    statuses = []
+    app = create_app(h.container, rate_limit_per_minute=2)
+    async with serve_here(app) as url, httpx.AsyncClient(base_url=url) as client:
+        token = csrf_token((await client.get("/signin")).text)
+        for address in forwarded_for:
+            answer = await client.post(
+                "/signin",
+                data={"login": "alice", "password": "wrong", "_csrf_token": token},
+                headers={"x-forwarded-for": address},
+            )
+            statuses.append(answer.status_code)
+    return statuses
+
+
+async def _audited_clients(h: Harness) -> list[str]:
+    async with h.uow() as uow:
+        events = await uow.audit.for_account(h.alice.id)  # type: ignore[attr-defined]
+    return [e.detail["client"] for e in events if e.kind is AuditKind.SIGN_IN_FAILED]
+
+
+@pytest.fixture
+def behind_proxy() -> Harness:
+    return Harness.build(build_container(make_settings(forwarded_allow_ips="127.0.0.1")))
+
+
+async def test_a_trusted_proxy_names_the_client(behind_proxy: Harness) -> None:
+    h = behind_proxy
+    statuses = await _failed_sign_ins(
+        h, ["203.0.113.1", "203.0.113.1", "203.0.113.1", "203.0.113.2"]
+    )
+    # Each client has its own budget (2 a minute here): the third try of the first is refused,
+    # the second client is not.
+    assert statuses == [401, 401, 429, 401]
+    assert set(await _audited_clients(h)) == {"203.0.113.1", "203.0.113.2"}
+
+
+async def test_x_forwarded_for_is_ignored_from_anyone_else(h: Harness) -> None:
+    statuses = await _failed_sign_ins(h, ["203.0.113.1", "203.0.113.2", "203.0.113.3"])
+    assert statuses == [401, 401, 429]  # one budget: the connection's peer
+    assert set(await _audited_clients(h)) == {"127.0.0.1"}
+
+
+# -- per-key API limits -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def frozen_rate_limit_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Litestar's rate limiter reads ``time()``; one fixed second for the whole test."""
+    from litestar.middleware import rate_limit
+
+    now = [1_900_000_000.0]
+    monkeypatch.setattr(rate_limit, "time", lambda: now[0])
+    return lambda seconds: now.__setitem__(0, now[0] + seconds)
+
+
+async def test_each_api_key_has_its_own_budget(
+    frozen_rate_limit_clock: Callable[[float], None],
+) -> None:
+    h = Harness.build(build_container(make_settings(api_rate_limit_per_second=2)))
+    first = (await h.container.create_api_key().execute("first")).token
+    second = (await h.container.create_api_key().execute("second")).token
+
+    async def get(key: str) -> Any:
+        return await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {key}"})
+
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        assert [(await get(first)).status_code for _ in range(2)] == [404, 404]
+        refused = await get(first)
+        assert refused.status_code == 429
+        assert "This API key made too many requests" in refused.json()["error"]["message"]
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["ratelimit-limit"] == "2"
+        assert (await get(second)).status_code == 404  # its own budget
+        assert (await client.get("/healthz")).status_code == 200  # not an API route
+        frozen_rate_limit_clock(1.5)  # the next second
+        assert (await get(first)).status_code == 404
+
+
+async def test_api_limits_are_off_by_default(h: Harness) -> None:
+    key = (await h.container.create_api_key().execute("bot")).token
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        for _ in range(30):
+            answer = await client.get(
+                "/api/v1/links/123", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert answer.status_code == 404
+
+
+# -- settings and serve --workers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TASKFLOW_LINK_FORWARDED_ALLOW_IPS", "10.0.0.0/8, proxy.local"),
+        ("TASKFLOW_LINK_REDIS_URL", "http://redis:6379"),
+        ("TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS", "0"),
+        ("TASKFLOW_LINK_API_RATE_LIMIT_PER_SECOND", "-1"),
+    ],
+)
+def test_bad_instance_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    assert variable in str(failed.value)
+
+
+def test_config_shows_where_redis_is_but_not_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", "redis://:r3d1s-pw@cache:6380/2")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "r3d1s-pw" not in result.output
+    assert "TASKFLOW_LINK_REDIS_URL = redis://:***@cache:6380/2" in result.output
+
+
+@pytest.mark.parametrize(
+    ("environment", "says"),
+    [
+        ({}, "needs TASKFLOW_LINK_REDIS_URL"),
+        ({"TASKFLOW_LINK_STORAGE": "memory"}, "needs TASKFLOW_LINK_STORAGE=sql"),
+        ({"TASKFLOW_LINK_REDIS_URL": "redis://127.0.0.1:1/0"}, "EMAIL_BACKEND=smtp"),
+    ],
+)
+def test_serve_with_workers_refuses_what_one_process_keeps_in_memory(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], says: str
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["serve", "--workers", "2"])
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Traceback" not in result.output
