@@ -107,7 +107,7 @@ def _readiness_checks(
         async def schema() -> str | None:
             from adapters.sql import migrate  # noqa: PLC0415 - alembic only when probed
 
-            if await migrate.current_revision(sql) != migrate.head_revision():
+            if not await migrate.is_current(sql):
                 return "not the newest revision: run `taskflow-link db upgrade`"
             return None
 

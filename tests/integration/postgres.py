@@ -51,6 +51,12 @@ class PostgresServer(Protocol):
 
     def start_server(self) -> None: ...
 
+    def pause_server(self) -> bool:
+        """Freeze the server (it keeps its connections but answers nothing), as a hung host
+        would. ``False`` where that cannot be done."""
+
+    def resume_server(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -99,7 +105,19 @@ class ContainerPostgres:
         self._container.get_wrapped_container().start()
         _wait_for_port(self.host, self.port)
 
+    def pause_server(self) -> bool:
+        self._container.get_wrapped_container().pause()
+        return True
+
+    def resume_server(self) -> None:
+        container = self._container.get_wrapped_container()
+        container.reload()
+        if container.status == "paused":
+            container.unpause()
+
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.resume_server()
         with contextlib.suppress(Exception):
             self._container.stop()
 
@@ -159,6 +177,12 @@ class LocalClusterPostgres:
     def start_server(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
         self._run(f"pg_ctl -D {self.data} -o '{options}' -l {self.dir}/log -w start")
+
+    def pause_server(self) -> bool:
+        return False  # the cluster's processes are not ours to freeze one by one
+
+    def resume_server(self) -> None:
+        pass
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

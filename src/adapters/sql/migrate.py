@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from adapters.sql.database import SqlDatabase
 from adapters.sql.tables import metadata
@@ -60,6 +63,7 @@ def _sqlite_foreign_keys(sync: Connection, on: bool) -> None:
     cursor.close()
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision shipped with this version of the package."""
     config = Config()
@@ -74,6 +78,17 @@ async def current_revision(database: SqlDatabase) -> str | None:
         return await conn.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
         )
+
+
+async def is_current(database: SqlDatabase) -> bool:
+    """Whether the database's schema is this version's newest (quietly: readiness probes ask
+    every few seconds, and Alembic's context logs each time)."""
+    async with database.engine.connect() as conn:
+        try:
+            found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        except DBAPIError:
+            return False  # no schema at all
+    return [row[0] for row in found] == [head_revision()]
 
 
 async def pending_differences(database: SqlDatabase) -> list[Any]:

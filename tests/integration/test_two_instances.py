@@ -1,0 +1,186 @@
+"""Two `taskflow-link serve` processes on one Postgres and one Redis (both in containers), behind
+one public URL, as a load balancer would spread one person's requests over them: limits are
+shared, a replayed interaction is refused by the other instance, a /link ticket links once, and
+an email is sent once with both instances' workers polling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from adapters.clock import ManualClock
+from adapters.sql import SqlDatabase
+from adapters.sql.tables import outgoing_emails, user_links
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from tests.bot_support import run_command, signed_request, wait_until
+from tests.harness import PASSWORD
+from tests.integration.instances import Instance, environment, serving
+from tests.integration.mailbox import Mailbox
+from tests.integration.postgres import PostgresServer
+from tests.integration.stack import (
+    APP_ID,
+    CSRF,
+    Browser,
+    Stack,
+    consent_form,
+    count,
+    sign_up,
+)
+from tests.servers import free_port, serve
+
+BUDGET = 4  # sign-in tries per client per minute, across both instances
+
+
+@dataclass
+class Pair:
+    a: Instance
+    b: Instance
+    stack: Stack  # its app_url is the public URL (instance a), for the browser helpers
+
+
+@pytest.fixture
+def pair(
+    postgres: PostgresServer,
+    pg_db: SqlDatabase,
+    redis_url: str,
+    smtp_server: tuple[Mailbox, int],
+    tmp_path: Path,
+) -> Iterator[Pair]:
+    mailbox, smtp_port = smtp_server
+    port_a = free_port()
+    public = f"http://127.0.0.1:{port_a}"
+    emulator = EmulatorState(
+        APP_ID, "secret-pair", {f"{public}/auth/discord/callback"}, response_deadline=60.0
+    )
+    emulator.interactions_url = f"{public}/interactions"
+    with serve(create_emulator_app(emulator)) as emulator_url:
+        env = environment(
+            storage="sql",
+            database_url=postgres.url,
+            redis_url=redis_url,
+            public_url=public,
+            auth_rate_limit_per_minute=BUDGET,
+            discord_client_id=APP_ID,
+            discord_client_secret="secret-pair",
+            discord_api_url=f"{emulator_url}/api/v10",
+            discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+            discord_bot_token=emulator.bot_token,
+            discord_public_key=emulator.public_key,
+            discord_reply_deadline_seconds=20,
+            discord_answer_deadline_seconds=25,
+            email_backend="smtp",
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            smtp_tls="none",
+            email_poll_seconds=0.2,
+        )
+        with serving(tmp_path, env, port=port_a) as a, serving(tmp_path, env) as b:
+            stack = Stack(public, emulator_url, emulator, None, ManualClock(), pg_db, mailbox)  # type: ignore[arg-type]
+            yield Pair(a, b, stack)
+
+
+@pytest.fixture
+async def browsers(pair: Pair) -> AsyncIterator[tuple[Browser, Browser]]:
+    one, two = Browser(pair.stack), Browser(pair.stack)
+    yield one, two
+    await one.close()
+    await two.close()
+
+
+async def test_the_sign_in_budget_is_shared(pair: Pair) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        token = CSRF.search((await client.get(f"{pair.a.url}/signin")).text)
+        assert token
+        form = {"login": "nobody", "password": "wrong", "_csrf_token": token.group(1)}
+        statuses = []
+        for instance in [pair.a, pair.b] * BUDGET:
+            answer = await client.post(f"{instance.url}/signin", data=form)
+            statuses.append(answer.status_code)
+    # Half the tries went to each instance: only a shared count reaches the budget.
+    assert statuses[:BUDGET] == [401] * BUDGET
+    assert set(statuses[BUDGET:]) == {429}
+
+
+async def test_an_interaction_replayed_to_the_other_instance_is_refused(pair: Pair) -> None:
+    ping = {"id": "1300000000000000077", "application_id": APP_ID, "type": 1, "token": "t" * 40}
+    body, headers = signed_request(pair.stack.emulator, ping)
+    async with httpx.AsyncClient(timeout=60) as client:
+        first = await client.post(f"{pair.a.url}/interactions", content=body, headers=headers)
+        replayed = await client.post(f"{pair.b.url}/interactions", content=body, headers=headers)
+        again = await client.post(f"{pair.a.url}/interactions", content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"type": 1}
+    assert replayed.status_code == 401
+    assert "already received" in replayed.json()["detail"]
+    assert again.status_code == 401
+
+
+async def _start_at(browser: Browser, instance: Instance, path: str) -> str:
+    """Press "Continue with Discord" on a ticket page served by ``instance``, approve at
+    Discord, and stop before the callback: its URL."""
+    shown = await browser.go("GET", f"{instance.url}{path}")
+    assert shown.status_code == 200, shown.text
+    token = CSRF.search(shown.text)
+    assert token
+    at_discord = await browser.go(
+        "POST", f"{instance.url}{path}", data={"_csrf_token": token.group(1)}
+    )
+    url, form = consent_form(at_discord, browser.discord_user or "", "approve")
+    approved = await browser.client.post(url, **form)
+    assert approved.status_code in (302, 303), approved.text
+    return str(approved.headers["location"])
+
+
+async def test_a_link_ticket_links_once_across_both(
+    pair: Pair, browsers: tuple[Browser, Browser]
+) -> None:
+    """Alice runs /link once and presses the button in two browsers, one served by each
+    instance; both approve at Discord and both callbacks arrive together: one links."""
+    one, two = browsers
+    alice_d = pair.stack.emulator.add_user("alice_d")
+    reply = await run_command(pair.stack.emulator_url, alice_d.id, "link")
+    path = urlsplit(reply.button["url"]).path
+
+    await sign_up(one, "alice", "alice@example.com", verify=False)
+    signed_in = await two.submit(
+        f"{pair.b.url}/signin", f"{pair.b.url}/signin", {"login": "alice", "password": PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    one.discord_user = two.discord_user = alice_d.id
+    callbacks = [await _start_at(one, pair.a, path), await _start_at(two, pair.b, path)]
+
+    answers = await asyncio.gather(one.go("GET", callbacks[0]), two.go("GET", callbacks[1]))
+    linked = [a for a in answers if a.status_code == 200 and a.url.path == "/account"]
+    refused = [a for a in answers if a.status_code in (409, 410)]
+    assert len(linked) == 1, [(a.status_code, a.url) for a in answers]
+    assert len(refused) == 1, [(a.status_code, a.text[:200]) for a in answers]
+    assert await count(pair.stack.db, user_links) == 1
+
+
+async def test_an_email_is_sent_once_with_both_instances_polling(
+    pair: Pair, browsers: tuple[Browser, Browser]
+) -> None:
+    one, _ = browsers
+    await sign_up(one, "alice", "alice@example.com", verify=False)
+    await sign_up(Browser(pair.stack), "bob", "bob@example.com", verify=False)
+
+    async def all_sent() -> bool:
+        async with pair.stack.db.engine.connect() as conn:
+            statuses = (await conn.execute(select(outgoing_emails.c.status))).scalars().all()
+        return len(statuses) == 2 and set(statuses) == {"sent"}
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while not await all_sent():
+        assert asyncio.get_running_loop().time() < deadline, "the emails were not sent"
+        await asyncio.sleep(0.1)
+    # Once an email is marked sent no worker can claim it again: the count is final.
+    await wait_until(lambda: len(pair.stack.mailbox.received) >= 2)
+    assert len(pair.stack.mailbox.to("alice@example.com")) == 1
+    assert len(pair.stack.mailbox.to("bob@example.com")) == 1
