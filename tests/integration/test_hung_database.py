@@ -6,10 +6,10 @@ that happen are the settings below."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,7 +89,7 @@ async def test_a_frozen_database_gets_503s_and_does_not_hold_shutdown(
 
         thread = threading.Thread(target=in_flight)
         thread.start()
-        time.sleep(0.5)  # usually in flight by then; what is asserted holds either way
+        await asyncio.sleep(0.5)  # usually in flight by then; what is asserted holds either way
         code = instance.stop(signal.SIGTERM, wait=CLIENT_TIMEOUT)
         thread.join(CLIENT_TIMEOUT)
     # uvicorn ends by re-raising the signal it handled: "terminated by SIGTERM", after a
