@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration install clean
+.PHONY: demo test lint unit integration install clean bench bench-smoke
 
 install: $(STAMP)
 
@@ -25,8 +25,8 @@ test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -35,6 +35,15 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
+
+## Benchmarks (needs wrk, and Postgres' initdb/pg_ctl): one table of ratios measured in one
+## run on 1M links (a few minutes). Options: make bench BENCH_ARGS="--seconds 20 --output r.md"
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+## The smoke run CI makes (1000 links, ~1 s a row): fails only when something is broken.
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
