@@ -40,10 +40,19 @@ class BotReply:
 
 
 async def run_command(
-    emulator_url: str, user_id: str, command: str, *, where: str = "guild", via: str = "http"
+    emulator_url: str,
+    user_id: str,
+    command: str,
+    *,
+    where: str = "guild",
+    via: str = "http",
+    guild_id: int | None = None,
 ) -> BotReply:
-    """Run ``command`` as a test user, delivered over HTTP or over the gateway."""
-    body = {"user_id": user_id, "command": command, "where": where, "via": via}
+    """Run ``command`` as a test user, delivered over HTTP or over the gateway (in the
+    emulator's test server, or in ``guild_id``)."""
+    body: dict[str, Any] = {"user_id": user_id, "command": command, "where": where, "via": via}
+    if guild_id is not None:
+        body["guild_id"] = str(guild_id)
     async with httpx.AsyncClient(base_url=emulator_url, timeout=90) as client:
         answer = await client.post("/_emulator/interactions", json=body)
     assert answer.status_code == 200, answer.text
@@ -82,7 +91,7 @@ async def wait_until(condition: Any, seconds: float = 10.0) -> None:
 async def running_gateway_bot(container: Container, emulator: EmulatorState) -> AsyncIterator[None]:
     """``taskflow-link bot``'s GatewayBot, connected to the emulator, on this event loop."""
     runner = build_gateway_bot(container)
-    await runner.bot.start(check_for_updates=False)
+    await runner.start()
     try:
         await asyncio.wait_for(runner.ready.wait(), 10)
         assert "global" in emulator.commands

@@ -128,10 +128,10 @@ def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def _container_for_command() -> Any:
+def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:
     from entrypoints.container import build_container  # noqa: PLC0415
 
-    return build_container(load_settings())
+    return build_container(load_settings(**(overrides or {})))
 
 
 @cli.command("serve")
@@ -313,33 +313,94 @@ def emulator(  # noqa: PLR0917 - click passes each option
     uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
 
 
+def _shard_ids_option(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    from entrypoints.settings import parse_shard_ids  # noqa: PLC0415
+
+    if value is None:
+        return None
+    try:
+        ids = parse_shard_ids(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not ids:
+        raise click.BadParameter("give at least one shard number, such as 0 or 0,1")
+    return ids
+
+
 @cli.group("bot", invoke_without_command=True)
+@click.option(
+    "--shard-ids",
+    metavar="IDS",
+    callback=_shard_ids_option,
+    help="The gateway shards this copy runs, comma-separated (e.g. 0,1); needs --shard-count. "
+    "Default: TASKFLOW_LINK_DISCORD_SHARD_IDS, else every shard.",
+)
+@click.option(
+    "--shard-count",
+    type=click.IntRange(min=1),
+    help="How many shards all copies of the bot run together. Default: "
+    "TASKFLOW_LINK_DISCORD_SHARD_COUNT, else Discord's recommendation (not sharded).",
+)
 @click.pass_context
-def bot(ctx: click.Context) -> None:
+def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int | None) -> None:
     """Run the Discord bot over the gateway (the usual way to run a bot).
 
     HTTP interactions need no bot process: set TASKFLOW_LINK_DISCORD_PUBLIC_KEY and `serve`
     answers them at /interactions. Use one or the other, not both.
+
+    Several copies share the work as gateway shards: run each with its own --shard-ids and the
+    same --shard-count. A sharded bot does not register the commands at start: run
+    `taskflow-link bot sync` once per release.
     """
     if ctx.invoked_subcommand is not None:
+        if shard_ids is not None or shard_count is not None:
+            raise click.UsageError(
+                "--shard-ids and --shard-count are for running the bot, not for "
+                f"`bot {ctx.invoked_subcommand}`."
+            )
         return
     import aiohttp  # noqa: PLC0415
     import hikari  # noqa: PLC0415
 
     from entrypoints.bot.runtime import build_gateway_bot  # noqa: PLC0415
 
-    container = _container_for_command()
+    container = _container_for_command(_shard_overrides(shard_ids, shard_count))
     settings = container.settings()
     _configure_logging(settings.log_level)
-    click.echo(f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url})")
+    shards = f" as {settings.shards}" if settings.shards else ""
+    click.echo(
+        f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url}){shards}"
+    )
     try:
         runner = build_gateway_bot(container)
-        runner.bot.run(check_for_updates=False, close_loop=True)
+        runner.run()
     except (hikari.HikariError, aiohttp.ClientError, OSError, ValueError) as exc:
         # ValueError: hikari reads the application id out of the token before connecting.
         raise click.ClickException(f"The bot could not connect to Discord: {exc}") from None
     if runner.failed:
         raise click.ClickException("The bot stopped: it could not serve its commands (see above).")
+
+
+def _shard_overrides(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> dict[str, Any]:
+    """The command line's shards over the settings', checked together: a mistake is a usage
+    error naming the options (and the variables, when one half came from there)."""
+    from entrypoints.settings import parse_shard_ids, shard_problem  # noqa: PLC0415
+
+    if shard_ids is None and shard_count is None:
+        return {}
+    settings = load_settings()
+    ids = shard_ids if shard_ids is not None else parse_shard_ids(settings.discord_shard_ids)
+    count = shard_count if shard_count is not None else settings.discord_shard_count
+    problem = shard_problem(ids, count)
+    if problem:
+        given = (
+            "'--shard-ids'" if shard_ids is not None else "TASKFLOW_LINK_DISCORD_SHARD_IDS",
+            "'--shard-count'" if shard_count is not None else "TASKFLOW_LINK_DISCORD_SHARD_COUNT",
+        )
+        raise click.BadParameter(problem, param_hint=" with ".join(given))
+    return {"discord_shard_ids": ",".join(map(str, ids)), "discord_shard_count": count}
 
 
 @bot.command("sync")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
         default=True,
         description="Register the slash commands with Discord when the bot or web app starts. "
         "Off: run `taskflow-link bot sync` after upgrades instead.",
+    )
+    discord_shard_ids: str = Field(
+        default="",
+        description="Gateway bot: the shards this process runs, comma-separated (`0,1`); "
+        "needs the shard count. Empty: every shard of the count (or Discord's recommendation).",
+    )
+    discord_shard_count: int | None = Field(
+        default=None,
+        ge=1,
+        description="Gateway bot: how many shards all copies of the bot run together. Set on "
+        "every copy; a sharded bot does not register the commands at start.",
     )
     discord_interaction_max_age_seconds: int = Field(
         default=300,
@@ -289,6 +301,21 @@ class Settings(BaseSettings):
     def trusted_proxies(self) -> list[str]:
         return [p.strip() for p in self.forwarded_allow_ips.split(",") if p.strip()]
 
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shard_ids(cls, value: str) -> str:
+        parse_shard_ids(value)
+        return value
+
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> Settings:
+        problem = shard_problem(parse_shard_ids(self.discord_shard_ids), self.discord_shard_count)
+        if problem:
+            raise ValueError(
+                f"TASKFLOW_LINK_DISCORD_SHARD_IDS and TASKFLOW_LINK_DISCORD_SHARD_COUNT: {problem}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _answer_after_reply(self) -> Settings:
         if self.discord_answer_deadline_seconds <= self.discord_reply_deadline_seconds:
@@ -372,12 +399,69 @@ class Settings(BaseSettings):
         """Empty: the commands are global."""
         return tuple(int(p) for p in self.discord_command_guilds.split(",") if p.strip())
 
+    @property
+    def shards(self) -> ShardPlan | None:
+        """The gateway bot's shards, or ``None`` when it is not sharded."""
+        if self.discord_shard_count is None:
+            return None
+        ids = parse_shard_ids(self.discord_shard_ids) or tuple(range(self.discord_shard_count))
+        return ShardPlan(ids, self.discord_shard_count)
+
     def require(self, *names: str) -> None:
         """Fail with the variables' names when a command needs settings that are unset."""
         missing = [n for n in names if _blank(getattr(self, n))]
         if missing:
             listed = ", ".join(ENV_PREFIX + n.upper() for n in missing)
             raise SettingsError(f"Missing setting(s) needed by this command: {listed}")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    """The shards one copy of the gateway bot runs (``ids``) out of ``count`` in all."""
+
+    ids: tuple[int, ...]
+    count: int
+
+    def __str__(self) -> str:
+        listed = ", ".join(map(str, self.ids))
+        return f"shard{'s' if len(self.ids) > 1 else ''} {listed} of {self.count}"
+
+
+def parse_shard_ids(text: str) -> tuple[int, ...]:
+    """``"0,1"`` as ``(0, 1)``; empty text gives ``()``. Raises ``ValueError`` saying what is
+    wrong: a part that is not a shard number, or a shard listed twice."""
+    if not text.strip():
+        return ()
+    ids: list[int] = []
+    for part in text.split(","):
+        item = part.strip()
+        if not (item.isascii() and item.isdecimal()):
+            raise ValueError(
+                f"{item!r} is not a shard number: give comma-separated numbers such as 0,1"
+                if item
+                else "an empty item: give comma-separated numbers such as 0,1"
+            )
+        if int(item) in ids:
+            raise ValueError(f"shard {int(item)} is listed twice")
+        ids.append(int(item))
+    return tuple(ids)
+
+
+def shard_problem(ids: tuple[int, ...], count: int | None) -> str | None:
+    """What is wrong with running shards ``ids`` out of ``count``, or ``None``."""
+    if count is None:
+        return (
+            "the shard ids need the shard count (how many shards all copies run)" if ids else None
+        )
+    if count < 1:
+        return "the shard count is at least 1"
+    outside = [i for i in ids if i >= count]
+    if outside:
+        return (
+            f"shard {outside[0]} does not exist with {count} shard{'s' if count > 1 else ''}: "
+            f"shard ids run from 0 to {count - 1}"
+        )
+    return None
 
 
 def _loopback(host: str | None) -> bool:
@@ -419,8 +503,9 @@ def _describe(exc: ValidationError) -> str:
     lines = ["Invalid configuration:"]
     for error in exc.errors():
         reason = "is required but not set" if error["type"] == "missing" else error["msg"]
+        reason = reason.removeprefix("Value error, ")  # pydantic's prefix for our own rules
         if not error["loc"]:  # a rule across settings: its message names them
-            lines.append(f"  {reason.removeprefix('Value error, ')}")
+            lines.append(f"  {reason}")
             continue
         name = ENV_PREFIX + ".".join(str(part) for part in error["loc"]).upper()
         # Never echo the offending value: it may be a secret.

@@ -82,7 +82,7 @@ async def test_a_wrong_token_is_refused_by_the_gateway(emulator: tuple[EmulatorS
     )
     runner = build_gateway_bot(container)
     with pytest.raises(hikari.UnauthorizedError):
-        await runner.bot.start(check_for_updates=False)
+        await runner.start()
     await runner.bot.close()
 
 

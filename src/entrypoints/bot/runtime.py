@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import hikari
 import lightbulb
@@ -21,6 +22,7 @@ from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
+from entrypoints.settings import ShardPlan
 
 log = logging.getLogger("taskflow_link.bot")
 
@@ -221,15 +223,33 @@ class HttpInteractions:
 
 @dataclass
 class GatewayRunner:
-    """The gateway bot with the commands; ``bot.run()`` connects and serves until stopped.
-    ``ready`` is set once the commands are served."""
+    """The gateway bot with the commands; ``run()`` connects and serves until stopped,
+    ``start()`` connects on the running event loop. ``ready`` is set once the commands are
+    served. ``shards``: the shards this copy runs (``None``: every shard Discord recommends)."""
 
     bot: hikari.GatewayBot
     ready: asyncio.Event
+    shards: ShardPlan | None = None
     failed: bool = False
+
+    def run(self) -> None:
+        self.bot.run(check_for_updates=False, close_loop=True, **self._shard_arguments())
+
+    async def start(self) -> None:
+        await self.bot.start(check_for_updates=False, **self._shard_arguments())
+
+    def _shard_arguments(self) -> dict[str, Any]:
+        if self.shards is None:
+            return {}
+        return {"shard_ids": self.shards.ids, "shard_count": self.shards.count}
 
 
 def build_gateway_bot(container: Container) -> GatewayRunner:
+    """The gateway bot as ``taskflow-link bot`` runs it. A sharded copy (several copies each
+    run some of the shards) does not register the commands at start: each copy would put its
+    own version's commands (during a rolling upgrade, an old copy the old ones);
+    ``taskflow-link bot sync`` does it once per release instead."""
+    shards = container.settings().shards
     bot = hikari.GatewayBot(
         _token(container),
         intents=hikari.Intents.NONE,  # slash commands need no gateway events besides interactions
@@ -238,13 +258,20 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         logs=None,
         suppress_optimization_warning=True,
     )
-    runner = GatewayRunner(bot, asyncio.Event())
+    runner = GatewayRunner(bot, asyncio.Event(), shards)
     started: dict[str, lightbulb.Client] = {}
     email_worker = EmailWorker(container)  # sends the notices /unlink queues
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         install_payload_guard()
-        started["client"] = await prepare_client(bot, container)
+        if shards is not None:
+            log.info(
+                "sharded bot (%s): not registering the slash commands at start; run "
+                "`taskflow-link bot sync` once per release",
+                shards,
+            )
+        sync = False if shards is not None else None
+        started["client"] = await prepare_client(bot, container, sync=sync)
 
     async def on_started(_: hikari.StartedEvent) -> None:
         try:
@@ -257,7 +284,10 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
             return
         email_worker.start()
         runner.ready.set()
-        log.info("bot ready: serving /link, /unlink and /whoami over the gateway")
+        log.info(
+            "bot ready: serving /link, /unlink and /whoami over the gateway%s",
+            f" as {shards}" if shards else "",
+        )
 
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()

@@ -22,6 +22,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.gateway import GatewaySession
+from entrypoints.emulator.shards import connections_for
 from entrypoints.emulator.state import (
     INTERACTION_TOKEN_LIFETIME,
     TEST_CHANNEL_ID,
@@ -186,6 +187,21 @@ async def _await_reply(state: EmulatorState, interaction: Interaction) -> None:
         await asyncio.wait_for(interaction.answered.wait(), state.response_deadline + 0.5)
 
 
+def _connections(gateway: list[GatewaySession], guild: str | None) -> list[GatewaySession] | str:
+    """The gateway connections an interaction goes to, or why none can take it."""
+    if not gateway:
+        return "no bot is connected to the gateway"
+    connections = connections_for(gateway, None if guild is None else int(guild))
+    if connections:
+        return connections
+    shards = sorted({s.shard for s in gateway if s.shard is not None})
+    return (
+        f"no gateway connection serves this {'server' if guild else 'DM'}: the connected "
+        f"shards (id, count) are {shards}; a server's events go to shard "
+        "(guild_id >> 22) % count, DMs to shard 0"
+    )
+
+
 async def run_slash_command(
     state: EmulatorState,
     gateway: list[GatewaySession],
@@ -201,13 +217,16 @@ async def run_slash_command(
     JSON body for the test API: ``reply`` is what the user would see."""
     name = command.strip().lstrip("/")
     via = via or ("http" if state.interactions_url else "gateway")
-    if via == "gateway" and not gateway:
-        return 409, {"error": "no bot is connected to the gateway"}
     if user_id not in state.users:
         return 404, {"error": f"unknown test user {user_id!r}"}
     if where not in ("guild", "dm"):
         return 400, {"error": 'where must be "guild" or "dm"'}
+    if guild_id is not None and not (guild_id.isascii() and guild_id.isdecimal()):
+        return 400, {"error": "guild_id must be a server id (a snowflake: digits)"}
     guild = (guild_id or TEST_GUILD_ID) if where == "guild" else None
+    connections = _connections(gateway, guild) if via == "gateway" else []
+    if isinstance(connections, str):
+        return 409, {"error": connections}
     found = state.find_command(name, guild)
     if found is None:
         return 409, {
@@ -226,7 +245,9 @@ async def run_slash_command(
     payload = interaction_payload(state, interaction, found)
     status, body = None, None
     if via == "gateway":
-        await gateway[0].dispatch("INTERACTION_CREATE", payload)
+        interaction.shards = [c.shard for c in connections if c.shard is not None]
+        for connection in connections:
+            await connection.dispatch("INTERACTION_CREATE", payload)
         await _await_reply(state, interaction)
     else:
         try:
@@ -248,6 +269,7 @@ async def run_slash_command(
     return 200, {
         "interaction_id": interaction.id,
         "via": via,
+        "shards": [list(shard) for shard in interaction.shards],
         "status": status,
         "body": body,
         "reply": interaction.response,
@@ -375,8 +397,10 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Unknown interaction", 10062, 404)
         elapsed = time.monotonic() - interaction.sent_at
         if elapsed > state.response_deadline:
+            interaction.refused.append(10062)
             return _discord_error("Unknown interaction", 10062, 404)  # too late, as on Discord
         if interaction.response is not None:
+            interaction.refused.append(40060)
             return _discord_error("Interaction has already been acknowledged.", 40060, 400)
         if not isinstance(data, dict) or "type" not in data:
             return _discord_error("Invalid Form Body", 50035, 400)

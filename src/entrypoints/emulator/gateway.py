@@ -1,6 +1,6 @@
 """The emulator's gateway: the WebSocket a ``hikari.GatewayBot`` connects to. It speaks just
-enough of https://discord.com/developers/docs/events/gateway for one shard: HELLO, IDENTIFY,
-READY, heartbeats, and INTERACTION_CREATE dispatches sent by the test API."""
+enough of https://discord.com/developers/docs/events/gateway: HELLO, IDENTIFY (with ``shard``,
+see ``shards``), READY, heartbeats, and INTERACTION_CREATE dispatches sent by the test API."""
 
 from __future__ import annotations
 
@@ -17,23 +17,26 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.handlers import BaseRouteHandler
 from litestar.response import Response
 
+from entrypoints.emulator.shards import parse_shard
 from entrypoints.emulator.state import EmulatorState
 
 log = logging.getLogger("taskflow_link.emulator")
 
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
 OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
-CLOSE_AUTHENTICATION_FAILED, CLOSE_DECODE_ERROR = 4004, 4002
+CLOSE_DECODE_ERROR, CLOSE_AUTHENTICATION_FAILED, CLOSE_ALREADY_AUTHENTICATED = 4002, 4004, 4005
+CLOSE_INVALID_SHARD, CLOSE_SHARDING_REQUIRED = 4010, 4011
 HEARTBEAT_INTERVAL_MS = 41_250
 
 
 @dataclass
 class GatewaySession:
-    """One connected shard."""
+    """One gateway connection; ``shard`` is what it identified as."""
 
     socket: WebSocket[Any, Any, Any]
     compressor: Any  # zlib compress object for "zlib-stream", or None
     sequence: int = 0
+    shard: tuple[int, int] | None = None  # (shard_id, num_shards), set by IDENTIFY
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, op: int, data: Any, event: str | None = None) -> None:
@@ -80,6 +83,32 @@ async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:
     return frame if isinstance(frame, str | bytes) else b""
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """How Discord closes a connection whose IDENTIFY it refuses."""
+
+    code: int
+    reason: str
+
+
+def _identify(
+    state: EmulatorState, session: GatewaySession, data: Any
+) -> tuple[int, int] | Refusal:
+    """The shard an IDENTIFY names, ``(shard_id, num_shards)``, or why it is refused."""
+    if session.shard is not None:
+        return Refusal(CLOSE_ALREADY_AUTHENTICATED, "Already authenticated.")
+    if not isinstance(data, dict):
+        return Refusal(CLOSE_DECODE_ERROR, "Decode error.")
+    if not secrets.compare_digest(str(data.get("token", "")), state.bot_token):
+        return Refusal(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
+    shard = parse_shard(data.get("shard"))
+    if shard is None:
+        return Refusal(CLOSE_INVALID_SHARD, "Invalid shard.")
+    if shard[1] < state.required_shards:
+        return Refusal(CLOSE_SHARDING_REQUIRED, "Sharding required.")
+    return shard
+
+
 def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list[BaseRouteHandler]:
     def gateway_url(request: Request[Any, Any, Any]) -> str:
         return f"ws://{request.url.netloc}/gateway"
@@ -92,7 +121,7 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
         return Response(
             {
                 "url": gateway_url(request),
-                "shards": 1,
+                "shards": state.gateway_shards,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 999,
@@ -118,10 +147,11 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                 if op == OP_HEARTBEAT:
                     await session.send(OP_HEARTBEAT_ACK, None)
                 elif op == OP_IDENTIFY:
-                    token = str((message.get("d") or {}).get("token", ""))
-                    if not secrets.compare_digest(token, state.bot_token):
-                        await socket.close(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
+                    identified = _identify(state, session, message.get("d"))
+                    if isinstance(identified, Refusal):
+                        await socket.close(identified.code, identified.reason)
                         return
+                    session.shard = identified
                     await session.dispatch(
                         "READY",
                         {
@@ -130,7 +160,7 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                             "guilds": [],
                             "session_id": secrets.token_hex(16),
                             "resume_gateway_url": f"ws://{socket.url.netloc}/gateway",
-                            "shard": [0, 1],
+                            "shard": list(identified),
                             "application": {"id": state.client_id, "flags": 0},
                         },
                     )

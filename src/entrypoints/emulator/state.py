@@ -69,12 +69,16 @@ class Interaction:
     command: str
     guild_id: str | None
     sent_at: float  # time.monotonic()
+    # The shards of the gateway connections it was dispatched to (one, when sharded well).
+    shards: list[tuple[int, int]] = field(default_factory=list)
     response: dict[str, Any] | None = None
     responded_after: float | None = None  # seconds after sent_at
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     # A deferred answer (type 5) is completed later through the interaction's webhook.
     edited: asyncio.Event = field(default_factory=asyncio.Event)
     followups: list[dict[str, Any]] = field(default_factory=list)
+    # Discord error codes given to answers refused at the callback (40060: a second answer).
+    refused: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -100,6 +104,11 @@ class EmulatorState:
     bot_token: str = ""  # Discord's shape: base64(application id).timestamp.hmac
     signing_key: SigningKey = field(default_factory=SigningKey.generate)
     interactions_url: str | None = None
+    # The gateway: the shard count GET /gateway/bot recommends, and the fewest shards a
+    # connection may identify with (fewer: 4011 Sharding required, as Discord answers a bot in
+    # too many servers for its shard count).
+    gateway_shards: int = 1
+    required_shards: int = 1
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE

@@ -1,0 +1,243 @@
+"""Several copies of the gateway bot sharing the work as shards: real ``hikari.GatewayBot``s
+and lightbulb against the emulator's gateway, which routes each interaction as Discord does
+(a server's to shard ``(guild_id >> 22) % count``, a DM's to shard 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import hikari
+import httpx
+import pytest
+
+from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_commands
+from entrypoints.container import build_container
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.settings import Settings
+from tests.bot_support import run_command, wait_until
+from tests.harness import make_settings
+from tests.servers import serve
+
+APP_ID = "1234567890123456781"
+# Servers whose interactions belong to each of 2 shards: (guild_id >> 22) % 2.
+SERVERS_OF_SHARD = {
+    0: (1300000000000000001, 1300000000008388609),
+    1: (1300000000004194305, 1300000000012582913),
+}
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[EmulatorState, str]]:
+    state = EmulatorState(APP_ID, "secret", set(), response_deadline=60.0, gateway_shards=2)
+    with serve(create_emulator_app(state)) as url:
+        yield state, url
+
+
+def _settings(state: EmulatorState, url: str, **overrides: Any) -> Settings:
+    return make_settings(
+        discord_bot_token=state.bot_token,
+        discord_api_url=f"{url}/api/v10",
+        discord_reply_deadline_seconds=20.0,
+        discord_answer_deadline_seconds=25.0,
+        **overrides,
+    )
+
+
+@dataclass
+class BotCopy:
+    """One copy of ``taskflow-link bot`` and the interactions its gateway delivered to it."""
+
+    runner: GatewayRunner
+    received: list[tuple[str, int]] = field(default_factory=list)  # (interaction, shard id)
+
+    def interactions(self) -> set[str]:
+        return {interaction for interaction, _ in self.received}
+
+
+@contextlib.asynccontextmanager
+async def running_copy(state: EmulatorState, url: str, **shards: Any) -> AsyncIterator[BotCopy]:
+    """A separate ``GatewayBot`` (own container, own lightbulb client) on this event loop."""
+    runner = build_gateway_bot(build_container(_settings(state, url, **shards)))
+    bot_copy = BotCopy(runner)
+
+    async def record(event: hikari.InteractionCreateEvent) -> None:
+        bot_copy.received.append((str(event.interaction.id), event.shard.id))
+
+    runner.bot.subscribe(hikari.InteractionCreateEvent, record)
+    await runner.start()
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 30)
+        yield bot_copy
+    finally:
+        await runner.bot.close()
+
+
+async def _registered_by_an_older_release(state: EmulatorState, url: str) -> dict[str, Any]:
+    """Register the commands (the release step), then make them look like an older release's:
+    a copy that synced at start would put this version's back."""
+    await sync_commands(build_container(_settings(state, url)))
+    for command in state.commands["global"]:
+        command["description"] = "as the previous release registered it"
+    return copy.deepcopy(state.commands)
+
+
+def test_the_servers_used_here_belong_to_the_shards_named() -> None:
+    for shard, servers in SERVERS_OF_SHARD.items():
+        assert all((server >> 22) % 2 == shard for server in servers)
+
+
+async def test_two_copies_each_answer_the_interactions_of_their_own_shard_once(
+    emulator: tuple[EmulatorState, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    state, url = emulator
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    registered = await _registered_by_an_older_release(state, url)
+    user = state.add_user("sam")
+    owner: dict[str, int] = {}  # interaction id -> the shard that must answer it
+
+    async with (
+        running_copy(state, url, discord_shard_ids="0", discord_shard_count=2) as first,
+        running_copy(state, url, discord_shard_ids="1", discord_shard_count=2) as second,
+    ):
+        for _ in range(2):
+            for shard, servers in SERVERS_OF_SHARD.items():
+                for server in servers:
+                    reply = await run_command(
+                        url, user.id, "whoami", via="gateway", guild_id=server
+                    )
+                    assert "not linked" in reply.content
+                    assert reply.raw["shards"] == [[shard, 2]]
+                    owner[reply.raw["interaction_id"]] = shard
+            dm = await run_command(url, user.id, "whoami", where="dm", via="gateway")
+            assert dm.raw["shards"] == [[0, 2]]
+            owner[dm.raw["interaction_id"]] = 0
+
+    assert len(owner) == 10
+    assert sorted(first.received) == sorted((i, 0) for i, shard in owner.items() if shard == 0)
+    assert sorted(second.received) == sorted((i, 1) for i, shard in owner.items() if shard == 1)
+    for interaction_id in owner:
+        interaction = state.interactions[interaction_id]
+        assert interaction.response is not None
+        assert interaction.refused == []  # no second answer, no 40060
+    # Neither copy registered the commands: what was there is untouched.
+    assert state.commands == registered
+    refusing = [r for r in caplog.records if "not registering the slash commands" in r.message]
+    assert sorted(r.getMessage().split("(")[1].split(")")[0] for r in refusing) == [
+        "shard 0 of 2",
+        "shard 1 of 2",
+    ]
+
+
+async def test_copies_that_are_not_sharded_race_for_every_interaction(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """Why sharding: Discord sends every interaction to every copy that identified as the same
+    shard; the first answer wins and the others get 40060, as the emulator shows."""
+    state, url = emulator
+    state.gateway_shards = 1  # Discord recommends one shard: each copy runs "all" of them
+    user = state.add_user("rae")
+    async with running_copy(state, url) as first, running_copy(state, url) as second:
+        reply = await run_command(url, user.id, "whoami", via="gateway")
+        interaction = state.interactions[reply.raw["interaction_id"]]
+        await wait_until(lambda: interaction.refused, 30)
+        assert reply.raw["shards"] == [[0, 1], [0, 1]]
+        assert first.interactions() == second.interactions() == {interaction.id}
+    assert set(interaction.refused) == {40060}
+
+
+async def test_a_shard_that_does_not_exist_is_refused_with_4010(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """hikari itself does not check ``shard_ids`` against ``shard_count``: Discord does."""
+    state, url = emulator
+    runner = build_gateway_bot(build_container(_settings(state, url)))
+    try:
+        with pytest.raises(hikari.GatewayServerClosedConnectionError) as refused:
+            await runner.bot.start(check_for_updates=False, shard_ids=[2], shard_count=2)
+    finally:
+        await runner.bot.close()
+    assert refused.value.code == hikari.ShardCloseCode.INVALID_SHARD
+    assert not refused.value.can_reconnect
+
+
+async def test_the_bot_command_runs_the_shards_it_is_given(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """``taskflow-link bot --shard-ids 1 --shard-count 2`` as an operator runs it."""
+    state, url = emulator
+    registered = await _registered_by_an_older_release(state, url)
+    user = state.add_user("ida")
+    env = {
+        **os.environ,
+        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_STORAGE": "memory",
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
+        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+        "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS": "20",
+        "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS": "25",
+    }
+    process = subprocess.Popen(  # noqa: ASYNC220 - the test waits for it with to_thread
+        [
+            sys.executable,
+            "-c",
+            "from entrypoints.cli import main; main()",
+            "bot",
+            "--shard-ids",
+            "1",
+            "--shard-count",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        server = SERVERS_OF_SHARD[1][0]
+        body = {"user_id": user.id, "command": "whoami", "via": "gateway", "guild_id": str(server)}
+        answer = await _until_connected(url, body, process)
+        assert answer["shards"] == [[1, 2]]
+        assert "not linked" in answer["reply"]["data"]["content"]
+        # This copy runs shard 1 only: DMs (shard 0) have nowhere to go.
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            dm = await client.post("/_emulator/interactions", json=body | {"where": "dm"})
+        assert dm.status_code == 409
+        assert "no gateway connection serves this DM" in dm.json()["error"]
+        process.send_signal(signal.SIGINT)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "as shard 1 of 2" in output
+    assert "not registering the slash commands at start" in output
+    assert "Traceback" not in output
+    assert state.commands == registered
+
+
+async def _until_connected(
+    url: str, body: dict[str, Any], process: subprocess.Popen[str]
+) -> dict[str, Any]:
+    """Run the command until a gateway connection takes it (409 until the bot connected)."""
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=url, timeout=90) as client:
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            answer = await client.post("/_emulator/interactions", json=body)
+            if answer.status_code != 409:
+                assert answer.status_code == 200, answer.text
+                result: dict[str, Any] = answer.json()
+                return result
+            assert time.monotonic() < deadline, answer.text
+            await asyncio.sleep(0.05)

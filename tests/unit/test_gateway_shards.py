@@ -1,0 +1,162 @@
+"""Discord's sharding rules as the emulator applies them: which shard owns a server, what an
+IDENTIFY may say, and which gateway connections an interaction goes to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
+
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.shards import connections_for, parse_shard, shard_for
+
+GUILD_ON_SHARD_0_OF_2 = 1300000000000000001
+GUILD_ON_SHARD_1_OF_2 = 1300000000004194305  # the same plus 1 << 22: the next shard
+
+
+@dataclass
+class Connection:
+    name: str
+    shard: tuple[int, int] | None
+
+
+def test_a_server_belongs_to_the_shard_of_its_id_and_a_dm_to_shard_0() -> None:
+    # Discord's worked example (also serenity's): server 81384788765712384 with 17 shards.
+    assert shard_for(81384788765712384, 17) == 7
+    assert shard_for(GUILD_ON_SHARD_0_OF_2, 2) == 0
+    assert shard_for(GUILD_ON_SHARD_1_OF_2, 2) == 1
+    assert shard_for(GUILD_ON_SHARD_1_OF_2, 1) == 0  # one shard has everything
+    assert shard_for(None, 5) == 0  # DMs: always the first shard
+    # Only the bits above the snowflake's lowest 22 (worker, process, increment) count.
+    first_of_block = GUILD_ON_SHARD_0_OF_2 & ~((1 << 22) - 1)
+    assert shard_for(first_of_block, 2) == shard_for(first_of_block + (1 << 22) - 1, 2) == 0
+    assert shard_for(first_of_block + (1 << 22), 2) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        shard_for(GUILD_ON_SHARD_0_OF_2, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, (0, 1)), ([0, 1], (0, 1)), ([0, 2], (0, 2)), ([1, 2], (1, 2)), ([6, 7], (6, 7))],
+)
+def test_identify_shards_discord_accepts(value: object, expected: tuple[int, int]) -> None:
+    assert parse_shard(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[2, 2], [5, 2], [-1, 2], [0, 0], [0, -1], [0], [0, 1, 2], [], "0,2", {"0": 2}, [True, 2],
+     [0, 2.0], ["0", "2"]],
+)  # fmt: skip
+def test_identify_shards_discord_refuses(value: object) -> None:
+    assert parse_shard(value) is None
+
+
+def test_each_server_goes_to_the_one_connection_of_its_shard() -> None:
+    first, second = Connection("first", (0, 2)), Connection("second", (1, 2))
+    connections = [first, second]
+    assert connections_for(connections, GUILD_ON_SHARD_0_OF_2) == [first]
+    assert connections_for(connections, GUILD_ON_SHARD_1_OF_2) == [second]
+    assert connections_for(connections, None) == [first]
+
+
+def test_no_connection_for_a_shard_nobody_runs() -> None:
+    only_shard_1 = [Connection("second", (1, 2)), Connection("not identified yet", None)]
+    assert connections_for(only_shard_1, GUILD_ON_SHARD_0_OF_2) == []
+    assert connections_for(only_shard_1, None) == []  # DMs need shard 0
+    assert connections_for([], None) == []
+
+
+def test_connections_of_the_same_shard_all_get_the_event() -> None:
+    """What Discord does with copies that are not sharded: each receives every interaction
+    (and all but the first answer get 40060)."""
+    copies = [Connection("copy 1", (0, 1)), Connection("copy 2", (0, 1))]
+    assert connections_for(copies, GUILD_ON_SHARD_1_OF_2) == copies
+    assert connections_for(copies, None) == copies
+
+
+def test_each_connection_routes_by_its_own_shard_count() -> None:
+    """A new deployment with another count, started next to the old one."""
+    old, new_0, new_1 = (
+        Connection("old", (0, 1)),
+        Connection("0/2", (0, 2)),
+        Connection("1/2", (1, 2)),
+    )
+    assert connections_for([old, new_0, new_1], GUILD_ON_SHARD_1_OF_2) == [old, new_1]
+    assert connections_for([old, new_0, new_1], GUILD_ON_SHARD_0_OF_2) == [old, new_0]
+
+
+# -- the emulator's gateway -------------------------------------------------------------------
+
+
+def _identify(state: EmulatorState, **fields: Any) -> dict[str, Any]:
+    """IDENTIFY as hikari sends it, with ``fields`` changed."""
+    data: dict[str, Any] = {"token": state.bot_token, "intents": 0, "properties": {}}
+    return {"op": 2, "d": data | fields}
+
+
+def _state(**fields: Any) -> EmulatorState:
+    return EmulatorState("1200000000000000042", "secret", set(), **fields)
+
+
+def test_gateway_bot_tells_the_recommended_shard_count() -> None:
+    state = _state(gateway_shards=2)
+    with TestClient(app=create_emulator_app(state)) as client:
+        answer = client.get(
+            "/api/v10/gateway/bot", headers={"authorization": f"Bot {state.bot_token}"}
+        )
+        assert answer.status_code == 200
+        assert answer.json()["shards"] == 2
+        assert answer.json()["url"].endswith("/gateway")
+        refused = client.get("/api/v10/gateway/bot", headers={"authorization": "Bot nope"})
+        assert refused.status_code == 401
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], [0], "0,1"])
+def test_an_identify_with_an_invalid_shard_is_closed_with_4010(shard: object) -> None:
+    state = _state()
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_json(_identify(state, shard=shard))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert closed.value.code == 4010
+    assert closed.value.detail == "Invalid shard."
+
+
+def test_ready_echoes_the_shard_and_a_second_identify_is_refused() -> None:
+    state = _state(gateway_shards=2)
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        socket.receive_json()
+        socket.send_json(_identify(state, shard=[1, 2]))
+        ready = socket.receive_json()
+        assert (ready["t"], ready["d"]["shard"]) == ("READY", [1, 2])
+        socket.send_json(_identify(state, shard=[0, 2]))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert closed.value.code == 4005  # Already authenticated
+
+
+def test_too_few_shards_for_the_bots_servers_is_closed_with_4011() -> None:
+    """Discord's answer to a bot in more servers than its shard count allows."""
+    state = _state(gateway_shards=2, required_shards=2)
+    with TestClient(app=create_emulator_app(state)) as client:
+        with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+            socket.receive_json()
+            socket.send_json(_identify(state))  # no shard: one connection for everything
+            with pytest.raises(WebSocketDisconnect) as closed:
+                socket.receive_json()
+        assert closed.value.code == 4011
+        with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+            socket.receive_json()
+            socket.send_json(_identify(state, shard=[0, 2]))
+            assert socket.receive_json()["t"] == "READY"
