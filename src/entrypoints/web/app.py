@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Router, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -142,9 +142,14 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     authorize = urlsplit(str(settings.discord_authorize_url))
     jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
+    async def auth_route(request: Request[Any, Any, Any]) -> bool:
+        return _rate_limited(request.method, path_of(request))
+
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
-        check_throttle_handler=lambda request: _rate_limited(request.method, path_of(request)),
+        check_throttle_handler=auth_route,
+        # Never on the hot paths (a cheap pattern match, before any request object is built).
+        exclude=[r"^/api/", r"^/interactions$", r"^/static/", r"^/healthz$", r"^/readyz$"],
         store="auth_rate_limit",
     )
     shared = container.shared_state()
@@ -158,16 +163,16 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             "Callable[..., ASGIApp]", ProxyHeadersMiddleware
         )  # ASGI 3, typed apart
         middleware.insert(0, DefineMiddleware(proxy_headers, trusted_hosts=proxies))
+    api: Router | type[LinksApi] = LinksApi
     if settings.api_rate_limit_per_second:
         stores["api_rate_limit"] = shared.store("api-rate-limit")
-        middleware.append(
-            RateLimitConfig(
-                rate_limit=("second", settings.api_rate_limit_per_second),
-                check_throttle_handler=lambda request: path_of(request).startswith("/api/"),
-                identifier_for_request=_api_key_identifier(container),
-                store="api_rate_limit",
-            ).middleware
+        api_limit = RateLimitConfig(
+            rate_limit=("second", settings.api_rate_limit_per_second),
+            identifier_for_request=_api_key_identifier(container),
+            store="api_rate_limit",
         )
+        # On the JSON API's routes only.
+        api = Router(path="/", route_handlers=[LinksApi], middleware=[api_limit.middleware])
 
     async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
         signed_in: SignedInAs | None = await container.current_session().execute(
@@ -205,8 +210,14 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             await close_resources(container)
 
     async def wake_email_worker(message: Message, scope: Scope) -> None:
-        # A form or command that changed something may have queued an email: send it now.
-        if message["type"] == "http.response.start" and scope.get("method") == "POST":
+        # A form that changed something may have queued an email: send it now. (Not after
+        # the API or interactions: a bot command's email, an unlink notice, waits for the
+        # next poll rather than every /link paying for a pass over the queue.)
+        if (
+            message["type"] == "http.response.start"
+            and scope.get("method") == "POST"
+            and not scope["path"].startswith(("/api/", "/interactions"))
+        ):
             worker = email_workers.get(asyncio.get_running_loop())
             if worker is not None:
                 worker.wake()
@@ -220,7 +231,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             EmailPages,
             EmailLinkingPages,
             *([outbox_page] if settings.email_outbox_page else []),
-            LinksApi,
+            api,
             interactions,
             healthz,
             readyz,
