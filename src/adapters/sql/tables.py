@@ -110,6 +110,14 @@ Index(
     postgresql_where=text("NOT email_shared"),
     sqlite_where=text("NOT email_shared"),
 )
+# Picking a free username for a new Discord account asks for every username starting with a
+# prefix (LIKE 'x%'). Under a collation other than C (en_US.UTF-8 and the like) the unique
+# index cannot serve that, and Postgres scans the table; a pattern-ops index can.
+Index(
+    "ix_accounts_username_prefix",
+    accounts.c.username,
+    postgresql_ops={"username": "text_pattern_ops"},
+)
 
 # The original guide's table, same name and columns, plus display fields for the web pages.
 user_links = Table(

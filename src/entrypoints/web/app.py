@@ -142,6 +142,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     authorize = urlsplit(str(settings.discord_authorize_url))
     jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
+
     async def auth_route(request: Request[Any, Any, Any]) -> bool:
         return _rate_limited(request.method, path_of(request))
 
