@@ -1,0 +1,108 @@
+"""The app factory (``entrypoints.asgi:make_app``) under each ASGI server the README names,
+started exactly as documented there, as separate processes: each serves pages and answers
+``/readyz``."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.instances import environment
+from tests.servers import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def _commands(port: int) -> dict[str, list[str]]:
+    where = ["--host", "127.0.0.1", "--port", str(port)]
+    return {
+        "uvicorn": [
+            str(BIN / "uvicorn"),
+            "--factory",
+            "entrypoints.asgi:make_app",
+            *where,
+            "--workers",
+            "2",
+            "--no-proxy-headers",
+        ],
+        "gunicorn": [
+            str(BIN / "gunicorn"),
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "entrypoints.asgi:make_app()",
+        ],
+        "granian": [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--factory",
+            "--workers",
+            "2",
+            *where,
+            "entrypoints.asgi:make_app",
+        ],
+    }
+
+
+@contextlib.contextmanager
+def _running(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Path]:
+    log = cwd / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
+    try:
+        yield log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "granian"])
+def test_every_documented_asgi_server_loads_the_factory(
+    server: str, tmp_path: Path, sqlite_url: str
+) -> None:
+    port = free_port()
+    env = environment(
+        database_url=sqlite_url,
+        discord_client_id="1200000000000000042",
+        discord_client_secret="unused-here",
+    )
+    # The schema first, as the release step does.
+    migrated = subprocess.run(
+        [sys.executable, "-c", "from entrypoints.cli import main; main()", "db", "upgrade"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    with _running(_commands(port)[server], env, tmp_path) as log:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        ready = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                ready = httpx.get(f"{url}/readyz", timeout=5)
+                break
+            time.sleep(0.2)
+        assert ready is not None, log.read_text(errors="replace")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": "ok", "schema": "ok"}
+        page = httpx.get(f"{url}/signin", timeout=10)
+        assert page.status_code == 200
+        assert "Sign in" in page.text
