@@ -11,8 +11,9 @@ broke, or rate limited us).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import httpx
@@ -27,6 +28,22 @@ log = logging.getLogger(__name__)
 _REFUSALS = {"invalid_grant", "invalid_request", "access_denied", "unauthorized_client"}
 
 
+class DiscordCallObserver(Protocol):
+    """Told about every call to Discord's API (the metrics): the endpoint's name, never its URL
+    (webhook URLs carry tokens)."""
+
+    def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None: ...
+
+    def discord_failure(self, endpoint: str, failure: str) -> None: ...
+
+
+def failure_of(status: int) -> str | None:
+    """How an HTTP answer from Discord failed: ``rate_limited`` (429), ``4xx``, ``5xx``..."""
+    if status < 300:
+        return None
+    return "rate_limited" if status == 429 else f"{status // 100}xx"
+
+
 class DiscordHttp:
     """The process's one HTTP client for Discord, made on first use and closed at shutdown.
 
@@ -34,10 +51,13 @@ class DiscordHttp:
     client per call made Sign in with Discord CPU-bound at a handful of logins a second.
     """
 
-    def __init__(self, *, user_agent: str, timeout: float) -> None:
+    def __init__(
+        self, *, user_agent: str, timeout: float, observer: DiscordCallObserver | None = None
+    ) -> None:
         self._user_agent = user_agent
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         self._client: httpx.AsyncClient | None = None
+        self._observer = observer
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -49,6 +69,29 @@ class DiscordHttp:
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             )
         return self._client
+
+    async def request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One call, timed and its failure (if any) told to the observer under ``endpoint``."""
+        started = time.perf_counter()
+        failure: str | None = None
+        try:
+            response = await self.client.request(method, url, **kwargs)
+            failure = failure_of(response.status_code)
+        except httpx.TimeoutException:
+            failure = "timeout"
+            raise
+        except httpx.HTTPError:
+            failure = "transport"
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer.discord_call(endpoint, time.perf_counter() - started, failure)
+        return response
+
+    def unreadable(self, endpoint: str) -> None:
+        """Discord answered, but not with what its documentation promises."""
+        if self._observer is not None:
+            self._observer.discord_failure(endpoint, "invalid_response")
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -111,15 +154,20 @@ class HttpDiscordOAuth:
         )
         return f"{self._authorize_url}?{query}"
 
-    async def _post_form(self, path: str, data: dict[str, str]) -> httpx.Response:
+    async def _post_form(self, endpoint: str, path: str, data: dict[str, str]) -> httpx.Response:
         # client_secret_basic: the client credentials in the Authorization header.
-        return await self._http.client.post(
-            f"{self._api}{path}", data=data, auth=(self._client_id, self._client_secret)
+        return await self._http.request(
+            endpoint,
+            "POST",
+            f"{self._api}{path}",
+            data=data,
+            auth=(self._client_id, self._client_secret),
         )
 
     async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens:
         try:
             response = await self._post_form(
+                "token",
                 "/oauth2/token",
                 {
                     "grant_type": "authorization_code",
@@ -145,13 +193,16 @@ class HttpDiscordOAuth:
         access_token = body.get("access_token") if body else None
         if not isinstance(access_token, str) or not access_token:
             log.warning("Discord token response had no access token")
+            self._http.unreadable("token")
             raise errors.DiscordUnavailable()
         scope = body.get("scope") if body else None
         return DiscordTokens(access_token, frozenset(str(scope or "").split()))
 
     async def fetch_profile(self, tokens: DiscordTokens) -> DiscordProfile:
         try:
-            response = await self._http.client.get(
+            response = await self._http.request(
+                "users_me",
+                "GET",
                 f"{self._api}/users/@me",
                 headers={"Authorization": f"Bearer {tokens.access_token}"},
             )
@@ -169,12 +220,14 @@ class HttpDiscordOAuth:
             return _profile(response.json())
         except (ValueError, TypeError, KeyError, errors.InvalidInput) as exc:
             log.warning("Discord /users/@me sent an unexpected body: %s", type(exc).__name__)
+            self._http.unreadable("users_me")
             raise errors.DiscordUnavailable() from None
 
     async def revoke(self, tokens: DiscordTokens) -> None:
         """Best effort: a failure is logged, never shown (the token expires anyway)."""
         try:
             response = await self._post_form(
+                "token_revoke",
                 "/oauth2/token/revoke",
                 {"token": tokens.access_token, "token_type_hint": "access_token"},
             )

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 from sqlalchemy.exc import DBAPIError
@@ -149,7 +149,7 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn  # noqa: PLC0415
 
     settings = load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     if workers > 1:
         _check_shareable(settings)
     # Build it once here: a missing setting stops us now, naming it, not in each worker.
@@ -368,7 +368,7 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
 
     container = _container_for_command(_shard_overrides(shard_ids, shard_count))
     settings = container.settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     shards = f" as {settings.shards}" if settings.shards else ""
     click.echo(
         f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url}){shards}"
@@ -451,10 +451,10 @@ def api_key_revoke(name: str) -> None:
     click.echo(f"API key {name!r} revoked.")
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:
     from entrypoints.logs import configure_logging  # noqa: PLC0415
 
-    configure_logging(level)
+    configure_logging(level, log_format)
 
 
 def _safe_url(url: str) -> str:

@@ -15,6 +15,7 @@ from adapters.clock import SystemClock
 from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
+from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
@@ -23,7 +24,8 @@ from domain import use_cases as uc
 from domain.ports import LinkDirectory, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from entrypoints.health import Check
-from entrypoints.settings import Settings
+from entrypoints.instrumentation import observed
+from entrypoints.settings import Settings, SettingsError
 
 log = logging.getLogger("taskflow_link")
 
@@ -56,12 +58,22 @@ def _callback_url(settings: Settings) -> str:
     return str(settings.public_url).rstrip("/") + "/auth/discord/callback"
 
 
-def _discord_http(settings: Settings) -> DiscordHttp:
+def _metrics(settings: Settings) -> PrometheusMetrics | None:
+    if not settings.metrics:
+        return None
+    try:
+        return process_metrics()
+    except MetricsDirectoryError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _discord_http(settings: Settings, metrics: PrometheusMetrics | None) -> DiscordHttp:
     # Discord asks every client to say who it is: "DiscordBot (url, version)".
     url = str(settings.public_url).rstrip("/")
     return DiscordHttp(
         user_agent=f"DiscordBot ({url}, {package_version('taskflow-link')})",
         timeout=settings.discord_timeout_seconds,
+        observer=metrics,
     )
 
 
@@ -166,7 +178,9 @@ class Container(containers.DeclarativeContainer):
         ttl_seconds=providers.Callable(lambda s: s.api_key_cache_seconds, settings),
     )
 
-    discord_http = providers.Singleton(_discord_http, settings)
+    # The process's Prometheus metrics (None with TASKFLOW_LINK_METRICS=false).
+    metrics = providers.Singleton(_metrics, settings)
+    discord_http = providers.Singleton(_discord_http, settings, metrics)
     discord_oauth = providers.Singleton(_discord_oauth, settings, discord_http)
     email_sender = providers.Selector(
         providers.Callable(lambda s: s.email_backend, settings),
@@ -237,10 +251,28 @@ class Container(containers.DeclarativeContainer):
     revoke_api_key = providers.Factory(uc.RevokeApiKey, uow, clock)
 
 
+def is_use_case(provider: object) -> bool:
+    cls = getattr(provider, "cls", None)
+    return isinstance(cls, type) and cls.__module__.startswith("domain.use_cases")
+
+
 def build_container(settings: Settings) -> Container:
     container = Container(settings=settings)
     container.check_dependencies()
+    _observe_use_cases(container)
     return container
+
+
+def _observe_use_cases(container: Container) -> None:
+    """Every use case, whoever runs it (web, bot, CLI, email worker), has its outcome counted:
+    its factory makes the use case wrapped in ``Observed`` (see ``entrypoints.instrumentation``).
+    """
+    metrics = container.metrics()
+    if metrics is None:
+        return
+    for name, provider in container.providers.items():
+        if isinstance(provider, providers.Factory) and is_use_case(provider):
+            provider.set_provides(observed(name, provider.cls, metrics))
 
 
 async def close_resources(container: Container) -> None:

@@ -1,17 +1,30 @@
-"""Keeping secrets out of logs, whoever writes them.
+"""The process's log lines: text or JSON, each with the request it belongs to, and secrets
+kept out whoever writes them.
 
 An interaction's token can answer and edit the reply (with its /link button) for 15 minutes,
 and it travels in callback and webhook URLs and in the interaction payload. hikari logs
 payloads it cannot read through the event loop's exception handler, and URLs in its HTTP
-errors; our own code logs neither, and these two nets catch what others might.
+errors; our own code logs neither, and these two nets catch what others might. The redaction
+runs on the record before any formatter sees it, so text and JSON lines are both clean.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
-from typing import Any
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+# The id of the HTTP request being handled (set by the web app around each request): every
+# line logged while handling it, by any code, carries it.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"
+# Fields some records carry (the access log's), written as JSON fields of their own.
+_EXTRA_FIELDS = ("client", "method", "path", "status")
 
 _IN_URL = re.compile(r"/(interactions|webhooks)/(\d+)/[A-Za-z0-9_.\-]{16,}")
 _IN_PAYLOAD = re.compile(r"""(["']token["']\s*:\s*["'])[^"']+(["'])""")
@@ -37,11 +50,59 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    """The process's logging (the CLI's commands): one handler, secrets redacted."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactTokens())
+class AddRequestId(logging.Filter):
+    """A handler filter: the record gets the id of the request being handled (or None), and
+    ``request_tag`` for the text format (`` [id]`` or nothing)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = request_id.get()
+        record.request_id = current
+        record.request_tag = f" [{current}]" if current else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the request id
+    when there is one, the access log's fields, and the exception's traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        current = getattr(record, "request_id", None) or request_id.get()
+        if current:
+            entry["request_id"] = current
+        for name in _EXTRA_FIELDS:
+            if name in record.__dict__:
+                entry[name] = record.__dict__[name]
+        if record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # RedactTokens cleaned the message and the traceback; the fields of their own (a
+        # path) are cleaned here, before anything is written.
+        cleaned = {k: redact(v) if isinstance(v, str) else v for k, v in entry.items()}
+        return json.dumps(cleaned, ensure_ascii=False, default=str)
+
+
+def make_formatter(log_format: Literal["text", "json"]) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter(TEXT_FORMAT, defaults={"request_tag": ""})
+
+
+def configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:
+    """The process's logging (the CLI's commands): one handler on stderr, text or JSON, the
+    request id in every line logged while handling a request, secrets redacted."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(make_formatter(log_format))
+    logging.basicConfig(level=level, handlers=[handler])
+    for installed in logging.getLogger().handlers:
+        installed.addFilter(RedactTokens())
+        installed.addFilter(AddRequestId())
 
 
 def withhold_payloads(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -238,6 +238,22 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="SMTP timeout.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: one readable line per record; `json`: one JSON object per line "
+        "(time, level, logger, message, request_id) for a log collector.",
+    )
+    metrics: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at /metrics (requests by route, links, sign-ins, "
+        "tickets, emails, Discord API errors and latency). `false`: no /metrics, nothing counted.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, /metrics answers only `Authorization: Bearer <this token>` "
+        "(401 otherwise). At least 16 characters.",
+    )
     development: bool = Field(
         default=False,
         description="Allow development settings with a public URL that is not loopback: the "
@@ -368,6 +384,11 @@ class Settings(BaseSettings):
                     "service decides who is who (and its 'verified: true' links accounts by "
                     "email). Right for the emulator, wrong in production."
                 )
+        if self.metrics and self.metrics_token is None and not _loopback(self.public_url.host):
+            found.append(
+                "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset): set a token, "
+                "keep /metrics from the internet at the proxy, or TASKFLOW_LINK_METRICS=false"
+            )
         if self.email_backend == "outbox":
             found.append(
                 "email backend is the outbox: emails are kept in this process, not delivered"

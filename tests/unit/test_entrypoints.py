@@ -67,9 +67,11 @@ def test_require_names_missing_settings() -> None:
 def test_container_wires_the_memory_adapter_set() -> None:
     container = build_container(make_settings(storage="memory"))
     assert isinstance(container.uow()(), MemoryUnitOfWork)
-    assert isinstance(container.sign_up(), SignUp)
+    assert isinstance(container.sign_up().use_case, SignUp)  # observed: its outcome counted
     assert container.sign_up() is not container.sign_up()  # use cases are per call
     assert container.uow() is container.uow()  # infrastructure is shared
+    unobserved = build_container(make_settings(storage="memory", metrics=False))
+    assert isinstance(unobserved.sign_up(), SignUp)  # nothing counted: nothing wrapped
 
 
 def test_cli_help_and_config_check(monkeypatch: pytest.MonkeyPatch) -> None:

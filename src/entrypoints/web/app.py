@@ -24,14 +24,15 @@ from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
-from litestar.types import ASGIApp, Message, Middleware, Scope
+from litestar.types import ASGIApp, Message, Middleware, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from adapters.metrics import mark_process_dead
 from domain import errors
 from domain.model import Account
 from domain.use_cases import SignedInAs
 from entrypoints.bot.runtime import HttpInteractions
-from entrypoints.container import Container, close_resources
+from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
 from entrypoints.web.api import LinksApi
@@ -47,7 +48,9 @@ from entrypoints.web.errors import (
 from entrypoints.web.guards import host_guard, refuse_control_characters
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
+from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
+from entrypoints.web.request_id import with_request_id
 from entrypoints.web.security import before_send_hook, security_headers
 
 HERE = Path(__file__).parent
@@ -97,11 +100,6 @@ def _api_key_identifier(container: Container) -> Callable[[Request[Any, Any, Any
     return identify
 
 
-def _is_use_case(provider: object) -> bool:
-    cls = getattr(provider, "cls", None)
-    return isinstance(cls, type) and cls.__module__.startswith("domain.use_cases")
-
-
 @get("/healthz", include_in_schema=True, tags=["operations"], sync_to_thread=False)
 def healthz() -> dict[str, str]:
     """The process is alive."""
@@ -121,9 +119,24 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 # The container's providers that handlers take by name: its use cases, and what the health
 # check and the development outbox read.
 _INJECTED = (
-    *(name for name, p in Container.providers.items() if _is_use_case(p)),
+    *(name for name, p in Container.providers.items() if is_use_case(p)),
     "email_sender",
 )
+
+
+class WebApp(Litestar):
+    """The Litestar app, with a request id around everything it does for a request: routes,
+    404s, refusals at the door, the access log (see ``request_id``)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+
+        async def handle(send_with_id: Send) -> None:
+            await super(WebApp, self).__call__(scope, receive, send_with_id)
+
+        await with_request_id(scope, send, handle)
 
 
 def _provided(container: Container, name: str) -> Provide:
@@ -155,7 +168,13 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     )
     shared = container.shared_state()
     stores: dict[str, Store] = {"auth_rate_limit": shared.store("auth-rate-limit")}
-    middleware: list[Middleware] = [host_guard, auth_rate_limit.middleware]
+    # The request metrics count what the rate limit refuses too; not a bad Host header,
+    # which they could not even read (Litestar's middleware parses the request's URL).
+    middleware: list[Middleware] = [
+        host_guard,
+        *([request_metrics().middleware] if settings.metrics else []),
+        auth_rate_limit.middleware,
+    ]
     if settings.trusted_proxies:
         # Outermost: the client's address (for limits, the audit and the access log) comes
         # from X-Forwarded-For only when a trusted proxy sent the request.
@@ -209,6 +228,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             if http_interactions is not None:
                 await http_interactions.close()
             await close_resources(container)
+            if settings.metrics:
+                mark_process_dead()
 
     async def wake_email_worker(message: Message, scope: Scope) -> None:
         # A form that changed something may have queued an email: send it now. (Not after
@@ -226,8 +247,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     for warning in settings.warnings():
         log.warning("%s", warning)
 
-    return Litestar(
+    return WebApp(
         route_handlers=[
+            *([metrics_route(settings.metrics_token)] if settings.metrics else []),
             Pages,
             EmailPages,
             EmailLinkingPages,
@@ -257,7 +279,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             cookie_httponly=True,
             cookie_samesite="lax",
             # Anchored: a substring would exempt any future path that merely contains "/api/".
-            exclude=["^/api/", "^/interactions$"],
+            exclude=["^/api/", "^/interactions$", "^/metrics$"],
         ),
         middleware=middleware,
         stores=stores,

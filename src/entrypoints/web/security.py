@@ -45,12 +45,13 @@ def before_send_hook(
         # Client, method, redacted path and status only: never query strings (OAuth codes,
         # states). The client is the peer's address (behind a proxy: the proxy's).
         client = scope.get("client")
-        access_log.info(
-            "%s %s %s %s",
-            client[0] if client else "-",
-            scope.get("method", "-"),
-            redact_path(str(scope.get("path", ""))),
-            message["status"],
-        )
+        fields = {
+            "client": client[0] if client else "-",
+            "method": scope.get("method", "-"),
+            "path": redact_path(str(scope.get("path", ""))),
+            "status": message["status"],
+        }
+        # The same fields again, separately, for JSON logs.
+        access_log.info("%s %s %s %s", *fields.values(), extra=fields)
 
     return before_send

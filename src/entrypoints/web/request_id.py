@@ -1,0 +1,51 @@
+"""A request id on every HTTP request: in the ``X-Request-ID`` response header and in every log
+line written while handling the request (the access log's too).
+
+A proxy or client may send its own id, to follow one request across services; it is taken only
+when it is short and plain (at most 64 of ``A-Z a-z 0-9 . _ -``), since it goes into every log
+line: anything else (control characters, JSON, a line break to forge a log line, a huge
+value) is replaced by a fresh id, never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+
+from litestar.types import Message, Scope, Send
+
+from entrypoints.logs import request_id
+
+HEADER = b"x-request-id"
+_SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def choose_request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when it is safe to log, else a new random one."""
+    sent = next((value for name, value in headers if name.lower() == HEADER), None)
+    if sent is not None:
+        text = sent.decode("latin-1")
+        if _SAFE.fullmatch(text):
+            return text
+    return secrets.token_hex(16)
+
+
+async def with_request_id(
+    scope: Scope, send: Send, handle: Callable[[Send], Awaitable[None]]
+) -> None:
+    """Run ``handle`` (the whole app) for one HTTP request with its id set for the log and
+    added to the response's headers."""
+    current = choose_request_id(list(scope.get("headers", [])))
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if bytes(k).lower() != HEADER]
+            message["headers"] = [*headers, (HEADER, current.encode("ascii"))]
+        await send(message)
+
+    token = request_id.set(current)
+    try:
+        await handle(send_with_id)
+    finally:
+        request_id.reset(token)

@@ -1,0 +1,142 @@
+"""``taskflow-link serve`` as an operator runs it, in a process of its own: JSON log lines on
+stderr, the token on /metrics, and prometheus_client's multiprocess mode (which it reads from
+the environment when it is first imported, hence a fresh process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import TEST_SECRET_KEY
+from tests.servers import free_port
+
+TOKEN = "scrape-token-" + "k" * 24
+INTERACTION_TOKEN = "aW50ZXJhY3Rpb24" + "Q" * 60
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[str]
+    metrics_dir: Path
+
+    def stop(self) -> str:
+        """Ctrl-C, as an operator would; what it wrote to stderr."""
+        self.process.send_signal(signal.SIGINT)
+        _, stderr = self.process.communicate(timeout=60)
+        return stderr
+
+
+def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+        "TASKFLOW_LINK_STORAGE": "memory",
+        "TASKFLOW_LINK_DISCORD_CLIENT_ID": "1100000000000000001",
+        "TASKFLOW_LINK_DISCORD_CLIENT_SECRET": "not-used-here",
+        **extra,
+    }
+
+
+def _serve(tmp_path: Path, env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    command = "from entrypoints.cli import main; main()"
+    return subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-c", command, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    port = free_port()
+    env = _environment(
+        tmp_path,
+        TASKFLOW_LINK_LOG_FORMAT="json",
+        TASKFLOW_LINK_METRICS_TOKEN=TOKEN,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    process = _serve(tmp_path, env, port)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60  # a wait for start-up, not a measurement
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"serve did not start: {process.communicate()[1]}")
+        time.sleep(0.1)
+    try:
+        yield Served(url, process, metrics_dir)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_json_logs_request_ids_and_multiprocess_metrics(served: Served) -> None:
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        kept = client.get("/healthz", headers={"X-Request-ID": "operator-check.1"})
+        replaced = client.get("/healthz", headers={"X-Request-ID": "no\x7fgood"})
+        # A path with an interaction token: the access log must not keep it, in any field.
+        leaked = client.get(f"/webhooks/1100000000000000001/{INTERACTION_TOKEN}/messages/@original")
+        refused = client.get("/metrics")
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert kept.headers["x-request-id"] == "operator-check.1"
+    assert replaced.headers["x-request-id"] != "no\x7fgood"
+    assert leaked.status_code == 404
+    assert refused.status_code == 401
+    assert scraped.status_code == 200
+    # Multiprocess mode: the values come from the files every process writes.
+    assert any(served.metrics_dir.glob("counter_*.db"))
+    healthz = [
+        line
+        for line in scraped.text.splitlines()
+        if line.startswith("taskflow_link_http_requests_total{") and 'path="/healthz"' in line
+    ]
+    assert healthz
+    assert float(healthz[0].rsplit(" ", 1)[1]) >= 2
+
+    stderr = served.stop()
+    assert served.process.returncode == 0, stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing logged"
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= line.keys(), line
+    access = {
+        line["request_id"]: line for line in lines if line["logger"] == "taskflow_link.access"
+    }
+    assert access["operator-check.1"]["path"] == "/healthz"
+    assert access[replaced.headers["x-request-id"]]["status"] == 200
+    assert access[leaked.headers["x-request-id"]]["status"] == 404
+    assert INTERACTION_TOKEN not in stderr
+    assert TOKEN not in stderr
+    # At its end the process took its live gauges (requests in progress) out of the sum.
+    assert not list(served.metrics_dir.glob("gauge_livesum_*.db"))
+
+
+def test_a_missing_multiprocess_directory_is_named_at_start(tmp_path: Path) -> None:
+    env = _environment(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"))
+    process = _serve(tmp_path, env, free_port())
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "PROMETHEUS_MULTIPROC_DIR must be an existing directory" in stderr
+    assert "Traceback" not in stderr

@@ -1,0 +1,363 @@
+"""Observability in-process: what each outcome counts, /metrics and its token, JSON log lines
+(redacted, with the request id), and the request id itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from litestar.testing import AsyncTestClient
+from prometheus_client import CollectorRegistry
+
+from adapters.metrics import PrometheusMetrics
+from domain import errors
+from domain.model import AccountId, AuthPurpose, EmailKind, OutgoingEmail
+from domain.use_cases import (
+    AuthCompleted,
+    AuthOutcome,
+    DeliveryReport,
+    LinkConfirmed,
+    TicketIssued,
+)
+from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.instrumentation import Observed, observed, record_outcome
+from entrypoints.logs import AddRequestId, JsonFormatter, RedactTokens, make_formatter, request_id
+from entrypoints.settings import SettingsError, load_settings
+from entrypoints.web import create_app
+from entrypoints.web.request_id import choose_request_id
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+TOKEN = "metrics-token-" + "m" * 20
+
+
+class Counted:
+    """Fresh metrics in a registry of their own, and a way to read them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = PrometheusMetrics(self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(f"taskflow_link_{name}", labels) or 0.0
+
+    def record(self, name: str, result: object = None, error: BaseException | None = None) -> None:
+        record_outcome(self.metrics, name, result, error)
+
+
+def _auth(purpose: AuthPurpose, outcome: AuthOutcome) -> AuthCompleted:
+    return AuthCompleted(purpose, outcome, AccountId.new(), "/account", None)
+
+
+def _email(kind: EmailKind) -> OutgoingEmail:
+    now = datetime.now(UTC)
+    return OutgoingEmail(uuid.uuid4(), kind, "someone@example.com", None, now, now)
+
+
+# -- what each outcome counts -----------------------------------------------------------------
+
+
+def test_each_way_of_linking_is_counted_with_its_how() -> None:
+    c = Counted()
+    c.record("complete_discord_auth", _auth(AuthPurpose.TICKET, AuthOutcome.LINKED))
+    c.record("complete_discord_auth", _auth(AuthPurpose.LINK, AuthOutcome.LINKED))
+    c.record("complete_discord_auth", _auth(AuthPurpose.LINK, AuthOutcome.ALREADY_LINKED))
+    c.record("complete_discord_auth", _auth(AuthPurpose.LOGIN, AuthOutcome.CREATED))
+    c.record("complete_discord_auth", _auth(AuthPurpose.LOGIN, AuthOutcome.LINKED_AND_SIGNED_IN))
+    c.record("complete_discord_auth", _auth(AuthPurpose.REAUTH, AuthOutcome.CONFIRMED))
+    c.record("confirm_link_with_email", LinkConfirmed(AccountId.new(), "session", "/"))
+    assert c.value("links_created_total", how="ticket") == 1
+    assert c.value("links_created_total", how="account_page") == 1  # not the idempotent one
+    assert c.value("links_created_total", how="signup") == 1
+    assert c.value("links_created_total", how="verified_email") == 1
+    assert c.value("links_created_total", how="email_confirmed") == 1
+    assert c.value("use_cases_total", use_case="complete_discord_auth", outcome="ok") == 6
+
+
+def test_refusals_are_counted_by_reason_and_login_refusals_as_sign_ins() -> None:
+    c = Counted()
+    c.record("complete_discord_auth", error=errors.TicketForAnotherDiscord())
+    c.record("start_ticket_link", error=errors.DiscordLinkedElsewhere())
+    c.record("complete_discord_auth", error=errors.EmailBelongsToAccount())
+    c.record("complete_discord_auth", error=errors.SecretExpired())
+    assert c.value("links_refused_total", reason="ticket_for_another_discord") == 1
+    assert c.value("links_refused_total", reason="discord_linked_elsewhere") == 1
+    # Sign in with Discord refused by the login policy: a sign-in's outcome, not a link asked for.
+    assert c.value("links_refused_total", reason="email_belongs_to_account") == 0
+    assert c.value("sign_ins_total", method="discord", outcome="email_belongs_to_account") == 1
+    assert (
+        c.value("use_cases_total", use_case="complete_discord_auth", outcome="secret_expired") == 1
+    )
+
+
+def test_sign_ins_tickets_and_emails() -> None:
+    c = Counted()
+    c.record("sign_in", object())
+    c.record("sign_in", error=errors.InvalidCredentials())
+    c.record("sign_up", object())  # a sign-up is not a sign-in
+    c.record("complete_discord_auth", _auth(AuthPurpose.LOGIN, AuthOutcome.SIGNED_IN))
+    c.record("issue_link_ticket", TicketIssued("t", datetime.now(UTC)))
+    c.record("issue_link_ticket", object())  # already linked: no ticket
+    c.record("deliver_emails", DeliveryReport())
+    c.record(
+        "deliver_emails",
+        DeliveryReport(
+            sent=[_email(EmailKind.VERIFY_EMAIL), _email(EmailKind.VERIFY_EMAIL)],
+            retrying=[_email(EmailKind.RESET_PASSWORD)],
+            failed=[_email(EmailKind.RESET_PASSWORD)],
+        ),
+    )
+    assert c.value("sign_ins_total", method="password", outcome="signed_in") == 1
+    assert c.value("sign_ins_total", method="password", outcome="invalid_credentials") == 1
+    assert c.value("sign_ins_total", method="discord", outcome="signed_in") == 1
+    assert c.value("link_tickets_issued_total") == 1
+    kind = EmailKind.VERIFY_EMAIL.value
+    assert c.value("emails_sent_total", kind=kind) == 2
+    reset = EmailKind.RESET_PASSWORD.value
+    assert c.value("emails_failed_total", kind=reset, outcome="retrying") == 1
+    assert c.value("emails_failed_total", kind=reset, outcome="given_up") == 1
+
+
+async def test_an_observed_use_case_answers_and_fails_as_the_use_case_does() -> None:
+    c = Counted()
+
+    class Echo:
+        def __init__(self, suffix: str) -> None:
+            self.suffix = suffix
+
+        async def execute(self, text: str) -> str:
+            if not text:
+                raise errors.InvalidInput()
+            return text + self.suffix
+
+    make = observed("echo", Echo, c.metrics)
+    assert await make("!").execute("hi") == "hi!"
+    assert make("?").suffix == "?"
+    with pytest.raises(errors.InvalidInput):
+        await make("!").execute("")
+    assert c.value("use_cases_total", use_case="echo", outcome="ok") == 1
+    assert c.value("use_cases_total", use_case="echo", outcome="invalid_input") == 1
+
+
+async def test_a_broken_recorder_never_breaks_the_use_case(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Works:
+        async def execute(self) -> int:
+            return 42
+
+    class BrokenMetrics(PrometheusMetrics):
+        def use_case(self, name: str, outcome: str) -> None:
+            raise RuntimeError("the counter broke")
+
+    make = observed("works", Works, BrokenMetrics(CollectorRegistry()))
+    assert await make().execute() == 42
+    assert "could not record the outcome of works" in caplog.text
+
+
+def test_the_container_observes_use_cases_only_when_metrics_are_on() -> None:
+    assert isinstance(build_container(make_settings()).issue_link_ticket(), Observed)
+    off = build_container(make_settings(metrics=False))
+    assert not isinstance(off.issue_link_ticket(), Observed)
+    assert off.metrics() is None
+
+
+# -- /metrics ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def guarded() -> AsyncIterator[Client]:
+    h = Harness.build(build_container(make_settings(metrics_token=TOKEN)))
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=1)) as client:
+        yield client
+
+
+async def test_metrics_need_the_token_when_one_is_set(guarded: Client) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": TOKEN},
+    ):
+        refused = await guarded.get("/metrics", headers=headers)
+        assert refused.status_code == 401, headers
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert "taskflow_link" not in refused.text
+    answer = await guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "taskflow_link_http_requests_total" in answer.text
+
+
+async def test_metrics_are_not_rate_limited_csrf_protected_listed_or_linked(
+    guarded: Client,
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # The auth rate limit is 1 a minute here: every scrape still answers.
+    for _ in range(5):
+        answer = await guarded.get("/metrics", headers=auth)
+        assert answer.status_code == 200
+        assert "set-cookie" not in answer.headers  # no CSRF cookie: excluded from CSRF
+    assert "/metrics" not in (await guarded.get("/schema/openapi.json")).text
+    for page in ("/", "/signin", "/signup"):
+        assert "/metrics" not in (await guarded.get(page)).text
+
+
+async def test_metrics_label_requests_by_route_never_by_path(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        ticket = "T" * 43
+        assert (await client.get(f"/link/{ticket}")).status_code == 404
+        await client.get("/no-such-page-" + "Z" * 20)
+        text = (await client.get("/metrics")).text
+    assert 'path="/link/{token}"' in text
+    assert ticket not in text
+    assert "no-such-page" not in text  # a request no route matched is not counted
+
+
+async def test_metrics_can_be_turned_off() -> None:
+    h = Harness.build(build_container(make_settings(metrics=False)))
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        assert (await client.get("/metrics")).status_code == 404
+
+
+def test_config_hides_the_metrics_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_METRICS_TOKEN", TOKEN)
+    monkeypatch.setenv("TASKFLOW_LINK_LOG_FORMAT", "json")
+    shown = CliRunner().invoke(cli, ["config"])
+    assert shown.exit_code == 0, shown.output
+    assert "TASKFLOW_LINK_METRICS_TOKEN = (set)" in shown.output
+    assert "TASKFLOW_LINK_LOG_FORMAT = json" in shown.output
+    assert TOKEN not in shown.output
+
+
+def test_metrics_settings_are_checked() -> None:
+    with pytest.raises(SettingsError) as short:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, metrics_token="short-secret")
+    assert "TASKFLOW_LINK_METRICS_TOKEN" in str(short.value)
+    assert "short-secret" not in str(short.value)  # never echoed
+    with pytest.raises(SettingsError, match="TASKFLOW_LINK_LOG_FORMAT"):
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, log_format="xml")
+    public = make_settings(public_url="https://link.example.com", email_backend="smtp")
+    assert any("/metrics answers anyone" in w for w in public.warnings())
+    tokened = make_settings(
+        public_url="https://link.example.com", email_backend="smtp", metrics_token=TOKEN
+    )
+    assert not any("/metrics" in w for w in tokened.warnings())
+
+
+# -- the request id ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("abc-123_X.y", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("", False),
+        ("two words", False),
+        ("line\nbreak", False),
+        ('{"json": 1}', False),
+        ("é", False),
+    ],
+)
+def test_a_request_id_is_taken_from_the_client_only_when_short_and_plain(
+    sent: str, kept: bool
+) -> None:
+    chosen = choose_request_id([(b"x-request-id", sent.encode("utf-8"))])
+    assert (chosen == sent) is kept
+    assert len(chosen) <= 64
+
+
+async def test_every_answer_carries_a_request_id(client_app: Client) -> None:
+    kept = await client_app.get("/healthz", headers={"X-Request-ID": "from-the-proxy.1"})
+    assert kept.headers["x-request-id"] == "from-the-proxy.1"
+    replaced = await client_app.get("/no-such-page", headers={"X-Request-ID": "bad id!"})
+    assert replaced.status_code == 404
+    assert replaced.headers["x-request-id"] not in ("", "bad id!")
+    first = (await client_app.get("/healthz")).headers["x-request-id"]
+    assert first != (await client_app.get("/healthz")).headers["x-request-id"]
+
+
+@pytest.fixture
+async def client_app(h: Harness) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(h.container)) as test_client:
+        yield test_client
+
+
+# -- log lines --------------------------------------------------------------------------------
+
+
+def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactTokens())
+    handler.addFilter(AddRequestId())
+    logger = logging.getLogger(f"test.observability.{id(stream)}")
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.DEBUG)
+    return logger, stream
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_time_level_logger_message_and_the_request_id() -> None:
+    logger, stream = _logger(JsonFormatter())
+    logger.info("outside any request")
+    token = request_id.set("req-42")
+    try:
+        logger.warning("inside %s", "one", extra={"method": "GET", "status": 200})
+    finally:
+        request_id.reset(token)
+    outside, inside = _lines(stream)
+    assert outside.keys() == {"time", "level", "logger", "message"}
+    assert inside["request_id"] == "req-42"
+    assert inside["message"] == "inside one"
+    assert (inside["level"], inside["method"], inside["status"]) == ("WARNING", "GET", 200)
+    assert inside["logger"] == logger.name
+    assert datetime.fromisoformat(inside["time"]).tzinfo is not None
+
+
+def test_json_lines_keep_interaction_tokens_out() -> None:
+    logger, stream = _logger(JsonFormatter())
+    secret = "S" * 70
+    logger.error("POST /api/v10/interactions/123/%s/callback failed", secret)
+    logger.info("payload {'token': '%s'}", secret)
+    logger.info("access", extra={"path": f"/webhooks/1/{secret}/messages/@original"})
+    try:
+        raise RuntimeError(f"PATCH /webhooks/99/{secret} answered 404")
+    except RuntimeError:
+        logger.exception("the edit failed")
+    written = stream.getvalue()
+    assert secret not in written
+    lines = _lines(stream)
+    assert "/interactions/123/<token>/callback" in lines[0]["message"]
+    assert lines[2]["path"] == "/webhooks/1/<token>/messages/@original"
+    assert "/webhooks/99/<token>" in lines[3]["exception"]
+
+
+def test_text_lines_name_the_request_when_there_is_one() -> None:
+    logger, stream = _logger(make_formatter("text"))
+    logger.info("no request")
+    token = request_id.set("req-7")
+    try:
+        logger.info("in a request")
+    finally:
+        request_id.reset(token)
+    first, second = stream.getvalue().splitlines()
+    assert "[" not in first
+    assert f"INFO {logger.name} [req-7] in a request" in second
