@@ -1,0 +1,203 @@
+"""The deployment files cannot drift from the code: ``.env.example`` names exactly the settings
+that exist, and every command the Dockerfile and compose.yaml run is a real CLI command (with
+real options), every health check a real route. The images cannot be built here (no Docker
+Hub), so this is what can be checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.settings import ENV_PREFIX, Settings
+from entrypoints.web import create_app
+from tests.harness import TEST_SECRET_KEY, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSIGNMENT = re.compile(r"^(?P<commented># ?)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+# Names in .env.example that are not settings of the service: what compose.yaml interpolates.
+COMPOSE_VARIABLES = {"POSTGRES_PASSWORD"}
+
+
+def _setting_names() -> set[str]:
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def _env_example() -> list[tuple[str, bool, str, str]]:
+    """(name, commented out, value, the comment line above) for each assignment."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    found = []
+    for number, line in enumerate(lines):
+        if match := ASSIGNMENT.match(line):
+            above = lines[number - 1] if number else ""
+            found.append((match["name"], bool(match["commented"]), match["value"], above))
+    return found
+
+
+def _resolve(argv: list[str]) -> click.Command:
+    """The CLI command ``argv`` runs, its options parsed and checked as click would (without
+    running it); fails for an unknown command or option or a bad value."""
+    assert argv[0] == "taskflow-link", argv
+    command: click.Command = cli
+    name, args, parent = "taskflow-link", argv[1:], None
+    while isinstance(command, click.Group) and args and not args[0].startswith("-"):
+        context = click.Context(command, info_name=name, parent=parent)
+        sub = command.get_command(context, args[0])
+        assert sub is not None, f"{argv}: no command {args[0]!r} in {context.command_path}"
+        parent, command, name, args = context, sub, args[0], args[1:]
+    command.make_context(name, args, parent=parent)
+    return command
+
+
+def _routes() -> set[str]:
+    app = create_app(build_container(make_settings()))
+    return {route.path for route in app.routes}
+
+
+def _health_paths(test: list[str]) -> list[str]:
+    return re.findall(r"http://127\.0\.0\.1:8000(/[a-z]+)", " ".join(test))
+
+
+# -- .env.example -----------------------------------------------------------------------------
+
+
+def test_env_example_names_exactly_the_settings_that_exist() -> None:
+    named = [name for name, *_ in _env_example()]
+    assert len(named) == len(set(named)), "a name appears twice"
+    settings = {n for n in named if n.startswith(ENV_PREFIX)}
+    assert sorted(_setting_names() - settings) == [], "settings missing from .env.example"
+    assert sorted(settings - _setting_names()) == [], "not settings (any more?)"
+    assert set(named) - settings == COMPOSE_VARIABLES
+
+
+def test_env_example_explains_each_setting_and_leaves_secrets_blank() -> None:
+    secrets = {
+        ENV_PREFIX + name.upper()
+        for name, field in Settings.model_fields.items()
+        if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ()))
+    }
+    assert ENV_PREFIX + "METRICS_TOKEN" in secrets
+    for name, _, value, above in _env_example():
+        assert above.startswith("# "), f"{name}: no comment above it"
+        assert not ASSIGNMENT.match(above), f"{name}: no comment above it"
+        if name in secrets or name in COMPOSE_VARIABLES:
+            assert value == "", f"{name} is a secret: leave it blank"
+
+
+def test_env_example_is_a_valid_configuration_once_the_secret_key_is_set() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=str(ROOT / ".env.example"), secret_key=TEST_SECRET_KEY
+    )
+    assert str(settings.public_url) == "http://localhost:8000/"
+    # The required Discord settings are there, blank: `serve` names them until they are filled.
+    with pytest.raises(Exception, match="TASKFLOW_LINK_DISCORD_CLIENT_ID"):
+        settings.require("discord_client_id", "discord_client_secret")
+
+
+# -- Dockerfile -------------------------------------------------------------------------------
+
+
+def _dockerfile() -> dict[str, list[str]]:
+    """Instruction -> its arguments (continuation lines joined), in order."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, rest = line.strip().partition(" ")
+            found.setdefault(instruction.upper(), []).append(rest.strip())
+    return found
+
+
+def test_dockerfile_builds_a_wheel_then_runs_it_as_a_user_without_privileges() -> None:
+    docker = _dockerfile()
+    assert docker["ARG"] == ["PYTHON_IMAGE=python:3.11-slim"]
+    assert docker["FROM"] == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+    assert any("pip wheel" in run for run in docker["RUN"])
+    assert any("--no-index" in run and "taskflow-link" in run for run in docker["RUN"])
+    (user,) = docker["USER"]
+    assert user.split(":")[0] not in ("root", "0")
+
+
+def test_dockerfile_commands_are_real() -> None:
+    docker = _dockerfile()
+    (cmd,) = docker["CMD"]
+    assert json.loads(cmd) == ["taskflow-link", "serve", "--host", "0.0.0.0"]  # noqa: S104
+    assert _resolve(json.loads(cmd)).name == "serve"
+    (healthcheck,) = docker["HEALTHCHECK"]
+    test = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
+    assert test[:2] == ["python", "-c"]
+    compile(test[2], "HEALTHCHECK", "exec")  # Python that parses
+    assert _health_paths(test) == ["/healthz"]
+    assert "/healthz" in _routes()
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") :][:1] == ["*"]  # everything out, then what is needed
+    assert {"!pyproject.toml", "!README.md", "!LICENSE", "!src"} <= set(ignored)
+    assert "!.env" not in ignored
+
+
+# -- compose.yaml -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return loaded
+
+
+def test_compose_sets_only_real_settings_and_runs_only_real_commands(
+    compose: dict[str, Any],
+) -> None:
+    routes = _routes()
+    commands = {}
+    for name, service in compose["services"].items():
+        for variable in service.get("environment", {}):
+            if variable.startswith(ENV_PREFIX):
+                assert variable in _setting_names(), f"{name}: {variable} is not a setting"
+        if "command" in service and service.get("build"):
+            command = service["command"]
+            argv = command if isinstance(command, list) else shlex.split(command)
+            commands[name] = _resolve(argv).name
+        test = service.get("healthcheck", {}).get("test", [])
+        for path in _health_paths(test):
+            assert path in routes, f"{name}: {path} is not a route"
+    assert commands == {
+        "migrate": "upgrade",
+        "web-1": "serve",
+        "web-2": "serve",
+        "bot": "bot",
+    }
+
+
+def test_compose_migrates_once_before_anything_starts(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["postgres"]["image"] == "postgres:16-alpine"
+    assert services["redis"]["image"] == "redis:7-alpine"
+    assert services["migrate"]["command"] == ["taskflow-link", "db", "upgrade"]
+    assert services["migrate"]["restart"] == "no"
+    for name in ("web-1", "web-2", "bot"):
+        needs = services[name]["depends_on"]
+        assert needs["migrate"]["condition"] == "service_completed_successfully", name
+    for name in ("web-1", "web-2"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD"
+        assert services[name]["env_file"] == ".env"
+    assert services["bot"]["profiles"] == ["bot"]
+    for name in ("postgres", "redis"):
+        assert services[name]["healthcheck"]["test"]
+
+
+def test_compose_interpolates_only_what_env_example_names(compose: dict[str, Any]) -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    interpolated = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    assert interpolated == COMPOSE_VARIABLES
