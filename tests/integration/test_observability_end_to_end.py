@@ -6,6 +6,7 @@ before and after, and asserts on the difference."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -147,6 +148,21 @@ async def test_a_discord_api_error_is_counted_by_endpoint_and_kind(
         moved(before, after, "taskflow_link_sign_ins_total", method="discord", outcome="created")
         == 0
     )
+
+
+async def test_emails_sent_are_counted_by_kind(stack: Stack, browser: Browser) -> None:
+    before, _ = await scrape(stack)
+    # Sign-up queues a confirmation email; the worker sends it through SMTP; it is followed.
+    await sign_up(browser, "mailed", "mailed@example.com", verify=True)
+    name, kind = "taskflow_link_emails_sent_total", "verify_email"
+    for _ in range(400):  # the worker counts once its whole batch is done: wait for it
+        after, _ = await scrape(stack)
+        if moved(before, after, name, kind=kind):
+            break
+        await asyncio.sleep(0.05)
+    assert moved(before, after, name, kind=kind) == 1
+    failed = "taskflow_link_emails_failed_total"
+    assert moved(before, after, failed, kind=kind, outcome="retrying") == 0
 
 
 # -- the request id ---------------------------------------------------------------------------

@@ -107,6 +107,7 @@ def test_json_logs_request_ids_and_multiprocess_metrics(served: Served) -> None:
     assert scraped.status_code == 200
     # Multiprocess mode: the values come from the files every process writes.
     assert any(served.metrics_dir.glob("counter_*.db"))
+    assert any(served.metrics_dir.glob("gauge_livesum_*.db"))  # requests in progress
     healthz = [
         line
         for line in scraped.text.splitlines()
