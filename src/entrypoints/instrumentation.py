@@ -61,6 +61,8 @@ class Observed:
         return self._use_case
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # own slots not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self._use_case, name)
 
 
