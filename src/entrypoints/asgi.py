@@ -20,7 +20,7 @@ from entrypoints.web import create_app
 
 def make_app() -> Litestar:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     container = build_container(settings)
     container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
     return create_app(container)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -160,20 +163,39 @@ def serve(host: str, port: int, workers: int) -> None:
         f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")
     )
-    uvicorn.run(
-        app,
-        factory=workers > 1,
-        host=host,
-        port=port,
-        workers=workers if workers > 1 else None,
-        # uvicorn's own access log would print query strings (OAuth codes and states).
-        access_log=False,
-        log_config=None,
-        # The app reads X-Forwarded-* itself, from TASKFLOW_LINK_FORWARDED_ALLOW_IPS only.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
-    )
+    with _metrics_shared_by(workers, settings):
+        uvicorn.run(
+            app,
+            factory=workers > 1,
+            host=host,
+            port=port,
+            workers=workers if workers > 1 else None,
+            # uvicorn's own access log would print query strings (OAuth codes and states).
+            access_log=False,
+            log_config=None,
+            # The app reads X-Forwarded-* itself, from TASKFLOW_LINK_FORWARDED_ALLOW_IPS only.
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
+        )
+
+
+@contextlib.contextmanager
+def _metrics_shared_by(workers: int, settings: Any) -> Iterator[None]:
+    """Several workers: ``/metrics`` of any of them must answer for all. prometheus_client
+    does it with files in ``PROMETHEUS_MULTIPROC_DIR``; when that is unset, a fresh directory
+    for this run (the workers inherit the variable), removed at the end."""
+    from adapters.metrics import MULTIPROCESS_VARIABLES, multiprocess_directory  # noqa: PLC0415
+
+    if workers == 1 or not settings.metrics or multiprocess_directory() is not None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="taskflow-link-metrics-") as directory:
+        os.environ[MULTIPROCESS_VARIABLES[0]] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_VARIABLES[0]]
 
 
 def _check_shareable(settings: Any) -> None:

@@ -100,9 +100,10 @@ def configure_logging(level: str, log_format: Literal["text", "json"] = "text") 
     handler = logging.StreamHandler()
     handler.setFormatter(make_formatter(log_format))
     logging.basicConfig(level=level, handlers=[handler])
-    for installed in logging.getLogger().handlers:
-        installed.addFilter(RedactTokens())
-        installed.addFilter(AddRequestId())
+    for installed in logging.getLogger().handlers:  # once each, however often this is called
+        for kind in (RedactTokens, AddRequestId):
+            if not any(isinstance(f, kind) for f in installed.filters):
+                installed.addFilter(kind())
 
 
 def withhold_payloads(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

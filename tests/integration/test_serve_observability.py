@@ -141,3 +141,61 @@ def test_a_missing_multiprocess_directory_is_named_at_start(tmp_path: Path) -> N
     assert process.returncode == 2
     assert "PROMETHEUS_MULTIPROC_DIR must be an existing directory" in stderr
     assert "Traceback" not in stderr
+
+
+def _scraped_total(url: str, path: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith("taskflow_link_http_requests_total{") and f'path="{path}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_several_workers_answer_for_all_of_them(tmp_path: Path) -> None:
+    """``serve --workers 2`` without PROMETHEUS_MULTIPROC_DIR: a directory of its own for the
+    run, so that /metrics of either worker counts the requests both served."""
+    port = free_port()
+    env = _environment(
+        tmp_path,
+        TMPDIR=str(tmp_path),  # where the run's directory goes, to be seen here
+        TASKFLOW_LINK_STORAGE="sql",
+        TASKFLOW_LINK_REDIS_URL="redis://127.0.0.1:1/0",  # unreachable: each uses its memory
+        TASKFLOW_LINK_EMAIL_BACKEND="smtp",
+        TASKFLOW_LINK_SMTP_HOST="127.0.0.1",
+    )
+    command = "from entrypoints.cli import main; main()"
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-c", command, "serve", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        answered = 0
+        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
+        while answered == 0:
+            try:
+                answered += httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "serve --workers 2 did not start"
+                time.sleep(0.1)
+        (directory,) = tmp_path.glob("taskflow-link-metrics-*")
+        for _ in range(40):
+            answered += httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+        # A request is counted just after its answer: wait for the last ones to be written.
+        for _ in range(200):
+            if _scraped_total(url, "/healthz") >= answered:
+                break
+            time.sleep(0.05)
+        assert _scraped_total(url, "/healthz") == answered
+        # Both workers wrote their values there (each made its metrics when it started).
+        assert len(list(directory.glob("counter_*.db"))) == 2
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert not directory.exists()  # the run's directory went with it

@@ -103,6 +103,18 @@ def test_env_example_is_a_valid_configuration_once_the_secret_key_is_set() -> No
         settings.require("discord_client_id", "discord_client_secret")
 
 
+def test_env_example_shows_the_real_defaults() -> None:
+    """A commented-out line says what the setting is when left alone: it must be true."""
+    shown = 0
+    for name, commented, value, _ in _env_example():
+        if commented and value and name.startswith(ENV_PREFIX):
+            field = name.removeprefix(ENV_PREFIX).lower()
+            parsed = Settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{field: value})  # type: ignore[arg-type]
+            assert getattr(parsed, field) == Settings.model_fields[field].default, name
+            shown += 1
+    assert shown > 30
+
+
 # -- Dockerfile -------------------------------------------------------------------------------
 
 
