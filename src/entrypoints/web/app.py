@@ -163,7 +163,14 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         rate_limit=("minute", limit),
         check_throttle_handler=auth_route,
         # Never on the hot paths (a cheap pattern match, before any request object is built).
-        exclude=[r"^/api/", r"^/interactions$", r"^/static/", r"^/healthz$", r"^/readyz$"],
+        exclude=[
+            r"^/api/",
+            r"^/interactions$",
+            r"^/static/",
+            r"^/healthz$",
+            r"^/readyz$",
+            r"^/metrics$",
+        ],
         store="auth_rate_limit",
     )
     shared = container.shared_state()
