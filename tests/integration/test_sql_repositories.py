@@ -35,23 +35,50 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
         await uow.accounts.add(owner)
         await uow.links.add(link(4242, owner.id))
         await uow.commit()
-    statements: list[tuple[str, bool]] = []
+    # What the server is sent, seen by asyncpg itself on every new pooled connection: no
+    # BEGIN/ROLLBACK around the query and no ping before it (one round trip).
+    sent: list[str] = []
 
-    def record(conn: Any, _cursor: object, statement: str, *_: object) -> None:
-        # asyncpg opens a transaction (BEGIN) before a statement unless in autocommit.
-        statements.append((statement, conn.connection.dbapi_connection.autocommit))
+    def watch(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.driver_connection.add_query_logger(lambda r: sent.append(r.query))
 
-    event.listen(pg_db.engine.sync_engine, "before_cursor_execute", record)
+    await pg_db.engine.dispose()
+    event.listen(pg_db.engine.sync_engine, "connect", watch)
     try:
-        found = await pg_db.directory.link_by_discord_id(DiscordId(4242))
-        several = await pg_db.directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
+        for _ in range(2):  # the first time, asyncpg also learns the array type (once)
+            sent.clear()
+            found = await pg_db.directory.link_by_discord_id(DiscordId(4242))
+            several = await pg_db.directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
     finally:
-        event.remove(pg_db.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(pg_db.engine.sync_engine, "connect", watch)
     assert found is not None
     assert found.account_id == owner.id
+    assert found.linked_at.tzinfo is not None
     assert [x.discord_id for x in several] == [DiscordId(4242)]
-    assert len(statements) == 2  # one each
-    assert all("user_links" in sql and autocommit for sql, autocommit in statements)
+    assert len(sent) == 2, sent  # one statement each, nothing else
+    assert all("FROM user_links" in sql for sql in sent)
+
+
+async def test_the_directory_survives_a_restarted_database(
+    pg_db: SqlDatabase, postgres: Any
+) -> None:
+    """Without a ping before each use, a pooled connection the server closed fails its next
+    statement: the directory then retries once on a fresh connection (a restart costs no
+    lookup), and the writes' pool is renewed by SQLAlchemy after one failure."""
+    from sqlalchemy import text
+
+    from domain.model import DiscordId
+
+    assert await pg_db.directory.link_by_discord_id(DiscordId(1)) is None  # a pooled connection
+    async with pg_db.engine.connect() as admin:
+        await admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    assert await pg_db.directory.link_by_discord_id(DiscordId(1)) is None
+    assert await pg_db.directory.api_key_by_digest("0" * 64) is None
 
 
 async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, select, text
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import BigInteger, any_, bindparam, event, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -20,7 +24,8 @@ from adapters.sql.errors import translate
 from adapters.sql.repositories import _api_key, _link
 from adapters.sql.tables import api_keys, user_links
 from adapters.sql.uow import SqlUnitOfWork
-from domain.model import ApiKey, DiscordId, Link
+from domain import errors
+from domain.model import AccountId, ApiKey, DiscordId, Link
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 # An execution option our SQLite "begin" hook reads: a read-only transaction starts deferred.
@@ -46,7 +51,12 @@ class SqlDatabase:
         either way the caller gets a ``StorageError``, never an endless wait."""
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        # No pre-ping: SQLAlchemy's costs three round trips (BEGIN, a query, ROLLBACK) on
+        # every checkout, more than the lookup it guards. A connection the server closed fails
+        # its next statement instead; SQLAlchemy then drops every pooled connection made before
+        # (a restarted database costs the requests in flight, not one per pooled connection),
+        # and the directory's reads retry once on a fresh one.
+        options: dict[str, Any] = {"pool_pre_ping": False}
         if self.dialect == "sqlite":
             options["connect_args"] = {"timeout": sqlite_busy_timeout_ms / 1000}
         else:
@@ -55,6 +65,7 @@ class SqlDatabase:
                 max_overflow=max_overflow,
                 pool_timeout=pool_timeout,
                 connect_args=_postgres_connect_args(connect_timeout, statement_timeout),
+                pool_recycle=1800,  # before idle-connection timeouts of proxies and servers
             )
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if self.dialect == "sqlite":
@@ -63,7 +74,9 @@ class SqlDatabase:
         self._read_sessions = async_sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
-        self.directory = SqlLinkDirectory(self)
+        self.directory: SqlLinkDirectory | PostgresLinkDirectory = (
+            SqlLinkDirectory(self) if self.dialect == "sqlite" else PostgresLinkDirectory(self)
+        )
 
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         if read_only:
@@ -123,6 +136,101 @@ class SqlLinkDirectory:
     async def api_key_by_digest(self, digest: str) -> ApiKey | None:
         rows = await self._all(select(api_keys).where(api_keys.c.key_hash == digest))
         return _api_key(rows[0]) if rows else None
+
+
+def _asyncpg_sql(statement: Any) -> str:
+    """A Core statement as the SQL asyncpg runs (``$1`` parameters), compiled once."""
+    return str(statement.compile(dialect=asyncpg_dialect()))  # type: ignore[no-untyped-call]
+
+
+_LINK_BY_ID = _asyncpg_sql(select(user_links).where(user_links.c.discord_id == bindparam("id")))
+_LINKS_BY_IDS = _asyncpg_sql(
+    select(user_links).where(
+        user_links.c.discord_id == any_(bindparam("ids", type_=ARRAY(BigInteger())))
+    )
+)
+_KEY_BY_DIGEST = _asyncpg_sql(select(api_keys).where(api_keys.c.key_hash == bindparam("digest")))
+
+
+class PostgresLinkDirectory:
+    """``LinkDirectory`` on Postgres, the API's hot path: each call is one prepared statement
+    sent straight through asyncpg on a pooled connection (no transaction, no SQL compilation,
+    no result processing): one round trip, as a hand-written handler would make."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self._database = database
+
+    async def _fetch(self, query: str, argument: object) -> list[Any]:
+        for attempt in (1, 2):
+            try:
+                async with self._database.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None  # noqa: S101 - a checked-out connection has one
+                    try:
+                        rows: list[Any] = await driver.fetch(query, argument)
+                    except Exception:
+                        if driver.is_closed():  # the server closed it: never reuse it
+                            await conn.invalidate()
+                            if attempt == 1:
+                                continue  # once more, on a fresh connection
+                        raise
+                    return rows
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                raise translate(exc) from exc
+            except asyncpg.PostgresError as exc:
+                raise _translate_driver(exc) from exc
+            except asyncpg.InterfaceError as exc:
+                raise errors.StorageError() from exc
+        raise errors.StorageError()  # pragma: no cover - the loop returns or raises
+
+    async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        rows = await self._fetch(_LINK_BY_ID, discord_id.value)
+        return _link_of(rows[0]) if rows else None
+
+    async def links_by_discord_ids(self, discord_ids: Sequence[DiscordId]) -> Sequence[Link]:
+        if not discord_ids:
+            return []
+        rows = await self._fetch(_LINKS_BY_IDS, [d.value for d in discord_ids])
+        return [_link_of(row) for row in rows]
+
+    async def api_key_by_digest(self, digest: str) -> ApiKey | None:
+        rows = await self._fetch(_KEY_BY_DIGEST, digest)
+        if not rows:
+            return None
+        row = rows[0]
+        created_at = _utc(row["created_at"])
+        assert created_at is not None  # noqa: S101 - NOT NULL
+        return ApiKey(row["id"], row["name"], row["key_hash"], created_at, _utc(row["revoked_at"]))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """What ``UtcDateTime`` does for the ORM: the columns hold UTC without a zone."""
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _link_of(row: Any) -> Link:
+    linked_at = _utc(row["linked_at"])
+    assert linked_at is not None  # noqa: S101 - NOT NULL
+    return Link(
+        DiscordId(row["discord_id"]),
+        AccountId(row["taskflow_user_id"]),
+        linked_at,
+        row["discord_username"],
+        row["discord_global_name"],
+        row["discord_avatar"],
+    )
+
+
+def _translate_driver(exc: asyncpg.PostgresError) -> errors.DomainError:
+    """A statement timeout or a server shutting down is an outage; anything else a fault."""
+    outage = (
+        asyncpg.QueryCanceledError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.TooManyConnectionsError,
+    )
+    return errors.StorageError() if isinstance(exc, outage) else errors.StorageFault()
 
 
 def _postgres_connect_args(
