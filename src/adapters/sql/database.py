@@ -64,7 +64,7 @@ class SqlDatabase:
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         if read_only:
             return SqlUnitOfWork(self._read_sessions, read_only=True)
-        return SqlUnitOfWork(self.sessions)
+        return SqlUnitOfWork(self.sessions, postgres=self.dialect == "postgresql")
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
