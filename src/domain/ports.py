@@ -8,7 +8,7 @@ unreachable store as ``errors.StorageError``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -164,14 +164,24 @@ class OutgoingEmailRepository(Protocol):
 
     async def add(self, email: OutgoingEmail) -> None: ...
 
-    async def due(self, now: datetime, limit: int) -> Sequence[OutgoingEmail]:
-        """Pending emails whose next attempt is due, oldest first."""
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> Sequence[OutgoingEmail]:
+        """Take up to ``limit`` pending emails due at ``now``, the longest-waiting first, in
+        one statement: their next attempt moves to ``until`` (a lease; a sender that dies lets
+        them go then). Concurrent callers get disjoint sets, and on Postgres they never wait
+        for each other (``FOR UPDATE SKIP LOCKED``). Returned in the order they were
+        queued."""
 
-    async def claim(
-        self, email_id: uuid.UUID, now: datetime, until: datetime
-    ) -> OutgoingEmail | None:
-        """Take a due pending email until ``until`` (its next attempt moves there), so that
-        concurrent senders never both send it; ``None`` when someone else has it."""
+    async def renew_claim(self, email: OutgoingEmail, until: datetime) -> OutgoingEmail | None:
+        """Extend the lease of an email this sender claimed (``email`` as ``claim_due``
+        returned it) to ``until``; ``None`` when it is no longer this sender's: the lease ran
+        out and another sender claimed it (a new claim always moves the lease further), or it
+        is no longer pending."""
+
+    async def requeue_failed(self, now: datetime, email_id: uuid.UUID | None = None) -> int:
+        """Put emails that were given up (all of them, or the one with ``email_id``) back in
+        the queue: pending, due at ``now``, counting attempts from zero. How many."""
 
     async def save(self, email: OutgoingEmail) -> None:
         """Write back status, attempts, next attempt, error."""
@@ -276,6 +286,17 @@ class Storage(Protocol):
 
     async def dispose(self) -> None:
         """Release connections (at shutdown)."""
+
+
+class QueueListener(Protocol):
+    """Tells a worker in this process that some process (this one or another instance) has
+    just queued work for it, so it need not wait for its next poll."""
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever work was queued, and once each time listening (re)starts
+        (for what was queued while nobody listened). Runs until cancelled and survives
+        outages (it keeps trying, and the worker polls meanwhile); returns at once when
+        nothing can tell across processes (the worker then relies on polling)."""
 
 
 @dataclass(frozen=True, slots=True)

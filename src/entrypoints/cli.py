@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -114,6 +115,26 @@ def purge_expired() -> None:
         f"ticket(s), {report.sessions} session(s), {report.email_tokens} email link(s), "
         f"{report.link_proposals} link proposal(s), {report.emails} old email(s)."
     )
+
+
+@cli.group("email")
+def email() -> None:
+    """The email queue."""
+
+
+@email.command("retry")
+@click.option(
+    "--id",
+    "email_id",
+    type=click.UUID,
+    default=None,
+    help="Only the email with this id (as logged when it was given up).",
+)
+def email_retry(email_id: uuid.UUID | None) -> None:
+    """Send again the emails that were given up after their last retry (all of them, or one
+    with --id): they go back in the queue with a fresh round of attempts."""
+    requeued = _run_use_case(lambda c: c.requeue_failed_emails().execute(email_id))
+    click.echo(f"Requeued {requeued} email(s).")
 
 
 def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:

@@ -17,11 +17,13 @@ from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
+from adapters.queue_listener import NoQueueListener
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
+from adapters.sql.notifications import PostgresQueueListener
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
-from domain.ports import LinkDirectory, Storage, UnitOfWorkFactory
+from domain.ports import LinkDirectory, QueueListener, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from entrypoints.health import Check
 from entrypoints.instrumentation import observed
@@ -52,6 +54,14 @@ def _sql_database(settings: Settings) -> SqlDatabase:
 def _shared_state(settings: Settings) -> SharedState:
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
     return SharedState(url, timeout=settings.redis_timeout_seconds)
+
+
+def _email_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
+    """Postgres tells every instance's worker about a new email; elsewhere workers poll."""
+    on_postgres = isinstance(storage, SqlDatabase) and storage.dialect == "postgresql"
+    if on_postgres and settings.email_listen:
+        return PostgresQueueListener(settings.database_url)
+    return NoQueueListener()
 
 
 def _callback_url(settings: Settings) -> str:
@@ -187,6 +197,8 @@ class Container(containers.DeclarativeContainer):
         outbox=providers.Singleton(OutboxEmailSender, clock),
         smtp=providers.Singleton(_smtp_sender, settings),
     )
+    # One per email worker: it holds a connection of its own while the worker runs.
+    email_queue_listener = providers.Factory(_email_queue_listener, settings, storage)
 
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
@@ -238,6 +250,7 @@ class Container(containers.DeclarativeContainer):
     deliver_emails = providers.Factory(
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
     )
+    requeue_failed_emails = providers.Factory(uc.RequeueFailedEmails, uow, clock)
     verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
     resend_verification = providers.Factory(uc.ResendVerification, uow, clock)

@@ -1,5 +1,10 @@
 """Sends the email queue in the background of a serving process (the web app, the gateway
-bot). Several processes may run one each: claiming an email has a single winner."""
+bot). Several processes may run one each: each pass claims a batch no other worker gets.
+
+A worker looks at the queue when it starts, whenever it is woken, and every
+``email_poll_seconds``. It is woken by its own process (the web app, after a form), and, on
+Postgres, by every instance through the container's ``QueueListener`` (LISTEN/NOTIFY): an
+email queued anywhere goes out at once, and the poll is only the safety net."""
 
 from __future__ import annotations
 
@@ -19,22 +24,32 @@ class EmailWorker:
         self._container = container
         self._poll = poll_seconds or container.settings().email_poll_seconds
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._waiting = False
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="taskflow-link email worker")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name="taskflow-link email worker"),
+                asyncio.create_task(self._listen(), name="taskflow-link email listener"),
+            ]
 
     def wake(self) -> None:
         """Look at the queue now (something was probably just queued)."""
         self._wake.set()
 
+    @property
+    def idle(self) -> bool:
+        """Waiting for a wake-up or the next poll, with none pending."""
+        return self._waiting and not self._wake.is_set()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     async def run_once(self) -> DeliveryReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
@@ -59,7 +74,8 @@ class EmailWorker:
             )
         for email in report.failed:
             log.error(
-                "email %s (%s) not sent after %d attempts; giving up",
+                "email %s (%s) not sent after %d attempts; giving up "
+                "(`taskflow-link email retry` sends it again)",
                 email.id,
                 email.kind.value,
                 email.attempts,
@@ -70,8 +86,22 @@ class EmailWorker:
         while True:
             self._wake.clear()
             report = await self.run_once()
-            busy = report is not None and (report.sent or report.retrying or report.failed)
+            busy = report is not None and any(
+                (report.sent, report.retrying, report.failed, report.cancelled)
+            )
             if busy:
                 continue  # there may be more than one batch
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._waiting = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+            finally:
+                self._waiting = False
+
+    async def _listen(self) -> None:
+        """Wake-ups from other instances. The listener survives outages itself; should it
+        stop all the same, the worker goes on polling."""
+        try:
+            await self._container.email_queue_listener().listen(self.wake)
+        except Exception:
+            log.exception("email queue listener stopped; polling every %s s", self._poll)

@@ -218,9 +218,18 @@ class Settings(BaseSettings):
     email_poll_seconds: float = Field(
         default=2.0,
         gt=0,
-        le=300,
-        description="How often the email queue is checked (forms that queue an email also "
-        "wake it at once).",
+        le=3600,
+        description="How often the email queue is checked. Forms that queue an email also "
+        "wake their own process's worker at once, and on Postgres every instance's worker is "
+        "woken through LISTEN/NOTIFY (see below), so there the poll is only a safety net and "
+        "can be long.",
+    )
+    email_listen: bool = Field(
+        default=True,
+        description="On Postgres, each worker listens for new emails (LISTEN/NOTIFY on a "
+        "connection of its own) and sends them at once, whichever instance queued them. "
+        "`false` behind a connection pooler in transaction mode (PgBouncer), where LISTEN "
+        "does not work: workers then find other instances' emails by polling.",
     )
     email_from: str = Field(
         default="TaskFlow Link <no-reply@localhost>", description="The From address of emails."

@@ -480,10 +480,9 @@ class RepositoryContract:
         results = await asyncio.gather(*(consume() for _ in range(8)))
         assert sorted(results) == [False] * 7 + [True]
 
-    async def test_email_queue_due_claim_save_and_history(
-        self, uow_factory: UnitOfWorkFactory
-    ) -> None:
+    async def test_email_queue_claim_save_and_history(self, uow_factory: UnitOfWorkFactory) -> None:
         owner = account()
+        lease_end = NOW + timedelta(minutes=2)
 
         def queued(kind: EmailKind, at: datetime) -> OutgoingEmail:
             return OutgoingEmail(
@@ -497,8 +496,6 @@ class RepositoryContract:
         for email in (first, second, notice):
             await write(uow_factory, lambda uow, e=email: uow.outgoing_emails.add(e))  # type: ignore[misc]
         async with uow_factory() as uow:
-            assert [e.id for e in await uow.outgoing_emails.due(NOW, 10)] == [first.id, second.id]
-            assert [e.id for e in await uow.outgoing_emails.due(LATER, 1)] == [first.id]
             latest = await uow.outgoing_emails.latest(owner.id, EmailKind.VERIFY_EMAIL)
             assert latest == second
             since = NOW - timedelta(seconds=1)
@@ -509,17 +506,21 @@ class RepositoryContract:
                 await uow.outgoing_emails.count_since(owner.id, EmailKind.VERIFY_EMAIL, LATER) == 0
             )
 
-            claimed = await uow.outgoing_emails.claim(first.id, NOW, LATER)
-            assert claimed == replace(first, next_attempt_at=LATER)
-            assert await uow.outgoing_emails.claim(first.id, NOW, LATER) is None  # taken
+            [claimed] = await uow.outgoing_emails.claim_due(NOW, lease_end, 1)
+            assert claimed == replace(first, next_attempt_at=lease_end)
+            # The next claim gets the next one; the notice is not due yet; then nothing is left.
+            assert await uow.outgoing_emails.claim_due(NOW, lease_end, 10) == [
+                replace(second, next_attempt_at=lease_end)
+            ]
+            assert await uow.outgoing_emails.claim_due(NOW, lease_end, 10) == []
             sent = replace(claimed, status=DeliveryStatus.SENT, attempts=1, finished_at=NOW)
             await uow.outgoing_emails.save(sent)
             await uow.commit()
         async with uow_factory() as uow:
-            assert [e.id for e in await uow.outgoing_emails.due(LATER, 10)] == [
-                second.id,
-                notice.id,
-            ]
+            # Later, the second's lease has run out (its sender died) and the notice is due;
+            # the sent one is never claimed again.
+            again = await uow.outgoing_emails.claim_due(LATER, LATER + timedelta(minutes=2), 10)
+            assert [e.id for e in again] == [second.id, notice.id]
             assert await uow.outgoing_emails.purge_finished(NOW) == 0
             assert await uow.outgoing_emails.purge_finished(LATER) == 1
             await uow.commit()
@@ -529,6 +530,32 @@ class RepositoryContract:
                 await uow.outgoing_emails.count_since(owner.id, EmailKind.VERIFY_EMAIL, since) == 1
             )
 
+    async def test_a_claim_is_renewed_only_while_it_is_the_holders(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        email = OutgoingEmail(uuid.uuid4(), EmailKind.PASSWORD_CHANGED, "a@b.c", None, NOW, NOW)
+        lease = timedelta(minutes=2)
+        await write(uow_factory, lambda uow: uow.outgoing_emails.add(email))
+        async with uow_factory() as uow:
+            [held] = await uow.outgoing_emails.claim_due(NOW, NOW + lease, 10)
+            renewed = await uow.outgoing_emails.renew_claim(held, NOW + 2 * lease)
+            assert renewed == replace(email, next_attempt_at=NOW + 2 * lease)
+            await uow.commit()
+        # The holder stalls until its lease has run out, and another sender claims the email.
+        stalled = NOW + 2 * lease
+        async with uow_factory() as uow:
+            [taken] = await uow.outgoing_emails.claim_due(stalled, stalled + lease, 10)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.outgoing_emails.renew_claim(renewed, stalled + lease) is None
+            mine = await uow.outgoing_emails.renew_claim(taken, stalled + lease)
+            assert mine is not None
+            done = replace(mine, status=DeliveryStatus.SENT, attempts=1, finished_at=stalled)
+            await uow.outgoing_emails.save(done)
+            await uow.commit()
+        async with uow_factory() as uow:  # a finished email is nobody's
+            assert await uow.outgoing_emails.renew_claim(mine, stalled + 2 * lease) is None
+
     async def test_concurrent_claims_of_an_email_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
@@ -537,9 +564,87 @@ class RepositoryContract:
 
         async def claim() -> bool:
             async with uow_factory() as uow:
-                won = await uow.outgoing_emails.claim(email.id, NOW, LATER)
+                won = await uow.outgoing_emails.claim_due(NOW, LATER, 5)
                 await uow.commit()
-            return won is not None
+            return bool(won)
 
         results = await asyncio.gather(*(claim() for _ in range(8)))
         assert sorted(results) == [False] * 7 + [True]
+
+    async def test_concurrent_batch_claims_take_every_email_exactly_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        emails = [
+            OutgoingEmail(uuid.uuid4(), EmailKind.PASSWORD_CHANGED, f"{n}@b.c", None, NOW, NOW)
+            for n in range(12)
+        ]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for email in emails:
+                await uow.outgoing_emails.add(email)
+
+        await write(uow_factory, add_all)
+
+        async def claim() -> list[uuid.UUID]:
+            async with uow_factory() as uow:
+                batch = await uow.outgoing_emails.claim_due(NOW, LATER, 3)
+                await uow.commit()
+            return [e.id for e in batch]
+
+        batches = await asyncio.gather(*(claim() for _ in range(6)))  # room for 18
+        claimed = [email_id for batch in batches for email_id in batch]
+        assert sorted(claimed) == sorted(e.id for e in emails)  # all of them, none twice
+        assert all(len(batch) <= 3 for batch in batches)
+
+    async def test_given_up_emails_are_requeued_all_or_one(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        def email(status: DeliveryStatus, **changes: object) -> OutgoingEmail:
+            row = OutgoingEmail(
+                uuid.uuid4(),
+                EmailKind.PASSWORD_CHANGED,
+                "a@b.c",
+                None,
+                NOW,
+                NOW,
+                status=status,
+                attempts=5,
+                finished_at=NOW,
+                last_error="email_not_sent",
+            )
+            return replace(row, **changes)  # type: ignore[arg-type]
+
+        failed = [email(DeliveryStatus.FAILED) for _ in range(3)]
+        sent = email(DeliveryStatus.SENT, last_error=None)
+        cancelled = email(DeliveryStatus.CANCELLED, attempts=0, last_error=None)
+        pending = email(  # retried, its next attempt later
+            DeliveryStatus.PENDING, attempts=2, finished_at=None, next_attempt_at=LATER
+        )
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for row in (*failed, sent, cancelled, pending):
+                await uow.outgoing_emails.add(row)
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            assert await uow.outgoing_emails.requeue_failed(NOW, failed[0].id) == 1
+            for other in (sent, cancelled, pending):  # only given-up emails, even by id
+                assert await uow.outgoing_emails.requeue_failed(NOW, other.id) == 0
+            assert await uow.outgoing_emails.requeue_failed(NOW, uuid.uuid4()) == 0
+            await uow.commit()
+        async with uow_factory() as uow:
+            [first] = await uow.outgoing_emails.claim_due(NOW, LATER, 10)
+            assert first == replace(
+                failed[0],
+                status=DeliveryStatus.PENDING,
+                attempts=0,
+                finished_at=None,
+                last_error=None,
+                next_attempt_at=LATER,
+            )
+            assert await uow.outgoing_emails.requeue_failed(NOW) == 2  # the other two
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.outgoing_emails.requeue_failed(NOW) == 0
+            again = await uow.outgoing_emails.claim_due(NOW, LATER, 10)
+            assert {e.id for e in again} == {failed[1].id, failed[2].id}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +18,7 @@ from adapters.sql.tables import UtcDateTime, metadata
 from domain import errors
 from domain.model import Account, AccountId, DiscordId
 from tests.contracts.repositories import account, link
+from tests.harness import TEST_SECRET_KEY
 
 
 async def _tables(database: SqlDatabase) -> set[str]:
@@ -219,3 +224,45 @@ async def test_a_value_postgres_refuses_is_a_fault_not_an_outage(pg_db: SqlDatab
     """What the web's guards keep out, if it ever got through: a NUL in a name."""
     with pytest.raises(errors.StorageFault):
         await _add(pg_db, account("nul\x00name", "nul@example.com"))
+
+
+async def test_concurrent_upgrades_of_a_fresh_postgres_database_all_succeed(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    """Several containers starting at once, each running `taskflow-link db upgrade` (separate
+    processes, each with its engine): the advisory lock lets one migrate while the others
+    wait, then find the database at head and do nothing. Without it, they would all create
+    the same tables at once and all but one fail."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+        "TASKFLOW_LINK_DATABASE_URL": empty_pg_url,
+    }
+
+    async def upgrade() -> tuple[int | None, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from entrypoints.cli import main; main()",
+            "db",
+            "upgrade",
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), 120)  # a deadline only
+        return process.returncode, output.decode()
+
+    head = migrate.head_revision()
+    results = await asyncio.gather(*(upgrade() for _ in range(4)))
+    assert results == [(0, f"Database at revision {head}.\n")] * 4
+    database = SqlDatabase(empty_pg_url)
+    try:
+        assert await migrate.current_revision(database) == head
+        assert await migrate.pending_differences(database) == []
+        async with database.engine.connect() as conn:
+            versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        assert [v.version_num for v in versions] == [head]
+    finally:
+        await database.dispose()

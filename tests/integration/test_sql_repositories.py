@@ -102,3 +102,37 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
             await writer.rollback()
     finally:
         await database.dispose()
+
+
+async def test_a_claim_on_postgres_skips_emails_another_claim_holds(pg_db: SqlDatabase) -> None:
+    """SKIP LOCKED: while one worker's claim is still open, another worker takes the other
+    emails at once; it neither waits for the first nor gets its email."""
+    import asyncio
+    import uuid
+
+    from domain.model import EmailKind, OutgoingEmail
+    from tests.contracts.repositories import LATER, NOW
+
+    emails = [
+        OutgoingEmail(uuid.uuid4(), EmailKind.PASSWORD_CHANGED, f"{n}@b.c", None, NOW, NOW)
+        for n in range(3)
+    ]
+    async with pg_db.unit_of_work() as uow:
+        for email in emails:
+            await uow.outgoing_emails.add(email)
+        await uow.commit()
+
+    async def other_worker() -> list[uuid.UUID]:
+        async with pg_db.unit_of_work() as uow:
+            batch = await uow.outgoing_emails.claim_due(NOW, LATER, 10)
+            await uow.commit()
+        return [e.id for e in batch]
+
+    async with pg_db.unit_of_work() as first_worker:
+        [held] = await first_worker.outgoing_emails.claim_due(NOW, LATER, 1)  # row locked
+        # A deadline, not a measurement: a claim that waited for the lock would wait for ever,
+        # since the first worker commits only after this.
+        taken = await asyncio.wait_for(other_worker(), timeout=60)
+        await first_worker.commit()
+    assert held.id == emails[0].id
+    assert taken == [emails[1].id, emails[2].id]

@@ -4,6 +4,7 @@ exactly one link, its expiry), and what following the links does."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose
 from domain.ports import EmailMessage
-from domain.use_cases.email_delivery import MAX_ATTEMPTS, RETRY_DELAYS
+from domain.use_cases import DeliveryReport
+from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from tests.harness import PASSWORD, Harness
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -393,12 +395,103 @@ async def test_delivery_gives_up_after_the_last_retry(h: Harness) -> None:
     await h.container.resend_verification().execute(signed_up.account.id)
 
 
+async def _give_up(h: Harness, address: str) -> None:
+    """Sign up with ``address`` while the mail server is down, until delivery gives up."""
+    h.container.email_sender.override(FailingSender(h, failures=MAX_ATTEMPTS))
+    await h.sign_up(address.split("@", maxsplit=1)[0], address)
+    for delay in (timedelta(0), *RETRY_DELAYS):
+        h.clock.advance(delay)
+        await h.deliver()
+    h.container.email_sender.reset_override()  # the server is fixed
+
+
+async def test_given_up_emails_are_requeued_with_fresh_attempts_then_sent(h: Harness) -> None:
+    await _give_up(h, "zoe@example.com")
+    await _give_up(h, "abe@example.com")
+    assert (await h.deliver()).sent == []  # given up: nothing is tried any more
+
+    assert await h.container.requeue_failed_emails().execute() == 2
+    sent = (await h.deliver()).sent
+    assert sorted(e.to for e in sent) == ["abe@example.com", "zoe@example.com"]
+    assert all(e.attempts == 1 for e in sent)  # counted afresh
+    token = h.link_token(h.last_email("zoe@example.com"), "/verify-email/")
+    zoe = (await h.all_accounts_with_email("zoe@example.com"))[0]
+    assert (await h.container.verify_email().execute(token, zoe.id)).email_verified
+    assert await h.container.requeue_failed_emails().execute() == 0  # nothing left to retry
+
+
+async def test_one_given_up_email_is_requeued_by_its_id(h: Harness) -> None:
+    await _give_up(h, "zoe@example.com")
+    await _give_up(h, "abe@example.com")
+    abe = (await h.all_accounts_with_email("abe@example.com"))[0]
+    async with h.uow() as uow:
+        email = await uow.outgoing_emails.latest(abe.id, EmailKind.VERIFY_EMAIL)
+    assert email is not None
+
+    assert await h.container.requeue_failed_emails().execute(email.id) == 1
+    assert [e.to for e in (await h.deliver()).sent] == ["abe@example.com"]
+    assert h.emails_to("zoe@example.com") == []
+    with pytest.raises(errors.NotFound):  # sent now: not given up any more
+        await h.container.requeue_failed_emails().execute(email.id)
+    with pytest.raises(errors.NotFound):
+        await h.container.requeue_failed_emails().execute(uuid.uuid4())
+
+
+async def test_a_requeued_email_that_is_no_longer_wanted_is_cancelled(h: Harness) -> None:
+    await _give_up(h, "zoe@example.com")
+    zoe = (await h.all_accounts_with_email("zoe@example.com"))[0]
+    await h.container.change_email().execute(
+        session_token=h.sessions[zoe.id], new_email="zoe@new.example", current_password=PASSWORD
+    )
+    assert await h.container.requeue_failed_emails().execute() == 1
+    report = await h.deliver()
+    assert [e.to for e in report.cancelled] == ["zoe@example.com"]  # not the current address
+    assert h.emails_to("zoe@example.com") == []
+
+
 async def test_concurrent_deliveries_send_each_email_once(h: Harness) -> None:
     for name in ("vic", "wes", "xia"):
         await h.sign_up(name, f"{name}@example.com")
     reports = await asyncio.gather(*(h.deliver() for _ in range(4)))
     assert sum(len(r.sent) for r in reports) == 3
     assert len(h.outbox.messages()) == 3
+
+
+async def test_an_email_whose_lease_ran_out_mid_batch_is_left_to_its_new_sender(
+    h: Harness,
+) -> None:
+    """A batch is claimed at once but sent one email at a time: when the batch takes longer
+    than the lease (each send within it), another worker may take the rest meanwhile, and
+    those must not go twice."""
+    for name in ("vic", "wes", "xia"):
+        await h.sign_up(name, f"{name}@example.com")
+
+    class SlowSender:
+        """Each send takes 70 s; during the second, another worker has a go."""
+
+        def __init__(self) -> None:
+            self.outbox, self.sends = h.outbox, 0
+            self.other_worker: DeliveryReport | None = None
+
+        async def send(self, message: EmailMessage) -> None:
+            self.sends += 1
+            h.clock.advance(timedelta(seconds=70))
+            if self.sends == 2:
+                self.other_worker = await h.deliver()
+            await self.outbox.send(message)
+
+    assert timedelta(seconds=70) < CLAIM_LEASE < timedelta(seconds=140)
+    sender = SlowSender()
+    h.container.email_sender.override(sender)
+    first_worker = await h.deliver()
+    assert sender.other_worker is not None
+    assert [e.to for e in first_worker.sent] == ["vic@example.com", "wes@example.com"]
+    assert [e.to for e in sender.other_worker.sent] == ["xia@example.com"]
+    assert sorted(m.message.to for m in h.outbox.messages()) == [
+        "vic@example.com",
+        "wes@example.com",
+        "xia@example.com",
+    ]
 
 
 async def test_the_queue_records_what_was_sent(h: Harness) -> None:

@@ -432,31 +432,44 @@ class MemoryOutgoingEmails(_Repo):
             raise errors.Conflict("duplicate email id")
         self._t.outgoing_emails[email.id] = email
 
-    def _due(self, now: datetime) -> list[OutgoingEmail]:
-        return sorted(
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> Sequence[OutgoingEmail]:
+        # Transactions are serialised by the database's lock: one claimer at a time.
+        table = self._t.outgoing_emails
+        due = sorted(
             (
                 e
-                for e in self._t.outgoing_emails.values()
+                for e in table.values()
                 if e.status is DeliveryStatus.PENDING and e.next_attempt_at <= now
             ),
-            key=lambda e: (e.next_attempt_at, e.created_at),
-        )
+            key=lambda e: e.next_attempt_at,  # a stable sort: queue order among equals
+        )[:limit]
+        for email in due:
+            table[email.id] = replace(email, next_attempt_at=until)
+        picked = {e.id for e in due}
+        return [e for e in table.values() if e.id in picked]  # dicts keep insertion order
 
-    async def due(self, now: datetime, limit: int) -> Sequence[OutgoingEmail]:
-        return self._due(now)[:limit]
-
-    async def claim(
-        self, email_id: uuid.UUID, now: datetime, until: datetime
-    ) -> OutgoingEmail | None:
-        email = self._t.outgoing_emails.get(email_id)
+    async def renew_claim(self, email: OutgoingEmail, until: datetime) -> OutgoingEmail | None:
+        current = self._t.outgoing_emails.get(email.id)
         if (
-            email is None
-            or email.status is not DeliveryStatus.PENDING
-            or email.next_attempt_at > now
+            current is None
+            or current.status is not DeliveryStatus.PENDING
+            or current.next_attempt_at != email.next_attempt_at
         ):
             return None
-        self._t.outgoing_emails[email_id] = replace(email, next_attempt_at=until)
-        return self._t.outgoing_emails[email_id]
+        self._t.outgoing_emails[email.id] = replace(current, next_attempt_at=until)
+        return self._t.outgoing_emails[email.id]
+
+    async def requeue_failed(self, now: datetime, email_id: uuid.UUID | None = None) -> int:
+        failed = [
+            e
+            for e in self._t.outgoing_emails.values()
+            if e.status is DeliveryStatus.FAILED and email_id in (None, e.id)
+        ]
+        for email in failed:
+            self._t.outgoing_emails[email.id] = _requeued(email, now)
+        return len(failed)
 
     async def save(self, email: OutgoingEmail) -> None:
         if email.id not in self._t.outgoing_emails:
@@ -489,3 +502,14 @@ class MemoryOutgoingEmails(_Repo):
         for key in gone:
             del self._t.outgoing_emails[key]
         return len(gone)
+
+
+def _requeued(email: OutgoingEmail, now: datetime) -> OutgoingEmail:
+    return replace(
+        email,
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=now,
+        attempts=0,
+        finished_at=None,
+        last_error=None,
+    )

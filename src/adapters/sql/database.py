@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from sqlalchemy import BigInteger, any_, bindparam, event, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -81,7 +81,7 @@ class SqlDatabase:
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         if read_only:
             return SqlUnitOfWork(self._read_sessions, read_only=True)
-        return SqlUnitOfWork(self.sessions)
+        return SqlUnitOfWork(self.sessions, postgres=self.dialect == "postgresql")
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -20,6 +20,9 @@ from adapters.sql.database import SqlDatabase
 from adapters.sql.tables import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The key of the advisory lock migrations take on Postgres: a 64-bit number of this
+# application's own (the ASCII of "taskflow"), unlikely to be another program's key.
+MIGRATION_LOCK = 0x7461736B666C6F77
 
 
 def _config(connection: Connection) -> Config:
@@ -38,15 +41,28 @@ async def downgrade(database: SqlDatabase, revision: str) -> None:
 
 
 async def _migrate(database: SqlDatabase, step: Callable[[Connection], None]) -> None:
-    """Run a migration in one transaction. On SQLite, foreign keys are off meanwhile: ALTER
-    TABLE there rebuilds a table (copy, drop, rename), and dropping ``accounts`` with foreign
-    keys on would cascade to every session, link and token. They are checked afterwards."""
+    """Run a migration in one transaction.
+
+    On Postgres the transaction first takes an advisory lock, so that several instances
+    starting at once (each running ``db upgrade``) migrate one after the other: the first
+    migrates, the others then find the database at the revision they want and do nothing.
+    Without it, two would both see an empty database and both create the tables. The lock
+    is the transaction's: it goes with the commit or rollback, even if the process dies.
+
+    On SQLite, foreign keys are off meanwhile: ALTER TABLE there rebuilds a table (copy,
+    drop, rename), and dropping ``accounts`` with foreign keys on would cascade to every
+    session, link and token. They are checked afterwards. (SQLite needs no lock: its write
+    transactions, ``BEGIN IMMEDIATE``, already run one at a time.)"""
     sqlite = database.dialect == "sqlite"
     async with database.engine.connect() as conn:
         if sqlite:  # a pragma that only works outside a transaction
             await conn.run_sync(_sqlite_foreign_keys, False)
         try:
             async with conn.begin():
+                if database.dialect == "postgresql":
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
                 await conn.run_sync(step)
                 if sqlite:
                     broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.sql.errors import translate
+from adapters.sql.notifications import EMAIL_QUEUE_CHANNEL
 from adapters.sql.tables import (
     accounts,
     api_keys,
@@ -571,12 +572,26 @@ class SqlEmailTokens(_Repo):
 
 
 class SqlOutgoingEmails(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
+    async def _wake_listeners(self) -> None:
+        """On Postgres, tell every listening worker (``PostgresQueueListener``) that there
+        is work. A NOTIFY is part of the transaction: delivered at commit, dropped by a
+        rollback, and repeated ones in one transaction arrive as one."""
+        if self._postgres:
+            await self._run(select(func.pg_notify(EMAIL_QUEUE_CHANNEL, "")))
+
     async def add(self, email: OutgoingEmail) -> None:
         await self._run(insert(outgoing_emails).values(**_outgoing_values(email)))
+        await self._wake_listeners()
 
-    async def due(self, now: datetime, limit: int) -> Sequence[OutgoingEmail]:
-        query = (
-            select(outgoing_emails)
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> Sequence[OutgoingEmail]:
+        due = (
+            select(outgoing_emails.c.seq)
             .where(
                 outgoing_emails.c.status == DeliveryStatus.PENDING.value,
                 outgoing_emails.c.next_attempt_at <= now,
@@ -584,24 +599,56 @@ class SqlOutgoingEmails(_Repo):
             .order_by(outgoing_emails.c.next_attempt_at, outgoing_emails.c.seq)
             .limit(limit)
         )
-        return [_outgoing(row) for row in await self._run(query)]
+        claim = update(outgoing_emails).values(next_attempt_at=until)
+        if self._postgres:
+            # The subquery locks the rows it picks and skips the rows another claimer holds,
+            # so concurrent workers take disjoint batches without waiting for each other; a
+            # row claimed (and committed) meanwhile is checked against the WHERE clause again
+            # and left out. MATERIALIZED: the locking subquery runs exactly once (a planner
+            # that re-ran it inside a join could lock and update more than ``limit`` rows).
+            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            claim = claim.where(outgoing_emails.c.seq == picked.c.seq)
+        else:
+            # SQLite has no row locks, and needs none: its writers run one at a time
+            # (BEGIN IMMEDIATE), so of concurrent claimers each sees the others' claims.
+            claim = claim.where(outgoing_emails.c.seq.in_(due.scalar_subquery()))
+        rows = await self._run(claim.returning(*outgoing_emails.c))
+        return [_outgoing(row) for row in sorted(rows, key=lambda row: row.seq)]
 
-    async def claim(
-        self, email_id: uuid.UUID, now: datetime, until: datetime
-    ) -> OutgoingEmail | None:
-        # One statement: of concurrent claimers exactly one still sees it due.
+    async def renew_claim(self, email: OutgoingEmail, until: datetime) -> OutgoingEmail | None:
+        # Whoever claims an email after our lease ran out moves its next attempt beyond our
+        # lease's end, so an unchanged value means it is still ours.
         query = (
             update(outgoing_emails)
             .where(
-                outgoing_emails.c.id == email_id,
+                outgoing_emails.c.id == email.id,
                 outgoing_emails.c.status == DeliveryStatus.PENDING.value,
-                outgoing_emails.c.next_attempt_at <= now,
+                outgoing_emails.c.next_attempt_at == email.next_attempt_at,
             )
             .values(next_attempt_at=until)
             .returning(*outgoing_emails.c)
         )
         row = (await self._run(query)).first()
         return _outgoing(row) if row else None
+
+    async def requeue_failed(self, now: datetime, email_id: uuid.UUID | None = None) -> int:
+        query = (
+            update(outgoing_emails)
+            .where(outgoing_emails.c.status == DeliveryStatus.FAILED.value)
+            .values(
+                status=DeliveryStatus.PENDING.value,
+                next_attempt_at=now,
+                attempts=0,
+                finished_at=None,
+                last_error=None,
+            )
+        )
+        if email_id is not None:
+            query = query.where(outgoing_emails.c.id == email_id)
+        requeued = await self._count(query)
+        if requeued:
+            await self._wake_listeners()
+        return requeued
 
     async def save(self, email: OutgoingEmail) -> None:
         values = _outgoing_values(email)

@@ -28,8 +28,14 @@ from domain import errors
 
 class SqlUnitOfWork:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, read_only: bool = False
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        read_only: bool = False,
+        postgres: bool = False,
     ) -> None:
+        """``postgres``: the repositories may use what only Postgres has (SKIP LOCKED,
+        LISTEN/NOTIFY)."""
         self._read_only = read_only
         self._session = sessions()
         self.accounts = SqlAccounts(self._session)
@@ -40,7 +46,7 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeys(self._session)
         self.audit = SqlAudit(self._session)
         self.email_tokens = SqlEmailTokens(self._session)
-        self.outgoing_emails = SqlOutgoingEmails(self._session)
+        self.outgoing_emails = SqlOutgoingEmails(self._session, postgres=postgres)
         self.link_proposals = SqlLinkProposals(self._session)
 
     async def __aenter__(self) -> Self:

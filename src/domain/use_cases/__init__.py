@@ -20,7 +20,7 @@ from domain.use_cases.discord_auth import (
     StartDiscordReauth,
     StartTicketLink,
 )
-from domain.use_cases.email_delivery import DeliverEmails, DeliveryReport
+from domain.use_cases.email_delivery import DeliverEmails, DeliveryReport, RequeueFailedEmails
 from domain.use_cases.email_linking import (
     ConfirmLinkWithEmail,
     ConfirmLinkWithPassword,
@@ -101,6 +101,7 @@ __all__ = [
     "PurgeExpired",
     "PurgeReport",
     "RequestPasswordReset",
+    "RequeueFailedEmails",
     "ResendVerification",
     "ResetPassword",
     "RevokeApiKey",

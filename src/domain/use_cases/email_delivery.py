@@ -6,6 +6,7 @@ sends it (the queue holds no secret)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -30,7 +31,9 @@ RETRY_DELAYS = (
     timedelta(minutes=30),
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
-# A sender that claimed an email and died lets it go after this long.
+# A sender that claimed an email and died lets it go after this long. The lease is renewed
+# just before each email of a batch is sent, so it need only outlast one send (the SMTP
+# timeout is at most two minutes).
 CLAIM_LEASE = timedelta(minutes=2)
 
 
@@ -43,7 +46,8 @@ class DeliveryReport:
 
 
 class DeliverEmails:
-    """Send what is due in the queue. Safe to run in several processes at once."""
+    """Send what is due in the queue. Safe to run in several processes at once: each pass
+    claims a batch that no other sender gets, then sends it one email at a time."""
 
     def __init__(
         self,
@@ -58,9 +62,11 @@ class DeliverEmails:
 
     async def execute(self, limit: int = 20) -> DeliveryReport:
         report = DeliveryReport()
-        async with self._uow(read_only=True) as uow:
-            due = await uow.outgoing_emails.due(self._clock.now(), limit)
-        for email in due:
+        now = self._clock.now()
+        async with self._uow() as uow:  # one short transaction: no lock outlives it
+            batch = await uow.outgoing_emails.claim_due(now, now + CLAIM_LEASE, limit)
+            await uow.commit()
+        for email in batch:
             await self._deliver(email, report)
         return report
 
@@ -68,9 +74,11 @@ class DeliverEmails:
         now = self._clock.now()
         link: OneTimeLink | None = None
         async with self._uow() as uow:
-            claimed = await uow.outgoing_emails.claim(email.id, now, now + CLAIM_LEASE)
+            # The lease runs from here (sending the batch's earlier emails may have taken a
+            # while); if it ran out meanwhile, another sender may have the email now.
+            claimed = await uow.outgoing_emails.renew_claim(email, now + CLAIM_LEASE)
             if claimed is None:
-                return  # another sender has it
+                return
             account = await uow.accounts.get(claimed.account_id) if claimed.account_id else None
             if account is None or not _still_wanted(claimed, account):
                 cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
@@ -138,6 +146,25 @@ class DeliverEmails:
         async with self._uow() as uow:
             await uow.outgoing_emails.save(after)
             await uow.commit()
+
+
+class RequeueFailedEmails:
+    """Send again what was given up (after the mail server was fixed, say): every failed
+    email, or one by its id. Each goes back in the queue with a fresh round of attempts, and
+    is checked again when it is sent (an outdated one is cancelled then, as any other)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, email_id: uuid.UUID | None = None) -> int:
+        """How many emails were requeued; ``NotFound`` when ``email_id`` names no given-up
+        email."""
+        async with self._uow() as uow:
+            requeued = await uow.outgoing_emails.requeue_failed(self._clock.now(), email_id)
+            if email_id is not None and requeued == 0:
+                raise errors.NotFound("No email with this id was given up.")
+            await uow.commit()
+        return requeued
 
 
 def _still_wanted(email: OutgoingEmail, account: Account) -> bool:
