@@ -174,11 +174,14 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = load_settings()
     _configure_logging(settings.log_level, settings.log_format)
-    if workers > 1:
-        _check_shareable(settings)
-    # Build it once here: a missing setting stops us now, naming it, not in each worker.
     from entrypoints.asgi import make_app  # noqa: PLC0415
 
+    if workers > 1:
+        _check_shareable(settings)
+        # Each worker builds its own app; a missing setting stops us here, once, naming it.
+        from entrypoints.container import build_container  # noqa: PLC0415
+
+        build_container(settings).discord_oauth()
     app: Any = "entrypoints.asgi:make_app" if workers > 1 else make_app()
     click.echo(
         f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})"
