@@ -50,8 +50,20 @@ class Settings(BaseSettings):
         default="sqlite+aiosqlite:///taskflow-link.db",
         description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///file.db",
     )
-    db_pool_size: int = Field(default=10, ge=1, le=200, description="Postgres pool size.")
-    db_max_overflow: int = Field(default=10, ge=0, le=200, description="Extra connections.")
+    db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description="Postgres connections for changes; the lookup API has a pool as large "
+        "(opened on first use), and an email worker one more.",
+    )
+    db_max_overflow: int = Field(
+        default=0,
+        ge=0,
+        le=200,
+        description="Connections allowed beyond the pool under load, each opened and closed "
+        "again per use (0: requests wait for a pooled one, which is cheaper).",
+    )
     db_pool_timeout: float = Field(
         default=5.0, gt=0, le=300, description="Seconds to wait for a pooled connection."
     )

@@ -25,7 +25,7 @@ class TestPostgresRepositories(RepositoryContract):
 
 async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatabase) -> None:
     """The API's hot path: no BEGIN/ROLLBACK around the query (one round trip)."""
-    from sqlalchemy import event
+    from adapters.sql.database import PostgresLinkDirectory
 
     from domain.model import DiscordId
     from tests.contracts.repositories import account, link
@@ -35,22 +35,18 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
         await uow.accounts.add(owner)
         await uow.links.add(link(4242, owner.id))
         await uow.commit()
-    # What the server is sent, seen by asyncpg itself on every new pooled connection: no
+    # What the server is sent, seen by asyncpg itself on the directory's connection: no
     # BEGIN/ROLLBACK around the query and no ping before it (one round trip).
     sent: list[str] = []
-
-    def watch(dbapi_connection: Any, _record: object) -> None:
-        dbapi_connection.driver_connection.add_query_logger(lambda r: sent.append(r.query))
-
-    await pg_db.engine.dispose()
-    event.listen(pg_db.engine.sync_engine, "connect", watch)
-    try:
-        for _ in range(2):  # the first time, asyncpg also learns the array type (once)
-            sent.clear()
-            found = await pg_db.directory.link_by_discord_id(DiscordId(4242))
-            several = await pg_db.directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
-    finally:
-        event.remove(pg_db.engine.sync_engine, "connect", watch)
+    directory = pg_db.directory
+    assert isinstance(directory, PostgresLinkDirectory)
+    pool = await directory._get_pool()
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda r: sent.append(r.query))
+    for _ in range(2):  # the first time, asyncpg also learns the array type (once)
+        sent.clear()
+        found = await directory.link_by_discord_id(DiscordId(4242))
+        several = await directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
     assert found is not None
     assert found.account_id == owner.id
     assert found.linked_at.tzinfo is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from domain import errors
 from domain.model import AccountId, ApiKey, DiscordId, Link
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+CLOSE_WITHIN = 5.0  # seconds for the directory's connections to close before they are cut
 # An execution option our SQLite "begin" hook reads: a read-only transaction starts deferred.
 READ_ONLY = "taskflow_read_only"
 
@@ -52,10 +54,9 @@ class SqlDatabase:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         # No pre-ping: SQLAlchemy's costs three round trips (BEGIN, a query, ROLLBACK) on
-        # every checkout, more than the lookup it guards. A connection the server closed fails
-        # its next statement instead; SQLAlchemy then drops every pooled connection made before
-        # (a restarted database costs the requests in flight, not one per pooled connection),
-        # and the directory's reads retry once on a fresh one.
+        # every checkout. A connection the server closed fails its next statement instead;
+        # SQLAlchemy then drops every pooled connection made before (a restarted database
+        # costs the requests in flight, not one per pooled connection).
         options: dict[str, Any] = {"pool_pre_ping": False}
         if self.dialect == "sqlite":
             options["connect_args"] = {"timeout": sqlite_busy_timeout_ms / 1000}
@@ -75,7 +76,14 @@ class SqlDatabase:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self.directory: SqlLinkDirectory | PostgresLinkDirectory = (
-            SqlLinkDirectory(self) if self.dialect == "sqlite" else PostgresLinkDirectory(self)
+            SqlLinkDirectory(self)
+            if self.dialect == "sqlite"
+            else PostgresLinkDirectory(
+                url,
+                max_size=pool_size,
+                acquire_timeout=pool_timeout,
+                connect_args=_postgres_connect_args(connect_timeout, statement_timeout),
+            )
         )
 
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
@@ -104,7 +112,11 @@ class SqlDatabase:
         return True
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        try:
+            if isinstance(self.directory, PostgresLinkDirectory):
+                await self.directory.close()
+        finally:
+            await self.engine.dispose()
 
 
 class SqlLinkDirectory:
@@ -152,37 +164,93 @@ _LINKS_BY_IDS = _asyncpg_sql(
 _KEY_BY_DIGEST = _asyncpg_sql(select(api_keys).where(api_keys.c.key_hash == bindparam("digest")))
 
 
-class PostgresLinkDirectory:
-    """``LinkDirectory`` on Postgres, the API's hot path: each call is one prepared statement
-    sent straight through asyncpg on a pooled connection (no transaction, no SQL compilation,
-    no result processing): one round trip, as a hand-written handler would make."""
+# What a connection the server (or the network) dropped looks like to asyncpg.
+_BROKEN = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+)
 
-    def __init__(self, database: SqlDatabase) -> None:
-        self._database = database
+
+class PostgresLinkDirectory:
+    """``LinkDirectory`` on Postgres, the API's hot path, as a hand-written handler would do
+    it: a small asyncpg pool of its own, and each call one prepared statement (compiled once
+    from the tables) in one round trip, outside any transaction. SQLAlchemy's async layer
+    costs a greenlet switch per step and its pool a ping per checkout; neither is needed to
+    read one row. The pool connects on first use, never at wiring time."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int,
+        acquire_timeout: float,
+        connect_args: dict[str, Any],
+    ) -> None:
+        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self._max_size = max_size
+        self._acquire_timeout = acquire_timeout
+        self._connect_args = connect_args
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._max_size,
+                        max_inactive_connection_lifetime=300,
+                        # These connections only ever run one read: no session state to
+                        # undo, so no reset round trip at each release.
+                        reset=_nothing_to_reset,
+                        **self._connect_args,
+                    )
+        return self._pool
 
     async def _fetch(self, query: str, argument: object) -> list[Any]:
         for attempt in (1, 2):
             try:
-                async with self._database.engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    assert driver is not None  # noqa: S101 - a checked-out connection has one
-                    try:
-                        rows: list[Any] = await driver.fetch(query, argument)
-                    except Exception:
-                        if driver.is_closed():  # the server closed it: never reuse it
-                            await conn.invalidate()
-                            if attempt == 1:
-                                continue  # once more, on a fresh connection
-                        raise
-                    return rows
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
-                raise translate(exc) from exc
+                pool = await self._get_pool()
+                conn = await pool.acquire(timeout=self._acquire_timeout)
             except asyncpg.PostgresError as exc:
                 raise _translate_driver(exc) from exc
-            except asyncpg.InterfaceError as exc:
+            except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
                 raise errors.StorageError() from exc
+            try:
+                rows: list[Any] = await conn.fetch(query, argument)
+            except _BROKEN as exc:
+                # A pooled connection the server closed (a restart, a failover): the others
+                # were most likely closed too. Every one is replaced before its next use, and
+                # this read is tried once more, on a fresh one.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+                await pool.expire_connections()
+                if attempt == 2:
+                    raise errors.StorageError() from exc
+            except asyncpg.PostgresError as exc:
+                raise _translate_driver(exc) from exc
+            except TimeoutError as exc:
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()  # a statement cut off by the client leaves it unusable
+                raise errors.StorageError() from exc
+            else:
+                return rows
+            finally:
+                await pool.release(conn)
         raise errors.StorageError()  # pragma: no cover - the loop returns or raises
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_WITHIN)
+            except (TimeoutError, OSError, asyncpg.InterfaceError):
+                pool.terminate()  # a server that does not answer cannot hold the shutdown
 
     async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None:
         rows = await self._fetch(_LINK_BY_ID, discord_id.value)
@@ -202,6 +270,10 @@ class PostgresLinkDirectory:
         created_at = _utc(row["created_at"])
         assert created_at is not None  # noqa: S101 - NOT NULL
         return ApiKey(row["id"], row["name"], row["key_hash"], created_at, _utc(row["revoked_at"]))
+
+
+async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
+    return None
 
 
 def _utc(value: datetime | None) -> datetime | None:
