@@ -26,7 +26,6 @@ class TestPostgresRepositories(RepositoryContract):
 async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatabase) -> None:
     """The API's hot path: no BEGIN/ROLLBACK around the query (one round trip)."""
     from adapters.sql.database import PostgresLinkDirectory
-
     from domain.model import DiscordId
     from tests.contracts.repositories import account, link
 

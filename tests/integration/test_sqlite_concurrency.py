@@ -59,3 +59,46 @@ async def test_sign_ups_and_discord_sign_ins_with_one_address_on_sqlite(h: Harne
 
 async def test_email_changes_to_one_address_on_sqlite(h: Harness) -> None:
     await email_races.simultaneous_email_changes(h, 10)
+
+
+async def test_writers_of_one_process_take_turns_without_sqlites_busy_polling(
+    sqlite_url: str, sqlite_db: SqlDatabase
+) -> None:
+    """With no busy timeout at all, SQLite fails a second concurrent writer at once ("database
+    is locked"); writers that take turns in the process never meet its lock. Thirty at once
+    all commit."""
+    from domain.model import DiscordId
+    from tests.contracts.repositories import account, link
+
+    database = SqlDatabase(sqlite_url, sqlite_busy_timeout_ms=0, sqlite_writer_wait=120)
+
+    async def write(n: int) -> None:
+        async with database.unit_of_work() as uow:
+            owner = account(f"user{n}", f"user{n}@example.com")
+            await uow.accounts.add(owner)
+            await asyncio.sleep(0)  # let the others try to start meanwhile
+            await uow.links.add(link(9000 + n, owner.id))
+            await uow.commit()
+
+    try:
+        await asyncio.gather(*(write(n) for n in range(30)))
+        async with database.unit_of_work(read_only=True) as uow:
+            found = [await uow.links.get_by_discord_id(DiscordId(9000 + n)) for n in range(30)]
+        assert all(found)
+    finally:
+        await database.dispose()
+
+
+async def test_a_writer_that_waits_too_long_for_its_turn_gets_a_storage_error(
+    sqlite_url: str, sqlite_db: SqlDatabase
+) -> None:
+    database = SqlDatabase(sqlite_url, sqlite_busy_timeout_ms=50)
+    try:
+        async with database.unit_of_work():  # holds the turn
+            with pytest.raises(errors.StorageError):
+                async with database.unit_of_work():
+                    pass
+        async with database.unit_of_work():  # the turn was given back
+            pass
+    finally:
+        await database.dispose()

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from adapters.sql.errors import translate
 from adapters.sql.repositories import _api_key, _link
 from adapters.sql.tables import api_keys, user_links
-from adapters.sql.uow import SqlUnitOfWork
+from adapters.sql.uow import SqlUnitOfWork, WriterQueue
 from domain import errors
 from domain.model import AccountId, ApiKey, DiscordId, Link
 
@@ -47,10 +47,13 @@ class SqlDatabase:
         connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        sqlite_writer_wait: float | None = None,
     ) -> None:
         """``statement_timeout`` (Postgres): the server cuts off a statement running longer,
         and the client gives up waiting a moment later (a server that hangs answers nothing);
-        either way the caller gets a ``StorageError``, never an endless wait."""
+        either way the caller gets a ``StorageError``, never an endless wait.
+        ``sqlite_writer_wait``: how long a writer waits for its turn (default: the busy
+        timeout)."""
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         # No pre-ping: SQLAlchemy's costs three round trips (BEGIN, a query, ROLLBACK) on
@@ -72,6 +75,8 @@ class SqlDatabase:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, sqlite_busy_timeout_ms)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        wait = sqlite_busy_timeout_ms / 1000 if sqlite_writer_wait is None else sqlite_writer_wait
+        self._writers = WriterQueue(wait) if self.dialect == "sqlite" else None
         self._read_sessions = async_sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
@@ -89,7 +94,9 @@ class SqlDatabase:
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         if read_only:
             return SqlUnitOfWork(self._read_sessions, read_only=True)
-        return SqlUnitOfWork(self.sessions, postgres=self.dialect == "postgresql")
+        return SqlUnitOfWork(
+            self.sessions, postgres=self.dialect == "postgresql", writers=self._writers
+        )
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

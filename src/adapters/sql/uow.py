@@ -3,7 +3,9 @@ the domain's ``Conflict`` (uniqueness, foreign keys) or ``StorageError`` (anythi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from types import TracebackType
 from typing import Self
 
@@ -26,6 +28,32 @@ from adapters.sql.repositories import (
 from domain import errors
 
 
+class WriterQueue:
+    """SQLite has one writer at a time. Left to SQLite, waiting writers poll its lock with
+    sleeps of up to 100 ms (its busy handler), so 16 concurrent writes took seconds; in turn
+    through an asyncio lock (one per event loop), the next one starts as soon as the last one
+    ends. Past ``timeout`` seconds a writer gives up as SQLite would (database busy). Other
+    processes on the same file still meet SQLite's own lock."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def wait_turn(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await lock.acquire()
+        except TimeoutError as exc:
+            raise errors.StorageError() from exc
+        return lock
+
+
 class SqlUnitOfWork:
     def __init__(
         self,
@@ -33,10 +61,14 @@ class SqlUnitOfWork:
         *,
         read_only: bool = False,
         postgres: bool = False,
+        writers: WriterQueue | None = None,
     ) -> None:
         """``postgres``: the repositories may use what only Postgres has (SKIP LOCKED,
-        LISTEN/NOTIFY)."""
+        LISTEN/NOTIFY). ``writers`` (SQLite): writing units of work of this process take
+        turns (see ``WriterQueue``)."""
         self._read_only = read_only
+        self._writers = None if read_only else writers
+        self._turn: asyncio.Lock | None = None
         self._session = sessions()
         self.accounts = SqlAccounts(self._session)
         self.links = SqlLinks(self._session)
@@ -50,6 +82,8 @@ class SqlUnitOfWork:
         self.link_proposals = SqlLinkProposals(self._session)
 
     async def __aenter__(self) -> Self:
+        if self._writers is not None:
+            self._turn = await self._writers.wait_turn()
         return self
 
     async def __aexit__(
@@ -61,7 +95,12 @@ class SqlUnitOfWork:
         try:
             await self.rollback()
         finally:
-            await self._session.close()
+            try:
+                await self._session.close()
+            finally:
+                if self._turn is not None:
+                    self._turn.release()
+                    self._turn = None
 
     async def commit(self) -> None:
         if self._read_only:
