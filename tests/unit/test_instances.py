@@ -257,3 +257,17 @@ def test_serve_with_workers_refuses_what_one_process_keeps_in_memory(
         assert result.exit_code == 2
         assert says in result.output
     assert "Traceback" not in result.output
+
+
+def test_each_commands_injection_resolver_is_made_once_on_its_class() -> None:
+    """lightbulb binds a new copy of ``invoke`` per interaction; the resolver linkd generates
+    must live on the class so the copies share it instead of generating it each time."""
+    from entrypoints.bot.commands import LinkCommand, UnlinkCommand, WhoAmICommand, prime_injection
+
+    prime_injection()
+    for command in (LinkCommand, UnlinkCommand, WhoAmICommand):
+        method = command.__dict__["invoke"]
+        resolver = method._dependency_func
+        assert resolver is not None
+        bound = method.__get__(object(), command)
+        assert bound._dependency_func is resolver

@@ -72,3 +72,17 @@ class WhoAmICommand(
     ) -> None:
         linked = await deadline.run(use_case.execute(invoker(ctx).id))
         await respond(ctx, replies.who_am_i(linked))
+
+
+def prime_injection() -> None:
+    """linkd (lightbulb's dependency injection) writes each ``invoke`` method's resolver on its
+    first call, but lightbulb makes a new command instance per interaction and linkd keeps the
+    resolver on that instance's bound copy only: every command paid the code generation again
+    (``exec``, ``inspect.signature``, ``eval`` of the annotations: most of a /link's CPU). Made
+    once here, on the class, every bound copy inherits it. Harmless if linkd changes: then it
+    does nothing."""
+    for command in (LinkCommand, UnlinkCommand, WhoAmICommand):
+        method = command.__dict__.get("invoke")
+        make = getattr(method, "_codegen_dependency_func", None)
+        if make is not None and getattr(method, "_dependency_func", None) is None:
+            method._dependency_func = make()  # type: ignore[union-attr]

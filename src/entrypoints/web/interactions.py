@@ -33,11 +33,13 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
     if endpoint is None:
         return Response({"detail": NOT_ENABLED}, status_code=404)
     body = await request.body()
-    signature = request.headers.get("x-signature-ed25519")
-    timestamp = request.headers.get("x-signature-timestamp")
-    problem = await endpoint.refusal(body, signature, timestamp)
-    if problem is not None or signature is None or timestamp is None:
-        log.warning("refused an interaction request: %s", problem)
-        return Response({"detail": problem}, status_code=401)
-    answer = await endpoint.dispatch(body, signature, timestamp)
+    checked = await endpoint.verify(
+        body,
+        request.headers.get("x-signature-ed25519"),
+        request.headers.get("x-signature-timestamp"),
+    )
+    if isinstance(checked, str):
+        log.warning("refused an interaction request: %s", checked)
+        return Response({"detail": checked}, status_code=401)
+    answer = await endpoint.dispatch(checked)
     return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
