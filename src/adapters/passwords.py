@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn import zxcvbn
 
 
 class Argon2PasswordHasher:
@@ -51,6 +50,8 @@ class ZxcvbnPasswordPolicy:
     MIN_SCORE = 3
 
     def weakness(self, password: str, *, related: Sequence[str] = ()) -> str | None:
+        from zxcvbn import zxcvbn  # noqa: PLC0415 - its dictionaries (14 MB) when first needed
+
         result = zxcvbn(password, user_inputs=[r for r in related if r], max_length=100)
         if result["score"] >= self.MIN_SCORE:
             return None

@@ -19,7 +19,7 @@ from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_m
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.queue_listener import NoQueueListener
 from adapters.shared_state import SharedState
-from adapters.sql import SqlDatabase
+from adapters.sql import SqlDatabase, revisions
 from adapters.sql.notifications import PostgresQueueListener
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
@@ -127,9 +127,7 @@ def _readiness_checks(
     if sql is not None:
 
         async def schema() -> str | None:
-            from adapters.sql import migrate  # noqa: PLC0415 - alembic only when probed
-
-            if not await migrate.is_current(sql):
+            if not await revisions.is_current(sql):
                 return "not the newest revision: run `taskflow-link db upgrade`"
             return None
 

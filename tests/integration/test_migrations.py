@@ -266,3 +266,20 @@ async def test_concurrent_upgrades_of_a_fresh_postgres_database_all_succeed(
         assert [v.version_num for v in versions] == [head]
     finally:
         await database.dispose()
+
+
+async def test_readiness_knows_the_newest_revision_without_alembic(empty_pg_url: str) -> None:
+    """``/readyz`` reads the newest revision from the migration files (Alembic stays out of
+    the serving process); it must be Alembic's own head, and tell a database that lags."""
+    from adapters.sql import revisions
+
+    assert revisions.head_revision() == migrate.head_revision()
+    database = SqlDatabase(empty_pg_url)
+    try:
+        assert not await revisions.is_current(database)  # no schema at all
+        await migrate.upgrade(database)
+        assert await revisions.is_current(database)
+        await migrate.downgrade(database, "-1")
+        assert not await revisions.is_current(database)
+    finally:
+        await database.dispose()

@@ -14,7 +14,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from adapters.sql.database import SqlDatabase
 from adapters.sql.tables import metadata
@@ -94,17 +93,6 @@ async def current_revision(database: SqlDatabase) -> str | None:
         return await conn.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
         )
-
-
-async def is_current(database: SqlDatabase) -> bool:
-    """Whether the database's schema is this version's newest (quietly: readiness probes ask
-    every few seconds, and Alembic's context logs each time)."""
-    async with database.engine.connect() as conn:
-        try:
-            found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-        except DBAPIError:
-            return False  # no schema at all
-    return [row[0] for row in found] == [head_revision()]
 
 
 async def pending_differences(database: SqlDatabase) -> list[Any]:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from litestar import Litestar, Request, Router, get
@@ -31,7 +31,6 @@ from adapters.metrics import mark_process_dead
 from domain import errors
 from domain.model import Account
 from domain.use_cases import SignedInAs
-from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
@@ -52,6 +51,9 @@ from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
 from entrypoints.web.security import before_send_hook, security_headers
+
+if TYPE_CHECKING:
+    from entrypoints.bot.runtime import HttpInteractions
 
 HERE = Path(__file__).parent
 FORM_BODY_LIMIT = 64 * 1024
@@ -148,13 +150,24 @@ def _provided(container: Container, name: str) -> Provide:
     return Provide(make, sync_to_thread=False)
 
 
-def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
+def _http_interactions(container: Container) -> HttpInteractions | None:
+    """HTTP interactions are on when Discord's public key is configured (and then need the
+    bot token). hikari and lightbulb (about 40 MB) are loaded only by processes that answer
+    interactions."""
+    if not container.settings().discord_public_key:
+        return None
+    from entrypoints.bot.runtime import HttpInteractions  # noqa: PLC0415
+
+    return HttpInteractions(container)
+
+
+def _limits(
+    container: Container, limit: int
+) -> tuple[list[Middleware], dict[str, Store], Router | type[LinksApi]]:
+    """The middleware that guards the app (Host header, trusted proxies, request metrics,
+    the per-client limit on sign-in and friends), the stores the limits count in, and the
+    JSON API (behind its per-key limit when there is one)."""
     settings = container.settings()
-    public = urlsplit(str(settings.public_url))
-    https = public.scheme == "https"
-    authorize = urlsplit(str(settings.discord_authorize_url))
-    jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
-    limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
 
     async def auth_route(request: Request[Any, Any, Any]) -> bool:
         return _rate_limited(request.method, path_of(request))
@@ -200,6 +213,18 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         )
         # On the JSON API's routes only.
         api = Router(path="/", route_handlers=[LinksApi], middleware=[api_limit.middleware])
+    return middleware, stores, api
+
+
+def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
+    settings = container.settings()
+    public = urlsplit(str(settings.public_url))
+    https = public.scheme == "https"
+    authorize = urlsplit(str(settings.discord_authorize_url))
+    jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
+    limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
+
+    middleware, stores, api = _limits(container, limit)
 
     async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
         signed_in: SignedInAs | None = await container.current_session().execute(
@@ -210,8 +235,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     def current_account(signed_in: CurrentSignIn) -> Account | None:
         return signed_in.account if signed_in is not None else None
 
-    # HTTP interactions are on when Discord's public key is configured (and then need the token).
-    http_interactions = HttpInteractions(container) if settings.discord_public_key else None
+    http_interactions = _http_interactions(container)
     # One email worker per running server (per event loop: tests may run two at once).
     email_workers: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
 

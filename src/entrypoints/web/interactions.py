@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, post
 from litestar.response import Response
 
-from entrypoints.bot.runtime import HttpInteractions
+if TYPE_CHECKING:
+    from entrypoints.bot.runtime import HttpInteractions
+
 
 log = logging.getLogger("taskflow_link.web")
 # Discord's interaction payloads are a few KB; resolved data of a big command stays far below.
