@@ -361,3 +361,51 @@ def test_text_lines_name_the_request_when_there_is_one() -> None:
     first, second = stream.getvalue().splitlines()
     assert "[" not in first
     assert f"INFO {logger.name} [req-7] in a request" in second
+
+
+async def test_the_lean_request_metrics_count_as_litestars_own_middleware() -> None:
+    """``RequestMetrics`` caches each label set's series; what it records must be what
+    Litestar's stock middleware records for the same requests (200, 404, 500)."""
+    from litestar import Litestar, get
+    from litestar.exceptions import NotFoundException
+    from litestar.params import FromPath
+    from litestar.plugins.prometheus import PrometheusConfig
+    from prometheus_client import REGISTRY
+
+    from entrypoints.web.metrics import RequestMetrics
+
+    @get("/ok", sync_to_thread=False)
+    def ok() -> str:
+        return "ok"
+
+    @get("/things/{thing:str}", sync_to_thread=False)
+    def thing(thing: FromPath[str]) -> str:
+        raise NotFoundException(thing)
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    def app(prefix: str, middleware_class: type) -> Litestar:
+        config = PrometheusConfig(
+            app_name="t", prefix=prefix, group_path=True, middleware_class=middleware_class
+        )
+        return Litestar([ok, thing, boom], middleware=[config.middleware], logging_config=None)
+
+    from litestar.plugins.prometheus import PrometheusMiddleware
+
+    seen: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for prefix, cls in (("stock_probe", PrometheusMiddleware), ("lean_probe", RequestMetrics)):
+        async with AsyncTestClient(app=app(prefix, cls)) as client:
+            for path in ("/ok", "/ok", "/things/a", "/things/b", "/boom"):
+                await client.get(path)
+        seen[prefix] = {
+            (sample.name.removeprefix(prefix), tuple(sorted(sample.labels.items()))): sample.value
+            for family in REGISTRY.collect()
+            if family.name.startswith(prefix)
+            for sample in family.samples
+            if not sample.name.endswith(("_sum", "_created")) and "_bucket" not in sample.name
+        }
+    assert seen["lean_probe"] == seen["stock_probe"]
+    counts = {k: v for k, v in seen["lean_probe"].items() if k[0] == "_requests_total"}
+    assert sorted(counts.values()) == [1.0, 2.0, 2.0]  # 500 once, 404 twice, 200 twice

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from typing import Any
 
 from litestar import MediaType, Request, get
+from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
-from litestar.plugins.prometheus import PrometheusConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusMiddleware
 from litestar.response import Response
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import SecretStr
 
@@ -28,7 +32,95 @@ PATH = "/metrics"
 
 def request_metrics() -> PrometheusConfig:
     """``taskflow_link_http_requests_total`` and friends, by method, route and status."""
-    return PrometheusConfig(app_name="taskflow-link", prefix="taskflow_link_http", group_path=True)
+    return PrometheusConfig(
+        app_name="taskflow-link",
+        prefix="taskflow_link_http",
+        group_path=True,
+        middleware_class=RequestMetrics,
+    )
+
+
+class RequestMetrics(PrometheusMiddleware):
+    """Litestar's request metrics, the same names, labels and values, with each label set's
+    series looked up once. Per request the stock middleware builds a ``Request``, merges label
+    dictionaries, wraps ``send`` with ``functools.wraps`` and calls ``labels()`` five times:
+    about 40 µs, a tenth of a lookup's CPU. Options this does not handle (excluded methods,
+    exemplars, extra labels) fall back to Litestar's own code."""
+
+    def __init__(self, app: ASGIApp, config: PrometheusConfig) -> None:
+        super().__init__(app, config)
+        self._stock = (
+            bool(config.excluded_http_methods or config.exemplars or config.labels)
+            or not config.group_path
+        )
+        self._in_progress: dict[tuple[str, str], Any] = {}
+        self._done: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def _labels(self, method: str, path: str, status: int) -> dict[str, str | int | float]:
+        return {
+            "method": method,
+            "path": path,
+            "status_code": status,
+            "app_name": self._config.app_name,
+        }
+
+    def _in_progress_series(self, method: str, path: str) -> Any:
+        key = (method, path)
+        series = self._in_progress.get(key)
+        if series is None:
+            labels = self._labels(method, path, 200)
+            series = self.requests_in_progress(labels).labels(*labels.values())
+            self._in_progress[key] = series
+        return series
+
+    def _done_series(self, method: str, path: str, status: int) -> tuple[Any, Any, Any]:
+        key = (method, path, status)
+        series = self._done.get(key)
+        if series is None:
+            labels = self._labels(method, path, status)
+            values = [*labels.values()]
+            error = (
+                self.requests_error_count(labels).labels(*values)
+                if status >= HTTP_500_INTERNAL_SERVER_ERROR
+                else None
+            )
+            series = (
+                self.request_count(labels).labels(*values),
+                self.request_time(labels).labels(*values),
+                error,
+            )
+            self._done[key] = series
+        return series
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._stock:
+            await super().__call__(scope, receive, send)
+            return
+        method = scope["method"] if scope["type"] == ScopeType.HTTP else scope["type"]
+        path = scope["path_template"]
+        started = time.perf_counter()
+        status = 200
+        duration = 0.0
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status, duration
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                duration = time.perf_counter() - started
+            await send(message)
+
+        in_progress = self._in_progress_series(method, path)
+        in_progress.inc()
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            in_progress.dec()
+            count, timing, error = self._done_series(method, path, status)
+            if error is not None:
+                error.inc()
+            count.inc()
+            timing.observe(duration)
 
 
 def _digest(value: str) -> bytes:
