@@ -4,7 +4,9 @@ Runs only when ``TASKFLOW_LINK_DISCORD_LINKED_ROLES`` names a role."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 
 from domain import errors
 from domain.model import RoleChange
@@ -81,3 +83,28 @@ class RoleWorker(QueueWorker):
                 _change(change),
             )
         return report
+
+
+async def apply_until_done(container: Container, *, wait: float) -> Counter[str]:
+    """Apply the role queue until nothing is pending, waiting for changes Discord asked to
+    retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Counts by outcome:
+    ``add:done``, ``remove:done``, each refusal's reason, ``given_up``, ``still_queued``."""
+    totals: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    clock = container.clock()
+    while True:
+        report: RoleChangeReport = await container.apply_role_changes().execute(limit=100)
+        totals.update(f"{c.action.value}:done" for c in report.done)
+        totals.update(c.last_error or "rejected" for c in report.refused)
+        totals["given_up"] += len(report.failed)
+        if report.busy:
+            continue
+        queue = await container.show_role_queue().execute()
+        if queue.pending == 0 or queue.next_attempt_at is None:
+            return totals
+        due_in = (queue.next_attempt_at - clock.now()).total_seconds()
+        if loop.time() + due_in > deadline:
+            totals["still_queued"] = queue.pending
+            return totals
+        await asyncio.sleep(max(due_in, 0.2))
