@@ -111,7 +111,7 @@ class ApplyRoleChanges:
                     next_attempt_at=paused_until,
                     last_error=RoleCallOutcome.RATE_LIMITED.value,
                 )
-                await self._write_back(waiting, waiting, report.retrying, report)
+                await self._write_back(waiting, report.retrying, report)
                 continue
             paused_until = await self._apply(change, report)
         return report
@@ -135,7 +135,7 @@ class ApplyRoleChanges:
                 held.role, held.discord_id, reason=REASONS[action]
             )
         after, bucket, audit = self._outcome(held, result, report)
-        await self._write_back(held, after, bucket, report, audit)
+        await self._write_back(after, bucket, report, audit)
         if result.outcome is RoleCallOutcome.RATE_LIMITED:
             return after.next_attempt_at
         return None
@@ -208,7 +208,6 @@ class ApplyRoleChanges:
 
     async def _write_back(
         self,
-        held: RoleChange,
         after: RoleChange,
         bucket: list[RoleChange],
         report: RoleChangeReport,
