@@ -21,6 +21,7 @@ from domain.use_cases import AuthCompleted, AuthStarted, DeliveryReport, SignedI
 from domain.use_cases._shared import start_session
 from entrypoints.container import Container, build_container
 from entrypoints.settings import Settings
+from tests.fake_guild_roles import FakeGuildRoles
 
 PASSWORD = "correct horse battery staple"
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
@@ -50,10 +51,17 @@ class Browser:
 
 
 class Harness:
-    def __init__(self, container: Container, clock: ManualClock, discord: InMemoryDiscordOAuth):
+    def __init__(
+        self,
+        container: Container,
+        clock: ManualClock,
+        discord: InMemoryDiscordOAuth,
+        guild_roles: FakeGuildRoles,
+    ):
         self.container = container
         self.clock = clock
         self.discord = discord
+        self.guild_roles = guild_roles  # Discord's member roles, for the role for linked members
         self._outbox: OutboxEmailSender | None = None
         # The newest session token of each account the harness signed in (a browser's cookie).
         self.sessions: dict[AccountId, str] = {}
@@ -61,11 +69,12 @@ class Harness:
     @classmethod
     def build(cls, container: Container | None = None) -> Harness:
         container = container or build_container(make_settings())
-        clock, discord = ManualClock(), InMemoryDiscordOAuth()
+        clock, discord, guild_roles = ManualClock(), InMemoryDiscordOAuth(), FakeGuildRoles()
         container.clock.override(clock)
         container.discord_oauth.override(discord)
+        container.discord_roles.override(guild_roles)
         container.password_hasher.override(cheap_argon2())
-        return cls(container, clock, discord)
+        return cls(container, clock, discord, guild_roles)
 
     @property
     def uow(self) -> UnitOfWorkFactory:

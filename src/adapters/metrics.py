@@ -63,6 +63,14 @@ class PrometheusMetrics:
             "kind",
             "outcome",
         )
+        self._role_changes = counter(
+            "discord_role_changes",
+            "Changes of the role for linked members sent to Discord, by action (add, remove) "
+            "and outcome (done, not_a_member, unknown_role, missing_permissions, unknown_guild, "
+            "rejected, rate_limited, unavailable, given_up, superseded).",
+            "action",
+            "outcome",
+        )
         self._discord_errors = counter(
             "discord_api_errors",
             "Failed calls to Discord's API, by endpoint and kind (rate_limited, 4xx, 5xx, "
@@ -98,6 +106,9 @@ class PrometheusMetrics:
 
     def email_failed(self, kind: str, *, given_up: bool) -> None:
         self._emails_failed.labels(kind, "given_up" if given_up else "retrying").inc()
+
+    def role_change(self, action: str, outcome: str) -> None:
+        self._role_changes.labels(action, outcome).inc()
 
     def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None:
         """One call to Discord's API: how long it took and, if it failed, how."""

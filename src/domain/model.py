@@ -384,6 +384,11 @@ class AuditKind(enum.StrEnum):
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"
+    # The role for linked members (TASKFLOW_LINK_DISCORD_LINKED_ROLES), as Discord answered.
+    DISCORD_ROLE_ADDED = "discord_role_added"
+    DISCORD_ROLE_REMOVED = "discord_role_removed"
+    DISCORD_ROLE_REFUSED = "discord_role_refused"  # not a member, no permission, role gone
+    DISCORD_ROLE_FAILED = "discord_role_failed"  # Discord unavailable until the last retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,3 +399,53 @@ class AuditEvent:
     discord_id: DiscordId | None = None
     detail: dict[str, str] = field(default_factory=dict)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LinkedRole:
+    """A Discord role that linked members get, in one server (guild)."""
+
+    guild_id: DiscordId
+    role_id: DiscordId
+
+    def __str__(self) -> str:
+        return f"{self.guild_id}:{self.role_id}"
+
+
+class RoleAction(enum.StrEnum):
+    ADD = "add"  # the member is linked
+    REMOVE = "remove"  # the member is no longer linked
+
+
+class RoleChangeStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    REFUSED = "refused"  # Discord said no for good (not a member, no permission, no such role)
+    FAILED = "failed"  # Discord was unavailable until the last retry
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """A linked member's role to bring in line with the link, queued in the transaction of the
+    link or unlink and applied by a worker after the commit (Discord being down never blocks
+    or undoes a link).
+
+    One row per member and role: a newer request (an unlink after a link) replaces what an
+    older one asked for and raises ``version``, so a delivery still in flight for the older
+    one cannot mark the newer one done. ``claimed_until`` is a worker's lease while it talks
+    to Discord; a newer request leaves it, so the newer change goes out only after the one in
+    flight has finished (never the other way round)."""
+
+    discord_id: DiscordId
+    role: LinkedRole
+    action: RoleAction
+    requested_at: datetime
+    next_attempt_at: datetime
+    # The account linked (or, for a removal, formerly linked): whose audit trail it is.
+    account_id: AccountId | None = None
+    status: RoleChangeStatus = RoleChangeStatus.PENDING
+    attempts: int = 0
+    version: int = 1
+    claimed_until: datetime | None = None
+    finished_at: datetime | None = None
+    last_error: str | None = None

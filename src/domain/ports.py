@@ -7,6 +7,7 @@ unreachable store as ``errors.StorageError``.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkedRole,
     LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
+    RoleChange,
     Session,
     SignInMethod,
 )
@@ -195,6 +198,43 @@ class OutgoingEmailRepository(Protocol):
         """Forget sent, failed and cancelled emails finished before ``before``."""
 
 
+class RoleChangeRepository(Protocol):
+    """The queue of Discord role changes (one row per member and role): written in the
+    transaction of the link or unlink, worked by ``ApplyRoleChanges``."""
+
+    async def request(self, change: RoleChange) -> None:
+        """Queue ``change``; when this member and role already have a row, make it say what
+        ``change`` says (action, account, requested and due at its time, pending, attempts
+        and error cleared) and raise its version by one. A worker's claim on the row stays:
+        the newer change waits until the one in flight has finished."""
+
+    async def request_for_links(self, role: LinkedRole, now: datetime, *, every: bool) -> int:
+        """Ask for ``role`` to be added to every linked member, in one statement: all of
+        them (``every``), or those without an add that is pending or done. How many."""
+
+    async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
+        """Take up to ``limit`` pending changes due at ``now`` and not held by another worker
+        (no claim, or one that ran out), the longest-waiting first: their claim runs to
+        ``until``. Concurrent callers get disjoint sets and never wait for each other on
+        Postgres (``FOR UPDATE SKIP LOCKED``)."""
+
+    async def renew_claim(self, change: RoleChange, until: datetime) -> RoleChange | None:
+        """Extend the claim of a change this worker holds (``change`` as claimed) to
+        ``until``; ``None`` when it is no longer this worker's (its claim ran out and another
+        took it) or no longer pending."""
+
+    async def finish(self, change: RoleChange) -> bool:
+        """Write back what this worker did with a change it holds (``change`` with its new
+        status, action, attempts, next attempt, error; ``claimed_until`` as held) and release
+        it. ``False``, and only the claim released, when a newer request came meanwhile (it
+        is applied next) or the claim is no longer this worker's."""
+
+    async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None: ...
+
+    async def pending(self) -> tuple[int, datetime | None]:
+        """How many changes are pending, and the earliest next attempt among them."""
+
+
 class AuditLog(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
 
@@ -228,6 +268,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outgoing_emails(self) -> OutgoingEmailRepository: ...
+
+    @property
+    def role_changes(self) -> RoleChangeRepository: ...
 
     @property
     def audit(self) -> AuditLog: ...
@@ -379,6 +422,39 @@ class DiscordOAuth(Protocol):
 
     async def revoke(self, tokens: DiscordTokens) -> None:
         """Best effort: the service keeps no Discord tokens."""
+
+
+class RoleCallOutcome(enum.StrEnum):
+    """What Discord answered to adding or removing a member's role."""
+
+    DONE = "done"  # 204
+    NOT_A_MEMBER = "not_a_member"  # 10007 Unknown Member (or 10013 Unknown User)
+    UNKNOWN_ROLE = "unknown_role"  # 10011: the role was deleted
+    MISSING_PERMISSIONS = "missing_permissions"  # 50013 (no Manage Roles, role above the bot's)
+    UNKNOWN_GUILD = "unknown_guild"  # 10004, or 50001 Missing Access: the bot left the server
+    REJECTED = "rejected"  # any other 4xx (a bad bot token: 401)
+    RATE_LIMITED = "rate_limited"  # 429: try again after ``retry_after``
+    UNAVAILABLE = "unavailable"  # 5xx, a timeout, no connection, an unreadable answer
+
+
+@dataclass(frozen=True, slots=True)
+class RoleCallResult:
+    outcome: RoleCallOutcome
+    retry_after: float | None = None  # seconds, with RATE_LIMITED (None: Discord did not say)
+    status: int | None = None  # the HTTP status, when there was an answer
+
+
+class DiscordGuildRoles(Protocol):
+    """Discord's guild member roles, with the bot's token. Never raises for what Discord
+    answers (or fails to answer): every outcome is a ``RoleCallResult``."""
+
+    async def add_role(
+        self, role: LinkedRole, member: DiscordId, *, reason: str
+    ) -> RoleCallResult: ...
+
+    async def remove_role(
+        self, role: LinkedRole, member: DiscordId, *, reason: str
+    ) -> RoleCallResult: ...
 
 
 @dataclass(frozen=True, slots=True)

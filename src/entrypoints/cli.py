@@ -137,6 +137,58 @@ def email_retry(email_id: uuid.UUID | None) -> None:
     click.echo(f"Requeued {requeued} email(s).")
 
 
+@cli.group("roles")
+def roles() -> None:
+    """The role for linked members (TASKFLOW_LINK_DISCORD_LINKED_ROLES)."""
+
+
+@roles.command("sync")
+@click.option(
+    "--every",
+    is_flag=True,
+    help="Ask again for every linked member, not only those missing the role (brings back "
+    "roles someone removed by hand in Discord).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=60,
+    show_default=True,
+    help="Seconds to keep applying changes Discord asked to retry later (rate limits, "
+    "outages); what is left then is applied by the service's role workers.",
+)
+def roles_sync(every: bool, wait: float) -> None:
+    """Give the role to every linked member missing it: members linked before the role was
+    configured, and those Discord refused before (not in the server then, a permission or
+    the role missing then). Prints counts, never a token."""
+    settings = load_settings()
+    if not settings.linked_roles:
+        raise click.ClickException(
+            "TASKFLOW_LINK_DISCORD_LINKED_ROLES is empty: there is no role to give."
+        )
+    from entrypoints.role_worker import apply_until_done  # noqa: PLC0415
+
+    async def sync(container: Any) -> tuple[int, Any]:
+        queued: int = await container.request_roles_for_links().execute(every=every)
+        return queued, await apply_until_done(container, wait=wait)
+
+    listed = ", ".join(str(role) for role in settings.linked_roles)
+    queued, totals = _run_use_case(sync)
+    click.echo(f"Role(s) {listed}: asked for {queued} change(s) for linked members.")
+    click.echo(
+        f"Added {totals['add:done']}, removed {totals['remove:done']}. "
+        f"Refused by Discord (not retried): {totals['not_a_member']} not in the server, "
+        f"{totals['missing_permissions']} missing permissions, {totals['unknown_role']} "
+        f"unknown role, {totals['unknown_guild']} unknown server, {totals['rejected']} other. "
+        f"Given up: {totals['given_up']}."
+    )
+    if totals["still_queued"]:
+        click.echo(
+            f"Still queued: {totals['still_queued']} (Discord asked to wait; the service's "
+            "role workers apply them, or run this again)."
+        )
+
+
 def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
     """Build the container, run one use case, and release the database afterwards."""
     from entrypoints.container import close_resources  # noqa: PLC0415
@@ -328,6 +380,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
     """Run the Discord emulator: OAuth2, bot API, signed slash commands, test users."""
     import uvicorn  # noqa: PLC0415
 
+    from entrypoints.demo import LINKED_ROLE_ID, LINKED_ROLE_NAME, linked_role_setting  # noqa: PLC0415
     from entrypoints.emulator import EmulatorState, create_emulator_app  # noqa: PLC0415
 
     if not client_id.isdecimal():
@@ -336,6 +389,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
     state.interactions_url = interactions_url
     state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
     state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
+    state.add_role(LINKED_ROLE_NAME, role_id=LINKED_ROLE_ID, color=0x23A559)
     base = f"http://{host}:{port}"
     click.echo(f"Discord emulator on {base} with test users alice (verified email) and bob.")
     click.echo("Point the service at it with:")
@@ -345,6 +399,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_SECRET={client_secret}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_BOT_TOKEN={state.bot_token}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_PUBLIC_KEY={state.public_key}")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_LINKED_ROLES={linked_role_setting()}")
     click.echo(f"Slash commands go to {interactions_url}; run one as a test user:")
     click.echo(
         f"  curl -X POST {base}/_emulator/interactions -H 'content-type: application/json' "

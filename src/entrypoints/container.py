@@ -13,6 +13,7 @@ from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.attempts import StorePasswordAttempts
 from adapters.clock import SystemClock
 from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
+from adapters.discord_roles import HttpDiscordGuildRoles
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
@@ -20,7 +21,11 @@ from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.queue_listener import NoQueueListener
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase, revisions
-from adapters.sql.notifications import PostgresQueueListener
+from adapters.sql.notifications import (
+    ROLE_LISTENER_APPLICATION_NAME,
+    ROLE_QUEUE_CHANNEL,
+    PostgresQueueListener,
+)
 from adapters.tokens import SecretsTokenIssuer
 from domain import use_cases as uc
 from domain.ports import LinkDirectory, QueueListener, Storage, UnitOfWorkFactory
@@ -56,11 +61,27 @@ def _shared_state(settings: Settings) -> SharedState:
     return SharedState(url, timeout=settings.redis_timeout_seconds)
 
 
+def _listens(settings: Settings, storage: Storage) -> bool:
+    on_postgres = isinstance(storage, SqlDatabase) and storage.dialect == "postgresql"
+    return on_postgres and settings.email_listen
+
+
 def _email_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
     """Postgres tells every instance's worker about a new email; elsewhere workers poll."""
-    on_postgres = isinstance(storage, SqlDatabase) and storage.dialect == "postgresql"
-    if on_postgres and settings.email_listen:
+    if _listens(settings, storage):
         return PostgresQueueListener(settings.database_url)
+    return NoQueueListener()
+
+
+def _role_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
+    """The same for the queue of Discord role changes."""
+    if _listens(settings, storage):
+        return PostgresQueueListener(
+            settings.database_url,
+            ROLE_QUEUE_CHANNEL,
+            queue="role queue",
+            application_name=ROLE_LISTENER_APPLICATION_NAME,
+        )
     return NoQueueListener()
 
 
@@ -97,6 +118,16 @@ def _discord_oauth(settings: Settings, http: DiscordHttp) -> HttpDiscordOAuth:
         redirect_uri=_callback_url(settings),
         api_url=str(settings.discord_api_url),
         authorize_url=str(settings.discord_authorize_url),
+        http=http,
+    )
+
+
+def _discord_roles(settings: Settings, http: DiscordHttp) -> HttpDiscordGuildRoles:
+    settings.require("discord_bot_token")
+    assert settings.discord_bot_token  # noqa: S101 - checked by require()
+    return HttpDiscordGuildRoles(
+        bot_token=settings.discord_bot_token.get_secret_value(),
+        api_url=str(settings.discord_api_url),
         http=http,
     )
 
@@ -190,6 +221,10 @@ class Container(containers.DeclarativeContainer):
     metrics = providers.Singleton(_metrics, settings)
     discord_http = providers.Singleton(_discord_http, settings, metrics)
     discord_oauth = providers.Singleton(_discord_oauth, settings, discord_http)
+    discord_roles = providers.Singleton(_discord_roles, settings, discord_http)
+    # The roles linked members get (TASKFLOW_LINK_DISCORD_LINKED_ROLES), for every use case
+    # that links or unlinks.
+    linked_roles = providers.Callable(lambda s: s.linked_roles, settings)
     email_sender = providers.Selector(
         providers.Callable(lambda s: s.email_backend, settings),
         outbox=providers.Singleton(OutboxEmailSender, clock),
@@ -197,6 +232,7 @@ class Container(containers.DeclarativeContainer):
     )
     # One per email worker: it holds a connection of its own while the worker runs.
     email_queue_listener = providers.Factory(_email_queue_listener, settings, storage)
+    role_queue_listener = providers.Factory(_role_queue_listener, settings, storage)
 
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
@@ -217,17 +253,26 @@ class Container(containers.DeclarativeContainer):
         session_ttl,
         email_linking=providers.Callable(lambda s: s.email_linking, settings),
         signup=providers.Callable(lambda s: s.discord_signup, settings),
+        linked_roles=linked_roles,
     )
     show_link_proposal = providers.Factory(uc.ShowLinkProposal, uow, tokens, clock)
     confirm_link_with_password = providers.Factory(
-        uc.ConfirmLinkWithPassword, uow, tokens, clock, passwords, session_ttl
+        uc.ConfirmLinkWithPassword,
+        uow,
+        tokens,
+        clock,
+        passwords,
+        session_ttl,
+        linked_roles=linked_roles,
     )
     email_link_confirmation = providers.Factory(uc.EmailLinkConfirmation, uow, tokens, clock)
     confirm_link_with_email = providers.Factory(
-        uc.ConfirmLinkWithEmail, uow, tokens, clock, session_ttl
+        uc.ConfirmLinkWithEmail, uow, tokens, clock, session_ttl, linked_roles=linked_roles
     )
-    unlink_account = providers.Factory(uc.UnlinkAccount, uow, tokens, clock, passwords)
-    unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock)
+    unlink_account = providers.Factory(
+        uc.UnlinkAccount, uow, tokens, clock, passwords, linked_roles=linked_roles
+    )
+    unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock, linked_roles=linked_roles)
     who_am_i = providers.Factory(uc.WhoAmI, uow)
     look_up_link = providers.Factory(uc.LookUpLink, directory)
     look_up_links = providers.Factory(uc.LookUpLinks, directory)
@@ -249,13 +294,20 @@ class Container(containers.DeclarativeContainer):
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
     )
     requeue_failed_emails = providers.Factory(uc.RequeueFailedEmails, uow, clock)
+    apply_role_changes = providers.Factory(uc.ApplyRoleChanges, uow, clock, discord_roles)
+    request_roles_for_links = providers.Factory(
+        uc.RequestRolesForLinks, uow, clock, linked_roles=linked_roles
+    )
+    show_role_queue = providers.Factory(uc.ShowRoleQueue, uow)
     verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
     resend_verification = providers.Factory(uc.ResendVerification, uow, clock)
     show_email_status = providers.Factory(uc.ShowEmailStatus, uow)
     change_email = providers.Factory(uc.ChangeEmail, uow, tokens, clock, passwords)
     request_password_reset = providers.Factory(uc.RequestPasswordReset, uow, clock)
-    reset_password = providers.Factory(uc.ResetPassword, uow, tokens, clock, passwords, session_ttl)
+    reset_password = providers.Factory(
+        uc.ResetPassword, uow, tokens, clock, passwords, session_ttl, linked_roles=linked_roles
+    )
     create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)
     authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, api_keys, tokens)
     list_api_keys = providers.Factory(uc.ListApiKeys, uow)

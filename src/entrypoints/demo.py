@@ -22,10 +22,13 @@ import uvicorn
 from adapters.sql import migrate
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import TEST_GUILD_ID
 from entrypoints.settings import load_settings
 from entrypoints.web import create_app
 
 ALICE_ID, BOB_ID = "1000000000000000101", "1000000000000000102"
+# The role linked members get in the emulated server (TASKFLOW_LINK_DISCORD_LINKED_ROLES).
+LINKED_ROLE_ID, LINKED_ROLE_NAME = "1300000000000000010", "Linked to TaskFlow"
 
 
 class _Server(uvicorn.Server):
@@ -88,7 +91,13 @@ def emulator_for(app_url: str) -> EmulatorState:
     state.add_user(
         "bob", global_name="Bob", email="bob@example.com", verified=False, user_id=BOB_ID
     )
+    state.add_role(LINKED_ROLE_NAME, role_id=LINKED_ROLE_ID, color=0x23A559)
     return state
+
+
+def linked_role_setting() -> str:
+    """TASKFLOW_LINK_DISCORD_LINKED_ROLES for the emulated server's role."""
+    return f"{TEST_GUILD_ID}:{LINKED_ROLE_ID}"
 
 
 async def run_demo(
@@ -114,6 +123,7 @@ async def run_demo(
         discord_authorize_url=f"{emulator_url}/oauth2/authorize",
         discord_command_guilds="",
         discord_sync_commands=True,
+        discord_linked_roles=linked_role_setting(),
         email_backend="outbox",
         email_outbox_page=True,
         _env_file=None,

@@ -19,6 +19,7 @@ from domain.use_cases import (
     AuthOutcome,
     DeliveryReport,
     LinkConfirmed,
+    RoleChangeReport,
     TicketIssued,
 )
 
@@ -123,6 +124,19 @@ def _succeeded(metrics: PrometheusMetrics, name: str, result: object) -> None:
             metrics.email_failed(email.kind.value, given_up=False)
         for email in result.failed:
             metrics.email_failed(email.kind.value, given_up=True)
+    elif isinstance(result, RoleChangeReport):
+        _role_changes(metrics, result)
+
+
+def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:
+    for done in report.done:
+        metrics.role_change(done.action.value, "done")
+    for change in (*report.refused, *report.retrying):
+        metrics.role_change(change.action.value, change.last_error or "unavailable")
+    for change in report.failed:
+        metrics.role_change(change.action.value, "given_up")
+    for change in report.superseded:
+        metrics.role_change(change.action.value, "superseded")
 
 
 def _discord_round_trip(metrics: PrometheusMetrics, done: AuthCompleted) -> None:

@@ -23,7 +23,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from domain.model import EmailLinking
+from domain.errors import InvalidDiscordId
+from domain.model import DiscordId, EmailLinking, LinkedRole
 
 ENV_PREFIX = "TASKFLOW_LINK_"
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -142,6 +143,20 @@ class Settings(BaseSettings):
         description="Register the slash commands with Discord when the bot or web app starts. "
         "Off: run `taskflow-link bot sync` after upgrades instead.",
     )
+    discord_linked_roles: str = Field(
+        default="",
+        description="A role for linked members: comma-separated `server_id:role_id` pairs. "
+        "The bot adds the role when a Discord account is linked and removes it when it is "
+        "unlinked (it needs Manage Roles, and its own role above this one). Empty: no role.",
+    )
+    discord_roles_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the queue of role changes is checked (a change is also sent at "
+        "once after the request that made it, and on Postgres every instance's worker is woken "
+        "through LISTEN/NOTIFY).",
+    )
     discord_shard_ids: str = Field(
         default="",
         description="Gateway bot: the shards this process runs, comma-separated (`0,1`); "
@@ -238,8 +253,9 @@ class Settings(BaseSettings):
     )
     email_listen: bool = Field(
         default=True,
-        description="On Postgres, each worker listens for new emails (LISTEN/NOTIFY on a "
-        "connection of its own) and sends them at once, whichever instance queued them. "
+        description="On Postgres, each worker listens for new emails and role changes "
+        "(LISTEN/NOTIFY on a connection of its own) and sends them at once, whichever instance "
+        "queued them. "
         "`false` behind a connection pooler in transaction mode (PgBouncer), where LISTEN "
         "does not work: workers then find other instances' emails by polling.",
     )
@@ -310,6 +326,12 @@ class Settings(BaseSettings):
                 raise ValueError("must be empty or comma-separated Discord server (guild) ids")
         return value
 
+    @field_validator("discord_linked_roles")
+    @classmethod
+    def _linked_roles(cls, value: str) -> str:
+        parse_linked_roles(value)
+        return value
+
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -359,6 +381,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS must be above "
                 "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _linked_roles_need_the_bot(self) -> Settings:
+        if self.discord_linked_roles.strip() and _blank(self.discord_bot_token):
+            raise ValueError(
+                "TASKFLOW_LINK_DISCORD_LINKED_ROLES needs TASKFLOW_LINK_DISCORD_BOT_TOKEN: the "
+                "bot adds and removes the role"
             )
         return self
 
@@ -442,6 +473,11 @@ class Settings(BaseSettings):
         return tuple(int(p) for p in self.discord_command_guilds.split(",") if p.strip())
 
     @property
+    def linked_roles(self) -> tuple[LinkedRole, ...]:
+        """The roles linked members get (empty: none)."""
+        return parse_linked_roles(self.discord_linked_roles)
+
+    @property
     def shards(self) -> ShardPlan | None:
         """The gateway bot's shards, or ``None`` when it is not sharded."""
         if self.discord_shard_count is None:
@@ -487,6 +523,33 @@ def parse_shard_ids(text: str) -> tuple[int, ...]:
             raise ValueError(f"shard {int(item)} is listed twice")
         ids.append(int(item))
     return tuple(ids)
+
+
+def parse_linked_roles(text: str) -> tuple[LinkedRole, ...]:
+    """``"1:2,3:4"`` as ``(LinkedRole(1, 2), LinkedRole(3, 4))``; empty text gives ``()``.
+    Raises ``ValueError`` saying which item is wrong and how."""
+    roles: list[LinkedRole] = []
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            if text.strip():
+                raise ValueError("an empty item: give server_id:role_id pairs separated by commas")
+            continue
+        guild, colon, role = (half.strip() for half in item.partition(":"))
+        try:
+            if not colon:
+                raise InvalidDiscordId(item)
+            pair = LinkedRole(DiscordId.parse(guild), DiscordId.parse(role))
+        except InvalidDiscordId:
+            shown = item if len(item) <= 45 else item[:42] + "..."
+            raise ValueError(
+                f"{shown!r} is not server_id:role_id (two Discord ids, such as "
+                "1300000000000000001:1300000000000000099)"
+            ) from None
+        if pair in roles:
+            raise ValueError(f"{item!r} is listed twice")
+        roles.append(pair)
+    return tuple(roles)
 
 
 def shard_problem(ids: tuple[int, ...], count: int | None) -> str | None:

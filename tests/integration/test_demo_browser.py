@@ -7,6 +7,7 @@ Fails on any console error, page error or 5xx response the browser sees. With
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from playwright.async_api import (
     BrowserContext,
     ConsoleMessage,
     Error,
+    Locator,
     Page,
     Response,
     async_playwright,
@@ -190,6 +192,16 @@ async def _run(channel: Page, command: str) -> str:
     return await channel.locator(".bot-reply").last.inner_text()
 
 
+async def _reload_until(page: Page, locator: Locator, count: int) -> None:
+    """The channel page has no JavaScript: reload it until ``locator`` matches ``count``
+    elements (the role worker applies a change just after the request that queued it)."""
+    deadline = time.monotonic() + 30
+    while await locator.count() != count:
+        assert time.monotonic() < deadline, f"{locator} never matched {count} element(s)"
+        await asyncio.sleep(0.1)
+        await page.reload()
+
+
 async def _authorize_as(page: Page, discord_username: str) -> None:
     """On the emulated Discord's consent screen, pick a test user and press Authorize."""
     await expect(page.locator("h1")).to_contain_text("wants to access your Discord account")
@@ -238,6 +250,11 @@ async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
     await expect(web.locator(".discord-user")).to_contain_text("@dora")
     await _shot(web, "3-linked")
 
+    # The demo gives linked members a role in the emulated server: it appears next to dora.
+    dora = channel.locator("nav li", has_text="@dora")
+    await _reload_until(channel, dora.locator(".role", has_text="Linked to TaskFlow"), 1)
+    await _shot(channel, "9-linked-role")
+
     assert "dora_tf" in await _run(channel, "/whoami")
     await _shot(channel, "4-discord-whoami")
 
@@ -252,6 +269,7 @@ async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
 
     assert "no longer linked to the TaskFlow account dora_tf" in await _run(channel, "/unlink")
     assert "not linked to a TaskFlow account" in await _run(channel, "/whoami")
+    await _reload_until(channel, dora.locator(".role"), 0)  # the role went with the link
     await context.close()
 
 

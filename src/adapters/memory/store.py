@@ -28,10 +28,14 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkedRole,
     LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
+    RoleAction,
+    RoleChange,
+    RoleChangeStatus,
     Session,
     SignInMethod,
     normalize_email,
@@ -50,6 +54,7 @@ class Tables:
     email_tokens: dict[str, EmailToken] = field(default_factory=dict)
     outgoing_emails: dict[uuid.UUID, OutgoingEmail] = field(default_factory=dict)
     link_proposals: dict[str, LinkProposal] = field(default_factory=dict)
+    role_changes: dict[tuple[DiscordId, LinkedRole], RoleChange] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         # Rows are frozen dataclasses, so copying the containers isolates a transaction.
@@ -64,6 +69,7 @@ class Tables:
             dict(self.email_tokens),
             dict(self.outgoing_emails),
             dict(self.link_proposals),
+            dict(self.role_changes),
         )
 
 
@@ -125,6 +131,7 @@ class MemoryUnitOfWork:
         self.email_tokens = MemoryEmailTokens(self)
         self.outgoing_emails = MemoryOutgoingEmails(self)
         self.link_proposals = MemoryLinkProposals(self)
+        self.role_changes = MemoryRoleChanges(self)
 
     async def __aenter__(self) -> Self:
         await self._db.lock.acquire()
@@ -502,6 +509,110 @@ class MemoryOutgoingEmails(_Repo):
         for key in gone:
             del self._t.outgoing_emails[key]
         return len(gone)
+
+
+class MemoryRoleChanges(_Repo):
+    async def request(self, change: RoleChange) -> None:
+        table = self._t.role_changes
+        key = (change.discord_id, change.role)
+        current = table.get(key)
+        if current is None:
+            table[key] = replace(change, status=RoleChangeStatus.PENDING, version=1)
+            return
+        table[key] = replace(
+            current,
+            action=change.action,
+            account_id=change.account_id,
+            requested_at=change.requested_at,
+            next_attempt_at=change.next_attempt_at,
+            status=RoleChangeStatus.PENDING,
+            attempts=0,
+            version=current.version + 1,
+            finished_at=None,
+            last_error=None,
+        )
+
+    async def request_for_links(self, role: LinkedRole, now: datetime, *, every: bool) -> int:
+        requested = 0
+        for link in self._t.links.values():
+            current = self._t.role_changes.get((link.discord_id, role))
+            if (
+                not every
+                and current is not None
+                and current.action is RoleAction.ADD
+                and current.status in (RoleChangeStatus.PENDING, RoleChangeStatus.DONE)
+            ):
+                continue
+            change = RoleChange(link.discord_id, role, RoleAction.ADD, now, now, link.account_id)
+            await self.request(change)
+            requested += 1
+        return requested
+
+    async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
+        # Transactions are serialised by the database's lock: one claimer at a time.
+        table = self._t.role_changes
+        due = sorted(
+            (
+                c
+                for c in table.values()
+                if c.status is RoleChangeStatus.PENDING
+                and c.next_attempt_at <= now
+                and (c.claimed_until is None or c.claimed_until <= now)
+            ),
+            key=lambda c: c.next_attempt_at,  # a stable sort: queue order among equals
+        )[:limit]
+        claimed = []
+        for change in due:
+            key = (change.discord_id, change.role)
+            table[key] = replace(change, claimed_until=until)
+            claimed.append(table[key])
+        return claimed
+
+    def _held(self, change: RoleChange) -> RoleChange | None:
+        current = self._t.role_changes.get((change.discord_id, change.role))
+        if current is None or current.claimed_until != change.claimed_until:
+            return None
+        return current
+
+    async def renew_claim(self, change: RoleChange, until: datetime) -> RoleChange | None:
+        current = self._held(change)
+        if current is None or current.status is not RoleChangeStatus.PENDING:
+            return None
+        renewed = replace(current, claimed_until=until)
+        self._t.role_changes[(change.discord_id, change.role)] = renewed
+        return renewed
+
+    async def finish(self, change: RoleChange) -> bool:
+        current = self._held(change)
+        if current is None or current.claimed_until is None:
+            return False
+        key = (change.discord_id, change.role)
+        if current.version != change.version:
+            self._t.role_changes[key] = replace(current, claimed_until=None)
+            return False
+        self._t.role_changes[key] = replace(
+            current,
+            action=change.action,
+            account_id=change.account_id,
+            status=change.status,
+            attempts=change.attempts,
+            next_attempt_at=change.next_attempt_at,
+            finished_at=change.finished_at,
+            last_error=change.last_error,
+            claimed_until=None,
+        )
+        return True
+
+    async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None:
+        return self._t.role_changes.get((discord_id, role))
+
+    async def pending(self) -> tuple[int, datetime | None]:
+        waiting = [
+            c.next_attempt_at
+            for c in self._t.role_changes.values()
+            if c.status is RoleChangeStatus.PENDING
+        ]
+        return len(waiting), min(waiting, default=None)
 
 
 def _requeued(email: OutgoingEmail, now: datetime) -> OutgoingEmail:

@@ -15,21 +15,28 @@ from sqlalchemy import (
     Result,
     Table,
     Update,
+    and_,
     delete,
     func,
     insert,
+    literal,
+    not_,
+    or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.sql.errors import translate
-from adapters.sql.notifications import EMAIL_QUEUE_CHANNEL
+from adapters.sql.notifications import EMAIL_QUEUE_CHANNEL, ROLE_QUEUE_CHANNEL
 from adapters.sql.tables import (
+    UtcDateTime,
     accounts,
     api_keys,
     audit_events,
+    discord_role_changes,
     email_tokens,
     link_proposals,
     link_tickets,
@@ -52,10 +59,14 @@ from domain.model import (
     EmailPurpose,
     EmailToken,
     Link,
+    LinkedRole,
     LinkProposal,
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
+    RoleAction,
+    RoleChange,
+    RoleChangeStatus,
     Session,
     SignInMethod,
     normalize_email,
@@ -683,3 +694,205 @@ class SqlOutgoingEmails(_Repo):
             outgoing_emails.c.finished_at.is_not(None), outgoing_emails.c.finished_at < before
         )
         return await self._count(query)
+
+
+def _role_change(row: Any) -> RoleChange:
+    return RoleChange(
+        discord_id=DiscordId(row.discord_id),
+        role=LinkedRole(DiscordId(row.guild_id), DiscordId(row.role_id)),
+        action=RoleAction(row.action),
+        requested_at=row.requested_at,
+        next_attempt_at=row.next_attempt_at,
+        account_id=AccountId(row.account_id) if row.account_id else None,
+        status=RoleChangeStatus(row.status),
+        attempts=row.attempts,
+        version=row.version,
+        claimed_until=row.claimed_until,
+        finished_at=row.finished_at,
+        last_error=row.last_error,
+    )
+
+
+_roles = discord_role_changes.c
+
+
+class SqlRoleChanges(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
+    def _insert(self) -> postgresql.Insert | sqlite.Insert:
+        table = discord_role_changes
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    async def _wake_listeners(self) -> None:
+        """On Postgres, tell every listening role worker (see ``SqlOutgoingEmails``)."""
+        if self._postgres:
+            await self._run(select(func.pg_notify(ROLE_QUEUE_CHANNEL, "")))
+
+    @staticmethod
+    def _requested_again(excluded: Any) -> dict[str, Any]:
+        """What a new request makes of an existing row (its claim stays)."""
+        return {
+            "action": excluded.action,
+            "account_id": excluded.account_id,
+            "requested_at": excluded.requested_at,
+            "next_attempt_at": excluded.next_attempt_at,
+            "status": RoleChangeStatus.PENDING.value,
+            "attempts": 0,
+            "version": _roles.version + 1,
+            "finished_at": None,
+            "last_error": None,
+        }
+
+    @staticmethod
+    def _new_row(change: RoleChange) -> dict[str, Any]:
+        return {
+            "discord_id": change.discord_id.value,
+            "guild_id": change.role.guild_id.value,
+            "role_id": change.role.role_id.value,
+            "action": change.action.value,
+            "account_id": change.account_id.value if change.account_id else None,
+            "status": RoleChangeStatus.PENDING.value,
+            "attempts": 0,
+            "version": 1,
+            "requested_at": change.requested_at,
+            "next_attempt_at": change.next_attempt_at,
+        }
+
+    async def request(self, change: RoleChange) -> None:
+        # One statement: of two concurrent requests for a row, the second waits for the
+        # first's row lock and then raises the version again (both count).
+        statement = self._insert().values(**self._new_row(change))
+        statement = statement.on_conflict_do_update(
+            index_elements=[_roles.discord_id, _roles.guild_id, _roles.role_id],
+            set_=self._requested_again(statement.excluded),
+        )
+        await self._run(statement)
+        await self._wake_listeners()
+
+    async def request_for_links(self, role: LinkedRole, now: datetime, *, every: bool) -> int:
+        links = select(
+            user_links.c.discord_id,
+            literal(role.guild_id.value).label("guild_id"),
+            literal(role.role_id.value).label("role_id"),
+            literal(RoleAction.ADD.value).label("action"),
+            user_links.c.taskflow_user_id,
+            literal(RoleChangeStatus.PENDING.value).label("status"),
+            literal(0).label("attempts"),
+            literal(1).label("version"),
+            literal(now, UtcDateTime()).label("requested_at"),
+            literal(now, UtcDateTime()).label("next_attempt_at"),
+        ).where(user_links.c.discord_id > 0)  # SQLite needs a WHERE before ON CONFLICT
+        statement = self._insert().from_select(
+            [
+                "discord_id",
+                "guild_id",
+                "role_id",
+                "action",
+                "account_id",
+                "status",
+                "attempts",
+                "version",
+                "requested_at",
+                "next_attempt_at",
+            ],
+            links,
+        )
+        already = and_(
+            _roles.action == RoleAction.ADD.value,
+            _roles.status.in_([RoleChangeStatus.PENDING.value, RoleChangeStatus.DONE.value]),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[_roles.discord_id, _roles.guild_id, _roles.role_id],
+            set_=self._requested_again(statement.excluded),
+            where=None if every else not_(already),
+        )
+        requested = await self._count(statement)
+        if requested:
+            await self._wake_listeners()
+        return requested
+
+    async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
+        due = (
+            select(_roles.seq)
+            .where(
+                _roles.status == RoleChangeStatus.PENDING.value,
+                _roles.next_attempt_at <= now,
+                or_(_roles.claimed_until.is_(None), _roles.claimed_until <= now),
+            )
+            .order_by(_roles.next_attempt_at, _roles.seq)
+            .limit(limit)
+        )
+        claim = update(discord_role_changes).values(claimed_until=until)
+        if self._postgres:
+            # As for the email queue: lock what the subquery picks, skip what another worker
+            # holds, and a row claimed meanwhile is checked against the WHERE clause again.
+            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            claim = claim.where(_roles.seq == picked.c.seq)
+        else:
+            claim = claim.where(_roles.seq.in_(due.scalar_subquery()))
+        rows = await self._run(claim.returning(*discord_role_changes.c))
+        return [_role_change(row) for row in sorted(rows, key=lambda row: row.seq)]
+
+    @staticmethod
+    def _held(change: RoleChange) -> Any:
+        """The row, while this claim on it holds (a new claim always moves it further)."""
+        return and_(
+            _roles.discord_id == change.discord_id.value,
+            _roles.guild_id == change.role.guild_id.value,
+            _roles.role_id == change.role.role_id.value,
+            _roles.claimed_until == change.claimed_until,
+        )
+
+    async def renew_claim(self, change: RoleChange, until: datetime) -> RoleChange | None:
+        if change.claimed_until is None:
+            return None
+        query = (
+            update(discord_role_changes)
+            .where(self._held(change), _roles.status == RoleChangeStatus.PENDING.value)
+            .values(claimed_until=until)
+            .returning(*discord_role_changes.c)
+        )
+        row = (await self._run(query)).first()
+        return _role_change(row) if row else None
+
+    async def finish(self, change: RoleChange) -> bool:
+        if change.claimed_until is None:
+            return False
+        written = update(discord_role_changes).where(
+            self._held(change), _roles.version == change.version
+        )
+        written = written.values(
+            action=change.action.value,
+            account_id=change.account_id.value if change.account_id else None,
+            status=change.status.value,
+            attempts=change.attempts,
+            next_attempt_at=change.next_attempt_at,
+            finished_at=change.finished_at,
+            last_error=change.last_error,
+            claimed_until=None,
+        )
+        if await self._count(written):
+            return True
+        # A newer request came while this one was in flight: let the next delivery have it.
+        await self._run(
+            update(discord_role_changes).where(self._held(change)).values(claimed_until=None)
+        )
+        return False
+
+    async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None:
+        query = select(discord_role_changes).where(
+            _roles.discord_id == discord_id.value,
+            _roles.guild_id == role.guild_id.value,
+            _roles.role_id == role.role_id.value,
+        )
+        row = (await self._run(query)).first()
+        return _role_change(row) if row else None
+
+    async def pending(self) -> tuple[int, datetime | None]:
+        query = select(func.count(), func.min(_roles.next_attempt_at)).where(
+            _roles.status == RoleChangeStatus.PENDING.value
+        )
+        row: Any = (await self._run(query)).one()  # min() keeps the column's type
+        return int(row[0]), row[1]

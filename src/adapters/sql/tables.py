@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     false,
     text,
@@ -288,4 +289,36 @@ Index(
     outgoing_emails.c.account_id,
     outgoing_emails.c.kind,
     outgoing_emails.c.created_at,
+)
+
+# The role for linked members: one row per member and role, the change Discord still has to
+# make (or what it last did). Written in the transaction of the link or unlink, worked by the
+# role workers. No foreign keys: the row outlives the link it was made for.
+discord_role_changes = Table(
+    "discord_role_changes",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("discord_id", BigInteger(), nullable=False),
+    Column("guild_id", BigInteger(), nullable=False),
+    Column("role_id", BigInteger(), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("account_id", Uuid(), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    # Raised by every new request: a delivery in flight for an older one cannot finish it.
+    Column("version", Integer(), nullable=False),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    # A worker's lease while it talks to Discord (NULL: nobody holds it).
+    Column("claimed_until", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(32), nullable=True),
+    UniqueConstraint("discord_id", "guild_id", "role_id"),
+    CheckConstraint("action IN ('add', 'remove')", name="action_known"),
+    CheckConstraint("status IN ('pending', 'done', 'refused', 'failed')", name="status_known"),
+)
+Index(
+    "ix_discord_role_changes_due",
+    discord_role_changes.c.status,
+    discord_role_changes.c.next_attempt_at,
 )

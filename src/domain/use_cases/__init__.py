@@ -20,6 +20,13 @@ from domain.use_cases.discord_auth import (
     StartDiscordReauth,
     StartTicketLink,
 )
+from domain.use_cases.discord_roles import (
+    ApplyRoleChanges,
+    RequestRolesForLinks,
+    RoleChangeReport,
+    RoleQueue,
+    ShowRoleQueue,
+)
 from domain.use_cases.email_delivery import DeliverEmails, DeliveryReport, RequeueFailedEmails
 from domain.use_cases.email_linking import (
     ConfirmLinkWithEmail,
@@ -67,6 +74,7 @@ from domain.use_cases.tickets import (
 
 __all__ = [
     "AlreadyLinked",
+    "ApplyRoleChanges",
     "AuthCompleted",
     "AuthOutcome",
     "AuthStarted",
@@ -101,16 +109,20 @@ __all__ = [
     "PurgeExpired",
     "PurgeReport",
     "RequestPasswordReset",
+    "RequestRolesForLinks",
     "RequeueFailedEmails",
     "ResendVerification",
     "ResetPassword",
     "RevokeApiKey",
+    "RoleChangeReport",
+    "RoleQueue",
     "SessionList",
     "SetPassword",
     "ShowEmailLink",
     "ShowEmailStatus",
     "ShowLinkProposal",
     "ShowLinkTicket",
+    "ShowRoleQueue",
     "SignIn",
     "SignOut",
     "SignUp",

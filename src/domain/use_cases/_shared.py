@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeGuard, TypeVar
@@ -15,10 +15,14 @@ from domain.model import (
     AccountId,
     AuditEvent,
     AuditKind,
+    DiscordId,
     DiscordUser,
     EmailKind,
     Link,
+    LinkedRole,
     OutgoingEmail,
+    RoleAction,
+    RoleChange,
     Session,
     SignInMethod,
 )
@@ -52,9 +56,16 @@ class LinkResult:
 
 
 async def apply_link(
-    uow: UnitOfWork, *, discord: DiscordUser, account_id: AccountId, now: datetime, via: str
+    uow: UnitOfWork,
+    *,
+    discord: DiscordUser,
+    account_id: AccountId,
+    now: datetime,
+    via: str,
+    roles: Sequence[LinkedRole],
 ) -> LinkResult:
-    """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal."""
+    """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal.
+    A new link queues the linked members' ``roles`` in the same transaction."""
     link_of_discord = await uow.links.get_by_discord_id(discord.id)
     link_of_account = await uow.links.get_by_account(account_id)
     decision = decide_link(discord.id, account_id, link_of_discord, link_of_account)
@@ -73,12 +84,34 @@ async def apply_link(
     )
     await uow.links.add(link)
     await uow.audit.record(AuditEvent(AuditKind.LINKED, now, account_id, discord.id, {"via": via}))
+    await queue_role_changes(
+        uow, roles, RoleAction.ADD, discord_id=discord.id, account_id=account_id, now=now
+    )
     account = await uow.accounts.get(account_id)
     if account is not None and via != "signup":  # a brand-new account needs no alarm
         await queue_notice(
             uow, account, EmailKind.DISCORD_LINKED, now, discord_username=discord.username
         )
     return LinkResult(link, created=True)
+
+
+async def queue_role_changes(
+    uow: UnitOfWork,
+    roles: Sequence[LinkedRole],
+    action: RoleAction,
+    *,
+    discord_id: DiscordId,
+    account_id: AccountId,
+    now: datetime,
+) -> None:
+    """Queue the linked members' roles in the caller's transaction: Discord hears of a link
+    or an unlink only if it commits, and never while the person waits (see
+    ``ApplyRoleChanges``). A newer request for a member's role replaces an older pending one,
+    so an unlink right after a link leaves the role off."""
+    for role in roles:
+        await uow.role_changes.request(
+            RoleChange(discord_id, role, action, now, now, account_id=account_id)
+        )
 
 
 async def queue_email(

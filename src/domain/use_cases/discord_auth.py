@@ -18,6 +18,7 @@ from domain.model import (
     AuthPurpose,
     DiscordProfile,
     EmailLinking,
+    LinkedRole,
     PendingLogin,
     Session,
     SignInMethod,
@@ -287,10 +288,12 @@ class CompleteDiscordAuth:
         *,
         email_linking: EmailLinking = EmailLinking.VERIFIED,
         signup: bool = True,
+        linked_roles: Sequence[LinkedRole] = (),
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
         self._session_ttl = session_ttl
         self._email_linking, self._signup = email_linking, signup
+        self._roles = tuple(linked_roles)
 
     async def execute(
         self,
@@ -388,7 +391,12 @@ class CompleteDiscordAuth:
         async with self._uow() as uow:
             await self._session_of(uow, pending, session_token)
             result = await apply_link(
-                uow, discord=profile.user, account_id=pending.account_id, now=now, via="oauth"
+                uow,
+                discord=profile.user,
+                account_id=pending.account_id,
+                now=now,
+                via="oauth",
+                roles=self._roles,
             )
             await uow.commit()
         return self._linked(pending, result)
@@ -423,7 +431,12 @@ class CompleteDiscordAuth:
                     ticket_username=ticket.discord.username, signed_in_as=profile.username
                 )
             result = await apply_link(
-                uow, discord=profile.user, account_id=pending.account_id, now=now, via="ticket"
+                uow,
+                discord=profile.user,
+                account_id=pending.account_id,
+                now=now,
+                via="ticket",
+                roles=self._roles,
             )
             await uow.commit()
         return self._linked(pending, result)
@@ -479,7 +492,12 @@ class CompleteDiscordAuth:
                 case LinkAndSignIn(account_id):
                     async with _decided_without_a_link():
                         await apply_link(
-                            uow, discord=profile.user, account_id=account_id, now=now, via="email"
+                            uow,
+                            discord=profile.user,
+                            account_id=account_id,
+                            now=now,
+                            via="email",
+                            roles=self._roles,
                         )
                     outcome = AuthOutcome.LINKED_AND_SIGNED_IN
                 case CreateAccount():
@@ -500,9 +518,8 @@ class CompleteDiscordAuth:
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 
-    @staticmethod
     async def _create_account(
-        uow: UnitOfWork, decision: CreateAccount, profile: DiscordProfile, now: datetime
+        self, uow: UnitOfWork, decision: CreateAccount, profile: DiscordProfile, now: datetime
     ) -> AccountId:
         taken = await uow.accounts.usernames_starting_with(decision.username_base)
         account = Account(
@@ -517,5 +534,12 @@ class CompleteDiscordAuth:
         await uow.audit.record(
             AuditEvent(AuditKind.ACCOUNT_CREATED, now, account.id, profile.id, {"via": "discord"})
         )
-        await apply_link(uow, discord=profile.user, account_id=account.id, now=now, via="signup")
+        await apply_link(
+            uow,
+            discord=profile.user,
+            account_id=account.id,
+            now=now,
+            via="signup",
+            roles=self._roles,
+        )
         return account.id

@@ -9,6 +9,7 @@ cookie: it proves the mailbox, the cookie says which Discord account this browse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +21,7 @@ from domain.model import (
     DiscordUser,
     EmailKind,
     EmailPurpose,
+    LinkedRole,
     LinkProposal,
     SignInMethod,
 )
@@ -118,9 +120,15 @@ async def _link_and_sign_in(
     *,
     ttl: timedelta,
     method: SignInMethod,
+    roles: Sequence[LinkedRole],
 ) -> LinkConfirmed:
     await apply_link(
-        uow, discord=proposal.discord, account_id=proposal.account_id, now=now, via="email"
+        uow,
+        discord=proposal.discord,
+        account_id=proposal.account_id,
+        now=now,
+        via="email",
+        roles=roles,
     )
     token = await start_session(uow, tokens, proposal.account_id, now, ttl, method=method)
     await uow.commit()
@@ -137,9 +145,12 @@ class ConfirmLinkWithPassword:
         clock: Clock,
         passwords: Passwords,
         session_ttl: timedelta = SESSION_TTL,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
         self._session_ttl = session_ttl
+        self._roles = tuple(linked_roles)
 
     async def execute(self, *, proposal_token: str | None, password: str) -> LinkConfirmed:
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
@@ -169,6 +180,7 @@ class ConfirmLinkWithPassword:
                     now,
                     ttl=self._session_ttl,
                     method=SignInMethod.PASSWORD,
+                    roles=self._roles,
                 )
 
         return await retry_on_conflict(attempt)
@@ -220,9 +232,12 @@ class ConfirmLinkWithEmail:
         tokens: TokenIssuer,
         clock: Clock,
         session_ttl: timedelta = SESSION_TTL,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
     ) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
         self._session_ttl = session_ttl
+        self._roles = tuple(linked_roles)
 
     async def execute(self, *, proposal_token: str | None, email_token: str) -> LinkConfirmed:
         async def attempt() -> LinkConfirmed:
@@ -254,6 +269,7 @@ class ConfirmLinkWithEmail:
                     now,
                     ttl=self._session_ttl,
                     method=SignInMethod.EMAIL_LINK,
+                    roles=self._roles,
                 )
 
         return await retry_on_conflict(attempt)

@@ -6,11 +6,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from domain import errors
-from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, EmailKind, Link
+from domain.model import (
+    Account,
+    AccountId,
+    AuditEvent,
+    AuditKind,
+    DiscordId,
+    EmailKind,
+    Link,
+    LinkedRole,
+    RoleAction,
+)
 from domain.policies import unlink_refusal
 from domain.ports import Clock, LinkDirectory, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
-from domain.use_cases._shared import prove_identity, queue_notice
+from domain.use_cases._shared import prove_identity, queue_notice, queue_role_changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +30,18 @@ class LinkedAccount:
 
 
 async def _unlink(
-    uow: UnitOfWork, link: Link, clock: Clock, *, via: str, keep_session: str | None = None
+    uow: UnitOfWork,
+    link: Link,
+    clock: Clock,
+    *,
+    via: str,
+    roles: Sequence[LinkedRole],
+    keep_session: str | None = None,
 ) -> LinkedAccount:
     """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
     a session that Discord sign-in opened must not outlive the link. The account is locked
-    first, as a Discord sign-in locks it before opening a session (they cannot interleave)."""
+    first, as a Discord sign-in locks it before opening a session (they cannot interleave).
+    The linked members' ``roles`` are queued for removal in the same transaction."""
     account = await uow.accounts.lock(link.account_id)
     if account is None:  # the foreign key makes this a concurrent account deletion
         raise errors.NotLinked()
@@ -38,6 +55,14 @@ async def _unlink(
     now = clock.now()
     await uow.audit.record(
         AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
+    )
+    await queue_role_changes(
+        uow,
+        roles,
+        RoleAction.REMOVE,
+        discord_id=link.discord_id,
+        account_id=link.account_id,
+        now=now,
     )
     await queue_notice(
         uow, account, EmailKind.DISCORD_UNLINKED, now, discord_username=link.discord_username
@@ -55,8 +80,11 @@ class UnlinkAccount:
         tokens: TokenIssuer,
         clock: Clock,
         passwords: Passwords,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+        self._roles = tuple(linked_roles)
 
     async def execute(self, *, session_token: str | None, current_password: str | None) -> Link:
         session, account = await prove_identity(
@@ -71,22 +99,33 @@ class UnlinkAccount:
             link = await uow.links.get_by_account(account.id)
             if link is None:
                 raise errors.NotLinked()
-            unlinked = await _unlink(uow, link, self._clock, via="web", keep_session=session.digest)
+            unlinked = await _unlink(
+                uow,
+                link,
+                self._clock,
+                via="web",
+                roles=self._roles,
+                keep_session=session.digest,
+            )
         return unlinked.link
 
 
 class UnlinkDiscord:
-    """``/unlink`` in Discord: the invoker's Discord id names the link."""
+    """``/unlink`` in Discord: the invoker's Discord id names the link (also the API's admin
+    unlink)."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, *, linked_roles: Sequence[LinkedRole] = ()
+    ) -> None:
         self._uow, self._clock = uow, clock
+        self._roles = tuple(linked_roles)
 
     async def execute(self, discord_id: DiscordId) -> LinkedAccount:
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(discord_id)
             if link is None:
                 raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
-            return await _unlink(uow, link, self._clock, via="discord")
+            return await _unlink(uow, link, self._clock, via="discord", roles=self._roles)
 
 
 class WhoAmI:

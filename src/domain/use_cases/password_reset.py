@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain.model import (
     Account,
@@ -12,14 +13,22 @@ from domain.model import (
     EmailKind,
     EmailPurpose,
     Link,
+    LinkedRole,
+    RoleAction,
     SignInMethod,
     validate_email,
 )
-from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
-from domain.use_cases._passwords import account_key
+from domain.use_cases._passwords import Passwords, account_key
 from domain.use_cases._secrets import EmailLinks, use_secret
-from domain.use_cases._shared import digest_of, queue_email, start_session
+from domain.use_cases._shared import (
+    SESSION_TTL,
+    digest_of,
+    queue_email,
+    queue_role_changes,
+    start_session,
+)
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase
 
 
@@ -60,6 +69,19 @@ class ResetPassword(_PasswordUseCase):
     confirmed from then on.
     """
 
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        passwords: Passwords,
+        session_ttl: timedelta = SESSION_TTL,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
+    ) -> None:
+        super().__init__(uow, tokens, clock, passwords, session_ttl)
+        self._roles = tuple(linked_roles)
+
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
         async with self._uow(read_only=True) as uow:  # refuse a bad link before the costly hash
             link = await use_secret(
@@ -99,9 +121,8 @@ class ResetPassword(_PasswordUseCase):
         await self._passwords.forgive(account_key(account.id))  # the owner proved the mailbox
         return PasswordReset(SignedIn(updated, session), unlinked)
 
-    @staticmethod
     async def _unlink_if_unconfirmed(
-        uow: UnitOfWork, account: Account, now: datetime
+        self, uow: UnitOfWork, account: Account, now: datetime
     ) -> Link | None:
         """Until now nobody had proved owning this address: whoever set the account up may
         not be its owner, and a Discord account they linked would keep them in after the
@@ -115,6 +136,14 @@ class ResetPassword(_PasswordUseCase):
             AuditEvent(
                 AuditKind.UNLINKED, now, account.id, link.discord_id, {"via": "password_reset"}
             )
+        )
+        await queue_role_changes(
+            uow,
+            self._roles,
+            RoleAction.REMOVE,
+            discord_id=link.discord_id,
+            account_id=account.id,
+            now=now,
         )
         return link
 

@@ -22,6 +22,7 @@ from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
+from entrypoints.role_worker import RoleWorker
 from entrypoints.settings import ShardPlan
 
 log = logging.getLogger("taskflow_link.bot")
@@ -289,6 +290,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     runner = GatewayRunner(bot, asyncio.Event(), shards)
     started: dict[str, lightbulb.Client] = {}
     email_worker = EmailWorker(container)  # sends the notices /unlink queues
+    # Removes the role for linked members that /unlink queues (when one is configured).
+    role_worker = RoleWorker(container) if RoleWorker.wanted(container) else None
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         install_payload_guard()
@@ -311,6 +314,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
             await bot.close()
             return
         email_worker.start()
+        if role_worker is not None:
+            role_worker.start()
         runner.ready.set()
         log.info(
             "bot ready: serving /link, /unlink and /whoami over the gateway%s",
@@ -320,6 +325,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
         await email_worker.stop()
+        if role_worker is not None:
+            await role_worker.stop()
         if "client" in started:
             await started["client"].stop()
         await close_resources(container)

@@ -19,6 +19,7 @@ from litestar.response import Redirect, Response
 from entrypoints.emulator.bot_api import bot_routes
 from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
+from entrypoints.emulator.guilds import guild_routes
 from entrypoints.emulator.state import EmulatorState, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -266,6 +267,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             *bot_routes(state, gateway),
             *channel_routes(state, gateway),
             *gateway_routes(state, gateway),
+            *guild_routes(state, _fault),
         ],
         openapi_config=None,
         logging_config=None,

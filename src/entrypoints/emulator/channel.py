@@ -22,7 +22,7 @@ from litestar.response import Redirect, Response
 
 from entrypoints.emulator.bot_api import run_slash_command
 from entrypoints.emulator.gateway import GatewaySession
-from entrypoints.emulator.state import EmulatorState, TestUser
+from entrypoints.emulator.state import EmulatorState, GuildRole, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 COMMANDS = ("link", "unlink", "whoami")
@@ -95,15 +95,28 @@ def _entry_html(entry: ChannelEntry, user: TestUser) -> str:
     return f'<section class="entry">{asked}{answered}</section>'
 
 
-def _user_item(user: TestUser, current: TestUser | None) -> str:
+def _roles_html(roles: list[GuildRole]) -> str:
+    """A member's roles in the server, as Discord shows them: a dot of the role's colour and
+    its name (@everyone and the bot's own role are not shown)."""
+    pills = "".join(
+        f'<span class="role" data-role-id="{escape(role.id)}">'
+        f'<span class="dot" style="background:#{role.color:06x}"></span>{escape(role.name)}</span>'
+        for role in roles
+        if not role.managed and role.position > 0
+    )
+    return f'<span class="roles">{pills}</span>' if pills else ""
+
+
+def _user_item(user: TestUser, current: TestUser | None, roles: list[GuildRole]) -> str:
     email = escape(user.email or "no email")
     if user.email:
         email += " · verified" if user.verified else " · not verified"
     selected = ' aria-current="true" class="current"' if current and current.id == user.id else ""
     return (
-        f'<li><a href="/channel?user={escape(user.id)}"{selected}>'
+        f'<li data-user-id="{escape(user.id)}"><a href="/channel?user={escape(user.id)}"{selected}>'
         f"<strong>{escape(user.global_name or user.username)}</strong> "
-        f'<span class="muted">@{escape(user.username)}<br>{email}</span></a></li>'
+        f'<span class="muted">@{escape(user.username)}<br>{email}</span>'
+        f"{_roles_html(roles)}</a></li>"
     )
 
 
@@ -143,11 +156,16 @@ form.composer{margin:0 1rem 1rem;display:flex;gap:.5rem;background:#383a40;borde
 padding:.5rem}form.composer input{flex:1;background:transparent}
 .suggest{margin:0 1rem .5rem;display:flex;gap:.5rem;align-items:center}
 .suggest button{background:#2b2d31;color:#dbdee1;padding:.25rem .6rem;font-size:.85rem}
+.roles{display:flex;flex-wrap:wrap;gap:.25rem;margin-top:.25rem}
+.role{display:inline-flex;align-items:center;gap:.3rem;background:#232428;color:#dbdee1;
+font-size:.75rem;padding:.1rem .45rem;border-radius:4px}
+.role .dot{width:.6rem;height:.6rem;border-radius:50%;display:inline-block}
 """
 
 
 def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser | None) -> str:
-    users = "".join(_user_item(u, current) for u in state.users.values())
+    guild = state.test_guild
+    users = "".join(_user_item(u, current, guild.roles_of(u.id)) for u in state.users.values())
     mine = [e for e in entries if current and e.user_id == current.id]
     log = "".join(_entry_html(e, current) for e in mine if current)
     if current is None:

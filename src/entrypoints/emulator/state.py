@@ -16,6 +16,8 @@ DISCORD_RESPONSE_DEADLINE = 3.0
 INTERACTION_TOKEN_LIFETIME = 15 * 60.0
 TEST_GUILD_ID = "1300000000000000001"
 TEST_CHANNEL_ID = "1300000000000000002"
+BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
+BOT_ROLE_POSITION = 10
 
 
 @dataclass
@@ -48,6 +50,74 @@ class TestUser:
             body["email"] = self.email
             body["verified"] = self.verified
         return body
+
+
+@dataclass
+class GuildRole:
+    id: str
+    name: str
+    position: int  # Discord's role hierarchy: a bot manages only roles below its highest
+    color: int = 0
+    managed: bool = False  # a bot's own role
+
+    def public(self) -> dict[str, Any]:
+        """Discord's role object."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "color": self.color,
+            "hoist": False,
+            "icon": None,
+            "unicode_emoji": None,
+            "position": self.position,
+            "permissions": "0",
+            "managed": self.managed,
+            "mentionable": False,
+            "flags": 0,
+        }
+
+
+@dataclass
+class RoleRequest:
+    """A call to add or remove a member's role, and what the emulator answered."""
+
+    method: str  # PUT or DELETE
+    user_id: str
+    role_id: str
+    status: int
+    code: int | None  # Discord's error code (None: 204)
+    reason: str | None  # the X-Audit-Log-Reason, decoded
+
+
+@dataclass
+class Guild:
+    """A server with roles and members, the bot among them (its own role, and whether that
+    role has Manage Roles)."""
+
+    id: str
+    name: str
+    roles: dict[str, GuildRole] = field(default_factory=dict)
+    members: dict[str, set[str]] = field(default_factory=dict)  # user id -> role ids
+    bot_role_id: str = BOT_ROLE_ID
+    bot_manage_roles: bool = True
+    role_requests: list[RoleRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # @everyone has the server's id and position 0; the bot's role sits above new roles.
+        self.roles.setdefault(self.id, GuildRole(self.id, "@everyone", 0))
+        self.roles.setdefault(
+            self.bot_role_id,
+            GuildRole(self.bot_role_id, "TaskFlow Link", BOT_ROLE_POSITION, managed=True),
+        )
+
+    @property
+    def bot_position(self) -> int:
+        return self.roles[self.bot_role_id].position
+
+    def roles_of(self, user_id: str) -> list[GuildRole]:
+        """The member's roles, highest first (none for someone not in the server)."""
+        held = (self.roles[r] for r in self.members.get(user_id, set()) if r in self.roles)
+        return sorted(held, key=lambda role: -role.position)
 
 
 @dataclass
@@ -121,12 +191,33 @@ class EmulatorState:
     interactions: dict[str, Interaction] = field(default_factory=dict)
     # Links the channel page shows (the demo's web app and outbox), label -> URL.
     service_links: dict[str, str] = field(default_factory=dict)
+    # Servers with roles and members (the test server to begin with; test users join it).
+    guilds: dict[str, Guild] = field(default_factory=dict)
     _next_id: int = 1_100_000_000_000_000_000
 
     def __post_init__(self) -> None:
         if not self.bot_token:
             encoded_id = base64.b64encode(self.client_id.encode()).decode().rstrip("=")
             self.bot_token = f"{encoded_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
+        self.guilds.setdefault(TEST_GUILD_ID, Guild(TEST_GUILD_ID, "TaskFlow Test Server"))
+
+    @property
+    def test_guild(self) -> Guild:
+        return self.guilds[TEST_GUILD_ID]
+
+    def add_role(
+        self,
+        name: str,
+        *,
+        guild_id: str = TEST_GUILD_ID,
+        position: int = 1,
+        color: int = 0x5865F2,
+        role_id: str | None = None,
+    ) -> GuildRole:
+        """A new role in a server (by default at the bottom, which the bot can manage)."""
+        role = GuildRole(role_id or self.snowflake(), name, position, color)
+        self.guilds[guild_id].roles[role.id] = role
+        return role
 
     @property
     def public_key(self) -> str:
@@ -161,11 +252,15 @@ class EmulatorState:
         email: str | None = None,
         verified: bool = False,
         user_id: str | None = None,
+        member: bool = True,
     ) -> TestUser:
+        """A test user, by default a member of the test server (where the channel is)."""
         if user_id is None:
             user_id = self.snowflake()
         user = TestUser(user_id, username, global_name, None, email, verified)
         self.users[user.id] = user
+        if member:
+            self.test_guild.members.setdefault(user.id, set())
         return user
 
     def issue_code(

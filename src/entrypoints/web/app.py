@@ -34,6 +34,7 @@ from domain.use_cases import SignedInAs
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
+from entrypoints.role_worker import RoleWorker
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import CurrentSignIn
@@ -150,6 +151,48 @@ def _provided(container: Container, name: str) -> Provide:
     return Provide(make, sync_to_thread=False)
 
 
+class _Workers:
+    """The background workers of each running server (per event loop: tests may run two at
+    once): the email worker, and the role worker when a role for linked members is set."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+        self._email: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
+        self._roles: dict[asyncio.AbstractEventLoop, RoleWorker] = {}
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._email[loop] = EmailWorker(self._container)
+        self._email[loop].start()
+        if RoleWorker.wanted(self._container):
+            self._roles[loop] = RoleWorker(self._container)
+            self._roles[loop].start()
+
+    async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop in self._email:
+            await self._email.pop(loop).stop()
+        if loop in self._roles:
+            await self._roles.pop(loop).stop()
+
+    async def wake(self, message: Message, scope: Scope) -> None:
+        """Before a response goes out, wake the workers whose queue the request may have
+        written to (a wake-up that comes while a worker works is one more pass, not one each).
+        """
+        if message["type"] != "http.response.start":
+            return
+        loop, method, path = asyncio.get_running_loop(), scope.get("method"), scope["path"]
+        # A form that changed something may have queued an email: send it now. (Not after
+        # the API or interactions: a bot command's email, an unlink notice, waits for the
+        # next poll rather than every /link paying for a pass over the queue.)
+        email = self._email.get(loop)
+        if email and method == "POST" and not path.startswith(("/api/", "/interactions")):
+            email.wake()
+        # Whatever may have linked or unlinked (a Discord callback, a form, /unlink, the
+        # API's unlink) may have queued a role change.
+        roles = self._roles.get(loop)
+        if roles and (method in ("POST", "DELETE") or path == "/auth/discord/callback"):
+            roles.wake()
+
+
 def _http_interactions(container: Container) -> HttpInteractions | None:
     """HTTP interactions are on when Discord's public key is configured (and then need the
     bot token). hikari and lightbulb (about 40 MB) are loaded only by processes that answer
@@ -236,13 +279,11 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         return signed_in.account if signed_in is not None else None
 
     http_interactions = _http_interactions(container)
-    # One email worker per running server (per event loop: tests may run two at once).
-    email_workers: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
+    workers = _Workers(container)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        email_workers[loop] = EmailWorker(container)
         # Per running server: its checks' tasks belong to its event loop.
         app.state.readiness = Readiness(
             container.readiness_checks(), timeout=settings.readiness_timeout_seconds
@@ -251,29 +292,16 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
-            email_workers[loop].start()
+            workers.start(loop)
             yield
         finally:
             await app.state.readiness.close()
-            await email_workers.pop(loop).stop()
+            await workers.stop(loop)
             if http_interactions is not None:
                 await http_interactions.close()
             await close_resources(container)
             if settings.metrics:
                 mark_process_dead()
-
-    async def wake_email_worker(message: Message, scope: Scope) -> None:
-        # A form that changed something may have queued an email: send it now. (Not after
-        # the API or interactions: a bot command's email, an unlink notice, waits for the
-        # next poll rather than every /link paying for a pass over the queue.)
-        if (
-            message["type"] == "http.response.start"
-            and scope.get("method") == "POST"
-            and not scope["path"].startswith(("/api/", "/interactions"))
-        ):
-            worker = email_workers.get(asyncio.get_running_loop())
-            if worker is not None:
-                worker.wake()
 
     for warning in settings.warnings():
         log.warning("%s", warning)
@@ -322,7 +350,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             before_send_hook(
                 security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
             ),
-            wake_email_worker,
+            workers.wake,
         ],
         exception_handlers={
             errors.DomainError: domain_error_handler,

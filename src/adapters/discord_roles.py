@@ -1,0 +1,107 @@
+"""Discord's guild member roles over HTTP, with the bot's token, on the process's one
+``DiscordHttp`` client (its User-Agent, timeouts and metrics).
+
+https://discord.com/developers/docs/resources/guild#add-guild-member-role: ``PUT`` / ``DELETE
+/guilds/{guild}/members/{user}/roles/{role}`` answer 204; a reason goes in
+``X-Audit-Log-Reason`` (URL-encoded). Every answer, or the lack of one, becomes a
+``RoleCallResult``; the token is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+import httpx
+
+from adapters.discord_oauth import DiscordHttp
+from domain.model import DiscordId, LinkedRole
+from domain.ports import RoleCallOutcome, RoleCallResult
+
+log = logging.getLogger(__name__)
+
+# Discord's JSON error codes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
+_CODES = {
+    10004: RoleCallOutcome.UNKNOWN_GUILD,  # Unknown Guild
+    10007: RoleCallOutcome.NOT_A_MEMBER,  # Unknown Member
+    10011: RoleCallOutcome.UNKNOWN_ROLE,  # Unknown Role
+    10013: RoleCallOutcome.NOT_A_MEMBER,  # Unknown User
+    50001: RoleCallOutcome.UNKNOWN_GUILD,  # Missing Access (the bot is not in the server)
+    50013: RoleCallOutcome.MISSING_PERMISSIONS,  # Missing Permissions
+}
+_REASON_MAX = 512  # Discord's limit for X-Audit-Log-Reason
+
+
+class HttpDiscordGuildRoles:
+    def __init__(self, *, bot_token: str, api_url: str, http: DiscordHttp) -> None:
+        self._authorization = f"Bot {bot_token}"
+        self._api = api_url.rstrip("/")
+        self._http = http
+
+    async def add_role(self, role: LinkedRole, member: DiscordId, *, reason: str) -> RoleCallResult:
+        return await self._call("PUT", "member_role_add", role, member, reason)
+
+    async def remove_role(
+        self, role: LinkedRole, member: DiscordId, *, reason: str
+    ) -> RoleCallResult:
+        return await self._call("DELETE", "member_role_remove", role, member, reason)
+
+    async def _call(
+        self, method: str, endpoint: str, role: LinkedRole, member: DiscordId, reason: str
+    ) -> RoleCallResult:
+        url = f"{self._api}/guilds/{role.guild_id}/members/{member}/roles/{role.role_id}"
+        headers = {
+            "Authorization": self._authorization,
+            "X-Audit-Log-Reason": quote(reason[:_REASON_MAX], safe=" "),
+        }
+        try:
+            response = await self._http.request(endpoint, method, url, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("Discord %s failed: %s", endpoint, type(exc).__name__)
+            return RoleCallResult(RoleCallOutcome.UNAVAILABLE)
+        return self._result(endpoint, response)
+
+    def _result(self, endpoint: str, response: httpx.Response) -> RoleCallResult:
+        status = response.status_code
+        if 200 <= status < 300:
+            return RoleCallResult(RoleCallOutcome.DONE, status=status)
+        if status == 429:
+            return RoleCallResult(
+                RoleCallOutcome.RATE_LIMITED, retry_after=_retry_after(response), status=status
+            )
+        if status >= 500:
+            return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
+        code = _error_code(response)
+        if code is None and status in (401, 403, 404):
+            # Not Discord's JSON (a proxy's page, say): an answer we cannot act on.
+            self._http.unreadable(endpoint)
+        outcome = _CODES.get(code, RoleCallOutcome.REJECTED) if code else RoleCallOutcome.REJECTED
+        if outcome is RoleCallOutcome.REJECTED:
+            log.warning("Discord %s answered %s (code %s)", endpoint, status, code)
+        return RoleCallResult(outcome, status=status)
+
+
+def _error_code(response: httpx.Response) -> int | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if type(code) is int else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait: the JSON body's ``retry_after`` (a float), else the ``Retry-After``
+    header; ``None`` when neither says (Cloudflare's HTML 429)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    value = body.get("retry_after") if isinstance(body, dict) else None
+    if value is None:
+        value = response.headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None

@@ -1,0 +1,260 @@
+"""The role for linked members (``TASKFLOW_LINK_DISCORD_LINKED_ROLES``).
+
+Linking and unlinking never call Discord: they queue the member's roles in their own
+transaction (``_shared.queue_role_changes``), and ``ApplyRoleChanges`` brings Discord in line
+after the commit, retrying while Discord is unavailable. So Discord being down never blocks or
+undoes a link, and a role change exists exactly when its link or unlink committed.
+
+What a delivery sends is decided when it is sent, from the link as it is then: a member who is
+linked gets the role, anyone else loses it. Whatever order requests, retries and concurrent
+workers come in, the last delivery after the last link or unlink leaves the role right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from domain.model import (
+    AuditEvent,
+    AuditKind,
+    LinkedRole,
+    RoleAction,
+    RoleChange,
+    RoleChangeStatus,
+)
+from domain.ports import (
+    Clock,
+    DiscordGuildRoles,
+    RoleCallOutcome,
+    RoleCallResult,
+    UnitOfWorkFactory,
+)
+
+# After Discord failed (5xx, a timeout, no connection), wait this long before each next try;
+# then give up (about 8 hours in all: an outage of Discord, or of the network, passes).
+RETRY_DELAYS = (
+    timedelta(seconds=5),
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=2),
+    timedelta(hours=4),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# A worker that claimed a change and died lets it go after this long. The claim is renewed
+# just before each call, so it need only outlast one call (its timeout is at most a minute).
+CLAIM_LEASE = timedelta(minutes=2)
+# What Discord's audit log says about the change (X-Audit-Log-Reason).
+REASONS = {
+    RoleAction.ADD: "TaskFlow Link: this Discord account was linked to a TaskFlow account",
+    RoleAction.REMOVE: "TaskFlow Link: this Discord account is no longer linked to TaskFlow",
+}
+# Answers that another try would not change: not retried, audited.
+REFUSALS = frozenset(
+    {
+        RoleCallOutcome.NOT_A_MEMBER,
+        RoleCallOutcome.UNKNOWN_ROLE,
+        RoleCallOutcome.MISSING_PERMISSIONS,
+        RoleCallOutcome.UNKNOWN_GUILD,
+        RoleCallOutcome.REJECTED,
+    }
+)
+_DONE = {
+    RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
+    RoleAction.REMOVE: AuditKind.DISCORD_ROLE_REMOVED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChangeReport:
+    """One pass over the queue; each change as written back (``action``: what was sent,
+    ``last_error``: why it is not done)."""
+
+    done: list[RoleChange] = field(default_factory=list)
+    refused: list[RoleChange] = field(default_factory=list)  # not retried
+    retrying: list[RoleChange] = field(default_factory=list)
+    failed: list[RoleChange] = field(default_factory=list)  # given up
+    # Applied (or tried) while a newer request came: that one goes out next.
+    superseded: list[RoleChange] = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        return any((self.done, self.refused, self.retrying, self.failed, self.superseded))
+
+
+class ApplyRoleChanges:
+    """Apply what is due in the role queue. Safe to run in several processes at once: each
+    pass claims a batch that no other worker gets, then makes one call to Discord per change.
+    At least once: a worker that dies after a call leaves the change to be sent again, which
+    Discord takes as a no-op."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, roles: DiscordGuildRoles) -> None:
+        self._uow, self._clock, self._roles = uow, clock, roles
+
+    async def execute(self, limit: int = 20) -> RoleChangeReport:
+        report = RoleChangeReport()
+        now = self._clock.now()
+        async with self._uow() as uow:  # one short transaction: no lock outlives it
+            batch = await uow.role_changes.claim_due(now, now + CLAIM_LEASE, limit)
+            await uow.commit()
+        paused_until: datetime | None = None
+        for change in batch:
+            if paused_until is not None:
+                # Discord rate limited us: the rest of the batch waits too, untried (every
+                # call until then would be refused, and too many refusals get a bot banned).
+                waiting = replace(
+                    change,
+                    next_attempt_at=paused_until,
+                    last_error=RoleCallOutcome.RATE_LIMITED.value,
+                )
+                await self._write_back(waiting, report.retrying, report)
+                continue
+            paused_until = await self._apply(change, report)
+        return report
+
+    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> datetime | None:
+        """Send one change; when Discord rate limited it, until when to send nothing."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            held = await uow.role_changes.renew_claim(change, now + CLAIM_LEASE)
+            if held is None:  # the claim ran out meanwhile: another worker has it now
+                return None
+            link = await uow.links.get_by_discord_id(held.discord_id)
+            await uow.commit()
+        action = RoleAction.ADD if link is not None else RoleAction.REMOVE
+        account_id = link.account_id if link is not None else held.account_id
+        held = replace(held, action=action, account_id=account_id)
+        if action is RoleAction.ADD:
+            result = await self._roles.add_role(held.role, held.discord_id, reason=REASONS[action])
+        else:
+            result = await self._roles.remove_role(
+                held.role, held.discord_id, reason=REASONS[action]
+            )
+        after, bucket, audit = self._outcome(held, result, report)
+        await self._write_back(after, bucket, report, audit)
+        if result.outcome is RoleCallOutcome.RATE_LIMITED:
+            return after.next_attempt_at
+        return None
+
+    def _outcome(
+        self, held: RoleChange, result: RoleCallResult, report: RoleChangeReport
+    ) -> tuple[RoleChange, list[RoleChange], AuditEvent | None]:
+        now = self._clock.now()
+        outcome = result.outcome
+        if outcome is RoleCallOutcome.DONE:
+            after = replace(
+                held,
+                status=RoleChangeStatus.DONE,
+                attempts=held.attempts + 1,
+                finished_at=now,
+                last_error=None,
+            )
+            return after, report.done, self._audit(_DONE[held.action], after, now)
+        if outcome in REFUSALS:
+            after = replace(
+                held,
+                status=RoleChangeStatus.REFUSED,
+                attempts=held.attempts + 1,
+                finished_at=now,
+                last_error=outcome.value,
+            )
+            detail = {"reason": outcome.value}
+            if result.status is not None:
+                detail["status"] = str(result.status)
+            audit = self._audit(AuditKind.DISCORD_ROLE_REFUSED, after, now, **detail)
+            return after, report.refused, audit
+        if outcome is RoleCallOutcome.RATE_LIMITED and result.retry_after is not None:
+            # Discord said when: that is when (not an attempt that counts towards giving up).
+            wait = timedelta(seconds=min(max(result.retry_after, 0.0), 86_400.0))
+            after = replace(held, next_attempt_at=now + wait, last_error=outcome.value)
+            return after, report.retrying, None
+        attempts = held.attempts + 1
+        if attempts >= MAX_ATTEMPTS:
+            after = replace(
+                held,
+                status=RoleChangeStatus.FAILED,
+                attempts=attempts,
+                finished_at=now,
+                last_error=outcome.value,
+            )
+            audit = self._audit(AuditKind.DISCORD_ROLE_FAILED, after, now, reason=outcome.value)
+            return after, report.failed, audit
+        after = replace(
+            held,
+            attempts=attempts,
+            next_attempt_at=now + RETRY_DELAYS[attempts - 1],
+            last_error=outcome.value,
+        )
+        return after, report.retrying, None
+
+    @staticmethod
+    def _audit(kind: AuditKind, change: RoleChange, now: datetime, **detail: str) -> AuditEvent:
+        return AuditEvent(
+            kind,
+            now,
+            change.account_id,
+            change.discord_id,
+            {
+                "action": change.action.value,
+                "guild_id": str(change.role.guild_id),
+                "role_id": str(change.role.role_id),
+                **detail,
+            },
+        )
+
+    async def _write_back(
+        self,
+        after: RoleChange,
+        bucket: list[RoleChange],
+        report: RoleChangeReport,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        async with self._uow() as uow:
+            finished = await uow.role_changes.finish(after)
+            if audit is not None:  # Discord changed (or refused) whatever happens to the row
+                await uow.audit.record(audit)
+            await uow.commit()
+        (bucket if finished else report.superseded).append(after)
+
+
+class RequestRolesForLinks:
+    """``taskflow-link roles sync``: ask for the roles of every linked member, through the
+    queue (so a concurrent unlink still wins). By default only where no add is pending or
+    done: members linked before the role was configured, and those Discord refused (not in
+    the server then, a role or permission missing then). ``every``: all of them again (a
+    role someone removed by hand in Discord comes back)."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, *, linked_roles: Sequence[LinkedRole] = ()
+    ) -> None:
+        self._uow, self._clock, self._roles = uow, clock, tuple(linked_roles)
+
+    async def execute(self, *, every: bool = False) -> int:
+        """How many role changes were queued."""
+        now = self._clock.now()
+        queued = 0
+        async with self._uow() as uow:
+            for role in self._roles:
+                queued += await uow.role_changes.request_for_links(role, now, every=every)
+            await uow.commit()
+        return queued
+
+
+@dataclass(frozen=True, slots=True)
+class RoleQueue:
+    pending: int
+    next_attempt_at: datetime | None  # the earliest, among the pending ones
+
+
+class ShowRoleQueue:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def execute(self) -> RoleQueue:
+        async with self._uow(read_only=True) as uow:
+            pending, earliest = await uow.role_changes.pending()
+        return RoleQueue(pending, earliest)

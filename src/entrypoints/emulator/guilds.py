@@ -1,0 +1,240 @@
+"""Servers (guilds) with members and roles: what the bot may do to a member's roles, answered
+as Discord answers (https://discord.com/developers/docs/resources/guild#add-guild-member-role),
+and a test API to set up and inspect a server.
+
+``PUT`` / ``DELETE /api/v10/guilds/{guild}/members/{user}/roles/{role}``, with the bot token:
+204; 401 without it; 400 (50035, "is not snowflake") for an id that is not one; 404 with 10004
+Unknown Guild, 10007 Unknown Member or 10011 Unknown Role; 403 with 50013 Missing Permissions
+when the bot's role lacks Manage Roles or is not above the role. The
+``X-Audit-Log-Reason`` is recorded with each call.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from litestar import Request, delete, get, patch, post, put
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, JSONBody
+from litestar.response import Response
+
+from entrypoints.emulator.state import EmulatorState, Guild, RoleRequest
+
+Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
+MAX_SNOWFLAKE = 2**64 - 1
+
+
+def _error(message: str, code: int, status: int) -> Response[Any]:
+    return Response({"message": message, "code": code}, status_code=status)
+
+
+def _not_snowflakes(ids: dict[str, str]) -> Response[Any] | None:
+    """Discord's answer to an id in the path that is not a snowflake."""
+    wrong = {
+        name: {
+            "_errors": [
+                {"code": "NUMBER_TYPE_COERCE", "message": f'Value "{value}" is not snowflake.'}
+            ]
+        }
+        for name, value in ids.items()
+        if not (value.isascii() and value.isdecimal() and 0 <= int(value) <= MAX_SNOWFLAKE)
+    }
+    if not wrong:
+        return None
+    return Response(
+        {"message": "Invalid Form Body", "code": 50035, "errors": wrong}, status_code=400
+    )
+
+
+def _refusal(guild: Guild | None, user_id: str, role_id: str) -> tuple[str, int, int] | None:
+    """Why Discord would refuse to change this member's role (message, code, HTTP status)."""
+    if guild is None:
+        return "Unknown Guild", 10004, 404
+    if user_id not in guild.members:
+        return "Unknown Member", 10007, 404
+    role = guild.roles.get(role_id)
+    if role is None or role.id == guild.id:  # @everyone is nobody's to give
+        return "Unknown Role", 10011, 404
+    if not guild.bot_manage_roles or role.position >= guild.bot_position:
+        return "Missing Permissions", 50013, 403
+    return None
+
+
+def _guild_json(guild: Guild) -> dict[str, Any]:
+    return {
+        "id": guild.id,
+        "name": guild.name,
+        "roles": [r.public() for r in sorted(guild.roles.values(), key=lambda r: r.position)],
+        "members": {user: sorted(roles) for user, roles in guild.members.items()},
+        "bot": {"role_id": guild.bot_role_id, "manage_roles": guild.bot_manage_roles},
+        "role_requests": [vars(request) for request in guild.role_requests],
+    }
+
+
+def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]:  # noqa: PLR0915
+    def is_bot(request: Request[Any, Any, Any]) -> bool:
+        header = request.headers.get("authorization", "")
+        return header.startswith("Bot ") and secrets.compare_digest(
+            header[4:].encode(), state.bot_token.encode()
+        )
+
+    async def change(
+        request: Request[Any, Any, Any], guild_id: str, user_id: str, role_id: str
+    ) -> Response[Any]:
+        if (failed := await fault(state, "member_roles")) is not None:
+            return failed
+        if not is_bot(request):
+            return _error("401: Unauthorized", 0, 401)
+        ids = {"guild_id": guild_id, "user_id": user_id, "role_id": role_id}
+        if (invalid := _not_snowflakes(ids)) is not None:
+            return invalid
+        guild = state.guilds.get(guild_id)
+        refusal = _refusal(guild, user_id, role_id)
+        if guild is not None:
+            reason = request.headers.get("x-audit-log-reason")
+            guild.role_requests.append(
+                RoleRequest(
+                    request.method,
+                    user_id,
+                    role_id,
+                    refusal[2] if refusal else 204,
+                    refusal[1] if refusal else None,
+                    unquote(reason) if reason is not None else None,
+                )
+            )
+        if refusal is not None:
+            return _error(*refusal)
+        assert guild is not None  # noqa: S101 - no refusal: the server exists
+        held = guild.members[user_id]
+        if request.method == "PUT":
+            held.add(role_id)
+        else:
+            held.discard(role_id)
+        return Response(None, status_code=204)
+
+    @put(
+        "/api/v10/guilds/{guild_id:str}/members/{user_id:str}/roles/{role_id:str}",
+        status_code=200,  # the Response says 204, or the refusal's status
+    )
+    async def add_member_role(
+        request: Request[Any, Any, Any],
+        guild_id: FromPath[str],
+        user_id: FromPath[str],
+        role_id: FromPath[str],
+    ) -> Response[Any]:
+        return await change(request, guild_id, user_id, role_id)
+
+    @delete(
+        "/api/v10/guilds/{guild_id:str}/members/{user_id:str}/roles/{role_id:str}",
+        status_code=200,  # the Response says 204, or the refusal's status
+    )
+    async def remove_member_role(
+        request: Request[Any, Any, Any],
+        guild_id: FromPath[str],
+        user_id: FromPath[str],
+        role_id: FromPath[str],
+    ) -> Response[Any]:
+        return await change(request, guild_id, user_id, role_id)
+
+    # -- test API -------------------------------------------------------------------------------
+
+    def found(guild_id: str) -> Guild | Response[Any]:
+        guild = state.guilds.get(guild_id)
+        return (
+            guild if guild is not None else Response({"error": "no such server"}, status_code=404)
+        )
+
+    @get("/_emulator/guilds/{guild_id:str}", sync_to_thread=False)
+    def show_guild(guild_id: FromPath[str]) -> Response[Any]:
+        """The server: roles, members and their role ids, the bot, every role change asked."""
+        guild = found(guild_id)
+        return guild if isinstance(guild, Response) else Response(_guild_json(guild))
+
+    @get("/_emulator/guilds/{guild_id:str}/members/{user_id:str}", sync_to_thread=False)
+    def show_member(guild_id: FromPath[str], user_id: FromPath[str]) -> Response[Any]:
+        """A member's roles: ``{"user_id", "roles": [role objects, highest first]}``."""
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        if user_id not in guild.members:
+            return Response({"error": "not a member of this server"}, status_code=404)
+        roles = [role.public() for role in guild.roles_of(user_id)]
+        return Response({"user_id": user_id, "roles": roles})
+
+    @put("/_emulator/guilds/{guild_id:str}/members/{user_id:str}", sync_to_thread=False)
+    def join(guild_id: FromPath[str], user_id: FromPath[str]) -> Response[Any]:
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        if user_id not in state.users:
+            return Response({"error": "unknown test user"}, status_code=404)
+        guild.members.setdefault(user_id, set())
+        return Response(None, status_code=204)
+
+    @delete(
+        "/_emulator/guilds/{guild_id:str}/members/{user_id:str}",
+        status_code=200,  # the Response says 204, or the refusal's status
+        sync_to_thread=False,
+    )
+    def leave(guild_id: FromPath[str], user_id: FromPath[str]) -> Response[Any]:
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        guild.members.pop(user_id, None)
+        return Response(None, status_code=204)
+
+    @post("/_emulator/guilds/{guild_id:str}/roles", status_code=201, sync_to_thread=False)
+    def create_role(guild_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """``{"name", "position" (default 1: below the bot), "color"}``."""
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        name, position = str(data.get("name") or "").strip(), data.get("position", 1)
+        if not name or type(position) is not int or position < 1:
+            return Response(
+                {"error": "a role needs a name and a position of at least 1"}, status_code=400
+            )
+        role = state.add_role(name, guild_id=guild.id, position=position)
+        return Response(role.public(), status_code=201)
+
+    @delete(
+        "/_emulator/guilds/{guild_id:str}/roles/{role_id:str}",
+        status_code=200,  # the Response says 204, or the refusal's status
+        sync_to_thread=False,
+    )
+    def delete_role(guild_id: FromPath[str], role_id: FromPath[str]) -> Response[Any]:
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        if role_id in (guild.id, guild.bot_role_id) or guild.roles.pop(role_id, None) is None:
+            return Response({"error": "no such role (or one that cannot go)"}, status_code=404)
+        for held in guild.members.values():
+            held.discard(role_id)
+        return Response(None, status_code=204)
+
+    @patch("/_emulator/guilds/{guild_id:str}/bot", sync_to_thread=False)
+    def bot_role(guild_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """``{"manage_roles": bool, "position": int}``: what the bot's own role may do."""
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        if "manage_roles" in data:
+            guild.bot_manage_roles = bool(data["manage_roles"])
+        if type(data.get("position")) is int:
+            guild.roles[guild.bot_role_id].position = data["position"]
+        return Response(_guild_json(guild)["bot"])
+
+    return [
+        add_member_role,
+        remove_member_role,
+        show_guild,
+        show_member,
+        join,
+        leave,
+        create_role,
+        delete_role,
+        bot_role,
+    ]

@@ -1,0 +1,81 @@
+"""The loop of a background queue worker (the email queue, the Discord role queue) in a serving
+process (the web app, the gateway bot). Several processes may run one each: each pass claims
+a batch no other worker gets.
+
+A worker looks at its queue when it starts, whenever it is woken, and every ``poll_seconds``.
+It is woken by its own process (the web app, after a request that may have queued work), and,
+on Postgres, by every instance through its ``QueueListener`` (LISTEN/NOTIFY): work queued
+anywhere is done at once, and the poll is only the safety net."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+from domain.ports import QueueListener
+
+
+class QueueWorker(ABC):
+    name = "queue"  # for task names and log lines
+
+    def __init__(self, *, poll_seconds: float, log: logging.Logger) -> None:
+        self._poll = poll_seconds
+        self._log = log
+        self._wake = asyncio.Event()
+        self._waiting = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @abstractmethod
+    async def pass_once(self) -> bool:
+        """One pass over what is due; ``True`` when it did something (there may be more).
+        Never raises: a broken pass is logged, the next retries."""
+
+    @abstractmethod
+    def listener(self) -> QueueListener:
+        """What tells this worker about work other processes queued."""
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"taskflow-link {self.name} worker"),
+                asyncio.create_task(self._listen(), name=f"taskflow-link {self.name} listener"),
+            ]
+
+    def wake(self) -> None:
+        """Look at the queue now (something was probably just queued)."""
+        self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a wake-up or the next poll, with none pending."""
+        return self._waiting and not self._wake.is_set()
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            if await self.pass_once():
+                continue  # there may be more than one batch
+            self._waiting = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+            finally:
+                self._waiting = False
+
+    async def _listen(self) -> None:
+        """Wake-ups from other instances. The listener survives outages itself; should it
+        stop all the same, the worker goes on polling."""
+        try:
+            await self.listener().listen(self.wake)
+        except Exception:
+            self._log.exception("%s listener stopped; polling every %s s", self.name, self._poll)

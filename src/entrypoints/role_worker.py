@@ -1,0 +1,110 @@
+"""Applies the queue of Discord role changes (the role for linked members) in the background of
+a serving process (the web app, the gateway bot); see ``QueueWorker`` for how it is woken.
+Runs only when ``TASKFLOW_LINK_DISCORD_LINKED_ROLES`` names a role."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from domain import errors
+from domain.model import RoleChange
+from domain.ports import QueueListener
+from domain.use_cases import RoleChangeReport
+from entrypoints.container import Container
+from entrypoints.queue_worker import QueueWorker
+
+log = logging.getLogger("taskflow_link.roles")
+
+
+def _change(change: RoleChange) -> str:
+    """How a log line names a change: ids only (no token, no name, no account)."""
+    return (
+        f"{change.action.value} role {change.role.role_id} in server {change.role.guild_id} "
+        f"for Discord user {change.discord_id}"
+    )
+
+
+class RoleWorker(QueueWorker):
+    name = "role"
+
+    def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
+        super().__init__(
+            poll_seconds=poll_seconds or container.settings().discord_roles_poll_seconds, log=log
+        )
+        self._container = container
+
+    @staticmethod
+    def wanted(container: Container) -> bool:
+        """Whether this process should run one: a role is configured."""
+        return bool(container.settings().linked_roles)
+
+    def listener(self) -> QueueListener:
+        listener: QueueListener = self._container.role_queue_listener()
+        return listener
+
+    async def pass_once(self) -> bool:
+        report = await self.run_once()
+        return report is not None and report.busy
+
+    async def run_once(self) -> RoleChangeReport | None:
+        """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
+        try:
+            report: RoleChangeReport = await self._container.apply_role_changes().execute()
+        except errors.StorageError:
+            log.warning("role queue unreachable (database); will retry")
+            return None
+        except Exception:
+            log.exception("role change pass failed; will retry")
+            return None
+        for change in report.done:
+            log.info("Discord role change done: %s", _change(change))
+        for change in report.refused:
+            log.warning(
+                "Discord refused to %s (%s): not retried; `taskflow-link roles sync` asks "
+                "again once this is fixed",
+                _change(change),
+                change.last_error,
+            )
+        for change in report.retrying:
+            log.warning(
+                "Discord role change not done (%s): %s; next try at %s",
+                change.last_error,
+                _change(change),
+                change.next_attempt_at.isoformat(timespec="seconds"),
+            )
+        for change in report.failed:
+            log.error(
+                "Discord role change given up after %d attempts (%s): %s "
+                "(`taskflow-link roles sync` asks again)",
+                change.attempts,
+                change.last_error,
+                _change(change),
+            )
+        return report
+
+
+async def apply_until_done(container: Container, *, wait: float) -> Counter[str]:
+    """Apply the role queue until nothing is pending, waiting for changes Discord asked to
+    retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Counts by outcome:
+    ``add:done``, ``remove:done``, each refusal's reason, ``given_up``, ``still_queued``."""
+    totals: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    clock = container.clock()
+    while True:
+        report: RoleChangeReport = await container.apply_role_changes().execute(limit=100)
+        totals.update(f"{c.action.value}:done" for c in report.done)
+        totals.update(c.last_error or "rejected" for c in report.refused)
+        totals["given_up"] += len(report.failed)
+        if report.busy:
+            continue
+        queue = await container.show_role_queue().execute()
+        if queue.pending == 0 or queue.next_attempt_at is None:
+            return totals
+        due_in = (queue.next_attempt_at - clock.now()).total_seconds()
+        if loop.time() + due_in > deadline:
+            totals["still_queued"] = queue.pending
+            return totals
+        await asyncio.sleep(max(due_in, 0.2))

@@ -1,0 +1,211 @@
+"""The role queue's contract (``RoleChangeRepository``): the in-memory adapter and the SQL
+adapters run the same tests. Subclass ``RoleChangeContract`` with a ``uow_factory``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from domain.model import (
+    DiscordId,
+    LinkedRole,
+    RoleAction,
+    RoleChange,
+    RoleChangeStatus,
+)
+from domain.ports import UnitOfWork, UnitOfWorkFactory
+from tests.contracts.repositories import LATER, NOW, account, link, write
+
+ROLE = LinkedRole(DiscordId(900), DiscordId(901))
+OTHER_ROLE = LinkedRole(DiscordId(900), DiscordId(902))
+LEASE = timedelta(minutes=2)
+
+
+def change(discord_id: int, action: RoleAction = RoleAction.ADD, **changes: object) -> RoleChange:
+    row = RoleChange(DiscordId(discord_id), ROLE, action, NOW, NOW)
+    return replace(row, **changes)  # type: ignore[arg-type]
+
+
+class RoleChangeContract:
+    @pytest.fixture
+    def uow_factory(self) -> UnitOfWorkFactory:
+        raise NotImplementedError
+
+    async def test_a_request_is_queued_once_per_member_and_role(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        await write(uow_factory, lambda uow: uow.accounts.add(owner))
+        await write(
+            uow_factory, lambda uow: uow.role_changes.request(change(1, account_id=owner.id))
+        )
+        async with uow_factory() as uow:
+            queued = await uow.role_changes.get(DiscordId(1), ROLE)
+            assert queued == change(1, account_id=owner.id)
+            assert await uow.role_changes.get(DiscordId(1), OTHER_ROLE) is None
+            assert await uow.role_changes.pending() == (1, NOW)
+
+    async def test_a_newer_request_replaces_what_an_older_one_asked(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        await write(uow_factory, lambda uow: uow.role_changes.request(change(1)))
+        async with uow_factory() as uow:  # delivered, then Discord refused it
+            [held] = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            refused = replace(
+                held,
+                status=RoleChangeStatus.REFUSED,
+                attempts=1,
+                finished_at=NOW,
+                last_error="not_a_member",
+            )
+            assert await uow.role_changes.finish(refused)
+            await uow.commit()
+        unlink = change(1, RoleAction.REMOVE, requested_at=LATER, next_attempt_at=LATER)
+        await write(uow_factory, lambda uow: uow.role_changes.request(unlink))
+        async with uow_factory() as uow:
+            assert await uow.role_changes.get(DiscordId(1), ROLE) == replace(unlink, version=2)
+            assert await uow.role_changes.pending() == (1, LATER)
+
+    async def test_only_due_unclaimed_pending_changes_are_claimed(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.role_changes.request(change(1))
+            await uow.role_changes.request(change(2, next_attempt_at=LATER))  # not due yet
+            await uow.role_changes.request(change(3))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            first = await uow.role_changes.claim_due(NOW, NOW + LEASE, 1)
+            assert [c.discord_id for c in first] == [DiscordId(1)]
+            assert first[0].claimed_until == NOW + LEASE
+            rest = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            assert [c.discord_id for c in rest] == [DiscordId(3)]  # 1 is held, 2 not due
+            assert await uow.role_changes.claim_due(NOW, NOW + LEASE, 10) == []
+            await uow.commit()
+        async with uow_factory() as uow:  # the holders died: their claims run out
+            again = await uow.role_changes.claim_due(LATER, LATER + LEASE, 10)
+            assert sorted(c.discord_id.value for c in again) == [1, 2, 3]
+
+    async def test_finishing_writes_back_and_releases_the_claim(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        await write(uow_factory, lambda uow: uow.role_changes.request(change(1)))
+        async with uow_factory() as uow:
+            [held] = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            renewed = await uow.role_changes.renew_claim(held, LATER)
+            assert renewed == replace(held, claimed_until=LATER)
+            assert await uow.role_changes.renew_claim(held, LATER) is None  # not that claim now
+            done = replace(renewed, status=RoleChangeStatus.DONE, attempts=1, finished_at=NOW)
+            assert await uow.role_changes.finish(done)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.role_changes.get(DiscordId(1), ROLE) == replace(
+                done, claimed_until=None
+            )
+            assert await uow.role_changes.pending() == (0, None)
+            assert await uow.role_changes.claim_due(LATER, LATER + LEASE, 10) == []
+            assert await uow.role_changes.renew_claim(renewed, LATER + LEASE) is None
+            assert not await uow.role_changes.finish(done)  # a claim can be used once
+
+    async def test_a_request_during_a_delivery_is_not_finished_by_it_and_waits_for_it(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        await write(uow_factory, lambda uow: uow.role_changes.request(change(1)))
+        async with uow_factory() as uow:
+            [held] = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            await uow.commit()
+        # While the add is with Discord, the member unlinks.
+        unlink = change(1, RoleAction.REMOVE)
+        await write(uow_factory, lambda uow: uow.role_changes.request(unlink))
+        async with uow_factory() as uow:
+            # Nobody else may send the removal before the add in flight has finished...
+            assert await uow.role_changes.claim_due(NOW, NOW + LEASE, 10) == []
+            done = replace(held, status=RoleChangeStatus.DONE, attempts=1, finished_at=NOW)
+            assert not await uow.role_changes.finish(done)  # ...which cannot mark it done
+            await uow.commit()
+        async with uow_factory() as uow:
+            [removal] = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            assert removal.action is RoleAction.REMOVE
+            assert removal.version == 2
+            assert removal.status is RoleChangeStatus.PENDING
+
+    async def test_roles_are_requested_for_linked_members_missing_them(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owners = [account(f"user{n}", f"user{n}@example.com") for n in range(4)]
+
+        async def link_all(uow: UnitOfWork) -> None:
+            for n, owner in enumerate(owners, start=1):
+                await uow.accounts.add(owner)
+                await uow.links.add(link(n, owner.id))
+            mine = {"account_id": owners[0].id}
+            await uow.role_changes.request(change(1, **mine))  # pending add: left alone
+            await uow.role_changes.request(change(2, RoleAction.REMOVE))  # asked again
+            await uow.role_changes.request(change(7))  # not linked: left alone
+
+        await write(uow_factory, link_all)
+        async with uow_factory() as uow:  # 3 was added already
+            await uow.role_changes.request(change(3, account_id=owners[2].id))
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
+                if held.discord_id == DiscordId(3):
+                    done = replace(held, status=RoleChangeStatus.DONE, attempts=1)
+                    assert await uow.role_changes.finish(done)
+                else:  # release the others untouched
+                    assert await uow.role_changes.finish(held)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.role_changes.request_for_links(ROLE, LATER, every=False) == 2
+            await uow.commit()
+        async with uow_factory() as uow:
+            for n, requested_again in ((1, False), (2, True), (3, False), (4, True)):
+                row = await uow.role_changes.get(DiscordId(n), ROLE)
+                assert row is not None
+                assert row.action is RoleAction.ADD
+                assert row.account_id == owners[n - 1].id
+                assert (row.requested_at == LATER) is requested_again, n
+            assert await uow.role_changes.get(DiscordId(4), OTHER_ROLE) is None
+            assert await uow.role_changes.request_for_links(OTHER_ROLE, LATER, every=True) == 4
+            assert await uow.role_changes.request_for_links(ROLE, LATER, every=True) == 4
+            await uow.commit()
+        async with uow_factory() as uow:
+            row = await uow.role_changes.get(DiscordId(3), ROLE)
+            assert row is not None
+            assert row.status is RoleChangeStatus.PENDING
+            assert row.attempts == 0
+
+    async def test_concurrent_claims_take_every_change_exactly_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        async def queue(uow: UnitOfWork) -> None:
+            for n in range(1, 13):
+                await uow.role_changes.request(change(n))
+
+        await write(uow_factory, queue)
+
+        async def claim() -> list[int]:
+            async with uow_factory() as uow:
+                batch = await uow.role_changes.claim_due(NOW, LATER, 3)
+                await uow.commit()
+            return [c.discord_id.value for c in batch]
+
+        batches = await asyncio.gather(*(claim() for _ in range(6)))  # room for 18
+        claimed = sorted(n for batch in batches for n in batch)
+        assert claimed == list(range(1, 13))  # all of them, none twice
+        assert all(len(batch) <= 3 for batch in batches)
+
+    async def test_concurrent_requests_for_one_member_all_count(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        async def request(n: int) -> None:
+            action = RoleAction.ADD if n % 2 else RoleAction.REMOVE
+            await write(uow_factory, lambda uow: uow.role_changes.request(change(1, action)))
+
+        await asyncio.gather(*(request(n) for n in range(8)))
+        async with uow_factory() as uow:
+            row = await uow.role_changes.get(DiscordId(1), ROLE)
+            assert row is not None
+            assert row.version == 8

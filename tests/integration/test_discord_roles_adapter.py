@@ -1,0 +1,139 @@
+"""The real guild-roles adapter against the emulator, over real HTTP: each of Discord's answers
+becomes the outcome the queue acts on, the reason reaches Discord's audit log, and the bot
+token appears in no log line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from adapters.discord_oauth import DiscordHttp
+from adapters.discord_roles import HttpDiscordGuildRoles
+from domain.model import DiscordId, LinkedRole
+from domain.ports import RoleCallOutcome, RoleCallResult
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import TEST_GUILD_ID
+from tests.servers import serve
+
+REASON = "TaskFlow Link: linked to TaskFlow (ünïcode ✓)"
+
+
+@dataclass
+class Discord:
+    state: EmulatorState
+    url: str
+    role: LinkedRole
+    member: DiscordId
+
+    def roles(self, token: str | None = None, timeout: float = 5.0) -> HttpDiscordGuildRoles:
+        return HttpDiscordGuildRoles(
+            bot_token=token or self.state.bot_token,
+            api_url=f"{self.url}/api/v10",
+            http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=timeout),
+        )
+
+    def fault(self, mode: str | None) -> None:
+        if mode is None:
+            self.state.faults.pop("member_roles", None)
+        else:
+            self.state.faults["member_roles"] = mode
+
+
+@pytest.fixture
+def discord() -> Iterator[Discord]:
+    state = EmulatorState("1200000000000000042", "secret", set(), fault_delay=3.0)
+    member = state.add_user("dora")
+    role = state.add_role("Linked")
+    with serve(create_emulator_app(state)) as url:
+        yield Discord(
+            state,
+            url,
+            LinkedRole(DiscordId.parse(TEST_GUILD_ID), DiscordId.parse(role.id)),
+            DiscordId.parse(member.id),
+        )
+
+
+async def test_adding_and_removing_a_role(discord: Discord) -> None:
+    roles = discord.roles()
+    added = await roles.add_role(discord.role, discord.member, reason=REASON)
+    assert added == RoleCallResult(RoleCallOutcome.DONE, status=204)
+    guild = discord.state.test_guild
+    assert guild.members[str(discord.member)] == {str(discord.role.role_id)}
+    assert guild.role_requests[-1].reason == REASON  # sent URL-encoded, as Discord wants
+    removed = await roles.remove_role(discord.role, discord.member, reason=REASON)
+    assert removed.outcome is RoleCallOutcome.DONE
+    assert guild.members[str(discord.member)] == set()
+
+
+async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
+    roles, state = discord.roles(), discord.state
+    outsider = DiscordId.parse(state.add_user("outsider", member=False).id)
+    high = state.add_role("Moderators", position=50)
+    elsewhere = LinkedRole(DiscordId(1999999999999999999), discord.role.role_id)
+    cases = [
+        (discord.role, outsider, RoleCallOutcome.NOT_A_MEMBER, 404),
+        (LinkedRole(discord.role.guild_id, DiscordId(1999)), discord.member, "unknown_role", 404),
+        (
+            LinkedRole(discord.role.guild_id, DiscordId.parse(high.id)),
+            discord.member,
+            "missing_permissions",
+            403,
+        ),
+        (elsewhere, discord.member, RoleCallOutcome.UNKNOWN_GUILD, 404),
+    ]
+    for role, member, outcome, status in cases:
+        for call in (roles.add_role, roles.remove_role):
+            assert await call(role, member, reason=REASON) == RoleCallResult(
+                RoleCallOutcome(outcome), status=status
+            )
+    wrong_token = discord.roles(token="not-the-token")
+    assert await wrong_token.add_role(discord.role, discord.member, reason=REASON) == (
+        RoleCallResult(RoleCallOutcome.REJECTED, status=401)
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("500", RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=500)),
+        ("timeout", RoleCallResult(RoleCallOutcome.UNAVAILABLE)),
+        ("429", RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=1.5, status=429)),
+        ("cloudflare", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=429)),
+    ],
+)
+async def test_discord_failing_becomes_a_retry(
+    discord: Discord, mode: str, expected: RoleCallResult
+) -> None:
+    discord.fault(mode)
+    roles = discord.roles(timeout=1.0)  # the emulator's "timeout" answers after 3 s
+    assert await roles.add_role(discord.role, discord.member, reason=REASON) == expected
+    assert discord.state.test_guild.members[str(discord.member)] == set()
+
+
+async def test_no_unreachable_discord_stops_the_adapter(discord: Discord) -> None:
+    roles = HttpDiscordGuildRoles(
+        bot_token=discord.state.bot_token,
+        api_url="http://127.0.0.1:9/api/v10",  # nothing listens there
+        http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=2.0),
+    )
+    result = await roles.add_role(discord.role, discord.member, reason=REASON)
+    assert result == RoleCallResult(RoleCallOutcome.UNAVAILABLE)
+
+
+async def test_the_bot_token_is_never_logged(
+    discord: Discord, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    roles = discord.roles(token=discord.state.bot_token)
+    await roles.add_role(discord.role, DiscordId(1999), reason=REASON)
+    await discord.roles(token="Zm9v.secret-looking.token-value").add_role(
+        discord.role, discord.member, reason=REASON
+    )
+    discord.fault("500")
+    await roles.remove_role(discord.role, discord.member, reason=REASON)
+    assert caplog.records  # something was said...
+    assert discord.state.bot_token not in caplog.text  # ...but never the token
+    assert "secret-looking" not in caplog.text

@@ -1,0 +1,348 @@
+"""The role for linked members end to end: the web app (HTTP interactions) and the emulator on
+Postgres over real HTTP, the role workers of the web app and of the gateway bot, and
+``taskflow-link roles sync``. Each test waits for what it expects, never for a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from adapters.sql import SqlDatabase
+from adapters.sql.tables import audit_events
+from domain.model import (
+    DiscordId,
+    Link,
+    LinkedRole,
+    RoleChange,
+    RoleChangeStatus,
+)
+from domain.use_cases.discord_roles import RETRY_DELAYS
+from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import TEST_GUILD_ID
+from entrypoints.web import create_app
+from tests.bot_support import run_command, running_gateway_bot
+from tests.contracts.repositories import account
+from tests.harness import Harness, make_settings
+from tests.integration.postgres import PostgresServer
+from tests.integration.stack import Browser, Stack, sign_up
+from tests.servers import free_port, serve
+
+ROLE_ID = "1300000000000000010"
+ROLE = LinkedRole(DiscordId.parse(TEST_GUILD_ID), DiscordId.parse(ROLE_ID))
+DEADLINE = 60.0  # how long to wait for what must happen (generous: a busy machine)
+
+
+@pytest.fixture
+def stack_settings() -> dict[str, Any]:
+    return {"discord_linked_roles": str(ROLE), "discord_roles_poll_seconds": 0.2}
+
+
+@pytest.fixture(autouse=True)
+def linked_role(request: pytest.FixtureRequest) -> None:
+    if "stack" in request.fixturenames:
+        stack: Stack = request.getfixturevalue("stack")
+        stack.emulator.add_role("Linked to TaskFlow", role_id=ROLE_ID)
+
+
+async def eventually(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await _holds(condition):
+        assert time.monotonic() < deadline, f"waited in vain for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _holds(condition: Callable[[], Any]) -> bool:
+    result = condition()
+    if asyncio.iscoroutine(result):
+        result = await result
+    return bool(result)
+
+
+def has_role(emulator: EmulatorState, user_id: str) -> bool:
+    return ROLE_ID in emulator.test_guild.members.get(user_id, set())
+
+
+def requests_for(emulator: EmulatorState, user_id: str) -> list[tuple[str, int]]:
+    return [(r.method, r.status) for r in emulator.test_guild.role_requests if r.user_id == user_id]
+
+
+async def change_of(db: SqlDatabase, user_id: str) -> RoleChange | None:
+    async with db.unit_of_work(read_only=True) as uow:
+        return await uow.role_changes.get(DiscordId.parse(user_id), ROLE)
+
+
+async def audited(db: SqlDatabase, kind: str) -> list[tuple[int, dict[str, str]]]:
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(
+            select(audit_events.c.discord_id, audit_events.c.detail)
+            .where(audit_events.c.kind == kind)
+            .order_by(audit_events.c.seq)
+        )
+        return [(row.discord_id, dict(row.detail)) for row in rows]
+
+
+async def link_from_the_account_page(browser: Browser, user_id: str) -> httpx.Response:
+    start = await browser.submit("/account", "/account/discord/link", {})
+    page = await browser.through_discord(start, user_id)
+    assert "Discord is linked" in page.text, page.text
+    return page
+
+
+# -- linking and unlinking ------------------------------------------------------------------------
+
+
+async def test_link_with_the_bot_adds_the_role_and_unlink_removes_it(
+    stack: Stack, browser: Browser
+) -> None:
+    dora = stack.emulator.add_user("dora")
+    reply = await run_command(stack.emulator_url, dora.id, "link")
+    await sign_up(browser, "dora_tf", "dora@example.com", verify=False)
+    done = await browser.confirm_link(reply.button["url"], dora.id)
+    assert done.url.path == "/account"
+
+    await eventually(lambda: has_role(stack.emulator, dora.id), "the role after /link")
+    unlinked = await run_command(stack.emulator_url, dora.id, "unlink")
+    assert "no longer linked" in unlinked.content
+    await eventually(lambda: not has_role(stack.emulator, dora.id), "no role after /unlink")
+
+    assert requests_for(stack.emulator, dora.id) == [("PUT", 204), ("DELETE", 204)]
+    reasons = [r.reason or "" for r in stack.emulator.test_guild.role_requests]
+    assert all(reason.startswith("TaskFlow Link: ") for reason in reasons)
+    discord_id = int(dora.id)
+
+    async def recorded() -> bool:  # Discord answered before the worker wrote it down
+        return bool(await audited(stack.db, "discord_role_removed"))
+
+    await eventually(recorded, "the removal in the audit trail")
+    assert [d for d, _ in await audited(stack.db, "discord_role_added")] == [discord_id]
+    assert [d for d, _ in await audited(stack.db, "discord_role_removed")] == [discord_id]
+
+
+async def test_the_account_page_and_the_api_add_and_remove_the_role(
+    stack: Stack, browser: Browser
+) -> None:
+    erin = stack.emulator.add_user("erin_d")
+    await sign_up(browser, "erin", "erin@example.com", verify=False)
+    await link_from_the_account_page(browser, erin.id)
+    await eventually(lambda: has_role(stack.emulator, erin.id), "the role after linking")
+    page = await browser.submit("/account", "/account/discord/unlink", {})
+    assert "Discord is unlinked" in page.text
+    await eventually(lambda: not has_role(stack.emulator, erin.id), "no role after unlinking")
+
+    await link_from_the_account_page(browser, erin.id)  # again, then the API's admin unlink
+    await eventually(lambda: has_role(stack.emulator, erin.id), "the role after linking again")
+    key = (await stack.container.create_api_key().execute("admin")).token
+    async with httpx.AsyncClient(base_url=stack.app_url) as client:
+        answer = await client.delete(
+            f"/api/v1/links/{erin.id}", headers={"Authorization": f"Bearer {key}"}
+        )
+    assert answer.status_code == 200, answer.text
+    await eventually(lambda: not has_role(stack.emulator, erin.id), "no role after the API")
+    assert requests_for(stack.emulator, erin.id) == [
+        ("PUT", 204),
+        ("DELETE", 204),
+        ("PUT", 204),
+        ("DELETE", 204),
+    ]
+
+
+@pytest.mark.parametrize("fault", ["500", "timeout"])
+async def test_discord_down_never_blocks_a_link_and_the_role_comes_later(
+    stack: Stack, browser: Browser, fault: str
+) -> None:
+    stack.emulator.faults["member_roles"] = fault
+    fay = stack.emulator.add_user("fay_d")
+    await sign_up(browser, "fay", "fay@example.com", verify=False)
+
+    await link_from_the_account_page(browser, fay.id)  # linked, Discord or not
+
+    async def tried() -> bool:
+        change = await change_of(stack.db, fay.id)
+        return change is not None and change.attempts >= 1
+
+    await eventually(tried, "a first try that failed")
+    change = await change_of(stack.db, fay.id)
+    assert change is not None
+    assert (change.status, change.last_error) == (RoleChangeStatus.PENDING, "unavailable")
+    assert not has_role(stack.emulator, fay.id)
+
+    del stack.emulator.faults["member_roles"]  # Discord is back
+    stack.clock.advance(RETRY_DELAYS[0])
+    await eventually(lambda: has_role(stack.emulator, fay.id), "the role once Discord is back")
+
+
+async def test_refusals_are_audited_and_not_retried(stack: Stack) -> None:
+    emulator, guild = stack.emulator, stack.emulator.test_guild
+    outsider = emulator.add_user("outsider", member=False)  # 10007 Unknown Member
+    unmanaged = emulator.add_user("unmanaged")  # 50013: the bot lacks Manage Roles then
+    control, late = emulator.add_user("control"), emulator.add_user("late")
+
+    async def link_and_wait(name: str, user_id: str, status: RoleChangeStatus) -> None:
+        fresh = Browser(stack)
+        try:
+            await sign_up(fresh, name, f"{name}@example.com", verify=False)
+            await link_from_the_account_page(fresh, user_id)
+        finally:
+            await fresh.close()
+
+        async def settled() -> bool:
+            change = await change_of(stack.db, user_id)
+            return change is not None and change.status is status
+
+        await eventually(settled, f"{name}'s role change to be {status.value}")
+
+    await link_and_wait("outsider", outsider.id, RoleChangeStatus.REFUSED)
+    guild.bot_manage_roles = False
+    await link_and_wait("unmanaged", unmanaged.id, RoleChangeStatus.REFUSED)
+    guild.bot_manage_roles = True
+
+    # A day later the worker is still at work (the control gets its role), and has not asked
+    # Discord again for either.
+    stack.clock.advance(RETRY_DELAYS[-1] * 10)
+    await link_and_wait("control", control.id, RoleChangeStatus.DONE)
+    assert has_role(emulator, control.id)
+    assert requests_for(emulator, unmanaged.id) == [("PUT", 403)]
+    assert requests_for(emulator, outsider.id) == [("PUT", 404)]
+
+    del guild.roles[ROLE_ID]  # someone deleted the role in Discord: 10011
+    await link_and_wait("late", late.id, RoleChangeStatus.REFUSED)
+
+    refused = dict(await audited(stack.db, "discord_role_refused"))
+    assert refused[int(outsider.id)]["reason"] == "not_a_member"
+    assert refused[int(unmanaged.id)]["reason"] == "missing_permissions"
+    assert refused[int(late.id)]["reason"] == "unknown_role"
+    assert {d["role_id"] for d in refused.values()} == {ROLE_ID}
+
+
+async def test_two_workers_apply_each_change_once(stack: Stack) -> None:
+    users = [stack.emulator.add_user(f"many{n}") for n in range(30)]
+    # A second instance of the web app on the same database: two role workers, both woken
+    # by Postgres (LISTEN/NOTIFY) when the changes are queued.
+    second = build_container(stack.container.settings())
+    second.clock.override(stack.clock)
+    with serve(create_app(second), port=free_port()):
+        async with stack.db.unit_of_work() as uow:
+            for user in users:
+                owner = account(f"many{user.username}", f"{user.username}@example.com")
+                await uow.accounts.add(owner)
+                now = stack.clock.now()
+                await uow.links.add(Link(DiscordId.parse(user.id), owner.id, now, user.username))
+            await uow.commit()
+        assert await stack.container.request_roles_for_links().execute() == 30
+        await eventually(
+            lambda: all(has_role(stack.emulator, u.id) for u in users), "every member's role"
+        )
+    for user in users:
+        assert requests_for(stack.emulator, user.id) == [("PUT", 204)], user.username
+
+
+# -- the gateway bot's worker ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[EmulatorState, str]]:
+    state = EmulatorState("1234567890123456780", "secret", set(), response_deadline=60.0)
+    state.add_role("Linked to TaskFlow", role_id=ROLE_ID)
+    with serve(create_emulator_app(state)) as url:
+        yield state, url
+
+
+async def test_the_gateway_bots_worker_removes_the_role_after_unlink(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    state, url = emulator
+    container = build_container(
+        make_settings(
+            discord_bot_token=state.bot_token,
+            discord_api_url=f"{url}/api/v10",
+            discord_linked_roles=str(ROLE),
+            discord_roles_poll_seconds=0.2,
+            discord_reply_deadline_seconds=20.0,
+            discord_answer_deadline_seconds=25.0,
+        )
+    )
+    h = Harness.build(container)
+    container.discord_roles.reset_override()  # the real adapter, talking to the emulator
+    gail = state.add_user("gail")
+    async with running_gateway_bot(container, state):
+        account_id = (await h.sign_up("gail_tf", "gail@example.com")).account.id
+        await h.discord_link(account_id, h.discord_user(int(gail.id), username="gail"))
+        await eventually(lambda: has_role(state, gail.id), "the role, from the bot's worker")
+        unlinked = await run_command(url, gail.id, "unlink", via="gateway")
+        assert "no longer linked" in unlinked.content
+        await eventually(lambda: not has_role(state, gail.id), "no role after /unlink")
+
+
+# -- taskflow-link roles sync ---------------------------------------------------------------------
+
+
+@dataclass
+class Synced:
+    output: str
+    exit_code: int
+
+
+async def test_roles_sync_adds_the_missing_roles(
+    pg_db: SqlDatabase, postgres: PostgresServer, emulator: tuple[EmulatorState, str]
+) -> None:
+    state, url = emulator
+    members = [state.add_user(f"old{n}") for n in range(3)]
+    outsider = state.add_user("gone", member=False)
+    async with pg_db.unit_of_work() as uow:  # linked before the role was configured
+        for user in (*members, outsider):
+            owner = account(user.username, f"{user.username}@example.com")
+            await uow.accounts.add(owner)
+            await uow.links.add(
+                Link(DiscordId.parse(user.id), owner.id, datetime.now(UTC), user.username)
+            )
+        await uow.commit()
+    env = {
+        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
+        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+        "TASKFLOW_LINK_DISCORD_LINKED_ROLES": str(ROLE),
+    }
+
+    def sync(*args: str) -> Synced:
+        result = CliRunner().invoke(cli, ["roles", "sync", *args], env=env)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result
+        return Synced(result.output, result.exit_code)
+
+    first = await asyncio.to_thread(sync)
+    assert first.exit_code == 0, first.output
+    assert "asked for 4 change(s)" in first.output
+    assert "Added 3, removed 0." in first.output
+    assert "1 not in the server" in first.output
+    assert all(has_role(state, m.id) for m in members)
+    assert state.bot_token not in first.output
+
+    again = await asyncio.to_thread(sync)  # only the refused one is asked again
+    assert "asked for 1 change(s)" in again.output
+    assert "Added 0," in again.output
+    state.test_guild.members[outsider.id] = set()  # the member joins the server
+    state.test_guild.members[members[0].id].clear()  # someone took a role away by hand
+    joined = await asyncio.to_thread(sync)
+    assert "Added 1," in joined.output
+    assert has_role(state, outsider.id)
+    assert not has_role(state, members[0].id)
+    every = await asyncio.to_thread(sync, "--every")
+    assert "asked for 4 change(s)" in every.output
+    assert has_role(state, members[0].id)
+
+    empty = CliRunner().invoke(
+        cli, ["roles", "sync"], env={**env, "TASKFLOW_LINK_DISCORD_LINKED_ROLES": ""}
+    )
+    assert empty.exit_code == 1
+    assert "TASKFLOW_LINK_DISCORD_LINKED_ROLES is empty" in empty.output

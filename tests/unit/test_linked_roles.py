@@ -1,0 +1,464 @@
+"""The role for linked members (TASKFLOW_LINK_DISCORD_LINKED_ROLES) through the use cases, on the
+memory store, with a fake Discord: what each link and unlink queues, superseding, and what
+happens with each of Discord's answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.memory import MemoryDatabase
+from adapters.metrics import PrometheusMetrics
+from domain import errors
+from domain.model import (
+    AccountId,
+    AuditKind,
+    DiscordId,
+    DiscordProfile,
+    Link,
+    LinkedRole,
+    RoleAction,
+    RoleChange,
+    RoleChangeStatus,
+)
+from domain.ports import RoleCallOutcome, RoleCallResult
+from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
+from domain.use_cases.discord_roles import MAX_ATTEMPTS, REASONS, RETRY_DELAYS
+from entrypoints.container import build_container
+from entrypoints.instrumentation import record_outcome
+from entrypoints.settings import SettingsError, load_settings
+from tests.fake_guild_roles import RoleCall
+from tests.harness import PASSWORD, Browser, Harness, make_settings
+
+ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))
+ELSEWHERE = LinkedRole(DiscordId(1400000000000000001), DiscordId(1400000000000000077))
+BOTH = f"{ROLE}, {ELSEWHERE}"
+
+
+def _harness(roles: str = BOTH, **settings: object) -> Harness:
+    return Harness.build(
+        build_container(
+            make_settings(discord_linked_roles=roles, discord_bot_token="bot-token", **settings)
+        )
+    )
+
+
+@pytest.fixture
+def r() -> Iterator[Harness]:
+    harness = _harness()
+    yield harness
+    harness.container.unwire()
+
+
+@pytest.fixture
+def one() -> Iterator[Harness]:
+    """One role only: every change is one call."""
+    harness = _harness(str(ROLE))
+    yield harness
+    harness.container.unwire()
+
+
+def _db(h: Harness) -> MemoryDatabase:
+    database: MemoryDatabase = h.container.memory_db()
+    return database
+
+
+async def apply(h: Harness) -> RoleChangeReport:
+    report: RoleChangeReport = await h.container.apply_role_changes().execute()
+    return report
+
+
+def audited(h: Harness, kind: AuditKind) -> list[dict[str, str]]:
+    return [dict(e.detail) for e in _db(h).tables.audit if e.kind is kind]
+
+
+# -- every way of linking ---------------------------------------------------------------------
+
+
+async def _by_ticket(h: Harness, profile: DiscordProfile) -> AccountId:
+    account = (await h.sign_up("dora", "dora@example.com")).account
+    issued = await h.container.issue_link_ticket().execute(profile.user)
+    assert isinstance(issued, TicketIssued)
+    done = await h.confirm_ticket(issued.token, account.id)
+    assert done.outcome is AuthOutcome.LINKED
+    return account.id
+
+
+async def _from_the_account_page(h: Harness, profile: DiscordProfile) -> AccountId:
+    account = (await h.sign_up("dora", "dora@example.com")).account
+    done = await h.discord_link(account.id, profile)
+    assert done.outcome is AuthOutcome.LINKED
+    return account.id
+
+
+async def _by_verified_email(h: Harness, profile: DiscordProfile) -> AccountId:
+    account = (await h.sign_up("dora", "dora@example.com", verified=True)).account
+    done = await h.discord_login(profile)
+    assert done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN
+    return account.id
+
+
+async def _by_signing_up_with_discord(h: Harness, profile: DiscordProfile) -> AccountId:
+    done = await h.discord_login(profile)
+    assert done.outcome is AuthOutcome.CREATED
+    return done.account_id
+
+
+async def _by_confirming_the_email_match(h: Harness, profile: DiscordProfile) -> AccountId:
+    account = (await h.sign_up("dora", "dora@example.com", verified=True)).account
+    done = await h.discord_login(profile, Browser())
+    assert done.outcome is AuthOutcome.CONFIRM_NEEDED
+    await h.container.confirm_link_with_password().execute(
+        proposal_token=done.proposal_token, password=PASSWORD
+    )
+    return account.id
+
+
+LINKING: dict[str, tuple[Callable[[Harness, DiscordProfile], Awaitable[AccountId]], str]] = {
+    "ticket": (_by_ticket, "verified"),
+    "account page": (_from_the_account_page, "verified"),
+    "verified email": (_by_verified_email, "verified"),
+    "sign-up with Discord": (_by_signing_up_with_discord, "verified"),
+    "email linking confirm": (_by_confirming_the_email_match, "confirm"),
+}
+
+
+@pytest.mark.parametrize("way", list(LINKING))
+async def test_every_way_of_linking_adds_the_roles_after_the_commit(way: str) -> None:
+    link_by, email_linking = LINKING[way]
+    h = _harness(email_linking=email_linking)
+    profile = h.discord_user(5001, username="dora", email="dora@example.com")
+
+    account_id = await link_by(h, profile)
+
+    assert h.guild_roles.calls == []  # linking never waits for Discord
+    queued = _db(h).tables.role_changes
+    assert {(d, role, c.action) for (d, role), c in queued.items()} == {
+        (profile.id, ROLE, RoleAction.ADD),
+        (profile.id, ELSEWHERE, RoleAction.ADD),
+    }
+    report = await apply(h)
+    assert len(report.done) == 2
+    assert h.guild_roles.has(ROLE, profile.id)
+    assert h.guild_roles.has(ELSEWHERE, profile.id)
+    assert {c.reason for c in h.guild_roles.calls} == {REASONS[RoleAction.ADD]}
+    added = [e for e in _db(h).tables.audit if e.kind is AuditKind.DISCORD_ROLE_ADDED]
+    assert {(e.account_id, e.discord_id, e.detail["role_id"]) for e in added} == {
+        (account_id, profile.id, str(ROLE.role_id)),
+        (account_id, profile.id, str(ELSEWHERE.role_id)),
+    }
+    assert (await apply(h)).busy is False  # nothing left
+    h.container.unwire()
+
+
+async def test_a_link_that_is_refused_or_already_there_queues_nothing(r: Harness) -> None:
+    alice = (await r.sign_up("alice", "alice@example.com")).account
+    first, second = r.discord_user(5002), r.discord_user(5003)
+    await r.discord_link(alice.id, first)
+    await apply(r)
+    calls = len(r.guild_roles.calls)
+    with pytest.raises(errors.AccountLinkedToOtherDiscord):
+        await r.discord_link(alice.id, second)
+    assert await r.discord_link(alice.id, first)  # the same link again: nothing changes
+    assert all(discord_id == first.id for discord_id, _ in _db(r).tables.role_changes)
+    assert not (await apply(r)).busy
+    assert len(r.guild_roles.calls) == calls
+
+
+async def test_without_a_role_configured_nothing_is_queued(h: Harness, db: MemoryDatabase) -> None:
+    account = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(account.id, h.discord_user(5004))
+    await h.container.unlink_discord().execute(DiscordId(5004))
+    assert db.tables.role_changes == {}
+    assert await h.container.request_roles_for_links().execute(every=True) == 0
+
+
+# -- every way of unlinking -------------------------------------------------------------------
+
+
+async def _with_the_bot(h: Harness, account_id: AccountId, discord_id: DiscordId) -> None:
+    await h.container.unlink_discord().execute(discord_id)  # /unlink, and the API's unlink
+
+
+async def _on_the_account_page(h: Harness, account_id: AccountId, discord_id: DiscordId) -> None:
+    await h.container.unlink_account().execute(
+        session_token=await h.session_for(account_id), current_password=PASSWORD
+    )
+
+
+async def _by_a_password_reset(h: Harness, account_id: AccountId, discord_id: DiscordId) -> None:
+    # The address was never confirmed: a reset takes the account back whole (see ResetPassword).
+    await h.container.request_password_reset().execute("dora@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("dora@example.com"), "/password/reset/")
+    done = await h.container.reset_password().execute(
+        token=token, new_password="another horse battery staple"
+    )
+    assert done.unlinked is not None
+
+
+UNLINKING = {
+    "bot /unlink and the API": _with_the_bot,
+    "account page": _on_the_account_page,
+    "password reset": _by_a_password_reset,
+}
+
+
+@pytest.mark.parametrize("way", list(UNLINKING))
+async def test_every_way_of_unlinking_removes_the_roles(r: Harness, way: str) -> None:
+    account = (await r.sign_up("dora", "dora@example.com")).account
+    profile = r.discord_user(5005)
+    await r.discord_link(account.id, profile)
+    await apply(r)
+    assert r.guild_roles.has(ROLE, profile.id)
+
+    await UNLINKING[way](r, account.id, profile.id)
+
+    report = await apply(r)
+    assert {(c.action, c.role) for c in report.done} == {
+        (RoleAction.REMOVE, ROLE),
+        (RoleAction.REMOVE, ELSEWHERE),
+    }
+    assert not r.guild_roles.has(ROLE, profile.id)
+    assert not r.guild_roles.has(ELSEWHERE, profile.id)
+    assert r.guild_roles.calls[-1].reason == REASONS[RoleAction.REMOVE]
+    removed = audited(r, AuditKind.DISCORD_ROLE_REMOVED)
+    assert len(removed) == 2
+    assert all(e.account_id == account.id for e in _db(r).tables.audit if e.discord_id)
+
+
+# -- superseding --------------------------------------------------------------------------------
+
+
+async def test_an_unlink_before_the_add_went_out_supersedes_it(one: Harness) -> None:
+    account = (await one.sign_up("dora", "dora@example.com")).account
+    profile = one.discord_user(5006)
+    await one.discord_link(account.id, profile)
+    await one.container.unlink_discord().execute(profile.id)
+
+    report = await apply(one)
+
+    assert one.guild_roles.calls == [
+        RoleCall(RoleAction.REMOVE, ROLE, profile.id, REASONS[RoleAction.REMOVE])
+    ]  # the add never went out
+    assert [c.action for c in report.done] == [RoleAction.REMOVE]
+    assert not one.guild_roles.has(ROLE, profile.id)
+
+
+async def test_an_unlink_while_the_add_is_with_discord_is_applied_after_it(r: Harness) -> None:
+    account = (await r.sign_up("dora", "dora@example.com")).account
+    profile = r.discord_user(5007)
+    await r.discord_link(account.id, profile)
+
+    async def unlink() -> None:
+        await r.container.unlink_discord().execute(profile.id)
+
+    r.guild_roles.during_next_call = unlink
+    first = await apply(r)
+    # The add that was with Discord cannot mark the newer removal done; the other role's
+    # change, not sent yet, goes out as a removal at once.
+    assert [(c.action, c.role) for c in first.superseded] == [(RoleAction.ADD, ROLE)]
+    assert [(c.action, c.role) for c in first.done] == [(RoleAction.REMOVE, ELSEWHERE)]
+    second = await apply(r)
+    assert [(c.action, c.role) for c in second.done] == [(RoleAction.REMOVE, ROLE)]
+    assert not r.guild_roles.has(ROLE, profile.id)
+    assert not r.guild_roles.has(ELSEWHERE, profile.id)
+    assert [c.action for c in r.guild_roles.calls] == [
+        RoleAction.ADD,
+        RoleAction.REMOVE,
+        RoleAction.REMOVE,
+    ]
+
+
+async def test_a_link_again_after_an_unlink_ends_with_the_role(one: Harness) -> None:
+    account = (await one.sign_up("dora", "dora@example.com")).account
+    profile = one.discord_user(5008)
+    await one.discord_link(account.id, profile)
+    await one.container.unlink_discord().execute(profile.id)
+    await one.discord_link(account.id, profile)
+    await apply(one)
+    assert [c.action for c in one.guild_roles.calls] == [RoleAction.ADD]
+    assert one.guild_roles.has(ROLE, profile.id)
+
+
+async def test_what_goes_out_is_decided_by_the_link_when_it_goes_out(one: Harness) -> None:
+    """A `roles sync` that read the links just before an unlink committed queues an add after
+    the unlink's removal: the member, no longer linked, still ends without the role."""
+    account = (await one.sign_up("dora", "dora@example.com")).account
+    profile = one.discord_user(5009)
+    await one.discord_link(account.id, profile)
+    await apply(one)
+    await one.container.unlink_discord().execute(profile.id)
+    async with one.uow() as uow:  # the stale sync's request lands last
+        now = one.clock.now()
+        await uow.role_changes.request(RoleChange(profile.id, ROLE, RoleAction.ADD, now, now))
+        await uow.commit()
+
+    report = await apply(one)
+
+    assert [c.action for c in report.done] == [RoleAction.REMOVE]
+    assert not one.guild_roles.has(ROLE, profile.id)
+
+
+# -- Discord's answers ------------------------------------------------------------------------
+
+
+async def _linked(h: Harness, discord_id: int = 5010) -> DiscordProfile:
+    account = (await h.sign_up(f"u{discord_id}", f"u{discord_id}@example.com")).account
+    profile = h.discord_user(discord_id)
+    await h.discord_link(account.id, profile)
+    return profile
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        RoleCallOutcome.NOT_A_MEMBER,
+        RoleCallOutcome.UNKNOWN_ROLE,
+        RoleCallOutcome.MISSING_PERMISSIONS,
+        RoleCallOutcome.UNKNOWN_GUILD,
+        RoleCallOutcome.REJECTED,
+    ],
+)
+async def test_a_refusal_is_audited_and_not_retried(one: Harness, outcome: RoleCallOutcome) -> None:
+    one.guild_roles.answer(RoleCallResult(outcome, status=404))
+    profile = await _linked(one)
+
+    report = await apply(one)
+
+    assert [c.last_error for c in report.refused] == [outcome.value]
+    change = _db(one).tables.role_changes[(profile.id, ROLE)]
+    assert change.status is RoleChangeStatus.REFUSED
+    assert audited(one, AuditKind.DISCORD_ROLE_REFUSED) == [
+        {
+            "action": "add",
+            "guild_id": str(ROLE.guild_id),
+            "role_id": str(ROLE.role_id),
+            "reason": outcome.value,
+            "status": "404",
+        }
+    ]
+    one.clock.advance(timedelta(days=2))
+    assert not (await apply(one)).busy
+    assert len(one.guild_roles.calls) == 1  # never asked again
+    assert _db(one).tables.links[profile.id]  # the person's link stands
+
+
+async def test_discord_unavailable_is_retried_with_backoff_until_it_works(one: Harness) -> None:
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE, RoleCallOutcome.UNAVAILABLE)
+    profile = await _linked(one)
+
+    first = await apply(one)
+    assert [c.attempts for c in first.retrying] == [1]
+    assert first.retrying[0].next_attempt_at == one.clock.now() + RETRY_DELAYS[0]
+    assert not (await apply(one)).busy  # not due yet
+    one.clock.advance(RETRY_DELAYS[0])
+    assert [c.attempts for c in (await apply(one)).retrying] == [2]
+    one.clock.advance(RETRY_DELAYS[1])
+    done = await apply(one)
+    assert [c.attempts for c in done.done] == [3]
+    assert one.guild_roles.has(ROLE, profile.id)
+    assert len(one.guild_roles.calls) == 3
+
+
+async def test_discord_unavailable_too_long_is_given_up_and_audited(one: Harness) -> None:
+    one.guild_roles.answer(*[RoleCallOutcome.UNAVAILABLE] * MAX_ATTEMPTS)
+    profile = await _linked(one)
+    for delay in (*RETRY_DELAYS, None):
+        report = await apply(one)
+        if delay is not None:
+            assert len(report.retrying) == 1
+            one.clock.advance(delay)
+    assert [c.attempts for c in report.failed] == [MAX_ATTEMPTS]
+    assert audited(one, AuditKind.DISCORD_ROLE_FAILED)[0]["reason"] == "unavailable"
+    one.clock.advance(timedelta(days=1))
+    assert not (await apply(one)).busy
+    assert len(one.guild_roles.calls) == MAX_ATTEMPTS
+    # `roles sync` asks again for what was given up; Discord works by then.
+    assert await one.container.request_roles_for_links().execute() == 1
+    assert len((await apply(one)).done) == 1
+    assert one.guild_roles.has(ROLE, profile.id)
+
+
+async def test_a_rate_limit_waits_for_retry_after_and_holds_the_rest_of_the_batch(
+    one: Harness,
+) -> None:
+    first, second = await _linked(one, 5011), await _linked(one, 5012)
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=1.5))
+
+    report = await apply(one)
+
+    assert len(one.guild_roles.calls) == 1  # the second was not even tried
+    assert len(report.retrying) == 2
+    wait = timedelta(seconds=1.5)
+    for profile in (first, second):
+        change = _db(one).tables.role_changes[(profile.id, ROLE)]
+        assert change.next_attempt_at == one.clock.now() + wait
+        assert change.attempts == 0  # a rate limit is not a failure that counts
+        assert change.last_error == "rate_limited"
+    one.clock.advance(timedelta(seconds=1))
+    assert not (await apply(one)).busy
+    one.clock.advance(timedelta(seconds=0.5))
+    assert len((await apply(one)).done) == 2
+    assert one.guild_roles.has(ROLE, first.id)
+    assert one.guild_roles.has(ROLE, second.id)
+
+
+# -- roles sync ---------------------------------------------------------------------------------
+
+
+async def test_sync_adds_the_role_to_members_linked_before_it_was_configured(
+    one: Harness,
+) -> None:
+    accounts = [(await one.sign_up(f"old{n}", f"old{n}@example.com")).account for n in range(3)]
+    async with one.uow() as uow:  # linked before TASKFLOW_LINK_DISCORD_LINKED_ROLES was set
+        for n, account in enumerate(accounts):
+            await uow.links.add(Link(DiscordId(6000 + n), account.id, one.clock.now(), "old"))
+        await uow.commit()
+    sync = one.container.request_roles_for_links
+
+    assert await sync().execute() == 3
+    assert len((await apply(one)).done) == 3
+    assert all(one.guild_roles.has(ROLE, DiscordId(6000 + n)) for n in range(3))
+    assert await sync().execute() == 0  # nothing missing any more
+    one.guild_roles.held.clear()  # someone took the role away by hand in Discord
+    assert await sync().execute(every=True) == 3
+    await apply(one)
+    assert all(one.guild_roles.has(ROLE, DiscordId(6000 + n)) for n in range(3))
+
+
+# -- metrics and settings -----------------------------------------------------------------------
+
+
+async def test_role_changes_are_counted_by_action_and_outcome(one: Harness) -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    one.guild_roles.answer(RoleCallOutcome.DONE, RoleCallOutcome.NOT_A_MEMBER)
+    await _linked(one, 5013)
+    await _linked(one, 5014)
+    record_outcome(metrics, "apply_role_changes", await apply(one), None)
+
+    def value(**labels: str) -> float:
+        return registry.get_sample_value("taskflow_link_discord_role_changes_total", labels) or 0
+
+    assert value(action="add", outcome="done") == 1
+    assert value(action="add", outcome="not_a_member") == 1
+
+
+def test_the_setting_is_checked_and_named() -> None:
+    def load(value: str, **more: object) -> object:
+        return load_settings(
+            secret_key="k" * 32, discord_linked_roles=value, _env_file=None, **more
+        )
+
+    for bad in ("1300000000000000001", "guild:role", "1:2,,3:4", "1:2,1:2", "0:5"):
+        with pytest.raises(SettingsError, match="TASKFLOW_LINK_DISCORD_LINKED_ROLES"):
+            load(bad, discord_bot_token="t")
+    with pytest.raises(SettingsError, match="needs TASKFLOW_LINK_DISCORD_BOT_TOKEN"):
+        load(str(ROLE))
+    settings = load(f" {ROLE} , {ELSEWHERE}", discord_bot_token="t")
+    assert settings.linked_roles == (ROLE, ELSEWHERE)  # type: ignore[attr-defined]
+    assert load("").linked_roles == ()  # type: ignore[attr-defined]
