@@ -63,6 +63,18 @@ class PrometheusMetrics:
             "kind",
             "outcome",
         )
+        self._webhooks_delivered = counter(
+            "webhooks_delivered",
+            "Webhooks an endpoint accepted (2xx), by event type.",
+            "type",
+        )
+        self._webhooks_failed = counter(
+            "webhooks_failed",
+            "Failed webhook attempts, by event type and outcome (retrying, given_up, gone: "
+            "the endpoint answered 410 and gets nothing more).",
+            "type",
+            "outcome",
+        )
         self._discord_errors = counter(
             "discord_api_errors",
             "Failed calls to Discord's API, by endpoint and kind (rate_limited, 4xx, 5xx, "
@@ -98,6 +110,12 @@ class PrometheusMetrics:
 
     def email_failed(self, kind: str, *, given_up: bool) -> None:
         self._emails_failed.labels(kind, "given_up" if given_up else "retrying").inc()
+
+    def webhook_delivered(self, event_type: str) -> None:
+        self._webhooks_delivered.labels(event_type).inc()
+
+    def webhook_failed(self, event_type: str, outcome: str) -> None:
+        self._webhooks_failed.labels(event_type, outcome).inc()
 
     def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None:
         """One call to Discord's API: how long it took and, if it failed, how."""

@@ -20,6 +20,7 @@ from domain.use_cases import (
     DeliveryReport,
     LinkConfirmed,
     TicketIssued,
+    WebhookReport,
 )
 
 log = logging.getLogger("taskflow_link.metrics")
@@ -123,6 +124,16 @@ def _succeeded(metrics: PrometheusMetrics, name: str, result: object) -> None:
             metrics.email_failed(email.kind.value, given_up=False)
         for email in result.failed:
             metrics.email_failed(email.kind.value, given_up=True)
+    elif isinstance(result, WebhookReport):
+        for delivery in result.delivered:
+            metrics.webhook_delivered(delivery.event.type.value)
+        for outcome, deliveries in (
+            ("retrying", result.retrying),
+            ("given_up", result.failed),
+            ("gone", result.gone),
+        ):
+            for delivery in deliveries:
+                metrics.webhook_failed(delivery.event.type.value, outcome)
 
 
 def _discord_round_trip(metrics: PrometheusMetrics, done: AuthCompleted) -> None:

@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 EMAIL_QUEUE_CHANNEL = "taskflow_link_email_queue"
+WEBHOOK_QUEUE_CHANNEL = "taskflow_link_webhook_queue"
 # How the listening connection shows in pg_stat_activity (operators, and the tests).
 LISTENER_APPLICATION_NAME = "taskflow-link email listener"
+WEBHOOK_LISTENER_APPLICATION_NAME = "taskflow-link webhook listener"
 
 log = logging.getLogger("taskflow_link.email")
 
@@ -38,11 +40,14 @@ class PostgresQueueListener:
         url: str,
         channel: str = EMAIL_QUEUE_CHANNEL,
         *,
+        application_name: str = LISTENER_APPLICATION_NAME,
         connect_timeout: float = 5.0,
         check_seconds: float = 30.0,
         retry_seconds: tuple[float, float] = (0.5, 30.0),
     ) -> None:
-        self._url, self._channel = url, channel
+        self._url, self._channel, self._application_name = url, channel, application_name
+        # For the log: "email queue listener", "webhook queue listener".
+        self._label = application_name.removeprefix("taskflow-link ").replace(" ", " queue ", 1)
         self._connect_timeout, self._check_seconds = connect_timeout, check_seconds
         self._retry_first, self._retry_max = retry_seconds
 
@@ -52,7 +57,7 @@ class PostgresQueueListener:
             poolclass=NullPool,  # one connection of its own, closed when it is done
             connect_args={
                 "timeout": self._connect_timeout,
-                "server_settings": {"application_name": LISTENER_APPLICATION_NAME},
+                "server_settings": {"application_name": self._application_name},
             },
         )
         loop = asyncio.get_running_loop()
@@ -65,7 +70,7 @@ class PostgresQueueListener:
                     nonlocal listening, outage
                     listening = True
                     if outage:
-                        log.info("email queue listener: listening again")
+                        log.info("%s: listening again", self._label)
                     outage = False
 
                 problem = "lost its database connection"
@@ -77,12 +82,12 @@ class PostgresQueueListener:
                 except Exception:
                     # A bug rather than an outage: say so loudly, then keep trying all the same.
                     if not outage:
-                        log.exception("email queue listener failed; workers keep polling")
+                        log.exception("%s failed; workers keep polling", self._label)
                     problem, outage = "failed", True
                 if outage:
-                    log.debug("email queue listener %s; retrying", problem)
+                    log.debug("%s %s; retrying", self._label, problem)
                 else:
-                    log.warning("email queue listener %s; workers keep polling meanwhile", problem)
+                    log.warning("%s %s; workers keep polling meanwhile", self._label, problem)
                     outage = True
                 # Back off, from the shortest wait again after a connection that held a while
                 # (one that keeps dropping at once must not make this a busy loop).

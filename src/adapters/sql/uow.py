@@ -22,6 +22,7 @@ from adapters.sql.repositories import (
     SqlOutgoingEmails,
     SqlPendingLogins,
     SqlSessions,
+    SqlWebhooks,
 )
 from domain import errors
 
@@ -48,6 +49,7 @@ class SqlUnitOfWork:
         self.email_tokens = SqlEmailTokens(self._session)
         self.outgoing_emails = SqlOutgoingEmails(self._session, postgres=postgres)
         self.link_proposals = SqlLinkProposals(self._session)
+        self.webhooks = SqlWebhooks(self._session, postgres=postgres)
 
     async def __aenter__(self) -> Self:
         return self

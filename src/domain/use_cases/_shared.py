@@ -25,6 +25,8 @@ from domain.model import (
 from domain.policies import LINK_REFUSALS, LinkDecision, decide_link, identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._webhooks import WebhookOutbox
+from domain.webhooks import link_created
 
 SESSION_TTL = timedelta(days=14)
 CONFLICT_ATTEMPTS = 3
@@ -52,9 +54,16 @@ class LinkResult:
 
 
 async def apply_link(
-    uow: UnitOfWork, *, discord: DiscordUser, account_id: AccountId, now: datetime, via: str
+    uow: UnitOfWork,
+    *,
+    discord: DiscordUser,
+    account_id: AccountId,
+    now: datetime,
+    via: str,
+    webhooks: WebhookOutbox,
 ) -> LinkResult:
-    """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal."""
+    """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal.
+    A new link is audited and published (``link.created``) in the caller's transaction."""
     link_of_discord = await uow.links.get_by_discord_id(discord.id)
     link_of_account = await uow.links.get_by_account(account_id)
     decision = decide_link(discord.id, account_id, link_of_discord, link_of_account)
@@ -73,6 +82,7 @@ async def apply_link(
     )
     await uow.links.add(link)
     await uow.audit.record(AuditEvent(AuditKind.LINKED, now, account_id, discord.id, {"via": via}))
+    await webhooks.publish(uow, link_created(link, via=via))
     account = await uow.accounts.get(account_id)
     if account is not None and via != "signup":  # a brand-new account needs no alarm
         await queue_notice(

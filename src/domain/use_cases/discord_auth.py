@@ -49,7 +49,9 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
 )
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.email_linking import create_link_proposal
+from domain.webhooks import account_created
 
 SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
@@ -287,10 +289,12 @@ class CompleteDiscordAuth:
         *,
         email_linking: EmailLinking = EmailLinking.VERIFIED,
         signup: bool = True,
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
         self._session_ttl = session_ttl
         self._email_linking, self._signup = email_linking, signup
+        self._webhooks = webhooks
 
     async def execute(
         self,
@@ -388,7 +392,12 @@ class CompleteDiscordAuth:
         async with self._uow() as uow:
             await self._session_of(uow, pending, session_token)
             result = await apply_link(
-                uow, discord=profile.user, account_id=pending.account_id, now=now, via="oauth"
+                uow,
+                discord=profile.user,
+                account_id=pending.account_id,
+                now=now,
+                via="oauth",
+                webhooks=self._webhooks,
             )
             await uow.commit()
         return self._linked(pending, result)
@@ -423,7 +432,12 @@ class CompleteDiscordAuth:
                     ticket_username=ticket.discord.username, signed_in_as=profile.username
                 )
             result = await apply_link(
-                uow, discord=profile.user, account_id=pending.account_id, now=now, via="ticket"
+                uow,
+                discord=profile.user,
+                account_id=pending.account_id,
+                now=now,
+                via="ticket",
+                webhooks=self._webhooks,
             )
             await uow.commit()
         return self._linked(pending, result)
@@ -479,7 +493,12 @@ class CompleteDiscordAuth:
                 case LinkAndSignIn(account_id):
                     async with _decided_without_a_link():
                         await apply_link(
-                            uow, discord=profile.user, account_id=account_id, now=now, via="email"
+                            uow,
+                            discord=profile.user,
+                            account_id=account_id,
+                            now=now,
+                            via="email",
+                            webhooks=self._webhooks,
                         )
                     outcome = AuthOutcome.LINKED_AND_SIGNED_IN
                 case CreateAccount():
@@ -500,9 +519,8 @@ class CompleteDiscordAuth:
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 
-    @staticmethod
     async def _create_account(
-        uow: UnitOfWork, decision: CreateAccount, profile: DiscordProfile, now: datetime
+        self, uow: UnitOfWork, decision: CreateAccount, profile: DiscordProfile, now: datetime
     ) -> AccountId:
         taken = await uow.accounts.usernames_starting_with(decision.username_base)
         account = Account(
@@ -517,5 +535,13 @@ class CompleteDiscordAuth:
         await uow.audit.record(
             AuditEvent(AuditKind.ACCOUNT_CREATED, now, account.id, profile.id, {"via": "discord"})
         )
-        await apply_link(uow, discord=profile.user, account_id=account.id, now=now, via="signup")
+        await self._webhooks.publish(uow, account_created(account, via="discord"))
+        await apply_link(
+            uow,
+            discord=profile.user,
+            account_id=account.id,
+            now=now,
+            via="signup",
+            webhooks=self._webhooks,
+        )
         return account.id

@@ -36,6 +36,7 @@ from domain.use_cases._shared import (
     retry_on_conflict,
     start_session,
 )
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 
 
 def proposal_refusal(status: SecretStatus) -> errors.DomainError:
@@ -118,9 +119,15 @@ async def _link_and_sign_in(
     *,
     ttl: timedelta,
     method: SignInMethod,
+    webhooks: WebhookOutbox,
 ) -> LinkConfirmed:
     await apply_link(
-        uow, discord=proposal.discord, account_id=proposal.account_id, now=now, via="email"
+        uow,
+        discord=proposal.discord,
+        account_id=proposal.account_id,
+        now=now,
+        via="email",
+        webhooks=webhooks,
     )
     token = await start_session(uow, tokens, proposal.account_id, now, ttl, method=method)
     await uow.commit()
@@ -137,9 +144,12 @@ class ConfirmLinkWithPassword:
         clock: Clock,
         passwords: Passwords,
         session_ttl: timedelta = SESSION_TTL,
+        *,
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
         self._session_ttl = session_ttl
+        self._webhooks = webhooks
 
     async def execute(self, *, proposal_token: str | None, password: str) -> LinkConfirmed:
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
@@ -169,6 +179,7 @@ class ConfirmLinkWithPassword:
                     now,
                     ttl=self._session_ttl,
                     method=SignInMethod.PASSWORD,
+                    webhooks=self._webhooks,
                 )
 
         return await retry_on_conflict(attempt)
@@ -220,9 +231,12 @@ class ConfirmLinkWithEmail:
         tokens: TokenIssuer,
         clock: Clock,
         session_ttl: timedelta = SESSION_TTL,
+        *,
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
         self._session_ttl = session_ttl
+        self._webhooks = webhooks
 
     async def execute(self, *, proposal_token: str | None, email_token: str) -> LinkConfirmed:
         async def attempt() -> LinkConfirmed:
@@ -254,6 +268,7 @@ class ConfirmLinkWithEmail:
                     now,
                     ttl=self._session_ttl,
                     method=SignInMethod.EMAIL_LINK,
+                    webhooks=self._webhooks,
                 )
 
         return await retry_on_conflict(attempt)

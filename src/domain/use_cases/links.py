@@ -11,6 +11,8 @@ from domain.policies import unlink_refusal
 from domain.ports import Clock, LinkDirectory, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_notice
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
+from domain.webhooks import link_deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +22,13 @@ class LinkedAccount:
 
 
 async def _unlink(
-    uow: UnitOfWork, link: Link, clock: Clock, *, via: str, keep_session: str | None = None
+    uow: UnitOfWork,
+    link: Link,
+    clock: Clock,
+    *,
+    via: str,
+    webhooks: WebhookOutbox,
+    keep_session: str | None = None,
 ) -> LinkedAccount:
     """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
     a session that Discord sign-in opened must not outlive the link. The account is locked
@@ -39,6 +47,7 @@ async def _unlink(
     await uow.audit.record(
         AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
     )
+    await webhooks.publish(uow, link_deleted(link, now=now, via=via))
     await queue_notice(
         uow, account, EmailKind.DISCORD_UNLINKED, now, discord_username=link.discord_username
     )
@@ -55,8 +64,11 @@ class UnlinkAccount:
         tokens: TokenIssuer,
         clock: Clock,
         passwords: Passwords,
+        *,
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
+        self._webhooks = webhooks
 
     async def execute(self, *, session_token: str | None, current_password: str | None) -> Link:
         session, account = await prove_identity(
@@ -71,22 +83,32 @@ class UnlinkAccount:
             link = await uow.links.get_by_account(account.id)
             if link is None:
                 raise errors.NotLinked()
-            unlinked = await _unlink(uow, link, self._clock, via="web", keep_session=session.digest)
+            unlinked = await _unlink(
+                uow,
+                link,
+                self._clock,
+                via="web",
+                webhooks=self._webhooks,
+                keep_session=session.digest,
+            )
         return unlinked.link
 
 
 class UnlinkDiscord:
-    """``/unlink`` in Discord: the invoker's Discord id names the link."""
+    """``/unlink`` in Discord (the invoker's Discord id names the link), and the API's admin
+    unlink (``via="api"``)."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._uow, self._clock = uow, clock
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, *, webhooks: WebhookOutbox = NO_WEBHOOKS
+    ) -> None:
+        self._uow, self._clock, self._webhooks = uow, clock, webhooks
 
-    async def execute(self, discord_id: DiscordId) -> LinkedAccount:
+    async def execute(self, discord_id: DiscordId, *, via: str = "discord") -> LinkedAccount:
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(discord_id)
             if link is None:
                 raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
-            return await _unlink(uow, link, self._clock, via="discord")
+            return await _unlink(uow, link, self._clock, via=via, webhooks=self._webhooks)
 
 
 class WhoAmI:

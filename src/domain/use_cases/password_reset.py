@@ -20,7 +20,9 @@ from domain.use_cases._email_links import consume_email_link, refusal_for, withi
 from domain.use_cases._passwords import account_key
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import digest_of, queue_email, start_session
+from domain.use_cases._webhooks import WebhookOutbox
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase
+from domain.webhooks import link_deleted
 
 
 class RequestPasswordReset:
@@ -80,7 +82,7 @@ class ResetPassword(_PasswordUseCase):
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             await uow.sessions.remove_for_account(account.id)
-            unlinked = await self._unlink_if_unconfirmed(uow, account, now)
+            unlinked = await self._unlink_if_unconfirmed(uow, account, now, self._webhooks)
             await uow.audit.record(
                 AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})
             )
@@ -101,7 +103,7 @@ class ResetPassword(_PasswordUseCase):
 
     @staticmethod
     async def _unlink_if_unconfirmed(
-        uow: UnitOfWork, account: Account, now: datetime
+        uow: UnitOfWork, account: Account, now: datetime, webhooks: WebhookOutbox
     ) -> Link | None:
         """Until now nobody had proved owning this address: whoever set the account up may
         not be its owner, and a Discord account they linked would keep them in after the
@@ -116,6 +118,7 @@ class ResetPassword(_PasswordUseCase):
                 AuditKind.UNLINKED, now, account.id, link.discord_id, {"via": "password_reset"}
             )
         )
+        await webhooks.publish(uow, link_deleted(link, now=now, via="password_reset"))
         return link
 
 

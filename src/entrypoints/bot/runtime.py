@@ -23,6 +23,7 @@ from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
 from entrypoints.settings import ShardPlan
+from entrypoints.webhook_worker import WebhookWorker
 
 log = logging.getLogger("taskflow_link.bot")
 
@@ -261,6 +262,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     runner = GatewayRunner(bot, asyncio.Event(), shards)
     started: dict[str, lightbulb.Client] = {}
     email_worker = EmailWorker(container)  # sends the notices /unlink queues
+    webhook_worker = WebhookWorker(container)  # and its link.deleted webhooks
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         install_payload_guard()
@@ -283,6 +285,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
             await bot.close()
             return
         email_worker.start()
+        webhook_worker.start()
         runner.ready.set()
         log.info(
             "bot ready: serving /link, /unlink and /whoami over the gateway%s",
@@ -292,6 +295,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
         await email_worker.stop()
+        await webhook_worker.stop()
         if "client" in started:
             await started["client"].stop()
         await close_resources(container)

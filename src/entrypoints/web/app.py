@@ -52,6 +52,7 @@ from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
 from entrypoints.web.security import before_send_hook, security_headers
+from entrypoints.webhook_worker import WebhookWorker
 
 HERE = Path(__file__).parent
 FORM_BODY_LIMIT = 64 * 1024
@@ -212,13 +213,14 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
 
     # HTTP interactions are on when Discord's public key is configured (and then need the token).
     http_interactions = HttpInteractions(container) if settings.discord_public_key else None
-    # One email worker per running server (per event loop: tests may run two at once).
-    email_workers: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
+    # Per running server (per event loop: tests may run two at once): its email worker and its
+    # webhook worker (idle without webhook URLs).
+    workers: dict[asyncio.AbstractEventLoop, tuple[EmailWorker, WebhookWorker]] = {}
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        email_workers[loop] = EmailWorker(container)
+        workers[loop] = (EmailWorker(container), WebhookWorker(container))
         # Per running server: its checks' tasks belong to its event loop.
         app.state.readiness = Readiness(
             container.readiness_checks(), timeout=settings.readiness_timeout_seconds
@@ -227,18 +229,20 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
-            email_workers[loop].start()
+            for worker in workers[loop]:
+                worker.start()
             yield
         finally:
             await app.state.readiness.close()
-            await email_workers.pop(loop).stop()
+            for worker in workers.pop(loop):
+                await worker.stop()
             if http_interactions is not None:
                 await http_interactions.close()
             await close_resources(container)
             if settings.metrics:
                 mark_process_dead()
 
-    async def wake_email_worker(message: Message, scope: Scope) -> None:
+    async def wake_workers(message: Message, scope: Scope) -> None:
         # A form that changed something may have queued an email: send it now. (Not after
         # the API or interactions: a bot command's email, an unlink notice, waits for the
         # next poll rather than every /link paying for a pass over the queue.)
@@ -247,8 +251,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             and scope.get("method") == "POST"
             and not scope["path"].startswith(("/api/", "/interactions"))
         ):
-            worker = email_workers.get(asyncio.get_running_loop())
-            if worker is not None:
+            # The same forms link, unlink and sign up: their webhooks go now too.
+            for worker in workers.get(asyncio.get_running_loop(), ()):
                 worker.wake()
 
     for warning in settings.warnings():
@@ -298,7 +302,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             before_send_hook(
                 security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
             ),
-            wake_email_worker,
+            wake_workers,
         ],
         exception_handlers={
             errors.DomainError: domain_error_handler,
