@@ -33,8 +33,15 @@ SECRET_BYTES = (24, 64)
 
 
 def endpoint_for(url: str) -> WebhookEndpoint:
-    """The endpoint a URL names in the outbox: the URL's SHA-256, and its host for people."""
-    return WebhookEndpoint(hashlib.sha256(url.encode()).hexdigest(), urlsplit(url).hostname or "")
+    """The endpoint a URL names in the outbox: the URL's SHA-256, and for people its host
+    (with the port, when the URL names one; never a user name or password)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return WebhookEndpoint(
+        hashlib.sha256(url.encode()).hexdigest(),
+        f"{host}:{parts.port}" if parts.port else host,
+    )
 
 
 def decode_secret(text: str) -> bytes:

@@ -13,9 +13,9 @@ from adapters.sql.tables import metadata
 from tests.integration.mailbox import smtp_server
 from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
 from tests.integration.redis_server import RedisServer, start_redis
-from tests.integration.stack import browser, stack
+from tests.integration.stack import browser, stack, stack_settings
 
-__all__ = ["browser", "smtp_server", "stack"]  # fixtures for the end-to-end tests
+__all__ = ["browser", "smtp_server", "stack", "stack_settings"]  # fixtures for end-to-end tests
 
 _migrated: set[str] = set()
 

@@ -43,8 +43,17 @@ class Stack:
 
 
 @pytest.fixture
+def stack_settings() -> dict[str, Any]:
+    """More settings for the stack's web app; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
 async def stack(
-    postgres: PostgresServer, pg_db: SqlDatabase, smtp_server: tuple[Mailbox, int]
+    postgres: PostgresServer,
+    pg_db: SqlDatabase,
+    smtp_server: tuple[Mailbox, int],
+    stack_settings: dict[str, Any],
 ) -> AsyncIterator[Stack]:
     mailbox, smtp_port = smtp_server
     app_port = free_port()
@@ -76,6 +85,7 @@ async def stack(
             smtp_tls="none",
             smtp_timeout_seconds=5.0,
             email_poll_seconds=0.2,
+            **stack_settings,
         )
         clock = ManualClock()
         clock.set(clock.now().replace(year=2030))

@@ -208,6 +208,7 @@ def test_an_endpoint_is_named_by_its_urls_digest_and_shown_by_host() -> None:
     assert len(one.key) == 64
     assert "t0ps3cret" not in one.key
     assert endpoint_for("https://hooks.example.com/in?token=other").key != one.key
+    assert endpoint_for("http://user:pw@[::1]:9000/x").host == "[::1]:9000"
 
 
 # -- metrics ------------------------------------------------------------------------------------

@@ -102,7 +102,10 @@ class DeliverWebhooks:
         except Exception:
             outcome, error = Outcome.RETRY, "unexpected_error"
         attempts = claimed.attempts + 1
-        after = replace(claimed, attempts=attempts, last_attempt_at=now, last_error=error)
+        # An error stays on record after a later success: `webhooks status` shows the last one.
+        after = replace(
+            claimed, attempts=attempts, last_attempt_at=now, last_error=error or claimed.last_error
+        )
         if outcome is Outcome.DELIVERED:
             after = replace(after, state=WebhookState.DELIVERED, finished_at=now)
             report.delivered.append(after)
