@@ -71,6 +71,18 @@ class PrometheusMetrics:
             "action",
             "outcome",
         )
+        self._webhooks_delivered = counter(
+            "webhooks_delivered",
+            "Webhooks an endpoint accepted (2xx), by event type.",
+            "type",
+        )
+        self._webhooks_failed = counter(
+            "webhooks_failed",
+            "Failed webhook attempts, by event type and outcome (retrying, given_up, gone: "
+            "the endpoint answered 410 and gets nothing more).",
+            "type",
+            "outcome",
+        )
         self._discord_errors = counter(
             "discord_api_errors",
             "Failed calls to Discord's API, by endpoint and kind (rate_limited, 4xx, 5xx, "
@@ -109,6 +121,12 @@ class PrometheusMetrics:
 
     def role_change(self, action: str, outcome: str) -> None:
         self._role_changes.labels(action, outcome).inc()
+
+    def webhook_delivered(self, event_type: str) -> None:
+        self._webhooks_delivered.labels(event_type).inc()
+
+    def webhook_failed(self, event_type: str, outcome: str) -> None:
+        self._webhooks_failed.labels(event_type, outcome).inc()
 
     def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None:
         """One call to Discord's API: how long it took and, if it failed, how."""

@@ -212,6 +212,14 @@ class EmailNotSent(DomainError):
     message = "We could not send the email just now. Try again in a few minutes."
 
 
+class WebhookNotDelivered(DomainError):
+    """No HTTP answer from a webhook endpoint; ``message`` is a short code for the record
+    (``timeout``, ``connection``), never anything the endpoint sent."""
+
+    code = "webhook_not_delivered"
+    message = "connection"
+
+
 class Conflict(DomainError):
     """A uniqueness rule was hit by a concurrent change; the transaction was rolled back."""
 

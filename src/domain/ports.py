@@ -35,6 +35,13 @@ from domain.model import (
     Session,
     SignInMethod,
 )
+from domain.webhooks import (
+    GoneEndpoint,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointSummary,
+    WebhookEvent,
+)
 
 
 class AccountRepository(Protocol):
@@ -240,6 +247,67 @@ class AuditLog(Protocol):
 
     async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]: ...
 
+    async def search(
+        self,
+        *,
+        account_id: AccountId | None = None,
+        discord_id: DiscordId | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEvent]:
+        """The newest ``limit`` events matching every filter given (``since``: at or after
+        it), newest first."""
+
+    async def purge_before(self, before: datetime) -> int:
+        """Forget the events recorded before ``before``; how many."""
+
+
+class WebhookRepository(Protocol):
+    """The webhook outbox: events written in the transaction of the change, one delivery per
+    endpoint, emptied by ``DeliverWebhooks``."""
+
+    async def add(self, event: WebhookEvent, deliveries: Sequence[WebhookDelivery]) -> None: ...
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int, endpoints: Sequence[str]
+    ) -> Sequence[WebhookDelivery]:
+        """Take up to ``limit`` pending deliveries to ``endpoints`` (keys) that are due at
+        ``now``, the longest-waiting first, in one statement, moving their next attempt to
+        ``until`` (a lease). Concurrent callers get disjoint sets (``FOR UPDATE SKIP
+        LOCKED`` on Postgres). Returned in the order they were queued."""
+
+    async def renew_claim(
+        self, delivery: WebhookDelivery, until: datetime
+    ) -> WebhookDelivery | None:
+        """Extend this sender's lease (as ``OutgoingEmailRepository.renew_claim``); ``None``
+        when the delivery is no longer this sender's."""
+
+    async def save(self, delivery: WebhookDelivery) -> None:
+        """Write back state, attempts, times and error."""
+
+    async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None: ...
+
+    async def requeue(self, now: datetime, delivery_id: uuid.UUID | None = None) -> int:
+        """Put failed and gone deliveries (all, or the one with ``delivery_id``) back in the
+        queue: pending, due at ``now``, counting attempts from zero. How many."""
+
+    async def mark_gone(self, endpoint: WebhookEndpoint, since: datetime) -> None:
+        """Remember that the endpoint answered 410 Gone (once: a second call changes
+        nothing)."""
+
+    async def gone_endpoints(self) -> Sequence[GoneEndpoint]: ...
+
+    async def forget_gone(self, endpoint: str | None = None) -> int:
+        """Send to the endpoint again (``None``: every gone endpoint); how many."""
+
+    async def summary(self) -> Sequence[WebhookEndpointSummary]:
+        """Per endpoint that has deliveries: how many in each state, and the newest error."""
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Forget deliveries that finished before ``before``, and pending ones not due since
+        before then (their endpoint gone, or no longer configured), then events left without
+        a delivery. How many deliveries."""
+
 
 class UnitOfWork(Protocol):
     @property
@@ -274,6 +342,9 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -469,3 +540,19 @@ class EmailMessage:
 class EmailSender(Protocol):
     async def send(self, message: EmailMessage) -> None:
         """Hand the message to the mail system; ``EmailNotSent`` when it cannot."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMessage:
+    """One attempt: the event's id and body, and the attempt's time (``webhook-timestamp``)."""
+
+    message_id: str
+    timestamp: datetime
+    body: str
+
+
+class WebhookSender(Protocol):
+    async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+        """POST the signed message to the endpoint's URL and return the HTTP status (no
+        redirect is followed); ``WebhookNotDelivered`` when no answer came (timeout,
+        connection refused, an endpoint that is not configured)."""

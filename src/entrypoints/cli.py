@@ -107,14 +107,95 @@ def _migrate(direction: str, revision: str) -> str | None:
 
 @cli.command("purge-expired")
 def purge_expired() -> None:
-    """Delete expired pending logins, /link tickets, sessions, emailed links, link proposals
-    and old emails."""
+    """Delete expired pending logins, /link tickets, sessions, emailed links, link proposals,
+    old emails and webhook deliveries, and audit events older than
+    TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever)."""
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(
         f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
         f"ticket(s), {report.sessions} session(s), {report.email_tokens} email link(s), "
-        f"{report.link_proposals} link proposal(s), {report.emails} old email(s)."
+        f"{report.link_proposals} link proposal(s), {report.emails} old email(s), "
+        f"{report.webhook_deliveries} old webhook delivery(ies), "
+        f"{report.audit_events} audit event(s)."
     )
+
+
+@cli.group("webhooks")
+def webhooks() -> None:
+    """The webhook outbox (TASKFLOW_LINK_WEBHOOK_URLS)."""
+
+
+@webhooks.command("status")
+def webhooks_status() -> None:
+    """Deliveries per endpoint (by host; a URL's path may hold a token, so it is never
+    shown): how many in each state, whether the endpoint answered 410 Gone, and the last
+    error."""
+    from entrypoints.cli_output import webhook_status_lines  # noqa: PLC0415
+
+    statuses = _run_use_case(lambda c: c.show_webhook_status().execute())
+    for line in webhook_status_lines(statuses):
+        click.echo(line)
+
+
+@webhooks.command("retry")
+@click.option(
+    "--id",
+    "delivery_id",
+    type=click.UUID,
+    default=None,
+    help="Only the delivery with this id (as logged when it was given up).",
+)
+def webhooks_retry(delivery_id: uuid.UUID | None) -> None:
+    """Send again the webhook deliveries that were given up or refused with 410 Gone (all of
+    them, or one with --id), with a fresh round of attempts; endpoints that answered 410 Gone
+    (all of them, or the one of that delivery) are sent to again."""
+    requeued = _run_use_case(lambda c: c.requeue_webhooks().execute(delivery_id))
+    click.echo(f"Requeued {requeued} webhook delivery(ies).")
+
+
+@cli.command("audit")
+@click.option("--account", "account", metavar="ID", help="Only events of this TaskFlow account.")
+@click.option("--discord-id", "discord_id", metavar="ID", help="Only events of this Discord id.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only events from then on: a date (2026-11-01, UTC), a time (2026-11-01T12:00Z) or "
+    "how long ago (30m, 12h, 7d, 2w).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="At most this many events (the newest).",
+)
+def audit(account: str | None, discord_id: str | None, since: str | None, limit: int) -> None:
+    """Print the audit trail, one event per line, oldest first: time, kind, account, Discord
+    id and detail (never a secret)."""
+    from entrypoints.cli_output import (  # noqa: PLC0415
+        audit_line,
+        parse_account,
+        parse_discord_id,
+        parse_since,
+    )
+
+    if account is not None and discord_id is not None:
+        raise click.UsageError("Give --account or --discord-id, not both.")
+    wanted_account = parse_account(account) if account is not None else None
+    wanted_discord = parse_discord_id(discord_id) if discord_id is not None else None
+    wanted_since = parse_since(since) if since is not None else None
+    events = _run_use_case(
+        lambda c: c.read_audit_trail().execute(
+            account_id=wanted_account,
+            discord_id=wanted_discord,
+            since=wanted_since,
+            limit=limit,
+        )
+    )
+    for event in events:
+        click.echo(audit_line(event))
+    if not events:
+        click.echo("No audit events match.", err=True)
 
 
 @cli.group("email")

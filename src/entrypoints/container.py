@@ -24,9 +24,12 @@ from adapters.sql import SqlDatabase, revisions
 from adapters.sql.notifications import (
     ROLE_LISTENER_APPLICATION_NAME,
     ROLE_QUEUE_CHANNEL,
+    WEBHOOK_LISTENER_APPLICATION_NAME,
+    WEBHOOK_QUEUE_CHANNEL,
     PostgresQueueListener,
 )
 from adapters.tokens import SecretsTokenIssuer
+from adapters.webhooks import HttpWebhookSender, endpoint_for
 from domain import use_cases as uc
 from domain.ports import LinkDirectory, QueueListener, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
@@ -79,10 +82,38 @@ def _role_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
         return PostgresQueueListener(
             settings.database_url,
             ROLE_QUEUE_CHANNEL,
-            queue="role queue",
             application_name=ROLE_LISTENER_APPLICATION_NAME,
         )
     return NoQueueListener()
+
+
+def _webhook_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
+    """As the email queue's: Postgres wakes every instance's webhook worker."""
+    if _listens(settings, storage):
+        return PostgresQueueListener(
+            settings.database_url,
+            WEBHOOK_QUEUE_CHANNEL,
+            application_name=WEBHOOK_LISTENER_APPLICATION_NAME,
+        )
+    return NoQueueListener()
+
+
+def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
+    return uc.WebhookOutbox(tuple(endpoint_for(url) for url in settings.webhook_url_list))
+
+
+def _webhook_sender(settings: Settings) -> HttpWebhookSender:
+    return HttpWebhookSender(
+        settings.webhook_url_list,
+        settings.webhook_keys,
+        timeout=settings.webhook_timeout_seconds,
+        user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
+    )
+
+
+def _audit_retention(settings: Settings) -> timedelta | None:
+    days = settings.audit_retention_days
+    return timedelta(days=days) if days else None  # 0: keep forever
 
 
 def _callback_url(settings: Settings) -> str:
@@ -233,6 +264,10 @@ class Container(containers.DeclarativeContainer):
     # One per email worker: it holds a connection of its own while the worker runs.
     email_queue_listener = providers.Factory(_email_queue_listener, settings, storage)
     role_queue_listener = providers.Factory(_role_queue_listener, settings, storage)
+    # Webhooks: where events go (the configured endpoints), how they are sent, and wake-ups.
+    webhook_outbox = providers.Singleton(_webhook_outbox, settings)
+    webhook_sender = providers.Singleton(_webhook_sender, settings)
+    webhook_queue_listener = providers.Factory(_webhook_queue_listener, settings, storage)
 
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
@@ -254,6 +289,7 @@ class Container(containers.DeclarativeContainer):
         email_linking=providers.Callable(lambda s: s.email_linking, settings),
         signup=providers.Callable(lambda s: s.discord_signup, settings),
         linked_roles=linked_roles,
+        webhooks=webhook_outbox,
     )
     show_link_proposal = providers.Factory(uc.ShowLinkProposal, uow, tokens, clock)
     confirm_link_with_password = providers.Factory(
@@ -264,20 +300,37 @@ class Container(containers.DeclarativeContainer):
         passwords,
         session_ttl,
         linked_roles=linked_roles,
+        webhooks=webhook_outbox,
     )
     email_link_confirmation = providers.Factory(uc.EmailLinkConfirmation, uow, tokens, clock)
     confirm_link_with_email = providers.Factory(
-        uc.ConfirmLinkWithEmail, uow, tokens, clock, session_ttl, linked_roles=linked_roles
+        uc.ConfirmLinkWithEmail,
+        uow,
+        tokens,
+        clock,
+        session_ttl,
+        linked_roles=linked_roles,
+        webhooks=webhook_outbox,
     )
     unlink_account = providers.Factory(
-        uc.UnlinkAccount, uow, tokens, clock, passwords, linked_roles=linked_roles
+        uc.UnlinkAccount,
+        uow,
+        tokens,
+        clock,
+        passwords,
+        linked_roles=linked_roles,
+        webhooks=webhook_outbox,
     )
-    unlink_discord = providers.Factory(uc.UnlinkDiscord, uow, clock, linked_roles=linked_roles)
+    unlink_discord = providers.Factory(
+        uc.UnlinkDiscord, uow, clock, linked_roles=linked_roles, webhooks=webhook_outbox
+    )
     who_am_i = providers.Factory(uc.WhoAmI, uow)
     look_up_link = providers.Factory(uc.LookUpLink, directory)
     look_up_links = providers.Factory(uc.LookUpLinks, directory)
     link_of_account = providers.Factory(uc.LinkOfAccount, uow)
-    sign_up = providers.Factory(uc.SignUp, uow, tokens, clock, passwords, session_ttl)
+    sign_up = providers.Factory(
+        uc.SignUp, uow, tokens, clock, passwords, session_ttl, webhooks=webhook_outbox
+    )
     sign_in = providers.Factory(uc.SignIn, uow, tokens, clock, passwords, session_ttl)
     sign_out = providers.Factory(uc.SignOut, uow, tokens, clock)
     current_session = providers.Factory(uc.CurrentSession, uow, tokens, clock)
@@ -289,7 +342,9 @@ class Container(containers.DeclarativeContainer):
         uc.StartDiscordReauth, uow, tokens, clock, discord_oauth
     )
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
-    purge_expired = providers.Factory(uc.PurgeExpired, uow, clock)
+    purge_expired = providers.Factory(
+        uc.PurgeExpired, uow, clock, providers.Callable(_audit_retention, settings)
+    )
     deliver_emails = providers.Factory(
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
     )
@@ -306,12 +361,25 @@ class Container(containers.DeclarativeContainer):
     change_email = providers.Factory(uc.ChangeEmail, uow, tokens, clock, passwords)
     request_password_reset = providers.Factory(uc.RequestPasswordReset, uow, clock)
     reset_password = providers.Factory(
-        uc.ResetPassword, uow, tokens, clock, passwords, session_ttl, linked_roles=linked_roles
+        uc.ResetPassword,
+        uow,
+        tokens,
+        clock,
+        passwords,
+        session_ttl,
+        linked_roles=linked_roles,
+        webhooks=webhook_outbox,
     )
     create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)
     authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, api_keys, tokens)
     list_api_keys = providers.Factory(uc.ListApiKeys, uow)
     revoke_api_key = providers.Factory(uc.RevokeApiKey, uow, clock)
+    deliver_webhooks = providers.Factory(
+        uc.DeliverWebhooks, uow, clock, webhook_sender, webhook_outbox
+    )
+    requeue_webhooks = providers.Factory(uc.RequeueWebhooks, uow, clock)
+    show_webhook_status = providers.Factory(uc.ShowWebhookStatus, uow, webhook_outbox)
+    read_audit_trail = providers.Factory(uc.ReadAuditTrail, uow, clock)
 
 
 def is_use_case(provider: object) -> bool:
@@ -355,6 +423,11 @@ async def close_resources(container: Container) -> None:
         async with asyncio.timeout(timeout):
             try:
                 await container.discord_http().aclose()
+                # A stand-in sender (tests) may hold nothing to close.
+                if (
+                    close_sender := getattr(container.webhook_sender(), "aclose", None)
+                ) is not None:
+                    await close_sender()
                 await container.shared_state().close()
             finally:
                 await container.storage().dispose()

@@ -21,6 +21,7 @@ from domain.use_cases import (
     LinkConfirmed,
     RoleChangeReport,
     TicketIssued,
+    WebhookReport,
 )
 
 log = logging.getLogger("taskflow_link.metrics")
@@ -126,6 +127,20 @@ def _succeeded(metrics: PrometheusMetrics, name: str, result: object) -> None:
             metrics.email_failed(email.kind.value, given_up=True)
     elif isinstance(result, RoleChangeReport):
         _role_changes(metrics, result)
+    elif isinstance(result, WebhookReport):
+        _webhooks(metrics, result)
+
+
+def _webhooks(metrics: PrometheusMetrics, report: WebhookReport) -> None:
+    for delivery in report.delivered:
+        metrics.webhook_delivered(delivery.event.type.value)
+    for outcome, deliveries in (
+        ("retrying", report.retrying),
+        ("given_up", report.failed),
+        ("gone", report.gone),
+    ):
+        for delivery in deliveries:
+            metrics.webhook_failed(delivery.event.type.value, outcome)
 
 
 def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:

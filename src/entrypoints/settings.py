@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from adapters.webhooks import decode_secret
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
 
@@ -253,11 +254,11 @@ class Settings(BaseSettings):
     )
     email_listen: bool = Field(
         default=True,
-        description="On Postgres, each worker listens for new emails and role changes "
-        "(LISTEN/NOTIFY on a connection of its own) and sends them at once, whichever instance "
-        "queued them. "
+        description="On Postgres, each worker listens for new emails, role changes and "
+        "webhooks (LISTEN/NOTIFY on a connection of its own) and sends them at once, whichever "
+        "instance queued them. "
         "`false` behind a connection pooler in transaction mode (PgBouncer), where LISTEN "
-        "does not work: workers then find other instances' emails by polling.",
+        "does not work: workers then find other instances' work by polling.",
     )
     email_from: str = Field(
         default="TaskFlow Link <no-reply@localhost>", description="The From address of emails."
@@ -274,6 +275,43 @@ class Settings(BaseSettings):
     )
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="SMTP timeout.")
+    webhook_urls: str = Field(
+        default="",
+        description="Comma-separated URLs that receive signed webhooks (Standard Webhooks: "
+        "link.created, link.deleted, account.created). https, or http on this machine "
+        "(loopback) only. Empty: no webhooks.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The webhooks' signing secret: `whsec_` + base64 of 24 to 64 random "
+        "bytes. Required with WEBHOOK_URLS.",
+    )
+    webhook_secret_previous: SecretStr | None = Field(
+        default=None,
+        description="During a secret rotation, the secret being replaced: every webhook is "
+        "signed with both until this is removed.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=60,
+        description="How long a webhook endpoint has to answer; no answer counts as a failure "
+        "(retried).",
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="How often the webhook queue is checked (on Postgres, workers are also "
+        "woken through LISTEN/NOTIFY, so there it is a safety net).",
+    )
+    audit_retention_days: int = Field(
+        default=365,
+        ge=0,
+        le=36_500,
+        description="`taskflow-link purge-expired` deletes audit events older than this many "
+        "days; 0 keeps them forever.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -355,6 +393,53 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: str) -> str:
+        # Messages name the item, never the URL: its path may carry a token.
+        urls = parse_webhook_urls(value)
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL is listed twice")
+        return value
+
+    @field_validator("webhook_secret", "webhook_secret_previous", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """``TASKFLOW_LINK_WEBHOOK_SECRET=`` left blank in a .env file: no secret."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret", "webhook_secret_previous")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_secret(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Settings:
+        if self.webhook_urls.strip() and self.webhook_secret is None:
+            raise ValueError(
+                "TASKFLOW_LINK_WEBHOOK_URLS needs TASKFLOW_LINK_WEBHOOK_SECRET (whsec_ + base64 "
+                "of 24 to 64 random bytes): python3 -c 'import base64, secrets; "
+                'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
+            )
+        if self.webhook_secret_previous is not None and self.webhook_secret is None:
+            raise ValueError(
+                "TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS is for a rotation: it needs the new "
+                "TASKFLOW_LINK_WEBHOOK_SECRET too"
+            )
+        return self
+
+    @property
+    def webhook_url_list(self) -> list[str]:
+        return parse_webhook_urls(self.webhook_urls)
+
+    @property
+    def webhook_keys(self) -> list[bytes]:
+        """The signing keys, the current secret's first."""
+        secrets = (self.webhook_secret, self.webhook_secret_previous)
+        return [decode_secret(s.get_secret_value()) for s in secrets if s is not None]
 
     @property
     def trusted_proxies(self) -> list[str]:
@@ -462,6 +547,9 @@ class Settings(BaseSettings):
                 text = "(set)"
             elif name == "database_url":
                 text = make_url(value).render_as_string(hide_password=True)
+            elif name == "webhook_urls":
+                # Where webhooks go, not what their paths and queries may carry (tokens).
+                text = ", ".join(_origin(url) + "/…" for url in self.webhook_url_list)
             else:
                 text = str(value)
             shown[ENV_PREFIX + name.upper()] = text
@@ -579,6 +667,40 @@ def _loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def parse_webhook_urls(text: str) -> list[str]:
+    """The comma-separated webhook URLs; ``ValueError`` naming the item (by position) that is
+    not an absolute http(s) URL, or is plain http to another machine."""
+    urls: list[str] = []
+    for number, part in enumerate(text.split(","), start=1):
+        url = part.strip()
+        if not url:
+            if text.strip():
+                raise ValueError(f"item {number} is empty")
+            continue
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            raise ValueError(f"item {number} is not a URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError(f"item {number} is not an absolute http(s) URL without a #fragment")
+        if parts.scheme != "https" and not _loopback(parts.hostname):
+            raise ValueError(
+                f"item {number} must use https: plain http is only for a receiver on this "
+                "machine (a loopback address)"
+            )
+        urls.append(url)
+    return urls
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _without_password(url: str) -> str:

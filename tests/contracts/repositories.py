@@ -33,6 +33,14 @@ from domain.model import (
     Session,
 )
 from domain.ports import UnitOfWork, UnitOfWorkFactory
+from domain.webhooks import (
+    GoneEndpoint,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookEventType,
+    WebhookState,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=10)
@@ -53,6 +61,21 @@ def pending(digest: str = "s" * 64, **changes: object) -> PendingLogin:
 
 def ticket(digest: str = "t" * 64) -> LinkTicket:
     return LinkTicket(digest, DiscordUser(DiscordId(77), "dee", "Dee", None), NOW, LATER)
+
+
+HOOK_A = WebhookEndpoint("a" * 64, "a.example")
+HOOK_B = WebhookEndpoint("b" * 64, "b.example")
+
+
+def webhook(
+    at: datetime = NOW, *endpoints: WebhookEndpoint
+) -> tuple[WebhookEvent, list[WebhookDelivery]]:
+    """An event and its deliveries (to ``HOOK_A`` unless endpoints are named)."""
+    event = WebhookEvent(uuid.uuid4(), WebhookEventType.LINK_CREATED, at, '{"type":"x"}')
+    deliveries = [
+        WebhookDelivery(uuid.uuid4(), event, e.key, e.host, at, at) for e in endpoints or (HOOK_A,)
+    ]
+    return event, deliveries
 
 
 async def write(
@@ -648,3 +671,283 @@ class RepositoryContract:
             assert await uow.outgoing_emails.requeue_failed(NOW) == 0
             again = await uow.outgoing_emails.claim_due(NOW, LATER, 10)
             assert {e.id for e in again} == {failed[1].id, failed[2].id}
+
+    # -- audit trail: search and retention -----------------------------------------------------
+
+    async def test_audit_search_filters_newest_first_and_limits(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        one, two = AccountId.new(), AccountId.new()
+        events = [
+            AuditEvent(AuditKind.ACCOUNT_CREATED, NOW, one),
+            AuditEvent(AuditKind.LINKED, NOW, one, DiscordId(7), {"via": "ticket"}),
+            AuditEvent(AuditKind.SIGNED_IN, NOW + timedelta(minutes=1), two),
+            AuditEvent(AuditKind.UNLINKED, LATER, one, DiscordId(7), {"via": "web"}),
+            AuditEvent(AuditKind.LINKED, LATER, two, DiscordId(7), {"via": "oauth"}),
+        ]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event in events:
+                await uow.audit.record(event)
+
+        await write(uow_factory, add_all)
+        async with uow_factory(read_only=True) as uow:
+            assert list(await uow.audit.search()) == events[::-1]
+            # Equal times: the one recorded last comes first.
+            assert list(await uow.audit.search(account_id=one)) == [
+                events[3],
+                events[1],
+                events[0],
+            ]
+            assert list(await uow.audit.search(discord_id=DiscordId(7), limit=2)) == [
+                events[4],
+                events[3],
+            ]
+            assert list(await uow.audit.search(account_id=two, discord_id=DiscordId(7))) == [
+                events[4]
+            ]
+            since = NOW + timedelta(minutes=1)
+            assert list(await uow.audit.search(since=since)) == events[:1:-1]
+            assert list(await uow.audit.search(discord_id=DiscordId(8))) == []
+
+    async def test_audit_events_before_a_moment_are_purged(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        old = AuditEvent(AuditKind.SIGNED_IN, NOW - timedelta(days=400), AccountId.new())
+        edge = AuditEvent(AuditKind.SIGNED_IN, NOW - timedelta(days=365), AccountId.new())
+        new = AuditEvent(AuditKind.SIGNED_IN, NOW, AccountId.new())
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event in (old, edge, new):
+                await uow.audit.record(event)
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            assert await uow.audit.purge_before(NOW - timedelta(days=365)) == 1
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            assert list(await uow.audit.search()) == [new, edge]
+
+    # -- webhook outbox --------------------------------------------------------------------------
+
+    async def test_webhook_events_are_queued_per_endpoint_and_claimed_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        lease_end = NOW + timedelta(minutes=2)
+        first, first_deliveries = webhook(NOW, HOOK_A, HOOK_B)
+        later, later_deliveries = webhook(LATER, HOOK_A)
+        await write(uow_factory, lambda uow: uow.webhooks.add(first, first_deliveries))
+        await write(uow_factory, lambda uow: uow.webhooks.add(later, later_deliveries))
+        async with uow_factory() as uow:
+            assert await uow.webhooks.get(first_deliveries[1].id) == first_deliveries[1]
+            # Only the endpoints asked for; only what is due; the lease moves the next attempt.
+            [claimed] = await uow.webhooks.claim_due(NOW, lease_end, 10, [HOOK_A.key])
+            assert claimed == replace(first_deliveries[0], next_attempt_at=lease_end)
+            assert claimed.event == first  # with the exact body
+            assert await uow.webhooks.claim_due(NOW, lease_end, 10, [HOOK_A.key]) == []
+            assert await uow.webhooks.claim_due(NOW, lease_end, 10, []) == []
+            delivered = replace(
+                claimed,
+                state=WebhookState.DELIVERED,
+                attempts=1,
+                last_attempt_at=NOW,
+                finished_at=NOW,
+            )
+            await uow.webhooks.save(delivered)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.webhooks.get(claimed.id) == delivered
+            both = [HOOK_A.key, HOOK_B.key]
+            due = await uow.webhooks.claim_due(LATER, LATER + timedelta(minutes=2), 10, both)
+            assert [d.id for d in due] == [first_deliveries[1].id, later_deliveries[0].id]
+
+    async def test_webhook_claims_renew_only_while_held(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        event, [delivery] = webhook()
+        lease = timedelta(minutes=2)
+        await write(uow_factory, lambda uow: uow.webhooks.add(event, [delivery]))
+        async with uow_factory() as uow:
+            [held] = await uow.webhooks.claim_due(NOW, NOW + lease, 10, [HOOK_A.key])
+            renewed = await uow.webhooks.renew_claim(held, NOW + 2 * lease)
+            assert renewed == replace(delivery, next_attempt_at=NOW + 2 * lease)
+            await uow.commit()
+        stalled = NOW + 2 * lease
+        async with uow_factory() as uow:
+            [taken] = await uow.webhooks.claim_due(stalled, stalled + lease, 10, [HOOK_A.key])
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.webhooks.renew_claim(renewed, stalled + lease) is None
+            assert await uow.webhooks.renew_claim(taken, stalled + lease) is not None
+
+    async def test_concurrent_webhook_claims_take_every_delivery_exactly_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        queued = [webhook(NOW, HOOK_A, HOOK_B) for _ in range(6)]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event, deliveries in queued:
+                await uow.webhooks.add(event, deliveries)
+
+        await write(uow_factory, add_all)
+
+        async def claim() -> list[uuid.UUID]:
+            async with uow_factory() as uow:
+                batch = await uow.webhooks.claim_due(NOW, LATER, 3, [HOOK_A.key, HOOK_B.key])
+                await uow.commit()
+            return [d.id for d in batch]
+
+        batches = await asyncio.gather(*(claim() for _ in range(6)))  # room for 18
+        claimed = [delivery_id for batch in batches for delivery_id in batch]
+        assert sorted(claimed) == sorted(d.id for _, ds in queued for d in ds)
+
+    async def test_gone_endpoints_and_requeuing(self, uow_factory: UnitOfWorkFactory) -> None:
+        def finished(state: WebhookState) -> tuple[WebhookEvent, list[WebhookDelivery]]:
+            event, [delivery] = webhook()
+            done = replace(
+                delivery,
+                state=state,
+                attempts=3,
+                last_attempt_at=NOW,
+                finished_at=NOW,
+                last_error="http_410" if state is WebhookState.GONE else "http_500",
+            )
+            return event, [done]
+
+        failed = [finished(WebhookState.FAILED) for _ in range(2)]
+        gone = finished(WebhookState.GONE)
+        delivered = finished(WebhookState.DELIVERED)
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event, deliveries in (*failed, gone, delivered):
+                await uow.webhooks.add(event, deliveries)
+            await uow.webhooks.mark_gone(HOOK_A, NOW)
+            await uow.webhooks.mark_gone(HOOK_A, LATER)  # once is enough; a second changes nothing
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            assert list(await uow.webhooks.gone_endpoints()) == [
+                GoneEndpoint(HOOK_A.key, HOOK_A.host, NOW)
+            ]
+            assert await uow.webhooks.requeue(LATER, delivered[1][0].id) == 0
+            assert await uow.webhooks.requeue(LATER, uuid.uuid4()) == 0
+            assert await uow.webhooks.requeue(LATER, gone[1][0].id) == 1
+            assert await uow.webhooks.forget_gone(HOOK_B.key) == 0
+            assert await uow.webhooks.forget_gone(HOOK_A.key) == 1
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert list(await uow.webhooks.gone_endpoints()) == []
+            again = await uow.webhooks.get(gone[1][0].id)
+            assert again is not None
+            assert (again.state, again.attempts, again.next_attempt_at) == (
+                WebhookState.PENDING,
+                0,
+                LATER,
+            )
+            assert again.finished_at is None
+            assert again.last_error == "http_410"  # the history stays until the next attempt
+            assert await uow.webhooks.requeue(LATER) == 2  # the failed ones
+            assert await uow.webhooks.requeue(LATER) == 0
+
+    async def test_webhook_summary_counts_states_and_keeps_the_newest_error(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        def row(
+            endpoint: WebhookEndpoint, state: WebhookState, error: str | None, at: datetime
+        ) -> tuple[WebhookEvent, list[WebhookDelivery]]:
+            event, [delivery] = webhook(NOW, endpoint)
+            return event, [
+                replace(delivery, state=state, last_error=error, last_attempt_at=at, attempts=1)
+            ]
+
+        rows = [
+            row(HOOK_A, WebhookState.DELIVERED, None, NOW),
+            row(HOOK_A, WebhookState.DELIVERED, "http_500", NOW),
+            row(HOOK_A, WebhookState.PENDING, "timeout", LATER),
+            row(HOOK_A, WebhookState.FAILED, "http_503", NOW + timedelta(minutes=1)),
+            row(HOOK_B, WebhookState.PENDING, None, NOW),
+        ]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event, deliveries in rows:
+                await uow.webhooks.add(event, deliveries)
+
+        await write(uow_factory, add_all)
+        async with uow_factory(read_only=True) as uow:
+            a, b = await uow.webhooks.summary()
+        assert (a.endpoint, a.host, b.endpoint, b.host) == (
+            HOOK_A.key,
+            HOOK_A.host,
+            HOOK_B.key,
+            HOOK_B.host,
+        )
+        assert a.counts == {
+            WebhookState.DELIVERED: 2,
+            WebhookState.PENDING: 1,
+            WebhookState.FAILED: 1,
+        }
+        assert (a.last_error, a.last_error_at) == ("timeout", LATER)
+        assert b.counts == {WebhookState.PENDING: 1}
+        assert (b.last_error, b.last_error_at) == (None, None)
+
+    async def test_finished_and_stuck_webhook_deliveries_are_purged_with_their_events(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        cutoff = NOW
+        old_done, [old_delivery] = webhook(NOW - timedelta(days=40))
+        stuck, [stuck_delivery] = webhook(NOW - timedelta(days=40))  # its endpoint gone
+        fresh_done, [fresh_delivery] = webhook(NOW)
+        half, half_deliveries = webhook(NOW - timedelta(days=40), HOOK_A, HOOK_B)
+        rows = [
+            (
+                old_done,
+                [
+                    replace(
+                        old_delivery,
+                        state=WebhookState.DELIVERED,
+                        finished_at=NOW - timedelta(days=31),
+                    )
+                ],
+            ),
+            (stuck, [stuck_delivery]),
+            (fresh_done, [replace(fresh_delivery, state=WebhookState.FAILED, finished_at=NOW)]),
+            (
+                half,
+                [
+                    replace(
+                        half_deliveries[0],
+                        state=WebhookState.GONE,
+                        finished_at=NOW - timedelta(days=31),
+                    ),
+                    replace(half_deliveries[1], next_attempt_at=NOW + timedelta(seconds=5)),
+                ],
+            ),
+        ]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event, deliveries in rows:
+                await uow.webhooks.add(event, deliveries)
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            assert await uow.webhooks.purge_finished(cutoff) == 3
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.webhooks.get(fresh_delivery.id) is not None
+            kept = await uow.webhooks.get(half_deliveries[1].id)
+            assert kept is not None
+            assert kept.event == half  # an event stays while one of its deliveries does
+            for purged in (old_delivery, stuck_delivery, half_deliveries[0]):
+                assert await uow.webhooks.get(purged.id) is None
+            summary = await uow.webhooks.summary()
+            assert sum(n for s in summary for n in s.counts.values()) == 2
+
+    async def test_uncommitted_webhooks_are_rolled_back(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        event, deliveries = webhook()
+        async with uow_factory() as uow:
+            await uow.webhooks.add(event, deliveries)
+        async with uow_factory() as uow:
+            assert await uow.webhooks.get(deliveries[0].id) is None
+            assert await uow.webhooks.claim_due(LATER, LATER, 10, [HOOK_A.key]) == []

@@ -40,6 +40,14 @@ from domain.model import (
     SignInMethod,
     normalize_email,
 )
+from domain.webhooks import (
+    GoneEndpoint,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointSummary,
+    WebhookEvent,
+    WebhookState,
+)
 
 
 @dataclass
@@ -55,6 +63,9 @@ class Tables:
     outgoing_emails: dict[uuid.UUID, OutgoingEmail] = field(default_factory=dict)
     link_proposals: dict[str, LinkProposal] = field(default_factory=dict)
     role_changes: dict[tuple[DiscordId, LinkedRole], RoleChange] = field(default_factory=dict)
+    webhook_events: dict[uuid.UUID, WebhookEvent] = field(default_factory=dict)
+    webhook_deliveries: dict[uuid.UUID, WebhookDelivery] = field(default_factory=dict)
+    gone_endpoints: dict[str, GoneEndpoint] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         # Rows are frozen dataclasses, so copying the containers isolates a transaction.
@@ -70,6 +81,9 @@ class Tables:
             dict(self.outgoing_emails),
             dict(self.link_proposals),
             dict(self.role_changes),
+            dict(self.webhook_events),
+            dict(self.webhook_deliveries),
+            dict(self.gone_endpoints),
         )
 
 
@@ -132,6 +146,7 @@ class MemoryUnitOfWork:
         self.outgoing_emails = MemoryOutgoingEmails(self)
         self.link_proposals = MemoryLinkProposals(self)
         self.role_changes = MemoryRoleChanges(self)
+        self.webhooks = MemoryWebhooks(self)
 
     async def __aenter__(self) -> Self:
         await self._db.lock.acquire()
@@ -393,10 +408,38 @@ class MemoryApiKeys(_Repo):
 
 class MemoryAudit(_Repo):
     async def record(self, event: AuditEvent) -> None:
+        if any(e.id == event.id for e in self._t.audit):
+            raise errors.Conflict("duplicate audit event id")
         self._t.audit.append(event)
 
     async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]:
         return [e for e in self._t.audit if e.account_id == account_id]
+
+    async def search(
+        self,
+        *,
+        account_id: AccountId | None = None,
+        discord_id: DiscordId | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEvent]:
+        found = [
+            e
+            for e in self._t.audit
+            if account_id in (None, e.account_id)
+            and discord_id in (None, e.discord_id)
+            and (since is None or e.at >= since)
+        ]
+        # Newest first; among equal times, the one recorded last first (as the SQL seq).
+        order = {id(e): n for n, e in enumerate(self._t.audit)}
+        found.sort(key=lambda e: (e.at, order[id(e)]), reverse=True)
+        return found[:limit]
+
+    async def purge_before(self, before: datetime) -> int:
+        kept = [e for e in self._t.audit if e.at >= before]
+        gone = len(self._t.audit) - len(kept)
+        self._t.audit[:] = kept
+        return gone
 
 
 class MemoryEmailTokens(_Repo):
@@ -624,3 +667,115 @@ def _requeued(email: OutgoingEmail, now: datetime) -> OutgoingEmail:
         finished_at=None,
         last_error=None,
     )
+
+
+class MemoryWebhooks(_Repo):
+    async def add(self, event: WebhookEvent, deliveries: Sequence[WebhookDelivery]) -> None:
+        if event.id in self._t.webhook_events:
+            raise errors.Conflict("duplicate webhook event id")
+        if any(d.id in self._t.webhook_deliveries for d in deliveries):
+            raise errors.Conflict("duplicate webhook delivery id")
+        self._t.webhook_events[event.id] = event
+        for delivery in deliveries:
+            self._t.webhook_deliveries[delivery.id] = replace(delivery, event=event)
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int, endpoints: Sequence[str]
+    ) -> Sequence[WebhookDelivery]:
+        # Transactions are serialised by the database's lock: one claimer at a time.
+        table = self._t.webhook_deliveries
+        wanted = set(endpoints)
+        due = sorted(
+            (
+                d
+                for d in table.values()
+                if d.state is WebhookState.PENDING
+                and d.next_attempt_at <= now
+                and d.endpoint in wanted
+            ),
+            key=lambda d: d.next_attempt_at,  # a stable sort: queue order among equals
+        )[:limit]
+        for delivery in due:
+            table[delivery.id] = replace(delivery, next_attempt_at=until)
+        picked = {d.id for d in due}
+        return [d for d in table.values() if d.id in picked]  # dicts keep insertion order
+
+    async def renew_claim(
+        self, delivery: WebhookDelivery, until: datetime
+    ) -> WebhookDelivery | None:
+        current = self._t.webhook_deliveries.get(delivery.id)
+        if (
+            current is None
+            or current.state is not WebhookState.PENDING
+            or current.next_attempt_at != delivery.next_attempt_at
+        ):
+            return None
+        self._t.webhook_deliveries[delivery.id] = replace(current, next_attempt_at=until)
+        return self._t.webhook_deliveries[delivery.id]
+
+    async def save(self, delivery: WebhookDelivery) -> None:
+        current = self._t.webhook_deliveries.get(delivery.id)
+        if current is None:
+            raise errors.NotFound("No such webhook delivery.")
+        self._t.webhook_deliveries[delivery.id] = replace(delivery, event=current.event)
+
+    async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+        return self._t.webhook_deliveries.get(delivery_id)
+
+    async def requeue(self, now: datetime, delivery_id: uuid.UUID | None = None) -> int:
+        stopped = (WebhookState.FAILED, WebhookState.GONE)
+        chosen = [
+            d
+            for d in self._t.webhook_deliveries.values()
+            if d.state in stopped and delivery_id in (None, d.id)
+        ]
+        for delivery in chosen:
+            self._t.webhook_deliveries[delivery.id] = replace(
+                delivery,
+                state=WebhookState.PENDING,
+                next_attempt_at=now,
+                attempts=0,
+                finished_at=None,
+            )
+        return len(chosen)
+
+    async def mark_gone(self, endpoint: WebhookEndpoint, since: datetime) -> None:
+        if endpoint.key not in self._t.gone_endpoints:
+            self._t.gone_endpoints[endpoint.key] = GoneEndpoint(endpoint.key, endpoint.host, since)
+
+    async def gone_endpoints(self) -> Sequence[GoneEndpoint]:
+        return sorted(self._t.gone_endpoints.values(), key=lambda g: (g.since, g.endpoint))
+
+    async def forget_gone(self, endpoint: str | None = None) -> int:
+        keys = [k for k in self._t.gone_endpoints if endpoint in (None, k)]
+        for key in keys:
+            del self._t.gone_endpoints[key]
+        return len(keys)
+
+    async def summary(self) -> Sequence[WebhookEndpointSummary]:
+        found: dict[str, WebhookEndpointSummary] = {}
+        for d in self._t.webhook_deliveries.values():
+            summary = found.setdefault(d.endpoint, WebhookEndpointSummary(d.endpoint, d.host))
+            summary.counts[d.state] = summary.counts.get(d.state, 0) + 1
+            if d.last_error is not None and d.last_attempt_at is not None:
+                newest = summary.last_error_at
+                if newest is None or d.last_attempt_at > newest:
+                    found[d.endpoint] = replace(
+                        summary, last_error=d.last_error, last_error_at=d.last_attempt_at
+                    )
+        return sorted(found.values(), key=lambda s: s.endpoint)
+
+    async def purge_finished(self, before: datetime) -> int:
+        table = self._t.webhook_deliveries
+        gone = [
+            key
+            for key, d in table.items()
+            if (d.finished_at is not None and d.finished_at < before)
+            or (d.state is WebhookState.PENDING and d.next_attempt_at < before)
+        ]
+        for key in gone:
+            del table[key]
+        named = {d.event.id for d in table.values()}
+        for event_id in [e for e in self._t.webhook_events if e not in named]:
+            del self._t.webhook_events[event_id]
+        return len(gone)

@@ -17,9 +17,11 @@ from sqlalchemy.pool import NullPool
 
 EMAIL_QUEUE_CHANNEL = "taskflow_link_email_queue"
 ROLE_QUEUE_CHANNEL = "taskflow_link_role_queue"  # the Discord role changes (same scheme)
+WEBHOOK_QUEUE_CHANNEL = "taskflow_link_webhook_queue"
 # How the listening connection shows in pg_stat_activity (operators, and the tests).
 LISTENER_APPLICATION_NAME = "taskflow-link email listener"
 ROLE_LISTENER_APPLICATION_NAME = "taskflow-link role listener"
+WEBHOOK_LISTENER_APPLICATION_NAME = "taskflow-link webhook listener"
 
 log = logging.getLogger("taskflow_link.email")
 
@@ -40,16 +42,14 @@ class PostgresQueueListener:
         url: str,
         channel: str = EMAIL_QUEUE_CHANNEL,
         *,
+        application_name: str = LISTENER_APPLICATION_NAME,
         connect_timeout: float = 5.0,
         check_seconds: float = 30.0,
         retry_seconds: tuple[float, float] = (0.5, 30.0),
-        queue: str = "email queue",
-        application_name: str = LISTENER_APPLICATION_NAME,
     ) -> None:
-        """``queue``: what the log lines call it; ``application_name``: how its connection
-        shows in pg_stat_activity."""
-        self._url, self._channel = url, channel
-        self._queue, self._application_name = queue, application_name
+        self._url, self._channel, self._application_name = url, channel, application_name
+        # For the log: "email queue listener", "webhook queue listener".
+        self._label = application_name.removeprefix("taskflow-link ").replace(" ", " queue ", 1)
         self._connect_timeout, self._check_seconds = connect_timeout, check_seconds
         self._retry_first, self._retry_max = retry_seconds
 
@@ -72,7 +72,7 @@ class PostgresQueueListener:
                     nonlocal listening, outage
                     listening = True
                     if outage:
-                        log.info("%s listener: listening again", self._queue)
+                        log.info("%s: listening again", self._label)
                     outage = False
 
                 problem = "lost its database connection"
@@ -84,14 +84,12 @@ class PostgresQueueListener:
                 except Exception:
                     # A bug rather than an outage: say so loudly, then keep trying all the same.
                     if not outage:
-                        log.exception("%s listener failed; workers keep polling", self._queue)
+                        log.exception("%s failed; workers keep polling", self._label)
                     problem, outage = "failed", True
                 if outage:
-                    log.debug("%s listener %s; retrying", self._queue, problem)
+                    log.debug("%s %s; retrying", self._label, problem)
                 else:
-                    log.warning(
-                        "%s listener %s; workers keep polling meanwhile", self._queue, problem
-                    )
+                    log.warning("%s %s; workers keep polling meanwhile", self._label, problem)
                     outage = True
                 # Back off, from the shortest wait again after a connection that held a while
                 # (one that keeps dropping at once must not make this a busy loop).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.sql.errors import translate
-from adapters.sql.notifications import EMAIL_QUEUE_CHANNEL, ROLE_QUEUE_CHANNEL
+from adapters.sql.notifications import (
+    EMAIL_QUEUE_CHANNEL,
+    ROLE_QUEUE_CHANNEL,
+    WEBHOOK_QUEUE_CHANNEL,
+)
 from adapters.sql.tables import (
     UtcDateTime,
     accounts,
@@ -38,12 +43,15 @@ from adapters.sql.tables import (
     audit_events,
     discord_role_changes,
     email_tokens,
+    gone_webhook_endpoints,
     link_proposals,
     link_tickets,
     outgoing_emails,
     pending_login,
     sessions,
     user_links,
+    webhook_deliveries,
+    webhook_events,
 )
 from domain.model import (
     Account,
@@ -71,15 +79,24 @@ from domain.model import (
     SignInMethod,
     normalize_email,
 )
+from domain.webhooks import (
+    GoneEndpoint,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointSummary,
+    WebhookEvent,
+    WebhookEventType,
+    WebhookState,
+)
 
 
 class _Repo:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def _run(self, statement: Executable) -> Result[Any]:
+    async def _run(self, statement: Executable, params: Any = None) -> Result[Any]:
         try:
-            return await self._session.execute(statement)
+            return await self._session.execute(statement, params)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise translate(exc) from exc
 
@@ -531,6 +548,27 @@ class SqlAudit(_Repo):
         )
         return [_audit(row) for row in await self._run(query)]
 
+    async def search(
+        self,
+        *,
+        account_id: AccountId | None = None,
+        discord_id: DiscordId | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEvent]:
+        query = select(audit_events)
+        if account_id is not None:
+            query = query.where(audit_events.c.account_id == account_id.value)
+        if discord_id is not None:
+            query = query.where(audit_events.c.discord_id == discord_id.value)
+        if since is not None:
+            query = query.where(audit_events.c.at >= since)
+        query = query.order_by(audit_events.c.at.desc(), audit_events.c.seq.desc()).limit(limit)
+        return [_audit(row) for row in await self._run(query)]
+
+    async def purge_before(self, before: datetime) -> int:
+        return await self._count(delete(audit_events).where(audit_events.c.at < before))
+
 
 class SqlEmailTokens(_Repo):
     async def add(self, token: EmailToken) -> None:
@@ -896,3 +934,214 @@ class SqlRoleChanges(_Repo):
         )
         row: Any = (await self._run(query)).one()  # min() keeps the column's type
         return int(row[0]), row[1]
+
+
+def _webhook_event(row: Any) -> WebhookEvent:
+    return WebhookEvent(row.id, WebhookEventType(row.type), row.occurred_at, row.payload)
+
+
+def _webhook_delivery(row: Any, event: WebhookEvent) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        event=event,
+        endpoint=row.endpoint,
+        host=row.host,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        state=WebhookState(row.state),
+        attempts=row.attempts,
+        last_attempt_at=row.last_attempt_at,
+        finished_at=row.finished_at,
+        last_error=row.last_error,
+    )
+
+
+def _webhook_delivery_values(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event.id,
+        "endpoint": delivery.endpoint,
+        "host": delivery.host,
+        "created_at": delivery.created_at,
+        "state": delivery.state.value,
+        "next_attempt_at": delivery.next_attempt_at,
+        "attempts": delivery.attempts,
+        "last_attempt_at": delivery.last_attempt_at,
+        "finished_at": delivery.finished_at,
+        "last_error": delivery.last_error,
+    }
+
+
+class SqlWebhooks(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
+    async def _wake_listeners(self) -> None:
+        """As ``SqlOutgoingEmails._wake_listeners``, on the webhook queue's channel."""
+        if self._postgres:
+            await self._run(select(func.pg_notify(WEBHOOK_QUEUE_CHANNEL, "")))
+
+    async def _with_events(self, rows: Sequence[Any]) -> list[WebhookDelivery]:
+        ids = {row.event_id for row in rows}
+        if not ids:
+            return []
+        query = select(webhook_events).where(webhook_events.c.id.in_(ids))
+        events = {row.id: _webhook_event(row) for row in await self._run(query)}
+        return [_webhook_delivery(row, events[row.event_id]) for row in rows]
+
+    async def add(self, event: WebhookEvent, deliveries: Sequence[WebhookDelivery]) -> None:
+        await self._run(
+            insert(webhook_events).values(
+                id=event.id,
+                type=event.type.value,
+                occurred_at=event.occurred_at,
+                payload=event.payload,
+            )
+        )
+        if deliveries:
+            await self._run(
+                insert(webhook_deliveries),
+                [_webhook_delivery_values(replace(d, event=event)) for d in deliveries],
+            )
+            await self._wake_listeners()
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int, endpoints: Sequence[str]
+    ) -> Sequence[WebhookDelivery]:
+        if not endpoints:
+            return []
+        d = webhook_deliveries.c
+        due = (
+            select(d.seq)
+            .where(
+                d.state == WebhookState.PENDING.value,
+                d.next_attempt_at <= now,
+                d.endpoint.in_(list(endpoints)),
+            )
+            .order_by(d.next_attempt_at, d.seq)
+            .limit(limit)
+        )
+        claim = update(webhook_deliveries).values(next_attempt_at=until)
+        if self._postgres:
+            # As the email queue's claim (see SqlOutgoingEmails.claim_due): lock what the
+            # subquery picks, skip what another worker holds, run the subquery once.
+            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            claim = claim.where(d.seq == picked.c.seq)
+        else:
+            claim = claim.where(d.seq.in_(due.scalar_subquery()))
+        rows = sorted(await self._run(claim.returning(*webhook_deliveries.c)), key=lambda r: r.seq)
+        return await self._with_events(rows)
+
+    async def renew_claim(
+        self, delivery: WebhookDelivery, until: datetime
+    ) -> WebhookDelivery | None:
+        d = webhook_deliveries.c
+        query = (
+            update(webhook_deliveries)
+            .where(
+                d.id == delivery.id,
+                d.state == WebhookState.PENDING.value,
+                d.next_attempt_at == delivery.next_attempt_at,
+            )
+            .values(next_attempt_at=until)
+            .returning(*webhook_deliveries.c)
+        )
+        row = (await self._run(query)).first()
+        return _webhook_delivery(row, delivery.event) if row else None
+
+    async def save(self, delivery: WebhookDelivery) -> None:
+        values = _webhook_delivery_values(delivery)
+        del values["id"], values["event_id"]
+        await self._run(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == delivery.id)
+            .values(**values)
+        )
+
+    async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+        query = select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
+        found = await self._with_events(list(await self._run(query)))
+        return found[0] if found else None
+
+    async def requeue(self, now: datetime, delivery_id: uuid.UUID | None = None) -> int:
+        d = webhook_deliveries.c
+        query = (
+            update(webhook_deliveries)
+            .where(d.state.in_((WebhookState.FAILED.value, WebhookState.GONE.value)))
+            .values(
+                state=WebhookState.PENDING.value,
+                next_attempt_at=now,
+                attempts=0,
+                finished_at=None,
+            )
+        )
+        if delivery_id is not None:
+            query = query.where(d.id == delivery_id)
+        requeued = await self._count(query)
+        if requeued:
+            await self._wake_listeners()
+        return requeued
+
+    async def mark_gone(self, endpoint: WebhookEndpoint, since: datetime) -> None:
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        await self._run(
+            dialect_insert(gone_webhook_endpoints)
+            .values(endpoint=endpoint.key, host=endpoint.host, since=since)
+            .on_conflict_do_nothing(index_elements=["endpoint"])
+        )
+
+    async def gone_endpoints(self) -> Sequence[GoneEndpoint]:
+        g = gone_webhook_endpoints.c
+        query = select(gone_webhook_endpoints).order_by(g.since, g.endpoint)
+        return [GoneEndpoint(row.endpoint, row.host, row.since) for row in await self._run(query)]
+
+    async def forget_gone(self, endpoint: str | None = None) -> int:
+        query = delete(gone_webhook_endpoints)
+        if endpoint is not None:
+            query = query.where(gone_webhook_endpoints.c.endpoint == endpoint)
+        forgotten = await self._count(query)
+        if forgotten:
+            await self._wake_listeners()  # their waiting deliveries can go now
+        return forgotten
+
+    async def summary(self) -> Sequence[WebhookEndpointSummary]:
+        d = webhook_deliveries.c
+        counted = select(
+            d.endpoint, func.max(d.host).label("host"), d.state, func.count().label("number")
+        ).group_by(d.endpoint, d.state)
+        found: dict[str, WebhookEndpointSummary] = {}
+        for row in await self._run(counted):
+            summary = found.setdefault(row.endpoint, WebhookEndpointSummary(row.endpoint, row.host))
+            summary.counts[WebhookState(row.state)] = int(row.number)
+        newest = (
+            select(d.endpoint, func.max(d.last_attempt_at).label("at"))
+            .where(d.last_error.is_not(None))
+            .group_by(d.endpoint)
+            .subquery()
+        )
+        errors_query = (
+            select(d.endpoint, d.last_error, d.last_attempt_at)
+            .join(newest, (d.endpoint == newest.c.endpoint) & (d.last_attempt_at == newest.c.at))
+            .where(d.last_error.is_not(None))
+        )
+        for row in await self._run(errors_query):
+            if row.endpoint in found:
+                found[row.endpoint] = replace(
+                    found[row.endpoint],
+                    last_error=row.last_error,
+                    last_error_at=row.last_attempt_at,
+                )
+        return sorted(found.values(), key=lambda s: s.endpoint)
+
+    async def purge_finished(self, before: datetime) -> int:
+        d = webhook_deliveries.c
+        purged = await self._count(
+            delete(webhook_deliveries).where(
+                ((d.finished_at.is_not(None)) & (d.finished_at < before))
+                | ((d.state == WebhookState.PENDING.value) & (d.next_attempt_at < before))
+            )
+        )
+        named = select(d.event_id).scalar_subquery()
+        await self._run(delete(webhook_events).where(webhook_events.c.id.not_in(named)))
+        return purged

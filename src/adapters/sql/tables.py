@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     Uuid,
@@ -236,10 +237,10 @@ audit_events = Table(
     Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
     Column("id", Uuid(), nullable=False, unique=True),
     Column("kind", String(32), nullable=False),
-    Column("at", UtcDateTime(), nullable=False),
+    Column("at", UtcDateTime(), nullable=False, index=True),  # `audit --since`, retention
     # No foreign keys: the trail outlives the accounts it mentions.
     Column("account_id", Uuid(), nullable=True, index=True),
-    Column("discord_id", BigInteger(), nullable=True),
+    Column("discord_id", BigInteger(), nullable=True, index=True),  # `audit --discord-id`
     Column("detail", JSON(), nullable=False),
 )
 
@@ -321,4 +322,51 @@ Index(
     "ix_discord_role_changes_due",
     discord_role_changes.c.status,
     discord_role_changes.c.next_attempt_at,
+)
+
+# The webhook outbox: an event (its exact body) written in the transaction of the change, and
+# one delivery per endpoint. Endpoints are named by the SHA-256 of their URL: a URL may carry
+# a token, and stays in the settings. No secrets here: bodies are signed when sent.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("id", Uuid(), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("payload", Text(), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("id", Uuid(), nullable=False, unique=True),
+    Column(
+        "event_id",
+        Uuid(),
+        ForeignKey("webhook_events.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("endpoint", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    Column("last_attempt_at", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(64), nullable=True),
+    CheckConstraint("state IN ('pending', 'delivered', 'failed', 'gone')", name="state_known"),
+)
+Index("ix_webhook_deliveries_due", webhook_deliveries.c.state, webhook_deliveries.c.next_attempt_at)
+
+# Endpoints that answered 410 Gone: nothing is sent to them until `taskflow-link webhooks retry`.
+gone_webhook_endpoints = Table(
+    "gone_webhook_endpoints",
+    metadata,
+    Column("endpoint", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("since", UtcDateTime(), nullable=False),
 )

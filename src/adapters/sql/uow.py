@@ -25,6 +25,7 @@ from adapters.sql.repositories import (
     SqlPendingLogins,
     SqlRoleChanges,
     SqlSessions,
+    SqlWebhooks,
 )
 from domain import errors
 
@@ -82,6 +83,7 @@ class SqlUnitOfWork:
         self.outgoing_emails = SqlOutgoingEmails(self._session, postgres=postgres)
         self.link_proposals = SqlLinkProposals(self._session)
         self.role_changes = SqlRoleChanges(self._session, postgres=postgres)
+        self.webhooks = SqlWebhooks(self._session, postgres=postgres)
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:

@@ -2,6 +2,7 @@
 
 from domain.use_cases._email_links import EmailLinkShown, ShowEmailLink
 from domain.use_cases._shared import LinkResult
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.accounts import SetPassword, SignedIn, SignIn, SignUp
 from domain.use_cases.api_keys import (
     AuthenticateApiKey,
@@ -10,6 +11,7 @@ from domain.use_cases.api_keys import (
     ListApiKeys,
     RevokeApiKey,
 )
+from domain.use_cases.audit import ReadAuditTrail
 from domain.use_cases.discord_auth import (
     AuthCompleted,
     AuthOutcome,
@@ -71,8 +73,16 @@ from domain.use_cases.tickets import (
     ShowLinkTicket,
     TicketIssued,
 )
+from domain.use_cases.webhooks import (
+    DeliverWebhooks,
+    EndpointStatus,
+    RequeueWebhooks,
+    ShowWebhookStatus,
+    WebhookReport,
+)
 
 __all__ = [
+    "NO_WEBHOOKS",
     "AlreadyLinked",
     "ApplyRoleChanges",
     "AuthCompleted",
@@ -89,12 +99,14 @@ __all__ = [
     "CreatedApiKey",
     "CurrentSession",
     "DeliverEmails",
+    "DeliverWebhooks",
     "DeliveryReport",
     "EmailLinkConfirmation",
     "EmailLinkShown",
     "EmailStatus",
     "EndAllSessions",
     "EndSession",
+    "EndpointStatus",
     "IssueLinkTicket",
     "LinkConfirmed",
     "LinkOfAccount",
@@ -108,9 +120,11 @@ __all__ = [
     "ProposalShown",
     "PurgeExpired",
     "PurgeReport",
+    "ReadAuditTrail",
     "RequestPasswordReset",
     "RequestRolesForLinks",
     "RequeueFailedEmails",
+    "RequeueWebhooks",
     "ResendVerification",
     "ResetPassword",
     "RevokeApiKey",
@@ -123,6 +137,7 @@ __all__ = [
     "ShowLinkProposal",
     "ShowLinkTicket",
     "ShowRoleQueue",
+    "ShowWebhookStatus",
     "SignIn",
     "SignOut",
     "SignUp",
@@ -136,5 +151,7 @@ __all__ = [
     "UnlinkAccount",
     "UnlinkDiscord",
     "VerifyEmail",
+    "WebhookOutbox",
+    "WebhookReport",
     "WhoAmI",
 ]

@@ -29,6 +29,8 @@ from domain.model import (
 from domain.policies import LINK_REFUSALS, LinkDecision, decide_link, identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._webhooks import WebhookOutbox
+from domain.webhooks import link_created
 
 SESSION_TTL = timedelta(days=14)
 CONFLICT_ATTEMPTS = 3
@@ -63,9 +65,11 @@ async def apply_link(
     now: datetime,
     via: str,
     roles: Sequence[LinkedRole],
+    webhooks: WebhookOutbox,
 ) -> LinkResult:
     """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal.
-    A new link queues the linked members' ``roles`` in the same transaction."""
+    A new link is audited, queues the linked members' ``roles`` and is published
+    (``link.created``), all in the caller's transaction."""
     link_of_discord = await uow.links.get_by_discord_id(discord.id)
     link_of_account = await uow.links.get_by_account(account_id)
     decision = decide_link(discord.id, account_id, link_of_discord, link_of_account)
@@ -87,6 +91,7 @@ async def apply_link(
     await queue_role_changes(
         uow, roles, RoleAction.ADD, discord_id=discord.id, account_id=account_id, now=now
     )
+    await webhooks.publish(uow, link_created(link, via=via))
     account = await uow.accounts.get(account_id)
     if account is not None and via != "signup":  # a brand-new account needs no alarm
         await queue_notice(

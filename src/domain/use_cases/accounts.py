@@ -29,6 +29,8 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
 )
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
+from domain.webhooks import account_created
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,12 @@ class _PasswordUseCase:
         clock: Clock,
         passwords: Passwords,
         session_ttl: timedelta = SESSION_TTL,
+        *,
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
         self._session_ttl = session_ttl
+        self._webhooks = webhooks  # for the use cases that create accounts or unlink
 
 
 class SignUp(_PasswordUseCase):
@@ -70,6 +75,7 @@ class SignUp(_PasswordUseCase):
                         AuditKind.ACCOUNT_CREATED, now, account.id, None, {"via": "password"}
                     )
                 )
+                await self._webhooks.publish(uow, account_created(account, via="password"))
                 await queue_email(
                     uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )

@@ -50,7 +50,9 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
 )
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.email_linking import create_link_proposal
+from domain.webhooks import account_created
 
 SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
@@ -289,11 +291,13 @@ class CompleteDiscordAuth:
         email_linking: EmailLinking = EmailLinking.VERIFIED,
         signup: bool = True,
         linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
         self._session_ttl = session_ttl
         self._email_linking, self._signup = email_linking, signup
         self._roles = tuple(linked_roles)
+        self._webhooks = webhooks
 
     async def execute(
         self,
@@ -397,6 +401,7 @@ class CompleteDiscordAuth:
                 now=now,
                 via="oauth",
                 roles=self._roles,
+                webhooks=self._webhooks,
             )
             await uow.commit()
         return self._linked(pending, result)
@@ -437,6 +442,7 @@ class CompleteDiscordAuth:
                 now=now,
                 via="ticket",
                 roles=self._roles,
+                webhooks=self._webhooks,
             )
             await uow.commit()
         return self._linked(pending, result)
@@ -498,6 +504,7 @@ class CompleteDiscordAuth:
                             now=now,
                             via="email",
                             roles=self._roles,
+                            webhooks=self._webhooks,
                         )
                     outcome = AuthOutcome.LINKED_AND_SIGNED_IN
                 case CreateAccount():
@@ -534,6 +541,7 @@ class CompleteDiscordAuth:
         await uow.audit.record(
             AuditEvent(AuditKind.ACCOUNT_CREATED, now, account.id, profile.id, {"via": "discord"})
         )
+        await self._webhooks.publish(uow, account_created(account, via="discord"))
         await apply_link(
             uow,
             discord=profile.user,
@@ -541,5 +549,6 @@ class CompleteDiscordAuth:
             now=now,
             via="signup",
             roles=self._roles,
+            webhooks=self._webhooks,
         )
         return account.id

@@ -38,6 +38,7 @@ from domain.use_cases._shared import (
     retry_on_conflict,
     start_session,
 )
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 
 
 def proposal_refusal(status: SecretStatus) -> errors.DomainError:
@@ -121,6 +122,7 @@ async def _link_and_sign_in(
     ttl: timedelta,
     method: SignInMethod,
     roles: Sequence[LinkedRole],
+    webhooks: WebhookOutbox,
 ) -> LinkConfirmed:
     await apply_link(
         uow,
@@ -129,6 +131,7 @@ async def _link_and_sign_in(
         now=now,
         via="email",
         roles=roles,
+        webhooks=webhooks,
     )
     token = await start_session(uow, tokens, proposal.account_id, now, ttl, method=method)
     await uow.commit()
@@ -147,10 +150,12 @@ class ConfirmLinkWithPassword:
         session_ttl: timedelta = SESSION_TTL,
         *,
         linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
         self._session_ttl = session_ttl
         self._roles = tuple(linked_roles)
+        self._webhooks = webhooks
 
     async def execute(self, *, proposal_token: str | None, password: str) -> LinkConfirmed:
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
@@ -181,6 +186,7 @@ class ConfirmLinkWithPassword:
                     ttl=self._session_ttl,
                     method=SignInMethod.PASSWORD,
                     roles=self._roles,
+                    webhooks=self._webhooks,
                 )
 
         return await retry_on_conflict(attempt)
@@ -234,10 +240,12 @@ class ConfirmLinkWithEmail:
         session_ttl: timedelta = SESSION_TTL,
         *,
         linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
         self._session_ttl = session_ttl
         self._roles = tuple(linked_roles)
+        self._webhooks = webhooks
 
     async def execute(self, *, proposal_token: str | None, email_token: str) -> LinkConfirmed:
         async def attempt() -> LinkConfirmed:
@@ -270,6 +278,7 @@ class ConfirmLinkWithEmail:
                     ttl=self._session_ttl,
                     method=SignInMethod.EMAIL_LINK,
                     roles=self._roles,
+                    webhooks=self._webhooks,
                 )
 
         return await retry_on_conflict(attempt)

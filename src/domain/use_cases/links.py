@@ -21,6 +21,8 @@ from domain.policies import unlink_refusal
 from domain.ports import Clock, LinkDirectory, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_notice, queue_role_changes
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
+from domain.webhooks import link_deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ async def _unlink(
     *,
     via: str,
     roles: Sequence[LinkedRole],
+    webhooks: WebhookOutbox,
     keep_session: str | None = None,
 ) -> LinkedAccount:
     """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
@@ -64,6 +67,7 @@ async def _unlink(
         account_id=link.account_id,
         now=now,
     )
+    await webhooks.publish(uow, link_deleted(link, now=now, via=via))
     await queue_notice(
         uow, account, EmailKind.DISCORD_UNLINKED, now, discord_username=link.discord_username
     )
@@ -82,9 +86,11 @@ class UnlinkAccount:
         passwords: Passwords,
         *,
         linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
         self._roles = tuple(linked_roles)
+        self._webhooks = webhooks
 
     async def execute(self, *, session_token: str | None, current_password: str | None) -> Link:
         session, account = await prove_identity(
@@ -105,27 +111,35 @@ class UnlinkAccount:
                 self._clock,
                 via="web",
                 roles=self._roles,
+                webhooks=self._webhooks,
                 keep_session=session.digest,
             )
         return unlinked.link
 
 
 class UnlinkDiscord:
-    """``/unlink`` in Discord: the invoker's Discord id names the link (also the API's admin
-    unlink)."""
+    """``/unlink`` in Discord (the invoker's Discord id names the link), and the API's admin
+    unlink (``via="api"``)."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, *, linked_roles: Sequence[LinkedRole] = ()
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
-        self._uow, self._clock = uow, clock
+        self._uow, self._clock, self._webhooks = uow, clock, webhooks
         self._roles = tuple(linked_roles)
 
-    async def execute(self, discord_id: DiscordId) -> LinkedAccount:
+    async def execute(self, discord_id: DiscordId, *, via: str = "discord") -> LinkedAccount:
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(discord_id)
             if link is None:
                 raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
-            return await _unlink(uow, link, self._clock, via="discord", roles=self._roles)
+            return await _unlink(
+                uow, link, self._clock, via=via, roles=self._roles, webhooks=self._webhooks
+            )
 
 
 class WhoAmI:

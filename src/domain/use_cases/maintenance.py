@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from domain.ports import Clock, UnitOfWorkFactory
+from domain.use_cases.webhooks import KEEP_FINISHED_WEBHOOKS
 
 # Sent, failed and cancelled emails stay this long: the account page and support can see them.
 KEEP_FINISHED_EMAILS = timedelta(days=30)
@@ -17,14 +18,19 @@ class PurgeReport:
     email_tokens: int = 0
     emails: int = 0
     link_proposals: int = 0
+    webhook_deliveries: int = 0
+    audit_events: int = 0
 
 
 class PurgeExpired:
-    """Delete expired one-time secrets and sessions, and old finished emails
-    (``taskflow-link purge-expired``)."""
+    """Delete expired one-time secrets and sessions, old finished emails and webhook
+    deliveries, and audit events older than the retention (``taskflow-link purge-expired``).
+    ``audit_retention``: ``None`` keeps the audit trail forever."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._uow, self._clock = uow, clock
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, audit_retention: timedelta | None = None
+    ) -> None:
+        self._uow, self._clock, self._audit_retention = uow, clock, audit_retention
 
     async def execute(self) -> PurgeReport:
         now = self._clock.now()
@@ -36,6 +42,12 @@ class PurgeExpired:
                 await uow.email_tokens.purge_expired(now),
                 await uow.outgoing_emails.purge_finished(now - KEEP_FINISHED_EMAILS),
                 await uow.link_proposals.purge_expired(now),
+                await uow.webhooks.purge_finished(now - KEEP_FINISHED_WEBHOOKS),
+                (
+                    await uow.audit.purge_before(now - self._audit_retention)
+                    if self._audit_retention is not None
+                    else 0
+                ),
             )
             await uow.commit()
         return report

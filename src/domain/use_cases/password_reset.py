@@ -29,7 +29,9 @@ from domain.use_cases._shared import (
     queue_role_changes,
     start_session,
 )
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase
+from domain.webhooks import link_deleted
 
 
 class RequestPasswordReset:
@@ -78,8 +80,9 @@ class ResetPassword(_PasswordUseCase):
         session_ttl: timedelta = SESSION_TTL,
         *,
         linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
     ) -> None:
-        super().__init__(uow, tokens, clock, passwords, session_ttl)
+        super().__init__(uow, tokens, clock, passwords, session_ttl, webhooks=webhooks)
         self._roles = tuple(linked_roles)
 
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
@@ -145,6 +148,7 @@ class ResetPassword(_PasswordUseCase):
             account_id=account.id,
             now=now,
         )
+        await self._webhooks.publish(uow, link_deleted(link, now=now, via="password_reset"))
         return link
 
 

@@ -24,6 +24,7 @@ from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
 from entrypoints.role_worker import RoleWorker
 from entrypoints.settings import ShardPlan
+from entrypoints.webhook_worker import WebhookWorker
 
 log = logging.getLogger("taskflow_link.bot")
 
@@ -292,6 +293,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     email_worker = EmailWorker(container)  # sends the notices /unlink queues
     # Removes the role for linked members that /unlink queues (when one is configured).
     role_worker = RoleWorker(container) if RoleWorker.wanted(container) else None
+    webhook_worker = WebhookWorker(container)  # and its link.deleted webhooks
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         install_payload_guard()
@@ -316,6 +318,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         email_worker.start()
         if role_worker is not None:
             role_worker.start()
+        webhook_worker.start()
         runner.ready.set()
         log.info(
             "bot ready: serving /link, /unlink and /whoami over the gateway%s",
@@ -327,6 +330,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         await email_worker.stop()
         if role_worker is not None:
             await role_worker.stop()
+        await webhook_worker.stop()
         if "client" in started:
             await started["client"].stop()
         await close_resources(container)

@@ -94,5 +94,5 @@ class LinksApi(Controller):
     async def unlink(
         self, discord_id: FromPath[str], unlink_discord: Use[uc.UnlinkDiscord]
     ) -> LinkOut:
-        removed = await unlink_discord.execute(DiscordId.parse(discord_id))
+        removed = await unlink_discord.execute(DiscordId.parse(discord_id), via="api")
         return link_out(removed.link)

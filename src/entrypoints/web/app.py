@@ -52,6 +52,7 @@ from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
 from entrypoints.web.security import before_send_hook, security_headers
+from entrypoints.webhook_worker import WebhookWorker
 
 if TYPE_CHECKING:
     from entrypoints.bot.runtime import HttpInteractions
@@ -153,25 +154,28 @@ def _provided(container: Container, name: str) -> Provide:
 
 class _Workers:
     """The background workers of each running server (per event loop: tests may run two at
-    once): the email worker, and the role worker when a role for linked members is set."""
+    once): the email worker, the webhook worker (idle without webhook URLs), and the role
+    worker when a role for linked members is set."""
 
     def __init__(self, container: Container) -> None:
         self._container = container
         self._email: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
+        self._webhooks: dict[asyncio.AbstractEventLoop, WebhookWorker] = {}
         self._roles: dict[asyncio.AbstractEventLoop, RoleWorker] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._email[loop] = EmailWorker(self._container)
         self._email[loop].start()
+        self._webhooks[loop] = WebhookWorker(self._container)
+        self._webhooks[loop].start()
         if RoleWorker.wanted(self._container):
             self._roles[loop] = RoleWorker(self._container)
             self._roles[loop].start()
 
     async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop in self._email:
-            await self._email.pop(loop).stop()
-        if loop in self._roles:
-            await self._roles.pop(loop).stop()
+        for workers in (self._email, self._webhooks, self._roles):
+            if loop in workers:
+                await workers.pop(loop).stop()
 
     async def wake(self, message: Message, scope: Scope) -> None:
         """Before a response goes out, wake the workers whose queue the request may have
@@ -186,11 +190,12 @@ class _Workers:
         email = self._email.get(loop)
         if email and method == "POST" and not path.startswith(("/api/", "/interactions")):
             email.wake()
-        # Whatever may have linked or unlinked (a Discord callback, a form, /unlink, the
-        # API's unlink) may have queued a role change.
-        roles = self._roles.get(loop)
-        if roles and (method in ("POST", "DELETE") or path == "/auth/discord/callback"):
-            roles.wake()
+        # Whatever may have linked, unlinked or made an account (a Discord callback, a form,
+        # /unlink, the API's unlink) may have queued a role change and a webhook.
+        if method in ("POST", "DELETE") or path == "/auth/discord/callback":
+            for worker in (self._roles.get(loop), self._webhooks.get(loop)):
+                if worker is not None:
+                    worker.wake()
 
 
 def _http_interactions(container: Container) -> HttpInteractions | None:

@@ -1,0 +1,196 @@
+"""Delivering the webhook outbox, and what operators see and do about it.
+
+Deliveries are claimed in batches (a lease that another worker cannot take), then each
+endpoint's deliveries are sent in the order they were queued, endpoints side by side: a
+slow or dead endpoint delays only its own. At least once: an attempt whose answer was lost
+is made again, under the same ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from domain import errors
+from domain.ports import Clock, UnitOfWorkFactory, WebhookMessage, WebhookSender
+from domain.use_cases._webhooks import WebhookOutbox
+from domain.webhooks import (
+    Outcome,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookState,
+    outcome_of,
+    retry_delay,
+)
+
+# A worker that claimed a delivery and died lets it go after this long. The lease is renewed
+# just before each attempt, so it need only outlast one (the timeout is at most a minute).
+CLAIM_LEASE = timedelta(minutes=2)
+# Deliveries and their events stay this long after they finished, for `webhooks status`.
+KEEP_FINISHED_WEBHOOKS = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReport:
+    delivered: list[WebhookDelivery] = field(default_factory=list)
+    retrying: list[WebhookDelivery] = field(default_factory=list)
+    failed: list[WebhookDelivery] = field(default_factory=list)  # given up
+    gone: list[WebhookDelivery] = field(default_factory=list)  # the endpoint said 410
+
+    @property
+    def busy(self) -> bool:
+        return any((self.delivered, self.retrying, self.failed, self.gone))
+
+
+class DeliverWebhooks:
+    """Send what is due. Safe in several processes at once: each pass claims a batch no
+    other worker gets."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, sender: WebhookSender, outbox: WebhookOutbox
+    ) -> None:
+        self._uow, self._clock, self._sender = uow, clock, sender
+        self._endpoints = {e.key: e for e in outbox.endpoints}
+
+    async def execute(self, limit: int = 20) -> WebhookReport:
+        report = WebhookReport()
+        if not self._endpoints:
+            return report
+        now = self._clock.now()
+        async with self._uow() as uow:  # one short transaction: no lock outlives it
+            gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
+            live = [key for key in self._endpoints if key not in gone]
+            batch = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, live)
+            await uow.commit()
+        by_endpoint: dict[str, list[WebhookDelivery]] = {}
+        for delivery in batch:
+            by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
+        await asyncio.gather(
+            *(
+                self._deliver_in_order(self._endpoints[key], deliveries, report)
+                for key, deliveries in by_endpoint.items()
+            )
+        )
+        return report
+
+    async def _deliver_in_order(
+        self, endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], report: WebhookReport
+    ) -> None:
+        for delivery in deliveries:
+            if not await self._deliver(endpoint, delivery, report):
+                return  # the endpoint is gone: the rest wait for `webhooks retry`
+
+    async def _deliver(
+        self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, report: WebhookReport
+    ) -> bool:
+        """One attempt; ``False`` when the endpoint answered 410 Gone."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            # The lease runs from here (earlier attempts of the batch may have taken a
+            # while); if it ran out meanwhile, another worker may have the delivery now.
+            claimed = await uow.webhooks.renew_claim(delivery, now + CLAIM_LEASE)
+            await uow.commit()
+        if claimed is None:
+            return True
+        message = WebhookMessage(claimed.event.message_id, now, claimed.event.payload)
+        try:
+            outcome, error = outcome_of(await self._sender.send(endpoint, message))
+        except errors.WebhookNotDelivered as exc:
+            outcome, error = Outcome.RETRY, exc.message
+        except Exception:
+            outcome, error = Outcome.RETRY, "unexpected_error"
+        attempts = claimed.attempts + 1
+        # An error stays on record after a later success: `webhooks status` shows the last one.
+        after = replace(
+            claimed, attempts=attempts, last_attempt_at=now, last_error=error or claimed.last_error
+        )
+        if outcome is Outcome.DELIVERED:
+            after = replace(after, state=WebhookState.DELIVERED, finished_at=now)
+            report.delivered.append(after)
+        elif outcome is Outcome.GONE:
+            after = replace(after, state=WebhookState.GONE, finished_at=now)
+            report.gone.append(after)
+        elif (delay := retry_delay(claimed, attempts)) is None:
+            after = replace(after, state=WebhookState.FAILED, finished_at=now)
+            report.failed.append(after)
+        else:
+            after = replace(after, next_attempt_at=now + delay)
+            report.retrying.append(after)
+        async with self._uow() as uow:
+            if outcome is Outcome.GONE:
+                await uow.webhooks.mark_gone(endpoint, now)
+            await uow.webhooks.save(after)
+            await uow.commit()
+        return outcome is not Outcome.GONE
+
+
+class RequeueWebhooks:
+    """``taskflow-link webhooks retry``: send again what was given up or refused with 410
+    (every such delivery, or one by its id), with a fresh round of attempts, and send to the
+    endpoints concerned again."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, delivery_id: uuid.UUID | None = None) -> int:
+        """How many deliveries were requeued; ``NotFound`` when ``delivery_id`` names no
+        failed or gone delivery."""
+        async with self._uow() as uow:
+            if delivery_id is None:
+                requeued = await uow.webhooks.requeue(self._clock.now())
+                await uow.webhooks.forget_gone()
+            else:
+                delivery = await uow.webhooks.get(delivery_id)
+                if delivery is None or delivery.state not in (
+                    WebhookState.FAILED,
+                    WebhookState.GONE,
+                ):
+                    raise errors.NotFound("No webhook delivery with this id failed or was refused.")
+                requeued = await uow.webhooks.requeue(self._clock.now(), delivery_id)
+                await uow.webhooks.forget_gone(delivery.endpoint)
+            await uow.commit()
+        return requeued
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    host: str
+    configured: bool
+    counts: dict[WebhookState, int]
+    gone_since: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class ShowWebhookStatus:
+    """``taskflow-link webhooks status``: per endpoint, configured ones first (in the order
+    of the settings), then any that deliveries still name."""
+
+    def __init__(self, uow: UnitOfWorkFactory, outbox: WebhookOutbox) -> None:
+        self._uow, self._endpoints = uow, list(outbox.endpoints)
+
+    async def execute(self) -> list[EndpointStatus]:
+        async with self._uow(read_only=True) as uow:
+            summaries = {s.endpoint: s for s in await uow.webhooks.summary()}
+            gone = {g.endpoint: g for g in await uow.webhooks.gone_endpoints()}
+        configured = [e.key for e in self._endpoints]
+        hosts = {e.key: e.host for e in self._endpoints}
+        hosts.update({k: s.host for k, s in summaries.items() if k not in hosts})
+        hosts.update({k: g.host for k, g in gone.items() if k not in hosts})
+        keys = configured + sorted(k for k in hosts if k not in configured)
+        found = []
+        for key in keys:
+            summary = summaries.get(key)
+            found.append(
+                EndpointStatus(
+                    host=hosts[key],
+                    configured=key in configured,
+                    counts={s: (summary.counts.get(s, 0) if summary else 0) for s in WebhookState},
+                    gone_since=gone[key].since if key in gone else None,
+                    last_error=summary.last_error if summary else None,
+                    last_error_at=summary.last_error_at if summary else None,
+                )
+            )
+        return found

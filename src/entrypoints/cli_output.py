@@ -1,0 +1,112 @@
+"""What the operations commands read from the command line and print (``audit``, ``webhooks
+status``): parsing options into domain values with click's errors, and lines for a terminal.
+
+Printed values never carry a secret, and never a control character: audit details hold text
+that came from outside (a client's address, a reason), and an escape sequence in it must not
+reach the operator's terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from domain import errors
+from domain.model import AccountId, AuditEvent, DiscordId, clean_text
+from domain.use_cases import EndpointStatus
+from domain.webhooks import WebhookState
+
+_DURATION = re.compile(r"^(\d{1,6})\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# Detail keys whose values are never printed, should one ever be recorded by mistake.
+_SECRET_KEYS = re.compile(r"token|secret|password|passwd|key|code|cookie|session", re.IGNORECASE)
+_DETAIL_MAX = 200
+
+
+def parse_since(text: str) -> datetime | timedelta:
+    """``7d`` (how long ago), ``2026-11-01`` (midnight UTC) or an ISO time (UTC unless it
+    says otherwise)."""
+    value = text.strip()
+    if match := _DURATION.fullmatch(value.lower()):
+        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            "give a date (2026-11-01), a time (2026-11-01T12:00Z) or how long ago "
+            "(30m, 12h, 7d, 2w)",
+            param_hint="'--since'",
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_account(text: str) -> AccountId:
+    try:
+        return AccountId.parse(text.strip())
+    except errors.InvalidInput:
+        raise click.BadParameter(
+            "is not an account id (a UUID, as the API and the audit trail show)",
+            param_hint="'--account'",
+        ) from None
+
+
+def parse_discord_id(text: str) -> DiscordId:
+    try:
+        return DiscordId.parse(text)
+    except errors.InvalidDiscordId:
+        raise click.BadParameter(
+            "is not a Discord id (a positive whole number)", param_hint="'--discord-id'"
+        ) from None
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _shown(value: object) -> str:
+    text = clean_text(str(value), _DETAIL_MAX) or ""
+    return json.dumps(text) if not text or any(c.isspace() or c in "\"'=" for c in text) else text
+
+
+def audit_line(event: AuditEvent) -> str:
+    """``time  kind  account=…  discord=…  key=value …`` on one line."""
+    detail = " ".join(
+        f"{_shown(key)}={'(hidden)' if _SECRET_KEYS.search(key) else _shown(value)}"
+        for key, value in sorted(event.detail.items())
+    )
+    fields = [
+        _when(event.at),
+        event.kind.value,
+        f"account={event.account_id or '-'}",
+        f"discord={event.discord_id or '-'}",
+    ]
+    return "  ".join([*fields, detail] if detail else fields)
+
+
+def webhook_status_lines(statuses: Sequence[EndpointStatus]) -> Iterator[str]:
+    configured = [s for s in statuses if s.configured]
+    if not statuses:
+        yield "No webhook URLs are configured (TASKFLOW_LINK_WEBHOOK_URLS), and none were."
+        return
+    yield f"{len(configured)} webhook endpoint(s) configured."
+    number = 0
+    for status in statuses:
+        if status.configured:
+            number += 1
+            name = f"{number}. {status.host}"
+        else:
+            name = f"-  {status.host} (no longer configured: its pending deliveries wait)"
+        counts = ", ".join(f"{status.counts.get(state, 0)} {state.value}" for state in WebhookState)
+        yield f"{name}: {counts}"
+        if status.gone_since is not None:
+            yield (
+                f"     answered 410 Gone at {_when(status.gone_since)}: nothing is sent to it "
+                "until `taskflow-link webhooks retry`"
+            )
+        if status.last_error is not None:
+            yield f"     last error: {_shown(status.last_error)} at {_when(status.last_error_at)}"

@@ -1,0 +1,354 @@
+"""Webhook signatures against the official Standard Webhooks library, the webhook and audit
+settings, reading and pruning the audit trail, and what the operations commands print."""
+
+from __future__ import annotations
+
+import base64
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import click
+import pytest
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from adapters.metrics import PrometheusMetrics
+from adapters.webhooks import decode_secret, endpoint_for, sign, signature_header
+from domain import errors
+from domain.model import AccountId, AuditEvent, AuditKind, DiscordId
+from domain.use_cases import EndpointStatus, WebhookReport
+from domain.webhooks import (
+    RETRY_DELAYS,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookEventType,
+    WebhookState,
+    retry_delay,
+)
+from entrypoints.cli import cli
+from entrypoints.cli_output import audit_line, parse_since, webhook_status_lines
+from entrypoints.container import build_container
+from entrypoints.instrumentation import record_outcome
+from entrypoints.settings import SettingsError, load_settings
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings
+
+
+def secret(fill: bytes, size: int = 32) -> str:
+    return "whsec_" + base64.b64encode(fill * size).decode()
+
+
+NEW, OLD, STRANGER = secret(b"n"), secret(b"o"), secret(b"x")
+BODY = b'{"type":"link.created","timestamp":"2026-11-23T10:00:00Z","data":{"discord_id":"1"}}'
+
+
+def headers(keys: list[bytes], timestamp: int, body: bytes = BODY) -> dict[str, str]:
+    return {
+        "webhook-id": "msg_0123abcd",
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(keys, "msg_0123abcd", timestamp, body),
+    }
+
+
+# -- signatures ---------------------------------------------------------------------------------
+
+
+def test_our_signature_is_the_libraries() -> None:
+    moment = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+    ours = sign(decode_secret(NEW), "msg_0123abcd", math.floor(moment.timestamp()), BODY)
+    assert ours == Webhook(NEW).sign("msg_0123abcd", moment, BODY.decode())
+    assert ours.startswith("v1,")
+
+
+def test_the_official_library_verifies_what_we_send() -> None:
+    now = math.floor(datetime.now(UTC).timestamp())  # the library checks it against its clock
+    signed = headers([decode_secret(NEW)], now)
+    assert Webhook(NEW).verify(BODY, signed)["data"] == {"discord_id": "1"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(STRANGER).verify(BODY, signed)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(NEW).verify(BODY.replace(b'"1"', b'"2"'), signed)
+    with pytest.raises(WebhookVerificationError):  # the id is signed too
+        Webhook(NEW).verify(BODY, {**signed, "webhook-id": "msg_other"})
+
+
+def test_during_a_rotation_both_secrets_verify() -> None:
+    now = math.floor(datetime.now(UTC).timestamp())
+    signed = headers([decode_secret(NEW), decode_secret(OLD)], now)
+    assert len(signed["webhook-signature"].split(" ")) == 2
+    assert Webhook(NEW).verify(BODY, signed)
+    assert Webhook(OLD).verify(BODY, signed)  # a receiver not yet updated
+    with pytest.raises(WebhookVerificationError):
+        Webhook(STRANGER).verify(BODY, signed)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "n" * 40,  # no prefix
+        "whsec_not base64!",
+        "whsec_" + base64.b64encode(b"k" * 23).decode(),  # too short
+        "whsec_" + base64.b64encode(b"k" * 65).decode(),  # too long
+        "whsec_",
+    ],
+)
+def test_a_secret_that_is_not_whsec_base64_of_24_to_64_bytes_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"whsec_|bytes") as refused:
+        decode_secret(text)
+    if len(text) > len("whsec_"):
+        assert text not in str(refused.value)  # never the value
+
+
+def test_a_secret_without_padding_is_accepted() -> None:
+    assert decode_secret(NEW.rstrip("=")) == b"n" * 32
+    assert decode_secret("whsec_" + base64.b64encode(b"k" * 24).decode()) == b"k" * 24
+
+
+def test_retries_are_spread_within_a_tenth_of_each_delay() -> None:
+    event = WebhookEvent(uuid.uuid4(), WebhookEventType.LINK_CREATED, datetime.now(UTC), "{}")
+
+    def delivery() -> WebhookDelivery:
+        return WebhookDelivery(uuid.uuid4(), event, "k", "h", event.occurred_at, event.occurred_at)
+
+    waits = {retry_delay(delivery(), 1) for _ in range(40)}
+    assert len(waits) > 30
+    assert all(w is not None and RETRY_DELAYS[0] <= w <= RETRY_DELAYS[0] * 1.1 for w in waits)
+    one = delivery()
+    assert retry_delay(one, 3) == retry_delay(one, 3)  # reproducible
+    assert retry_delay(one, len(RETRY_DELAYS) + 1) is None
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def _webhook_settings(**values: object) -> object:
+    return load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **values)
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        ("http://hooks.example.com/in?token=t0ps3cret", "item 1 must use https"),
+        ("https://a.example/x,http://10.0.0.5/in?token=t0ps3cret", "item 2 must use https"),
+        ("ftp://hooks.example.com/in?token=t0ps3cret", "item 1 is not an absolute http(s) URL"),
+        ("/in?token=t0ps3cret", "item 1 is not an absolute http(s) URL"),
+        ("https://a.example/x#t0ps3cret", "without a #fragment"),
+        ("https://a.example/x,,https://b.example/y?token=t0ps3cret", "item 2 is empty"),
+        ("https://a.example/t0ps3cret,https://a.example/t0ps3cret", "listed twice"),
+        ("https://a.example:99999/t0ps3cret", "item 1 is not a URL"),
+    ],
+)
+def test_webhook_urls_are_checked_without_echoing_them(urls: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        _webhook_settings(webhook_urls=urls, webhook_secret=NEW)
+    assert "TASKFLOW_LINK_WEBHOOK_URLS" in str(refused.value)
+    assert problem in str(refused.value)
+    assert "t0ps3cret" not in str(refused.value)
+
+
+def test_plain_http_is_only_for_this_machine() -> None:
+    settings = make_settings(
+        webhook_urls="http://127.0.0.1:9000/in, http://localhost/in,https://hooks.example.com/x",
+        webhook_secret=NEW,
+    )
+    assert settings.webhook_url_list == [
+        "http://127.0.0.1:9000/in",
+        "http://localhost/in",
+        "https://hooks.example.com/x",
+    ]
+
+
+def test_webhooks_need_a_valid_secret_and_a_rotation_needs_the_new_one() -> None:
+    with pytest.raises(
+        SettingsError, match="TASKFLOW_LINK_WEBHOOK_URLS needs TASKFLOW_LINK_WEBHOOK_SECRET"
+    ):
+        _webhook_settings(webhook_urls="https://a.example/x")
+    with pytest.raises(SettingsError, match="needs the new TASKFLOW_LINK_WEBHOOK_SECRET"):
+        _webhook_settings(webhook_secret_previous=OLD)
+    bad = "whsec_" + base64.b64encode(b"short").decode()
+    with pytest.raises(SettingsError) as refused:
+        _webhook_settings(webhook_urls="https://a.example/x", webhook_secret=bad)
+    assert "TASKFLOW_LINK_WEBHOOK_SECRET: must hold 24 to 64 random bytes" in str(refused.value)
+    assert bad not in str(refused.value)
+    rotating = make_settings(
+        webhook_urls="https://a.example/x", webhook_secret=NEW, webhook_secret_previous=OLD
+    )
+    assert rotating.webhook_keys == [b"n" * 32, b"o" * 32]  # the new one first
+    assert make_settings(webhook_secret="  ").webhook_secret is None  # blank in a .env file
+    with pytest.raises(SettingsError, match="TASKFLOW_LINK_AUDIT_RETENTION_DAYS"):
+        _webhook_settings(audit_retention_days=-1)
+
+
+def test_config_shows_webhook_hosts_never_paths_or_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_WEBHOOK_URLS",
+        "https://hooks.example.com/in?token=t0ps3cret,http://[::1]:9000/p4th",
+    )
+    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET", NEW)
+    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS", OLD)
+    shown = CliRunner().invoke(cli, ["config"])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "TASKFLOW_LINK_WEBHOOK_URLS = https://hooks.example.com/…, http://[::1]:9000/…"
+        in shown.output
+    )
+    assert "TASKFLOW_LINK_WEBHOOK_SECRET = (set)" in shown.output
+    assert "TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS = (set)" in shown.output
+    assert "TASKFLOW_LINK_AUDIT_RETENTION_DAYS = 365" in shown.output
+    for hidden in ("t0ps3cret", "p4th", NEW.removeprefix("whsec_")[:20], OLD[6:26]):
+        assert hidden not in shown.output
+
+
+def test_an_endpoint_is_named_by_its_urls_digest_and_shown_by_host() -> None:
+    one = endpoint_for("https://hooks.example.com/in?token=t0ps3cret")
+    assert one.host == "hooks.example.com"
+    assert len(one.key) == 64
+    assert "t0ps3cret" not in one.key
+    assert endpoint_for("https://hooks.example.com/in?token=other").key != one.key
+    assert endpoint_for("http://user:pw@[::1]:9000/x").host == "[::1]:9000"
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_webhook_metrics_count_deliveries_and_failures_by_type() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    event = WebhookEvent(uuid.uuid4(), WebhookEventType.LINK_DELETED, datetime.now(UTC), "{}")
+    d = WebhookDelivery(uuid.uuid4(), event, "k", "h", event.occurred_at, event.occurred_at)
+    record_outcome(
+        metrics,
+        "deliver_webhooks",
+        WebhookReport(delivered=[d, d], retrying=[d], failed=[d], gone=[d]),
+        None,
+    )
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(f"taskflow_link_{name}", labels) or 0.0
+
+    assert value("webhooks_delivered_total", type="link.deleted") == 2
+    for outcome in ("retrying", "given_up", "gone"):
+        assert value("webhooks_failed_total", type="link.deleted", outcome=outcome) == 1
+
+
+# -- the audit trail ----------------------------------------------------------------------------
+
+
+async def _record(h: Harness, *events: AuditEvent) -> None:
+    async with h.uow() as uow:
+        for event in events:
+            await uow.audit.record(event)
+        await uow.commit()
+
+
+async def test_the_audit_trail_reads_newest_events_oldest_first() -> None:
+    h = Harness.build()
+    now, one = h.clock.now(), AccountId.new()
+    old = AuditEvent(AuditKind.SIGNED_IN, now - timedelta(days=8), one)
+    linked = AuditEvent(AuditKind.LINKED, now - timedelta(days=2), one, DiscordId(4))
+    other = AuditEvent(AuditKind.SIGNED_IN, now - timedelta(days=1), AccountId.new())
+    unlinked = AuditEvent(AuditKind.UNLINKED, now, one, DiscordId(4))
+    await _record(h, old, linked, other, unlinked)
+    read = h.container.read_audit_trail()
+    assert list(await read.execute()) == [old, linked, other, unlinked]
+    assert list(await read.execute(limit=2)) == [other, unlinked]  # the newest two
+    assert list(await read.execute(account_id=one, since=timedelta(days=7))) == [linked, unlinked]
+    assert list(await read.execute(discord_id=DiscordId(4), since=now)) == [unlinked]
+    with pytest.raises(errors.InvalidInput):
+        await read.execute(limit=0)
+
+
+@pytest.mark.parametrize(("days", "kept"), [(365, 2), (30, 1), (0, 3)])
+async def test_purge_expired_applies_the_audit_retention(days: int, kept: int) -> None:
+    h = Harness.build(build_container(make_settings(audit_retention_days=days)))
+    now = h.clock.now()
+    await _record(
+        h,
+        AuditEvent(AuditKind.SIGNED_IN, now - timedelta(days=366), AccountId.new()),
+        AuditEvent(AuditKind.SIGNED_IN, now - timedelta(days=364), AccountId.new()),
+        AuditEvent(AuditKind.SIGNED_IN, now, AccountId.new()),
+    )
+    report = await h.container.purge_expired().execute()
+    assert report.audit_events == 3 - kept
+    assert len(await h.container.read_audit_trail().execute()) == kept
+
+
+def test_audit_lines_hide_secret_looking_details_and_control_characters() -> None:
+    event = AuditEvent(
+        AuditKind.SIGN_IN_FAILED,
+        datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC),
+        AccountId(uuid.UUID(int=1)),
+        None,
+        {"client": "10.0.0.1\x1b[31m", "reason": "two words", "api_token": "tfl_abc"},
+    )
+    assert audit_line(event) == (
+        "2026-11-23T10:00:00Z  sign_in_failed  account=00000000-0000-0000-0000-000000000001  "
+        'discord=-  api_token=(hidden) client=10.0.0.1[31m reason="two words"'
+    )
+    bare = AuditEvent(AuditKind.API_KEY_CREATED, datetime(2026, 1, 1, tzinfo=UTC))
+    assert audit_line(bare) == "2026-01-01T00:00:00Z  api_key_created  account=-  discord=-"
+
+
+def test_since_is_a_date_a_time_or_how_long_ago() -> None:
+    assert parse_since("7d") == timedelta(days=7)
+    assert parse_since("30m") == timedelta(minutes=30)
+    assert parse_since("2w") == timedelta(weeks=2)
+    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_since("2026-11-01T12:00+02:00") == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    for wrong in ("yesterday", "7 days", "-3d", ""):
+        with pytest.raises(click.BadParameter):
+            parse_since(wrong)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--account", "x", "--discord-id", "1"], "Give --account or --discord-id, not both."),
+        (["--account", "not-a-uuid"], "is not an account id"),
+        (["--discord-id", "-4"], "is not a Discord id"),
+        (["--since", "last tuesday"], "give a date"),
+        (["--limit", "0"], "0 is not in the range"),
+    ],
+)
+def test_audit_options_are_checked_before_anything_runs(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["audit", *args], env={"TASKFLOW_LINK_SECRET_KEY": None})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_webhook_status_lines_say_what_an_operator_needs() -> None:
+    gone_at = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    counts = dict.fromkeys(WebhookState, 0)
+    lines = list(
+        webhook_status_lines(
+            [
+                EndpointStatus("a.example", True, {**counts, WebhookState.DELIVERED: 3}),
+                EndpointStatus(
+                    "b.example",
+                    True,
+                    {**counts, WebhookState.GONE: 1},
+                    gone_since=gone_at,
+                    last_error="http_410",
+                    last_error_at=gone_at,
+                ),
+                EndpointStatus("old.example", False, {**counts, WebhookState.PENDING: 2}),
+            ]
+        )
+    )
+    assert lines == [
+        "2 webhook endpoint(s) configured.",
+        "1. a.example: 0 pending, 3 delivered, 0 failed, 0 gone",
+        "2. b.example: 0 pending, 0 delivered, 0 failed, 1 gone",
+        "     answered 410 Gone at 2026-11-23T10:00:00Z: nothing is sent to it until "
+        "`taskflow-link webhooks retry`",
+        "     last error: http_410 at 2026-11-23T10:00:00Z",
+        "-  old.example (no longer configured: its pending deliveries wait): 2 pending, "
+        "0 delivered, 0 failed, 0 gone",
+    ]
+    assert list(webhook_status_lines([])) == [
+        "No webhook URLs are configured (TASKFLOW_LINK_WEBHOOK_URLS), and none were."
+    ]

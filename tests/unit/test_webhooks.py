@@ -1,0 +1,541 @@
+"""Webhooks through the use cases, on the in-memory store: every change that links, unlinks or
+creates an account queues its event in its own transaction (checked at every commit), and the
+delivery rules (2xx, retries with backoff under one webhook-id, giving up, 410 Gone)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from adapters.memory import MemoryDatabase
+from adapters.memory.store import MemoryUnitOfWork, Tables
+from adapters.webhooks import endpoint_for
+from domain import errors
+from domain.model import AccountId, DiscordId, Link
+from domain.ports import WebhookMessage
+from domain.use_cases import AuthOutcome, TicketIssued, WebhookReport
+from domain.webhooks import (
+    MAX_ATTEMPTS,
+    RETRY_DELAYS,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookState,
+    link_created,
+)
+from entrypoints.container import build_container
+from entrypoints.webhook_worker import WebhookWorker
+from tests.harness import PASSWORD, Browser, Harness, make_settings
+
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+HOOKS = "https://hooks.example.com/in?token=t0ps3cret"
+OTHER = "https://other.example.org/hook"
+
+
+@dataclass
+class ScriptedSender:
+    """A webhook endpoint per host: answers from its script (204 once it is empty), and
+    records every attempt."""
+
+    answers: dict[str, list[int | Exception]] = field(default_factory=dict)
+    sent: list[tuple[str, WebhookMessage]] = field(default_factory=list)
+
+    async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+        self.sent.append((endpoint.host, message))
+        script = self.answers.get(endpoint.host)
+        answer = script.pop(0) if script else 204
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def to(self, host: str) -> list[WebhookMessage]:
+        return [message for who, message in self.sent if who == host]
+
+
+def webhook_harness(urls: str = f"{HOOKS},{OTHER}", **settings: Any) -> Harness:
+    container = build_container(make_settings(webhook_urls=urls, webhook_secret=SECRET, **settings))
+    return Harness.build(container)
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[Harness, ScriptedSender]]:
+    h = webhook_harness()
+    sender = ScriptedSender()
+    h.container.webhook_sender.override(sender)
+    yield h, sender
+    h.container.unwire()
+
+
+def events(h: Harness) -> list[dict[str, Any]]:
+    """The committed events' bodies, in the order they were queued."""
+    db: MemoryDatabase = h.container.memory_db()
+    return [json.loads(e.payload) for e in db.tables.webhook_events.values()]
+
+
+def deliveries(h: Harness) -> list[WebhookDelivery]:
+    db: MemoryDatabase = h.container.memory_db()
+    return list(db.tables.webhook_deliveries.values())
+
+
+def _link_events_agree_with_the_tables(tables: Tables, endpoints: set[str]) -> None:
+    """Replaying the queued events gives exactly the links and accounts the transaction is
+    about to commit, and every event has one delivery per endpoint."""
+    links: dict[str, str] = {}
+    created: set[str] = set()
+    per_event: dict[Any, set[str]] = {e: set() for e in tables.webhook_events}
+    for delivery in tables.webhook_deliveries.values():
+        per_event[delivery.event.id].add(delivery.endpoint)
+    assert all(named == endpoints for named in per_event.values()), per_event
+    for event in tables.webhook_events.values():
+        body = json.loads(event.payload)
+        data = body["data"]
+        if body["type"] == "link.created":
+            assert data["discord_id"] not in links
+            links[data["discord_id"]] = data["taskflow_user_id"]
+        elif body["type"] == "link.deleted":
+            assert links.pop(data["discord_id"]) == data["taskflow_user_id"]
+        else:
+            assert body["type"] == "account.created"
+            created.add(data["taskflow_user_id"])
+    assert links == {str(d): str(link.account_id) for d, link in tables.links.items()}
+    assert created == {str(a) for a in tables.accounts}
+
+
+@pytest.fixture
+def every_commit_checked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Check the agreement at every commit of the memory store (so a use case that wrote
+    its event in another transaction than its change fails at the commit in between)."""
+    endpoints = {endpoint_for(HOOKS).key, endpoint_for(OTHER).key}
+    checked: list[int] = []
+    commit = MemoryUnitOfWork.commit
+
+    async def checked_commit(self: MemoryUnitOfWork) -> None:
+        _link_events_agree_with_the_tables(self.work, endpoints)
+        checked.append(1)
+        await commit(self)
+
+    monkeypatch.setattr(MemoryUnitOfWork, "commit", checked_commit)
+    return checked
+
+
+def _new(h: Harness, seen: int) -> list[tuple[str, dict[str, str]]]:
+    return [(e["type"], e["data"]) for e in events(h)[seen:]]
+
+
+# -- queued with the change ---------------------------------------------------------------------
+
+
+async def test_every_link_unlink_and_account_creation_queues_its_event_with_the_change(
+    hooks: tuple[Harness, ScriptedSender], every_commit_checked: list[int]
+) -> None:
+    h, _ = hooks
+    # Sign-up: account.created.
+    alice = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    [(kind, data)] = _new(h, 0)
+    assert (kind, data["taskflow_user_id"], data["via"]) == (
+        "account.created",
+        str(alice.id),
+        "password",
+    )
+
+    # A /link ticket confirmed with Discord: link.created via ticket.
+    dee = h.discord_user(5001, username="dee")
+    issued = await h.container.issue_link_ticket().execute(dee.user)
+    assert isinstance(issued, TicketIssued)
+    await h.confirm_ticket(issued.token, alice.id)
+    [(kind, data)] = _new(h, 1)
+    assert (kind, data["discord_id"], data["taskflow_user_id"], data["via"]) == (
+        "link.created",
+        "5001",
+        str(alice.id),
+        "ticket",
+    )
+
+    # /unlink in Discord: link.deleted via discord.
+    await h.container.unlink_discord().execute(DiscordId(5001))
+    assert _new(h, 2) == [
+        (
+            "link.deleted",
+            {
+                "discord_id": "5001",
+                "taskflow_user_id": str(alice.id),
+                "unlinked_at": h.clock.now().isoformat().replace("+00:00", "Z"),
+                "via": "discord",
+            },
+        )
+    ]
+
+    # The account page: link.created via oauth, then unlinked there (via web).
+    await h.discord_link(alice.id, dee)
+    assert _new(h, 3)[0][1]["via"] == "oauth"
+    await h.container.unlink_account().execute(
+        session_token=await h.session_for(alice.id), current_password=PASSWORD
+    )
+    assert [(k, d["via"]) for k, d in _new(h, 4)] == [("link.deleted", "web")]
+
+    # Sign in with Discord, verified email of a verified account: link.created via email.
+    await h.discord_login(h.discord_user(5002, email="alice@example.com"))
+    assert [(k, d["via"]) for k, d in _new(h, 5)] == [("link.created", "email")]
+
+    # The API's admin unlink: link.deleted via api.
+    await h.container.unlink_discord().execute(DiscordId(5002), via="api")
+    assert [(k, d["via"]) for k, d in _new(h, 6)] == [("link.deleted", "api")]
+
+    # Sign in with Discord, nobody known: account.created and link.created, one transaction.
+    created = await h.discord_login(h.discord_user(5003, email="new@example.com"))
+    assert created.outcome is AuthOutcome.CREATED
+    assert [(k, d["via"]) for k, d in _new(h, 7)] == [
+        ("account.created", "discord"),
+        ("link.created", "signup"),
+    ]
+    assert every_commit_checked  # the agreement was checked at each commit
+    assert len(deliveries(h)) == 2 * len(events(h))  # one per endpoint
+
+
+async def test_a_password_reset_that_unlinks_queues_link_deleted(
+    hooks: tuple[Harness, ScriptedSender], every_commit_checked: list[int]
+) -> None:
+    h, _ = hooks
+    carol = (await h.sign_up("carol", "carol@example.com")).account  # never confirmed
+    await h.discord_link(carol.id, h.discord_user(5101))
+    seen = len(events(h))
+    await h.container.request_password_reset().execute("carol@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("carol@example.com"), "/password/reset/")
+    done = await h.container.reset_password().execute(
+        token=token, new_password="a new passphrase 9"
+    )
+    assert done.unlinked is not None
+    assert [(k, d["via"]) for k, d in _new(h, seen)] == [("link.deleted", "password_reset")]
+
+
+@pytest.mark.parametrize("proof", ["password", "email"])
+async def test_email_linking_confirm_queues_link_created(
+    proof: str, every_commit_checked: list[int]
+) -> None:
+    h = webhook_harness(email_linking="confirm")
+    bob = (await h.sign_up("bob", "bob@example.com", verified=True)).account
+    seen = len(events(h))
+    browser = Browser()
+    pending = await h.discord_login(h.discord_user(5201, email="bob@example.com"), browser)
+    assert pending.proposal_token is not None
+    assert _new(h, seen) == []  # nothing is linked yet
+    if proof == "password":
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=pending.proposal_token, password=PASSWORD
+        )
+    else:
+        await h.container.email_link_confirmation().execute(pending.proposal_token)
+        await h.deliver()
+        token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
+        await h.container.confirm_link_with_email().execute(
+            proposal_token=pending.proposal_token, email_token=token
+        )
+    [(kind, data)] = _new(h, seen)
+    assert (kind, data["taskflow_user_id"], data["via"]) == ("link.created", str(bob.id), "email")
+
+
+async def test_a_refused_link_queues_nothing(hooks: tuple[Harness, ScriptedSender]) -> None:
+    h, _ = hooks
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    dee = h.discord_user(5301)
+    await h.discord_link(alice.id, dee)
+    seen = len(events(h))
+    with pytest.raises(errors.DiscordLinkedElsewhere):
+        await h.discord_link(bob.id, dee)
+    with pytest.raises(errors.NotLinked):
+        await h.container.unlink_discord().execute(DiscordId(5399))
+    assert _new(h, seen) == []
+
+
+async def test_a_change_that_does_not_commit_takes_its_event_with_it(
+    hooks: tuple[Harness, ScriptedSender], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h, _ = hooks
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    seen, deliveries_before = len(events(h)), len(deliveries(h))
+    commit = MemoryUnitOfWork.commit
+
+    async def failing_when_linking(self: MemoryUnitOfWork) -> None:
+        if self.work.links != self._db.tables.links:
+            raise errors.StorageError()  # the database went away at the commit
+        await commit(self)
+
+    monkeypatch.setattr(MemoryUnitOfWork, "commit", failing_when_linking)
+    with pytest.raises(errors.StorageError):
+        await h.discord_link(alice.id, h.discord_user(5401))
+    assert _new(h, seen) == []
+    assert len(deliveries(h)) == deliveries_before
+    assert await h.container.link_of_account().execute(alice.id) is None
+
+
+async def test_without_webhook_urls_nothing_is_queued_or_sent() -> None:
+    h = Harness.build()  # no TASKFLOW_LINK_WEBHOOK_URLS
+    sender = ScriptedSender()
+    h.container.webhook_sender.override(sender)
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(5501))
+    assert events(h) == []
+    assert (await h.container.deliver_webhooks().execute()) == WebhookReport()
+    assert sender.sent == []
+    assert not WebhookWorker(h.container)._enabled  # no worker, no listening connection
+
+
+async def test_payloads_are_thin_minified_json_with_string_ids(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, _ = hooks
+    alice = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    await h.discord_link(alice.id, h.discord_user(2**62, email="dee@example.com"))
+    db: MemoryDatabase = h.container.memory_db()
+    created, linked = list(db.tables.webhook_events.values())
+    moment = h.clock.now().isoformat().replace("+00:00", "Z")
+    assert linked.payload == json.dumps(
+        {
+            "type": "link.created",
+            "timestamp": moment,
+            "data": {
+                "discord_id": str(2**62),  # beyond JavaScript's safe integers: a string
+                "taskflow_user_id": str(alice.id),
+                "linked_at": moment,
+                "via": "oauth",
+            },
+        },
+        separators=(",", ":"),
+    )
+    assert json.loads(created.payload)["data"] == {
+        "taskflow_user_id": str(alice.id),
+        "created_at": moment,
+        "via": "password",
+    }
+    for event in (created, linked):
+        assert "@" not in event.payload  # no email address
+        assert event.message_id == f"msg_{event.id.hex}"
+        assert "." not in event.message_id  # it is part of the signed content's framing
+
+
+# -- delivery -----------------------------------------------------------------------------------
+
+
+async def test_an_accepted_webhook_is_delivered_to_every_endpoint_under_one_id(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    await h.sign_up("alice", "alice@example.com")
+    report = await h.container.deliver_webhooks().execute()
+    assert len(report.delivered) == 2
+    [to_hooks] = sender.to("hooks.example.com")
+    [to_other] = sender.to("other.example.org")
+    assert to_hooks == to_other  # same webhook-id, body and attempt time
+    [event] = h.container.memory_db().tables.webhook_events.values()
+    assert (to_hooks.message_id, to_hooks.body, to_hooks.timestamp) == (
+        event.message_id,
+        event.payload,
+        h.clock.now(),
+    )
+    assert {d.state for d in deliveries(h)} == {WebhookState.DELIVERED}
+    assert (await h.container.deliver_webhooks().execute()) == WebhookReport()  # once
+
+
+async def test_a_failure_is_retried_with_backoff_under_the_same_id(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    sender.answers["hooks.example.com"] = [500, errors.WebhookNotDelivered("timeout"), 302]
+    await h.sign_up("alice", "alice@example.com")
+    first = await h.container.deliver_webhooks().execute()
+    [retrying] = first.retrying
+    assert [d.host for d in first.delivered] == ["other.example.org"]
+    assert (retrying.attempts, retrying.last_error) == (1, "http_500")
+    wait = retrying.next_attempt_at - h.clock.now()
+    assert RETRY_DELAYS[0] <= wait <= RETRY_DELAYS[0] * 1.1
+    # Not due yet: nothing is sent.
+    h.clock.advance(RETRY_DELAYS[0] - timedelta(milliseconds=1))
+    assert (await h.container.deliver_webhooks().execute()) == WebhookReport()
+    errors_seen = []
+    for delay in RETRY_DELAYS[:3]:
+        h.clock.advance(delay * 1.1)
+        report = await h.container.deliver_webhooks().execute()
+        errors_seen.append(
+            [d.last_error for d in report.retrying] or [d.state for d in report.delivered]
+        )
+    assert errors_seen == [["timeout"], ["http_302"], [WebhookState.DELIVERED]]
+    attempts = sender.to("hooks.example.com")
+    assert len(attempts) == 4
+    assert len({m.message_id for m in attempts}) == 1  # one id for every attempt
+    assert len({m.body for m in attempts}) == 1  # the same bytes
+    assert len({m.timestamp for m in attempts}) == 4  # each attempt's own time
+
+
+async def test_after_the_last_attempt_it_is_given_up_until_retried(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    sender.answers["hooks.example.com"] = [503] * MAX_ATTEMPTS
+    await h.sign_up("alice", "alice@example.com")
+    reports = [await h.container.deliver_webhooks().execute()]
+    for delay in RETRY_DELAYS:
+        h.clock.advance(delay * 1.1)
+        reports.append(await h.container.deliver_webhooks().execute())
+    [given_up] = reports[-1].failed
+    assert (given_up.state, given_up.attempts) == (WebhookState.FAILED, MAX_ATTEMPTS)
+    assert sum(len(r.retrying) for r in reports) == MAX_ATTEMPTS - 1
+    h.clock.advance(timedelta(days=30))
+    assert (await h.container.deliver_webhooks().execute()) == WebhookReport()
+    assert len(sender.to("hooks.example.com")) == MAX_ATTEMPTS
+
+    [delivered] = [d for d in deliveries(h) if d.state is WebhookState.DELIVERED]
+    with pytest.raises(errors.NotFound):  # delivered, not given up
+        await h.container.requeue_webhooks().execute(delivered.id)
+    assert await h.container.requeue_webhooks().execute(given_up.id) == 1
+    [again] = (await h.container.deliver_webhooks().execute()).delivered
+    assert again.id == given_up.id
+    assert (
+        sender.to("hooks.example.com")[-1].message_id
+        == sender.to("hooks.example.com")[0].message_id
+    )
+
+
+async def test_410_gone_stops_sending_to_that_endpoint_until_retried(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    sender.answers["hooks.example.com"] = [410]
+    await h.sign_up("alice", "alice@example.com")
+    first = await h.container.deliver_webhooks().execute()
+    [gone] = first.gone
+    assert (gone.state, gone.last_error) == (WebhookState.GONE, "http_410")
+    # Later events still reach the other endpoint; the gone one is not even claimed.
+    await h.sign_up("bob", "bob@example.com")
+    h.clock.advance(timedelta(days=4))
+    later = await h.container.deliver_webhooks().execute()
+    assert [d.host for d in later.delivered] == ["other.example.org"]
+    assert len(sender.to("hooks.example.com")) == 1
+    waiting = [d for d in deliveries(h) if d.state is WebhookState.PENDING]
+    assert [(d.host, d.attempts, d.next_attempt_at) for d in waiting] == [
+        ("hooks.example.com", 0, waiting[0].created_at)
+    ]
+    [status, _] = await h.container.show_webhook_status().execute()
+    assert (status.host, status.gone_since, status.last_error) == (
+        "hooks.example.com",
+        gone.finished_at,
+        "http_410",
+    )
+    assert status.counts[WebhookState.GONE] == status.counts[WebhookState.PENDING] == 1
+
+    assert await h.container.requeue_webhooks().execute() == 1  # the gone one
+    resumed = await h.container.deliver_webhooks().execute()
+    assert sorted(d.event.id for d in resumed.delivered) == sorted(
+        d.event.id for d in deliveries(h) if d.host == "hooks.example.com"
+    )
+    assert len(sender.to("hooks.example.com")) == 3
+
+
+async def test_a_410_stops_the_rest_of_the_batch_to_that_endpoint(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    sender.answers["hooks.example.com"] = [410]
+    for name in ("alice", "bob", "carol"):
+        await h.sign_up(name, f"{name}@example.com")
+    report = await h.container.deliver_webhooks().execute()
+    assert len(report.gone) == 1
+    assert len(report.delivered) == 3  # the other endpoint, all of them
+    assert len(sender.to("hooks.example.com")) == 1
+
+
+async def test_status_lists_configured_endpoints_then_forgotten_ones() -> None:
+    h = webhook_harness()
+    sender = ScriptedSender({"other.example.org": [500]})
+    h.container.webhook_sender.override(sender)
+    await h.sign_up("alice", "alice@example.com")
+    await h.container.deliver_webhooks().execute()
+    # The operator then drops the second URL and adds a third.
+    later = Harness.build(
+        build_container(
+            make_settings(
+                webhook_urls=f"{HOOKS},https://third.example.net/h", webhook_secret=SECRET
+            )
+        )
+    )
+    later.container.memory_db.override(h.container.memory_db())
+    hooks_status, third, other = await later.container.show_webhook_status().execute()
+    assert (hooks_status.host, hooks_status.configured) == ("hooks.example.com", True)
+    assert hooks_status.counts[WebhookState.DELIVERED] == 1
+    assert (third.host, third.configured, sum(third.counts.values())) == (
+        "third.example.net",
+        True,
+        0,
+    )
+    assert (other.host, other.configured, other.last_error) == (
+        "other.example.org",
+        False,
+        "http_500",
+    )
+    assert other.counts[WebhookState.PENDING] == 1
+    # Its delivery waits: only configured endpoints are ever sent anything.
+    later_sender = ScriptedSender()
+    later.container.webhook_sender.override(later_sender)
+    later.clock.advance(timedelta(days=1))
+    await later.container.deliver_webhooks().execute()
+    assert later_sender.sent == []
+
+
+async def test_the_worker_logs_hosts_and_ids_never_urls_or_secrets(
+    hooks: tuple[Harness, ScriptedSender], caplog: pytest.LogCaptureFixture
+) -> None:
+    h, sender = hooks
+    sender.answers["hooks.example.com"] = [500]
+    sender.answers["other.example.org"] = [410]
+    await h.sign_up("alice", "alice@example.com")
+    caplog.set_level(logging.INFO, logger="taskflow_link.webhooks")
+    report = await WebhookWorker(h.container).run_once()
+    assert report is not None
+    assert len(report.retrying) == len(report.gone) == 1
+    assert "hooks.example.com" in caplog.text
+    assert "410 Gone" in caplog.text
+    assert "t0ps3cret" not in caplog.text
+    assert SECRET.removeprefix("whsec_") not in caplog.text
+
+
+async def test_a_delivery_another_worker_took_over_is_left_to_it(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    await h.sign_up("alice", "alice@example.com")
+    async with h.uow() as uow:
+        keys = [endpoint_for(HOOKS).key, endpoint_for(OTHER).key]
+        now = h.clock.now()
+        stale = await uow.webhooks.claim_due(now, now, 10, keys)  # a lease already over
+        await uow.commit()
+    report = await h.container.deliver_webhooks().execute()  # takes them over
+    assert len(report.delivered) == 2
+    del sender.sent[:]
+    # The first worker wakes up and would send its stale claims: it may not.
+    use_case = h.container.deliver_webhooks().use_case
+    for delivery in stale:
+        endpoint = WebhookEndpoint(delivery.endpoint, delivery.host)
+        assert await use_case._deliver(endpoint, delivery, WebhookReport())
+    assert sender.sent == []
+
+
+def test_only_ids_and_times_travel() -> None:
+    """The Discord names and avatar a link keeps for the web pages stay out of every body."""
+    now = datetime.now(UTC)
+    link = Link(DiscordId(9), AccountId.new(), now, "secret_name", "Secret Name", "avatarhash")
+    event = link_created(link, via="ticket")
+    assert set(json.loads(event.payload)["data"]) == {
+        "discord_id",
+        "taskflow_user_id",
+        "linked_at",
+        "via",
+    }
+    assert "secret_name" not in event.payload
+    assert "avatarhash" not in event.payload
