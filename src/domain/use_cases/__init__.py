@@ -48,6 +48,15 @@ from domain.use_cases.links import (
 )
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
 from domain.use_cases.password_reset import PasswordReset, RequestPasswordReset, ResetPassword
+from domain.use_cases.role_connections import (
+    KeyRotationReport,
+    LinkedRoles,
+    RefreshRoleConnections,
+    RoleConnectionPusher,
+    RoleSyncReport,
+    RotateTokenKeys,
+    StartLinkedRole,
+)
 from domain.use_cases.sessions import (
     ConfirmPassword,
     CurrentSession,
@@ -88,10 +97,12 @@ __all__ = [
     "EndAllSessions",
     "EndSession",
     "IssueLinkTicket",
+    "KeyRotationReport",
     "LinkConfirmed",
     "LinkOfAccount",
     "LinkResult",
     "LinkedAccount",
+    "LinkedRoles",
     "ListApiKeys",
     "ListSessions",
     "LookUpLink",
@@ -100,11 +111,15 @@ __all__ = [
     "ProposalShown",
     "PurgeExpired",
     "PurgeReport",
+    "RefreshRoleConnections",
     "RequestPasswordReset",
     "RequeueFailedEmails",
     "ResendVerification",
     "ResetPassword",
     "RevokeApiKey",
+    "RoleConnectionPusher",
+    "RoleSyncReport",
+    "RotateTokenKeys",
     "SessionList",
     "SetPassword",
     "ShowEmailLink",
@@ -119,6 +134,7 @@ __all__ = [
     "StartDiscordLink",
     "StartDiscordLogin",
     "StartDiscordReauth",
+    "StartLinkedRole",
     "StartTicketLink",
     "TicketIssued",
     "UnlinkAccount",

@@ -35,6 +35,7 @@ from entrypoints.bot.runtime import HttpInteractions
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
+from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import CurrentSignIn
@@ -48,6 +49,7 @@ from entrypoints.web.errors import (
 from entrypoints.web.guards import host_guard, refuse_control_characters
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
+from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
@@ -70,6 +72,8 @@ RATE_LIMITED = {
     # Each of these starts a Discord round trip (a pending login row).
     ("POST", "/account/discord/link"),
     ("POST", "/account/confirm/discord"),
+    ("GET", "/discord/linked-role"),  # Linked Roles' verification URL (and its password form)
+    ("POST", "/discord/linked-role"),
 }
 RATE_LIMITED_PREFIXES = (
     ("POST", "/password/reset/"),  # each try hashes a password
@@ -148,6 +152,39 @@ def _provided(container: Container, name: str) -> Provide:
     return Provide(make, sync_to_thread=False)
 
 
+class _Workers:
+    """The background workers of each running server (per event loop: tests may run two at
+    once): the email worker, and with Linked Roles the role connection worker."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+        self._running: dict[
+            asyncio.AbstractEventLoop, tuple[EmailWorker, RoleConnectionWorker | None]
+        ] = {}
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        email = EmailWorker(self._container)
+        roles = None
+        if self._container.settings().discord_role_connections:
+            roles = RoleConnectionWorker(self._container)
+        self._running[loop] = (email, roles)
+        email.start()
+        if roles is not None:
+            roles.start()
+
+    def wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A form changed something: it may have queued an email, or unlinked Discord (the
+        role connection is then due: Discord hears "not linked" at once)."""
+        for worker in self._running.get(loop, ()):
+            if worker is not None:
+                worker.wake()
+
+    async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        for worker in self._running.pop(loop, ()):
+            if worker is not None:
+                await worker.stop()
+
+
 def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
     settings = container.settings()
     public = urlsplit(str(settings.public_url))
@@ -212,13 +249,11 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
 
     # HTTP interactions are on when Discord's public key is configured (and then need the token).
     http_interactions = HttpInteractions(container) if settings.discord_public_key else None
-    # One email worker per running server (per event loop: tests may run two at once).
-    email_workers: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
+    workers = _Workers(container)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        email_workers[loop] = EmailWorker(container)
         # Per running server: its checks' tasks belong to its event loop.
         app.state.readiness = Readiness(
             container.readiness_checks(), timeout=settings.readiness_timeout_seconds
@@ -227,11 +262,11 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
-            email_workers[loop].start()
+            workers.start(loop)
             yield
         finally:
             await app.state.readiness.close()
-            await email_workers.pop(loop).stop()
+            await workers.stop(loop)
             if http_interactions is not None:
                 await http_interactions.close()
             await close_resources(container)
@@ -247,9 +282,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             and scope.get("method") == "POST"
             and not scope["path"].startswith(("/api/", "/interactions"))
         ):
-            worker = email_workers.get(asyncio.get_running_loop())
-            if worker is not None:
-                worker.wake()
+            workers.wake(asyncio.get_running_loop())
 
     for warning in settings.warnings():
         log.warning("%s", warning)
@@ -260,6 +293,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             Pages,
             EmailPages,
             EmailLinkingPages,
+            *([LinkedRolePages] if settings.discord_role_connections else []),
             *([outbox_page] if settings.email_outbox_page else []),
             api,
             interactions,
