@@ -707,6 +707,10 @@ class SqlRoleConnectionTokens(_Repo):
 
     _t = role_connection_tokens
 
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
     async def add(self, token: RoleConnectionToken) -> None:
         await self._run(
             insert(self._t).values(
@@ -789,17 +793,17 @@ class SqlRoleConnectionTokens(_Repo):
             .where(self._t.c.next_push_at <= now)
             .order_by(self._t.c.next_push_at, self._t.c.discord_id)
             .limit(limit)
-            .scalar_subquery()
         )
-        # "Still due" is checked again by the UPDATE itself: a row another claimer took (and
-        # committed) meanwhile is re-read under its lock and no longer matches.
-        query = (
-            update(self._t)
-            .where(self._t.c.discord_id.in_(due), self._t.c.next_push_at <= now)
-            .values(next_push_at=until, version=self._t.c.version + 1)
-            .returning(*self._t.c)
-        )
-        rows = await self._run(query)
+        claim = update(self._t).values(next_push_at=until, version=self._t.c.version + 1)
+        if self._postgres:
+            # As the email queue's claims: lock what is picked, skip what another claimer
+            # holds (no waiting, no deadlock), and pick exactly once (MATERIALIZED).
+            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            claim = claim.where(self._t.c.discord_id == picked.c.discord_id)
+        else:
+            # SQLite's writers run one at a time: each claimer sees the others' claims.
+            claim = claim.where(self._t.c.discord_id.in_(due.scalar_subquery()))
+        rows = await self._run(claim.returning(*self._t.c))
         return sorted((_role_token(row) for row in rows), key=lambda t: t.discord_id)
 
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:

@@ -81,7 +81,7 @@ class SqlUnitOfWork:
         self.email_tokens = SqlEmailTokens(self._session)
         self.outgoing_emails = SqlOutgoingEmails(self._session, postgres=postgres)
         self.link_proposals = SqlLinkProposals(self._session)
-        self.role_connection_tokens = SqlRoleConnectionTokens(self._session)
+        self.role_connection_tokens = SqlRoleConnectionTokens(self._session, postgres=postgres)
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:
