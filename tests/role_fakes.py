@@ -6,6 +6,7 @@ is removed, a role connection needs ``role_connections.write``."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,8 +16,13 @@ from adapters.fake_discord import InMemoryDiscordOAuth
 from domain import errors
 from domain.model import ROLE_CONNECTIONS_SCOPE, DiscordId, RoleConnection
 from domain.ports import DiscordTokens
+from entrypoints.container import build_container
+from tests.harness import Harness, make_settings
 
 LIFETIME = 7 * 24 * 3600  # Discord's access tokens live 7 days
+# Two token encryption keys (32 bytes, URL-safe base64), for the tests only.
+KEY_A = base64.urlsafe_b64encode(bytes(range(32))).decode()
+KEY_B = base64.urlsafe_b64encode(bytes(range(100, 132))).decode()
 
 
 @dataclass
@@ -109,3 +115,16 @@ def linked(connection: RoleConnection | None) -> tuple[str, str] | None:
     if connection is None:
         return None
     return connection.metadata["linked"], connection.metadata["linked_days"]
+
+
+def role_harness(keys: str = KEY_A, **settings: object) -> Harness:
+    """The unit harness with Linked Roles on, and this fake as Discord."""
+    container = build_container(
+        make_settings(discord_role_connections=True, token_encryption_key=keys, **settings)
+    )
+    h = Harness.build(container)
+    fake = InMemoryDiscordWithRoles(h.clock)
+    container.discord_oauth.override(fake)
+    container.discord_role_connections.override(fake)
+    h.discord = fake
+    return h

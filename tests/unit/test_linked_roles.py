@@ -27,25 +27,9 @@ from domain.model import (
     RoleSync,
 )
 from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
-from entrypoints.container import build_container
 from entrypoints.settings import SettingsError, load_settings
 from tests.harness import PASSWORD, Browser, Harness, make_settings
-from tests.role_fakes import InMemoryDiscordWithRoles, linked
-
-KEY_A = base64.urlsafe_b64encode(bytes(range(32))).decode()
-KEY_B = base64.urlsafe_b64encode(bytes(range(100, 132))).decode()
-
-
-def role_harness(keys: str = KEY_A, **settings: object) -> Harness:
-    container = build_container(
-        make_settings(discord_role_connections=True, token_encryption_key=keys, **settings)
-    )
-    h = Harness.build(container)
-    fake = InMemoryDiscordWithRoles(h.clock)
-    container.discord_oauth.override(fake)
-    container.discord_role_connections.override(fake)
-    h.discord = fake
-    return h
+from tests.role_fakes import KEY_A, KEY_B, InMemoryDiscordWithRoles, linked, role_harness
 
 
 @pytest.fixture
