@@ -44,8 +44,14 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    postgres: PostgresServer, pg_db: SqlDatabase, smtp_server: tuple[Mailbox, int]
+    request: pytest.FixtureRequest,
+    postgres: PostgresServer,
+    pg_db: SqlDatabase,
+    smtp_server: tuple[Mailbox, int],
 ) -> AsyncIterator[Stack]:
+    """``@pytest.mark.parametrize("stack", [{setting: value}], indirect=True)`` changes
+    settings of the service."""
+    extra: dict[str, object] = getattr(request, "param", {})
     mailbox, smtp_port = smtp_server
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}"
@@ -76,6 +82,7 @@ async def stack(
             smtp_tls="none",
             smtp_timeout_seconds=5.0,
             email_poll_seconds=0.2,
+            **extra,
         )
         clock = ManualClock()
         clock.set(clock.now().replace(year=2030))
