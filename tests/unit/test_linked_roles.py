@@ -12,6 +12,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from click.testing import CliRunner
 
 from adapters.memory import MemoryDatabase
 from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
@@ -27,6 +28,7 @@ from domain.model import (
     RoleSync,
 )
 from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
+from entrypoints.cli import cli
 from entrypoints.settings import SettingsError, load_settings
 from tests.harness import PASSWORD, Browser, Harness, make_settings
 from tests.role_fakes import KEY_A, KEY_B, InMemoryDiscordWithRoles, linked, role_harness
@@ -114,6 +116,25 @@ def test_config_hides_the_key() -> None:
     settings = make_settings(discord_role_connections=True, token_encryption_key=KEY_A)
     assert settings.shown()["TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY"] == "(set)"
     assert KEY_A not in repr(settings)
+
+
+def test_config_prints_the_key_hidden_and_the_commands_refuse_without_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", f"{KEY_B},{KEY_A}")
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["config"])
+    assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY = (set)" in shown.output
+    assert KEY_A not in shown.output
+    assert KEY_B not in shown.output
+    refused = runner.invoke(cli, ["role-connections", "refresh"])
+    assert refused.exit_code == 1
+    assert "Linked Roles are off" in refused.output
+    rotated = runner.invoke(cli, ["tokens", "rotate"])  # nothing kept: nothing to do
+    assert rotated.exit_code == 0, rotated.output
+    assert "Re-encrypted 0 token set(s)" in rotated.output
 
 
 # -- the secret box -----------------------------------------------------------------------------
