@@ -361,3 +361,12 @@ def test_text_lines_name_the_request_when_there_is_one() -> None:
     first, second = stream.getvalue().splitlines()
     assert "[" not in first
     assert f"INFO {logger.name} [req-7] in a request" in second
+
+
+def test_linked_roles_round_trips_are_counted_as_links_and_sign_ins() -> None:
+    c = Counted()
+    c.record("complete_discord_auth", _auth(AuthPurpose.ROLES_LINK, AuthOutcome.LINKED))
+    c.record("complete_discord_auth", _auth(AuthPurpose.ROLES, AuthOutcome.SIGNED_IN))
+    c.record("complete_discord_auth", _auth(AuthPurpose.ROLES, AuthOutcome.ALREADY_LINKED))
+    assert c.value("links_created_total", how="linked_role") == 1
+    assert c.value("sign_ins_total", method="discord", outcome="signed_in") == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -71,8 +71,8 @@ def _context(discord_id: DiscordId) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Opened:
-    access: str
-    refresh: str
+    access: str = field(repr=False)
+    refresh: str = field(repr=False)
 
 
 class RoleConnectionPusher:
