@@ -51,17 +51,15 @@ from domain.use_cases._shared import (
 )
 from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarted, _StartLinking
 
-ROLE_PURPOSES = frozenset({AuthPurpose.ROLES, AuthPurpose.ROLES_LINK})
-# An access token this close to its expiry is refreshed before use.
+# An access token this close to its expiry is refreshed before use (Discord says how long a
+# token lives, 7 days; without that, it is refreshed at its next use).
 REFRESH_MARGIN = timedelta(minutes=1)
 # A worker's claim on a due row: one that dies lets it go after this.
 CLAIM_LEASE = timedelta(minutes=5)
 # Tokens no configured key opens are tried again this much later (the key may come back).
 UNREADABLE_RETRY = timedelta(hours=6)
-# Discord normally says how long a token lives (7 days); without that, refresh at next use.
+# Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
-# The scopes a flow that keeps a token asks for; nothing more than the connection needs.
-ROLE_SCOPES = ("identify", ROLE_CONNECTIONS_SCOPE)
 
 
 def _context(discord_id: DiscordId) -> str:
