@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import httpx
 
 from domain import errors
-from domain.model import EMAIL_MAX, DiscordProfile, DiscordUser, clean_text
+from domain.model import EMAIL_MAX, DiscordProfile, DiscordUser, RoleConnection, clean_text
 from domain.ports import DiscordTokens
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,7 @@ class HttpDiscordOAuth:
             log.warning("Discord token response had no access token")
             self._http.unreadable("token")
             raise errors.DiscordUnavailable()
-        scope = body.get("scope") if body else None
-        return DiscordTokens(access_token, frozenset(str(scope or "").split()))
+        return _tokens(body, access_token)
 
     async def fetch_profile(self, tokens: DiscordTokens) -> DiscordProfile:
         try:
@@ -237,6 +236,18 @@ class HttpDiscordOAuth:
             log.warning("Discord token revocation failed: %s", type(exc).__name__)
 
 
+def _tokens(body: dict[str, Any] | None, access_token: str) -> DiscordTokens:
+    """The token endpoint's answer; the refresh token and lifetime only when well formed."""
+    body = body or {}
+    refresh, lifetime = body.get("refresh_token"), body.get("expires_in")
+    return DiscordTokens(
+        access_token,
+        frozenset(str(body.get("scope") or "").split()),
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        expires_in=lifetime if type(lifetime) is int and lifetime >= 0 else None,
+    )
+
+
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     try:
         body = response.json()
@@ -269,3 +280,85 @@ def _profile(body: Any) -> DiscordProfile:
         # Absent without the email scope; only an explicit true counts.
         verified=body.get("verified") is True,
     )
+
+
+class HttpDiscordRoleConnections:
+    """Linked Roles with a user's own tokens: the refresh grant, and pushing the role
+    connection. Neither token ever reaches a log line (nor does a URL carrying one)."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        api_url: str,
+        http: DiscordHttp,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._api = api_url.rstrip("/")
+        self._http = http
+
+    async def refresh(self, refresh_token: str) -> DiscordTokens:
+        try:
+            response = await self._http.request(
+                "token_refresh",
+                "POST",
+                f"{self._api}/oauth2/token",
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                auth=(self._client_id, self._client_secret),
+            )
+        except httpx.HTTPError as exc:
+            log.warning("Discord token refresh failed: %s", type(exc).__name__)
+            raise errors.DiscordUnavailable() from None
+        if _rate_limited(response, "a token refresh"):
+            raise errors.DiscordUnavailable()
+        body = _json_object(response)
+        if response.status_code != 200:
+            error = body.get("error") if body else None
+            if response.status_code == 400 and error == "invalid_grant":
+                raise errors.DiscordGrantRevoked()
+            log.warning(
+                "Discord refused a token refresh: %s (HTTP %s)", error, response.status_code
+            )
+            raise errors.DiscordUnavailable()  # invalid_client: our misconfiguration
+        access_token = body.get("access_token") if body else None
+        if not isinstance(access_token, str) or not access_token:
+            log.warning("Discord's refresh answer had no access token")
+            self._http.unreadable("token_refresh")
+            raise errors.DiscordUnavailable()
+        return _tokens(body, access_token)
+
+    async def push(self, access_token: str, connection: RoleConnection) -> None:
+        body: dict[str, Any] = {
+            "platform_name": connection.platform_name,
+            "metadata": dict(connection.metadata),
+        }
+        if connection.platform_username is not None:
+            body["platform_username"] = connection.platform_username
+        try:
+            response = await self._http.request(
+                "role_connection",
+                "PUT",
+                f"{self._api}/users/@me/applications/{self._client_id}/role-connection",
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.HTTPError as exc:
+            log.warning("Discord role connection update failed: %s", type(exc).__name__)
+            raise errors.DiscordUnavailable() from None
+        if _rate_limited(response, "a role connection update"):
+            raise errors.DiscordUnavailable()
+        if response.status_code in (401, 403):
+            raise errors.DiscordDenied()  # this access token is no longer good: refresh it
+        if response.status_code >= 300:
+            answer = _json_object(response) or {}
+            log.warning(
+                "Discord refused a role connection update: HTTP %s, code %s%s",
+                response.status_code,
+                answer.get("code"),
+                " (are the metadata records registered? run `taskflow-link bot sync`)"
+                if response.status_code == 400
+                else "",
+            )
+            raise errors.DiscordUnavailable()

@@ -143,6 +143,16 @@ class NotLinked(DomainError):
     message = "No Discord account is linked."
 
 
+class DiscordNotLinkedYet(NotLinked):
+    """Linked Roles, nobody signed in: the Discord account that came back links to nothing."""
+
+    code = "discord_not_linked_yet"
+    message = (
+        "This Discord account is not linked to a TaskFlow account yet. Sign in to TaskFlow "
+        "(you will come back here to connect), or run /link in Discord."
+    )
+
+
 class UnlinkWouldLockOut(DomainError):
     code = "unlink_would_lock_out"
     message = (
@@ -205,6 +215,21 @@ class DiscordUnavailable(DomainError):
 class DiscordDenied(DomainError):
     code = "discord_denied"
     message = "Discord did not grant access, so nothing was changed."
+
+
+class DiscordGrantRevoked(DomainError):
+    """Discord answered ``invalid_grant`` to a refresh token: the person removed the app from
+    their Discord account, or the token was used already. It will never work again."""
+
+    code = "discord_grant_revoked"
+    message = "Discord no longer grants access to this account. Connect it again."
+
+
+class SecretUnreadable(DomainError):
+    """A value sealed with a key that is no longer configured (or altered since)."""
+
+    code = "secret_unreadable"
+    message = "A stored secret could not be decrypted with the configured keys."
 
 
 class EmailNotSent(DomainError):

@@ -217,6 +217,10 @@ class AuthPurpose(enum.StrEnum):
     LINK = "link"  # "Link Discord" on the account page
     TICKET = "ticket"  # confirming a /link ticket: prove being the Discord account that ran it
     REAUTH = "reauth"  # proving again, before a sensitive change, to be the linked account
+    # Discord's Linked Roles verification URL (``/discord/linked-role``): both ask for
+    # ``role_connections.write`` and keep the token (encrypted) to push the role connection.
+    ROLES = "roles"  # never links: signs in the linked account, or the signed-in one's link
+    ROLES_LINK = "roles_link"  # links the signed-in account (proved at the start), as LINK
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +393,8 @@ class AuditKind(enum.StrEnum):
     DISCORD_ROLE_REMOVED = "discord_role_removed"
     DISCORD_ROLE_REFUSED = "discord_role_refused"  # not a member, no permission, role gone
     DISCORD_ROLE_FAILED = "discord_role_failed"  # Discord unavailable until the last retry
+    ROLE_TOKENS_STORED = "role_tokens_stored"
+    ROLE_TOKENS_DELETED = "role_tokens_deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,3 +455,92 @@ class RoleChange:
     claimed_until: datetime | None = None
     finished_at: datetime | None = None
     last_error: str | None = None
+
+
+# -- Discord Linked Roles ----------------------------------------------------------------------
+
+ROLE_CONNECTIONS_SCOPE = "role_connections.write"
+ROLE_PLATFORM_NAME = "TaskFlow"  # what Discord shows as the connection's platform
+
+
+class RoleMetadataType(enum.IntEnum):
+    """How a server compares a metadata value with the value its role asks for (Discord's
+    application role connection metadata types; the values are Discord's)."""
+
+    INTEGER_LESS_THAN_OR_EQUAL = 1
+    INTEGER_GREATER_THAN_OR_EQUAL = 2
+    INTEGER_EQUAL = 3
+    INTEGER_NOT_EQUAL = 4
+    DATETIME_LESS_THAN_OR_EQUAL = 5
+    DATETIME_GREATER_THAN_OR_EQUAL = 6
+    BOOLEAN_EQUAL = 7
+    BOOLEAN_NOT_EQUAL = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RoleMetadataField:
+    """One metadata record a server's role can require (Discord keeps at most 5)."""
+
+    key: str  # a-z, 0-9 and _, 1 to 50 characters
+    name: str  # 1 to 100 characters
+    description: str  # 1 to 200 characters
+    type: RoleMetadataType
+
+
+ROLE_METADATA: tuple[RoleMetadataField, ...] = (
+    RoleMetadataField(
+        "linked",
+        "Linked to TaskFlow",
+        "The Discord account is linked to a TaskFlow account",
+        RoleMetadataType.BOOLEAN_EQUAL,
+    ),
+    RoleMetadataField(
+        "linked_days",
+        "Days linked to TaskFlow",
+        "At least this many days since the Discord account was linked to TaskFlow",
+        RoleMetadataType.INTEGER_GREATER_THAN_OR_EQUAL,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleConnection:
+    """What Discord shows (and servers' roles check) about a user's TaskFlow connection.
+    Metadata values are strings, as Discord takes them: integers in decimal, booleans as
+    ``1``/``0``."""
+
+    platform_name: str
+    platform_username: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RoleConnectionToken:
+    """A Discord user's OAuth tokens, kept only to keep their role connection current.
+
+    ``sealed`` holds the access and refresh tokens encrypted (and bound to ``discord_id``:
+    a sealed value moved to another row does not open). ``version`` grows with every write,
+    so a writer that read an older row changes nothing (compare and swap). The row is due to
+    be pushed to Discord again at ``next_push_at``: when ``linked_days`` next changes, at
+    once after an unlink, or after a failure's back-off.
+    """
+
+    discord_id: DiscordId
+    sealed: str
+    expires_at: datetime  # when the access token expires (not a secret)
+    next_push_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    failures: int = 0  # pushes that failed in a row (the back-off)
+
+
+class RoleSync(enum.StrEnum):
+    """What became of one attempt to bring a user's role connection up to date on Discord."""
+
+    PUSHED = "pushed"  # Discord has the current values (linked)
+    CLEARED = "cleared"  # Discord was told "not linked"; the tokens are deleted
+    REVOKED = "revoked"  # Discord refused the refresh token (invalid_grant); tokens deleted
+    FAILED = "failed"  # Discord did not answer properly: tried again later (back-off)
+    UNREADABLE = "unreadable"  # no configured key opens the tokens: kept, tried again later
+    GONE = "gone"  # the tokens were deleted meanwhile (another worker finished the job)

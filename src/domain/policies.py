@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from domain import errors
 from domain.model import (
     REAUTH_WINDOW,
+    ROLE_PLATFORM_NAME,
     USERNAME_MAX,
     Account,
     AccountId,
@@ -22,6 +23,7 @@ from domain.model import (
     DiscordProfile,
     EmailLinking,
     Link,
+    RoleConnection,
     Session,
     SignInMethod,
     normalize_email,
@@ -287,3 +289,41 @@ def choose_username(base: str, taken: Collection[str]) -> str:
         if candidate not in taken:
             return candidate
         suffix += 1
+
+
+# -- Discord Linked Roles ----------------------------------------------------------------------
+
+ROLE_RETRY_AFTER = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=6),
+)
+
+
+def linked_days(link: Link, now: datetime) -> int:
+    """Whole days since the link was made (0 on the first day)."""
+    return max(0, (now - link.linked_at) // timedelta(days=1))
+
+
+def role_connection(link: Link | None, account: Account | None, now: datetime) -> RoleConnection:
+    """What Discord should show about this Discord user now: linked (and for how many whole
+    days) with the TaskFlow username, or not linked."""
+    if link is None or account is None:
+        return RoleConnection(ROLE_PLATFORM_NAME, None, {"linked": "0", "linked_days": "0"})
+    return RoleConnection(
+        ROLE_PLATFORM_NAME,
+        account.username,
+        {"linked": "1", "linked_days": str(linked_days(link, now))},
+    )
+
+
+def next_role_push(link: Link, now: datetime) -> datetime:
+    """When ``linked_days`` next changes: the moment Discord must hear the new value."""
+    return link.linked_at + timedelta(days=linked_days(link, now) + 1)
+
+
+def role_retry_at(failures: int, now: datetime) -> datetime:
+    """When to push again after ``failures`` failed pushes in a row (1 min up to 6 h)."""
+    return now + ROLE_RETRY_AFTER[min(max(failures, 1), len(ROLE_RETRY_AFTER)) - 1]

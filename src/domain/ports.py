@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
@@ -32,6 +32,8 @@ from domain.model import (
     OutgoingEmail,
     PendingLogin,
     RoleChange,
+    RoleConnection,
+    RoleConnectionToken,
     Session,
     SignInMethod,
 )
@@ -242,6 +244,50 @@ class RoleChangeRepository(Protocol):
         """How many changes are pending, and the earliest next attempt among them."""
 
 
+class RoleConnectionTokenRepository(Protocol):
+    """The Discord tokens kept for Linked Roles, one row per Discord user. Every write moves
+    the row's ``version`` on; the writes that take a row compare its version first, so of
+    concurrent writers of one row exactly one wins and the others see ``None``/``False``."""
+
+    async def add(self, token: RoleConnectionToken) -> None:
+        """Insert; ``Conflict`` when the Discord user already has a row."""
+
+    async def get(self, discord_id: DiscordId) -> RoleConnectionToken | None: ...
+
+    async def replace(self, token: RoleConnectionToken) -> RoleConnectionToken | None:
+        """Write ``token`` over the row if the row's version is still ``token.version``; the
+        row as written (version + 1), or ``None`` when someone wrote it meanwhile."""
+
+    async def remove(self, token: RoleConnectionToken) -> bool:
+        """Delete the row if its version is still ``token.version``."""
+
+    async def swap_sealed(
+        self, token: RoleConnectionToken, sealed: str, expires_at: datetime, now: datetime
+    ) -> RoleConnectionToken | None:
+        """Store refreshed (or re-encrypted) tokens if the row still holds ``token.sealed``,
+        whatever else changed (an unlink's ``mark_due`` must not lose the refresh: the old
+        refresh token is spent). The row as written (version + 1), or ``None``."""
+
+    async def remove_sealed(self, discord_id: DiscordId, sealed: str) -> bool:
+        """Delete the row if it still holds ``sealed`` (tokens Discord declared dead)."""
+
+    async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
+        """Push this user's role connection at ``now`` (after an unlink): moves the version
+        on, so a push under way for the old state is done again. ``False``: no row."""
+
+    async def mark_all_due(self, now: datetime) -> int: ...
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> Sequence[RoleConnectionToken]:
+        """Take up to ``limit`` rows due at ``now``, the longest-waiting first: their next
+        push moves to ``until`` (a lease) and their version on. Concurrent callers get
+        disjoint sets."""
+
+    async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
+        """Rows in Discord id order, after ``after`` (key rotation walks them all)."""
+
+
 class AuditLog(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
 
@@ -345,6 +391,9 @@ class UnitOfWork(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def role_connection_tokens(self) -> RoleConnectionTokenRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -473,8 +522,12 @@ class Clock(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DiscordTokens:
-    access_token: str
+    """What Discord's token endpoint answered. The tokens never show in a ``repr`` (a log)."""
+
+    access_token: str = field(repr=False)
     scopes: frozenset[str]
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_in: int | None = None  # seconds the access token lives, as Discord said
 
 
 class DiscordOAuth(Protocol):
@@ -526,6 +579,34 @@ class DiscordGuildRoles(Protocol):
     async def remove_role(
         self, role: LinkedRole, member: DiscordId, *, reason: str
     ) -> RoleCallResult: ...
+
+
+class DiscordRoleConnections(Protocol):
+    """Discord's Linked Roles, with a user's own tokens. Failures raise
+    ``DiscordUnavailable`` (try again later), ``DiscordDenied`` (this access token is not
+    accepted) or ``DiscordGrantRevoked`` (the refresh token is dead)."""
+
+    async def refresh(self, refresh_token: str) -> DiscordTokens:
+        """The refresh grant: a new access token and a new refresh token (the old one is
+        spent)."""
+
+    async def push(self, access_token: str, connection: RoleConnection) -> None:
+        """``PUT /users/@me/applications/{app}/role-connection``."""
+
+
+class SecretBox(Protocol):
+    """Authenticated encryption of secrets kept at rest (the Discord tokens of Linked Roles),
+    with the newest of the configured keys; older keys only open."""
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        """Encrypt; ``context`` is bound to the result: it opens only with the same one."""
+
+    def open(self, sealed: str, *, context: str) -> str:
+        """Decrypt; ``SecretUnreadable`` when no configured key opens it (or it was altered,
+        or it belongs to another context)."""
+
+    def is_current(self, sealed: str) -> bool:
+        """Sealed with the newest key (nothing to re-encrypt)."""
 
 
 @dataclass(frozen=True, slots=True)

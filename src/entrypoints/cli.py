@@ -587,20 +587,89 @@ def _shard_overrides(shard_ids: tuple[int, ...] | None, shard_count: int | None)
 
 @bot.command("sync")
 def bot_sync() -> None:
-    """Register the slash commands with Discord, then exit (no bot is started)."""
+    """Register the slash commands with Discord (and, with Linked Roles, the role connection
+    metadata records), then exit (no bot is started)."""
     import aiohttp  # noqa: PLC0415
     import hikari  # noqa: PLC0415
 
-    from entrypoints.bot.runtime import sync_commands  # noqa: PLC0415
+    from entrypoints.bot.runtime import register_role_metadata, sync_commands  # noqa: PLC0415
 
     container = _container_for_command()
+    url = container.settings().discord_api_url
     try:
         listed = asyncio.run(sync_commands(container))
     except (hikari.HikariError, aiohttp.ClientError, OSError) as exc:
-        url = container.settings().discord_api_url
         raise click.ClickException(f"Could not register the commands with {url}: {exc}") from None
     for scope, names in listed.items():
         click.echo(f"{scope}: " + (", ".join(f"/{n}" for n in names) or "(none)"))
+    if not container.settings().discord_role_connections:
+        return
+    try:
+        keys = asyncio.run(register_role_metadata(container))
+    except (hikari.HikariError, aiohttp.ClientError, OSError) as exc:
+        raise click.ClickException(
+            f"Could not register the Linked Roles metadata with {url}: {exc}"
+        ) from None
+    click.echo("linked roles metadata: " + ", ".join(keys))
+
+
+@cli.group("role-connections")
+def role_connections() -> None:
+    """Discord Linked Roles (with TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS=true)."""
+
+
+@role_connections.command("refresh")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Push every kept role connection now, not only those due.",
+)
+def role_connections_refresh(everything: bool) -> None:
+    """Push the role connections that are due to Discord: days linked that changed, unlinks
+    (then their tokens are deleted), earlier failures. The web app and the bot do this in the
+    background; this is for cron, or to push at once. Prints counts, never a token."""
+    from entrypoints.role_connection_worker import log_report  # noqa: PLC0415
+
+    _require_role_connections()
+    report = _run_use_case(lambda c: c.refresh_role_connections().execute(everything=everything))
+    log_report(report)
+    click.echo(
+        f"Pushed {report.pushed}, cleared {report.cleared} after an unlink, dropped "
+        f"{report.revoked} (access revoked in Discord), failed {report.failed} (retried "
+        f"later), unreadable {report.unreadable}."
+    )
+    if report.failed or report.unreadable:
+        sys.exit(1)
+
+
+@cli.group("tokens")
+def tokens() -> None:
+    """The Discord tokens kept for Linked Roles (encrypted at rest)."""
+
+
+@tokens.command("rotate")
+def tokens_rotate() -> None:
+    """Re-encrypt every kept token with the newest TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY (the first
+    one listed), so that older keys can be removed. Prints counts, never a token."""
+    load_settings().require("token_encryption_key")
+    report = _run_use_case(lambda c: c.rotate_token_keys().execute())
+    click.echo(
+        f"Re-encrypted {report.rotated} token set(s) with the newest key; {report.current} "
+        f"already were; {report.unreadable} could not be decrypted with any configured key"
+        + (f"; {report.skipped} changed meanwhile (run again)" if report.skipped else "")
+        + "."
+    )
+    if report.unreadable or report.skipped:
+        sys.exit(1)
+
+
+def _require_role_connections() -> None:
+    if not load_settings().discord_role_connections:
+        raise click.ClickException(
+            "Linked Roles are off: set TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS=true (and "
+            "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY)."
+        )
 
 
 @cli.group("api-key")

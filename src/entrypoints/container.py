@@ -12,13 +12,14 @@ from dependency_injector import containers, providers
 from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.attempts import StorePasswordAttempts
 from adapters.clock import SystemClock
-from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
+from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth, HttpDiscordRoleConnections
 from adapters.discord_roles import HttpDiscordGuildRoles
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.queue_listener import NoQueueListener
+from adapters.secret_box import AesGcmSecretBox
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase, revisions
 from adapters.sql.notifications import (
@@ -163,6 +164,30 @@ def _discord_roles(settings: Settings, http: DiscordHttp) -> HttpDiscordGuildRol
     )
 
 
+def _discord_role_connections(settings: Settings, http: DiscordHttp) -> HttpDiscordRoleConnections:
+    settings.require("discord_client_id", "discord_client_secret")
+    assert settings.discord_client_id  # noqa: S101 - checked by require()
+    assert settings.discord_client_secret  # noqa: S101
+    return HttpDiscordRoleConnections(
+        client_id=settings.discord_client_id,
+        client_secret=settings.discord_client_secret.get_secret_value(),
+        api_url=str(settings.discord_api_url),
+        http=http,
+    )
+
+
+def _secret_box(settings: Settings) -> AesGcmSecretBox:
+    settings.require("token_encryption_key")
+    return AesGcmSecretBox(settings.token_keys)
+
+
+def _only_with_role_connections(
+    settings: Settings, flow: providers.Provider[uc.RoleConnectionFlow]
+) -> uc.RoleConnectionFlow | None:
+    """Without Linked Roles the callback gets nothing to keep a token with."""
+    return flow() if settings.discord_role_connections else None
+
+
 def _smtp_sender(settings: Settings) -> SmtpEmailSender:
     settings.require("smtp_host")
     assert settings.smtp_host  # noqa: S101 - checked by require()
@@ -269,6 +294,26 @@ class Container(containers.DeclarativeContainer):
     webhook_sender = providers.Singleton(_webhook_sender, settings)
     webhook_queue_listener = providers.Factory(_webhook_queue_listener, settings, storage)
 
+    # Discord Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS): the only Discord tokens
+    # kept, sealed by the secret box. Made on first use: off, nothing here is ever built.
+    secret_box = providers.Singleton(_secret_box, settings)
+    discord_role_connections = providers.Singleton(
+        _discord_role_connections, settings, discord_http
+    )
+    role_connection_pusher = providers.Singleton(
+        uc.RoleConnectionPusher, uow, clock, secret_box, discord_role_connections
+    )
+    role_connection_flow = providers.Singleton(
+        uc.RoleConnectionFlow,
+        uow,
+        tokens,
+        clock,
+        role_connection_pusher,
+        session_ttl,
+        linked_roles=linked_roles,
+        webhooks=webhook_outbox,
+    )
+
     # Use cases: a new instance per call, ports injected.
     issue_link_ticket = providers.Factory(uc.IssueLinkTicket, uow, tokens, clock)
     show_link_ticket = providers.Factory(uc.ShowLinkTicket, uow, tokens, clock)
@@ -290,7 +335,17 @@ class Container(containers.DeclarativeContainer):
         signup=providers.Callable(lambda s: s.discord_signup, settings),
         linked_roles=linked_roles,
         webhooks=webhook_outbox,
+        role_connections=providers.Callable(
+            _only_with_role_connections, settings, role_connection_flow.provider
+        ),
     )
+    start_linked_role = providers.Factory(
+        uc.StartLinkedRole, uow, tokens, clock, discord_oauth, passwords
+    )
+    refresh_role_connections = providers.Factory(
+        uc.RefreshRoleConnections, uow, clock, role_connection_pusher
+    )
+    rotate_token_keys = providers.Factory(uc.RotateTokenKeys, uow, clock, secret_box)
     show_link_proposal = providers.Factory(uc.ShowLinkProposal, uow, tokens, clock)
     confirm_link_with_password = providers.Factory(
         uc.ConfirmLinkWithPassword,

@@ -29,7 +29,11 @@ log = logging.getLogger("taskflow_link.metrics")
 # Refusals of "Sign in with Discord" itself (the login policy), not of a link someone asked for.
 LOGIN_REFUSALS = (errors.EmailBelongsToAccount, errors.AmbiguousEmail, errors.SignupDisabled)
 # How a Discord round trip that linked was started.
-_HOW: dict[AuthPurpose, str] = {AuthPurpose.LINK: "account_page", AuthPurpose.TICKET: "ticket"}
+_HOW: dict[AuthPurpose, str] = {
+    AuthPurpose.LINK: "account_page",
+    AuthPurpose.TICKET: "ticket",
+    AuthPurpose.ROLES_LINK: "linked_role",
+}
 _LOGIN_LINKS: dict[AuthOutcome, str] = {
     AuthOutcome.LINKED_AND_SIGNED_IN: "verified_email",
     AuthOutcome.CREATED: "signup",
@@ -161,3 +165,5 @@ def _discord_round_trip(metrics: PrometheusMetrics, done: AuthCompleted) -> None
             metrics.link_created(_LOGIN_LINKS[done.outcome])
     elif done.outcome is AuthOutcome.LINKED and done.purpose in _HOW:
         metrics.link_created(_HOW[done.purpose])
+    elif done.purpose is AuthPurpose.ROLES and done.outcome is AuthOutcome.SIGNED_IN:
+        metrics.sign_in("discord", done.outcome.value)  # Linked Roles' URL, signed out

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from adapters.secret_box import parse_keys
 from adapters.webhooks import decode_secret
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
@@ -233,6 +234,27 @@ class Settings(BaseSettings):
         description="Sign in with Discord may create a new account for someone unknown; "
         "`false`: only existing (linked) accounts sign in with Discord.",
     )
+    discord_role_connections: bool = Field(
+        default=False,
+        description="Discord Linked Roles: `/discord/linked-role` is the application's "
+        "verification URL, and each connected user's role connection (linked, days linked) is "
+        "kept current. Keeps those users' Discord tokens, encrypted with "
+        "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY (required then). `false`: no Discord token is ever "
+        "stored.",
+    )
+    token_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Keys that encrypt the Discord tokens kept for Linked Roles (AES-256-GCM): "
+        "comma-separated, newest first, each 32 random bytes in URL-safe base64. The first "
+        "encrypts; the others only decrypt (key rotation: `taskflow-link tokens rotate`).",
+    )
+    role_connections_poll_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How often a serving process looks for role connections due to be pushed "
+        "to Discord (an unlink on this process's web pages wakes it at once).",
+    )
     email_backend: Literal["outbox", "smtp"] = Field(
         default="outbox",
         description="`smtp` sends through the server below; `outbox` keeps messages in the "
@@ -384,6 +406,31 @@ class Settings(BaseSettings):
                     f"{text!r} is not an address or network (e.g. 10.0.0.5, 10.0.0.0/8, *)"
                 ) from None
         return value
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _token_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # left blank (as in .env.example): unset
+        parse_keys(value.get_secret_value())  # its ValueError never shows a key
+        return value
+
+    @model_validator(mode="after")
+    def _role_connections_need_a_key(self) -> Settings:
+        if self.discord_role_connections and self.token_encryption_key is None:
+            raise ValueError(
+                "TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS=true keeps Discord tokens, encrypted: set "
+                "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY to 32 random bytes in URL-safe base64 (python3 "
+                '-c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())")'
+            )
+        return self
+
+    @property
+    def token_keys(self) -> list[bytes]:
+        """The token encryption keys, newest first (none when unset)."""
+        if self.token_encryption_key is None:
+            return []
+        return parse_keys(self.token_encryption_key.get_secret_value())
 
     @field_validator("redis_url")
     @classmethod

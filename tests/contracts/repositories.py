@@ -30,6 +30,7 @@ from domain.model import (
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
+    RoleConnectionToken,
     Session,
 )
 from domain.ports import UnitOfWork, UnitOfWorkFactory
@@ -57,6 +58,17 @@ def link(discord_id: int, account_id: AccountId) -> Link:
 def pending(digest: str = "s" * 64, **changes: object) -> PendingLogin:
     row = PendingLogin(digest, AuthPurpose.LOGIN, "b" * 64, "/account", NOW, LATER)
     return replace(row, **changes)  # type: ignore[arg-type]
+
+
+def role_token(discord_id: int, *, due: datetime = NOW, sealed: str = "") -> RoleConnectionToken:
+    return RoleConnectionToken(
+        DiscordId(discord_id),
+        sealed or f"v1.kid.sealed-{discord_id}",
+        expires_at=LATER,
+        next_push_at=due,
+        created_at=NOW,
+        updated_at=NOW,
+    )
 
 
 def ticket(digest: str = "t" * 64) -> LinkTicket:
@@ -951,3 +963,106 @@ class RepositoryContract:
         async with uow_factory() as uow:
             assert await uow.webhooks.get(deliveries[0].id) is None
             assert await uow.webhooks.claim_due(LATER, LATER, 10, [HOOK_A.key]) == []
+
+    # -- Linked Roles: the kept tokens --------------------------------------------------------
+
+    async def test_role_tokens_round_trip_and_compare_before_writing(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        first = role_token(501)
+        await write(uow_factory, lambda uow: uow.role_connection_tokens.add(first))
+        with pytest.raises(errors.Conflict):  # one row per Discord user
+            await write(uow_factory, lambda uow: uow.role_connection_tokens.add(role_token(501)))
+        async with uow_factory() as uow:
+            tokens = uow.role_connection_tokens
+            stored = await tokens.get(DiscordId(501))
+            assert stored == first
+            assert await tokens.get(DiscordId(502)) is None
+            moved = await tokens.replace(replace(stored, next_push_at=LATER, failures=2))
+            assert moved == replace(first, next_push_at=LATER, failures=2, version=2)
+            # A writer that read version 1 changes nothing.
+            assert await tokens.replace(replace(stored, failures=9)) is None
+            assert not await tokens.remove(stored)
+            assert await tokens.mark_due(DiscordId(501), NOW)
+            assert not await tokens.mark_due(DiscordId(502), NOW)
+            due = await tokens.get(DiscordId(501))
+            assert due is not None
+            assert (due.next_push_at, due.version) == (NOW, 3)
+            # Refreshed tokens are stored whatever else changed, if the old ones are there.
+            swapped = await tokens.swap_sealed(stored, "v1.kid.new", LATER + (LATER - NOW), LATER)
+            assert swapped is not None
+            assert (swapped.sealed, swapped.version, swapped.updated_at) == ("v1.kid.new", 4, LATER)
+            assert swapped.next_push_at == NOW  # the unlink's "due now" is kept
+            assert await tokens.swap_sealed(stored, "v1.kid.other", LATER, LATER) is None
+            assert not await tokens.remove_sealed(DiscordId(501), first.sealed)
+            assert await tokens.remove(swapped)
+            assert await tokens.get(DiscordId(501)) is None
+            await tokens.add(role_token(503, sealed="v1.kid.dead"))
+            assert await tokens.remove_sealed(DiscordId(503), "v1.kid.dead")
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.role_connection_tokens.page(None, 10) == []
+
+    async def test_role_tokens_are_claimed_when_due_and_paged_in_order(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        rows = [role_token(600 + n, due=NOW - timedelta(minutes=n)) for n in range(4)]
+        rows.append(role_token(700, due=LATER))
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for row in rows:
+                await uow.role_connection_tokens.add(row)
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            tokens = uow.role_connection_tokens
+            claimed = await tokens.claim_due(NOW, LATER, 3)  # the longest-waiting first
+            assert {t.discord_id.value for t in claimed} == {603, 602, 601}
+            assert all(t.next_push_at == LATER and t.version == 2 for t in claimed)
+            [last] = await tokens.claim_due(NOW, LATER, 3)
+            assert last.discord_id == DiscordId(600)
+            assert await tokens.claim_due(NOW, LATER, 3) == []
+            assert await tokens.mark_all_due(NOW) == 5
+            assert len(await tokens.claim_due(NOW, LATER, 10)) == 5
+            first = await tokens.page(None, 2)
+            assert [t.discord_id.value for t in first] == [600, 601]
+            rest = await tokens.page(first[-1].discord_id, 10)
+            assert [t.discord_id.value for t in rest] == [602, 603, 700]
+            await uow.commit()
+
+    async def test_concurrent_role_token_claims_take_each_row_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        async def add_all(uow: UnitOfWork) -> None:
+            for n in range(12):
+                await uow.role_connection_tokens.add(role_token(800 + n))
+
+        await write(uow_factory, add_all)
+
+        async def claim() -> list[int]:
+            async with uow_factory() as uow:
+                batch = await uow.role_connection_tokens.claim_due(NOW, LATER, 3)
+                await uow.commit()
+            return [t.discord_id.value for t in batch]
+
+        batches = await asyncio.gather(*(claim() for _ in range(6)))
+        claimed = [discord_id for batch in batches for discord_id in batch]
+        assert len(claimed) == len(set(claimed))  # none twice
+        while more := await claim():  # and the rest afterwards
+            claimed += more
+        assert sorted(claimed) == list(range(800, 812))
+
+    async def test_concurrent_writers_of_one_role_token_have_one_winner(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        row = role_token(900)
+        await write(uow_factory, lambda uow: uow.role_connection_tokens.add(row))
+
+        async def write_once(n: int) -> bool:
+            async with uow_factory() as uow:
+                won = await uow.role_connection_tokens.replace(replace(row, failures=n))
+                await uow.commit()
+            return won is not None
+
+        results = await asyncio.gather(*(write_once(n) for n in range(8)))
+        assert sorted(results) == [False] * 7 + [True]

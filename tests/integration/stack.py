@@ -50,11 +50,15 @@ def stack_settings() -> dict[str, Any]:
 
 @pytest.fixture
 async def stack(
+    request: pytest.FixtureRequest,
     postgres: PostgresServer,
     pg_db: SqlDatabase,
     smtp_server: tuple[Mailbox, int],
     stack_settings: dict[str, Any],
 ) -> AsyncIterator[Stack]:
+    """The service's settings change through the ``stack_settings`` fixture (a whole module)
+    or ``@pytest.mark.parametrize("stack", [{setting: value}], indirect=True)`` (a test)."""
+    extra: dict[str, object] = getattr(request, "param", {})
     mailbox, smtp_port = smtp_server
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}"
@@ -85,7 +89,7 @@ async def stack(
             smtp_tls="none",
             smtp_timeout_seconds=5.0,
             email_poll_seconds=0.2,
-            **stack_settings,
+            **{**stack_settings, **extra},
         )
         clock = ManualClock()
         clock.set(clock.now().replace(year=2030))

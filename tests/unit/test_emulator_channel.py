@@ -48,3 +48,19 @@ def test_the_bots_markdown_is_rendered_safely() -> None:
     assert _markdown("**bold** `code` \\_x\\_ <b>") == (
         "<strong>bold</strong> <code>code</code> _x_ &lt;b&gt;"
     )
+
+
+async def test_the_channel_shows_a_users_role_connection() -> None:
+    state = _state()
+    user = state.add_user("dana")
+    state.role_connections_verification_url = "http://127.0.0.1:1/discord/linked-role"
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        before = await client.get(f"/channel?user={user.id}")
+        assert 'href="http://127.0.0.1:1/discord/linked-role"' in before.text
+        state.role_connections[user.id] = {
+            "platform_name": "TaskFlow",
+            "platform_username": "<dana>",
+            "metadata": {"linked": "1", "linked_days": "3"},
+        }
+        after = await client.get(f"/channel?user={user.id}")
+    assert "Connection: TaskFlow @&lt;dana&gt; (linked: 1, linked_days: 3)" in after.text

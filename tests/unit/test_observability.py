@@ -409,3 +409,12 @@ async def test_the_lean_request_metrics_count_as_litestars_own_middleware() -> N
     assert seen["lean_probe"] == seen["stock_probe"]
     counts = {k: v for k, v in seen["lean_probe"].items() if k[0] == "_requests_total"}
     assert sorted(counts.values()) == [1.0, 2.0, 2.0]  # 500 once, 404 twice, 200 twice
+
+
+def test_linked_roles_round_trips_are_counted_as_links_and_sign_ins() -> None:
+    c = Counted()
+    c.record("complete_discord_auth", _auth(AuthPurpose.ROLES_LINK, AuthOutcome.LINKED))
+    c.record("complete_discord_auth", _auth(AuthPurpose.ROLES, AuthOutcome.SIGNED_IN))
+    c.record("complete_discord_auth", _auth(AuthPurpose.ROLES, AuthOutcome.ALREADY_LINKED))
+    assert c.value("links_created_total", how="linked_role") == 1
+    assert c.value("sign_ins_total", method="discord", outcome="signed_in") == 1

@@ -36,6 +36,7 @@ from domain.model import (
     RoleAction,
     RoleChange,
     RoleChangeStatus,
+    RoleConnectionToken,
     Session,
     SignInMethod,
     normalize_email,
@@ -66,6 +67,7 @@ class Tables:
     webhook_events: dict[uuid.UUID, WebhookEvent] = field(default_factory=dict)
     webhook_deliveries: dict[uuid.UUID, WebhookDelivery] = field(default_factory=dict)
     gone_endpoints: dict[str, GoneEndpoint] = field(default_factory=dict)
+    role_connection_tokens: dict[DiscordId, RoleConnectionToken] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         # Rows are frozen dataclasses, so copying the containers isolates a transaction.
@@ -84,6 +86,7 @@ class Tables:
             dict(self.webhook_events),
             dict(self.webhook_deliveries),
             dict(self.gone_endpoints),
+            dict(self.role_connection_tokens),
         )
 
 
@@ -147,6 +150,7 @@ class MemoryUnitOfWork:
         self.link_proposals = MemoryLinkProposals(self)
         self.role_changes = MemoryRoleChanges(self)
         self.webhooks = MemoryWebhooks(self)
+        self.role_connection_tokens = MemoryRoleConnectionTokens(self)
 
     async def __aenter__(self) -> Self:
         await self._db.lock.acquire()
@@ -656,6 +660,83 @@ class MemoryRoleChanges(_Repo):
             if c.status is RoleChangeStatus.PENDING
         ]
         return len(waiting), min(waiting, default=None)
+
+
+class MemoryRoleConnectionTokens(_Repo):
+    """Compare-and-swap on the row's version (or its sealed tokens), as the SQL adapter."""
+
+    @property
+    def _rows(self) -> dict[DiscordId, RoleConnectionToken]:
+        return self._t.role_connection_tokens
+
+    async def add(self, token: RoleConnectionToken) -> None:
+        if token.discord_id in self._rows:
+            raise errors.Conflict("this Discord user's tokens are kept already")
+        self._rows[token.discord_id] = replace(token, version=1)
+
+    async def get(self, discord_id: DiscordId) -> RoleConnectionToken | None:
+        return self._rows.get(discord_id)
+
+    def _write(
+        self, token: RoleConnectionToken, current: RoleConnectionToken
+    ) -> RoleConnectionToken:
+        self._rows[token.discord_id] = replace(token, version=current.version + 1)
+        return self._rows[token.discord_id]
+
+    async def replace(self, token: RoleConnectionToken) -> RoleConnectionToken | None:
+        current = self._rows.get(token.discord_id)
+        if current is None or current.version != token.version:
+            return None
+        return self._write(token, current)
+
+    async def remove(self, token: RoleConnectionToken) -> bool:
+        current = self._rows.get(token.discord_id)
+        if current is None or current.version != token.version:
+            return False
+        del self._rows[token.discord_id]
+        return True
+
+    async def swap_sealed(
+        self, token: RoleConnectionToken, sealed: str, expires_at: datetime, now: datetime
+    ) -> RoleConnectionToken | None:
+        current = self._rows.get(token.discord_id)
+        if current is None or current.sealed != token.sealed:
+            return None
+        changed = replace(current, sealed=sealed, expires_at=expires_at, updated_at=now)
+        return self._write(changed, current)
+
+    async def remove_sealed(self, discord_id: DiscordId, sealed: str) -> bool:
+        current = self._rows.get(discord_id)
+        if current is None or current.sealed != sealed:
+            return False
+        del self._rows[discord_id]
+        return True
+
+    async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
+        current = self._rows.get(discord_id)
+        if current is None:
+            return False
+        self._write(replace(current, next_push_at=now), current)
+        return True
+
+    async def mark_all_due(self, now: datetime) -> int:
+        for current in list(self._rows.values()):
+            self._write(replace(current, next_push_at=now), current)
+        return len(self._rows)
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> Sequence[RoleConnectionToken]:
+        # Transactions are serialised by the database's lock: one claimer at a time.
+        due = sorted(
+            (t for t in self._rows.values() if t.next_push_at <= now),
+            key=lambda t: (t.next_push_at, t.discord_id),
+        )[:limit]
+        return [self._write(replace(t, next_push_at=until), t) for t in due]
+
+    async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
+        ordered = sorted(self._rows.values(), key=lambda t: t.discord_id)
+        return [t for t in ordered if after is None or t.discord_id > after][:limit]
 
 
 def _requeued(email: OutgoingEmail, now: datetime) -> OutgoingEmail:

@@ -48,6 +48,7 @@ from adapters.sql.tables import (
     link_tickets,
     outgoing_emails,
     pending_login,
+    role_connection_tokens,
     sessions,
     user_links,
     webhook_deliveries,
@@ -75,6 +76,7 @@ from domain.model import (
     RoleAction,
     RoleChange,
     RoleChangeStatus,
+    RoleConnectionToken,
     Session,
     SignInMethod,
     normalize_email,
@@ -1145,3 +1147,129 @@ class SqlWebhooks(_Repo):
         named = select(d.event_id).scalar_subquery()
         await self._run(delete(webhook_events).where(webhook_events.c.id.not_in(named)))
         return purged
+
+
+def _role_token(row: Any) -> RoleConnectionToken:
+    return RoleConnectionToken(
+        discord_id=DiscordId(row.discord_id),
+        sealed=row.sealed,
+        expires_at=row.expires_at,
+        next_push_at=row.next_push_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        failures=row.failures,
+    )
+
+
+class SqlRoleConnectionTokens(_Repo):
+    """Every write is one statement that compares before it writes (the row's version, or its
+    sealed tokens) and moves the version on: under Postgres' row locks a second writer of the
+    same row re-checks the condition against the first one's row and matches nothing."""
+
+    _t = role_connection_tokens
+
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
+    async def add(self, token: RoleConnectionToken) -> None:
+        await self._run(
+            insert(self._t).values(
+                discord_id=token.discord_id.value,
+                sealed=token.sealed,
+                expires_at=token.expires_at,
+                next_push_at=token.next_push_at,
+                created_at=token.created_at,
+                updated_at=token.updated_at,
+                version=1,
+                failures=token.failures,
+            )
+        )
+
+    async def get(self, discord_id: DiscordId) -> RoleConnectionToken | None:
+        row = (
+            await self._run(select(self._t).where(self._t.c.discord_id == discord_id.value))
+        ).first()
+        return _role_token(row) if row else None
+
+    async def _update(
+        self, discord_id: DiscordId, *where: Any, **values: Any
+    ) -> RoleConnectionToken | None:
+        query = (
+            update(self._t)
+            .where(self._t.c.discord_id == discord_id.value, *where)
+            .values(version=self._t.c.version + 1, **values)
+            .returning(*self._t.c)
+        )
+        row = (await self._run(query)).first()
+        return _role_token(row) if row else None
+
+    async def replace(self, token: RoleConnectionToken) -> RoleConnectionToken | None:
+        return await self._update(
+            token.discord_id,
+            self._t.c.version == token.version,
+            sealed=token.sealed,
+            expires_at=token.expires_at,
+            next_push_at=token.next_push_at,
+            updated_at=token.updated_at,
+            failures=token.failures,
+        )
+
+    async def remove(self, token: RoleConnectionToken) -> bool:
+        query = delete(self._t).where(
+            self._t.c.discord_id == token.discord_id.value, self._t.c.version == token.version
+        )
+        return await self._count(query) > 0
+
+    async def swap_sealed(
+        self, token: RoleConnectionToken, sealed: str, expires_at: datetime, now: datetime
+    ) -> RoleConnectionToken | None:
+        return await self._update(
+            token.discord_id,
+            self._t.c.sealed == token.sealed,
+            sealed=sealed,
+            expires_at=expires_at,
+            updated_at=now,
+        )
+
+    async def remove_sealed(self, discord_id: DiscordId, sealed: str) -> bool:
+        query = delete(self._t).where(
+            self._t.c.discord_id == discord_id.value, self._t.c.sealed == sealed
+        )
+        return await self._count(query) > 0
+
+    async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
+        return await self._update(discord_id, next_push_at=now) is not None
+
+    async def mark_all_due(self, now: datetime) -> int:
+        return await self._count(
+            update(self._t).values(next_push_at=now, version=self._t.c.version + 1)
+        )
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> Sequence[RoleConnectionToken]:
+        due = (
+            select(self._t.c.discord_id)
+            .where(self._t.c.next_push_at <= now)
+            .order_by(self._t.c.next_push_at, self._t.c.discord_id)
+            .limit(limit)
+        )
+        claim = update(self._t).values(next_push_at=until, version=self._t.c.version + 1)
+        if self._postgres:
+            # As the email queue's claims: lock what is picked, skip what another claimer
+            # holds (no waiting, no deadlock), and pick exactly once (MATERIALIZED).
+            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+            claim = claim.where(self._t.c.discord_id == picked.c.discord_id)
+        else:
+            # SQLite's writers run one at a time: each claimer sees the others' claims.
+            claim = claim.where(self._t.c.discord_id.in_(due.scalar_subquery()))
+        rows = await self._run(claim.returning(*self._t.c))
+        return sorted((_role_token(row) for row in rows), key=lambda t: t.discord_id)
+
+    async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
+        query = select(self._t).order_by(self._t.c.discord_id).limit(limit)
+        if after is not None:
+            query = query.where(self._t.c.discord_id > after.value)
+        return [_role_token(row) for row in await self._run(query)]

@@ -38,7 +38,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 metadata = MetaData(naming_convention=NAMING)
-PENDING_PURPOSES = "purpose IN ('login', 'link', 'ticket', 'reauth')"
+PENDING_PURPOSES = "purpose IN ('login', 'link', 'ticket', 'reauth', 'roles', 'roles_link')"
 
 
 class utc_now(FunctionElement[datetime]):
@@ -146,7 +146,7 @@ pending_login = Table(
     "pending_login",
     metadata,
     Column("state_hash", String(64), primary_key=True),
-    Column("purpose", String(8), nullable=False),
+    Column("purpose", String(16), nullable=False),
     Column("account_id", Uuid(), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
     Column("browser_hash", String(64), nullable=False),
     Column("ticket_hash", String(64), nullable=True),  # the /link ticket being confirmed
@@ -369,4 +369,22 @@ gone_webhook_endpoints = Table(
     Column("endpoint", String(64), primary_key=True),
     Column("host", String(255), nullable=False),
     Column("since", UtcDateTime(), nullable=False),
+)
+
+# Discord Linked Roles (only with TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS=true): a user's OAuth
+# tokens, kept to push their role connection. ``sealed`` is AES-256-GCM ciphertext (never the
+# tokens), bound to the Discord id. No foreign key to user_links: after an unlink the row
+# stays until Discord has been told "not linked".
+role_connection_tokens = Table(
+    "role_connection_tokens",
+    metadata,
+    Column("discord_id", BigInteger(), primary_key=True, autoincrement=False),
+    Column("sealed", String(2048), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("next_push_at", UtcDateTime(), nullable=False, index=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("version", Integer(), nullable=False),
+    Column("failures", Integer(), nullable=False),
+    CheckConstraint("discord_id > 0", name="discord_id_positive"),
 )

@@ -24,6 +24,7 @@ from adapters.sql.repositories import (
     SqlOutgoingEmails,
     SqlPendingLogins,
     SqlRoleChanges,
+    SqlRoleConnectionTokens,
     SqlSessions,
     SqlWebhooks,
 )
@@ -84,6 +85,7 @@ class SqlUnitOfWork:
         self.link_proposals = SqlLinkProposals(self._session)
         self.role_changes = SqlRoleChanges(self._session, postgres=postgres)
         self.webhooks = SqlWebhooks(self._session, postgres=postgres)
+        self.role_connection_tokens = SqlRoleConnectionTokens(self._session, postgres=postgres)
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:

@@ -57,6 +57,15 @@ from domain.use_cases.links import (
 )
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
 from domain.use_cases.password_reset import PasswordReset, RequestPasswordReset, ResetPassword
+from domain.use_cases.role_connections import (
+    KeyRotationReport,
+    RefreshRoleConnections,
+    RoleConnectionFlow,
+    RoleConnectionPusher,
+    RoleSyncReport,
+    RotateTokenKeys,
+    StartLinkedRole,
+)
 from domain.use_cases.sessions import (
     ConfirmPassword,
     CurrentSession,
@@ -108,6 +117,7 @@ __all__ = [
     "EndSession",
     "EndpointStatus",
     "IssueLinkTicket",
+    "KeyRotationReport",
     "LinkConfirmed",
     "LinkOfAccount",
     "LinkResult",
@@ -121,6 +131,7 @@ __all__ = [
     "PurgeExpired",
     "PurgeReport",
     "ReadAuditTrail",
+    "RefreshRoleConnections",
     "RequestPasswordReset",
     "RequestRolesForLinks",
     "RequeueFailedEmails",
@@ -129,7 +140,11 @@ __all__ = [
     "ResetPassword",
     "RevokeApiKey",
     "RoleChangeReport",
+    "RoleConnectionFlow",
+    "RoleConnectionPusher",
     "RoleQueue",
+    "RoleSyncReport",
+    "RotateTokenKeys",
     "SessionList",
     "SetPassword",
     "ShowEmailLink",
@@ -146,6 +161,7 @@ __all__ = [
     "StartDiscordLink",
     "StartDiscordLogin",
     "StartDiscordReauth",
+    "StartLinkedRole",
     "StartTicketLink",
     "TicketIssued",
     "UnlinkAccount",

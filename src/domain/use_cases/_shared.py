@@ -21,6 +21,7 @@ from domain.model import (
     Link,
     LinkedRole,
     OutgoingEmail,
+    PendingLogin,
     RoleAction,
     RoleChange,
     Session,
@@ -184,6 +185,25 @@ async def signed_in(
     if account is None:
         raise errors.NotSignedIn()
     return session, account
+
+
+async def session_of_pending(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    now: datetime,
+    pending: PendingLogin,
+    session_token: str | None,
+) -> Session:
+    """The session of the account that started a Discord round trip, read in the caller's
+    transaction: it may have ended (signed out everywhere, an unlink) while Discord answered,
+    and then nothing may be linked or proved for it."""
+    try:
+        session, account = await signed_in(uow, tokens, session_token, now)
+    except errors.NotSignedIn:
+        account = None
+    if account is None or account.id != pending.account_id:
+        raise errors.NotSignedIn("Sign in to the account you started from, then try again.")
+    return session
 
 
 async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:

@@ -7,10 +7,12 @@ import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from domain import errors
 from domain.model import (
     ONE_TIME_SECRET_TTL,
+    ROLE_CONNECTIONS_SCOPE,
     Account,
     AccountId,
     AuditEvent,
@@ -20,6 +22,7 @@ from domain.model import (
     EmailLinking,
     LinkedRole,
     PendingLogin,
+    RoleSync,
     Session,
     SignInMethod,
 )
@@ -47,6 +50,7 @@ from domain.use_cases._shared import (
     plausible_token,
     prove_identity,
     retry_on_conflict,
+    session_of_pending,
     signed_in,
     start_session,
 )
@@ -54,12 +58,19 @@ from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.email_linking import create_link_proposal
 from domain.webhooks import account_created
 
+if TYPE_CHECKING:
+    from domain.use_cases.role_connections import RoleConnectionFlow
+
 SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
     AuthPurpose.LOGIN: ("identify", "email"),
     AuthPurpose.LINK: ("identify",),  # linking needs nothing but the id
     AuthPurpose.TICKET: ("identify",),
     AuthPurpose.REAUTH: ("identify",),
+    # Linked Roles: the connection needs role_connections.write, and nothing else but the id.
+    AuthPurpose.ROLES: ("identify", ROLE_CONNECTIONS_SCOPE),
+    AuthPurpose.ROLES_LINK: ("identify", ROLE_CONNECTIONS_SCOPE),
 }
+_ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 PKCE = "pkce-verifier"  # what the PKCE verifier is derived for (from the state)
 # How many flows one browser can have under way at once (tabs): its newest binding values.
 BINDINGS_KEPT = 5
@@ -263,6 +274,7 @@ class AuthCompleted:
     destination: str
     session_token: str | None  # a new session for login flows; None for the others
     proposal_token: str | None = None  # for the cookie, when the outcome is CONFIRM_NEEDED
+    role_sync: RoleSync | None = None  # Linked Roles: what became of the first push
 
 
 @contextlib.asynccontextmanager
@@ -292,12 +304,15 @@ class CompleteDiscordAuth:
         signup: bool = True,
         linked_roles: Sequence[LinkedRole] = (),
         webhooks: WebhookOutbox = NO_WEBHOOKS,
+        role_connections: RoleConnectionFlow | None = None,
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
         self._session_ttl = session_ttl
         self._email_linking, self._signup = email_linking, signup
         self._roles = tuple(linked_roles)
         self._webhooks = webhooks
+        # Only with Linked Roles turned on: the one flow that keeps Discord's token.
+        self._role_connections = role_connections
 
     async def execute(
         self,
@@ -314,15 +329,23 @@ class CompleteDiscordAuth:
             raise errors.DiscordDenied()
         if not code or len(code) > 512:
             raise errors.InvalidInput("Discord's answer had no authorisation code. Start again.")
-        if pending.purpose is not AuthPurpose.LOGIN:  # before asking Discord for nothing
-            async with self._uow(read_only=True) as uow:
+        roles = pending.purpose in _ROLE_PURPOSES
+        if roles and self._role_connections is None:
+            raise errors.NotFound("Linked Roles are not turned on here.")
+        signs_in = pending.purpose is AuthPurpose.LOGIN or (roles and pending.account_id is None)
+        if not signs_in:
+            async with self._uow(read_only=True) as uow:  # before asking Discord for nothing
                 await self._session_of(uow, pending, session_token)
         tokens = await self._oauth.exchange_code(
             code=code, code_verifier=self._tokens.derive(state or "", PKCE)
         )
         # The token is read once and dropped, never stored, and not revoked: revoking ends the
-        # whole grant, and Discord would show its consent screen again at every sign-in.
+        # whole grant, and Discord would show its consent screen again at every sign-in. Only
+        # Linked Roles keep it (sealed), to keep the role connection current.
         profile = await self._oauth.fetch_profile(tokens)
+
+        if roles and self._role_connections is not None:
+            return await self._role_connections.complete(pending, profile, tokens, session_token)
 
         if pending.purpose is AuthPurpose.LINK:
             return await retry_on_conflict(lambda: self._link(pending, profile, session_token))
@@ -337,16 +360,9 @@ class CompleteDiscordAuth:
     async def _session_of(
         self, uow: UnitOfWork, pending: PendingLogin, session_token: str | None
     ) -> Session:
-        """The session of the account that started this round trip, read in the caller's
-        transaction: it may have ended (signed out everywhere, an unlink) while Discord
-        answered, and then nothing may be linked or proved for it."""
-        try:
-            session, account = await signed_in(uow, self._tokens, session_token, self._clock.now())
-        except errors.NotSignedIn:
-            account = None
-        if account is None or account.id != pending.account_id:
-            raise errors.NotSignedIn("Sign in to the account you started from, then try again.")
-        return session
+        return await session_of_pending(
+            uow, self._tokens, self._clock.now(), pending, session_token
+        )
 
     async def _reauthenticate(
         self, pending: PendingLogin, profile: DiscordProfile, session_token: str | None

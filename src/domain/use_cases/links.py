@@ -56,6 +56,8 @@ async def _unlink(
         raise errors.NotLinked()  # removed concurrently
     await uow.sessions.remove_for_account(link.account_id, keep=keep_session)
     now = clock.now()
+    # Linked Roles: Discord must hear "not linked" (then the kept tokens go), at once.
+    await uow.role_connection_tokens.mark_due(link.discord_id, now)
     await uow.audit.record(
         AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
     )

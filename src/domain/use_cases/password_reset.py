@@ -135,6 +135,7 @@ class ResetPassword(_PasswordUseCase):
         link = await uow.links.get_by_account(account.id)
         if link is None or not await uow.links.remove(link):
             return None
+        await uow.role_connection_tokens.mark_due(link.discord_id, now)  # Linked Roles
         await uow.audit.record(
             AuditEvent(
                 AuditKind.UNLINKED, now, account.id, link.discord_id, {"via": "password_reset"}

@@ -15,6 +15,7 @@ import lightbulb
 import nacl.exceptions
 import nacl.signing
 
+from domain.model import ROLE_METADATA
 from entrypoints.bot.bridge import register_services
 from entrypoints.bot.commands import loader, prime_injection
 from entrypoints.bot.inband import InBandRestClient
@@ -22,6 +23,7 @@ from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources
 from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
+from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.settings import ShardPlan
 from entrypoints.webhook_worker import WebhookWorker
@@ -294,6 +296,10 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     # Removes the role for linked members that /unlink queues (when one is configured).
     role_worker = RoleWorker(container) if RoleWorker.wanted(container) else None
     webhook_worker = WebhookWorker(container)  # and its link.deleted webhooks
+    # Linked Roles: Discord hears "not linked" after an /unlink (within the poll).
+    connection_worker = (
+        RoleConnectionWorker(container) if container.settings().discord_role_connections else None
+    )
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         install_payload_guard()
@@ -319,6 +325,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         if role_worker is not None:
             role_worker.start()
         webhook_worker.start()
+        if connection_worker is not None:
+            connection_worker.start()
         runner.ready.set()
         log.info(
             "bot ready: serving /link, /unlink and /whoami over the gateway%s",
@@ -331,6 +339,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         if role_worker is not None:
             await role_worker.stop()
         await webhook_worker.stop()
+        if connection_worker is not None:
+            await connection_worker.stop()
         if "client" in started:
             await started["client"].stop()
         await close_resources(container)
@@ -339,6 +349,42 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     bot.subscribe(hikari.StartedEvent, on_started)
     bot.subscribe(hikari.StoppingEvent, on_stopping)
     return runner
+
+
+def _metadata_records() -> list[hikari.ApplicationRoleConnectionMetadataRecord]:
+    return [
+        hikari.ApplicationRoleConnectionMetadataRecord(
+            type=hikari.ApplicationRoleConnectionMetadataRecordType(field.type.value),
+            key=field.key,
+            name=field.name,
+            description=field.description,
+            name_localizations={},
+            description_localizations={},
+        )
+        for field in ROLE_METADATA
+    ]
+
+
+async def register_role_metadata(container: Container) -> list[str]:
+    """Linked Roles: register the role connection metadata records with Discord (they replace
+    whatever the application had; at most 5). Returns the keys Discord then holds."""
+    bot = hikari.RESTBot(
+        _token(container),
+        "Bot",
+        rest_url=_rest_url(container),
+        banner=None,
+        logs=None,
+        suppress_optimization_warning=True,
+    )
+    _start_rest(bot)
+    try:
+        application = await bot.rest.fetch_application()
+        records = await bot.rest.set_application_role_connection_metadata_records(
+            application, _metadata_records()
+        )
+        return [record.key for record in records]
+    finally:
+        await bot.rest.close()
 
 
 async def sync_commands(container: Container) -> dict[str, list[str]]:

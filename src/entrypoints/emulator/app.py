@@ -20,10 +20,11 @@ from entrypoints.emulator.bot_api import bot_routes
 from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
 from entrypoints.emulator.guilds import guild_routes
+from entrypoints.emulator.role_connections import role_connection_routes
 from entrypoints.emulator.state import EmulatorState, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
-SCOPES = {"identify", "email"}
+SCOPES = {"identify", "email", "role_connections.write"}
 PROMPTS = {"none", "consent"}
 SESSION_COOKIE = "discord_emulator_session"  # who is signed in to "Discord" in this browser
 
@@ -185,20 +186,28 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return fault
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
-        if data.get("grant_type") != "authorization_code":
+        grant_type = data.get("grant_type")
+        if grant_type == "refresh_token":
+            # Discord rotates refresh tokens: each works once, then only the new one does.
+            refreshed = state.refresh(data.get("refresh_token", ""))
+            if refreshed is None:
+                return _error_json("invalid_grant", 400, 'Invalid "refresh_token" in request.')
+            grant = refreshed
+        elif grant_type == "authorization_code":
+            redeemed = state.redeem_code(
+                data.get("code", ""), data.get("redirect_uri"), data.get("code_verifier")
+            )
+            if isinstance(redeemed, str):
+                return _error_json(redeemed, 400, 'Invalid "code" in request.')
+            grant = redeemed
+        else:
             return _error_json("unsupported_grant_type", 400)
-        grant = state.redeem_code(
-            data.get("code", ""), data.get("redirect_uri"), data.get("code_verifier")
-        )
-        if isinstance(grant, str):
-            return _error_json(grant, 400, 'Invalid "code" in request.')
-        access = state.issue_token(grant)
         return Response(
             {
-                "access_token": access,
+                "access_token": state.issue_token(grant),
                 "token_type": "Bearer",
-                "expires_in": 604800,
-                "refresh_token": secrets.token_urlsafe(30),
+                "expires_in": state.access_token_lifetime,
+                "refresh_token": state.issue_refresh_token(grant),
                 "scope": " ".join(sorted(grant.scopes)),
             }
         )
@@ -208,7 +217,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         if (fault := await _fault(state, "users_me")) is not None:
             return fault
         header = request.headers.get("authorization", "")
-        grant = state.tokens.get(header[7:]) if header.startswith("Bearer ") else None
+        grant = state.grant_of(header[7:]) if header.startswith("Bearer ") else None
         if grant is None or grant.user_id not in state.users:
             return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
         return Response(state.users[grant.user_id].public(grant.scopes))
@@ -268,6 +277,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             *channel_routes(state, gateway),
             *gateway_routes(state, gateway),
             *guild_routes(state, _fault),
+            *role_connection_routes(state, _fault),
         ],
         openapi_config=None,
         logging_config=None,

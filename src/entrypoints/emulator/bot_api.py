@@ -67,6 +67,7 @@ def application_json(state: EmulatorState) -> dict[str, Any]:
         "flags": 0,
         "redirect_uris": sorted(state.redirect_uris),
         "interactions_endpoint_url": state.interactions_url,
+        "role_connections_verification_url": state.role_connections_verification_url,
         "integration_types_config": {"0": {}},  # installed to servers
         "approximate_guild_count": 1,
         "approximate_user_install_count": 0,

@@ -120,6 +120,27 @@ def _user_item(user: TestUser, current: TestUser | None, roles: list[GuildRole])
     )
 
 
+def _role_connection_html(state: EmulatorState, user: TestUser) -> str:
+    """Linked Roles: the connection the service pushed for this user, as Discord's profile
+    shows it (and where to connect, when the application has a verification URL)."""
+    connection = state.role_connections.get(user.id)
+    if connection is None:
+        url = state.role_connections_verification_url
+        return (
+            f' <a href="{escape(url)}" target="_blank" rel="noopener">Connect TaskFlow ↗</a>'
+            if url
+            else ""
+        )
+    values = ", ".join(
+        f"{escape(str(key))}: {escape(str(value))}"
+        for key, value in sorted(dict(connection.get("metadata") or {}).items())
+    )
+    name = escape(str(connection.get("platform_name") or ""))
+    username = connection.get("platform_username")
+    shown_as = f" @{escape(str(username))}" if username else ""
+    return f' <span class="muted">Connection: {name}{shown_as} ({values or "no values"})</span>'
+
+
 STYLE = """
 *{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,sans-serif;background:#313338;
 color:#dbdee1;display:flex;min-height:100vh}a{color:#00a8fc}
@@ -187,6 +208,7 @@ def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser |
         )
     who = (
         f"You are <strong>{escape(current.global_name or current.username)}</strong>."
+        + _role_connection_html(state, current)
         if current
         else "Pick who you are on the left."
     )

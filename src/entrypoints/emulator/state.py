@@ -14,6 +14,9 @@ from nacl.signing import SigningKey
 # then works 15 minutes for the webhook (edit the original, follow-ups).
 DISCORD_RESPONSE_DEADLINE = 3.0
 INTERACTION_TOKEN_LIFETIME = 15 * 60.0
+# Discord's OAuth2 access tokens live 7 days (expires_in 604800); refresh tokens until used
+# (each refresh gives a new one) or until the user removes the app.
+ACCESS_TOKEN_LIFETIME = 604800
 TEST_GUILD_ID = "1300000000000000001"
 TEST_CHANNEL_ID = "1300000000000000002"
 BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
@@ -159,7 +162,16 @@ class EmulatorState:
     users: dict[str, TestUser] = field(default_factory=dict)
     codes: dict[str, Grant] = field(default_factory=dict)
     tokens: dict[str, Grant] = field(default_factory=dict)
+    # When each access token stops working (time.time()); tests end one early (expire_tokens).
+    token_expiry: dict[str, float] = field(default_factory=dict)
+    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME
+    refresh_tokens: dict[str, Grant] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    # Linked Roles: the application's metadata records (bot token), and each user's role
+    # connection (user id -> {"platform_name", "platform_username", "metadata"}).
+    role_metadata: list[dict[str, Any]] = field(default_factory=list)
+    role_connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    role_connections_verification_url: str | None = None
     # What each test user granted this application (user id -> scopes), as Discord remembers
     # it: a returning user is sent straight back unless the request says prompt=consent.
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -289,7 +301,40 @@ class EmulatorState:
     def issue_token(self, grant: Grant) -> str:
         token = secrets.token_urlsafe(30)
         self.tokens[token] = grant
+        self.token_expiry[token] = time.time() + self.access_token_lifetime
         return token
+
+    def issue_refresh_token(self, grant: Grant) -> str:
+        token = secrets.token_urlsafe(30)
+        self.refresh_tokens[token] = grant
+        return token
+
+    def grant_of(self, access_token: str) -> Grant | None:
+        """The grant behind a live access token (``None`` once expired or revoked)."""
+        grant = self.tokens.get(access_token)
+        if grant is None or self.token_expiry.get(access_token, 0.0) <= time.time():
+            return None
+        return grant
+
+    def refresh(self, refresh_token: str) -> Grant | None:
+        """The refresh grant: a refresh token works once (rotation), and dies with its grant."""
+        return self.refresh_tokens.pop(refresh_token, None)
+
+    def expire_tokens(self, user_id: str) -> int:
+        """End the user's access tokens now (their refresh tokens still work)."""
+        ended = [t for t, g in self.tokens.items() if g.user_id == user_id]
+        for token in ended:
+            self.token_expiry[token] = 0.0
+        return len(ended)
+
+    def deauthorize(self, user_id: str) -> None:
+        """The user removes the application in Discord's settings: every token and refresh
+        token of the grant dies, and the role connection goes with it."""
+        self.authorizations.pop(user_id, None)
+        for table in (self.tokens, self.codes, self.refresh_tokens):
+            for key in [k for k, g in table.items() if g.user_id == user_id]:
+                del table[key]
+        self.role_connections.pop(user_id, None)
 
     def authorize(self, user: TestUser, scopes: frozenset[str]) -> None:
         """The user pressed Authorize: Discord remembers the grant (scopes add up)."""
@@ -306,11 +351,11 @@ class EmulatorState:
     def revoke(self, token: str) -> bool:
         """Revoking a token revokes the whole grant: the user's other tokens and codes, and
         the remembered authorization (the next sign-in shows the consent screen again)."""
-        grant = self.tokens.get(token)
+        grant = self.tokens.get(token) or self.refresh_tokens.get(token)
         if grant is None:
             return False
         self.authorizations.pop(grant.user_id, None)
-        for table in (self.tokens, self.codes):
+        for table in (self.tokens, self.codes, self.refresh_tokens):
             for key in [k for k, g in table.items() if g.user_id == grant.user_id]:
                 del table[key]
         self.revoked.add(token)

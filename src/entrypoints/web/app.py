@@ -34,6 +34,7 @@ from domain.use_cases import SignedInAs
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
+from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
@@ -48,6 +49,7 @@ from entrypoints.web.errors import (
 from entrypoints.web.guards import host_guard, refuse_control_characters
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
+from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
@@ -74,6 +76,8 @@ RATE_LIMITED = {
     # Each of these starts a Discord round trip (a pending login row).
     ("POST", "/account/discord/link"),
     ("POST", "/account/confirm/discord"),
+    ("GET", "/discord/linked-role"),  # Linked Roles' verification URL (and its password form)
+    ("POST", "/discord/linked-role"),
 }
 RATE_LIMITED_PREFIXES = (
     ("POST", "/password/reset/"),  # each try hashes a password
@@ -154,14 +158,15 @@ def _provided(container: Container, name: str) -> Provide:
 
 class _Workers:
     """The background workers of each running server (per event loop: tests may run two at
-    once): the email worker, the webhook worker (idle without webhook URLs), and the role
-    worker when a role for linked members is set."""
+    once): the email worker, the webhook worker (idle without webhook URLs), the role worker
+    when a role for linked members is set, and with Linked Roles the role connection worker."""
 
     def __init__(self, container: Container) -> None:
         self._container = container
         self._email: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
         self._webhooks: dict[asyncio.AbstractEventLoop, WebhookWorker] = {}
         self._roles: dict[asyncio.AbstractEventLoop, RoleWorker] = {}
+        self._connections: dict[asyncio.AbstractEventLoop, RoleConnectionWorker] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._email[loop] = EmailWorker(self._container)
@@ -171,9 +176,12 @@ class _Workers:
         if RoleWorker.wanted(self._container):
             self._roles[loop] = RoleWorker(self._container)
             self._roles[loop].start()
+        if self._container.settings().discord_role_connections:
+            self._connections[loop] = RoleConnectionWorker(self._container)
+            self._connections[loop].start()
 
     async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        for workers in (self._email, self._webhooks, self._roles):
+        for workers in (self._email, self._webhooks, self._roles, self._connections):
             if loop in workers:
                 await workers.pop(loop).stop()
 
@@ -191,9 +199,14 @@ class _Workers:
         if email and method == "POST" and not path.startswith(("/api/", "/interactions")):
             email.wake()
         # Whatever may have linked, unlinked or made an account (a Discord callback, a form,
-        # /unlink, the API's unlink) may have queued a role change and a webhook.
+        # /unlink, the API's unlink) may have queued a role change and a webhook, or made a
+        # role connection due (an unlink: Discord hears "not linked" at once).
         if method in ("POST", "DELETE") or path == "/auth/discord/callback":
-            for worker in (self._roles.get(loop), self._webhooks.get(loop)):
+            for worker in (
+                self._roles.get(loop),
+                self._webhooks.get(loop),
+                self._connections.get(loop),
+            ):
                 if worker is not None:
                     worker.wake()
 
@@ -317,6 +330,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             Pages,
             EmailPages,
             EmailLinkingPages,
+            *([LinkedRolePages] if settings.discord_role_connections else []),
             *([outbox_page] if settings.email_outbox_page else []),
             api,
             interactions,

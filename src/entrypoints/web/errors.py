@@ -129,7 +129,9 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     if isinstance(exc, errors.NotSignedIn) and path_of(request).startswith("/account/"):
         return Redirect("/signin?next=/account", status_code=303)  # a form on the account page
     links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
-    if status != 401 and path_of(request).startswith(("/account", "/verify-email/")):
+    if isinstance(exc, errors.DiscordNotLinkedYet):  # Linked Roles: sign in, then come back
+        links = [("Sign in to TaskFlow", "/signin?next=/discord/linked-role")]
+    elif status != 401 and path_of(request).startswith(("/account", "/verify-email/")):
         links = [("Go to your account", "/account")]
     elif path_of(request).startswith("/password/reset"):
         links = [("Ask for a new link", "/password/reset")]

@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 
 from domain import errors
 from domain import use_cases as uc
-from domain.model import Account, AuthPurpose
+from domain.model import Account, AuthPurpose, RoleSync
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
@@ -40,7 +40,12 @@ NOTICES = {
     "welcome": "Welcome to TaskFlow! We are emailing you a link to confirm your address.",
     "verification_sent": "We are emailing you a new confirmation link.",
     "email_changed": "Your email address is changed. We are emailing it a confirmation link.",
+    "role_connected": "Your TaskFlow connection is on Discord: back in Discord, the server's "
+    "linked roles can see it. It stays current until you unlink.",
+    "role_connection_later": "Discord is linked, but Discord did not take your TaskFlow "
+    "connection just now: we will send it again in a few minutes.",
 }
+_ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 
 
 def avatar_url(discord_id: int, avatar: str | None) -> str | None:
@@ -334,6 +339,15 @@ class Pages(Controller):
         )
         if done.purpose is AuthPurpose.REAUTH:
             return Redirect("/account?notice=confirmed")
+        if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
+            pushed = done.role_sync is RoleSync.PUSHED
+            answer = Redirect(
+                f"/account?notice=role_{'connected' if pushed else 'connection_later'}"
+            )
+            if done.session_token is not None:  # it signed in: rotate, as a sign-in does
+                await jar.end_session(request, sign_out)
+                answer.cookies.append(jar.session(done.session_token))
+            return answer
         if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
             if done.purpose is AuthPurpose.TICKET and notice == "linked":

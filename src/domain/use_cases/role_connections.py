@@ -1,0 +1,503 @@
+"""Discord Linked Roles: the verification URL's round trip, and keeping each user's role
+connection on Discord current with the tokens kept for it.
+
+Only this feature keeps a Discord token, sealed by the ``SecretBox`` port (the adapter
+encrypts; the core never sees a key). A row is pushed again when ``linked_days`` changes, at
+once after an unlink (``linked: 0``, then the tokens are deleted) and after failures with a
+back-off; ``invalid_grant`` deletes it. Writers of a row compare before they write (its
+version, or the sealed tokens they refreshed), so concurrent workers, a new grant and an
+unlink never undo each other: the loser reads the row again and goes on from there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from domain import errors
+from domain.model import (
+    ROLE_CONNECTIONS_SCOPE,
+    Account,
+    AuditEvent,
+    AuditKind,
+    AuthPurpose,
+    DiscordId,
+    DiscordProfile,
+    Link,
+    LinkedRole,
+    PendingLogin,
+    RoleConnectionToken,
+    RoleSync,
+    SignInMethod,
+)
+from domain.policies import next_role_push, role_connection, role_retry_at
+from domain.ports import (
+    Clock,
+    DiscordRoleConnections,
+    DiscordTokens,
+    SecretBox,
+    TokenIssuer,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from domain.use_cases._shared import (
+    SESSION_TTL,
+    apply_link,
+    retry_on_conflict,
+    session_of_pending,
+    signed_in,
+    start_session,
+)
+from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
+from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarted, _StartLinking
+
+# An access token this close to its expiry is refreshed before use (Discord says how long a
+# token lives, 7 days; without that, it is refreshed at its next use).
+REFRESH_MARGIN = timedelta(minutes=1)
+# A worker's claim on a due row: one that dies lets it go after this.
+CLAIM_LEASE = timedelta(minutes=5)
+# Tokens no configured key opens are tried again this much later (the key may come back).
+UNREADABLE_RETRY = timedelta(hours=6)
+# Times one sync reads the row again after another writer changed it, before backing off.
+_ATTEMPTS = 3
+
+
+def _context(discord_id: DiscordId) -> str:
+    """What the sealed tokens are bound to: moved to another user's row they do not open."""
+    return f"discord-role-connection:{discord_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    access: str = field(repr=False)
+    refresh: str = field(repr=False)
+
+
+class RoleConnectionPusher:
+    """Seals a user's tokens into a row, and brings one row's role connection up to date on
+    Discord (``sync``). Shared by the verification URL's callback, the worker and the CLI."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        box: SecretBox,
+        discord: DiscordRoleConnections,
+    ) -> None:
+        self._uow, self._clock, self._box, self._discord = uow, clock, box, discord
+
+    # -- sealing ------------------------------------------------------------------------------
+
+    def _seal(self, discord_id: DiscordId, access: str, refresh: str) -> str:
+        plaintext = json.dumps({"access_token": access, "refresh_token": refresh})
+        return self._box.seal(plaintext, context=_context(discord_id))
+
+    def _open(self, row: RoleConnectionToken) -> _Opened:
+        plaintext = self._box.open(row.sealed, context=_context(row.discord_id))
+        try:
+            found = json.loads(plaintext)
+            return _Opened(str(found["access_token"]), str(found["refresh_token"]))
+        except (ValueError, KeyError, TypeError):
+            raise errors.SecretUnreadable() from None
+
+    @staticmethod
+    def _expiry(tokens: DiscordTokens, now: datetime) -> datetime:
+        return now + timedelta(seconds=max(0, tokens.expires_in or 0))
+
+    def new_row(
+        self,
+        discord_id: DiscordId,
+        tokens: DiscordTokens,
+        now: datetime,
+        existing: RoleConnectionToken | None,
+    ) -> RoleConnectionToken:
+        """A fresh grant's row (replacing ``existing``), due now: if the push that follows
+        fails, or the process stops first, a worker pushes it."""
+        if not tokens.refresh_token:
+            raise errors.DiscordUnavailable()  # Discord always gives one with the code grant
+        return RoleConnectionToken(
+            discord_id=discord_id,
+            sealed=self._seal(discord_id, tokens.access_token, tokens.refresh_token),
+            expires_at=self._expiry(tokens, now),
+            next_push_at=now,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+            version=existing.version if existing else 1,
+        )
+
+    # -- one row -------------------------------------------------------------------------------
+
+    async def sync(self, row: RoleConnectionToken) -> RoleSync:
+        """Push what Discord should show now: refresh the access token first when it has
+        expired (or Discord just refused it), delete the tokens on ``invalid_grant`` or once
+        Discord knows the user is no longer linked, and schedule the next push."""
+        force_refresh = False
+        for _ in range(_ATTEMPTS):
+            now = self._clock.now()
+            try:
+                tokens = self._open(row)
+            except errors.SecretUnreadable:
+                await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
+                return RoleSync.UNREADABLE
+            if force_refresh or row.expires_at <= now + REFRESH_MARGIN:
+                refreshed = await self._refresh(row, tokens, now)
+                if isinstance(refreshed, RoleSync):
+                    return refreshed
+                if refreshed is None:  # someone else changed the tokens: use theirs
+                    found = await self._reload(row.discord_id)
+                    if found is None:
+                        return RoleSync.GONE
+                    row, force_refresh = found, False
+                    continue
+                row, tokens = refreshed
+            link, account = await self._current(row.discord_id)
+            try:
+                await self._discord.push(tokens.access, role_connection(link, account, now))
+            except errors.DiscordDenied:
+                if force_refresh:  # refused even right after a refresh
+                    return await self._failed(row, now)
+                force_refresh = True  # Discord ended the access token early: refresh it
+                continue
+            except errors.DiscordUnavailable:
+                return await self._failed(row, now)
+            finished = await self._finish(row, link, now)
+            if finished is not None:
+                return finished
+            # The row changed while we pushed (an unlink, a new grant): push its new state.
+            found = await self._reload(row.discord_id)
+            if found is None:
+                return RoleSync.GONE
+            row, force_refresh = found, False
+        return await self._failed(row, self._clock.now())
+
+    async def _refresh(
+        self, row: RoleConnectionToken, tokens: _Opened, now: datetime
+    ) -> tuple[RoleConnectionToken, _Opened] | RoleSync | None:
+        """New tokens, stored; a final outcome; or ``None`` when another writer replaced the
+        tokens meanwhile (their refresh won, or a new grant came)."""
+        try:
+            fresh = await self._discord.refresh(tokens.refresh)
+        except errors.DiscordGrantRevoked:
+            async with self._uow() as uow:
+                gone = await uow.role_connection_tokens.remove_sealed(row.discord_id, row.sealed)
+                if gone:
+                    await _audit_deleted(uow, row.discord_id, now, "invalid_grant")
+                await uow.commit()
+            return RoleSync.REVOKED if gone else None
+        except (errors.DiscordUnavailable, errors.DiscordDenied):
+            return await self._failed(row, now)
+        opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
+        sealed = self._seal(row.discord_id, opened.access, opened.refresh)
+        async with self._uow() as uow:
+            written = await uow.role_connection_tokens.swap_sealed(
+                row, sealed, self._expiry(fresh, now), now
+            )
+            await uow.commit()
+        return (written, opened) if written is not None else None
+
+    async def _current(self, discord_id: DiscordId) -> tuple[Link | None, Account | None]:
+        async with self._uow(read_only=True) as uow:
+            link = await uow.links.get_by_discord_id(discord_id)
+            account = await uow.accounts.get(link.account_id) if link else None
+        return link, account
+
+    async def _finish(
+        self, row: RoleConnectionToken, link: Link | None, now: datetime
+    ) -> RoleSync | None:
+        """After a push of the state read with ``row``: schedule the next one (linked), or
+        delete the tokens (not linked: Discord now knows). ``None``: the row changed."""
+        async with self._uow() as uow:
+            tokens = uow.role_connection_tokens
+            if link is None:
+                done = await tokens.remove(row)
+                if done:
+                    await _audit_deleted(uow, row.discord_id, now, "unlinked")
+                outcome = RoleSync.CLEARED
+            else:
+                scheduled = replace(
+                    row, next_push_at=next_role_push(link, now), failures=0, updated_at=now
+                )
+                done = await tokens.replace(scheduled) is not None
+                outcome = RoleSync.PUSHED
+            await uow.commit()
+        return outcome if done else None
+
+    async def _failed(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
+        failures = row.failures + 1
+        await self._schedule(row, role_retry_at(failures, now), failures=failures)
+        return RoleSync.FAILED
+
+    async def _schedule(self, row: RoleConnectionToken, at: datetime, *, failures: int) -> None:
+        async with self._uow() as uow:
+            # Lost to another writer: its schedule stands (an unlink's is "now").
+            await uow.role_connection_tokens.replace(
+                replace(row, next_push_at=at, failures=failures, updated_at=self._clock.now())
+            )
+            await uow.commit()
+
+    async def _reload(self, discord_id: DiscordId) -> RoleConnectionToken | None:
+        async with self._uow(read_only=True) as uow:
+            return await uow.role_connection_tokens.get(discord_id)
+
+
+async def _audit_deleted(uow: UnitOfWork, discord_id: DiscordId, now: datetime, why: str) -> None:
+    await uow.audit.record(
+        AuditEvent(AuditKind.ROLE_TOKENS_DELETED, now, None, discord_id, {"reason": why})
+    )
+
+
+# -- the verification URL ----------------------------------------------------------------------
+
+
+class StartLinkedRole(_StartLinking):
+    """``/discord/linked-role``, where Discord sends someone who wants a role that needs
+    TaskFlow. A round trip with ``identify role_connections.write``:
+
+    - nobody signed in: it will sign in the TaskFlow account linked to the Discord account
+      that comes back (and refuse one that is not linked: sign in first, then come back);
+    - signed in to a linked account: Discord must come back as the linked account;
+    - signed in to an account without a link: it links, so it needs the same proof as "Link
+      Discord" on the account page (the password, or a recent proof).
+    """
+
+    async def execute(
+        self,
+        *,
+        session_token: str | None,
+        browser_tokens: Sequence[str],
+        current_password: str | None = None,
+    ) -> AuthStarted:
+        async with self._uow(read_only=True) as uow:
+            try:
+                _, account = await signed_in(uow, self._tokens, session_token, self._clock.now())
+            except errors.NotSignedIn:
+                account = None
+            link = await uow.links.get_by_account(account.id) if account else None
+        if account is None or link is not None:
+            purpose = AuthPurpose.ROLES
+        else:
+            account = await self._prove(session_token, current_password)
+            purpose = AuthPurpose.ROLES_LINK
+        return await self._start(
+            purpose,
+            destination="/account",
+            browser_tokens=browser_tokens,
+            account_id=account.id if account else None,
+            # Someone signed in to TaskFlow may need to pick the right Discord account.
+            ask_again=account is not None,
+        )
+
+
+class RoleConnectionFlow:
+    """The callback's part for the verification URL (``CompleteDiscordAuth`` hands over):
+    sign in or link as the flow allows, keep the tokens (sealed), then push the connection.
+    Exists only with ``TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS=true``."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        pusher: RoleConnectionPusher,
+        session_ttl: timedelta = SESSION_TTL,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
+    ) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+        self._pusher, self._session_ttl = pusher, session_ttl
+        self._roles, self._webhooks = tuple(linked_roles), webhooks
+
+    async def complete(
+        self,
+        pending: PendingLogin,
+        profile: DiscordProfile,
+        granted: DiscordTokens,
+        session_token: str | None,
+    ) -> AuthCompleted:
+        if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
+            raise errors.DiscordDenied(
+                "Discord did not let TaskFlow update your connection (role_connections.write), "
+                "so nothing was changed. Start again from Discord and allow it."
+            )
+        done, row = await retry_on_conflict(
+            lambda: self._connect(pending, profile, granted, session_token)
+        )
+        return replace(done, role_sync=await self._pusher.sync(row))
+
+    async def _connect(
+        self,
+        pending: PendingLogin,
+        profile: DiscordProfile,
+        granted: DiscordTokens,
+        session_token: str | None,
+    ) -> tuple[AuthCompleted, RoleConnectionToken]:
+        now = self._clock.now()
+        new_session: str | None = None
+        async with self._uow() as uow:
+            if pending.account_id is None:
+                link = await uow.links.get_by_discord_id(profile.id)
+                if link is None:
+                    raise errors.DiscordNotLinkedYet()
+                # As a Discord sign-in: lock the account, then look at the link again (an
+                # unlink that committed meanwhile must not be followed by a session).
+                await uow.accounts.lock(link.account_id)
+                again = await uow.links.get_by_discord_id(profile.id)
+                if again is None or again.account_id != link.account_id:
+                    raise errors.Conflict()
+                account_id, outcome = link.account_id, AuthOutcome.SIGNED_IN
+                new_session = await start_session(
+                    uow,
+                    self._tokens,
+                    account_id,
+                    now,
+                    self._session_ttl,
+                    method=SignInMethod.DISCORD,
+                )
+            else:
+                await session_of_pending(uow, self._tokens, now, pending, session_token)
+                account_id = pending.account_id
+                if pending.purpose is AuthPurpose.ROLES_LINK:
+                    result = await apply_link(
+                        uow,
+                        discord=profile.user,
+                        account_id=account_id,
+                        now=now,
+                        via="linked_role",
+                        roles=self._roles,
+                        webhooks=self._webhooks,
+                    )
+                    outcome = AuthOutcome.LINKED if result.created else AuthOutcome.ALREADY_LINKED
+                else:  # nothing may be linked by this flow: it needed no proof
+                    link = await uow.links.get_by_account(account_id)
+                    if link is None:
+                        raise errors.NotLinked(
+                            "Discord was unlinked from your account meanwhile. Start again."
+                        )
+                    if link.discord_id != profile.id:
+                        raise errors.WrongDiscordAccount(
+                            f"You signed in to Discord as @{profile.username}, but this TaskFlow "
+                            f"account is linked to @{link.discord_username}. Sign in to Discord "
+                            "as the linked account, then try again."
+                        )
+                    outcome = AuthOutcome.ALREADY_LINKED
+            row = await self._store(uow, profile.id, granted, now)
+            await uow.audit.record(
+                AuditEvent(AuditKind.ROLE_TOKENS_STORED, now, account_id, profile.id)
+            )
+            await uow.commit()
+        done = AuthCompleted(pending.purpose, outcome, account_id, pending.destination, new_session)
+        return done, row
+
+    async def _store(
+        self, uow: UnitOfWork, discord_id: DiscordId, granted: DiscordTokens, now: datetime
+    ) -> RoleConnectionToken:
+        repository = uow.role_connection_tokens
+        existing = await repository.get(discord_id)
+        row = self._pusher.new_row(discord_id, granted, now, existing)
+        if existing is None:
+            await repository.add(row)  # a concurrent first grant: Conflict, and again
+            return replace(row, version=1)
+        written = await repository.replace(row)
+        if written is None:
+            raise errors.Conflict()
+        return written
+
+
+# -- keeping it current: the worker and the CLI ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSyncReport:
+    pushed: int = 0
+    cleared: int = 0
+    revoked: int = 0
+    failed: int = 0
+    unreadable: int = 0
+    gone: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.pushed + self.cleared + self.revoked + self.failed + self.unreadable + self.gone
+
+
+class RefreshRoleConnections:
+    """Push every role connection that is due (``everything``: every one kept), in batches
+    claimed so that concurrent workers never push the same one."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, pusher: RoleConnectionPusher, batch: int = 50
+    ) -> None:
+        self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
+
+    async def execute(self, *, everything: bool = False) -> RoleSyncReport:
+        counts = dict.fromkeys(RoleSync, 0)
+        if everything:
+            async with self._uow() as uow:
+                await uow.role_connection_tokens.mark_all_due(self._clock.now())
+                await uow.commit()
+        while True:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                rows = await uow.role_connection_tokens.claim_due(
+                    now, now + CLAIM_LEASE, self._batch
+                )
+                await uow.commit()
+            for row in rows:
+                counts[await self._pusher.sync(row)] += 1
+            if len(rows) < self._batch:
+                break  # every row pushed is scheduled later: the loop ends
+        return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotationReport:
+    rotated: int  # now sealed with the newest key
+    current: int  # already were
+    unreadable: int  # no configured key opens them
+    skipped: int = 0  # rewritten by someone else at every try: run it again
+
+
+class RotateTokenKeys:
+    """``taskflow-link tokens rotate``: seal every kept token with the newest key, so the
+    older keys can be removed from the configuration."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, box: SecretBox, page_size: int = 200
+    ) -> None:
+        self._uow, self._clock, self._box, self._page = uow, clock, box, page_size
+
+    async def execute(self) -> KeyRotationReport:
+        counts = {"rotated": 0, "current": 0, "unreadable": 0, "skipped": 0}
+        after: DiscordId | None = None
+        while True:
+            async with self._uow(read_only=True) as uow:
+                rows = await uow.role_connection_tokens.page(after, self._page)
+            for row in rows:
+                counts[await self._rotate(row)] += 1
+            if len(rows) < self._page:
+                return KeyRotationReport(**counts)
+            after = rows[-1].discord_id
+
+    async def _rotate(self, found: RoleConnectionToken) -> str:
+        row: RoleConnectionToken | None = found
+        for _ in range(_ATTEMPTS):
+            if row is None or self._box.is_current(row.sealed):
+                return "current"  # gone, or written meanwhile (every write seals with it)
+            context = _context(row.discord_id)
+            try:
+                plaintext = self._box.open(row.sealed, context=context)
+            except errors.SecretUnreadable:
+                return "unreadable"
+            resealed = self._box.seal(plaintext, context=context)
+            async with self._uow() as uow:
+                tokens = uow.role_connection_tokens
+                written = await tokens.swap_sealed(row, resealed, row.expires_at, self._clock.now())
+                await uow.commit()
+            if written is not None:
+                return "rotated"
+            async with self._uow(read_only=True) as uow:
+                row = await uow.role_connection_tokens.get(found.discord_id)
+        return "skipped"

@@ -1,0 +1,79 @@
+"""Keeps Discord role connections current in the background of a serving process (the web app,
+the gateway bot), with Linked Roles turned on. Several processes may each run one: every
+pass claims the rows it pushes, so no row is pushed by two at once.
+
+A pass pushes what is due: a user whose ``linked_days`` just changed, one just unlinked
+(Discord hears "not linked", then the tokens are deleted), one whose last push failed (after
+its back-off). The worker passes when it starts, every ``role_connections_poll_seconds``, and
+when woken (after a form on this process's pages: an unlink wakes it at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from domain import errors
+from domain.use_cases import RoleSyncReport
+from entrypoints.container import Container
+
+log = logging.getLogger("taskflow_link.role_connections")
+
+
+def log_report(report: RoleSyncReport) -> None:
+    """One line per pass that did something (counts only: never an id's token)."""
+    if report.total == 0:
+        return
+    level = logging.WARNING if report.failed or report.unreadable else logging.INFO
+    log.log(
+        level,
+        "role connections: %d pushed, %d cleared after an unlink, %d dropped (Discord access "
+        "revoked), %d failed (retried later), %d unreadable with the configured keys",
+        report.pushed,
+        report.cleared,
+        report.revoked,
+        report.failed,
+        report.unreadable,
+    )
+
+
+class RoleConnectionWorker:
+    def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
+        self._container = container
+        self._poll = poll_seconds or container.settings().role_connections_poll_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="taskflow-link role connections")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run_once(self) -> RoleSyncReport | None:
+        """One pass; never raises (a broken pass is logged, the next one tries again)."""
+        try:
+            report: RoleSyncReport = await self._container.refresh_role_connections().execute()
+        except errors.StorageError:
+            log.warning("role connections: database unreachable; will retry")
+            return None
+        except Exception:
+            log.exception("role connections: a pass failed; will retry")
+            return None
+        log_report(report)
+        return report
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)

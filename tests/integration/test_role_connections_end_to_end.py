@@ -1,0 +1,314 @@
+"""Discord Linked Roles over real HTTP: the web app and the Discord emulator on Postgres, the CLI
+as an operator runs it. What Discord ends up showing is read from the emulator; what is kept
+is read straight from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from pydantic import SecretStr
+from sqlalchemy import select, text
+
+from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
+from adapters.sql.tables import audit_events, role_connection_tokens
+from entrypoints.cli import cli
+from entrypoints.settings import ENV_PREFIX
+from tests.harness import PASSWORD
+from tests.integration.stack import Browser, Stack, count, sign_up
+from tests.role_fakes import KEY_A, KEY_B
+
+ROLES = {
+    "discord_role_connections": True,
+    "token_encryption_key": KEY_A,
+    # The server's worker runs when woken (after a form); its polls never decide a test.
+    "role_connections_poll_seconds": 3600.0,
+}
+with_linked_roles = pytest.mark.parametrize("stack", [ROLES], indirect=True)
+
+
+def cli_env(stack: Stack, **changes: object) -> dict[str, str]:
+    """The service's settings as environment variables, for the CLI."""
+    env: dict[str, str] = {}
+    settings = stack.container.settings()
+    for name in type(settings).model_fields:
+        value = changes.get(name, getattr(settings, name))
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[ENV_PREFIX + name.upper()] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+async def run_cli(stack: Stack, *args: str, **changes: object) -> Result:
+    return await asyncio.to_thread(
+        CliRunner().invoke, cli, list(args), env=cli_env(stack, **changes)
+    )
+
+
+async def register_metadata(stack: Stack) -> Result:
+    result = await run_cli(stack, "bot", "sync")
+    assert result.exit_code == 0, result.output
+    return result
+
+
+async def connect(stack: Stack, browser: Browser, name: str) -> str:
+    """A password account linked through the verification URL; the Discord test user's id."""
+    user = stack.emulator.add_user(f"d_{name}")
+    await sign_up(browser, name, f"{name}@example.com", verify=False)
+    start = await browser.go("GET", "/discord/linked-role")
+    landed = await browser.through_discord(start, user.id)
+    assert landed.status_code == 200, landed.text
+    assert str(landed.url).endswith("/account?notice=role_connected")
+    return user.id
+
+
+def tokens_of(stack: Stack, user_id: str) -> set[str]:
+    """Every access and refresh token the emulated Discord holds for the user."""
+    grants = (*stack.emulator.tokens.items(), *stack.emulator.refresh_tokens.items())
+    return {token for token, grant in grants if grant.user_id == user_id}
+
+
+def shown(stack: Stack, user_id: str) -> dict[str, Any] | None:
+    connection = stack.emulator.role_connections.get(user_id)
+    return None if connection is None else dict(connection["metadata"])
+
+
+async def rows_as_text(stack: Stack) -> list[str]:
+    """Each kept row as the database renders it: every column, as text."""
+    async with stack.db.engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT row_to_json(t)::text FROM role_connection_tokens t")
+        )
+        return [row[0] for row in found]
+
+
+async def sealed_of(stack: Stack, user_id: str) -> str:
+    async with stack.db.engine.connect() as conn:
+        query = select(role_connection_tokens.c.sealed).where(
+            role_connection_tokens.c.discord_id == int(user_id)
+        )
+        return str((await conn.execute(query)).scalar_one())
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 30.0) -> None:
+    """Wait for something a background worker does (a generous deadline, never a timing)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        assert loop.time() < deadline, "the worker did not get there"
+        await asyncio.sleep(0.05)
+
+
+# -- registering the metadata -----------------------------------------------------------------
+
+
+@with_linked_roles
+async def test_bot_sync_registers_the_metadata_records(stack: Stack) -> None:
+    result = await register_metadata(stack)
+
+    assert "linked roles metadata: linked, linked_days" in result.output
+    assert [(r["key"], r["type"]) for r in stack.emulator.role_metadata] == [
+        ("linked", 7),  # BOOLEAN_EQUAL
+        ("linked_days", 2),  # INTEGER_GREATER_THAN_OR_EQUAL
+    ]
+
+
+async def test_bot_sync_registers_no_metadata_without_linked_roles(stack: Stack) -> None:
+    result = await run_cli(stack, "bot", "sync")
+    assert result.exit_code == 0, result.output
+    assert "linked roles" not in result.output
+    assert stack.emulator.role_metadata == []
+
+
+# -- the verification URL -------------------------------------------------------------------------
+
+
+@with_linked_roles
+async def test_the_verification_url_links_pushes_and_keeps_only_ciphertext(
+    stack: Stack, browser: Browser
+) -> None:
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "dana")
+
+    assert stack.emulator.role_connections[user_id] == {
+        "platform_name": "TaskFlow",
+        "platform_username": "dana",
+        "metadata": {"linked": "1", "linked_days": "0"},
+    }
+    account = await browser.go("GET", "/account")
+    assert "@d_dana" in account.text  # linked
+    # What the database holds: no token, in any column; the sealed value opens (with the key
+    # and this user's id only) to exactly the tokens Discord issued.
+    issued = tokens_of(stack, user_id)
+    assert len(issued) == 2
+    [row] = await rows_as_text(stack)
+    for token in issued:
+        assert token not in row
+    sealed = await sealed_of(stack, user_id)
+    assert sealed.startswith(f"v1.{key_id(parse_keys(KEY_A)[0])}.")
+    opened = json.loads(
+        AesGcmSecretBox(parse_keys(KEY_A)).open(
+            sealed, context=f"discord-role-connection:{user_id}"
+        )
+    )
+    assert {opened["access_token"], opened["refresh_token"]} == issued
+
+
+@with_linked_roles
+async def test_a_discord_account_linked_to_nothing_is_sent_to_sign_in(
+    stack: Stack, browser: Browser
+) -> None:
+    user = stack.emulator.add_user("nobody")
+    start = await browser.go("GET", "/discord/linked-role")
+    refused = await browser.through_discord(start, user.id)
+
+    assert refused.status_code == 409
+    assert "/signin?next=/discord/linked-role" in refused.text
+    assert await count(stack.db, role_connection_tokens) == 0
+
+
+# -- keeping it current -----------------------------------------------------------------------
+
+
+@with_linked_roles
+async def test_an_expired_token_is_refreshed_and_pushed(
+    stack: Stack, browser: Browser, caplog: pytest.LogCaptureFixture
+) -> None:
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "erin")
+    before = tokens_of(stack, user_id)
+
+    stack.clock.advance(timedelta(days=8))  # past the access token's 7 days, by our clock
+    await stack.container.refresh_role_connections().execute()
+
+    assert shown(stack, user_id) == {"linked": "1", "linked_days": "8"}
+    after = tokens_of(stack, user_id)
+    assert before.isdisjoint(after - before)
+    assert not (before & set(stack.emulator.refresh_tokens))  # the old refresh token is spent
+    for token in before | after:
+        assert token not in caplog.text
+
+
+@with_linked_roles
+async def test_a_token_discord_ended_early_is_refreshed_by_the_cli(
+    stack: Stack, browser: Browser
+) -> None:
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "fred")
+    stack.emulator.role_connections.clear()
+    # The emulator's test API, over HTTP: Discord ends the user's access tokens early.
+    ended = await browser.client.post(
+        f"{stack.emulator_url}/_emulator/users/{user_id}/expire-tokens"
+    )
+    assert ended.json()["expired"] >= 1
+    before = tokens_of(stack, user_id)
+
+    result = await run_cli(stack, "role-connections", "refresh", "--all")
+
+    assert result.exit_code == 0, result.output
+    assert "Pushed 1" in result.output
+    assert shown(stack, user_id) is not None
+    assert shown(stack, user_id)["linked"] == "1"  # type: ignore[index]
+    for token in before | tokens_of(stack, user_id):
+        assert token not in result.output
+
+
+@with_linked_roles
+async def test_unlinking_pushes_not_linked_and_deletes_the_token(
+    stack: Stack, browser: Browser
+) -> None:
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "gina")
+
+    done = await browser.submit(
+        "/account", "/account/discord/unlink", {"current_password": PASSWORD}
+    )
+    assert done.status_code == 200, done.text
+
+    async def told_and_deleted() -> bool:  # the form woke the server's worker
+        return shown(stack, user_id) == {"linked": "0", "linked_days": "0"} and (
+            await count(stack.db, role_connection_tokens) == 0
+        )
+
+    await eventually(told_and_deleted)
+    assert stack.emulator.role_connections[user_id]["platform_username"] is None
+
+
+@with_linked_roles
+async def test_invalid_grant_deletes_the_token(stack: Stack, browser: Browser) -> None:
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "hana")
+    stack.emulator.deauthorize(user_id)  # the person removed the app in Discord
+
+    result = await run_cli(stack, "role-connections", "refresh", "--all")
+
+    assert "dropped 1" in result.output, result.output
+    assert await count(stack.db, role_connection_tokens) == 0
+    async with stack.db.engine.connect() as conn:
+        kinds = (await conn.execute(select(audit_events.c.kind, audit_events.c.detail))).all()
+    assert ("role_tokens_deleted", {"reason": "invalid_grant"}) in [tuple(k) for k in kinds]
+
+
+# -- without the setting ---------------------------------------------------------------------
+
+
+async def test_without_the_setting_no_token_row_is_ever_written(
+    stack: Stack, browser: Browser
+) -> None:
+    alice = stack.emulator.add_user("alice_d", email="alice@example.com", verified=True)
+    bob = stack.emulator.add_user("bob_d")
+    await browser.sign_in_with_discord(alice.id)  # creates an account, links, signs in
+    await browser.go("POST", "/signout", data={})
+    fresh = Browser(stack)
+    try:
+        await sign_up(fresh, "bobby", "bobby@example.com", verify=False)
+        page = await fresh.go("GET", "/account")
+        token = page.text.split('name="_csrf_token" value="')[1].split('"')[0]
+        start = await fresh.go(
+            "POST",
+            "/account/discord/link",
+            data={"_csrf_token": token, "current_password": PASSWORD},
+        )
+        linked = await fresh.through_discord(start, bob.id)
+        assert "Discord is linked" in linked.text
+        assert (await fresh.go("GET", "/discord/linked-role")).status_code == 404
+    finally:
+        await fresh.close()
+
+    assert await count(stack.db, role_connection_tokens) == 0
+    assert stack.emulator.role_connections == {}
+
+
+# -- key rotation ---------------------------------------------------------------------------------
+
+
+@with_linked_roles
+async def test_key_rotation_with_the_cli(stack: Stack, browser: Browser) -> None:
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "ivan")
+    rotated_keys = f"{KEY_B},{KEY_A}"
+
+    rotated = await run_cli(stack, "tokens", "rotate", token_encryption_key=rotated_keys)
+
+    assert rotated.exit_code == 0, rotated.output
+    assert "Re-encrypted 1 token set(s) with the newest key; 0 already were" in rotated.output
+    assert (await sealed_of(stack, user_id)).startswith(f"v1.{key_id(parse_keys(KEY_B)[0])}.")
+    # The old key can go: everything opens with the new one alone...
+    pushed = await run_cli(
+        stack, "role-connections", "refresh", "--all", token_encryption_key=KEY_B
+    )
+    assert "Pushed 1" in pushed.output, pushed.output
+    # ...and nothing opens with the old one alone any more.
+    stale = await run_cli(stack, "role-connections", "refresh", "--all", token_encryption_key=KEY_A)
+    assert stale.exit_code == 1
+    assert "unreadable 1" in stale.output
+    assert await count(stack.db, role_connection_tokens) == 1  # kept: the key may come back

@@ -1,0 +1,130 @@
+"""Linked Roles for unit tests: the in-memory Discord OAuth fake, plus what Discord does with a
+user's own tokens. It keeps Discord's rules that matter here: refresh tokens rotate (a used or
+revoked one is ``invalid_grant``), an access token stops working when it expires or its grant
+is removed, a role connection needs ``role_connections.write``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from adapters.clock import ManualClock
+from adapters.fake_discord import InMemoryDiscordOAuth
+from domain import errors
+from domain.model import ROLE_CONNECTIONS_SCOPE, DiscordId, RoleConnection
+from domain.ports import DiscordTokens
+from entrypoints.container import build_container
+from tests.harness import Harness, make_settings
+
+LIFETIME = 7 * 24 * 3600  # Discord's access tokens live 7 days
+# Two token encryption keys (32 bytes, URL-safe base64), for the tests only.
+KEY_A = base64.urlsafe_b64encode(bytes(range(32))).decode()
+KEY_B = base64.urlsafe_b64encode(bytes(range(100, 132))).decode()
+
+
+@dataclass
+class _Held:
+    discord_id: DiscordId
+    scopes: frozenset[str]
+
+
+class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.access: dict[str, tuple[_Held, float]] = {}  # token -> (grant, expires at)
+        self.refresh_tokens: dict[str, _Held] = {}
+        self.connections: dict[DiscordId, RoleConnection] = {}
+        self.pushes: list[tuple[DiscordId, RoleConnection]] = []
+        self.refreshes = 0
+        self.denied = 0  # pushes refused for a dead or expired access token
+        self.push_outage: errors.DomainError | None = None
+        # Called inside a push or a refresh, before it answers (to interleave another writer).
+        self.during_push: Callable[[], Awaitable[None]] | None = None
+        self.during_refresh: Callable[[], Awaitable[None]] | None = None
+
+    def _issue(self, held: _Held) -> DiscordTokens:
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self.access[access] = (held, self.clock.now().timestamp() + LIFETIME)
+        self.refresh_tokens[refresh] = held
+        return DiscordTokens(access, held.scopes, refresh_token=refresh, expires_in=LIFETIME)
+
+    async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens:
+        tokens = await super().exchange_code(code=code, code_verifier=code_verifier)
+        grant = self._tokens[tokens.access_token]  # the parent's record of the code's grant
+        issued = self._issue(_Held(grant.discord_id, grant.scopes))
+        self._tokens[issued.access_token] = grant  # /users/@me works with it too
+        return issued
+
+    async def refresh(self, refresh_token: str) -> DiscordTokens:
+        await asyncio.sleep(0)  # a network call: others run meanwhile
+        if self.during_refresh is not None:
+            hook, self.during_refresh = self.during_refresh, None
+            await hook()
+        held = self.refresh_tokens.pop(refresh_token, None)  # a refresh token works once
+        if held is None:
+            raise errors.DiscordGrantRevoked()
+        self.refreshes += 1
+        return self._issue(held)
+
+    async def push(self, access_token: str, connection: RoleConnection) -> None:
+        await asyncio.sleep(0)  # a network call: others run meanwhile
+        if self.during_push is not None:
+            hook, self.during_push = self.during_push, None
+            await hook()
+        if self.push_outage is not None:
+            raise self.push_outage
+        found = self.access.get(access_token)
+        if found is None or found[1] <= self.clock.now().timestamp():
+            self.denied += 1
+            raise errors.DiscordDenied()
+        held = found[0]
+        if ROLE_CONNECTIONS_SCOPE not in held.scopes:
+            raise errors.DiscordDenied()
+        self.connections[held.discord_id] = connection
+        self.pushes.append((held.discord_id, connection))
+
+    def tokens_of(self, discord_id: DiscordId) -> tuple[set[str], set[str]]:
+        """Every access and refresh token Discord issued to this user (to look for them)."""
+        access = {t for t, (held, _) in self.access.items() if held.discord_id == discord_id}
+        refresh = {t for t, held in self.refresh_tokens.items() if held.discord_id == discord_id}
+        return access, refresh
+
+    def expire(self, discord_id: DiscordId) -> None:
+        """Discord ends the user's access tokens early (refresh tokens still work)."""
+        for token, (held, _) in list(self.access.items()):
+            if held.discord_id == discord_id:
+                self.access[token] = (held, 0.0)
+
+    def deauthorize(self, discord_id: DiscordId) -> None:
+        """The user removes the app in Discord: every token of the grant dies."""
+        for table in (self.access, self.refresh_tokens):
+            for token in list(table):
+                value = table[token]
+                held = value[0] if isinstance(value, tuple) else value
+                if held.discord_id == discord_id:
+                    del table[token]
+        self.connections.pop(discord_id, None)
+
+
+def linked(connection: RoleConnection | None) -> tuple[str, str] | None:
+    """(linked, linked_days) as pushed, for short assertions."""
+    if connection is None:
+        return None
+    return connection.metadata["linked"], connection.metadata["linked_days"]
+
+
+def role_harness(keys: str = KEY_A, **settings: object) -> Harness:
+    """The unit harness with Linked Roles on, and this fake as Discord."""
+    container = build_container(
+        make_settings(discord_role_connections=True, token_encryption_key=keys, **settings)
+    )
+    h = Harness.build(container)
+    fake = InMemoryDiscordWithRoles(h.clock)
+    container.discord_oauth.override(fake)
+    container.discord_role_connections.override(fake)
+    h.discord = fake
+    return h

@@ -1,0 +1,182 @@
+"""The emulator's Linked Roles refuse what Discord refuses: metadata records (at most 5, key
+rules, types), role connections (registered keys only, values as strings of their record's
+type, the role_connections.write scope), and the refresh grant (refresh tokens rotate; a used
+one, or one of a removed grant, is invalid_grant)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from entrypoints.emulator import EmulatorState, create_emulator_app
+
+APP = "1200000000000000042"
+REDIRECT = "http://127.0.0.1:1/cb"
+RECORDS = [
+    {"type": 7, "key": "linked", "name": "Linked", "description": "Linked to TaskFlow"},
+    {"type": 2, "key": "linked_days", "name": "Days", "description": "Days linked"},
+]
+
+
+def _state() -> EmulatorState:
+    return EmulatorState(APP, "secret", {REDIRECT})
+
+
+def _bot(state: EmulatorState) -> dict[str, str]:
+    return {"Authorization": f"Bot {state.bot_token}"}
+
+
+async def _tokens(
+    client: AsyncTestClient[Any], state: EmulatorState, user_id: str, scopes: str
+) -> dict[str, Any]:
+    code = state.issue_code(state.users[user_id], frozenset(scopes.split()), REDIRECT, None)
+    answer = await client.post(
+        "/api/v10/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+        auth=(APP, "secret"),
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def _refresh(client: AsyncTestClient[Any], refresh_token: str) -> httpx.Response:
+    return await client.post(
+        "/api/v10/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(APP, "secret"),
+    )
+
+
+def _put(client: AsyncTestClient[Any], token: str, body: Any) -> Any:
+    return client.put(
+        f"/api/v10/users/@me/applications/{APP}/role-connection",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("records", "where"),
+    [
+        ([{**RECORDS[0], "key": f"k{n}"} for n in range(6)], None),  # more than 5
+        ([{**RECORDS[0], "key": "Linked!"}], "key"),
+        ([{**RECORDS[0], "key": "x" * 51}], "key"),
+        ([{**RECORDS[0], "type": 9}], "type"),
+        ([{**RECORDS[0], "type": "7"}], "type"),
+        ([{**RECORDS[0], "name": ""}], "name"),
+        ([{**RECORDS[0], "description": "d" * 201}], "description"),
+        ([RECORDS[0], RECORDS[0]], "key"),  # keys are unique
+    ],
+)
+async def test_metadata_records_discord_refuses(
+    records: list[dict[str, Any]], where: str | None
+) -> None:
+    state = _state()
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        answer = await client.put(
+            f"/api/v10/applications/{APP}/role-connections/metadata",
+            json=records,
+            headers=_bot(state),
+        )
+    assert answer.status_code == 400
+    assert answer.json()["code"] == 50035
+    if where is not None:
+        assert where in str(answer.json()["errors"])
+    assert state.role_metadata == []
+
+
+async def test_metadata_records_need_the_bot_token_and_are_replaced_whole() -> None:
+    state = _state()
+    url = f"/api/v10/applications/{APP}/role-connections/metadata"
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        assert (await client.put(url, json=RECORDS)).status_code == 401
+        assert (await client.put(url, json=RECORDS, headers=_bot(state))).status_code == 200
+        listed = await client.get(url, headers=_bot(state))
+        assert [(r["key"], r["type"]) for r in listed.json()] == [
+            ("linked", 7),
+            ("linked_days", 2),
+        ]
+        assert (await client.put(url, json=RECORDS[:1], headers=_bot(state))).status_code == 200
+    assert [r["key"] for r in state.role_metadata] == ["linked"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "status"),
+    [
+        ({"linked": "1", "linked_days": "12"}, 200),
+        ({"linked": "0"}, 200),
+        ({"linked": 1}, 400),  # values are strings
+        ({"linked": "true"}, 400),  # booleans are 1 or 0
+        ({"linked_days": "twelve"}, 400),
+        ({"linked_days": "1" * 101}, 400),  # at most 100 characters
+        ({"cookies_eaten": "3"}, 400),  # not a registered record
+    ],
+)
+async def test_role_connection_values_are_checked_against_the_records(
+    metadata: dict[str, Any], status: int
+) -> None:
+    state = _state()
+    user = state.add_user("alice")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        await client.put(
+            f"/api/v10/applications/{APP}/role-connections/metadata",
+            json=RECORDS,
+            headers=_bot(state),
+        )
+        tokens = await _tokens(client, state, user.id, "identify role_connections.write")
+        body = {"platform_name": "TaskFlow", "platform_username": "alice", "metadata": metadata}
+        answer = await _put(client, tokens["access_token"], body)
+        assert answer.status_code == status, answer.text
+        shown = await client.get(
+            f"/api/v10/users/@me/applications/{APP}/role-connection",
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        )
+    if status == 200:
+        assert state.role_connections[user.id]["metadata"] == metadata
+        assert shown.json()["platform_username"] == "alice"
+    else:
+        assert answer.json()["code"] == 50035
+        assert user.id not in state.role_connections
+
+
+async def test_a_role_connection_needs_the_scope_and_a_live_token() -> None:
+    state = _state()
+    user = state.add_user("bob")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        body = {"platform_name": "TaskFlow", "metadata": {}}
+        identify_only = await _tokens(client, state, user.id, "identify")
+        assert (await _put(client, identify_only["access_token"], body)).status_code == 403
+        tokens = await _tokens(client, state, user.id, "identify role_connections.write")
+        assert (await _put(client, tokens["access_token"], body)).status_code == 200
+        expired = await client.post(f"/_emulator/users/{user.id}/expire-tokens")
+        assert expired.json()["expired"] >= 1
+        assert (await _put(client, tokens["access_token"], body)).status_code == 401
+        shown = await client.get("/_emulator/role-connections")
+        assert shown.json()["connections"][user.id]["platform_name"] == "TaskFlow"
+
+
+async def test_refresh_tokens_rotate_and_die_with_the_grant() -> None:
+    state = _state()
+    user = state.add_user("carol")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        first = await _tokens(client, state, user.id, "identify role_connections.write")
+        assert first["expires_in"] == 604800
+        refreshed = await _refresh(client, first["refresh_token"])
+        assert refreshed.status_code == 200
+        second = refreshed.json()
+        assert second["refresh_token"] != first["refresh_token"]
+        assert second["scope"] == "identify role_connections.write"
+        used = await _refresh(client, first["refresh_token"])  # a refresh token works once
+        assert (used.status_code, used.json()["error"]) == (400, "invalid_grant")
+
+        await client.post(f"/_emulator/users/{user.id}/deauthorize")
+        removed = await _refresh(client, second["refresh_token"])
+        assert (removed.status_code, removed.json()["error"]) == (400, "invalid_grant")
+        me = await client.get(
+            "/api/v10/users/@me", headers={"Authorization": f"Bearer {second['access_token']}"}
+        )
+        assert me.status_code == 401

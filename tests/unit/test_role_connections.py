@@ -1,0 +1,492 @@
+"""Discord Linked Roles against the in-memory adapters: the verification URL's round trip, the
+tokens kept (sealed) for it and only for it, refreshing, unlinking, ``invalid_grant``, key
+rotation, and the races between them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from click.testing import CliRunner
+
+from adapters.memory import MemoryDatabase
+from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
+from domain import errors
+from domain.model import (
+    ROLE_METADATA,
+    AccountId,
+    AuditKind,
+    AuthPurpose,
+    DiscordId,
+    RoleConnectionToken,
+    RoleMetadataType,
+    RoleSync,
+)
+from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
+from entrypoints.cli import cli
+from entrypoints.settings import SettingsError, load_settings
+from tests.harness import PASSWORD, Browser, Harness, make_settings
+from tests.role_fakes import KEY_A, KEY_B, InMemoryDiscordWithRoles, linked, role_harness
+
+
+@pytest.fixture
+def r() -> Iterator[Harness]:
+    h = role_harness()
+    yield h
+    h.container.unwire()
+
+
+def fake(h: Harness) -> InMemoryDiscordWithRoles:
+    assert isinstance(h.discord, InMemoryDiscordWithRoles)
+    return h.discord
+
+
+def rows(h: Harness) -> dict[DiscordId, RoleConnectionToken]:
+    database: MemoryDatabase = h.container.memory_db()
+    return dict(database.tables.role_connection_tokens)
+
+
+async def verify(
+    h: Harness,
+    discord_id: DiscordId,
+    *,
+    signed_in: AccountId | None = None,
+    password: str | None = None,
+    browser: Browser | None = None,
+) -> AuthCompleted:
+    """Discord sends the person to the verification URL; they authorise as ``discord_id``."""
+    browser = browser or Browser()
+    session = await h.session_for(signed_in) if signed_in else None
+    started = await h.container.start_linked_role().execute(
+        session_token=session, browser_tokens=browser.bindings, current_password=password
+    )
+    browser.bindings = started.browser_tokens
+    scope = parse_qs(urlsplit(started.authorize_url).query)["scope"][0]
+    assert scope.split() == ["identify", "role_connections.write"]
+    approval = h.discord.approve(started.authorize_url, discord_id)
+    return await h.complete(browser, state=approval.state, code=approval.code, signed_in=signed_in)
+
+
+async def connected(h: Harness, discord_id: int, username: str = "alice") -> AccountId:
+    """An account linked to ``discord_id`` through the verification URL."""
+    account = (await h.sign_up(username, f"{username}@example.com")).account
+    h.discord_user(discord_id, username=f"d_{username}")
+    done = await verify(h, DiscordId(discord_id), signed_in=account.id)
+    assert done.outcome is AuthOutcome.LINKED
+    assert done.role_sync is RoleSync.PUSHED
+    return account.id
+
+
+async def refresh_pass(h: Harness, *, everything: bool = False) -> RoleSyncReport:
+    report: RoleSyncReport = await h.container.refresh_role_connections().execute(
+        everything=everything
+    )
+    return report
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def test_linked_roles_need_the_encryption_key() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(secret_key="s" * 40, discord_role_connections=True, _env_file=None)
+    assert "TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS" in str(refused.value)
+    assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    ["not-a-key", base64.urlsafe_b64encode(b"short").decode(), f"{KEY_A},{KEY_A}", f"{KEY_A},"],
+)
+def test_a_bad_key_is_refused_without_showing_it(keys: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(secret_key="s" * 40, token_encryption_key=keys, _env_file=None)
+    assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(refused.value)
+    for part in keys.split(","):
+        if part:
+            assert part not in str(refused.value)
+
+
+def test_config_hides_the_key() -> None:
+    settings = make_settings(discord_role_connections=True, token_encryption_key=KEY_A)
+    assert settings.shown()["TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY"] == "(set)"
+    assert KEY_A not in repr(settings)
+
+
+def test_config_prints_the_key_hidden_and_the_commands_refuse_without_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", f"{KEY_B},{KEY_A}")
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["config"])
+    assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY = (set)" in shown.output
+    assert KEY_A not in shown.output
+    assert KEY_B not in shown.output
+    refused = runner.invoke(cli, ["role-connections", "refresh"])
+    assert refused.exit_code == 1
+    assert "Linked Roles are off" in refused.output
+    rotated = runner.invoke(cli, ["tokens", "rotate"])  # nothing kept: nothing to do
+    assert rotated.exit_code == 0, rotated.output
+    assert "Re-encrypted 0 token set(s)" in rotated.output
+
+
+# -- the secret box -----------------------------------------------------------------------------
+
+
+def test_sealed_tokens_are_ciphertext_bound_to_their_context() -> None:
+    box = AesGcmSecretBox(parse_keys(KEY_A))
+    sealed = box.seal("access-token-value", context="discord-role-connection:1")
+    assert "access-token-value" not in sealed
+    assert sealed.startswith(f"v1.{key_id(parse_keys(KEY_A)[0])}.")
+    assert box.seal("access-token-value", context="x") != box.seal(
+        "access-token-value", context="x"
+    )
+    assert box.open(sealed, context="discord-role-connection:1") == "access-token-value"
+    with pytest.raises(errors.SecretUnreadable):  # moved to another user's row
+        box.open(sealed, context="discord-role-connection:2")
+    tampered = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+    with pytest.raises(errors.SecretUnreadable):
+        box.open(tampered, context="discord-role-connection:1")
+
+
+def test_older_keys_only_open() -> None:
+    old = AesGcmSecretBox(parse_keys(KEY_A))
+    sealed = old.seal("secret", context="c")
+    rotated = AesGcmSecretBox(parse_keys(f"{KEY_B},{KEY_A}"))
+    assert rotated.open(sealed, context="c") == "secret"
+    assert not rotated.is_current(sealed)
+    assert rotated.is_current(rotated.seal("secret", context="c"))
+    assert old.is_current(sealed)
+    with pytest.raises(errors.SecretUnreadable):  # the old key removed too early
+        AesGcmSecretBox(parse_keys(KEY_B)).open(sealed, context="c")
+
+
+# -- the metadata and what is pushed --------------------------------------------------------------
+
+
+def test_the_metadata_records_are_what_discord_accepts() -> None:
+    assert [(f.key, f.type) for f in ROLE_METADATA] == [
+        ("linked", RoleMetadataType.BOOLEAN_EQUAL),  # Discord's type 7
+        ("linked_days", RoleMetadataType.INTEGER_GREATER_THAN_OR_EQUAL),  # type 2
+    ]
+    assert RoleMetadataType.BOOLEAN_EQUAL == 7
+    assert RoleMetadataType.INTEGER_GREATER_THAN_OR_EQUAL == 2
+    assert len(ROLE_METADATA) <= 5
+    for record in ROLE_METADATA:
+        assert record.key.replace("_", "").isalnum()
+        assert record.key.islower()
+        assert 1 <= len(record.name) <= 100
+        assert 1 <= len(record.description) <= 200
+
+
+# -- the verification URL ---------------------------------------------------------------------
+
+
+async def test_a_signed_in_account_is_linked_and_its_connection_pushed(r: Harness) -> None:
+    account = await connected(r, 7001)
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert link.discord_id == DiscordId(7001)
+
+    pushed = fake(r).connections[DiscordId(7001)]
+    assert pushed.platform_name == "TaskFlow"
+    assert pushed.platform_username == "alice"
+    assert pushed.metadata == {"linked": "1", "linked_days": "0"}
+    row = rows(r)[DiscordId(7001)]
+    assert row.next_push_at == link.linked_at + timedelta(days=1)  # when linked_days changes
+    assert row.failures == 0
+
+
+async def test_the_kept_tokens_are_sealed_not_stored(r: Harness) -> None:
+    await connected(r, 7002)
+    row = rows(r)[DiscordId(7002)]
+    access, refresh = fake(r).tokens_of(DiscordId(7002))
+    assert access
+    assert refresh
+    for token in access | refresh:
+        assert token not in row.sealed
+        assert token not in repr(row)
+    opened = json.loads(
+        AesGcmSecretBox(parse_keys(KEY_A)).open(row.sealed, context="discord-role-connection:7002")
+    )
+    assert opened["access_token"] in access
+    assert opened["refresh_token"] in refresh
+
+
+async def test_a_linked_discord_account_signs_in_from_discord(r: Harness) -> None:
+    account = await connected(r, 7003)
+    fake(r).connections.clear()
+
+    done = await verify(r, DiscordId(7003))  # a browser signed in to nothing
+
+    assert done.outcome is AuthOutcome.SIGNED_IN
+    assert done.account_id == account
+    assert done.session_token is not None
+    assert linked(fake(r).connections[DiscordId(7003)]) == ("1", "0")
+
+
+async def test_a_discord_account_linked_to_nothing_is_told_to_sign_in(r: Harness) -> None:
+    r.discord_user(7004)
+    with pytest.raises(errors.DiscordNotLinkedYet):
+        await verify(r, DiscordId(7004))
+    assert rows(r) == {}
+    assert fake(r).pushes == []
+
+
+async def test_linking_first_needs_a_proof_as_on_the_account_page(r: Harness) -> None:
+    account = (await r.sign_up("bob", "bob@example.com")).account
+    r.discord_user(7005)
+    r.clock.advance(timedelta(minutes=11))  # signing up no longer counts as a recent proof
+
+    with pytest.raises(errors.ReauthenticationRequired):
+        await verify(r, DiscordId(7005), signed_in=account.id)
+    with pytest.raises(errors.InvalidCredentials):
+        await verify(r, DiscordId(7005), signed_in=account.id, password="wrong password!")
+    assert rows(r) == {}
+
+    done = await verify(r, DiscordId(7005), signed_in=account.id, password=PASSWORD)
+    assert done.purpose is AuthPurpose.ROLES_LINK
+    assert done.outcome is AuthOutcome.LINKED
+    assert DiscordId(7005) in rows(r)
+
+
+async def test_a_linked_account_needs_no_proof_but_the_same_discord_account(r: Harness) -> None:
+    account = await connected(r, 7006)
+    r.clock.advance(timedelta(minutes=30))  # no recent proof
+    other = r.discord_user(7007)
+
+    with pytest.raises(errors.WrongDiscordAccount):
+        await verify(r, other.id, signed_in=account)
+    assert DiscordId(7007) not in rows(r)
+
+    again = await verify(r, DiscordId(7006), signed_in=account)
+    assert again.purpose is AuthPurpose.ROLES  # nothing may be linked by this flow
+    assert again.outcome is AuthOutcome.ALREADY_LINKED
+
+
+async def test_a_grant_without_the_role_scope_is_refused(r: Harness) -> None:
+    account = (await r.sign_up("carol", "carol@example.com")).account
+    r.discord_user(7008)
+    browser = Browser()
+    started = await r.container.start_linked_role().execute(
+        session_token=await r.session_for(account.id), browser_tokens=()
+    )
+    browser.bindings = started.browser_tokens
+    # The person (or a tampered URL) grants only "identify".
+    narrowed = started.authorize_url.replace("role_connections.write", "")
+    approval = r.discord.approve(narrowed, DiscordId(7008))
+    with pytest.raises(errors.DiscordDenied):
+        await r.complete(browser, state=approval.state, code=approval.code, signed_in=account.id)
+    assert rows(r) == {}
+
+
+async def test_a_push_that_fails_is_retried_by_the_worker(r: Harness) -> None:
+    account = (await r.sign_up("dave", "dave@example.com")).account
+    r.discord_user(7009)
+    fake(r).push_outage = errors.DiscordUnavailable()
+
+    done = await verify(r, DiscordId(7009), signed_in=account.id)
+
+    assert done.outcome is AuthOutcome.LINKED  # the link stands
+    assert done.role_sync is RoleSync.FAILED
+    row = rows(r)[DiscordId(7009)]
+    assert row.failures == 1
+    assert row.next_push_at == r.clock.now() + timedelta(minutes=1)
+    fake(r).push_outage = None
+    assert (await refresh_pass(r)).pushed == 0  # not due yet
+    r.clock.advance(timedelta(minutes=1))
+    assert (await refresh_pass(r)).pushed == 1
+    assert linked(fake(r).connections[DiscordId(7009)]) == ("1", "0")
+    assert rows(r)[DiscordId(7009)].failures == 0
+
+
+# -- no token without the setting -----------------------------------------------------------------
+
+
+async def test_without_the_setting_no_discord_token_is_ever_kept(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    assert h.container.role_connection_flow.provider is not None
+    # Every other flow: sign-up by Discord, sign-in, linking from the account page.
+    await h.discord_login(h.discord_user(7100, email="x@example.com"))
+    await h.discord_login(h.discord_user(7100))
+    account = (await h.sign_up("erin", "erin@example.com")).account
+    await h.discord_link(account.id, h.discord_user(7101))
+    assert db.tables.role_connection_tokens == {}
+
+    # A verification URL's round trip cannot even complete.
+    started = await h.container.start_linked_role().execute(session_token=None, browser_tokens=())
+    approval = h.discord.approve(started.authorize_url, DiscordId(7100))
+    with pytest.raises(errors.NotFound):
+        await h.complete(
+            Browser(bindings=started.browser_tokens), state=approval.state, code=approval.code
+        )
+    assert db.tables.role_connection_tokens == {}
+
+
+# -- keeping it current -------------------------------------------------------------------------
+
+
+async def test_linked_days_are_pushed_when_they_change_refreshing_the_expired_token(
+    r: Harness,
+) -> None:
+    await connected(r, 7010)
+    before = rows(r)[DiscordId(7010)]
+    _, old_refresh = fake(r).tokens_of(DiscordId(7010))
+
+    r.clock.advance(timedelta(hours=23))
+    assert (await refresh_pass(r)).total == 0  # nothing due before the day is over
+    r.clock.advance(timedelta(days=7, hours=1))  # 8 days: the 7-day access token expired
+    report = await refresh_pass(r)
+
+    assert report.pushed == 1
+    assert fake(r).refreshes == 1
+    assert fake(r).denied == 0  # refreshed before use: an expired token is never sent
+    assert linked(fake(r).connections[DiscordId(7010)]) == ("1", "8")
+    after = rows(r)[DiscordId(7010)]
+    assert after.sealed != before.sealed
+    assert after.expires_at == r.clock.now() + timedelta(days=7)
+    assert not old_refresh & fake(r).tokens_of(DiscordId(7010))[1]  # rotated: the old is spent
+
+
+async def test_a_token_discord_ended_early_is_refreshed_and_pushed(r: Harness) -> None:
+    await connected(r, 7011)
+    fake(r).expire(DiscordId(7011))  # still valid by our clock: Discord answers 401
+
+    report = await refresh_pass(r, everything=True)
+
+    assert report.pushed == 1
+    assert fake(r).refreshes == 1
+    assert len(fake(r).pushes) == 2
+
+
+async def test_invalid_grant_deletes_the_tokens(r: Harness) -> None:
+    await connected(r, 7012)
+    fake(r).deauthorize(DiscordId(7012))  # the person removed the app in Discord
+
+    report = await refresh_pass(r, everything=True)
+
+    assert report.revoked == 1
+    assert DiscordId(7012) not in rows(r)
+    database: MemoryDatabase = r.container.memory_db()
+    deleted = [e for e in database.tables.audit if e.kind is AuditKind.ROLE_TOKENS_DELETED]
+    assert [e.detail for e in deleted] == [{"reason": "invalid_grant"}]
+
+
+@pytest.mark.parametrize("how", ["bot", "account page"])
+async def test_unlinking_pushes_not_linked_then_deletes_the_tokens(r: Harness, how: str) -> None:
+    account = await connected(r, 7013)
+    if how == "bot":
+        await r.container.unlink_discord().execute(DiscordId(7013))
+    else:
+        await r.container.unlink_account().execute(
+            session_token=await r.session_for(account), current_password=PASSWORD
+        )
+    assert rows(r)[DiscordId(7013)].next_push_at == r.clock.now()  # due at once
+
+    report = await refresh_pass(r)
+
+    assert report.cleared == 1
+    assert linked(fake(r).connections[DiscordId(7013)]) == ("0", "0")
+    assert fake(r).connections[DiscordId(7013)].platform_username is None
+    assert rows(r) == {}
+
+
+async def test_tokens_no_key_opens_are_kept_and_reported(r: Harness) -> None:
+    await connected(r, 7014)
+    other = role_harness(KEY_B)  # the same rows, read with another key only
+    other.container.memory_db.override(r.container.memory_db())
+    other.container.discord_role_connections.override(fake(r))
+
+    report = await refresh_pass(other, everything=True)
+
+    assert report.unreadable == 1
+    row = rows(r)[DiscordId(7014)]
+    assert row.next_push_at == other.clock.now() + timedelta(hours=6)
+
+
+async def test_key_rotation_reseals_with_the_newest_key(r: Harness) -> None:
+    await connected(r, 7015, "alice")
+    await connected(r, 7016, "bob")
+    rotated = role_harness(f"{KEY_B},{KEY_A}")
+    rotated.container.memory_db.override(r.container.memory_db())
+    rotated.container.discord_role_connections.override(fake(r))
+
+    report = await rotated.container.rotate_token_keys().execute()
+    assert (report.rotated, report.current, report.unreadable) == (2, 0, 0)
+    again = await rotated.container.rotate_token_keys().execute()
+    assert (again.rotated, again.current) == (0, 2)
+
+    new_id = key_id(parse_keys(KEY_B)[0])
+    assert all(row.sealed.startswith(f"v1.{new_id}.") for row in rows(r).values())
+    only_new = role_harness(KEY_B)  # the old key removed: everything still opens
+    only_new.container.memory_db.override(r.container.memory_db())
+    only_new.container.discord_role_connections.override(fake(r))
+    assert (await refresh_pass(only_new, everything=True)).pushed == 2
+
+
+# -- races ----------------------------------------------------------------------------------------
+
+
+async def test_concurrent_passes_push_each_connection_once(r: Harness) -> None:
+    await connected(r, 7020, "alice")
+    await connected(r, 7021, "bob")
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    pushes_before = len(fake(r).pushes)
+
+    reports = await asyncio.gather(*(refresh_pass(r) for _ in range(5)))
+
+    assert sum(report.pushed for report in reports) == 2
+    assert len(fake(r).pushes) - pushes_before == 2
+
+
+async def test_an_unlink_during_a_push_ends_with_not_linked(r: Harness) -> None:
+    await connected(r, 7022)
+
+    async def unlink_meanwhile() -> None:  # the bot's /unlink commits while Discord answers
+        await r.container.unlink_discord().execute(DiscordId(7022))
+
+    fake(r).during_push = unlink_meanwhile
+    outcome = await r.container.role_connection_pusher().sync(rows(r)[DiscordId(7022)])
+
+    assert outcome is RoleSync.CLEARED
+    assert [linked(c) for _, c in fake(r).pushes[-2:]] == [("1", "0"), ("0", "0")]
+    assert rows(r) == {}
+
+
+async def test_a_refresh_lost_to_a_concurrent_one_keeps_the_winners_tokens(r: Harness) -> None:
+    await connected(r, 7023)
+    r.clock.advance(timedelta(days=8))
+    stale = rows(r)[DiscordId(7023)]
+    pusher = r.container.role_connection_pusher()
+    inner: list[RoleSync] = []
+
+    async def another_worker_refreshes_first() -> None:
+        inner.append(await pusher.sync(stale))
+
+    fake(r).during_refresh = another_worker_refreshes_first
+    outcome = await pusher.sync(stale)  # its refresh token was spent by the other one
+
+    assert inner == [RoleSync.PUSHED]
+    assert outcome is RoleSync.PUSHED  # it used the winner's tokens; nothing was deleted
+    assert DiscordId(7023) in rows(r)
+    assert fake(r).refreshes == 1
+
+
+async def test_a_new_grant_replaces_the_kept_tokens(r: Harness) -> None:
+    account = await connected(r, 7024)
+    first = rows(r)[DiscordId(7024)]
+    await verify(r, DiscordId(7024), signed_in=account)
+    second = rows(r)[DiscordId(7024)]
+    assert second.sealed != first.sealed
+    assert second.version > first.version
+    assert second.created_at == first.created_at

@@ -1,0 +1,127 @@
+"""``/discord/linked-role`` through Litestar's test client (memory storage, fake Discord)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain.model import DiscordId
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness
+from tests.role_fakes import InMemoryDiscordWithRoles, linked, role_harness
+from tests.web_support import csrf_token, post_form, query
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def r() -> Harness:
+    return role_harness()
+
+
+@pytest.fixture
+async def client(r: Harness) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(r.container)) as test_client:
+        yield test_client
+
+
+async def _sign_up(client: Client, username: str = "alice") -> None:
+    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    answer = await post_form(client, "/signup", "/signup", data)
+    assert answer.status_code == 200, answer.text
+
+
+async def _through_discord(client: Client, r: Harness, started: object, discord_id: int) -> str:
+    location = started.headers["location"]  # type: ignore[attr-defined]
+    assert query(location)["scope"] == "identify role_connections.write"
+    assert query(location)["code_challenge_method"] == "S256"
+    approval = r.discord.approve(location, DiscordId(discord_id))
+    done = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert done.status_code == 302, done.text
+    return str(done.headers["location"])
+
+
+async def test_the_route_exists_only_with_linked_roles(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        assert (await client.get("/discord/linked-role")).status_code == 404
+
+
+async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r: Harness) -> None:
+    await _sign_up(client)
+    r.discord_user(7301)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    assert started.status_code == 302
+
+    landed = await _through_discord(client, r, started, 7301)
+
+    assert landed == "/account?notice=role_connected"
+    page = await client.get(landed)
+    assert "Your TaskFlow connection is on Discord" in page.text
+    assert "@user7301" in page.text  # linked
+    assert isinstance(r.discord, InMemoryDiscordWithRoles)
+    assert linked(r.discord.connections[DiscordId(7301)]) == ("1", "0")
+
+
+async def test_linking_first_asks_for_the_password(client: Client, r: Harness) -> None:
+    await _sign_up(client, "bob")
+    r.discord_user(7302)
+    r.clock.advance(timedelta(minutes=11))  # the sign-up's proof is no longer recent
+
+    asked = await client.get("/discord/linked-role")
+    assert asked.status_code == 200
+    assert 'name="current_password"' in asked.text
+    wrong = await client.post(
+        "/discord/linked-role",
+        data={"current_password": "not my password", "_csrf_token": csrf_token(asked.text)},
+        follow_redirects=False,
+    )
+    assert wrong.status_code == 401
+    assert "current password is not right" in wrong.text
+    started = await client.post(
+        "/discord/linked-role",
+        data={"current_password": PASSWORD, "_csrf_token": csrf_token(wrong.text)},
+        follow_redirects=False,
+    )
+    assert started.status_code == 302
+    assert await _through_discord(client, r, started, 7302) == "/account?notice=role_connected"
+
+
+async def test_signed_out_and_not_linked_is_sent_to_sign_in_first(
+    client: Client, r: Harness
+) -> None:
+    r.discord_user(7303)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    location = started.headers["location"]
+    approval = r.discord.approve(location, DiscordId(7303))
+
+    refused = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    )
+
+    assert refused.status_code == 409
+    assert "not linked to a TaskFlow account yet" in refused.text
+    assert 'href="/signin?next=/discord/linked-role"' in refused.text
+    database: MemoryDatabase = r.container.memory_db()
+    assert database.tables.role_connection_tokens == {}
+
+
+async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) -> None:
+    await _sign_up(client, "carol")
+    r.discord_user(7304)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    await _through_discord(client, r, started, 7304)
+    await post_form(client, "/account", "/signout", {})
+    assert "Sign in" in (await client.get("/signin")).text
+
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    landed = await _through_discord(client, r, started, 7304)
+
+    assert landed == "/account?notice=role_connected"
+    assert "carol" in (await client.get("/account")).text  # signed in
