@@ -18,6 +18,8 @@ from domain.model import (
     USERNAME_MAX,
     Account,
     AccountId,
+    ApiKey,
+    ApiScope,
     DiscordId,
     DiscordProfile,
     EmailLinking,
@@ -141,6 +143,17 @@ def unlink_refusal(account: Account) -> type[errors.DomainError] | None:
 
 
 # -- guessing passwords ----------------------------------------------------------------------
+
+
+def require_scope(key: ApiKey, scope: ApiScope) -> None:
+    """An API key may do only what its scopes say; the refusal names what is missing."""
+    if scope not in key.scopes:
+        has = ", ".join(sorted(key.scopes)) or "none"
+        raise errors.MissingScope(
+            f"This API key ({key.name!r}) lacks the scope {scope}; it has: {has}. "
+            f"Create a key with --scope {scope} for this."
+        )
+
 
 FREE_PASSWORD_TRIES = 5
 FIRST_BACKOFF = timedelta(seconds=15)

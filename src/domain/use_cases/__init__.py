@@ -44,6 +44,7 @@ from domain.use_cases.links import (
     LookUpLinks,
     UnlinkAccount,
     UnlinkDiscord,
+    UnlinkWithApiKey,
     WhoAmI,
 )
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
@@ -123,6 +124,7 @@ __all__ = [
     "TicketIssued",
     "UnlinkAccount",
     "UnlinkDiscord",
+    "UnlinkWithApiKey",
     "VerifyEmail",
     "WhoAmI",
 ]

@@ -6,8 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from domain import errors
-from domain.model import Account, AccountId, AuditEvent, AuditKind, DiscordId, EmailKind, Link
-from domain.policies import unlink_refusal
+from domain.model import (
+    Account,
+    AccountId,
+    ApiKey,
+    ApiScope,
+    AuditEvent,
+    AuditKind,
+    DiscordId,
+    EmailKind,
+    Link,
+)
+from domain.policies import require_scope, unlink_refusal
 from domain.ports import Clock, LinkDirectory, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_notice
@@ -20,7 +30,13 @@ class LinkedAccount:
 
 
 async def _unlink(
-    uow: UnitOfWork, link: Link, clock: Clock, *, via: str, keep_session: str | None = None
+    uow: UnitOfWork,
+    link: Link,
+    clock: Clock,
+    *,
+    via: str,
+    keep_session: str | None = None,
+    audit: dict[str, str] | None = None,
 ) -> LinkedAccount:
     """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
     a session that Discord sign-in opened must not outlive the link. The account is locked
@@ -37,7 +53,9 @@ async def _unlink(
     await uow.sessions.remove_for_account(link.account_id, keep=keep_session)
     now = clock.now()
     await uow.audit.record(
-        AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
+        AuditEvent(
+            AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via, **(audit or {})}
+        )
     )
     await queue_notice(
         uow, account, EmailKind.DISCORD_UNLINKED, now, discord_username=link.discord_username
@@ -87,6 +105,28 @@ class UnlinkDiscord:
             if link is None:
                 raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
             return await _unlink(uow, link, self._clock, via="discord")
+
+
+class UnlinkWithApiKey:
+    """``DELETE /api/v1/links/{discord_id}``: a service unlinks, with a key allowed to
+    (``links:write``). The audit trail names the key that asked."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, discord_id: DiscordId, key: ApiKey) -> LinkedAccount:
+        require_scope(key, ApiScope.LINKS_WRITE)
+        async with self._uow() as uow:
+            link = await uow.links.get_by_discord_id(discord_id)
+            if link is None:
+                raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
+            return await _unlink(
+                uow,
+                link,
+                self._clock,
+                via="api",
+                audit={"api_key": key.name, "api_key_id": str(key.id)},
+            )
 
 
 class WhoAmI:
