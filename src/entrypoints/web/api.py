@@ -28,6 +28,10 @@ SNOWFLAKE_PATTERN: Final = r"^[0-9]{1,20}$"
 UUID_PATTERN: Final = (
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+# The ids the schema shows as examples (the conformance test links them, so that the
+# examples reach a 200).
+DISCORD_ID_EXAMPLE: Final = "80351110224678912"
+ACCOUNT_ID_EXAMPLE: Final = "5f0c2b6e-8d1a-4c39-9f4e-2a7b3c1d0e9f"
 # The handler option naming the scope a route needs (read when not given).
 SCOPE_OPTION: Final = "api_scope"
 
@@ -96,7 +100,7 @@ DiscordIdPath = Annotated[
     Parameter(
         pattern=SNOWFLAKE_PATTERN,
         description="A Discord id (snowflake): 1 to 20 digits.",
-        examples=[Example(value="80351110224678912")],
+        examples=[Example(value=DISCORD_ID_EXAMPLE)],
     ),
 ]
 AccountIdPath = Annotated[
@@ -104,7 +108,7 @@ AccountIdPath = Annotated[
     Parameter(
         pattern=UUID_PATTERN,
         description="A TaskFlow account id: a UUID (8-4-4-4-12 hexadecimal digits).",
-        examples=[Example(value="5f0c2b6e-8d1a-4c39-9f4e-2a7b3c1d0e9f")],
+        examples=[Example(value=ACCOUNT_ID_EXAMPLE)],
     ),
 ]
 
