@@ -10,7 +10,6 @@ within the same minute change its row once between them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -66,15 +65,11 @@ class ThrottledApiKeyUsage:
                 )
 
     async def idle(self) -> None:
-        """Wait until the writes scheduled so far are done (tests, shutdown)."""
+        """Wait until the writes scheduled so far are done (tests, shutdown). Waiting is all
+        it does: cancelling the caller leaves the writes to finish."""
         writer = self._writer
-        if (
-            writer is not None
-            and not writer.done()
-            and writer.get_loop() is asyncio.get_running_loop()
-        ):
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(writer)
+        if writer is not None and writer.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([writer])
 
     async def close(self) -> None:
         """At shutdown: finish the writes under way (``close_resources`` bounds the wait)."""
