@@ -142,7 +142,7 @@ def unlink_refusal(account: Account) -> type[errors.DomainError] | None:
     return None if account.has_password else errors.UnlinkWouldLockOut
 
 
-# -- guessing passwords ----------------------------------------------------------------------
+# -- API keys ---------------------------------------------------------------------------------
 
 
 def require_scope(key: ApiKey, scope: ApiScope) -> None:
@@ -154,6 +154,8 @@ def require_scope(key: ApiKey, scope: ApiScope) -> None:
             f"Create a key with --scope {scope} for this."
         )
 
+
+# -- guessing passwords ----------------------------------------------------------------------
 
 FREE_PASSWORD_TRIES = 5
 FIRST_BACKOFF = timedelta(seconds=15)

@@ -211,6 +211,7 @@ async def test_the_api_refuses_each_case_with_its_status_and_message(
     await h.discord_link(alice.id, h.discord_user(5150))
     reader = (await h.container.create_api_key().execute("reader")).token
     writer = (await h.container.create_api_key().execute("writer", BOTH)).token
+    write_only = (await h.container.create_api_key().execute("wo", ["links:write"])).token
     temp = (await h.container.create_api_key().execute("temp", expires_in=timedelta(days=1))).token
     async with AsyncTestClient(app=create_app(h.container)) as client:
         missing = await client.get("/api/v1/links/5150")
@@ -232,6 +233,20 @@ async def test_the_api_refuses_each_case_with_its_status_and_message(
         assert refused.json()["error"]["code"] == "missing_scope"
         assert "links:write" in refused.json()["error"]["message"]
         assert (await client.get("/api/v1/links/5150", headers=_bearer(reader))).status_code == 200
+        # links:write alone unlinks but does not look links up: each route names its scope.
+        for lookup in (
+            client.get("/api/v1/links/5150", headers=_bearer(write_only)),
+            client.post(
+                "/api/v1/links/lookup", json={"discord_ids": ["5150"]}, headers=_bearer(write_only)
+            ),
+            client.get(f"/api/v1/accounts/{alice.id}/link", headers=_bearer(write_only)),
+        ):
+            not_allowed = await lookup
+            assert not_allowed.status_code == 403
+            assert not_allowed.json()["error"]["message"] == (
+                "This API key ('wo') lacks the scope links:read; it has: links:write. "
+                "Create a key with --scope links:read for this."
+            )
 
         h.clock.advance(timedelta(days=1))
         expired = await client.get("/api/v1/links/5150", headers=_bearer(temp))

@@ -62,7 +62,8 @@ class ApiErrorDetail(Struct):
 
 
 class ApiError(Struct):
-    """Every refusal of the JSON API (and of /interactions) has this body."""
+    """Every refusal of the JSON API has this body (``/interactions`` answers Discord with
+    ``{"detail": …}``)."""
 
     error: ApiErrorDetail
 
