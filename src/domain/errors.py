@@ -161,6 +161,21 @@ class UnlinkWouldLockOut(DomainError):
     )
 
 
+# -- API keys ---------------------------------------------------------------------------------
+
+
+class ApiKeyExpired(DomainError):
+    code = "api_key_expired"
+    message = "This API key has expired. Ask for a new one (taskflow-link api-key create)."
+
+
+class MissingScope(DomainError):
+    """An API key that is valid but not allowed to do this."""
+
+    code = "missing_scope"
+    message = "This API key is not allowed to do this."
+
+
 # -- accounts ---------------------------------------------------------------------------------
 
 

@@ -279,6 +279,32 @@ class Session:
     proved_with: SignInMethod | None = None
 
 
+class ApiScope(enum.StrEnum):
+    """What an API key may do. Each route of the JSON API needs one."""
+
+    LINKS_READ = "links:read"  # look links up
+    LINKS_WRITE = "links:write"  # unlink (DELETE /api/v1/links/{discord_id})
+
+
+# A key created without naming scopes may only read.
+DEFAULT_API_SCOPES = frozenset({ApiScope.LINKS_READ})
+# "Last used" is a hint for people deciding whether a key can go, not an access log: it is
+# written at most this often per key (and never on a request's path).
+API_KEY_LAST_USED_EVERY = timedelta(minutes=1)
+
+
+def scopes_to_text(scopes: frozenset[ApiScope]) -> str:
+    """How scopes are stored: their names, sorted, separated by spaces."""
+    return " ".join(sorted(scopes))
+
+
+def scopes_from_text(text: str) -> frozenset[ApiScope]:
+    """Stored scopes back; a name this version does not know grants nothing (a newer version
+    wrote it) rather than failing every request made with the key."""
+    known = {scope.value: scope for scope in ApiScope}
+    return frozenset(known[name] for name in text.split() if name in known)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     id: uuid.UUID
@@ -286,6 +312,13 @@ class ApiKey:
     digest: str
     created_at: datetime
     revoked_at: datetime | None = None
+    scopes: frozenset[ApiScope] = DEFAULT_API_SCOPES
+    expires_at: datetime | None = None  # None: until revoked
+    last_used_at: datetime | None = None  # to the minute (API_KEY_LAST_USED_EVERY)
+
+    def expired(self, now: datetime) -> bool:
+        """Valid strictly before ``expires_at``; at that instant it has expired."""
+        return self.expires_at is not None and now >= self.expires_at
 
 
 class EmailLinking(enum.StrEnum):

@@ -19,6 +19,8 @@ from domain.model import (
     USERNAME_MAX,
     Account,
     AccountId,
+    ApiKey,
+    ApiScope,
     DiscordId,
     DiscordProfile,
     EmailLinking,
@@ -140,6 +142,19 @@ LINK_REFUSALS: dict[LinkDecision, type[errors.DomainError]] = {
 def unlink_refusal(account: Account) -> type[errors.DomainError] | None:
     """Unlinking must never leave an account with no way to sign in."""
     return None if account.has_password else errors.UnlinkWouldLockOut
+
+
+# -- API keys ---------------------------------------------------------------------------------
+
+
+def require_scope(key: ApiKey, scope: ApiScope) -> None:
+    """An API key may do only what its scopes say; the refusal names what is missing."""
+    if scope not in key.scopes:
+        has = ", ".join(sorted(key.scopes)) or "none"
+        raise errors.MissingScope(
+            f"This API key ({key.name!r}) lacks the scope {scope}; it has: {has}. "
+            f"Create a key with --scope {scope} for this."
+        )
 
 
 # -- guessing passwords ----------------------------------------------------------------------

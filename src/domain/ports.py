@@ -153,6 +153,10 @@ class ApiKeyRepository(Protocol):
 
     async def revoke(self, key_id: uuid.UUID, now: datetime) -> bool: ...
 
+    async def record_use(self, key_id: uuid.UUID, at: datetime, *, unless_since: datetime) -> bool:
+        """Set the key's last use to ``at``, unless a use after ``unless_since`` is already
+        recorded (another process wrote it): ``True`` when the row changed."""
+
 
 class EmailTokenRepository(Protocol):
     async def add(self, token: EmailToken) -> None: ...
@@ -433,6 +437,15 @@ class ApiKeyLookup(Protocol):
     async def by_digest(self, digest: str) -> ApiKey | None:
         """The API key with this digest (revoked ones too), maybe from a short-lived cache:
         a revocation takes effect within that cache's lifetime."""
+
+
+class ApiKeyUsage(Protocol):
+    """Remembers when keys were last used, off the request path."""
+
+    def used(self, key: ApiKey, at: datetime) -> None:
+        """``key`` authenticated a request at ``at``. Returns at once and never fails the
+        request: the use is written later, at most once per ``API_KEY_LAST_USED_EVERY`` per
+        key."""
 
 
 class Storage(Protocol):

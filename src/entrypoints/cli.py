@@ -9,6 +9,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -16,6 +17,8 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from domain.errors import DomainError
+from domain.model import ApiScope, scopes_to_text
+from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -679,19 +682,68 @@ def api_key() -> None:
 
 @api_key.command("create")
 @click.argument("name")
-def api_key_create(name: str) -> None:
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice([scope.value for scope in ApiScope]),
+    help="What the key may do (repeat for several): links:read looks links up, links:write "
+    "unlinks. Default: links:read only.",
+)
+@click.option(
+    "--expires-in",
+    "expires_in_days",
+    type=click.IntRange(1, MAX_API_KEY_LIFETIME.days),
+    default=None,
+    metavar="DAYS",
+    help="The key stops working after this many days (default: never; revoke it instead).",
+)
+def api_key_create(name: str, scopes: tuple[str, ...], expires_in_days: int | None) -> None:
     """Create a key called NAME; it is shown once, only its hash is stored."""
-    token = _run_use_case(lambda c: c.create_api_key().execute(name)).token
-    click.echo(f"API key {name!r} (shown once; store it now):")
-    click.echo(token)
+    expires_in = timedelta(days=expires_in_days) if expires_in_days is not None else None
+    created = _run_use_case(lambda c: c.create_api_key().execute(name, scopes, expires_in))
+    key = created.key
+    expiry = f"expires {_when(key.expires_at)}" if key.expires_at else "never expires"
+    click.echo(f"API key {key.name!r}: {scopes_to_text(key.scopes)}; {expiry}.")
+    click.echo("Shown once; store it now:")
+    click.echo(created.token)
+
+
+def _when(moment: datetime | None, never: str = "never") -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment is not None else never
 
 
 @api_key.command("list")
 def api_key_list() -> None:
-    """List keys (names and dates; keys themselves are never stored)."""
-    for key in _run_use_case(lambda c: c.list_api_keys().execute()):
-        status = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
-        click.echo(f"{key.name}\tcreated {key.created_at:%Y-%m-%d}\t{status}")
+    """List keys: scopes, created, last used (to the minute), expiry and status. The keys
+    themselves are never stored."""
+    keys = _run_use_case(lambda c: c.list_api_keys().execute())
+    if not keys:
+        click.echo("No API keys. Create one with: taskflow-link api-key create NAME")
+        return
+    now = datetime.now(UTC)
+    rows = [("NAME", "SCOPES", "CREATED", "LAST USED", "EXPIRES", "STATUS")]
+    for key in keys:
+        if key.revoked_at is not None:
+            status = f"revoked {key.revoked_at:%Y-%m-%d}"
+        elif key.expired(now):
+            status = "expired"
+        else:
+            status = "active"
+        rows.append(
+            (
+                key.name,
+                ",".join(sorted(key.scopes)) or "-",
+                _when(key.created_at),
+                _when(key.last_used_at),
+                _when(key.expires_at),
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 @api_key.command("revoke")

@@ -10,6 +10,7 @@ from importlib.metadata import version as package_version
 from dependency_injector import containers, providers
 
 from adapters.api_key_cache import CachedApiKeyLookup
+from adapters.api_key_usage import ThrottledApiKeyUsage
 from adapters.attempts import StorePasswordAttempts
 from adapters.clock import SystemClock
 from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth, HttpDiscordRoleConnections
@@ -272,6 +273,8 @@ class Container(containers.DeclarativeContainer):
         directory,
         ttl_seconds=providers.Callable(lambda s: s.api_key_cache_seconds, settings),
     )
+    # When each key was last used: kept in memory, written at most once a minute per key.
+    api_key_usage = providers.Singleton(ThrottledApiKeyUsage, uow)
 
     # The process's Prometheus metrics (None with TASKFLOW_LINK_METRICS=false).
     metrics = providers.Singleton(_metrics, settings)
@@ -379,6 +382,9 @@ class Container(containers.DeclarativeContainer):
     unlink_discord = providers.Factory(
         uc.UnlinkDiscord, uow, clock, linked_roles=linked_roles, webhooks=webhook_outbox
     )
+    unlink_with_api_key = providers.Factory(
+        uc.UnlinkWithApiKey, uow, clock, linked_roles=linked_roles, webhooks=webhook_outbox
+    )
     who_am_i = providers.Factory(uc.WhoAmI, uow)
     look_up_link = providers.Factory(uc.LookUpLink, directory)
     look_up_links = providers.Factory(uc.LookUpLinks, directory)
@@ -426,7 +432,9 @@ class Container(containers.DeclarativeContainer):
         webhooks=webhook_outbox,
     )
     create_api_key = providers.Factory(uc.CreateApiKey, uow, tokens, clock)
-    authenticate_api_key = providers.Factory(uc.AuthenticateApiKey, api_keys, tokens)
+    authenticate_api_key = providers.Factory(
+        uc.AuthenticateApiKey, api_keys, tokens, clock, api_key_usage
+    )
     list_api_keys = providers.Factory(uc.ListApiKeys, uow)
     revoke_api_key = providers.Factory(uc.RevokeApiKey, uow, clock)
     deliver_webhooks = providers.Factory(
@@ -477,6 +485,7 @@ async def close_resources(container: Container) -> None:
     try:
         async with asyncio.timeout(timeout):
             try:
+                await container.api_key_usage().close()  # its last writes, then the pool
                 await container.discord_http().aclose()
                 # A stand-in sender (tests) may hold nothing to close.
                 if (

@@ -16,6 +16,7 @@ from domain.model import (
     Account,
     AccountId,
     ApiKey,
+    ApiScope,
     AuditEvent,
     AuditKind,
     AuthPurpose,
@@ -415,6 +416,29 @@ class RepositoryContract:
         await write(uow_factory, lambda uow: uow.api_keys.add(replacement))
         async with uow_factory() as uow:
             assert [k.revoked_at for k in await uow.api_keys.list()] == [LATER, None]
+
+    async def test_api_key_scopes_expiry_and_last_use(self, uow_factory: UnitOfWorkFactory) -> None:
+        key = ApiKey(
+            uuid.uuid4(),
+            "writer",
+            "w" * 64,
+            NOW,
+            scopes=frozenset({ApiScope.LINKS_READ, ApiScope.LINKS_WRITE}),
+            expires_at=LATER,
+        )
+        await write(uow_factory, lambda uow: uow.api_keys.add(key))
+        async with uow_factory() as uow:
+            assert await uow.api_keys.get_by_digest("w" * 64) == key
+            # Recorded when none is, or when the one recorded is not after `unless_since`.
+            assert await uow.api_keys.record_use(key.id, NOW, unless_since=NOW) is True
+            assert await uow.api_keys.record_use(key.id, LATER, unless_since=NOW) is True
+            later = LATER + timedelta(seconds=30)
+            assert await uow.api_keys.record_use(key.id, later, unless_since=NOW) is False
+            assert await uow.api_keys.record_use(uuid.uuid4(), NOW, unless_since=NOW) is False
+            await uow.commit()
+        async with uow_factory() as uow:
+            stored = await uow.api_keys.get_by_digest("w" * 64)
+        assert stored == replace(key, last_used_at=LATER)
 
     async def test_audit_log(self, uow_factory: UnitOfWorkFactory) -> None:
         owner = account()

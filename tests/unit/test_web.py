@@ -250,7 +250,7 @@ async def test_api_needs_a_valid_key_and_answers_with_strings(client: Client, h:
     wrong = await client.get("/api/v1/links/123", headers={"Authorization": "Bearer tfl_nope"})
     assert wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "http_401"
-    key = (await h.container.create_api_key().execute("bot")).token
+    key = (await h.container.create_api_key().execute("bot", ["links:read", "links:write"])).token
     auth = {"Authorization": f"Bearer {key}"}
 
     unknown = await client.get("/api/v1/links/123", headers=auth)
@@ -371,9 +371,12 @@ async def test_bulk_lookup_answers_links_and_missing_in_the_order_asked(
     assert body["missing"] == ["7000"]
 
     for bad, needle in (
-        ({"discord_ids": []}, "at least one"),
-        ({"discord_ids": [str(i) for i in range(1, 1002)]}, "at most 1000"),
-        ({"discord_ids": ["abc"]}, "not a Discord id"),
+        ({"discord_ids": []}, "discord_ids (body): Expected `array` of length >= 1"),
+        ({"discord_ids": [str(i) for i in range(1, 1002)]}, "of length <= 1000"),
+        ({"discord_ids": ["abc"]}, "discord_ids[0] (body): Expected `str` matching regex"),
+        ({"discord_ids": [0]}, "Expected `int` >= 1"),
+        ({"discord_ids": [True]}, "got `bool`"),
+        ({"ids": ["1"]}, "missing required field `discord_ids`"),
     ):
         refused = await client.post("/api/v1/links/lookup", json=bad, headers=auth)
         assert refused.status_code == 400, refused.text

@@ -184,7 +184,10 @@ async def test_every_link_unlink_and_account_creation_queues_its_event_with_the_
     assert [(k, d["via"]) for k, d in _new(h, 5)] == [("link.created", "email")]
 
     # The API's admin unlink: link.deleted via api.
-    await h.container.unlink_discord().execute(DiscordId(5002), via="api")
+    created = await h.container.create_api_key().execute("admin", ["links:write"])
+    key = await h.container.authenticate_api_key().execute(created.token)
+    assert key is not None
+    await h.container.unlink_with_api_key().execute(DiscordId(5002), key)
     assert [(k, d["via"]) for k, d in _new(h, 6)] == [("link.deleted", "api")]
 
     # Sign in with Discord, nobody known: account.created and link.created, one transaction.

@@ -409,6 +409,13 @@ class MemoryApiKeys(_Repo):
         self._t.api_keys[key_id] = replace(key, revoked_at=now)
         return True
 
+    async def record_use(self, key_id: uuid.UUID, at: datetime, *, unless_since: datetime) -> bool:
+        key = self._t.api_keys.get(key_id)
+        if key is None or (key.last_used_at is not None and key.last_used_at > unless_since):
+            return False
+        self._t.api_keys[key_id] = replace(key, last_used_at=at)
+        return True
+
 
 class MemoryAudit(_Repo):
     async def record(self, event: AuditEvent) -> None:

@@ -26,7 +26,7 @@ from adapters.sql.repositories import _api_key, _link
 from adapters.sql.tables import api_keys, user_links
 from adapters.sql.uow import SqlUnitOfWork, WriterQueue
 from domain import errors
-from domain.model import AccountId, ApiKey, DiscordId, Link
+from domain.model import AccountId, ApiKey, DiscordId, Link, scopes_from_text
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 CLOSE_WITHIN = 5.0  # seconds for the directory's connections to close before they are cut
@@ -273,10 +273,7 @@ class PostgresLinkDirectory:
         rows = await self._fetch(_KEY_BY_DIGEST, digest)
         if not rows:
             return None
-        row = rows[0]
-        created_at = _utc(row["created_at"])
-        assert created_at is not None  # noqa: S101 - NOT NULL
-        return ApiKey(row["id"], row["name"], row["key_hash"], created_at, _utc(row["revoked_at"]))
+        return _api_key_of(rows[0])
 
 
 async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
@@ -286,6 +283,21 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 def _utc(value: datetime | None) -> datetime | None:
     """What ``UtcDateTime`` does for the ORM: the columns hold UTC without a zone."""
     return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _api_key_of(row: Any) -> ApiKey:
+    created_at = _utc(row["created_at"])
+    assert created_at is not None  # noqa: S101 - NOT NULL
+    return ApiKey(
+        row["id"],
+        row["name"],
+        row["key_hash"],
+        created_at,
+        _utc(row["revoked_at"]),
+        scopes=scopes_from_text(row["scopes"]),
+        expires_at=_utc(row["expires_at"]),
+        last_used_at=_utc(row["last_used_at"]),
+    )
 
 
 def _link_of(row: Any) -> Link:

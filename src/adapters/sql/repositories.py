@@ -80,6 +80,8 @@ from domain.model import (
     Session,
     SignInMethod,
     normalize_email,
+    scopes_from_text,
+    scopes_to_text,
 )
 from domain.webhooks import (
     GoneEndpoint,
@@ -218,7 +220,16 @@ def _session_row(row: Any) -> Session:
 
 
 def _api_key(row: Any) -> ApiKey:
-    return ApiKey(row.id, row.name, row.key_hash, row.created_at, row.revoked_at)
+    return ApiKey(
+        row.id,
+        row.name,
+        row.key_hash,
+        row.created_at,
+        row.revoked_at,
+        scopes=scopes_from_text(row.scopes),
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+    )
 
 
 def _audit(row: Any) -> AuditEvent:
@@ -509,6 +520,9 @@ class SqlApiKeys(_Repo):
                 key_hash=key.digest,
                 created_at=key.created_at,
                 revoked_at=key.revoked_at,
+                scopes=scopes_to_text(key.scopes),
+                expires_at=key.expires_at,
+                last_used_at=key.last_used_at,
             )
         )
 
@@ -525,6 +539,19 @@ class SqlApiKeys(_Repo):
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now)
+        )
+        return await self._count(query) > 0
+
+    async def record_use(self, key_id: uuid.UUID, at: datetime, *, unless_since: datetime) -> bool:
+        # The condition makes instances that all saw the key used within a minute write one
+        # row version between them, not one each.
+        query = (
+            update(api_keys)
+            .where(
+                api_keys.c.id == key_id,
+                or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at <= unless_since),
+            )
+            .values(last_used_at=at)
         )
         return await self._count(query) > 0
 

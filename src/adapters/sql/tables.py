@@ -221,6 +221,11 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=True),
+    # Space-separated scope names. A row written without them (by an older version during
+    # an upgrade) may only read; keys that existed before scopes kept both (migration 0008).
+    Column("scopes", String(255), nullable=False, server_default="links:read"),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("last_used_at", UtcDateTime(), nullable=True),  # to the minute, see ApiKeyUsage
 )
 # One active key per name; revoked keys keep their name for the record.
 Index(

@@ -53,6 +53,7 @@ from domain.use_cases.links import (
     LookUpLinks,
     UnlinkAccount,
     UnlinkDiscord,
+    UnlinkWithApiKey,
     WhoAmI,
 )
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
@@ -166,6 +167,7 @@ __all__ = [
     "TicketIssued",
     "UnlinkAccount",
     "UnlinkDiscord",
+    "UnlinkWithApiKey",
     "VerifyEmail",
     "WebhookOutbox",
     "WebhookReport",

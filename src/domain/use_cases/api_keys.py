@@ -1,18 +1,30 @@
-"""Keys for services that call the JSON API. Shown once, stored as a digest."""
+"""Keys for services that call the JSON API. Shown once, stored as a digest; each key has
+scopes (what it may do), maybe an expiry, and a "last used" time kept to the minute."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from domain import errors
-from domain.model import ApiKey, AuditEvent, AuditKind
-from domain.ports import ApiKeyLookup, Clock, TokenIssuer, UnitOfWorkFactory
+from domain.model import (
+    DEFAULT_API_SCOPES,
+    ApiKey,
+    ApiScope,
+    AuditEvent,
+    AuditKind,
+    scopes_to_text,
+)
+from domain.policies import require_scope
+from domain.ports import ApiKeyLookup, ApiKeyUsage, Clock, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._shared import plausible_token
 
 # A recognisable prefix lets secret scanners and people spot a leaked key.
 API_KEY_PREFIX = "tfl_"
+# Long enough for any service's rotation schedule; "forever" is no expiry at all.
+MAX_API_KEY_LIFETIME = timedelta(days=3650)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,42 +33,91 @@ class CreatedApiKey:
     token: str  # shown once, never stored
 
 
+def parse_scopes(names: Iterable[str]) -> frozenset[ApiScope]:
+    """Scopes by name; none named: the default (read only). An unknown name is refused."""
+    known = {scope.value: scope for scope in ApiScope}
+    scopes: set[ApiScope] = set()
+    for name in names:
+        if name not in known:
+            choices = ", ".join(sorted(known))
+            raise errors.InvalidInput(f"Unknown API key scope {name!r}: choose from {choices}.")
+        scopes.add(known[name])
+    return frozenset(scopes) if scopes else DEFAULT_API_SCOPES
+
+
 class CreateApiKey:
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, name: str) -> CreatedApiKey:
+    async def execute(
+        self, name: str, scopes: Iterable[str] = (), expires_in: timedelta | None = None
+    ) -> CreatedApiKey:
         name = name.strip()
         if not 1 <= len(name) <= 64 or not name.isprintable():
             raise errors.InvalidInput("An API key name is 1 to 64 printable characters.")
+        granted = parse_scopes(scopes)
+        if expires_in is not None and not timedelta(0) < expires_in <= MAX_API_KEY_LIFETIME:
+            raise errors.InvalidInput(
+                f"An API key expires after 1 to {MAX_API_KEY_LIFETIME.days} days (or never)."
+            )
         secret = self._tokens.issue()
         token = API_KEY_PREFIX + secret.token
         now = self._clock.now()
-        key = ApiKey(uuid.uuid4(), name, self._tokens.digest(token), now)
+        expires_at = now + expires_in if expires_in is not None else None
+        key = ApiKey(
+            uuid.uuid4(),
+            name,
+            self._tokens.digest(token),
+            now,
+            scopes=granted,
+            expires_at=expires_at,
+        )
         async with self._uow() as uow:
             if any(k.name == name and k.revoked_at is None for k in await uow.api_keys.list()):
                 raise errors.InvalidInput(f"An active API key is already named {name!r}.")
             await uow.api_keys.add(key)
-            await uow.audit.record(
-                AuditEvent(AuditKind.API_KEY_CREATED, now, detail={"name": name})
-            )
+            detail = {"name": name, "scopes": scopes_to_text(granted)}
+            if expires_at is not None:
+                detail["expires_at"] = expires_at.isoformat()
+            await uow.audit.record(AuditEvent(AuditKind.API_KEY_CREATED, now, detail=detail))
             await uow.commit()
         return CreatedApiKey(key, token)
 
 
 class AuthenticateApiKey:
-    """Who is calling the JSON API. The hot path: keys come from a short-lived cache."""
+    """Who is calling the JSON API, and may they do this? The hot path: keys come from a
+    short-lived cache, and their use is noted in memory (written at most once a minute per
+    key, off the request path). Expiry is checked against the clock at every request, so a
+    cached key stops working at its expiry, not up to a cache lifetime later."""
 
-    def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer) -> None:
-        self._keys, self._tokens = keys, tokens
+    def __init__(
+        self, keys: ApiKeyLookup, tokens: TokenIssuer, clock: Clock, usage: ApiKeyUsage
+    ) -> None:
+        self._keys, self._tokens, self._clock, self._usage = keys, tokens, clock, usage
 
-    async def execute(self, token: str | None) -> ApiKey | None:
+    async def execute(self, token: str | None, scope: ApiScope | None = None) -> ApiKey | None:
+        """The key, or ``None`` for an unknown or revoked one. ``ApiKeyExpired`` past its
+        expiry; ``MissingScope`` when ``scope`` is given and the key lacks it."""
         if token is None or not token.startswith(API_KEY_PREFIX):
             return None
         if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
             return None
         key = await self._keys.by_digest(self._tokens.digest(token))
-        return key if key is not None and key.revoked_at is None else None
+        if key is None or key.revoked_at is not None:
+            return None
+        now = self._clock.now()
+        if key.expired(now):
+            assert key.expires_at is not None  # noqa: S101 - expired() says so
+            raise errors.ApiKeyExpired(
+                f"This API key ({key.name!r}) expired on "
+                f"{key.expires_at:%Y-%m-%d %H:%M} UTC. Ask for a new one "
+                "(taskflow-link api-key create)."
+            )
+        # A key refused for its scope was still used: someone holds it and sends it.
+        self._usage.used(key, now)
+        if scope is not None:
+            require_scope(key, scope)
+        return key
 
 
 class ListApiKeys:

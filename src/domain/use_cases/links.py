@@ -9,6 +9,8 @@ from domain import errors
 from domain.model import (
     Account,
     AccountId,
+    ApiKey,
+    ApiScope,
     AuditEvent,
     AuditKind,
     DiscordId,
@@ -17,7 +19,7 @@ from domain.model import (
     LinkedRole,
     RoleAction,
 )
-from domain.policies import unlink_refusal
+from domain.policies import require_scope, unlink_refusal
 from domain.ports import Clock, LinkDirectory, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import prove_identity, queue_notice, queue_role_changes
@@ -40,6 +42,7 @@ async def _unlink(
     roles: Sequence[LinkedRole],
     webhooks: WebhookOutbox,
     keep_session: str | None = None,
+    audit: dict[str, str] | None = None,
 ) -> LinkedAccount:
     """Remove the link and end the account's sessions (but ``keep_session``, the one asking):
     a session that Discord sign-in opened must not outlive the link. The account is locked
@@ -59,7 +62,9 @@ async def _unlink(
     # Linked Roles: Discord must hear "not linked" (then the kept tokens go), at once.
     await uow.role_connection_tokens.mark_due(link.discord_id, now)
     await uow.audit.record(
-        AuditEvent(AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via})
+        AuditEvent(
+            AuditKind.UNLINKED, now, link.account_id, link.discord_id, {"via": via, **(audit or {})}
+        )
     )
     await queue_role_changes(
         uow,
@@ -120,8 +125,7 @@ class UnlinkAccount:
 
 
 class UnlinkDiscord:
-    """``/unlink`` in Discord (the invoker's Discord id names the link), and the API's admin
-    unlink (``via="api"``)."""
+    """``/unlink`` in Discord: the invoker's Discord id names the link."""
 
     def __init__(
         self,
@@ -134,13 +138,45 @@ class UnlinkDiscord:
         self._uow, self._clock, self._webhooks = uow, clock, webhooks
         self._roles = tuple(linked_roles)
 
-    async def execute(self, discord_id: DiscordId, *, via: str = "discord") -> LinkedAccount:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount:
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(discord_id)
             if link is None:
                 raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
             return await _unlink(
-                uow, link, self._clock, via=via, roles=self._roles, webhooks=self._webhooks
+                uow, link, self._clock, via="discord", roles=self._roles, webhooks=self._webhooks
+            )
+
+
+class UnlinkWithApiKey:
+    """``DELETE /api/v1/links/{discord_id}``: a service unlinks, with a key allowed to
+    (``links:write``). The audit trail names the key that asked."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        *,
+        linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
+    ) -> None:
+        self._uow, self._clock, self._webhooks = uow, clock, webhooks
+        self._roles = tuple(linked_roles)
+
+    async def execute(self, discord_id: DiscordId, key: ApiKey) -> LinkedAccount:
+        require_scope(key, ApiScope.LINKS_WRITE)
+        async with self._uow() as uow:
+            link = await uow.links.get_by_discord_id(discord_id)
+            if link is None:
+                raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
+            return await _unlink(
+                uow,
+                link,
+                self._clock,
+                via="api",
+                roles=self._roles,
+                webhooks=self._webhooks,
+                audit={"api_key": key.name, "api_key_id": str(key.id)},
             )
 
 

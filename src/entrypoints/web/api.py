@@ -1,20 +1,39 @@
-"""The JSON API for other services (bots, the TaskFlow backend). API keys as Bearer tokens."""
+"""The JSON API for other services (bots, the TaskFlow backend). API keys as Bearer tokens,
+each allowed what its scopes say. The OpenAPI schema documents every answer a route gives,
+errors included (a test runs schemathesis against it with every check)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Final
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.connection import ASGIConnection
+from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, JSONBody
-from msgspec import Struct
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import JSONBody, Parameter
+from msgspec import Meta, Struct
 
 from domain import errors
 from domain import use_cases as uc
-from domain.model import AccountId, DiscordId, Link
+from domain.model import MAX_SNOWFLAKE, AccountId, ApiKey, ApiScope, DiscordId, Link
+from domain.use_cases.links import MAX_BULK_LOOKUP
 from entrypoints.web.deps import Use
+
+# Discord ids (snowflakes) as the API takes them: decimal digits. Some such numbers cannot be
+# anyone's id (0, or more than a signed 64-bit column holds): they are simply not linked.
+SNOWFLAKE_PATTERN: Final = r"^[0-9]{1,20}$"
+UUID_PATTERN: Final = (
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+# The ids the schema shows as examples (the conformance test links them, so that the
+# examples reach a 200).
+DISCORD_ID_EXAMPLE: Final = "80351110224678912"
+ACCOUNT_ID_EXAMPLE: Final = "5f0c2b6e-8d1a-4c39-9f4e-2a7b3c1d0e9f"
+# The handler option naming the scope a route needs (read when not given).
+SCOPE_OPTION: Final = "api_scope"
 
 
 class LinkOut(Struct):
@@ -37,10 +56,39 @@ def link_out(link: Link) -> LinkOut:
     )
 
 
-class LookupIn(Struct):
-    """Up to 1000 Discord ids (strings; numbers are accepted too)."""
+class ApiErrorDetail(Struct):
+    code: str  # stable, for programs: "not_found", "missing_scope", "http_401", …
+    message: str  # for people: what happened and what to do
 
-    discord_ids: list[str | int]
+
+class ApiError(Struct):
+    """Every refusal of the JSON API has this body (``/interactions`` answers Discord with
+    ``{"detail": …}``)."""
+
+    error: ApiErrorDetail
+
+
+# A Discord id in a bulk lookup: digits in a string (as everywhere), or a JSON number. Each
+# constraint is said twice: msgspec checks it, Litestar documents it (the bound as it is:
+# Litestar would print 2^63 - 1 as a float, which rounds it up past the column).
+IdString = Annotated[
+    str,
+    Meta(pattern=SNOWFLAKE_PATTERN),
+    Parameter(pattern=SNOWFLAKE_PATTERN, description="A Discord id: 1 to 20 digits"),
+]
+IdNumber = Annotated[
+    int,
+    Meta(ge=1, le=MAX_SNOWFLAKE),
+    Parameter(schema_extra={"minimum": 1, "maximum": MAX_SNOWFLAKE}),
+]
+
+
+class LookupIn(Struct):
+    """1 to 1000 Discord ids (strings of digits; numbers are accepted too)."""
+
+    discord_ids: Annotated[
+        list[IdString | IdNumber], Meta(min_length=1, max_length=MAX_BULK_LOOKUP)
+    ]
 
 
 class LookupOut(Struct):
@@ -48,51 +96,167 @@ class LookupOut(Struct):
     missing: list[str]  # asked for, not linked
 
 
+DiscordIdPath = Annotated[
+    str,
+    Parameter(
+        pattern=SNOWFLAKE_PATTERN,
+        description="A Discord id (snowflake): 1 to 20 digits.",
+        examples=[Example(value=DISCORD_ID_EXAMPLE)],
+    ),
+]
+AccountIdPath = Annotated[
+    str,
+    Parameter(
+        pattern=UUID_PATTERN,
+        description="A TaskFlow account id: a UUID (8-4-4-4-12 hexadecimal digits).",
+        examples=[Example(value=ACCOUNT_ID_EXAMPLE)],
+    ),
+]
+
+
+def _errors(described: dict[int, str]) -> dict[int, ResponseSpec]:
+    """The error answers of a route (status: why), each with the error body."""
+    return {
+        status: ResponseSpec(data_container=ApiError, description=why, generate_examples=False)
+        for status, why in sorted(described.items())
+    }
+
+
+# What every route of the API may answer besides its own refusals.
+_COMMON = {
+    401: "No API key, or a key that is unknown, revoked or expired (the message says which)",
+    429: "This key made too many requests (with TASKFLOW_LINK_API_RATE_LIMIT_PER_SECOND); "
+    "see Retry-After",
+    503: "The database cannot be reached; try again shortly",
+}
+_READ = {**_COMMON, 403: "The key lacks the scope links:read"}
+
+
+def _snowflake(raw: str) -> DiscordId | None:
+    """The id in a request that passed the pattern, or ``None`` when no Discord account can
+    have it (0, beyond a signed 64-bit number): such an id is linked to nothing."""
+    try:
+        return DiscordId.parse(raw)
+    except errors.InvalidDiscordId:
+        return None
+
+
 async def require_api_key(
-    connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
+    """A valid key with the scope the route needs (``opt["api_scope"]``, else read). The
+    key is kept for the handler (the audit names it)."""
+    if connection.scope.get("method") == "OPTIONS":
+        return  # which methods a path allows is public (and in the schema)
     authenticate: uc.AuthenticateApiKey = connection.app.state.authenticate_api_key
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("Send an API key as 'Authorization: Bearer <key>'.")
-    if await authenticate.execute(token.strip()) is None:
+    scope = ApiScope(handler.opt.get(SCOPE_OPTION, ApiScope.LINKS_READ))
+    key = await authenticate.execute(token.strip(), scope)  # expired, lacks the scope: raises
+    if key is None:
         raise NotAuthorizedException("This API key is not valid (unknown or revoked).")
+    connection.state.api_key = key
+
+
+def _authenticated_key(request: Request[Any, Any, Any]) -> ApiKey:
+    key: ApiKey = request.state.api_key
+    return key
 
 
 class LinksApi(Controller):
     path = "/api/v1"
     guards = [require_api_key]
+    dependencies = {"api_key": Provide(_authenticated_key, sync_to_thread=False)}
     tags = ["links"]
-    security = [{"apiKey": []}]
 
-    @get("/links/{discord_id:str}", summary="Which TaskFlow account is this Discord id?")
+    @get(
+        "/links/{discord_id:str}",
+        summary="Which TaskFlow account is this Discord id?",
+        security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
+        responses=_errors(
+            {
+                400: "The id is not 1 to 20 digits",
+                404: "No TaskFlow account is linked to this Discord id",
+                **_READ,
+            }
+        ),
+    )
     async def by_discord_id(
-        self, discord_id: FromPath[str], look_up_link: Use[uc.LookUpLink]
+        self, discord_id: DiscordIdPath, look_up_link: Use[uc.LookUpLink]
     ) -> LinkOut:
-        return link_out(await look_up_link.execute(discord_id))
+        parsed = _snowflake(discord_id)
+        if parsed is None:
+            raise errors.NotFound(f"Discord id {discord_id} is not linked to a TaskFlow account.")
+        return link_out(await look_up_link.execute(parsed))
 
     @post(
         "/links/lookup",
         summary="Which TaskFlow accounts are these Discord ids? (up to 1000, one query)",
         status_code=200,
+        security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
+        responses=_errors(
+            {
+                400: "The body is not JSON, or not 1 to 1000 ids each 1 to 20 digits (or a "
+                "positive 64-bit number)",
+                413: "The body is larger than 64 KB",
+                **_READ,
+            }
+        ),
     )
     async def bulk(self, data: JSONBody[LookupIn], look_up_links: Use[uc.LookUpLinks]) -> LookupOut:
-        found = await look_up_links.execute(data.discord_ids)
-        return LookupOut([link_out(link) for link in found.links], [str(d) for d in found.missing])
+        asked = list(dict.fromkeys(str(int(raw)) for raw in data.discord_ids))  # "007" is 7
+        possible = [parsed for raw in asked if (parsed := _snowflake(raw)) is not None]
+        links = (await look_up_links.execute(possible)).links if possible else []
+        linked = {str(link.discord_id) for link in links}
+        return LookupOut([link_out(link) for link in links], [d for d in asked if d not in linked])
 
-    @get("/accounts/{account_id:str}/link", summary="The Discord link of a TaskFlow account")
+    @get(
+        "/accounts/{account_id:str}/link",
+        summary="The Discord link of a TaskFlow account",
+        security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
+        responses=_errors(
+            {
+                400: "The account id is not a UUID",
+                404: "The account has no Discord link (or there is no such account)",
+                **_READ,
+            }
+        ),
+    )
     async def by_account(
-        self, account_id: FromPath[str], link_of_account: Use[uc.LinkOfAccount]
+        self, account_id: AccountIdPath, link_of_account: Use[uc.LinkOfAccount]
     ) -> LinkOut:
         link = await link_of_account.execute(AccountId.parse(account_id))
         if link is None:
             raise errors.NotFound(f"TaskFlow account {account_id} has no Discord link.")
         return link_out(link)
 
-    @delete("/links/{discord_id:str}", summary="Unlink (admin)", status_code=200)
+    @delete(
+        "/links/{discord_id:str}",
+        summary="Unlink (admin; needs links:write)",
+        description="Removes the link and ends the account's sessions; the audit trail "
+        "records the key's name. Refused while Discord is the account's only way to sign in.",
+        status_code=200,
+        opt={SCOPE_OPTION: ApiScope.LINKS_WRITE.value},
+        security=[{"apiKey": [ApiScope.LINKS_WRITE.value]}],
+        responses=_errors(
+            {
+                400: "The id is not 1 to 20 digits",
+                403: "The key lacks the scope links:write",
+                409: "Not linked, or Discord is the account's only way to sign in",
+                **_COMMON,
+            }
+        ),
+    )
     async def unlink(
-        self, discord_id: FromPath[str], unlink_discord: Use[uc.UnlinkDiscord]
+        self,
+        discord_id: DiscordIdPath,
+        api_key: Use[ApiKey],
+        unlink_with_api_key: Use[uc.UnlinkWithApiKey],
     ) -> LinkOut:
-        removed = await unlink_discord.execute(DiscordId.parse(discord_id), via="api")
+        parsed = _snowflake(discord_id)
+        if parsed is None:
+            raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
+        removed = await unlink_with_api_key.execute(parsed, api_key)
         return link_out(removed.link)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from litestar import Litestar, Request, Router, get
@@ -17,7 +17,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
@@ -25,6 +25,7 @@ from litestar.static_files import create_static_files_router
 from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Message, Middleware, Scope, Send
+from msgspec import Struct
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from adapters.metrics import mark_process_dead
@@ -36,6 +37,7 @@ from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
+from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import CurrentSignIn
@@ -108,20 +110,44 @@ def _api_key_identifier(container: Container) -> Callable[[Request[Any, Any, Any
     return identify
 
 
+class Alive(Struct):
+    status: Literal["ok"]
+
+
 @get("/healthz", include_in_schema=True, tags=["operations"], sync_to_thread=False)
-def healthz() -> dict[str, str]:
+def healthz() -> Alive:
     """The process is alive."""
-    return {"status": "ok"}
+    return Alive("ok")
 
 
-@get("/readyz", include_in_schema=True, tags=["operations"])
-async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+class ReadyOut(Struct):
+    """Each check answers "ok" or what is wrong ("unreachable", "no answer within 2 s", …):
+    ``database`` always, ``schema`` on SQL storage, ``redis`` when Redis is configured."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
+@get(
+    "/readyz",
+    include_in_schema=True,
+    tags=["operations"],
+    response_description="Ready: every check answered ok",
+    responses={
+        503: ResponseSpec(
+            data_container=ReadyOut,
+            description="Not ready: the checks say what is wrong",
+            generate_examples=False,
+        )
+    },
+)
+async def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
     """Ready to serve: the database answers with the newest schema, and Redis answers when it
     is configured (503 otherwise, within TASKFLOW_LINK_READINESS_TIMEOUT_SECONDS)."""
     readiness: Readiness = request.app.state.readiness
     ready, checks = await readiness.report()
-    status = "ready" if ready else "not ready"
-    return Response({"status": status, "checks": checks}, status_code=200 if ready else 503)
+    answer = ReadyOut("ready" if ready else "not ready", checks)
+    return Response(answer, status_code=200 if ready else 503)
 
 
 # The container's providers that handlers take by name: its use cases, and what the health
@@ -370,6 +396,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
                 security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
             ),
             workers.wake,
+            allow_every_method,
         ],
         exception_handlers={
             errors.DomainError: domain_error_handler,
@@ -386,7 +413,10 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
                     "apiKey": SecurityScheme(
                         type="http",
                         scheme="bearer",
-                        description="An API key from `taskflow-link api-key create NAME`",
+                        description="An API key from `taskflow-link api-key create NAME "
+                        "[--scope links:read] [--scope links:write]`. Each operation names "
+                        "the scope it needs: links:read to look links up, links:write to "
+                        "unlink.",
                     )
                 }
             ),

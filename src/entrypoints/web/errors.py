@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect, Template
 
 from domain import errors
@@ -24,6 +24,8 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.LinkRefused: 409,
     errors.WrongDiscordAccount: 409,
     errors.ReauthenticationRequired: 403,
+    errors.ApiKeyExpired: 401,
+    errors.MissingScope: 403,
     errors.NotLinked: 409,
     errors.UnlinkWouldLockOut: 409,
     errors.InvalidCredentials: 401,
@@ -159,7 +161,10 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
                 f"{headers['Retry-After']} s (Retry-After), then try again."
             )
     answer: Response[Any]
-    if _wants_json(request):
+    if path_of(request) == "/interactions":  # Discord's endpoint: its refusals' own shape
+        answer = Response({"detail": message}, status_code=status)
+    elif _wants_json(request):
+        message = _api_message(exc, message)
         answer = json_error(f"http_{status}", message, status)
     else:
         answer = message_page(
@@ -170,6 +175,24 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         )
     answer.headers.update(headers)
     return answer
+
+
+def _api_message(exc: HTTPException, fallback: str) -> str:
+    """What a program (and its author) needs from a refusal: the API guard's own words
+    (401, 403), or which part of the request was not valid and why (400)."""
+    if exc.status_code in (401, 403) and exc.detail:
+        return exc.detail
+    if isinstance(exc, ValidationException):
+        problems = [
+            f"{item.get('key', '?')} ({getattr(source, 'value', source)}): {item.get('message')}"
+            for item in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(item, dict) and (source := item.get("source", "request"))
+        ]
+        if problems:
+            return "The request was not valid: " + "; ".join(problems[:5])
+        if exc.detail.startswith("JSON is malformed"):
+            return f"The request was not valid: {exc.detail}"
+    return fallback
 
 
 def _http_message(status: int, detail: str) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from litestar import Request, post
+from litestar import MediaType, Request, post
+from litestar.openapi import ResponseSpec
 from litestar.response import Response
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from entrypoints.bot.runtime import HttpInteractions
@@ -21,6 +23,16 @@ NOT_ENABLED = (
 )
 
 
+class InteractionRefusal(Struct):
+    """Why an interaction request was refused (Discord reads only the status)."""
+
+    detail: str
+
+
+def _refusal(why: str) -> ResponseSpec:
+    return ResponseSpec(data_container=InteractionRefusal, description=why, generate_examples=False)
+
+
 @post(
     "/interactions",
     status_code=200,
@@ -29,6 +41,21 @@ NOT_ENABLED = (
     summary="Discord HTTP interactions",
     description="Discord's Interactions Endpoint URL. Requests must be signed with the "
     "application's Ed25519 key (X-Signature-Ed25519, X-Signature-Timestamp); others get 401.",
+    response_description="The interaction response (a PONG, or the command's reply)",
+    responses={
+        400: ResponseSpec(
+            data_container=str,
+            media_type=MediaType.TEXT,
+            description="Signed, but not an interaction (not JSON, no type)",
+            generate_examples=False,
+        ),
+        401: _refusal(
+            "A missing or invalid signature, a stale timestamp, or a replay of a request "
+            "already received"
+        ),
+        404: _refusal("HTTP interactions are not enabled on this server"),
+        413: _refusal("The body is larger than 1 MB"),
+    },
 )
 async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
     endpoint: HttpInteractions | None = request.app.state.get("interactions")

@@ -1,0 +1,343 @@
+"""Scoped API keys on the in-memory adapters: scopes, expiry, "last used" written at most once
+a minute per key and never on the request's path, and the JSON API's answers for each."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from litestar.testing import AsyncTestClient
+
+from adapters.api_key_cache import CachedApiKeyLookup
+from adapters.api_key_usage import ThrottledApiKeyUsage
+from adapters.memory import MemoryDatabase
+from adapters.memory.store import MemoryApiKeys
+from domain import errors
+from domain.model import ApiKey, ApiScope, AuditKind
+from entrypoints.cli import cli
+from entrypoints.web import create_app
+from tests.harness import Harness
+
+BOTH = ["links:read", "links:write"]
+
+
+@pytest.fixture
+def usage(h: Harness) -> ThrottledApiKeyUsage:
+    """No cache in front of the keys, so each call sees what is stored."""
+    h.container.api_keys.override(CachedApiKeyLookup(h.container.directory(), ttl_seconds=0))
+    found: ThrottledApiKeyUsage = h.container.api_key_usage()
+    return found
+
+
+async def test_a_key_reads_by_default_and_gets_only_the_scopes_named(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    default = await h.container.create_api_key().execute("reader")
+    writer = await h.container.create_api_key().execute("writer", ["links:write"])
+    both = await h.container.create_api_key().execute("both", BOTH)
+    assert default.key.scopes == {ApiScope.LINKS_READ}
+    assert writer.key.scopes == {ApiScope.LINKS_WRITE}
+    assert both.key.scopes == {ApiScope.LINKS_READ, ApiScope.LINKS_WRITE}
+    with pytest.raises(errors.InvalidInput, match="Unknown API key scope 'links:admin'"):
+        await h.container.create_api_key().execute("admin", ["links:read", "links:admin"])
+    listed = {k.name: k.scopes for k in await h.container.list_api_keys().execute()}
+    assert listed == {
+        "reader": default.key.scopes,
+        "writer": writer.key.scopes,
+        "both": both.key.scopes,
+    }
+    created = [e for e in db.tables.audit if e.kind is AuditKind.API_KEY_CREATED]
+    assert created[-1].detail == {"name": "both", "scopes": "links:read links:write"}
+
+
+async def test_a_key_without_the_scope_is_refused_naming_it(
+    h: Harness, usage: ThrottledApiKeyUsage
+) -> None:
+    reader = await h.container.create_api_key().execute("reader")
+    auth = h.container.authenticate_api_key()
+    assert await auth.execute(reader.token, ApiScope.LINKS_READ) == reader.key
+    with pytest.raises(errors.MissingScope) as refused:
+        await auth.execute(reader.token, ApiScope.LINKS_WRITE)
+    assert "lacks the scope links:write" in refused.value.message
+    assert "it has: links:read" in refused.value.message
+
+
+async def test_an_expired_key_is_refused_saying_so_from_its_expiry_on(
+    h: Harness, usage: ThrottledApiKeyUsage
+) -> None:
+    created = await h.container.create_api_key().execute("temp", expires_in=timedelta(days=30))
+    assert created.key.expires_at == h.clock.now() + timedelta(days=30)
+    auth = h.container.authenticate_api_key()
+    h.clock.advance(timedelta(days=30) - timedelta(microseconds=1))
+    assert await auth.execute(created.token) == created.key
+    h.clock.advance(timedelta(microseconds=1))  # at the expiry itself: expired
+    with pytest.raises(errors.ApiKeyExpired, match="expired on"):
+        await auth.execute(created.token)
+    # Revoked beats expired: the operator's act is what the caller is told.
+    await h.container.revoke_api_key().execute("temp")
+    assert await auth.execute(created.token) is None
+    for bad in (timedelta(0), timedelta(days=-1), timedelta(days=3651)):
+        with pytest.raises(errors.InvalidInput, match="1 to 3650 days"):
+            await h.container.create_api_key().execute("bad", expires_in=bad)
+
+
+async def test_an_expiry_takes_effect_at_once_through_the_cache(h: Harness) -> None:
+    """The cache keeps a key for seconds; the expiry is checked against the clock at every
+    request, so a cached key stops at its expiry, not a cache lifetime later."""
+    h.container.api_keys.override(CachedApiKeyLookup(h.container.directory(), ttl_seconds=3600))
+    created = await h.container.create_api_key().execute("temp", expires_in=timedelta(days=1))
+    auth = h.container.authenticate_api_key()
+    assert await auth.execute(created.token) == created.key  # now cached for an hour
+    h.clock.advance(timedelta(days=1))
+    with pytest.raises(errors.ApiKeyExpired):
+        await auth.execute(created.token)
+
+
+def _last_used(db: MemoryDatabase, key: ApiKey) -> object:
+    return db.tables.api_keys[key.id].last_used_at
+
+
+async def test_last_use_is_written_once_a_minute_however_many_requests(
+    h: Harness, db: MemoryDatabase, usage: ThrottledApiKeyUsage
+) -> None:
+    created = await h.container.create_api_key().execute("busy")
+    other = await h.container.create_api_key().execute("other")
+    auth = h.container.authenticate_api_key()
+    first_use = h.clock.now()
+    commits = db.commits
+    for _ in range(200):
+        await auth.execute(created.token)
+        h.clock.advance(timedelta(milliseconds=250))  # 200 requests over 50 s
+    await usage.idle()
+    assert db.commits - commits == 1
+    assert _last_used(db, created.key) == first_use
+    assert _last_used(db, other.key) is None
+
+    h.clock.set(first_use + timedelta(seconds=59, microseconds=999_999))
+    await auth.execute(created.token)
+    await usage.idle()
+    assert db.commits - commits == 1  # still within the minute
+    h.clock.set(first_use + timedelta(minutes=1))
+    for _ in range(50):
+        await auth.execute(created.token)
+        await auth.execute(other.token)
+    await usage.idle()
+    assert db.commits - commits == 2  # one write for both keys' first use this minute
+    assert _last_used(db, created.key) == first_use + timedelta(minutes=1)
+    assert _last_used(db, other.key) == first_use + timedelta(minutes=1)
+
+
+async def test_last_use_is_never_written_on_the_request_path(
+    h: Harness, db: MemoryDatabase, usage: ThrottledApiKeyUsage
+) -> None:
+    """While the storage is busy (its lock held by a long transaction), requests still get
+    their answer; the use is written once the storage is free."""
+    created = await h.container.create_api_key().execute("bot")
+    auth = h.container.authenticate_api_key()
+    await db.lock.acquire()
+    try:
+        for _ in range(20):
+            assert await asyncio.wait_for(auth.execute(created.token), timeout=30) == created.key
+        assert _last_used(db, created.key) is None
+    finally:
+        db.lock.release()
+    await usage.idle()
+    assert _last_used(db, created.key) == h.clock.now()
+
+
+async def test_a_failed_write_is_tried_again_at_the_next_use(
+    h: Harness, db: MemoryDatabase, usage: ThrottledApiKeyUsage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = await h.container.create_api_key().execute("bot")
+    auth = h.container.authenticate_api_key()
+
+    async def unreachable(*_: object, **__: object) -> bool:
+        raise errors.StorageError()
+
+    monkeypatch.setattr(MemoryApiKeys, "record_use", unreachable)
+    assert await auth.execute(created.token) == created.key  # the request is answered
+    await usage.idle()
+    assert _last_used(db, created.key) is None
+    monkeypatch.undo()
+    h.clock.advance(timedelta(seconds=1))
+    await auth.execute(created.token)
+    await usage.idle()
+    assert _last_used(db, created.key) == h.clock.now()
+
+
+async def test_another_instance_recent_write_is_not_repeated(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Instances that saw a key in the same minute change its row once between them."""
+    created = await h.container.create_api_key().execute("bot")
+    now = h.clock.now()
+    first, second = ThrottledApiKeyUsage(h.uow), ThrottledApiKeyUsage(h.uow)
+    first.used(created.key, now)
+    await first.idle()
+    second.used(created.key, now + timedelta(seconds=30))  # knew nothing of the first write
+    await second.idle()
+    assert _last_used(db, created.key) == now
+
+
+async def test_unlinking_through_the_api_needs_write_and_names_the_key(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(4242))
+    reader = await h.container.create_api_key().execute("reader")
+    admin = await h.container.create_api_key().execute("offboarding", BOTH)
+    unlink = h.container.unlink_with_api_key()
+    with pytest.raises(errors.MissingScope):
+        await unlink.execute(h.discord_user(4242).id, reader.key)
+    removed = await unlink.execute(h.discord_user(4242).id, admin.key)
+    assert removed.account.id == alice.id
+    unlinked = [e for e in db.tables.audit if e.kind is AuditKind.UNLINKED]
+    assert unlinked[-1].detail == {
+        "via": "api",
+        "api_key": "offboarding",
+        "api_key_id": str(admin.key.id),
+    }
+
+
+# -- over HTTP (Litestar's test client) -------------------------------------------------------
+
+
+async def test_the_api_refuses_each_case_with_its_status_and_message(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(5150))
+    reader = (await h.container.create_api_key().execute("reader")).token
+    writer = (await h.container.create_api_key().execute("writer", BOTH)).token
+    write_only = (await h.container.create_api_key().execute("wo", ["links:write"])).token
+    temp = (await h.container.create_api_key().execute("temp", expires_in=timedelta(days=1))).token
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        missing = await client.get("/api/v1/links/5150")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert missing.json() == {
+            "error": {
+                "code": "http_401",
+                "message": "Send an API key as 'Authorization: Bearer <key>'.",
+            }
+        }
+        unknown = await client.get("/api/v1/links/5150", headers=_bearer("tfl_" + "x" * 43))
+        assert unknown.json()["error"]["message"] == (
+            "This API key is not valid (unknown or revoked)."
+        )
+
+        refused = await client.delete("/api/v1/links/5150", headers=_bearer(reader))
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "missing_scope"
+        assert "links:write" in refused.json()["error"]["message"]
+        assert (await client.get("/api/v1/links/5150", headers=_bearer(reader))).status_code == 200
+        # links:write alone unlinks but does not look links up: each route names its scope.
+        for lookup in (
+            client.get("/api/v1/links/5150", headers=_bearer(write_only)),
+            client.post(
+                "/api/v1/links/lookup", json={"discord_ids": ["5150"]}, headers=_bearer(write_only)
+            ),
+            client.get(f"/api/v1/accounts/{alice.id}/link", headers=_bearer(write_only)),
+        ):
+            not_allowed = await lookup
+            assert not_allowed.status_code == 403
+            assert not_allowed.json()["error"]["message"] == (
+                "This API key ('wo') lacks the scope links:read; it has: links:write. "
+                "Create a key with --scope links:read for this."
+            )
+
+        h.clock.advance(timedelta(days=1))
+        expired = await client.get("/api/v1/links/5150", headers=_bearer(temp))
+        assert expired.status_code == 401
+        assert expired.json()["error"]["code"] == "api_key_expired"
+        assert "expired on" in expired.json()["error"]["message"]
+
+        removed = await client.delete("/api/v1/links/5150", headers=_bearer(writer))
+        assert removed.status_code == 200
+        assert removed.json()["discord_id"] == "5150"
+    unlinked = [e for e in db.tables.audit if e.kind is AuditKind.UNLINKED][-1]
+    assert unlinked.detail["via"] == "api"
+    assert unlinked.detail["api_key"] == "writer"
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_ids_that_match_the_pattern_but_no_one_can_have_are_simply_not_linked(
+    h: Harness,
+) -> None:
+    """The schema promises 1 to 20 digits; 0 and ids past a signed 64-bit number are such
+    strings, and are linked to nothing (404, 409, "missing"), never a 400."""
+    writer = _bearer((await h.container.create_api_key().execute("w", BOTH)).token)
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        for impossible in ("0", "00000000000000000000", "99999999999999999999", str(2**63)):
+            found = await client.get(f"/api/v1/links/{impossible}", headers=writer)
+            assert found.status_code == 404, found.text
+            gone = await client.delete(f"/api/v1/links/{impossible}", headers=writer)
+            assert gone.status_code == 409, gone.text
+        bulk = await client.post(
+            "/api/v1/links/lookup", json={"discord_ids": ["0", "7", "007", 7]}, headers=writer
+        )
+        assert bulk.json() == {"links": [], "missing": ["0", "7"]}
+        for bad in ("-1", "1.5", " 1", "1" * 21, "%C2%B9"):
+            refused = await client.get(f"/api/v1/links/{bad}", headers=writer)
+            assert refused.status_code == 400, (bad, refused.text)
+            assert "discord_id (path)" in refused.json()["error"]["message"]
+        not_uuid = await client.get("/api/v1/accounts/not-a-uuid/link", headers=writer)
+        assert not_uuid.status_code == 400
+        assert "account_id (path)" in not_uuid.json()["error"]["message"]
+
+
+async def test_options_lists_every_method_of_the_path(h: Harness) -> None:
+    """Litestar 2 listed only the first handler's method (litestar#4169)."""
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        links = await client.options("/api/v1/links/1")
+        assert links.status_code == 204
+        assert links.headers["allow"] == "DELETE, GET, OPTIONS"
+        assert (await client.options("/signin")).headers["allow"] == "GET, OPTIONS, POST"
+        wrong = await client.put("/api/v1/links/1")
+        assert wrong.status_code == 405
+        assert set(wrong.headers["allow"].split(", ")) == {"DELETE", "GET", "OPTIONS"}
+
+
+async def test_the_schema_documents_scopes_errors_and_id_patterns(h: Harness) -> None:
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        schema = (await client.get("/schema/openapi.json")).json()
+    envelope = schema["components"]["schemas"]["ApiError"]
+    assert envelope["required"] == ["error"]
+    links = schema["paths"]["/api/v1/links/{discord_id}"]
+    assert links["delete"]["security"] == [{"apiKey": ["links:write"]}]
+    assert links["get"]["security"] == [{"apiKey": ["links:read"]}]
+    assert set(links["delete"]["responses"]) == {"200", "400", "401", "403", "409", "429", "503"}
+    for status in ("400", "401", "403", "409"):
+        body = links["delete"]["responses"][status]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/ApiError"}
+    (discord_id,) = links["get"]["parameters"]
+    assert discord_id["schema"]["pattern"] == "^[0-9]{1,20}$"
+    (account_id,) = schema["paths"]["/api/v1/accounts/{account_id}/link"]["get"]["parameters"]
+    assert account_id["schema"]["pattern"].startswith("^[0-9a-fA-F]{8}-")
+    ready = schema["paths"]["/readyz"]["get"]["responses"]
+    assert set(ready) == {"200", "503"}
+    ready_body = schema["components"]["schemas"]["ReadyOut"]
+    assert ready_body["properties"]["checks"]["additionalProperties"] == {"type": "string"}
+    numbers = schema["components"]["schemas"]["LookupIn"]["properties"]["discord_ids"]
+    assert numbers["items"]["oneOf"][1]["maximum"] == 2**63 - 1  # exact, not a float
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_an_unknown_scope_is_a_clear_command_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    result = CliRunner().invoke(cli, ["api-key", "create", "bot", "--scope", "links:admin"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--scope': 'links:admin' is not one of" in result.output
+    assert "'links:read'" in result.output
+    assert "'links:write'" in result.output
+    too_long = CliRunner().invoke(cli, ["api-key", "create", "bot", "--expires-in", "0"])
+    assert too_long.exit_code == 2
+    assert "--expires-in" in too_long.output
