@@ -14,11 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from adapters.clock import ManualClock
 from adapters.sql import SqlDatabase
 from entrypoints.container import Container, build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
+from tests.fakes.clock import ManualClock
 from tests.harness import PASSWORD, cheap_argon2, make_settings
 from tests.integration.mailbox import Mailbox, link_path
 from tests.integration.postgres import PostgresServer
