@@ -212,8 +212,10 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
         return Response(state.users[grant.user_id].public(grant.scopes))
 
-    @post("/api/v10/oauth2/token/revoke", status_code=200, sync_to_thread=False)
-    def revoke(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+    @post("/api/v10/oauth2/token/revoke", status_code=200)
+    async def revoke(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+        if (fault := await _fault(state, "token_revoke")) is not None:
+            return fault
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
         state.revoke(data.get("token", ""))

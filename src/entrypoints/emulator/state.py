@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -95,7 +96,7 @@ class EmulatorState:
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
     # Who is signed in to "Discord" in each browser (session cookie -> user id).
     browser_sessions: dict[str, str] = field(default_factory=dict)
-    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage" | "429" |
+    # endpoint name ("token", "users_me", "token_revoke") -> "500" | "timeout" | "garbage" | "429" |
     # "cloudflare"; "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
@@ -161,10 +162,15 @@ class EmulatorState:
         email: str | None = None,
         verified: bool = False,
         user_id: str | None = None,
+        avatar: str | EllipsisType | None = ...,
     ) -> TestUser:
+        """A test user. Like most Discord users it has an avatar (a hash, as Discord gives it:
+        32 hex digits) unless ``avatar`` says otherwise (``None``: Discord's default one)."""
         if user_id is None:
             user_id = self.snowflake()
-        user = TestUser(user_id, username, global_name, None, email, verified)
+        if avatar is ...:
+            avatar = secrets.token_hex(16)
+        user = TestUser(user_id, username, global_name, avatar, email, verified)
         self.users[user.id] = user
         return user
 
