@@ -80,6 +80,9 @@ class Interaction:
     followups: list[dict[str, Any]] = field(default_factory=list)
     # Discord error codes given to answers refused at the callback (40060: a second answer).
     refused: list[int] = field(default_factory=list)
+    # The error bodies Discord gave the service's answers, wherever they came (the HTTP
+    # response, the callback, the webhook): a 50035 names the invalid field.
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -113,12 +116,18 @@ class EmulatorState:
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
+    # The network between Discord and the service, one way (seconds): an interaction reaches
+    # the service this much later, and its answer (or callback) reaches Discord this much
+    # later, all inside ``response_deadline``, as Discord counts its 3 seconds.
+    transit_delay: float = 0.0
     # How long the test API waits for a deferred answer to be completed (Discord keeps the
     # interaction's webhook 15 minutes).
     followup_wait: float = 10.0
     application_name: str = "TaskFlow Link (emulated)"
     # Registered slash commands by scope: "global" or a guild id.
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The 50035 bodies of refused command registrations, oldest first.
+    refused_commands: list[dict[str, Any]] = field(default_factory=list)
     interactions: dict[str, Interaction] = field(default_factory=dict)
     # Links the channel page shows (the demo's web app and outbox), label -> URL.
     service_links: dict[str, str] = field(default_factory=dict)
