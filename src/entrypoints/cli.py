@@ -341,6 +341,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
     click.echo("Point the service at it with:")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_API_URL={base}/api/v10")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_AUTHORIZE_URL={base}/oauth2/authorize")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_CDN_URL={base}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_ID={client_id}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_SECRET={client_secret}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_BOT_TOKEN={state.bot_token}")

@@ -64,6 +64,7 @@ async def stack(
             discord_client_secret="secret-e2e",
             discord_api_url=f"{emulator_url}/api/v10",
             discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+            discord_cdn_url=emulator_url,
             discord_timeout_seconds=1.0,
             discord_bot_token=emulator.bot_token,
             discord_public_key=emulator.public_key,

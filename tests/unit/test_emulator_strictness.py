@@ -20,6 +20,7 @@ from entrypoints.emulator.validation import (
     check_commands,
     check_webhook_message,
 )
+from entrypoints.web.avatars import Avatars
 
 APP_ID = "1200000000000000042"
 LINK = {"type": 2, "style": 5, "label": "Open", "url": "https://link.example/link/abc"}
@@ -412,3 +413,41 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     empty = await client.post(webhook, json={"content": ""})
     assert empty.json()["code"] == 50006
     assert interaction.followups == []
+
+
+# -- the CDN ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/avatars/{id}/{hash}.png?size=128", 200),
+        ("/avatars/{id}/{hash}.png", 200),
+        ("/avatars/{id}/{hash}.webp?size=4096", 200),
+        ("/avatars/{id}/{hash}.png?size=96", 400),
+        ("/avatars/{id}/{hash}.png?size=8", 400),
+        ("/avatars/{id}/{hash}.png?size=8192", 400),
+        ("/avatars/{id}/{hash}.gif?size=64", 400),  # not an animated (a_) avatar
+        ("/avatars/{id}/0123456789abcdef0123456789abcdef.png", 404),  # not the current hash
+    ],
+)
+async def test_the_cdn_serves_avatars_in_the_sizes_discord_does(
+    emulator: tuple[EmulatorState, Client], path: str, status: int
+) -> None:
+    state, client = emulator
+    user = state.add_user("jo")
+    assert user.avatar is not None
+    assert len(user.avatar) == 32  # Discord's hash: 32 hex digits
+    answer = await client.get(path.format(id=user.id, hash=user.avatar))
+    assert answer.status_code == status
+    if status == 200:
+        assert answer.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("size", [0, 96, 100, 8192])
+def test_the_app_builds_avatar_urls_only_in_sizes_discord_serves(size: int) -> None:
+    with pytest.raises(ValueError, match="powers of two"):
+        Avatars("https://cdn.discordapp.com", size=size)
+    assert Avatars("https://cdn.discordapp.com").url(5, "a_1f") == (
+        "https://cdn.discordapp.com/avatars/5/a_1f.png?size=128"
+    )

@@ -36,6 +36,7 @@ from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
 from entrypoints.web.api import LinksApi
+from entrypoints.web.avatars import Avatars
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
@@ -51,7 +52,7 @@ from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
-from entrypoints.web.security import before_send_hook, security_headers
+from entrypoints.web.security import before_send_hook, origin, security_headers
 
 HERE = Path(__file__).parent
 FORM_BODY_LIMIT = 64 * 1024
@@ -152,7 +153,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     settings = container.settings()
     public = urlsplit(str(settings.public_url))
     https = public.scheme == "https"
-    authorize = urlsplit(str(settings.discord_authorize_url))
+    avatars = Avatars(str(settings.discord_cdn_url))
     jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
 
@@ -273,6 +274,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         dependencies={
             **{name: _provided(container, name) for name in _INJECTED},
             "jar": Provide(lambda: jar, sync_to_thread=False),
+            "avatars": Provide(lambda: avatars, sync_to_thread=False),
             "signed_in": Provide(current_session),
             "account": Provide(current_account, sync_to_thread=False),
         },
@@ -296,7 +298,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         request_max_body_size=FORM_BODY_LIMIT,
         before_send=[
             before_send_hook(
-                security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
+                security_headers(
+                    origin(str(settings.discord_authorize_url)), avatars.origin, https=https
+                )
             ),
             wake_email_worker,
         ],
