@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from entrypoints.web.security import origin
 
-AVATAR_SIZE = 128  # shown at 48-64 CSS pixels: sharp on a 2x screen
+AVATAR_SIZE = 128  # shown at 48 CSS pixels: sharp on screens of up to 2.5x
 
 
 class Avatars:
