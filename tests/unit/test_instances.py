@@ -231,7 +231,8 @@ def test_config_shows_where_redis_is_but_not_its_password(monkeypatch: pytest.Mo
     ("environment", "says"),
     [
         ({}, "needs TASKFLOW_LINK_REDIS_URL"),
-        ({"TASKFLOW_LINK_STORAGE": "memory"}, "needs TASKFLOW_LINK_STORAGE=sql"),
+        ({"TASKFLOW_LINK_STORAGE": "memory"}, "needs storage every worker sees"),
+        ({"TASKFLOW_LINK_DATABASE_URL": "sqlite+aiosqlite://"}, "needs storage every worker"),
         ({"TASKFLOW_LINK_REDIS_URL": "redis://127.0.0.1:1/0"}, "EMAIL_BACKEND=smtp"),
         (
             {
