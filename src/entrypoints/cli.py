@@ -530,3 +530,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # python -m entrypoints.cli
+    main()
