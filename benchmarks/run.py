@@ -38,7 +38,7 @@ if not __package__:  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from nacl.signing import SigningKey
 
 from benchmarks import load, report

@@ -62,7 +62,9 @@ async def test_a_message_is_delivered(smtp_server: tuple[Mailbox, int]) -> None:
     assert parsed["Subject"] == "Verify your email"
     assert parsed["From"] == SENDER
     assert parsed["Message-ID"]
-    assert "https://t.example/v/abc" in parsed.get_payload(decode=True).decode()
+    payload = parsed.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    assert "https://t.example/v/abc" in payload.decode()
 
 
 async def test_authentication(smtp_server: tuple[Mailbox, int]) -> None:

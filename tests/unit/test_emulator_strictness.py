@@ -21,11 +21,10 @@ from entrypoints.emulator.validation import (
     check_webhook_message,
 )
 from entrypoints.web.avatars import Avatars
+from tests.web_support import Client
 
 APP_ID = "1200000000000000042"
 LINK = {"type": 2, "style": 5, "label": "Open", "url": "https://link.example/link/abc"}
-
-Client = AsyncTestClient  # type: ignore[type-arg]
 
 
 def command(**changes: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from adapters.memory import MemoryUnitOfWork
 from domain.use_cases import SignUp
 from entrypoints.cli import cli
 from entrypoints.container import build_container
+from entrypoints.instrumentation import Observed
 from entrypoints.settings import SettingsError, load_settings
 from tests.harness import TEST_SECRET_KEY, make_settings
 
@@ -67,7 +68,9 @@ def test_require_names_missing_settings() -> None:
 def test_container_wires_the_memory_adapter_set() -> None:
     container = build_container(make_settings(storage="memory"))
     assert isinstance(container.uow()(), MemoryUnitOfWork)
-    assert isinstance(container.sign_up().use_case, SignUp)  # observed: its outcome counted
+    made: object = container.sign_up()
+    assert isinstance(made, Observed)  # observed: its outcome counted
+    assert isinstance(made.use_case, SignUp)
     assert container.sign_up() is not container.sign_up()  # use cases are per call
     assert container.uow() is container.uow()  # infrastructure is shared
     unobserved = build_container(make_settings(storage="memory", metrics=False))

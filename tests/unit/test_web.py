@@ -16,9 +16,7 @@ from domain.use_cases import TicketIssued
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.web_support import csrf_token, post_form, query
-
-Client = AsyncTestClient  # type: ignore[type-arg]
+from tests.web_support import Client, csrf_token, post_form, query
 
 
 @pytest.fixture
