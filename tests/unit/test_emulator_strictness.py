@@ -8,11 +8,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest.mock import Mock
 
+import hikari
 import pytest
 from litestar.testing import AsyncTestClient
 
 from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.bot_api import with_component_ids
 from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
 from entrypoints.emulator.validation import (
     chat_input_name_ok,
@@ -450,3 +453,57 @@ def test_the_app_builds_avatar_urls_only_in_sizes_discord_serves(size: int) -> N
     assert Avatars("https://cdn.discordapp.com").url(5, "a_1f") == (
         "https://cdn.discordapp.com/avatars/5/a_1f.png?size=128"
     )
+
+
+# -- what the emulator answers is what Discord answers -------------------------------------------
+
+
+async def test_hikari_reads_the_messages_and_callback_responses_the_emulator_returns(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """hikari is written against Discord's answers: a message whose components lack their
+    ``id`` (Discord numbers them) made every reply with a button fail in hikari after it
+    was sent. Each endpoint that answers with a message is read here as hikari reads it."""
+    state, client = emulator
+    entities = hikari.impl.EntityFactoryImpl(Mock(spec=hikari.RESTAware))
+    with_button = {"components": [{"type": 1, "components": [LINK]}]}
+
+    def button_of(message: hikari.Message) -> tuple[str | None, int, int]:
+        [row] = message.components
+        assert isinstance(row, hikari.ActionRowComponent)
+        [button] = row.components
+        assert isinstance(button, hikari.ButtonComponent)
+        return button.url, row.id, button.id
+
+    interaction = _pending(state)
+    answer = await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        params={"with_response": "true"},
+        json=reply(**with_button),
+    )
+    assert answer.status_code == 200, answer.text
+    response = entities.deserialize_interaction_callback_response(answer.json())
+    assert isinstance(response.resource, hikari.InteractionCallbackResource)
+    assert isinstance(response.resource.message, hikari.Message)
+    assert button_of(response.resource.message) == (LINK["url"], 1, 2)
+    assert interaction.response is not None  # what the channel shows has the ids too
+    assert interaction.response["data"]["components"][0]["components"][0]["id"] == 2
+
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    edited = await client.patch(f"{webhook}/messages/@original", json=with_button)
+    assert edited.status_code == 200, edited.text
+    assert button_of(entities.deserialize_message(edited.json())) == (LINK["url"], 1, 2)
+    followed = await client.post(webhook, json={"content": "Also", **with_button})
+    assert followed.status_code == 200, followed.text
+    assert button_of(entities.deserialize_message(followed.json())) == (LINK["url"], 1, 2)
+
+
+def test_component_ids_are_numbered_around_those_given() -> None:
+    rows: list[dict[str, Any]] = [
+        {"type": 1, "components": [{"type": 2, "id": 2}, {"type": 2}]},
+        {"type": 1, "id": 0},
+    ]
+    numbered = with_component_ids(rows)
+    assert [numbered[0]["id"], *(c["id"] for c in numbered[0]["components"])] == [1, 2, 3]
+    assert numbered[1]["id"] == 4  # 0 is "empty"
+    assert "id" not in rows[0]  # the caller's copy is left alone

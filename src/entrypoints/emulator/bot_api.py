@@ -51,6 +51,13 @@ def _discord_error(message: str, code: int, status: int) -> Response[Any]:
     return Response({"message": message, "code": code}, status_code=status)
 
 
+def _refuse(interaction: Interaction, message: str, code: int, status: int) -> Response[Any]:
+    """Discord's refusal of an answer to ``interaction``, remembered with it."""
+    interaction.refused.append(code)
+    interaction.errors.append({"message": message, "code": code})
+    return _discord_error(message, code, status)
+
+
 def _unauthorized() -> Response[Any]:
     return _discord_error("401: Unauthorized", 0, 401)
 
@@ -327,11 +334,60 @@ async def _take_http_answer(
         interaction.errors.append(refused[1])
         return
     assert isinstance(body, dict)  # noqa: S101 - checked above
-    interaction.response = body
+    interaction.response = _stored_response(body)
     interaction.responded_after = time.monotonic() - interaction.sent_at
     if body["type"] == RESPONSE_DEFERRED_MESSAGE:  # "thinking…": the webhook brings the reply
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
+
+
+def with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The components as Discord stores them: each has an ``id``, unique in the message,
+    "generated sequentially if left empty" (0 counts as empty), never reusing one the
+    message names itself."""
+    taken: set[int] = set()
+
+    def walk(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {**item, "components": walk(item["components"])}
+            if isinstance(item.get("components"), list)
+            else dict(item)
+            for item in items
+        ]
+
+    def given(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            if isinstance(item.get("id"), int) and item["id"] > 0:
+                taken.add(item["id"])
+            given(item.get("components") or [])
+
+    def number(items: list[dict[str, Any]], next_id: int) -> int:
+        for item in items:
+            if not (isinstance(item.get("id"), int) and item["id"] > 0):
+                while next_id in taken:
+                    next_id += 1
+                item["id"] = next_id
+                taken.add(next_id)
+            next_id = number(item.get("components") or [], next_id)
+        return next_id
+
+    copied = walk(components)
+    given(copied)
+    number(copied, 1)
+    return copied
+
+
+def as_stored(message: dict[str, Any]) -> dict[str, Any]:
+    """A message's data as Discord keeps (and later returns) it: its components numbered."""
+    components = message.get("components")
+    if not isinstance(components, list):
+        return message
+    return {**message, "components": with_component_ids(components)}
+
+
+def _stored_response(response: dict[str, Any]) -> dict[str, Any]:
+    data = response.get("data")
+    return {**response, "data": as_stored(data)} if isinstance(data, dict) else response
 
 
 def message_json(
@@ -363,7 +419,7 @@ def message_json(
         "pinned": False,
         "type": 20,  # CHAT_INPUT_COMMAND
         "flags": int(data.get("flags") or 0),
-        "components": data.get("components", []),
+        "components": with_component_ids(data.get("components") or []),
         "application_id": state.client_id,
         "webhook_id": state.client_id,
     }
@@ -476,21 +532,20 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Unknown interaction", 10062, 404)
         elapsed = time.monotonic() - interaction.sent_at
         if elapsed > state.response_deadline:
-            interaction.refused.append(10062)
-            return _discord_error("Unknown interaction", 10062, 404)  # too late, as on Discord
+            return _refuse(interaction, "Unknown interaction", 10062, 404)  # too late
         if interaction.response is not None:
-            interaction.refused.append(40060)
-            return _discord_error("Interaction has already been acknowledged.", 40060, 400)
+            return _refuse(interaction, "Interaction has already been acknowledged.", 40060, 400)
         refused = check_command_response(data)
         if refused is not None:
             interaction.refused.append(refused[1]["code"])
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        interaction.response, interaction.responded_after = data, elapsed
+        stored = _stored_response(data)
+        interaction.response, interaction.responded_after = stored, elapsed
         interaction.answered.set()
         if (with_response or "").lower() not in ("true", "1"):
             return Response(None, status_code=204)
-        return Response(callback_response(state, interaction, data))
+        return Response(callback_response(state, interaction, stored))
 
     def by_token(app_id: str, token: str) -> Interaction | None:
         found = next(
@@ -517,7 +572,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
         previous = interaction.response.get("data") or {}
-        merged = {**previous, **data}
+        merged = as_stored({**previous, **data})
         interaction.response = {"type": 4, "data": merged, "deferred": True}
         interaction.edited.set()
         return Response(message_json(state, interaction, merged, interaction.id))
@@ -534,8 +589,9 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        interaction.followups.append(data)
-        return Response(message_json(state, interaction, data, state.snowflake()))
+        message = as_stored(data)
+        interaction.followups.append(message)
+        return Response(message_json(state, interaction, message, state.snowflake()))
 
     # -- test API -------------------------------------------------------------------------------
 
