@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## Everything CI runs: static checks, then every test suite.
 test: lint
-	$(BIN)/pytest
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -29,7 +29,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ if not __package__:  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from nacl.signing import SigningKey
 
 from benchmarks import load, report
@@ -895,11 +894,6 @@ def log(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Authlib nudges towards its httpx2 fork at import (the CLI hides it too); its own module
-    # installs an "always" filter for its warnings when imported, so import it first.
-    with contextlib.suppress(ImportError):
-        import authlib.deprecate  # noqa: F401, PLC0415
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     options = parse_options(argv)
     if shutil.which("wrk") is None:
         log("wrk is not installed (apt-get install wrk)")

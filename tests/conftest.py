@@ -5,6 +5,19 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests look quickly while working (tests/unit stays a fast loop) and deeper where
+# everything runs: `make test`, or CI=true. HYPOTHESIS_PROFILE (or pytest's
+# --hypothesis-profile) picks one by name.
+settings.register_profile("quick", max_examples=50)
+settings.register_profile("thorough", max_examples=150)
+settings.load_profile(
+    os.environ.get(
+        "HYPOTHESIS_PROFILE",
+        "thorough" if os.environ.get("CI", "").lower() == "true" else "quick",
+    )
+)
 
 _skipped: list[str] = []
 

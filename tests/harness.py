@@ -11,9 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from adapters.clock import ManualClock
 from adapters.email import OutboxEmailSender
-from adapters.fake_discord import InMemoryDiscordOAuth
 from adapters.passwords import Argon2PasswordHasher
 from domain.model import Account, AccountId, DiscordId, DiscordProfile, SignInMethod
 from domain.ports import EmailMessage, UnitOfWorkFactory
@@ -21,7 +19,9 @@ from domain.use_cases import AuthCompleted, AuthStarted, DeliveryReport, SignedI
 from domain.use_cases._shared import start_session
 from entrypoints.container import Container, build_container
 from entrypoints.settings import Settings
-from tests.fake_guild_roles import FakeGuildRoles
+from tests.fakes.clock import ManualClock
+from tests.fakes.discord_oauth import InMemoryDiscordOAuth
+from tests.fakes.guild_roles import FakeGuildRoles
 
 PASSWORD = "correct horse battery staple"
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+Client: TypeAlias = AsyncTestClient[Litestar]
 
 _CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
@@ -19,7 +24,7 @@ def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-async def post_form(client: Any, page: str, action: str, data: dict[str, str]) -> Any:
+async def post_form(client: Client, page: str, action: str, data: dict[str, str]) -> Any:
     """Load ``page`` (for its CSRF token), then submit ``data`` to ``action``."""
     shown = await client.get(page)
     return await client.post(action, data={**data, "_csrf_token": csrf_token(shown.text)})

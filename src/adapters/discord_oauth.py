@@ -230,6 +230,8 @@ class HttpDiscordOAuth:
                 "/oauth2/token/revoke",
                 {"token": tokens.access_token, "token_type_hint": "access_token"},
             )
+            if _rate_limited(response, "the token revocation"):
+                return
             if response.status_code >= 400:
                 log.warning("Discord token revocation answered %s", response.status_code)
         except httpx.HTTPError as exc:

@@ -35,7 +35,9 @@ from domain.model import (
 
 
 @dataclass(frozen=True, slots=True)
-class SignIn:
+class SignInLinkedAccount:
+    """The Discord account is linked: sign in to the account it is linked to."""
+
     account_id: AccountId
 
 
@@ -63,7 +65,7 @@ class Refuse:
     error: type[errors.DomainError]
 
 
-LoginDecision = SignIn | LinkAndSignIn | ConfirmBeforeLinking | CreateAccount | Refuse
+LoginDecision = SignInLinkedAccount | LinkAndSignIn | ConfirmBeforeLinking | CreateAccount | Refuse
 
 
 def decide_login(
@@ -82,7 +84,7 @@ def decide_login(
     that names an existing account is refused rather than silently ignored.
     """
     if existing_link is not None:
-        return SignIn(existing_link.account_id)
+        return SignInLinkedAccount(existing_link.account_id)
     if len(email_matches) > 1:
         return Refuse(errors.AmbiguousEmail)
     if len(email_matches) == 1:

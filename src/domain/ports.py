@@ -457,6 +457,11 @@ class Storage(Protocol):
     @property
     def directory(self) -> LinkDirectory: ...
 
+    @property
+    def shared_between_processes(self) -> bool:
+        """Whether other processes with the same settings see the same data (a database),
+        or only this one does (its memory)."""
+
     async def ping(self) -> bool:
         """``True`` when the data can be reached."""
 

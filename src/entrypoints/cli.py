@@ -313,11 +313,12 @@ def serve(host: str, port: int, workers: int) -> None:
     from entrypoints.asgi import make_app  # noqa: PLC0415
 
     if workers > 1:
-        _check_shareable(settings)
         # Each worker builds its own app; a missing setting stops us here, once, naming it.
         from entrypoints.container import build_container  # noqa: PLC0415
 
-        build_container(settings).discord_oauth()
+        container = build_container(settings)
+        _check_shareable(settings, container.storage().shared_between_processes)
+        container.discord_oauth()
     app: Any = "entrypoints.asgi:make_app" if workers > 1 else make_app()
     click.echo(
         f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})"
@@ -358,10 +359,13 @@ def _metrics_shared_by(workers: int, settings: Any) -> Iterator[None]:
             del os.environ[MULTIPROCESS_VARIABLES[0]]
 
 
-def _check_shareable(settings: Any) -> None:
+def _check_shareable(settings: Any, shared_storage: bool) -> None:
     """Several processes must share what one keeps in memory, or refuse to start."""
-    if settings.storage != "sql":
-        raise click.UsageError("--workers needs TASKFLOW_LINK_STORAGE=sql: memory is per process.")
+    if not shared_storage:
+        raise click.UsageError(
+            "--workers needs storage every worker sees (TASKFLOW_LINK_STORAGE=sql with a "
+            "database server or file): memory is per process."
+        )
     if settings.redis_url is None:
         raise click.UsageError(
             "--workers above 1 needs TASKFLOW_LINK_REDIS_URL: without Redis, each worker "
@@ -479,6 +483,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
     click.echo("Point the service at it with:")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_API_URL={base}/api/v10")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_AUTHORIZE_URL={base}/oauth2/authorize")
+    click.echo(f"  export TASKFLOW_LINK_DISCORD_CDN_URL={base}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_ID={client_id}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_CLIENT_SECRET={client_secret}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_BOT_TOKEN={state.bot_token}")
@@ -782,3 +787,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # python -m entrypoints.cli
+    main()

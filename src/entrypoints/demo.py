@@ -121,6 +121,7 @@ async def run_demo(
         discord_public_key=emulator.public_key,
         discord_api_url=f"{emulator_url}/api/v10",
         discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+        discord_cdn_url=emulator_url,  # avatars from the emulator's CDN
         discord_command_guilds="",
         discord_sync_commands=True,
         discord_linked_roles=linked_role_setting(),

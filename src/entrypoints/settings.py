@@ -135,6 +135,10 @@ class Settings(BaseSettings):
         default=AnyHttpUrl("https://discord.com/oauth2/authorize"),
         description="Discord OAuth2 authorize page.",
     )
+    discord_cdn_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://cdn.discordapp.com"),
+        description="Discord's CDN, where pages load avatars from (the emulator serves one).",
+    )
     discord_command_guilds: str = Field(
         default="",
         description="Where the slash commands live: empty for every server and DM (global), or "
@@ -548,7 +552,7 @@ class Settings(BaseSettings):
                 "TASKFLOW_LINK_EMAIL_BACKEND=smtp (and the SMTP settings), or "
                 "TASKFLOW_LINK_DEVELOPMENT=true on a development machine."
             )
-        for name in ("discord_api_url", "discord_authorize_url"):
+        for name in ("discord_api_url", "discord_authorize_url", "discord_cdn_url"):
             url: AnyHttpUrl = getattr(self, name)
             if url.scheme != "https" and not _loopback(url.host):
                 raise ValueError(

@@ -142,8 +142,9 @@ class RoleChangeContract:
             for n, owner in enumerate(owners, start=1):
                 await uow.accounts.add(owner)
                 await uow.links.add(link(n, owner.id))
-            mine = {"account_id": owners[0].id}
-            await uow.role_changes.request(change(1, **mine))  # pending add: left alone
+            await uow.role_changes.request(
+                change(1, account_id=owners[0].id)
+            )  # pending add: left alone
             await uow.role_changes.request(change(2, RoleAction.REMOVE))  # asked again
             await uow.role_changes.request(change(7))  # not linked: left alone
 

@@ -21,9 +21,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tests.servers import free_port
+
+if TYPE_CHECKING:
+    from testcontainers.community.postgres import PostgresContainer
 
 IMAGE = os.environ.get("TASKFLOW_LINK_TEST_POSTGRES_IMAGE", "postgres:16-alpine")
 HOST_NETWORK = os.environ.get("TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK") == "1"
@@ -79,9 +82,10 @@ class ContainerPostgres:
         from testcontainers.community.postgres import PostgresContainer
 
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+        container: PostgresContainer
         if HOST_NETWORK:
             self.port = free_port()
-            container = _host_network_container(PostgresContainer, self.port)
+            container = _host_network_container(self.port)
         else:
             container = PostgresContainer(
                 IMAGE, username=USER, password=PASSWORD, dbname=DBNAME, driver="asyncpg"
@@ -122,8 +126,10 @@ class ContainerPostgres:
             self._container.stop()
 
 
-def _host_network_container(base: type, port: int) -> object:
-    class HostNetworkPostgres(base):  # type: ignore[misc,valid-type]
+def _host_network_container(port: int) -> PostgresContainer:
+    from testcontainers.community.postgres import PostgresContainer
+
+    class HostNetworkPostgres(PostgresContainer):
         """No port mapping exists with host networking: Postgres listens on ``port`` itself."""
 
         def get_container_host_ip(self) -> str:

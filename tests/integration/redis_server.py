@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tests.integration.postgres import (
     HOST_NETWORK,
@@ -28,6 +28,9 @@ from tests.integration.postgres import (
     _wait_for_port,
 )
 from tests.servers import free_port
+
+if TYPE_CHECKING:
+    from testcontainers.community.redis import RedisContainer
 
 IMAGE = os.environ.get("TASKFLOW_LINK_TEST_REDIS_IMAGE", "redis:7-alpine")
 HOW_TO_ENABLE = (
@@ -61,9 +64,10 @@ class ContainerRedis:
         from testcontainers.community.redis import RedisContainer
 
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+        container: RedisContainer
         if HOST_NETWORK:
             port = free_port()
-            container = _host_network_container(RedisContainer, port)
+            container = _host_network_container(port)
         else:
             container = RedisContainer(IMAGE)
             container.with_command(["redis-server", *_ARGS[2:]])
@@ -88,8 +92,10 @@ class ContainerRedis:
             self._container.stop()
 
 
-def _host_network_container(base: type, port: int) -> object:
-    class HostNetworkRedis(base):  # type: ignore[misc,valid-type]
+def _host_network_container(port: int) -> RedisContainer:
+    from testcontainers.community.redis import RedisContainer
+
+    class HostNetworkRedis(RedisContainer):
         def get_container_host_ip(self) -> str:
             return "127.0.0.1"
 

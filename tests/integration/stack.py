@@ -14,11 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from adapters.clock import ManualClock
 from adapters.sql import SqlDatabase
 from entrypoints.container import Container, build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
+from tests.fakes.clock import ManualClock
 from tests.harness import PASSWORD, cheap_argon2, make_settings
 from tests.integration.mailbox import Mailbox, link_path
 from tests.integration.postgres import PostgresServer
@@ -77,6 +77,7 @@ async def stack(
             discord_client_secret="secret-e2e",
             discord_api_url=f"{emulator_url}/api/v10",
             discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+            discord_cdn_url=emulator_url,
             discord_timeout_seconds=1.0,
             discord_bot_token=emulator.bot_token,
             discord_public_key=emulator.public_key,

@@ -11,24 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import hikari
 import httpx
+import lightbulb
 import pytest
 from click.testing import CliRunner
 from dependency_injector import providers
+from litestar import Litestar
 
 from domain import errors
 from domain.model import AccountId, DiscordId
 from domain.use_cases import LinkedAccount
-from entrypoints.bot.replies import LINK_BUTTON_LABEL, SOMETHING_WENT_WRONG
+from entrypoints.bot.replies import LINK_BUTTON_LABEL, SOMETHING_WENT_WRONG, Replies, Reply
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, TestUser, create_emulator_app
-from entrypoints.emulator.state import TEST_GUILD_ID
+from entrypoints.emulator.bot_api import interaction_payload, message_json
+from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
 from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
 from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
@@ -48,6 +53,7 @@ class Bot:
     emulator: EmulatorState
     emulator_url: str
     app_url: str
+    app: Litestar
 
     def user(self, username: str = "alice") -> TestUser:
         return self.emulator.add_user(username, global_name=username.title())
@@ -94,8 +100,9 @@ async def bot_stack(
         values.update(settings)
         container = build_container(make_settings(**values))
         h = Harness.build(container)
-        async with serve_here(create_app(container), port=port):
-            yield Bot(h, emulator, emulator_url, app_url)
+        app = create_app(container)
+        async with serve_here(app, port=port):
+            yield Bot(h, emulator, emulator_url, app_url, app)
 
 
 @pytest.fixture
@@ -307,6 +314,42 @@ async def test_a_command_the_bot_does_not_know_gets_an_answer() -> None:
         assert reply.content == SOMETHING_WENT_WRONG
 
 
+async def test_the_emulator_refuses_a_malformed_reply_as_discord_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply Discord would refuse (content over 2000 characters) is not shown: the person
+    sees "This interaction failed", and the emulator says which field was wrong."""
+    monkeypatch.setattr(Replies, "who_am_i", lambda self, linked: Reply("x" * 2001))
+    async with bot_stack() as bot, httpx.AsyncClient(base_url=bot.emulator_url) as client:
+        answer = await client.post(
+            "/_emulator/interactions",
+            json={"user_id": bot.user().id, "command": "whoami"},
+            timeout=30,
+        )
+    result = answer.json()
+    assert result["status"] == 200
+    assert result["reply"] is None
+    [refusal] = result["errors"]
+    assert refusal["code"] == 50035
+    assert refusal["errors"]["data"]["content"]["_errors"][0]["code"] == "BASE_TYPE_MAX_LENGTH"
+
+
+async def test_network_transit_counts_in_discords_deadline() -> None:
+    """Discord's 3 seconds include the network both ways: with more transit than the deadline
+    allows, even an instant answer arrives too late."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=0.5)
+    emulator.transit_delay = 0.3  # there and back: 0.6 s before any answer can arrive
+    async with bot_stack(emulator) as bot, httpx.AsyncClient(base_url=bot.emulator_url) as client:
+        answer = await client.post(
+            "/_emulator/interactions",
+            json={"user_id": bot.user().id, "command": "link"},
+            timeout=30,
+        )
+    result = answer.json()
+    assert result["reply"] is None  # "The application did not respond"
+    assert result["status"] is None
+
+
 async def test_the_emulator_drops_an_answer_later_than_its_deadline() -> None:
     """Like Discord after 3 s: the emulator's deadline is what makes the tests above honest.
     The service cannot answer before its own reply deadline here, which is far above the
@@ -324,6 +367,52 @@ async def test_the_emulator_drops_an_answer_later_than_its_deadline() -> None:
     result = answer.json()
     assert result["reply"] is None  # Discord would show "The application did not respond"
     assert result["status"] is None
+
+
+class PressMe(lightbulb.components.Menu):
+    """A message component answered the way lightbulb answers them: through the callback."""
+
+    def __init__(self) -> None:
+        self.add_interactive_button(
+            hikari.ButtonStyle.PRIMARY, self.pressed, custom_id="press-me", label="Press me"
+        )
+
+    async def pressed(self, ctx: lightbulb.components.MenuContext) -> None:
+        await ctx.respond("Pressed.", ephemeral=True)
+
+
+async def test_after_a_reply_through_the_callback_the_http_answer_is_202_without_a_body(
+    bot: Bot,
+) -> None:
+    """Discord: "If you send this request for an interaction received over HTTP, respond to
+    the original HTTP request with a 202 and no body" (not a second answer)."""
+    user = bot.user()
+    client = bot.app.state["interactions"]._client
+    PressMe().attach_persistent(client, timeout=None)
+    # A button press on an earlier reply: Discord sends a component interaction.
+    interaction = Interaction(
+        id=bot.emulator.snowflake(),
+        token=secrets.token_urlsafe(48),
+        user_id=user.id,
+        command="press-me",
+        guild_id=TEST_GUILD_ID,
+        sent_at=time.monotonic(),
+    )
+    bot.emulator.interactions[interaction.id] = interaction
+    payload = interaction_payload(bot.emulator, interaction, bot.emulator.commands["global"][0])
+    message = message_json(bot.emulator, interaction, {"content": "Earlier"}, interaction.id)
+    payload |= {
+        "type": 3,  # MESSAGE_COMPONENT
+        "data": {"custom_id": "press-me", "component_type": 2},
+        "message": message,
+    }
+    body, headers = signed_request(bot.emulator, payload)
+    async with httpx.AsyncClient(base_url=bot.app_url, timeout=30) as client_:
+        answer = await client_.post("/interactions", content=body, headers=headers)
+
+    assert interaction.response is not None  # the reply went through the callback...
+    assert interaction.response["data"]["content"] == "Pressed."
+    assert (answer.status_code, answer.content) == (202, b"")  # ...so no second one here
 
 
 # -- the HTTP endpoint -------------------------------------------------------------------------
@@ -431,6 +520,8 @@ async def test_commands_are_registered_globally_for_servers_and_dms(bot: Bot) ->
 
 async def test_commands_can_live_in_chosen_servers_only() -> None:
     async with bot_stack(discord_command_guilds=f"{TEST_GUILD_ID}, 42") as bot:
+        # Discord refuses a server's command that asks for DMs: none was refused.
+        assert bot.emulator.refused_commands == []
         assert "global" not in bot.emulator.commands
         for guild in (TEST_GUILD_ID, "42"):
             assert {c["name"] for c in bot.emulator.commands[guild]} == {"link", "unlink", "whoami"}

@@ -94,7 +94,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             f"http://127.0.0.1:{port}",
             f"http://127.0.0.1:{port}/outbox",
         ], text
-        yield Demo(*urls, output=output)
+        channel, app, outbox = urls
+        yield Demo(channel, app, outbox, output=output)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal

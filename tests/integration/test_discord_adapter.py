@@ -1,4 +1,5 @@
-"""The real Discord OAuth adapter against the emulator, over real HTTP."""
+"""The real Discord OAuth adapter against the emulator, over real HTTP: the port's contract
+(which the in-memory fake passes too), then what only the HTTP adapter does."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 
 from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
 from domain import errors
+from domain.model import DiscordId, DiscordProfile
 from domain.policies import pkce_challenge
+from domain.ports import DiscordOAuth
 from entrypoints.emulator import EmulatorState, create_emulator_app
+from tests.contracts.discord_oauth import Callback, DiscordOAuthContract
 from tests.servers import serve
 
 REDIRECT = "http://127.0.0.1:9/auth/discord/callback"
@@ -34,6 +38,69 @@ def adapter(url: str, *, secret: str = "secret-1", timeout: float = 5.0) -> Http
         authorize_url=f"{url}/oauth2/authorize",
         http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=timeout),
     )
+
+
+class EmulatorSide:
+    """The HTTP adapter and the emulator it talks to, for the contract."""
+
+    def __init__(self, state: EmulatorState, url: str) -> None:
+        self.state = state
+        self._oauth = adapter(url)
+
+    @property
+    def oauth(self) -> DiscordOAuth:
+        return self._oauth
+
+    @property
+    def client_id(self) -> str:
+        return self.state.client_id
+
+    @property
+    def redirect_uri(self) -> str:
+        return REDIRECT
+
+    def add_user(
+        self,
+        username: str,
+        *,
+        global_name: str | None = None,
+        avatar: str | None = None,
+        email: str | None = None,
+        verified: bool = False,
+    ) -> DiscordProfile:
+        user = self.state.add_user(
+            username, global_name=global_name, avatar=avatar, email=email, verified=verified
+        )
+        return DiscordProfile(
+            DiscordId(int(user.id)), username, global_name, avatar, email, verified
+        )
+
+    async def approve(self, authorize_url: str, user: DiscordId) -> Callback:
+        """A fresh browser on the consent page: pick the user, press Authorize."""
+        async with httpx.AsyncClient(follow_redirects=False) as browser:
+            page = await browser.get(authorize_url)
+            assert page.status_code == 200, page.text
+            answer = await browser.post(
+                authorize_url.split("?", maxsplit=1)[0],
+                data={**_query(authorize_url), "user_id": str(user.value), "decision": "approve"},
+            )
+        assert answer.status_code == 302, answer.text
+        callback = _query(answer.headers["location"])
+        return Callback(callback["code"], callback["state"])
+
+    def break_discord(self) -> None:
+        for endpoint in ("token", "users_me", "token_revoke"):
+            self.state.faults[endpoint] = "500"
+
+
+class TestHttpDiscordOAuth(DiscordOAuthContract):
+    @pytest.fixture
+    def discord(self, emulator: tuple[EmulatorState, str]) -> EmulatorSide:
+        return EmulatorSide(*emulator)
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def consent(authorize_url: str, user_id: str, decision: str = "approve") -> dict[str, str]:
@@ -248,6 +315,20 @@ async def test_rate_limits_are_discord_unavailable_and_logged_as_such(
     assert "Discord rate limited the token exchange" in caplog.text
     if mode == "429":
         assert "retry after 1.5 s" in caplog.text
+
+    state.faults.clear()
+    tokens = await discord.exchange_code(
+        code=consent(authorize_url, user.id)["code"], code_verifier=VERIFIER
+    )
+    for endpoint, what in (("users_me", "/users/@me"), ("token_revoke", "the token revocation")):
+        state.faults[endpoint] = mode
+        caplog.clear()
+        if endpoint == "users_me":
+            with pytest.raises(errors.DiscordUnavailable):
+                await discord.fetch_profile(tokens)
+        else:
+            await discord.revoke(tokens)  # best effort: logged, never raised
+        assert f"Discord rate limited {what}" in caplog.text
 
 
 async def test_one_client_says_who_it_is_and_is_reused(

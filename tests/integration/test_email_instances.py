@@ -24,7 +24,6 @@ import pytest
 from dependency_injector import providers
 from sqlalchemy import text
 
-from adapters.clock import ManualClock
 from adapters.sql import SqlDatabase
 from adapters.sql.notifications import (
     EMAIL_QUEUE_CHANNEL,
@@ -38,6 +37,7 @@ from domain.use_cases.email_delivery import MAX_ATTEMPTS, RETRY_DELAYS
 from entrypoints.container import build_container
 from entrypoints.email_worker import EmailWorker
 from tests.bot_support import wait_until
+from tests.fakes.clock import ManualClock
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.integration.postgres import PostgresServer
 from tests.servers import free_port

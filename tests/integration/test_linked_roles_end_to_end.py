@@ -142,7 +142,7 @@ async def test_the_account_page_and_the_api_add_and_remove_the_role(
 
     await link_from_the_account_page(browser, erin.id)  # again, then the API's admin unlink
     await eventually(lambda: has_role(stack.emulator, erin.id), "the role after linking again")
-    key = (await stack.container.create_api_key().execute("admin")).token
+    key = (await stack.container.create_api_key().execute("admin", ["links:write"])).token
     async with httpx.AsyncClient(base_url=stack.app_url) as client:
         answer = await client.delete(
             f"/api/v1/links/{erin.id}", headers={"Authorization": f"Bearer {key}"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import inspect, text
+from sqlalchemy import DateTime, inspect, text
 
 from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import UtcDateTime, metadata
@@ -78,7 +78,9 @@ async def test_the_guides_user_links_table_still_works_on_postgres(pg_db: SqlDat
         assert str(columns["taskflow_user_id"]["type"]) == "UUID"
         assert columns["taskflow_user_id"]["nullable"] is False
         assert str(columns["linked_at"]["type"]) == "TIMESTAMP"
-        assert columns["linked_at"]["type"].timezone is False
+        linked_at = columns["linked_at"]["type"]
+        assert isinstance(linked_at, DateTime)
+        assert linked_at.timezone is False
         assert "now()" in str(columns["linked_at"]["default"])
         # The guide's INSERT (no linked_at) and its get_taskflow_user(discord_id) query, from
         # a session in another time zone: linked_at must still hold UTC.

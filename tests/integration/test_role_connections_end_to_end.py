@@ -19,9 +19,9 @@ from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
 from adapters.sql.tables import audit_events, role_connection_tokens
 from entrypoints.cli import cli
 from entrypoints.settings import ENV_PREFIX
+from tests.fakes.role_connections import KEY_A, KEY_B
 from tests.harness import PASSWORD
 from tests.integration.stack import Browser, Stack, count, sign_up
-from tests.role_fakes import KEY_A, KEY_B
 
 ROLES = {
     "discord_role_connections": True,

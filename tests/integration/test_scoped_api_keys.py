@@ -337,8 +337,7 @@ async def test_keys_from_before_scopes_keep_both_on_sqlite(sqlite_url: str) -> N
 async def test_the_directory_reads_a_whole_key_in_one_statement(pg_db: SqlDatabase) -> None:
     """The guard's lookup stays one statement (compiled from the tables, so it reads the new
     columns too), outside any transaction."""
-    from sqlalchemy import event
-
+    from adapters.sql.database import PostgresLinkDirectory
     from domain.model import ApiKey
 
     expires = datetime(2031, 1, 1, tzinfo=UTC)
@@ -354,17 +353,14 @@ async def test_the_directory_reads_a_whole_key_in_one_statement(pg_db: SqlDataba
     async with pg_db.unit_of_work() as uow:
         await uow.api_keys.add(key)
         await uow.commit()
+    # What the server is sent, seen by asyncpg itself on the directory's own connection.
+    directory = pg_db.directory
+    assert isinstance(directory, PostgresLinkDirectory)
     sent: list[str] = []
-
-    def watch(dbapi_connection: Any, _record: object) -> None:
-        dbapi_connection.driver_connection.add_query_logger(lambda r: sent.append(r.query))
-
-    await pg_db.engine.dispose()
-    event.listen(pg_db.engine.sync_engine, "connect", watch)
-    try:
-        found = await pg_db.directory.api_key_by_digest("f" * 64)
-    finally:
-        event.remove(pg_db.engine.sync_engine, "connect", watch)
+    pool = await directory._get_pool()
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda r: sent.append(r.query))
+    found = await directory.api_key_by_digest("f" * 64)
     assert found == key
     assert len(sent) == 1, sent
     assert "FROM api_keys" in sent[0]

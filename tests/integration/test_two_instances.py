@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from adapters.clock import ManualClock
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import outgoing_emails, user_links
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.bot_support import run_command, signed_request, wait_until
+from tests.fakes.clock import ManualClock
 from tests.harness import PASSWORD
 from tests.integration.instances import Instance, environment, serving
 from tests.integration.mailbox import Mailbox

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from dependency_injector import providers
 from sqlalchemy import func, select, text
 
-from adapters.clock import ManualClock
 from adapters.sql import SqlDatabase
 from adapters.sql.notifications import WEBHOOK_LISTENER_APPLICATION_NAME, PostgresQueueListener
 from adapters.sql.tables import webhook_deliveries
@@ -24,6 +23,7 @@ from domain.ports import QueueListener
 from entrypoints.container import build_container
 from entrypoints.webhook_worker import WebhookWorker
 from tests.bot_support import wait_until
+from tests.fakes.clock import ManualClock
 from tests.harness import Harness, make_settings
 from tests.integration.postgres import PostgresServer
 from tests.integration.webhook_receiver import Receiver
@@ -123,7 +123,7 @@ async def test_two_instances_deliver_each_event_once_woken_by_notify(
     created = Counter(h.payload["data"]["taskflow_user_id"] for h in hooks)
     assert len(created) == people
     async with pg_db.engine.connect() as conn:
-        states = dict(
+        states: dict[str, int] = dict(
             (
                 await conn.execute(
                     select(webhook_deliveries.c.state, func.count()).group_by(

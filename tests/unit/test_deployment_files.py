@@ -94,9 +94,7 @@ def test_env_example_explains_each_setting_and_leaves_secrets_blank() -> None:
 
 
 def test_env_example_is_a_valid_configuration_once_the_secret_key_is_set() -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=str(ROOT / ".env.example"), secret_key=TEST_SECRET_KEY
-    )
+    settings = Settings(_env_file=str(ROOT / ".env.example"), secret_key=TEST_SECRET_KEY)
     assert str(settings.public_url) == "http://localhost:8000/"
     # The required Discord settings are there, blank: `serve` names them until they are filled.
     with pytest.raises(Exception, match="TASKFLOW_LINK_DISCORD_CLIENT_ID"):

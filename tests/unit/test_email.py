@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.clock import ManualClock
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from domain.ports import EmailMessage
 from entrypoints.container import build_container
 from entrypoints.settings import SettingsError
+from tests.fakes.clock import ManualClock
 from tests.harness import make_settings
 
 

@@ -24,7 +24,7 @@ from domain.policies import (
     CreateAccount,
     LinkAndSignIn,
     Refuse,
-    SignIn,
+    SignInLinkedAccount,
     decide_login,
 )
 from domain.use_cases import AuthOutcome
@@ -76,7 +76,7 @@ def test_one_account_with_the_email_under_each_mode(
 def test_a_linked_discord_account_signs_in_and_nobody_new_is_matched(mode: EmailLinking) -> None:
     account = _account(verified=True)
     link = Link(DiscordId(1), account.id, NOW, "dee")
-    assert isinstance(decide_login(_profile(), link, [], email_linking=mode), SignIn)
+    assert isinstance(decide_login(_profile(), link, [], email_linking=mode), SignInLinkedAccount)
     assert isinstance(decide_login(_profile(), None, [], email_linking=mode), CreateAccount)
 
 
@@ -85,7 +85,7 @@ def test_without_discord_sign_up_a_stranger_is_refused_but_the_linked_sign_in() 
     refused = decide_login(_profile(), None, [], signup=False)
     assert refused == Refuse(errors.SignupDisabled)
     link = Link(DiscordId(1), account.id, NOW, "dee")
-    assert isinstance(decide_login(_profile(), link, [], signup=False), SignIn)
+    assert isinstance(decide_login(_profile(), link, [], signup=False), SignInLinkedAccount)
 
 
 # -- the use cases -------------------------------------------------------------------------------

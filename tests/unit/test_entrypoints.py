@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hikari
 import pytest
 from click.testing import CliRunner
 
 from adapters.memory import MemoryUnitOfWork
 from domain.use_cases import SignUp
+from entrypoints.bot.bridge import describe_http_error
 from entrypoints.cli import cli
 from entrypoints.container import build_container
+from entrypoints.instrumentation import Observed
 from entrypoints.settings import SettingsError, load_settings
 from tests.harness import TEST_SECRET_KEY, make_settings
 
@@ -67,7 +70,9 @@ def test_require_names_missing_settings() -> None:
 def test_container_wires_the_memory_adapter_set() -> None:
     container = build_container(make_settings(storage="memory"))
     assert isinstance(container.uow()(), MemoryUnitOfWork)
-    assert isinstance(container.sign_up().use_case, SignUp)  # observed: its outcome counted
+    made: object = container.sign_up()
+    assert isinstance(made, Observed)  # observed: its outcome counted
+    assert isinstance(made.use_case, SignUp)
     assert container.sign_up() is not container.sign_up()  # use cases are per call
     assert container.uow() is container.uow()  # infrastructure is shared
     unobserved = build_container(make_settings(storage="memory", metrics=False))
@@ -151,3 +156,20 @@ def test_config_never_prints_the_database_password(monkeypatch: pytest.MonkeyPat
     assert TEST_SECRET_KEY not in result.output
     assert "postgresql+asyncpg://app:***@db:5432/taskflow" in result.output
     assert "TASKFLOW_LINK_DISCORD_CLIENT_SECRET = (set)" in result.output
+
+
+def test_a_discord_rate_limit_is_logged_as_one() -> None:
+    from hikari.internal import routes
+
+    limited = hikari.RateLimitTooLongError(
+        route=routes.POST_INTERACTION_RESPONSE.compile(interaction=1, token="secret-token"),
+        is_global=False,
+        retry_after=42.0,
+        max_retry_after=5.0,
+        reset_at=0.0,
+        limit=5,
+        period=1.0,
+    )
+    described = describe_http_error(limited)
+    assert described == "rate limited by Discord (HTTP 429, per route): retry after 42.0 s"
+    assert "secret-token" not in described  # interaction URLs carry the token

@@ -231,7 +231,8 @@ def test_config_shows_where_redis_is_but_not_its_password(monkeypatch: pytest.Mo
     ("environment", "says"),
     [
         ({}, "needs TASKFLOW_LINK_REDIS_URL"),
-        ({"TASKFLOW_LINK_STORAGE": "memory"}, "needs TASKFLOW_LINK_STORAGE=sql"),
+        ({"TASKFLOW_LINK_STORAGE": "memory"}, "needs storage every worker sees"),
+        ({"TASKFLOW_LINK_DATABASE_URL": "sqlite+aiosqlite://"}, "needs storage every worker"),
         ({"TASKFLOW_LINK_REDIS_URL": "redis://127.0.0.1:1/0"}, "EMAIL_BACKEND=smtp"),
         (
             {
@@ -262,10 +263,9 @@ def test_serve_with_workers_refuses_what_one_process_keeps_in_memory(
 def test_each_commands_injection_resolver_is_made_once_on_its_class() -> None:
     """lightbulb binds a new copy of ``invoke`` per interaction; the resolver linkd generates
     must live on the class so the copies share it instead of generating it each time."""
-    from entrypoints.bot.commands import LinkCommand, UnlinkCommand, WhoAmICommand, prime_injection
+    from entrypoints.bot.commands import command_classes
 
-    prime_injection()
-    for command in (LinkCommand, UnlinkCommand, WhoAmICommand):
+    for command in command_classes(server_commands=False):
         method = command.__dict__["invoke"]
         resolver = method._dependency_func
         assert resolver is not None

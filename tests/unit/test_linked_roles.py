@@ -30,7 +30,7 @@ from domain.use_cases.discord_roles import MAX_ATTEMPTS, REASONS, RETRY_DELAYS
 from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.settings import SettingsError, load_settings
-from tests.fake_guild_roles import RoleCall
+from tests.fakes.guild_roles import RoleCall
 from tests.harness import PASSWORD, Browser, Harness, make_settings
 
 ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))

@@ -34,8 +34,8 @@ from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from entrypoints.web.request_id import choose_request_id
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
+from tests.web_support import Client
 
-Client = AsyncTestClient  # type: ignore[type-arg]
 TOKEN = "metrics-token-" + "m" * 20
 
 

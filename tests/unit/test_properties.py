@@ -222,7 +222,7 @@ class LinkingMachine(RuleBasedStateMachine):
 
 TestLinkingMachine = LinkingMachine.TestCase
 TestLinkingMachine.settings = settings(
-    max_examples=150,
+    # How many runs: the profile's (tests/conftest.py), 50 while working, 150 in `make test`.
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

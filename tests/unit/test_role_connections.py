@@ -30,8 +30,14 @@ from domain.model import (
 from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
 from entrypoints.cli import cli
 from entrypoints.settings import SettingsError, load_settings
+from tests.fakes.role_connections import (
+    KEY_A,
+    KEY_B,
+    InMemoryDiscordWithRoles,
+    linked,
+    role_harness,
+)
 from tests.harness import PASSWORD, Browser, Harness, make_settings
-from tests.role_fakes import KEY_A, KEY_B, InMemoryDiscordWithRoles, linked, role_harness
 
 
 @pytest.fixture
@@ -176,8 +182,8 @@ def test_the_metadata_records_are_what_discord_accepts() -> None:
         ("linked", RoleMetadataType.BOOLEAN_EQUAL),  # Discord's type 7
         ("linked_days", RoleMetadataType.INTEGER_GREATER_THAN_OR_EQUAL),  # type 2
     ]
-    assert RoleMetadataType.BOOLEAN_EQUAL == 7
-    assert RoleMetadataType.INTEGER_GREATER_THAN_OR_EQUAL == 2
+    assert RoleMetadataType.BOOLEAN_EQUAL.value == 7
+    assert RoleMetadataType.INTEGER_GREATER_THAN_OR_EQUAL.value == 2
     assert len(ROLE_METADATA) <= 5
     for record in ROLE_METADATA:
         assert record.key.replace("_", "").isalnum()

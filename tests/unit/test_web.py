@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -11,11 +13,10 @@ from litestar.testing import AsyncTestClient
 from adapters.memory import MemoryDatabase
 from domain.model import AuditKind, DiscordId
 from domain.use_cases import TicketIssued
+from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.web_support import csrf_token, post_form, query
-
-Client = AsyncTestClient  # type: ignore[type-arg]
+from tests.web_support import Client, csrf_token, post_form, query
 
 
 @pytest.fixture
@@ -145,6 +146,16 @@ async def _continue_with_discord(client: Client, h: Harness, path: str, as_disco
     return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
 
 
+async def _discord_cdn_serves(url: str, *, user_id: str, avatar_hash: str) -> bool:
+    """Whether Discord's CDN (the emulator's, as strict about sizes) serves this URL."""
+    state = EmulatorState("1", "s", set())
+    state.add_user("someone", user_id=user_id, avatar=avatar_hash)
+    parts = urlsplit(url.replace("&amp;", "&"))
+    async with AsyncTestClient(app=create_emulator_app(state)) as cdn:
+        answer = await cdn.get(f"{parts.path}?{parts.query}")
+    return answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+
+
 async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     client: Client, h: Harness, db: MemoryDatabase
 ) -> None:
@@ -163,7 +174,9 @@ async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     confirm = await client.get(path)
     assert "@tick" in confirm.text
     assert "Discord id 5004" in confirm.text
-    assert "/avatars/5004/a_1f2e.png" in confirm.text
+    [avatar] = re.findall(r'<img src="([^"]+)"', confirm.text)
+    assert avatar.startswith("https://cdn.discordapp.com/avatars/5004/a_1f2e.png?")
+    assert await _discord_cdn_serves(avatar, user_id="5004", avatar_hash="a_1f2e")
     assert "Continue only if you ran <code>/link</code> yourself" in confirm.text
     assert "alice" in confirm.text
     assert db.tables.links == {}  # nothing happens before Discord confirms

@@ -13,9 +13,7 @@ from adapters.memory import MemoryDatabase
 from domain.model import DiscordId
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.web_support import csrf_token, post_form
-
-Client = AsyncTestClient  # type: ignore[type-arg]
+from tests.web_support import Client, csrf_token, post_form
 
 
 @pytest.fixture

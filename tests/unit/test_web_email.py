@@ -17,9 +17,8 @@ from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from tests.bot_support import wait_until
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Harness, make_settings
-from tests.web_support import csrf_token, post_form
+from tests.web_support import Client, csrf_token, post_form
 
-Client = AsyncTestClient  # type: ignore[type-arg]
 NEW_PASSWORD = "a brand new passphrase"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from httpx import Response
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
@@ -13,9 +14,7 @@ from domain.model import DiscordId
 from entrypoints.container import build_container
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness, make_settings
-from tests.web_support import csrf_token, post_form
-
-Client = AsyncTestClient  # type: ignore[type-arg]
+from tests.web_support import Client, csrf_token, post_form
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ async def h() -> AsyncIterator[Harness]:
     harness.container.unwire()
 
 
-async def _discord_sign_in(client: Client, h: Harness, discord_id: int) -> Client:
+async def _discord_sign_in(client: Client, h: Harness, discord_id: int) -> Response:
     started = await client.get("/auth/discord/login", follow_redirects=False)
     approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
     return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")

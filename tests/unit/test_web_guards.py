@@ -12,9 +12,7 @@ from adapters.memory import MemoryDatabase
 from entrypoints.web import create_app
 from entrypoints.web.guards import valid_host
 from tests.harness import PASSWORD, Harness
-from tests.web_support import csrf_token
-
-Client = AsyncTestClient  # type: ignore[type-arg]
+from tests.web_support import Client, csrf_token
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -11,11 +12,11 @@ from litestar.testing import AsyncTestClient
 from adapters.memory import MemoryDatabase
 from domain.model import DiscordId
 from entrypoints.web import create_app
+from tests.fakes.role_connections import InMemoryDiscordWithRoles, linked, role_harness
 from tests.harness import PASSWORD, Harness
-from tests.role_fakes import InMemoryDiscordWithRoles, linked, role_harness
 from tests.web_support import csrf_token, post_form, query
 
-Client = AsyncTestClient  # type: ignore[type-arg]
+Client = AsyncTestClient[Any]
 
 
 @pytest.fixture

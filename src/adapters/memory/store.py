@@ -109,6 +109,10 @@ class MemoryDatabase:
     def directory(self) -> MemoryLinkDirectory:
         return MemoryLinkDirectory(self)
 
+    @property
+    def shared_between_processes(self) -> bool:
+        return False  # this process's memory
+
     async def ping(self) -> bool:
         return True
 

@@ -109,6 +109,12 @@ class SqlDatabase:
             else:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
+    @property
+    def shared_between_processes(self) -> bool:
+        """A database server or file is; an in-memory SQLite database is one process's."""
+        database = self.engine.url.database
+        return not (self.dialect == "sqlite" and database in (None, "", ":memory:"))
+
     async def ping(self) -> bool:
         """``True`` when the database answers a trivial query."""
         try:

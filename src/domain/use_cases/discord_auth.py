@@ -32,7 +32,7 @@ from domain.policies import (
     CreateAccount,
     LinkAndSignIn,
     Refuse,
-    SignIn,
+    SignInLinkedAccount,
     choose_username,
     decide_link,
     decide_login,
@@ -484,7 +484,7 @@ class CompleteDiscordAuth:
                 profile, link, matches, email_linking=self._email_linking, signup=self._signup
             )
             match decision:
-                case SignIn(account_id):
+                case SignInLinkedAccount(account_id):
                     # Lock the account as an unlink does, then look at the link again: an
                     # unlink that committed meanwhile must not be followed by a session that
                     # the unlinked Discord account opened (decide again instead).

@@ -71,7 +71,11 @@ def register_services(client: lightbulb.Client, container: Container) -> None:
 
 def describe_http_error(error: hikari.HTTPError) -> str:
     """What went wrong talking to Discord, without the URL: interaction callback and webhook
-    URLs carry the interaction's token, which can edit the reply (and its /link ticket)."""
+    URLs carry the interaction's token, which can edit the reply (and its /link ticket).
+    hikari waits out short rate limits itself; a longer one is said to be one."""
+    if isinstance(error, hikari.RateLimitTooLongError):
+        scope = "global" if error.is_global else "per route"
+        return f"rate limited by Discord (HTTP 429, {scope}): retry after {error.retry_after} s"
     status = getattr(error, "status", "")
     code = getattr(error, "code", "")
     return f"{type(error).__name__} (HTTP {status}, Discord code {code})"

@@ -8,7 +8,9 @@ prefers. A command that has not replied within ``defer_after`` seconds is answer
 that message through the interaction's webhook.
 
 The command classes are the same as over the gateway; only where their first reply goes
-differs, behind lightbulb's ``Context._create_initial_response``.
+differs, behind lightbulb's ``Context._create_initial_response``. Other interactions (a
+component's, a modal's) keep lightbulb's way: a reply through Discord's callback endpoint, after
+which the HTTP answer is 202 with no body, as Discord documents (``answered_through_callback``).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def _edit_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 class InBandRestClient(RestEnabledClient):
     """lightbulb's client for HTTP interactions, answering commands in the HTTP response."""
 
-    __slots__ = ("_answers", "_defer_after")
+    __slots__ = ("_answers", "_defer_after", "_through_callback")
 
     def __init__(
         self,
@@ -103,6 +105,17 @@ class InBandRestClient(RestEnabledClient):
         )
         self._defer_after = defer_after
         self._answers: dict[hikari.Snowflake, asyncio.Future[Builder]] = {}
+        # Interactions whose first answer went through Discord's callback endpoint.
+        self._through_callback: set[hikari.Snowflake] = set()
+
+    def answered_through_callback(self, interaction_id: hikari.Snowflakeish) -> bool:
+        """Whether that interaction was answered through the callback endpoint (asked once,
+        by the HTTP answer)."""
+        snowflake = hikari.Snowflake(interaction_id)
+        if snowflake in self._through_callback:
+            self._through_callback.discard(snowflake)
+            return True
+        return False
 
     def build_command_context(
         self,
@@ -129,7 +142,9 @@ class InBandRestClient(RestEnabledClient):
         self, interaction: hikari.PartialInteraction
     ) -> AsyncGenerator[Builder | None, None]:
         if not isinstance(interaction, hikari.CommandInteraction):
+            # lightbulb yields once its callback reply was sent (and never when none was).
             async for nothing in super().handle_rest_interaction(interaction):
+                self._through_callback.add(interaction.id)
                 yield nothing
             return
         answer: asyncio.Future[Builder] = asyncio.get_running_loop().create_future()

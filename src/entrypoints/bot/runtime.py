@@ -17,7 +17,7 @@ import nacl.signing
 
 from domain.model import ROLE_METADATA
 from entrypoints.bot.bridge import register_services
-from entrypoints.bot.commands import loader, prime_injection
+from entrypoints.bot.commands import command_loader
 from entrypoints.bot.inband import InBandRestClient
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources
@@ -41,6 +41,9 @@ class InteractionAnswer:
     content_type: str
 
 
+# After a reply through Discord's callback endpoint: "respond to the original HTTP request
+# with a 202 and no body".
+ANSWERED_THROUGH_CALLBACK = InteractionAnswer(202, b"", "text/plain")
 FALLBACK_ANSWER = InteractionAnswer(
     200,
     json.dumps(
@@ -95,8 +98,8 @@ async def prepare_client(
             app, default_enabled_guilds=settings.command_guild_ids, sync_commands=sync_commands
         )
     register_services(client, container)
+    loader = command_loader(server_commands=bool(settings.command_guild_ids))
     await loader.add_to_client(client)
-    prime_injection()
     return client
 
 
@@ -136,16 +139,22 @@ def _skip_second_signature_check(bot: hikari.RESTBot) -> None:
         server._public_key = _CheckedAlready()
 
 
-def _replay_key(body: bytes, signature: str) -> str:
-    """Discord gives every interaction its own id (in the signed body); a body without one
-    (never sent by Discord) is known by its signature."""
+def _interaction_id(body: bytes) -> str | None:
+    """The interaction's id, from the signed body (a snowflake: up to 20 digits)."""
     try:
         found = json.loads(body).get("id")
     except (ValueError, AttributeError):
-        found = None
+        return None
     if isinstance(found, str) and found.isascii() and found.isdecimal() and len(found) <= 20:
-        return f"interaction:{found}"
-    return f"signature:{signature.lower()}"
+        return found
+    return None
+
+
+def _replay_key(body: bytes, signature: str) -> str:
+    """Discord gives every interaction its own id (in the signed body); a body without one
+    (never sent by Discord) is known by its signature."""
+    found = _interaction_id(body)
+    return f"interaction:{found}" if found else f"signature:{signature.lower()}"
 
 
 class HttpInteractions:
@@ -245,7 +254,15 @@ class HttpInteractions:
         if answer.status_code >= 500:
             log.error("hikari could not handle an interaction (HTTP %s)", answer.status_code)
             return FALLBACK_ANSWER
-        if answer.status_code == 204:  # replies travel in the response: none came
+        if answer.status_code == 204:  # no reply in the HTTP response: one went elsewhere?
+            found = _interaction_id(request.body)
+            client = self._client
+            if (
+                found is not None
+                and isinstance(client, InBandRestClient)
+                and client.answered_through_callback(int(found))
+            ):
+                return ANSWERED_THROUGH_CALLBACK
             log.error("no command answered an interaction (a command this version lacks?)")
             return FALLBACK_ANSWER
         return InteractionAnswer(

@@ -7,13 +7,15 @@ import asyncio
 import base64
 import binascii
 import secrets
+import struct
+import zlib
 from html import escape
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Litestar, Request, get, post
 from litestar.enums import MediaType, RequestEncodingType
-from litestar.params import Body, JSONBody
+from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import Redirect, Response
 
 from entrypoints.emulator.bot_api import bot_routes
@@ -24,6 +26,7 @@ from entrypoints.emulator.role_connections import role_connection_routes
 from entrypoints.emulator.state import EmulatorState, TestUser
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "gif")
 SCOPES = {"identify", "email", "role_connections.write"}
 PROMPTS = {"none", "consent"}
 SESSION_COOKIE = "discord_emulator_session"  # who is signed in to "Discord" in this browser
@@ -222,8 +225,10 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
         return Response(state.users[grant.user_id].public(grant.scopes))
 
-    @post("/api/v10/oauth2/token/revoke", status_code=200, sync_to_thread=False)
-    def revoke(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+    @post("/api/v10/oauth2/token/revoke", status_code=200)
+    async def revoke(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
+        if (fault := await _fault(state, "token_revoke")) is not None:
+            return fault
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
         state.revoke(data.get("token", ""))
@@ -262,6 +267,27 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
     def home() -> Redirect:
         return Redirect("/channel")
 
+    @get("/avatars/{user_id:str}/{file_name:str}", sync_to_thread=False)
+    def avatar(
+        user_id: FromPath[str], file_name: FromPath[str], size: FromQuery[str | None] = None
+    ) -> Response[Any]:
+        """Discord's CDN for user avatars: sizes are powers of two from 16 to 4096, and the
+        hash must be the user's current one (an old hash is gone)."""
+        avatar_hash, _, extension = file_name.rpartition(".")
+        user = state.users.get(user_id)
+        if user is None or not user.avatar or avatar_hash != user.avatar:
+            return Response("Not Found", media_type=MediaType.TEXT, status_code=404)
+        animated = avatar_hash.startswith("a_")
+        if extension not in IMAGE_FORMATS or (extension == "gif" and not animated):
+            return Response("Bad Request", media_type=MediaType.TEXT, status_code=400)
+        if size is not None and not _cdn_size_ok(size):
+            return Response("Invalid size", media_type=MediaType.TEXT, status_code=400)
+        return Response(
+            _avatar_png(avatar_hash),
+            media_type="image/png",
+            headers={"cache-control": "public, max-age=86400"},
+        )
+
     return Litestar(
         route_handlers=[
             authorize_page,
@@ -273,6 +299,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             list_users,
             set_fault,
             home,
+            avatar,
             *bot_routes(state, gateway),
             *channel_routes(state, gateway),
             *gateway_routes(state, gateway),
@@ -303,3 +330,25 @@ def _user_json(user: TestUser) -> dict[str, Any]:
         "email": user.email,
         "verified": user.verified,
     }
+
+
+def _cdn_size_ok(size: str) -> bool:
+    """Discord's image sizes: a power of two from 16 to 4096."""
+    if not (size.isascii() and size.isdecimal()):
+        return False
+    number = int(size)
+    return 16 <= number <= 4096 and number & (number - 1) == 0
+
+
+def _avatar_png(avatar_hash: str) -> bytes:
+    """A 16x16 square in a colour of the hash's own (every user looks different)."""
+    red, green, blue = bytes.fromhex(avatar_hash.removeprefix("a_").ljust(6, "0")[:6])
+    row = b"\x00" + bytes((red, green, blue)) * 16
+    raw = zlib.compress(row * 16)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from litestar import Request, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.gateway import GatewaySession
@@ -30,15 +30,32 @@ from entrypoints.emulator.state import (
     EmulatorState,
     Interaction,
 )
+from entrypoints.emulator.validation import (
+    CONTEXT_BOT_DM,
+    CONTEXT_GUILD,
+    check_command_response,
+    check_commands,
+    check_webhook_message,
+)
 
 EPHEMERAL = 64
 COMMAND_TYPE_CHAT_INPUT = 1
 INTERACTION_PING, INTERACTION_APPLICATION_COMMAND = 1, 2
-CONTEXT_GUILD, CONTEXT_BOT_DM = 0, 1
+RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 4, 5
+# The HTTP answer to an interaction already answered through the callback endpoint: "respond
+# to the original HTTP request with a 202 and no body" (204, hikari's own, carries none either).
+ANSWERED_ELSEWHERE = (202, 204)
 
 
 def _discord_error(message: str, code: int, status: int) -> Response[Any]:
     return Response({"message": message, "code": code}, status_code=status)
+
+
+def _refuse(interaction: Interaction, message: str, code: int, status: int) -> Response[Any]:
+    """Discord's refusal of an answer to ``interaction``, remembered with it."""
+    interaction.refused.append(code)
+    interaction.errors.append({"message": message, "code": code})
+    return _discord_error(message, code, status)
 
 
 def _unauthorized() -> Response[Any]:
@@ -93,8 +110,16 @@ def _stored_command(
         "integration_types": body.get("integration_types") or [0],
     }
     if scope != "global":
-        command["guild_id"] = scope
+        # Only global commands have these: a server's command is used in that server only.
+        command |= {"guild_id": scope, "contexts": None, "integration_types": [0]}
     return command
+
+
+def offered_in(command: dict[str, Any], guild_id: str | None) -> bool:
+    """Whether Discord offers the command there: its ``contexts`` (all when unset) must
+    include servers, or DMs with the bot."""
+    contexts = command.get("contexts")
+    return contexts is None or (CONTEXT_GUILD if guild_id else CONTEXT_BOT_DM) in contexts
 
 
 def _user_object(state: EmulatorState, user_id: str) -> dict[str, Any]:
@@ -160,9 +185,11 @@ def interaction_payload(
 
 
 async def deliver(state: EmulatorState, payload: dict[str, Any]) -> httpx.Response:
-    """POST a signed interaction to the service, as Discord does."""
+    """POST a signed interaction to the service, as Discord does; the network's transit (there
+    and back) is part of the wait, as it is part of Discord's 3 seconds."""
     if not state.interactions_url:
         raise LookupError("no interactions URL is configured for this application")
+    await asyncio.sleep(state.transit_delay)
     body = json.dumps(payload).encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -172,7 +199,9 @@ async def deliver(state: EmulatorState, payload: dict[str, Any]) -> httpx.Respon
         "x-signature-timestamp": timestamp,
     }
     async with httpx.AsyncClient(timeout=max(10.0, state.response_deadline + 5)) as client:
-        return await client.post(state.interactions_url, content=body, headers=headers)
+        answer = await client.post(state.interactions_url, content=body, headers=headers)
+    await asyncio.sleep(state.transit_delay)
+    return answer
 
 
 def _answer(response: httpx.Response) -> Any:
@@ -234,6 +263,11 @@ async def run_slash_command(
             "error": f"/{name} is not registered here: the service registers its "
             "commands when it starts, or run `taskflow-link bot sync`"
         }
+    if not offered_in(found, guild):
+        return 409, {
+            "error": f"/{name} is not offered {'in servers' if guild else 'in DMs'}: its "
+            f"contexts are {found.get('contexts')}"
+        }
     interaction = Interaction(
         id=state.snowflake(),
         token=secrets.token_urlsafe(48),
@@ -247,6 +281,7 @@ async def run_slash_command(
     status, body = None, None
     if via == "gateway":
         interaction.shards = [c.shard for c in connections if c.shard is not None]
+        await asyncio.sleep(state.transit_delay)
         for connection in connections:
             await connection.dispatch("INTERACTION_CREATE", payload)
         await _await_reply(state, interaction)
@@ -256,17 +291,10 @@ async def run_slash_command(
         except (LookupError, httpx.HTTPError) as exc:
             return 502, {"error": f"could not reach the service: {exc}"}
         status, body = answer.status_code, _answer(answer)
-        answered_after = time.monotonic() - interaction.sent_at
-        in_time = answered_after <= state.response_deadline
-        # A reply may also travel in the HTTP response itself, if it comes within 3 s.
-        in_band = isinstance(body, dict) and body.get("type") in (4, 5)
-        if in_time and in_band and interaction.response is None:
-            interaction.response, interaction.responded_after = body, answered_after
-            if body.get("type") == 5:  # "thinking…": the reply comes through the webhook
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
-        if not in_time:
+        if time.monotonic() - interaction.sent_at > state.response_deadline:
             status = None  # Discord gave up: "The application did not respond"
+        else:
+            await _take_http_answer(state, interaction, status, body)
     return 200, {
         "interaction_id": interaction.id,
         "via": via,
@@ -277,7 +305,90 @@ async def run_slash_command(
         "responded_after_ms": None
         if interaction.responded_after is None
         else round(interaction.responded_after * 1000),
+        # What Discord refused of the service's answers (its error bodies), oldest first.
+        "errors": interaction.errors,
     }
+
+
+async def _take_http_answer(
+    state: EmulatorState, interaction: Interaction, status: int, body: Any
+) -> None:
+    """Discord's reading of the HTTP answer that came in time. Answered through the callback
+    already: it must be 202 without a body (a body would be a second answer). Otherwise it
+    must be a valid interaction response (type 4, or 5 then the webhook); anything else is
+    "This interaction failed"."""
+    if interaction.response is not None:
+        if status not in ANSWERED_ELSEWHERE or body not in ("", None):
+            interaction.errors.append(
+                {
+                    "code": 40060,
+                    "message": "Interaction has already been acknowledged: after a reply "
+                    "through the callback endpoint, answer the HTTP request with 202 and no "
+                    f"body (got {status} with {body!r:.200})",
+                }
+            )
+        return
+    if status in ANSWERED_ELSEWHERE:
+        return  # nothing was answered anywhere: "The application did not respond"
+    refused = check_command_response(body) if status == 200 else (400, {"status": status})
+    if refused is not None:
+        interaction.errors.append(refused[1])
+        return
+    assert isinstance(body, dict)  # noqa: S101 - checked above
+    interaction.response = _stored_response(body)
+    interaction.responded_after = time.monotonic() - interaction.sent_at
+    if body["type"] == RESPONSE_DEFERRED_MESSAGE:  # "thinking…": the webhook brings the reply
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
+
+
+def with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The components as Discord stores them: each has an ``id``, unique in the message,
+    "generated sequentially if left empty" (0 counts as empty), never reusing one the
+    message names itself."""
+    taken: set[int] = set()
+
+    def walk(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {**item, "components": walk(item["components"])}
+            if isinstance(item.get("components"), list)
+            else dict(item)
+            for item in items
+        ]
+
+    def given(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            if isinstance(item.get("id"), int) and item["id"] > 0:
+                taken.add(item["id"])
+            given(item.get("components") or [])
+
+    def number(items: list[dict[str, Any]], next_id: int) -> int:
+        for item in items:
+            if not (isinstance(item.get("id"), int) and item["id"] > 0):
+                while next_id in taken:
+                    next_id += 1
+                item["id"] = next_id
+                taken.add(next_id)
+            next_id = number(item.get("components") or [], next_id)
+        return next_id
+
+    copied = walk(components)
+    given(copied)
+    number(copied, 1)
+    return copied
+
+
+def as_stored(message: dict[str, Any]) -> dict[str, Any]:
+    """A message's data as Discord keeps (and later returns) it: its components numbered."""
+    components = message.get("components")
+    if not isinstance(components, list):
+        return message
+    return {**message, "components": with_component_ids(components)}
+
+
+def _stored_response(response: dict[str, Any]) -> dict[str, Any]:
+    data = response.get("data")
+    return {**response, "data": as_stored(data)} if isinstance(data, dict) else response
 
 
 def message_json(
@@ -309,10 +420,32 @@ def message_json(
         "pinned": False,
         "type": 20,  # CHAT_INPUT_COMMAND
         "flags": int(data.get("flags") or 0),
-        "components": data.get("components", []),
+        "components": with_component_ids(data.get("components") or []),
         "application_id": state.client_id,
         "webhook_id": state.client_id,
     }
+
+
+def callback_response(
+    state: EmulatorState, interaction: Interaction, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Discord's interaction callback response: the interaction, and the message it made."""
+    message_data = data.get("data") or {}
+    flags = int(message_data.get("flags") or 0)
+    message_id = state.snowflake()
+    answer: dict[str, Any] = {
+        "interaction": {
+            "id": interaction.id,
+            "type": INTERACTION_APPLICATION_COMMAND,
+            "response_message_id": message_id,
+            "response_message_loading": data["type"] == RESPONSE_DEFERRED_MESSAGE,
+            "response_message_ephemeral": bool(flags & EPHEMERAL),
+        }
+    }
+    if data["type"] == RESPONSE_MESSAGE:
+        message = message_json(state, interaction, message_data, message_id)
+        answer["resource"] = {"type": RESPONSE_MESSAGE, "message": message}
+    return answer
 
 
 def bot_routes(  # noqa: PLR0915 - one route table
@@ -349,10 +482,10 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _unauthorized()
         if app_id != state.client_id:
             return _discord_error("Unknown Application", 10002, 404)
-        if not isinstance(body, list) or not all(
-            isinstance(c, dict) and c.get("name") for c in body
-        ):
-            return _discord_error("Invalid Form Body", 50035, 400)
+        errors = check_commands(body, guild=guild is not None)
+        if errors:
+            state.refused_commands.append(errors.body())
+            return Response(errors.body(), status_code=400)
         scope = scope_of(guild)
         existing = {c["name"]: c for c in state.commands.get(scope, [])}
         state.commands[scope] = [_stored_command(state, c, scope, existing) for c in body]
@@ -383,14 +516,16 @@ def bot_routes(  # noqa: PLR0915 - one route table
     ) -> Response[Any]:
         return replace_commands(request, app_id, guild_id, data)
 
-    @post(
-        "/api/v10/interactions/{interaction_id:str}/{token:str}/callback",
-        status_code=200,
-        sync_to_thread=False,
-    )
-    def callback(
-        interaction_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
+    @post("/api/v10/interactions/{interaction_id:str}/{token:str}/callback", status_code=200)
+    async def callback(
+        interaction_id: FromPath[str],
+        token: FromPath[str],
+        data: JSONBody[Any],
+        with_response: FromQuery[str | None] = None,
     ) -> Response[Any]:
+        """Create the interaction's response: 204, or with ``?with_response=true`` 200 and
+        the interaction callback response object (what hikari asks for)."""
+        await asyncio.sleep(state.transit_delay)  # the request travels to Discord first
         if state.faults.get("callback") == "reject":
             return _discord_error("Interaction has already been acknowledged.", 40060, 400)
         interaction = state.interactions.get(interaction_id)
@@ -398,27 +533,20 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Unknown interaction", 10062, 404)
         elapsed = time.monotonic() - interaction.sent_at
         if elapsed > state.response_deadline:
-            interaction.refused.append(10062)
-            return _discord_error("Unknown interaction", 10062, 404)  # too late, as on Discord
+            return _refuse(interaction, "Unknown interaction", 10062, 404)  # too late
         if interaction.response is not None:
-            interaction.refused.append(40060)
-            return _discord_error("Interaction has already been acknowledged.", 40060, 400)
-        if not isinstance(data, dict) or "type" not in data:
-            return _discord_error("Invalid Form Body", 50035, 400)
-        interaction.response, interaction.responded_after = data, elapsed
+            return _refuse(interaction, "Interaction has already been acknowledged.", 40060, 400)
+        refused = check_command_response(data)
+        if refused is not None:
+            interaction.refused.append(refused[1]["code"])
+            interaction.errors.append(refused[1])
+            return Response(refused[1], status_code=refused[0])
+        stored = _stored_response(data)
+        interaction.response, interaction.responded_after = stored, elapsed
         interaction.answered.set()
-        flags = int((data.get("data") or {}).get("flags") or 0)
-        return Response(
-            {
-                "interaction": {
-                    "id": interaction.id,
-                    "type": INTERACTION_APPLICATION_COMMAND,
-                    "response_message_id": state.snowflake(),
-                    "response_message_loading": data["type"] == 5,
-                    "response_message_ephemeral": bool(flags & EPHEMERAL),
-                }
-            }
-        )
+        if (with_response or "").lower() not in ("true", "1"):
+            return Response(None, status_code=204)
+        return Response(callback_response(state, interaction, stored))
 
     def by_token(app_id: str, token: str) -> Interaction | None:
         found = next(
@@ -440,10 +568,12 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Unknown Webhook", 10015, 404)
         if interaction.response is None:
             return _discord_error("Unknown Message", 10008, 404)
-        if not isinstance(data, dict):
-            return _discord_error("Invalid Form Body", 50035, 400)
+        refused = check_webhook_message(data, edit=True)
+        if refused is not None:
+            interaction.errors.append(refused[1])
+            return Response(refused[1], status_code=refused[0])
         previous = interaction.response.get("data") or {}
-        merged = {**previous, **data}
+        merged = as_stored({**previous, **data})
         interaction.response = {"type": 4, "data": merged, "deferred": True}
         interaction.edited.set()
         return Response(message_json(state, interaction, merged, interaction.id))
@@ -453,12 +583,16 @@ def bot_routes(  # noqa: PLR0915 - one route table
         app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
     ) -> Response[Any]:
         interaction = by_token(app_id, token)
-        if interaction is None:
+        if interaction is None or interaction.response is None:
+            # The interaction's webhook exists once the interaction was answered.
             return _discord_error("Unknown Webhook", 10015, 404)
-        if not isinstance(data, dict):
-            return _discord_error("Invalid Form Body", 50035, 400)
-        interaction.followups.append(data)
-        return Response(message_json(state, interaction, data, state.snowflake()))
+        refused = check_webhook_message(data, edit=False)
+        if refused is not None:
+            interaction.errors.append(refused[1])
+            return Response(refused[1], status_code=refused[0])
+        message = as_stored(data)
+        interaction.followups.append(message)
+        return Response(message_json(state, interaction, message, state.snowflake()))
 
     # -- test API -------------------------------------------------------------------------------
 

@@ -281,6 +281,12 @@ def channel_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[
             status, body = await run_slash_command(state, gateway, user_id=user_id, command=name)
             if status != 200:
                 entry.problem = str(body.get("error"))
+            elif body.get("reply") is None and body.get("errors"):
+                refused = body["errors"][-1]
+                entry.problem = (
+                    "This interaction failed: Discord refused the application's answer "
+                    f"({refused.get('code')} {refused.get('message')})."
+                )
             elif body.get("reply") is None:
                 entry.problem = "The application did not respond."
             else:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -152,6 +153,9 @@ class Interaction:
     followups: list[dict[str, Any]] = field(default_factory=list)
     # Discord error codes given to answers refused at the callback (40060: a second answer).
     refused: list[int] = field(default_factory=list)
+    # The error bodies Discord gave the service's answers, wherever they came (the HTTP
+    # response, the callback, the webhook): a 50035 names the invalid field.
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +181,7 @@ class EmulatorState:
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
     # Who is signed in to "Discord" in each browser (session cookie -> user id).
     browser_sessions: dict[str, str] = field(default_factory=dict)
-    # endpoint name ("token", "users_me") -> "500" | "timeout" | "garbage" | "429" |
+    # endpoint name ("token", "users_me", "token_revoke") -> "500" | "timeout" | "garbage" | "429" |
     # "cloudflare"; "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
@@ -194,12 +198,18 @@ class EmulatorState:
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
+    # The network between Discord and the service, one way (seconds): an interaction reaches
+    # the service this much later, and its answer (or callback) reaches Discord this much
+    # later, all inside ``response_deadline``, as Discord counts its 3 seconds.
+    transit_delay: float = 0.0
     # How long the test API waits for a deferred answer to be completed (Discord keeps the
     # interaction's webhook 15 minutes).
     followup_wait: float = 10.0
     application_name: str = "TaskFlow Link (emulated)"
     # Registered slash commands by scope: "global" or a guild id.
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The 50035 bodies of refused command registrations, oldest first.
+    refused_commands: list[dict[str, Any]] = field(default_factory=list)
     interactions: dict[str, Interaction] = field(default_factory=dict)
     # Links the channel page shows (the demo's web app and outbox), label -> URL.
     service_links: dict[str, str] = field(default_factory=dict)
@@ -265,11 +275,16 @@ class EmulatorState:
         verified: bool = False,
         user_id: str | None = None,
         member: bool = True,
+        avatar: str | EllipsisType | None = ...,
     ) -> TestUser:
-        """A test user, by default a member of the test server (where the channel is)."""
+        """A test user, by default a member of the test server (where the channel is). Like
+        most Discord users it has an avatar (a hash, as Discord gives it: 32 hex digits) unless
+        ``avatar`` says otherwise (``None``: Discord's default one)."""
         if user_id is None:
             user_id = self.snowflake()
-        user = TestUser(user_id, username, global_name, None, email, verified)
+        if avatar is ...:
+            avatar = secrets.token_hex(16)
+        user = TestUser(user_id, username, global_name, avatar, email, verified)
         self.users[user.id] = user
         if member:
             self.test_guild.members.setdefault(user.id, set())

@@ -39,6 +39,7 @@ from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
+from entrypoints.web.avatars import Avatars
 from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
@@ -55,7 +56,7 @@ from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.request_id import with_request_id
-from entrypoints.web.security import before_send_hook, security_headers
+from entrypoints.web.security import before_send_hook, origin, security_headers
 from entrypoints.webhook_worker import WebhookWorker
 
 if TYPE_CHECKING:
@@ -307,7 +308,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     settings = container.settings()
     public = urlsplit(str(settings.public_url))
     https = public.scheme == "https"
-    authorize = urlsplit(str(settings.discord_authorize_url))
+    avatars = Avatars(str(settings.discord_cdn_url))
     jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
 
@@ -370,6 +371,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         dependencies={
             **{name: _provided(container, name) for name in _INJECTED},
             "jar": Provide(lambda: jar, sync_to_thread=False),
+            "avatars": Provide(lambda: avatars, sync_to_thread=False),
             "signed_in": Provide(current_session),
             "account": Provide(current_account, sync_to_thread=False),
         },
@@ -393,7 +395,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         request_max_body_size=FORM_BODY_LIMIT,
         before_send=[
             before_send_hook(
-                security_headers(f"{authorize.scheme}://{authorize.netloc}", https=https)
+                security_headers(
+                    origin(str(settings.discord_authorize_url)), avatars.origin, https=https
+                )
             ),
             workers.wake,
             allow_every_method,

@@ -14,6 +14,7 @@ from domain import use_cases as uc
 from domain.model import Account, AuthPurpose, RoleSync
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
+from entrypoints.web.avatars import Avatars
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import status_for
@@ -46,12 +47,6 @@ NOTICES = {
     "connection just now: we will send it again in a few minutes.",
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
-
-
-def avatar_url(discord_id: int, avatar: str | None) -> str | None:
-    if not avatar or not avatar.replace("_", "").isalnum():
-        return None
-    return f"https://cdn.discordapp.com/avatars/{discord_id}/{avatar}.png?size=96"
 
 
 def _credentials_page(
@@ -159,6 +154,7 @@ class Pages(Controller):
         show_email_status: Use[uc.ShowEmailStatus],
         list_sessions: Use[uc.ListSessions],
         jar: Jar,
+        avatars: Use[Avatars],
         notice: FromQuery[str] = "",
     ) -> Template | Redirect:
         if signed_in is None:
@@ -174,7 +170,7 @@ class Pages(Controller):
                 "email_status": email_status,
                 "email_resend": email_resend,
                 "link": link,
-                "avatar_url": avatar_url(link.discord_id.value, link.discord_avatar)
+                "avatar_url": avatars.url(link.discord_id.value, link.discord_avatar)
                 if link
                 else None,
                 "notice": NOTICES.get(notice, ""),
@@ -370,6 +366,7 @@ class Pages(Controller):
         token: FromPath[str],
         signed_in: CurrentSignIn,
         show_link_ticket: Use[uc.ShowLinkTicket],
+        avatars: Use[Avatars],
     ) -> Template:
         ticket = await show_link_ticket.execute(token)
         return Template(
@@ -379,7 +376,7 @@ class Pages(Controller):
                 "token": token,
                 "account": signed_in.account if signed_in else None,
                 "recently_proved": signed_in is not None and signed_in.recently_proved,
-                "avatar_url": avatar_url(ticket.discord.id.value, ticket.discord.avatar),
+                "avatar_url": avatars.url(ticket.discord.id.value, ticket.discord.avatar),
             },
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from litestar.types import Message, Scope
 
@@ -13,9 +14,17 @@ from entrypoints.web.errors import redact_path
 access_log = logging.getLogger("taskflow_link.access")
 
 
-def security_headers(discord_authorize_origin: str, *, https: bool) -> list[tuple[bytes, bytes]]:
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: what a Content-Security-Policy names."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def security_headers(
+    discord_authorize_origin: str, discord_cdn_origin: str, *, https: bool
+) -> list[tuple[bytes, bytes]]:
     csp = (
-        "default-src 'none'; style-src 'self'; img-src 'self' https://cdn.discordapp.com; "
+        f"default-src 'none'; style-src 'self'; img-src 'self' {discord_cdn_origin}; "
         # The link/login forms answer with a redirect to Discord's consent page.
         f"form-action 'self' {discord_authorize_origin}; "
         "frame-ancestors 'none'; base-uri 'none'"

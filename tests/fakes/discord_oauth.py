@@ -102,13 +102,17 @@ class InMemoryDiscordOAuth:
         if self.outage is not None:
             raise self.outage
         grant = self._tokens.get(tokens.access_token)
-        if grant is None:
-            raise errors.DiscordUnavailable()
+        if grant is None:  # Discord answers 401: unknown, expired or revoked
+            raise errors.DiscordDenied()
         profile = self.users[grant.discord_id]
         if "email" not in grant.scopes:
             profile = replace(profile, email=None, verified=False)
         return profile
 
     async def revoke(self, tokens: DiscordTokens) -> None:
-        self._tokens.pop(tokens.access_token, None)
+        """As Discord: revoking a token revokes the whole grant (the user's other tokens)."""
+        grant = self._tokens.get(tokens.access_token)
+        if grant is not None:
+            for token in [t for t, g in self._tokens.items() if g.discord_id == grant.discord_id]:
+                del self._tokens[token]
         self.revoked.add(tokens.access_token)

@@ -11,12 +11,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from adapters.clock import ManualClock
-from adapters.fake_discord import InMemoryDiscordOAuth
 from domain import errors
 from domain.model import ROLE_CONNECTIONS_SCOPE, DiscordId, RoleConnection
 from domain.ports import DiscordTokens
 from entrypoints.container import build_container
+from tests.fakes.clock import ManualClock
+from tests.fakes.discord_oauth import InMemoryDiscordOAuth
 from tests.harness import Harness, make_settings
 
 LIFETIME = 7 * 24 * 3600  # Discord's access tokens live 7 days

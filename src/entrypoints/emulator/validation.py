@@ -1,0 +1,584 @@
+"""What Discord refuses, and how it says so: command definitions (bulk overwrite) and messages
+(interaction responses, webhook edits and follow-ups).
+
+Discord answers an invalid body with ``400 {"code": 50035, "message": "Invalid Form Body",
+"errors": {...}}`` where ``errors`` mirrors the body's shape down to the bad field, whose
+``_errors`` list says what is wrong (https://discord.com/developers/docs/reference#error-messages).
+The rules are those of the documentation:
+https://discord.com/developers/docs/interactions/application-commands (naming, lengths, limits,
+``contexts``/``integration_types`` only for global commands),
+https://discord.com/developers/docs/interactions/receiving-and-responding (response types, the
+flags a response may set) and https://discord.com/developers/docs/components/reference (action
+rows, buttons).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+INVALID_FORM_BODY = 50035
+CANNOT_SEND_EMPTY_MESSAGE = 50006
+
+COMMAND_CHAT_INPUT, COMMAND_USER, COMMAND_MESSAGE, COMMAND_ENTRY_POINT = 1, 2, 3, 4
+CONTEXT_GUILD, CONTEXT_BOT_DM, CONTEXT_PRIVATE_CHANNEL = 0, 1, 2
+INSTALL_GUILD, INSTALL_USER = 0, 1
+OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP = 1, 2
+OPTION_STRING, OPTION_INTEGER, OPTION_NUMBER = 3, 4, 10
+OPTION_TYPES = range(1, 12)
+CHOICE_TYPES = (OPTION_STRING, OPTION_INTEGER, OPTION_NUMBER)
+MAX_OPTIONS = MAX_CHOICES = 25
+MAX_COMMAND_SIZE = 8000
+# How many commands of each type an application may have per scope (global, or one server).
+MAX_COMMANDS = {COMMAND_CHAT_INPUT: 100, COMMAND_USER: 15, COMMAND_MESSAGE: 15}
+
+RESPONSE_PONG, RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 1, 4, 5
+# The callback types a slash command may be answered with (6, 7: components; 8: autocomplete;
+# 1: pings; 10 is deprecated).
+COMMAND_RESPONSE_TYPES = (4, 5, 9, 12)
+
+FLAG_SUPPRESS_EMBEDS, FLAG_EPHEMERAL, FLAG_SUPPRESS_NOTIFICATIONS = 4, 64, 4096
+FLAG_IS_VOICE_MESSAGE, FLAG_IS_COMPONENTS_V2 = 8192, 32768
+# The flags each kind of message may set.
+RESPONSE_FLAGS = (
+    FLAG_SUPPRESS_EMBEDS
+    | FLAG_EPHEMERAL
+    | FLAG_IS_COMPONENTS_V2
+    | FLAG_IS_VOICE_MESSAGE
+    | FLAG_SUPPRESS_NOTIFICATIONS
+)
+DEFERRED_FLAGS = FLAG_EPHEMERAL
+EDIT_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_IS_COMPONENTS_V2
+FOLLOW_UP_FLAGS = (
+    FLAG_SUPPRESS_EMBEDS | FLAG_EPHEMERAL | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
+)
+
+MAX_CONTENT = 2000
+MAX_EMBEDS = 10
+MAX_ACTION_ROWS = 5
+MAX_ROW_BUTTONS = 5
+COMPONENT_ACTION_ROW, COMPONENT_BUTTON = 1, 2
+SELECT_TYPES = (3, 5, 6, 7, 8)
+BUTTON_LINK, BUTTON_PREMIUM = 5, 6
+MAX_BUTTON_LABEL = 80
+MAX_BUTTON_URL = 512
+LINK_SCHEMES = ("http", "https", "discord")
+MAX_CUSTOM_ID = 100
+MENTION_TYPES = ("roles", "users", "everyone")
+EMPTY_MESSAGE = {"code": CANNOT_SEND_EMPTY_MESSAGE, "message": "Cannot send an empty message"}
+
+Path = tuple[str | int, ...]
+
+
+class FormErrors:
+    """Problems found in a body, collected in Discord's ``errors`` shape."""
+
+    def __init__(self) -> None:
+        self.tree: dict[str, Any] = {}
+
+    def add(self, path: Path, code: str, message: str) -> None:
+        node = self.tree
+        for key in path:
+            node = node.setdefault(str(key), {})
+        node.setdefault("_errors", []).append({"code": code, "message": message})
+
+    def __bool__(self) -> bool:
+        return bool(self.tree)
+
+    def body(self) -> dict[str, Any]:
+        return {"code": INVALID_FORM_BODY, "message": "Invalid Form Body", "errors": self.tree}
+
+
+def _length(errors: FormErrors, path: Path, value: object, low: int, high: int) -> None:
+    if not isinstance(value, str):
+        errors.add(path, "BASE_TYPE_STRING", "Must be a string.")
+    elif not low <= len(value) <= high:
+        if low == 0:
+            errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {high} or fewer in length.")
+        else:
+            errors.add(path, "BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
+
+
+# -- application commands --------------------------------------------------------------------
+
+
+def _name_character(char: str) -> bool:
+    """``[-_'\\p{L}\\p{N}\\p{sc=Deva}\\p{sc=Thai}]``: Python's ``re`` has no ``\\p``."""
+    if char in "-_'":
+        return True
+    if unicodedata.category(char)[0] in "LN":
+        return True
+    code = ord(char)  # Devanagari and Thai include their combining marks
+    return 0x0900 <= code <= 0x097F or 0xA8E0 <= code <= 0xA8FF or 0x0E00 <= code <= 0x0E7F
+
+
+def chat_input_name_ok(name: str) -> bool:
+    """A slash command's (or option's) name: 1-32 of ``-_'``, letters and digits, lower case
+    wherever a letter has a lower-case form."""
+    return 1 <= len(name) <= 32 and all(map(_name_character, name)) and name == name.lower()
+
+
+def _check_name(errors: FormErrors, path: Path, name: object, *, chat_input: bool) -> None:
+    if not isinstance(name, str):
+        errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+    elif not 1 <= len(name) <= 32:
+        errors.add(path, "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
+    elif chat_input and not chat_input_name_ok(name):
+        errors.add(path, "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+
+
+def _size_of_option(option: Mapping[str, Any]) -> int:
+    size = len(str(option.get("name", ""))) + len(str(option.get("description", "")))
+    for choice in option.get("choices") or []:
+        if isinstance(choice, Mapping):
+            size += len(str(choice.get("name", ""))) + len(str(choice.get("value", "")))
+    for child in option.get("options") or []:
+        if isinstance(child, Mapping):
+            size += _size_of_option(child)
+    return size
+
+
+def _check_choices(errors: FormErrors, path: Path, option: Mapping[str, Any]) -> None:
+    choices = option.get("choices")
+    if choices is None:
+        return
+    if option.get("type") not in CHOICE_TYPES:
+        errors.add(path, "APPLICATION_COMMAND_OPTION_CHOICES_INVALID", "Choices not allowed")
+        return
+    if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
+        errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length.")
+        return
+    for index, choice in enumerate(choices):
+        if not isinstance(choice, Mapping):
+            errors.add((*path, index), "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+            continue
+        _length(errors, (*path, index, "name"), choice.get("name"), 1, 100)
+        value = choice.get("value")
+        if isinstance(value, str):
+            _length(errors, (*path, index, "value"), value, 1, 100)
+
+
+def _check_options(errors: FormErrors, path: Path, options: object, *, depth: int) -> None:
+    """Options (at most 25, names unique, required ones first) and, for subcommands and
+    groups, their nested options (groups hold subcommands, subcommands hold parameters)."""
+    if options is None:
+        return
+    if not isinstance(options, list):
+        errors.add(path, "BASE_TYPE_ARRAY", "Must be an array.")
+        return
+    if len(options) > MAX_OPTIONS:
+        errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_OPTIONS} or fewer in length.")
+    seen: set[str] = set()
+    optional_seen = False
+    for index, option in enumerate(options):
+        here = (*path, index)
+        if not isinstance(option, Mapping):
+            errors.add(here, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+            continue
+        _check_option(errors, here, option, depth=depth)
+        name = option.get("name")
+        if isinstance(name, str) and name in seen:
+            errors.add(
+                (*here, "name"),
+                "APPLICATION_COMMAND_OPTION_NAME_ALREADY_EXISTS",
+                "Option names must be unique",
+            )
+        seen.add(str(name))
+        if option.get("type") in (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP):
+            continue
+        if not option.get("required"):
+            optional_seen = True
+        elif optional_seen:
+            errors.add(
+                (*here, "required"),
+                "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                "Required options must be placed before non-required options",
+            )
+
+
+def _check_option(errors: FormErrors, here: Path, option: Mapping[str, Any], *, depth: int) -> None:
+    kind = option.get("type")
+    if kind not in OPTION_TYPES:
+        errors.add((*here, "type"), "BASE_TYPE_CHOICES", "Value must be one of 1 to 11.")
+    nesting = kind in (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP)
+    if nesting and (depth >= 2 or (kind == OPTION_SUB_COMMAND_GROUP and depth >= 1)):
+        errors.add(
+            (*here, "type"),
+            "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
+            "Subcommands may only be nested one group deep.",
+        )
+    _check_name(errors, (*here, "name"), option.get("name"), chat_input=True)
+    _length(errors, (*here, "description"), option.get("description"), 1, 100)
+    _check_choices(errors, (*here, "choices"), option)
+    if nesting:
+        _check_options(errors, (*here, "options"), option.get("options"), depth=depth + 1)
+    for bound, low, high in (("min_length", 0, 6000), ("max_length", 1, 6000)):
+        value = option.get(bound)
+        if value is not None and not (isinstance(value, int) and low <= value <= high):
+            errors.add(
+                (*here, bound),
+                "NUMBER_TYPE_OUT_OF_RANGE",
+                f"Int value should be between {low} and {high}.",
+            )
+
+
+def _check_enum_list(
+    errors: FormErrors, path: Path, values: object, allowed: Iterable[int]
+) -> list[int] | None:
+    if values is None:
+        return None
+    allowed = tuple(allowed)
+    if not isinstance(values, list) or not values:
+        errors.add(path, "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length.")
+        return None
+    if len(set(map(repr, values))) != len(values):
+        errors.add(path, "SET_TYPE_ALREADY_CONTAINS_VALUE", "The set already contains this value")
+    for index, value in enumerate(values):
+        if value not in allowed or isinstance(value, bool):
+            errors.add(
+                (*path, index),
+                "ENUM_TYPE_COERCE",
+                f'Value "{value}" is not a valid enum value; one of {list(allowed)}.',
+            )
+    return [v for v in values if isinstance(v, int)]
+
+
+def check_command(errors: FormErrors, path: Path, command: object, *, guild: bool) -> None:
+    """One command of a bulk overwrite, global or for a server (``guild``)."""
+    if not isinstance(command, Mapping):
+        errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+        return
+    kind = command.get("type", COMMAND_CHAT_INPUT)
+    if kind not in (COMMAND_CHAT_INPUT, COMMAND_USER, COMMAND_MESSAGE, COMMAND_ENTRY_POINT):
+        errors.add((*path, "type"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2, 3, 4).")
+        return
+    chat_input = kind == COMMAND_CHAT_INPUT
+    _check_name(errors, (*path, "name"), command.get("name"), chat_input=chat_input)
+    description = command.get("description")
+    if chat_input:
+        _length(errors, (*path, "description"), description, 1, 100)
+    elif description not in (None, ""):
+        errors.add(
+            (*path, "description"),
+            "APPLICATION_COMMAND_CONTEXT_MENU_DESCRIPTION",
+            "Context menu commands cannot have a description",
+        )
+    options = command.get("options")
+    if options and not chat_input:
+        errors.add(
+            (*path, "options"),
+            "APPLICATION_COMMAND_OPTIONS_NOT_ALLOWED",
+            "Only slash commands may have options",
+        )
+    elif chat_input:
+        _check_options(errors, (*path, "options"), options, depth=0)
+    if chat_input:
+        size = len(str(command.get("name", ""))) + len(str(description or ""))
+        size += sum(_size_of_option(o) for o in options or [] if isinstance(o, Mapping))
+        if size > MAX_COMMAND_SIZE:
+            errors.add(
+                path,
+                "APPLICATION_COMMAND_TOO_LARGE",
+                f"Command exceeds maximum size ({MAX_COMMAND_SIZE})",
+            )
+    permissions = command.get("default_member_permissions")
+    if permissions is not None and not (
+        isinstance(permissions, str | int) and str(permissions).isdecimal()
+    ):
+        errors.add(
+            (*path, "default_member_permissions"),
+            "NUMBER_TYPE_COERCE",
+            f'Value "{permissions}" is not snowflake.',
+        )
+    contexts = _check_enum_list(
+        errors,
+        (*path, "contexts"),
+        command.get("contexts"),
+        (CONTEXT_GUILD, CONTEXT_BOT_DM, CONTEXT_PRIVATE_CHANNEL),
+    )
+    _check_enum_list(
+        errors,
+        (*path, "integration_types"),
+        command.get("integration_types"),
+        (INSTALL_GUILD, INSTALL_USER),
+    )
+    if guild and contexts and set(contexts) - {CONTEXT_GUILD}:
+        # "Guild commands don't support the BOT_DM interaction context": a server's command
+        # is never offered in DMs, so asking for one is a mistake Discord reports.
+        errors.add(
+            (*path, "contexts"),
+            "APPLICATION_COMMAND_CONTEXTS_GUILD_ONLY",
+            "Guild commands can only be used in the GUILD interaction context (0); "
+            "contexts and integration_types are for global commands.",
+        )
+
+
+def check_commands(body: object, *, guild: bool) -> FormErrors:
+    """A bulk overwrite (``PUT .../commands``): a list of commands, names unique per type."""
+    errors = FormErrors()
+    if not isinstance(body, list):
+        errors.add((), "BASE_TYPE_ARRAY", "Must be an array.")
+        return errors
+    seen: set[tuple[object, object]] = set()
+    counts: dict[object, int] = {}
+    for index, command in enumerate(body):
+        check_command(errors, (index,), command, guild=guild)
+        if isinstance(command, Mapping):
+            key = (command.get("type", COMMAND_CHAT_INPUT), command.get("name"))
+            if key in seen:
+                errors.add(
+                    (index, "name"),
+                    "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                    "Application command names must be unique",
+                )
+            seen.add(key)
+            counts[key[0]] = counts.get(key[0], 0) + 1
+    for kind, limit in MAX_COMMANDS.items():
+        if counts.get(kind, 0) > limit:
+            errors.add(
+                (),
+                "APPLICATION_COMMANDS_TOO_MANY",
+                f"Maximum number of application commands of type {kind} reached ({limit})",
+            )
+    return errors
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+def _check_button(errors: FormErrors, path: Path, button: Mapping[str, Any]) -> str | None:
+    """One button; returns its ``custom_id`` (to check they are unique in the message)."""
+    style = button.get("style")
+    if style not in range(1, 7):
+        errors.add(
+            (*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2, 3, 4, 5, 6)."
+        )
+        return None
+    label = button.get("label")
+    if label is not None:
+        _length(errors, (*path, "label"), label, 0, MAX_BUTTON_LABEL)
+    custom_id, url = button.get("custom_id"), button.get("url")
+    if style == BUTTON_LINK:
+        if custom_id is not None:
+            errors.add(
+                (*path, "custom_id"),
+                "BUTTON_COMPONENT_CUSTOM_ID_NOT_ALLOWED",
+                "A link button cannot have a custom_id",
+            )
+        _check_link_url(errors, (*path, "url"), url)
+    elif style == BUTTON_PREMIUM:
+        if button.get("sku_id") is None:
+            errors.add((*path, "sku_id"), "BASE_TYPE_REQUIRED", "This field is required")
+    else:
+        if url is not None:
+            errors.add(
+                (*path, "url"),
+                "BUTTON_COMPONENT_URL_NOT_ALLOWED",
+                "Only link buttons can have a url",
+            )
+        if custom_id is None:
+            errors.add((*path, "custom_id"), "BASE_TYPE_REQUIRED", "This field is required")
+        else:
+            _length(errors, (*path, "custom_id"), custom_id, 1, MAX_CUSTOM_ID)
+    if style != BUTTON_PREMIUM and not label and not button.get("emoji"):
+        errors.add(
+            path,
+            "BUTTON_COMPONENT_LABEL_OR_EMOJI_REQUIRED",
+            "A button needs a label or an emoji",
+        )
+    return custom_id if isinstance(custom_id, str) else None
+
+
+def _check_link_url(errors: FormErrors, path: Path, url: object) -> None:
+    if not isinstance(url, str) or not url:
+        errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        return
+    if len(url) > MAX_BUTTON_URL:
+        errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_BUTTON_URL} or fewer in length.")
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in LINK_SCHEMES:
+        errors.add(
+            path,
+            "URL_TYPE_INVALID_SCHEME",
+            f'Scheme "{parts.scheme}" is not supported. Scheme must be one of {LINK_SCHEMES}.',
+        )
+    elif parts.scheme != "discord" and not parts.netloc:
+        errors.add(path, "URL_TYPE_INVALID_URL", "Not a well formed URL.")
+
+
+def _check_components(errors: FormErrors, path: Path, components: object, flags: int) -> None:
+    if components is None:
+        return
+    if not isinstance(components, list):
+        errors.add(path, "BASE_TYPE_ARRAY", "Must be an array.")
+        return
+    if flags & FLAG_IS_COMPONENTS_V2:
+        return  # layout components: not emulated beyond their presence
+    if len(components) > MAX_ACTION_ROWS:
+        errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_ACTION_ROWS} or fewer in length.")
+    custom_ids: set[str] = set()
+    for index, row in enumerate(components):
+        here = (*path, index)
+        if not isinstance(row, Mapping) or row.get("type") != COMPONENT_ACTION_ROW:
+            errors.add(
+                (*here, "type"),
+                "UNION_TYPE_CHOICES",
+                'Value of field "type" must be one of (1,): messages hold action rows.',
+            )
+            continue
+        _check_row(errors, (*here, "components"), row.get("components"), custom_ids)
+
+
+def _check_row(errors: FormErrors, path: Path, children: object, custom_ids: set[str]) -> None:
+    """An action row: 1 to 5 buttons, or a single select menu; custom ids unique."""
+    if not isinstance(children, list) or not children:
+        errors.add(path, "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length.")
+        return
+    selects = [c for c in children if isinstance(c, Mapping) and c.get("type") in SELECT_TYPES]
+    if len(children) > (1 if selects else MAX_ROW_BUTTONS):
+        errors.add(
+            path,
+            "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+            "The specified component exceeds the maximum width",
+        )
+    for position, child in enumerate(children):
+        where = (*path, position)
+        if not isinstance(child, Mapping) or child.get("type") not in (
+            COMPONENT_BUTTON,
+            *SELECT_TYPES,
+        ):
+            errors.add(
+                (*where, "type"), "UNION_TYPE_CHOICES", "Action rows hold buttons or one select."
+            )
+            continue
+        if child.get("type") == COMPONENT_BUTTON:
+            custom_id = _check_button(errors, where, child)
+        else:
+            custom_id = child.get("custom_id")
+            _length(errors, (*where, "custom_id"), custom_id, 1, MAX_CUSTOM_ID)
+        if isinstance(custom_id, str):
+            if custom_id in custom_ids:
+                errors.add(
+                    (*where, "custom_id"),
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    "Component custom id cannot be duplicated",
+                )
+            custom_ids.add(custom_id)
+
+
+def _check_mentions(errors: FormErrors, path: Path, mentions: object) -> None:
+    if mentions is None:
+        return
+    if not isinstance(mentions, Mapping):
+        errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+        return
+    parse = mentions.get("parse") or []
+    if not isinstance(parse, list) or any(p not in MENTION_TYPES for p in parse):
+        errors.add(
+            (*path, "parse"),
+            "BASE_TYPE_CHOICES",
+            f"Value must be one of {MENTION_TYPES}.",
+        )
+        return
+    for kind in ("users", "roles"):
+        listed = mentions.get(kind)
+        if listed and kind in parse:
+            errors.add(
+                (*path, "parse"),
+                "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                f'parse:["{kind}"] and {kind}: [ids...] are mutually exclusive.',
+            )
+        if listed is not None and (not isinstance(listed, list) or len(listed) > 100):
+            errors.add((*path, kind), "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+
+
+def check_message(
+    errors: FormErrors, path: Path, data: object, *, allowed_flags: int, creating: bool
+) -> bool:
+    """A message body (a reply, an edit, a follow-up). Returns whether it has something to
+    show (content, embeds, components, attachments or a poll): Discord refuses to create an
+    empty message (50006), which ``creating`` callers check."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+        return True
+    content = data.get("content")
+    if content is not None:
+        _length(errors, (*path, "content"), content, 0, MAX_CONTENT)
+    flags = data.get("flags")
+    if flags is not None:
+        if not isinstance(flags, int) or isinstance(flags, bool) or flags < 0:
+            errors.add((*path, "flags"), "NUMBER_TYPE_COERCE", f'Value "{flags}" is not int.')
+            flags = 0
+        elif flags & ~allowed_flags:
+            errors.add(
+                (*path, "flags"),
+                "MESSAGE_FLAGS_INVALID",
+                f"Only these flags may be set here: {allowed_flags} (got {flags}).",
+            )
+    embeds = data.get("embeds")
+    if embeds is not None and (not isinstance(embeds, list) or len(embeds) > MAX_EMBEDS):
+        errors.add((*path, "embeds"), "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+    _check_components(errors, (*path, "components"), data.get("components"), int(flags or 0))
+    _check_mentions(errors, (*path, "allowed_mentions"), data.get("allowed_mentions"))
+    if not creating:
+        return True
+    return bool(
+        content
+        or data.get("embeds")
+        or data.get("components")
+        or data.get("attachments")
+        or data.get("poll")
+    )
+
+
+def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
+    """An answer to a slash command (the callback's body, or the HTTP response's): ``None``
+    when Discord takes it, else the status and body Discord would answer with."""
+    errors = FormErrors()
+    if not isinstance(body, Mapping):
+        errors.add((), "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+        return 400, errors.body()
+    kind = body.get("type")
+    if kind not in COMMAND_RESPONSE_TYPES or isinstance(kind, bool):
+        errors.add(
+            ("type",),
+            "BASE_TYPE_CHOICES",
+            f"Value must be one of {COMMAND_RESPONSE_TYPES} for an application command.",
+        )
+        return 400, errors.body()
+    if kind == RESPONSE_DEFERRED_MESSAGE:
+        check_message(
+            errors, ("data",), body.get("data"), allowed_flags=DEFERRED_FLAGS, creating=False
+        )
+    elif kind == RESPONSE_MESSAGE:
+        shows = check_message(
+            errors, ("data",), body.get("data"), allowed_flags=RESPONSE_FLAGS, creating=True
+        )
+        if not errors and not shows:
+            return 400, {
+                "code": CANNOT_SEND_EMPTY_MESSAGE,
+                "message": "Cannot send an empty message",
+            }
+    return (400, errors.body()) if errors else None
+
+
+def check_webhook_message(body: object, *, edit: bool) -> tuple[int, dict[str, Any]] | None:
+    """An edit of the original response (``edit``) or a follow-up message."""
+    errors = FormErrors()
+    shows = check_message(
+        errors,
+        (),
+        body,
+        allowed_flags=EDIT_FLAGS if edit else FOLLOW_UP_FLAGS,
+        creating=not edit,
+    )
+    if errors:
+        return 400, errors.body()
+    if not shows:
+        return 400, dict(EMPTY_MESSAGE)
+    return None

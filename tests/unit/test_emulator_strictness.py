@@ -1,0 +1,509 @@
+"""The emulator refuses what Discord refuses, in Discord's words (50035 Invalid Form Body naming
+the field): command definitions, interaction responses, webhook edits and follow-ups. A lenient
+emulator would hide the bugs that real Discord shows; these tests run it in-process."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest.mock import Mock
+
+import hikari
+import pytest
+from litestar.testing import AsyncTestClient
+
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.bot_api import with_component_ids
+from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
+from entrypoints.emulator.validation import (
+    chat_input_name_ok,
+    check_command_response,
+    check_commands,
+    check_webhook_message,
+)
+from entrypoints.web.avatars import Avatars
+from tests.web_support import Client
+
+APP_ID = "1200000000000000042"
+LINK = {"type": 2, "style": 5, "label": "Open", "url": "https://link.example/link/abc"}
+
+
+def command(**changes: Any) -> dict[str, Any]:
+    """What hikari sends for a slash command, with ``changes`` (``None``: leave it out)."""
+    body: dict[str, Any] = {
+        "type": 1,
+        "name": "link",
+        "description": "Link your Discord account",
+        "options": [],
+        "contexts": [0, 1],
+        "integration_types": [0],
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def reply(**data: Any) -> dict[str, Any]:
+    return {"type": 4, "data": {"content": "Hello", "flags": 64, **data}}
+
+
+def errors_at(body: dict[str, Any], *path: str | int) -> list[str]:
+    """The error codes Discord's 50035 body lists at ``path``."""
+    assert body["code"] == 50035, body
+    assert body["message"] == "Invalid Form Body"
+    node = body["errors"]
+    for key in path:
+        node = node[str(key)]
+    return [e["code"] for e in node["_errors"]]
+
+
+# -- command names and definitions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["link", "who-am_i", "l", "x" * 32, "ссылка", "リンク", "वर्तमान", "dont's", "4chan"]
+)
+def test_slash_command_names_discord_accepts(name: str) -> None:
+    assert chat_input_name_ok(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["Link", "LINK", "", "x" * 33, "who am i", "link!", "/link", "Ссылка", "link\n"]
+)
+def test_slash_command_names_discord_refuses(name: str) -> None:
+    assert not chat_input_name_ok(name)
+    assert check_commands([command(name=name)], guild=False)
+
+
+def test_a_refused_definition_names_the_command_and_the_field() -> None:
+    body = check_commands([command(), command(name="Whoami")], guild=False).body()
+    assert errors_at(body, 1, "name") == ["APPLICATION_COMMAND_INVALID_NAME"]
+    assert "0" not in body["errors"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"description": ""}, ("description",)),
+        ({"description": "d" * 101}, ("description",)),
+        (
+            {"options": [{"type": 3, "name": f"o{n}", "description": "d"} for n in range(26)]},
+            ("options",),
+        ),
+        ({"options": [{"type": 3, "name": "Opt", "description": "d"}]}, ("options", 0, "name")),
+        (
+            {
+                "options": [
+                    {"type": 3, "name": "a", "description": "d"},
+                    {"type": 3, "name": "b", "description": "d", "required": True},
+                ]
+            },
+            ("options", 1, "required"),
+        ),
+        ({"contexts": [0, 3]}, ("contexts", 1)),
+        ({"contexts": []}, ("contexts",)),
+        ({"integration_types": [2]}, ("integration_types", 0)),
+        ({"type": 2, "description": "user commands have none"}, ("description",)),
+    ],
+    ids=[
+        "empty-description",
+        "long-description",
+        "26-options",
+        "upper-case-option",
+        "required-after-optional",
+        "unknown-context",
+        "no-contexts",
+        "unknown-install",
+        "user-command-description",
+    ],
+)
+def test_invalid_definitions_are_refused_where_they_are_wrong(
+    changes: dict[str, Any], path: tuple[str | int, ...]
+) -> None:
+    errors = check_commands([command(**changes)], guild=False)
+    assert errors_at(errors.body(), 0, *path)
+
+
+def test_context_menu_commands_may_have_spaces_and_capitals() -> None:
+    assert not check_commands([{"type": 2, "name": "Show TaskFlow account"}], guild=False)
+
+
+def test_duplicate_names_and_oversized_commands_are_refused() -> None:
+    body = check_commands([command(), command()], guild=False).body()
+    assert errors_at(body, 1, "name") == ["APPLICATION_COMMANDS_DUPLICATE_NAME"]
+    options = [
+        {
+            "type": 3,
+            "name": f"o{n}",
+            "description": "d" * 100,
+            "choices": [{"name": "c" * 100, "value": "v" * 100} for _ in range(25)],
+        }
+        for n in range(25)
+    ]
+    body = check_commands([command(options=options)], guild=False).body()
+    assert "APPLICATION_COMMAND_TOO_LARGE" in errors_at(body, 0)
+
+
+def test_dm_contexts_are_for_global_commands_only() -> None:
+    assert not check_commands([command(contexts=[0, 1])], guild=False)
+    body = check_commands([command(contexts=[0, 1])], guild=True).body()
+    assert errors_at(body, 0, "contexts") == ["APPLICATION_COMMAND_CONTEXTS_GUILD_ONLY"]
+    # Without DMs, a server's command may say GUILD, or nothing (integration_types is ignored).
+    assert not check_commands([command(contexts=[0])], guild=True)
+    assert not check_commands([command(contexts=None, integration_types=None)], guild=True)
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+def test_a_valid_reply_is_taken() -> None:
+    assert check_command_response(reply(components=[{"type": 1, "components": [LINK]}])) is None
+    assert check_command_response({"type": 5, "data": {"flags": 64}}) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (reply(content="x" * 2001), ("data", "content")),
+        (reply(flags=64 | 2), ("data", "flags")),
+        ({"type": 5, "data": {"flags": 4}}, ("data", "flags")),
+        ({"type": 7, "data": {"content": "x"}}, ("type",)),
+        (reply(components=[LINK]), ("data", "components", 0, "type")),
+        (
+            reply(components=[{"type": 1, "components": []}]),
+            ("data", "components", 0, "components"),
+        ),
+        (
+            reply(components=[{"type": 1, "components": [LINK] * 6}]),
+            ("data", "components", 0, "components"),
+        ),
+        (reply(components=[{"type": 1, "components": [LINK]}] * 6), ("data", "components")),
+        (
+            reply(components=[{"type": 1, "components": [LINK | {"url": "ftp://x.example/"}]}]),
+            ("data", "components", 0, "components", 0, "url"),
+        ),
+        (
+            reply(
+                components=[
+                    {"type": 1, "components": [LINK | {"url": "https://x.example/" + "a" * 500}]}
+                ]
+            ),
+            ("data", "components", 0, "components", 0, "url"),
+        ),
+        (
+            reply(components=[{"type": 1, "components": [LINK | {"label": "l" * 81}]}]),
+            ("data", "components", 0, "components", 0, "label"),
+        ),
+        (
+            reply(components=[{"type": 1, "components": [LINK | {"custom_id": "x"}]}]),
+            ("data", "components", 0, "components", 0, "custom_id"),
+        ),
+        (
+            reply(components=[{"type": 1, "components": [{"type": 2, "style": 1, "label": "x"}]}]),
+            ("data", "components", 0, "components", 0, "custom_id"),
+        ),
+        (
+            reply(
+                components=[
+                    {
+                        "type": 1,
+                        "components": [
+                            {"type": 2, "style": 1, "label": "x", "custom_id": "c" * 101}
+                        ],
+                    }
+                ]
+            ),
+            ("data", "components", 0, "components", 0, "custom_id"),
+        ),
+        (
+            reply(
+                components=[
+                    {
+                        "type": 1,
+                        "components": [
+                            {"type": 2, "style": 1, "label": "a", "custom_id": "same"},
+                            {"type": 2, "style": 2, "label": "b", "custom_id": "same"},
+                        ],
+                    }
+                ]
+            ),
+            ("data", "components", 0, "components", 1, "custom_id"),
+        ),
+        (
+            reply(allowed_mentions={"parse": ["users"], "users": ["1"]}),
+            ("data", "allowed_mentions", "parse"),
+        ),
+    ],
+    ids=[
+        "content-2001",
+        "flag-not-allowed",
+        "deferred-flag",
+        "component-only-type",
+        "button-outside-row",
+        "empty-row",
+        "6-buttons",
+        "6-rows",
+        "ftp-url",
+        "513-char-url",
+        "81-char-label",
+        "link-with-custom-id",
+        "button-without-custom-id",
+        "101-char-custom-id",
+        "duplicate-custom-id",
+        "mentions-both-ways",
+    ],
+)
+def test_malformed_replies_are_refused_naming_the_field(
+    body: dict[str, Any], path: tuple[str | int, ...]
+) -> None:
+    refused = check_command_response(body)
+    assert refused is not None
+    status, error = refused
+    assert status == 400
+    assert errors_at(error, *path)
+
+
+def test_an_empty_message_is_refused_with_50006() -> None:
+    assert check_command_response({"type": 4, "data": {"flags": 64}}) == (
+        400,
+        {"code": 50006, "message": "Cannot send an empty message"},
+    )
+    assert check_webhook_message({"components": []}, edit=False) is not None
+    assert check_webhook_message({"components": []}, edit=True) is None  # an edit may clear
+
+
+def test_a_discord_url_is_a_link_buttons_scheme() -> None:
+    button = LINK | {"url": "discord://-/channels/@me"}
+    assert check_command_response(reply(components=[{"type": 1, "components": [button]}])) is None
+
+
+def test_an_edit_cannot_make_a_reply_ephemeral() -> None:
+    refused = check_webhook_message({"content": "x", "flags": 64}, edit=True)
+    assert refused is not None
+    assert errors_at(refused[1], "flags") == ["MESSAGE_FLAGS_INVALID"]
+
+
+# -- over HTTP -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[tuple[EmulatorState, Client]]:
+    state = EmulatorState(APP_ID, "secret", set(), response_deadline=60.0)
+    state.interactions_url = "http://127.0.0.1:9/interactions"  # never reached here
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        client.headers["authorization"] = f"Bot {state.bot_token}"
+        yield state, client
+
+
+async def test_registering_an_invalid_command_gets_400_and_changes_nothing(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    state, client = emulator
+    ok = await client.put(f"/api/v10/applications/{APP_ID}/commands", json=[command()])
+    assert ok.status_code == 200
+    refused = await client.put(
+        f"/api/v10/applications/{APP_ID}/guilds/{TEST_GUILD_ID}/commands", json=[command()]
+    )
+    assert refused.status_code == 400
+    assert errors_at(refused.json(), 0, "contexts")
+    assert TEST_GUILD_ID not in state.commands
+    assert [c["name"] for c in state.commands["global"]] == ["link"]
+    assert state.refused_commands == [refused.json()]
+
+
+async def test_a_server_command_is_offered_in_that_server_only(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    state, client = emulator
+    placed = await client.put(
+        f"/api/v10/applications/{APP_ID}/guilds/{TEST_GUILD_ID}/commands",
+        json=[command(contexts=None, integration_types=None)],
+    )
+    assert placed.status_code == 200
+    [stored] = placed.json()
+    assert (stored["guild_id"], stored["contexts"]) == (TEST_GUILD_ID, None)
+    user = state.add_user("gwen")
+    in_dm = await client.post(
+        "/_emulator/interactions", json={"user_id": user.id, "command": "link", "where": "dm"}
+    )
+    assert in_dm.status_code == 409
+    assert "not registered here" in in_dm.json()["error"]
+
+
+async def test_a_global_command_without_dms_is_not_offered_there(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    state, client = emulator
+    await client.put(f"/api/v10/applications/{APP_ID}/commands", json=[command(contexts=[0])])
+    user = state.add_user("hal")
+    in_dm = await client.post(
+        "/_emulator/interactions", json={"user_id": user.id, "command": "link", "where": "dm"}
+    )
+    assert in_dm.status_code == 409
+    assert "not offered in DMs" in in_dm.json()["error"]
+
+
+def _pending(state: EmulatorState) -> Interaction:
+    user = state.add_user("ivy")
+    interaction = Interaction(
+        id=state.snowflake(),
+        token=secrets.token_urlsafe(48),
+        user_id=user.id,
+        command="link",
+        guild_id=TEST_GUILD_ID,
+        sent_at=time.monotonic(),
+    )
+    state.interactions[interaction.id] = interaction
+    return interaction
+
+
+async def test_the_callback_refuses_a_malformed_reply_and_takes_a_good_one_after(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    state, client = emulator
+    interaction = _pending(state)
+    url = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+
+    refused = await client.post(url, json=reply(content="x" * 2001))
+    assert refused.status_code == 400
+    assert errors_at(refused.json(), "data", "content") == ["BASE_TYPE_MAX_LENGTH"]
+    assert interaction.response is None  # nothing shown: the reply can still come
+    assert interaction.errors == [refused.json()]
+
+    taken = await client.post(url, json=reply())
+    assert taken.status_code == 204  # Discord's answer without ?with_response=true
+    assert taken.content == b""
+    assert interaction.response == reply()
+
+
+async def test_with_response_returns_the_interaction_callback_response(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    state, client = emulator
+    interaction = _pending(state)
+    url = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+    answer = await client.post(url, params={"with_response": "true"}, json=reply())
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["interaction"]["id"] == interaction.id
+    assert body["interaction"]["type"] == 2
+    assert body["interaction"]["response_message_ephemeral"] is True
+    assert body["interaction"]["response_message_loading"] is False
+    assert body["resource"]["type"] == 4
+    assert body["resource"]["message"]["content"] == "Hello"
+    assert body["resource"]["message"]["id"] == body["interaction"]["response_message_id"]
+
+
+async def test_webhook_edits_and_follow_ups_are_checked_too(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    state, client = emulator
+    interaction = _pending(state)
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    early = await client.post(webhook, json={"content": "too early"})
+    assert early.status_code == 404  # no webhook before the interaction is answered
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        json={"type": 5, "data": {"flags": 64}},
+    )
+    bad_edit = await client.patch(f"{webhook}/messages/@original", json={"content": "x" * 2001})
+    assert bad_edit.status_code == 400
+    assert errors_at(bad_edit.json(), "content")
+    good_edit = await client.patch(f"{webhook}/messages/@original", json={"content": "Done"})
+    assert good_edit.status_code == 200
+    empty = await client.post(webhook, json={"content": ""})
+    assert empty.json()["code"] == 50006
+    assert interaction.followups == []
+
+
+# -- the CDN ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/avatars/{id}/{hash}.png?size=128", 200),
+        ("/avatars/{id}/{hash}.png", 200),
+        ("/avatars/{id}/{hash}.webp?size=4096", 200),
+        ("/avatars/{id}/{hash}.png?size=96", 400),
+        ("/avatars/{id}/{hash}.png?size=8", 400),
+        ("/avatars/{id}/{hash}.png?size=8192", 400),
+        ("/avatars/{id}/{hash}.gif?size=64", 400),  # not an animated (a_) avatar
+        ("/avatars/{id}/0123456789abcdef0123456789abcdef.png", 404),  # not the current hash
+    ],
+)
+async def test_the_cdn_serves_avatars_in_the_sizes_discord_does(
+    emulator: tuple[EmulatorState, Client], path: str, status: int
+) -> None:
+    state, client = emulator
+    user = state.add_user("jo")
+    assert user.avatar is not None
+    assert len(user.avatar) == 32  # Discord's hash: 32 hex digits
+    answer = await client.get(path.format(id=user.id, hash=user.avatar))
+    assert answer.status_code == status
+    if status == 200:
+        assert answer.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("size", [0, 96, 100, 8192])
+def test_the_app_builds_avatar_urls_only_in_sizes_discord_serves(size: int) -> None:
+    with pytest.raises(ValueError, match="powers of two"):
+        Avatars("https://cdn.discordapp.com", size=size)
+    assert Avatars("https://cdn.discordapp.com").url(5, "a_1f") == (
+        "https://cdn.discordapp.com/avatars/5/a_1f.png?size=128"
+    )
+
+
+# -- what the emulator answers is what Discord answers -------------------------------------------
+
+
+async def test_hikari_reads_the_messages_and_callback_responses_the_emulator_returns(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """hikari is written against Discord's answers: a message whose components lack their
+    ``id`` (Discord numbers them) made every reply with a button fail in hikari after it
+    was sent. Each endpoint that answers with a message is read here as hikari reads it."""
+    state, client = emulator
+    entities = hikari.impl.EntityFactoryImpl(Mock(spec=hikari.RESTAware))
+    with_button = {"components": [{"type": 1, "components": [LINK]}]}
+
+    def button_of(message: hikari.Message) -> tuple[str | None, int, int]:
+        [row] = message.components
+        assert isinstance(row, hikari.ActionRowComponent)
+        [button] = row.components
+        assert isinstance(button, hikari.ButtonComponent)
+        return button.url, row.id, button.id
+
+    interaction = _pending(state)
+    answer = await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        params={"with_response": "true"},
+        json=reply(**with_button),
+    )
+    assert answer.status_code == 200, answer.text
+    response = entities.deserialize_interaction_callback_response(answer.json())
+    assert isinstance(response.resource, hikari.InteractionCallbackResource)
+    assert isinstance(response.resource.message, hikari.Message)
+    assert button_of(response.resource.message) == (LINK["url"], 1, 2)
+    assert interaction.response is not None  # what the channel shows has the ids too
+    assert interaction.response["data"]["components"][0]["components"][0]["id"] == 2
+
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    edited = await client.patch(f"{webhook}/messages/@original", json=with_button)
+    assert edited.status_code == 200, edited.text
+    assert button_of(entities.deserialize_message(edited.json())) == (LINK["url"], 1, 2)
+    followed = await client.post(webhook, json={"content": "Also", **with_button})
+    assert followed.status_code == 200, followed.text
+    assert button_of(entities.deserialize_message(followed.json())) == (LINK["url"], 1, 2)
+
+
+def test_component_ids_are_numbered_around_those_given() -> None:
+    rows: list[dict[str, Any]] = [
+        {"type": 1, "components": [{"type": 2, "id": 2}, {"type": 2}]},
+        {"type": 1, "id": 0},
+    ]
+    numbered = with_component_ids(rows)
+    assert [numbered[0]["id"], *(c["id"] for c in numbered[0]["components"])] == [1, 2, 3]
+    assert numbered[1]["id"] == 4  # 0 is "empty"
+    assert "id" not in rows[0]  # the caller's copy is left alone
