@@ -10,6 +10,7 @@ broke, or rate limited us).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -56,6 +57,9 @@ class DiscordHttp:
     ) -> None:
         self._user_agent = user_agent
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        # httpx's timeouts bound each phase (pool, connect, write, read); this bounds the call.
+        # A role change's claim (two minutes) must outlast any call made under it.
+        self._deadline = timeout
         self._client: httpx.AsyncClient | None = None
         self._observer = observer
 
@@ -75,7 +79,11 @@ class DiscordHttp:
         started = time.perf_counter()
         failure: str | None = None
         try:
-            response = await self.client.request(method, url, **kwargs)
+            try:
+                async with asyncio.timeout(self._deadline):
+                    response = await self.client.request(method, url, **kwargs)
+            except TimeoutError:
+                raise httpx.TimeoutException(f"no answer within {self._deadline} s") from None
             failure = failure_of(response.status_code)
         except httpx.TimeoutException:
             failure = "timeout"

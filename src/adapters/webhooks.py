@@ -13,6 +13,7 @@ nor a secret appears in an error or a log line: only the host and a short code.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -110,9 +111,14 @@ class HttpWebhookSender:
         }
         try:
             # Streamed and closed unread: whatever the endpoint answers, only its status counts.
-            async with self._http().stream("POST", url, content=body, headers=headers) as answer:
+            # The timeout bounds the whole attempt (httpx's bounds each phase: an endpoint that
+            # trickles its answer a byte at a time would otherwise hold the worker).
+            async with (
+                asyncio.timeout(self._timeout),
+                self._http().stream("POST", url, content=body, headers=headers) as answer,
+            ):
                 return answer.status_code
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise errors.WebhookNotDelivered("timeout") from None
         except httpx.HTTPError:
             raise errors.WebhookNotDelivered("connection") from None

@@ -225,6 +225,10 @@ class RoleChangeRepository(Protocol):
         """Ask for ``role`` to be added to every linked member, in one statement: all of
         them (``every``), or those without an add that is pending or done. How many."""
 
+    async def retry_removals(self, role: LinkedRole, now: datetime) -> int:
+        """Ask again for every removal of ``role`` that Discord refused or that was given up
+        (the member unlinked, but may still have the role), due at ``now``. How many."""
+
     async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
         """Take up to ``limit`` pending changes due at ``now`` and not held by another worker
         (no claim, or one that ran out), the longest-waiting first: their claim runs to

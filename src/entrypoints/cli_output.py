@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -21,9 +22,15 @@ from domain.webhooks import WebhookState
 
 _DURATION = re.compile(r"^(\d{1,6})\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-# Detail keys whose values are never printed, should one ever be recorded by mistake.
-_SECRET_KEYS = re.compile(r"token|secret|password|passwd|key|code|cookie|session", re.IGNORECASE)
+# Detail keys whose values are never printed, should one ever be recorded by mistake. (Not
+# "key" or "session" alone: an API key's name and id, and which sessions ended, are what an
+# operator reads the audit for.)
+_SECRET_KEYS = re.compile(
+    r"token|secret|password|passwd|cookie|credential|private|hash|^key$|(^|_)(code|session_id)$",
+    re.IGNORECASE,
+)
 _DETAIL_MAX = 200
+_LONGEST_AGO = timedelta(days=36525)
 
 
 def parse_since(text: str) -> datetime | timedelta:
@@ -31,7 +38,10 @@ def parse_since(text: str) -> datetime | timedelta:
     says otherwise)."""
     value = text.strip()
     if match := _DURATION.fullmatch(value.lower()):
-        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+        ago = timedelta(**{_UNITS[match[2]]: int(match[1])})
+        if ago > _LONGEST_AGO:
+            raise click.BadParameter("go back at most 100 years", param_hint="'--since'")
+        return ago
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -69,7 +79,9 @@ def _when(moment: datetime | None) -> str:
 
 
 def _shown(value: object) -> str:
-    text = clean_text(str(value), _DETAIL_MAX) or ""
+    # Nor format characters (Unicode Cf): a right-to-left override would reorder the line.
+    text = "".join(c for c in str(value) if unicodedata.category(c) != "Cf")
+    text = clean_text(text, _DETAIL_MAX) or ""
     return json.dumps(text) if not text or any(c.isspace() or c in "\"'=" for c in text) else text
 
 

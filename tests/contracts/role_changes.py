@@ -133,6 +133,52 @@ class RoleChangeContract:
             assert removal.version == 2
             assert removal.status is RoleChangeStatus.PENDING
 
+    async def test_refused_and_given_up_removals_are_asked_for_again(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``roles sync``: an unlinked member whose removal Discord refused (no permission,
+        a wrong token) or that was given up must not keep the role for good."""
+        outcomes = {
+            1: RoleChangeStatus.REFUSED,
+            2: RoleChangeStatus.FAILED,
+            3: RoleChangeStatus.DONE,  # removed: nothing to do
+        }
+
+        async def queue(uow: UnitOfWork) -> None:
+            for n in (1, 2, 3):
+                await uow.role_changes.request(change(n, RoleAction.REMOVE))
+            await uow.role_changes.request(change(4, RoleAction.REMOVE))  # still pending
+            await uow.role_changes.request(replace(change(5), role=OTHER_ROLE))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
+                n = held.discord_id.value
+                if n in outcomes:
+                    finished = replace(held, status=outcomes[n], attempts=3, last_error="x")
+                    assert await uow.role_changes.finish(finished)
+                else:
+                    assert await uow.role_changes.finish(held)  # released untouched
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.role_changes.retry_removals(ROLE, LATER) == 2
+            assert await uow.role_changes.retry_removals(OTHER_ROLE, LATER) == 0
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            for n, retried in ((1, True), (2, True), (3, False), (4, False)):
+                row = await uow.role_changes.get(DiscordId(n), ROLE)
+                assert row is not None
+                assert row.action is RoleAction.REMOVE
+                if retried:
+                    assert row.status is RoleChangeStatus.PENDING
+                    assert (row.attempts, row.last_error, row.version) == (0, None, 2)
+                    assert row.next_attempt_at == LATER
+                else:
+                    assert row.next_attempt_at == NOW
+            done = await uow.role_changes.get(DiscordId(3), ROLE)
+            assert done is not None
+            assert done.status is RoleChangeStatus.DONE
+
     async def test_roles_are_requested_for_linked_members_missing_them(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -430,6 +430,22 @@ async def test_sync_adds_the_role_to_members_linked_before_it_was_configured(
     assert all(one.guild_roles.has(ROLE, DiscordId(6000 + n)) for n in range(3))
 
 
+async def test_sync_asks_again_for_a_removal_discord_refused(one: Harness) -> None:
+    """The bot lacked the permission when the member unlinked: once it is fixed, `roles sync`
+    takes the role away (an unlinked member must not keep it for good)."""
+    profile = await _linked(one, 5020)
+    await apply(one)
+    await one.container.unlink_discord().execute(profile.id)
+    one.guild_roles.answer(RoleCallOutcome.MISSING_PERMISSIONS)
+    assert [c.action for c in (await apply(one)).refused] == [RoleAction.REMOVE]
+    assert one.guild_roles.has(ROLE, profile.id)
+
+    assert await one.container.request_roles_for_links().execute() == 1
+    assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    assert await one.container.request_roles_for_links().execute() == 0
+
+
 # -- metrics and settings -----------------------------------------------------------------------
 
 

@@ -282,12 +282,24 @@ def test_audit_lines_hide_secret_looking_details_and_control_characters() -> Non
         datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC),
         AccountId(uuid.UUID(int=1)),
         None,
-        {"client": "10.0.0.1\x1b[31m", "reason": "two words", "api_token": "tfl_abc"},
+        {
+            "client": "10.0.0.1\x1b[31m",
+            "reason": "two words\u202e",
+            "api_token": "tfl_abc",
+            "code": "c0de",
+        },
     )
     assert audit_line(event) == (
         "2026-11-23T10:00:00Z  sign_in_failed  account=00000000-0000-0000-0000-000000000001  "
-        'discord=-  api_token=(hidden) client=10.0.0.1[31m reason="two words"'
+        'discord=-  api_token=(hidden) client=10.0.0.1[31m code=(hidden) reason="two words"'
     )
+    # What the API's unlink records is shown: the key's name and id are not secrets.
+    unlinked = AuditEvent(
+        AuditKind.UNLINKED,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        detail={"via": "api", "api_key": "billing", "api_key_id": "k1", "session": "other"},
+    )
+    assert audit_line(unlinked).endswith("api_key=billing api_key_id=k1 session=other via=api")
     bare = AuditEvent(AuditKind.API_KEY_CREATED, datetime(2026, 1, 1, tzinfo=UTC))
     assert audit_line(bare) == "2026-01-01T00:00:00Z  api_key_created  account=-  discord=-"
 
@@ -298,7 +310,7 @@ def test_since_is_a_date_a_time_or_how_long_ago() -> None:
     assert parse_since("2w") == timedelta(weeks=2)
     assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
     assert parse_since("2026-11-01T12:00+02:00") == datetime(2026, 11, 1, 10, tzinfo=UTC)
-    for wrong in ("yesterday", "7 days", "-3d", ""):
+    for wrong in ("yesterday", "7 days", "-3d", "", "999999w"):
         with pytest.raises(click.BadParameter):
             parse_since(wrong)
 

@@ -606,6 +606,18 @@ class MemoryRoleChanges(_Repo):
             requested += 1
         return requested
 
+    async def retry_removals(self, role: LinkedRole, now: datetime) -> int:
+        stuck = [
+            c
+            for (_, of), c in self._t.role_changes.items()
+            if of == role
+            and c.action is RoleAction.REMOVE
+            and c.status in (RoleChangeStatus.REFUSED, RoleChangeStatus.FAILED)
+        ]
+        for change in stuck:
+            await self.request(replace(change, requested_at=now, next_attempt_at=now))
+        return len(stuck)
+
     async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         table = self._t.role_changes

@@ -880,6 +880,30 @@ class SqlRoleChanges(_Repo):
             await self._wake_listeners()
         return requested
 
+    async def retry_removals(self, role: LinkedRole, now: datetime) -> int:
+        statement = (
+            update(discord_role_changes)
+            .where(
+                _roles.guild_id == role.guild_id.value,
+                _roles.role_id == role.role_id.value,
+                _roles.action == RoleAction.REMOVE.value,
+                _roles.status.in_([RoleChangeStatus.REFUSED.value, RoleChangeStatus.FAILED.value]),
+            )
+            .values(
+                requested_at=now,
+                next_attempt_at=now,
+                status=RoleChangeStatus.PENDING.value,
+                attempts=0,
+                version=_roles.version + 1,
+                finished_at=None,
+                last_error=None,
+            )
+        )
+        retried = await self._count(statement)
+        if retried:
+            await self._wake_listeners()
+        return retried
+
     async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
         due = (
             select(_roles.seq)

@@ -226,7 +226,8 @@ class RequestRolesForLinks:
     queue (so a concurrent unlink still wins). By default only where no add is pending or
     done: members linked before the role was configured, and those Discord refused (not in
     the server then, a role or permission missing then). ``every``: all of them again (a
-    role someone removed by hand in Discord comes back)."""
+    role someone removed by hand in Discord comes back). Removals Discord refused or that
+    were given up are asked for again too: an unlinked member must not keep the role."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, *, linked_roles: Sequence[LinkedRole] = ()
@@ -240,6 +241,7 @@ class RequestRolesForLinks:
         async with self._uow() as uow:
             for role in self._roles:
                 queued += await uow.role_changes.request_for_links(role, now, every=every)
+                queued += await uow.role_changes.retry_removals(role, now)
             await uow.commit()
         return queued
 
