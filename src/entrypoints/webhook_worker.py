@@ -1,55 +1,43 @@
 """Sends the webhook outbox in the background of a serving process (the web app, the gateway
-bot), as ``EmailWorker`` sends the email queue: at start, when woken (by its own process, or on
-Postgres by any instance through LISTEN/NOTIFY), and every ``webhook_poll_seconds``. Several
+bot); see ``QueueWorker`` for how it is woken (``webhook_poll_seconds`` is its poll). Several
 processes may run one each: each pass claims a batch no other worker gets.
 
 Without webhook URLs it does nothing at all (no pass, no listening connection)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from domain import errors
+from domain.ports import QueueListener
 from domain.use_cases import WebhookReport
 from entrypoints.container import Container
+from entrypoints.queue_worker import QueueWorker
 
 log = logging.getLogger("taskflow_link.webhooks")
 
 
-class WebhookWorker:
+class WebhookWorker(QueueWorker):
+    name = "webhook"
+
     def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
+        super().__init__(
+            poll_seconds=poll_seconds or container.settings().webhook_poll_seconds, log=log
+        )
         self._container = container
-        self._poll = poll_seconds or container.settings().webhook_poll_seconds
         self._enabled = bool(container.webhook_outbox().endpoints)
-        self._wake = asyncio.Event()
-        self._waiting = False
-        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._enabled and not self._tasks:
-            self._tasks = [
-                asyncio.create_task(self._run(), name="taskflow-link webhook worker"),
-                asyncio.create_task(self._listen(), name="taskflow-link webhook listener"),
-            ]
+        if self._enabled:
+            super().start()
 
-    def wake(self) -> None:
-        """Look at the queue now (something was probably just queued)."""
-        self._wake.set()
+    def listener(self) -> QueueListener:
+        listener: QueueListener = self._container.webhook_queue_listener()
+        return listener
 
-    @property
-    def idle(self) -> bool:
-        """Waiting for a wake-up or the next poll, with none pending."""
-        return self._waiting and not self._wake.is_set()
-
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def pass_once(self) -> bool:
+        report = await self.run_once()
+        return report is not None and report.busy
 
     async def run_once(self) -> WebhookReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries).
@@ -93,22 +81,3 @@ class WebhookWorker:
                 d.event.message_id,
             )
         return report
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            report = await self.run_once()
-            if report is not None and report.busy:
-                continue  # there may be more than one batch
-            self._waiting = True
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
-            finally:
-                self._waiting = False
-
-    async def _listen(self) -> None:
-        try:
-            await self._container.webhook_queue_listener().listen(self.wake)
-        except Exception:
-            log.exception("webhook queue listener stopped; polling every %s s", self._poll)
