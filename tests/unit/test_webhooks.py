@@ -21,6 +21,7 @@ from domain import errors
 from domain.model import AccountId, DiscordId, Link
 from domain.ports import WebhookMessage
 from domain.use_cases import AuthOutcome, TicketIssued, WebhookReport
+from domain.use_cases.webhooks import CLAIM_LEASE
 from domain.webhooks import (
     MAX_ATTEMPTS,
     RETRY_DELAYS,
@@ -452,6 +453,30 @@ async def test_a_410_stops_the_rest_of_the_batch_to_that_endpoint(
     assert len(report.gone) == 1
     assert len(report.delivered) == 3  # the other endpoint, all of them
     assert len(sender.to("hooks.example.com")) == 1
+
+
+async def test_a_failing_endpoint_costs_a_pass_one_attempt_and_never_the_others_turn(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    h, sender = hooks
+    timeout = errors.WebhookNotDelivered("timeout")
+    sender.answers["hooks.example.com"] = [timeout, timeout]
+    for name in ("alice", "bob", "carol"):
+        await h.sign_up(name, f"{name}@example.com")
+    # A batch of one per endpoint: the failing endpoint's backlog does not crowd the other.
+    first = await h.container.deliver_webhooks().execute(limit=1)
+    assert [d.host for d in first.delivered] == ["other.example.org"]
+    assert [d.last_error for d in first.retrying] == ["timeout"]
+    report = await h.container.deliver_webhooks().execute()
+    assert len(report.delivered) == 2  # the other endpoint's rest
+    assert [d.last_error for d in report.retrying] == ["timeout"]  # one attempt, then it stops
+    assert len(sender.to("hooks.example.com")) == 2
+    assert len(sender.to("other.example.org")) == 3
+    # The one it did not try waits for its claim to run out; then all go, in order.
+    h.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+    later = await h.container.deliver_webhooks().execute()
+    assert (len(later.delivered), later.retrying) == (3, [])
+    assert len(sender.to("hooks.example.com")) == 5
 
 
 async def test_status_lists_configured_endpoints_then_forgotten_ones() -> None:

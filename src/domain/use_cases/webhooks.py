@@ -1,9 +1,11 @@
 """Delivering the webhook outbox, and what operators see and do about it.
 
-Deliveries are claimed in batches (a lease that another worker cannot take), then each
-endpoint's deliveries are sent in the order they were queued, endpoints side by side: a
-slow or dead endpoint delays only its own. At least once: an attempt whose answer was lost
-is made again, under the same ``webhook-id``.
+Deliveries are claimed in batches per endpoint (a lease that another worker cannot take), then
+each endpoint's deliveries are sent in the order they were queued, endpoints side by side. A
+failed attempt ends its endpoint's share of the pass (the rest wait for their lease to run
+out), so a dead endpoint costs a pass one attempt, bounded by the webhook timeout; a pass
+still waits for its slowest endpoint. At least once: an attempt whose answer was lost is made
+again, under the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -55,18 +57,22 @@ class DeliverWebhooks:
         self._endpoints = {e.key: e for e in outbox.endpoints}
 
     async def execute(self, limit: int = 20) -> WebhookReport:
+        """Up to ``limit`` deliveries per endpoint, each endpoint's in order and the endpoints
+        side by side: a dead endpoint's backlog never takes a healthy one's turn, and it costs
+        a pass one failed attempt (its other deliveries wait for their claim to run out)."""
         report = WebhookReport()
         if not self._endpoints:
             return report
         now = self._clock.now()
+        by_endpoint: dict[str, list[WebhookDelivery]] = {}
         async with self._uow() as uow:  # one short transaction: no lock outlives it
             gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
-            live = [key for key in self._endpoints if key not in gone]
-            batch = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, live)
+            for key in self._endpoints:
+                if key not in gone:
+                    claimed = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, [key])
+                    if claimed:
+                        by_endpoint[key] = list(claimed)
             await uow.commit()
-        by_endpoint: dict[str, list[WebhookDelivery]] = {}
-        for delivery in batch:
-            by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
         await asyncio.gather(
             *(
                 self._deliver_in_order(self._endpoints[key], deliveries, report)
@@ -80,12 +86,14 @@ class DeliverWebhooks:
     ) -> None:
         for delivery in deliveries:
             if not await self._deliver(endpoint, delivery, report):
-                return  # the endpoint is gone: the rest wait for `webhooks retry`
+                # Gone: the rest wait for `webhooks retry`. Failing: they would most likely
+                # fail too (a timeout each); they wait for their claim to run out.
+                return
 
     async def _deliver(
         self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, report: WebhookReport
     ) -> bool:
-        """One attempt; ``False`` when the endpoint answered 410 Gone."""
+        """One attempt; ``False`` when the endpoint answered 410 Gone or the attempt failed."""
         now = self._clock.now()
         async with self._uow() as uow:
             # The lease runs from here (earlier attempts of the batch may have taken a
@@ -123,7 +131,7 @@ class DeliverWebhooks:
                 await uow.webhooks.mark_gone(endpoint, now)
             await uow.webhooks.save(after)
             await uow.commit()
-        return outcome is not Outcome.GONE
+        return outcome is Outcome.DELIVERED
 
 
 class RequeueWebhooks:
