@@ -5,6 +5,8 @@ started exactly as documented there, as separate processes: each serves pages an
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,16 +61,23 @@ def _commands(port: int) -> dict[str, list[str]]:
 def _running(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Path]:
     log = cwd / "server.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
+        # A session of its own: the server's worker processes are stopped with it (a granian
+        # worker outlived its master when only the master was signalled).
+        process = subprocess.Popen(  # noqa: S603
+            command, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield log
     finally:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "granian"])
