@@ -552,24 +552,24 @@ async def run(options: Options, workdir: Path) -> Results:  # noqa: PLR0912, PLR
         )
         if options.warmup > 0:
             await load.drive("warm-up", link_call, workers=16, seconds=options.warmup)
-        with cpu_of(app_sources) as note:
-            results.link_pg = await load.drive(
+        results.link_pg = results.keep(
+            await _drive_with_cpu(
+                app_sources,
                 f"/link, Postgres, {options.link_workers} concurrent",
                 link_call,
                 workers=options.link_workers,
                 seconds=options.seconds,
             )
-            note(results.link_pg)
-        results.keep(results.link_pg)
-        with cpu_of(app_sources) as note:
-            results.link_pg_small = await load.drive(
+        )
+        results.link_pg_small = results.keep(
+            await _drive_with_cpu(
+                app_sources,
                 f"/link, Postgres, {options.link_workers_sqlite} concurrent",
                 link_call,
                 workers=options.link_workers_sqlite,
                 seconds=options.seconds,
             )
-            note(results.link_pg_small)
-        results.keep(results.link_pg_small)
+        )
         log(f"/link on Postgres: {results.link_pg.rate:,.1f}/s")
         results.rss["app at the end"] = app.rss_mb()
         for server in (app, stack.emulator):
@@ -598,15 +598,15 @@ async def run(options: Options, workdir: Path) -> Results:  # noqa: PLR0912, PLR
             "emulator": sqlite_stack.emulator.cpu_seconds,
             "load generator": _load_generator_cpu,
         }
-        with cpu_of(sqlite_sources) as note:
-            results.link_sqlite = await load.drive(
+        results.link_sqlite = results.keep(
+            await _drive_with_cpu(
+                sqlite_sources,
                 f"/link, SQLite, {options.link_workers_sqlite} concurrent",
                 sqlite_call,
                 workers=options.link_workers_sqlite,
                 seconds=options.seconds,
             )
-            note(results.link_sqlite)
-        results.keep(results.link_sqlite)
+        )
         log(f"/link on SQLite: {results.link_sqlite.rate:,.1f}/s")
         for server in (sqlite_stack.app, sqlite_stack.emulator):
             _check_log(server, results)
@@ -644,14 +644,28 @@ async def sign_in(
 
     if options.warmup > 0:
         await load.drive("warm-up", call, workers=options.signin_workers, seconds=options.warmup)
+    return await _drive_with_cpu(
+        sources,
+        f"{label}, {options.signin_workers} concurrent",
+        call,
+        workers=options.signin_workers,
+        seconds=options.seconds,
+        limit=len(users),
+    )
+
+
+async def _drive_with_cpu(
+    sources: Mapping[str, Callable[[], float] | None],
+    label: str,
+    call: load.Call,
+    *,
+    workers: int,
+    seconds: float,
+    limit: int | None = None,
+) -> Measured:
+    """``load.drive``, with the CPU each of ``sources`` spent per request noted."""
     with cpu_of(sources) as note:
-        measured = await load.drive(
-            f"{label}, {options.signin_workers} concurrent",
-            call,
-            workers=options.signin_workers,
-            seconds=options.seconds,
-            limit=len(users),
-        )
+        measured = await load.drive(label, call, workers=workers, seconds=seconds, limit=limit)
         note(measured)
     return measured
 

@@ -32,12 +32,13 @@ from adapters.sql.notifications import (
 )
 from domain import errors
 from domain.model import DeliveryStatus, EmailKind, OutgoingEmail
-from domain.ports import EmailMessage, QueueListener
+from domain.ports import EmailMessage
 from domain.use_cases.email_delivery import MAX_ATTEMPTS, RETRY_DELAYS
 from entrypoints.container import build_container
 from entrypoints.email_worker import EmailWorker
 from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
+from tests.fakes.queue_listener import CountingListener
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.integration.postgres import PostgresServer
 from tests.servers import free_port
@@ -71,20 +72,6 @@ class RecordingSender:
             raise errors.EmailNotSent()
         await asyncio.sleep(0)  # let the other worker run in between
         self.sent.messages.append((self.instance, message))
-
-
-class CountingListener:
-    """The instance's real listener, counting the wake-ups it gives."""
-
-    def __init__(self, inner: QueueListener) -> None:
-        self.inner, self.wakes = inner, 0
-
-    async def listen(self, wake: Callable[[], None]) -> None:
-        def counted() -> None:
-            self.wakes += 1
-            wake()
-
-        await self.inner.listen(counted)
 
 
 @dataclass

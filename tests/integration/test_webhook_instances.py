@@ -9,7 +9,7 @@ import asyncio
 import base64
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,11 +19,11 @@ from sqlalchemy import func, select, text
 from adapters.sql import SqlDatabase
 from adapters.sql.notifications import WEBHOOK_LISTENER_APPLICATION_NAME, PostgresQueueListener
 from adapters.sql.tables import webhook_deliveries
-from domain.ports import QueueListener
 from entrypoints.container import build_container
 from entrypoints.webhook_worker import WebhookWorker
 from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
+from tests.fakes.queue_listener import CountingListener
 from tests.harness import Harness, make_settings
 from tests.integration.postgres import PostgresServer
 from tests.integration.webhook_receiver import Receiver
@@ -32,20 +32,6 @@ from tests.servers import serve
 SECRET = "whsec_" + base64.b64encode(b"two-instances-webhook-secret-32b").decode()
 DEADLINE = 60.0  # seconds: generous, for a busy machine; never a measurement
 AN_HOUR = 3600.0
-
-
-class CountingListener:
-    """The instance's real listener, counting the wake-ups it gives."""
-
-    def __init__(self, inner: QueueListener) -> None:
-        self.inner, self.wakes = inner, 0
-
-    async def listen(self, wake: Callable[[], None]) -> None:
-        def counted() -> None:
-            self.wakes += 1
-            wake()
-
-        await self.inner.listen(counted)
 
 
 @dataclass

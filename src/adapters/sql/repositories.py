@@ -14,6 +14,7 @@ from sqlalchemy import (
     Executable,
     Insert,
     Result,
+    Select,
     Table,
     Update,
     and_,
@@ -92,6 +93,23 @@ from domain.webhooks import (
     WebhookEventType,
     WebhookState,
 )
+
+
+def _claiming(claim: Update, due: Select[Any], key: Any, *, postgres: bool) -> Update:
+    """``claim`` (an UPDATE that takes rows for a worker) restricted to the rows ``due`` picks
+    by ``key``, the table's own key column.
+
+    On Postgres the subquery locks the rows it picks and skips the rows another claimer
+    holds, so concurrent workers take disjoint batches without waiting for each other; a row
+    claimed (and committed) meanwhile is checked against the WHERE clause again and left out.
+    MATERIALIZED: the locking subquery runs exactly once (a planner that re-ran it inside a
+    join could lock and update more than its limit). SQLite has no row locks, and needs none:
+    its writers run one at a time (BEGIN IMMEDIATE), so each claimer sees the others' claims.
+    """
+    if postgres:
+        picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+        return claim.where(key == picked.c[key.name])
+    return claim.where(key.in_(due.scalar_subquery()))
 
 
 class _Repo:
@@ -678,18 +696,7 @@ class SqlOutgoingEmails(_Repo):
             .limit(limit)
         )
         claim = update(outgoing_emails).values(next_attempt_at=until)
-        if self._postgres:
-            # The subquery locks the rows it picks and skips the rows another claimer holds,
-            # so concurrent workers take disjoint batches without waiting for each other; a
-            # row claimed (and committed) meanwhile is checked against the WHERE clause again
-            # and left out. MATERIALIZED: the locking subquery runs exactly once (a planner
-            # that re-ran it inside a join could lock and update more than ``limit`` rows).
-            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-            claim = claim.where(outgoing_emails.c.seq == picked.c.seq)
-        else:
-            # SQLite has no row locks, and needs none: its writers run one at a time
-            # (BEGIN IMMEDIATE), so of concurrent claimers each sees the others' claims.
-            claim = claim.where(outgoing_emails.c.seq.in_(due.scalar_subquery()))
+        claim = _claiming(claim, due, outgoing_emails.c.seq, postgres=self._postgres)
         rows = await self._run(claim.returning(*outgoing_emails.c))
         return [_outgoing(row) for row in sorted(rows, key=lambda row: row.seq)]
 
@@ -916,13 +923,7 @@ class SqlRoleChanges(_Repo):
             .limit(limit)
         )
         claim = update(discord_role_changes).values(claimed_until=until)
-        if self._postgres:
-            # As for the email queue: lock what the subquery picks, skip what another worker
-            # holds, and a row claimed meanwhile is checked against the WHERE clause again.
-            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-            claim = claim.where(_roles.seq == picked.c.seq)
-        else:
-            claim = claim.where(_roles.seq.in_(due.scalar_subquery()))
+        claim = _claiming(claim, due, _roles.seq, postgres=self._postgres)
         rows = await self._run(claim.returning(*discord_role_changes.c))
         return [_role_change(row) for row in sorted(rows, key=lambda row: row.seq)]
 
@@ -1076,13 +1077,7 @@ class SqlWebhooks(_Repo):
             .limit(limit)
         )
         claim = update(webhook_deliveries).values(next_attempt_at=until)
-        if self._postgres:
-            # As the email queue's claim (see SqlOutgoingEmails.claim_due): lock what the
-            # subquery picks, skip what another worker holds, run the subquery once.
-            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-            claim = claim.where(d.seq == picked.c.seq)
-        else:
-            claim = claim.where(d.seq.in_(due.scalar_subquery()))
+        claim = _claiming(claim, due, d.seq, postgres=self._postgres)
         rows = sorted(await self._run(claim.returning(*webhook_deliveries.c)), key=lambda r: r.seq)
         return await self._with_events(rows)
 
@@ -1308,14 +1303,7 @@ class SqlRoleConnectionTokens(_Repo):
             .limit(limit)
         )
         claim = update(self._t).values(next_push_at=until, version=self._t.c.version + 1)
-        if self._postgres:
-            # As the email queue's claims: lock what is picked, skip what another claimer
-            # holds (no waiting, no deadlock), and pick exactly once (MATERIALIZED).
-            picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-            claim = claim.where(self._t.c.discord_id == picked.c.discord_id)
-        else:
-            # SQLite's writers run one at a time: each claimer sees the others' claims.
-            claim = claim.where(self._t.c.discord_id.in_(due.scalar_subquery()))
+        claim = _claiming(claim, due, self._t.c.discord_id, postgres=self._postgres)
         rows = await self._run(claim.returning(*self._t.c))
         return sorted((_role_token(row) for row in rows), key=lambda t: t.discord_id)
 

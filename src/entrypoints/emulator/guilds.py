@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-from litestar import Request, delete, get, patch, post, put
+from litestar import HttpMethod, Request, delete, get, patch, post, put, route
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
@@ -81,9 +81,18 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
             header[4:].encode(), state.bot_token.encode()
         )
 
-    async def change(
-        request: Request[Any, Any, Any], guild_id: str, user_id: str, role_id: str
+    @route(
+        "/api/v10/guilds/{guild_id:str}/members/{user_id:str}/roles/{role_id:str}",
+        http_method=[HttpMethod.PUT, HttpMethod.DELETE],
+        status_code=200,  # the Response says 204, or the refusal's status
+    )
+    async def member_role(
+        request: Request[Any, Any, Any],
+        guild_id: FromPath[str],
+        user_id: FromPath[str],
+        role_id: FromPath[str],
     ) -> Response[Any]:
+        """Add (PUT) or remove (DELETE) a member's role."""
         if (failed := await fault(state, "member_roles")) is not None:
             return failed
         if not is_bot(request):
@@ -114,30 +123,6 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
         else:
             held.discard(role_id)
         return Response(None, status_code=204)
-
-    @put(
-        "/api/v10/guilds/{guild_id:str}/members/{user_id:str}/roles/{role_id:str}",
-        status_code=200,  # the Response says 204, or the refusal's status
-    )
-    async def add_member_role(
-        request: Request[Any, Any, Any],
-        guild_id: FromPath[str],
-        user_id: FromPath[str],
-        role_id: FromPath[str],
-    ) -> Response[Any]:
-        return await change(request, guild_id, user_id, role_id)
-
-    @delete(
-        "/api/v10/guilds/{guild_id:str}/members/{user_id:str}/roles/{role_id:str}",
-        status_code=200,  # the Response says 204, or the refusal's status
-    )
-    async def remove_member_role(
-        request: Request[Any, Any, Any],
-        guild_id: FromPath[str],
-        user_id: FromPath[str],
-        role_id: FromPath[str],
-    ) -> Response[Any]:
-        return await change(request, guild_id, user_id, role_id)
 
     # -- test API -------------------------------------------------------------------------------
 
@@ -228,8 +213,7 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
         return Response(_guild_json(guild)["bot"])
 
     return [
-        add_member_role,
-        remove_member_role,
+        member_role,
         show_guild,
         show_member,
         join,
