@@ -7,6 +7,7 @@ in-memory adapters and the SQL ones.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -51,8 +52,9 @@ def make_settings(**overrides: object) -> Settings:
     return _GivenSettings(**values)  # type: ignore[arg-type]
 
 
+@functools.cache
 def cheap_argon2() -> Argon2PasswordHasher:
-    """Real argon2id with tiny costs, so tests hash quickly."""
+    """Real argon2id with tiny costs, so tests hash quickly (one hasher: it holds no state)."""
     return Argon2PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 

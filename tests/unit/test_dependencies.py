@@ -6,6 +6,7 @@ with it."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import tomllib
@@ -44,8 +45,12 @@ def _imported(*folders: str) -> dict[str, set[str]]:
     return found
 
 
+# Which distribution ships each module: read from every installed package's metadata, once.
+_distributions = functools.cache(packages_distributions)
+
+
 def _undeclared(imported: dict[str, set[str]], declared: set[str]) -> dict[str, set[str]]:
-    distributions = packages_distributions()
+    distributions = _distributions()
     return {
         module: places
         for module, places in imported.items()

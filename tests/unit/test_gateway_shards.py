@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
@@ -115,11 +116,20 @@ def test_gateway_bot_tells_the_recommended_shard_count() -> None:
         assert refused.status_code == 401
 
 
-@pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], [0], "0,1"])
-def test_an_identify_with_an_invalid_shard_is_closed_with_4010(shard: object) -> None:
+@pytest.fixture(scope="module")
+def refusing() -> tuple[EmulatorState, Litestar]:
+    """One emulator for every refused IDENTIFY below (a refused one changes nothing)."""
     state = _state()
+    return state, create_emulator_app(state)
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], [0], "0,1"])
+def test_an_identify_with_an_invalid_shard_is_closed_with_4010(
+    refusing: tuple[EmulatorState, Litestar], shard: object
+) -> None:
+    state, app = refusing
     with (
-        TestClient(app=create_emulator_app(state)) as client,
+        TestClient(app=app) as client,
         client.websocket_connect("/gateway?v=10&encoding=json") as socket,
     ):
         assert socket.receive_json()["op"] == 10  # HELLO
