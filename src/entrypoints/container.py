@@ -435,6 +435,7 @@ class Container(containers.DeclarativeContainer):
     authenticate_api_key = providers.Factory(
         uc.AuthenticateApiKey, api_keys, tokens, clock, api_key_usage
     )
+    identify_api_key = providers.Factory(uc.IdentifyApiKey, api_keys, tokens, clock)
     list_api_keys = providers.Factory(uc.ListApiKeys, uow)
     revoke_api_key = providers.Factory(uc.RevokeApiKey, uow, clock)
     deliver_webhooks = providers.Factory(
@@ -473,7 +474,9 @@ def _observe_use_cases(container: Container) -> None:
 
 # The JSON API's hot path: each run is one HTTP request, which the request metrics count by
 # route and status already; counting it again would cost a lookup a fifth of its time.
-_COUNTED_AS_REQUESTS = frozenset({"authenticate_api_key", "look_up_link", "look_up_links"})
+_COUNTED_AS_REQUESTS = frozenset(
+    {"authenticate_api_key", "identify_api_key", "look_up_link", "look_up_links"}
+)
 
 
 async def close_resources(container: Container) -> None:

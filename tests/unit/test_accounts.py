@@ -9,6 +9,7 @@ import pytest
 from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.memory import MemoryDatabase
 from domain import errors
+from domain.model import ApiKey
 from tests.harness import PASSWORD, Harness
 
 
@@ -151,3 +152,31 @@ async def test_api_keys_are_cached_briefly_and_a_revocation_lands_within_that_ti
     assert await auth.execute(unknown) is None
     later = await h.container.create_api_key().execute("later")
     assert await auth.execute(later.token) == later.key  # a new key is never "unknown"
+
+
+async def test_made_up_tokens_never_push_a_key_in_use_out_of_the_cache(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown digests are remembered apart from keys: a flood of invented tokens pushes out
+    other unknown digests, and a real client's key is still answered from memory."""
+    cache = CachedApiKeyLookup(h.container.directory(), ttl_seconds=60, max_entries=3)
+    h.container.api_keys.override(cache)
+    created = await h.container.create_api_key().execute("bot")
+    auth = h.container.authenticate_api_key()
+    assert await auth.execute(created.token) == created.key
+    for n in range(10):
+        assert await auth.execute(f"tfl_{n:043d}") is None
+
+    looked_up: list[str] = []
+    directory = h.container.directory()
+    original = directory.api_key_by_digest
+
+    async def counted(digest: str) -> ApiKey | None:
+        looked_up.append(digest)
+        return await original(digest)
+
+    monkeypatch.setattr(directory, "api_key_by_digest", counted)
+    assert await auth.execute(created.token) == created.key
+    assert looked_up == []  # from the cache, not the database
+    assert await auth.execute(f"tfl_{0:043d}") is None  # pushed out: asked again
+    assert len(looked_up) == 1

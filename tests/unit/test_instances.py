@@ -186,6 +186,29 @@ async def test_each_api_key_has_its_own_budget(
         assert (await get(first)).status_code == 404
 
 
+async def test_made_up_tokens_spend_the_clients_budget(
+    frozen_rate_limit_clock: Callable[[float], None],
+) -> None:
+    """A token that is no live key (invented, revoked, expired) has no budget of its own:
+    each new made-up token would otherwise start a fresh count. It spends its client's."""
+    h = Harness.build(build_container(make_settings(api_rate_limit_per_second=2)))
+    key = await h.container.create_api_key().execute("bot")
+    revoked = await h.container.create_api_key().execute("old")
+    await h.container.revoke_api_key().execute("old")
+
+    async def get(token: str) -> int:
+        answer = await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code
+
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        made_up = [f"tfl_{n:043d}" for n in range(3)]
+        assert [await get(token) for token in made_up] == [401, 401, 429]
+        assert await get(revoked.token) == 429  # the same client's budget, spent
+        assert await get(key.token) == 404  # a live key has a budget of its own
+        frozen_rate_limit_clock(1.5)
+        assert await get(revoked.token) == 401
+
+
 async def test_api_limits_are_off_by_default(h: Harness) -> None:
     key = (await h.container.create_api_key().execute("bot")).token
     async with AsyncTestClient(app=create_app(h.container)) as client:

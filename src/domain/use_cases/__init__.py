@@ -8,6 +8,7 @@ from domain.use_cases.api_keys import (
     AuthenticateApiKey,
     CreateApiKey,
     CreatedApiKey,
+    IdentifyApiKey,
     ListApiKeys,
     RevokeApiKey,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "EndAllSessions",
     "EndSession",
     "EndpointStatus",
+    "IdentifyApiKey",
     "IssueLinkTicket",
     "KeyRotationReport",
     "LinkConfirmed",

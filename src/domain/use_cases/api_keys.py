@@ -98,12 +98,8 @@ class AuthenticateApiKey:
     async def execute(self, token: str | None, scope: ApiScope | None = None) -> ApiKey | None:
         """The key, or ``None`` for an unknown or revoked one. ``ApiKeyExpired`` past its
         expiry; ``MissingScope`` when ``scope`` is given and the key lacks it."""
-        if token is None or not token.startswith(API_KEY_PREFIX):
-            return None
-        if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
-            return None
-        key = await self._keys.by_digest(self._tokens.digest(token))
-        if key is None or key.revoked_at is not None:
+        key = await _unrevoked_key(token, self._keys, self._tokens)
+        if key is None:
             return None
         now = self._clock.now()
         if key.expired(now):
@@ -118,6 +114,35 @@ class AuthenticateApiKey:
         if scope is not None:
             require_scope(key, scope)
         return key
+
+
+class IdentifyApiKey:
+    """Whose budget does a request spend under the per-key API limit? The live key a token
+    is, or ``None``: an unknown, revoked or expired token, or a malformed one, has no budget
+    of its own (the limit then counts by client), so inventing tokens buys nothing. Notes no
+    use and checks no scope: that is ``AuthenticateApiKey``'s, for the same request, from
+    the same cache."""
+
+    def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer, clock: Clock) -> None:
+        self._keys, self._tokens, self._clock = keys, tokens, clock
+
+    async def execute(self, token: str | None) -> ApiKey | None:
+        key = await _unrevoked_key(token, self._keys, self._tokens)
+        if key is None or key.expired(self._clock.now()):
+            return None
+        return key
+
+
+async def _unrevoked_key(
+    token: str | None, keys: ApiKeyLookup, tokens: TokenIssuer
+) -> ApiKey | None:
+    """The key ``token`` is, unless revoked; a token not shaped like a key is not looked up."""
+    if token is None or not token.startswith(API_KEY_PREFIX):
+        return None
+    if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
+        return None
+    key = await keys.by_digest(tokens.digest(token))
+    return None if key is None or key.revoked_at is not None else key
 
 
 class ListApiKeys:

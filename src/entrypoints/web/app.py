@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from inspect import signature
 from pathlib import Path
@@ -99,18 +99,35 @@ def _rate_limited(method: str, path: str) -> bool:
 log = logging.getLogger("taskflow_link.web")
 
 
-def _api_key_identifier(container: Container) -> Callable[[Request[Any, Any, Any]], str]:
-    """Per-key API limits count per presented key (its digest, never the key), and requests
-    without one per client address."""
-    tokens = container.tokens()
+_BUDGET = "api_key_budget"
+
+
+def _api_key_budgets(
+    container: Container,
+) -> tuple[
+    Callable[[Request[Any, Any, Any]], Awaitable[bool]], Callable[[Request[Any, Any, Any]], str]
+]:
+    """The per-key API limit: a request spends its key's budget when it carries a live key,
+    and its client's (by address) otherwise. A digest of whatever token is sent is not a
+    budget: made-up tokens would each get a fresh one. The key is looked up (from the key
+    cache, as the guard then does) before the limit counts; Litestar lets only that check be
+    async, so it leaves the budget's name on the request for the identifier. (Functions, not
+    methods: Litestar deep-copies a router's middleware, and with a method its object.)"""
+    identify_api_key = container.identify_api_key
+
+    async def check(request: Request[Any, Any, Any]) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+        key = await identify_api_key().execute(bearer)
+        client = request.client.host if request.client else "-"
+        request.state[_BUDGET] = f"key:{key.id}" if key is not None else f"client:{client}"
+        return True
 
     def identify(request: Request[Any, Any, Any]) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return "key:" + tokens.digest(token.strip())
-        return "client:" + (request.client.host if request.client else "-")
+        budget: str = request.state[_BUDGET]
+        return budget
 
-    return identify
+    return check, identify
 
 
 class Alive(Struct):
@@ -327,9 +344,11 @@ def _limits(
     api: Router | type[Controller] = _with_use_cases(container, LinksApi)
     if settings.api_rate_limit_per_second:
         stores["api_rate_limit"] = shared.store("api-rate-limit")
+        check, identify = _api_key_budgets(container)
         api_limit = RateLimitConfig(
             rate_limit=("second", settings.api_rate_limit_per_second),
-            identifier_for_request=_api_key_identifier(container),
+            check_throttle_handler=check,
+            identifier_for_request=identify,
             store="api_rate_limit",
         )
         # On the JSON API's routes only.
