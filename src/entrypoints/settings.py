@@ -301,8 +301,10 @@ class Settings(BaseSettings):
     )
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="SMTP timeout.")
-    webhook_urls: str = Field(
-        default="",
+    # Secret like a password: a receiver's URL may carry its token (in the path or query), so
+    # printing the settings must not show it. (`config` shows each URL's origin.)
+    webhook_urls: SecretStr = Field(
+        default=SecretStr(""),
         description="Comma-separated URLs that receive signed webhooks (Standard Webhooks: "
         "link.created, link.deleted, account.created). https, or http on this machine "
         "(loopback) only. Empty: no webhooks.",
@@ -447,9 +449,9 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_urls")
     @classmethod
-    def _webhook_urls(cls, value: str) -> str:
+    def _webhook_urls(cls, value: SecretStr) -> SecretStr:
         # Messages name the item, never the URL: its path may carry a token.
-        urls = parse_webhook_urls(value)
+        urls = parse_webhook_urls(value.get_secret_value())
         if len(set(urls)) != len(urls):
             raise ValueError("a URL is listed twice")
         return value
@@ -469,7 +471,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _webhooks_need_a_secret(self) -> Settings:
-        if self.webhook_urls.strip() and self.webhook_secret is None:
+        if self.webhook_url_list and self.webhook_secret is None:
             raise ValueError(
                 "TASKFLOW_LINK_WEBHOOK_URLS needs TASKFLOW_LINK_WEBHOOK_SECRET (whsec_ + base64 "
                 "of 24 to 64 random bytes): python3 -c 'import base64, secrets; "
@@ -484,7 +486,7 @@ class Settings(BaseSettings):
 
     @property
     def webhook_url_list(self) -> list[str]:
-        return parse_webhook_urls(self.webhook_urls)
+        return parse_webhook_urls(self.webhook_urls.get_secret_value())
 
     @property
     def webhook_keys(self) -> list[bytes]:
@@ -594,13 +596,13 @@ class Settings(BaseSettings):
                 text = "(not set)"
             elif name == "redis_url":
                 text = _without_password(value.get_secret_value())
+            elif name == "webhook_urls":
+                # Where webhooks go, not what their paths and queries may carry (tokens).
+                text = ", ".join(_origin(url) + "/…" for url in self.webhook_url_list)
             elif isinstance(value, SecretStr):
                 text = "(set)"
             elif name == "database_url":
                 text = make_url(value).render_as_string(hide_password=True)
-            elif name == "webhook_urls":
-                # Where webhooks go, not what their paths and queries may carry (tokens).
-                text = ", ".join(_origin(url) + "/…" for url in self.webhook_url_list)
             else:
                 text = str(value)
             shown[ENV_PREFIX + name.upper()] = text

@@ -148,6 +148,20 @@ def test_webhook_urls_are_checked_without_echoing_them(urls: str, problem: str) 
     assert "t0ps3cret" not in str(refused.value)
 
 
+def test_printed_settings_never_show_a_webhook_urls_token() -> None:
+    """A receiver's URL may carry its token: the settings keep it like a password, so a log
+    line or a traceback that prints them shows none of it; `config` shows the origin."""
+    settings = make_settings(
+        webhook_urls="https://hooks.example.com/in/t0ps3cret?key=k3y", webhook_secret=NEW
+    )
+    for printed in (repr(settings), str(settings), f"{settings.webhook_urls}"):
+        assert "t0ps3cret" not in printed
+        assert "k3y" not in printed
+    assert settings.webhook_url_list == ["https://hooks.example.com/in/t0ps3cret?key=k3y"]
+    shown = settings.shown()["TASKFLOW_LINK_WEBHOOK_URLS"]
+    assert shown == "https://hooks.example.com/…"
+
+
 def test_plain_http_is_only_for_this_machine() -> None:
     settings = make_settings(
         webhook_urls="http://127.0.0.1:9000/in, http://localhost/in,https://hooks.example.com/x",
