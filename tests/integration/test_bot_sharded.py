@@ -97,6 +97,36 @@ def test_the_servers_used_here_belong_to_the_shards_named() -> None:
         assert all((server >> 22) % 2 == shard for server in servers)
 
 
+async def test_a_command_run_the_moment_a_shard_is_ready_is_answered(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """Discord delivers interactions from a shard's READY on (someone ran a command while
+    the bot came up): the commands are served before any shard connects, not once every
+    shard is (lightbulb drops what comes before its client started)."""
+    state, url = emulator
+    await sync_commands(build_container(_settings(state, url)))
+    user = state.add_user("rae")
+    shards = {"discord_shard_ids": "0", "discord_shard_count": 1}
+    runner = build_gateway_bot(build_container(_settings(state, url, **shards)))
+    serving_at_ready: list[bool] = []
+    answers: list[dict[str, Any]] = []
+
+    async def on_ready(_: hikari.ShardReadyEvent) -> None:
+        serving_at_ready.append(runner.serving)
+        body = {"user_id": user.id, "command": "whoami", "via": "gateway"}
+        async with httpx.AsyncClient(base_url=url, timeout=90) as client:
+            answers.append((await client.post("/_emulator/interactions", json=body)).json())
+
+    runner.bot.subscribe(hikari.ShardReadyEvent, on_ready)
+    await runner.start()
+    try:
+        await wait_until(lambda: answers, seconds=90)
+    finally:
+        await runner.bot.close()
+    assert serving_at_ready == [True]
+    assert "not linked" in answers[0]["reply"]["data"]["content"]
+
+
 async def test_two_copies_each_answer_the_interactions_of_their_own_shard_once(
     emulator: tuple[EmulatorState, str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -108,6 +108,12 @@ async def start_client(client: lightbulb.Client) -> None:
     registered earlier keep working and the next start tries again."""
     try:
         await client.start()
+    except hikari.UnauthorizedError:
+        # Nothing to trace: the token is wrong, and what needs it next says so too (the
+        # gateway's connection; for HTTP interactions, edits and follow-ups).
+        log.error("Could not sync the slash commands with Discord: it refused the bot token (401)")
+        client.sync_commands = False
+        await client.start()
     except Exception:
         log.exception("Could not sync the slash commands with Discord; serving without syncing")
         client.sync_commands = False
@@ -273,12 +279,14 @@ class HttpInteractions:
 @dataclass
 class GatewayRunner:
     """The gateway bot with the commands; ``run()`` connects and serves until stopped,
-    ``start()`` connects on the running event loop. ``ready`` is set once the commands are
-    served. ``shards``: the shards this copy runs (``None``: every shard Discord recommends)."""
+    ``start()`` connects on the running event loop. ``serving`` is true once the commands
+    are answered (before any shard connects); ``ready`` is set once the shards are connected
+    too. ``shards``: the shards this copy runs (``None``: every shard Discord recommends)."""
 
     bot: hikari.GatewayBot
     ready: asyncio.Event
     shards: ShardPlan | None = None
+    serving: bool = False
     failed: bool = False
 
     def run(self) -> None:
@@ -328,15 +336,22 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
             )
         sync = False if shards is not None else None
         started["client"] = await prepare_client(bot, container, sync=sync)
-
-    async def on_started(_: hikari.StartedEvent) -> None:
+        # Started here, not at StartedEvent as lightbulb suggests: hikari waits for this
+        # listener before it connects a shard (REST is up already), so the commands are
+        # answered from a shard's first interaction. Started once every shard is READY, the
+        # client ignored what a shard received in between: "The application did not respond"
+        # to whoever ran a command while the bot came up.
         try:
             await start_client(started["client"])
         except Exception:
-            # Connected but unable to serve commands: stop rather than look healthy.
             log.critical("The bot cannot serve its commands; stopping", exc_info=True)
             runner.failed = True
-            await bot.close()
+            return
+        runner.serving = True
+
+    async def on_started(_: hikari.StartedEvent) -> None:
+        if runner.failed:
+            await bot.close()  # connected but unable to serve commands: not healthy
             return
         email_worker.start()
         if role_worker is not None:
@@ -352,6 +367,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
 
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
+        runner.serving = False
         await email_worker.stop()
         if role_worker is not None:
             await role_worker.stop()
