@@ -577,3 +577,5 @@ class RoleSync(enum.StrEnum):
     FAILED = "failed"  # Discord did not answer properly: tried again later (back-off)
     UNREADABLE = "unreadable"  # no configured key opens the tokens: kept, tried again later
     GONE = "gone"  # the tokens were deleted meanwhile (another worker finished the job)
+    # No longer linked, and Discord failed every push for about a week: tokens deleted.
+    GIVEN_UP = "given_up"

@@ -341,6 +341,12 @@ def next_role_push(link: Link, now: datetime) -> datetime:
     return link.linked_at + timedelta(days=linked_days(link, now) + 1)
 
 
+# Failed pushes in a row after which the tokens of someone no longer linked are deleted
+# (about a week at the 6 h back-off): Discord may go on showing them linked, but the service
+# does not keep a person's tokens for good to tell it. Someone still linked is retried.
+ROLE_GIVE_UP_UNLINKED_AFTER = 30
+
+
 def role_retry_at(failures: int, now: datetime) -> datetime:
     """When to push again after ``failures`` failed pushes in a row (1 min up to 6 h)."""
     return now + ROLE_RETRY_AFTER[min(max(failures, 1), len(ROLE_RETRY_AFTER)) - 1]

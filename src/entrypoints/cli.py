@@ -645,9 +645,43 @@ def role_connections_refresh(everything: bool) -> None:
     click.echo(
         f"Pushed {report.pushed}, cleared {report.cleared} after an unlink, dropped "
         f"{report.revoked} (access revoked in Discord), failed {report.failed} (retried "
-        f"later), unreadable {report.unreadable}."
+        f"later), unreadable {report.unreadable}, given up {report.given_up} (unlinked; "
+        "Discord failed every push for about a week)."
     )
     if report.failed or report.unreadable:
+        sys.exit(1)
+
+
+@role_connections.command("forget")
+@click.option("--yes", is_flag=True, help="Do it (without this, only say what it would do).")
+def role_connections_forget(yes: bool) -> None:
+    """After turning Linked Roles off: tell Discord that everyone whose tokens are kept is no
+    longer connected (the role that needs the connection goes), then delete their tokens.
+    Those Discord does not take now are kept for another run (exit status 1); those no
+    configured key decrypts are deleted. Run it with Linked Roles off, so that no worker
+    pushes them again meanwhile. Prints counts, never a token."""
+    settings = load_settings()
+    if settings.discord_role_connections:
+        raise click.ClickException(
+            "Linked Roles are on: turn them off first (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS="
+            "false, every process restarted), or the workers keep pushing what this clears."
+        )
+    # To decrypt the tokens, and to refresh an expired one (the application's credentials).
+    settings.require("token_encryption_key", "discord_client_id", "discord_client_secret")
+    if not yes:
+        click.echo(
+            "This tells Discord that every user whose tokens are kept is no longer connected "
+            "to TaskFlow, and deletes the tokens. Run again with --yes to do it."
+        )
+        return
+    report = _run_use_case(lambda c: c.forget_role_connections().execute())
+    click.echo(
+        f"Told Discord and deleted the tokens of {report.cleared}; {report.revoked} had "
+        f"revoked the access already (deleted); {report.unreadable} no configured key "
+        f"decrypts (deleted); {report.given_up} given up (deleted); {report.failed} failed "
+        "(kept: run again)."
+    )
+    if report.failed:
         sys.exit(1)
 
 

@@ -348,6 +348,9 @@ class Container(containers.DeclarativeContainer):
     refresh_role_connections = providers.Factory(
         uc.RefreshRoleConnections, uow, clock, role_connection_pusher
     )
+    forget_role_connections = providers.Factory(
+        uc.ForgetRoleConnections, uow, clock, role_connection_pusher
+    )
     rotate_token_keys = providers.Factory(uc.RotateTokenKeys, uow, clock, secret_box)
     show_link_proposal = providers.Factory(uc.ShowLinkProposal, uow, tokens, clock)
     confirm_link_with_password = providers.Factory(

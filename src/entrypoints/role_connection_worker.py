@@ -28,12 +28,14 @@ def log_report(report: RoleSyncReport) -> None:
     log.log(
         level,
         "role connections: %d pushed, %d cleared after an unlink, %d dropped (Discord access "
-        "revoked), %d failed (retried later), %d unreadable with the configured keys",
+        "revoked), %d failed (retried later), %d unreadable with the configured keys, %d "
+        "given up (unlinked, and Discord failed every push for about a week)",
         report.pushed,
         report.cleared,
         report.revoked,
         report.failed,
         report.unreadable,
+        report.given_up,
     )
 
 

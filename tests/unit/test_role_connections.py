@@ -27,6 +27,7 @@ from domain.model import (
     RoleMetadataType,
     RoleSync,
 )
+from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
 from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
 from entrypoints.cli import cli
 from entrypoints.settings import SettingsError, load_settings
@@ -496,3 +497,100 @@ async def test_a_new_grant_replaces_the_kept_tokens(r: Harness) -> None:
     assert second.sealed != first.sealed
     assert second.version > first.version
     assert second.created_at == first.created_at
+
+
+# -- giving up, and forgetting everything --------------------------------------------------------
+
+
+def deleted_because(h: Harness) -> list[str]:
+    database: MemoryDatabase = h.container.memory_db()
+    audit = database.tables.audit
+    return [e.detail["reason"] for e in audit if e.kind is AuditKind.ROLE_TOKENS_DELETED]
+
+
+async def test_an_unlinked_users_tokens_go_after_a_week_of_failed_pushes(r: Harness) -> None:
+    """Someone still linked is retried for as long as it takes; someone who unlinked is not
+    worth keeping tokens for forever: after ROLE_GIVE_UP_UNLINKED_AFTER failures they go."""
+    await connected(r, 7030, "ann")
+    await connected(r, 7031, "ben")
+    await r.container.unlink_discord().execute(DiscordId(7031))
+    fake(r).push_outage = errors.DiscordUnavailable()
+
+    given_up = 0
+    for _ in range(ROLE_GIVE_UP_UNLINKED_AFTER):
+        report = await refresh_pass(r, everything=True)
+        given_up += report.given_up
+        r.clock.advance(timedelta(hours=6))
+
+    assert given_up == 1
+    assert list(rows(r)) == [DiscordId(7030)]  # still linked: kept, and retried
+    assert rows(r)[DiscordId(7030)].failures == ROLE_GIVE_UP_UNLINKED_AFTER
+    assert deleted_because(r) == ["given_up"]
+
+
+async def test_forgetting_tells_discord_not_linked_then_deletes_every_kept_token(
+    r: Harness,
+) -> None:
+    """Linked Roles turned off: everyone's role connection says "not linked" (their role
+    goes) and no token is kept; what Discord did not take stays for another run."""
+    await connected(r, 7032, "cat")
+    await connected(r, 7033, "dan")
+    fake(r).push_outage = errors.DiscordUnavailable()
+
+    failed = await r.container.forget_role_connections().execute()
+
+    assert (failed.failed, failed.cleared) == (2, 0)
+    assert set(rows(r)) == {DiscordId(7032), DiscordId(7033)}  # kept: run again
+    fake(r).push_outage = None
+    r.clock.advance(timedelta(minutes=1))
+
+    report = await r.container.forget_role_connections().execute()
+
+    assert report.cleared == 2
+    assert rows(r) == {}
+    for discord_id in (7032, 7033):
+        assert linked(fake(r).connections[DiscordId(discord_id)]) == ("0", "0")
+    assert deleted_because(r) == ["forgotten", "forgotten"]
+    # The links themselves stay: only what Linked Roles kept is gone.
+    async with r.uow() as uow:
+        assert await uow.links.get_by_discord_id(DiscordId(7032)) is not None
+
+
+async def test_forgetting_deletes_tokens_no_key_opens(r: Harness) -> None:
+    await connected(r, 7034)
+    other = role_harness(KEY_B)  # the same rows, read with another key only
+    other.container.memory_db.override(r.container.memory_db())
+    other.container.discord_role_connections.override(fake(r))
+
+    report = await other.container.forget_role_connections().execute()
+
+    assert report.unreadable == 1
+    assert rows(r) == {}
+    assert deleted_because(r) == ["unreadable"]
+
+
+def test_the_forget_command_needs_linked_roles_off_and_asks_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", KEY_A)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "app-secret")
+    runner = CliRunner()
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS", "true")
+    refused = runner.invoke(cli, ["role-connections", "forget", "--yes"])
+    assert refused.exit_code == 1
+    assert "Linked Roles are on: turn them off first" in refused.output
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS", "false")
+    asked = runner.invoke(cli, ["role-connections", "forget"])
+    assert asked.exit_code == 0
+    assert "Run again with --yes" in asked.output
+    done = runner.invoke(cli, ["role-connections", "forget", "--yes"])  # nothing kept here
+    assert done.exit_code == 0, done.output
+    assert "Told Discord and deleted the tokens of 0" in done.output
+    monkeypatch.delenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY")
+    missing = runner.invoke(cli, ["role-connections", "forget", "--yes"])
+    assert missing.exit_code == 1
+    assert isinstance(missing.exception, SettingsError)  # main() prints it, without a trace
+    assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(missing.exception)

@@ -60,6 +60,7 @@ from domain.use_cases.links import (
 from domain.use_cases.maintenance import PurgeExpired, PurgeReport
 from domain.use_cases.password_reset import PasswordReset, RequestPasswordReset, ResetPassword
 from domain.use_cases.role_connections import (
+    ForgetRoleConnections,
     KeyRotationReport,
     RefreshRoleConnections,
     RoleConnectionFlow,
@@ -118,6 +119,7 @@ __all__ = [
     "EndAllSessions",
     "EndSession",
     "EndpointStatus",
+    "ForgetRoleConnections",
     "IdentifyApiKey",
     "IssueLinkTicket",
     "KeyRotationReport",

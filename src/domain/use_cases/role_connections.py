@@ -32,7 +32,12 @@ from domain.model import (
     RoleSync,
     SignInMethod,
 )
-from domain.policies import next_role_push, role_connection, role_retry_at
+from domain.policies import (
+    ROLE_GIVE_UP_UNLINKED_AFTER,
+    next_role_push,
+    role_connection,
+    role_retry_at,
+)
 from domain.ports import (
     Clock,
     DiscordRoleConnections,
@@ -129,16 +134,21 @@ class RoleConnectionPusher:
 
     # -- one row -------------------------------------------------------------------------------
 
-    async def sync(self, row: RoleConnectionToken) -> RoleSync:
+    async def sync(self, row: RoleConnectionToken, *, forget: bool = False) -> RoleSync:
         """Push what Discord should show now: refresh the access token first when it has
         expired (or Discord just refused it), delete the tokens on ``invalid_grant`` or once
-        Discord knows the user is no longer linked, and schedule the next push."""
+        Discord knows the user is no longer linked, and schedule the next push.
+
+        ``forget`` (Linked Roles turned off): tell Discord "not linked" whatever the link,
+        then delete the tokens; tokens no configured key opens are deleted at once."""
         force_refresh = False
         for _ in range(_ATTEMPTS):
             now = self._clock.now()
             try:
                 tokens = self._open(row)
             except errors.SecretUnreadable:
+                if forget:
+                    return await self._forget_unreadable(row, now)
                 await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
                 return RoleSync.UNREADABLE
             if force_refresh or row.expires_at <= now + REFRESH_MARGIN:
@@ -152,7 +162,7 @@ class RoleConnectionPusher:
                     row, force_refresh = found, False
                     continue
                 row, tokens = refreshed
-            link, account = await self._current(row.discord_id)
+            link, account = (None, None) if forget else await self._current(row.discord_id)
             try:
                 await self._discord.push(tokens.access, role_connection(link, account, now))
             except errors.DiscordDenied:
@@ -162,7 +172,7 @@ class RoleConnectionPusher:
                 continue
             except errors.DiscordUnavailable:
                 return await self._failed(row, now)
-            finished = await self._finish(row, link, now)
+            finished = await self._finish(row, link, now, why="forgotten" if forget else None)
             if finished is not None:
                 return finished
             # The row changed while we pushed (an unlink, a new grant): push its new state.
@@ -204,7 +214,7 @@ class RoleConnectionPusher:
         return link, account
 
     async def _finish(
-        self, row: RoleConnectionToken, link: Link | None, now: datetime
+        self, row: RoleConnectionToken, link: Link | None, now: datetime, *, why: str | None
     ) -> RoleSync | None:
         """After a push of the state read with ``row``: schedule the next one (linked), or
         delete the tokens (not linked: Discord now knows). ``None``: the row changed."""
@@ -213,7 +223,7 @@ class RoleConnectionPusher:
             if link is None:
                 done = await tokens.remove(row)
                 if done:
-                    await _audit_deleted(uow, row.discord_id, now, "unlinked")
+                    await _audit_deleted(uow, row.discord_id, now, why or "unlinked")
                 outcome = RoleSync.CLEARED
             else:
                 scheduled = replace(
@@ -226,8 +236,26 @@ class RoleConnectionPusher:
 
     async def _failed(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
         failures = row.failures + 1
+        if failures >= ROLE_GIVE_UP_UNLINKED_AFTER:
+            link, _ = await self._current(row.discord_id)
+            if link is None and await self._remove(row, now, "given_up"):
+                return RoleSync.GIVEN_UP
         await self._schedule(row, role_retry_at(failures, now), failures=failures)
         return RoleSync.FAILED
+
+    async def _forget_unreadable(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
+        """Tokens no key opens cannot tell Discord anything, now or later: deleted."""
+        await self._remove(row, now, "unreadable")
+        return RoleSync.UNREADABLE
+
+    async def _remove(self, row: RoleConnectionToken, now: datetime, why: str) -> bool:
+        """Delete the tokens as read with ``row`` (audited); ``False``: they changed."""
+        async with self._uow() as uow:
+            done = await uow.role_connection_tokens.remove(row)
+            if done:
+                await _audit_deleted(uow, row.discord_id, now, why)
+            await uow.commit()
+        return done
 
     async def _schedule(self, row: RoleConnectionToken, at: datetime, *, failures: int) -> None:
         async with self._uow() as uow:
@@ -417,10 +445,19 @@ class RoleSyncReport:
     failed: int = 0
     unreadable: int = 0
     gone: int = 0
+    given_up: int = 0
 
     @property
     def total(self) -> int:
-        return self.pushed + self.cleared + self.revoked + self.failed + self.unreadable + self.gone
+        return (
+            self.pushed
+            + self.cleared
+            + self.revoked
+            + self.failed
+            + self.unreadable
+            + self.gone
+            + self.given_up
+        )
 
 
 class RefreshRoleConnections:
@@ -433,23 +470,52 @@ class RefreshRoleConnections:
         self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
 
     async def execute(self, *, everything: bool = False) -> RoleSyncReport:
-        counts = dict.fromkeys(RoleSync, 0)
-        if everything:
-            async with self._uow() as uow:
-                await uow.role_connection_tokens.mark_all_due(self._clock.now())
-                await uow.commit()
-        while True:
-            now = self._clock.now()
-            async with self._uow() as uow:
-                rows = await uow.role_connection_tokens.claim_due(
-                    now, now + CLAIM_LEASE, self._batch
-                )
-                await uow.commit()
-            for row in rows:
-                counts[await self._pusher.sync(row)] += 1
-            if len(rows) < self._batch:
-                break  # every row pushed is scheduled later: the loop ends
-        return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})
+        return await _push_due(
+            self._uow, self._clock, self._pusher, self._batch, everything=everything, forget=False
+        )
+
+
+class ForgetRoleConnections:
+    """Linked Roles turned off: tell Discord that every user whose tokens are kept is no
+    longer connected (their role goes), and delete the tokens. Those Discord does not take
+    now stay, for another run; those no configured key opens are deleted."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, pusher: RoleConnectionPusher, batch: int = 50
+    ) -> None:
+        self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
+
+    async def execute(self) -> RoleSyncReport:
+        return await _push_due(
+            self._uow, self._clock, self._pusher, self._batch, everything=True, forget=True
+        )
+
+
+async def _push_due(
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    pusher: RoleConnectionPusher,
+    batch: int,
+    *,
+    everything: bool,
+    forget: bool,
+) -> RoleSyncReport:
+    """Claim due rows in batches (concurrent workers never push the same one) and sync each."""
+    counts = dict.fromkeys(RoleSync, 0)
+    if everything:
+        async with uow_factory() as uow:
+            await uow.role_connection_tokens.mark_all_due(clock.now())
+            await uow.commit()
+    while True:
+        now = clock.now()
+        async with uow_factory() as uow:
+            rows = await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, batch)
+            await uow.commit()
+        for row in rows:
+            counts[await pusher.sync(row, forget=forget)] += 1
+        if len(rows) < batch:
+            break  # every row pushed is scheduled later or deleted: the loop ends
+    return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})
 
 
 @dataclass(frozen=True, slots=True)
