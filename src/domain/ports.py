@@ -280,8 +280,9 @@ class RoleConnectionTokenRepository(Protocol):
         """Delete the row if it still holds ``sealed`` (tokens Discord declared dead)."""
 
     async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
-        """Push this user's role connection at ``now`` (after an unlink): moves the version
-        on, so a push under way for the old state is done again. ``False``: no row."""
+        """Push this user's role connection at ``now`` (their link changed: an unlink, a new
+        link), with a fresh failure count: moves the version on, so a push (or a deletion)
+        under way for the old state is done again. ``False``: no row."""
 
     async def mark_all_due(self, now: datetime) -> int: ...
 

@@ -654,12 +654,18 @@ def role_connections_refresh(everything: bool) -> None:
 
 @role_connections.command("forget")
 @click.option("--yes", is_flag=True, help="Do it (without this, only say what it would do).")
-def role_connections_forget(yes: bool) -> None:
+@click.option(
+    "--drop-unreadable",
+    is_flag=True,
+    help="Also delete tokens no configured key decrypts (the key is gone for good).",
+)
+def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
     """After turning Linked Roles off: tell Discord that everyone whose tokens are kept is no
     longer connected (the role that needs the connection goes), then delete their tokens.
-    Those Discord does not take now are kept for another run (exit status 1); those no
-    configured key decrypts are deleted. Run it with Linked Roles off, so that no worker
-    pushes them again meanwhile. Prints counts, never a token."""
+    Those Discord does not take now, and those no configured key decrypts, are kept for
+    another run (exit status 1; --drop-unreadable deletes the latter). Run it with Linked
+    Roles off on every instance, so that no worker pushes them again meanwhile. Prints
+    counts, never a token."""
     settings = load_settings()
     if settings.discord_role_connections:
         raise click.ClickException(
@@ -674,14 +680,17 @@ def role_connections_forget(yes: bool) -> None:
             "to TaskFlow, and deletes the tokens. Run again with --yes to do it."
         )
         return
-    report = _run_use_case(lambda c: c.forget_role_connections().execute())
+    report = _run_use_case(
+        lambda c: c.forget_role_connections().execute(drop_unreadable=drop_unreadable)
+    )
+    unreadable = "deleted" if drop_unreadable else "kept: the key may come back"
     click.echo(
         f"Told Discord and deleted the tokens of {report.cleared}; {report.revoked} had "
         f"revoked the access already (deleted); {report.unreadable} no configured key "
-        f"decrypts (deleted); {report.given_up} given up (deleted); {report.failed} failed "
-        "(kept: run again)."
+        f"decrypts ({unreadable}); {report.given_up} given up (deleted); {report.failed} "
+        "failed (kept: run again)."
     )
-    if report.failed:
+    if report.failed or (report.unreadable and not drop_unreadable):
         sys.exit(1)
 
 

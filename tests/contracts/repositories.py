@@ -1011,7 +1011,7 @@ class RepositoryContract:
             assert not await tokens.mark_due(DiscordId(502), NOW)
             due = await tokens.get(DiscordId(501))
             assert due is not None
-            assert (due.next_push_at, due.version) == (NOW, 3)
+            assert (due.next_push_at, due.version, due.failures) == (NOW, 3, 0)
             # Refreshed tokens are stored whatever else changed, if the old ones are there.
             swapped = await tokens.swap_sealed(stored, "v1.kid.new", LATER + (LATER - NOW), LATER)
             assert swapped is not None

@@ -21,6 +21,7 @@ import hikari
 import httpx
 import pytest
 
+from entrypoints.bot import runtime
 from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_commands
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
@@ -125,6 +126,30 @@ async def test_a_command_run_the_moment_a_shard_is_ready_is_answered(
         await runner.bot.close()
     assert serving_at_ready == [True]
     assert "not linked" in answers[0]["reply"]["data"]["content"]
+
+
+async def test_a_bot_that_cannot_serve_its_commands_stops(
+    emulator: tuple[EmulatorState, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hikari only logs what a StartingEvent listener raises and connects anyway: a bot whose
+    commands could not be set up must not then look healthy while it answers nothing."""
+    state, url = emulator
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("the command loader broke")
+
+    monkeypatch.setattr(runtime, "prepare_client", broken)
+    shards = {"discord_shard_ids": "0", "discord_shard_count": 1}
+    runner = build_gateway_bot(build_container(_settings(state, url, **shards)))
+    await runner.start()
+    await wait_until(lambda: not runner.bot.is_alive, seconds=60)  # it closed itself
+
+    assert runner.failed
+    assert not runner.serving
+    assert not runner.ready.is_set()
+    assert "The bot cannot serve its commands; stopping" in caplog.text
 
 
 async def test_two_copies_each_answer_the_interactions_of_their_own_shard_once(

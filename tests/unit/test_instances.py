@@ -205,6 +205,10 @@ async def test_made_up_tokens_spend_the_clients_budget(
         assert [await get(token) for token in made_up] == [401, 401, 429]
         assert await get(revoked.token) == 429  # the same client's budget, spent
         assert await get(key.token) == 404  # a live key has a budget of its own
+        preflight = await client.options(
+            "/api/v1/links/123", headers={"Authorization": f"Bearer {key.token}"}
+        )
+        assert preflight.status_code == 429  # not checked as a key: the client's budget
         frozen_rate_limit_clock(1.5)
         assert await get(revoked.token) == 401
 

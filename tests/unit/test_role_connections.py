@@ -513,19 +513,44 @@ async def test_an_unlinked_users_tokens_go_after_a_week_of_failed_pushes(r: Harn
     worth keeping tokens for forever: after ROLE_GIVE_UP_UNLINKED_AFTER failures they go."""
     await connected(r, 7030, "ann")
     await connected(r, 7031, "ben")
-    await r.container.unlink_discord().execute(DiscordId(7031))
     fake(r).push_outage = errors.DiscordUnavailable()
 
-    given_up = 0
-    for _ in range(ROLE_GIVE_UP_UNLINKED_AFTER):
-        report = await refresh_pass(r, everything=True)
-        given_up += report.given_up
-        r.clock.advance(timedelta(hours=6))
+    async def failing_passes(count: int) -> int:
+        given_up = 0
+        for _ in range(count):
+            report = await refresh_pass(r, everything=True)
+            given_up += report.given_up
+            r.clock.advance(timedelta(hours=6))
+        return given_up
 
-    assert given_up == 1
+    # Failures while linked do not count towards giving up after the unlink.
+    assert await failing_passes(ROLE_GIVE_UP_UNLINKED_AFTER - 1) == 0
+    await r.container.unlink_discord().execute(DiscordId(7031))
+    assert rows(r)[DiscordId(7031)].failures == 0  # the unlink starts a fresh count
+    assert await failing_passes(ROLE_GIVE_UP_UNLINKED_AFTER - 1) == 0
+    assert await failing_passes(1) == 1
+
     assert list(rows(r)) == [DiscordId(7030)]  # still linked: kept, and retried
-    assert rows(r)[DiscordId(7030)].failures == ROLE_GIVE_UP_UNLINKED_AFTER
+    assert rows(r)[DiscordId(7030)].failures == 2 * ROLE_GIVE_UP_UNLINKED_AFTER - 1
     assert deleted_because(r) == ["given_up"]
+
+
+async def test_linking_again_keeps_the_tokens_and_pushes_linked(r: Harness) -> None:
+    """Tokens still kept after an unlink (Discord has not taken "not linked" yet) are not
+    deleted when the same Discord account links again: the next push says "linked"."""
+    account = await connected(r, 7036, "fay")
+    fake(r).push_outage = errors.DiscordUnavailable()
+    await r.container.unlink_discord().execute(DiscordId(7036))
+    assert (await refresh_pass(r)).failed == 1
+    fake(r).push_outage = None
+    await r.discord_link(account, r.discord.users[DiscordId(7036)])
+    assert rows(r)[DiscordId(7036)].next_push_at == r.clock.now()  # due at once
+
+    report = await refresh_pass(r)
+
+    assert report.pushed == 1
+    assert linked(fake(r).connections[DiscordId(7036)]) == ("1", "0")
+    assert list(rows(r)) == [DiscordId(7036)]
 
 
 async def test_forgetting_tells_discord_not_linked_then_deletes_every_kept_token(
@@ -556,15 +581,20 @@ async def test_forgetting_tells_discord_not_linked_then_deletes_every_kept_token
         assert await uow.links.get_by_discord_id(DiscordId(7032)) is not None
 
 
-async def test_forgetting_deletes_tokens_no_key_opens(r: Harness) -> None:
+async def test_forgetting_keeps_tokens_no_key_opens_unless_told_to_drop_them(
+    r: Harness,
+) -> None:
     await connected(r, 7034)
     other = role_harness(KEY_B)  # the same rows, read with another key only
     other.container.memory_db.override(r.container.memory_db())
     other.container.discord_role_connections.override(fake(r))
 
-    report = await other.container.forget_role_connections().execute()
+    kept = await other.container.forget_role_connections().execute()
 
-    assert report.unreadable == 1
+    assert kept.unreadable == 1
+    assert list(rows(r)) == [DiscordId(7034)]  # the key may come back
+    dropped = await other.container.forget_role_connections().execute(drop_unreadable=True)
+    assert dropped.unreadable == 1
     assert rows(r) == {}
     assert deleted_because(r) == ["unreadable"]
 

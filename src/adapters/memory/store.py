@@ -739,7 +739,7 @@ class MemoryRoleConnectionTokens(_Repo):
         current = self._rows.get(discord_id)
         if current is None:
             return False
-        self._write(replace(current, next_push_at=now), current)
+        self._write(replace(current, next_push_at=now, failures=0), current)
         return True
 
     async def mark_all_due(self, now: datetime) -> int:

@@ -1286,7 +1286,7 @@ class SqlRoleConnectionTokens(_Repo):
         return await self._count(query) > 0
 
     async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
-        return await self._update(discord_id, next_push_at=now) is not None
+        return await self._update(discord_id, next_push_at=now, failures=0) is not None
 
     async def mark_all_due(self, now: datetime) -> int:
         return await self._count(

@@ -88,6 +88,10 @@ async def apply_link(
         discord_avatar=discord.avatar,
     )
     await uow.links.add(link)
+    # Linked Roles: tokens still kept from an earlier link (an unlink whose "not linked" push
+    # has not gone through yet) now push "linked"; a deletion under way for the old state
+    # (the unlink's, or a give-up's) loses its compare-and-swap and looks again.
+    await uow.role_connection_tokens.mark_due(discord.id, now)
     await uow.audit.record(AuditEvent(AuditKind.LINKED, now, account_id, discord.id, {"via": via}))
     await queue_role_changes(
         uow, roles, RoleAction.ADD, discord_id=discord.id, account_id=account_id, now=now

@@ -134,20 +134,23 @@ class RoleConnectionPusher:
 
     # -- one row -------------------------------------------------------------------------------
 
-    async def sync(self, row: RoleConnectionToken, *, forget: bool = False) -> RoleSync:
+    async def sync(
+        self, row: RoleConnectionToken, *, forget: bool = False, drop_unreadable: bool = False
+    ) -> RoleSync:
         """Push what Discord should show now: refresh the access token first when it has
         expired (or Discord just refused it), delete the tokens on ``invalid_grant`` or once
         Discord knows the user is no longer linked, and schedule the next push.
 
         ``forget`` (Linked Roles turned off): tell Discord "not linked" whatever the link,
-        then delete the tokens; tokens no configured key opens are deleted at once."""
+        then delete the tokens. ``drop_unreadable``: delete tokens no configured key opens
+        (otherwise they are kept, in case the key comes back)."""
         force_refresh = False
         for _ in range(_ATTEMPTS):
             now = self._clock.now()
             try:
                 tokens = self._open(row)
             except errors.SecretUnreadable:
-                if forget:
+                if drop_unreadable:
                     return await self._forget_unreadable(row, now)
                 await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
                 return RoleSync.UNREADABLE
@@ -244,9 +247,11 @@ class RoleConnectionPusher:
         return RoleSync.FAILED
 
     async def _forget_unreadable(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
-        """Tokens no key opens cannot tell Discord anything, now or later: deleted."""
-        await self._remove(row, now, "unreadable")
-        return RoleSync.UNREADABLE
+        """Tokens no key opens cannot tell Discord anything, now or later: deleted (when the
+        row is still as read; otherwise it is left for another run)."""
+        if await self._remove(row, now, "unreadable"):
+            return RoleSync.UNREADABLE
+        return RoleSync.FAILED
 
     async def _remove(self, row: RoleConnectionToken, now: datetime, why: str) -> bool:
         """Delete the tokens as read with ``row`` (audited); ``False``: they changed."""
@@ -478,16 +483,23 @@ class RefreshRoleConnections:
 class ForgetRoleConnections:
     """Linked Roles turned off: tell Discord that every user whose tokens are kept is no
     longer connected (their role goes), and delete the tokens. Those Discord does not take
-    now stay, for another run; those no configured key opens are deleted."""
+    now stay, for another run; those no configured key opens stay too, unless
+    ``drop_unreadable`` (nothing can open them to tell Discord: the key is gone for good)."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, pusher: RoleConnectionPusher, batch: int = 50
     ) -> None:
         self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
 
-    async def execute(self) -> RoleSyncReport:
+    async def execute(self, *, drop_unreadable: bool = False) -> RoleSyncReport:
         return await _push_due(
-            self._uow, self._clock, self._pusher, self._batch, everything=True, forget=True
+            self._uow,
+            self._clock,
+            self._pusher,
+            self._batch,
+            everything=True,
+            forget=True,
+            drop_unreadable=drop_unreadable,
         )
 
 
@@ -499,6 +511,7 @@ async def _push_due(
     *,
     everything: bool,
     forget: bool,
+    drop_unreadable: bool = False,
 ) -> RoleSyncReport:
     """Claim due rows in batches (concurrent workers never push the same one) and sync each."""
     counts = dict.fromkeys(RoleSync, 0)
@@ -512,7 +525,7 @@ async def _push_due(
             rows = await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, batch)
             await uow.commit()
         for row in rows:
-            counts[await pusher.sync(row, forget=forget)] += 1
+            counts[await pusher.sync(row, forget=forget, drop_unreadable=drop_unreadable)] += 1
         if len(rows) < batch:
             break  # every row pushed is scheduled later or deleted: the loop ends
     return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})

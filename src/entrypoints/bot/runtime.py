@@ -327,21 +327,23 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     )
 
     async def on_starting(_: hikari.StartingEvent) -> None:
-        install_payload_guard()
-        if shards is not None:
-            log.info(
-                "sharded bot (%s): not registering the slash commands at start; run "
-                "`taskflow-link bot sync` once per release",
-                shards,
-            )
-        sync = False if shards is not None else None
-        started["client"] = await prepare_client(bot, container, sync=sync)
-        # Started here, not at StartedEvent as lightbulb suggests: hikari waits for this
-        # listener before it connects a shard (REST is up already), so the commands are
-        # answered from a shard's first interaction. Started once every shard is READY, the
-        # client ignored what a shard received in between: "The application did not respond"
-        # to whoever ran a command while the bot came up.
+        # Everything inside the try: hikari only logs what a listener raises, and connects
+        # the shards anyway (on_started then stops a bot that cannot serve its commands).
         try:
+            install_payload_guard()
+            if shards is not None:
+                log.info(
+                    "sharded bot (%s): not registering the slash commands at start; run "
+                    "`taskflow-link bot sync` once per release",
+                    shards,
+                )
+            sync = False if shards is not None else None
+            started["client"] = await prepare_client(bot, container, sync=sync)
+            # Started here, not at StartedEvent as lightbulb suggests: hikari waits for this
+            # listener before it connects a shard (REST is up already), so the commands are
+            # answered from a shard's first interaction. Started once every shard is READY,
+            # the client ignored what a shard received in between: "The application did not
+            # respond" to whoever ran a command while the bot came up.
             await start_client(started["client"])
         except Exception:
             log.critical("The bot cannot serve its commands; stopping", exc_info=True)
@@ -350,7 +352,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         runner.serving = True
 
     async def on_started(_: hikari.StartedEvent) -> None:
-        if runner.failed:
+        if runner.failed or not runner.serving:
+            runner.failed = True
             await bot.close()  # connected but unable to serve commands: not healthy
             return
         email_worker.start()

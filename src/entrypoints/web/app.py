@@ -118,7 +118,8 @@ def _api_key_budgets(
     async def check(request: Request[Any, Any, Any]) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
-        key = await identify_api_key().execute(bearer)
+        # A preflight carries no key to check (the guard lets it through): the client's.
+        key = None if request.method == "OPTIONS" else await identify_api_key().execute(bearer)
         client = request.client.host if request.client else "-"
         request.state[_BUDGET] = f"key:{key.id}" if key is not None else f"client:{client}"
         return True
