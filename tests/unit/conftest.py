@@ -5,14 +5,28 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.memory import MemoryDatabase
-from tests.harness import Harness
+from entrypoints.container import Container, build_container
+from tests.harness import Harness, make_settings
+
+_DEFAULT_SETTINGS = make_settings()
+_spare: list[Container] = []
 
 
 @pytest.fixture
 def h() -> Iterator[Harness]:
-    harness = Harness.build()
+    """A harness on the default settings. Its container is reused from test to test, emptied
+    in between: every override undone and every singleton dropped, so each test starts with
+    a new in-memory database, clock, caches and fakes (``Harness.build`` overrides those
+    anew). Building a container deep-copies its ~150 providers; a test that needs its own
+    settings still builds its own."""
+    container = _spare.pop() if _spare else build_container(_DEFAULT_SETTINGS)
+    harness = Harness.build(container)
     yield harness
-    harness.container.unwire()
+    container.unwire()
+    container.reset_override()  # also the settings given at construction: given again
+    container.override_providers(settings=_DEFAULT_SETTINGS)
+    container.reset_singletons()
+    _spare.append(container)
 
 
 @pytest.fixture
