@@ -13,6 +13,7 @@ from __future__ import annotations
 from litestar import Litestar
 
 from entrypoints.container import build_container
+from entrypoints.heap import settle_start_up_objects
 from entrypoints.logs import configure_logging
 from entrypoints.settings import load_settings
 from entrypoints.web import create_app
@@ -23,4 +24,6 @@ def make_app() -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     container = build_container(settings)
     container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
-    return create_app(container)
+    app = create_app(container)
+    settle_start_up_objects()
+    return app

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from domain.errors import DomainError
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
+from entrypoints.heap import settle_start_up_objects
 from entrypoints.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -565,6 +566,7 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
     )
     try:
         runner = build_gateway_bot(container)
+        settle_start_up_objects()
         runner.run()
     except (hikari.HikariError, aiohttp.ClientError, OSError, ValueError) as exc:
         # ValueError: hikari reads the application id out of the token before connecting.

@@ -173,3 +173,26 @@ def test_a_discord_rate_limit_is_logged_as_one() -> None:
     described = describe_http_error(limited)
     assert described == "rate limited by Discord (HTTP 429, per route): retry after 42.0 s"
     assert "secret-token" not in described  # interaction URLs carry the token
+
+
+def test_the_app_factory_leaves_start_up_objects_out_of_garbage_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A serving process's full collections walk only what requests built, not every module,
+    handler and type it loaded (their pauses were the lookup API's slowest requests)."""
+    import gc
+
+    from entrypoints import asgi
+
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "app-secret")
+    monkeypatch.setattr(asgi, "configure_logging", lambda *_: None)  # the process's, not ours
+    gc.unfreeze()
+    try:
+        asgi.make_app()
+        assert gc.get_freeze_count() > 10_000  # the modules, the app, its handlers
+    finally:
+        gc.collect()
+        gc.freeze()  # as the suite had it (tests/conftest.py)
