@@ -64,6 +64,10 @@ class DiscordId:
     def __str__(self) -> str:
         return str(self.value)
 
+    def __hash__(self) -> int:
+        # The generated one hashes a one-item tuple; ids are dict keys on the hot paths.
+        return hash(self.value)
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class AccountId:

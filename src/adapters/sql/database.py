@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import BigInteger, any_, bindparam, event, select, text
+from sqlalchemy import BigInteger, any_, bindparam, event, func, literal_column, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Connection, make_url
@@ -168,9 +168,17 @@ def _asyncpg_sql(statement: Any) -> str:
     return str(statement.compile(dialect=asyncpg_dialect()))  # type: ignore[no-untyped-call]
 
 
-_LINK_BY_ID = _asyncpg_sql(select(user_links).where(user_links.c.discord_id == bindparam("id")))
+# The links' columns, ``linked_at`` (UTC without a zone) read as a timestamptz: asyncpg then
+# makes the aware datetime itself, instead of Python replacing each row's zone.
+_LINK_COLUMNS = [
+    func.timezone(literal_column("'UTC'"), column).label("linked_at")
+    if column.name == "linked_at"
+    else column
+    for column in user_links.c
+]
+_LINK_BY_ID = _asyncpg_sql(select(*_LINK_COLUMNS).where(user_links.c.discord_id == bindparam("id")))
 _LINKS_BY_IDS = _asyncpg_sql(
-    select(user_links).where(
+    select(*_LINK_COLUMNS).where(
         user_links.c.discord_id == any_(bindparam("ids", type_=ARRAY(BigInteger())))
     )
 )
@@ -307,12 +315,10 @@ def _api_key_of(row: Any) -> ApiKey:
 
 
 def _link_of(row: Any) -> Link:
-    linked_at = _utc(row["linked_at"])
-    assert linked_at is not None  # noqa: S101 - NOT NULL
     return Link(
         DiscordId(row["discord_id"]),
         AccountId(row["taskflow_user_id"]),
-        linked_at,
+        row["linked_at"],  # aware, UTC: read as a timestamptz (_LINK_COLUMNS)
         row["discord_username"],
         row["discord_global_name"],
         row["discord_avatar"],

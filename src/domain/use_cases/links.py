@@ -229,10 +229,12 @@ class LookUpLinks:
             )
         wanted = list(dict.fromkeys(DiscordId.parse(raw) for raw in discord_ids))
         found = {
-            link.discord_id: link for link in await self._directory.links_by_discord_ids(wanted)
+            link.discord_id.value: link
+            for link in await self._directory.links_by_discord_ids(wanted)
         }
         return BulkLookup(
-            [found[d] for d in wanted if d in found], [d for d in wanted if d not in found]
+            [found[d.value] for d in wanted if d.value in found],
+            [d for d in wanted if d.value not in found],
         )
 
 

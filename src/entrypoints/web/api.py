@@ -48,8 +48,8 @@ class LinkOut(Struct):
 
 def link_out(link: Link) -> LinkOut:
     return LinkOut(
-        discord_id=str(link.discord_id),
-        taskflow_user_id=str(link.account_id),
+        discord_id=str(link.discord_id.value),
+        taskflow_user_id=str(link.account_id.value),
         linked_at=link.linked_at.isoformat().replace("+00:00", "Z"),
         discord_username=link.discord_username,
         discord_global_name=link.discord_global_name,
@@ -206,11 +206,14 @@ class LinksApi(Controller):
         ),
     )
     async def bulk(self, data: JSONBody[LookupIn], look_up_links: Use[uc.LookUpLinks]) -> LookupOut:
-        asked = list(dict.fromkeys(str(int(raw)) for raw in data.discord_ids))  # "007" is 7
-        possible = [parsed for raw in asked if (parsed := _snowflake(raw)) is not None]
+        # Digits checked by the schema: as numbers ("007" is 7), each once, in the order asked.
+        asked = list(dict.fromkeys(int(raw) for raw in data.discord_ids))
+        # 0, or beyond a signed 64-bit number: no Discord account has it, so it is missing.
+        possible = [DiscordId(n) for n in asked if 0 < n <= MAX_SNOWFLAKE]
         links = (await look_up_links.execute(possible)).links if possible else []
-        linked = {str(link.discord_id) for link in links}
-        return LookupOut([link_out(link) for link in links], [d for d in asked if d not in linked])
+        linked = {link.discord_id.value for link in links}
+        missing = [str(n) for n in asked if n not in linked]
+        return LookupOut([link_out(link) for link in links], missing)
 
     @get(
         "/accounts/{account_id:str}/link",
