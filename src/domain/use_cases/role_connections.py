@@ -465,70 +465,55 @@ class RoleSyncReport:
         )
 
 
-class RefreshRoleConnections:
-    """Push every role connection that is due (``everything``: every one kept), in batches
-    claimed so that concurrent workers never push the same one."""
+class _RoleConnectionPasses:
+    """Passes over the kept role connections, in batches claimed so that concurrent workers
+    never push the same one."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, pusher: RoleConnectionPusher, batch: int = 50
     ) -> None:
         self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
 
+    async def _pass(
+        self, *, everything: bool, forget: bool = False, drop_unreadable: bool = False
+    ) -> RoleSyncReport:
+        counts = dict.fromkeys(RoleSync, 0)
+        if everything:
+            async with self._uow() as uow:
+                await uow.role_connection_tokens.mark_all_due(self._clock.now())
+                await uow.commit()
+        while True:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                rows = await uow.role_connection_tokens.claim_due(
+                    now, now + CLAIM_LEASE, self._batch
+                )
+                await uow.commit()
+            for row in rows:
+                outcome = await self._pusher.sync(
+                    row, forget=forget, drop_unreadable=drop_unreadable
+                )
+                counts[outcome] += 1
+            if len(rows) < self._batch:
+                break  # every row pushed is scheduled later or deleted: the loop ends
+        return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})
+
+
+class RefreshRoleConnections(_RoleConnectionPasses):
+    """Push every role connection that is due (``everything``: every one kept)."""
+
     async def execute(self, *, everything: bool = False) -> RoleSyncReport:
-        return await _push_due(
-            self._uow, self._clock, self._pusher, self._batch, everything=everything, forget=False
-        )
+        return await self._pass(everything=everything)
 
 
-class ForgetRoleConnections:
+class ForgetRoleConnections(_RoleConnectionPasses):
     """Linked Roles turned off: tell Discord that every user whose tokens are kept is no
     longer connected (their role goes), and delete the tokens. Those Discord does not take
     now stay, for another run; those no configured key opens stay too, unless
     ``drop_unreadable`` (nothing can open them to tell Discord: the key is gone for good)."""
 
-    def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, pusher: RoleConnectionPusher, batch: int = 50
-    ) -> None:
-        self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
-
     async def execute(self, *, drop_unreadable: bool = False) -> RoleSyncReport:
-        return await _push_due(
-            self._uow,
-            self._clock,
-            self._pusher,
-            self._batch,
-            everything=True,
-            forget=True,
-            drop_unreadable=drop_unreadable,
-        )
-
-
-async def _push_due(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    pusher: RoleConnectionPusher,
-    batch: int,
-    *,
-    everything: bool,
-    forget: bool,
-    drop_unreadable: bool = False,
-) -> RoleSyncReport:
-    """Claim due rows in batches (concurrent workers never push the same one) and sync each."""
-    counts = dict.fromkeys(RoleSync, 0)
-    if everything:
-        async with uow_factory() as uow:
-            await uow.role_connection_tokens.mark_all_due(clock.now())
-            await uow.commit()
-    while True:
-        now = clock.now()
-        async with uow_factory() as uow:
-            rows = await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, batch)
-            await uow.commit()
-        for row in rows:
-            counts[await pusher.sync(row, forget=forget, drop_unreadable=drop_unreadable)] += 1
-        if len(rows) < batch:
-            break  # every row pushed is scheduled later or deleted: the loop ends
-    return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})
+        return await self._pass(everything=True, forget=True, drop_unreadable=drop_unreadable)
 
 
 @dataclass(frozen=True, slots=True)
