@@ -57,6 +57,22 @@ async def test_pages_carry_security_headers(client: Client) -> None:
         assert answer.headers["x-frame-options"] == "DENY"
 
 
+async def test_api_answers_carry_the_api_security_headers(client: Client, h: Harness) -> None:
+    key = (await h.container.create_api_key().execute("bot")).token
+    refused = await client.get("/api/v1/links/123")
+    missing = await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {key}"})
+    assert (refused.status_code, missing.status_code) == (401, 404)
+    for answer in (refused, missing):
+        policy = answer.headers["content-security-policy"]
+        assert policy == "default-src 'none'; frame-ancestors 'none'"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
+        # A page's policies (forms, referrers, windows) mean nothing for JSON.
+        assert "referrer-policy" not in answer.headers
+        assert "cross-origin-opener-policy" not in answer.headers
+        assert "strict-transport-security" not in answer.headers  # plain http here
+
+
 async def test_sign_up_sets_a_safe_session_cookie_and_shows_the_account(client: Client) -> None:
     answer = await post_form(
         client,
@@ -332,6 +348,9 @@ async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> 
         assert "Path=/" in session
         assert "Domain" not in session
         assert "max-age" in answer.headers["strict-transport-security"]
+        api = await c.get("/api/v1/links/1")
+        assert api.status_code == 401
+        assert "max-age" in api.headers["strict-transport-security"]
         assert "__Host-tfl_csrf" in c.cookies
         started = await c.get("/auth/discord/login", follow_redirects=False)
         binding = started.headers["set-cookie"]

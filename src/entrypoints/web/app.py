@@ -26,7 +26,7 @@ from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
-from litestar.types import ASGIApp, Message, Middleware, Scope, Send
+from litestar.types import ASGIApp, Message, Middleware, Scope
 from msgspec import Struct
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -37,6 +37,7 @@ from domain.use_cases import SignedInAs
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
+from entrypoints.logs import request_id
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.web.allow import allow_every_method
@@ -57,8 +58,13 @@ from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
-from entrypoints.web.request_id import with_request_id
-from entrypoints.web.security import before_send_hook, origin, security_headers
+from entrypoints.web.request_id import choose_request_id, sending_id
+from entrypoints.web.security import (
+    api_security_headers,
+    before_send_hook,
+    origin,
+    security_headers,
+)
 from entrypoints.webhook_worker import WebhookWorker
 
 if TYPE_CHECKING:
@@ -110,15 +116,16 @@ def _api_key_budgets(
     """The per-key API limit: a request spends its key's budget when it carries a live key,
     and its client's (by address) otherwise. A digest of whatever token is sent is not a
     budget: made-up tokens would each get a fresh one. The key is looked up (from the key
-    cache, as the guard then does) before the limit counts; Litestar lets only that check be
-    async, so it leaves the budget's name on the request for the identifier. (Functions, not
-    methods: Litestar deep-copies a router's middleware, and with a method its object.)"""
+    cache, as the API's key check then does) before the limit counts; Litestar lets only that
+    check be async, so it leaves the budget's name on the request for the identifier.
+    (Functions, not methods: Litestar deep-copies a router's middleware, and with a method its
+    object.)"""
     identify_api_key = container.identify_api_key
 
     async def check(request: Request[Any, Any, Any]) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
-        # A preflight carries no key to check (the guard lets it through): the client's.
+        # A preflight carries no key to check (the key check lets it through): the client's.
         key = None if request.method == "OPTIONS" else await identify_api_key().execute(bearer)
         client = request.client.host if request.client else "-"
         request.state[_BUDGET] = f"key:{key.id}" if key is not None else f"client:{client}"
@@ -181,17 +188,20 @@ _INJECTED = (
 
 class WebApp(Litestar):
     """The Litestar app, with a request id around everything it does for a request: routes,
-    404s, refusals at the door, the access log (see ``request_id``)."""
+    404s, refusals at the door, the access log (see ``request_id``). Set here, in the app's
+    own call, rather than by one more wrapper: each layer of coroutines costs again at every
+    point where a request waits (a lookup waits three times)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-
-        async def handle(send_with_id: Send) -> None:
-            await super(WebApp, self).__call__(scope, receive, send_with_id)
-
-        await with_request_id(scope, send, handle)
+        current = choose_request_id(scope["headers"])
+        token = request_id.set(current)
+        try:
+            await super().__call__(scope, receive, sending_id(send, current))
+        finally:
+            request_id.reset(token)
 
 
 def _use_cases_named(container: Container, handlers: Iterable[object]) -> dict[str, Provide]:
@@ -439,7 +449,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             "signed_in": Provide(current_session),
             "account": Provide(current_account, sync_to_thread=False),
         },
-        # The API guard cannot take dependencies: it finds its use case here.
+        # The API's key check (a before_request hook) takes no dependencies: it finds its use
+        # case here.
         state=State({"authenticate_api_key": container.authenticate_api_key()}),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         csrf_config=CSRFConfig(
@@ -461,7 +472,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             before_send_hook(
                 security_headers(
                     origin(str(settings.discord_authorize_url)), avatars.origin, https=https
-                )
+                ),
+                api_security_headers(https=https),
             ),
             workers.wake,
             allow_every_method,

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any
@@ -35,6 +36,7 @@ _HOST = re.compile(
 _BAD_HOST = b"Bad Request: the Host header is not a valid host name."
 
 
+@functools.lru_cache(maxsize=256)  # a server sees a handful of Host values, on every request
 def valid_host(value: str) -> bool:
     found = _HOST.fullmatch(value) if len(value) <= 255 else None
     return found is not None and (found["port"] is None or 0 < int(found["port"]) < 65536)

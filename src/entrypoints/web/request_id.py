@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 
-from litestar.types import Message, Scope, Send
-
-from entrypoints.logs import request_id
+from litestar.types import Message, Send
 
 HEADER = b"x-request-id"
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def choose_request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    """The client's ``X-Request-ID`` when it is safe to log, else a new random one."""
-    sent = next((value for name, value in headers if name.lower() == HEADER), None)
+def choose_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when it is safe to log, else a new random one. (ASGI
+    servers give header names in lower case.)"""
+    sent = next((value for name, value in headers if name == HEADER), None)
     if sent is not None:
         text = sent.decode("latin-1")
         if _SAFE.fullmatch(text):
@@ -31,21 +30,15 @@ def choose_request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return secrets.token_hex(16)
 
 
-async def with_request_id(
-    scope: Scope, send: Send, handle: Callable[[Send], Awaitable[None]]
-) -> None:
-    """Run ``handle`` (the whole app) for one HTTP request with its id set for the log and
-    added to the response's headers."""
-    current = choose_request_id(list(scope.get("headers", [])))
+def sending_id(send: Send, current: str) -> Send:
+    """``send``, adding the request id to the response's headers (in place of any the app
+    set itself)."""
+    value = current.encode("ascii")
 
     async def send_with_id(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", []) if bytes(k).lower() != HEADER]
-            message["headers"] = [*headers, (HEADER, current.encode("ascii"))]
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+            message["headers"] = [*headers, (HEADER, value)]
         await send(message)
 
-    token = request_id.set(current)
-    try:
-        await handle(send_with_id)
-    finally:
-        request_id.reset(token)
+    return send_with_id
