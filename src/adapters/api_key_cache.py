@@ -1,9 +1,15 @@
 """API keys checked from a short-lived cache in the process: the lookup API then costs one
 query (the link), not two. A key revoked with ``taskflow-link api-key revoke`` stops working
-within ``ttl`` (5 seconds by default) in every process."""
+within ``ttl`` (5 seconds by default) in every process.
+
+One read per key at a time: when an entry is due, the requests that arrive while it is read
+again wait for that one read (or, while the entry is still valid, keep its answer). Without
+that, every entry's expiry sent all the requests of that moment to the database at once, and
+the lookup's slowest answers were those."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -13,6 +19,10 @@ from domain.model import ApiKey
 from domain.ports import LinkDirectory
 
 T = TypeVar("T")
+
+# An entry is read again by the first request after this share of its life; the requests
+# meanwhile still get it, so a key in steady use never makes anyone wait for the database.
+_REFRESH_AFTER = 0.8
 
 
 class CachedApiKeyLookup:
@@ -35,15 +45,31 @@ class CachedApiKeyLookup:
         # digest -> (the key, when the entry expires); and unknown digest -> when it expires
         self._known: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
+        # digest -> the read under way
+        self._reading: dict[str, asyncio.Future[ApiKey | None]] = {}
 
     async def by_digest(self, digest: str) -> ApiKey | None:
         now = self._clock()
+        reading = self._reading.get(digest)
+        if reading is not None and reading.get_loop() is not asyncio.get_running_loop():
+            reading = None  # another event loop's (a test's, long gone): not one to wait for
         known = self._known.get(digest)
         if known is not None and known[1] > now:
-            return known[0]
-        unknown_until = self._unknown.get(digest)
-        if unknown_until is not None and unknown_until > now:
-            return None
+            if reading is not None or known[1] - now > self._ttl * (1 - _REFRESH_AFTER):
+                return known[0]
+        else:
+            unknown_until = self._unknown.get(digest)
+            if unknown_until is not None and unknown_until > now:
+                return None
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(digest, now))
+            self._reading[digest] = reading
+            reading.add_done_callback(lambda done: self._read_done(digest, done))
+        # Shielded: a request that gives up (its client left) does not cancel the read that
+        # the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read(self, digest: str, now: float) -> ApiKey | None:
         key = await self._directory.api_key_by_digest(digest)
         self._known.pop(digest, None)
         self._unknown.pop(digest, None)
@@ -52,6 +78,12 @@ class CachedApiKeyLookup:
         else:
             _remember(self._known, digest, (key, now + self._ttl), self._max)
         return key
+
+    def _read_done(self, digest: str, done: asyncio.Future[ApiKey | None]) -> None:
+        if self._reading.get(digest) is done:
+            del self._reading[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: each waiting request raised it already, if any
 
 
 def _remember(entries: OrderedDict[str, T], digest: str, value: T, most: int) -> None:

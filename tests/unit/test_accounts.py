@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import cast
 
 import pytest
 
@@ -10,6 +12,7 @@ from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import ApiKey
+from domain.ports import LinkDirectory
 from tests.harness import PASSWORD, Harness
 
 
@@ -144,14 +147,96 @@ async def test_api_keys_are_cached_briefly_and_a_revocation_lands_within_that_ti
     auth = h.container.authenticate_api_key()
     assert await auth.execute(created.token) == created.key
     await h.container.revoke_api_key().execute("bot")
-    now[0] += 4.9
+    now[0] += 3.9
     assert await auth.execute(created.token) == created.key  # still the cached answer
-    now[0] += 0.2
+    now[0] += 0.2  # in the last fifth of its life: read again by the next request
     assert await auth.execute(created.token) is None
     unknown = "tfl_" + "U" * 43
     assert await auth.execute(unknown) is None
     later = await h.container.create_api_key().execute("later")
     assert await auth.execute(later.token) == later.key  # a new key is never "unknown"
+
+
+class _GatedDirectory:
+    """The directory's key reads, counted, and held until ``gate`` opens."""
+
+    def __init__(self, h: Harness) -> None:
+        self.inner = h.container.directory()
+        self.gate = asyncio.Event()
+        self.reads = 0
+
+    async def api_key_by_digest(self, digest: str) -> ApiKey | None:
+        self.reads += 1
+        await self.gate.wait()
+        return await self.inner.api_key_by_digest(digest)
+
+
+async def test_one_read_per_key_however_many_requests_find_its_entry_due(h: Harness) -> None:
+    """An entry's expiry used to send every request of that moment to the database; now they
+    wait for one read. While a still-valid entry is read again, the others keep its answer."""
+    now = [1000.0]
+    directory = _GatedDirectory(h)
+    created = await h.container.create_api_key().execute("bot")
+    cache = CachedApiKeyLookup(
+        cast("LinkDirectory", directory), ttl_seconds=5, clock=lambda: now[0]
+    )
+    digest = h.container.tokens().digest(created.token)
+
+    waiting = [asyncio.ensure_future(cache.by_digest(digest)) for _ in range(20)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # the first one's client leaves: the read goes on for the others
+    directory.gate.set()
+    answers = await asyncio.gather(*waiting[1:])
+    assert answers == [created.key] * 19
+    assert directory.reads == 1
+
+    directory.gate.clear()
+    now[0] += 4.5  # due for a read, still valid
+    refreshing = asyncio.ensure_future(cache.by_digest(digest))
+    await asyncio.sleep(0)
+    others = await asyncio.gather(*(cache.by_digest(digest) for _ in range(5)))
+    assert others == [created.key] * 5  # not held up by the read
+    assert directory.reads == 2
+    assert not refreshing.done()
+    directory.gate.set()
+    assert await refreshing == created.key
+
+    directory.gate.clear()
+    now[0] += 10  # expired: everyone waits, for one read
+    late = [asyncio.ensure_future(cache.by_digest(digest)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in late)
+    directory.gate.set()
+    assert await asyncio.gather(*late) == [created.key] * 5
+    assert directory.reads == 3
+
+
+async def test_a_failed_key_read_fails_every_request_waiting_for_it_and_is_tried_again(
+    h: Harness,
+) -> None:
+    created = await h.container.create_api_key().execute("bot")
+    digest = h.container.tokens().digest(created.token)
+    failures = [1]
+
+    class Flaky:
+        reads = 0
+
+        async def api_key_by_digest(self, wanted: str) -> ApiKey | None:
+            Flaky.reads += 1
+            await asyncio.sleep(0)
+            if failures[0]:
+                failures[0] -= 1
+                raise errors.StorageError()
+            return await h.container.directory().api_key_by_digest(wanted)
+
+    cache = CachedApiKeyLookup(cast("LinkDirectory", Flaky()), ttl_seconds=5)
+    outcomes = await asyncio.gather(
+        *(cache.by_digest(digest) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, errors.StorageError) for o in outcomes)
+    assert Flaky.reads == 1
+    assert await cache.by_digest(digest) == created.key
+    assert Flaky.reads == 2
 
 
 async def test_made_up_tokens_never_push_a_key_in_use_out_of_the_cache(

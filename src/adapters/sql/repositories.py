@@ -311,7 +311,7 @@ def _outgoing_values(email: OutgoingEmail) -> dict[str, Any]:
 
 class SqlAccounts(_Repo):
     async def add(self, account: Account) -> None:
-        await self._run(insert(accounts).values(**_account_values(account)))
+        await self._run(insert(accounts), _account_values(account))
 
     async def update(self, account: Account) -> None:
         values = _account_values(account)
@@ -354,14 +354,15 @@ class SqlAccounts(_Repo):
 class SqlLinks(_Repo):
     async def add(self, link: Link) -> None:
         await self._run(
-            insert(user_links).values(
-                discord_id=link.discord_id.value,
-                taskflow_user_id=link.account_id.value,
-                linked_at=link.linked_at,
-                discord_username=link.discord_username,
-                discord_global_name=link.discord_global_name,
-                discord_avatar=link.discord_avatar,
-            )
+            insert(user_links),
+            {
+                "discord_id": link.discord_id.value,
+                "taskflow_user_id": link.account_id.value,
+                "linked_at": link.linked_at,
+                "discord_username": link.discord_username,
+                "discord_global_name": link.discord_global_name,
+                "discord_avatar": link.discord_avatar,
+            },
         )
 
     async def get_by_discord_id(self, discord_id: DiscordId) -> Link | None:
@@ -385,17 +386,18 @@ class SqlLinks(_Repo):
 class SqlPendingLogins(_Repo):
     async def add(self, pending: PendingLogin) -> None:
         await self._run(
-            insert(pending_login).values(
-                state_hash=pending.state_digest,
-                purpose=pending.purpose.value,
-                account_id=pending.account_id.value if pending.account_id else None,
-                browser_hash=pending.browser_digest,
-                ticket_hash=pending.ticket_digest,
-                destination=pending.destination,
-                created_at=pending.created_at,
-                expires_at=pending.expires_at,
-                consumed_at=pending.consumed_at,
-            )
+            insert(pending_login),
+            {
+                "state_hash": pending.state_digest,
+                "purpose": pending.purpose.value,
+                "account_id": pending.account_id.value if pending.account_id else None,
+                "browser_hash": pending.browser_digest,
+                "ticket_hash": pending.ticket_digest,
+                "destination": pending.destination,
+                "created_at": pending.created_at,
+                "expires_at": pending.expires_at,
+                "consumed_at": pending.consumed_at,
+            },
         )
 
     async def consume(self, state_digest: str, now: datetime) -> PendingLogin | None:
@@ -414,16 +416,17 @@ class SqlPendingLogins(_Repo):
 class SqlLinkTickets(_Repo):
     async def add(self, ticket: LinkTicket) -> None:
         await self._run(
-            insert(link_tickets).values(
-                token_hash=ticket.digest,
-                discord_id=ticket.discord.id.value,
-                discord_username=ticket.discord.username,
-                discord_global_name=ticket.discord.global_name,
-                discord_avatar=ticket.discord.avatar,
-                created_at=ticket.created_at,
-                expires_at=ticket.expires_at,
-                consumed_at=ticket.consumed_at,
-            )
+            insert(link_tickets),
+            {
+                "token_hash": ticket.digest,
+                "discord_id": ticket.discord.id.value,
+                "discord_username": ticket.discord.username,
+                "discord_global_name": ticket.discord.global_name,
+                "discord_avatar": ticket.discord.avatar,
+                "created_at": ticket.created_at,
+                "expires_at": ticket.expires_at,
+                "consumed_at": ticket.consumed_at,
+            },
         )
 
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
@@ -443,18 +446,19 @@ class SqlLinkTickets(_Repo):
 class SqlLinkProposals(_Repo):
     async def add(self, proposal: LinkProposal) -> None:
         await self._run(
-            insert(link_proposals).values(
-                token_hash=proposal.digest,
-                account_id=proposal.account_id.value,
-                discord_id=proposal.discord.id.value,
-                discord_username=proposal.discord.username,
-                discord_global_name=proposal.discord.global_name,
-                discord_avatar=proposal.discord.avatar,
-                destination=proposal.destination,
-                created_at=proposal.created_at,
-                expires_at=proposal.expires_at,
-                consumed_at=proposal.consumed_at,
-            )
+            insert(link_proposals),
+            {
+                "token_hash": proposal.digest,
+                "account_id": proposal.account_id.value,
+                "discord_id": proposal.discord.id.value,
+                "discord_username": proposal.discord.username,
+                "discord_global_name": proposal.discord.global_name,
+                "discord_avatar": proposal.discord.avatar,
+                "destination": proposal.destination,
+                "created_at": proposal.created_at,
+                "expires_at": proposal.expires_at,
+                "consumed_at": proposal.consumed_at,
+            },
         )
 
     async def consume(self, digest: str, now: datetime) -> LinkProposal | None:
@@ -473,17 +477,18 @@ class SqlLinkProposals(_Repo):
 class SqlSessions(_Repo):
     async def add(self, session: Session) -> None:
         await self._run(
-            insert(sessions).values(
-                token_hash=session.digest,
-                account_id=session.account_id.value,
-                created_at=session.created_at,
-                expires_at=session.expires_at,
-                id=session.id,
-                method=session.method.value,
-                last_seen_at=session.last_seen_at,
-                proved_at=session.proved_at,
-                proved_with=session.proved_with.value if session.proved_with else None,
-            )
+            insert(sessions),
+            {
+                "token_hash": session.digest,
+                "account_id": session.account_id.value,
+                "created_at": session.created_at,
+                "expires_at": session.expires_at,
+                "id": session.id,
+                "method": session.method.value,
+                "last_seen_at": session.last_seen_at,
+                "proved_at": session.proved_at,
+                "proved_with": session.proved_with.value if session.proved_with else None,
+            },
         )
 
     async def get(self, digest: str) -> Session | None:
@@ -532,16 +537,17 @@ class SqlSessions(_Repo):
 class SqlApiKeys(_Repo):
     async def add(self, key: ApiKey) -> None:
         await self._run(
-            insert(api_keys).values(
-                id=key.id,
-                name=key.name,
-                key_hash=key.digest,
-                created_at=key.created_at,
-                revoked_at=key.revoked_at,
-                scopes=scopes_to_text(key.scopes),
-                expires_at=key.expires_at,
-                last_used_at=key.last_used_at,
-            )
+            insert(api_keys),
+            {
+                "id": key.id,
+                "name": key.name,
+                "key_hash": key.digest,
+                "created_at": key.created_at,
+                "revoked_at": key.revoked_at,
+                "scopes": scopes_to_text(key.scopes),
+                "expires_at": key.expires_at,
+                "last_used_at": key.last_used_at,
+            },
         )
 
     async def get_by_digest(self, digest: str) -> ApiKey | None:
@@ -577,14 +583,15 @@ class SqlApiKeys(_Repo):
 class SqlAudit(_Repo):
     async def record(self, event: AuditEvent) -> None:
         await self._run(
-            insert(audit_events).values(
-                id=event.id,
-                kind=event.kind.value,
-                at=event.at,
-                account_id=event.account_id.value if event.account_id else None,
-                discord_id=event.discord_id.value if event.discord_id else None,
-                detail=dict(event.detail),
-            )
+            insert(audit_events),
+            {
+                "id": event.id,
+                "kind": event.kind.value,
+                "at": event.at,
+                "account_id": event.account_id.value if event.account_id else None,
+                "discord_id": event.discord_id.value if event.discord_id else None,
+                "detail": dict(event.detail),
+            },
         )
 
     async def for_account(self, account_id: AccountId) -> Sequence[AuditEvent]:
@@ -620,16 +627,17 @@ class SqlAudit(_Repo):
 class SqlEmailTokens(_Repo):
     async def add(self, token: EmailToken) -> None:
         await self._run(
-            insert(email_tokens).values(
-                token_hash=token.digest,
-                purpose=token.purpose.value,
-                account_id=token.account_id.value,
-                email=token.email,
-                created_at=token.created_at,
-                expires_at=token.expires_at,
-                consumed_at=token.consumed_at,
-                proposal_hash=token.proposal_digest,
-            )
+            insert(email_tokens),
+            {
+                "token_hash": token.digest,
+                "purpose": token.purpose.value,
+                "account_id": token.account_id.value,
+                "email": token.email,
+                "created_at": token.created_at,
+                "expires_at": token.expires_at,
+                "consumed_at": token.consumed_at,
+                "proposal_hash": token.proposal_digest,
+            },
         )
 
     async def consume(self, digest: str, purpose: EmailPurpose, now: datetime) -> EmailToken | None:
@@ -680,7 +688,7 @@ class SqlOutgoingEmails(_Repo):
             await self._run(select(func.pg_notify(EMAIL_QUEUE_CHANNEL, "")))
 
     async def add(self, email: OutgoingEmail) -> None:
-        await self._run(insert(outgoing_emails).values(**_outgoing_values(email)))
+        await self._run(insert(outgoing_emails), _outgoing_values(email))
         await self._wake_listeners()
 
     async def claim_due(
@@ -1046,12 +1054,13 @@ class SqlWebhooks(_Repo):
 
     async def add(self, event: WebhookEvent, deliveries: Sequence[WebhookDelivery]) -> None:
         await self._run(
-            insert(webhook_events).values(
-                id=event.id,
-                type=event.type.value,
-                occurred_at=event.occurred_at,
-                payload=event.payload,
-            )
+            insert(webhook_events),
+            {
+                "id": event.id,
+                "type": event.type.value,
+                "occurred_at": event.occurred_at,
+                "payload": event.payload,
+            },
         )
         if deliveries:
             await self._run(
@@ -1221,16 +1230,17 @@ class SqlRoleConnectionTokens(_Repo):
 
     async def add(self, token: RoleConnectionToken) -> None:
         await self._run(
-            insert(self._t).values(
-                discord_id=token.discord_id.value,
-                sealed=token.sealed,
-                expires_at=token.expires_at,
-                next_push_at=token.next_push_at,
-                created_at=token.created_at,
-                updated_at=token.updated_at,
-                version=1,
-                failures=token.failures,
-            )
+            insert(self._t),
+            {
+                "discord_id": token.discord_id.value,
+                "sealed": token.sealed,
+                "expires_at": token.expires_at,
+                "next_push_at": token.next_push_at,
+                "created_at": token.created_at,
+                "updated_at": token.updated_at,
+                "version": 1,
+                "failures": token.failures,
+            },
         )
 
     async def get(self, discord_id: DiscordId) -> RoleConnectionToken | None:
