@@ -50,6 +50,8 @@ class CachedApiKeyLookup:
 
     async def by_digest(self, digest: str) -> ApiKey | None:
         now = self._clock()
+        if self._ttl <= 0:  # no cache (API_KEY_CACHE_SECONDS=0): every request reads
+            return await self._read(digest, now)
         reading = self._reading.get(digest)
         if reading is not None and reading.get_loop() is not asyncio.get_running_loop():
             reading = None  # another event loop's (a test's, long gone): not one to wait for
