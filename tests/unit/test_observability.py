@@ -212,6 +212,29 @@ async def test_metrics_are_not_rate_limited_csrf_protected_listed_or_linked(
         assert "/metrics" not in (await guarded.get(page)).text
 
 
+async def test_refusals_by_middleware_are_counted_with_the_status_they_answer(
+    guarded: Client,
+) -> None:
+    """The rate limit and CSRF refuse by raising, outside the route's own error handling: the
+    request metrics counted those answers as 200s."""
+    assert (await guarded.get("/auth/discord/login", follow_redirects=False)).status_code == 302
+    assert (await guarded.get("/auth/discord/login", follow_redirects=False)).status_code == 429
+    forged = await guarded.post("/signout", data={})  # no CSRF token
+    assert forged.status_code == 403
+    text = (await guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text
+    counted = {
+        line.split("status_code=")[1].split('"')[1]
+        for line in text.splitlines()
+        if line.startswith("taskflow_link_http_requests_total{")
+        and 'path="/auth/discord/login"' in line
+    }
+    assert counted == {"302", "429"}
+    assert any(
+        'method="POST",path="/signout",status_code="403"' in line
+        for line in text.splitlines()
+    )
+
+
 async def test_metrics_label_requests_by_route_never_by_path(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container)) as client:
         ticket = "T" * 43

@@ -17,6 +17,7 @@ from typing import Any
 
 from litestar import MediaType, Request, get
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusMiddleware
 from litestar.response import Response
@@ -26,6 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import SecretStr
 
 from adapters.metrics import multiprocess_registry
+from domain import errors
+from entrypoints.web.errors import status_for
 
 PATH = "/metrics"
 
@@ -100,12 +103,13 @@ class RequestMetrics(PrometheusMiddleware):
         path = scope["path_template"]
         started = time.perf_counter()
         status = 200
+        answered = False
         duration = 0.0
 
         async def timed_send(message: Message) -> None:
-            nonlocal status, duration
+            nonlocal status, answered, duration
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             elif message["type"] == "http.response.body":
                 duration = time.perf_counter() - started
             await send(message)
@@ -114,6 +118,14 @@ class RequestMetrics(PrometheusMiddleware):
         in_progress.inc()
         try:
             await self.app(scope, receive, timed_send)
+        except Exception as exc:
+            # A refusal raised by middleware inside this one (the rate limits' 429, CSRF's
+            # 403) is answered further out, by the app's exception handler: counted as what
+            # it will answer, not as the 200 nothing sent yet.
+            if not answered:
+                status = _status_of(exc)
+            duration = duration or time.perf_counter() - started
+            raise
         finally:
             in_progress.dec()
             count, timing, error = self._done_series(method, path, status)
@@ -121,6 +133,15 @@ class RequestMetrics(PrometheusMiddleware):
                 error.inc()
             count.inc()
             timing.observe(duration)
+
+
+def _status_of(exc: Exception) -> int:
+    """What the app's exception handlers answer for ``exc`` (see ``errors``)."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, errors.DomainError):
+        return status_for(exc)
+    return HTTP_500_INTERNAL_SERVER_ERROR
 
 
 def _digest(value: str) -> bytes:
