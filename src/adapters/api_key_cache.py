@@ -2,8 +2,9 @@
 query (the link), not two. A key revoked with ``taskflow-link api-key revoke`` stops working
 within ``ttl`` (5 seconds by default) in every process.
 
-One read per key at a time: when an entry is due, the requests that arrive while it is read
-again wait for that one read (or, while the entry is still valid, keep its answer). Without
+One read per key at a time: an entry still valid is read again in the background while the
+requests keep its answer; once it has expired, the requests that arrive meanwhile wait for
+that one read. Without
 that, every entry's expiry sent all the requests of that moment to the database at once, and
 the lookup's slowest answers were those."""
 
@@ -20,8 +21,9 @@ from domain.ports import LinkDirectory
 
 T = TypeVar("T")
 
-# An entry is read again by the first request after this share of its life; the requests
-# meanwhile still get it, so a key in steady use never makes anyone wait for the database.
+# An entry is read again, in the background, once this share of its life has passed; the
+# requests meanwhile still get it, so a key in steady use never makes anyone wait for the
+# database (and a failed read leaves it valid until it expires).
 _REFRESH_AFTER = 0.8
 
 
@@ -57,21 +59,26 @@ class CachedApiKeyLookup:
             reading = None  # another event loop's (a test's, long gone): not one to wait for
         known = self._known.get(digest)
         if known is not None and known[1] > now:
-            if reading is not None or known[1] - now > self._ttl * (1 - _REFRESH_AFTER):
-                return known[0]
-        else:
-            unknown_until = self._unknown.get(digest)
-            if unknown_until is not None and unknown_until > now:
-                return None
+            if reading is None and known[1] - now <= self._ttl * (1 - _REFRESH_AFTER):
+                self._start_read(digest, now)  # in the background: this answer is still valid
+            return known[0]
+        unknown_until = self._unknown.get(digest)
+        if unknown_until is not None and unknown_until > now:
+            return None
         if reading is None:
-            reading = asyncio.ensure_future(self._read(digest, now))
-            self._reading[digest] = reading
-            reading.add_done_callback(lambda done: self._read_done(digest, done))
+            reading = self._start_read(digest, now)
         # Shielded: a request that gives up (its client left) does not cancel the read that
         # the others wait for.
         return await asyncio.shield(reading)
 
+    def _start_read(self, digest: str, now: float) -> asyncio.Future[ApiKey | None]:
+        reading = asyncio.ensure_future(self._read(digest, now))
+        self._reading[digest] = reading
+        reading.add_done_callback(lambda done: self._read_done(digest, done))
+        return reading
+
     async def _read(self, digest: str, now: float) -> ApiKey | None:
+        """The stored key; remembered only once read (a failed read keeps the old entry)."""
         key = await self._directory.api_key_by_digest(digest)
         self._known.pop(digest, None)
         self._unknown.pop(digest, None)

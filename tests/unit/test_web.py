@@ -15,6 +15,7 @@ from domain.model import AuditKind, DiscordId
 from domain.use_cases import TicketIssued
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
+from entrypoints.web.api import require_api_key
 from tests.harness import PASSWORD, Harness
 from tests.web_support import Client, csrf_token, post_form, query
 
@@ -379,6 +380,33 @@ async def test_access_log_never_contains_tickets_codes_or_states(
     assert "GET /auth/discord/callback 302" in logged
     for secret in (issued.token, approval.code, approval.state):
         assert secret not in logged
+
+
+async def test_a_line_break_in_a_path_cannot_forge_an_access_log_line(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="taskflow_link.access"):
+        await client.get("/nothing%0A2026-01-01 INFO taskflow_link.access forged%00")
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.access"]
+    assert "\n" not in line
+    assert "\x00" not in line
+    assert "/nothing\\n2026-01-01 INFO taskflow_link.access forged\\x00 404" in line
+
+
+def test_every_api_route_checks_the_key_before_anything_else(h: Harness) -> None:
+    """The key check is the API's before_request hook, and the closest layer's hook wins: a
+    route that set its own (or a response cache, served before the hook) would drop it."""
+    app = create_app(h.container)
+    api = [
+        handler
+        for route in app.routes
+        if route.path.startswith("/api/")
+        for handler in getattr(route, "route_handlers", [])
+    ]
+    assert len(api) >= 7  # four routes and their OPTIONS
+    for handler in api:
+        assert handler.resolve_before_request() is require_api_key, handler
+        assert not handler.cache, handler
 
 
 async def test_bulk_lookup_answers_links_and_missing_in_the_order_asked(

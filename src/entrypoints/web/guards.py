@@ -36,9 +36,14 @@ _HOST = re.compile(
 _BAD_HOST = b"Bad Request: the Host header is not a valid host name."
 
 
-@functools.lru_cache(maxsize=256)  # a server sees a handful of Host values, on every request
 def valid_host(value: str) -> bool:
-    found = _HOST.fullmatch(value) if len(value) <= 255 else None
+    # The length first: the cache keeps only values short enough to be valid.
+    return len(value) <= 255 and _valid_host(value)
+
+
+@functools.lru_cache(maxsize=256)  # a server sees a handful of Host values, on every request
+def _valid_host(value: str) -> bool:
+    found = _HOST.fullmatch(value)
     return found is not None and (found["port"] is None or 0 < int(found["port"]) < 65536)
 
 

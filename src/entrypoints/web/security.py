@@ -59,6 +59,11 @@ def api_security_headers(*, https: bool) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def printable(text: str) -> str:
+    """``text`` with any control character escaped (``\\n``, ``\\x00``...)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def before_send_hook(
     pages: list[tuple[bytes, bytes]], api: list[tuple[bytes, bytes]]
 ) -> Callable[[Message, Scope], Awaitable[None]]:
@@ -79,7 +84,8 @@ def before_send_hook(
         fields = {
             "client": client[0] if client else "-",
             "method": scope.get("method", "-"),
-            "path": redact_path(path),
+            # Decoded: a %0A would start a forged line of a plain-text log.
+            "path": printable(redact_path(path)),
             "status": message["status"],
         }
         # The same fields again, separately, for JSON logs.
