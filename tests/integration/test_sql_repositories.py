@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
     sent: list[str] = []
     directory = pg_db.directory
     assert isinstance(directory, PostgresLinkDirectory)
-    pool = await directory._get_pool()
+    pool, _ = await directory._get_pool()
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda r: sent.append(r.query))
     for _ in range(2):  # the first time, asyncpg also learns the array type (once)
@@ -52,6 +53,44 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
     assert [x.discord_id for x in several] == [DiscordId(4242)]
     assert len(sent) == 2, sent  # one statement each, nothing else
     assert all("FROM user_links" in sql for sql in sent)
+
+
+async def test_lookups_get_the_connections_in_the_order_they_asked(pg_db: SqlDatabase) -> None:
+    """Asyncpg's pool gives a freed connection to whoever asks next: a lookup woken for it
+    could find it taken by one that had just arrived, and wait again at the end of the line
+    (under load, a few lookups waited half a second). Turns are taken first come first served:
+    one arriving at the very moment a connection is freed waits behind those already waiting."""
+    from adapters.sql.database import PostgresLinkDirectory
+    from domain.model import DiscordId
+
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    directory = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=1, acquire_timeout=30, connect_args={}
+    )
+    served: list[str] = []
+    go = asyncio.Event()
+
+    async def lookup(name: str, *, after: asyncio.Event | None = None) -> None:
+        if after is not None:
+            await after.wait()
+        await directory.link_by_discord_id(DiscordId(1))
+        served.append(name)
+
+    try:
+        _, turns = await directory._get_pool()
+        await turns.acquire()  # the only connection is in use
+        waiting = asyncio.ensure_future(lookup("waiting"))
+        newcomer = asyncio.ensure_future(lookup("newcomer", after=go))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # The newcomer asks in the same instant the connection is freed, before the one
+        # waiting for it has run again.
+        go.set()
+        turns.release()
+        await asyncio.gather(waiting, newcomer)
+        assert served == ["waiting", "newcomer"]
+    finally:
+        await directory.close()
 
 
 async def test_the_directory_survives_a_restarted_database(

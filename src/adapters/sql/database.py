@@ -214,10 +214,11 @@ class PostgresLinkDirectory:
         self._acquire_timeout = acquire_timeout
         self._connect_args = connect_args
         self._pool: asyncpg.Pool | None = None
+        self._turns: asyncio.Semaphore | None = None
         self._opening: asyncio.Lock | None = None
 
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
+    async def _get_pool(self) -> tuple[asyncpg.Pool, asyncio.Semaphore]:
+        if self._pool is None or self._turns is None:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
@@ -231,42 +232,65 @@ class PostgresLinkDirectory:
                         reset=_nothing_to_reset,
                         **self._connect_args,
                     )
-        return self._pool
+                    self._turns = asyncio.Semaphore(self._max_size)
+        assert self._turns is not None  # noqa: S101 - made with the pool
+        return self._pool, self._turns
 
     async def _fetch(self, query: str, argument: object) -> list[Any]:
         for attempt in (1, 2):
             try:
-                pool = await self._get_pool()
-                conn = await pool.acquire(timeout=self._acquire_timeout)
+                pool, turns = await self._get_pool()
+                # A turn first, first come first served: the pool hands a freed connection
+                # to whichever request asks next, and a request woken for it could find it
+                # taken and go back to the end of the line (lookups waited up to half a
+                # second while others were served in milliseconds).
+                async with asyncio.timeout(self._acquire_timeout):
+                    await turns.acquire()
             except asyncpg.PostgresError as exc:
                 raise _translate_driver(exc) from exc
             except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
                 raise errors.StorageError() from exc
             try:
-                rows: list[Any] = await conn.fetch(query, argument)
+                rows = await self._fetch_on(pool, query, argument)
             except _BROKEN as exc:
                 # A pooled connection the server closed (a restart, a failover): the others
                 # were most likely closed too. Every one is replaced before its next use, and
                 # this read is tried once more, on a fresh one.
-                with contextlib.suppress(asyncpg.InterfaceError):
-                    conn.terminate()
                 await pool.expire_connections()
                 if attempt == 2:
                     raise errors.StorageError() from exc
-            except asyncpg.PostgresError as exc:
-                raise _translate_driver(exc) from exc
-            except TimeoutError as exc:
-                with contextlib.suppress(asyncpg.InterfaceError):
-                    conn.terminate()  # a statement cut off by the client leaves it unusable
-                raise errors.StorageError() from exc
             else:
                 return rows
             finally:
-                await pool.release(conn)
+                turns.release()
         raise errors.StorageError()  # pragma: no cover - the loop returns or raises
 
+    async def _fetch_on(self, pool: asyncpg.Pool, query: str, argument: object) -> list[Any]:
+        """One read on one of the pool's connections (a broken connection: ``_BROKEN``)."""
+        try:
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except asyncpg.PostgresError as exc:
+            raise _translate_driver(exc) from exc
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            raise errors.StorageError() from exc
+        try:
+            rows: list[Any] = await conn.fetch(query, argument)
+        except _BROKEN:
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
+            raise
+        except asyncpg.PostgresError as exc:
+            raise _translate_driver(exc) from exc
+        except TimeoutError as exc:
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()  # a statement cut off by the client leaves it unusable
+            raise errors.StorageError() from exc
+        finally:
+            await pool.release(conn)
+        return rows
+
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._turns = self._pool, None, None
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CLOSE_WITHIN)
