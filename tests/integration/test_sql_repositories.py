@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
 from adapters.sql import SqlDatabase
@@ -89,6 +90,41 @@ async def test_lookups_get_the_connections_in_the_order_they_asked(pg_db: SqlDat
         turns.release()
         await asyncio.gather(waiting, newcomer)
         assert served == ["waiting", "newcomer"]
+    finally:
+        await directory.close()
+
+
+async def test_a_lookup_the_server_does_not_answer_in_time_is_not_tried_again(
+    pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout is a slow or frozen server, not a closed connection: one attempt (a second
+    would double the wait), and the pool's other connections are kept."""
+    from adapters.sql.database import PostgresLinkDirectory
+    from domain import errors
+
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    directory = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={"command_timeout": 0.2}
+    )
+    attempts: list[str] = []
+    expired: list[object] = []
+    fetch_on, expire = PostgresLinkDirectory._fetch_on, asyncpg.Pool.expire_connections
+
+    async def counted_fetch_on(self: PostgresLinkDirectory, *args: Any) -> list[Any]:
+        attempts.append("read")
+        return await fetch_on(self, *args)
+
+    async def counted_expire(self: asyncpg.Pool) -> None:
+        expired.append(self)
+        await expire(self)
+
+    monkeypatch.setattr(PostgresLinkDirectory, "_fetch_on", counted_fetch_on)
+    monkeypatch.setattr(asyncpg.Pool, "expire_connections", counted_expire)
+    try:
+        with pytest.raises(errors.StorageError):
+            await directory._fetch("SELECT pg_sleep(10)::text || $1::text", "x")
+        assert attempts == ["read"]
+        assert expired == []
     finally:
         await directory.close()
 

@@ -275,16 +275,19 @@ class PostgresLinkDirectory:
             raise errors.StorageError() from exc
         try:
             rows: list[Any] = await conn.fetch(query, argument)
+        except TimeoutError as exc:  # before _BROKEN: TimeoutError is an OSError
+            # No answer within the command timeout: a frozen or overloaded server, not a
+            # closed connection. Not tried again (that would double the wait), and the other
+            # connections are kept.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()  # a statement cut off by the client leaves it unusable
+            raise errors.StorageError() from exc
         except _BROKEN:
             with contextlib.suppress(asyncpg.InterfaceError):
                 conn.terminate()
             raise
         except asyncpg.PostgresError as exc:
             raise _translate_driver(exc) from exc
-        except TimeoutError as exc:
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.terminate()  # a statement cut off by the client leaves it unusable
-            raise errors.StorageError() from exc
         finally:
             await pool.release(conn)
         return rows
