@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hikari
 import pytest
+import uvicorn
 from click.testing import CliRunner
 
 from adapters.memory import MemoryUnitOfWork
@@ -196,3 +197,22 @@ def test_the_app_factory_leaves_start_up_objects_out_of_garbage_collection(
     finally:
         gc.collect()
         gc.freeze()  # as the suite had it (tests/conftest.py)
+
+
+def test_serve_runs_uvicorn_without_websockets_proxy_headers_or_its_access_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app serves no WebSockets (no implementation loaded), reads X-Forwarded-* itself
+    from trusted proxies only, and writes its own access log (uvicorn's prints query strings)."""
+    ran: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(options, app=app))
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
+    done = CliRunner().invoke(cli, ["serve", "--port", "8123"])
+    assert done.exit_code == 0, done.output
+    assert ran["ws"] == "none"
+    assert ran["proxy_headers"] is False
+    assert ran["access_log"] is False
+    assert ran["port"] == 8123
