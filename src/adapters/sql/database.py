@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from adapters.sql.errors import translate
+from adapters.sql.fair_pool import FairAsyncAdaptedQueuePool
 from adapters.sql.repositories import _api_key, _link
 from adapters.sql.tables import api_keys, user_links
 from adapters.sql.uow import SqlUnitOfWork, WriterQueue
@@ -70,6 +71,7 @@ class SqlDatabase:
                 pool_timeout=pool_timeout,
                 connect_args=_postgres_connect_args(connect_timeout, statement_timeout),
                 pool_recycle=1800,  # before idle-connection timeouts of proxies and servers
+                poolclass=FairAsyncAdaptedQueuePool,  # first come first served (see fair_pool)
             )
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if self.dialect == "sqlite":

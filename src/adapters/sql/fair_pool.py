@@ -1,0 +1,84 @@
+"""SQLAlchemy's asyncio connection pool, first come first served.
+
+SQLAlchemy's ``AsyncAdaptedQueuePool`` keeps free connections in an ``asyncio.Queue`` and
+takes one that is there without waiting, even while other requests wait: a request woken for
+a returned connection can find it taken by one that has just arrived, and goes back to the end
+of the line. Under load (64 ``/link`` at once on 20 connections) most waits were about 150 ms
+and a few close to a second, the slowest answers. Here a returned connection goes straight to
+the request that has waited longest, and a request finding others waiting waits behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TypeVar
+
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.util.concurrency import await_
+from sqlalchemy.util.queue import Empty, Full, QueueCommon
+
+T = TypeVar("T")
+
+
+class FairQueue(QueueCommon[T]):
+    """The queue ``QueuePool`` expects (``get``/``put`` may wait, inside SQLAlchemy's greenlet),
+    handing each returned item to the oldest waiter."""
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._items: deque[T] = deque()
+        self._waiters: deque[asyncio.Future[T]] = deque()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: T) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done() and not waiter.get_loop().is_closed():
+                waiter.set_result(item)
+                return
+        if self.full():
+            raise Full()
+        self._items.append(item)
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        # The pool returns connections without blocking; an extra one it closes (Full).
+        self.put_nowait(item)
+
+    def get_nowait(self) -> T:
+        if not self._items:
+            raise Empty()
+        return self._items.pop() if self.use_lifo else self._items.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        if self._items or not block:
+            return self.get_nowait()  # nobody waits while an item is there
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await_(asyncio.wait_for(waiter, timeout))
+        except TimeoutError as exc:
+            raise Empty() from exc
+        except asyncio.CancelledError:
+            # Cancelled once the connection was already handed over: it goes to the next.
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+class FairAsyncAdaptedQueuePool(AsyncAdaptedQueuePool):
+    """``AsyncAdaptedQueuePool`` on a ``FairQueue``."""
+
+    _queue_class: type[QueueCommon[ConnectionPoolEntry]] = FairQueue
