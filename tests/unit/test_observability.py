@@ -230,8 +230,7 @@ async def test_refusals_by_middleware_are_counted_with_the_status_they_answer(
     }
     assert counted == {"302", "429"}
     assert any(
-        'method="POST",path="/signout",status_code="403"' in line
-        for line in text.splitlines()
+        'method="POST",path="/signout",status_code="403"' in line for line in text.splitlines()
     )
 
 
