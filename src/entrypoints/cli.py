@@ -338,8 +338,6 @@ def serve(host: str, port: int, workers: int) -> None:
             # The app reads X-Forwarded-* itself, from TASKFLOW_LINK_FORWARDED_ALLOW_IPS only.
             proxy_headers=False,
             server_header=False,
-            # The app serves no WebSockets: no WebSocket implementation loaded (1.6 MB).
-            ws="none",
             timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
         )
 

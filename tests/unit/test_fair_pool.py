@@ -44,12 +44,17 @@ async def test_a_returned_connection_goes_to_the_longest_waiting_not_to_a_newcom
     assert queue.empty()
 
 
-async def test_a_connection_handed_to_a_request_cancelled_meanwhile_goes_to_the_next() -> None:
+@pytest.mark.parametrize("wait_up_to", [None, 30.0])
+async def test_a_connection_handed_to_a_request_cancelled_meanwhile_goes_to_the_next(
+    wait_up_to: float | None,
+) -> None:
+    """And the request is cancelled (Python 3.11's wait_for returned the connection instead,
+    ignoring the cancellation)."""
     queue: FairQueue[str] = FairQueue(maxsize=3)
     got: list[str] = []
 
     async def take() -> None:
-        got.append(await greenlet_spawn(queue.get, True, None))
+        got.append(await greenlet_spawn(queue.get, True, wait_up_to))
 
     leaving = asyncio.ensure_future(take())
     staying = asyncio.ensure_future(take())
@@ -61,6 +66,32 @@ async def test_a_connection_handed_to_a_request_cancelled_meanwhile_goes_to_the_
     assert got == ["a"]
     assert leaving.cancelled()
     assert queue.empty()  # not lost, not kept: in use by the second
+
+
+async def test_a_handed_over_connection_is_kept_when_nobody_else_waits_even_beyond_the_size() -> (
+    None
+):
+    """The pool closes an extra connection when it comes back; losing one would leave it
+    counted as in use for good."""
+    queue: FairQueue[str] = FairQueue(maxsize=1)
+    leaving = asyncio.ensure_future(greenlet_spawn(queue.get, True, 30.0))
+    await _settle()
+    queue.put_nowait("a")
+    leaving.cancel()
+    queue_full_meanwhile = "b"
+    queue.put_nowait(queue_full_meanwhile)
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert sorted([queue.get_nowait(), queue.get_nowait()]) == ["a", "b"]
+
+
+async def test_a_connection_handed_over_as_the_wait_times_out_is_taken() -> None:
+    queue: FairQueue[str] = FairQueue(maxsize=1)
+    taking = asyncio.ensure_future(greenlet_spawn(queue.get, True, 0.0))
+    await asyncio.sleep(0)  # waiting, its deadline already due
+    queue.put_nowait("a")
+    assert await taking == "a"
+    assert queue.empty()
 
 
 async def test_an_item_there_is_taken_at_once_and_a_wait_gives_up_after_its_timeout() -> None:

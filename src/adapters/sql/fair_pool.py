@@ -41,14 +41,20 @@ class FairQueue(QueueCommon[T]):
         return len(self._items)
 
     def put_nowait(self, item: T) -> None:
+        if self._hand_over(item):
+            return
+        if self.full():
+            raise Full()
+        self._items.append(item)
+
+    def _hand_over(self, item: T) -> bool:
+        """``item`` to the longest-waiting live waiter, if any."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done() and not waiter.get_loop().is_closed():
                 waiter.set_result(item)
-                return
-        if self.full():
-            raise Full()
-        self._items.append(item)
+                return True
+        return False
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         # The pool returns connections without blocking; an extra one it closes (Full).
@@ -65,17 +71,30 @@ class FairQueue(QueueCommon[T]):
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            return await_(asyncio.wait_for(waiter, timeout))
-        except TimeoutError as exc:
-            raise Empty() from exc
-        except asyncio.CancelledError:
-            # Cancelled once the connection was already handed over: it goes to the next.
-            if waiter.done() and not waiter.cancelled():
-                self.put_nowait(waiter.result())
-            raise
+            return await_(self._wait(waiter, within=timeout))
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    async def _wait(self, waiter: asyncio.Future[T], *, within: float | None) -> T:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # comes with the hand-over, and on 3.12 drop an item handed over as the time runs out.
+        try:
+            async with asyncio.timeout(within):
+                return await waiter
+        except TimeoutError as exc:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()  # handed over just as the time ran out: taken
+            raise Empty() from exc
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed over, but this request is cancelled: the connection goes to the next
+                # one waiting, else back among the free ones (beyond the pool's size if need
+                # be: the pool closes an extra one when it comes back).
+                item = waiter.result()
+                if not self._hand_over(item):
+                    self._items.append(item)
+            raise
 
 
 class FairAsyncAdaptedQueuePool(AsyncAdaptedQueuePool):
