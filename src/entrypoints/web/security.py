@@ -37,12 +37,12 @@ def security_headers(
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"cache-control", b"no-store"),
     ]
-    if https:
-        headers.append(_HSTS)
-    return headers
+    return _with_hsts(headers, https=https)
 
 
-_HSTS = (b"strict-transport-security", b"max-age=31536000")
+def _with_hsts(headers: list[tuple[bytes, bytes]], *, https: bool) -> list[tuple[bytes, bytes]]:
+    """On https, browsers are told to use nothing else for a year."""
+    return [*headers, (b"strict-transport-security", b"max-age=31536000")] if https else headers
 
 
 def api_security_headers(*, https: bool) -> list[tuple[bytes, bytes]]:
@@ -54,9 +54,7 @@ def api_security_headers(*, https: bool) -> list[tuple[bytes, bytes]]:
         (b"x-content-type-options", b"nosniff"),
         (b"cache-control", b"no-store"),
     ]
-    if https:
-        headers.append(_HSTS)
-    return headers
+    return _with_hsts(headers, https=https)
 
 
 def printable(text: str) -> str:
