@@ -4,9 +4,8 @@ within ``ttl`` (5 seconds by default) in every process.
 
 One read per key at a time: an entry still valid is read again in the background while the
 requests keep its answer; once it has expired, the requests that arrive meanwhile wait for
-that one read. Without
-that, every entry's expiry sent all the requests of that moment to the database at once, and
-the lookup's slowest answers were those."""
+that one read. Without that, every entry's expiry sent all the requests of that moment to the
+database at once."""
 
 from __future__ import annotations
 

@@ -167,7 +167,8 @@ def _authenticated_key(request: Request[Any, Any, Any]) -> ApiKey:
 
 class LinksApi(Controller):
     path = "/api/v1"
-    # Instead of the app's (control characters in forms: the API reads no form).
+    # In place of the app's hook (control characters in queries and forms): the API reads
+    # neither, and its ids and bodies are checked against their patterns.
     before_request = staticmethod(require_api_key)
     dependencies = {"api_key": Provide(_authenticated_key, sync_to_thread=False)}
     tags = ["links"]
