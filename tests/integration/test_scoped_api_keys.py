@@ -357,7 +357,7 @@ async def test_the_directory_reads_a_whole_key_in_one_statement(pg_db: SqlDataba
     directory = pg_db.directory
     assert isinstance(directory, PostgresLinkDirectory)
     sent: list[str] = []
-    pool, _ = await directory._get_pool()
+    pool = await directory._get_pool()
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda r: sent.append(r.query))
     found = await directory.api_key_by_digest("f" * 64)

@@ -41,7 +41,7 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
     sent: list[str] = []
     directory = pg_db.directory
     assert isinstance(directory, PostgresLinkDirectory)
-    pool, _ = await directory._get_pool()
+    pool = await directory._get_pool()
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda r: sent.append(r.query))
     for _ in range(2):  # the first time, asyncpg also learns the array type (once)
@@ -78,7 +78,7 @@ async def test_lookups_get_the_connections_in_the_order_they_asked(pg_db: SqlDat
         served.append(name)
 
     try:
-        _, turns = await directory._get_pool()
+        turns = directory._turns
         await turns.acquire()  # the only connection is in use
         waiting = asyncio.ensure_future(lookup("waiting"))
         newcomer = asyncio.ensure_future(lookup("newcomer", after=go))

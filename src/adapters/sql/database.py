@@ -216,11 +216,12 @@ class PostgresLinkDirectory:
         self._acquire_timeout = acquire_timeout
         self._connect_args = connect_args
         self._pool: asyncpg.Pool | None = None
-        self._turns: asyncio.Semaphore | None = None
+        # One turn per connection, taken first come first served (see _fetch).
+        self._turns = asyncio.Semaphore(max_size)
         self._opening: asyncio.Lock | None = None
 
-    async def _get_pool(self) -> tuple[asyncpg.Pool, asyncio.Semaphore]:
-        if self._pool is None or self._turns is None:
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
@@ -234,14 +235,13 @@ class PostgresLinkDirectory:
                         reset=_nothing_to_reset,
                         **self._connect_args,
                     )
-                    self._turns = asyncio.Semaphore(self._max_size)
-        assert self._turns is not None  # noqa: S101 - made with the pool
-        return self._pool, self._turns
+        return self._pool
 
     async def _fetch(self, query: str, argument: object) -> list[Any]:
         for attempt in (1, 2):
+            turns = self._turns  # given back to the one taken, should close() replace it
             try:
-                pool, turns = await self._get_pool()
+                pool = await self._get_pool()
                 # A turn first, first come first served: the pool hands a freed connection
                 # to whichever request asks next, and a request woken for it could find it
                 # taken and go back to the end of the line (lookups waited up to half a
@@ -295,7 +295,8 @@ class PostgresLinkDirectory:
         return rows
 
     async def close(self) -> None:
-        pool, self._pool, self._turns = self._pool, None, None
+        pool, self._pool = self._pool, None
+        self._turns = asyncio.Semaphore(self._max_size)  # the next event loop's
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CLOSE_WITHIN)

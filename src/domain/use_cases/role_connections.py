@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -221,21 +221,16 @@ class RoleConnectionPusher:
     ) -> RoleSync | None:
         """After a push of the state read with ``row``: schedule the next one (linked), or
         delete the tokens (not linked: Discord now knows). ``None``: the row changed."""
+        if link is None:
+            removed = await self._remove(row, now, why or "unlinked")
+            return RoleSync.CLEARED if removed else None
         async with self._uow() as uow:
-            tokens = uow.role_connection_tokens
-            if link is None:
-                done = await tokens.remove(row)
-                if done:
-                    await _audit_deleted(uow, row.discord_id, now, why or "unlinked")
-                outcome = RoleSync.CLEARED
-            else:
-                scheduled = replace(
-                    row, next_push_at=next_role_push(link, now), failures=0, updated_at=now
-                )
-                done = await tokens.replace(scheduled) is not None
-                outcome = RoleSync.PUSHED
+            scheduled = replace(
+                row, next_push_at=next_role_push(link, now), failures=0, updated_at=now
+            )
+            done = await uow.role_connection_tokens.replace(scheduled) is not None
             await uow.commit()
-        return outcome if done else None
+        return RoleSync.PUSHED if done else None
 
     async def _failed(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
         failures = row.failures + 1
@@ -454,15 +449,7 @@ class RoleSyncReport:
 
     @property
     def total(self) -> int:
-        return (
-            self.pushed
-            + self.cleared
-            + self.revoked
-            + self.failed
-            + self.unreadable
-            + self.gone
-            + self.given_up
-        )
+        return sum(astuple(self))
 
 
 class _RoleConnectionPasses:
