@@ -7,6 +7,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
+import entrypoints.asgi
 from adapters.memory import MemoryUnitOfWork
 from domain.use_cases import SignUp
 from entrypoints.bot.bridge import describe_http_error
@@ -208,6 +209,8 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     tunnels on "Upgrade: websocket" would then carry anything), where wsproto refuses it."""
     ran: dict[str, object] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(options, app=app))
+    # Not in the test process: freezing its heap would keep whatever is garbage now for good.
+    monkeypatch.setattr(entrypoints.asgi, "settle_start_up_objects", lambda: None)
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
