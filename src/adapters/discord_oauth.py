@@ -1,9 +1,10 @@
-"""Discord's OAuth2 over HTTP, on one shared httpx client.
+"""Discord's OAuth2 over HTTP, on one shared aiohttp session.
 
 What we use of OAuth2 is small and Discord-specific (an authorize URL, the code grant with
 PKCE, ``/users/@me``, revocation), so it is written here against Discord's documentation rather
-than through a generic OAuth library: one ``httpx.AsyncClient`` per process (connections and
-its TLS context reused across sign-ins), Discord's ``User-Agent``, timeouts, and every failure
+than through a generic OAuth library: one ``aiohttp.ClientSession`` per process (connections
+reused across sign-ins; aiohttp is hikari's HTTP client, so no second HTTP package is loaded),
+Discord's ``User-Agent``, timeouts, no cookie jar, and every failure
 turned into the domain's ``DiscordDenied`` (Discord said no) or ``DiscordUnavailable`` (Discord
 broke, or rate limited us).
 """
@@ -11,13 +12,17 @@ broke, or rate limited us).
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from domain import errors
 from domain.model import EMAIL_MAX, DiscordProfile, DiscordUser, RoleConnection, clean_text
@@ -45,56 +50,117 @@ def failure_of(status: int) -> str | None:
     return "rate_limited" if status == 429 else f"{status // 100}xx"
 
 
-class DiscordHttp:
-    """The process's one HTTP client for Discord, made on first use and closed at shutdown.
+# Discord's answers are a few kilobytes; anything far larger is not Discord (nor read whole).
+ANSWER_MAX = 1024 * 1024
 
-    Creating an ``httpx.AsyncClient`` builds a TLS context (tens of milliseconds of CPU): a
-    client per call made Sign in with Discord CPU-bound at a handful of logins a second.
+
+class HttpFailure(Exception):
+    """No usable answer: the connection failed, or what came back was not an HTTP answer
+    Discord would send (too large, cut short)."""
+
+
+class HttpTimeout(HttpFailure):
+    """No whole answer within the call's deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer read whole (the connection is back in the pool by the time callers see it)."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    content: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` when it is not JSON (or not UTF-8)."""
+        return json.loads(self.content)
+
+
+class DiscordHttp:
+    """The process's one HTTP session for Discord, made on first use and closed at shutdown.
+
+    A client per call built a TLS context each time (tens of milliseconds of CPU), which made
+    Sign in with Discord CPU-bound at a handful of logins a second.
     """
 
     def __init__(
         self, *, user_agent: str, timeout: float, observer: DiscordCallObserver | None = None
     ) -> None:
         self._user_agent = user_agent
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
-        # httpx's timeouts bound each phase (pool, connect, write, read); this bounds the call.
-        # A role change's claim (two minutes) must outlast any call made under it.
+        # aiohttp's total bounds the request; the deadline below bounds the whole call,
+        # reading the answer included. A role change's claim (two minutes) must outlast any
+        # call made under it.
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._deadline = timeout
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._observer = observer
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> aiohttp.ClientSession:
+        """The session (made in the running event loop, on first use)."""
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100),
                 timeout=self._timeout,
-                follow_redirects=False,
                 headers={"User-Agent": self._user_agent},
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                # No cookie jar: a cookie Discord (or Cloudflare) sets on one person's call is
+                # never sent with another's.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # As hikari's own client: no proxy from the environment, and no ~/.netrc
+                # (aiohttp would read it in a thread on every call, and its credentials
+                # would be refused next to our Authorization header).
+                trust_env=False,
             )
         return self._client
 
-    async def request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One call, timed and its failure (if any) told to the observer under ``endpoint``."""
+    async def request(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> Answer:
+        """One call, read whole, timed and its failure (if any) told to the observer under
+        ``endpoint``. ``HttpFailure`` (``HttpTimeout``) when there is no usable answer."""
         started = time.perf_counter()
         failure: str | None = None
         try:
             try:
                 async with asyncio.timeout(self._deadline):
-                    response = await self.client.request(method, url, **kwargs)
-            except TimeoutError:
-                raise httpx.TimeoutException(f"no answer within {self._deadline} s") from None
-            failure = failure_of(response.status_code)
-        except httpx.TimeoutException:
+                    answer = await self._call(method, url, headers=headers, data=data, json=json)
+            except TimeoutError:  # asyncio's deadline, or aiohttp's (also an OSError)
+                raise HttpTimeout(f"no answer within {self._deadline} s") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise HttpFailure(type(exc).__name__) from None
+            failure = failure_of(answer.status_code)
+        except HttpTimeout:
             failure = "timeout"
             raise
-        except httpx.HTTPError:
+        except HttpFailure:
             failure = "transport"
             raise
         finally:
             if self._observer is not None:
                 self._observer.discord_call(endpoint, time.perf_counter() - started, failure)
-        return response
+        return answer
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Answer:
+        # encoded=True: the URL goes out exactly as built (callers quote what they put in it).
+        async with self.client.request(
+            method, URL(url, encoded=True), allow_redirects=False, **kwargs
+        ) as response:
+            if (response.content_length or 0) > ANSWER_MAX:
+                raise HttpFailure("answer too large")
+            chunks, size = [], 0
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > ANSWER_MAX:
+                    raise HttpFailure("answer too large")
+                chunks.append(chunk)
+            return Answer(response.status, response.headers, b"".join(chunks))
 
     def unreadable(self, endpoint: str) -> None:
         """Discord answered, but not with what its documentation promises."""
@@ -103,11 +169,17 @@ class DiscordHttp:
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            await client.close()
 
 
-def _rate_limited(response: httpx.Response, what: str) -> bool:
+def basic_auth(client_id: str, client_secret: str) -> dict[str, str]:
+    """client_secret_basic: the client's credentials in an ``Authorization`` header."""
+    credentials = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+    return {"Authorization": f"Basic {credentials}"}
+
+
+def _rate_limited(response: Answer, what: str) -> bool:
     """Discord's 429 (JSON with ``retry_after`` and ``global``, or Cloudflare's HTML page)."""
     if response.status_code != 429:
         return False
@@ -136,7 +208,7 @@ class HttpDiscordOAuth:
         http: DiscordHttp,
     ) -> None:
         self._client_id = client_id
-        self._client_secret = client_secret
+        self._credentials = basic_auth(client_id, client_secret)
         self._redirect_uri = redirect_uri
         self._api = api_url.rstrip("/")
         self._authorize_url = authorize_url
@@ -162,14 +234,14 @@ class HttpDiscordOAuth:
         )
         return f"{self._authorize_url}?{query}"
 
-    async def _post_form(self, endpoint: str, path: str, data: dict[str, str]) -> httpx.Response:
+    async def _post_form(self, endpoint: str, path: str, data: dict[str, str]) -> Answer:
         # client_secret_basic: the client credentials in the Authorization header.
         return await self._http.request(
             endpoint,
             "POST",
             f"{self._api}{path}",
             data=data,
-            auth=(self._client_id, self._client_secret),
+            headers=self._credentials,
         )
 
     async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens:
@@ -184,7 +256,7 @@ class HttpDiscordOAuth:
                     "code_verifier": code_verifier,
                 },
             )
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             log.warning("Discord token endpoint failed: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
         if _rate_limited(response, "the token exchange"):
@@ -213,7 +285,7 @@ class HttpDiscordOAuth:
                 f"{self._api}/users/@me",
                 headers={"Authorization": f"Bearer {tokens.access_token}"},
             )
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             log.warning("Discord /users/@me failed: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
         if _rate_limited(response, "/users/@me"):
@@ -242,7 +314,7 @@ class HttpDiscordOAuth:
                 return
             if response.status_code >= 400:
                 log.warning("Discord token revocation answered %s", response.status_code)
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             log.warning("Discord token revocation failed: %s", type(exc).__name__)
 
 
@@ -258,7 +330,7 @@ def _tokens(body: dict[str, Any] | None, access_token: str) -> DiscordTokens:
     )
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def _json_object(response: Answer) -> dict[str, Any] | None:
     try:
         body = response.json()
     except ValueError:
@@ -305,7 +377,7 @@ class HttpDiscordRoleConnections:
         http: DiscordHttp,
     ) -> None:
         self._client_id = client_id
-        self._client_secret = client_secret
+        self._credentials = basic_auth(client_id, client_secret)
         self._api = api_url.rstrip("/")
         self._http = http
 
@@ -316,9 +388,9 @@ class HttpDiscordRoleConnections:
                 "POST",
                 f"{self._api}/oauth2/token",
                 data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                auth=(self._client_id, self._client_secret),
+                headers=self._credentials,
             )
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             log.warning("Discord token refresh failed: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
         if _rate_limited(response, "a token refresh"):
@@ -354,7 +426,7 @@ class HttpDiscordRoleConnections:
                 json=body,
                 headers={"Authorization": f"Bearer {access_token}"},
             )
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             log.warning("Discord role connection update failed: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
         if _rate_limited(response, "a role connection update"):

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-import httpx
-
-from adapters.discord_oauth import DiscordHttp
+from adapters.discord_oauth import Answer, DiscordHttp, HttpFailure
 from domain.model import DiscordId, LinkedRole
 from domain.ports import RoleCallOutcome, RoleCallResult
 
@@ -56,12 +54,12 @@ class HttpDiscordGuildRoles:
         }
         try:
             response = await self._http.request(endpoint, method, url, headers=headers)
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             log.warning("Discord %s failed: %s", endpoint, type(exc).__name__)
             return RoleCallResult(RoleCallOutcome.UNAVAILABLE)
         return self._result(endpoint, response)
 
-    def _result(self, endpoint: str, response: httpx.Response) -> RoleCallResult:
+    def _result(self, endpoint: str, response: Answer) -> RoleCallResult:
         status = response.status_code
         if 200 <= status < 300:
             return RoleCallResult(RoleCallOutcome.DONE, status=status)
@@ -81,7 +79,7 @@ class HttpDiscordGuildRoles:
         return RoleCallResult(outcome, status=status)
 
 
-def _error_code(response: httpx.Response) -> int | None:
+def _error_code(response: Answer) -> int | None:
     try:
         body = response.json()
     except ValueError:
@@ -90,7 +88,7 @@ def _error_code(response: httpx.Response) -> int | None:
     return code if type(code) is int else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     """Seconds to wait: the JSON body's ``retry_after`` (a float), else the ``Retry-After``
     header; ``None`` when neither says (Cloudflare's HTML 429)."""
     try:

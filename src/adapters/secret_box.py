@@ -19,9 +19,6 @@ import hashlib
 import os
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from domain import errors
 
 KEY_BYTES = 32
@@ -59,6 +56,12 @@ class AesGcmSecretBox:
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys or any(len(k) != KEY_BYTES for k in keys):
             raise ValueError("at least one key of 32 bytes is needed")
+        # Loaded here, not at import: cryptography brings its own OpenSSL (about 6 MB resident),
+        # which only a deployment that keeps Discord tokens (Linked Roles) needs.
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
+        self._invalid_tag = InvalidTag
         self._sealing_id = key_id(keys[0])
         self._sealing = AESGCM(keys[0])
         self._opening = {key_id(k): AESGCM(k) for k in keys}
@@ -79,7 +82,7 @@ class AesGcmSecretBox:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
             return plaintext.decode()
-        except (binascii.Error, ValueError, InvalidTag):
+        except (binascii.Error, ValueError, self._invalid_tag):
             raise errors.SecretUnreadable() from None
 
     def is_current(self, sealed: str) -> bool:

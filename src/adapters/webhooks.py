@@ -22,7 +22,8 @@ import math
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from domain import errors
 from domain.ports import WebhookMessage
@@ -73,7 +74,7 @@ def signature_header(keys: Sequence[bytes], message_id: str, timestamp: int, bod
 
 
 class HttpWebhookSender:
-    """``WebhookSender`` over one shared httpx client (made at the first send)."""
+    """``WebhookSender`` over one shared aiohttp session (made at the first send)."""
 
     def __init__(
         self,
@@ -86,13 +87,16 @@ class HttpWebhookSender:
         self._urls = {endpoint_for(url).key: url for url in urls}
         self._keys = list(dict.fromkeys(keys))  # the same secret twice signs once
         self._timeout, self._user_agent = timeout, user_agent
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                follow_redirects=False,  # a 3xx is a failure: fix the URL instead (SSRF too)
-                timeout=httpx.Timeout(self._timeout),
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                cookie_jar=aiohttp.DummyCookieJar(),  # an endpoint's cookies are never sent back
+                # HTTPS_PROXY / NO_PROXY, as the README promises (a filtering proxy for the
+                # worker); aiohttp then also reads ~/.netrc, as httpx did.
+                trust_env=True,
             )
         return self._client
 
@@ -110,20 +114,23 @@ class HttpWebhookSender:
             "webhook-signature": signature_header(self._keys, message.message_id, timestamp, body),
         }
         try:
-            # Streamed and closed unread: whatever the endpoint answers, only its status counts.
-            # The timeout bounds the whole attempt (httpx's bounds each phase: an endpoint that
-            # trickles its answer a byte at a time would otherwise hold the worker).
+            # Closed unread: whatever the endpoint answers, only its status counts. The timeout
+            # bounds the whole attempt (an endpoint that trickles its answer a byte at a time
+            # must not hold the worker). A 3xx is a failure, never followed: fix the URL
+            # instead (and no redirect can point the signed body elsewhere).
             async with (
                 asyncio.timeout(self._timeout),
-                self._http().stream("POST", url, content=body, headers=headers) as answer,
+                self._http().post(
+                    URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+                ) as answer,
             ):
-                return answer.status_code
-        except (httpx.TimeoutException, TimeoutError):
+                return answer.status
+        except TimeoutError:  # asyncio's or aiohttp's (also an OSError)
             raise errors.WebhookNotDelivered("timeout") from None
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, OSError):
             raise errors.WebhookNotDelivered("connection") from None
 
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await client.close()

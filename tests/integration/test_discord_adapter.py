@@ -3,23 +3,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
+from adapters.discord_oauth import (
+    ANSWER_MAX,
+    DiscordCallObserver,
+    DiscordHttp,
+    HttpDiscordOAuth,
+)
 from domain import errors
 from domain.model import DiscordId, DiscordProfile
 from domain.policies import pkce_challenge
-from domain.ports import DiscordOAuth
+from domain.ports import DiscordOAuth, DiscordTokens
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.contracts.discord_oauth import Callback, DiscordOAuthContract
 from tests.servers import serve
 
 REDIRECT = "http://127.0.0.1:9/auth/discord/callback"
 VERIFIER = "v" * 43
+
+
+# Every session the tests make, closed after each test (an aiohttp session is bound to its loop).
+_SESSIONS: list[DiscordHttp] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_sessions() -> AsyncIterator[None]:
+    yield
+    while _SESSIONS:
+        await _SESSIONS.pop().aclose()
+
+
+def session(
+    user_agent: str = "DiscordBot (https://test.invalid, 1)",
+    *,
+    timeout: float,
+    observer: DiscordCallObserver | None = None,
+) -> DiscordHttp:
+    _SESSIONS.append(DiscordHttp(user_agent=user_agent, timeout=timeout, observer=observer))
+    return _SESSIONS[-1]
 
 
 @pytest.fixture
@@ -36,7 +63,7 @@ def adapter(url: str, *, secret: str = "secret-1", timeout: float = 5.0) -> Http
         redirect_uri=REDIRECT,
         api_url=f"{url}/api/v10",
         authorize_url=f"{url}/oauth2/authorize",
-        http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=timeout),
+        http=session(timeout=timeout),
     )
 
 
@@ -336,7 +363,7 @@ async def test_one_client_says_who_it_is_and_is_reused(
 ) -> None:
     state, url = emulator
     user = state.add_user("gus")
-    http = DiscordHttp(user_agent="DiscordBot (https://link.example, 1.2)", timeout=5)
+    http = session("DiscordBot (https://link.example, 1.2)", timeout=5)
     discord = HttpDiscordOAuth(
         client_id="client-1",
         client_secret="secret-1",
@@ -358,3 +385,92 @@ async def test_one_client_says_who_it_is_and_is_reused(
     assert len(clients) == 1  # one client (one TLS context, pooled connections) per process
     assert state.user_agents[-3:] == ["DiscordBot (https://link.example, 1.2)"] * 3
     await http.aclose()
+
+
+class HostileDiscord:
+    """A stand-in that answers /users/@me with whatever ``mode`` says, and remembers the
+    ``Cookie`` header of every request it gets."""
+
+    def __init__(self) -> None:
+        self.mode = "cookie"
+        self.cookies: list[str | None] = []
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        self.cookies.append(headers.get(b"cookie", b"").decode() or None)
+        self.paths.append(scope["path"])
+        if scope["path"].endswith("/elsewhere"):
+            status, extra, body = 200, [], PROFILE
+        elif self.mode == "cookie":
+            status, extra, body = 200, [(b"set-cookie", b"__cfruid=someone; Path=/")], PROFILE
+        elif self.mode == "redirect":
+            status, extra, body = 307, [(b"location", b"/api/v10/elsewhere")], b""
+        else:  # "huge": well past what Discord ever answers
+            status, extra, body = 200, [], b'{"id": "1", "pad": "' + b"x" * (2 * ANSWER_MAX) + b'"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+PROFILE = b'{"id": "80351110224678912", "username": "nelly", "verified": true}'
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[HostileDiscord, str]]:
+    discord = HostileDiscord()
+    with serve(discord) as url:
+        yield discord, url
+
+
+async def test_no_cookie_set_by_discord_is_sent_again(hostile: tuple[HostileDiscord, str]) -> None:
+    """Discord's (or Cloudflare's) cookies from one person's call never ride along another's."""
+    discord, url = hostile
+    oauth = adapter(url)
+    for _ in range(2):
+        profile = await oauth.fetch_profile(DiscordTokens("token", frozenset({"identify"})))
+        assert profile.username == "nelly"
+    assert discord.cookies == [None, None]
+
+
+async def test_a_redirect_is_never_followed(hostile: tuple[HostileDiscord, str]) -> None:
+    discord, url = hostile
+    discord.mode = "redirect"
+    with pytest.raises(errors.DiscordUnavailable):
+        await adapter(url).fetch_profile(DiscordTokens("token", frozenset({"identify"})))
+    assert discord.paths == ["/api/v10/users/@me"]  # never /elsewhere, bearer token and all
+
+
+async def test_an_answer_larger_than_discord_sends_is_not_read_whole(
+    hostile: tuple[HostileDiscord, str],
+) -> None:
+    discord, url = hostile
+    discord.mode = "huge"
+    failures: list[str | None] = []
+
+    class Observer:
+        def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None:
+            failures.append(failure)
+
+        def discord_failure(self, endpoint: str, failure: str) -> None:
+            failures.append(failure)
+
+    http = session(timeout=5, observer=Observer())
+    oauth = HttpDiscordOAuth(
+        client_id="client-1",
+        client_secret="secret-1",
+        redirect_uri=REDIRECT,
+        api_url=f"{url}/api/v10",
+        authorize_url=f"{url}/oauth2/authorize",
+        http=http,
+    )
+    with pytest.raises(errors.DiscordUnavailable):
+        await oauth.fetch_profile(DiscordTokens("token", frozenset({"identify"})))
+    assert failures == ["transport"]

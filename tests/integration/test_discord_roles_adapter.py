@@ -5,8 +5,8 @@ token appears in no log line."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -27,12 +27,20 @@ class Discord:
     url: str
     role: LinkedRole
     member: DiscordId
+    sessions: list[DiscordHttp] = field(default_factory=list)
+
+    def http(self, timeout: float) -> DiscordHttp:
+        """A session of its own, closed after the test."""
+        self.sessions.append(
+            DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=timeout)
+        )
+        return self.sessions[-1]
 
     def roles(self, token: str | None = None, timeout: float = 5.0) -> HttpDiscordGuildRoles:
         return HttpDiscordGuildRoles(
             bot_token=token or self.state.bot_token,
             api_url=f"{self.url}/api/v10",
-            http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=timeout),
+            http=self.http(timeout),
         )
 
     def fault(self, mode: str | None) -> None:
@@ -43,17 +51,20 @@ class Discord:
 
 
 @pytest.fixture
-def discord() -> Iterator[Discord]:
+async def discord() -> AsyncIterator[Discord]:
     state = EmulatorState("1200000000000000042", "secret", set(), fault_delay=3.0)
     member = state.add_user("dora")
     role = state.add_role("Linked")
     with serve(create_emulator_app(state)) as url:
-        yield Discord(
+        discord = Discord(
             state,
             url,
             LinkedRole(DiscordId.parse(TEST_GUILD_ID), DiscordId.parse(role.id)),
             DiscordId.parse(member.id),
         )
+        yield discord
+        for http in discord.sessions:
+            await http.aclose()
 
 
 async def test_adding_and_removing_a_role(discord: Discord) -> None:
@@ -117,7 +128,7 @@ async def test_no_unreachable_discord_stops_the_adapter(discord: Discord) -> Non
     roles = HttpDiscordGuildRoles(
         bot_token=discord.state.bot_token,
         api_url="http://127.0.0.1:9/api/v10",  # nothing listens there
-        http=DiscordHttp(user_agent="DiscordBot (https://test.invalid, 1)", timeout=2.0),
+        http=discord.http(timeout=2.0),
     )
     result = await roles.add_role(discord.role, discord.member, reason=REASON)
     assert result == RoleCallResult(RoleCallOutcome.UNAVAILABLE)

@@ -7,8 +7,6 @@ import email.message
 import email.utils
 from typing import Literal
 
-import aiosmtplib
-
 from domain import errors
 from domain.ports import EmailMessage
 
@@ -43,6 +41,9 @@ class SmtpEmailSender:
         return mime
 
     async def send(self, message: EmailMessage) -> None:
+        # Loaded by the first email sent: a deployment without SMTP never loads it.
+        import aiosmtplib  # noqa: PLC0415
+
         try:
             await aiosmtplib.send(
                 self._mime(message),
