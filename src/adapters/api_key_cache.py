@@ -93,6 +93,17 @@ class CachedApiKeyLookup:
         if not done.cancelled():
             done.exception()  # retrieved: each waiting request raised it already, if any
 
+    async def close(self) -> None:
+        """Ends the reads under way (a background refresh, say) before the database goes: at
+        shutdown one would otherwise die with the event loop ("Task was destroyed")."""
+        loop = asyncio.get_running_loop()
+        # Another event loop's reads (a test's, long gone) cannot be waited for from this one.
+        reading = [read for read in self._reading.values() if read.get_loop() is loop]
+        self._reading.clear()
+        for read in reading:
+            read.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
+
 
 def _remember(entries: OrderedDict[str, T], digest: str, value: T, most: int) -> None:
     entries[digest] = value

@@ -499,6 +499,7 @@ async def close_resources(container: Container) -> None:
                 ) is not None:
                     await close_sender()
                 await container.shared_state().close()
+                await container.api_keys().close()  # its reads under way, before the pool
             finally:
                 await container.storage().dispose()
     except TimeoutError:

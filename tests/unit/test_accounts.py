@@ -293,3 +293,31 @@ async def test_made_up_tokens_never_push_a_key_in_use_out_of_the_cache(
     assert looked_up == []  # from the cache, not the database
     assert await auth.execute(f"tfl_{0:043d}") is None  # pushed out: asked again
     assert len(looked_up) == 1
+
+
+async def test_closing_the_cache_ends_a_read_under_way(h: Harness) -> None:
+    """At shutdown a background refresh still waiting for the database is ended (not left to
+    die with the event loop), and the cache answers again afterwards."""
+    now = [1000.0]
+    directory = _GatedDirectory(h)
+    created = await h.container.create_api_key().execute("bot")
+    cache = CachedApiKeyLookup(
+        cast("LinkDirectory", directory), ttl_seconds=5, clock=lambda: now[0]
+    )
+    digest = h.container.tokens().digest(created.token)
+    directory.gate.set()
+    assert await cache.by_digest(digest) == created.key
+    directory.gate.clear()
+    now[0] += 4.5  # due: read again in the background, which waits at the gate
+    assert await cache.by_digest(digest) == created.key
+    (refresh,) = cache._reading.values()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert directory.reads == 2  # under way, held at the gate
+    await cache.close()
+    assert refresh.cancelled()
+    assert not cache._reading
+    directory.gate.set()
+    now[0] += 10
+    assert await cache.by_digest(digest) == created.key
+    assert directory.reads == 3
