@@ -246,8 +246,11 @@ class PostgresLinkDirectory:
                 # to whichever request asks next, and a request woken for it could find it
                 # taken and go back to the end of the line (lookups waited up to half a
                 # second while others were served in milliseconds).
-                async with asyncio.timeout(self._acquire_timeout):
-                    await turns.acquire()
+                if turns.locked():  # (fair: true too while others wait for a turn)
+                    async with asyncio.timeout(self._acquire_timeout):
+                        await turns.acquire()
+                else:
+                    await turns.acquire()  # free: taken at once, no deadline (timer) needed
             except asyncpg.PostgresError as exc:
                 raise _translate_driver(exc) from exc
             except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
