@@ -84,13 +84,21 @@ class DiscordHttp:
     """
 
     def __init__(
-        self, *, user_agent: str, timeout: float, observer: DiscordCallObserver | None = None
+        self,
+        *,
+        user_agent: str,
+        timeout: float,
+        observer: DiscordCallObserver | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._user_agent = user_agent
+        self._proxy = proxy  # http:// only (see adapters.proxies)
         # aiohttp's total bounds the request; the deadline below bounds the whole call,
         # reading the answer included. A role change's claim (two minutes) must outlast any
         # call made under it.
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        # sock_connect, not connect: aiohttp's connect also counts the wait for a pooled
+        # connection, which the deadline bounds.
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0))
         self._deadline = timeout
         self._client: aiohttp.ClientSession | None = None
         self._observer = observer
@@ -106,9 +114,8 @@ class DiscordHttp:
                 # No cookie jar: a cookie Discord (or Cloudflare) sets on one person's call is
                 # never sent with another's.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                # As hikari's own client: no proxy from the environment, and no ~/.netrc
-                # (aiohttp would read it in a thread on every call, and its credentials
-                # would be refused next to our Authorization header).
+                # The proxy comes resolved (adapters.proxies); aiohttp's trust_env would
+                # also read ~/.netrc in a thread before every call.
                 trust_env=False,
             )
         return self._client
@@ -133,7 +140,9 @@ class DiscordHttp:
                     answer = await self._call(method, url, headers=headers, data=data, json=json)
             except TimeoutError:  # asyncio's deadline, or aiohttp's (also an OSError)
                 raise HttpTimeout(f"no answer within {self._deadline} s") from None
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                # ValueError: aiohttp refused what it was given (a control character in a
+                # header, from a token setting with a trailing newline, say).
                 raise HttpFailure(type(exc).__name__) from None
             failure = failure_of(answer.status_code)
         except HttpTimeout:
@@ -150,7 +159,7 @@ class DiscordHttp:
     async def _call(self, method: str, url: str, **kwargs: Any) -> Answer:
         # encoded=True: the URL goes out exactly as built (callers quote what they put in it).
         async with self.client.request(
-            method, URL(url, encoded=True), allow_redirects=False, **kwargs
+            method, URL(url, encoded=True), allow_redirects=False, proxy=self._proxy, **kwargs
         ) as response:
             if (response.content_length or 0) > ANSWER_MAX:
                 raise HttpFailure("answer too large")

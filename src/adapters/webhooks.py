@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from adapters.proxies import proxy_for
 from domain import errors
 from domain.ports import WebhookMessage
 from domain.webhooks import WebhookEndpoint
@@ -85,6 +86,8 @@ class HttpWebhookSender:
         user_agent: str,
     ) -> None:
         self._urls = {endpoint_for(url).key: url for url in urls}
+        # Each URL's proxy from the environment, once (ValueError: one these calls cannot use).
+        self._proxies = {url: proxy_for(url) for url in urls}
         self._keys = list(dict.fromkeys(keys))  # the same secret twice signs once
         self._timeout, self._user_agent = timeout, user_agent
         self._client: aiohttp.ClientSession | None = None
@@ -94,9 +97,7 @@ class HttpWebhookSender:
             self._client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 cookie_jar=aiohttp.DummyCookieJar(),  # an endpoint's cookies are never sent back
-                # HTTPS_PROXY / NO_PROXY, as the README promises (a filtering proxy for the
-                # worker); aiohttp then also reads ~/.netrc, as httpx did.
-                trust_env=True,
+                trust_env=False,  # the proxies are resolved once (adapters.proxies)
             )
         return self._client
 
@@ -121,14 +122,18 @@ class HttpWebhookSender:
             async with (
                 asyncio.timeout(self._timeout),
                 self._http().post(
-                    URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+                    URL(url, encoded=True),
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=self._proxies[url],
                 ) as answer,
             ):
                 return answer.status
         except TimeoutError:  # asyncio's or aiohttp's (also an OSError)
             raise errors.WebhookNotDelivered("timeout") from None
-        except (aiohttp.ClientError, OSError):
-            raise errors.WebhookNotDelivered("connection") from None
+        except (aiohttp.ClientError, OSError, ValueError):  # ValueError: a header or URL
+            raise errors.WebhookNotDelivered("connection") from None  # aiohttp refused
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -19,6 +19,7 @@ from adapters.email import OutboxEmailSender, SmtpEmailSender
 from adapters.memory import MemoryDatabase
 from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
+from adapters.proxies import proxy_for
 from adapters.queue_listener import NoQueueListener
 from adapters.secret_box import AesGcmSecretBox
 from adapters.shared_state import SharedState
@@ -105,12 +106,15 @@ def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
 
 
 def _webhook_sender(settings: Settings) -> HttpWebhookSender:
-    return HttpWebhookSender(
-        settings.webhook_url_list,
-        settings.webhook_keys,
-        timeout=settings.webhook_timeout_seconds,
-        user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
-    )
+    try:
+        return HttpWebhookSender(
+            settings.webhook_url_list,
+            settings.webhook_keys,
+            timeout=settings.webhook_timeout_seconds,
+            user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
+        )
+    except ValueError as exc:  # a proxy in the environment these calls cannot use
+        raise SettingsError(f"Webhooks: {exc}") from None
 
 
 def _audit_retention(settings: Settings) -> timedelta | None:
@@ -134,10 +138,15 @@ def _metrics(settings: Settings) -> PrometheusMetrics | None:
 def _discord_http(settings: Settings, metrics: PrometheusMetrics | None) -> DiscordHttp:
     # Discord asks every client to say who it is: "DiscordBot (url, version)".
     url = str(settings.public_url).rstrip("/")
+    try:
+        proxy = proxy_for(str(settings.discord_api_url))
+    except ValueError as exc:
+        raise SettingsError(f"Discord's API: {exc}") from None
     return DiscordHttp(
         user_agent=f"DiscordBot ({url}, {package_version('taskflow-link')})",
         timeout=settings.discord_timeout_seconds,
         observer=metrics,
+        proxy=proxy,
     )
 
 

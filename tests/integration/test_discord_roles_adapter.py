@@ -148,3 +148,13 @@ async def test_the_bot_token_is_never_logged(
     assert caplog.records  # something was said...
     assert discord.state.bot_token not in caplog.text  # ...but never the token
     assert "secret-looking" not in caplog.text
+
+
+async def test_a_token_with_a_trailing_newline_is_unavailable_not_a_crash(
+    discord: Discord,
+) -> None:
+    """A secret made from a file often ends in a newline: aiohttp refuses the header with a
+    ValueError, which must end as an outcome the queue acts on (and retries), not escape."""
+    roles = discord.roles(token=discord.state.bot_token + "\n")
+    result = await roles.add_role(discord.role, discord.member, reason=REASON)
+    assert result == RoleCallResult(RoleCallOutcome.UNAVAILABLE)

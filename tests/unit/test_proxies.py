@@ -1,0 +1,84 @@
+"""The outgoing proxy read from the environment (``adapters.proxies``): by the URL's scheme,
+else ``ALL_PROXY``, never for a ``NO_PROXY`` host; a proxy the calls cannot use stops the
+start, naming the variable and never its value (which may hold a password)."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.proxies import proxy_for
+from entrypoints.container import build_container
+from entrypoints.settings import SettingsError
+from tests.harness import make_settings
+
+VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_no_proxy_in_the_environment_means_none() -> None:
+    assert proxy_for("https://discord.com/api/v10") is None
+
+
+def test_the_proxy_for_the_urls_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://plain.internal:8080")
+    assert proxy_for("https://hooks.example.com/in") == "http://filter.internal:3128"
+    assert proxy_for("http://127.0.0.1:9000/in") == "http://plain.internal:8080"
+
+
+def test_all_proxy_when_the_scheme_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's own reading of the environment ignores ALL_PROXY (and connects directly)."""
+    monkeypatch.setenv("ALL_PROXY", "http://everything.internal:3128")
+    assert proxy_for("https://hooks.example.com/in") == "http://everything.internal:3128"
+
+
+def test_a_proxy_without_a_scheme_is_an_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "filter.internal:3128")
+    assert proxy_for("https://hooks.example.com/in") == "http://filter.internal:3128"
+
+
+def test_no_proxy_hosts_go_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost, .corp.example,internal.example:8443")
+    assert proxy_for("https://hooks.corp.example/in") is None
+    assert proxy_for("https://internal.example:8443/in") is None
+    assert proxy_for("https://internal.example/in") == "http://filter.internal:3128"
+    assert proxy_for("https://hooks.example.com/in") == "http://filter.internal:3128"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HTTPS_PROXY", "https://user:s3cret-pass@filter.internal:3128"),
+        ("ALL_PROXY", "socks5://user:s3cret-pass@filter.internal:1080"),
+    ],
+)
+def test_a_proxy_these_calls_cannot_use_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """aiohttp would skip an https:// proxy with a warning and connect directly: around the
+    filtering proxy the README tells operators to put in front of webhooks."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable) as refused:
+        proxy_for("https://hooks.example.com/in")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_start_up_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "https://filter.internal:3128")
+    container = build_container(
+        make_settings(
+            webhook_urls="https://hooks.example.com/in",
+            webhook_secret="whsec_" + "c" * 43,
+        )
+    )
+    with pytest.raises(SettingsError, match="Discord's API: HTTPS_PROXY"):
+        container.discord_http()
+    with pytest.raises(SettingsError, match="Webhooks: HTTPS_PROXY"):
+        container.webhook_sender()
