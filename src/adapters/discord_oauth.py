@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -431,7 +431,9 @@ class HttpDiscordRoleConnections:
             response = await self._http.request(
                 "role_connection",
                 "PUT",
-                f"{self._api}/users/@me/applications/{self._client_id}/role-connection",
+                # Quoted: the URL goes out exactly as built (a setting, but still).
+                f"{self._api}/users/@me/applications/{quote(self._client_id, safe='')}"
+                "/role-connection",
                 json=body,
                 headers={"Authorization": f"Bearer {access_token}"},
             )

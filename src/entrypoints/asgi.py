@@ -26,6 +26,8 @@ def make_app() -> Litestar:
     container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
     if settings.webhook_url_list:
         container.webhook_sender()  # the same for a proxy webhooks cannot use
+    if settings.token_keys:
+        container.secret_box()  # loads cryptography (only then): a broken install shows now
     app = create_app(container)
     settle_start_up_objects()
     return app
