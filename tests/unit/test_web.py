@@ -296,6 +296,10 @@ async def test_api_needs_a_valid_key_and_answers_with_strings(client: Client, h:
     body = found.json()
     assert body["discord_id"] == str(2**63 - 1)
     assert body["taskflow_user_id"] == str(alice.id)
+    stored = await h.container.directory().link_by_discord_id(DiscordId(2**63 - 1))
+    assert stored is not None
+    # RFC 3339 in UTC, as isoformat() wrote it before msgspec did.
+    assert body["linked_at"] == stored.linked_at.isoformat().replace("+00:00", "Z")
     assert body["linked_at"].endswith("Z")
     by_account = await client.get(f"/api/v1/accounts/{alice.id}/link", headers=auth)
     assert by_account.json()["discord_id"] == str(2**63 - 1)

@@ -172,11 +172,20 @@ def _asyncpg_sql(statement: Any) -> str:
 
 # The links' columns, ``linked_at`` (UTC without a zone) read as a timestamptz: asyncpg then
 # makes the aware datetime itself, instead of Python replacing each row's zone.
+# What a Link is made of, in _link_of's order (named: a new column changes nothing here).
+_LINK_FIELDS = (
+    "discord_id",
+    "taskflow_user_id",
+    "linked_at",
+    "discord_username",
+    "discord_global_name",
+    "discord_avatar",
+)
 _LINK_COLUMNS = [
-    func.timezone(literal_column("'UTC'"), column).label("linked_at")
-    if column.name == "linked_at"
-    else column
-    for column in user_links.c
+    func.timezone(literal_column("'UTC'"), user_links.c[name]).label(name)
+    if name == "linked_at"
+    else user_links.c[name]
+    for name in _LINK_FIELDS
 ]
 _LINK_BY_ID = _asyncpg_sql(select(*_LINK_COLUMNS).where(user_links.c.discord_id == bindparam("id")))
 _LINKS_BY_IDS = _asyncpg_sql(
@@ -348,13 +357,11 @@ def _api_key_of(row: Any) -> ApiKey:
 
 
 def _link_of(row: Any) -> Link:
+    # By position (_LINK_FIELDS): a bulk lookup makes a thousand of these.
+    discord_id, account_id, linked_at, username, global_name, avatar = row
+    # linked_at: aware, UTC (read as a timestamptz, see _LINK_COLUMNS).
     return Link(
-        DiscordId(row["discord_id"]),
-        AccountId(row["taskflow_user_id"]),
-        row["linked_at"],  # aware, UTC: read as a timestamptz (_LINK_COLUMNS)
-        row["discord_username"],
-        row["discord_global_name"],
-        row["discord_avatar"],
+        DiscordId(discord_id), AccountId(account_id), linked_at, username, global_name, avatar
     )
 
 
