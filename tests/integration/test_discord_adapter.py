@@ -56,14 +56,20 @@ def emulator() -> Iterator[tuple[EmulatorState, str]]:
         yield state, url
 
 
-def adapter(url: str, *, secret: str = "secret-1", timeout: float = 5.0) -> HttpDiscordOAuth:  # noqa: S107
+def adapter(
+    url: str,
+    *,
+    secret: str = "secret-1",  # noqa: S107
+    timeout: float = 5.0,
+    http: DiscordHttp | None = None,
+) -> HttpDiscordOAuth:
     return HttpDiscordOAuth(
         client_id="client-1",
         client_secret=secret,
         redirect_uri=REDIRECT,
         api_url=f"{url}/api/v10",
         authorize_url=f"{url}/oauth2/authorize",
-        http=session(timeout=timeout),
+        http=http or session(timeout=timeout),
     )
 
 
@@ -364,14 +370,7 @@ async def test_one_client_says_who_it_is_and_is_reused(
     state, url = emulator
     user = state.add_user("gus")
     http = session("DiscordBot (https://link.example, 1.2)", timeout=5)
-    discord = HttpDiscordOAuth(
-        client_id="client-1",
-        client_secret="secret-1",
-        redirect_uri=REDIRECT,
-        api_url=f"{url}/api/v10",
-        authorize_url=f"{url}/oauth2/authorize",
-        http=http,
-    )
+    discord = adapter(url, http=http)
     clients = set()
     for _ in range(3):
         authorize_url = discord.authorization_url(
@@ -462,15 +461,7 @@ async def test_an_answer_larger_than_discord_sends_is_not_read_whole(
         def discord_failure(self, endpoint: str, failure: str) -> None:
             failures.append(failure)
 
-    http = session(timeout=5, observer=Observer())
-    oauth = HttpDiscordOAuth(
-        client_id="client-1",
-        client_secret="secret-1",
-        redirect_uri=REDIRECT,
-        api_url=f"{url}/api/v10",
-        authorize_url=f"{url}/oauth2/authorize",
-        http=http,
-    )
+    oauth = adapter(url, http=session(timeout=5, observer=Observer()))
     with pytest.raises(errors.DiscordUnavailable):
         await oauth.fetch_profile(DiscordTokens("token", frozenset({"identify"})))
     assert failures == ["transport"]

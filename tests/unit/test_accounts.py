@@ -174,15 +174,21 @@ class _GatedDirectory:
         return await self.inner.api_key_by_digest(digest)
 
 
+def _gated_cache(h: Harness, now: list[float]) -> tuple[_GatedDirectory, CachedApiKeyLookup]:
+    """A cache (five seconds, on the clock ``now``) over a directory whose reads wait."""
+    directory = _GatedDirectory(h)
+    cache = CachedApiKeyLookup(
+        cast("LinkDirectory", directory), ttl_seconds=5, clock=lambda: now[0]
+    )
+    return directory, cache
+
+
 async def test_one_read_per_key_however_many_requests_find_its_entry_due(h: Harness) -> None:
     """An entry's expiry used to send every request of that moment to the database; now they
     wait for one read. A still-valid entry is read again in the background."""
     now = [1000.0]
-    directory = _GatedDirectory(h)
+    directory, cache = _gated_cache(h, now)
     created = await h.container.create_api_key().execute("bot")
-    cache = CachedApiKeyLookup(
-        cast("LinkDirectory", directory), ttl_seconds=5, clock=lambda: now[0]
-    )
     digest = h.container.tokens().digest(created.token)
 
     waiting = [asyncio.ensure_future(cache.by_digest(digest)) for _ in range(20)]
@@ -299,11 +305,8 @@ async def test_closing_the_cache_ends_a_read_under_way(h: Harness) -> None:
     """At shutdown a background refresh still waiting for the database is ended (not left to
     die with the event loop), and the cache answers again afterwards."""
     now = [1000.0]
-    directory = _GatedDirectory(h)
+    directory, cache = _gated_cache(h, now)
     created = await h.container.create_api_key().execute("bot")
-    cache = CachedApiKeyLookup(
-        cast("LinkDirectory", directory), ttl_seconds=5, clock=lambda: now[0]
-    )
     digest = h.container.tokens().digest(created.token)
     directory.gate.set()
     assert await cache.by_digest(digest) == created.key
