@@ -95,9 +95,8 @@ class DiscordHttp:
         self._proxy = proxy  # http:// only (see adapters.proxies)
         # aiohttp's total bounds the request; the deadline below bounds the whole call,
         # reading the answer included. A role change's claim (two minutes) must outlast any
-        # call made under it.
-        # sock_connect, not connect: aiohttp's connect also counts the wait for a pooled
-        # connection, which the deadline bounds.
+        # call made under it. sock_connect, not connect: aiohttp's connect also counts the
+        # wait for a pooled connection, which the deadline bounds.
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0))
         self._deadline = timeout
         self._client: aiohttp.ClientSession | None = None

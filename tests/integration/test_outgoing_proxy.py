@@ -95,7 +95,8 @@ async def test_an_https_webhook_is_tunnelled_through_the_proxy(
 async def test_a_webhook_goes_through_all_proxy(
     proxy: Proxy, netrc: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ALL_PROXY", proxy.url)
+    # With credentials for the proxy itself: sent to the proxy, as Proxy-Authorization.
+    monkeypatch.setenv("ALL_PROXY", proxy.url.replace("http://", "http://user:pw@"))
     url = "http://hooks.example.invalid/in?token=t"
     sender = HttpWebhookSender([url], [b"k" * 32], timeout=10, user_agent="test")
     message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
@@ -106,6 +107,7 @@ async def test_a_webhook_goes_through_all_proxy(
     [(line, headers)] = proxy.requests
     assert line == "POST http://hooks.example.invalid/in?token=t HTTP/1.1"
     assert headers["webhook-id"] == "msg_1"
+    assert headers["proxy-authorization"] == "Basic dXNlcjpwdw=="  # user:pw
     assert "authorization" not in headers  # nothing from ~/.netrc
 
 

@@ -170,9 +170,9 @@ def _asyncpg_sql(statement: Any) -> str:
     return str(statement.compile(dialect=asyncpg_dialect()))  # type: ignore[no-untyped-call]
 
 
-# The links' columns, ``linked_at`` (UTC without a zone) read as a timestamptz: asyncpg then
-# makes the aware datetime itself, instead of Python replacing each row's zone.
-# What a Link is made of, in _link_of's order (named: a new column changes nothing here).
+# What a Link is made of, in _link_of's order (named: a new column changes nothing here), with
+# ``linked_at`` (UTC without a zone) read as a timestamptz: asyncpg then makes the aware
+# datetime itself, instead of Python replacing each row's zone.
 _LINK_FIELDS = (
     "discord_id",
     "taskflow_user_id",
