@@ -1,15 +1,17 @@
 """The outgoing proxy the environment names for a URL, read once, at start-up.
 
-``HTTPS_PROXY`` / ``HTTP_PROXY`` (by the URL's scheme), else ``ALL_PROXY``, unless ``NO_PROXY``
-lists the host: what curl and httpx read. Resolved here rather than by aiohttp's
-``trust_env``, which ignores ``ALL_PROXY``, quietly connects directly when the proxy is an
-``https://`` URL (a filtering proxy, skipped without a word), and reads ``~/.netrc`` in a
-thread before every call (its credentials would be sent to the endpoint).
+``https_proxy`` / ``http_proxy`` (by the URL's scheme), else ``all_proxy``, unless ``no_proxy``
+lists the host; each variable lower-case first, then upper-case, and an empty one counts as
+unset (as curl reads them: ``https_proxy=`` left blank by a compose file does not hide
+``HTTPS_PROXY``). Resolved here rather than by aiohttp's ``trust_env``, which ignores
+``ALL_PROXY``, quietly connects directly when the proxy is an ``https://`` URL (a filtering
+proxy, skipped without a word), and reads ``~/.netrc`` in a thread before every call (its
+credentials would be sent to the endpoint).
 """
 
 from __future__ import annotations
 
-import urllib.request
+import os
 from urllib.parse import urlsplit
 
 
@@ -17,26 +19,57 @@ def proxy_for(url: str) -> str | None:
     """The ``http://`` proxy to send requests for ``url`` through, or ``None`` for none.
 
     ``ValueError`` (naming the variable, never its value: a proxy URL may hold a password)
-    for a proxy these calls cannot use (``https://``, ``socks5://``): better no start than
-    calls that go around it.
+    for a proxy these calls cannot use (``https://``, ``socks5://``, not a URL): better no
+    start than calls that go around it.
     """
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    proxies = urllib.request.getproxies_environment()  # lower-case scheme -> URL
-    where = f"{host}:{parts.port}" if parts.port else host
-    if not proxies or urllib.request.proxy_bypass(where):
+    if _bypassed(parts.hostname or "", parts.port, _variable("no_proxy")[1]):
         return None
     scheme = parts.scheme.lower()
-    variable, proxy = f"{scheme.upper()}_PROXY", proxies.get(scheme)
+    variable, proxy = _variable(f"{scheme}_proxy")
     if not proxy:
-        variable, proxy = "ALL_PROXY", proxies.get("all")
+        variable, proxy = _variable("all_proxy")
     if not proxy:
         return None
     if "://" not in proxy:
         proxy = f"http://{proxy}"  # "proxy:3128", as curl and httpx read it
-    if urlsplit(proxy).scheme.lower() != "http":
-        raise ValueError(
-            f"{variable} (or its lower-case form) must be an http:// proxy: these calls "
-            "support no other kind, and would otherwise go around it"
-        )
+    refused = ValueError(
+        f"{variable} must be an http:// proxy URL: these calls support no other kind, and "
+        "would otherwise go around it"
+    )
+    try:
+        usable = urlsplit(proxy).scheme.lower() == "http" and urlsplit(proxy).hostname
+    except ValueError:  # its message would quote the proxy's netloc (and any password)
+        raise refused from None
+    if not usable:
+        raise refused
     return proxy
+
+
+def _variable(name: str) -> tuple[str, str]:
+    """The variable's name and value, lower-case first; blank counts as unset."""
+    for key in (name.lower(), name.upper()):
+        value = os.environ.get(key, "").strip()
+        if value:
+            return key, value
+    return name.upper(), ""
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` names the host: ``*`` alone for every host; else each entry, a
+    leading dot or not, matches that host and its subdomains (``host:port`` only that port).
+    Anything else (address ranges, say) matches nothing: the proxy is used."""
+    if no_proxy == "*":
+        return True
+    host = host.lower().rstrip(".")
+    for entry in no_proxy.lower().split(","):
+        name = entry.strip().lstrip(".")
+        if not name:
+            continue
+        name, _, wanted_port = name.partition(":") if name.count(":") == 1 else (name, "", "")
+        name = name.strip("[]")
+        if wanted_port and wanted_port != str(port):
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+    return False

@@ -24,8 +24,6 @@ def make_app() -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     container = build_container(settings)
     container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
-    if settings.webhook_url_list:
-        container.webhook_sender()  # the same for a proxy webhooks cannot use
     if settings.token_keys:
         container.secret_box()  # loads cryptography (only then): a broken install shows now
     app = create_app(container)

@@ -106,15 +106,13 @@ def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
 
 
 def _webhook_sender(settings: Settings) -> HttpWebhookSender:
-    try:
-        return HttpWebhookSender(
-            settings.webhook_url_list,
-            settings.webhook_keys,
-            timeout=settings.webhook_timeout_seconds,
-            user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
-        )
-    except ValueError as exc:  # a proxy in the environment these calls cannot use
-        raise SettingsError(f"Webhooks: {exc}") from None
+    # Its proxies were checked when the container was built (_check_outgoing_proxies).
+    return HttpWebhookSender(
+        settings.webhook_url_list,
+        settings.webhook_keys,
+        timeout=settings.webhook_timeout_seconds,
+        user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
+    )
 
 
 def _audit_retention(settings: Settings) -> timedelta | None:
@@ -135,18 +133,33 @@ def _metrics(settings: Settings) -> PrometheusMetrics | None:
         raise SettingsError(str(exc)) from None
 
 
+def discord_proxy(settings: Settings) -> str | None:
+    """The proxy for every call to Discord's API (this client's and hikari's)."""
+    try:
+        return proxy_for(str(settings.discord_api_url))
+    except ValueError as exc:
+        raise SettingsError(f"Discord's API: {exc}") from None
+
+
+def _check_outgoing_proxies(settings: Settings) -> None:
+    """A proxy in the environment that calls out cannot use stops every command before it
+    does anything (and not at its end, when what it made is closed)."""
+    discord_proxy(settings)
+    for url in settings.webhook_url_list:
+        try:
+            proxy_for(url)
+        except ValueError as exc:
+            raise SettingsError(f"Webhooks: {exc}") from None
+
+
 def _discord_http(settings: Settings, metrics: PrometheusMetrics | None) -> DiscordHttp:
     # Discord asks every client to say who it is: "DiscordBot (url, version)".
     url = str(settings.public_url).rstrip("/")
-    try:
-        proxy = proxy_for(str(settings.discord_api_url))
-    except ValueError as exc:
-        raise SettingsError(f"Discord's API: {exc}") from None
     return DiscordHttp(
         user_agent=f"DiscordBot ({url}, {package_version('taskflow-link')})",
         timeout=settings.discord_timeout_seconds,
         observer=metrics,
-        proxy=proxy,
+        proxy=discord_proxy(settings),
     )
 
 
@@ -464,6 +477,7 @@ def is_use_case(provider: object) -> bool:
 
 
 def build_container(settings: Settings) -> Container:
+    _check_outgoing_proxies(settings)
     container = Container(settings=settings)
     container.check_dependencies()
     _observe_use_cases(container)

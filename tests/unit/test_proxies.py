@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 
 from adapters.proxies import proxy_for
+from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import build_container
 from entrypoints.settings import SettingsError
 from tests.harness import make_settings
 
 VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+SECRET = "whsec_" + "c" * 43
 
 
 @pytest.fixture(autouse=True)
@@ -70,15 +72,66 @@ def test_a_proxy_these_calls_cannot_use_is_refused(
     assert "s3cret" not in str(refused.value)
 
 
-def test_start_up_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_lower_case_variable_does_not_hide_the_upper_case_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``https_proxy=${https_proxy}`` in a compose file, with nothing on the host: blank. The
+    proxy in HTTPS_PROXY still counts (urllib would drop it, and send webhooks direct)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
+    monkeypatch.setenv("https_proxy", "")
+    assert proxy_for("https://hooks.example.com/in") == "http://filter.internal:3128"
+    monkeypatch.setenv("no_proxy", " ")
+    assert proxy_for("https://hooks.example.com/in") == "http://filter.internal:3128"
+
+
+def test_the_lower_case_variable_comes_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://upper.internal:3128")
+    monkeypatch.setenv("https_proxy", "http://lower.internal:3128")
+    assert proxy_for("https://hooks.example.com/in") == "http://lower.internal:3128"
+
+
+def test_no_proxy_entries_match_whole_labels_and_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "ample.com,10.0.0.0/8,localhost:8443,::1")
+    assert proxy_for("https://hooks.example.com/in") is not None  # not a label boundary
+    assert proxy_for("https://10.1.2.3/in") is not None  # ranges match nothing: proxied
+    assert proxy_for("https://localhost:8443/in") is None
+    assert proxy_for("https://localhost:9443/in") is not None  # another port
+    assert proxy_for("https://[::1]:8443/in") is None
+    monkeypatch.setenv("NO_PROXY", "*")
+    assert proxy_for("https://hooks.example.com/in") is None
+
+
+def test_a_proxy_url_that_is_not_one_is_refused_without_quoting_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """urlsplit's own error would quote the netloc, password and all."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:s3cr\uff20et@filter.internal:3128")
+    with pytest.raises(ValueError, match="HTTPS_PROXY") as refused:
+        proxy_for("https://hooks.example.com/in")
+    assert "s3cr" not in str(refused.value)
+
+
+def test_building_the_container_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every command (web, bot, CLI) builds the container first: it stops before doing
+    anything, rather than after (when what it made is closed)."""
     monkeypatch.setenv("HTTPS_PROXY", "https://filter.internal:3128")
-    container = build_container(
-        make_settings(
-            webhook_urls="https://hooks.example.com/in",
-            webhook_secret="whsec_" + "c" * 43,
-        )
-    )
     with pytest.raises(SettingsError, match="Discord's API: HTTPS_PROXY"):
-        container.discord_http()
-    with pytest.raises(SettingsError, match="Webhooks: HTTPS_PROXY"):
-        container.webhook_sender()
+        build_container(make_settings())
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("HTTP_PROXY", "socks5://filter.internal:1080")  # http URLs only
+    with pytest.raises(SettingsError, match="Webhooks: HTTP_PROXY"):
+        build_container(
+            make_settings(webhook_urls="http://127.0.0.1:9000/in", webhook_secret=SECRET)
+        )
+
+
+def test_the_bot_takes_the_same_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hikari's own default ignores the environment: the bot is given the proxy."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
+    container = build_container(make_settings(discord_bot_token="MTIz.YWJj.ZGVm"))
+    runner = build_gateway_bot(container)
+    assert runner.bot.proxy_settings.url == "http://filter.internal:3128"
+    assert container.discord_http()._proxy == "http://filter.internal:3128"

@@ -20,7 +20,7 @@ from entrypoints.bot.bridge import register_services
 from entrypoints.bot.commands import command_loader
 from entrypoints.bot.inband import InBandRestClient
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
-from entrypoints.container import Container, close_resources
+from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
 from entrypoints.logs import install_payload_guard
 from entrypoints.role_connection_worker import RoleConnectionWorker
@@ -70,6 +70,12 @@ def _token(container: Container) -> str:
 def _rest_url(container: Container) -> str:
     # hikari wants exactly ".../api/v10", without a trailing slash.
     return str(container.settings().discord_api_url).rstrip("/")
+
+
+def _proxy(container: Container) -> hikari.impl.ProxySettings:
+    """The environment's proxy for Discord's API (checked when the container was built), for
+    hikari too: its default ignores the environment."""
+    return hikari.impl.ProxySettings(url=discord_proxy(container.settings()))
 
 
 def _start_rest(bot: hikari.RESTBot) -> None:
@@ -193,6 +199,7 @@ class HttpInteractions:
             "Bot",
             public_key=self._public_key,
             rest_url=_rest_url(self._container),
+            proxy_settings=_proxy(self._container),
             banner=None,
             logs=None,
             suppress_optimization_warning=True,
@@ -311,6 +318,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         _token(container),
         intents=hikari.Intents.NONE,  # slash commands need no gateway events besides interactions
         rest_url=_rest_url(container),
+        proxy_settings=_proxy(container),
         banner=None,
         logs=None,
         suppress_optimization_warning=True,
@@ -408,6 +416,7 @@ async def register_role_metadata(container: Container) -> list[str]:
         _token(container),
         "Bot",
         rest_url=_rest_url(container),
+        proxy_settings=_proxy(container),
         banner=None,
         logs=None,
         suppress_optimization_warning=True,
@@ -430,6 +439,7 @@ async def sync_commands(container: Container) -> dict[str, list[str]]:
         _token(container),
         "Bot",
         rest_url=_rest_url(container),
+        proxy_settings=_proxy(container),
         banner=None,
         logs=None,
         suppress_optimization_warning=True,
