@@ -595,10 +595,10 @@ class Settings(BaseSettings):
             if value is None:
                 text = "(not set)"
             elif name == "redis_url":
-                text = _without_password(value.get_secret_value())
+                text = without_password(value.get_secret_value())
             elif name == "webhook_urls":
                 # Where webhooks go, not what their paths and queries may carry (tokens).
-                text = ", ".join(_origin(url) + "/…" for url in self.webhook_url_list)
+                text = ", ".join(origin(url) + "/…" for url in self.webhook_url_list)
             elif isinstance(value, SecretStr):
                 text = "(set)"
             elif name == "database_url":
@@ -748,7 +748,8 @@ def parse_webhook_urls(text: str) -> list[str]:
     return urls
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (never its user, password, path or query)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
@@ -756,7 +757,8 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
+    """The URL with its password (if any) shown as ``***``."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -221,3 +221,35 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     assert ran["proxy_headers"] is False
     assert ran["access_log"] is False
     assert ran["port"] == 8123
+
+
+def test_config_shows_where_calls_out_go_without_the_proxys_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_WEBHOOK_URLS",
+        "https://hooks.example.com/in?token=t0ps3cret,https://direct.example.org/h",
+    )
+    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET", "whsec_" + "c" * 43)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pr0xy-pw@filter.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.example.org")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "proxy for Discord's API = http://user:***@filter.internal:3128" in result.output
+    assert (
+        "proxy for webhooks to https://hooks.example.com = http://user:***@filter.internal:3128"
+        in result.output
+    )
+    assert "proxy for webhooks to https://direct.example.org = (none)" in result.output
+    assert "pr0xy-pw" not in result.output
+    assert "t0ps3cret" not in result.output
+
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://user:pr0xy-pw@filter.internal:1080")
+    refused = CliRunner().invoke(cli, ["config"])
+    assert refused.exit_code != 0
+    assert "Discord's API: HTTPS_PROXY must be an http:// proxy" in str(refused.exception)
+    assert "pr0xy-pw" not in refused.output + str(refused.exception)
