@@ -38,8 +38,10 @@ def proxy_for(url: str) -> str | None:
         "would otherwise go around it"
     )
     try:
-        usable = urlsplit(proxy).scheme.lower() == "http" and urlsplit(proxy).hostname
-    except ValueError:  # its message would quote the proxy's netloc (and any password)
+        parts = urlsplit(proxy)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        usable = parts.scheme.lower() == "http" and parts.hostname
+    except ValueError:  # its message could quote the proxy's netloc (and any password)
         raise refused from None
     if not usable:
         raise refused

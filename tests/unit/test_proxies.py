@@ -106,10 +106,15 @@ def test_a_proxy_url_that_is_not_one_is_refused_without_quoting_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """urlsplit's own error would quote the netloc, password and all."""
-    monkeypatch.setenv("HTTPS_PROXY", "http://user:s3cr\uff20et@filter.internal:3128")
-    with pytest.raises(ValueError, match="HTTPS_PROXY") as refused:
-        proxy_for("https://hooks.example.com/in")
-    assert "s3cr" not in str(refused.value)
+    for proxy in (
+        "http://user:s3cr\uff20et@filter.internal:3128",
+        "http://user:s3cret@filter.internal:99999",  # not a port
+        "http://user:s3cret@:3128",  # no host
+    ):
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        with pytest.raises(ValueError, match="HTTPS_PROXY") as refused:
+            proxy_for("https://hooks.example.com/in")
+        assert "s3cr" not in str(refused.value)
 
 
 def test_building_the_container_fails_naming_the_variable(
