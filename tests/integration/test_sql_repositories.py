@@ -96,14 +96,15 @@ async def test_lookups_get_the_connections_in_the_order_they_asked(pg_db: SqlDat
 
 async def test_a_lookup_that_gets_no_turn_in_time_is_a_storage_error(pg_db: SqlDatabase) -> None:
     """A free turn is taken at once; waiting for one is bounded by the pool's timeout (a
-    setting, here short), after which the lookup fails as storage unavailable (a 503)."""
+    setting, here two seconds: it also bounds opening the first connection, which a busy
+    machine may make slow), after which the lookup fails as storage unavailable (a 503)."""
     from adapters.sql.database import PostgresLinkDirectory
     from domain import errors
     from domain.model import DiscordId
 
     assert isinstance(pg_db.directory, PostgresLinkDirectory)
     directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=1, acquire_timeout=0.2, connect_args={}
+        pg_db.directory._dsn, max_size=1, acquire_timeout=2.0, connect_args={}
     )
     try:
         assert await directory.link_by_discord_id(DiscordId(1)) is None  # a free turn
