@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 from sqlalchemy.exc import DBAPIError
 
-from adapters.proxies import proxy_for
 from domain.errors import DomainError
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.heap import settle_start_up_objects
-from entrypoints.settings import SettingsError, load_settings, origin, without_password
+from entrypoints.settings import SettingsError, load_settings, without_password
 
 if TYPE_CHECKING:
     from adapters.sql import SqlDatabase
@@ -45,16 +44,9 @@ def show_config() -> None:
     settings = load_settings()
     for name, shown in settings.shown().items():
         click.echo(f"{name} = {shown}")
-    # Where calls out go, as the environment says (the proxy's password hidden; a webhook URL
-    # by its origin only: its path may carry a token).
-    outgoing = [("Discord's API", str(settings.discord_api_url))] + [
-        (f"webhooks to {origin(url)}", url) for url in settings.webhook_url_list
-    ]
-    for what, url in outgoing:
-        try:
-            proxy = proxy_for(url)
-        except ValueError as exc:
-            raise SettingsError(f"{what}: {exc}") from None
+    from entrypoints.container import outgoing_proxies  # noqa: PLC0415
+
+    for what, proxy in outgoing_proxies(settings):  # the proxy's password hidden
         click.echo(f"proxy for {what} = {without_password(proxy) if proxy else '(none)'}")
     for warning in settings.warnings():
         click.echo(f"warning: {warning}", err=True)

@@ -38,7 +38,7 @@ from domain.ports import LinkDirectory, QueueListener, Storage, UnitOfWorkFactor
 from domain.use_cases._passwords import Passwords
 from entrypoints.health import Check
 from entrypoints.instrumentation import observed
-from entrypoints.settings import Settings, SettingsError
+from entrypoints.settings import Settings, SettingsError, origin
 
 log = logging.getLogger("taskflow_link")
 
@@ -106,7 +106,7 @@ def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
 
 
 def _webhook_sender(settings: Settings) -> HttpWebhookSender:
-    # Its proxies were checked when the container was built (_check_outgoing_proxies).
+    # Its proxies were checked when the container was built (outgoing_proxies).
     return HttpWebhookSender(
         settings.webhook_url_list,
         settings.webhook_keys,
@@ -141,15 +141,19 @@ def discord_proxy(settings: Settings) -> str | None:
         raise SettingsError(f"Discord's API: {exc}") from None
 
 
-def _check_outgoing_proxies(settings: Settings) -> None:
-    """A proxy in the environment that calls out cannot use stops every command before it
-    does anything (and not at its end, when what it made is closed)."""
-    discord_proxy(settings)
+def outgoing_proxies(settings: Settings) -> list[tuple[str, str | None]]:
+    """Each kind of call out (Discord's API; webhooks, by origin: a path may carry a token)
+    with the environment's proxy for it (``None``: direct). ``SettingsError`` naming the
+    variable for a proxy these calls cannot use: checked when the container is built, so
+    every command stops before it does anything (not at its end, when what it made is
+    closed); shown by ``taskflow-link config``."""
+    found = [("Discord's API", discord_proxy(settings))]
     for url in settings.webhook_url_list:
         try:
-            proxy_for(url)
+            found.append((f"webhooks to {origin(url)}", proxy_for(url)))
         except ValueError as exc:
             raise SettingsError(f"Webhooks: {exc}") from None
+    return found
 
 
 def _discord_http(settings: Settings, metrics: PrometheusMetrics | None) -> DiscordHttp:
@@ -477,7 +481,7 @@ def is_use_case(provider: object) -> bool:
 
 
 def build_container(settings: Settings) -> Container:
-    _check_outgoing_proxies(settings)
+    outgoing_proxies(settings)
     container = Container(settings=settings)
     container.check_dependencies()
     _observe_use_cases(container)

@@ -63,6 +63,16 @@ async def proxy() -> AsyncIterator[Proxy]:
                 await server.wait_closed()
 
 
+async def deliver(url: str) -> int:
+    """One webhook (id ``msg_1``) to ``url``, by a sender made for it."""
+    sender = HttpWebhookSender([url], [b"k" * 32], timeout=10, user_agent="test")
+    message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
+    try:
+        return await sender.send(endpoint_for(url), message)
+    finally:
+        await sender.aclose()
+
+
 @pytest.fixture
 def netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials for every host in ~/.netrc: aiohttp's trust_env would send them along."""
@@ -78,14 +88,8 @@ async def test_an_https_webhook_is_tunnelled_through_the_proxy(
     """The stand-in does not tunnel (so the attempt fails): what counts is that it went to
     the proxy, never straight to the endpoint."""
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-    url = "https://hooks.example.invalid/in?token=t"
-    sender = HttpWebhookSender([url], [b"k" * 32], timeout=10, user_agent="test")
-    message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
-    try:
-        with pytest.raises(errors.WebhookNotDelivered):
-            await sender.send(endpoint_for(url), message)
-    finally:
-        await sender.aclose()
+    with pytest.raises(errors.WebhookNotDelivered):
+        await deliver("https://hooks.example.invalid/in?token=t")
     [(line, headers)] = proxy.requests
     assert line == "CONNECT hooks.example.invalid:443 HTTP/1.1"
     assert "authorization" not in headers  # nothing from ~/.netrc
@@ -97,13 +101,7 @@ async def test_a_webhook_goes_through_all_proxy(
 ) -> None:
     # With credentials for the proxy itself: sent to the proxy, as Proxy-Authorization.
     monkeypatch.setenv("ALL_PROXY", proxy.url.replace("http://", "http://user:pw@"))
-    url = "http://hooks.example.invalid/in?token=t"
-    sender = HttpWebhookSender([url], [b"k" * 32], timeout=10, user_agent="test")
-    message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
-    try:
-        assert await sender.send(endpoint_for(url), message) == 204
-    finally:
-        await sender.aclose()
+    assert await deliver("http://hooks.example.invalid/in?token=t") == 204
     [(line, headers)] = proxy.requests
     assert line == "POST http://hooks.example.invalid/in?token=t HTTP/1.1"
     assert headers["webhook-id"] == "msg_1"
@@ -116,13 +114,7 @@ async def test_a_webhook_to_a_no_proxy_host_goes_direct(
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    url = f"{proxy.url}/hook"  # the stand-in, this time as the endpoint itself
-    sender = HttpWebhookSender([url], [b"k" * 32], timeout=10, user_agent="test")
-    message = WebhookMessage("msg_2", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
-    try:
-        assert await sender.send(endpoint_for(url), message) == 204
-    finally:
-        await sender.aclose()
+    assert await deliver(f"{proxy.url}/hook") == 204  # the stand-in, as the endpoint itself
     [(line, _)] = proxy.requests
     assert line == "POST /hook HTTP/1.1"
 
