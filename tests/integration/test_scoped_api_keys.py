@@ -357,9 +357,9 @@ async def test_the_directory_reads_a_whole_key_in_one_statement(pg_db: SqlDataba
     directory = pg_db.directory
     assert isinstance(directory, PostgresLinkDirectory)
     sent: list[str] = []
-    pool = await directory._get_pool()
-    async with pool.acquire() as conn:
-        conn.add_query_logger(lambda r: sent.append(r.query))
+    assert await directory.api_key_by_digest("0" * 64) is None  # opens its connection
+    (conn,) = directory._idle  # the one the next call uses
+    conn.add_query_logger(lambda r: sent.append(r.query))
     found = await directory.api_key_by_digest("f" * 64)
     assert found == key
     assert len(sent) == 1, sent

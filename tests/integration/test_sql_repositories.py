@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import pytest
 
 from adapters.sql import SqlDatabase
@@ -41,9 +40,9 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
     sent: list[str] = []
     directory = pg_db.directory
     assert isinstance(directory, PostgresLinkDirectory)
-    pool = await directory._get_pool()
-    async with pool.acquire() as conn:
-        conn.add_query_logger(lambda r: sent.append(r.query))
+    assert await directory.link_by_discord_id(DiscordId(1)) is None  # opens its connection
+    (conn,) = directory._idle  # the one each of these calls, one at a time, uses
+    conn.add_query_logger(lambda r: sent.append(r.query))
     for _ in range(2):  # the first time, asyncpg also learns the array type (once)
         sent.clear()
         found = await directory.link_by_discord_id(DiscordId(4242))
@@ -134,23 +133,75 @@ async def test_a_lookup_the_server_does_not_answer_in_time_is_not_tried_again(
     )
     attempts: list[str] = []
     expired: list[object] = []
-    fetch_on, expire = PostgresLinkDirectory._fetch_on, asyncpg.Pool.expire_connections
+    fetch_on = PostgresLinkDirectory._fetch_on_a_connection
+    expire = PostgresLinkDirectory._expire
 
     async def counted_fetch_on(self: PostgresLinkDirectory, *args: Any) -> list[Any]:
         attempts.append("read")
         return await fetch_on(self, *args)
 
-    async def counted_expire(self: asyncpg.Pool) -> None:
+    def counted_expire(self: PostgresLinkDirectory) -> None:
         expired.append(self)
-        await expire(self)
+        expire(self)
 
-    monkeypatch.setattr(PostgresLinkDirectory, "_fetch_on", counted_fetch_on)
-    monkeypatch.setattr(asyncpg.Pool, "expire_connections", counted_expire)
+    monkeypatch.setattr(PostgresLinkDirectory, "_fetch_on_a_connection", counted_fetch_on)
+    monkeypatch.setattr(PostgresLinkDirectory, "_expire", counted_expire)
     try:
+        both = "SELECT pg_sleep(0.05)::text || $1::text"  # at once: a connection each
+        await asyncio.gather(directory._fetch(both, "a"), directory._fetch(both, "b"))
+        kept, used = directory._idle
+        attempts.clear()
         with pytest.raises(errors.StorageError):
             await directory._fetch("SELECT pg_sleep(10)::text || $1::text", "x")
         assert attempts == ["read"]
         assert expired == []
+        assert directory._idle == [kept]  # the other connection is kept, the cut one is not
+        assert used.is_closed()
+        assert not kept.is_closed()
+    finally:
+        await directory.close()
+
+
+async def test_the_directorys_connections_are_reused_and_dropped_when_unusable(
+    pg_db: SqlDatabase,
+) -> None:
+    """With a turn there is a connection: the last one given back, or a new one. A statement
+    the server refuses leaves its connection usable; one cut off (the call cancelled) or any
+    connection in use when the directory closes is closed, never reused."""
+    from adapters.sql.database import PostgresLinkDirectory
+    from domain import errors
+
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    directory = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}
+    )
+    try:
+        for _ in range(3):
+            await directory._fetch("SELECT $1::text", "x")
+        (first,) = directory._idle  # one call at a time: one connection
+        with pytest.raises(errors.StorageFault):  # division by zero: refused, not broken
+            await directory._fetch("SELECT 1 / 0 WHERE $1::text IS NOT NULL", "x")
+        assert directory._idle == [first]
+
+        cut = asyncio.ensure_future(directory._fetch("SELECT pg_sleep(30)::text || $1", "x"))
+        await asyncio.sleep(0)  # it runs: takes a turn and the idle connection, and waits
+        assert directory._idle == []
+        cut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cut
+        assert first.is_closed()
+        assert directory._idle == []
+        await directory._fetch("SELECT $1::text", "x")  # a new connection for the next call
+        (second,) = directory._idle
+        assert second is not first
+
+        busy = asyncio.ensure_future(directory._fetch("SELECT pg_sleep(0.3)::text || $1", "x"))
+        await asyncio.sleep(0)
+        assert directory._idle == []
+        await directory.close()
+        await busy  # finishes its statement, then its connection is closed, not kept
+        assert second.is_closed()
+        assert directory._idle == []
     finally:
         await directory.close()
 

@@ -29,7 +29,14 @@ from domain.use_cases import (
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed, observed, record_outcome
-from entrypoints.logs import AddRequestId, JsonFormatter, RedactTokens, make_formatter, request_id
+from entrypoints.logs import (
+    AddRequestId,
+    JsonFormatter,
+    RedactTokens,
+    configure_logging,
+    make_formatter,
+    request_id,
+)
 from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from entrypoints.web.request_id import choose_request_id
@@ -453,3 +460,29 @@ def test_linked_roles_round_trips_are_counted_as_links_and_sign_ins() -> None:
     c.record("complete_discord_auth", _auth(AuthPurpose.ROLES, AuthOutcome.ALREADY_LINKED))
     assert c.value("links_created_total", how="linked_role") == 1
     assert c.value("sign_ins_total", method="discord", outcome="signed_in") == 1
+
+
+def test_records_skip_what_no_format_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure_logging turns off the caller lookup (a walk up the stack on every line, the
+    access log's too) and the thread and process names; lines read the same."""
+    root = logging.getLogger()
+    # As a process starts (CLI commands run in this process may have configured it already).
+    monkeypatch.setattr(logging, "_srcfile", logging.addLevelName.__code__.co_filename)
+    for name in ("logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, True)
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    configure_logging("INFO")
+    records: list[logging.LogRecord] = []
+    logger, stream = _logger(make_formatter("text"))
+
+    def keep(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return True
+
+    logger.addFilter(keep)
+    logger.info("a line %s", "here")
+    (record,) = records
+    assert (record.funcName, record.lineno) == ("(unknown function)", 0)
+    assert (record.threadName, record.processName, record.process) == (None, None, None)
+    assert stream.getvalue().rstrip().endswith(f"INFO {logger.name} a line here")

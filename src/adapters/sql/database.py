@@ -207,10 +207,17 @@ _BROKEN = (
 
 class PostgresLinkDirectory:
     """``LinkDirectory`` on Postgres, the API's hot path, as a hand-written handler would do
-    it: a small asyncpg pool of its own, and each call one prepared statement (compiled once
-    from the tables) in one round trip, outside any transaction. SQLAlchemy's async layer
+    it: a few asyncpg connections of its own, and each call one prepared statement (compiled
+    once from the tables) in one round trip, outside any transaction. SQLAlchemy's async layer
     costs a greenlet switch per step and its pool a ping per checkout; neither is needed to
-    read one row. The pool connects on first use, never at wiring time."""
+    read one row.
+
+    Nor is asyncpg's pool: a call takes a turn (one per connection, first come first served,
+    see ``_fetch``), and with a turn there is always a connection for it, an idle one or a new
+    one. asyncpg's pool started a task and a timer to check a connection out and another task
+    to give it back, a fifth of a lookup's time in the driver. Connections open on first use,
+    never at wiring time, and stay open (a connection the server closed in the meantime fails
+    its next statement, which is then tried once more on a fresh one)."""
 
     def __init__(
         self,
@@ -224,53 +231,36 @@ class PostgresLinkDirectory:
         self._max_size = max_size
         self._acquire_timeout = acquire_timeout
         self._connect_args = connect_args
-        self._pool: asyncpg.Pool | None = None
         # One turn per connection, taken first come first served (see _fetch).
         self._turns = asyncio.Semaphore(max_size)
-        self._opening: asyncio.Lock | None = None
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._opening = self._opening or asyncio.Lock()
-            async with self._opening:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=0,
-                        max_size=self._max_size,
-                        max_inactive_connection_lifetime=300,
-                        # These connections only ever run one read: no session state to
-                        # undo, so no reset round trip at each release.
-                        reset=_nothing_to_reset,
-                        **self._connect_args,
-                    )
-        return self._pool
+        # Connections no call is using (the last one returned is used first), and the
+        # generation they belong to: a connection of an older one (before a broken
+        # connection was seen, or before close) is closed when it comes back.
+        self._idle: list[asyncpg.Connection] = []
+        self._generation = 0
 
     async def _fetch(self, query: str, argument: object) -> list[Any]:
         for attempt in (1, 2):
             turns = self._turns  # given back to the one taken, should close() replace it
             try:
-                pool = await self._get_pool()
-                # A turn first, first come first served: the pool hands a freed connection
-                # to whichever request asks next, and a request woken for it could find it
-                # taken and go back to the end of the line (lookups waited up to half a
-                # second while others were served in milliseconds).
+                # A turn first, first come first served: asyncpg's pool handed a freed
+                # connection to whichever request asked next, and a request woken for it
+                # could find it taken and go back to the end of the line (lookups waited up
+                # to half a second while others were served in milliseconds).
                 if turns.locked():  # (fair: true too while others wait for a turn)
                     async with asyncio.timeout(self._acquire_timeout):
                         await turns.acquire()
                 else:
                     await turns.acquire()  # free: taken at once, no deadline (timer) needed
-            except asyncpg.PostgresError as exc:
-                raise _translate_driver(exc) from exc
-            except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            except TimeoutError as exc:
                 raise errors.StorageError() from exc
             try:
-                rows = await self._fetch_on(pool, query, argument)
+                rows = await self._fetch_on_a_connection(query, argument)
             except _BROKEN as exc:
-                # A pooled connection the server closed (a restart, a failover): the others
-                # were most likely closed too. Every one is replaced before its next use, and
-                # this read is tried once more, on a fresh one.
-                await pool.expire_connections()
+                # A connection the server closed (a restart, a failover): the idle ones were
+                # most likely closed too. Each is replaced before its next use, and this read
+                # is tried once more, on a fresh one.
+                self._expire()
                 if attempt == 2:
                     raise errors.StorageError() from exc
             else:
@@ -279,41 +269,61 @@ class PostgresLinkDirectory:
                 turns.release()
         raise errors.StorageError()  # pragma: no cover - the loop returns or raises
 
-    async def _fetch_on(self, pool: asyncpg.Pool, query: str, argument: object) -> list[Any]:
-        """One read on one of the pool's connections (a broken connection: ``_BROKEN``)."""
-        try:
-            conn = await pool.acquire(timeout=self._acquire_timeout)
-        except asyncpg.PostgresError as exc:
-            raise _translate_driver(exc) from exc
-        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-            raise errors.StorageError() from exc
+    async def _fetch_on_a_connection(self, query: str, argument: object) -> list[Any]:
+        """One read, with a turn held: on an idle connection or a new one (a broken
+        connection: ``_BROKEN``)."""
+        generation = self._generation
+        conn = self._idle.pop() if self._idle else await self._connect()
         try:
             rows: list[Any] = await conn.fetch(query, argument)
         except TimeoutError as exc:  # before _BROKEN: TimeoutError is an OSError
             # No answer within the command timeout: a frozen or overloaded server, not a
             # closed connection. Not tried again (that would double the wait), and the other
             # connections are kept.
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.terminate()  # a statement cut off by the client leaves it unusable
+            conn.terminate()  # a statement cut off by the client leaves it unusable
             raise errors.StorageError() from exc
-        except _BROKEN:
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.terminate()
-            raise
         except asyncpg.PostgresError as exc:
+            # The server refused this statement; the connection is fine (no transaction).
+            self._put_back(conn, generation)
             raise _translate_driver(exc) from exc
-        finally:
-            await pool.release(conn)
+        except BaseException:
+            # Broken, or the call was cancelled mid-statement: not reused.
+            conn.terminate()
+            raise
+        self._put_back(conn, generation)
         return rows
 
+    async def _connect(self) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(self._dsn, **self._connect_args)
+        except asyncpg.PostgresError as exc:
+            raise _translate_driver(exc) from exc
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            raise errors.StorageError() from exc
+        return conn
+
+    def _put_back(self, conn: asyncpg.Connection, generation: int) -> None:
+        if generation == self._generation and not conn.is_closed():
+            self._idle.append(conn)
+        else:
+            conn.terminate()
+
+    def _expire(self) -> None:
+        """Every idle connection closed, and those in use when they come back."""
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.terminate()
+
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
+        self._generation += 1  # those in use are closed when they come back
+        idle, self._idle = self._idle, []
         self._turns = asyncio.Semaphore(self._max_size)  # the next event loop's
-        if pool is not None:
+        for conn in idle:
             try:
-                await asyncio.wait_for(pool.close(), CLOSE_WITHIN)
+                await conn.close(timeout=CLOSE_WITHIN)
             except (TimeoutError, OSError, asyncpg.InterfaceError):
-                pool.terminate()  # a server that does not answer cannot hold the shutdown
+                conn.terminate()  # a server that does not answer cannot hold the shutdown
 
     async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None:
         rows = await self._fetch(_LINK_BY_ID, discord_id.value)
@@ -330,10 +340,6 @@ class PostgresLinkDirectory:
         if not rows:
             return None
         return _api_key_of(rows[0])
-
-
-async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
-    return None
 
 
 def _utc(value: datetime | None) -> datetime | None:
