@@ -4,8 +4,13 @@ exemptions are anchored; the access log names the client."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from litestar.middleware.base import DefineMiddleware
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.middleware.rate_limit import RateLimitMiddleware
+from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
@@ -81,17 +86,54 @@ async def test_a_two_megabyte_form_is_refused_before_it_is_read(
     assert db.tables.audit == []
 
 
-async def test_csrf_exemptions_are_anchored(h: Harness) -> None:
-    app = create_app(h.container)
-    assert app.csrf_config is not None
-    patterns = list(app.csrf_config.exclude or [])
+def _middleware_of(handler: Any, kind: type) -> list[Any]:
+    """The configs of ``kind`` (a Litestar middleware class) that a route handler runs."""
+    return [
+        m.kwargs["config"]
+        for m in handler.resolve_middleware()
+        if isinstance(m, DefineMiddleware) and m.middleware is kind
+    ]
+
+
+async def test_csrf_and_the_sign_in_limit_guard_every_route_but_the_apis(h: Harness) -> None:
+    """Both are the browser's: every route of ours carries them (one CSRF config, with
+    anchored exemptions), except the JSON API's, which takes no cookie and no form and has its
+    own per-key limit; there they would only cost time on every lookup."""
     import re
 
-    exempt = re.compile("|".join(patterns))
+    app = create_app(h.container)
+    csrf_configs, api_routes, rate_limited = [], 0, set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            csrf = _middleware_of(handler, CSRFMiddleware)
+            limits = [c.store for c in _middleware_of(handler, RateLimitMiddleware)]
+            if route.path.startswith("/schema"):  # Litestar's OpenAPI documents: read only
+                assert handler.http_methods <= {"GET", "HEAD", "OPTIONS"}, route.path
+            elif route.path.startswith("/api/"):
+                api_routes += 1
+                assert csrf == [], route.path
+                assert "auth_rate_limit" not in limits, route.path
+            else:
+                assert len(csrf) == 1, route.path
+                assert limits == ["auth_rate_limit"], route.path
+                csrf_configs += csrf
+                rate_limited |= {(m, route.path) for m in handler.http_methods}
+    assert api_routes >= 3  # the lookup, the bulk lookup, the unlink
+    assert len({id(c) for c in csrf_configs}) == 1
+    assert {("POST", "/signin"), ("POST", "/password/reset/{token:str}")} <= rate_limited
+    exempt = re.compile("|".join(csrf_configs[0].exclude or []))
     assert exempt.findall("/api/v1/links/1")
     assert exempt.findall("/interactions")
     for path in ("/account/api/x", "/interactions/x", "/x/interactions", "/signin?/api/"):
         assert not exempt.findall(path), path
+
+
+async def test_a_form_without_its_csrf_token_is_refused(client: Client) -> None:
+    await client.get("/signin")  # the CSRF cookie
+    answer = await client.post("/signin", data={"login": "alice", "password": "x"})
+    assert answer.status_code == 403
 
 
 async def test_the_access_log_names_the_client(
