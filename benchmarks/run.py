@@ -104,7 +104,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--seconds", type=float, help="seconds of load per measurement (10)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per server (2)")
     parser.add_argument(
-        "--rounds", type=int, help="lookup rounds of app then reference (2; guide once)"
+        "--rounds",
+        type=int,
+        help="lookup rounds of app and reference, in turn first (4; guide once)",
     )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
@@ -139,7 +141,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         sqlite_links=int(pick(args.sqlite_links, 100_000, 1000)),
         seconds=pick(args.seconds, 10, 1),
         warmup=pick(args.warmup, 2, 0),
-        rounds=int(pick(args.rounds, 2, 1)),
+        rounds=int(pick(args.rounds, 4, 1)),
         connections=args.connections,
         threads=args.threads,
         batch=args.batch,
@@ -494,9 +496,11 @@ async def run(options: Options, workdir: Path) -> Results:  # noqa: PLR0912, PLR
             for server in (app, reference, guide):
                 lookup(server, "warm-up", options.warmup)
         runs: dict[str, list[Measured]] = {"app": [], "reference": [], "guide": []}
+        pair = (("app", app), ("reference", reference))
         for number in range(options.rounds):
-            runs["app"].append(lookup(app, "lookup: app", options.seconds))
-            runs["reference"].append(lookup(reference, "lookup: reference", options.seconds))
+            # App first, then reference first: the machine's drift falls on both alike.
+            for name, server in pair if number % 2 == 0 else pair[::-1]:
+                runs[name].append(lookup(server, f"lookup: {name}", options.seconds))
             if number == 0:
                 runs["guide"].append(lookup(guide, "lookup: guide", options.seconds))
         for name, measured in runs.items():
@@ -865,7 +869,8 @@ def render(results: Results, started: dt.datetime, seconds_taken: float) -> str:
         "Notes:",
         f"- Lookups: `wrk -t{o.threads} -c{o.connections} --latency`, random seeded ids, "
         f"same settings for all three servers; app and reference alternate over "
-        f"{o.rounds} round(s) (rates: total requests over total time; percentiles: the "
+        f"{o.rounds} round(s), each first in every other one (rates: total requests over "
+        "total time; percentiles: the "
         "mean of the rounds), the guide runs once. The reference (`benchmarks/reference.py`) "
         "is Litestar + an asyncpg pool of 10 (the app's pool size) with the key digests "
         "loaded at start-up; the guide (`benchmarks/guide.py`) opens a connection per "
