@@ -358,9 +358,10 @@ async def test_the_directory_reads_a_whole_key_in_one_statement(pg_db: SqlDataba
     assert isinstance(directory, PostgresLinkDirectory)
     sent: list[str] = []
     assert await directory.api_key_by_digest("0" * 64) is None  # opens its connection
-    (conn,) = directory._idle  # the one the next call uses
+    ((_, conn),) = directory._idle  # the one the next call uses
     conn.add_query_logger(lambda r: sent.append(r.query))
     found = await directory.api_key_by_digest("f" * 64)
+    await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
     assert found == key
     assert len(sent) == 1, sent
     assert "FROM api_keys" in sent[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -24,6 +25,11 @@ class TestPostgresRepositories(RepositoryContract):
         return pg_db.unit_of_work
 
 
+def idle(directory: Any) -> list[Any]:
+    """The directory's idle connections, the one it uses next last."""
+    return [conn for _, conn in directory._idle]
+
+
 async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatabase) -> None:
     """The API's hot path: no BEGIN/ROLLBACK around the query (one round trip)."""
     from adapters.sql.database import PostgresLinkDirectory
@@ -41,12 +47,14 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
     directory = pg_db.directory
     assert isinstance(directory, PostgresLinkDirectory)
     assert await directory.link_by_discord_id(DiscordId(1)) is None  # opens its connection
-    (conn,) = directory._idle  # the one each of these calls, one at a time, uses
+    (conn,) = idle(directory)  # the one each of these calls, one at a time, uses
     conn.add_query_logger(lambda r: sent.append(r.query))
     for _ in range(2):  # the first time, asyncpg also learns the array type (once)
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
         sent.clear()
         found = await directory.link_by_discord_id(DiscordId(4242))
         several = await directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
+    await asyncio.sleep(0)
     assert found is not None
     assert found.account_id == owner.id
     assert found.linked_at.tzinfo is not None
@@ -149,13 +157,13 @@ async def test_a_lookup_the_server_does_not_answer_in_time_is_not_tried_again(
     try:
         both = "SELECT pg_sleep(0.05)::text || $1::text"  # at once: a connection each
         await asyncio.gather(directory._fetch(both, "a"), directory._fetch(both, "b"))
-        kept, used = directory._idle
+        kept, used = idle(directory)
         attempts.clear()
         with pytest.raises(errors.StorageError):
             await directory._fetch("SELECT pg_sleep(10)::text || $1::text", "x")
         assert attempts == ["read"]
         assert expired == []
-        assert directory._idle == [kept]  # the other connection is kept, the cut one is not
+        assert idle(directory) == [kept]  # the other connection is kept, the cut one is not
         assert used.is_closed()
         assert not kept.is_closed()
     finally:
@@ -178,32 +186,109 @@ async def test_the_directorys_connections_are_reused_and_dropped_when_unusable(
     try:
         for _ in range(3):
             await directory._fetch("SELECT $1::text", "x")
-        (first,) = directory._idle  # one call at a time: one connection
+        (first,) = idle(directory)  # one call at a time: one connection
         with pytest.raises(errors.StorageFault):  # division by zero: refused, not broken
             await directory._fetch("SELECT 1 / 0 WHERE $1::text IS NOT NULL", "x")
-        assert directory._idle == [first]
+        assert idle(directory) == [first]
 
         cut = asyncio.ensure_future(directory._fetch("SELECT pg_sleep(30)::text || $1", "x"))
         await asyncio.sleep(0)  # it runs: takes a turn and the idle connection, and waits
-        assert directory._idle == []
+        assert idle(directory) == []
         cut.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cut
         assert first.is_closed()
-        assert directory._idle == []
+        assert idle(directory) == []
         await directory._fetch("SELECT $1::text", "x")  # a new connection for the next call
-        (second,) = directory._idle
+        (second,) = idle(directory)
         assert second is not first
 
         busy = asyncio.ensure_future(directory._fetch("SELECT pg_sleep(0.3)::text || $1", "x"))
         await asyncio.sleep(0)
-        assert directory._idle == []
+        assert idle(directory) == []
         await directory.close()
         await busy  # finishes its statement, then its connection is closed, not kept
         assert second.is_closed()
-        assert directory._idle == []
+        assert idle(directory) == []
     finally:
         await directory.close()
+
+
+async def test_a_connection_the_server_drops_during_a_statement_is_retried_on_a_new_one(
+    pg_db: SqlDatabase,
+) -> None:
+    """A backend terminated while it runs the statement (a restart, a failover, a pooler
+    cutting it): asyncpg says "closed in the middle of operation", a Postgres error in its
+    class tree, and still a broken connection: the idle ones are dropped and the read is
+    tried once more, on a fresh connection (not a 500)."""
+    from sqlalchemy import text
+
+    from adapters.sql.database import PostgresLinkDirectory
+
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    directory = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}
+    )
+    marker = f"cut-{uuid.uuid4().hex}"
+    try:
+        await directory._fetch("SELECT $1::text", "x")
+        (first,) = idle(directory)
+        read = asyncio.ensure_future(
+            directory._fetch(f"SELECT pg_sleep(0.5)::text || $1::text /* {marker} */", "y")
+        )
+        async with pg_db.engine.connect() as admin:
+            terminated = False
+            for _ in range(500):  # until the statement runs on the server (a few ms)
+                found = await admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE query LIKE :marker AND pid <> pg_backend_pid()"
+                    ),
+                    {"marker": f"%{marker}%"},
+                )
+                if found.scalars().all():
+                    terminated = True
+                    break
+                await asyncio.sleep(0.01)
+            assert terminated
+        assert [tuple(r) for r in await read] == [("y",)]  # answered, by the second try
+        assert first.is_closed()
+        assert first not in idle(directory)
+    finally:
+        await directory.close()
+
+
+async def test_a_connection_unused_too_long_is_replaced_before_it_is_used(
+    pg_db: SqlDatabase,
+) -> None:
+    """A connection idle for longer than max_idle_seconds may have been forgotten by a
+    firewall on the way: it is closed, with those idle longer still, and a new one used."""
+    from adapters.sql.database import PostgresLinkDirectory
+
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    kept = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}
+    )
+    aged = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}, max_idle_seconds=0
+    )
+    try:
+        for directory in (kept, aged):
+            both = "SELECT pg_sleep(0.05)::text || $1::text"  # at once: a connection each
+            await asyncio.gather(directory._fetch(both, "a"), directory._fetch(both, "b"))
+        before = idle(kept)
+        await kept._fetch("SELECT $1::text", "x")
+        assert idle(kept) == before  # the same two, reused
+
+        older, newer = idle(aged)
+        await aged._fetch("SELECT $1::text", "x")
+        (fresh,) = idle(aged)
+        assert fresh not in (older, newer)
+        assert older.is_closed()
+        assert newer.is_closed()
+    finally:
+        await kept.close()
+        await aged.close()
 
 
 async def test_the_directory_survives_a_restarted_database(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,10 @@ from domain.model import AccountId, ApiKey, DiscordId, Link, scopes_from_text
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 CLOSE_WITHIN = 5.0  # seconds for the directory's connections to close before they are cut
+# Seconds a directory connection may sit unused and still be used again (then it is closed
+# and replaced): a firewall or NAT that forgets idle connections drops them silently, and a
+# statement on one would hang until the command timeout.
+IDLE_LIFETIME = 300.0
 # An execution option our SQLite "begin" hook reads: a read-only transaction starts deferred.
 READ_ONLY = "taskflow_read_only"
 
@@ -216,8 +221,9 @@ class PostgresLinkDirectory:
     see ``_fetch``), and with a turn there is always a connection for it, an idle one or a new
     one. asyncpg's pool started a task and a timer to check a connection out and another task
     to give it back, a fifth of a lookup's time in the driver. Connections open on first use,
-    never at wiring time, and stay open (a connection the server closed in the meantime fails
-    its next statement, which is then tried once more on a fresh one)."""
+    never at wiring time. One unused for ``max_idle_seconds`` is closed when it would be used
+    next (no timer per connection), and one the server closed in the meantime fails its next
+    statement, which is then tried once more on a fresh one."""
 
     def __init__(
         self,
@@ -226,17 +232,20 @@ class PostgresLinkDirectory:
         max_size: int,
         acquire_timeout: float,
         connect_args: dict[str, Any],
+        max_idle_seconds: float = IDLE_LIFETIME,
     ) -> None:
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
         self._max_size = max_size
+        self._max_idle = max_idle_seconds
         self._acquire_timeout = acquire_timeout
         self._connect_args = connect_args
         # One turn per connection, taken first come first served (see _fetch).
         self._turns = asyncio.Semaphore(max_size)
-        # Connections no call is using (the last one returned is used first), and the
-        # generation they belong to: a connection of an older one (before a broken
-        # connection was seen, or before close) is closed when it comes back.
-        self._idle: list[asyncpg.Connection] = []
+        # Connections no call is using, with when each was given back (the last one given
+        # back is used first, so the oldest are at the bottom), and the generation they
+        # belong to: a connection of an older one (before a broken connection was seen, or
+        # before close) is closed when it comes back.
+        self._idle: list[tuple[float, asyncpg.Connection]] = []
         self._generation = 0
 
     async def _fetch(self, query: str, argument: object) -> list[Any]:
@@ -273,7 +282,7 @@ class PostgresLinkDirectory:
         """One read, with a turn held: on an idle connection or a new one (a broken
         connection: ``_BROKEN``)."""
         generation = self._generation
-        conn = self._idle.pop() if self._idle else await self._connect()
+        conn = self._idle_connection() or await self._connect()
         try:
             rows: list[Any] = await conn.fetch(query, argument)
         except TimeoutError as exc:  # before _BROKEN: TimeoutError is an OSError
@@ -282,6 +291,10 @@ class PostgresLinkDirectory:
             # connections are kept.
             conn.terminate()  # a statement cut off by the client leaves it unusable
             raise errors.StorageError() from exc
+        except _BROKEN:
+            # Before PostgresError: asyncpg's "closed in the middle of operation" is one.
+            conn.terminate()
+            raise
         except asyncpg.PostgresError as exc:
             # The server refused this statement; the connection is fine (no transaction).
             self._put_back(conn, generation)
@@ -302,9 +315,23 @@ class PostgresLinkDirectory:
             raise errors.StorageError() from exc
         return conn
 
+    def _idle_connection(self) -> asyncpg.Connection | None:
+        """The connection given back last, unless it sat unused too long: then it and every
+        one given back before it are closed."""
+        if not self._idle:
+            return None
+        since, conn = self._idle.pop()
+        if time.monotonic() - since < self._max_idle:
+            return conn
+        stale, self._idle = self._idle, []  # given back earlier still
+        for _, old in stale:
+            old.terminate()
+        conn.terminate()
+        return None
+
     def _put_back(self, conn: asyncpg.Connection, generation: int) -> None:
         if generation == self._generation and not conn.is_closed():
-            self._idle.append(conn)
+            self._idle.append((time.monotonic(), conn))
         else:
             conn.terminate()
 
@@ -312,18 +339,24 @@ class PostgresLinkDirectory:
         """Every idle connection closed, and those in use when they come back."""
         self._generation += 1
         idle, self._idle = self._idle, []
-        for conn in idle:
+        for _, conn in idle:
             conn.terminate()
 
     async def close(self) -> None:
         self._generation += 1  # those in use are closed when they come back
-        idle, self._idle = self._idle, []
+        idle, self._idle = [conn for _, conn in self._idle], []
         self._turns = asyncio.Semaphore(self._max_size)  # the next event loop's
-        for conn in idle:
-            try:
-                await conn.close(timeout=CLOSE_WITHIN)
-            except (TimeoutError, OSError, asyncpg.InterfaceError):
-                conn.terminate()  # a server that does not answer cannot hold the shutdown
+        try:
+            # Together, within one deadline: a server that does not answer cannot hold the
+            # shutdown (nor, one after another, ten times over).
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await asyncio.gather(*(conn.close() for conn in idle), return_exceptions=True)
+        except TimeoutError:
+            pass
+        finally:
+            for conn in idle:
+                if not conn.is_closed():
+                    conn.terminate()
 
     async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None:
         rows = await self._fetch(_LINK_BY_ID, discord_id.value)
