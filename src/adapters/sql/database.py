@@ -300,7 +300,7 @@ class PostgresLinkDirectory:
             self._put_back(conn, generation)
             raise _translate_driver(exc) from exc
         except BaseException:
-            # Broken, or the call was cancelled mid-statement: not reused.
+            # Cancelled mid-statement (or anything unforeseen): not reused.
             conn.terminate()
             raise
         self._put_back(conn, generation)

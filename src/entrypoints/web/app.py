@@ -355,9 +355,9 @@ def _limits(
         # Anchored: a substring would exempt any future path that merely contains "/api/".
         exclude=["^/api/", "^/interactions$", "^/metrics$"],
     )
-    # On every route but the JSON API's (which takes no cookie and no form): Litestar puts
-    # an app's CSRF middleware on every route, and any middleware of the app's level on a
-    # route a second exception handler; on a lookup, a tenth of the app's own time.
+    # On every route but the JSON API's (which takes no cookie and no form): at the app's
+    # level Litestar runs both on every route, the API's too, where they only checked their
+    # exclusion patterns.
     browser: list[Middleware] = [
         auth_rate_limit.middleware,
         DefineMiddleware(CSRFMiddleware, config=csrf),
