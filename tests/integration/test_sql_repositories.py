@@ -214,6 +214,31 @@ async def test_the_directorys_connections_are_reused_and_dropped_when_unusable(
         await directory.close()
 
 
+async def test_a_lookup_that_waited_through_close_does_not_leave_a_connection_open(
+    pg_db: SqlDatabase,
+) -> None:
+    """close() while a lookup waits for its turn: the lookup is still answered, and the
+    connection it used is closed after it, not kept past the close."""
+    from adapters.sql.database import PostgresLinkDirectory
+    from domain.model import DiscordId
+
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    directory = PostgresLinkDirectory(
+        pg_db.directory._dsn, max_size=1, acquire_timeout=30, connect_args={}
+    )
+    try:
+        turns = directory._turns
+        await turns.acquire()  # the only turn, taken
+        waiting = asyncio.ensure_future(directory.link_by_discord_id(DiscordId(1)))
+        await asyncio.sleep(0)
+        await directory.close()
+        turns.release()
+        assert await waiting is None
+        assert idle(directory) == []
+    finally:
+        await directory.close()
+
+
 async def test_a_connection_the_server_drops_during_a_statement_is_retried_on_a_new_one(
     pg_db: SqlDatabase,
 ) -> None:

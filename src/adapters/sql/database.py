@@ -251,6 +251,9 @@ class PostgresLinkDirectory:
     async def _fetch(self, query: str, argument: object) -> list[Any]:
         for attempt in (1, 2):
             turns = self._turns  # given back to the one taken, should close() replace it
+            # A connection this call uses is kept only while nothing has changed since it
+            # asked (a close() while it waited for its turn, a broken connection seen).
+            generation = self._generation
             try:
                 # A turn first, first come first served: asyncpg's pool handed a freed
                 # connection to whichever request asked next, and a request woken for it
@@ -264,7 +267,7 @@ class PostgresLinkDirectory:
             except TimeoutError as exc:
                 raise errors.StorageError() from exc
             try:
-                rows = await self._fetch_on_a_connection(query, argument)
+                rows = await self._fetch_on_a_connection(query, argument, generation)
             except _BROKEN as exc:
                 # A connection the server closed (a restart, a failover): the idle ones were
                 # most likely closed too. Each is replaced before its next use, and this read
@@ -278,10 +281,11 @@ class PostgresLinkDirectory:
                 turns.release()
         raise errors.StorageError()  # pragma: no cover - the loop returns or raises
 
-    async def _fetch_on_a_connection(self, query: str, argument: object) -> list[Any]:
+    async def _fetch_on_a_connection(
+        self, query: str, argument: object, generation: int
+    ) -> list[Any]:
         """One read, with a turn held: on an idle connection or a new one (a broken
         connection: ``_BROKEN``)."""
-        generation = self._generation
         conn = self._idle_connection() or await self._connect()
         try:
             rows: list[Any] = await conn.fetch(query, argument)
