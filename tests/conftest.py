@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -27,6 +29,19 @@ settings.load_profile(
 sys.dont_write_bytecode = False
 
 _skipped: list[str] = []
+
+# What configure_logging turns off for the whole process (see entrypoints.logs).
+_LOGGING_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
+
+@pytest.fixture(autouse=True)
+def _logging_switches_restored() -> Iterator[None]:
+    """CLI commands that tests run in this process configure its logging: without this, every
+    later test's captured log lines would read "(unknown file):0"."""
+    saved = [getattr(logging, name) for name in _LOGGING_SWITCHES]
+    yield
+    for name, value in zip(_LOGGING_SWITCHES, saved, strict=True):
+        setattr(logging, name, value)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
