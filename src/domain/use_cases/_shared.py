@@ -97,11 +97,12 @@ async def apply_link(
         uow, roles, RoleAction.ADD, discord_id=discord.id, account_id=account_id, now=now
     )
     await webhooks.publish(uow, link_created(link, via=via))
-    account = await uow.accounts.get(account_id)
-    if account is not None and via != "signup":  # a brand-new account needs no alarm
-        await queue_notice(
-            uow, account, EmailKind.DISCORD_LINKED, now, discord_username=discord.username
-        )
+    if via != "signup":  # a brand-new account needs no alarm (nor a read of its row)
+        account = await uow.accounts.get(account_id)
+        if account is not None:
+            await queue_notice(
+                uow, account, EmailKind.DISCORD_LINKED, now, discord_username=discord.username
+            )
     return LinkResult(link, created=True)
 
 
