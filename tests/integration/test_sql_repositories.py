@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from adapters.sql import SqlDatabase
+from adapters.sql.database import PostgresLinkDirectory
 from domain.ports import UnitOfWorkFactory
 from tests.contracts.repositories import RepositoryContract
 
@@ -25,6 +26,25 @@ class TestPostgresRepositories(RepositoryContract):
         return pg_db.unit_of_work
 
 
+def own_directory(
+    pg_db: SqlDatabase,
+    max_size: int,
+    *,
+    acquire_timeout: float = 30,
+    connect_args: dict[str, Any] | None = None,
+    **options: Any,
+) -> PostgresLinkDirectory:
+    """A directory of its own on the test database, to close or wear out freely."""
+    assert isinstance(pg_db.directory, PostgresLinkDirectory)
+    return PostgresLinkDirectory(
+        pg_db.directory._dsn,
+        max_size=max_size,
+        acquire_timeout=acquire_timeout,
+        connect_args=connect_args or {},
+        **options,
+    )
+
+
 def idle(directory: Any) -> list[Any]:
     """The directory's idle connections, the one it uses next last."""
     return [conn for _, conn in directory._idle]
@@ -32,7 +52,6 @@ def idle(directory: Any) -> list[Any]:
 
 async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatabase) -> None:
     """The API's hot path: no BEGIN/ROLLBACK around the query (one round trip)."""
-    from adapters.sql.database import PostgresLinkDirectory
     from domain.model import DiscordId
     from tests.contracts.repositories import account, link
 
@@ -68,13 +87,9 @@ async def test_lookups_get_the_connections_in_the_order_they_asked(pg_db: SqlDat
     could find it taken by one that had just arrived, and wait again at the end of the line
     (under load, a few lookups waited half a second). Turns are taken first come first served:
     one arriving at the very moment a connection is freed waits behind those already waiting."""
-    from adapters.sql.database import PostgresLinkDirectory
     from domain.model import DiscordId
 
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=1, acquire_timeout=30, connect_args={}
-    )
+    directory = own_directory(pg_db, 1)
     served: list[str] = []
     go = asyncio.Event()
 
@@ -105,14 +120,10 @@ async def test_a_lookup_that_gets_no_turn_in_time_is_a_storage_error(pg_db: SqlD
     """A free turn is taken at once; waiting for one is bounded by the pool's timeout (a
     setting, here two seconds: it also bounds opening the first connection, which a busy
     machine may make slow), after which the lookup fails as storage unavailable (a 503)."""
-    from adapters.sql.database import PostgresLinkDirectory
     from domain import errors
     from domain.model import DiscordId
 
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=1, acquire_timeout=2.0, connect_args={}
-    )
+    directory = own_directory(pg_db, 1, acquire_timeout=2.0)
     try:
         assert await directory.link_by_discord_id(DiscordId(1)) is None  # a free turn
         turns = directory._turns
@@ -132,13 +143,9 @@ async def test_a_lookup_the_server_does_not_answer_in_time_is_not_tried_again(
 ) -> None:
     """A timeout is a slow or frozen server, not a closed connection: one attempt (a second
     would double the wait), and the pool's other connections are kept."""
-    from adapters.sql.database import PostgresLinkDirectory
     from domain import errors
 
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={"command_timeout": 0.2}
-    )
+    directory = own_directory(pg_db, 2, connect_args={"command_timeout": 0.2})
     attempts: list[str] = []
     expired: list[object] = []
     fetch_on = PostgresLinkDirectory._fetch_on_a_connection
@@ -176,13 +183,9 @@ async def test_the_directorys_connections_are_reused_and_dropped_when_unusable(
     """With a turn there is a connection: the last one given back, or a new one. A statement
     the server refuses leaves its connection usable; one cut off (the call cancelled) or any
     connection in use when the directory closes is closed, never reused."""
-    from adapters.sql.database import PostgresLinkDirectory
     from domain import errors
 
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}
-    )
+    directory = own_directory(pg_db, 2)
     try:
         for _ in range(3):
             await directory._fetch("SELECT $1::text", "x")
@@ -219,13 +222,9 @@ async def test_a_lookup_that_waited_through_close_does_not_leave_a_connection_op
 ) -> None:
     """close() while a lookup waits for its turn: the lookup is still answered, and the
     connection it used is closed after it, not kept past the close."""
-    from adapters.sql.database import PostgresLinkDirectory
     from domain.model import DiscordId
 
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=1, acquire_timeout=30, connect_args={}
-    )
+    directory = own_directory(pg_db, 1)
     try:
         turns = directory._turns
         await turns.acquire()  # the only turn, taken
@@ -248,12 +247,7 @@ async def test_a_connection_the_server_drops_during_a_statement_is_retried_on_a_
     tried once more, on a fresh connection (not a 500)."""
     from sqlalchemy import text
 
-    from adapters.sql.database import PostgresLinkDirectory
-
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    directory = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}
-    )
+    directory = own_directory(pg_db, 2)
     marker = f"cut-{uuid.uuid4().hex}"
     try:
         await directory._fetch("SELECT $1::text", "x")
@@ -288,15 +282,9 @@ async def test_a_connection_unused_too_long_is_replaced_before_it_is_used(
 ) -> None:
     """A connection idle for longer than max_idle_seconds may have been forgotten by a
     firewall on the way: it is closed, with those idle longer still, and a new one used."""
-    from adapters.sql.database import PostgresLinkDirectory
 
-    assert isinstance(pg_db.directory, PostgresLinkDirectory)
-    kept = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}
-    )
-    aged = PostgresLinkDirectory(
-        pg_db.directory._dsn, max_size=2, acquire_timeout=30, connect_args={}, max_idle_seconds=0
-    )
+    kept = own_directory(pg_db, 2)
+    aged = own_directory(pg_db, 2, max_idle_seconds=0)
     try:
         for directory in (kept, aged):
             both = "SELECT pg_sleep(0.05)::text || $1::text"  # at once: a connection each
