@@ -6,10 +6,12 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # -- build: the project's wheel, and the wheels of everything it needs ---------------------
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY src ./src
-# Every dependency is published as a binary wheel for Linux: no compiler needed.
-RUN python -m pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
+# Every dependency is published as a binary wheel for Linux: no compiler needed. The versions
+# are those the tests ran with (constraints.txt).
+RUN python -m pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels \
+        -c constraints.txt .
 
 # -- runtime: the wheels installed on a slim Python, run as a user without privileges -------
 FROM ${PYTHON_IMAGE} AS runtime

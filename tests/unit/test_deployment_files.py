@@ -131,7 +131,10 @@ def test_dockerfile_builds_a_wheel_then_runs_it_as_a_user_without_privileges() -
     docker = _dockerfile()
     assert docker["ARG"] == ["PYTHON_IMAGE=python:3.11-slim"]
     assert docker["FROM"] == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
-    assert any("pip wheel" in run for run in docker["RUN"])
+    # The image's versions are the ones the tests ran with.
+    assert any("constraints.txt" in copy.split() for copy in docker["COPY"])
+    (wheel,) = [run for run in docker["RUN"] if "pip wheel" in run]
+    assert "-c constraints.txt" in " ".join(wheel.split())
     assert any("--no-index" in run and "taskflow-link" in run for run in docker["RUN"])
     (user,) = docker["USER"]
     assert user.split(":")[0] not in ("root", "0")
@@ -153,7 +156,7 @@ def test_dockerfile_commands_are_real() -> None:
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored[ignored.index("*") :][:1] == ["*"]  # everything out, then what is needed
-    assert {"!pyproject.toml", "!README.md", "!LICENSE", "!src"} <= set(ignored)
+    assert {"!pyproject.toml", "!constraints.txt", "!README.md", "!LICENSE", "!src"} <= set(ignored)
     assert "!.env" not in ignored
 
 
