@@ -6,6 +6,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -165,6 +166,8 @@ FREE_PASSWORD_TRIES = 5
 FIRST_BACKOFF = timedelta(seconds=15)
 LONGEST_BACKOFF = timedelta(minutes=15)
 FORGET_FAILURES_AFTER = timedelta(hours=1)
+# 15 s doubled 6 times is 16 minutes: from then on the wait is the longest one.
+_DOUBLINGS_TO_CAP = math.ceil(math.log2(LONGEST_BACKOFF / FIRST_BACKOFF))
 
 
 def password_retry_wait(
@@ -181,7 +184,9 @@ def password_retry_wait(
         return None
     if now - last_failure >= FORGET_FAILURES_AFTER:
         return None
-    backoff = min(FIRST_BACKOFF * 2 ** (failures - FREE_PASSWORD_TRIES), LONGEST_BACKOFF)
+    # The doubling stops at the cap: past it, 2 ** n would overflow a timedelta (48 failures).
+    doublings = failures - FREE_PASSWORD_TRIES
+    backoff = LONGEST_BACKOFF if doublings >= _DOUBLINGS_TO_CAP else FIRST_BACKOFF * 2**doublings
     ready = last_failure + backoff
     return ready - now if now < ready else None
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher
 from domain import errors
 from domain.model import AuditKind
 from domain.policies import password_retry_wait
+from domain.use_cases._passwords import account_key
 from tests.harness import PASSWORD, Harness
 
 WRONG = "not the password at all"
@@ -27,6 +30,36 @@ def test_the_backoff_doubles_after_five_free_tries_and_is_forgotten_after_an_hou
     assert password_retry_wait(5, last, last + timedelta(seconds=15)) is None
     assert password_retry_wait(40, last, last) == timedelta(minutes=15)  # capped
     assert password_retry_wait(40, last, last + timedelta(hours=1)) is None
+
+
+@given(failures=st.integers(min_value=0, max_value=10**9), elapsed=st.integers(0, 7200))
+def test_the_wait_is_never_longer_than_the_cap_however_many_failures(
+    failures: int, elapsed: int
+) -> None:
+    """However many failures are stored (48 made the doubling overflow a timedelta: a 500
+    for every password check of the account, the right password's too)."""
+    from datetime import UTC, datetime
+
+    last = datetime(2026, 1, 1, tzinfo=UTC)
+    wait = password_retry_wait(failures, last, last + timedelta(seconds=elapsed))
+    assert wait is None or timedelta(0) < wait <= timedelta(minutes=15)
+    if failures >= 11 and elapsed < 900:  # from the 6th doubling on: the cap
+        assert wait == timedelta(minutes=15) - timedelta(seconds=elapsed)
+
+
+async def test_an_account_with_many_stored_failures_waits_instead_of_failing(h: Harness) -> None:
+    """Failures pile up slowly (one every 16 minutes never reaches the hour that forgets
+    them): the 49th wrong password, and the right one, get the wait, not a server error."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    attempts = h.container.password_attempts()
+    key = account_key(alice.account.id)
+    for _ in range(60):
+        await attempts.record_failure(key, h.clock.now(), forget_after=timedelta(hours=1))
+    for password in (WRONG, PASSWORD):
+        with pytest.raises(errors.TooManyRequests):
+            await h.container.sign_in().execute(login="alice", password=password)
+    h.clock.advance(timedelta(minutes=15))
+    await h.container.sign_in().execute(login="alice", password=PASSWORD)
 
 
 async def test_forty_wrong_current_passwords_are_stopped_after_five(h: Harness) -> None:
