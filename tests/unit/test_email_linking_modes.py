@@ -138,6 +138,38 @@ async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) 
         )
 
 
+async def test_a_confirmation_whose_check_overlapped_a_password_reset_links_nothing(
+    confirm: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old password was right when checked, but alice reset it before the link and the
+    session were written: neither is, and the proposal is not spent."""
+    h = confirm
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    proposal, _ = await _confirm_needed(h, 8004, "alice@example.com")
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    hasher = h.container.password_hasher()
+    real_verify = hasher.verify
+
+    async def verify_then_reset(password_hash: str, password: str) -> bool:
+        right = await real_verify(password_hash, password)
+        await h.container.reset_password().execute(
+            token=reset, new_password="a password chosen after the reset"
+        )
+        return right
+
+    monkeypatch.setattr(hasher, "verify", verify_then_reset)
+    with pytest.raises(errors.InvalidCredentials, match="changed a moment ago"):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password=PASSWORD
+        )
+    monkeypatch.undo()
+    assert await h.container.link_of_account().execute(alice.id) is None
+    shown = await h.container.show_link_proposal().execute(proposal)  # still usable
+    assert shown.account.id == alice.id
+
+
 async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
     confirm: Harness,
 ) -> None:

@@ -71,6 +71,39 @@ async def test_changing_the_email_ends_the_other_sessions(h: Harness) -> None:
 # -- the account page's list ---------------------------------------------------------------------
 
 
+async def test_a_sign_in_whose_check_overlapped_a_password_change_gets_no_session(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone who knows alice's old password signs in while she changes it. The old
+    password was checked (outside any transaction: hashing is slow) before the change
+    committed; the session would start after the change ended every other session, and
+    would outlive it, with a fresh proof of identity (10 minutes to change the email without
+    a password). It does not start."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    hasher = h.container.password_hasher()
+    real_verify = hasher.verify
+    changes: list[str] = []
+
+    async def verify_then_change(password_hash: str, password: str) -> bool:
+        right = await real_verify(password_hash, password)
+        if not changes:  # the first check (the intruder's): alice changes it meanwhile
+            changes.append("changed")
+            await h.container.set_password().execute(
+                session_token=alice.session_token,
+                new_password=NEW_PASSWORD,
+                current_password=PASSWORD,
+            )
+        return right
+
+    monkeypatch.setattr(hasher, "verify", verify_then_change)
+    with pytest.raises(errors.InvalidCredentials, match="changed a moment ago"):
+        await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    assert changes == ["changed"]
+    listed = await h.container.list_sessions().execute(alice.session_token)
+    assert [s.digest for s in listed.sessions] == [listed.current.digest]  # hers alone
+    await h.container.sign_in().execute(login="alice", password=NEW_PASSWORD)
+
+
 async def test_sessions_are_listed_and_each_can_be_ended(h: Harness, db: MemoryDatabase) -> None:
     alice = await h.sign_up("alice", "alice@example.com")
     discord = h.discord_user(7003)

@@ -225,6 +225,20 @@ async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
     return await attempt()
 
 
+async def still_the_password(uow: UnitOfWork, account_id: AccountId, checked: str) -> Account:
+    """The account, locked, if its password hash is still ``checked`` (the one a password was
+    just checked against, outside any transaction because hashing is slow). A password reset
+    or change that committed meanwhile ended every session of the account: a session started
+    from the old password must not outlive it (``InvalidCredentials`` instead). A reset that
+    commits after this lock waits for it, and then ends this session too."""
+    fresh = await uow.accounts.lock(account_id)
+    if fresh is None or fresh.password_hash != checked:
+        raise errors.InvalidCredentials(
+            "The password of this account changed a moment ago: sign in with the new one."
+        )
+    return fresh
+
+
 async def prove_identity(
     uow_factory: UnitOfWorkFactory,
     tokens: TokenIssuer,

@@ -28,6 +28,7 @@ from domain.use_cases._shared import (
     retry_on_conflict,
     signed_in,
     start_session,
+    still_the_password,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.webhooks import account_created
@@ -124,10 +125,9 @@ class SignIn(_PasswordUseCase):
         rehashed = await self._passwords.rehash_if_outdated(password_hash, password)
         now = self._clock.now()
         async with self._uow() as uow:
+            fresh = await still_the_password(uow, account.id, password_hash)
             if rehashed is not None:
-                fresh = await uow.accounts.lock(account.id)
-                if fresh is not None and fresh.password_hash == password_hash:
-                    await uow.accounts.update(replace(fresh, password_hash=rehashed))
+                await uow.accounts.update(replace(fresh, password_hash=rehashed))
             token = await start_session(
                 uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
             )

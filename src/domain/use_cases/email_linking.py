@@ -37,6 +37,7 @@ from domain.use_cases._shared import (
     queue_email,
     retry_on_conflict,
     start_session,
+    still_the_password,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 
@@ -159,18 +160,18 @@ class ConfirmLinkWithPassword:
 
     async def execute(self, *, proposal_token: str | None, password: str) -> LinkConfirmed:
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
-        if shown.account.password_hash is None:
+        password_hash = shown.account.password_hash
+        if password_hash is None:
             raise errors.InvalidInput(
                 "This account has no password: use the link we email to its address."
             )
-        if not await self._passwords.check(
-            account_key(shown.account.id), shown.account.password_hash, password
-        ):
+        if not await self._passwords.check(account_key(shown.account.id), password_hash, password):
             raise errors.InvalidCredentials("The password is not right.")
 
         async def attempt() -> LinkConfirmed:
             now = self._clock.now()
             async with self._uow() as uow:
+                await still_the_password(uow, shown.account.id, password_hash)
                 proposal = await use_secret(
                     uow.link_proposals,
                     shown.proposal.digest,
