@@ -86,13 +86,77 @@ class RedisHealth:
         return await local()
 
 
+# What an atomic update makes of a stored value (None: there is none): its result, and the
+# value to store (None: leave it as it is).
+Change = Callable[[bytes | None], tuple[T, str | None]]
+
+
+async def update_atomically(store: Store, key: str, change: Change[T], expires_in: int) -> T:
+    """Read ``key``, let ``change`` decide, write what it says, with no other write to ``key``
+    in between: on Redis, by any instance (``WATCH``/``MULTI``, tried again when another
+    instance wrote first); in memory, by the caller, who must take its own turn for ``key``
+    in this process (the store's reads and writes are awaited, others may run meanwhile)."""
+    if isinstance(store, FallbackStore):
+        return await store.update(key, change, expires_in)
+    return await _update_in(store, key, change, expires_in)
+
+
+async def _update_in(store: Store, key: str, change: Change[T], expires_in: int) -> T:
+    result, new = change(await store.get(key))
+    if new is not None:
+        await store.set(key, new, expires_in=expires_in)
+    return result
+
+
+async def _update_on_redis(redis: Redis, name: str, change: Change[T], expires_in: int) -> T:
+    from redis.exceptions import WatchError  # noqa: PLC0415
+
+    # Leaving the pipeline's block resets it (UNWATCH when nothing was written).
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:  # a WatchError means another instance's write went through: progress
+            try:
+                await pipe.watch(name)
+                raw = await pipe.get(name)
+                result, new = change(raw.encode() if isinstance(raw, str) else raw)
+                if new is None:
+                    return result
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(name, new, ex=expires_in)
+                await pipe.execute()
+                return result
+            except WatchError:
+                continue
+
+
 class FallbackStore(Store):
     """A Litestar store on Redis that uses a memory store while Redis is down."""
 
-    def __init__(self, shared: Store, local: Store, health: RedisHealth) -> None:
+    def __init__(
+        self,
+        shared: Store,
+        local: Store,
+        health: RedisHealth,
+        *,
+        redis: Redis | None = None,
+        name_of: Callable[[str], str] = str,
+    ) -> None:
+        """``redis`` and ``name_of`` (a key's name in Redis, as ``shared`` names it): what
+        ``update`` needs to update a value atomically."""
         self._shared = shared
         self._local = local
         self._health = health
+        self._redis = redis
+        self._name_of = name_of
+
+    async def update(self, key: str, change: Change[T], expires_in: int) -> T:
+        """See ``update_atomically``."""
+        redis = self._redis
+        if redis is None:
+            raise RuntimeError("this store was made without its Redis client")
+        return await self._health.call(
+            lambda: _update_on_redis(redis, self._name_of(key), change, expires_in),
+            lambda: _update_in(self._local, key, change, expires_in),
+        )
 
     async def set(
         self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
@@ -196,7 +260,13 @@ class SharedState:
                 from litestar.stores.redis import RedisStore  # noqa: PLC0415
 
                 shared = RedisStore(self.redis, namespace=f"{PREFIX}:{namespace}")
-                store = FallbackStore(shared, store, self.health)
+                store = FallbackStore(
+                    shared,
+                    store,
+                    self.health,
+                    redis=self.redis,
+                    name_of=lambda key: f"{PREFIX}:{namespace}:{key}",  # as RedisStore does
+                )
             self._stores[namespace] = store
         return self._stores[namespace]
 

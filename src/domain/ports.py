@@ -531,9 +531,19 @@ class PasswordAttempts(Protocol):
     async def failures(self, key: str) -> tuple[int, datetime | None]:
         """How many wrong passwords in a row, and when the last one was."""
 
-    async def record_failure(self, key: str, now: datetime, *, forget_after: timedelta) -> None:
-        """One more (counting from zero again when the last one is older than
-        ``forget_after``, after which the store may drop the key)."""
+    async def reserve(
+        self,
+        key: str,
+        now: datetime,
+        *,
+        forget_after: timedelta,
+        wait_for: Callable[[int, datetime | None], timedelta | None],
+    ) -> timedelta | None:
+        """A try, before the password is checked: ``wait_for(failures, last)`` says how long
+        the key must wait (nothing is recorded then); otherwise the try is counted as one
+        more failure (from zero again when the last one is older than ``forget_after``,
+        after which the store may drop the key) until ``clear`` says it was right. Tries
+        reserved at the same time are counted one after the other."""
 
     async def clear(self, key: str) -> None: ...
 

@@ -4,6 +4,7 @@ its own memory, says so once, and shares again when Redis is back, without a res
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ import pytest
 
 from adapters.attempts import StorePasswordAttempts
 from adapters.shared_state import SharedState
+from domain.policies import password_retry_wait
 from entrypoints.health import Readiness
 from tests.integration.redis_server import RedisServer
 
@@ -30,7 +32,9 @@ async def test_two_instances_share_stores_throttles_and_replays(redis_url: str) 
 
         now = datetime(2030, 1, 1, tzinfo=UTC)
         for attempts in (StorePasswordAttempts(a.store("password-attempts")),) * 2:
-            await attempts.record_failure("account-1", now, forget_after=timedelta(minutes=15))
+            await attempts.reserve(
+                "account-1", now, forget_after=timedelta(minutes=15), wait_for=lambda *_: None
+            )
         seen_by_b = await StorePasswordAttempts(b.store("password-attempts")).failures("account-1")
         assert seen_by_b == (2, now)
 
@@ -38,6 +42,45 @@ async def test_two_instances_share_stores_throttles_and_replays(redis_url: str) 
         assert not await b.replay_guard.first_time("interaction:42", 600)
         assert not await a.replay_guard.first_time("interaction:42", 600)
         assert await b.replay_guard.first_time("interaction:43", 600)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_tries_reserved_at_once_on_two_instances_are_counted_one_by_one(
+    redis_url: str,
+) -> None:
+    """The password throttle's count is updated atomically in Redis (WATCH/MULTI): guesses
+    sent at once to two instances are counted one after the other, none lost, so exactly
+    the free tries get through."""
+    a, b = _instances(redis_url)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    instances = [StorePasswordAttempts(a.store("password-attempts"))] * 2 + [
+        StorePasswordAttempts(b.store("password-attempts"))
+    ] * 2  # two of each: also two "processes" sharing the store's client
+    try:
+        waits = await asyncio.gather(
+            *(
+                instances[i % 4].reserve(
+                    "account-2",
+                    now,
+                    forget_after=timedelta(hours=1),
+                    wait_for=lambda failures, last: password_retry_wait(failures, last, now),
+                )
+                for i in range(40)
+            )
+        )
+        assert [w for w in waits if w is None] == [None] * 5
+        assert await instances[3].failures("account-2") == (5, now)
+        # Written where Litestar's RedisStore reads it, with the expiry asked for.
+        raw = await a.store("password-attempts").get("password-attempts:account-2")
+        assert raw is not None
+        assert b'"failures": 5' in raw
+        assert (
+            0
+            < (await a.store("password-attempts").expires_in("password-attempts:account-2") or 0)
+            <= 3600
+        )
     finally:
         await a.close()
         await b.close()
@@ -78,6 +121,14 @@ async def test_redis_going_away_and_coming_back(
         ready, checks = await readiness.report()
         assert not ready
         assert checks == {"redis": "unreachable"}
+        attempts = StorePasswordAttempts(a.store("password-attempts"))
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        for _ in range(2):  # the throttle counts in this process's memory meanwhile
+            wait = await attempts.reserve(
+                "account-3", now, forget_after=timedelta(hours=1), wait_for=lambda *_: None
+            )
+            assert wait is None
+        assert await attempts.failures("account-3") == (2, now)
         outage = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
         assert len(outage) == 2  # once per instance, not once per call
 

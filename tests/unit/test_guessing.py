@@ -3,12 +3,15 @@ check, failed sign-ins audited, new passwords checked for strength, old hashes r
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar.stores.memory import MemoryStore
 
+from adapters.attempts import StorePasswordAttempts
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher
 from domain import errors
@@ -54,7 +57,9 @@ async def test_an_account_with_many_stored_failures_waits_instead_of_failing(h: 
     attempts = h.container.password_attempts()
     key = account_key(alice.account.id)
     for _ in range(60):
-        await attempts.record_failure(key, h.clock.now(), forget_after=timedelta(hours=1))
+        await attempts.reserve(
+            key, h.clock.now(), forget_after=timedelta(hours=1), wait_for=lambda *_: None
+        )
     for password in (WRONG, PASSWORD):
         with pytest.raises(errors.TooManyRequests):
             await h.container.sign_in().execute(login="alice", password=password)
@@ -85,6 +90,51 @@ async def test_forty_wrong_current_passwords_are_stopped_after_five(h: Harness) 
     await h.container.sign_in().execute(login="alice", password=PASSWORD)  # and resets it
     with pytest.raises(errors.InvalidCredentials):
         await h.container.sign_in().execute(login="alice", password=WRONG)
+
+
+async def test_forty_wrong_passwords_sent_at_once_are_stopped_after_five(h: Harness) -> None:
+    """Sent together, the guesses used to be checked all at once: each read the count
+    before any earlier one had hashed and counted its failure (69 of 80 were checked by a
+    real server). Each try is now counted before its hash."""
+    await h.sign_up("alice", "alice@example.com")
+
+    async def guess() -> str:
+        try:
+            await h.container.sign_in().execute(login="alice", password=WRONG)
+        except errors.InvalidCredentials:
+            return "wrong"
+        except errors.TooManyRequests:
+            return "wait"
+        return "signed in"
+
+    outcomes = await asyncio.gather(*(guess() for _ in range(40)))
+    assert sorted(outcomes) == ["wait"] * 35 + ["wrong"] * 5
+    with pytest.raises(errors.TooManyRequests):  # the owner too, as after 5 in a row
+        await h.container.sign_in().execute(login="alice", password=PASSWORD)
+
+
+async def test_tries_reserved_at_once_are_counted_one_by_one() -> None:
+    """The adapter's side: 20 reservations at the same time, each seeing the ones before."""
+    attempts = StorePasswordAttempts(MemoryStore())
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    seen: list[int] = []
+
+    def wait_for(failures: int, last: datetime | None) -> timedelta | None:
+        seen.append(failures)
+        return password_retry_wait(failures, last, now)
+
+    waits = await asyncio.gather(
+        *(
+            attempts.reserve("k", now, forget_after=timedelta(hours=1), wait_for=wait_for)
+            for _ in range(20)
+        )
+    )
+    assert [w is None for w in waits].count(True) == 5
+    assert seen == [0, 1, 2, 3, 4] + [5] * 15
+    assert await attempts.failures("k") == (5, now)
+    await attempts.clear("k")
+    assert await attempts.failures("k") == (0, None)
+    assert not attempts._turns[asyncio.get_running_loop()]  # no lock kept once unused
 
 
 async def test_unknown_logins_are_throttled_alike(h: Harness) -> None:

@@ -40,8 +40,14 @@ class Passwords:
         ``TooManyRequests`` while the key must wait; an account without a password spends the
         time of a real check (no enumeration by timing)."""
         now = self._clock.now()
-        failures, last = await self._attempts.failures(key)
-        wait = password_retry_wait(failures, last, now)
+        # The try counts as a failure from here until it proves right: guesses sent at once
+        # are counted one by one, not all checked while the first ones hash.
+        wait = await self._attempts.reserve(
+            key,
+            now,
+            forget_after=FORGET_FAILURES_AFTER,
+            wait_for=lambda failures, last: password_retry_wait(failures, last, now),
+        )
         if wait is not None:
             minutes = max(1, math.ceil(wait.total_seconds() / 60))
             raise errors.TooManyRequests(
@@ -54,10 +60,7 @@ class Passwords:
         else:
             right = await self._hasher.verify(password_hash, password)
         if right:
-            if failures:
-                await self._attempts.clear(key)
-        else:
-            await self._attempts.record_failure(key, now, forget_after=FORGET_FAILURES_AFTER)
+            await self._attempts.clear(key)
         return right
 
     async def new_hash(self, password: str, *, related: Sequence[str] = ()) -> str:
