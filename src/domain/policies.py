@@ -7,11 +7,12 @@ import enum
 import hashlib
 import hmac
 import math
+import posixpath
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from domain import errors
 from domain.model import (
@@ -285,6 +286,16 @@ def safe_destination(raw: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return raw
+
+
+def destination_path(destination: str) -> str:
+    """The path a same-site ``destination`` reaches: percent-decoded (as the server decodes
+    it), repeated slashes as one, and ``.``/``..`` segments resolved (as the browser resolves
+    them, ``%2e`` included), so that ``/%6Cink/x``, ``/./link/x`` and ``/static/../link/x``
+    are all ``/link/x``. For checks only: the destination itself is kept as it was."""
+    path = re.sub(r"/+", "/", unquote(urlsplit(destination).path))
+    resolved = posixpath.normpath(path)
+    return f"{resolved}/" if path.endswith("/") and resolved != "/" else resolved
 
 
 # -- usernames -----------------------------------------------------------------------------------

@@ -196,3 +196,30 @@ async def test_each_sign_in_gets_a_fresh_session(h: Harness, db: MemoryDatabase)
     assert len(db.tables.sessions) == 2
     # Only digests are stored, never the tokens themselves.
     assert first.session_token not in db.tables.sessions
+
+
+@pytest.mark.parametrize(
+    ("next_path", "destination"),
+    [
+        ("/link/SECRET", "/account"),
+        ("/./link/SECRET", "/account"),
+        ("/%6Cink/SECRET", "/account"),
+        ("/%2e/link/SECRET", "/account"),
+        ("/static/../password/reset/SECRET", "/account"),
+        ("/account/..//verify-email/SECRET", "/account"),
+        ("/%2Fpassword/reset/SECRET", "/account"),
+        ("/account?tab=sessions", "/account?tab=sessions"),
+        ("/a/b/../c", "/a/b/../c"),  # goes nowhere secret: kept as it was
+    ],
+)
+async def test_a_sign_in_never_stores_a_secret_path_however_it_is_spelled(
+    h: Harness, db: MemoryDatabase, next_path: str, destination: str
+) -> None:
+    """A pending login's destination is kept in the database: a path with a one-time secret
+    (a /link ticket, an email link) must not be, whatever spelling the browser or the server
+    would turn into it."""
+    browser = Browser()
+    await h.start_login(browser, next_path)
+    (pending,) = db.tables.pending_logins.values()
+    assert pending.destination == destination
+    assert "SECRET" not in repr(pending)

@@ -14,6 +14,7 @@ from domain.policies import (
     SecretStatus,
     check_one_time_secret,
     choose_username,
+    destination_path,
     pkce_challenge,
     safe_destination,
     username_base_from_discord,
@@ -193,3 +194,23 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 )
 def test_check_one_time_secret(kwargs: dict[str, object], status: str) -> None:
     assert check_one_time_secret(now=NOW, **kwargs) is SecretStatus[status]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("destination", "path"),
+    [
+        ("/", "/"),
+        ("/account?x=/link/1#f", "/account"),
+        ("/./link/x", "/link/x"),
+        ("/%6Cink/x", "/link/x"),
+        ("/%2e%2E/link/x", "/link/x"),
+        ("/static/../password/reset/t", "/password/reset/t"),
+        ("/a//b/", "/a/b/"),
+        ("/%2F%2Flink/x", "/link/x"),
+        ("/..", "/"),
+    ],
+)
+def test_a_destinations_path_is_what_browsers_and_servers_reach(
+    destination: str, path: str
+) -> None:
+    assert destination_path(destination) == path

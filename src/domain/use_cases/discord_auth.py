@@ -36,6 +36,7 @@ from domain.policies import (
     choose_username,
     decide_link,
     decide_login,
+    destination_path,
     pkce_challenge,
     safe_destination,
 )
@@ -136,7 +137,7 @@ class StartDiscordLogin(_StartDiscordAuth):
         self, *, next_path: str | None, browser_tokens: Sequence[str], ask_again: bool = False
     ) -> AuthStarted:
         destination = safe_destination(next_path)
-        if destination.startswith(_SECRET_PATHS):
+        if destination_path(destination).startswith(_SECRET_PATHS):  # however it is spelled
             destination = "/account"
         return await self._start(
             AuthPurpose.LOGIN,
