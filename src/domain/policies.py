@@ -87,7 +87,9 @@ def decide_login(
     """
     if existing_link is not None:
         return SignInLinkedAccount(existing_link.account_id)
-    if len(email_matches) > 1:
+    # Marked shared (before addresses were unique), an account stays ambiguous even once the
+    # others have moved to another address: no one proved which of them this address names.
+    if len(email_matches) > 1 or any(account.email_shared for account in email_matches):
         return Refuse(errors.AmbiguousEmail)
     if len(email_matches) == 1:
         account = email_matches[0]

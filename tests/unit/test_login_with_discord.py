@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from adapters.memory import MemoryDatabase
@@ -65,6 +67,26 @@ async def test_row4_email_shared_by_several_accounts_is_refused_as_ambiguous(
 
     assert db.tables.links == {}
     assert len(db.tables.accounts) == 2
+
+
+async def test_an_account_marked_shared_stays_ambiguous_when_it_is_the_last_one(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The README's promise: accounts that shared an address before addresses were unique
+    are never matched by it, also once the others moved away."""
+    alice = await h.legacy_account("alice", "shared@example.com", verified=True)
+    other = await h.legacy_account("alice2", "Shared@Example.com", verified=True)
+    async with h.uow() as uow:
+        await uow.accounts.update(replace(other, email="moved@example.com", email_shared=False))
+        await uow.commit()
+    async with h.uow() as uow:
+        assert [a.id for a in await uow.accounts.find_by_email("shared@example.com")] == [alice.id]
+    discord = h.discord_user(1005, email="shared@example.com", verified=True)
+
+    with pytest.raises(errors.AmbiguousEmail):
+        await h.discord_login(discord)
+
+    assert db.tables.links == {}
 
 
 @pytest.mark.parametrize("discord_email", [None, "alice@example.com"])
