@@ -180,10 +180,24 @@ async def test_the_outbox_page_shows_the_emails_with_clickable_links(
 ) -> None:
     await _sign_up(client, "gil")
     token = hx.link_token(await _email(hx, "gil@example.com"), "/verify-email/")
-    page = await client.get("/outbox")
+    page = await client.get("/outbox", headers={"host": "127.0.0.1:8000"})  # the public URL's
     assert page.status_code == 200
     assert "gil@example.com" in page.text
     assert f'<a href="http://127.0.0.1:8000/verify-email/{token}">' in page.text
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "localhost:8000"])
+async def test_the_outbox_answers_only_to_the_public_urls_name(
+    client: Client, hx: Harness, host: str
+) -> None:
+    """DNS rebinding: a page of attacker.example, its name now pointing at 127.0.0.1, reads
+    the outbox of a demo on this machine with its own name in Host. It gets no link."""
+    await _sign_up(client, "hal")
+    token = hx.link_token(await _email(hx, "hal@example.com"), "/verify-email/")
+    page = await client.get("/outbox", headers={"host": host})
+    assert page.status_code == 404
+    assert "The outbox is shown only at http://127.0.0.1:8000/outbox." in page.text
+    assert token not in page.text
 
 
 async def test_the_outbox_page_exists_only_when_configured(h: Harness) -> None:

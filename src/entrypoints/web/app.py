@@ -474,8 +474,13 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             "account": Provide(current_account, sync_to_thread=False),
         },
         # The API's key check (a before_request hook) takes no dependencies: it finds its use
-        # case here.
-        state=State({"authenticate_api_key": container.authenticate_api_key()}),
+        # case here; the development outbox finds the public URL (it answers only to its name).
+        state=State(
+            {
+                "authenticate_api_key": container.authenticate_api_key(),
+                "public_url": str(settings.public_url).rstrip("/"),
+            }
+        ),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         middleware=middleware,
         stores=stores,

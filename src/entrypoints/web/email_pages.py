@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from litestar import Controller, Request, get, post
+from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
@@ -197,7 +200,19 @@ def _linkified(text: str) -> list[tuple[str, bool]]:
     return [(piece, i % 2 == 1) for i, piece in enumerate(_URL.split(text)) if piece]
 
 
-@get("/outbox", include_in_schema=False)
+def _asked_by_its_public_address(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """The outbox shows everyone's reset and sign-in links: only to a browser that asked for
+    this service by the name in its public URL. A page of another site whose name was
+    pointed at this address (DNS rebinding: the demo listens on 127.0.0.1) sends that
+    site's name in ``Host`` instead."""
+    public: str = connection.app.state["public_url"]
+    if connection.headers.get("host", "").lower() != urlsplit(public).netloc.lower():
+        raise errors.NotFound(f"The outbox is shown only at {public}/outbox.")
+
+
+@get("/outbox", include_in_schema=False, guards=[_asked_by_its_public_address])
 async def outbox_page(account: CurrentAccount, email_sender: Use[EmailSender]) -> Template:
     """The development outbox: every email the service "sent", newest first."""
     sender = email_sender
