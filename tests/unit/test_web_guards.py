@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from litestar import Request
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.rate_limit import RateLimitMiddleware
@@ -14,8 +15,14 @@ from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
+from domain.model import AuditKind
 from entrypoints.web import create_app
-from entrypoints.web.guards import valid_host
+from entrypoints.web.guards import (
+    MAX_FORM_FIELDS,
+    few_form_fields,
+    refuse_control_characters,
+    valid_host,
+)
 from tests.harness import PASSWORD, Harness
 from tests.web_support import Client, csrf_token
 
@@ -95,32 +102,48 @@ def _middleware_of(handler: Any, kind: type) -> list[Any]:
     ]
 
 
-async def test_csrf_and_the_sign_in_limit_guard_every_route_but_the_apis(h: Harness) -> None:
-    """Both are the browser's: every route of ours carries them (one CSRF config, with
-    anchored exemptions), except the JSON API's, which takes no cookie and no form and has its
-    own per-key limit; there they would only cost time on every lookup."""
+# Routes that take no cookie and no form: Discord's endpoint and the probes.
+SERVICE_ROUTES = {"/interactions", "/healthz", "/readyz"}
+
+
+async def test_the_browsers_guards_are_on_every_route_but_the_apis_and_discords(
+    h: Harness,
+) -> None:
+    """CSRF, the sign-in limit, the form field limit and the control-character check are the
+    browser's: every page carries them (one CSRF config, with anchored exemptions). The JSON
+    API (no cookie, no form, its own per-key limit), Discord's endpoint and the probes do not:
+    there they would only cost time, and the form checks would parse a body no one reads as a
+    form (a megabyte of form fields posted to /interactions cost a minute of the event loop)."""
     import re
 
     app = create_app(h.container)
-    csrf_configs, api_routes, rate_limited = [], 0, set()
+    csrf_configs, api_routes, service_routes, rate_limited = [], 0, set(), set()
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
             csrf = _middleware_of(handler, CSRFMiddleware)
             limits = [c.store for c in _middleware_of(handler, RateLimitMiddleware)]
+            form_limit = few_form_fields in handler.resolve_middleware()
+            checks_characters = handler.resolve_before_request() is refuse_control_characters
             if route.path.startswith("/schema"):  # Litestar's OpenAPI documents: read only
                 assert handler.http_methods <= {"GET", "HEAD", "OPTIONS"}, route.path
-            elif route.path.startswith("/api/"):
-                api_routes += 1
+            elif route.path.startswith("/api/") or route.path in SERVICE_ROUTES:
+                api_routes += route.path.startswith("/api/")
+                service_routes |= {route.path} & SERVICE_ROUTES
                 assert csrf == [], route.path
                 assert "auth_rate_limit" not in limits, route.path
+                assert not form_limit, route.path
+                assert not checks_characters, route.path
             else:
                 assert len(csrf) == 1, route.path
                 assert limits == ["auth_rate_limit"], route.path
+                assert form_limit, route.path
+                assert checks_characters, route.path
                 csrf_configs += csrf
                 rate_limited |= {(m, route.path) for m in handler.http_methods}
     assert api_routes >= 3  # the lookup, the bulk lookup, the unlink
+    assert service_routes == SERVICE_ROUTES
     assert len({id(c) for c in csrf_configs}) == 1
     assert {("POST", "/signin"), ("POST", "/password/reset/{token:str}")} <= rate_limited
     exempt = re.compile("|".join(csrf_configs[0].exclude or []))
@@ -128,6 +151,55 @@ async def test_csrf_and_the_sign_in_limit_guard_every_route_but_the_apis(h: Harn
     assert exempt.findall("/interactions")
     for path in ("/account/api/x", "/interactions/x", "/x/interactions", "/signin?/api/"):
         assert not exempt.findall(path), path
+
+
+async def test_a_form_with_more_fields_than_any_of_ours_is_refused_before_it_is_parsed(
+    client: Client, db: MemoryDatabase
+) -> None:
+    """64 KB of ``a=b&a=b&…`` (Litestar's form takes time growing with the square of them to
+    close): a 400 that says why, before CSRF or the handler parse it; a real form passes."""
+    page = await client.get("/signin")
+    token = csrf_token(page.text)
+    crowded = "&".join(["a=b"] * 16_000) + f"&_csrf_token={token}&login=alice&password=x"
+    answer = await client.post(
+        "/signin",
+        content=crowded,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 400
+    assert f"too many fields (at most {MAX_FORM_FIELDS})" in answer.text
+    fields = {f"f{i}": "x" for i in range(MAX_FORM_FIELDS - 4)}
+    fine = await client.post(
+        "/signin", data={**fields, "login": "alice", "password": "x", "_csrf_token": token}
+    )
+    assert fine.status_code == 401  # read as a form: an unknown login
+    assert db.tables.audit[-1].kind is AuditKind.SIGN_IN_FAILED
+
+
+async def test_a_form_posted_to_discords_endpoint_is_not_parsed(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/interactions reads its body as Discord's signed JSON, never as a form (a megabyte of
+    form fields posted there was parsed by the pages' checks: a minute of the event loop)."""
+    parsed: list[str] = []
+    real_form = Request.form
+
+    async def form(self: Request[Any, Any, Any]) -> Any:
+        parsed.append(self.url.path)
+        return await real_form(self)
+
+    monkeypatch.setattr(Request, "form", form)
+    crowded = b"&".join([b"=b"] * 10_000)
+    answer = await client.post(
+        "/interactions",
+        content=crowded,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code in (401, 404)  # 404: HTTP interactions are off here
+    assert parsed == []
+    page = await client.get("/signin")  # the check that would notice: pages parse forms
+    await client.post("/signin", data={"login": "a", "_csrf_token": csrf_token(page.text)})
+    assert parsed
 
 
 async def test_a_form_without_its_csrf_token_is_refused(client: Client) -> None:

@@ -53,7 +53,7 @@ from entrypoints.web.errors import (
     path_of,
     unexpected_error_handler,
 )
-from entrypoints.web.guards import host_guard, refuse_control_characters
+from entrypoints.web.guards import few_form_fields, host_guard, refuse_control_characters
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
@@ -359,6 +359,7 @@ def _limits(
     # level Litestar runs both on every route, the API's too, where they only checked their
     # exclusion patterns.
     browser: list[Middleware] = [
+        few_form_fields,  # before anything parses a form (CSRF does, for its token)
         auth_rate_limit.middleware,
         DefineMiddleware(CSRFMiddleware, config=csrf),
     ]
@@ -394,12 +395,10 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
 
     middleware, browser, stores, api = _limits(container, limit)
-    functions = [
-        *([outbox_page] if settings.email_outbox_page else []),
-        interactions,
-        healthz,
-        readyz,
-    ]
+    page_functions = [outbox_page] if settings.email_outbox_page else []
+    # Discord's endpoint and the probes: no cookie, no form, so none of the browser's guards
+    # (CSRF, the sign-in limit, the form checks), which would only cost them time.
+    service_functions = [interactions, healthz, readyz]
 
     async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
         signed_in: SignedInAs | None = await container.current_session().execute(
@@ -455,12 +454,18 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
                     ),
                     Router(
                         path="/",
-                        route_handlers=functions,
-                        dependencies=_use_cases_named(container, functions),
+                        route_handlers=page_functions,
+                        dependencies=_use_cases_named(container, page_functions),
                     ),
                     create_static_files_router(path="/static", directories=[HERE / "static"]),
                 ],
                 middleware=browser,
+                before_request=refuse_control_characters,
+            ),
+            Router(
+                path="/",
+                route_handlers=service_functions,
+                dependencies=_use_cases_named(container, service_functions),
             ),
             api,
         ],
@@ -484,7 +489,6 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         middleware=middleware,
         stores=stores,
-        before_request=refuse_control_characters,
         # Forms are small; a bigger body is refused (413) before it is read. Interactions
         # allow more (their own limit), the JSON API reads no body.
         request_max_body_size=FORM_BODY_LIMIT,
