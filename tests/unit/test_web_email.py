@@ -228,3 +228,29 @@ async def test_only_the_signed_in_owner_can_confirm_an_address(client: Client, h
     account_page = (await client.get("/account")).text
     assert "Not confirmed yet" in _status(account_page)
     assert "<title>Your account · TaskFlow</title>" in account_page
+
+
+async def test_only_an_answer_that_did_something_wakes_the_workers(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each wake-up is a pass over the queues (on SQLite, under the write lock): a refused
+    POST, which anyone can send, queued nothing and wakes no one."""
+    from entrypoints.queue_worker import QueueWorker
+
+    woken: list[str] = []
+    monkeypatch.setattr(QueueWorker, "wake", lambda self: woken.append(self.name))
+    page = await client.get("/signin")
+    refused = [
+        await client.post(
+            "/signin",
+            data={"login": "nobody", "password": "x", "_csrf_token": csrf_token(page.text)},
+        ),
+        await client.post("/signin", data={"login": "nobody", "password": "x"}),  # no CSRF
+        await client.post("/nowhere", data={"a": "b"}),
+        await client.post("/interactions", content=b"{}"),
+        await client.delete("/api/v1/links/1"),
+    ]
+    assert [r.status_code for r in refused] == [401, 403, 404, 404, 401]
+    assert woken == []
+    await _sign_up(client, "ivy")  # queues a confirmation email
+    assert "email" in woken

@@ -278,7 +278,9 @@ class _Workers:
         """Before a response goes out, wake the workers whose queue the request may have
         written to (a wake-up that comes while a worker works is one more pass, not one each).
         """
-        if message["type"] != "http.response.start":
+        # A refusal (4xx, 5xx) wrote nothing to wait for: no pass (on SQLite each pass takes
+        # the write lock, and anyone can send refused POSTs).
+        if message["type"] != "http.response.start" or message["status"] >= 400:
             return
         loop, method, path = asyncio.get_running_loop(), scope.get("method"), scope["path"]
         # A form that changed something may have queued an email: send it now. (Not after
