@@ -209,7 +209,9 @@ class MemoryReplayGuard:
 
 
 class RedisReplayGuard:
-    """Interaction ids seen by any instance: ``SET key 1 NX EX ttl`` has one winner."""
+    """Interaction ids seen by any instance: ``SET key 1 NX EX ttl`` has one winner. Each id
+    this instance sees is also kept in its memory: while Redis is away, a replay of one seen
+    before the outage is still refused here."""
 
     def __init__(self, redis: Redis, health: RedisHealth, local: MemoryReplayGuard) -> None:
         self._redis = redis
@@ -218,9 +220,11 @@ class RedisReplayGuard:
 
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
         async def shared() -> bool:
-            return bool(
+            first = bool(
                 await self._redis.set(f"{PREFIX}:replay:{key}", b"1", nx=True, ex=ttl_seconds)
             )
+            await self._local.first_time(key, ttl_seconds)
+            return first
 
         return await self._health.call(shared, lambda: self._local.first_time(key, ttl_seconds))
 

@@ -111,6 +111,8 @@ async def test_redis_going_away_and_coming_back(
         assert (await readiness.report())[0]
 
         redis_server.stop_server()
+        # Seen while Redis answered: still refused by the instance that saw it.
+        assert not await a.replay_guard.first_time("interaction:1", 600)
         # Every call still answers, from this process's memory: no exception reaches a request.
         store = a.store("auth-rate-limit")
         await store.set("client", "1", expires_in=60)
