@@ -816,9 +816,7 @@ def _configure_logging(level: str, log_format: Literal["text", "json"] = "text")
 
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
-
-    return make_url(url).render_as_string(hide_password=True)
+    return without_password(url)
 
 
 def main() -> None:

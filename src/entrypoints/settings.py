@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -602,7 +602,7 @@ class Settings(BaseSettings):
             elif isinstance(value, SecretStr):
                 text = "(set)"
             elif name == "database_url":
-                text = make_url(value).render_as_string(hide_password=True)
+                text = without_password(value)
             else:
                 text = str(value)
             shown[ENV_PREFIX + name.upper()] = text
@@ -757,15 +757,29 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+# Query parameters that carry a secret in the URLs we are given (redis-py and asyncpg take
+# the password there too: ``?password=``, ``?sslpassword=``).
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
 def without_password(url: str) -> str:
-    """The URL with its password (if any) shown as ``***``."""
+    """The URL with its password (if any) shown as ``***``, in the user part or in a query
+    parameter named like a secret."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = parts.username or ""
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    # The query by hand: urlunsplit would also rewrite what it does not need to (an empty
+    # host: sqlite:///x.db became sqlite:/x.db).
+    base, question, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(_SECRET_PARAMETER.search(name) for name, _ in pairs):
         return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    hidden = [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs]
+    return f"{base}{question}{urlencode(hidden, safe='*')}{hash_mark}{fragment}"
 
 
 def _blank(value: object) -> bool:

@@ -160,6 +160,43 @@ def test_config_never_prints_the_database_password(monkeypatch: pytest.MonkeyPat
     assert "TASKFLOW_LINK_DISCORD_CLIENT_SECRET = (set)" in result.output
 
 
+@pytest.mark.parametrize(
+    ("variable", "url", "shown"),
+    [
+        (
+            "TASKFLOW_LINK_DATABASE_URL",
+            "postgresql+asyncpg://app@db/taskflow?password=s3cr3t-pw&sslmode=require",
+            "postgresql+asyncpg://app@db/taskflow?password=***&sslmode=require",
+        ),
+        (
+            "TASKFLOW_LINK_DATABASE_URL",
+            "postgresql+asyncpg://app:s3cr3t-pw@db/taskflow?sslpassword=s3cr3t-pw",
+            "postgresql+asyncpg://app:***@db/taskflow?sslpassword=***",
+        ),
+        (
+            "TASKFLOW_LINK_REDIS_URL",
+            "redis://cache:6380/2?password=s3cr3t-pw",
+            "redis://cache:6380/2?password=***",
+        ),
+        (
+            "TASKFLOW_LINK_DATABASE_URL",
+            "sqlite+aiosqlite:///./taskflow.db?mode=rwc",
+            "sqlite+aiosqlite:///./taskflow.db?mode=rwc",
+        ),
+    ],
+)
+def test_config_never_prints_a_password_given_as_a_query_parameter(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str, shown: str
+) -> None:
+    """The drivers take the password in the query string too (``?password=``)."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(variable, url)
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-pw" not in result.output
+    assert f"{variable} = {shown}" in result.output
+
+
 def test_a_discord_rate_limit_is_logged_as_one() -> None:
     from hikari.internal import routes
 
