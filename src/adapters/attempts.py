@@ -8,6 +8,7 @@ import contextlib
 import json
 import weakref
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 from litestar.stores.base import Store
@@ -19,20 +20,22 @@ class StorePasswordAttempts:
     """One key per account (or unknown login): ``{"failures": n, "last": iso time}``, dropped
     by the store ``forget_after`` the last failure.
 
-    A check reserves its try (counts it as a failure) before the password is hashed, and a
-    right password clears the count: a burst of guesses sent at once is counted one by one,
-    not all read as "no failures yet" while the first hashes run (a real server checked 69
-    of 80). A reservation is atomic: in Redis by ``WATCH``/``MULTI`` (whichever instances
-    the guesses reach), in memory by this process's turn for the key. While Redis is away,
-    each instance counts in its own memory (see ``shared_state``)."""
+    Guesses sent all at once were each checked while the first ones hashed (a real server
+    checked 69 of 80): every one had read "no failures yet". Now the checks of one key take
+    turns in this process (``one_at_a_time``), each seeing the ones before; and a check
+    reserves its try (counts it as a failure, until a right password clears the count)
+    before hashing, atomically (in Redis by ``WATCH``/``MULTI``), for the checks that other
+    instances run at the same time. While Redis is away, each instance counts in its own
+    memory (see ``shared_state``)."""
 
     def __init__(self, store: Store, namespace: str = "password-attempts") -> None:
         self._store = store
         self._prefix = f"{namespace}:"
-        # Per event loop (tests run several), per key while some check holds or awaits it.
-        self._turns: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Lock, int]]
-        ] = weakref.WeakKeyDictionary()
+        self._checks = _KeyedLocks()
+        self._updates = _KeyedLocks()
+
+    def one_at_a_time(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self._checks.hold(key)
 
     async def failures(self, key: str) -> tuple[int, datetime | None]:
         return _parse(await self._store.get(self._prefix + key))
@@ -54,30 +57,49 @@ class StorePasswordAttempts:
                 return wait, None
             return None, json.dumps({"failures": failures + 1, "last": now.isoformat()})
 
-        async with self._turn(key):
+        # In memory, the store's read and write are awaited apart: this process's turn for
+        # the key keeps other updates out between them (Redis needs no turn, WATCH does it).
+        async with self._updates.hold(key):
             return await update_atomically(
                 self._store, self._prefix + key, change, int(forget_after.total_seconds())
             )
 
     async def clear(self, key: str) -> None:
-        async with self._turn(key):
+        async with self._updates.hold(key):
             await self._store.delete(self._prefix + key)
 
+    @property
+    def keys_in_use(self) -> int:
+        """How many keys this process holds a lock for now (none once all are done)."""
+        return self._checks.in_use + self._updates.in_use
+
+
+class _KeyedLocks:
+    """An asyncio lock per key, per event loop (tests run several), kept only while in use."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Lock, int]]
+        ] = weakref.WeakKeyDictionary()
+
     @contextlib.asynccontextmanager
-    async def _turn(self, key: str) -> AsyncIterator[None]:
-        """This process's turn to read and write ``key`` (the lock exists while in use)."""
-        turns = self._turns.setdefault(asyncio.get_running_loop(), {})
-        lock, users = turns.get(key, (asyncio.Lock(), 0))
-        turns[key] = (lock, users + 1)
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        lock, users = locks.get(key, (asyncio.Lock(), 0))
+        locks[key] = (lock, users + 1)
         try:
             async with lock:
                 yield
         finally:
-            lock, users = turns[key]
+            lock, users = locks[key]
             if users == 1:
-                del turns[key]
+                del locks[key]
             else:
-                turns[key] = (lock, users - 1)
+                locks[key] = (lock, users - 1)
+
+    @property
+    def in_use(self) -> int:
+        return sum(len(locks) for locks in self._locks.values())
 
 
 def _parse(raw: bytes | None) -> tuple[int, datetime | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -528,6 +529,11 @@ class PasswordAttempts(Protocol):
     """Wrong passwords per account (or per unknown login), for the sign-in throttle. Shared by
     every instance when it is backed by a shared store."""
 
+    def one_at_a_time(self, key: str) -> AbstractAsyncContextManager[None]:
+        """This process's turn to check a password for ``key``: its checks of one key run
+        one after another (a burst of right passwords all pass, of wrong ones five do).
+        Not reentrant: a check must not check the same key again inside its turn."""
+
     async def failures(self, key: str) -> tuple[int, datetime | None]:
         """How many wrong passwords in a row, and when the last one was."""
 
@@ -543,7 +549,7 @@ class PasswordAttempts(Protocol):
         the key must wait (nothing is recorded then); otherwise the try is counted as one
         more failure (from zero again when the last one is older than ``forget_after``,
         after which the store may drop the key) until ``clear`` says it was right. Tries
-        reserved at the same time are counted one after the other."""
+        reserved at the same time, by any instance, are counted one after the other."""
 
     async def clear(self, key: str) -> None: ...
 

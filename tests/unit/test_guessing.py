@@ -113,6 +113,18 @@ async def test_forty_wrong_passwords_sent_at_once_are_stopped_after_five(h: Harn
         await h.container.sign_in().execute(login="alice", password=PASSWORD)
 
 
+async def test_twenty_right_passwords_sent_at_once_all_sign_in(h: Harness) -> None:
+    """Checks of one account take turns: each right one clears the count before the next
+    reserves its try, so a burst of right passwords (a form sent twice, tabs) is not
+    mistaken for guessing."""
+    await h.sign_up("alice", "alice@example.com")
+    signed_in = await asyncio.gather(
+        *(h.container.sign_in().execute(login="alice", password=PASSWORD) for _ in range(20))
+    )
+    assert len({s.session_token for s in signed_in}) == 20
+    assert h.container.password_attempts().keys_in_use == 0
+
+
 async def test_tries_reserved_at_once_are_counted_one_by_one() -> None:
     """The adapter's side: 20 reservations at the same time, each seeing the ones before."""
     attempts = StorePasswordAttempts(MemoryStore())
@@ -134,7 +146,7 @@ async def test_tries_reserved_at_once_are_counted_one_by_one() -> None:
     assert await attempts.failures("k") == (5, now)
     await attempts.clear("k")
     assert await attempts.failures("k") == (0, None)
-    assert not attempts._turns[asyncio.get_running_loop()]  # no lock kept once unused
+    assert attempts.keys_in_use == 0  # no lock kept once unused
 
 
 async def test_unknown_logins_are_throttled_alike(h: Harness) -> None:

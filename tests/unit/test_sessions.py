@@ -71,36 +71,37 @@ async def test_changing_the_email_ends_the_other_sessions(h: Harness) -> None:
 # -- the account page's list ---------------------------------------------------------------------
 
 
-async def test_a_sign_in_whose_check_overlapped_a_password_change_gets_no_session(
+async def test_a_sign_in_whose_check_overlapped_a_password_reset_gets_no_session(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Someone who knows alice's old password signs in while she changes it. The old
-    password was checked (outside any transaction: hashing is slow) before the change
-    committed; the session would start after the change ended every other session, and
-    would outlive it, with a fresh proof of identity (10 minutes to change the email without
-    a password). It does not start."""
+    """Someone who knows alice's old password signs in while she resets it. The old
+    password was checked (outside any transaction: hashing is slow) before the reset
+    committed; the session would start after the reset ended every session, and would
+    outlive it, with a fresh proof of identity (10 minutes to change the email without a
+    password). It does not start. (A password change on another instance overlaps alike.)"""
     alice = await h.sign_up("alice", "alice@example.com")
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
     hasher = h.container.password_hasher()
     real_verify = hasher.verify
-    changes: list[str] = []
+    resets = []
 
-    async def verify_then_change(password_hash: str, password: str) -> bool:
+    async def verify_then_reset(password_hash: str, password: str) -> bool:
         right = await real_verify(password_hash, password)
-        if not changes:  # the first check (the intruder's): alice changes it meanwhile
-            changes.append("changed")
-            await h.container.set_password().execute(
-                session_token=alice.session_token,
-                new_password=NEW_PASSWORD,
-                current_password=PASSWORD,
-            )
+        resets.append(
+            await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+        )
         return right
 
-    monkeypatch.setattr(hasher, "verify", verify_then_change)
+    monkeypatch.setattr(hasher, "verify", verify_then_reset)
     with pytest.raises(errors.InvalidCredentials, match="changed a moment ago"):
         await h.container.sign_in().execute(login="alice", password=PASSWORD)
-    assert changes == ["changed"]
-    listed = await h.container.list_sessions().execute(alice.session_token)
-    assert [s.digest for s in listed.sessions] == [listed.current.digest]  # hers alone
+    monkeypatch.undo()
+    (done,) = resets
+    async with h.uow() as uow:  # the reset's own session, and no other
+        (left,) = await uow.sessions.list_for_account(alice.account.id)
+    assert left.digest == h.container.tokens().digest(done.signed_in.session_token)
     await h.container.sign_in().execute(login="alice", password=NEW_PASSWORD)
 
 

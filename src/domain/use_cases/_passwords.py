@@ -39,29 +39,31 @@ class Passwords:
 
         ``TooManyRequests`` while the key must wait; an account without a password spends the
         time of a real check (no enumeration by timing)."""
-        now = self._clock.now()
-        # The try counts as a failure from here until it proves right: guesses sent at once
-        # are counted one by one, not all checked while the first ones hash.
-        wait = await self._attempts.reserve(
-            key,
-            now,
-            forget_after=FORGET_FAILURES_AFTER,
-            wait_for=lambda failures, last: password_retry_wait(failures, last, now),
-        )
-        if wait is not None:
-            minutes = max(1, math.ceil(wait.total_seconds() / 60))
-            raise errors.TooManyRequests(
-                "Too many wrong passwords for this account. Try again in "
-                f"{minutes} minute{'s' if minutes > 1 else ''}, or reset the password."
+        # Guesses sent at once are checked one after another, each seeing the ones before
+        # (not all while the first ones hash); and the try counts as a failure from before
+        # its hash until it proves right, for the checks of other instances.
+        async with self._attempts.one_at_a_time(key):
+            now = self._clock.now()
+            wait = await self._attempts.reserve(
+                key,
+                now,
+                forget_after=FORGET_FAILURES_AFTER,
+                wait_for=lambda failures, last: password_retry_wait(failures, last, now),
             )
-        if password_hash is None or len(password) > MAX_PASSWORD:
-            await self._hasher.burn(password[:MAX_PASSWORD])
-            right = False
-        else:
-            right = await self._hasher.verify(password_hash, password)
-        if right:
-            await self._attempts.clear(key)
-        return right
+            if wait is not None:
+                minutes = max(1, math.ceil(wait.total_seconds() / 60))
+                raise errors.TooManyRequests(
+                    "Too many wrong passwords for this account. Try again in "
+                    f"{minutes} minute{'s' if minutes > 1 else ''}, or reset the password."
+                )
+            if password_hash is None or len(password) > MAX_PASSWORD:
+                await self._hasher.burn(password[:MAX_PASSWORD])
+                right = False
+            else:
+                right = await self._hasher.verify(password_hash, password)
+            if right:
+                await self._attempts.clear(key)
+            return right
 
     async def new_hash(self, password: str, *, related: Sequence[str] = ()) -> str:
         """The hash of a new password, refused with ``WeakPassword`` when it is too short, too
