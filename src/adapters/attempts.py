@@ -38,6 +38,8 @@ class StorePasswordAttempts:
         return self._checks.hold(key)
 
     async def failures(self, key: str) -> tuple[int, datetime | None]:
+        """How many wrong passwords in a row, and when the last one was (what tests look at:
+        checks go through ``reserve``)."""
         return _parse(await self._store.get(self._prefix + key))
 
     async def reserve(

@@ -534,9 +534,6 @@ class PasswordAttempts(Protocol):
         one after another (a burst of right passwords all pass, of wrong ones five do).
         Not reentrant: a check must not check the same key again inside its turn."""
 
-    async def failures(self, key: str) -> tuple[int, datetime | None]:
-        """How many wrong passwords in a row, and when the last one was."""
-
     async def reserve(
         self,
         key: str,
