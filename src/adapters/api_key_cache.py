@@ -70,6 +70,13 @@ class CachedApiKeyLookup:
         # the others wait for.
         return await asyncio.shield(reading)
 
+    async def known(self, digest: str) -> ApiKey | None:
+        """The key, from a live entry only: no read, none started. Without a cache, read."""
+        if self._ttl <= 0:
+            return await self._read(digest, self._clock())
+        known = self._known.get(digest)
+        return known[0] if known is not None and known[1] > self._clock() else None
+
     def _start_read(self, digest: str, now: float) -> asyncio.Future[ApiKey | None]:
         reading = asyncio.ensure_future(self._read(digest, now))
         self._reading[digest] = reading

@@ -444,6 +444,11 @@ class ApiKeyLookup(Protocol):
         """The API key with this digest (revoked ones too), maybe from a short-lived cache:
         a revocation takes effect within that cache's lifetime."""
 
+    async def known(self, digest: str) -> ApiKey | None:
+        """The API key with this digest if this process knows it already (a cache's live
+        entry), without asking the database; ``None`` otherwise, and for a digest known to be
+        no key. Without a cache, the same as ``by_digest``."""
+
 
 class ApiKeyUsage(Protocol):
     """Remembers when keys were last used, off the request path."""

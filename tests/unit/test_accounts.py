@@ -301,6 +301,33 @@ async def test_made_up_tokens_never_push_a_key_in_use_out_of_the_cache(
     assert len(looked_up) == 1
 
 
+async def test_known_answers_from_live_entries_only_and_never_reads(h: Harness) -> None:
+    """What the per-key limit asks before it counts a request: no read, none started."""
+    now = [1000.0]
+    directory, cache = _gated_cache(h, now)
+    directory.gate.set()
+    created = await h.container.create_api_key().execute("bot")
+    digest = h.container.tokens().digest(created.token)
+    assert await cache.known(digest) is None  # never seen
+    assert await cache.known("0" * 64) is None
+    assert directory.reads == 0
+    assert await cache.by_digest(digest) == created.key
+    assert await cache.known(digest) == created.key
+    now[0] += 4.5  # due for a refresh: known() leaves that to by_digest
+    assert await cache.known(digest) == created.key
+    assert directory.reads == 1
+    assert not cache._reading
+    now[0] += 1  # expired
+    assert await cache.known(digest) is None
+    assert directory.reads == 1
+
+    uncached = CachedApiKeyLookup(
+        cast("LinkDirectory", directory), ttl_seconds=0, clock=lambda: now[0]
+    )
+    assert await uncached.known(digest) == created.key  # no cache: it reads
+    assert directory.reads == 2
+
+
 async def test_closing_the_cache_ends_a_read_under_way(h: Harness) -> None:
     """At shutdown a background refresh still waiting for the database is ended (not left to
     die with the event loop), and the cache answers again afterwards."""

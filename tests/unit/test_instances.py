@@ -174,7 +174,9 @@ async def test_each_api_key_has_its_own_budget(
         return await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {key}"})
 
     async with AsyncTestClient(app=create_app(h.container)) as client:
-        assert [(await get(first)).status_code for _ in range(2)] == [404, 404]
+        # The first request spends its client's budget (the key is not known yet), then two
+        # of its own.
+        assert [(await get(first)).status_code for _ in range(3)] == [404, 404, 404]
         refused = await get(first)
         assert refused.status_code == 429
         assert "This API key made too many requests" in refused.json()["error"]["message"]
@@ -187,30 +189,49 @@ async def test_each_api_key_has_its_own_budget(
 
 
 async def test_made_up_tokens_spend_the_clients_budget(
-    frozen_rate_limit_clock: Callable[[float], None],
+    frozen_rate_limit_clock: Callable[[float], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A token that is no live key (invented, revoked, expired) has no budget of its own:
-    each new made-up token would otherwise start a fresh count. It spends its client's."""
+    each new made-up token would otherwise start a fresh count. It spends its client's, and
+    the limit counts it before the database is asked: beyond the budget, no read."""
     h = Harness.build(build_container(make_settings(api_rate_limit_per_second=2)))
     key = await h.container.create_api_key().execute("bot")
     revoked = await h.container.create_api_key().execute("old")
     await h.container.revoke_api_key().execute("old")
+    directory = h.container.directory()
+    read = directory.api_key_by_digest
+    reads: list[str] = []
+
+    async def counted(digest: str) -> Any:
+        reads.append(digest)
+        return await read(digest)
+
+    monkeypatch.setattr(directory, "api_key_by_digest", counted)
 
     async def get(token: str) -> int:
         answer = await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {token}"})
         return answer.status_code
 
     async with AsyncTestClient(app=create_app(h.container)) as client:
-        made_up = [f"tfl_{n:043d}" for n in range(3)]
-        assert [await get(token) for token in made_up] == [401, 401, 429]
+        # Not seen by this process yet: the key's first request spends its client's budget.
+        assert await get(key.token) == 404
+        assert len(reads) == 1
+        made_up = [f"tfl_{n:043d}" for n in range(50)]
+        statuses = [await get(token) for token in made_up]
+        assert statuses == [401] + [429] * 49
+        assert len(reads) == 2  # one made-up token was looked up, the refused ones were not
         assert await get(revoked.token) == 429  # the same client's budget, spent
-        assert await get(key.token) == 404  # a live key has a budget of its own
+        assert await get(key.token) == 404  # known now: a budget of its own
+        assert await get(key.token) == 404
+        assert await get(key.token) == 429
+        assert len(reads) == 2
         preflight = await client.options(
             "/api/v1/links/123", headers={"Authorization": f"Bearer {key.token}"}
         )
         assert preflight.status_code == 429  # not checked as a key: the client's budget
         frozen_rate_limit_clock(1.5)
         assert await get(revoked.token) == 401
+        assert await get(key.token) == 404  # still known: its own budget again
 
 
 async def test_api_limits_are_off_by_default(h: Harness) -> None:

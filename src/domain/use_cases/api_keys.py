@@ -4,7 +4,7 @@ scopes (what it may do), maybe an expiry, and a "last used" time kept to the min
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -98,7 +98,7 @@ class AuthenticateApiKey:
     async def execute(self, token: str | None, scope: ApiScope | None = None) -> ApiKey | None:
         """The key, or ``None`` for an unknown or revoked one. ``ApiKeyExpired`` past its
         expiry; ``MissingScope`` when ``scope`` is given and the key lacks it."""
-        key = await _unrevoked_key(token, self._keys, self._tokens)
+        key = await _unrevoked_key(token, self._keys.by_digest, self._tokens)
         if key is None:
             return None
         now = self._clock.now()
@@ -121,27 +121,35 @@ class IdentifyApiKey:
     is, or ``None``: an unknown, revoked or expired token, or a malformed one, has no budget
     of its own (the limit then counts by client), so inventing tokens buys nothing. Notes no
     use and checks no scope: that is ``AuthenticateApiKey``'s, for the same request, from
-    the same cache."""
+    the same cache.
+
+    It asks only what the process knows already (``ApiKeyLookup.known``): the limit counts
+    before anything reads the database, so made-up tokens, each one the database would be
+    asked about, cost a query only while their client's budget lasts. A live key the cache
+    has not seen yet (its first request, or one after a pause longer than the cache's
+    lifetime) spends its client's budget that once; ``AuthenticateApiKey`` then reads it."""
 
     def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer, clock: Clock) -> None:
         self._keys, self._tokens, self._clock = keys, tokens, clock
 
     async def execute(self, token: str | None) -> ApiKey | None:
-        key = await _unrevoked_key(token, self._keys, self._tokens)
+        key = await _unrevoked_key(token, self._keys.known, self._tokens)
         if key is None or key.expired(self._clock.now()):
             return None
         return key
 
 
 async def _unrevoked_key(
-    token: str | None, keys: ApiKeyLookup, tokens: TokenIssuer
+    token: str | None,
+    by_digest: Callable[[str], Awaitable[ApiKey | None]],
+    tokens: TokenIssuer,
 ) -> ApiKey | None:
     """The key ``token`` is, unless revoked; a token not shaped like a key is not looked up."""
     if token is None or not token.startswith(API_KEY_PREFIX):
         return None
     if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
         return None
-    key = await keys.by_digest(tokens.digest(token))
+    key = await by_digest(tokens.digest(token))
     return None if key is None or key.revoked_at is not None else key
 
 
