@@ -290,6 +290,11 @@ def safe_destination(raw: str | None) -> str:
     return raw
 
 
+# Paths that carry a one-time secret (a /link ticket, an emailed token): never kept as where
+# a sign-in returns to, and redacted in logs.
+SECRET_PATHS = ("/link/", "/verify-email/", "/password/reset/", "/auth/discord/confirm-link/")
+
+
 def destination_path(destination: str) -> str:
     """The path a same-site ``destination`` reaches: percent-decoded (as the server decodes
     it), repeated slashes as one, and ``.``/``..`` segments resolved (as the browser resolves

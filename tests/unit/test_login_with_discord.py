@@ -230,6 +230,8 @@ async def test_each_sign_in_gets_a_fresh_session(h: Harness, db: MemoryDatabase)
         ("/static/../password/reset/SECRET", "/account"),
         ("/account/..//verify-email/SECRET", "/account"),
         ("/%2Fpassword/reset/SECRET", "/account"),
+        ("/auth/discord/confirm-link/SECRET", "/account"),  # the emailed link's
+        ("/auth/discord/%63onfirm-link/SECRET", "/account"),
         ("/account?tab=sessions", "/account?tab=sessions"),
         ("/a/b/../c", "/a/b/../c"),  # goes nowhere secret: kept as it was
     ],

@@ -16,6 +16,7 @@ from domain.use_cases import TicketIssued
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
 from entrypoints.web.api import require_api_key
+from entrypoints.web.errors import redact_path
 from tests.harness import PASSWORD, Harness
 from tests.web_support import Client, csrf_token, post_form, query
 
@@ -384,6 +385,22 @@ async def test_access_log_never_contains_tickets_codes_or_states(
     assert "GET /auth/discord/callback 302" in logged
     for secret in (issued.token, approval.code, approval.state):
         assert secret not in logged
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/link/SECRET",
+        "/./link/SECRET",
+        "//link/SECRET",
+        "/static/../password/reset/SECRET",
+        "/auth/discord/confirm-link/SECRET",
+        "/verify-email/SECRET",
+    ],
+)
+def test_a_secret_path_is_redacted_however_it_is_spelled(path: str) -> None:
+    assert "SECRET" not in redact_path(path)
+    assert redact_path("/account/sessions") == "/account/sessions"
 
 
 async def test_a_line_break_in_a_path_cannot_forge_an_access_log_line(

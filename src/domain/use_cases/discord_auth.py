@@ -28,6 +28,7 @@ from domain.model import (
 )
 from domain.policies import (
     LINK_REFUSALS,
+    SECRET_PATHS,
     ConfirmBeforeLinking,
     CreateAccount,
     LinkAndSignIn,
@@ -75,11 +76,10 @@ _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 PKCE = "pkce-verifier"  # what the PKCE verifier is derived for (from the state)
 # How many flows one browser can have under way at once (tabs): its newest binding values.
 BINDINGS_KEPT = 5
+
+
 # Where a Discord sign-in may never return to: these paths carry one-time secrets, which a
 # pending login must not store (and a signed-in person has no use for them after Discord).
-_SECRET_PATHS = ("/link/", "/verify-email/", "/password/reset/")
-
-
 @dataclass(frozen=True, slots=True)
 class AuthStarted:
     authorize_url: str
@@ -137,7 +137,7 @@ class StartDiscordLogin(_StartDiscordAuth):
         self, *, next_path: str | None, browser_tokens: Sequence[str], ask_again: bool = False
     ) -> AuthStarted:
         destination = safe_destination(next_path)
-        if destination_path(destination).startswith(_SECRET_PATHS):  # however it is spelled
+        if destination_path(destination).startswith(SECRET_PATHS):  # however it is spelled
             destination = "/account"
         return await self._start(
             AuthPurpose.LOGIN,

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect, Template
 
 from domain import errors
+from domain.policies import SECRET_PATHS, destination_path
 
 log = logging.getLogger("taskflow_link.web")
 
@@ -224,8 +225,13 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 
 
 def redact_path(path: str) -> str:
-    """Paths can carry secrets (``/link/<ticket>``); logs get them redacted."""
-    for prefix in ("/link/", "/verify-email/", "/password/reset/", "/auth/discord/confirm-link/"):
-        if path.startswith(prefix):
+    """Paths can carry secrets (``/link/<ticket>``); logs get them redacted, however they are
+    spelled (``/./link/…``, ``//link/…``: the path they reach is checked)."""
+    if "/." in path or "//" in path or "%" in path:
+        reached = destination_path("/" + path.lstrip("/"))  # not "//host/…": a path here
+    else:
+        reached = path
+    for prefix in SECRET_PATHS:
+        if reached.startswith(prefix):
             return f"{prefix}<token>"
     return path
