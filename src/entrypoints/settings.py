@@ -374,6 +374,7 @@ class Settings(BaseSettings):
             make_url(value)
         except Exception:
             raise ValueError("is not a database URL") from None
+        _valid_port(value)
         return value
 
     @field_validator("discord_public_key")
@@ -445,6 +446,8 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is not None:
+            _valid_port(value.get_secret_value())
         return value
 
     @field_validator("webhook_urls")
@@ -762,15 +765,21 @@ def origin(url: str) -> str:
 _SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
+def _valid_port(url: str) -> None:
+    try:
+        urlsplit(url).port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+
+
 def without_password(url: str) -> str:
     """The URL with its password (if any) shown as ``***``, in the user part or in a query
-    parameter named like a secret."""
+    parameter named like a secret. Any URL, a malformed one too (a port out of range)."""
     parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        user = parts.username or ""
-        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    user_part, at, host_part = parts.netloc.rpartition("@")
+    if at and ":" in user_part:
+        user = user_part.partition(":")[0]
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host_part}"))
     # The query by hand: urlunsplit would also rewrite what it does not need to (an empty
     # host: sqlite:///x.db became sqlite:/x.db).
     base, question, rest = url.partition("?")

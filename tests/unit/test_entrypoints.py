@@ -14,7 +14,7 @@ from entrypoints.bot.bridge import describe_http_error
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed
-from entrypoints.settings import SettingsError, load_settings
+from entrypoints.settings import SettingsError, load_settings, without_password
 from tests.harness import TEST_SECRET_KEY, make_settings
 
 
@@ -195,6 +195,39 @@ def test_config_never_prints_a_password_given_as_a_query_parameter(
     assert result.exit_code == 0, result.output
     assert "s3cr3t-pw" not in result.output
     assert f"{variable} = {shown}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("TASKFLOW_LINK_DATABASE_URL", "postgresql+asyncpg://u:s3cr3t-pw@127.0.0.1:99999/db"),
+        ("TASKFLOW_LINK_REDIS_URL", "redis://u:s3cr3t-pw@127.0.0.1:x/0"),
+    ],
+)
+def test_a_url_with_a_bad_port_is_refused_by_name_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str
+) -> None:
+    """``taskflow-link config`` printed a traceback (the password hider read the port); the
+    setting is refused by name now."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(variable, url)
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    assert f"{variable}: has a port that is not a number from 0 to 65535" in str(refused.value)
+    assert "s3cr3t-pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+asyncpg://u:pw@h:99999/db", "postgresql+asyncpg://u:***@h:99999/db"),
+        ("redis://:p@ss:word@cache:6380/0", "redis://:***@cache:6380/0"),
+        ("redis://user@cache/0", "redis://user@cache/0"),
+        ("postgresql+asyncpg://u:pw@[::1]:5432/db", "postgresql+asyncpg://u:***@[::1]:5432/db"),
+    ],
+)
+def test_without_password_takes_any_url(url: str, shown: str) -> None:
+    assert without_password(url) == shown
 
 
 def test_a_discord_rate_limit_is_logged_as_one() -> None:
