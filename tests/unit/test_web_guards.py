@@ -176,6 +176,32 @@ async def test_a_form_with_more_fields_than_any_of_ours_is_refused_before_it_is_
     assert db.tables.audit[-1].kind is AuditKind.SIGN_IN_FAILED
 
 
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/json", "multipart/form-data; boundary=x", None]
+)
+async def test_a_page_takes_its_body_as_a_url_encoded_form_only(
+    client: Client, db: MemoryDatabase, content_type: str | None
+) -> None:
+    """The pages' handlers read their body as a form whatever its declared type, and CSRF
+    takes its token from a header too: sent as ``text/plain`` (or with no type), a form went
+    past the field limit and the control-character check (found by an attacker's review)."""
+    token = csrf_token((await client.get("/signin")).text)
+    audited = len(db.tables.audit)
+    headers = {"x-csrftoken": token}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    answer = await client.post("/signin", content=b"login=al%00ice&password=x", headers=headers)
+    assert answer.status_code == 415
+    assert "Send this form as application/x-www-form-urlencoded" in answer.text
+    crowded = "&".join(["a=b"] * 16_000) + "&login=alice&password=x"
+    answer = await client.post("/signin", content=crowded.encode(), headers=headers)
+    assert answer.status_code == 415
+    assert len(db.tables.audit) == audited  # no sign-in was tried
+    # An empty POST has no form to parse: it goes on (to the handler's own refusal).
+    empty = await client.post("/signout", headers={"x-csrftoken": token})
+    assert empty.status_code != 415
+
+
 async def test_a_form_posted_to_discords_endpoint_is_not_parsed(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

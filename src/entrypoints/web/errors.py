@@ -48,6 +48,7 @@ TITLES: dict[int, str] = {
     409: "That cannot be done",
     410: "This link is used up",
     413: "Too large",
+    415: "Not a form",
     429: "Slow down",
     502: "Discord did not answer",
     503: "Temporarily unavailable",
@@ -207,6 +208,8 @@ def _http_message(status: int, detail: str) -> str:
         return "The request is too large."
     if status == 405:
         return "This page does not accept that kind of request."
+    if status == 415 and detail:
+        return detail
     if 400 <= status < 500:
         return "The request was not valid."
     return "Something went wrong on our side. Try again in a minute."

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from litestar import Request
 from litestar.enums import RequestEncodingType, ScopeType
+from litestar.exceptions import HTTPException
 from litestar.types import (
     ASGIApp,
     HTTPResponseBodyEvent,
@@ -82,15 +83,23 @@ MAX_FORM_FIELDS = 64
 
 
 def few_form_fields(app: ASGIApp) -> ASGIApp:
-    """Router middleware for the browser's routes: a URL-encoded body with more than
-    ``MAX_FORM_FIELDS`` fields gets a 400 before it is parsed (its bytes are read once, and
-    kept for whoever reads it next, as Litestar keeps them; the route's size limit applies)."""
+    """Router middleware for the browser's routes: a POST's body is a URL-encoded form (415
+    otherwise) with fewer than ``MAX_FORM_FIELDS`` fields (400 otherwise), checked before
+    anything parses it. The pages' handlers read their body as a form whatever its declared
+    type, and CSRF takes its token from a header too: a body sent as ``text/plain`` went past
+    this limit and the control-character check. Its bytes are read once, and kept for
+    whoever reads them next, as Litestar keeps them; the route's size limit applies."""
 
     async def limited(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope.get("method") == "POST":
             request: Request[Any, Any, Any] = Request(scope, receive)
-            form = request.content_type[0] == RequestEncodingType.URL_ENCODED
-            if form and (await request.body()).count(b"&") >= MAX_FORM_FIELDS:
+            body = await request.body()
+            if request.content_type[0] != RequestEncodingType.URL_ENCODED and body:
+                raise HTTPException(
+                    status_code=415,
+                    detail="Send this form as application/x-www-form-urlencoded, as browsers do.",
+                )
+            if body.count(b"&") >= MAX_FORM_FIELDS:
                 raise errors.InvalidInput(
                     f"The form has too many fields (at most {MAX_FORM_FIELDS})."
                 )
