@@ -1,6 +1,7 @@
 """State that is not in the database: rate limits, sign-in throttles and the interaction replay
-guard. In one process it lives in memory (Litestar's ``MemoryStore``); with Redis it is shared
-by every instance (Litestar's ``RedisStore``, and ``SET NX`` for the replay guard).
+guard. In one process it lives in memory (Litestar's ``MemoryStore``, swept of expired
+entries); with Redis it is shared by every instance (Litestar's ``RedisStore``, and ``SET NX``
+for the replay guard).
 
 When Redis does not answer, each call falls back to this process's memory at once: limits then
 count per instance and a replay is only recognised by the instance that saw the original, until
@@ -126,6 +127,37 @@ async def _update_on_redis(redis: Redis, name: str, change: Change[T], expires_i
                 return result
             except WatchError:
                 continue
+
+
+class SweptMemoryStore(MemoryStore):
+    """Litestar's ``MemoryStore`` forgets an expired entry only when that key is read again:
+    a count kept for each login tried, or for each client address, stayed for good (2,000
+    unknown logins left 2,000 entries). This one also drops every expired entry on a write,
+    at most once every ``sweep_every`` seconds (one pass over the entries, yielding to the
+    event loop every thousand)."""
+
+    __slots__ = ("_clock", "_next_sweep", "_sweep_every")
+
+    def __init__(
+        self, *, sweep_every: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._sweep_every = sweep_every
+        self._clock = clock
+        self._next_sweep = clock() + sweep_every
+
+    async def set(
+        self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
+    ) -> None:
+        await super().set(key, value, expires_in)
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every
+            await self.delete_expired()
+
+    def __len__(self) -> int:
+        """Entries held, expired or not (for tests and the curious)."""
+        return len(self._store)
 
 
 class FallbackStore(Store):
@@ -259,7 +291,7 @@ class SharedState:
     def store(self, namespace: str) -> Store:
         """One store per purpose, its keys apart from the others'."""
         if namespace not in self._stores:
-            store: Store = MemoryStore()
+            store: Store = SweptMemoryStore()
             if self.redis is not None and self.health is not None:
                 from litestar.stores.redis import RedisStore  # noqa: PLC0415
 

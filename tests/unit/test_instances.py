@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from litestar.testing import AsyncTestClient
 
-from adapters.shared_state import MemoryReplayGuard, SharedState
+from adapters.shared_state import MemoryReplayGuard, SharedState, SweptMemoryStore
 from domain.model import AuditKind
 from entrypoints.bot.runtime import _replay_key
 from entrypoints.cli import cli
@@ -148,6 +148,39 @@ async def test_x_forwarded_for_is_ignored_from_anyone_else(h: Harness) -> None:
     statuses = await _failed_sign_ins(h, ["203.0.113.1", "203.0.113.2", "203.0.113.3"])
     assert statuses == [401, 401, 429]  # one budget: the connection's peer
     assert set(await _audited_clients(h)) == {"127.0.0.1"}
+
+
+async def test_the_memory_stores_drop_expired_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Litestar's memory store forgets an expired entry only when its key is read again: a
+    count kept per login tried (or per client address) stayed for good. Each write now
+    sweeps, at most once a minute."""
+    from datetime import datetime, timedelta
+
+    from litestar.stores import base
+
+    shifted = [timedelta(0)]
+
+    class Shifted(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) + shifted[0]
+
+    monkeypatch.setattr(base, "datetime", Shifted)  # the entries' expiry clock
+    now = [100.0]
+    store = SweptMemoryStore(sweep_every=60, clock=lambda: now[0])
+    for n in range(2500):
+        await store.set(f"login-{n}", b"1", expires_in=30)
+    await store.set("kept", b"1")
+    shifted[0] = timedelta(seconds=31)  # all but one expired...
+    await store.set("new", b"1", expires_in=30)
+    assert len(store) == 2502  # ...and still held: the last sweep was under a minute ago
+    now[0] += 60
+    await store.set("newer", b"1", expires_in=30)
+    assert len(store) == 3  # kept, new, newer
+    assert await store.get("kept") == b"1"
+    assert await store.get("new") == b"1"
+    assert await store.get("login-0") is None
+    assert isinstance(SharedState(None).store("password-attempts"), SweptMemoryStore)
 
 
 # -- per-key API limits -----------------------------------------------------------------------
