@@ -200,6 +200,19 @@ class InvalidCredentials(DomainError):
     message = "The username/email or password is not right."
 
 
+class PasswordChanged(InvalidCredentials):
+    """The account's password hash is no longer the one a password was checked against.
+    ``password_hash`` is the new one: a sign-in next to this one may only have replaced an
+    outdated hash of the same password (see ``Passwords.while_right``). Never shown: it
+    leaves the use case as ``InvalidCredentials``."""
+
+    message = "The password of this account changed a moment ago: sign in with the new one."
+
+    def __init__(self, password_hash: str | None) -> None:
+        super().__init__()
+        self.password_hash = password_hash
+
+
 class UsernameTaken(DomainError):
     code = "username_taken"
     message = "This username is taken. Choose another one."

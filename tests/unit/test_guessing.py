@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -255,3 +256,63 @@ async def test_a_hash_with_old_parameters_is_replaced_at_sign_in(
         assert not stronger.needs_rehash(new_hash)
         await h.container.sign_in().execute(login="alice", password=PASSWORD)
         assert db.tables.accounts[alice.account.id].password_hash == new_hash
+
+
+async def test_a_sign_in_next_to_one_that_replaces_the_outdated_hash_still_signs_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Two sign-ins at once (a form sent twice, two tabs) after the hash parameters were
+    raised: the first replaced the outdated hash, and the second, whose password was checked
+    against the old one, was refused as "changed a moment ago" (found by an attacker's
+    review). The password is right for the new hash too: it signs in."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    old_hash = db.tables.accounts[alice.account.id].password_hash
+    stronger = Argon2PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1)
+    real_hash = stronger.hash
+    other: list[object] = []
+
+    async def hash_while_another_signs_in(password: str) -> str:
+        # Between this sign-in's check and its transaction, another one does all of its own.
+        if not other:
+            other.append("started")
+            other[0] = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+        return await real_hash(password)
+
+    stronger.hash = hash_while_another_signs_in  # type: ignore[method-assign]
+    with h.container.password_hasher.override(stronger):
+        h.container.passwords.reset()
+        first = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    second = other[0]
+    assert isinstance(second, type(first))
+    for signed_in in (first, second):
+        assert await h.container.current_session().execute(signed_in.session_token) is not None
+    new_hash = db.tables.accounts[alice.account.id].password_hash
+    assert new_hash not in (None, old_hash)
+
+
+async def test_while_right_runs_again_only_for_a_new_hash_of_the_same_password(
+    h: Harness,
+) -> None:
+    passwords = h.container.passwords()
+    hasher = h.container.password_hasher()
+    same = await hasher.hash(PASSWORD)
+    other = await hasher.hash("another password entirely")
+    runs: list[str] = []
+
+    def run_until(changes: list[str | None]) -> Any:
+        async def run(checked: str) -> str:
+            runs.append(checked)
+            if changes:
+                raise errors.PasswordChanged(changes.pop(0))
+            return checked
+
+        return run
+
+    assert await passwords.while_right("h0", PASSWORD, run_until([same])) == same
+    assert runs == ["h0", same]
+    for changes in ([other], [None], [same, same, same]):
+        runs.clear()
+        with pytest.raises(errors.InvalidCredentials, match="changed a moment ago") as refused:
+            await passwords.while_right("h0", PASSWORD, run_until(list(changes)))
+        assert type(refused.value) is errors.InvalidCredentials  # not the hash-carrying one
+    assert len(runs) == 3  # three rehashes in a row: given up after the third run

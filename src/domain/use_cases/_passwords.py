@@ -5,7 +5,8 @@ guess), hash one, and notice an old hash."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from domain import errors
 from domain.policies import FORGET_FAILURES_AFTER, password_retry_wait
@@ -13,6 +14,10 @@ from domain.ports import Clock, PasswordAttempts, PasswordHasher, PasswordPolicy
 
 MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
 MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
+# Rehashes of the same password that one sign-in waits out (each costs it one more hash).
+_PASSWORD_CHANGES_TOLERATED = 2
+
+T = TypeVar("T")
 
 
 def password_length_problem(password: str) -> str | None:
@@ -81,6 +86,31 @@ class Passwords:
     async def forgive(self, key: str) -> None:
         """Forget the wrong passwords of ``key`` (after a password reset proved the mailbox)."""
         await self._attempts.clear(key)
+
+    async def while_right(
+        self, checked: str, password: str, run: Callable[[str], Awaitable[T]]
+    ) -> T:
+        """``run(checked)``: a transaction that starts with ``still_the_password(…, checked)``,
+        ``checked`` being the hash ``password`` was found right for. When the account's hash
+        changed in between and ``password`` is right for the new one too, a sign-in next to
+        this one only replaced an outdated hash of the same password: ``run`` again with the
+        new one. A reset or change (the password is not right any more) gives
+        ``InvalidCredentials``. The new hash is checked without the throttle: this try was
+        counted, and found right, already."""
+        for attempt in range(_PASSWORD_CHANGES_TOLERATED + 1):
+            try:
+                return await run(checked)
+            except errors.PasswordChanged as changed:
+                new = changed.password_hash
+                if (
+                    attempt == _PASSWORD_CHANGES_TOLERATED
+                    or new is None
+                    or len(password) > MAX_PASSWORD
+                    or not await self._hasher.verify(new, password)
+                ):
+                    raise errors.InvalidCredentials(changed.message) from None
+                checked = new
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def rehash_if_outdated(self, password_hash: str, password: str) -> str | None:
         """A new hash when the stored one was made with older parameters (at sign-in, the

@@ -229,13 +229,14 @@ async def still_the_password(uow: UnitOfWork, account_id: AccountId, checked: st
     """The account, locked, if its password hash is still ``checked`` (the one a password was
     just checked against, outside any transaction because hashing is slow). A password reset
     or change that committed meanwhile ended every session of the account: a session started
-    from the old password must not outlive it (``InvalidCredentials`` instead). A reset that
+    from the old password must not outlive it (``PasswordChanged``, which
+    ``Passwords.while_right`` turns into a second try or ``InvalidCredentials``). A reset that
     commits after this lock waits for it, and then ends this session too."""
     fresh = await uow.accounts.lock(account_id)
-    if fresh is None or fresh.password_hash != checked:
-        raise errors.InvalidCredentials(
-            "The password of this account changed a moment ago: sign in with the new one."
-        )
+    if fresh is None:
+        raise errors.PasswordChanged(None)
+    if fresh.password_hash != checked:
+        raise errors.PasswordChanged(fresh.password_hash)
     return fresh
 
 

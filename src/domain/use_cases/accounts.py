@@ -122,17 +122,26 @@ class SignIn(_PasswordUseCase):
             await self._audit_failure(account, login_digest, client_address)
             raise errors.InvalidCredentials()
         assert password_hash is not None  # noqa: S101 - a right password has a hash
-        rehashed = await self._passwords.rehash_if_outdated(password_hash, password)
-        now = self._clock.now()
-        async with self._uow() as uow:
-            fresh = await still_the_password(uow, account.id, password_hash)
-            if rehashed is not None:
-                await uow.accounts.update(replace(fresh, password_hash=rehashed))
-            token = await start_session(
-                uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
-            )
-            await uow.commit()
-        return SignedIn(account, token)
+
+        async def start(checked: str) -> str:
+            rehashed = await self._passwords.rehash_if_outdated(checked, password)
+            now = self._clock.now()
+            async with self._uow() as uow:
+                fresh = await still_the_password(uow, account.id, checked)
+                if rehashed is not None:
+                    await uow.accounts.update(replace(fresh, password_hash=rehashed))
+                token = await start_session(
+                    uow,
+                    self._tokens,
+                    account.id,
+                    now,
+                    self._session_ttl,
+                    method=SignInMethod.PASSWORD,
+                )
+                await uow.commit()
+            return token
+
+        return SignedIn(account, await self._passwords.while_right(password_hash, password, start))
 
     async def _audit_failure(
         self, account: Account | None, login_digest: str, client_address: str | None

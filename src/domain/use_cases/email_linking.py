@@ -168,10 +168,10 @@ class ConfirmLinkWithPassword:
         if not await self._passwords.check(account_key(shown.account.id), password_hash, password):
             raise errors.InvalidCredentials("The password is not right.")
 
-        async def attempt() -> LinkConfirmed:
+        async def attempt(checked: str) -> LinkConfirmed:
             now = self._clock.now()
             async with self._uow() as uow:
-                await still_the_password(uow, shown.account.id, password_hash)
+                await still_the_password(uow, shown.account.id, checked)
                 proposal = await use_secret(
                     uow.link_proposals,
                     shown.proposal.digest,
@@ -190,7 +190,9 @@ class ConfirmLinkWithPassword:
                     webhooks=self._webhooks,
                 )
 
-        return await retry_on_conflict(attempt)
+        return await self._passwords.while_right(
+            password_hash, password, lambda checked: retry_on_conflict(lambda: attempt(checked))
+        )
 
 
 class EmailLinkConfirmation:
