@@ -10,6 +10,7 @@ import pytest
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import SignInMethod
+from domain.use_cases.password_reset import PasswordReset
 from tests.harness import PASSWORD, Browser, Harness
 
 NEW_PASSWORD = "a brand new password"
@@ -85,7 +86,7 @@ async def test_a_sign_in_whose_check_overlapped_a_password_reset_gets_no_session
     reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
     hasher = h.container.password_hasher()
     real_verify = hasher.verify
-    resets = []
+    resets: list[PasswordReset] = []
 
     async def verify_then_reset(password_hash: str, password: str) -> bool:
         right = await real_verify(password_hash, password)
