@@ -20,8 +20,15 @@ from domain.ports import QueueListener
 class QueueWorker(ABC):
     name = "queue"  # for task names and log lines
 
-    def __init__(self, *, poll_seconds: float, log: logging.Logger) -> None:
+    def __init__(
+        self, *, poll_seconds: float, log: logging.Logger, min_gap_seconds: float = 0.25
+    ) -> None:
+        """``min_gap_seconds``: a wake-up starts a pass no sooner than this after the last
+        one began. Any form POST wakes the workers (an anonymous sign-out too, unlimited):
+        without a gap, a stream of them kept every worker passing back to back, each pass
+        taking SQLite's write lock. A pass that found work goes on at once."""
         self._poll = poll_seconds
+        self._min_gap = min_gap_seconds
         self._log = log
         self._wake = asyncio.Event()
         self._waiting = False
@@ -61,8 +68,10 @@ class QueueWorker(ABC):
                 await task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            began = loop.time()
             if await self.pass_once():
                 continue  # there may be more than one batch
             self._waiting = True
@@ -71,6 +80,8 @@ class QueueWorker(ABC):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
             finally:
                 self._waiting = False
+            if (rest := began + self._min_gap - loop.time()) > 0:
+                await asyncio.sleep(rest)  # wake-ups meanwhile make one pass
 
     async def _listen(self) -> None:
         """Wake-ups from other instances. The listener survives outages itself; should it

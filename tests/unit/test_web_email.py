@@ -230,6 +230,56 @@ async def test_only_the_signed_in_owner_can_confirm_an_address(client: Client, h
     assert "<title>Your account · TaskFlow</title>" in account_page
 
 
+async def test_a_stream_of_wake_ups_makes_one_pass_per_gap() -> None:
+    """Any form POST wakes the workers (an anonymous sign-out too, which no limit counts):
+    a stream of them kept every worker passing back to back, each pass taking SQLite's write
+    lock (found by an attacker's review). A wake-up now starts a pass no sooner than the gap
+    after the last one began; wake-ups meanwhile make one pass."""
+    import logging
+
+    from adapters.queue_listener import NoQueueListener
+    from entrypoints.queue_worker import QueueWorker
+
+    class Counting(QueueWorker):
+        name = "counting"
+        passes = 0
+
+        async def pass_once(self) -> bool:
+            self.passes += 1
+            return False
+
+        def listener(self) -> NoQueueListener:
+            return NoQueueListener()
+
+    async def idle_after(worker: Counting, passes: int) -> None:
+        for _ in range(10_000):  # a bound, not a deadline: each turn is one of the loop's
+            if worker.idle and worker.passes == passes:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"{worker.passes} passes, idle: {worker.idle}")
+
+    log = logging.getLogger("test")
+    patient = Counting(poll_seconds=3600, log=log, min_gap_seconds=3600)
+    eager = Counting(poll_seconds=3600, log=log, min_gap_seconds=0)
+    for worker in (patient, eager):
+        worker.start()
+        await idle_after(worker, 1)  # the first pass, at start
+    try:
+        for n in range(2, 6):  # without a gap, each wake-up once idle is a pass
+            eager.wake()
+            await idle_after(eager, n)
+        for _ in range(100):
+            patient.wake()
+            await asyncio.sleep(0)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert patient.passes == 1  # the hundred wait for the gap: then one pass
+        assert not patient.idle
+    finally:
+        await patient.stop()
+        await eager.stop()
+
+
 async def test_only_an_answer_that_did_something_wakes_the_workers(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
