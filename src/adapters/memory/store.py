@@ -9,7 +9,9 @@ lock, so "consume once" has exactly one winner as it does with row locks in Post
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -90,17 +92,72 @@ class Tables:
         )
 
 
+class AnyLoopLock:
+    """A lock for coroutines of any event loop, in any thread: what the memory database takes
+    for each unit of work. Litestar's test client runs the app (its requests and workers) on
+    an event loop in a thread of its own, and a test runs its own calls on the main one. An
+    ``asyncio.Lock`` released in one thread woke a waiter of the other thread's loop without
+    waking that loop, which then slept for good when nothing else was due (the test suite
+    hung now and then); and once bound to one loop it refused waiters of another.
+
+    A waiter is woken through its own loop (``call_soon_threadsafe``) and then tries again
+    (not first in line: another may take the lock meanwhile)."""
+
+    def __init__(self) -> None:
+        self._state = threading.Lock()
+        self._held = False
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    async def acquire(self) -> bool:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._state:
+                if not self._held:
+                    self._held = True
+                    return True
+                waiter = (loop, loop.create_future())
+                self._waiters.append(waiter)
+            try:
+                await waiter[1]
+            except asyncio.CancelledError:
+                with self._state:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)  # not woken: nothing to pass on
+                    elif not self._held:
+                        self._wake_next()  # woken, but leaving: the next one's turn
+                raise
+
+    def release(self) -> None:
+        with self._state:
+            if not self._held:
+                raise RuntimeError("the lock is not held")
+            self._held = False
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        """With ``_state`` held."""
+        while self._waiters:
+            loop, future = self._waiters.popleft()
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # its loop is closed: no one waits there any more
+                continue
+            return
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class MemoryDatabase:
     def __init__(self) -> None:
         self.tables = Tables()
         self.commits = 0
-        self._lock: asyncio.Lock | None = None
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+        self.lock = AnyLoopLock()
 
     def unit_of_work(self, *, read_only: bool = False) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self, read_only=read_only)
