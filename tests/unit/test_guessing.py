@@ -316,3 +316,45 @@ async def test_while_right_runs_again_only_for_a_new_hash_of_the_same_password(
             await passwords.while_right("h0", PASSWORD, run_until(list(changes)))
         assert type(refused.value) is errors.InvalidCredentials  # not the hash-carrying one
     assert len(runs) == 3  # three rehashes in a row: given up after the third run
+
+
+async def test_someone_elses_guesses_do_not_lock_out_a_browser_that_signed_in_before(
+    h: Harness,
+) -> None:
+    """One wrong password a minute kept an account's backoff running for good, and its
+    owner's right password was refused with it (found by an attacker's review). A browser
+    that signed in to the account before brings its device token: its tries count on a
+    throttle of their own (OWASP's device cookies)."""
+    await h.sign_up("alice", "alice@example.com")
+    sign_in = h.container.sign_in()
+    mine = await sign_in.execute(login="alice", password=PASSWORD)
+    assert mine.device_token is not None
+    for _ in range(5):  # someone else, from anywhere
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG)
+    with pytest.raises(errors.TooManyRequests):  # a browser that never signed in here waits
+        await sign_in.execute(login="alice", password=PASSWORD)
+    again = await sign_in.execute(login="alice", password=PASSWORD, device_token=mine.device_token)
+    assert again.device_token == mine.device_token  # the same device, still trusted
+
+    bob = await h.sign_up("bob", "bob@example.com")
+    nonce = mine.device_token.partition(".")[0]
+    for not_alices in (
+        bob.device_token,  # another account's
+        f"{nonce}.{'A' * 43}",  # a forged one
+        f"{mine.device_token}x",
+        "garbage",
+        "." * 300,
+    ):
+        with pytest.raises(errors.TooManyRequests):
+            await sign_in.execute(login="alice", password=PASSWORD, device_token=not_alices)
+
+    # The trusted browser's own wrong passwords have a throttle too.
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG, device_token=mine.device_token)
+    with pytest.raises(errors.TooManyRequests):
+        await sign_in.execute(login="alice", password=PASSWORD, device_token=mine.device_token)
+    h.clock.advance(timedelta(hours=2))
+    fresh = await sign_in.execute(login="alice", password=PASSWORD)
+    assert fresh.device_token not in (None, mine.device_token)  # a new browser: a new token

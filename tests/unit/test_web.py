@@ -318,6 +318,34 @@ async def test_health_readiness_and_openapi(client: Client) -> None:
     assert "/account" not in schema["paths"]
 
 
+async def test_someone_elses_wrong_passwords_do_not_lock_out_a_browser_that_signed_in_before(
+    h: Harness,
+) -> None:
+    await h.sign_up("alice", "alice@example.com")
+    alice = {"login": "alice", "password": PASSWORD}
+    wrong = {"login": "alice", "password": "wrong password"}
+    async with (
+        AsyncTestClient(app=create_app(h.container)) as mine,
+        AsyncTestClient(app=create_app(h.container)) as theirs,
+    ):
+        signed_in = await post_form(mine, "/signin", "/signin", alice)
+        (device,) = [
+            c for c in signed_in.history[0].headers.get_list("set-cookie") if "tfl_device=" in c
+        ]
+        assert "HttpOnly" in device
+        assert "Max-Age=31536000" in device
+        await post_form(mine, "/account", "/signout", {})
+        assert "tfl_device" in mine.cookies  # kept at sign-out: it is the browser's
+        for _ in range(5):
+            assert (await post_form(theirs, "/signin", "/signin", wrong)).status_code == 401
+        refused = await post_form(theirs, "/signin", "/signin", alice)
+        assert refused.status_code == 429
+        assert "Too many wrong passwords for this account" in refused.text
+        back = await post_form(mine, "/signin", "/signin", alice)
+        assert back.url.path == "/account"
+        assert "alice" in back.text
+
+
 async def test_sign_in_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         statuses = []

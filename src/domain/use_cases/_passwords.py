@@ -4,13 +4,15 @@ guess), hash one, and notice an old hash."""
 
 from __future__ import annotations
 
+import hmac
 import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from domain import errors
 from domain.policies import FORGET_FAILURES_AFTER, password_retry_wait
-from domain.ports import Clock, PasswordAttempts, PasswordHasher, PasswordPolicy
+from domain.ports import Clock, PasswordAttempts, PasswordHasher, PasswordPolicy, TokenIssuer
 
 MIN_PASSWORD = 8  # NIST SP 800-63B minimum; length beats composition rules
 MAX_PASSWORD = 1024  # bounds the hashing work an attacker can ask for
@@ -122,3 +124,33 @@ class Passwords:
 
 def account_key(account_id: object) -> str:
     return f"account:{account_id}"
+
+
+# -- trusted devices -------------------------------------------------------------------------
+# The throttle above is per account: anyone can keep an account's backoff running with a wrong
+# password every minute or so, and the owner's right password was refused with it. A browser
+# that signed in to the account before holds a device token for it (OWASP's "device cookie"):
+# its tries are throttled on a budget of their own, so someone else's guesses do not lock it
+# out. The token is ``<nonce>.<HMAC of the account and the nonce>``: only a sign-in to that
+# account gets one, and none can be made for another account.
+
+_DEVICE_PURPOSE = "trusted-device"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_NONCE_BYTES_OF_ID = 16  # hex characters of the nonce's digest in the throttle's key
+
+
+def new_device_token(tokens: TokenIssuer, account_id: object) -> str:
+    nonce = tokens.issue().token
+    return f"{nonce}.{tokens.derive(f'{account_id}.{nonce}', _DEVICE_PURPOSE)}"
+
+
+def throttle_key(tokens: TokenIssuer, account_id: object, device_token: str | None) -> str:
+    """The throttle a password try for ``account_id`` counts on: the account's, or the
+    trusted device's when ``device_token`` was issued to this browser for this account."""
+    if device_token and len(device_token) <= 256:
+        nonce, _, mac = device_token.partition(".")
+        if _NONCE.fullmatch(nonce) and hmac.compare_digest(
+            mac.encode(), tokens.derive(f"{account_id}.{nonce}", _DEVICE_PURPOSE).encode()
+        ):
+            return f"{account_key(account_id)}:device:{tokens.digest(nonce)[:_NONCE_BYTES_OF_ID]}"
+    return account_key(account_id)

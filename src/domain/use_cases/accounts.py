@@ -20,7 +20,12 @@ from domain.model import (
 )
 from domain.policies import identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._passwords import (
+    Passwords,
+    account_key,
+    new_device_token,
+    throttle_key,
+)
 from domain.use_cases._shared import (
     SESSION_TTL,
     queue_email,
@@ -38,6 +43,9 @@ from domain.webhooks import account_created
 class SignedIn:
     account: Account
     session_token: str
+    # A password sign-in's device token: this browser is trusted with this account from now
+    # on (its wrong passwords have a throttle of their own; see ``throttle_key``).
+    device_token: str | None = None
 
 
 class _PasswordUseCase:
@@ -94,17 +102,24 @@ class SignUp(_PasswordUseCase):
         # Of simultaneous sign-ups with one name or address, the database lets one in; the
         # others run again, see the winner and get "taken", never a second account.
         token = await retry_on_conflict(attempt)
-        return SignedIn(account, token)
+        return SignedIn(account, token, new_device_token(self._tokens, account.id))
 
 
 class SignIn(_PasswordUseCase):
     """Sign in with a username or an email and a password.
 
-    Wrong passwords are throttled per account (see ``Passwords.check``) and audited with the
-    login's digest and the client's address; a hash made with older parameters is replaced."""
+    Wrong passwords are throttled per account (see ``Passwords.check``), or per trusted
+    device when the browser brings a ``device_token`` an earlier sign-in to this account gave
+    it (someone else's guesses then do not lock its owner out), and audited with the login's
+    digest and the client's address; a hash made with older parameters is replaced."""
 
     async def execute(
-        self, *, login: str, password: str, client_address: str | None = None
+        self,
+        *,
+        login: str,
+        password: str,
+        client_address: str | None = None,
+        device_token: str | None = None,
     ) -> SignedIn:
         login = login.strip()
         if not login or clean_text(login, EMAIL_MAX) != login:  # too long, control characters
@@ -115,7 +130,12 @@ class SignIn(_PasswordUseCase):
                 matches = await uow.accounts.find_by_email(login)
                 account = matches[0] if len(matches) == 1 else None
         login_digest = self._tokens.digest(login.lower())
-        key = account_key(account.id) if account else f"login:{login_digest}"
+        if account is None:
+            key = f"login:{login_digest}"
+        else:
+            key = throttle_key(self._tokens, account.id, device_token)
+            if key == account_key(account.id):
+                device_token = None  # none, or not this account's: a new one if right
         password_hash = account.password_hash if account else None
         right = await self._passwords.check(key, password_hash, password)  # unknown: same work
         if account is None or not right:
@@ -141,7 +161,10 @@ class SignIn(_PasswordUseCase):
                 await uow.commit()
             return token
 
-        return SignedIn(account, await self._passwords.while_right(password_hash, password, start))
+        session_token = await self._passwords.while_right(password_hash, password, start)
+        return SignedIn(
+            account, session_token, device_token or new_device_token(self._tokens, account.id)
+        )
 
     async def _audit_failure(
         self, account: Account | None, login_digest: str, client_address: str | None

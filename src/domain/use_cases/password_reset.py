@@ -20,7 +20,7 @@ from domain.model import (
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
-from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._passwords import Passwords, account_key, new_device_token
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
@@ -122,7 +122,8 @@ class ResetPassword(_PasswordUseCase):
             )
             await uow.commit()
         await self._passwords.forgive(account_key(account.id))  # the owner proved the mailbox
-        return PasswordReset(SignedIn(updated, session), unlinked)
+        device = new_device_token(self._tokens, updated.id)  # it proved the mailbox
+        return PasswordReset(SignedIn(updated, session, device), unlinked)
 
     async def _unlink_if_unconfirmed(
         self, uow: UnitOfWork, account: Account, now: datetime

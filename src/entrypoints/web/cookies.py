@@ -1,4 +1,5 @@
-"""The service's cookies: the web session and the OAuth browser binding.
+"""The service's cookies: the web session, the OAuth browser binding, the email-linking
+proposal and the trusted device.
 
 On https every cookie is ``__Host-`` prefixed: browsers accept such a cookie only when it is
 ``Secure``, has ``Path=/`` and no ``Domain``, so a sibling subdomain (or a plain-http page of
@@ -14,12 +15,16 @@ from litestar import Request
 from litestar.datastructures import Cookie
 
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
-from domain.use_cases import SignOut
+from domain.use_cases import SignedIn, SignOut
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
 PROPOSAL_COOKIE = "tfl_link_proposal"
 CSRF_COOKIE = "tfl_csrf"
+DEVICE_COOKIE = "tfl_device"
+# A browser stays trusted with an account this long after its last password sign-in there
+# (400 days is the most browsers keep a cookie).
+DEVICE_MAX_AGE = 365 * 86400
 # Binding values are URL-safe base64, so a dot separates the ones of flows under way.
 _SEPARATOR = "."
 
@@ -35,6 +40,7 @@ class CookieJar:
         self.session_name = cookie_name(SESSION_COOKIE, secure=secure)
         self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
         self.proposal_name = cookie_name(PROPOSAL_COOKIE, secure=secure)
+        self.device_name = cookie_name(DEVICE_COOKIE, secure=secure)
 
     def _cookie(self, key: str, value: str, max_age: int) -> Cookie:
         # Lax: sent on the top-level redirect back from Discord, not on cross-site POSTs.
@@ -65,6 +71,21 @@ class CookieJar:
 
     def expired_proposal(self) -> Cookie:
         return self._cookie(self.proposal_name, "", 0)
+
+    def signed_in(self, signed_in: SignedIn) -> list[Cookie]:
+        """A password sign-in's (or sign-up's) cookies: the session, and the device's."""
+        cookies = [self.session(signed_in.session_token)]
+        if signed_in.device_token is not None:
+            cookies.append(self.device(signed_in.device_token))
+        return cookies
+
+    def device(self, token: str) -> Cookie:
+        """This browser signed in to an account with its password: trusted with it (its
+        wrong passwords there have a throttle of their own). Kept at sign-out."""
+        return self._cookie(self.device_name, token, DEVICE_MAX_AGE)
+
+    def device_token(self, request: Request[Any, Any, Any]) -> str | None:
+        return request.cookies.get(self.device_name)
 
     def proposal_token(self, request: Request[Any, Any, Any]) -> str | None:
         return request.cookies.get(self.proposal_name)

@@ -187,9 +187,7 @@ class EmailPages(Controller):
             )
         await jar.end_session(request, sign_out)
         notice = "password_reset_unlinked" if done.unlinked else "password_reset"
-        return Redirect(
-            f"/account?notice={notice}", cookies=[jar.session(done.signed_in.session_token)]
-        )
+        return Redirect(f"/account?notice={notice}", cookies=jar.signed_in(done.signed_in))
 
 
 _URL = re.compile(r"(https?://[^\s<>\"]+)")

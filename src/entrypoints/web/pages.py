@@ -96,12 +96,13 @@ class Pages(Controller):
                 login=data.get("login", ""),
                 password=data.get("password", ""),
                 client_address=request.client.host if request.client else None,
+                device_token=jar.device_token(request),
             )
         except errors.InvalidCredentials as exc:
             context = {"next": destination, "login": data.get("login", ""), "error": exc.message}
             return Template("signin.html", context=context, status_code=401)
         await jar.end_session(request, sign_out)
-        return Redirect(destination, cookies=[jar.session(signed_in.session_token)])
+        return Redirect(destination, cookies=jar.signed_in(signed_in))
 
     @get("/signup")
     async def signup_page(
@@ -134,7 +135,7 @@ class Pages(Controller):
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
         await jar.end_session(request, sign_out)
-        return Redirect(destination, cookies=[jar.session(signed_in.session_token)])
+        return Redirect(destination, cookies=jar.signed_in(signed_in))
 
     @post("/signout", status_code=303)
     async def signout(
