@@ -358,3 +358,25 @@ async def test_someone_elses_guesses_do_not_lock_out_a_browser_that_signed_in_be
     h.clock.advance(timedelta(hours=2))
     fresh = await sign_in.execute(login="alice", password=PASSWORD)
     assert fresh.device_token not in (None, mine.device_token)  # a new browser: a new token
+
+
+async def test_a_password_reset_ends_every_device_token_but_its_own(h: Harness) -> None:
+    """Someone who once knew the password could sign in from many browsers and keep a budget
+    of guesses per browser for the next password: a reset (or a change) ends them all."""
+    await h.sign_up("alice", "alice@example.com")
+    sign_in = h.container.sign_in()
+    minted = [(await sign_in.execute(login="alice", password=PASSWORD)).device_token for _ in "abc"]
+    assert len(set(minted)) == 3
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    new_password = "a fresh new password"
+    done = await h.container.reset_password().execute(token=token, new_password=new_password)
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG)
+    for old in minted:
+        with pytest.raises(errors.TooManyRequests):
+            await sign_in.execute(login="alice", password=new_password, device_token=old)
+    mine = done.signed_in.device_token  # the browser that reset it is trusted
+    assert (await sign_in.execute(login="alice", password=new_password, device_token=mine))

@@ -131,26 +131,37 @@ def account_key(account_id: object) -> str:
 # password every minute or so, and the owner's right password was refused with it. A browser
 # that signed in to the account before holds a device token for it (OWASP's "device cookie"):
 # its tries are throttled on a budget of their own, so someone else's guesses do not lock it
-# out. The token is ``<nonce>.<HMAC of the account and the nonce>``: only a sign-in to that
-# account gets one, and none can be made for another account.
+# out. The token is ``<nonce>.<HMAC of the account, the nonce and the password's hash>``: only
+# a sign-in to that account gets one, none can be made for another account, and a password
+# reset or change ends them all (someone who once knew the password, and signed in from many
+# browsers, does not keep a budget of guesses per browser for the new one). A rehash with new
+# parameters ends them too; the next sign-in of each browser gets a new one.
 
 _DEVICE_PURPOSE = "trusted-device"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _NONCE_BYTES_OF_ID = 16  # hex characters of the nonce's digest in the throttle's key
 
 
-def new_device_token(tokens: TokenIssuer, account_id: object) -> str:
+def _device_mac(tokens: TokenIssuer, account_id: object, password_hash: str, nonce: str) -> str:
+    return tokens.derive(f"{account_id}.{nonce}.{password_hash}", _DEVICE_PURPOSE)
+
+
+def new_device_token(tokens: TokenIssuer, account_id: object, password_hash: str) -> str:
+    """A device token for the browser that just proved the password whose hash is
+    ``password_hash`` (the one stored now)."""
     nonce = tokens.issue().token
-    return f"{nonce}.{tokens.derive(f'{account_id}.{nonce}', _DEVICE_PURPOSE)}"
+    return f"{nonce}.{_device_mac(tokens, account_id, password_hash, nonce)}"
 
 
-def throttle_key(tokens: TokenIssuer, account_id: object, device_token: str | None) -> str:
+def throttle_key(
+    tokens: TokenIssuer, account_id: object, password_hash: str | None, device_token: str | None
+) -> str:
     """The throttle a password try for ``account_id`` counts on: the account's, or the
-    trusted device's when ``device_token`` was issued to this browser for this account."""
-    if device_token and len(device_token) <= 256:
+    trusted device's when ``device_token`` was issued to this browser for this account and
+    its current password (``password_hash``)."""
+    if password_hash is not None and device_token and len(device_token) <= 256:
         nonce, _, mac = device_token.partition(".")
-        if _NONCE.fullmatch(nonce) and hmac.compare_digest(
-            mac.encode(), tokens.derive(f"{account_id}.{nonce}", _DEVICE_PURPOSE).encode()
-        ):
+        expected = _device_mac(tokens, account_id, password_hash, nonce)
+        if _NONCE.fullmatch(nonce) and hmac.compare_digest(mac.encode(), expected.encode()):
             return f"{account_key(account_id)}:device:{tokens.digest(nonce)[:_NONCE_BYTES_OF_ID]}"
     return account_key(account_id)

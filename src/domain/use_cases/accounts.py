@@ -102,7 +102,7 @@ class SignUp(_PasswordUseCase):
         # Of simultaneous sign-ups with one name or address, the database lets one in; the
         # others run again, see the winner and get "taken", never a second account.
         token = await retry_on_conflict(attempt)
-        return SignedIn(account, token, new_device_token(self._tokens, account.id))
+        return SignedIn(account, token, new_device_token(self._tokens, account.id, password_hash))
 
 
 class SignIn(_PasswordUseCase):
@@ -130,20 +130,21 @@ class SignIn(_PasswordUseCase):
                 matches = await uow.accounts.find_by_email(login)
                 account = matches[0] if len(matches) == 1 else None
         login_digest = self._tokens.digest(login.lower())
+        password_hash = account.password_hash if account else None
         if account is None:
             key = f"login:{login_digest}"
         else:
-            key = throttle_key(self._tokens, account.id, device_token)
+            key = throttle_key(self._tokens, account.id, password_hash, device_token)
             if key == account_key(account.id):
                 device_token = None  # none, or not this account's: a new one if right
-        password_hash = account.password_hash if account else None
         right = await self._passwords.check(key, password_hash, password)  # unknown: same work
         if account is None or not right:
             await self._audit_failure(account, login_digest, client_address)
             raise errors.InvalidCredentials()
         assert password_hash is not None  # noqa: S101 - a right password has a hash
 
-        async def start(checked: str) -> str:
+        async def start(checked: str) -> tuple[str, str]:
+            """The session's token, and the password's hash now."""
             rehashed = await self._passwords.rehash_if_outdated(checked, password)
             now = self._clock.now()
             async with self._uow() as uow:
@@ -159,12 +160,12 @@ class SignIn(_PasswordUseCase):
                     method=SignInMethod.PASSWORD,
                 )
                 await uow.commit()
-            return token
+            return token, rehashed or checked
 
-        session_token = await self._passwords.while_right(password_hash, password, start)
-        return SignedIn(
-            account, session_token, device_token or new_device_token(self._tokens, account.id)
-        )
+        session_token, stored = await self._passwords.while_right(password_hash, password, start)
+        if device_token is None or stored != password_hash:  # new, or its hash was replaced
+            device_token = new_device_token(self._tokens, account.id, stored)
+        return SignedIn(account, session_token, device_token)
 
     async def _audit_failure(
         self, account: Account | None, login_digest: str, client_address: str | None

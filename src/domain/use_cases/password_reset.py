@@ -122,7 +122,7 @@ class ResetPassword(_PasswordUseCase):
             )
             await uow.commit()
         await self._passwords.forgive(account_key(account.id))  # the owner proved the mailbox
-        device = new_device_token(self._tokens, updated.id)  # it proved the mailbox
+        device = new_device_token(self._tokens, updated.id, new_hash)  # it proved the mailbox
         return PasswordReset(SignedIn(updated, session, device), unlinked)
 
     async def _unlink_if_unconfirmed(
