@@ -379,4 +379,4 @@ async def test_a_password_reset_ends_every_device_token_but_its_own(h: Harness) 
         with pytest.raises(errors.TooManyRequests):
             await sign_in.execute(login="alice", password=new_password, device_token=old)
     mine = done.signed_in.device_token  # the browser that reset it is trusted
-    assert (await sign_in.execute(login="alice", password=new_password, device_token=mine))
+    assert await sign_in.execute(login="alice", password=new_password, device_token=mine)
