@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from domain import errors
 from domain.model import (
@@ -19,7 +19,7 @@ from domain.model import (
     validate_username,
 )
 from domain.policies import identity_recently_proved
-from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import (
     Passwords,
     account_key,
@@ -63,6 +63,11 @@ class _PasswordUseCase:
         self._session_ttl = session_ttl
         self._webhooks = webhooks  # for the use cases that create accounts or unlink
 
+    async def _password_session(self, uow: UnitOfWork, account_id: AccountId, now: datetime) -> str:
+        return await start_session(
+            uow, self._tokens, account_id, now, self._session_ttl, method=SignInMethod.PASSWORD
+        )
+
 
 class SignUp(_PasswordUseCase):
     async def execute(self, *, username: str, email: str, password: str) -> SignedIn:
@@ -88,14 +93,7 @@ class SignUp(_PasswordUseCase):
                 await queue_email(
                     uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
-                token = await start_session(
-                    uow,
-                    self._tokens,
-                    account.id,
-                    now,
-                    self._session_ttl,
-                    method=SignInMethod.PASSWORD,
-                )
+                token = await self._password_session(uow, account.id, now)
                 await uow.commit()
             return token
 
@@ -151,14 +149,7 @@ class SignIn(_PasswordUseCase):
                 fresh = await still_the_password(uow, account.id, checked)
                 if rehashed is not None:
                     await uow.accounts.update(replace(fresh, password_hash=rehashed))
-                token = await start_session(
-                    uow,
-                    self._tokens,
-                    account.id,
-                    now,
-                    self._session_ttl,
-                    method=SignInMethod.PASSWORD,
-                )
+                token = await self._password_session(uow, account.id, now)
                 await uow.commit()
             return token, rehashed or checked
 
