@@ -85,12 +85,37 @@ async def test_forty_wrong_current_passwords_are_stopped_after_five(h: Harness) 
         except errors.TooManyRequests:
             outcomes.append("wait")
     assert outcomes == ["wrong"] * 5 + ["wait"] * 35
-    with pytest.raises(errors.TooManyRequests):  # even the right one waits
-        await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    other = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    with pytest.raises(errors.TooManyRequests):  # every session of the account: one budget
+        await h.container.confirm_password().execute(
+            session_token=other.session_token, password=PASSWORD
+        )
     h.clock.advance(timedelta(seconds=15))
-    await h.container.sign_in().execute(login="alice", password=PASSWORD)  # and resets it
+    await h.container.confirm_password().execute(  # and the right one resets it
+        session_token=other.session_token, password=PASSWORD
+    )
     with pytest.raises(errors.InvalidCredentials):
-        await h.container.sign_in().execute(login="alice", password=WRONG)
+        await h.container.confirm_password().execute(
+            session_token=alice.session_token, password=WRONG
+        )
+
+
+async def test_strangers_guesses_do_not_stop_the_signed_in_owner_changing_the_password(
+    h: Harness,
+) -> None:
+    """Under attack, the owner (signed in) changes the password: the checks of signed-in
+    sessions count apart from the sign-in's, which strangers keep busy."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await h.container.sign_in().execute(login="alice", password=WRONG)
+    with pytest.raises(errors.TooManyRequests):
+        await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    await h.container.set_password().execute(
+        session_token=alice.session_token,
+        new_password="an entirely new password",
+        current_password=PASSWORD,
+    )
 
 
 async def test_forty_wrong_passwords_sent_at_once_are_stopped_after_five(h: Harness) -> None:

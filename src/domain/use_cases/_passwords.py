@@ -126,6 +126,15 @@ def account_key(account_id: object) -> str:
     return f"account:{account_id}"
 
 
+def signed_in_key(account_id: object) -> str:
+    """The throttle of the password checks the account's signed-in sessions make (confirming
+    it is you, changing the password or the email): apart from the sign-in's, so that
+    strangers' guesses at the account do not stop its owner from changing the password
+    under attack. One for all its sessions: whoever can make sessions (a Discord account
+    linked to it) gets no more guesses by making more."""
+    return f"{account_key(account_id)}:signed-in"
+
+
 # -- trusted devices -------------------------------------------------------------------------
 # The throttle above is per account: anyone can keep an account's backoff running with a wrong
 # password every minute or so, and the owner's right password was refused with it. A browser

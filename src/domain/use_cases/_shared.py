@@ -29,7 +29,7 @@ from domain.model import (
 )
 from domain.policies import LINK_REFUSALS, LinkDecision, decide_link, identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._passwords import Passwords, signed_in_key
 from domain.use_cases._webhooks import WebhookOutbox
 from domain.webhooks import link_created
 
@@ -257,7 +257,8 @@ async def prove_identity(
     async with uow_factory(read_only=True) as uow:
         session, account = await signed_in(uow, tokens, session_token, now)
     if current_password and account.password_hash is not None:
-        if await passwords.check(account_key(account.id), account.password_hash, current_password):
+        key = signed_in_key(account.id)
+        if await passwords.check(key, account.password_hash, current_password):
             return session, account
         raise errors.InvalidCredentials("Your current password is not right.")
     if identity_recently_proved(session, account, now):

@@ -24,6 +24,7 @@ from domain.use_cases._passwords import (
     Passwords,
     account_key,
     new_device_token,
+    signed_in_key,
     throttle_key,
 )
 from domain.use_cases._shared import (
@@ -191,7 +192,9 @@ class SetPassword(_PasswordUseCase):
         self._passwords.refuse_if_weak(new_password, related=related)
         if account.password_hash is not None:
             if not await self._passwords.check(
-                account_key(account.id), account.password_hash, current_password or ""
+                signed_in_key(account.id),
+                account.password_hash,
+                current_password or "",
             ):
                 raise errors.InvalidCredentials("Your current password is not right.")
         elif not identity_recently_proved(session, account, now):

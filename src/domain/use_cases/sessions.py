@@ -12,7 +12,7 @@ from domain import errors
 from domain.model import Account, AuditEvent, AuditKind, Session, SignInMethod
 from domain.policies import identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._passwords import Passwords, signed_in_key
 from domain.use_cases._shared import digest_of, signed_in
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
@@ -149,7 +149,7 @@ class ConfirmPassword:
                 "Your account has no password: confirm it is you with Discord instead."
             )
         if not await self._passwords.check(
-            account_key(account.id), account.password_hash, password
+            signed_in_key(account.id), account.password_hash, password
         ):
             raise errors.InvalidCredentials("Your password is not right.")
         now = self._clock.now()
