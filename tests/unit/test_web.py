@@ -381,6 +381,9 @@ async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> 
         assert "Secure" in session
         assert "Path=/" in session
         assert "Domain" not in session
+        device = next(x for x in cookies if x.startswith("__Host-tfl_device="))
+        assert "Secure" in device
+        assert "HttpOnly" in device
         assert "max-age" in answer.headers["strict-transport-security"]
         api = await c.get("/api/v1/links/1")
         assert api.status_code == 401
