@@ -118,6 +118,25 @@ async def test_strangers_guesses_do_not_stop_the_signed_in_owner_changing_the_pa
     )
 
 
+async def test_a_password_reset_forgives_the_sessions_wrong_passwords_too(h: Harness) -> None:
+    """A stolen session guessed at the current password; the owner resets it by email: the
+    session that reset it is not left waiting for the thief's backoff."""
+    thief = await h.sign_up("alice", "alice@example.com")
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await h.container.confirm_password().execute(
+                session_token=thief.session_token, password=WRONG
+            )
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    new_password = "a fresh new password"
+    done = await h.container.reset_password().execute(token=token, new_password=new_password)
+    await h.container.confirm_password().execute(
+        session_token=done.signed_in.session_token, password=new_password
+    )
+
+
 async def test_forty_wrong_passwords_sent_at_once_are_stopped_after_five(h: Harness) -> None:
     """Sent together, the guesses used to be checked all at once: each read the count
     before any earlier one had hashed and counted its failure (69 of 80 were checked by a

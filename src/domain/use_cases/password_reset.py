@@ -20,7 +20,12 @@ from domain.model import (
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
-from domain.use_cases._passwords import Passwords, account_key, new_device_token
+from domain.use_cases._passwords import (
+    Passwords,
+    account_key,
+    new_device_token,
+    signed_in_key,
+)
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
@@ -121,7 +126,9 @@ class ResetPassword(_PasswordUseCase):
                 uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
             )
             await uow.commit()
-        await self._passwords.forgive(account_key(account.id))  # the owner proved the mailbox
+        # The owner proved the mailbox: the sign-in's failures and the sessions' (all ended).
+        await self._passwords.forgive(account_key(account.id))
+        await self._passwords.forgive(signed_in_key(account.id))
         device = new_device_token(self._tokens, updated.id, new_hash)  # it proved the mailbox
         return PasswordReset(SignedIn(updated, session, device), unlinked)
 
