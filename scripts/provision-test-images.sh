@@ -26,14 +26,49 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2
   apt-get install -y -qq docker.io debootstrap >/dev/null
 fi
 
-if ! docker info >/dev/null 2>&1; then
+# A machine restored from a snapshot can keep the pid files of a daemon that no longer runs.
+# dockerd then takes whatever process now has that pid for its containerd and gives up after
+# waiting for a socket nobody serves ("timeout waiting for containerd to start").
+clear_stale_pid_files() {
+  pgrep -x dockerd >/dev/null 2>&1 && return 0
+  local pidfile pid
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [ -f "$pidfile" ] || continue
+    pid="$(cat "$pidfile" 2>/dev/null || true)"
+    if [ -z "$pid" ] || ! grep -qsx -e containerd -e dockerd "/proc/$pid/comm"; then
+      log "removing stale $pidfile"
+      rm -f "$pidfile"
+    fi
+  done
+}
+
+start_dockerd() {
+  clear_stale_pid_files
   log "starting dockerd (no bridge, no iptables: containers use host networking)"
-  nohup dockerd --bridge=none --iptables=false >/var/log/taskflow-link-dockerd.log 2>&1 &
-  for _ in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && break
+  nohup dockerd --bridge=none --iptables=false >"$DOCKERD_LOG" 2>&1 &
+  local daemon=$!
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && return 0
+    kill -0 "$daemon" 2>/dev/null || return 1
     sleep 0.5
   done
-  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/taskflow-link-dockerd.log" >&2; exit 1; }
+  kill "$daemon" 2>/dev/null || true
+  wait "$daemon" 2>/dev/null || true
+  return 1
+}
+
+DOCKERD_LOG=/var/log/taskflow-link-dockerd.log
+if ! docker info >/dev/null 2>&1; then
+  if ! start_dockerd; then
+    log "dockerd did not start; its log ends with:"
+    tail -n 5 "$DOCKERD_LOG" >&2 || true
+    log "trying once more"
+    start_dockerd || {
+      echo "dockerd did not start; see $DOCKERD_LOG" >&2
+      tail -n 20 "$DOCKERD_LOG" >&2 || true
+      exit 1
+    }
+  fi
 fi
 
 PACKAGES=()
