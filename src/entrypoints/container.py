@@ -20,15 +20,20 @@ from adapters.memory import MemoryDatabase
 from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.proxies import proxy_for
-from adapters.queue_listener import NoQueueListener
+from adapters.queue_listener import (
+    EMAIL_QUEUE_CHANNEL,
+    ROLE_QUEUE_CHANNEL,
+    WEBHOOK_QUEUE_CHANNEL,
+    BellListener,
+    QueueBell,
+)
 from adapters.secret_box import AesGcmSecretBox
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase, revisions
 from adapters.sql.notifications import (
+    LISTENER_APPLICATION_NAME,
     ROLE_LISTENER_APPLICATION_NAME,
-    ROLE_QUEUE_CHANNEL,
     WEBHOOK_LISTENER_APPLICATION_NAME,
-    WEBHOOK_QUEUE_CHANNEL,
     PostgresQueueListener,
 )
 from adapters.tokens import SecretsTokenIssuer
@@ -51,7 +56,7 @@ def _directory(storage: Storage) -> LinkDirectory:
     return storage.directory
 
 
-def _sql_database(settings: Settings) -> SqlDatabase:
+def _sql_database(settings: Settings, bell: QueueBell) -> SqlDatabase:
     return SqlDatabase(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -59,6 +64,7 @@ def _sql_database(settings: Settings) -> SqlDatabase:
         pool_timeout=settings.db_pool_timeout,
         connect_timeout=settings.db_connect_timeout_seconds,
         statement_timeout=settings.db_statement_timeout_seconds,
+        bell=bell,
     )
 
 
@@ -72,33 +78,18 @@ def _listens(settings: Settings, storage: Storage) -> bool:
     return on_postgres and settings.email_listen
 
 
-def _email_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
-    """Postgres tells every instance's worker about a new email; elsewhere workers poll."""
+def _queue_listener(
+    settings: Settings, storage: Storage, bell: QueueBell, channel: str, application_name: str
+) -> QueueListener:
+    """What wakes a queue's worker: work committed by this process (the bell), and on
+    Postgres work queued by any instance (LISTEN/NOTIFY); the worker's poll catches the rest.
+    """
+    across = None
     if _listens(settings, storage):
-        return PostgresQueueListener(settings.database_url)
-    return NoQueueListener()
-
-
-def _role_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
-    """The same for the queue of Discord role changes."""
-    if _listens(settings, storage):
-        return PostgresQueueListener(
-            settings.database_url,
-            ROLE_QUEUE_CHANNEL,
-            application_name=ROLE_LISTENER_APPLICATION_NAME,
+        across = PostgresQueueListener(
+            settings.database_url, channel, application_name=application_name
         )
-    return NoQueueListener()
-
-
-def _webhook_queue_listener(settings: Settings, storage: Storage) -> QueueListener:
-    """As the email queue's: Postgres wakes every instance's webhook worker."""
-    if _listens(settings, storage):
-        return PostgresQueueListener(
-            settings.database_url,
-            WEBHOOK_QUEUE_CHANNEL,
-            application_name=WEBHOOK_LISTENER_APPLICATION_NAME,
-        )
-    return NoQueueListener()
+    return BellListener(bell, channel, across)
 
 
 def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
@@ -278,8 +269,10 @@ class Container(containers.DeclarativeContainer):
     public_base_url = providers.Callable(lambda s: str(s.public_url).rstrip("/"), settings)
 
     # Where the data lives, chosen by TASKFLOW_LINK_STORAGE.
-    memory_db = providers.Singleton(MemoryDatabase)
-    sql_db = providers.Singleton(_sql_database, settings)
+    # This process's wake-ups: a transaction that queued work rings its queue's workers.
+    queue_bell = providers.Singleton(QueueBell)
+    memory_db = providers.Singleton(MemoryDatabase, queue_bell)
+    sql_db = providers.Singleton(_sql_database, settings, queue_bell)
     storage = providers.Selector(
         providers.Callable(lambda s: s.storage, settings), memory=memory_db, sql=sql_db
     )
@@ -316,12 +309,33 @@ class Container(containers.DeclarativeContainer):
         smtp=providers.Singleton(_smtp_sender, settings),
     )
     # One per email worker: it holds a connection of its own while the worker runs.
-    email_queue_listener = providers.Factory(_email_queue_listener, settings, storage)
-    role_queue_listener = providers.Factory(_role_queue_listener, settings, storage)
+    email_queue_listener = providers.Factory(
+        _queue_listener,
+        settings,
+        storage,
+        queue_bell,
+        EMAIL_QUEUE_CHANNEL,
+        LISTENER_APPLICATION_NAME,
+    )
+    role_queue_listener = providers.Factory(
+        _queue_listener,
+        settings,
+        storage,
+        queue_bell,
+        ROLE_QUEUE_CHANNEL,
+        ROLE_LISTENER_APPLICATION_NAME,
+    )
     # Webhooks: where events go (the configured endpoints), how they are sent, and wake-ups.
     webhook_outbox = providers.Singleton(_webhook_outbox, settings)
     webhook_sender = providers.Singleton(_webhook_sender, settings)
-    webhook_queue_listener = providers.Factory(_webhook_queue_listener, settings, storage)
+    webhook_queue_listener = providers.Factory(
+        _queue_listener,
+        settings,
+        storage,
+        queue_bell,
+        WEBHOOK_QUEUE_CHANNEL,
+        WEBHOOK_LISTENER_APPLICATION_NAME,
+    )
 
     # Discord Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS): the only Discord tokens
     # kept, sealed by the secret box. Made on first use: off, nothing here is ever built.

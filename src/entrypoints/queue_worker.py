@@ -3,9 +3,9 @@ process (the web app, the gateway bot). Several processes may run one each: each
 a batch no other worker gets.
 
 A worker looks at its queue when it starts, whenever it is woken, and every ``poll_seconds``.
-It is woken by its own process (the web app, after a request that may have queued work), and,
-on Postgres, by every instance through its ``QueueListener`` (LISTEN/NOTIFY): work queued
-anywhere is done at once, and the poll is only the safety net."""
+Its ``QueueListener`` wakes it when its own process commits work for it (the bell), and, on
+Postgres, when any instance does (LISTEN/NOTIFY): work queued anywhere is done at once, and the
+poll is only the safety net."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ class QueueWorker(ABC):
         self, *, poll_seconds: float, log: logging.Logger, min_gap_seconds: float = 0.25
     ) -> None:
         """``min_gap_seconds``: a wake-up starts a pass no sooner than this after the last
-        one began. Any form POST wakes the workers (an anonymous sign-out too, unlimited):
-        without a gap, a stream of them kept every worker passing back to back, each pass
-        taking SQLite's write lock. A pass that found work goes on at once."""
+        one began: a stream of commits that queue work (or of NOTIFYs from other instances)
+        makes one pass per gap rather than one each, each pass taking SQLite's write lock. A
+        pass that found work goes on at once."""
         self._poll = poll_seconds
         self._min_gap = min_gap_seconds
         self._log = log
@@ -45,9 +45,11 @@ class QueueWorker(ABC):
 
     def start(self) -> None:
         if not self._tasks:
+            # The listener first: it subscribes to this process's bell before the first pass
+            # looks at the queue (tasks start in order), so nothing committed between is missed.
             self._tasks = [
-                asyncio.create_task(self._run(), name=f"taskflow-link {self.name} worker"),
                 asyncio.create_task(self._listen(), name=f"taskflow-link {self.name} listener"),
+                asyncio.create_task(self._run(), name=f"taskflow-link {self.name} worker"),
             ]
 
     def wake(self) -> None:

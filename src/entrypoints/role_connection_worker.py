@@ -5,7 +5,7 @@ pass claims the rows it pushes, so no row is pushed by two at once.
 A pass pushes what is due: a user whose ``linked_days`` just changed, one just unlinked
 (Discord hears "not linked", then the tokens are deleted), one whose last push failed (after
 its back-off). The worker passes when it starts, every ``role_connections_poll_seconds``, and
-when woken (after a form on this process's pages: an unlink wakes it at once)."""
+when this process commits a row made due (an unlink, a password reset: at once)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+from adapters.queue_listener import ROLE_CONNECTION_CHANNEL
 from domain import errors
 from domain.use_cases import RoleSyncReport
 from entrypoints.container import Container
@@ -74,8 +75,13 @@ class RoleConnectionWorker:
         return report
 
     async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            await self.run_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+        bell = self._container.queue_bell()
+        unsubscribe = bell.subscribe(ROLE_CONNECTION_CHANNEL, self.wake)
+        try:
+            while True:
+                self._wake.clear()
+                await self.run_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+        finally:
+            unsubscribe()

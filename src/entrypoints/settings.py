@@ -257,7 +257,7 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="How often a serving process looks for role connections due to be pushed "
-        "to Discord (an unlink on this process's web pages wakes it at once).",
+        "to Discord (an unlink or password reset in this process wakes it at once).",
     )
     email_backend: Literal["outbox", "smtp"] = Field(
         default="outbox",
@@ -273,8 +273,9 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=3600,
-        description="How often the email queue is checked. Forms that queue an email also "
-        "wake their own process's worker at once, and on Postgres every instance's worker is "
+        description="How often the email queue is checked. Whatever queues an email (a form, a bot "
+        "command, the API) also wakes its own process's worker at once, and on Postgres "
+        "every instance's worker is "
         "woken through LISTEN/NOTIFY (see below), so there the poll is only a safety net and "
         "can be long.",
     )

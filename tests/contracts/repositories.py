@@ -11,6 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.queue_listener import (
+    EMAIL_QUEUE_CHANNEL,
+    ROLE_CONNECTION_CHANNEL,
+    WEBHOOK_QUEUE_CHANNEL,
+    QueueBell,
+)
 from domain import errors
 from domain.model import (
     Account,
@@ -104,7 +110,68 @@ class RepositoryContract:
     def uow_factory(self) -> UnitOfWorkFactory:
         raise NotImplementedError
 
+    @pytest.fixture
+    def bell(self) -> QueueBell:
+        """The bell the units of work of ``uow_factory`` ring."""
+        raise NotImplementedError
+
     # -- unit of work ----------------------------------------------------------------------
+
+    async def test_a_commit_that_queued_work_rings_its_queues_and_nothing_else_does(
+        self, uow_factory: UnitOfWorkFactory, bell: QueueBell
+    ) -> None:
+        """This process's workers are woken by the commits that queued work for them: once
+        per commit, only for the queues written to, and never by a rollback or a conflict."""
+        heard: list[str] = []
+        channels = (EMAIL_QUEUE_CHANNEL, WEBHOOK_QUEUE_CHANNEL, ROLE_CONNECTION_CHANNEL)
+        stops = [bell.subscribe(c, lambda c=c: heard.append(c)) for c in channels]  # type: ignore[misc]
+
+        async def rung() -> list[str]:
+            for _ in range(5):  # the wake-ups are scheduled on this loop
+                await asyncio.sleep(0)
+            found = sorted(heard)
+            heard.clear()
+            return found
+
+        owner = account()
+        try:
+            await write(uow_factory, lambda uow: uow.accounts.add(owner))
+            assert await rung() == []  # nothing queued
+            emails = [
+                OutgoingEmail(uuid.uuid4(), EmailKind.VERIFY_EMAIL, "a@b.c", owner.id, NOW, NOW)
+                for _ in range(2)
+            ]
+            async with uow_factory() as uow:
+                await uow.outgoing_emails.add(emails[0])
+                await uow.webhooks.add(*webhook())
+                await uow.rollback()
+                await uow.outgoing_emails.add(emails[1])
+                await uow.commit()
+            assert await rung() == [EMAIL_QUEUE_CHANNEL]  # the rolled back webhook: nothing
+            async with uow_factory() as uow:
+                await uow.outgoing_emails.add(emails[0])
+                await uow.outgoing_emails.add(replace(emails[0], id=uuid.uuid4()))
+                await uow.webhooks.add(*webhook())
+                await uow.commit()
+            assert await rung() == [EMAIL_QUEUE_CHANNEL, WEBHOOK_QUEUE_CHANNEL]  # once each
+            with pytest.raises(errors.Conflict):  # the same email again
+                await write(uow_factory, lambda uow: uow.outgoing_emails.add(emails[0]))
+            async with uow_factory() as uow:
+                await uow.outgoing_emails.add(replace(emails[0], id=uuid.uuid4()))
+                # Abandoned without a commit (an exception, a refusal): nothing rings.
+            assert await rung() == []
+            await write(uow_factory, lambda uow: uow.role_connection_tokens.add(role_token(5)))
+            assert await rung() == []  # a first grant is pushed by its own flow
+            missing = DiscordId(6)
+            await write(uow_factory, lambda uow: uow.role_connection_tokens.mark_due(missing, NOW))
+            assert await rung() == []  # no such row: nothing made due
+            await write(
+                uow_factory, lambda uow: uow.role_connection_tokens.mark_due(DiscordId(5), LATER)
+            )
+            assert await rung() == [ROLE_CONNECTION_CHANNEL]
+        finally:
+            for stop in stops:
+                stop()
 
     async def test_changes_are_discarded_unless_committed(
         self, uow_factory: UnitOfWorkFactory

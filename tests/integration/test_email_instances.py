@@ -24,12 +24,9 @@ import pytest
 from dependency_injector import providers
 from sqlalchemy import text
 
+from adapters.queue_listener import EMAIL_QUEUE_CHANNEL, BellListener
 from adapters.sql import SqlDatabase
-from adapters.sql.notifications import (
-    EMAIL_QUEUE_CHANNEL,
-    LISTENER_APPLICATION_NAME,
-    PostgresQueueListener,
-)
+from adapters.sql.notifications import LISTENER_APPLICATION_NAME, PostgresQueueListener
 from domain import errors
 from domain.model import DeliveryStatus, EmailKind, OutgoingEmail
 from domain.ports import EmailMessage
@@ -95,7 +92,8 @@ async def instance(
     h.clock = clock
     container.email_sender.override(sent.sender(name, failing=failing))
     real = container.email_queue_listener()
-    assert isinstance(real, PostgresQueueListener)  # the container's choice on Postgres
+    assert isinstance(real, BellListener)  # this process\'s commits, and on Postgres
+    assert isinstance(real.across, PostgresQueueListener)  # every instance\'s
     listener = CountingListener(real)
     container.email_queue_listener.override(providers.Object(listener))
     worker = EmailWorker(container)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from adapters.queue_listener import QueueBell
 from adapters.sql import SqlDatabase
 from adapters.sql.database import PostgresLinkDirectory
 from domain.ports import UnitOfWorkFactory
@@ -19,11 +20,19 @@ class TestSqliteRepositories(RepositoryContract):
     def uow_factory(self, sqlite_db: SqlDatabase) -> UnitOfWorkFactory:
         return sqlite_db.unit_of_work
 
+    @pytest.fixture
+    def bell(self, sqlite_db: SqlDatabase) -> QueueBell:
+        return sqlite_db.bell
+
 
 class TestPostgresRepositories(RepositoryContract):
     @pytest.fixture
     def uow_factory(self, pg_db: SqlDatabase) -> UnitOfWorkFactory:
         return pg_db.unit_of_work
+
+    @pytest.fixture
+    def bell(self, pg_db: SqlDatabase) -> QueueBell:
+        return pg_db.bell
 
 
 def own_directory(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from dependency_injector import providers
 from sqlalchemy import func, select, text
 
+from adapters.queue_listener import BellListener
 from adapters.sql import SqlDatabase
 from adapters.sql.notifications import WEBHOOK_LISTENER_APPLICATION_NAME, PostgresQueueListener
 from adapters.sql.tables import webhook_deliveries
@@ -56,7 +57,8 @@ async def instance(database_url: str, hook_url: str, clock: ManualClock) -> Asyn
     container.clock.override(clock)
     h.clock = clock
     real = container.webhook_queue_listener()
-    assert isinstance(real, PostgresQueueListener)  # the container's choice on Postgres
+    assert isinstance(real, BellListener)  # this process\'s commits, and on Postgres
+    assert isinstance(real.across, PostgresQueueListener)  # every instance\'s
     listener = CountingListener(real)
     container.webhook_queue_listener.override(providers.Object(listener))
     worker = WebhookWorker(container)

@@ -8,14 +8,23 @@ from typing import Any
 import pytest
 
 from adapters.memory import MemoryDatabase
+from adapters.queue_listener import QueueBell
 from domain.ports import UnitOfWorkFactory
 from tests.contracts.repositories import RepositoryContract
 
 
 class TestMemoryRepositories(RepositoryContract):
     @pytest.fixture
-    def uow_factory(self) -> UnitOfWorkFactory:
-        return MemoryDatabase().unit_of_work
+    def db(self) -> MemoryDatabase:
+        return MemoryDatabase()
+
+    @pytest.fixture
+    def uow_factory(self, db: MemoryDatabase) -> UnitOfWorkFactory:
+        return db.unit_of_work
+
+    @pytest.fixture
+    def bell(self, db: MemoryDatabase) -> QueueBell:
+        return db.bell
 
 
 # A bound on waiting (never reached when the lock works), so that a broken lock fails the test

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from litestar.testing import AsyncTestClient
 
+from adapters.queue_listener import EMAIL_QUEUE_CHANNEL
 from domain import errors
 from domain.ports import EmailMessage
 from entrypoints.container import build_container
@@ -231,13 +232,13 @@ async def test_only_the_signed_in_owner_can_confirm_an_address(client: Client, h
 
 
 async def test_a_stream_of_wake_ups_makes_one_pass_per_gap() -> None:
-    """Any form POST wakes the workers (an anonymous sign-out too, which no limit counts):
-    a stream of them kept every worker passing back to back, each pass taking SQLite's write
-    lock (found by an attacker's review). A wake-up now starts a pass no sooner than the gap
-    after the last one began; wake-ups meanwhile make one pass."""
+    """A stream of wake-ups (commits that queue work, NOTIFYs from other instances) kept a
+    worker passing back to back, each pass taking SQLite's write lock (found by an attacker's
+    review, when any form POST woke the workers). A wake-up starts a pass no sooner than the
+    gap after the last one began; wake-ups meanwhile make one pass."""
     import logging
 
-    from adapters.queue_listener import NoQueueListener
+    from adapters.queue_listener import BellListener, QueueBell
     from entrypoints.queue_worker import QueueWorker
 
     class Counting(QueueWorker):
@@ -248,8 +249,8 @@ async def test_a_stream_of_wake_ups_makes_one_pass_per_gap() -> None:
             self.passes += 1
             return False
 
-        def listener(self) -> NoQueueListener:
-            return NoQueueListener()
+        def listener(self) -> BellListener:
+            return BellListener(QueueBell(), "nothing rings it")
 
     async def idle_after(worker: Counting, passes: int) -> None:
         for _ in range(10_000):  # a bound, not a deadline: each turn is one of the loop's
@@ -280,17 +281,23 @@ async def test_a_stream_of_wake_ups_makes_one_pass_per_gap() -> None:
         await eager.stop()
 
 
-async def test_only_an_answer_that_did_something_wakes_the_workers(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+async def test_only_a_commit_that_queued_work_wakes_the_workers(
+    hx: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each wake-up is a pass over the queues (on SQLite, under the write lock): a refused
-    POST, which anyone can send, queued nothing and wakes no one."""
-    from entrypoints.queue_worker import QueueWorker
+    """Each wake-up is a pass over the queues (on SQLite, under the write lock). A refused
+    POST, which anyone can send, and an anonymous sign-out queued nothing and wake no one;
+    a sign-up queued a confirmation email and wakes the email worker only."""
+    bell = hx.container.queue_bell()
+    rung: list[frozenset[str]] = []
+    ring = bell.ring
 
-    woken: list[str] = []
-    monkeypatch.setattr(QueueWorker, "wake", lambda self: woken.append(self.name))
+    def recorded(channels: frozenset[str]) -> None:
+        rung.append(channels)
+        ring(channels)
+
+    monkeypatch.setattr(bell, "ring", recorded)
     page = await client.get("/signin")
-    refused = [
+    answers = [
         await client.post(
             "/signin",
             data={"login": "nobody", "password": "x", "_csrf_token": csrf_token(page.text)},
@@ -299,8 +306,23 @@ async def test_only_an_answer_that_did_something_wakes_the_workers(
         await client.post("/nowhere", data={"a": "b"}),
         await client.post("/interactions", content=b"{}"),
         await client.delete("/api/v1/links/1"),
+        await client.post("/signout", data={"_csrf_token": csrf_token(page.text)}),
     ]
-    assert [r.status_code for r in refused] == [401, 403, 404, 404, 401]
-    assert woken == []
+    assert [r.status_code for r in answers] == [401, 403, 404, 404, 401, 200]  # 303 followed
+    assert rung == []
     await _sign_up(client, "ivy")  # queues a confirmation email
-    assert "email" in woken
+    assert rung == [frozenset({EMAIL_QUEUE_CHANNEL})]
+    await _email(hx, "ivy@example.com")
+
+
+async def test_an_email_queued_outside_the_pages_is_sent_without_waiting_for_the_poll() -> None:
+    """Whatever commits an email (a bot command, the API, here a use case on an event loop
+    other than the app's, in another thread) wakes the app's worker at once: with an hour's
+    poll, both emails go out."""
+    hx = Harness.build(build_container(make_settings(email_poll_seconds=3600)))
+    async with AsyncTestClient(app=create_app(hx.container)):
+        await hx.sign_up("ada", "ada@example.com")
+        await _email(hx, "ada@example.com")
+        await hx.sign_up("bob", "bob@example.com")  # the worker is idle by now
+        message = await _email(hx, "bob@example.com")
+    assert "confirm" in message.subject.lower()

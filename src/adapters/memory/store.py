@@ -18,6 +18,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
 
+from adapters.queue_listener import (
+    EMAIL_QUEUE_CHANNEL,
+    ROLE_CONNECTION_CHANNEL,
+    ROLE_QUEUE_CHANNEL,
+    WEBHOOK_QUEUE_CHANNEL,
+    QueueBell,
+)
 from domain import errors
 from domain.model import (
     Account,
@@ -154,10 +161,12 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class MemoryDatabase:
-    def __init__(self) -> None:
+    def __init__(self, bell: QueueBell | None = None) -> None:
+        """``bell``: rung when a committed transaction queued work (as ``SqlDatabase``)."""
         self.tables = Tables()
         self.commits = 0
         self.lock = AnyLoopLock()
+        self.bell = bell or QueueBell()
 
     def unit_of_work(self, *, read_only: bool = False) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self, read_only=read_only)
@@ -199,6 +208,7 @@ class MemoryUnitOfWork:
         self._db = db
         self._read_only = read_only
         self.work = db.tables.copy()
+        self.rings: set[str] = set()  # the queues written to since the last commit
         self.accounts = MemoryAccounts(self)
         self.links = MemoryLinks(self)
         self.pending_logins = MemoryPendingLogins(self)
@@ -235,9 +245,14 @@ class MemoryUnitOfWork:
         self._db.tables = self.work
         self._db.commits += 1
         self.work = self._db.tables.copy()
+        rung = frozenset(self.rings)
+        self.rings.clear()
+        if rung:
+            self._db.bell.ring(rung)
 
     async def rollback(self) -> None:
         self.work = self._db.tables.copy()
+        self.rings.clear()
 
 
 _OneTime = TypeVar("_OneTime", PendingLogin, LinkTicket, EmailToken, LinkProposal)
@@ -266,6 +281,11 @@ class _Repo:
     @property
     def _t(self) -> Tables:
         return self._uow.work
+
+    def _queued(self, channel: str, count: int = 1) -> None:
+        """Work for a queue's workers: they are woken once the transaction commits."""
+        if count:
+            self._uow.rings.add(channel)
 
 
 class MemoryAccounts(_Repo):
@@ -553,6 +573,7 @@ class MemoryOutgoingEmails(_Repo):
         if email.id in self._t.outgoing_emails:
             raise errors.Conflict("duplicate email id")
         self._t.outgoing_emails[email.id] = email
+        self._queued(EMAIL_QUEUE_CHANNEL)
 
     async def claim_due(
         self, now: datetime, until: datetime, limit: int
@@ -591,6 +612,7 @@ class MemoryOutgoingEmails(_Repo):
         ]
         for email in failed:
             self._t.outgoing_emails[email.id] = _requeued(email, now)
+        self._queued(EMAIL_QUEUE_CHANNEL, len(failed))
         return len(failed)
 
     async def save(self, email: OutgoingEmail) -> None:
@@ -631,6 +653,7 @@ class MemoryRoleChanges(_Repo):
         table = self._t.role_changes
         key = (change.discord_id, change.role)
         current = table.get(key)
+        self._queued(ROLE_QUEUE_CHANNEL)
         if current is None:
             table[key] = replace(change, status=RoleChangeStatus.PENDING, version=1)
             return
@@ -797,6 +820,7 @@ class MemoryRoleConnectionTokens(_Repo):
         if current is None:
             return False
         self._write(replace(current, next_push_at=now, failures=0), current)
+        self._queued(ROLE_CONNECTION_CHANNEL)
         return True
 
     async def mark_all_due(self, now: datetime) -> int:
@@ -839,6 +863,7 @@ class MemoryWebhooks(_Repo):
         self._t.webhook_events[event.id] = event
         for delivery in deliveries:
             self._t.webhook_deliveries[delivery.id] = replace(delivery, event=event)
+        self._queued(WEBHOOK_QUEUE_CHANNEL)
 
     async def claim_due(
         self, now: datetime, until: datetime, limit: int, endpoints: Sequence[str]
@@ -898,6 +923,7 @@ class MemoryWebhooks(_Repo):
                 attempts=0,
                 finished_at=None,
             )
+        self._queued(WEBHOOK_QUEUE_CHANNEL, len(chosen))
         return len(chosen)
 
     async def mark_gone(self, endpoint: WebhookEndpoint, since: datetime) -> None:
@@ -911,6 +937,7 @@ class MemoryWebhooks(_Repo):
         keys = [k for k in self._t.gone_endpoints if endpoint in (None, k)]
         for key in keys:
             del self._t.gone_endpoints[key]
+        self._queued(WEBHOOK_QUEUE_CHANNEL, len(keys))  # their waiting deliveries can go now
         return len(keys)
 
     async def summary(self) -> Sequence[WebhookEndpointSummary]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from adapters.queue_listener import QueueBell
 from adapters.sql.errors import translate
 from adapters.sql.fair_pool import FairAsyncAdaptedQueuePool
 from adapters.sql.repositories import _api_key, _link
@@ -54,12 +55,15 @@ class SqlDatabase:
         statement_timeout: float | None = None,
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         sqlite_writer_wait: float | None = None,
+        bell: QueueBell | None = None,
     ) -> None:
         """``statement_timeout`` (Postgres): the server cuts off a statement running longer,
         and the client gives up waiting a moment later (a server that hangs answers nothing);
         either way the caller gets a ``StorageError``, never an endless wait.
         ``sqlite_writer_wait``: how long a writer waits for its turn (default: the busy
-        timeout)."""
+        timeout). ``bell``: rung when a committed transaction queued work (this process's
+        workers listen to it)."""
+        self.bell = bell or QueueBell()
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         # No pre-ping: SQLAlchemy's costs three round trips (BEGIN, a query, ROLLBACK) on
@@ -102,7 +106,10 @@ class SqlDatabase:
         if read_only:
             return SqlUnitOfWork(self._read_sessions, read_only=True)
         return SqlUnitOfWork(
-            self.sessions, postgres=self.dialect == "postgresql", writers=self._writers
+            self.sessions,
+            postgres=self.dialect == "postgresql",
+            writers=self._writers,
+            bell=self.bell,
         )
 
     @contextlib.asynccontextmanager

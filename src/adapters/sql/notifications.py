@@ -15,9 +15,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-EMAIL_QUEUE_CHANNEL = "taskflow_link_email_queue"
-ROLE_QUEUE_CHANNEL = "taskflow_link_role_queue"  # the Discord role changes (same scheme)
-WEBHOOK_QUEUE_CHANNEL = "taskflow_link_webhook_queue"
+from adapters.queue_listener import (
+    EMAIL_QUEUE_CHANNEL,
+)
+
 # How the listening connection shows in pg_stat_activity (operators, and the tests).
 LISTENER_APPLICATION_NAME = "taskflow-link email listener"
 ROLE_LISTENER_APPLICATION_NAME = "taskflow-link role listener"

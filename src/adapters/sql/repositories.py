@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     Column,
@@ -31,12 +31,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.sql.errors import translate
-from adapters.sql.notifications import (
+from adapters.queue_listener import (
     EMAIL_QUEUE_CHANNEL,
+    ROLE_CONNECTION_CHANNEL,
     ROLE_QUEUE_CHANNEL,
     WEBHOOK_QUEUE_CHANNEL,
 )
+from adapters.sql.errors import translate
 from adapters.sql.tables import (
     UtcDateTime,
     accounts,
@@ -675,17 +676,31 @@ class SqlEmailTokens(_Repo):
         return await self._count(delete(email_tokens).where(email_tokens.c.expires_at <= now))
 
 
-class SqlOutgoingEmails(_Repo):
-    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+class _QueueRepo(_Repo):
+    """The repository of a queue that workers take from. Writing work for them wakes them:
+    in this process through ``rings`` (the unit of work rings the bell once the transaction
+    committed), and, on Postgres, in every instance through a NOTIFY (``across``), which is
+    part of the transaction too: delivered at commit, dropped by a rollback, and repeated
+    ones in one transaction arrive as one (``PostgresQueueListener``)."""
+
+    channel: ClassVar[str]
+    across: ClassVar[bool] = True
+
+    def __init__(
+        self, session: AsyncSession, *, postgres: bool = False, rings: set[str] | None = None
+    ) -> None:
         super().__init__(session)
         self._postgres = postgres
+        self._rings: set[str] = set() if rings is None else rings
 
     async def _wake_listeners(self) -> None:
-        """On Postgres, tell every listening worker (``PostgresQueueListener``) that there
-        is work. A NOTIFY is part of the transaction: delivered at commit, dropped by a
-        rollback, and repeated ones in one transaction arrive as one."""
-        if self._postgres:
-            await self._run(select(func.pg_notify(EMAIL_QUEUE_CHANNEL, "")))
+        self._rings.add(self.channel)
+        if self._postgres and self.across:
+            await self._run(select(func.pg_notify(self.channel, "")))
+
+
+class SqlOutgoingEmails(_QueueRepo):
+    channel = EMAIL_QUEUE_CHANNEL
 
     async def add(self, email: OutgoingEmail) -> None:
         await self._run(insert(outgoing_emails), _outgoing_values(email))
@@ -798,19 +813,12 @@ def _role_change(row: Any) -> RoleChange:
 _roles = discord_role_changes.c
 
 
-class SqlRoleChanges(_Repo):
-    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
-        super().__init__(session)
-        self._postgres = postgres
+class SqlRoleChanges(_QueueRepo):
+    channel = ROLE_QUEUE_CHANNEL
 
     def _insert(self) -> postgresql.Insert | sqlite.Insert:
         table = discord_role_changes
         return postgresql.insert(table) if self._postgres else sqlite.insert(table)
-
-    async def _wake_listeners(self) -> None:
-        """On Postgres, tell every listening role worker (see ``SqlOutgoingEmails``)."""
-        if self._postgres:
-            await self._run(select(func.pg_notify(ROLE_QUEUE_CHANNEL, "")))
 
     @staticmethod
     def _requested_again(excluded: Any) -> dict[str, Any]:
@@ -1034,15 +1042,8 @@ def _webhook_delivery_values(delivery: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-class SqlWebhooks(_Repo):
-    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
-        super().__init__(session)
-        self._postgres = postgres
-
-    async def _wake_listeners(self) -> None:
-        """As ``SqlOutgoingEmails._wake_listeners``, on the webhook queue's channel."""
-        if self._postgres:
-            await self._run(select(func.pg_notify(WEBHOOK_QUEUE_CHANNEL, "")))
+class SqlWebhooks(_QueueRepo):
+    channel = WEBHOOK_QUEUE_CHANNEL
 
     async def _with_events(self, rows: Sequence[Any]) -> list[WebhookDelivery]:
         ids = {row.event_id for row in rows}
@@ -1217,16 +1218,15 @@ def _role_token(row: Any) -> RoleConnectionToken:
     )
 
 
-class SqlRoleConnectionTokens(_Repo):
+class SqlRoleConnectionTokens(_QueueRepo):
     """Every write is one statement that compares before it writes (the row's version, or its
     sealed tokens) and moves the version on: under Postgres' row locks a second writer of the
-    same row re-checks the condition against the first one's row and matches nothing."""
+    same row re-checks the condition against the first one's row and matches nothing.
+    A row made due wakes this process's worker (other instances find it at their poll)."""
 
     _t = role_connection_tokens
-
-    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
-        super().__init__(session)
-        self._postgres = postgres
+    channel = ROLE_CONNECTION_CHANNEL
+    across = False
 
     async def add(self, token: RoleConnectionToken) -> None:
         await self._run(
@@ -1296,7 +1296,10 @@ class SqlRoleConnectionTokens(_Repo):
         return await self._count(query) > 0
 
     async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
-        return await self._update(discord_id, next_push_at=now, failures=0) is not None
+        if await self._update(discord_id, next_push_at=now, failures=0) is None:
+            return False
+        await self._wake_listeners()
+        return True
 
     async def mark_all_due(self, now: datetime) -> int:
         return await self._count(

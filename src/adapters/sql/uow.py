@@ -12,6 +12,7 @@ from typing import Self
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from adapters.queue_listener import QueueBell
 from adapters.sql.errors import translate
 from adapters.sql.repositories import (
     SqlAccounts,
@@ -65,11 +66,14 @@ class SqlUnitOfWork:
         read_only: bool = False,
         postgres: bool = False,
         writers: WriterQueue | None = None,
+        bell: QueueBell | None = None,
     ) -> None:
         """``postgres``: the repositories may use what only Postgres has (SKIP LOCKED,
         LISTEN/NOTIFY). ``writers`` (SQLite): writing units of work of this process take
-        turns (see ``WriterQueue``)."""
+        turns (see ``WriterQueue``). ``bell``: rung after a commit that queued work."""
         self._read_only = read_only
+        self._bell = bell
+        self._rings: set[str] = set()  # the queues written to since the last commit
         self._writers = None if read_only else writers
         self._turn: asyncio.Lock | None = None
         self._session = sessions()
@@ -81,11 +85,14 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeys(self._session)
         self.audit = SqlAudit(self._session)
         self.email_tokens = SqlEmailTokens(self._session)
-        self.outgoing_emails = SqlOutgoingEmails(self._session, postgres=postgres)
+        session, rings = self._session, self._rings
+        self.outgoing_emails = SqlOutgoingEmails(session, postgres=postgres, rings=rings)
         self.link_proposals = SqlLinkProposals(self._session)
-        self.role_changes = SqlRoleChanges(self._session, postgres=postgres)
-        self.webhooks = SqlWebhooks(self._session, postgres=postgres)
-        self.role_connection_tokens = SqlRoleConnectionTokens(self._session, postgres=postgres)
+        self.role_changes = SqlRoleChanges(session, postgres=postgres, rings=rings)
+        self.webhooks = SqlWebhooks(session, postgres=postgres, rings=rings)
+        self.role_connection_tokens = SqlRoleConnectionTokens(
+            session, postgres=postgres, rings=rings
+        )
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:
@@ -115,11 +122,18 @@ class SqlUnitOfWork:
             await self._session.commit()
         except IntegrityError as exc:
             await self._session.rollback()
+            self._rings.clear()
             raise errors.Conflict() from exc
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            self._rings.clear()
             raise translate(exc) from exc
+        rung = frozenset(self._rings)
+        self._rings.clear()
+        if rung and self._bell is not None:
+            self._bell.ring(rung)
 
     async def rollback(self) -> None:
+        self._rings.clear()
         # If the connection is gone there is nothing left to roll back; the pool drops it.
         with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
             await self._session.rollback()

@@ -27,7 +27,7 @@ from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
-from litestar.types import ASGIApp, Message, Middleware, Scope
+from litestar.types import ASGIApp, Middleware
 from msgspec import Struct
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -274,33 +274,6 @@ class _Workers:
             if loop in workers:
                 await workers.pop(loop).stop()
 
-    async def wake(self, message: Message, scope: Scope) -> None:
-        """Before a response goes out, wake the workers whose queue the request may have
-        written to (a wake-up that comes while a worker works is one more pass, not one each).
-        """
-        # A refusal (4xx, 5xx) wrote nothing to wait for: no pass (on SQLite each pass takes
-        # the write lock, and anyone can send refused POSTs).
-        if message["type"] != "http.response.start" or message["status"] >= 400:
-            return
-        loop, method, path = asyncio.get_running_loop(), scope.get("method"), scope["path"]
-        # A form that changed something may have queued an email: send it now. (Not after
-        # the API or interactions: a bot command's email, an unlink notice, waits for the
-        # next poll rather than every /link paying for a pass over the queue.)
-        email = self._email.get(loop)
-        if email and method == "POST" and not path.startswith(("/api/", "/interactions")):
-            email.wake()
-        # Whatever may have linked, unlinked or made an account (a Discord callback, a form,
-        # /unlink, the API's unlink) may have queued a role change and a webhook, or made a
-        # role connection due (an unlink: Discord hears "not linked" at once).
-        if method in ("POST", "DELETE") or path == "/auth/discord/callback":
-            for worker in (
-                self._roles.get(loop),
-                self._webhooks.get(loop),
-                self._connections.get(loop),
-            ):
-                if worker is not None:
-                    worker.wake()
-
 
 def _http_interactions(container: Container) -> HttpInteractions | None:
     """HTTP interactions are on when Discord's public key is configured (and then need the
@@ -501,7 +474,6 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
                 ),
                 api_security_headers(https=https),
             ),
-            workers.wake,
             allow_every_method,
         ],
         exception_handlers={
