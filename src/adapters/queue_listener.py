@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterable
 
@@ -16,6 +17,8 @@ EMAIL_QUEUE_CHANNEL = "taskflow_link_email_queue"
 ROLE_QUEUE_CHANNEL = "taskflow_link_role_queue"  # the Discord role changes
 WEBHOOK_QUEUE_CHANNEL = "taskflow_link_webhook_queue"
 ROLE_CONNECTION_CHANNEL = "taskflow_link_role_connections"  # Linked Roles made due
+
+log = logging.getLogger("taskflow_link.queues")
 
 _Subscriber = tuple[asyncio.AbstractEventLoop, Callable[[], None]]
 
@@ -63,7 +66,11 @@ class BellListener:
         unsubscribe = self._bell.subscribe(self._channel, wake)
         try:
             if self.across is not None:
-                await self.across.listen(wake)
+                try:
+                    await self.across.listen(wake)
+                except Exception:
+                    # A bug (outages are survived inside): this process's wake-ups go on.
+                    log.exception("listening to %s across instances stopped", self._channel)
             await asyncio.Event().wait()  # until cancelled
         finally:
             unsubscribe()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -326,3 +327,35 @@ async def test_an_email_queued_outside_the_pages_is_sent_without_waiting_for_the
         await hx.sign_up("bob", "bob@example.com")  # the worker is idle by now
         message = await _email(hx, "bob@example.com")
     assert "confirm" in message.subject.lower()
+
+
+async def test_the_bell_still_wakes_a_worker_whose_listening_across_instances_broke(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Should listening to other instances fail (a bug: outages are survived inside), the
+    process's own commits still wake the worker."""
+    from adapters.queue_listener import BellListener, QueueBell
+
+    class Broken:
+        async def listen(self, wake: object) -> None:
+            raise RuntimeError("a bug")
+
+    bell, woken = QueueBell(), asyncio.Event()
+    listening = asyncio.create_task(BellListener(bell, "emails", Broken()).listen(woken.set))
+    try:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert "across instances stopped" in caplog.text
+        bell.ring(["emails"])
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert woken.is_set()
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    woken.clear()
+    bell.ring(["emails"])  # unsubscribed once cancelled
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not woken.is_set()
