@@ -29,13 +29,14 @@ fi
 # A machine restored from a snapshot can keep the pid files of a daemon that no longer runs.
 # dockerd then takes whatever process now has that pid for its containerd and gives up after
 # waiting for a socket nobody serves ("timeout waiting for containerd to start").
+# With "all", the files go whatever runs under their pid (a containerd not docker's own).
 clear_stale_pid_files() {
   pgrep -x dockerd >/dev/null 2>&1 && return 0
   local pidfile pid
   for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
     [ -f "$pidfile" ] || continue
     pid="$(cat "$pidfile" 2>/dev/null || true)"
-    if [ -z "$pid" ] || ! grep -qsx -e containerd -e dockerd "/proc/$pid/comm"; then
+    if [ "${1:-}" = all ] || [ -z "$pid" ] || ! grep -qsx -e containerd -e dockerd "/proc/$pid/comm"; then
       log "removing stale $pidfile"
       rm -f "$pidfile"
     fi
@@ -43,7 +44,7 @@ clear_stale_pid_files() {
 }
 
 start_dockerd() {
-  clear_stale_pid_files
+  clear_stale_pid_files "${1:-}"
   log "starting dockerd (no bridge, no iptables: containers use host networking)"
   nohup dockerd --bridge=none --iptables=false >"$DOCKERD_LOG" 2>&1 &
   local daemon=$!
@@ -63,7 +64,7 @@ if ! docker info >/dev/null 2>&1; then
     log "dockerd did not start; its log ends with:"
     tail -n 5 "$DOCKERD_LOG" >&2 || true
     log "trying once more"
-    start_dockerd || {
+    start_dockerd all || {
       echo "dockerd did not start; see $DOCKERD_LOG" >&2
       tail -n 20 "$DOCKERD_LOG" >&2 || true
       exit 1
