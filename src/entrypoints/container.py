@@ -22,6 +22,7 @@ from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.proxies import proxy_for
 from adapters.queue_listener import (
     EMAIL_QUEUE_CHANNEL,
+    ROLE_CONNECTION_CHANNEL,
     ROLE_QUEUE_CHANNEL,
     WEBHOOK_QUEUE_CHANNEL,
     BellListener,
@@ -336,6 +337,8 @@ class Container(containers.DeclarativeContainer):
         WEBHOOK_QUEUE_CHANNEL,
         WEBHOOK_LISTENER_APPLICATION_NAME,
     )
+    # Linked Roles made due by this process's commits (other instances' at the poll).
+    role_connection_listener = providers.Factory(BellListener, queue_bell, ROLE_CONNECTION_CHANNEL)
 
     # Discord Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS): the only Discord tokens
     # kept, sealed by the secret box. Made on first use: off, nothing here is ever built.

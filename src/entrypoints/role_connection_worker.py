@@ -9,14 +9,13 @@ when this process commits a row made due (an unlink, a password reset: at once).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
-from adapters.queue_listener import ROLE_CONNECTION_CHANNEL
 from domain import errors
+from domain.ports import QueueListener
 from domain.use_cases import RoleSyncReport
 from entrypoints.container import Container
+from entrypoints.queue_worker import QueueWorker
 
 log = logging.getLogger("taskflow_link.role_connections")
 
@@ -40,26 +39,23 @@ def log_report(report: RoleSyncReport) -> None:
     )
 
 
-class RoleConnectionWorker:
+class RoleConnectionWorker(QueueWorker):
+    name = "role connection"
+
     def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
+        super().__init__(
+            poll_seconds=poll_seconds or container.settings().role_connections_poll_seconds,
+            log=log,
+        )
         self._container = container
-        self._poll = poll_seconds or container.settings().role_connections_poll_seconds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="taskflow-link role connections")
+    def listener(self) -> QueueListener:
+        listener: QueueListener = self._container.role_connection_listener()
+        return listener
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def pass_once(self) -> bool:
+        await self.run_once()
+        return False  # a pass works through everything due, batch after batch
 
     async def run_once(self) -> RoleSyncReport | None:
         """One pass; never raises (a broken pass is logged, the next one tries again)."""
@@ -73,15 +69,3 @@ class RoleConnectionWorker:
             return None
         log_report(report)
         return report
-
-    async def _run(self) -> None:
-        bell = self._container.queue_bell()
-        unsubscribe = bell.subscribe(ROLE_CONNECTION_CHANNEL, self.wake)
-        try:
-            while True:
-                self._wake.clear()
-                await self.run_once()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
-        finally:
-            unsubscribe()

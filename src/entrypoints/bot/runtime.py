@@ -329,7 +329,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     # Removes the role for linked members that /unlink queues (when one is configured).
     role_worker = RoleWorker(container) if RoleWorker.wanted(container) else None
     webhook_worker = WebhookWorker(container)  # and its link.deleted webhooks
-    # Linked Roles: Discord hears "not linked" after an /unlink (within the poll).
+    # Linked Roles: Discord hears "not linked" after an /unlink (at once).
     connection_worker = (
         RoleConnectionWorker(container) if container.settings().discord_role_connections else None
     )
