@@ -15,9 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from adapters.queue_listener import (
-    EMAIL_QUEUE_CHANNEL,
-)
+from adapters.queue_listener import EMAIL_QUEUE_CHANNEL
 
 # How the listening connection shows in pg_stat_activity (operators, and the tests).
 LISTENER_APPLICATION_NAME = "taskflow-link email listener"
