@@ -376,8 +376,10 @@ class PostgresLinkDirectory:
     async def links_by_discord_ids(self, discord_ids: Sequence[DiscordId]) -> Sequence[Link]:
         if not discord_ids:
             return []
-        rows = await self._fetch(_LINKS_BY_IDS, [d.value for d in discord_ids])
-        return [_link_of(row) for row in rows]
+        asked = {d.value: d for d in discord_ids}
+        rows = await self._fetch(_LINKS_BY_IDS, list(asked))
+        # Each row's id is one asked for: its DiscordId is reused (a thousand fewer made).
+        return [_link_of(row, asked[row[0]]) for row in rows]
 
     async def api_key_by_digest(self, digest: str) -> ApiKey | None:
         rows = await self._fetch(_KEY_BY_DIGEST, digest)
@@ -406,12 +408,18 @@ def _api_key_of(row: Any) -> ApiKey:
     )
 
 
-def _link_of(row: Any) -> Link:
+def _link_of(row: Any, discord: DiscordId | None = None) -> Link:
+    """``discord``: the row's ``DiscordId`` when the caller has it already."""
     # By position (_LINK_FIELDS): a bulk lookup makes a thousand of these.
     discord_id, account_id, linked_at, username, global_name, avatar = row
     # linked_at: aware, UTC (read as a timestamptz, see _LINK_COLUMNS).
     return Link(
-        DiscordId(discord_id), AccountId(account_id), linked_at, username, global_name, avatar
+        discord or DiscordId(discord_id),
+        AccountId(account_id),
+        linked_at,
+        username,
+        global_name,
+        avatar,
     )
 
 

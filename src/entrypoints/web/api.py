@@ -4,6 +4,7 @@ errors included (a test runs schemathesis against it with every check)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -39,7 +40,7 @@ class LinkOut(Struct):
     """A link; ids are strings (Discord ids exceed JavaScript's safe integers)."""
 
     discord_id: str
-    taskflow_user_id: str
+    taskflow_user_id: uuid.UUID  # written as a string, as str() writes it (msgspec does)
     # RFC 3339 (msgspec writes a UTC time with "Z", the microseconds only when not zero, as
     # isoformat() did, in a twentieth of the time: a bulk answer writes a thousand).
     linked_at: datetime
@@ -48,12 +49,13 @@ class LinkOut(Struct):
 
 
 def link_out(link: Link) -> LinkOut:
+    # By position: a bulk answer makes a thousand of these.
     return LinkOut(
-        discord_id=str(link.discord_id.value),
-        taskflow_user_id=str(link.account_id.value),
-        linked_at=link.linked_at,
-        discord_username=link.discord_username,
-        discord_global_name=link.discord_global_name,
+        str(link.discord_id.value),
+        link.account_id.value,
+        link.linked_at,
+        link.discord_username,
+        link.discord_global_name,
     )
 
 
