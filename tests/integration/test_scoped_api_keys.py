@@ -247,7 +247,7 @@ async def test_api_key_commands_show_scopes_expiry_and_last_use(
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     assert "'crm': links:read links:write; expires " in created.stdout
-    (token,) = re.findall(r"tfl_[A-Za-z0-9_-]{43}", created.stdout)
+    (token,) = re.findall(r"tfl_[A-Za-z0-9_-]{65}", created.stdout)
     plain = _command(url, tmp_path, "api-key", "create", "dashboard")
     assert "'dashboard': links:read; never expires." in plain.stdout
     unknown = _command(url, tmp_path, "api-key", "create", "x", "--scope", "links:delete")

@@ -4,6 +4,7 @@ a minute per key and never on the request's path, and the JSON API's answers for
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import pytest
@@ -341,3 +342,22 @@ def test_an_unknown_scope_is_a_clear_command_line_error(monkeypatch: pytest.Monk
     too_long = CliRunner().invoke(cli, ["api-key", "create", "bot", "--expires-in", "0"])
     assert too_long.exit_code == 2
     assert "--expires-in" in too_long.output
+
+
+async def test_a_key_is_sealed_with_the_servers_key(h: Harness) -> None:
+    """The seal tells the per-key limit that this service issued a key, without a read: only
+    the server's key makes one, any changed character breaks it, and an unsealed (older or
+    made-up) token has none."""
+    from adapters.tokens import SecretsTokenIssuer
+    from domain.use_cases.api_keys import sealed_by_us
+
+    token = (await h.container.create_api_key().execute("bot")).token
+    tokens = h.container.tokens()
+    assert re.fullmatch(r"tfl_[A-Za-z0-9_-]{65}", token)
+    assert sealed_by_us(tokens, token)
+    assert not sealed_by_us(SecretsTokenIssuer("another server's key " * 3), token)
+    for n in range(4, len(token)):
+        changed = token[:n] + ("a" if token[n] != "a" else "b") + token[n + 1 :]
+        assert not sealed_by_us(tokens, changed)
+    assert not sealed_by_us(tokens, token[:-22])
+    assert not sealed_by_us(tokens, "tfl_" + token[-22:])

@@ -5,7 +5,9 @@ cannot be shared (the Redis side is in tests/integration/test_shared_state_redis
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -207,9 +209,8 @@ async def test_each_api_key_has_its_own_budget(
         return await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {key}"})
 
     async with AsyncTestClient(app=create_app(h.container)) as client:
-        # The first request spends its client's budget (the key is not known yet), then two
-        # of its own.
-        assert [(await get(first)).status_code for _ in range(3)] == [404, 404, 404]
+        # Its own budget from the first request: the key's seal says this service issued it.
+        assert [(await get(first)).status_code for _ in range(2)] == [404, 404]
         refused = await get(first)
         assert refused.status_code == 429
         assert "This API key made too many requests" in refused.json()["error"]["message"]
@@ -224,9 +225,12 @@ async def test_each_api_key_has_its_own_budget(
 async def test_made_up_tokens_spend_the_clients_budget(
     frozen_rate_limit_clock: Callable[[float], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A token that is no live key (invented, revoked, expired) has no budget of its own:
-    each new made-up token would otherwise start a fresh count. It spends its client's, and
-    the limit counts it before the database is asked: beyond the budget, no read."""
+    """A token with no valid seal (invented, or forged) has no budget of its own: each new
+    made-up token would otherwise start a fresh count. It spends its client's, and the limit
+    counts it before the database is asked: beyond the budget, no read. A sealed key is
+    known without a read, so made-up tokens from the same address cannot keep it refused
+    (they could while the limit had to read a key before it got its own budget: an attacker's
+    review)."""
     h = Harness.build(build_container(make_settings(api_rate_limit_per_second=2)))
     key = await h.container.create_api_key().execute("bot")
     revoked = await h.container.create_api_key().execute("old")
@@ -245,26 +249,55 @@ async def test_made_up_tokens_spend_the_clients_budget(
         answer = await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {token}"})
         return answer.status_code
 
+    body = key.token.removeprefix("tfl_")
+    forged = "tfl_" + body[:-22] + ("A" if body[-22] != "A" else "B") + body[-21:]
     async with AsyncTestClient(app=create_app(h.container)) as client:
-        # Not seen by this process yet: the key's first request spends its client's budget.
-        assert await get(key.token) == 404
-        assert len(reads) == 1
-        made_up = [f"tfl_{n:043d}" for n in range(50)]
+        made_up = [f"tfl_{n:065d}" for n in range(50)] + [forged]
         statuses = [await get(token) for token in made_up]
-        assert statuses == [401] + [429] * 49
-        assert len(reads) == 2  # one made-up token was looked up, the refused ones were not
-        assert await get(revoked.token) == 429  # the same client's budget, spent
-        assert await get(key.token) == 404  # known now: a budget of its own
-        assert await get(key.token) == 404
-        assert await get(key.token) == 429
-        assert len(reads) == 2
+        assert statuses == [401, 401] + [429] * 49  # the client's budget, then refused
+        assert len(reads) == 2  # two made-up tokens were looked up, the refused ones were not
+        # Never seen by this process, and its client's budget spent: its own budget all the
+        # same, from the first request.
+        assert [await get(key.token) for _ in range(3)] == [404, 404, 429]
+        assert await get(revoked.token) == 401  # sealed: a budget of its own, then refused
+        assert len(reads) == 4  # each key read once, by the key check
         preflight = await client.options(
             "/api/v1/links/123", headers={"Authorization": f"Bearer {key.token}"}
         )
         assert preflight.status_code == 429  # not checked as a key: the client's budget
         frozen_rate_limit_clock(1.5)
-        assert await get(revoked.token) == 401
-        assert await get(key.token) == 404  # still known: its own budget again
+        assert await get(forged) == 401
+        assert await get(key.token) == 404  # its own budget again
+
+
+async def test_a_key_made_before_seals_gets_its_own_budget_once_known(
+    frozen_rate_limit_clock: Callable[[float], None],
+) -> None:
+    """A key issued before keys were sealed still works: its first request spends its
+    client's budget, and once the process knows it (from the key check), its own."""
+    h = Harness.build(build_container(make_settings(api_rate_limit_per_second=2)))
+    created = await h.container.create_api_key().execute("legacy")
+    old_token = created.token[:-22]  # as keys were made: the prefix and 43 random characters
+    async with h.uow() as uow:
+        await uow.api_keys.add(
+            dataclasses.replace(
+                created.key,
+                id=uuid.uuid4(),
+                name="older",
+                digest=h.container.tokens().digest(old_token),
+            )
+        )
+        await uow.commit()
+
+    async def get(token: str) -> int:
+        answer = await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code
+
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        assert await get(old_token) == 404  # the client's budget: not known yet
+        assert [await get(old_token) for _ in range(3)] == [404, 404, 429]  # its own
+        assert await get(f"tfl_{0:043d}") == 401  # the client's: one left
+        assert await get(f"tfl_{1:043d}") == 429
 
 
 async def test_api_limits_are_off_by_default(h: Harness) -> None:

@@ -3,6 +3,7 @@ scopes (what it may do), maybe an expiry, and a "last used" time kept to the min
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,27 @@ from domain.use_cases._shared import plausible_token
 
 # A recognisable prefix lets secret scanners and people spot a leaked key.
 API_KEY_PREFIX = "tfl_"
+# A key ends with a seal: the first characters of an HMAC of its random part under the
+# server's key (128 bits). The per-key API limit tells a key this service issued from a made-up
+# token without asking the database; nothing else relies on it (a key is checked by its
+# digest, as before). Keys made before seals existed have none and still work.
+_SEAL_LENGTH = 22
+_SEAL_PURPOSE = "api-key-seal"
+
+
+def _seal(tokens: TokenIssuer, random_part: str) -> str:
+    return tokens.derive(random_part, _SEAL_PURPOSE)[:_SEAL_LENGTH]
+
+
+def sealed_by_us(tokens: TokenIssuer, token: str) -> bool:
+    """Whether ``token`` (a plausible key) carries a seal made with this server's key."""
+    body = token.removeprefix(API_KEY_PREFIX)
+    random_part, seal = body[:-_SEAL_LENGTH], body[-_SEAL_LENGTH:]
+    if len(random_part) < _SEAL_LENGTH:
+        return False
+    return hmac.compare_digest(seal.encode(), _seal(tokens, random_part).encode())
+
+
 # Long enough for any service's rotation schedule; "forever" is no expiry at all.
 MAX_API_KEY_LIFETIME = timedelta(days=3650)
 
@@ -60,8 +82,8 @@ class CreateApiKey:
             raise errors.InvalidInput(
                 f"An API key expires after 1 to {MAX_API_KEY_LIFETIME.days} days (or never)."
             )
-        secret = self._tokens.issue()
-        token = API_KEY_PREFIX + secret.token
+        random_part = self._tokens.issue().token
+        token = API_KEY_PREFIX + random_part + _seal(self._tokens, random_part)
         now = self._clock.now()
         expires_at = now + expires_in if expires_in is not None else None
         key = ApiKey(
@@ -117,26 +139,35 @@ class AuthenticateApiKey:
 
 
 class IdentifyApiKey:
-    """Whose budget does a request spend under the per-key API limit? The live key a token
-    is, or ``None``: an unknown, revoked or expired token, or a malformed one, has no budget
-    of its own (the limit then counts by client), so inventing tokens buys nothing. Notes no
-    use and checks no scope: that is ``AuthenticateApiKey``'s, for the same request, from
-    the same cache.
+    """Whose budget does a request spend under the per-key API limit? The name of the key's
+    budget (its digest), or ``None`` for its client's (by address). Notes no use and checks
+    no scope: that is ``AuthenticateApiKey``'s, for the same request.
 
-    It asks only what the process knows already (``ApiKeyLookup.known``): the limit counts
-    before anything reads the database, so made-up tokens, each one the database would be
-    asked about, cost a query only while their client's budget lasts. A live key the cache
-    has not seen yet (its first request, or one after a pause longer than the cache's
-    lifetime) spends its client's budget that once; ``AuthenticateApiKey`` then reads it."""
+    A key this service issued carries a seal (an HMAC under the server's key): it gets its own
+    budget from its first request, and nothing is read to know it. A made-up token has no
+    valid seal, so inventing tokens buys no fresh budgets, and costs no query before the limit
+    counts it. A key made before seals existed gets its own budget once the process knows it
+    (``ApiKeyLookup.known``: a live cache entry, no read); until then, its client's. Without
+    seals, anyone sharing a client's address could keep such a key refused with made-up
+    tokens: refused requests never got it into the cache. A sealed key that was revoked or
+    has expired keeps a budget of its own (one per key ever issued: nothing to gain), and is
+    refused by the key check."""
 
     def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer, clock: Clock) -> None:
         self._keys, self._tokens, self._clock = keys, tokens, clock
 
-    async def execute(self, token: str | None) -> ApiKey | None:
-        key = await _unrevoked_key(token, self._keys.known, self._tokens)
-        if key is None or key.expired(self._clock.now()):
+    async def execute(self, token: str | None) -> str | None:
+        if token is None or not token.startswith(API_KEY_PREFIX):
             return None
-        return key
+        if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
+            return None
+        digest = self._tokens.digest(token)
+        if sealed_by_us(self._tokens, token):
+            return digest
+        key = await self._keys.known(digest)
+        if key is None or key.revoked_at is not None or key.expired(self._clock.now()):
+            return None
+        return digest
 
 
 async def _unrevoked_key(

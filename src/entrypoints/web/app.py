@@ -114,11 +114,11 @@ def _api_key_budgets(
 ) -> tuple[
     Callable[[Request[Any, Any, Any]], Awaitable[bool]], Callable[[Request[Any, Any, Any]], str]
 ]:
-    """The per-key API limit: a request spends its key's budget when it carries a live key,
-    and its client's (by address) otherwise. A digest of whatever token is sent is not a
-    budget: made-up tokens would each get a fresh one. The key is looked up (from the key
-    cache, as the API's key check then does) before the limit counts; Litestar lets only that
-    check be async, so it leaves the budget's name on the request for the identifier.
+    """The per-key API limit: a request spends its key's budget when it carries a key this
+    service issued (its seal says so) or one the process knows, and its client's (by
+    address) otherwise. A digest of whatever token is sent is not a budget: made-up tokens
+    would each get a fresh one (see ``IdentifyApiKey``). Litestar lets only this check be
+    async, so it leaves the budget's name on the request for the identifier.
     (Functions, not methods: Litestar deep-copies a router's middleware, and with a method its
     object.)"""
     identify_api_key = container.identify_api_key
@@ -127,9 +127,9 @@ def _api_key_budgets(
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
         # A preflight carries no key to check (the key check lets it through): the client's.
-        key = None if request.method == "OPTIONS" else await identify_api_key().execute(bearer)
+        budget = None if request.method == "OPTIONS" else await identify_api_key().execute(bearer)
         client = request.client.host if request.client else "-"
-        request.state[_BUDGET] = f"key:{key.id}" if key is not None else f"client:{client}"
+        request.state[_BUDGET] = f"key:{budget}" if budget is not None else f"client:{client}"
         return True
 
     def identify(request: Request[Any, Any, Any]) -> str:
