@@ -346,6 +346,35 @@ async def test_someone_elses_wrong_passwords_do_not_lock_out_a_browser_that_sign
         assert "alice" in back.text
 
 
+async def test_the_browser_that_changed_the_password_stays_trusted(h: Harness) -> None:
+    """A new password ends every device token, the changing browser's too: it gets a new one,
+    else the attack it changed the password under would lock it out again (an attacker's
+    review)."""
+    await h.sign_up("alice", "alice@example.com")
+    new = "a brand new passphrase 7"
+    async with (
+        AsyncTestClient(app=create_app(h.container)) as mine,
+        AsyncTestClient(app=create_app(h.container)) as theirs,
+    ):
+        await post_form(mine, "/signin", "/signin", {"login": "alice", "password": PASSWORD})
+        old_device = mine.cookies["tfl_device"]
+        changed = await post_form(
+            mine,
+            "/account",
+            "/account/password",
+            {"current_password": PASSWORD, "new_password": new},
+        )
+        assert "Your password is saved" in changed.text
+        assert mine.cookies["tfl_device"] != old_device
+        await post_form(mine, "/account", "/signout", {})
+        wrong = {"login": "alice", "password": "wrong password"}
+        for _ in range(5):
+            assert (await post_form(theirs, "/signin", "/signin", wrong)).status_code == 401
+        assert (await post_form(theirs, "/signin", "/signin", wrong)).status_code == 429
+        back = await post_form(mine, "/signin", "/signin", {"login": "alice", "password": new})
+        assert back.url.path == "/account"
+
+
 async def test_sign_in_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         statuses = []

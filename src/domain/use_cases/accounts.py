@@ -174,6 +174,14 @@ class SignIn(_PasswordUseCase):
             await uow.commit()
 
 
+@dataclass(frozen=True, slots=True)
+class PasswordSet:
+    account: Account
+    # For the browser that chose the password: the new hash ended every device token, its
+    # own too, and without one a stranger's guesses would lock it out again.
+    device_token: str
+
+
 class SetPassword(_PasswordUseCase):
     """Set or change the password. Changing one needs the current one; setting a first one
     (an account made by Discord sign-in) needs a recent Discord proof. Other sessions end."""
@@ -184,7 +192,7 @@ class SetPassword(_PasswordUseCase):
         session_token: str | None,
         new_password: str,
         current_password: str | None,
-    ) -> Account:
+    ) -> PasswordSet:
         now = self._clock.now()
         async with self._uow(read_only=True) as uow:
             session, account = await signed_in(uow, self._tokens, session_token, now)
@@ -215,4 +223,4 @@ class SetPassword(_PasswordUseCase):
             await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account.id))
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()
-        return updated
+        return PasswordSet(updated, new_device_token(self._tokens, updated.id, new_hash))

@@ -218,12 +218,12 @@ class Pages(Controller):
         jar: Jar,
         data: Form,
     ) -> Redirect:
-        await set_password.execute(
+        done = await set_password.execute(
             session_token=jar.session_token(request),
             new_password=data.get("new_password", ""),
             current_password=data.get("current_password") or None,
         )
-        return Redirect("/account?notice=password")
+        return Redirect("/account?notice=password", cookies=[jar.device(done.device_token)])
 
     # -- proving identity again before a sensitive change ("sudo mode") ------------------------
 
