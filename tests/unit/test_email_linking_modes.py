@@ -138,6 +138,36 @@ async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) 
         )
 
 
+async def test_a_trusted_browser_confirms_with_the_password_while_strangers_guess(
+    confirm: Harness,
+) -> None:
+    """Confirming a link with the password is a password sign-in: a browser that signed in
+    to the account before counts its tries on its own throttle, so strangers' wrong guesses
+    (which keep the account's throttle waiting) do not stop it, and it leaves trusted."""
+    from domain.use_cases._passwords import account_key, throttle_key
+
+    h = confirm
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    earlier = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    proposal, _ = await _confirm_needed(h, 8005, "alice@example.com")
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await h.container.sign_in().execute(login="alice", password="a stranger's guess")
+    with pytest.raises(errors.TooManyRequests):  # the account's throttle is waiting
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password=PASSWORD
+        )
+    done = await h.container.confirm_link_with_password().execute(
+        proposal_token=proposal, password=PASSWORD, device_token=earlier.device_token
+    )
+    assert done.account_id == alice.id
+    assert await h.container.link_of_account().execute(alice.id) is not None
+    assert done.device_token is not None
+    stored = (await h.account(alice.id)).password_hash
+    tokens = h.container.tokens()
+    assert throttle_key(tokens, alice.id, stored, done.device_token) != account_key(alice.id)
+
+
 async def test_a_confirmation_whose_check_overlapped_a_password_reset_links_nothing(
     confirm: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,6 +59,7 @@ async def test_the_password_links_and_signs_in(h: Harness) -> None:
         assert done.url.path == "/account"
         assert "@alice_d" in done.text  # linked, and signed in
         assert "tfl_link_proposal" not in client.cookies
+        assert "tfl_device" in client.cookies  # trusted, as after a password sign-in
 
 
 async def test_the_emailed_link_links_in_the_browser_that_signed_in(

@@ -10,7 +10,7 @@ cookie: it proves the mailbox, the cookie says which Discord account this browse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -28,7 +28,7 @@ from domain.model import (
 from domain.policies import SecretStatus
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import RESEND_LIMITS, consume_email_link, within_limits
-from domain.use_cases._passwords import Passwords, account_key
+from domain.use_cases._passwords import Passwords, new_device_token, throttle_key
 from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
@@ -112,6 +112,8 @@ class LinkConfirmed:
     account_id: AccountId
     session_token: str
     destination: str
+    # Confirmed with the password: the browser is trusted as after a password sign-in.
+    device_token: str | None = None
 
 
 async def _link_and_sign_in(
@@ -158,14 +160,19 @@ class ConfirmLinkWithPassword:
         self._roles = tuple(linked_roles)
         self._webhooks = webhooks
 
-    async def execute(self, *, proposal_token: str | None, password: str) -> LinkConfirmed:
+    async def execute(
+        self, *, proposal_token: str | None, password: str, device_token: str | None = None
+    ) -> LinkConfirmed:
+        """``device_token``: the browser's, as for a sign-in (its tries count on their own
+        throttle when an earlier password sign-in to this account gave it)."""
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
         password_hash = shown.account.password_hash
         if password_hash is None:
             raise errors.InvalidInput(
                 "This account has no password: use the link we email to its address."
             )
-        if not await self._passwords.check(account_key(shown.account.id), password_hash, password):
+        key = throttle_key(self._tokens, shown.account.id, password_hash, device_token)
+        if not await self._passwords.check(key, password_hash, password):
             raise errors.InvalidCredentials("The password is not right.")
 
         async def attempt(checked: str) -> LinkConfirmed:
@@ -179,7 +186,7 @@ class ConfirmLinkWithPassword:
                     spend=True,
                     refusal=proposal_refusal,
                 )
-                return await _link_and_sign_in(
+                done = await _link_and_sign_in(
                     uow,
                     self._tokens,
                     proposal,
@@ -189,6 +196,8 @@ class ConfirmLinkWithPassword:
                     roles=self._roles,
                     webhooks=self._webhooks,
                 )
+            device = new_device_token(self._tokens, shown.account.id, checked)
+            return replace(done, device_token=device)
 
         return await self._passwords.while_right(
             password_hash, password, lambda checked: retry_on_conflict(lambda: attempt(checked))

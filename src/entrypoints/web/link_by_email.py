@@ -27,11 +27,10 @@ async def _signed_in(
     request: Request[Any, Any, Any], sign_out: uc.SignOut, jar: CookieJar, done: LinkConfirmed
 ) -> Redirect:
     await jar.end_session(request, sign_out)  # rotate: whatever session was here ends
-    return Redirect(
-        done.destination,
-        status_code=303,
-        cookies=[jar.session(done.session_token), jar.expired_proposal()],
-    )
+    cookies = [jar.session(done.session_token), jar.expired_proposal()]
+    if done.device_token is not None:
+        cookies.append(jar.device(done.device_token))
+    return Redirect(done.destination, status_code=303, cookies=cookies)
 
 
 class EmailLinkingPages(Controller):
@@ -63,7 +62,9 @@ class EmailLinkingPages(Controller):
     ) -> Template | Redirect:
         try:
             done = await confirm_link_with_password.execute(
-                proposal_token=jar.proposal_token(request), password=data.get("password", "")
+                proposal_token=jar.proposal_token(request),
+                password=data.get("password", ""),
+                device_token=jar.device_token(request),
             )
         except errors.InvalidCredentials as exc:
             shown = await show_link_proposal.execute(jar.proposal_token(request))
