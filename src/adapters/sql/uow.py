@@ -118,17 +118,15 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        rung = frozenset(self._rings)  # rung only once committed
+        self._rings.clear()
         try:
             await self._session.commit()
         except IntegrityError as exc:
             await self._session.rollback()
-            self._rings.clear()
             raise errors.Conflict() from exc
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            self._rings.clear()
             raise translate(exc) from exc
-        rung = frozenset(self._rings)
-        self._rings.clear()
         if rung and self._bell is not None:
             self._bell.ring(rung)
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeGuard
 
 from domain import errors
 from domain.model import (
@@ -157,9 +158,7 @@ class IdentifyApiKey:
         self._keys, self._tokens, self._clock = keys, tokens, clock
 
     async def execute(self, token: str | None) -> str | None:
-        if token is None or not token.startswith(API_KEY_PREFIX):
-            return None
-        if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
+        if not _key_shaped(token):
             return None
         digest = self._tokens.digest(token)
         if sealed_by_us(self._tokens, token):
@@ -170,15 +169,22 @@ class IdentifyApiKey:
         return digest
 
 
+def _key_shaped(token: str | None) -> TypeGuard[str]:
+    """Whether ``token`` could be a key we issued (else nothing is hashed or looked up)."""
+    return (
+        token is not None
+        and token.startswith(API_KEY_PREFIX)
+        and plausible_token(token.removeprefix(API_KEY_PREFIX))
+    )
+
+
 async def _unrevoked_key(
     token: str | None,
     by_digest: Callable[[str], Awaitable[ApiKey | None]],
     tokens: TokenIssuer,
 ) -> ApiKey | None:
     """The key ``token`` is, unless revoked; a token not shaped like a key is not looked up."""
-    if token is None or not token.startswith(API_KEY_PREFIX):
-        return None
-    if not plausible_token(token.removeprefix(API_KEY_PREFIX)):
+    if not _key_shaped(token):
         return None
     key = await by_digest(tokens.digest(token))
     return None if key is None or key.revoked_at is not None else key
