@@ -194,8 +194,9 @@ async def _run(channel: Page, command: str) -> str:
 
 
 async def _reload_until(page: Page, locator: Locator, count: int) -> None:
-    """The channel page has no JavaScript: reload it until ``locator`` matches ``count``
-    elements (the role worker applies a change just after the request that queued it)."""
+    """The channel page and the outbox have no JavaScript: reload one until ``locator``
+    matches ``count`` elements (the role and email workers act just after the request that
+    queued their work, not before its response)."""
     deadline = time.monotonic() + 30
     while await locator.count() != count:
         assert time.monotonic() < deadline, f"{locator} never matched {count} element(s)"
@@ -317,6 +318,7 @@ async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_r
 
     await page.goto(demo.outbox)
     email = page.locator("article.email", has_text="erin@example.com").first
+    await _reload_until(page, email, 1)  # the email worker may not have sent it yet
     await expect(email).to_contain_text("Confirm your email address for TaskFlow")
     await _shot(page, "6-outbox")
     await email.locator("a[href*='/verify-email/']").click()
