@@ -194,6 +194,9 @@ class Account:
     # imported before that rule: those that shared an address keep it, marked here, and are
     # never matched by it (the login table's "ambiguous" row). Changing the email clears it.
     email_shared: bool = False
+    # Moved on by "Sign out everywhere": the trusted-device tokens (see ``_passwords``) made
+    # before it no longer count, as the sessions it ended.
+    device_epoch: int = 0
 
     @property
     def has_password(self) -> bool:

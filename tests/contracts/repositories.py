@@ -297,7 +297,9 @@ class RepositoryContract:
     async def test_update_account(self, uow_factory: UnitOfWorkFactory) -> None:
         first = account()
         await write(uow_factory, lambda uow: uow.accounts.add(first))
-        changed = replace(first, email_verified=False, password_hash=None, email=None)
+        changed = replace(
+            first, email_verified=False, password_hash=None, email=None, device_epoch=3
+        )
         await write(uow_factory, lambda uow: uow.accounts.update(changed))
         async with uow_factory() as uow:
             assert await uow.accounts.get(first.id) == changed

@@ -144,7 +144,7 @@ async def test_a_trusted_browser_confirms_with_the_password_while_strangers_gues
     """Confirming a link with the password is a password sign-in: a browser that signed in
     to the account before counts its tries on its own throttle, so strangers' wrong guesses
     (which keep the account's throttle waiting) do not stop it, and it leaves trusted."""
-    from domain.use_cases._passwords import account_key, throttle_key
+    from domain.use_cases._passwords import trusted_device
 
     h = confirm
     alice = (await h.sign_up("alice", "alice@example.com")).account
@@ -163,9 +163,8 @@ async def test_a_trusted_browser_confirms_with_the_password_while_strangers_gues
     assert done.account_id == alice.id
     assert await h.container.link_of_account().execute(alice.id) is not None
     assert done.device_token is not None
-    stored = (await h.account(alice.id)).password_hash
-    tokens = h.container.tokens()
-    assert throttle_key(tokens, alice.id, stored, done.device_token) != account_key(alice.id)
+    stored = await h.account(alice.id)
+    assert trusted_device(h.container.tokens(), stored, done.device_token)
 
 
 async def test_a_confirmation_whose_check_overlapped_a_password_reset_links_nothing(

@@ -424,3 +424,43 @@ async def test_a_password_reset_ends_every_device_token_but_its_own(h: Harness) 
             await sign_in.execute(login="alice", password=new_password, device_token=old)
     mine = done.signed_in.device_token  # the browser that reset it is trusted
     assert await sign_in.execute(login="alice", password=new_password, device_token=mine)
+
+
+async def test_sign_out_everywhere_ends_every_device_token(h: Harness) -> None:
+    """A lost device, or the next person at a shared computer, kept its own budget of password
+    tries (five, then a backoff) against the current password after "sign out everywhere"
+    (found by an attacker's review). It now ends the device tokens with the sessions; the
+    next sign-in of each browser gets a new one."""
+    await h.sign_up("alice", "alice@example.com")
+    sign_in = h.container.sign_in()
+    lost = await sign_in.execute(login="alice", password=PASSWORD)
+    here = await sign_in.execute(login="alice", password=PASSWORD)
+    await h.container.end_all_sessions().execute(here.session_token)
+
+    for _ in range(5):  # someone else's guesses
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG)
+    for old in (lost.device_token, here.device_token):
+        with pytest.raises(errors.TooManyRequests):  # no budget of its own any more
+            await sign_in.execute(login="alice", password=PASSWORD, device_token=old)
+
+    h.clock.advance(timedelta(hours=2))
+    again = await sign_in.execute(login="alice", password=PASSWORD, device_token=here.device_token)
+    assert again.device_token not in (lost.device_token, here.device_token)  # a new one
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG)
+    assert await sign_in.execute(login="alice", password=PASSWORD, device_token=again.device_token)
+
+    # Ending one other session leaves device tokens alone (the page says so: sign out
+    # everywhere for a lost device).
+    h.clock.advance(timedelta(hours=2))
+    other = await sign_in.execute(login="alice", password=PASSWORD)
+    sessions = await h.container.list_sessions().execute(again.session_token)
+    ended = next(s for s in sessions.sessions if s.id != sessions.current.id)
+    await h.container.end_session().execute(again.session_token, str(ended.id))
+    h.clock.advance(timedelta(hours=2))
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG)
+    assert await sign_in.execute(login="alice", password=PASSWORD, device_token=other.device_token)

@@ -152,6 +152,7 @@ def _account(row: Any) -> Account:
         row.password_hash,
         row.created_at,
         bool(row.email_shared),
+        row.device_epoch,
     )
 
 
@@ -165,6 +166,7 @@ def _account_values(account: Account) -> dict[str, Any]:
         "password_hash": account.password_hash,
         "created_at": account.created_at,
         "email_shared": account.email_shared,
+        "device_epoch": account.device_epoch,
     }
 
 

@@ -102,6 +102,8 @@ accounts = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     # Set only by migration 0003 on accounts that already shared an address (see Account).
     Column("email_shared", Boolean(), nullable=False, server_default=false()),
+    # Account.device_epoch: "sign out everywhere" moves it on (migration 0009).
+    Column("device_epoch", Integer(), nullable=False, server_default="0"),
 )
 # One account per address: concurrent sign-ups, first Discord sign-ins and email changes to
 # one address cannot all win. Accounts imported with a shared address are left out.

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from domain import errors
+from domain.model import Account
 from domain.policies import FORGET_FAILURES_AFTER, password_retry_wait
 from domain.ports import Clock, PasswordAttempts, PasswordHasher, PasswordPolicy, TokenIssuer
 
@@ -140,37 +141,48 @@ def signed_in_key(account_id: object) -> str:
 # password every minute or so, and the owner's right password was refused with it. A browser
 # that signed in to the account before holds a device token for it (OWASP's "device cookie"):
 # its tries are throttled on a budget of their own, so someone else's guesses do not lock it
-# out. The token is ``<nonce>.<HMAC of the account, the nonce and the password's hash>``: only
-# a sign-in to that account gets one, none can be made for another account, and a password
-# reset or change ends them all (someone who once knew the password, and signed in from many
-# browsers, does not keep a budget of guesses per browser for the new one). A rehash with new
-# parameters ends them too; the next sign-in of each browser gets a new one.
+# out. The token is ``<nonce>.<HMAC of the account, the nonce, the password's hash and the
+# account's device epoch>``: only a sign-in to that account gets one, none can be made for
+# another account, and a password reset or change ends them all (someone who once knew the
+# password, and signed in from many browsers, does not keep a budget of guesses per browser
+# for the new one). "Sign out everywhere" ends them too (it moves the epoch on): a lost
+# device, or the next person at a shared computer, keeps no budget of its own. A rehash with
+# new parameters ends them as well; the next sign-in of each browser gets a new one.
 
 _DEVICE_PURPOSE = "trusted-device"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _NONCE_BYTES_OF_ID = 16  # hex characters of the nonce's digest in the throttle's key
 
 
-def _device_mac(tokens: TokenIssuer, account_id: object, password_hash: str, nonce: str) -> str:
-    return tokens.derive(f"{account_id}.{nonce}.{password_hash}", _DEVICE_PURPOSE)
+def _device_mac(tokens: TokenIssuer, account: Account, password_hash: str, nonce: str) -> str:
+    # Epoch 0 (never signed out everywhere) adds nothing: the tokens made before epochs
+    # existed stay trusted. No stored hash holds a NUL, so no two inputs read alike.
+    epoch = f"\x00{account.device_epoch}" if account.device_epoch else ""
+    return tokens.derive(f"{account.id}.{nonce}.{password_hash}{epoch}", _DEVICE_PURPOSE)
 
 
-def new_device_token(tokens: TokenIssuer, account_id: object, password_hash: str) -> str:
-    """A device token for the browser that just proved the password whose hash is
-    ``password_hash`` (the one stored now)."""
+def new_device_token(tokens: TokenIssuer, account: Account) -> str:
+    """A device token for the browser that just proved the password of ``account``, as it is
+    stored now (its password's hash and device epoch)."""
+    if account.password_hash is None:
+        raise ValueError("a device token is for an account with a password")
     nonce = tokens.issue().token
-    return f"{nonce}.{_device_mac(tokens, account_id, password_hash, nonce)}"
+    return f"{nonce}.{_device_mac(tokens, account, account.password_hash, nonce)}"
 
 
-def throttle_key(
-    tokens: TokenIssuer, account_id: object, password_hash: str | None, device_token: str | None
-) -> str:
-    """The throttle a password try for ``account_id`` counts on: the account's, or the
-    trusted device's when ``device_token`` was issued to this browser for this account and
-    its current password (``password_hash``)."""
-    if password_hash is not None and device_token and len(device_token) <= 256:
+def trusted_device(tokens: TokenIssuer, account: Account, device_token: str | None) -> bool:
+    """Whether ``device_token`` was issued to this browser for ``account`` as it is stored now:
+    its password's hash and device epoch."""
+    return throttle_key(tokens, account, device_token) != account_key(account.id)
+
+
+def throttle_key(tokens: TokenIssuer, account: Account, device_token: str | None) -> str:
+    """The throttle a password try for ``account`` counts on: the account's, or the trusted
+    device's when ``device_token`` was issued to this browser for this account, its current
+    password and device epoch."""
+    if account.password_hash is not None and device_token and len(device_token) <= 256:
         nonce, _, mac = device_token.partition(".")
-        expected = _device_mac(tokens, account_id, password_hash, nonce)
+        expected = _device_mac(tokens, account, account.password_hash, nonce)
         if _NONCE.fullmatch(nonce) and hmac.compare_digest(mac.encode(), expected.encode()):
-            return f"{account_key(account_id)}:device:{tokens.digest(nonce)[:_NONCE_BYTES_OF_ID]}"
-    return account_key(account_id)
+            return f"{account_key(account.id)}:device:{tokens.digest(nonce)[:_NONCE_BYTES_OF_ID]}"
+    return account_key(account.id)

@@ -26,6 +26,7 @@ from domain.use_cases._passwords import (
     new_device_token,
     signed_in_key,
     throttle_key,
+    trusted_device,
 )
 from domain.use_cases._shared import (
     SESSION_TTL,
@@ -101,7 +102,7 @@ class SignUp(_PasswordUseCase):
         # Of simultaneous sign-ups with one name or address, the database lets one in; the
         # others run again, see the winner and get "taken", never a second account.
         token = await retry_on_conflict(attempt)
-        return SignedIn(account, token, new_device_token(self._tokens, account.id, password_hash))
+        return SignedIn(account, token, new_device_token(self._tokens, account))
 
 
 class SignIn(_PasswordUseCase):
@@ -133,7 +134,7 @@ class SignIn(_PasswordUseCase):
         if account is None:
             key = f"login:{login_digest}"
         else:
-            key = throttle_key(self._tokens, account.id, password_hash, device_token)
+            key = throttle_key(self._tokens, account, device_token)
             if key == account_key(account.id):
                 device_token = None  # none, or not this account's: a new one if right
         right = await self._passwords.check(key, password_hash, password)  # unknown: same work
@@ -142,21 +143,23 @@ class SignIn(_PasswordUseCase):
             raise errors.InvalidCredentials()
         assert password_hash is not None  # noqa: S101 - a right password has a hash
 
-        async def start(checked: str) -> tuple[str, str]:
-            """The session's token, and the password's hash now."""
+        async def start(checked: str) -> tuple[str, Account]:
+            """The session's token, and the account as stored now."""
             rehashed = await self._passwords.rehash_if_outdated(checked, password)
             now = self._clock.now()
             async with self._uow() as uow:
                 fresh = await still_the_password(uow, account.id, checked)
                 if rehashed is not None:
-                    await uow.accounts.update(replace(fresh, password_hash=rehashed))
+                    fresh = replace(fresh, password_hash=rehashed)
+                    await uow.accounts.update(fresh)
                 token = await self._password_session(uow, account.id, now)
                 await uow.commit()
-            return token, rehashed or checked
+            return token, fresh
 
         session_token, stored = await self._passwords.while_right(password_hash, password, start)
-        if device_token is None or stored != password_hash:  # new, or its hash was replaced
-            device_token = new_device_token(self._tokens, account.id, stored)
+        if not trusted_device(self._tokens, stored, device_token):
+            # New, or ended meanwhile: its hash was replaced, or "sign out everywhere".
+            device_token = new_device_token(self._tokens, stored)
         return SignedIn(account, session_token, device_token)
 
     async def _audit_failure(
@@ -223,4 +226,4 @@ class SetPassword(_PasswordUseCase):
             await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account.id))
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()
-        return PasswordSet(updated, new_device_token(self._tokens, updated.id, new_hash))
+        return PasswordSet(updated, new_device_token(self._tokens, updated))

@@ -171,14 +171,14 @@ class ConfirmLinkWithPassword:
             raise errors.InvalidInput(
                 "This account has no password: use the link we email to its address."
             )
-        key = throttle_key(self._tokens, shown.account.id, password_hash, device_token)
+        key = throttle_key(self._tokens, shown.account, device_token)
         if not await self._passwords.check(key, password_hash, password):
             raise errors.InvalidCredentials("The password is not right.")
 
         async def attempt(checked: str) -> LinkConfirmed:
             now = self._clock.now()
             async with self._uow() as uow:
-                await still_the_password(uow, shown.account.id, checked)
+                fresh = await still_the_password(uow, shown.account.id, checked)
                 proposal = await use_secret(
                     uow.link_proposals,
                     shown.proposal.digest,
@@ -196,7 +196,7 @@ class ConfirmLinkWithPassword:
                     roles=self._roles,
                     webhooks=self._webhooks,
                 )
-            device = new_device_token(self._tokens, shown.account.id, checked)
+            device = new_device_token(self._tokens, fresh)
             return replace(done, device_token=device)
 
         return await self._passwords.while_right(

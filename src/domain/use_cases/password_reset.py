@@ -129,7 +129,7 @@ class ResetPassword(_PasswordUseCase):
         # The owner proved the mailbox: the sign-in's failures and the sessions' (all ended).
         await self._passwords.forgive(account_key(account.id))
         await self._passwords.forgive(signed_in_key(account.id))
-        device = new_device_token(self._tokens, updated.id, new_hash)  # it proved the mailbox
+        device = new_device_token(self._tokens, updated)  # it proved the mailbox
         return PasswordReset(SignedIn(updated, session, device), unlinked)
 
     async def _unlink_if_unconfirmed(

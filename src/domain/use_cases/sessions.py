@@ -111,7 +111,9 @@ class EndSession:
 
 
 class EndAllSessions:
-    """ "Sign out everywhere": every session of the account ends, this one included."""
+    """ "Sign out everywhere": every session of the account ends, this one included, and no
+    browser is a trusted device for its password any more (a lost device, or the next person
+    at a shared computer, keeps no budget of password tries of its own)."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
@@ -120,6 +122,9 @@ class EndAllSessions:
         now = self._clock.now()
         async with self._uow() as uow:
             _, account = await signed_in(uow, self._tokens, session_token, now)
+            fresh = await uow.accounts.lock(account.id)
+            if fresh is not None:
+                await uow.accounts.update(replace(fresh, device_epoch=fresh.device_epoch + 1))
             ended = await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
