@@ -16,9 +16,9 @@ from adapters.attempts import StorePasswordAttempts
 from adapters.memory import MemoryDatabase
 from adapters.passwords import Argon2PasswordHasher
 from domain import errors
-from domain.model import AuditKind
+from domain.model import AuditKind, SignInMethod
 from domain.policies import password_retry_wait
-from domain.use_cases._passwords import account_key
+from domain.use_cases._passwords import account_key, shared_signed_in_key, signed_in_key
 from tests.harness import PASSWORD, Harness
 
 WRONG = "not the password at all"
@@ -85,14 +85,13 @@ async def test_forty_wrong_current_passwords_are_stopped_after_five(h: Harness) 
         except errors.TooManyRequests:
             outcomes.append("wait")
     assert outcomes == ["wrong"] * 5 + ["wait"] * 35
-    other = await h.container.sign_in().execute(login="alice", password=PASSWORD)
-    with pytest.raises(errors.TooManyRequests):  # every session of the account: one budget
+    with pytest.raises(errors.TooManyRequests):  # the right one waits too
         await h.container.confirm_password().execute(
-            session_token=other.session_token, password=PASSWORD
+            session_token=alice.session_token, password=PASSWORD
         )
     h.clock.advance(timedelta(seconds=15))
-    await h.container.confirm_password().execute(  # and the right one resets it
-        session_token=other.session_token, password=PASSWORD
+    await h.container.confirm_password().execute(  # and then resets it
+        session_token=alice.session_token, password=PASSWORD
     )
     with pytest.raises(errors.InvalidCredentials):
         await h.container.confirm_password().execute(
@@ -119,14 +118,14 @@ async def test_strangers_guesses_do_not_stop_the_signed_in_owner_changing_the_pa
 
 
 async def test_a_password_reset_forgives_the_sessions_wrong_passwords_too(h: Harness) -> None:
-    """A stolen session guessed at the current password; the owner resets it by email: the
-    session that reset it is not left waiting for the thief's backoff."""
-    thief = await h.sign_up("alice", "alice@example.com")
+    """Someone holding the linked Discord account guessed at the current password from its
+    sessions; the owner resets it by email: a session without the password is not left
+    waiting for their backoff."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    thief = await h.session_for(alice.account.id, proved_with=SignInMethod.DISCORD)
     for _ in range(5):
         with pytest.raises(errors.InvalidCredentials):
-            await h.container.confirm_password().execute(
-                session_token=thief.session_token, password=WRONG
-            )
+            await h.container.confirm_password().execute(session_token=thief, password=WRONG)
     await h.container.request_password_reset().execute("alice@example.com")
     await h.deliver()
     token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
@@ -135,6 +134,55 @@ async def test_a_password_reset_forgives_the_sessions_wrong_passwords_too(h: Har
     await h.container.confirm_password().execute(
         session_token=done.signed_in.session_token, password=new_password
     )
+    owner_by_discord = await h.session_for(alice.account.id, proved_with=SignInMethod.DISCORD)
+    await h.container.confirm_password().execute(
+        session_token=owner_by_discord, password=new_password
+    )
+
+
+async def test_a_stolen_sessions_guesses_do_not_hold_up_the_owners_session(h: Harness) -> None:
+    """The signed-in checks had one throttle per account: a stolen session cookie kept it
+    waiting, which stopped the owner's password-confirmed changes, and the owner's right
+    password forgave the thief's guesses (found by an attacker's review). A session that
+    proved the password now has a throttle of its own."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    owner = await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    thief = (await h.container.list_sessions().execute(alice.session_token)).current
+    confirm = h.container.confirm_password()
+    for _ in range(5):  # the thief, from the stolen sign-up session
+        with pytest.raises(errors.InvalidCredentials):
+            await confirm.execute(session_token=alice.session_token, password=WRONG)
+    with pytest.raises(errors.TooManyRequests):
+        await confirm.execute(session_token=alice.session_token, password=PASSWORD)
+
+    await confirm.execute(session_token=owner.session_token, password=PASSWORD)  # not held up
+    await h.container.set_password().execute(
+        session_token=owner.session_token,
+        new_password="an entirely new password",
+        current_password=PASSWORD,
+    )
+    # The owner's right password forgave nothing of the thief's (whose session the change
+    # has ended anyway).
+    attempts = h.container.password_attempts()
+    assert (await attempts.failures(signed_in_key(thief)))[0] == 5
+    assert (await attempts.failures(shared_signed_in_key(alice.account.id)))[0] == 0
+
+
+async def test_sessions_without_the_password_share_one_budget_of_guesses(h: Harness) -> None:
+    """Whoever holds the linked Discord account can make as many sessions as they like:
+    those share one throttle per account, so more sessions buy no more guesses. Confirming
+    the password gives a session its own."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    confirm = h.container.confirm_password()
+    for _ in range(5):
+        made = await h.session_for(alice.account.id, proved_with=SignInMethod.DISCORD)
+        with pytest.raises(errors.InvalidCredentials):
+            await confirm.execute(session_token=made, password=WRONG)
+    another = await h.session_for(alice.account.id, proved_with=SignInMethod.DISCORD)
+    with pytest.raises(errors.TooManyRequests):
+        await confirm.execute(session_token=another, password=PASSWORD)
+    # A session that signed in with the password is not held up by them.
+    await confirm.execute(session_token=alice.session_token, password=PASSWORD)
 
 
 async def test_forty_wrong_passwords_sent_at_once_are_stopped_after_five(h: Harness) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from domain import errors
-from domain.model import Account
+from domain.model import Account, Session, SignInMethod
 from domain.policies import FORGET_FAILURES_AFTER, password_retry_wait
 from domain.ports import Clock, PasswordAttempts, PasswordHasher, PasswordPolicy, TokenIssuer
 
@@ -127,13 +127,26 @@ def account_key(account_id: object) -> str:
     return f"account:{account_id}"
 
 
-def signed_in_key(account_id: object) -> str:
-    """The throttle of the password checks the account's signed-in sessions make (confirming
-    it is you, changing the password or the email): apart from the sign-in's, so that
-    strangers' guesses at the account do not stop its owner from changing the password
-    under attack. One for all its sessions: whoever can make sessions (a Discord account
-    linked to it) gets no more guesses by making more."""
+def shared_signed_in_key(account_id: object) -> str:
+    """The throttle of the password checks made by the account's sessions that never proved
+    its password (see ``signed_in_key``)."""
     return f"{account_key(account_id)}:signed-in"
+
+
+def signed_in_key(session: Session) -> str:
+    """The throttle of the password checks a signed-in session makes (confirming it is you,
+    changing the password or the email): apart from the sign-in's, so that strangers' guesses
+    at the account do not stop its owner from changing the password under attack.
+
+    A session that proved the password (signed in with it, or confirmed it since) has a
+    throttle of its own: a stolen session's guesses do not keep the owner's waiting, and the
+    owner's right password does not forgive the thief's. Such sessions cannot be made without
+    the password. The others (signed in with Discord or an emailed link, which whoever holds
+    the Discord account or the mailbox can make as many of as they like) share one per
+    account: making more sessions buys no more guesses."""
+    if SignInMethod.PASSWORD in (session.method, session.proved_with):
+        return f"{shared_signed_in_key(session.account_id)}:session:{session.id}"
+    return shared_signed_in_key(session.account_id)
 
 
 # -- trusted devices -------------------------------------------------------------------------

@@ -257,7 +257,7 @@ async def prove_identity(
     async with uow_factory(read_only=True) as uow:
         session, account = await signed_in(uow, tokens, session_token, now)
     if current_password and account.password_hash is not None:
-        key = signed_in_key(account.id)
+        key = signed_in_key(session)
         if await passwords.check(key, account.password_hash, current_password):
             return session, account
         raise errors.InvalidCredentials("Your current password is not right.")

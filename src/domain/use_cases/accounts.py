@@ -203,7 +203,7 @@ class SetPassword(_PasswordUseCase):
         self._passwords.refuse_if_weak(new_password, related=related)
         if account.password_hash is not None:
             if not await self._passwords.check(
-                signed_in_key(account.id),
+                signed_in_key(session),
                 account.password_hash,
                 current_password or "",
             ):

@@ -24,7 +24,7 @@ from domain.use_cases._passwords import (
     Passwords,
     account_key,
     new_device_token,
-    signed_in_key,
+    shared_signed_in_key,
 )
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import (
@@ -126,9 +126,10 @@ class ResetPassword(_PasswordUseCase):
                 uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
             )
             await uow.commit()
-        # The owner proved the mailbox: the sign-in's failures and the sessions' (all ended).
+        # The owner proved the mailbox: the sign-in's failures, and those the sessions without a
+        # password shared (all ended; the others had their own).
         await self._passwords.forgive(account_key(account.id))
-        await self._passwords.forgive(signed_in_key(account.id))
+        await self._passwords.forgive(shared_signed_in_key(account.id))
         device = new_device_token(self._tokens, updated)  # it proved the mailbox
         return PasswordReset(SignedIn(updated, session, device), unlinked)
 

@@ -153,9 +153,7 @@ class ConfirmPassword:
             raise errors.InvalidInput(
                 "Your account has no password: confirm it is you with Discord instead."
             )
-        if not await self._passwords.check(
-            signed_in_key(account.id), account.password_hash, password
-        ):
+        if not await self._passwords.check(signed_in_key(session), account.password_hash, password):
             raise errors.InvalidCredentials("Your password is not right.")
         now = self._clock.now()
         async with self._uow() as uow:
