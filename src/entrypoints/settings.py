@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr = Field(
         min_length=32,
-        description="At least 32 random characters; signs CSRF tokens. Required.",
+        description="At least 32 random characters; keys CSRF tokens, PKCE verifiers, "
+        "trusted-device cookies and API keys' seals. Required.",
     )
     discord_client_id: str | None = Field(default=None, description="OAuth2 client id.")
     discord_client_secret: SecretStr | None = Field(default=None, description="OAuth2 secret.")

@@ -361,3 +361,17 @@ async def test_a_key_is_sealed_with_the_servers_key(h: Harness) -> None:
         assert not sealed_by_us(tokens, changed)
     assert not sealed_by_us(tokens, token[:-22])
     assert not sealed_by_us(tokens, "tfl_" + token[-22:])
+
+
+async def test_a_keys_budget_is_named_by_an_hmac_not_its_stored_digest(h: Harness) -> None:
+    """The per-key limit's counts live in the shared store (Redis): they are named by an HMAC
+    of the key's digest, not the digest its database row is found by (an attacker's review)."""
+    first = (await h.container.create_api_key().execute("first")).token
+    second = (await h.container.create_api_key().execute("second")).token
+    identify = h.container.identify_api_key()
+    tokens = h.container.tokens()
+    named = await identify.execute(first)
+    assert named is not None
+    assert named == await identify.execute(first)  # the same budget every time
+    assert named not in (tokens.digest(first), await identify.execute(second))
+    assert tokens.digest(first) not in named

@@ -261,6 +261,10 @@ async def test_made_up_tokens_spend_the_clients_budget(
         assert [await get(key.token) for _ in range(3)] == [404, 404, 429]
         assert await get(revoked.token) == 401  # sealed: a budget of its own, then refused
         assert len(reads) == 4  # each key read once, by the key check
+        # Now known to be revoked: no budget of its own (a leaked key, revoked, buys whoever
+        # found it none; an attacker's review), so its client's, which is spent.
+        assert await get(revoked.token) == 429
+        assert len(reads) == 4
         preflight = await client.options(
             "/api/v1/links/123", headers={"Authorization": f"Bearer {key.token}"}
         )

@@ -31,6 +31,9 @@ API_KEY_PREFIX = "tfl_"
 # digest, as before). Keys made before seals existed have none and still work.
 _SEAL_LENGTH = 22
 _SEAL_PURPOSE = "api-key-seal"
+# The name of a key's budget under the per-key API limit (128 bits, see ``IdentifyApiKey``).
+_BUDGET_PURPOSE = "api-key-budget"
+_BUDGET_LENGTH = 22
 
 
 def _seal(tokens: TokenIssuer, random_part: str) -> str:
@@ -141,8 +144,10 @@ class AuthenticateApiKey:
 
 class IdentifyApiKey:
     """Whose budget does a request spend under the per-key API limit? The name of the key's
-    budget (its digest), or ``None`` for its client's (by address). Notes no use and checks
-    no scope: that is ``AuthenticateApiKey``'s, for the same request.
+    budget, or ``None`` for its client's (by address). Notes no use and checks no scope: that
+    is ``AuthenticateApiKey``'s, for the same request. The name is an HMAC of the key's
+    digest, not the digest the database keeps: the shared store of the limits (Redis) holds
+    nothing that finds a key's row.
 
     A key this service issued carries a seal (an HMAC under the server's key): it gets its own
     budget from its first request, and nothing is read to know it. A made-up token has no
@@ -150,9 +155,9 @@ class IdentifyApiKey:
     counts it. A key made before seals existed gets its own budget once the process knows it
     (``ApiKeyLookup.known``: a live cache entry, no read); until then, its client's. Without
     seals, anyone sharing a client's address could keep such a key refused with made-up
-    tokens: refused requests never got it into the cache. A sealed key that was revoked or
-    has expired keeps a budget of its own (one per key ever issued: nothing to gain), and is
-    refused by the key check."""
+    tokens: refused requests never got it into the cache. A sealed key the process knows to be
+    revoked or expired spends its client's budget (a leaked key, once revoked, buys whoever
+    found it no budget of its own); one it does not know yet keeps its own until it does."""
 
     def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer, clock: Clock) -> None:
         self._keys, self._tokens, self._clock = keys, tokens, clock
@@ -161,12 +166,12 @@ class IdentifyApiKey:
         if not _key_shaped(token):
             return None
         digest = self._tokens.digest(token)
-        if sealed_by_us(self._tokens, token):
-            return digest
         key = await self._keys.known(digest)
-        if key is None or key.revoked_at is not None or key.expired(self._clock.now()):
-            return None
-        return digest
+        if key is None:
+            usable = sealed_by_us(self._tokens, token)
+        else:
+            usable = key.revoked_at is None and not key.expired(self._clock.now())
+        return self._tokens.derive(digest, _BUDGET_PURPOSE)[:_BUDGET_LENGTH] if usable else None
 
 
 def _key_shaped(token: str | None) -> TypeGuard[str]:
