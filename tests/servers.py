@@ -12,6 +12,9 @@ from typing import Any
 
 import uvicorn
 
+# Start-up (the app's lifespan) and shutdown: generous, the suite runs with both cores busy.
+DEADLINE = 60
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -42,7 +45,7 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     server = _server(app, port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("server did not start")
@@ -51,7 +54,7 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=DEADLINE)
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +64,7 @@ async def serve_here(app: Any, port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
     server = _server(app, port)
     task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while not server.started:
         if time.monotonic() > deadline or task.done():
             server.should_exit = True
@@ -72,4 +75,4 @@ async def serve_here(app: Any, port: int | None = None) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        await asyncio.wait_for(task, timeout=DEADLINE)

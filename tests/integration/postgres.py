@@ -196,12 +196,16 @@ class LocalClusterPostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _wait_for_port(host: str, port: int, attempts: int = 100) -> None:
+def _wait_for_port(host: str, port: int, seconds: float = 60) -> None:
+    """Until the port takes connections; raises past ``seconds`` (a busy machine: generous)."""
     import time
 
-    for _ in range(attempts):
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing took connections on {host}:{port} in {seconds} s")
         time.sleep(0.1)
 
 

@@ -254,17 +254,21 @@ async def test_a_failing_command_says_something_went_wrong(
     failure: type, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A short reply deadline ends the hanging command; the emulator's stays generous, so the
-    # answer is accepted however busy the machine is.
-    async with bot_stack(discord_reply_deadline_seconds=0.3) as bot:
+    # answer is accepted however busy the machine is. The other failures keep the usual
+    # deadline: a command that works must not be cut short by a busy machine.
+    hangs = failure is HangingWhoAmI
+    deadline = 0.3 if hangs else REPLY_DEADLINE
+    async with bot_stack(discord_reply_deadline_seconds=deadline) as bot:
         user = bot.user()
         with bot.h.container.who_am_i.override(providers.Factory(failure)):
             reply = await bot.run(user, "whoami")
-
-        assert reply.ephemeral
-        assert reply.content == SOMETHING_WENT_WRONG
-        assert "/whoami failed" in caplog.text
-        # and the bot keeps working afterwards
-        assert "not linked" in (await bot.run(user, "whoami")).content
+            assert reply.ephemeral
+            assert reply.content == SOMETHING_WENT_WRONG
+            assert "/whoami failed" in caplog.text
+            if hangs:  # a hung command holds nothing up: the next one is answered too
+                assert (await bot.run(user, "whoami")).content == SOMETHING_WENT_WRONG
+        if not hangs:  # and the bot keeps working afterwards
+            assert "not linked" in (await bot.run(user, "whoami")).content
 
 
 async def test_replies_travel_in_the_http_answer_without_the_callback_endpoint() -> None:
@@ -295,9 +299,8 @@ async def test_a_slow_command_answers_thinking_then_edits_its_reply() -> None:
         assert reply.raw["reply"]["deferred"] is True  # then the webhook edited it
         assert "not linked" in reply.content
         assert reply.ephemeral
-        # A fast command is still answered at once, in the HTTP response.
-        fast = await bot.run(user, "link")
-        assert fast.raw["body"]["type"] == 4
+        # A fast command is answered in the HTTP response: see the test above, with the usual
+        # delay (here a busy machine could make any command take longer than 50 ms).
 
 
 async def test_a_command_the_bot_does_not_know_gets_an_answer() -> None:
@@ -320,7 +323,10 @@ async def test_the_emulator_refuses_a_malformed_reply_as_discord_does(
     """A reply Discord would refuse (content over 2000 characters) is not shown: the person
     sees "This interaction failed", and the emulator says which field was wrong."""
     monkeypatch.setattr(Replies, "who_am_i", lambda self, linked: Reply("x" * 2001))
-    async with bot_stack() as bot, httpx.AsyncClient(base_url=bot.emulator_url) as client:
+    async with (
+        bot_stack() as bot,
+        httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client,
+    ):
         answer = await client.post(
             "/_emulator/interactions",
             json={"user_id": bot.user().id, "command": "whoami"},
@@ -339,7 +345,10 @@ async def test_network_transit_counts_in_discords_deadline() -> None:
     allows, even an instant answer arrives too late."""
     emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=0.5)
     emulator.transit_delay = 0.3  # there and back: 0.6 s before any answer can arrive
-    async with bot_stack(emulator) as bot, httpx.AsyncClient(base_url=bot.emulator_url) as client:
+    async with (
+        bot_stack(emulator) as bot,
+        httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client,
+    ):
         answer = await client.post(
             "/_emulator/interactions",
             json={"user_id": bot.user().id, "command": "link"},
@@ -419,7 +428,7 @@ async def test_after_a_reply_through_the_callback_the_http_answer_is_202_without
 
 
 async def test_ping_gets_pong(bot: Bot) -> None:
-    async with httpx.AsyncClient(base_url=bot.emulator_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client:
         answer = (await client.post("/_emulator/ping")).json()
     assert answer == {"status": 200, "body": {"type": 1}}
 
@@ -435,7 +444,7 @@ async def test_ping_gets_pong(bot: Bot) -> None:
 async def test_unsigned_or_badly_signed_requests_get_401(
     bot: Bot, headers: dict[str, str], reason: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=b'{"type": 1}', headers=headers)
     assert answer.status_code == 401
     assert reason in answer.json()["detail"]
@@ -444,14 +453,14 @@ async def test_unsigned_or_badly_signed_requests_get_401(
 async def test_a_body_signed_by_another_key_gets_401(bot: Bot) -> None:
     other = EmulatorState("x", "y", set())
     body, headers = signed_request(other, {"type": 1})
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=body, headers=headers)
     assert answer.status_code == 401
 
 
 async def test_a_tampered_body_gets_401(bot: Bot) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1})
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=body + b" ", headers=headers)
     assert answer.status_code == 401
 
@@ -459,7 +468,7 @@ async def test_a_tampered_body_gets_401(bot: Bot) -> None:
 @pytest.mark.parametrize("offset", [-600, 600])
 async def test_stale_or_future_timestamps_are_refused(bot: Bot, offset: int) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1}, timestamp=int(time.time()) + offset)
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=body, headers=headers)
     assert answer.status_code == 401
     assert "timestamp" in answer.json()["detail"]
@@ -476,7 +485,7 @@ async def test_absurd_signed_timestamps_get_401_not_500(bot: Bot, stamp: str) ->
         "x-signature-ed25519": bot.emulator.sign(body, stamp),
         "x-signature-timestamp": stamp,
     }
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=body, headers=headers)
     assert answer.status_code == 401
     assert "timestamp" in answer.json()["detail"]
@@ -484,14 +493,14 @@ async def test_absurd_signed_timestamps_get_401_not_500(bot: Bot, stamp: str) ->
 
 async def test_an_interaction_over_a_megabyte_is_refused_unread(bot: Bot) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1, "pad": "x" * 2_000_000})
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=body, headers=headers)
     assert answer.status_code == 413
 
 
 async def test_a_replayed_request_is_refused(bot: Bot) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1})
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         first = await client.post("/interactions", content=body, headers=headers)
         again = await client.post("/interactions", content=body, headers=headers)
     assert first.status_code == 200
@@ -501,7 +510,7 @@ async def test_a_replayed_request_is_refused(bot: Bot) -> None:
 
 async def test_a_valid_signature_is_accepted(bot: Bot) -> None:
     body, headers = signed_request(bot.emulator, {"type": 1})
-    async with httpx.AsyncClient(base_url=bot.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
         answer = await client.post("/interactions", content=body, headers=headers)
     assert answer.status_code == 200
     assert answer.json() == {"type": 1}
@@ -527,7 +536,7 @@ async def test_commands_can_live_in_chosen_servers_only() -> None:
             assert {c["name"] for c in bot.emulator.commands[guild]} == {"link", "unlink", "whoami"}
         user = bot.user()
         assert "not linked" in (await bot.run(user, "whoami")).content
-        async with httpx.AsyncClient(base_url=bot.emulator_url) as client:
+        async with httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client:
             in_dm = await client.post(
                 "/_emulator/interactions",
                 json={"user_id": user.id, "command": "whoami", "where": "dm"},
@@ -593,7 +602,7 @@ async def test_interactions_are_off_without_a_public_key() -> None:
     container = build_container(make_settings())
     async with (
         serve_here(create_app(container)) as url,
-        httpx.AsyncClient(base_url=url) as client,
+        httpx.AsyncClient(timeout=30, base_url=url) as client,
     ):
         answer = await client.post("/interactions", content=b"{}")
     assert answer.status_code == 404

@@ -104,7 +104,7 @@ async def journey(stack: Stack, browser: Browser, where: str, via: str) -> None:
 
 
 async def test_signatures_ping_and_stale_timestamps(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=stack.app_url) as client:
         unsigned = await client.post("/interactions", json={"type": 1})
         assert unsigned.status_code == 401
 
@@ -122,7 +122,7 @@ async def test_signatures_ping_and_stale_timestamps(stack: Stack) -> None:
         assert stale.status_code == 401
         assert "timestamp" in stale.json()["detail"]
 
-    async with httpx.AsyncClient(base_url=stack.emulator_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=stack.emulator_url) as client:
         assert (await client.post("/_emulator/ping")).json() == {"status": 200, "body": {"type": 1}}
 
 

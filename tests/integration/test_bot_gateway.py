@@ -108,7 +108,7 @@ async def test_the_bot_command_runs_and_stops_on_ctrl_c(
         text=True,
     )
     try:
-        await wait_until(lambda: "global" in state.commands or process.poll() is not None, 30)
+        await wait_until(lambda: "global" in state.commands or process.poll() is not None)
         assert process.poll() is None, process.communicate()[0]
         user = state.add_user("hank")
         reply = await run_command(url, user.id, "whoami", via="gateway")

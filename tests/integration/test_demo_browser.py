@@ -45,6 +45,10 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery staple"
 SHOTS = ROOT / "docs" / "screenshots"
+# How long a step waits for the page (an action, or an ``expect``): generous, the suite runs
+# with both cores busy, and a step that is ready early does not wait.
+STEP_MS = 30_000
+expect.set_options(timeout=STEP_MS)  # its own default is 5 s
 
 
 @dataclass
@@ -100,7 +104,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -161,7 +165,7 @@ def problems() -> Iterator[Problems]:
 
 async def _context(chromium: Browser, problems: Problems) -> BrowserContext:
     context = await chromium.new_context(viewport={"width": 1100, "height": 760})
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(STEP_MS)
     problems.watch(context)
     return context
 
@@ -197,7 +201,7 @@ async def _reload_until(page: Page, locator: Locator, count: int) -> None:
     """The channel page and the outbox have no JavaScript: reload one until ``locator``
     matches ``count`` elements (the role and email workers act just after the request that
     queued their work, not before its response)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while await locator.count() != count:
         assert time.monotonic() < deadline, f"{locator} never matched {count} element(s)"
         await asyncio.sleep(0.1)

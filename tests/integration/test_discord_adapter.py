@@ -60,7 +60,7 @@ def adapter(
     url: str,
     *,
     secret: str = "secret-1",  # noqa: S107
-    timeout: float = 5.0,
+    timeout: float = 30.0,  # generous: a busy machine must not make a normal call time out
     http: DiscordHttp | None = None,
 ) -> HttpDiscordOAuth:
     return HttpDiscordOAuth(
@@ -110,7 +110,7 @@ class EmulatorSide:
 
     async def approve(self, authorize_url: str, user: DiscordId) -> Callback:
         """A fresh browser on the consent page: pick the user, press Authorize."""
-        async with httpx.AsyncClient(follow_redirects=False) as browser:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=False) as browser:
             page = await browser.get(authorize_url)
             assert page.status_code == 200, page.text
             answer = await browser.post(
@@ -138,7 +138,7 @@ def _query(url: str) -> dict[str, str]:
 
 def consent(authorize_url: str, user_id: str, decision: str = "approve") -> dict[str, str]:
     """What a person does on the consent page: load it, pick a user, press a button."""
-    page = httpx.get(authorize_url)
+    page = httpx.get(authorize_url, timeout=30)
     assert page.status_code == 200
     assert f'value="{user_id}"' in page.text
     params = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
@@ -146,6 +146,7 @@ def consent(authorize_url: str, user_id: str, decision: str = "approve") -> dict
         authorize_url.split("?", maxsplit=1)[0],
         data={**params, "user_id": user_id, "decision": decision},
         follow_redirects=False,
+        timeout=30,
     )
     assert answer.status_code == 302
     location = answer.headers["location"]
@@ -241,6 +242,7 @@ def test_unregistered_redirect_uri_is_refused_without_redirecting(
     _, url = emulator
     page = httpx.get(
         f"{url}/oauth2/authorize",
+        timeout=30,
         params={
             "client_id": "client-1",
             "redirect_uri": "https://evil.example/cb",
@@ -258,14 +260,17 @@ async def test_discord_failures_become_discord_unavailable(
 ) -> None:
     state, url = emulator
     user = state.add_user("erin")
-    discord = adapter(url, timeout=1.0)
+    # The emulator's "timeout" answers after 3 s. Only the calls that must fail have 1 s: a
+    # call that must succeed on a busy machine gets 30.
+    failing = adapter(url, timeout=1.0 if mode == "timeout" else 30.0)
+    discord = adapter(url, timeout=30.0)
     authorize_url = discord.authorization_url(
         state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
     )
     code = consent(authorize_url, user.id)["code"]
     state.faults["token"] = mode
     with pytest.raises(errors.DiscordUnavailable):
-        await discord.exchange_code(code=code, code_verifier=VERIFIER)
+        await failing.exchange_code(code=code, code_verifier=VERIFIER)
 
     state.faults.clear()
     tokens = await discord.exchange_code(
@@ -273,7 +278,7 @@ async def test_discord_failures_become_discord_unavailable(
     )
     state.faults["users_me"] = mode
     with pytest.raises(errors.DiscordUnavailable):
-        await discord.fetch_profile(tokens)
+        await failing.fetch_profile(tokens)
 
 
 def test_the_emulator_remembers_a_grant_like_discord(emulator: tuple[EmulatorState, str]) -> None:
@@ -291,7 +296,7 @@ def test_the_emulator_remembers_a_grant_like_discord(emulator: tuple[EmulatorSta
             ask_again=ask_again,
         )
 
-    with httpx.Client(follow_redirects=False) as browser:
+    with httpx.Client(timeout=30, follow_redirects=False) as browser:
         first = browser.get(authorize(["identify"]))
         assert first.status_code == 200  # a first-time user sees the screen, even with none
         assert "wants to access your Discord account" in first.text
@@ -307,7 +312,9 @@ def test_the_emulator_remembers_a_grant_like_discord(emulator: tuple[EmulatorSta
 
         assert browser.get(authorize(["identify"], ask_again=True)).status_code == 200
         assert browser.get(authorize(["identify", "email"])).status_code == 200  # more scopes
-        with httpx.Client() as other_browser:
+        with httpx.Client(
+            timeout=30,
+        ) as other_browser:
             assert other_browser.get(authorize(["identify"])).status_code == 200
 
         code = parse_qs(urlsplit(again.headers["location"]).query)["code"][0]
@@ -319,6 +326,7 @@ def test_the_emulator_refuses_an_unknown_prompt(emulator: tuple[EmulatorState, s
     _, url = emulator
     page = httpx.get(
         f"{url}/oauth2/authorize",
+        timeout=30,
         params={
             "client_id": "client-1",
             "redirect_uri": REDIRECT,

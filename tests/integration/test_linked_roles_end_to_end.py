@@ -35,7 +35,7 @@ from tests.bot_support import run_command, running_gateway_bot
 from tests.contracts.repositories import account
 from tests.harness import Harness, make_settings
 from tests.integration.postgres import PostgresServer
-from tests.integration.stack import Browser, Stack, sign_up
+from tests.integration.stack import SHORT_DISCORD_TIMEOUT, Browser, Stack, sign_up
 from tests.servers import free_port, serve
 
 ROLE_ID = "1300000000000000010"
@@ -143,7 +143,7 @@ async def test_the_account_page_and_the_api_add_and_remove_the_role(
     await link_from_the_account_page(browser, erin.id)  # again, then the API's admin unlink
     await eventually(lambda: has_role(stack.emulator, erin.id), "the role after linking again")
     key = (await stack.container.create_api_key().execute("admin", ["links:write"])).token
-    async with httpx.AsyncClient(base_url=stack.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=stack.app_url) as client:
         answer = await client.delete(
             f"/api/v1/links/{erin.id}", headers={"Authorization": f"Bearer {key}"}
         )
@@ -157,6 +157,7 @@ async def test_the_account_page_and_the_api_add_and_remove_the_role(
     ]
 
 
+@pytest.mark.parametrize("stack", [SHORT_DISCORD_TIMEOUT], indirect=True)
 @pytest.mark.parametrize("fault", ["500", "timeout"])
 async def test_discord_down_never_blocks_a_link_and_the_role_comes_later(
     stack: Stack, browser: Browser, fault: str

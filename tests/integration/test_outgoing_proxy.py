@@ -65,7 +65,7 @@ async def proxy() -> AsyncIterator[Proxy]:
 
 async def deliver(url: str) -> int:
     """One webhook (id ``msg_1``) to ``url``, by a sender made for it."""
-    sender = HttpWebhookSender([url], [b"k" * 32], timeout=10, user_agent="test")
+    sender = HttpWebhookSender([url], [b"k" * 32], timeout=30, user_agent="test")
     message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
     try:
         return await sender.send(endpoint_for(url), message)
@@ -124,7 +124,7 @@ async def test_discords_api_goes_through_the_proxy_without_netrc_credentials(
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     api = "http://discord.example.invalid/api/v10"
-    http = DiscordHttp(user_agent="test", timeout=10, proxy=proxy_for(api))
+    http = DiscordHttp(user_agent="test", timeout=30, proxy=proxy_for(api))
     oauth = HttpDiscordOAuth(
         client_id="1",
         client_secret="s",

@@ -18,8 +18,13 @@ from tests.integration.redis_server import RedisServer
 
 
 def _instances(url: str) -> tuple[SharedState, SharedState]:
-    """Two processes' views of one Redis (retry at once after a failure, for the test)."""
-    return SharedState(url, retry_after=0), SharedState(url, retry_after=0)
+    """Two processes' views of one Redis (retry at once after a failure, for the test). A
+    generous timeout: past it an instance would use its own memory, and on a busy machine the
+    "shared" checks would fail for that alone."""
+    return (
+        SharedState(url, retry_after=0, timeout=10),
+        SharedState(url, retry_after=0, timeout=10),
+    )
 
 
 async def test_two_instances_share_stores_throttles_and_replays(redis_url: str) -> None:

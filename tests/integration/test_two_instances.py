@@ -65,6 +65,7 @@ def pair(
             storage="sql",
             database_url=postgres.url,
             redis_url=redis_url,
+            redis_timeout_seconds=10,  # past it, an instance would stop sharing (a busy machine)
             public_url=public,
             auth_rate_limit_per_minute=BUDGET,
             discord_client_id=APP_ID,

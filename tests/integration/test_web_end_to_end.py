@@ -9,12 +9,20 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from adapters.sql.tables import accounts, user_links
 from domain.use_cases import TicketIssued
 from tests.integration.postgres import PostgresServer
-from tests.integration.stack import Browser, Stack, consent_form, count, sign_up
+from tests.integration.stack import (
+    SHORT_DISCORD_TIMEOUT,
+    Browser,
+    Stack,
+    consent_form,
+    count,
+    sign_up,
+)
 
 # -- the login table, end to end ---------------------------------------------------------------
 
@@ -227,6 +235,7 @@ async def test_state_replay_other_browser_and_expiry_are_refused(
     assert "expired" in expired.text
 
 
+@pytest.mark.parametrize("stack", [SHORT_DISCORD_TIMEOUT], indirect=True)
 async def test_access_denied_and_discord_failures_give_friendly_pages(
     stack: Stack, browser: Browser
 ) -> None:
@@ -257,7 +266,7 @@ async def test_open_redirects_in_next_end_on_root(stack: Stack, browser: Browser
 
 
 async def test_api_keys(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.app_url) as client:
+    async with httpx.AsyncClient(timeout=30, base_url=stack.app_url) as client:
         assert (await client.get("/api/v1/links/42")).status_code == 401
         bad = await client.get("/api/v1/links/42", headers={"Authorization": "Bearer tfl_x"})
         assert bad.status_code == 401
@@ -268,7 +277,7 @@ async def test_api_keys(stack: Stack) -> None:
 
 
 async def test_readyz_follows_the_database(stack: Stack, postgres: PostgresServer) -> None:
-    async with httpx.AsyncClient(base_url=stack.app_url, timeout=15) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url, timeout=30) as client:
         assert (await client.get("/readyz")).status_code == 200
         postgres.stop_server()
         try:
