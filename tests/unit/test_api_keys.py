@@ -375,3 +375,28 @@ async def test_a_keys_budget_is_named_by_an_hmac_not_its_stored_digest(h: Harnes
     assert named == await identify.execute(first)  # the same budget every time
     assert named not in (tokens.digest(first), await identify.execute(second))
     assert tokens.digest(first) not in named
+
+
+async def test_a_revoked_key_gets_no_budget_of_its_own_back_when_its_entry_lapses(
+    h: Harness,
+) -> None:
+    """Requests the per-key limit refuses never renew the key's cache entry: a revoked key
+    got a budget of its own back each time its entry lapsed (an attacker's review). A
+    revocation is never undone, so a lapsed entry that says so still counts; a live key's
+    lapsed entry does not (a revocation elsewhere must be read)."""
+    now = [0.0]
+    cache = CachedApiKeyLookup(h.container.directory(), ttl_seconds=5, clock=lambda: now[0])
+    h.container.api_keys.override(cache)
+    revoked = await h.container.create_api_key().execute("leaked")
+    live = await h.container.create_api_key().execute("bot")
+    await h.container.revoke_api_key().execute("leaked")
+    identify = h.container.identify_api_key()
+    tokens = h.container.tokens()
+    for created in (revoked, live):
+        await cache.by_digest(tokens.digest(created.token))  # the key check read them
+    assert await identify.execute(revoked.token) is None  # known revoked: its client's
+    assert await identify.execute(live.token) is not None
+    now[0] += 3600  # both entries lapsed long ago
+    assert await identify.execute(revoked.token) is None
+    assert await cache.known(tokens.digest(live.token)) is None  # must be read again
+    assert await identify.execute(live.token) is not None  # sealed: its own meanwhile

@@ -477,13 +477,16 @@ async def test_a_password_reset_ends_every_device_token_but_its_own(h: Harness) 
 async def test_sign_out_everywhere_ends_every_device_token(h: Harness) -> None:
     """A lost device, or the next person at a shared computer, kept its own budget of password
     tries (five, then a backoff) against the current password after "sign out everywhere"
-    (found by an attacker's review). It now ends the device tokens with the sessions; the
-    next sign-in of each browser gets a new one."""
+    (found by an attacker's review). It now ends the device tokens with the sessions, but the
+    asking browser's, which gets a new one (a second review: the owner who used the button
+    under attack was locked out with the rest); the next sign-in of the others gets one."""
     await h.sign_up("alice", "alice@example.com")
     sign_in = h.container.sign_in()
     lost = await sign_in.execute(login="alice", password=PASSWORD)
     here = await sign_in.execute(login="alice", password=PASSWORD)
-    await h.container.end_all_sessions().execute(here.session_token)
+    done = await h.container.end_all_sessions().execute(here.session_token, here.device_token)
+    renewed = done.device_token
+    assert renewed not in (None, here.device_token)
 
     for _ in range(5):  # someone else's guesses
         with pytest.raises(errors.InvalidCredentials):
@@ -491,6 +494,15 @@ async def test_sign_out_everywhere_ends_every_device_token(h: Harness) -> None:
     for old in (lost.device_token, here.device_token):
         with pytest.raises(errors.TooManyRequests):  # no budget of its own any more
             await sign_in.execute(login="alice", password=PASSWORD, device_token=old)
+    # The browser that used the button is still trusted.
+    assert await sign_in.execute(login="alice", password=PASSWORD, device_token=renewed)
+
+    # A browser that was not trusted is not made so.
+    bob = await h.sign_up("bob", "bob@example.com")
+    for brought in (None, "forged.x", here.device_token):
+        bobs = await h.session_for(bob.account.id, proved_with=SignInMethod.PASSWORD)
+        signed_out = await h.container.end_all_sessions().execute(bobs, brought)
+        assert signed_out.device_token is None
 
     h.clock.advance(timedelta(hours=2))
     again = await sign_in.execute(login="alice", password=PASSWORD, device_token=here.device_token)

@@ -11,6 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from domain.model import DiscordId
+from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
 from tests.web_support import Client, csrf_token, post_form
@@ -56,9 +57,17 @@ async def test_the_account_page_lists_sessions_and_ends_one(h: Harness, client: 
 
 async def test_sign_out_everywhere(h: Harness, client: Client) -> None:
     await _sign_up(client)
+    trusted = client.cookies.get("tfl_device")
+    assert trusted
     answer = await post_form(client, "/account", "/account/sessions/end-all", {})
     assert "You are signed out everywhere" in answer.text
     assert (await client.get("/account", follow_redirects=False)).status_code == 302
+    # Every device token ended, this browser's too: it got a new one, and stays trusted.
+    renewed = client.cookies.get("tfl_device")
+    assert renewed not in (None, trusted)
+    [alice] = await h.all_accounts_with_email("alice@example.com")
+    assert trusted_device(h.container.tokens(), alice, renewed)
+    assert not trusted_device(h.container.tokens(), alice, trusted)
 
 
 async def test_a_stale_proof_sends_sensitive_forms_to_confirm_it_is_you(

@@ -77,6 +77,7 @@ from domain.use_cases.sessions import (
     ListSessions,
     SessionList,
     SignedInAs,
+    SignedOutEverywhere,
     SignOut,
 )
 from domain.use_cases.tickets import (
@@ -163,6 +164,7 @@ __all__ = [
     "SignUp",
     "SignedIn",
     "SignedInAs",
+    "SignedOutEverywhere",
     "StartDiscordLink",
     "StartDiscordLogin",
     "StartDiscordReauth",

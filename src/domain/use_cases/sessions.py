@@ -12,7 +12,12 @@ from domain import errors
 from domain.model import Account, AuditEvent, AuditKind, Session, SignInMethod
 from domain.policies import identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._passwords import Passwords, signed_in_key
+from domain.use_cases._passwords import (
+    Passwords,
+    new_device_token,
+    signed_in_key,
+    trusted_device,
+)
 from domain.use_cases._shared import digest_of, signed_in
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
@@ -110,27 +115,43 @@ class EndSession:
         return wanted == session.id
 
 
+@dataclass(frozen=True, slots=True)
+class SignedOutEverywhere:
+    ended: int  # sessions
+    # The browser that asked, when it was a trusted device: a new token (the old one ended
+    # with the others), so that strangers' guesses do not lock out the owner who just used
+    # the button. ``None``: it was not trusted, and is not now.
+    device_token: str | None
+
+
 class EndAllSessions:
     """ "Sign out everywhere": every session of the account ends, this one included, and no
-    browser is a trusted device for its password any more (a lost device, or the next person
-    at a shared computer, keeps no budget of password tries of its own)."""
+    other browser is a trusted device for its password any more (a lost device, or the next
+    person at a shared computer, keeps no budget of password tries of its own)."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, session_token: str | None) -> int:
+    async def execute(
+        self, session_token: str | None, device_token: str | None = None
+    ) -> SignedOutEverywhere:
+        """``device_token``: the asking browser's (see ``SignIn``)."""
         now = self._clock.now()
+        kept = None
         async with self._uow() as uow:
             _, account = await signed_in(uow, self._tokens, session_token, now)
             fresh = await uow.accounts.lock(account.id)
             if fresh is not None:
-                await uow.accounts.update(replace(fresh, device_epoch=fresh.device_epoch + 1))
+                updated = replace(fresh, device_epoch=fresh.device_epoch + 1)
+                await uow.accounts.update(updated)
+                if trusted_device(self._tokens, fresh, device_token):
+                    kept = new_device_token(self._tokens, updated)
             ended = await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
             )
             await uow.commit()
-        return ended
+        return SignedOutEverywhere(ended, kept)
 
 
 class ConfirmPassword:

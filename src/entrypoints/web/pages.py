@@ -293,8 +293,11 @@ class Pages(Controller):
     async def end_all_sessions(
         self, request: Request[Any, Any, Any], end_all_sessions: Use[uc.EndAllSessions], jar: Jar
     ) -> Redirect:
-        await end_all_sessions.execute(jar.session_token(request))
-        return Redirect("/signin?notice=signed_out_everywhere", cookies=[jar.expired_session()])
+        done = await end_all_sessions.execute(jar.session_token(request), jar.device_token(request))
+        cookies = [jar.expired_session()]
+        if done.device_token is not None:  # this browser stays trusted, the others do not
+            cookies.append(jar.device(done.device_token))
+        return Redirect("/signin?notice=signed_out_everywhere", cookies=cookies)
 
     # -- Sign in with Discord -----------------------------------------------------------------
 
