@@ -83,10 +83,6 @@ async def stack(
             discord_api_url=f"{emulator_url}/api/v10",
             discord_authorize_url=f"{emulator_url}/oauth2/authorize",
             discord_cdn_url=emulator_url,
-            # Generous: the app's calls to the emulator are retried at the manual clock's
-            # pace, so one spurious timeout on a busy machine would never be made up for.
-            # The tests of the "timeout" fault shorten it (SHORT_DISCORD_TIMEOUT).
-            discord_timeout_seconds=30.0,
             discord_bot_token=emulator.bot_token,
             discord_public_key=emulator.public_key,
             discord_reply_deadline_seconds=20.0,
@@ -98,7 +94,10 @@ async def stack(
             smtp_tls="none",
             smtp_timeout_seconds=30.0,
             email_poll_seconds=0.2,
-            **{**stack_settings, **extra},
+            # Generous: the app's calls to the emulator are retried at the manual clock's
+            # pace, so one spurious timeout on a busy machine would never be made up for.
+            # The tests of the "timeout" fault shorten it (SHORT_DISCORD_TIMEOUT).
+            **{"discord_timeout_seconds": 30.0, **stack_settings, **extra},
         )
         clock = ManualClock()
         clock.set(clock.now().replace(year=2030))
