@@ -71,19 +71,18 @@ class CachedApiKeyLookup:
         return await asyncio.shield(reading)
 
     async def known(self, digest: str) -> ApiKey | None:
-        """The key, from a live entry: no read, none started. Without a cache, read.
+        """The key from its entry, live or lapsed: no read, none started. Without a cache,
+        read.
 
-        A lapsed entry too when it says the key was revoked or when it expires: neither is
-        ever undone, and requests the per-key limit refuses never reach ``by_digest`` to renew
-        the entry (a revoked key would get a budget of its own back at each lapse)."""
+        Lapsed entries count: requests the per-key limit refuses never reach ``by_digest`` to
+        renew one, so a revoked key got a budget of its own back at each lapse, and a key
+        without a seal, kept over its limit, fell back to its client's (where neighbours'
+        made-up tokens could keep it refused). A revocation is never undone; one made since
+        the entry was read is found by the next request the limit lets through."""
         if self._ttl <= 0:
             return await self._read(digest, self._clock())
         known = self._known.get(digest)
-        if known is None:
-            return None
-        key, until = known
-        live = until > self._clock()
-        return key if live or key.revoked_at is not None or key.expires_at is not None else None
+        return known[0] if known is not None else None
 
     def _start_read(self, digest: str, now: float) -> asyncio.Future[ApiKey | None]:
         reading = asyncio.ensure_future(self._read(digest, now))

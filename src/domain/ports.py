@@ -445,10 +445,9 @@ class ApiKeyLookup(Protocol):
         a revocation takes effect within that cache's lifetime."""
 
     async def known(self, digest: str) -> ApiKey | None:
-        """The API key with this digest if this process knows it already (a cache's live
-        entry, or a lapsed one that says the key was revoked or when it expires: neither is
-        undone), without asking the database; ``None`` otherwise, and for a digest known to
-        be no key. Without a cache, the same as ``by_digest``."""
+        """The API key with this digest if this process knows it already (a cache's entry,
+        even a lapsed one), without asking the database; ``None`` otherwise, and for a digest
+        known to be no key. Without a cache, the same as ``by_digest``."""
 
 
 class ApiKeyUsage(Protocol):

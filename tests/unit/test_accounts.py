@@ -301,8 +301,9 @@ async def test_made_up_tokens_never_push_a_key_in_use_out_of_the_cache(
     assert len(looked_up) == 1
 
 
-async def test_known_answers_from_live_entries_only_and_never_reads(h: Harness) -> None:
-    """What the per-key limit asks before it counts a request: no read, none started."""
+async def test_known_answers_from_its_entries_and_never_reads(h: Harness) -> None:
+    """What the per-key limit asks before it counts a request: no read, none started; a
+    lapsed entry still answers (the limit's refusals never renew one)."""
     now = [1000.0]
     directory, cache = _gated_cache(h, now)
     directory.gate.set()
@@ -317,9 +318,10 @@ async def test_known_answers_from_live_entries_only_and_never_reads(h: Harness) 
     assert await cache.known(digest) == created.key
     assert directory.reads == 1
     assert not cache._reading
-    now[0] += 1  # expired
-    assert await cache.known(digest) is None
+    now[0] += 1  # lapsed: still known, and still no read
+    assert await cache.known(digest) == created.key
     assert directory.reads == 1
+    assert not cache._reading
 
     uncached = CachedApiKeyLookup(
         cast("LinkDirectory", directory), ttl_seconds=0, clock=lambda: now[0]

@@ -153,11 +153,12 @@ class IdentifyApiKey:
     budget from its first request, and nothing is read to know it. A made-up token has no
     valid seal, so inventing tokens buys no fresh budgets, and costs no query before the limit
     counts it. A key made before seals existed gets its own budget once the process knows it
-    (``ApiKeyLookup.known``: a live cache entry, no read); until then, its client's. Without
-    seals, anyone sharing a client's address could keep such a key refused with made-up
-    tokens: refused requests never got it into the cache. A sealed key the process knows to be
-    revoked or expired spends its client's budget (a leaked key, once revoked, buys whoever
-    found it no budget of its own); one it does not know yet keeps its own until it does."""
+    (``ApiKeyLookup.known``: a cache entry, even lapsed, no read); until then, its client's.
+    Without seals, anyone sharing a client's address could keep such a key refused with
+    made-up tokens: refused requests never got it into the cache. A sealed key the process
+    knows to be revoked or expired spends its client's budget (a leaked key, once revoked,
+    buys whoever found it no budget of its own); one it does not know yet keeps its own until
+    it does."""
 
     def __init__(self, keys: ApiKeyLookup, tokens: TokenIssuer, clock: Clock) -> None:
         self._keys, self._tokens, self._clock = keys, tokens, clock
