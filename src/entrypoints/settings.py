@@ -274,11 +274,10 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=3600,
-        description="How often the email queue is checked. Whatever queues an email (a form, a bot "
-        "command, the API) also wakes its own process's worker at once, and on Postgres "
-        "every instance's worker is "
-        "woken through LISTEN/NOTIFY (see below), so there the poll is only a safety net and "
-        "can be long.",
+        description="How often the email queue is checked. Whatever queues an email (a form, "
+        "a bot command, the API) also wakes its own process's worker at once, and on Postgres "
+        "every instance's worker is woken through LISTEN/NOTIFY (see below), so there the poll "
+        "is only a safety net and can be long.",
     )
     email_listen: bool = Field(
         default=True,

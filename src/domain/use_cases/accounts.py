@@ -22,7 +22,6 @@ from domain.policies import identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import (
     Passwords,
-    account_key,
     new_device_token,
     signed_in_key,
     throttle_key,
@@ -135,8 +134,6 @@ class SignIn(_PasswordUseCase):
             key = f"login:{login_digest}"
         else:
             key = throttle_key(self._tokens, account, device_token)
-            if key == account_key(account.id):
-                device_token = None  # none, or not this account's: a new one if right
         right = await self._passwords.check(key, password_hash, password)  # unknown: same work
         if account is None or not right:
             await self._audit_failure(account, login_digest, client_address)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeGuard
@@ -124,8 +124,10 @@ class AuthenticateApiKey:
     async def execute(self, token: str | None, scope: ApiScope | None = None) -> ApiKey | None:
         """The key, or ``None`` for an unknown or revoked one. ``ApiKeyExpired`` past its
         expiry; ``MissingScope`` when ``scope`` is given and the key lacks it."""
-        key = await _unrevoked_key(token, self._keys.by_digest, self._tokens)
-        if key is None:
+        if not _key_shaped(token):  # not looked up
+            return None
+        key = await self._keys.by_digest(self._tokens.digest(token))
+        if key is None or key.revoked_at is not None:
             return None
         now = self._clock.now()
         if key.expired(now):
@@ -182,18 +184,6 @@ def _key_shaped(token: str | None) -> TypeGuard[str]:
         and token.startswith(API_KEY_PREFIX)
         and plausible_token(token.removeprefix(API_KEY_PREFIX))
     )
-
-
-async def _unrevoked_key(
-    token: str | None,
-    by_digest: Callable[[str], Awaitable[ApiKey | None]],
-    tokens: TokenIssuer,
-) -> ApiKey | None:
-    """The key ``token`` is, unless revoked; a token not shaped like a key is not looked up."""
-    if not _key_shaped(token):
-        return None
-    key = await by_digest(tokens.digest(token))
-    return None if key is None or key.revoked_at is not None else key
 
 
 class ListApiKeys:

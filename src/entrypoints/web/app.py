@@ -39,6 +39,7 @@ from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
 from entrypoints.logs import request_id
+from entrypoints.queue_worker import QueueWorker
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.web.allow import allow_every_method
@@ -252,27 +253,22 @@ class _Workers:
 
     def __init__(self, container: Container) -> None:
         self._container = container
-        self._email: dict[asyncio.AbstractEventLoop, EmailWorker] = {}
-        self._webhooks: dict[asyncio.AbstractEventLoop, WebhookWorker] = {}
-        self._roles: dict[asyncio.AbstractEventLoop, RoleWorker] = {}
-        self._connections: dict[asyncio.AbstractEventLoop, RoleConnectionWorker] = {}
+        self._running: dict[asyncio.AbstractEventLoop, list[QueueWorker]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._email[loop] = EmailWorker(self._container)
-        self._email[loop].start()
-        self._webhooks[loop] = WebhookWorker(self._container)
-        self._webhooks[loop].start()
-        if RoleWorker.wanted(self._container):
-            self._roles[loop] = RoleWorker(self._container)
-            self._roles[loop].start()
-        if self._container.settings().discord_role_connections:
-            self._connections[loop] = RoleConnectionWorker(self._container)
-            self._connections[loop].start()
+        container = self._container
+        workers: list[QueueWorker] = [EmailWorker(container), WebhookWorker(container)]
+        if RoleWorker.wanted(container):
+            workers.append(RoleWorker(container))
+        if container.settings().discord_role_connections:
+            workers.append(RoleConnectionWorker(container))
+        for worker in workers:
+            worker.start()
+        self._running[loop] = workers
 
     async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        for workers in (self._email, self._webhooks, self._roles, self._connections):
-            if loop in workers:
-                await workers.pop(loop).stop()
+        for worker in self._running.pop(loop, []):
+            await worker.stop()
 
 
 def _http_interactions(container: Container) -> HttpInteractions | None:
