@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from domain.ports import QueueListener
 
-# The queues' channels: Postgres NOTIFY channels too (but the last, heard only in-process).
+# The queues' channels, Postgres NOTIFY channels too.
 EMAIL_QUEUE_CHANNEL = "taskflow_link_email_queue"
 ROLE_QUEUE_CHANNEL = "taskflow_link_role_queue"  # the Discord role changes
 WEBHOOK_QUEUE_CHANNEL = "taskflow_link_webhook_queue"

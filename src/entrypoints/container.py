@@ -33,6 +33,7 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase, revisions
 from adapters.sql.notifications import (
     LISTENER_APPLICATION_NAME,
+    ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
     ROLE_LISTENER_APPLICATION_NAME,
     WEBHOOK_LISTENER_APPLICATION_NAME,
     PostgresQueueListener,
@@ -337,8 +338,15 @@ class Container(containers.DeclarativeContainer):
         WEBHOOK_QUEUE_CHANNEL,
         WEBHOOK_LISTENER_APPLICATION_NAME,
     )
-    # Linked Roles made due by this process's commits (other instances' at the poll).
-    role_connection_listener = providers.Factory(BellListener, queue_bell, ROLE_CONNECTION_CHANNEL)
+    # Linked Roles made due (an unlink, a password reset) by any instance.
+    role_connection_listener = providers.Factory(
+        _queue_listener,
+        settings,
+        storage,
+        queue_bell,
+        ROLE_CONNECTION_CHANNEL,
+        ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
+    )
 
     # Discord Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS): the only Discord tokens
     # kept, sealed by the secret box. Made on first use: off, nothing here is ever built.

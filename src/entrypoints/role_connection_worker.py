@@ -5,7 +5,8 @@ pass claims the rows it pushes, so no row is pushed by two at once.
 A pass pushes what is due: a user whose ``linked_days`` just changed, one just unlinked
 (Discord hears "not linked", then the tokens are deleted), one whose last push failed (after
 its back-off). The worker passes when it starts, every ``role_connections_poll_seconds``, and
-when this process commits a row made due (an unlink, a password reset: at once)."""
+at once when a row is made due (an unlink, a password reset): by this process, or on Postgres by
+any instance (LISTEN/NOTIFY, as the other queues)."""
 
 from __future__ import annotations
 

@@ -258,7 +258,8 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="How often a serving process looks for role connections due to be pushed "
-        "to Discord (an unlink or password reset in this process wakes it at once).",
+        "to Discord (an unlink or password reset wakes it at once: in this process, and on "
+        "Postgres in every instance through LISTEN/NOTIFY).",
     )
     email_backend: Literal["outbox", "smtp"] = Field(
         default="outbox",
@@ -281,9 +282,9 @@ class Settings(BaseSettings):
     )
     email_listen: bool = Field(
         default=True,
-        description="On Postgres, each worker listens for new emails, role changes and "
-        "webhooks (LISTEN/NOTIFY on a connection of its own) and sends them at once, whichever "
-        "instance queued them. "
+        description="On Postgres, each worker listens for new emails, role changes, "
+        "webhooks and Linked Roles made due (LISTEN/NOTIFY on a connection of its own) and "
+        "sends them at once, whichever instance queued them. "
         "`false` behind a connection pooler in transaction mode (PgBouncer), where LISTEN "
         "does not work: workers then find other instances' work by polling.",
     )

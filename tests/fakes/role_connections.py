@@ -10,14 +10,16 @@ import base64
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from domain import errors
-from domain.model import ROLE_CONNECTIONS_SCOPE, DiscordId, RoleConnection
+from domain.model import ROLE_CONNECTIONS_SCOPE, AccountId, DiscordId, RoleConnection, RoleSync
 from domain.ports import DiscordTokens
+from domain.use_cases import AuthCompleted, AuthOutcome
 from entrypoints.container import build_container
 from tests.fakes.clock import ManualClock
 from tests.fakes.discord_oauth import InMemoryDiscordOAuth
-from tests.harness import Harness, make_settings
+from tests.harness import Browser, Harness, make_settings
 
 LIFETIME = 7 * 24 * 3600  # Discord's access tokens live 7 days
 # Two token encryption keys (32 bytes, URL-safe base64), for the tests only.
@@ -128,3 +130,34 @@ def role_harness(keys: str = KEY_A, **settings: object) -> Harness:
     container.discord_role_connections.override(fake)
     h.discord = fake
     return h
+
+
+async def verify(
+    h: Harness,
+    discord_id: DiscordId,
+    *,
+    signed_in: AccountId | None = None,
+    password: str | None = None,
+    browser: Browser | None = None,
+) -> AuthCompleted:
+    """Discord sends the person to the verification URL; they authorise as ``discord_id``."""
+    browser = browser or Browser()
+    session = await h.session_for(signed_in) if signed_in else None
+    started = await h.container.start_linked_role().execute(
+        session_token=session, browser_tokens=browser.bindings, current_password=password
+    )
+    browser.bindings = started.browser_tokens
+    scope = parse_qs(urlsplit(started.authorize_url).query)["scope"][0]
+    assert scope.split() == ["identify", "role_connections.write"]
+    approval = h.discord.approve(started.authorize_url, discord_id)
+    return await h.complete(browser, state=approval.state, code=approval.code, signed_in=signed_in)
+
+
+async def connected(h: Harness, discord_id: int, username: str = "alice") -> AccountId:
+    """An account linked to ``discord_id`` through the verification URL."""
+    account = (await h.sign_up(username, f"{username}@example.com")).account
+    h.discord_user(discord_id, username=f"d_{username}")
+    done = await verify(h, DiscordId(discord_id), signed_in=account.id)
+    assert done.outcome is AuthOutcome.LINKED
+    assert done.role_sync is RoleSync.PUSHED
+    return account.id

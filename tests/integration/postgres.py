@@ -23,10 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from sqlalchemy import text
+
 from tests.servers import free_port
 
 if TYPE_CHECKING:
     from testcontainers.community.postgres import PostgresContainer
+
+    from adapters.sql import SqlDatabase
 
 IMAGE = os.environ.get("TASKFLOW_LINK_TEST_POSTGRES_IMAGE", "postgres:16-alpine")
 HOST_NETWORK = os.environ.get("TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK") == "1"
@@ -230,3 +234,17 @@ def start_postgres() -> PostgresServer | Unavailable:
     if shutil.which("initdb") and shutil.which("pg_ctl"):
         return LocalClusterPostgres()
     return Unavailable(HOW_TO_ENABLE)
+
+
+async def listener_pids(database: SqlDatabase, application_name: str) -> set[int]:
+    """The server processes of the connections a queue's listeners hold (named for operators:
+    ``adapters.sql.notifications``), in this database."""
+    async with database.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = :name AND datname = current_database()"
+            ),
+            {"name": application_name},
+        )
+        return {row.pid for row in rows}

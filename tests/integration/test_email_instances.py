@@ -37,7 +37,7 @@ from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
 from tests.fakes.queue_listener import CountingListener
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
-from tests.integration.postgres import PostgresServer
+from tests.integration.postgres import PostgresServer, listener_pids
 from tests.servers import free_port
 
 DEADLINE = 60.0  # seconds: generous, for a busy machine; never a measurement
@@ -125,18 +125,6 @@ async def eventually(
     return found
 
 
-async def listener_pids(database: SqlDatabase) -> set[int]:
-    async with database.engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity "
-                "WHERE application_name = :name AND datname = current_database()"
-            ),
-            {"name": LISTENER_APPLICATION_NAME},
-        )
-        return {row.pid for row in rows}
-
-
 async def terminate(database: SqlDatabase, pids: set[int]) -> None:
     async with database.engine.connect() as conn:
         for pid in pids:
@@ -193,10 +181,14 @@ async def test_an_email_queued_by_another_instance_wakes_a_worker_that_polls_hou
         # back by itself, and the next email from elsewhere still wakes the worker.
         await wait_until(lambda: b.worker.idle, DEADLINE)
         wakes = b.listener.wakes
-        before = await eventually(lambda: listener_pids(pg_db), lambda pids: len(pids) == 1)
+        before = await eventually(
+            lambda: listener_pids(pg_db, LISTENER_APPLICATION_NAME), lambda pids: len(pids) == 1
+        )
         await terminate(pg_db, before)
         await wait_until(lambda: b.listener.wakes > wakes and b.worker.idle, DEADLINE)
-        after = await eventually(lambda: listener_pids(pg_db), lambda pids: len(pids) == 1)
+        after = await eventually(
+            lambda: listener_pids(pg_db, LISTENER_APPLICATION_NAME), lambda pids: len(pids) == 1
+        )
         assert after != before
         await a.h.sign_up("bob", "bob@example.com")
         await wait_until(lambda: sent.to("bob@example.com") == ["b"], DEADLINE)
@@ -224,12 +216,13 @@ async def test_the_listener_reconnects_after_its_connection_is_terminated(
         await queue_one()
         await wait_until(lambda: wakes == 2, DEADLINE)  # the NOTIFY, at commit
 
-        before = await listener_pids(pg_db)
+        before = await listener_pids(pg_db, LISTENER_APPLICATION_NAME)
         await terminate(pg_db, before)
         await wait_until(lambda: wakes == 3, DEADLINE)  # listening again, and looks again
         # The terminated backend may linger in pg_stat_activity a little.
         after = await eventually(
-            lambda: listener_pids(pg_db), lambda pids: bool(pids) and not pids & before
+            lambda: listener_pids(pg_db, LISTENER_APPLICATION_NAME),
+            lambda pids: bool(pids) and not pids & before,
         )
         assert after
         await queue_one()
@@ -246,7 +239,9 @@ async def test_the_listener_reconnects_after_its_connection_is_terminated(
         "email queue listener: listening again"
     ]
     # Cancelled: its connection is closed.
-    await eventually(lambda: listener_pids(pg_db), lambda pids: pids == set())
+    await eventually(
+        lambda: listener_pids(pg_db, LISTENER_APPLICATION_NAME), lambda pids: pids == set()
+    )
 
 
 async def test_a_listener_that_cannot_reach_the_database_warns_once_and_keeps_trying(

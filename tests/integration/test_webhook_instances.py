@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dependency_injector import providers
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from adapters.queue_listener import BellListener
 from adapters.sql import SqlDatabase
@@ -26,7 +26,7 @@ from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
 from tests.fakes.queue_listener import CountingListener
 from tests.harness import Harness, make_settings
-from tests.integration.postgres import PostgresServer
+from tests.integration.postgres import PostgresServer, listener_pids
 from tests.integration.webhook_receiver import Receiver
 from tests.servers import serve
 
@@ -101,7 +101,7 @@ async def test_two_instances_deliver_each_event_once_woken_by_notify(
                 )
             await wait_until(lambda: len(receiver.hooks()) >= people, DEADLINE)
             await wait_until(lambda: a.worker.idle and b.worker.idle, DEADLINE)
-            listeners = await _listener_connections(pg_db)
+            listeners = len(await listener_pids(pg_db, WEBHOOK_LISTENER_APPLICATION_NAME))
 
     hooks = receiver.hooks()
     assert all(h.verified and h.type == "account.created" for h in hooks)
@@ -122,15 +122,3 @@ async def test_two_instances_deliver_each_event_once_woken_by_notify(
         )
     assert states == {"delivered": people}
     assert listeners == 2  # one listening connection per instance, named for operators
-
-
-async def _listener_connections(database: SqlDatabase) -> int:
-    async with database.engine.connect() as conn:
-        found = await conn.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE application_name = :name AND datname = current_database()"
-            ),
-            {"name": WEBHOOK_LISTENER_APPLICATION_NAME},
-        )
-        return int(found.scalar_one())

@@ -9,7 +9,6 @@ import base64
 import json
 from collections.abc import Iterator
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +18,6 @@ from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
 from domain import errors
 from domain.model import (
     ROLE_METADATA,
-    AccountId,
     AuditKind,
     AuthPurpose,
     DiscordId,
@@ -28,15 +26,17 @@ from domain.model import (
     RoleSync,
 )
 from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
-from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
+from domain.use_cases import AuthOutcome, RoleSyncReport
 from entrypoints.cli import cli
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.role_connections import (
     KEY_A,
     KEY_B,
     InMemoryDiscordWithRoles,
+    connected,
     linked,
     role_harness,
+    verify,
 )
 from tests.harness import PASSWORD, Browser, Harness, make_settings
 
@@ -56,37 +56,6 @@ def fake(h: Harness) -> InMemoryDiscordWithRoles:
 def rows(h: Harness) -> dict[DiscordId, RoleConnectionToken]:
     database: MemoryDatabase = h.container.memory_db()
     return dict(database.tables.role_connection_tokens)
-
-
-async def verify(
-    h: Harness,
-    discord_id: DiscordId,
-    *,
-    signed_in: AccountId | None = None,
-    password: str | None = None,
-    browser: Browser | None = None,
-) -> AuthCompleted:
-    """Discord sends the person to the verification URL; they authorise as ``discord_id``."""
-    browser = browser or Browser()
-    session = await h.session_for(signed_in) if signed_in else None
-    started = await h.container.start_linked_role().execute(
-        session_token=session, browser_tokens=browser.bindings, current_password=password
-    )
-    browser.bindings = started.browser_tokens
-    scope = parse_qs(urlsplit(started.authorize_url).query)["scope"][0]
-    assert scope.split() == ["identify", "role_connections.write"]
-    approval = h.discord.approve(started.authorize_url, discord_id)
-    return await h.complete(browser, state=approval.state, code=approval.code, signed_in=signed_in)
-
-
-async def connected(h: Harness, discord_id: int, username: str = "alice") -> AccountId:
-    """An account linked to ``discord_id`` through the verification URL."""
-    account = (await h.sign_up(username, f"{username}@example.com")).account
-    h.discord_user(discord_id, username=f"d_{username}")
-    done = await verify(h, DiscordId(discord_id), signed_in=account.id)
-    assert done.outcome is AuthOutcome.LINKED
-    assert done.role_sync is RoleSync.PUSHED
-    return account.id
 
 
 async def refresh_pass(h: Harness, *, everything: bool = False) -> RoleSyncReport:

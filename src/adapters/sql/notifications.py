@@ -21,6 +21,7 @@ from adapters.queue_listener import EMAIL_QUEUE_CHANNEL
 LISTENER_APPLICATION_NAME = "taskflow-link email listener"
 ROLE_LISTENER_APPLICATION_NAME = "taskflow-link role listener"
 WEBHOOK_LISTENER_APPLICATION_NAME = "taskflow-link webhook listener"
+ROLE_CONNECTION_LISTENER_APPLICATION_NAME = "taskflow-link role-connection listener"
 
 log = logging.getLogger("taskflow_link.email")
 

@@ -681,12 +681,11 @@ class SqlEmailTokens(_Repo):
 class _QueueRepo(_Repo):
     """The repository of a queue that workers take from. Writing work for them wakes them:
     in this process through ``rings`` (the unit of work rings the bell once the transaction
-    committed), and, on Postgres, in every instance through a NOTIFY (``across``), which is
+    committed), and, on Postgres, in every instance through a NOTIFY, which is
     part of the transaction too: delivered at commit, dropped by a rollback, and repeated
     ones in one transaction arrive as one (``PostgresQueueListener``)."""
 
     channel: ClassVar[str]
-    across: ClassVar[bool] = True
 
     def __init__(
         self, session: AsyncSession, *, postgres: bool = False, rings: set[str] | None = None
@@ -697,7 +696,7 @@ class _QueueRepo(_Repo):
 
     async def _wake_listeners(self) -> None:
         self._rings.add(self.channel)
-        if self._postgres and self.across:
+        if self._postgres:
             await self._run(select(func.pg_notify(self.channel, "")))
 
 
@@ -1224,11 +1223,10 @@ class SqlRoleConnectionTokens(_QueueRepo):
     """Every write is one statement that compares before it writes (the row's version, or its
     sealed tokens) and moves the version on: under Postgres' row locks a second writer of the
     same row re-checks the condition against the first one's row and matches nothing.
-    A row made due wakes this process's worker (other instances find it at their poll)."""
+    A row made due wakes the workers, this process's and (Postgres) every instance's."""
 
     _t = role_connection_tokens
     channel = ROLE_CONNECTION_CHANNEL
-    across = False
 
     async def add(self, token: RoleConnectionToken) -> None:
         await self._run(
