@@ -130,7 +130,8 @@ async def _update_on_redis(redis: Redis, name: str, change: Change[T], expires_i
 
 
 class SweptMemoryStore(MemoryStore):
-    """Litestar's ``MemoryStore`` forgets an expired entry only when that key is read again:
+    """Litestar's ``MemoryStore`` forgets an expired entry only when that key is read again
+    (and ``exists`` says yes to it until then):
     a count kept for each login tried, or for each client address, stayed for good (2,000
     unknown logins left 2,000 entries). This one also drops every expired entry on a write,
     at most once every ``sweep_every`` seconds (one pass over the entries, yielding to the
@@ -154,6 +155,10 @@ class SweptMemoryStore(MemoryStore):
         if now >= self._next_sweep:
             self._next_sweep = now + self._sweep_every
             await self.delete_expired()
+
+    async def exists(self, key: str) -> bool:
+        """Litestar's answers yes for an expired entry not yet read again."""
+        return await self.get(key) is not None
 
     def __len__(self) -> int:
         """Entries held, expired or not (for tests and the curious)."""

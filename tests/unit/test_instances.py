@@ -9,6 +9,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -152,22 +153,26 @@ async def test_x_forwarded_for_is_ignored_from_anyone_else(h: Harness) -> None:
     assert set(await _audited_clients(h)) == {"127.0.0.1"}
 
 
-async def test_the_memory_stores_drop_expired_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Litestar's memory store forgets an expired entry only when its key is read again: a
-    count kept per login tried (or per client address) stayed for good. Each write now
-    sweeps, at most once a minute."""
-    from datetime import datetime, timedelta
-
+@pytest.fixture
+def shifted(monkeypatch: pytest.MonkeyPatch) -> list[timedelta]:
+    """How far the memory stores' expiry clock is moved on (Litestar reads ``datetime.now``)."""
     from litestar.stores import base
 
-    shifted = [timedelta(0)]
+    shift = [timedelta(0)]
 
     class Shifted(datetime):
         @classmethod
         def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) + shifted[0]
+            return datetime.now(tz) + shift[0]
 
-    monkeypatch.setattr(base, "datetime", Shifted)  # the entries' expiry clock
+    monkeypatch.setattr(base, "datetime", Shifted)
+    return shift
+
+
+async def test_the_memory_stores_drop_expired_entries(shifted: list[timedelta]) -> None:
+    """Litestar's memory store forgets an expired entry only when its key is read again: a
+    count kept per login tried (or per client address) stayed for good. Each write now
+    sweeps, at most once a minute."""
     now = [100.0]
     store = SweptMemoryStore(sweep_every=60, clock=lambda: now[0])
     for n in range(2500):
@@ -183,6 +188,16 @@ async def test_the_memory_stores_drop_expired_entries(monkeypatch: pytest.Monkey
     assert await store.get("new") == b"1"
     assert await store.get("login-0") is None
     assert isinstance(SharedState(None).store("password-attempts"), SweptMemoryStore)
+
+
+async def test_an_expired_entry_does_not_exist(shifted: list[timedelta]) -> None:
+    store = SweptMemoryStore()
+    await store.set("short", b"1", expires_in=30)
+    await store.set("kept", b"1")
+    assert await store.exists("short")
+    shifted[0] = timedelta(seconds=31)
+    assert not await store.exists("short")  # Litestar's own said yes until it was read
+    assert await store.exists("kept")
 
 
 # -- per-key API limits -----------------------------------------------------------------------
