@@ -197,6 +197,11 @@ class Account:
     # Moved on by "Sign out everywhere": the trusted-device tokens (see ``_passwords``) made
     # before it no longer count, as the sessions it ended.
     device_epoch: int = 0
+    # When Discord was last unlinked from this account. From then on a Discord sign-in with
+    # the account's address never links it without a proof (``decide_login``): whoever
+    # holds the Discord account the owner unlinked (perhaps because it was stolen) cannot
+    # link it back by its email.
+    discord_unlinked_at: datetime | None = None
 
     @property
     def has_password(self) -> bool:

@@ -97,6 +97,10 @@ def decide_login(
             if email_linking is EmailLinking.CONFIRM:
                 return ConfirmBeforeLinking(account.id)
             if email_linking is EmailLinking.VERIFIED and account.email_verified:
+                if account.discord_unlinked_at is not None:
+                    # Its owner unlinked Discord before: maybe from this very Discord account,
+                    # because someone else holds it. Only a proof of the account links again.
+                    return ConfirmBeforeLinking(account.id)
                 return LinkAndSignIn(account.id)
         # Either side unverified (or linking by email is off): matching would let whoever
         # controls the unverified side take over the other (pre-account takeover). Point to

@@ -298,7 +298,12 @@ class RepositoryContract:
         first = account()
         await write(uow_factory, lambda uow: uow.accounts.add(first))
         changed = replace(
-            first, email_verified=False, password_hash=None, email=None, device_epoch=3
+            first,
+            email_verified=False,
+            password_hash=None,
+            email=None,
+            device_epoch=3,
+            discord_unlinked_at=NOW,
         )
         await write(uow_factory, lambda uow: uow.accounts.update(changed))
         async with uow_factory() as uow:

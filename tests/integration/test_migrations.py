@@ -222,6 +222,88 @@ async def test_upgrading_a_sqlite_database_in_use_keeps_its_data(sqlite_url: str
     await _upgrade_keeps_data(sqlite_url)
 
 
+async def _unlinks_before_0010_are_remembered(url: str) -> None:
+    """0009 -> 0010: an account that unlinked Discord before the upgrade (as the audit trail
+    tells) is not linked by email alone afterwards, as if it had unlinked since."""
+    accounts_at_0009 = sa.table(
+        "accounts",
+        sa.column("id", sa.Uuid()),
+        sa.column("username", sa.String()),
+        sa.column("email", sa.String()),
+        sa.column("email_normalized", sa.String()),
+        sa.column("email_verified", sa.Boolean()),
+        sa.column("created_at", UtcDateTime()),
+    )
+    audit = sa.table(
+        "audit_events",
+        sa.column("id", sa.Uuid()),
+        sa.column("kind", sa.String()),
+        sa.column("at", UtcDateTime()),
+        sa.column("account_id", sa.Uuid()),
+        sa.column("discord_id", sa.BigInteger()),
+        sa.column("detail", sa.JSON()),
+    )
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0009")
+        unlinked, never = uuid.uuid4(), uuid.uuid4()
+        first, last = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(accounts_at_0009),
+                [
+                    {
+                        "id": account_id,
+                        "username": name,
+                        "email": f"{name}@example.com",
+                        "email_normalized": f"{name}@example.com",
+                        "email_verified": True,
+                        "created_at": first,
+                    }
+                    for account_id, name in ((unlinked, "unlinked"), (never, "never"))
+                ],
+            )
+            await conn.execute(
+                sa.insert(audit),
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "kind": kind,
+                        "at": at,
+                        "account_id": account_id,
+                        "discord_id": 7,
+                        "detail": {},
+                    }
+                    for kind, at, account_id in (
+                        ("unlinked", first, unlinked),
+                        ("linked", first, unlinked),
+                        ("unlinked", last, unlinked),
+                        ("linked", last, never),
+                    )
+                ],
+            )
+
+        await migrate.upgrade(database)
+
+        async with database.unit_of_work() as uow:
+            remembered = await uow.accounts.get(AccountId(unlinked))
+            untouched = await uow.accounts.get(AccountId(never))
+        assert remembered is not None
+        assert remembered.discord_unlinked_at == last
+        assert untouched is not None
+        assert untouched.discord_unlinked_at is None
+    finally:
+        await database.dispose()
+
+
+async def test_unlinks_before_0010_are_remembered_on_postgres(empty_pg_url: str) -> None:
+    await _unlinks_before_0010_are_remembered(empty_pg_url)
+
+
+async def test_unlinks_before_0010_are_remembered_on_sqlite(sqlite_url: str) -> None:
+    await _unlinks_before_0010_are_remembered(sqlite_url)
+
+
 async def test_a_value_postgres_refuses_is_a_fault_not_an_outage(pg_db: SqlDatabase) -> None:
     """What the web's guards keep out, if it ever got through: a NUL in a name."""
     with pytest.raises(errors.StorageFault):

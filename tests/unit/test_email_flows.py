@@ -13,7 +13,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose
 from domain.ports import EmailMessage
-from domain.use_cases import DeliveryReport
+from domain.use_cases import AuthOutcome, DeliveryReport
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from tests.harness import PASSWORD, Harness
 
@@ -533,6 +533,9 @@ async def test_a_reset_on_an_unconfirmed_address_removes_the_discord_link(h: Har
     assert await h.container.link_of_account().execute(squatter.account.id) is None
     again = await h.discord_login(h.discord_user(9500))  # the intruder's Discord: a new account
     assert again.account_id != squatter.account.id
+    # And the account remembers it: no Discord account is linked to it by its address alone.
+    by_email = await h.discord_login(h.discord_user(9501, email="victim@example.com"))
+    assert by_email.outcome is AuthOutcome.CONFIRM_NEEDED
 
 
 async def test_changing_the_email_is_rate_limited(h: Harness) -> None:

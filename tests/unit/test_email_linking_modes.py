@@ -4,6 +4,7 @@ policy row by row, and the "confirm" flow (password or emailed link) through the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,6 +71,25 @@ def test_one_account_with_the_email_under_each_mode(
         assert decision.error is errors.EmailBelongsToAccount
     elif not isinstance(decision, CreateAccount):
         assert decision.account_id == account.id
+
+
+@pytest.mark.parametrize(
+    ("mode", "discord_verified", "expected"),
+    [
+        (EmailLinking.VERIFIED, True, ConfirmBeforeLinking),  # not LinkAndSignIn any more
+        (EmailLinking.VERIFIED, False, Refuse),
+        (EmailLinking.CONFIRM, True, ConfirmBeforeLinking),
+        (EmailLinking.OFF, True, Refuse),
+    ],
+)
+def test_an_account_that_unlinked_discord_is_never_linked_by_email_alone(
+    mode: EmailLinking, discord_verified: bool, expected: type
+) -> None:
+    account = replace(_account(verified=True), discord_unlinked_at=NOW)
+    decision = decide_login(
+        _profile(verified=discord_verified), None, [account], email_linking=mode
+    )
+    assert isinstance(decision, expected)
 
 
 @pytest.mark.parametrize("mode", list(EmailLinking))

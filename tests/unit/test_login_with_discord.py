@@ -10,7 +10,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuditKind
 from domain.use_cases import AuthOutcome
-from tests.harness import Browser, Harness
+from tests.harness import PASSWORD, Browser, Harness
 
 
 async def test_row1_linked_discord_id_signs_in_to_that_account(h: Harness) -> None:
@@ -173,6 +173,44 @@ async def test_email_match_onto_account_linked_to_another_discord_is_refused(
 
     assert db.tables.links[first.id].account_id == account.id
     assert second.id not in db.tables.links
+
+
+@pytest.mark.parametrize("how", ["bot", "account page"])
+async def test_a_discord_account_its_owner_unlinked_is_not_linked_back_by_email(
+    h: Harness, db: MemoryDatabase, how: str
+) -> None:
+    """The owner unlinks a Discord account someone else holds (stolen): its next Discord
+    sign-in with the owner's verified address must not link it back and sign it in. Only a
+    proof of the account (its password, or a link emailed to it) links it again."""
+    alice = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    discord = h.discord_user(1013, email="alice@example.com", verified=True)
+    await h.discord_link(alice.id, discord)
+    if how == "bot":
+        await h.container.unlink_discord().execute(discord.id)
+    else:
+        await h.container.unlink_account().execute(
+            session_token=await h.session_for(alice.id), current_password=PASSWORD
+        )
+    assert db.tables.accounts[alice.id].discord_unlinked_at == h.clock.now()
+    sessions = len(db.tables.sessions)
+
+    done = await h.discord_login(discord)
+
+    assert done.outcome is AuthOutcome.CONFIRM_NEEDED
+    assert done.session_token is None
+    assert discord.id not in db.tables.links
+    assert len(db.tables.sessions) == sessions  # nobody signed in
+    assert done.proposal_token is not None
+    with pytest.raises(errors.InvalidCredentials):  # the thief does not know the password
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=done.proposal_token, password="not it"
+        )
+    assert discord.id not in db.tables.links
+    confirmed = await h.container.confirm_link_with_password().execute(
+        proposal_token=done.proposal_token, password=PASSWORD
+    )  # the owner, linking it back on purpose
+    assert confirmed.account_id == alice.id
+    assert db.tables.links[discord.id].account_id == alice.id
 
 
 async def test_refusal_is_audited(h: Harness, db: MemoryDatabase) -> None:

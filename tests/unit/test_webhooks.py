@@ -180,21 +180,23 @@ async def test_every_link_unlink_and_account_creation_queues_its_event_with_the_
     )
     assert [(k, d["via"]) for k, d in _new(h, 4)] == [("link.deleted", "web")]
 
-    # Sign in with Discord, verified email of a verified account: link.created via email.
-    await h.discord_login(h.discord_user(5002, email="alice@example.com"))
-    assert [(k, d["via"]) for k, d in _new(h, 5)] == [("link.created", "email")]
+    # Sign in with Discord, verified email of a verified account (one that never unlinked
+    # Discord: alice's would need a proof now): link.created via email.
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.discord_login(h.discord_user(5002, email="bob@example.com"))
+    assert [(k, d["via"]) for k, d in _new(h, 6)] == [("link.created", "email")]
 
     # The API's admin unlink: link.deleted via api.
     admin = await h.container.create_api_key().execute("admin", ["links:write"])
     key = await h.container.authenticate_api_key().execute(admin.token)
     assert key is not None
     await h.container.unlink_with_api_key().execute(DiscordId(5002), key)
-    assert [(k, d["via"]) for k, d in _new(h, 6)] == [("link.deleted", "api")]
+    assert [(k, d["via"]) for k, d in _new(h, 7)] == [("link.deleted", "api")]
 
     # Sign in with Discord, nobody known: account.created and link.created, one transaction.
     created = await h.discord_login(h.discord_user(5003, email="new@example.com"))
     assert created.outcome is AuthOutcome.CREATED
-    assert [(k, d["via"]) for k, d in _new(h, 7)] == [
+    assert [(k, d["via"]) for k, d in _new(h, 8)] == [
         ("account.created", "discord"),
         ("link.created", "signup"),
     ]

@@ -153,6 +153,7 @@ def _account(row: Any) -> Account:
         row.created_at,
         bool(row.email_shared),
         row.device_epoch,
+        row.discord_unlinked_at,
     )
 
 
@@ -167,6 +168,7 @@ def _account_values(account: Account) -> dict[str, Any]:
         "created_at": account.created_at,
         "email_shared": account.email_shared,
         "device_epoch": account.device_epoch,
+        "discord_unlinked_at": account.discord_unlinked_at,
     }
 
 

@@ -104,6 +104,8 @@ accounts = Table(
     Column("email_shared", Boolean(), nullable=False, server_default=false()),
     # Account.device_epoch: "sign out everywhere" moves it on (migration 0009).
     Column("device_epoch", Integer(), nullable=False, server_default="0"),
+    # Account.discord_unlinked_at (migration 0010).
+    Column("discord_unlinked_at", UtcDateTime(), nullable=True),
 )
 # One account per address: concurrent sign-ups, first Discord sign-ins and email changes to
 # one address cannot all win. Accounts imported with a shared address are left out.

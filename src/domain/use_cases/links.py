@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from domain import errors
 from domain.model import (
@@ -57,8 +57,10 @@ async def _unlink(
         raise refusal()
     if not await uow.links.remove(link):
         raise errors.NotLinked()  # removed concurrently
-    await uow.sessions.remove_for_account(link.account_id, keep=keep_session)
     now = clock.now()
+    # Remembered: an email match never links this account again without a proof.
+    await uow.accounts.update(replace(account, discord_unlinked_at=now))
+    await uow.sessions.remove_for_account(link.account_id, keep=keep_session)
     # Linked Roles: Discord must hear "not linked" (then the kept tokens go), at once.
     await uow.role_connection_tokens.mark_due(link.discord_id, now)
     await uow.audit.record(

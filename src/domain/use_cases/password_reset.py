@@ -106,11 +106,16 @@ class ResetPassword(_PasswordUseCase):
         now = self._clock.now()
         async with self._uow() as uow:
             _, account = await consume_email_link(uow, self._tokens, token, EmailPurpose.RESET, now)
-            updated = replace(account, password_hash=new_hash, email_verified=True)
+            unlinked = await self._unlink_if_unconfirmed(uow, account, now)
+            updated = replace(
+                account,
+                password_hash=new_hash,
+                email_verified=True,
+                discord_unlinked_at=now if unlinked else account.discord_unlinked_at,
+            )
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             await uow.sessions.remove_for_account(account.id)
-            unlinked = await self._unlink_if_unconfirmed(uow, account, now)
             await uow.audit.record(
                 AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})
             )
