@@ -1,10 +1,12 @@
 """One address, many simultaneous claims: sign-ups, first Discord sign-ins and email changes.
 Run on Postgres (``test_races_postgres``) and SQLite (``test_sqlite_concurrency``): whoever
-wins, exactly one account ends up with the address, and every loser gets a clear refusal."""
+wins, exactly one account ends up with the address, and every loser gets a clear refusal.
+And many simultaneous requests for emailed links: the per-account limit holds."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from domain import errors
@@ -70,3 +72,28 @@ async def simultaneous_email_changes(h: Harness, n: int) -> None:
     )
     assert len(_refusals(results)) == n - 1
     assert await _holders(h) == 1
+
+
+async def simultaneous_reset_requests(h: Harness, n: int) -> None:
+    """The limit on emailed links (one a minute, five an hour per account) holds however many
+    ask at once: nobody floods an inbox through it."""
+    await h.sign_up("victim", ADDRESS)
+    reset = h.container.request_password_reset()
+    await asyncio.gather(*(reset.execute(ADDRESS) for _ in range(n)))
+    await h.deliver()
+    resets = [m for m in h.emails_to(ADDRESS) if "/password/reset/" in m.text]
+    assert len(resets) == 1
+
+
+async def simultaneous_confirmation_resends(h: Harness, n: int) -> None:
+    person = await h.sign_up("resender", ADDRESS)  # its confirmation email is queued
+    h.clock.advance(timedelta(minutes=2))  # one more is allowed now: one
+    resend = h.container.resend_verification()
+    results = await asyncio.gather(
+        *(resend.execute(person.account.id) for _ in range(n)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == n - 1
+    assert all(isinstance(r, errors.TooManyRequests) for r in refused), refused
+    await h.deliver()
+    assert len(h.emails_to(ADDRESS)) == 2  # the sign-up's and one resent

@@ -157,3 +157,13 @@ async def test_sign_ups_and_first_discord_sign_ins_with_one_address_make_one_acc
 
 async def test_20_email_changes_to_one_address_have_one_winner(h: Harness) -> None:
     await email_races.simultaneous_email_changes(h, N)
+
+
+async def test_simultaneous_reset_requests_queue_one_email(h: Harness) -> None:
+    await email_races.simultaneous_reset_requests(h, N)
+
+
+async def test_simultaneous_confirmation_resends_queue_one_email(
+    h: Harness,
+) -> None:
+    await email_races.simultaneous_confirmation_resends(h, N)

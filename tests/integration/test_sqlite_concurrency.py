@@ -61,6 +61,16 @@ async def test_email_changes_to_one_address_on_sqlite(h: Harness) -> None:
     await email_races.simultaneous_email_changes(h, 10)
 
 
+async def test_simultaneous_reset_requests_queue_one_email_on_sqlite(h: Harness) -> None:
+    await email_races.simultaneous_reset_requests(h, 10)
+
+
+async def test_simultaneous_confirmation_resends_queue_one_email_on_sqlite(
+    h: Harness,
+) -> None:
+    await email_races.simultaneous_confirmation_resends(h, 10)
+
+
 async def test_writers_of_one_process_take_turns_without_sqlites_busy_polling(
     sqlite_url: str, sqlite_db: SqlDatabase
 ) -> None:

@@ -75,6 +75,10 @@ async def within_limits(
     now: datetime,
     limits: tuple[tuple[timedelta, int], ...] = RESEND_LIMITS,
 ) -> bool:
+    """Whether one more email of ``kind`` may be queued for the account. The account is
+    locked first (until the transaction ends), so that simultaneous requests take turns:
+    each counts what the one before it queued (twenty at once queued up to eleven)."""
+    await uow.accounts.lock(account_id)
     for window, allowed in limits:
         if await uow.outgoing_emails.count_since(account_id, kind, now - window) >= allowed:
             return False

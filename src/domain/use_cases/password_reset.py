@@ -50,7 +50,9 @@ class RequestPasswordReset:
         address = validate_email(email)
         now = self._clock.now()
         async with self._uow() as uow:
-            for account in await uow.accounts.find_by_email(address):
+            # In one order: each one's limit locks its account (see ``within_limits``).
+            found = await uow.accounts.find_by_email(address)
+            for account in sorted(found, key=lambda a: str(a.id.value)):
                 if account.email is None or not await within_limits(
                     uow, account.id, EmailKind.RESET_PASSWORD, now
                 ):
