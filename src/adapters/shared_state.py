@@ -1,7 +1,7 @@
 """State that is not in the database: rate limits, sign-in throttles and the interaction replay
 guard. In one process it lives in memory (Litestar's ``MemoryStore``, swept of expired
-entries); with Redis it is shared by every instance (Litestar's ``RedisStore``, and ``SET NX``
-for the replay guard).
+entries, and window counters); with Redis it is shared by every instance (Litestar's
+``RedisStore``, ``INCR`` for the rate limits' counters, and ``SET NX`` for the replay guard).
 
 When Redis does not answer, each call falls back to this process's memory at once: limits then
 count per instance and a replay is only recognised by the instance that saw the original, until
@@ -11,6 +11,8 @@ logged once each; a request never fails because of Redis."""
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -165,6 +167,65 @@ class SweptMemoryStore(MemoryStore):
         return len(self._store)
 
 
+# The clock of the rate limits' windows in memory (a name tests can move on).
+window_clock = time.monotonic
+
+
+class MemoryWindowCounter:
+    """Hits per key in fixed windows, in this process: a key's first hit opens a window of
+    ``seconds``; hits within it count up from 1; the next hit after it opens a new one. No
+    await between reading and writing a count (and a lock for other threads' loops): hits at
+    once are counted one by one. Ended windows are swept on a hit, at most once a minute."""
+
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock or window_clock
+        self._windows: dict[str, tuple[int, float]] = {}  # key -> (hits, window ends at)
+        self._guard = threading.Lock()
+        self._next_sweep = self._clock() + 60.0
+
+    async def hit(self, key: str, seconds: int) -> tuple[int, int]:
+        """(the hits in the key's window, this one included; whole seconds until it ends)."""
+        now = self._clock()
+        with self._guard:
+            if now >= self._next_sweep:
+                self._next_sweep = now + 60.0
+                self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            hits, ends = self._windows.get(key, (0, 0.0))
+            if ends <= now:
+                hits, ends = 0, now + seconds
+            self._windows[key] = (hits + 1, ends)
+        return hits + 1, max(1, math.ceil(ends - now))
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
+class WindowCounter:
+    """``MemoryWindowCounter``'s counts shared by every instance through Redis: one round trip
+    a hit (``SET NX EX``, ``INCR`` and ``TTL`` in one ``MULTI``: atomic, so simultaneous hits
+    on any instances are each counted once, and nothing waits for another key's hits). While
+    Redis is down, this process's memory counts."""
+
+    def __init__(self, redis: Redis, health: RedisHealth, namespace: str) -> None:
+        self._redis, self._health, self._prefix = redis, health, f"{PREFIX}:{namespace}:"
+        self._local = MemoryWindowCounter()
+
+    async def hit(self, key: str, seconds: int) -> tuple[int, int]:
+        return await self._health.call(
+            lambda: self._shared_hit(self._prefix + key, seconds),
+            lambda: self._local.hit(key, seconds),
+        )
+
+    async def _shared_hit(self, name: str, seconds: int) -> tuple[int, int]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(name, 0, ex=seconds, nx=True)
+            pipe.incr(name)
+            pipe.ttl(name)
+            _, hits, ttl = await pipe.execute()
+        # TTL rounds: under half a second left reads 0. -1 (no expiry) cannot happen here.
+        return int(hits), max(1, int(ttl)) if ttl >= 0 else seconds
+
+
 class FallbackStore(Store):
     """A Litestar store on Redis that uses a memory store while Redis is down."""
 
@@ -284,6 +345,7 @@ class SharedState:
                 health_check_interval=30,
             )
         self._stores: dict[str, Store] = {}
+        self._counters: dict[str, MemoryWindowCounter | WindowCounter] = {}
         self._local_replays = MemoryReplayGuard()
         self.replay_guard: MemoryReplayGuard | RedisReplayGuard = self._local_replays
         if self.redis is not None and self.health is not None:
@@ -310,6 +372,15 @@ class SharedState:
                 )
             self._stores[namespace] = store
         return self._stores[namespace]
+
+    def counter(self, namespace: str) -> MemoryWindowCounter | WindowCounter:
+        """Hits per key in fixed windows (rate limits), one counter per purpose."""
+        if namespace not in self._counters:
+            counter: MemoryWindowCounter | WindowCounter = MemoryWindowCounter()
+            if self.redis is not None and self.health is not None:
+                counter = WindowCounter(self.redis, self.health, namespace)
+            self._counters[namespace] = counter
+        return self._counters[namespace]
 
     async def ping(self) -> bool:
         """``True`` without Redis, or when Redis answers."""

@@ -52,6 +52,32 @@ async def test_two_instances_share_stores_throttles_and_replays(redis_url: str) 
         await b.close()
 
 
+async def test_rate_limit_hits_at_once_on_two_instances_are_each_counted_once(
+    redis_url: str,
+) -> None:
+    """The rate limits' counter: one atomic step in Redis per hit (no read-then-write, no lock
+    in the process), so a burst spread over instances is counted exactly."""
+    a, b = _instances(redis_url)
+    try:
+        hits = await asyncio.gather(
+            *(shared.counter("api-rate-limit").hit("key:burst", 60) for shared in (a, b) * 25)
+        )
+        assert sorted(n for n, _ in hits) == list(range(1, 51))
+        assert all(0 < left <= 60 for _, left in hits)
+        assert await b.counter("auth-rate-limit").hit("key:burst", 60) == (1, 60)  # apart
+        # A window ends in Redis too: a later hit opens a new one.
+        short = a.counter("api-rate-limit")
+        assert (await short.hit("key:short", 1))[0] == 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while (await short.hit("key:short", 1))[0] != 1:
+            assert loop.time() < deadline, "the window never ended"
+            await asyncio.sleep(0.2)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_tries_reserved_at_once_on_two_instances_are_counted_one_by_one(
     redis_url: str,
 ) -> None:
@@ -122,6 +148,8 @@ async def test_redis_going_away_and_coming_back(
         store = a.store("auth-rate-limit")
         await store.set("client", "1", expires_in=60)
         assert await store.get("client") == b"1"
+        limit = a.counter("auth-rate-limit")
+        assert [(await limit.hit("client", 60))[0] for _ in range(2)] == [1, 2]  # in memory
         assert await a.replay_guard.first_time("interaction:2", 600)
         assert not await a.replay_guard.first_time("interaction:2", 600)  # same instance
         assert await b.replay_guard.first_time("interaction:2", 600)  # not shared meanwhile

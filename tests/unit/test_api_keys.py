@@ -317,7 +317,7 @@ async def test_the_schema_documents_scopes_errors_and_id_patterns(h: Harness) ->
         body = links["delete"]["responses"][status]["content"]["application/json"]["schema"]
         assert body == {"$ref": "#/components/schemas/ApiError"}
     (discord_id,) = links["get"]["parameters"]
-    assert discord_id["schema"]["pattern"] == "^[0-9]{1,20}$"
+    assert discord_id["schema"]["pattern"] == "^[0-9]{1,20}(?!\\n)$"
     (account_id,) = schema["paths"]["/api/v1/accounts/{account_id}/link"]["get"]["parameters"]
     assert account_id["schema"]["pattern"].startswith("^[0-9a-fA-F]{8}-")
     ready = schema["paths"]["/readyz"]["get"]["responses"]

@@ -5,6 +5,7 @@ cannot be shared (the Redis side is in tests/integration/test_shared_state_redis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -17,7 +18,12 @@ import pytest
 from click.testing import CliRunner
 from litestar.testing import AsyncTestClient
 
-from adapters.shared_state import MemoryReplayGuard, SharedState, SweptMemoryStore
+from adapters.shared_state import (
+    MemoryReplayGuard,
+    MemoryWindowCounter,
+    SharedState,
+    SweptMemoryStore,
+)
 from domain.model import AuditKind
 from entrypoints.bot.runtime import _replay_key
 from entrypoints.cli import cli
@@ -200,16 +206,36 @@ async def test_an_expired_entry_does_not_exist(shifted: list[timedelta]) -> None
     assert await store.exists("kept")
 
 
+async def test_the_memory_counter_counts_hits_in_fixed_windows() -> None:
+    now = [100.0]
+    counter = MemoryWindowCounter(clock=lambda: now[0])
+    assert [await counter.hit("a", 60) for _ in range(3)] == [(1, 60), (2, 60), (3, 60)]
+    assert await counter.hit("b", 60) == (1, 60)  # each key its own window
+    now[0] += 59.5
+    assert await counter.hit("a", 60) == (4, 1)  # the window ends when it ends
+    now[0] += 0.5
+    assert await counter.hit("a", 60) == (1, 60)  # a new one
+    assert len(counter) == 1  # b's ended window was swept (at most once a minute)
+    now[0] += 30
+    assert await counter.hit("c", 60) == (1, 60)
+    now[0] += 31
+    assert await counter.hit("c", 60) == (2, 29)
+    assert len(counter) == 1  # a's swept, c's kept
+    hits = await asyncio.gather(*(counter.hit("d", 60) for _ in range(20)))
+    assert sorted(n for n, _ in hits) == list(range(1, 21))  # each counted once
+
+
 # -- per-key API limits -----------------------------------------------------------------------
 
 
 @pytest.fixture
 def frozen_rate_limit_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
-    """Litestar's rate limiter reads ``time()``; one fixed second for the whole test."""
-    from litestar.middleware import rate_limit
+    """The rate limits' windows (in memory) read ``window_clock``; one fixed second for the
+    whole test, until the test moves it on."""
+    from adapters import shared_state
 
-    now = [1_900_000_000.0]
-    monkeypatch.setattr(rate_limit, "time", lambda: now[0])
+    now = [1_000.0]
+    monkeypatch.setattr(shared_state, "window_clock", lambda: now[0])
     return lambda seconds: now.__setitem__(0, now[0] + seconds)
 
 
@@ -235,6 +261,46 @@ async def test_each_api_key_has_its_own_budget(
         assert (await client.get("/healthz")).status_code == 200  # not an API route
         frozen_rate_limit_clock(1.5)  # the next second
         assert (await get(first)).status_code == 404
+
+
+async def test_requests_on_different_budgets_do_not_wait_for_each_other() -> None:
+    """Litestar's rate limiter counted under one lock per route and process: with Redis behind
+    it, every request waited for every other's round trips, whatever its key, so one client's
+    flood held up every key (an attacker's review). Here each hit of the counter waits until
+    another one is under way at the same time (or gives up after a minute): under one lock,
+    none ever would be."""
+    h = Harness.build(build_container(make_settings(api_rate_limit_per_second=100)))
+    keys = [(await h.container.create_api_key().execute(f"svc{n}")).token for n in range(4)]
+    counter = h.container.shared_state().counter("api-rate-limit")
+    real_hit = counter.hit
+    under_way = [0, 0]  # now, most at once
+    together = asyncio.Event()
+
+    async def hit(key: str, seconds: int) -> tuple[int, int]:
+        under_way[0] += 1
+        under_way[1] = max(under_way)
+        if under_way[0] >= 2:
+            together.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(together.wait(), timeout=60)
+            return await real_hit(key, seconds)
+        finally:
+            under_way[0] -= 1
+
+    counter.hit = hit  # type: ignore[method-assign]
+    async with (
+        serve_here(create_app(h.container)) as url,
+        httpx.AsyncClient(base_url=url, timeout=120) as client,
+    ):
+        answers = await asyncio.gather(
+            *(
+                client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {key}"})
+                for key in keys
+            )
+        )
+    assert [a.status_code for a in answers] == [404] * len(keys)
+    assert under_way[1] >= 2
 
 
 async def test_made_up_tokens_spend_the_clients_budget(

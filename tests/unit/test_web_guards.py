@@ -10,7 +10,6 @@ import pytest
 from litestar import Request
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
-from litestar.middleware.rate_limit import RateLimitMiddleware
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
@@ -23,6 +22,7 @@ from entrypoints.web.guards import (
     refuse_control_characters,
     valid_host,
 )
+from entrypoints.web.rate_limit import CountedRateLimitMiddleware
 from tests.harness import PASSWORD, Harness
 from tests.web_support import Client, csrf_token
 
@@ -123,7 +123,7 @@ async def test_the_browsers_guards_are_on_every_route_but_the_apis_and_discords(
             continue
         for handler in route.route_handlers:
             csrf = _middleware_of(handler, CSRFMiddleware)
-            limits = [c.store for c in _middleware_of(handler, RateLimitMiddleware)]
+            limits = [c.store for c in _middleware_of(handler, CountedRateLimitMiddleware)]
             form_limit = few_form_fields in handler.resolve_middleware()
             checks_characters = handler.resolve_before_request() is refuse_control_characters
             if route.path.startswith("/schema"):  # Litestar's OpenAPI documents: read only

@@ -25,13 +25,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
-from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Middleware
 from msgspec import Struct
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from adapters.metrics import mark_process_dead
+from adapters.shared_state import SharedState
 from domain import errors
 from domain.model import Account
 from domain.use_cases import SignedInAs
@@ -60,6 +60,7 @@ from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
+from entrypoints.web.rate_limit import Hit, counted_rate_limit
 from entrypoints.web.request_id import choose_request_id, sending_id
 from entrypoints.web.security import (
     api_security_headers,
@@ -108,6 +109,16 @@ log = logging.getLogger("taskflow_link.web")
 
 
 _BUDGET = "api_key_budget"
+
+
+def _hits(shared: SharedState, namespace: str) -> Hit:
+    """A rate limit's counter, as a function (see ``counted_rate_limit``)."""
+    counter = shared.counter(namespace)
+
+    async def hit(key: str, seconds: int) -> tuple[int, int]:
+        return await counter.hit(key, seconds)
+
+    return hit
 
 
 def _api_key_budgets(
@@ -284,11 +295,11 @@ def _http_interactions(container: Container) -> HttpInteractions | None:
 
 def _limits(
     container: Container, limit: int
-) -> tuple[list[Middleware], list[Middleware], dict[str, Store], Router | type[Controller]]:
+) -> tuple[list[Middleware], list[Middleware], Router | type[Controller]]:
     """The middleware that guards the app (Host header, trusted proxies, request metrics),
     that which guards the browser's routes only (the per-client limit on sign-in and friends,
-    CSRF), the stores the limits count in, and the JSON API (behind its per-key limit when
-    there is one)."""
+    CSRF), and the JSON API (behind its per-key limit when there is one). The limits count in
+    the shared state's counters (Redis, when there is one)."""
     settings = container.settings()
 
     async def auth_route(request: Request[Any, Any, Any]) -> bool:
@@ -306,10 +317,9 @@ def _limits(
             r"^/readyz$",
             r"^/metrics$",
         ],
-        store="auth_rate_limit",
+        store="auth_rate_limit",  # the counter's name, below (no store is read)
     )
     shared = container.shared_state()
-    stores: dict[str, Store] = {"auth_rate_limit": shared.store("auth-rate-limit")}
     # The request metrics count what the rate limit and CSRF refuse too; not a bad Host
     # header, which they could not even read (Litestar's middleware parses the request's URL).
     middleware: list[Middleware] = [
@@ -331,7 +341,7 @@ def _limits(
     # exclusion patterns.
     browser: list[Middleware] = [
         few_form_fields,  # before anything parses a form (CSRF does, for its token)
-        auth_rate_limit.middleware,
+        counted_rate_limit(auth_rate_limit, _hits(shared, "auth-rate-limit")),
         DefineMiddleware(CSRFMiddleware, config=csrf),
     ]
     if settings.trusted_proxies:
@@ -344,7 +354,6 @@ def _limits(
         middleware.insert(0, DefineMiddleware(proxy_headers, trusted_hosts=proxies))
     api: Router | type[Controller] = _with_use_cases(container, LinksApi)
     if settings.api_rate_limit_per_second:
-        stores["api_rate_limit"] = shared.store("api-rate-limit")
         check, identify = _api_key_budgets(container)
         api_limit = RateLimitConfig(
             rate_limit=("second", settings.api_rate_limit_per_second),
@@ -353,8 +362,9 @@ def _limits(
             store="api_rate_limit",
         )
         # On the JSON API's routes only.
-        api = Router(path="/", route_handlers=[api], middleware=[api_limit.middleware])
-    return middleware, browser, stores, api
+        limited = counted_rate_limit(api_limit, _hits(shared, "api-rate-limit"))
+        api = Router(path="/", route_handlers=[api], middleware=[limited])
+    return middleware, browser, api
 
 
 def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
@@ -365,7 +375,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     jar = CookieJar(secure=https, session_max_age=settings.session_ttl_days * 86400)
     limit = rate_limit_per_minute or settings.auth_rate_limit_per_minute
 
-    middleware, browser, stores, api = _limits(container, limit)
+    middleware, browser, api = _limits(container, limit)
     page_functions = [outbox_page] if settings.email_outbox_page else []
     # Discord's endpoint and the probes: no cookie, no form, so none of the browser's guards
     # (CSRF, the sign-in limit, the form checks), which would only cost them time.
@@ -459,7 +469,6 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         ),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         middleware=middleware,
-        stores=stores,
         # Forms are small; a bigger body is refused (413) before it is read. Interactions
         # allow more (their own limit), the JSON API reads no body.
         request_max_body_size=FORM_BODY_LIMIT,
