@@ -64,7 +64,8 @@ async def connect(stack: Stack, browser: Browser, name: str) -> str:
     """A password account linked through the verification URL; the Discord test user's id."""
     user = stack.emulator.add_user(f"d_{name}")
     await sign_up(browser, name, f"{name}@example.com", verify=False)
-    start = await browser.go("GET", "/discord/linked-role")
+    # Signed in (a recent proof) and not linked: the page's button, never the GET, starts it.
+    start = await browser.submit("/discord/linked-role", "/discord/linked-role", {})
     landed = await browser.through_discord(start, user.id)
     assert landed.status_code == 200, landed.text
     assert str(landed.url).endswith("/account?notice=role_connected")

@@ -57,7 +57,21 @@ async def test_the_route_exists_only_with_linked_roles(h: Harness) -> None:
 async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r: Harness) -> None:
     await _sign_up(client)
     r.discord_user(7301)
-    started = await client.get("/discord/linked-role", follow_redirects=False)
+    # Any site can send this browser to the URL: the GET only shows what linking would do,
+    # and this site's form (with a recent proof, only a button) starts the round trip.
+    asked = await client.get("/discord/linked-role", follow_redirects=False)
+    assert asked.status_code == 200
+    assert 'name="current_password"' not in asked.text  # the sign-up is a recent proof
+    assert "Continue with Discord" in asked.text
+    database: MemoryDatabase = r.container.memory_db()
+    assert database.tables.pending_logins == {}  # nothing started
+    forged = await client.post("/discord/linked-role", data={}, follow_redirects=False)
+    assert forged.status_code == 403  # no CSRF token: another site's form
+    started = await client.post(
+        "/discord/linked-role",
+        data={"_csrf_token": csrf_token(asked.text)},
+        follow_redirects=False,
+    )
     assert started.status_code == 302
 
     landed = await _through_discord(client, r, started, 7301)
@@ -116,7 +130,12 @@ async def test_signed_out_and_not_linked_is_sent_to_sign_in_first(
 async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) -> None:
     await _sign_up(client, "carol")
     r.discord_user(7304)
-    started = await client.get("/discord/linked-role", follow_redirects=False)
+    asked = await client.get("/discord/linked-role")
+    started = await client.post(
+        "/discord/linked-role",
+        data={"_csrf_token": csrf_token(asked.text)},
+        follow_redirects=False,
+    )
     await _through_discord(client, r, started, 7304)
     await post_form(client, "/account", "/signout", {})
     assert "Sign in" in (await client.get("/signin")).text

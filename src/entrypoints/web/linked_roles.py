@@ -30,11 +30,15 @@ def _to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:
     return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
 
-def _proof_page(account: Account, error: str = "", status: int = 200) -> Template:
+def _proof_page(
+    account: Account, error: str = "", status: int = 200, *, recently_proved: bool = False
+) -> Template:
     """Linking comes first, and it is a sensitive change: the password, as on the account
-    page."""
+    page (or only a button, with a recent proof), and always a form of this site's (CSRF)."""
     return Template(
-        "linked_role.html", context={"account": account, "error": error}, status_code=status
+        "linked_role.html",
+        context={"account": account, "error": error, "recently_proved": recently_proved},
+        status_code=status,
     )
 
 
@@ -47,8 +51,14 @@ class LinkedRolePages(Controller):
         request: Request[Any, Any, Any],
         signed_in: CurrentSignIn,
         start_linked_role: Use[uc.StartLinkedRole],
+        link_of_account: Use[uc.LinkOfAccount],
         jar: Jar,
     ) -> Redirect | Template:
+        # A link would be made: never from a GET, which any site can send this browser to
+        # (with a recent proof, it went straight to Discord's consent screen). The page's
+        # form, below, starts it.
+        if signed_in is not None and await link_of_account.execute(signed_in.account.id) is None:
+            return _proof_page(signed_in.account, recently_proved=signed_in.recently_proved)
         try:
             started = await start_linked_role.execute(
                 session_token=jar.session_token(request),
