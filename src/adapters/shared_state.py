@@ -222,8 +222,10 @@ class WindowCounter:
             pipe.incr(name)
             pipe.ttl(name)
             _, hits, ttl = await pipe.execute()
-        # TTL rounds: under half a second left reads 0. -1 (no expiry) cannot happen here.
-        return int(hits), max(1, int(ttl)) if ttl >= 0 else seconds
+        if ttl < 0:  # no expiry (it cannot happen here; but a count kept for good refuses
+            await self._redis.expire(name, seconds)  # its client for good)
+            ttl = seconds
+        return int(hits), max(1, int(ttl))  # TTL rounds: under half a second left reads 0
 
 
 class FallbackStore(Store):

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         ge=1,
         le=200,
         description="Postgres connections for changes; the lookup API has a pool as large "
-        "(opened on first use), and an email worker one more.",
+        "(opened on first use), and each worker that listens (up to four) one more.",
     )
     db_max_overflow: int = Field(
         default=0,

@@ -222,9 +222,10 @@ async def test_upgrading_a_sqlite_database_in_use_keeps_its_data(sqlite_url: str
     await _upgrade_keeps_data(sqlite_url)
 
 
-async def _unlinks_before_0010_are_remembered(url: str) -> None:
+async def _unlinks_before_0010_are_remembered(url: str, *, postgres: bool = False) -> None:
     """0009 -> 0010: an account that unlinked Discord before the upgrade (as the audit trail
-    tells) is not linked by email alone afterwards, as if it had unlinked since."""
+    tells) is not linked by email alone afterwards, as if it had unlinked since. On Postgres,
+    the other accounts' rows are not even rewritten (under the ALTER's lock)."""
     accounts_at_0009 = sa.table(
         "accounts",
         sa.column("id", sa.Uuid()),
@@ -283,8 +284,16 @@ async def _unlinks_before_0010_are_remembered(url: str) -> None:
                 ],
             )
 
+        version = text("SELECT xmin::text FROM accounts WHERE id = :id")
+        if postgres:
+            async with database.engine.connect() as conn:
+                before = (await conn.execute(version, {"id": never})).scalar_one()
+
         await migrate.upgrade(database)
 
+        if postgres:
+            async with database.engine.connect() as conn:
+                assert (await conn.execute(version, {"id": never})).scalar_one() == before
         async with database.unit_of_work() as uow:
             remembered = await uow.accounts.get(AccountId(unlinked))
             untouched = await uow.accounts.get(AccountId(never))
@@ -297,7 +306,7 @@ async def _unlinks_before_0010_are_remembered(url: str) -> None:
 
 
 async def test_unlinks_before_0010_are_remembered_on_postgres(empty_pg_url: str) -> None:
-    await _unlinks_before_0010_are_remembered(empty_pg_url)
+    await _unlinks_before_0010_are_remembered(empty_pg_url, postgres=True)
 
 
 async def test_unlinks_before_0010_are_remembered_on_sqlite(sqlite_url: str) -> None:

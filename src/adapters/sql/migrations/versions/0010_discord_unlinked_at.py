@@ -38,12 +38,15 @@ def upgrade() -> None:
         sa.column("at"),
         sa.column("account_id", sa.Uuid()),
     )
-    last_unlink = (
-        sa.select(sa.func.max(audit.c.at))
-        .where(audit.c.kind == "unlinked", audit.c.account_id == accounts.c.id)
-        .scalar_subquery()
+    unlinks = (audit.c.kind == "unlinked", audit.c.account_id == accounts.c.id)
+    last_unlink = sa.select(sa.func.max(audit.c.at)).where(*unlinks).scalar_subquery()
+    # Only the accounts that unlinked: the others' rows are left as they are (not rewritten
+    # under the ALTER's lock while instances of the older version serve).
+    op.execute(
+        sa.update(accounts)
+        .where(sa.exists().where(*unlinks))
+        .values(discord_unlinked_at=last_unlink)
     )
-    op.execute(sa.update(accounts).values(discord_unlinked_at=last_unlink))
 
 
 def downgrade() -> None:
