@@ -28,6 +28,10 @@ ROLES = {
     "token_encryption_key": KEY_A,
     # The server's worker runs when woken (after a form); its polls never decide a test.
     "role_connections_poll_seconds": 3600.0,
+    # Nor a NOTIFY, which arrives when it arrives: the CLI's leases are on the real clock, the
+    # server's manual one reads them as run out, and a late pass would push beside the CLI's.
+    # (Waking across instances: test_role_connection_instances.)
+    "email_listen": False,
 }
 with_linked_roles = pytest.mark.parametrize("stack", [ROLES], indirect=True)
 
@@ -69,7 +73,25 @@ async def connect(stack: Stack, browser: Browser, name: str) -> str:
     landed = await browser.through_discord(start, user.id)
     assert landed.status_code == 200, landed.text
     assert str(landed.url).endswith("/account?notice=role_connected")
+    await scheduled(stack, user.id)
     return user.id
+
+
+async def scheduled(stack: Stack, user_id: str) -> None:
+    """Until the row is scheduled (a day ahead), not claimed (a lease of minutes): the
+    server's worker, woken by the link, may still be pushing it when the page has landed."""
+    query = select(role_connection_tokens.c.next_push_at).where(
+        role_connection_tokens.c.discord_id == int(user_id)
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        async with stack.db.engine.connect() as conn:
+            at = (await conn.execute(query)).scalar_one()
+        if at > stack.clock.now() + timedelta(hours=1):
+            return
+        assert loop.time() < deadline, f"still due or claimed: {at}"
+        await asyncio.sleep(0.05)
 
 
 def tokens_of(stack: Stack, user_id: str) -> set[str]:
