@@ -20,6 +20,18 @@ from domain.model import Account, AccountId, DiscordId
 from tests.contracts.repositories import account, link
 from tests.harness import TEST_SECRET_KEY
 
+# The accounts' columns an insert needs at every revision since 0002, with their types (for the
+# tests that fill a database at an older revision).
+OLD_ACCOUNTS = sa.table(
+    "accounts",
+    sa.column("id", sa.Uuid()),
+    sa.column("username", sa.String()),
+    sa.column("email", sa.String()),
+    sa.column("email_normalized", sa.String()),
+    sa.column("email_verified", sa.Boolean()),
+    sa.column("created_at", UtcDateTime()),
+)
+
 
 async def _tables(database: SqlDatabase) -> set[str]:
     async with database.engine.connect() as conn:
@@ -140,15 +152,7 @@ async def _upgrade_keeps_data(url: str) -> None:
     """0002 -> 0003 on a database in use: accounts that shared an address are kept and marked,
     every other address becomes unique, and sessions keep working with a public id."""
     at_0002 = {  # the columns the tables had at revision 0002, with their types
-        "accounts": sa.table(
-            "accounts",
-            sa.column("id", sa.Uuid()),
-            sa.column("username", sa.String()),
-            sa.column("email", sa.String()),
-            sa.column("email_normalized", sa.String()),
-            sa.column("email_verified", sa.Boolean()),
-            sa.column("created_at", UtcDateTime()),
-        ),
+        "accounts": OLD_ACCOUNTS,
         "sessions": sa.table(
             "sessions",
             sa.column("token_hash", sa.String()),
@@ -226,15 +230,6 @@ async def _unlinks_before_0010_are_remembered(url: str, *, postgres: bool = Fals
     """0009 -> 0010: an account that unlinked Discord before the upgrade (as the audit trail
     tells) is not linked by email alone afterwards, as if it had unlinked since. On Postgres,
     the other accounts' rows are not even rewritten (under the ALTER's lock)."""
-    accounts_at_0009 = sa.table(
-        "accounts",
-        sa.column("id", sa.Uuid()),
-        sa.column("username", sa.String()),
-        sa.column("email", sa.String()),
-        sa.column("email_normalized", sa.String()),
-        sa.column("email_verified", sa.Boolean()),
-        sa.column("created_at", UtcDateTime()),
-    )
     audit = sa.table(
         "audit_events",
         sa.column("id", sa.Uuid()),
@@ -251,7 +246,7 @@ async def _unlinks_before_0010_are_remembered(url: str, *, postgres: bool = Fals
         first, last = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         async with database.engine.begin() as conn:
             await conn.execute(
-                sa.insert(accounts_at_0009),
+                sa.insert(OLD_ACCOUNTS),
                 [
                     {
                         "id": account_id,
