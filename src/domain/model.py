@@ -568,6 +568,12 @@ class RoleConnectionToken:
     so a writer that read an older row changes nothing (compare and swap). The row is due to
     be pushed to Discord again at ``next_push_at``: when ``linked_days`` next changes, at
     once after an unlink, or after a failure's back-off.
+
+    ``claimed_until``: the lease of the one pusher (a worker, the CLI, the verification URL's
+    callback) that may push the row to Discord now. Two pushes of one user on the wire at once
+    could reach Discord in either order, the older state last: an unlink makes the row due
+    but leaves the claim, and the claimant, whose write then finds a newer version, pushes
+    again what is current.
     """
 
     discord_id: DiscordId
@@ -578,6 +584,7 @@ class RoleConnectionToken:
     updated_at: datetime
     version: int = 1
     failures: int = 0  # pushes that failed in a row (the back-off)
+    claimed_until: datetime | None = None
 
 
 class RoleSync(enum.StrEnum):

@@ -264,8 +264,14 @@ class RoleConnectionTokenRepository(Protocol):
     async def get(self, discord_id: DiscordId) -> RoleConnectionToken | None: ...
 
     async def replace(self, token: RoleConnectionToken) -> RoleConnectionToken | None:
-        """Write ``token`` over the row if the row's version is still ``token.version``; the
-        row as written (version + 1), or ``None`` when someone wrote it meanwhile."""
+        """Write ``token`` over the row (its claim too) if the row's version is still
+        ``token.version``; the row as written (version + 1), or ``None`` when someone wrote
+        it meanwhile."""
+
+    async def release(self, token: RoleConnectionToken) -> bool:
+        """Let go of the claim held as ``token.claimed_until``, whatever else changed (a
+        claimant whose last write lost to another writer); ``False``: not held any more.
+        Wakes the workers when the row is due."""
 
     async def remove(self, token: RoleConnectionToken) -> bool:
         """Delete the row if its version is still ``token.version``."""
@@ -283,16 +289,17 @@ class RoleConnectionTokenRepository(Protocol):
     async def mark_due(self, discord_id: DiscordId, now: datetime) -> bool:
         """Push this user's role connection at ``now`` (their link changed: an unlink, a new
         link), with a fresh failure count: moves the version on, so a push (or a deletion)
-        under way for the old state is done again. ``False``: no row."""
+        under way for the old state is done again, by its claimant (the claim stays).
+        ``False``: no row."""
 
     async def mark_all_due(self, now: datetime) -> int: ...
 
     async def claim_due(
         self, now: datetime, until: datetime, limit: int
     ) -> Sequence[RoleConnectionToken]:
-        """Take up to ``limit`` rows due at ``now``, the longest-waiting first: their next
-        push moves to ``until`` (a lease) and their version on. Concurrent callers get
-        disjoint sets."""
+        """Take up to ``limit`` rows due at ``now`` and claimed by no one (or by a lease run
+        out), the longest-waiting first: claimed until ``until``, their version moved on.
+        Concurrent callers get disjoint sets."""
 
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         """Rows in Discord id order, after ``after`` (key rotation walks them all)."""

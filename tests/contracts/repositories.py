@@ -1116,16 +1116,48 @@ class RepositoryContract:
             tokens = uow.role_connection_tokens
             claimed = await tokens.claim_due(NOW, LATER, 3)  # the longest-waiting first
             assert {t.discord_id.value for t in claimed} == {603, 602, 601}
-            assert all(t.next_push_at == LATER and t.version == 2 for t in claimed)
+            assert all(t.claimed_until == LATER and t.version == 2 for t in claimed)
+            assert all(t.next_push_at < NOW for t in claimed)  # a claim is not a schedule
             [last] = await tokens.claim_due(NOW, LATER, 3)
             assert last.discord_id == DiscordId(600)
             assert await tokens.claim_due(NOW, LATER, 3) == []
             assert await tokens.mark_all_due(NOW) == 5
-            assert len(await tokens.claim_due(NOW, LATER, 10)) == 5
+            # Due again, the claimed ones stay their claimants' until the lease ends.
+            [free] = await tokens.claim_due(NOW, LATER, 10)
+            assert free.discord_id == DiscordId(700)
+            assert len(await tokens.claim_due(LATER, LATER + timedelta(minutes=5), 10)) == 5
             first = await tokens.page(None, 2)
             assert [t.discord_id.value for t in first] == [600, 601]
             rest = await tokens.page(first[-1].discord_id, 10)
             assert [t.discord_id.value for t in rest] == [602, 603, 700]
+            await uow.commit()
+
+    async def test_a_role_token_claim_stays_until_its_holder_lets_it_go(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        await write(uow_factory, lambda uow: uow.role_connection_tokens.add(role_token(950)))
+        async with uow_factory() as uow:
+            tokens = uow.role_connection_tokens
+            [held] = await tokens.claim_due(NOW, LATER, 5)
+            assert await tokens.mark_due(DiscordId(950), NOW)  # an unlink: due, still held
+            marked = await tokens.get(DiscordId(950))
+            assert marked is not None
+            assert (marked.next_push_at, marked.claimed_until) == (NOW, LATER)
+            assert await tokens.claim_due(NOW, LATER, 5) == []
+            # The holder's write finds a newer version; it can still let go of its claim.
+            assert await tokens.replace(replace(held, claimed_until=None)) is None
+            assert not await tokens.release(replace(held, claimed_until=NOW))  # not this claim
+            assert await tokens.release(held)
+            assert not await tokens.release(held)  # once
+            released = await tokens.get(DiscordId(950))
+            assert released is not None
+            assert (released.next_push_at, released.claimed_until) == (NOW, None)
+            assert released.version == marked.version + 1
+            [again] = await tokens.claim_due(NOW, LATER, 5)
+            done = await tokens.replace(replace(again, next_push_at=LATER, claimed_until=None))
+            assert done is not None
+            assert done.claimed_until is None
+            assert await tokens.get(DiscordId(950)) == done
             await uow.commit()
 
     async def test_concurrent_role_token_claims_take_each_row_once(

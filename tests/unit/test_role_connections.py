@@ -27,6 +27,7 @@ from domain.model import (
 )
 from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
 from domain.use_cases import AuthOutcome, RoleSyncReport
+from domain.use_cases.role_connections import CLAIM_LEASE
 from entrypoints.cli import cli
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.role_connections import (
@@ -437,6 +438,92 @@ async def test_an_unlink_during_a_push_ends_with_not_linked(r: Harness) -> None:
     assert outcome is RoleSync.CLEARED
     assert [linked(c) for _, c in fake(r).pushes[-2:]] == [("1", "0"), ("0", "0")]
     assert rows(r) == {}
+
+
+async def test_an_unlink_during_a_push_is_pushed_by_the_claimant_not_a_second_worker(
+    r: Harness,
+) -> None:
+    # Worker A pushes "linked"; meanwhile the member is unlinked and worker B (another
+    # instance, woken by the unlink) runs a pass. Had B pushed "not linked" beside A, A's
+    # push could reach Discord last and the Linked Role stay, its tokens deleted.
+    await connected(r, 7025)
+    async with r.uow() as uow:  # linked_days changes: the row is due
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    second: list[RoleSyncReport] = []
+
+    async def unlink_then_another_worker_runs() -> None:
+        await r.container.unlink_discord().execute(DiscordId(7025))
+        second.append(await refresh_pass(r))
+
+    fake(r).during_push = unlink_then_another_worker_runs
+    first = await refresh_pass(r)
+
+    assert second == [RoleSyncReport()]  # the row was A's: B left it alone
+    assert first == RoleSyncReport(cleared=1)  # A pushed again what is current
+    assert [linked(c) for _, c in fake(r).pushes[-2:]] == [("1", "0"), ("0", "0")]
+    assert linked(fake(r).connections[DiscordId(7025)]) == ("0", "0")
+    assert rows(r) == {}
+
+
+async def test_a_claim_whose_holder_stopped_is_taken_when_its_lease_ends(r: Harness) -> None:
+    await connected(r, 7026)
+    now = r.clock.now()
+    async with r.uow() as uow:
+        tokens = uow.role_connection_tokens
+        await tokens.mark_all_due(now)
+        [held] = await tokens.claim_due(now, now + CLAIM_LEASE, 10)  # its process then dies
+        await tokens.mark_due(DiscordId(7026), now)  # an unlink meanwhile
+        await uow.commit()
+    assert await refresh_pass(r) == RoleSyncReport()
+    r.clock.advance(CLAIM_LEASE)
+    assert await refresh_pass(r) == RoleSyncReport(pushed=1)
+    assert rows(r)[DiscordId(7026)].claimed_until is None
+    assert held.claimed_until == now + CLAIM_LEASE
+
+
+async def test_a_new_grant_during_a_workers_push_is_pushed_by_that_worker(r: Harness) -> None:
+    account = await connected(r, 7027)
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    before = rows(r)[DiscordId(7027)]
+    granted: list[RoleSync | None] = []
+
+    async def the_member_verifies_again() -> None:
+        done = await verify(r, DiscordId(7027), signed_in=account)
+        granted.append(done.role_sync)
+
+    fake(r).during_push = the_member_verifies_again
+    pushes_before = len(fake(r).pushes)
+    report = await refresh_pass(r)
+
+    assert granted == [None]  # the callback stored the tokens and left the push to the worker
+    assert report == RoleSyncReport(pushed=1)
+    assert len(fake(r).pushes) - pushes_before == 2  # the worker's, then again with new tokens
+    after = rows(r)[DiscordId(7027)]
+    assert after.sealed != before.sealed
+    assert after.claimed_until is None
+
+
+async def test_the_callbacks_own_push_holds_the_claim(r: Harness) -> None:
+    account = (await r.sign_up("carol", "carol@example.com")).account.id
+    r.discord_user(7028, username="d_carol")
+    await verify(r, DiscordId(7028), signed_in=account)
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    during: list[RoleSyncReport] = []
+
+    async def a_worker_runs() -> None:
+        during.append(await refresh_pass(r))
+
+    fake(r).during_push = a_worker_runs
+    done = await verify(r, DiscordId(7028), signed_in=account)
+
+    assert done.role_sync is RoleSync.PUSHED
+    assert during == [RoleSyncReport()]  # the callback's row: not pushed beside it
+    assert rows(r)[DiscordId(7028)].claimed_until is None
 
 
 async def test_a_refresh_lost_to_a_concurrent_one_keeps_the_winners_tokens(r: Harness) -> None:

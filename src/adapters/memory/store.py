@@ -792,6 +792,16 @@ class MemoryRoleConnectionTokens(_Repo):
             return None
         return self._write(token, current)
 
+    async def release(self, token: RoleConnectionToken) -> bool:
+        current = self._rows.get(token.discord_id)
+        if current is None or token.claimed_until is None:
+            return False
+        if current.claimed_until != token.claimed_until:
+            return False
+        self._write(replace(current, claimed_until=None), current)
+        self._queued(ROLE_CONNECTION_CHANNEL)
+        return True
+
     async def remove(self, token: RoleConnectionToken) -> bool:
         current = self._rows.get(token.discord_id)
         if current is None or current.version != token.version:
@@ -833,10 +843,14 @@ class MemoryRoleConnectionTokens(_Repo):
     ) -> Sequence[RoleConnectionToken]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         due = sorted(
-            (t for t in self._rows.values() if t.next_push_at <= now),
+            (
+                t
+                for t in self._rows.values()
+                if t.next_push_at <= now and (t.claimed_until is None or t.claimed_until <= now)
+            ),
             key=lambda t: (t.next_push_at, t.discord_id),
         )[:limit]
-        return [self._write(replace(t, next_push_at=until), t) for t in due]
+        return [self._write(replace(t, claimed_until=until), t) for t in due]
 
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         ordered = sorted(self._rows.values(), key=lambda t: t.discord_id)

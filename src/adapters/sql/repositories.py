@@ -1218,6 +1218,7 @@ def _role_token(row: Any) -> RoleConnectionToken:
         updated_at=row.updated_at,
         version=row.version,
         failures=row.failures,
+        claimed_until=row.claimed_until,
     )
 
 
@@ -1242,6 +1243,7 @@ class SqlRoleConnectionTokens(_QueueRepo):
                 "updated_at": token.updated_at,
                 "version": 1,
                 "failures": token.failures,
+                "claimed_until": token.claimed_until,
             },
         )
 
@@ -1272,7 +1274,19 @@ class SqlRoleConnectionTokens(_QueueRepo):
             next_push_at=token.next_push_at,
             updated_at=token.updated_at,
             failures=token.failures,
+            claimed_until=token.claimed_until,
         )
+
+    async def release(self, token: RoleConnectionToken) -> bool:
+        if token.claimed_until is None:
+            return False
+        released = await self._update(
+            token.discord_id, self._t.c.claimed_until == token.claimed_until, claimed_until=None
+        )
+        if released is None:
+            return False
+        await self._wake_listeners()  # it was made due meanwhile, most likely
+        return True
 
     async def remove(self, token: RoleConnectionToken) -> bool:
         query = delete(self._t).where(
@@ -1313,11 +1327,14 @@ class SqlRoleConnectionTokens(_QueueRepo):
     ) -> Sequence[RoleConnectionToken]:
         due = (
             select(self._t.c.discord_id)
-            .where(self._t.c.next_push_at <= now)
+            .where(
+                self._t.c.next_push_at <= now,
+                or_(self._t.c.claimed_until.is_(None), self._t.c.claimed_until <= now),
+            )
             .order_by(self._t.c.next_push_at, self._t.c.discord_id)
             .limit(limit)
         )
-        claim = update(self._t).values(next_push_at=until, version=self._t.c.version + 1)
+        claim = update(self._t).values(claimed_until=until, version=self._t.c.version + 1)
         claim = _claiming(claim, due, self._t.c.discord_id, postgres=self._postgres)
         rows = await self._run(claim.returning(*self._t.c))
         return sorted((_role_token(row) for row in rows), key=lambda t: t.discord_id)

@@ -395,5 +395,7 @@ role_connection_tokens = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer(), nullable=False),
     Column("failures", Integer(), nullable=False),
+    # The one pusher's lease (a worker's, the CLI's, the callback's); NULL: nobody's.
+    Column("claimed_until", UtcDateTime(), nullable=True),
     CheckConstraint("discord_id > 0", name="discord_id_positive"),
 )

@@ -275,7 +275,9 @@ class AuthCompleted:
     destination: str
     session_token: str | None  # a new session for login flows; None for the others
     proposal_token: str | None = None  # for the cookie, when the outcome is CONFIRM_NEEDED
-    role_sync: RoleSync | None = None  # Linked Roles: what became of the first push
+    # Linked Roles: what became of the first push (``None``: another pusher had the user's
+    # connection in hand, and pushes the new grant after its own push).
+    role_sync: RoleSync | None = None
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,9 @@ encrypts; the core never sees a key). A row is pushed again when ``linked_days``
 once after an unlink (``linked: 0``, then the tokens are deleted) and after failures with a
 back-off; ``invalid_grant`` deletes it. Writers of a row compare before they write (its
 version, or the sealed tokens they refreshed), so concurrent workers, a new grant and an
-unlink never undo each other: the loser reads the row again and goes on from there.
+unlink never undo each other: the loser reads the row again and goes on from there. Only the
+row's claimant pushes it (``claimed_until``): two pushes of one user at once could reach
+Discord in either order, and the older state would stay.
 """
 
 from __future__ import annotations
@@ -220,13 +222,18 @@ class RoleConnectionPusher:
         self, row: RoleConnectionToken, link: Link | None, now: datetime, *, why: str | None
     ) -> RoleSync | None:
         """After a push of the state read with ``row``: schedule the next one (linked), or
-        delete the tokens (not linked: Discord now knows). ``None``: the row changed."""
+        delete the tokens (not linked: Discord now knows), letting go of the claim. ``None``:
+        the row changed (the claim is still ours)."""
         if link is None:
             removed = await self._remove(row, now, why or "unlinked")
             return RoleSync.CLEARED if removed else None
         async with self._uow() as uow:
             scheduled = replace(
-                row, next_push_at=next_role_push(link, now), failures=0, updated_at=now
+                row,
+                next_push_at=next_role_push(link, now),
+                failures=0,
+                updated_at=now,
+                claimed_until=None,
             )
             done = await uow.role_connection_tokens.replace(scheduled) is not None
             await uow.commit()
@@ -246,6 +253,7 @@ class RoleConnectionPusher:
         row is still as read; otherwise it is left for another run)."""
         if await self._remove(row, now, "unreadable"):
             return RoleSync.UNREADABLE
+        await self._release(row)
         return RoleSync.FAILED
 
     async def _remove(self, row: RoleConnectionToken, now: datetime, why: str) -> bool:
@@ -258,11 +266,24 @@ class RoleConnectionPusher:
         return done
 
     async def _schedule(self, row: RoleConnectionToken, at: datetime, *, failures: int) -> None:
+        """The next try, and the claim let go."""
         async with self._uow() as uow:
-            # Lost to another writer: its schedule stands (an unlink's is "now").
-            await uow.role_connection_tokens.replace(
-                replace(row, next_push_at=at, failures=failures, updated_at=self._clock.now())
+            scheduled = await uow.role_connection_tokens.replace(
+                replace(
+                    row,
+                    next_push_at=at,
+                    failures=failures,
+                    updated_at=self._clock.now(),
+                    claimed_until=None,
+                )
             )
+            await uow.commit()
+        if scheduled is None:  # lost to another writer: its schedule stands (an unlink's: now)
+            await self._release(row)
+
+    async def _release(self, row: RoleConnectionToken) -> None:
+        async with self._uow() as uow:
+            await uow.role_connection_tokens.release(row)
             await uow.commit()
 
     async def _reload(self, discord_id: DiscordId) -> RoleConnectionToken | None:
@@ -353,6 +374,8 @@ class RoleConnectionFlow:
         done, row = await retry_on_conflict(
             lambda: self._connect(pending, profile, granted, session_token)
         )
+        if row is None:  # a worker is pushing this user's connection: it pushes the new grant
+            return done
         return replace(done, role_sync=await self._pusher.sync(row))
 
     async def _connect(
@@ -361,7 +384,7 @@ class RoleConnectionFlow:
         profile: DiscordProfile,
         granted: DiscordTokens,
         session_token: str | None,
-    ) -> tuple[AuthCompleted, RoleConnectionToken]:
+    ) -> tuple[AuthCompleted, RoleConnectionToken | None]:
         now = self._clock.now()
         new_session: str | None = None
         async with self._uow() as uow:
@@ -421,17 +444,24 @@ class RoleConnectionFlow:
 
     async def _store(
         self, uow: UnitOfWork, discord_id: DiscordId, granted: DiscordTokens, now: datetime
-    ) -> RoleConnectionToken:
+    ) -> RoleConnectionToken | None:
+        """The new grant's row, claimed for this callback's push; ``None`` when another
+        pusher holds the row: its write after the push finds the new version, and it pushes
+        again with the new tokens (two pushes at once could reach Discord in either order)."""
         repository = uow.role_connection_tokens
         existing = await repository.get(discord_id)
+        held = existing.claimed_until if existing is not None else None
+        if held is not None and held <= now:
+            held = None  # a lease run out: its pusher stopped
         row = self._pusher.new_row(discord_id, granted, now, existing)
+        row = replace(row, claimed_until=held or now + CLAIM_LEASE)
         if existing is None:
             await repository.add(row)  # a concurrent first grant: Conflict, and again
             return replace(row, version=1)
         written = await repository.replace(row)
         if written is None:
             raise errors.Conflict()
-        return written
+        return None if held is not None else written
 
 
 # -- keeping it current: the worker and the CLI ------------------------------------------------

@@ -45,6 +45,8 @@ NOTICES = {
     "linked roles can see it. It stays current until you unlink.",
     "role_connection_later": "Discord is linked, but Discord did not take your TaskFlow "
     "connection just now: we will send it again in a few minutes.",
+    "role_connection_soon": "Discord is linked: your TaskFlow connection will be on Discord "
+    "in a moment, and stays current until you unlink.",
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 
@@ -340,10 +342,13 @@ class Pages(Controller):
         if done.purpose is AuthPurpose.REAUTH:
             return Redirect("/account?notice=confirmed")
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
-            pushed = done.role_sync is RoleSync.PUSHED
-            answer = Redirect(
-                f"/account?notice=role_{'connected' if pushed else 'connection_later'}"
-            )
+            if done.role_sync is RoleSync.PUSHED:
+                notice = "role_connected"
+            elif done.role_sync is None:  # another pusher had it in hand: it sends this one
+                notice = "role_connection_soon"
+            else:
+                notice = "role_connection_later"
+            answer = Redirect(f"/account?notice={notice}")
             if done.session_token is not None:  # it signed in: rotate, as a sign-in does
                 await jar.end_session(request, sign_out)
                 answer.cookies.append(jar.session(done.session_token))
