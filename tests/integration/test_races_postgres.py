@@ -9,13 +9,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, text
 
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import accounts, user_links
+from adapters.sql.tables import accounts, sessions, user_links
 from domain import errors
 from domain.use_cases import AuthOutcome, TicketIssued
-from tests.harness import Browser, Harness, sql_harness
+from tests.harness import PASSWORD, Browser, Harness, sql_harness
 from tests.integration import email_races
 from tests.integration.postgres import PostgresServer
 
@@ -167,3 +167,51 @@ async def test_simultaneous_confirmation_resends_queue_one_email(
     h: Harness,
 ) -> None:
     await email_races.simultaneous_confirmation_resends(h, N)
+
+
+async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Task[Any]) -> None:
+    """Until a transaction waits for a row lock (or ``task`` is over without waiting)."""
+    waiting = select(func.count()).where(text("wait_event_type = 'Lock'"))
+    waiting = waiting.select_from(text("pg_stat_activity"))
+    async with database.engine.connect() as conn:
+        while not task.done():
+            if (await conn.execute(waiting)).scalar_one():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_link_beside_a_sign_out_everywhere_under_way_is_refused(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """The callback of "Link Discord" locks the account before it reads the session: a
+    password reset or "sign out everywhere" committing meanwhile (it holds the lock) ends the
+    session first, and nothing is linked for it. Read before the lock, the session was still
+    there, and the link committed right after the reset that took the account back."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    profile = h.discord_user(9100, username="d_alice")
+    browser = Browser()
+    session = await h.session_for(alice.id)
+    started = await h.container.start_discord_link().execute(
+        session_token=session, current_password=PASSWORD, browser_tokens=browser.bindings
+    )
+    approval = h.discord.approve(started.authorize_url, profile.id)
+    async with pg_db.engine.connect() as other:
+        transaction = await other.begin()  # the reset's (or sign out everywhere's) transaction
+        await other.execute(
+            select(accounts.c.id).where(accounts.c.id == alice.id.value).with_for_update()
+        )
+        await other.execute(delete(sessions).where(sessions.c.account_id == alice.id.value))
+        callback = asyncio.create_task(
+            h.container.complete_discord_auth().execute(
+                state=approval.state,
+                code=approval.code,
+                error=None,
+                browser_tokens=started.browser_tokens,
+                session_token=session,
+            )
+        )
+        await _until_it_waits_for_a_lock(pg_db, callback)
+        await transaction.commit()
+    with pytest.raises(errors.NotSignedIn):
+        await callback
+    assert await _count(pg_db, user_links) == 0

@@ -201,7 +201,13 @@ async def session_of_pending(
 ) -> Session:
     """The session of the account that started a Discord round trip, read in the caller's
     transaction: it may have ended (signed out everywhere, an unlink) while Discord answered,
-    and then nothing may be linked or proved for it."""
+    and then nothing may be linked or proved for it.
+
+    The account is locked first, as a password reset and "sign out everywhere" lock it: one
+    that is under way ends the session before it is read here, and what the caller then
+    links or proves is never written just after the reset that took the account back."""
+    if pending.account_id is not None:
+        await uow.accounts.lock(pending.account_id)
     try:
         session, account = await signed_in(uow, tokens, session_token, now)
     except errors.NotSignedIn:
