@@ -309,6 +309,24 @@ def destination_path(destination: str) -> str:
     return f"{resolved}/" if path.endswith("/") and resolved != "/" else resolved
 
 
+def carries_secret(destination: str) -> bool:
+    """Whether a same-site ``destination`` reaches a path with a one-time secret, however it
+    is spelled, or holds one anywhere else: a page it reaches may send the browser on to a
+    parameter of its query (``/signin?next=/link/…``). Decoded as often as it is encoded."""
+    if destination_path(destination).startswith(SECRET_PATHS):
+        return True
+    decoded = destination
+    for _ in range(_DECODINGS):
+        again = unquote(decoded)
+        if again == decoded:
+            return any(secret in re.sub(r"/+", "/", decoded) for secret in SECRET_PATHS)
+        decoded = again
+    return True  # encoded more deeply than any page decodes: not worth keeping
+
+
+_DECODINGS = 5
+
+
 # -- usernames -----------------------------------------------------------------------------------
 
 _NOT_USERNAME = re.compile(r"[^a-z0-9_.-]+")

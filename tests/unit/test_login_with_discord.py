@@ -270,7 +270,14 @@ async def test_each_sign_in_gets_a_fresh_session(h: Harness, db: MemoryDatabase)
         ("/%2Fpassword/reset/SECRET", "/account"),
         ("/auth/discord/confirm-link/SECRET", "/account"),  # the emailed link's
         ("/auth/discord/%63onfirm-link/SECRET", "/account"),
+        # Sent on by the page it reaches (a sign-in page's next=), or kept in the database
+        ("/signin?next=/link/SECRET", "/account"),
+        ("/signup?next=%2Flink%2FSECRET", "/account"),
+        ("/signin?next=%252F%252Flink%252FSECRET", "/account"),
+        ("/account?x=/password/reset/SECRET", "/account"),
+        (f"/account?x=%{'25' * 6}2Flink%{'25' * 6}2FSECRET", "/account"),  # encoded 7 times
         ("/account?tab=sessions", "/account?tab=sessions"),
+        ("/signin?next=%2Faccount%3Ftab%3Dsessions", "/signin?next=%2Faccount%3Ftab%3Dsessions"),
         ("/a/b/../c", "/a/b/../c"),  # goes nowhere secret: kept as it was
     ],
 )

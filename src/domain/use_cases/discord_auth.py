@@ -28,16 +28,15 @@ from domain.model import (
 )
 from domain.policies import (
     LINK_REFUSALS,
-    SECRET_PATHS,
     ConfirmBeforeLinking,
     CreateAccount,
     LinkAndSignIn,
     Refuse,
     SignInLinkedAccount,
+    carries_secret,
     choose_username,
     decide_link,
     decide_login,
-    destination_path,
     pkce_challenge,
     safe_destination,
 )
@@ -137,7 +136,7 @@ class StartDiscordLogin(_StartDiscordAuth):
         self, *, next_path: str | None, browser_tokens: Sequence[str], ask_again: bool = False
     ) -> AuthStarted:
         destination = safe_destination(next_path)
-        if destination_path(destination).startswith(SECRET_PATHS):  # however it is spelled
+        if carries_secret(destination):  # however it is spelled, wherever it is
             destination = "/account"
         return await self._start(
             AuthPurpose.LOGIN,
