@@ -251,6 +251,30 @@ async def test_unknown_logins_are_throttled_alike(h: Harness) -> None:
         await h.container.sign_in().execute(login="nobody", password=WRONG)
 
 
+async def test_a_lock_out_by_username_does_not_tell_which_address_is_the_accounts(
+    h: Harness,
+) -> None:
+    """Sharing one throttle, a stranger could lock it with the public username, then try an
+    address: refused for waiting if it is the account's, wrong password if not."""
+    await h.sign_up("alice", "alice.private@example.com")
+    await h.sign_up("bob", "bob@example.com")
+    sign_in = h.container.sign_in()
+    for _ in range(5):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice", password=WRONG)
+    with pytest.raises(errors.TooManyRequests):
+        await sign_in.execute(login="alice", password=WRONG)
+    for address in ("alice.private@example.com", "bob@example.com", "nobody@example.com"):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login=address, password=WRONG)
+    # The address has a throttle of its own, as unknown addresses do.
+    for _ in range(4):
+        with pytest.raises(errors.InvalidCredentials):
+            await sign_in.execute(login="alice.private@example.com", password=WRONG)
+    with pytest.raises(errors.TooManyRequests):
+        await sign_in.execute(login="alice.private@example.com", password=PASSWORD)
+
+
 async def test_every_password_check_counts_towards_the_throttle(h: Harness) -> None:
     alice = await h.sign_up("alice", "alice@example.com")
     for _ in range(5):
@@ -268,14 +292,16 @@ async def test_every_password_check_counts_towards_the_throttle(h: Harness) -> N
 
 async def test_a_password_reset_forgives_the_failures(h: Harness) -> None:
     await h.sign_up("alice", "alice@example.com")
-    for _ in range(6):
-        with pytest.raises((errors.InvalidCredentials, errors.TooManyRequests)):
-            await h.container.sign_in().execute(login="alice", password=WRONG)
+    for login in ("alice", "alice@example.com"):
+        for _ in range(6):
+            with pytest.raises((errors.InvalidCredentials, errors.TooManyRequests)):
+                await h.container.sign_in().execute(login=login, password=WRONG)
     await h.container.request_password_reset().execute("alice@example.com")
     await h.deliver()
     token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
     await h.container.reset_password().execute(token=token, new_password="a fresh new password")
     await h.container.sign_in().execute(login="alice", password="a fresh new password")
+    await h.container.sign_in().execute(login="alice@example.com", password="a fresh new password")
 
 
 async def test_failed_sign_ins_are_audited_with_the_login_hashed_and_the_client(

@@ -124,7 +124,22 @@ class Passwords:
 
 
 def account_key(account_id: object) -> str:
+    """The throttle of the sign-ins to the account by its username (and of confirming a
+    Discord link with its password)."""
     return f"account:{account_id}"
+
+
+def email_sign_in_key(account_id: object) -> str:
+    """The throttle of the sign-ins to the account by its email address. Apart from the
+    username's: had they shared one, a stranger could lock it with the (public) username's
+    guesses, then tell which address is the account's by the one try with it that is refused
+    for waiting, where an address of no account (or of another) is not."""
+    return f"{account_key(account_id)}:email"
+
+
+def sign_in_keys(account_id: object) -> tuple[str, str]:
+    """Every throttle of the account's sign-ins (a password reset forgives them)."""
+    return account_key(account_id), email_sign_in_key(account_id)
 
 
 def shared_signed_in_key(account_id: object) -> str:
@@ -186,16 +201,25 @@ def new_device_token(tokens: TokenIssuer, account: Account) -> str:
 def trusted_device(tokens: TokenIssuer, account: Account, device_token: str | None) -> bool:
     """Whether ``device_token`` was issued to this browser for ``account`` as it is stored now:
     its password's hash and device epoch."""
-    return throttle_key(tokens, account, device_token) != account_key(account.id)
+    return _device_key(tokens, account, device_token) is not None
 
 
-def throttle_key(tokens: TokenIssuer, account: Account, device_token: str | None) -> str:
-    """The throttle a password try for ``account`` counts on: the account's, or the trusted
-    device's when ``device_token`` was issued to this browser for this account, its current
-    password and device epoch."""
+def throttle_key(
+    tokens: TokenIssuer, account: Account, device_token: str | None, *, by_email: bool = False
+) -> str:
+    """The throttle a password try for ``account`` counts on: the trusted device's when
+    ``device_token`` was issued to this browser for this account, its current password and
+    device epoch; otherwise the account's, for a sign-in ``by_email`` its address's."""
+    device = _device_key(tokens, account, device_token)
+    if device is not None:
+        return device
+    return email_sign_in_key(account.id) if by_email else account_key(account.id)
+
+
+def _device_key(tokens: TokenIssuer, account: Account, device_token: str | None) -> str | None:
     if account.password_hash is not None and device_token and len(device_token) <= 256:
         nonce, _, mac = device_token.partition(".")
         expected = _device_mac(tokens, account, account.password_hash, nonce)
         if _NONCE.fullmatch(nonce) and hmac.compare_digest(mac.encode(), expected.encode()):
             return f"{account_key(account.id)}:device:{tokens.digest(nonce)[:_NONCE_BYTES_OF_ID]}"
-    return account_key(account.id)
+    return None

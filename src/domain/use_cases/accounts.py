@@ -123,17 +123,19 @@ class SignIn(_PasswordUseCase):
         login = login.strip()
         if not login or clean_text(login, EMAIL_MAX) != login:  # too long, control characters
             raise errors.InvalidCredentials()
+        by_email = False
         async with self._uow(read_only=True) as uow:
             account = await uow.accounts.get_by_username(login.lower())
             if account is None and "@" in login:
                 matches = await uow.accounts.find_by_email(login)
                 account = matches[0] if len(matches) == 1 else None
+                by_email = True
         login_digest = self._tokens.digest(login.lower())
         password_hash = account.password_hash if account else None
         if account is None:
             key = f"login:{login_digest}"
         else:
-            key = throttle_key(self._tokens, account, device_token)
+            key = throttle_key(self._tokens, account, device_token, by_email=by_email)
         right = await self._passwords.check(key, password_hash, password)  # unknown: same work
         if account is None or not right:
             await self._audit_failure(account, login_digest, client_address)

@@ -22,9 +22,9 @@ from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
 from domain.use_cases._passwords import (
     Passwords,
-    account_key,
     new_device_token,
     shared_signed_in_key,
+    sign_in_keys,
 )
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import (
@@ -135,8 +135,8 @@ class ResetPassword(_PasswordUseCase):
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a
         # password shared (all ended; the others had their own).
-        await self._passwords.forgive(account_key(account.id))
-        await self._passwords.forgive(shared_signed_in_key(account.id))
+        for key in (*sign_in_keys(account.id), shared_signed_in_key(account.id)):
+            await self._passwords.forgive(key)
         device = new_device_token(self._tokens, updated)  # it proved the mailbox
         return PasswordReset(SignedIn(updated, session, device), unlinked)
 
