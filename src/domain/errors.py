@@ -161,6 +161,18 @@ class UnlinkWouldLockOut(DomainError):
     )
 
 
+class NothingUnlinked(DomainError):
+    """An API key that may not look links up is refused alike whether the id is not linked
+    or its account could not sign in without Discord: told apart, a refusal that changes
+    nothing would say who has a Discord-only account."""
+
+    code = "nothing_unlinked"
+    message = (
+        "Nothing was unlinked: this Discord id is not linked, or Discord is its account's "
+        "only way to sign in. A key with the scope links:read is told which."
+    )
+
+
 # -- API keys ---------------------------------------------------------------------------------
 
 

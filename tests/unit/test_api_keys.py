@@ -19,6 +19,7 @@ from adapters.memory import MemoryDatabase
 from adapters.memory.store import MemoryApiKeys
 from domain import errors
 from domain.model import ApiKey, ApiScope, AuditKind
+from domain.use_cases import AuthOutcome
 from entrypoints.cli import cli
 from entrypoints.web import create_app
 from tests.harness import Harness
@@ -260,6 +261,21 @@ async def test_the_api_refuses_each_case_with_its_status_and_message(
         removed = await client.delete("/api/v1/links/5150", headers=_bearer(writer))
         assert removed.status_code == 200
         assert removed.json()["discord_id"] == "5150"
+        # links:write alone is refused alike whatever the refusal: the id is not linked (any
+        # more), or Discord is its account's only way in. Told apart, a refusal that changes
+        # nothing would say who has a Discord-only account.
+        only_discord = await h.discord_login(h.discord_user(5151, username="d_only"))
+        assert only_discord.outcome is AuthOutcome.CREATED
+        for discord_id in ("5150", "5151", "0"):
+            refused = await client.delete(
+                f"/api/v1/links/{discord_id}", headers=_bearer(write_only)
+            )
+            assert refused.status_code == 409
+            assert refused.json()["error"]["code"] == "nothing_unlinked"
+        told = await client.delete("/api/v1/links/5151", headers=_bearer(writer))
+        assert told.json()["error"]["code"] == "unlink_would_lock_out"
+        told = await client.delete("/api/v1/links/5150", headers=_bearer(writer))
+        assert told.json()["error"]["code"] == "not_linked"
     unlinked = [e for e in db.tables.audit if e.kind is AuditKind.UNLINKED][-1]
     assert unlinked.detail["via"] == "api"
     assert unlinked.detail["api_key"] == "writer"

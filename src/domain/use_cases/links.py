@@ -167,19 +167,31 @@ class UnlinkWithApiKey:
 
     async def execute(self, discord_id: DiscordId, key: ApiKey) -> LinkedAccount:
         require_scope(key, ApiScope.LINKS_WRITE)
-        async with self._uow() as uow:
-            link = await uow.links.get_by_discord_id(discord_id)
-            if link is None:
-                raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
-            return await _unlink(
-                uow,
-                link,
-                self._clock,
-                via="api",
-                roles=self._roles,
-                webhooks=self._webhooks,
-                audit={"api_key": key.name, "api_key_id": str(key.id)},
-            )
+        try:
+            async with self._uow() as uow:
+                link = await uow.links.get_by_discord_id(discord_id)
+                if link is None:
+                    raise self.not_linked(key)
+                return await _unlink(
+                    uow,
+                    link,
+                    self._clock,
+                    via="api",
+                    roles=self._roles,
+                    webhooks=self._webhooks,
+                    audit={"api_key": key.name, "api_key_id": str(key.id)},
+                )
+        except (errors.NotLinked, errors.UnlinkWouldLockOut) as refused:
+            if ApiScope.LINKS_READ in key.scopes:
+                raise
+            raise errors.NothingUnlinked() from refused
+
+    @staticmethod
+    def not_linked(key: ApiKey) -> errors.DomainError:
+        """The refusal for an id linked to nothing, as ``key`` may be told it."""
+        if ApiScope.LINKS_READ in key.scopes:
+            return errors.NotLinked("This Discord account is not linked to TaskFlow.")
+        return errors.NothingUnlinked()
 
 
 class WhoAmI:

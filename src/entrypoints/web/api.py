@@ -276,7 +276,8 @@ class LinksApi(Controller):
             {
                 400: "The id is not 1 to 20 digits",
                 403: "The key lacks the scope links:write",
-                409: "Not linked, or Discord is the account's only way to sign in",
+                409: "Not linked, or Discord is the account's only way to sign in (one "
+                "refusal for both, nothing_unlinked, to a key without links:read)",
                 **_COMMON,
             }
         ),
@@ -288,7 +289,7 @@ class LinksApi(Controller):
         unlink_with_api_key: Use[uc.UnlinkWithApiKey],
     ) -> LinkOut:
         parsed = _snowflake(discord_id)
-        if parsed is None:
-            raise errors.NotLinked("This Discord account is not linked to TaskFlow.")
+        if parsed is None:  # 0, or past 64 bits: linked to nothing
+            raise uc.UnlinkWithApiKey.not_linked(api_key)
         removed = await unlink_with_api_key.execute(parsed, api_key)
         return link_out(removed.link)

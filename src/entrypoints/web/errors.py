@@ -29,6 +29,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.MissingScope: 403,
     errors.NotLinked: 409,
     errors.UnlinkWouldLockOut: 409,
+    errors.NothingUnlinked: 409,
     errors.InvalidCredentials: 401,
     errors.UsernameTaken: 409,
     errors.EmailTaken: 409,
