@@ -334,10 +334,13 @@ class WebhookRepository(Protocol):
     async def claim_due(
         self, now: datetime, until: datetime, limit: int, endpoints: Sequence[str]
     ) -> Sequence[WebhookDelivery]:
-        """Take up to ``limit`` pending deliveries to ``endpoints`` (keys) that are due at
-        ``now``, the longest-waiting first, in one statement, moving their next attempt to
-        ``until`` (a lease). Concurrent callers get disjoint sets (``FOR UPDATE SKIP
-        LOCKED`` on Postgres). Returned in the order they were queued."""
+        """Per endpoint of ``endpoints`` (keys), its first pending deliveries in the order
+        they were queued, up to ``limit``, from the first on and for as long as they are due
+        at ``now``, moving their next attempt to ``until`` (a lease). An endpoint whose first
+        pending delivery is not due (under another claim's lease, or waiting for its retry)
+        gives nothing: its deliveries go one after another, never side by side. Concurrent
+        callers never take the same endpoint's deliveries (Postgres: the first one's row
+        lock, waited for). Returned in the order they were queued."""
 
     async def renew_claim(
         self, delivery: WebhookDelivery, until: datetime

@@ -1,6 +1,7 @@
 """Sends the webhook outbox in the background of a serving process (the web app, the gateway
 bot); see ``QueueWorker`` for how it is woken (``webhook_poll_seconds`` is its poll). Several
-processes may run one each: each pass claims a batch no other worker gets.
+processes may run one each: each pass claims batches no other worker gets, and never an
+endpoint another worker is sending to.
 
 Without webhook URLs it does nothing at all (no pass, no listening connection)."""
 

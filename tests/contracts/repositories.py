@@ -890,9 +890,55 @@ class RepositoryContract:
             assert await uow.webhooks.renew_claim(renewed, stalled + lease) is None
             assert await uow.webhooks.renew_claim(taken, stalled + lease) is not None
 
-    async def test_concurrent_webhook_claims_take_every_delivery_exactly_once(
+    async def test_an_endpoints_deliveries_are_claimed_from_its_first_pending_one_only(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
+        """One endpoint's deliveries go one after another: while its first pending delivery
+        is under a claim's lease or waits for its retry, nothing of that endpoint is taken."""
+        lease = timedelta(minutes=2)
+        queued = [webhook(NOW) for _ in range(3)]
+        other, [to_b] = webhook(NOW, HOOK_B)
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event, deliveries in (*queued, (other, [to_b])):
+                await uow.webhooks.add(event, deliveries)
+
+        await write(uow_factory, add_all)
+        first, second, third = (ds[0] for _, ds in queued)
+        keys = [HOOK_A.key, HOOK_B.key]
+        async with uow_factory() as uow:
+            [held] = await uow.webhooks.claim_due(NOW, NOW + lease, 1, [HOOK_A.key])
+            assert held.id == first.id
+            # The second is due, but the first is still being sent: only HOOK_B's goes.
+            assert [d.id for d in await uow.webhooks.claim_due(NOW, NOW + lease, 10, keys)] == [
+                to_b.id
+            ]
+            retry_at = NOW + timedelta(seconds=5)
+            failed_once = replace(held, attempts=1, last_attempt_at=NOW, next_attempt_at=retry_at)
+            await uow.webhooks.save(failed_once)
+            await uow.commit()
+        async with uow_factory() as uow:  # waiting for its retry, it holds back the others
+            assert await uow.webhooks.claim_due(NOW, NOW + lease, 10, keys) == []
+            await uow.commit()
+        async with uow_factory() as uow:
+            due = await uow.webhooks.claim_due(retry_at, retry_at + lease, 10, keys)
+            assert [d.id for d in due] == [first.id, second.id, third.id]
+            await uow.commit()
+        async with uow_factory() as uow:  # given up: the next is first in line
+            await uow.webhooks.save(replace(due[0], state=WebhookState.FAILED, finished_at=NOW))
+            await uow.webhooks.save(replace(due[1], next_attempt_at=retry_at))  # let go
+            await uow.commit()
+        async with uow_factory() as uow:
+            # The third is still leased: only what is due from the first on is taken.
+            [taken] = await uow.webhooks.claim_due(retry_at, retry_at + lease, 10, keys)
+            assert taken.id == second.id
+
+    async def test_concurrent_webhook_claims_never_share_an_endpoint(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Of claimers racing for the same endpoints, one gets each endpoint's first
+        deliveries, in the order they were queued; the others get nothing of it (they would
+        send the later ones while the earlier ones are on their way)."""
         queued = [webhook(NOW, HOOK_A, HOOK_B) for _ in range(6)]
 
         async def add_all(uow: UnitOfWork) -> None:
@@ -901,15 +947,18 @@ class RepositoryContract:
 
         await write(uow_factory, add_all)
 
-        async def claim() -> list[uuid.UUID]:
+        async def claim(keys: list[str]) -> list[WebhookDelivery]:
             async with uow_factory() as uow:
-                batch = await uow.webhooks.claim_due(NOW, LATER, 3, [HOOK_A.key, HOOK_B.key])
+                batch = await uow.webhooks.claim_due(NOW, LATER, 3, keys)
                 await uow.commit()
-            return [d.id for d in batch]
+            return list(batch)
 
-        batches = await asyncio.gather(*(claim() for _ in range(6)))  # room for 18
-        claimed = [delivery_id for batch in batches for delivery_id in batch]
-        assert sorted(claimed) == sorted(d.id for _, ds in queued for d in ds)
+        orders = ([HOOK_A.key, HOOK_B.key], [HOOK_B.key, HOOK_A.key])
+        batches = await asyncio.gather(*(claim(orders[n % 2]) for n in range(6)))
+        for endpoint in (HOOK_A, HOOK_B):
+            first_three = [d.id for _, ds in queued[:3] for d in ds if d.endpoint == endpoint.key]
+            taken = [[d.id for d in b if d.endpoint == endpoint.key] for b in batches]
+            assert [ids for ids in taken if ids] == [first_three]
 
     async def test_gone_endpoints_and_requeuing(self, uow_factory: UnitOfWorkFactory) -> None:
         def finished(state: WebhookState) -> tuple[WebhookEvent, list[WebhookDelivery]]:

@@ -465,20 +465,77 @@ async def test_a_failing_endpoint_costs_a_pass_one_attempt_and_never_the_others_
     sender.answers["hooks.example.com"] = [timeout, timeout]
     for name in ("alice", "bob", "carol"):
         await h.sign_up(name, f"{name}@example.com")
-    # A batch of one per endpoint: the failing endpoint's backlog does not crowd the other.
-    first = await h.container.deliver_webhooks().execute(limit=1)
-    assert [d.host for d in first.delivered] == ["other.example.org"]
-    assert [d.last_error for d in first.retrying] == ["timeout"]
-    report = await h.container.deliver_webhooks().execute()
-    assert len(report.delivered) == 2  # the other endpoint's rest
-    assert [d.last_error for d in report.retrying] == ["timeout"]  # one attempt, then it stops
+    first = await h.container.deliver_webhooks().execute()
+    assert [d.host for d in first.delivered] == ["other.example.org"] * 3
+    assert [d.last_error for d in first.retrying] == ["timeout"]  # one attempt, then it stops
+    assert len(sender.to("hooks.example.com")) == 1
+    # The ones queued after it wait for it: nothing goes before its retry is due.
+    assert (await h.container.deliver_webhooks().execute()) == WebhookReport()
+    h.clock.advance(RETRY_DELAYS[0] * 1.1)
+    second = await h.container.deliver_webhooks().execute()
+    assert (second.delivered, [d.attempts for d in second.retrying]) == ([], [2])
     assert len(sender.to("hooks.example.com")) == 2
-    assert len(sender.to("other.example.org")) == 3
-    # The one it did not try waits for its claim to run out; then all go, in order.
-    h.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
-    later = await h.container.deliver_webhooks().execute()
-    assert (len(later.delivered), later.retrying) == (3, [])
-    assert len(sender.to("hooks.example.com")) == 5
+
+
+async def test_a_failed_delivery_goes_before_the_ones_queued_after_it(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    """The order holds across retries: a receiver never sees link.deleted and then the
+    link.created it undid (it would think the member linked). The rest of a batch cut short
+    is let go, so it follows the retry at once rather than after its claim runs out."""
+    h, sender = hooks
+    account = (await h.sign_up("alice", "alice@example.com")).account
+    await h.container.deliver_webhooks().execute()
+    sender.answers["hooks.example.com"] = [errors.WebhookNotDelivered("timeout")]
+    await h.discord_link(account.id, h.discord_user(7201, username="d_alice"))
+    await h.container.unlink_discord().execute(DiscordId(7201))
+    first = await h.container.deliver_webhooks().execute()
+    assert [d.event.type for d in first.retrying] == ["link.created"]
+    assert [d.event.type for d in first.delivered] == ["link.created", "link.deleted"]  # other
+    assert RETRY_DELAYS[0] * 1.1 < CLAIM_LEASE
+    h.clock.advance(RETRY_DELAYS[0] * 1.1)  # the batch's claim has not run out
+    second = await h.container.deliver_webhooks().execute()
+    assert [d.event.type for d in second.delivered] == ["link.created", "link.deleted"]
+    types = [json.loads(m.body)["type"] for m in sender.to("hooks.example.com")]
+    assert types == ["account.created", "link.created", "link.created", "link.deleted"]
+
+
+async def test_two_workers_never_send_one_endpoints_events_side_by_side_or_out_of_order() -> None:
+    """A link commits and worker A starts sending link.created; an unlink commits meanwhile
+    and wakes worker B. B must leave the endpoint to A, which is still sending to it: had B
+    sent link.deleted first, the receiver would think the member linked."""
+    h = webhook_harness(HOOKS)
+    arrived: list[str] = []
+    during: list[Any] = []
+
+    class SlowSender:
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            if during:
+                await during.pop()()
+            arrived.append(json.loads(message.body)["type"])
+            return 204
+
+    h.container.webhook_sender.override(SlowSender())
+    other_worker: list[WebhookReport] = []
+    try:
+        account = (await h.sign_up("alice", "alice@example.com")).account
+        await h.container.deliver_webhooks().execute()
+        arrived.clear()
+        await h.discord_link(account.id, h.discord_user(7200, username="d_alice"))
+
+        async def unlink_and_a_second_worker() -> None:
+            await h.container.unlink_discord().execute(DiscordId(7200))
+            other_worker.append(await h.container.deliver_webhooks().execute())
+
+        during.append(unlink_and_a_second_worker)
+        first = await h.container.deliver_webhooks().execute()
+        assert first.busy  # so the worker makes its next pass at once
+        then = await h.container.deliver_webhooks().execute()
+    finally:
+        h.container.unwire()
+    assert other_worker == [WebhookReport()]
+    assert [d.event.type for d in then.delivered] == ["link.deleted"]
+    assert arrived == ["link.created", "link.deleted"]
 
 
 async def test_status_lists_configured_endpoints_then_forgotten_ones() -> None:
@@ -553,7 +610,7 @@ async def test_a_delivery_another_worker_took_over_is_left_to_it(
     use_case = observed.use_case
     for delivery in stale:
         endpoint = WebhookEndpoint(delivery.endpoint, delivery.host)
-        assert await use_case._deliver(endpoint, delivery, WebhookReport())
+        assert not await use_case._deliver(endpoint, delivery, WebhookReport())  # turn over
     assert sender.sent == []
 
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import takewhile
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -884,21 +885,15 @@ class MemoryWebhooks(_Repo):
     ) -> Sequence[WebhookDelivery]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         table = self._t.webhook_deliveries
-        wanted = set(endpoints)
-        due = sorted(
-            (
-                d
-                for d in table.values()
-                if d.state is WebhookState.PENDING
-                and d.next_attempt_at <= now
-                and d.endpoint in wanted
-            ),
-            key=lambda d: d.next_attempt_at,  # a stable sort: queue order among equals
-        )[:limit]
-        for delivery in due:
-            table[delivery.id] = replace(delivery, next_attempt_at=until)
-        picked = {d.id for d in due}
-        return [d for d in table.values() if d.id in picked]  # dicts keep insertion order
+        picked: set[uuid.UUID] = set()
+        for key in set(endpoints):
+            queue = [  # dicts keep insertion order: queue order
+                d for d in table.values() if d.endpoint == key and d.state is WebhookState.PENDING
+            ][:limit]
+            for delivery in takewhile(lambda d: d.next_attempt_at <= now, queue):
+                table[delivery.id] = replace(delivery, next_attempt_at=until)
+                picked.add(delivery.id)
+        return [d for d in table.values() if d.id in picked]
 
     async def renew_claim(
         self, delivery: WebhookDelivery, until: datetime

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import takewhile
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -1076,23 +1077,38 @@ class SqlWebhooks(_QueueRepo):
     async def claim_due(
         self, now: datetime, until: datetime, limit: int, endpoints: Sequence[str]
     ) -> Sequence[WebhookDelivery]:
-        if not endpoints:
-            return []
+        """Per endpoint, its first pending deliveries in queue order, taken only from the
+        first on and while they are due: a delivery under another claim's lease (or waiting
+        for its retry) at the head of an endpoint's queue holds back the rest.
+
+        On Postgres the head is read with its row lock, waiting (never skipping) for another
+        claimer or sender that holds it, then seen as that one left it: leased (nothing
+        taken), finished (the next is the head) or still due. SKIP LOCKED would
+        pass over a locked head and take the deliveries behind it, out of order. Endpoints
+        are locked in one order by every claimer, so two claims never wait for each other in
+        a circle. SQLite's writers run one at a time, so each claimer sees the others'."""
         d = webhook_deliveries.c
-        due = (
-            select(d.seq)
-            .where(
-                d.state == WebhookState.PENDING.value,
-                d.next_attempt_at <= now,
-                d.endpoint.in_(list(endpoints)),
+        claimed: list[Any] = []
+        for key in sorted(set(endpoints)):
+            queue = (
+                select(d.seq, d.next_attempt_at)
+                .where(d.endpoint == key, d.state == WebhookState.PENDING.value)
+                .order_by(d.seq)
+                .limit(limit)
             )
-            .order_by(d.next_attempt_at, d.seq)
-            .limit(limit)
-        )
-        claim = update(webhook_deliveries).values(next_attempt_at=until)
-        claim = _claiming(claim, due, d.seq, postgres=self._postgres)
-        rows = sorted(await self._run(claim.returning(*webhook_deliveries.c)), key=lambda r: r.seq)
-        return await self._with_events(rows)
+            if self._postgres:
+                queue = queue.with_for_update(of=webhook_deliveries)
+            rows = await self._run(queue)
+            due = [row.seq for row in takewhile(lambda r: r.next_attempt_at <= now, rows)]
+            if due:
+                claim = (
+                    update(webhook_deliveries)
+                    .where(d.seq.in_(due))
+                    .values(next_attempt_at=until)
+                    .returning(*webhook_deliveries.c)
+                )
+                claimed.extend(await self._run(claim))
+        return await self._with_events(sorted(claimed, key=lambda r: r.seq))
 
     async def renew_claim(
         self, delivery: WebhookDelivery, until: datetime

@@ -1,11 +1,14 @@
 """Delivering the webhook outbox, and what operators see and do about it.
 
-Deliveries are claimed in batches per endpoint (a lease that another worker cannot take), then
-each endpoint's deliveries are sent in the order they were queued, endpoints side by side. A
-failed attempt ends its endpoint's share of the pass (the rest wait for their lease to run
-out), so a dead endpoint costs a pass one attempt, bounded by the webhook timeout; a pass
-still waits for its slowest endpoint. At least once: an attempt whose answer was lost is made
-again, under the same ``webhook-id``.
+Each endpoint's deliveries go one at a time in the order they were queued, whichever worker
+of whichever instance sends them: a claim takes an endpoint's first pending deliveries only
+while no other claim holds its first one (see ``WebhookRepository.claim_due``), and endpoints
+go side by side. A receiver that sees ``link.created`` after ``link.deleted`` would think the
+member is still linked. So a failed attempt holds back the deliveries queued after it until it
+is delivered, given up or refused with 410, and ends its endpoint's share of the pass (the
+rest of the batch is let go, to follow it): a dead endpoint costs a pass one attempt, bounded
+by the webhook timeout; a pass still waits for its slowest endpoint. At least once: an
+attempt whose answer was lost is made again, under the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class WebhookReport:
 
 
 class DeliverWebhooks:
-    """Send what is due. Safe in several processes at once: each pass claims a batch no
-    other worker gets."""
+    """Send what is due. Safe in several processes at once: each pass claims batches no
+    other worker gets, and never an endpoint another worker is sending to."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, sender: WebhookSender, outbox: WebhookOutbox
@@ -59,7 +62,8 @@ class DeliverWebhooks:
     async def execute(self, limit: int = 20) -> WebhookReport:
         """Up to ``limit`` deliveries per endpoint, each endpoint's in order and the endpoints
         side by side: a dead endpoint's backlog never takes a healthy one's turn, and it costs
-        a pass one failed attempt (its other deliveries wait for their claim to run out)."""
+        a pass one failed attempt (its other deliveries wait behind the one that failed). An
+        endpoint another worker is sending to is left to it."""
         report = WebhookReport()
         if not self._endpoints:
             return report
@@ -84,16 +88,31 @@ class DeliverWebhooks:
     async def _deliver_in_order(
         self, endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], report: WebhookReport
     ) -> None:
-        for delivery in deliveries:
+        for n, delivery in enumerate(deliveries):
             if not await self._deliver(endpoint, delivery, report):
-                # Gone: the rest wait for `webhooks retry`. Failing: they would most likely
-                # fail too (a timeout each); they wait for their claim to run out.
+                # Gone: the rest wait for `webhooks retry`. Failing: they wait behind the one
+                # that failed (and would most likely fail too, a timeout each). Taken over:
+                # they are the other worker's to send, after it. Either way, not from here.
+                await self._let_go(deliveries[n + 1 :])
                 return
+
+    async def _let_go(self, deliveries: list[WebhookDelivery]) -> None:
+        """End this worker's lease on deliveries it will not attempt: due at once, they still
+        wait behind their endpoint's first pending delivery, and go with it, not two minutes
+        after. Any that another worker took over meanwhile stay as it leased them."""
+        if not deliveries:
+            return
+        now = self._clock.now()
+        async with self._uow() as uow:
+            for delivery in deliveries:
+                await uow.webhooks.renew_claim(delivery, now)
+            await uow.commit()
 
     async def _deliver(
         self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, report: WebhookReport
     ) -> bool:
-        """One attempt; ``False`` when the endpoint answered 410 Gone or the attempt failed."""
+        """One attempt; ``False`` when the endpoint answered 410 Gone, the attempt failed or
+        another worker took the delivery over (its lease ran out): the endpoint's turn ends."""
         now = self._clock.now()
         async with self._uow() as uow:
             # The lease runs from here (earlier attempts of the batch may have taken a
@@ -101,7 +120,7 @@ class DeliverWebhooks:
             claimed = await uow.webhooks.renew_claim(delivery, now + CLAIM_LEASE)
             await uow.commit()
         if claimed is None:
-            return True
+            return False
         message = WebhookMessage(claimed.event.message_id, now, claimed.event.payload)
         try:
             outcome, error = outcome_of(await self._sender.send(endpoint, message))

@@ -1,0 +1,135 @@
+"""Two webhook claimers on real Postgres, the second one arriving while the first still holds
+an endpoint's first delivery in its transaction: it waits for that row (it may not skip it and
+take the deliveries behind it), then sees what the first left. Whatever the timing, no two
+workers send one endpoint's deliveries side by side or out of order."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from adapters.sql import SqlDatabase
+from domain.model import DiscordId
+from domain.ports import UnitOfWork, WebhookMessage
+from domain.use_cases import WebhookReport
+from domain.webhooks import WebhookDelivery, WebhookEndpoint, WebhookState
+from tests.contracts.repositories import HOOK_A, NOW, webhook, write
+from tests.harness import sql_harness
+from tests.integration.postgres import PostgresServer
+
+DEADLINE = 60.0  # seconds: generous, for a busy machine; never a measurement
+LEASE = timedelta(minutes=2)
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+
+
+async def _blocked_or_done(database: SqlDatabase, task: asyncio.Task[object]) -> None:
+    """Until ``task`` waits for a row lock in this database (or has finished: then the
+    assertions after say whether it should have)."""
+    deadline = time.monotonic() + DEADLINE
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    while not task.done():
+        async with database.engine.connect() as conn:
+            if (await conn.execute(query)).scalar_one():
+                return
+        assert time.monotonic() < deadline, "the second claimer neither waited nor finished"
+        await asyncio.sleep(0.02)
+
+
+async def _queue_three(pg_db: SqlDatabase) -> list[WebhookDelivery]:
+    queued = [webhook(NOW) for _ in range(3)]
+
+    async def add_all(uow: UnitOfWork) -> None:
+        for event, deliveries in queued:
+            await uow.webhooks.add(event, deliveries)
+
+    await write(pg_db.unit_of_work, add_all)
+    return [ds[0] for _, ds in queued]
+
+
+async def _claim(pg_db: SqlDatabase) -> list[WebhookDelivery]:
+    async with pg_db.unit_of_work() as uow:
+        claimed = await uow.webhooks.claim_due(NOW, NOW + LEASE, 10, [HOOK_A.key])
+        await uow.commit()
+    return list(claimed)
+
+
+async def test_a_claim_made_while_another_holds_the_endpoint_takes_nothing(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    first, *_behind = await _queue_three(pg_db)
+    async with pg_db.unit_of_work() as uow:
+        # Worker A's claim, one delivery (its batch was full), not committed yet.
+        [held] = await uow.webhooks.claim_due(NOW, NOW + LEASE, 1, [HOOK_A.key])
+        other = asyncio.create_task(_claim(pg_db))  # worker B, woken by a NOTIFY
+        await _blocked_or_done(pg_db, other)
+        await uow.commit()
+    assert held.id == first.id
+    # B saw A's lease on the first delivery: the two behind it (due, unlocked) stay put.
+    assert await asyncio.wait_for(other, DEADLINE) == []
+
+
+async def test_a_claim_waiting_on_a_delivery_being_finished_starts_after_it(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    first, second, third = await _queue_three(pg_db)
+    async with pg_db.unit_of_work() as uow:
+        [held] = await uow.webhooks.claim_due(NOW, NOW + LEASE, 1, [HOOK_A.key])
+        await uow.commit()
+    assert held.id == first.id
+    async with pg_db.unit_of_work() as uow:
+        # Worker A records the first as delivered; B claims meanwhile and waits for it.
+        await uow.webhooks.save(
+            replace(held, state=WebhookState.DELIVERED, attempts=1, finished_at=NOW)
+        )
+        other = asyncio.create_task(_claim(pg_db))
+        await _blocked_or_done(pg_db, other)
+        await uow.commit()
+    # Then the second is first in line: B takes it and the third, in order.
+    assert [d.id for d in await asyncio.wait_for(other, DEADLINE)] == [second.id, third.id]
+
+
+async def test_two_workers_send_one_endpoints_events_in_order(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    """The review's case through the use cases: worker A is sending link.created when an
+    unlink commits and worker B makes a pass. B leaves the endpoint to A; A's next pass
+    sends link.deleted."""
+    arrived: list[str] = []
+    during: list[Callable[[], Awaitable[None]]] = []
+
+    class SlowSender:
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            if during:
+                await during.pop()()
+            arrived.append(json.loads(message.body)["type"])
+            return 204
+
+    async with sql_harness(
+        postgres.url, webhook_urls="https://hooks.example.com/in", webhook_secret=SECRET
+    ) as h:
+        h.container.webhook_sender.override(SlowSender())
+        account = (await h.sign_up("alice", "alice@example.com")).account
+        await h.container.deliver_webhooks().execute()
+        arrived.clear()
+        await h.discord_link(account.id, h.discord_user(7300, username="d_alice"))
+        second_worker: list[WebhookReport] = []
+
+        async def unlink_and_a_second_worker() -> None:
+            await h.container.unlink_discord().execute(DiscordId(7300))
+            second_worker.append(await h.container.deliver_webhooks().execute())
+
+        during.append(unlink_and_a_second_worker)
+        await h.container.deliver_webhooks().execute()
+        await h.container.deliver_webhooks().execute()
+    assert second_worker == [WebhookReport()]
+    assert arrived == ["link.created", "link.deleted"]
