@@ -4,7 +4,9 @@ Each attempt is a POST of the event's exact body with ``webhook-id``, ``webhook-
 (the attempt's Unix time) and ``webhook-signature``: ``v1,`` + base64 of
 HMAC-SHA256(secret, ``id.timestamp.body``), once per secret, space-separated (the current
 secret first; during a rotation the previous one too, so a receiver that still has the old
-secret keeps verifying).
+secret keeps verifying). Each endpoint is signed with its own secrets: a receiver holds the
+secret it verifies with, and with a secret shared by two URLs it could sign events the
+other one accepts.
 
 Only the URLs of the settings are ever called (deliveries name an endpoint by the digest of
 its URL), redirects are never followed, the answer's body is never read, and neither a URL
@@ -20,6 +22,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,6 +36,15 @@ from domain.webhooks import WebhookEndpoint
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every such secret, not one
 # The Standard Webhooks range for a symmetric signing secret.
 SECRET_BYTES = (24, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """Where one endpoint's webhooks go and the keys they are signed with (its own secret's,
+    the current one first). Neither is ever shown: the URL may carry a token."""
+
+    url: str = field(repr=False)
+    keys: tuple[bytes, ...] = field(repr=False)
 
 
 def endpoint_for(url: str) -> WebhookEndpoint:
@@ -79,16 +91,17 @@ class HttpWebhookSender:
 
     def __init__(
         self,
-        urls: Sequence[str],
-        keys: Sequence[bytes],
+        targets: Sequence[WebhookTarget],
         *,
         timeout: float,
         user_agent: str,
     ) -> None:
-        self._urls = {endpoint_for(url).key: url for url in urls}
+        # Each endpoint's URL and keys (the same secret twice signs once).
+        self._targets = {
+            endpoint_for(t.url).key: (t.url, list(dict.fromkeys(t.keys))) for t in targets
+        }
         # Each URL's proxy from the environment, once (ValueError: one these calls cannot use).
-        self._proxies = {url: proxy_for(url) for url in urls}
-        self._keys = list(dict.fromkeys(keys))  # the same secret twice signs once
+        self._proxies = {t.url: proxy_for(t.url) for t in targets}
         self._timeout, self._user_agent = timeout, user_agent
         self._client: aiohttp.ClientSession | None = None
 
@@ -102,8 +115,8 @@ class HttpWebhookSender:
         return self._client
 
     async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
-        url = self._urls.get(endpoint.key)
-        if url is None or not self._keys:
+        url, keys = self._targets.get(endpoint.key, ("", []))
+        if not url or not keys:
             raise errors.WebhookNotDelivered("not_configured")
         body = message.body.encode()
         timestamp = math.floor(message.timestamp.timestamp())
@@ -112,7 +125,7 @@ class HttpWebhookSender:
             "user-agent": self._user_agent,
             "webhook-id": message.message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(self._keys, message.message_id, timestamp, body),
+            "webhook-signature": signature_header(keys, message.message_id, timestamp, body),
         }
         try:
             # Closed unread: whatever the endpoint answers, only its status counts. The timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -564,6 +565,8 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
     container = _container_for_command(_shard_overrides(shard_ids, shard_count))
     settings = container.settings()
     _configure_logging(settings.log_level, settings.log_format)
+    for warning in settings.warnings():  # as `serve` does (a shared webhook secret, say)
+        logging.getLogger("taskflow_link.bot").warning("%s", warning)
     shards = f" as {settings.shards}" if settings.shards else ""
     click.echo(
         f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url}){shards}"

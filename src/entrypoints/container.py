@@ -101,8 +101,7 @@ def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
 def _webhook_sender(settings: Settings) -> HttpWebhookSender:
     # Its proxies were checked when the container was built (outgoing_proxies).
     return HttpWebhookSender(
-        settings.webhook_url_list,
-        settings.webhook_keys,
+        settings.webhook_targets,
         timeout=settings.webhook_timeout_seconds,
         user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
     )

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from adapters.secret_box import parse_keys
-from adapters.webhooks import decode_secret
+from adapters.webhooks import WebhookTarget, decode_secret
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
 
@@ -303,23 +303,26 @@ class Settings(BaseSettings):
     )
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="SMTP timeout.")
-    # Secret like a password: a receiver's URL may carry its token (in the path or query), so
-    # printing the settings must not show it. (`config` shows each URL's origin.)
+    # Secret like a password: a receiver's URL may carry its token (in the path or query), and
+    # an item its own signing secret, so printing the settings must not show it. (`config`
+    # shows each URL's origin.)
     webhook_urls: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated URLs that receive signed webhooks (Standard Webhooks: "
         "link.created, link.deleted, account.created). https, or http on this machine "
-        "(loopback) only. Empty: no webhooks.",
+        "(loopback) only. Each URL may be followed, after a space, by its own signing secret "
+        "(and during its rotation, after another space, the one being replaced); the others "
+        "are signed with WEBHOOK_SECRET. Empty: no webhooks.",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,
-        description="The webhooks' signing secret: `whsec_` + base64 of 24 to 64 random "
-        "bytes. Required with WEBHOOK_URLS.",
+        description="The signing secret of the webhook URLs without one of their own: "
+        "`whsec_` + base64 of 24 to 64 random bytes. Required when such a URL is listed.",
     )
     webhook_secret_previous: SecretStr | None = Field(
         default=None,
-        description="During a secret rotation, the secret being replaced: every webhook is "
-        "signed with both until this is removed.",
+        description="During a rotation of WEBHOOK_SECRET, the secret being replaced: the "
+        "webhooks it signs are signed with both until this is removed.",
     )
     webhook_timeout_seconds: float = Field(
         default=15.0,
@@ -455,7 +458,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_urls")
     @classmethod
     def _webhook_urls(cls, value: SecretStr) -> SecretStr:
-        # Messages name the item, never the URL: its path may carry a token.
+        # Messages name the item, never the URL (its path may carry a token) or a secret.
         urls = parse_webhook_urls(value.get_secret_value())
         if len(set(urls)) != len(urls):
             raise ValueError("a URL is listed twice")
@@ -476,10 +479,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _webhooks_need_a_secret(self) -> Settings:
-        if self.webhook_url_list and self.webhook_secret is None:
+        targets = parse_webhook_targets(self.webhook_urls.get_secret_value())
+        without = [str(n) for n, (_, own) in enumerate(targets, start=1) if not own]
+        if without and self.webhook_secret is None:
             raise ValueError(
-                "TASKFLOW_LINK_WEBHOOK_URLS needs TASKFLOW_LINK_WEBHOOK_SECRET (whsec_ + base64 "
-                "of 24 to 64 random bytes): python3 -c 'import base64, secrets; "
+                "TASKFLOW_LINK_WEBHOOK_URLS needs TASKFLOW_LINK_WEBHOOK_SECRET for the URLs "
+                f"without a secret of their own (item {', '.join(without)}), or one after each "
+                "such URL (whsec_ + base64 of 24 to 64 random bytes, one per URL): python3 -c "
+                "'import base64, secrets; "
                 'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
             )
         if self.webhook_secret_previous is not None and self.webhook_secret is None:
@@ -495,9 +502,27 @@ class Settings(BaseSettings):
 
     @property
     def webhook_keys(self) -> list[bytes]:
-        """The signing keys, the current secret's first."""
+        """The signing keys of the URLs without their own, the current secret's first."""
         secrets = (self.webhook_secret, self.webhook_secret_previous)
         return [decode_secret(s.get_secret_value()) for s in secrets if s is not None]
+
+    @property
+    def webhook_targets(self) -> list[WebhookTarget]:
+        """Each webhook URL with the keys it is signed with: its own secrets', else the
+        default ones (WEBHOOK_SECRET and, during a rotation, WEBHOOK_SECRET_PREVIOUS)."""
+        return [
+            WebhookTarget(url, tuple(decode_secret(s) for s in own) or tuple(self.webhook_keys))
+            for url, own in parse_webhook_targets(self.webhook_urls.get_secret_value())
+        ]
+
+    def _webhooks_sharing_a_secret(self) -> list[list[int]]:
+        """Groups of webhook URLs (their item numbers) signed with a secret in common."""
+        sharing: dict[bytes, list[int]] = {}
+        for number, target in enumerate(self.webhook_targets, start=1):
+            for key in dict.fromkeys(target.keys):
+                sharing.setdefault(key, []).append(number)
+        groups = {tuple(items) for items in sharing.values() if len(items) > 1}
+        return [list(items) for items in sorted(groups)]
 
     @property
     def trusted_proxies(self) -> list[str]:
@@ -583,6 +608,15 @@ class Settings(BaseSettings):
             found.append(
                 "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset): set a token, "
                 "keep /metrics from the internet at the proxy, or TASKFLOW_LINK_METRICS=false"
+            )
+        urls = self.webhook_url_list
+        for items in self._webhooks_sharing_a_secret():
+            found.append(
+                f"{ENV_PREFIX}WEBHOOK_URLS: the URLs of items {', '.join(map(str, items))} ("
+                + ", ".join(origin(urls[n - 1]) for n in items)
+                + ") are signed with the same secret, so each of their receivers can sign "
+                "events the others accept (a made-up link.created, say): give each URL its "
+                "own secret, after it in the list"
             )
         if self.email_backend == "outbox":
             found.append(
@@ -728,15 +762,36 @@ def _loopback(host: str | None) -> bool:
 
 
 def parse_webhook_urls(text: str) -> list[str]:
-    """The comma-separated webhook URLs; ``ValueError`` naming the item (by position) that is
-    not an absolute http(s) URL, or is plain http to another machine."""
-    urls: list[str] = []
+    """The webhook URLs (without their own secrets); see ``parse_webhook_targets``."""
+    return [url for url, _ in parse_webhook_targets(text)]
+
+
+# A URL's own secrets: the current one, and during its rotation the one being replaced.
+MAX_OWN_WEBHOOK_SECRETS = 2
+
+
+def parse_webhook_targets(text: str) -> list[tuple[str, list[str]]]:
+    """The comma-separated webhook endpoints, each a URL and, after spaces, its own secrets
+    (none: it is signed with the default ones). ``ValueError`` naming the item (by position)
+    whose URL is not an absolute http(s) URL or is plain http to another machine, or whose
+    secrets are not ``whsec_`` secrets; never the URL or a secret."""
+    targets: list[tuple[str, list[str]]] = []
     for number, part in enumerate(text.split(","), start=1):
-        url = part.strip()
-        if not url:
+        if not part.strip():
             if text.strip():
                 raise ValueError(f"item {number} is empty")
             continue
+        url, *own = part.split()
+        if len(own) > MAX_OWN_WEBHOOK_SECRETS:
+            raise ValueError(
+                f"item {number} has more than a URL and two secrets (its own, then during a "
+                "rotation the one being replaced)"
+            )
+        for secret in own:
+            try:
+                decode_secret(secret)
+            except ValueError as exc:
+                raise ValueError(f"item {number}: the secret after the URL {exc}") from None
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError for a port that is not one
@@ -749,8 +804,8 @@ def parse_webhook_urls(text: str) -> list[str]:
                 f"item {number} must use https: plain http is only for a receiver on this "
                 "machine (a loopback address)"
             )
-        urls.append(url)
-    return urls
+        targets.append((url, own))
+    return targets
 
 
 def origin(url: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth
 from adapters.proxies import proxy_for
-from adapters.webhooks import HttpWebhookSender, endpoint_for
+from adapters.webhooks import HttpWebhookSender, WebhookTarget, endpoint_for
 from domain import errors
 from domain.ports import DiscordTokens, WebhookMessage
 
@@ -65,7 +65,7 @@ async def proxy() -> AsyncIterator[Proxy]:
 
 async def deliver(url: str) -> int:
     """One webhook (id ``msg_1``) to ``url``, by a sender made for it."""
-    sender = HttpWebhookSender([url], [b"k" * 32], timeout=30, user_agent="test")
+    sender = HttpWebhookSender([WebhookTarget(url, (b"k" * 32,))], timeout=30, user_agent="test")
     message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
     try:
         return await sender.send(endpoint_for(url), message)

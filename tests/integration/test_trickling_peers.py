@@ -15,7 +15,7 @@ import pytest
 
 from adapters.discord_oauth import DiscordHttp
 from adapters.discord_roles import HttpDiscordGuildRoles
-from adapters.webhooks import HttpWebhookSender, endpoint_for
+from adapters.webhooks import HttpWebhookSender, WebhookTarget, endpoint_for
 from domain import errors
 from domain.model import DiscordId, LinkedRole
 from domain.ports import RoleCallOutcome, WebhookMessage
@@ -51,7 +51,7 @@ async def trickling() -> AsyncIterator[str]:
 
 async def test_a_webhook_endpoint_that_trickles_its_answer_is_a_timeout(trickling: str) -> None:
     url = f"{trickling}/hook"
-    sender = HttpWebhookSender([url], [b"k" * 32], timeout=0.5, user_agent="test")
+    sender = HttpWebhookSender([WebhookTarget(url, (b"k" * 32,))], timeout=0.5, user_agent="test")
     message = WebhookMessage("msg_1", datetime(2030, 1, 1, tzinfo=UTC), '{"type":"x"}')
     try:
         with pytest.raises(errors.WebhookNotDelivered) as refused:

@@ -26,8 +26,9 @@ from domain import errors
 from domain.model import AccountId, AuditEvent, AuditKind, DiscordId
 from domain.use_cases import WebhookOutbox
 from domain.webhooks import WebhookState, account_created
+from entrypoints.container import build_container
 from tests.bot_support import run_command, wait_until
-from tests.harness import TEST_SECRET_KEY, sql_harness
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings, sql_harness
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import Browser, Stack, sign_up
 from tests.integration.webhook_receiver import Hook, Receiver
@@ -337,3 +338,37 @@ async def test_the_audit_trail_through_the_command_and_its_retention(
         "sign_in_failed",
         "unlinked",
     ]
+
+
+async def test_each_receiver_gets_signatures_only_its_own_secret_verifies() -> None:
+    """One secret per URL: what one receiver holds signs nothing another accepts. The third
+    URL has none of its own and is signed with TASKFLOW_LINK_WEBHOOK_SECRET."""
+    own_a = "whsec_" + base64.b64encode(b"a" * 32).decode()
+    own_b, replaced_b = ("whsec_" + base64.b64encode(fill * 32).decode() for fill in (b"b", b"o"))
+    a, b, c = Receiver((own_a,)), Receiver((own_b,)), Receiver((SECRET,))
+    with serve(a) as a_url, serve(b) as b_url, serve(c) as c_url:
+        h = Harness.build(
+            build_container(
+                make_settings(
+                    webhook_urls=f"{a_url}/in {own_a}, {b_url}/in {own_b} {replaced_b}, {c_url}/in",
+                    webhook_secret=SECRET,
+                )
+            )
+        )
+        try:
+            await h.sign_up("alice", "alice@example.com")
+            report = await h.container.deliver_webhooks().execute()
+        finally:
+            await h.container.webhook_sender().aclose()
+            h.container.unwire()
+    assert len(report.delivered) == 3
+    [to_a], [to_b], [to_c] = a.hooks(), b.hooks(), c.hooks()
+    assert [hook.verified for hook in (to_a, to_b, to_c)] == [True] * 3
+    assert len(to_b.signatures.split(" ")) == 2  # its rotation: the new secret and the old
+    assert Receiver((replaced_b,)).verified(
+        to_b.message_id, str(to_b.timestamp), to_b.signatures, to_b.body
+    )
+    for hook, others in ((to_a, (own_b, SECRET)), (to_b, (own_a, SECRET)), (to_c, (own_a, own_b))):
+        assert not Receiver(others).verified(
+            hook.message_id, str(hook.timestamp), hook.signatures, hook.body
+        )

@@ -4,6 +4,7 @@ settings, reading and pruning the audit trail, and what the operations commands 
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from entrypoints.cli_output import audit_line, parse_since, webhook_status_lines
 from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.settings import SettingsError, load_settings
+from entrypoints.web.app import create_app
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 
 
@@ -195,24 +197,117 @@ def test_webhooks_need_a_valid_secret_and_a_rotation_needs_the_new_one() -> None
         _webhook_settings(audit_retention_days=-1)
 
 
+def test_a_url_may_have_its_own_secrets_and_the_others_use_the_default() -> None:
+    own, replaced = secret(b"a"), secret(b"r")
+    settings = make_settings(
+        webhook_urls=f"https://a.example/in?token=t0ps3cret {own},"
+        f" https://b.example/in  {own.rstrip('=')}\t{replaced} ,https://c.example/in",
+        webhook_secret=NEW,
+        webhook_secret_previous=OLD,
+    )
+    a, b, c = settings.webhook_targets
+    assert (a.url, a.keys) == ("https://a.example/in?token=t0ps3cret", (b"a" * 32,))
+    assert (b.url, b.keys) == ("https://b.example/in", (b"a" * 32, b"r" * 32))
+    assert (c.url, c.keys) == ("https://c.example/in", (b"n" * 32, b"o" * 32))
+    assert settings.webhook_url_list == [a.url, b.url, c.url]  # endpoints keep their names
+    assert "t0ps3cret" not in repr(a)
+    assert own.removeprefix("whsec_")[:20] not in repr(settings.webhook_targets)
+    # Every URL with its own: no default secret needed.
+    alone = make_settings(webhook_urls=f"https://a.example/in {own}")
+    assert [t.keys for t in alone.webhook_targets] == [(b"a" * 32,)]
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        ("https://a.example/t0ps3cret whsec_n0t!base64", "item 1: the secret after the URL must"),
+        ("https://a.example/x,https://b.example/y t0ps3cret", "item 2: the secret after the URL"),
+        (f"https://a.example/x {secret(b'o', 16)}", "must hold 24 to 64 random bytes"),
+        (f"https://a.example/t0ps3cret {NEW} {OLD} {STRANGER}", "more than a URL and two"),
+        (f"https://a.example/t0ps3cret {NEW},https://a.example/t0ps3cret {OLD}", "listed twice"),
+    ],
+)
+def test_a_urls_own_secret_is_checked_without_echoing_it(urls: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        _webhook_settings(webhook_urls=urls, webhook_secret=NEW)
+    assert "TASKFLOW_LINK_WEBHOOK_URLS" in str(refused.value)
+    assert problem in str(refused.value)
+    for hidden in ("t0ps3cret", "n0t!base64", OLD[6:20], STRANGER[6:20]):
+        assert hidden not in str(refused.value)
+
+
+def test_urls_without_their_own_secret_need_the_default_one() -> None:
+    with pytest.raises(SettingsError) as refused:
+        _webhook_settings(
+            webhook_urls=f"https://a.example/x {OLD},https://b.example/y,https://c.example/z"
+        )
+    assert "needs TASKFLOW_LINK_WEBHOOK_SECRET" in str(refused.value)
+    assert "(item 2, 3)" in str(refused.value)
+
+
+def test_urls_sharing_a_secret_are_warned_about_by_item_and_origin_only() -> None:
+    shared = make_settings(
+        webhook_urls=f"https://a.example/in?token=t0ps3cret,https://b.example/in,"
+        f"https://c.example/in {OLD},https://d.example/in {OLD}",
+        webhook_secret=NEW,
+    )
+    warned = [w for w in shared.warnings() if "WEBHOOK_URLS" in w]
+    assert warned == [
+        "TASKFLOW_LINK_WEBHOOK_URLS: the URLs of items 1, 2 (https://a.example, "
+        "https://b.example) are signed with the same secret, so each of their receivers can "
+        "sign events the others accept (a made-up link.created, say): give each URL its own "
+        "secret, after it in the list",
+        "TASKFLOW_LINK_WEBHOOK_URLS: the URLs of items 3, 4 (https://c.example, "
+        "https://d.example) are signed with the same secret, so each of their receivers can "
+        "sign events the others accept (a made-up link.created, say): give each URL its own "
+        "secret, after it in the list",
+    ]
+    own_each = make_settings(
+        webhook_urls=f"https://a.example/in {OLD} {OLD},https://b.example/in,"
+        f"https://c.example/in {STRANGER}",
+        webhook_secret=NEW,
+        webhook_secret_previous=secret(b"p"),  # the default's rotation: b's alone
+    )
+    assert not any("WEBHOOK_URLS" in w for w in own_each.warnings())
+
+
+def test_serve_warns_once_at_start_when_urls_share_a_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    container = build_container(
+        make_settings(webhook_urls="https://a.example/in,https://b.example/in", webhook_secret=NEW)
+    )
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    try:
+        create_app(container)
+    finally:
+        container.unwire()
+    shared = [r.getMessage() for r in caplog.records if "same secret" in r.getMessage()]
+    assert len(shared) == 1
+    assert "can sign events the others accept" in shared[0]
+    assert NEW.removeprefix("whsec_")[:20] not in caplog.text
+
+
 def test_config_shows_webhook_hosts_never_paths_or_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv(
         "TASKFLOW_LINK_WEBHOOK_URLS",
-        "https://hooks.example.com/in?token=t0ps3cret,http://[::1]:9000/p4th",
+        "https://hooks.example.com/in?token=t0ps3cret,http://[::1]:9000/p4th,"
+        f"https://own.example.net/x {STRANGER}",
     )
     monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET", NEW)
     monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS", OLD)
     shown = CliRunner().invoke(cli, ["config"])
     assert shown.exit_code == 0, shown.output
     assert (
-        "TASKFLOW_LINK_WEBHOOK_URLS = https://hooks.example.com/…, http://[::1]:9000/…"
-        in shown.output
+        "TASKFLOW_LINK_WEBHOOK_URLS = https://hooks.example.com/…, http://[::1]:9000/…, "
+        "https://own.example.net/…" in shown.output
     )
+    assert "items 1, 2 (https://hooks.example.com, http://[::1]:9000)" in shown.output
     assert "TASKFLOW_LINK_WEBHOOK_SECRET = (set)" in shown.output
     assert "TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS = (set)" in shown.output
     assert "TASKFLOW_LINK_AUDIT_RETENTION_DAYS = 365" in shown.output
-    for hidden in ("t0ps3cret", "p4th", NEW.removeprefix("whsec_")[:20], OLD[6:26]):
+    for hidden in ("t0ps3cret", "p4th", NEW.removeprefix("whsec_")[:20], OLD[6:26], STRANGER[6:26]):
         assert hidden not in shown.output
 
 
