@@ -33,7 +33,7 @@ from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, TestUser, create_emulator_app
 from entrypoints.emulator.bot_api import interaction_payload, message_json
-from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
+from entrypoints.emulator.state import TEST_GUILD_ID, Guild, Interaction
 from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
 from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
@@ -528,7 +528,9 @@ async def test_commands_are_registered_globally_for_servers_and_dms(bot: Bot) ->
 
 
 async def test_commands_can_live_in_chosen_servers_only() -> None:
-    async with bot_stack(discord_command_guilds=f"{TEST_GUILD_ID}, 42") as bot:
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    emulator.guilds["42"] = Guild("42", "A second server")  # the app was added to both
+    async with bot_stack(emulator, discord_command_guilds=f"{TEST_GUILD_ID}, 42") as bot:
         # Discord refuses a server's command that asks for DMs: none was refused.
         assert bot.emulator.refused_commands == []
         assert "global" not in bot.emulator.commands

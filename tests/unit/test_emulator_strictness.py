@@ -331,6 +331,23 @@ async def test_a_server_command_is_offered_in_that_server_only(
     assert "not registered here" in in_dm.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("guild", "status", "code"),
+    [("1399999999999999999", 403, 50001), ("not-a-server", 400, 50035), ("-1", 400, 50035)],
+)
+async def test_commands_of_a_server_the_app_is_not_in_are_refused(
+    emulator: tuple[EmulatorState, Client], guild: str, status: int, code: int
+) -> None:
+    """Discord answers 403 Missing Access for a server the app was not added to, and 400
+    ("is not snowflake") for an id that is not one, when listing or replacing its commands."""
+    state, client = emulator
+    path = f"/api/v10/applications/{APP_ID}/guilds/{guild}/commands"
+    for answer in (await client.put(path, json=[command(contexts=None)]), await client.get(path)):
+        assert (answer.status_code, answer.json()["code"]) == (status, code)
+    assert state.commands == {}
+    assert state.refused_commands == []  # refused for where, not for what
+
+
 async def test_a_global_command_without_dms_is_not_offered_there(
     emulator: tuple[EmulatorState, Client],
 ) -> None:

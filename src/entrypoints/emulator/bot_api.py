@@ -22,6 +22,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.gateway import GatewaySession
+from entrypoints.emulator.guilds import not_snowflakes
 from entrypoints.emulator.shards import connections_for
 from entrypoints.emulator.state import (
     INTERACTION_TOKEN_LIFETIME,
@@ -460,6 +461,17 @@ def bot_routes(  # noqa: PLR0915 - one route table
     def scope_of(guild_id: str | None) -> str:
         return guild_id or "global"
 
+    def not_in_server(guild_id: str | None) -> Response[Any] | None:
+        """Discord's answer to a server's commands asked for where the app is not: 400 for an
+        id that is not a snowflake, 403 Missing Access for a server it was not added to."""
+        if guild_id is None:
+            return None
+        if (invalid := not_snowflakes({"guild_id": guild_id})) is not None:
+            return invalid
+        if guild_id not in state.guilds:
+            return _discord_error("Missing Access", 50001, 403)
+        return None
+
     @get("/api/v10/oauth2/applications/@me", sync_to_thread=False)
     def application(request: Request[Any, Any, Any]) -> Response[Any]:
         if not is_bot(request):
@@ -473,6 +485,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _unauthorized()
         if app_id != state.client_id:
             return _discord_error("Unknown Application", 10002, 404)
+        if (refused := not_in_server(guild)) is not None:
+            return refused
         return Response(state.commands.get(scope_of(guild), []))
 
     def replace_commands(
@@ -482,6 +496,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _unauthorized()
         if app_id != state.client_id:
             return _discord_error("Unknown Application", 10002, 404)
+        if (refused := not_in_server(guild)) is not None:
+            return refused
         errors = check_commands(body, guild=guild is not None)
         if errors:
             state.refused_commands.append(errors.body())

@@ -31,7 +31,7 @@ def _error(message: str, code: int, status: int) -> Response[Any]:
     return Response({"message": message, "code": code}, status_code=status)
 
 
-def _not_snowflakes(ids: dict[str, str]) -> Response[Any] | None:
+def not_snowflakes(ids: dict[str, str]) -> Response[Any] | None:
     """Discord's answer to an id in the path that is not a snowflake."""
     wrong = {
         name: {
@@ -98,7 +98,7 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
         if not is_bot(request):
             return _error("401: Unauthorized", 0, 401)
         ids = {"guild_id": guild_id, "user_id": user_id, "role_id": role_id}
-        if (invalid := _not_snowflakes(ids)) is not None:
+        if (invalid := not_snowflakes(ids)) is not None:
             return invalid
         guild = state.guilds.get(guild_id)
         refusal = _refusal(guild, user_id, role_id)
