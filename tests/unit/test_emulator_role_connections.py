@@ -1,7 +1,7 @@
 """The emulator's Linked Roles refuse what Discord refuses: metadata records (at most 5, key
 rules, types), role connections (registered keys only, values as strings of their record's
-type, the role_connections.write scope), and the refresh grant (refresh tokens rotate; a used
-one, or one of a removed grant, is invalid_grant)."""
+type, the role_connections.write scope), /users/@me without identify, and the refresh grant
+(refresh tokens rotate; a used one, or one of a removed grant, is invalid_grant)."""
 
 from __future__ import annotations
 
@@ -176,6 +176,24 @@ async def test_a_role_connection_needs_the_scope_and_a_live_token() -> None:
         assert (await _put(client, tokens["access_token"], body)).status_code == 401
         shown = await client.get("/_emulator/role-connections")
         assert shown.json()["connections"][user.id]["platform_name"] == "TaskFlow"
+
+
+async def test_users_me_needs_the_identify_scope() -> None:
+    """A token for ``role_connections.write`` alone can push a role connection, not read who
+    the user is: Discord answers /users/@me 401 without ``identify``."""
+    state = _state()
+    user = state.add_user("dora")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        for scopes, status in (("role_connections.write", 401), ("identify", 200)):
+            token = (await _tokens(client, state, user.id, scopes))["access_token"]
+            me = await client.get(
+                "/api/v10/users/@me", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert me.status_code == status, scopes
+            if status == 401:
+                assert me.json() == {"message": "401: Unauthorized", "code": 0}
+            else:
+                assert me.json()["id"] == user.id
 
 
 async def test_refresh_tokens_rotate_and_die_with_the_grant() -> None:

@@ -221,7 +221,8 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return fault
         header = request.headers.get("authorization", "")
         grant = state.grant_of(header[7:]) if header.startswith("Bearer ") else None
-        if grant is None or grant.user_id not in state.users:
+        # "identify: allows /users/@me without email": a token without it is refused.
+        if grant is None or grant.user_id not in state.users or "identify" not in grant.scopes:
             return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
         return Response(state.users[grant.user_id].public(grant.scopes))
 
