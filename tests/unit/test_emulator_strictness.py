@@ -269,8 +269,30 @@ def test_an_empty_message_is_refused_with_50006() -> None:
         400,
         {"code": 50006, "message": "Cannot send an empty message"},
     )
-    assert check_webhook_message({"components": []}, edit=False) is not None
-    assert check_webhook_message({"components": []}, edit=True) is None  # an edit may clear
+    assert check_webhook_message({"components": []}) is not None
+
+
+@pytest.mark.parametrize(
+    ("current", "edit", "empty"),
+    [
+        ({"flags": 64}, {"content": "", "components": []}, True),  # "thinking…" completed empty
+        ({"flags": 64}, {}, True),
+        ({"flags": 64}, {"content": "Done"}, False),
+        ({"content": "Hello", "flags": 64}, {"components": []}, False),  # the content stays
+        ({"content": "Hello", "components": [{"type": 1}]}, {"content": ""}, False),
+        ({"content": "Hello", "flags": 64}, {"content": None}, True),  # null clears it
+        ({"content": "Hello"}, {"content": "", "embeds": [{"title": "t"}]}, False),
+    ],
+)
+def test_an_edit_is_judged_by_the_message_it_leaves(
+    current: dict[str, Any], edit: dict[str, Any], empty: bool
+) -> None:
+    """PATCH semantics: fields not sent keep their value; an edit that leaves nothing to
+    show is Discord's 50006."""
+    refused = check_webhook_message(edit, current=current)
+    assert refused == (
+        (400, {"code": 50006, "message": "Cannot send an empty message"}) if empty else None
+    )
 
 
 def test_a_discord_url_is_a_link_buttons_scheme() -> None:
@@ -279,7 +301,7 @@ def test_a_discord_url_is_a_link_buttons_scheme() -> None:
 
 
 def test_an_edit_cannot_make_a_reply_ephemeral() -> None:
-    refused = check_webhook_message({"content": "x", "flags": 64}, edit=True)
+    refused = check_webhook_message({"content": "x", "flags": 64}, current={"content": "x"})
     assert refused is not None
     assert errors_at(refused[1], "flags") == ["MESSAGE_FLAGS_INVALID"]
 
@@ -427,8 +449,16 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     bad_edit = await client.patch(f"{webhook}/messages/@original", json={"content": "x" * 2001})
     assert bad_edit.status_code == 400
     assert errors_at(bad_edit.json(), "content")
+    empty_edit = await client.patch(
+        f"{webhook}/messages/@original", json={"content": "", "components": []}
+    )
+    assert (empty_edit.status_code, empty_edit.json()["code"]) == (400, 50006)
+    assert interaction.response == {"type": 5, "data": {"flags": 64}}  # still "thinking…"
     good_edit = await client.patch(f"{webhook}/messages/@original", json={"content": "Done"})
     assert good_edit.status_code == 200
+    cleared = await client.patch(f"{webhook}/messages/@original", json={"components": []})
+    assert cleared.status_code == 200  # the content stays
+    assert interaction.response["data"]["content"] == "Done"
     empty = await client.post(webhook, json={"content": ""})
     assert empty.json()["code"] == 50006
     assert interaction.followups == []

@@ -584,11 +584,11 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Unknown Webhook", 10015, 404)
         if interaction.response is None:
             return _discord_error("Unknown Message", 10008, 404)
-        refused = check_webhook_message(data, edit=True)
+        previous = interaction.response.get("data") or {}
+        refused = check_webhook_message(data, current=previous)
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        previous = interaction.response.get("data") or {}
         merged = as_stored({**previous, **data})
         interaction.response = {"type": 4, "data": merged, "deferred": True}
         interaction.edited.set()
@@ -602,7 +602,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if interaction is None or interaction.response is None:
             # The interaction's webhook exists once the interaction was answered.
             return _discord_error("Unknown Webhook", 10015, 404)
-        refused = check_webhook_message(data, edit=False)
+        refused = check_webhook_message(data)
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])

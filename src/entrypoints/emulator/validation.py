@@ -527,12 +527,17 @@ def check_message(
     _check_mentions(errors, (*path, "allowed_mentions"), data.get("allowed_mentions"))
     if not creating:
         return True
+    return shows_something(data)
+
+
+def shows_something(message: Mapping[str, Any]) -> bool:
+    """Whether a message has anything to show: Discord refuses an empty one (50006)."""
     return bool(
-        content
-        or data.get("embeds")
-        or data.get("components")
-        or data.get("attachments")
-        or data.get("poll")
+        message.get("content")
+        or message.get("embeds")
+        or message.get("components")
+        or message.get("attachments")
+        or message.get("poll")
     )
 
 
@@ -567,9 +572,15 @@ def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
     return (400, errors.body()) if errors else None
 
 
-def check_webhook_message(body: object, *, edit: bool) -> tuple[int, dict[str, Any]] | None:
-    """An edit of the original response (``edit``) or a follow-up message."""
+def check_webhook_message(
+    body: object, *, current: Mapping[str, Any] | None = None
+) -> tuple[int, dict[str, Any]] | None:
+    """A follow-up message, or an edit of the original response (the message it edits is
+    ``current``). An edit is a PATCH: the fields it leaves out keep their value, so Discord
+    judges the message as it would be after it, refusing one left empty (50006), e.g. the
+    first edit of a deferred "thinking…" reply that sends nothing to show."""
     errors = FormErrors()
+    edit = current is not None
     shows = check_message(
         errors,
         (),
@@ -579,6 +590,8 @@ def check_webhook_message(body: object, *, edit: bool) -> tuple[int, dict[str, A
     )
     if errors:
         return 400, errors.body()
+    if current is not None and isinstance(body, Mapping):
+        shows = shows_something({**current, **body})
     if not shows:
         return 400, dict(EMPTY_MESSAGE)
     return None
