@@ -48,6 +48,22 @@ def reply(**data: Any) -> dict[str, Any]:
     return {"type": 4, "data": {"content": "Hello", "flags": 64, **data}}
 
 
+TEXT = {"type": 10, "content": "Hello"}  # a text display
+
+
+def v2(**data: Any) -> dict[str, Any]:
+    """A reply made of components (IS_COMPONENTS_V2): no content."""
+    return {"type": 4, "data": {"flags": 64 | 32768, "components": [TEXT], **data}}
+
+
+def modal(**data: Any) -> dict[str, Any]:
+    label = {"type": 18, "label": "Name", "component": {"type": 4, "custom_id": "n", "style": 1}}
+    return {
+        "type": 9,
+        "data": {"custom_id": "ask", "title": "Your name", "components": [label], **data},
+    }
+
+
 def errors_at(body: dict[str, Any], *path: str | int) -> list[str]:
     """The error codes Discord's 50035 body lists at ``path``."""
     assert body["code"] == 50035, body
@@ -160,6 +176,9 @@ def test_dm_contexts_are_for_global_commands_only() -> None:
 def test_a_valid_reply_is_taken() -> None:
     assert check_command_response(reply(components=[{"type": 1, "components": [LINK]}])) is None
     assert check_command_response({"type": 5, "data": {"flags": 64}}) is None
+    assert check_command_response(modal()) is None
+    container = {"type": 17, "components": [TEXT, {"type": 14}, {"type": 1, "components": [LINK]}]}
+    assert check_command_response(v2(components=[TEXT, container])) is None
 
 
 @pytest.mark.parametrize(
@@ -234,6 +253,32 @@ def test_a_valid_reply_is_taken() -> None:
             reply(allowed_mentions={"parse": ["users"], "users": ["1"]}),
             ("data", "allowed_mentions", "parse"),
         ),
+        ({"type": 9}, ("data",)),
+        ({"type": 9, "data": {}}, ("data", "custom_id")),
+        (modal(title="t" * 46), ("data", "title")),
+        (modal(title=""), ("data", "title")),
+        (modal(custom_id="c" * 101), ("data", "custom_id")),
+        (modal(components=[]), ("data", "components")),
+        (modal(components=[TEXT] * 6), ("data", "components")),
+        (modal(components=[{"type": 2}]), ("data", "components", 0, "type")),
+        ({"type": 12}, ("type",)),
+        (v2(content="Hello"), ("data", "content")),
+        (v2(embeds=[{"title": "t"}]), ("data", "embeds")),
+        (v2(components=[{"type": 999}]), ("data", "components", 0, "type")),
+        (v2(components=[{"type": 2, "style": 1}]), ("data", "components", 0, "type")),
+        (
+            v2(components=[{"type": 17, "components": [{"type": 17, "components": [TEXT]}]}]),
+            ("data", "components", 0, "components", 0, "type"),
+        ),
+        (
+            v2(components=[{"type": 1, "components": [LINK] * 6}]),
+            ("data", "components", 0, "components"),
+        ),
+        (
+            v2(components=[{"type": 17, "components": [{"type": 1, "components": []}]}]),
+            ("data", "components", 0, "components", 0, "components"),
+        ),
+        (v2(components=[TEXT] * 41), ("data", "components")),
     ],
     ids=[
         "content-2001",
@@ -252,6 +297,23 @@ def test_a_valid_reply_is_taken() -> None:
         "101-char-custom-id",
         "duplicate-custom-id",
         "mentions-both-ways",
+        "modal-without-data",
+        "modal-empty",
+        "modal-46-char-title",
+        "modal-empty-title",
+        "modal-101-char-custom-id",
+        "modal-no-components",
+        "modal-6-components",
+        "modal-button",
+        "activity-without-activities",
+        "v2-with-content",
+        "v2-with-embeds",
+        "v2-unknown-type",
+        "v2-top-level-button",
+        "v2-container-in-container",
+        "v2-6-buttons",
+        "v2-empty-row-in-container",
+        "v2-41-components",
     ],
 )
 def test_malformed_replies_are_refused_naming_the_field(
@@ -298,6 +360,23 @@ def test_an_edit_is_judged_by_the_message_it_leaves(
 def test_a_discord_url_is_a_link_buttons_scheme() -> None:
     button = LINK | {"url": "discord://-/channels/@me"}
     assert check_command_response(reply(components=[{"type": 1, "components": [button]}])) is None
+
+
+def test_a_components_v2_message_stays_one_and_keeps_no_content() -> None:
+    """The flag cannot be removed from a message: an edit without it is still judged as
+    v2; turning it on, the old reply's content must be cleared (null)."""
+    made_of_components = {"flags": 32768, "components": [TEXT]}
+    refused = check_webhook_message({"content": "Hi"}, current=made_of_components)
+    assert refused is not None
+    assert errors_at(refused[1], "content") == [
+        "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2"
+    ]
+    garbage = check_webhook_message({"components": [{"type": 999}]}, current=made_of_components)
+    assert garbage is not None
+    assert errors_at(garbage[1], "components", 0, "type")
+    upgrade = {"flags": 32768, "components": [TEXT]}
+    assert check_webhook_message(upgrade, current={"content": "Hello"}) is not None
+    assert check_webhook_message(upgrade | {"content": None}, current={"content": "Hello"}) is None
 
 
 def test_an_edit_cannot_make_a_reply_ephemeral() -> None:

@@ -8,8 +8,8 @@ The rules are those of the documentation:
 https://discord.com/developers/docs/interactions/application-commands (naming, lengths, limits,
 ``contexts``/``integration_types`` only for global commands),
 https://discord.com/developers/docs/interactions/receiving-and-responding (response types, the
-flags a response may set) and https://discord.com/developers/docs/components/reference (action
-rows, buttons).
+flags a response may set, modals) and https://discord.com/developers/docs/components/reference
+(action rows, buttons, the layout of IS_COMPONENTS_V2 messages).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ MAX_COMMAND_SIZE = 8000
 MAX_COMMANDS = {COMMAND_CHAT_INPUT: 100, COMMAND_USER: 15, COMMAND_MESSAGE: 15}
 
 RESPONSE_PONG, RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 1, 4, 5
+RESPONSE_MODAL, RESPONSE_LAUNCH_ACTIVITY = 9, 12
 # The callback types a slash command may be answered with (6, 7: components; 8: autocomplete;
 # 1: pings; 10 is deprecated).
 COMMAND_RESPONSE_TYPES = (4, 5, 9, 12)
@@ -60,6 +61,29 @@ MAX_EMBEDS = 10
 MAX_ACTION_ROWS = 5
 MAX_ROW_BUTTONS = 5
 COMPONENT_ACTION_ROW, COMPONENT_BUTTON = 1, 2
+COMPONENT_SECTION, COMPONENT_TEXT_DISPLAY, COMPONENT_CONTAINER, COMPONENT_LABEL = 9, 10, 17, 18
+COMPONENT_MEDIA_GALLERY, COMPONENT_FILE, COMPONENT_SEPARATOR = 12, 13, 14
+# With IS_COMPONENTS_V2 a message is made of these (at most 40 components in all, nested
+# ones included); a container holds the same but containers.
+V2_TOP_LEVEL = (
+    COMPONENT_ACTION_ROW,
+    COMPONENT_SECTION,
+    COMPONENT_TEXT_DISPLAY,
+    COMPONENT_MEDIA_GALLERY,
+    COMPONENT_FILE,
+    COMPONENT_SEPARATOR,
+    COMPONENT_CONTAINER,
+)
+V2_CONTAINER_CHILDREN = tuple(t for t in V2_TOP_LEVEL if t != COMPONENT_CONTAINER)
+MAX_V2_COMPONENTS = 40
+# What Discord refuses next to IS_COMPONENTS_V2: "content and embeds will no longer work",
+# "poll and stickers are disabled".
+V2_LEGACY_FIELDS = ("content", "embeds", "poll", "sticker_ids")
+# A modal: a label (around a text input or a select), a text display, or (deprecated) an
+# action row holding a text input; 1 to 5 of them.
+MODAL_TOP_LEVEL = (COMPONENT_ACTION_ROW, COMPONENT_TEXT_DISPLAY, COMPONENT_LABEL)
+MAX_MODAL_COMPONENTS = 5
+MAX_MODAL_TITLE = 45
 SELECT_TYPES = (3, 5, 6, 7, 8)
 BUTTON_LINK, BUTTON_PREMIUM = 5, 6
 MAX_BUTTON_LABEL = 80
@@ -416,7 +440,8 @@ def _check_components(errors: FormErrors, path: Path, components: object, flags:
         errors.add(path, "BASE_TYPE_ARRAY", "Must be an array.")
         return
     if flags & FLAG_IS_COMPONENTS_V2:
-        return  # layout components: not emulated beyond their presence
+        _check_v2_components(errors, path, components)
+        return
     if len(components) > MAX_ACTION_ROWS:
         errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_ACTION_ROWS} or fewer in length.")
     custom_ids: set[str] = set()
@@ -430,6 +455,69 @@ def _check_components(errors: FormErrors, path: Path, components: object, flags:
             )
             continue
         _check_row(errors, (*here, "components"), row.get("components"), custom_ids)
+
+
+def _count_components(components: Iterable[object]) -> int:
+    """Every component of a message, nested ones included (a section's accessory too)."""
+    total = 0
+    for item in components:
+        total += 1
+        if isinstance(item, Mapping):
+            children = item.get("components")
+            total += _count_components(children if isinstance(children, list) else ())
+            total += _count_components([item["accessory"]] if item.get("accessory") else ())
+    return total
+
+
+def _check_v2_components(errors: FormErrors, path: Path, components: list[object]) -> None:
+    """The layout of an IS_COMPONENTS_V2 message: the kinds allowed at the top and in a
+    container, at most 40 components in all; action rows are checked as in other messages.
+    (What sections, galleries and files hold is not emulated.)"""
+    if _count_components(components) > MAX_V2_COMPONENTS:
+        errors.add(
+            path,
+            "BASE_TYPE_MAX_LENGTH",
+            f"Messages allow up to {MAX_V2_COMPONENTS} components in all.",
+        )
+    custom_ids: set[str] = set()
+
+    def walk(items: list[object], where: Path, allowed: tuple[int, ...]) -> None:
+        for index, item in enumerate(items):
+            here = (*where, index)
+            kind = item.get("type") if isinstance(item, Mapping) else None
+            if not isinstance(item, Mapping) or kind not in allowed or isinstance(kind, bool):
+                errors.add(
+                    (*here, "type"),
+                    "UNION_TYPE_CHOICES",
+                    f'Value of field "type" must be one of {allowed}.',
+                )
+            elif kind == COMPONENT_ACTION_ROW:
+                _check_row(errors, (*here, "components"), item.get("components"), custom_ids)
+            elif kind == COMPONENT_CONTAINER:
+                children = item.get("components")
+                if not isinstance(children, list) or not children:
+                    errors.add(
+                        (*here, "components"),
+                        "BASE_TYPE_MIN_LENGTH",
+                        "Must be 1 or more in length.",
+                    )
+                else:
+                    walk(children, (*here, "components"), V2_CONTAINER_CHILDREN)
+
+    walk(components, path, V2_TOP_LEVEL)
+
+
+def _check_legacy_fields(errors: FormErrors, path: Path, message: Mapping[str, Any]) -> None:
+    """An IS_COMPONENTS_V2 message has no content, embeds, poll or stickers: Discord refuses
+    each, naming it (it judges an edit by the message it leaves: an old reply's content must
+    be cleared with null when the edit turns the flag on)."""
+    for field in V2_LEGACY_FIELDS:
+        if message.get(field):
+            errors.add(
+                (*path, field),
+                "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                f"The '{field}' field cannot be used when using MessageFlags.IS_COMPONENTS_V2",
+            )
 
 
 def _check_row(errors: FormErrors, path: Path, children: object, custom_ids: set[str]) -> None:
@@ -496,11 +584,17 @@ def _check_mentions(errors: FormErrors, path: Path, mentions: object) -> None:
 
 
 def check_message(
-    errors: FormErrors, path: Path, data: object, *, allowed_flags: int, creating: bool
+    errors: FormErrors,
+    path: Path,
+    data: object,
+    *,
+    allowed_flags: int,
+    current: Mapping[str, Any] | None = None,
 ) -> bool:
-    """A message body (a reply, an edit, a follow-up). Returns whether it has something to
-    show (content, embeds, components, attachments or a poll): Discord refuses to create an
-    empty message (50006), which ``creating`` callers check."""
+    """A message body (a reply, a follow-up, or an edit of ``current``). Returns whether the
+    message (after the edit, for one: a PATCH keeps the fields it does not send) has
+    something to show (content, embeds, components, attachments or a poll): Discord refuses
+    an empty message (50006), which the callers creating or editing one check."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -520,14 +614,18 @@ def check_message(
                 "MESSAGE_FLAGS_INVALID",
                 f"Only these flags may be set here: {allowed_flags} (got {flags}).",
             )
+    message = {**current, **data} if current is not None else data
+    # Once a message has IS_COMPONENTS_V2, the flag cannot be removed from it.
+    kept = int((current or {}).get("flags") or 0) & FLAG_IS_COMPONENTS_V2
+    flags = int(flags or 0) | kept
     embeds = data.get("embeds")
     if embeds is not None and (not isinstance(embeds, list) or len(embeds) > MAX_EMBEDS):
         errors.add((*path, "embeds"), "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-    _check_components(errors, (*path, "components"), data.get("components"), int(flags or 0))
+    _check_components(errors, (*path, "components"), data.get("components"), flags)
+    if flags & FLAG_IS_COMPONENTS_V2:
+        _check_legacy_fields(errors, path, message)
     _check_mentions(errors, (*path, "allowed_mentions"), data.get("allowed_mentions"))
-    if not creating:
-        return True
-    return shows_something(data)
+    return shows_something(message)
 
 
 def shows_something(message: Mapping[str, Any]) -> bool:
@@ -539,6 +637,47 @@ def shows_something(message: Mapping[str, Any]) -> bool:
         or message.get("attachments")
         or message.get("poll")
     )
+
+
+def _required_length(errors: FormErrors, path: Path, value: object, low: int, high: int) -> None:
+    if value is None:
+        errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+    else:
+        _length(errors, path, value, low, high)
+
+
+def _check_modal(errors: FormErrors, path: Path, data: object) -> None:
+    """A modal (type 9): ``custom_id`` (1-100), ``title`` (1-45) and 1 to 5 components, each
+    a label, a text display or an action row. (What a label holds is not emulated.)"""
+    if data is None:
+        errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        return
+    if not isinstance(data, Mapping):
+        errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+        return
+    _required_length(errors, (*path, "custom_id"), data.get("custom_id"), 1, MAX_CUSTOM_ID)
+    _required_length(errors, (*path, "title"), data.get("title"), 1, MAX_MODAL_TITLE)
+    components = data.get("components")
+    where = (*path, "components")
+    if components is None:
+        errors.add(where, "BASE_TYPE_REQUIRED", "This field is required")
+    elif not isinstance(components, list):
+        errors.add(where, "BASE_TYPE_ARRAY", "Must be an array.")
+    elif not 1 <= len(components) <= MAX_MODAL_COMPONENTS:
+        errors.add(
+            where,
+            "BASE_TYPE_BAD_LENGTH",
+            f"Must be between 1 and {MAX_MODAL_COMPONENTS} in length.",
+        )
+    else:
+        for index, item in enumerate(components):
+            kind = item.get("type") if isinstance(item, Mapping) else None
+            if kind not in MODAL_TOP_LEVEL or isinstance(kind, bool):
+                errors.add(
+                    (*where, index, "type"),
+                    "UNION_TYPE_CHOICES",
+                    f'Value of field "type" must be one of {MODAL_TOP_LEVEL}.',
+                )
 
 
 def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
@@ -556,19 +695,23 @@ def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
             f"Value must be one of {COMMAND_RESPONSE_TYPES} for an application command.",
         )
         return 400, errors.body()
-    if kind == RESPONSE_DEFERRED_MESSAGE:
-        check_message(
-            errors, ("data",), body.get("data"), allowed_flags=DEFERRED_FLAGS, creating=False
+    if kind == RESPONSE_LAUNCH_ACTIVITY:
+        # "Only available for apps with Activities enabled": the emulated app has none. (The
+        # docs give no error code for it; this names the field, as Discord's 50035 does.)
+        errors.add(
+            ("type",),
+            "INTERACTION_LAUNCH_ACTIVITY_UNAVAILABLE",
+            "LAUNCH_ACTIVITY (12) is only available for apps with Activities enabled; "
+            "this application has none.",
         )
-    elif kind == RESPONSE_MESSAGE:
-        shows = check_message(
-            errors, ("data",), body.get("data"), allowed_flags=RESPONSE_FLAGS, creating=True
-        )
+    elif kind == RESPONSE_MODAL:
+        _check_modal(errors, ("data",), body.get("data"))
+    elif kind == RESPONSE_DEFERRED_MESSAGE:
+        check_message(errors, ("data",), body.get("data"), allowed_flags=DEFERRED_FLAGS)
+    else:
+        shows = check_message(errors, ("data",), body.get("data"), allowed_flags=RESPONSE_FLAGS)
         if not errors and not shows:
-            return 400, {
-                "code": CANNOT_SEND_EMPTY_MESSAGE,
-                "message": "Cannot send an empty message",
-            }
+            return 400, dict(EMPTY_MESSAGE)
     return (400, errors.body()) if errors else None
 
 
@@ -580,18 +723,15 @@ def check_webhook_message(
     judges the message as it would be after it, refusing one left empty (50006), e.g. the
     first edit of a deferred "thinking…" reply that sends nothing to show."""
     errors = FormErrors()
-    edit = current is not None
     shows = check_message(
         errors,
         (),
         body,
-        allowed_flags=EDIT_FLAGS if edit else FOLLOW_UP_FLAGS,
-        creating=not edit,
+        allowed_flags=FOLLOW_UP_FLAGS if current is None else EDIT_FLAGS,
+        current=current,
     )
     if errors:
         return 400, errors.body()
-    if current is not None and isinstance(body, Mapping):
-        shows = shows_something({**current, **body})
     if not shows:
         return 400, dict(EMPTY_MESSAGE)
     return None
