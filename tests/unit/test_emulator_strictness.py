@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from entrypoints.emulator import EmulatorState, create_emulator_app
-from entrypoints.emulator.bot_api import with_component_ids
+from entrypoints.emulator.bot_api import take_http_answer, with_component_ids
 from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
 from entrypoints.emulator.validation import (
     chat_input_name_ok,
@@ -493,6 +493,26 @@ async def test_the_callback_refuses_a_malformed_reply_and_takes_a_good_one_after
     assert taken.status_code == 204  # Discord's answer without ?with_response=true
     assert taken.content == b""
     assert interaction.response == reply()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "taken"),
+    [(202, "", True), (202, None, True), (204, "", False), (200, {"type": 1}, False)],
+)
+async def test_after_a_callback_reply_the_http_answer_must_be_202_without_a_body(
+    emulator: tuple[EmulatorState, Client], status: int, body: Any, taken: bool
+) -> None:
+    """ "Respond to the original HTTP request with a 202 and no body": anything else (a 204
+    too) is a failure the test API reports with the interaction."""
+    state, client = emulator
+    interaction = _pending(state)
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback", json=reply()
+    )
+    await take_http_answer(state, interaction, status, body)
+    assert [e["code"] for e in interaction.errors] == ([] if taken else [40060])
+    assert interaction.response is not None
+    assert interaction.response["data"]["content"] == "Hello"  # the callback's reply stands
 
 
 async def test_with_response_returns_the_interaction_callback_response(

@@ -44,8 +44,9 @@ COMMAND_TYPE_CHAT_INPUT = 1
 INTERACTION_PING, INTERACTION_APPLICATION_COMMAND = 1, 2
 RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 4, 5
 # The HTTP answer to an interaction already answered through the callback endpoint: "respond
-# to the original HTTP request with a 202 and no body" (204, hikari's own, carries none either).
-ANSWERED_ELSEWHERE = (202, 204)
+# to the original HTTP request with a 202 and no body". Nothing else will do, not even a 204
+# (hikari's own answer when it has no body to send).
+ANSWERED_ELSEWHERE = 202
 
 
 def _discord_error(message: str, code: int, status: int) -> Response[Any]:
@@ -295,7 +296,7 @@ async def run_slash_command(
         if time.monotonic() - interaction.sent_at > state.response_deadline:
             status = None  # Discord gave up: "The application did not respond"
         else:
-            await _take_http_answer(state, interaction, status, body)
+            await take_http_answer(state, interaction, status, body)
     return 200, {
         "interaction_id": interaction.id,
         "via": via,
@@ -311,7 +312,7 @@ async def run_slash_command(
     }
 
 
-async def _take_http_answer(
+async def take_http_answer(
     state: EmulatorState, interaction: Interaction, status: int, body: Any
 ) -> None:
     """Discord's reading of the HTTP answer that came in time. Answered through the callback
@@ -319,7 +320,7 @@ async def _take_http_answer(
     must be a valid interaction response (type 4, or 5 then the webhook); anything else is
     "This interaction failed"."""
     if interaction.response is not None:
-        if status not in ANSWERED_ELSEWHERE or body not in ("", None):
+        if status != ANSWERED_ELSEWHERE or body not in ("", None):
             interaction.errors.append(
                 {
                     "code": 40060,
@@ -329,9 +330,13 @@ async def _take_http_answer(
                 }
             )
         return
-    if status in ANSWERED_ELSEWHERE:
+    if status == ANSWERED_ELSEWHERE:
         return  # nothing was answered anywhere: "The application did not respond"
-    refused = check_command_response(body) if status == 200 else (400, {"status": status})
+    refused = (
+        check_command_response(body)
+        if status == 200
+        else (400, {"status": status, "message": f"Discord cannot read an HTTP {status} answer"})
+    )
     if refused is not None:
         interaction.errors.append(refused[1])
         return
