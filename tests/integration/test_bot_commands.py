@@ -33,7 +33,12 @@ from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, TestUser, create_emulator_app
 from entrypoints.emulator.bot_api import interaction_payload, message_json
-from entrypoints.emulator.state import TEST_GUILD_ID, Guild, Interaction
+from entrypoints.emulator.state import (
+    INTERACTION_TOKEN_LIFETIME,
+    TEST_GUILD_ID,
+    Guild,
+    Interaction,
+)
 from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
 from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
@@ -301,6 +306,45 @@ async def test_a_slow_command_answers_thinking_then_edits_its_reply() -> None:
         assert reply.ephemeral
         # A fast command is answered in the HTTP response: see the test above, with the usual
         # delay (here a busy machine could make any command take longer than 50 ms).
+
+
+async def test_a_reply_after_the_token_expired_is_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The interaction's token ends after 15 minutes: Discord then answers its webhook 401
+    Invalid Webhook Token (50027; hikari raises UnauthorizedError, not NotFoundError). The
+    service logs it without the token (its URL carries it) and keeps serving."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    emulator.followup_wait = 0.5  # no edit will come: the test waits for the refusals below
+
+    class TokenEndsFirst:
+        async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+            # Once Discord shows "thinking…", let the interaction's 15 minutes pass. (The
+            # emulator runs on another thread's loop: no asyncio.Event to wait on.)
+            while not any(i.response for i in emulator.interactions.values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            for interaction in emulator.interactions.values():
+                interaction.sent_at -= INTERACTION_TOKEN_LIFETIME + 1
+            return None
+
+    async with bot_stack(emulator, discord_defer_after_seconds=0.05) as bot:
+        user = bot.user()
+        with bot.h.container.who_am_i.override(providers.Factory(TokenEndsFirst)):
+            async with httpx.AsyncClient(timeout=90, base_url=bot.emulator_url) as client:
+                answer = await client.post(
+                    "/_emulator/interactions", json={"user_id": user.id, "command": "whoami"}
+                )
+        [interaction] = emulator.interactions.values()
+        for _ in range(3000):  # the reply's edit, then the error reply's: both refused
+            if len(interaction.errors) >= 2 and "error reply either" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+        assert answer.json()["body"] == {"type": 5, "data": {"flags": 64}}  # "thinking…"
+        assert [e["code"] for e in interaction.errors] == [50027, 50027]
+        assert "/whoami failed: UnauthorizedError (HTTP 401, Discord code 50027)" in caplog.text
+        assert "could not send the error reply either: UnauthorizedError" in caplog.text
+        assert interaction.token not in caplog.text
+        assert "not linked" in (await bot.run(user, "whoami")).content  # still serving
 
 
 async def test_a_command_the_bot_does_not_know_gets_an_answer() -> None:

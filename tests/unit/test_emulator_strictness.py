@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.bot_api import take_http_answer, with_component_ids
-from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
+from entrypoints.emulator.state import INTERACTION_TOKEN_LIFETIME, TEST_GUILD_ID, Interaction
 from entrypoints.emulator.validation import (
     chat_input_name_ok,
     check_command_response,
@@ -561,6 +561,30 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     empty = await client.post(webhook, json={"content": ""})
     assert empty.json()["code"] == 50006
     assert interaction.followups == []
+
+
+async def test_an_expired_interaction_token_is_an_invalid_webhook_token(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """After its 15 minutes the token is refused 401 50027 Invalid Webhook Token; a token
+    Discord never gave is 404 10015 Unknown Webhook."""
+    state, client = emulator
+    interaction = _pending(state)
+    interaction.response = {"type": 5, "data": {"flags": 64}}
+    interaction.sent_at -= INTERACTION_TOKEN_LIFETIME + 1
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    for late in (
+        await client.patch(f"{webhook}/messages/@original", json={"content": "late"}),
+        await client.post(webhook, json={"content": "late"}),
+    ):
+        assert (late.status_code, late.json()) == (
+            401,
+            {"message": "Invalid Webhook Token", "code": 50027},
+        )
+    assert [e["code"] for e in interaction.errors] == [50027, 50027]
+    assert interaction.response == {"type": 5, "data": {"flags": 64}}
+    unknown = await client.post(f"/api/v10/webhooks/{APP_ID}/never-given", json={"content": "x"})
+    assert (unknown.status_code, unknown.json()["code"]) == (404, 10015)
 
 
 # -- the CDN ---------------------------------------------------------------------------------

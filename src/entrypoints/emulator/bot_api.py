@@ -569,15 +569,20 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return Response(None, status_code=204)
         return Response(callback_response(state, interaction, stored))
 
-    def by_token(app_id: str, token: str) -> Interaction | None:
+    def by_token(app_id: str, token: str) -> Interaction | Response[Any]:
+        """The interaction whose webhook this is, or Discord's refusal: 404 Unknown Webhook
+        for a token it never gave (or another app's), 401 Invalid Webhook Token once the
+        token's 15 minutes are over."""
         found = next(
             (i for i in state.interactions.values() if secrets.compare_digest(i.token, token)),
             None,
         )
-        alive = found is not None and (
-            time.monotonic() - found.sent_at <= INTERACTION_TOKEN_LIFETIME
-        )
-        return found if alive and app_id == state.client_id else None
+        if found is None or app_id != state.client_id:
+            return _discord_error("Unknown Webhook", 10015, 404)
+        if time.monotonic() - found.sent_at > INTERACTION_TOKEN_LIFETIME:
+            found.errors.append({"message": "Invalid Webhook Token", "code": 50027})
+            return _discord_error("Invalid Webhook Token", 50027, 401)
+        return found
 
     @patch("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original", sync_to_thread=False)
     def edit_original(
@@ -585,8 +590,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
     ) -> Response[Any]:
         """Complete a deferred answer (or edit a reply), as Discord's webhook does."""
         interaction = by_token(app_id, token)
-        if interaction is None:
-            return _discord_error("Unknown Webhook", 10015, 404)
+        if isinstance(interaction, Response):
+            return interaction
         if interaction.response is None:
             return _discord_error("Unknown Message", 10008, 404)
         previous = interaction.response.get("data") or {}
@@ -604,7 +609,9 @@ def bot_routes(  # noqa: PLR0915 - one route table
         app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
     ) -> Response[Any]:
         interaction = by_token(app_id, token)
-        if interaction is None or interaction.response is None:
+        if isinstance(interaction, Response):
+            return interaction
+        if interaction.response is None:
             # The interaction's webhook exists once the interaction was answered.
             return _discord_error("Unknown Webhook", 10015, 404)
         refused = check_webhook_message(data)
