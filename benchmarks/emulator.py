@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import aiohttp
@@ -37,7 +36,9 @@ def send_through_one_session() -> None:
     """Replace ``bot_api.deliver`` by the same signed POST through one aiohttp session."""
     sessions: list[aiohttp.ClientSession] = []
 
-    async def deliver(state: EmulatorState, payload: dict[str, Any]) -> httpx.Response:
+    async def deliver(
+        state: EmulatorState, payload: dict[str, Any], *, forged: bool = False
+    ) -> httpx.Response:
         if not state.interactions_url:
             raise LookupError("no interactions URL is configured for this application")
         if not sessions:
@@ -48,13 +49,7 @@ def send_through_one_session() -> None:
                 )
             )
         body = json.dumps(payload).encode()
-        timestamp = str(int(time.time()))
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "Discord-Interactions/1.0 (+https://discord.com)",
-            "x-signature-ed25519": state.sign(body, timestamp),
-            "x-signature-timestamp": timestamp,
-        }
+        headers = bot_api.signed_headers(state, body, forged=forged)
         try:
             async with sessions[0].post(
                 state.interactions_url, data=body, headers=headers

@@ -23,7 +23,8 @@ import lightbulb
 import pytest
 from click.testing import CliRunner
 from dependency_injector import providers
-from litestar import Litestar
+from litestar import Litestar, post
+from litestar.handlers import HTTPRouteHandler
 
 from domain import errors
 from domain.model import AccountId, DiscordId
@@ -472,9 +473,48 @@ async def test_after_a_reply_through_the_callback_the_http_answer_is_202_without
 
 
 async def test_ping_gets_pong(bot: Bot) -> None:
+    """Discord's check of the endpoint URL: a signed PING gets PONG, a forged one 401."""
     async with httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client:
-        answer = (await client.post("/_emulator/ping")).json()
-    assert answer == {"status": 200, "body": {"type": 1}}
+        answer = await client.post("/_emulator/ping")
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "status": 200,
+        "body": {"type": 1},
+        "bad_signature_status": 401,
+        "accepted": True,
+        "problems": [],
+    }
+
+
+@post("/interactions", status_code=200, sync_to_thread=False)
+def pong_to_anyone() -> dict[str, int]:
+    return {"type": 1}  # never checks the signature
+
+
+@post("/interactions", status_code=200, sync_to_thread=False)
+def not_a_pong() -> str:
+    return "ok"  # (nor checks the signature)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [(pong_to_anyone, "badly signed request must get 401"), (not_a_pong, "must get 200")],
+    ids=["signature-unchecked", "no-pong"],
+)
+async def test_the_ping_refuses_an_endpoint_discord_would_refuse(
+    endpoint: HTTPRouteHandler, problem: str
+) -> None:
+    emulator = EmulatorState(APP_ID, "secret-bot", set())
+    with (
+        serve(Litestar([endpoint])) as endpoint_url,
+        serve(create_emulator_app(emulator)) as emulator_url,
+    ):
+        emulator.interactions_url = f"{endpoint_url}/interactions"
+        async with httpx.AsyncClient(timeout=30, base_url=emulator_url) as client:
+            answer = await client.post("/_emulator/ping")
+    assert answer.status_code == 400
+    assert answer.json()["accepted"] is False
+    assert any(problem in said for said in answer.json()["problems"])
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,13 @@ async def test_signatures_ping_and_stale_timestamps(stack: Stack) -> None:
         assert "timestamp" in stale.json()["detail"]
 
     async with httpx.AsyncClient(timeout=30, base_url=stack.emulator_url) as client:
-        assert (await client.post("/_emulator/ping")).json() == {"status": 200, "body": {"type": 1}}
+        checked = (await client.post("/_emulator/ping")).json()
+        assert (checked["status"], checked["body"], checked["bad_signature_status"]) == (
+            200,
+            {"type": 1},
+            401,
+        )
+        assert checked["accepted"] is True
 
 
 async def test_database_stopped_gives_an_ephemeral_error(

@@ -20,6 +20,7 @@ from litestar import Request, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
+from nacl.signing import SigningKey
 
 from entrypoints.emulator.gateway import GatewaySession
 from entrypoints.emulator.guilds import not_snowflakes
@@ -186,20 +187,30 @@ def interaction_payload(
     return payload
 
 
-async def deliver(state: EmulatorState, payload: dict[str, Any]) -> httpx.Response:
-    """POST a signed interaction to the service, as Discord does; the network's transit (there
-    and back) is part of the wait, as it is part of Discord's 3 seconds."""
+def signed_headers(state: EmulatorState, body: bytes, *, forged: bool = False) -> dict[str, str]:
+    """Discord's headers for an interaction request. ``forged``: signed with another key, as
+    Discord's check of a new endpoint URL does (the service must refuse it)."""
+    timestamp = str(int(time.time()))
+    signer = SigningKey.generate() if forged else state.signing_key
+    return {
+        "content-type": "application/json",
+        "user-agent": "Discord-Interactions/1.0 (+https://discord.com)",
+        "x-signature-ed25519": signer.sign(timestamp.encode() + body).signature.hex(),
+        "x-signature-timestamp": timestamp,
+    }
+
+
+async def deliver(
+    state: EmulatorState, payload: dict[str, Any], *, forged: bool = False
+) -> httpx.Response:
+    """POST a signed (or ``forged``) interaction to the service, as Discord does; the
+    network's transit (there and back) is part of the wait, as it is part of Discord's 3
+    seconds."""
     if not state.interactions_url:
         raise LookupError("no interactions URL is configured for this application")
     await asyncio.sleep(state.transit_delay)
     body = json.dumps(payload).encode()
-    timestamp = str(int(time.time()))
-    headers = {
-        "content-type": "application/json",
-        "user-agent": "Discord-Interactions/1.0 (+https://discord.com)",
-        "x-signature-ed25519": state.sign(body, timestamp),
-        "x-signature-timestamp": timestamp,
-    }
+    headers = signed_headers(state, body, forged=forged)
     async with httpx.AsyncClient(timeout=max(10.0, state.response_deadline + 5)) as client:
         answer = await client.post(state.interactions_url, content=body, headers=headers)
     await asyncio.sleep(state.transit_delay)
@@ -639,21 +650,42 @@ def bot_routes(  # noqa: PLR0915 - one route table
         )
         return Response(body, status_code=status)
 
-    @post("/_emulator/ping", status_code=200)
-    async def ping() -> Response[Any]:
-        """What Discord does when the Interactions Endpoint URL is saved: a signed PING."""
-        payload = {
+    def ping_payload() -> dict[str, Any]:
+        return {
             "id": state.snowflake(),
             "application_id": state.client_id,
             "type": INTERACTION_PING,
             "token": secrets.token_urlsafe(48),
             "version": 1,
         }
+
+    @post("/_emulator/ping", status_code=200)
+    async def ping() -> Response[Any]:
+        """What Discord does when the Interactions Endpoint URL is saved: a validly signed
+        PING, which must get 200 ``{"type": 1}``, and a badly signed one, which must get 401;
+        Discord refuses the URL otherwise. 200 when both were right, else 400 saying what was
+        wrong (``problems``)."""
         try:
-            answer = await deliver(state, payload)
+            answer = await deliver(state, ping_payload())
+            forged = await deliver(state, ping_payload(), forged=True)
         except (LookupError, httpx.HTTPError) as exc:
             return Response({"error": f"could not reach the service: {exc}"}, status_code=502)
-        return Response({"status": answer.status_code, "body": _answer(answer)})
+        body = _answer(answer)
+        problems = []
+        if answer.status_code != 200 or not (isinstance(body, dict) and body.get("type") == 1):
+            problems.append(
+                f'a validly signed PING must get 200 {{"type": 1}} (got {answer.status_code})'
+            )
+        if forged.status_code != 401:
+            problems.append(f"a badly signed request must get 401 (got {forged.status_code})")
+        report = {
+            "status": answer.status_code,
+            "body": body,
+            "bad_signature_status": forged.status_code,
+            "accepted": not problems,
+            "problems": problems,
+        }
+        return Response(report, status_code=400 if problems else 200)
 
     return [
         application,
