@@ -595,6 +595,7 @@ class RoleSync(enum.StrEnum):
     REVOKED = "revoked"  # Discord refused the refresh token (invalid_grant); tokens deleted
     FAILED = "failed"  # Discord did not answer properly: tried again later (back-off)
     UNREADABLE = "unreadable"  # no configured key opens the tokens: kept, tried again later
-    GONE = "gone"  # the tokens were deleted meanwhile (another worker finished the job)
+    # Another pusher has it now (its claim, taken once ours ran out) or deleted the tokens.
+    GONE = "gone"
     # No longer linked, and Discord failed every push for about a week: tokens deleted.
     GIVEN_UP = "given_up"

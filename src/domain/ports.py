@@ -268,6 +268,15 @@ class RoleConnectionTokenRepository(Protocol):
         ``token.version``; the row as written (version + 1), or ``None`` when someone wrote
         it meanwhile."""
 
+    async def take(
+        self, token: RoleConnectionToken, until: datetime, now: datetime
+    ) -> RoleConnectionToken | None:
+        """Claim the row until ``until`` if nobody holds it (no claim, or one run out at
+        ``now``) or ``token`` does (its ``claimed_until``: a renewal): the row as it is now,
+        written (version + 1), whatever else changed. ``None``: another pusher holds it, or
+        it is gone. A pusher takes the row before each call to Discord, so one whose lease
+        ran out never pushes beside the one that took over."""
+
     async def release(self, token: RoleConnectionToken) -> bool:
         """Let go of the claim held as ``token.claimed_until``, whatever else changed (a
         claimant whose last write lost to another writer); ``False``: not held any more.
@@ -295,11 +304,12 @@ class RoleConnectionTokenRepository(Protocol):
     async def mark_all_due(self, now: datetime) -> int: ...
 
     async def claim_due(
-        self, now: datetime, until: datetime, limit: int
+        self, now: datetime, until: datetime, limit: int, *, taking_over: bool = False
     ) -> Sequence[RoleConnectionToken]:
         """Take up to ``limit`` rows due at ``now`` and claimed by no one (or by a lease run
         out), the longest-waiting first: claimed until ``until``, their version moved on.
-        Concurrent callers get disjoint sets."""
+        Concurrent callers get disjoint sets. ``taking_over``: claimed or not (every pusher
+        is known to be stopped)."""
 
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         """Rows in Discord id order, after ``after`` (key rotation walks them all)."""

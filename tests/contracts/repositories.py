@@ -1209,6 +1209,35 @@ class RepositoryContract:
             assert await tokens.get(DiscordId(950)) == done
             await uow.commit()
 
+    async def test_a_role_token_is_taken_by_its_holder_or_when_nobody_holds_it(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        later = LATER + timedelta(minutes=5)
+        await write(uow_factory, lambda uow: uow.role_connection_tokens.add(role_token(960)))
+        async with uow_factory() as uow:
+            tokens = uow.role_connection_tokens
+            free = await tokens.get(DiscordId(960))
+            assert free is not None
+            held = await tokens.take(free, LATER, NOW)  # nobody held it
+            assert held is not None
+            assert (held.claimed_until, held.version) == (LATER, free.version + 1)
+            assert await tokens.take(free, later, NOW) is None  # held by another
+            assert await tokens.mark_due(DiscordId(960), NOW)
+            renewed = await tokens.take(held, later, NOW)  # its holder, whatever changed
+            assert renewed is not None
+            assert renewed.claimed_until == later
+            assert renewed.version == held.version + 2
+            assert await tokens.take(held, later, NOW) is None  # not its claim any more
+            taken_over = await tokens.take(free, LATER, later)  # run out: anyone's
+            assert taken_over is not None
+            assert taken_over.claimed_until == LATER
+            assert await tokens.take(role_token(961), LATER, NOW) is None  # no such row
+            # Every pusher known to be stopped: claimed rows are taken too.
+            assert await tokens.claim_due(NOW, LATER, 5) == []
+            [forced] = await tokens.claim_due(NOW, later, 5, taking_over=True)
+            assert forced.claimed_until == later
+            await uow.commit()
+
     async def test_concurrent_role_token_claims_take_each_row_once(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -526,23 +526,89 @@ async def test_the_callbacks_own_push_holds_the_claim(r: Harness) -> None:
     assert rows(r)[DiscordId(7028)].claimed_until is None
 
 
-async def test_a_refresh_lost_to_a_concurrent_one_keeps_the_winners_tokens(r: Harness) -> None:
+async def test_a_second_pusher_of_a_held_row_pushes_nothing(r: Harness) -> None:
     await connected(r, 7023)
     r.clock.advance(timedelta(days=8))
     stale = rows(r)[DiscordId(7023)]
     pusher = r.container.role_connection_pusher()
     inner: list[RoleSync] = []
 
-    async def another_worker_refreshes_first() -> None:
+    async def another_pusher_meanwhile() -> None:
         inner.append(await pusher.sync(stale))
 
-    fake(r).during_refresh = another_worker_refreshes_first
-    outcome = await pusher.sync(stale)  # its refresh token was spent by the other one
+    fake(r).during_refresh = another_pusher_meanwhile
+    outcome = await pusher.sync(stale)
 
-    assert inner == [RoleSync.PUSHED]
-    assert outcome is RoleSync.PUSHED  # it used the winner's tokens; nothing was deleted
-    assert DiscordId(7023) in rows(r)
+    assert inner == [RoleSync.GONE]  # the first one holds the row: it refreshes and pushes
+    assert outcome is RoleSync.PUSHED
     assert fake(r).refreshes == 1
+    assert DiscordId(7023) in rows(r)
+
+
+async def test_a_new_grant_during_a_refresh_is_pushed_with_its_tokens(r: Harness) -> None:
+    account = await connected(r, 7029)
+    r.clock.advance(timedelta(days=8))  # due, and the access token has expired
+    granted: list[RoleSync | None] = []
+
+    async def the_member_verifies_again() -> None:
+        granted.append((await verify(r, DiscordId(7029), signed_in=account)).role_sync)
+
+    fake(r).during_refresh = the_member_verifies_again
+    report = await refresh_pass(r)
+
+    assert granted == [None]  # stored, and left to the worker that held the row
+    assert report == RoleSyncReport(pushed=1)
+    after = rows(r)[DiscordId(7029)]
+    assert after.claimed_until is None
+    assert after.expires_at > r.clock.now()  # the new grant's tokens
+
+
+async def test_a_pusher_whose_lease_ran_out_does_not_push_beside_the_one_that_took_over(
+    r: Harness,
+) -> None:
+    # Worker A claimed a batch, and reached this row only after its lease ran out: worker B
+    # took it over. A's push could land after B's (after an unlink: "linked" last, for good).
+    await connected(r, 7030)
+    now = r.clock.now()
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(now)
+        [late] = await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, 50)
+        await uow.commit()
+    r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+    a: list[RoleSync] = []
+
+    async def worker_a_gets_to_it() -> None:
+        a.append(await r.container.role_connection_pusher().sync(late))
+
+    fake(r).during_push = worker_a_gets_to_it
+    pushes_before = len(fake(r).pushes)
+    assert await refresh_pass(r) == RoleSyncReport(pushed=1)  # worker B
+
+    assert a == [RoleSync.GONE]
+    assert len(fake(r).pushes) - pushes_before == 1
+
+
+async def test_key_rotation_skips_a_row_a_pusher_holds(r: Harness) -> None:
+    # A pusher spending the refresh token at Discord, then the row resealed meanwhile: it
+    # would read the spent refresh token again, get invalid_grant and delete the tokens.
+    await connected(r, 7031)  # sealed with KEY_A
+    r.clock.advance(timedelta(days=8))  # the access token has expired: the push refreshes
+    w = role_harness(f"{KEY_B},{KEY_A}")  # every process now has the new key first
+    w.container.memory_db.override(r.container.memory_db())
+    w.container.discord_role_connections.override(fake(r))
+    w.container.clock.override(r.clock)
+    during: list[int] = []
+
+    async def tokens_rotate_meanwhile() -> None:
+        during.append((await w.container.rotate_token_keys().execute()).skipped)
+
+    fake(r).during_refresh = tokens_rotate_meanwhile
+    outcome = await w.container.role_connection_pusher().sync(rows(r)[DiscordId(7031)])
+
+    assert during == [1]
+    assert outcome is RoleSync.PUSHED
+    assert (await w.container.rotate_token_keys().execute()).current == 1  # sealed with B
+    w.container.unwire()
 
 
 async def test_a_new_grant_replaces_the_kept_tokens(r: Harness) -> None:
@@ -635,6 +701,18 @@ async def test_forgetting_tells_discord_not_linked_then_deletes_every_kept_token
     # The links themselves stay: only what Linked Roles kept is gone.
     async with r.uow() as uow:
         assert await uow.links.get_by_discord_id(DiscordId(7032)) is not None
+
+
+async def test_forgetting_takes_over_the_rows_of_workers_stopped_mid_pass(r: Harness) -> None:
+    await connected(r, 7032)
+    now = r.clock.now()
+    async with r.uow() as uow:  # a worker claimed its batch, then the restart stopped it
+        await uow.role_connection_tokens.mark_all_due(now)
+        await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, 50)
+        await uow.commit()
+    assert await r.container.forget_role_connections().execute() == RoleSyncReport(cleared=1)
+    assert rows(r) == {}
+    assert linked(fake(r).connections[DiscordId(7032)]) == ("0", "0")
 
 
 async def test_forgetting_keeps_tokens_no_key_opens_unless_told_to_drop_them(

@@ -793,6 +793,17 @@ class MemoryRoleConnectionTokens(_Repo):
             return None
         return self._write(token, current)
 
+    async def take(
+        self, token: RoleConnectionToken, until: datetime, now: datetime
+    ) -> RoleConnectionToken | None:
+        current = self._rows.get(token.discord_id)
+        if current is None:
+            return None
+        held = current.claimed_until
+        if held is not None and held > now and held != token.claimed_until:
+            return None
+        return self._write(replace(current, claimed_until=until), current)
+
     async def release(self, token: RoleConnectionToken) -> bool:
         current = self._rows.get(token.discord_id)
         if current is None or token.claimed_until is None:
@@ -840,14 +851,15 @@ class MemoryRoleConnectionTokens(_Repo):
         return len(self._rows)
 
     async def claim_due(
-        self, now: datetime, until: datetime, limit: int
+        self, now: datetime, until: datetime, limit: int, *, taking_over: bool = False
     ) -> Sequence[RoleConnectionToken]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         due = sorted(
             (
                 t
                 for t in self._rows.values()
-                if t.next_push_at <= now and (t.claimed_until is None or t.claimed_until <= now)
+                if t.next_push_at <= now
+                and (taking_over or t.claimed_until is None or t.claimed_until <= now)
             ),
             key=lambda t: (t.next_push_at, t.discord_id),
         )[:limit]

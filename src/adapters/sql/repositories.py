@@ -26,6 +26,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -1293,6 +1294,15 @@ class SqlRoleConnectionTokens(_QueueRepo):
             claimed_until=token.claimed_until,
         )
 
+    async def take(
+        self, token: RoleConnectionToken, until: datetime, now: datetime
+    ) -> RoleConnectionToken | None:
+        held = self._t.c.claimed_until
+        free = [held.is_(None), held <= now]
+        if token.claimed_until is not None:
+            free.append(held == token.claimed_until)
+        return await self._update(token.discord_id, or_(*free), claimed_until=until)
+
     async def release(self, token: RoleConnectionToken) -> bool:
         if token.claimed_until is None:
             return False
@@ -1339,13 +1349,14 @@ class SqlRoleConnectionTokens(_QueueRepo):
         )
 
     async def claim_due(
-        self, now: datetime, until: datetime, limit: int
+        self, now: datetime, until: datetime, limit: int, *, taking_over: bool = False
     ) -> Sequence[RoleConnectionToken]:
+        held = self._t.c.claimed_until
         due = (
             select(self._t.c.discord_id)
             .where(
                 self._t.c.next_push_at <= now,
-                or_(self._t.c.claimed_until.is_(None), self._t.c.claimed_until <= now),
+                true() if taking_over else or_(held.is_(None), held <= now),
             )
             .order_by(self._t.c.next_push_at, self._t.c.discord_id)
             .limit(limit)

@@ -149,6 +149,12 @@ class RoleConnectionPusher:
         force_refresh = False
         for _ in range(_ATTEMPTS):
             now = self._clock.now()
+            # Before each call to Discord: a pusher whose lease ran out must not push beside
+            # the one that took over. The row comes back as it is now (an unlink, new tokens).
+            held = await self._take(row, now)
+            if held is None:
+                return RoleSync.GONE  # another pusher has it now, or deleted it
+            row = held
             try:
                 tokens = self._open(row)
             except errors.SecretUnreadable:
@@ -160,11 +166,8 @@ class RoleConnectionPusher:
                 refreshed = await self._refresh(row, tokens, now)
                 if isinstance(refreshed, RoleSync):
                     return refreshed
-                if refreshed is None:  # someone else changed the tokens: use theirs
-                    found = await self._reload(row.discord_id)
-                    if found is None:
-                        return RoleSync.GONE
-                    row, force_refresh = found, False
+                if refreshed is None:  # a new grant replaced the tokens meanwhile: use it
+                    force_refresh = False
                     continue
                 row, tokens = refreshed
             link, account = (None, None) if forget else await self._current(row.discord_id)
@@ -180,12 +183,14 @@ class RoleConnectionPusher:
             finished = await self._finish(row, link, now, why="forgotten" if forget else None)
             if finished is not None:
                 return finished
-            # The row changed while we pushed (an unlink, a new grant): push its new state.
-            found = await self._reload(row.discord_id)
-            if found is None:
-                return RoleSync.GONE
-            row, force_refresh = found, False
+            force_refresh = False  # the row changed while we pushed: push its new state
         return await self._failed(row, self._clock.now())
+
+    async def _take(self, row: RoleConnectionToken, now: datetime) -> RoleConnectionToken | None:
+        async with self._uow() as uow:
+            held = await uow.role_connection_tokens.take(row, now + CLAIM_LEASE, now)
+            await uow.commit()
+        return held
 
     async def _refresh(
         self, row: RoleConnectionToken, tokens: _Opened, now: datetime
@@ -285,10 +290,6 @@ class RoleConnectionPusher:
         async with self._uow() as uow:
             await uow.role_connection_tokens.release(row)
             await uow.commit()
-
-    async def _reload(self, discord_id: DiscordId) -> RoleConnectionToken | None:
-        async with self._uow(read_only=True) as uow:
-            return await uow.role_connection_tokens.get(discord_id)
 
 
 async def _audit_deleted(uow: UnitOfWork, discord_id: DiscordId, now: datetime, why: str) -> None:
@@ -502,8 +503,10 @@ class _RoleConnectionPasses:
         while True:
             now = self._clock.now()
             async with self._uow() as uow:
+                # Forgetting runs once every worker is stopped: the claims of those stopped
+                # mid-pass (for up to 5 minutes) would keep their rows out of it.
                 rows = await uow.role_connection_tokens.claim_due(
-                    now, now + CLAIM_LEASE, self._batch
+                    now, now + CLAIM_LEASE, self._batch, taking_over=forget
                 )
                 await uow.commit()
             for row in rows:
@@ -563,22 +566,50 @@ class RotateTokenKeys:
             after = rows[-1].discord_id
 
     async def _rotate(self, found: RoleConnectionToken) -> str:
-        row: RoleConnectionToken | None = found
+        """Reseal one row, claimed as a pusher claims it: a pusher may be spending its
+        refresh token at Discord, and the row resealed meanwhile would make it read the
+        spent one again (``invalid_grant``: the tokens deleted). A row a pusher holds is
+        skipped (run again)."""
+        if self._box.is_current(found.sealed):
+            return "current"  # every write seals with the newest key
+        row = replace(found, claimed_until=None)  # taken only if nobody holds it
         for _ in range(_ATTEMPTS):
-            if row is None or self._box.is_current(row.sealed):
-                return "current"  # gone, or written meanwhile (every write seals with it)
+            now = self._clock.now()
+            async with self._uow() as uow:
+                held = await uow.role_connection_tokens.take(row, now + CLAIM_LEASE, now)
+                await uow.commit()
+            if held is None:
+                async with self._uow(read_only=True) as uow:
+                    gone = await uow.role_connection_tokens.get(found.discord_id) is None
+                return "current" if gone else "skipped"
+            row = held
+            outcome = await self._reseal(row, now)
+            if outcome is not None:
+                return outcome
+        await self._release(row)
+        return "skipped"
+
+    async def _reseal(self, row: RoleConnectionToken, now: datetime) -> str | None:
+        """Write ``row`` (held) resealed, letting go of the claim; ``None``: it changed
+        meanwhile (still held: try again)."""
+        outcome = "current"
+        if not self._box.is_current(row.sealed):
             context = _context(row.discord_id)
             try:
                 plaintext = self._box.open(row.sealed, context=context)
             except errors.SecretUnreadable:
-                return "unreadable"
-            resealed = self._box.seal(plaintext, context=context)
-            async with self._uow() as uow:
-                tokens = uow.role_connection_tokens
-                written = await tokens.swap_sealed(row, resealed, row.expires_at, self._clock.now())
-                await uow.commit()
-            if written is not None:
-                return "rotated"
-            async with self._uow(read_only=True) as uow:
-                row = await uow.role_connection_tokens.get(found.discord_id)
-        return "skipped"
+                outcome = "unreadable"
+            else:
+                resealed = self._box.seal(plaintext, context=context)
+                done = replace(row, sealed=resealed, updated_at=now, claimed_until=None)
+                async with self._uow() as uow:
+                    written = await uow.role_connection_tokens.replace(done)
+                    await uow.commit()
+                return "rotated" if written is not None else None
+        await self._release(row)
+        return outcome
+
+    async def _release(self, row: RoleConnectionToken) -> None:
+        async with self._uow() as uow:
+            await uow.role_connection_tokens.release(row)
+            await uow.commit()
