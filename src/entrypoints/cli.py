@@ -717,7 +717,7 @@ def tokens_rotate() -> None:
     click.echo(
         f"Re-encrypted {report.rotated} token set(s) with the newest key; {report.current} "
         f"already were; {report.unreadable} could not be decrypted with any configured key"
-        + (f"; {report.skipped} changed meanwhile (run again)" if report.skipped else "")
+        + (f"; {report.skipped} being pushed (run again)" if report.skipped else "")
         + "."
     )
     if report.unreadable or report.skipped:

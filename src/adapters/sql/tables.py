@@ -370,6 +370,14 @@ webhook_deliveries = Table(
     CheckConstraint("state IN ('pending', 'delivered', 'failed', 'gone')", name="state_known"),
 )
 Index("ix_webhook_deliveries_due", webhook_deliveries.c.state, webhook_deliveries.c.next_attempt_at)
+# Each endpoint's queue, in order: a claim reads its first pending deliveries (a dead
+# endpoint's backlog is not read at every pass).
+Index(
+    "ix_webhook_deliveries_queue",
+    webhook_deliveries.c.endpoint,
+    webhook_deliveries.c.state,
+    webhook_deliveries.c.seq,
+)
 
 # Endpoints that answered 410 Gone: nothing is sent to them until `taskflow-link webhooks retry`.
 gone_webhook_endpoints = Table(

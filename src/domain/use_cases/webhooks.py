@@ -71,11 +71,11 @@ class DeliverWebhooks:
         by_endpoint: dict[str, list[WebhookDelivery]] = {}
         async with self._uow() as uow:  # one short transaction: no lock outlives it
             gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
-            for key in self._endpoints:
-                if key not in gone:
-                    claimed = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, [key])
-                    if claimed:
-                        by_endpoint[key] = list(claimed)
+            # One call: it locks the endpoints' queues in one order, whatever the order of
+            # the URLs in this instance's settings (two orders could wait for each other).
+            wanted = [key for key in self._endpoints if key not in gone]
+            for delivery in await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, wanted):
+                by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
             await uow.commit()
         await asyncio.gather(
             *(
