@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -17,10 +15,11 @@ from sqlalchemy import text
 
 from adapters.sql import SqlDatabase
 from domain.model import DiscordId
-from domain.ports import UnitOfWork, WebhookMessage
+from domain.ports import UnitOfWork
 from domain.use_cases import WebhookReport
-from domain.webhooks import WebhookDelivery, WebhookEndpoint, WebhookState
+from domain.webhooks import WebhookDelivery, WebhookState
 from tests.contracts.repositories import HOOK_A, NOW, webhook, write
+from tests.fakes.webhooks import InterleavingSender
 from tests.harness import sql_harness
 from tests.integration.postgres import PostgresServer
 
@@ -104,20 +103,13 @@ async def test_two_workers_send_one_endpoints_events_in_order(
     """The review's case through the use cases: worker A is sending link.created when an
     unlink commits and worker B makes a pass. B leaves the endpoint to A; A's next pass
     sends link.deleted."""
-    arrived: list[str] = []
-    during: list[Callable[[], Awaitable[None]]] = []
-
-    class SlowSender:
-        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
-            if during:
-                await during.pop()()
-            arrived.append(json.loads(message.body)["type"])
-            return 204
+    sender = InterleavingSender()
+    arrived, during = sender.arrived, sender.during
 
     async with sql_harness(
         postgres.url, webhook_urls="https://hooks.example.com/in", webhook_secret=SECRET
     ) as h:
-        h.container.webhook_sender.override(SlowSender())
+        h.container.webhook_sender.override(sender)
         account = (await h.sign_up("alice", "alice@example.com")).account
         await h.container.deliver_webhooks().execute()
         arrived.clear()

@@ -32,6 +32,7 @@ from domain.webhooks import (
 )
 from entrypoints.container import build_container
 from entrypoints.webhook_worker import WebhookWorker
+from tests.fakes.webhooks import InterleavingSender
 from tests.harness import PASSWORD, Browser, Harness, make_settings
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -505,17 +506,10 @@ async def test_two_workers_never_send_one_endpoints_events_side_by_side_or_out_o
     and wakes worker B. B must leave the endpoint to A, which is still sending to it: had B
     sent link.deleted first, the receiver would think the member linked."""
     h = webhook_harness(HOOKS)
-    arrived: list[str] = []
-    during: list[Any] = []
+    sender = InterleavingSender()
+    arrived, during = sender.arrived, sender.during
 
-    class SlowSender:
-        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
-            if during:
-                await during.pop()()
-            arrived.append(json.loads(message.body)["type"])
-            return 204
-
-    h.container.webhook_sender.override(SlowSender())
+    h.container.webhook_sender.override(sender)
     other_worker: list[WebhookReport] = []
     try:
         account = (await h.sign_up("alice", "alice@example.com")).account
