@@ -304,12 +304,11 @@ class RoleConnectionTokenRepository(Protocol):
     async def mark_all_due(self, now: datetime) -> int: ...
 
     async def claim_due(
-        self, now: datetime, until: datetime, limit: int, *, taking_over: bool = False
+        self, now: datetime, until: datetime, limit: int
     ) -> Sequence[RoleConnectionToken]:
         """Take up to ``limit`` rows due at ``now`` and claimed by no one (or by a lease run
         out), the longest-waiting first: claimed until ``until``, their version moved on.
-        Concurrent callers get disjoint sets. ``taking_over``: claimed or not (every pusher
-        is known to be stopped)."""
+        Concurrent callers get disjoint sets."""
 
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         """Rows in Discord id order, after ``after`` (key rotation walks them all)."""

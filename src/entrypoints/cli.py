@@ -698,8 +698,14 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
         f"revoked the access already (deleted); {report.unreadable} no configured key "
         f"decrypts ({unreadable}); {report.given_up} given up (deleted); {report.failed} "
         "failed (kept: run again)."
+        + (
+            f" {report.held} held by a worker (stopped within the last 5 minutes, or still "
+            "running somewhere with Linked Roles on): run again in 5 minutes."
+            if report.held
+            else ""
+        )
     )
-    if report.failed or (report.unreadable and not drop_unreadable):
+    if report.failed or report.held or (report.unreadable and not drop_unreadable):
         sys.exit(1)
 
 

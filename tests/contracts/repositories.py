@@ -1232,10 +1232,6 @@ class RepositoryContract:
             assert taken_over is not None
             assert taken_over.claimed_until == LATER
             assert await tokens.take(role_token(961), LATER, NOW) is None  # no such row
-            # Every pusher known to be stopped: claimed rows are taken too.
-            assert await tokens.claim_due(NOW, LATER, 5) == []
-            [forced] = await tokens.claim_due(NOW, later, 5, taking_over=True)
-            assert forced.claimed_until == later
             await uow.commit()
 
     async def test_concurrent_role_token_claims_take_each_row_once(

@@ -9,11 +9,13 @@ import base64
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from adapters.memory import MemoryDatabase
+from adapters.queue_listener import ROLE_CONNECTION_CHANNEL
 from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
 from domain import errors
 from domain.model import (
@@ -27,7 +29,7 @@ from domain.model import (
 )
 from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
 from domain.use_cases import AuthOutcome, RoleSyncReport
-from domain.use_cases.role_connections import CLAIM_LEASE
+from domain.use_cases.role_connections import CLAIM_LEASE, ForgetRoleConnections, RotateTokenKeys
 from entrypoints.cli import cli
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.role_connections import (
@@ -593,10 +595,7 @@ async def test_key_rotation_skips_a_row_a_pusher_holds(r: Harness) -> None:
     # would read the spent refresh token again, get invalid_grant and delete the tokens.
     await connected(r, 7031)  # sealed with KEY_A
     r.clock.advance(timedelta(days=8))  # the access token has expired: the push refreshes
-    w = role_harness(f"{KEY_B},{KEY_A}")  # every process now has the new key first
-    w.container.memory_db.override(r.container.memory_db())
-    w.container.discord_role_connections.override(fake(r))
-    w.container.clock.override(r.clock)
+    w = rotating(r)  # every process now has the new key first
     during: list[int] = []
 
     async def tokens_rotate_meanwhile() -> None:
@@ -703,16 +702,113 @@ async def test_forgetting_tells_discord_not_linked_then_deletes_every_kept_token
         assert await uow.links.get_by_discord_id(DiscordId(7032)) is not None
 
 
-async def test_forgetting_takes_over_the_rows_of_workers_stopped_mid_pass(r: Harness) -> None:
+async def test_forgetting_leaves_rows_a_worker_holds_and_says_to_run_again(r: Harness) -> None:
+    # A worker stopped mid-pass (its claim ends within 5 minutes), or one still running with
+    # Linked Roles on: taken from it, its push of "linked" could land after "not linked".
     await connected(r, 7032)
+    await connected(r, 7033, "bob")
     now = r.clock.now()
-    async with r.uow() as uow:  # a worker claimed its batch, then the restart stopped it
+    async with r.uow() as uow:  # a worker claimed 7032, then the restart stopped it
         await uow.role_connection_tokens.mark_all_due(now)
-        await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, 50)
+        [held] = await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, 1)
         await uow.commit()
-    assert await r.container.forget_role_connections().execute() == RoleSyncReport(cleared=1)
+    forget = r.container.forget_role_connections()
+    assert await forget.execute() == RoleSyncReport(cleared=1, held=1)
+    assert list(rows(r)) == [held.discord_id]
+    r.clock.advance(CLAIM_LEASE)
+    assert await forget.execute() == RoleSyncReport(cleared=1)
     assert rows(r) == {}
     assert linked(fake(r).connections[DiscordId(7032)]) == ("0", "0")
+
+
+def rotating(r: Harness) -> Harness:
+    """Another process, with a new key first (``tokens rotate``), on the same data."""
+    w = role_harness(f"{KEY_B},{KEY_A}")
+    w.container.memory_db.override(r.container.memory_db())
+    w.container.discord_role_connections.override(fake(r))
+    w.container.clock.override(r.clock)
+    return w
+
+
+async def test_an_unlink_while_rotation_holds_the_row_wakes_the_workers_once_it_lets_go(
+    r: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Woken while rotation holds the row, the workers' passes skip it: the push of "not
+    # linked" waits for rotation to let go, which must wake them again.
+    await connected(r, 7034)
+    w = rotating(r)
+    bell = r.container.memory_db().bell
+    woken_with: list[object] = []  # the row's claim each time the workers are woken
+    ring = bell.ring
+
+    def recorded(channels: Any) -> None:
+        channels = set(channels)
+        if ROLE_CONNECTION_CHANNEL in channels:
+            woken_with.append(rows(r)[DiscordId(7034)].claimed_until)
+        ring(channels)
+
+    monkeypatch.setattr(bell, "ring", recorded)
+    reseal = RotateTokenKeys._reseal
+
+    async def unlinked_meanwhile(self: RotateTokenKeys, row: RoleConnectionToken, now: Any) -> Any:
+        if not woken_with:  # the bot's /unlink commits while rotation holds the row
+            await r.container.unlink_discord().execute(DiscordId(7034))
+        return await reseal(self, row, now)
+
+    monkeypatch.setattr(RotateTokenKeys, "_reseal", unlinked_meanwhile)
+    assert (await w.container.rotate_token_keys().execute()).rotated == 1
+
+    after = rows(r)[DiscordId(7034)]
+    assert after.claimed_until is None
+    assert after.next_push_at <= r.clock.now()
+    assert woken_with[0] is not None  # the unlink's wake: rotation held it
+    assert woken_with[-1] is None  # and once it let go
+    w.container.unwire()
+
+
+async def test_a_pusher_stalled_past_its_lease_in_a_refresh_keeps_its_new_tokens(
+    r: Harness,
+) -> None:
+    # Paused inside the refresh (a VM pause) past its lease: rotation took the row and
+    # resealed the same tokens. The pusher's new tokens replace them; reading the spent
+    # refresh token again would have been invalid_grant, the tokens deleted.
+    await connected(r, 7035)
+    r.clock.advance(timedelta(days=8))  # the access token has expired: the push refreshes
+    w = rotating(r)
+    rotated: list[int] = []
+
+    async def paused_then_rotation() -> None:
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+        rotated.append((await w.container.rotate_token_keys().execute()).rotated)
+
+    fake(r).during_refresh = paused_then_rotation
+    outcome = await w.container.role_connection_pusher().sync(rows(r)[DiscordId(7035)])
+
+    assert rotated == [1]
+    assert outcome is RoleSync.PUSHED
+    assert fake(r).refreshes == 1
+    assert DiscordId(7035) in rows(r)
+    w.container.unwire()
+
+
+async def test_forgetting_beside_a_live_pusher_leaves_it_the_row(r: Harness) -> None:
+    # A rolling turn-off: an instance still runs with Linked Roles on, and its worker is
+    # pushing "linked" when `role-connections forget` runs. Taken from it, its push could
+    # land after forget's "not linked", the tokens deleted: the role would stay for good.
+    await connected(r, 7036)
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    forgot: list[RoleSyncReport] = []
+
+    async def forget_meanwhile() -> None:
+        forgot.append(await r.container.forget_role_connections().execute())
+
+    fake(r).during_push = forget_meanwhile
+    assert await refresh_pass(r) == RoleSyncReport(pushed=1)
+
+    assert forgot == [RoleSyncReport(held=1)]
+    assert DiscordId(7036) in rows(r)  # for forget's next run
 
 
 async def test_forgetting_keeps_tokens_no_key_opens_unless_told_to_drop_them(
@@ -753,6 +849,16 @@ def test_the_forget_command_needs_linked_roles_off_and_asks_first(
     done = runner.invoke(cli, ["role-connections", "forget", "--yes"])  # nothing kept here
     assert done.exit_code == 0, done.output
     assert "Told Discord and deleted the tokens of 0" in done.output
+
+    async def some_held(self: ForgetRoleConnections, **_: object) -> RoleSyncReport:
+        return RoleSyncReport(cleared=3, held=2)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ForgetRoleConnections, "execute", some_held)
+        held = runner.invoke(cli, ["role-connections", "forget", "--yes"])
+    assert held.exit_code == 1
+    assert "2 held by a worker" in held.output
+    assert "run again in 5 minutes" in held.output
     monkeypatch.delenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY")
     missing = runner.invoke(cli, ["role-connections", "forget", "--yes"])
     assert missing.exit_code == 1

@@ -851,15 +851,14 @@ class MemoryRoleConnectionTokens(_Repo):
         return len(self._rows)
 
     async def claim_due(
-        self, now: datetime, until: datetime, limit: int, *, taking_over: bool = False
+        self, now: datetime, until: datetime, limit: int
     ) -> Sequence[RoleConnectionToken]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         due = sorted(
             (
                 t
                 for t in self._rows.values()
-                if t.next_push_at <= now
-                and (taking_over or t.claimed_until is None or t.claimed_until <= now)
+                if t.next_push_at <= now and (t.claimed_until is None or t.claimed_until <= now)
             ),
             key=lambda t: (t.next_push_at, t.discord_id),
         )[:limit]

@@ -26,7 +26,6 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -1349,15 +1348,12 @@ class SqlRoleConnectionTokens(_QueueRepo):
         )
 
     async def claim_due(
-        self, now: datetime, until: datetime, limit: int, *, taking_over: bool = False
+        self, now: datetime, until: datetime, limit: int
     ) -> Sequence[RoleConnectionToken]:
         held = self._t.c.claimed_until
         due = (
             select(self._t.c.discord_id)
-            .where(
-                self._t.c.next_push_at <= now,
-                true() if taking_over else or_(held.is_(None), held <= now),
-            )
+            .where(self._t.c.next_push_at <= now, or_(held.is_(None), held <= now))
             .order_by(self._t.c.next_push_at, self._t.c.discord_id)
             .limit(limit)
         )

@@ -211,11 +211,24 @@ class RoleConnectionPusher:
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         async with self._uow() as uow:
-            written = await uow.role_connection_tokens.swap_sealed(
-                row, sealed, self._expiry(fresh, now), now
-            )
+            repository = uow.role_connection_tokens
+            written = await repository.swap_sealed(row, sealed, self._expiry(fresh, now), now)
+            if written is None:
+                # Resealed meanwhile (a key rotation, once a stalled pusher's lease ran out):
+                # the same tokens, the refresh token just spent. Ours replace them.
+                current = await repository.get(row.discord_id)
+                if current is not None and self._holds(current, tokens.refresh):
+                    written = await repository.swap_sealed(
+                        current, sealed, self._expiry(fresh, now), now
+                    )
             await uow.commit()
         return (written, opened) if written is not None else None
+
+    def _holds(self, row: RoleConnectionToken, refresh_token: str) -> bool:
+        try:
+            return self._open(row).refresh == refresh_token
+        except errors.SecretUnreadable:
+            return False
 
     async def _current(self, discord_id: DiscordId) -> tuple[Link | None, Account | None]:
         async with self._uow(read_only=True) as uow:
@@ -477,6 +490,7 @@ class RoleSyncReport:
     unreadable: int = 0
     gone: int = 0
     given_up: int = 0
+    held: int = 0  # forgetting: left to another pusher that holds them (run again)
 
     @property
     def total(self) -> int:
@@ -503,10 +517,8 @@ class _RoleConnectionPasses:
         while True:
             now = self._clock.now()
             async with self._uow() as uow:
-                # Forgetting runs once every worker is stopped: the claims of those stopped
-                # mid-pass (for up to 5 minutes) would keep their rows out of it.
                 rows = await uow.role_connection_tokens.claim_due(
-                    now, now + CLAIM_LEASE, self._batch, taking_over=forget
+                    now, now + CLAIM_LEASE, self._batch
                 )
                 await uow.commit()
             for row in rows:
@@ -533,7 +545,21 @@ class ForgetRoleConnections(_RoleConnectionPasses):
     ``drop_unreadable`` (nothing can open them to tell Discord: the key is gone for good)."""
 
     async def execute(self, *, drop_unreadable: bool = False) -> RoleSyncReport:
-        return await self._pass(everything=True, forget=True, drop_unreadable=drop_unreadable)
+        report = await self._pass(everything=True, forget=True, drop_unreadable=drop_unreadable)
+        return replace(report, held=await self._held())
+
+    async def _held(self) -> int:
+        """Rows another pusher holds, left out of the pass: a worker stopped mid-pass (its
+        claim ends within 5 minutes), or one still running somewhere with Linked Roles on.
+        Taken from it, its push of "linked" could land after this one's "not linked"."""
+        held, after, now = 0, None, self._clock.now()
+        while True:
+            async with self._uow(read_only=True) as uow:
+                rows = await uow.role_connection_tokens.page(after, 200)
+            held += sum(1 for r in rows if r.claimed_until is not None and r.claimed_until > now)
+            if len(rows) < 200:
+                return held
+            after = rows[-1].discord_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,7 +567,7 @@ class KeyRotationReport:
     rotated: int  # now sealed with the newest key
     current: int  # already were
     unreadable: int  # no configured key opens them
-    skipped: int = 0  # rewritten by someone else at every try: run it again
+    skipped: int = 0  # being pushed (a pusher holds it), or rewritten at every try: run again
 
 
 class RotateTokenKeys:
@@ -601,9 +627,19 @@ class RotateTokenKeys:
                 outcome = "unreadable"
             else:
                 resealed = self._box.seal(plaintext, context=context)
-                done = replace(row, sealed=resealed, updated_at=now, claimed_until=None)
+                # Made due while held (an unlink): let go through release, which wakes the
+                # workers (their passes meanwhile left the row to this one).
+                due = row.next_push_at <= now
+                done = replace(
+                    row,
+                    sealed=resealed,
+                    updated_at=now,
+                    claimed_until=row.claimed_until if due else None,
+                )
                 async with self._uow() as uow:
                     written = await uow.role_connection_tokens.replace(done)
+                    if written is not None and due:
+                        await uow.role_connection_tokens.release(written)
                     await uow.commit()
                 return "rotated" if written is not None else None
         await self._release(row)
