@@ -309,6 +309,10 @@ def destination_path(destination: str) -> str:
     return f"{resolved}/" if path.endswith("/") and resolved != "/" else resolved
 
 
+# How many times a destination is percent-decoded when looking for a secret in it.
+_DECODINGS = 5
+
+
 def carries_secret(destination: str) -> bool:
     """Whether a same-site ``destination`` reaches a path with a one-time secret, however it
     is spelled, or holds one anywhere else: a page it reaches may send the browser on to a
@@ -322,9 +326,6 @@ def carries_secret(destination: str) -> bool:
             return any(secret in re.sub(r"/+", "/", decoded) for secret in SECRET_PATHS)
         decoded = again
     return True  # encoded more deeply than any page decodes: not worth keeping
-
-
-_DECODINGS = 5
 
 
 # -- usernames -----------------------------------------------------------------------------------

@@ -195,8 +195,9 @@ class RoleConnectionPusher:
     async def _refresh(
         self, row: RoleConnectionToken, tokens: _Opened, now: datetime
     ) -> tuple[RoleConnectionToken, _Opened] | RoleSync | None:
-        """New tokens, stored; a final outcome; or ``None`` when another writer replaced the
-        tokens meanwhile (their refresh won, or a new grant came)."""
+        """New tokens, stored; a final outcome; or ``None`` when other tokens replaced them
+        meanwhile (a new grant, or those of a pusher that took over once this one's lease
+        ran out)."""
         try:
             fresh = await self._discord.refresh(tokens.refresh)
         except errors.DiscordGrantRevoked:
