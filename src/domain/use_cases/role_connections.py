@@ -14,7 +14,7 @@ Discord in either order, and the older state would stay.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import astuple, dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -151,7 +151,7 @@ class RoleConnectionPusher:
             now = self._clock.now()
             # Before each call to Discord: a pusher whose lease ran out must not push beside
             # the one that took over. The row comes back as it is now (an unlink, new tokens).
-            held = await self._take(row, now)
+            held = await _take(self._uow, row, now)
             if held is None:
                 return RoleSync.GONE  # another pusher has it now, or deleted it
             row = held
@@ -185,12 +185,6 @@ class RoleConnectionPusher:
                 return finished
             force_refresh = False  # the row changed while we pushed: push its new state
         return await self._failed(row, self._clock.now())
-
-    async def _take(self, row: RoleConnectionToken, now: datetime) -> RoleConnectionToken | None:
-        async with self._uow() as uow:
-            held = await uow.role_connection_tokens.take(row, now + CLAIM_LEASE, now)
-            await uow.commit()
-        return held
 
     async def _refresh(
         self, row: RoleConnectionToken, tokens: _Opened, now: datetime
@@ -272,7 +266,7 @@ class RoleConnectionPusher:
         row is still as read; otherwise it is left for another run)."""
         if await self._remove(row, now, "unreadable"):
             return RoleSync.UNREADABLE
-        await self._release(row)
+        await _release(self._uow, row)
         return RoleSync.FAILED
 
     async def _remove(self, row: RoleConnectionToken, now: datetime, why: str) -> bool:
@@ -298,12 +292,38 @@ class RoleConnectionPusher:
             )
             await uow.commit()
         if scheduled is None:  # lost to another writer: its schedule stands (an unlink's: now)
-            await self._release(row)
+            await _release(self._uow, row)
 
-    async def _release(self, row: RoleConnectionToken) -> None:
-        async with self._uow() as uow:
-            await uow.role_connection_tokens.release(row)
-            await uow.commit()
+
+async def _take(
+    uow_factory: UnitOfWorkFactory, row: RoleConnectionToken, now: datetime
+) -> RoleConnectionToken | None:
+    """Claim (or renew the claim on) ``row`` for ``CLAIM_LEASE``; see the port's ``take``."""
+    async with uow_factory() as uow:
+        held = await uow.role_connection_tokens.take(row, now + CLAIM_LEASE, now)
+        await uow.commit()
+    return held
+
+
+async def _release(uow_factory: UnitOfWorkFactory, row: RoleConnectionToken) -> None:
+    async with uow_factory() as uow:
+        await uow.role_connection_tokens.release(row)
+        await uow.commit()
+
+
+async def _every_row(
+    uow_factory: UnitOfWorkFactory, page_size: int
+) -> AsyncIterator[RoleConnectionToken]:
+    """Every kept row, in Discord id order, a page per short read."""
+    after: DiscordId | None = None
+    while True:
+        async with uow_factory(read_only=True) as uow:
+            rows = await uow.role_connection_tokens.page(after, page_size)
+        for row in rows:
+            yield row
+        if len(rows) < page_size:
+            return
+        after = rows[-1].discord_id
 
 
 async def _audit_deleted(uow: UnitOfWork, discord_id: DiscordId, now: datetime, why: str) -> None:
@@ -553,14 +573,10 @@ class ForgetRoleConnections(_RoleConnectionPasses):
         """Rows another pusher holds, left out of the pass: a worker stopped mid-pass (its
         claim ends within 5 minutes), or one still running somewhere with Linked Roles on.
         Taken from it, its push of "linked" could land after this one's "not linked"."""
-        held, after, now = 0, None, self._clock.now()
-        while True:
-            async with self._uow(read_only=True) as uow:
-                rows = await uow.role_connection_tokens.page(after, 200)
-            held += sum(1 for r in rows if r.claimed_until is not None and r.claimed_until > now)
-            if len(rows) < 200:
-                return held
-            after = rows[-1].discord_id
+        held, now = 0, self._clock.now()
+        async for row in _every_row(self._uow, self._batch):
+            held += row.claimed_until is not None and row.claimed_until > now
+        return held
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,15 +598,9 @@ class RotateTokenKeys:
 
     async def execute(self) -> KeyRotationReport:
         counts = {"rotated": 0, "current": 0, "unreadable": 0, "skipped": 0}
-        after: DiscordId | None = None
-        while True:
-            async with self._uow(read_only=True) as uow:
-                rows = await uow.role_connection_tokens.page(after, self._page)
-            for row in rows:
-                counts[await self._rotate(row)] += 1
-            if len(rows) < self._page:
-                return KeyRotationReport(**counts)
-            after = rows[-1].discord_id
+        async for row in _every_row(self._uow, self._page):
+            counts[await self._rotate(row)] += 1
+        return KeyRotationReport(**counts)
 
     async def _rotate(self, found: RoleConnectionToken) -> str:
         """Reseal one row, claimed as a pusher claims it: a pusher may be spending its
@@ -602,9 +612,7 @@ class RotateTokenKeys:
         row = replace(found, claimed_until=None)  # taken only if nobody holds it
         for _ in range(_ATTEMPTS):
             now = self._clock.now()
-            async with self._uow() as uow:
-                held = await uow.role_connection_tokens.take(row, now + CLAIM_LEASE, now)
-                await uow.commit()
+            held = await _take(self._uow, row, now)
             if held is None:
                 async with self._uow(read_only=True) as uow:
                     gone = await uow.role_connection_tokens.get(found.discord_id) is None
@@ -613,7 +621,7 @@ class RotateTokenKeys:
             outcome = await self._reseal(row, now)
             if outcome is not None:
                 return outcome
-        await self._release(row)
+        await _release(self._uow, row)
         return "skipped"
 
     async def _reseal(self, row: RoleConnectionToken, now: datetime) -> str | None:
@@ -643,10 +651,5 @@ class RotateTokenKeys:
                         await uow.role_connection_tokens.release(written)
                     await uow.commit()
                 return "rotated" if written is not None else None
-        await self._release(row)
+        await _release(self._uow, row)
         return outcome
-
-    async def _release(self, row: RoleConnectionToken) -> None:
-        async with self._uow() as uow:
-            await uow.role_connection_tokens.release(row)
-            await uow.commit()

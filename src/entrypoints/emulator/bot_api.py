@@ -191,11 +191,12 @@ def signed_headers(state: EmulatorState, body: bytes, *, forged: bool = False) -
     """Discord's headers for an interaction request. ``forged``: signed with another key, as
     Discord's check of a new endpoint URL does (the service must refuse it)."""
     timestamp = str(int(time.time()))
-    signer = SigningKey.generate() if forged else state.signing_key
     return {
         "content-type": "application/json",
         "user-agent": "Discord-Interactions/1.0 (+https://discord.com)",
-        "x-signature-ed25519": signer.sign(timestamp.encode() + body).signature.hex(),
+        "x-signature-ed25519": state.sign(
+            body, timestamp, SigningKey.generate() if forged else None
+        ),
         "x-signature-timestamp": timestamp,
     }
 

@@ -254,8 +254,9 @@ class EmulatorState:
         self._next_id += secrets.randbelow(1000) + 1
         return str(self._next_id)
 
-    def sign(self, body: bytes, timestamp: str) -> str:
-        return self.signing_key.sign(timestamp.encode() + body).signature.hex()
+    def sign(self, body: bytes, timestamp: str, key: SigningKey | None = None) -> str:
+        """Discord's ``X-Signature-Ed25519`` (``key``: another one, to forge it)."""
+        return (key or self.signing_key).sign(timestamp.encode() + body).signature.hex()
 
     def find_command(self, name: str, guild_id: str | None) -> dict[str, Any] | None:
         """What Discord would run: a server's own command first, then a global one."""
