@@ -3,6 +3,7 @@ contract (which the outbox passes too), then what only SMTP does."""
 
 from __future__ import annotations
 
+import logging
 from email.header import decode_header, make_header
 from typing import Any
 
@@ -67,15 +68,24 @@ async def test_a_message_is_delivered(smtp_server: tuple[Mailbox, int]) -> None:
     assert "https://t.example/v/abc" in payload.decode()
 
 
-async def test_authentication(smtp_server: tuple[Mailbox, int]) -> None:
+async def test_authentication(
+    smtp_server: tuple[Mailbox, int], caplog: pytest.LogCaptureFixture
+) -> None:
     mailbox, port = smtp_server
     await sender(port, username="mailer", password="s3cret").send(MESSAGE)
     assert len(mailbox.received) == 1
 
-    with pytest.raises(errors.EmailNotSent) as refused:
+    with (
+        caplog.at_level(logging.WARNING, logger="taskflow_link.email"),
+        pytest.raises(errors.EmailNotSent) as refused,
+    ):
         await sender(port, username="mailer", password="wrong-pw").send(MESSAGE)
     assert "wrong-pw" not in repr(refused.value.__cause__)
     assert len(mailbox.received) == 1
+    # The cause is logged for whoever runs the server: its kind and SMTP code, no secret.
+    [line] = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.email"]
+    assert line.startswith(f"SMTP server 127.0.0.1:{port}: SMTP")  # aiosmtplib's error type
+    assert "wrong-pw" not in line
 
 
 async def test_starttls_is_required_when_configured(smtp_server: tuple[Mailbox, int]) -> None:

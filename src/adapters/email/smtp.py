@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import email.message
 import email.utils
+import logging
 from typing import Literal
 
 from domain import errors
 from domain.ports import EmailMessage
 
 TlsMode = Literal["starttls", "tls", "none"]
+
+log = logging.getLogger("taskflow_link.email")
 
 
 class SmtpEmailSender:
@@ -56,7 +59,10 @@ class SmtpEmailSender:
                 timeout=self._timeout,
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise errors.EmailNotSent() from _without_secrets(exc)
+            cause = _without_secrets(exc)
+            # What went wrong, for whoever runs the server (the queue keeps only the code).
+            log.warning("SMTP server %s:%d: %s", self._host, self._port, cause)
+            raise errors.EmailNotSent() from cause
 
 
 def _without_secrets(exc: BaseException) -> Exception:
