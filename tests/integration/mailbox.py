@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
@@ -13,15 +15,22 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.bot_support import wait_until
+from tests.bot_support import WAIT_SECONDS
 from tests.servers import free_port
 
 
 @dataclass
 class Mailbox:
     received: list[tuple[str, list[str], Message]] = field(default_factory=list)
+    # Called about once a second while a test waits for a message that has not come; the
+    # end-to-end stack moves its manual clock to a failed send's retry (see ``stack``).
+    while_waiting: Callable[[], Awaitable[None]] | None = None
+    refuse_next: int = 0  # answer this many messages "451, try again later"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            return "451 Requested action aborted: try again later"
         parsed = email.message_from_bytes(envelope.content)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 Message accepted for delivery"
@@ -30,8 +39,15 @@ class Mailbox:
         return [m for _, rcpts, m in self.received if address.lower() in (r.lower() for r in rcpts)]
 
     async def wait_for(self, address: str, count: int = 1) -> Message:
-        """The ``count``-th message to ``address``, once the service has sent it (10 s)."""
-        await wait_until(lambda: len(self.to(address)) >= count)
+        """The ``count``-th message to ``address``, once the service has sent it."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        nudge_at = time.monotonic() + 1.0
+        while len(self.to(address)) < count:
+            assert time.monotonic() < deadline, f"email #{count} to {address} never came"
+            await asyncio.sleep(0.02)
+            if self.while_waiting is not None and time.monotonic() >= nudge_at:
+                await self.while_waiting()
+                nudge_at = time.monotonic() + 1.0
         return self.to(address)[count - 1]
 
 

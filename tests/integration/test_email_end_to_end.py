@@ -28,6 +28,17 @@ async def test_the_confirmation_link_works_once(stack: Stack, browser: Browser) 
     assert "already been used" in again.text
 
 
+async def test_a_refused_send_is_retried_and_its_link_works(stack: Stack, browser: Browser) -> None:
+    """The mail server refuses the first try: the email stays queued and goes out at its retry
+    (30 s later; the stack moves its manual clock there while the test waits)."""
+    stack.mailbox.refuse_next = 1
+    start = stack.clock.now()
+    await sign_up(browser, "ruth", "ruth@example.com", verify=True)
+    assert stack.mailbox.refuse_next == 0  # the first try reached the server and was refused
+    assert stack.clock.now() - start >= timedelta(seconds=30)
+    assert len(stack.mailbox.to("ruth@example.com")) == 1  # sent once, not twice
+
+
 async def test_an_expired_confirmation_link_is_refused(stack: Stack, browser: Browser) -> None:
     await sign_up(browser, "bob", "bob@example.com", verify=False)
     path = link_path(await stack.mailbox.wait_for("bob@example.com"), "/verify-email/")
