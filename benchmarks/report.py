@@ -35,8 +35,18 @@ def mb(value: float) -> str:
     return f"{value:.0f} MB"
 
 
-def times(value: float) -> str:
-    return "n/a" if math.isnan(value) or math.isinf(value) else f"{value:.2f}{X}"
+def times(value: float, target: float | None = None) -> str:
+    return "n/a" if math.isnan(value) or math.isinf(value) else number(value, 2, target) + X
+
+
+def number(value: float, digits: int, target: float | None = None) -> str:
+    """``value`` with ``digits`` decimals, or more when fewer would show it equal to a target
+    it misses or meets by less (0.7998 against 0.8 is "0.7998", not "0.80" marked "no")."""
+    while target is not None and digits < 6 and value != target:
+        if round(value, digits) != target:
+            break
+        digits += 1
+    return f"{value:.{digits}f}"
 
 
 def ratio(a: float, b: float) -> float:

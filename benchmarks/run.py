@@ -704,7 +704,7 @@ def table(results: Results) -> list[report.Row]:
             f"lookup `GET /api/v1/links/{{id}}`, {n} connections: throughput",
             r.rate(app.rate),
             f"reference {r.rate(ref.rate)}",
-            r.times(r.ratio(app.rate, ref.rate)),
+            r.times(r.ratio(app.rate, ref.rate), 0.8),
             f"≥ 0.8{X}",
             r.met(r.ratio(app.rate, ref.rate) >= 0.8),
         )
@@ -714,7 +714,7 @@ def table(results: Results) -> list[report.Row]:
             "lookup vs the guide's connect-per-call",
             r.rate(app.rate),
             f"guide {r.rate(guide.rate)}",
-            r.times(r.ratio(app.rate, guide.rate)),
+            r.times(r.ratio(app.rate, guide.rate), 10),
             f"≥ 10{X}",
             r.met(r.ratio(app.rate, guide.rate) >= 10),
         )
@@ -724,7 +724,7 @@ def table(results: Results) -> list[report.Row]:
             f"lookup p99 at {n} connections",
             r.ms(app.p99),
             f"reference {r.ms(ref.p99)}",
-            r.times(r.ratio(app.p99, ref.p99)),
+            r.times(r.ratio(app.p99, ref.p99), 2),
             f"≤ 2{X}",
             r.met(r.ratio(app.p99, ref.p99) <= 2),
         )
@@ -760,7 +760,7 @@ def table(results: Results) -> list[report.Row]:
                 f"bulk lookup `POST /api/v1/links/lookup` ({batch} ids): cost in single lookups",
                 f"{results.bulk.rate:,.1f}/s (p99 {r.ms(results.bulk.p99)})",
                 f"lookup {r.rate(app.rate)}",
-                f"{cost:.1f} lookups",
+                f"{r.number(cost, 1, 20)} lookups",
                 "< 20",
                 r.met(cost < 20),
             )
@@ -772,7 +772,7 @@ def table(results: Results) -> list[report.Row]:
                 f"Sign in with Discord, new users, {results.options.signin_workers} at a time",
                 f"{s.rate:,.1f}/s (p50 {r.ms(s.p50)}, p99 {r.ms(s.p99)})",
                 f"lookup {r.rate(app.rate)}",
-                r.times(r.ratio(s.rate, app.rate)),
+                r.times(r.ratio(s.rate, app.rate), 0.2),
                 f"≥ 0.2{X}",
                 r.met(r.ratio(s.rate, app.rate) >= 0.2),
             )
@@ -786,7 +786,7 @@ def table(results: Results) -> list[report.Row]:
                 f"{k.rate:,.1f}/s (reply p50 {r.ms(k.extra.get('reply_p50', math.nan))}, "
                 f"p99 {r.ms(k.extra.get('reply_p99', math.nan))})",
                 f"lookup {r.rate(app.rate)}",
-                r.times(r.ratio(k.rate, app.rate)),
+                r.times(r.ratio(k.rate, app.rate), 0.5),
                 f"≥ 0.5{X}",
                 r.met(r.ratio(k.rate, app.rate) >= 0.5),
             )
@@ -815,7 +815,7 @@ def table(results: Results) -> list[report.Row]:
                 f"Postgres {r.ms(p.p99)} ({p.rate:,.1f}/s"
                 + (f", {int(p.extra['late'])} late" if p.extra.get("late") else "")
                 + ")",
-                r.times(r.ratio(q.p99, p.p99)),
+                r.times(r.ratio(q.p99, p.p99), 3),
                 f"≤ 3{X}",
                 r.met(r.ratio(q.p99, p.p99) <= 3),
             )
