@@ -26,7 +26,7 @@ from domain.model import (
 )
 from domain.ports import RoleCallOutcome, RoleCallResult
 from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
-from domain.use_cases.discord_roles import MAX_ATTEMPTS, REASONS, RETRY_DELAYS
+from domain.use_cases.discord_roles import CLAIM_LEASE, MAX_ATTEMPTS, REASONS, RETRY_DELAYS
 from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.settings import SettingsError, load_settings
@@ -271,6 +271,40 @@ async def test_an_unlink_while_the_add_is_with_discord_is_applied_after_it(r: Ha
         RoleAction.REMOVE,
         RoleAction.REMOVE,
     ]
+
+
+async def test_an_add_stalled_past_its_claim_cannot_leave_an_unlinked_member_the_role(
+    one: Harness,
+) -> None:
+    """Worker A's add stalls past its claim (a paused VM, a starved event loop); meanwhile the
+    member unlinks and worker B, A's claim run out, sends the removal. A's add then lands. A
+    cannot write its result back (the row is no longer its own), so it asks again: the next
+    pass sends the removal once more. (Found by an attacker's review.)"""
+    account = (await one.sign_up("dora", "dora@example.com")).account
+    profile = one.discord_user(5106)
+    await one.discord_link(account.id, profile)
+
+    async def stall_while_another_worker_removes() -> None:
+        await one.container.unlink_discord().execute(profile.id)
+        one.clock.advance(CLAIM_LEASE * 1.5)
+        worker_b = await apply(one)
+        assert [c.action for c in worker_b.done] == [RoleAction.REMOVE]
+
+    one.guild_roles.during_next_call = stall_while_another_worker_removes
+    worker_a = await apply(one)
+    assert [c.action for c in worker_a.superseded] == [RoleAction.ADD]
+    assert one.guild_roles.has(ROLE, profile.id)  # A's add landed last
+
+    again = await apply(one)
+
+    assert [c.action for c in again.done] == [RoleAction.REMOVE]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    assert [c.action for c in one.guild_roles.calls] == [
+        RoleAction.ADD,
+        RoleAction.REMOVE,
+        RoleAction.REMOVE,
+    ]
+    assert (await apply(one)) == RoleChangeReport()  # and then nothing more
 
 
 async def test_a_link_again_after_an_unlink_ends_with_the_role(one: Harness) -> None:

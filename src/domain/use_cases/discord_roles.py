@@ -135,7 +135,7 @@ class ApplyRoleChanges:
                 held.role, held.discord_id, reason=REASONS[action]
             )
         after, bucket, audit = self._outcome(held, result, report)
-        await self._write_back(after, bucket, report, audit)
+        await self._write_back(after, bucket, report, audit, called=True)
         if result.outcome is RoleCallOutcome.RATE_LIMITED:
             return after.next_attempt_at
         return None
@@ -212,13 +212,28 @@ class ApplyRoleChanges:
         bucket: list[RoleChange],
         report: RoleChangeReport,
         audit: AuditEvent | None = None,
+        *,
+        called: bool = False,
     ) -> None:
         async with self._uow() as uow:
             finished = await uow.role_changes.finish(after)
             if audit is not None:  # Discord changed (or refused) whatever happens to the row
                 await uow.audit.record(audit)
+            if called and not finished:
+                # Our call may have reached Discord after a later one: a newer request came
+                # meanwhile, or our claim ran out (a stall) and another worker sent the row's
+                # next change, which ours may have undone. Ask again: the next pass decides
+                # from the link as it is then (a no-op for Discord when nothing is wrong).
+                await uow.role_changes.request(self._again(after))
             await uow.commit()
         (bucket if finished else report.superseded).append(after)
+
+    def _again(self, change: RoleChange) -> RoleChange:
+        now = self._clock.now()
+        due = max(now, change.next_attempt_at) if change.status is RoleChangeStatus.PENDING else now
+        return RoleChange(
+            change.discord_id, change.role, change.action, now, due, account_id=change.account_id
+        )
 
 
 class RequestRolesForLinks:
