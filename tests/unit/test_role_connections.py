@@ -468,6 +468,34 @@ async def test_an_unlink_during_a_push_is_pushed_by_the_claimant_not_a_second_wo
     assert rows(r) == {}
 
 
+async def test_a_push_stalled_past_its_lease_is_followed_by_what_is_current(
+    r: Harness,
+) -> None:
+    # Worker A's push of "linked" stalls past its lease; meanwhile the member unlinks and
+    # worker B, A's lease run out, pushes "not linked" and deletes the tokens. A's push then
+    # lands: "linked" last. A finds the row gone, so it pushes what is current once more with
+    # the tokens in hand. (The guild roles' analogue was found by an attacker's review.)
+    await connected(r, 7041)
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    second: list[RoleSyncReport] = []
+
+    async def stall_while_another_worker_takes_over() -> None:
+        await r.container.unlink_discord().execute(DiscordId(7041))
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+        second.append(await refresh_pass(r))
+
+    fake(r).during_push = stall_while_another_worker_takes_over
+    first = await refresh_pass(r)
+
+    assert second == [RoleSyncReport(cleared=1)]  # B: "not linked", tokens deleted
+    assert [linked(c) for _, c in fake(r).pushes[-3:]] == [("0", "0"), ("1", "0"), ("0", "0")]
+    assert linked(fake(r).connections[DiscordId(7041)]) == ("0", "0")
+    assert first == RoleSyncReport(gone=1)
+    assert rows(r) == {}
+
+
 async def test_a_claim_whose_holder_stopped_is_taken_when_its_lease_ends(r: Harness) -> None:
     await connected(r, 7026)
     now = r.clock.now()

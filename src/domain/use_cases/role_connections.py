@@ -13,6 +13,7 @@ Discord in either order, and the older state would stay.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import astuple, dataclass, field, replace
@@ -147,13 +148,16 @@ class RoleConnectionPusher:
         then delete the tokens. ``drop_unreadable``: delete tokens no configured key opens
         (otherwise they are kept, in case the key comes back)."""
         force_refresh = False
+        pushed_with: _Opened | None = None
         for _ in range(_ATTEMPTS):
             now = self._clock.now()
             # Before each call to Discord: a pusher whose lease ran out must not push beside
             # the one that took over. The row comes back as it is now (an unlink, new tokens).
             held = await _take(self._uow, row, now)
-            if held is None:
-                return RoleSync.GONE  # another pusher has it now, or deleted it
+            if held is None:  # another pusher has it now, or deleted it
+                if pushed_with is not None:
+                    await self._after_a_late_push(row.discord_id, pushed_with, forget=forget)
+                return RoleSync.GONE
             row = held
             try:
                 tokens = self._open(row)
@@ -180,11 +184,24 @@ class RoleConnectionPusher:
                 continue
             except errors.DiscordUnavailable:
                 return await self._failed(row, now)
+            pushed_with = tokens
             finished = await self._finish(row, link, now, why="forgotten" if forget else None)
             if finished is not None:
                 return finished
             force_refresh = False  # the row changed while we pushed: push its new state
         return await self._failed(row, self._clock.now())
+
+    async def _after_a_late_push(
+        self, discord_id: DiscordId, tokens: _Opened, *, forget: bool
+    ) -> None:
+        """This pusher's lease ran out while its push was on the way (a stall), and another
+        took the row over: the late push may have reached Discord after the other's (an
+        unlink's "not linked", then "linked" for good). Push what is current once more, with
+        the tokens in hand; best effort (the other pusher may have deleted the tokens)."""
+        link, account = (None, None) if forget else await self._current(discord_id)
+        now = self._clock.now()
+        with contextlib.suppress(errors.DiscordDenied, errors.DiscordUnavailable):
+            await self._discord.push(tokens.access, role_connection(link, account, now))
 
     async def _refresh(
         self, row: RoleConnectionToken, tokens: _Opened, now: datetime
