@@ -121,12 +121,22 @@ def validate_email(email: str) -> str:
     return normalized
 
 
+# Bidirectional controls: they reorder what follows them on screen, so a name holding one can
+# show as something it is not ("\u202egnp.exe" shows as "exe.png"). Other format characters
+# stay (the zero-width joiner builds emoji).
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
 def clean_text(value: object, limit: int) -> str | None:
     """Text from outside (Discord, a form) as we keep it: a string without control
-    characters, cut to ``limit`` (a column's size); ``None`` for anything else or nothing."""
+    characters or bidirectional controls, cut to ``limit`` (a column's size); ``None`` for
+    anything else or nothing."""
     if not isinstance(value, str):
         return None
-    cleaned = "".join(ch for ch in value if unicodedata.category(ch) != "Cc")[:limit]
+    kept = (ch for ch in value if unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS)
+    cleaned = "".join(kept)[:limit]
     return cleaned or None
 
 

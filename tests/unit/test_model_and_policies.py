@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import errors
-from domain.model import DiscordId, normalize_email, validate_email, validate_username
+from domain.model import (
+    DiscordId,
+    DiscordUser,
+    normalize_email,
+    validate_email,
+    validate_username,
+)
 from domain.policies import (
     SecretStatus,
     check_one_time_secret,
@@ -214,3 +220,15 @@ def test_a_destinations_path_is_what_browsers_and_servers_reach(
     destination: str, path: str
 ) -> None:
     assert destination_path(destination) == path
+
+
+def test_discord_names_lose_controls_that_would_disguise_them() -> None:
+    """A name is shown on the confirm and account pages: control characters and bidirectional
+    controls (which reorder what follows on screen) are removed; emoji sequences stay."""
+    user = DiscordUser.from_discord(
+        "80351110224678912", "mal\x1b[31mlory", "\u202eadmin\u2066\u200f", "a\x00b"
+    )
+    assert (user.username, user.global_name, user.avatar) == ("mal[31mlory", "admin", "ab")
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert DiscordUser.from_discord("80351110224678912", "x", family, None).global_name == family
+    assert DiscordUser.from_discord("80351110224678912", "x", "\u202e", None).global_name is None
