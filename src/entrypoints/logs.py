@@ -88,10 +88,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(cleaned, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One record, one line: the message's control characters are escaped (``\\r\\n``,
+    ``\\x1b``), so nothing a request carries (a decoded path, a name from Discord), logged by
+    any code, can start a forged line or reach the operator's terminal as an escape sequence.
+    A traceback, added after the message, keeps its lines."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, defaults={"request_tag": ""})
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+
+def one_line(text: str) -> str:
+    """``text`` with any control character escaped (``\\n``, ``\\x00``...)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def make_formatter(log_format: Literal["text", "json"]) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
-    return logging.Formatter(TEXT_FORMAT, defaults={"request_tag": ""})
+    return TextFormatter()
 
 
 def configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:

@@ -41,7 +41,7 @@ from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from entrypoints.web.request_id import choose_request_id
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
-from tests.web_support import Client
+from tests.web_support import Client, csrf_token
 
 TOKEN = "metrics-token-" + "m" * 20
 
@@ -403,6 +403,52 @@ def test_text_lines_name_the_request_when_there_is_one() -> None:
     first, second = stream.getvalue().splitlines()
     assert "[" not in first
     assert f"INFO {logger.name} [req-7] in a request" in second
+
+
+def test_a_text_line_is_one_line_whatever_its_message_holds() -> None:
+    logger, stream = _logger(make_formatter("text"))
+    logger.info("refused %s", "/x\r\n2026-01-01 00:00:00,000 CRITICAL forged\x1b[2J")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("with a traceback")
+    text = stream.getvalue()
+    first = text.splitlines()[0]
+    assert first.endswith("refused /x\\r\\n2026-01-01 00:00:00,000 CRITICAL forged\\x1b[2J")
+    assert "\x1b" not in text
+    assert "\r" not in text
+    assert "Traceback (most recent call last):\n" in text  # a traceback keeps its lines
+
+
+async def test_an_anonymous_client_cannot_forge_a_log_line_through_a_refused_path() -> None:
+    """Found by an attacker's review: the access log escaped the path, but the "refused
+    <method> <path>: <code>" line wrote it decoded. Anyone with a CSRF token from /signin
+    could start a forged line (%0D%0A) or send an escape sequence (%1B) to a terminal."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter("text"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    forged = "2026-11-23 10:00:00,000 CRITICAL taskflow_link.web forged"
+    evil = "x%0D%0A" + forged.replace(" ", "%20") + "%1B[2J"
+    h = Harness.build(build_container(make_settings()))
+    try:
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            token = csrf_token((await client.get("/signin")).text)
+            refused = await client.post(
+                f"/account/sessions/{evil}/end", data={"_csrf_token": token}
+            )
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        h.container.unwire()
+    assert refused.status_code == 404  # no such session
+    lines = stream.getvalue().splitlines()
+    assert any("refused POST /account/sessions/x\\r\\n" in line for line in lines), lines
+    assert not any(line.startswith(forged) for line in lines)
+    assert "\x1b" not in stream.getvalue()
 
 
 async def test_the_lean_request_metrics_count_as_litestars_own_middleware() -> None:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from litestar.types import Message, Scope
 
+from entrypoints.logs import one_line
 from entrypoints.web.errors import redact_path
 
 access_log = logging.getLogger("taskflow_link.access")
@@ -57,11 +58,6 @@ def api_security_headers(*, https: bool) -> list[tuple[bytes, bytes]]:
     return _with_hsts(headers, https=https)
 
 
-def printable(text: str) -> str:
-    """``text`` with any control character escaped (``\\n``, ``\\x00``...)."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
 def before_send_hook(
     pages: list[tuple[bytes, bytes]], api: list[tuple[bytes, bytes]]
 ) -> Callable[[Message, Scope], Awaitable[None]]:
@@ -83,7 +79,7 @@ def before_send_hook(
             "client": client[0] if client else "-",
             "method": scope.get("method", "-"),
             # Decoded: a %0A would start a forged line of a plain-text log.
-            "path": printable(redact_path(path)),
+            "path": one_line(redact_path(path)),
             "status": message["status"],
         }
         # The same fields again, separately, for JSON logs.
