@@ -574,7 +574,7 @@ class Settings(BaseSettings):
         """Settings that are fine on a laptop and dangerous on the internet are refused there."""
         if (
             self.email_backend == "outbox"
-            and not _loopback(self.public_url.host)
+            and not is_loopback(self.public_url.host)
             and not self.development
         ):
             raise ValueError(
@@ -586,7 +586,7 @@ class Settings(BaseSettings):
             )
         for name in ("discord_api_url", "discord_authorize_url", "discord_cdn_url"):
             url: AnyHttpUrl = getattr(self, name)
-            if url.scheme != "https" and not _loopback(url.host):
+            if url.scheme != "https" and not is_loopback(url.host):
                 raise ValueError(
                     f"{ENV_PREFIX}{name.upper()} must use https: plain http is only for a "
                     "stand-in on this machine (a loopback address, such as the emulator)."
@@ -604,7 +604,7 @@ class Settings(BaseSettings):
                     "service decides who is who (and its 'verified: true' links accounts by "
                     "email). Right for the emulator, wrong in production."
                 )
-        if self.metrics and self.metrics_token is None and not _loopback(self.public_url.host):
+        if self.metrics and self.metrics_token is None and not is_loopback(self.public_url.host):
             found.append(
                 "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset): set a token, "
                 "keep /metrics from the internet at the proxy, or TASKFLOW_LINK_METRICS=false"
@@ -749,7 +749,7 @@ def shard_problem(ids: tuple[int, ...], count: int | None) -> str | None:
     return None
 
 
-def _loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1): this machine only."""
     if not host:
         return False
@@ -799,7 +799,7 @@ def parse_webhook_targets(text: str) -> list[tuple[str, list[str]]]:
             raise ValueError(f"item {number} is not a URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
             raise ValueError(f"item {number} is not an absolute http(s) URL without a #fragment")
-        if parts.scheme != "https" and not _loopback(parts.hostname):
+        if parts.scheme != "https" and not is_loopback(parts.hostname):
             raise ValueError(
                 f"item {number} must use https: plain http is only for a receiver on this "
                 "machine (a loopback address)"

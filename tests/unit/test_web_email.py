@@ -7,9 +7,10 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any, cast
 
 import pytest
-from litestar.testing import AsyncTestClient
+from litestar.testing import AsyncTestClient, TestClient
 
 from adapters.queue_listener import EMAIL_QUEUE_CHANNEL
 from domain import errors
@@ -30,10 +31,24 @@ def hx() -> Harness:
     return Harness.build(build_container(make_settings(email_outbox_page=True)))
 
 
+class _From:
+    """The app as reached from ``host`` (the test client's own peer is "testclient")."""
+
+    def __init__(self, app: Any, host: str) -> None:
+        self.app, self.host = app, host
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "client": (self.host, 40000)}
+        await self.app(scope, receive, send)
+
+
 @pytest.fixture
 async def client(hx: Harness) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(hx.container)) as test_client:
-        yield test_client
+    """A browser on this machine, like the demo's."""
+    app = _From(create_app(hx.container), "127.0.0.1")
+    async with AsyncTestClient(app=app) as test_client:
+        yield cast(Client, test_client)
 
 
 async def _sign_up(client: Client, name: str) -> None:
@@ -207,6 +222,44 @@ async def test_the_outbox_answers_only_to_the_public_urls_name(
     assert page.status_code == 404
     assert "The outbox is shown only at http://127.0.0.1:8000/outbox." in page.text
     assert token not in page.text
+
+
+async def test_the_outbox_is_not_shown_to_another_machine_whatever_host_it_sends(
+    client: Client, hx: Harness
+) -> None:
+    """Found by an attacker's review: with a loopback public URL (no DEVELOPMENT needed) and
+    `serve --host 0.0.0.0`, `curl -H 'Host: 127.0.0.1:8000' http://server:8000/outbox` read
+    everyone's links. Now only this machine is shown the page (and told where it is)."""
+    await _sign_up(client, "ivy")
+    token = hx.link_token(await _email(hx, "ivy@example.com"), "/verify-email/")
+    remote = _From(create_app(hx.container), "203.0.113.7")
+    async with AsyncTestClient(app=remote) as other:
+        for host in ("127.0.0.1:8000", "server.example.net:8000"):
+            page = await other.get("/outbox", headers={"host": host})
+            assert page.status_code == 404
+            assert token not in page.text
+            assert "127.0.0.1:8000" not in page.text  # nor which Host to send
+    local = await client.get("/outbox", headers={"host": "127.0.0.1:8000"})
+    assert token in local.text
+
+
+def test_a_development_outbox_with_a_public_name_is_shown_by_its_host_alone() -> None:
+    """With TASKFLOW_LINK_DEVELOPMENT and a public URL that is not loopback (a development
+    machine reached over the network), the Host check is what is left."""
+    dev = Harness.build(
+        build_container(
+            make_settings(
+                email_outbox_page=True, development=True, public_url="http://dev.example.test"
+            )
+        )
+    )
+    try:
+        app = _From(create_app(dev.container), "192.0.2.10")
+        with TestClient(app=app) as remote:
+            assert remote.get("/outbox", headers={"host": "dev.example.test"}).status_code == 200
+            assert remote.get("/outbox", headers={"host": "other.test"}).status_code == 404
+    finally:
+        dev.container.unwire()
 
 
 async def test_the_outbox_page_exists_only_when_configured(h: Harness) -> None:

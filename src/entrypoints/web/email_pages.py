@@ -21,6 +21,7 @@ from domain import use_cases as uc
 from domain.model import DeliveryStatus, EmailPurpose
 from domain.ports import EmailSender
 from domain.use_cases import EmailStatus
+from entrypoints.settings import is_loopback
 from entrypoints.web.deps import CurrentAccount, Jar, Use
 from entrypoints.web.errors import message_page, status_for
 
@@ -204,8 +205,14 @@ def _asked_by_its_public_address(
     """The outbox shows everyone's reset and sign-in links: only to a browser that asked for
     this service by the name in its public URL. A page of another site whose name was
     pointed at this address (DNS rebinding: the demo listens on 127.0.0.1) sends that
-    site's name in ``Host`` instead."""
+    site's name in ``Host`` instead. With a loopback public URL (which is what lets the
+    outbox run without TASKFLOW_LINK_DEVELOPMENT) only this machine may ask: anyone else
+    can send any ``Host``, and would reach the page if the server listens beyond loopback
+    (``serve --host 0.0.0.0``)."""
     public: str = connection.app.state["public_url"]
+    peer = connection.client.host if connection.client else None
+    if is_loopback(urlsplit(public).hostname) and not is_loopback(peer):
+        raise errors.NotFound("There is no page here.")
     if connection.headers.get("host", "").lower() != urlsplit(public).netloc.lower():
         raise errors.NotFound(f"The outbox is shown only at {public}/outbox.")
 
