@@ -27,7 +27,7 @@ from tests.fakes.discord_oauth import InMemoryDiscordOAuth
 from tests.fakes.guild_roles import FakeGuildRoles
 
 PASSWORD = "correct horse battery staple"
-TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+TEST_SECRET_KEY = "test-7YlQvv5GrVZkBBC20xoH3K9meYno16n68PB3mFU2x7Ibtf9p"  # random, as a real one
 
 
 class _GivenSettings(Settings):

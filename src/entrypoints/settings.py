@@ -120,8 +120,9 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr = Field(
         min_length=32,
-        description="At least 32 random characters; keys CSRF tokens, PKCE verifiers, "
-        "trusted-device cookies and API keys' seals. Required.",
+        description="At least 32 random characters (one that looks guessable is refused); "
+        "keys CSRF tokens, PKCE verifiers, trusted-device cookies and API keys' seals. "
+        "Required.",
     )
     discord_client_id: str | None = Field(default=None, description="OAuth2 client id.")
     discord_client_secret: SecretStr | None = Field(default=None, description="OAuth2 secret.")
@@ -364,8 +365,9 @@ class Settings(BaseSettings):
     )
     development: bool = Field(
         default=False,
-        description="Allow development settings with a public URL that is not loopback: the "
-        "`outbox` email backend (nothing is delivered) and its page. Never in production.",
+        description="Allow development settings with a public URL that is not loopback: "
+        "plain http, the `outbox` email backend (nothing is delivered) and its page. Never "
+        "in production.",
     )
 
     @field_validator("database_url")
@@ -380,6 +382,17 @@ class Settings(BaseSettings):
         except Exception:
             raise ValueError("is not a database URL") from None
         _valid_port(value)
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _random_enough(cls, value: SecretStr) -> SecretStr:
+        if guessable_key(value.get_secret_value()):
+            raise ValueError(
+                "looks guessable (too few different characters, or a pattern repeated): "
+                "it keys CSRF tokens, PKCE verifiers and device cookies. Make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
         return value
 
     @field_validator("discord_public_key")
@@ -584,6 +597,18 @@ class Settings(BaseSettings):
                 "TASKFLOW_LINK_EMAIL_BACKEND=smtp (and the SMTP settings), or "
                 "TASKFLOW_LINK_DEVELOPMENT=true on a development machine."
             )
+        if (
+            self.public_url.scheme != "https"
+            and not is_loopback(self.public_url.host)
+            and not self.development
+        ):
+            raise ValueError(
+                "TASKFLOW_LINK_PUBLIC_URL must use https when it is not this machine: over "
+                "plain http, passwords, session cookies and Discord's codes travel in clear "
+                "(and cookies lose Secure and __Host-, and no HSTS is sent). Put a TLS proxy "
+                "in front and name its https URL, or set TASKFLOW_LINK_DEVELOPMENT=true on a "
+                "development machine."
+            )
         for name in ("discord_api_url", "discord_authorize_url", "discord_cdn_url"):
             url: AnyHttpUrl = getattr(self, name)
             if url.scheme != "https" and not is_loopback(url.host):
@@ -617,6 +642,16 @@ class Settings(BaseSettings):
                 + ") are signed with the same secret, so each of their receivers can sign "
                 "events the others accept (a made-up link.created, say): give each URL its "
                 "own secret, after it in the list"
+            )
+        if (
+            self.email_backend == "smtp"
+            and self.smtp_tls == "none"
+            and not is_loopback(self.smtp_host)
+        ):
+            found.append(
+                f"TASKFLOW_LINK_SMTP_TLS=none: emails to {self.smtp_host} (their reset and "
+                "sign-in links) and the SMTP password travel in clear; use starttls or tls "
+                "unless that server is on a network only you can read"
             )
         if self.email_backend == "outbox":
             found.append(
@@ -747,6 +782,19 @@ def shard_problem(ids: tuple[int, ...], count: int | None) -> str | None:
             f"shard ids run from 0 to {count - 1}"
         )
     return None
+
+
+def guessable_key(key: str) -> bool:
+    """A key no random generator would make: fewer than 10 different characters, one
+    character in more than a third of it, or a shorter piece repeated ("changeme" * 4).
+    ``secrets.token_urlsafe`` and ``openssl rand -hex 32`` pass with room to spare; so does a
+    passphrase of a few words. (No dictionary: zxcvbn's would cost every process 14 MB.)"""
+    if len(set(key)) < 10 or max(map(key.count, set(key))) * 3 > len(key):
+        return True
+    return any(
+        key == (key[:size] * (len(key) // size + 1))[: len(key)]
+        for size in range(1, len(key) // 2 + 1)
+    )
 
 
 def is_loopback(host: str | None) -> bool:

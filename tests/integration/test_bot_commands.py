@@ -43,7 +43,7 @@ from entrypoints.emulator.state import (
 from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
 from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
-from tests.harness import Harness, make_settings
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import free_port, serve, serve_here
 
 # Generous: nothing but a hanging command reaches these on a busy machine.
@@ -656,7 +656,7 @@ def sync_with_cli(bot: Bot) -> None:
         "TASKFLOW_LINK_" + k.upper(): str(v)
         for k, v in bot_settings(bot.app_url, bot.emulator, bot.emulator_url).items()
     }
-    env |= {"TASKFLOW_LINK_SECRET_KEY": "s" * 40, "TASKFLOW_LINK_STORAGE": "memory"}
+    env |= {"TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY, "TASKFLOW_LINK_STORAGE": "memory"}
     result = CliRunner().invoke(cli, ["bot", "sync"], env=env)
     assert result.exit_code == 0, result.output
     assert "global: /link, /unlink, /whoami" in result.output
@@ -664,7 +664,7 @@ def sync_with_cli(bot: Bot) -> None:
 
 def test_bot_sync_explains_an_unreachable_discord() -> None:
     env = {
-        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_DISCORD_BOT_TOKEN": "token",
         "TASKFLOW_LINK_DISCORD_API_URL": f"http://127.0.0.1:{free_port()}/api/v10",
     }
@@ -674,7 +674,9 @@ def test_bot_sync_explains_an_unreachable_discord() -> None:
 
 
 def test_bot_needs_a_token() -> None:
-    result = CliRunner().invoke(cli, ["bot", "sync"], env={"TASKFLOW_LINK_SECRET_KEY": "s" * 40})
+    result = CliRunner().invoke(
+        cli, ["bot", "sync"], env={"TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY}
+    )
     assert isinstance(result.exception, SettingsError)
     assert "TASKFLOW_LINK_DISCORD_BOT_TOKEN" in str(result.exception)
 

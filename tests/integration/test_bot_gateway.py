@@ -19,7 +19,7 @@ from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.bot_support import run_command, running_gateway_bot, wait_until
-from tests.harness import Harness, make_settings
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve
 
 APP_ID = "1234567890123456780"
@@ -93,7 +93,7 @@ async def test_the_bot_command_runs_and_stops_on_ctrl_c(
     state, url = emulator
     env = {
         **os.environ,
-        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_STORAGE": "memory",
         "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
@@ -129,7 +129,7 @@ def test_the_bot_command_explains_a_token_discord_refuses(
     _, url = emulator
     env = {
         **os.environ,
-        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         # well-formed, but not the bot's: the emulator answers 401 as Discord does
         "TASKFLOW_LINK_DISCORD_BOT_TOKEN": EmulatorState(APP_ID, "x", set()).bot_token,
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",

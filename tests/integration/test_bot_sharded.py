@@ -27,7 +27,7 @@ from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.settings import Settings
 from tests.bot_support import run_command, wait_until
-from tests.harness import make_settings
+from tests.harness import TEST_SECRET_KEY, make_settings
 from tests.servers import serve
 
 APP_ID = "1234567890123456781"
@@ -235,7 +235,7 @@ async def test_the_bot_command_runs_the_shards_it_is_given(
     user = state.add_user("ida")
     env = {
         **os.environ,
-        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_STORAGE": "memory",
         "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",

@@ -33,7 +33,7 @@ from entrypoints.emulator.state import TEST_GUILD_ID
 from entrypoints.web import create_app
 from tests.bot_support import run_command, running_gateway_bot
 from tests.contracts.repositories import account
-from tests.harness import Harness, make_settings
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import SHORT_DISCORD_TIMEOUT, Browser, Stack, sign_up
 from tests.servers import free_port, serve
@@ -309,7 +309,7 @@ async def test_roles_sync_adds_the_missing_roles(
             )
         await uow.commit()
     env = {
-        "TASKFLOW_LINK_SECRET_KEY": "s" * 40,
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_DATABASE_URL": postgres.url,
         "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",

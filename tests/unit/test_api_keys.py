@@ -22,7 +22,7 @@ from domain.model import ApiKey, ApiScope, AuditKind
 from domain.use_cases import AuthOutcome
 from entrypoints.cli import cli
 from entrypoints.web import create_app
-from tests.harness import Harness
+from tests.harness import TEST_SECRET_KEY, Harness
 
 BOTH = ["links:read", "links:write"]
 
@@ -378,7 +378,7 @@ async def test_the_schema_documents_scopes_errors_and_id_patterns(h: Harness) ->
 
 
 def test_an_unknown_scope_is_a_clear_command_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     result = CliRunner().invoke(cli, ["api-key", "create", "bot", "--scope", "links:admin"])
     assert result.exit_code == 2

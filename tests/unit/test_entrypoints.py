@@ -145,6 +145,62 @@ def test_discord_urls_must_be_https_unless_loopback(name: str) -> None:
     assert not any("discord.com" in w for w in real.warnings())
 
 
+def _production(**overrides: object) -> dict[str, object]:
+    return {
+        "_env_file": None,
+        "secret_key": TEST_SECRET_KEY,
+        "public_url": "https://link.example.com",
+        "email_backend": "smtp",
+        "smtp_host": "mail.example.com",
+        **overrides,
+    }
+
+
+def test_a_plain_http_public_url_off_this_machine_is_refused() -> None:
+    """Found by an attacker's review: passwords, session cookies (without Secure and
+    __Host-) and Discord's codes would travel in clear, and it started without a word."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**_production(public_url="http://link.example.com"))
+    assert "TASKFLOW_LINK_PUBLIC_URL must use https" in str(refused.value)
+    assert "TASKFLOW_LINK_DEVELOPMENT=true" in str(refused.value)
+    assert load_settings(**_production(public_url="http://link.example.com", development=True))
+    assert load_settings(**_production(public_url="http://127.0.0.1:8000"))
+
+
+def test_smtp_without_tls_to_another_machine_is_warned_about() -> None:
+    plain = load_settings(**_production(smtp_tls="none", smtp_password="pw"))
+    assert any("SMTP_TLS=none: emails to mail.example.com" in w for w in plain.warnings())
+    local = load_settings(**_production(smtp_tls="none", smtp_host="127.0.0.1"))
+    assert not any("SMTP_TLS" in w for w in local.warnings())
+    assert not any("SMTP_TLS" in w for w in load_settings(**_production()).warnings())
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["a" * 32, "changeme" * 4, "0123456789" * 4, "0123456789abcdef" * 2, "key-" + "x" * 40],
+)
+def test_a_guessable_secret_key_is_refused(weak: str) -> None:
+    """Found by an attacker's review: only the length was checked."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**_production(secret_key=weak))
+    assert "TASKFLOW_LINK_SECRET_KEY" in str(refused.value)
+    assert "looks guessable" in str(refused.value)
+    assert weak not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "SNbvwI82imhUvdRq7HISo7_bcfMjlxMWGH59ECGi8JU",  # secrets.token_urlsafe(32)
+        "22574436bbdd69c079e1bfe21169b7ce2d7387df8651f8857f88da365f3860e0",  # openssl rand -hex 32
+        "c4c9ae9c02b4297146528ecda286448f",  # openssl rand -hex 16
+        "correct horse battery staple, twice",
+    ],
+)
+def test_keys_as_people_make_them_are_accepted(key: str) -> None:
+    assert load_settings(**_production(secret_key=key)).secret_key.get_secret_value() == key
+
+
 def test_config_never_prints_the_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv(

@@ -31,7 +31,7 @@ from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.guild_roles import RoleCall
-from tests.harness import PASSWORD, Browser, Harness, make_settings
+from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
 
 ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))
 ELSEWHERE = LinkedRole(DiscordId(1400000000000000001), DiscordId(1400000000000000077))
@@ -501,7 +501,7 @@ async def test_role_changes_are_counted_by_action_and_outcome(one: Harness) -> N
 def test_the_setting_is_checked_and_named() -> None:
     def load(value: str, **more: object) -> object:
         return load_settings(
-            secret_key="k" * 32, discord_linked_roles=value, _env_file=None, **more
+            secret_key=TEST_SECRET_KEY, discord_linked_roles=value, _env_file=None, **more
         )
 
     for bad in ("1300000000000000001", "guild:role", "1:2,,3:4", "1:2,1:2", "0:5"):

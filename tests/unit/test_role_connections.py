@@ -41,7 +41,7 @@ from tests.fakes.role_connections import (
     role_harness,
     verify,
 )
-from tests.harness import PASSWORD, Browser, Harness, make_settings
+from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ async def refresh_pass(h: Harness, *, everything: bool = False) -> RoleSyncRepor
 
 def test_linked_roles_need_the_encryption_key() -> None:
     with pytest.raises(SettingsError) as refused:
-        load_settings(secret_key="s" * 40, discord_role_connections=True, _env_file=None)
+        load_settings(secret_key=TEST_SECRET_KEY, discord_role_connections=True, _env_file=None)
     assert "TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS" in str(refused.value)
     assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(refused.value)
 
@@ -84,7 +84,7 @@ def test_linked_roles_need_the_encryption_key() -> None:
 )
 def test_a_bad_key_is_refused_without_showing_it(keys: str) -> None:
     with pytest.raises(SettingsError) as refused:
-        load_settings(secret_key="s" * 40, token_encryption_key=keys, _env_file=None)
+        load_settings(secret_key=TEST_SECRET_KEY, token_encryption_key=keys, _env_file=None)
     assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(refused.value)
     for part in keys.split(","):
         if part:
@@ -100,7 +100,7 @@ def test_config_hides_the_key() -> None:
 def test_config_prints_the_key_hidden_and_the_commands_refuse_without_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", f"{KEY_B},{KEY_A}")
     runner = CliRunner()
@@ -860,7 +860,7 @@ async def test_forgetting_keeps_tokens_no_key_opens_unless_told_to_drop_them(
 def test_the_forget_command_needs_linked_roles_off_and_asks_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", KEY_A)
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
