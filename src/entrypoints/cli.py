@@ -88,8 +88,22 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("downgrade")
 @click.argument("revision")
-def db_downgrade(revision: str) -> None:
-    """Migrate the database down to REVISION (`base` removes every table)."""
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Do it: the tables and columns of later revisions are dropped with their data.",
+)
+def db_downgrade(revision: str, yes: bool) -> None:
+    """Migrate the database down to REVISION (`base` removes every table). Deletes data: needs
+    --yes, and no instance may be serving the database meanwhile."""
+    if not yes:
+        target = "base (every table)" if revision == "base" else f"revision {revision}"
+        raise click.ClickException(
+            f"Downgrading {_safe_url(load_settings().database_url)} to {target} deletes data: "
+            "the tables and columns added after it are dropped with what they hold. Stop every "
+            "instance serving this database first (none may run meanwhile), then run again "
+            "with --yes."
+        )
     current = _migrate("downgrade", revision)
     click.echo(f"Database at revision {current or 'base (empty)'}.")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hikari
 import pytest
 import uvicorn
@@ -379,3 +381,34 @@ def test_config_shows_where_calls_out_go_without_the_proxys_password(
     assert refused.exit_code != 0
     assert "Discord's API: HTTPS_PROXY must be an http:// proxy" in str(refused.exception)
     assert "pr0xy-pw" not in refused.output + str(refused.exception)
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The commands' settings from the environment only, on a SQLite file of this test."""
+    database = tmp_path / "taskflow-link.db"
+    monkeypatch.chdir(tmp_path)  # away from a .env of the repository
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", f"sqlite+aiosqlite:///{database}")
+    return database
+
+
+def test_db_downgrade_drops_nothing_without_yes(sqlite_database: Path) -> None:
+    """A downgrade drops tables and columns with their data (`base`: every table), so it
+    needs --yes; without it the command names the revision and the database, and stops."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(cli, ["api-key", "create", "crm-sync"]).exit_code == 0
+
+    refused = runner.invoke(cli, ["db", "downgrade", "base"], input="y\n")
+    assert refused.exit_code != 0
+    assert "base (every table)" in refused.output
+    assert str(sqlite_database) in refused.output
+    assert "deletes data" in refused.output
+    assert "--yes" in refused.output
+    assert "crm-sync" in runner.invoke(cli, ["api-key", "list"]).output
+
+    done = runner.invoke(cli, ["db", "downgrade", "base", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "Database at revision base (empty)." in done.output
+    assert runner.invoke(cli, ["db", "current"]).output.strip() == "base (empty)"
