@@ -21,7 +21,12 @@ from domain.errors import DomainError
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.heap import settle_start_up_objects
-from entrypoints.settings import SettingsError, load_settings, without_password
+from entrypoints.settings import (
+    SettingsError,
+    database_url_without_password,
+    load_settings,
+    without_password,
+)
 
 if TYPE_CHECKING:
     from adapters.sql import SqlDatabase
@@ -838,8 +843,8 @@ def _configure_logging(level: str, log_format: Literal["text", "json"] = "text")
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return without_password(url)
+    """The database URL without its password (as the driver reads it), for messages."""
+    return database_url_without_password(url)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from adapters.secret_box import parse_keys
 from adapters.webhooks import WebhookTarget, decode_secret
@@ -378,10 +379,11 @@ class Settings(BaseSettings):
                 "must start with postgresql+asyncpg:// or sqlite+aiosqlite:// (async drivers)"
             )
         try:
-            make_url(value)
+            port = make_url(value).port  # read as the driver is given it, not as urllib would
         except Exception:
             raise ValueError("is not a database URL") from None
-        _valid_port(value)
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(_BAD_PORT)
         return value
 
     @field_validator("secret_key")
@@ -676,7 +678,7 @@ class Settings(BaseSettings):
             elif isinstance(value, SecretStr):
                 text = "(set)"
             elif name == "database_url":
-                text = without_password(value)
+                text = database_url_without_password(value)
             else:
                 text = str(value)
             shown[ENV_PREFIX + name.upper()] = text
@@ -870,23 +872,31 @@ def origin(url: str) -> str:
 _SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
+_BAD_PORT = "has a port that is not a number from 0 to 65535"
+
+
 def _valid_port(url: str) -> None:
     try:
         urlsplit(url).port  # noqa: B018 - urllib checks the port when it is read
     except ValueError:
-        raise ValueError("has a port that is not a number from 0 to 65535") from None
+        raise ValueError(_BAD_PORT) from None
 
 
 def without_password(url: str) -> str:
     """The URL with its password (if any) shown as ``***``, in the user part or in a query
-    parameter named like a secret. Any URL, a malformed one too (a port out of range)."""
-    parts = urlsplit(url)
-    user_part, at, host_part = parts.netloc.rpartition("@")
+    parameter named like a secret. Any URL, a malformed one too (a port out of range).
+
+    The user part is read as urllib reads it (redis-py and the HTTP clients do), and more
+    widely still: everything from the first ``:`` after ``//`` up to the last ``@`` before the
+    query is hidden, so a password holding ``/`` or ``#`` (which urllib reads as the end of
+    the host) is not shown either. For a database URL, see ``database_url_without_password``."""
+    head, question, tail = url.partition("?")
+    scheme, slashes, rest = head.partition("//")
+    user_part, at, host_part = rest.rpartition("@")
     if at and ":" in user_part:
-        user = user_part.partition(":")[0]
-        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host_part}"))
-    # The query by hand: urlunsplit would also rewrite what it does not need to (an empty
-    # host: sqlite:///x.db became sqlite:/x.db).
+        url = f"{scheme}{slashes}{user_part.partition(':')[0]}:***@{host_part}{question}{tail}"
+    # The query by hand: urllib's urlunsplit would also rewrite what it does not need to (an
+    # empty host: sqlite:///x.db became sqlite:/x.db).
     base, question, rest = url.partition("?")
     query, hash_mark, fragment = rest.partition("#")
     pairs = parse_qsl(query, keep_blank_values=True)
@@ -894,6 +904,26 @@ def without_password(url: str) -> str:
         return url
     hidden = [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs]
     return f"{base}{question}{urlencode(hidden, safe='*')}{hash_mark}{fragment}"
+
+
+def database_url_without_password(url: str) -> str:
+    """A database URL without its password, read as SQLAlchemy reads it (what the driver is
+    given): ``user:1234/pw@host`` is user ``user``, password ``1234/pw``, where urllib reads
+    ``1234`` as a port and shows the rest. A URL SQLAlchemy cannot read shows its scheme only."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return _scheme_only(url)
+    if parsed.password is not None:
+        url = parsed.render_as_string(hide_password=True)
+    return without_password(url)  # and the query's secrets (asyncpg takes ?password=)
+
+
+def _scheme_only(url: str) -> str:
+    scheme, slashes, _ = url.partition("://")
+    if slashes and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return f"{scheme}://(not shown: not a URL that can be read)"
+    return "(not shown: not a URL that can be read)"
 
 
 def _blank(value: object) -> bool:

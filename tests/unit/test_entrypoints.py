@@ -16,7 +16,12 @@ from entrypoints.bot.bridge import describe_http_error
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed
-from entrypoints.settings import SettingsError, load_settings, without_password
+from entrypoints.settings import (
+    SettingsError,
+    database_url_without_password,
+    load_settings,
+    without_password,
+)
 from tests.harness import TEST_SECRET_KEY, make_settings
 
 
@@ -282,10 +287,75 @@ def test_a_url_with_a_bad_port_is_refused_by_name_without_its_password(
         ("redis://:p@ss:word@cache:6380/0", "redis://:***@cache:6380/0"),
         ("redis://user@cache/0", "redis://user@cache/0"),
         ("postgresql+asyncpg://u:pw@[::1]:5432/db", "postgresql+asyncpg://u:***@[::1]:5432/db"),
+        ("redis://u:1234/s3cr3t-pw@cache/0", "redis://u:***@cache/0"),
+        ("redis://u:s3cr3t#pw@cache/0", "redis://u:***@cache/0"),
+        ("http://[::1", "http://[::1"),
     ],
 )
 def test_without_password_takes_any_url(url: str, shown: str) -> None:
     assert without_password(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://taskflow:1234/s3cr3t-pw@127.0.0.1:1/taskflow",
+        "postgresql+asyncpg://taskflow:s3cr3t/pw@127.0.0.1:1/taskflow",
+        "postgresql+asyncpg://taskflow:s3cr3t#pw@127.0.0.1:1/taskflow",
+        "postgresql+asyncpg://taskflow:s3cr3t?pw@127.0.0.1:1/taskflow",
+    ],
+)
+def test_config_and_database_errors_hide_the_password_the_driver_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    """SQLAlchemy gives the driver everything between the user's ``:`` and the ``@`` as the
+    password; urllib reads ``1234/s3cr3t-pw`` as a port and a path instead, so a hider built on
+    it showed the password. The URL is read as SQLAlchemy reads it, in `config` and in
+    "Cannot use the database at …" (a database nobody listens to here)."""
+    from sqlalchemy.engine import make_url
+
+    assert "s3cr3t" in (make_url(url).password or "")  # what the driver is given
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", url)
+    shown = CliRunner().invoke(cli, ["config"])
+    assert shown.exit_code == 0, shown.output
+    hidden = "postgresql+asyncpg://taskflow:***@127.0.0.1:1/taskflow"
+    assert f"TASKFLOW_LINK_DATABASE_URL = {hidden}" in shown.output
+    failed = CliRunner().invoke(cli, ["db", "current"])
+    assert failed.exit_code != 0
+    assert f"Cannot use the database at {hidden}:" in failed.output
+    assert "s3cr3t" not in shown.output + failed.output
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+asyncpg://u:pw@h:5432/db", "postgresql+asyncpg://u:***@h:5432/db"),
+        ("postgresql+asyncpg://u@h/db?password=pw", "postgresql+asyncpg://u@h/db?password=***"),
+        (
+            "sqlite+aiosqlite:///./taskflow.db?mode=rwc",
+            "sqlite+aiosqlite:///./taskflow.db?mode=rwc",
+        ),
+        ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite:///:memory:"),
+        (
+            "postgresql+asyncpg://u:pw@h:port/db",
+            "postgresql+asyncpg://(not shown: not a URL that can be read)",
+        ),
+        ("u:pw@h/db", "(not shown: not a URL that can be read)"),
+    ],
+)
+def test_a_database_url_is_shown_without_its_password_or_not_at_all(url: str, shown: str) -> None:
+    """A URL SQLAlchemy cannot read shows its scheme at most: where its password ends is
+    anyone's guess."""
+    assert database_url_without_password(url) == shown
+
+
+def test_a_database_password_with_a_slash_is_not_mistaken_for_a_bad_port() -> None:
+    """The database URL's port is checked as the driver reads it: ``u:ab/cd@h`` is a password,
+    not the port ``ab``."""
+    url = "postgresql+asyncpg://u:ab/cd@h/db"
+    assert load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, database_url=url)
 
 
 def test_a_discord_rate_limit_is_logged_as_one() -> None:
