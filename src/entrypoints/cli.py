@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from adapters.sql import SqlDatabase
 
 T = TypeVar("T")
+_PORT = click.IntRange(1, 65535)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,7 +131,10 @@ def _migrate(direction: str, revision: str) -> str | None:
         await getattr(migrate, direction)(database, revision)
         return await migrate.current_revision(database)
 
-    return _run_with_database(step)
+    try:
+        return _run_with_database(step)
+    except migrate.RevisionRefused as exc:
+        raise click.ClickException(f"Cannot {direction} the database: {exc}") from None
 
 
 @cli.command("purge-expired")
@@ -321,7 +325,7 @@ def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:
 
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8000, show_default=True, type=_PORT, help="Port to listen on.")
 @click.option(
     "--workers",
     default=1,
@@ -407,9 +411,9 @@ def _check_shareable(settings: Any, shared_storage: bool) -> None:
 
 @cli.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for both servers.")
-@click.option("--port", default=8000, show_default=True, type=int, help="The web app's port.")
+@click.option("--port", default=8000, show_default=True, type=_PORT, help="The web app's port.")
 @click.option(
-    "--emulator-port", default=8001, show_default=True, type=int, help="The emulator's port."
+    "--emulator-port", default=8001, show_default=True, type=_PORT, help="The emulator's port."
 )
 @click.option(
     "--database",
@@ -460,7 +464,7 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
 
 @cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8900, show_default=True, type=int)
+@click.option("--port", default=8900, show_default=True, type=_PORT)
 @click.option(
     "--client-id",
     default="1100000000000000001",

@@ -50,7 +50,12 @@ def parse_since(text: str) -> datetime | timedelta:
             "(30m, 12h, 7d, 2w)",
             param_hint="'--since'",
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is in year 10000 in UTC
+        raise click.BadParameter(
+            "is out of range: give a time in the years 1 to 9999 in UTC", param_hint="'--since'"
+        ) from None
 
 
 def parse_account(text: str) -> AccountId:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hikari
@@ -482,3 +483,58 @@ def test_db_downgrade_drops_nothing_without_yes(sqlite_database: Path) -> None:
     assert done.exit_code == 0, done.output
     assert "Database at revision base (empty)." in done.output
     assert runner.invoke(cli, ["db", "current"]).output.strip() == "base (empty)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["db", "upgrade", "no-such-revision"], "no-such-revision"),
+        (["db", "downgrade", "no-such-revision", "--yes"], "no-such-revision"),
+        (["audit", "--since", "9999-12-31T23:59:59-01:00"], "'--since'"),
+        (["audit", "--since", "0001-01-01T00:00+01:00"], "'--since'"),
+        (["serve", "--port", "70000"], "'--port'"),
+        (["demo", "--port", "70000"], "'--port'"),
+        (["demo", "--emulator-port", "0"], "'--emulator-port'"),
+        (["emulator", "--port", "70000"], "'--port'"),
+    ],
+    ids=[
+        "unknown-upgrade-revision",
+        "unknown-downgrade-revision",
+        "since-after-year-9999-in-utc",
+        "since-before-year-1-in-utc",
+        "serve-port",
+        "demo-port",
+        "demo-emulator-port",
+        "emulator-port",
+    ],
+)
+def test_bad_input_on_the_command_line_is_a_message_not_a_traceback(
+    sqlite_database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    said: str,
+) -> None:
+    """An unknown revision, a time outside the years datetime holds once in UTC, a port that
+    is not one: each is an error naming what was given, and a non-zero exit."""
+    from entrypoints.cli import main
+
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code not in (0, None)
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert error.strip().splitlines()[-1].startswith("Error: ")
+    assert said in error.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("since", ["0001-01-01", "9999-12-31T23:59:59Z", "5200w"])
+def test_audit_takes_the_earliest_and_latest_times_there_are(
+    sqlite_database: Path, since: str
+) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    listed = runner.invoke(cli, ["audit", "--since", since])
+    assert listed.exit_code == 0, listed.output

@@ -424,6 +424,12 @@ def test_since_is_a_date_a_time_or_how_long_ago() -> None:
             parse_since(wrong)
 
 
+@pytest.mark.parametrize("beyond", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00+01:00"])
+def test_since_refuses_a_time_that_is_outside_the_years_1_to_9999_in_utc(beyond: str) -> None:
+    with pytest.raises(click.BadParameter, match="years 1 to 9999"):
+        parse_since(beyond)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

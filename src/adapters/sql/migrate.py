@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -29,6 +30,11 @@ def _config(connection: Connection) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+class RevisionRefused(Exception):
+    """Alembic cannot go to the revision asked for (unknown, or not that way from here);
+    nothing was changed. The message is Alembic's, naming the revision."""
 
 
 async def upgrade(database: SqlDatabase, revision: str = "head") -> None:
@@ -62,7 +68,10 @@ async def _migrate(database: SqlDatabase, step: Callable[[Connection], None]) ->
                     await conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                     )
-                await conn.run_sync(step)
+                try:
+                    await conn.run_sync(step)
+                except CommandError as exc:  # before any change: found while planning the steps
+                    raise RevisionRefused(str(exc)) from exc
                 if sqlite:
                     broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
                     if broken:
