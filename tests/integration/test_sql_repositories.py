@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -356,6 +361,74 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
             await writer.rollback()
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    previous = os.umask(0o022)  # what most systems give a process: files 0644
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The file holds the accounts' emails and password hashes, the audit trail's client
+    addresses and the sealed Discord tokens. SQLite would create it with the umask (0644); its
+    -wal and -shm files take the database file's mode."""
+    from adapters.sql import migrate
+
+    file = tmp_path / "taskflow-link.db"
+    database = SqlDatabase(f"sqlite+aiosqlite:///{file}")
+    try:
+        await migrate.upgrade(database)
+        async with database.engine.connect():  # the -wal and -shm files exist while open
+            for made in (
+                file,
+                tmp_path / "taskflow-link.db-wal",
+                tmp_path / "taskflow-link.db-shm",
+            ):
+                assert stat.S_IMODE(made.stat().st_mode) == 0o600, made.name
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_an_existing_sqlite_database_keeps_its_mode_with_a_warning_if_others_may_read_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.sql import migrate
+
+    file = tmp_path / "taskflow-link.db"
+    file.touch(mode=0o644)
+    database = SqlDatabase(f"sqlite+aiosqlite:///{file}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="taskflow_link.database"):
+            await migrate.upgrade(database)
+            await migrate.upgrade(database)
+    finally:
+        await database.dispose()
+    assert stat.S_IMODE(file.stat().st_mode) == 0o644  # the operator's to change
+    warnings = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.database"]
+    assert len(warnings) == 1  # once, not at every connection
+    assert f"{file} can be read or written by other users (mode 644)" in warnings[0]
+    assert "chmod 600" in warnings[0]
+
+
+async def test_an_in_memory_sqlite_database_creates_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.sql import migrate
+
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"):
+        database = SqlDatabase(url)
+        try:
+            await migrate.upgrade(database)
+        finally:
+            await database.dispose()
+    assert not os.listdir(tmp_path)
 
 
 async def test_a_claim_on_postgres_skips_emails_another_claim_holds(pg_db: SqlDatabase) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -13,7 +16,7 @@ import asyncpg
 from sqlalchemy import BigInteger, any_, bindparam, event, func, literal_column, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -30,6 +33,8 @@ from adapters.sql.tables import api_keys, user_links
 from adapters.sql.uow import SqlUnitOfWork, WriterQueue
 from domain import errors
 from domain.model import AccountId, ApiKey, DiscordId, Link, scopes_from_text
+
+log = logging.getLogger("taskflow_link.database")
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 CLOSE_WITHIN = 5.0  # seconds for the directory's connections to close before they are cut
@@ -84,7 +89,7 @@ class SqlDatabase:
             )
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine, sqlite_busy_timeout_ms)
+            _configure_sqlite(self.engine, sqlite_busy_timeout_ms, _sqlite_file(parsed))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         wait = sqlite_busy_timeout_ms / 1000 if sqlite_writer_wait is None else sqlite_writer_wait
         self._writers = WriterQueue(wait) if self.dialect == "sqlite" else None
@@ -446,14 +451,57 @@ def _postgres_connect_args(
     return args
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
-    """WAL, a busy timeout, foreign keys, and writer transactions from the start.
+def _sqlite_file(url: URL) -> str | None:
+    """The file a SQLite URL opens and SQLite would create, if any: not an in-memory database,
+    nor a URI filename or a ``mode`` other than ``rwc`` (those say themselves what to open)."""
+    database = url.database
+    if not database or database == ":memory:" or "uri" in url.query:
+        return None
+    return database if url.query.get("mode", "rwc") == "rwc" else None
+
+
+def _create_private_file(path: str) -> None:
+    """Create the database file readable and writable by its owner only, before SQLite opens
+    it: SQLite would create it with the process umask (0644, as a rule: any local user could
+    read the accounts, the audit trail and the sealed tokens), and gives its -wal and -shm files
+    the database file's mode. A file that exists keeps its mode. Errors are SQLite's to report
+    when it opens the file (a missing directory, no permission)."""
+    with contextlib.suppress(OSError):  # FileExistsError among them: left as it is
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _warn_if_shared(path: str) -> None:
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            log.warning(
+                "The SQLite database %s can be read or written by other users (mode %o): "
+                "run chmod 600 on it and on its -wal and -shm files",
+                path,
+                mode,
+            )
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, path: str | None) -> None:
+    """WAL, a busy timeout, foreign keys, and writer transactions from the start; a file that
+    is not there yet is created readable by its owner only (a warning, once, when the file
+    exists and others may read it).
 
     ``BEGIN IMMEDIATE`` takes the write lock when a transaction begins, so two concurrent
     read-then-write transactions queue on the busy timeout instead of deadlocking (SQLite's
     default deferred BEGIN fails one of them at once with "database is locked"). Transactions
     that only read begin deferred: in WAL mode they read a snapshot beside the writer.
     """
+    if path is not None:
+        warned = False
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _before_connect(*_: Any) -> None:
+            nonlocal warned
+            _create_private_file(path)
+            if not warned:
+                warned = True
+                _warn_if_shared(path)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
