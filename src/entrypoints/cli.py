@@ -24,6 +24,7 @@ from entrypoints.heap import settle_start_up_objects
 from entrypoints.settings import (
     SettingsError,
     database_url_without_password,
+    is_loopback,
     load_settings,
     without_password,
 )
@@ -339,6 +340,12 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = load_settings()
     _configure_logging(settings.log_level, settings.log_format)
+    if settings.email_outbox_page and not settings.development and not is_loopback(host):
+        raise click.UsageError(
+            f"--host {host} would let other machines reach the outbox page, which shows "
+            "everyone's links (TASKFLOW_LINK_EMAIL_OUTBOX_PAGE): listen on 127.0.0.1, or turn "
+            "the page off"
+        )
     from entrypoints.asgi import make_app  # noqa: PLC0415
 
     if workers > 1:

@@ -391,7 +391,7 @@ class Settings(BaseSettings):
     def _random_enough(cls, value: SecretStr) -> SecretStr:
         if guessable_key(value.get_secret_value()):
             raise ValueError(
-                "looks guessable (too few different characters, or a pattern repeated): "
+                "looks guessable (too few different characters, or a piece repeated): "
                 "it keys CSRF tokens, PKCE verifiers and device cookies. Make one with "
                 "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
@@ -787,16 +787,15 @@ def shard_problem(ids: tuple[int, ...], count: int | None) -> str | None:
 
 
 def guessable_key(key: str) -> bool:
-    """A key no random generator would make: fewer than 10 different characters, one
-    character in more than a third of it, or a shorter piece repeated ("changeme" * 4).
-    ``secrets.token_urlsafe`` and ``openssl rand -hex 32`` pass with room to spare; so does a
+    """A key no random generator would make: fewer than 8 different characters, one
+    character in more than a third of it, or a piece of 8 characters that comes twice
+    ("changeme" * 4, "taskflow" * 4 + "-2024"). ``secrets.token_urlsafe`` and ``openssl rand
+    -hex`` pass (a random 32-digit hex key fails once in about 30,000 draws); so does a
     passphrase of a few words. (No dictionary: zxcvbn's would cost every process 14 MB.)"""
-    if len(set(key)) < 10 or max(map(key.count, set(key))) * 3 > len(key):
+    if len(set(key)) < 8 or max(map(key.count, set(key))) * 3 > len(key):
         return True
-    return any(
-        key == (key[:size] * (len(key) // size + 1))[: len(key)]
-        for size in range(1, len(key) // 2 + 1)
-    )
+    pieces = [key[i : i + 8] for i in range(len(key) - 7)]
+    return len(set(pieces)) < len(pieces)
 
 
 def is_loopback(host: str | None) -> bool:

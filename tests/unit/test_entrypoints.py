@@ -422,6 +422,28 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     assert ran["port"] == 8123
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])  # noqa: S104 - the point
+def test_serve_does_not_let_other_machines_reach_the_outbox_page(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """Its guard trusts a loopback peer; listening beyond loopback would let another machine
+    come through a proxy or a port forward on this one."""
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(app))
+    monkeypatch.setattr(entrypoints.asgi, "settle_start_up_objects", lambda: None)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
+    monkeypatch.setenv("TASKFLOW_LINK_EMAIL_OUTBOX_PAGE", "true")
+    refused = CliRunner().invoke(cli, ["serve", "--host", host])
+    assert refused.exit_code == 2
+    assert f"--host {host} would let other machines reach the outbox page" in refused.output
+    assert ran == []
+    assert CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1"]).exit_code == 0
+    assert len(ran) == 1
+
+
 def test_config_shows_where_calls_out_go_without_the_proxys_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -538,3 +560,25 @@ def test_audit_takes_the_earliest_and_latest_times_there_are(
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     listed = runner.invoke(cli, ["audit", "--since", since])
     assert listed.exit_code == 0, listed.output
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        # Found by an attacker's review: a repeat was refused only when it was the whole
+        # key, so one character more passed.
+        "0123456789abcdef0123456789abcdef!",
+        "password1234password1234password1234!",
+        "taskflowtaskflowtaskflowtaskflow-2024",
+    ],
+)
+def test_a_repeated_piece_with_a_character_added_is_still_guessable(weak: str) -> None:
+    with pytest.raises(SettingsError, match="looks guessable"):
+        load_settings(**_production(secret_key=weak))
+
+
+def test_a_random_128_bit_hex_key_is_not_refused() -> None:
+    """Found by an attacker's review: ``openssl rand -hex 16`` makes 32 hex digits, and about
+    1 in 10,000 of them held fewer than 10 different digits, refused as "guessable"."""
+    key = "33e3577ac231a732c743e7531c73e735"  # random.Random(1): the 4709th 128-bit draw
+    assert load_settings(**_production(secret_key=key)).secret_key.get_secret_value() == key

@@ -892,3 +892,46 @@ def test_the_forget_command_needs_linked_roles_off_and_asks_first(
     assert missing.exit_code == 1
     assert isinstance(missing.exception, SettingsError)  # main() prints it, without a trace
     assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(missing.exception)
+
+
+async def test_the_catch_up_push_after_a_stall_cannot_land_after_a_later_unlinks_push(
+    r: Harness,
+) -> None:
+    # Found by an attacker's review: worker A's push stalls past its lease; worker B takes the
+    # row over and is pushing "linked". A came back, found the row held by B and pushed what
+    # was current ("linked") once more, holding no claim. While that catch-up was on its way
+    # the member unlinked; B pushed "not linked" and deleted the tokens, and A's unclaimed
+    # catch-up landed last, for good. Now A only makes the row due: its claimant pushes.
+    await connected(r, 7042)
+    async with r.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(r.clock.now())
+        await uow.commit()
+    b_inside, b_go = asyncio.Event(), asyncio.Event()
+    worker_b: list[asyncio.Task[RoleSyncReport]] = []
+
+    async def unlink_and_let_b_finish() -> None:  # inside A's catch-up push
+        await r.container.unlink_discord().execute(DiscordId(7042))
+        b_go.set()
+        await worker_b[0]
+
+    async def b_pushing() -> None:  # inside B's push of "linked"
+        fake(r).during_push = unlink_and_let_b_finish
+        b_inside.set()
+        await b_go.wait()
+
+    async def stall_while_b_takes_over() -> None:  # inside A's first push
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+        fake(r).during_push = b_pushing
+        worker_b.append(asyncio.create_task(refresh_pass(r)))
+        await b_inside.wait()
+
+    fake(r).during_push = stall_while_b_takes_over
+    first = await refresh_pass(r)
+    if not b_go.is_set():  # A made no catch-up push: the unlink comes all the same
+        fake(r).during_push = None
+        await unlink_and_let_b_finish()
+
+    assert first == RoleSyncReport(gone=1)
+    assert worker_b[0].result() == RoleSyncReport(cleared=1)  # "not linked", tokens deleted
+    assert rows(r) == {}  # nothing will push again
+    assert linked(fake(r).connections[DiscordId(7042)]) == ("0", "0")

@@ -419,3 +419,38 @@ async def test_the_bell_still_wakes_a_worker_whose_listening_across_instances_br
     for _ in range(5):
         await asyncio.sleep(0)
     assert not woken.is_set()
+
+
+@pytest.mark.parametrize(
+    ("allow", "peer", "forwarded_for"),
+    [
+        # TASKFLOW_LINK_FORWARDED_ALLOW_IPS=* (documented) behind a proxy that appends the
+        # peer (nginx's $proxy_add_x_forwarded_for): uvicorn takes the leftmost address,
+        # which the client wrote itself.
+        ("*", "203.0.113.7", "127.0.0.1, 203.0.113.7"),
+        # A reverse proxy on this machine (FORWARDED_ALLOW_IPS left empty): every request's
+        # peer is 127.0.0.1, whoever sent it; nginx's default Host is the upstream's,
+        # 127.0.0.1:8000, the public URL's name.
+        ("", "127.0.0.1", "203.0.113.7"),
+    ],
+)
+async def test_the_outbox_is_not_shown_to_another_machine_through_a_proxy(
+    allow: str, peer: str, forwarded_for: str
+) -> None:
+    """Found by an attacker's review: the loopback check read the client address after
+    X-Forwarded-For was applied, and a request a proxy forwarded from elsewhere still looked
+    like this machine's. A forwarded request is now never shown the outbox."""
+    h = Harness.build(
+        build_container(make_settings(email_outbox_page=True, forwarded_allow_ips=allow))
+    )
+    try:
+        async with AsyncTestClient(app=_From(create_app(h.container), peer)) as other:
+            await _sign_up(cast(Client, other), "ivy")
+            token = h.link_token(await _email(h, "ivy@example.com"), "/verify-email/")
+            page = await other.get(
+                "/outbox", headers={"host": "127.0.0.1:8000", "x-forwarded-for": forwarded_for}
+            )
+        assert token not in page.text
+        assert page.status_code == 404
+    finally:
+        h.container.unwire()

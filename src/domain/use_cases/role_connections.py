@@ -196,12 +196,26 @@ class RoleConnectionPusher:
     ) -> None:
         """This pusher's lease ran out while its push was on the way (a stall), and another
         took the row over: the late push may have reached Discord after the other's (an
-        unlink's "not linked", then "linked" for good). Push what is current once more, with
-        the tokens in hand; best effort (the other pusher may have deleted the tokens)."""
-        link, account = (None, None) if forget else await self._current(discord_id)
-        now = self._clock.now()
+        unlink's "not linked", then "linked" for good). It has returned, so whatever is
+        pushed from now on lands after it; and only a claimant pushes beside others. A row
+        that is still there is made due: its claimant pushes what is current. A row that is
+        gone leaves nobody to: with the member not linked (or Linked Roles being forgotten),
+        "not linked" goes out once more with the tokens in hand (a linked member's "linked"
+        is what the late push said), then a row a new grant made meanwhile is made due, so
+        its claimant's push lands last."""
+        if await self._mark_due(discord_id):
+            return
+        if not forget and (await self._current(discord_id))[0] is not None:
+            return
         with contextlib.suppress(errors.DiscordDenied, errors.DiscordUnavailable):
-            await self._discord.push(tokens.access, role_connection(link, account, now))
+            await self._discord.push(tokens.access, role_connection(None, None, self._clock.now()))
+        await self._mark_due(discord_id)
+
+    async def _mark_due(self, discord_id: DiscordId) -> bool:
+        async with self._uow() as uow:
+            marked = await uow.role_connection_tokens.mark_due(discord_id, self._clock.now())
+            await uow.commit()
+        return marked
 
     async def _refresh(
         self, row: RoleConnectionToken, tokens: _Opened, now: datetime

@@ -199,6 +199,9 @@ def _linkified(text: str) -> list[tuple[str, bool]]:
     return [(piece, i % 2 == 1) for i, piece in enumerate(_URL.split(text)) if piece]
 
 
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+
 def _asked_by_its_public_address(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
@@ -211,7 +214,11 @@ def _asked_by_its_public_address(
     (``serve --host 0.0.0.0``)."""
     public: str = connection.app.state["public_url"]
     peer = connection.client.host if connection.client else None
-    if is_loopback(urlsplit(public).hostname) and not is_loopback(peer):
+    if is_loopback(urlsplit(public).hostname) and (
+        not is_loopback(peer) or any(name in connection.headers for name in _FORWARDED)
+    ):
+        # A proxy's request comes from this machine whoever sent it, and the address it
+        # forwards may be the sender's own words: a forwarded request is not this machine's.
         raise errors.NotFound("There is no page here.")
     if connection.headers.get("host", "").lower() != urlsplit(public).netloc.lower():
         raise errors.NotFound(f"The outbox is shown only at {public}/outbox.")
