@@ -10,6 +10,8 @@ the Redis connections belong to it."""
 
 from __future__ import annotations
 
+import logging
+
 from litestar import Litestar
 
 from entrypoints.container import build_container
@@ -22,6 +24,10 @@ from entrypoints.web import create_app
 def make_app() -> Litestar:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # The app writes its own access log (secrets in paths redacted, no query strings); the
+    # server's would print /password/reset/<token> and the callback's ?code=&state=. uvicorn's
+    # is on unless --no-access-log, and gunicorn's uvicorn worker writes through it too.
+    logging.getLogger("uvicorn.access").disabled = True
     container = build_container(settings)
     container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
     if settings.token_keys:

@@ -115,3 +115,10 @@ def test_every_documented_asgi_server_loads_the_factory(
         page = httpx.get(f"{url}/signin", timeout=10)
         assert page.status_code == 200
         assert "Sign in" in page.text
+        # One-time secrets in a path and a query: only the app's own access log may write
+        # these requests (redacted), never the server's.
+        httpx.get(f"{url}/password/reset/SECRET-in-path", timeout=10)
+        httpx.get(f"{url}/auth/discord/callback?code=SECRET-code&state=SECRET-state", timeout=10)
+    written = log.read_text(errors="replace")
+    assert "GET /signin 200" in written  # the app's access log, so the log is complete
+    assert "SECRET" not in written, written
