@@ -101,6 +101,18 @@ async def test_state_changing_forms_need_the_csrf_token(client: Client) -> None:
     assert "form expired" in answer.text
 
 
+async def test_discord_names_are_shown_isolated_from_the_text_around_them(
+    client: Client, h: Harness
+) -> None:
+    """A name stored before bidirectional controls were removed (or any name mixing
+    directions) must not reorder the page around it: each is in its own <bdi>."""
+    h.discord_user(5002, username="dora", email="dora@example.com", global_name="\u202eadmin")
+    await _discord_login(client, h, 5002, next_path="/account")
+    page = (await client.get("/account")).text
+    assert "<strong><bdi>\u202eadmin</bdi></strong>" in page
+    assert "@<bdi>dora</bdi> ·" in page
+
+
 async def test_bad_sign_in_re_renders_with_a_clear_message(client: Client) -> None:
     await _sign_up(client)
     await post_form(client, "/account", "/signout", {})
