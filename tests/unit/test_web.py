@@ -110,7 +110,7 @@ async def test_discord_names_are_shown_isolated_from_the_text_around_them(
     await _discord_login(client, h, 5002, next_path="/account")
     page = (await client.get("/account")).text
     assert "<strong><bdi>\u202eadmin</bdi></strong>" in page
-    assert "@<bdi>dora</bdi> ·" in page
+    assert "<bdi>@dora</bdi> ·" in page
 
 
 async def test_bad_sign_in_re_renders_with_a_clear_message(client: Client) -> None:
