@@ -61,6 +61,13 @@ def rows(h: Harness) -> dict[DiscordId, RoleConnectionToken]:
     return dict(database.tables.role_connection_tokens)
 
 
+async def all_due(h: Harness) -> None:
+    """Every row due now (as when ``linked_days`` changes)."""
+    async with h.uow() as uow:
+        await uow.role_connection_tokens.mark_all_due(h.clock.now())
+        await uow.commit()
+
+
 async def refresh_pass(h: Harness, *, everything: bool = False) -> RoleSyncReport:
     report: RoleSyncReport = await h.container.refresh_role_connections().execute(
         everything=everything
@@ -417,9 +424,7 @@ async def test_key_rotation_reseals_with_the_newest_key(r: Harness) -> None:
 async def test_concurrent_passes_push_each_connection_once(r: Harness) -> None:
     await connected(r, 7020, "alice")
     await connected(r, 7021, "bob")
-    async with r.uow() as uow:
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)
     pushes_before = len(fake(r).pushes)
 
     reports = await asyncio.gather(*(refresh_pass(r) for _ in range(5)))
@@ -449,9 +454,7 @@ async def test_an_unlink_during_a_push_is_pushed_by_the_claimant_not_a_second_wo
     # instance, woken by the unlink) runs a pass. Had B pushed "not linked" beside A, A's
     # push could reach Discord last and the Linked Role stay, its tokens deleted.
     await connected(r, 7025)
-    async with r.uow() as uow:  # linked_days changes: the row is due
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)  # linked_days changes: the row is due
     second: list[RoleSyncReport] = []
 
     async def unlink_then_another_worker_runs() -> None:
@@ -473,12 +476,11 @@ async def test_a_push_stalled_past_its_lease_is_followed_by_what_is_current(
 ) -> None:
     # Worker A's push of "linked" stalls past its lease; meanwhile the member unlinks and
     # worker B, A's lease run out, pushes "not linked" and deletes the tokens. A's push then
-    # lands: "linked" last. A finds the row gone, so it pushes what is current once more with
-    # the tokens in hand. (The guild roles' analogue was found by an attacker's review.)
+    # lands: "linked" last. A finds the row gone and the member not linked, so it pushes "not
+    # linked" once more with the tokens in hand. (The guild roles' analogue was found by an
+    # attacker's review.)
     await connected(r, 7041)
-    async with r.uow() as uow:
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)
     second: list[RoleSyncReport] = []
 
     async def stall_while_another_worker_takes_over() -> None:
@@ -514,9 +516,7 @@ async def test_a_claim_whose_holder_stopped_is_taken_when_its_lease_ends(r: Harn
 
 async def test_a_new_grant_during_a_workers_push_is_pushed_by_that_worker(r: Harness) -> None:
     account = await connected(r, 7027)
-    async with r.uow() as uow:
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)
     before = rows(r)[DiscordId(7027)]
     granted: list[RoleSync | None] = []
 
@@ -540,9 +540,7 @@ async def test_the_callbacks_own_push_holds_the_claim(r: Harness) -> None:
     account = (await r.sign_up("carol", "carol@example.com")).account.id
     r.discord_user(7028, username="d_carol")
     await verify(r, DiscordId(7028), signed_in=account)
-    async with r.uow() as uow:
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)
     during: list[RoleSyncReport] = []
 
     async def a_worker_runs() -> None:
@@ -824,9 +822,7 @@ async def test_forgetting_beside_a_live_pusher_leaves_it_the_row(r: Harness) -> 
     # pushing "linked" when `role-connections forget` runs. Taken from it, its push could
     # land after forget's "not linked", the tokens deleted: the role would stay for good.
     await connected(r, 7036)
-    async with r.uow() as uow:
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)
     forgot: list[RoleSyncReport] = []
 
     async def forget_meanwhile() -> None:
@@ -903,9 +899,7 @@ async def test_the_catch_up_push_after_a_stall_cannot_land_after_a_later_unlinks
     # the member unlinked; B pushed "not linked" and deleted the tokens, and A's unclaimed
     # catch-up landed last, for good. Now A only makes the row due: its claimant pushes.
     await connected(r, 7042)
-    async with r.uow() as uow:
-        await uow.role_connection_tokens.mark_all_due(r.clock.now())
-        await uow.commit()
+    await all_due(r)
     b_inside, b_go = asyncio.Event(), asyncio.Event()
     worker_b: list[asyncio.Task[RoleSyncReport]] = []
 
