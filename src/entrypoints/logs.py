@@ -23,6 +23,9 @@ from typing import Any, Literal
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"
+# Before each line of a traceback in the text format: only a record's own line starts at the
+# left edge.
+TRACE_INDENT = "  | "
 # Fields some records carry (the access log's), written as JSON fields of their own.
 _EXTRA_FIELDS = ("client", "method", "path", "status")
 
@@ -92,7 +95,9 @@ class TextFormatter(logging.Formatter):
     """One record, one line: the message's control characters are escaped (``\\r\\n``,
     ``\\x1b``), so nothing a request carries (a decoded path, a name from Discord), logged by
     any code, can start a forged line or reach the operator's terminal as an escape sequence.
-    A traceback, added after the message, keeps its lines."""
+    A traceback (or stack), added after the message, keeps its lines, each indented and
+    escaped as a message is: an exception's text holding a line break (a name, a path) starts
+    an indented line, never one that reads as a record of its own."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT, defaults={"request_tag": ""})
@@ -100,6 +105,12 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = one_line(record.message)
         return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line, newline, rest = super().format(record).partition("\n")
+        if not newline:
+            return line
+        return line + "".join(f"\n{TRACE_INDENT}{one_line(part)}" for part in rest.split("\n"))
 
 
 def one_line(text: str) -> str:

@@ -30,6 +30,7 @@ from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed, observed, record_outcome
 from entrypoints.logs import (
+    TRACE_INDENT,
     AddRequestId,
     JsonFormatter,
     RedactTokens,
@@ -409,15 +410,22 @@ def test_a_text_line_is_one_line_whatever_its_message_holds() -> None:
     logger, stream = _logger(make_formatter("text"))
     logger.info("refused %s", "/x\r\n2026-01-01 00:00:00,000 CRITICAL forged\x1b[2J")
     try:
-        raise ValueError("boom")
+        # An exception's text can hold what a request carried, line breaks included.
+        raise ValueError("boom\n2026-01-01 00:00:00,000 CRITICAL forged too\r\x1b[2J")
     except ValueError:
         logger.exception("with a traceback")
     text = stream.getvalue()
-    first = text.splitlines()[0]
-    assert first.endswith("refused /x\\r\\n2026-01-01 00:00:00,000 CRITICAL forged\\x1b[2J")
+    lines = text.splitlines()
+    assert lines[0].endswith("refused /x\\r\\n2026-01-01 00:00:00,000 CRITICAL forged\\x1b[2J")
     assert "\x1b" not in text
     assert "\r" not in text
-    assert "Traceback (most recent call last):\n" in text  # a traceback keeps its lines
+    # Two records, two lines at the left edge; the traceback keeps its lines, each indented.
+    records = [line for line in lines if not line.startswith(TRACE_INDENT)]
+    assert len(records) == 2, lines
+    assert records[1].endswith("with a traceback")
+    assert f"\n{TRACE_INDENT}Traceback (most recent call last):\n" in text
+    assert f"\n{TRACE_INDENT}ValueError: boom\n" in text
+    assert f"\n{TRACE_INDENT}2026-01-01 00:00:00,000 CRITICAL forged too\\r\\x1b[2J" in text
 
 
 async def test_an_anonymous_client_cannot_forge_a_log_line_through_a_refused_path() -> None:
