@@ -153,6 +153,33 @@ async def test_a_trusted_proxy_names_the_client(behind_proxy: Harness) -> None:
     assert set(await _audited_clients(h)) == {"203.0.113.1", "203.0.113.2"}
 
 
+async def test_an_ipv6_client_spends_its_64_networks_budget(behind_proxy: Harness) -> None:
+    """An attacker's review: each IPv6 address had a budget of its own, and whoever holds a
+    /64 (the least anyone is given) holds 2^64 addresses. An IPv4-mapped address is the IPv4
+    client it maps. The audit trail still names each address."""
+    h = behind_proxy
+    statuses = await _failed_sign_ins(
+        h,
+        [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff:ffff:ffff:fffe",
+            "2001:db8:1:2::3",  # the same /64: its third try
+            "2001:db8:1:3::1",  # the next /64: a budget of its own
+            "203.0.113.9",
+            "::ffff:203.0.113.9",
+            "::ffff:203.0.113.9",  # 203.0.113.9's third try
+        ],
+    )
+    assert statuses == [401, 401, 429, 401, 401, 401, 429]
+    assert set(await _audited_clients(h)) == {
+        "2001:db8:1:2::1",
+        "2001:db8:1:2:ffff:ffff:ffff:fffe",
+        "2001:db8:1:3::1",
+        "203.0.113.9",
+        "::ffff:203.0.113.9",
+    }
+
+
 async def test_x_forwarded_for_is_ignored_from_anyone_else(h: Harness) -> None:
     statuses = await _failed_sign_ins(h, ["203.0.113.1", "203.0.113.2", "203.0.113.3"])
     assert statuses == [401, 401, 429]  # one budget: the connection's peer
@@ -353,6 +380,46 @@ async def test_made_up_tokens_spend_the_clients_budget(
         frozen_rate_limit_clock(1.5)
         assert await get(forged) == 401
         assert await get(key.token) == 404  # its own budget again
+
+
+async def test_made_up_tokens_from_one_ipv6_network_share_its_budget(
+    frozen_rate_limit_clock: Callable[[float], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's review: spread over the addresses of one /64, 200 made-up tokens were
+    each read from the database, none refused."""
+    h = Harness.build(
+        build_container(make_settings(api_rate_limit_per_second=2, forwarded_allow_ips="127.0.0.1"))
+    )
+    directory = h.container.directory()
+    read = directory.api_key_by_digest
+    reads: list[str] = []
+
+    async def counted(digest: str) -> Any:
+        reads.append(digest)
+        return await read(digest)
+
+    monkeypatch.setattr(directory, "api_key_by_digest", counted)
+    async with (
+        serve_here(create_app(h.container)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        statuses = []
+        for n in range(20):
+            answer = await client.get(
+                "/api/v1/links/123",
+                headers={
+                    "Authorization": f"Bearer tfl_{n:065d}",
+                    "X-Forwarded-For": f"2001:db8:7:7::{n + 1:x}",
+                },
+            )
+            statuses.append(answer.status_code)
+        other = await client.get(
+            "/api/v1/links/123",
+            headers={"Authorization": "Bearer tfl_x", "X-Forwarded-For": "2001:db8:7:8::1"},
+        )
+    assert statuses == [401, 401] + [429] * 18
+    assert len(reads) == 2
+    assert other.status_code == 401  # another /64: its own budget
 
 
 async def test_a_key_made_before_seals_gets_its_own_budget_once_known(

@@ -60,7 +60,7 @@ from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
-from entrypoints.web.rate_limit import Hit, counted_rate_limit
+from entrypoints.web.rate_limit import Hit, client_budget, counted_rate_limit
 from entrypoints.web.request_id import choose_request_id, sending_id
 from entrypoints.web.security import (
     api_security_headers,
@@ -140,8 +140,7 @@ def _api_key_budgets(
         bearer = token.strip() if scheme.lower() == "bearer" else None
         # A preflight carries no key to check (the key check lets it through): the client's.
         budget = None if request.method == "OPTIONS" else await identify_api_key().execute(bearer)
-        client = request.client.host if request.client else "-"
-        request.state[_BUDGET] = f"key:{budget}" if budget is not None else f"client:{client}"
+        request.state[_BUDGET] = f"key:{budget}" if budget is not None else client_budget(request)
         return True
 
     def identify(request: Request[Any, Any, Any]) -> str:
@@ -308,6 +307,7 @@ def _limits(
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
         check_throttle_handler=auth_route,
+        identifier_for_request=client_budget,  # an IPv6 client's /64 network, see there
         # Never on the hot paths (a cheap pattern match, before any request object is built).
         exclude=[
             r"^/api/",

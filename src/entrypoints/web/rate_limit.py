@@ -11,8 +11,9 @@ A refused request counts too, which changes nothing: the window ends when it end
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
@@ -23,6 +24,30 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 # A key's hits in its window, this one included, and the whole seconds until the window ends.
 Hit = Callable[[str, int], Awaitable[tuple[int, int]]]
+
+# An IPv6 client's budget is its /64 network's: the least a home or a server is given, and
+# each of its 2^64 addresses its own budget would make a limit by address no limit at all.
+IPV6_NETWORK_BITS: Final = 64
+
+
+def client_budget(request: Request[Any, Any, Any]) -> str:
+    """The budget a client spends by address: an IPv4 address's own (an IPv4-mapped IPv6
+    address is that IPv4 address), an IPv6 address's /64 network's. The audit trail and
+    the access log still name the whole address."""
+    host = request.client.host if request.client else None
+    if not host:
+        return "client:-"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # not an address (a Unix socket's peer, a test client): as it is
+        return f"client:{host}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"client:{address.ipv4_mapped}"
+        host_bits = 128 - IPV6_NETWORK_BITS
+        network = ipaddress.IPv6Address(int(address) >> host_bits << host_bits)
+        return f"client:{network}/{IPV6_NETWORK_BITS}"
+    return f"client:{address}"
 
 
 class CountedRateLimitMiddleware(RateLimitMiddleware):
