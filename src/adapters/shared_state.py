@@ -5,8 +5,8 @@ entries, and window counters); with Redis it is shared by every instance (Litest
 
 When Redis does not answer, each call falls back to this process's memory at once: limits then
 count per instance and a replay is only recognised by the instance that saw the original, until
-Redis answers again (tried again after ``retry_after`` seconds). The outage and the recovery are
-logged once each; a request never fails because of Redis."""
+Redis answers again (tried again after ``retry_after`` seconds, by one call at a time). The
+outage and the recovery are logged once each; a request never fails because of Redis."""
 
 from __future__ import annotations
 
@@ -39,13 +39,19 @@ def _redis_down() -> tuple[type[BaseException], ...]:
 
 
 class RedisHealth:
-    """Whether to try Redis now; logs the first failure of an outage and the recovery."""
+    """Whether to try Redis now; logs the first failure of an outage and the recovery.
+
+    While Redis is down, one call at a time tries it again (every ``retry_after`` seconds),
+    the others use the fallback meanwhile: against a Redis that takes connections but does
+    not answer, every call in the window after ``retry_after`` waited out the timeout on a
+    connection of its own (an attacker's review: a hundred at once, every two seconds)."""
 
     def __init__(self, *, retry_after: float = 2.0, clock: Callable[[], float] = time.monotonic):
         self._retry_after = retry_after
         self._clock = clock
         self._down_since: float | None = None
         self._next_try = 0.0
+        self._probing = False  # a call is trying Redis while it is down
         self._errors = _redis_down()
 
     @property
@@ -53,7 +59,8 @@ class RedisHealth:
         return self._down_since is not None
 
     def worth_trying(self) -> bool:
-        return self._down_since is None or self._clock() >= self._next_try
+        """Up, or down with no call trying it and its retry due."""
+        return self._down_since is None or (not self._probing and self._clock() >= self._next_try)
 
     def failed(self, exc: BaseException) -> None:
         now = self._clock()
@@ -79,6 +86,8 @@ class RedisHealth:
     ) -> T:
         """``shared()`` on Redis, or ``local()`` when Redis is down (or just went down)."""
         if self.worth_trying():
+            probe = self._down_since is not None  # this call is the one trying it again
+            self._probing = self._probing or probe
             try:
                 result = await shared()
             except self._errors as exc:
@@ -86,6 +95,9 @@ class RedisHealth:
             else:
                 self.succeeded()
                 return result
+            finally:
+                if probe:
+                    self._probing = False
         return await local()
 
 

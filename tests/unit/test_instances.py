@@ -252,6 +252,48 @@ async def test_the_memory_counter_counts_hits_in_fixed_windows() -> None:
     assert sorted(n for n, _ in hits) == list(range(1, 21))  # each counted once
 
 
+async def test_while_redis_is_down_one_call_at_a_time_tries_it_again() -> None:
+    """An attacker's review: against a Redis that takes connections but never answers (frozen,
+    swapping, a stuck proxy), every call in the window after each retry waited out the
+    timeout on a connection of its own (a hundred at once, every two seconds). Now one call
+    tries it; the others answer from memory meanwhile."""
+    connections = 0
+    hold = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await hold.wait()  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    shared = SharedState(f"redis://127.0.0.1:{port}/0", timeout=0.5, retry_after=0)
+    counter = shared.counter("auth-rate-limit")
+    try:
+        assert await counter.hit("client", 60) == (1, 60)  # timed out: from memory
+        assert shared.health is not None
+        assert shared.health.down
+        tried = connections
+        hits = await asyncio.gather(*(counter.hit("client", 60) for _ in range(50)))
+        # Every call answered, from memory (each counted once); retries are always due here
+        # (retry_after=0), and still one call at a time tried Redis.
+        assert sorted(n for n, _ in hits) == list(range(2, 52))
+        assert connections - tried <= 1
+        probe = asyncio.create_task(counter.hit("client", 60))
+        await asyncio.sleep(0)  # the probe is under way...
+        assert not shared.health.worth_trying()  # ...so no other call tries
+        probe.cancel()  # a request that gave up: the next call may try again
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+        assert shared.health.worth_trying()
+    finally:
+        hold.set()
+        await shared.close()
+        server.close()
+        await server.wait_closed()
+
+
 # -- per-key API limits -----------------------------------------------------------------------
 
 
