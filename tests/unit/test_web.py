@@ -578,3 +578,10 @@ async def test_an_id_with_a_line_break_at_its_end_is_refused(client: Client, h: 
         "/api/v1/accounts/5f0c2b6e-8d1a-4c39-9f4e-2a7b3c1d0e9f%0A/link", headers=auth
     )
     assert account.status_code == 400, account.text
+    # Refused as the pattern refuses any other id (the README's table: http_400, the part
+    # named), not as "invalid_input" with the line break echoed (an attacker's review).
+    for answer, part in ((path, "discord_id (path)"), (account, "account_id (path)")):
+        error = answer.json()["error"]
+        assert error["code"] == "http_400"
+        assert error["message"].startswith(f"The request was not valid: {part}: "), error
+        assert "\n" not in error["message"]

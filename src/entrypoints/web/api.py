@@ -10,7 +10,11 @@ from typing import Annotated, Any, Final
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
-from litestar.exceptions import NotAuthorizedException, SerializationException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    SerializationException,
+    ValidationException,
+)
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import JSONBody, Parameter
@@ -139,11 +143,17 @@ _COMMON = {
 _READ = {**_COMMON, 403: "The key lacks the scope links:read"}
 
 
+def _refused_path(name: str, message: str) -> ValidationException:
+    """A path id the pattern let through but that is not one, refused as the pattern refuses
+    (400 ``http_400``, the message naming the part)."""
+    return ValidationException(extra=[{"key": name, "source": "path", "message": message}])
+
+
 def _snowflake(raw: str) -> DiscordId | None:
     """The id in a request that passed the pattern, or ``None`` when no Discord account can
     have it (0, beyond a signed 64-bit number): such an id is linked to nothing."""
     if raw.endswith("\n"):  # the pattern's "$" let it through
-        raise errors.InvalidInput("A Discord id is 1 to 20 digits, and nothing else.")
+        raise _refused_path("discord_id", "a Discord id is 1 to 20 digits, and nothing else")
     try:
         return DiscordId.parse(raw)
     except errors.InvalidDiscordId:
@@ -259,6 +269,8 @@ class LinksApi(Controller):
     async def by_account(
         self, account_id: AccountIdPath, link_of_account: Use[uc.LinkOfAccount]
     ) -> LinkOut:
+        if account_id.endswith("\n"):  # the pattern's "$" let it through
+            raise _refused_path("account_id", "an account id is a UUID, and nothing else")
         link = await link_of_account.execute(AccountId.parse(account_id))
         if link is None:
             raise errors.NotFound(f"TaskFlow account {account_id} has no Discord link.")
