@@ -218,8 +218,10 @@ class WindowCounter:
     on any instances are each counted once, and nothing waits for another key's hits). While
     Redis is down, this process's memory counts."""
 
-    def __init__(self, redis: Redis, health: RedisHealth, namespace: str) -> None:
-        self._redis, self._health, self._prefix = redis, health, f"{PREFIX}:{namespace}:"
+    def __init__(
+        self, redis: Redis, health: RedisHealth, namespace: str, *, prefix: str = PREFIX
+    ) -> None:
+        self._redis, self._health, self._prefix = redis, health, f"{prefix}:{namespace}:"
         self._local = MemoryWindowCounter()
 
     async def hit(self, key: str, seconds: int) -> tuple[int, int]:
@@ -325,16 +327,17 @@ class RedisReplayGuard:
     this instance sees is also kept in its memory: while Redis is away, a replay of one seen
     before the outage is still refused here."""
 
-    def __init__(self, redis: Redis, health: RedisHealth, local: MemoryReplayGuard) -> None:
+    def __init__(
+        self, redis: Redis, health: RedisHealth, local: MemoryReplayGuard, *, prefix: str = PREFIX
+    ) -> None:
         self._redis = redis
         self._health = health
         self._local = local
+        self._prefix = f"{prefix}:replay:"
 
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
         async def shared() -> bool:
-            first = bool(
-                await self._redis.set(f"{PREFIX}:replay:{key}", b"1", nx=True, ex=ttl_seconds)
-            )
+            first = bool(await self._redis.set(self._prefix + key, b"1", nx=True, ex=ttl_seconds))
             await self._local.first_time(key, ttl_seconds)
             return first
 
@@ -342,9 +345,19 @@ class RedisReplayGuard:
 
 
 class SharedState:
-    """Where a process keeps what several instances must agree on (see the module's doc)."""
+    """Where a process keeps what several instances must agree on (see the module's doc).
+    ``prefix`` starts each of its Redis keys: deployments sharing one Redis database need
+    one each, or they share their budgets and replay guard."""
 
-    def __init__(self, redis_url: str | None, *, timeout: float = 0.5, retry_after: float = 2.0):
+    def __init__(
+        self,
+        redis_url: str | None,
+        *,
+        timeout: float = 0.5,
+        retry_after: float = 2.0,
+        prefix: str = PREFIX,
+    ):
+        self._prefix = prefix
         self.redis: Redis | None = None
         self.health: RedisHealth | None = None
         if redis_url is not None:
@@ -363,7 +376,9 @@ class SharedState:
         self._local_replays = MemoryReplayGuard()
         self.replay_guard: MemoryReplayGuard | RedisReplayGuard = self._local_replays
         if self.redis is not None and self.health is not None:
-            self.replay_guard = RedisReplayGuard(self.redis, self.health, self._local_replays)
+            self.replay_guard = RedisReplayGuard(
+                self.redis, self.health, self._local_replays, prefix=prefix
+            )
 
     @property
     def shared(self) -> bool:
@@ -376,13 +391,14 @@ class SharedState:
             if self.redis is not None and self.health is not None:
                 from litestar.stores.redis import RedisStore  # noqa: PLC0415
 
-                shared = RedisStore(self.redis, namespace=f"{PREFIX}:{namespace}")
+                named = f"{self._prefix}:{namespace}"
+                shared = RedisStore(self.redis, namespace=named)
                 store = FallbackStore(
                     shared,
                     store,
                     self.health,
                     redis=self.redis,
-                    name_of=lambda key: f"{PREFIX}:{namespace}:{key}",  # as RedisStore does
+                    name_of=lambda key: f"{named}:{key}",  # as RedisStore does
                 )
             self._stores[namespace] = store
         return self._stores[namespace]
@@ -392,7 +408,7 @@ class SharedState:
         if namespace not in self._counters:
             counter: MemoryWindowCounter | WindowCounter = MemoryWindowCounter()
             if self.redis is not None and self.health is not None:
-                counter = WindowCounter(self.redis, self.health, namespace)
+                counter = WindowCounter(self.redis, self.health, namespace, prefix=self._prefix)
             self._counters[namespace] = counter
         return self._counters[namespace]
 

@@ -72,7 +72,9 @@ def _sql_database(settings: Settings, bell: QueueBell) -> SqlDatabase:
 
 def _shared_state(settings: Settings) -> SharedState:
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    return SharedState(url, timeout=settings.redis_timeout_seconds)
+    return SharedState(
+        url, timeout=settings.redis_timeout_seconds, prefix=settings.redis_key_prefix
+    )
 
 
 def _listens(settings: Settings, storage: Storage) -> bool:

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         "throttles and interaction replay protection shared by every instance. Unset: they "
         "live in this process (one instance only).",
     )
+    redis_key_prefix: str = Field(
+        default="taskflow-link",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="What every Redis key of this deployment starts with: deployments that "
+        "share one Redis database (staging and production, two tenants) each need their own, "
+        "or they share their rate-limit budgets and replay guard. Letters, digits, `.`, `_`, "
+        "`-`.",
+    )
     redis_timeout_seconds: float = Field(
         default=0.5,
         gt=0,

@@ -52,6 +52,31 @@ async def test_two_instances_share_stores_throttles_and_replays(redis_url: str) 
         await b.close()
 
 
+async def test_deployments_with_their_own_prefix_share_nothing(redis_url: str) -> None:
+    """Two deployments on one Redis database (staging and production): with the same prefix
+    one's traffic would spend the other's budgets and its interactions count as replays."""
+    staging = SharedState(redis_url, timeout=10, retry_after=0, prefix="staging")
+    production = SharedState(redis_url, timeout=10, retry_after=0, prefix="production")
+    also_production = SharedState(redis_url, timeout=10, retry_after=0, prefix="production")
+    try:
+        assert (await staging.counter("auth-rate-limit").hit("client:203.0.113.1", 60))[0] == 1
+        assert (await production.counter("auth-rate-limit").hit("client:203.0.113.1", 60))[0] == 1
+        hit = await also_production.counter("auth-rate-limit").hit("client:203.0.113.1", 60)
+        assert hit[0] == 2  # the same deployment's other instance: shared
+        assert await staging.replay_guard.first_time("interaction:7", 600)
+        assert await production.replay_guard.first_time("interaction:7", 600)
+        assert not await also_production.replay_guard.first_time("interaction:7", 600)
+        await staging.store("password-attempts").set("account-1", "3", expires_in=60)
+        assert await production.store("password-attempts").get("account-1") is None
+        assert await staging.store("password-attempts").get("account-1") == b"3"
+        assert staging.redis is not None
+        keys = [k if isinstance(k, str) else k.decode() for k in await staging.redis.keys("*")]
+        assert all(k.startswith(("staging:", "production:")) for k in keys), keys
+    finally:
+        for shared in (staging, production, also_production):
+            await shared.close()
+
+
 async def test_rate_limit_hits_at_once_on_two_instances_are_each_counted_once(
     redis_url: str,
 ) -> None:

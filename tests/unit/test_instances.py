@@ -514,6 +514,8 @@ async def test_api_limits_are_off_by_default(h: Harness) -> None:
         ("TASKFLOW_LINK_REDIS_URL", "http://redis:6379"),
         ("TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS", "0"),
         ("TASKFLOW_LINK_API_RATE_LIMIT_PER_SECOND", "-1"),
+        ("TASKFLOW_LINK_REDIS_KEY_PREFIX", "prod:*"),
+        ("TASKFLOW_LINK_REDIS_KEY_PREFIX", ""),
     ],
 )
 def test_bad_instance_settings_name_the_variable(
