@@ -200,8 +200,11 @@ class OutgoingEmailRepository(Protocol):
         """Put emails that were given up (all of them, or the one with ``email_id``) back in
         the queue: pending, due at ``now``, counting attempts from zero. How many."""
 
-    async def save(self, email: OutgoingEmail) -> None:
-        """Write back status, attempts, next attempt, error."""
+    async def save(self, email: OutgoingEmail, *, leased_until: datetime) -> bool:
+        """Write back status, attempts, next attempt, error, while the email is still this
+        sender's: pending, its lease (``next_attempt_at``) still ending at ``leased_until``.
+        ``False``, and nothing written, when it is no longer (the lease ran out and another
+        sender took it over: its outcome stands, a stale one must not undo it)."""
 
     async def latest(self, account_id: AccountId, kind: EmailKind) -> OutgoingEmail | None: ...
 
@@ -357,8 +360,11 @@ class WebhookRepository(Protocol):
         """Extend this sender's lease (as ``OutgoingEmailRepository.renew_claim``); ``None``
         when the delivery is no longer this sender's."""
 
-    async def save(self, delivery: WebhookDelivery) -> None:
-        """Write back state, attempts, times and error."""
+    async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
+        """Write back state, attempts, times and error, while the delivery is still this
+        sender's (as ``OutgoingEmailRepository.save``): ``False``, and nothing written,
+        when another sender took it over (a stale retry would send it again after later
+        events)."""
 
     async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None: ...
 

@@ -30,7 +30,7 @@ class EmailWorker(QueueWorker):
     async def pass_once(self) -> bool:
         report = await self.run_once()
         return report is not None and any(
-            (report.sent, report.retrying, report.failed, report.cancelled)
+            (report.sent, report.retrying, report.failed, report.cancelled, report.taken_over)
         )
 
     async def run_once(self) -> DeliveryReport | None:
@@ -61,5 +61,13 @@ class EmailWorker(QueueWorker):
                 email.id,
                 email.kind.value,
                 email.attempts,
+            )
+        for email in report.taken_over:
+            log.warning(
+                "email %s (%s): its lease ran out while it was sent (a stalled worker, or "
+                "clocks apart between instances), and another sender took it over; this "
+                "attempt's outcome is dropped",
+                email.id,
+                email.kind.value,
             )
         return report

@@ -81,4 +81,13 @@ class WebhookWorker(QueueWorker):
                 d.host,
                 d.event.message_id,
             )
+        for d in report.taken_over:
+            log.warning(
+                "webhook %s (%s) to %s: its lease ran out while it was sent (a stalled worker, "
+                "or clocks apart between instances), and another worker took it over; this "
+                "attempt's outcome is dropped",
+                d.event.message_id,
+                d.event.type,
+                d.host,
+            )
         return report

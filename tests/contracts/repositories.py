@@ -647,7 +647,7 @@ class RepositoryContract:
             ]
             assert await uow.outgoing_emails.claim_due(NOW, lease_end, 10) == []
             sent = replace(claimed, status=DeliveryStatus.SENT, attempts=1, finished_at=NOW)
-            await uow.outgoing_emails.save(sent)
+            assert await uow.outgoing_emails.save(sent, leased_until=claimed.next_attempt_at)
             await uow.commit()
         async with uow_factory() as uow:
             # Later, the second's lease has run out (its sender died) and the notice is due;
@@ -681,13 +681,24 @@ class RepositoryContract:
             await uow.commit()
         async with uow_factory() as uow:
             assert await uow.outgoing_emails.renew_claim(renewed, stalled + lease) is None
+            # The stalled holder's outcome is not written: the email is the other's now.
+            stale = replace(renewed, attempts=1, next_attempt_at=stalled + timedelta(seconds=30))
+            assert not await uow.outgoing_emails.save(stale, leased_until=renewed.next_attempt_at)
             mine = await uow.outgoing_emails.renew_claim(taken, stalled + lease)
             assert mine is not None
             done = replace(mine, status=DeliveryStatus.SENT, attempts=1, finished_at=stalled)
-            await uow.outgoing_emails.save(done)
+            assert await uow.outgoing_emails.save(done, leased_until=mine.next_attempt_at)
             await uow.commit()
         async with uow_factory() as uow:  # a finished email is nobody's
             assert await uow.outgoing_emails.renew_claim(mine, stalled + 2 * lease) is None
+            # Nor does a late outcome of the stalled holder undo it.
+            assert not await uow.outgoing_emails.save(stale, leased_until=stalled + lease)
+            await uow.commit()
+        async with uow_factory() as uow:  # still sent: never due again, and purged as such
+            far = stalled + timedelta(days=1)
+            assert await uow.outgoing_emails.claim_due(far, far + lease, 10) == []
+            assert await uow.outgoing_emails.purge_finished(far) == 1
+            await uow.commit()
 
     async def test_concurrent_claims_of_an_email_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
@@ -863,7 +874,7 @@ class RepositoryContract:
                 last_attempt_at=NOW,
                 finished_at=NOW,
             )
-            await uow.webhooks.save(delivered)
+            assert await uow.webhooks.save(delivered, leased_until=claimed.next_attempt_at)
             await uow.commit()
         async with uow_factory() as uow:
             assert await uow.webhooks.get(claimed.id) == delivered
@@ -888,7 +899,18 @@ class RepositoryContract:
             await uow.commit()
         async with uow_factory() as uow:
             assert await uow.webhooks.renew_claim(renewed, stalled + lease) is None
-            assert await uow.webhooks.renew_claim(taken, stalled + lease) is not None
+            mine = await uow.webhooks.renew_claim(taken, stalled + lease)
+            assert mine is not None
+            # A stalled holder's late outcome is never written (a retry it would schedule
+            # would send the delivery again after what the other worker sent since).
+            stale = replace(renewed, attempts=1, next_attempt_at=stalled + timedelta(seconds=5))
+            assert not await uow.webhooks.save(stale, leased_until=renewed.next_attempt_at)
+            done = replace(mine, state=WebhookState.DELIVERED, attempts=1, finished_at=stalled)
+            assert await uow.webhooks.save(done, leased_until=mine.next_attempt_at)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert not await uow.webhooks.save(stale, leased_until=mine.next_attempt_at)
+            assert await uow.webhooks.get(delivery.id) == done
 
     async def test_an_endpoints_deliveries_are_claimed_from_its_first_pending_one_only(
         self, uow_factory: UnitOfWorkFactory
@@ -915,7 +937,7 @@ class RepositoryContract:
             ]
             retry_at = NOW + timedelta(seconds=5)
             failed_once = replace(held, attempts=1, last_attempt_at=NOW, next_attempt_at=retry_at)
-            await uow.webhooks.save(failed_once)
+            assert await uow.webhooks.save(failed_once, leased_until=held.next_attempt_at)
             await uow.commit()
         async with uow_factory() as uow:  # waiting for its retry, it holds back the others
             assert await uow.webhooks.claim_due(NOW, NOW + lease, 10, keys) == []
@@ -925,8 +947,10 @@ class RepositoryContract:
             assert [d.id for d in due] == [first.id, second.id, third.id]
             await uow.commit()
         async with uow_factory() as uow:  # given up: the next is first in line
-            await uow.webhooks.save(replace(due[0], state=WebhookState.FAILED, finished_at=NOW))
-            await uow.webhooks.save(replace(due[1], next_attempt_at=retry_at))  # let go
+            given_up = replace(due[0], state=WebhookState.FAILED, finished_at=NOW)
+            assert await uow.webhooks.save(given_up, leased_until=due[0].next_attempt_at)
+            let_go = replace(due[1], next_attempt_at=retry_at)
+            assert await uow.webhooks.save(let_go, leased_until=due[1].next_attempt_at)
             await uow.commit()
         async with uow_factory() as uow:
             # The third is still leased: only what is due from the first on is taken.

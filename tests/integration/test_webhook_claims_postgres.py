@@ -87,9 +87,8 @@ async def test_a_claim_waiting_on_a_delivery_being_finished_starts_after_it(
     assert held.id == first.id
     async with pg_db.unit_of_work() as uow:
         # Worker A records the first as delivered; B claims meanwhile and waits for it.
-        await uow.webhooks.save(
-            replace(held, state=WebhookState.DELIVERED, attempts=1, finished_at=NOW)
-        )
+        delivered = replace(held, state=WebhookState.DELIVERED, attempts=1, finished_at=NOW)
+        assert await uow.webhooks.save(delivered, leased_until=held.next_attempt_at)
         other = asyncio.create_task(_claim(pg_db))
         await _blocked_or_done(pg_db, other)
         await uow.commit()

@@ -494,6 +494,40 @@ async def test_an_email_whose_lease_ran_out_mid_batch_is_left_to_its_new_sender(
     ]
 
 
+async def test_a_sender_stalled_past_its_lease_cannot_undo_the_one_that_took_over(
+    h: Harness,
+) -> None:
+    """Sender A stalls on an email past its lease (a paused process, clocks apart); sender B
+    takes it over and sends it. A's attempt then fails: its retry was written over B's
+    "sent", and the email went out a third time (an attacker's review of the same flaw in
+    the webhook outbox)."""
+    await h.sign_up("vic", "vic@example.com")
+    outbox = h.outbox  # (before another sender is put in front of it)
+
+    class StallingSender:
+        def __init__(self) -> None:
+            self.other_worker: DeliveryReport | None = None
+
+        async def send(self, message: EmailMessage) -> None:
+            if self.other_worker is None:
+                self.other_worker = DeliveryReport()  # (B's own send goes through)
+                h.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+                self.other_worker = await h.deliver()
+                raise errors.EmailNotSent("smtp_timeout")  # A's attempt finally fails
+            await outbox.send(message)
+
+    sender = StallingSender()
+    h.container.email_sender.override(sender)
+    first_worker = await h.deliver()
+    assert sender.other_worker is not None
+    assert [e.to for e in sender.other_worker.sent] == ["vic@example.com"]
+    assert [e.to for e in first_worker.taken_over] == ["vic@example.com"]
+    assert first_worker.retrying == []
+    h.clock.advance(timedelta(hours=1))
+    assert await h.deliver() == DeliveryReport()  # nothing due again
+    assert [m.message.to for m in outbox.messages()] == ["vic@example.com"]
+
+
 async def test_the_queue_records_what_was_sent(h: Harness) -> None:
     signed_up = await h.sign_up("yan", "yan@example.com")
     await h.deliver()

@@ -608,6 +608,53 @@ async def test_a_delivery_another_worker_took_over_is_left_to_it(
     assert sender.sent == []
 
 
+async def test_a_worker_stalled_past_its_lease_cannot_undo_the_outcome_of_the_one_that_took_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An attacker's review: worker A sends link.created and stalls past its lease (a paused
+    process, clocks apart); worker B takes the endpoint over and delivers link.created, then
+    link.deleted. A's attempt then fails: its retry was written over B's "delivered", and
+    link.created was sent once more, after link.deleted (the receiver: "linked")."""
+    h = webhook_harness(HOOKS)
+    arrived: list[tuple[str, int]] = []
+    stalled: list[WebhookReport] = []
+    worker_a: list[str] = []
+
+    class StallingSender:
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            kind = json.loads(message.body)["type"]
+            if kind == "link.created" and not worker_a:
+                worker_a.append(kind)
+                h.clock.advance(CLAIM_LEASE + timedelta(seconds=1))  # A stalls on the wire...
+                stalled.append(await h.container.deliver_webhooks().execute())  # ...B sends
+                arrived.append((kind, 500))
+                return 500  # A's attempt finally fails
+            arrived.append((kind, 204))
+            return 204
+
+    h.container.webhook_sender.override(StallingSender())
+    try:
+        account = (await h.sign_up("alice", "alice@example.com")).account
+        await h.container.deliver_webhooks().execute()
+        arrived.clear()
+        await h.discord_link(account.id, h.discord_user(7200, username="d_alice"))
+        await h.container.unlink_discord().execute(DiscordId(7200))
+        with caplog.at_level(logging.WARNING, logger="taskflow_link"):
+            report = await WebhookWorker(h.container).run_once()  # worker A
+        h.clock.advance(timedelta(minutes=10))
+        later = await h.container.deliver_webhooks().execute()
+    finally:
+        h.container.unwire()
+    assert [d.event.type for d in stalled[0].delivered] == ["link.created", "link.deleted"]
+    assert report is not None
+    assert [d.event.type for d in report.taken_over] == ["link.created"]
+    assert report.retrying == []
+    assert not later.busy  # nothing sent again
+    assert arrived == [("link.created", 204), ("link.deleted", 204), ("link.created", 500)]
+    assert all(d.state is WebhookState.DELIVERED for d in deliveries(h))
+    assert "its lease ran out while it was sent" in caplog.text
+
+
 def test_only_ids_and_times_travel() -> None:
     """The Discord names and avatar a link keeps for the web pages stay out of every body."""
     now = datetime.now(UTC)

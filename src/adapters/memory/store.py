@@ -616,10 +616,16 @@ class MemoryOutgoingEmails(_Repo):
         self._queued(EMAIL_QUEUE_CHANNEL, len(failed))
         return len(failed)
 
-    async def save(self, email: OutgoingEmail) -> None:
-        if email.id not in self._t.outgoing_emails:
-            raise errors.NotFound("No such email.")
+    async def save(self, email: OutgoingEmail, *, leased_until: datetime) -> bool:
+        current = self._t.outgoing_emails.get(email.id)
+        if (
+            current is None
+            or current.status is not DeliveryStatus.PENDING
+            or current.next_attempt_at != leased_until
+        ):
+            return False
         self._t.outgoing_emails[email.id] = email
+        return True
 
     def _of(self, account_id: AccountId, kind: EmailKind) -> list[OutgoingEmail]:
         return sorted(
@@ -919,11 +925,16 @@ class MemoryWebhooks(_Repo):
         self._t.webhook_deliveries[delivery.id] = replace(current, next_attempt_at=until)
         return self._t.webhook_deliveries[delivery.id]
 
-    async def save(self, delivery: WebhookDelivery) -> None:
+    async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
         current = self._t.webhook_deliveries.get(delivery.id)
-        if current is None:
-            raise errors.NotFound("No such webhook delivery.")
+        if (
+            current is None
+            or current.state is not WebhookState.PENDING
+            or current.next_attempt_at != leased_until
+        ):
+            return False
         self._t.webhook_deliveries[delivery.id] = replace(delivery, event=current.event)
+        return True
 
     async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
         return self._t.webhook_deliveries.get(delivery_id)

@@ -762,12 +762,20 @@ class SqlOutgoingEmails(_QueueRepo):
             await self._wake_listeners()
         return requeued
 
-    async def save(self, email: OutgoingEmail) -> None:
+    async def save(self, email: OutgoingEmail, *, leased_until: datetime) -> bool:
         values = _outgoing_values(email)
         del values["id"]
-        await self._run(
-            update(outgoing_emails).where(outgoing_emails.c.id == email.id).values(**values)
+        o = outgoing_emails.c
+        query = (
+            update(outgoing_emails)
+            .where(
+                o.id == email.id,
+                o.status == DeliveryStatus.PENDING.value,
+                o.next_attempt_at == leased_until,  # still this sender's lease (renew_claim)
+            )
+            .values(**values)
         )
+        return await self._count(query) == 1
 
     async def latest(self, account_id: AccountId, kind: EmailKind) -> OutgoingEmail | None:
         query = (
@@ -1127,14 +1135,20 @@ class SqlWebhooks(_QueueRepo):
         row = (await self._run(query)).first()
         return _webhook_delivery(row, delivery.event) if row else None
 
-    async def save(self, delivery: WebhookDelivery) -> None:
+    async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
         values = _webhook_delivery_values(delivery)
         del values["id"], values["event_id"]
-        await self._run(
+        d = webhook_deliveries.c
+        query = (
             update(webhook_deliveries)
-            .where(webhook_deliveries.c.id == delivery.id)
+            .where(
+                d.id == delivery.id,
+                d.state == WebhookState.PENDING.value,
+                d.next_attempt_at == leased_until,  # still this sender's lease (renew_claim)
+            )
             .values(**values)
         )
+        return await self._count(query) == 1
 
     async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
         query = select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)

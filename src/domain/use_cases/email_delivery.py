@@ -43,6 +43,9 @@ class DeliveryReport:
     retrying: list[OutgoingEmail] = field(default_factory=list)
     failed: list[OutgoingEmail] = field(default_factory=list)  # given up
     cancelled: list[OutgoingEmail] = field(default_factory=list)
+    # Sent, but the lease had run out meanwhile and another sender took the email over: this
+    # sender's outcome was dropped (that sender's stands).
+    taken_over: list[OutgoingEmail] = field(default_factory=list)
 
 
 class DeliverEmails:
@@ -82,7 +85,8 @@ class DeliverEmails:
             account = await uow.accounts.get(claimed.account_id) if claimed.account_id else None
             if account is None or not _still_wanted(claimed, account):
                 cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
-                await uow.outgoing_emails.save(cancelled)
+                # Renewed in this transaction: still this sender's.
+                await uow.outgoing_emails.save(cancelled, leased_until=claimed.next_attempt_at)
                 await uow.commit()
                 report.cancelled.append(cancelled)
                 return
@@ -116,10 +120,7 @@ class DeliverEmails:
         sent = replace(
             claimed, status=DeliveryStatus.SENT, attempts=claimed.attempts + 1, finished_at=now
         )
-        async with self._uow() as uow:
-            await uow.outgoing_emails.save(sent)
-            await uow.commit()
-        report.sent.append(sent)
+        await self._write_back(claimed, sent, report.sent, report)
 
     async def _failed(self, email: OutgoingEmail, error: str, report: DeliveryReport) -> None:
         # The link's token stays: the server may have taken the message before failing, and
@@ -134,7 +135,7 @@ class DeliverEmails:
                 finished_at=now,
                 last_error=error,
             )
-            report.failed.append(after)
+            listed = report.failed
         else:
             after = replace(
                 email,
@@ -142,10 +143,23 @@ class DeliverEmails:
                 next_attempt_at=now + RETRY_DELAYS[attempts - 1],
                 last_error=error,
             )
-            report.retrying.append(after)
+            listed = report.retrying
+        await self._write_back(email, after, listed, report)
+
+    async def _write_back(
+        self,
+        claimed: OutgoingEmail,
+        after: OutgoingEmail,
+        listed: list[OutgoingEmail],
+        report: DeliveryReport,
+    ) -> None:
+        """``after`` written back and reported in ``listed``, while the lease is still this
+        sender's: a sender stalled past it (a paused process, clocks apart) must not undo
+        what the one that took the email over did (a stale retry would send it once more)."""
         async with self._uow() as uow:
-            await uow.outgoing_emails.save(after)
+            kept = await uow.outgoing_emails.save(after, leased_until=claimed.next_attempt_at)
             await uow.commit()
+        (listed if kept else report.taken_over).append(after)
 
 
 class RequeueFailedEmails:

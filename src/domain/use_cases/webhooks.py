@@ -43,10 +43,13 @@ class WebhookReport:
     retrying: list[WebhookDelivery] = field(default_factory=list)
     failed: list[WebhookDelivery] = field(default_factory=list)  # given up
     gone: list[WebhookDelivery] = field(default_factory=list)  # the endpoint said 410
+    # Sent, but the lease had run out meanwhile and another worker took the delivery over:
+    # this worker's outcome was dropped (that worker's stands).
+    taken_over: list[WebhookDelivery] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
-        return any((self.delivered, self.retrying, self.failed, self.gone))
+        return any((self.delivered, self.retrying, self.failed, self.gone, self.taken_over))
 
 
 class DeliverWebhooks:
@@ -133,23 +136,29 @@ class DeliverWebhooks:
         after = replace(
             claimed, attempts=attempts, last_attempt_at=now, last_error=error or claimed.last_error
         )
+        listed = report.delivered  # where it is reported, once written back
         if outcome is Outcome.DELIVERED:
             after = replace(after, state=WebhookState.DELIVERED, finished_at=now)
-            report.delivered.append(after)
         elif outcome is Outcome.GONE:
-            after = replace(after, state=WebhookState.GONE, finished_at=now)
-            report.gone.append(after)
+            after, listed = replace(after, state=WebhookState.GONE, finished_at=now), report.gone
         elif (delay := retry_delay(claimed, attempts)) is None:
             after = replace(after, state=WebhookState.FAILED, finished_at=now)
-            report.failed.append(after)
+            listed = report.failed
         else:
-            after = replace(after, next_attempt_at=now + delay)
-            report.retrying.append(after)
+            after, listed = replace(after, next_attempt_at=now + delay), report.retrying
         async with self._uow() as uow:
-            if outcome is Outcome.GONE:
+            # Only while the lease is still this worker's: a worker stalled past it (a paused
+            # process, clocks apart) must not undo what the one that took the delivery over
+            # did (a stale retry would send it again after later events; a stale 410 would
+            # stop the endpoint).
+            kept = await uow.webhooks.save(after, leased_until=claimed.next_attempt_at)
+            if kept and outcome is Outcome.GONE:
                 await uow.webhooks.mark_gone(endpoint, now)
-            await uow.webhooks.save(after)
             await uow.commit()
+        if not kept:
+            report.taken_over.append(after)
+            return False
+        listed.append(after)
         return outcome is Outcome.DELIVERED
 
 
