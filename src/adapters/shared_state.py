@@ -338,8 +338,9 @@ class RedisReplayGuard:
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
         async def shared() -> bool:
             first = bool(await self._redis.set(self._prefix + key, b"1", nx=True, ex=ttl_seconds))
-            await self._local.first_time(key, ttl_seconds)
-            return first
+            # And new to this instance: one that saw it still refuses it after Redis
+            # restarted empty (or was flushed).
+            return await self._local.first_time(key, ttl_seconds) and first
 
         return await self._health.call(shared, lambda: self._local.first_time(key, ttl_seconds))
 

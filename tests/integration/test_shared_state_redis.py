@@ -77,6 +77,30 @@ async def test_deployments_with_their_own_prefix_share_nothing(redis_url: str) -
             await shared.close()
 
 
+async def test_an_instance_refuses_a_replay_it_saw_after_redis_restarted_empty(
+    redis_url: str,
+) -> None:
+    a, b = _instances(redis_url)
+    try:
+        assert await a.replay_guard.first_time("interaction:9", 600)
+        assert a.redis is not None
+        await a.redis.flushdb()  # a restart without persistence
+        assert not await a.replay_guard.first_time("interaction:9", 600)  # it saw it
+        # ...and Redis knows it again from that check.
+        assert not await b.replay_guard.first_time("interaction:9", 600)
+        await a.redis.flushdb()
+        # A replay sent first to an instance that never checked it cannot be known (the
+        # README says so).
+        c = SharedState(redis_url, retry_after=0, timeout=10)
+        try:
+            assert await c.replay_guard.first_time("interaction:9", 600)
+        finally:
+            await c.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_rate_limit_hits_at_once_on_two_instances_are_each_counted_once(
     redis_url: str,
 ) -> None:
