@@ -384,10 +384,14 @@ class WebhookRepository(Protocol):
     async def summary(self) -> Sequence[WebhookEndpointSummary]:
         """Per endpoint that has deliveries: how many in each state, and the newest error."""
 
-    async def purge_finished(self, before: datetime) -> int:
-        """Forget deliveries that finished before ``before``, and pending ones not due since
-        before then (their endpoint gone, or no longer configured), then events left without
-        a delivery. How many deliveries."""
+    async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
+        """Forget deliveries that finished before ``before``, and pending ones queued before
+        then (by ``created_at``: the oldest part of their queue, never a stretch in its
+        middle) of endpoints not in ``configured`` (keys), then events left without a
+        delivery. How many deliveries. A pending delivery of a configured endpoint is never
+        forgotten: its receiver would miss it with no trace, and ``webhooks retry`` could not
+        send it again. On Postgres a delivery row another transaction holds (a claim, a
+        sender) is left for the next purge, never waited for."""
 
 
 class UnitOfWork(Protocol):

@@ -141,7 +141,8 @@ def _migrate(direction: str, revision: str) -> str | None:
 @cli.command("purge-expired")
 def purge_expired() -> None:
     """Delete expired pending logins, /link tickets, sessions, emailed links, link proposals,
-    old emails and webhook deliveries, and audit events older than
+    old emails and webhook deliveries (a pending one only when its URL is no longer in
+    TASKFLOW_LINK_WEBHOOK_URLS), and audit events older than
     TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever)."""
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(

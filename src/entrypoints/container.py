@@ -459,7 +459,11 @@ class Container(containers.DeclarativeContainer):
     )
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
     purge_expired = providers.Factory(
-        uc.PurgeExpired, uow, clock, providers.Callable(_audit_retention, settings)
+        uc.PurgeExpired,
+        uow,
+        clock,
+        webhook_outbox,
+        providers.Callable(_audit_retention, settings),
     )
     deliver_emails = providers.Factory(
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url

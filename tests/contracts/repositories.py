@@ -1076,11 +1076,20 @@ class RepositoryContract:
     async def test_finished_and_stuck_webhook_deliveries_are_purged_with_their_events(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
-        cutoff = NOW
-        old_done, [old_delivery] = webhook(NOW - timedelta(days=40))
-        stuck, [stuck_delivery] = webhook(NOW - timedelta(days=40))  # its endpoint gone
+        """Finished deliveries go 30 days after they finished; pending ones only when their
+        endpoint is no longer configured, 30 days after they were queued (``created_at``,
+        not the next attempt: a delivery let go behind its endpoint's head is due again at
+        once, and the oldest must go first). A configured endpoint's queue is never cut."""
+        cutoff = NOW - timedelta(days=30)
+        month_ago = NOW - timedelta(days=40)
+        old_done, [old_delivery] = webhook(month_ago)
+        # Queued a month ago to an endpoint no longer configured, let go again just now.
+        stuck, [stuck_delivery] = webhook(month_ago, HOOK_B)
+        recent, [recent_delivery] = webhook(NOW - timedelta(days=2), HOOK_B)
+        # A configured endpoint down for a month: its backlog waits, however old.
+        backlog, [backlog_delivery] = webhook(month_ago)
         fresh_done, [fresh_delivery] = webhook(NOW)
-        half, half_deliveries = webhook(NOW - timedelta(days=40), HOOK_A, HOOK_B)
+        half, half_deliveries = webhook(month_ago, HOOK_A, HOOK_B)
         rows = [
             (
                 old_done,
@@ -1092,17 +1101,19 @@ class RepositoryContract:
                     )
                 ],
             ),
-            (stuck, [stuck_delivery]),
+            (stuck, [replace(stuck_delivery, next_attempt_at=NOW)]),
+            (recent, [recent_delivery]),
+            (backlog, [backlog_delivery]),
             (fresh_done, [replace(fresh_delivery, state=WebhookState.FAILED, finished_at=NOW)]),
             (
                 half,
                 [
+                    replace(half_deliveries[0], next_attempt_at=NOW + timedelta(seconds=5)),
                     replace(
-                        half_deliveries[0],
+                        half_deliveries[1],
                         state=WebhookState.GONE,
                         finished_at=NOW - timedelta(days=31),
                     ),
-                    replace(half_deliveries[1], next_attempt_at=NOW + timedelta(seconds=5)),
                 ],
             ),
         ]
@@ -1113,15 +1124,25 @@ class RepositoryContract:
 
         await write(uow_factory, add_all)
         async with uow_factory() as uow:
-            assert await uow.webhooks.purge_finished(cutoff) == 3
+            assert await uow.webhooks.purge_finished(cutoff, [HOOK_A.key]) == 3
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
-            assert await uow.webhooks.get(fresh_delivery.id) is not None
-            kept = await uow.webhooks.get(half_deliveries[1].id)
+            for kept_id in (fresh_delivery.id, recent_delivery.id, backlog_delivery.id):
+                assert await uow.webhooks.get(kept_id) is not None
+            kept = await uow.webhooks.get(half_deliveries[0].id)
             assert kept is not None
             assert kept.event == half  # an event stays while one of its deliveries does
-            for purged in (old_delivery, stuck_delivery, half_deliveries[0]):
+            for purged in (old_delivery, stuck_delivery, half_deliveries[1]):
                 assert await uow.webhooks.get(purged.id) is None
+            summary = await uow.webhooks.summary()
+            assert sum(n for s in summary for n in s.counts.values()) == 4
+        # Once HOOK_A is no longer configured either, its month-old deliveries go too.
+        async with uow_factory() as uow:
+            assert await uow.webhooks.purge_finished(cutoff, []) == 2
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            left = [await uow.webhooks.get(i) for i in (fresh_delivery.id, recent_delivery.id)]
+            assert all(left)
             summary = await uow.webhooks.summary()
             assert sum(n for s in summary for n in s.counts.values()) == 2
 

@@ -8,7 +8,7 @@ import base64
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -567,6 +567,75 @@ async def test_status_lists_configured_endpoints_then_forgotten_ones() -> None:
     later.clock.advance(timedelta(days=1))
     await later.container.deliver_webhooks().execute()
     assert later_sender.sent == []
+
+
+async def test_purge_keeps_a_configured_endpoints_backlog_through_a_month_long_outage() -> None:
+    """Only an endpoint's first delivery is attempted (each gives up after about three days),
+    and the ones behind it wait, some let go again at every pass. purge-expired used to
+    delete those whose next attempt was a month old: a hole in the queue's middle, nothing
+    failed to retry, and a receiver left with link.created as its last word on a member who
+    unlinked. Now every delivery is accounted for, and the receiver's last event is right."""
+    h = webhook_harness(HOOKS)
+    sender = ScriptedSender({"hooks.example.com": [500] * 1000})
+    h.container.webhook_sender.override(sender)
+    try:
+        account = (await h.sign_up("alice", "alice@example.com")).account
+        for _ in range(30):
+            await h.discord_link(account.id, h.discord_user(7200, username="d_alice"))
+            await h.container.unlink_discord().execute(DiscordId(7200))
+        for _ in range(31 * 24):  # a pass an hour for 31 days, the endpoint down
+            await h.container.deliver_webhooks().execute()
+            h.clock.advance(timedelta(hours=1))
+        before = {d.id: d.state for d in deliveries(h)}
+        assert WebhookState.FAILED in before.values()  # some heads were given up
+        assert (await h.container.purge_expired().execute()).webhook_deliveries == 0
+        assert {d.id: d.state for d in deliveries(h)} == before
+        sender.answers.clear()  # the receiver is back
+        h.clock.advance(timedelta(days=1))  # the head's retry is due
+        while (await h.container.deliver_webhooks().execute()).busy:
+            pass
+    finally:
+        h.container.unwire()
+    states = [d.state for d in deliveries(h)]
+    assert len(states) == 61
+    failed = states.count(WebhookState.FAILED)
+    assert states.count(WebhookState.DELIVERED) == 61 - failed  # nothing left waiting
+    # What was given up is there to retry; what came after went in order, to the last.
+    assert await h.container.requeue_webhooks().execute() == failed
+    assert json.loads(sender.to("hooks.example.com")[-1].body)["type"] == "link.deleted"
+
+
+async def test_purge_drops_the_oldest_pending_deliveries_of_an_endpoint_no_longer_configured() -> (
+    None
+):
+    """An endpoint removed from the settings is sent nothing more; 30 days after they were
+    queued (not after their last attempt) its pending deliveries go, the oldest first. The
+    configured endpoint's wait, however old."""
+    h = webhook_harness()
+    sender = ScriptedSender({"hooks.example.com": [500] * 100, "other.example.org": [500] * 100})
+    h.container.webhook_sender.override(sender)
+    await h.sign_up("alice", "alice@example.com")
+    await h.container.deliver_webhooks().execute()  # both heads fail
+    h.clock.advance(timedelta(days=20))
+    await h.sign_up("bob", "bob@example.com")
+    h.clock.advance(timedelta(days=11))
+    later = Harness.build(build_container(make_settings(webhook_urls=HOOKS, webhook_secret=SECRET)))
+    later.container.memory_db.override(h.container.memory_db())
+    later.container.clock.override(h.clock)
+    # A worker let the old endpoint's first delivery go just now (its next attempt is
+    # recent): it was queued 31 days ago all the same, and goes; bob's, 11 days old, waits.
+    db: MemoryDatabase = h.container.memory_db()
+    old_endpoint = endpoint_for(OTHER).key
+    head, bobs = [d for d in deliveries(h) if d.endpoint == old_endpoint]
+    db.tables.webhook_deliveries[head.id] = replace(head, next_attempt_at=h.clock.now())
+    every = {d.id for d in deliveries(h)}
+    try:
+        assert (await later.container.purge_expired().execute()).webhook_deliveries == 1
+    finally:
+        later.container.unwire()
+        h.container.unwire()
+    assert {d.id for d in deliveries(h)} == every - {head.id}
+    assert bobs.created_at < h.clock.now() - timedelta(days=10)
 
 
 async def test_the_worker_logs_hosts_and_ids_never_urls_or_secrets(

@@ -984,13 +984,16 @@ class MemoryWebhooks(_Repo):
                     )
         return sorted(found.values(), key=lambda s: s.endpoint)
 
-    async def purge_finished(self, before: datetime) -> int:
+    async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
         table = self._t.webhook_deliveries
+        kept = set(configured)
         gone = [
             key
             for key, d in table.items()
             if (d.finished_at is not None and d.finished_at < before)
-            or (d.state is WebhookState.PENDING and d.next_attempt_at < before)
+            or (
+                d.state is WebhookState.PENDING and d.endpoint not in kept and d.created_at < before
+            )
         ]
         for key in gone:
             del table[key]

@@ -1225,12 +1225,16 @@ class SqlWebhooks(_QueueRepo):
                 )
         return sorted(found.values(), key=lambda s: s.endpoint)
 
-    async def purge_finished(self, before: datetime) -> int:
+    async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
         d = webhook_deliveries.c
         purged = await self._count(
             delete(webhook_deliveries).where(
                 ((d.finished_at.is_not(None)) & (d.finished_at < before))
-                | ((d.state == WebhookState.PENDING.value) & (d.next_attempt_at < before))
+                | (
+                    (d.state == WebhookState.PENDING.value)
+                    & d.endpoint.not_in(sorted(set(configured)))
+                    & (d.created_at < before)
+                )
             )
         )
         named = select(d.event_id).scalar_subquery()

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from domain.ports import Clock, UnitOfWorkFactory
+from domain.use_cases._webhooks import WebhookOutbox
 from domain.use_cases.webhooks import KEEP_FINISHED_WEBHOOKS
 
 # Sent, failed and cancelled emails stay this long: the account page and support can see them.
@@ -25,12 +26,24 @@ class PurgeReport:
 class PurgeExpired:
     """Delete expired one-time secrets and sessions, old finished emails and webhook
     deliveries, and audit events older than the retention (``taskflow-link purge-expired``).
-    ``audit_retention``: ``None`` keeps the audit trail forever."""
+    ``audit_retention``: ``None`` keeps the audit trail forever.
+
+    Pending webhook deliveries of the endpoints in ``outbox`` (this process's settings) are
+    kept however old: only one endpoint's first delivery is ever attempted, so the ones
+    behind a head that keeps failing wait, and deleting them would leave the receiver
+    without them (and perhaps a stale state: ``link.created`` as the last word on a member
+    who unlinked) with nothing failed to retry. Those of an endpoint no longer configured
+    go after ``KEEP_FINISHED_WEBHOOKS`` from when they were queued, oldest first."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, audit_retention: timedelta | None = None
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        outbox: WebhookOutbox,
+        audit_retention: timedelta | None = None,
     ) -> None:
         self._uow, self._clock, self._audit_retention = uow, clock, audit_retention
+        self._configured = [e.key for e in outbox.endpoints]
 
     async def execute(self) -> PurgeReport:
         now = self._clock.now()
@@ -42,7 +55,7 @@ class PurgeExpired:
                 await uow.email_tokens.purge_expired(now),
                 await uow.outgoing_emails.purge_finished(now - KEEP_FINISHED_EMAILS),
                 await uow.link_proposals.purge_expired(now),
-                await uow.webhooks.purge_finished(now - KEEP_FINISHED_WEBHOOKS),
+                await uow.webhooks.purge_finished(now - KEEP_FINISHED_WEBHOOKS, self._configured),
                 (
                     await uow.audit.purge_before(now - self._audit_retention)
                     if self._audit_retention is not None
