@@ -1,7 +1,9 @@
 """Two webhook claimers on real Postgres, the second one arriving while the first still holds
 an endpoint's first delivery in its transaction: it waits for that row (it may not skip it and
 take the deliveries behind it), then sees what the first left. Whatever the timing, no two
-workers send one endpoint's deliveries side by side or out of order."""
+workers send one endpoint's deliveries side by side or out of order. And the other writers of
+delivery rows never wait for one in an order that could close a circle with a claim's: purge
+skips what another transaction holds, bulk requeue locks in the claims' order."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from adapters.sql import SqlDatabase
 from domain.model import DiscordId
 from domain.ports import UnitOfWork
 from domain.use_cases import WebhookReport
 from domain.webhooks import WebhookDelivery, WebhookState
-from tests.contracts.repositories import HOOK_A, NOW, webhook, write
+from tests.contracts.repositories import HOOK_A, HOOK_B, NOW, webhook, write
 from tests.fakes.webhooks import InterleavingSender
 from tests.harness import sql_harness
 from tests.integration.postgres import PostgresServer
@@ -124,3 +127,86 @@ async def test_two_workers_send_one_endpoints_events_in_order(
         await h.container.deliver_webhooks().execute()
     assert second_worker == [WebhookReport()]
     assert arrived == ["link.created", "link.deleted"]
+
+
+async def test_purge_skips_a_delivery_another_transaction_holds_and_never_waits(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    """A claim holds the first of two month-old deliveries of an endpoint no longer
+    configured: purge deletes the other at once and leaves the held one to its next run
+    (had it waited on the claim's row, it could wait in a circle with another claim)."""
+    month_ago = NOW - timedelta(days=40)
+    queued = [webhook(month_ago) for _ in range(2)]
+
+    async def add_all(uow: UnitOfWork) -> None:
+        for event, deliveries in queued:
+            await uow.webhooks.add(event, deliveries)
+
+    await write(pg_db.unit_of_work, add_all)
+    held_id, free_id = (ds[0].id for _, ds in queued)
+
+    async def purge() -> int:
+        async with pg_db.unit_of_work() as uow:
+            purged = await uow.webhooks.purge_finished(NOW - timedelta(days=30), [])
+            await uow.commit()
+        return purged
+
+    async with pg_db.unit_of_work() as uow:
+        [held] = await uow.webhooks.claim_due(NOW, NOW + LEASE, 1, [HOOK_A.key])
+        assert held.id == held_id
+        purging = asyncio.create_task(purge())
+        await _blocked_or_done(pg_db, purging)
+        assert purging.done(), "purge waited for the claim's row lock"
+        assert await purging == 1
+        await uow.commit()
+    async with pg_db.unit_of_work(read_only=True) as uow:
+        assert await uow.webhooks.get(free_id) is None
+        assert await uow.webhooks.get(held_id) is not None
+    assert await purge() == 1  # the next run takes it
+
+
+async def test_bulk_requeue_locks_its_rows_endpoint_by_endpoint_in_queue_order(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    """Claims lock endpoint by endpoint (sorted keys), each in queue order; so does
+    ``webhooks retry``. Queued B, B, A, A (so the table's own order is not the claims'),
+    with B's first row held by another transaction: requeue waits for it holding both of
+    A's rows and none of B's after it. An UPDATE alone would have locked B's first (and
+    waited there) before A's."""
+    queued = [webhook(NOW, endpoint) for endpoint in (HOOK_B, HOOK_B, HOOK_A, HOOK_A)]
+    failed = [
+        (event, [replace(d, state=WebhookState.FAILED, attempts=10, finished_at=NOW)])
+        for event, [d] in queued
+    ]
+
+    async def add_all(uow: UnitOfWork) -> None:
+        for event, deliveries in failed:
+            await uow.webhooks.add(event, deliveries)
+
+    await write(pg_db.unit_of_work, add_all)
+    b1, b2, a1, a2 = (ds[0].id for _, ds in failed)
+    lock = text("SELECT seq FROM webhook_deliveries WHERE id = :id FOR UPDATE")
+
+    async def requeue() -> int:
+        async with pg_db.unit_of_work() as uow:
+            requeued = await uow.webhooks.requeue(NOW)
+            await uow.commit()
+        return requeued
+
+    async def can_lock(delivery_id: object) -> bool:
+        async with pg_db.engine.connect() as conn, conn.begin():
+            try:
+                await conn.execute(text(f"{lock.text} NOWAIT"), {"id": delivery_id})
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                    return False
+                raise
+            return True
+
+    async with pg_db.engine.connect() as holder, holder.begin():
+        await holder.execute(lock, {"id": b1})
+        requeuing = asyncio.create_task(requeue())
+        await _blocked_or_done(pg_db, requeuing)
+        assert not requeuing.done()
+        assert [await can_lock(i) for i in (a1, a2, b2)] == [False, False, True]
+    assert await asyncio.wait_for(requeuing, DEADLINE) == 4

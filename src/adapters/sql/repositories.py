@@ -1156,10 +1156,21 @@ class SqlWebhooks(_QueueRepo):
         return found[0] if found else None
 
     async def requeue(self, now: datetime, delivery_id: uuid.UUID | None = None) -> int:
+        """On Postgres the rows are locked first, in the order claims lock theirs (endpoint
+        by endpoint, each in queue order), then updated: an UPDATE alone locks them in the
+        order it finds them, and could hold a row a claim waits for while it waits for one
+        that claim holds. SQLite's writers run one at a time."""
         d = webhook_deliveries.c
+        stopped = d.state.in_((WebhookState.FAILED.value, WebhookState.GONE.value))
+        chosen = stopped if delivery_id is None else stopped & (d.id == delivery_id)
+        if self._postgres:
+            # COLLATE "C": the keys' byte order, the one claims sort them in (hex digits
+            # sort alike in any collation, but nothing is left to the database's).
+            in_order = d.endpoint.collate("C"), d.seq
+            await self._run(select(d.seq).where(chosen).order_by(*in_order).with_for_update())
         query = (
             update(webhook_deliveries)
-            .where(d.state.in_((WebhookState.FAILED.value, WebhookState.GONE.value)))
+            .where(chosen)
             .values(
                 state=WebhookState.PENDING.value,
                 next_attempt_at=now,
@@ -1167,8 +1178,6 @@ class SqlWebhooks(_QueueRepo):
                 finished_at=None,
             )
         )
-        if delivery_id is not None:
-            query = query.where(d.id == delivery_id)
         requeued = await self._count(query)
         if requeued:
             await self._wake_listeners()
@@ -1226,16 +1235,23 @@ class SqlWebhooks(_QueueRepo):
         return sorted(found.values(), key=lambda s: s.endpoint)
 
     async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
+        """On Postgres the rows to delete are taken with FOR UPDATE SKIP LOCKED: a row a claim
+        or a sender holds is left for the next purge, never waited for (a purge that waited
+        on one claim's row while holding rows another claim waits for could close a circle
+        of waits). SQLite has no row locks, and runs writers one at a time."""
         d = webhook_deliveries.c
-        purged = await self._count(
-            delete(webhook_deliveries).where(
-                ((d.finished_at.is_not(None)) & (d.finished_at < before))
-                | (
-                    (d.state == WebhookState.PENDING.value)
-                    & d.endpoint.not_in(sorted(set(configured)))
-                    & (d.created_at < before)
-                )
+        old = select(d.seq).where(
+            ((d.finished_at.is_not(None)) & (d.finished_at < before))
+            | (
+                (d.state == WebhookState.PENDING.value)
+                & d.endpoint.not_in(sorted(set(configured)))
+                & (d.created_at < before)
             )
+        )
+        if self._postgres:
+            old = old.with_for_update(skip_locked=True)
+        purged = await self._count(
+            delete(webhook_deliveries).where(d.seq.in_(old.scalar_subquery()))
         )
         named = select(d.event_id).scalar_subquery()
         await self._run(delete(webhook_events).where(webhook_events.c.id.not_in(named)))
