@@ -1,7 +1,9 @@
 """The outgoing proxy the environment names for a URL, read once, at start-up.
 
-``https_proxy`` / ``http_proxy`` (by the URL's scheme), else ``all_proxy``, unless ``no_proxy``
-lists the host; each variable lower-case first, then upper-case, and an empty one counts as
+``https_proxy`` / ``http_proxy`` (by the URL's scheme), else ``all_proxy``, unless the host is
+this machine (``localhost``, 127.0.0.0/8, ``::1``: a proxy would reach its own machine, and
+read a plain-http request on its way; as Go's ``ProxyFromEnvironment``) or ``no_proxy`` lists
+it; each variable lower-case first, then upper-case, and an empty one counts as
 unset (as curl reads them: ``https_proxy=`` left blank by a compose file does not hide
 ``HTTPS_PROXY``). Resolved here rather than by aiohttp's ``trust_env``, which ignores
 ``ALL_PROXY``, quietly connects directly when the proxy is an ``https://`` URL (a filtering
@@ -14,15 +16,20 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from adapters.loopback import is_loopback
+
 
 def proxy_for(url: str) -> str | None:
-    """The ``http://`` proxy to send requests for ``url`` through, or ``None`` for none.
+    """The ``http://`` proxy to send requests for ``url`` through, or ``None`` for none
+    (always for a loopback host).
 
-    ``ValueError`` (naming the variable, never its value: a proxy URL may hold a password)
-    for a proxy these calls cannot use (``https://``, ``socks5://``, not a URL): better no
-    start than calls that go around it.
+        ``ValueError`` (naming the variable, never its value: a proxy URL may hold a password)
+        for a proxy these calls cannot use (``https://``, ``socks5://``, not a URL): better no
+        start than calls that go around it.
     """
     parts = urlsplit(url)
+    if is_loopback(parts.hostname):
+        return None
     if _bypassed(parts.hostname or "", parts.port, _variable("no_proxy")[1]):
         return None
     scheme = parts.scheme.lower()

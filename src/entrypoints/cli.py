@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 from sqlalchemy.exc import DBAPIError
 
+from adapters.loopback import is_loopback
 from domain.errors import DomainError
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
@@ -24,7 +25,6 @@ from entrypoints.heap import settle_start_up_objects
 from entrypoints.settings import (
     SettingsError,
     database_url_without_password,
-    is_loopback,
     load_settings,
     without_password,
 )

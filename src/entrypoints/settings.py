@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from adapters.loopback import is_loopback
 from adapters.secret_box import parse_keys
 from adapters.webhooks import WebhookTarget, decode_secret
 from domain.errors import InvalidDiscordId
@@ -804,18 +805,6 @@ def guessable_key(key: str) -> bool:
         return True
     pieces = [key[i : i + 8] for i in range(len(key) - 7)]
     return len(set(pieces)) < len(pieces)
-
-
-def is_loopback(host: str | None) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1): this machine only."""
-    if not host:
-        return False
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_webhook_urls(text: str) -> list[str]:

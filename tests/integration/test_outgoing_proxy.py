@@ -119,6 +119,18 @@ async def test_a_webhook_to_a_no_proxy_host_goes_direct(
     assert line == "POST /hook HTTP/1.1"
 
 
+async def test_a_webhook_to_this_machine_goes_direct_without_no_proxy(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy's localhost is its own machine: sent through it, a plain-http signed POST
+    would be read by the proxy and delivered to whatever listens there."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    port = proxy.url.rsplit(":", 1)[1]
+    assert await deliver(f"http://localhost:{port}/hook") == 204  # the stand-in, directly
+    [(line, _)] = proxy.requests
+    assert line == "POST /hook HTTP/1.1"
+
+
 async def test_discords_api_goes_through_the_proxy_without_netrc_credentials(
     proxy: Proxy, netrc: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,13 +4,18 @@ start, naming the variable and never its value (which may hold a password)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from adapters.proxies import proxy_for
 from entrypoints.bot.runtime import build_gateway_bot
-from entrypoints.container import build_container
+from entrypoints.container import build_container, outgoing_proxies
+from entrypoints.emulator import EmulatorState
+from entrypoints.emulator.bot_api import deliver
 from entrypoints.settings import SettingsError
 from tests.harness import make_settings
+from tests.servers import free_port
 
 VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 SECRET = "whsec_" + "c" * 43
@@ -31,7 +36,55 @@ def test_the_proxy_for_the_urls_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
     monkeypatch.setenv("HTTP_PROXY", "http://plain.internal:8080")
     assert proxy_for("https://hooks.example.com/in") == "http://filter.internal:3128"
-    assert proxy_for("http://127.0.0.1:9000/in") == "http://plain.internal:8080"
+    assert proxy_for("http://hooks.example.com/in") == "http://plain.internal:8080"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:9000/hook",
+        "http://LocalHost.:9000/hook",
+        "http://127.0.0.1:9000/hook",
+        "http://127.8.9.10/hook",
+        "http://[::1]:9000/hook",
+        "https://localhost:8443/hook",
+        "http://127.0.0.1:8765/api/v10",  # the Discord emulator's API
+    ],
+)
+def test_this_machine_is_never_reached_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A proxy's localhost is the proxy's machine: a plain-http signed POST to
+    http://localhost:9000/hook sent through it would be read by the proxy and delivered to
+    whatever listens there. As Go's ProxyFromEnvironment, loopback hosts go direct, with
+    or without NO_PROXY."""
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(variable, "http://corporate.internal:3128")
+    assert proxy_for(url) is None
+    # Only the loopback host itself: a name that merely starts like one is proxied.
+    assert proxy_for("http://localhost.example.com/hook") == "http://corporate.internal:3128"
+    assert proxy_for("http://128.0.0.1/hook") == "http://corporate.internal:3128"
+
+
+def test_webhooks_and_discord_calls_to_this_machine_go_direct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``taskflow-link config`` shows, and what the senders get: a loopback webhook
+    URL and a Discord API on this machine (the emulator) take no proxy."""
+    monkeypatch.setenv("HTTP_PROXY", "http://corporate.internal:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://corporate.internal:3128")
+    settings = make_settings(
+        webhook_urls="http://localhost:9000/hook, https://hooks.example.com/in",
+        webhook_secret=SECRET,
+        discord_api_url="http://127.0.0.1:8765/api/v10",
+    )
+    assert outgoing_proxies(settings) == [
+        ("Discord's API", None),
+        ("webhooks to http://localhost:9000", None),
+        ("webhooks to https://hooks.example.com", "http://corporate.internal:3128"),
+    ]
+    container = build_container(settings)
+    assert container.discord_http()._proxy is None
 
 
 def test_all_proxy_when_the_scheme_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,12 +145,12 @@ def test_the_lower_case_variable_comes_first(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_no_proxy_entries_match_whole_labels_and_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://filter.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "ample.com,10.0.0.0/8,localhost:8443,::1")
+    monkeypatch.setenv("NO_PROXY", "ample.com,10.0.0.0/8,intranet:8443,fd00::1")
     assert proxy_for("https://hooks.example.com/in") is not None  # not a label boundary
     assert proxy_for("https://10.1.2.3/in") is not None  # ranges match nothing: proxied
-    assert proxy_for("https://localhost:8443/in") is None
-    assert proxy_for("https://localhost:9443/in") is not None  # another port
-    assert proxy_for("https://[::1]:8443/in") is None
+    assert proxy_for("https://intranet:8443/in") is None
+    assert proxy_for("https://intranet:9443/in") is not None  # another port
+    assert proxy_for("https://[fd00::1]:8443/in") is None
     monkeypatch.setenv("NO_PROXY", "*")
     assert proxy_for("https://hooks.example.com/in") is None
 
@@ -126,10 +179,11 @@ def test_building_the_container_fails_naming_the_variable(
     with pytest.raises(SettingsError, match="Discord's API: HTTPS_PROXY"):
         build_container(make_settings())
     monkeypatch.delenv("HTTPS_PROXY")
-    monkeypatch.setenv("HTTP_PROXY", "socks5://filter.internal:1080")  # http URLs only
-    with pytest.raises(SettingsError, match="Webhooks: HTTP_PROXY"):
+    monkeypatch.setenv("NO_PROXY", "discord.com")
+    monkeypatch.setenv("ALL_PROXY", "socks5://filter.internal:1080")
+    with pytest.raises(SettingsError, match="Webhooks: ALL_PROXY"):
         build_container(
-            make_settings(webhook_urls="http://127.0.0.1:9000/in", webhook_secret=SECRET)
+            make_settings(webhook_urls="https://hooks.example.com/in", webhook_secret=SECRET)
         )
 
 
@@ -140,3 +194,30 @@ def test_the_bot_takes_the_same_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     runner = build_gateway_bot(container)
     assert runner.bot.proxy_settings.url == "http://filter.internal:3128"
     assert container.discord_http()._proxy == "http://filter.internal:3128"
+
+
+async def test_the_emulator_sends_interactions_to_this_machine_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The emulator does not use ``proxy_for`` (it may not import the service) but httpx's
+    reading of the environment, which proxies loopback hosts too: with HTTP_PROXY set (here
+    to a port nobody listens on), its signed POST to the local service would go to the proxy."""
+    requests: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    state = EmulatorState("1234", "secret", set(), transit_delay=0.0)
+    state.interactions_url = f"http://localhost:{port}/interactions"
+    try:
+        answered = await deliver(state, {"type": 1})
+    finally:
+        server.close()
+    assert answered.status_code == 200
+    assert [r.split(b" ")[1] for r in requests] == [b"/interactions"]  # not a proxy's absolute URL

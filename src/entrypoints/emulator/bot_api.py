@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from litestar import Request, get, patch, post, put
@@ -212,10 +214,27 @@ async def deliver(
     await asyncio.sleep(state.transit_delay)
     body = json.dumps(payload).encode()
     headers = signed_headers(state, body, forged=forged)
-    async with httpx.AsyncClient(timeout=max(10.0, state.response_deadline + 5)) as client:
+    # A service on this machine is called directly, never through the environment's proxy
+    # (httpx's own reading of it proxies loopback hosts too): the proxy's localhost is the
+    # proxy's machine, and it would read the plain-http request on its way.
+    direct = _on_this_machine(state.interactions_url)
+    timeout = max(10.0, state.response_deadline + 5)
+    async with httpx.AsyncClient(timeout=timeout, trust_env=not direct) as client:
         answer = await client.post(state.interactions_url, content=body, headers=headers)
     await asyncio.sleep(state.transit_delay)
     return answer
+
+
+def _on_this_machine(url: str) -> bool:
+    """``localhost`` or a loopback address (the emulator may not import the service's own
+    check, ``adapters.loopback``)."""
+    host = urlsplit(url).hostname or ""
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _answer(response: httpx.Response) -> Any:

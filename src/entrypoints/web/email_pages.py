@@ -16,12 +16,12 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from adapters.email import OutboxEmailSender
+from adapters.loopback import is_loopback
 from domain import errors
 from domain import use_cases as uc
 from domain.model import DeliveryStatus, EmailPurpose
 from domain.ports import EmailSender
 from domain.use_cases import EmailStatus
-from entrypoints.settings import is_loopback
 from entrypoints.web.deps import CurrentAccount, Jar, Use
 from entrypoints.web.errors import message_page, status_for
 
