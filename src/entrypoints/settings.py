@@ -23,10 +23,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from yarl import URL
 
 from adapters.loopback import is_loopback
 from adapters.secret_box import parse_keys
-from adapters.webhooks import WebhookTarget, decode_secret
+from adapters.webhooks import WebhookTarget, decode_secret, endpoint_for
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
 
@@ -814,13 +815,18 @@ def parse_webhook_urls(text: str) -> list[str]:
 
 # A URL's own secrets: the current one, and during its rotation the one being replaced.
 MAX_OWN_WEBHOOK_SECRETS = 2
+# What the outbox keeps of an endpoint for people (webhook_deliveries.host, host[:port]): a
+# longer one would fail every link and unlink on Postgres.
+MAX_WEBHOOK_HOST = 255
 
 
 def parse_webhook_targets(text: str) -> list[tuple[str, list[str]]]:
     """The comma-separated webhook endpoints, each a URL and, after spaces, its own secrets
     (none: it is signed with the default ones). ``ValueError`` naming the item (by position)
-    whose URL is not an absolute http(s) URL or is plain http to another machine, or whose
-    secrets are not ``whsec_`` secrets; never the URL or a secret."""
+    whose URL is not an absolute http(s) URL, is plain http to another machine, is read with
+    another host or port (or refused) by yarl, as the sender reads it, or has a host and port
+    longer than the outbox keeps (255 characters), or whose secrets are not ``whsec_``
+    secrets; never the URL or a secret."""
     targets: list[tuple[str, list[str]]] = []
     for number, part in enumerate(text.split(","), start=1):
         if not part.strip():
@@ -849,6 +855,26 @@ def parse_webhook_targets(text: str) -> list[tuple[str, list[str]]]:
             raise ValueError(
                 f"item {number} must use https: plain http is only for a receiver on this "
                 "machine (a loopback address)"
+            )
+        # The sender reads the URL with yarl, which may read another host or port than
+        # urllib (whose reading the checks above went by) or refuse the URL (a '\' in its
+        # authority): every attempt would fail, or go elsewhere than these checks allowed.
+        try:
+            sent = URL(url, encoded=True)
+            same = (sent.raw_host or "").lower() == parts.hostname and (
+                sent.explicit_port == parts.port
+            )
+        except (ValueError, UnicodeError):
+            same = False
+        if not same:
+            raise ValueError(
+                f"item {number} is not a URL the sender reads as these checks do: write its "
+                "host and port plainly (no '\\' before them)"
+            )
+        if len(endpoint_for(url).host) > MAX_WEBHOOK_HOST:
+            raise ValueError(
+                f"item {number} has a host (with its port) longer than {MAX_WEBHOOK_HOST} "
+                "characters"
             )
         targets.append((url, own))
     return targets

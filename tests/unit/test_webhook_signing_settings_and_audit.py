@@ -33,7 +33,7 @@ from entrypoints.cli import cli
 from entrypoints.cli_output import audit_line, parse_since, webhook_status_lines
 from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
-from entrypoints.settings import SettingsError, load_settings
+from entrypoints.settings import SettingsError, load_settings, parse_webhook_urls
 from entrypoints.web.app import create_app
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 
@@ -140,6 +140,11 @@ def _webhook_settings(**values: object) -> object:
         ("https://a.example/x,,https://b.example/y?token=t0ps3cret", "item 2 is empty"),
         ("https://a.example/t0ps3cret,https://a.example/t0ps3cret", "listed twice"),
         ("https://a.example:99999/t0ps3cret", "item 1 is not a URL"),
+        # urllib reads host 127.0.0.1 (so plain http passes), yarl refuses the URL when sending.
+        ("http://t0ps3cret.example\\@127.0.0.1/x", "item 1 is not a URL the sender reads"),
+        ("https://a.example/x,https://b\\.example/t0ps3cret", "item 2 is not a URL the sender"),
+        # A host and port longer than the outbox keeps (every link would fail on Postgres).
+        (f"https://{'h' * 243}.example:8443/t0ps3cret", "item 1 has a host (with its port)"),
     ],
 )
 def test_webhook_urls_are_checked_without_echoing_them(urls: str, problem: str) -> None:
@@ -148,6 +153,22 @@ def test_webhook_urls_are_checked_without_echoing_them(urls: str, problem: str) 
     assert "TASKFLOW_LINK_WEBHOOK_URLS" in str(refused.value)
     assert problem in str(refused.value)
     assert "t0ps3cret" not in str(refused.value)
+
+
+def test_urls_the_sender_reads_alike_are_taken_up_to_the_longest_host() -> None:
+    """What urllib and yarl read alike passes: upper-case and punycode names, IPv6, an
+    explicit port, a user part; and a host with its port of exactly 255 characters."""
+    longest = f"https://{'h' * 242}.example:8443/in"
+    assert len(endpoint_for(longest).host) == 255
+    urls = [
+        "https://HOOKS.Example.com:8443/in?token=t",
+        "https://xn--bcher-kva.example/in",
+        "http://[::1]:9000/hook",
+        "http://[::1]/hook",
+        "https://user:pass@hooks.example.com/in",
+        longest,
+    ]
+    assert parse_webhook_urls(", ".join(urls)) == urls
 
 
 def test_printed_settings_never_show_a_webhook_urls_token() -> None:
