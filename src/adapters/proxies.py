@@ -23,9 +23,9 @@ def proxy_for(url: str) -> str | None:
     """The ``http://`` proxy to send requests for ``url`` through, or ``None`` for none
     (always for a loopback host).
 
-        ``ValueError`` (naming the variable, never its value: a proxy URL may hold a password)
-        for a proxy these calls cannot use (``https://``, ``socks5://``, not a URL): better no
-        start than calls that go around it.
+    ``ValueError`` (naming the variable, never its value: a proxy URL may hold a password)
+    for a proxy these calls cannot use (``https://``, ``socks5://``, not a URL): better no
+    start than calls that go around it.
     """
     parts = urlsplit(url)
     if is_loopback(parts.hostname):
