@@ -420,12 +420,14 @@ class HttpDiscordRoleConnections:
         return _tokens(body, access_token)
 
     async def push(self, access_token: str, connection: RoleConnection) -> None:
+        # Every field, platform_username too (null when not linked): Discord documents each
+        # as optional without saying that leaving one out clears it, so an unlinked person's
+        # profile could go on showing their TaskFlow username. null clears it, per the spec.
         body: dict[str, Any] = {
             "platform_name": connection.platform_name,
+            "platform_username": connection.platform_username,
             "metadata": dict(connection.metadata),
         }
-        if connection.platform_username is not None:
-            body["platform_username"] = connection.platform_username
         try:
             response = await self._http.request(
                 "role_connection",

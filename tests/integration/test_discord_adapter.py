@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,10 +16,11 @@ from adapters.discord_oauth import (
     DiscordCallObserver,
     DiscordHttp,
     HttpDiscordOAuth,
+    HttpDiscordRoleConnections,
 )
 from domain import errors
-from domain.model import DiscordId, DiscordProfile
-from domain.policies import pkce_challenge
+from domain.model import DiscordId, DiscordProfile, RoleConnection
+from domain.policies import pkce_challenge, role_connection
 from domain.ports import DiscordOAuth, DiscordTokens
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.contracts.discord_oauth import Callback, DiscordOAuthContract
@@ -392,6 +394,37 @@ async def test_one_client_says_who_it_is_and_is_reused(
     assert len(clients) == 1  # one client (one TLS context, pooled connections) per process
     assert state.user_agents[-3:] == ["DiscordBot (https://link.example, 1.2)"] * 3
     await http.aclose()
+
+
+async def test_a_role_connection_for_someone_unlinked_clears_the_username(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """After an unlink the push must clear the TaskFlow username Discord shows. Discord does
+    not say that a field left out is cleared (and the emulator keeps it), so the adapter
+    sends ``"platform_username": null``."""
+    state, url = emulator
+    user = state.add_user("hedy")
+    state.role_metadata = [
+        {"type": 7, "key": "linked", "name": "Linked", "description": "Linked"},
+        {"type": 2, "key": "linked_days", "name": "Days", "description": "Days linked"},
+    ]
+    scopes = frozenset({"identify", "role_connections.write"})
+    grant = state.codes[state.issue_code(user, scopes, REDIRECT, None)]
+    access_token = state.issue_token(grant)
+    discord = HttpDiscordRoleConnections(
+        client_id="client-1",
+        client_secret="secret-1",
+        api_url=f"{url}/api/v10",
+        http=session(timeout=30),
+    )
+    linked = RoleConnection("TaskFlow", "hedy_tf", {"linked": "1", "linked_days": "2"})
+    await discord.push(access_token, linked)
+    assert state.role_connections[user.id]["platform_username"] == "hedy_tf"
+
+    await discord.push(access_token, role_connection(None, None, datetime.now(UTC)))  # unlinked
+    shown = state.role_connections[user.id]
+    assert shown["platform_username"] is None
+    assert shown["metadata"] == {"linked": "0", "linked_days": "0"}
 
 
 class HostileDiscord:

@@ -263,6 +263,7 @@ async def test_unlinking_pushes_not_linked_and_deletes_the_token(
         )
 
     await eventually(told_and_deleted)
+    # Cleared by the push's explicit null: the emulator keeps a field the body leaves out.
     assert stack.emulator.role_connections[user_id]["platform_username"] is None
 
 

@@ -178,6 +178,40 @@ async def test_a_role_connection_needs_the_scope_and_a_live_token() -> None:
         assert shown.json()["connections"][user.id]["platform_name"] == "TaskFlow"
 
 
+async def test_a_field_left_out_keeps_its_value_and_null_clears_it() -> None:
+    """Discord lists every field of the role connection as optional and does not say that
+    leaving one out clears it; its spec takes ``null`` for the platform name and username.
+    So the emulator keeps what a body leaves out: only an explicit ``null`` clears, and a
+    service that counted on omission clearing the username is caught."""
+    state = _state()
+    user = state.add_user("erin")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        await client.put(
+            f"/api/v10/applications/{APP}/role-connections/metadata",
+            json=RECORDS,
+            headers=_bot(state),
+        )
+        token = (await _tokens(client, state, user.id, "identify role_connections.write"))[
+            "access_token"
+        ]
+        linked = {"linked": "1", "linked_days": "3"}
+        full = {"platform_name": "TaskFlow", "platform_username": "erin_tf", "metadata": linked}
+        assert (await _put(client, token, full)).status_code == 200
+
+        unlinked = {"linked": "0", "linked_days": "0"}
+        omitted = await _put(client, token, {"platform_name": "TaskFlow", "metadata": unlinked})
+        assert omitted.status_code == 200
+        assert omitted.json() == {**full, "metadata": unlinked}  # the username stays
+        assert (await _put(client, token, {})).json() == {**full, "metadata": unlinked}
+
+        cleared = await _put(
+            client, token, {"platform_name": None, "platform_username": None, "metadata": None}
+        )
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json() == {"platform_name": None, "platform_username": None, "metadata": {}}
+        assert state.role_connections[user.id] == cleared.json()
+
+
 async def test_users_me_needs_the_identify_scope() -> None:
     """A token for ``role_connections.write`` alone can push a role connection, not read who
     the user is: Discord answers /users/@me 401 without ``identify``."""

@@ -5,8 +5,9 @@
   keys unique.
 - ``PUT``/``GET /api/v10/users/@me/applications/{app}/role-connection`` (a user's Bearer token
   with ``role_connections.write``): ``platform_name`` up to 50, ``platform_username`` up to
-  100, ``metadata`` values strings up to 100 characters, each key a registered record and each
-  value of its record's type (integers in decimal, booleans ``1``/``0``, ISO 8601 datetimes).
+  100 (either may be ``null``), ``metadata`` values strings up to 100 characters, each key a
+  registered record and each value of its record's type (integers in decimal, booleans
+  ``1``/``0``, ISO 8601 datetimes). A field the body leaves out keeps its previous value.
 - A test API: ``GET /_emulator/role-connections`` (the records and every user's connection),
   ``POST /_emulator/users/{id}/expire-tokens`` (Discord ends their access tokens: the refresh
   tokens still work) and ``POST /_emulator/users/{id}/deauthorize`` (the user removes the app:
@@ -170,6 +171,20 @@ def _empty_connection() -> dict[str, Any]:
     return {"platform_name": None, "platform_username": None, "metadata": {}}
 
 
+def updated_connection(previous: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The connection after a PUT of ``body``: a field it sends (``null`` too: nothing to
+    show) takes the new value, a field it leaves out keeps the one it had. Discord lists
+    every field as optional without saying that leaving one out clears it, so the emulator
+    takes the reading under which a client that relies on omission clearing is caught."""
+    updated = dict(previous)
+    for field in ("platform_name", "platform_username"):
+        if field in body:
+            updated[field] = body[field]
+    if "metadata" in body:
+        updated["metadata"] = dict(body["metadata"] or {})
+    return updated
+
+
 def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
@@ -234,11 +249,9 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
             return unknown_application()
         if (problems := connection_problems(state, data)) is not None:
             return _invalid_form(problems)
-        state.role_connections[user] = {
-            "platform_name": data.get("platform_name"),
-            "platform_username": data.get("platform_username"),
-            "metadata": dict(data.get("metadata") or {}),
-        }
+        state.role_connections[user] = updated_connection(
+            state.role_connections.get(user, _empty_connection()), data
+        )
         return Response(state.role_connections[user])
 
     # -- test API ------------------------------------------------------------------------------
