@@ -563,6 +563,56 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     assert interaction.followups == []
 
 
+@pytest.mark.parametrize(("deferred_flags", "follow_up_flags"), [(64, 0), (0, 64)])
+async def test_the_first_follow_up_after_a_deferral_edits_the_thinking_message(
+    emulator: tuple[EmulatorState, Client], deferred_flags: int, follow_up_flags: int
+) -> None:
+    """Discord: after a deferred response "the first followup message will edit the loading
+    message ... no new message will be created ... The ephemeral flag will be ignored". The
+    deferral decided who sees the reply; a later follow-up is a new message."""
+    state, client = emulator
+    interaction = _pending(state)
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        json={"type": 5, "data": {"flags": deferred_flags}},
+    )
+    first = await client.post(webhook, json={"content": "Done", "flags": follow_up_flags})
+    assert first.status_code == 200, first.text
+    assert interaction.followups == []  # no new message
+    assert interaction.edited.is_set()
+    assert interaction.response is not None
+    assert interaction.response["type"] == 4  # no longer "thinking…"
+    assert interaction.response["data"] == {"content": "Done", "flags": deferred_flags}
+    original = await client.patch(f"{webhook}/messages/@original", json={"content": "Done!"})
+    assert (first.json()["id"], first.json()["flags"]) == (original.json()["id"], deferred_flags)
+
+    second = await client.post(webhook, json={"content": "More", "flags": follow_up_flags})
+    assert second.status_code == 200, second.text
+    assert second.json()["id"] != first.json()["id"]
+    assert second.json()["flags"] == follow_up_flags
+    assert interaction.followups == [{"content": "More", "flags": follow_up_flags}]
+    assert interaction.response["data"]["content"] == "Done!"
+
+
+async def test_a_components_v2_follow_up_after_a_deferral_keeps_its_flag(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """Only the ephemeral flag is the deferral's: IS_COMPONENTS_V2 (which an edit may set)
+    stays, or the edited message's components could not be read."""
+    state, client = emulator
+    interaction = _pending(state)
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        json={"type": 5, "data": {"flags": 64}},
+    )
+    body = {"flags": 32768 | 4096, "components": [TEXT]}  # not ephemeral, silent
+    answer = await client.post(f"/api/v10/webhooks/{APP_ID}/{interaction.token}", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["flags"] == 64 | 32768
+    assert interaction.followups == []
+
+
 async def test_an_expired_interaction_token_is_an_invalid_webhook_token(
     emulator: tuple[EmulatorState, Client],
 ) -> None:

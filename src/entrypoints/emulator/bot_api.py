@@ -37,6 +37,7 @@ from entrypoints.emulator.state import (
 from entrypoints.emulator.validation import (
     CONTEXT_BOT_DM,
     CONTEXT_GUILD,
+    EDIT_FLAGS,
     check_command_response,
     check_commands,
     check_webhook_message,
@@ -630,7 +631,11 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        merged = as_stored({**previous, **data})
+        return edit_reply(interaction, {**previous, **data})
+
+    def edit_reply(interaction: Interaction, message: dict[str, Any]) -> Response[Any]:
+        """The original response becomes ``message`` (a deferred one stops "thinking…")."""
+        merged = as_stored(message)
         interaction.response = {"type": 4, "data": merged, "deferred": True}
         interaction.edited.set()
         return Response(message_json(state, interaction, merged, interaction.id))
@@ -649,6 +654,15 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
+        if interaction.response.get("type") == RESPONSE_DEFERRED_MESSAGE:
+            # "The first followup message will edit the loading message ... no new message
+            # will be created ... The ephemeral flag will be ignored": the deferral decided
+            # who sees it. What an edit may set (IS_COMPONENTS_V2, SUPPRESS_EMBEDS) is kept,
+            # as the follow-up's content is read with it.
+            deferral = interaction.response.get("data") or {}
+            flags = int(deferral.get("flags") or 0) & EPHEMERAL
+            flags |= int(data.get("flags") or 0) & EDIT_FLAGS
+            return edit_reply(interaction, {**deferral, **data, "flags": flags})
         message = as_stored(data)
         interaction.followups.append(message)
         return Response(message_json(state, interaction, message, state.snowflake()))
