@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from dependency_injector import providers
 from litestar import Litestar, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import JSONBody
 
 from domain import errors
 from domain.model import AccountId, DiscordId
@@ -402,6 +403,52 @@ async def test_network_transit_counts_in_discords_deadline() -> None:
     result = answer.json()
     assert result["reply"] is None  # "The application did not respond"
     assert result["status"] is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("PATCH", "/messages/@original"), ("POST", "")], ids=["edit", "follow-up"]
+)
+async def test_a_reply_sent_just_after_deferring_crosses_the_same_network(
+    method: str, path: str
+) -> None:
+    """A service that answers "thinking…" (type 5) in the HTTP response and sends its reply
+    through the webhook 50 ms later: with real Discord the reply crosses the same network as
+    the answer, so it lands after it. The emulator once let the webhook call land at once,
+    before the deferral (404 10008 Unknown Message, or 10015 for a follow-up)."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    emulator.transit_delay = 0.2
+    emulator.commands["global"] = [{"id": emulator.snowflake(), "name": "link", "type": 1}]
+    sent: list[asyncio.Task[httpx.Response]] = []
+
+    with serve(create_emulator_app(emulator)) as emulator_url:
+
+        async def reply_later(token: str) -> httpx.Response:
+            await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await client.request(
+                    method,
+                    f"{emulator_url}/api/v10/webhooks/{APP_ID}/{token}{path}",
+                    json={"content": "Done"},
+                )
+
+        @post("/interactions", status_code=200)
+        async def defer(data: JSONBody[dict[str, object]]) -> dict[str, object]:
+            sent.append(asyncio.create_task(reply_later(str(data["token"]))))
+            return {"type": 5, "data": {"flags": 64}}
+
+        async with serve_here(Litestar([defer])) as service_url:
+            emulator.interactions_url = f"{service_url}/interactions"
+            async with httpx.AsyncClient(timeout=30, base_url=emulator_url) as client:
+                answer = await client.post(
+                    "/_emulator/interactions",
+                    json={"user_id": emulator.add_user("rita").id, "command": "link"},
+                )
+            [webhook_call] = await asyncio.gather(*sent)
+
+    assert webhook_call.status_code == 200, webhook_call.text
+    result = answer.json()
+    assert result["errors"] == []
+    assert result["reply"]["data"] == {"content": "Done", "flags": 64}
 
 
 async def test_the_emulator_drops_an_answer_later_than_its_deadline() -> None:

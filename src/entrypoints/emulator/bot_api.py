@@ -616,11 +616,14 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Invalid Webhook Token", 50027, 401)
         return found
 
-    @patch("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original", sync_to_thread=False)
-    def edit_original(
+    @patch("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original")
+    async def edit_original(
         app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
     ) -> Response[Any]:
         """Complete a deferred answer (or edit a reply), as Discord's webhook does."""
+        # The request crosses the network as the callback does: sent just after the HTTP
+        # answer that deferred, it lands after that answer, not before it.
+        await asyncio.sleep(state.transit_delay)
         interaction = by_token(app_id, token)
         if isinstance(interaction, Response):
             return interaction
@@ -640,10 +643,11 @@ def bot_routes(  # noqa: PLR0915 - one route table
         interaction.edited.set()
         return Response(message_json(state, interaction, merged, interaction.id))
 
-    @post("/api/v10/webhooks/{app_id:str}/{token:str}", status_code=200, sync_to_thread=False)
-    def follow_up(
+    @post("/api/v10/webhooks/{app_id:str}/{token:str}", status_code=200)
+    async def follow_up(
         app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
     ) -> Response[Any]:
+        await asyncio.sleep(state.transit_delay)  # the network, as for the callback
         interaction = by_token(app_id, token)
         if isinstance(interaction, Response):
             return interaction

@@ -200,7 +200,8 @@ class EmulatorState:
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
     # The network between Discord and the service, one way (seconds): an interaction reaches
     # the service this much later, and its answer (or callback) reaches Discord this much
-    # later, all inside ``response_deadline``, as Discord counts its 3 seconds.
+    # later, all inside ``response_deadline``, as Discord counts its 3 seconds. The webhook
+    # calls (edits, follow-ups) cross the same network.
     transit_delay: float = 0.0
     # How long the test API waits for a deferred answer to be completed (Discord keeps the
     # interaction's webhook 15 minutes).
