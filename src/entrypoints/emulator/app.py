@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import secrets
 import struct
 import zlib
@@ -29,6 +30,8 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "gif")
 SCOPES = {"identify", "email", "role_connections.write"}
 PROMPTS = {"none", "consent"}
+# RFC 7636: BASE64URL(SHA256(code_verifier)) without padding is 43 characters of this alphabet.
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 SESSION_COOKIE = "discord_emulator_session"  # who is signed in to "Discord" in this browser
 
 
@@ -106,8 +109,14 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         scopes = set(params.get("scope", "").split())
         if not scopes or not scopes <= SCOPES:
             return f"Invalid scope. This emulator knows {sorted(SCOPES)}."
-        if params.get("code_challenge") and params.get("code_challenge_method") != "S256":
-            return "Only PKCE S256 is supported."
+        if "code_challenge" in params:
+            if params.get("code_challenge_method") != "S256":
+                return "Only PKCE S256 is supported."
+            if not S256_CHALLENGE.fullmatch(params["code_challenge"]):
+                return (
+                    "Invalid code_challenge: S256 wants BASE64URL(SHA256(code_verifier)) "
+                    "without padding, 43 characters of A-Z a-z 0-9 - _ (RFC 7636)."
+                )
         if params.get("prompt", "none") not in PROMPTS:
             return f"Invalid prompt: use one of {sorted(PROMPTS)}."
         return None

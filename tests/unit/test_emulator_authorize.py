@@ -1,0 +1,120 @@
+"""The emulator's OAuth2 authorize page refuses and skips what Discord's does (DISCORD.md): a
+returning user sees the consent screen again only with ``prompt=consent``, and a PKCE
+challenge must have S256's shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain.policies import pkce_challenge
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import TestUser
+from tests.web_support import Client
+
+APP = "1200000000000000042"
+REDIRECT = "http://127.0.0.1:1/cb"
+CONSENT_SCREEN = "wants to access your Discord account"
+
+
+def authorize_params(**changes: str | None) -> dict[str, str]:
+    """What the service asks for, with ``changes`` (``None``: leave it out)."""
+    params: dict[str, str | None] = {
+        "response_type": "code",
+        "client_id": APP,
+        "redirect_uri": REDIRECT,
+        "scope": "identify",
+        "state": "s" * 43,
+        "code_challenge": pkce_challenge("v" * 43),
+        "code_challenge_method": "S256",
+        "prompt": "none",
+    }
+    params.update(changes)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[tuple[EmulatorState, Client]]:
+    state = EmulatorState(APP, "secret", {REDIRECT})
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        yield state, client
+
+
+async def _approve(client: Client, user: TestUser) -> None:
+    """This browser's person presses Authorize: they granted ``identify`` and are signed in."""
+    answer = await client.post(
+        "/oauth2/authorize",
+        data={**authorize_params(), "user_id": user.id, "decision": "approve"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 302, answer.text
+    assert answer.headers["location"].startswith(f"{REDIRECT}?code=")
+
+
+async def _authorize(client: Client, **changes: Any) -> Any:
+    return await client.get(
+        "/oauth2/authorize", params=authorize_params(**changes), follow_redirects=False
+    )
+
+
+async def test_a_returning_user_sees_the_screen_again_only_with_prompt_consent(
+    browser: tuple[EmulatorState, Client],
+) -> None:
+    """DISCORD.md: "prompt=consent forces the consent screen again; without it a returning
+    user who already granted the same scopes is sent straight back" (the service always
+    sends prompt, so only this emulator's own default rests on it)."""
+    state, client = browser
+    await _approve(client, state.add_user("nina"))
+    for prompt in ("none", None):
+        skipped = await _authorize(client, prompt=prompt)
+        assert skipped.status_code == 302, prompt
+        assert skipped.headers["location"].startswith(f"{REDIRECT}?code=")
+    shown = await _authorize(client, prompt="consent")
+    assert shown.status_code == 200
+    assert CONSENT_SCREEN in shown.text
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    [
+        "x",
+        "",
+        pkce_challenge("v" * 43)[:42],
+        pkce_challenge("v" * 43) + "A",
+        pkce_challenge("v" * 43) + "=",  # padded
+        "+" * 43,  # base64, not base64url
+        "/" * 43,
+        "A" * 42 + "\n",
+    ],
+    ids=["one", "empty", "42", "44", "padded", "plus", "slash", "newline"],
+)
+async def test_a_code_challenge_that_is_not_s256s_shape_is_refused(
+    browser: tuple[EmulatorState, Client], challenge: str
+) -> None:
+    """RFC 7636: the S256 challenge is BASE64URL(SHA256(verifier)) without padding, exactly
+    43 characters of A-Z a-z 0-9 - _. Anything else is refused as the other bad authorize
+    parameters are: a 400 page, no redirect."""
+    state, client = browser
+    user = state.add_user("otto")
+    page = await _authorize(client, code_challenge=challenge)
+    assert page.status_code == 400
+    assert "code_challenge" in page.text
+    decided = await client.post(
+        "/oauth2/authorize",
+        data={**authorize_params(code_challenge=challenge), "user_id": user.id},
+        follow_redirects=False,
+    )
+    assert decided.status_code == 400
+    assert state.codes == {}
+
+
+async def test_pkce_is_s256_only_and_optional(browser: tuple[EmulatorState, Client]) -> None:
+    _, client = browser
+    for changes in ({}, {"code_challenge": "A" * 43}, {"code_challenge": None}):
+        assert (await _authorize(client, **changes)).status_code == 200, changes
+    plain = await _authorize(client, code_challenge_method="plain")
+    assert plain.status_code == 400
+    assert "S256" in plain.text
