@@ -372,6 +372,20 @@ async def test_requests_on_different_budgets_do_not_wait_for_each_other() -> Non
     assert under_way[1] >= 2
 
 
+def _counted_key_reads(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The digests the API key check reads from the database, from now on."""
+    directory = h.container.directory()
+    read = directory.api_key_by_digest
+    reads: list[str] = []
+
+    async def counted(digest: str) -> Any:
+        reads.append(digest)
+        return await read(digest)
+
+    monkeypatch.setattr(directory, "api_key_by_digest", counted)
+    return reads
+
+
 async def test_made_up_tokens_spend_the_clients_budget(
     frozen_rate_limit_clock: Callable[[float], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -385,15 +399,7 @@ async def test_made_up_tokens_spend_the_clients_budget(
     key = await h.container.create_api_key().execute("bot")
     revoked = await h.container.create_api_key().execute("old")
     await h.container.revoke_api_key().execute("old")
-    directory = h.container.directory()
-    read = directory.api_key_by_digest
-    reads: list[str] = []
-
-    async def counted(digest: str) -> Any:
-        reads.append(digest)
-        return await read(digest)
-
-    monkeypatch.setattr(directory, "api_key_by_digest", counted)
+    reads = _counted_key_reads(h, monkeypatch)
 
     async def get(token: str) -> int:
         answer = await client.get("/api/v1/links/123", headers={"Authorization": f"Bearer {token}"})
@@ -432,15 +438,7 @@ async def test_made_up_tokens_from_one_ipv6_network_share_its_budget(
     h = Harness.build(
         build_container(make_settings(api_rate_limit_per_second=2, forwarded_allow_ips="127.0.0.1"))
     )
-    directory = h.container.directory()
-    read = directory.api_key_by_digest
-    reads: list[str] = []
-
-    async def counted(digest: str) -> Any:
-        reads.append(digest)
-        return await read(digest)
-
-    monkeypatch.setattr(directory, "api_key_by_digest", counted)
+    reads = _counted_key_reads(h, monkeypatch)
     async with (
         serve_here(create_app(h.container)) as url,
         httpx.AsyncClient(base_url=url) as client,

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Delete,
     Executable,
     Insert,
@@ -702,6 +703,25 @@ class _QueueRepo(_Repo):
         if self._postgres:
             await self._run(select(func.pg_notify(self.channel, "")))
 
+    async def _write_back(
+        self,
+        table: Table,
+        pending: ColumnElement[bool],
+        row_id: uuid.UUID,
+        values: dict[str, Any],
+        leased_until: datetime,
+    ) -> bool:
+        """``values`` written to ``table``'s row ``row_id`` while it is still the caller's:
+        ``pending`` (the table's "still pending" condition) and its lease
+        (``next_attempt_at``, as ``renew_claim`` left it) ending at ``leased_until``. Whether
+        it was."""
+        query = (
+            update(table)
+            .where(table.c.id == row_id, pending, table.c.next_attempt_at == leased_until)
+            .values(**values)
+        )
+        return await self._count(query) == 1
+
 
 class SqlOutgoingEmails(_QueueRepo):
     channel = EMAIL_QUEUE_CHANNEL
@@ -765,17 +785,8 @@ class SqlOutgoingEmails(_QueueRepo):
     async def save(self, email: OutgoingEmail, *, leased_until: datetime) -> bool:
         values = _outgoing_values(email)
         del values["id"]
-        o = outgoing_emails.c
-        query = (
-            update(outgoing_emails)
-            .where(
-                o.id == email.id,
-                o.status == DeliveryStatus.PENDING.value,
-                o.next_attempt_at == leased_until,  # still this sender's lease (renew_claim)
-            )
-            .values(**values)
-        )
-        return await self._count(query) == 1
+        pending = outgoing_emails.c.status == DeliveryStatus.PENDING.value
+        return await self._write_back(outgoing_emails, pending, email.id, values, leased_until)
 
     async def latest(self, account_id: AccountId, kind: EmailKind) -> OutgoingEmail | None:
         query = (
@@ -1138,17 +1149,10 @@ class SqlWebhooks(_QueueRepo):
     async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
         values = _webhook_delivery_values(delivery)
         del values["id"], values["event_id"]
-        d = webhook_deliveries.c
-        query = (
-            update(webhook_deliveries)
-            .where(
-                d.id == delivery.id,
-                d.state == WebhookState.PENDING.value,
-                d.next_attempt_at == leased_until,  # still this sender's lease (renew_claim)
-            )
-            .values(**values)
+        pending = webhook_deliveries.c.state == WebhookState.PENDING.value
+        return await self._write_back(
+            webhook_deliveries, pending, delivery.id, values, leased_until
         )
-        return await self._count(query) == 1
 
     async def get(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
         query = select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
