@@ -188,8 +188,15 @@ class DiscordProfile:
 
     @property
     def verified_email(self) -> str | None:
-        """The email only when Discord vouches for it; otherwise it must never be matched."""
-        return normalize_email(self.email) if self.verified else None
+        """The email only when Discord vouches for it; otherwise it must never be matched.
+
+        Nor is an address with a character beyond ASCII: lower-casing can turn it into
+        another address (the Kelvin sign "\u212a" becomes "k", so "\u212aim@example.com"
+        would match kim@example.com's account), and Discord vouches for the mailbox it
+        wrote to, which a mail server may tell apart (an attacker's review)."""
+        if not self.verified or self.email is None or not self.email.isascii():
+            return None
+        return normalize_email(self.email)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,8 +112,8 @@ def decide_login(
     return CreateAccount(
         username_base=username_base_from_discord(profile.username),
         email=email,
-        # Discord's word is taken only when it says verified: true.
-        email_verified=email is not None and profile.verified,
+        # Discord's word is taken only when it says verified: true (and for ASCII only).
+        email_verified=email is not None and profile.verified_email is not None,
     )
 
 

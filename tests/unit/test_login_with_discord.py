@@ -145,6 +145,27 @@ async def test_email_matching_is_case_insensitive(h: Harness) -> None:
     assert done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN
 
 
+async def test_a_discord_email_beyond_ascii_is_never_vouched_for(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """An attacker's review: lower-casing turns the Kelvin sign into "k", so a Discord
+    account verified for "\u212aim@example.com" (another mailbox, to a mail server that tells
+    them apart) was linked to kim@example.com's account and signed in to it; with no such
+    account, it made one whose kim@example.com counted as confirmed, so Kim's password reset
+    did not unlink that Discord account."""
+    kim = (await h.sign_up("kim", "kim@example.com", verified=True)).account
+    kelvin = h.discord_user(1020, email="\u212aim@example.com", verified=True)
+    with pytest.raises(errors.EmailBelongsToAccount):  # the safe path: sign in, then link
+        await h.discord_login(kelvin)
+    assert db.tables.links == {}
+    assert kim.id not in {link.account_id for link in db.tables.links.values()}
+
+    elsewhere = h.discord_user(1021, email="\u212aate@example.org", verified=True)
+    done = await h.discord_login(elsewhere)
+    assert done.outcome is AuthOutcome.CREATED
+    assert db.tables.accounts[done.account_id].email_verified is False
+
+
 async def test_username_clash_gets_a_suffix_and_never_matches_the_existing_account(
     h: Harness, db: MemoryDatabase
 ) -> None:
