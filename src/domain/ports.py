@@ -36,7 +36,6 @@ from domain.model import (
     RoleConnection,
     RoleConnectionToken,
     Session,
-    SignInMethod,
 )
 from domain.webhooks import (
     GoneEndpoint,
@@ -126,9 +125,6 @@ class SessionRepository(Protocol):
 
     async def touch(self, digest: str, now: datetime) -> None:
         """Record a use (only ``last_seen_at``: a concurrent proof is never overwritten)."""
-
-    async def record_proof(self, digest: str, now: datetime, method: SignInMethod) -> None:
-        """Record a fresh proof of identity (only the proof columns)."""
 
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
         """The account's sessions, newest first (expired ones included until purged)."""

@@ -39,6 +39,7 @@ from domain.model import (
     PendingLogin,
     RoleConnectionToken,
     Session,
+    SignInMethod,
 )
 from domain.ports import UnitOfWork, UnitOfWorkFactory
 from domain.webhooks import (
@@ -470,6 +471,18 @@ class RepositoryContract:
             assert await uow.sessions.get(rows[1].digest) == rows[1]
             assert await uow.sessions.get(rows[2].digest) is None
             assert await uow.sessions.get(foreign.digest) == foreign
+            # Renewed (a proof of identity, a password change): the same session, its
+            # handle kept, under a new digest, in one transaction.
+            renewed = replace(
+                rows[1], digest="r" * 64, proved_at=NOW, proved_with=SignInMethod.PASSWORD
+            )
+            assert await uow.sessions.remove(rows[1].digest) is True
+            await uow.sessions.add(renewed)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.sessions.get(rows[1].digest) is None
+            assert await uow.sessions.get(renewed.digest) == renewed
+            assert [s.id for s in await uow.sessions.list_for_account(owner.id)] == [rows[1].id]
 
     # -- API keys and audit ------------------------------------------------------------------------
 

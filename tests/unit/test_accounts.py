@@ -96,14 +96,18 @@ async def test_changing_the_password_needs_the_current_one_and_ends_other_sessio
             new_password="a brand new password",
             current_password=None,
         )
-    await set_password.execute(
+    done = await set_password.execute(
         session_token=signed_up.session_token,
         new_password="a brand new password",
         current_password=PASSWORD,
     )
 
     current = h.container.current_session()
-    assert await current.execute(signed_up.session_token) is not None
+    # This session goes on, under a new token: a copy of its old cookie ends with the others.
+    renewed = await current.execute(done.session_token)
+    assert renewed is not None
+    assert renewed.recently_proved
+    assert await current.execute(signed_up.session_token) is None
     assert await current.execute(elsewhere.session_token) is None
     with pytest.raises(errors.InvalidCredentials):
         await h.container.sign_in().execute(login="alice", password=PASSWORD)

@@ -127,7 +127,7 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
         new_email="Erin@New.Example",
         current_password=PASSWORD,
     )
-    assert (changed.email, changed.email_verified) == ("erin@new.example", False)
+    assert (changed.account.email, changed.account.email_verified) == ("erin@new.example", False)
     with pytest.raises(errors.SecretConsumed):  # spent when the address changed
         await h.container.reset_password().execute(token=old_reset, new_password=NEW_PASSWORD)
 
@@ -137,12 +137,12 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
     assert "erin@new.example" in notice.text
     assert "http" not in notice.text.replace(h.container.public_base_url(), "")
     confirm = h.link_token(h.last_email("erin@new.example"), "/verify-email/")
-    assert (await h.container.verify_email().execute(confirm, changed.id)).email_verified
+    assert (await h.container.verify_email().execute(confirm, changed.account.id)).email_verified
 
     # Back to the first address: the links sent to it before stay spent.
     h.clock.advance(timedelta(hours=2))
     await h.container.change_email().execute(
-        session_token=await h.session_for(changed.id),
+        session_token=await h.session_for(changed.account.id),
         new_email="erin@example.com",
         current_password=PASSWORD,
     )

@@ -90,12 +90,12 @@ async def test_forty_wrong_current_passwords_are_stopped_after_five(h: Harness) 
             session_token=alice.session_token, password=PASSWORD
         )
     h.clock.advance(timedelta(seconds=15))
-    await h.container.confirm_password().execute(  # and then resets it
+    confirmed = await h.container.confirm_password().execute(  # and then resets it
         session_token=alice.session_token, password=PASSWORD
     )
-    with pytest.raises(errors.InvalidCredentials):
+    with pytest.raises(errors.InvalidCredentials):  # (the session, under its new token)
         await h.container.confirm_password().execute(
-            session_token=alice.session_token, password=WRONG
+            session_token=confirmed.session_token, password=WRONG
         )
 
 
@@ -155,9 +155,10 @@ async def test_a_stolen_sessions_guesses_do_not_hold_up_the_owners_session(h: Ha
     with pytest.raises(errors.TooManyRequests):
         await confirm.execute(session_token=alice.session_token, password=PASSWORD)
 
-    await confirm.execute(session_token=owner.session_token, password=PASSWORD)  # not held up
+    # Not held up (and its session goes on under a new token).
+    confirmed = await confirm.execute(session_token=owner.session_token, password=PASSWORD)
     await h.container.set_password().execute(
-        session_token=owner.session_token,
+        session_token=confirmed.session_token,
         new_password="an entirely new password",
         current_password=PASSWORD,
     )

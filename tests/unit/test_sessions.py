@@ -59,14 +59,16 @@ async def test_changing_the_email_ends_the_other_sessions(h: Harness) -> None:
     alice = await h.sign_up("alice", "alice@example.com")
     phone = await h.container.sign_in().execute(login="alice", password=PASSWORD)
 
-    await h.container.change_email().execute(
+    changed = await h.container.change_email().execute(
         session_token=alice.session_token,
         new_email="alice@new.example",
         current_password=PASSWORD,
     )
 
     assert not await _live(h, phone.session_token)
-    assert await _live(h, alice.session_token)
+    # This one goes on under a new token: a copy of its old cookie ends with the others.
+    assert not await _live(h, alice.session_token)
+    assert await _live(h, changed.session_token)
 
 
 # -- the account page's list ---------------------------------------------------------------------
@@ -201,10 +203,16 @@ async def test_a_discord_only_account_needs_a_fresh_discord_proof(h: Harness) ->
     )
     browser.bindings = started.browser_tokens
     approval = h.discord.approve(started.authorize_url, owner.id)
-    await h.complete(browser, state=approval.state, code=approval.code)
-
+    confirmed = await h.complete(browser, state=approval.state, code=approval.code)
+    # The session goes on under a new token; the old one proves nothing (it is no more).
+    assert confirmed.session_token is not None
+    assert confirmed.session_token == browser.session != session
+    with pytest.raises(errors.NotSignedIn):
+        await h.container.set_password().execute(
+            session_token=session, new_password=NEW_PASSWORD, current_password=None
+        )
     await h.container.set_password().execute(
-        session_token=session, new_password=NEW_PASSWORD, current_password=None
+        session_token=browser.session, new_password=NEW_PASSWORD, current_password=None
     )
     assert (await h.account(created.account_id)).has_password
 
@@ -252,28 +260,36 @@ async def test_a_password_account_proves_with_its_password(h: Harness) -> None:
     with pytest.raises(errors.InvalidCredentials):
         await h.container.confirm_password().execute(session_token=via_discord, password="nope")
 
-    await h.container.confirm_password().execute(session_token=via_discord, password=PASSWORD)
-    await h.container.unlink_account().execute(session_token=via_discord, current_password=None)
+    confirmed = await h.container.confirm_password().execute(
+        session_token=via_discord, password=PASSWORD
+    )
+    with pytest.raises(errors.NotSignedIn):  # the old token: its proof went to the new one
+        await h.container.unlink_account().execute(session_token=via_discord, current_password=None)
+    await h.container.unlink_account().execute(
+        session_token=confirmed.session_token, current_password=None
+    )
     assert await h.container.link_of_account().execute(alice.account.id) is None
 
 
 async def test_a_proof_lasts_ten_minutes(h: Harness) -> None:
     alice = await h.sign_up("alice", "alice@example.com")
     h.clock.advance(timedelta(minutes=30))
-    await h.container.confirm_password().execute(
-        session_token=alice.session_token, password=PASSWORD
-    )
+    session = (
+        await h.container.confirm_password().execute(
+            session_token=alice.session_token, password=PASSWORD
+        )
+    ).session_token
     h.clock.advance(timedelta(minutes=9, seconds=59))
-    seen = await h.container.current_session().execute(alice.session_token)
+    seen = await h.container.current_session().execute(session)
     assert seen is not None
     assert seen.recently_proved
     h.clock.advance(timedelta(seconds=1))
-    seen = await h.container.current_session().execute(alice.session_token)
+    seen = await h.container.current_session().execute(session)
     assert seen is not None
     assert not seen.recently_proved
     with pytest.raises(errors.ReauthenticationRequired):
         await h.container.change_email().execute(
-            session_token=alice.session_token, new_email="a@new.example", current_password=None
+            session_token=session, new_email="a@new.example", current_password=None
         )
 
 

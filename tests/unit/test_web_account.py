@@ -128,6 +128,55 @@ async def test_a_discord_only_account_confirms_with_discord(
     assert next(iter(db.tables.accounts.values())).has_password
 
 
+async def test_a_copy_of_the_session_cookie_gets_nothing_from_its_owners_proof(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """An attacker's review: the proof of identity was kept on the session, which a copy of
+    its cookie shares. A thief waited for the owner to confirm the password, then changed
+    the email (and could reset the password from there); the owner's password change, which
+    ends the other sessions, did not end this same one. Each proof and each change of the
+    password or email now gives the session a new token."""
+    app = create_app(h.container)
+    async with AsyncTestClient(app=app) as owner, AsyncTestClient(app=app) as thief:
+        await _sign_up(owner)
+        stolen = owner.cookies["tfl_session"]
+        thief.cookies.set("tfl_session", stolen)
+        h.clock.advance(timedelta(minutes=11))
+        assert "Your account" in (await thief.get("/account")).text  # the copy works
+
+        confirmed = await post_form(
+            owner, "/account/confirm", "/account/confirm", {"password": PASSWORD}
+        )
+        assert "for the next 10 minutes" in confirmed.text
+        assert owner.cookies["tfl_session"] != stolen
+        taken = await thief.get("/account", follow_redirects=False)
+        assert taken.status_code == 302  # signed out: to the sign-in page
+        assert taken.headers["location"].startswith("/signin")
+        refused = await thief.post(
+            "/account/email", data={"email": "mallory@evil.example"}, follow_redirects=False
+        )
+        assert refused.status_code in (303, 403)
+        assert await h.all_accounts_with_email("mallory@evil.example") == []
+
+        # Copied again after the proof: the owner's password change ends it too.
+        thief.cookies.set("tfl_session", owner.cookies["tfl_session"])
+        changed = await post_form(
+            owner,
+            "/account",
+            "/account/password",
+            {"current_password": PASSWORD, "new_password": "another correct horse 77"},
+        )
+        assert "Your password is saved" in changed.text
+        assert (await thief.get("/account", follow_redirects=False)).status_code == 302
+        # And the email change: the owner goes on, the copy made just before does not.
+        thief.cookies.set("tfl_session", owner.cookies["tfl_session"])
+        moved = await post_form(owner, "/account", "/account/email", {"email": "al@new.example"})
+        assert moved.status_code == 200, moved.text
+        assert "Your account" in (await owner.get("/account")).text
+        assert (await thief.get("/account", follow_redirects=False)).status_code == 302
+    assert [a.email for a in db.tables.accounts.values()] == ["al@new.example"]
+
+
 async def test_confirming_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         await _sign_up(client)  # one of the three

@@ -48,7 +48,6 @@ from domain.model import (
     RoleChangeStatus,
     RoleConnectionToken,
     Session,
-    SignInMethod,
     normalize_email,
 )
 from domain.webhooks import (
@@ -440,11 +439,6 @@ class MemorySessions(_Repo):
         current = self._t.sessions.get(digest)
         if current is not None:  # like an UPDATE that matches no row
             self._t.sessions[digest] = replace(current, last_seen_at=now)
-
-    async def record_proof(self, digest: str, now: datetime, method: SignInMethod) -> None:
-        current = self._t.sessions.get(digest)
-        if current is not None:
-            self._t.sessions[digest] = replace(current, proved_at=now, proved_with=method)
 
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
         return sorted(

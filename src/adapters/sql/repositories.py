@@ -507,13 +507,6 @@ class SqlSessions(_Repo):
             update(sessions).where(sessions.c.token_hash == digest).values(last_seen_at=now)
         )
 
-    async def record_proof(self, digest: str, now: datetime, method: SignInMethod) -> None:
-        await self._run(
-            update(sessions)
-            .where(sessions.c.token_hash == digest)
-            .values(proved_at=now, proved_with=method.value)
-        )
-
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
         query = (
             select(sessions)

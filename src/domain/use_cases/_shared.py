@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeGuard, TypeVar
 
@@ -175,6 +175,31 @@ async def start_session(
     await uow.audit.record(
         AuditEvent(AuditKind.SIGNED_IN, now, account_id, detail={"method": method.value})
     )
+    return secret.token
+
+
+async def renew_session(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    session: Session,
+    now: datetime,
+    *,
+    proved_with: SignInMethod | None = None,
+) -> str:
+    """``session`` under a new token, the old one ended, with a proof of identity made now
+    when ``proved_with`` says how; its handle, expiry and password throttle stay. At every
+    proof of identity and every change of the password or email (OWASP: a new session id at
+    every change of privilege): a copy of the cookie taken before (a shared computer, a
+    proxy's log) cannot ride on its owner's proof, nor outlive the change its owner makes
+    (an attacker's review). ``NotSignedIn`` when the session ended meanwhile (signed out, or
+    renewed by another request first)."""
+    if not await uow.sessions.remove(session.digest):
+        raise errors.NotSignedIn()
+    secret = tokens.issue()
+    renewed = replace(session, digest=secret.digest, last_seen_at=now)
+    if proved_with is not None:
+        renewed = replace(renewed, proved_at=now, proved_with=proved_with)
+    await uow.sessions.add(renewed)
     return secret.token
 
 

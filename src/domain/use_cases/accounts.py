@@ -31,6 +31,7 @@ from domain.use_cases._shared import (
     SESSION_TTL,
     queue_email,
     queue_notice,
+    renew_session,
     retry_on_conflict,
     signed_in,
     start_session,
@@ -182,6 +183,7 @@ class PasswordSet:
     # For the browser that chose the password: the new hash ended every device token, its
     # own too, and without one a stranger's guesses would lock it out again.
     device_token: str
+    session_token: str  # its session, renewed: a copy of its old cookie ends with the others
 
 
 class SetPassword(_PasswordUseCase):
@@ -220,9 +222,12 @@ class SetPassword(_PasswordUseCase):
             updated = replace(fresh, password_hash=new_hash)
             await uow.accounts.update(updated)
             await uow.sessions.remove_for_account(account.id, keep=session.digest)
-            # Choosing the password proves knowing it: this session may go on for a while.
-            await uow.sessions.record_proof(session.digest, now, SignInMethod.PASSWORD)
+            # Choosing the password proves knowing it: this session may go on for a while,
+            # under a new token (a copy of its cookie ends with the other sessions).
+            renewed = await renew_session(
+                uow, self._tokens, session, now, proved_with=SignInMethod.PASSWORD
+            )
             await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account.id))
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()
-        return PasswordSet(updated, new_device_token(self._tokens, updated))
+        return PasswordSet(updated, new_device_token(self._tokens, updated), renewed)

@@ -50,6 +50,7 @@ from domain.use_cases._shared import (
     digest_of,
     plausible_token,
     prove_identity,
+    renew_session,
     retry_on_conflict,
     session_of_pending,
     signed_in,
@@ -272,7 +273,8 @@ class AuthCompleted:
     outcome: AuthOutcome
     account_id: AccountId
     destination: str
-    session_token: str | None  # a new session for login flows; None for the others
+    # A new session for login flows, the session renewed for REAUTH; None for the others.
+    session_token: str | None
     proposal_token: str | None = None  # for the cookie, when the outcome is CONFIRM_NEEDED
     # Linked Roles: what became of the first push (``None``: another pusher had the user's
     # connection in hand, and pushes the new grant after its own push).
@@ -380,14 +382,16 @@ class CompleteDiscordAuth:
                     + (f"@{link.discord_username}" if link else "no Discord account")
                     + ". Sign in to Discord as the linked account, then try again."
                 )
-            await uow.sessions.record_proof(session.digest, now, SignInMethod.DISCORD)
+            renewed = await renew_session(
+                uow, self._tokens, session, now, proved_with=SignInMethod.DISCORD
+            )
             await uow.commit()
         return AuthCompleted(
             pending.purpose,
             AuthOutcome.CONFIRMED,
             session.account_id,
             pending.destination,
-            session_token=None,
+            session_token=renewed,
         )
 
     async def _spend_state(self, state: str | None, browser_tokens: Sequence[str]) -> PendingLogin:

@@ -15,13 +15,19 @@ from domain.model import (
     EmailKind,
     EmailPurpose,
     OutgoingEmail,
+    SignInMethod,
     normalize_email,
     validate_email,
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._email_links import consume_email_link, within_limits
 from domain.use_cases._passwords import Passwords
-from domain.use_cases._shared import prove_identity, queue_email, retry_on_conflict
+from domain.use_cases._shared import (
+    prove_identity,
+    queue_email,
+    renew_session,
+    retry_on_conflict,
+)
 
 # Changing the email (each change emails the new address): fixing a typo right after
 # sign-up is fine, but not a stream of addresses.
@@ -109,6 +115,12 @@ class ShowEmailStatus:
         return EmailStatus(account, latest)
 
 
+@dataclass(frozen=True, slots=True)
+class EmailChanged:
+    account: Account
+    session_token: str  # the session, renewed: the cookie's old token has ended
+
+
 class ChangeEmail:
     """A new address starts unconfirmed; the old one (if confirmed) is told, and the account's
     other sessions end. A sensitive change: the address receives password resets."""
@@ -124,7 +136,7 @@ class ChangeEmail:
 
     async def execute(
         self, *, session_token: str | None, new_email: str, current_password: str | None
-    ) -> Account:
+    ) -> EmailChanged:
         address = validate_email(new_email)
         session, account = await prove_identity(
             self._uow,
@@ -137,7 +149,10 @@ class ChangeEmail:
         if normalize_email(account.email) == address:
             raise errors.InvalidInput("That is already your email address.")
 
-        async def attempt() -> Account:
+        # The password typed into the form is a proof made now (prove_identity checked it).
+        typed = SignInMethod.PASSWORD if current_password and account.password_hash else None
+
+        async def attempt() -> EmailChanged:
             now = self._clock.now()
             async with self._uow() as uow:
                 fresh = await uow.accounts.lock(account.id)
@@ -159,6 +174,8 @@ class ChangeEmail:
                 for purpose in EmailPurpose:  # links sent to the old address stop working
                     await uow.email_tokens.consume_all(account.id, purpose, now)
                 await uow.sessions.remove_for_account(account.id, keep=session.digest)
+                # And this one under a new token: a copy of its cookie ends with the others.
+                renewed = await renew_session(uow, self._tokens, session, now, proved_with=typed)
                 await uow.audit.record(AuditEvent(AuditKind.EMAIL_CHANGED, now, account.id))
                 if fresh.email is not None and fresh.email_verified:
                     await queue_email(
@@ -173,7 +190,7 @@ class ChangeEmail:
                     uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
                 await uow.commit()
-            return updated
+            return EmailChanged(updated, renewed)
 
         # A concurrent change to the same address makes the loser's write a Conflict; the
         # next attempt sees the winner and says the address is taken.

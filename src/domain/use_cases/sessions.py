@@ -18,7 +18,7 @@ from domain.use_cases._passwords import (
     signed_in_key,
     trusted_device,
 )
-from domain.use_cases._shared import digest_of, signed_in
+from domain.use_cases._shared import digest_of, renew_session, signed_in
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
 # on every request.
@@ -154,8 +154,15 @@ class EndAllSessions:
         return SignedOutEverywhere(ended, kept)
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityConfirmed:
+    account: Account
+    session_token: str  # the session, renewed: the cookie's old token has ended
+
+
 class ConfirmPassword:
-    """Prove again, with the account's password, before a sensitive change ("sudo mode")."""
+    """Prove again, with the account's password, before a sensitive change ("sudo mode").
+    The session goes on under a new token (see ``renew_session``)."""
 
     def __init__(
         self,
@@ -166,7 +173,7 @@ class ConfirmPassword:
     ) -> None:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
-    async def execute(self, *, session_token: str | None, password: str) -> Account:
+    async def execute(self, *, session_token: str | None, password: str) -> IdentityConfirmed:
         now = self._clock.now()
         async with self._uow(read_only=True) as uow:
             session, account = await signed_in(uow, self._tokens, session_token, now)
@@ -178,6 +185,8 @@ class ConfirmPassword:
             raise errors.InvalidCredentials("Your password is not right.")
         now = self._clock.now()
         async with self._uow() as uow:
-            await uow.sessions.record_proof(session.digest, now, SignInMethod.PASSWORD)
+            renewed = await renew_session(
+                uow, self._tokens, session, now, proved_with=SignInMethod.PASSWORD
+            )
             await uow.commit()
-        return account
+        return IdentityConfirmed(account, renewed)

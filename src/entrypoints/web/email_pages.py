@@ -117,12 +117,12 @@ class EmailPages(Controller):
         jar: Jar,
         data: Form,
     ) -> Redirect:
-        await change_email.execute(
+        done = await change_email.execute(
             session_token=jar.session_token(request),
             new_email=data.get("email", ""),
             current_password=data.get("current_password") or None,
         )
-        return Redirect("/account?notice=email_changed")
+        return Redirect("/account?notice=email_changed", cookies=[jar.session(done.session_token)])
 
     # -- password reset -------------------------------------------------------------------------
 

@@ -225,7 +225,10 @@ class Pages(Controller):
             new_password=data.get("new_password", ""),
             current_password=data.get("current_password") or None,
         )
-        return Redirect("/account?notice=password", cookies=[jar.device(done.device_token)])
+        return Redirect(
+            "/account?notice=password",
+            cookies=[jar.device(done.device_token), jar.session(done.session_token)],
+        )
 
     # -- proving identity again before a sensitive change ("sudo mode") ------------------------
 
@@ -250,7 +253,7 @@ class Pages(Controller):
         data: Form,
     ) -> Template | Redirect:
         try:
-            await confirm_password.execute(
+            done = await confirm_password.execute(
                 session_token=jar.session_token(request), password=data.get("password", "")
             )
         except errors.InvalidCredentials as exc:
@@ -262,7 +265,8 @@ class Pages(Controller):
                 context={"account": signed_in.account, "link": None, "error": exc.message},
                 status_code=401,
             )
-        return Redirect("/account?notice=confirmed")
+        # The session goes on under a new token: a copy of the old cookie has no part in it.
+        return Redirect("/account?notice=confirmed", cookies=[jar.session(done.session_token)])
 
     @post("/account/confirm/discord", status_code=302)
     async def confirm_with_discord(
@@ -340,7 +344,8 @@ class Pages(Controller):
             session_token=jar.session_token(request),
         )
         if done.purpose is AuthPurpose.REAUTH:
-            return Redirect("/account?notice=confirmed")
+            assert done.session_token is not None  # noqa: S101 - the session, renewed
+            return Redirect("/account?notice=confirmed", cookies=[jar.session(done.session_token)])
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
             if done.role_sync is RoleSync.PUSHED:
                 notice = "role_connected"
