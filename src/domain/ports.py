@@ -380,14 +380,16 @@ class WebhookRepository(Protocol):
     async def summary(self) -> Sequence[WebhookEndpointSummary]:
         """Per endpoint that has deliveries: how many in each state, and the newest error."""
 
-    async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
+    async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         """Forget deliveries that finished before ``before``, and pending ones queued before
         then (by ``created_at``: the oldest part of their queue, never a stretch in its
-        middle) of endpoints not in ``configured`` (keys), then events left without a
-        delivery. How many deliveries. A pending delivery of a configured endpoint is never
-        forgotten: its receiver would miss it with no trace, and ``webhooks retry`` could not
-        send it again. On Postgres a delivery row another transaction holds (a claim, a
-        sender) is left for the next purge, never waited for."""
+        middle) and not tried or let go since (``next_attempt_at``: no worker has them in
+        hand) of endpoints not in ``configured`` (keys; ``None``: no pending one goes), then
+        events left without a delivery. How many deliveries. A pending delivery of a
+        configured endpoint is never forgotten: its receiver would miss it with no trace,
+        and ``webhooks retry`` could not send it again. On Postgres a delivery row another
+        transaction holds (a claim, a sender) is left for the next purge, never waited
+        for."""
 
 
 class UnitOfWork(Protocol):

@@ -142,7 +142,7 @@ def _migrate(direction: str, revision: str) -> str | None:
 def purge_expired() -> None:
     """Delete expired pending logins, /link tickets, sessions, emailed links, link proposals,
     old emails and webhook deliveries (a pending one only when its URL is no longer in
-    TASKFLOW_LINK_WEBHOOK_URLS), and audit events older than
+    TASKFLOW_LINK_WEBHOOK_URLS, which must then name the others), and audit events older than
     TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever)."""
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(
@@ -152,6 +152,12 @@ def purge_expired() -> None:
         f"{report.webhook_deliveries} old webhook delivery(ies), "
         f"{report.audit_events} audit event(s)."
     )
+    if report.webhook_pending_kept:
+        click.echo(
+            f"Kept {report.webhook_pending_kept} pending webhook delivery(ies): this process "
+            "has no TASKFLOW_LINK_WEBHOOK_URLS, so it cannot tell a removed URL from a live "
+            "one (run purge-expired with the service's settings to drop those of removed URLs)."
+        )
 
 
 @cli.group("webhooks")

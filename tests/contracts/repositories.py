@@ -1090,14 +1090,17 @@ class RepositoryContract:
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
         """Finished deliveries go 30 days after they finished; pending ones only when their
-        endpoint is no longer configured, 30 days after they were queued (``created_at``,
-        not the next attempt: a delivery let go behind its endpoint's head is due again at
-        once, and the oldest must go first). A configured endpoint's queue is never cut."""
+        endpoint is no longer configured, 30 days after they were queued (``created_at``:
+        the oldest must go first), and not while an instance still has one in hand (tried
+        or let go in those 30 days: its settings may still name the URL). A configured
+        endpoint's queue is never cut, nor any queue when none is named (``None``)."""
         cutoff = NOW - timedelta(days=30)
         month_ago = NOW - timedelta(days=40)
         old_done, [old_delivery] = webhook(month_ago)
-        # Queued a month ago to an endpoint no longer configured, let go again just now.
+        # Queued a month ago to an endpoint no longer configured, untouched since.
         stuck, [stuck_delivery] = webhook(month_ago, HOOK_B)
+        # The same, but an instance that still names it let it go again just now.
+        handled, [handled_delivery] = webhook(month_ago, HOOK_B)
         recent, [recent_delivery] = webhook(NOW - timedelta(days=2), HOOK_B)
         # A configured endpoint down for a month: its backlog waits, however old.
         backlog, [backlog_delivery] = webhook(month_ago)
@@ -1114,7 +1117,8 @@ class RepositoryContract:
                     )
                 ],
             ),
-            (stuck, [replace(stuck_delivery, next_attempt_at=NOW)]),
+            (stuck, [stuck_delivery]),
+            (handled, [replace(handled_delivery, next_attempt_at=NOW)]),
             (recent, [recent_delivery]),
             (backlog, [backlog_delivery]),
             (fresh_done, [replace(fresh_delivery, state=WebhookState.FAILED, finished_at=NOW)]),
@@ -1136,11 +1140,19 @@ class RepositoryContract:
                 await uow.webhooks.add(event, deliveries)
 
         await write(uow_factory, add_all)
+        async with uow_factory() as uow:  # no endpoint named: only what finished goes
+            assert await uow.webhooks.purge_finished(cutoff, None) == 2
+            await uow.rollback()
         async with uow_factory() as uow:
             assert await uow.webhooks.purge_finished(cutoff, [HOOK_A.key]) == 3
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
-            for kept_id in (fresh_delivery.id, recent_delivery.id, backlog_delivery.id):
+            for kept_id in (
+                fresh_delivery.id,
+                recent_delivery.id,
+                backlog_delivery.id,
+                handled_delivery.id,
+            ):
                 assert await uow.webhooks.get(kept_id) is not None
             kept = await uow.webhooks.get(half_deliveries[0].id)
             assert kept is not None
@@ -1148,16 +1160,26 @@ class RepositoryContract:
             for purged in (old_delivery, stuck_delivery, half_deliveries[1]):
                 assert await uow.webhooks.get(purged.id) is None
             summary = await uow.webhooks.summary()
-            assert sum(n for s in summary for n in s.counts.values()) == 4
-        # Once HOOK_A is no longer configured either, its month-old deliveries go too.
+            assert sum(n for s in summary for n in s.counts.values()) == 5
+        # Once HOOK_A is no longer configured either, its month-old backlog goes too; the
+        # one due in five seconds (some instance has it in hand) stays.
         async with uow_factory() as uow:
-            assert await uow.webhooks.purge_finished(cutoff, []) == 2
+            assert await uow.webhooks.purge_finished(cutoff, []) == 1
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
-            left = [await uow.webhooks.get(i) for i in (fresh_delivery.id, recent_delivery.id)]
+            assert await uow.webhooks.get(backlog_delivery.id) is None
+            left = [
+                await uow.webhooks.get(i)
+                for i in (
+                    fresh_delivery.id,
+                    recent_delivery.id,
+                    handled_delivery.id,
+                    half_deliveries[0].id,
+                )
+            ]
             assert all(left)
             summary = await uow.webhooks.summary()
-            assert sum(n for s in summary for n in s.counts.values()) == 2
+            assert sum(n for s in summary for n in s.counts.values()) == 4
 
     async def test_uncommitted_webhooks_are_rolled_back(
         self, uow_factory: UnitOfWorkFactory

@@ -22,10 +22,17 @@ from sqlalchemy import select
 
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import accounts, gone_webhook_endpoints, webhook_deliveries
+from adapters.webhooks import endpoint_for
 from domain import errors
 from domain.model import AccountId, AuditEvent, AuditKind, DiscordId
 from domain.use_cases import WebhookOutbox
-from domain.webhooks import WebhookState, account_created
+from domain.webhooks import (
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookEventType,
+    WebhookState,
+    account_created,
+)
 from entrypoints.container import build_container
 from tests.bot_support import run_command, wait_until
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings, sql_harness
@@ -326,10 +333,22 @@ async def test_the_audit_trail_through_the_command_and_its_retention(
     code, out, err = await taskflow_link("audit", "--discord-id", "43", env=env, cwd=tmp_path)
     assert (code, out, err) == (0, "", "No audit events match.\n")
 
+    # A live endpoint's pending delivery, 40 days old: this command's settings name no
+    # webhook URL, so it cannot tell that endpoint from a removed one, keeps it, and says so.
+    hook = endpoint_for("https://hooks.example.com/in")
+    old = now - timedelta(days=40)
+    queued = WebhookEvent(uuid.uuid4(), WebhookEventType.LINK_CREATED, old, '{"type":"x"}')
+    async with pg_db.unit_of_work() as uow:
+        await uow.webhooks.add(
+            queued, [WebhookDelivery(uuid.uuid4(), queued, hook.key, hook.host, old, old)]
+        )
+        await uow.commit()
     kept_forever = {**env, "TASKFLOW_LINK_AUDIT_RETENTION_DAYS": "0"}
     code, out, err = await taskflow_link("purge-expired", env=kept_forever, cwd=tmp_path)
     assert code == 0, err
     assert "0 audit event(s)" in out
+    assert "0 old webhook delivery(ies)" in out
+    assert "Kept 1 pending webhook delivery(ies): this process has no" in out
     code, out, err = await taskflow_link("purge-expired", env=env, cwd=tmp_path)  # 365 days
     assert "1 audit event(s)" in out, out + err
     code, out, _ = await taskflow_link("audit", env=env, cwd=tmp_path)

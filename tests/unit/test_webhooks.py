@@ -609,7 +609,8 @@ async def test_purge_drops_the_oldest_pending_deliveries_of_an_endpoint_no_longe
     None
 ):
     """An endpoint removed from the settings is sent nothing more; 30 days after they were
-    queued (not after their last attempt) its pending deliveries go, the oldest first. The
+    queued its pending deliveries go, the oldest first, unless an instance still has one in
+    hand (tried or let go within those 30 days: its settings may still name the URL). The
     configured endpoint's wait, however old."""
     h = webhook_harness()
     sender = ScriptedSender({"hooks.example.com": [500] * 100, "other.example.org": [500] * 100})
@@ -622,20 +623,54 @@ async def test_purge_drops_the_oldest_pending_deliveries_of_an_endpoint_no_longe
     later = Harness.build(build_container(make_settings(webhook_urls=HOOKS, webhook_secret=SECRET)))
     later.container.memory_db.override(h.container.memory_db())
     later.container.clock.override(h.clock)
-    # A worker let the old endpoint's first delivery go just now (its next attempt is
-    # recent): it was queued 31 days ago all the same, and goes; bob's, 11 days old, waits.
+    # An instance that still names the old endpoint let its first delivery go just now: it
+    # stays, though queued 31 days ago (an attacker's review: a purge run with other
+    # settings deleted what a live instance was sending).
     db: MemoryDatabase = h.container.memory_db()
     old_endpoint = endpoint_for(OTHER).key
     head, bobs = [d for d in deliveries(h) if d.endpoint == old_endpoint]
     db.tables.webhook_deliveries[head.id] = replace(head, next_attempt_at=h.clock.now())
     every = {d.id for d in deliveries(h)}
     try:
+        assert (await later.container.purge_expired().execute()).webhook_deliveries == 0
+        # Untouched for 30 days (no instance sends to it any more): it goes; bob's, 11
+        # days old, waits.
+        db.tables.webhook_deliveries[head.id] = head
         assert (await later.container.purge_expired().execute()).webhook_deliveries == 1
     finally:
         later.container.unwire()
         h.container.unwire()
     assert {d.id for d in deliveries(h)} == every - {head.id}
     assert bobs.created_at < h.clock.now() - timedelta(days=10)
+
+
+async def test_a_purge_whose_settings_name_no_webhook_url_keeps_every_pending_delivery() -> None:
+    """An attacker's review: purge-expired run from a cron job given only the database took
+    every endpoint for removed, and deleted a live endpoint's month-old backlog, with no
+    trace and nothing `webhooks retry` could send. Without webhook URLs it cannot tell, so it
+    keeps them all, and says so."""
+    h = webhook_harness(HOOKS)
+    h.container.webhook_sender.override(ScriptedSender({"hooks.example.com": [500] * 100}))
+    await h.sign_up("alice", "alice@example.com")
+    db: MemoryDatabase = h.container.memory_db()
+    h.clock.advance(timedelta(days=31))
+    cron = Harness.build(build_container(make_settings()))
+    cron.container.memory_db.override(db)
+    cron.container.clock.override(h.clock)
+    try:
+        report = await cron.container.purge_expired().execute()
+        assert report.webhook_deliveries == 0
+        assert report.webhook_pending_kept == 1
+        kept = len(deliveries(h))
+        assert kept == 1
+        # With the service's settings, nothing of a configured endpoint goes either, and
+        # nothing is said.
+        served = await h.container.purge_expired().execute()
+        assert (served.webhook_deliveries, served.webhook_pending_kept) == (0, 0)
+    finally:
+        cron.container.unwire()
+        h.container.unwire()
+    assert len(deliveries(h)) == kept
 
 
 async def test_the_worker_logs_hosts_and_ids_never_urls_or_secrets(

@@ -978,15 +978,18 @@ class MemoryWebhooks(_Repo):
                     )
         return sorted(found.values(), key=lambda s: s.endpoint)
 
-    async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
+    async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         table = self._t.webhook_deliveries
-        kept = set(configured)
         gone = [
             key
             for key, d in table.items()
             if (d.finished_at is not None and d.finished_at < before)
             or (
-                d.state is WebhookState.PENDING and d.endpoint not in kept and d.created_at < before
+                configured is not None
+                and d.state is WebhookState.PENDING
+                and d.endpoint not in configured
+                and d.created_at < before
+                and d.next_attempt_at < before
             )
         ]
         for key in gone:

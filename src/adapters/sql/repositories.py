@@ -1231,20 +1231,22 @@ class SqlWebhooks(_QueueRepo):
                 )
         return sorted(found.values(), key=lambda s: s.endpoint)
 
-    async def purge_finished(self, before: datetime, configured: Sequence[str]) -> int:
+    async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         """On Postgres the rows to delete are taken with FOR UPDATE SKIP LOCKED: a row a claim
         or a sender holds is left for the next purge, never waited for (a purge that waited
         on one claim's row while holding rows another claim waits for could close a circle
         of waits). SQLite has no row locks, and runs writers one at a time."""
         d = webhook_deliveries.c
-        old = select(d.seq).where(
-            ((d.finished_at.is_not(None)) & (d.finished_at < before))
-            | (
+        finished = (d.finished_at.is_not(None)) & (d.finished_at < before)
+        condition = finished
+        if configured is not None:
+            condition = finished | (
                 (d.state == WebhookState.PENDING.value)
                 & d.endpoint.not_in(sorted(set(configured)))
                 & (d.created_at < before)
+                & (d.next_attempt_at < before)
             )
-        )
+        old = select(d.seq).where(condition)
         if self._postgres:
             old = old.with_for_update(skip_locked=True)
         purged = await self._count(

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from domain.ports import Clock, UnitOfWorkFactory
 from domain.use_cases._webhooks import WebhookOutbox
 from domain.use_cases.webhooks import KEEP_FINISHED_WEBHOOKS
+from domain.webhooks import WebhookState
 
 # Sent, failed and cancelled emails stay this long: the account page and support can see them.
 KEEP_FINISHED_EMAILS = timedelta(days=30)
@@ -21,6 +22,9 @@ class PurgeReport:
     link_proposals: int = 0
     webhook_deliveries: int = 0
     audit_events: int = 0
+    # Pending webhook deliveries kept because this process names no webhook URLs, so it
+    # cannot tell a removed endpoint from a live one (a cron job without the settings).
+    webhook_pending_kept: int = 0
 
 
 class PurgeExpired:
@@ -33,7 +37,9 @@ class PurgeExpired:
     behind a head that keeps failing wait, and deleting them would leave the receiver
     without them (and perhaps a stale state: ``link.created`` as the last word on a member
     who unlinked) with nothing failed to retry. Those of an endpoint no longer configured
-    go after ``KEEP_FINISHED_WEBHOOKS`` from when they were queued, oldest first."""
+    go after ``KEEP_FINISHED_WEBHOOKS`` from when they were queued, oldest first. A process
+    whose settings name no webhook URL (a cron job given only the database) cannot tell a
+    removed endpoint from a live one: it keeps every pending delivery, and says how many."""
 
     def __init__(
         self,
@@ -43,7 +49,7 @@ class PurgeExpired:
         audit_retention: timedelta | None = None,
     ) -> None:
         self._uow, self._clock, self._audit_retention = uow, clock, audit_retention
-        self._configured = [e.key for e in outbox.endpoints]
+        self._configured = [e.key for e in outbox.endpoints] or None
 
     async def execute(self) -> PurgeReport:
         now = self._clock.now()
@@ -62,5 +68,10 @@ class PurgeExpired:
                     else 0
                 ),
             )
+            if self._configured is None:
+                pending = sum(
+                    s.counts.get(WebhookState.PENDING, 0) for s in await uow.webhooks.summary()
+                )
+                report = replace(report, webhook_pending_kept=pending)
             await uow.commit()
         return report
