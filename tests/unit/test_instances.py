@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from entrypoints.container import build_container
 from entrypoints.health import Readiness
 from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
+from entrypoints.web.rate_limit import client_budget
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve_here
 from tests.web_support import csrf_token
@@ -178,6 +180,31 @@ async def test_an_ipv6_client_spends_its_64_networks_budget(behind_proxy: Harnes
         "203.0.113.9",
         "::ffff:203.0.113.9",
     }
+
+
+@pytest.mark.parametrize(
+    ("host", "budget"),
+    [
+        ("203.0.113.9", "client:203.0.113.9"),
+        ("203.0.113.9:51234", "client:203.0.113.9"),  # a proxy that adds the port
+        ("2001:db8:1:2::1", "client:2001:db8:1:2::/64"),
+        ("[2001:db8:1:2::1]:443", "client:2001:db8:1:2::/64"),
+        ("[2001:db8:1:2::1]", "client:2001:db8:1:2::/64"),
+        # An IPv4 client carried in IPv6: its own, not the translator's /64's.
+        ("::ffff:203.0.113.9", "client:203.0.113.9"),
+        ("64:ff9b::cb00:7109", "client:203.0.113.9"),  # NAT64
+        ("2002:cb00:7109:5::1", "client:203.0.113.9"),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "client:192.0.2.45"),  # Teredo
+        ("::1", "client:::1"),  # this machine
+        ("fe80::1:2", "client:fe80::1:2"),  # its link
+        ("testclient", "client:testclient"),  # not an address
+    ],
+)
+def test_a_clients_budget_is_named_by_what_its_address_says(host: str, budget: str) -> None:
+    """An attacker's review: every IPv4 client behind a NAT64 translator shared its /64's
+    budget, and a proxy that writes a port gave each port a budget."""
+    request = SimpleNamespace(client=SimpleNamespace(host=host))
+    assert client_budget(request) == budget  # type: ignore[arg-type]
 
 
 async def test_x_forwarded_for_is_ignored_from_anyone_else(h: Harness) -> None:

@@ -31,23 +31,57 @@ IPV6_NETWORK_BITS: Final = 64
 
 
 def client_budget(request: Request[Any, Any, Any]) -> str:
-    """The budget a client spends by address: an IPv4 address's own (an IPv4-mapped IPv6
-    address is that IPv4 address), an IPv6 address's /64 network's. The audit trail and
-    the access log still name the whole address."""
+    """The budget a client spends by address: an IPv4 address's own; an IPv6 address's /64
+    network's, unless it carries an IPv4 client (mapped ``::ffff:a.b.c.d``, NAT64's
+    ``64:ff9b::a.b.c.d``, 6to4, Teredo: that client's own, or every IPv4 client behind one
+    translator would share one budget) or is this machine's or its link's (its own). The
+    audit trail and the access log still name the whole address."""
     host = request.client.host if request.client else None
     if not host:
         return "client:-"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:  # not an address (a Unix socket's peer, a test client): as it is
+    address = _address_of(host)
+    if address is None:  # not an address (a Unix socket's peer, a test client): as it is
         return f"client:{host}"
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return f"client:{address.ipv4_mapped}"
+        carried = _ipv4_inside(address)
+        if carried is not None:
+            return f"client:{carried}"
+        if address.is_loopback or address.is_link_local:
+            return f"client:{address}"
         host_bits = 128 - IPV6_NETWORK_BITS
         network = ipaddress.IPv6Address(int(address) >> host_bits << host_bits)
         return f"client:{network}/{IPV6_NETWORK_BITS}"
     return f"client:{address}"
+
+
+# NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 client's address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _ipv4_inside(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # (server, client)
+    return None
+
+
+def _address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address, also as some proxies write it in X-Forwarded-For: with a
+    port (``203.0.113.7:51234``, ``[2001:db8::1]:443``) or in brackets; otherwise each
+    port would be a budget of its own."""
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:  # an IPv4 address and a port (IPv6 has two colons or more)
+        host = host.partition(":")[0]
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 class CountedRateLimitMiddleware(RateLimitMiddleware):
