@@ -759,6 +759,48 @@ async def test_a_worker_stalled_past_its_lease_cannot_undo_the_outcome_of_the_on
     assert "its lease ran out while it was sent" in caplog.text
 
 
+async def test_a_stalled_workers_stale_410_cannot_stop_an_endpoint_another_worker_retries() -> None:
+    """The worker that took over got a 500 and left the delivery pending for its retry: the
+    stalled worker's late answer (410 Gone, from a receiver being redeployed, say) must not
+    overwrite that, nor stop the endpoint."""
+    h = webhook_harness(HOOKS)
+    answers: list[int] = []
+    worker_a: list[str] = []
+
+    class StallingSender:
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            if not worker_a:
+                worker_a.append("stalled")
+                h.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+                await h.container.deliver_webhooks().execute()  # B: a 500, retry pending
+                answers.append(410)
+                return 410  # A's late answer
+            answer = 500 if len(answers) == 0 else 204
+            answers.append(answer)
+            return answer
+
+    h.container.webhook_sender.override(StallingSender())
+    try:
+        await h.sign_up("alice", "alice@example.com")
+        report = await h.container.deliver_webhooks().execute()  # worker A
+        assert [d.event.type for d in report.taken_over] == ["account.created"]
+        assert report.gone == []
+        async with h.uow() as uow:
+            assert await uow.webhooks.gone_endpoints() == []
+        [pending] = deliveries(h)
+        assert (pending.state, pending.attempts, pending.last_error) == (
+            WebhookState.PENDING,
+            1,
+            "http_500",
+        )
+        h.clock.advance(timedelta(minutes=1))
+        later = await h.container.deliver_webhooks().execute()  # B's retry
+    finally:
+        h.container.unwire()
+    assert [d.event.type for d in later.delivered] == ["account.created"]
+    assert answers == [500, 410, 204]
+
+
 def test_only_ids_and_times_travel() -> None:
     """The Discord names and avatar a link keeps for the web pages stay out of every body."""
     now = datetime.now(UTC)
