@@ -588,13 +588,16 @@ class MemoryOutgoingEmails(_Repo):
         picked = {e.id for e in due}
         return [e for e in table.values() if e.id in picked]  # dicts keep insertion order
 
+    def _held(self, email_id: uuid.UUID, lease: datetime) -> OutgoingEmail | None:
+        """The email while it is pending under the lease that ends at ``lease``."""
+        current = self._t.outgoing_emails.get(email_id)
+        if current is None or current.status is not DeliveryStatus.PENDING:
+            return None
+        return current if current.next_attempt_at == lease else None
+
     async def renew_claim(self, email: OutgoingEmail, until: datetime) -> OutgoingEmail | None:
-        current = self._t.outgoing_emails.get(email.id)
-        if (
-            current is None
-            or current.status is not DeliveryStatus.PENDING
-            or current.next_attempt_at != email.next_attempt_at
-        ):
+        current = self._held(email.id, email.next_attempt_at)
+        if current is None:
             return None
         self._t.outgoing_emails[email.id] = replace(current, next_attempt_at=until)
         return self._t.outgoing_emails[email.id]
@@ -611,12 +614,7 @@ class MemoryOutgoingEmails(_Repo):
         return len(failed)
 
     async def save(self, email: OutgoingEmail, *, leased_until: datetime) -> bool:
-        current = self._t.outgoing_emails.get(email.id)
-        if (
-            current is None
-            or current.status is not DeliveryStatus.PENDING
-            or current.next_attempt_at != leased_until
-        ):
+        if self._held(email.id, leased_until) is None:
             return False
         self._t.outgoing_emails[email.id] = email
         return True
@@ -906,26 +904,25 @@ class MemoryWebhooks(_Repo):
                 picked.add(delivery.id)
         return [d for d in table.values() if d.id in picked]
 
+    def _held(self, delivery_id: uuid.UUID, lease: datetime) -> WebhookDelivery | None:
+        """The delivery while it is pending under the lease that ends at ``lease``."""
+        current = self._t.webhook_deliveries.get(delivery_id)
+        if current is None or current.state is not WebhookState.PENDING:
+            return None
+        return current if current.next_attempt_at == lease else None
+
     async def renew_claim(
         self, delivery: WebhookDelivery, until: datetime
     ) -> WebhookDelivery | None:
-        current = self._t.webhook_deliveries.get(delivery.id)
-        if (
-            current is None
-            or current.state is not WebhookState.PENDING
-            or current.next_attempt_at != delivery.next_attempt_at
-        ):
+        current = self._held(delivery.id, delivery.next_attempt_at)
+        if current is None:
             return None
         self._t.webhook_deliveries[delivery.id] = replace(current, next_attempt_at=until)
         return self._t.webhook_deliveries[delivery.id]
 
     async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
-        current = self._t.webhook_deliveries.get(delivery.id)
-        if (
-            current is None
-            or current.state is not WebhookState.PENDING
-            or current.next_attempt_at != leased_until
-        ):
+        current = self._held(delivery.id, leased_until)
+        if current is None:
             return False
         self._t.webhook_deliveries[delivery.id] = replace(delivery, event=current.event)
         return True
