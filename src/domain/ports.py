@@ -36,6 +36,7 @@ from domain.model import (
     RoleConnection,
     RoleConnectionToken,
     Session,
+    SignInMethod,
 )
 from domain.webhooks import (
     GoneEndpoint,
@@ -125,6 +126,14 @@ class SessionRepository(Protocol):
 
     async def touch(self, digest: str, now: datetime) -> None:
         """Record a use (only ``last_seen_at``: a concurrent proof is never overwritten)."""
+
+    async def renew(
+        self, digest: str, new_digest: str, now: datetime, proved_with: SignInMethod | None
+    ) -> bool:
+        """The session under ``new_digest`` from now on (the rest of it kept: its handle,
+        expiry, method), last seen ``now`` and, when ``proved_with`` says how, proved now.
+        In place, in one statement: whatever ends sessions meanwhile (by account, by handle)
+        ends this one too. ``False`` when there is no session ``digest`` (any more)."""
 
     async def list_for_account(self, account_id: AccountId) -> Sequence[Session]:
         """The account's sessions, newest first (expired ones included until purged)."""

@@ -472,12 +472,19 @@ class RepositoryContract:
             assert await uow.sessions.get(rows[2].digest) is None
             assert await uow.sessions.get(foreign.digest) == foreign
             # Renewed (a proof of identity, a password change): the same session, its
-            # handle kept, under a new digest, in one transaction.
+            # handle kept, under a new digest.
             renewed = replace(
-                rows[1], digest="r" * 64, proved_at=NOW, proved_with=SignInMethod.PASSWORD
+                rows[1],
+                digest="r" * 64,
+                last_seen_at=LATER,
+                proved_at=LATER,
+                proved_with=SignInMethod.PASSWORD,
             )
-            assert await uow.sessions.remove(rows[1].digest) is True
-            await uow.sessions.add(renewed)
+            renew = uow.sessions.renew
+            assert await renew(rows[1].digest, "r" * 64, LATER, SignInMethod.PASSWORD)
+            assert not await renew(rows[1].digest, "q" * 64, LATER, None)  # no more
+            assert await renew("r" * 64, "s" * 64, LATER, None)  # the proof stays
+            assert await renew("s" * 64, "r" * 64, LATER, None)
             await uow.commit()
         async with uow_factory() as uow:
             assert await uow.sessions.get(rows[1].digest) is None

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, text
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import accounts, sessions, user_links
 from domain import errors
+from domain.model import SignInMethod
 from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import PASSWORD, Browser, Harness, sql_harness
 from tests.integration import email_races
@@ -175,7 +176,9 @@ async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Task[A
     waiting = waiting.select_from(text("pg_stat_activity"))
     async with database.engine.connect() as conn:
         while not task.done():
-            if (await conn.execute(waiting)).scalar_one():
+            seen = (await conn.execute(waiting)).scalar_one()
+            await conn.rollback()  # pg_stat_activity is read once per transaction
+            if seen:
                 return
             await asyncio.sleep(0.05)
 
@@ -215,3 +218,51 @@ async def test_a_link_beside_a_sign_out_everywhere_under_way_is_refused(
     with pytest.raises(errors.NotSignedIn):
         await callback
     assert await _count(pg_db, user_links) == 0
+
+
+async def test_a_renewal_never_waits_for_the_account_a_sign_out_everywhere_holds(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """A copy of the cookie confirms the password while the owner signs out everywhere (the
+    account locked first, then its sessions deleted). A renewal that deleted and inserted its
+    session waited for the account's lock (the insert's foreign key) while holding the
+    session's row, which the sign-out then waited for: a deadlock (an attacker's review). The
+    renewal updates its row in place, so it takes no lock on the account."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    copy = h.sessions[alice.id]
+    async with pg_db.engine.connect() as other:
+        transaction = await other.begin()  # sign out everywhere's transaction
+        await other.execute(
+            select(accounts.c.id).where(accounts.c.id == alice.id.value).with_for_update()
+        )
+        confirm = asyncio.create_task(
+            h.container.confirm_password().execute(session_token=copy, password=PASSWORD)
+        )
+        await _until_it_waits_for_a_lock(pg_db, confirm)
+        assert confirm.done(), "the renewal waited for the account's lock"
+        renewed = (await confirm).session_token
+        await other.execute(delete(sessions).where(sessions.c.account_id == alice.id.value))
+        await transaction.commit()
+    assert await _count(pg_db, sessions) == 0
+    assert await h.container.current_session().execute(renewed) is None
+
+
+async def test_confirmations_racing_sign_outs_everywhere_leave_no_session_and_no_error(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """An attacker's review: a renewal that deleted its session and inserted it again took
+    the account's lock after the session's, the reverse of "sign out everywhere" (and of a
+    password reset): about 1 in 50 such pairs deadlocked, a 500, and when the sign-out was
+    the one cancelled every session lived on, the renewed one proved."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    for _ in range(N):
+        copy = await h.session_for(alice.id, proved_with=SignInMethod.PASSWORD)
+        owner = await h.session_for(alice.id, proved_with=SignInMethod.PASSWORD)
+        results = await asyncio.gather(
+            h.container.confirm_password().execute(session_token=copy, password=PASSWORD),
+            h.container.end_all_sessions().execute(owner),
+            return_exceptions=True,
+        )
+        _, losses = _outcomes(list(results))
+        assert all(isinstance(loss, errors.NotSignedIn) for loss in losses), losses
+        assert await _count(pg_db, sessions) == 0

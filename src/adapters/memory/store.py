@@ -48,6 +48,7 @@ from domain.model import (
     RoleChangeStatus,
     RoleConnectionToken,
     Session,
+    SignInMethod,
     normalize_email,
 )
 from domain.webhooks import (
@@ -445,6 +446,18 @@ class MemorySessions(_Repo):
             (s for s in self._t.sessions.values() if s.account_id == account_id),
             key=lambda s: (-s.created_at.timestamp(), str(s.id)),
         )
+
+    async def renew(
+        self, digest: str, new_digest: str, now: datetime, proved_with: SignInMethod | None
+    ) -> bool:
+        current = self._t.sessions.pop(digest, None)
+        if current is None:
+            return False
+        renewed = replace(current, digest=new_digest, last_seen_at=now)
+        if proved_with is not None:
+            renewed = replace(renewed, proved_at=now, proved_with=proved_with)
+        self._t.sessions[new_digest] = renewed
+        return True
 
     async def remove(self, digest: str) -> bool:
         return self._t.sessions.pop(digest, None) is not None

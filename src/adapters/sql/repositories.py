@@ -515,6 +515,18 @@ class SqlSessions(_Repo):
         )
         return [_session_row(row) for row in await self._run(query)]
 
+    async def renew(
+        self, digest: str, new_digest: str, now: datetime, proved_with: SignInMethod | None
+    ) -> bool:
+        # An UPDATE of the row, not a delete and an insert: the insert's foreign key check
+        # locked the account after the session, the reverse of "sign out everywhere" and a
+        # password reset, which lock the account first (an attacker's review saw deadlocks).
+        values: dict[str, Any] = {"token_hash": new_digest, "last_seen_at": now}
+        if proved_with is not None:
+            values |= {"proved_at": now, "proved_with": proved_with.value}
+        query = update(sessions).where(sessions.c.token_hash == digest).values(**values)
+        return await self._count(query) == 1
+
     async def remove(self, digest: str) -> bool:
         return await self._count(delete(sessions).where(sessions.c.token_hash == digest)) > 0
 

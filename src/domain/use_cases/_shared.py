@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeGuard, TypeVar
 
@@ -193,13 +193,9 @@ async def renew_session(
     proxy's log) cannot ride on its owner's proof, nor outlive the change its owner makes
     (an attacker's review). ``NotSignedIn`` when the session ended meanwhile (signed out, or
     renewed by another request first)."""
-    if not await uow.sessions.remove(session.digest):
-        raise errors.NotSignedIn()
     secret = tokens.issue()
-    renewed = replace(session, digest=secret.digest, last_seen_at=now)
-    if proved_with is not None:
-        renewed = replace(renewed, proved_at=now, proved_with=proved_with)
-    await uow.sessions.add(renewed)
+    if not await uow.sessions.renew(session.digest, secret.digest, now, proved_with):
+        raise errors.NotSignedIn()
     return secret.token
 
 
