@@ -392,13 +392,13 @@ class WebhookRepository(Protocol):
     async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         """Forget deliveries that finished before ``before``, and pending ones queued before
         then (by ``created_at``: the oldest part of their queue, never a stretch in its
-        middle) and not tried or let go since (``next_attempt_at``: no worker has them in
-        hand) of endpoints not in ``configured`` (keys; ``None``: no pending one goes), then
-        events left without a delivery. How many deliveries. A pending delivery of a
-        configured endpoint is never forgotten: its receiver would miss it with no trace,
-        and ``webhooks retry`` could not send it again. On Postgres a delivery row another
-        transaction holds (a claim, a sender) is left for the next purge, never waited
-        for."""
+        middle) of endpoints not in ``configured`` (keys; ``None``: no pending one goes),
+        a queue only when none of it was tried or let go since ``before`` (an instance that
+        still names the endpoint is sending it), then events left without a delivery. How
+        many deliveries. A pending delivery of a configured endpoint is never forgotten: its
+        receiver would miss it with no trace, and ``webhooks retry`` could not send it
+        again. On Postgres a delivery row another transaction holds (a claim, a sender) is
+        never waited for: its queue is left for the next purge."""
 
 
 class UnitOfWork(Protocol):

@@ -1098,16 +1098,20 @@ class RepositoryContract:
     ) -> None:
         """Finished deliveries go 30 days after they finished; pending ones only when their
         endpoint is no longer configured, 30 days after they were queued (``created_at``:
-        the oldest must go first), and not while an instance still has one in hand (tried
-        or let go in those 30 days: its settings may still name the URL). A configured
-        endpoint's queue is never cut, nor any queue when none is named (``None``)."""
+        the oldest must go first), and not while an instance still has any of that queue in
+        hand (one tried or let go in those 30 days: its settings may still name the URL). A
+        configured endpoint's queue is never cut, nor any queue when none is named
+        (``None``)."""
+        hook_c = WebhookEndpoint("c" * 64, "c.example")
         cutoff = NOW - timedelta(days=30)
         month_ago = NOW - timedelta(days=40)
         old_done, [old_delivery] = webhook(month_ago)
         # Queued a month ago to an endpoint no longer configured, untouched since.
         stuck, [stuck_delivery] = webhook(month_ago, HOOK_B)
-        # The same, but an instance that still names it let it go again just now.
-        handled, [handled_delivery] = webhook(month_ago, HOOK_B)
+        # Another, whose first delivery an instance that still names it let go just now: its
+        # whole queue stays, the month-old one behind it too.
+        handled, [handled_delivery] = webhook(month_ago, hook_c)
+        behind, [behind_delivery] = webhook(month_ago, hook_c)
         recent, [recent_delivery] = webhook(NOW - timedelta(days=2), HOOK_B)
         # A configured endpoint down for a month: its backlog waits, however old.
         backlog, [backlog_delivery] = webhook(month_ago)
@@ -1126,6 +1130,7 @@ class RepositoryContract:
             ),
             (stuck, [stuck_delivery]),
             (handled, [replace(handled_delivery, next_attempt_at=NOW)]),
+            (behind, [behind_delivery]),
             (recent, [recent_delivery]),
             (backlog, [backlog_delivery]),
             (fresh_done, [replace(fresh_delivery, state=WebhookState.FAILED, finished_at=NOW)]),
@@ -1159,6 +1164,7 @@ class RepositoryContract:
                 recent_delivery.id,
                 backlog_delivery.id,
                 handled_delivery.id,
+                behind_delivery.id,
             ):
                 assert await uow.webhooks.get(kept_id) is not None
             kept = await uow.webhooks.get(half_deliveries[0].id)
@@ -1167,26 +1173,25 @@ class RepositoryContract:
             for purged in (old_delivery, stuck_delivery, half_deliveries[1]):
                 assert await uow.webhooks.get(purged.id) is None
             summary = await uow.webhooks.summary()
-            assert sum(n for s in summary for n in s.counts.values()) == 5
-        # Once HOOK_A is no longer configured either, its month-old backlog goes too; the
-        # one due in five seconds (some instance has it in hand) stays.
+            assert sum(n for s in summary for n in s.counts.values()) == 6
+        # HOOK_A no longer configured either: its month-old backlog stays all the same, as
+        # one of its queue is due in five seconds (some instance has it in hand).
         async with uow_factory() as uow:
-            assert await uow.webhooks.purge_finished(cutoff, []) == 1
+            assert await uow.webhooks.purge_finished(cutoff, []) == 0
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
-            assert await uow.webhooks.get(backlog_delivery.id) is None
             left = [
                 await uow.webhooks.get(i)
                 for i in (
                     fresh_delivery.id,
                     recent_delivery.id,
+                    backlog_delivery.id,
                     handled_delivery.id,
+                    behind_delivery.id,
                     half_deliveries[0].id,
                 )
             ]
             assert all(left)
-            summary = await uow.webhooks.summary()
-            assert sum(n for s in summary for n in s.counts.values()) == 4
 
     async def test_uncommitted_webhooks_are_rolled_back(
         self, uow_factory: UnitOfWorkFactory

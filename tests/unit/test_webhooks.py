@@ -644,6 +644,30 @@ async def test_purge_drops_the_oldest_pending_deliveries_of_an_endpoint_no_longe
     assert bobs.created_at < h.clock.now() - timedelta(days=10)
 
 
+async def test_a_purge_never_cuts_a_queue_an_instance_is_still_sending() -> None:
+    """An attacker's review: a pass tries an endpoint's head and lets the next nineteen go,
+    so a purge run with settings that no longer name the endpoint (an old cron file, right
+    after the URL is removed) kept those twenty and deleted the month-old rest behind them:
+    the receiver would get events 0-19, then newer ones, and never 20-29."""
+    h = webhook_harness(HOOKS)
+    h.container.webhook_sender.override(ScriptedSender({"hooks.example.com": [500] * 1000}))
+    for n in range(30):
+        await h.sign_up(f"user{n}", f"user{n}@example.com")
+    h.clock.advance(timedelta(days=31))
+    await h.container.deliver_webhooks().execute()  # the live service tries its head again
+    queued = {d.id for d in deliveries(h)}
+    cron = Harness.build(build_container(make_settings(webhook_urls=OTHER, webhook_secret=SECRET)))
+    cron.container.memory_db.override(h.container.memory_db())
+    cron.container.clock.override(h.clock)
+    try:
+        report = await cron.container.purge_expired().execute()
+    finally:
+        cron.container.unwire()
+        h.container.unwire()
+    assert report.webhook_deliveries == 0
+    assert {d.id for d in deliveries(h)} == queued
+
+
 async def test_a_purge_whose_settings_name_no_webhook_url_keeps_every_pending_delivery() -> None:
     """An attacker's review: purge-expired run from a cron job given only the database took
     every endpoint for removed, and deleted a live endpoint's month-old backlog, with no

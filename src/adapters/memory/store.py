@@ -990,6 +990,10 @@ class MemoryWebhooks(_Repo):
 
     async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         table = self._t.webhook_deliveries
+        pending = [d for d in table.values() if d.state is WebhookState.PENDING]
+        # A queue an instance is still sending (any delivery tried or let go since) stays
+        # whole (see SqlWebhooks._purge_abandoned).
+        in_hand = {d.endpoint for d in pending if _touched_since(d, before)}
         gone = [
             key
             for key, d in table.items()
@@ -998,8 +1002,8 @@ class MemoryWebhooks(_Repo):
                 configured is not None
                 and d.state is WebhookState.PENDING
                 and d.endpoint not in configured
+                and d.endpoint not in in_hand
                 and d.created_at < before
-                and d.next_attempt_at < before
             )
         ]
         for key in gone:
@@ -1008,3 +1012,8 @@ class MemoryWebhooks(_Repo):
         for event_id in [e for e in self._t.webhook_events if e not in named]:
             del self._t.webhook_events[event_id]
         return len(gone)
+
+
+def _touched_since(delivery: WebhookDelivery, before: datetime) -> bool:
+    """Tried or let go (its next attempt moved off its queuing time) since ``before``."""
+    return delivery.next_attempt_at >= before and delivery.next_attempt_at != delivery.created_at

@@ -1249,24 +1249,61 @@ class SqlWebhooks(_QueueRepo):
         on one claim's row while holding rows another claim waits for could close a circle
         of waits). SQLite has no row locks, and runs writers one at a time."""
         d = webhook_deliveries.c
-        finished = (d.finished_at.is_not(None)) & (d.finished_at < before)
-        condition = finished
-        if configured is not None:
-            condition = finished | (
-                (d.state == WebhookState.PENDING.value)
-                & d.endpoint.not_in(sorted(set(configured)))
-                & (d.created_at < before)
-                & (d.next_attempt_at < before)
-            )
-        old = select(d.seq).where(condition)
+        old = select(d.seq).where(d.finished_at.is_not(None), d.finished_at < before)
         if self._postgres:
             old = old.with_for_update(skip_locked=True)
         purged = await self._count(
             delete(webhook_deliveries).where(d.seq.in_(old.scalar_subquery()))
         )
+        if configured is not None:
+            purged += await self._purge_abandoned(before, configured)
         named = select(d.event_id).scalar_subquery()
         await self._run(delete(webhook_events).where(webhook_events.c.id.not_in(named)))
         return purged
+
+    async def _purge_abandoned(self, before: datetime, configured: Sequence[str]) -> int:
+        """The oldest pending deliveries of endpoints no longer configured, a whole queue at
+        a time: an endpoint is left as it is when any of its pending deliveries was tried or
+        let go since ``before`` (an instance whose settings still name it is sending them),
+        or, on Postgres, is held by a claim or a sender right now (its rows are taken with
+        SKIP LOCKED, in the claims' order, and a queue with one missing is left for the next
+        run). Deciding delivery by delivery cut a queue in its middle: a pass lets go only
+        the first twenty behind the head."""
+        d = webhook_deliveries.c
+        pending = d.state == WebhookState.PENDING.value
+        candidates = (
+            select(d.endpoint)
+            .where(pending, d.endpoint.not_in(sorted(set(configured))), d.created_at < before)
+            .distinct()
+            .order_by(d.endpoint)
+        )
+        purged = 0
+        for endpoint in list((await self._run(candidates)).scalars()):
+            queue = select(d.seq, d.created_at, d.next_attempt_at).where(
+                pending, d.endpoint == endpoint
+            )
+            queue = queue.order_by(d.seq)
+            if self._postgres:
+                queue = queue.with_for_update(skip_locked=True)
+            rows = list(await self._run(queue))
+            every = select(func.count()).select_from(webhook_deliveries)
+            total = (await self._run(every.where(pending, d.endpoint == endpoint))).scalar_one()
+            if len(rows) != total or any(_touched_since(row, before) for row in rows):
+                continue
+            old = [row.seq for row in rows if row.created_at < before]
+            if old:
+                purged += await self._count(
+                    delete(webhook_deliveries).where(
+                        pending, d.endpoint == endpoint, d.seq <= old[-1], d.created_at < before
+                    )
+                )
+        return purged
+
+
+def _touched_since(row: Any, before: datetime) -> bool:
+    """A pending delivery tried or let go (its next attempt moved off its queuing time)
+    since ``before``."""
+    return bool(row.next_attempt_at >= before and row.next_attempt_at != row.created_at)
 
 
 def _role_token(row: Any) -> RoleConnectionToken:
