@@ -196,7 +196,7 @@ async def test_an_ipv6_client_spends_its_64_networks_budget(behind_proxy: Harnes
         ("2002:cb00:7109:5::1", "client:203.0.113.9"),  # 6to4
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "client:192.0.2.45"),  # Teredo
         ("::1", "client:::1"),  # this machine
-        ("fe80::1:2", "client:fe80::1:2"),  # its link
+        ("fe80::1:2", "client:fe80::/64"),  # its link: any address there is free to take
         ("testclient", "client:testclient"),  # not an address
     ],
 )

@@ -34,7 +34,7 @@ def client_budget(request: Request[Any, Any, Any]) -> str:
     """The budget a client spends by address: an IPv4 address's own; an IPv6 address's /64
     network's, unless it carries an IPv4 client (mapped ``::ffff:a.b.c.d``, NAT64's
     ``64:ff9b::a.b.c.d``, 6to4, Teredo: that client's own, or every IPv4 client behind one
-    translator would share one budget) or is this machine's or its link's (its own). The
+    translator would share one budget) or is this machine's (its own). The
     audit trail and the access log still name the whole address."""
     host = request.client.host if request.client else None
     if not host:
@@ -46,7 +46,7 @@ def client_budget(request: Request[Any, Any, Any]) -> str:
         carried = _ipv4_inside(address)
         if carried is not None:
             return f"client:{carried}"
-        if address.is_loopback or address.is_link_local:
+        if address.is_loopback:
             return f"client:{address}"
         host_bits = 128 - IPV6_NETWORK_BITS
         network = ipaddress.IPv6Address(int(address) >> host_bits << host_bits)
