@@ -1103,6 +1103,7 @@ class RepositoryContract:
         configured endpoint's queue is never cut, nor any queue when none is named
         (``None``)."""
         hook_c = WebhookEndpoint("c" * 64, "c.example")
+        hook_d = WebhookEndpoint("d" * 64, "d.example")
         cutoff = NOW - timedelta(days=30)
         month_ago = NOW - timedelta(days=40)
         old_done, [old_delivery] = webhook(month_ago)
@@ -1131,6 +1132,9 @@ class RepositoryContract:
             (stuck, [stuck_delivery]),
             (handled, [replace(handled_delivery, next_attempt_at=NOW)]),
             (behind, [behind_delivery]),
+            # Queued out of time order (instances' clocks apart): only the run of old ones
+            # from the head goes, never one behind a younger one.
+            *(webhook(at, hook_d) for at in (month_ago, NOW - timedelta(days=1), month_ago)),
             (recent, [recent_delivery]),
             (backlog, [backlog_delivery]),
             (fresh_done, [replace(fresh_delivery, state=WebhookState.FAILED, finished_at=NOW)]),
@@ -1156,7 +1160,7 @@ class RepositoryContract:
             assert await uow.webhooks.purge_finished(cutoff, None) == 2
             await uow.rollback()
         async with uow_factory() as uow:
-            assert await uow.webhooks.purge_finished(cutoff, [HOOK_A.key]) == 3
+            assert await uow.webhooks.purge_finished(cutoff, [HOOK_A.key]) == 4
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
             for kept_id in (
@@ -1173,7 +1177,9 @@ class RepositoryContract:
             for purged in (old_delivery, stuck_delivery, half_deliveries[1]):
                 assert await uow.webhooks.get(purged.id) is None
             summary = await uow.webhooks.summary()
-            assert sum(n for s in summary for n in s.counts.values()) == 6
+            assert sum(n for s in summary for n in s.counts.values()) == 8
+            left_d = next(s for s in summary if s.endpoint == hook_d.key)
+            assert left_d.counts[WebhookState.PENDING] == 2  # the younger one and the one behind
         # HOOK_A no longer configured either: its month-old backlog stays all the same, as
         # one of its queue is due in five seconds (some instance has it in hand).
         async with uow_factory() as uow:

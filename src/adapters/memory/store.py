@@ -990,22 +990,24 @@ class MemoryWebhooks(_Repo):
 
     async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         table = self._t.webhook_deliveries
-        pending = [d for d in table.values() if d.state is WebhookState.PENDING]
-        # A queue an instance is still sending (any delivery tried or let go since) stays
-        # whole (see SqlWebhooks._purge_abandoned).
-        in_hand = {d.endpoint for d in pending if _touched_since(d, before)}
         gone = [
-            key
-            for key, d in table.items()
-            if (d.finished_at is not None and d.finished_at < before)
-            or (
-                configured is not None
-                and d.state is WebhookState.PENDING
-                and d.endpoint not in configured
-                and d.endpoint not in in_hand
-                and d.created_at < before
-            )
+            key for key, d in table.items() if d.finished_at is not None and d.finished_at < before
         ]
+        if configured is not None:
+            # As SqlWebhooks._purge_abandoned: a queue nobody has sent from since ``before``,
+            # from its head to its first younger delivery (the table keeps queue order).
+            sent = {d.endpoint for d in table.values() if _sent_since(d, before)}
+            queues: dict[str, list[WebhookDelivery]] = {}
+            for d in table.values():
+                if d.state is WebhookState.PENDING and d.endpoint not in configured:
+                    queues.setdefault(d.endpoint, []).append(d)
+            for endpoint, queue in queues.items():
+                if endpoint not in sent:
+                    gone += [
+                        d.id
+                        for d in takewhile(lambda d: d.created_at < before, queue)
+                        if d.next_attempt_at < before
+                    ]
         for key in gone:
             del table[key]
         named = {d.event.id for d in table.values()}
@@ -1014,6 +1016,13 @@ class MemoryWebhooks(_Repo):
         return len(gone)
 
 
-def _touched_since(delivery: WebhookDelivery, before: datetime) -> bool:
-    """Tried or let go (its next attempt moved off its queuing time) since ``before``."""
-    return delivery.next_attempt_at >= before and delivery.next_attempt_at != delivery.created_at
+def _sent_since(delivery: WebhookDelivery, since: datetime) -> bool:
+    """Attempted, finished, let go or requeued at or after ``since``."""
+    moved = (
+        delivery.state is WebhookState.PENDING
+        and delivery.next_attempt_at >= since
+        and delivery.next_attempt_at != delivery.created_at
+    )
+    return moved or any(
+        at is not None and at >= since for at in (delivery.last_attempt_at, delivery.finished_at)
+    )

@@ -1262,13 +1262,13 @@ class SqlWebhooks(_QueueRepo):
         return purged
 
     async def _purge_abandoned(self, before: datetime, configured: Sequence[str]) -> int:
-        """The oldest pending deliveries of endpoints no longer configured, a whole queue at
-        a time: an endpoint is left as it is when any of its pending deliveries was tried or
-        let go since ``before`` (an instance whose settings still name it is sending them),
-        or, on Postgres, is held by a claim or a sender right now (its rows are taken with
-        SKIP LOCKED, in the claims' order, and a queue with one missing is left for the next
-        run). Deciding delivery by delivery cut a queue in its middle: a pass lets go only
-        the first twenty behind the head."""
+        """The oldest pending deliveries of endpoints no longer configured, the head of
+        each queue on: an endpoint is left as it is when any delivery of it was attempted,
+        finished, let go or requeued since ``before`` (an instance whose settings still name
+        it is sending it: deciding delivery by delivery cut queues in their middle), or, on
+        Postgres, when a claim or a sender holds one of the rows to go (taken with SKIP
+        LOCKED: the queue is left for the next run, never waited for). What goes is the run
+        of deliveries queued before ``before`` from the head up to the first younger one."""
         d = webhook_deliveries.c
         pending = d.state == WebhookState.PENDING.value
         candidates = (
@@ -1279,31 +1279,54 @@ class SqlWebhooks(_QueueRepo):
         )
         purged = 0
         for endpoint in list((await self._run(candidates)).scalars()):
-            queue = select(d.seq, d.created_at, d.next_attempt_at).where(
-                pending, d.endpoint == endpoint
-            )
-            queue = queue.order_by(d.seq)
-            if self._postgres:
-                queue = queue.with_for_update(skip_locked=True)
-            rows = list(await self._run(queue))
-            every = select(func.count()).select_from(webhook_deliveries)
-            total = (await self._run(every.where(pending, d.endpoint == endpoint))).scalar_one()
-            if len(rows) != total or any(_touched_since(row, before) for row in rows):
+            if await self._sent_since(endpoint, before):
                 continue
-            old = [row.seq for row in rows if row.created_at < before]
-            if old:
-                purged += await self._count(
-                    delete(webhook_deliveries).where(
-                        pending, d.endpoint == endpoint, d.seq <= old[-1], d.created_at < before
-                    )
-                )
+            young = select(func.min(d.seq)).where(
+                pending, d.endpoint == endpoint, d.created_at >= before
+            )
+            first_young = (await self._run(young)).scalar()
+            # Untouched for 30 days: a delivery `webhooks retry` puts back meanwhile is due
+            # now, and stays.
+            old = [
+                pending,
+                d.endpoint == endpoint,
+                d.created_at < before,
+                d.next_attempt_at < before,
+            ]
+            if first_young is not None:
+                old.append(d.seq < first_young)
+            expected = (
+                await self._run(select(func.count()).select_from(webhook_deliveries).where(*old))
+            ).scalar_one()
+            taken = select(d.seq).where(*old)
+            if self._postgres:
+                taken = taken.with_for_update(skip_locked=True)
+            held = len((await self._run(taken)).all())
+            # Held by a claim, or sent from since the first look: the queue waits a run.
+            if held != expected or await self._sent_since(endpoint, before):
+                continue
+            purged += await self._count(delete(webhook_deliveries).where(*old))
         return purged
 
-
-def _touched_since(row: Any, before: datetime) -> bool:
-    """A pending delivery tried or let go (its next attempt moved off its queuing time)
-    since ``before``."""
-    return bool(row.next_attempt_at >= before and row.next_attempt_at != row.created_at)
+    async def _sent_since(self, endpoint: str, since: datetime) -> bool:
+        """Whether any delivery of ``endpoint`` was attempted, finished, let go or requeued
+        at or after ``since`` (a pending one whose next attempt moved off its queuing
+        time)."""
+        d = webhook_deliveries.c
+        moved = and_(
+            d.state == WebhookState.PENDING.value,
+            d.next_attempt_at >= since,
+            d.next_attempt_at != d.created_at,
+        )
+        query = (
+            select(d.seq)
+            .where(
+                d.endpoint == endpoint,
+                or_(d.last_attempt_at >= since, d.finished_at >= since, moved),
+            )
+            .limit(1)
+        )
+        return (await self._run(query)).first() is not None
 
 
 def _role_token(row: Any) -> RoleConnectionToken:
