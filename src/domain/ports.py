@@ -393,8 +393,9 @@ class WebhookRepository(Protocol):
         """Forget deliveries that finished before ``before``, and pending ones queued before
         then (by ``created_at``: the oldest part of their queue, never a stretch in its
         middle) of endpoints not in ``configured`` (keys; ``None``: no pending one goes),
-        a queue only when none of it was tried or let go since ``before`` (an instance that
-        still names the endpoint is sending it), then events left without a delivery. How
+        a queue only when none of it was attempted, delivered, let go or requeued since
+        ``before`` (an instance that still names the endpoint is sending it), from its head
+        up to its first younger delivery, then events left without a delivery. How
         many deliveries. A pending delivery of a configured endpoint is never forgotten: its
         receiver would miss it with no trace, and ``webhooks retry`` could not send it
         again. On Postgres a delivery row another transaction holds (a claim, a sender) is
