@@ -29,9 +29,7 @@ class EmailWorker(QueueWorker):
 
     async def pass_once(self) -> bool:
         report = await self.run_once()
-        return report is not None and any(
-            (report.sent, report.retrying, report.failed, report.cancelled, report.taken_over)
-        )
+        return report is not None and report.busy
 
     async def run_once(self) -> DeliveryReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""

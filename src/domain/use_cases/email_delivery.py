@@ -47,6 +47,10 @@ class DeliveryReport:
     # sender's outcome was dropped (that sender's stands).
     taken_over: list[OutgoingEmail] = field(default_factory=list)
 
+    @property
+    def busy(self) -> bool:
+        return any((self.sent, self.retrying, self.failed, self.cancelled, self.taken_over))
+
 
 class DeliverEmails:
     """Send what is due in the queue. Safe to run in several processes at once: each pass
