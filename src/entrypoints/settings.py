@@ -198,15 +198,25 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=30,
-        description='A command that has not finished by then answers "something went wrong". '
-        "Keep it well under Discord's 3 s (tests set larger values on a busy machine).",
+        description='A command that has neither finished nor answered "thinking…" by then '
+        'answers "something went wrong". Keep it well under Discord\'s 3 s (tests set larger '
+        "values on a busy machine).",
     )
     discord_defer_after_seconds: float = Field(
         default=1.0,
         gt=0,
         le=30,
-        description="HTTP interactions: a command that has not replied by then is answered "
-        '"thinking…" (deferred, private), and its reply edits that message when it comes.',
+        description='A command that has not replied by then answers "thinking…" (deferred, '
+        "private), and its reply edits that message when it comes. Only when it is below the "
+        "reply deadline.",
+    )
+    discord_deferred_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=840,
+        description='A command that answered "thinking…" and has not finished by then (from '
+        'the interaction) edits it to "something went wrong". At most 14 minutes: Discord '
+        "takes edits for 15.",
     )
     discord_answer_deadline_seconds: float = Field(
         default=2.5,
@@ -573,6 +583,11 @@ class Settings(BaseSettings):
         if self.discord_answer_deadline_seconds <= self.discord_reply_deadline_seconds:
             raise ValueError(
                 "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS must be above "
+                "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"
+            )
+        if self.discord_deferred_deadline_seconds < self.discord_reply_deadline_seconds:
+            raise ValueError(
+                "TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS must not be below "
                 "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"
             )
         return self

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import hikari
@@ -308,6 +309,65 @@ async def test_a_slow_command_answers_thinking_then_edits_its_reply() -> None:
         assert reply.ephemeral
         # A fast command is answered in the HTTP response: see the test above, with the usual
         # delay (here a busy machine could make any command take longer than 50 ms).
+
+
+def once_thinking(emulator: EmulatorState) -> Any:
+    """Waits until Discord shows "thinking…" for the interaction, then past the reply
+    deadline the tests below set (0.3 s), whatever the machine's speed."""
+
+    async def wait() -> None:
+        # The emulator runs on another thread's loop: no asyncio.Event to wait on.
+        while not any(i.response for i in emulator.interactions.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+
+    return wait
+
+
+async def test_a_command_that_answered_thinking_is_not_cut_off_at_the_reply_deadline() -> None:
+    """The reply deadline is for the first answer: once Discord shows "thinking…", the reply
+    has 15 minutes, and the command has the deferred deadline. Cut off at the reply deadline,
+    an /unlink that was slow but went through was reported as failed (helper-53's review)."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    slow = once_thinking(emulator)
+    async with bot_stack(
+        emulator, discord_defer_after_seconds=0.05, discord_reply_deadline_seconds=0.3
+    ) as bot:
+        user = bot.user()
+        alice = (await bot.h.sign_up("alice", "alice@example.com")).account
+        await bot.link(user, alice.id)
+        unlink = bot.h.container.unlink_discord()
+
+        class SlowUnlink:
+            async def execute(self, discord_id: DiscordId) -> Any:
+                await slow()
+                return await unlink.execute(discord_id)
+
+        with bot.h.container.unlink_discord.override(providers.Factory(SlowUnlink)):
+            reply = await bot.run(user, "unlink")
+        assert reply.raw["body"] == {"type": 5, "data": {"flags": 64}}  # private "thinking…"
+        assert reply.raw["reply"]["deferred"] is True
+        assert "no longer linked" in reply.content
+        assert reply.ephemeral
+        assert await bot.h.container.who_am_i().execute(DiscordId(int(user.id))) is None
+
+
+async def test_a_command_that_answered_thinking_gives_up_at_the_deferred_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with bot_stack(
+        discord_defer_after_seconds=0.05,
+        discord_reply_deadline_seconds=0.3,
+        discord_deferred_deadline_seconds=0.6,
+    ) as bot:
+        user = bot.user()
+        with bot.h.container.who_am_i.override(providers.Factory(HangingWhoAmI)):
+            reply = await bot.run(user, "whoami")
+        assert reply.raw["body"] == {"type": 5, "data": {"flags": 64}}
+        assert reply.content == SOMETHING_WENT_WRONG  # the "thinking…" message, edited
+        assert reply.ephemeral
+        assert "/whoami failed" in caplog.text
+        assert "not linked" in (await bot.run(user, "whoami")).content  # still serving
 
 
 async def test_a_reply_after_the_token_expired_is_logged_without_the_token(

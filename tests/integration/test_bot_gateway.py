@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import hikari
 import pytest
+from dependency_injector import providers
 
 from domain.model import DiscordId
 from entrypoints.bot.runtime import build_gateway_bot
@@ -72,6 +73,41 @@ async def test_commands_work_over_the_gateway(
     unlinked = await run_command(url, user.id, "unlink", via="gateway")
     assert "no longer linked" in unlinked.content
     assert await h.container.who_am_i().execute(DiscordId(int(user.id))) is None
+
+
+async def test_a_slow_command_answers_thinking_over_the_gateway_too(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """A command that has not replied within the defer delay says "thinking…" through the
+    callback, and its reply completes that message: cut off at the reply deadline instead, a
+    slow command was told it had failed (helper-53's review)."""
+    state, url = emulator
+    container = build_container(
+        make_settings(
+            discord_bot_token=state.bot_token,
+            discord_api_url=f"{url}/api/v10",
+            discord_defer_after_seconds=0.05,
+            discord_reply_deadline_seconds=0.3,
+            discord_answer_deadline_seconds=25.0,
+        )
+    )
+
+    class SlowWhoAmI:
+        async def execute(self, discord_id: DiscordId) -> None:
+            # Once Discord shows "thinking…", on past the reply deadline (0.3 s) in any case.
+            while not any(i.response for i in state.interactions.values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)
+
+    user = state.add_user("iris")
+    async with running_gateway_bot(container, state):
+        with container.who_am_i.override(providers.Factory(SlowWhoAmI)):
+            reply = await run_command(url, user.id, "whoami", via="gateway")
+    [interaction] = state.interactions.values()
+    assert reply.raw["reply"]["deferred"] is True  # "thinking…", then the webhook
+    assert "not linked" in reply.content
+    assert reply.ephemeral
+    assert interaction.errors == []
 
 
 async def test_a_wrong_token_is_refused_by_the_gateway(emulator: tuple[EmulatorState, str]) -> None:

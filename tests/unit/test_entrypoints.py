@@ -114,6 +114,20 @@ def test_the_http_answer_deadline_must_come_after_the_reply_deadline(
     assert "Value error" not in str(failed.value)
 
 
+def test_the_deferred_deadline_may_not_come_before_the_reply_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS", "2")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS", "1")
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    assert "TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS must not be below" in str(failed.value)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS", "841")
+    with pytest.raises(SettingsError):  # Discord takes the reply's edits for 15 minutes
+        load_settings(_env_file=None)
+
+
 @pytest.mark.parametrize(
     "public_url", ["https://link.example.com", "http://10.0.0.5:8000", "http://taskflow.example"]
 )

@@ -37,7 +37,12 @@ def register_services(client: lightbulb.Client, container: Container) -> None:
     replies = Replies(str(settings.public_url))
     registry = client.di.registry_for(lightbulb.di.Contexts.DEFAULT)
     registry.register_value(Replies, replies)
-    registry.register_value(Deadline, Deadline(settings.discord_reply_deadline_seconds))
+    deadline = Deadline(
+        settings.discord_reply_deadline_seconds,
+        defer_after=settings.discord_defer_after_seconds,
+        deferred=settings.discord_deferred_deadline_seconds,
+    )
+    registry.register_value(Deadline, deadline)
     use_cases: list[tuple[type[Any], Callable[[], Any]]] = [
         (uc.IssueLinkTicket, container.issue_link_ticket),
         (uc.UnlinkDiscord, container.unlink_discord),

@@ -53,7 +53,7 @@ def command_classes(*, server_commands: bool) -> tuple[type[lightbulb.SlashComma
             replies: Replies,
             deadline: Deadline,
         ) -> None:
-            outcome = await deadline.run(use_case.execute(invoker(ctx)))
+            outcome = await deadline.run(ctx, use_case.execute(invoker(ctx)))
             await respond(ctx, replies.link(outcome))
 
     class UnlinkCommand(
@@ -70,7 +70,7 @@ def command_classes(*, server_commands: bool) -> tuple[type[lightbulb.SlashComma
             replies: Replies,
             deadline: Deadline,
         ) -> None:
-            removed = await deadline.run(use_case.execute(invoker(ctx).id))
+            removed = await deadline.run(ctx, use_case.execute(invoker(ctx).id))
             await respond(ctx, replies.unlinked(removed))
 
     class WhoAmICommand(
@@ -87,7 +87,7 @@ def command_classes(*, server_commands: bool) -> tuple[type[lightbulb.SlashComma
             replies: Replies,
             deadline: Deadline,
         ) -> None:
-            linked = await deadline.run(use_case.execute(invoker(ctx).id))
+            linked = await deadline.run(ctx, use_case.execute(invoker(ctx).id))
             await respond(ctx, replies.who_am_i(linked))
 
     commands = (LinkCommand, UnlinkCommand, WhoAmICommand)

@@ -4,6 +4,7 @@ and the reply deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -21,18 +22,41 @@ class CommandTimedOut(Exception):
 
 
 class Deadline:
-    """Discord drops an answer that comes later than 3 seconds after the interaction, so a
-    command gives up in time to say that something went wrong."""
+    """Discord drops a first answer that comes later than 3 seconds after the interaction; a
+    "thinking…" answer (deferred) gives the reply 15 minutes instead. A command that has not
+    replied within ``defer_after`` seconds answers "thinking…" and from then on has until
+    ``deferred`` seconds; one that may not defer first (``defer_after`` not below ``seconds``)
+    gives up at ``seconds``, in time to say that something went wrong."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(
+        self, seconds: float, *, defer_after: float | None = None, deferred: float | None = None
+    ) -> None:
         self.seconds = seconds
+        self.defer_after = defer_after
+        self.deferred = max(seconds, deferred if deferred is not None else seconds)
 
-    async def run(self, work: Awaitable[T]) -> T:
+    async def run(self, ctx: lightbulb.Context, work: Awaitable[T]) -> T:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.ensure_future(work)
+        limit = self.seconds
         try:
-            async with asyncio.timeout(self.seconds):
-                return await work
+            if self.defer_after is not None and self.defer_after < self.seconds:
+                await asyncio.wait((task,), timeout=self.defer_after)
+                if not task.done():
+                    # Cut off now, a command that is slow but working would be told it failed,
+                    # or (an /unlink that committed) that it did not happen.
+                    await ctx.defer(ephemeral=True)
+                    limit = self.deferred
+            async with asyncio.timeout_at(started + limit):
+                return await task
         except TimeoutError:
-            raise CommandTimedOut(f"no result after {self.seconds} s") from None
+            raise CommandTimedOut(f"no result after {limit} s") from None
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def invoker(ctx: lightbulb.Context) -> DiscordUser:

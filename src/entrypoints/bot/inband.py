@@ -37,6 +37,21 @@ class InBandContext(lightbulb.Context):
         super().__init__(*args, **kwargs)
         self._answer = answer
 
+    async def defer(self, *, ephemeral: bool = False) -> None:
+        """ "thinking…" in the HTTP answer, unless an answer went already (the client defers
+        slow commands too). The reply then edits that message, as after the client's."""
+        async with self._response_lock:
+            if not self._initial_response_sent.is_set():
+                self._defer(hikari.MessageFlag.EPHEMERAL if ephemeral else hikari.UNDEFINED)
+
+    def _defer(self, flags: int | hikari.MessageFlag | hikari.UndefinedType) -> None:
+        if self._answer.done():
+            return
+        deferred = self.interaction.build_deferred_response()
+        if flags is not hikari.UNDEFINED:
+            deferred.set_flags(flags)
+        self._answer.set_result(deferred)
+
     async def _create_initial_response(
         self,
         response_type: hikari.ResponseType,
@@ -46,17 +61,14 @@ class InBandContext(lightbulb.Context):
         components: hikari.UndefinedOr[Sequence[hikari.api.ComponentBuilder]] = hikari.UNDEFINED,
         **kwargs: Any,
     ) -> hikari.Snowflakeish:
+        if response_type is hikari.ResponseType.DEFERRED_MESSAGE_CREATE:
+            self._defer(flags)  # nothing to edit when an answer went already
+            return INITIAL_RESPONSE
         if self._answer.done():
             # Answered "deferred" already (the command took too long): the reply edits it.
             await self.interaction.edit_initial_response(
                 content, components=components, **_edit_arguments(kwargs)
             )
-            return INITIAL_RESPONSE
-        if response_type is hikari.ResponseType.DEFERRED_MESSAGE_CREATE:
-            deferred = self.interaction.build_deferred_response()
-            if flags is not hikari.UNDEFINED:
-                deferred.set_flags(flags)
-            self._answer.set_result(deferred)
             return INITIAL_RESPONSE
         message = self.interaction.build_response()
         if content is not hikari.UNDEFINED:

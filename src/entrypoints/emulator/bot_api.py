@@ -246,9 +246,13 @@ def _answer(response: httpx.Response) -> Any:
 
 
 async def _await_reply(state: EmulatorState, interaction: Interaction) -> None:
-    """Over the gateway the answer only comes through the callback endpoint."""
+    """Over the gateway the answer only comes through the callback endpoint; a "thinking…"
+    one is then completed through the webhook, as after an HTTP answer."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(interaction.answered.wait(), state.response_deadline + 0.5)
+    if (interaction.response or {}).get("type") == RESPONSE_DEFERRED_MESSAGE:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
 
 
 def _connections(gateway: list[GatewaySession], guild: str | None) -> list[GatewaySession] | str:
