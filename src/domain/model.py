@@ -129,13 +129,19 @@ _BIDI_CONTROLS = frozenset(
 )
 
 
+# Control characters, and lone surrogates (JSON's "\ud800": no encoding can store them).
+_DROPPED = frozenset({"Cc", "Cs"})
+
+
 def clean_text(value: object, limit: int) -> str | None:
     """Text from outside (Discord, a form) as we keep it: a string without control
-    characters or bidirectional controls, cut to ``limit`` (a column's size); ``None`` for
-    anything else or nothing."""
+    characters, lone surrogates or bidirectional controls, cut to ``limit`` (a column's
+    size); ``None`` for anything else or nothing."""
     if not isinstance(value, str):
         return None
-    kept = (ch for ch in value if unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS)
+    kept = (
+        ch for ch in value if unicodedata.category(ch) not in _DROPPED and ch not in _BIDI_CONTROLS
+    )
     cleaned = "".join(kept)[:limit]
     return cleaned or None
 

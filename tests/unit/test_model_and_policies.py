@@ -232,3 +232,11 @@ def test_discord_names_lose_controls_that_would_disguise_them() -> None:
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     assert DiscordUser.from_discord("80351110224678912", "x", family, None).global_name == family
     assert DiscordUser.from_discord("80351110224678912", "x", "\u202e", None).global_name is None
+
+
+def test_discord_names_lose_lone_surrogates() -> None:
+    """JSON may carry "\\ud800", which no encoding can store: on Postgres a /link from such a
+    name failed writing its ticket (helper-55's review). A valid pair stays one character."""
+    user = DiscordUser.from_discord("80351110224678912", "a\ud800b", "\udfff\U0001f600", None)
+    assert (user.username, user.global_name) == ("ab", "\U0001f600")
+    user.username.encode()  # storable

@@ -155,7 +155,7 @@ def _interaction_id(body: bytes) -> str | None:
     """The interaction's id, from the signed body (a snowflake: up to 20 digits)."""
     try:
         found = json.loads(body).get("id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # nested too deep: hikari refuses it
         return None
     if isinstance(found, str) and found.isascii() and found.isdecimal() and len(found) <= 20:
         return found

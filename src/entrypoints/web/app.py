@@ -54,7 +54,12 @@ from entrypoints.web.errors import (
     path_of,
     unexpected_error_handler,
 )
-from entrypoints.web.guards import few_form_fields, host_guard, refuse_control_characters
+from entrypoints.web.guards import (
+    StaticFiles,
+    few_form_fields,
+    host_guard,
+    refuse_control_characters,
+)
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
@@ -438,7 +443,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
                         route_handlers=page_functions,
                         dependencies=_use_cases_named(container, page_functions),
                     ),
-                    create_static_files_router(path="/static", directories=[HERE / "static"]),
+                    create_static_files_router(
+                        path="/static", directories=[HERE / "static"], file_system=StaticFiles()
+                    ),
                 ],
                 middleware=browser,
                 before_request=refuse_control_characters,

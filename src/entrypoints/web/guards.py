@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import json
 import re
 import unicodedata
 from typing import Any
@@ -22,10 +24,13 @@ from urllib.parse import parse_qsl
 from litestar import Request
 from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import HTTPException
+from litestar.file_system import BaseLocalFileSystem
 from litestar.types import (
     ASGIApp,
+    FileInfo,
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
+    PathType,
     Receive,
     Scope,
     Send,
@@ -38,7 +43,26 @@ _HOST = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
     r"[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?$"
 )
-_BAD_HOST = b"Bad Request: the Host header is not a valid host name."
+_BAD_HOST = "the Host header is not a valid host name."
+# Each kind of route refuses in its own shape: the JSON API's documented error, the
+# interactions endpoint's (as its other refusals), a sentence for people elsewhere.
+_BAD_HOST_ANSWERS: tuple[tuple[str, bytes, bytes], ...] = (
+    (
+        "/api/",
+        b"application/json",
+        json.dumps(
+            {"error": {"code": "http_400", "message": f"Bad Request: {_BAD_HOST}"}}
+        ).encode(),
+    ),
+    ("/interactions", b"application/json", json.dumps({"detail": _BAD_HOST}).encode()),
+)
+
+
+def _bad_host_answer(path: str) -> tuple[bytes, bytes]:
+    for prefix, content_type, body in _BAD_HOST_ANSWERS:
+        if path.startswith(prefix):
+            return content_type, body
+    return b"text/plain; charset=utf-8", f"Bad Request: {_BAD_HOST}".encode()
 
 
 def valid_host(value: str) -> bool:
@@ -59,15 +83,16 @@ def host_guard(app: ASGIApp) -> ASGIApp:
         if scope["type"] == ScopeType.HTTP:
             host = next((v for k, v in scope["headers"] if k == b"host"), None)
             if host is not None and not valid_host(host.decode("latin-1")):
+                content_type, answer = _bad_host_answer(scope.get("path", ""))
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",
                     "status": 400,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    "headers": [(b"content-type", content_type)],
                 }
                 await send(start)
                 body: HTTPResponseBodyEvent = {
                     "type": "http.response.body",
-                    "body": _BAD_HOST,
+                    "body": answer,
                     "more_body": False,
                 }
                 await send(body)
@@ -124,3 +149,15 @@ async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
         raise errors.InvalidInput(
             "The request contains characters that are not allowed (control characters)."
         )
+
+
+class StaticFiles(BaseLocalFileSystem):
+    """The pages' files under ``/static/``. A name the system cannot look up (a NUL byte, a
+    part longer than 255 bytes, a file taken for a directory) names no file: Litestar then
+    answers 404, where it answered 500 (and logged a traceback for the NUL)."""
+
+    async def info(self, path: PathType, **kwargs: Any) -> FileInfo:
+        try:
+            return await super().info(path, **kwargs)
+        except (ValueError, OSError) as exc:
+            raise FileNotFoundError(errno.ENOENT, "no such static file") from exc
