@@ -30,7 +30,6 @@ from domain.model import (
     RoleConnection,
     Session,
     SignInMethod,
-    normalize_email,
 )
 
 # -- login with Discord ------------------------------------------------------------------------
@@ -108,12 +107,16 @@ def decide_login(
         return Refuse(errors.EmailBelongsToAccount)
     if not signup:
         return Refuse(errors.SignupDisabled)
-    email = normalize_email(profile.email)
+    # Only an address Discord vouches for (verified: true, ASCII only) comes along, confirmed.
+    # Nobody proved owning any other: kept unconfirmed, it handed the account to whoever reads
+    # that mailbox (a password reset takes an account whose address nobody confirmed, and
+    # unlinks its Discord) and kept the address's owner from signing up with it. The account
+    # starts without one; its page offers to add one, confirmed by an emailed link.
+    email = profile.verified_email
     return CreateAccount(
         username_base=username_base_from_discord(profile.username),
         email=email,
-        # Discord's word is taken only when it says verified: true (and for ASCII only).
-        email_verified=email is not None and profile.verified_email is not None,
+        email_verified=email is not None,
     )
 
 

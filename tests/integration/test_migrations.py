@@ -308,6 +308,98 @@ async def test_unlinks_before_0010_are_remembered_on_sqlite(sqlite_url: str) -> 
     await _unlinks_before_0010_are_remembered(sqlite_url)
 
 
+async def _unverified_discord_addresses_before_0013_are_dropped(url: str) -> None:
+    """0012 -> 0013: an address Discord did not verify, kept unconfirmed by the account a Discord
+    sign-in made, is taken from it (whoever reads that mailbox could reset the password and
+    take the account; its owner could not sign up with it: helper-54's review). An address
+    confirmed, typed by the person (an email change) or given at a sign-up with a password
+    stays."""
+    accounts = sa.table(
+        "accounts",
+        *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c),
+        sa.column("password_hash", sa.String()),
+    )
+    audit = sa.table(
+        "audit_events",
+        sa.column("id", sa.Uuid()),
+        sa.column("kind", sa.String()),
+        sa.column("at", UtcDateTime()),
+        sa.column("account_id", sa.Uuid()),
+        sa.column("discord_id", sa.BigInteger()),
+        sa.column("detail", sa.JSON()),
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    # name: (confirmed, has a password, audit events)
+    rows: dict[str, tuple[bool, bool, list[tuple[str, dict[str, str]]]]] = {
+        "bob": (False, False, [("account_created", {"via": "discord"})]),
+        "later": (False, True, [("account_created", {"via": "discord"})]),  # set a password
+        "purged": (False, False, []),  # the retention purged its trail: no password tells
+        "typed": (False, False, [("account_created", {"via": "discord"}), ("email_changed", {})]),
+        "trusted": (True, False, [("account_created", {"via": "discord"})]),
+        "signup": (False, True, [("account_created", {"via": "password"})]),
+        "old": (False, True, []),
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0012")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(accounts),
+                [
+                    {
+                        "id": ids[name],
+                        "username": name,
+                        "email": f"{name}@Example.com",
+                        "email_normalized": f"{name}@example.com",
+                        "email_verified": confirmed,
+                        "password_hash": "argon2-hash" if password else None,
+                        "created_at": now,
+                    }
+                    for name, (confirmed, password, _) in rows.items()
+                ],
+            )
+            await conn.execute(
+                sa.insert(audit),
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "kind": kind,
+                        "at": now,
+                        "account_id": ids[name],
+                        "discord_id": None,
+                        "detail": detail,
+                    }
+                    for name, (_, _, events) in rows.items()
+                    for kind, detail in events
+                ],
+            )
+
+        await migrate.upgrade(database)
+
+        async with database.unit_of_work() as uow:
+            after = {name: await uow.accounts.get(AccountId(i)) for name, i in ids.items()}
+            taken = {name for name, found in after.items() if found and found.email is None}
+            assert taken == {"bob", "later", "purged"}
+            # The address is free again: its owner signs up with it.
+            await uow.accounts.add(account("bobowner", "bob@example.com"))
+            await uow.commit()
+    finally:
+        await database.dispose()
+
+
+async def test_unverified_discord_addresses_before_0013_are_dropped_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _unverified_discord_addresses_before_0013_are_dropped(empty_pg_url)
+
+
+async def test_unverified_discord_addresses_before_0013_are_dropped_on_sqlite(
+    sqlite_url: str,
+) -> None:
+    await _unverified_discord_addresses_before_0013_are_dropped(sqlite_url)
+
+
 async def test_a_value_postgres_refuses_is_a_fault_not_an_outage(pg_db: SqlDatabase) -> None:
     """What the web's guards keep out, if it ever got through: a NUL in a name."""
     with pytest.raises(errors.StorageFault):

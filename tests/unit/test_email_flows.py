@@ -11,7 +11,7 @@ import pytest
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose
+from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose, SignInMethod
 from domain.ports import EmailMessage
 from domain.use_cases import AuthOutcome, DeliveryReport
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
@@ -191,16 +191,39 @@ async def test_a_queued_confirmation_for_a_replaced_address_is_cancelled(h: Harn
 # -- Discord-created accounts -------------------------------------------------------------------
 
 
-async def test_discord_created_accounts_confirm_only_what_discord_verified(h: Harness) -> None:
+async def test_discord_created_accounts_take_only_an_address_discord_verified(
+    h: Harness,
+) -> None:
     trusted = await h.discord_login(h.discord_user(9001, email="t@example.com", verified=True))
     doubtful = await h.discord_login(h.discord_user(9002, email="d@example.com", verified=False))
     assert (await h.account(trusted.account_id)).email_verified
-    assert not (await h.account(doubtful.account_id)).email_verified
-    await h.container.resend_verification().execute(doubtful.account_id)
+    assert (await h.account(doubtful.account_id)).email is None
+    # Its owner adds the address from the account page (the Discord sign-in is a fresh proof),
+    # and confirms it by the emailed link.
+    await h.container.change_email().execute(
+        session_token=await h.session_for(doubtful.account_id, proved_with=SignInMethod.DISCORD),
+        new_email="d@example.com",
+        current_password=None,
+    )
     await h.deliver()
     token = h.link_token(h.last_email("d@example.com"), "/verify-email/")
     verified = await h.container.verify_email().execute(token, doubtful.account_id)
-    assert verified.email_verified
+    assert (verified.email, verified.email_verified) == ("d@example.com", True)
+
+
+async def test_an_address_discord_did_not_verify_gives_its_reader_no_account(h: Harness) -> None:
+    """helper-54's review: Bob's Discord has an address it never verified (a typo). Kept on the
+    account Bob's Discord sign-in made, unconfirmed, its mailbox's reader reset the password,
+    took the account and unlinked Bob's Discord, its only way in; and the address's owner could
+    not sign up with it."""
+    bob = h.discord_user(4242, username="bob", email="bob@exarnple.com", verified=False)
+    done = await h.discord_login(bob)
+    await h.container.request_password_reset().execute("bob@exarnple.com")
+    await h.deliver()
+    assert h.emails_to("bob@exarnple.com") == []  # no account has that address
+    assert (await h.discord_login(bob)).account_id == done.account_id  # Bob still signs in
+    owner = await h.sign_up("exarnple", "bob@exarnple.com")  # the address is free
+    assert owner.account.id != done.account_id
 
 
 # -- password reset ---------------------------------------------------------------------------

@@ -100,6 +100,14 @@ def test_a_linked_discord_account_signs_in_and_nobody_new_is_matched(mode: Email
     assert isinstance(decide_login(_profile(), None, [], email_linking=mode), CreateAccount)
 
 
+@pytest.mark.parametrize("mode", list(EmailLinking))
+def test_a_new_account_takes_only_the_address_discord_vouches_for(mode: EmailLinking) -> None:
+    vouched = decide_login(_profile(verified=True), None, [], email_linking=mode)
+    assert vouched == CreateAccount("dee", "dee@example.com", email_verified=True)
+    unverified = decide_login(_profile(verified=False), None, [], email_linking=mode)
+    assert unverified == CreateAccount("dee", None, email_verified=False)
+
+
 def test_without_discord_sign_up_a_stranger_is_refused_but_the_linked_sign_in() -> None:
     account = _account(verified=True)
     refused = decide_login(_profile(), None, [], signup=False)

@@ -125,14 +125,18 @@ async def test_row6_no_account_with_that_email_creates_links_and_signs_in(
     assert done.session_token
 
 
-async def test_created_account_keeps_an_unverified_discord_email_unverified(
+async def test_created_account_takes_no_address_discord_did_not_verify(
     h: Harness, db: MemoryDatabase
 ) -> None:
+    """Nobody proved owning it: kept unconfirmed, it gave the account to whoever reads that
+    mailbox (a reset) and kept its owner from signing up with it (helper-54's review)."""
     discord = h.discord_user(1007, email="maybe@example.com", verified=False)
 
     done = await h.discord_login(discord)
 
-    assert db.tables.accounts[done.account_id].email_verified is False
+    assert done.outcome is AuthOutcome.CREATED
+    created = db.tables.accounts[done.account_id]
+    assert (created.email, created.email_verified) == (None, False)
 
 
 async def test_email_matching_is_case_insensitive(h: Harness) -> None:
@@ -163,7 +167,7 @@ async def test_a_discord_email_beyond_ascii_is_never_vouched_for(
     elsewhere = h.discord_user(1021, email="\u212aate@example.org", verified=True)
     done = await h.discord_login(elsewhere)
     assert done.outcome is AuthOutcome.CREATED
-    assert db.tables.accounts[done.account_id].email_verified is False
+    assert db.tables.accounts[done.account_id].email is None  # not vouched for: not taken
 
 
 async def test_username_clash_gets_a_suffix_and_never_matches_the_existing_account(

@@ -38,7 +38,7 @@ def email_status_line(status: EmailStatus) -> tuple[str, bool]:
     """What the account page says about the address, and whether it offers a new link."""
     account, latest = status.account, status.latest_verification
     if account.email is None:
-        return "You have no email address.", False
+        return "You have no email address. Add one below to get password reset links.", False
     if account.email_verified:
         return "Confirmed.", False
     if latest is None or latest.status is DeliveryStatus.CANCELLED:
