@@ -453,6 +453,10 @@ class AuditKind(enum.StrEnum):
     PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105
     EMAIL_VERIFIED = "email_verified"
     EMAIL_CHANGED = "email_changed"
+    # An email change refused because another account uses the address: counted against the
+    # change's limit, as the changes that send mail are (else a signed-in account could test
+    # any number of addresses).
+    EMAIL_CHANGE_REFUSED = "email_change_refused"
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"

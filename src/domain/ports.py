@@ -21,6 +21,7 @@ from domain.model import (
     AccountId,
     ApiKey,
     AuditEvent,
+    AuditKind,
     DiscordId,
     DiscordProfile,
     EmailKind,
@@ -337,6 +338,9 @@ class AuditLog(Protocol):
     ) -> Sequence[AuditEvent]:
         """The newest ``limit`` events matching every filter given (``since``: at or after
         it), newest first."""
+
+    async def count_since(self, account_id: AccountId, kind: AuditKind, since: datetime) -> int:
+        """How many events of ``kind`` the account has at or after ``since``."""
 
     async def purge_before(self, before: datetime) -> int:
         """Forget the events recorded before ``before``; how many."""

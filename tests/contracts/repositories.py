@@ -851,6 +851,30 @@ class RepositoryContract:
             assert list(await uow.audit.search(since=since)) == events[:1:-1]
             assert list(await uow.audit.search(discord_id=DiscordId(8))) == []
 
+    async def test_audit_events_of_a_kind_are_counted_per_account_since_a_moment(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        one, two = AccountId.new(), AccountId.new()
+        refused = AuditKind.EMAIL_CHANGE_REFUSED
+        events = [
+            AuditEvent(refused, NOW - timedelta(hours=2), one),
+            AuditEvent(refused, NOW - timedelta(hours=1), one),  # at the moment: counted
+            AuditEvent(refused, NOW, one),
+            AuditEvent(AuditKind.EMAIL_CHANGED, NOW, one),
+            AuditEvent(refused, NOW, two),
+        ]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event in events:
+                await uow.audit.record(event)
+
+        await write(uow_factory, add_all)
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.audit.count_since(one, refused, NOW - timedelta(hours=1)) == 2
+            assert await uow.audit.count_since(one, refused, NOW - timedelta(days=1)) == 3
+            assert await uow.audit.count_since(two, refused, NOW - timedelta(hours=1)) == 1
+            assert await uow.audit.count_since(two, AuditKind.EMAIL_CHANGED, LATER) == 0
+
     async def test_audit_events_before_a_moment_are_purged(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

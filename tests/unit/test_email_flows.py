@@ -11,7 +11,14 @@ import pytest
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import DeliveryStatus, DiscordId, EmailKind, EmailPurpose, SignInMethod
+from domain.model import (
+    AuditKind,
+    DeliveryStatus,
+    DiscordId,
+    EmailKind,
+    EmailPurpose,
+    SignInMethod,
+)
 from domain.ports import EmailMessage
 from domain.use_cases import AuthOutcome, DeliveryReport
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
@@ -615,6 +622,38 @@ async def test_changing_the_email_is_rate_limited(h: Harness) -> None:
         new_email="ava@new.example",
         current_password=PASSWORD,
     )
+
+
+async def test_changes_refused_for_an_address_in_use_count_towards_the_limit(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """helper-54's review: "another account uses this address" queued no email, so it counted
+    nothing, and one signed-in account could test any number of addresses for an account."""
+    for i in range(6):
+        await h.sign_up(f"taken{i}", f"taken{i}@example.com")
+    signed_up = await h.sign_up("mal", "mal@example.com")  # one confirmation queued
+
+    async def change_to(address: str) -> None:
+        await h.container.change_email().execute(
+            session_token=await h.session_for(signed_up.account.id),
+            new_email=address,
+            current_password=PASSWORD,
+        )
+
+    for i in range(4):  # with the sign-up's confirmation, five in the hour
+        with pytest.raises(errors.EmailTaken):
+            await change_to(f"taken{i}@example.com")
+    with pytest.raises(errors.TooManyRequests):  # as for any change past the limit
+        await change_to("taken4@example.com")
+    with pytest.raises(errors.TooManyRequests):  # a free address too
+        await change_to("mal@new.example")
+    refused = [e for e in db.tables.audit if e.kind is AuditKind.EMAIL_CHANGE_REFUSED]
+    assert [(e.account_id, e.detail) for e in refused] == [
+        (signed_up.account.id, {"reason": "email_taken"})
+    ] * 4
+    h.clock.advance(timedelta(hours=1, seconds=1))
+    with pytest.raises(errors.EmailTaken):
+        await change_to("taken5@example.com")
 
 
 @pytest.mark.parametrize("address", ["x\x00@b.com", "a,b@c.d", "Name <a@b.c>", "a\r\n@b.c"])

@@ -199,6 +199,29 @@ async def test_changing_the_email_from_the_account_page(client: Client, hx: Harn
     hx.link_token(await _email(hx, "fin@new.example"), "/verify-email/")
 
 
+async def test_the_email_form_tells_a_taken_address_only_within_its_limit(
+    client: Client, hx: Harness
+) -> None:
+    """Each "another account uses this address" counts against the change's limit (helper-54's
+    review: uncounted, one signed-in account could test any number of addresses)."""
+    for i in range(5):
+        await hx.sign_up(f"taken{i}", f"taken{i}@example.com")
+    await _sign_up(client, "gus")  # its confirmation email is one of the hour's five
+
+    async def change_to(address: str) -> Any:
+        data = {"email": address, "current_password": PASSWORD}
+        return await post_form(client, "/account", "/account/email", data)
+
+    for i in range(4):
+        taken = await change_to(f"taken{i}@example.com")
+        assert taken.status_code == 409
+        assert "Another account uses this email address" in taken.text
+    limited = await change_to("taken4@example.com")
+    assert limited.status_code == 429
+    assert "too often in the last hour" in limited.text
+    assert "Another account" not in limited.text
+
+
 async def test_the_outbox_page_shows_the_emails_with_clickable_links(
     client: Client, hx: Harness
 ) -> None:

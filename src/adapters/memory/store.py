@@ -32,6 +32,7 @@ from domain.model import (
     AccountId,
     ApiKey,
     AuditEvent,
+    AuditKind,
     DeliveryStatus,
     DiscordId,
     EmailKind,
@@ -534,6 +535,13 @@ class MemoryAudit(_Repo):
         order = {id(e): n for n, e in enumerate(self._t.audit)}
         found.sort(key=lambda e: (e.at, order[id(e)]), reverse=True)
         return found[:limit]
+
+    async def count_since(self, account_id: AccountId, kind: AuditKind, since: datetime) -> int:
+        return sum(
+            1
+            for e in self._t.audit
+            if e.account_id == account_id and e.kind is kind and e.at >= since
+        )
 
     async def purge_before(self, before: datetime) -> int:
         kept = [e for e in self._t.audit if e.at >= before]

@@ -632,6 +632,14 @@ class SqlAudit(_Repo):
         query = query.order_by(audit_events.c.at.desc(), audit_events.c.seq.desc()).limit(limit)
         return [_audit(row) for row in await self._run(query)]
 
+    async def count_since(self, account_id: AccountId, kind: AuditKind, since: datetime) -> int:
+        query = select(func.count()).where(
+            audit_events.c.account_id == account_id.value,
+            audit_events.c.kind == kind.value,
+            audit_events.c.at >= since,
+        )
+        return int((await self._run(query)).scalar_one())
+
     async def purge_before(self, before: datetime) -> int:
         return await self._count(delete(audit_events).where(audit_events.c.at < before))
 

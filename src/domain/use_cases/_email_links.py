@@ -13,6 +13,7 @@ from domain.model import (
     PASSWORD_RESET_TTL,
     Account,
     AccountId,
+    AuditKind,
     EmailKind,
     EmailPurpose,
     EmailToken,
@@ -74,13 +75,20 @@ async def within_limits(
     kind: EmailKind,
     now: datetime,
     limits: tuple[tuple[timedelta, int], ...] = RESEND_LIMITS,
+    *,
+    refusals: AuditKind | None = None,
 ) -> bool:
     """Whether one more email of ``kind`` may be queued for the account. The account is
     locked first (until the transaction ends), so that simultaneous requests take turns:
-    each counts what the one before it queued (twenty at once queued up to eleven)."""
+    each counts what the one before it queued (twenty at once queued up to eleven).
+    ``refusals``: the audited refusals that count as much as an email does."""
     await uow.accounts.lock(account_id)
     for window, allowed in limits:
-        if await uow.outgoing_emails.count_since(account_id, kind, now - window) >= allowed:
+        since = now - window
+        used = await uow.outgoing_emails.count_since(account_id, kind, since)
+        if refusals is not None:
+            used += await uow.audit.count_since(account_id, refusals, since)
+        if used >= allowed:
             return False
     return True
 

@@ -30,7 +30,9 @@ from domain.use_cases._shared import (
 )
 
 # Changing the email (each change emails the new address): fixing a typo right after
-# sign-up is fine, but not a stream of addresses.
+# sign-up is fine, but not a stream of addresses. A change refused because another account
+# uses the address counts too: that answer tells whether an address has an account, and
+# uncounted it let one signed-in account test any number of addresses.
 CHANGE_LIMITS = ((timedelta(hours=1), 5),)
 
 
@@ -161,13 +163,29 @@ class ChangeEmail:
                 if await uow.sessions.get(session.digest) is None:
                     raise errors.NotSignedIn()  # the session asking ended meanwhile
                 if not await within_limits(
-                    uow, account.id, EmailKind.VERIFY_EMAIL, now, CHANGE_LIMITS
+                    uow,
+                    account.id,
+                    EmailKind.VERIFY_EMAIL,
+                    now,
+                    CHANGE_LIMITS,
+                    refusals=AuditKind.EMAIL_CHANGE_REFUSED,
                 ):
                     raise errors.TooManyRequests(
                         "You changed your email or asked for confirmation links too often in "
                         "the last hour. Try again later."
                     )
                 if any(a.id != account.id for a in await uow.accounts.find_by_email(address)):
+                    # Kept (committed), so that it counts against the limit above.
+                    await uow.audit.record(
+                        AuditEvent(
+                            AuditKind.EMAIL_CHANGE_REFUSED,
+                            now,
+                            account.id,
+                            None,
+                            {"reason": errors.EmailTaken.code},
+                        )
+                    )
+                    await uow.commit()
                     raise errors.EmailTaken("Another account uses this email address.")
                 updated = replace(fresh, email=address, email_verified=False, email_shared=False)
                 await uow.accounts.update(updated)  # Conflict if a racer took the address
