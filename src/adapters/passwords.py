@@ -45,14 +45,21 @@ class Argon2PasswordHasher:
 class ZxcvbnPasswordPolicy:
     """Dropbox's zxcvbn estimates how many guesses a password takes, from dictionaries,
     keyboard patterns, dates, repeats and what is related to the account. Score 3 ("safely
-    unguessable") is the floor; its feedback tells the person what to change."""
+    unguessable") is the floor; its feedback tells the person what to change.
+
+    It judges the first ``JUDGED`` characters: zxcvbn refuses longer ones (a ValueError, not a
+    truncation) and its matching grows with the square of the length. A longer password is
+    at least as strong as its start, so a strong start passes; a weak start is refused
+    whatever follows ("a" * 1024 is as weak as "a" * 100)."""
 
     MIN_SCORE = 3
+    JUDGED = 100
 
     def weakness(self, password: str, *, related: Sequence[str] = ()) -> str | None:
         from zxcvbn import zxcvbn  # noqa: PLC0415 - its dictionaries (14 MB) when first needed
 
-        result = zxcvbn(password, user_inputs=[r for r in related if r], max_length=100)
+        judged = password[: self.JUDGED]
+        result = zxcvbn(judged, user_inputs=[r for r in related if r], max_length=self.JUDGED)
         if result["score"] >= self.MIN_SCORE:
             return None
         feedback = result["feedback"]

@@ -14,7 +14,7 @@ from litestar.stores.memory import MemoryStore
 
 from adapters.attempts import StorePasswordAttempts
 from adapters.memory import MemoryDatabase
-from adapters.passwords import Argon2PasswordHasher
+from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from domain import errors
 from domain.model import AuditKind, SignInMethod
 from domain.policies import password_retry_wait
@@ -341,6 +341,24 @@ async def test_new_passwords_easy_to_guess_are_refused_with_advice(
     with pytest.raises(errors.WeakPassword) as refused:
         await h.sign_up("alice", "alice@example.com", password=password)
     assert "too easy to guess" in refused.value.message
+
+
+@pytest.mark.parametrize("length", [100, 101, 1024])
+def test_passwords_longer_than_zxcvbn_reads_are_judged_by_their_start(length: int) -> None:
+    """zxcvbn refuses more than 100 characters (a ValueError, a 500 on every form), and the
+    README allows 1024: the first 100 are judged, so a weak start stays weak."""
+    policy = ZxcvbnPasswordPolicy()
+    assert policy.weakness(("q7#Kd9!zLm" * 103)[:length], related=("alice",)) is None
+    assert policy.weakness("a" * length) is not None
+    assert policy.weakness(("password" * 129)[:length]) is not None
+
+
+async def test_a_1024_character_password_is_taken_and_signs_in(h: Harness) -> None:
+    long = ("q7#Kd9!zLm" * 103)[:1024]
+    await h.sign_up("alice", "alice@example.com", password=long)
+    await h.container.sign_in().execute(login="alice", password=long)
+    with pytest.raises(errors.WeakPassword):
+        await h.sign_up("bob", "bob@example.com", password="a" * 1024)
 
 
 async def test_weak_passwords_are_refused_when_changing_and_resetting_too(h: Harness) -> None:

@@ -387,6 +387,39 @@ async def test_the_browser_that_changed_the_password_stays_trusted(h: Harness) -
         assert back.url.path == "/account"
 
 
+@pytest.mark.parametrize("length", [100, 101, 1024])
+async def test_long_passwords_work_in_every_password_form(h: Harness, length: int) -> None:
+    """Up to 1024 characters, as the README says (past 100, zxcvbn used to raise: a 500)."""
+    strong = ("q7#Kd9!zLm" * 103)[:length]
+    first, second, third = strong, "x" + strong[1:], "y" + strong[1:]
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=100)) as c:
+        data = {"username": "alice", "email": "alice@example.com", "password": first}
+        signed_up = await post_form(c, "/signup", "/signup", data)
+        assert signed_up.url.path == "/account", signed_up.text
+        changed = await post_form(
+            c, "/account", "/account/password", {"current_password": first, "new_password": second}
+        )
+        assert "Your password is saved" in changed.text
+        await post_form(c, "/account", "/signout", {})
+        back = await post_form(c, "/signin", "/signin", {"login": "alice", "password": second})
+        assert back.url.path == "/account"
+        weak = await post_form(
+            c,
+            "/account",
+            "/account/password",
+            {"current_password": second, "new_password": "a" * length},
+        )
+        assert weak.status_code == 400
+        assert "too easy to guess" in weak.text
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    async with AsyncTestClient(app=create_app(h.container)) as c:
+        page = f"/password/reset/{token}"
+        reset = await post_form(c, page, page, {"new_password": third})
+        assert "Your new password is saved" in reset.text
+
+
 async def test_sign_in_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         statuses = []
