@@ -217,8 +217,10 @@ class Account:
     # imported before that rule: those that shared an address keep it, marked here, and are
     # never matched by it (the login table's "ambiguous" row). Changing the email clears it.
     email_shared: bool = False
-    # Moved on by "Sign out everywhere": the trusted-device tokens (see ``_passwords``) made
-    # before it no longer count, as the sessions it ended.
+    # Moved on by "Sign out everywhere" and by every new password (set, changed or reset):
+    # the trusted-device tokens (see ``_passwords``) made before it no longer count, as the
+    # sessions it ended, nor do the password reset emails asked for before it and still
+    # queued (``email_delivery``: sent later, they would carry a fresh link).
     device_epoch: int = 0
     # When Discord was last unlinked from this account. From then on a Discord sign-in with
     # the account's address never links it without a proof (``decide_login``): whoever

@@ -9,12 +9,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import accounts, sessions, user_links
+from adapters.sql.tables import accounts, email_tokens, sessions, user_links
 from domain import errors
-from domain.model import SignInMethod
+from domain.model import EmailKind, SignInMethod
 from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import PASSWORD, Browser, Harness, sql_harness
 from tests.integration import email_races
@@ -245,6 +245,38 @@ async def test_a_renewal_never_waits_for_the_account_a_sign_out_everywhere_holds
         await transaction.commit()
     assert await _count(pg_db, sessions) == 0
     assert await h.container.current_session().execute(renewed) is None
+
+
+async def test_a_reset_email_sent_beside_a_sign_out_everywhere_under_way_is_cancelled(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """The sender makes a reset email's link under the account's lock: "sign out everywhere"
+    (or a new password) committing meanwhile moved the device epoch on, and the email is
+    cancelled. Read without the lock, the old epoch let the sender store a fresh token right
+    after the sign-out had ended the account's links: a reset link that outlived it
+    (helper-54's review)."""
+    alice = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    await h.container.request_password_reset().execute("alice@example.com")
+    async with pg_db.engine.connect() as other:
+        transaction = await other.begin()  # sign out everywhere's transaction
+        await other.execute(
+            select(accounts.c.id).where(accounts.c.id == alice.id.value).with_for_update()
+        )
+        delivery = asyncio.create_task(h.deliver())
+        await _until_it_waits_for_a_lock(pg_db, delivery)
+        assert not delivery.done(), "the sender did not wait for the account's lock"
+        await other.execute(
+            update(accounts)
+            .where(accounts.c.id == alice.id.value)
+            .values(device_epoch=accounts.c.device_epoch + 1)
+        )
+        await transaction.commit()
+    report = await asyncio.wait_for(delivery, timeout=60)
+    assert [e.kind for e in report.cancelled] == [EmailKind.RESET_PASSWORD]
+    assert not report.sent
+    async with pg_db.engine.connect() as conn:
+        query = select(func.count()).where(email_tokens.c.purpose == "reset")
+        assert (await conn.execute(query)).scalar_one() == 0
 
 
 async def test_confirmations_racing_sign_outs_everywhere_leave_no_session_and_no_error(

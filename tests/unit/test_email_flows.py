@@ -12,6 +12,7 @@ import pytest
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import (
+    AccountId,
     AuditKind,
     DeliveryStatus,
     DiscordId,
@@ -308,6 +309,63 @@ async def test_using_one_reset_link_spends_the_older_ones(h: Harness) -> None:
     await h.container.reset_password().execute(token=second, new_password=NEW_PASSWORD)
     with pytest.raises(errors.SecretConsumed):
         await h.container.reset_password().execute(token=first, new_password="yet another one")
+
+
+async def _end_reset_links(h: Harness, how: str, account_id: AccountId) -> None:
+    """What ends an account's reset links: a new password, or signing out everywhere."""
+    session = await h.session_for(account_id)
+    if how == "password change":
+        await h.container.set_password().execute(
+            session_token=session, new_password=NEW_PASSWORD, current_password=PASSWORD
+        )
+    else:
+        await h.container.end_all_sessions().execute(session)
+
+
+@pytest.mark.parametrize("how", ["password change", "sign out everywhere"])
+async def test_a_password_change_or_signing_out_everywhere_ends_the_reset_links_sent(
+    h: Harness, how: str
+) -> None:
+    """A reset link read by someone else (a mailbox opened once, a forwarded email) would
+    undo the owner's new password and sign them out (helper-54's review)."""
+    signed_up = await h.sign_up("pia", "pia@example.com", verified=True)
+    await h.container.request_password_reset().execute("pia@example.com")
+    await h.deliver()
+    leaked = h.link_token(h.last_email("pia@example.com"), "/password/reset/")
+    await _end_reset_links(h, how, signed_up.account.id)
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.reset_password().execute(token=leaked, new_password="taken over 4 good")
+    password = NEW_PASSWORD if how == "password change" else PASSWORD
+    await h.container.sign_in().execute(login="pia", password=password)
+
+
+@pytest.mark.parametrize("how", ["password change", "sign out everywhere", "password reset"])
+async def test_a_reset_email_still_queued_is_not_sent_after_what_ends_reset_links(
+    h: Harness, how: str
+) -> None:
+    """Its link is made when it is sent: sent after the change, it would work. It is
+    cancelled; a reset asked for afterwards is sent, and works."""
+    signed_up = await h.sign_up("quin", "quin@example.com", verified=True)
+    if how == "password reset":
+        await h.container.request_password_reset().execute("quin@example.com")
+        await h.deliver()
+        token = h.link_token(h.last_email("quin@example.com"), "/password/reset/")
+        h.clock.advance(timedelta(minutes=2))  # past the one-a-minute limit
+        await h.container.request_password_reset().execute("quin@example.com")
+        await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    else:
+        await h.container.request_password_reset().execute("quin@example.com")
+        await _end_reset_links(h, how, signed_up.account.id)
+    before = len([m for m in h.emails_to("quin@example.com") if "/password/reset/" in m.text])
+    report = await h.deliver()
+    assert [e.kind for e in report.cancelled] == [EmailKind.RESET_PASSWORD]
+    resets = [m for m in h.emails_to("quin@example.com") if "/password/reset/" in m.text]
+    assert len(resets) == before
+    h.clock.advance(timedelta(minutes=2))
+    await h.container.request_password_reset().execute("quin@example.com")
+    assert not (await h.deliver()).cancelled
+    token = h.link_token(h.last_email("quin@example.com"), "/password/reset/")
+    await h.container.reset_password().execute(token=token, new_password="and one more for luck")
 
 
 async def test_reset_requests_are_silently_limited(h: Harness) -> None:

@@ -70,6 +70,40 @@ async def test_sign_out_everywhere(h: Harness, client: Client) -> None:
     assert not trusted_device(h.container.tokens(), alice, trusted)
 
 
+@pytest.mark.parametrize(
+    ("action", "data", "done"),
+    [
+        (
+            "/account/password",
+            {"current_password": PASSWORD, "new_password": "a brand new secret phrase"},
+            "Your password is saved",
+        ),
+        ("/account/sessions/end-all", {}, "You are signed out everywhere"),
+    ],
+)
+async def test_a_reset_link_sent_before_ends_with_a_new_password_or_signing_out_everywhere(
+    h: Harness, client: Client, action: str, data: dict[str, str], done: str
+) -> None:
+    """Someone read a reset link (a mailbox opened once, a forwarded email); the owner,
+    worried, changes the password or signs out everywhere: the link must not take the
+    account back from them (helper-54's review)."""
+    await _sign_up(client)
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    leaked = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    answer = await post_form(client, "/account", action, data)
+    assert done in answer.text
+    async with AsyncTestClient(app=create_app(h.container)) as someone:
+        page = f"/password/reset/{leaked}"
+        assert (await someone.get(page)).status_code == 410
+        # The link's page has no form now: its CSRF token comes from another page.
+        taken = await post_form(
+            someone, "/password/reset", page, {"new_password": "taken over 4 good"}
+        )
+        assert taken.status_code == 410
+        assert (await someone.get("/account", follow_redirects=False)).status_code == 302
+
+
 async def test_a_stale_proof_sends_sensitive_forms_to_confirm_it_is_you(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:

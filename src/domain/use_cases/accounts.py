@@ -13,6 +13,7 @@ from domain.model import (
     AuditEvent,
     AuditKind,
     EmailKind,
+    EmailPurpose,
     SignInMethod,
     clean_text,
     validate_email,
@@ -188,7 +189,8 @@ class PasswordSet:
 
 class SetPassword(_PasswordUseCase):
     """Set or change the password. Changing one needs the current one; setting a first one
-    (an account made by Discord sign-in) needs a recent Discord proof. Other sessions end."""
+    (an account made by Discord sign-in) needs a recent Discord proof. Other sessions end, and
+    so do the account's reset links, sent or still queued."""
 
     async def execute(
         self,
@@ -219,8 +221,12 @@ class SetPassword(_PasswordUseCase):
                 raise errors.Conflict("Your password changed meanwhile. Try again.")
             if await uow.sessions.get(session.digest) is None:
                 raise errors.NotSignedIn()  # the session asking ended meanwhile
-            updated = replace(fresh, password_hash=new_hash)
+            updated = replace(fresh, password_hash=new_hash, device_epoch=fresh.device_epoch + 1)
             await uow.accounts.update(updated)
+            # A reset link sent before (a mailbox read once, a forwarded email) would undo the
+            # new password and sign its owner out: it ends, as the other sessions do, and so
+            # does one still queued (the device epoch moved on).
+            await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             await uow.sessions.remove_for_account(account.id, keep=session.digest)
             # Choosing the password proves knowing it: this session may go on for a while,
             # under a new token (a copy of its cookie ends with the other sessions).

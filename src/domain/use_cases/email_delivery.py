@@ -20,7 +20,7 @@ from domain.model import (
     OutgoingEmail,
     normalize_email,
 )
-from domain.ports import Clock, EmailSender, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, EmailSender, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import LINK_KINDS
 
 # After a failed send, wait this long before each next try; then give up.
@@ -86,7 +86,7 @@ class DeliverEmails:
             claimed = await uow.outgoing_emails.renew_claim(email, now + CLAIM_LEASE)
             if claimed is None:
                 return
-            account = await uow.accounts.get(claimed.account_id) if claimed.account_id else None
+            account = await self._account(uow, claimed)
             if account is None or not _still_wanted(claimed, account):
                 cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
                 # Renewed in this transaction: still this sender's.
@@ -125,6 +125,17 @@ class DeliverEmails:
             claimed, status=DeliveryStatus.SENT, attempts=claimed.attempts + 1, finished_at=now
         )
         await self._write_back(claimed, sent, report.sent, report)
+
+    @staticmethod
+    async def _account(uow: UnitOfWork, email: OutgoingEmail) -> Account | None:
+        """The account as it is now. Locked for a link: a change that ends its links (a new
+        address or password, "sign out everywhere") then either commits first, and the email
+        is cancelled, or waits for this token, and ends it with the others."""
+        if email.account_id is None:
+            return None
+        if email.kind in LINK_KINDS:
+            return await uow.accounts.lock(email.account_id)
+        return await uow.accounts.get(email.account_id)
 
     async def _failed(self, email: OutgoingEmail, error: str, report: DeliveryReport) -> None:
         # The link's token stays: the server may have taken the message before failing, and
@@ -186,10 +197,16 @@ class RequeueFailedEmails:
 
 
 def _still_wanted(email: OutgoingEmail, account: Account) -> bool:
-    """Links go only to the account's current address; a confirmed one needs no confirming."""
+    """Links go only to the account's current address; a confirmed one needs no confirming; a
+    reset link asked for before a new password or "sign out everywhere" (the device epoch
+    moved on) is not sent: those end the links already sent, and this one would come after
+    them with a fresh token. A reset email queued before the epoch was recorded has none."""
     current = normalize_email(account.email)
     if email.kind is EmailKind.VERIFY_EMAIL:
         return current == normalize_email(email.to) and not account.email_verified
-    if email.kind in (EmailKind.RESET_PASSWORD, EmailKind.CONFIRM_DISCORD_LINK):
+    if email.kind is EmailKind.RESET_PASSWORD:
+        epoch = email.detail.get("device_epoch", str(account.device_epoch))
+        return current == normalize_email(email.to) and epoch == str(account.device_epoch)
+    if email.kind is EmailKind.CONFIRM_DISCORD_LINK:
         return current == normalize_email(email.to)
     return True  # notices go where they were addressed (an old address, for EMAIL_CHANGED)

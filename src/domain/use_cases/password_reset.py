@@ -64,6 +64,9 @@ class RequestPasswordReset:
                     account_id=account.id,
                     now=now,
                     has_password="yes" if account.has_password else "no",
+                    # Sent only while it is the same: a new password or "sign out everywhere"
+                    # meanwhile cancels it (``email_delivery._still_wanted``).
+                    device_epoch=str(account.device_epoch),
                 )
                 await uow.audit.record(
                     AuditEvent(AuditKind.PASSWORD_RESET_REQUESTED, now, account.id)
@@ -114,6 +117,7 @@ class ResetPassword(_PasswordUseCase):
                 password_hash=new_hash,
                 email_verified=True,
                 discord_unlinked_at=now if unlinked else account.discord_unlinked_at,
+                device_epoch=account.device_epoch + 1,  # and the reset emails still queued
             )
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)

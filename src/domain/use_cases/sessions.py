@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from domain import errors
-from domain.model import Account, AuditEvent, AuditKind, Session, SignInMethod
+from domain.model import Account, AuditEvent, AuditKind, EmailPurpose, Session, SignInMethod
 from domain.policies import identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._passwords import (
@@ -127,7 +127,8 @@ class SignedOutEverywhere:
 class EndAllSessions:
     """ "Sign out everywhere": every session of the account ends, this one included, and no
     other browser is a trusted device for its password any more (a lost device, or the next
-    person at a shared computer, keeps no budget of password tries of its own)."""
+    person at a shared computer, keeps no budget of password tries of its own), and no reset
+    link sent or queued before works (it would sign in whoever holds it)."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
@@ -146,6 +147,8 @@ class EndAllSessions:
                 await uow.accounts.update(updated)
                 if trusted_device(self._tokens, fresh, device_token):
                     kept = new_device_token(self._tokens, updated)
+            # The queued ones are cancelled when sent: the device epoch moved on.
+            await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             ended = await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
