@@ -25,7 +25,14 @@ import aiohttp
 from yarl import URL
 
 from domain import errors
-from domain.model import EMAIL_MAX, DiscordProfile, DiscordUser, RoleConnection, clean_text
+from domain.model import (
+    EMAIL_MAX,
+    DiscordProfile,
+    DiscordUser,
+    RoleConnection,
+    clean_text,
+    has_format_characters,
+)
 from domain.ports import DiscordTokens
 
 log = logging.getLogger(__name__)
@@ -360,6 +367,7 @@ def _profile(body: Any) -> DiscordProfile:
         isinstance(email, str)
         and 0 < len(email) <= EMAIL_MAX
         and clean_text(email, EMAIL_MAX) == email
+        and not has_format_characters(email)  # as validate_email: none typed in a form
     )
     return DiscordProfile(
         id=user.id,

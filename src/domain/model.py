@@ -118,7 +118,20 @@ def validate_email(email: str) -> str:
         or any(ch.isspace() or ord(ch) < 32 or ch in _NOT_IN_EMAIL for ch in normalized)
     ):
         raise InvalidInput("Enter an email address like name@example.com.")
+    if has_format_characters(normalized):
+        raise InvalidInput(
+            "An email address cannot hold invisible characters (direction marks, zero-width "
+            "spaces): type it again by hand."
+        )
     return normalized
+
+
+def has_format_characters(text: str) -> bool:
+    """Unicode's format characters (category Cf: bidirectional controls, zero-width spaces
+    and joiners, the soft hyphen...) show as nothing, or reorder what follows them: an
+    address holding one shows as another ("\u202emoc.elpmaxe@ecila" as alice@example.com)
+    on the account page and in the notices. No mailbox needs one."""
+    return any(unicodedata.category(ch) == "Cf" for ch in text)
 
 
 # Bidirectional controls: they reorder what follows them on screen, so a name holding one can

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.discord_oauth import _profile as _discord_profile
 from domain import errors
 from domain.model import (
     DiscordId,
@@ -154,6 +155,27 @@ def test_email_normalisation() -> None:
     for bad in ["", "no-at", "@x", "x@", "a@@b", "a b@c.d"]:
         with pytest.raises(errors.InvalidInput):
             validate_email(bad)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "\u202emoc.elpmaxe@ecila",  # right-to-left override: shows as alice@example.com
+        "alice@exa\u200bmple.com",  # zero-width space
+        "ali\u200dce@example.com",  # zero-width joiner
+        "alice\u2066@example.com",  # left-to-right isolate
+        "\ufeffalice@example.com",  # byte order mark
+        "al\u00adice@example.com",  # soft hyphen
+    ],
+)
+def test_an_email_address_takes_no_invisible_format_characters(address: str) -> None:
+    """They make an address show as another on the account page and in the notices
+    (helper-54's review)."""
+    with pytest.raises(errors.InvalidInput, match="invisible characters"):
+        validate_email(address)
+    body = {"id": "1", "username": "alice", "email": address, "verified": True}
+    assert _discord_profile(body).email is None  # as an address Discord sends
+    assert _discord_profile({**body, "email": "alice@example.com"}).email == "alice@example.com"
 
 
 # -- one-time secret checks ----------------------------------------------------------------------

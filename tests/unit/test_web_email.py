@@ -222,6 +222,35 @@ async def test_the_email_form_tells_a_taken_address_only_within_its_limit(
     assert "Another account" not in limited.text
 
 
+async def test_no_form_takes_an_address_with_invisible_characters(
+    client: Client, hx: Harness
+) -> None:
+    """ "\u202e" shows what follows it reversed, a zero-width space not at all: the address
+    would show as another on the account page and in notices (helper-54's review)."""
+    data = {"username": "gil", "email": "\u202emoc.elpmaxe@lig", "password": PASSWORD}
+    refused = await post_form(client, "/signup", "/signup", data)
+    assert refused.status_code == 400
+    assert "invisible characters" in refused.text
+    await _sign_up(client, "gil")
+    changed = await post_form(
+        client,
+        "/account",
+        "/account/email",
+        {"email": "gil@new\u200b.example", "current_password": PASSWORD},
+    )
+    assert changed.status_code == 400
+    assert "invisible characters" in changed.text
+    assert "gil@example.com" in (await client.get("/account")).text
+    # The reset request answers alike whether or not an account has the address.
+    known, unknown = [
+        await post_form(client, "/password/reset", "/password/reset", {"email": address})
+        for address in ("gil@example.com\u200b", "zed@example.com\u200b")
+    ]
+    assert known.status_code == unknown.status_code == 400
+    assert "invisible characters" in known.text
+    assert known.text.replace("gil@", "X@") == unknown.text.replace("zed@", "X@")
+
+
 async def test_the_outbox_page_shows_the_emails_with_clickable_links(
     client: Client, hx: Harness
 ) -> None:
