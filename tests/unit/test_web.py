@@ -420,6 +420,86 @@ async def test_long_passwords_work_in_every_password_form(h: Harness, length: in
         assert "Your new password is saved" in reset.text
 
 
+_SIGN_OUTS = ("sign out", "sign out everywhere", "end this session")
+
+
+async def _sign_in_or_out(client: Client, h: Harness, how: str) -> Any:
+    """Sign in, or out (from the browser signed in before), the way ``how`` says; the
+    answer, redirects followed."""
+    if how == "sign up":
+        data = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
+        return await post_form(client, "/signup", "/signup", data)
+    if how == "sign in":
+        return await post_form(
+            client, "/signin", "/signin", {"login": "alice", "password": PASSWORD}
+        )
+    if how == "password reset":
+        await h.container.request_password_reset().execute("alice@example.com")
+        await h.deliver()
+        token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+        page = f"/password/reset/{token}"
+        return await post_form(client, page, page, {"new_password": "a brand new passphrase"})
+    if how == "Discord sign-in":
+        started = await client.get("/auth/discord/login", follow_redirects=False)
+        approval = h.discord.approve(started.headers["location"], h.discord_user(5100).id)
+        return await client.get(
+            f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+        )
+    if how == "sign out":
+        return await post_form(client, "/account", "/signout", {})
+    if how == "sign out everywhere":
+        return await post_form(client, "/account", "/account/sessions/end-all", {})
+    assert how == "end this session"
+    # The account page has no button for its own session: another browser's list would.
+    sessions = await h.container.list_sessions().execute(client.cookies["tfl_session"])
+    action = f"/account/sessions/{sessions.current.id}/end"
+    return await post_form(client, "/account", action, {})
+
+
+@pytest.mark.parametrize(
+    "how", ["sign in", "sign up", "password reset", "Discord sign-in", *_SIGN_OUTS]
+)
+async def test_signing_in_or_out_gives_the_browser_a_new_csrf_token(
+    client: Client, h: Harness, how: str
+) -> None:
+    """Whoever read the CSRF token at a shared computer (on a page, in the cookie) holds
+    none for the next person's session (helper-54's review): the answer that signs in or out
+    expires the cookie, the next page sets a new one, and its forms work."""
+    if how != "sign up":
+        await h.sign_up("alice", "alice@example.com", verified=True)
+    if how in _SIGN_OUTS:
+        await _sign_in_or_out(client, h, "sign in")
+    page = await client.get("/account" if how in _SIGN_OUTS else "/signin")
+    old = client.cookies["tfl_csrf"]
+    assert csrf_token(page.text) == old
+    answer = await _sign_in_or_out(client, h, how)
+    assert answer.status_code == 200, answer.text
+    expired = [
+        c
+        for step in answer.history
+        for c in step.headers.get_list("set-cookie")
+        if c.startswith("tfl_csrf=")
+    ]
+    assert expired
+    for cookie in expired:  # the middleware's cookie: same name, path and flags
+        assert "max-age=0" in cookie.lower()
+        assert "path=/" in cookie.lower()
+        assert "httponly" in cookie.lower()
+    new = client.cookies["tfl_csrf"]  # set by the page the browser landed on
+    assert new != old
+    page = await client.get("/password/reset")
+    assert csrf_token(page.text) == new
+    stale = await client.post(
+        "/password/reset", data={"email": "zed@example.com", "_csrf_token": old}
+    )
+    assert stale.status_code == 403
+    fresh = await client.post(
+        "/password/reset", data={"email": "zed@example.com", "_csrf_token": new}
+    )
+    assert fresh.status_code == 200
+    assert "Check your email" in fresh.text
+
+
 async def test_sign_in_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         statuses = []
@@ -455,6 +535,10 @@ async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> 
         assert "Secure" in session
         assert "Path=/" in session
         assert "Domain" not in session
+        csrf = next(x for x in cookies if x.startswith("__Host-tfl_csrf="))
+        assert "Secure" in csrf  # expired at the sign-up: the same cookie as the middleware's
+        assert "Path=/" in csrf
+        assert "Max-Age=0" in csrf
         device = next(x for x in cookies if x.startswith("__Host-tfl_device="))
         assert "Secure" in device
         assert "HttpOnly" in device

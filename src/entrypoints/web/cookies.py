@@ -1,5 +1,6 @@
 """The service's cookies: the web session, the OAuth browser binding, the email-linking
-proposal and the trusted device.
+proposal and the trusted device. The CSRF cookie is Litestar's middleware's; this jar only
+expires it when someone signs in or out (see ``CookieJar.expired_csrf``).
 
 On https every cookie is ``__Host-`` prefixed: browsers accept such a cookie only when it is
 ``Secure``, has ``Path=/`` and no ``Domain``, so a sibling subdomain (or a plain-http page of
@@ -41,6 +42,7 @@ class CookieJar:
         self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
         self.proposal_name = cookie_name(PROPOSAL_COOKIE, secure=secure)
         self.device_name = cookie_name(DEVICE_COOKIE, secure=secure)
+        self.csrf_name = cookie_name(CSRF_COOKIE, secure=secure)  # as the app's CSRFConfig
 
     def _cookie(self, key: str, value: str, max_age: int) -> Cookie:
         # Lax: sent on the top-level redirect back from Discord, not on cross-site POSTs.
@@ -57,8 +59,21 @@ class CookieJar:
     def session(self, token: str) -> Cookie:
         return self._cookie(self.session_name, token, self._session_max_age)
 
-    def expired_session(self) -> Cookie:
-        return self._cookie(self.session_name, "", 0)
+    def new_session(self, token: str) -> list[Cookie]:
+        """Someone signed in: their session, and a new CSRF token from the next page on."""
+        return [self.session(token), self.expired_csrf()]
+
+    def signed_out(self) -> list[Cookie]:
+        """Signed out here: the session ends, and so does the CSRF token."""
+        return [self._cookie(self.session_name, "", 0), self.expired_csrf()]
+
+    def expired_csrf(self) -> Cookie:
+        """The CSRF cookie (the double-submit token of Litestar's middleware), expired: the
+        next page the browser loads gets a new one. Whoever read the token at a shared
+        computer (on a page, in the cookie) holds none for the next person's session. Its
+        attributes are the middleware's (path, Secure, HttpOnly, Lax; ``__Host-`` on
+        https), so the browser replaces that very cookie."""
+        return self._cookie(self.csrf_name, "", 0)
 
     def binding(self, tokens: Sequence[str]) -> Cookie:
         """The browser binding of the OAuth flows under way in this browser, newest first."""
@@ -73,8 +88,9 @@ class CookieJar:
         return self._cookie(self.proposal_name, "", 0)
 
     def signed_in(self, signed_in: SignedIn) -> list[Cookie]:
-        """A password sign-in's (or sign-up's) cookies: the session, and the device's."""
-        cookies = [self.session(signed_in.session_token)]
+        """A password sign-in's (or sign-up's, or reset's) cookies: the session (see
+        ``new_session``), and the device's."""
+        cookies = self.new_session(signed_in.session_token)
         if signed_in.device_token is not None:
             cookies.append(self.device(signed_in.device_token))
         return cookies

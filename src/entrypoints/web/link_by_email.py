@@ -27,7 +27,7 @@ async def _signed_in(
     request: Request[Any, Any, Any], sign_out: uc.SignOut, jar: CookieJar, done: LinkConfirmed
 ) -> Redirect:
     await jar.end_session(request, sign_out)  # rotate: whatever session was here ends
-    cookies = [jar.session(done.session_token), jar.expired_proposal()]
+    cookies = [*jar.new_session(done.session_token), jar.expired_proposal()]
     if done.device_token is not None:
         cookies.append(jar.device(done.device_token))
     return Redirect(done.destination, status_code=303, cookies=cookies)

@@ -144,7 +144,7 @@ class Pages(Controller):
         self, request: Request[Any, Any, Any], sign_out: Use[uc.SignOut], jar: Jar
     ) -> Redirect:
         await jar.end_session(request, sign_out)
-        return Redirect("/", cookies=[jar.expired_session()])
+        return Redirect("/", cookies=jar.signed_out())
 
     # -- account page ---------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class Pages(Controller):
     ) -> Redirect:
         this_one = await end_session.execute(jar.session_token(request), session_id)
         if this_one:
-            return Redirect("/signin?notice=signed_out", cookies=[jar.expired_session()])
+            return Redirect("/signin?notice=signed_out", cookies=jar.signed_out())
         return Redirect("/account?notice=session_ended")
 
     @post("/account/sessions/end-all", status_code=303)
@@ -300,7 +300,7 @@ class Pages(Controller):
         self, request: Request[Any, Any, Any], end_all_sessions: Use[uc.EndAllSessions], jar: Jar
     ) -> Redirect:
         done = await end_all_sessions.execute(jar.session_token(request), jar.device_token(request))
-        cookies = [jar.expired_session()]
+        cookies = jar.signed_out()
         if done.device_token is not None:  # this browser stays trusted, the others do not
             cookies.append(jar.device(done.device_token))
         return Redirect("/signin?notice=signed_out_everywhere", cookies=cookies)
@@ -356,7 +356,7 @@ class Pages(Controller):
             answer = Redirect(f"/account?notice={notice}")
             if done.session_token is not None:  # it signed in: rotate, as a sign-in does
                 await jar.end_session(request, sign_out)
-                answer.cookies.append(jar.session(done.session_token))
+                answer.cookies.extend(jar.new_session(done.session_token))
             return answer
         if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
@@ -370,7 +370,7 @@ class Pages(Controller):
             )
         assert done.session_token is not None  # noqa: S101 - login flows always sign in
         await jar.end_session(request, sign_out)  # rotate: the old session ends here
-        return Redirect(done.destination, cookies=[jar.session(done.session_token)])
+        return Redirect(done.destination, cookies=jar.new_session(done.session_token))
 
     # -- /link tickets from Discord ----------------------------------------------------------------
 
