@@ -78,15 +78,16 @@ class DeliverEmails:
         return report
 
     async def _deliver(self, email: OutgoingEmail, report: DeliveryReport) -> None:
-        now = self._clock.now()
         link: OneTimeLink | None = None
         async with self._uow() as uow:
+            # The account first: every transaction locks it before anything else it touches.
+            account = await self._account(uow, email)
+            now = self._clock.now()
             # The lease runs from here (sending the batch's earlier emails may have taken a
             # while); if it ran out meanwhile, another sender may have the email now.
             claimed = await uow.outgoing_emails.renew_claim(email, now + CLAIM_LEASE)
             if claimed is None:
                 return
-            account = await self._account(uow, claimed)
             if account is None or not _still_wanted(claimed, account):
                 cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
                 # Renewed in this transaction: still this sender's.
