@@ -104,6 +104,11 @@ class LinkTicketRepository(Protocol):
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
         """Same single-winner contract as ``PendingLoginRepository.consume``."""
 
+    async def consume_for_discord(self, discord_id: DiscordId, now: datetime) -> int:
+        """Spend, in one statement, every ticket of ``discord_id`` still live at ``now``
+        (unused, unexpired), as ``consume`` spends one; how many. A ticket that a concurrent
+        transaction is spending may be left to it, never waited for."""
+
     async def get(self, digest: str) -> LinkTicket | None: ...
 
     async def purge_expired(self, now: datetime) -> int: ...

@@ -401,6 +401,40 @@ class RepositoryContract:
             assert await uow.link_tickets.get(row.digest) == row
             assert await uow.link_tickets.consume(row.digest, NOW) == replace(row, consumed_at=NOW)
 
+    async def test_a_discord_accounts_live_tickets_are_spent_together(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        dee, other = ticket().discord, DiscordUser(DiscordId(78), "eve")
+        rows = {
+            "live1": ticket("a" * 64),
+            "live2": ticket("b" * 64),
+            "used": replace(ticket("c" * 64), consumed_at=NOW - timedelta(minutes=1)),
+            "expired": replace(ticket("d" * 64), expires_at=NOW),
+            "other": replace(ticket("e" * 64), discord=other),
+        }
+
+        async def add(uow: UnitOfWork) -> None:
+            for row in rows.values():
+                await uow.link_tickets.add(row)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:  # rolled back: nothing spent
+            assert await uow.link_tickets.consume_for_discord(dee.id, NOW) == 2
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.consume_for_discord(dee.id, NOW) == 2
+            assert await uow.link_tickets.consume_for_discord(dee.id, NOW) == 0
+            await uow.commit()
+        async with uow_factory() as uow:
+            found = {name: await uow.link_tickets.get(row.digest) for name, row in rows.items()}
+            assert found == {
+                "live1": replace(rows["live1"], consumed_at=NOW),
+                "live2": replace(rows["live2"], consumed_at=NOW),
+                "used": rows["used"],  # keeps when it was used
+                "expired": rows["expired"],  # still says "expired"
+                "other": rows["other"],
+            }
+            assert await uow.link_tickets.consume("a" * 64, NOW) is None
+
     async def test_concurrent_consumers_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

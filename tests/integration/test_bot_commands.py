@@ -144,11 +144,15 @@ async def test_link_answers_privately_with_a_one_time_button(bot: Bot, where: st
     assert ticket.discord.username == user.username
 
 
-async def test_each_link_gets_a_new_ticket(bot: Bot) -> None:
+async def test_each_link_gets_a_new_ticket_that_ends_the_one_before(bot: Bot) -> None:
     user = bot.user()
     first = (await bot.run(user, "link")).button["url"]
     second = (await bot.run(user, "link")).button["url"]
     assert first != second
+    show = bot.h.container.show_link_ticket()
+    with pytest.raises(errors.SecretConsumed):
+        await show.execute(urlsplit(first).path.removeprefix("/link/"))
+    await show.execute(urlsplit(second).path.removeprefix("/link/"))
 
 
 async def test_a_link_ticket_is_single_use(bot: Bot) -> None:

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, text, update
 
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import accounts, email_tokens, sessions, user_links
+from adapters.sql.tables import accounts, email_tokens, link_tickets, sessions, user_links
 from domain import errors
-from domain.model import EmailKind, SignInMethod
+from domain.model import EmailKind, LinkTicket, SignInMethod
 from domain.use_cases import AuthOutcome, TicketIssued
 from tests.harness import PASSWORD, Browser, Harness, sql_harness
 from tests.integration import email_races
@@ -107,6 +108,10 @@ async def test_linking_20_accounts_to_one_discord_id_at_once_has_one_winner(
         issued = await h.container.issue_link_ticket().execute(discord.user)
         assert isinstance(issued, TicketIssued)
         tickets.append(issued.token)
+    # Each /link spent the one before: all live again, as /link commands at once can leave
+    # them (each spends only the tickets committed before its own statement).
+    async with pg_db.engine.begin() as conn:
+        await conn.execute(update(link_tickets).values(consumed_at=None))
 
     results = await asyncio.gather(
         *(
@@ -118,8 +123,71 @@ async def test_linking_20_accounts_to_one_discord_id_at_once_has_one_winner(
 
     wins, losses = _outcomes(results)
     assert len(wins) == 1
-    assert all(isinstance(e, errors.DiscordLinkedElsewhere) for e in losses), losses
+    # Refused by the link, or the winner's link spent the ticket first.
+    assert all(
+        isinstance(e, errors.DiscordLinkedElsewhere | errors.SecretConsumed) for e in losses
+    ), losses
     assert await _count(pg_db, user_links) == 1
+
+
+async def _live_tickets(database: SqlDatabase, discord_id: int) -> int:
+    live = (
+        select(func.count())
+        .select_from(link_tickets)
+        .where(link_tickets.c.discord_id == discord_id, link_tickets.c.consumed_at.is_(None))
+    )
+    async with database.engine.connect() as conn:
+        return int((await conn.execute(live)).scalar_one())
+
+
+async def test_20_link_commands_at_once_leave_at_least_one_button(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """Each /link spends the tickets committed before its statement, then adds its own: it
+    never sees its own nor one a concurrent /link has not committed. Under READ COMMITTED
+    several may stay live; never none, and the next /link ends them all."""
+    user = h.discord_user(9005).user
+    issue = h.container.issue_link_ticket()
+    issued = await asyncio.gather(*(issue.execute(user) for _ in range(N)))
+
+    assert all(isinstance(i, TicketIssued) for i in issued)
+    assert 1 <= await _live_tickets(pg_db, 9005) <= N
+    newest = await issue.execute(user)
+    assert isinstance(newest, TicketIssued)
+    assert await _live_tickets(pg_db, 9005) == 1
+    await h.container.show_link_ticket().execute(newest.token)
+
+
+async def test_a_link_command_beside_another_spends_neither_new_ticket(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """The interleaving that leaves two: A spends the old ticket; B runs whole meanwhile (the
+    old one is A's to spend, A's new one does not exist yet); A adds its own. Both new
+    buttons work, the old one does not."""
+    user = h.discord_user(9006).user
+    old = await h.container.issue_link_ticket().execute(user)
+    assert isinstance(old, TicketIssued)
+    tokens = h.container.tokens()
+    mine, theirs = tokens.issue(), tokens.issue()
+    now = h.clock.now()
+
+    def new(digest: str) -> LinkTicket:
+        return LinkTicket(digest, user, now, now + timedelta(minutes=10))
+
+    async with pg_db.unit_of_work() as a:
+        assert await a.link_tickets.consume_for_discord(user.id, now) == 1
+        async with pg_db.unit_of_work() as b:
+            assert await b.link_tickets.consume_for_discord(user.id, now) == 0
+            await b.link_tickets.add(new(theirs.digest))
+            await b.commit()
+        await a.link_tickets.add(new(mine.digest))
+        await a.commit()
+
+    assert await _live_tickets(pg_db, 9006) == 2
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.show_link_ticket().execute(old.token)
+    for token in (mine.token, theirs.token):
+        await h.container.show_link_ticket().execute(token)
 
 
 async def test_a_locked_account_waits_for_the_lock_holder(h: Harness) -> None:

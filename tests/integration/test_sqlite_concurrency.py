@@ -4,6 +4,7 @@ BEGIN IMMEDIATE make writers queue instead of failing with "database is locked".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -47,6 +48,20 @@ async def test_concurrent_first_logins_and_redeems_on_sqlite(h: Harness) -> None
     assert all(
         isinstance(r, errors.SecretConsumed) for r in redeems if isinstance(r, BaseException)
     )
+
+
+async def test_link_commands_at_once_leave_exactly_one_button_on_sqlite(h: Harness) -> None:
+    """Writers take turns (BEGIN IMMEDIATE): each /link spends the one before it."""
+    user = h.discord_user(8003).user
+    issue = h.container.issue_link_ticket()
+    issued = await asyncio.gather(*(issue.execute(user) for _ in range(10)))
+    live = 0
+    for ticket in issued:
+        assert isinstance(ticket, TicketIssued)
+        with contextlib.suppress(errors.SecretConsumed):
+            await h.container.show_link_ticket().execute(ticket.token)
+            live += 1
+    assert live == 1
 
 
 async def test_one_address_one_account_under_concurrency_on_sqlite(h: Harness) -> None:

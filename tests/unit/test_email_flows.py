@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -21,11 +22,18 @@ from domain.model import (
     SignInMethod,
 )
 from domain.ports import EmailMessage
-from domain.use_cases import AuthOutcome, DeliveryReport
+from domain.use_cases import AuthOutcome, DeliveryReport, TicketIssued
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from tests.harness import PASSWORD, Harness
 
 NEW_PASSWORD = "a brand new passphrase"
+
+
+def _live_again(h: Harness, token: str) -> None:
+    """A spent /link ticket live again, as one a /link issued beside the link it ended."""
+    tickets = h.container.memory_db().tables.link_tickets
+    digest = h.container.tokens().digest(token)
+    tickets[digest] = replace(tickets[digest], consumed_at=None)
 
 
 def _expiry_line(message: EmailMessage) -> str:
@@ -645,7 +653,11 @@ async def test_a_reset_on_an_unconfirmed_address_removes_the_discord_link(h: Har
     """Pre-account takeover: someone signs up with the victim's address (never confirmed)
     and links their own Discord. The victim's reset must not leave them a way in."""
     squatter = await h.sign_up("squat", "victim@example.com")
-    await h.discord_link(squatter.account.id, h.discord_user(9500, email="intruder@example.com"))
+    intruder = h.discord_user(9500, email="intruder@example.com")
+    issued = await h.container.issue_link_ticket().execute(intruder.user)
+    assert isinstance(issued, TicketIssued)
+    await h.discord_link(squatter.account.id, intruder)
+    _live_again(h, issued.token)  # a /link issued beside the link
     await h.container.request_password_reset().execute("victim@example.com")
     await h.deliver()
     token = h.link_token(h.last_email("victim@example.com"), "/password/reset/")
@@ -653,6 +665,8 @@ async def test_a_reset_on_an_unconfirmed_address_removes_the_discord_link(h: Har
     assert done.unlinked is not None
     assert done.unlinked.discord_id == DiscordId(9500)
     assert await h.container.link_of_account().execute(squatter.account.id) is None
+    with pytest.raises(errors.SecretConsumed):  # nor a /link button of the intruder's
+        await h.confirm_ticket(issued.token, squatter.account.id)
     again = await h.discord_login(h.discord_user(9500))  # the intruder's Discord: a new account
     assert again.account_id != squatter.account.id
     # And the account remembers it: no Discord account is linked to it by its address alone.

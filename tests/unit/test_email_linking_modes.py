@@ -28,7 +28,7 @@ from domain.policies import (
     SignInLinkedAccount,
     decide_login,
 )
-from domain.use_cases import AuthOutcome
+from domain.use_cases import AuthOutcome, TicketIssued
 from entrypoints.container import build_container
 from tests.harness import PASSWORD, Browser, Harness, make_settings
 
@@ -332,3 +332,18 @@ async def test_off_never_links_by_email_and_signup_false_creates_nobody(mode: st
     with pytest.raises(errors.SignupDisabled):
         await h.discord_login(h.discord_user(8008, email="new@example.com"))
     assert len(db.tables.accounts) == accounts
+
+
+async def test_a_link_confirmed_by_email_ends_the_discord_accounts_link_buttons(
+    confirm: Harness,
+) -> None:
+    h = confirm
+    await h.sign_up("alice", "alice@example.com")
+    issued = await h.container.issue_link_ticket().execute(h.discord_user(8010).user)
+    assert isinstance(issued, TicketIssued)
+    proposal, _ = await _confirm_needed(h, 8010, "alice@example.com")
+    await h.container.confirm_link_with_password().execute(
+        proposal_token=proposal, password=PASSWORD
+    )
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.show_link_ticket().execute(issued.token)

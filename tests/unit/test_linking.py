@@ -3,21 +3,40 @@ and the unlink guard."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import AuditKind, DiscordUser
+from domain.model import AuditKind, DiscordId, DiscordUser
 from domain.use_cases import AuthOutcome, TicketIssued
-from tests.harness import PASSWORD, Harness
+from tests.harness import PASSWORD, Browser, Harness
 
 
 async def _ticket(h: Harness, user: DiscordUser) -> str:
     issued = await h.container.issue_link_ticket().execute(user)
     assert isinstance(issued, TicketIssued)
     return issued.token
+
+
+def _issued_beside_the_link(db: MemoryDatabase, discord_id: DiscordId) -> None:
+    """The Discord account's tickets live again, as a ticket is that a /link issued beside its
+    link (it read "not linked" before the link committed; on Postgres the link's spending
+    does not see a ticket another transaction has not committed): the only way a linked
+    Discord account has a live button."""
+    for digest, row in list(db.tables.link_tickets.items()):
+        if row.discord.id == discord_id:
+            db.tables.link_tickets[digest] = replace(row, consumed_at=None)
+
+
+def _live_tickets(db: MemoryDatabase, discord_id: DiscordId) -> list[str]:
+    return [
+        digest
+        for digest, row in db.tables.link_tickets.items()
+        if row.discord.id == discord_id and row.consumed_at is None
+    ]
 
 
 # -- rows of the link table, account-page flow ------------------------------------------------
@@ -169,13 +188,14 @@ async def test_link_callback_for_another_signed_in_account_is_refused(
 
 
 async def test_ticket_row1_redeeming_for_the_already_linked_account_is_idempotent(
-    h: Harness,
+    h: Harness, db: MemoryDatabase
 ) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
     discord = h.discord_user(2101)
-    # A ticket issued before the same link was made another way (e.g. from the web).
+    # A ticket issued beside the same link made another way (e.g. from the web).
     ticket = await _ticket(h, discord.user)
     await h.discord_link(alice.id, discord)
+    _issued_beside_the_link(db, discord.id)
     result = await h.confirm_ticket(ticket, alice.id)
     assert result.outcome is AuthOutcome.ALREADY_LINKED
     assert result.account_id == alice.id
@@ -189,6 +209,7 @@ async def test_ticket_row2_discord_linked_elsewhere_is_refused(
     user = DiscordUser(h.discord_user(2102).id, "d2102")
     ticket = await _ticket(h, user)
     await h.discord_link(alice.id, h.discord.users[user.id])
+    _issued_beside_the_link(db, user.id)
 
     with pytest.raises(errors.DiscordLinkedElsewhere):
         await h.confirm_ticket(ticket, bob.id)
@@ -336,3 +357,126 @@ async def test_ticket_is_redeemed_for_link_even_when_shown_many_times(h: Harness
         await h.container.show_link_ticket().execute(ticket)
     h.clock.advance(timedelta(minutes=9))
     assert (await h.confirm_ticket(ticket, alice.id)).outcome is AuthOutcome.LINKED
+
+
+# -- one live /link button per Discord account -------------------------------------------------
+
+
+async def test_a_newer_link_button_ends_the_earlier_ones(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = DiscordUser(h.discord_user(2401).id, "d2401")
+    first, second = await _ticket(h, user), await _ticket(h, user)
+    other = await _ticket(h, DiscordUser(h.discord_user(2402).id, "d2402"))
+    newest = await _ticket(h, user)
+
+    for ended in (first, second):
+        with pytest.raises(errors.SecretConsumed) as refused:
+            await h.container.show_link_ticket().execute(ended)
+        assert "a newer /link" in refused.value.message
+        with pytest.raises(errors.SecretConsumed):
+            await h.confirm_ticket(ended, alice.id)
+    assert len(_live_tickets(db, user.id)) == 1
+    await h.container.show_link_ticket().execute(other)  # another Discord account's: untouched
+    assert (await h.confirm_ticket(newest, alice.id)).outcome is AuthOutcome.LINKED
+
+
+async def test_the_new_button_survives_its_own_issue(h: Harness, db: MemoryDatabase) -> None:
+    user = DiscordUser(h.discord_user(2403).id, "d2403")
+    for _ in range(3):
+        token = await _ticket(h, user)
+        shown = await h.container.show_link_ticket().execute(token)
+        assert shown.consumed_at is None
+        assert _live_tickets(db, user.id) == [h.container.tokens().digest(token)]
+
+
+async def test_a_button_replaced_during_its_discord_round_trip_links_nothing(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = DiscordUser(h.discord_user(2404).id, "d2404")
+    ticket = await _ticket(h, user)
+    browser = Browser()
+    started = await h.start_ticket_link(ticket, alice.id, browser)
+    await _ticket(h, user)  # meanwhile, /link again
+    approval = h.discord.approve(started.authorize_url, user.id)
+
+    with pytest.raises(errors.SecretConsumed):
+        await h.complete(browser, state=approval.state, code=approval.code, signed_in=alice.id)
+    assert db.tables.links == {}
+
+
+async def test_an_older_button_cannot_link_again_after_an_unlink(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The review's case: two buttons, a link with the newer, /unlink; the older one (leaked,
+    forwarded) must not link the Discord account again, to any TaskFlow account."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    user = DiscordUser(h.discord_user(2405).id, "d2405")
+    older, newer = await _ticket(h, user), await _ticket(h, user)
+    await h.confirm_ticket(newer, alice.id)
+    await h.container.unlink_discord().execute(user.id)
+
+    with pytest.raises(errors.SecretConsumed):
+        await h.confirm_ticket(older, bob.id)
+    assert db.tables.links == {}
+
+
+@pytest.mark.parametrize("route", ["account_page", "discord_sign_up", "verified_email"])
+async def test_linking_by_any_route_ends_the_discord_accounts_buttons(
+    h: Harness, db: MemoryDatabase, route: str
+) -> None:
+    profile = h.discord_user(2406, email="dee@example.com")
+    ticket = await _ticket(h, profile.user)
+    if route == "account_page":
+        alice = (await h.sign_up("alice", "alice@example.com")).account
+        await h.discord_link(alice.id, profile)
+    elif route == "discord_sign_up":
+        assert (await h.discord_login(profile)).outcome is AuthOutcome.CREATED
+    else:
+        await h.sign_up("dee", "dee@example.com", verified=True)
+        assert (await h.discord_login(profile)).outcome is AuthOutcome.LINKED_AND_SIGNED_IN
+
+    assert _live_tickets(db, profile.id) == []
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.show_link_ticket().execute(ticket)
+
+
+async def test_linking_with_a_button_ends_the_others(h: Harness, db: MemoryDatabase) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = DiscordUser(h.discord_user(2407).id, "d2407")
+    older = await _ticket(h, user)
+    newer = await _ticket(h, user)
+    _issued_beside_the_link(db, user.id)  # both live: two /link at once
+    await h.confirm_ticket(newer, alice.id)
+
+    assert _live_tickets(db, user.id) == []
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.show_link_ticket().execute(older)
+
+
+@pytest.mark.parametrize("route", ["bot", "account_page", "api"])
+async def test_unlinking_by_any_route_ends_the_discord_accounts_buttons(
+    h: Harness, db: MemoryDatabase, route: str
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    profile = h.discord_user(2408)
+    ticket = await _ticket(h, profile.user)
+    await h.discord_link(alice.id, profile)
+    _issued_beside_the_link(db, profile.id)
+    if route == "bot":
+        await h.container.unlink_discord().execute(profile.id)
+    elif route == "account_page":
+        await h.container.unlink_account().execute(
+            session_token=await h.session_for(alice.id), current_password=PASSWORD
+        )
+    else:
+        admin = await h.container.create_api_key().execute("admin", ["links:write"])
+        key = await h.container.authenticate_api_key().execute(admin.token)
+        assert key is not None
+        await h.container.unlink_with_api_key().execute(profile.id, key)
+
+    assert db.tables.links == {}
+    assert _live_tickets(db, profile.id) == []
+    with pytest.raises(errors.SecretConsumed):
+        await h.confirm_ticket(ticket, alice.id)

@@ -35,7 +35,7 @@ class LinkingMachine(RuleBasedStateMachine):
         # Secrets that already succeeded once, with what is needed to present them again.
         self.spent_states: list[tuple[str, str, Browser]] = []
         self.spent_tickets: list[str] = []
-        self.expired_tickets: list[str] = []
+        self.unused_tickets: list[str] = []
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -104,7 +104,7 @@ class LinkingMachine(RuleBasedStateMachine):
         try:
             self.run(self.h.confirm_ticket(issued.token, account_id))
         except errors.LinkRefused:
-            self.expired_tickets.append(issued.token)  # still unused; let time expire it
+            self.unused_tickets.append(issued.token)  # let time (or a later /link) end it
             return
         self.spent_tickets.append(issued.token)
 
@@ -185,10 +185,10 @@ class LinkingMachine(RuleBasedStateMachine):
             return
         raise AssertionError("a consumed ticket succeeded twice")
 
-    @precondition(lambda self: self.expired_tickets and self.accounts)
+    @precondition(lambda self: self.unused_tickets and self.accounts)
     @rule(data=st.data())
     def use_expired_ticket(self, data: st.DataObject) -> None:
-        token = data.draw(st.sampled_from(self.expired_tickets))
+        token = data.draw(st.sampled_from(self.unused_tickets))
         self.h.clock.advance(timedelta(minutes=10))
         account_id = data.draw(st.sampled_from(self.accounts))
         try:
@@ -196,9 +196,23 @@ class LinkingMachine(RuleBasedStateMachine):
         except errors.SecretExpired:
             event("expired ticket refused")
             return
+        except errors.SecretConsumed:  # a later /link, link or unlink ended it first
+            event("ended ticket refused")
+            return
         raise AssertionError("an expired ticket succeeded")
 
     # -- invariants ------------------------------------------------------------------------------
+
+    @invariant()
+    def one_live_button_per_unlinked_discord_account(self) -> None:
+        now = self.h.clock.now()
+        live = [
+            t.discord.id
+            for t in self.db.tables.link_tickets.values()
+            if t.consumed_at is None and now < t.expires_at
+        ]
+        assert len(live) == len(set(live)), "a Discord account has two live /link buttons"
+        assert not set(live) & set(self.db.tables.links), "a linked account has a live button"
 
     @invariant()
     def one_to_one_links(self) -> None:

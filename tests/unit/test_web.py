@@ -253,6 +253,22 @@ async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
     assert db.tables.links[mallory.id].account_id != alice.id
 
 
+async def test_a_button_a_newer_link_replaced_says_so(client: Client, h: Harness) -> None:
+    user = h.discord_user(5006, username="twice").user
+    older = await h.container.issue_link_ticket().execute(user)
+    newer = await h.container.issue_link_ticket().execute(user)
+    assert isinstance(older, TicketIssued)
+    assert isinstance(newer, TicketIssued)
+
+    replaced = await client.get(f"/link/{older.token}")
+
+    assert replaced.status_code == 410
+    assert "This link is used up" in replaced.text
+    assert "a newer /link" in replaced.text
+    assert "Run /link again in Discord" in replaced.text
+    assert (await client.get(f"/link/{newer.token}")).status_code == 200
+
+
 async def test_link_confirm_without_csrf_is_refused(client: Client, h: Harness) -> None:
     issued = await h.container.issue_link_ticket().execute(h.discord_user(5005).user)
     assert isinstance(issued, TicketIssued)

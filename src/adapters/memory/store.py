@@ -399,6 +399,17 @@ class MemoryLinkTickets(_Repo):
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
         return _consume(self._t.link_tickets, digest, now)
 
+    async def consume_for_discord(self, discord_id: DiscordId, now: datetime) -> int:
+        tickets = self._t.link_tickets
+        live = [
+            key
+            for key, row in tickets.items()
+            if row.discord.id == discord_id and row.consumed_at is None and now < row.expires_at
+        ]
+        for key in live:
+            tickets[key] = replace(tickets[key], consumed_at=now)
+        return len(live)
+
     async def get(self, digest: str) -> LinkTicket | None:
         return self._t.link_tickets.get(digest)
 

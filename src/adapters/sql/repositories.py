@@ -421,6 +421,10 @@ class SqlPendingLogins(_Repo):
 
 
 class SqlLinkTickets(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
     async def add(self, ticket: LinkTicket) -> None:
         await self._run(
             insert(link_tickets),
@@ -439,6 +443,23 @@ class SqlLinkTickets(_Repo):
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
         row = await self._consume(link_tickets, link_tickets.c.token_hash, digest, now)
         return _ticket(row) if row else None
+
+    async def consume_for_discord(self, discord_id: DiscordId, now: datetime) -> int:
+        """On Postgres a ticket another transaction holds is skipped, not waited for: only
+        ``consume`` and this statement lock a ticket, both to spend it (should that
+        transaction roll back, its ticket stays live). Waiting deadlocked two redemptions of
+        one Discord account's tickets: each held its own ticket, one waited for the other's
+        link to commit, the other (whose link spends tickets) for the first one's ticket."""
+        live = (
+            link_tickets.c.discord_id == discord_id.value,
+            link_tickets.c.consumed_at.is_(None),
+            link_tickets.c.expires_at > now,
+        )
+        spend = update(link_tickets).where(*live).values(consumed_at=now)
+        due = select(link_tickets.c.token_hash).where(*live)
+        return await self._count(
+            _claiming(spend, due, link_tickets.c.token_hash, postgres=self._postgres)
+        )
 
     async def get(self, digest: str) -> LinkTicket | None:
         row = (

@@ -165,7 +165,8 @@ link_tickets = Table(
     "link_tickets",
     metadata,
     Column("token_hash", String(64), primary_key=True),
-    Column("discord_id", BigInteger(), nullable=False),
+    # Indexed: a new /link, a link and an unlink spend the Discord account's earlier tickets.
+    Column("discord_id", BigInteger(), nullable=False, index=True),
     Column("discord_username", String(64), nullable=False),
     Column("discord_global_name", String(64), nullable=True),
     Column("discord_avatar", String(128), nullable=True),

@@ -69,8 +69,8 @@ async def apply_link(
     webhooks: WebhookOutbox,
 ) -> LinkResult:
     """Link ``discord`` to ``account_id`` following the link policy, or raise its refusal.
-    A new link is audited, queues the linked members' ``roles`` and is published
-    (``link.created``), all in the caller's transaction."""
+    A new link spends the Discord account's ``/link`` tickets, is audited, queues the linked
+    members' ``roles`` and is published (``link.created``), all in the caller's transaction."""
     link_of_discord = await uow.links.get_by_discord_id(discord.id)
     link_of_account = await uow.links.get_by_account(account_id)
     decision = decide_link(discord.id, account_id, link_of_discord, link_of_account)
@@ -88,6 +88,9 @@ async def apply_link(
         discord_avatar=discord.avatar,
     )
     await uow.links.add(link)
+    # The Discord account's /link buttons end: an older one, leaked or forwarded, must not
+    # link it again after an unlink.
+    await uow.link_tickets.consume_for_discord(discord.id, now)
     # Linked Roles: tokens still kept from an earlier link (an unlink whose "not linked" push
     # has not gone through yet) now push "linked"; a deletion under way for the old state
     # (the unlink's, or a give-up's) loses its compare-and-swap and looks again.

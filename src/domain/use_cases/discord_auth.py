@@ -58,6 +58,7 @@ from domain.use_cases._shared import (
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.email_linking import create_link_proposal
+from domain.use_cases.tickets import ticket_refusal
 from domain.webhooks import account_created
 
 if TYPE_CHECKING:
@@ -213,7 +214,9 @@ class StartTicketLink(_StartLinking):
         now = self._clock.now()
         digest = digest_of(self._tokens, token)
         async with self._uow(read_only=True) as uow:
-            ticket = await use_secret(uow.link_tickets, digest, now, spend=False)
+            ticket = await use_secret(
+                uow.link_tickets, digest, now, spend=False, refusal=ticket_refusal
+            )
         account = await self._prove(session_token, current_password)
         async with self._uow(read_only=True) as uow:
             # Refuse now what the link would refuse later, before a pointless trip to Discord.
@@ -439,7 +442,9 @@ class CompleteDiscordAuth:
         now = self._clock.now()
         async with self._uow() as uow:
             await self._session_of(uow, pending, session_token)
-            ticket = await use_secret(uow.link_tickets, pending.ticket_digest, now, spend=True)
+            ticket = await use_secret(
+                uow.link_tickets, pending.ticket_digest, now, spend=True, refusal=ticket_refusal
+            )
             if ticket.discord.id != profile.id:
                 await uow.audit.record(
                     AuditEvent(

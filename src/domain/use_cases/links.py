@@ -58,6 +58,8 @@ async def _unlink(
     if not await uow.links.remove(link):
         raise errors.NotLinked()  # removed concurrently
     now = clock.now()
+    # Its /link buttons end: one issued before the link must not link it again.
+    await uow.link_tickets.consume_for_discord(link.discord_id, now)
     # Remembered: an email match never links this account again without a proof.
     await uow.accounts.update(replace(account, discord_unlinked_at=now))
     await uow.sessions.remove_for_account(link.account_id, keep=keep_session)

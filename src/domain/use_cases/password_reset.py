@@ -155,6 +155,7 @@ class ResetPassword(_PasswordUseCase):
         link = await uow.links.get_by_account(account.id)
         if link is None or not await uow.links.remove(link):
             return None
+        await uow.link_tickets.consume_for_discord(link.discord_id, now)  # its /link buttons
         await uow.role_connection_tokens.mark_due(link.discord_id, now)  # Linked Roles
         await uow.audit.record(
             AuditEvent(

@@ -6,10 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain import errors
 from domain.model import ONE_TIME_SECRET_TTL, Account, DiscordUser, Link, LinkTicket
+from domain.policies import SecretStatus
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._secrets import use_secret
+from domain.use_cases._secrets import default_refusal, use_secret
 from domain.use_cases._shared import digest_of
+
+TICKET_SPENT = (
+    "This button has already been used, or it was replaced: a newer /link, or linking or "
+    "unlinking its Discord account, ends the earlier buttons."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +31,17 @@ class AlreadyLinked:
     link: Link
 
 
+def ticket_refusal(status: SecretStatus) -> errors.DomainError:
+    """A spent ticket was used, or ended unused: by a newer ``/link``, a link or an unlink."""
+    if status is SecretStatus.CONSUMED:
+        return errors.SecretConsumed(TICKET_SPENT)
+    return default_refusal(status)
+
+
 class IssueLinkTicket:
+    """A new button ends the Discord account's earlier ones: a forwarded or leaked older one
+    must not outlive it (nor a link or an unlink, which end them too)."""
+
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
@@ -36,6 +53,10 @@ class IssueLinkTicket:
                 account = await uow.accounts.get(link.account_id)
                 if account is not None:
                     return AlreadyLinked(account, link)
+            # One live button per Discord account: the earlier ones end here. Spent before the
+            # new one is added, so this statement can never see (and spend) the new one, nor
+            # one a concurrent /link adds before it commits.
+            await uow.link_tickets.consume_for_discord(discord.id, now)
             secret = self._tokens.issue()
             expires_at = now + ONE_TIME_SECRET_TTL
             await uow.link_tickets.add(LinkTicket(secret.digest, discord, now, expires_at))
@@ -52,5 +73,9 @@ class ShowLinkTicket:
     async def execute(self, token: str) -> LinkTicket:
         async with self._uow(read_only=True) as uow:
             return await use_secret(
-                uow.link_tickets, digest_of(self._tokens, token), self._clock.now(), spend=False
+                uow.link_tickets,
+                digest_of(self._tokens, token),
+                self._clock.now(),
+                spend=False,
+                refusal=ticket_refusal,
             )

@@ -61,8 +61,8 @@ class Replies:
         return Reply(
             "Link your Discord account to TaskFlow: press the button, sign in to TaskFlow "
             "(or create an account), then confirm with Discord as this account. The button "
-            f"works once and expires in {minutes} minutes. Only you can see this message; "
-            "do not share the link.",
+            f"works once, until your next /link, and expires in {minutes} minutes. Only you "
+            "can see this message; do not share the link.",
             Button(LINK_BUTTON_LABEL, f"{self._base}/link/{outcome.token}"),
         )
 
