@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         "reply deadline.",
     )
     discord_deferred_deadline_seconds: float = Field(
-        default=60.0,
+        default=15.0,
         gt=0,
         le=840,
         description='A command that answered "thinking…" and has not finished by then (from '

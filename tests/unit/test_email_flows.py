@@ -745,3 +745,31 @@ async def test_addresses_that_could_smuggle_headers_or_show_as_another_are_refus
             session_token=good.session_token, new_email=address, current_password=PASSWORD
         )
     assert (await h.account(good.account.id)).email == "good@example.com"
+
+
+@pytest.mark.parametrize("how", ["password change", "sign out everywhere", "nothing"])
+async def test_a_reset_email_queued_before_epochs_were_recorded_goes_only_if_none_moved(
+    h: Harness, how: str
+) -> None:
+    """A reset email the previous version queued records no device epoch: taken as the
+    account's current one, it went out after a new password or "sign out everywhere" (a retry
+    or 'email retry' hours later too), with a fresh link (helper-61's review)."""
+    signed_up = await h.sign_up("vic", "vic@example.com", verified=True)
+    await h.container.request_password_reset().execute("vic@example.com")
+    table = h.container.memory_db().tables.outgoing_emails
+    for key, email in list(table.items()):
+        if email.kind is EmailKind.RESET_PASSWORD:  # as the previous version queued it
+            detail = {k: v for k, v in email.detail.items() if k != "device_epoch"}
+            table[key] = replace(email, detail=detail)
+    session = await h.session_for(signed_up.account.id)
+    if how == "password change":
+        await h.container.set_password().execute(
+            session_token=session, new_password=NEW_PASSWORD, current_password=PASSWORD
+        )
+    elif how == "sign out everywhere":
+        await h.container.end_all_sessions().execute(session)
+    report = await h.deliver()
+    resets = report.sent if how == "nothing" else report.cancelled
+    assert [e.kind for e in resets if e.kind is EmailKind.RESET_PASSWORD] == [
+        EmailKind.RESET_PASSWORD
+    ]

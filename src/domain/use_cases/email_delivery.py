@@ -201,12 +201,14 @@ def _still_wanted(email: OutgoingEmail, account: Account) -> bool:
     """Links go only to the account's current address; a confirmed one needs no confirming; a
     reset link asked for before a new password or "sign out everywhere" (the device epoch
     moved on) is not sent: those end the links already sent, and this one would come after
-    them with a fresh token. A reset email queued before the epoch was recorded has none."""
+    them with a fresh token. One queued by a version that did not record the epoch counts as
+    asked at epoch 0: it goes only if the account's epoch never moved (a retry or ``email
+    retry`` hours later must not outlive a new password either)."""
     current = normalize_email(account.email)
     if email.kind is EmailKind.VERIFY_EMAIL:
         return current == normalize_email(email.to) and not account.email_verified
     if email.kind is EmailKind.RESET_PASSWORD:
-        epoch = email.detail.get("device_epoch", str(account.device_epoch))
+        epoch = email.detail.get("device_epoch", "0")
         return current == normalize_email(email.to) and epoch == str(account.device_epoch)
     if email.kind is EmailKind.CONFIRM_DISCORD_LINK:
         return current == normalize_email(email.to)
