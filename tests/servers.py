@@ -17,19 +17,38 @@ DEADLINE = 60
 
 
 def free_port() -> int:
+    """A port free now, for a server in another process (``bound_socket`` for one here:
+    another server may take this port before the one meant to)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _server(app: Any, port: int) -> uvicorn.Server:
+def bound_socket() -> socket.socket:
+    """A socket bound to a free loopback port, for ``serve``/``serve_here``: its port is known
+    before the server starts (for URLs in the app's settings), and stays this server's."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def port_of(sock: socket.socket) -> int:
+    port: int = sock.getsockname()[1]
+    return port
+
+
+def _server(app: Any, sock: socket.socket) -> uvicorn.Server:
     # log_config=None: leave logging (and pytest's capture of it) alone.
     return uvicorn.Server(
         uvicorn.Config(
             app,
             host="127.0.0.1",
-            port=port,
+            port=port_of(sock),  # (the server listens on ``sock``: these only name it)
             log_level="warning",
             log_config=None,
             lifespan="on",
@@ -40,39 +59,43 @@ def _server(app: Any, port: int) -> uvicorn.Server:
 
 
 @contextlib.contextmanager
-def serve(app: Any, port: int | None = None) -> Iterator[str]:
-    port = port or free_port()
-    server = _server(app, port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + DEADLINE
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=DEADLINE)
+def serve(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
+    """``app`` under uvicorn in a thread, on ``sock`` (``bound_socket()``) or on a port of
+    its own; the URL it answers at."""
+    sock = sock or bound_socket()
+    with sock:  # closed by the server when it stops, or here if it never started
+        server = _server(app, sock)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + DEADLINE
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port_of(sock)}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=DEADLINE)
 
 
 @contextlib.asynccontextmanager
-async def serve_here(app: Any, port: int | None = None) -> AsyncIterator[str]:
+async def serve_here(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
     """Like ``serve`` but on the running event loop, so the test shares in-memory adapters
     (and their asyncio locks) with the app."""
-    port = port or free_port()
-    server = _server(app, port)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + DEADLINE
-    while not server.started:
-        if time.monotonic() > deadline or task.done():
+    sock = sock or bound_socket()
+    with sock:
+        server = _server(app, sock)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        deadline = time.monotonic() + DEADLINE
+        while not server.started:
+            if time.monotonic() > deadline or task.done():
+                server.should_exit = True
+                await task
+                raise RuntimeError("server did not start")
+            await asyncio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port_of(sock)}"
+        finally:
             server.should_exit = True
-            await task
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=DEADLINE)
+            await asyncio.wait_for(task, timeout=DEADLINE)

@@ -24,7 +24,7 @@ from tests.fakes.clock import ManualClock
 from tests.harness import PASSWORD, cheap_argon2, make_settings
 from tests.integration.mailbox import Mailbox, link_path
 from tests.integration.postgres import PostgresServer
-from tests.servers import free_port, serve
+from tests.servers import bound_socket, port_of, serve
 
 APP_ID = "1200000000000000042"  # the emulated application's id, also its OAuth2 client id
 
@@ -67,15 +67,15 @@ async def stack(
     or ``@pytest.mark.parametrize("stack", [{setting: value}], indirect=True)`` (a test)."""
     extra: dict[str, object] = getattr(request, "param", {})
     mailbox, smtp_port = smtp_server
-    app_port = free_port()
-    app_url = f"http://127.0.0.1:{app_port}"
+    app_socket = bound_socket()  # its port known now: the app's URL is in its settings
+    app_url = f"http://127.0.0.1:{port_of(app_socket)}"
     # Generous deadlines: a busy machine must never make a normal command late.
     emulator = EmulatorState(
         APP_ID, "secret-e2e", {f"{app_url}/auth/discord/callback"}, response_deadline=60.0
     )
     emulator.fault_delay = 3.0
     emulator.interactions_url = f"{app_url}/interactions"
-    with serve(create_emulator_app(emulator)) as emulator_url:
+    with app_socket, serve(create_emulator_app(emulator)) as emulator_url:
         settings = make_settings(
             storage="sql",
             database_url=postgres.url,
@@ -89,6 +89,9 @@ async def stack(
             discord_public_key=emulator.public_key,
             discord_reply_deadline_seconds=20.0,
             discord_answer_deadline_seconds=25.0,
+            # /readyz: a database that answers is ready, however busy the machine (a test of
+            # a frozen one sets a short deadline).
+            readiness_timeout_seconds=30.0,
             # Email goes through the SMTP adapter to the test's aiosmtpd server.
             email_backend="smtp",
             smtp_host="127.0.0.1",
@@ -98,7 +101,7 @@ async def stack(
             email_poll_seconds=0.2,
             # Generous: the app's calls to the emulator are retried at the manual clock's
             # pace, so one spurious timeout on a busy machine would never be made up for.
-            # The tests of the "timeout" fault shorten it (SHORT_DISCORD_TIMEOUT).
+            # The tests of the "timeout" fault shorten it.
             **{"discord_timeout_seconds": 30.0, **stack_settings, **extra},
         )
         clock = ManualClock()
@@ -111,7 +114,7 @@ async def stack(
             container.password_hasher.override(cheap_argon2())
         mailbox.while_waiting = _to_next_retry(pg_db, clock)
         try:
-            with serve(create_app(server), port=app_port):
+            with serve(create_app(server), app_socket):
                 yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db, mailbox)
         finally:
             mailbox.while_waiting = None

@@ -46,11 +46,15 @@ from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
 from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
-from tests.servers import free_port, serve, serve_here
+from tests.servers import bound_socket, free_port, port_of, serve, serve_here
 
 # Generous: nothing but a hanging command reaches these on a busy machine.
 REPLY_DEADLINE = 20.0
 ANSWER_DEADLINE = 25.0
+# Below the reply deadline (so a slow command may still defer) but far above what any command
+# takes on a busy machine: a reply is the HTTP answer itself (type 4), never "thinking…" first.
+# The tests about deferring set a short one.
+DEFER_AFTER = 15.0
 EMULATOR_DEADLINE = 60.0
 APP_ID = "1234567890123456789"
 
@@ -92,24 +96,25 @@ def bot_settings(app_url: str, emulator: EmulatorState, emulator_url: str) -> di
 async def bot_stack(
     emulator: EmulatorState | None = None, **settings: object
 ) -> AsyncIterator[Bot]:
-    port = free_port()
-    app_url = f"http://127.0.0.1:{port}"
+    sock = bound_socket()  # the app's, its port known now: its URL is in its settings
+    app_url = f"http://127.0.0.1:{port_of(sock)}"
     emulator = emulator or EmulatorState(
         APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE
     )
     emulator.redirect_uris.add(f"{app_url}/auth/discord/callback")
     emulator.interactions_url = f"{app_url}/interactions"
-    with serve(create_emulator_app(emulator)) as emulator_url:
+    with sock, serve(create_emulator_app(emulator)) as emulator_url:
         values = bot_settings(app_url, emulator, emulator_url)
         values.update(
             discord_reply_deadline_seconds=REPLY_DEADLINE,
             discord_answer_deadline_seconds=ANSWER_DEADLINE,
+            discord_defer_after_seconds=DEFER_AFTER,
         )
         values.update(settings)
         container = build_container(make_settings(**values))
         h = Harness.build(container)
         app = create_app(container)
-        async with serve_here(app, port=port):
+        async with serve_here(app, sock):
             yield Bot(h, emulator, emulator_url, app_url, app)
 
 
@@ -311,7 +316,7 @@ async def test_a_slow_command_answers_thinking_then_edits_its_reply() -> None:
         assert reply.raw["reply"]["deferred"] is True  # then the webhook edited it
         assert "not linked" in reply.content
         assert reply.ephemeral
-        # A fast command is answered in the HTTP response: see the test above, with the usual
+        # A fast command is answered in the HTTP response: see the test above, with a generous
         # delay (here a busy machine could make any command take longer than 50 ms).
 
 

@@ -17,6 +17,7 @@ from adapters.sql.tables import user_links
 from entrypoints.emulator import TestUser
 from tests.bot_support import (
     LINK_BUTTON,
+    WAIT_SECONDS,
     BotReply,
     run_command,
     running_gateway_bot,
@@ -145,9 +146,8 @@ async def test_database_stopped_gives_an_ephemeral_error(
             assert "Something went wrong" in reply.content
     finally:
         postgres.start_server()
-    for _ in range(200):  # the pool reconnects once Postgres accepts connections again
-        reply = await run(stack, user, "whoami")
-        if "not linked" in reply.content:
-            break
+    deadline = time.monotonic() + WAIT_SECONDS
+    # The pool reconnects once Postgres accepts connections again.
+    while "not linked" not in (reply := await run(stack, user, "whoami")).content:
+        assert time.monotonic() < deadline, reply.content
         await asyncio.sleep(0.1)
-    assert "not linked" in reply.content

@@ -28,7 +28,7 @@ from entrypoints.web import create_app
 from tests.bot_support import signed_request
 from tests.harness import cheap_argon2, make_settings
 from tests.integration.conformance import link_the_examples, run_schemathesis
-from tests.servers import free_port, serve
+from tests.servers import bound_socket, port_of, serve
 
 APP_ID = "1200000000000000077"
 
@@ -43,13 +43,13 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('hostile') / 'app.db'}"
-    port = free_port()
-    app_url = f"http://127.0.0.1:{port}"
+    sock = bound_socket()  # its port known now: the app's URL is in its settings
+    app_url = f"http://127.0.0.1:{port_of(sock)}"
     emulator = EmulatorState(
         APP_ID, "secret-hostile", {f"{app_url}/auth/discord/callback"}, response_deadline=60.0
     )
     emulator.interactions_url = f"{app_url}/interactions"
-    with serve(create_emulator_app(emulator)) as emulator_url:
+    with sock, serve(create_emulator_app(emulator)) as emulator_url:
         settings_ = make_settings(
             storage="sql",
             database_url=database_url,
@@ -77,7 +77,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             return key
 
         key = asyncio.run(prepare())
-        with serve(create_app(container), port=port):
+        with serve(create_app(container), sock):
             yield Live(app_url, key, emulator)
 
 

@@ -190,7 +190,7 @@ async def test_a_link_command_beside_another_spends_neither_new_ticket(
         await h.container.show_link_ticket().execute(token)
 
 
-async def test_a_locked_account_waits_for_the_lock_holder(h: Harness) -> None:
+async def test_a_locked_account_waits_for_the_lock_holder(h: Harness, pg_db: SqlDatabase) -> None:
     """``accounts.lock`` is what keeps a confirmation, a reset, a password change and an email
     change from overwriting each other's read-modify-write: a second locker waits."""
     person = (await h.sign_up("locky", "locky@example.com")).account
@@ -205,8 +205,9 @@ async def test_a_locked_account_waits_for_the_lock_holder(h: Harness) -> None:
         locked = await first.accounts.lock(person.id)
         assert locked is not None
         waiting = asyncio.create_task(second())
-        await asyncio.sleep(0.5)
-        assert order == []  # still waiting for the first transaction
+        await _until_it_waits_for_a_lock(pg_db, waiting)
+        assert not waiting.done()  # it waits for the first transaction
+        assert order == []
         await first.accounts.update(replace(locked, email="changed@example.com"))
         await first.commit()
         order.append("first committed")

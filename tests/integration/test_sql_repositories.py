@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from adapters.queue_listener import QueueBell
 from adapters.sql import SqlDatabase
 from adapters.sql.database import PostgresLinkDirectory
 from domain.ports import UnitOfWorkFactory
+from tests.bot_support import WAIT_SECONDS
 from tests.contracts.repositories import RepositoryContract
 
 
@@ -157,9 +159,14 @@ async def test_a_lookup_the_server_does_not_answer_in_time_is_not_tried_again(
 ) -> None:
     """A timeout is a slow or frozen server, not a closed connection: one attempt (a second
     would double the wait), and the pool's other connections are kept."""
+    from sqlalchemy import text
+
     from domain import errors
 
-    directory = own_directory(pg_db, 2, connect_args={"command_timeout": 0.2})
+    # A deadline the set-up statements meet however busy the machine; the one meant to be
+    # cut off waits for a lock this test holds, and never answers in time.
+    directory = own_directory(pg_db, 2, connect_args={"command_timeout": 2.0})
+    key = uuid.uuid4().int % 2**63
     attempts: list[str] = []
     expired: list[object] = []
     fetch_on = PostgresLinkDirectory._fetch_on_a_connection
@@ -176,12 +183,18 @@ async def test_a_lookup_the_server_does_not_answer_in_time_is_not_tried_again(
     monkeypatch.setattr(PostgresLinkDirectory, "_fetch_on_a_connection", counted_fetch_on)
     monkeypatch.setattr(PostgresLinkDirectory, "_expire", counted_expire)
     try:
-        both = "SELECT pg_sleep(0.05)::text || $1::text"  # at once: a connection each
+        both = "SELECT pg_sleep(0)::text || $1::text"  # at once: a connection each
         await asyncio.gather(directory._fetch(both, "a"), directory._fetch(both, "b"))
         kept, used = idle(directory)
         attempts.clear()
-        with pytest.raises(errors.StorageError):
-            await directory._fetch("SELECT pg_sleep(10)::text || $1::text", "x")
+        async with pg_db.engine.connect() as holder:
+            await holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                with pytest.raises(errors.StorageError):
+                    await directory._fetch(f"SELECT pg_advisory_xact_lock({key})::text || $1", "x")
+            finally:
+                await holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await holder.commit()
         assert attempts == ["read"]
         assert expired == []
         assert idle(directory) == [kept]  # the other connection is kept, the cut one is not
@@ -263,27 +276,39 @@ async def test_a_connection_the_server_drops_during_a_statement_is_retried_on_a_
 
     directory = own_directory(pg_db, 2)
     marker = f"cut-{uuid.uuid4().hex}"
+    key = uuid.uuid4().int % 2**63  # an advisory lock of this test's own
+    cut = text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE :marker AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
     try:
         await directory._fetch("SELECT $1::text", "x")
         (first,) = idle(directory)
-        read = asyncio.ensure_future(
-            directory._fetch(f"SELECT pg_sleep(0.5)::text || $1::text /* {marker} */", "y")
-        )
-        async with pg_db.engine.connect() as admin:
-            terminated = False
-            for _ in range(500):  # until the statement runs on the server (a few ms)
-                found = await admin.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE query LIKE :marker AND pid <> pg_backend_pid()"
-                    ),
-                    {"marker": f"%{marker}%"},
+        async with pg_db.engine.connect() as holder, pg_db.engine.connect() as admin:
+            # The read waits for a lock held here until its backend is terminated: it is
+            # under way on the server when it is cut, however slow the machine.
+            await holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            await holder.commit()  # a session's lock: held until unlocked
+            read = asyncio.ensure_future(
+                directory._fetch(
+                    f"SELECT pg_advisory_xact_lock({key})::text || $1::text /* {marker} */", "y"
                 )
-                if found.scalars().all():
-                    terminated = True
-                    break
-                await asyncio.sleep(0.01)
-            assert terminated
+            )
+            try:
+                terminated = False
+                deadline = time.monotonic() + WAIT_SECONDS
+                while not read.done() and time.monotonic() < deadline:
+                    found = await admin.execute(cut, {"marker": f"%{marker}%"})
+                    terminated = bool(found.scalars().all())
+                    await admin.rollback()  # pg_stat_activity is read once per transaction
+                    if terminated:
+                        break
+                    await asyncio.sleep(0.01)
+                assert terminated
+                assert not read.done()  # the second try waits for the lock in turn
+            finally:
+                await holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await holder.commit()
         assert [tuple(r) for r in await read] == [("y",)]  # answered, by the second try
         assert first.is_closed()
         assert first not in idle(directory)

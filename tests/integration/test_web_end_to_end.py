@@ -4,6 +4,7 @@ a browser-like client follows the redirects and keeps the cookies."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from adapters.sql.tables import accounts, user_links
 from domain.use_cases import TicketIssued
+from tests.bot_support import WAIT_SECONDS
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import (
     SHORT_DISCORD_TIMEOUT,
@@ -286,8 +288,7 @@ async def test_readyz_follows_the_database(stack: Stack, postgres: PostgresServe
         finally:
             postgres.start_server()
         # Postgres accepts connections a moment after its port opens (crash recovery).
-        for _ in range(200):
-            if (await client.get("/readyz")).status_code == 200:
-                break
+        deadline = time.monotonic() + WAIT_SECONDS
+        while (ready := await client.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
             await asyncio.sleep(0.1)
-        assert (await client.get("/readyz")).status_code == 200

@@ -77,7 +77,13 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
     if mode == "500":
         return Response({"message": "500: Internal Server Error", "code": 0}, status_code=500)
     if mode == "timeout":
-        await asyncio.sleep(state.fault_delay)
+        # No answer for fault_delay seconds, or until the fault is lifted ("Discord is back"):
+        # a call the caller gave up on does not keep the emulator busy after that. (Tests lift
+        # it from another thread's loop: no asyncio.Event to wait on.)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + state.fault_delay
+        while state.faults.get(endpoint) == "timeout" and loop.time() < until:  # noqa: ASYNC110
+            await asyncio.sleep(min(0.05, max(0.0, until - loop.time())))
         return Response({"message": "too slow"}, status_code=504)
     if mode == "garbage":
         return Response("<html>not json", media_type=MediaType.HTML, status_code=200)

@@ -185,7 +185,7 @@ class EmulatorState:
     # "cloudflare"; "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
-    fault_delay: float = 5.0
+    fault_delay: float = 5.0  # how long "timeout" holds an answer (less, if the fault is lifted)
     # The bot side: its token, the key that signs interactions, where they are sent.
     bot_token: str = ""  # Discord's shape: base64(application id).timestamp.hmac
     signing_key: SigningKey = field(default_factory=SigningKey.generate)
