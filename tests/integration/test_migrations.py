@@ -32,6 +32,17 @@ OLD_ACCOUNTS = sa.table(
     sa.column("created_at", UtcDateTime()),
 )
 
+# The audit trail's columns the tests that fill an older revision write.
+OLD_AUDIT = sa.table(
+    "audit_events",
+    sa.column("id", sa.Uuid()),
+    sa.column("kind", sa.String()),
+    sa.column("at", UtcDateTime()),
+    sa.column("account_id", sa.Uuid()),
+    sa.column("discord_id", sa.BigInteger()),
+    sa.column("detail", sa.JSON()),
+)
+
 
 async def _tables(database: SqlDatabase) -> set[str]:
     async with database.engine.connect() as conn:
@@ -230,15 +241,7 @@ async def _unlinks_before_0010_are_remembered(url: str, *, postgres: bool = Fals
     """0009 -> 0010: an account that unlinked Discord before the upgrade (as the audit trail
     tells) is not linked by email alone afterwards, as if it had unlinked since. On Postgres,
     the other accounts' rows are not even rewritten (under the ALTER's lock)."""
-    audit = sa.table(
-        "audit_events",
-        sa.column("id", sa.Uuid()),
-        sa.column("kind", sa.String()),
-        sa.column("at", UtcDateTime()),
-        sa.column("account_id", sa.Uuid()),
-        sa.column("discord_id", sa.BigInteger()),
-        sa.column("detail", sa.JSON()),
-    )
+    audit = OLD_AUDIT
     database = SqlDatabase(url)
     try:
         await migrate.upgrade(database, "0009")
@@ -319,15 +322,7 @@ async def _unverified_discord_addresses_before_0013_are_dropped(url: str) -> Non
         *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c),
         sa.column("password_hash", sa.String()),
     )
-    audit = sa.table(
-        "audit_events",
-        sa.column("id", sa.Uuid()),
-        sa.column("kind", sa.String()),
-        sa.column("at", UtcDateTime()),
-        sa.column("account_id", sa.Uuid()),
-        sa.column("discord_id", sa.BigInteger()),
-        sa.column("detail", sa.JSON()),
-    )
+    audit = OLD_AUDIT
     now = datetime(2026, 1, 1, tzinfo=UTC)
     # name: (confirmed, has a password, audit events)
     rows: dict[str, tuple[bool, bool, list[tuple[str, dict[str, str]]]]] = {
