@@ -436,6 +436,31 @@ async def test_long_passwords_work_in_every_password_form(h: Harness, length: in
         assert "Your new password is saved" in reset.text
 
 
+@pytest.mark.parametrize("confirmed", [True, False])
+async def test_a_password_reset_says_what_became_of_the_linked_discord(
+    h: Harness, confirmed: bool
+) -> None:
+    """A confirmed address keeps its Discord link through a reset: the person is told it can
+    still sign in, beside its Unlink button (helper-54's review: "signed out everywhere else"
+    let an intruder who linked their own Discord look gone). An unconfirmed one loses it."""
+    alice = (await h.sign_up("alice", "alice@example.com", verified=confirmed)).account
+    await h.discord_link(alice.id, h.discord_user(7001, username="mallory"))
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    token = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    async with AsyncTestClient(app=create_app(h.container)) as c:
+        page = f"/password/reset/{token}"
+        reset = await post_form(c, page, page, {"new_password": "a brand new passphrase"})
+    assert reset.url.path == "/account"
+    if confirmed:
+        assert "The Discord account linked below can still sign in" in reset.text
+        assert "@mallory" in reset.text
+        assert "Unlink Discord" in reset.text
+    else:
+        assert "The Discord account that was linked is unlinked" in reset.text
+        assert "@mallory" not in reset.text
+
+
 _SIGN_OUTS = ("sign out", "sign out everywhere", "end this session")
 
 

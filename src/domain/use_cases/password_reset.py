@@ -112,6 +112,8 @@ class ResetPassword(_PasswordUseCase):
         async with self._uow() as uow:
             _, account = await consume_email_link(uow, self._tokens, token, EmailPurpose.RESET, now)
             unlinked = await self._unlink_if_unconfirmed(uow, account, now)
+            # Kept (a confirmed address): the person is told, in case it is not theirs.
+            kept = None if unlinked else await uow.links.get_by_account(account.id)
             updated = replace(
                 account,
                 password_hash=new_hash,
@@ -142,7 +144,7 @@ class ResetPassword(_PasswordUseCase):
         for key in (*sign_in_keys(account.id), shared_signed_in_key(account.id)):
             await self._passwords.forgive(key)
         device = new_device_token(self._tokens, updated)  # it proved the mailbox
-        return PasswordReset(SignedIn(updated, session, device), unlinked)
+        return PasswordReset(SignedIn(updated, session, device), unlinked, kept)
 
     async def _unlink_if_unconfirmed(
         self, uow: UnitOfWork, account: Account, now: datetime
@@ -178,3 +180,6 @@ class ResetPassword(_PasswordUseCase):
 class PasswordReset:
     signed_in: SignedIn
     unlinked: Link | None  # the Discord link removed because the address was unconfirmed
+    # The Discord link left in place (the address was confirmed): it still signs in, so the
+    # person is shown it, to unlink it if it is not theirs.
+    still_linked: Link | None = None

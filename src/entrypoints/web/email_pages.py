@@ -187,7 +187,13 @@ class EmailPages(Controller):
                 status_code=status_for(exc),
             )
         await jar.end_session(request, sign_out)
-        notice = "password_reset_unlinked" if done.unlinked else "password_reset"
+        notice = (
+            "password_reset_unlinked"
+            if done.unlinked
+            else "password_reset_linked"
+            if done.still_linked
+            else "password_reset"
+        )
         return Redirect(f"/account?notice={notice}", cookies=jar.signed_in(done.signed_in))
 
 

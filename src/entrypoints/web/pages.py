@@ -35,6 +35,9 @@ NOTICES = {
     "password": "Your password is saved. Other devices were signed out.",
     "password_reset": "Your new password is saved. You are signed in here and signed out "
     "everywhere else.",
+    "password_reset_linked": "Your new password is saved. You are signed in here and signed "
+    "out everywhere else. The Discord account linked below can still sign in to TaskFlow: if "
+    "it is not yours, unlink it.",
     "password_reset_unlinked": "Your new password is saved and you are signed out everywhere "
     "else. The Discord account that was linked is unlinked: this email address had not been "
     "confirmed, so we could not tell who linked it. Link Discord again below if it is yours.",
