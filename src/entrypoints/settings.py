@@ -215,8 +215,8 @@ class Settings(BaseSettings):
         gt=0,
         le=840,
         description='A command that answered "thinking…" and has not finished by then (from '
-        'the interaction) edits it to "something went wrong". At most 14 minutes: Discord '
-        "takes edits for 15.",
+        'the interaction) edits it to "something went wrong"; never before the reply deadline. '
+        "At most 14 minutes: Discord takes edits for 15.",
     )
     discord_answer_deadline_seconds: float = Field(
         default=2.5,
@@ -583,11 +583,6 @@ class Settings(BaseSettings):
         if self.discord_answer_deadline_seconds <= self.discord_reply_deadline_seconds:
             raise ValueError(
                 "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS must be above "
-                "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"
-            )
-        if self.discord_deferred_deadline_seconds < self.discord_reply_deadline_seconds:
-            raise ValueError(
-                "TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS must not be below "
                 "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"
             )
         return self
