@@ -4,7 +4,8 @@ A sealed value is ``v1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>``: a f
 nonce per value, and the context (the Discord id the tokens belong to) as associated data, so
 a value copied into another row does not open. The key id is a short fingerprint of the key
 (SHA-256 of a label and the key, 48 bits): it says which configured key opens a value without
-trying each one, and it tells nothing about the key.
+trying each one (or that none configured here does: during a rotation's rollout, another
+instance may have it), and it tells nothing about the key.
 
 Keys come newest first: the first seals, every one opens. Rotating is adding a new key in
 front, then re-sealing what the older keys sealed (``taskflow-link tokens rotate``; every
@@ -73,9 +74,8 @@ class AesGcmSecretBox:
         return f"{_VERSION}.{self._sealing_id}.{body}"
 
     def open(self, sealed: str, *, context: str) -> str:
-        version, _, rest = sealed.partition(".")
-        kid, _, body = rest.partition(".")
-        cipher = self._opening.get(kid) if version == _VERSION else None
+        kid, body = _parts(sealed)
+        cipher = self._opening.get(kid)
         if cipher is None:
             raise errors.SecretUnreadable()
         try:
@@ -87,3 +87,14 @@ class AesGcmSecretBox:
 
     def is_current(self, sealed: str) -> bool:
         return sealed.startswith(f"{_VERSION}.{self._sealing_id}.")
+
+    def has_key(self, sealed: str) -> bool:
+        return _parts(sealed)[0] in self._opening
+
+
+def _parts(sealed: str) -> tuple[str, str]:
+    """The key id and the body of a sealed value (an empty key id: not a value of this
+    format)."""
+    version, _, rest = sealed.partition(".")
+    kid, _, body = rest.partition(".")
+    return (kid, body) if version == _VERSION else ("", body)

@@ -637,6 +637,9 @@ class RoleSync(enum.StrEnum):
     REVOKED = "revoked"  # Discord refused the refresh token (invalid_grant); tokens deleted
     FAILED = "failed"  # Discord did not answer properly: tried again later (back-off)
     UNREADABLE = "unreadable"  # no configured key opens the tokens: kept, tried again later
+    # Sealed with a key not configured here (one newer than this instance's, during a
+    # rotation's rollout, or one removed): left to an instance that has it, tried again soon.
+    KEY_MISSING = "key_missing"
     # Another pusher has it now (its claim, taken once ours ran out) or deleted the tokens.
     GONE = "gone"
     # No longer linked, and Discord failed every push for about a week: tokens deleted.

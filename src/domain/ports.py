@@ -695,6 +695,10 @@ class SecretBox(Protocol):
     def is_current(self, sealed: str) -> bool:
         """Sealed with the newest key (nothing to re-encrypt)."""
 
+    def has_key(self, sealed: str) -> bool:
+        """Sealed with one of the keys configured here (whether it then opens or not): a value
+        that names another key may open where that key is configured (a rotation's rollout)."""
+
 
 @dataclass(frozen=True, slots=True)
 class EmailMessage:

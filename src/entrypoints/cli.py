@@ -693,8 +693,14 @@ def role_connections_refresh(everything: bool) -> None:
         f"{report.revoked} (access revoked in Discord), failed {report.failed} (retried "
         f"later), unreadable {report.unreadable}, given up {report.given_up} (unlinked; "
         "Discord failed every push for about a week)."
+        + (
+            f" {report.key_missing} sealed with a key not configured here (in "
+            "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY): left to an instance that has it."
+            if report.key_missing
+            else ""
+        )
     )
-    if report.failed or report.unreadable:
+    if report.failed or report.unreadable or report.key_missing:
         sys.exit(1)
 
 
@@ -729,11 +735,12 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
     report = _run_use_case(
         lambda c: c.forget_role_connections().execute(drop_unreadable=drop_unreadable)
     )
-    unreadable = "deleted" if drop_unreadable else "kept: the key may come back"
+    unreadable = report.unreadable + report.key_missing  # with a key not configured here
+    what = "deleted" if drop_unreadable else "kept: the key may come back"
     click.echo(
         f"Told Discord and deleted the tokens of {report.cleared}; {report.revoked} had "
-        f"revoked the access already (deleted); {report.unreadable} no configured key "
-        f"decrypts ({unreadable}); {report.given_up} given up (deleted); {report.failed} "
+        f"revoked the access already (deleted); {unreadable} no configured key "
+        f"decrypts ({what}); {report.given_up} given up (deleted); {report.failed} "
         "failed (kept: run again)."
         + (
             f" {report.held} held by a worker (stopped within the last 5 minutes, or still "
@@ -742,7 +749,7 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
             else ""
         )
     )
-    if report.failed or report.held or (report.unreadable and not drop_unreadable):
+    if report.failed or report.held or (unreadable and not drop_unreadable):
         sys.exit(1)
 
 

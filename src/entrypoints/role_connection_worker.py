@@ -25,18 +25,23 @@ def log_report(report: RoleSyncReport) -> None:
     """One line per pass that did something (counts only: never an id's token)."""
     if report.total == 0:
         return
-    level = logging.WARNING if report.failed or report.unreadable else logging.INFO
+    trouble = report.failed or report.unreadable or report.key_missing
     log.log(
-        level,
+        logging.WARNING if trouble else logging.INFO,
         "role connections: %d pushed, %d cleared after an unlink, %d dropped (Discord access "
         "revoked), %d failed (retried later), %d unreadable with the configured keys, %d "
-        "given up (unlinked, and Discord failed every push for about a week)",
+        "given up (unlinked, and Discord failed every push for about a week)%s",
         report.pushed,
         report.cleared,
         report.revoked,
         report.failed,
         report.unreadable,
         report.given_up,
+        f", {report.key_missing} sealed with a key not configured here (left to an instance "
+        "that has it, tried again from 1 min on: expected while a new key is rolled out, "
+        "otherwise give this instance the keys the others have)"
+        if report.key_missing
+        else "",
     )
 
 

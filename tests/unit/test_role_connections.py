@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +33,7 @@ from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
 from domain.use_cases import AuthOutcome, RoleSyncReport
 from domain.use_cases.role_connections import CLAIM_LEASE, ForgetRoleConnections, RotateTokenKeys
 from entrypoints.cli import cli
+from entrypoints.role_connection_worker import log_report
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.role_connections import (
     KEY_A,
@@ -152,6 +155,17 @@ def test_older_keys_only_open() -> None:
     assert old.is_current(sealed)
     with pytest.raises(errors.SecretUnreadable):  # the old key removed too early
         AesGcmSecretBox(parse_keys(KEY_B)).open(sealed, context="c")
+
+
+def test_the_box_says_whether_a_value_names_one_of_its_keys() -> None:
+    old, new = AesGcmSecretBox(parse_keys(KEY_A)), AesGcmSecretBox(parse_keys(f"{KEY_B},{KEY_A}"))
+    sealed_new = new.seal("secret", context="c")
+    assert new.has_key(sealed_new)
+    assert new.has_key(old.seal("secret", context="c"))
+    assert not old.has_key(sealed_new)  # an instance not yet given the new key
+    assert old.has_key(old.seal("secret", context="other"))  # whether it opens is another matter
+    for other in ("", "v2.x.y", "v1..y"):  # not a sealed value
+        assert not old.has_key(other)
 
 
 # -- the metadata and what is pushed --------------------------------------------------------------
@@ -385,17 +399,79 @@ async def test_unlinking_pushes_not_linked_then_deletes_the_tokens(r: Harness, h
     assert rows(r) == {}
 
 
-async def test_tokens_no_key_opens_are_kept_and_reported(r: Harness) -> None:
-    await connected(r, 7014)
-    other = role_harness(KEY_B)  # the same rows, read with another key only
-    other.container.memory_db.override(r.container.memory_db())
-    other.container.discord_role_connections.override(fake(r))
+def instance(of: Harness, keys: str) -> Harness:
+    """Another instance on ``of``'s rows and Discord, at the same time, configured with
+    ``keys`` (``TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY``)."""
+    other = role_harness(keys)
+    other.container.memory_db.override(of.container.memory_db())
+    other.container.discord_role_connections.override(fake(of))
+    other.clock.advance(of.clock.now() - other.clock.now())
+    return other
 
-    report = await refresh_pass(other, everything=True)
 
-    assert report.unreadable == 1
-    row = rows(r)[DiscordId(7014)]
-    assert row.next_push_at == other.clock.now() + timedelta(hours=6)
+async def test_tokens_a_configured_key_does_not_open_are_kept_and_tried_in_6_hours(
+    r: Harness,
+) -> None:
+    await connected(r, 7014, "alice")
+    await connected(r, 7017, "bob")
+    database: MemoryDatabase = r.container.memory_db()
+    copied = replace(rows(r)[DiscordId(7017)], sealed=rows(r)[DiscordId(7014)].sealed)
+    database.tables.role_connection_tokens[DiscordId(7017)] = copied  # bound to 7014: no use
+
+    report = await refresh_pass(r, everything=True)
+
+    assert report == RoleSyncReport(pushed=1, unreadable=1)
+    assert rows(r)[DiscordId(7017)].next_push_at == r.clock.now() + timedelta(hours=6)
+
+
+async def test_tokens_sealed_with_a_key_not_configured_here_back_off_to_6_hours(
+    r: Harness,
+) -> None:
+    await connected(r, 7018)
+    other = instance(r, KEY_B)  # the key that sealed them removed (everywhere, as it turns out)
+
+    waits: list[timedelta] = []
+    for _ in range(6):
+        report = await refresh_pass(other, everything=not waits)
+        assert report == RoleSyncReport(key_missing=1)  # kept: the key may come back
+        waits.append(rows(r)[DiscordId(7018)].next_push_at - other.clock.now())
+        other.clock.advance(waits[-1])
+
+    minutes = [wait // timedelta(minutes=1) for wait in waits]
+    assert minutes == [1, 5, 30, 120, 360, 360]  # as after failed pushes, then every 6 h
+
+
+def test_a_pass_says_in_its_one_line_how_many_it_left_for_their_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="taskflow_link.role_connections"):
+        log_report(RoleSyncReport(pushed=2, key_missing=3))
+        log_report(RoleSyncReport(pushed=2))
+
+    left, fine = caplog.records
+    assert left.levelno == logging.WARNING
+    assert "3 sealed with a key not configured here" in left.getMessage()
+    assert fine.levelno == logging.INFO
+    assert "key not configured" not in fine.getMessage()
+
+
+async def test_mid_rollout_an_instance_without_the_new_key_leaves_rows_to_one_with_it() -> None:
+    # helper-62's review. Step 1 of a rotation, mid rolling restart: one instance has NEW,OLD,
+    # one still only OLD. An unlink's row sealed with NEW went 6 hours out when the old
+    # instance's worker claimed it first: the member kept the role that long.
+    new = role_harness(f"{KEY_B},{KEY_A}")
+    old = instance(new, KEY_A)
+    await connected(new, 7019)  # sealed with NEW
+    await new.container.unlink_discord().execute(DiscordId(7019))  # due now: "not linked"
+
+    assert await refresh_pass(old) == RoleSyncReport(key_missing=1)
+    assert rows(new)[DiscordId(7019)].next_push_at == new.clock.now() + timedelta(minutes=1)
+    assert linked(fake(new).connections[DiscordId(7019)]) == ("1", "0")  # not told yet
+
+    new.clock.advance(timedelta(minutes=1))
+    assert await refresh_pass(new) == RoleSyncReport(cleared=1)
+    assert linked(fake(new).connections[DiscordId(7019)]) == ("0", "0")
+    assert rows(new) == {}
 
 
 async def test_key_rotation_reseals_with_the_newest_key(r: Harness) -> None:
@@ -845,7 +921,7 @@ async def test_forgetting_keeps_tokens_no_key_opens_unless_told_to_drop_them(
 
     kept = await other.container.forget_role_connections().execute()
 
-    assert kept.unreadable == 1
+    assert kept.key_missing == 1
     assert list(rows(r)) == [DiscordId(7034)]  # the key may come back
     dropped = await other.container.forget_role_connections().execute(drop_unreadable=True)
     assert dropped.unreadable == 1

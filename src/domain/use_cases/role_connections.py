@@ -66,7 +66,10 @@ from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarte
 REFRESH_MARGIN = timedelta(minutes=1)
 # A worker's claim on a due row: one that dies lets it go after this.
 CLAIM_LEASE = timedelta(minutes=5)
-# Tokens no configured key opens are tried again this much later (the key may come back).
+# Tokens a configured key fails to open (altered, or copied from another row) are tried again
+# this much later. Those sealed with a key not configured here are tried again as after a
+# failed push (1 min, 5 min, ... up to 6 h): an instance given a new key before this one pushes
+# them meanwhile (a rotation's rollout), and a key removed everywhere costs no more than that.
 UNREADABLE_RETRY = timedelta(hours=6)
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
@@ -146,7 +149,8 @@ class RoleConnectionPusher:
 
         ``forget`` (Linked Roles turned off): tell Discord "not linked" whatever the link,
         then delete the tokens. ``drop_unreadable``: delete tokens no configured key opens
-        (otherwise they are kept, in case the key comes back)."""
+        (otherwise they are kept, in case the key comes back; those sealed with a key not
+        configured here are tried again soon, as another instance may have it)."""
         force_refresh = False
         pushed_with: _Opened | None = None
         for _ in range(_ATTEMPTS):
@@ -162,10 +166,7 @@ class RoleConnectionPusher:
             try:
                 tokens = self._open(row)
             except errors.SecretUnreadable:
-                if drop_unreadable:
-                    return await self._forget_unreadable(row, now)
-                await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
-                return RoleSync.UNREADABLE
+                return await self._unreadable(row, now, drop=drop_unreadable)
             if force_refresh or row.expires_at <= now + REFRESH_MARGIN:
                 refreshed = await self._refresh(row, tokens, now)
                 if isinstance(refreshed, RoleSync):
@@ -291,6 +292,21 @@ class RoleConnectionPusher:
                 return RoleSync.GIVEN_UP
         await self._schedule(row, role_retry_at(failures, now), failures=failures)
         return RoleSync.FAILED
+
+    async def _unreadable(self, row: RoleConnectionToken, now: datetime, *, drop: bool) -> RoleSync:
+        """Tokens this instance cannot open: deleted (``drop``), or tried again later."""
+        if drop:
+            return await self._forget_unreadable(row, now)
+        if not self._box.has_key(row.sealed):
+            # Most likely sealed by an instance already given a newer key (a rotation's
+            # rollout: an unlink's row, a refresh): left to one that has it, tried again soon
+            # rather than in 6 h. Counted as a failure, so that a key removed everywhere backs
+            # off to 6 h as well.
+            failures = row.failures + 1
+            await self._schedule(row, role_retry_at(failures, now), failures=failures)
+            return RoleSync.KEY_MISSING
+        await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
+        return RoleSync.UNREADABLE
 
     async def _forget_unreadable(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
         """Tokens no key opens cannot tell Discord anything, now or later: deleted (when the
@@ -540,6 +556,7 @@ class RoleSyncReport:
     revoked: int = 0
     failed: int = 0
     unreadable: int = 0
+    key_missing: int = 0  # sealed with a key not configured here: left to an instance with it
     gone: int = 0
     given_up: int = 0
     held: int = 0  # forgetting: left to another pusher that holds them (run again)
