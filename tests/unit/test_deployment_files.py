@@ -95,10 +95,22 @@ def test_env_example_explains_each_setting_and_leaves_secrets_blank() -> None:
 
 def test_env_example_is_a_valid_configuration_once_the_secret_key_is_set() -> None:
     settings = Settings(_env_file=str(ROOT / ".env.example"), secret_key=TEST_SECRET_KEY)
-    assert str(settings.public_url) == "http://localhost:8000/"
+    assert str(settings.public_url) == "http://127.0.0.1:8000/"
     # The required Discord settings are there, blank: `serve` names them until they are filled.
     with pytest.raises(Exception, match="TASKFLOW_LINK_DISCORD_CLIENT_ID"):
         settings.require("discord_client_id", "discord_client_secret")
+
+
+def test_env_example_works_with_the_emulator_as_it_starts() -> None:
+    """Found by helper-63's review: .env.example's public URL was http://localhost:8000, the
+    emulator registers the default's callback only, so "Trying it by hand" with a copy of it
+    ended at "Invalid OAuth2 redirect_uri"."""
+    settings = Settings(_env_file=str(ROOT / ".env.example"), secret_key=TEST_SECRET_KEY)
+    assert settings.public_url == Settings.model_fields["public_url"].default
+    emulator = _resolve(["taskflow-link", "emulator"])
+    (redirect_uris,) = [p.default for p in emulator.params if p.name == "redirect_uris"]
+    callback = str(settings.public_url).rstrip("/") + "/auth/discord/callback"
+    assert redirect_uris == [callback]
 
 
 def test_env_example_shows_the_real_defaults() -> None:
