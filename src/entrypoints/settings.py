@@ -230,7 +230,9 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         le=10_000,
-        description="Sign-in, sign-up and Discord sign-in starts allowed per client per minute.",
+        description="Requests per client address per minute to everything that checks a "
+        "password or starts a Discord round trip (sign-in, sign-up, confirming identity, "
+        "password and email changes, linking, password reset).",
     )
     api_rate_limit_per_second: int = Field(
         default=0,
@@ -412,8 +414,8 @@ class Settings(BaseSettings):
         if guessable_key(value.get_secret_value()):
             raise ValueError(
                 "looks guessable (too few different characters, or a piece repeated): "
-                "it keys CSRF tokens, PKCE verifiers and device cookies. Make one with "
-                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                "it keys CSRF tokens, PKCE verifiers, device cookies and API keys' seals. "
+                "Make one with python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         return value
 

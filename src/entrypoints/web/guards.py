@@ -109,7 +109,7 @@ MAX_FORM_FIELDS = 64
 
 def few_form_fields(app: ASGIApp) -> ASGIApp:
     """Router middleware for the browser's routes: a POST's body is a URL-encoded form (415
-    otherwise) with fewer than ``MAX_FORM_FIELDS`` fields (400 otherwise), checked before
+    otherwise) with at most ``MAX_FORM_FIELDS`` fields (400 otherwise), checked before
     anything parses it. The pages' handlers read their body as a form whatever its declared
     type, and CSRF takes its token from a header too: a body sent as ``text/plain`` went past
     this limit and the control-character check. Its bytes are read once, and kept for
