@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -973,11 +974,15 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(_describe(exc)) from None
 
 
+# How to make a value for the settings that want random characters (as the README says).
+_RANDOM_TEXT = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+_HOW_TO_MAKE = {"secret_key": _RANDOM_TEXT, "metrics_token": _RANDOM_TEXT}
+
+
 def _describe(exc: ValidationError) -> str:
     lines = ["Invalid configuration:"]
     for error in exc.errors():
-        reason = "is required but not set" if error["type"] == "missing" else error["msg"]
-        reason = reason.removeprefix("Value error, ")  # pydantic's prefix for our own rules
+        reason = _reason(error)
         if not error["loc"]:  # a rule across settings: its message names them
             lines.append(f"  {reason}")
             continue
@@ -985,3 +990,18 @@ def _describe(exc: ValidationError) -> str:
         # Never echo the offending value: it may be a secret.
         lines.append(f"  {name}: {reason}")
     return "\n".join(lines)
+
+
+def _reason(error: ErrorDetails) -> str:
+    """What is wrong with one setting, in words about text where the setting is text: pydantic
+    counts a secret's length in "items" ("at least 32 items after validation, not 0")."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    how = f"; make one with {_HOW_TO_MAKE[field]}" if field in _HOW_TO_MAKE else ""
+    if error["type"] == "missing":
+        return f"is required but not set{how}"
+    if error["type"] in {"too_short", "string_too_short"} and isinstance(error["input"], str):
+        # The value's own length is not shown: it tells something about a secret.
+        wanted = error.get("ctx", {}).get("min_length")
+        empty = "is empty" if not error["input"] else "is too short"
+        return f"{empty}: it needs at least {wanted} characters{how}"
+    return error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own rules

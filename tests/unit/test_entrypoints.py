@@ -37,7 +37,7 @@ def test_missing_secret_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("TASKFLOW_LINK_SECRET_KEY", "short", "TASKFLOW_LINK_SECRET_KEY"),
+        ("TASKFLOW_LINK_SECRET_KEY", "sh0rt-v4lue", "TASKFLOW_LINK_SECRET_KEY"),
         ("TASKFLOW_LINK_PUBLIC_URL", "not a url", "TASKFLOW_LINK_PUBLIC_URL"),
         ("TASKFLOW_LINK_STORAGE", "mongodb", "TASKFLOW_LINK_STORAGE"),
         ("TASKFLOW_LINK_DISCORD_PUBLIC_KEY", "zz", "TASKFLOW_LINK_DISCORD_PUBLIC_KEY"),
@@ -54,6 +54,30 @@ def test_invalid_settings_name_the_variable_and_hide_the_value(
     assert expected in str(failed.value)
     if variable == "TASKFLOW_LINK_SECRET_KEY":
         assert value not in str(failed.value).replace(expected, "")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needed"),
+    [
+        ("TASKFLOW_LINK_SECRET_KEY", "", "is empty: it needs at least 32 characters"),
+        ("TASKFLOW_LINK_SECRET_KEY", "Xq7-Lp2", "is too short: it needs at least 32 characters"),
+        ("TASKFLOW_LINK_METRICS_TOKEN", "Zr4-Wm9", "is too short: it needs at least 16 characters"),
+    ],
+)
+def test_a_short_secret_is_counted_in_characters_and_says_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needed: str
+) -> None:
+    """Found by helper-63's review: a blank secret key gave pydantic's "Value should have at
+    least 32 items after validation, not 0"."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    message = str(failed.value)
+    assert f"{variable}: {needed}; make one with python3 -c 'import secrets;" in message
+    assert "items" not in message
+    if value:
+        assert value not in message
 
 
 def test_settings_from_environment_and_dotenv(
