@@ -605,11 +605,13 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
     for warning in settings.warnings():  # as `serve` does (a shared webhook secret, say)
         logging.getLogger("taskflow_link.bot").warning("%s", warning)
     shards = f" as {settings.shards}" if settings.shards else ""
-    click.echo(
-        f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url}){shards}"
-    )
     try:
+        # Built before saying "connecting": a missing setting (the bot token) is said alone.
         runner = build_gateway_bot(container)
+        click.echo(
+            f"taskflow-link bot: connecting to Discord's gateway ({settings.discord_api_url})"
+            f"{shards}"
+        )
         settle_start_up_objects()
         runner.run()
     except (hikari.HikariError, aiohttp.ClientError, OSError, ValueError) as exc:

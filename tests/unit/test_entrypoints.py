@@ -622,3 +622,20 @@ def test_a_random_128_bit_hex_key_is_not_refused() -> None:
     1 in 10,000 of them held fewer than 10 different digits, refused as "guessable"."""
     key = "33e3577ac231a732c743e7531c73e735"  # random.Random(1): the 4709th 128-bit draw
     assert load_settings(**_production(secret_key=key)).secret_key.get_secret_value() == key
+
+
+def test_the_bot_without_a_token_names_it_before_saying_it_connects(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by helper-63's review: `bot` printed "connecting to Discord's gateway" and then
+    that the token was missing."""
+    from entrypoints.cli import main
+
+    monkeypatch.delenv("TASKFLOW_LINK_DISCORD_BOT_TOKEN", raising=False)
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", "bot"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    said = capsys.readouterr()
+    assert "TASKFLOW_LINK_DISCORD_BOT_TOKEN" in said.err
+    assert "connecting" not in said.out + said.err
