@@ -64,3 +64,17 @@ async def test_the_channel_shows_a_users_role_connection() -> None:
         }
         after = await client.get(f"/channel?user={user.id}")
     assert "Connection: TaskFlow @&lt;dana&gt; (linked: 1, linked_days: 3)" in after.text
+
+
+async def test_a_test_user_without_a_username_is_refused_with_400() -> None:
+    """Found by helper-63's review: the test API answered 201 with {"error": ...}."""
+    state = _state()
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        for body in ({}, {"username": "  "}, {"email": "c@example.com"}):
+            refused = await client.post("/_emulator/users", json=body)
+            assert refused.status_code == 400, body
+            assert refused.json() == {"error": "username is required"}
+        assert state.users == {}
+        created = await client.post("/_emulator/users", json={"username": "carol"})
+        assert created.status_code == 201
+        assert created.json()["username"] == "carol"

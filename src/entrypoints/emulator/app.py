@@ -253,10 +253,10 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
     # -- test API -------------------------------------------------------------------------------
 
     @post("/_emulator/users", status_code=201, sync_to_thread=False)
-    def create_user(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
+    def create_user(data: JSONBody[dict[str, Any]]) -> Response[dict[str, Any]]:
         username = str(data.get("username") or "").strip()
         if not username:
-            return {"error": "username is required"}
+            return Response({"error": "username is required"}, status_code=400)
         user = state.add_user(
             username,
             global_name=data.get("global_name"),
@@ -264,7 +264,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             verified=bool(data.get("verified", False)),
             user_id=str(data["id"]) if data.get("id") else None,
         )
-        return _user_json(user)
+        return Response(_user_json(user), status_code=201)
 
     @get("/_emulator/users", sync_to_thread=False)
     def list_users() -> list[dict[str, Any]]:
