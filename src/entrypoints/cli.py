@@ -311,18 +311,53 @@ def roles_sync(every: bool, wait: float) -> None:
 
 
 def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
-    """Build the container, run one use case, and release the database afterwards."""
+    """Build the container, run one use case, and release the database afterwards. On SQL
+    storage, a database without this version's schema stops it first, saying so."""
     from entrypoints.container import close_resources  # noqa: PLC0415
 
     container = _container_for_command()
 
     async def run() -> T:
         try:
+            if container.settings().storage == "sql":
+                await _check_schema(container.sql_db(), container.settings().database_url)
             return await call(container)
         finally:
             await close_resources(container)
 
     return asyncio.run(run())
+
+
+async def _check_schema(database: SqlDatabase, url: str) -> None:
+    """Refuse a database that has no tables or an older schema: the commands' queries would
+    fail on a missing table or column, which reads as an outage ("cannot reach its
+    database"). A revision this version does not know (a newer release's) is let through
+    with a warning."""
+    from adapters.sql import revisions  # noqa: PLC0415
+
+    try:
+        found = await revisions.found_revisions(database)
+    except (OSError, DBAPIError) as exc:
+        raise click.ClickException(f"Cannot use the database at {_safe_url(url)}: {exc}") from None
+    head = revisions.head_revision()
+    if found == [head]:
+        return
+    upgrade = "run `taskflow-link db upgrade` first"
+    if not found:
+        raise click.ClickException(
+            f"The database at {_safe_url(url)} has no tables yet: {upgrade}."
+        )
+    listed = ", ".join(found)
+    if set(found) <= revisions.known_revisions():
+        raise click.ClickException(
+            f"The database at {_safe_url(url)} is at revision {listed}, this version needs "
+            f"{head}: {upgrade}."
+        )
+    click.echo(
+        f"warning: the database at {_safe_url(url)} is at revision {listed}, which this "
+        f"version does not know (it needs {head}; a newer release's?)",
+        err=True,
+    )
 
 
 def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:

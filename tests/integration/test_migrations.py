@@ -446,15 +446,29 @@ async def test_concurrent_upgrades_of_a_fresh_postgres_database_all_succeed(
 async def test_readiness_knows_the_newest_revision_without_alembic(empty_pg_url: str) -> None:
     """``/readyz`` reads the newest revision from the migration files (Alembic stays out of
     the serving process); it must be Alembic's own head, and tell a database that lags."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     from adapters.sql import revisions
 
     assert revisions.head_revision() == migrate.head_revision()
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS))
+    scripts = ScriptDirectory.from_config(config)
+    assert revisions.known_revisions() == {s.revision for s in scripts.walk_revisions()}
     database = SqlDatabase(empty_pg_url)
     try:
         assert not await revisions.is_current(database)  # no schema at all
+        assert await revisions.found_revisions(database) is None
         await migrate.upgrade(database)
         assert await revisions.is_current(database)
+        assert await revisions.found_revisions(database) == [migrate.head_revision()]
         await migrate.downgrade(database, "-1")
         assert not await revisions.is_current(database)
+        assert await revisions.found_revisions(database) == [
+            await migrate.current_revision(database)
+        ]
+        await migrate.downgrade(database, "base")
+        assert await revisions.found_revisions(database) == []
     finally:
         await database.dispose()

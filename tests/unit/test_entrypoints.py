@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -639,3 +640,80 @@ def test_the_bot_without_a_token_names_it_before_saying_it_connects(
     said = capsys.readouterr()
     assert "TASKFLOW_LINK_DISCORD_BOT_TOKEN" in said.err
     assert "connecting" not in said.out + said.err
+
+
+# Commands that read or change the database through the use cases.
+_COMMANDS_ON_THE_SCHEMA = [
+    ["api-key", "list"],
+    ["api-key", "create", "crm-sync"],
+    ["audit"],
+    ["purge-expired"],
+    ["webhooks", "status"],
+    ["email", "retry"],
+]
+
+
+@pytest.mark.parametrize("argv", _COMMANDS_ON_THE_SCHEMA, ids=" ".join)
+def test_a_command_before_db_upgrade_says_to_run_it(sqlite_database: Path, argv: list[str]) -> None:
+    """Found by helper-63's review: on a database without tables, the commands said "The
+    service cannot reach its database right now" (a missing table reads as an outage)."""
+    refused = CliRunner().invoke(cli, argv)
+    assert refused.exit_code == 1
+    assert (
+        f"The database at sqlite+aiosqlite:///{sqlite_database} has no tables yet: run "
+        "`taskflow-link db upgrade` first." in refused.output
+    )
+    assert "cannot reach" not in refused.output
+
+
+def test_a_command_on_an_older_schema_names_both_revisions(sqlite_database: Path) -> None:
+    from adapters.sql import revisions
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(cli, ["db", "downgrade", "--yes", "--", "-1"]).exit_code == 0
+    older = runner.invoke(cli, ["db", "current"]).output.strip()
+    assert older != revisions.head_revision()
+    refused = runner.invoke(cli, ["api-key", "list"])
+    assert refused.exit_code == 1
+    assert (
+        f"is at revision {older}, this version needs {revisions.head_revision()}: run "
+        "`taskflow-link db upgrade` first." in refused.output
+    )
+    assert runner.invoke(cli, ["db", "downgrade", "base", "--yes"]).exit_code == 0
+    assert "has no tables yet" in runner.invoke(cli, ["api-key", "list"]).output
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(cli, ["api-key", "list"]).exit_code == 0
+
+
+def test_a_command_on_a_revision_it_does_not_know_goes_ahead_with_a_warning(
+    sqlite_database: Path,
+) -> None:
+    """A newer release's migration (this copy is the older one): warned about, not refused."""
+    import sqlite3
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    listed = runner.invoke(cli, ["api-key", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "revision 9999_from_the_future, which this version does not know" in listed.stderr
+    assert "No API keys" in listed.stdout
+
+
+def test_a_command_that_cannot_reach_the_database_hides_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_DATABASE_URL", "postgresql+asyncpg://taskflow:s3cr3t-pw@127.0.0.1:1/db"
+    )
+    monkeypatch.setenv("TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS", "2")
+    failed = CliRunner().invoke(cli, ["api-key", "list"])
+    assert failed.exit_code == 1
+    assert "Cannot use the database at postgresql+asyncpg://taskflow:***@127.0.0.1:1/db" in (
+        failed.output
+    )
+    assert "s3cr3t-pw" not in failed.output

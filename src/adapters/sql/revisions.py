@@ -9,7 +9,7 @@ import functools
 import re
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from adapters.sql.database import SqlDatabase
@@ -19,7 +19,22 @@ _FIELD = re.compile(r'^(revision|down_revision)\b[^=]*=\s*["\']([^"\']+)["\']', 
 
 
 @functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this version of the package ships."""
+    return frozenset(_graph()[0])
+
+
+@functools.cache
 def head_revision() -> str:
+    revisions, revised = _graph()
+    heads = revisions - revised
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads, not one: {sorted(heads)}")
+    return heads.pop()
+
+
+def _graph() -> tuple[set[str], set[str]]:
+    """(every revision, every revision some other one revises)."""
     revisions: set[str] = set()
     revised: set[str] = set()
     for path in VERSIONS.glob("*.py"):
@@ -28,10 +43,18 @@ def head_revision() -> str:
             revisions.add(fields["revision"])
             if "down_revision" in fields:
                 revised.add(fields["down_revision"])
-    heads = revisions - revised
-    if len(heads) != 1:
-        raise RuntimeError(f"the migrations have {len(heads)} heads, not one: {sorted(heads)}")
-    return heads.pop()
+    return revisions, revised
+
+
+async def found_revisions(database: SqlDatabase) -> list[str] | None:
+    """The revisions the database's ``alembic_version`` holds (``[]`` after a downgrade to
+    base), or ``None`` when it has no such table (never migrated). Connection errors and
+    timeouts are raised, never taken for a missing table."""
+    async with database.engine.connect() as conn:
+        if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+            return None
+        found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    return sorted(row[0] for row in found)
 
 
 async def is_current(database: SqlDatabase) -> bool:
