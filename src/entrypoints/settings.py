@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -20,7 +21,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -992,7 +992,7 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _reason(error: ErrorDetails) -> str:
+def _reason(error: Mapping[str, Any]) -> str:
     """What is wrong with one setting, in words about text where the setting is text: pydantic
     counts a secret's length in "items" ("at least 32 items after validation, not 0")."""
     field = str(error["loc"][0]) if error["loc"] else ""
@@ -1004,4 +1004,4 @@ def _reason(error: ErrorDetails) -> str:
         wanted = error.get("ctx", {}).get("min_length")
         empty = "is empty" if not error["input"] else "is too short"
         return f"{empty}: it needs at least {wanted} characters{how}"
-    return error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own rules
+    return str(error["msg"]).removeprefix("Value error, ")  # pydantic's prefix for our own rules
