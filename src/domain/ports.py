@@ -244,6 +244,12 @@ class RoleChangeRepository(Protocol):
         """Ask again for every removal of ``role`` that Discord refused or that was given up
         (the member unlinked, but may still have the role), due at ``now``. How many."""
 
+    async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
+        """Ask for ``role`` to be removed, due at ``now``, wherever the row's last action was
+        an add that may have gone through (done, or given up) and its Discord account is no
+        longer linked: an unlink that queued no removal (made by an instance whose settings
+        named no role). How many."""
+
     async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
         """Take up to ``limit`` pending changes due at ``now`` and not held by another worker
         (no claim, or one that ran out), the longest-waiting first: their claim runs to

@@ -281,7 +281,8 @@ def roles() -> None:
 def roles_sync(every: bool, wait: float) -> None:
     """Give the role to every linked member missing it: members linked before the role was
     configured, and those Discord refused before (not in the server then, a permission or
-    the role missing then). Prints counts, never a token."""
+    the role missing then); take it from unlinked members who may still have it (a removal
+    refused, given up, or never asked for). Prints counts, never a token."""
     settings = load_settings()
     if not settings.linked_roles:
         raise click.ClickException(

@@ -179,6 +179,59 @@ class RoleChangeContract:
             assert done is not None
             assert done.status is RoleChangeStatus.DONE
 
+    async def test_adds_left_to_unlinked_members_become_removals(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``roles sync``: an unlink made by an instance whose settings named no role queued
+        no removal, so the row still says "added" (helper-62's review)."""
+        owner = account()
+        outcomes = {
+            1: RoleChangeStatus.DONE,  # unlinked: asked to remove
+            2: RoleChangeStatus.FAILED,  # unlinked, given up (it may have gone through): too
+            3: RoleChangeStatus.REFUSED,  # unlinked, Discord refused the add: never given
+            5: RoleChangeStatus.DONE,  # still linked: left alone
+        }
+
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.links.add(link(5, owner.id))
+            for n in (1, 2, 3, 5):
+                await uow.role_changes.request(change(n, account_id=owner.id))
+            await uow.role_changes.request(change(4))  # unlinked, still pending
+            await uow.role_changes.request(replace(change(6), role=OTHER_ROLE))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
+                n = held.discord_id.value
+                finished = replace(held, status=outcomes.get(n, RoleChangeStatus.DONE))
+                assert await uow.role_changes.finish(finished if n != 4 else held)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.role_changes.request_for_unlinked(ROLE, LATER) == 2
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            for n in (1, 2):
+                row = await uow.role_changes.get(DiscordId(n), ROLE)
+                assert row is not None
+                assert (row.action, row.status, row.version) == (
+                    RoleAction.REMOVE,
+                    RoleChangeStatus.PENDING,
+                    2,
+                )
+                assert (row.requested_at, row.next_attempt_at) == (LATER, LATER)
+                assert row.account_id == owner.id
+            for n, status in ((3, RoleChangeStatus.REFUSED), (4, RoleChangeStatus.PENDING)):
+                row = await uow.role_changes.get(DiscordId(n), ROLE)
+                assert row is not None
+                assert (row.action, row.status, row.version) == (RoleAction.ADD, status, 1)
+            row = await uow.role_changes.get(DiscordId(5), ROLE)
+            assert row is not None
+            assert (row.action, row.status) == (RoleAction.ADD, RoleChangeStatus.DONE)
+            row = await uow.role_changes.get(DiscordId(6), OTHER_ROLE)
+            assert row is not None
+            assert row.action is RoleAction.ADD
+
     async def test_roles_are_requested_for_linked_members_missing_them(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from adapters.memory import MemoryDatabase
 from adapters.metrics import PrometheusMetrics
 from domain import errors
+from domain import use_cases as uc
 from domain.model import (
     AccountId,
     AuditKind,
@@ -478,6 +479,22 @@ async def test_sync_asks_again_for_a_removal_discord_refused(one: Harness) -> No
     assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]
     assert not one.guild_roles.has(ROLE, profile.id)
     assert await one.container.request_roles_for_links().execute() == 0
+
+
+async def test_sync_removes_the_role_an_unlink_without_the_setting_left(one: Harness) -> None:
+    """An instance whose settings name no role (a rolling deploy that adds the setting, the
+    feature briefly off) handles an unlink: it queues no removal, and the row still says
+    "added". `roles sync` finds it and takes the role away (helper-62's review)."""
+    profile = await _linked(one, 5021)
+    await apply(one)
+    assert one.guild_roles.has(ROLE, profile.id)
+    await uc.UnlinkDiscord(one.uow, one.clock, linked_roles=()).execute(profile.id)
+    assert not (await apply(one)).busy  # nothing was queued
+
+    assert await one.container.request_roles_for_links().execute() == 1
+    assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    assert await one.container.request_roles_for_links().execute(every=True) == 0
 
 
 # -- metrics and settings -----------------------------------------------------------------------

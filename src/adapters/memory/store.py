@@ -729,6 +729,20 @@ class MemoryRoleChanges(_Repo):
             await self.request(replace(change, requested_at=now, next_attempt_at=now))
         return len(stuck)
 
+    async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
+        left = [
+            c
+            for (discord_id, of), c in self._t.role_changes.items()
+            if of == role
+            and c.action is RoleAction.ADD
+            and c.status in (RoleChangeStatus.DONE, RoleChangeStatus.FAILED)
+            and discord_id not in self._t.links
+        ]
+        for change in left:
+            removal = replace(change, action=RoleAction.REMOVE, requested_at=now)
+            await self.request(replace(removal, next_attempt_at=now))
+        return len(left)
+
     async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         table = self._t.role_changes

@@ -984,6 +984,33 @@ class SqlRoleChanges(_QueueRepo):
             await self._wake_listeners()
         return retried
 
+    async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
+        linked = select(user_links.c.discord_id).where(user_links.c.discord_id == _roles.discord_id)
+        statement = (
+            update(discord_role_changes)
+            .where(
+                _roles.guild_id == role.guild_id.value,
+                _roles.role_id == role.role_id.value,
+                _roles.action == RoleAction.ADD.value,
+                _roles.status.in_([RoleChangeStatus.DONE.value, RoleChangeStatus.FAILED.value]),
+                ~linked.exists(),
+            )
+            .values(
+                action=RoleAction.REMOVE.value,
+                requested_at=now,
+                next_attempt_at=now,
+                status=RoleChangeStatus.PENDING.value,
+                attempts=0,
+                version=_roles.version + 1,
+                finished_at=None,
+                last_error=None,
+            )
+        )
+        requested = await self._count(statement)
+        if requested:
+            await self._wake_listeners()
+        return requested
+
     async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
         due = (
             select(_roles.seq)

@@ -242,7 +242,9 @@ class RequestRolesForLinks:
     done: members linked before the role was configured, and those Discord refused (not in
     the server then, a role or permission missing then). ``every``: all of them again (a
     role someone removed by hand in Discord comes back). Removals Discord refused or that
-    were given up are asked for again too: an unlinked member must not keep the role."""
+    were given up are asked for again too, and so are removals never queued (an unlink made
+    by an instance whose settings named no role left the row saying "added"): an unlinked
+    member must not keep the role."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, *, linked_roles: Sequence[LinkedRole] = ()
@@ -257,6 +259,7 @@ class RequestRolesForLinks:
             for role in self._roles:
                 queued += await uow.role_changes.request_for_links(role, now, every=every)
                 queued += await uow.role_changes.retry_removals(role, now)
+                queued += await uow.role_changes.request_for_unlinked(role, now)
             await uow.commit()
         return queued
 
