@@ -67,7 +67,8 @@ class PrometheusMetrics:
             "discord_role_changes",
             "Changes of the role for linked members sent to Discord, by action (add, remove) "
             "and outcome (done, not_a_member, unknown_role, missing_permissions, unknown_guild, "
-            "rejected, rate_limited, unavailable, given_up, superseded).",
+            "rejected, rate_limited, unavailable, given_up, superseded; not_configured: not "
+            "sent, the role is no longer in the setting).",
             "action",
             "outcome",
         )

@@ -304,6 +304,11 @@ def roles_sync(every: bool, wait: float) -> None:
         f"unknown role, {totals['unknown_guild']} unknown server, {totals['rejected']} other. "
         f"Given up: {totals['given_up']}."
     )
+    if totals["not_configured"]:
+        click.echo(
+            f"Not sent: {totals['not_configured']} queued change(s) for a role no longer in "
+            "TASKFLOW_LINK_DISCORD_LINKED_ROLES (neither added nor removed)."
+        )
     if totals["still_queued"]:
         click.echo(
             f"Still queued: {totals['still_queued']} (Discord asked to wait; the service's "

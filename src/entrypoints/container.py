@@ -469,7 +469,9 @@ class Container(containers.DeclarativeContainer):
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
     )
     requeue_failed_emails = providers.Factory(uc.RequeueFailedEmails, uow, clock)
-    apply_role_changes = providers.Factory(uc.ApplyRoleChanges, uow, clock, discord_roles)
+    apply_role_changes = providers.Factory(
+        uc.ApplyRoleChanges, uow, clock, discord_roles, linked_roles=linked_roles
+    )
     request_roles_for_links = providers.Factory(
         uc.RequestRolesForLinks, uow, clock, linked_roles=linked_roles
     )

@@ -156,6 +156,8 @@ def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:
         metrics.role_change(change.action.value, "given_up")
     for change in report.superseded:
         metrics.role_change(change.action.value, "superseded")
+    for change in report.unconfigured:
+        metrics.role_change(change.action.value, "not_configured")
 
 
 def _discord_round_trip(metrics: PrometheusMetrics, done: AuthCompleted) -> None:

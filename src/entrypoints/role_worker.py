@@ -12,6 +12,7 @@ from domain import errors
 from domain.model import RoleChange
 from domain.ports import QueueListener
 from domain.use_cases import RoleChangeReport
+from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
 from entrypoints.queue_worker import QueueWorker
 
@@ -74,6 +75,16 @@ class RoleWorker(QueueWorker):
                 _change(change),
                 change.next_attempt_at.isoformat(timespec="seconds"),
             )
+        left = Counter(change.role for change in report.unconfigured)
+        for role, count in sorted(left.items()):
+            log.warning(
+                "%d change(s) of role %s in server %s finished without calling Discord: the "
+                "role is no longer in TASKFLOW_LINK_DISCORD_LINKED_ROLES (neither added nor "
+                "removed; `taskflow-link roles sync` asks again if it is configured again)",
+                count,
+                role.role_id,
+                role.guild_id,
+            )
         for change in report.failed:
             log.error(
                 "Discord role change given up after %d attempts (%s): %s "
@@ -88,7 +99,8 @@ class RoleWorker(QueueWorker):
 async def apply_until_done(container: Container, *, wait: float) -> Counter[str]:
     """Apply the role queue until nothing is pending, waiting for changes Discord asked to
     retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Counts by outcome:
-    ``add:done``, ``remove:done``, each refusal's reason, ``given_up``, ``still_queued``."""
+    ``add:done``, ``remove:done``, each refusal's reason, ``given_up``, ``not_configured``
+    (for a role no longer in the setting: not sent), ``still_queued``."""
     totals: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -98,6 +110,7 @@ async def apply_until_done(container: Container, *, wait: float) -> Counter[str]
         totals.update(f"{c.action.value}:done" for c in report.done)
         totals.update(c.last_error or "rejected" for c in report.refused)
         totals["given_up"] += len(report.failed)
+        totals[NOT_CONFIGURED] += len(report.unconfigured)
         if report.busy:
             continue
         queue = await container.show_role_queue().execute()

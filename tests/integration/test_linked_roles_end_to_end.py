@@ -22,6 +22,7 @@ from domain.model import (
     DiscordId,
     Link,
     LinkedRole,
+    RoleAction,
     RoleChange,
     RoleChangeStatus,
 )
@@ -352,6 +353,19 @@ async def test_roles_sync_adds_the_missing_roles(
     every = await asyncio.to_thread(sync, "--every")
     assert "asked for 4 change(s)" in every.output
     assert has_role(state, members[0].id)
+    assert "Not sent" not in every.output
+
+    # A change queued for a role since taken out of the setting is not sent.
+    gone = LinkedRole(ROLE.guild_id, DiscordId.parse("1300000000000000011"))
+    async with pg_db.unit_of_work() as uow:
+        now = datetime.now(UTC)
+        member = DiscordId.parse(members[1].id)
+        await uow.role_changes.request(RoleChange(member, gone, RoleAction.ADD, now, now))
+        await uow.commit()
+    requests = len(state.test_guild.role_requests)
+    left = await asyncio.to_thread(sync)
+    assert "Not sent: 1 queued change(s) for a role no longer in" in left.output, left.output
+    assert len(state.test_guild.role_requests) == requests
 
     empty = CliRunner().invoke(
         cli, ["roles", "sync"], env={**env, "TASKFLOW_LINK_DISCORD_LINKED_ROLES": ""}

@@ -27,9 +27,16 @@ from domain.model import (
 )
 from domain.ports import RoleCallOutcome, RoleCallResult
 from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
-from domain.use_cases.discord_roles import CLAIM_LEASE, MAX_ATTEMPTS, REASONS, RETRY_DELAYS
+from domain.use_cases.discord_roles import (
+    CLAIM_LEASE,
+    MAX_ATTEMPTS,
+    NOT_CONFIGURED,
+    REASONS,
+    RETRY_DELAYS,
+)
 from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
+from entrypoints.role_worker import RoleWorker
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.guild_roles import RoleCall
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
@@ -440,6 +447,49 @@ async def test_a_rate_limit_waits_for_retry_after_and_holds_the_rest_of_the_batc
     assert len((await apply(one)).done) == 2
     assert one.guild_roles.has(ROLE, first.id)
     assert one.guild_roles.has(ROLE, second.id)
+
+
+async def test_a_role_taken_out_of_the_setting_is_neither_added_nor_removed(
+    one: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator configured the wrong role and fixes the setting: the changes still queued
+    or retrying for it are finished without calling Discord (helper-62's review)."""
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
+    first = await _linked(one, 5015)
+    await apply(one)  # Discord down: the add is retried later
+    second = await _linked(one, 5016)
+    await apply(one)
+    await one.container.unlink_discord().execute(second.id)  # a removal, queued
+    fixed = build_container(
+        make_settings(discord_linked_roles=str(ELSEWHERE), discord_bot_token="bot-token")
+    )
+    fixed.memory_db.override(_db(one))
+    fixed.clock.override(one.clock)
+    fixed.discord_roles.override(one.guild_roles)
+    one.clock.advance(RETRY_DELAYS[0])
+    calls = len(one.guild_roles.calls)
+
+    with caplog.at_level("WARNING", logger="taskflow_link.roles"):
+        report = await RoleWorker(fixed).run_once()
+
+    assert report is not None
+    assert len(one.guild_roles.calls) == calls  # Discord was not called
+    assert {(c.discord_id, c.action) for c in report.unconfigured} == {
+        (first.id, RoleAction.ADD),
+        (second.id, RoleAction.REMOVE),
+    }
+    for profile in (first, second):
+        row = _db(one).tables.role_changes[(profile.id, ROLE)]
+        assert (row.status, row.last_error) == (RoleChangeStatus.REFUSED, NOT_CONFIGURED)
+    [line] = [r.getMessage() for r in caplog.records if "no longer in" in r.getMessage()]
+    assert line.startswith(f"2 change(s) of role {ROLE.role_id} in server {ROLE.guild_id}")
+    assert not (await fixed.apply_role_changes().execute()).busy
+    assert not one.guild_roles.has(ROLE, first.id)
+    fixed.unwire()
+    # Configured again: `roles sync` asks for both again.
+    assert await one.container.request_roles_for_links().execute() == 2
+    assert {c.action for c in (await apply(one)).done} == {RoleAction.ADD, RoleAction.REMOVE}
+    assert one.guild_roles.has(ROLE, first.id)
 
 
 # -- roles sync ---------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ REFUSALS = frozenset(
         RoleCallOutcome.REJECTED,
     }
 )
+# Why a change was finished without calling Discord: its role is no longer in the setting.
+NOT_CONFIGURED = "not_configured"
 _DONE = {
     RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
     RoleAction.REMOVE: AuditKind.DISCORD_ROLE_REMOVED,
@@ -80,20 +82,45 @@ class RoleChangeReport:
     failed: list[RoleChange] = field(default_factory=list)  # given up
     # Applied (or tried) while a newer request came: that one goes out next.
     superseded: list[RoleChange] = field(default_factory=list)
+    # For a role no longer configured: finished without calling Discord (``NOT_CONFIGURED``).
+    unconfigured: list[RoleChange] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
-        return any((self.done, self.refused, self.retrying, self.failed, self.superseded))
+        return any(
+            (
+                self.done,
+                self.refused,
+                self.retrying,
+                self.failed,
+                self.superseded,
+                self.unconfigured,
+            )
+        )
 
 
 class ApplyRoleChanges:
     """Apply what is due in the role queue. Safe to run in several processes at once: each
     pass claims a batch that no other worker gets, then makes one call to Discord per change.
     At least once: a worker that dies after a call leaves the change to be sent again, which
-    Discord takes as a no-op."""
+    Discord takes as a no-op.
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, roles: DiscordGuildRoles) -> None:
+    Only the roles of ``linked_roles`` (the setting) are sent. A change for another role (one
+    taken out of the setting, whose changes were queued or retrying then) is finished without
+    calling Discord, neither added nor removed: the operator stopped the service managing
+    that role (perhaps because it was the wrong one, which members may hold for other
+    reasons). ``roles sync`` asks for it again if the role is configured again."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        roles: DiscordGuildRoles,
+        *,
+        linked_roles: Sequence[LinkedRole],
+    ) -> None:
         self._uow, self._clock, self._roles = uow, clock, roles
+        self._configured = frozenset(linked_roles)
 
     async def execute(self, limit: int = 20) -> RoleChangeReport:
         report = RoleChangeReport()
@@ -103,6 +130,9 @@ class ApplyRoleChanges:
             await uow.commit()
         paused_until: datetime | None = None
         for change in batch:
+            if change.role not in self._configured:
+                await self._write_back(self._unconfigured(change), report.unconfigured, report)
+                continue
             if paused_until is not None:
                 # Discord rate limited us: the rest of the batch waits too, untried (every
                 # call until then would be refused, and too many refusals get a bot banned).
@@ -115,6 +145,14 @@ class ApplyRoleChanges:
                 continue
             paused_until = await self._apply(change, report)
         return report
+
+    def _unconfigured(self, change: RoleChange) -> RoleChange:
+        return replace(
+            change,
+            status=RoleChangeStatus.REFUSED,
+            finished_at=self._clock.now(),
+            last_error=NOT_CONFIGURED,
+        )
 
     async def _apply(self, change: RoleChange, report: RoleChangeReport) -> datetime | None:
         """Send one change; when Discord rate limited it, until when to send nothing."""
