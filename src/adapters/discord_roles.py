@@ -65,7 +65,10 @@ class HttpDiscordGuildRoles:
             return RoleCallResult(RoleCallOutcome.DONE, status=status)
         if status == 429:
             return RoleCallResult(
-                RoleCallOutcome.RATE_LIMITED, retry_after=_retry_after(response), status=status
+                RoleCallOutcome.RATE_LIMITED,
+                retry_after=_retry_after(response),
+                status=status,
+                global_limit=_global(response),
             )
         if status >= 500:
             return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
@@ -86,6 +89,22 @@ def _error_code(response: Answer) -> int | None:
         return None
     code = body.get("code") if isinstance(body, dict) else None
     return code if type(code) is int else None
+
+
+def _global(response: Answer) -> bool:
+    """Whether a 429 is Discord's global limit (every route waits): the JSON body's
+    ``global``, or the ``X-RateLimit-Global`` / ``X-RateLimit-Scope: global`` headers."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("global") is True:
+        return True
+    headers = response.headers
+    return (
+        headers.get("x-ratelimit-global", "").lower() == "true"
+        or headers.get("x-ratelimit-scope", "").lower() == "global"
+    )
 
 
 def _retry_after(response: Answer) -> float | None:

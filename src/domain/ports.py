@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -250,11 +250,19 @@ class RoleChangeRepository(Protocol):
         longer linked: an unlink that queued no removal (made by an instance whose settings
         named no role). How many."""
 
-    async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
+    async def claim_due(
+        self,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        *,
+        skip_guilds: Collection[DiscordId] = (),
+    ) -> Sequence[RoleChange]:
         """Take up to ``limit`` pending changes due at ``now`` and not held by another worker
-        (no claim, or one that ran out), the longest-waiting first: their claim runs to
-        ``until``. Concurrent callers get disjoint sets and never wait for each other on
-        Postgres (``FOR UPDATE SKIP LOCKED``)."""
+        (no claim, or one that ran out), the longest-waiting first, none for a server of
+        ``skip_guilds`` (rate limited): their claim runs to ``until``. Concurrent callers
+        get disjoint sets and never wait for each other on Postgres (``FOR UPDATE SKIP
+        LOCKED``)."""
 
     async def renew_claim(self, change: RoleChange, until: datetime) -> RoleChange | None:
         """Extend the claim of a change this worker holds (``change`` as claimed) to
@@ -659,6 +667,7 @@ class RoleCallResult:
     outcome: RoleCallOutcome
     retry_after: float | None = None  # seconds, with RATE_LIMITED (None: Discord did not say)
     status: int | None = None  # the HTTP status, when there was an answer
+    global_limit: bool = False  # with RATE_LIMITED: Discord's global limit (every route waits)
 
 
 class DiscordGuildRoles(Protocol):

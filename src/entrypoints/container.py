@@ -469,8 +469,15 @@ class Container(containers.DeclarativeContainer):
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
     )
     requeue_failed_emails = providers.Factory(uc.RequeueFailedEmails, uow, clock)
+    # Discord's rate limits on role changes, kept across passes (this process's).
+    role_pauses = providers.Singleton(uc.RolePauses)
     apply_role_changes = providers.Factory(
-        uc.ApplyRoleChanges, uow, clock, discord_roles, linked_roles=linked_roles
+        uc.ApplyRoleChanges,
+        uow,
+        clock,
+        discord_roles,
+        linked_roles=linked_roles,
+        pauses=role_pauses,
     )
     request_roles_for_links = providers.Factory(
         uc.RequestRolesForLinks, uow, clock, linked_roles=linked_roles

@@ -39,6 +39,10 @@ class QueueWorker(ABC):
         """One pass over what is due; ``True`` when it did something (there may be more).
         Never raises: a broken pass is logged, the next retries."""
 
+    def idle_seconds(self) -> float:
+        """How long to wait for a wake-up after a pass that found nothing to do."""
+        return self._poll
+
     @abstractmethod
     def listener(self) -> QueueListener:
         """What tells this worker about work other processes queued."""
@@ -79,7 +83,7 @@ class QueueWorker(ABC):
             self._waiting = True
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                    await asyncio.wait_for(self._wake.wait(), self.idle_seconds())
             finally:
                 self._waiting = False
             if (rest := began + self._min_gap - loop.time()) > 0:

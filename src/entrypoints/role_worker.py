@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from datetime import datetime
 
 from domain import errors
 from domain.model import RoleChange
@@ -35,6 +36,7 @@ class RoleWorker(QueueWorker):
             poll_seconds=poll_seconds or container.settings().discord_roles_poll_seconds, log=log
         )
         self._container = container
+        self._paused_until: datetime | None = None  # Discord's rate limit, at the last pass
 
     @staticmethod
     def wanted(container: Container) -> bool:
@@ -47,7 +49,16 @@ class RoleWorker(QueueWorker):
 
     async def pass_once(self) -> bool:
         report = await self.run_once()
+        self._paused_until = report.paused_until if report is not None else None
         return report is not None and report.busy
+
+    def idle_seconds(self) -> float:
+        """Until the next poll, or sooner when Discord's rate limit ends before it (the changes
+        it held back are due then: a wake-up meanwhile sends nothing where it holds)."""
+        if self._paused_until is None:
+            return self._poll
+        left = (self._paused_until - self._container.clock().now()).total_seconds()
+        return min(self._poll, max(left, 0.05))
 
     async def run_once(self) -> RoleChangeReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
@@ -116,7 +127,10 @@ async def apply_until_done(container: Container, *, wait: float) -> Counter[str]
         queue = await container.show_role_queue().execute()
         if queue.pending == 0 or queue.next_attempt_at is None:
             return totals
-        due_in = (queue.next_attempt_at - clock.now()).total_seconds()
+        due_at = queue.next_attempt_at
+        if report.paused_until is not None and due_at <= clock.now():
+            due_at = report.paused_until  # what is due waits for Discord's rate limit
+        due_in = (due_at - clock.now()).total_seconds()
         if loop.time() + due_in > deadline:
             totals["still_queued"] = queue.pending
             return totals

@@ -90,6 +90,26 @@ class RoleChangeContract:
             again = await uow.role_changes.claim_due(LATER, LATER + LEASE, 10)
             assert sorted(c.discord_id.value for c in again) == [1, 2, 3]
 
+    async def test_a_claim_skips_the_servers_told_to_wait(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Discord rate limited the calls for a server: its changes stay unclaimed."""
+        elsewhere = LinkedRole(DiscordId(800), DiscordId(801))
+
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.role_changes.request(change(1))
+            await uow.role_changes.request(replace(change(2), role=elsewhere))
+            await uow.role_changes.request(replace(change(3), role=OTHER_ROLE))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            batch = await uow.role_changes.claim_due(
+                NOW, NOW + LEASE, 10, skip_guilds=frozenset({ROLE.guild_id})
+            )
+            assert [(c.discord_id.value, c.role) for c in batch] == [(2, elsewhere)]
+            rest = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            assert [c.discord_id.value for c in rest] == [1, 3]
+
     async def test_finishing_writes_back_and_releases_the_claim(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -112,6 +112,12 @@ async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
         ("500", RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=500)),
         ("timeout", RoleCallResult(RoleCallOutcome.UNAVAILABLE)),
         ("429", RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=1.5, status=429)),
+        (
+            "429-global",
+            RoleCallResult(
+                RoleCallOutcome.RATE_LIMITED, retry_after=1.5, status=429, global_limit=True
+            ),
+        ),
         ("cloudflare", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=429)),
     ],
 )

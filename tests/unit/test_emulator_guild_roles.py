@@ -132,6 +132,13 @@ async def test_faults_make_discord_fail(server: Server) -> None:
     limited = await server.client.put(server.path(), headers=server.bot)
     assert limited.status_code == 429
     assert limited.json()["retry_after"] == 1.5
+    assert limited.json()["global"] is False
+    fault = {"endpoint": "member_roles", "mode": "429-global"}
+    await server.client.post("/_emulator/faults", json=fault)
+    everywhere = await server.client.put(server.path(), headers=server.bot)
+    assert everywhere.status_code == 429
+    assert everywhere.json()["global"] is True
+    assert everywhere.headers["x-ratelimit-global"] == "true"
     await server.client.post("/_emulator/faults", json={"endpoint": "member_roles", "mode": None})
     assert (await server.client.put(server.path(), headers=server.bot)).status_code == 204
 

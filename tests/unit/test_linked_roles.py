@@ -29,6 +29,8 @@ from domain.ports import RoleCallOutcome, RoleCallResult
 from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
 from domain.use_cases.discord_roles import (
     CLAIM_LEASE,
+    JITTER_MIN,
+    JITTER_SHARE,
     MAX_ATTEMPTS,
     NOT_CONFIGURED,
     REASONS,
@@ -36,7 +38,7 @@ from domain.use_cases.discord_roles import (
 )
 from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
-from entrypoints.role_worker import RoleWorker
+from entrypoints.role_worker import RoleWorker, apply_until_done
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.guild_roles import RoleCall
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
@@ -436,17 +438,104 @@ async def test_a_rate_limit_waits_for_retry_after_and_holds_the_rest_of_the_batc
     assert len(one.guild_roles.calls) == 1  # the second was not even tried
     assert len(report.retrying) == 2
     wait = timedelta(seconds=1.5)
-    for profile in (first, second):
-        change = _db(one).tables.role_changes[(profile.id, ROLE)]
-        assert change.next_attempt_at == one.clock.now() + wait
+    assert report.paused_until == one.clock.now() + wait
+    limited = _db(one).tables.role_changes[(first.id, ROLE)]
+    assert limited.next_attempt_at == one.clock.now() + wait
+    held_back = _db(one).tables.role_changes[(second.id, ROLE)]
+    # due a little after the pause ends (spread: not all at one instant)
+    assert wait <= held_back.next_attempt_at - one.clock.now() <= wait + JITTER_MIN
+    for change in (limited, held_back):
         assert change.attempts == 0  # a rate limit is not a failure that counts
         assert change.last_error == "rate_limited"
     one.clock.advance(timedelta(seconds=1))
     assert not (await apply(one)).busy
     one.clock.advance(timedelta(seconds=0.5))
-    assert len((await apply(one)).done) == 2
+    assert first.id in {c.discord_id for c in (await apply(one)).done}
+    one.clock.advance(JITTER_MIN)
+    await apply(one)
     assert one.guild_roles.has(ROLE, first.id)
     assert one.guild_roles.has(ROLE, second.id)
+    assert len(one.guild_roles.calls) == 3
+
+
+async def _linked_many(h: Harness, count: int, first: int = 8000) -> list[DiscordProfile]:
+    return [await _linked(h, first + n) for n in range(count)]
+
+
+async def test_a_rate_limit_holds_every_later_pass_for_that_server_until_it_ends(
+    r: Harness,
+) -> None:
+    """The worker goes on at once after a busy pass: the next batches must not ask Discord
+    again for the server it rate limited (one 429 per batch of 20, within the same
+    retry_after); the other server's changes go on meanwhile (helper-62's review)."""
+    members = await _linked_many(r, 30)  # 60 changes: ROLE's, then ELSEWHERE's, for each
+    r.guild_roles.answer(RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=30.0))
+    worker = RoleWorker(r.container)
+
+    passes = 0
+    while await worker.pass_once():  # what QueueWorker._run does: on at once while busy
+        passes += 1
+        assert passes < 10
+
+    to_role = [c for c in r.guild_roles.calls if c.role == ROLE]
+    assert len(to_role) == 1  # the 429; nothing more for that server
+    held_back = [
+        c.next_attempt_at
+        for (_, role), c in _db(r).tables.role_changes.items()
+        if role == ROLE and c.last_error == "rate_limited"
+    ]
+    assert len(held_back) == 10  # the first batch's: the 429's, and 9 never tried
+    assert len(set(held_back)) == 10  # spread, not all due at one instant
+    assert all(r.guild_roles.has(ELSEWHERE, m.id) for m in members)
+    assert worker.idle_seconds() == 5.0  # the poll comes first (30 s of pause left)
+    r.clock.advance(timedelta(seconds=28))
+    assert not await worker.pass_once()  # still paused: no call
+    assert len(r.guild_roles.calls) == 31
+    assert worker.idle_seconds() == 2.0  # woken when the pause ends, not at the next poll
+    r.clock.advance(timedelta(seconds=2 + 30 * JITTER_SHARE))  # the end, and the spread
+    while await worker.pass_once():
+        pass
+    assert all(r.guild_roles.has(ROLE, m.id) for m in members)
+    assert len(r.guild_roles.calls) == 61  # each member's ROLE once more, no other 429
+
+
+@pytest.mark.parametrize(
+    "limited",
+    [
+        RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=30.0, global_limit=True),
+        RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=429),  # Cloudflare: no retry_after
+    ],
+    ids=["global", "cloudflare"],
+)
+async def test_a_global_rate_limit_holds_every_server(r: Harness, limited: RoleCallResult) -> None:
+    await _linked_many(r, 15)
+    r.guild_roles.answer(limited)
+
+    first = await apply(r)
+    again = await apply(r)
+
+    assert len(r.guild_roles.calls) == 1
+    assert len(first.retrying) == 20
+    assert again == RoleChangeReport(paused_until=first.paused_until)  # nothing claimed
+    assert first.paused_until is not None
+    assert first.paused_until > r.clock.now()
+    assert all(
+        c.next_attempt_at >= first.paused_until
+        for c in _db(r).tables.role_changes.values()
+        if c.last_error == "rate_limited"
+    )
+
+
+async def test_roles_sync_waits_for_a_rate_limit_instead_of_asking_again(one: Harness) -> None:
+    """``roles sync`` applies the queue itself: after a 429 it waits, and with no time left
+    says what is still queued, without asking Discord again for the rest."""
+    await _linked_many(one, 150)
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=30.0))
+
+    totals = await apply_until_done(one.container, wait=0)
+
+    assert len(one.guild_roles.calls) == 1
+    assert totals["still_queued"] == 150
 
 
 async def test_a_role_taken_out_of_the_setting_is_neither_added_nor_removed(

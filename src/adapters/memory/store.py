@@ -12,7 +12,7 @@ import asyncio
 import threading
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import takewhile
@@ -743,7 +743,14 @@ class MemoryRoleChanges(_Repo):
             await self.request(replace(removal, next_attempt_at=now))
         return len(left)
 
-    async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
+    async def claim_due(
+        self,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        *,
+        skip_guilds: Collection[DiscordId] = (),
+    ) -> Sequence[RoleChange]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         table = self._t.role_changes
         due = sorted(
@@ -753,6 +760,7 @@ class MemoryRoleChanges(_Repo):
                 if c.status is RoleChangeStatus.PENDING
                 and c.next_attempt_at <= now
                 and (c.claimed_until is None or c.claimed_until <= now)
+                and c.role.guild_id not in skip_guilds
             ),
             key=lambda c: c.next_attempt_at,  # a stable sort: queue order among equals
         )[:limit]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from itertools import takewhile
@@ -1011,13 +1011,21 @@ class SqlRoleChanges(_QueueRepo):
             await self._wake_listeners()
         return requested
 
-    async def claim_due(self, now: datetime, until: datetime, limit: int) -> Sequence[RoleChange]:
+    async def claim_due(
+        self,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        *,
+        skip_guilds: Collection[DiscordId] = (),
+    ) -> Sequence[RoleChange]:
         due = (
             select(_roles.seq)
             .where(
                 _roles.status == RoleChangeStatus.PENDING.value,
                 _roles.next_attempt_at <= now,
                 or_(_roles.claimed_until.is_(None), _roles.claimed_until <= now),
+                *([_roles.guild_id.not_in([g.value for g in skip_guilds])] if skip_guilds else []),
             )
             .order_by(_roles.next_attempt_at, _roles.seq)
             .limit(limit)

@@ -27,6 +27,7 @@ from domain.use_cases.discord_roles import (
     ApplyRoleChanges,
     RequestRolesForLinks,
     RoleChangeReport,
+    RolePauses,
     RoleQueue,
     ShowRoleQueue,
 )
@@ -148,6 +149,7 @@ __all__ = [
     "RoleChangeReport",
     "RoleConnectionFlow",
     "RoleConnectionPusher",
+    "RolePauses",
     "RoleQueue",
     "RoleSyncReport",
     "RotateTokenKeys",

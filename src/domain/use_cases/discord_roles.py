@@ -12,13 +12,15 @@ workers come in, the last delivery after the last link or unlink leaves the role
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain.model import (
     AuditEvent,
     AuditKind,
+    DiscordId,
     LinkedRole,
     RoleAction,
     RoleChange,
@@ -63,6 +65,12 @@ REFUSALS = frozenset(
         RoleCallOutcome.REJECTED,
     }
 )
+# The changes a rate limit held back come due spread over this share of the wait (at least
+# JITTER_MIN, at most JITTER_MAX after its end), not all at one instant.
+JITTER_SHARE = 0.25
+JITTER_MIN = timedelta(seconds=1)
+JITTER_MAX = timedelta(minutes=1)
+_RANDOM = random.SystemRandom()
 # Why a change was finished without calling Discord: its role is no longer in the setting.
 NOT_CONFIGURED = "not_configured"
 _DONE = {
@@ -84,6 +92,9 @@ class RoleChangeReport:
     superseded: list[RoleChange] = field(default_factory=list)
     # For a role no longer configured: finished without calling Discord (``NOT_CONFIGURED``).
     unconfigured: list[RoleChange] = field(default_factory=list)
+    # Discord rate limited the calls (for a server, or all of them): the earliest moment one
+    # may be made again. Nothing is sent where the pause holds; run again then.
+    paused_until: datetime | None = None
 
     @property
     def busy(self) -> bool:
@@ -97,6 +108,43 @@ class RoleChangeReport:
                 self.unconfigured,
             )
         )
+
+
+class RolePauses:
+    """Until when Discord asked for no more role changes: per server (the member roles route
+    is limited per server), or everywhere (Discord's global limit, or Cloudflare's answer to
+    an address that made too many requests). One per process, kept across passes: every pass
+    of its workers (and of ``roles sync``) sends nothing where a pause holds, instead of
+    asking again for each batch (one refusal per batch, within the same ``retry_after``)."""
+
+    def __init__(self) -> None:
+        self._servers: dict[DiscordId, datetime] = {}
+        self._everywhere: datetime | None = None
+
+    def pause(self, server: DiscordId | None, until: datetime) -> None:
+        """No calls for ``server`` (``None``: for any) before ``until``."""
+        if server is None:
+            self._everywhere = max(until, self._everywhere or until)
+        else:
+            self._servers[server] = max(until, self._servers.get(server, until))
+
+    def everywhere(self, now: datetime) -> datetime | None:
+        return self._everywhere if self._everywhere is not None and self._everywhere > now else None
+
+    def paused_servers(self, now: datetime) -> frozenset[DiscordId]:
+        """The servers paused at ``now`` (those whose pause ended are forgotten)."""
+        self._servers = {server: until for server, until in self._servers.items() if until > now}
+        return frozenset(self._servers)
+
+    def until(self, server: DiscordId, now: datetime) -> datetime | None:
+        """When calls for ``server`` may be made again; ``None``: now."""
+        ends = [u for u in (self._servers.get(server), self._everywhere) if u and u > now]
+        return max(ends, default=None)
+
+    def next_end(self, now: datetime) -> datetime | None:
+        """The earliest end of a pause holding at ``now``."""
+        ends = [u for u in (*self._servers.values(), self._everywhere) if u and u > now]
+        return min(ends, default=None)
 
 
 class ApplyRoleChanges:
@@ -118,33 +166,46 @@ class ApplyRoleChanges:
         roles: DiscordGuildRoles,
         *,
         linked_roles: Sequence[LinkedRole],
+        pauses: RolePauses | None = None,
+        jitter: Callable[[], float] = _RANDOM.random,
     ) -> None:
+        """``pauses``: the process's (a fresh one: this pass's only); ``jitter``: a number
+        from 0 to 1, how far into its spread a held-back change comes due."""
         self._uow, self._clock, self._roles = uow, clock, roles
         self._configured = frozenset(linked_roles)
+        self._pauses = pauses if pauses is not None else RolePauses()
+        self._jitter = jitter
 
     async def execute(self, limit: int = 20) -> RoleChangeReport:
         report = RoleChangeReport()
         now = self._clock.now()
+        if (everywhere := self._pauses.everywhere(now)) is not None:
+            return replace(report, paused_until=everywhere)  # nothing may be sent: no claim
+        paused = self._pauses.paused_servers(now)
         async with self._uow() as uow:  # one short transaction: no lock outlives it
-            batch = await uow.role_changes.claim_due(now, now + CLAIM_LEASE, limit)
+            batch = await uow.role_changes.claim_due(
+                now, now + CLAIM_LEASE, limit, skip_guilds=paused
+            )
             await uow.commit()
-        paused_until: datetime | None = None
         for change in batch:
             if change.role not in self._configured:
                 await self._write_back(self._unconfigured(change), report.unconfigured, report)
                 continue
-            if paused_until is not None:
+            until = self._pauses.until(change.role.guild_id, self._clock.now())
+            if until is not None:
                 # Discord rate limited us: the rest of the batch waits too, untried (every
                 # call until then would be refused, and too many refusals get a bot banned).
-                waiting = replace(
-                    change,
-                    next_attempt_at=paused_until,
-                    last_error=RoleCallOutcome.RATE_LIMITED.value,
-                )
-                await self._write_back(waiting, report.retrying, report)
+                await self._write_back(self._held_back(change, until), report.retrying, report)
                 continue
-            paused_until = await self._apply(change, report)
-        return report
+            await self._apply(change, report)
+        return replace(report, paused_until=self._pauses.next_end(self._clock.now()))
+
+    def _held_back(self, change: RoleChange, until: datetime) -> RoleChange:
+        """``change``, due a little after ``until`` (spread: not all at one instant)."""
+        wait = until - self._clock.now()
+        spread = min(max(wait * JITTER_SHARE, JITTER_MIN), JITTER_MAX)
+        due = until + spread * min(max(self._jitter(), 0.0), 1.0)
+        return replace(change, next_attempt_at=due, last_error=RoleCallOutcome.RATE_LIMITED.value)
 
     def _unconfigured(self, change: RoleChange) -> RoleChange:
         return replace(
@@ -154,13 +215,13 @@ class ApplyRoleChanges:
             last_error=NOT_CONFIGURED,
         )
 
-    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> datetime | None:
-        """Send one change; when Discord rate limited it, until when to send nothing."""
+    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> None:
+        """Send one change; when Discord rate limited it, pause its server (or everything)."""
         now = self._clock.now()
         async with self._uow() as uow:
             held = await uow.role_changes.renew_claim(change, now + CLAIM_LEASE)
             if held is None:  # the claim ran out meanwhile: another worker has it now
-                return None
+                return
             link = await uow.links.get_by_discord_id(held.discord_id)
             await uow.commit()
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
@@ -173,10 +234,12 @@ class ApplyRoleChanges:
                 held.role, held.discord_id, reason=REASONS[action]
             )
         after, bucket, audit = self._outcome(held, result, report)
-        await self._write_back(after, bucket, report, audit, called=True)
         if result.outcome is RoleCallOutcome.RATE_LIMITED:
-            return after.next_attempt_at
-        return None
+            # Discord's global limit, or no retry_after (Cloudflare's page, which answers
+            # an address, not a route): every call waits; else this server's calls do.
+            everywhere = result.global_limit or result.retry_after is None
+            self._pauses.pause(None if everywhere else held.role.guild_id, after.next_attempt_at)
+        await self._write_back(after, bucket, report, audit, called=True)
 
     def _outcome(
         self, held: RoleChange, result: RoleCallResult, report: RoleChangeReport

@@ -93,6 +93,16 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
             status_code=429,
             headers={"Retry-After": "2", "X-RateLimit-Scope": "user"},
         )
+    if mode == "429-global":  # Discord's global rate limit: every route of the bot waits
+        return Response(
+            {"message": "You are being rate limited.", "retry_after": 1.5, "global": True},
+            status_code=429,
+            headers={
+                "Retry-After": "2",
+                "X-RateLimit-Global": "true",
+                "X-RateLimit-Scope": "global",
+            },
+        )
     if mode == "cloudflare":  # what Cloudflare answers an abusive client: HTML, not JSON
         return Response(
             "<!doctype html><title>Access denied | discord.com used Cloudflare</title>",
