@@ -150,7 +150,7 @@ def _webhooks(metrics: PrometheusMetrics, report: WebhookReport) -> None:
 def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:
     for done in report.done:
         metrics.role_change(done.action.value, "done")
-    for change in (*report.refused, *report.retrying):
+    for change in (*report.refused, *report.refused_unsent, *report.retrying):
         metrics.role_change(change.action.value, change.last_error or "unavailable")
     for change in report.failed:
         metrics.role_change(change.action.value, "given_up")

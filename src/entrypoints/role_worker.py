@@ -86,6 +86,17 @@ class RoleWorker(QueueWorker):
                 _change(change),
                 change.next_attempt_at.isoformat(timespec="seconds"),
             )
+        unsent = Counter((c.role, c.last_error) for c in report.refused_unsent)
+        for (role, reason), count in sorted(unsent.items(), key=str):
+            log.warning(
+                "%d more change(s) of role %s in server %s taken as refused (%s) without "
+                "asking Discord: an earlier call of this pass was refused for the whole role; "
+                "`taskflow-link roles sync` asks again once this is fixed",
+                count,
+                role.role_id,
+                role.guild_id,
+                reason,
+            )
         left = Counter(change.role for change in report.unconfigured)
         for role, count in sorted(left.items()):
             log.warning(
@@ -119,7 +130,7 @@ async def apply_until_done(container: Container, *, wait: float) -> Counter[str]
     while True:
         report: RoleChangeReport = await container.apply_role_changes().execute(limit=100)
         totals.update(f"{c.action.value}:done" for c in report.done)
-        totals.update(c.last_error or "rejected" for c in report.refused)
+        totals.update(c.last_error or "rejected" for c in (*report.refused, *report.refused_unsent))
         totals["given_up"] += len(report.failed)
         totals[NOT_CONFIGURED] += len(report.unconfigured)
         if report.busy:

@@ -357,6 +357,10 @@ async def _linked(h: Harness, discord_id: int = 5010) -> DiscordProfile:
     return profile
 
 
+async def _linked_many(h: Harness, count: int, first: int = 8000) -> list[DiscordProfile]:
+    return [await _linked(h, first + n) for n in range(count)]
+
+
 @pytest.mark.parametrize(
     "outcome",
     [
@@ -389,6 +393,62 @@ async def test_a_refusal_is_audited_and_not_retried(one: Harness, outcome: RoleC
     assert not (await apply(one)).busy
     assert len(one.guild_roles.calls) == 1  # never asked again
     assert _db(one).tables.links[profile.id]  # the person's link stands
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        RoleCallOutcome.MISSING_PERMISSIONS,
+        RoleCallOutcome.UNKNOWN_GUILD,
+        RoleCallOutcome.UNKNOWN_ROLE,
+    ],
+)
+async def test_a_refusal_for_the_whole_role_is_not_asked_again_for_each_member(
+    r: Harness, outcome: RoleCallOutcome, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bot lost Manage Roles (or the role is above it, or is gone): Discord would answer
+    every member the same, and each refusal counts towards its limit of invalid requests per
+    address. The rest of the pass takes that role's changes as refused without asking; the
+    other server's go on (helper-62's review)."""
+    members = await _linked_many(r, 10)  # 20 changes, one batch: ROLE's and ELSEWHERE's
+    r.guild_roles.answer(RoleCallResult(outcome, status=403))
+
+    with caplog.at_level("WARNING", logger="taskflow_link.roles"):
+        report = await RoleWorker(r.container).run_once()
+
+    assert report is not None
+    assert [c.role for c in r.guild_roles.calls].count(ROLE) == 1
+    assert all(r.guild_roles.has(ELSEWHERE, m.id) for m in members)
+    assert [c.discord_id for c in report.refused] == [members[0].id]
+    assert {c.discord_id for c in report.refused_unsent} == {m.id for m in members[1:]}
+    for member in members:
+        row = _db(r).tables.role_changes[(member.id, ROLE)]
+        assert (row.status, row.last_error) == (RoleChangeStatus.REFUSED, outcome.value)
+    refusals = audited(r, AuditKind.DISCORD_ROLE_REFUSED)
+    assert len(refusals) == 10
+    assert sum(e.get("sent") == "no" for e in refusals) == 9
+    summary = [m for m in caplog.messages if "without asking Discord" in m]
+    assert summary == [
+        f"9 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as refused "
+        f"({outcome.value}) without asking Discord: an earlier call of this pass was refused "
+        "for the whole role; `taskflow-link roles sync` asks again once this is fixed"
+    ]
+    # Fixed in Discord: `roles sync` asks again for every one of them.
+    assert await r.container.request_roles_for_links().execute() == 10
+    await apply(r)
+    assert all(r.guild_roles.has(ROLE, m.id) for m in members)
+
+
+async def test_a_bad_bot_token_is_not_sent_again_for_any_role(r: Harness) -> None:
+    await _linked_many(r, 10)
+    r.guild_roles.answer(RoleCallResult(RoleCallOutcome.REJECTED, status=401))
+
+    report = await apply(r)
+
+    assert len(r.guild_roles.calls) == 1
+    assert len(report.refused) == 1
+    assert len(report.refused_unsent) == 19
+    assert {c.last_error for c in report.refused_unsent} == {"rejected"}
 
 
 async def test_discord_unavailable_is_retried_with_backoff_until_it_works(one: Harness) -> None:
@@ -456,10 +516,6 @@ async def test_a_rate_limit_waits_for_retry_after_and_holds_the_rest_of_the_batc
     assert one.guild_roles.has(ROLE, first.id)
     assert one.guild_roles.has(ROLE, second.id)
     assert len(one.guild_roles.calls) == 3
-
-
-async def _linked_many(h: Harness, count: int, first: int = 8000) -> list[DiscordProfile]:
-    return [await _linked(h, first + n) for n in range(count)]
 
 
 async def test_a_rate_limit_holds_every_later_pass_for_that_server_until_it_ends(

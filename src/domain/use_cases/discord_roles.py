@@ -73,6 +73,18 @@ JITTER_MAX = timedelta(minutes=1)
 _RANDOM = random.SystemRandom()
 # Why a change was finished without calling Discord: its role is no longer in the setting.
 NOT_CONFIGURED = "not_configured"
+# Refusals that hold for every member of the role, not only the one asked for (the bot lacks
+# Manage Roles or sits below the role, left the server, the role was deleted): the rest of the
+# pass takes them as refused too, without asking Discord (each refusal counts towards
+# Discord's limit of invalid requests per address, which bans it for an hour).
+WHOLE_ROLE_REFUSALS = frozenset(
+    {
+        RoleCallOutcome.MISSING_PERMISSIONS,
+        RoleCallOutcome.UNKNOWN_GUILD,
+        RoleCallOutcome.UNKNOWN_ROLE,
+    }
+)
+_EVERY_ROLE = None  # a refusal for every role: a bad bot token (401)
 _DONE = {
     RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
     RoleAction.REMOVE: AuditKind.DISCORD_ROLE_REMOVED,
@@ -92,6 +104,9 @@ class RoleChangeReport:
     superseded: list[RoleChange] = field(default_factory=list)
     # For a role no longer configured: finished without calling Discord (``NOT_CONFIGURED``).
     unconfigured: list[RoleChange] = field(default_factory=list)
+    # Refused without calling Discord: an earlier call of this pass got a refusal that holds
+    # for the whole role (``WHOLE_ROLE_REFUSALS``) or for every role (a bad token).
+    refused_unsent: list[RoleChange] = field(default_factory=list)
     # Discord rate limited the calls (for a server, or all of them): the earliest moment one
     # may be made again. Nothing is sent where the pause holds; run again then.
     paused_until: datetime | None = None
@@ -106,6 +121,7 @@ class RoleChangeReport:
                 self.failed,
                 self.superseded,
                 self.unconfigured,
+                self.refused_unsent,
             )
         )
 
@@ -187,6 +203,7 @@ class ApplyRoleChanges:
                 now, now + CLAIM_LEASE, limit, skip_guilds=paused
             )
             await uow.commit()
+        refusing: dict[LinkedRole | None, RoleCallResult] = {}  # this pass's, by role
         for change in batch:
             if change.role not in self._configured:
                 await self._write_back(self._unconfigured(change), report.unconfigured, report)
@@ -197,7 +214,17 @@ class ApplyRoleChanges:
                 # call until then would be refused, and too many refusals get a bot banned).
                 await self._write_back(self._held_back(change, until), report.retrying, report)
                 continue
-            await self._apply(change, report)
+            refusal = refusing.get(_EVERY_ROLE) or refusing.get(change.role)
+            if refusal is not None:
+                await self._refuse_unsent(change, refusal, report)
+                continue
+            result = await self._apply(change, report)
+            if result is None:
+                continue
+            if result.outcome in WHOLE_ROLE_REFUSALS:
+                refusing[change.role] = result
+            elif result.outcome is RoleCallOutcome.REJECTED and result.status == 401:
+                refusing[_EVERY_ROLE] = result
         return replace(report, paused_until=self._pauses.next_end(self._clock.now()))
 
     def _held_back(self, change: RoleChange, until: datetime) -> RoleChange:
@@ -215,13 +242,28 @@ class ApplyRoleChanges:
             last_error=NOT_CONFIGURED,
         )
 
-    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> None:
-        """Send one change; when Discord rate limited it, pause its server (or everything)."""
+    async def _refuse_unsent(
+        self, change: RoleChange, refusal: RoleCallResult, report: RoleChangeReport
+    ) -> None:
+        now = self._clock.now()
+        after = replace(
+            change,
+            status=RoleChangeStatus.REFUSED,
+            finished_at=now,
+            last_error=refusal.outcome.value,
+        )
+        detail = {"reason": refusal.outcome.value, "sent": "no"}
+        audit = self._audit(AuditKind.DISCORD_ROLE_REFUSED, after, now, **detail)
+        await self._write_back(after, report.refused_unsent, report, audit)
+
+    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> RoleCallResult | None:
+        """Send one change: Discord's answer (``None``: not sent, no longer this worker's).
+        When Discord rate limited it, pause its server (or everything)."""
         now = self._clock.now()
         async with self._uow() as uow:
             held = await uow.role_changes.renew_claim(change, now + CLAIM_LEASE)
             if held is None:  # the claim ran out meanwhile: another worker has it now
-                return
+                return None
             link = await uow.links.get_by_discord_id(held.discord_id)
             await uow.commit()
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
@@ -240,6 +282,7 @@ class ApplyRoleChanges:
             everywhere = result.global_limit or result.retry_after is None
             self._pauses.pause(None if everywhere else held.role.guild_id, after.next_attempt_at)
         await self._write_back(after, bucket, report, audit, called=True)
+        return result
 
     def _outcome(
         self, held: RoleChange, result: RoleCallResult, report: RoleChangeReport
