@@ -786,6 +786,11 @@ def parse_linked_roles(text: str) -> tuple[LinkedRole, ...]:
                 f"{shown!r} is not server_id:role_id (two Discord ids, such as "
                 "1300000000000000001:1300000000000000099)"
             ) from None
+        if pair.role_id == pair.guild_id:
+            raise ValueError(
+                f"{item!r} names the server's @everyone role (its id is the server's): every "
+                "member has it and nobody can give it; name the role for linked members"
+            )
         if pair in roles:
             raise ValueError(f"{item!r} is listed twice")
         roles.append(pair)

@@ -719,6 +719,10 @@ def test_the_setting_is_checked_and_named() -> None:
     for bad in ("1300000000000000001", "guild:role", "1:2,,3:4", "1:2,1:2", "0:5"):
         with pytest.raises(SettingsError, match="TASKFLOW_LINK_DISCORD_LINKED_ROLES"):
             load(bad, discord_bot_token="t")
+    everyone = f"{ROLE}, {ROLE.guild_id}:{ROLE.guild_id}"
+    with pytest.raises(SettingsError, match="@everyone role") as refused:
+        load(everyone, discord_bot_token="t")
+    assert "TASKFLOW_LINK_DISCORD_LINKED_ROLES" in str(refused.value)
     with pytest.raises(SettingsError, match="needs TASKFLOW_LINK_DISCORD_BOT_TOKEN"):
         load(str(ROLE))
     settings = load(f" {ROLE} , {ELSEWHERE}", discord_bot_token="t")
