@@ -65,6 +65,17 @@ REFUSALS = frozenset(
         RoleCallOutcome.REJECTED,
     }
 )
+# Cloudflare's 429 (an HTML page, without retry_after) answers an address that made too many
+# requests (too many refused ones: Discord bans an address for 10,000 in 10 minutes) and does
+# not say for how long. Every call of the process waits this long, each step after another
+# such 429 in a row, back to the first after a call goes through.
+CLOUDFLARE_PAUSES = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+)
+RETRY_AFTER_MAX = timedelta(days=1)  # a retry_after beyond this is taken as this
 # The changes a rate limit held back come due spread over this share of the wait (at least
 # JITTER_MIN, at most JITTER_MAX after its end), not all at one instant.
 JITTER_SHARE = 0.25
@@ -136,6 +147,25 @@ class RolePauses:
     def __init__(self) -> None:
         self._servers: dict[DiscordId, datetime] = {}
         self._everywhere: datetime | None = None
+        self._blocked = 0  # Cloudflare's 429s since a call last went through
+
+    def rate_limited(self, server: DiscordId, result: RoleCallResult, now: datetime) -> datetime:
+        """Pause after Discord's 429 (``result``) to a call for ``server``: until its
+        ``retry_after``, for that server or, when the limit is global, for all; without one
+        (Cloudflare's answer to an address), every call for the next step of
+        ``CLOUDFLARE_PAUSES``. When calls for ``server`` may be made again."""
+        if result.retry_after is not None:
+            wait = min(timedelta(seconds=max(result.retry_after, 0.0)), RETRY_AFTER_MAX)
+            self.pause(None if result.global_limit else server, now + wait)
+        else:
+            step = CLOUDFLARE_PAUSES[min(self._blocked, len(CLOUDFLARE_PAUSES) - 1)]
+            self._blocked += 1
+            self.pause(None, now + step)
+        return self.until(server, now) or now
+
+    def went_through(self) -> None:
+        """A call succeeded: the next Cloudflare 429 pauses for the first step again."""
+        self._blocked = 0
 
     def pause(self, server: DiscordId | None, until: datetime) -> None:
         """No calls for ``server`` (``None``: for any) before ``until``."""
@@ -275,12 +305,15 @@ class ApplyRoleChanges:
             result = await self._roles.remove_role(
                 held.role, held.discord_id, reason=REASONS[action]
             )
-        after, bucket, audit = self._outcome(held, result, report)
         if result.outcome is RoleCallOutcome.RATE_LIMITED:
-            # Discord's global limit, or no retry_after (Cloudflare's page, which answers
-            # an address, not a route): every call waits; else this server's calls do.
-            everywhere = result.global_limit or result.retry_after is None
-            self._pauses.pause(None if everywhere else held.role.guild_id, after.next_attempt_at)
+            # Not an attempt that counts towards giving up: the change waits for the pause
+            # (this server's, or every call's), then goes out like the rest held back.
+            until = self._pauses.rate_limited(held.role.guild_id, result, self._clock.now())
+            after, bucket, audit = self._held_back(held, until), report.retrying, None
+        else:
+            if result.outcome is RoleCallOutcome.DONE:
+                self._pauses.went_through()
+            after, bucket, audit = self._outcome(held, result, report)
         await self._write_back(after, bucket, report, audit, called=True)
         return result
 
@@ -311,11 +344,6 @@ class ApplyRoleChanges:
                 detail["status"] = str(result.status)
             audit = self._audit(AuditKind.DISCORD_ROLE_REFUSED, after, now, **detail)
             return after, report.refused, audit
-        if outcome is RoleCallOutcome.RATE_LIMITED and result.retry_after is not None:
-            # Discord said when: that is when (not an attempt that counts towards giving up).
-            wait = timedelta(seconds=min(max(result.retry_after, 0.0), 86_400.0))
-            after = replace(held, next_attempt_at=now + wait, last_error=outcome.value)
-            return after, report.retrying, None
         attempts = held.attempts + 1
         if attempts >= MAX_ATTEMPTS:
             after = replace(
