@@ -246,9 +246,13 @@ class RoleChangeRepository(Protocol):
 
     async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
         """Ask for ``role`` to be removed, due at ``now``, wherever the row's last action was
-        an add that may have gone through (done, or given up) and its Discord account is no
-        longer linked: an unlink that queued no removal (made by an instance whose settings
-        named no role). How many."""
+        an add, finished, and its Discord account is no longer linked: an unlink that queued
+        no removal (made by an instance whose settings named no role). An add done or given
+        up may have gone through; one refused may have followed one that did (the row keeps
+        its last action only: ``roles sync --every`` refused for a missing permission, say),
+        unless it was refused because the member was not in the server (leaving a server
+        drops its roles). Removing a role the member does not hold is a no-op for Discord.
+        How many."""
 
     async def claim_due(
         self,

@@ -203,19 +203,26 @@ class RoleChangeContract:
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
         """``roles sync``: an unlink made by an instance whose settings named no role queued
-        no removal, so the row still says "added" (helper-62's review)."""
+        no removal, so the row still says "added" (helper-62's review). A row keeps only its
+        last action: an add refused (the permission missing, the role not configured then)
+        may come after one that went through, so the member may hold the role; removing a
+        role a member does not hold is a no-op for Discord (helper-67's review). Only an add
+        refused because the member was not in the server says they hold none of its roles
+        (leaving a server drops them)."""
         owner = account()
         outcomes = {
-            1: RoleChangeStatus.DONE,  # unlinked: asked to remove
-            2: RoleChangeStatus.FAILED,  # unlinked, given up (it may have gone through): too
-            3: RoleChangeStatus.REFUSED,  # unlinked, Discord refused the add: never given
-            5: RoleChangeStatus.DONE,  # still linked: left alone
+            1: (RoleChangeStatus.DONE, None),  # unlinked: asked to remove
+            2: (RoleChangeStatus.FAILED, "unavailable"),  # given up (may have gone through)
+            3: (RoleChangeStatus.REFUSED, "missing_permissions"),  # an earlier add may have
+            7: (RoleChangeStatus.REFUSED, "not_configured"),  # ... and so may this one's
+            8: (RoleChangeStatus.REFUSED, "not_a_member"),  # not in the server: no role
+            5: (RoleChangeStatus.DONE, None),  # still linked: left alone
         }
 
         async def queue(uow: UnitOfWork) -> None:
             await uow.accounts.add(owner)
             await uow.links.add(link(5, owner.id))
-            for n in (1, 2, 3, 5):
+            for n in (1, 2, 3, 5, 7, 8):
                 await uow.role_changes.request(change(n, account_id=owner.id))
             await uow.role_changes.request(change(4))  # unlinked, still pending
             await uow.role_changes.request(replace(change(6), role=OTHER_ROLE))
@@ -224,14 +231,15 @@ class RoleChangeContract:
         async with uow_factory() as uow:
             for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
                 n = held.discord_id.value
-                finished = replace(held, status=outcomes.get(n, RoleChangeStatus.DONE))
+                status, error = outcomes.get(n, (RoleChangeStatus.DONE, None))
+                finished = replace(held, status=status, last_error=error)
                 assert await uow.role_changes.finish(finished if n != 4 else held)
             await uow.commit()
         async with uow_factory() as uow:
-            assert await uow.role_changes.request_for_unlinked(ROLE, LATER) == 2
+            assert await uow.role_changes.request_for_unlinked(ROLE, LATER) == 4
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
-            for n in (1, 2):
+            for n in (1, 2, 3, 7):
                 row = await uow.role_changes.get(DiscordId(n), ROLE)
                 assert row is not None
                 assert (row.action, row.status, row.version) == (
@@ -241,7 +249,7 @@ class RoleChangeContract:
                 )
                 assert (row.requested_at, row.next_attempt_at) == (LATER, LATER)
                 assert row.account_id == owner.id
-            for n, status in ((3, RoleChangeStatus.REFUSED), (4, RoleChangeStatus.PENDING)):
+            for n, status in ((8, RoleChangeStatus.REFUSED), (4, RoleChangeStatus.PENDING)):
                 row = await uow.role_changes.get(DiscordId(n), ROLE)
                 assert row is not None
                 assert (row.action, row.status, row.version) == (RoleAction.ADD, status, 1)

@@ -736,6 +736,35 @@ async def test_sync_removes_the_role_an_unlink_without_the_setting_left(one: Har
     assert await one.container.request_roles_for_links().execute(every=True) == 0
 
 
+async def test_sync_removes_the_role_after_a_later_add_was_refused(one: Harness) -> None:
+    """A row keeps its last action only: the add went through, a later one (`roles sync
+    --every` during a permissions mishap) was refused, and an unlink without the setting
+    queued no removal. The member still holds the role: `roles sync` takes it away. A
+    member the add found outside the server holds none of its roles: nothing is asked
+    (helper-67's review)."""
+    member = await _linked(one, 5022)
+    await apply(one)
+    await one.container.request_roles_for_links().execute(every=True)
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403))
+    await apply(one)
+    row = _db(one).tables.role_changes[(member.id, ROLE)]
+    assert (row.action, row.status) == (RoleAction.ADD, RoleChangeStatus.REFUSED)
+    assert one.guild_roles.has(ROLE, member.id)
+    one.clock.advance(timedelta(minutes=10))
+    outsider = await _linked(one, 5023)
+    one.guild_roles.answer(RoleCallOutcome.NOT_A_MEMBER)
+    assert [c.last_error for c in (await apply(one)).refused] == ["not_a_member"]
+    for profile in (member, outsider):
+        await uc.UnlinkDiscord(one.uow, one.clock, linked_roles=()).execute(profile.id)
+
+    assert await one.container.request_roles_for_links().execute() == 1
+    assert [(c.discord_id, c.action) for c in (await apply(one)).done] == [
+        (member.id, RoleAction.REMOVE)
+    ]
+    assert not one.guild_roles.has(ROLE, member.id)
+    assert await one.container.request_roles_for_links().execute() == 0
+
+
 # -- metrics and settings -----------------------------------------------------------------------
 
 

@@ -52,6 +52,7 @@ from domain.model import (
     SignInMethod,
     normalize_email,
 )
+from domain.ports import RoleCallOutcome
 from domain.webhooks import (
     GoneEndpoint,
     WebhookDelivery,
@@ -735,7 +736,11 @@ class MemoryRoleChanges(_Repo):
             for (discord_id, of), c in self._t.role_changes.items()
             if of == role
             and c.action is RoleAction.ADD
-            and c.status in (RoleChangeStatus.DONE, RoleChangeStatus.FAILED)
+            and c.status is not RoleChangeStatus.PENDING
+            and not (  # not in the server when refused: they hold none of its roles
+                c.status is RoleChangeStatus.REFUSED
+                and c.last_error == RoleCallOutcome.NOT_A_MEMBER.value
+            )
             and discord_id not in self._t.links
         ]
         for change in left:

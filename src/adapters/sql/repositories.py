@@ -87,6 +87,7 @@ from domain.model import (
     scopes_from_text,
     scopes_to_text,
 )
+from domain.ports import RoleCallOutcome
 from domain.webhooks import (
     GoneEndpoint,
     WebhookDelivery,
@@ -868,6 +869,7 @@ def _role_change(row: Any) -> RoleChange:
 
 
 _roles = discord_role_changes.c
+_FINISHED = (RoleChangeStatus.DONE, RoleChangeStatus.FAILED, RoleChangeStatus.REFUSED)
 
 
 class SqlRoleChanges(_QueueRepo):
@@ -992,7 +994,12 @@ class SqlRoleChanges(_QueueRepo):
                 _roles.guild_id == role.guild_id.value,
                 _roles.role_id == role.role_id.value,
                 _roles.action == RoleAction.ADD.value,
-                _roles.status.in_([RoleChangeStatus.DONE.value, RoleChangeStatus.FAILED.value]),
+                _roles.status.in_([s.value for s in _FINISHED]),
+                or_(  # not in the server when refused: they hold none of its roles
+                    _roles.status != RoleChangeStatus.REFUSED.value,
+                    _roles.last_error.is_(None),
+                    _roles.last_error != RoleCallOutcome.NOT_A_MEMBER.value,
+                ),
                 ~linked.exists(),
             )
             .values(

@@ -415,8 +415,9 @@ class RequestRolesForLinks:
     the server then, a role or permission missing then). ``every``: all of them again (a
     role someone removed by hand in Discord comes back). Removals Discord refused or that
     were given up are asked for again too, and so are removals never queued (an unlink made
-    by an instance whose settings named no role left the row saying "added"): an unlinked
-    member must not keep the role."""
+    by an instance whose settings named no role left the row saying "added", or saying an
+    add was refused after an earlier one went through): an unlinked member must not keep
+    the role."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, *, linked_roles: Sequence[LinkedRole] = ()
