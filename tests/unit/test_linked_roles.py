@@ -5,7 +5,7 @@ happens with each of Discord's answers."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -36,6 +36,7 @@ from domain.use_cases.discord_roles import (
     MAX_ATTEMPTS,
     NOT_CONFIGURED,
     REASONS,
+    REFUSAL_HOLD,
     RETRY_DELAYS,
 )
 from entrypoints.container import build_container
@@ -433,10 +434,11 @@ async def test_a_refusal_for_the_whole_role_is_not_asked_again_for_each_member(
     summary = [m for m in caplog.messages if "without asking Discord" in m]
     assert summary == [
         f"9 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as refused "
-        f"({outcome.value}) without asking Discord: an earlier call of this pass was refused "
-        "for the whole role; `taskflow-link roles sync` asks again once this is fixed"
+        f"({outcome.value}) without asking Discord: a call made since they were asked for was "
+        "refused for the whole role; `taskflow-link roles sync` asks again once this is fixed"
     ]
     # Fixed in Discord: `roles sync` asks again for every one of them.
+    r.clock.advance(timedelta(seconds=30))
     assert await r.container.request_roles_for_links().execute() == 10
     await apply(r)
     assert all(r.guild_roles.has(ROLE, m.id) for m in members)
@@ -452,6 +454,99 @@ async def test_a_bad_bot_token_is_not_sent_again_for_any_role(r: Harness) -> Non
     assert len(report.refused) == 1
     assert len(report.refused_unsent) == 19
     assert {c.last_error for c in report.refused_unsent} == {"rejected"}
+
+
+async def test_a_whole_role_refusal_is_not_asked_again_by_the_next_batches(
+    one: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker goes on at once after a busy pass: each batch of 20 asked Discord again
+    and got the same 403 (10 for 200 members). The refusal holds for REFUSAL_HOLD for every
+    change asked for before it (helper-67's review)."""
+    members = await _linked_many(one, 200)
+    one.guild_roles.answer(*[RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403)] * 9)
+    worker = RoleWorker(one.container)
+
+    passes = 0
+    with caplog.at_level("WARNING", logger="taskflow_link.roles"):
+        while await worker.pass_once():
+            passes += 1
+            one.clock.advance(timedelta(seconds=1))
+
+    assert passes == 10
+    assert len(one.guild_roles.calls) == 1
+    rows = [_db(one).tables.role_changes[(m.id, ROLE)] for m in members]
+    assert {(r.status, r.last_error) for r in rows} == {
+        (RoleChangeStatus.REFUSED, "missing_permissions")
+    }
+    assert sum(e.get("sent") == "no" for e in audited(one, AuditKind.DISCORD_ROLE_REFUSED)) == 199
+    unsent = [m for m in caplog.messages if "without asking Discord" in m]
+    assert len(unsent) == 10
+    assert unsent[-1] == (
+        f"20 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as refused "
+        "(missing_permissions) without asking Discord: a call made since they were asked for "
+        "was refused for the whole role; `taskflow-link roles sync` asks again once this is "
+        "fixed"
+    )
+    # `roles sync` after fixing it (with the refusal still held, as it would be by another
+    # process's worker): what it asks for now is sent.
+    one.guild_roles.script.clear()
+    assert await one.container.request_roles_for_links().execute() == 200
+    while await worker.pass_once():
+        pass
+    assert all(one.guild_roles.has(ROLE, m.id) for m in members)
+    assert len(one.guild_roles.calls) == 201
+
+
+async def test_a_whole_role_refusal_holds_for_what_was_asked_before_it_until_one_goes_through(
+    one: Harness,
+) -> None:
+    """A later pass refuses unsent what was asked for before the refusal; a new link after
+    the operator fixed the permission is sent (its answer tells), and once one goes through,
+    what was asked for before the refusal is sent again too (helper-67's review)."""
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE, RoleCallOutcome.UNAVAILABLE)
+    waiting = await _linked(one, 5030)  # Discord down: retried in 5 s, then 30 s
+    await apply(one)
+    one.clock.advance(RETRY_DELAYS[0])
+    await apply(one)
+    one.clock.advance(timedelta(seconds=1))
+    refused, other = await _linked(one, 5031), await _linked(one, 5032)
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403))
+    first = await one.container.apply_role_changes().execute(limit=1)
+    assert [c.discord_id for c in first.refused] == [refused.id]
+    one.clock.advance(timedelta(seconds=1))
+    assert [c.discord_id for c in (await apply(one)).refused_unsent] == [other.id]
+    one.clock.advance(timedelta(seconds=10))  # fixed in Discord
+    calls = len(one.guild_roles.calls)
+
+    late = await _linked(one, 5033)
+    assert [c.discord_id for c in (await apply(one)).done] == [late.id]
+    one.clock.advance(RETRY_DELAYS[1])  # the one asked for before the refusal comes due
+    assert [c.discord_id for c in (await apply(one)).done] == [waiting.id]
+    assert len(one.guild_roles.calls) == calls + 2
+    assert not one.guild_roles.has(ROLE, other.id)  # refused: `roles sync` asks again
+
+
+def test_a_whole_role_refusal_is_held_for_a_while_for_what_was_asked_before_it() -> None:
+    pauses = uc.RolePauses()
+    asked = datetime(2026, 1, 1, tzinfo=UTC)
+    at = asked + timedelta(seconds=1)
+    forbidden = RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403)
+    pauses.refused(ROLE, forbidden, at)
+
+    assert pauses.refusal(ROLE, asked, at + REFUSAL_HOLD / 2) is forbidden
+    assert pauses.refusal(ROLE, at, at) is forbidden  # asked for as it was refused
+    assert pauses.refusal(ROLE, at + timedelta(seconds=1), at) is None  # asked for since
+    assert pauses.refusal(ELSEWHERE, asked, at) is None  # another role
+    assert pauses.refusal(ROLE, asked, at + REFUSAL_HOLD) is None  # over
+    bad_token = RoleCallResult(RoleCallOutcome.REJECTED, status=401)
+    pauses.refused(None, bad_token, at)
+    assert pauses.refusal(ELSEWHERE, asked, at) is bad_token  # every role
+    pauses.refused(ROLE, forbidden, at)
+    pauses.went_through(ELSEWHERE)  # a call went through: neither holds any more
+    assert pauses.refusal(ELSEWHERE, asked, at) is None
+    assert pauses.refusal(ROLE, asked, at) is forbidden
+    pauses.went_through(ROLE)
+    assert pauses.refusal(ROLE, asked, at) is None
 
 
 async def test_discord_unavailable_is_retried_with_backoff_until_it_works(one: Harness) -> None:
@@ -713,6 +808,7 @@ async def test_sync_asks_again_for_a_removal_discord_refused(one: Harness) -> No
     one.guild_roles.answer(RoleCallOutcome.MISSING_PERMISSIONS)
     assert [c.action for c in (await apply(one)).refused] == [RoleAction.REMOVE]
     assert one.guild_roles.has(ROLE, profile.id)
+    one.clock.advance(timedelta(seconds=30))  # fixed in Discord
 
     assert await one.container.request_roles_for_links().execute() == 1
     assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]

@@ -85,9 +85,10 @@ _RANDOM = random.SystemRandom()
 # Why a change was finished without calling Discord: its role is no longer in the setting.
 NOT_CONFIGURED = "not_configured"
 # Refusals that hold for every member of the role, not only the one asked for (the bot lacks
-# Manage Roles or sits below the role, left the server, the role was deleted): the rest of the
-# pass takes them as refused too, without asking Discord (each refusal counts towards
-# Discord's limit of invalid requests per address, which bans it for an hour).
+# Manage Roles or sits below the role, left the server, the role was deleted): the changes of
+# that role asked for before it are taken as refused too, without asking Discord, for
+# REFUSAL_HOLD (each refusal counts towards Discord's limit of invalid requests per address,
+# which bans it for an hour).
 WHOLE_ROLE_REFUSALS = frozenset(
     {
         RoleCallOutcome.MISSING_PERMISSIONS,
@@ -96,6 +97,7 @@ WHOLE_ROLE_REFUSALS = frozenset(
     }
 )
 _EVERY_ROLE = None  # a refusal for every role: a bad bot token (401)
+REFUSAL_HOLD = timedelta(minutes=5)
 _DONE = {
     RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
     RoleAction.REMOVE: AuditKind.DISCORD_ROLE_REMOVED,
@@ -115,8 +117,9 @@ class RoleChangeReport:
     superseded: list[RoleChange] = field(default_factory=list)
     # For a role no longer configured: finished without calling Discord (``NOT_CONFIGURED``).
     unconfigured: list[RoleChange] = field(default_factory=list)
-    # Refused without calling Discord: an earlier call of this pass got a refusal that holds
-    # for the whole role (``WHOLE_ROLE_REFUSALS``) or for every role (a bad token).
+    # Refused without calling Discord: a call made after they were asked for, within
+    # ``REFUSAL_HOLD``, got a refusal that holds for the whole role (``WHOLE_ROLE_REFUSALS``)
+    # or for every role (a bad token).
     refused_unsent: list[RoleChange] = field(default_factory=list)
     # Discord rate limited the calls (for a server, or all of them): the earliest moment one
     # may be made again. Nothing is sent where the pause holds; run again then.
@@ -137,17 +140,47 @@ class RoleChangeReport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    result: RoleCallResult
+    at: datetime  # when Discord answered
+    until: datetime
+
+
 class RolePauses:
     """Until when Discord asked for no more role changes: per server (the member roles route
     is limited per server), or everywhere (Discord's global limit, or Cloudflare's answer to
     an address that made too many requests). One per process, kept across passes: every pass
     of its workers (and of ``roles sync``) sends nothing where a pause holds, instead of
-    asking again for each batch (one refusal per batch, within the same ``retry_after``)."""
+    asking again for each batch (one refusal per batch, within the same ``retry_after``).
+
+    Also the refusals that hold for a whole role (or, a bad token, for every role), for
+    ``REFUSAL_HOLD``: the changes asked for before one are refused without asking Discord
+    again (once per batch, otherwise: the worker goes on at once after a busy pass). A change
+    asked for after it is sent: the operator may have fixed it since (``roles sync`` then,
+    or a new link), and its answer tells. ``roles sync`` runs in a process of its own, so it
+    starts with none of the workers' refusals."""
 
     def __init__(self) -> None:
         self._servers: dict[DiscordId, datetime] = {}
         self._everywhere: datetime | None = None
         self._blocked = 0  # Cloudflare's 429s since a call last went through
+        self._refusals: dict[LinkedRole | None, _Refusal] = {}  # None: every role
+
+    def refused(self, role: LinkedRole | None, result: RoleCallResult, now: datetime) -> None:
+        """Discord refused a call for the whole of ``role`` (``None``: for every role)."""
+        self._refusals[role] = _Refusal(result, now, now + REFUSAL_HOLD)
+
+    def refusal(
+        self, role: LinkedRole, requested_at: datetime, now: datetime
+    ) -> RoleCallResult | None:
+        """The refusal holding at ``now`` for a change of ``role`` asked for at
+        ``requested_at`` (``None``: send it)."""
+        self._refusals = {r: held for r, held in self._refusals.items() if held.until > now}
+        for held in (self._refusals.get(_EVERY_ROLE), self._refusals.get(role)):
+            if held is not None and requested_at <= held.at:
+                return held.result
+        return None
 
     def rate_limited(self, server: DiscordId, result: RoleCallResult, now: datetime) -> datetime:
         """Pause after Discord's 429 (``result``) to a call for ``server``: until its
@@ -163,9 +196,12 @@ class RolePauses:
             self.pause(None, now + step)
         return self.until(server, now) or now
 
-    def went_through(self) -> None:
-        """A call succeeded: the next Cloudflare 429 pauses for the first step again."""
+    def went_through(self, role: LinkedRole) -> None:
+        """A call for ``role`` succeeded: the next Cloudflare 429 pauses for the first step
+        again, and no refusal holds for the role (nor for every role) any more."""
         self._blocked = 0
+        self._refusals.pop(role, None)
+        self._refusals.pop(_EVERY_ROLE, None)
 
     def pause(self, server: DiscordId | None, until: datetime) -> None:
         """No calls for ``server`` (``None``: for any) before ``until``."""
@@ -233,7 +269,6 @@ class ApplyRoleChanges:
                 now, now + CLAIM_LEASE, limit, skip_guilds=paused
             )
             await uow.commit()
-        refusing: dict[LinkedRole | None, RoleCallResult] = {}  # this pass's, by role
         for change in batch:
             if change.role not in self._configured:
                 await self._write_back(self._unconfigured(change), report.unconfigured, report)
@@ -244,17 +279,11 @@ class ApplyRoleChanges:
                 # call until then would be refused, and too many refusals get a bot banned).
                 await self._write_back(self._held_back(change, until), report.retrying, report)
                 continue
-            refusal = refusing.get(_EVERY_ROLE) or refusing.get(change.role)
+            refusal = self._pauses.refusal(change.role, change.requested_at, self._clock.now())
             if refusal is not None:
                 await self._refuse_unsent(change, refusal, report)
                 continue
-            result = await self._apply(change, report)
-            if result is None:
-                continue
-            if result.outcome in WHOLE_ROLE_REFUSALS:
-                refusing[change.role] = result
-            elif result.outcome is RoleCallOutcome.REJECTED and result.status == 401:
-                refusing[_EVERY_ROLE] = result
+            await self._apply(change, report)
         return replace(report, paused_until=self._pauses.next_end(self._clock.now()))
 
     def _held_back(self, change: RoleChange, until: datetime) -> RoleChange:
@@ -286,14 +315,15 @@ class ApplyRoleChanges:
         audit = self._audit(AuditKind.DISCORD_ROLE_REFUSED, after, now, **detail)
         await self._write_back(after, report.refused_unsent, report, audit)
 
-    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> RoleCallResult | None:
-        """Send one change: Discord's answer (``None``: not sent, no longer this worker's).
-        When Discord rate limited it, pause its server (or everything)."""
+    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> None:
+        """Send one change (unless it is no longer this worker's). When Discord rate limited
+        it, pause its server (or everything); when it refused it for the whole role (or, a
+        bad token, for every role), hold that refusal."""
         now = self._clock.now()
         async with self._uow() as uow:
             held = await uow.role_changes.renew_claim(change, now + CLAIM_LEASE)
             if held is None:  # the claim ran out meanwhile: another worker has it now
-                return None
+                return
             link = await uow.links.get_by_discord_id(held.discord_id)
             await uow.commit()
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
@@ -311,11 +341,15 @@ class ApplyRoleChanges:
             until = self._pauses.rate_limited(held.role.guild_id, result, self._clock.now())
             after, bucket, audit = self._held_back(held, until), report.retrying, None
         else:
+            now = self._clock.now()
             if result.outcome is RoleCallOutcome.DONE:
-                self._pauses.went_through()
+                self._pauses.went_through(held.role)
+            elif result.outcome in WHOLE_ROLE_REFUSALS:
+                self._pauses.refused(held.role, result, now)
+            elif result.outcome is RoleCallOutcome.REJECTED and result.status == 401:
+                self._pauses.refused(_EVERY_ROLE, result, now)
             after, bucket, audit = self._outcome(held, result, report)
         await self._write_back(after, bucket, report, audit, called=True)
-        return result
 
     def _outcome(
         self, held: RoleChange, result: RoleCallResult, report: RoleChangeReport
