@@ -963,60 +963,51 @@ class SqlRoleChanges(_QueueRepo):
         return requested
 
     async def retry_removals(self, role: LinkedRole, now: datetime) -> int:
-        statement = (
-            update(discord_role_changes)
-            .where(
-                _roles.guild_id == role.guild_id.value,
-                _roles.role_id == role.role_id.value,
-                _roles.action == RoleAction.REMOVE.value,
-                _roles.status.in_([RoleChangeStatus.REFUSED.value, RoleChangeStatus.FAILED.value]),
-            )
-            .values(
-                requested_at=now,
-                next_attempt_at=now,
-                status=RoleChangeStatus.PENDING.value,
-                attempts=0,
-                version=_roles.version + 1,
-                finished_at=None,
-                last_error=None,
-            )
+        return await self._ask_again(
+            now,
+            _roles.guild_id == role.guild_id.value,
+            _roles.role_id == role.role_id.value,
+            _roles.action == RoleAction.REMOVE.value,
+            _roles.status.in_([RoleChangeStatus.REFUSED.value, RoleChangeStatus.FAILED.value]),
         )
-        retried = await self._count(statement)
-        if retried:
-            await self._wake_listeners()
-        return retried
 
     async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
         linked = select(user_links.c.discord_id).where(user_links.c.discord_id == _roles.discord_id)
-        statement = (
-            update(discord_role_changes)
-            .where(
-                _roles.guild_id == role.guild_id.value,
-                _roles.role_id == role.role_id.value,
-                _roles.action == RoleAction.ADD.value,
-                _roles.status.in_([s.value for s in _FINISHED]),
-                or_(  # not in the server when refused: they hold none of its roles
-                    _roles.status != RoleChangeStatus.REFUSED.value,
-                    _roles.last_error.is_(None),
-                    _roles.last_error != RoleCallOutcome.NOT_A_MEMBER.value,
-                ),
-                ~linked.exists(),
-            )
-            .values(
-                action=RoleAction.REMOVE.value,
-                requested_at=now,
-                next_attempt_at=now,
-                status=RoleChangeStatus.PENDING.value,
-                attempts=0,
-                version=_roles.version + 1,
-                finished_at=None,
-                last_error=None,
-            )
+        return await self._ask_again(
+            now,
+            _roles.guild_id == role.guild_id.value,
+            _roles.role_id == role.role_id.value,
+            _roles.action == RoleAction.ADD.value,
+            _roles.status.in_([s.value for s in _FINISHED]),
+            or_(  # not in the server when refused: they hold none of its roles
+                _roles.status != RoleChangeStatus.REFUSED.value,
+                _roles.last_error.is_(None),
+                _roles.last_error != RoleCallOutcome.NOT_A_MEMBER.value,
+            ),
+            ~linked.exists(),
+            action=RoleAction.REMOVE,
         )
-        requested = await self._count(statement)
-        if requested:
+
+    async def _ask_again(
+        self, now: datetime, *where: ColumnElement[bool], action: RoleAction | None = None
+    ) -> int:
+        """The finished rows matching ``where`` asked for again, due ``now`` (as ``action``,
+        or their own); how many."""
+        values: dict[str, Any] = {
+            "requested_at": now,
+            "next_attempt_at": now,
+            "status": RoleChangeStatus.PENDING.value,
+            "attempts": 0,
+            "version": _roles.version + 1,
+            "finished_at": None,
+            "last_error": None,
+        }
+        if action is not None:
+            values["action"] = action.value
+        asked = await self._count(update(discord_role_changes).where(*where).values(**values))
+        if asked:
             await self._wake_listeners()
-        return requested
+        return asked
 
     async def claim_due(
         self,
