@@ -109,6 +109,10 @@ class LinkTicketRepository(Protocol):
         (unused, unexpired), as ``consume`` spends one; how many. A ticket that a concurrent
         transaction is spending may be left to it, never waited for."""
 
+    async def add_replacing(self, ticket: LinkTicket) -> None:
+        """``consume_for_discord(ticket.discord.id, ticket.created_at)``, then ``add(ticket)``
+        (in one statement where the store can): the spend never sees the new ticket."""
+
     async def get(self, digest: str) -> LinkTicket | None: ...
 
     async def purge_expired(self, now: datetime) -> int: ...

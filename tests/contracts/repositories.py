@@ -435,6 +435,41 @@ class RepositoryContract:
             }
             assert await uow.link_tickets.consume("a" * 64, NOW) is None
 
+    async def test_a_replacing_ticket_spends_only_the_earlier_live_ones(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Spent whole rows compared: a spend that rewrote other columns would show here."""
+        dee = ticket().discord
+        other = DiscordUser(DiscordId(78), "eve")
+        rows = {
+            "live": replace(ticket("a" * 64), created_at=NOW - timedelta(minutes=2)),
+            "used": replace(ticket("c" * 64), consumed_at=NOW - timedelta(minutes=1)),
+            "expired": replace(ticket("d" * 64), expires_at=NOW),
+            "other": replace(ticket("e" * 64), discord=other),
+        }
+        newer = replace(
+            ticket("f" * 64),
+            discord=DiscordUser(dee.id, "dee2", "Dee", "avatarhash"),
+            expires_at=NOW + timedelta(minutes=10),
+        )
+
+        async def add(uow: UnitOfWork) -> None:
+            for row in rows.values():
+                await uow.link_tickets.add(row)
+
+        await write(uow_factory, add)
+        await write(uow_factory, lambda uow: uow.link_tickets.add_replacing(newer))
+        async with uow_factory() as uow:
+            found = {name: await uow.link_tickets.get(row.digest) for name, row in rows.items()}
+            assert found == rows | {"live": replace(rows["live"], consumed_at=NOW)}
+            assert await uow.link_tickets.get(newer.digest) == newer  # live, as added
+        with pytest.raises(errors.Conflict):  # the same secret twice: refused, nothing spent
+            await write(uow_factory, lambda uow: uow.link_tickets.add_replacing(newer))
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.consume(newer.digest, NOW) == replace(
+                newer, consumed_at=NOW
+            )
+
     async def test_concurrent_consumers_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -161,9 +161,9 @@ async def test_20_link_commands_at_once_leave_at_least_one_button(
 async def test_a_link_command_beside_another_spends_neither_new_ticket(
     h: Harness, pg_db: SqlDatabase
 ) -> None:
-    """The interleaving that leaves two: A spends the old ticket; B runs whole meanwhile (the
-    old one is A's to spend, A's new one does not exist yet); A adds its own. Both new
-    buttons work, the old one does not."""
+    """The interleaving that leaves two: A spends the old ticket and adds its own; B runs whole
+    meanwhile (the old one is A's to spend, A's new one is not committed). Both new buttons
+    work, the old one does not."""
     user = h.discord_user(9006).user
     old = await h.container.issue_link_ticket().execute(user)
     assert isinstance(old, TicketIssued)
@@ -175,12 +175,10 @@ async def test_a_link_command_beside_another_spends_neither_new_ticket(
         return LinkTicket(digest, user, now, now + timedelta(minutes=10))
 
     async with pg_db.unit_of_work() as a:
-        assert await a.link_tickets.consume_for_discord(user.id, now) == 1
+        await a.link_tickets.add_replacing(new(mine.digest))
         async with pg_db.unit_of_work() as b:
-            assert await b.link_tickets.consume_for_discord(user.id, now) == 0
-            await b.link_tickets.add(new(theirs.digest))
+            await b.link_tickets.add_replacing(new(theirs.digest))  # skips, never waits
             await b.commit()
-        await a.link_tickets.add(new(mine.digest))
         await a.commit()
 
     assert await _live_tickets(pg_db, 9006) == 2

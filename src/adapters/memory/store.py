@@ -411,6 +411,10 @@ class MemoryLinkTickets(_Repo):
             tickets[key] = replace(tickets[key], consumed_at=now)
         return len(live)
 
+    async def add_replacing(self, ticket: LinkTicket) -> None:
+        await self.consume_for_discord(ticket.discord.id, ticket.created_at)
+        await self.add(ticket)
+
     async def get(self, digest: str) -> LinkTicket | None:
         return self._t.link_tickets.get(digest)
 

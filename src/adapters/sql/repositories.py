@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Update,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -421,25 +422,57 @@ class SqlPendingLogins(_Repo):
         return await self._count(delete(pending_login).where(pending_login.c.expires_at <= now))
 
 
+def _ticket_values(ticket: LinkTicket) -> dict[str, Any]:
+    return {
+        "token_hash": ticket.digest,
+        "discord_id": ticket.discord.id.value,
+        "discord_username": ticket.discord.username,
+        "discord_global_name": ticket.discord.global_name,
+        "discord_avatar": ticket.discord.avatar,
+        "created_at": ticket.created_at,
+        "expires_at": ticket.expires_at,
+        "consumed_at": ticket.consumed_at,
+    }
+
+
+def _replacing_ticket() -> Insert:
+    """Postgres: one statement spends a Discord account's live tickets (as
+    ``consume_for_discord`` does, at the new ticket's ``created_at``) and adds the new one.
+    Built once. Its parameters are named after no column (``new_`` and ``spend_``): the
+    parameters of a statement executed with a dict, whose keys name columns, would become the
+    SET clause of the UPDATE too. Every part of a statement sees
+    the same snapshot, so the spend never sees the row the INSERT adds."""
+    live = (
+        link_tickets.c.discord_id == bindparam("spend_discord_id"),
+        link_tickets.c.consumed_at.is_(None),
+        link_tickets.c.expires_at > bindparam("spend_at"),
+    )
+    due = select(link_tickets.c.token_hash).where(*live)
+    spend = update(link_tickets).values(consumed_at=bindparam("spend_at"))
+    spent = _claiming(spend, due, link_tickets.c.token_hash, postgres=True).cte("spent")
+    new: dict[str, Any] = {c.name: bindparam(f"new_{c.name}") for c in link_tickets.c}
+    return insert(link_tickets).values(new).add_cte(spent)
+
+
+_REPLACING_TICKET = _replacing_ticket()
+
+
 class SqlLinkTickets(_Repo):
     def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
         super().__init__(session)
         self._postgres = postgres
 
     async def add(self, ticket: LinkTicket) -> None:
-        await self._run(
-            insert(link_tickets),
-            {
-                "token_hash": ticket.digest,
-                "discord_id": ticket.discord.id.value,
-                "discord_username": ticket.discord.username,
-                "discord_global_name": ticket.discord.global_name,
-                "discord_avatar": ticket.discord.avatar,
-                "created_at": ticket.created_at,
-                "expires_at": ticket.expires_at,
-                "consumed_at": ticket.consumed_at,
-            },
-        )
+        await self._run(insert(link_tickets), _ticket_values(ticket))
+
+    async def add_replacing(self, ticket: LinkTicket) -> None:
+        if self._postgres:  # one round trip
+            new = {f"new_{name}": value for name, value in _ticket_values(ticket).items()}
+            spend = {"spend_discord_id": ticket.discord.id.value, "spend_at": ticket.created_at}
+            await self._run(_REPLACING_TICKET, new | spend)
+            return
+        await self.consume_for_discord(ticket.discord.id, ticket.created_at)
+        await self.add(ticket)
 
     async def consume(self, digest: str, now: datetime) -> LinkTicket | None:
         row = await self._consume(link_tickets, link_tickets.c.token_hash, digest, now)

@@ -53,13 +53,12 @@ class IssueLinkTicket:
                 account = await uow.accounts.get(link.account_id)
                 if account is not None:
                     return AlreadyLinked(account, link)
-            # One live button per Discord account: the earlier ones end here. Spent before the
-            # new one is added, so this statement can never see (and spend) the new one, nor
-            # one a concurrent /link adds before it commits.
-            await uow.link_tickets.consume_for_discord(discord.id, now)
+            # One live button per Discord account: the earlier ones end here. The spend never
+            # sees the new one, nor one a concurrent /link adds before it commits.
             secret = self._tokens.issue()
             expires_at = now + ONE_TIME_SECRET_TTL
-            await uow.link_tickets.add(LinkTicket(secret.digest, discord, now, expires_at))
+            ticket = LinkTicket(secret.digest, discord, now, expires_at)
+            await uow.link_tickets.add_replacing(ticket)
             await uow.commit()
         return TicketIssued(secret.token, expires_at)
 
