@@ -76,6 +76,14 @@ class HttpDiscordGuildRoles:
         if code is None and status in (401, 403, 404):
             # Not Discord's JSON (a proxy's page, say): an answer we cannot act on.
             self._http.unreadable(endpoint)
+            if status != 404:
+                # Cloudflare's page for a blocked address (DISCORD.md: "HTML 429/403"), or a
+                # proxy's refusal: nothing this member did, and likely every call's answer
+                # for a while. Paused like Cloudflare's 429, never finished as refused.
+                log.warning("Discord %s answered %s without Discord's JSON", endpoint, status)
+                return RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=status)
+            # A 404 page (a wrong API address, a proxy's): tried again later, as for a 5xx.
+            return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
         outcome = _CODES.get(code, RoleCallOutcome.REJECTED) if code else RoleCallOutcome.REJECTED
         if outcome is RoleCallOutcome.REJECTED:
             log.warning("Discord %s answered %s (code %s)", endpoint, status, code)

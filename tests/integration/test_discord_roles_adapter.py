@@ -119,6 +119,8 @@ async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
             ),
         ),
         ("cloudflare", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=429)),
+        # Cloudflare's HTML 403 for a blocked address: paused, not refused for this member.
+        ("cloudflare-403", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=403)),
     ],
 )
 async def test_discord_failing_becomes_a_retry(
@@ -130,6 +132,19 @@ async def test_discord_failing_becomes_a_retry(
     roles = discord.roles(timeout=1.0 if mode == "timeout" else 30.0)
     assert await roles.add_role(discord.role, discord.member, reason=REASON) == expected
     assert discord.state.test_guild.members[str(discord.member)] == set()
+
+
+async def test_a_404_that_is_not_discords_is_tried_again_not_refused(discord: Discord) -> None:
+    """A wrong API address (or a proxy's page) answers 404 without Discord's error code: not
+    "this member is not in the server", which would finish the change unsent."""
+    roles = HttpDiscordGuildRoles(
+        bot_token=discord.state.bot_token,
+        api_url=f"{discord.url}/not-the-api/v10",
+        http=discord.http(30.0),
+    )
+    for call in (roles.add_role, roles.remove_role):
+        result = await call(discord.role, discord.member, reason=REASON)
+        assert result == RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=404)
 
 
 async def test_no_unreachable_discord_stops_the_adapter(discord: Discord) -> None:

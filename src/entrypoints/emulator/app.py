@@ -103,11 +103,11 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
                 "X-RateLimit-Scope": "global",
             },
         )
-    if mode == "cloudflare":  # what Cloudflare answers an abusive client: HTML, not JSON
+    if mode in ("cloudflare", "cloudflare-403"):  # Cloudflare's to an abusive client: HTML
         return Response(
             "<!doctype html><title>Access denied | discord.com used Cloudflare</title>",
             media_type=MediaType.HTML,
-            status_code=429,
+            status_code=403 if mode == "cloudflare-403" else 429,
         )
     return None
 
