@@ -246,7 +246,8 @@ class RoleChangeRepository(Protocol):
 
     async def retry_removals(self, role: LinkedRole, now: datetime) -> int:
         """Ask again for every removal of ``role`` that Discord refused or that was given up
-        (the member unlinked, but may still have the role), due at ``now``. How many."""
+        (the member unlinked, but may still have the role), due at ``now``; not one refused
+        because the member was not in the server (leaving drops the roles). How many."""
 
     async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
         """Ask for ``role`` to be removed, due at ``now``, wherever the row's last action was

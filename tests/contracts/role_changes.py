@@ -16,7 +16,7 @@ from domain.model import (
     RoleChange,
     RoleChangeStatus,
 )
-from domain.ports import UnitOfWork, UnitOfWorkFactory
+from domain.ports import RoleCallOutcome, UnitOfWork, UnitOfWorkFactory
 from tests.contracts.repositories import LATER, NOW, account, link, write
 
 ROLE = LinkedRole(DiscordId(900), DiscordId(901))
@@ -157,15 +157,17 @@ class RoleChangeContract:
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
         """``roles sync``: an unlinked member whose removal Discord refused (no permission,
-        a wrong token) or that was given up must not keep the role for good."""
+        a wrong token) or that was given up must not keep the role for good. One who was not
+        in the server holds none of its roles: not asked again (each is a refused call)."""
         outcomes = {
-            1: RoleChangeStatus.REFUSED,
-            2: RoleChangeStatus.FAILED,
-            3: RoleChangeStatus.DONE,  # removed: nothing to do
+            1: (RoleChangeStatus.REFUSED, "missing_permissions"),
+            2: (RoleChangeStatus.FAILED, "x"),
+            3: (RoleChangeStatus.DONE, None),  # removed: nothing to do
+            6: (RoleChangeStatus.REFUSED, RoleCallOutcome.NOT_A_MEMBER.value),
         }
 
         async def queue(uow: UnitOfWork) -> None:
-            for n in (1, 2, 3):
+            for n in (1, 2, 3, 6):
                 await uow.role_changes.request(change(n, RoleAction.REMOVE))
             await uow.role_changes.request(change(4, RoleAction.REMOVE))  # still pending
             await uow.role_changes.request(replace(change(5), role=OTHER_ROLE))
@@ -175,7 +177,8 @@ class RoleChangeContract:
             for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
                 n = held.discord_id.value
                 if n in outcomes:
-                    finished = replace(held, status=outcomes[n], attempts=3, last_error="x")
+                    status, error = outcomes[n]
+                    finished = replace(held, status=status, attempts=3, last_error=error)
                     assert await uow.role_changes.finish(finished)
                 else:
                     assert await uow.role_changes.finish(held)  # released untouched
@@ -185,7 +188,7 @@ class RoleChangeContract:
             assert await uow.role_changes.retry_removals(OTHER_ROLE, LATER) == 0
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
-            for n, retried in ((1, True), (2, True), (3, False), (4, False)):
+            for n, retried in ((1, True), (2, True), (3, False), (4, False), (6, False)):
                 row = await uow.role_changes.get(DiscordId(n), ROLE)
                 assert row is not None
                 assert row.action is RoleAction.REMOVE
@@ -198,6 +201,9 @@ class RoleChangeContract:
             done = await uow.role_changes.get(DiscordId(3), ROLE)
             assert done is not None
             assert done.status is RoleChangeStatus.DONE
+            left = await uow.role_changes.get(DiscordId(6), ROLE)
+            assert left is not None
+            assert (left.status, left.last_error) == (RoleChangeStatus.REFUSED, "not_a_member")
 
     async def test_adds_left_to_unlinked_members_become_removals(
         self, uow_factory: UnitOfWorkFactory

@@ -684,6 +684,14 @@ class MemoryOutgoingEmails(_Repo):
         return len(gone)
 
 
+def _refused_as_no_member(change: RoleChange) -> bool:
+    """Not in the server when refused: leaving a server drops its roles (nothing to remove)."""
+    return (
+        change.status is RoleChangeStatus.REFUSED
+        and change.last_error == RoleCallOutcome.NOT_A_MEMBER.value
+    )
+
+
 class MemoryRoleChanges(_Repo):
     async def request(self, change: RoleChange) -> None:
         table = self._t.role_changes
@@ -729,6 +737,7 @@ class MemoryRoleChanges(_Repo):
             if of == role
             and c.action is RoleAction.REMOVE
             and c.status in (RoleChangeStatus.REFUSED, RoleChangeStatus.FAILED)
+            and not _refused_as_no_member(c)
         ]
         for change in stuck:
             await self.request(replace(change, requested_at=now, next_attempt_at=now))
@@ -741,10 +750,7 @@ class MemoryRoleChanges(_Repo):
             if of == role
             and c.action is RoleAction.ADD
             and c.status is not RoleChangeStatus.PENDING
-            and not (  # not in the server when refused: they hold none of its roles
-                c.status is RoleChangeStatus.REFUSED
-                and c.last_error == RoleCallOutcome.NOT_A_MEMBER.value
-            )
+            and not _refused_as_no_member(c)
             and discord_id not in self._t.links
         ]
         for change in left:

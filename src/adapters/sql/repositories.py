@@ -905,6 +905,16 @@ _roles = discord_role_changes.c
 _FINISHED = (RoleChangeStatus.DONE, RoleChangeStatus.FAILED, RoleChangeStatus.REFUSED)
 
 
+# Not refused because the member was not in the server: leaving a server drops its roles, so
+# there is nothing to remove (and each call would be one more refusal towards Discord's limit of
+# invalid requests per address).
+_NOT_REFUSED_AS_NO_MEMBER = or_(
+    _roles.status != RoleChangeStatus.REFUSED.value,
+    _roles.last_error.is_(None),
+    _roles.last_error != RoleCallOutcome.NOT_A_MEMBER.value,
+)
+
+
 class SqlRoleChanges(_QueueRepo):
     channel = ROLE_QUEUE_CHANNEL
 
@@ -1002,6 +1012,7 @@ class SqlRoleChanges(_QueueRepo):
             _roles.role_id == role.role_id.value,
             _roles.action == RoleAction.REMOVE.value,
             _roles.status.in_([RoleChangeStatus.REFUSED.value, RoleChangeStatus.FAILED.value]),
+            _NOT_REFUSED_AS_NO_MEMBER,
         )
 
     async def request_for_unlinked(self, role: LinkedRole, now: datetime) -> int:
@@ -1012,11 +1023,7 @@ class SqlRoleChanges(_QueueRepo):
             _roles.role_id == role.role_id.value,
             _roles.action == RoleAction.ADD.value,
             _roles.status.in_([s.value for s in _FINISHED]),
-            or_(  # not in the server when refused: they hold none of its roles
-                _roles.status != RoleChangeStatus.REFUSED.value,
-                _roles.last_error.is_(None),
-                _roles.last_error != RoleCallOutcome.NOT_A_MEMBER.value,
-            ),
+            _NOT_REFUSED_AS_NO_MEMBER,
             ~linked.exists(),
             action=RoleAction.REMOVE,
         )
