@@ -150,6 +150,24 @@ async def test_faults_make_discord_fail(server: Server) -> None:
     assert (await server.client.put(server.path(), headers=server.bot)).status_code == 204
 
 
+async def test_an_address_cloudflare_blocks_gets_403_for_every_call(server: Server) -> None:
+    """DISCORD.md: "Cloudflare may answer HTML 429/403 to abusive clients"; since 2023
+    Discord words the block as JSON, ``{"message": "internal network error", "code": 40333}``
+    (discord/discord-api-docs#6473). Neither is a refusal of the call itself."""
+    for mode in ("cloudflare-403", "blocked"):
+        await server.client.post(
+            "/_emulator/faults", json={"endpoint": "member_roles", "mode": mode}
+        )
+        blocked = await server.client.put(server.path(), headers=server.bot)
+        assert blocked.status_code == 403, mode
+        if mode == "blocked":
+            assert blocked.json() == {"message": "internal network error", "code": 40333}
+        else:
+            assert blocked.headers["content-type"].startswith("text/html")
+            assert "Cloudflare" in blocked.text
+    assert server.roles_of(server.dora) == set()
+
+
 async def test_the_test_api_sets_up_and_shows_a_server(server: Server) -> None:
     client, guild = server.client, f"/_emulator/guilds/{TEST_GUILD_ID}"
     created = await client.post(f"{guild}/roles", json={"name": "Verified", "position": 2})

@@ -109,6 +109,8 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
             media_type=MediaType.HTML,
             status_code=403 if mode == "cloudflare-403" else 429,
         )
+    if mode == "blocked":  # the same block as Discord has answered it since 2023: JSON, 40333
+        return Response({"message": "internal network error", "code": 40333}, status_code=403)
     return None
 
 

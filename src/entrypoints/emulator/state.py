@@ -182,7 +182,8 @@ class EmulatorState:
     # Who is signed in to "Discord" in each browser (session cookie -> user id).
     browser_sessions: dict[str, str] = field(default_factory=dict)
     # endpoint name ("token", "users_me", "token_revoke") -> "500" | "timeout" | "garbage" | "429" |
-    # "429-global" | "cloudflare" | "cloudflare-403"; "callback" -> "reject"
+    # "429-global" | "cloudflare" (HTML 429) | "cloudflare-403" (HTML 403) | "blocked" (JSON 403,
+    # code 40333: Cloudflare's block as Discord words it); "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
     fault_delay: float = 5.0  # how long "timeout" holds an answer (less, if the fault is lifted)
