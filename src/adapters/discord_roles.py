@@ -28,6 +28,10 @@ _CODES = {
     50013: RoleCallOutcome.MISSING_PERMISSIONS,  # Missing Permissions
 }
 _REASON_MAX = 512  # Discord's limit for X-Audit-Log-Reason
+# Discord's JSON for an address Cloudflare blocks ("internal network error", since 2023,
+# discord/discord-api-docs#6473; before, and still at times, an HTML page): every call gets a
+# 403 while the block lasts.
+_BLOCKED = 40333
 
 
 class HttpDiscordGuildRoles:
@@ -76,14 +80,15 @@ class HttpDiscordGuildRoles:
         if code is None and status in (401, 403, 404):
             # Not Discord's JSON (a proxy's page, say): an answer we cannot act on.
             self._http.unreadable(endpoint)
-            if status != 404:
-                # Cloudflare's page for a blocked address (DISCORD.md: "HTML 429/403"), or a
-                # proxy's refusal: nothing this member did, and likely every call's answer
-                # for a while. Paused like Cloudflare's 429, never finished as refused.
-                log.warning("Discord %s answered %s without Discord's JSON", endpoint, status)
-                return RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=status)
-            # A 404 page (a wrong API address, a proxy's): tried again later, as for a 5xx.
-            return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
+            if status == 404:  # a wrong API address, a proxy's page: tried again, as a 5xx
+                return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
+        if (code is None and status in (401, 403)) or (status == 403 and code == _BLOCKED):
+            # Cloudflare blocking this address (DISCORD.md: "HTML 429/403"; or Discord's
+            # 40333), or a proxy's refusal: nothing this member did, and likely every call's
+            # answer for a while. Paused like Cloudflare's 429, never finished as refused (which
+            # would end every change asked for while it lasts, each call prolonging it).
+            log.warning("Discord %s answered %s (code %s): blocked?", endpoint, status, code)
+            return RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=status)
         outcome = _CODES.get(code, RoleCallOutcome.REJECTED) if code else RoleCallOutcome.REJECTED
         if outcome is RoleCallOutcome.REJECTED:
             log.warning("Discord %s answered %s (code %s)", endpoint, status, code)

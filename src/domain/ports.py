@@ -667,7 +667,9 @@ class RoleCallOutcome(enum.StrEnum):
     MISSING_PERMISSIONS = "missing_permissions"  # 50013 (no Manage Roles, role above the bot's)
     UNKNOWN_GUILD = "unknown_guild"  # 10004, or 50001 Missing Access: the bot left the server
     REJECTED = "rejected"  # any other 4xx (a bad bot token: 401)
-    RATE_LIMITED = "rate_limited"  # 429: try again after ``retry_after``
+    # 429: try again after ``retry_after``; also a 403 that blocks the address (Cloudflare's
+    # HTML page, or Discord's 40333), which, as Cloudflare's 429, says no ``retry_after``
+    RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"  # 5xx, a timeout, no connection, an unreadable answer
 
 

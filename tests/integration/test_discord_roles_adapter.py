@@ -119,8 +119,11 @@ async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
             ),
         ),
         ("cloudflare", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=429)),
-        # Cloudflare's HTML 403 for a blocked address: paused, not refused for this member.
+        # An address Cloudflare blocks: a 403 for every call, not a refusal of this one (taken
+        # as one, every change in the queue would be refused for good while the block lasts).
+        # Like Cloudflare's 429, it pauses every call, for longer after each one in a row.
         ("cloudflare-403", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=403)),
+        ("blocked", RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=403)),
     ],
 )
 async def test_discord_failing_becomes_a_retry(
