@@ -79,6 +79,15 @@ async def test_adding_and_removing_a_role(discord: Discord) -> None:
     assert guild.members[str(discord.member)] == set()
 
 
+async def test_a_reason_too_long_for_discord_is_cut_to_its_limit(discord: Discord) -> None:
+    """Discord refuses an X-Audit-Log-Reason over 512 characters (400 50035): the adapter
+    cuts it, counting characters, not the bytes of its URL-encoding."""
+    long = "TaskFlow Link: ✓ " + "é" * 600
+    added = await discord.roles().add_role(discord.role, discord.member, reason=long)
+    assert added == RoleCallResult(RoleCallOutcome.DONE, status=204)
+    assert discord.state.test_guild.role_requests[-1].reason == long[:512]
+
+
 async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
     roles, state = discord.roles(), discord.state
     outsider = DiscordId.parse(state.add_user("outsider", member=False).id)

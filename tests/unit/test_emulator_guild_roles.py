@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -148,6 +149,25 @@ async def test_faults_make_discord_fail(server: Server) -> None:
     assert everywhere.headers["x-ratelimit-global"] == "true"
     await server.client.post("/_emulator/faults", json={"endpoint": "member_roles", "mode": None})
     assert (await server.client.put(server.path(), headers=server.bot)).status_code == 204
+
+
+async def test_an_audit_log_reason_over_512_characters_is_refused(server: Server) -> None:
+    """Discord's audit log reason is 1-512 characters (URL-encoded in the header, counted
+    decoded): a longer one is refused as the ``reason`` field, and nothing changes."""
+    fits = quote("é" * 512)  # 1536 characters on the wire, 512 once decoded
+    assert (
+        await server.client.put(server.path(), headers={**server.bot, "X-Audit-Log-Reason": fits})
+    ).status_code == 204
+    for method in ("PUT", "DELETE"):
+        long = await server.client.request(
+            method,
+            server.path(),
+            headers={**server.bot, "X-Audit-Log-Reason": quote("é" * 513)},
+        )
+        assert long.status_code == 400, method
+        assert long.json()["code"] == 50035
+        assert long.json()["errors"]["reason"]["_errors"][0]["code"] == "BASE_TYPE_MAX_LENGTH"
+    assert server.roles_of(server.dora) == {server.role.id}
 
 
 async def test_an_address_cloudflare_blocks_gets_403_for_every_call(server: Server) -> None:

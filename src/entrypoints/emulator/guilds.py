@@ -3,7 +3,8 @@ as Discord answers (https://discord.com/developers/docs/resources/guild#add-guil
 and a test API to set up and inspect a server.
 
 ``PUT`` / ``DELETE /api/v10/guilds/{guild}/members/{user}/roles/{role}``, with the bot token:
-204; 401 without it; 400 (50035, "is not snowflake") for an id that is not one; 404 with 10004
+204; 401 without it; 400 (50035, "is not snowflake") for an id that is not one, or for an
+``X-Audit-Log-Reason`` over 512 characters (decoded); 404 with 10004
 Unknown Guild, 10007 Unknown Member or 10011 Unknown Role; 403 with 50013 Missing Permissions
 when the bot's role lacks Manage Roles or is not above the role. The
 ``X-Audit-Log-Reason`` is recorded with each call.
@@ -25,6 +26,9 @@ from entrypoints.emulator.state import EmulatorState, Guild, RoleRequest
 
 Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
 MAX_SNOWFLAKE = 2**64 - 1
+# "The X-Audit-Log-Reason header supports 1-512 URL-encoded UTF-8 characters"; a longer one
+# is refused as the reason field (discord/discord-api-docs#811: "an error is thrown").
+MAX_REASON = 512
 
 
 def _error(message: str, code: int, status: int) -> Response[Any]:
@@ -100,10 +104,28 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
         ids = {"guild_id": guild_id, "user_id": user_id, "role_id": role_id}
         if (invalid := not_snowflakes(ids)) is not None:
             return invalid
+        reason = request.headers.get("x-audit-log-reason")
+        if reason is not None and len(unquote(reason)) > MAX_REASON:
+            return Response(
+                {
+                    "message": "Invalid Form Body",
+                    "code": 50035,
+                    "errors": {
+                        "reason": {
+                            "_errors": [
+                                {
+                                    "code": "BASE_TYPE_MAX_LENGTH",
+                                    "message": f"Must be {MAX_REASON} or fewer in length.",
+                                }
+                            ]
+                        }
+                    },
+                },
+                status_code=400,
+            )
         guild = state.guilds.get(guild_id)
         refusal = _refusal(guild, user_id, role_id)
         if guild is not None:
-            reason = request.headers.get("x-audit-log-reason")
             guild.role_requests.append(
                 RoleRequest(
                     request.method,
