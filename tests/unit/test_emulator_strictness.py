@@ -563,6 +563,26 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     assert interaction.followups == []
 
 
+async def test_an_edit_keeps_the_flags_a_message_cannot_lose(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """An edit sending ``flags: 0`` leaves an ephemeral reply ephemeral ("an existing
+    message's ephemeral state cannot be changed") and a components one with
+    IS_COMPONENTS_V2 ("can only be set"), so content is still refused on it after."""
+    state, client = emulator
+    for first, kept in ((reply(content="hi", flags=64), 64), (v2(flags=64 | 32768), 64 | 32768)):
+        interaction = _pending(state)
+        await client.post(
+            f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback", json=first
+        )
+        original = f"/api/v10/webhooks/{APP_ID}/{interaction.token}/messages/@original"
+        assert (await client.patch(original, json={"flags": 0})).status_code == 200
+        assert interaction.response is not None
+        assert interaction.response["data"]["flags"] == kept
+        content = await client.patch(original, json={"content": "now with content"})
+        assert content.status_code == (400 if kept & 32768 else 200)
+
+
 @pytest.mark.parametrize(("deferred_flags", "follow_up_flags"), [(64, 0), (0, 64)])
 async def test_the_first_follow_up_after_a_deferral_edits_the_thinking_message(
     emulator: tuple[EmulatorState, Client], deferred_flags: int, follow_up_flags: int

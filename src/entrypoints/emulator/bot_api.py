@@ -38,6 +38,7 @@ from entrypoints.emulator.validation import (
     CONTEXT_BOT_DM,
     CONTEXT_GUILD,
     EDIT_FLAGS,
+    FLAG_IS_COMPONENTS_V2,
     check_command_response,
     check_commands,
     check_webhook_message,
@@ -638,7 +639,11 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        return edit_reply(interaction, {**previous, **data})
+        # SUPPRESS_EMBEDS comes and goes; EPHEMERAL and IS_COMPONENTS_V2 stay once set ("an
+        # existing message's ephemeral state cannot be changed"; V2 "can only be set").
+        flags = int((data.get("flags") if "flags" in data else previous.get("flags")) or 0)
+        flags |= int(previous.get("flags") or 0) & (EPHEMERAL | FLAG_IS_COMPONENTS_V2)
+        return edit_reply(interaction, {**previous, **data, "flags": flags})
 
     def edit_reply(interaction: Interaction, message: dict[str, Any]) -> Response[Any]:
         """The original response becomes ``message`` (a deferred one stops "thinking…")."""
