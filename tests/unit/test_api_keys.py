@@ -310,6 +310,28 @@ async def test_ids_that_match_the_pattern_but_no_one_can_have_are_simply_not_lin
         assert "account_id (path)" in not_uuid.json()["error"]["message"]
 
 
+async def test_a_path_id_is_read_as_a_number_as_a_lookup_reads_it(h: Harness) -> None:
+    """Leading zeros change nothing, whatever the id's length: 20 digits such as
+    ``00000000000000005150`` are 5150, as in a bulk lookup. They were read as "more than 19
+    digits, so past 64 bits": the lookup said not linked, and an offboarding DELETE answered
+    ``not_linked`` (which a service takes as done) while the link stayed."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(5150))
+    writer = _bearer((await h.container.create_api_key().execute("w", BOTH)).token)
+    padded = "5150".zfill(20)
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        bulk = await client.post(
+            "/api/v1/links/lookup", json={"discord_ids": [padded]}, headers=writer
+        )
+        assert [link["discord_id"] for link in bulk.json()["links"]] == ["5150"]
+        found = await client.get(f"/api/v1/links/{padded}", headers=writer)
+        assert found.status_code == 200, found.text
+        assert found.json()["discord_id"] == "5150"
+        removed = await client.delete(f"/api/v1/links/{padded}", headers=writer)
+        assert removed.status_code == 200, removed.text
+        assert (await client.get("/api/v1/links/5150", headers=writer)).status_code == 404
+
+
 async def test_options_lists_every_method_of_the_path(h: Harness) -> None:
     """Litestar 2 listed only the first handler's method (litestar#4169)."""
     async with AsyncTestClient(app=create_app(h.container)) as client:
