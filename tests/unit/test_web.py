@@ -721,6 +721,35 @@ async def test_a_bulk_body_msgspec_cannot_read_is_a_400_not_a_500(
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "http_400"
+    assert answer.json()["error"]["message"].startswith(
+        "The request was not valid: JSON is malformed: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"discord_ids": ', "input data was truncated"),
+        (b'{"discord_ids": ["1"]} x', "trailing characters"),
+        (b"discord_ids=1", "invalid character"),
+    ],
+)
+async def test_a_bulk_body_that_is_not_json_is_refused_saying_why(
+    client: Client, h: Harness, body: bytes, says: str
+) -> None:
+    """The README's table: a 400's message names what is wrong. A body that is not JSON got
+    only "The request was not valid." (Litestar raises a ClientException for it, not the
+    ValidationException the message's code looked for)."""
+    key = (await h.container.create_api_key().execute("bulk")).token
+    answer = await client.post(
+        "/api/v1/links/lookup",
+        content=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]["message"]
+    assert message.startswith("The request was not valid: JSON is malformed: "), message
+    assert says in message
 
 
 async def test_an_id_with_a_line_break_at_its_end_is_refused(client: Client, h: Harness) -> None:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.response import Redirect, Template
 
 from domain import errors
@@ -193,8 +193,12 @@ def _api_message(exc: HTTPException, fallback: str) -> str:
         ]
         if problems:
             return "The request was not valid: " + "; ".join(problems[:5])
-        if exc.detail.startswith("JSON is malformed"):
-            return f"The request was not valid: {exc.detail}"
+    # A body that is not JSON: Litestar raises a ClientException (not a ValidationException)
+    # with msgspec's words ("JSON is malformed: trailing characters (byte 22)", "Input data
+    # was truncated").
+    if exc.status_code == 400 and isinstance(exc.__cause__, SerializationException):
+        detail = exc.detail.removeprefix("JSON is malformed: ")
+        return f"The request was not valid: JSON is malformed: {detail[:1].lower()}{detail[1:]}"
     return fallback
 
 
