@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -34,6 +35,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _PORT = click.IntRange(1, 65535)
+
+
+class _Seconds(click.FloatRange):
+    """A number of seconds within a range. ``nan`` is not one, though FloatRange takes it
+    (every comparison with it is false): ``roles sync --wait nan`` waited with no end."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -272,7 +286,7 @@ def roles() -> None:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(0, 3600),
+    type=_Seconds(0, 3600),
     default=60,
     show_default=True,
     help="Seconds to keep applying changes Discord asked to retry later (rate limits, "

@@ -717,3 +717,17 @@ def test_a_command_that_cannot_reach_the_database_hides_its_password(
         failed.output
     )
     assert "s3cr3t-pw" not in failed.output
+
+
+@pytest.mark.parametrize("wait", ["nan", "NaN", "-nan"])
+def test_roles_sync_refuses_a_wait_that_is_not_a_number(
+    monkeypatch: pytest.MonkeyPatch, wait: str
+) -> None:
+    """click's FloatRange takes nan (every comparison with it is false), and a deadline of
+    nan never came: the command kept waiting for Discord with no end."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    result = CliRunner().invoke(cli, ["roles", "sync", "--wait", wait])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--wait'" in result.output
+    assert "is not a number of seconds" in result.output
+    assert CliRunner().invoke(cli, ["roles", "sync", "--wait", "3601"]).exit_code == 2
