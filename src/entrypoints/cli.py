@@ -202,7 +202,8 @@ def webhooks_status() -> None:
 def webhooks_retry(delivery_id: uuid.UUID | None) -> None:
     """Send again the webhook deliveries that were given up or refused with 410 Gone (all of
     them, or one with --id), with a fresh round of attempts; endpoints that answered 410 Gone
-    (all of them, or the one of that delivery) are sent to again."""
+    (all of them, or the one of that delivery when it is the one refused) are sent to again
+    (a given-up delivery named alone waits behind its endpoint's refused one)."""
     requeued = _run_use_case(lambda c: c.requeue_webhooks().execute(delivery_id))
     click.echo(f"Requeued {requeued} webhook delivery(ies).")
 

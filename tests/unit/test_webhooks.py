@@ -839,3 +839,41 @@ def test_only_ids_and_times_travel() -> None:
     }
     assert "secret_name" not in event.payload
     assert "avatarhash" not in event.payload
+
+
+async def test_retrying_a_given_up_delivery_alone_never_lets_an_endpoints_stream_skip_its_410(
+    hooks: tuple[Harness, ScriptedSender],
+) -> None:
+    """An attacker's review: `webhooks retry --id` of a delivery given up earlier also started
+    again the endpoint that had since answered 410 to a later one, so the deliveries queued
+    after the refused one went out while it stayed unsent: a hole in the receiver's stream
+    (bob's event missing between alice's and carol's), filled out of order by a later
+    `webhooks retry`. Only the refused delivery starts its endpoint again."""
+    h, sender = hooks
+    script: list[int | Exception] = [500] * MAX_ATTEMPTS
+    sender.answers["hooks.example.com"] = [*script, 410]
+    await h.sign_up("alice", "alice@example.com")
+    for _ in range(MAX_ATTEMPTS):  # alice's is given up
+        await h.container.deliver_webhooks().execute()
+        h.clock.advance(timedelta(days=2))
+    await h.sign_up("bob", "bob@example.com")
+    [refused] = (await h.container.deliver_webhooks().execute()).gone  # bob's: 410
+    await h.sign_up("carol", "carol@example.com")
+    failed = next(d for d in deliveries(h) if d.state is WebhookState.FAILED)
+
+    def users() -> list[str]:
+        return [json.loads(m.body)["data"]["taskflow_user_id"] for m in sender.to(failed.host)]
+
+    assert await h.container.requeue_webhooks().execute(failed.id) == 1
+    while (await h.container.deliver_webhooks().execute()).busy:
+        pass
+    assert len(users()) == MAX_ATTEMPTS + 1  # the endpoint still waits for its refused one
+    assert await h.container.requeue_webhooks().execute(refused.id) == 1
+    while (await h.container.deliver_webhooks().execute()).busy:
+        pass
+    queued = [
+        json.loads(d.event.payload)["data"]["taskflow_user_id"]
+        for d in deliveries(h)
+        if d.host == failed.host
+    ]
+    assert users()[MAX_ATTEMPTS + 1 :] == queued  # alice's, bob's, carol's: no hole

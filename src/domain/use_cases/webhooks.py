@@ -165,7 +165,8 @@ class DeliverWebhooks:
 class RequeueWebhooks:
     """``taskflow-link webhooks retry``: send again what was given up or refused with 410
     (every such delivery, or one by its id), with a fresh round of attempts, and send to the
-    endpoints concerned again."""
+    endpoints that answered 410 again (all of them, or the one whose refused delivery is
+    named; a given-up delivery named alone waits behind its endpoint's refused one)."""
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
@@ -185,7 +186,12 @@ class RequeueWebhooks:
                 ):
                     raise errors.NotFound("No webhook delivery with this id failed or was refused.")
                 requeued = await uow.webhooks.requeue(self._clock.now(), delivery_id)
-                await uow.webhooks.forget_gone(delivery.endpoint)
+                # Only the delivery refused with 410 (its endpoint's stopped head) starts the
+                # endpoint again: a given-up one sent again must not let the deliveries queued
+                # after the refused one go out while the refused one stays unsent (a hole in
+                # the receiver's stream, filled out of order by a later `webhooks retry`).
+                if delivery.state is WebhookState.GONE:
+                    await uow.webhooks.forget_gone(delivery.endpoint)
             await uow.commit()
         return requeued
 
