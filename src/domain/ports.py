@@ -422,7 +422,9 @@ class WebhookRepository(Protocol):
         """Per endpoint that has deliveries: how many in each state, and the newest error."""
 
     async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
-        """Forget deliveries that finished before ``before``, and pending ones queued before
+        """Forget deliveries that finished before ``before`` (but one refused with 410 by an
+        endpoint still stopped, unless ``configured`` leaves the endpoint out: `webhooks
+        retry` sends it first, before the queue behind it), and pending ones queued before
         then (by ``created_at``: the oldest part of their queue, never a stretch in its
         middle) of endpoints not in ``configured`` (keys; ``None``: no pending one goes),
         a queue only when none of it was attempted, delivered, let go or requeued since

@@ -1292,6 +1292,50 @@ class RepositoryContract:
             ]
             assert all(left)
 
+    async def test_a_stopped_endpoints_refused_delivery_outlives_the_purge(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """An attacker's review: the delivery an endpoint answered 410 to went 30 days after,
+        while the endpoint stayed stopped and its later deliveries waited behind it, so
+        `webhooks retry` then started the stream after it (a hole: the event never sent).
+        It stays while its endpoint is stopped and configured (or none is named); another
+        endpoint's 410'd delivery (started again since) goes, and so does it once its URL is
+        no longer configured."""
+        cutoff = NOW - timedelta(days=30)
+        month_ago = NOW - timedelta(days=40)
+        refused, [refused_delivery] = webhook(month_ago)
+        behind, [behind_delivery] = webhook(month_ago)
+        other, [other_delivery] = webhook(month_ago, HOOK_B)
+
+        def refused_then(delivery: WebhookDelivery) -> WebhookDelivery:
+            return replace(delivery, state=WebhookState.GONE, finished_at=NOW - timedelta(days=31))
+
+        async def add_all(uow: UnitOfWork) -> None:
+            await uow.webhooks.add(refused, [refused_then(refused_delivery)])
+            await uow.webhooks.add(behind, [behind_delivery])
+            await uow.webhooks.add(other, [refused_then(other_delivery)])
+            await uow.webhooks.mark_gone(HOOK_A, NOW - timedelta(days=31))
+
+        await write(uow_factory, add_all)
+        async with uow_factory() as uow:
+            assert await uow.webhooks.purge_finished(cutoff, None) == 1
+            await uow.rollback()
+        async with uow_factory() as uow:
+            assert await uow.webhooks.purge_finished(cutoff, [HOOK_A.key, HOOK_B.key]) == 1
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            kept = await uow.webhooks.get(refused_delivery.id)
+            assert kept is not None
+            assert kept.state is WebhookState.GONE
+            assert kept.event == refused
+            assert await uow.webhooks.get(other_delivery.id) is None
+        async with uow_factory() as uow:  # HOOK_A no longer configured: its queue goes
+            assert await uow.webhooks.purge_finished(cutoff, []) == 2
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            for purged in (refused_delivery, behind_delivery):
+                assert await uow.webhooks.get(purged.id) is None
+
     async def test_uncommitted_webhooks_are_rolled_back(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -877,3 +877,26 @@ async def test_retrying_a_given_up_delivery_alone_never_lets_an_endpoints_stream
         if d.host == failed.host
     ]
     assert users()[MAX_ATTEMPTS + 1 :] == queued  # alice's, bob's, carol's: no hole
+
+
+async def test_webhooks_retry_a_month_after_a_410_sends_the_refused_delivery_first() -> None:
+    """An attacker's review: purge-expired deleted the delivery an endpoint answered 410 to
+    30 days after, though its endpoint was still stopped and the later ones waited behind it:
+    `webhooks retry` then sent bob's event and never alice's."""
+    h = webhook_harness(HOOKS)
+    sender = ScriptedSender({"hooks.example.com": [410]})
+    h.container.webhook_sender.override(sender)
+    try:
+        await h.sign_up("alice", "alice@example.com")
+        [refused] = (await h.container.deliver_webhooks().execute()).gone
+        h.clock.advance(timedelta(days=1))
+        await h.sign_up("bob", "bob@example.com")
+        h.clock.advance(timedelta(days=31))
+        assert (await h.container.purge_expired().execute()).webhook_deliveries == 0
+        assert await h.container.requeue_webhooks().execute() == 1
+        while (await h.container.deliver_webhooks().execute()).busy:
+            pass
+    finally:
+        h.container.unwire()
+    sent = [m.message_id for m in sender.to("hooks.example.com")]
+    assert sent == [refused.event.message_id] + [d.event.message_id for d in deliveries(h)]

@@ -1046,8 +1046,17 @@ class MemoryWebhooks(_Repo):
 
     async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
         table = self._t.webhook_deliveries
+        # As SqlWebhooks: the 410'd head of a queue still stopped (and configured) stays.
         gone = [
-            key for key, d in table.items() if d.finished_at is not None and d.finished_at < before
+            key
+            for key, d in table.items()
+            if d.finished_at is not None
+            and d.finished_at < before
+            and not (
+                d.state is WebhookState.GONE
+                and d.endpoint in self._t.gone_endpoints
+                and (configured is None or d.endpoint in configured)
+            )
         ]
         if configured is not None:
             # As SqlWebhooks._purge_abandoned: a queue nobody has sent from since ``before``,

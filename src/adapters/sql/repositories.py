@@ -1172,6 +1172,19 @@ def _webhook_delivery_values(delivery: WebhookDelivery) -> dict[str, Any]:
     }
 
 
+def _stopped_head(configured: Sequence[str] | None) -> ColumnElement[bool]:
+    """A delivery refused with 410 by an endpoint still stopped (``gone_webhook_endpoints``)
+    and still configured (``None``: any): the head of a queue that waits for `webhooks
+    retry`, which sends it first. Purged, the retry would start the queue after it, a hole
+    in the receiver's stream."""
+    d = webhook_deliveries.c
+    stopped = and_(
+        d.state == WebhookState.GONE.value,
+        d.endpoint.in_(select(gone_webhook_endpoints.c.endpoint).scalar_subquery()),
+    )
+    return stopped if configured is None else and_(stopped, d.endpoint.in_(sorted(configured)))
+
+
 class SqlWebhooks(_QueueRepo):
     channel = WEBHOOK_QUEUE_CHANNEL
 
@@ -1351,7 +1364,11 @@ class SqlWebhooks(_QueueRepo):
         on one claim's row while holding rows another claim waits for could close a circle
         of waits). SQLite has no row locks, and runs writers one at a time."""
         d = webhook_deliveries.c
-        old = select(d.seq).where(d.finished_at.is_not(None), d.finished_at < before)
+        old = select(d.seq).where(
+            d.finished_at.is_not(None),
+            d.finished_at < before,
+            ~_stopped_head(configured),
+        )
         if self._postgres:
             old = old.with_for_update(skip_locked=True)
         purged = await self._count(
