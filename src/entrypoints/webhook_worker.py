@@ -77,9 +77,10 @@ class WebhookWorker(QueueWorker):
         for d in report.gone:
             log.warning(
                 "webhook endpoint %s answered 410 Gone to %s: nothing more is sent to it until "
-                "`taskflow-link webhooks retry`",
+                "`taskflow-link webhooks retry` (`--id %s`: this delivery first, then the rest)",
                 d.host,
                 d.event.message_id,
+                d.id,
             )
         for d in report.taken_over:
             log.warning(

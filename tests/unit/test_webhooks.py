@@ -711,6 +711,7 @@ async def test_the_worker_logs_hosts_and_ids_never_urls_or_secrets(
     assert len(report.retrying) == len(report.gone) == 1
     assert "hooks.example.com" in caplog.text
     assert "410 Gone" in caplog.text
+    assert f"retry` (`--id {report.gone[0].id}`" in caplog.text  # the refused one, to send
     assert "t0ps3cret" not in caplog.text
     assert SECRET.removeprefix("whsec_") not in caplog.text
 
