@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from adapters.sql import SqlDatabase
+from adapters.sql.repositories import SqlWebhooks
 from domain.model import DiscordId
-from domain.ports import UnitOfWork
+from domain.ports import UnitOfWork, WebhookMessage
 from domain.use_cases import WebhookReport
-from domain.webhooks import WebhookDelivery, WebhookState
+from domain.webhooks import GoneEndpoint, WebhookDelivery, WebhookEndpoint, WebhookState
 from tests.contracts.repositories import HOOK_A, HOOK_B, NOW, webhook, write
 from tests.fakes.webhooks import InterleavingSender
 from tests.harness import sql_harness
@@ -213,3 +217,45 @@ async def test_bulk_requeue_locks_its_rows_endpoint_by_endpoint_in_queue_order(
         assert not requeuing.done()
         assert [await can_lock(i) for i in (a1, a2, b2)] == [False, False, True]
     assert await asyncio.wait_for(requeuing, DEADLINE) == 4
+
+
+async def test_a_pass_that_saw_no_410_before_its_claim_sends_nothing_behind_one_made_meanwhile(
+    postgres: PostgresServer, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's review: worker B's pass read the stopped endpoints, then worker A's
+    attempt was answered 410 (its delivery refused, the endpoint stopped, the ones behind let
+    go), then B claimed: each statement sees what committed before it, so B took the
+    deliveries behind the refused one and sent them, ahead of it, to an endpoint that had
+    asked for nothing more. B lets them go untried."""
+    sent: list[str] = []
+
+    class RefusingFirst:
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            sent.append(json.loads(message.body)["data"]["taskflow_user_id"])
+            return 410 if len(sent) == 1 else 204
+
+    async with sql_harness(
+        postgres.url, webhook_urls="https://hooks.example.com/in", webhook_secret=SECRET
+    ) as h:
+        h.container.webhook_sender.override(RefusingFirst())
+        for name in ("alice", "bob", "carol"):
+            await h.sign_up(name, f"{name}@example.com")
+        read_gone = SqlWebhooks.gone_endpoints
+        worker_a: list[WebhookReport] = []
+
+        async def then_worker_a_meanwhile(self: SqlWebhooks) -> Sequence[GoneEndpoint]:
+            found = await read_gone(self)
+            if not worker_a:  # worker B's first look: worker A's whole pass runs now
+                worker_a.append(WebhookReport())
+                worker_a[0] = await h.container.deliver_webhooks().execute()
+            return found
+
+        monkeypatch.setattr(SqlWebhooks, "gone_endpoints", then_worker_a_meanwhile)
+        worker_b = await h.container.deliver_webhooks().execute()
+        monkeypatch.undo()
+        assert len(worker_a[0].gone) == 1
+        assert worker_b == WebhookReport()
+        async with pg_db.unit_of_work(read_only=True) as uow:
+            [status] = await uow.webhooks.summary()
+        assert status.counts == {WebhookState.GONE: 1, WebhookState.PENDING: 2}
+    assert len(sent) == 1  # alice's, refused; bob's and carol's wait behind it

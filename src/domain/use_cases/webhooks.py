@@ -77,8 +77,18 @@ class DeliverWebhooks:
             # One call: it locks the endpoints' queues in one order, whatever the order of
             # the URLs in this instance's settings (two orders could wait for each other).
             wanted = [key for key in self._endpoints if key not in gone]
-            for delivery in await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, wanted):
-                by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
+            claimed = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, wanted)
+            # Asked again after the claim: an endpoint that answered 410 to another worker
+            # between the two (on Postgres each statement sees what committed before it) has
+            # its refused delivery out of the queue, and the ones behind it let go: claimed,
+            # they would go out before it. They are let go again, untried.
+            if claimed:
+                gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
+            for delivery in claimed:
+                if delivery.endpoint in gone:
+                    await uow.webhooks.renew_claim(delivery, now)
+                else:
+                    by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
             await uow.commit()
         await asyncio.gather(
             *(
