@@ -413,15 +413,29 @@ class SharedState:
             self._counters[namespace] = counter
         return self._counters[namespace]
 
-    async def ping(self) -> bool:
-        """``True`` without Redis, or when Redis answers."""
+    async def problem(self) -> str | None:
+        """What is wrong with Redis (``None``: nothing, or no Redis): "unreachable", or that it
+        refuses writes. Asked with a write (a key of its own, gone after a minute), not a
+        ``PING``: a Redis that is full (``maxmemory`` with ``noeviction``) or read-only (a
+        replica, an old primary after a failover) answers ``PING`` but refuses every count
+        and replay id, so each instance counted in its own memory while ``/readyz`` said
+        "ok"."""
         if self.redis is None:
-            return True
+            return None
+        from redis.exceptions import ConnectionError as Unreachable  # noqa: PLC0415
+        from redis.exceptions import TimeoutError as NoAnswer  # noqa: PLC0415
+
         try:
-            await self.redis.ping()
-        except _redis_down():
-            return False
-        return True
+            await self.redis.set(f"{self._prefix}:ready", b"1", ex=60)
+        except (Unreachable, NoAnswer, OSError, TimeoutError):
+            return "unreachable"
+        except _redis_down() as exc:  # an answer, but a refusal: OOM, READONLY, NOPERM…
+            return f"refuses writes ({type(exc).__name__})"
+        return None
+
+    async def ping(self) -> bool:
+        """``True`` without Redis, or when Redis answers and takes writes."""
+        return await self.problem() is None
 
     async def close(self) -> None:
         if self.redis is not None:

@@ -243,7 +243,7 @@ def _readiness_checks(
     if shared.shared:
 
         async def redis() -> str | None:
-            return None if await shared.ping() else "unreachable"
+            return await shared.problem()
 
         checks["redis"] = redis
     return checks

@@ -13,6 +13,7 @@ import pytest
 from adapters.attempts import StorePasswordAttempts
 from adapters.shared_state import SharedState
 from domain.policies import password_retry_wait
+from entrypoints.container import _readiness_checks
 from entrypoints.health import Readiness
 from tests.integration.redis_server import RedisServer
 
@@ -228,8 +229,40 @@ async def test_redis_going_away_and_coming_back(
         await b.close()
 
 
-def _redis_check(shared: SharedState):  # type: ignore[no-untyped-def]
-    async def check() -> str | None:
-        return None if await shared.ping() else "unreachable"
+class _Storage:
+    async def ping(self) -> bool:
+        return True
 
-    return check
+
+def _redis_check(shared: SharedState):  # type: ignore[no-untyped-def]
+    """The container's check, as ``/readyz`` asks it."""
+    checks = _readiness_checks(None, _Storage(), shared, None)  # type: ignore[arg-type]
+    return checks["redis"]
+
+
+@pytest.mark.parametrize("refusal", ["full", "read-only"])
+async def test_a_redis_that_refuses_writes_is_not_ready(redis_url: str, refusal: str) -> None:
+    """A full Redis (``maxmemory``, ``noeviction``) or a read-only one (a replica, an old
+    primary after a failover) answers PING but refuses every count and replay id: each
+    instance then counts in its own memory, and /readyz must say so, as for an outage."""
+    a, b = _instances(redis_url)
+    readiness = Readiness({"redis": _redis_check(a)}, timeout=30)
+    assert a.redis is not None
+    try:
+        assert await readiness.report() == (True, {"redis": "ok"})
+        if refusal == "full":
+            await a.redis.config_set("maxmemory-policy", "noeviction")
+            await a.redis.config_set("maxmemory", 1)
+        else:
+            await a.redis.replicaof("127.0.0.1", 1)  # a primary that never answers
+        # What the check reports is what happens: a replay reaches the other instance.
+        assert await a.replay_guard.first_time("interaction:11", 600)
+        assert await b.replay_guard.first_time("interaction:11", 600)
+        ready, checks = await readiness.report()
+        assert not ready
+        assert checks["redis"].startswith("refuses writes ("), checks
+    finally:
+        await a.redis.config_set("maxmemory", 0)
+        await a.redis.replicaof("NO", "ONE")
+        await a.close()
+        await b.close()
