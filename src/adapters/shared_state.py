@@ -10,6 +10,7 @@ outage and the recovery are logged once each; a request never fails because of R
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -412,6 +413,29 @@ class SharedState:
                 counter = WindowCounter(self.redis, self.health, namespace, prefix=self._prefix)
             self._counters[namespace] = counter
         return self._counters[namespace]
+
+    async def differences(self, agreed: dict[str, str]) -> list[str]:
+        """Which of ``agreed`` (what every instance must share: a setting's name, and its
+        value or a fingerprint of it) differ from those of the instance of this deployment that
+        started last, within a day; and leaves this instance's for the next. None without Redis,
+        or when it does not answer (nothing to compare with)."""
+        if self.redis is None:
+            return []
+        name = f"{self._prefix}:agreed-settings"
+        mine = json.dumps(agreed, sort_keys=True)
+        try:
+            before = await self.redis.set(name, mine, ex=86_400, get=True)
+        except _redis_down():
+            return []
+        if not isinstance(before, str | bytes):  # none yet (SET GET answers nil)
+            return []
+        try:
+            theirs = json.loads(before)
+        except ValueError:
+            return []
+        if not isinstance(theirs, dict):
+            return []
+        return sorted(k for k, v in agreed.items() if k in theirs and theirs[k] != v)
 
     async def problem(self) -> str | None:
         """What is wrong with Redis (``None``: nothing, or no Redis): "unreachable", or that it

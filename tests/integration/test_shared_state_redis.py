@@ -9,12 +9,15 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from litestar.testing import AsyncTestClient
 
 from adapters.attempts import StorePasswordAttempts
 from adapters.shared_state import SharedState
 from domain.policies import password_retry_wait
-from entrypoints.container import _readiness_checks
+from entrypoints.container import _readiness_checks, build_container
 from entrypoints.health import Readiness
+from entrypoints.web import create_app
+from tests.harness import TEST_SECRET_KEY, make_settings
 from tests.integration.redis_server import RedisServer
 
 
@@ -266,3 +269,39 @@ async def test_a_redis_that_refuses_writes_is_not_ready(redis_url: str, refusal:
         await a.redis.replicaof("NO", "ONE")
         await a.close()
         await b.close()
+
+
+async def test_instances_that_disagree_on_the_secret_key_or_public_url_say_so_at_start(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Instances with different secret keys (or public URLs) serve pages whose forms the
+    others refuse, and break the Discord sign-ins started on the others: nothing said so.
+    Each instance now compares them (a key by an HMAC of it) with the instance that started
+    before it, through Redis, and logs an error naming the setting."""
+
+    async def start(secret: str, public_url: str = "http://127.0.0.1:8000") -> list[str]:
+        caplog.clear()
+        settings = make_settings(redis_url=redis_url, secret_key=secret, public_url=public_url)
+        async with AsyncTestClient(app=create_app(build_container(settings))):
+            pass
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    first, other = TEST_SECRET_KEY, "Vq3xN8pL2mR7tY4wK9zB6cF1hJ5dS0gA-oU_eI"
+    assert await start(first) == []
+    assert await start(first) == []  # the same settings: nothing to say
+    [differs] = await start(other)
+    assert differs.startswith("TASKFLOW_LINK_SECRET_KEY differs"), differs
+    [differs] = await start(other, "http://127.0.0.1:9000")
+    assert differs.startswith("TASKFLOW_LINK_PUBLIC_URL differs"), differs
+    # What is kept in Redis is no secret: neither key is in it.
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        stored = await client.get("taskflow-link:agreed-settings")
+    finally:
+        await client.aclose()
+    assert stored is not None
+    assert first.encode() not in stored
+    assert other.encode() not in stored

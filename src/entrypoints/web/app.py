@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -286,6 +287,39 @@ class _Workers:
             await worker.stop()
 
 
+# What a request started on one instance needs the next to share, and what breaks otherwise.
+_AGREED = {
+    "TASKFLOW_LINK_SECRET_KEY": "forms one instance serves are refused by the other (403, "
+    '"This form expired": CSRF tokens are signed with it), a Discord sign-in started on one '
+    "fails on the other (its PKCE verifier is derived from it) and API keys' seals do not "
+    "hold there",
+    "TASKFLOW_LINK_PUBLIC_URL": "a Discord sign-in started on one fails on the other (Discord "
+    "refuses a token exchange naming another redirect URI than the sign-in did)",
+}
+
+
+async def _check_agreement(container: Container) -> None:
+    """Says at start when the instances of one deployment disagree on a setting they must
+    share (they find each other through Redis; nothing is compared without it). A key is
+    compared by an HMAC of it, never stored."""
+    settings = container.settings()
+    secret = settings.secret_key.get_secret_value().encode()
+    fingerprint = hmac.new(secret, b"taskflow-link: one key per deployment", "sha256")
+    agreed = {
+        "TASKFLOW_LINK_SECRET_KEY": fingerprint.hexdigest()[:32],
+        "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url),
+    }
+    for name in await container.shared_state().differences(agreed):
+        log.error(
+            "%s differs from the instance of this deployment (the same Redis and "
+            "TASKFLOW_LINK_REDIS_KEY_PREFIX) that started before this one, within a day: %s. "
+            "Every instance needs the same value (after changing it on purpose, each instance "
+            "started just after one with the other value says so, until those are gone).",
+            name,
+            _AGREED[name],
+        )
+
+
 def _http_interactions(container: Container) -> HttpInteractions | None:
     """HTTP interactions are on when Discord's public key is configured (and then need the
     bot token). hikari and lightbulb (about 40 MB) are loaded only by processes that answer
@@ -406,6 +440,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             container.readiness_checks(), timeout=settings.readiness_timeout_seconds
         )
         try:
+            await _check_agreement(container)
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
