@@ -170,6 +170,23 @@ async def test_an_audit_log_reason_over_512_characters_is_refused(server: Server
     assert server.roles_of(server.dora) == {server.role.id}
 
 
+async def test_an_unknown_fault_is_refused_not_ignored(server: Server) -> None:
+    """A mistyped fault did nothing at all: a test meant to make Discord fail passed unseen."""
+    for fault in (
+        {"endpoint": "member_roles", "mode": "cloudflare403"},
+        {"endpoint": "member-roles", "mode": "500"},
+        {"endpoint": "callback", "mode": "500"},
+        {"mode": "500"},
+        {"endpoint": "x"},
+    ):
+        refused = await server.client.post("/_emulator/faults", json=fault)
+        assert refused.status_code == 400, fault
+        assert "member_roles" in refused.json()["error"]
+    lifted = await server.client.post("/_emulator/faults", json={"endpoint": "token", "mode": None})
+    assert lifted.status_code == 200
+    assert (await server.client.put(server.path(), headers=server.bot)).status_code == 204
+
+
 async def test_an_address_cloudflare_blocks_gets_403_for_every_call(server: Server) -> None:
     """DISCORD.md: "Cloudflare may answer HTML 429/403 to abusive clients"; since 2023
     Discord words the block as JSON, ``{"message": "internal network error", "code": 40333}``

@@ -72,6 +72,16 @@ def _client_ok(state: EmulatorState, request: Request[Any, Any, Any], form: dict
     )
 
 
+# What POST /_emulator/faults takes (the endpoints _fault serves, and the bot's callback).
+_FAULTS = frozenset(
+    {"500", "timeout", "garbage", "429", "429-global", "cloudflare", "cloudflare-403", "blocked"}
+)
+_CALLBACK_FAULTS = frozenset({"reject"})
+_FAULT_ENDPOINTS = frozenset(
+    {"token", "users_me", "token_revoke", "member_roles", "role_connection", "callback"}
+)
+
+
 async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
     mode = state.faults.get(endpoint)
     if mode == "500":
@@ -283,13 +293,21 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         return [_user_json(u) for u in state.users.values()]
 
     @post("/_emulator/faults", status_code=200, sync_to_thread=False)
-    def set_fault(data: JSONBody[dict[str, Any]]) -> dict[str, str]:
+    def set_fault(data: JSONBody[dict[str, Any]]) -> Response[dict[str, str]]:
         endpoint, mode = str(data.get("endpoint", "")), data.get("mode")
+        modes = _CALLBACK_FAULTS if endpoint == "callback" else _FAULTS
+        if endpoint not in _FAULT_ENDPOINTS or (mode is not None and mode not in modes):
+            # Unknown, it would have done nothing: a test that meant a fault would pass unseen.
+            error = (
+                f"endpoint is one of {', '.join(sorted(_FAULT_ENDPOINTS))}; its mode one of "
+                f"{', '.join(sorted(modes))} or null"
+            )
+            return Response({"error": error}, status_code=400)
         if mode is None:
             state.faults.pop(endpoint, None)
         else:
             state.faults[endpoint] = str(mode)
-        return dict(state.faults)
+        return Response(dict(state.faults))
 
     @get("/", sync_to_thread=False)
     def home() -> Redirect:
