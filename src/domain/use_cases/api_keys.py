@@ -200,6 +200,7 @@ class RevokeApiKey:
         self._uow, self._clock = uow, clock
 
     async def execute(self, name: str) -> ApiKey:
+        name = name.strip()  # as CreateApiKey stores it: " bot" names the key made as " bot"
         now = self._clock.now()
         async with self._uow() as uow:
             active = [k for k in await uow.api_keys.list() if k.name == name and not k.revoked_at]
