@@ -305,3 +305,25 @@ async def test_instances_that_disagree_on_the_secret_key_or_public_url_say_so_at
     assert stored is not None
     assert first.encode() not in stored
     assert other.encode() not in stored
+
+
+async def test_public_urls_that_differ_by_a_trailing_slash_agree(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service drops a trailing "/" from TASKFLOW_LINK_PUBLIC_URL (its links, the redirect
+    URI): two instances whose URLs differ only by it work together, and were told at start
+    that a Discord sign-in started on one fails on the other."""
+
+    async def start(public_url: str) -> list[str]:
+        caplog.clear()
+        settings = make_settings(redis_url=redis_url, public_url=public_url)
+        container = build_container(settings)
+        async with AsyncTestClient(app=create_app(container)):
+            pass
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    assert await start("http://127.0.0.1:8000/link") == []
+    assert await start("http://127.0.0.1:8000/link/") == []
+    [differs] = await start("http://127.0.0.1:8000/other/")
+    assert differs.startswith("TASKFLOW_LINK_PUBLIC_URL differs"), differs

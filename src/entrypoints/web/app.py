@@ -307,7 +307,9 @@ async def _check_agreement(container: Container) -> None:
     fingerprint = hmac.new(secret, b"taskflow-link: one key per deployment", "sha256")
     agreed = {
         "TASKFLOW_LINK_SECRET_KEY": fingerprint.hexdigest()[:32],
-        "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url),
+        # As the service reads it (its links and redirect URI drop a trailing "/"): a URL
+        # that differs only by one is the same URL. A root keeps the "/" pydantic gives it.
+        "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url).rstrip("/") + "/",
     }
     for name in await container.shared_state().differences(agreed):
         log.error(
