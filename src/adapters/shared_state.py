@@ -443,14 +443,16 @@ class SharedState:
         ``PING``: a Redis that is full (``maxmemory`` with ``noeviction``) or read-only (a
         replica, an old primary after a failover) answers ``PING`` but refuses every count
         and replay id, so each instance counted in its own memory while ``/readyz`` said
-        "ok"."""
+        "ok". Set only when absent (``NX``), which such a Redis refuses all the same: a write
+        (to the AOF and every replica) a minute, not one per probe of each instance and per
+        anonymous request to ``/readyz``."""
         if self.redis is None:
             return None
         from redis.exceptions import ConnectionError as Unreachable  # noqa: PLC0415
         from redis.exceptions import TimeoutError as NoAnswer  # noqa: PLC0415
 
         try:
-            await self.redis.set(f"{self._prefix}:ready", b"1", ex=60)
+            await self.redis.set(f"{self._prefix}:ready", b"1", ex=60, nx=True)
         except (Unreachable, NoAnswer, OSError, TimeoutError):
             return "unreachable"
         except _redis_down() as exc:  # an answer, but a refusal: OOM, READONLY, NOPERM…

@@ -271,6 +271,31 @@ async def test_a_redis_that_refuses_writes_is_not_ready(redis_url: str, refusal:
         await b.close()
 
 
+async def test_readiness_probes_write_once_a_minute_not_once_each(redis_url: str) -> None:
+    """/readyz asks Redis with a write (PING passes a full or read-only Redis), and anyone may
+    ask /readyz: a write per probe went to the AOF and every replica, per instance and per
+    anonymous request. The key is set only when absent (NX, which a full or read-only Redis
+    refuses all the same: test_a_redis_that_refuses_writes_is_not_ready)."""
+    from redis.asyncio import Redis
+
+    a, b = _instances(redis_url)
+    readiness = Readiness({"redis": _redis_check(a)}, timeout=30)
+    client = Redis.from_url(redis_url)
+
+    async def writes() -> int:
+        return int((await client.info("persistence"))["rdb_changes_since_last_save"])
+
+    try:
+        before = await writes()
+        for _ in range(50):
+            assert await readiness.report() == (True, {"redis": "ok"})
+        assert await writes() - before == 1
+    finally:
+        await client.aclose()
+        await a.close()
+        await b.close()
+
+
 async def test_instances_that_disagree_on_the_secret_key_or_public_url_say_so_at_start(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
