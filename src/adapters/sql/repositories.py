@@ -906,8 +906,8 @@ _FINISHED = (RoleChangeStatus.DONE, RoleChangeStatus.FAILED, RoleChangeStatus.RE
 
 
 # Not refused because the member was not in the server: leaving a server drops its roles, so
-# there is nothing to remove (and each call would be one more refusal towards Discord's limit of
-# invalid requests per address).
+# there is nothing to remove (each call, a 404, could only fail again, one per member who left
+# at every roles sync).
 _NOT_REFUSED_AS_NO_MEMBER = or_(
     _roles.status != RoleChangeStatus.REFUSED.value,
     _roles.last_error.is_(None),

@@ -87,8 +87,8 @@ NOT_CONFIGURED = "not_configured"
 # Refusals that hold for every member of the role, not only the one asked for (the bot lacks
 # Manage Roles or sits below the role, left the server, the role was deleted): the changes of
 # that role asked for before it are taken as refused too, without asking Discord, for
-# REFUSAL_HOLD (each refusal counts towards Discord's limit of invalid requests per address,
-# which bans it for an hour).
+# REFUSAL_HOLD (each 401 and 403 counts towards Discord's limit of invalid requests per
+# address, which bans it for an hour; a 404 is a call that can only fail).
 WHOLE_ROLE_REFUSALS = frozenset(
     {
         RoleCallOutcome.MISSING_PERMISSIONS,
