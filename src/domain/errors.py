@@ -299,6 +299,12 @@ class StorageError(DomainError):
     message = "The service cannot reach its database right now. Try again shortly."
 
 
+class StorageNotReady(StorageError):
+    """The database has not got this version's tables or columns yet (``db upgrade`` not run,
+    or still running): the operator's step, not a bug, and over once it is done. The person
+    sees the outage's answer; the log says what to run."""
+
+
 class StorageFault(DomainError):
     """The database refused a statement for another reason than an outage: a bug to fix, not
     a moment to wait out. Logged with its cause; the person sees a plain 500."""

@@ -9,7 +9,7 @@ from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import DeliveryReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker
+from entrypoints.queue_worker import QueueWorker, log_storage_error
 
 log = logging.getLogger("taskflow_link.email")
 
@@ -35,8 +35,8 @@ class EmailWorker(QueueWorker):
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
         try:
             report: DeliveryReport = await self._container.deliver_emails().execute()
-        except errors.StorageError:
-            log.warning("email queue unreachable (database); will retry")
+        except errors.StorageError as exc:
+            log_storage_error(log, "email queue", exc)
             return None
         except Exception:
             log.exception("email delivery pass failed; will retry")

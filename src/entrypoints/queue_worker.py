@@ -14,7 +14,21 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from domain import errors
 from domain.ports import QueueListener
+
+
+def log_storage_error(log: logging.Logger, what: str, exc: errors.StorageError) -> None:
+    """A pass that could not use the database: unreachable, or without this version's tables
+    (``db upgrade`` not run yet), which only the operator can change."""
+    if isinstance(exc, errors.StorageNotReady):
+        log.error(
+            "%s: the database has not got this version's tables: run `taskflow-link db "
+            "upgrade`; will retry",
+            what,
+        )
+    else:
+        log.warning("%s unreachable (database); will retry", what)
 
 
 class QueueWorker(ABC):

@@ -16,7 +16,7 @@ from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import RoleSyncReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker
+from entrypoints.queue_worker import QueueWorker, log_storage_error
 
 log = logging.getLogger("taskflow_link.role_connections")
 
@@ -67,8 +67,8 @@ class RoleConnectionWorker(QueueWorker):
         """One pass; never raises (a broken pass is logged, the next one tries again)."""
         try:
             report: RoleSyncReport = await self._container.refresh_role_connections().execute()
-        except errors.StorageError:
-            log.warning("role connections: database unreachable; will retry")
+        except errors.StorageError as exc:
+            log_storage_error(log, "role connections", exc)
             return None
         except Exception:
             log.exception("role connections: a pass failed; will retry")

@@ -15,7 +15,7 @@ from domain.ports import QueueListener
 from domain.use_cases import RoleChangeReport
 from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker
+from entrypoints.queue_worker import QueueWorker, log_storage_error
 
 log = logging.getLogger("taskflow_link.roles")
 
@@ -64,8 +64,8 @@ class RoleWorker(QueueWorker):
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
         try:
             report: RoleChangeReport = await self._container.apply_role_changes().execute()
-        except errors.StorageError:
-            log.warning("role queue unreachable (database); will retry")
+        except errors.StorageError as exc:
+            log_storage_error(log, "role queue", exc)
             return None
         except Exception:
             log.exception("role change pass failed; will retry")

@@ -13,7 +13,7 @@ from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import WebhookReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker
+from entrypoints.queue_worker import QueueWorker, log_storage_error
 
 log = logging.getLogger("taskflow_link.webhooks")
 
@@ -45,8 +45,8 @@ class WebhookWorker(QueueWorker):
         Lines name the delivery, the event (its ``webhook-id``) and the endpoint's host only."""
         try:
             report: WebhookReport = await self._container.deliver_webhooks().execute()
-        except errors.StorageError:
-            log.warning("webhook queue unreachable (database); will retry")
+        except errors.StorageError as exc:
+            log_storage_error(log, "webhook queue", exc)
             return None
         except Exception:
             log.exception("webhook delivery pass failed; will retry")

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import DateTime, inspect, text
@@ -17,8 +18,11 @@ from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import UtcDateTime, metadata
 from domain import errors
 from domain.model import Account, AccountId, DiscordId
+from entrypoints.container import build_container, close_resources
+from entrypoints.web import create_app
 from tests.contracts.repositories import account, link
-from tests.harness import TEST_SECRET_KEY
+from tests.harness import TEST_SECRET_KEY, make_settings
+from tests.servers import serve
 
 # The accounts' columns an insert needs at every revision since 0002, with their types (for the
 # tests that fill a database at an older revision).
@@ -472,3 +476,40 @@ async def test_readiness_knows_the_newest_revision_without_alembic(empty_pg_url:
         assert await revisions.found_revisions(database) == []
     finally:
         await database.dispose()
+
+
+@pytest.mark.parametrize("engine", ["postgres", "sqlite"])
+async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
+    engine: str, empty_pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`serve` started before `db upgrade` (or beside an upgrade still running): Postgres'
+    "relation does not exist" was a storage fault, a 500 and a traceback per request, and
+    SQLite's "no such table" read as "database unreachable". Both are the operator's step to
+    take: a 503 for the person, and a log line naming it."""
+    url = empty_pg_url if engine == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/new.db"
+    container = build_container(
+        make_settings(
+            storage="sql",
+            database_url=url,
+            discord_client_id="1200000000000000042",
+            discord_client_secret="unused-here",
+        )
+    )
+    key = {"Authorization": "Bearer tfl_" + "A" * 43}
+    try:
+        with serve(create_app(container)) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                ready = await client.get("/readyz")
+                assert ready.status_code == 503
+                assert "db upgrade" in ready.json()["checks"]["schema"]
+                lookup = await client.get("/api/v1/links/123", headers=key)
+                assert lookup.status_code == 503, lookup.text
+                assert lookup.json()["error"]["code"] == "storage_unavailable"
+                start = await client.get("/auth/discord/login")  # writes a pending login
+                assert start.status_code == 503, start.text
+    finally:
+        await close_resources(container)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("run `taskflow-link db upgrade`" in line for line in said), said
+    assert not any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
+    assert not any("storage fault" in line or "unreachable" in line for line in said), said

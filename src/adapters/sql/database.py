@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from adapters.queue_listener import QueueBell
-from adapters.sql.errors import translate
+from adapters.sql.errors import not_migrated, translate
 from adapters.sql.fair_pool import FairAsyncAdaptedQueuePool
 from adapters.sql.repositories import _api_key, _link
 from adapters.sql.tables import api_keys, user_links
@@ -429,7 +429,10 @@ def _link_of(row: Any, discord: DiscordId | None = None) -> Link:
 
 
 def _translate_driver(exc: asyncpg.PostgresError) -> errors.DomainError:
-    """A statement timeout or a server shutting down is an outage; anything else a fault."""
+    """A statement timeout or a server shutting down is an outage, a missing table or column
+    the schema not upgraded yet; anything else a fault."""
+    if not_migrated(exc):
+        return errors.StorageNotReady()
     outage = (
         asyncpg.QueryCanceledError,
         asyncpg.CannotConnectNowError,

@@ -22,13 +22,32 @@ _OUTAGES = (
 )
 
 
+# Postgres' SQLSTATEs for a table or a column that is not there (undefined_table,
+# undefined_column), and SQLite's words for them.
+_NOT_MIGRATED_STATES = frozenset({"42P01", "42703"})
+_NOT_MIGRATED_WORDS = ("no such table", "no such column", "has no column named")
+
+
+def not_migrated(exc: BaseException) -> bool:
+    """Whether the database refused a statement for a table or column it has not got: a
+    schema older than this version's (``taskflow-link db upgrade`` not run yet)."""
+    cause = getattr(exc, "orig", None) or exc
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state in _NOT_MIGRATED_STATES:
+        return True
+    return isinstance(exc, OperationalError) and any(w in str(cause) for w in _NOT_MIGRATED_WORDS)
+
+
 def translate(exc: Exception) -> errors.DomainError:
     """The domain's view of a driver error (the original stays chained for the logs): a
-    uniqueness or foreign-key violation is a ``Conflict``, an outage a ``StorageError``, and
-    anything else (a value the column refuses, a bad statement) a ``StorageFault``: a bug,
-    never reported as "cannot reach the database"."""
+    uniqueness or foreign-key violation is a ``Conflict``, a missing table or column a
+    ``StorageNotReady`` (run ``db upgrade``), an outage a ``StorageError``, and anything else
+    (a value the column refuses, a bad statement) a ``StorageFault``: a bug, never reported as
+    "cannot reach the database"."""
     if isinstance(exc, IntegrityError):
         return errors.Conflict()
+    if not_migrated(exc):
+        return errors.StorageNotReady()
     if isinstance(exc, _OUTAGES):
         return errors.StorageError()
     if isinstance(exc, SQLAlchemyError):

@@ -122,6 +122,13 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     path = redact_path(path_of(request))
     if isinstance(exc, errors.StorageFault):  # a bug: the cause matters
         log.error("storage fault on %s %s", request.method, path, exc_info=exc)
+    elif isinstance(exc, errors.StorageNotReady):
+        log.error(
+            "the database has not got this version's tables on %s %s: run "
+            "`taskflow-link db upgrade`",
+            request.method,
+            path,
+        )
     elif isinstance(exc, errors.StorageError):
         cause = exc.__cause__
         log.warning("database unreachable on %s %s: %s", request.method, path, type(cause).__name__)
