@@ -302,7 +302,13 @@ class StorageError(DomainError):
 class StorageNotReady(StorageError):
     """The database has not got this version's tables or columns yet (``db upgrade`` not run,
     or still running): the operator's step, not a bug, and over once it is done. The person
-    sees the outage's answer; the log says what to run."""
+    sees the outage's answer; the log says what to run, and ``missing``: what the database
+    said it has not got (its words, without the statement or its parameters), which tells a
+    query's own mistake apart."""
+
+    def __init__(self, missing: str = "") -> None:
+        super().__init__()
+        self.missing = missing
 
 
 class StorageFault(DomainError):

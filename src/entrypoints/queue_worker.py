@@ -23,9 +23,10 @@ def log_storage_error(log: logging.Logger, what: str, exc: errors.StorageError) 
     (``db upgrade`` not run yet), which only the operator can change."""
     if isinstance(exc, errors.StorageNotReady):
         log.error(
-            "%s: the database has not got this version's tables: run `taskflow-link db "
+            "%s: the database has not got this version's tables (%s): run `taskflow-link db "
             "upgrade`; will retry",
             what,
+            exc.missing,
         )
     else:
         log.warning("%s unreachable (database); will retry", what)

@@ -511,5 +511,7 @@ async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
         await close_resources(container)
     said = [r.getMessage() for r in caplog.records]
     assert any("run `taskflow-link db upgrade`" in line for line in said), said
+    missing = "does not exist" if engine == "postgres" else "no such table"
+    assert any(missing in line and "[SQL" not in line for line in said), said
     assert not any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
     assert not any("storage fault" in line or "unreachable" in line for line in said), said

@@ -431,8 +431,8 @@ def _link_of(row: Any, discord: DiscordId | None = None) -> Link:
 def _translate_driver(exc: asyncpg.PostgresError) -> errors.DomainError:
     """A statement timeout or a server shutting down is an outage, a missing table or column
     the schema not upgraded yet; anything else a fault."""
-    if not_migrated(exc):
-        return errors.StorageNotReady()
+    if (not_ready := not_migrated(exc)) is not None:
+        return not_ready
     outage = (
         asyncpg.QueryCanceledError,
         asyncpg.CannotConnectNowError,

@@ -28,14 +28,18 @@ _NOT_MIGRATED_STATES = frozenset({"42P01", "42703"})
 _NOT_MIGRATED_WORDS = ("no such table", "no such column", "has no column named")
 
 
-def not_migrated(exc: BaseException) -> bool:
-    """Whether the database refused a statement for a table or column it has not got: a
-    schema older than this version's (``taskflow-link db upgrade`` not run yet)."""
+def not_migrated(exc: BaseException) -> errors.StorageNotReady | None:
+    """When the database refused a statement for a table or column it has not got (a schema
+    older than this version's: ``taskflow-link db upgrade`` not run yet), saying which in the
+    driver's words (never SQLAlchemy's, which add the statement and its parameters)."""
     cause = getattr(exc, "orig", None) or exc
     state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    if state in _NOT_MIGRATED_STATES:
-        return True
-    return isinstance(exc, OperationalError) and any(w in str(cause) for w in _NOT_MIGRATED_WORDS)
+    words = str(cause).splitlines()[0][:200] if str(cause) else ""
+    if state in _NOT_MIGRATED_STATES or (
+        isinstance(exc, OperationalError) and any(w in words for w in _NOT_MIGRATED_WORDS)
+    ):
+        return errors.StorageNotReady(words)
+    return None
 
 
 def translate(exc: Exception) -> errors.DomainError:
@@ -46,8 +50,8 @@ def translate(exc: Exception) -> errors.DomainError:
     "cannot reach the database"."""
     if isinstance(exc, IntegrityError):
         return errors.Conflict()
-    if not_migrated(exc):
-        return errors.StorageNotReady()
+    if (not_ready := not_migrated(exc)) is not None:
+        return not_ready
     if isinstance(exc, _OUTAGES):
         return errors.StorageError()
     if isinstance(exc, SQLAlchemyError):

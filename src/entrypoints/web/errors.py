@@ -124,10 +124,11 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         log.error("storage fault on %s %s", request.method, path, exc_info=exc)
     elif isinstance(exc, errors.StorageNotReady):
         log.error(
-            "the database has not got this version's tables on %s %s: run "
+            "the database has not got this version's tables on %s %s (%s): run "
             "`taskflow-link db upgrade`",
             request.method,
             path,
+            exc.missing,
         )
     elif isinstance(exc, errors.StorageError):
         cause = exc.__cause__
