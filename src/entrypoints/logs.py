@@ -29,6 +29,14 @@ TRACE_INDENT = "  | "
 # Fields some records carry (the access log's), written as JSON fields of their own.
 _EXTRA_FIELDS = ("client", "method", "path", "status")
 
+# Dependencies whose DEBUG lines carry the data of the statements they run: aiosqlite logs
+# every call with its SQL and bound values ("executing functools.partial(..., 'INSERT INTO
+# accounts ...', (..., 'a@example.com', '$argon2id$...'))"), so at TASKFLOW_LINK_LOG_LEVEL=DEBUG
+# on SQLite every email address, password hash and token digest written or looked up went to
+# the log. They log at INFO at the most, whatever the level. (SQLAlchemy's own statement log,
+# ``sqlalchemy.engine``, is at WARNING unless set otherwise: SQLAlchemy does so at import.)
+QUIET_BELOW_INFO = ("aiosqlite",)
+
 _IN_URL = re.compile(r"/(interactions|webhooks)/(\d+)/[A-Za-z0-9_.\-]{16,}")
 _IN_PAYLOAD = re.compile(r"""(["']token["']\s*:\s*["'])[^"']+(["'])""")
 
@@ -139,6 +147,8 @@ def configure_logging(level: str, log_format: Literal["text", "json"] = "text") 
     handler = logging.StreamHandler()
     handler.setFormatter(make_formatter(log_format))
     logging.basicConfig(level=level, handlers=[handler])
+    for name in QUIET_BELOW_INFO:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
     for installed in logging.getLogger().handlers:  # once each, however often this is called
         for kind in (RedactTokens, AddRequestId):
             if not any(isinstance(f, kind) for f in installed.filters):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiosqlite
 import pytest
 from click.testing import CliRunner
 from litestar.testing import AsyncTestClient
@@ -540,3 +541,26 @@ def test_records_skip_what_no_format_writes(monkeypatch: pytest.MonkeyPatch) -> 
     assert (record.funcName, record.lineno) == ("(unknown function)", 0)
     assert (record.threadName, record.processName, record.process) == (None, None, None)
     assert stream.getvalue().rstrip().endswith(f"INFO {logger.name} a line here")
+
+
+async def test_debug_logs_carry_no_sqlite_statement_values(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """At DEBUG, aiosqlite logs every call with its SQL and bound values (on SQLite, every
+    email address, password hash and token digest the service writes or looks up): the
+    process's logging keeps it at INFO."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    quiet = logging.getLogger("aiosqlite")
+    monkeypatch.setattr(quiet, "level", quiet.level)
+    configure_logging("DEBUG")
+    (handler,) = root.handlers
+    stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", stream)
+    async with aiosqlite.connect(tmp_path / "t.db") as db:
+        await db.execute("CREATE TABLE t (email TEXT)")
+        await db.execute("INSERT INTO t VALUES (?)", ("someone@example.com",))
+    logging.getLogger("taskflow_link.test").debug("our own DEBUG lines still show")
+    assert "someone@example.com" not in stream.getvalue()
+    assert "our own DEBUG lines still show" in stream.getvalue()
