@@ -359,3 +359,74 @@ async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_r
     )
     await _shot(page, "7-unverified-refused")
     await other.close()
+
+
+async def _sign_out(page: Page) -> None:
+    await page.locator("header").get_by_role("button", name="Sign out").click()
+    await expect(page.locator("header")).to_contain_text("Sign in")
+    await expect(page.locator("header")).not_to_contain_text("Sign out")
+
+
+async def _sign_in_with_password(page: Page, app: str, login: str, password: str) -> None:
+    await page.goto(f"{app}/signin")
+    await page.fill("#login", login)
+    await page.fill("#password", password)
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+async def test_link_discord_from_the_account_page_then_sign_in_with_it_then_unlink(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Fay signs up with a password and links Discord from her account page (no /link in
+    Discord): the account page's form, Discord's consent screen, back to the account page.
+    Signed out, Sign in with Discord reaches her account; unlinking there asks her password."""
+    channel_context = await _context(chromium, problems)
+    channel = await channel_context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "fay_d")
+    await channel_context.close()
+
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(demo.app)
+    await page.get_by_role("link", name="Create an account").click()
+    await _sign_up(page, "fay", "fay@example.com")
+    await expect(page).to_have_url(f"{demo.app}/account?notice=welcome")
+    await expect(page.locator(".notice")).to_contain_text("Welcome to TaskFlow!")
+    await expect(page.locator("main")).to_contain_text("No Discord account is linked")
+    link_form = page.locator("form[action='/account/discord/link']")
+    await expect(link_form.locator("input[type=hidden]")).to_have_count(1)  # its CSRF token
+    # Signing up just now proved the password: the form does not ask it again.
+    await expect(link_form.locator("input[type=password]")).to_have_count(0)
+    await link_form.get_by_role("button", name="Link Discord").click()
+    await _authorize_as(page, "fay_d")
+    await expect(page).to_have_url(f"{demo.app}/account?notice=linked")
+    await expect(page.locator(".notice")).to_contain_text("Discord is linked to your account")
+    await expect(page.locator(".discord-user")).to_contain_text("@fay_d")
+
+    await _sign_out(page)
+    await expect(page).to_have_url(f"{demo.app}/")
+    await page.goto(f"{demo.app}/account")  # signed out: the account page asks to sign in
+    await expect(page.locator("h1")).to_have_text("Sign in to TaskFlow")
+    await page.get_by_role("link", name="Sign in with Discord").click()
+    await _authorize_as(page, "fay_d")
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator("dd").first).to_have_text("fay")
+    await expect(page.locator(".discord-user")).to_contain_text("@fay_d")
+
+    # Signed in with Discord, not with the password: unlinking asks for the password.
+    unlink_form = page.locator("form[action='/account/discord/unlink']")
+    problems.expected_status.add(401)  # the wrong password's own page
+    await unlink_form.get_by_label("Current password").fill("not the password")
+    await unlink_form.get_by_role("button", name="Unlink Discord").click()
+    await expect(page.locator("h1")).to_have_text("Wrong password")
+    await expect(page.locator("main")).to_contain_text("Your current password is not right.")
+    await page.get_by_role("link", name="Try again").click()
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator(".discord-user")).to_contain_text("@fay_d")  # still linked
+    await unlink_form.get_by_label("Current password").fill(PASSWORD)
+    await unlink_form.get_by_role("button", name="Unlink Discord").click()
+    await expect(page).to_have_url(f"{demo.app}/account?notice=unlinked")
+    await expect(page.locator(".notice")).to_contain_text("Discord is unlinked")
+    await expect(page.locator("main")).to_contain_text("No Discord account is linked")
+    await context.close()

@@ -11,6 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from domain.model import DiscordId
+from domain.use_cases import TicketIssued
 from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
@@ -222,3 +223,54 @@ async def test_confirming_is_rate_limited(h: Harness) -> None:
             statuses.append(answer.status_code)
     assert statuses[0] == 401
     assert 429 in statuses
+
+
+async def test_the_sign_up_page_lands_on_the_account_page_with_its_welcome(client: Client) -> None:
+    """The page's form sends its hidden ``next`` (``/account`` when not told another one)."""
+    data = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
+    page = await client.get("/signup")
+    assert 'name="next" value="/account"' in page.text
+    signed_up = await client.post(
+        "/signup",
+        data={**data, "next": "/account", "_csrf_token": csrf_token(page.text)},
+        follow_redirects=False,
+    )
+    assert signed_up.headers["location"] == "/account?notice=welcome"
+
+
+async def test_a_wrong_current_password_on_the_account_page_is_not_a_sign_in_page(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    await _sign_up(client)
+    h.discord_user(7102, username="alice_d")
+    alice = next(iter(db.tables.accounts.values()))
+    await h.discord_link(alice.id, h.discord.users[DiscordId(7102)])
+    h.clock.advance(timedelta(minutes=11))
+
+    wrong = await post_form(
+        client, "/account", "/account/discord/unlink", {"current_password": "not it"}
+    )
+    assert wrong.status_code == 401
+    assert "<h1>Wrong password</h1>" in wrong.text
+    assert "Your current password is not right." in wrong.text
+    assert 'href="/account">Try again</a>' in wrong.text
+    assert "Please sign in" not in wrong.text
+    assert DiscordId(7102) in db.tables.links
+
+
+async def test_a_wrong_current_password_on_a_link_button_page_offers_it_again(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    await _sign_up(client)
+    h.clock.advance(timedelta(minutes=11))  # the page asks for the password now
+    discord = h.discord_user(7103, username="alice_d")
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+
+    wrong = await post_form(client, path, path, {"current_password": "not it"})
+    assert wrong.status_code == 401
+    assert "<h1>Wrong password</h1>" in wrong.text
+    assert f'href="{path}">Try again</a>' in wrong.text
+    assert (await client.get(path)).status_code == 200  # the button still works
+    assert db.tables.links == {}

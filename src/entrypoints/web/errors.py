@@ -148,8 +148,17 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         links = [("Go to your account", "/account")]
     elif path_of(request).startswith("/password/reset"):
         links = [("Ask for a new link", "/password/reset")]
+    title = TITLES.get(status, "That did not work")
+    if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith(
+        ("/account/", "/link/")
+    ):
+        # A signed-in person's form asked for the current password: "Please sign in" and a
+        # sign-in button would be wrong words for it (the sign-in page sends them back here).
+        title = "Wrong password"
+        back = path_of(request) if path_of(request).startswith("/link/") else "/account"
+        links = [("Try again", back)]
     return message_page(
-        TITLES.get(status, "That did not work"),
+        title,
         exc.message,
         status=status,
         next_step=_next_step(request, exc),

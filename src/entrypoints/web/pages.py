@@ -124,7 +124,9 @@ class Pages(Controller):
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
-        destination = safe_destination(data.get("next") or "/account?notice=welcome")
+        destination = safe_destination(data.get("next") or "/account")
+        if destination == "/account":  # what the sign-up page's form sends when not told
+            destination = "/account?notice=welcome"
         try:
             signed_in = await sign_up.execute(
                 username=data.get("username", ""),
