@@ -430,3 +430,66 @@ async def test_link_discord_from_the_account_page_then_sign_in_with_it_then_unli
     await expect(page.locator(".notice")).to_contain_text("Discord is unlinked")
     await expect(page.locator("main")).to_contain_text("No Discord account is linked")
     await context.close()
+
+
+async def _emailed_link(page: Page, outbox: str, to: str, subject: str, path: str) -> str:
+    """Open the outbox, wait for the email to ``to`` with ``subject``, return its link."""
+    await page.goto(outbox)
+    email = page.locator("article.email").filter(has_text=subject).filter(has_text=to)
+    await _reload_until(page, email, 1)  # the email worker may not have sent it yet
+    link = await email.locator(f"a[href*='{path}']").get_attribute("href")
+    assert link is not None
+    return link
+
+
+async def test_password_reset_through_the_outbox(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Gus forgot his password: he asks for a link on the sign-in page, opens it from the
+    outbox, chooses a new password. The new one signs in, the old one and the link do not."""
+    new_password = "a new and longer secret"
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "gus", "gus@example.com")
+    await expect(page.locator("dd").first).to_have_text("gus")
+    await _sign_out(page)
+
+    await page.goto(f"{demo.app}/signin")
+    await page.get_by_role("link", name="Forgot your password?").click()
+    await expect(page.locator("h1")).to_have_text("Reset or set your password")
+    await page.fill("#email", "gus@example.com")
+    await page.get_by_role("button", name="Email me a link").click()
+    await expect(page.locator("h1")).to_have_text("Check your email")
+    await expect(page.locator("main")).to_contain_text("If a TaskFlow account uses gus@example.com")
+
+    link = await _emailed_link(
+        page, demo.outbox, "gus@example.com", "Reset your TaskFlow password", "/password/reset/"
+    )
+    await page.locator(f"article.email a[href='{link}']").click()
+    await expect(page.locator("h1")).to_have_text("Choose a new password")
+    await expect(page.locator("main")).to_contain_text("For the TaskFlow account gus.")
+    await page.fill("#new_password", new_password)
+    await page.get_by_role("button", name="Save password").click()
+    await expect(page).to_have_url(f"{demo.app}/account?notice=password_reset")
+    await expect(page.locator(".notice")).to_contain_text("Your new password is saved")
+    await expect(page.locator("dd").first).to_have_text("gus")  # signed in, as gus
+
+    problems.expected_status.add(410)  # the used link's own page
+    await page.goto(link)
+    await expect(page.locator("h1")).to_have_text("This link is used up")
+    await expect(page.get_by_role("link", name="Ask for a new link")).to_be_visible()
+    await context.close()
+
+    fresh = await _context(chromium, problems)
+    page = await fresh.new_page()
+    problems.expected_status.add(401)  # the refused sign-in's own page
+    await _sign_in_with_password(page, demo.app, "gus@example.com", PASSWORD)
+    await expect(page.locator(".error")).to_have_text(
+        "The username/email or password is not right."
+    )
+    await expect(page.locator("header")).not_to_contain_text("Sign out")
+    await _sign_in_with_password(page, demo.app, "gus@example.com", new_password)
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator("dd").first).to_have_text("gus")
+    await fresh.close()
