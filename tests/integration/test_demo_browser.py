@@ -493,3 +493,49 @@ async def test_password_reset_through_the_outbox(
     await expect(page).to_have_url(f"{demo.app}/account")
     await expect(page.locator("dd").first).to_have_text("gus")
     await fresh.close()
+
+
+async def test_unlinking_the_only_way_in_is_refused_until_a_password_is_set(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Ivan's account was made by Sign in with Discord: it has no password. Unlinking Discord
+    would lock him out, so it is refused with the way forward; with a password set, it works
+    and the password signs him in."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "ivan_d")
+    page = await context.new_page()
+    await _sign_in_with_discord(page, demo.app, "ivan_d")
+    await expect(page).to_have_url(f"{demo.app}/account")
+    username = await page.locator("dd").first.inner_text()
+    await expect(page.locator("main")).to_contain_text("not set — you sign in with Discord")
+    await expect(page.locator(".discord-user")).to_contain_text("@ivan_d")
+
+    problems.expected_status.add(409)  # the refusal page's own status
+    await page.get_by_role("button", name="Unlink Discord").click()
+    await expect(page.locator("h1")).to_have_text("That cannot be done")
+    await expect(page.locator("main")).to_contain_text(
+        "Discord is the only way to sign in to this account. Set a password on your account "
+        "page first, then unlink."
+    )
+    await page.get_by_role("link", name="Go to your account").click()
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator(".discord-user")).to_contain_text("@ivan_d")  # still linked
+
+    await expect(page.get_by_role("heading", name="Set password")).to_be_visible()
+    await page.fill("#new_password", PASSWORD)
+    await page.get_by_role("button", name="Save password").click()
+    await expect(page.locator(".notice")).to_contain_text("Your password is saved")
+    await page.get_by_role("button", name="Unlink Discord").click()
+    await expect(page).to_have_url(f"{demo.app}/account?notice=unlinked")
+    await expect(page.locator("main")).to_contain_text("No Discord account is linked")
+    await context.close()
+
+    fresh = await _context(chromium, problems)
+    page = await fresh.new_page()
+    await _sign_in_with_password(page, demo.app, username, PASSWORD)
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator("dd").first).to_have_text(username)
+    await expect(page.locator("main")).to_contain_text("No Discord account is linked")
+    await fresh.close()
