@@ -432,11 +432,17 @@ async def test_link_discord_from_the_account_page_then_sign_in_with_it_then_unli
     await context.close()
 
 
-async def _emailed_link(page: Page, outbox: str, to: str, subject: str, path: str) -> str:
-    """Open the outbox, wait for the email to ``to`` with ``subject``, return its link."""
+async def _outbox_email(page: Page, outbox: str, to: str, subject: str) -> Locator:
+    """Open the outbox and wait for the email to ``to`` with ``subject``."""
     await page.goto(outbox)
     email = page.locator("article.email").filter(has_text=subject).filter(has_text=to)
     await _reload_until(page, email, 1)  # the email worker may not have sent it yet
+    return email
+
+
+async def _emailed_link(page: Page, outbox: str, to: str, subject: str, path: str) -> str:
+    """The link (to ``path``) in the email to ``to`` with ``subject``, from the outbox."""
+    email = await _outbox_email(page, outbox, to, subject)
     link = await email.locator(f"a[href*='{path}']").get_attribute("href")
     assert link is not None
     return link
@@ -538,4 +544,66 @@ async def test_unlinking_the_only_way_in_is_refused_until_a_password_is_set(
     await expect(page).to_have_url(f"{demo.app}/account")
     await expect(page.locator("dd").first).to_have_text(username)
     await expect(page.locator("main")).to_contain_text("No Discord account is linked")
+    await fresh.close()
+
+
+async def test_changing_the_email_and_confirming_the_new_one_from_the_outbox(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Hana confirmed her email, then changes it on the account page: the old address is
+    told, the new one gets a confirmation link; confirmed, the account page says so and the
+    new address signs in, the old one no longer."""
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "hana", "hana@example.com")
+    first = await _emailed_link(
+        page, demo.outbox, "hana@example.com", "Confirm your email address", "/verify-email/"
+    )
+    await page.goto(first)
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await page.get_by_role("link", name="Go to your account").click()
+    await expect(page.locator("#email-status")).to_have_text("Confirmed.")
+
+    change = page.locator("form[action='/account/email']")
+    await change.get_by_label("New email").fill("hana@new.example.com")
+    await change.get_by_role("button", name="Change email").click()
+    await expect(page).to_have_url(f"{demo.app}/account?notice=email_changed")
+    await expect(page.locator(".notice")).to_contain_text("Your email address is changed")
+    await expect(page.locator("dd").nth(1)).to_contain_text("hana@new.example.com")
+    await expect(page.locator("#email-status")).to_contain_text("Not confirmed yet")
+
+    # The confirmed old address is told where the account's email went.
+    notice = await _outbox_email(
+        page, demo.outbox, "hana@example.com", "Your TaskFlow email address was changed"
+    )
+    await expect(notice).to_contain_text(
+        "was changed from hana@example.com to hana@new.example.com"
+    )
+    link = await _emailed_link(
+        page,
+        demo.outbox,
+        "hana@new.example.com",
+        "Confirm your email address for TaskFlow",
+        "/verify-email/",
+    )
+    await page.locator(f"article.email a[href='{link}']").click()
+    await expect(page.locator("main")).to_contain_text("hana@new.example.com")
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await page.get_by_role("link", name="Go to your account").click()
+    await expect(page.locator("#email-status")).to_have_text("Confirmed.")
+    await context.close()
+
+    fresh = await _context(chromium, problems)
+    page = await fresh.new_page()
+    problems.expected_status.add(401)  # the refused sign-in's own page
+    await _sign_in_with_password(page, demo.app, "hana@example.com", PASSWORD)
+    await expect(page.locator(".error")).to_have_text(
+        "The username/email or password is not right."
+    )
+    await _sign_in_with_password(page, demo.app, "hana@new.example.com", PASSWORD)
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page.locator("dd").first).to_have_text("hana")
     await fresh.close()
