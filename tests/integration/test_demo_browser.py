@@ -374,6 +374,17 @@ async def _sign_in_with_password(page: Page, app: str, login: str, password: str
     await page.get_by_role("button", name="Sign in", exact=True).click()
 
 
+async def _password_refused(
+    page: Page, app: str, problems: Problems, login: str, password: str
+) -> None:
+    """The sign-in form refuses ``login`` with ``password`` (its own page is a 401)."""
+    problems.expected_status.add(401)
+    await _sign_in_with_password(page, app, login, password)
+    await expect(page.locator(".error")).to_have_text(
+        "The username/email or password is not right."
+    )
+
+
 async def test_link_discord_from_the_account_page_then_sign_in_with_it_then_unlink(
     demo: Demo, chromium: Browser, problems: Problems
 ) -> None:
@@ -489,11 +500,7 @@ async def test_password_reset_through_the_outbox(
 
     fresh = await _context(chromium, problems)
     page = await fresh.new_page()
-    problems.expected_status.add(401)  # the refused sign-in's own page
-    await _sign_in_with_password(page, demo.app, "gus@example.com", PASSWORD)
-    await expect(page.locator(".error")).to_have_text(
-        "The username/email or password is not right."
-    )
+    await _password_refused(page, demo.app, problems, "gus@example.com", PASSWORD)
     await expect(page.locator("header")).not_to_contain_text("Sign out")
     await _sign_in_with_password(page, demo.app, "gus@example.com", new_password)
     await expect(page).to_have_url(f"{demo.app}/account")
@@ -598,11 +605,7 @@ async def test_changing_the_email_and_confirming_the_new_one_from_the_outbox(
 
     fresh = await _context(chromium, problems)
     page = await fresh.new_page()
-    problems.expected_status.add(401)  # the refused sign-in's own page
-    await _sign_in_with_password(page, demo.app, "hana@example.com", PASSWORD)
-    await expect(page.locator(".error")).to_have_text(
-        "The username/email or password is not right."
-    )
+    await _password_refused(page, demo.app, problems, "hana@example.com", PASSWORD)
     await _sign_in_with_password(page, demo.app, "hana@new.example.com", PASSWORD)
     await expect(page).to_have_url(f"{demo.app}/account")
     await expect(page.locator("dd").first).to_have_text("hana")

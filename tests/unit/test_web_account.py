@@ -105,14 +105,21 @@ async def test_a_reset_link_sent_before_ends_with_a_new_password_or_signing_out_
         assert (await someone.get("/account", follow_redirects=False)).status_code == 302
 
 
+async def _signed_up_linked_and_proof_stale(
+    h: Harness, client: Client, db: MemoryDatabase, discord_id: int
+) -> None:
+    """Signed up (the account alice), Discord linked, the sign-in's proof 11 minutes old."""
+    await _sign_up(client)
+    h.discord_user(discord_id, username="alice_d")
+    alice = next(iter(db.tables.accounts.values()))
+    await h.discord_link(alice.id, h.discord.users[DiscordId(discord_id)])
+    h.clock.advance(timedelta(minutes=11))
+
+
 async def test_a_stale_proof_sends_sensitive_forms_to_confirm_it_is_you(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:
-    await _sign_up(client)
-    h.discord_user(7100, username="alice_d")
-    alice = next(iter(db.tables.accounts.values()))
-    await h.discord_link(alice.id, h.discord.users[DiscordId(7100)])
-    h.clock.advance(timedelta(minutes=11))
+    await _signed_up_linked_and_proof_stale(h, client, db, 7100)
 
     page = await client.get("/account")
     assert 'id="unlink_password"' in page.text  # the form asks for the password now
@@ -241,11 +248,7 @@ async def test_the_sign_up_page_lands_on_the_account_page_with_its_welcome(clien
 async def test_a_wrong_current_password_on_the_account_page_is_not_a_sign_in_page(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:
-    await _sign_up(client)
-    h.discord_user(7102, username="alice_d")
-    alice = next(iter(db.tables.accounts.values()))
-    await h.discord_link(alice.id, h.discord.users[DiscordId(7102)])
-    h.clock.advance(timedelta(minutes=11))
+    await _signed_up_linked_and_proof_stale(h, client, db, 7102)
 
     wrong = await post_form(
         client, "/account", "/account/discord/unlink", {"current_password": "not it"}
