@@ -505,6 +505,7 @@ async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
                 lookup = await client.get("/api/v1/links/123", headers=key)
                 assert lookup.status_code == 503, lookup.text
                 assert lookup.json()["error"]["code"] == "storage_unavailable"
+                assert lookup.headers["retry-after"] == "5"  # "Try again shortly"
                 start = await client.get("/auth/discord/login")  # writes a pending login
                 assert start.status_code == 503, start.text
     finally:

@@ -350,7 +350,7 @@ async def test_each_api_key_has_its_own_budget(
         assert [(await get(first)).status_code for _ in range(2)] == [404, 404]
         refused = await get(first)
         assert refused.status_code == 429
-        assert "This API key made too many requests" in refused.json()["error"]["message"]
+        assert "Too many requests with this API key" in refused.json()["error"]["message"]
         assert refused.headers["retry-after"] == "1"
         assert refused.headers["ratelimit-limit"] == "2"
         assert (await get(second)).status_code == 404  # its own budget

@@ -87,8 +87,15 @@ def _wants_json(request: Request[Any, Any, Any]) -> bool:
     return path_of(request).startswith("/api/")
 
 
+# How soon a client of the JSON API may try again after a 503 (the database out of reach, or
+# not upgraded yet): "Try again shortly", in seconds, for clients that wait as told.
+RETRY_AFTER_UNAVAILABLE = "5"
+
+
 def json_error(code: str, message: str, status: int) -> Response[dict[str, Any]]:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
     return Response(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
@@ -177,8 +184,8 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         headers.setdefault("Retry-After", str(max(1, int(headers["RateLimit-Reset"]))))
         if path_of(request).startswith("/api/"):
             message = (
-                "This API key made too many requests. Wait "
-                f"{headers['Retry-After']} s (Retry-After), then try again."
+                "Too many requests with this API key (or, without a valid one, from this "
+                f"address). Wait {headers['Retry-After']} s (Retry-After), then try again."
             )
     answer: Response[Any]
     if path_of(request) == "/interactions":  # Discord's endpoint: its refusals' own shape
