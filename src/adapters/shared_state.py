@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -436,6 +437,22 @@ class SharedState:
         if not isinstance(theirs, dict):
             return []
         return sorted(k for k, v in agreed.items() if k in theirs and theirs[k] != v)
+
+    async def deployment(self) -> str | None:
+        """The id this deployment's Redis (under its key prefix) gives it, the same for every
+        instance that shares its state with this one: the first to ask makes it (``SET NX``),
+        the others read it in the same call (``GET``). A Redis that restarts empty makes a new
+        one at the next ask. ``None`` without Redis, or when it does not answer."""
+        if self.redis is None:
+            return None
+        made = secrets.token_hex(8)
+        try:
+            before = await self.redis.set(f"{self._prefix}:deployment", made, nx=True, get=True)
+        except _redis_down():
+            return None
+        if isinstance(before, bytes):
+            return before.decode(errors="replace")
+        return before if isinstance(before, str) else made
 
     async def problem(self) -> str | None:
         """What is wrong with Redis (``None``: nothing, or no Redis): "unreachable", or that it

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         description="`/readyz` answers 503 when the database, its schema or Redis has not "
         "answered by then.",
     )
+    instance_check_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=60,
+        description="How often each web instance announces itself in the database and looks "
+        "at the others: one that keeps its rate limits and replay guard apart from another's "
+        "(one without Redis beside one with it, or two Redises) says so after two looks.",
+    )
     shutdown_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import outgoing_emails, user_links
+from adapters.sql.tables import outgoing_emails, user_links, web_instances
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.bot_support import run_command, signed_request, wait_until
 from tests.fakes.clock import ManualClock
@@ -81,6 +81,7 @@ def pair(
             smtp_port=smtp_port,
             smtp_tls="none",
             email_poll_seconds=0.2,
+            instance_check_seconds=0.5,
         )
         with serving(tmp_path, env, port=port_a) as a, serving(tmp_path, env) as b:
             stack = Stack(public, emulator_url, emulator, None, ManualClock(), pg_db, mailbox)  # type: ignore[arg-type]
@@ -187,3 +188,28 @@ async def test_an_email_is_sent_once_with_both_instances_polling(
     await wait_until(lambda: len(pair.stack.mailbox.received) >= 2)
     assert len(pair.stack.mailbox.to("alice@example.com")) == 1
     assert len(pair.stack.mailbox.to("bob@example.com")) == 1
+
+
+async def test_instances_on_one_redis_do_not_name_each_other(pair: Pair) -> None:
+    # Each row's sightings, once both are there: four looks each, then nothing was said.
+    sightings: dict[str, set[object]] = {}
+
+    async def looked() -> bool:
+        async with pair.stack.db.engine.connect() as conn:
+            rows = (await conn.execute(select(web_instances))).all()
+        if len(rows) == 2:
+            for row in rows:
+                sightings.setdefault(row.id, set()).add(row.seen_at)
+        return len(sightings) == 2 and all(len(s) >= 4 for s in sightings.values())
+
+    async with asyncio.timeout(120):  # a guard against a hang, not a measure
+        done = False
+        while not done:
+            await asyncio.sleep(0.1)
+            done = await looked()
+    async with pair.stack.db.engine.connect() as conn:
+        states = (await conn.execute(select(web_instances.c.shared_state))).scalars().all()
+    assert len(set(states)) == 1
+    assert states[0].startswith("redis ")
+    for instance in (pair.a, pair.b):
+        assert "Another instance uses this database" not in instance.output()

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +25,7 @@ from adapters.shared_state import (
     SharedState,
     SweptMemoryStore,
 )
+from adapters.sql.instances import Instance
 from domain.model import AuditKind
 from entrypoints.bot.runtime import _replay_key
 from entrypoints.cli import cli
@@ -32,6 +33,7 @@ from entrypoints.container import build_container
 from entrypoints.health import Readiness
 from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
+from entrypoints.web.instances import sharing_problems
 from entrypoints.web.rate_limit import client_budget
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve_here
@@ -606,3 +608,31 @@ def test_each_commands_injection_resolver_is_made_once_on_its_class() -> None:
         assert resolver is not None
         bound = method.__get__(object(), command)
         assert bound._dependency_func is resolver
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "how"),
+    [
+        ("memory", "memory", "neither it nor this one has TASKFLOW_LINK_REDIS_URL"),
+        ("memory", "redis d1", "it has Redis, this one has no TASKFLOW_LINK_REDIS_URL"),
+        ("memory", "redis", "it has Redis, this one has no TASKFLOW_LINK_REDIS_URL"),
+        ("redis d1", "memory", "this one has Redis, it has no TASKFLOW_LINK_REDIS_URL"),
+        ("redis", "memory", "this one has Redis, it has no TASKFLOW_LINK_REDIS_URL"),
+        ("redis d1", "redis d2", "it uses another Redis, or another "),
+        ("redis d1", "redis d1", None),
+        # A Redis that did not answer this time: its id is unknown, nothing to compare.
+        ("redis", "redis d2", None),
+        ("redis d1", "redis", None),
+    ],
+)
+def test_instances_that_keep_their_state_apart_are_told_how(
+    mine: str, theirs: str, how: str | None
+) -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    other = Instance("i-1", "web-2", 41, theirs, now, now)
+    found = sharing_problems(mine, [other])
+    if how is None:
+        assert found == {}
+    else:
+        assert found["i-1"].startswith(how)
+    assert str(other) == "web-2 (pid 41, started 2026-11-23 12:00:00 UTC)"

@@ -408,3 +408,19 @@ role_connection_tokens = Table(
     Column("claimed_until", UtcDateTime(), nullable=True),
     CheckConstraint("discord_id > 0", name="discord_id_positive"),
 )
+
+# The web instances using this database, each announcing itself once a minute (see
+# ``adapters.sql.instances``): an instance that keeps its rate limits and replay guard apart
+# from the others' (no Redis, or another Redis or key prefix) is told so. A row is deleted when
+# its instance stops, and by any instance a day after it was last seen.
+web_instances = Table(
+    "web_instances",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer(), nullable=False),
+    # "memory", or "redis " and the id its Redis (with the key prefix) gives its deployment.
+    Column("shared_state", String(100), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("seen_at", UtcDateTime(), nullable=False),
+)

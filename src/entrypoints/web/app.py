@@ -61,6 +61,7 @@ from entrypoints.web.guards import (
     host_guard,
     refuse_control_characters,
 )
+from entrypoints.web.instances import InstanceWatch
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
@@ -441,8 +442,16 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         app.state.readiness = Readiness(
             container.readiness_checks(), timeout=settings.readiness_timeout_seconds
         )
+        roster = container.instance_roster()
+        watch = (
+            InstanceWatch(roster, container.shared_state(), settings.instance_check_seconds)
+            if roster is not None
+            else None
+        )
         try:
             await _check_agreement(container)
+            if watch is not None:
+                watch.start()
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
@@ -450,6 +459,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             yield
         finally:
             await app.state.readiness.close()
+            if watch is not None:
+                await watch.stop()
             await workers.stop(loop)
             if http_interactions is not None:
                 await http_interactions.close()

@@ -1,0 +1,98 @@
+"""Which web instances use this database. Each announces itself once a minute (a row of
+``web_instances``: where it runs and how it shares its rate limits and interaction replay
+guard), so that instances that keep those apart (one without Redis beside others with it, or
+two Redises) can say so: neither could see the other anywhere else."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapters.sql.database import SqlDatabase
+from adapters.sql.errors import translate
+from adapters.sql.tables import web_instances
+from domain.ports import Clock
+
+# An instance seen within this is taken as running (it announces itself every minute); one
+# that stopped without a word (killed) drops out of every list after it.
+LIVE_FOR = timedelta(minutes=3)
+# A row not seen for this long is deleted by the next instance that announces itself.
+FORGET_AFTER = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    host: str
+    pid: int
+    # "memory" (no Redis), "redis" (its Redis did not answer) or "redis <deployment id>".
+    shared_state: str
+    started_at: datetime
+    seen_at: datetime
+
+    def __str__(self) -> str:
+        return f"{self.host} (pid {self.pid}, started {self.started_at:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+class SqlInstanceRoster:
+    """This process's row of ``web_instances``, and the others'."""
+
+    def __init__(self, database: SqlDatabase, clock: Clock) -> None:
+        self._database, self._clock = database, clock
+        self.id = str(uuid.uuid4())
+        self.host = socket.gethostname()[:255]
+        self.pid = os.getpid()
+        self._started_at: datetime | None = None
+
+    async def announce(self, shared_state: str) -> Sequence[Instance]:
+        """Records this instance as seen now, sharing its state as ``shared_state`` says;
+        deletes the rows of instances not seen for a day; answers the other instances seen in
+        the last few minutes, the oldest first. A database error is the domain's
+        ``StorageError`` (``StorageNotReady`` before ``db upgrade``)."""
+        now = self._clock.now()
+        started = self._started_at or now
+        table = web_instances
+        try:
+            async with self._database.engine.begin() as conn:
+                seen = await conn.execute(
+                    update(table)
+                    .where(table.c.id == self.id)
+                    .values(shared_state=shared_state, seen_at=now)
+                )
+                if seen.rowcount == 0:  # the first time (or a day lost and forgotten)
+                    await conn.execute(
+                        insert(table).values(
+                            id=self.id,
+                            host=self.host,
+                            pid=self.pid,
+                            shared_state=shared_state,
+                            started_at=started,
+                            seen_at=now,
+                        )
+                    )
+                await conn.execute(delete(table).where(table.c.seen_at < now - FORGET_AFTER))
+                rows = await conn.execute(
+                    select(table)
+                    .where(table.c.id != self.id, table.c.seen_at >= now - LIVE_FOR)
+                    .order_by(table.c.started_at, table.c.id)
+                )
+                others = [Instance(**row._mapping) for row in rows]
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc
+        self._started_at = started
+        return others
+
+    async def leave(self) -> None:
+        """Deletes this instance's row (it stops): the others stop counting it at once."""
+        try:
+            async with self._database.engine.begin() as conn:
+                await conn.execute(delete(web_instances).where(web_instances.c.id == self.id))
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc

@@ -1,0 +1,216 @@
+"""Web instances on one database announce themselves there, and one whose rate limits and
+replay guard are kept apart from another's (no Redis beside Redis, or two Redises) names it in
+its log (see ``entrypoints.web.instances``): the roster on SQLite and Postgres, the deployment
+ids on a real Redis, and two ``taskflow-link serve`` processes end to end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from adapters.shared_state import SharedState
+from adapters.sql import SqlDatabase
+from adapters.sql.instances import Instance, SqlInstanceRoster
+from adapters.sql.tables import web_instances
+from entrypoints.web.instances import InstanceWatch
+from tests.bot_support import wait_until
+from tests.fakes.clock import ManualClock
+from tests.integration.instances import environment, serving
+from tests.integration.postgres import PostgresServer
+
+NAMED = "Another instance uses this database"
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture(params=["sqlite_db", "pg_db"])
+def database(request: pytest.FixtureRequest) -> SqlDatabase:
+    found: SqlDatabase = request.getfixturevalue(request.param)
+    return found
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[list[SharedState]]:
+    """The shared states a test makes, closed after it."""
+    made: list[SharedState] = []
+    yield made
+    for state in made:
+        await state.close()
+
+
+def named(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(NAMED)]
+
+
+async def test_an_instance_sees_the_others_seen_lately(
+    database: SqlDatabase, clock: ManualClock
+) -> None:
+    first, second, third = (SqlInstanceRoster(database, clock) for _ in range(3))
+    assert await first.announce("memory") == []
+    clock.advance(MINUTE)
+    await second.announce("redis a1")
+    clock.advance(MINUTE)
+    others = await third.announce("redis a1")
+    assert [(o.id, o.shared_state) for o in others] == [
+        (first.id, "memory"),
+        (second.id, "redis a1"),
+    ]  # the oldest first, never itself
+    assert others[0].started_at == clock.now() - 2 * MINUTE
+    # Three minutes without a word: taken as stopped (killed). Announcing again keeps one's
+    # start and moves one's last sighting.
+    clock.advance(2 * MINUTE)
+    assert [o.id for o in await second.announce("redis a1")] == [third.id]
+    [seen] = await third.announce("redis a1")
+    assert (seen.id, seen.started_at, seen.seen_at) == (
+        second.id,
+        clock.now() - 3 * MINUTE,
+        clock.now(),
+    )
+    # A day later the silent one's row is gone; one that stops deletes its own at once.
+    clock.advance(timedelta(days=1, seconds=1))
+    await third.announce("redis a1")
+    await third.leave()
+    async with database.engine.connect() as conn:
+        ids = (await conn.execute(select(web_instances.c.id))).scalars().all()
+    assert ids == []
+
+
+async def test_an_instance_without_redis_is_named_once_seen_twice(
+    database: SqlDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    plain = SharedState(None)
+    alone = InstanceWatch(SqlInstanceRoster(database, clock), plain, 60)
+    other = SqlInstanceRoster(database, clock)
+    await other.announce("redis a1")
+    await alone.check()  # seen once: it could be the instance this one replaces
+    assert named(caplog) == []
+    clock.advance(MINUTE)
+    await other.announce("redis a1")
+    await alone.check()
+    [message] = named(caplog)
+    assert str(await _row(database, other.id)) in message
+    assert "it has Redis, this one has no TASKFLOW_LINK_REDIS_URL" in message
+    clock.advance(MINUTE)
+    await other.announce("redis a1")
+    await alone.check()
+    assert len(named(caplog)) == 1  # once per instance
+
+
+async def test_an_instance_that_stopped_or_went_silent_is_not_named(
+    database: SqlDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    watch = InstanceWatch(SqlInstanceRoster(database, clock), SharedState(None), 60)
+    replaced, killed = SqlInstanceRoster(database, clock), SqlInstanceRoster(database, clock)
+    await replaced.announce("memory")
+    await killed.announce("memory")
+    await watch.check()
+    await replaced.leave()  # stopped as it should: its row goes with it
+    clock.advance(MINUTE)  # the killed one says nothing more, but is still "seen lately"
+    await watch.check()
+    clock.advance(MINUTE)
+    await watch.check()
+    assert named(caplog) == []
+
+
+async def test_instances_on_two_redises_name_each_other_and_those_on_one_do_not(
+    database: SqlDatabase,
+    clock: ManualClock,
+    redis_url: str,
+    shared: list[SharedState],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    # One Redis, three deployments' worth of prefixes: "blue" twice, "green" once.
+    shared += [SharedState(redis_url, prefix=p, timeout=10) for p in ("blue", "blue", "green")]
+    rosters = [SqlInstanceRoster(database, clock) for _ in shared]
+    watches = [InstanceWatch(r, s, 60) for r, s in zip(rosters, shared, strict=True)]
+    for _ in range(3):
+        for watch in watches:
+            await watch.check()
+        clock.advance(MINUTE)
+    messages = named(caplog)
+    assert len(messages) == 4  # each blue names the green one, the green one each blue
+    assert all("another Redis, or another TASKFLOW_LINK_REDIS_KEY_PREFIX" in m for m in messages)
+    async with database.engine.connect() as conn:
+        states = dict(
+            (await conn.execute(select(web_instances.c.id, web_instances.c.shared_state))).all()
+        )
+    blue, blue_too, green = (states[r.id] for r in rosters)
+    assert blue == blue_too != green
+    assert blue.startswith("redis ")
+    assert green.startswith("redis ")
+
+
+async def test_a_redis_that_restarts_empty_gives_one_new_deployment_id(
+    redis_url: str, shared: list[SharedState]
+) -> None:
+    from redis.asyncio import Redis
+
+    shared += [SharedState(redis_url, timeout=10), SharedState(redis_url, timeout=10)]
+    one, two = shared
+    before = await one.deployment()
+    assert before is not None
+    assert await two.deployment() == before
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    await client.aclose()
+    after = await two.deployment()
+    assert after is not None
+    assert after != before
+    assert await one.deployment() == after
+    assert await SharedState(None).deployment() is None
+
+
+async def test_announcing_on_a_database_not_upgraded_says_so_once(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="taskflow_link.instances")
+    empty = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        watch = InstanceWatch(SqlInstanceRoster(empty, clock), SharedState(None), 60)
+        await watch.check()
+        await watch.check()
+        await watch.stop()  # deleting its row fails too, quietly
+    finally:
+        await empty.dispose()
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "run `taskflow-link db upgrade`: no such table: web_instances" in warning
+
+
+async def _row(database: SqlDatabase, instance_id: str) -> Instance:
+    async with database.engine.connect() as conn:
+        row = (
+            await conn.execute(select(web_instances).where(web_instances.c.id == instance_id))
+        ).one()
+    return Instance(**row._mapping)
+
+
+async def test_two_serve_processes_one_without_redis_name_each_other(
+    postgres: PostgresServer, pg_db: SqlDatabase, redis_url: str, tmp_path: Path
+) -> None:
+    common: dict[str, str | float] = {
+        "storage": "sql",
+        "database_url": postgres.url,
+        "instance_check_seconds": 0.5,
+        "discord_client_id": "1300000000000000001",
+        "discord_client_secret": "not-used-here",
+    }
+    with_redis = environment(**common, redis_url=redis_url, redis_timeout_seconds=10)
+    without = environment(**common)
+    with serving(tmp_path, with_redis) as a, serving(tmp_path, without) as b:
+        await wait_until(lambda: NAMED in a.output() and NAMED in b.output(), seconds=120)
+        assert "this one has Redis, it has no TASKFLOW_LINK_REDIS_URL" in a.output()
+        assert "it has Redis, this one has no TASKFLOW_LINK_REDIS_URL" in b.output()
+    async with pg_db.engine.connect() as conn:  # both deleted their rows as they stopped
+        assert (await conn.execute(select(web_instances.c.id))).all() == []
