@@ -1005,3 +1005,31 @@ async def test_the_catch_up_push_after_a_stall_cannot_land_after_a_later_unlinks
     assert worker_b[0].result() == RoleSyncReport(cleared=1)  # "not linked", tokens deleted
     assert rows(r) == {}  # nothing will push again
     assert linked(fake(r).connections[DiscordId(7042)]) == ("0", "0")
+
+
+async def test_a_pusher_stalled_past_its_lease_in_a_refresh_renews_it_before_pushing(
+    r: Harness,
+) -> None:
+    # helper-77's review. Paused inside the refresh past its lease, the pusher stored the new
+    # tokens and went on to push with a claim run out: a worker woken meanwhile took the row
+    # and pushed beside it (after an unlink, "linked" could land last). A pusher takes the row
+    # again after the refresh, as before every call to Discord.
+    await connected(r, 7043)
+    r.clock.advance(timedelta(days=8))  # due, and the access token has expired
+    beside: list[RoleSyncReport] = []
+
+    async def paused_past_the_lease() -> None:
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+
+    async def a_worker_runs() -> None:
+        beside.append(await refresh_pass(r))
+
+    fake(r).during_refresh = paused_past_the_lease
+    fake(r).during_push = a_worker_runs
+    pushes_before = len(fake(r).pushes)
+    outcome = await r.container.role_connection_pusher().sync(rows(r)[DiscordId(7043)])
+
+    assert beside == [RoleSyncReport()]  # the row was still the first pusher's
+    assert outcome is RoleSync.PUSHED
+    assert len(fake(r).pushes) - pushes_before == 1
+    assert fake(r).refreshes == 1

@@ -159,9 +159,7 @@ class RoleConnectionPusher:
             # the one that took over. The row comes back as it is now (an unlink, new tokens).
             held = await _take(self._uow, row, now)
             if held is None:  # another pusher has it now, or deleted it
-                if pushed_with is not None:
-                    await self._after_a_late_push(row.discord_id, pushed_with, forget=forget)
-                return RoleSync.GONE
+                return await self._gone(row, pushed_with, forget=forget)
             row = held
             try:
                 tokens = self._open(row)
@@ -175,6 +173,13 @@ class RoleConnectionPusher:
                     force_refresh = False
                     continue
                 row, tokens = refreshed
+                # The refresh was a call to Discord too: renewed before the push (one that
+                # stalled in it past its lease must not push beside the one that took over).
+                now = self._clock.now()
+                held = await _take(self._uow, row, now)
+                if held is None:
+                    return await self._gone(row, pushed_with, forget=forget)
+                row = held
             link, account = (None, None) if forget else await self._current(row.discord_id)
             try:
                 await self._discord.push(tokens.access, role_connection(link, account, now))
@@ -191,6 +196,14 @@ class RoleConnectionPusher:
                 return finished
             force_refresh = False  # the row changed while we pushed: push its new state
         return await self._failed(row, self._clock.now())
+
+    async def _gone(
+        self, row: RoleConnectionToken, pushed_with: _Opened | None, *, forget: bool
+    ) -> RoleSync:
+        """Another pusher holds the row now, or it was deleted."""
+        if pushed_with is not None:
+            await self._after_a_late_push(row.discord_id, pushed_with, forget=forget)
+        return RoleSync.GONE
 
     async def _after_a_late_push(
         self, discord_id: DiscordId, tokens: _Opened, *, forget: bool
