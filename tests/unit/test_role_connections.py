@@ -1033,3 +1033,18 @@ async def test_a_pusher_stalled_past_its_lease_in_a_refresh_renews_it_before_pus
     assert outcome is RoleSync.PUSHED
     assert len(fake(r).pushes) - pushes_before == 1
     assert fake(r).refreshes == 1
+
+
+async def test_a_token_lifetime_beyond_any_date_is_not_taken_at_its_word(
+    r: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # helper-77's review: an ``expires_in`` past the year 9999 (a broken stand-in for Discord,
+    # a proxy's answer) raised OverflowError: a 500 at the verification URL's callback, and in
+    # a worker the pass ended there, the rest of its batch left claimed.
+    monkeypatch.setattr("tests.fakes.role_connections.LIFETIME", 10**12)
+    await connected(r, 7044)  # linked, and pushed
+
+    kept = rows(r)[DiscordId(7044)]
+    assert kept.expires_at <= r.clock.now() + timedelta(days=366)
+    r.clock.advance(timedelta(days=400))  # refreshed again before a push: the same answer
+    assert await refresh_pass(r) == RoleSyncReport(pushed=1)

@@ -64,6 +64,10 @@ from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarte
 # An access token this close to its expiry is refreshed before use (Discord says how long a
 # token lives, 7 days; without that, it is refreshed at its next use).
 REFRESH_MARGIN = timedelta(minutes=1)
+# The longest lifetime taken at its word: a larger ``expires_in`` (not Discord's: a broken
+# stand-in, a proxy) would overflow the date; Discord refuses a token that has ended anyway,
+# and a refused one is refreshed.
+LIFETIME_MAX = timedelta(days=365)
 # A worker's claim on a due row: one that dies lets it go after this.
 CLAIM_LEASE = timedelta(minutes=5)
 # Tokens a configured key fails to open (altered, or copied from another row) are tried again
@@ -115,7 +119,8 @@ class RoleConnectionPusher:
 
     @staticmethod
     def _expiry(tokens: DiscordTokens, now: datetime) -> datetime:
-        return now + timedelta(seconds=max(0, tokens.expires_in or 0))
+        lifetime = min(max(0, tokens.expires_in or 0), LIFETIME_MAX // timedelta(seconds=1))
+        return now + timedelta(seconds=lifetime)
 
     def new_row(
         self,
