@@ -30,6 +30,7 @@ from domain.model import (
     RoleSync,
 )
 from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
+from domain.ports import DiscordTokens
 from domain.use_cases import AuthOutcome, RoleSyncReport
 from domain.use_cases.role_connections import CLAIM_LEASE, ForgetRoleConnections, RotateTokenKeys
 from entrypoints.cli import cli
@@ -1048,3 +1049,34 @@ async def test_a_token_lifetime_beyond_any_date_is_not_taken_at_its_word(
     assert kept.expires_at <= r.clock.now() + timedelta(days=366)
     r.clock.advance(timedelta(days=400))  # refreshed again before a push: the same answer
     assert await refresh_pass(r) == RoleSyncReport(pushed=1)
+
+
+async def test_a_refresh_that_stalled_past_its_lease_still_tells_discord_not_linked(
+    r: Harness,
+) -> None:
+    # helper-77's review. After an unlink, a pusher's refresh reached Discord (the refresh
+    # token spent) but its answer came back past the lease. Meanwhile a worker took the row,
+    # refreshed with the spent token, got invalid_grant and deleted the tokens: nobody told
+    # Discord "not linked", and the member kept the role for good, while the first pusher
+    # held fresh tokens and dropped them. It now pushes "not linked" with them.
+    await connected(r, 7045)
+    r.clock.advance(timedelta(days=8))  # the access token has expired: a push refreshes
+    await r.container.unlink_discord().execute(DiscordId(7045))
+    discord = fake(r)
+    answered = discord.refresh
+    meanwhile: list[RoleSyncReport] = []
+
+    async def answered_past_the_lease(refresh_token: str) -> DiscordTokens:
+        fresh = await answered(refresh_token)  # Discord spent the refresh token...
+        discord.refresh = answered  # type: ignore[method-assign]
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))  # ...its answer came late
+        meanwhile.append(await refresh_pass(r))
+        return fresh
+
+    discord.refresh = answered_past_the_lease  # type: ignore[method-assign]
+    outcome = await r.container.role_connection_pusher().sync(rows(r)[DiscordId(7045)])
+
+    assert meanwhile == [RoleSyncReport(revoked=1)]  # the spent token: invalid_grant
+    assert outcome is RoleSync.GONE
+    assert rows(r) == {}
+    assert linked(discord.connections[DiscordId(7045)]) == ("0", "0")

@@ -171,7 +171,7 @@ class RoleConnectionPusher:
             except errors.SecretUnreadable:
                 return await self._unreadable(row, now, drop=drop_unreadable)
             if force_refresh or row.expires_at <= now + REFRESH_MARGIN:
-                refreshed = await self._refresh(row, tokens, now)
+                refreshed = await self._refresh(row, tokens, now, forget=forget)
                 if isinstance(refreshed, RoleSync):
                     return refreshed
                 if refreshed is None:  # a new grant replaced the tokens meanwhile: use it
@@ -237,7 +237,7 @@ class RoleConnectionPusher:
         return marked
 
     async def _refresh(
-        self, row: RoleConnectionToken, tokens: _Opened, now: datetime
+        self, row: RoleConnectionToken, tokens: _Opened, now: datetime, *, forget: bool
     ) -> tuple[RoleConnectionToken, _Opened] | RoleSync | None:
         """New tokens, stored; a final outcome; or ``None`` when other tokens replaced them
         meanwhile (a new grant, or those of a pusher that took over once this one's lease
@@ -255,6 +255,7 @@ class RoleConnectionPusher:
             return await self._failed(row, now)
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
+        gone = False
         async with self._uow() as uow:
             repository = uow.role_connection_tokens
             written = await repository.swap_sealed(row, sealed, self._expiry(fresh, now), now)
@@ -262,11 +263,19 @@ class RoleConnectionPusher:
                 # Resealed meanwhile (a key rotation, once a stalled pusher's lease ran out):
                 # the same tokens, the refresh token just spent. Ours replace them.
                 current = await repository.get(row.discord_id)
+                gone = current is None
                 if current is not None and self._holds(current, tokens.refresh):
                     written = await repository.swap_sealed(
                         current, sealed, self._expiry(fresh, now), now
                     )
             await uow.commit()
+        if gone:
+            # Deleted while the answer was on its way, past this pusher's lease: most likely
+            # by the pusher that took over, whose refresh with the token Discord had just
+            # spent got invalid_grant (it pushed nothing). These tokens are the only live
+            # ones: an unlinked member hears "not linked" with them, as after a late push.
+            await self._after_a_late_push(row.discord_id, opened, forget=forget)
+            return RoleSync.GONE
         return (written, opened) if written is not None else None
 
     def _holds(self, row: RoleConnectionToken, refresh_token: str) -> bool:
