@@ -362,6 +362,18 @@ def test_a_discord_url_is_a_link_buttons_scheme() -> None:
     assert check_command_response(reply(components=[{"type": 1, "components": [button]}])) is None
 
 
+@pytest.mark.parametrize("url", ["http://[abc", "https://[::1/link", "https://]x["])
+def test_a_link_url_that_cannot_be_read_is_refused_not_a_crash(url: str) -> None:
+    """Python's URL parser raises on an unclosed IPv6 bracket: the emulator answered 500
+    there, where Discord names the field (helper-78's review)."""
+    button = LINK | {"url": url}
+    refused = check_command_response(reply(components=[{"type": 1, "components": [button]}]))
+    assert refused is not None
+    assert errors_at(refused[1], "data", "components", 0, "components", 0, "url") == [
+        "URL_TYPE_INVALID_URL"
+    ]
+
+
 def test_a_components_v2_message_stays_one_and_keeps_no_content() -> None:
     """The flag cannot be removed from a message: an edit without it is still judged as
     v2; turning it on, the old reply's content must be cleared (null)."""
@@ -561,6 +573,26 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     empty = await client.post(webhook, json={"content": ""})
     assert empty.json()["code"] == 50006
     assert interaction.followups == []
+
+
+async def test_an_edit_whose_body_is_null_edits_nothing(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """The body ``null`` is read as ``{}`` (nothing changes, as for ``{}``); the emulator
+    answered 500 there (helper-78's review)."""
+    state, client = emulator
+    interaction = _pending(state)
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback", json=reply()
+    )
+    original = f"/api/v10/webhooks/{APP_ID}/{interaction.token}/messages/@original"
+    answer = await client.patch(
+        original, content=b"null", headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["content"] == "Hello"
+    assert interaction.response is not None
+    assert interaction.response["data"]["content"] == "Hello"
 
 
 async def test_an_edit_keeps_the_flags_a_message_cannot_lose(

@@ -639,6 +639,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
+        data = data or {}  # a JSON null body edits nothing, as check_message read it
         # SUPPRESS_EMBEDS comes and goes; EPHEMERAL and IS_COMPONENTS_V2 stay once set ("an
         # existing message's ephemeral state cannot be changed"; V2 "can only be set").
         flags = int((data.get("flags") if "flags" in data else previous.get("flags")) or 0)

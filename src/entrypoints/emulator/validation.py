@@ -422,7 +422,11 @@ def _check_link_url(errors: FormErrors, path: Path, url: object) -> None:
     if len(url) > MAX_BUTTON_URL:
         errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_BUTTON_URL} or fewer in length.")
         return
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[abc": an IPv6 host without its closing bracket
+        errors.add(path, "URL_TYPE_INVALID_URL", "Not a well formed URL.")
+        return
     if parts.scheme not in LINK_SCHEMES:
         errors.add(
             path,
