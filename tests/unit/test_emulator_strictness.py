@@ -141,6 +141,38 @@ def test_invalid_definitions_are_refused_where_they_are_wrong(
     assert errors_at(errors.body(), 0, *path)
 
 
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"options": 7}, ("options",)),
+        (
+            {"options": [{"type": 3, "name": "o", "description": "d", "choices": 5}]},
+            ("options", 0, "choices"),
+        ),
+        (
+            {"options": [{"type": 1, "name": "s", "description": "d", "options": 7}]},
+            ("options", 0, "options"),
+        ),
+        ({"name": ["link"]}, ("name",)),
+        ({"type": [1]}, ("type",)),
+    ],
+    ids=[
+        "options-not-an-array",
+        "choices-not-an-array",
+        "sub-options-not-an-array",
+        "name-an-array",
+        "type-an-array",
+    ],
+)
+def test_definitions_of_the_wrong_shape_are_refused_not_a_crash(
+    changes: dict[str, Any], path: tuple[str | int, ...]
+) -> None:
+    """The emulator answered 500 to these (counting the size of options that are not a
+    list, or a name that is a list as a duplicate; helper-78's review)."""
+    errors = check_commands([command(**changes), command(name="whoami")], guild=False)
+    assert errors_at(errors.body(), 0, *path)
+
+
 def test_context_menu_commands_may_have_spaces_and_capitals() -> None:
     assert not check_commands([{"type": 2, "name": "Show TaskFlow account"}], guild=False)
 

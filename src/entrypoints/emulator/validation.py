@@ -153,12 +153,17 @@ def _check_name(errors: FormErrors, path: Path, name: object, *, chat_input: boo
         errors.add(path, "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
 
 
+def _listed(value: object) -> list[Any]:
+    """A field that should be an array, for counting (one that is not is refused elsewhere)."""
+    return value if isinstance(value, list) else []
+
+
 def _size_of_option(option: Mapping[str, Any]) -> int:
     size = len(str(option.get("name", ""))) + len(str(option.get("description", "")))
-    for choice in option.get("choices") or []:
+    for choice in _listed(option.get("choices")):
         if isinstance(choice, Mapping):
             size += len(str(choice.get("name", ""))) + len(str(choice.get("value", "")))
-    for child in option.get("options") or []:
+    for child in _listed(option.get("options")):
         if isinstance(child, Mapping):
             size += _size_of_option(child)
     return size
@@ -300,7 +305,7 @@ def check_command(errors: FormErrors, path: Path, command: object, *, guild: boo
         _check_options(errors, (*path, "options"), options, depth=0)
     if chat_input:
         size = len(str(command.get("name", ""))) + len(str(description or ""))
-        size += sum(_size_of_option(o) for o in options or [] if isinstance(o, Mapping))
+        size += sum(_size_of_option(o) for o in _listed(options) if isinstance(o, Mapping))
         if size > MAX_COMMAND_SIZE:
             errors.add(
                 path,
@@ -349,7 +354,12 @@ def check_commands(body: object, *, guild: bool) -> FormErrors:
     counts: dict[object, int] = {}
     for index, command in enumerate(body):
         check_command(errors, (index,), command, guild=guild)
-        if isinstance(command, Mapping):
+        # A command whose type or name is not even the right kind of value was refused above.
+        if (
+            isinstance(command, Mapping)
+            and isinstance(command.get("type", COMMAND_CHAT_INPUT), int)
+            and isinstance(command.get("name"), str)
+        ):
             key = (command.get("type", COMMAND_CHAT_INPUT), command.get("name"))
             if key in seen:
                 errors.add(
