@@ -16,11 +16,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import hikari
 import httpx
 import pytest
 
+from adapters.sql import SqlDatabase
+from adapters.sql.tables import link_tickets
 from entrypoints.bot import runtime
 from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_commands
 from entrypoints.container import build_container
@@ -28,6 +31,7 @@ from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.settings import Settings
 from tests.bot_support import run_command, wait_until
 from tests.harness import TEST_SECRET_KEY, make_settings
+from tests.integration.stack import count
 from tests.servers import serve
 
 APP_ID = "1234567890123456781"
@@ -198,7 +202,8 @@ async def test_copies_that_are_not_sharded_race_for_every_interaction(
     emulator: tuple[EmulatorState, str],
 ) -> None:
     """Why sharding: Discord sends every interaction to every copy that identified as the same
-    shard; the first answer wins and the others get 40060, as the emulator shows."""
+    shard; without a Redis they share, each runs it, the first answer wins and the others get
+    40060, as the emulator shows."""
     state, url = emulator
     state.gateway_shards = 1  # Discord recommends one shard: each copy runs "all" of them
     user = state.add_user("rae")
@@ -209,6 +214,40 @@ async def test_copies_that_are_not_sharded_race_for_every_interaction(
         assert reply.raw["shards"] == [[0, 1], [0, 1]]
         assert first.interactions() == second.interactions() == {interaction.id}
     assert set(interaction.refused) == {40060}
+
+
+async def test_copies_sharing_redis_run_each_interaction_once(
+    emulator: tuple[EmulatorState, str],
+    redis_url: str,
+    sqlite_db: SqlDatabase,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two copies of one shard (not sharded, or the old and new copy while a rolling upgrade
+    overlaps them) both receive each interaction. Each used to run it: the /link button shown
+    was nearly always dead, spent by the other copy's newer ticket ("already used, or it was
+    replaced"). Sharing Redis, one copy claims the interaction and runs it, once
+    (helper-78's review)."""
+    state, url = emulator
+    state.gateway_shards = 1
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    user = state.add_user("rae")
+    shared = {"storage": "sql", "database_url": sqlite_url, "redis_url": redis_url}
+    async with running_copy(state, url, **shared), running_copy(state, url, **shared):
+        replies = [await run_command(url, user.id, "link", via="gateway") for _ in range(3)]
+        await wait_until(
+            lambda: caplog.text.count("another copy of the bot claimed it") == len(replies)
+        )
+    for reply in replies:
+        assert reply.raw["shards"] == [[0, 1], [0, 1]]  # both copies received it
+        assert state.interactions[reply.raw["interaction_id"]].refused == []  # no 40060
+    assert await count(sqlite_db, link_tickets) == len(replies)  # one ticket per /link
+    web = build_container(_settings(state, url, **shared))
+    try:
+        newest = urlsplit(replies[-1].button["url"]).path.rsplit("/", 1)[1]
+        await web.show_link_ticket().execute(newest)  # live, not "already used"
+    finally:
+        await web.sql_db().dispose()
 
 
 async def test_a_shard_that_does_not_exist_is_refused_with_4010(

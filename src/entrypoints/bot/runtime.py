@@ -14,9 +14,11 @@ import hikari
 import lightbulb
 import nacl.exceptions
 import nacl.signing
+from lightbulb.client import DEFAULT_EXECUTION_STEP_ORDER
 
 from domain.model import ROLE_METADATA
 from entrypoints.bot.bridge import register_services
+from entrypoints.bot.claims import ClaimingGatewayClient
 from entrypoints.bot.commands import command_loader
 from entrypoints.bot.inband import InBandRestClient
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
@@ -99,9 +101,19 @@ async def prepare_client(
             sync_commands=sync_commands,
             defer_after=settings.discord_defer_after_seconds,
         )
-    else:
-        client = lightbulb.client_from_app(
-            app, default_enabled_guilds=settings.command_guild_ids, sync_commands=sync_commands
+    else:  # the gateway: one copy of the bot runs each interaction (see ``claims``)
+        client = ClaimingGatewayClient(
+            app,
+            settings.command_guild_ids,
+            DEFAULT_EXECUTION_STEP_ORDER,
+            hikari.Locale.EN_US,
+            lightbulb.localization.localization_unsupported,
+            True,  # delete_unknown_commands
+            None,  # deferred_registration_callback
+            (),  # hooks
+            sync_commands,
+            features=(),
+            claims=container.shared_state().replay_guard,
         )
     register_services(client, container)
     loader = command_loader(server_commands=bool(settings.command_guild_ids))
