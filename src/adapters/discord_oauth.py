@@ -31,6 +31,7 @@ from domain.model import (
     DiscordUser,
     RoleConnection,
     clean_text,
+    has_encoded_word,
     has_format_characters,
 )
 from domain.ports import DiscordTokens
@@ -368,6 +369,7 @@ def _profile(body: Any) -> DiscordProfile:
         and 0 < len(email) <= EMAIL_MAX
         and clean_text(email, EMAIL_MAX) == email
         and not has_format_characters(email)  # as validate_email: none typed in a form
+        and not has_encoded_word(email)
     )
     return DiscordProfile(
         id=user.id,

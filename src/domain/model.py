@@ -123,7 +123,23 @@ def validate_email(email: str) -> str:
             "An email address cannot hold invisible characters (direction marks, zero-width "
             "spaces): type it again by hand."
         )
+    if has_encoded_word(normalized):
+        raise InvalidInput(
+            "An email address cannot hold '=?…?=' (mail software reads it as an encoded "
+            "word, and delivers to another address): type the address itself."
+        )
     return normalized
+
+
+_ENCODED_WORD = re.compile(r"=\?.*\?=")
+
+
+def has_encoded_word(text: str) -> bool:
+    """Whether ``text`` holds something shaped like an RFC 2047 encoded word (``=?utf-8?q?…?=``).
+    RFC 2047 forbids them in an address, and mail software that meets one decodes it all the
+    same: Python's header parser reads "=?us-ascii?q?bob?=@example.com" as bob@example.com, so
+    one mailbox could confirm any number of "different" addresses. No mailbox needs one."""
+    return _ENCODED_WORD.search(text) is not None
 
 
 def has_format_characters(text: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from tests.bot_support import WAIT_SECONDS
 from tests.servers import free_port
@@ -26,6 +26,9 @@ class Mailbox:
     # end-to-end stack moves its manual clock to a failed send's retry (see ``stack``).
     while_waiting: Callable[[], Awaitable[None]] | None = None
     refuse_next: int = 0  # answer this many messages "451, try again later"
+    # Each RCPT command's argument as it came on the wire: aiosmtpd reads the address with
+    # Python's header parser, which decodes RFC 2047 words as the sender's may have done.
+    rcpt_lines: list[str] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse_next > 0:
@@ -69,10 +72,22 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, dat
     return AuthResult(success=ok)
 
 
+class _RecordingSmtp(SMTP):
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if isinstance(self.event_handler, Mailbox) and arg is not None:
+            self.event_handler.rcpt_lines.append(arg)
+        await super().smtp_RCPT(arg)
+
+
+class _RecordingController(Controller):
+    def factory(self) -> SMTP:
+        return _RecordingSmtp(self.handler, **self.SMTP_kwargs)
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Mailbox, int]]:
     mailbox, port = Mailbox(), free_port()
-    controller = Controller(
+    controller = _RecordingController(
         mailbox,
         hostname="127.0.0.1",
         port=port,

@@ -99,3 +99,23 @@ async def test_starttls_is_required_when_configured(smtp_server: tuple[Mailbox, 
 async def test_an_unreachable_server_is_reported() -> None:
     with pytest.raises(errors.EmailNotSent):
         await sender(free_port()).send(MESSAGE)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?us-ascii?q?bob?=@example.com",  # Python's header parser reads bob@example.com
+        "=?utf-8?q?mallory=40evil.example?=@example.com",  # and "mallory@evil.example"@…
+        "bob@=?utf-8?q?evil.example?=",  # and bob@evil.example
+    ],
+)
+async def test_a_message_goes_to_the_address_as_it_is_stored(
+    smtp_server: tuple[Mailbox, int], address: str
+) -> None:
+    """The envelope names the address the service stored, and nothing a header parser makes
+    of it: the recipients taken from the To header were decoded as RFC 2047 words, so mail for
+    one stored address went to another mailbox (an attacker's review)."""
+    mailbox, port = smtp_server
+    await sender(port).send(EmailMessage(address, "Confirm", "Open https://t.example/v/abc"))
+    assert len(mailbox.received) == 1
+    assert mailbox.rcpt_lines == [f"TO:<{address}>"]

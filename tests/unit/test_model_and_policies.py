@@ -178,6 +178,24 @@ def test_an_email_address_takes_no_invisible_format_characters(address: str) -> 
     assert _discord_profile({**body, "email": "alice@example.com"}).email == "alice@example.com"
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?us-ascii?q?bob?=@example.com",  # read as bob@example.com
+        "=?utf-8?b?Ym9iQGV2aWwuZXhhbXBsZQ==?=@example.com",  # as "bob@evil.example"@…
+        "bob@=?utf-8?q?evil.example?=",  # as bob@evil.example
+    ],
+)
+def test_an_email_address_takes_no_encoded_word(address: str) -> None:
+    """Mail software decodes an RFC 2047 word wherever it meets one: each of these was stored
+    as an address of its own, and its mail went to another one, so one mailbox confirmed as
+    many "different" addresses as it liked (an attacker's review)."""
+    with pytest.raises(errors.InvalidInput, match="encoded"):
+        validate_email(address)
+    body = {"id": "1", "username": "bob", "email": address, "verified": True}
+    assert _discord_profile(body).email is None
+
+
 # -- one-time secret checks ----------------------------------------------------------------------
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

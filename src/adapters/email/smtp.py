@@ -50,6 +50,10 @@ class SmtpEmailSender:
         try:
             await aiosmtplib.send(
                 self._mime(message),
+                # The address as the service stored it, not as the To header is read back:
+                # the header parser decodes RFC 2047 words, so "=?us-ascii?q?bob?=@example.com"
+                # (another address, as far as the service can tell) went to bob@example.com.
+                recipients=[message.to],
                 hostname=self._host,
                 port=self._port,
                 use_tls=self._tls == "tls",
