@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import cast
 
@@ -13,6 +14,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import ApiKey
 from domain.ports import LinkDirectory
+from domain.use_cases.accounts import PasswordSet
 from tests.harness import PASSWORD, Harness
 
 
@@ -357,3 +359,45 @@ async def test_closing_the_cache_ends_a_read_under_way(h: Harness) -> None:
     now[0] += 10
     assert await cache.by_digest(digest) == created.key
     assert directory.reads == 3
+
+
+async def test_a_password_form_sent_twice_says_the_new_password_is_saved(h: Harness) -> None:
+    """A double click on "Save password": the browser shows the second answer, whose request
+    found the password changed by the first. It said "Your password changed meanwhile. Try
+    again." while the new password was saved (and the cookie this browser holds had ended with
+    the first request's renewal): trying again with the old one was refused (an attacker's
+    review, in Chromium)."""
+    signed_up = await h.sign_up("alice", "alice@example.com")
+    new = "a brand new password"
+
+    def change_it() -> Awaitable[PasswordSet]:
+        return h.container.set_password().execute(
+            session_token=signed_up.session_token, new_password=new, current_password=PASSWORD
+        )
+
+    done = await asyncio.gather(change_it(), change_it(), return_exceptions=True)
+    [refused] = [d for d in done if isinstance(d, BaseException)]
+    assert isinstance(refused, errors.Conflict)
+    assert "saved" in refused.message
+    assert new not in refused.message
+    await h.container.sign_in().execute(login="alice", password=new)
+
+
+async def test_a_password_changed_meanwhile_to_another_one_still_says_so(h: Harness) -> None:
+    signed_up = await h.sign_up("alice", "alice@example.com")
+
+    def change_to(password: str) -> Awaitable[PasswordSet]:
+        return h.container.set_password().execute(
+            session_token=signed_up.session_token,
+            new_password=password,
+            current_password=PASSWORD,
+        )
+
+    done = await asyncio.gather(
+        change_to("a brand new password"),
+        change_to("another fresh passphrase"),
+        return_exceptions=True,
+    )
+    [refused] = [d for d in done if isinstance(d, BaseException)]
+    assert isinstance(refused, errors.Conflict)
+    assert "changed meanwhile" in refused.message

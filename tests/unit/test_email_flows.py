@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -24,6 +25,7 @@ from domain.model import (
 from domain.ports import EmailMessage
 from domain.use_cases import AuthOutcome, DeliveryReport, TicketIssued
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
+from domain.use_cases.email_verification import EmailChanged
 from tests.harness import PASSWORD, Harness
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -164,6 +166,26 @@ async def test_changing_the_email_makes_it_unconfirmed_and_old_links_stop_workin
     )
     with pytest.raises(errors.SecretConsumed):
         await h.container.reset_password().execute(token=old_reset, new_password=NEW_PASSWORD)
+
+
+async def test_an_email_form_sent_twice_says_the_address_is_changed(h: Harness) -> None:
+    """A double click on "Change email" (with the password: each request checks it): the
+    second request found the address changed by the first and said "Your email changed
+    meanwhile. Try again." while it was changed to the very address asked for, and trying
+    again was refused as "already your email address" (an attacker's review)."""
+    signed_up = await h.sign_up("jo", "jo@example.com")
+    session = await h.session_for(signed_up.account.id)
+
+    def change_it() -> Awaitable[EmailChanged]:
+        return h.container.change_email().execute(
+            session_token=session, new_email="jo@new.example", current_password=PASSWORD
+        )
+
+    done = await asyncio.gather(change_it(), change_it(), return_exceptions=True)
+    [refused] = [d for d in done if isinstance(d, BaseException)]
+    assert isinstance(refused, errors.Conflict)
+    assert "jo@new.example already" in refused.message
+    assert (await h.account(signed_up.account.id)).email == "jo@new.example"
 
 
 async def test_an_email_taken_by_another_account_cannot_be_chosen(h: Harness) -> None:

@@ -73,6 +73,14 @@ class Passwords:
                 await self._attempts.clear(key)
             return right
 
+    async def matches(self, password_hash: str, password: str) -> bool:
+        """Whether ``password`` is the one ``password_hash`` was made of, with no throttle:
+        only for a caller that proved the account already (``SetPassword``, whose request
+        found that a twin of it saved this password meanwhile)."""
+        if len(password) > MAX_PASSWORD:
+            return False
+        return await self._hasher.verify(password_hash, password)
+
     async def new_hash(self, password: str, *, related: Sequence[str] = ()) -> str:
         """The hash of a new password, refused with ``WeakPassword`` when it is too short, too
         long or too easy to guess."""

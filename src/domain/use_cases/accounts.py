@@ -14,6 +14,7 @@ from domain.model import (
     AuditKind,
     EmailKind,
     EmailPurpose,
+    Session,
     SignInMethod,
     clean_text,
     validate_email,
@@ -214,11 +215,19 @@ class SetPassword(_PasswordUseCase):
         elif not identity_recently_proved(session, account, now):
             raise errors.ReauthenticationRequired()
         new_hash = await self._passwords.new_hash(new_password, related=related)
+        try:
+            return await self._save(session, account, new_hash)
+        except errors.PasswordChanged as changed:  # told apart outside the lock: hashing is slow
+            raise await self._changed_meanwhile(changed.password_hash, new_password) from None
+
+    async def _save(self, session: Session, account: Account, new_hash: str) -> PasswordSet:
+        """The new hash, if the password is still the one checked (``PasswordChanged``
+        otherwise); other sessions and reset links end, this session is renewed."""
         now = self._clock.now()
         async with self._uow() as uow:
             fresh = await uow.accounts.lock(account.id)
             if fresh is None or fresh.password_hash != account.password_hash:
-                raise errors.Conflict("Your password changed meanwhile. Try again.")
+                raise errors.PasswordChanged(fresh.password_hash if fresh is not None else None)
             if await uow.sessions.get(session.digest) is None:
                 raise errors.NotSignedIn()  # the session asking ended meanwhile
             updated = replace(fresh, password_hash=new_hash, device_epoch=fresh.device_epoch + 1)
@@ -237,3 +246,19 @@ class SetPassword(_PasswordUseCase):
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)
             await uow.commit()
         return PasswordSet(updated, new_device_token(self._tokens, updated), renewed)
+
+    async def _changed_meanwhile(
+        self, changed_to: str | None, new_password: str
+    ) -> errors.Conflict:
+        """The refusal of a change that found the password changed since it was checked. Most
+        often the same form sent twice (a double click): the other request saved this very
+        password, and renewed the session under a token that browser may never have received
+        (it shows this answer), so "try again" would be wrong words: the old password is no
+        longer right. (This request proved the old password: it may learn that the new one is
+        the one it chose.)"""
+        if changed_to is not None and await self._passwords.matches(changed_to, new_password):
+            return errors.Conflict(
+                "Your new password is saved already: the form was sent twice. If you are "
+                "asked to sign in, use the new password."
+            )
+        return errors.Conflict("Your password changed meanwhile. Try again.")

@@ -159,6 +159,14 @@ class ChangeEmail:
             async with self._uow() as uow:
                 fresh = await uow.accounts.lock(account.id)
                 if fresh is None or fresh.email != account.email:
+                    if fresh is not None and normalize_email(fresh.email) == address:
+                        # Most often this form sent twice (a double click): the other request
+                        # made this change and renewed the session under a token this browser
+                        # may not have got (it shows this answer): "try again" is wrong here.
+                        raise errors.Conflict(
+                            f"Your email address is {address} already: the form was sent "
+                            "twice. If you are asked to sign in, sign in again."
+                        )
                     raise errors.Conflict("Your email changed meanwhile. Try again.")
                 if await uow.sessions.get(session.digest) is None:
                     raise errors.NotSignedIn()  # the session asking ended meanwhile
