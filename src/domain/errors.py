@@ -226,8 +226,15 @@ class PasswordChanged(InvalidCredentials):
 
 
 class UsernameTaken(DomainError):
+    """Said the same whoever holds the name. Also what a sign-up form sent twice (a double
+    click) shows: the browser keeps the second answer, whose request found the account the
+    first one made (and the first answer's session cookie is lost with it)."""
+
     code = "username_taken"
-    message = "This username is taken. Choose another one."
+    message = (
+        "This username is taken. Choose another one. Did you just create it (a form sent "
+        "twice makes one account)? Then sign in with its password."
+    )
 
 
 class EmailTaken(DomainError):

@@ -14,7 +14,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import ApiKey
 from domain.ports import LinkDirectory
-from domain.use_cases.accounts import PasswordSet
+from domain.use_cases.accounts import PasswordSet, SignedIn
 from tests.harness import PASSWORD, Harness
 
 
@@ -61,6 +61,25 @@ async def test_sign_up_refusals(h: Harness, db: MemoryDatabase) -> None:
         await h.sign_up("b", "bob@example.com")
     with pytest.raises(errors.InvalidInput):
         await h.sign_up("bob", "not-an-email")
+    assert len(db.tables.accounts) == 1
+
+
+async def test_a_sign_up_form_sent_twice_says_to_sign_in(h: Harness, db: MemoryDatabase) -> None:
+    """A double click on "Create account": the browser keeps the second answer, "This
+    username is taken. Choose another one." for the account the first click made (its
+    session cookie lost with the first answer), and choosing another name then ran into "An
+    account with this email already exists" (an attacker's review, in Chromium). Said alike
+    whoever holds the name: telling the creator apart would tell who has which address."""
+
+    def sign_up() -> Awaitable[SignedIn]:
+        return h.container.sign_up().execute(
+            username="alice", email="alice@example.com", password=PASSWORD
+        )
+
+    done = await asyncio.gather(sign_up(), sign_up(), return_exceptions=True)
+    [refused] = [d for d in done if isinstance(d, BaseException)]
+    assert isinstance(refused, errors.UsernameTaken)
+    assert "sign in" in refused.message
     assert len(db.tables.accounts) == 1
 
 
