@@ -26,6 +26,7 @@ from domain.ports import EmailMessage
 from domain.use_cases import AuthOutcome, DeliveryReport, TicketIssued
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from domain.use_cases.email_verification import EmailChanged
+from domain.use_cases.password_reset import PasswordReset
 from tests.harness import PASSWORD, Harness
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -102,6 +103,26 @@ async def test_a_reset_link_cannot_confirm_an_email_and_is_not_spent_by_trying(h
     with pytest.raises(errors.SecretUnknown):
         await h.container.verify_email().execute(reset, carol.account.id)
     await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+
+
+async def test_a_reset_form_sent_twice_says_to_sign_in_with_the_new_password(h: Harness) -> None:
+    """A double click on "Save password" of a reset link: the browser keeps the second answer,
+    which said only "already been used ... ask for a new one" while the new password was
+    saved (the first answer's session cookie lost with it), so the person asked for another
+    link (an attacker's review, in Chromium against the demo)."""
+    await h.sign_up("cleo", "cleo@example.com")
+    await h.container.request_password_reset().execute("cleo@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("cleo@example.com"), "/password/reset/")
+
+    def save() -> Awaitable[PasswordReset]:
+        return h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+
+    done = await asyncio.gather(save(), save(), return_exceptions=True)
+    [refused] = [d for d in done if isinstance(d, BaseException)]
+    assert isinstance(refused, errors.SecretConsumed)
+    assert "sign in with that password" in refused.message
+    await h.container.sign_in().execute(login="cleo", password=NEW_PASSWORD)
 
 
 async def test_asking_for_a_new_confirmation_link_is_rate_limited(h: Harness) -> None:

@@ -47,8 +47,11 @@ _CONSUMED = {
     "Discord is linked.",
     EmailPurpose.VERIFY: "This link has already been used. Your account page shows whether "
     "your email is confirmed.",
-    EmailPurpose.RESET: "This link has already been used. Ask for a new one on the password "
-    "reset page if you still need it.",
+    # Also what a reset form sent twice (a double click) shows: the browser keeps the second
+    # answer, and the first one's session cookie is lost with its own.
+    EmailPurpose.RESET: "This link has already been used. Did you just save a new password with "
+    "it (a form sent twice uses the link once)? Then sign in with that password. Otherwise ask "
+    "for a new link on the password reset page if you still need one.",
 }
 
 
