@@ -6,6 +6,8 @@ A missing or invalid setting stops start-up with ``SettingsError`` naming the va
 
 from __future__ import annotations
 
+import email.errors
+import email.policy
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -322,7 +324,9 @@ class Settings(BaseSettings):
         "does not work: workers then find other instances' work by polling.",
     )
     email_from: str = Field(
-        default="TaskFlow Link <no-reply@localhost>", description="The From address of emails."
+        default="TaskFlow Link <no-reply@localhost>",
+        description="The From address of emails: one mailbox, `Name <address>` or the address "
+        "alone (quote a name with a comma).",
     )
     smtp_host: str | None = Field(default=None, description="SMTP server host name.")
     smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
@@ -499,6 +503,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if value is not None:
             _valid_port(value.get_secret_value())
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _one_sender(cls, value: str) -> str:
+        problem = sender_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("webhook_urls")
@@ -832,6 +844,29 @@ def guessable_key(key: str) -> bool:
         return True
     pieces = [key[i : i + 8] for i in range(len(key) - 7)]
     return len(set(pieces)) < len(pieces)
+
+
+def sender_problem(text: str) -> str | None:
+    """What keeps ``text`` from being one From mailbox (``Name <address>``, or the address
+    alone), as the email it goes into reads it; ``None`` when it is one. The envelope's sender
+    is the first address of the From line: a comma in an unquoted name made it the name's
+    first word, and the From line two mailboxes, which mail servers refuse or file as spam."""
+    if "\r" in text or "\n" in text:
+        return "holds a line break: one line, as 'TaskFlow <no-reply@example.com>'"
+    try:
+        header = email.policy.default.header_factory("From", text)
+        addresses = getattr(header, "addresses", ())
+    except (ValueError, IndexError, email.errors.HeaderParseError):
+        addresses = ()
+    if len(addresses) > 1:
+        return (
+            f"names {len(addresses)} addresses: one, as 'TaskFlow <no-reply@example.com>' "
+            "(quote a name with a comma: '\"TaskFlow, Inc.\" <no-reply@example.com>')"
+        )
+    local, _, domain = addresses[0].addr_spec.rpartition("@") if addresses else ("", "", "")
+    if not local or not domain:
+        return "has no address: one, as 'TaskFlow <no-reply@example.com>'"
+    return None
 
 
 def parse_webhook_urls(text: str) -> list[str]:

@@ -731,3 +731,42 @@ def test_roles_sync_refuses_a_wait_that_is_not_a_number(
     assert "Invalid value for '--wait'" in result.output
     assert "is not a number of seconds" in result.output
     assert CliRunner().invoke(cli, ["roles", "sync", "--wait", "3601"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("TaskFlow, Inc. <no-reply@example.com>", "names 2 addresses"),
+        ("no-reply", "has no address"),
+        ("TaskFlow <no-reply>", "has no address"),
+        ("", "has no address"),
+        ("TaskFlow <no-reply@example.com>\nBcc: x@example.com", "holds a line break"),
+    ],
+)
+def test_a_from_address_that_is_not_one_mailbox_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    """Taken as it was, 'TaskFlow, Inc. <no-reply@example.com>' (a comma in an unquoted display
+    name) made every email's envelope sender 'TaskFlow' and its From line two mailboxes, and
+    a line break made every send fail, retried and given up, with no word at start (an
+    attacker's review)."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_EMAIL_FROM", value)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    assert f"TASKFLOW_LINK_EMAIL_FROM: {problem}" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "TaskFlow Link <no-reply@localhost>",
+        '"TaskFlow, Inc." <no-reply@example.com>',
+        "no-reply@example.com",
+        "Tâche <no-reply@example.com>",
+    ],
+)
+def test_one_mailbox_is_a_from_address(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_EMAIL_FROM", value)
+    assert load_settings(_env_file=None).email_from == value
