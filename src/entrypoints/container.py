@@ -31,7 +31,6 @@ from adapters.queue_listener import (
 from adapters.secret_box import AesGcmSecretBox
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase, revisions
-from adapters.sql.instances import SqlInstanceRoster
 from adapters.sql.notifications import (
     LISTENER_APPLICATION_NAME,
     ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
@@ -289,19 +288,6 @@ class Container(containers.DeclarativeContainer):
         providers.Callable(
             lambda s, db: db() if s.storage == "sql" else None, settings, sql_db.provider
         ),
-    )
-    # This web instance's row among those on the database (see entrypoints.web.instances):
-    # none on the memory storage or an in-memory SQLite database, which no other process can
-    # share.
-    instance_roster = providers.Singleton(
-        lambda s, db, clock: (
-            SqlInstanceRoster(db(), clock)
-            if s.storage == "sql" and db().shared_between_processes
-            else None
-        ),
-        settings,
-        sql_db.provider,
-        clock,
     )
     directory = providers.Singleton(_directory, storage)
     api_keys = providers.Singleton(

@@ -335,3 +335,21 @@ async def _until_connected(
                 return result
             assert time.monotonic() < deadline, answer.text
             await asyncio.sleep(0.05)
+
+
+async def test_copies_that_share_no_redis_name_each_other(
+    emulator: tuple[EmulatorState, str],
+    sqlite_db: SqlDatabase,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two copies receiving the same interactions without Redis each run every command (the
+    test before, without Redis): each says so in its log, naming the other."""
+    state, url = emulator
+    state.gateway_shards = 1
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    alike = {"storage": "sql", "database_url": sqlite_url, "instance_check_seconds": 0.2}
+    named = "Another copy of the gateway bot uses this database but not this one's claims"
+    async with running_copy(state, url, **alike), running_copy(state, url, **alike):
+        await wait_until(lambda: caplog.text.count(named) == 2)
+    assert "neither it nor this one has TASKFLOW_LINK_REDIS_URL" in caplog.text

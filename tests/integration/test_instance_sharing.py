@@ -17,13 +17,13 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from adapters.sql.tables import web_instances
-from entrypoints.web.instances import InstanceWatch
+from entrypoints.instances import WEB, InstanceWatch
 from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
 from tests.integration.instances import environment, serving
 from tests.integration.postgres import PostgresServer
 
-NAMED = "Another instance uses this database"
+NAMED = "Another web instance uses this database"
 MINUTE = timedelta(minutes=1)
 
 
@@ -54,7 +54,7 @@ def named(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_an_instance_sees_the_others_seen_lately(
     database: SqlDatabase, clock: ManualClock
 ) -> None:
-    first, second, third = (SqlInstanceRoster(database, clock) for _ in range(3))
+    first, second, third = (SqlInstanceRoster(database, clock, WEB) for _ in range(3))
     assert await first.announce("memory") == []
     clock.advance(MINUTE)
     await second.announce("redis a1")
@@ -89,8 +89,8 @@ async def test_an_instance_without_redis_is_named_once_seen_twice(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
     plain = SharedState(None)
-    alone = InstanceWatch(SqlInstanceRoster(database, clock), plain, 60)
-    other = SqlInstanceRoster(database, clock)
+    alone = InstanceWatch(SqlInstanceRoster(database, clock, WEB), plain, 60)
+    other = SqlInstanceRoster(database, clock, WEB)
     await other.announce("redis a1")
     await alone.check()  # seen once: it could be the instance this one replaces
     assert named(caplog) == []
@@ -110,8 +110,11 @@ async def test_an_instance_that_stopped_or_went_silent_is_not_named(
     database: SqlDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
-    watch = InstanceWatch(SqlInstanceRoster(database, clock), SharedState(None), 60)
-    replaced, killed = SqlInstanceRoster(database, clock), SqlInstanceRoster(database, clock)
+    watch = InstanceWatch(SqlInstanceRoster(database, clock, WEB), SharedState(None), 60)
+    replaced, killed = (
+        SqlInstanceRoster(database, clock, WEB),
+        SqlInstanceRoster(database, clock, WEB),
+    )
     await replaced.announce("memory")
     await killed.announce("memory")
     await watch.check()
@@ -133,7 +136,7 @@ async def test_instances_on_two_redises_name_each_other_and_those_on_one_do_not(
     caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
     # One Redis, three deployments' worth of prefixes: "blue" twice, "green" once.
     shared += [SharedState(redis_url, prefix=p, timeout=10) for p in ("blue", "blue", "green")]
-    rosters = [SqlInstanceRoster(database, clock) for _ in shared]
+    rosters = [SqlInstanceRoster(database, clock, WEB) for _ in shared]
     watches = [InstanceWatch(r, s, 60) for r, s in zip(rosters, shared, strict=True)]
     for _ in range(3):
         for watch in watches:
@@ -178,7 +181,7 @@ async def test_announcing_on_a_database_not_upgraded_says_so_once(
     caplog.set_level(logging.WARNING, logger="taskflow_link.instances")
     empty = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
     try:
-        watch = InstanceWatch(SqlInstanceRoster(empty, clock), SharedState(None), 60)
+        watch = InstanceWatch(SqlInstanceRoster(empty, clock, WEB), SharedState(None), 60)
         await watch.check()
         await watch.check()
         await watch.stop()  # deleting its row fails too, quietly
@@ -214,3 +217,22 @@ async def test_two_serve_processes_one_without_redis_name_each_other(
         assert "it has Redis, this one has no TASKFLOW_LINK_REDIS_URL" in b.output()
     async with pg_db.engine.connect() as conn:  # both deleted their rows as they stopped
         assert (await conn.execute(select(web_instances.c.id))).all() == []
+
+
+async def test_gateway_copies_are_named_when_they_receive_the_same_interactions(
+    sqlite_db: SqlDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    plain = SharedState(None)
+    kinds = ["gateway 0/2", "gateway 1/2", "gateway", WEB]  # none shares anything
+    watches = [InstanceWatch(SqlInstanceRoster(sqlite_db, clock, k), plain, 60) for k in kinds]
+    for _ in range(3):
+        for watch in watches:
+            await watch.check()
+        clock.advance(MINUTE)
+    gateway = [m for m in (r.getMessage() for r in caplog.records) if "gateway bot" in m]
+    # Each shard's copy and the unsharded one receive the same; the two shards do not, and
+    # a web instance shares nothing with a gateway bot (nor is there another web instance).
+    assert len(gateway) == 4
+    assert named(caplog) == []
+    assert all("a /link button one shows is spent by the other's" in m for m in gateway)

@@ -212,4 +212,4 @@ async def test_instances_on_one_redis_do_not_name_each_other(pair: Pair) -> None
     assert len(set(states)) == 1
     assert states[0].startswith("redis ")
     for instance in (pair.a, pair.b):
-        assert "Another instance uses this database" not in instance.output()
+        assert "Another web instance uses this database" not in instance.output()

@@ -31,9 +31,9 @@ from entrypoints.bot.runtime import _replay_key
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.health import Readiness
-from entrypoints.settings import SettingsError, load_settings
+from entrypoints.instances import gateway_kind, sharing_problems
+from entrypoints.settings import SettingsError, ShardPlan, load_settings
 from entrypoints.web import create_app
-from entrypoints.web.instances import sharing_problems
 from entrypoints.web.rate_limit import client_budget
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve_here
@@ -629,10 +629,36 @@ def test_instances_that_keep_their_state_apart_are_told_how(
     mine: str, theirs: str, how: str | None
 ) -> None:
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    other = Instance("i-1", "web-2", 41, theirs, now, now)
-    found = sharing_problems(mine, [other])
+    other = Instance("i-1", "web-2", 41, "web", theirs, now, now)
+    found = sharing_problems("web", mine, [other])
     if how is None:
         assert found == {}
     else:
         assert found["i-1"].startswith(how)
     assert str(other) == "web-2 (pid 41, started 2026-11-23 12:00:00 UTC)"
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "alike"),
+    [
+        ("web", "web", True),
+        ("web", "gateway", False),
+        ("gateway", "web", False),
+        ("gateway", "gateway", True),
+        ("gateway", "gateway 1/2", True),  # the unsharded copy runs every shard
+        ("gateway 0,1/4", "gateway 1,2/4", True),
+        ("gateway 0,1/4", "gateway 2,3/4", False),
+        ("gateway 0/2", "gateway 0/4", True),  # resharding: the counts differ
+    ],
+)
+def test_only_processes_that_receive_the_same_must_share(
+    mine: str, theirs: str, *, alike: bool
+) -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    other = Instance("i-1", "bot-2", 7, theirs, "memory", now, now)
+    assert bool(sharing_problems(mine, "memory", [other])) is alike
+
+
+def test_a_gateway_bots_kind_names_its_shards() -> None:
+    assert gateway_kind(None) == "gateway"
+    assert gateway_kind(ShardPlan((0, 3), 4)) == "gateway 0,3/4"

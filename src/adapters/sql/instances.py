@@ -1,7 +1,7 @@
-"""Which web instances use this database. Each announces itself once a minute (a row of
-``web_instances``: where it runs and how it shares its rate limits and interaction replay
-guard), so that instances that keep those apart (one without Redis beside others with it, or
-two Redises) can say so: neither could see the other anywhere else."""
+"""Which web instances and gateway bots use this database. Each announces itself once a minute
+(a row of ``web_instances``: where it runs, what it is, and how it shares its rate limits and
+interaction replay guard), so that those that keep these apart (one without Redis beside
+others with it, or two Redises) can say so: neither could see the other anywhere else."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class Instance:
     id: str
     host: str
     pid: int
+    # "web", or "gateway" with the shards it runs ("gateway 0,1/4"; alone: every shard).
+    kind: str
     # "memory" (no Redis), "redis" (its Redis did not answer) or "redis <deployment id>".
     shared_state: str
     started_at: datetime
@@ -42,10 +44,10 @@ class Instance:
 
 
 class SqlInstanceRoster:
-    """This process's row of ``web_instances``, and the others'."""
+    """This process's row of ``web_instances`` (as ``kind``), and the others'."""
 
-    def __init__(self, database: SqlDatabase, clock: Clock) -> None:
-        self._database, self._clock = database, clock
+    def __init__(self, database: SqlDatabase, clock: Clock, kind: str) -> None:
+        self._database, self._clock, self.kind = database, clock, kind
         self.id = str(uuid.uuid4())
         self.host = socket.gethostname()[:255]
         self.pid = os.getpid()
@@ -72,6 +74,7 @@ class SqlInstanceRoster:
                             id=self.id,
                             host=self.host,
                             pid=self.pid,
+                            kind=self.kind,
                             shared_state=shared_state,
                             started_at=started,
                             seen_at=now,

@@ -409,9 +409,10 @@ role_connection_tokens = Table(
     CheckConstraint("discord_id > 0", name="discord_id_positive"),
 )
 
-# The web instances using this database, each announcing itself once a minute (see
-# ``adapters.sql.instances``): an instance that keeps its rate limits and replay guard apart
-# from the others' (no Redis, or another Redis or key prefix) is told so. A row is deleted when
+# The web instances and gateway bots using this database, each announcing itself once a minute
+# (see ``adapters.sql.instances``): one that keeps its rate limits and replay guard (or its
+# claims on interactions) apart from another's (no Redis, or another Redis or key prefix) is
+# told so. A row is deleted when
 # its instance stops, and by any instance a day after it was last seen.
 web_instances = Table(
     "web_instances",
@@ -419,6 +420,8 @@ web_instances = Table(
     Column("id", String(36), primary_key=True),
     Column("host", String(255), nullable=False),
     Column("pid", Integer(), nullable=False),
+    # "web", or "gateway" (the gateway bot), with the shards it runs: "gateway 0,1/4".
+    Column("kind", String(40), nullable=False),
     # "memory", or "redis " and the id its Redis (with the key prefix) gives its deployment.
     Column("shared_state", String(100), nullable=False),
     Column("started_at", UtcDateTime(), nullable=False),

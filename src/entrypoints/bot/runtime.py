@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import hikari
 import lightbulb
@@ -24,6 +24,7 @@ from entrypoints.bot.inband import InBandRestClient
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
+from entrypoints.instances import gateway_kind, instance_watch
 from entrypoints.logs import install_payload_guard
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
@@ -320,6 +321,14 @@ class GatewayRunner:
         return {"shard_ids": self.shards.ids, "shard_count": self.shards.count}
 
 
+class _Background(Protocol):
+    """What the gateway bot runs beside its commands: the workers, the instance watch."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def build_gateway_bot(container: Container) -> GatewayRunner:
     """The gateway bot as ``taskflow-link bot`` runs it. A sharded copy (several copies each
     run some of the shards) does not register the commands at start: each copy would put its
@@ -337,14 +346,17 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     )
     runner = GatewayRunner(bot, asyncio.Event(), shards)
     started: dict[str, lightbulb.Client] = {}
-    email_worker = EmailWorker(container)  # sends the notices /unlink queues
-    # Removes the role for linked members that /unlink queues (when one is configured).
-    role_worker = RoleWorker(container) if RoleWorker.wanted(container) else None
-    webhook_worker = WebhookWorker(container)  # and its link.deleted webhooks
-    # Linked Roles: Discord hears "not linked" after an /unlink (at once).
-    connection_worker = (
-        RoleConnectionWorker(container) if container.settings().discord_role_connections else None
-    )
+    background: list[_Background | None] = [
+        EmailWorker(container),  # sends the notices /unlink queues
+        # Removes the role for linked members that /unlink queues (when one is configured).
+        RoleWorker(container) if RoleWorker.wanted(container) else None,
+        WebhookWorker(container),  # and its link.deleted webhooks
+        # Linked Roles: Discord hears "not linked" after an /unlink (at once).
+        RoleConnectionWorker(container) if container.settings().discord_role_connections else None,
+        # Tells of another copy receiving the same interactions that shares no Redis with it.
+        instance_watch(container, gateway_kind(shards)),
+    ]
+    running = [task for task in background if task is not None]
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         # Everything inside the try: hikari only logs what a listener raises, and connects
@@ -376,12 +388,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
             runner.failed = True
             await bot.close()  # connected but unable to serve commands: not healthy
             return
-        email_worker.start()
-        if role_worker is not None:
-            role_worker.start()
-        webhook_worker.start()
-        if connection_worker is not None:
-            connection_worker.start()
+        for task in running:
+            task.start()
         runner.ready.set()
         log.info(
             "bot ready: serving /link, /unlink and /whoami over the gateway%s",
@@ -391,12 +399,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
         runner.serving = False
-        await email_worker.stop()
-        if role_worker is not None:
-            await role_worker.stop()
-        await webhook_worker.stop()
-        if connection_worker is not None:
-            await connection_worker.stop()
+        for task in running:
+            await task.stop()
         if "client" in started:
             await started["client"].stop()
         await close_resources(container)

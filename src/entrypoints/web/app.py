@@ -39,6 +39,7 @@ from domain.use_cases import SignedInAs
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
+from entrypoints.instances import WEB, instance_watch
 from entrypoints.logs import request_id
 from entrypoints.queue_worker import QueueWorker
 from entrypoints.role_connection_worker import RoleConnectionWorker
@@ -61,7 +62,6 @@ from entrypoints.web.guards import (
     host_guard,
     refuse_control_characters,
 )
-from entrypoints.web.instances import InstanceWatch
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
@@ -442,12 +442,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         app.state.readiness = Readiness(
             container.readiness_checks(), timeout=settings.readiness_timeout_seconds
         )
-        roster = container.instance_roster()
-        watch = (
-            InstanceWatch(roster, container.shared_state(), settings.instance_check_seconds)
-            if roster is not None
-            else None
-        )
+        watch = instance_watch(container, WEB)  # tells of instances that share no Redis
         try:
             await _check_agreement(container)
             if watch is not None:

@@ -1,6 +1,7 @@
-"""The web instances using the database, each announcing itself once a minute, so that one
-whose rate limits and interaction replay guard are not shared with the others' (no Redis, or
-another Redis) is told at start and within a minute (see ``adapters.sql.instances``).
+"""The web instances and gateway bots using the database, each announcing itself once a
+minute, so that one whose rate limits and interaction replay guard (or claims on interactions)
+are not shared with another's (no Redis, or another Redis) is told so (see
+``adapters.sql.instances``).
 
 Revision ID: 0015_web_instances
 Revises: 0014_link_tickets_by_discord_id
@@ -28,6 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("shared_state", sa.String(length=100), nullable=False),
         sa.Column("started_at", UtcDateTime(), nullable=False),
         sa.Column("seen_at", UtcDateTime(), nullable=False),

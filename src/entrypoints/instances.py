@@ -1,0 +1,200 @@
+"""Tells the operator when processes on one database keep apart what they must share:
+- web instances, their rate limits, sign-in throttles and interaction replay guard (each would
+  count on its own, silently: a client gets each budget once per instance, and an interaction
+  replayed to another instance than the one that saw it is accepted);
+- copies of the gateway bot that receive the same interactions (unsharded, or running a shard
+  in common), their claims on them (each would run every command: a ``/link`` button shown is
+  then spent by the other copy's later ticket).
+They share through Redis, and keep apart with none beside another (with Redis or without), or
+two different Redises (or key prefixes). The database is what they share for certain, so each
+announces itself there (``adapters.sql.instances``) and looks at the others.
+
+One is named only once it has been seen twice in a row, announcing itself again in between:
+an instance being replaced (a rolling restart of one instance without Redis) is gone by then,
+one killed without a word stops announcing itself, and instances that read their Redis's
+deployment id just before and after Redis restarted empty agree again by then."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from adapters.shared_state import SharedState
+from adapters.sql import SqlDatabase
+from adapters.sql.instances import Instance, SqlInstanceRoster
+from domain import errors
+
+if TYPE_CHECKING:
+    from entrypoints.container import Container
+    from entrypoints.settings import ShardPlan
+
+log = logging.getLogger("taskflow_link.instances")
+
+MEMORY = "memory"
+REDIS = "redis"  # with Redis, whose deployment id could not be read this time
+WEB = "web"
+GATEWAY = "gateway"
+
+# What each kind shares through Redis, and what keeping it apart does.
+_WHAT = {
+    WEB: (
+        "web instance",
+        "rate limits, sign-in throttles and interaction replay guard",
+        "Each counts them on its own: a client gets each budget once per instance, and an "
+        "interaction replayed to the other instance is accepted.",
+    ),
+    GATEWAY: (
+        "copy of the gateway bot",
+        "claims on the interactions both receive (the same shards)",
+        "Each runs every command: a /link button one shows is spent by the other's later "
+        'ticket ("already used").',
+    ),
+}
+
+
+def gateway_kind(shards: ShardPlan | None) -> str:
+    """A gateway bot's kind: ``gateway`` (every shard), or with its shards (``gateway 0,1/4``)."""
+    if shards is None:
+        return GATEWAY
+    return f"{GATEWAY} {','.join(map(str, shards.ids))}/{shards.count}"
+
+
+def _shards(kind: str) -> tuple[set[int], int] | None:
+    """A gateway kind's shards and count (``None``: every shard)."""
+    _, _, plan = kind.partition(" ")
+    ids, _, count = plan.partition("/")
+    try:
+        return {int(i) for i in ids.split(",")}, int(count)
+    except ValueError:
+        return None
+
+
+def _receive_alike(mine: str, theirs: str) -> bool:
+    """Whether two processes of these kinds must share their state: two web instances, or two
+    copies of the gateway bot that receive some of the same interactions (one of them runs
+    every shard, the counts differ, or a shard in common)."""
+    if WEB in (mine, theirs):
+        return mine == theirs
+    if not (mine.startswith(GATEWAY) and theirs.startswith(GATEWAY)):
+        return False
+    one, other = _shards(mine), _shards(theirs)
+    if one is None or other is None or one[1] != other[1]:
+        return True
+    return bool(one[0] & other[0])
+
+
+def sharing_problems(kind: str, mine: str, others: Sequence[Instance]) -> dict[str, str]:
+    """Per other process (by id) that keeps apart what this one (of ``kind``, whose
+    ``shared_state`` is ``mine``) shares with it, how."""
+    problems: dict[str, str] = {}
+    for other in others:
+        if not _receive_alike(kind, other.kind):
+            continue
+        theirs = other.shared_state
+        if mine == MEMORY and theirs == MEMORY:
+            how = "neither it nor this one has TASKFLOW_LINK_REDIS_URL"
+        elif mine == MEMORY:
+            how = "it has Redis, this one has no TASKFLOW_LINK_REDIS_URL"
+        elif theirs == MEMORY:
+            how = "this one has Redis, it has no TASKFLOW_LINK_REDIS_URL"
+        elif REDIS not in (mine, theirs) and mine != theirs:
+            how = "it uses another Redis, or another TASKFLOW_LINK_REDIS_KEY_PREFIX, than this one"
+        else:  # the same Redis, or one that could not be asked this time
+            continue
+        problems[other.id] = how
+    return problems
+
+
+def instance_watch(container: Container, kind: str) -> InstanceWatch | None:
+    """This process's watch as ``kind``; none on the memory storage or an in-memory SQLite
+    database, which no other process can share."""
+    database = container.storage()
+    if not isinstance(database, SqlDatabase) or not database.shared_between_processes:
+        return None
+    roster = SqlInstanceRoster(database, container.clock(), kind)
+    interval = container.settings().instance_check_seconds
+    return InstanceWatch(roster, container.shared_state(), interval)
+
+
+class InstanceWatch:
+    """This instance's announcements, every ``interval`` seconds from ``start`` to ``stop``
+    (which deletes its row), and the errors they lead to: one per other instance."""
+
+    def __init__(self, roster: SqlInstanceRoster, shared: SharedState, interval: float) -> None:
+        self._roster, self._shared, self._interval = roster, shared, interval
+        self._suspects: dict[str, datetime] = {}  # id: when it was last seen, at the last look
+        self._named: set[str] = set()
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _mine(self) -> str:
+        if not self._shared.shared:
+            return MEMORY
+        deployment = await self._shared.deployment()
+        return f"{REDIS} {deployment}" if deployment else REDIS
+
+    async def check(self) -> None:
+        """One look: announce this instance, and name each other instance that kept its state
+        apart at this look and the one before, having announced itself in between."""
+        mine = await self._mine()
+        try:
+            others = await self._roster.announce(mine)
+        except errors.DomainError as exc:  # the database's outage or refusal, said in words
+            if not self._failing:
+                reason = (
+                    f"run `taskflow-link db upgrade`: {exc.missing}"
+                    if isinstance(exc, errors.StorageNotReady)
+                    else exc.message
+                )
+                log.warning(
+                    "Could not announce this instance in the database (%s); tried again in "
+                    "%g s. Until then, instances that share no Redis are not told so.",
+                    reason,
+                    self._interval,
+                )
+            self._failing = True
+            return
+        self._failing = False
+        problems = sharing_problems(self._roster.kind, mine, others)
+        for other in others:
+            how = problems.get(other.id)
+            before = self._suspects.get(other.id)
+            if how is None or before is None or other.seen_at <= before:
+                continue
+            if other.id not in self._named:
+                self._named.add(other.id)
+                noun, shared, consequence = _WHAT[WEB if self._roster.kind == WEB else GATEWAY]
+                log.error(
+                    "Another %s uses this database but not this one's %s: %s; %s. %s Give "
+                    "each the same TASKFLOW_LINK_REDIS_URL and TASKFLOW_LINK_REDIS_KEY_PREFIX "
+                    "(see Running several instances in the README).",
+                    noun,
+                    shared,
+                    other,
+                    how,
+                    consequence,
+                )
+        self._suspects = {o.id: o.seen_at for o in others if o.id in problems}
+
+    async def _run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="instance watch")
+
+    async def stop(self) -> None:
+        """Stops announcing and deletes this instance's row (the others stop counting it)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(errors.DomainError, TimeoutError):
+            async with asyncio.timeout(self._interval):
+                await self._roster.leave()
