@@ -303,6 +303,9 @@ class Container(containers.DeclarativeContainer):
     discord_http = providers.Singleton(_discord_http, settings, metrics)
     discord_oauth = providers.Singleton(_discord_oauth, settings, discord_http)
     discord_roles = providers.Singleton(_discord_roles, settings, discord_http)
+    # Discord's rate limits and Cloudflare's blocks, as this process met them, kept across
+    # passes: the role for linked members and Linked Roles wait for them alike.
+    discord_pauses = providers.Singleton(uc.DiscordPauses)
     # The roles linked members get (TASKFLOW_LINK_DISCORD_LINKED_ROLES), for every use case
     # that links or unlinks.
     linked_roles = providers.Callable(lambda s: s.linked_roles, settings)
@@ -469,8 +472,9 @@ class Container(containers.DeclarativeContainer):
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url
     )
     requeue_failed_emails = providers.Factory(uc.RequeueFailedEmails, uow, clock)
-    # Discord's rate limits on role changes, kept across passes (this process's).
-    role_pauses = providers.Singleton(uc.RolePauses)
+    # Discord's rate limits on role changes, kept across passes (this process's), and the
+    # refusals that hold for a whole role.
+    role_pauses = providers.Singleton(uc.RolePauses, discord_pauses)
     apply_role_changes = providers.Factory(
         uc.ApplyRoleChanges,
         uow,

@@ -27,9 +27,9 @@ from domain.model import (
 )
 from domain.ports import RoleCallOutcome, RoleCallResult
 from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
+from domain.use_cases.discord_pauses import CLOUDFLARE_PAUSES
 from domain.use_cases.discord_roles import (
     CLAIM_LEASE,
-    CLOUDFLARE_PAUSES,
     JITTER_MAX,
     JITTER_MIN,
     JITTER_SHARE,

@@ -23,6 +23,7 @@ from domain.use_cases.discord_auth import (
     StartDiscordReauth,
     StartTicketLink,
 )
+from domain.use_cases.discord_pauses import DiscordPauses
 from domain.use_cases.discord_roles import (
     ApplyRoleChanges,
     RequestRolesForLinks,
@@ -115,6 +116,7 @@ __all__ = [
     "DeliverEmails",
     "DeliverWebhooks",
     "DeliveryReport",
+    "DiscordPauses",
     "EmailLinkConfirmation",
     "EmailLinkShown",
     "EmailStatus",

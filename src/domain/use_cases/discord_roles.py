@@ -33,6 +33,7 @@ from domain.ports import (
     RoleCallResult,
     UnitOfWorkFactory,
 )
+from domain.use_cases.discord_pauses import DiscordPauses
 
 # After Discord failed (5xx, a timeout, no connection), wait this long before each next try;
 # then give up (about 8 hours in all: an outage of Discord, or of the network, passes).
@@ -65,17 +66,6 @@ REFUSALS = frozenset(
         RoleCallOutcome.REJECTED,
     }
 )
-# Cloudflare's 429 (an HTML page, without retry_after) answers an address that made too many
-# requests (too many refused ones: Discord bans an address for 10,000 in 10 minutes) and does
-# not say for how long. Every call of the process waits this long, each step after another
-# such 429 in a row, back to the first after a call goes through.
-CLOUDFLARE_PAUSES = (
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=15),
-    timedelta(hours=1),
-)
-RETRY_AFTER_MAX = timedelta(days=1)  # a retry_after beyond this is taken as this
 # The changes a rate limit held back come due spread over this share of the wait (at least
 # JITTER_MIN, at most JITTER_MAX after its end), not all at one instant.
 JITTER_SHARE = 0.25
@@ -147,12 +137,24 @@ class _Refusal:
     until: datetime
 
 
+# What a rate limit of the bot's role calls holds (``DiscordPauses`` scopes): one server's
+# member roles (Discord limits that route per server), or every server (the bot's global
+# limit). Cloudflare's block holds for every call of the process, these and Linked Roles'.
+_BOT = "bot"
+_SERVER = "server"
+
+
+def _server(server: DiscordId) -> tuple[str, DiscordId]:
+    return (_SERVER, server)
+
+
 class RolePauses:
     """Until when Discord asked for no more role changes: per server (the member roles route
-    is limited per server), or everywhere (Discord's global limit, or Cloudflare's answer to
-    an address that made too many requests). One per process, kept across passes: every pass
-    of its workers (and of ``roles sync``) sends nothing where a pause holds, instead of
-    asking again for each batch (one refusal per batch, within the same ``retry_after``).
+    is limited per server), or everywhere (Discord's global limit for the bot, or Cloudflare's
+    answer to an address that made too many requests), kept in the process's
+    ``DiscordPauses``. One per process, kept across passes: every pass of its workers (and of
+    ``roles sync``) sends nothing where a pause holds, instead of asking again for each batch
+    (one refusal per batch, within the same ``retry_after``).
 
     Also the refusals that hold for a whole role (or, a bad token, for every role), for
     ``REFUSAL_HOLD``: the changes asked for before one are refused without asking Discord
@@ -161,10 +163,9 @@ class RolePauses:
     or a new link), and its answer tells. ``roles sync`` runs in a process of its own, so it
     starts with none of the workers' refusals."""
 
-    def __init__(self) -> None:
-        self._servers: dict[DiscordId, datetime] = {}
-        self._everywhere: datetime | None = None
-        self._blocked = 0  # Cloudflare's 429s since a call last went through
+    def __init__(self, calls: DiscordPauses | None = None) -> None:
+        """``calls``: the process's pauses of calls to Discord (a fresh one: these only)."""
+        self._calls = calls if calls is not None else DiscordPauses()
         self._refusals: dict[LinkedRole | None, _Refusal] = {}  # None: every role
 
     def refused(self, role: LinkedRole | None, result: RoleCallResult, now: datetime) -> None:
@@ -187,45 +188,42 @@ class RolePauses:
         ``retry_after``, for that server or, when the limit is global, for all; without one
         (Cloudflare's answer to an address), every call for the next step of
         ``CLOUDFLARE_PAUSES``. When calls for ``server`` may be made again."""
-        if result.retry_after is not None:
-            wait = min(timedelta(seconds=max(result.retry_after, 0.0)), RETRY_AFTER_MAX)
-            self.pause(None if result.global_limit else server, now + wait)
-        else:
-            step = CLOUDFLARE_PAUSES[min(self._blocked, len(CLOUDFLARE_PAUSES) - 1)]
-            self._blocked += 1
-            self.pause(None, now + step)
+        scope = _BOT if result.global_limit else _server(server)
+        self._calls.limited(scope, result.retry_after, now)
         return self.until(server, now) or now
 
     def went_through(self, role: LinkedRole) -> None:
         """A call for ``role`` succeeded: the next Cloudflare 429 pauses for the first step
         again, and no refusal holds for the role (nor for every role) any more."""
-        self._blocked = 0
+        self._calls.went_through()
         self._refusals.pop(role, None)
         self._refusals.pop(_EVERY_ROLE, None)
 
-    def pause(self, server: DiscordId | None, until: datetime) -> None:
-        """No calls for ``server`` (``None``: for any) before ``until``."""
-        if server is None:
-            self._everywhere = max(until, self._everywhere or until)
-        else:
-            self._servers[server] = max(until, self._servers.get(server, until))
-
     def everywhere(self, now: datetime) -> datetime | None:
-        return self._everywhere if self._everywhere is not None and self._everywhere > now else None
+        """When calls for any server may be made again (``None``: some may now)."""
+        return self._calls.until((_BOT,), now)
 
     def paused_servers(self, now: datetime) -> frozenset[DiscordId]:
         """The servers paused at ``now`` (those whose pause ended are forgotten)."""
-        self._servers = {server: until for server, until in self._servers.items() if until > now}
-        return frozenset(self._servers)
+        return frozenset(
+            scope[1]
+            for scope in self._calls.paused(now)
+            if isinstance(scope, tuple) and scope[0] == _SERVER
+        )
 
     def until(self, server: DiscordId, now: datetime) -> datetime | None:
         """When calls for ``server`` may be made again; ``None``: now."""
-        ends = [u for u in (self._servers.get(server), self._everywhere) if u and u > now]
-        return max(ends, default=None)
+        return self._calls.until((_BOT, _server(server)), now)
 
     def next_end(self, now: datetime) -> datetime | None:
-        """The earliest end of a pause holding at ``now``."""
-        ends = [u for u in (*self._servers.values(), self._everywhere) if u and u > now]
+        """The earliest end of a pause of role changes holding at ``now``."""
+        ends = [
+            until
+            for scope, until in self._calls.paused(now).items()
+            if scope == _BOT or (isinstance(scope, tuple) and scope[0] == _SERVER)
+        ]
+        if (block := self._calls.block_ends(now)) is not None:
+            ends.append(block)
         return min(ends, default=None)
 
 

@@ -1,0 +1,84 @@
+"""Pauses of a process's calls to Discord after a rate limit or a block, shared by the features
+that call Discord in the background: the role for linked members (``ApplyRoleChanges``, with
+the bot's token) and Linked Roles (``RoleConnectionPusher``, with each user's token).
+
+Discord's 429 says how long to wait (``retry_after``), for what it limited: a route, a
+server's members, a token's global limit. Cloudflare's answer to an address that made too many
+requests (an HTML 429, or a 403 that blocks the address) does not say, and holds for every
+call of the process, whatever the feature or the token: too many refused calls (Discord bans
+an address for 10,000 in 10 minutes) make it longer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from datetime import datetime, timedelta
+
+# Cloudflare's block says nothing of how long: every call of the process waits this long, each
+# step after another block in a row, back to the first after a call goes through.
+CLOUDFLARE_PAUSES = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+)
+RETRY_AFTER_MAX = timedelta(days=1)  # a retry_after beyond this is taken as this
+
+
+class DiscordPauses:
+    """Until when this process makes no calls to Discord: per scope (what a 429 with
+    ``retry_after`` limited; each feature names its own), and for every scope while the
+    address is blocked. One per process, kept across passes, so that every pass of every
+    worker (and a CLI command's) waits instead of asking again."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[Hashable, datetime] = {}
+        self._blocked_until: datetime | None = None
+        self._blocks = 0  # blocks in a row: since a call last went through
+
+    def limited(self, scope: Hashable, retry_after: float | None, now: datetime) -> datetime:
+        """After Discord's 429 to a call in ``scope``: no call in ``scope`` until its
+        ``retry_after``; without one (Cloudflare's), a block of every call (``blocked``).
+        When calls in ``scope`` may be made again."""
+        if retry_after is None:
+            self.blocked(now)
+        else:
+            wait = min(timedelta(seconds=max(retry_after, 0.0)), RETRY_AFTER_MAX)
+            self.pause(scope, now + wait)
+        return self.until((scope,), now) or now
+
+    def blocked(self, now: datetime) -> datetime:
+        """The address is blocked: every call waits for the next step of
+        ``CLOUDFLARE_PAUSES``; until when."""
+        step = CLOUDFLARE_PAUSES[min(self._blocks, len(CLOUDFLARE_PAUSES) - 1)]
+        self._blocks += 1
+        until = now + step
+        self._blocked_until = max(until, self._blocked_until or until)
+        return self._blocked_until
+
+    def went_through(self) -> None:
+        """A call succeeded: the next block pauses for the first step again."""
+        self._blocks = 0
+
+    def pause(self, scope: Hashable, until: datetime) -> None:
+        """No calls in ``scope`` before ``until``."""
+        self._scopes[scope] = max(until, self._scopes.get(scope, until))
+
+    def block_ends(self, now: datetime) -> datetime | None:
+        """When the block holding at ``now`` ends (``None``: none holds)."""
+        ends = self._blocked_until
+        return ends if ends is not None and ends > now else None
+
+    def paused(self, now: datetime) -> dict[Hashable, datetime]:
+        """The scopes paused at ``now``, and until when (those whose pause ended are
+        forgotten); a block is not among them (``block_ends``)."""
+        self._scopes = {scope: until for scope, until in self._scopes.items() if until > now}
+        return dict(self._scopes)
+
+    def until(self, scopes: tuple[Hashable, ...], now: datetime) -> datetime | None:
+        """When a call that each of ``scopes`` limits may be made; ``None``: now."""
+        paused = self.paused(now)
+        ends = [paused[s] for s in scopes if s in paused]
+        if (block := self.block_ends(now)) is not None:
+            ends.append(block)
+        return max(ends, default=None)
