@@ -27,7 +27,7 @@ from domain.model import (
 )
 from domain.ports import RoleCallOutcome, RoleCallResult
 from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
-from domain.use_cases.discord_pauses import CLOUDFLARE_PAUSES
+from domain.use_cases.discord_pauses import CLOUDFLARE_PAUSES, RETRY_AFTER_MAX
 from domain.use_cases.discord_roles import (
     CLAIM_LEASE,
     JITTER_MAX,
@@ -719,6 +719,24 @@ async def test_cloudflare_pauses_every_call_for_its_own_backoff_whatever_the_row
     await _linked(r, 5101)
     now = r.clock.now()
     assert (await apply(r)).paused_until == now + CLOUDFLARE_PAUSES[0]
+
+
+@pytest.mark.parametrize("seconds", [1e300, float("inf"), float("nan")])
+async def test_a_retry_after_beyond_any_date_pauses_for_a_day_not_a_broken_pass(
+    one: Harness, seconds: float
+) -> None:
+    """A 429's retry_after is a float from the answer's JSON (``1e400`` parses as infinity):
+    one past the dates a timedelta holds raised OverflowError in the pass, which then ended
+    with the rest of its batch claimed (and the next pass met the same)."""
+    await _linked_many(one, 3)
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=seconds))
+
+    report = await apply(one)
+
+    assert len(one.guild_roles.calls) == 1
+    assert len(report.retrying) == 3
+    assert report.paused_until is not None
+    assert report.paused_until <= one.clock.now() + RETRY_AFTER_MAX
 
 
 async def test_roles_sync_waits_for_a_rate_limit_instead_of_asking_again(one: Harness) -> None:

@@ -11,6 +11,7 @@ an address for 10,000 in 10 minutes) make it longer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from datetime import datetime, timedelta
 
@@ -40,10 +41,13 @@ class DiscordPauses:
         """After Discord's 429 to a call in ``scope``: no call in ``scope`` until its
         ``retry_after``; without one (Cloudflare's), a block of every call (``blocked``).
         When calls in ``scope`` may be made again."""
-        if retry_after is None:
+        if retry_after is None or math.isnan(retry_after):  # NaN says no more than nothing
             self.blocked(now)
         else:
-            wait = min(timedelta(seconds=max(retry_after, 0.0)), RETRY_AFTER_MAX)
+            # Capped as a number: a timedelta cannot hold 1e300 seconds (nor infinity, which
+            # is what JSON's 1e400 parses to).
+            seconds = min(max(retry_after, 0.0), RETRY_AFTER_MAX.total_seconds())
+            wait = timedelta(seconds=seconds)
             self.pause(scope, now + wait)
         return self.until((scope,), now) or now
 
