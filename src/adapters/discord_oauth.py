@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
+from adapters.discord_limits import error_code, limit_of
 from domain import errors
 from domain.model import (
     EMAIL_MAX,
@@ -384,7 +385,12 @@ def _profile(body: Any) -> DiscordProfile:
 
 class HttpDiscordRoleConnections:
     """Linked Roles with a user's own tokens: the refresh grant, and pushing the role
-    connection. Neither token ever reaches a log line (nor does a URL carrying one)."""
+    connection. Neither token ever reaches a log line (nor does a URL carrying one).
+
+    Discord's 429 and a block of the address (Cloudflare's HTML 429 or 403, Discord's 40333,
+    a 401 or 403 that is not Discord's own answer) raise ``DiscordRateLimited``: the calls
+    pause, as the bot's role calls do (``adapters.discord_limits``); only Discord's own
+    refusal of the token is ``DiscordDenied`` (the push) or ``DiscordGrantRevoked``."""
 
     def __init__(
         self,
@@ -411,9 +417,9 @@ class HttpDiscordRoleConnections:
         except HttpFailure as exc:
             log.warning("Discord token refresh failed: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
-        if _rate_limited(response, "a token refresh"):
-            raise errors.DiscordUnavailable()
         body = _json_object(response)
+        # The token endpoint answers OAuth's JSON (``error``), not the API's (``code``).
+        self._limited("token_refresh", response, "a token refresh", from_discord=body is not None)
         if response.status_code != 200:
             error = body.get("error") if body else None
             if response.status_code == 400 and error == "invalid_grant":
@@ -451,10 +457,14 @@ class HttpDiscordRoleConnections:
         except HttpFailure as exc:
             log.warning("Discord role connection update failed: %s", type(exc).__name__)
             raise errors.DiscordUnavailable() from None
-        if _rate_limited(response, "a role connection update"):
-            raise errors.DiscordUnavailable()
+        code = error_code(response)
+        self._limited(
+            "role_connection", response, "a role connection update", from_discord=code is not None
+        )
         if response.status_code in (401, 403):
-            raise errors.DiscordDenied()  # this access token is no longer good: refresh it
+            raise errors.DiscordDenied()  # Discord's word: this access token is no longer good
+        if code is None and response.status_code == 404:
+            self._http.unreadable("role_connection")  # a wrong API address, a proxy's page
         if response.status_code >= 300:
             answer = _json_object(response) or {}
             log.warning(
@@ -466,3 +476,12 @@ class HttpDiscordRoleConnections:
                 else "",
             )
             raise errors.DiscordUnavailable()
+
+    def _limited(self, endpoint: str, response: Answer, what: str, *, from_discord: bool) -> None:
+        """``DiscordRateLimited`` when ``response`` is a 429 or a block of the address."""
+        limit = limit_of(self._http, endpoint, response, from_discord=from_discord)
+        if limit is None:
+            return
+        if limit.status == 429:
+            _rate_limited(response, what)  # the log line
+        raise errors.DiscordRateLimited(limit.retry_after, global_limit=limit.global_limit)

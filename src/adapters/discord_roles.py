@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
+from adapters.discord_limits import error_code, limit_of
 from adapters.discord_oauth import Answer, DiscordHttp, HttpFailure
 from domain.model import DiscordId, LinkedRole
 from domain.ports import RoleCallOutcome, RoleCallResult
@@ -28,10 +29,6 @@ _CODES = {
     50013: RoleCallOutcome.MISSING_PERMISSIONS,  # Missing Permissions
 }
 _REASON_MAX = 512  # Discord's limit for X-Audit-Log-Reason
-# Discord's JSON for an address Cloudflare blocks ("internal network error", since 2023,
-# discord/discord-api-docs#6473; before, and still at times, an HTML page): every call gets a
-# 403 while the block lasts.
-_BLOCKED = 40333
 
 
 class HttpDiscordGuildRoles:
@@ -67,71 +64,26 @@ class HttpDiscordGuildRoles:
         status = response.status_code
         if 200 <= status < 300:
             return RoleCallResult(RoleCallOutcome.DONE, status=status)
-        if status == 429:
-            return RoleCallResult(
-                RoleCallOutcome.RATE_LIMITED,
-                retry_after=_retry_after(response),
-                status=status,
-                global_limit=_global(response),
-            )
         if status >= 500:
             return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
-        code = _error_code(response)
-        if code is None and status in (401, 403, 404):
-            # Not Discord's JSON (a proxy's page, say): an answer we cannot act on.
+        code = error_code(response)
+        limit = limit_of(self._http, endpoint, response, from_discord=code is not None)
+        if limit is not None:
+            # A 429, or a block of the address (Cloudflare's, or a proxy's refusal): nothing
+            # this member did, and likely every call's answer for a while. Paused, never
+            # finished as refused (which would end every change asked for while it lasts,
+            # each call prolonging it).
+            return RoleCallResult(
+                RoleCallOutcome.RATE_LIMITED,
+                retry_after=limit.retry_after,
+                status=status,
+                global_limit=limit.global_limit,
+            )
+        if code is None and status == 404:
+            # Not Discord's JSON (a wrong API address, a proxy's page): tried again, as a 5xx.
             self._http.unreadable(endpoint)
-            if status == 404:  # a wrong API address, a proxy's page: tried again, as a 5xx
-                return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
-        if (code is None and status in (401, 403)) or (status == 403 and code == _BLOCKED):
-            # Cloudflare blocking this address (DISCORD.md: "HTML 429/403"; or Discord's
-            # 40333), or a proxy's refusal: nothing this member did, and likely every call's
-            # answer for a while. Paused like Cloudflare's 429, never finished as refused (which
-            # would end every change asked for while it lasts, each call prolonging it).
-            log.warning("Discord %s answered %s (code %s): blocked?", endpoint, status, code)
-            return RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=status)
+            return RoleCallResult(RoleCallOutcome.UNAVAILABLE, status=status)
         outcome = _CODES.get(code, RoleCallOutcome.REJECTED) if code else RoleCallOutcome.REJECTED
         if outcome is RoleCallOutcome.REJECTED:
             log.warning("Discord %s answered %s (code %s)", endpoint, status, code)
         return RoleCallResult(outcome, status=status)
-
-
-def _error_code(response: Answer) -> int | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    code = body.get("code") if isinstance(body, dict) else None
-    return code if type(code) is int else None
-
-
-def _global(response: Answer) -> bool:
-    """Whether a 429 is Discord's global limit (every route waits): the JSON body's
-    ``global``, or the ``X-RateLimit-Global`` / ``X-RateLimit-Scope: global`` headers."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("global") is True:
-        return True
-    headers = response.headers
-    return (
-        headers.get("x-ratelimit-global", "").lower() == "true"
-        or headers.get("x-ratelimit-scope", "").lower() == "global"
-    )
-
-
-def _retry_after(response: Answer) -> float | None:
-    """Seconds to wait: the JSON body's ``retry_after`` (a float), else the ``Retry-After``
-    header; ``None`` when neither says (Cloudflare's HTML 429)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    value = body.get("retry_after") if isinstance(body, dict) else None
-    if value is None:
-        value = response.headers.get("retry-after")
-    try:
-        seconds = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds is not None and seconds >= 0 else None

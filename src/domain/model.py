@@ -660,3 +660,6 @@ class RoleSync(enum.StrEnum):
     GONE = "gone"
     # No longer linked, and Discord failed every push for about a week: tokens deleted.
     GIVEN_UP = "given_up"
+    # Discord rate limited this process, or its address is blocked: not pushed, left due
+    # (no failure counted: nothing the row did) for the first pass after the pause.
+    PAUSED = "paused"

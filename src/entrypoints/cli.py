@@ -740,8 +740,9 @@ def role_connections() -> None:
 def role_connections_refresh(everything: bool) -> None:
     """Push the role connections that are due to Discord: days linked that changed, unlinks
     (then their tokens are deleted), earlier failures. The web app and the bot do this in the
-    background; this is for cron, or to push at once. Prints counts, never a token."""
-    from entrypoints.role_connection_worker import log_report  # noqa: PLC0415
+    background; this is for cron, or to push at once. Stops at Discord's rate limit or a block
+    of the address, leaving the rest due (exit status 1). Prints counts, never a token."""
+    from entrypoints.role_connection_worker import log_report, paused_reason  # noqa: PLC0415
 
     _require_role_connections()
     report = _run_use_case(lambda c: c.refresh_role_connections().execute(everything=everything))
@@ -758,7 +759,12 @@ def role_connections_refresh(everything: bool) -> None:
             else ""
         )
     )
-    if report.failed or report.unreadable or report.key_missing:
+    if report.paused:
+        click.echo(
+            f"Stopped: {paused_reason(report)}. {report.paused} left due, for the workers (or "
+            "a run after that)."
+        )
+    if report.failed or report.unreadable or report.key_missing or report.paused:
         sys.exit(1)
 
 
@@ -773,9 +779,12 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
     """After turning Linked Roles off: tell Discord that everyone whose tokens are kept is no
     longer connected (the role that needs the connection goes), then delete their tokens.
     Those Discord does not take now, and those no configured key decrypts, are kept for
-    another run (exit status 1; --drop-unreadable deletes the latter). Run it with Linked
-    Roles off on every instance, so that no worker pushes them again meanwhile. Prints
-    counts, never a token."""
+    another run (exit status 1; --drop-unreadable deletes the latter); at Discord's rate
+    limit or a block of the address it stops (exit status 1: run it again later). Run it
+    with Linked Roles off on every instance, so that no worker pushes them again meanwhile.
+    Prints counts, never a token."""
+    from entrypoints.role_connection_worker import paused_reason  # noqa: PLC0415
+
     settings = load_settings()
     if settings.discord_role_connections:
         raise click.ClickException(
@@ -807,7 +816,12 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
             else ""
         )
     )
-    if report.failed or report.held or (unreadable and not drop_unreadable):
+    if report.paused:
+        click.echo(
+            f"Stopped: {paused_reason(report)}. {report.paused} not told yet (kept): run it "
+            "again after that."
+        )
+    if report.failed or report.held or report.paused or (unreadable and not drop_unreadable):
         sys.exit(1)
 
 

@@ -359,7 +359,12 @@ class Container(containers.DeclarativeContainer):
         _discord_role_connections, settings, discord_http
     )
     role_connection_pusher = providers.Singleton(
-        uc.RoleConnectionPusher, uow, clock, secret_box, discord_role_connections
+        uc.RoleConnectionPusher,
+        uow,
+        clock,
+        secret_box,
+        discord_role_connections,
+        pauses=discord_pauses,
     )
     role_connection_flow = providers.Singleton(
         uc.RoleConnectionFlow,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from datetime import datetime
 
 from domain import errors
 from domain.ports import QueueListener
@@ -30,6 +31,14 @@ def log_storage_error(log: logging.Logger, what: str, exc: errors.StorageError) 
         )
     else:
         log.warning("%s unreachable (database); will retry", what)
+
+
+def idle_seconds(poll: float, paused_until: datetime | None, now: datetime) -> float:
+    """How long a worker paused by Discord waits: until its next poll, or until the pause
+    ends when that comes first (what it left is due then)."""
+    if paused_until is None:
+        return poll
+    return min(poll, max((paused_until - now).total_seconds(), 0.05))
 
 
 class QueueWorker(ABC):

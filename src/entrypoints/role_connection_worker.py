@@ -11,20 +11,43 @@ any instance (LISTEN/NOTIFY, as the other queues)."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import RoleSyncReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker, log_storage_error
+from entrypoints.queue_worker import QueueWorker, idle_seconds, log_storage_error
 
 log = logging.getLogger("taskflow_link.role_connections")
+
+
+def paused_reason(report: RoleSyncReport) -> str:
+    """Why a pass stopped early (``report.paused``), and until when."""
+    if report.paused_until is None:  # a retry_after that has passed already
+        return "Discord rate limited this process's Linked Roles calls (for a moment)"
+    until = report.paused_until.isoformat(timespec="seconds")
+    if report.blocked:
+        return (
+            "Discord (or Cloudflare in front of it) blocks this address (an HTML 429 or 403, "
+            "code 40333, or a 401 or 403 that is not Discord's JSON): no call to Discord before "
+            f"{until} (1, 5, 15, then 60 minutes after each block in a row)"
+        )
+    return f"Discord rate limited this process's Linked Roles calls until {until} (retry_after)"
 
 
 def log_report(report: RoleSyncReport) -> None:
     """One line per pass that did something (counts only: never an id's token)."""
     if report.total == 0:
         return
+    if report.paused:
+        log.warning(
+            "role connections: pass stopped, %d left due for the next one: %s",
+            report.paused,
+            paused_reason(report),
+        )
+        if report.total == report.paused:
+            return
     trouble = report.failed or report.unreadable or report.key_missing
     log.log(
         logging.WARNING if trouble else logging.INFO,
@@ -54,14 +77,21 @@ class RoleConnectionWorker(QueueWorker):
             log=log,
         )
         self._container = container
+        self._paused_until: datetime | None = None  # Discord's rate limit, at the last pass
 
     def listener(self) -> QueueListener:
         listener: QueueListener = self._container.role_connection_listener()
         return listener
 
     async def pass_once(self) -> bool:
-        await self.run_once()
+        report = await self.run_once()
+        self._paused_until = report.paused_until if report is not None else None
         return False  # a pass works through everything due, batch after batch
+
+    def idle_seconds(self) -> float:
+        """Until the next poll, or sooner when Discord's rate limit (or a block) ends before
+        it: what it left due is pushed then (a wake-up meanwhile claims nothing)."""
+        return idle_seconds(self._poll, self._paused_until, self._container.clock().now())
 
     async def run_once(self) -> RoleSyncReport | None:
         """One pass; never raises (a broken pass is logged, the next one tries again)."""

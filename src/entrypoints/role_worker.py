@@ -15,7 +15,7 @@ from domain.ports import QueueListener
 from domain.use_cases import RoleChangeReport
 from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker, log_storage_error
+from entrypoints.queue_worker import QueueWorker, idle_seconds, log_storage_error
 
 log = logging.getLogger("taskflow_link.roles")
 
@@ -55,10 +55,7 @@ class RoleWorker(QueueWorker):
     def idle_seconds(self) -> float:
         """Until the next poll, or sooner when Discord's rate limit ends before it (the changes
         it held back are due then: a wake-up meanwhile sends nothing where it holds)."""
-        if self._paused_until is None:
-            return self._poll
-        left = (self._paused_until - self._container.clock().now()).total_seconds()
-        return min(self._poll, max(left, 0.05))
+        return idle_seconds(self._poll, self._paused_until, self._container.clock().now())
 
     async def run_once(self) -> RoleChangeReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""

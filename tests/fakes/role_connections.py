@@ -12,10 +12,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import ROLE_CONNECTIONS_SCOPE, AccountId, DiscordId, RoleConnection, RoleSync
+from domain.model import (
+    ROLE_CONNECTIONS_SCOPE,
+    AccountId,
+    DiscordId,
+    RoleConnection,
+    RoleConnectionToken,
+    RoleSync,
+)
 from domain.ports import DiscordTokens
-from domain.use_cases import AuthCompleted, AuthOutcome
+from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
 from entrypoints.container import build_container
 from tests.fakes.clock import ManualClock
 from tests.fakes.discord_oauth import InMemoryDiscordOAuth
@@ -43,7 +51,10 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
         self.pushes: list[tuple[DiscordId, RoleConnection]] = []
         self.refreshes = 0
         self.denied = 0  # pushes refused for a dead or expired access token
+        self.calls: list[str] = []  # "push" / "refresh", every call, answered or not
+        # What every push (or refresh) raises until set back to None (Discord down, a 429).
         self.push_outage: errors.DomainError | None = None
+        self.refresh_outage: errors.DomainError | None = None
         # Called inside a push or a refresh, before it answers (to interleave another writer).
         self.during_push: Callable[[], Awaitable[None]] | None = None
         self.during_refresh: Callable[[], Awaitable[None]] | None = None
@@ -63,9 +74,12 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
 
     async def refresh(self, refresh_token: str) -> DiscordTokens:
         await asyncio.sleep(0)  # a network call: others run meanwhile
+        self.calls.append("refresh")
         if self.during_refresh is not None:
             hook, self.during_refresh = self.during_refresh, None
             await hook()
+        if self.refresh_outage is not None:
+            raise self.refresh_outage
         held = self.refresh_tokens.pop(refresh_token, None)  # a refresh token works once
         if held is None:
             raise errors.DiscordGrantRevoked()
@@ -74,6 +88,7 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
 
     async def push(self, access_token: str, connection: RoleConnection) -> None:
         await asyncio.sleep(0)  # a network call: others run meanwhile
+        self.calls.append("push")
         if self.during_push is not None:
             hook, self.during_push = self.during_push, None
             await hook()
@@ -110,6 +125,26 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
                 if held.discord_id == discord_id:
                     del table[token]
         self.connections.pop(discord_id, None)
+
+
+def fake(h: Harness) -> InMemoryDiscordWithRoles:
+    """The harness's Discord, as ``role_harness`` made it."""
+    assert isinstance(h.discord, InMemoryDiscordWithRoles)
+    return h.discord
+
+
+def rows(h: Harness) -> dict[DiscordId, RoleConnectionToken]:
+    """The kept tokens' rows, by Discord id."""
+    database: MemoryDatabase = h.container.memory_db()
+    return dict(database.tables.role_connection_tokens)
+
+
+async def refresh_pass(h: Harness, *, everything: bool = False) -> RoleSyncReport:
+    """One pass of ``role-connections refresh`` (of a worker) in the harness's process."""
+    report: RoleSyncReport = await h.container.refresh_role_connections().execute(
+        everything=everything
+    )
+    return report
 
 
 def linked(connection: RoleConnection | None) -> tuple[str, str] | None:

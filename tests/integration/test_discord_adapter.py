@@ -506,3 +506,117 @@ async def test_an_answer_larger_than_discord_sends_is_not_read_whole(
     with pytest.raises(errors.DiscordUnavailable):
         await oauth.fetch_profile(DiscordTokens("token", frozenset({"identify"})))
     assert failures == ["transport"]
+
+
+def role_connections(url: str, *, http: DiscordHttp | None = None) -> HttpDiscordRoleConnections:
+    return HttpDiscordRoleConnections(
+        client_id="client-1",
+        client_secret="secret-1",
+        api_url=f"{url}/api/v10",
+        http=http or session(timeout=30),
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "retry_after", "global_limit"),
+    [
+        ("429", 1.5, False),
+        ("429-global", 1.5, True),
+        # Cloudflare's, which says nothing of how long: the calls pause, longer each time.
+        ("cloudflare", None, False),
+        # An address Cloudflare blocks: a 403 for every call, not Discord refusing this
+        # user's token (which would refresh it, another call, and count a failure).
+        ("cloudflare-403", None, False),
+        ("blocked", None, False),
+    ],
+)
+async def test_linked_roles_calls_read_a_rate_limit_or_a_block_as_one(
+    emulator: tuple[EmulatorState, str], mode: str, retry_after: float | None, global_limit: bool
+) -> None:
+    state, url = emulator
+    user = state.add_user("ines")
+    state.role_metadata = [
+        {"type": 7, "key": "linked", "name": "Linked", "description": "Linked"},
+        {"type": 2, "key": "linked_days", "name": "Days", "description": "Days linked"},
+    ]
+    grant = state.codes[
+        state.issue_code(user, frozenset({"identify", "role_connections.write"}), REDIRECT, None)
+    ]
+    access_token, refresh_token = state.issue_token(grant), state.issue_refresh_token(grant)
+    discord = role_connections(url)
+    linked = RoleConnection("TaskFlow", "ines_tf", {"linked": "1", "linked_days": "2"})
+
+    for endpoint, call in (
+        ("role_connection", lambda: discord.push(access_token, linked)),
+        ("token", lambda: discord.refresh(refresh_token)),
+    ):
+        state.faults[endpoint] = mode
+        with pytest.raises(errors.DiscordRateLimited) as limited:
+            await call()
+        assert (limited.value.retry_after, limited.value.global_limit) == (
+            retry_after,
+            global_limit,
+        )
+        del state.faults[endpoint]
+
+    await discord.push(access_token, linked)  # nothing was taken or spent meanwhile
+    assert (await discord.refresh(refresh_token)).access_token
+
+
+class Proxy:
+    """Something between the service and Discord that answers every call with an HTML page
+    of ``status`` (a proxy's refusal, a captive portal)."""
+
+    def __init__(self) -> None:
+        self.status = 401
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [(b"content-type", b"text/html")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"<html>Access denied</html>"})
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_401_or_403_that_is_not_discords_is_a_block_not_a_refusal(status: int) -> None:
+    """Only Discord's own JSON 401 means "this access token ended" (then refreshed); the same
+    status from what stands in front of Discord answers every call alike."""
+    proxy = Proxy()
+    proxy.status = status
+    failures: list[str] = []
+
+    class Observer:
+        def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None:
+            pass
+
+        def discord_failure(self, endpoint: str, failure: str) -> None:
+            failures.append(f"{endpoint}:{failure}")
+
+    with serve(proxy) as url:
+        discord = role_connections(url, http=session(timeout=30, observer=Observer()))
+        linked = RoleConnection("TaskFlow", "jo_tf", {"linked": "1", "linked_days": "2"})
+        with pytest.raises(errors.DiscordRateLimited) as pushed:
+            await discord.push("access", linked)
+        with pytest.raises(errors.DiscordRateLimited) as refreshed:
+            await discord.refresh("refresh")
+    assert pushed.value.retry_after is None
+    assert refreshed.value.retry_after is None
+    assert failures == ["role_connection:invalid_response", "token_refresh:invalid_response"]
+
+
+async def test_discords_own_401_to_a_push_still_asks_for_a_refresh(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    _, url = emulator
+    with pytest.raises(errors.DiscordDenied):  # Discord's JSON: {"code": 0, "message": ...}
+        await role_connections(url).push(
+            "no-such-token", RoleConnection("TaskFlow", None, {"linked": "0"})
+        )
+    with pytest.raises(errors.DiscordGrantRevoked):  # the token endpoint's OAuth JSON
+        await role_connections(url).refresh("no-such-refresh-token")

@@ -282,6 +282,127 @@ async def test_invalid_grant_deletes_the_token(stack: Stack, browser: Browser) -
     assert ("role_tokens_deleted", {"reason": "invalid_grant"}) in [tuple(k) for k in kinds]
 
 
+# -- Discord's rate limits and blocks -------------------------------------------------------------
+
+
+async def untouched_and_due(stack: Stack) -> None:
+    """Every row as a rate limit leaves it: due, claimed by nobody, no failure counted."""
+    query = select(
+        role_connection_tokens.c.failures,
+        role_connection_tokens.c.claimed_until,
+        role_connection_tokens.c.next_push_at,
+    )
+    async with stack.db.engine.connect() as conn:
+        found = (await conn.execute(query)).all()
+    assert found
+    for failures, claimed_until, next_push_at in found:
+        assert failures == 0
+        assert claimed_until is None
+        assert next_push_at <= stack.clock.now() + timedelta(minutes=1)  # --all: due now
+
+
+async def connect_three(stack: Stack, browser: Browser) -> list[str]:
+    await register_metadata(stack)
+    users = [await connect(stack, browser, name) for name in ("jan", "kim", "lou")]
+    stack.emulator.role_connections.clear()  # what Discord shows from now on
+    return users
+
+
+async def refresh_stopped(stack: Stack) -> str:
+    """``role-connections refresh --all``, stopped by a rate limit or a block: its output."""
+    stopped = await run_cli(stack, "role-connections", "refresh", "--all")
+    assert stopped.exit_code == 1, stopped.output
+    for said in ("Pushed 0", "failed 0", "Stopped:", "3 left due"):
+        assert said in stopped.output, stopped.output
+    return stopped.output
+
+
+async def refresh_pushes(stack: Stack, users: list[str]) -> None:
+    """Once it is over, a run pushes what the stopped one left due (no ``--all``)."""
+    pushed = await run_cli(stack, "role-connections", "refresh")
+    assert pushed.exit_code == 0, pushed.output
+    assert "Pushed 3" in pushed.output, pushed.output
+    assert all(shown(stack, user) == {"linked": "1", "linked_days": "0"} for user in users)
+
+
+@with_linked_roles
+@pytest.mark.parametrize("mode", ["429", "429-global", "cloudflare", "cloudflare-403", "blocked"])
+async def test_the_cli_stops_at_a_rate_limit_or_a_block_and_leaves_the_rest_due(
+    stack: Stack, browser: Browser, mode: str
+) -> None:
+    """One call meets it; the others are not made, no row counts a failure (nothing it did),
+    and a Cloudflare 403 is not taken for Discord refusing the token (no refresh)."""
+    users = await connect_three(stack, browser)
+    calls = stack.emulator.calls.copy()
+    stack.emulator.faults["role_connection"] = mode
+
+    said = await refresh_stopped(stack)
+
+    blocked = mode.startswith("cloudflare") or mode == "blocked"
+    assert ("blocks this address" in said) is blocked, said
+    assert stack.emulator.calls["role_connection"] == calls["role_connection"] + 1
+    assert stack.emulator.calls["token"] == calls["token"]  # no refresh
+    await untouched_and_due(stack)
+
+    del stack.emulator.faults["role_connection"]
+    await refresh_pushes(stack, users)
+
+
+@with_linked_roles
+@pytest.mark.parametrize("mode", ["cloudflare-403", "blocked", "429"])
+async def test_a_blocked_refresh_spends_no_refresh_token_and_counts_no_failure(
+    stack: Stack, browser: Browser, mode: str
+) -> None:
+    users = await connect_three(stack, browser)
+    for user in users:  # Discord ends every access token early: each push refreshes first
+        stack.emulator.expire_tokens(user)
+    refresh_tokens = {t for t, g in stack.emulator.refresh_tokens.items() if g.user_id in users}
+    calls = stack.emulator.calls.copy()
+    stack.emulator.faults["token"] = mode
+
+    await refresh_stopped(stack)
+
+    # The first push (Discord's JSON 401: this token ended), then its refresh; nothing more.
+    assert stack.emulator.calls["role_connection"] == calls["role_connection"] + 1
+    assert stack.emulator.calls["token"] == calls["token"] + 1
+    assert refresh_tokens <= set(stack.emulator.refresh_tokens)  # none spent
+    await untouched_and_due(stack)
+
+    del stack.emulator.faults["token"]
+    await refresh_pushes(stack, users)
+
+
+@with_linked_roles
+async def test_the_servers_passes_wait_out_retry_after_then_push_what_was_left(
+    stack: Stack, browser: Browser
+) -> None:
+    """The web app's own passes (its worker's, on its clock): after Discord's 429 none calls
+    Discord again until retry_after (1.5 s, the emulator's) has passed."""
+    users = await connect_three(stack, browser)
+    refresh = stack.container.refresh_role_connections
+    await all_due(stack)
+    calls = stack.emulator.calls["role_connection"]
+    stack.emulator.faults["role_connection"] = "429"
+
+    first = await refresh().execute()
+    del stack.emulator.faults["role_connection"]
+    again = await refresh().execute()
+
+    assert (first.paused, first.failed) == (3, 0)
+    assert first.paused_until == stack.clock.now() + timedelta(seconds=1.5)
+    assert again.total == 0
+    assert stack.emulator.calls["role_connection"] == calls + 1
+    await untouched_and_due(stack)
+    stack.clock.advance(timedelta(seconds=1.5))
+    assert (await refresh().execute()).pushed == 3
+    assert all(shown(stack, user) == {"linked": "1", "linked_days": "0"} for user in users)
+
+
+async def all_due(stack: Stack) -> None:
+    async with stack.db.engine.begin() as conn:
+        await conn.execute(role_connection_tokens.update().values(next_push_at=stack.clock.now()))
+
+
 # -- without the setting ---------------------------------------------------------------------
 
 

@@ -251,3 +251,43 @@ async def test_refresh_tokens_rotate_and_die_with_the_grant() -> None:
             "/api/v10/users/@me", headers={"Authorization": f"Bearer {second['access_token']}"}
         )
         assert me.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "json"),
+    [
+        ("429", 429, True),
+        ("429-global", 429, True),
+        ("cloudflare", 429, False),
+        ("cloudflare-403", 403, False),
+        ("blocked", 403, True),
+    ],
+)
+async def test_pushes_and_refreshes_meet_rate_limits_and_blocks_without_effect(
+    mode: str, status: int, json: bool
+) -> None:
+    """The faults the role for linked members meets, at the role connection and the token
+    endpoint (the refresh grant too): Discord's JSON or Cloudflare's HTML, nothing stored and
+    no refresh token spent; every call counted, answered by a fault or not."""
+    state = _state()
+    state.role_metadata = list(RECORDS)
+    user = state.add_user("gail")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        tokens = await _tokens(client, state, user.id, "identify role_connections.write")
+        before = state.calls.copy()
+        for endpoint in ("role_connection", "token"):
+            fault = {"endpoint": endpoint, "mode": mode}
+            assert (await client.post("/_emulator/faults", json=fault)).status_code == 200
+        pushed = await _put(
+            client, tokens["access_token"], {"metadata": {"linked": "1", "linked_days": "3"}}
+        )
+        refreshed = await _refresh(client, tokens["refresh_token"])
+        for answer in (pushed, refreshed):
+            assert answer.status_code == status
+            if json:
+                assert "retry_after" in answer.json() or answer.json()["code"] == 40333
+            else:
+                assert answer.headers["content-type"].startswith("text/html")
+        assert user.id not in state.role_connections
+        assert tokens["refresh_token"] in state.refresh_tokens
+        assert state.calls - before == {"role_connection": 1, "token": 1}

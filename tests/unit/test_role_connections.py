@@ -39,10 +39,12 @@ from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.role_connections import (
     KEY_A,
     KEY_B,
-    InMemoryDiscordWithRoles,
     connected,
+    fake,
     linked,
+    refresh_pass,
     role_harness,
+    rows,
     verify,
 )
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
@@ -55,28 +57,11 @@ def r() -> Iterator[Harness]:
     h.container.unwire()
 
 
-def fake(h: Harness) -> InMemoryDiscordWithRoles:
-    assert isinstance(h.discord, InMemoryDiscordWithRoles)
-    return h.discord
-
-
-def rows(h: Harness) -> dict[DiscordId, RoleConnectionToken]:
-    database: MemoryDatabase = h.container.memory_db()
-    return dict(database.tables.role_connection_tokens)
-
-
 async def all_due(h: Harness) -> None:
     """Every row due now (as when ``linked_days`` changes)."""
     async with h.uow() as uow:
         await uow.role_connection_tokens.mark_all_due(h.clock.now())
         await uow.commit()
-
-
-async def refresh_pass(h: Harness, *, everything: bool = False) -> RoleSyncReport:
-    report: RoleSyncReport = await h.container.refresh_role_connections().execute(
-        everything=everything
-    )
-    return report
 
 
 # -- settings -----------------------------------------------------------------------------------

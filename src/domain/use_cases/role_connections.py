@@ -13,10 +13,9 @@ Discord in either order, and the older state would stay.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain import errors
@@ -31,6 +30,7 @@ from domain.model import (
     Link,
     LinkedRole,
     PendingLogin,
+    RoleConnection,
     RoleConnectionToken,
     RoleSync,
     SignInMethod,
@@ -60,6 +60,7 @@ from domain.use_cases._shared import (
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarted, _StartLinking
+from domain.use_cases.discord_pauses import DiscordPauses
 
 # An access token this close to its expiry is refreshed before use (Discord says how long a
 # token lives, 7 days; without that, it is refreshed at its next use).
@@ -77,6 +78,10 @@ CLAIM_LEASE = timedelta(minutes=5)
 UNREADABLE_RETRY = timedelta(hours=6)
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
+# What a 429 with retry_after to a Linked Roles call holds (a ``DiscordPauses`` scope): every
+# Linked Roles call of the process (the push and the refresh grant, with users' tokens), not
+# the bot's role calls. Cloudflare's block holds for both.
+_SCOPE = "role_connections"
 
 
 def _context(discord_id: DiscordId) -> str:
@@ -92,7 +97,11 @@ class _Opened:
 
 class RoleConnectionPusher:
     """Seals a user's tokens into a row, and brings one row's role connection up to date on
-    Discord (``sync``). Shared by the verification URL's callback, the worker and the CLI."""
+    Discord (``sync``). Shared by the verification URL's callback, the worker and the CLI.
+
+    Discord's rate limits and Cloudflare's blocks hold for the process (``pauses``, shared
+    with the role for linked members): while one holds, no call is made, and a row met by
+    one is let go as it was, due, without counting a failure (nothing it did)."""
 
     def __init__(
         self,
@@ -100,8 +109,33 @@ class RoleConnectionPusher:
         clock: Clock,
         box: SecretBox,
         discord: DiscordRoleConnections,
+        pauses: DiscordPauses | None = None,
     ) -> None:
+        """``pauses``: the process's (a fresh one: this pusher's only)."""
         self._uow, self._clock, self._box, self._discord = uow, clock, box, discord
+        self._pauses = pauses if pauses is not None else DiscordPauses()
+
+    # -- Discord's rate limits ----------------------------------------------------------------
+
+    def paused_until(self, now: datetime) -> datetime | None:
+        """When this process may call Discord for Linked Roles again; ``None``: now."""
+        return self._pauses.until((_SCOPE,), now)
+
+    def blocked(self, now: datetime) -> bool:
+        """Whether what holds at ``now`` is a block of the address (Cloudflare's), not a
+        429 that said how long."""
+        return self._pauses.block_ends(now) is not None
+
+    async def _hold(
+        self, row: RoleConnectionToken, limited: errors.DiscordRateLimited | None = None
+    ) -> RoleSync:
+        """Rate limited (``limited``: by this call's answer), or the address blocked: the
+        row is let go as it is, due, with no failure counted, for the first pass after the
+        pause (every call meanwhile would get the same answer, and prolong a block)."""
+        if limited is not None:
+            self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
+        await _release(self._uow, row)
+        return RoleSync.PAUSED
 
     # -- sealing ------------------------------------------------------------------------------
 
@@ -186,21 +220,38 @@ class RoleConnectionPusher:
                     return await self._gone(row, pushed_with, forget=forget)
                 row = held
             link, account = (None, None) if forget else await self._current(row.discord_id)
-            try:
-                await self._discord.push(tokens.access, role_connection(link, account, now))
-            except errors.DiscordDenied:
-                if force_refresh:  # refused even right after a refresh
+            pushed = await self._push(row, tokens, role_connection(link, account, now), now)
+            if isinstance(pushed, RoleSync):
+                return pushed
+            if not pushed:  # Discord refused the access token
+                if force_refresh:  # even right after a refresh
                     return await self._failed(row, now)
                 force_refresh = True  # Discord ended the access token early: refresh it
                 continue
-            except errors.DiscordUnavailable:
-                return await self._failed(row, now)
             pushed_with = tokens
             finished = await self._finish(row, link, now, why="forgotten" if forget else None)
             if finished is not None:
                 return finished
             force_refresh = False  # the row changed while we pushed: push its new state
         return await self._failed(row, self._clock.now())
+
+    async def _push(
+        self, row: RoleConnectionToken, tokens: _Opened, connection: RoleConnection, now: datetime
+    ) -> RoleSync | bool:
+        """Push ``connection`` (``row`` held): ``True`` when Discord took it, ``False`` when
+        it refused the access token, else how the sync ends (paused, failed)."""
+        if self.paused_until(now) is not None:
+            return await self._hold(row)
+        try:
+            await self._discord.push(tokens.access, connection)
+        except errors.DiscordRateLimited as limited:
+            return await self._hold(row, limited)
+        except errors.DiscordDenied:
+            return False
+        except errors.DiscordUnavailable:
+            return await self._failed(row, now)
+        self._pauses.went_through()
+        return True
 
     async def _gone(
         self, row: RoleConnectionToken, pushed_with: _Opened | None, *, forget: bool
@@ -226,8 +277,16 @@ class RoleConnectionPusher:
             return
         if not forget and (await self._current(discord_id))[0] is not None:
             return
-        with contextlib.suppress(errors.DiscordDenied, errors.DiscordUnavailable):
-            await self._discord.push(tokens.access, role_connection(None, None, self._clock.now()))
+        now = self._clock.now()
+        if self.paused_until(now) is None:  # otherwise it could only fail (and prolong a block)
+            try:
+                await self._discord.push(tokens.access, role_connection(None, None, now))
+            except errors.DiscordRateLimited as limited:
+                self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
+            except (errors.DiscordDenied, errors.DiscordUnavailable):
+                pass
+            else:
+                self._pauses.went_through()
         await self._mark_due(discord_id)
 
     async def _mark_due(self, discord_id: DiscordId) -> bool:
@@ -242,6 +301,8 @@ class RoleConnectionPusher:
         """New tokens, stored; a final outcome; or ``None`` when other tokens replaced them
         meanwhile (a new grant, or those of a pusher that took over once this one's lease
         ran out)."""
+        if self.paused_until(now) is not None:
+            return await self._hold(row)
         try:
             fresh = await self._discord.refresh(tokens.refresh)
         except errors.DiscordGrantRevoked:
@@ -251,8 +312,11 @@ class RoleConnectionPusher:
                     await _audit_deleted(uow, row.discord_id, now, "invalid_grant")
                 await uow.commit()
             return RoleSync.REVOKED if gone else None
+        except errors.DiscordRateLimited as limited:
+            return await self._hold(row, limited)  # the refresh token was not spent
         except (errors.DiscordUnavailable, errors.DiscordDenied):
             return await self._failed(row, now)
+        self._pauses.went_through()
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         gone = False
@@ -586,11 +650,20 @@ class RoleSyncReport:
     key_missing: int = 0  # sealed with a key not configured here: left to an instance with it
     gone: int = 0
     given_up: int = 0
+    # Left due, untried (or met by the rate limit), when Discord rate limited the pass or
+    # the address was blocked: the pass stopped there.
+    paused: int = 0
     held: int = 0  # forgetting: left to another pusher that holds them (run again)
+    # The pause holding when the pass ended: when the next call may be made, and whether it
+    # is a block of the address (Cloudflare's), not a 429 that said how long.
+    paused_until: datetime | None = None
+    blocked: bool = False
 
     @property
     def total(self) -> int:
-        return sum(astuple(self))
+        """How many rows the pass (or the forgetting) counted."""
+        counted: list[int] = [getattr(self, outcome.value) for outcome in RoleSync]
+        return sum(counted) + self.held
 
 
 class _RoleConnectionPasses:
@@ -605,26 +678,42 @@ class _RoleConnectionPasses:
     async def _pass(
         self, *, everything: bool, forget: bool = False, drop_unreadable: bool = False
     ) -> RoleSyncReport:
+        """Batch after batch, until nothing is due; or until Discord rate limits the
+        process (or its address is blocked): then what is left stays due, unclaimed, with
+        no failure counted, for the first pass after the pause (a pass during it claims
+        nothing). Every call meanwhile would get the same answer, and prolong a block."""
         counts = dict.fromkeys(RoleSync, 0)
         if everything:
             async with self._uow() as uow:
                 await uow.role_connection_tokens.mark_all_due(self._clock.now())
                 await uow.commit()
-        while True:
+        while not counts[RoleSync.PAUSED] and self._pusher.paused_until(self._clock.now()) is None:
             now = self._clock.now()
             async with self._uow() as uow:
                 rows = await uow.role_connection_tokens.claim_due(
                     now, now + CLAIM_LEASE, self._batch
                 )
                 await uow.commit()
-            for row in rows:
+            for tried, row in enumerate(rows, start=1):
                 outcome = await self._pusher.sync(
                     row, forget=forget, drop_unreadable=drop_unreadable
                 )
                 counts[outcome] += 1
+                if outcome is RoleSync.PAUSED:
+                    # Stopped, even when the pause has ended already (a retry_after of 0):
+                    # the rows left are the ones it would claim again at once.
+                    for untried in rows[tried:]:
+                        await _release(self._uow, untried)
+                    counts[outcome] += len(rows) - tried
+                    break
             if len(rows) < self._batch:
                 break  # every row pushed is scheduled later or deleted: the loop ends
-        return RoleSyncReport(**{outcome.value: n for outcome, n in counts.items()})
+        now = self._clock.now()
+        return RoleSyncReport(
+            **{outcome.value: n for outcome, n in counts.items()},
+            paused_until=self._pusher.paused_until(now),
+            blocked=self._pusher.blocked(now),
+        )
 
 
 class RefreshRoleConnections(_RoleConnectionPasses):

@@ -83,6 +83,7 @@ _FAULT_ENDPOINTS = frozenset(
 
 
 async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
+    state.calls[endpoint] += 1
     mode = state.faults.get(endpoint)
     if mode == "500":
         return Response({"message": "500: Internal Server Error", "code": 0}, status_code=500)

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any
@@ -181,10 +182,14 @@ class EmulatorState:
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
     # Who is signed in to "Discord" in each browser (session cookie -> user id).
     browser_sessions: dict[str, str] = field(default_factory=dict)
-    # endpoint name ("token", "users_me", "token_revoke") -> "500" | "timeout" | "garbage" | "429" |
+    # endpoint name ("token", for the code and refresh grants alike, "users_me", "token_revoke",
+    # "member_roles", "role_connection") -> "500" | "timeout" | "garbage" | "429" |
     # "429-global" | "cloudflare" (HTML 429) | "cloudflare-403" (HTML 403) | "blocked" (JSON 403,
     # code 40333: Cloudflare's block as Discord words it); "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
+    # Calls each of those endpoints got, a fault's answer or not (a rate limit's test counts
+    # the calls that went on after it).
+    calls: Counter[str] = field(default_factory=Counter)
     user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
     fault_delay: float = 5.0  # how long "timeout" holds an answer (less, if the fault is lifted)
     # The bot side: its token, the key that signs interactions, where they are sent.

@@ -1,0 +1,98 @@
+"""Discord's answers that mean "stop calling for a while", read alike by every adapter that
+calls Discord in the background (the bot's role calls, Linked Roles' pushes and refreshes).
+
+- Discord's 429: JSON with ``retry_after`` (seconds) and ``global`` (every route waits, not
+  only the one called); Cloudflare's 429 is an HTML page that says neither.
+- A block of the address: Cloudflare's HTML 403, or Discord's JSON code 40333 "internal
+  network error" (since 2023, discord/discord-api-docs#6473), answered to every call while it
+  lasts, and, alike, any 401 or 403 that is not Discord's own answer: whatever stands between
+  the process and Discord (a proxy) may answer every call so. Nothing the caller did (its
+  token, its member): such an answer must pause the calls, never be taken as a refusal (each
+  refusal a caller acts on ends or refreshes something, each call prolongs the block).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.discord_oauth import Answer, DiscordHttp
+
+log = logging.getLogger(__name__)
+
+# Discord's JSON for an address Cloudflare blocks.
+BLOCKED_CODE = 40333
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Discord (or Cloudflare) asked for no more calls: until ``retry_after`` seconds from now
+    (for every route with ``global_limit``), or, without it, for as long as a block lasts."""
+
+    status: int
+    retry_after: float | None = None
+    global_limit: bool = False
+
+
+def limit_of(
+    http: DiscordHttp, endpoint: str, response: Answer, *, from_discord: bool
+) -> Limit | None:
+    """The limit ``response`` sets, or ``None``. ``from_discord``: the body is Discord's own
+    answer (its API's JSON with a ``code``; the token endpoint's OAuth JSON): a 401 or 403
+    without it is not Discord's word on the call (counted as an unreadable answer)."""
+    status = response.status_code
+    if status == 429:
+        return Limit(status, retry_after(response), is_global(response))
+    if status not in (401, 403):
+        return None
+    code = error_code(response)
+    if from_discord and not (status == 403 and code == BLOCKED_CODE):
+        return None
+    if not from_discord:
+        http.unreadable(endpoint)
+    log.warning("Discord %s answered %s (code %s): blocked?", endpoint, status, code)
+    return Limit(status)
+
+
+def json_body(response: Answer) -> Any:
+    """The body as JSON; ``None`` when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def error_code(response: Answer) -> int | None:
+    """Discord's error ``code`` (an integer in a JSON object), or ``None``."""
+    body = json_body(response)
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if type(code) is int else None
+
+
+def is_global(response: Answer) -> bool:
+    """Whether a 429 is Discord's global limit (every route waits): the JSON body's
+    ``global``, or the ``X-RateLimit-Global`` / ``X-RateLimit-Scope: global`` headers."""
+    body = json_body(response)
+    if isinstance(body, dict) and body.get("global") is True:
+        return True
+    headers = response.headers
+    return (
+        headers.get("x-ratelimit-global", "").lower() == "true"
+        or headers.get("x-ratelimit-scope", "").lower() == "global"
+    )
+
+
+def retry_after(response: Answer) -> float | None:
+    """Seconds to wait: the JSON body's ``retry_after`` (a float), else the ``Retry-After``
+    header; ``None`` when neither says (Cloudflare's HTML 429)."""
+    body = json_body(response)
+    value = body.get("retry_after") if isinstance(body, dict) else None
+    if value is None:
+        value = response.headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None

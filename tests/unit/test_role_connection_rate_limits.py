@@ -1,0 +1,254 @@
+"""Linked Roles under Discord's rate limits and Cloudflare's blocks, with the in-memory fakes:
+a pass stops at the first 429 or block and leaves what it did not push due, without a
+failure; every later call of the process (a pass, the verification URL's push) waits for the
+pause, which the role for linked members shares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from domain import errors
+from domain.model import DiscordId, RoleSync
+from domain.use_cases import RefreshRoleConnections, RoleSyncReport
+from domain.use_cases.discord_pauses import CLOUDFLARE_PAUSES
+from entrypoints.role_connection_worker import RoleConnectionWorker, log_report
+from tests.fakes.role_connections import (
+    connected,
+    fake,
+    linked,
+    refresh_pass,
+    role_harness,
+    rows,
+    verify,
+)
+from tests.harness import Harness
+
+IDS = [DiscordId(7400 + n) for n in range(4)]
+
+
+@pytest.fixture
+def r() -> Iterator[Harness]:
+    h = role_harness()
+    yield h
+    h.container.unwire()
+
+
+async def all_connected_and_due(h: Harness) -> None:
+    for n, discord_id in enumerate(IDS):
+        await connected(h, discord_id.value, f"user{n}")
+    h.clock.advance(timedelta(days=1))  # linked_days changed: every row is due
+
+
+def untouched_and_due(h: Harness) -> None:
+    """Every row as a rate limit leaves it: due, claimed by nobody, no failure counted."""
+    for row in rows(h).values():
+        assert row.failures == 0
+        assert row.claimed_until is None
+        assert row.next_push_at <= h.clock.now()
+
+
+async def test_a_429_stops_the_pass_and_leaves_every_row_due_without_a_failure(
+    r: Harness,
+) -> None:
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0)
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["push"]  # the rest of the pass was not tried
+    assert report.paused == len(IDS)
+    assert (report.pushed, report.failed) == (0, 0)
+    assert report.paused_until == r.clock.now() + timedelta(seconds=30)
+    assert not report.blocked
+    untouched_and_due(r)
+
+    fake(r).push_outage = None
+    r.clock.advance(timedelta(seconds=29))
+    waiting = await refresh_pass(r)  # a pass during the pause claims nothing, calls nothing
+    assert waiting == RoleSyncReport(paused_until=report.paused_until)
+    assert fake(r).calls[calls:] == ["push"]
+    untouched_and_due(r)
+
+    r.clock.advance(timedelta(seconds=1))
+    assert (await refresh_pass(r)).pushed == len(IDS)
+    assert all(linked(fake(r).connections[i]) == ("1", "1") for i in IDS)
+
+
+async def test_a_retry_after_already_over_still_ends_the_pass(r: Harness) -> None:
+    """A 429 with retry_after 0 (or one that has passed by the time the row is let go): the
+    rows left are the ones the pass would claim again at once, in a loop of calls."""
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    fake(r).push_outage = errors.DiscordRateLimited(0.0)
+
+    async def lift_after_a_few() -> None:  # bounds the loop the pass would otherwise make
+        if len(fake(r).calls) - calls >= 5:
+            fake(r).push_outage = None
+        else:
+            fake(r).during_push = lift_after_a_few
+
+    fake(r).during_push = lift_after_a_few
+    passes = RefreshRoleConnections(r.uow, r.clock, r.container.role_connection_pusher(), batch=2)
+
+    report = await passes.execute()
+
+    assert fake(r).calls[calls:] == ["push"]
+    assert report.paused == 2  # the batch it had claimed; the rest was never claimed
+    untouched_and_due(r)
+
+
+async def test_a_block_pauses_every_call_for_cloudflares_back_off_never_a_failure(
+    r: Harness,
+) -> None:
+    """Cloudflare's answer (no retry_after): 1 min, then 5, 15 and 60 after each block in a
+    row, back to 1 min once a call goes through. However long it lasts, no row counts a
+    failure, so none is given up for it."""
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    fake(r).push_outage = errors.DiscordRateLimited()
+
+    for step in (*CLOUDFLARE_PAUSES, CLOUDFLARE_PAUSES[-1]):
+        now = r.clock.now()
+        report = await refresh_pass(r)
+        assert len(fake(r).calls) == calls + 1  # one call a pause, the rest left due
+        calls += 1
+        assert report.blocked
+        assert report.paused_until == now + step
+        assert (await refresh_pass(r)).paused_until == now + step  # no call meanwhile
+        assert len(fake(r).calls) == calls
+        untouched_and_due(r)
+        r.clock.advance(step)
+
+    fake(r).push_outage = None
+    assert (await refresh_pass(r)).pushed == len(IDS)  # one went through: the ladder restarts
+    fake(r).push_outage = errors.DiscordRateLimited()
+    r.clock.advance(timedelta(days=1))
+    assert (await refresh_pass(r)).paused_until == r.clock.now() + CLOUDFLARE_PAUSES[0]
+
+
+async def test_a_block_on_a_refresh_spends_nothing_and_counts_no_failure(r: Harness) -> None:
+    await all_connected_and_due(r)
+    r.clock.advance(timedelta(days=7))  # every access token expired: refreshed first
+    _, refresh_tokens = fake(r).tokens_of(IDS[0])
+    calls = len(fake(r).calls)
+    fake(r).refresh_outage = errors.DiscordRateLimited()
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["refresh"]
+    assert report.paused == len(IDS)
+    assert report.blocked
+    untouched_and_due(r)
+    assert refresh_tokens <= set(fake(r).refresh_tokens)  # not spent: Discord took nothing
+
+    fake(r).refresh_outage = None
+    r.clock.advance(CLOUDFLARE_PAUSES[0])
+    assert (await refresh_pass(r)).pushed == len(IDS)
+    assert fake(r).refreshes == len(IDS)
+
+
+async def test_the_worker_waits_out_the_pause_and_a_wake_up_meanwhile_calls_nothing(
+    r: Harness,
+) -> None:
+    await all_connected_and_due(r)
+    worker = RoleConnectionWorker(r.container, poll_seconds=60.0)
+    fake(r).push_outage = errors.DiscordRateLimited(20.0)
+
+    assert not await worker.pass_once()
+    calls = len(fake(r).calls)
+    assert worker.idle_seconds() == 20.0  # woken when the pause ends, before the poll
+    fake(r).push_outage = None
+    r.clock.advance(timedelta(seconds=15))
+    await worker.pass_once()  # an unlink's wake-up, say
+    assert len(fake(r).calls) == calls
+    assert worker.idle_seconds() == 5.0
+    r.clock.advance(timedelta(seconds=5))
+    await worker.pass_once()
+    assert worker.idle_seconds() == 60.0
+    assert all(linked(fake(r).connections[i]) == ("1", "1") for i in IDS)
+    untouched = rows(r)
+    assert all(row.next_push_at > r.clock.now() for row in untouched.values())
+
+
+async def test_the_verification_urls_push_waits_for_a_pause_the_worker_met(r: Harness) -> None:
+    await all_connected_and_due(r)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0)
+    await refresh_pass(r)
+    fake(r).push_outage = None
+    calls = len(fake(r).calls)
+    account = (await r.sign_up("newcomer", "newcomer@example.com")).account
+    r.discord_user(7450, username="d_newcomer")
+
+    done = await verify(r, DiscordId(7450), signed_in=account.id)
+
+    assert done.role_sync is RoleSync.PAUSED  # the page says it will be on Discord later
+    assert fake(r).calls[calls:] == []
+    untouched_and_due(r)
+    r.clock.advance(timedelta(seconds=30))
+    assert (await refresh_pass(r)).pushed == len(IDS) + 1
+
+
+async def test_a_block_met_by_the_role_for_linked_members_holds_for_linked_roles(
+    r: Harness,
+) -> None:
+    """Cloudflare blocks the address, whichever token the call carried."""
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    r.container.discord_pauses().blocked(r.clock.now())
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == []
+    assert report.blocked
+    assert report.paused_until == r.clock.now() + CLOUDFLARE_PAUSES[0]
+
+
+async def test_a_tokens_own_refusal_is_still_refreshed_not_paused(r: Harness) -> None:
+    """Discord's JSON 401 says this access token is no longer good: refreshed, then pushed."""
+    await connected(r, IDS[0].value, "user0")
+    fake(r).expire(IDS[0])
+    r.clock.advance(timedelta(days=1))
+
+    report = await refresh_pass(r)
+
+    assert (report.pushed, report.paused) == (1, 0)
+    assert fake(r).refreshes == 1
+
+
+async def test_forgetting_stops_at_a_block_and_keeps_what_it_did_not_tell(r: Harness) -> None:
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    fake(r).push_outage = errors.DiscordRateLimited()
+
+    stopped = await r.container.forget_role_connections().execute()
+
+    assert (stopped.paused, stopped.cleared, stopped.failed, stopped.held) == (len(IDS), 0, 0, 0)
+    assert stopped.blocked
+    assert len(fake(r).calls) == calls + 1
+    assert set(rows(r)) == set(IDS)  # kept: run again
+    untouched_and_due(r)
+    fake(r).push_outage = None
+    r.clock.advance(CLOUDFLARE_PAUSES[0])
+
+    assert (await r.container.forget_role_connections().execute()).cleared == len(IDS)
+    assert rows(r) == {}
+
+
+def test_a_stopped_pass_says_why_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="taskflow_link.role_connections"):
+        until = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)
+        log_report(RoleSyncReport(paused=3, paused_until=until, blocked=True))
+        log_report(RoleSyncReport(pushed=1, paused=2))
+
+    blocked, limited, pushed = caplog.records
+    assert blocked.levelno == logging.WARNING
+    assert "3 left due" in blocked.getMessage()
+    assert "blocks this address" in blocked.getMessage()
+    assert "before 2026-01-01T12:01:00+00:00" in blocked.getMessage()
+    assert "rate limited" in limited.getMessage()
+    assert "1 pushed" in pushed.getMessage()
