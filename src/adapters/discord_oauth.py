@@ -200,16 +200,16 @@ def _rate_limited(response: Answer, what: str) -> bool:
     """Discord's 429 (JSON with ``retry_after`` and ``global``, or Cloudflare's HTML page)."""
     if response.status_code != 429:
         return False
-    try:
-        body = response.json()
+    body = _json_object(response)  # any JSON but an object is not Discord's either
+    if body is None:
+        log.warning("Discord rate limited %s (not Discord's JSON: Cloudflare?)", what)
+    else:
         log.warning(
             "Discord rate limited %s: retry after %s s%s",
             what,
             body.get("retry_after"),
             " (global)" if body.get("global") else "",
         )
-    except ValueError:
-        log.warning("Discord rate limited %s (not JSON: Cloudflare?)", what)
     return True
 
 

@@ -564,11 +564,13 @@ async def test_linked_roles_calls_read_a_rate_limit_or_a_block_as_one(
 
 
 class Proxy:
-    """Something between the service and Discord that answers every call with an HTML page
-    of ``status`` (a proxy's refusal, a captive portal)."""
+    """Something between the service and Discord that answers every call alike: by default an
+    HTML page of ``status`` (a proxy's refusal, a captive portal)."""
 
     def __init__(self) -> None:
         self.status = 401
+        self.content_type = b"text/html"
+        self.body = b"<html>Access denied</html>"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -577,10 +579,10 @@ class Proxy:
             {
                 "type": "http.response.start",
                 "status": self.status,
-                "headers": [(b"content-type", b"text/html")],
+                "headers": [(b"content-type", self.content_type)],
             }
         )
-        await send({"type": "http.response.body", "body": b"<html>Access denied</html>"})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -620,3 +622,20 @@ async def test_discords_own_401_to_a_push_still_asks_for_a_refresh(
         )
     with pytest.raises(errors.DiscordGrantRevoked):  # the token endpoint's OAuth JSON
         await role_connections(url).refresh("no-such-refresh-token")
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"slow down"', b"1.5"])
+async def test_a_429_whose_json_is_not_an_object_is_still_a_rate_limit(body: bytes) -> None:
+    """The log line read ``retry_after`` with ``body.get``: JSON that is not an object raised
+    AttributeError out of the adapter (a 500 at the OAuth callback, a broken pass)."""
+    proxy = Proxy()
+    proxy.status, proxy.content_type, proxy.body = 429, b"application/json", body
+    with serve(proxy) as url:
+        oauth = adapter(url)
+        with pytest.raises(errors.DiscordUnavailable):
+            await oauth.exchange_code(code="code", code_verifier=VERIFIER)
+        with pytest.raises(errors.DiscordUnavailable):
+            await oauth.fetch_profile(DiscordTokens("token", frozenset({"identify"})))
+        await oauth.revoke(DiscordTokens("token", frozenset({"identify"})))  # logged only
+        with pytest.raises(errors.DiscordRateLimited):
+            await role_connections(url).push("access", RoleConnection("TaskFlow", None, {}))
