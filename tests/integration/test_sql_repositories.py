@@ -53,7 +53,7 @@ def own_directory(
     """A directory of its own on the test database, to close or wear out freely."""
     assert isinstance(pg_db.directory, PostgresLinkDirectory)
     return PostgresLinkDirectory(
-        pg_db.directory._dsn,
+        str(pg_db.engine.url.render_as_string(hide_password=False)),
         max_size=max_size,
         acquire_timeout=acquire_timeout,
         connect_args=connect_args or {},
@@ -363,6 +363,25 @@ async def test_the_directory_survives_a_restarted_database(
         )
     assert await pg_db.directory.link_by_discord_id(DiscordId(1)) is None
     assert await pg_db.directory.api_key_by_digest("0" * 64) is None
+
+
+async def test_the_lookups_read_the_database_urls_query_as_the_engine_does(
+    pg_db: SqlDatabase, postgres: Any
+) -> None:
+    """``?ssl=…`` is how asyncpg (through SQLAlchemy) is told about TLS, and the engine takes
+    it. The lookups' own connections read the URL as a DSN, where asyncpg sends an ``ssl``
+    parameter to the server as a setting: the server refused every connection, and every
+    lookup of the JSON API failed while the rest of the service worked. (``disable``: the
+    test server speaks no TLS.)"""
+    from domain.model import DiscordId
+
+    url = f"{postgres.url}?ssl=disable"
+    database = SqlDatabase(url, statement_timeout=5)
+    try:
+        assert await database.ping()
+        assert await database.directory.link_by_discord_id(DiscordId(1)) is None
+    finally:
+        await database.dispose()
 
 
 async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:

@@ -246,7 +246,10 @@ class PostgresLinkDirectory:
         connect_args: dict[str, Any],
         max_idle_seconds: float = IDLE_LIFETIME,
     ) -> None:
-        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+        # asyncpg's arguments as SQLAlchemy's engine gives them (the URL's query too), not
+        # the URL as a DSN: asyncpg reads a DSN's query otherwise (``ssl=require``, which the
+        # engine takes, became a server setting the server refused at every connect).
+        self._url_args = asyncpg_connect_args(url)
         self._max_size = max_size
         self._max_idle = max_idle_seconds
         self._acquire_timeout = acquire_timeout
@@ -324,7 +327,9 @@ class PostgresLinkDirectory:
 
     async def _connect(self) -> asyncpg.Connection:
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(self._dsn, **self._connect_args)
+            conn: asyncpg.Connection = await asyncpg.connect(
+                **{**self._url_args, **self._connect_args}
+            )
         except asyncpg.PostgresError as exc:
             raise _translate_driver(exc) from exc
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
@@ -440,6 +445,16 @@ def _translate_driver(exc: asyncpg.PostgresError) -> errors.DomainError:
         asyncpg.TooManyConnectionsError,
     )
     return errors.StorageError() if isinstance(exc, outage) else errors.StorageFault()
+
+
+def asyncpg_connect_args(url: str) -> dict[str, Any]:
+    """What SQLAlchemy's asyncpg dialect passes to ``asyncpg.connect`` for ``url`` (host,
+    port, user, password, database and the query's parameters), without the engine's own
+    options."""
+    _, args = asyncpg_dialect().create_connect_args(make_url(url))  # type: ignore[no-untyped-call]
+    for engine_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+        args.pop(engine_only, None)
+    return dict(args)
 
 
 def _postgres_connect_args(
