@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import URL as SqlUrl
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from yarl import URL
@@ -414,11 +416,14 @@ class Settings(BaseSettings):
                 "must start with postgresql+asyncpg:// or sqlite+aiosqlite:// (async drivers)"
             )
         try:
-            port = make_url(value).port  # read as the driver is given it, not as urllib would
+            parsed = make_url(value)
+            port = parsed.port  # read as the driver is given it, not as urllib would
         except Exception:
             raise ValueError("is not a database URL") from None
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(_BAD_PORT)
+        if parsed.get_backend_name() == "postgresql":
+            _postgres_query(parsed)
         return value
 
     @field_validator("secret_key")
@@ -956,6 +961,59 @@ _SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
 _BAD_PORT = "has a port that is not a number from 0 to 65535"
+
+
+# The query parameters of a Postgres URL that asyncpg takes as text (each is passed to
+# ``asyncpg.connect`` as a keyword argument, as the name says). Any other name stopped every
+# command with a traceback at its first connection (libpq's ``sslmode``, say), or was
+# given as text where asyncpg wants a number or a flag; the timeouts are settings of their own.
+POSTGRES_URL_PARAMETERS = frozenset(
+    {
+        "ssl",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "passfile",
+        "service",
+        "servicefile",
+        "host",
+        "port",
+        "user",
+        "password",
+        "database",
+    }
+)
+
+
+def _postgres_query(url: SqlUrl) -> None:
+    """``ValueError`` naming the first query parameter of a Postgres URL asyncpg does not
+    take as text (never a value: ``?password=`` is one of them), or saying that the hosts and
+    ports the query names cannot be read."""
+    for name in url.query:
+        if name in POSTGRES_URL_PARAMETERS:
+            continue
+        if name == "sslmode":
+            raise ValueError(
+                "has ?sslmode=, libpq's name, which asyncpg does not take: write ?ssl= "
+                "(ssl=require, verify-full, ...)"
+            )
+        shown = name if len(name) <= 40 and name.isprintable() else name[:37] + "..."
+        raise ValueError(
+            f"has a query parameter asyncpg does not take: {shown!r} (it takes "
+            + ", ".join(sorted(POSTGRES_URL_PARAMETERS))
+            + ")"
+        )
+    try:  # the hosts and ports of the query (a Unix socket's directory, several servers)
+        _, args = asyncpg_dialect().create_connect_args(url)  # type: ignore[no-untyped-call]
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "has hosts or ports in its query that cannot be read: one host=…&port=…, or "
+            "host=h1:p1&host=h2:p2, or host=h1,h2&port=p1,p2"
+        ) from None
+    ports = args.get("port")
+    for port in ports if isinstance(ports, list) else [ports]:
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(_BAD_PORT)
 
 
 def _valid_port(url: str) -> None:

@@ -270,13 +270,13 @@ def test_config_never_prints_the_database_password(monkeypatch: pytest.MonkeyPat
     [
         (
             "TASKFLOW_LINK_DATABASE_URL",
-            "postgresql+asyncpg://app@db/taskflow?password=s3cr3t-pw&sslmode=require",
-            "postgresql+asyncpg://app@db/taskflow?password=***&sslmode=require",
+            "postgresql+asyncpg://app@db/taskflow?password=s3cr3t-pw&ssl=require",
+            "postgresql+asyncpg://app@db/taskflow?password=***&ssl=require",
         ),
         (
             "TASKFLOW_LINK_DATABASE_URL",
-            "postgresql+asyncpg://app:s3cr3t-pw@db/taskflow?sslpassword=s3cr3t-pw",
-            "postgresql+asyncpg://app:***@db/taskflow?sslpassword=***",
+            "postgresql+asyncpg://app:s3cr3t-pw@db/taskflow?ssl=verify-full&password=s3cr3t-pw",
+            "postgresql+asyncpg://app:***@db/taskflow?password=***&ssl=verify-full",
         ),
         (
             "TASKFLOW_LINK_REDIS_URL",
@@ -336,6 +336,61 @@ def test_a_url_with_a_bad_port_is_refused_by_name_without_its_password(
 )
 def test_without_password_takes_any_url(url: str, shown: str) -> None:
     assert without_password(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("sslmode=require", "has ?sslmode=, libpq's name, which asyncpg does not take"),
+        (
+            "ssl=require&sslpassword=s3cr3t-pw",
+            "has a query parameter asyncpg does not take: 'sslpassword'",
+        ),
+        (
+            "statement_cache_size=0",
+            "has a query parameter asyncpg does not take: 'statement_cache_size'",
+        ),
+        ("port=s3cr3t", "has hosts or ports in its query that cannot be read"),
+        ("host=a:1&host=b", "has hosts or ports in its query that cannot be read"),
+        ("host=a:1&host=b:99999", "has a port that is not a number from 0 to 65535"),
+    ],
+)
+def test_a_postgres_url_whose_query_asyncpg_cannot_take_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, query: str, reason: str
+) -> None:
+    """Each query parameter of a Postgres URL is given to ``asyncpg.connect`` by its name:
+    libpq's ``sslmode`` (the usual way to ask for TLS elsewhere) stopped every command at
+    its first connection with a TypeError's traceback, and ``serve`` answered 503. It is
+    refused when the settings are read, naming the variable, never showing a value."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_DATABASE_URL", f"postgresql+asyncpg://app:pw@127.0.0.1:1/db?{query}"
+    )
+    for command in (["config"], ["db", "current"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code != 0
+        assert isinstance(result.exception, SettingsError)
+        assert f"TASKFLOW_LINK_DATABASE_URL: {reason}" in str(result.exception)
+        assert "s3cr3t" not in str(result.exception) + result.output
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl=require",
+        "ssl=verify-full&target_session_attrs=read-write",
+        "host=/var/run/postgresql&port=5432",
+        "host=a:5432&host=b:5433",
+    ],
+)
+def test_a_postgres_url_with_a_query_asyncpg_takes_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", f"postgresql+asyncpg://app:pw@/db?{query}")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize(
