@@ -527,10 +527,22 @@ class Settings(BaseSettings):
             raise ValueError("a URL is listed twice")
         return value
 
-    @field_validator("webhook_secret", "webhook_secret_previous", mode="before")
+    @field_validator(
+        "webhook_secret",
+        "webhook_secret_previous",
+        "discord_client_id",
+        "discord_client_secret",
+        "discord_bot_token",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        """``TASKFLOW_LINK_WEBHOOK_SECRET=`` left blank in a .env file: no secret."""
+        """``TASKFLOW_LINK_WEBHOOK_SECRET=`` left blank in a .env file (as .env.example
+        leaves the secrets): no secret. `config` said "(set)" for a blank Discord secret or
+        bot token, and a blank SMTP user name was sent to the server as one."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("webhook_secret", "webhook_secret_previous")

@@ -265,6 +265,30 @@ def test_config_never_prints_the_database_password(monkeypatch: pytest.MonkeyPat
     assert "TASKFLOW_LINK_DISCORD_CLIENT_SECRET = (set)" in result.output
 
 
+def test_settings_left_blank_as_in_env_example_are_not_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """.env.example leaves the secrets blank for the operator to fill in. `config` said
+    "(set)" for a blank client secret and bot token (which every command then found
+    missing), and a blank SMTP user name was sent to the server as a user to log in as."""
+    from entrypoints.container import _smtp_sender
+
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    blank = ["DISCORD_CLIENT_ID", "DISCORD_CLIENT_SECRET", "DISCORD_BOT_TOKEN"]
+    blank += ["SMTP_USERNAME", "SMTP_PASSWORD"]
+    for name in blank:
+        monkeypatch.setenv(f"TASKFLOW_LINK_{name}", " ")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0, result.output
+    for name in blank:
+        assert f"TASKFLOW_LINK_{name} = (not set)" in result.output
+    sender = _smtp_sender(load_settings(email_backend="smtp", smtp_host="smtp.example.com"))
+    assert (sender._username, sender._password) == (None, None)
+    with pytest.raises(SettingsError) as missing:
+        load_settings().require("discord_bot_token")
+    assert "TASKFLOW_LINK_DISCORD_BOT_TOKEN" in str(missing.value)
+
+
 @pytest.mark.parametrize(
     ("variable", "url", "shown"),
     [
