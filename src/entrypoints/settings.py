@@ -444,6 +444,21 @@ class Settings(BaseSettings):
             raise ValueError("must be 64 hexadecimal characters (an Ed25519 public key)")
         return value
 
+    @field_validator("discord_client_id")
+    @classmethod
+    def _application_id(cls, value: str | None) -> str | None:
+        """The application's id, a Discord id: anything else failed every sign-in with
+        Discord (Discord refuses the client) and every Linked Roles push, not the start."""
+        if value is not None:
+            try:
+                DiscordId.parse(value)
+            except InvalidDiscordId:
+                raise ValueError(
+                    "must be the application's id, a Discord id (digits, such as "
+                    "1100000000000000001): Developer Portal, OAuth2, Client ID"
+                ) from None
+        return value.strip() if value is not None else None
+
     @field_validator("discord_command_guilds")
     @classmethod
     def _guild_ids(cls, value: str) -> str:

@@ -290,6 +290,31 @@ def test_settings_left_blank_as_in_env_example_are_not_set(
 
 
 @pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("discord_client_id", "my-app"),
+        ("discord_client_id", "-1"),
+        ("discord_client_id", "0"),
+    ],
+)
+def test_a_client_id_that_cannot_work_is_refused_at_start(name: str, value: str) -> None:
+    """Found out before: Discord refused the client at every sign-in."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(secret_key=TEST_SECRET_KEY, **{name: value})
+    assert f"TASKFLOW_LINK_{name.upper()}: must be" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("discord_client_id", "1100000000000000001"),
+    ],
+)
+def test_a_client_id_as_documented_is_accepted(name: str, value: str) -> None:
+    assert getattr(load_settings(secret_key=TEST_SECRET_KEY, **{name: value}), name) == value
+
+
+@pytest.mark.parametrize(
     ("variable", "url", "shown"),
     [
         (
