@@ -24,6 +24,7 @@ from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.heap import settle_start_up_objects
 from entrypoints.settings import (
+    MAX_SHARD_COUNT,
     SettingsError,
     database_url_without_password,
     load_settings,
@@ -628,7 +629,7 @@ def _shard_ids_option(
 )
 @click.option(
     "--shard-count",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SHARD_COUNT),
     help="How many shards all copies of the bot run together. Default: "
     "TASKFLOW_LINK_DISCORD_SHARD_COUNT, else Discord's recommendation (not sharded).",
 )

@@ -40,6 +40,12 @@ ENV_PREFIX = "TASKFLOW_LINK_"
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+# Far more shards than the largest bots run (one per 1,000 to 2,500 servers): a count alone
+# runs every shard here, and a mistyped one (a shard id, a server id) stopped the bot with a
+# MemoryError's traceback while it listed them.
+MAX_SHARD_COUNT = 100_000
+
+
 class SettingsError(Exception):
     """Start-up configuration problem; the message names every offending variable."""
 
@@ -197,6 +203,7 @@ class Settings(BaseSettings):
     discord_shard_count: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_SHARD_COUNT,
         description="Gateway bot: how many shards all copies of the bot run together. Set on "
         "every copy; a sharded bot does not register the commands at start.",
     )

@@ -43,6 +43,7 @@ def test_a_shard_count_alone_runs_every_shard_here() -> None:
         ("-1", "2", "SHARD_IDS:", "'-1' is not a shard number"),
         ("0,1", "", "SHARD_IDS and", "the shard ids need the shard count"),
         ("", "0", "SHARD_COUNT:", "greater than or equal to 1"),
+        ("", "1" + "0" * 22, "SHARD_COUNT:", "less than or equal to 100000"),
     ],
 )  # fmt: skip
 def test_bad_shard_settings_stop_start_up_naming_the_variable(
@@ -84,7 +85,11 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
         (["--shard-ids", "1"],
          "Invalid value for '--shard-ids' with TASKFLOW_LINK_DISCORD_SHARD_COUNT: the shard ids "
          "need the shard count"),
-        (["--shard-count", "0"], "Invalid value for '--shard-count': 0 is not in the range x>=1"),
+        (["--shard-count", "0"],
+         "Invalid value for '--shard-count': 0 is not in the range 1<=x<=100000"),
+        # A count alone runs every shard here: listing 10^12 of them was a MemoryError.
+        (["--shard-count", "1000000000000"],
+         "Invalid value for '--shard-count': 1000000000000 is not in the range 1<=x<=100000"),
         (["--shard-ids", "0", "sync"],
          "--shard-ids and --shard-count are for running the bot, not for `bot sync`"),
     ],
