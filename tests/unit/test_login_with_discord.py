@@ -25,6 +25,28 @@ async def test_row1_linked_discord_id_signs_in_to_that_account(h: Harness) -> No
     assert done.session_token
 
 
+async def test_a_discord_sign_in_is_in_the_audit_trail_of_that_discord_id(h: Harness) -> None:
+    """`taskflow-link audit --discord-id ID` is how an operator reads what a Discord account
+    did: its sign-ins were recorded with the account only, so they were missing there (a
+    stolen Discord account's sign-ins were the events one looks for)."""
+    account = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(1001, email="someone-else@example.com")
+    await h.discord_link(account.id, discord)
+    await h.discord_login(discord)
+    created = h.discord_user(1005, email="new@example.com", verified=True)
+    new = await h.discord_login(created)
+    assert new.outcome is AuthOutcome.CREATED
+
+    read = h.container.read_audit_trail()
+    for who, account_id in ((discord, account.id), (created, new.account_id)):
+        signed_in = [
+            e for e in await read.execute(discord_id=who.id) if e.kind is AuditKind.SIGNED_IN
+        ]
+        assert [(e.account_id, e.detail) for e in signed_in] == [
+            (account_id, {"method": "discord"})
+        ]
+
+
 async def test_row2_verified_email_matching_one_verified_account_links_then_signs_in(
     h: Harness, db: MemoryDatabase
 ) -> None:

@@ -160,9 +160,11 @@ async def start_session(
     ttl: timedelta = SESSION_TTL,
     *,
     method: SignInMethod,
+    discord_id: DiscordId | None = None,
 ) -> str:
     """A brand-new session (never reuse one across sign-ins: no session fixation). Signing in
-    is a proof of identity: the session starts with it."""
+    is a proof of identity: the session starts with it. ``discord_id``: the Discord account
+    that signed in (a Discord sign-in), recorded with the event for `audit --discord-id`."""
     secret = tokens.issue()
     session = Session(
         secret.digest,
@@ -176,7 +178,7 @@ async def start_session(
     )
     await uow.sessions.add(session)
     await uow.audit.record(
-        AuditEvent(AuditKind.SIGNED_IN, now, account_id, detail={"method": method.value})
+        AuditEvent(AuditKind.SIGNED_IN, now, account_id, discord_id, {"method": method.value})
     )
     return secret.token
 

@@ -547,7 +547,13 @@ class CompleteDiscordAuth:
                     await uow.commit()
                     raise error()
             token = await start_session(
-                uow, self._tokens, account_id, now, self._session_ttl, method=SignInMethod.DISCORD
+                uow,
+                self._tokens,
+                account_id,
+                now,
+                self._session_ttl,
+                method=SignInMethod.DISCORD,
+                discord_id=profile.id,
             )
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)

@@ -579,6 +579,7 @@ class RoleConnectionFlow:
                     now,
                     self._session_ttl,
                     method=SignInMethod.DISCORD,
+                    discord_id=profile.id,
                 )
             else:
                 await session_of_pending(uow, self._tokens, now, pending, session_token)
