@@ -495,16 +495,32 @@ def _check_shareable(settings: Any, shared_storage: bool) -> None:
 )
 def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
     """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it."""
-    from entrypoints.demo import DemoUrls, port_free, run_demo  # noqa: PLC0415
+    from entrypoints.demo import DemoUrls, listen_problem, run_demo  # noqa: PLC0415
 
     if port == emulator_port:
         raise click.BadParameter("must differ from --port", param_hint="--emulator-port")
+    if not is_loopback(host):
+        raise click.BadParameter(
+            f"{host!r} is not this machine: the demo runs over plain http and shows every "
+            "email it sends (sign-in and reset links too) at /outbox, so it listens on a "
+            "loopback address only (127.0.0.1, ::1, localhost)",
+            param_hint="'--host'",
+        )
+    if not database.resolve().parent.is_dir():
+        raise click.BadParameter(
+            f"{database.resolve().parent} is not a directory (the file is created in one that "
+            "exists)",
+            param_hint="'--database'",
+        )
     for option, number in (("--port", port), ("--emulator-port", emulator_port)):
-        if not port_free(host, number):
+        problem = listen_problem(host, number)
+        if problem == "in use":
             raise click.ClickException(
                 f"Port {number} on {host} is in use. Choose another with {option}, e.g. "
                 f'make demo DEMO_ARGS="{option} {number + 10}".'
             )
+        if problem:
+            raise click.ClickException(f"Cannot listen on {host} port {number}: {problem}.")
     _configure_logging("WARNING")
 
     def ready(urls: DemoUrls) -> None:
@@ -530,6 +546,8 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
         )
     except SystemExit:
         raise click.ClickException("The demo could not start (see the messages above).") from None
+    except (OSError, DBAPIError) as exc:  # a database file it may not create or write
+        raise click.ClickException(f"Cannot use the database {database.resolve()}: {exc}") from None
     click.echo("Demo stopped.")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import secrets
 import signal
 import socket
@@ -52,14 +53,25 @@ def _server(app: Any, host: str, port: int) -> _Server:
     )
 
 
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
+def listen_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on ``host`` and ``port`` (``None``: it can), as uvicorn
+    binds it: an IPv6 address (``::1``) with an IPv6 socket. ``"in use"`` when another
+    process has the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "in use"
+            return exc.strerror or str(exc)
+    return None
+
+
+def url_host(host: str) -> str:
+    """The host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,8 @@ async def run_demo(
     database: Path,
     on_ready: Callable[[DemoUrls], None],
 ) -> None:
-    app_url, emulator_url = f"http://{host}:{port}", f"http://{host}:{emulator_port}"
+    app_url = f"http://{url_host(host)}:{port}"
+    emulator_url = f"http://{url_host(host)}:{emulator_port}"
     emulator = emulator_for(app_url)
     settings = load_settings(
         storage="sql",

@@ -874,3 +874,48 @@ def test_one_mailbox_is_a_from_address(monkeypatch: pytest.MonkeyPatch, value: s
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_EMAIL_FROM", value)
     assert load_settings(_env_file=None).email_from == value
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--host", "0.0.0.0"], "'0.0.0.0' is not this machine"),  # noqa: S104
+        (["--host", "192.0.2.1"], "Invalid value for '--host': '192.0.2.1' is not this machine"),
+        (
+            ["--database", "no-such-directory/demo.db"],
+            "Invalid value for '--database':",
+        ),
+    ],
+)
+def test_the_demo_refuses_a_host_or_database_it_cannot_use_before_starting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """A host that is not this machine was refused by the settings, in words about
+    TASKFLOW_LINK_EMAIL_BACKEND (which the demo sets itself), and a database in a directory
+    that does not exist stopped it with SQLite's traceback."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["demo", "--port", "1", "--emulator-port", "2", *argv])
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.split())
+    assert not (tmp_path / "no-such-directory").exists()
+
+
+def test_the_demo_listens_on_an_ipv6_loopback_address_as_uvicorn_binds_it() -> None:
+    """``--host ::1`` was said to be "in use" (the probe was an IPv4 socket), and its URLs
+    need the address in brackets."""
+    import socket
+
+    from entrypoints.demo import listen_problem, url_host
+
+    assert url_host("::1") == "[::1]"
+    assert url_host("127.0.0.1") == "127.0.0.1"
+    try:
+        holder = socket.socket(socket.AF_INET6)
+        holder.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with holder:
+        port = holder.getsockname()[1]
+        holder.listen()
+        assert listen_problem("::1", port) == "in use"
+    assert listen_problem("::1", port) is None
