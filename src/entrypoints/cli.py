@@ -586,7 +586,12 @@ def emulator(  # noqa: PLR0917 - click passes each option
     """Run the Discord emulator: OAuth2, bot API, signed slash commands, test users."""
     import uvicorn  # noqa: PLC0415
 
-    from entrypoints.demo import LINKED_ROLE_ID, LINKED_ROLE_NAME, linked_role_setting  # noqa: PLC0415
+    from entrypoints.demo import (  # noqa: PLC0415
+        LINKED_ROLE_ID,
+        LINKED_ROLE_NAME,
+        linked_role_setting,
+        url_host,
+    )
     from entrypoints.emulator import EmulatorState, create_emulator_app  # noqa: PLC0415
 
     if not client_id.isdecimal():
@@ -596,7 +601,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
     state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
     state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
     state.add_role(LINKED_ROLE_NAME, role_id=LINKED_ROLE_ID, color=0x23A559)
-    base = f"http://{host}:{port}"
+    base = f"http://{url_host(host)}:{port}"
     click.echo(f"Discord emulator on {base} with test users alice (verified email) and bob.")
     click.echo("Point the service at it with:")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_API_URL={base}/api/v10")

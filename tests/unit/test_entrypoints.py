@@ -919,3 +919,23 @@ def test_the_demo_listens_on_an_ipv6_loopback_address_as_uvicorn_binds_it() -> N
         holder.listen()
         assert listen_problem("::1", port) == "in use"
     assert listen_problem("::1", port) is None
+
+
+def test_the_emulator_prints_settings_that_work_for_an_ipv6_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It printed ``http://::1:8900/api/v10``, which the service refuses as a URL."""
+    monkeypatch.setattr(uvicorn, "run", lambda *_args, **_kwargs: None)
+    result = CliRunner().invoke(cli, ["emulator", "--host", "::1", "--port", "8900"])
+    assert result.exit_code == 0, result.output
+    exports = dict(
+        line.strip().removeprefix("export ").split("=", 1)
+        for line in result.output.splitlines()
+        if line.strip().startswith("export TASKFLOW_LINK_DISCORD_")
+    )
+    assert exports["TASKFLOW_LINK_DISCORD_API_URL"] == "http://[::1]:8900/api/v10"
+    settings = load_settings(
+        secret_key=TEST_SECRET_KEY,
+        **{k.removeprefix("TASKFLOW_LINK_").lower(): v for k, v in exports.items()},
+    )
+    assert settings.discord_authorize_url.host == "[::1]"
