@@ -203,7 +203,10 @@ async def test_metrics_need_the_token_when_one_is_set(guarded: Client) -> None:
         assert "taskflow_link" not in refused.text
     answer = await guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
+    # prometheus_client's own, once: Litestar added "; charset=utf-8" to it a second time.
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    assert answer.headers["content-type"] == CONTENT_TYPE_LATEST
     assert "taskflow_link_http_requests_total" in answer.text
 
 

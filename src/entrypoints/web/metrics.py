@@ -148,6 +148,9 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
+_WITHOUT_CHARSET = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
+
 def metrics_route(token: SecretStr | None) -> HTTPRouteHandler:
     expected = _digest(token.get_secret_value()) if token is not None else None
 
@@ -171,6 +174,8 @@ def metrics_route(token: SecretStr | None) -> HTTPRouteHandler:
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
         registry = multiprocess_registry() or REGISTRY
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # Litestar adds "; charset=utf-8" to a text/ media type: given without it, the
+        # answer says it once (prometheus_client's type said it already, and it came twice).
+        return Response(generate_latest(registry), media_type=_WITHOUT_CHARSET)
 
     return metrics
