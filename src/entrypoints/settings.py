@@ -1112,6 +1112,15 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except UnicodeDecodeError as exc:  # the .env file, read as UTF-8
+        raise SettingsError(
+            f"The .env file in the working directory is not UTF-8 text (byte {exc.start} is "
+            "not): save it as UTF-8"
+        ) from None
+    except OSError as exc:  # the .env file, unreadable
+        raise SettingsError(
+            f"Cannot read the .env file in the working directory: {exc.strerror or exc}"
+        ) from None
 
 
 # How to make a value for the settings that want random characters (as the README says).

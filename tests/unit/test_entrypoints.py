@@ -939,3 +939,30 @@ def test_the_emulator_prints_settings_that_work_for_an_ipv6_host(
         **{k.removeprefix("TASKFLOW_LINK_").lower(): v for k, v in exports.items()},
     )
     assert settings.discord_authorize_url.host == "[::1]"
+
+
+def test_a_dot_env_file_that_is_not_utf8_or_cannot_be_read_is_named_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A .env saved in Latin-1 (an editor's default somewhere) stopped every command with a
+    UnicodeDecodeError's traceback; one the process may not read, with a PermissionError's."""
+    from pydantic_settings.sources.providers import dotenv as dotenv_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(
+        f"TASKFLOW_LINK_SECRET_KEY={TEST_SECRET_KEY}\nTASKFLOW_LINK_EMAIL_FROM=Caf\xe9 "
+        "<no-reply@example.com>\n".encode("latin-1")
+    )
+    result = CliRunner().invoke(cli, ["config"])
+    assert isinstance(result.exception, SettingsError)
+    assert "The .env file in the working directory is not UTF-8 text" in str(result.exception)
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(dotenv_source, "dotenv_values", refused)
+    result = CliRunner().invoke(cli, ["config"])
+    assert isinstance(result.exception, SettingsError)
+    assert "Cannot read the .env file in the working directory: Permission denied" in str(
+        result.exception
+    )
