@@ -415,6 +415,19 @@ class Settings(BaseSettings):
         "in production.",
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _utf8(cls, value: object) -> object:
+        """A byte that is not UTF-8 in the environment (Python keeps it as a lone surrogate):
+        a secret key holding one was accepted, and `serve` stopped with a UnicodeEncodeError's
+        traceback when it first encoded it."""
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("is not UTF-8 text (it holds a byte that is not)") from None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:

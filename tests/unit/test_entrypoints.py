@@ -966,3 +966,16 @@ def test_a_dot_env_file_that_is_not_utf8_or_cannot_be_read_is_named_not_a_traceb
     assert "Cannot read the .env file in the working directory: Permission denied" in str(
         result.exception
     )
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DISCORD_CLIENT_SECRET", "SMTP_HOST"])
+def test_a_setting_holding_a_byte_that_is_not_utf8_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Python keeps such a byte of the environment as a lone surrogate: a secret key holding
+    one was accepted ("(set)"), and `serve` stopped with a UnicodeEncodeError's traceback."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(f"TASKFLOW_LINK_{name}", TEST_SECRET_KEY + "\udce9")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    assert f"TASKFLOW_LINK_{name}: is not UTF-8 text" in str(refused.value)
