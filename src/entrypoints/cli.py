@@ -396,7 +396,8 @@ def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Processes serving the port. More than one needs TASKFLOW_LINK_REDIS_URL.",
+    help="Processes serving the port. More than one needs TASKFLOW_LINK_REDIS_URL, SQL "
+    "storage and TASKFLOW_LINK_EMAIL_BACKEND=smtp.",
 )
 def serve(host: str, port: int, workers: int) -> None:
     """Run the web app (pages, OAuth callback, JSON API, interactions) with uvicorn."""

@@ -597,6 +597,14 @@ def test_serve_with_workers_refuses_what_one_process_keeps_in_memory(
     assert "Traceback" not in result.output
 
 
+def test_serve_help_names_everything_workers_need() -> None:
+    """`serve --help` said Redis only; the command also refuses memory storage and the
+    outbox (the README's row names all three)."""
+    shown = " ".join(CliRunner().invoke(cli, ["serve", "--help"]).output.split())
+    assert "More than one needs TASKFLOW_LINK_REDIS_URL, SQL storage and" in shown
+    assert "TASKFLOW_LINK_EMAIL_BACKEND=smtp" in shown
+
+
 def test_each_commands_injection_resolver_is_made_once_on_its_class() -> None:
     """lightbulb binds a new copy of ``invoke`` per interaction; the resolver linkd generates
     must live on the class so the copies share it instead of generating it each time."""
