@@ -543,6 +543,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if value is not None:
             _valid_port(value.get_secret_value())
+            _redis_query(value.get_secret_value())
         return value
 
     @field_validator("email_from")
@@ -1061,6 +1062,52 @@ def _postgres_query(url: SqlUrl) -> None:
     for port in ports if isinstance(ports, list) else [ports]:
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(_BAD_PORT)
+
+
+# The query parameters of a Redis URL this service takes (redis-py gives each to its
+# connections by name): the database, TLS and who connects. Any other stopped `serve` at start
+# with a traceback (a name the connection does not take, as 'foo', or a value that is not a
+# number where one is wanted), or changed what other settings say (the timeouts are
+# TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS).
+REDIS_URL_PARAMETERS = frozenset(
+    {
+        "db",
+        "username",
+        "password",
+        "client_name",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+    }
+)
+
+
+def _redis_query(url: str) -> None:
+    """``ValueError`` naming the first query parameter of a Redis URL this service does not
+    take, or whose value redis-py cannot read (never the value)."""
+    for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name not in REDIS_URL_PARAMETERS:
+            shown = name if len(name) <= 40 and name.isprintable() else name[:37] + "..."
+            raise ValueError(
+                f"has a query parameter this service does not take: {shown!r} (it takes "
+                + ", ".join(sorted(REDIS_URL_PARAMETERS))
+                + "; the timeouts are TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS)"
+            )
+    from redis.asyncio.connection import parse_url  # noqa: PLC0415 - only with Redis
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        named = re.search(r"'(\w+)'", str(exc))
+        raise ValueError(
+            "has a query parameter whose value redis-py cannot read"
+            + (f": {named[1]!r}" if named else "")
+        ) from None
 
 
 def _valid_port(url: str) -> None:

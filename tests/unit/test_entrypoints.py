@@ -979,3 +979,37 @@ def test_a_setting_holding_a_byte_that_is_not_utf8_is_refused_at_start(
     with pytest.raises(SettingsError) as refused:
         load_settings(_env_file=None)
     assert f"TASKFLOW_LINK_{name}: is not UTF-8 text" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("foo=bar", "has a query parameter this service does not take: 'foo'"),
+        ("socket_timeout=1", "has a query parameter this service does not take: 'socket_timeout'"),
+        ("db=s3cr3t", "has a query parameter whose value redis-py cannot read: 'db'"),
+    ],
+)
+def test_a_redis_url_whose_query_cannot_work_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, query: str, reason: str
+) -> None:
+    """redis-py gives each query parameter to its connections by name: an unknown one stopped
+    `serve` at start with an ExceptionGroup's traceback (a TypeError inside), a value that is
+    not a number where one is wanted with a ValueError's; a timeout there overrode
+    TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS without a word."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", f"redis://cache:6379/0?{query}")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    assert f"TASKFLOW_LINK_REDIS_URL: {reason}" in str(refused.value)
+    assert "s3cr3t" not in str(refused.value)
+
+
+def test_a_redis_url_with_tls_settings_in_its_query_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "rediss://:pw@cache:6380/2?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", url)
+    settings = load_settings(_env_file=None)
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == url
