@@ -6,6 +6,7 @@ import pytest
 
 from adapters.memory import MemoryDatabase
 from entrypoints.container import Container, build_container
+from tests.fakes.role_connections import role_harness
 from tests.harness import Harness, make_settings
 
 _DEFAULT_SETTINGS = make_settings()
@@ -27,6 +28,14 @@ def h() -> Iterator[Harness]:
     container.override_providers(settings=_DEFAULT_SETTINGS)
     container.reset_singletons()
     _spare.append(container)
+
+
+@pytest.fixture
+def r() -> Iterator[Harness]:
+    """A harness with Linked Roles on (``role_harness``: its keys, fakes and settings)."""
+    h = role_harness()
+    yield h
+    h.container.unwire()
 
 
 @pytest.fixture

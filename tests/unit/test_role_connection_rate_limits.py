@@ -6,7 +6,6 @@ pause, which the role for linked members shares."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,20 +20,12 @@ from tests.fakes.role_connections import (
     fake,
     linked,
     refresh_pass,
-    role_harness,
     rows,
     verify,
 )
 from tests.harness import Harness
 
 IDS = [DiscordId(7400 + n) for n in range(4)]
-
-
-@pytest.fixture
-def r() -> Iterator[Harness]:
-    h = role_harness()
-    yield h
-    h.container.unwire()
 
 
 async def all_connected_and_due(h: Harness) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -48,13 +47,6 @@ from tests.fakes.role_connections import (
     verify,
 )
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
-
-
-@pytest.fixture
-def r() -> Iterator[Harness]:
-    h = role_harness()
-    yield h
-    h.container.unwire()
 
 
 async def all_due(h: Harness) -> None:

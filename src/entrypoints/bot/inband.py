@@ -84,6 +84,23 @@ class InBandContext(lightbulb.Context):
         return INITIAL_RESPONSE
 
 
+def client_arguments(
+    default_enabled_guilds: Sequence[hikari.Snowflakeish], sync_commands: bool
+) -> tuple[Any, ...]:
+    """What ``lightbulb.client_from_app`` passes to a client's constructor, with its defaults
+    (for the clients made here as subclasses; ``features=()`` goes by keyword)."""
+    return (
+        default_enabled_guilds,
+        DEFAULT_EXECUTION_STEP_ORDER,
+        hikari.Locale.EN_US,
+        lightbulb.localization.localization_unsupported,
+        True,  # delete_unknown_commands
+        None,  # deferred_registration_callback
+        (),  # hooks
+        sync_commands,
+    )
+
+
 def _edit_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     wanted = ("mentions_everyone", "user_mentions", "role_mentions")
     return {k: v for k, v in kwargs.items() if k in wanted}
@@ -103,18 +120,7 @@ class InBandRestClient(RestEnabledClient):
         defer_after: float,
     ) -> None:
         # What lightbulb.client_from_app passes for a RESTBot, with its defaults.
-        super().__init__(
-            app,
-            default_enabled_guilds,
-            DEFAULT_EXECUTION_STEP_ORDER,
-            hikari.Locale.EN_US,
-            lightbulb.localization.localization_unsupported,
-            True,  # delete_unknown_commands
-            None,  # deferred_registration_callback
-            (),  # hooks
-            sync_commands,
-            features=(),
-        )
+        super().__init__(app, *client_arguments(default_enabled_guilds, sync_commands), features=())
         self._defer_after = defer_after
         self._answers: dict[hikari.Snowflake, asyncio.Future[Builder]] = {}
         # Interactions whose first answer went through Discord's callback endpoint.

@@ -14,13 +14,12 @@ import hikari
 import lightbulb
 import nacl.exceptions
 import nacl.signing
-from lightbulb.client import DEFAULT_EXECUTION_STEP_ORDER
 
 from domain.model import ROLE_METADATA
 from entrypoints.bot.bridge import register_services
 from entrypoints.bot.claims import ClaimingGatewayClient
 from entrypoints.bot.commands import command_loader
-from entrypoints.bot.inband import InBandRestClient
+from entrypoints.bot.inband import InBandRestClient, client_arguments
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
@@ -105,14 +104,7 @@ async def prepare_client(
     else:  # the gateway: one copy of the bot runs each interaction (see ``claims``)
         client = ClaimingGatewayClient(
             app,
-            settings.command_guild_ids,
-            DEFAULT_EXECUTION_STEP_ORDER,
-            hikari.Locale.EN_US,
-            lightbulb.localization.localization_unsupported,
-            True,  # delete_unknown_commands
-            None,  # deferred_registration_callback
-            (),  # hooks
-            sync_commands,
+            *client_arguments(settings.command_guild_ids, sync_commands),
             features=(),
             claims=container.shared_state().replay_guard,
         )
