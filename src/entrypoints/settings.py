@@ -133,9 +133,10 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         le=60,
-        description="How often each web instance announces itself in the database and looks "
-        "at the others: one that keeps its rate limits and replay guard apart from another's "
-        "(one without Redis beside one with it, or two Redises) says so after two looks.",
+        description="How often each web instance and gateway bot announces itself in the "
+        "database and looks at the others: one that shares no Redis with another that must "
+        "share its state (one without Redis beside another, or two Redises) says so after two "
+        "looks.",
     )
     shutdown_timeout_seconds: float = Field(
         default=10.0,
