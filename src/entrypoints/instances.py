@@ -181,8 +181,16 @@ class InstanceWatch:
         self._suspects = {o.id: o.seen_at for o in others if o.id in problems}
 
     async def _run(self) -> None:
+        broken = False  # said once per streak
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # a bug: logged, and the watch goes on (its stop never raises)
+                if not broken:
+                    log.exception("The instance watch failed; tried again in %g s", self._interval)
+                broken = True
+            else:
+                broken = False
             await asyncio.sleep(self._interval)
 
     def start(self) -> None:

@@ -5,6 +5,7 @@ ids on a real Redis, and two ``taskflow-link serve`` processes end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -22,6 +23,7 @@ from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
 from tests.integration.instances import environment, serving
 from tests.integration.postgres import PostgresServer
+from tests.servers import free_port
 
 NAMED = "Another web instance uses this database"
 MINUTE = timedelta(minutes=1)
@@ -236,3 +238,28 @@ async def test_gateway_copies_are_named_when_they_receive_the_same_interactions(
     assert len(gateway) == 4
     assert named(caplog) == []
     assert all("a /link button one shows is spent by the other's" in m for m in gateway)
+
+
+async def test_a_database_that_refuses_connections_stops_neither_the_watch_nor_the_shutdown(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg's refused connection reaches the caller as the OSError it is, not as one of
+    SQLAlchemy's errors: the watch's task ended at the first look (never announcing again),
+    and stopping it raised that error out of the shutdown, which skipped the workers' stop
+    and closing the database and Redis."""
+    caplog.set_level(logging.WARNING, logger="taskflow_link.instances")
+    down = SqlDatabase(f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/x", connect_timeout=1)
+    roster = SqlInstanceRoster(down, clock, WEB)
+    try:
+        watch = InstanceWatch(roster, SharedState(None), 0.05)
+        watch.start()
+        await wait_until(lambda: len(caplog.records) > 0)
+        await asyncio.sleep(0.2)  # several looks more
+        running = watch._task
+        assert running is not None
+        assert not running.done()  # still looking: the database may come back
+        await watch.stop()  # deleting its row fails too, quietly
+    finally:
+        await down.dispose()
+    [warning] = [r.getMessage() for r in caplog.records]  # said once
+    assert "Could not announce this instance in the database" in warning

@@ -25,6 +25,9 @@ from domain.ports import Clock
 LIVE_FOR = timedelta(minutes=3)
 # A row not seen for this long is deleted by the next instance that announces itself.
 FORGET_AFTER = timedelta(days=1)
+# How the database fails a call: SQLAlchemy's errors, and what asyncpg raises as it is when
+# it cannot connect (a refused connection is an OSError, a connect timeout a TimeoutError).
+_FAILURES = (SQLAlchemyError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class SqlInstanceRoster:
                     .order_by(table.c.started_at, table.c.id)
                 )
                 others = [Instance(**row._mapping) for row in rows]
-        except SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise translate(exc) from exc
         self._started_at = started
         return others
@@ -97,5 +100,5 @@ class SqlInstanceRoster:
         try:
             async with self._database.engine.begin() as conn:
                 await conn.execute(delete(web_instances).where(web_instances.c.id == self.id))
-        except SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise translate(exc) from exc
