@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -57,18 +58,31 @@ _WHAT = {
 
 
 def gateway_kind(shards: ShardPlan | None) -> str:
-    """A gateway bot's kind: ``gateway`` (every shard), or with its shards (``gateway 0,1/4``)."""
+    """A gateway bot's kind: ``gateway`` (every shard), or with its shards, runs of them as
+    ranges (``gateway 0-3,8/16``): a copy may run thousands."""
     if shards is None:
         return GATEWAY
-    return f"{GATEWAY} {','.join(map(str, shards.ids))}/{shards.count}"
+    runs: list[str] = []
+    ids = sorted(shards.ids)
+    start = 0
+    for end, shard in enumerate(ids):
+        if end + 1 == len(ids) or ids[end + 1] != shard + 1:
+            first = ids[start]
+            runs.append(str(first) if first == shard else f"{first}-{shard}")
+            start = end + 1
+    return f"{GATEWAY} {','.join(runs)}/{shards.count}"
 
 
 def _shards(kind: str) -> tuple[set[int], int] | None:
     """A gateway kind's shards and count (``None``: every shard)."""
     _, _, plan = kind.partition(" ")
-    ids, _, count = plan.partition("/")
+    listed, _, count = plan.partition("/")
+    ids: set[int] = set()
     try:
-        return {int(i) for i in ids.split(",")}, int(count)
+        for run in listed.split(","):
+            first, _, last = run.partition("-")
+            ids.update(range(int(first), int(last or first) + 1))
+        return ids, int(count)
     except ValueError:
         return None
 
@@ -76,15 +90,19 @@ def _shards(kind: str) -> tuple[set[int], int] | None:
 def _receive_alike(mine: str, theirs: str) -> bool:
     """Whether two processes of these kinds must share their state: two web instances, or two
     copies of the gateway bot that receive some of the same interactions (one of them runs
-    every shard, the counts differ, or a shard in common)."""
+    every shard, or a shard in common). Discord sends a server's interactions to each
+    connection whose shard is the server's by its own count (``(id >> 22) % count``): with
+    counts n and m, shard a of n and shard b of m have servers in common when a and b agree
+    modulo gcd(n, m) (while a bot is resharded; DMs go to shard 0 of each)."""
     if WEB in (mine, theirs):
         return mine == theirs
     if not (mine.startswith(GATEWAY) and theirs.startswith(GATEWAY)):
         return False
     one, other = _shards(mine), _shards(theirs)
-    if one is None or other is None or one[1] != other[1]:
+    if one is None or other is None:
         return True
-    return bool(one[0] & other[0])
+    common = math.gcd(one[1], other[1])
+    return bool({a % common for a in one[0]} & {b % common for b in other[0]})
 
 
 def sharing_problems(kind: str, mine: str, others: Sequence[Instance]) -> dict[str, str]:

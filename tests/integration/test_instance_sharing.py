@@ -18,7 +18,8 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from adapters.sql.tables import web_instances
-from entrypoints.instances import WEB, InstanceWatch
+from entrypoints.instances import WEB, InstanceWatch, gateway_kind, sharing_problems
+from entrypoints.settings import ShardPlan
 from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
 from tests.integration.instances import environment, serving
@@ -263,3 +264,18 @@ async def test_a_database_that_refuses_connections_stops_neither_the_watch_nor_t
         await down.dispose()
     [warning] = [r.getMessage() for r in caplog.records]  # said once
     assert "Could not announce this instance in the database" in warning
+
+
+async def test_a_gateway_bot_running_many_shards_announces_itself(
+    database: SqlDatabase, clock: ManualClock
+) -> None:
+    """Its kind lists its shards: a count of 16 alone ("gateway 0,1,…,15/16") was 48
+    characters, and Postgres refused it in a column of 40, so the watch of every such copy
+    warned of a database problem and looked at nothing."""
+    every = SqlInstanceRoster(database, clock, gateway_kind(ShardPlan(tuple(range(16)), 16)))
+    some = tuple(range(512, 1024))
+    half = SqlInstanceRoster(database, clock, gateway_kind(ShardPlan(some, 1024)))
+    await every.announce("memory")
+    [seen] = await half.announce("memory")
+    assert seen.kind == every.kind
+    assert sharing_problems(half.kind, "memory", [seen])  # a shard in common

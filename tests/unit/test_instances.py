@@ -657,6 +657,10 @@ def test_instances_that_keep_their_state_apart_are_told_how(
         ("gateway 0,1/4", "gateway 1,2/4", True),
         ("gateway 0,1/4", "gateway 2,3/4", False),
         ("gateway 0/2", "gateway 0/4", True),  # resharding: the counts differ
+        ("gateway 1/2", "gateway 3/4", True),  # a server of shard 3 of 4 is one of 1 of 2
+        ("gateway 0/2", "gateway 1,3/4", False),  # ... never one of shard 0 of 2
+        ("gateway 0-2,5/8", "gateway 4-6/8", True),
+        ("gateway 0-2,6/8", "gateway 3-5,7/8", False),
     ],
 )
 def test_only_processes_that_receive_the_same_must_share(
@@ -670,3 +674,6 @@ def test_only_processes_that_receive_the_same_must_share(
 def test_a_gateway_bots_kind_names_its_shards() -> None:
     assert gateway_kind(None) == "gateway"
     assert gateway_kind(ShardPlan((0, 3), 4)) == "gateway 0,3/4"
+    # Runs as ranges: a copy may run thousands of shards.
+    assert gateway_kind(ShardPlan(tuple(range(16)), 16)) == "gateway 0-15/16"
+    assert gateway_kind(ShardPlan((9, 1, 2, 3, 7, 8), 10)) == "gateway 1-3,7-9/10"

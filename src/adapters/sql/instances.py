@@ -35,7 +35,7 @@ class Instance:
     id: str
     host: str
     pid: int
-    # "web", or "gateway" with the shards it runs ("gateway 0,1/4"; alone: every shard).
+    # "web", or "gateway" with the shards it runs ("gateway 0-3,8/16"; alone: every shard).
     kind: str
     # "memory" (no Redis), "redis" (its Redis did not answer) or "redis <deployment id>".
     shared_state: str

@@ -420,8 +420,9 @@ web_instances = Table(
     Column("id", String(36), primary_key=True),
     Column("host", String(255), nullable=False),
     Column("pid", Integer(), nullable=False),
-    # "web", or "gateway" (the gateway bot), with the shards it runs: "gateway 0,1/4".
-    Column("kind", String(40), nullable=False),
+    # "web", or "gateway" (the gateway bot), with the shards it runs: "gateway 0-3,8/16" (a
+    # copy may run thousands).
+    Column("kind", Text(), nullable=False),
     # "memory", or "redis " and the id its Redis (with the key prefix) gives its deployment.
     Column("shared_state", String(100), nullable=False),
     Column("started_at", UtcDateTime(), nullable=False),

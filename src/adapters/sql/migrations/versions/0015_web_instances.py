@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("shared_state", sa.String(length=100), nullable=False),
         sa.Column("started_at", UtcDateTime(), nullable=False),
         sa.Column("seen_at", UtcDateTime(), nullable=False),
