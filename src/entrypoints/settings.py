@@ -1013,11 +1013,14 @@ _BAD_PORT = "has a port that is not a number from 0 to 65535"
 
 
 # The query parameters of a Postgres URL that asyncpg takes as text (each is passed to
-# ``asyncpg.connect`` as a keyword argument, as the name says). Any other name stopped every
-# command with a traceback at its first connection (libpq's ``sslmode``, say), or was
-# given as text where asyncpg wants a number or a flag; the timeouts are settings of their own.
+# ``asyncpg.connect`` as a keyword argument, as the name says), and SQLAlchemy's own
+# ``prepared_statement_cache_size`` (its engine's cache of statements per connection, which it
+# reads as a number: 0 turns it off, as for PgBouncer). Any other name stopped every command
+# with a traceback at its first connection (libpq's ``sslmode``, say), or was given as text
+# where asyncpg wants a number or a flag; the timeouts are settings of their own.
 POSTGRES_URL_PARAMETERS = frozenset(
     {
+        "prepared_statement_cache_size",
         "ssl",
         "target_session_attrs",
         "krbsrvname",
@@ -1034,6 +1037,11 @@ POSTGRES_URL_PARAMETERS = frozenset(
 )
 
 
+# What asyncpg's own timeouts are called in a URL's query: the engine passes ours over them.
+_POSTGRES_TIMEOUTS = frozenset({"timeout", "command_timeout", "connect_timeout"})
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _postgres_query(url: SqlUrl) -> None:
     """``ValueError`` naming the first query parameter of a Postgres URL asyncpg does not
     take as text (never a value: ``?password=`` is one of them), or saying that the hosts and
@@ -1046,11 +1054,29 @@ def _postgres_query(url: SqlUrl) -> None:
                 "has ?sslmode=, libpq's name, which asyncpg does not take: write ?ssl= "
                 "(ssl=require, verify-full, ...)"
             )
+        if name in _POSTGRES_TIMEOUTS:
+            raise ValueError(
+                f"has ?{name}=, which TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS and "
+                "TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS override: set those instead"
+            )
         shown = name if len(name) <= 40 and name.isprintable() else name[:37] + "..."
         raise ValueError(
             f"has a query parameter asyncpg does not take: {shown!r} (it takes "
             + ", ".join(sorted(POSTGRES_URL_PARAMETERS))
             + ")"
+        )
+    # asyncpg reads ?ssl= by its TLS modes only (ssl=true failed every connection).
+    ssl = url.query.get("ssl")
+    if ssl is not None and (not isinstance(ssl, str) or ssl.replace("_", "-") not in _SSL_MODES):
+        raise ValueError(
+            "has an ?ssl= that asyncpg does not take (give it once, one of "
+            + ", ".join(_SSL_MODES)
+            + "; ssl=require for TLS)"
+        )
+    cache = url.query.get("prepared_statement_cache_size")
+    if cache is not None and not (isinstance(cache, str) and cache.isascii() and cache.isdigit()):
+        raise ValueError(
+            "has a prepared_statement_cache_size that is not a number of statements (0 or more)"
         )
     try:  # the hosts and ports of the query (a Unix socket's directory, several servers)
         _, args = asyncpg_dialect().create_connect_args(url)  # type: ignore[no-untyped-call]

@@ -384,6 +384,26 @@ async def test_the_lookups_read_the_database_urls_query_as_the_engine_does(
         await database.dispose()
 
 
+async def test_a_url_that_turns_the_engines_statement_cache_off_works_throughout(
+    postgres: Any,
+) -> None:
+    """``?prepared_statement_cache_size=0`` is SQLAlchemy's own setting (its engine's cache
+    of prepared statements, which PgBouncer's users turn off): the settings take it, the
+    engine and the lookups' connections both connect with it."""
+    from domain.model import DiscordId
+    from entrypoints.settings import load_settings
+    from tests.harness import TEST_SECRET_KEY
+
+    url = f"{postgres.url}?prepared_statement_cache_size=0&ssl=disable"
+    load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, database_url=url)
+    database = SqlDatabase(url, statement_timeout=5)
+    try:
+        assert await database.ping()
+        assert await database.directory.link_by_discord_id(DiscordId(1)) is None
+    finally:
+        await database.dispose()
+
+
 async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
     """The embedded default under load: a read takes no write lock, so it goes on beside a
     writer. With no busy timeout at all, a read that needed the lock would fail at once."""

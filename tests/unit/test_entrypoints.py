@@ -399,6 +399,17 @@ def test_without_password_takes_any_url(url: str, shown: str) -> None:
             "statement_cache_size=0",
             "has a query parameter asyncpg does not take: 'statement_cache_size'",
         ),
+        ("ssl=true", "has an ?ssl= that asyncpg does not take (give it once, one of disable"),
+        ("ssl=require&ssl=disable", "has an ?ssl= that asyncpg does not take"),
+        (
+            "command_timeout=30",
+            "has ?command_timeout=, which TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS and "
+            "TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS override",
+        ),
+        (
+            "prepared_statement_cache_size=s3cr3t",
+            "has a prepared_statement_cache_size that is not a number of statements",
+        ),
         ("port=s3cr3t", "has hosts or ports in its query that cannot be read"),
         ("host=a:1&host=b", "has hosts or ports in its query that cannot be read"),
         ("host=a:1&host=b:99999", "has a port that is not a number from 0 to 65535"),
@@ -431,6 +442,10 @@ def test_a_postgres_url_whose_query_asyncpg_cannot_take_is_refused_at_start(
         "ssl=verify-full&target_session_attrs=read-write",
         "host=/var/run/postgresql&port=5432",
         "host=a:5432&host=b:5433",
+        # SQLAlchemy's own (its engine's statement cache; 0 for PgBouncer): it worked before
+        # these checks, and stopping start-up at an upgrade for it would be an outage.
+        "prepared_statement_cache_size=0",
+        "prepared_statement_cache_size=500&ssl=verify-full",
     ],
 )
 def test_a_postgres_url_with_a_query_asyncpg_takes_is_accepted(
