@@ -1099,6 +1099,13 @@ def _postgres_query(url: SqlUrl) -> None:
 REDIS_URL_PARAMETERS = frozenset(
     {
         "db",
+        # How the connections talk and are kept, none what the other settings say: RESP3, a
+        # PING before using a connection idle that long (this service's default: 30 s), TCP
+        # keep-alives, and a cap on the connections (past it, a call falls back to memory).
+        "protocol",
+        "health_check_interval",
+        "socket_keepalive",
+        "max_connections",
         "username",
         "password",
         "client_name",

@@ -1002,6 +1002,8 @@ def test_a_setting_holding_a_byte_that_is_not_utf8_is_refused_at_start(
         ("foo=bar", "has a query parameter this service does not take: 'foo'"),
         ("socket_timeout=1", "has a query parameter this service does not take: 'socket_timeout'"),
         ("db=s3cr3t", "has a query parameter whose value redis-py cannot read: 'db'"),
+        ("protocol=s3cr3t", "has a query parameter whose value redis-py cannot read"),
+        ("decode_responses=true", "has a query parameter this service does not take"),
     ],
 )
 def test_a_redis_url_whose_query_cannot_work_is_refused_at_start(
@@ -1019,10 +1021,21 @@ def test_a_redis_url_whose_query_cannot_work_is_refused_at_start(
     assert "s3cr3t" not in str(refused.value)
 
 
-def test_a_redis_url_with_tls_settings_in_its_query_is_accepted(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
+        "ssl_cert_reqs=none",
+        # How connections talk and are kept: they worked before these checks (RESP3 too),
+        # and stopping start-up at an upgrade for them would be an outage.
+        "protocol=3",
+        "health_check_interval=10&socket_keepalive=true&max_connections=100",
+    ],
+)
+def test_a_redis_url_with_connection_settings_in_its_query_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, query: str
 ) -> None:
-    url = "rediss://:pw@cache:6380/2?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    url = f"rediss://:pw@cache:6380/2?{query}"
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", url)
     settings = load_settings(_env_file=None)
