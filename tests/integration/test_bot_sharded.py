@@ -25,6 +25,7 @@ import pytest
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import link_tickets
 from entrypoints.bot import runtime
+from entrypoints.bot.commands import command_classes
 from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_commands
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
@@ -248,6 +249,48 @@ async def test_copies_sharing_redis_run_each_interaction_once(
         await web.show_link_ticket().execute(newest)  # live, not "already used"
     finally:
         await web.sql_db().dispose()
+
+
+async def test_a_copy_that_does_not_know_a_command_leaves_it_to_one_that_does(
+    emulator: tuple[EmulatorState, str],
+    redis_url: str,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rolling upgrade that adds a command overlaps a copy of the older release, which has
+    no handler for it, with one of the new. The old copy claimed every interaction it
+    received, then ignored the command it did not know, and the new copy left it to the
+    claim: nobody answered ("The application did not respond"). A copy claims only what it
+    runs."""
+    state, url = emulator
+    state.gateway_shards = 1
+    state.response_deadline = 10.0  # time enough to answer; none is a failure here
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    user = state.add_user("rae")
+    shared = {"storage": "sql", "database_url": sqlite_url, "redis_url": redis_url}
+
+    def older_release(*, server_commands: bool) -> Any:  # /link and /unlink only
+        import lightbulb
+
+        loader = lightbulb.Loader()
+        for command in command_classes(server_commands=server_commands):
+            if command.__name__ != "WhoAmICommand":
+                loader.command(command)
+        return loader
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime, "command_loader", older_release)
+        old = running_copy(state, url, **shared)
+        await old.__aenter__()
+    try:
+        async with running_copy(state, url, **shared):  # the new release (registers /whoami)
+            for _ in range(3):  # whichever copy receives it first
+                reply = await run_command(url, user.id, "whoami", via="gateway")
+                assert reply.raw["shards"] == [[0, 1], [0, 1]]
+                assert state.interactions[reply.raw["interaction_id"]].refused == []
+    finally:
+        await old.__aexit__(None, None, None)
 
 
 async def test_a_shard_that_does_not_exist_is_refused_with_4010(

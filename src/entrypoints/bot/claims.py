@@ -45,7 +45,19 @@ class ClaimingGatewayClient(GatewayEnabledClient):
         interaction: hikari.PartialInteraction,
         initial_response_sent_event: asyncio.Event | None = None,
     ) -> None:
-        if not await self._claims.first_time(f"gateway:{interaction.id}", CLAIM_SECONDS):
+        if self._runs(interaction) and not await self._claims.first_time(
+            f"gateway:{interaction.id}", CLAIM_SECONDS
+        ):
             log.info("interaction %s: another copy of the bot claimed it", interaction.id)
             return
         await super().handle_interaction_create(interaction, initial_response_sent_event)
+
+    def _runs(self, interaction: hikari.PartialInteraction) -> bool:
+        """Whether this copy has a command for ``interaction``, and so claims it. A copy of an
+        older release overlapping a newer one in a rolling upgrade has none for a command the
+        newer one added: it claimed it all the same, lightbulb ignored it, and the newer
+        copy left it to the claim (nobody answered). What else comes (a button or a form:
+        this bot attaches no handler for them) is not claimed either; lightbulb ignores it."""
+        if not isinstance(interaction, hikari.CommandInteraction | hikari.AutocompleteInteraction):
+            return False
+        return self._resolve_options_and_command(interaction) is not None
