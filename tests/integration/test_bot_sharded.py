@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import hikari
 import httpx
 import pytest
+from dependency_injector import providers
 
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import link_tickets
@@ -254,9 +255,9 @@ async def test_copies_sharing_redis_run_each_interaction_once(
 async def test_a_copy_that_does_not_know_a_command_leaves_it_to_one_that_does(
     emulator: tuple[EmulatorState, str],
     redis_url: str,
+    sqlite_db: SqlDatabase,
     sqlite_url: str,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A rolling upgrade that adds a command overlaps a copy of the older release, which has
     no handler for it, with one of the new. The old copy claimed every interaction it
@@ -266,7 +267,6 @@ async def test_a_copy_that_does_not_know_a_command_leaves_it_to_one_that_does(
     state, url = emulator
     state.gateway_shards = 1
     state.response_deadline = 10.0  # time enough to answer; none is a failure here
-    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
     user = state.add_user("rae")
     shared = {"storage": "sql", "database_url": sqlite_url, "redis_url": redis_url}
 
@@ -289,8 +289,51 @@ async def test_a_copy_that_does_not_know_a_command_leaves_it_to_one_that_does(
                 reply = await run_command(url, user.id, "whoami", via="gateway")
                 assert reply.raw["shards"] == [[0, 1], [0, 1]]
                 assert state.interactions[reply.raw["interaction_id"]].refused == []
+                assert "went wrong" not in reply.content
     finally:
         await old.__aexit__(None, None, None)
+
+
+async def test_a_copy_that_stops_answers_the_commands_it_runs_first(
+    emulator: tuple[EmulatorState, str], sqlite_db: SqlDatabase, sqlite_url: str
+) -> None:
+    """A copy that stops (a rolling upgrade, a restart) closed its shards and its REST client
+    under a command it was running: that command's answer never went out, and, claimed, no
+    other copy ran it. A stopping copy lets the commands under way finish first."""
+    state, url = emulator
+    state.gateway_shards = 1
+    user = state.add_user("rae")
+    container = build_container(
+        _settings(
+            state,
+            url,
+            storage="sql",
+            database_url=sqlite_url,
+            discord_defer_after_seconds=10.0,  # a busy machine's run: no "thinking…" first
+        )
+    )
+    started = asyncio.Event()
+    real = container.who_am_i()  # made before the override
+
+    class Slow:
+        async def execute(self, discord_id: Any) -> Any:
+            started.set()
+            await asyncio.sleep(0.5)  # still running when the copy is told to stop
+            return await real.execute(discord_id)
+
+    container.who_am_i.override(providers.Factory(Slow))
+    runner = build_gateway_bot(container)
+    await runner.start()
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 30)
+        command = asyncio.create_task(run_command(url, user.id, "whoami", via="gateway"))
+        await asyncio.wait_for(started.wait(), 30)
+        await runner.bot.close()
+        reply = await command
+    finally:
+        if runner.bot.is_alive:
+            await runner.bot.close()
+    assert "not linked" in reply.content.lower()
 
 
 async def test_a_shard_that_does_not_exist_is_refused_with_4010(

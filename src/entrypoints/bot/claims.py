@@ -32,25 +32,63 @@ class Claims(Protocol):
 
 
 class ClaimingGatewayClient(GatewayEnabledClient):
-    """lightbulb's gateway client, running only the interactions this copy claimed."""
+    """lightbulb's gateway client, running only the interactions this copy claimed. As it
+    stops it lets the commands under way finish, then claims nothing more."""
 
-    __slots__ = ("_claims",)
+    __slots__ = ("_claims", "_drain_seconds", "_running", "_stopping")
 
-    def __init__(self, app: hikari.GatewayBot, *args: Any, claims: Claims, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: hikari.GatewayBot,
+        *args: Any,
+        claims: Claims,
+        drain_seconds: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        """``drain_seconds``: how long ``stop`` waits for the commands under way."""
         super().__init__(app, *args, **kwargs)
         self._claims = claims
+        self._drain_seconds = drain_seconds
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     async def handle_interaction_create(
         self,
         interaction: hikari.PartialInteraction,
         initial_response_sent_event: asyncio.Event | None = None,
     ) -> None:
+        if self._stopping:
+            # Its shards stay connected while the copy releases what the commands need, then
+            # its REST client closes: a command run now may never answer, and, claimed, no
+            # other copy would run it.
+            log.info("interaction %s: not taken, this copy of the bot is stopping", interaction.id)
+            return
         if self._runs(interaction) and not await self._claims.first_time(
             f"gateway:{interaction.id}", CLAIM_SECONDS
         ):
             log.info("interaction %s: another copy of the bot claimed it", interaction.id)
             return
-        await super().handle_interaction_create(interaction, initial_response_sent_event)
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await super().handle_interaction_create(interaction, initial_response_sent_event)
+        finally:
+            self._running.discard(task)
+
+    async def stop(self, *args: Any) -> None:
+        """Lets the commands under way finish, those that come meanwhile too (for
+        ``drain_seconds`` at most): the copy's shards and REST client close after this, and
+        a command still running then never answered. Then claims nothing more, and stops
+        lightbulb's client."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_seconds
+        while running := [t for t in self._running if t is not asyncio.current_task()]:
+            if (left := deadline - loop.time()) <= 0:
+                break
+            await asyncio.wait(running, timeout=left)
+        self._stopping = True
+        await super().stop(*args)
 
     def _runs(self, interaction: hikari.PartialInteraction) -> bool:
         """Whether this copy has a command for ``interaction``, and so claims it. A copy of an

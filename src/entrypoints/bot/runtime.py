@@ -107,6 +107,7 @@ async def prepare_client(
             *client_arguments(settings.command_guild_ids, sync_commands),
             features=(),
             claims=container.shared_state().replay_guard,
+            drain_seconds=settings.shutdown_timeout_seconds,
         )
     register_services(client, container)
     loader = command_loader(server_commands=bool(settings.command_guild_ids))
