@@ -279,3 +279,18 @@ async def test_a_gateway_bot_running_many_shards_announces_itself(
     [seen] = await half.announce("memory")
     assert seen.kind == every.kind
     assert sharing_problems(half.kind, "memory", [seen])  # a shard in common
+
+
+async def test_on_sqlite_an_announcement_takes_its_turn_with_the_processs_writers(
+    sqlite_db: SqlDatabase, clock: ManualClock
+) -> None:
+    """The process's writers take turns (``WriterQueue``), the next one starting as the last
+    one ends; the roster wrote beside them, meeting SQLite's lock and its busy handler's
+    sleeps instead (under a steady stream of writes it could wait out the busy timeout and
+    fail, and a writer whose turn came met the roster's lock the same way)."""
+    roster = SqlInstanceRoster(sqlite_db, clock, WEB)
+    async with sqlite_db.unit_of_work():  # a writer's turn, its transaction not begun yet
+        announcing = asyncio.create_task(roster.announce("memory"))
+        await asyncio.sleep(0.1)
+        assert not announcing.done()  # it waits for its turn
+    assert await announcing == []

@@ -118,6 +118,20 @@ class SqlDatabase:
         )
 
     @contextlib.asynccontextmanager
+    async def writer_turn(self) -> AsyncIterator[None]:
+        """This process's turn to write, for a write made on the engine itself, not through
+        a unit of work: on SQLite its writers take turns (``WriterQueue``); on Postgres there
+        is nothing to wait for. ``StorageError`` when the turn does not come in time."""
+        if self._writers is None:
+            yield
+            return
+        turn = await self._writers.wait_turn()
+        try:
+            yield
+        finally:
+            turn.release()
+
+    @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """A connection for single statements outside any transaction: on Postgres in
         autocommit (no BEGIN/ROLLBACK around the query: one round trip), on SQLite a deferred

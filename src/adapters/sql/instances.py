@@ -65,7 +65,7 @@ class SqlInstanceRoster:
         started = self._started_at or now
         table = web_instances
         try:
-            async with self._database.engine.begin() as conn:
+            async with self._database.writer_turn(), self._database.engine.begin() as conn:
                 seen = await conn.execute(
                     update(table)
                     .where(table.c.id == self.id)
@@ -98,7 +98,7 @@ class SqlInstanceRoster:
     async def leave(self) -> None:
         """Deletes this instance's row (it stops): the others stop counting it at once."""
         try:
-            async with self._database.engine.begin() as conn:
+            async with self._database.writer_turn(), self._database.engine.begin() as conn:
                 await conn.execute(delete(web_instances).where(web_instances.c.id == self.id))
         except _FAILURES as exc:
             raise translate(exc) from exc
