@@ -917,8 +917,14 @@ def sender_problem(text: str) -> str | None:
             f"names {len(addresses)} addresses: one, as 'TaskFlow <no-reply@example.com>' "
             "(quote a name with a comma: '\"TaskFlow, Inc.\" <no-reply@example.com>')"
         )
-    local, _, domain = addresses[0].addr_spec.rpartition("@") if addresses else ("", "", "")
-    if not local or not domain:
+    # As the parser read them: a quoted local part may hold an "@" ('"Name <a@b>"', the
+    # whole value in quotes, as `docker run --env-file` passes a quoted line) with no domain.
+    if not addresses or not addresses[0].username or not addresses[0].domain:
+        if len(text) > 1 and text[0] == text[-1] == '"':
+            return (
+                "has no address, only one quoted string (a .env line's quotes, which "
+                "`docker run --env-file` keeps?): write it without the outer quotes"
+            )
         return "has no address: one, as 'TaskFlow <no-reply@example.com>'"
     return None
 

@@ -860,6 +860,10 @@ def test_roles_sync_refuses_a_wait_that_is_not_a_number(
         ("TaskFlow <no-reply>", "has no address"),
         ("", "has no address"),
         ("TaskFlow <no-reply@example.com>\nBcc: x@example.com", "holds a line break"),
+        # The whole value in double quotes, as `docker run --env-file` passes a quoted .env
+        # line (it strips no quotes): one quoted local part with an @ inside and no domain,
+        # which was taken, and every email's envelope sender was that quoted string.
+        ('"TaskFlow Link <no-reply@example.com>"', "has no address, only one quoted string"),
     ],
 )
 def test_a_from_address_that_is_not_one_mailbox_stops_start_up(
@@ -883,6 +887,8 @@ def test_a_from_address_that_is_not_one_mailbox_stops_start_up(
         '"TaskFlow, Inc." <no-reply@example.com>',
         "no-reply@example.com",
         "Tâche <no-reply@example.com>",
+        '"no reply"@example.com',
+        "TaskFlow <no-reply@[127.0.0.1]>",
     ],
 )
 def test_one_mailbox_is_a_from_address(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
