@@ -373,9 +373,12 @@ async def test_the_lookups_read_the_database_urls_query_as_the_engine_does(
     parameter to the server as a setting: the server refused every connection, and every
     lookup of the JSON API failed while the rest of the service worked. (``disable``: the
     test server speaks no TLS.)"""
+    await _engine_and_lookups_connect(f"{postgres.url}?ssl=disable")
+
+
+async def _engine_and_lookups_connect(url: str) -> None:
     from domain.model import DiscordId
 
-    url = f"{postgres.url}?ssl=disable"
     database = SqlDatabase(url, statement_timeout=5)
     try:
         assert await database.ping()
@@ -385,23 +388,18 @@ async def test_the_lookups_read_the_database_urls_query_as_the_engine_does(
 
 
 async def test_a_url_that_turns_the_engines_statement_cache_off_works_throughout(
+    pg_db: SqlDatabase,  # the schema, migrated
     postgres: Any,
 ) -> None:
     """``?prepared_statement_cache_size=0`` is SQLAlchemy's own setting (its engine's cache
     of prepared statements, which PgBouncer's users turn off): the settings take it, the
     engine and the lookups' connections both connect with it."""
-    from domain.model import DiscordId
     from entrypoints.settings import load_settings
     from tests.harness import TEST_SECRET_KEY
 
     url = f"{postgres.url}?prepared_statement_cache_size=0&ssl=disable"
     load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, database_url=url)
-    database = SqlDatabase(url, statement_timeout=5)
-    try:
-        assert await database.ping()
-        assert await database.directory.link_by_discord_id(DiscordId(1)) is None
-    finally:
-        await database.dispose()
+    await _engine_and_lookups_connect(url)
 
 
 async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
