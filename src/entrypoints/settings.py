@@ -717,6 +717,29 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def _url_timeout_warnings(self) -> list[str]:
+        """Timeouts in the database's or Redis's URL: taken, but what they do is not what the
+        settings say (named, never with their values)."""
+        found = []
+        database = make_url(self.database_url)
+        if database.get_backend_name() == "postgresql":
+            for name in sorted(POSTGRES_IGNORED_TIMEOUTS & set(database.query)):
+                found.append(
+                    f"{ENV_PREFIX}DATABASE_URL: ?{name}= is not used (the service passes "
+                    f"{ENV_PREFIX}DB_CONNECT_TIMEOUT_SECONDS and "
+                    f"{ENV_PREFIX}DB_STATEMENT_TIMEOUT_SECONDS over it): drop it, set those"
+                )
+        if self.redis_url is not None:
+            query = urlsplit(self.redis_url.get_secret_value()).query
+            for name in sorted({n for n, _ in parse_qsl(query)} & set(REDIS_URL_TIMEOUTS)):
+                found.append(
+                    f"{ENV_PREFIX}REDIS_URL: ?{name}= wins over what the service sets ("
+                    f"{ENV_PREFIX}REDIS_TIMEOUT_SECONDS, no retry after a timeout): a Redis "
+                    "that is slow to answer holds requests that long before they count in "
+                    "this process's memory"
+                )
+        return found
+
     def warnings(self) -> list[str]:
         """Allowed but worth a line in the log at start."""
         found = []
@@ -752,6 +775,7 @@ class Settings(BaseSettings):
                 "sign-in links) and the SMTP password travel in clear; use starttls or tls "
                 "unless that server is on a network only you can read"
             )
+        found.extend(self._url_timeout_warnings())
         if self.email_backend == "outbox":
             found.append(
                 "email backend is the outbox: emails are kept in this process, not delivered"
@@ -1043,8 +1067,10 @@ POSTGRES_URL_PARAMETERS = frozenset(
 )
 
 
-# What asyncpg's own timeouts are called in a URL's query: the engine passes ours over them.
-_POSTGRES_TIMEOUTS = frozenset({"timeout", "command_timeout", "connect_timeout"})
+# asyncpg's own timeouts in a URL's query: taken (they started before), but never used, the
+# engine passes its settings over them (a warning at start says so). libpq's connect_timeout
+# is not asyncpg's: it stopped every command at its first connection.
+POSTGRES_IGNORED_TIMEOUTS = frozenset({"timeout", "command_timeout"})
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -1053,17 +1079,17 @@ def _postgres_query(url: SqlUrl) -> None:
     take as text (never a value: ``?password=`` is one of them), or saying that the hosts and
     ports the query names cannot be read."""
     for name in url.query:
-        if name in POSTGRES_URL_PARAMETERS:
+        if name in POSTGRES_URL_PARAMETERS or name in POSTGRES_IGNORED_TIMEOUTS:
             continue
         if name == "sslmode":
             raise ValueError(
                 "has ?sslmode=, libpq's name, which asyncpg does not take: write ?ssl= "
                 "(ssl=require, verify-full, ...)"
             )
-        if name in _POSTGRES_TIMEOUTS:
+        if name == "connect_timeout":
             raise ValueError(
-                f"has ?{name}=, which TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS and "
-                "TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS override: set those instead"
+                "has ?connect_timeout=, libpq's name, which asyncpg does not take: set "
+                "TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS instead"
             )
         shown = name if len(name) <= 40 and name.isprintable() else name[:37] + "..."
         raise ValueError(
@@ -1097,6 +1123,12 @@ def _postgres_query(url: SqlUrl) -> None:
             raise ValueError(_BAD_PORT)
 
 
+# Taken in a Redis URL (they started before), and used: redis-py lets the URL's values win over
+# TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS and the service's choice not to retry a call that timed
+# out (a warning at start says so).
+REDIS_URL_TIMEOUTS = ("socket_timeout", "socket_connect_timeout", "retry_on_timeout")
+
+
 # The query parameters of a Redis URL this service takes (redis-py gives each to its
 # connections by name): the database, TLS and who connects. Any other stopped `serve` at start
 # with a traceback (a name the connection does not take, as 'foo', or a value that is not a
@@ -1123,6 +1155,10 @@ REDIS_URL_PARAMETERS = frozenset(
         "ssl_password",
         "ssl_check_hostname",
         "ssl_min_version",
+        "ssl_include_verify_flags",
+        "ssl_exclude_verify_flags",
+        "socket_read_size",
+        *REDIS_URL_TIMEOUTS,
     }
 )
 

@@ -402,9 +402,9 @@ def test_without_password_takes_any_url(url: str, shown: str) -> None:
         ("ssl=true", "has an ?ssl= that asyncpg does not take (give it once, one of disable"),
         ("ssl=require&ssl=disable", "has an ?ssl= that asyncpg does not take"),
         (
-            "command_timeout=30",
-            "has ?command_timeout=, which TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS and "
-            "TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS override",
+            "connect_timeout=30",
+            "has ?connect_timeout=, libpq's name, which asyncpg does not take: set "
+            "TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS instead",
         ),
         (
             "prepared_statement_cache_size=s3cr3t",
@@ -1002,11 +1002,35 @@ def test_a_setting_holding_a_byte_that_is_not_utf8_is_refused_at_start(
     assert f"TASKFLOW_LINK_{name}: is not UTF-8 text" in str(refused.value)
 
 
+def test_timeouts_in_the_urls_query_start_with_a_warning_saying_what_they_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """URLs that started before keep starting: asyncpg's timeouts in the database's (never
+    used: the settings are passed over them), redis-py's in Redis's (used, over the setting)."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_DATABASE_URL",
+        "postgresql+asyncpg://u:s3cr3t@db/app?command_timeout=30&timeout=9",
+    )
+    monkeypatch.setenv(
+        "TASKFLOW_LINK_REDIS_URL",
+        "redis://:s3cr3t@cache:6379/0?socket_timeout=3&retry_on_timeout=1",
+    )
+    warnings = load_settings(_env_file=None).warnings()
+    said = [w for w in warnings if "_URL: ?" in w]
+    assert [w.split(" (")[0] for w in said] == [
+        "TASKFLOW_LINK_DATABASE_URL: ?command_timeout= is not used",
+        "TASKFLOW_LINK_DATABASE_URL: ?timeout= is not used",
+        "TASKFLOW_LINK_REDIS_URL: ?retry_on_timeout= wins over what the service sets",
+        "TASKFLOW_LINK_REDIS_URL: ?socket_timeout= wins over what the service sets",
+    ]
+    assert not any("s3cr3t" in w or "=30" in w for w in warnings)
+
+
 @pytest.mark.parametrize(
     ("query", "reason"),
     [
         ("foo=bar", "has a query parameter this service does not take: 'foo'"),
-        ("socket_timeout=1", "has a query parameter this service does not take: 'socket_timeout'"),
         ("db=s3cr3t", "has a query parameter whose value redis-py cannot read: 'db'"),
         ("protocol=s3cr3t", "has a query parameter whose value redis-py cannot read"),
         ("decode_responses=true", "has a query parameter this service does not take"),
