@@ -133,17 +133,31 @@ def instance_watch(container: Container, kind: str) -> InstanceWatch | None:
     database = container.storage()
     if not isinstance(database, SqlDatabase) or not database.shared_between_processes:
         return None
-    roster = SqlInstanceRoster(database, container.clock(), kind)
-    interval = container.settings().instance_check_seconds
-    return InstanceWatch(roster, container.shared_state(), interval)
+    settings = container.settings()
+    return InstanceWatch(
+        SqlInstanceRoster(database, container.clock(), kind),
+        container.shared_state(),
+        settings.instance_check_seconds,
+        leave_within=settings.shutdown_timeout_seconds,
+    )
 
 
 class InstanceWatch:
     """This instance's announcements, every ``interval`` seconds from ``start`` to ``stop``
     (which deletes its row), and the errors they lead to: one per other instance."""
 
-    def __init__(self, roster: SqlInstanceRoster, shared: SharedState, interval: float) -> None:
+    def __init__(
+        self,
+        roster: SqlInstanceRoster,
+        shared: SharedState,
+        interval: float,
+        *,
+        leave_within: float = 10.0,
+    ) -> None:
+        """``leave_within``: how long ``stop`` gives the database to delete this row (the
+        shutdown's budget: a database that hangs must not hold the process)."""
         self._roster, self._shared, self._interval = roster, shared, interval
+        self._leave_within = leave_within
         self._suspects: dict[str, datetime] = {}  # id: when it was last seen, at the last look
         self._named: set[str] = set()
         self._failing = False
@@ -222,5 +236,5 @@ class InstanceWatch:
                 await self._task
             self._task = None
         with contextlib.suppress(errors.DomainError, TimeoutError):
-            async with asyncio.timeout(self._interval):
+            async with asyncio.timeout(self._leave_within):
                 await self._roster.leave()
