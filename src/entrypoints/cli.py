@@ -338,16 +338,36 @@ def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
     from entrypoints.container import close_resources  # noqa: PLC0415
 
     container = _container_for_command()
+    settings = container.settings()
+    if settings.storage == "sql":
+        _require_database_file(settings.database_url)
 
     async def run() -> T:
         try:
-            if container.settings().storage == "sql":
-                await _check_schema(container.sql_db(), container.settings().database_url)
+            if settings.storage == "sql":
+                await _check_schema(container.sql_db(), settings.database_url)
             return await call(container)
         finally:
             await close_resources(container)
 
     return asyncio.run(run())
+
+
+def _require_database_file(url: str) -> None:
+    """Refuse an SQLite file that does not exist (a mistyped path, another working
+    directory), before SQLite creates it empty: only ``db upgrade`` (and ``serve``) make one."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    from adapters.sql.database import sqlite_file  # noqa: PLC0415
+
+    parsed = make_url(url)
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not Path(path).exists():
+        raise click.ClickException(
+            f"There is no database at {_safe_url(url)} (no such file): check "
+            "TASKFLOW_LINK_DATABASE_URL and the working directory, or run `taskflow-link db "
+            "upgrade` to create it."
+        )
 
 
 async def _check_schema(database: SqlDatabase, url: str) -> None:

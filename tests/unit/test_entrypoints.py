@@ -776,6 +776,7 @@ _COMMANDS_ON_THE_SCHEMA = [
 def test_a_command_before_db_upgrade_says_to_run_it(sqlite_database: Path, argv: list[str]) -> None:
     """Found by helper-63's review: on a database without tables, the commands said "The
     service cannot reach its database right now" (a missing table reads as an outage)."""
+    sqlite_database.touch()  # an empty database (one that does not exist: the next test)
     refused = CliRunner().invoke(cli, argv)
     assert refused.exit_code == 1
     assert (
@@ -783,6 +784,21 @@ def test_a_command_before_db_upgrade_says_to_run_it(sqlite_database: Path, argv:
         "`taskflow-link db upgrade` first." in refused.output
     )
     assert "cannot reach" not in refused.output
+
+
+@pytest.mark.parametrize("argv", _COMMANDS_ON_THE_SCHEMA, ids=" ".join)
+def test_a_command_on_a_database_file_that_does_not_exist_leaves_it_so(
+    sqlite_database: Path, argv: list[str]
+) -> None:
+    """A mistyped path (or another working directory) created an empty database file there,
+    then said it had no tables."""
+    refused = CliRunner().invoke(cli, argv)
+    assert refused.exit_code == 1
+    assert (
+        f"There is no database at sqlite+aiosqlite:///{sqlite_database} (no such file)"
+        in refused.output
+    )
+    assert not sqlite_database.exists()
 
 
 def test_a_command_on_an_older_schema_names_both_revisions(sqlite_database: Path) -> None:

@@ -89,7 +89,7 @@ class SqlDatabase:
             )
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine, sqlite_busy_timeout_ms, _sqlite_file(parsed))
+            _configure_sqlite(self.engine, sqlite_busy_timeout_ms, sqlite_file(parsed))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         wait = sqlite_busy_timeout_ms / 1000 if sqlite_writer_wait is None else sqlite_writer_wait
         self._writers = WriterQueue(wait) if self.dialect == "sqlite" else None
@@ -483,7 +483,7 @@ def _postgres_connect_args(
     return args
 
 
-def _sqlite_file(url: URL) -> str | None:
+def sqlite_file(url: URL) -> str | None:
     """The file a SQLite URL opens and SQLite would create, if any: not an in-memory database,
     nor a URI filename or a ``mode`` other than ``rwc`` (those say themselves what to open)."""
     database = url.database
