@@ -298,7 +298,10 @@ def roles_sync(every: bool, wait: float) -> None:
     """Give the role to every linked member missing it: members linked before the role was
     configured, and those Discord refused before (not in the server then, a permission or
     the role missing then); take it from unlinked members who may still have it (a removal
-    refused, given up, or never asked for). Prints counts, never a token."""
+    refused, given up, or never asked for). Prints counts, never a token. Exits with status 1
+    when Discord refused a change for a reason the operator can fix (a permission, a role or
+    server that is not there, the token) or one was given up: a cron job then fails (not for
+    a member who is not in the server, which is routine, nor for what is still queued)."""
     settings = load_settings()
     if not settings.linked_roles:
         raise click.ClickException(
@@ -330,6 +333,9 @@ def roles_sync(every: bool, wait: float) -> None:
             f"Still queued: {totals['still_queued']} (Discord asked to wait; the service's "
             "role workers apply them, or run this again)."
         )
+    to_fix = ("missing_permissions", "unknown_role", "unknown_guild", "rejected", "given_up")
+    if any(totals[reason] for reason in to_fix):
+        sys.exit(1)
 
 
 def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
