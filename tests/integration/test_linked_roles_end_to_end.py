@@ -306,6 +306,22 @@ class Synced:
     exit_code: int
 
 
+async def _a_refusal_to_fix_fails_the_run(
+    state: EmulatorState, sync: Callable[..., Synced], member: str
+) -> None:
+    """A refusal the operator must fix fails the run (a cron job says so); fixed, it passes
+    again (helper-84's review: it exited 0 whatever Discord refused)."""
+    state.test_guild.members[member].clear()
+    state.test_guild.bot_manage_roles = False
+    unmanaged = await asyncio.to_thread(sync, "--every")
+    assert unmanaged.exit_code == 1, unmanaged.output
+    assert "4 missing permissions" in unmanaged.output
+    state.test_guild.bot_manage_roles = True
+    fixed = await asyncio.to_thread(sync)
+    assert fixed.exit_code == 0, fixed.output
+    assert has_role(state, member)
+
+
 async def test_roles_sync_adds_the_missing_roles(
     pg_db: SqlDatabase, postgres: PostgresServer, emulator: tuple[EmulatorState, str]
 ) -> None:
@@ -354,16 +370,7 @@ async def test_roles_sync_adds_the_missing_roles(
     assert "asked for 4 change(s)" in every.output
     assert has_role(state, members[0].id)
     assert "Not sent" not in every.output
-    # A refusal the operator must fix fails the run (cron says so); fixed, it passes again.
-    state.test_guild.members[members[1].id].clear()
-    state.test_guild.bot_manage_roles = False
-    unmanaged = await asyncio.to_thread(sync, "--every")
-    assert unmanaged.exit_code == 1, unmanaged.output
-    assert "4 missing permissions" in unmanaged.output
-    state.test_guild.bot_manage_roles = True
-    fixed = await asyncio.to_thread(sync)
-    assert fixed.exit_code == 0, fixed.output
-    assert has_role(state, members[1].id)
+    await _a_refusal_to_fix_fails_the_run(state, sync, members[1].id)
 
     # A change queued for a role since taken out of the setting is not sent.
     gone = LinkedRole(ROLE.guild_id, DiscordId.parse("1300000000000000011"))
