@@ -3,6 +3,7 @@ contract (which the outbox passes too), then what only SMTP does."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from email.header import decode_header, make_header
 from typing import Any
@@ -84,7 +85,11 @@ async def test_authentication(
     assert len(mailbox.received) == 1
     # The cause is logged for whoever runs the server: its kind and SMTP code, no secret.
     [line] = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.email"]
-    assert line.startswith(f"SMTP server 127.0.0.1:{port}: SMTP")  # aiosmtplib's error type
+    # aiosmtplib's error type, or the conversation's timeout (aiosmtpd answers this wrong
+    # password with nothing at all).
+    assert line.startswith(
+        (f"SMTP server 127.0.0.1:{port}: SMTP", f"SMTP server 127.0.0.1:{port}: TimeoutError")
+    )
     assert "wrong-pw" not in line
 
 
@@ -119,3 +124,50 @@ async def test_a_message_goes_to_the_address_as_it_is_stored(
     await sender(port).send(EmailMessage(address, "Confirm", "Open https://t.example/v/abc"))
     assert len(mailbox.received) == 1
     assert mailbox.rcpt_lines == [f"TO:<{address}>"]
+
+
+async def test_a_server_that_answers_each_command_slowly_is_cut_off() -> None:
+    """The timeout bounds the whole conversation, as the setting says, not each answer: a
+    server that answers every command just inside it (one that hangs, tarpits, or drips
+    replies) kept a send going for ten times as long, past the worker's claim on the email
+    (another instance then sent it too, with a second link)."""
+    timeout = 0.5
+    finished = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def answer(line: bytes) -> None:
+            await asyncio.sleep(timeout * 0.6)
+            writer.write(line)
+            await writer.drain()
+
+        try:
+            await answer(b"220 slow.example ESMTP\r\n")
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb in (b"EHLO", b"HELO"):
+                    await answer(b"250 slow.example\r\n")
+                elif verb == b"DATA":
+                    await answer(b"354 go on\r\n")
+                    while (await reader.readline()) not in (b".\r\n", b""):
+                        pass
+                    await answer(b"250 queued\r\n")
+                    finished.set()
+                elif verb == b"QUIT":
+                    await answer(b"221 bye\r\n")
+                    break
+                else:
+                    await answer(b"250 ok\r\n")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(errors.EmailNotSent):
+            await SmtpEmailSender(
+                host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=timeout
+            ).send(MESSAGE)
+        assert not finished.is_set()
+    finally:
+        server.close()
+        await server.wait_closed()

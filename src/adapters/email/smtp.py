@@ -3,6 +3,7 @@ become the core's ``EmailNotSent``; the password never appears in errors or logs
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import email.utils
 import logging
@@ -48,20 +49,25 @@ class SmtpEmailSender:
         import aiosmtplib  # noqa: PLC0415
 
         try:
-            await aiosmtplib.send(
-                self._mime(message),
-                # The address as the service stored it, not as the To header is read back:
-                # the header parser decodes RFC 2047 words, so "=?us-ascii?q?bob?=@example.com"
-                # (another address, as far as the service can tell) went to bob@example.com.
-                recipients=[message.to],
-                hostname=self._host,
-                port=self._port,
-                use_tls=self._tls == "tls",
-                start_tls=self._tls == "starttls",  # required, never "if the server offers it"
-                username=self._username,
-                password=self._password,
-                timeout=self._timeout,
-            )
+            # The timeout bounds the whole conversation: aiosmtplib applies it to each answer
+            # only, so a server that answers every command just in time (one that hangs or
+            # tarpits) kept a send going ten times as long, past the worker's claim on the
+            # email (``CLAIM_LEASE``), and another instance sent it again.
+            async with asyncio.timeout(self._timeout):
+                await aiosmtplib.send(
+                    self._mime(message),
+                    # The address as the service stored it, not as the To header is read back:
+                    # the header parser decodes RFC 2047 words, so "=?us-ascii?q?bob?=@example.com"
+                    # (another address, as far as the service can tell) went to bob@example.com.
+                    recipients=[message.to],
+                    hostname=self._host,
+                    port=self._port,
+                    use_tls=self._tls == "tls",
+                    start_tls=self._tls == "starttls",  # required, never "if the server offers it"
+                    username=self._username,
+                    password=self._password,
+                    timeout=self._timeout,
+                )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             cause = _without_secrets(exc)
             # What went wrong, for whoever runs the server (the queue keeps only the code).

@@ -32,9 +32,10 @@ RETRY_DELAYS = (
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 # A sender that claimed an email and died lets it go after this long. The lease is renewed
-# just before each email of a batch is sent, so it need only outlast one send (the SMTP
-# timeout is at most two minutes).
-CLAIM_LEASE = timedelta(minutes=2)
+# just before each email of a batch is sent, so it need only outlast one send: the SMTP
+# timeout bounds a whole conversation and is at most two minutes, and the lease leaves a
+# minute beyond it for the database round trips around the send.
+CLAIM_LEASE = timedelta(minutes=3)
 
 
 @dataclass(frozen=True, slots=True)
