@@ -171,3 +171,37 @@ async def test_a_server_that_answers_each_command_slowly_is_cut_off() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_server_that_never_says_goodbye_has_the_message_all_the_same() -> None:
+    """Once the server accepted the message, a QUIT it does not answer within the timeout
+    is no failure: reporting one would send the email again."""
+    accepted = asyncio.Event()
+
+    async def mute_at_quit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mute.example ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    while (await reader.readline()) not in (b".\r\n", b""):
+                        pass
+                    writer.write(b"250 queued\r\n")
+                    accepted.set()
+                elif verb == b"QUIT":
+                    await asyncio.sleep(30)  # no answer
+                else:
+                    writer.write(b"250 mute.example\r\n")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(mute_at_quit, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await SmtpEmailSender(
+            host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.5
+        ).send(MESSAGE)
+        assert accepted.is_set()
+    finally:
+        server.close()

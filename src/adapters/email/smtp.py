@@ -48,31 +48,44 @@ class SmtpEmailSender:
         # Loaded by the first email sent: a deployment without SMTP never loads it.
         import aiosmtplib  # noqa: PLC0415
 
+        client = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            use_tls=self._tls == "tls",
+            start_tls=self._tls == "starttls",  # required, never "if the server offers it"
+            username=self._username,
+            password=self._password,
+            timeout=self._timeout,
+        )
+        accepted = False
         try:
             # The timeout bounds the whole conversation: aiosmtplib applies it to each answer
             # only, so a server that answers every command just in time (one that hangs or
             # tarpits) kept a send going ten times as long, past the worker's claim on the
             # email (``CLAIM_LEASE``), and another instance sent it again.
             async with asyncio.timeout(self._timeout):
-                await aiosmtplib.send(
+                await client.connect()
+                await client.send_message(
                     self._mime(message),
-                    # The address as the service stored it, not as the To header is read back:
-                    # the header parser decodes RFC 2047 words, so "=?us-ascii?q?bob?=@example.com"
-                    # (another address, as far as the service can tell) went to bob@example.com.
+                    # The address as the service stored it, not as the To header is read
+                    # back: the header parser decodes RFC 2047 words, so
+                    # "=?us-ascii?q?bob?=@example.com" (another address, as far as the
+                    # service can tell) went to bob@example.com.
                     recipients=[message.to],
-                    hostname=self._host,
-                    port=self._port,
-                    use_tls=self._tls == "tls",
-                    start_tls=self._tls == "starttls",  # required, never "if the server offers it"
-                    username=self._username,
-                    password=self._password,
-                    timeout=self._timeout,
                 )
+                accepted = True
+                await client.quit()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if accepted:
+                return  # only the goodbye failed: the server has the message
             cause = _without_secrets(exc)
             # What went wrong, for whoever runs the server (the queue keeps only the code).
             log.warning("SMTP server %s:%d: %s", self._host, self._port, cause)
             raise errors.EmailNotSent() from cause
+        finally:
+            # Without a goodbye after a failure: the server may be the problem (a QUIT would
+            # wait for its answer once more).
+            client.close()
 
 
 def _without_secrets(exc: BaseException) -> Exception:
