@@ -525,3 +525,20 @@ async def test_a_claim_on_postgres_skips_emails_another_claim_holds(pg_db: SqlDa
         await first_worker.commit()
     assert held.id == emails[0].id
     assert taken == [emails[1].id, emails[2].id]
+
+
+async def test_a_statements_error_never_shows_its_values(sqlite_db: SqlDatabase) -> None:
+    """A statement's error is logged with its cause (a failed worker pass, a 500): SQLAlchemy
+    put its bound values in its text, an email address and a token's digest among them
+    (helper-83's review)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError) as failed:
+        async with sqlite_db.engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO no_such_table VALUES (:address)"),
+                {"address": "someone@example.com"},
+            )
+    assert "someone@example.com" not in str(failed.value)
+    assert "parameters hidden" in str(failed.value)

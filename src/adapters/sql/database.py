@@ -75,7 +75,9 @@ class SqlDatabase:
         # every checkout. A connection the server closed fails its next statement instead;
         # SQLAlchemy then drops every pooled connection made before (a restarted database
         # costs the requests in flight, not one per pooled connection).
-        options: dict[str, Any] = {"pool_pre_ping": False}
+        # hide_parameters: a statement's error (logged with its cause: a failed pass, a 500)
+        # leaves its bound values out, addresses and digests among them.
+        options: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
         if self.dialect == "sqlite":
             options["connect_args"] = {"timeout": sqlite_busy_timeout_ms / 1000}
         else:
