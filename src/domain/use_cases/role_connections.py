@@ -13,10 +13,12 @@ Discord in either order, and the older state would stay.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from domain import errors
 from domain.model import (
@@ -82,6 +84,11 @@ _ATTEMPTS = 3
 # Linked Roles call of the process (the push and the refresh grant, with users' tokens), not
 # the bot's role calls. Cloudflare's block holds for both.
 _SCOPE = "role_connections"
+T = TypeVar("T")
+
+
+class _Paused(Exception):
+    """A call to Discord not made, or answered with a pause (``RoleConnectionPusher._call``)."""
 
 
 def _context(discord_id: DiscordId) -> str:
@@ -126,14 +133,24 @@ class RoleConnectionPusher:
         429 that said how long."""
         return self._pauses.block_ends(now) is not None
 
-    async def _hold(
-        self, row: RoleConnectionToken, limited: errors.DiscordRateLimited | None = None
-    ) -> RoleSync:
-        """Rate limited (``limited``: by this call's answer), or the address blocked: the
-        row is let go as it is, due, with no failure counted, for the first pass after the
-        pause (every call meanwhile would get the same answer, and prolong a block)."""
-        if limited is not None:
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` to Discord, within the process's pauses: ``_Paused`` while one holds (no
+        call is made: every call meanwhile would get the same answer, and prolong a block),
+        or when Discord's answer starts one (``DiscordRateLimited``, recorded). A call that
+        goes through ends a run of blocks; Discord's other refusals pass as they are."""
+        if self.paused_until(self._clock.now()) is not None:
+            raise _Paused
+        try:
+            answer = await call()
+        except errors.DiscordRateLimited as limited:
             self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
+            raise _Paused from None
+        self._pauses.went_through()
+        return answer
+
+    async def _hold(self, row: RoleConnectionToken) -> RoleSync:
+        """Rate limited, or the address blocked: the row is let go as it is, due, with no
+        failure counted (nothing it did), for the first pass after the pause."""
         await _release(self._uow, row)
         return RoleSync.PAUSED
 
@@ -240,17 +257,14 @@ class RoleConnectionPusher:
     ) -> RoleSync | bool:
         """Push ``connection`` (``row`` held): ``True`` when Discord took it, ``False`` when
         it refused the access token, else how the sync ends (paused, failed)."""
-        if self.paused_until(now) is not None:
-            return await self._hold(row)
         try:
-            await self._discord.push(tokens.access, connection)
-        except errors.DiscordRateLimited as limited:
-            return await self._hold(row, limited)
+            await self._call(lambda: self._discord.push(tokens.access, connection))
+        except _Paused:
+            return await self._hold(row)
         except errors.DiscordDenied:
             return False
         except errors.DiscordUnavailable:
             return await self._failed(row, now)
-        self._pauses.went_through()
         return True
 
     async def _gone(
@@ -277,16 +291,9 @@ class RoleConnectionPusher:
             return
         if not forget and (await self._current(discord_id))[0] is not None:
             return
-        now = self._clock.now()
-        if self.paused_until(now) is None:  # otherwise it could only fail (and prolong a block)
-            try:
-                await self._discord.push(tokens.access, role_connection(None, None, now))
-            except errors.DiscordRateLimited as limited:
-                self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
-            except (errors.DiscordDenied, errors.DiscordUnavailable):
-                pass
-            else:
-                self._pauses.went_through()
+        unlinked = role_connection(None, None, self._clock.now())
+        with contextlib.suppress(_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
+            await self._call(lambda: self._discord.push(tokens.access, unlinked))
         await self._mark_due(discord_id)
 
     async def _mark_due(self, discord_id: DiscordId) -> bool:
@@ -301,10 +308,10 @@ class RoleConnectionPusher:
         """New tokens, stored; a final outcome; or ``None`` when other tokens replaced them
         meanwhile (a new grant, or those of a pusher that took over once this one's lease
         ran out)."""
-        if self.paused_until(now) is not None:
-            return await self._hold(row)
         try:
-            fresh = await self._discord.refresh(tokens.refresh)
+            fresh = await self._call(lambda: self._discord.refresh(tokens.refresh))
+        except _Paused:
+            return await self._hold(row)  # the refresh token was not spent
         except errors.DiscordGrantRevoked:
             async with self._uow() as uow:
                 gone = await uow.role_connection_tokens.remove_sealed(row.discord_id, row.sealed)
@@ -312,11 +319,8 @@ class RoleConnectionPusher:
                     await _audit_deleted(uow, row.discord_id, now, "invalid_grant")
                 await uow.commit()
             return RoleSync.REVOKED if gone else None
-        except errors.DiscordRateLimited as limited:
-            return await self._hold(row, limited)  # the refresh token was not spent
         except (errors.DiscordUnavailable, errors.DiscordDenied):
             return await self._failed(row, now)
-        self._pauses.went_through()
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         gone = False
