@@ -307,15 +307,18 @@ def roles_sync(every: bool, wait: float) -> None:
         raise click.ClickException(
             "TASKFLOW_LINK_DISCORD_LINKED_ROLES is empty: there is no role to give."
         )
-    from entrypoints.role_worker import apply_until_done  # noqa: PLC0415
+    from entrypoints.role_worker import UNSENT, apply_until_done  # noqa: PLC0415
 
-    async def sync(container: Any) -> tuple[int, Any]:
-        queued: int = await container.request_roles_for_links().execute(every=every)
-        return queued, await apply_until_done(container, wait=wait)
+    async def sync(container: Any) -> tuple[Any, Any]:
+        asked = await container.request_roles_for_links().execute(every=every)
+        return asked, await apply_until_done(container, wait=wait)
 
     listed = ", ".join(str(role) for role in settings.linked_roles)
-    queued, totals = _run_use_case(sync)
-    click.echo(f"Role(s) {listed}: asked for {queued} change(s) for linked members.")
+    asked, totals = _run_use_case(sync)
+    click.echo(
+        f"Role(s) {listed}: asked to add {asked.additions} for linked members and to remove "
+        f"{asked.removals} from unlinked members."
+    )
     click.echo(
         f"Added {totals['add:done']}, removed {totals['remove:done']}. "
         f"Refused by Discord (not retried): {totals['not_a_member']} not in the server, "
@@ -323,6 +326,12 @@ def roles_sync(every: bool, wait: float) -> None:
         f"unknown role, {totals['unknown_guild']} unknown server, {totals['rejected']} other. "
         f"Given up: {totals['given_up']}."
     )
+    if totals[UNSENT]:
+        click.echo(
+            f"Of those refused, {totals[UNSENT]} were not sent: Discord had just refused the "
+            "same for the whole role (or the token), so they are taken as refused for that "
+            "reason. Fix it in Discord, then run this again."
+        )
     if totals["not_configured"]:
         click.echo(
             f"Not sent: {totals['not_configured']} queued change(s) for a role no longer in "

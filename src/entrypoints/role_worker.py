@@ -17,6 +17,9 @@ from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
 from entrypoints.queue_worker import QueueWorker, idle_seconds, log_storage_error
 
+# In apply_until_done's totals: refusals taken from a whole-role hold, without a call.
+UNSENT = "refused_unsent"
+
 log = logging.getLogger("taskflow_link.roles")
 
 
@@ -119,7 +122,8 @@ async def apply_until_done(container: Container, *, wait: float) -> Counter[str]
     """Apply the role queue until nothing is pending, waiting for changes Discord asked to
     retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Counts by outcome:
     ``add:done``, ``remove:done``, each refusal's reason, ``given_up``, ``not_configured``
-    (for a role no longer in the setting: not sent), ``still_queued``."""
+    (for a role no longer in the setting: not sent), ``still_queued``; ``UNSENT`` counts the
+    refusals (among those by reason) taken from a whole-role hold without asking Discord."""
     totals: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -128,6 +132,7 @@ async def apply_until_done(container: Container, *, wait: float) -> Counter[str]
         report: RoleChangeReport = await container.apply_role_changes().execute(limit=100)
         totals.update(f"{c.action.value}:done" for c in report.done)
         totals.update(c.last_error or "rejected" for c in (*report.refused, *report.refused_unsent))
+        totals[UNSENT] += len(report.refused_unsent)
         totals["given_up"] += len(report.failed)
         totals[NOT_CONFIGURED] += len(report.unconfigured)
         if report.busy:

@@ -252,7 +252,7 @@ async def test_two_workers_apply_each_change_once(stack: Stack) -> None:
                 now = stack.clock.now()
                 await uow.links.add(Link(DiscordId.parse(user.id), owner.id, now, user.username))
             await uow.commit()
-        assert await stack.container.request_roles_for_links().execute() == 30
+        assert (await stack.container.request_roles_for_links().execute()).total == 30
         await eventually(
             lambda: all(has_role(stack.emulator, u.id) for u in users), "every member's role"
         )
@@ -316,6 +316,8 @@ async def _a_refusal_to_fix_fails_the_run(
     unmanaged = await asyncio.to_thread(sync, "--every")
     assert unmanaged.exit_code == 1, unmanaged.output
     assert "4 missing permissions" in unmanaged.output
+    # Discord was asked once: the rest were taken from its refusal for the whole role.
+    assert "Of those refused, 3 were not sent" in unmanaged.output
     state.test_guild.bot_manage_roles = True
     fixed = await asyncio.to_thread(sync)
     assert fixed.exit_code == 0, fixed.output
@@ -351,14 +353,14 @@ async def test_roles_sync_adds_the_missing_roles(
 
     first = await asyncio.to_thread(sync)
     assert first.exit_code == 0, first.output
-    assert "asked for 4 change(s)" in first.output
+    assert "asked to add 4 for linked members and to remove 0 from" in first.output
     assert "Added 3, removed 0." in first.output
     assert "1 not in the server" in first.output
     assert all(has_role(state, m.id) for m in members)
     assert state.bot_token not in first.output
 
     again = await asyncio.to_thread(sync)  # only the refused one is asked again
-    assert "asked for 1 change(s)" in again.output
+    assert "asked to add 1 for linked members and to remove 0 from" in again.output
     assert "Added 0," in again.output
     state.test_guild.members[outsider.id] = set()  # the member joins the server
     state.test_guild.members[members[0].id].clear()  # someone took a role away by hand
@@ -367,7 +369,7 @@ async def test_roles_sync_adds_the_missing_roles(
     assert has_role(state, outsider.id)
     assert not has_role(state, members[0].id)
     every = await asyncio.to_thread(sync, "--every")
-    assert "asked for 4 change(s)" in every.output
+    assert "asked to add 4 for linked members and to remove 0 from" in every.output
     assert has_role(state, members[0].id)
     assert "Not sent" not in every.output
     await _a_refusal_to_fix_fails_the_run(state, sync, members[1].id)

@@ -187,7 +187,7 @@ async def test_without_a_role_configured_nothing_is_queued(h: Harness, db: Memor
     await h.discord_link(account.id, h.discord_user(5004))
     await h.container.unlink_discord().execute(DiscordId(5004))
     assert db.tables.role_changes == {}
-    assert await h.container.request_roles_for_links().execute(every=True) == 0
+    assert (await h.container.request_roles_for_links().execute(every=True)).total == 0
 
 
 # -- every way of unlinking -------------------------------------------------------------------
@@ -439,7 +439,7 @@ async def test_a_refusal_for_the_whole_role_is_not_asked_again_for_each_member(
     ]
     # Fixed in Discord: `roles sync` asks again for every one of them.
     r.clock.advance(timedelta(seconds=30))
-    assert await r.container.request_roles_for_links().execute() == 10
+    assert (await r.container.request_roles_for_links().execute()).total == 10
     await apply(r)
     assert all(r.guild_roles.has(ROLE, m.id) for m in members)
 
@@ -490,7 +490,7 @@ async def test_a_whole_role_refusal_is_not_asked_again_by_the_next_batches(
     # `roles sync` after fixing it (with the refusal still held, as it would be by another
     # process's worker): what it asks for now is sent.
     one.guild_roles.script.clear()
-    assert await one.container.request_roles_for_links().execute() == 200
+    assert (await one.container.request_roles_for_links().execute()).total == 200
     while await worker.pass_once():
         pass
     assert all(one.guild_roles.has(ROLE, m.id) for m in members)
@@ -580,7 +580,7 @@ async def test_discord_unavailable_too_long_is_given_up_and_audited(one: Harness
     assert not (await apply(one)).busy
     assert len(one.guild_roles.calls) == MAX_ATTEMPTS
     # `roles sync` asks again for what was given up; Discord works by then.
-    assert await one.container.request_roles_for_links().execute() == 1
+    assert (await one.container.request_roles_for_links().execute()).total == 1
     assert len((await apply(one)).done) == 1
     assert one.guild_roles.has(ROLE, profile.id)
 
@@ -789,7 +789,9 @@ async def test_a_role_taken_out_of_the_setting_is_neither_added_nor_removed(
     assert not one.guild_roles.has(ROLE, first.id)
     fixed.unwire()
     # Configured again: `roles sync` asks for both again.
-    assert await one.container.request_roles_for_links().execute() == 2
+    assert (await one.container.request_roles_for_links().execute()) == uc.RolesRequested(
+        additions=1, removals=1
+    )
     assert {c.action for c in (await apply(one)).done} == {RoleAction.ADD, RoleAction.REMOVE}
     assert one.guild_roles.has(ROLE, first.id)
 
@@ -807,12 +809,12 @@ async def test_sync_adds_the_role_to_members_linked_before_it_was_configured(
         await uow.commit()
     sync = one.container.request_roles_for_links
 
-    assert await sync().execute() == 3
+    assert (await sync().execute()) == uc.RolesRequested(additions=3, removals=0)
     assert len((await apply(one)).done) == 3
     assert all(one.guild_roles.has(ROLE, DiscordId(6000 + n)) for n in range(3))
-    assert await sync().execute() == 0  # nothing missing any more
+    assert (await sync().execute()).total == 0  # nothing missing any more
     one.guild_roles.held.clear()  # someone took the role away by hand in Discord
-    assert await sync().execute(every=True) == 3
+    assert (await sync().execute(every=True)) == uc.RolesRequested(additions=3, removals=0)
     await apply(one)
     assert all(one.guild_roles.has(ROLE, DiscordId(6000 + n)) for n in range(3))
 
@@ -828,10 +830,12 @@ async def test_sync_asks_again_for_a_removal_discord_refused(one: Harness) -> No
     assert one.guild_roles.has(ROLE, profile.id)
     one.clock.advance(timedelta(seconds=30))  # fixed in Discord
 
-    assert await one.container.request_roles_for_links().execute() == 1
+    assert (await one.container.request_roles_for_links().execute()) == uc.RolesRequested(
+        additions=0, removals=1
+    )
     assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]
     assert not one.guild_roles.has(ROLE, profile.id)
-    assert await one.container.request_roles_for_links().execute() == 0
+    assert (await one.container.request_roles_for_links().execute()).total == 0
 
 
 async def test_sync_removes_the_role_an_unlink_without_the_setting_left(one: Harness) -> None:
@@ -844,10 +848,12 @@ async def test_sync_removes_the_role_an_unlink_without_the_setting_left(one: Har
     await uc.UnlinkDiscord(one.uow, one.clock, linked_roles=()).execute(profile.id)
     assert not (await apply(one)).busy  # nothing was queued
 
-    assert await one.container.request_roles_for_links().execute() == 1
+    assert (await one.container.request_roles_for_links().execute()) == uc.RolesRequested(
+        additions=0, removals=1
+    )
     assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]
     assert not one.guild_roles.has(ROLE, profile.id)
-    assert await one.container.request_roles_for_links().execute(every=True) == 0
+    assert (await one.container.request_roles_for_links().execute(every=True)).total == 0
 
 
 async def test_sync_removes_the_role_after_a_later_add_was_refused(one: Harness) -> None:
@@ -871,12 +877,14 @@ async def test_sync_removes_the_role_after_a_later_add_was_refused(one: Harness)
     for profile in (member, outsider):
         await uc.UnlinkDiscord(one.uow, one.clock, linked_roles=()).execute(profile.id)
 
-    assert await one.container.request_roles_for_links().execute() == 1
+    assert (await one.container.request_roles_for_links().execute()) == uc.RolesRequested(
+        additions=0, removals=1
+    )
     assert [(c.discord_id, c.action) for c in (await apply(one)).done] == [
         (member.id, RoleAction.REMOVE)
     ]
     assert not one.guild_roles.has(ROLE, member.id)
-    assert await one.container.request_roles_for_links().execute() == 0
+    assert (await one.container.request_roles_for_links().execute()).total == 0
 
 
 # -- metrics and settings -----------------------------------------------------------------------

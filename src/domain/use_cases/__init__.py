@@ -30,6 +30,7 @@ from domain.use_cases.discord_roles import (
     RoleChangeReport,
     RolePauses,
     RoleQueue,
+    RolesRequested,
     ShowRoleQueue,
 )
 from domain.use_cases.email_delivery import DeliverEmails, DeliveryReport, RequeueFailedEmails
@@ -154,6 +155,7 @@ __all__ = [
     "RolePauses",
     "RoleQueue",
     "RoleSyncReport",
+    "RolesRequested",
     "RotateTokenKeys",
     "SessionList",
     "SetPassword",

@@ -440,6 +440,16 @@ class ApplyRoleChanges:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RolesRequested:
+    additions: int  # for linked members
+    removals: int  # for unlinked members who may still have the role
+
+    @property
+    def total(self) -> int:
+        return self.additions + self.removals
+
+
 class RequestRolesForLinks:
     """``taskflow-link roles sync``: ask for the roles of every linked member, through the
     queue (so a concurrent unlink still wins). By default only where no add is pending or
@@ -456,17 +466,18 @@ class RequestRolesForLinks:
     ) -> None:
         self._uow, self._clock, self._roles = uow, clock, tuple(linked_roles)
 
-    async def execute(self, *, every: bool = False) -> int:
-        """How many role changes were queued."""
+    async def execute(self, *, every: bool = False) -> RolesRequested:
+        """How many role changes were queued: adds for linked members, removals for
+        unlinked ones."""
         now = self._clock.now()
-        queued = 0
+        additions = removals = 0
         async with self._uow() as uow:
             for role in self._roles:
-                queued += await uow.role_changes.request_for_links(role, now, every=every)
-                queued += await uow.role_changes.retry_removals(role, now)
-                queued += await uow.role_changes.request_for_unlinked(role, now)
+                additions += await uow.role_changes.request_for_links(role, now, every=every)
+                removals += await uow.role_changes.retry_removals(role, now)
+                removals += await uow.role_changes.request_for_unlinked(role, now)
             await uow.commit()
-        return queued
+        return RolesRequested(additions, removals)
 
 
 @dataclass(frozen=True, slots=True)
