@@ -89,11 +89,37 @@ class AccountId:
 
 
 def normalize_email(email: str | None) -> str | None:
-    """Emails are matched case-insensitively; surrounding blanks never count."""
+    """Emails are matched case-insensitively; surrounding blanks never count; the domain is
+    matched as mail software resolves it (see ``_mail_domain``)."""
     if email is None:
         return None
     cleaned = email.strip().lower()
+    local, at, domain = cleaned.rpartition("@")
+    if at and not domain.isascii():
+        cleaned = f"{local}@{_ascii_domain(_mapped_domain(domain))}"
     return cleaned or None
+
+
+# Full stops IDNA reads as the dot between labels (UTS #46 maps them to ".").
+_LABEL_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+
+
+def _mapped_domain(domain: str) -> str:
+    """A domain written with characters beyond ASCII, mapped as mail software maps it
+    before it looks the domain up (IDNA's UTS #46 mapping: compatibility forms folded, so
+    example.com written in fullwidth letters is example.com, then lower case)."""
+    return unicodedata.normalize("NFKC", domain).lower().translate(_LABEL_DOTS)
+
+
+def _ascii_domain(mapped: str) -> str:
+    """A mapped domain in the form DNS knows it: each label beyond ASCII as its A-label
+    ("bücher.de" is xn--bcher-kva.de). Stored so, one mailbox is one address to the
+    unique index (whichever way it was typed), and a mail server without SMTPUTF8 takes
+    it."""
+    return ".".join(
+        label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+        for label in mapped.split(".")
+    )
 
 
 def normalize_username(username: str) -> str:
@@ -108,22 +134,30 @@ def validate_username(username: str) -> str:
 
 
 def validate_email(email: str) -> str:
+    """The address as it is stored and sent to: ``normalize_email``'s form, its domain in
+    ASCII. Checked as typed and as mail software reads it (a fullwidth at sign is an "@")."""
+    typed = email.strip().lower()
+    local, at, domain = typed.rpartition("@")
+    mapped = f"{local}@{_mapped_domain(domain)}" if at else typed
     normalized = normalize_email(email)
     if (
         normalized is None
         or len(normalized) > EMAIL_MAX
-        or normalized.count("@") != 1
-        or normalized.startswith("@")
-        or normalized.endswith("@")
-        or any(ch.isspace() or ord(ch) < 32 or ch in _NOT_IN_EMAIL for ch in normalized)
+        or any(
+            text.count("@") != 1
+            or text.startswith("@")
+            or text.endswith("@")
+            or any(ch.isspace() or ord(ch) < 32 or ch in _NOT_IN_EMAIL for ch in text)
+            for text in (typed, mapped)
+        )
     ):
         raise InvalidInput("Enter an email address like name@example.com.")
-    if has_format_characters(normalized):
+    if has_format_characters(typed + mapped):
         raise InvalidInput(
             "An email address cannot hold invisible characters (direction marks, zero-width "
             "spaces): type it again by hand."
         )
-    if has_encoded_word(normalized):
+    if has_encoded_word(typed) or has_encoded_word(mapped):
         raise InvalidInput(
             "An email address cannot hold '=?…?=' (mail software reads it as an encoded "
             "word, and delivers to another address): type the address itself."

@@ -516,3 +516,67 @@ async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
     assert any(missing in line and "[SQL" not in line for line in said), said
     assert not any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
     assert not any("storage fault" in line or "unreachable" in line for line in said), said
+
+
+async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
+    """0015 -> 0016: an address whose domain is written beyond ASCII is rewritten in the form its
+    mail goes to. One that now matches another account's address marks both shared (no Discord
+    sign-in matches it, the unique index leaves it out); the others stay unique."""
+    accounts = sa.table(
+        "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
+    )
+    addresses = {
+        "owner": "bob@example.com",
+        # In fullwidth letters: its mail went to bob@example.com.
+        "fullwidth": "bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",
+        "umlaut": "Eve@Bücher.de",
+        "local": "\uff42ob@example.com",  # beyond ASCII before the "@": as it was
+    }
+    ids = {name: uuid.uuid4() for name in addresses}
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0015")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(accounts),
+                [
+                    {
+                        "id": ids[name],
+                        "username": name,
+                        "email": address,
+                        "email_normalized": address.lower(),
+                        "email_verified": True,
+                        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                        "email_shared": False,
+                    }
+                    for name, address in addresses.items()
+                ],
+            )
+
+        await migrate.upgrade(database)
+
+        async with database.unit_of_work() as uow:
+            after = {name: await uow.accounts.get(AccountId(i)) for name, i in ids.items()}
+            found = {n: (a.email, a.email_shared) for n, a in after.items() if a is not None}
+            assert found == {
+                "owner": ("bob@example.com", True),
+                "fullwidth": ("bob@example.com", True),
+                "umlaut": ("eve@xn--bcher-kva.de", False),
+                "local": ("\uff42ob@example.com", False),
+            }
+            matches = await uow.accounts.find_by_email("EVE@bücher.de")
+            assert [a.id.value for a in matches] == [ids["umlaut"]]
+        with pytest.raises(errors.Conflict):  # still one account per address
+            await _add(database, account("eve2", "eve@xn--bcher-kva.de"))
+    finally:
+        await database.dispose()
+
+
+async def test_addresses_before_0016_take_the_form_mail_reads_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _addresses_before_0016_take_the_form_mail_reads(empty_pg_url)
+
+
+async def test_addresses_before_0016_take_the_form_mail_reads_on_sqlite(sqlite_url: str) -> None:
+    await _addresses_before_0016_take_the_form_mail_reads(sqlite_url)

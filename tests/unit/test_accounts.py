@@ -64,6 +64,25 @@ async def test_sign_up_refusals(h: Harness, db: MemoryDatabase) -> None:
     assert len(db.tables.accounts) == 1
 
 
+async def test_an_address_is_one_account_however_its_domain_is_written(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Mail software maps a domain beyond ASCII before it looks it up: fullwidth letters are
+    ASCII ones, "bücher.de" is xn--bcher-kva.de. Stored as typed, each way of writing one
+    mailbox was an account of its own, and confirmed through that one mailbox (and a mail
+    server without SMTPUTF8 refused them all)."""
+    await h.sign_up("owner", "bob@example.com")
+    with pytest.raises(errors.EmailTaken):
+        await h.sign_up("copycat", "bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com")
+    eve = await h.sign_up("eve", "Eve@BÜCHER.de")
+    assert eve.account.email == "eve@xn--bcher-kva.de"
+    with pytest.raises(errors.EmailTaken):
+        await h.sign_up("eve2", "eve@xn--bcher-kva.de")
+    by_email = await h.container.sign_in().execute(login="eve@bücher.de", password=PASSWORD)
+    assert by_email.account.id == eve.account.id
+    assert len(db.tables.accounts) == 2
+
+
 async def test_a_sign_up_form_sent_twice_says_to_sign_in(h: Harness, db: MemoryDatabase) -> None:
     """A double click on "Create account": the browser keeps the second answer, "This
     username is taken. Choose another one." for the account the first click made (its

@@ -158,6 +158,35 @@ def test_email_normalisation() -> None:
 
 
 @pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "bob@example.com"),  # fullwidth
+        ("bob@example\u3002com", "bob@example.com"),  # an ideographic full stop is a dot
+        ("Eve@B\u00dcCHER.de", "eve@xn--bcher-kva.de"),
+        ("eve@xn--bcher-kva.de", "eve@xn--bcher-kva.de"),
+        ("eve@stra\u00dfe.de", "eve@xn--strae-oqa.de"),  # IDNA 2008: not strasse.de
+        ("\uff42ob@example.com", "\uff42ob@example.com"),  # before the "@": the mailbox's
+    ],
+)
+def test_an_email_domain_is_stored_as_mail_software_resolves_it(typed: str, stored: str) -> None:
+    assert validate_email(typed) == stored
+    assert normalize_email(typed) == stored
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "bob@evil\uff20example.com",  # a fullwidth "@" is an "@" once mapped
+        "bob@example\uff1a25",  # a fullwidth ":"
+        "bob@exa\u200bmple\u00e9.com",  # invisible, in a label beyond ASCII
+    ],
+)
+def test_an_email_domain_is_checked_as_mail_software_reads_it(address: str) -> None:
+    with pytest.raises(errors.InvalidInput):
+        validate_email(address)
+
+
+@pytest.mark.parametrize(
     "address",
     [
         "\u202emoc.elpmaxe@ecila",  # right-to-left override: shows as alice@example.com
