@@ -300,6 +300,13 @@ class EmailNotSent(DomainError):
     message = "We could not send the email just now. Try again in a few minutes."
 
 
+class EmailRefused(EmailNotSent):
+    """The mail server refused the recipient for good (a 5xx answer to it: no such mailbox,
+    say): sending again cannot help, so the email is given up at once."""
+
+    code = "email_refused"
+
+
 class WebhookNotDelivered(DomainError):
     """No HTTP answer from a webhook endpoint; ``message`` is a short code for the record
     (``timeout``, ``connection``), never anything the endpoint sent."""

@@ -26,9 +26,20 @@ class Mailbox:
     # end-to-end stack moves its manual clock to a failed send's retry (see ``stack``).
     while_waiting: Callable[[], Awaitable[None]] | None = None
     refuse_next: int = 0  # answer this many messages "451, try again later"
+    # Recipients answered with this line (code and text) instead of "250 OK".
+    refuse_recipients: dict[str, str] = field(default_factory=dict)
     # Each RCPT command's argument as it came on the wire: aiosmtpd reads the address with
     # Python's header parser, which decodes RFC 2047 words as the sender's may have done.
     rcpt_lines: list[str] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        refusal = self.refuse_recipients.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse_next > 0:

@@ -101,6 +101,29 @@ async def test_starttls_is_required_when_configured(smtp_server: tuple[Mailbox, 
     assert mailbox.received == []
 
 
+@pytest.mark.parametrize(
+    ("answer", "for_good"),
+    [
+        ("550 5.1.1 <alice@example.com>: Recipient address rejected: no such user", True),
+        ("553 Requested action not taken: mailbox name not allowed", True),
+        ("554 5.7.1 <alice@example.com>: Relay access denied", False),  # the server's setup
+        ("552 5.2.2 Mailbox full", False),  # "5.2" is the mailbox's state: it may change
+        ("450 4.2.0 Greylisted, try again later", False),
+    ],
+)
+async def test_a_recipient_refused_for_good_is_told_apart(
+    smtp_server: tuple[Mailbox, int], answer: str, for_good: bool
+) -> None:
+    """Only a refusal of the address itself is final (the email is given up at once); the
+    others are tried again, as a failure the operator fixes for every email at once."""
+    mailbox, port = smtp_server
+    mailbox.refuse_recipients[MESSAGE.to] = answer
+    with pytest.raises(errors.EmailNotSent) as refused:
+        await sender(port).send(MESSAGE)
+    assert isinstance(refused.value, errors.EmailRefused) is for_good
+    assert mailbox.received == []
+
+
 async def test_an_unreachable_server_is_reported() -> None:
     with pytest.raises(errors.EmailNotSent):
         await sender(free_port()).send(MESSAGE)

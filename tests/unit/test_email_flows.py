@@ -47,13 +47,16 @@ class FailingSender:
     """An SMTP server that is down for the first ``failures`` sends (the port's contract:
     ``EmailNotSent``); then it delivers to the harness's outbox."""
 
-    def __init__(self, h: Harness, failures: int) -> None:
+    def __init__(
+        self, h: Harness, failures: int, error: type[errors.EmailNotSent] = errors.EmailNotSent
+    ) -> None:
         self.outbox, self.failures, self.calls = h.outbox, failures, 0
+        self.error = error
 
     async def send(self, message: EmailMessage) -> None:
         self.calls += 1
         if self.calls <= self.failures:
-            raise errors.EmailNotSent()
+            raise self.error()
         await self.outbox.send(message)
 
 
@@ -532,6 +535,25 @@ async def test_delivery_gives_up_after_the_last_retry(h: Harness) -> None:
     assert (await h.deliver()).failed == []  # nothing more is tried
     # The person can ask again once the address is right.
     await h.container.resend_verification().execute(signed_up.account.id)
+
+
+async def test_an_address_the_server_refuses_for_good_is_given_up_at_once(h: Harness) -> None:
+    """A 5xx "no such mailbox" holds on the next try too: trying again four times issued four
+    more links, and asked the server again to deliver where it cannot (which costs the
+    sender's reputation). What can be fixed is requeued by the operator or asked again."""
+    sender = FailingSender(h, failures=1, error=errors.EmailRefused)
+    h.container.email_sender.override(sender)
+    signed_up = await h.sign_up("ned", "ned@example.com")
+    assert [e.last_error for e in (await h.deliver()).failed] == ["email_refused"]
+    status = await h.container.show_email_status().execute(signed_up.account.id)
+    assert status.latest_verification is not None
+    assert status.latest_verification.status is DeliveryStatus.FAILED
+    assert status.latest_verification.attempts == 1
+    h.clock.advance(RETRY_DELAYS[-1] * 2)
+    assert not (await h.deliver()).busy  # nothing more is tried
+    assert sender.calls == 1
+    assert await h.container.requeue_failed_emails().execute() == 1  # the address was fixed
+    assert len((await h.deliver()).sent) == 1
 
 
 async def _give_up(h: Harness, address: str) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import email.message
 import email.utils
 import logging
+import re
 from typing import Literal
 
 from domain import errors
@@ -81,11 +82,42 @@ class SmtpEmailSender:
             cause = _without_secrets(exc)
             # What went wrong, for whoever runs the server (the queue keeps only the code).
             log.warning("SMTP server %s:%d: %s", self._host, self._port, cause)
+            if _recipient_refused_for_good(exc):
+                raise errors.EmailRefused() from cause
             raise errors.EmailNotSent() from cause
         finally:
             # Without a goodbye after a failure: the server may be the problem (a QUIT would
             # wait for its answer once more).
             client.close()
+
+
+def _recipient_refused_for_good(exc: BaseException) -> bool:
+    """A permanent refusal of the address itself: a 5xx answer to the recipient whose
+    enhanced status is 5.1.x (RFC 3463: no such mailbox, bad domain, bad syntax), or 550,
+    551 or 553 from a server that gives none. A 4xx (a full mailbox, greylisting) is tried
+    again, and so is every other failure: an outage, or the server's configuration (TLS, the
+    sender, the password; "5.7.1 relay access denied" answers the recipient too), which the
+    operator fixes for every email at once."""
+    import aiosmtplib  # noqa: PLC0415  (loaded by the send that failed)
+
+    refused: list[aiosmtplib.SMTPRecipientRefused]
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = list(exc.recipients)
+    elif isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        refused = [exc]
+    else:
+        return False
+    return bool(refused) and all(_bad_address(r.code, r.message) for r in refused)
+
+
+_ENHANCED_STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.\d{1,3}\b")
+
+
+def _bad_address(code: int, message: str) -> bool:
+    enhanced = _ENHANCED_STATUS.match(message or "")
+    if enhanced is not None:
+        return code // 100 == 5 and enhanced.group(1, 2) == ("5", "1")
+    return code in (550, 551, 553)
 
 
 def _without_secrets(exc: BaseException) -> Exception:

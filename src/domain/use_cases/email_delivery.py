@@ -118,7 +118,8 @@ class DeliverEmails:
             )
             await self._sender.send(message)
         except errors.EmailNotSent as exc:
-            await self._failed(claimed, exc.code, report)
+            final = isinstance(exc, errors.EmailRefused)
+            await self._failed(claimed, exc.code, report, final=final)
             return
         except Exception:
             await self._failed(claimed, "unexpected_error", report)
@@ -139,12 +140,17 @@ class DeliverEmails:
             return await uow.accounts.lock(email.account_id)
         return await uow.accounts.get(email.account_id)
 
-    async def _failed(self, email: OutgoingEmail, error: str, report: DeliveryReport) -> None:
+    async def _failed(
+        self, email: OutgoingEmail, error: str, report: DeliveryReport, *, final: bool = False
+    ) -> None:
+        """A failed send, tried again later; given up after ``MAX_ATTEMPTS``, or at once when
+        it is ``final`` (the server refused the recipient for good: each try would issue
+        another link, and ask the server again to deliver to a mailbox it does not have)."""
         # The link's token stays: the server may have taken the message before failing, and
         # an undelivered token is only a digest that expires.
         now = self._clock.now()
         attempts = email.attempts + 1
-        if attempts >= MAX_ATTEMPTS:
+        if final or attempts >= MAX_ATTEMPTS:
             after = replace(
                 email,
                 status=DeliveryStatus.FAILED,
