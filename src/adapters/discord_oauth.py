@@ -308,6 +308,12 @@ class HttpDiscordOAuth:
         if _rate_limited(response, "/users/@me"):
             raise errors.DiscordUnavailable()
         if response.status_code in (401, 403):
+            # Only Discord's own JSON refuses the token; a block of our address (Cloudflare's
+            # HTML 403, Discord's 40333, a proxy's page) refuses every sign-in alike: telling
+            # each person that Discord "did not grant access" hid the outage (logged there).
+            from_discord = error_code(response) is not None
+            if limit_of(self._http, "users_me", response, from_discord=from_discord):
+                raise errors.DiscordUnavailable()
             raise errors.DiscordDenied()
         if response.status_code != 200:
             log.warning("Discord /users/@me answered %s", response.status_code)

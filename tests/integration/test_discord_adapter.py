@@ -374,6 +374,32 @@ async def test_rate_limits_are_discord_unavailable_and_logged_as_such(
         assert f"Discord rate limited {what}" in caplog.text
 
 
+@pytest.mark.parametrize("mode", ["cloudflare-403", "blocked"])
+async def test_a_blocked_address_is_discord_unavailable_at_sign_in_not_a_refusal(
+    emulator: tuple[EmulatorState, str], mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A block of the service's address answers /users/@me with 403 (Cloudflare's HTML, or
+    Discord's JSON code 40333) for everyone: each person was told that Discord "did not
+    grant access", and the outage was logged as nothing but refusals."""
+    state, url = emulator
+    user = state.add_user("hana")
+    discord = adapter(url)
+    authorize_url = discord.authorization_url(
+        state="s" * 43, code_challenge=pkce_challenge(VERIFIER), scopes=["identify"]
+    )
+    tokens = await discord.exchange_code(
+        code=consent(authorize_url, user.id)["code"], code_verifier=VERIFIER
+    )
+    state.faults["users_me"] = mode
+    with pytest.raises(errors.DiscordUnavailable):
+        await discord.fetch_profile(tokens)
+    assert "blocked?" in caplog.text
+    state.faults.clear()
+    # Discord's own 401 (its JSON, code 0) still says the token is not good.
+    with pytest.raises(errors.DiscordDenied):
+        await discord.fetch_profile(DiscordTokens("no-such-token", frozenset({"identify"})))
+
+
 async def test_one_client_says_who_it_is_and_is_reused(
     emulator: tuple[EmulatorState, str],
 ) -> None:
