@@ -93,6 +93,17 @@ class AccountLinkedToOtherDiscord(LinkRefused):
     )
 
 
+class EmailAccountLinkedToOtherDiscord(AccountLinkedToOtherDiscord):
+    """Sign in with Discord, by email: the one account with this address is linked to
+    another Discord account. Said to someone who is not signed in (no "your account")."""
+
+    message = (
+        "The TaskFlow account with this email is linked to another Discord account, so this "
+        "one cannot sign in to it. Sign in with that Discord account or your password; to use "
+        "this one instead, unlink the other from the account page first."
+    )
+
+
 class EmailBelongsToAccount(LinkRefused):
     code = "email_belongs_to_account"
     message = (

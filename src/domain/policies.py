@@ -76,6 +76,7 @@ def decide_login(
     *,
     email_linking: EmailLinking = EmailLinking.VERIFIED,
     signup: bool = True,
+    linked_matches: Collection[AccountId] = (),
 ) -> LoginDecision:
     """The "login with Discord" table of DESIGN.md, row by row, under the operator's choices:
     how an address may link (``email_linking``) and whether Discord may create accounts.
@@ -83,6 +84,8 @@ def decide_login(
     ``email_matches`` are the accounts whose email equals the profile's email
     (case-insensitively), whether or not Discord verified it: an unverified Discord email
     that names an existing account is refused rather than silently ignored.
+    ``linked_matches``: those of them already linked to a Discord account (another one: this
+    profile's has no link), which the link table refuses to link again.
     """
     if existing_link is not None:
         return SignInLinkedAccount(existing_link.account_id)
@@ -93,6 +96,13 @@ def decide_login(
     if len(email_matches) == 1:
         account = email_matches[0]
         if profile.verified_email is not None:
+            linkable = email_linking is EmailLinking.CONFIRM or (
+                email_linking is EmailLinking.VERIFIED and account.email_verified
+            )
+            if linkable and account.id in linked_matches:
+                # Decided here, not by the link that would follow: refused and audited like
+                # every other row, before a proof is asked for (or emailed) in vain.
+                return Refuse(errors.EmailAccountLinkedToOtherDiscord)
             if email_linking is EmailLinking.CONFIRM:
                 return ConfirmBeforeLinking(account.id)
             if email_linking is EmailLinking.VERIFIED and account.email_verified:

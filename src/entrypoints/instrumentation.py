@@ -27,7 +27,12 @@ from domain.use_cases import (
 log = logging.getLogger("taskflow_link.metrics")
 
 # Refusals of "Sign in with Discord" itself (the login policy), not of a link someone asked for.
-LOGIN_REFUSALS = (errors.EmailBelongsToAccount, errors.AmbiguousEmail, errors.SignupDisabled)
+LOGIN_REFUSALS = (
+    errors.EmailBelongsToAccount,
+    errors.EmailAccountLinkedToOtherDiscord,
+    errors.AmbiguousEmail,
+    errors.SignupDisabled,
+)
 # How a Discord round trip that linked was started.
 _HOW: dict[AuthPurpose, str] = {
     AuthPurpose.LINK: "account_page",

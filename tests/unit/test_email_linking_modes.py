@@ -92,6 +92,34 @@ def test_an_account_that_unlinked_discord_is_never_linked_by_email_alone(
     assert isinstance(decision, expected)
 
 
+@pytest.mark.parametrize(
+    ("mode", "discord_verified", "account_verified", "refusal"),
+    [
+        (EmailLinking.VERIFIED, True, True, errors.EmailAccountLinkedToOtherDiscord),
+        (EmailLinking.CONFIRM, True, False, errors.EmailAccountLinkedToOtherDiscord),
+        # Whoever would not be offered the link learns nothing more than before.
+        (EmailLinking.VERIFIED, True, False, errors.EmailBelongsToAccount),
+        (EmailLinking.VERIFIED, False, True, errors.EmailBelongsToAccount),
+        (EmailLinking.OFF, True, True, errors.EmailBelongsToAccount),
+    ],
+)
+def test_the_one_account_with_the_email_linked_to_another_discord_is_refused_up_front(
+    mode: EmailLinking, discord_verified: bool, account_verified: bool, refusal: type
+) -> None:
+    """The link table refuses an account that has another Discord account: deciding it only
+    when linking left the refusal unaudited and, under "confirm", asked for a proof (or
+    emailed a link) that could never link."""
+    account = _account(verified=account_verified)
+    decision = decide_login(
+        _profile(verified=discord_verified),
+        None,
+        [account],
+        email_linking=mode,
+        linked_matches=[account.id],
+    )
+    assert decision == Refuse(refusal)
+
+
 @pytest.mark.parametrize("mode", list(EmailLinking))
 def test_a_linked_discord_account_signs_in_and_nobody_new_is_matched(mode: EmailLinking) -> None:
     account = _account(verified=True)
@@ -164,6 +192,22 @@ async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) 
         await h.container.confirm_link_with_password().execute(
             proposal_token=proposal, password=PASSWORD
         )
+
+
+async def test_confirm_mode_offers_no_proof_for_an_account_linked_to_another_discord(
+    confirm: Harness, db: MemoryDatabase
+) -> None:
+    """The proof could never link (one Discord account per account): it was asked for, and
+    a link emailed to the account's owner on request, before the link was refused."""
+    h = confirm
+    alice = (await h.sign_up("alice", "alice@example.com", verified=True)).account
+    await h.discord_link(alice.id, h.discord_user(8101, email="elsewhere@example.com"))
+    with pytest.raises(errors.AccountLinkedToOtherDiscord):
+        await h.discord_login(h.discord_user(8102, email="alice@example.com"))
+    assert not db.tables.link_proposals
+    link = await h.container.link_of_account().execute(alice.id)
+    assert link is not None
+    assert link.discord_id == DiscordId(8101)
 
 
 async def test_a_trusted_browser_confirms_with_the_password_while_strangers_guess(
@@ -307,9 +351,9 @@ async def test_confirm_mode_never_emails_a_link_to_an_unconfirmed_address(
 
 async def test_confirm_mode_without_a_password_offers_only_the_email(confirm: Harness) -> None:
     h = confirm
-    created = await h.discord_login(h.discord_user(8005, email="dora@example.com"))
-    assert created.outcome is AuthOutcome.CREATED
-    # A second Discord account with the same verified email finds dora's account.
+    # An account without a password that no Discord account is linked to (imported; one that
+    # Discord sign-in made is linked, and a second Discord account could never link to it).
+    await h.legacy_account("dora", "dora@example.com", verified=True)
     proposal, _ = await _confirm_needed(h, 8006, "dora@example.com")
     with pytest.raises(errors.InvalidInput):
         await h.container.confirm_link_with_password().execute(

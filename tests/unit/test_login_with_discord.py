@@ -220,6 +220,10 @@ async def test_email_match_onto_account_linked_to_another_discord_is_refused(
 
     assert db.tables.links[first.id].account_id == account.id
     assert second.id not in db.tables.links
+    refused = [e for e in db.tables.audit if e.kind is AuditKind.LOGIN_REFUSED]
+    assert [(e.discord_id, e.detail["reason"]) for e in refused] == [
+        (second.id, "account_linked_to_other_discord")
+    ]
 
 
 @pytest.mark.parametrize("how", ["bot", "account page"])

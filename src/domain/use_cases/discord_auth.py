@@ -491,8 +491,16 @@ class CompleteDiscordAuth:
             link = await uow.links.get_by_discord_id(profile.id)
             email = profile.email.strip() if profile.email else ""
             matches = await uow.accounts.find_by_email(email) if email else []
+            linked_matches = [
+                m.id for m in matches if await uow.links.get_by_account(m.id) is not None
+            ]
             decision = decide_login(
-                profile, link, matches, email_linking=self._email_linking, signup=self._signup
+                profile,
+                link,
+                matches,
+                email_linking=self._email_linking,
+                signup=self._signup,
+                linked_matches=linked_matches,
             )
             match decision:
                 case SignInLinkedAccount(account_id):
