@@ -7,7 +7,6 @@ import asyncio
 import base64
 import binascii
 import re
-import secrets
 import struct
 import zlib
 from html import escape
@@ -24,7 +23,7 @@ from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
 from entrypoints.emulator.guilds import guild_routes
 from entrypoints.emulator.role_connections import role_connection_routes
-from entrypoints.emulator.state import EmulatorState, TestUser
+from entrypoints.emulator.state import EmulatorState, TestUser, same_secret
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "gif")
@@ -68,7 +67,7 @@ def _client_ok(state: EmulatorState, request: Request[Any, Any, Any], form: dict
     return (
         client_id == state.client_id
         and secret is not None
-        and secrets.compare_digest(secret, state.client_secret)
+        and same_secret(secret, state.client_secret)
     )
 
 

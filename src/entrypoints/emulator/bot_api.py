@@ -33,6 +33,7 @@ from entrypoints.emulator.state import (
     TEST_GUILD_ID,
     EmulatorState,
     Interaction,
+    same_secret,
 )
 from entrypoints.emulator.validation import (
     CONTEXT_BOT_DM,
@@ -496,9 +497,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
 ) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
-        return header.startswith("Bot ") and secrets.compare_digest(
-            header[4:].encode(), state.bot_token.encode()
-        )
+        return header.startswith("Bot ") and same_secret(header[4:], state.bot_token)
 
     def scope_of(guild_id: str | None) -> str:
         return guild_id or "global"
@@ -587,7 +586,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if state.faults.get("callback") == "reject":
             return _discord_error("Interaction has already been acknowledged.", 40060, 400)
         interaction = state.interactions.get(interaction_id)
-        if interaction is None or not secrets.compare_digest(interaction.token, token):
+        if interaction is None or not same_secret(token, interaction.token):
             return _discord_error("Unknown interaction", 10062, 404)
         elapsed = time.monotonic() - interaction.sent_at
         if elapsed > state.response_deadline:
@@ -611,7 +610,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         for a token it never gave (or another app's), 401 Invalid Webhook Token once the
         token's 15 minutes are over."""
         found = next(
-            (i for i in state.interactions.values() if secrets.compare_digest(i.token, token)),
+            (i for i in state.interactions.values() if same_secret(token, i.token)),
             None,
         )
         if found is None or app_id != state.client_id:

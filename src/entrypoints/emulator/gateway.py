@@ -18,7 +18,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.response import Response
 
 from entrypoints.emulator.shards import parse_shard
-from entrypoints.emulator.state import EmulatorState
+from entrypoints.emulator.state import EmulatorState, same_secret
 
 log = logging.getLogger("taskflow_link.emulator")
 
@@ -99,7 +99,7 @@ def _identify(
         return Refusal(CLOSE_ALREADY_AUTHENTICATED, "Already authenticated.")
     if not isinstance(data, dict):
         return Refusal(CLOSE_DECODE_ERROR, "Decode error.")
-    if not secrets.compare_digest(str(data.get("token", "")), state.bot_token):
+    if not same_secret(str(data.get("token", "")), state.bot_token):
         return Refusal(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
     shard = parse_shard(data.get("shard"))
     if shard is None:
@@ -116,7 +116,7 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
     @get("/api/v10/gateway/bot", sync_to_thread=False)
     def gateway_bot(request: Request[Any, Any, Any]) -> Response[Any]:
         header = request.headers.get("authorization", "")
-        if not (header.startswith("Bot ") and secrets.compare_digest(header[4:], state.bot_token)):
+        if not (header.startswith("Bot ") and same_secret(header[4:], state.bot_token)):
             return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
         return Response(
             {

@@ -12,7 +12,6 @@ when the bot's role lacks Manage Roles or is not above the role. The
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -22,7 +21,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
-from entrypoints.emulator.state import EmulatorState, Guild, RoleRequest
+from entrypoints.emulator.state import EmulatorState, Guild, RoleRequest, same_secret
 
 Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
 MAX_SNOWFLAKE = 2**64 - 1
@@ -81,9 +80,7 @@ def _guild_json(guild: Guild) -> dict[str, Any]:
 def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]:  # noqa: PLR0915
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
-        return header.startswith("Bot ") and secrets.compare_digest(
-            header[4:].encode(), state.bot_token.encode()
-        )
+        return header.startswith("Bot ") and same_secret(header[4:], state.bot_token)
 
     @route(
         "/api/v10/guilds/{guild_id:str}/members/{user_id:str}/roles/{role_id:str}",

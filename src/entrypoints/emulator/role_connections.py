@@ -20,7 +20,6 @@ and .../resources/user#update-current-user-application-role-connection.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -30,7 +29,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
-from entrypoints.emulator.state import EmulatorState
+from entrypoints.emulator.state import EmulatorState, same_secret
 
 ROLE_CONNECTIONS_SCOPE = "role_connections.write"
 MAX_RECORDS = 5
@@ -188,9 +187,7 @@ def updated_connection(previous: dict[str, Any], body: dict[str, Any]) -> dict[s
 def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
-        return header.startswith("Bot ") and secrets.compare_digest(
-            header[4:].encode(), state.bot_token.encode()
-        )
+        return header.startswith("Bot ") and same_secret(header[4:], state.bot_token)
 
     def user_of(request: Request[Any, Any, Any]) -> str | Response[Any]:
         """The user whose live token (with role_connections.write) is presented, or the

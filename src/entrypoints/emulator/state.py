@@ -25,6 +25,14 @@ BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
 BOT_ROLE_POSITION = 10
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """A constant-time comparison of a secret someone sent (a token, a client secret) with
+    the real one. As bytes: ``secrets.compare_digest`` refuses ``str`` with characters beyond
+    ASCII by raising, and a request's path, form or header may hold any; Discord answers
+    those as any wrong secret, never with a 500."""
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
 @dataclass
 class TestUser:
     __test__ = False  # not a pytest class

@@ -1,0 +1,101 @@
+"""Input Discord refuses with a 4xx gets one from the emulator too, never a 500: secrets and
+tokens beyond ASCII (a path, a form field or a header may hold any character)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+from litestar import Litestar
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
+
+from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import Interaction
+
+APP_ID = "1200000000000000042"
+NOT_ASCII = "s\u00e9cret"  # what compare_digest refuses to compare as str
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[EmulatorState, TestClient[Litestar]]]:
+    state = EmulatorState(APP_ID, "secret", set(), response_deadline=60.0)
+    with TestClient(app=create_emulator_app(state)) as client:
+        yield state, client
+
+
+def _header(value: str) -> list[tuple[bytes, bytes]]:
+    """An Authorization header sent as UTF-8 bytes (httpx encodes str headers as ASCII)."""
+    return [(b"authorization", value.encode())]
+
+
+@pytest.mark.parametrize("endpoint", ["/api/v10/oauth2/token", "/api/v10/oauth2/token/revoke"])
+def test_a_client_secret_beyond_ascii_is_a_wrong_one(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], endpoint: str
+) -> None:
+    _, client = emulator
+    form = {"grant_type": "refresh_token", "refresh_token": "r", "token": "t"}
+    in_body = client.post(endpoint, data={**form, "client_id": APP_ID, "client_secret": NOT_ASCII})
+    basic = base64.b64encode(f"{APP_ID}:{NOT_ASCII}".encode()).decode()
+    in_header = client.post(endpoint, data=form, headers={"authorization": f"Basic {basic}"})
+    for answer in (in_body, in_header):
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == "invalid_client"
+
+
+def test_an_interaction_token_beyond_ascii_is_an_unknown_one(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+) -> None:
+    state, client = emulator
+    interaction = Interaction(
+        id=state.snowflake(),
+        token=secrets.token_urlsafe(48),
+        user_id=state.add_user("nina").id,
+        command="link",
+        guild_id=None,
+        sent_at=time.monotonic(),
+    )
+    state.interactions[interaction.id] = interaction
+    token = "%C3%A9"  # "é" in the path
+    reply = {"type": 4, "data": {"content": "Hello"}}
+    callback = client.post(f"/api/v10/interactions/{interaction.id}/{token}/callback", json=reply)
+    assert (callback.status_code, callback.json()["code"]) == (404, 10062)
+    webhook = f"/api/v10/webhooks/{APP_ID}/{token}"
+    for answer in (
+        client.patch(f"{webhook}/messages/@original", json={"content": "x"}),
+        client.post(webhook, json={"content": "x"}),
+    ):
+        assert (answer.status_code, answer.json()["code"]) == (404, 10015)
+    assert interaction.response is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v10/gateway/bot",
+        "/api/v10/oauth2/applications/@me",
+        f"/api/v10/applications/{APP_ID}/commands",
+        f"/api/v10/applications/{APP_ID}/role-connections/metadata",
+    ],
+)
+def test_a_bot_token_beyond_ascii_is_unauthorized(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], path: str
+) -> None:
+    _, client = emulator
+    answer = client.get(path, headers=_header(f"Bot {NOT_ASCII}"))
+    assert answer.status_code == 401, answer.text
+
+
+def test_an_identify_with_a_token_beyond_ascii_fails_authentication(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+) -> None:
+    _, client = emulator
+    with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_json({"op": 2, "d": {"token": NOT_ASCII, "intents": 0, "properties": {}}})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert closed.value.code == 4004
