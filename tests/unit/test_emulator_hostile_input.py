@@ -99,3 +99,86 @@ def test_an_identify_with_a_token_beyond_ascii_fails_authentication(
         with pytest.raises(WebSocketDisconnect) as closed:
             socket.receive_json()
     assert closed.value.code == 4004
+
+
+# -- components whose content is not emulated --------------------------------------------------
+
+TEXT = {"type": 10, "content": "Hello"}
+
+
+def _pending(state: EmulatorState) -> Interaction:
+    interaction = Interaction(
+        id=state.snowflake(),
+        token=secrets.token_urlsafe(48),
+        user_id=state.add_user("nina").id,
+        command="link",
+        guild_id=None,
+        sent_at=time.monotonic(),
+    )
+    state.interactions[interaction.id] = interaction
+    return interaction
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (  # a section of text displays holding a number
+            {"type": 4, "data": {"flags": 32768, "components": [{"type": 9, "components": [1]}]}},
+            ("data", "components", 0, "components", 0),
+        ),
+        (  # the same inside a container
+            {
+                "type": 4,
+                "data": {
+                    "flags": 32768,
+                    "components": [
+                        {"type": 17, "components": [{"type": 9, "components": [TEXT, "x"]}]}
+                    ],
+                },
+            },
+            ("data", "components", 0, "components", 0, "components", 1),
+        ),
+        (  # a modal's (deprecated) action row holding a number
+            {
+                "type": 9,
+                "data": {
+                    "custom_id": "ask",
+                    "title": "Your name",
+                    "components": [{"type": 1, "components": [1]}],
+                },
+            },
+            ("data", "components", 0, "components", 0),
+        ),
+    ],
+    ids=["section", "section-in-container", "modal-row"],
+)
+def test_a_component_that_is_not_an_object_is_refused_not_a_crash(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+    body: dict[str, object],
+    path: tuple[str | int, ...],
+) -> None:
+    state, client = emulator
+    interaction = _pending(state)
+    url = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+    answer = client.post(url, json=body, params={"with_response": "true"})
+    assert answer.status_code == 400, answer.text
+    node = answer.json()["errors"]
+    for key in path:
+        node = node[str(key)]
+    assert [e["code"] for e in node["_errors"]] == ["MODEL_TYPE_CONVERT"]
+    assert interaction.response is None
+
+
+def test_a_components_field_that_is_not_a_list_holds_nothing_to_number(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+) -> None:
+    """A text display has no ``components``: one sent anyway (a string here) is a field
+    Discord ignores, and the emulator stores the message as it does any other."""
+    state, client = emulator
+    interaction = _pending(state)
+    text = {**TEXT, "components": "ab"}
+    body = {"type": 4, "data": {"flags": 32768, "components": [text]}}
+    url = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+    answer = client.post(url, json=body, params={"with_response": "true"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["resource"]["message"]["components"] == [{**text, "id": 1}]

@@ -392,28 +392,39 @@ def with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]
     message names itself."""
     taken: set[int] = set()
 
-    def walk(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            {**item, "components": walk(item["components"])}
-            if isinstance(item.get("components"), list)
-            else dict(item)
-            for item in items
-        ]
+    def children(item: dict[str, Any]) -> list[Any]:
+        """The components an item holds: only a list of them (anything else there was
+        refused by the checks, or is a field Discord ignores)."""
+        nested = item.get("components")
+        return nested if isinstance(nested, list) else []
 
-    def given(items: list[dict[str, Any]]) -> None:
+    def copy(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        nested = item.get("components")
+        return {**item, "components": walk(nested)} if isinstance(nested, list) else dict(item)
+
+    def walk(items: list[Any]) -> list[Any]:
+        return [copy(item) for item in items]
+
+    def given(items: list[Any]) -> None:
         for item in items:
+            if not isinstance(item, dict):
+                continue
             if isinstance(item.get("id"), int) and item["id"] > 0:
                 taken.add(item["id"])
-            given(item.get("components") or [])
+            given(children(item))
 
-    def number(items: list[dict[str, Any]], next_id: int) -> int:
+    def number(items: list[Any], next_id: int) -> int:
         for item in items:
+            if not isinstance(item, dict):
+                continue
             if not (isinstance(item.get("id"), int) and item["id"] > 0):
                 while next_id in taken:
                     next_id += 1
                 item["id"] = next_id
                 taken.add(next_id)
-            next_id = number(item.get("components") or [], next_id)
+            next_id = number(children(item), next_id)
         return next_id
 
     copied = walk(components)

@@ -483,6 +483,17 @@ def _count_components(components: Iterable[object]) -> int:
     return total
 
 
+def _check_objects(errors: FormErrors, path: Path, items: list[object]) -> None:
+    """Components whose content is not emulated (a section's, a label's row...) are objects
+    all the way down: anything else is Discord's MODEL_TYPE_CONVERT."""
+    for index, item in enumerate(items):
+        here = (*path, index)
+        if not isinstance(item, Mapping):
+            errors.add(here, "MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
+        elif isinstance(item.get("components"), list):
+            _check_objects(errors, (*here, "components"), item["components"])
+
+
 def _check_v2_components(errors: FormErrors, path: Path, components: list[object]) -> None:
     """The layout of an IS_COMPONENTS_V2 message: the kinds allowed at the top and in a
     container, at most 40 components in all; action rows are checked as in other messages.
@@ -517,6 +528,8 @@ def _check_v2_components(errors: FormErrors, path: Path, components: list[object
                     )
                 else:
                     walk(children, (*here, "components"), V2_CONTAINER_CHILDREN)
+            elif isinstance(item.get("components"), list):  # a section's text displays
+                _check_objects(errors, (*here, "components"), item["components"])
 
     walk(components, path, V2_TOP_LEVEL)
 
@@ -692,6 +705,8 @@ def _check_modal(errors: FormErrors, path: Path, data: object) -> None:
                     "UNION_TYPE_CHOICES",
                     f'Value of field "type" must be one of {MODAL_TOP_LEVEL}.',
                 )
+            elif isinstance(item, Mapping) and isinstance(item.get("components"), list):
+                _check_objects(errors, (*where, index, "components"), item["components"])
 
 
 def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
