@@ -7,7 +7,9 @@ import base64
 import secrets
 import time
 from collections.abc import Iterator
+from unittest.mock import Mock
 
+import hikari
 import pytest
 from litestar import Litestar
 from litestar.exceptions import WebSocketDisconnect
@@ -182,3 +184,22 @@ def test_a_components_field_that_is_not_a_list_holds_nothing_to_number(
     answer = client.post(url, json=body, params={"with_response": "true"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["resource"]["message"]["components"] == [{**text, "id": 1}]
+
+
+def test_a_modal_makes_no_message_whatever_its_data_says_of_flags(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+) -> None:
+    """A modal's ``data`` has no message flags: one sent under that name (a string here) is
+    not read, and the callback response names no message, which hikari reads as none."""
+    state, client = emulator
+    interaction = _pending(state)
+    label = {"type": 18, "label": "Name", "component": {"type": 4, "custom_id": "n", "style": 1}}
+    data = {"custom_id": "ask", "title": "Your name", "components": [label], "flags": "x"}
+    url = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+    answer = client.post(url, json={"type": 9, "data": data}, params={"with_response": "true"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"interaction": {"id": interaction.id, "type": 2}}
+    entities = hikari.impl.EntityFactoryImpl(Mock(spec=hikari.RESTAware))
+    response = entities.deserialize_interaction_callback_response(answer.json())
+    assert response.interaction.response_message_id is hikari.UNDEFINED
+    assert response.resource is hikari.UNDEFINED

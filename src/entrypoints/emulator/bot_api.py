@@ -484,18 +484,21 @@ def message_json(
 def callback_response(
     state: EmulatorState, interaction: Interaction, data: dict[str, Any]
 ) -> dict[str, Any]:
-    """Discord's interaction callback response: the interaction, and the message it made."""
-    message_data = data.get("data") or {}
-    flags = int(message_data.get("flags") or 0)
-    message_id = state.snowflake()
+    """Discord's interaction callback response: the interaction, and the message it made.
+    A modal makes none: no ``response_message_*`` (its ``data`` has no message flags either,
+    whatever it sends under that name)."""
     answer: dict[str, Any] = {
-        "interaction": {
-            "id": interaction.id,
-            "type": INTERACTION_APPLICATION_COMMAND,
-            "response_message_id": message_id,
-            "response_message_loading": data["type"] == RESPONSE_DEFERRED_MESSAGE,
-            "response_message_ephemeral": bool(flags & EPHEMERAL),
-        }
+        "interaction": {"id": interaction.id, "type": INTERACTION_APPLICATION_COMMAND}
+    }
+    if data["type"] not in (RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE):
+        return answer
+    message_data = data.get("data") or {}
+    flags = int(message_data.get("flags") or 0)  # checked: an int
+    message_id = state.snowflake()
+    answer["interaction"] |= {
+        "response_message_id": message_id,
+        "response_message_loading": data["type"] == RESPONSE_DEFERRED_MESSAGE,
+        "response_message_ephemeral": bool(flags & EPHEMERAL),
     }
     if data["type"] == RESPONSE_MESSAGE:
         message = message_json(state, interaction, message_data, message_id)
