@@ -203,3 +203,40 @@ def test_a_modal_makes_no_message_whatever_its_data_says_of_flags(
     response = entities.deserialize_interaction_callback_response(answer.json())
     assert response.interaction.response_message_id is hikari.UNDEFINED
     assert response.resource is hikari.UNDEFINED
+
+
+# -- the test API ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": ["nina"]},
+        {"username": "nina", "id": "abc"},
+        {"username": "nina", "id": -5},
+        {"username": "nina", "global_name": 5},
+        {"username": "nina", "email": {"at": "example.com"}},
+    ],
+)
+def test_a_test_user_unlike_a_discord_user_is_refused_with_400(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], body: dict[str, object]
+) -> None:
+    """Taken, such a user broke the pages that show it and the DMs sent as it (500s)."""
+    state, client = emulator
+    refused = client.post("/_emulator/users", json=body)
+    assert refused.status_code == 400, refused.text
+    assert state.users == {}
+    assert client.get("/channel").status_code == 200
+    created = client.post("/_emulator/users", json={"username": "nina", "id": 1300000000000000077})
+    assert created.status_code == 201
+    assert created.json()["id"] == "1300000000000000077"
+
+
+@pytest.mark.parametrize("mode", [["429"], {"429": True}, 429])
+def test_a_fault_mode_that_is_not_a_name_is_refused_with_400(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], mode: object
+) -> None:
+    state, client = emulator
+    refused = client.post("/_emulator/faults", json={"endpoint": "token", "mode": mode})
+    assert refused.status_code == 400, refused.text
+    assert state.faults == {}

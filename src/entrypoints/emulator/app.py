@@ -276,11 +276,13 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
 
     @post("/_emulator/users", status_code=201, sync_to_thread=False)
     def create_user(data: JSONBody[dict[str, Any]]) -> Response[dict[str, Any]]:
-        username = str(data.get("username") or "").strip()
-        if not username:
+        username = data.get("username")
+        if not isinstance(username, str) or not username.strip():
             return Response({"error": "username is required"}, status_code=400)
+        if (problem := _user_fields_problem(data)) is not None:
+            return Response({"error": problem}, status_code=400)
         user = state.add_user(
-            username,
+            username.strip(),
             global_name=data.get("global_name"),
             email=data.get("email"),
             verified=bool(data.get("verified", False)),
@@ -296,7 +298,8 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
     def set_fault(data: JSONBody[dict[str, Any]]) -> Response[dict[str, str]]:
         endpoint, mode = str(data.get("endpoint", "")), data.get("mode")
         modes = _CALLBACK_FAULTS if endpoint == "callback" else _FAULTS
-        if endpoint not in _FAULT_ENDPOINTS or (mode is not None and mode not in modes):
+        known = mode is None or (isinstance(mode, str) and mode in modes)
+        if endpoint not in _FAULT_ENDPOINTS or not known:
             # Unknown, it would have done nothing: a test that meant a fault would pass unseen.
             error = (
                 f"endpoint is one of {', '.join(sorted(_FAULT_ENDPOINTS))}; its mode one of "
@@ -366,6 +369,21 @@ def _user_choice(user: TestUser, *, checked: bool) -> str:
         f"{' checked' if checked else ''}> {escape(user.global_name or user.username)} "
         f'<span class="muted">@{escape(user.username)} · {email}</span></label>'
     )
+
+
+def _user_fields_problem(data: dict[str, Any]) -> str | None:
+    """What makes a test user unlike a Discord user: an id that is not a snowflake (a DM's
+    channel id is computed from it), a name or email that is not text (pages show them)."""
+    user_id = data.get("id")
+    if user_id and not (
+        (isinstance(user_id, str) and user_id.isascii() and user_id.isdecimal())
+        or (type(user_id) is int and user_id > 0)
+    ):
+        return "id is a snowflake: digits"
+    for field in ("global_name", "email"):
+        if data.get(field) is not None and not isinstance(data[field], str):
+            return f"{field} is a string or null"
+    return None
 
 
 def _user_json(user: TestUser) -> dict[str, Any]:
