@@ -457,6 +457,22 @@ async def test_registering_an_invalid_command_gets_400_and_changes_nothing(
     assert state.refused_commands == [refused.json()]
 
 
+async def test_a_bulk_overwrite_keeps_each_commands_id_by_type_and_name(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """A slash command and a user command may share a name: each keeps its own id when the
+    commands are overwritten again (both took the id of the last one of that name)."""
+    _, client = emulator
+    url = f"/api/v10/applications/{APP_ID}/commands"
+    both = [command(), {"type": 2, "name": "link"}]
+    first = await client.put(url, json=both)
+    again = await client.put(url, json=both)
+    assert first.status_code == again.status_code == 200, again.text
+    ids = [c["id"] for c in first.json()]
+    assert len(set(ids)) == 2
+    assert [c["id"] for c in again.json()] == ids
+
+
 async def test_a_server_command_is_offered_in_that_server_only(
     emulator: tuple[EmulatorState, Client],
 ) -> None:

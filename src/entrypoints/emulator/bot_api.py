@@ -100,15 +100,21 @@ def application_json(state: EmulatorState) -> dict[str, Any]:
 
 
 def _stored_command(
-    state: EmulatorState, body: dict[str, Any], scope: str, existing: dict[str, dict[str, Any]]
+    state: EmulatorState,
+    body: dict[str, Any],
+    scope: str,
+    existing: dict[tuple[int, str], dict[str, Any]],
 ) -> dict[str, Any]:
+    """A command of a bulk overwrite as Discord keeps it: one already there (the same type
+    and name: a slash command and a context menu command may share a name) keeps its id."""
     name = str(body.get("name", ""))
-    previous = existing.get(name)
+    kind = int(body.get("type", COMMAND_TYPE_CHAT_INPUT))
+    previous = existing.get((kind, name))
     command: dict[str, Any] = {
         "id": previous["id"] if previous else state.snowflake(),
         "application_id": state.client_id,
         "version": state.snowflake(),
-        "type": int(body.get("type", COMMAND_TYPE_CHAT_INPUT)),
+        "type": kind,
         "name": name,
         "description": str(body.get("description", "")),
         "options": body.get("options") or [],
@@ -558,7 +564,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
             state.refused_commands.append(errors.body())
             return Response(errors.body(), status_code=400)
         scope = scope_of(guild)
-        existing = {c["name"]: c for c in state.commands.get(scope, [])}
+        existing = {(c["type"], c["name"]): c for c in state.commands.get(scope, [])}
         state.commands[scope] = [_stored_command(state, c, scope, existing) for c in body]
         return Response(state.commands[scope])
 
