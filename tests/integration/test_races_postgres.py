@@ -67,7 +67,10 @@ async def test_one_ticket_redeemed_20_times_links_once(h: Harness, pg_db: SqlDat
     )
 
     wins, losses = _outcomes(results)
-    assert len(wins) == 1
+    # One links; the others, back from Discord as the same account for the same TaskFlow
+    # account (tabs), find it linked, or are refused before Discord once it is spent.
+    assert [w.outcome for w in wins].count(AuthOutcome.LINKED) == 1
+    assert {w.outcome for w in wins} <= {AuthOutcome.LINKED, AuthOutcome.ALREADY_LINKED}
     assert all(isinstance(e, errors.SecretConsumed) for e in losses), losses
     assert await _count(pg_db, user_links) == 1
 

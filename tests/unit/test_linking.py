@@ -480,3 +480,49 @@ async def test_unlinking_by_any_route_ends_the_discord_accounts_buttons(
     assert _live_tickets(db, profile.id) == []
     with pytest.raises(errors.SecretConsumed):
         await h.confirm_ticket(ticket, alice.id)
+
+
+async def test_a_button_confirmed_in_two_tabs_says_linked_in_both(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The same button opened in two tabs (or a phone and a laptop), "Continue with Discord"
+    in both: the first links, and the second, as the same Discord account for the same
+    TaskFlow account, finds it done. It said "This button has already been used", as if
+    nothing had been linked."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = h.discord_user(2409, username="d2409").user
+    ticket = await _ticket(h, user)
+    first, second = Browser(), Browser()
+    tabs = [await h.start_ticket_link(ticket, alice.id, b) for b in (first, second)]
+    approvals = [h.discord.approve(t.authorize_url, user.id) for t in tabs]
+
+    done = [
+        await h.complete(b, state=a.state, code=a.code, signed_in=alice.id)
+        for b, a in zip((first, second), approvals, strict=True)
+    ]
+
+    assert [d.outcome for d in done] == [AuthOutcome.LINKED, AuthOutcome.ALREADY_LINKED]
+    assert db.tables.links[user.id].account_id == alice.id
+    assert sum(e.kind is AuditKind.LINKED for e in db.tables.audit) == 1
+
+
+async def test_a_spent_button_confirmed_as_another_discord_account_is_still_refused(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """What the two-tab case allows stays narrow: a spent button's second tab is told "linked"
+    only as the Discord account of the button, linked to this TaskFlow account."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    owner = h.discord_user(2410, username="owner").user
+    other = h.discord_user(2411, username="other")
+    await h.discord_link(bob.id, other)
+    ticket = await _ticket(h, owner)
+    late, alices = Browser(), Browser()
+    started = await h.start_ticket_link(ticket, alice.id, late)
+    await h.confirm_ticket(ticket, alice.id, browser=alices)  # the button is spent: linked
+    approval = h.discord.approve(started.authorize_url, other.id)  # but Discord says "other"
+
+    with pytest.raises(errors.SecretConsumed):
+        await h.complete(late, state=approval.state, code=approval.code, signed_in=alice.id)
+    assert db.tables.links[owner.id].account_id == alice.id
+    assert db.tables.links[other.id].account_id == bob.id

@@ -20,6 +20,7 @@ from domain.model import (
     AuthPurpose,
     DiscordProfile,
     EmailLinking,
+    Link,
     LinkedRole,
     PendingLogin,
     RoleSync,
@@ -442,9 +443,15 @@ class CompleteDiscordAuth:
         now = self._clock.now()
         async with self._uow() as uow:
             await self._session_of(uow, pending, session_token)
-            ticket = await use_secret(
-                uow.link_tickets, pending.ticket_digest, now, spend=True, refusal=ticket_refusal
-            )
+            try:
+                ticket = await use_secret(
+                    uow.link_tickets, pending.ticket_digest, now, spend=True, refusal=ticket_refusal
+                )
+            except errors.SecretConsumed:
+                done = await self._linked_in_another_tab(uow, pending, profile)
+                if done is None:
+                    raise
+                return self._linked(pending, LinkResult(done, created=False))
             if ticket.discord.id != profile.id:
                 await uow.audit.record(
                     AuditEvent(
@@ -473,6 +480,21 @@ class CompleteDiscordAuth:
             )
             await uow.commit()
         return self._linked(pending, result)
+
+    @staticmethod
+    async def _linked_in_another_tab(
+        uow: UnitOfWork, pending: PendingLogin, profile: DiscordProfile
+    ) -> Link | None:
+        """The link a spent ticket's other round trip made, when this one asked for the same:
+        the button was confirmed in two tabs (or browsers), and the other one linked it. Only
+        for the ticket's own Discord account, now linked to this round trip's TaskFlow
+        account: that is "already linked", where "this button has already been used" read as
+        a failure. Anything else stays the ticket's refusal."""
+        ticket = await uow.link_tickets.get(pending.ticket_digest or "")
+        if ticket is None or ticket.discord.id != profile.id:
+            return None
+        link = await uow.links.get_by_discord_id(profile.id)
+        return link if link is not None and link.account_id == pending.account_id else None
 
     @staticmethod
     def _linked(pending: PendingLogin, result: LinkResult) -> AuthCompleted:
