@@ -63,6 +63,23 @@ class WrongBrowser(SecretRefused):
     )
 
 
+class TicketRefused(SecretRefused):
+    """A ``/link`` ticket (the button), not the sign-in's state, was refused: wherever that
+    shows (its page, the page back from Discord), the way on is a new ``/link``."""
+
+
+class TicketUnknown(SecretUnknown, TicketRefused):
+    pass
+
+
+class TicketSpent(SecretConsumed, TicketRefused):
+    pass
+
+
+class TicketExpired(SecretExpired, TicketRefused):
+    pass
+
+
 class EmailLinkOutdated(SecretRefused):
     code = "email_link_outdated"
     message = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -251,6 +252,34 @@ async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
         await _discord_login(attacker, h, 5050)
         assert "alice" not in (await attacker.get("/account")).text
     assert db.tables.links[mallory.id].account_id != alice.id
+
+
+async def test_a_button_that_ends_during_its_discord_round_trip_says_to_run_link_again(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """The button expires (or a newer /link replaces it) while the person is at Discord: the
+    page back from Discord says to run /link again, as the button's own page does. It said
+    "Start again from the sign-in page", where nothing gets a new button."""
+    discord = h.discord_user(5007, username="slow")
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await _sign_up(client, "alice", next_path=path)
+    h.clock.advance(timedelta(minutes=6))
+    confirm = await client.get(path)
+    started = await client.post(
+        path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
+    )
+    approval = h.discord.approve(started.headers["location"], discord.id)
+    h.clock.advance(timedelta(minutes=4))  # the button's 10 minutes end at Discord
+
+    answer = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+
+    assert answer.status_code == 410
+    assert "This link has expired" in answer.text
+    assert "Run /link again in Discord to get a new link." in answer.text
+    assert "sign-in page" not in answer.text
+    assert db.tables.links == {}
 
 
 async def test_a_button_a_newer_link_replaced_says_so(client: Client, h: Harness) -> None:

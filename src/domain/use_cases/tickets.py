@@ -32,10 +32,16 @@ class AlreadyLinked:
 
 
 def ticket_refusal(status: SecretStatus) -> errors.DomainError:
-    """A spent ticket was used, or ended unused: by a newer ``/link``, a link or an unlink."""
+    """A spent ticket was used, or ended unused: by a newer ``/link``, a link or an unlink.
+    Each refusal is a ``TicketRefused``: the page back from Discord says to run ``/link``
+    again, not to start again from the sign-in page (the state's refusals)."""
     if status is SecretStatus.CONSUMED:
-        return errors.SecretConsumed(TICKET_SPENT)
-    return default_refusal(status)
+        return errors.TicketSpent(TICKET_SPENT)
+    if status is SecretStatus.EXPIRED:
+        return errors.TicketExpired()
+    if status is SecretStatus.UNKNOWN:
+        return errors.TicketUnknown()
+    return default_refusal(status)  # a ticket is bound to no browser: never reached
 
 
 class IssueLinkTicket:

@@ -72,7 +72,9 @@ def path_of(request: Request[Any, Any, Any]) -> str:
 
 def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> str:
     path = path_of(request)
-    if path.startswith("/link/") and isinstance(error, errors.SecretRefused):
+    if isinstance(error, errors.TicketRefused) or (
+        path.startswith("/link/") and isinstance(error, errors.SecretRefused)
+    ):
         return "Run /link again in Discord to get a new link."
     if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
         return "Ask for a new link on the password reset page: /password/reset"
