@@ -277,3 +277,39 @@ async def test_a_wrong_current_password_on_a_link_button_page_offers_it_again(
     assert f'href="{path}">Try again</a>' in wrong.text
     assert (await client.get(path)).status_code == 200  # the button still works
     assert db.tables.links == {}
+
+
+async def test_a_link_button_page_whose_proof_lapsed_while_open_asks_the_password(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """The page was shown within 10 minutes of signing in (no password field); "Continue
+    with Discord" came later. The proof is needed again: the same page asks for the password,
+    the button still working. It went to the account page's "Confirm it is you", which then
+    ended on the account page: the /link page was gone, to be found again in Discord."""
+    await _sign_up(client)
+    h.clock.advance(timedelta(minutes=9))
+    discord = h.discord_user(7104, username="alice_d")
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    shown = await client.get(path)
+    assert 'name="current_password"' not in shown.text  # proved less than 10 minutes ago
+    h.clock.advance(timedelta(minutes=2))
+
+    lapsed = await client.post(
+        path, data={"_csrf_token": csrf_token(shown.text)}, follow_redirects=False
+    )
+
+    assert lapsed.status_code == 303
+    assert lapsed.headers["location"] == f"{path}?proof=again"
+    again = await client.get(lapsed.headers["location"])
+    assert 'name="current_password"' in again.text
+    assert "more than 10 minutes ago: type it again" in again.text
+    started = await client.post(
+        path,
+        data={"_csrf_token": csrf_token(again.text), "current_password": PASSWORD},
+        follow_redirects=False,
+    )
+    assert started.status_code == 302
+    assert "prompt=consent" in started.headers["location"]
+    assert db.tables.links == {}

@@ -52,6 +52,10 @@ NOTICES = {
     "in a moment, and stays current until you unlink.",
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
+PROOF_LAPSED = (
+    "You signed in or typed your password more than 10 minutes ago: type it again to link "
+    "this Discord account."
+)
 
 
 def _credentials_page(
@@ -386,15 +390,25 @@ class Pages(Controller):
         signed_in: CurrentSignIn,
         show_link_ticket: Use[uc.ShowLinkTicket],
         avatars: Use[Avatars],
+        proof: FromQuery[str] = "",
     ) -> Template:
         ticket = await show_link_ticket.execute(token)
+        recently_proved = signed_in is not None and signed_in.recently_proved
+        # Sent back here by its own form: the proof lapsed while the page was open.
+        asks_again = (
+            proof == "again"
+            and signed_in is not None
+            and signed_in.account.has_password
+            and not recently_proved
+        )
         return Template(
             "link_confirm.html",
             context={
                 "ticket": ticket,
                 "token": token,
                 "account": signed_in.account if signed_in else None,
-                "recently_proved": signed_in is not None and signed_in.recently_proved,
+                "recently_proved": recently_proved,
+                "error": PROOF_LAPSED if asks_again else "",
                 "avatar_url": avatars.url(ticket.discord.id.value, ticket.discord.avatar),
             },
         )
@@ -413,10 +427,18 @@ class Pages(Controller):
         the person signs in to Discord as the account that ran /link."""
         if account is None:
             return Redirect(f"/signin?next=/link/{token}", status_code=303)
-        started = await start_ticket_link.execute(
-            token=token,
-            session_token=jar.session_token(request),
-            current_password=data.get("current_password") or None,
-            browser_tokens=jar.binding_tokens(request),
-        )
+        try:
+            started = await start_ticket_link.execute(
+                token=token,
+                session_token=jar.session_token(request),
+                current_password=data.get("current_password") or None,
+                browser_tokens=jar.binding_tokens(request),
+            )
+        except errors.ReauthenticationRequired:
+            if not account.has_password:
+                raise  # the account page's "Confirm it is you" (with Discord)
+            # The page was shown while a proof was recent (no password field), and that
+            # proof lapsed before the press: this page asks for the password now, the button
+            # still working (the account page's confirmation would end elsewhere).
+            return Redirect(f"/link/{token}?proof=again", status_code=303)
         return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
