@@ -447,6 +447,20 @@ class Settings(BaseSettings):
             _postgres_query(parsed)
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _a_base_for_paths(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        """Every link is this URL with a path added (the /link button, the OAuth redirect
+        URI, emailed links): after a query or a fragment, the path is none, and each of them
+        opens the home page instead."""
+        for part, present in (("query", value.query), ("fragment", value.fragment)):
+            if present is not None:
+                raise ValueError(
+                    f"must have no {part} ('?…' or '#…'): links are built by adding a path "
+                    "to it, such as /link/… and /auth/discord/callback"
+                )
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _random_enough(cls, value: SecretStr) -> SecretStr:

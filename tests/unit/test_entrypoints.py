@@ -216,6 +216,22 @@ def test_a_plain_http_public_url_off_this_machine_is_refused() -> None:
     assert load_settings(**_production(public_url="http://127.0.0.1:8000"))
 
 
+@pytest.mark.parametrize(
+    ("public_url", "part"),
+    [("https://link.example.com/?team=1", "query"), ("https://link.example.com/#top", "fragment")],
+)
+def test_a_public_url_with_a_query_or_fragment_is_refused(public_url: str, part: str) -> None:
+    """Every link is the public URL with a path added: the /link button
+    (https://link.example.com/?team=1/link/TICKET), the OAuth redirect URI, emailed links.
+    After a query or a fragment that path is no path: each button opened the home page, and
+    Discord refused the redirect URI. It started without a word."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**_production(public_url=public_url))
+    assert "TASKFLOW_LINK_PUBLIC_URL" in str(refused.value)
+    assert f"no {part}" in str(refused.value)
+    assert load_settings(**_production(public_url="https://link.example.com/"))
+
+
 def test_smtp_without_tls_to_another_machine_is_warned_about() -> None:
     plain = load_settings(**_production(smtp_tls="none", smtp_password="pw"))
     assert any("SMTP_TLS=none: emails to mail.example.com" in w for w in plain.warnings())
