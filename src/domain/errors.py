@@ -308,6 +308,13 @@ class DiscordDenied(DomainError):
     message = "Discord did not grant access, so nothing was changed."
 
 
+class TicketDenied(DiscordDenied):
+    """Cancelled at Discord's consent screen on the way from a ``/link`` button: its ticket
+    is not spent, so the way on is the same button, not a sign-in."""
+
+    message = "Discord did not grant access, so nothing was linked."
+
+
 class DiscordGrantRevoked(DomainError):
     """Discord answered ``invalid_grant`` to a refresh token: the person removed the app from
     their Discord account, or the token was used already. It will never work again."""

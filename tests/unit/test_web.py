@@ -282,6 +282,33 @@ async def test_a_button_that_ends_during_its_discord_round_trip_says_to_run_link
     assert db.tables.links == {}
 
 
+async def test_cancelling_at_discord_from_a_link_button_says_the_button_still_works(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """Cancel on Discord's consent screen (the wrong Discord account was signed in, say): the
+    button is not spent, and the page says to press it again. It said "Start again from the
+    sign-in page" to someone signed in, where no sign-in helps."""
+    discord = h.discord_user(5008, username="shy")
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await _sign_up(client, "alice", next_path=path)
+    confirm = await client.get(path)
+    started = await client.post(
+        path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
+    )
+    state = query(started.headers["location"])["state"]
+
+    answer = await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+
+    assert answer.status_code == 400
+    assert "Discord did not grant access, so nothing was linked." in answer.text
+    assert "press it again in Discord" in answer.text
+    assert "sign-in page" not in answer.text
+    assert (await client.get(path)).status_code == 200  # the button still works
+    assert db.tables.links == {}
+
+
 async def test_a_button_a_newer_link_replaced_says_so(client: Client, h: Harness) -> None:
     user = h.discord_user(5006, username="twice").user
     older = await h.container.issue_link_ticket().execute(user)

@@ -334,7 +334,12 @@ class CompleteDiscordAuth:
         pending = await self._spend_state(state, browser_tokens)
         # The state is spent from here on, whatever happens next: a callback URL works once.
         if error is not None:
-            raise errors.DiscordDenied()
+            # From a /link button, its ticket is untouched: the button works again.
+            raise (
+                errors.TicketDenied()
+                if pending.purpose is AuthPurpose.TICKET
+                else errors.DiscordDenied()
+            )
         if not code or len(code) > 512:
             raise errors.InvalidInput("Discord's answer had no authorisation code. Start again.")
         roles = pending.purpose in _ROLE_PURPOSES
