@@ -7,10 +7,16 @@ import ipaddress
 
 
 def is_loopback(host: str | None) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1): this machine only."""
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): this machine only.
+
+    ``localhost.`` (the fully qualified spelling) is not: glibc finds ``localhost`` in
+    ``/etc/hosts`` but asks the network's DNS server for ``localhost.``, whose answer may be
+    any address; a URL taken for this machine would send its plain-http request (a signed
+    webhook, Discord's client secret, the SMTP password), past any proxy, wherever that
+    answer points."""
     if not host:
         return False
-    if host.lower() in ("localhost", "localhost."):
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

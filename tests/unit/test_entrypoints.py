@@ -186,6 +186,13 @@ def test_discord_urls_must_be_https_unless_loopback(name: str) -> None:
     with pytest.raises(SettingsError) as refused:
         load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://discord.test/x"})
     assert f"TASKFLOW_LINK_{name.upper()} must use https" in str(refused.value)
+    # "localhost." is resolved by the network's DNS (glibc finds only "localhost" in
+    # /etc/hosts): the client secret would go in clear wherever its answer points.
+    with pytest.raises(SettingsError) as refused:
+        load_settings(
+            _env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://localhost.:8001/api/v10"}
+        )
+    assert f"TASKFLOW_LINK_{name.upper()} must use https" in str(refused.value)
     local = load_settings(
         _env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://127.0.0.1:8001/api/v10"}
     )

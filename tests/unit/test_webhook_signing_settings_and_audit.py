@@ -134,6 +134,10 @@ def _webhook_settings(**values: object) -> object:
     [
         ("http://hooks.example.com/in?token=t0ps3cret", "item 1 must use https"),
         ("https://a.example/x,http://10.0.0.5/in?token=t0ps3cret", "item 2 must use https"),
+        # Not this machine: glibc asks the network's DNS server for "localhost." (only
+        # "localhost" is in /etc/hosts), so its answer would choose where this plain http goes.
+        ("http://localhost.:9000/in?token=t0ps3cret", "item 1 must use https"),
+        ("http://LocalHost.:9000/in?token=t0ps3cret", "item 1 must use https"),
         ("ftp://hooks.example.com/in?token=t0ps3cret", "item 1 is not an absolute http(s) URL"),
         ("/in?token=t0ps3cret", "item 1 is not an absolute http(s) URL"),
         ("https://a.example/x#t0ps3cret", "without a #fragment"),

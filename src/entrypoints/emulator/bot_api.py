@@ -236,9 +236,9 @@ async def deliver(
 
 def _on_this_machine(url: str) -> bool:
     """``localhost`` or a loopback address (the emulator may not import the service's own
-    check, ``adapters.loopback``)."""
+    check, ``adapters.loopback``; as it, ``localhost.`` is a name the network's DNS answers)."""
     host = urlsplit(url).hostname or ""
-    if host in ("localhost", "localhost."):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
