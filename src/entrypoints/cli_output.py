@@ -106,16 +106,29 @@ def audit_line(event: AuditEvent) -> str:
 
 
 def webhook_status_lines(statuses: Sequence[EndpointStatus]) -> Iterator[str]:
+    """Every configured endpoint is listed (none: this process's settings name no URL), so
+    only next to one can another be told to be no longer configured. Run without
+    TASKFLOW_LINK_WEBHOOK_URLS (a shell or cron job given only the database), the command
+    cannot tell which endpoints the service still sends to, and says so rather than
+    calling every one removed and its backlog stuck."""
     configured = [s for s in statuses if s.configured]
     if not statuses:
         yield "No webhook URLs are configured (TASKFLOW_LINK_WEBHOOK_URLS), and none were."
         return
-    yield f"{len(configured)} webhook endpoint(s) configured."
+    if configured:
+        yield f"{len(configured)} webhook endpoint(s) configured."
+    else:
+        yield (
+            "This process has no TASKFLOW_LINK_WEBHOOK_URLS, so it cannot tell the endpoints "
+            "the service sends to from removed ones (run it with the service's settings):"
+        )
     number = 0
     for status in statuses:
         if status.configured:
             number += 1
             name = f"{number}. {status.host}"
+        elif not configured:
+            name = f"-  {status.host}"
         else:
             name = f"-  {status.host} (no longer configured: its pending deliveries wait)"
         counts = ", ".join(f"{status.counts.get(state, 0)} {state.value}" for state in WebhookState)

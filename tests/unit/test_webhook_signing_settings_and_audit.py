@@ -504,3 +504,21 @@ def test_webhook_status_lines_say_what_an_operator_needs() -> None:
     assert list(webhook_status_lines([])) == [
         "No webhook URLs are configured (TASKFLOW_LINK_WEBHOOK_URLS), and none were."
     ]
+
+
+def test_webhook_status_without_the_services_urls_calls_no_endpoint_removed() -> None:
+    """Run from a shell or cron job given only the database, the command sees no URL at
+    all: it cannot know which endpoints the service sends to, so it names none as no
+    longer configured (its deliveries waiting), which would send an operator after a live
+    endpoint's backlog."""
+    counts = dict.fromkeys(WebhookState, 0)
+    lines = list(
+        webhook_status_lines(
+            [EndpointStatus("a.example", False, {**counts, WebhookState.DELIVERED: 3})]
+        )
+    )
+    assert lines == [
+        "This process has no TASKFLOW_LINK_WEBHOOK_URLS, so it cannot tell the endpoints the "
+        "service sends to from removed ones (run it with the service's settings):",
+        "-  a.example: 0 pending, 3 delivered, 0 failed, 0 gone",
+    ]
