@@ -82,6 +82,11 @@ class WebhookWorker(QueueWorker):
                 d.event.message_id,
                 d.id,
             )
+        for broken in report.broken:  # after the outcomes the other endpoints had
+            if isinstance(broken, errors.StorageError):
+                log_storage_error(log, "webhook queue", broken)
+            else:
+                log.error("webhook delivery to an endpoint failed; will retry", exc_info=broken)
         for d in report.taken_over:
             log.warning(
                 "webhook %s (%s) to %s: its lease ran out while it was sent (a stalled worker, "

@@ -4,6 +4,7 @@ delivery rules (2xx, retries with backoff under one webhook-id, giving up, 410 G
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from adapters.memory import MemoryDatabase
-from adapters.memory.store import MemoryUnitOfWork, Tables
+from adapters.memory.store import MemoryUnitOfWork, MemoryWebhooks, Tables
 from adapters.webhooks import endpoint_for
 from domain import errors
 from domain.model import AccountId, DiscordId, Link
@@ -901,3 +902,46 @@ async def test_webhooks_retry_a_month_after_a_410_sends_the_refused_delivery_fir
         h.container.unwire()
     sent = [m.message_id for m in sender.to("hooks.example.com")]
     assert sent == [refused.event.message_id] + [d.event.message_id for d in deliveries(h)]
+
+
+async def test_a_pass_that_fails_for_one_endpoint_ends_only_once_the_others_are_done(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One endpoint's outcome cannot be written (the database went away for it) while
+    another's attempt is on the wire: the pass ends after that attempt was written back,
+    and reports it with the failure. Ended at the failure, it left that endpoint's sending
+    running detached past the pass: its outcome never logged nor counted, still running
+    while the worker stops and the process closes the sender and the database under it."""
+    h = webhook_harness()
+    other_failed = asyncio.Event()
+
+    class WaitsForTheOther(ScriptedSender):
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            if endpoint.host == "hooks.example.com":
+                await other_failed.wait()
+                for _ in range(10):  # an answer that takes a while yet
+                    await asyncio.sleep(0)
+            return await super().send(endpoint, message)
+
+    h.container.webhook_sender.override(WaitsForTheOther())
+    await h.sign_up("alice", "alice@example.com")
+    save = MemoryWebhooks.save
+
+    async def save_fails_for_other(
+        self: MemoryWebhooks, delivery: WebhookDelivery, *, leased_until: datetime
+    ) -> bool:
+        if delivery.host == "other.example.org":
+            other_failed.set()
+            raise errors.StorageError()
+        return await save(self, delivery, leased_until=leased_until)
+
+    monkeypatch.setattr(MemoryWebhooks, "save", save_fails_for_other)
+    caplog.set_level(logging.INFO, logger="taskflow_link.webhooks")
+    report = await WebhookWorker(h.container).run_once()
+    [to_hooks] = [d for d in deliveries(h) if d.host == "hooks.example.com"]
+    assert to_hooks.state is WebhookState.DELIVERED
+    assert report is not None
+    assert [d.id for d in report.delivered] == [to_hooks.id]
+    assert [type(e) for e in report.broken] == [errors.StorageError]
+    assert "delivered to hooks.example.com" in caplog.text
+    assert "webhook queue unreachable (database)" in caplog.text

@@ -46,6 +46,10 @@ class WebhookReport:
     # Sent, but the lease had run out meanwhile and another worker took the delivery over:
     # this worker's outcome was dropped (that worker's stands).
     taken_over: list[WebhookDelivery] = field(default_factory=list)
+    # What ended an endpoint's turn early (its outcome could not be written, say: the
+    # database went away); the other endpoints' outcomes above still stand. Its deliveries
+    # wait for their lease to run out, so this alone is no reason to look again at once.
+    broken: list[Exception] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
@@ -90,12 +94,23 @@ class DeliverWebhooks:
                 else:
                     by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
             await uow.commit()
-        await asyncio.gather(
+        # Every endpoint's turn ends before the pass does, and one that fails (its outcome
+        # could not be written, say) is reported with the others' outcomes: a plain gather
+        # would raise at the first failure and leave the others sending, detached from the
+        # pass (their outcomes never reported, still running while the worker stops and the
+        # process closes what they use).
+        outcomes = await asyncio.gather(
             *(
                 self._deliver_in_order(self._endpoints[key], deliveries, report)
                 for key, deliveries in by_endpoint.items()
-            )
+            ),
+            return_exceptions=True,
         )
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                report.broken.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
         return report
 
     async def _deliver_in_order(
