@@ -39,6 +39,7 @@ from tests.harness import PASSWORD, Browser, Harness, make_settings
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 HOOKS = "https://hooks.example.com/in?token=t0ps3cret"
 OTHER = "https://other.example.org/hook"
+OTHER_HOST = "other.example.org"
 
 
 @dataclass
@@ -477,6 +478,36 @@ async def test_a_failing_endpoint_costs_a_pass_one_attempt_and_never_the_others_
     second = await h.container.deliver_webhooks().execute()
     assert (second.delivered, [d.attempts for d in second.retrying]) == ([], [2])
     assert len(sender.to("hooks.example.com")) == 2
+
+
+async def test_a_slow_endpoint_holds_a_pass_about_one_attempt_as_a_failing_one_does() -> None:
+    """An endpoint that answers 2xx, but only after a few seconds, ends its share of a pass
+    once its attempts took ENDPOINT_TURN: a pass waits for every endpoint, so sending its 20
+    claimed deliveries one after another held every other endpoint's next deliveries (events
+    queued meanwhile) for 20 of its answers, up to 20 timeouts. Its next ones follow in the
+    next pass, at once (the pass was busy), in order."""
+    h = webhook_harness()
+
+    class SlowHooks(ScriptedSender):
+        async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+            answer = await super().send(endpoint, message)
+            if endpoint.host == "hooks.example.com":
+                h.clock.advance(timedelta(seconds=3))  # a slow answer, within the timeout
+            return answer
+
+    sender = SlowHooks()
+    h.container.webhook_sender.override(sender)
+    for name in ("alice", "bob", "carol"):
+        await h.sign_up(name, f"{name}@example.com")
+    first = await h.container.deliver_webhooks().execute()
+    assert len(sender.to("other.example.org")) == 3
+    assert len(sender.to("hooks.example.com")) == 1  # one slow answer, then its share ends
+    assert first.busy
+    for _ in range(2):
+        await h.container.deliver_webhooks().execute()  # no waiting: the rest were let go
+    slow = [json.loads(m.body)["data"]["taskflow_user_id"] for m in sender.to("hooks.example.com")]
+    assert slow == [json.loads(m.body)["data"]["taskflow_user_id"] for m in sender.to(OTHER_HOST)]
+    assert [d.state for d in deliveries(h)] == [WebhookState.DELIVERED] * 6
 
 
 async def test_a_failed_delivery_goes_before_the_ones_queued_after_it(

@@ -7,8 +7,9 @@ go side by side. A receiver that sees ``link.created`` after ``link.deleted`` wo
 member is still linked. So a failed attempt holds back the deliveries queued after it until it
 is delivered, given up or refused with 410, and ends its endpoint's share of the pass (the
 rest of the batch is let go, to follow it): a dead endpoint costs a pass one attempt, bounded
-by the webhook timeout; a pass still waits for its slowest endpoint. At least once: an
-attempt whose answer was lost is made again, under the same ``webhook-id``.
+by the webhook timeout. So does a slow one: its share ends once its attempts took
+``ENDPOINT_TURN``, since a pass waits for every endpoint's share. At least once: an attempt
+whose answer was lost is made again, under the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from domain.webhooks import (
 CLAIM_LEASE = timedelta(minutes=2)
 # Deliveries and their events stay this long after they finished, for `webhooks status`.
 KEEP_FINISHED_WEBHOOKS = timedelta(days=30)
+# An endpoint's turn in a pass ends once its attempts have taken this long (the one under way
+# is finished first), its other claimed deliveries let go for the next pass. A pass waits for
+# every endpoint's turn: an endpoint answering 2xx slowly (a few seconds an answer) held the
+# next deliveries of every other endpoint for up to 20 of its answers (20 timeouts, at worst);
+# now it holds them about one, as a dead endpoint does.
+ENDPOINT_TURN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +123,17 @@ class DeliverWebhooks:
     async def _deliver_in_order(
         self, endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], report: WebhookReport
     ) -> None:
+        turn_ends = self._clock.now() + ENDPOINT_TURN
         for n, delivery in enumerate(deliveries):
             if not await self._deliver(endpoint, delivery, report):
                 # Gone: the rest wait for `webhooks retry`. Failing: they wait behind the one
                 # that failed (and would most likely fail too, a timeout each). Taken over:
                 # they are the other worker's to send, after it. Either way, not from here.
+                await self._let_go(deliveries[n + 1 :])
+                return
+            if self._clock.now() >= turn_ends:
+                # A slow endpoint: the pass, and the other endpoints' next deliveries, wait
+                # no longer for it. The rest go first in the next pass (at once: it was busy).
                 await self._let_go(deliveries[n + 1 :])
                 return
 
