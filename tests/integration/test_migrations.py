@@ -580,3 +580,68 @@ async def test_addresses_before_0016_take_the_form_mail_reads_on_postgres(
 
 async def test_addresses_before_0016_take_the_form_mail_reads_on_sqlite(sqlite_url: str) -> None:
     await _addresses_before_0016_take_the_form_mail_reads(sqlite_url)
+
+
+async def _addresses_0016_cannot_store_are_removed(url: str) -> None:
+    """0015 -> 0016 with addresses 0015 took whose mapped form is no address: longer than the
+    column once each label is an A-label (Postgres refused the rewrite, so the upgrade failed
+    and nothing could be deployed, for one sign-up anybody could make), or holding what the
+    mapping turns into an "@" or a character no address holds. They are removed, as 0013
+    removed addresses nobody proved; the others are rewritten as before."""
+    accounts = sa.table(
+        "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
+    )
+    label = "".join(chr(0x4E00 + 37 * i) for i in range(60))  # 60 CJK letters
+    addresses = {
+        "long": f"me@{label}.{label}.{label}.cn",  # 188 characters, about 500 as A-labels
+        "at": "me@evil.example\uff20gmail.com",  # a fullwidth "@": "me@evil.example@gmail.com"
+        "comma": "me@evil.example\uff0cbob\uff20victim.example",  # ","
+        "umlaut": "Eve@Bücher.de",
+    }
+    assert all(len(address) <= 254 for address in addresses.values())
+    ids = {name: uuid.uuid4() for name in addresses}
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0015")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(accounts),
+                [
+                    {
+                        "id": ids[name],
+                        "username": name,
+                        "email": address,
+                        "email_normalized": address.lower(),
+                        "email_verified": name != "long",
+                        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                        "email_shared": False,
+                    }
+                    for name, address in addresses.items()
+                ],
+            )
+
+        await migrate.upgrade(database)
+
+        assert await migrate.current_revision(database) == migrate.head_revision()
+        async with database.unit_of_work() as uow:
+            after = {name: await uow.accounts.get(AccountId(i)) for name, i in ids.items()}
+        found = {n: (a.email, a.email_verified) for n, a in after.items() if a is not None}
+        assert found == {
+            "long": (None, False),
+            "at": (None, False),
+            "comma": (None, False),
+            "umlaut": ("eve@xn--bcher-kva.de", True),
+        }
+        async with database.engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT email_normalized FROM accounts"))).all()
+        assert sorted(row[0] or "" for row in stored) == ["", "", "", "eve@xn--bcher-kva.de"]
+    finally:
+        await database.dispose()
+
+
+async def test_addresses_0016_cannot_store_are_removed_on_postgres(empty_pg_url: str) -> None:
+    await _addresses_0016_cannot_store_are_removed(empty_pg_url)
+
+
+async def test_addresses_0016_cannot_store_are_removed_on_sqlite(sqlite_url: str) -> None:
+    await _addresses_0016_cannot_store_are_removed(sqlite_url)

@@ -10,6 +10,15 @@ form). When one now matches another account's address, every account holding it 
 matches no Discord sign-in (it is ambiguous) and is left out of the unique index. The old
 forms are not restored by a downgrade (the new ones are valid addresses there too).
 
+An address whose new form is no address is removed from its account (unconfirmed, as 0013
+removed the addresses nobody proved): longer than the column's 254 characters once each label
+is an A-label (a 188-character address can grow to 500: Postgres refused the rewrite and the
+upgrade failed, for one sign-up anybody could make), or holding what the mapping turns into
+an "@", a blank, a character such as ``<`` or ``,``, or an encoded word (a fullwidth "@" in
+the domain made ``me@evil.example@gmail.com``). The version that writes this form refuses
+such addresses (``validate_email``), and mail to one could not be delivered. The person can
+add an address again from the account page.
+
 Revision ID: 0016_email_domains_in_ascii
 Revises: 0015_web_instances
 Create Date: 2026-11-24
@@ -17,6 +26,7 @@ Create Date: 2026-11-24
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -33,9 +43,13 @@ _ACCOUNTS = sa.table(
     sa.column("id", sa.Uuid()),
     sa.column("email", sa.String()),
     sa.column("email_normalized", sa.String()),
+    sa.column("email_verified", sa.Boolean()),
     sa.column("email_shared", sa.Boolean()),
 )
 _LABEL_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+_COLUMN = 254  # accounts.email and accounts.email_normalized: VARCHAR(254)
+_NOT_IN_EMAIL = frozenset('<>,;:"()[]\\\x7f')
+_ENCODED_WORD = re.compile(r"=\?.*\?=")
 
 
 def _normalized(email: str) -> str:
@@ -53,6 +67,20 @@ def _normalized(email: str) -> str:
     return f"{local}@{'.'.join(labels)}"
 
 
+def _is_address(address: str) -> bool:
+    """Whether ``address`` (in its new form) is one ``domain.model.validate_email`` takes, as
+    of this revision."""
+    return (
+        len(address) <= _COLUMN
+        and address.count("@") == 1
+        and not address.startswith("@")
+        and not address.endswith("@")
+        and not any(ch.isspace() or ord(ch) < 32 or ch in _NOT_IN_EMAIL for ch in address)
+        and not any(unicodedata.category(ch) == "Cf" for ch in address)
+        and not _ENCODED_WORD.search(address)
+    )
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     accounts = _ACCOUNTS
@@ -67,10 +95,18 @@ def upgrade() -> None:
             accounts.c.email.is_not(None), beyond_ascii
         )
     ).all()
+    rewritten = {row.id: _normalized(row.email) for row in rows}
+    removed = {i for i, address in rewritten.items() if not _is_address(address)}
+    for account_id in sorted(removed, key=str):
+        bind.execute(
+            sa.update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(email=None, email_normalized=None, email_verified=False, email_shared=False)
+        )
     changed = {
-        row.id: _normalized(row.email)
+        row.id: rewritten[row.id]
         for row in rows
-        if _normalized(row.email) != row.email_normalized
+        if row.id not in removed and rewritten[row.id] != row.email_normalized
     }
     if not changed:
         return
