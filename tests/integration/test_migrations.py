@@ -645,3 +645,47 @@ async def test_addresses_0016_cannot_store_are_removed_on_postgres(empty_pg_url:
 
 async def test_addresses_0016_cannot_store_are_removed_on_sqlite(sqlite_url: str) -> None:
     await _addresses_0016_cannot_store_are_removed(sqlite_url)
+
+
+async def test_an_instance_of_the_older_version_stays_ready_once_the_release_step_migrated(
+    tmp_path: Path,
+) -> None:
+    """A rolling upgrade: the release step (`db upgrade` of the new version) migrates the
+    database while the older version's instances still serve, as the migrations allow (each
+    says what an older version beside it does). Those instances answered 503 from `/readyz`
+    ("not the newest revision") from then on, so an orchestrator took every one of them out
+    of service before any new one was up. A revision this version does not know (a newer
+    release's) is ready, as the CLI's commands only warn about it; an older one is not."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/rolling.db"
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database)
+    finally:
+        await database.dispose()
+    container = build_container(
+        make_settings(
+            storage="sql",
+            database_url=url,
+            discord_client_id="1200000000000000042",
+            discord_client_secret="unused-here",
+        )
+    )
+
+    async def set_revision(revision: str) -> None:
+        async with container.sql_db().engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+    try:
+        with serve(create_app(container)) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                assert (await client.get("/readyz")).status_code == 200
+                await set_revision("0099_a_newer_release")
+                newer = await client.get("/readyz")
+                assert newer.status_code == 200, newer.text
+                assert newer.json()["checks"]["schema"] == "ok"
+                await set_revision("0014_link_tickets_by_discord_id")
+                older = await client.get("/readyz")
+                assert older.status_code == 503
+                assert "db upgrade" in older.json()["checks"]["schema"]
+    finally:
+        await close_resources(container)

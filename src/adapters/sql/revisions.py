@@ -58,10 +58,16 @@ async def found_revisions(database: SqlDatabase) -> list[str] | None:
 
 
 async def is_current(database: SqlDatabase) -> bool:
-    """Whether the database's schema is this version's newest."""
+    """Whether the database's schema serves this version: its newest revision, or one this
+    version does not know (a newer release's). During a rolling upgrade the release step (the
+    new version's ``db upgrade``) migrates the database while the older version's instances
+    still serve, as each migration allows; were they not ready from then on, an orchestrator
+    would take them all out of service before a new one is up. (The CLI's commands only warn
+    about such a revision, for the same reason.)"""
     async with database.engine.connect() as conn:
         try:
             found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
         except DBAPIError:
             return False  # no schema at all
-    return [row[0] for row in found] == [head_revision()]
+    revisions = {row[0] for row in found}
+    return revisions == {head_revision()} or bool(revisions and not revisions & known_revisions())
