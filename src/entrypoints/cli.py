@@ -80,10 +80,14 @@ def db() -> None:
     """Database schema migrations (Alembic, shipped inside the package)."""
 
 
-def _run_with_database(action: Callable[[SqlDatabase], Awaitable[T]]) -> T:
+def _run_with_database(action: Callable[[SqlDatabase], Awaitable[T]], *, create: bool = False) -> T:
+    """Run ``action`` on the configured database. Only with ``create`` (``db upgrade``) may
+    an SQLite file that does not exist be made (empty)."""
     from adapters.sql import SqlDatabase  # noqa: PLC0415
 
     settings = load_settings()
+    if not create:
+        _require_database_file(settings.database_url)
 
     async def run() -> T:
         database = SqlDatabase(settings.database_url)
@@ -148,7 +152,7 @@ def _migrate(direction: str, revision: str) -> str | None:
         return await migrate.current_revision(database)
 
     try:
-        return _run_with_database(step)
+        return _run_with_database(step, create=direction == "upgrade")
     except migrate.RevisionRefused as exc:
         raise click.ClickException(f"Cannot {direction} the database: {exc}") from None
 

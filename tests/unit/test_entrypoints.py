@@ -824,6 +824,26 @@ def test_a_command_on_a_database_file_that_does_not_exist_leaves_it_so(
     assert not sqlite_database.exists()
 
 
+@pytest.mark.parametrize(
+    "argv", [["db", "current"], ["db", "downgrade", "base", "--yes"]], ids=" ".join
+)
+def test_db_current_and_downgrade_on_a_database_file_that_does_not_exist_leave_it_so(
+    sqlite_database: Path, argv: list[str]
+) -> None:
+    """`db current` in another working directory (or with a mistyped path) created an empty
+    database file there and answered "base (empty)", as did `db downgrade base --yes` ("Database
+    at revision base (empty)."): an operator checking the wrong file read that the database
+    was empty. Only `db upgrade` (and `serve`) make one."""
+    refused = CliRunner().invoke(cli, argv)
+    assert refused.exit_code == 1
+    assert (
+        f"There is no database at sqlite+aiosqlite:///{sqlite_database} (no such file)"
+        in refused.output
+    )
+    assert "base (empty)" not in refused.output
+    assert not sqlite_database.exists()
+
+
 def test_a_command_on_an_older_schema_names_both_revisions(sqlite_database: Path) -> None:
     from adapters.sql import revisions
 
