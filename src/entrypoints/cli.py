@@ -139,20 +139,72 @@ def db_current() -> None:
     """Print the database's current revision."""
     from adapters.sql import migrate  # noqa: PLC0415
 
-    current = _run_with_database(migrate.current_revision)
-    click.echo(current or "base (empty)")
+    url = load_settings().database_url
+
+    async def current(database: SqlDatabase) -> tuple[str | None, str | None]:
+        return await migrate.current_revision(database), await _unknown_revision(database, url)
+
+    revision, unknown = _run_with_database(current)
+    click.echo(revision or "base (empty)")
+    if unknown is not None:
+        click.echo(f"note: {unknown}", err=True)
+
+
+async def _unknown_revision(database: SqlDatabase, url: str) -> str | None:
+    """What to say of a database at a revision this version does not know (``None``: it
+    knows them all): a later release's schema, or another program's migrations."""
+    from adapters.sql import revisions  # noqa: PLC0415
+
+    found = await revisions.found_revisions(database) or []
+    if set(found) <= revisions.known_revisions():
+        return None
+    where, listed = _safe_url(url), ", ".join(found)
+    if await revisions.has_own_tables(database):
+        return (
+            f"The database at {where} is at revision {listed}, which this version does not "
+            f"know (this version's newest is {revisions.head_revision()}): a later release "
+            "migrated it."
+        )
+    return (
+        f"The database at {where} holds another program's migrations ({listed}) and none "
+        "of taskflow-link's tables: it is not taskflow-link's database. Give taskflow-link "
+        "one of its own (TASKFLOW_LINK_DATABASE_URL)."
+    )
+
+
+class _LaterRelease(Exception):
+    """The database is a later release's: ``db upgrade`` has nothing to do."""
 
 
 def _migrate(direction: str, revision: str) -> str | None:
-    """Run ``migrate.upgrade`` or ``migrate.downgrade``, then report the revision reached."""
-    from adapters.sql import migrate  # noqa: PLC0415
+    """Run ``migrate.upgrade`` or ``migrate.downgrade``, then report the revision reached.
+    A database at a revision this version does not know is left as it is: a later
+    release's is as new as ``db upgrade`` can make it (said, not refused: a rollback's
+    release step runs it), and only that release can take it down; another program's
+    is refused."""
+    from adapters.sql import migrate, revisions  # noqa: PLC0415
+
+    url = load_settings().database_url
 
     async def step(database: SqlDatabase) -> str | None:
+        unknown = await _unknown_revision(database, url)
+        if unknown is not None:
+            if not await revisions.has_own_tables(database):
+                raise click.ClickException(unknown)
+            if direction == "upgrade" and revision == "head":
+                click.echo(f"warning: {unknown} Nothing to do.", err=True)
+                raise _LaterRelease(await migrate.current_revision(database))
+            raise click.ClickException(
+                f"{unknown} Run that release's `taskflow-link db downgrade "
+                f"{revisions.head_revision()} --yes` to bring it back to this version's schema."
+            )
         await getattr(migrate, direction)(database, revision)
         return await migrate.current_revision(database)
 
     try:
         return _run_with_database(step, create=direction == "upgrade")
+    except _LaterRelease as later:
+        return str(later)
     except migrate.RevisionRefused as exc:
         raise click.ClickException(f"Cannot {direction} the database: {exc}") from None
 
@@ -414,11 +466,10 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
             f"The database at {_safe_url(url)} is at revision {listed}, this version needs "
             f"{head}: {upgrade}."
         )
-    click.echo(
-        f"warning: the database at {_safe_url(url)} is at revision {listed}, which this "
-        f"version does not know (it needs {head}; a newer release's?)",
-        err=True,
-    )
+    unknown = await _unknown_revision(database, url)
+    if unknown is not None and not await revisions.has_own_tables(database):
+        raise click.ClickException(unknown)
+    click.echo(f"warning: {unknown}", err=True)
 
 
 def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:

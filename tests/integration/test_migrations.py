@@ -689,3 +689,19 @@ async def test_an_instance_of_the_older_version_stays_ready_once_the_release_ste
                 assert "db upgrade" in older.json()["checks"]["schema"]
     finally:
         await close_resources(container)
+
+
+async def test_another_programs_migrations_are_not_ready(tmp_path: Path) -> None:
+    """A revision this version does not know is a newer release's only in a database with
+    taskflow-link's tables: another Alembic application's database is not ready."""
+    from adapters.sql import revisions
+
+    database = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path}/theirs.db")
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+            await conn.execute(text("INSERT INTO alembic_version VALUES ('ae1027a6acf')"))
+            await conn.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY)"))
+        assert not await revisions.is_current(database)
+    finally:
+        await database.dispose()

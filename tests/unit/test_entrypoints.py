@@ -880,6 +880,71 @@ def test_a_command_on_a_revision_it_does_not_know_goes_ahead_with_a_warning(
     assert "No API keys" in listed.stdout
 
 
+def test_db_commands_on_a_newer_releases_schema_say_so(sqlite_database: Path) -> None:
+    """A later release migrated the database (this copy is the older one: a rollback). `db
+    upgrade` answered Alembic's "Can't locate revision identified by '9999_from_the_future'"
+    and failed, so a rollback's release step (compose's `migrate` job, which every instance
+    waits for) stopped the rollback; `db downgrade` said the same. Now `db upgrade` has nothing
+    to do and says why; a downgrade says which release can do it."""
+    import sqlite3
+
+    from adapters.sql import revisions
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    head = revisions.head_revision()
+
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert upgraded.stdout == "Database at revision 9999_from_the_future.\n"
+    assert "a later release migrated it" in upgraded.stderr
+    assert f"this version's newest is {head}" in upgraded.stderr
+    assert "Can't locate" not in upgraded.output
+
+    current = runner.invoke(cli, ["db", "current"])
+    assert current.exit_code == 0
+    assert current.stdout == "9999_from_the_future\n"
+    assert "a later release migrated it" in current.stderr
+
+    for argv in (["db", "downgrade", "--yes", head], ["db", "upgrade", head]):
+        refused = runner.invoke(cli, argv)
+        assert refused.exit_code == 1, argv
+        assert "a later release migrated it" in refused.output
+        assert f"that release's `taskflow-link db downgrade {head} --yes`" in refused.output
+        assert "Can't locate" not in refused.output
+
+
+def test_db_commands_on_another_programs_migrations_say_it_is_not_taskflow_links(
+    sqlite_database: Path,
+) -> None:
+    """TASKFLOW_LINK_DATABASE_URL naming another Alembic application's database (TaskFlow's
+    own, say): `db upgrade` said "Can't locate revision identified by 'ae1027a6acf'", `db
+    current` printed that revision as if it were one of ours, and the data commands warned
+    "a newer release's?" and then failed with "The service cannot reach its database"."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        connection.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
+        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    runner = CliRunner()
+    said = "holds another program's migrations (ae1027a6acf) and none of taskflow-link's tables"
+    for argv in (["db", "upgrade"], ["db", "downgrade", "base", "--yes"], ["api-key", "list"]):
+        refused = runner.invoke(cli, argv)
+        assert refused.exit_code == 1, argv
+        assert said in refused.output, refused.output
+        assert "cannot reach" not in refused.output
+        assert "Can't locate" not in refused.output
+    current = runner.invoke(cli, ["db", "current"])
+    assert current.stdout == "ae1027a6acf\n"
+    assert said in current.stderr
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"alembic_version", "users"}
+
+
 def test_a_command_that_cannot_reach_the_database_hides_its_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -46,6 +46,19 @@ def _graph() -> tuple[set[str], set[str]]:
     return revisions, revised
 
 
+# Tables every taskflow-link database has had since the first revision: a database whose
+# alembic_version names a revision this version does not know is a newer release's when it
+# has them, another program's when it has not.
+OWN_TABLES = frozenset({"accounts", "user_links"})
+
+
+async def has_own_tables(database: SqlDatabase) -> bool:
+    """Whether the database holds taskflow-link's tables (``OWN_TABLES``)."""
+    async with database.engine.connect() as conn:
+        names = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    return names >= OWN_TABLES
+
+
 async def found_revisions(database: SqlDatabase) -> list[str] | None:
     """The revisions the database's ``alembic_version`` holds (``[]`` after a downgrade to
     base), or ``None`` when it has no such table (never migrated). Connection errors and
@@ -63,11 +76,16 @@ async def is_current(database: SqlDatabase) -> bool:
     new version's ``db upgrade``) migrates the database while the older version's instances
     still serve, as each migration allows; were they not ready from then on, an orchestrator
     would take them all out of service before a new one is up. (The CLI's commands only warn
-    about such a revision, for the same reason.)"""
+    about such a revision, for the same reason.) An unknown revision in a database without
+    taskflow-link's tables is another program's: not ready."""
     async with database.engine.connect() as conn:
         try:
             found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
         except DBAPIError:
             return False  # no schema at all
     revisions = {row[0] for row in found}
-    return revisions == {head_revision()} or bool(revisions and not revisions & known_revisions())
+    if revisions == {head_revision()}:
+        return True
+    if not revisions or revisions & known_revisions():
+        return False
+    return await has_own_tables(database)
