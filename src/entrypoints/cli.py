@@ -207,6 +207,13 @@ def _migrate(direction: str, revision: str) -> str | None:
         return str(later)
     except migrate.RevisionRefused as exc:
         raise click.ClickException(f"Cannot {direction} the database: {exc}") from None
+    except migrate.TablesOfAnother as exc:
+        raise click.ClickException(
+            f"The database at {_safe_url(url)} already has tables named as taskflow-link's "
+            f"({', '.join(exc.tables)}), which its migrations did not make (it has no schema "
+            "revision): it is another program's database. Give taskflow-link one of its own "
+            "(TASKFLOW_LINK_DATABASE_URL)."
+        ) from None
 
 
 @cli.command("purge-expired")

@@ -945,6 +945,28 @@ def test_db_commands_on_another_programs_migrations_say_it_is_not_taskflow_links
     assert tables == {"alembic_version", "users"}
 
 
+def test_db_upgrade_of_another_programs_tables_refuses_naming_them(sqlite_database: Path) -> None:
+    """A database of another program that has a table called `accounts` or `sessions` (no
+    alembic_version): `db upgrade` failed with "Cannot use the database at …: table accounts
+    already exists" followed by the whole CREATE TABLE statement."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("CREATE TABLE sessions (id INTEGER PRIMARY KEY)")
+        connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    refused = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert refused.exit_code == 1
+    assert (
+        f"The database at sqlite+aiosqlite:///{sqlite_database} already has tables named as "
+        "taskflow-link's (accounts, sessions), which its migrations did not make" in refused.output
+    )
+    assert "CREATE TABLE" not in refused.output
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"accounts", "sessions", "invoices"}
+
+
 def test_a_command_that_cannot_reach_the_database_hides_its_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

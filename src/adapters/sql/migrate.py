@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from adapters.sql.database import SqlDatabase
@@ -37,8 +37,32 @@ class RevisionRefused(Exception):
     nothing was changed. The message is Alembic's, naming the revision."""
 
 
+class TablesOfAnother(Exception):
+    """A database without a schema revision has tables named as this schema's (another
+    program's ``accounts`` or ``sessions``): the first migration would fail on them, or worse,
+    take them for its own. Nothing was changed."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(", ".join(tables))
+        self.tables = tables
+
+
+def _refuse_tables_of_another(sync: Connection) -> None:
+    """Checked under the migration's lock: another instance's ``db upgrade`` may have just
+    made these tables, with their revision."""
+    if MigrationContext.configure(sync).get_current_revision() is not None:
+        return
+    if taken := sorted(set(inspect(sync).get_table_names()) & set(metadata.tables)):
+        raise TablesOfAnother(taken)
+
+
+def _upgrade(sync: Connection, revision: str) -> None:
+    _refuse_tables_of_another(sync)
+    command.upgrade(_config(sync), revision)
+
+
 async def upgrade(database: SqlDatabase, revision: str = "head") -> None:
-    await _migrate(database, lambda sync: command.upgrade(_config(sync), revision))
+    await _migrate(database, lambda sync: _upgrade(sync, revision))
 
 
 async def downgrade(database: SqlDatabase, revision: str) -> None:
