@@ -19,7 +19,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from adapters.loopback import is_loopback
-from domain.errors import DomainError
+from domain.errors import DomainError, StorageNotReady
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.heap import settle_start_up_objects
@@ -100,8 +100,22 @@ def _run_with_database(action: Callable[[SqlDatabase], Awaitable[T]], *, create:
         return asyncio.run(run())
     except (OSError, DBAPIError) as exc:
         raise click.ClickException(
-            f"Cannot use the database at {_safe_url(settings.database_url)}: {exc}"
+            f"Cannot use the database at {_safe_url(settings.database_url)}: {_failure(exc)}"
         ) from None
+
+
+def _failure(exc: BaseException) -> str:
+    """What the database (or the way to it) said, in the driver's words: never SQLAlchemy's
+    text, which adds the statement (a whole CREATE TABLE) and a link to its documentation. A
+    timeout, which has no words, is named."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, TimeoutError):
+        return (
+            "no answer in time (TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS, "
+            "TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS)"
+        )
+    words = str(cause).strip()
+    return words.splitlines()[0] if words else type(cause).__name__
 
 
 @db.command("upgrade")
@@ -458,7 +472,9 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
     try:
         found = await revisions.found_revisions(database)
     except (OSError, DBAPIError) as exc:
-        raise click.ClickException(f"Cannot use the database at {_safe_url(url)}: {exc}") from None
+        raise click.ClickException(
+            f"Cannot use the database at {_safe_url(url)}: {_failure(exc)}"
+        ) from None
     head = revisions.head_revision()
     if found == [head]:
         return
@@ -645,7 +661,9 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
     except SystemExit:
         raise click.ClickException("The demo could not start (see the messages above).") from None
     except (OSError, DBAPIError) as exc:  # a database file it may not create or write
-        raise click.ClickException(f"Cannot use the database {database.resolve()}: {exc}") from None
+        raise click.ClickException(
+            f"Cannot use the database {database.resolve()}: {_failure(exc)}"
+        ) from None
     click.echo("Demo stopped.")
 
 
@@ -1072,6 +1090,13 @@ def main() -> None:
     except SettingsError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
+    except StorageNotReady as exc:  # passed the schema check: a later release's schema
+        click.echo(
+            f"Error: The database has not got what this version needs ({exc.missing}): run "
+            "`taskflow-link db upgrade`, or the release that migrated it.",
+            err=True,
+        )
+        sys.exit(1)
     except DomainError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(1)

@@ -967,6 +967,75 @@ def test_db_upgrade_of_another_programs_tables_refuses_naming_them(sqlite_databa
     assert tables == {"accounts", "sessions", "invoices"}
 
 
+def test_a_database_that_does_not_answer_is_said_so(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes the connection and never answers: the message ended at the colon,
+    "Cannot use the database at …: " (a TimeoutError has no text)."""
+    from adapters.sql import migrate
+
+    async def no_answer(database: object) -> None:
+        raise TimeoutError
+
+    sqlite_database.touch()
+    monkeypatch.setattr(migrate, "current_revision", no_answer)
+    failed = CliRunner().invoke(cli, ["db", "current"])
+    assert failed.exit_code == 1
+    assert (
+        f"Cannot use the database at sqlite+aiosqlite:///{sqlite_database}: no answer in time "
+        "(TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS, TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS)"
+    ) in failed.output
+
+
+def test_a_database_error_is_said_in_the_drivers_words_without_the_statement(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration the database refused printed SQLAlchemy's text: the statement (a whole
+    CREATE TABLE), then "(Background on this error at: https://sqlalche.me/…)"."""
+    from sqlalchemy.exc import DBAPIError
+
+    from adapters.sql import migrate
+
+    async def refused(database: object, revision: str = "head") -> None:
+        raise DBAPIError(
+            "UPDATE accounts SET email=? WHERE id = ?",
+            None,
+            Exception("value too long for type character varying(254)"),
+        )
+
+    monkeypatch.setattr(migrate, "upgrade", refused)
+    failed = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert failed.exit_code == 1
+    assert failed.output == (
+        f"Error: Cannot use the database at sqlite+aiosqlite:///{sqlite_database}: value too "
+        "long for type character varying(254)\n"
+    )
+
+
+def test_a_command_on_a_schema_without_a_table_it_needs_names_it(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A later release's schema without a table this version reads: "The service cannot
+    reach its database right now. Try again shortly." (it answered at once, every time)."""
+    import sqlite3
+
+    from entrypoints.cli import main
+
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+        connection.execute("DROP TABLE api_keys")
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", "api-key", "list"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    said = capsys.readouterr().err
+    assert "cannot reach" not in said
+    assert "Error: The database has not got what this version needs (no such table: api_keys)" in (
+        said
+    )
+
+
 def test_a_command_that_cannot_reach_the_database_hides_its_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
