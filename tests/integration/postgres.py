@@ -38,7 +38,7 @@ REQUIRE_CONTAINER = os.environ.get("TASKFLOW_LINK_TEST_REQUIRE_CONTAINER") == "1
 USER, PASSWORD, DBNAME = "taskflow", "taskflow-test-password", "taskflow"
 HOW_TO_ENABLE = (
     "No Postgres for the integration tests: start a Docker daemon (testcontainers pulls "
-    f"{IMAGE}), or install PostgreSQL's initdb/pg_ctl, or run scripts/provision-test-postgres.sh "
+    f"{IMAGE}), or install PostgreSQL's initdb/pg_ctl, or run scripts/provision-test-images.sh "
     "as root and export TASKFLOW_LINK_TEST_POSTGRES_IMAGE=local/postgres:15 "
     "TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK=1."
 )

@@ -226,3 +226,16 @@ def test_compose_interpolates_only_what_env_example_names(compose: dict[str, Any
     text = (ROOT / "compose.yaml").read_text()
     interpolated = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
     assert interpolated == COMPOSE_VARIABLES
+
+
+def test_every_script_the_docs_and_the_tests_name_exists() -> None:
+    """The message a skipped Postgres test printed named a provision-test-postgres.sh script,
+    which does not exist (the script is provision-test-images.sh)."""
+    sources = [ROOT / "README.md", ROOT / ".ci" / "run", *(ROOT / "tests").rglob("*.py")]
+    named = {
+        (source.relative_to(ROOT), match)
+        for source in sources
+        for match in re.findall(r"scripts/[\w.-]+\.sh", source.read_text(encoding="utf-8"))
+    }
+    assert named
+    assert [(str(s), m) for s, m in sorted(named) if not (ROOT / m).is_file()] == []
