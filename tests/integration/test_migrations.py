@@ -705,3 +705,61 @@ async def test_another_programs_migrations_are_not_ready(tmp_path: Path) -> None
         assert not await revisions.is_current(database)
     finally:
         await database.dispose()
+
+
+async def _expired_keys_stay_dead_below_0008(url: str) -> None:
+    """0008 -> 0007: versions before scoped keys know no expiry, so a key that had expired
+    worked again there (with both scopes). The downgrade revokes it at its expiry; a key
+    that has not expired yet is left as it is."""
+    keys = sa.table(
+        "api_keys",
+        sa.column("id", sa.Uuid()),
+        sa.column("name", sa.String()),
+        sa.column("key_hash", sa.String()),
+        sa.column("created_at", UtcDateTime()),
+        sa.column("revoked_at", UtcDateTime()),
+        sa.column("expires_at", UtcDateTime()),
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    expired_at = datetime(2026, 1, 2, tzinfo=UTC)
+    rows = {
+        "expired": expired_at,
+        "live": now.replace(year=now.year + 1),
+        "forever": None,
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0008_scoped_api_keys")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(keys),
+                [
+                    {
+                        "id": ids[name],
+                        "name": name,
+                        "key_hash": name * 8,
+                        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                        "revoked_at": None,
+                        "expires_at": expires,
+                    }
+                    for name, expires in rows.items()
+                ],
+            )
+        await migrate.downgrade(database, "0007_role_connections")
+        async with database.engine.connect() as conn:
+            found = {
+                row.name: row.revoked_at
+                for row in await conn.execute(sa.select(keys.c.name, keys.c.revoked_at))
+            }
+        assert found == {"expired": expired_at, "live": None, "forever": None}
+    finally:
+        await database.dispose()
+
+
+async def test_expired_keys_stay_dead_below_0008_on_postgres(empty_pg_url: str) -> None:
+    await _expired_keys_stay_dead_below_0008(empty_pg_url)
+
+
+async def test_expired_keys_stay_dead_below_0008_on_sqlite(sqlite_url: str) -> None:
+    await _expired_keys_stay_dead_below_0008(sqlite_url)

@@ -15,6 +15,7 @@ Create Date: 2026-11-22
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -47,7 +48,21 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Older versions know no scopes: every remaining key can read and unlink again there.
+    # Older versions know no scopes: every remaining key can read and unlink again there. Nor
+    # do they know expiry: a key that has expired would work again there, so it is revoked
+    # (at its expiry) first. One that has not expired yet works there until revoked.
+    keys = sa.table(
+        "api_keys", sa.column("revoked_at", UtcDateTime()), sa.column("expires_at", UtcDateTime())
+    )
+    op.execute(
+        sa.update(keys)
+        .where(
+            keys.c.revoked_at.is_(None),
+            keys.c.expires_at.is_not(None),
+            keys.c.expires_at <= datetime.now(UTC),
+        )
+        .values(revoked_at=keys.c.expires_at)
+    )
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("last_used_at")
         batch.drop_column("expires_at")
