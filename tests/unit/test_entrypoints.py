@@ -1286,3 +1286,18 @@ def test_a_redis_url_with_connection_settings_in_its_query_is_accepted(
     settings = load_settings(_env_file=None)
     assert settings.redis_url is not None
     assert settings.redis_url.get_secret_value() == url
+
+
+def test_each_migrations_header_names_the_revision_it_revises() -> None:
+    """0006, 0007 and 0008 said "Revises: 0004" (each revises the one before it)."""
+    import re
+
+    from adapters.sql.revisions import VERSIONS
+
+    for path in sorted(VERSIONS.glob("0*.py")):
+        text = path.read_text(encoding="utf-8")
+        code = re.search(r'^down_revision: str \| None = (?:"([^"]*)"|None)', text, re.MULTILINE)
+        header = re.search(r"^Revises: *(.*)$", text, re.MULTILINE)
+        assert code is not None, path.name
+        assert header is not None, path.name
+        assert header.group(1).strip() == (code.group(1) or ""), path.name

@@ -3,7 +3,7 @@ answered 410 Gone), and indexes for reading and pruning the audit trail by time 
 Discord id.
 
 Revision ID: 0006_webhooks
-Revises: 0004
+Revises: 0005_linked_roles
 Create Date: 2026-11-23
 """
 

@@ -2,7 +2,7 @@
 logins of the verification URL (purposes ``roles`` and ``roles_link``; the column grows to 16).
 
 Revision ID: 0007_role_connections
-Revises: 0004
+Revises: 0006_webhooks
 Create Date: 2026-11-23
 """
 

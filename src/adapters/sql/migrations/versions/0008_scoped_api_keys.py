@@ -8,7 +8,7 @@ keys can write). The column's default is ``links:read`` afterwards: a row writte
 scopes (an older version's ``api-key create`` during a rolling upgrade) may only read.
 
 Revision ID: 0008_scoped_api_keys
-Revises: 0004
+Revises: 0007_role_connections
 Create Date: 2026-11-22
 """
 
