@@ -688,6 +688,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _smtp_needs_a_host(self) -> Settings:
+        if self.email_backend == "smtp" and _blank(self.smtp_host):
+            raise ValueError(
+                "TASKFLOW_LINK_EMAIL_BACKEND=smtp needs TASKFLOW_LINK_SMTP_HOST: the server "
+                "that sends the emails"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _outbox_page_needs_outbox(self) -> Settings:
         if self.email_outbox_page and self.email_backend != "outbox":
             raise ValueError(

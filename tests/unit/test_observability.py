@@ -294,10 +294,15 @@ def test_metrics_settings_are_checked() -> None:
     assert "short-secret" not in str(short.value)  # never echoed
     with pytest.raises(SettingsError, match="TASKFLOW_LINK_LOG_FORMAT"):
         load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, log_format="xml")
-    public = make_settings(public_url="https://link.example.com", email_backend="smtp")
+    public = make_settings(
+        public_url="https://link.example.com", email_backend="smtp", smtp_host="mail.example"
+    )
     assert any("/metrics answers anyone" in w for w in public.warnings())
     tokened = make_settings(
-        public_url="https://link.example.com", email_backend="smtp", metrics_token=TOKEN
+        public_url="https://link.example.com",
+        email_backend="smtp",
+        smtp_host="mail.example",
+        metrics_token=TOKEN,
     )
     assert not any("/metrics" in w for w in tokened.warnings())
 

@@ -321,6 +321,7 @@ async def test_the_outbox_page_exists_only_when_configured(h: Harness) -> None:
         load_settings(
             secret_key=TEST_SECRET_KEY,
             email_backend="smtp",
+            smtp_host="mail.example",
             email_outbox_page=True,
             _env_file=None,
         )
