@@ -151,15 +151,25 @@ def db_downgrade(revision: str, yes: bool) -> None:
 @db.command("current")
 def db_current() -> None:
     """Print the database's current revision."""
+    from sqlalchemy import inspect  # noqa: PLC0415
+
     from adapters.sql import migrate  # noqa: PLC0415
 
     url = load_settings().database_url
 
-    async def current(database: SqlDatabase) -> tuple[str | None, str | None]:
-        return await migrate.current_revision(database), await _unknown_revision(database, url)
+    async def current(database: SqlDatabase) -> tuple[str, str | None]:
+        revision = await migrate.current_revision(database)
+        if revision is None:
+            async with database.engine.connect() as conn:
+                names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+            others = sorted(set(names) - {"alembic_version"})
+            if others:
+                return f"base (no taskflow-link tables; it has others: {', '.join(others)})", None
+            return "base (empty)", None
+        return revision, await _unknown_revision(database, url)
 
     revision, unknown = _run_with_database(current)
-    click.echo(revision or "base (empty)")
+    click.echo(revision)
     if unknown is not None:
         click.echo(f"note: {unknown}", err=True)
 

@@ -1036,6 +1036,21 @@ def test_a_command_on_a_schema_without_a_table_it_needs_names_it(
     )
 
 
+def test_db_current_on_another_programs_tables_does_not_call_the_database_empty(
+    sqlite_database: Path,
+) -> None:
+    """A database with another program's tables and no schema revision: `db current` said
+    "base (empty)"."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+        connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    current = CliRunner().invoke(cli, ["db", "current"])
+    assert current.exit_code == 0
+    assert current.stdout == "base (no taskflow-link tables; it has others: accounts, invoices)\n"
+
+
 def test_a_command_that_cannot_reach_the_database_hides_its_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
