@@ -9,7 +9,7 @@ from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import DeliveryReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker, log_storage_error
+from entrypoints.queue_worker import QueueWorker, StorageTrouble
 
 log = logging.getLogger("taskflow_link.email")
 
@@ -21,6 +21,7 @@ class EmailWorker(QueueWorker):
         super().__init__(
             poll_seconds=poll_seconds or container.settings().email_poll_seconds, log=log
         )
+        self._storage = StorageTrouble(log, "email queue")
         self._container = container
 
     def listener(self) -> QueueListener:
@@ -36,11 +37,12 @@ class EmailWorker(QueueWorker):
         try:
             report: DeliveryReport = await self._container.deliver_emails().execute()
         except errors.StorageError as exc:
-            log_storage_error(log, "email queue", exc)
+            self._storage.failed(exc)
             return None
         except Exception:
             log.exception("email delivery pass failed; will retry")
             return None
+        self._storage.worked()
         for email in report.sent:
             log.info("email %s (%s) sent", email.id, email.kind.value)
         for email in report.retrying:

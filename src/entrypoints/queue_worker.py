@@ -19,18 +19,38 @@ from domain import errors
 from domain.ports import QueueListener
 
 
-def log_storage_error(log: logging.Logger, what: str, exc: errors.StorageError) -> None:
-    """A pass that could not use the database: unreachable, or without this version's tables
-    (``db upgrade`` not run yet), which only the operator can change."""
-    if isinstance(exc, errors.StorageNotReady):
-        log.error(
-            "%s: the database has not got this version's tables (%s): run `taskflow-link db "
-            "upgrade`; will retry",
-            what,
-            exc.missing,
-        )
-    else:
-        log.warning("%s unreachable (database); will retry", what)
+class StorageTrouble:
+    """A worker's passes that could not use the database: unreachable, or without this
+    version's tables (``db upgrade`` not run yet), which only the operator can change. Said
+    once per streak, and once more when it changes kind: a worker polls every few seconds, and
+    a line each time (an instance started before ``db upgrade``, an outage) buried the rest
+    of the log. The first pass that works again says so."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log, self._what = log, what
+        self._said: str | None = None  # the kind of trouble last said, while it lasts
+
+    def failed(self, exc: errors.StorageError) -> None:
+        kind = f"not ready: {exc.missing}" if isinstance(exc, errors.StorageNotReady) else ""
+        if (kind or "unreachable") == self._said:
+            return
+        self._said = kind or "unreachable"
+        if isinstance(exc, errors.StorageNotReady):
+            self._log.error(
+                "%s: the database has not got this version's tables (%s): run `taskflow-link "
+                "db upgrade`; will retry (said once until it works)",
+                self._what,
+                exc.missing,
+            )
+        else:
+            self._log.warning(
+                "%s unreachable (database); will retry (said once until it works)", self._what
+            )
+
+    def worked(self) -> None:
+        if self._said is not None:
+            self._said = None
+            self._log.warning("%s: the database works again", self._what)
 
 
 def idle_seconds(poll: float, paused_until: datetime | None, now: datetime) -> float:

@@ -17,7 +17,7 @@ from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import RoleSyncReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker, idle_seconds, log_storage_error
+from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
 log = logging.getLogger("taskflow_link.role_connections")
 
@@ -76,6 +76,7 @@ class RoleConnectionWorker(QueueWorker):
             poll_seconds=poll_seconds or container.settings().role_connections_poll_seconds,
             log=log,
         )
+        self._storage = StorageTrouble(log, "role connections")
         self._container = container
         self._paused_until: datetime | None = None  # Discord's rate limit, at the last pass
 
@@ -98,10 +99,11 @@ class RoleConnectionWorker(QueueWorker):
         try:
             report: RoleSyncReport = await self._container.refresh_role_connections().execute()
         except errors.StorageError as exc:
-            log_storage_error(log, "role connections", exc)
+            self._storage.failed(exc)
             return None
         except Exception:
             log.exception("role connections: a pass failed; will retry")
             return None
+        self._storage.worked()
         log_report(report)
         return report

@@ -15,7 +15,7 @@ from domain.ports import QueueListener
 from domain.use_cases import RoleChangeReport
 from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker, idle_seconds, log_storage_error
+from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
 # In apply_until_done's totals: refusals taken from a whole-role hold, without a call.
 UNSENT = "refused_unsent"
@@ -38,6 +38,7 @@ class RoleWorker(QueueWorker):
         super().__init__(
             poll_seconds=poll_seconds or container.settings().discord_roles_poll_seconds, log=log
         )
+        self._storage = StorageTrouble(log, "role queue")
         self._container = container
         self._paused_until: datetime | None = None  # Discord's rate limit, at the last pass
 
@@ -65,11 +66,12 @@ class RoleWorker(QueueWorker):
         try:
             report: RoleChangeReport = await self._container.apply_role_changes().execute()
         except errors.StorageError as exc:
-            log_storage_error(log, "role queue", exc)
+            self._storage.failed(exc)
             return None
         except Exception:
             log.exception("role change pass failed; will retry")
             return None
+        self._storage.worked()
         for change in report.done:
             log.info("Discord role change done: %s", _change(change))
         for change in report.refused:

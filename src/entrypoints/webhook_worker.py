@@ -13,7 +13,7 @@ from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import WebhookReport
 from entrypoints.container import Container
-from entrypoints.queue_worker import QueueWorker, log_storage_error
+from entrypoints.queue_worker import QueueWorker, StorageTrouble
 
 log = logging.getLogger("taskflow_link.webhooks")
 
@@ -25,6 +25,7 @@ class WebhookWorker(QueueWorker):
         super().__init__(
             poll_seconds=poll_seconds or container.settings().webhook_poll_seconds, log=log
         )
+        self._storage = StorageTrouble(log, "webhook queue")
         self._container = container
         self._enabled = bool(container.webhook_outbox().endpoints)
 
@@ -46,7 +47,7 @@ class WebhookWorker(QueueWorker):
         try:
             report: WebhookReport = await self._container.deliver_webhooks().execute()
         except errors.StorageError as exc:
-            log_storage_error(log, "webhook queue", exc)
+            self._storage.failed(exc)
             return None
         except Exception:
             log.exception("webhook delivery pass failed; will retry")
@@ -84,9 +85,11 @@ class WebhookWorker(QueueWorker):
             )
         for broken in report.broken:  # after the outcomes the other endpoints had
             if isinstance(broken, errors.StorageError):
-                log_storage_error(log, "webhook queue", broken)
+                self._storage.failed(broken)
             else:
                 log.error("webhook delivery to an endpoint failed; will retry", exc_info=broken)
+        if not any(isinstance(broken, errors.StorageError) for broken in report.broken):
+            self._storage.worked()
         for d in report.taken_over:
             log.warning(
                 "webhook %s (%s) to %s: its lease ran out while it was sent (a stalled worker, "

@@ -4,6 +4,7 @@ exactly one link, its expiry), and what following the links does."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -838,3 +839,37 @@ async def test_a_reset_email_queued_before_epochs_were_recorded_goes_only_if_non
     assert [e.kind for e in resets if e.kind is EmailKind.RESET_PASSWORD] == [
         EmailKind.RESET_PASSWORD
     ]
+
+
+async def test_a_worker_says_once_that_the_database_is_not_usable(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker polls every few seconds: an instance started before `db upgrade` (or during
+    an outage) logged the same line at each pass, burying the rest of the log. Said once per
+    streak (again when it changes kind), and once more when it works again."""
+    from entrypoints.email_worker import EmailWorker
+
+    failures: list[errors.StorageError] = [
+        errors.StorageNotReady("relation outgoing_emails does not exist"),
+        errors.StorageNotReady("relation outgoing_emails does not exist"),
+        errors.StorageError(),
+        errors.StorageError(),
+    ]
+    real = h.container.deliver_emails()
+
+    class Broken:
+        async def execute(self) -> DeliveryReport:
+            if failures:
+                raise failures.pop(0)
+            return await real.execute()
+
+    h.container.deliver_emails.override(Broken())
+    worker = EmailWorker(h.container)
+    caplog.set_level(logging.INFO, logger="taskflow_link.email")
+    for _ in range(6):
+        await worker.run_once()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("db upgrade" in line for line in lines) == 1
+    assert sum("unreachable (database)" in line for line in lines) == 1
+    assert sum("works again" in line for line in lines) == 1
+    h.container.deliver_emails.reset_override()
