@@ -109,6 +109,44 @@ async def test_starttls_is_required_when_configured(smtp_server: tuple[Mailbox, 
         ("554 5.7.1 <alice@example.com>: Relay access denied", False),  # the server's setup
         ("552 5.2.2 Mailbox full", False),  # "5.2" is the mailbox's state: it may change
         ("450 4.2.0 Greylisted, try again later", False),
+        # Refusals of the address as real servers word them: Postfix's relay recipient table,
+        # Gmail's (on three lines), Microsoft 365's, Exim's (no enhanced status).
+        (
+            "550 5.1.1 <alice@example.com>: Recipient address rejected: User unknown in relay "
+            "recipient table",
+            True,
+        ),
+        (
+            "550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n"
+            "550-5.1.1 double-checking the recipient's email address for typos or\r\n"
+            "550 5.1.1 unnecessary spaces.",
+            True,
+        ),
+        ("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", True),
+        ("550 Unrouteable address", True),
+        # Answers to the recipient about the sender (Postfix checks it at RCPT; Microsoft
+        # 365 about a restricted account): every email would be given up at once.
+        (
+            "550 5.1.0 <noreply@example.org>: Sender address rejected: User unknown in local "
+            "recipient table",
+            False,
+        ),
+        ("553 5.1.8 <noreply@example.org>: Sender address rejected: Domain not found", False),
+        ("550 5.1.8 Access denied, bad outbound sender", False),
+        ("550 5.1.7 Invalid address", False),  # the sender's mailbox syntax (RFC 3463)
+        # The server's setup, without an enhanced status: Exim's default relay refusal, its
+        # sender verification, cPanel's "authenticate first", a block list, qmail's relay.
+        ("550 relay not permitted", False),
+        ("550 Sender verify failed", False),
+        (
+            "550-Please turn on SMTP Authentication in your mail client, or login to the\r\n"
+            "550-IMAP/POP3 server before sending your message. host [203.0.113.5] is\r\n"
+            "550 not permitted to relay through this server without authentication.",
+            False,
+        ),
+        ("550 Rejected because 203.0.113.5 is in a black list at zen.spamhaus.org", False),
+        ("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", False),
+        ("550 Administrative prohibition", False),
     ],
 )
 async def test_a_recipient_refused_for_good_is_told_apart(

@@ -93,11 +93,16 @@ class SmtpEmailSender:
 
 def _recipient_refused_for_good(exc: BaseException) -> bool:
     """A permanent refusal of the address itself: a 5xx answer to the recipient whose
-    enhanced status is 5.1.x (RFC 3463: no such mailbox, bad domain, bad syntax), or 550,
-    551 or 553 from a server that gives none. A 4xx (a full mailbox, greylisting) is tried
-    again, and so is every other failure: an outage, or the server's configuration (TLS, the
-    sender, the password; "5.7.1 relay access denied" answers the recipient too), which the
-    operator fixes for every email at once."""
+    enhanced status is one of RFC 3463's about the recipient's address (5.1.x: no such
+    mailbox, bad domain, bad syntax; not 5.1.7 and 5.1.8, the sender's), or 550, 551 or 553
+    from a server that gives none. A 4xx (a full mailbox, greylisting) is tried again, and
+    so is every other failure: an outage, or the server's configuration (TLS, the sender,
+    the password, the sending address on a block list), which the operator fixes for every
+    email at once. Many servers answer the recipient for those too: Postfix checks the
+    sender at RCPT ("550 5.1.0 <sender>: Sender address rejected", "5.1.8 ... Domain not
+    found"), Exim says "550 relay not permitted" without an enhanced status, cPanel's "550
+    ... not permitted to relay ... without authentication", qmail "553 ... allowed rcpthosts
+    (#5.7.1)"; given up at once, every email was lost until ``email retry``."""
     import aiosmtplib  # noqa: PLC0415  (loaded by the send that failed)
 
     refused: list[aiosmtplib.SMTPRecipientRefused]
@@ -110,14 +115,36 @@ def _recipient_refused_for_good(exc: BaseException) -> bool:
     return bool(refused) and all(_bad_address(r.code, r.message) for r in refused)
 
 
-_ENHANCED_STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.\d{1,3}\b")
+_ENHANCED_STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+# qmail names it after the text: "553 sorry, that domain isn't in my list ... (#5.7.1)".
+_TRAILING_STATUS = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
+# RFC 3463's X.1.x about the recipient's address: other (0), no such mailbox (1) or domain
+# (2), bad syntax (3), ambiguous (4), moved (6), and RFC 7505's null MX (10). X.1.7 and
+# X.1.8 are the sender's address; X.1.5 and X.1.9 are no refusals.
+_RECIPIENT_STATUSES = frozenset({0, 1, 2, 3, 4, 6, 10})
+_ABOUT_THE_SENDER = re.compile(r"\bsender\b", re.IGNORECASE)
+# Without an enhanced status, what the text says: a refusal of relaying, of a client that
+# did not authenticate, of the sending address (a block list), or a policy is the setup's.
+_ABOUT_THE_SETUP = re.compile(
+    r"\b(sender|relay\w*|auth\w*|black\s?list\w*|block\s?list\w*|blocked|dnsbl|rbl"
+    r"|spam\w*|prohibit\w*|polic\w+|rate)\b",
+    re.IGNORECASE,
+)
 
 
 def _bad_address(code: int, message: str) -> bool:
-    enhanced = _ENHANCED_STATUS.match(message or "")
+    text = message or ""
+    if code // 100 != 5:
+        return False
+    enhanced = _ENHANCED_STATUS.match(text) or _TRAILING_STATUS.search(text)
     if enhanced is not None:
-        return code // 100 == 5 and enhanced.group(1, 2) == ("5", "1")
-    return code in (550, 551, 553)
+        status, subject, detail = enhanced.group(1, 2, 3)
+        return (
+            (status, subject) == ("5", "1")
+            and int(detail) in _RECIPIENT_STATUSES
+            and not _ABOUT_THE_SENDER.search(text)  # Postfix: "5.1.0 <x>: Sender address ..."
+        )
+    return code in (550, 551, 553) and not _ABOUT_THE_SETUP.search(text)
 
 
 def _without_secrets(exc: BaseException) -> Exception:
