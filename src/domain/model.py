@@ -152,6 +152,11 @@ def validate_email(email: str) -> str:
         )
     ):
         raise InvalidInput("Enter an email address like name@example.com.")
+    if "" in normalized.rpartition("@")[2].split("."):
+        # An empty label: a dot at either end of the domain or two in a row, which SMTP does
+        # not take. "bob@example.com." is the DNS root's spelling of example.com (Postfix
+        # strips the dot and delivers to bob@example.com): another account for one mailbox.
+        raise InvalidInput("Enter an email address like name@example.com.")
     if has_format_characters(typed + mapped):
         raise InvalidInput(
             "An email address cannot hold invisible characters (direction marks, zero-width "

@@ -179,6 +179,13 @@ def test_an_email_domain_is_stored_as_mail_software_resolves_it(typed: str, stor
         "bob@evil\uff20example.com",  # a fullwidth "@" is an "@" once mapped
         "bob@example\uff1a25",  # a fullwidth ":"
         "bob@exa\u200bmple\u00e9.com",  # invisible, in a label beyond ASCII
+        # An empty label. A trailing dot names the DNS root: Postfix delivers
+        # bob@example.com. to bob@example.com, so it was another account for that mailbox.
+        "bob@example.com.",
+        "bob@example.com\u3002",  # an ideographic full stop is a dot, at the end too
+        "bob@.example.com",
+        "bob@example..com",
+        "bob@b\u00fccher\uff0e\uff0ede",
     ],
 )
 def test_an_email_domain_is_checked_as_mail_software_reads_it(address: str) -> None:
