@@ -19,6 +19,14 @@ the domain made ``me@evil.example@gmail.com``). The version that writes this for
 such addresses (``validate_email``), and mail to one could not be delivered. The person can
 add an address again from the account page.
 
+During a rolling upgrade, mind sign-ups and email changes: an older version running beside
+this one still stores such an address as typed, after this revision ran. This version then
+finds that account by neither form (signing in with the address, or asking for a reset to
+it, finds no account), another account may take the new form, and from then on every change
+to the first account that keeps its address (a new password, "sign out everywhere") is
+refused as a conflict, until its owner changes the address. Keep the older instances from
+taking sign-ups and email changes until they are gone (or stop them first).
+
 Revision ID: 0016_email_domains_in_ascii
 Revises: 0015_web_instances
 Create Date: 2026-11-24
