@@ -520,8 +520,11 @@ async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
 
 async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
     """0015 -> 0016: an address whose domain is written beyond ASCII is rewritten in the form its
-    mail goes to. One that now matches another account's address marks both shared (no Discord
-    sign-in matches it, the unique index leaves it out); the others stay unique."""
+    mail goes to. One that now matches another account's address stays with the one account
+    that confirmed it, the others losing it (helper-91's review: marking them all shared took
+    the owner's Discord email matching away for good); with no such account (both confirmed
+    here) all are marked shared (no Discord sign-in matches it, the unique index leaves it
+    out). The others stay unique."""
     accounts = sa.table(
         "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
     )
@@ -531,7 +534,10 @@ async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
         "fullwidth": "bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",
         "umlaut": "Eve@Bücher.de",
         "local": "\uff42ob@example.com",  # beyond ASCII before the "@": as it was
+        "ann": "ann@example.com",
+        "squatter": "ann@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",  # never confirmed
     }
+    unconfirmed = {"squatter"}
     ids = {name: uuid.uuid4() for name in addresses}
     database = SqlDatabase(url)
     try:
@@ -545,7 +551,7 @@ async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
                         "username": name,
                         "email": address,
                         "email_normalized": address.lower(),
-                        "email_verified": True,
+                        "email_verified": name not in unconfirmed,
                         "created_at": datetime(2026, 1, 1, tzinfo=UTC),
                         "email_shared": False,
                     }
@@ -563,6 +569,8 @@ async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
                 "fullwidth": ("bob@example.com", True),
                 "umlaut": ("eve@xn--bcher-kva.de", False),
                 "local": ("\uff42ob@example.com", False),
+                "ann": ("ann@example.com", False),
+                "squatter": (None, False),
             }
             matches = await uow.accounts.find_by_email("EVE@bücher.de")
             assert [a.id.value for a in matches] == [ids["umlaut"]]

@@ -5,7 +5,9 @@ Before, such an address was another address to the unique index than the one its
 to: one mailbox could confirm several accounts, and a mail server without SMTPUTF8 refused it.
 
 This revision rewrites the accounts' addresses written so (the address and its matching
-form). When one now matches another account's address, every account holding it is marked
+form). When one now matches another account's address and exactly one of the accounts
+holding it confirmed it (none shared it before), that one keeps it and the others lose it,
+as 0013 took the addresses nobody proved. Otherwise every account holding it is marked
 ``email_shared``, as revision 0003 marked the addresses accounts shared then: such an address
 matches no Discord sign-in (it is ambiguous) and is left out of the unique index. The old
 forms are not restored by a downgrade (the new ones are valid addresses there too).
@@ -98,49 +100,79 @@ def upgrade() -> None:
         if bind.dialect.name == "postgresql"
         else accounts.c.email.op("GLOB")("*[^ -~]*")
     )
+    columns = (accounts.c.id, accounts.c.email_verified, accounts.c.email_shared)
     rows = bind.execute(
-        sa.select(accounts.c.id, accounts.c.email, accounts.c.email_normalized).where(
+        sa.select(*columns, accounts.c.email, accounts.c.email_normalized).where(
             accounts.c.email.is_not(None), beyond_ascii
         )
     ).all()
     rewritten = {row.id: _normalized(row.email) for row in rows}
     removed = {i for i, address in rewritten.items() if not _is_address(address)}
+    changed = {
+        row.id: rewritten[row.id]
+        for row in rows
+        if row.id not in removed and rewritten[row.id] != row.email_normalized
+    }
+    # Every account holding each new form: (confirmed, shared already) by account.
+    holders: dict[str, dict[object, tuple[bool, bool]]] = {}
+    wanted = sorted(set(changed.values()))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for holder in bind.execute(
+            sa.select(*columns, accounts.c.email_normalized).where(
+                accounts.c.email_normalized.in_(chunk)
+            )
+        ):
+            holders.setdefault(holder.email_normalized, {})[holder.id] = (
+                holder.email_verified,
+                holder.email_shared,
+            )
+    for row in rows:
+        if row.id in changed:
+            holders.setdefault(changed[row.id], {})[row.id] = (
+                row.email_verified,
+                row.email_shared,
+            )
+    losing, shared = _settle_clashes(holders)
+    removed |= losing
     for account_id in sorted(removed, key=str):
         bind.execute(
             sa.update(accounts)
             .where(accounts.c.id == account_id)
             .values(email=None, email_normalized=None, email_verified=False, email_shared=False)
         )
-    changed = {
-        row.id: rewritten[row.id]
-        for row in rows
-        if row.id not in removed and rewritten[row.id] != row.email_normalized
-    }
-    if not changed:
-        return
-    holders: dict[str, set[object]] = {}
-    wanted = sorted(set(changed.values()))
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        for row in bind.execute(
-            sa.select(accounts.c.id, accounts.c.email_normalized).where(
-                accounts.c.email_normalized.in_(chunk)
-            )
-        ):
-            holders.setdefault(row.email_normalized, set()).add(row.id)
-    for account_id, address in changed.items():
-        holders.setdefault(address, set()).add(account_id)
-    shared = {i for ids in holders.values() if len(ids) > 1 for i in ids}
     # Marked first: the unique index leaves out a shared address before a second one arrives.
     for account_id in sorted(shared - changed.keys(), key=str):
         bind.execute(
             sa.update(accounts).where(accounts.c.id == account_id).values(email_shared=True)
         )
     for account_id, address in sorted(changed.items(), key=lambda item: str(item[0])):
+        if account_id in removed:
+            continue
         values: dict[str, object] = {"email": address, "email_normalized": address}
         if account_id in shared:
             values["email_shared"] = True
         bind.execute(sa.update(accounts).where(accounts.c.id == account_id).values(**values))
+
+
+def _settle_clashes(
+    holders: dict[str, dict[object, tuple[bool, bool]]],
+) -> tuple[set[object], set[object]]:
+    """Of the accounts holding one address: those that lose it, those that share it."""
+    losing: set[object] = set()
+    shared: set[object] = set()
+    for found in holders.values():
+        if len(found) < 2:
+            continue
+        confirmed = [i for i, (verified, _) in found.items() if verified]
+        if len(confirmed) == 1 and not any(was for _, was in found.values()):
+            # One of them proved the mailbox: it keeps the address, the others lose it, as
+            # 0013 took the addresses nobody proved (marking them all shared would take the
+            # owner's Discord email matching away for good, the others holding it).
+            losing |= found.keys() - set(confirmed)
+        else:
+            shared |= found.keys()
+    return losing, shared
 
 
 def downgrade() -> None:
