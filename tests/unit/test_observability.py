@@ -230,19 +230,9 @@ async def test_refusals_by_middleware_are_counted_with_the_status_they_answer(
     """The rate limit and CSRF refuse by raising, outside the route's own error handling: the
     request metrics counted those answers as 200s. (The counters belong to the process: what
     other tests counted is subtracted.)"""
-    auth = {"Authorization": f"Bearer {TOKEN}"}
 
     async def counts() -> dict[tuple[str, str, str], float]:
-        text = (await guarded.get("/metrics", headers=auth)).text
-        found: dict[tuple[str, str, str], float] = {}
-        for line in text.splitlines():
-            if line.startswith("taskflow_link_http_requests_total{"):
-                labels, value = line.rsplit(" ", 1)
-                method = labels.split('method="')[1].split('"')[0]
-                path = labels.split('path="')[1].split('"')[0]
-                status = labels.split('status_code="')[1].split('"')[0]
-                found[method, path, status] = float(value)
-        return found
+        return await _request_counts(guarded)
 
     before = await counts()
     assert (await guarded.get("/auth/discord/login", follow_redirects=False)).status_code == 302
@@ -257,6 +247,85 @@ async def test_refusals_by_middleware_are_counted_with_the_status_they_answer(
         ("POST", "/signout", "403"): 1,
         ("GET", "/metrics", "200"): 1,  # the first scrape
     }
+
+
+async def _request_counts(client: Client) -> dict[tuple[str, str, str], float]:
+    """``taskflow_link_http_requests_total`` by (method, path, status)."""
+    text = (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).text
+    found: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("taskflow_link_http_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            method = labels.split('method="')[1].split('"')[0]
+            path = labels.split('path="')[1].split('"')[0]
+            status = labels.split('status_code="')[1].split('"')[0]
+            found[method, path, status] = float(value)
+    return found
+
+
+async def _hang_up_while_sending(client: Client, path: str, headers: dict[str, str]) -> int:
+    """A POST that announces 100 bytes, sends 10 and hangs up, straight to the app (the test
+    client always sends the whole body); the status the app answered."""
+    sent: list[int] = []
+    chunks: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"discord_', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    announced = {**headers, "content-type": "application/json", "content-length": "100"}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in announced.items()]
+        + [(b"host", b"testserver.local")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver.local", 80),
+    }
+    await client.app(scope, receive, send)
+    return sent[0]
+
+
+async def test_a_client_that_hangs_up_mid_body_is_no_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Litestar raises a 500 for a body cut short by the client: each such POST (to /signin,
+    which needs nothing; to the API, with any key) counted in the request metrics and the
+    access log as a server error, so anyone could raise the error rate that alerts watch (an
+    attacker's review). It is nginx's 499, "client closed request"."""
+    h = Harness.build(build_container(make_settings(metrics_token=TOKEN)))
+    key = (await h.container.create_api_key().execute("svc")).token
+    caplog.set_level(logging.INFO, logger="taskflow_link.access")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        before = await _request_counts(client)
+        for path, headers in (
+            ("/api/v1/links/lookup", {"authorization": f"Bearer {key}"}),
+            ("/signin", {}),  # the form's CSRF check reads it, in middleware
+        ):
+            assert await _hang_up_while_sending(client, path, headers) == 499
+        after = await _request_counts(client)
+    moved = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+    assert moved == {
+        ("POST", "/api/v1/links/lookup", "499"): 1,
+        ("POST", "/signin", "499"): 1,
+        ("GET", "/metrics", "200"): 1,  # the first scrape
+    }
+    access = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.access"]
+    assert any(line.endswith("POST /api/v1/links/lookup 499") for line in access), access
+    assert not any(line.endswith(" 500") for line in access), access
 
 
 async def test_metrics_label_requests_by_route_never_by_path(h: Harness) -> None:

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from adapters.metrics import multiprocess_registry
 from domain import errors
-from entrypoints.web.errors import status_for
+from entrypoints.web.errors import CLIENT_CLOSED_REQUEST, client_left, status_for
 
 PATH = "/metrics"
 
@@ -137,6 +137,8 @@ class RequestMetrics(PrometheusMiddleware):
 
 def _status_of(exc: Exception) -> int:
     """What the app's exception handlers answer for ``exc`` (see ``errors``)."""
+    if client_left(exc):
+        return CLIENT_CLOSED_REQUEST
     if isinstance(exc, HTTPException):
         return exc.status_code
     if isinstance(exc, errors.DomainError):
