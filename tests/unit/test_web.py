@@ -788,6 +788,24 @@ async def test_a_bulk_body_msgspec_cannot_read_is_a_400_saying_why(
     assert says in message
 
 
+async def test_a_bulk_lookup_without_a_body_is_told_so(client: Client, h: Harness) -> None:
+    """Litestar names a body it did not get by the KeyError it caught: the message was "The
+    request was not valid: data (body): 'data'" (an attacker's review)."""
+    key = (await h.container.create_api_key().execute("bulk")).token
+    for headers in ({"Content-Type": "application/json"}, {}):
+        answer = await client.post(
+            "/api/v1/links/lookup",
+            content=b"",
+            headers={"Authorization": f"Bearer {key}", **headers},
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == {
+            "code": "http_400",
+            "message": "The request was not valid: the body is empty: send a JSON object "
+            "(/schema/openapi.json shows which)",
+        }
+
+
 async def test_an_id_with_a_line_break_at_its_end_is_refused(client: Client, h: Harness) -> None:
     """Python's "$" matches before a last line break, and int() ignores it: "123\n" passed
     the pattern the schema documents (which it does not match) as 123."""

@@ -239,7 +239,7 @@ def _api_message(exc: HTTPException, fallback: str) -> str:
         return exc.detail
     if isinstance(exc, ValidationException):
         problems = [
-            f"{item.get('key', '?')} ({getattr(source, 'value', source)}): {item.get('message')}"
+            _problem(item.get("key", "?"), getattr(source, "value", source), item.get("message"))
             for item in (exc.extra if isinstance(exc.extra, list) else [])
             if isinstance(item, dict) and (source := item.get("source", "request"))
         ]
@@ -252,6 +252,14 @@ def _api_message(exc: HTTPException, fallback: str) -> str:
         detail = exc.detail.removeprefix("JSON is malformed: ")
         return f"The request was not valid: JSON is malformed: {detail[:1].lower()}{detail[1:]}"
     return fallback
+
+
+def _problem(key: object, source: object, message: object) -> str:
+    """One part of a request and what is wrong with it. Litestar names a value it did not get
+    by the ``KeyError`` it caught: a request without a body read "data (body): 'data'"."""
+    if key == "data" and source == "body" and message == repr("data"):
+        return "the body is empty: send a JSON object (/schema/openapi.json shows which)"
+    return f"{key} ({source}): {message}"
 
 
 def _http_message(status: int, detail: str) -> str:
