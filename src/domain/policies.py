@@ -9,6 +9,7 @@ import hmac
 import math
 import posixpath
 import re
+import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -352,19 +353,28 @@ def username_base_from_discord(discord_username: str) -> str:
     return base if len(base) >= 2 else f"user{base}"
 
 
-def choose_username(base: str, taken: Collection[str]) -> str:
+def choose_username(base: str, taken: Collection[str], *, clashes: int = 0) -> str:
     """The first free name among ``base``, ``base2``, ``base3``… (``taken`` is lower-cased).
 
-    A clash never matches the existing account: it only picks another name.
+    A clash never matches the existing account: it only picks another name. After ``clashes``
+    (sign-ups at the same moment picked the same name, and another one took it), ``base``
+    taken, a suffix drawn at random among the free ones below 1000 · ``clashes``: racers part
+    ways, where each would take the next free name again and one of them got it per try.
     """
+
+    def named(suffix: int) -> str:
+        return f"{base[: USERNAME_MAX - len(str(suffix))]}{suffix}"
+
     if base not in taken:
         return base
+    if clashes > 0:
+        free = [n for n in range(2, 1000 * clashes) if named(n) not in taken]
+        if free:
+            return named(secrets.choice(free))
     suffix = 2
-    while True:
-        candidate = f"{base[: USERNAME_MAX - len(str(suffix))]}{suffix}"
-        if candidate not in taken:
-            return candidate
+    while named(suffix) in taken:
         suffix += 1
+    return named(suffix)
 
 
 # -- Discord Linked Roles ----------------------------------------------------------------------

@@ -75,6 +75,35 @@ async def test_one_ticket_redeemed_20_times_links_once(h: Harness, pg_db: SqlDat
     assert await _count(pg_db, user_links) == 1
 
 
+async def test_first_logins_of_new_users_after_one_username_all_make_accounts(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """Eight new Discord users whose usernames make one TaskFlow name sign in at once: each
+    gets an account (their names drawn apart after a clash). Half of them were told "Someone
+    else changed this at the same moment": each try took the next free name, and one of them
+    got it per try (helper-88's review)."""
+    stem = "x" * 28
+    profiles = [h.discord_user(9100 + n, username=f"{stem}a{n}") for n in range(8)]
+    browsers = [Browser() for _ in profiles]
+    approvals = []
+    for browser, profile in zip(browsers, profiles, strict=True):
+        started = await h.start_login(browser)
+        approvals.append(h.discord.approve(started.authorize_url, profile.id))
+
+    results = await asyncio.gather(
+        *(
+            h.complete(browser, state=a.state, code=a.code)
+            for browser, a in zip(browsers, approvals, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+    wins, losses = _outcomes(results)
+    assert losses == []
+    assert [w.outcome for w in wins] == [AuthOutcome.CREATED] * 8
+    assert await _count(pg_db, accounts) == 8
+
+
 async def test_first_login_of_one_new_user_through_20_states_makes_one_account(
     h: Harness, pg_db: SqlDatabase
 ) -> None:

@@ -131,6 +131,19 @@ def test_pkce_s256_matches_rfc7636_appendix_b() -> None:
     assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
+def test_after_a_clash_a_username_is_drawn_among_free_ones() -> None:
+    """Sign-ups at the same moment that picked one name: the next try of each draws among the
+    free ones, so that they part ways (each taking the next free name, one got it per round,
+    and the rest ran out of tries: helper-88's review)."""
+    taken = {"alice", "alice2", "alice5"}
+    drawn = {choose_username("alice", taken, clashes=1) for _ in range(200)}
+    assert len(drawn) > 20
+    assert not drawn & taken
+    assert all(name.startswith("alice") and 2 <= int(name[5:]) < 1000 for name in drawn)
+    assert choose_username("alice", taken) == "alice3"  # without a clash: the first free one
+    assert choose_username("bob", taken, clashes=1) == "bob"  # a clash on something else
+
+
 def test_choose_username_adds_the_first_free_suffix() -> None:
     assert choose_username("alice", set()) == "alice"
     assert choose_username("alice", {"alice"}) == "alice2"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -368,7 +369,8 @@ class CompleteDiscordAuth:
             )
         if pending.purpose is AuthPurpose.REAUTH:
             return await self._reauthenticate(pending, profile, session_token)
-        return await retry_on_conflict(lambda: self._login(pending, profile))
+        tries = itertools.count()  # the next try knows how many clashed before it
+        return await retry_on_conflict(lambda: self._login(pending, profile, next(tries)))
 
     async def _session_of(
         self, uow: UnitOfWork, pending: PendingLogin, session_token: str | None
@@ -512,7 +514,9 @@ class CompleteDiscordAuth:
             session_token=None,
         )
 
-    async def _login(self, pending: PendingLogin, profile: DiscordProfile) -> AuthCompleted:
+    async def _login(
+        self, pending: PendingLogin, profile: DiscordProfile, clashes: int = 0
+    ) -> AuthCompleted:
         now = self._clock.now()
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(profile.id)
@@ -571,7 +575,9 @@ class CompleteDiscordAuth:
                     outcome = AuthOutcome.LINKED_AND_SIGNED_IN
                 case CreateAccount():
                     async with _decided_without_a_link():
-                        account_id = await self._create_account(uow, decision, profile, now)
+                        account_id = await self._create_account(
+                            uow, decision, profile, now, clashes=clashes
+                        )
                     outcome = AuthOutcome.CREATED
                 case Refuse(error):
                     await uow.audit.record(
@@ -594,12 +600,18 @@ class CompleteDiscordAuth:
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 
     async def _create_account(
-        self, uow: UnitOfWork, decision: CreateAccount, profile: DiscordProfile, now: datetime
+        self,
+        uow: UnitOfWork,
+        decision: CreateAccount,
+        profile: DiscordProfile,
+        now: datetime,
+        *,
+        clashes: int = 0,
     ) -> AccountId:
         taken = await uow.accounts.usernames_starting_with(decision.username_base)
         account = Account(
             id=AccountId.new(),
-            username=choose_username(decision.username_base, taken),
+            username=choose_username(decision.username_base, taken, clashes=clashes),
             email=decision.email,
             email_verified=decision.email_verified,
             password_hash=None,  # Discord is its only way in until a password is set
