@@ -183,11 +183,16 @@ async def _unknown_revision(database: SqlDatabase, url: str) -> str | None:
     if set(found) <= revisions.known_revisions():
         return None
     where, listed = _safe_url(url), ", ".join(found)
+    strangers = [r for r in found if r not in revisions.known_revisions()]
     if await revisions.has_own_tables(database):
+        which = f"revision {listed}, which this version does not know"
+        if len(strangers) < len(found):
+            which = (
+                f"revisions {listed}, of which this version does not know {', '.join(strangers)}"
+            )
         return (
-            f"The database at {where} is at revision {listed}, which this version does not "
-            f"know (this version's newest is {revisions.head_revision()}): a later release "
-            "migrated it."
+            f"The database at {where} is at {which} (this version's newest is "
+            f"{revisions.head_revision()}): a later release migrated it."
         )
     return (
         f"The database at {where} holds another program's migrations ({listed}) and none "

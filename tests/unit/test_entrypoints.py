@@ -1316,3 +1316,44 @@ def test_each_migrations_header_names_the_revision_it_revises() -> None:
         assert code is not None, path.name
         assert header is not None, path.name
         assert header.group(1).strip() == (code.group(1) or ""), path.name
+
+
+def test_db_commands_on_a_version_table_with_two_revisions_say_both(
+    sqlite_database: Path,
+) -> None:
+    """An alembic_version holding two rows (a later release's branch, or one written by
+    hand): `db current` and `db upgrade` ended in a traceback, Alembic's "has more than one
+    head present; please use get_current_heads()"."""
+    import sqlite3
+
+    from adapters.sql import revisions
+
+    head = revisions.head_revision()
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+
+    current = runner.invoke(cli, ["db", "current"])
+    assert current.exit_code == 0, current.output
+    assert current.stdout == f"{head}, 9999_from_the_future\n"
+    assert (
+        f"is at revisions {head}, 9999_from_the_future, of which this version does not know "
+        "9999_from_the_future" in current.stderr
+    )
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert upgraded.stdout == f"Database at revision {head}, 9999_from_the_future.\n"
+    assert "a later release migrated it. Nothing to do." in upgraded.stderr
+
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("DELETE FROM alembic_version WHERE version_num != ?", (head,))
+        connection.execute("INSERT INTO alembic_version VALUES ('0015_web_instances')")
+    current = runner.invoke(cli, ["db", "current"])
+    assert current.exit_code == 0, current.output
+    assert current.stdout == f"0015_web_instances, {head}\n"
+    refused = runner.invoke(cli, ["db", "upgrade"])
+    assert refused.exit_code == 1
+    assert "Traceback" not in refused.output
+    assert "get_current_heads" not in refused.output
+    assert refused.output.startswith("Error: Cannot upgrade the database: ")

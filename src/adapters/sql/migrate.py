@@ -50,7 +50,7 @@ class TablesOfAnother(Exception):
 def _refuse_tables_of_another(sync: Connection) -> None:
     """Checked under the migration's lock: another instance's ``db upgrade`` may have just
     made these tables, with their revision."""
-    if MigrationContext.configure(sync).get_current_revision() is not None:
+    if MigrationContext.configure(sync).get_current_heads():
         return
     if taken := sorted(set(inspect(sync).get_table_names()) & set(metadata.tables)):
         raise TablesOfAnother(taken)
@@ -122,10 +122,14 @@ def head_revision() -> str:
 
 
 async def current_revision(database: SqlDatabase) -> str | None:
+    """The database's revision (``None``: none). A version table holding several (a branched
+    history, or one written by hand) gives them all, comma-separated: Alembic's
+    ``get_current_revision`` raises on them, which the CLI showed as a traceback."""
     async with database.engine.connect() as conn:
-        return await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        heads = await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_heads()
         )
+    return ", ".join(sorted(heads)) or None
 
 
 async def pending_differences(database: SqlDatabase) -> list[Any]:
