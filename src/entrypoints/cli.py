@@ -151,8 +151,6 @@ def db_downgrade(revision: str, yes: bool) -> None:
 @db.command("current")
 def db_current() -> None:
     """Print the database's current revision."""
-    from sqlalchemy import inspect  # noqa: PLC0415
-
     from adapters.sql import migrate  # noqa: PLC0415
 
     url = load_settings().database_url
@@ -160,9 +158,13 @@ def db_current() -> None:
     async def current(database: SqlDatabase) -> tuple[str, str | None]:
         revision = await migrate.current_revision(database)
         if revision is None:
-            async with database.engine.connect() as conn:
-                names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
-            others = sorted(set(names) - {"alembic_version"})
+            ours, others = await _tables_without_revision(database)
+            if ours:
+                also = f"; others: {', '.join(others)}" if others else ""
+                return (
+                    "base (no schema revision, yet tables named as taskflow-link's: "
+                    f"{', '.join(ours)}{also})"
+                ), None
             if others:
                 return f"base (no taskflow-link tables; it has others: {', '.join(others)})", None
             return "base (empty)", None
@@ -172,6 +174,32 @@ def db_current() -> None:
     click.echo(revision)
     if unknown is not None:
         click.echo(f"note: {unknown}", err=True)
+
+
+async def _tables_without_revision(database: SqlDatabase) -> tuple[list[str], list[str]]:
+    """The tables of a database without a schema revision: (those named as taskflow-link's,
+    the others)."""
+    from sqlalchemy import inspect  # noqa: PLC0415
+
+    from adapters.sql.tables import metadata  # noqa: PLC0415
+
+    async with database.engine.connect() as conn:
+        names = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    names.discard("alembic_version")
+    return sorted(names & set(metadata.tables)), sorted(names - set(metadata.tables))
+
+
+def _not_taking_over(where: str, tables: list[str]) -> str:
+    """What to do about a database without a schema revision that has tables named as
+    taskflow-link's: another program's, or taskflow-link's whose ``alembic_version`` lost
+    its row (a partial restore, a hand-made ``stamp``). Either way no migration takes them."""
+    return (
+        f"The database at {where} has tables named as taskflow-link's ({', '.join(tables)}) "
+        "but no schema revision, so `taskflow-link db upgrade` will not take them over. If it "
+        "is another program's database, give taskflow-link one of its own "
+        "(TASKFLOW_LINK_DATABASE_URL); if it is taskflow-link's and only lost its revision, "
+        "write the revision back into its alembic_version table."
+    )
 
 
 async def _unknown_revision(database: SqlDatabase, url: str) -> str | None:
@@ -237,12 +265,7 @@ def _migrate(direction: str, revision: str) -> str | None:
     except migrate.RevisionRefused as exc:
         raise click.ClickException(f"Cannot {direction} the database: {exc}") from None
     except migrate.TablesOfAnother as exc:
-        raise click.ClickException(
-            f"The database at {_safe_url(url)} already has tables named as taskflow-link's "
-            f"({', '.join(exc.tables)}), which its migrations did not make (it has no schema "
-            "revision): it is another program's database. Give taskflow-link one of its own "
-            "(TASKFLOW_LINK_DATABASE_URL)."
-        ) from None
+        raise click.ClickException(_not_taking_over(_safe_url(url), exc.tables)) from None
 
 
 @cli.command("purge-expired")
@@ -494,6 +517,8 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
     if found == [head]:
         return
     upgrade = "run `taskflow-link db upgrade` first"
+    if not found and (ours := (await _tables_without_revision(database))[0]):
+        raise click.ClickException(_not_taking_over(_safe_url(url), ours))
     if not found:
         raise click.ClickException(
             f"The database at {_safe_url(url)} has no tables yet: {upgrade}."

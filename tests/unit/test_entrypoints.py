@@ -958,8 +958,9 @@ def test_db_upgrade_of_another_programs_tables_refuses_naming_them(sqlite_databa
     refused = CliRunner().invoke(cli, ["db", "upgrade"])
     assert refused.exit_code == 1
     assert (
-        f"The database at sqlite+aiosqlite:///{sqlite_database} already has tables named as "
-        "taskflow-link's (accounts, sessions), which its migrations did not make" in refused.output
+        f"The database at sqlite+aiosqlite:///{sqlite_database} has tables named as "
+        "taskflow-link's (accounts, sessions) but no schema revision, so `taskflow-link db "
+        "upgrade` will not take them over" in refused.output
     )
     assert "CREATE TABLE" not in refused.output
     with contextlib.closing(sqlite3.connect(sqlite_database)) as connection:
@@ -1048,7 +1049,14 @@ def test_db_current_on_another_programs_tables_does_not_call_the_database_empty(
         connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
     current = CliRunner().invoke(cli, ["db", "current"])
     assert current.exit_code == 0
-    assert current.stdout == "base (no taskflow-link tables; it has others: accounts, invoices)\n"
+    assert current.stdout == (
+        "base (no schema revision, yet tables named as taskflow-link's: accounts; others: "
+        "invoices)\n"
+    )
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("DROP TABLE accounts")
+    current = CliRunner().invoke(cli, ["db", "current"])
+    assert current.stdout == "base (no taskflow-link tables; it has others: invoices)\n"
 
 
 def test_a_command_that_cannot_reach_the_database_hides_its_password(
@@ -1357,3 +1365,32 @@ def test_db_commands_on_a_version_table_with_two_revisions_say_both(
     assert "Traceback" not in refused.output
     assert "get_current_heads" not in refused.output
     assert refused.output.startswith("Error: Cannot upgrade the database: ")
+
+
+def test_commands_on_taskflow_links_tables_without_their_revision_agree(
+    sqlite_database: Path,
+) -> None:
+    """Every table of taskflow-link's and an empty alembic_version (a partial restore, a
+    hand-made `alembic stamp base`): `db current` said "base (no taskflow-link tables; it has
+    others: accounts, api_keys, …)", the data commands "has no tables yet: run `taskflow-link
+    db upgrade` first", and that upgrade then "it is another program's database"."""
+    import sqlite3
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("DELETE FROM alembic_version")
+
+    current = runner.invoke(cli, ["db", "current"])
+    assert current.exit_code == 0
+    assert current.stdout.startswith(
+        "base (no schema revision, yet tables named as taskflow-link's: accounts, api_keys, "
+    )
+    assert "others" not in current.stdout
+    said = "but no schema revision, so `taskflow-link db upgrade` will not take them over"
+    for argv in (["api-key", "list"], ["db", "upgrade"]):
+        refused = runner.invoke(cli, argv)
+        assert refused.exit_code == 1, argv
+        assert said in refused.output, refused.output
+        assert "has no tables yet" not in refused.output
+        assert "write the revision back into its alembic_version table" in refused.output
