@@ -243,7 +243,7 @@ def _migrate(direction: str, revision: str) -> str | None:
 
     url = load_settings().database_url
 
-    async def step(database: SqlDatabase) -> str | None:
+    async def refuse_unknown(database: SqlDatabase) -> None:
         unknown = await _unknown_revision(database, url)
         if unknown is not None:
             if not await revisions.has_own_tables(database):
@@ -255,7 +255,17 @@ def _migrate(direction: str, revision: str) -> str | None:
                 f"{unknown} Run that release's `taskflow-link db downgrade "
                 f"{revisions.head_revision()} --yes` to bring it back to this version's schema."
             )
-        await getattr(migrate, direction)(database, revision)
+
+    async def step(database: SqlDatabase) -> str | None:
+        await refuse_unknown(database)
+        try:
+            await getattr(migrate, direction)(database, revision)
+        except migrate.RevisionRefused:
+            # Looked at again: a later release's `db upgrade` may have migrated the database
+            # between the look above and the migration's lock (Alembic then "Can't locate
+            # revision identified by …").
+            await refuse_unknown(database)
+            raise
         return await migrate.current_revision(database)
 
     try:

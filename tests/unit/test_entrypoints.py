@@ -1394,3 +1394,31 @@ def test_commands_on_taskflow_links_tables_without_their_revision_agree(
         assert said in refused.output, refused.output
         assert "has no tables yet" not in refused.output
         assert "write the revision back into its alembic_version table" in refused.output
+
+
+def test_db_upgrade_racing_a_later_releases_upgrade_has_nothing_to_do(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later release's `db upgrade` migrates the database between this version's look at
+    its revision and the migration's lock (on Postgres it waits for that lock, on SQLite for
+    the write lock): Alembic said "Can't locate revision identified by '9999_from_the_future'"
+    and the command failed, where it would have had nothing to do a moment later."""
+    import sqlite3
+
+    from adapters.sql import SqlDatabase, migrate
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    real_upgrade = migrate.upgrade
+
+    async def after_a_later_release(database: SqlDatabase, revision: str = "head") -> None:
+        with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+            connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+        await real_upgrade(database, revision)
+
+    monkeypatch.setattr(migrate, "upgrade", after_a_later_release)
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert upgraded.stdout == "Database at revision 9999_from_the_future.\n"
+    assert "a later release migrated it. Nothing to do." in upgraded.stderr
+    assert "Can't locate" not in upgraded.output
