@@ -711,6 +711,11 @@ async def test_another_programs_migrations_are_not_ready(tmp_path: Path) -> None
             await conn.execute(text("INSERT INTO alembic_version VALUES ('ae1027a6acf')"))
             await conn.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY)"))
         assert not await revisions.is_current(database)
+        # One that followed the original guide: its `accounts` and the guide's `user_links`.
+        async with database.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE accounts (id INTEGER PRIMARY KEY)"))
+            await conn.execute(text("CREATE TABLE user_links (discord_id BIGINT PRIMARY KEY)"))
+        assert not await revisions.is_current(database)
     finally:
         await database.dispose()
 

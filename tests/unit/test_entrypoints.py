@@ -1422,3 +1422,29 @@ def test_db_upgrade_racing_a_later_releases_upgrade_has_nothing_to_do(
     assert upgraded.stdout == "Database at revision 9999_from_the_future.\n"
     assert "a later release migrated it. Nothing to do." in upgraded.stderr
     assert "Can't locate" not in upgraded.output
+
+
+def test_db_commands_on_a_guide_followers_database_say_it_is_not_taskflow_links(
+    sqlite_database: Path,
+) -> None:
+    """The database of an application that followed the original guide: its own Alembic
+    revision, an `accounts` table and the guide's `user_links`. It passed for a later
+    release's schema: `db upgrade` had "nothing to do" (exit 0), and the data commands (and
+    `/readyz`, and so `serve`) went on to use its tables."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        connection.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
+        connection.execute("CREATE TABLE accounts (id CHAR(32) PRIMARY KEY, name TEXT)")
+        connection.execute(
+            "CREATE TABLE user_links (discord_id BIGINT PRIMARY KEY, "
+            "taskflow_user_id CHAR(32) NOT NULL, linked_at TIMESTAMP)"
+        )
+    runner = CliRunner()
+    said = "holds another program's migrations (ae1027a6acf) and none of taskflow-link's tables"
+    for argv in (["db", "upgrade"], ["api-key", "list"]):
+        refused = runner.invoke(cli, argv)
+        assert refused.exit_code == 1, argv
+        assert said in refused.output, refused.output
+        assert "later release" not in refused.output

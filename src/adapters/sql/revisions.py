@@ -48,8 +48,11 @@ def _graph() -> tuple[set[str], set[str]]:
 
 # Tables every taskflow-link database has had since the first revision: a database whose
 # alembic_version names a revision this version does not know is a newer release's when it
-# has them, another program's when it has not.
-OWN_TABLES = frozenset({"accounts", "user_links"})
+# has them, another program's when it has not. Not ``accounts`` and ``user_links`` alone:
+# ``user_links`` is the original guide's table (its code reads it), so the database of an
+# application that followed the guide (TaskFlow's own, say: Alembic too, and an ``accounts``
+# table) would pass for a later release's, and the service would serve on its tables.
+OWN_TABLES = frozenset({"accounts", "user_links", "pending_login", "link_tickets"})
 
 
 async def has_own_tables(database: SqlDatabase) -> bool:
