@@ -83,8 +83,9 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
         return "Run /link again in Discord to get a new link."
     if isinstance(error, errors.TicketDenied):
         return (
-            "Your /link button still works until it expires: press it again in Discord (or go "
-            "back to its page) and sign in to Discord as the account that ran /link."
+            "Unless it was used in another tab or has expired meanwhile, your /link button "
+            "still works: press it again in Discord (or go back to its page) and sign in to "
+            "Discord as the account that ran /link."
         )
     if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
         return "Ask for a new link on the password reset page: /password/reset"
