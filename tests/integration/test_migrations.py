@@ -518,6 +518,36 @@ async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
     assert not any("storage fault" in line or "unreachable" in line for line in said), said
 
 
+async def _at_0015_with_addresses(
+    url: str, addresses: dict[str, str], *, unconfirmed: set[str]
+) -> tuple[SqlDatabase, dict[str, uuid.UUID]]:
+    """A database at revision 0015 with one account per name holding its address as 0015 stored
+    it (the caller disposes of the database)."""
+    accounts = sa.table(
+        "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
+    )
+    ids = {name: uuid.uuid4() for name in addresses}
+    database = SqlDatabase(url)
+    await migrate.upgrade(database, "0015")
+    async with database.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(accounts),
+            [
+                {
+                    "id": ids[name],
+                    "username": name,
+                    "email": address,
+                    "email_normalized": address.lower(),
+                    "email_verified": name not in unconfirmed,
+                    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                    "email_shared": False,
+                }
+                for name, address in addresses.items()
+            ],
+        )
+    return database, ids
+
+
 async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
     """0015 -> 0016: an address whose domain is written beyond ASCII is rewritten in the form its
     mail goes to. One that now matches another account's address stays with the one account
@@ -525,9 +555,6 @@ async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
     the owner's Discord email matching away for good); with no such account (both confirmed
     here) all are marked shared (no Discord sign-in matches it, the unique index leaves it
     out). The others stay unique."""
-    accounts = sa.table(
-        "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
-    )
     addresses = {
         "owner": "bob@example.com",
         # In fullwidth letters: its mail went to bob@example.com.
@@ -537,28 +564,8 @@ async def _addresses_before_0016_take_the_form_mail_reads(url: str) -> None:
         "ann": "ann@example.com",
         "squatter": "ann@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",  # never confirmed
     }
-    unconfirmed = {"squatter"}
-    ids = {name: uuid.uuid4() for name in addresses}
-    database = SqlDatabase(url)
+    database, ids = await _at_0015_with_addresses(url, addresses, unconfirmed={"squatter"})
     try:
-        await migrate.upgrade(database, "0015")
-        async with database.engine.begin() as conn:
-            await conn.execute(
-                sa.insert(accounts),
-                [
-                    {
-                        "id": ids[name],
-                        "username": name,
-                        "email": address,
-                        "email_normalized": address.lower(),
-                        "email_verified": name not in unconfirmed,
-                        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
-                        "email_shared": False,
-                    }
-                    for name, address in addresses.items()
-                ],
-            )
-
         await migrate.upgrade(database)
 
         async with database.unit_of_work() as uow:
@@ -596,9 +603,6 @@ async def _addresses_0016_cannot_store_are_removed(url: str) -> None:
     and nothing could be deployed, for one sign-up anybody could make), or holding what the
     mapping turns into an "@" or a character no address holds. They are removed, as 0013
     removed addresses nobody proved; the others are rewritten as before."""
-    accounts = sa.table(
-        "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
-    )
     label = "".join(chr(0x4E00 + 37 * i) for i in range(60))  # 60 CJK letters
     addresses = {
         "long": f"me@{label}.{label}.{label}.cn",  # 188 characters, about 500 as A-labels
@@ -607,27 +611,8 @@ async def _addresses_0016_cannot_store_are_removed(url: str) -> None:
         "umlaut": "Eve@Bücher.de",
     }
     assert all(len(address) <= 254 for address in addresses.values())
-    ids = {name: uuid.uuid4() for name in addresses}
-    database = SqlDatabase(url)
+    database, ids = await _at_0015_with_addresses(url, addresses, unconfirmed={"long"})
     try:
-        await migrate.upgrade(database, "0015")
-        async with database.engine.begin() as conn:
-            await conn.execute(
-                sa.insert(accounts),
-                [
-                    {
-                        "id": ids[name],
-                        "username": name,
-                        "email": address,
-                        "email_normalized": address.lower(),
-                        "email_verified": name != "long",
-                        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
-                        "email_shared": False,
-                    }
-                    for name, address in addresses.items()
-                ],
-            )
-
         await migrate.upgrade(database)
 
         assert await migrate.current_revision(database) == migrate.head_revision()

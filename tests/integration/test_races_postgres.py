@@ -41,6 +41,23 @@ def _outcomes(results: list[Any]) -> tuple[list[Any], list[BaseException]]:
     return wins, losses
 
 
+async def _first_logins_at_once(h: Harness, discord_ids: list[Any]) -> list[Any]:
+    """A "Sign in with Discord" for each id, each in a browser of its own, all approved by
+    Discord first and then completed at once; their outcomes or refusals, in order."""
+    browsers = [Browser() for _ in discord_ids]
+    approvals = []
+    for browser, discord_id in zip(browsers, discord_ids, strict=True):
+        started = await h.start_login(browser)
+        approvals.append(h.discord.approve(started.authorize_url, discord_id))
+    return await asyncio.gather(
+        *(
+            h.complete(browser, state=a.state, code=a.code)
+            for browser, a in zip(browsers, approvals, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+
 async def test_one_oauth_state_consumed_by_20_callbacks_has_one_winner(h: Harness) -> None:
     browser = Browser()
     started = await h.start_login(browser)
@@ -84,21 +101,8 @@ async def test_first_logins_of_new_users_after_one_username_all_make_accounts(
     got it per try (helper-88's review)."""
     stem = "x" * 28
     profiles = [h.discord_user(9100 + n, username=f"{stem}a{n}") for n in range(8)]
-    browsers = [Browser() for _ in profiles]
-    approvals = []
-    for browser, profile in zip(browsers, profiles, strict=True):
-        started = await h.start_login(browser)
-        approvals.append(h.discord.approve(started.authorize_url, profile.id))
 
-    results = await asyncio.gather(
-        *(
-            h.complete(browser, state=a.state, code=a.code)
-            for browser, a in zip(browsers, approvals, strict=True)
-        ),
-        return_exceptions=True,
-    )
-
-    wins, losses = _outcomes(results)
+    wins, losses = _outcomes(await _first_logins_at_once(h, [p.id for p in profiles]))
     assert losses == []
     assert [w.outcome for w in wins] == [AuthOutcome.CREATED] * 8
     assert await _count(pg_db, accounts) == 8
@@ -108,21 +112,8 @@ async def test_first_login_of_one_new_user_through_20_states_makes_one_account(
     h: Harness, pg_db: SqlDatabase
 ) -> None:
     profile = h.discord_user(9003, username="racer", email="racer@example.com")
-    browsers = [Browser() for _ in range(N)]
-    approvals = []
-    for browser in browsers:
-        started = await h.start_login(browser)
-        approvals.append(h.discord.approve(started.authorize_url, profile.id))
 
-    results = await asyncio.gather(
-        *(
-            h.complete(browser, state=a.state, code=a.code)
-            for browser, a in zip(browsers, approvals, strict=True)
-        ),
-        return_exceptions=True,
-    )
-
-    wins, losses = _outcomes(results)
+    wins, losses = _outcomes(await _first_logins_at_once(h, [profile.id] * N))
     assert losses == []
     assert len({w.account_id for w in wins}) == 1
     assert sorted(w.outcome for w in wins).count(AuthOutcome.CREATED) == 1
