@@ -52,15 +52,7 @@ def test_an_interaction_token_beyond_ascii_is_an_unknown_one(
     emulator: tuple[EmulatorState, TestClient[Litestar]],
 ) -> None:
     state, client = emulator
-    interaction = Interaction(
-        id=state.snowflake(),
-        token=secrets.token_urlsafe(48),
-        user_id=state.add_user("nina").id,
-        command="link",
-        guild_id=None,
-        sent_at=time.monotonic(),
-    )
-    state.interactions[interaction.id] = interaction
+    interaction = _pending(state)
     token = "%C3%A9"  # "é" in the path
     reply = {"type": 4, "data": {"content": "Hello"}}
     callback = client.post(f"/api/v10/interactions/{interaction.id}/{token}/callback", json=reply)
