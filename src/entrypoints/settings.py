@@ -512,9 +512,15 @@ class Settings(BaseSettings):
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _networks(cls, value: str) -> str:
-        for part in value.split(","):
-            text = part.strip()
-            if not text or text == "*":
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if "*" in parts and len(parts) > 1:
+            # uvicorn's middleware reads a lone "*" only: beside addresses it trusted them alone.
+            raise ValueError(
+                "'*' trusts every address and stands alone: give either '*' or the proxies' "
+                "addresses and networks"
+            )
+        for text in parts:
+            if text == "*":
                 continue
             try:
                 ipaddress.ip_network(text, strict=False)

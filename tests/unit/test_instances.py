@@ -184,6 +184,17 @@ async def test_an_ipv6_client_spends_its_64_networks_budget(behind_proxy: Harnes
     }
 
 
+async def test_a_proxy_named_by_its_network_with_host_bits_is_trusted() -> None:
+    """An attacker's review: the setting took ``127.0.0.5/8`` (as ``127.0.0.0/8``), uvicorn's
+    middleware did not (it reads networks strictly) and trusted no proxy, silently: every
+    client spent the proxy's one budget, so one person's wrong passwords locked everyone
+    out of signing in."""
+    h = Harness.build(build_container(make_settings(forwarded_allow_ips="127.0.0.5/8")))
+    statuses = await _failed_sign_ins(h, ["203.0.113.1", "203.0.113.1", "203.0.113.2"])
+    assert statuses == [401, 401, 401]  # the second client's budget is its own
+    assert set(await _audited_clients(h)) == {"203.0.113.1", "203.0.113.2"}
+
+
 @pytest.mark.parametrize(
     ("host", "budget"),
     [
@@ -538,6 +549,8 @@ async def test_api_limits_are_off_by_default(h: Harness) -> None:
     ("variable", "value"),
     [
         ("TASKFLOW_LINK_FORWARDED_ALLOW_IPS", "10.0.0.0/8, proxy.local"),
+        # "*" beside addresses: uvicorn trusted the addresses only.
+        ("TASKFLOW_LINK_FORWARDED_ALLOW_IPS", "10.0.0.2, *"),
         ("TASKFLOW_LINK_REDIS_URL", "http://redis:6379"),
         ("TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS", "0"),
         ("TASKFLOW_LINK_API_RATE_LIMIT_PER_SECOND", "-1"),

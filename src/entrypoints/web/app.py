@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from inspect import signature
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from litestar import Controller, Litestar, Request, Router, get
@@ -27,9 +27,8 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from litestar.types import ASGIApp, Middleware
+from litestar.types import Middleware
 from msgspec import Struct
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from adapters.metrics import mark_process_dead
 from adapters.shared_state import SharedState
@@ -56,6 +55,7 @@ from entrypoints.web.errors import (
     path_of,
     unexpected_error_handler,
 )
+from entrypoints.web.forwarded import forwarded_client
 from entrypoints.web.guards import (
     StaticFiles,
     few_form_fields,
@@ -389,11 +389,7 @@ def _limits(
     if settings.trusted_proxies:
         # Outermost: the client's address (for limits, the audit and the access log) comes
         # from X-Forwarded-For only when a trusted proxy sent the request.
-        proxies = settings.trusted_proxies
-        proxy_headers = cast(
-            "Callable[..., ASGIApp]", ProxyHeadersMiddleware
-        )  # ASGI 3, typed apart
-        middleware.insert(0, DefineMiddleware(proxy_headers, trusted_hosts=proxies))
+        middleware.insert(0, forwarded_client(settings.trusted_proxies))
     api: Router | type[Controller] = _with_use_cases(container, LinksApi)
     if settings.api_rate_limit_per_second:
         check, identify = _api_key_budgets(container)
