@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import socket
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -118,12 +119,14 @@ def test_without_redis_state_stays_in_the_process() -> None:
 # -- client addresses behind a proxy ---------------------------------------------------------
 
 
-async def _failed_sign_ins(h: Harness, forwarded_for: list[str]) -> list[int]:
+async def _failed_sign_ins(
+    h: Harness, forwarded_for: list[str], sock: socket.socket | None = None
+) -> list[int]:
     """Wrong passwords for alice, each request said to come from ``forwarded_for[i]``."""
     h.alice = (await h.sign_up("alice", "alice@example.com")).account  # type: ignore[attr-defined]
     statuses = []
     app = create_app(h.container, rate_limit_per_minute=2)
-    async with serve_here(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve_here(app, sock) as url, httpx.AsyncClient(base_url=url) as client:
         token = csrf_token((await client.get("/signin")).text)
         for address in forwarded_for:
             answer = await client.post(
@@ -193,6 +196,35 @@ async def test_a_proxy_named_by_its_network_with_host_bits_is_trusted() -> None:
     statuses = await _failed_sign_ins(h, ["203.0.113.1", "203.0.113.1", "203.0.113.2"])
     assert statuses == [401, 401, 401]  # the second client's budget is its own
     assert set(await _audited_clients(h)) == {"203.0.113.1", "203.0.113.2"}
+
+
+def _dual_stack_loopback() -> socket.socket:
+    """A socket as a server listening on ``[::]`` has (IPv4 peers at ``::ffff:a.b.c.d``),
+    bound to loopback only."""
+    sock = socket.socket(socket.AF_INET6)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::ffff:127.0.0.1", 0))
+    return sock
+
+
+@pytest.mark.parametrize("allow", ["127.0.0.1", "::ffff:127.0.0.1"])
+async def test_a_proxy_is_trusted_at_its_ipv4_mapped_address(allow: str) -> None:
+    """An attacker's review: behind a server listening on ``[::]`` (gunicorn's
+    ``-b [::]:8000``, granian's ``--host ::``), the proxy named ``127.0.0.1`` connects from
+    ``::ffff:127.0.0.1``, which uvicorn's middleware did not match: every client spent the
+    proxy's budget (one person's wrong passwords locked everyone out). So for a hop a proxy
+    writes that way, and for a proxy named in that form reaching an IPv4 socket."""
+    h = Harness.build(build_container(make_settings(forwarded_allow_ips=allow)))
+    statuses = await _failed_sign_ins(
+        h,
+        ["203.0.113.1", "203.0.113.1", "203.0.113.2", "203.0.113.3, ::ffff:127.0.0.1"],
+        _dual_stack_loopback(),
+    )
+    assert statuses == [401, 401, 401, 401]  # each client's own budget
+    assert set(await _audited_clients(h)) == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
+    other = Harness.build(build_container(make_settings(forwarded_allow_ips=allow)))
+    ipv4 = await _failed_sign_ins(other, ["203.0.113.1", "203.0.113.1", "203.0.113.2"])
+    assert ipv4 == [401, 401, 401]
 
 
 @pytest.mark.parametrize(

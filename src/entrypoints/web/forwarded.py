@@ -13,14 +13,38 @@ from litestar.middleware.base import DefineMiddleware
 from litestar.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+# Where IPv6 writes an IPv4 address (``::ffff:a.b.c.d``).
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
 
 def trusted_networks(entries: list[str]) -> list[str]:
     """The setting's addresses and networks (checked at start-up), as the networks uvicorn's
     middleware matches. It reads a network only as Python does by default (strictly), and
     anything it cannot read as a name that no address matches: ``10.0.0.5/8``, which the
     setting takes for ``10.0.0.0/8`` (as nginx's ``set_real_ip_from`` does), trusted no proxy
-    at all, silently, and every client then spent the proxy's one budget."""
-    return [str(ipaddress.ip_network(entry, strict=False)) for entry in entries]
+    at all, silently, and every client then spent the proxy's one budget.
+
+    Each IPv4 one also as IPv6 writes it, and the other way round: a server listening on
+    ``[::]`` (gunicorn's ``-b [::]:8000``, granian's ``--host ::``) sees a proxy that
+    connects over IPv4 at ``::ffff:10.0.0.2``, and a proxy may write the hop before it so,
+    which ``10.0.0.2`` did not match: the proxy was not trusted, and again every client spent
+    its budget. (Networks, not addresses: a link-local proxy's address comes with its zone,
+    ``fe80::1%eth0``, which only a network ignores.)"""
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for entry in entries:
+        network = ipaddress.ip_network(entry, strict=False)
+        networks.append(network)
+        if isinstance(network, ipaddress.IPv4Network):
+            mapped = int(_MAPPED.network_address) | int(network.network_address)
+            prefix = _MAPPED.prefixlen + network.prefixlen
+            networks.append(ipaddress.IPv6Network((mapped, prefix)))
+        elif network.subnet_of(_MAPPED):
+            ipv4 = int(network.network_address) & 0xFFFFFFFF
+            prefix = network.prefixlen - _MAPPED.prefixlen
+            networks.append(ipaddress.IPv4Network((ipv4, prefix)))
+        elif network.supernet_of(_MAPPED):
+            networks.append(ipaddress.IPv4Network((0, 0)))
+    return list(dict.fromkeys(str(network) for network in networks))
 
 
 def forwarded_client(entries: list[str]) -> DefineMiddleware:
