@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import socket
 import uuid
 from collections.abc import Callable
@@ -225,6 +226,45 @@ async def test_a_proxy_is_trusted_at_its_ipv4_mapped_address(allow: str) -> None
     other = Harness.build(build_container(make_settings(forwarded_allow_ips=allow)))
     ipv4 = await _failed_sign_ins(other, ["203.0.113.1", "203.0.113.1", "203.0.113.2"])
     assert ipv4 == [401, 401, 401]
+
+
+async def test_behind_any_proxy_the_client_is_the_address_the_proxy_wrote(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An attacker's review: with ``*``, uvicorn's middleware took the first address of
+    X-Forwarded-For, which a proxy that appends the peer to what the client sent (nginx's
+    ``$proxy_add_x_forwarded_for``, HAProxy, cloud load balancers) leaves as the client
+    wrote it: a made-up address each try was a fresh budget each try, and a stranger's
+    address spent theirs. The client is now the last address, the one the proxy wrote."""
+    h = Harness.build(build_container(make_settings(forwarded_allow_ips="*")))
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    app = create_app(h.container, rate_limit_per_minute=2)
+    caplog.set_level(logging.INFO, logger="taskflow_link.access")
+    statuses = []
+    async with serve_here(app) as url, httpx.AsyncClient(base_url=url) as client:
+        token = csrf_token((await client.get("/signin")).text)
+        for written in [
+            [("x-forwarded-for", "198.51.100.1, 203.0.113.1")],
+            [("x-forwarded-for", "198.51.100.2,203.0.113.1")],
+            # The client's own header line, and the proxy's after it.
+            [("x-forwarded-for", "198.51.100.3"), ("x-forwarded-for", "203.0.113.1")],
+            [("x-forwarded-for", "203.0.113.1, 203.0.113.2")],  # another client
+        ]:
+            answer = await client.post(
+                "/signin",
+                data={"login": "alice", "password": "wrong", "_csrf_token": token},
+                headers=written,
+            )
+            statuses.append(answer.status_code)
+    assert statuses == [401, 401, 429, 401]
+    async with h.uow() as uow:
+        events = await uow.audit.for_account(alice.id)
+    audited = {e.detail["client"] for e in events if e.kind is AuditKind.SIGN_IN_FAILED}
+    assert audited == {"203.0.113.1", "203.0.113.2"}
+    logged = {
+        getattr(r, "client", None) for r in caplog.records if r.name == "taskflow_link.access"
+    }
+    assert logged == {"127.0.0.1", "203.0.113.1", "203.0.113.2"}  # the first GET: no header
 
 
 @pytest.mark.parametrize(

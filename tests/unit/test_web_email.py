@@ -478,8 +478,8 @@ async def test_the_bell_still_wakes_a_worker_whose_listening_across_instances_br
     ("allow", "peer", "forwarded_for"),
     [
         # TASKFLOW_LINK_FORWARDED_ALLOW_IPS=* (documented) behind a proxy that appends the
-        # peer (nginx's $proxy_add_x_forwarded_for): uvicorn takes the leftmost address,
-        # which the client wrote itself.
+        # peer (nginx's $proxy_add_x_forwarded_for): the leftmost address, which the client
+        # wrote itself, says this machine (uvicorn's middleware took it for the client).
         ("*", "203.0.113.7", "127.0.0.1, 203.0.113.7"),
         # A reverse proxy on this machine (FORWARDED_ALLOW_IPS left empty): every request's
         # peer is 127.0.0.1, whoever sent it; nginx's default Host is the upstream's,

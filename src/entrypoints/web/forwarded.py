@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from litestar.middleware.base import DefineMiddleware
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 # Where IPv6 writes an IPv4 address (``::ffff:a.b.c.d``).
@@ -50,6 +50,31 @@ def trusted_networks(entries: list[str]) -> list[str]:
 def forwarded_client(entries: list[str]) -> DefineMiddleware:
     """The middleware that takes the client's address (and the scheme) from the headers of a
     request a trusted proxy sent; outermost, so that everything inside sees the client."""
-    trusted: list[str] | str = "*" if entries == ["*"] else trusted_networks(entries)
+    if entries == ["*"]:
+        return DefineMiddleware(_behind_any_proxy)
     middleware = cast("Callable[..., ASGIApp]", ProxyHeadersMiddleware)  # ASGI 3, typed apart
-    return DefineMiddleware(middleware, trusted_hosts=trusted)
+    return DefineMiddleware(middleware, trusted_hosts=trusted_networks(entries))
+
+
+def _behind_any_proxy(app: ASGIApp) -> ASGIApp:
+    """``*``: every peer is a proxy, and the client is the address the proxy that connected
+    wrote, the last in ``X-Forwarded-For``. uvicorn's middleware, trusting everyone, takes
+    the first, which behind a proxy that appends the peer to what the client sent (nginx's
+    ``$proxy_add_x_forwarded_for``, HAProxy's ``option forwardedfor``, AWS's and Google's
+    load balancers) is whatever the client wrote: an attacker's review spent a stranger's
+    budget (their address, named) and made up a fresh one for each try. Behind several
+    proxies in a row, the last is the one before the nearest: name them instead."""
+    read = cast("ASGIApp", ProxyHeadersMiddleware(cast("Any", app), trusted_hosts="*"))
+
+    async def nearest_proxys_word(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            written = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
+            if written:
+                last = b",".join(written).rpartition(b",")[2].strip()
+                headers = [(k, v) for k, v in scope["headers"] if k != b"x-forwarded-for"]
+                # In place, as uvicorn's middleware sets the client: Litestar's hooks (the
+                # access log) see the scope the app was called with.
+                scope["headers"] = [*headers, (b"x-forwarded-for", last)]
+        await read(scope, receive, send)
+
+    return nearest_proxys_word
