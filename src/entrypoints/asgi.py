@@ -1,8 +1,11 @@
 """The web app for any ASGI server, configured from ``TASKFLOW_LINK_*`` settings:
 
-    uvicorn --factory entrypoints.asgi:make_app --host 0.0.0.0 --port 8000
-    gunicorn -k uvicorn_worker.UvicornWorker -w 4 'entrypoints.asgi:make_app()'
+    uvicorn --factory entrypoints.asgi:make_app --host 0.0.0.0 --port 8000 --no-proxy-headers
+    gunicorn -k uvicorn_worker.UvicornWorker --forwarded-allow-ips= 'entrypoints.asgi:make_app()'
     granian --interface asgi --factory entrypoints.asgi:make_app
+
+(uvicorn's and gunicorn's options leave whose X-Forwarded-For to believe to
+``TASKFLOW_LINK_FORWARDED_ALLOW_IPS``: by default they believe this machine's.)
 
 ``taskflow-link serve`` runs the same factory under uvicorn (``--workers N`` for several
 processes). Each process builds its own container: the database pool, the Discord client and
