@@ -601,14 +601,116 @@ async def test_sign_in_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         statuses = []
         for _ in range(5):
-            page = await client.get("/account")  # not limited
+            page = await client.get("/signin")  # not limited
             assert page.status_code == 200
             answer = await client.post(
-                "/signin", data={"login": "x", "password": "y"}, follow_redirects=False
+                "/signin",
+                data={"login": "x", "password": "y", "_csrf_token": csrf_token(page.text)},
+                follow_redirects=False,
             )
             statuses.append(answer.status_code)
-    assert 429 in statuses
-    assert statuses[0] != 429
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # a browser that sends no Fetch Metadata
+        {
+            "sec-fetch-site": "cross-site",
+            "sec-fetch-mode": "navigate",
+            "sec-fetch-dest": "document",
+        },
+    ],
+)
+async def test_forms_another_site_posts_do_not_spend_the_sign_in_budget(
+    h: Harness, headers: dict[str, str]
+) -> None:
+    """An attacker's review: the limit counted a form posted from another site's page (no
+    CSRF token) before CSRF refused it: its visitors, and their whole network, could not
+    sign in. CSRF now refuses it first."""
+    await h.sign_up("alice", "alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
+        for _ in range(3):
+            forged = await client.post(
+                "/signin",
+                data={"login": "alice", "password": "wrong"},
+                headers={"origin": "https://elsewhere.example", **headers},
+            )
+            assert forged.status_code == 403
+        page = await client.get("/signin")
+        answer = await client.post(
+            "/signin",
+            data={"login": "alice", "password": PASSWORD, "_csrf_token": csrf_token(page.text)},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 302  # signed in
+        assert answer.headers["location"] == "/account"
+
+
+# What a browser says of a request another site's page makes it send.
+_FOR_ANOTHER_SITE = {
+    "image": {
+        "sec-fetch-site": "cross-site",
+        "sec-fetch-mode": "no-cors",
+        "sec-fetch-dest": "image",
+    },
+    "frame": {
+        "sec-fetch-site": "cross-site",
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-dest": "iframe",
+    },
+    "script": {
+        "sec-fetch-site": "same-site",
+        "sec-fetch-mode": "no-cors",
+        "sec-fetch-dest": "empty",
+    },
+}
+
+
+@pytest.mark.parametrize("how", sorted(_FOR_ANOTHER_SITE))
+async def test_another_sites_page_cannot_spend_its_visitors_sign_in_budget(
+    h: Harness, how: str
+) -> None:
+    """An attacker's review: a page of another site spent its visitor's budget, and their
+    whole network's, with requests the visitor's browser sent for it (twenty
+    ``<img src=".../auth/discord/login">``, or forms posted without a CSRF token, which
+    the limit counted before CSRF refused them): nobody there could sign in while it was
+    open. Such requests are refused (or, without a token, refused by CSRF) uncounted;
+    following a link from another site still works."""
+    await h.sign_up("alice", "alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
+        for _ in range(3):
+            embedded = await client.get(
+                "/auth/discord/login", headers=_FOR_ANOTHER_SITE[how], follow_redirects=False
+            )
+            assert embedded.status_code == 403
+            forged = await client.post(
+                "/signin",
+                data={"login": "alice", "password": "wrong"},
+                headers={"origin": "https://elsewhere.example", **_FOR_ANOTHER_SITE[how]},
+            )
+            assert forged.status_code == 403
+        page = await client.get("/signin")
+        answer = await client.post(
+            "/signin",
+            data={"login": "alice", "password": PASSWORD, "_csrf_token": csrf_token(page.text)},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 302  # signed in
+        assert answer.headers["location"] == "/account"
+        followed = await client.get(
+            "/auth/discord/login",
+            headers={
+                "sec-fetch-site": "cross-site",
+                "sec-fetch-mode": "navigate",
+                "sec-fetch-dest": "document",
+            },
+            follow_redirects=False,
+        )
+        assert followed.status_code == 302  # a link from another site: counted, the second
+        again = await client.get("/auth/discord/login", follow_redirects=False)
+        assert again.status_code == 429
 
 
 async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> None:

@@ -112,6 +112,18 @@ def _rate_limited(method: str, path: str) -> bool:
     )
 
 
+def _for_another_sites_page(request: Request[Any, Any, Any]) -> bool:
+    """Whether a browser sends the request for a page of another site, other than by opening
+    this one (its Fetch Metadata: an image, a frame, a script's request). Another site's
+    page could otherwise spend its visitors' sign-in budget, and their whole network's, with
+    twenty ``<img src=".../auth/discord/login">``, and keep them from signing in while it is
+    open. (Browsers without Fetch Metadata send none of these headers.)"""
+    site = request.headers.get("sec-fetch-site")
+    if site is None or site in ("same-origin", "none"):
+        return False
+    return request.headers.get("sec-fetch-dest", "document") != "document"
+
+
 log = logging.getLogger("taskflow_link.web")
 
 
@@ -344,7 +356,16 @@ def _limits(
     settings = container.settings()
 
     async def auth_route(request: Request[Any, Any, Any]) -> bool:
-        return _rate_limited(request.method, path_of(request))
+        if not _rate_limited(request.method, path_of(request)):
+            return False
+        if _for_another_sites_page(request):
+            # Refused, not merely left uncounted: a client that is no browser can send
+            # these headers too.
+            raise HTTPException(
+                status_code=403,
+                detail="This page opens as a page of its own, not inside another site's.",
+            )
+        return True
 
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
@@ -383,8 +404,10 @@ def _limits(
     # exclusion patterns.
     browser: list[Middleware] = [
         few_form_fields,  # before anything parses a form (CSRF does, for its token)
-        counted_rate_limit(auth_rate_limit, _hits(shared, "auth-rate-limit")),
+        # CSRF before the limit: a form another site's page posts (no token) spent its
+        # visitor's budget, and their whole network's, before CSRF refused it.
         DefineMiddleware(CSRFMiddleware, config=csrf),
+        counted_rate_limit(auth_rate_limit, _hits(shared, "auth-rate-limit")),
     ]
     if settings.trusted_proxies:
         # Outermost: the client's address (for limits, the audit and the access log) comes
