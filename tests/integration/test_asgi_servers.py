@@ -128,3 +128,6 @@ def test_every_documented_asgi_server_loads_the_factory(
     assert "127.0.0.1 GET /signin 200" in written
     assert "203.0.113.9" not in written
     assert "SECRET" not in written, written
+    # Every line the server's own formatter writes can be written: gunicorn's "[%(process)d]"
+    # failed at every line of its workers once the app's logging had turned process ids off.
+    assert "Logging error" not in written, written

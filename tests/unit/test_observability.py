@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -596,7 +597,9 @@ def test_linked_roles_round_trips_are_counted_as_links_and_sign_ins() -> None:
 
 def test_records_skip_what_no_format_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """configure_logging turns off the caller lookup (a walk up the stack on every line, the
-    access log's too) and the thread and process names; lines read the same."""
+    access log's too) and the process name; lines read the same. The process and thread ids
+    stay: gunicorn's formatter writes "[%(process)d]", and failed at every line of its uvicorn
+    workers without it (helper-93's review)."""
     root = logging.getLogger()
     # As a process starts (CLI commands run in this process may have configured it already).
     monkeypatch.setattr(logging, "_srcfile", logging.addLevelName.__code__.co_filename)
@@ -616,8 +619,10 @@ def test_records_skip_what_no_format_writes(monkeypatch: pytest.MonkeyPatch) -> 
     logger.info("a line %s", "here")
     (record,) = records
     assert (record.funcName, record.lineno) == ("(unknown function)", 0)
-    assert (record.threadName, record.processName, record.process) == (None, None, None)
+    assert (record.processName, record.process) == (None, os.getpid())
     assert stream.getvalue().rstrip().endswith(f"INFO {logger.name} a line here")
+    gunicorns = logging.Formatter("%(asctime)s [%(process)d] [%(thread)d] %(message)s")
+    assert gunicorns.format(record).endswith(f"[{os.getpid()}] [{record.thread}] a line here")
 
 
 async def test_debug_logs_carry_no_sqlite_statement_values(
