@@ -90,7 +90,7 @@ class AccountId:
 
 def normalize_email(email: str | None) -> str | None:
     """Emails are matched case-insensitively; surrounding blanks never count; the domain is
-    matched as mail software resolves it (see ``_mail_domain``)."""
+    matched as mail software resolves it (see ``_mapped_domain`` and ``_ascii_domain``)."""
     if email is None:
         return None
     cleaned = email.strip().lower()
