@@ -713,6 +713,65 @@ async def test_another_sites_page_cannot_spend_its_visitors_sign_in_budget(
         assert again.status_code == 429
 
 
+# What a browser says of a page it loads ahead of time, in case someone opens it.
+_LOADED_AHEAD = {
+    # Chromium, for another site's speculation rules (a cross-site prefetch is "none").
+    "prefetch": {
+        "sec-purpose": "prefetch",
+        "sec-fetch-site": "none",
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-dest": "document",
+    },
+    "prerender": {
+        "sec-purpose": "prefetch;prerender",
+        "sec-fetch-site": "none",
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-dest": "document",
+    },
+    "older": {"purpose": "prefetch"},
+}
+
+
+@pytest.mark.parametrize("how", sorted(_LOADED_AHEAD))
+async def test_pages_loaded_ahead_of_time_do_not_spend_the_sign_in_budget(
+    h: Harness, how: str
+) -> None:
+    """An attacker's review: another site's page asks the browser to prefetch twenty
+    ``/auth/discord/login?next=/n…`` (speculation rules: no click, up to dozens at once);
+    Chromium sends each cross-site prefetch as a document nobody's page asked for
+    (``Sec-Fetch-Site: none``), which the check on another site's requests let through: one
+    visit spent the visitor's budget, and their whole network's (reproduced in Chromium).
+    Such loads are refused uncounted; opening the page still works."""
+    await h.sign_up("alice", "alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
+        for n in range(3):
+            ahead = await client.get(
+                f"/auth/discord/login?next=/n{n}",
+                headers=_LOADED_AHEAD[how],
+                follow_redirects=False,
+            )
+            assert ahead.status_code == 403
+        opened = await client.get(
+            "/auth/discord/login?next=/n0",
+            headers={
+                "sec-fetch-site": "cross-site",
+                "sec-fetch-mode": "navigate",
+                "sec-fetch-user": "?1",
+                "sec-fetch-dest": "document",
+            },
+            follow_redirects=False,
+        )
+        assert opened.status_code == 302  # the first of the budget
+        page = await client.get("/signin")
+        answer = await client.post(
+            "/signin",
+            data={"login": "alice", "password": PASSWORD, "_csrf_token": csrf_token(page.text)},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 302  # signed in: the second
+        assert answer.headers["location"] == "/account"
+
+
 async def test_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() -> None:
     from entrypoints.container import build_container
     from tests.harness import make_settings

@@ -124,6 +124,29 @@ def _for_another_sites_page(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("sec-fetch-dest", "document") != "document"
 
 
+# What browsers say of a page they load before anyone opens it: ``Sec-Purpose`` (Chromium's
+# and Firefox's prefetch and prerender), and the older ``Purpose``, ``X-Purpose`` and
+# ``X-Moz``.
+_AHEAD = ("purpose", "x-purpose", "x-moz")
+
+
+def _loaded_ahead(request: Request[Any, Any, Any]) -> bool:
+    """Whether a browser loads the page ahead of time, in case someone opens it: a page of
+    any site can ask it to (speculation rules), without a click, for up to dozens of URLs at
+    once, and Chromium sends a cross-site one as a document nobody's page asked for
+    (``Sec-Fetch-Site: none``), which the check above lets through: a visit to such a page
+    spent its visitor's sign-in budget, and their whole network's. A refused prefetch is
+    simply not used: the browser loads the page when it is opened."""
+    headers = request.headers
+    if "sec-purpose" in headers:
+        return True
+    return any(
+        word in headers.get(name, "").lower()
+        for name in _AHEAD
+        for word in ("prefetch", "prerender", "preview")
+    )
+
+
 log = logging.getLogger("taskflow_link.web")
 
 
@@ -364,6 +387,11 @@ def _limits(
             raise HTTPException(
                 status_code=403,
                 detail="This page opens as a page of its own, not inside another site's.",
+            )
+        if _loaded_ahead(request):
+            raise HTTPException(
+                status_code=403,
+                detail="This page is not loaded ahead of time: it loads when it is opened.",
             )
         return True
 
