@@ -121,7 +121,8 @@ class Settings(BaseSettings):
         "the app (e.g. `10.0.0.0/8`): only from them are X-Forwarded-For and X-Forwarded-Proto "
         "believed. Empty: nobody (the client is the connection's peer). `*` trusts everyone: "
         "only when nothing but the proxy can reach the app; the client is then the last "
-        "address of X-Forwarded-For, the one that proxy wrote.",
+        "address of X-Forwarded-For, the one that proxy wrote (so too from a peer trusted by "
+        "a network of every address, `0.0.0.0/0` or `::/0`).",
     )
     readiness_timeout_seconds: float = Field(
         default=1.5,

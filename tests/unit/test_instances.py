@@ -267,6 +267,28 @@ async def test_behind_any_proxy_the_client_is_the_address_the_proxy_wrote(
     assert logged == {"127.0.0.1", "203.0.113.1", "203.0.113.2"}  # the first GET: no header
 
 
+@pytest.mark.parametrize("allow", ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "0.0.0.0/0, 10.0.0.0/8"])
+async def test_trusting_every_address_is_trusting_everyone(allow: str) -> None:
+    """An attacker's review: ``0.0.0.0/0`` (or ``::/0``, or every IPv4 address as IPv6 writes
+    it) names every IPv4 peer a proxy, as ``*`` does, but went through uvicorn's walk, which
+    skips the addresses it trusts and, trusting them all, took the first: the client's own
+    words behind a proxy that appends, so a made-up address each try was a fresh sign-in
+    budget each try, as it was with ``*`` before. The client is the last address, as
+    with ``*``."""
+    h = Harness.build(build_container(make_settings(forwarded_allow_ips=allow)))
+    statuses = await _failed_sign_ins(
+        h,
+        [
+            "198.51.100.1, 203.0.113.1",
+            "198.51.100.2, 203.0.113.1",
+            "198.51.100.3, 203.0.113.1",
+            "203.0.113.1, 203.0.113.2",  # another client
+        ],
+    )
+    assert statuses == [401, 401, 429, 401]
+    assert set(await _audited_clients(h)) == {"203.0.113.1", "203.0.113.2"}
+
+
 @pytest.mark.parametrize(
     ("host", "budget"),
     [

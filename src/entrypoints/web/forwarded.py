@@ -51,20 +51,27 @@ def forwarded_client(entries: list[str]) -> DefineMiddleware:
     """The middleware that takes the client's address (and the scheme) from the headers of a
     request a trusted proxy sent; outermost, so that everything inside sees the client."""
     if entries == ["*"]:
-        return DefineMiddleware(_behind_any_proxy)
+        return DefineMiddleware(_behind_any_proxy, trusted="*")
+    networks = trusted_networks(entries)
+    if any(ipaddress.ip_network(network).prefixlen == 0 for network in networks):
+        # Every IPv4 or every IPv6 address (0.0.0.0/0, ::/0, ::ffff:0:0/96): whoever
+        # connects is a proxy, as with "*", and uvicorn's walk, which skips the addresses it
+        # trusts and, trusting them all, takes the first, would take the client's own words.
+        return DefineMiddleware(_behind_any_proxy, trusted=networks)
     middleware = cast("Callable[..., ASGIApp]", ProxyHeadersMiddleware)  # ASGI 3, typed apart
-    return DefineMiddleware(middleware, trusted_hosts=trusted_networks(entries))
+    return DefineMiddleware(middleware, trusted_hosts=networks)
 
 
-def _behind_any_proxy(app: ASGIApp) -> ASGIApp:
-    """``*``: every peer is a proxy, and the client is the address the proxy that connected
-    wrote, the last in ``X-Forwarded-For``. uvicorn's middleware, trusting everyone, takes
-    the first, which behind a proxy that appends the peer to what the client sent (nginx's
-    ``$proxy_add_x_forwarded_for``, HAProxy's ``option forwardedfor``, AWS's and Google's
-    load balancers) is whatever the client wrote: an attacker's review spent a stranger's
-    budget (their address, named) and made up a fresh one for each try. Behind several
-    proxies in a row, the last is the one before the nearest: name them instead."""
-    read = cast("ASGIApp", ProxyHeadersMiddleware(cast("Any", app), trusted_hosts="*"))
+def _behind_any_proxy(app: ASGIApp, trusted: list[str] | str) -> ASGIApp:
+    """``*`` (or every address of a family): every peer is a proxy, and the client is the
+    address the proxy that connected wrote, the last in ``X-Forwarded-For``. uvicorn's
+    middleware, trusting everyone, takes the first, which behind a proxy that appends the
+    peer to what the client sent (nginx's ``$proxy_add_x_forwarded_for``, HAProxy's
+    ``option forwardedfor``, AWS's and Google's load balancers) is whatever the client
+    wrote: an attacker's review spent a stranger's budget (their address, named) and made
+    up a fresh one for each try. Behind several proxies in a row, the last is the one
+    before the nearest: name them instead."""
+    read = cast("ASGIApp", ProxyHeadersMiddleware(cast("Any", app), trusted_hosts=trusted))
 
     async def nearest_proxys_word(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
