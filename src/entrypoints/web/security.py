@@ -73,7 +73,8 @@ def before_send_hook(
         extra = [(k, v) for k, v in headers if k not in present]
         message["headers"] = [*message.get("headers", []), *extra]
         # Client, method, redacted path and status only: never query strings (OAuth codes,
-        # states). The client is the peer's address (behind a proxy: the proxy's).
+        # states). The client is the peer's address, or behind a proxy that
+        # TASKFLOW_LINK_FORWARDED_ALLOW_IPS names, the one it forwards (set in the scope).
         client = scope.get("client")
         fields = {
             "client": client[0] if client else "-",
