@@ -267,6 +267,32 @@ async def test_behind_any_proxy_the_client_is_the_address_the_proxy_wrote(
     assert logged == {"127.0.0.1", "203.0.113.1", "203.0.113.2"}  # the first GET: no header
 
 
+@pytest.mark.parametrize("allow", ["127.0.0.1", "*"])
+async def test_requests_no_route_answers_name_the_client_a_proxy_forwards(
+    allow: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An attacker's review: the address a trusted proxy forwards was read by one of the
+    app's middleware, which Litestar runs only for a request it routed: a path nothing
+    answers (404) or a method a path does not take (405), what a scanner sends, was logged
+    with the proxy's address, and a tool that reads the access log to stop a scanner (as
+    fail2ban does) would stop the proxy, everyone's way in."""
+    h = Harness.build(build_container(make_settings(forwarded_allow_ips=allow)))
+    app = create_app(h.container)
+    caplog.set_level(logging.INFO, logger="taskflow_link.access")
+    statuses = []
+    async with serve_here(app) as url, httpx.AsyncClient(base_url=url) as client:
+        for method, path in [("GET", "/wp-login.php"), ("DELETE", "/signin"), ("GET", "/signin")]:
+            answer = await client.request(
+                method, path, headers={"x-forwarded-for": "198.51.100.1, 203.0.113.7"}
+            )
+            statuses.append(answer.status_code)
+    assert statuses == [404, 405, 200]
+    logged = [
+        getattr(r, "client", None) for r in caplog.records if r.name == "taskflow_link.access"
+    ]
+    assert logged == ["203.0.113.7"] * 3
+
+
 @pytest.mark.parametrize("allow", ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "0.0.0.0/0, 10.0.0.0/8"])
 async def test_trusting_every_address_is_trusting_everyone(allow: str) -> None:
     """An attacker's review: ``0.0.0.0/0`` (or ``::/0``, or every IPv4 address as IPv6 writes

@@ -372,7 +372,7 @@ def _http_interactions(container: Container) -> HttpInteractions | None:
 def _limits(
     container: Container, limit: int
 ) -> tuple[list[Middleware], list[Middleware], Router | type[Controller]]:
-    """The middleware that guards the app (Host header, trusted proxies, request metrics),
+    """The middleware that guards the app (Host header, request metrics),
     that which guards the browser's routes only (the per-client limit on sign-in and friends,
     CSRF), and the JSON API (behind its per-key limit when there is one). The limits count in
     the shared state's counters (Redis, when there is one)."""
@@ -437,10 +437,6 @@ def _limits(
         DefineMiddleware(CSRFMiddleware, config=csrf),
         counted_rate_limit(auth_rate_limit, _hits(shared, "auth-rate-limit")),
     ]
-    if settings.trusted_proxies:
-        # Outermost: the client's address (for limits, the audit and the access log) comes
-        # from X-Forwarded-For only when a trusted proxy sent the request.
-        middleware.insert(0, forwarded_client(settings.trusted_proxies))
     api: Router | type[Controller] = _with_use_cases(container, LinksApi)
     if settings.api_rate_limit_per_second:
         check, identify = _api_key_budgets(container)
@@ -513,7 +509,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
     for warning in settings.warnings():
         log.warning("%s", warning)
 
-    return WebApp(
+    app = WebApp(
         route_handlers=[
             Router(
                 path="/",
@@ -606,3 +602,10 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         logging_config=None,
         debug=False,
     )
+    if settings.trusted_proxies:
+        # The client's address (for limits, the audit and the access log) comes from
+        # X-Forwarded-For only when a trusted proxy sent the request. Around everything the
+        # app does, not among its middleware, which Litestar runs only for a request it
+        # routed: a 404 or a 405 (a scanner's) was logged with the proxy's address.
+        app.asgi_handler = forwarded_client(settings.trusted_proxies)(app.asgi_handler)
+    return app
