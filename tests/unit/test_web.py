@@ -612,6 +612,18 @@ async def test_sign_in_is_rate_limited(h: Harness) -> None:
     assert statuses == [401, 401, 401, 429, 429]
 
 
+async def _alice_signs_in(client: AsyncTestClient[Any]) -> None:
+    """Alice's right password signs her in: the sign-in budget was not spent."""
+    page = await client.get("/signin")
+    answer = await client.post(
+        "/signin",
+        data={"login": "alice", "password": PASSWORD, "_csrf_token": csrf_token(page.text)},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 302  # signed in
+    assert answer.headers["location"] == "/account"
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -638,14 +650,7 @@ async def test_forms_another_site_posts_do_not_spend_the_sign_in_budget(
                 headers={"origin": "https://elsewhere.example", **headers},
             )
             assert forged.status_code == 403
-        page = await client.get("/signin")
-        answer = await client.post(
-            "/signin",
-            data={"login": "alice", "password": PASSWORD, "_csrf_token": csrf_token(page.text)},
-            follow_redirects=False,
-        )
-        assert answer.status_code == 302  # signed in
-        assert answer.headers["location"] == "/account"
+        await _alice_signs_in(client)
 
 
 # What a browser says of a request another site's page makes it send.
@@ -691,14 +696,7 @@ async def test_another_sites_page_cannot_spend_its_visitors_sign_in_budget(
                 headers={"origin": "https://elsewhere.example", **_FOR_ANOTHER_SITE[how]},
             )
             assert forged.status_code == 403
-        page = await client.get("/signin")
-        answer = await client.post(
-            "/signin",
-            data={"login": "alice", "password": PASSWORD, "_csrf_token": csrf_token(page.text)},
-            follow_redirects=False,
-        )
-        assert answer.status_code == 302  # signed in
-        assert answer.headers["location"] == "/account"
+        await _alice_signs_in(client)
         followed = await client.get(
             "/auth/discord/login",
             headers={
