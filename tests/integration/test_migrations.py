@@ -8,6 +8,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,6 +47,17 @@ OLD_AUDIT = sa.table(
     sa.column("discord_id", sa.BigInteger()),
     sa.column("detail", sa.JSON()),
 )
+
+
+async def _filled_at(
+    database: SqlDatabase, revision: str, *inserts: tuple[sa.TableClause, Any]
+) -> None:
+    """Migrate ``database`` to ``revision``, then write each table's rows as that revision
+    stored them (columns as the tables had them then)."""
+    await migrate.upgrade(database, revision)
+    async with database.engine.begin() as conn:
+        for table, rows in inserts:
+            await conn.execute(sa.insert(table), rows)
 
 
 async def _tables(database: SqlDatabase) -> set[str]:
@@ -339,40 +351,33 @@ async def _unverified_discord_addresses_before_0013_are_dropped(url: str) -> Non
         "old": (False, True, []),
     }
     ids = {name: uuid.uuid4() for name in rows}
+    stored_accounts = [
+        {
+            "id": ids[name],
+            "username": name,
+            "email": f"{name}@Example.com",
+            "email_normalized": f"{name}@example.com",
+            "email_verified": confirmed,
+            "password_hash": "argon2-hash" if password else None,
+            "created_at": now,
+        }
+        for name, (confirmed, password, _) in rows.items()
+    ]
+    stored_events = [
+        {
+            "id": uuid.uuid4(),
+            "kind": kind,
+            "at": now,
+            "account_id": ids[name],
+            "discord_id": None,
+            "detail": detail,
+        }
+        for name, (_, _, events) in rows.items()
+        for kind, detail in events
+    ]
     database = SqlDatabase(url)
     try:
-        await migrate.upgrade(database, "0012")
-        async with database.engine.begin() as conn:
-            await conn.execute(
-                sa.insert(accounts),
-                [
-                    {
-                        "id": ids[name],
-                        "username": name,
-                        "email": f"{name}@Example.com",
-                        "email_normalized": f"{name}@example.com",
-                        "email_verified": confirmed,
-                        "password_hash": "argon2-hash" if password else None,
-                        "created_at": now,
-                    }
-                    for name, (confirmed, password, _) in rows.items()
-                ],
-            )
-            await conn.execute(
-                sa.insert(audit),
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "kind": kind,
-                        "at": now,
-                        "account_id": ids[name],
-                        "discord_id": None,
-                        "detail": detail,
-                    }
-                    for name, (_, _, events) in rows.items()
-                    for kind, detail in events
-                ],
-            )
+        await _filled_at(database, "0012", (accounts, stored_accounts), (audit, stored_events))
 
         await migrate.upgrade(database)
 
@@ -527,24 +532,20 @@ async def _at_0015_with_addresses(
         "accounts", *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c), sa.column("email_shared")
     )
     ids = {name: uuid.uuid4() for name in addresses}
+    stored = [
+        {
+            "id": ids[name],
+            "username": name,
+            "email": address,
+            "email_normalized": address.lower(),
+            "email_verified": name not in unconfirmed,
+            "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "email_shared": False,
+        }
+        for name, address in addresses.items()
+    ]
     database = SqlDatabase(url)
-    await migrate.upgrade(database, "0015")
-    async with database.engine.begin() as conn:
-        await conn.execute(
-            sa.insert(accounts),
-            [
-                {
-                    "id": ids[name],
-                    "username": name,
-                    "email": address,
-                    "email_normalized": address.lower(),
-                    "email_verified": name not in unconfirmed,
-                    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
-                    "email_shared": False,
-                }
-                for name, address in addresses.items()
-            ],
-        )
+    await _filled_at(database, "0015", (accounts, stored))
     return database, ids
 
 
@@ -725,25 +726,20 @@ async def _expired_keys_stay_dead_below_0008(url: str) -> None:
         "live": now.replace(year=now.year + 1),
         "forever": None,
     }
-    ids = {name: uuid.uuid4() for name in rows}
     database = SqlDatabase(url)
     try:
-        await migrate.upgrade(database, "0008_scoped_api_keys")
-        async with database.engine.begin() as conn:
-            await conn.execute(
-                sa.insert(keys),
-                [
-                    {
-                        "id": ids[name],
-                        "name": name,
-                        "key_hash": name * 8,
-                        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
-                        "revoked_at": None,
-                        "expires_at": expires,
-                    }
-                    for name, expires in rows.items()
-                ],
-            )
+        stored = [
+            {
+                "id": uuid.uuid4(),
+                "name": name,
+                "key_hash": name * 8,
+                "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                "revoked_at": None,
+                "expires_at": expires,
+            }
+            for name, expires in rows.items()
+        ]
+        await _filled_at(database, "0008_scoped_api_keys", (keys, stored))
         await migrate.downgrade(database, "0007_role_connections")
         async with database.engine.connect() as conn:
             found = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from entrypoints.settings import (
     without_password,
 )
 from tests.harness import TEST_SECRET_KEY, make_settings
+
+
+def _by_hand(database: Path, *statements: str) -> None:
+    """Run ``statements`` on the SQLite file in one transaction: what another program, a
+    later release or an operator wrote there."""
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        for statement in statements:
+            connection.execute(statement)
 
 
 def test_missing_secret_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -868,12 +877,9 @@ def test_a_command_on_a_revision_it_does_not_know_goes_ahead_with_a_warning(
     sqlite_database: Path,
 ) -> None:
     """A newer release's migration (this copy is the older one): warned about, not refused."""
-    import sqlite3
-
     runner = CliRunner()
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    _by_hand(sqlite_database, "UPDATE alembic_version SET version_num = '9999_from_the_future'")
     listed = runner.invoke(cli, ["api-key", "list"])
     assert listed.exit_code == 0, listed.output
     assert "revision 9999_from_the_future, which this version does not know" in listed.stderr
@@ -886,14 +892,11 @@ def test_db_commands_on_a_newer_releases_schema_say_so(sqlite_database: Path) ->
     and failed, so a rollback's release step (compose's `migrate` job, which every instance
     waits for) stopped the rollback; `db downgrade` said the same. Now `db upgrade` has nothing
     to do and says why; a downgrade says which release can do it."""
-    import sqlite3
-
     from adapters.sql import revisions
 
     runner = CliRunner()
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    _by_hand(sqlite_database, "UPDATE alembic_version SET version_num = '9999_from_the_future'")
     head = revisions.head_revision()
 
     upgraded = runner.invoke(cli, ["db", "upgrade"])
@@ -923,12 +926,12 @@ def test_db_commands_on_another_programs_migrations_say_it_is_not_taskflow_links
     own, say): `db upgrade` said "Can't locate revision identified by 'ae1027a6acf'", `db
     current` printed that revision as if it were one of ours, and the data commands warned
     "a newer release's?" and then failed with "The service cannot reach its database"."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        connection.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
-        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    _by_hand(
+        sqlite_database,
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+        "INSERT INTO alembic_version VALUES ('ae1027a6acf')",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY)",
+    )
     runner = CliRunner()
     said = "holds another program's migrations (ae1027a6acf) and none of taskflow-link's tables"
     for argv in (["db", "upgrade"], ["db", "downgrade", "base", "--yes"], ["api-key", "list"]):
@@ -949,12 +952,12 @@ def test_db_upgrade_of_another_programs_tables_refuses_naming_them(sqlite_databa
     """A database of another program that has a table called `accounts` or `sessions` (no
     alembic_version): `db upgrade` failed with "Cannot use the database at …: table accounts
     already exists" followed by the whole CREATE TABLE statement."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
-        connection.execute("CREATE TABLE sessions (id INTEGER PRIMARY KEY)")
-        connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    _by_hand(
+        sqlite_database,
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)",
+        "CREATE TABLE sessions (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY)",
+    )
     refused = CliRunner().invoke(cli, ["db", "upgrade"])
     assert refused.exit_code == 1
     assert (
@@ -1018,14 +1021,14 @@ def test_a_command_on_a_schema_without_a_table_it_needs_names_it(
 ) -> None:
     """A later release's schema without a table this version reads: "The service cannot
     reach its database right now. Try again shortly." (it answered at once, every time)."""
-    import sqlite3
-
     from entrypoints.cli import main
 
     assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
-        connection.execute("DROP TABLE api_keys")
+    _by_hand(
+        sqlite_database,
+        "UPDATE alembic_version SET version_num = '9999_from_the_future'",
+        "DROP TABLE api_keys",
+    )
     monkeypatch.setattr(sys, "argv", ["taskflow-link", "api-key", "list"])
     with pytest.raises(SystemExit) as exited:
         main()
@@ -1042,19 +1045,18 @@ def test_db_current_on_another_programs_tables_does_not_call_the_database_empty(
 ) -> None:
     """A database with another program's tables and no schema revision: `db current` said
     "base (empty)"."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
-        connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    _by_hand(
+        sqlite_database,
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY)",
+    )
     current = CliRunner().invoke(cli, ["db", "current"])
     assert current.exit_code == 0
     assert current.stdout == (
         "base (no schema revision, yet tables named as taskflow-link's: accounts; others: "
         "invoices)\n"
     )
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("DROP TABLE accounts")
+    _by_hand(sqlite_database, "DROP TABLE accounts")
     current = CliRunner().invoke(cli, ["db", "current"])
     assert current.stdout == "base (no taskflow-link tables; it has others: invoices)\n"
 
@@ -1332,15 +1334,12 @@ def test_db_commands_on_a_version_table_with_two_revisions_say_both(
     """An alembic_version holding two rows (a later release's branch, or one written by
     hand): `db current` and `db upgrade` ended in a traceback, Alembic's "has more than one
     head present; please use get_current_heads()"."""
-    import sqlite3
-
     from adapters.sql import revisions
 
     head = revisions.head_revision()
     runner = CliRunner()
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    _by_hand(sqlite_database, "INSERT INTO alembic_version VALUES ('9999_from_the_future')")
 
     current = runner.invoke(cli, ["db", "current"])
     assert current.exit_code == 0, current.output
@@ -1354,9 +1353,11 @@ def test_db_commands_on_a_version_table_with_two_revisions_say_both(
     assert upgraded.stdout == f"Database at revision {head}, 9999_from_the_future.\n"
     assert "a later release migrated it. Nothing to do." in upgraded.stderr
 
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("DELETE FROM alembic_version WHERE version_num != ?", (head,))
-        connection.execute("INSERT INTO alembic_version VALUES ('0015_web_instances')")
+    _by_hand(
+        sqlite_database,
+        "DELETE FROM alembic_version WHERE version_num = '9999_from_the_future'",
+        "INSERT INTO alembic_version VALUES ('0015_web_instances')",
+    )
     current = runner.invoke(cli, ["db", "current"])
     assert current.exit_code == 0, current.output
     assert current.stdout == f"0015_web_instances, {head}\n"
@@ -1374,12 +1375,9 @@ def test_commands_on_taskflow_links_tables_without_their_revision_agree(
     hand-made `alembic stamp base`): `db current` said "base (no taskflow-link tables; it has
     others: accounts, api_keys, …)", the data commands "has no tables yet: run `taskflow-link
     db upgrade` first", and that upgrade then "it is another program's database"."""
-    import sqlite3
-
     runner = CliRunner()
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("DELETE FROM alembic_version")
+    _by_hand(sqlite_database, "DELETE FROM alembic_version")
 
     current = runner.invoke(cli, ["db", "current"])
     assert current.exit_code == 0
@@ -1403,8 +1401,6 @@ def test_db_upgrade_racing_a_later_releases_upgrade_has_nothing_to_do(
     its revision and the migration's lock (on Postgres it waits for that lock, on SQLite for
     the write lock): Alembic said "Can't locate revision identified by '9999_from_the_future'"
     and the command failed, where it would have had nothing to do a moment later."""
-    import sqlite3
-
     from adapters.sql import SqlDatabase, migrate
 
     runner = CliRunner()
@@ -1412,8 +1408,7 @@ def test_db_upgrade_racing_a_later_releases_upgrade_has_nothing_to_do(
     real_upgrade = migrate.upgrade
 
     async def after_a_later_release(database: SqlDatabase, revision: str = "head") -> None:
-        with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-            connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+        _by_hand(sqlite_database, "UPDATE alembic_version SET version_num = '9999_from_the_future'")
         await real_upgrade(database, revision)
 
     monkeypatch.setattr(migrate, "upgrade", after_a_later_release)
@@ -1431,16 +1426,14 @@ def test_db_commands_on_a_guide_followers_database_say_it_is_not_taskflow_links(
     revision, an `accounts` table and the guide's `user_links`. It passed for a later
     release's schema: `db upgrade` had "nothing to do" (exit 0), and the data commands (and
     `/readyz`, and so `serve`) went on to use its tables."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(sqlite_database)) as connection, connection:
-        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        connection.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
-        connection.execute("CREATE TABLE accounts (id CHAR(32) PRIMARY KEY, name TEXT)")
-        connection.execute(
-            "CREATE TABLE user_links (discord_id BIGINT PRIMARY KEY, "
-            "taskflow_user_id CHAR(32) NOT NULL, linked_at TIMESTAMP)"
-        )
+    _by_hand(
+        sqlite_database,
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+        "INSERT INTO alembic_version VALUES ('ae1027a6acf')",
+        "CREATE TABLE accounts (id CHAR(32) PRIMARY KEY, name TEXT)",
+        "CREATE TABLE user_links (discord_id BIGINT PRIMARY KEY, "
+        "taskflow_user_id CHAR(32) NOT NULL, linked_at TIMESTAMP)",
+    )
     runner = CliRunner()
     said = "holds another program's migrations (ae1027a6acf) and none of taskflow-link's tables"
     for argv in (["db", "upgrade"], ["api-key", "list"]):
