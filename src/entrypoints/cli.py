@@ -11,6 +11,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -168,7 +169,8 @@ def db_current() -> None:
             if others:
                 return f"base (no taskflow-link tables; it has others: {', '.join(others)})", None
             return "base (empty)", None
-        return revision, await _unknown_revision(database, url)
+        unknown = await _unknown_revision(database, url)
+        return revision, unknown.message if unknown else None
 
     revision, unknown = _run_with_database(current)
     click.echo(revision)
@@ -202,7 +204,13 @@ def _not_taking_over(where: str, tables: list[str]) -> str:
     )
 
 
-async def _unknown_revision(database: SqlDatabase, url: str) -> str | None:
+@dataclass(frozen=True)
+class _UnknownRevision:
+    message: str
+    later_release: bool  # taskflow-link's tables are there; else another program's migrations
+
+
+async def _unknown_revision(database: SqlDatabase, url: str) -> _UnknownRevision | None:
     """What to say of a database at a revision this version does not know (``None``: it
     knows them all): a later release's schema, or another program's migrations."""
     from adapters.sql import revisions  # noqa: PLC0415
@@ -218,14 +226,16 @@ async def _unknown_revision(database: SqlDatabase, url: str) -> str | None:
             which = (
                 f"revisions {listed}, of which this version does not know {', '.join(strangers)}"
             )
-        return (
+        return _UnknownRevision(
             f"The database at {where} is at {which} (this version's newest is "
-            f"{revisions.head_revision()}): a later release migrated it."
+            f"{revisions.head_revision()}): a later release migrated it.",
+            later_release=True,
         )
-    return (
+    return _UnknownRevision(
         f"The database at {where} holds another program's migrations ({listed}) and none "
         "of taskflow-link's tables: it is not taskflow-link's database. Give taskflow-link "
-        "one of its own (TASKFLOW_LINK_DATABASE_URL)."
+        "one of its own (TASKFLOW_LINK_DATABASE_URL).",
+        later_release=False,
     )
 
 
@@ -246,13 +256,13 @@ def _migrate(direction: str, revision: str) -> str | None:
     async def refuse_unknown(database: SqlDatabase) -> None:
         unknown = await _unknown_revision(database, url)
         if unknown is not None:
-            if not await revisions.has_own_tables(database):
-                raise click.ClickException(unknown)
+            if not unknown.later_release:
+                raise click.ClickException(unknown.message)
             if direction == "upgrade" and revision == "head":
-                click.echo(f"warning: {unknown} Nothing to do.", err=True)
+                click.echo(f"warning: {unknown.message} Nothing to do.", err=True)
                 raise _LaterRelease(await migrate.current_revision(database))
             raise click.ClickException(
-                f"{unknown} Run that release's `taskflow-link db downgrade "
+                f"{unknown.message} Run that release's `taskflow-link db downgrade "
                 f"{revisions.head_revision()} --yes` to bring it back to this version's schema."
             )
 
@@ -540,9 +550,11 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
             f"{head}: {upgrade}."
         )
     unknown = await _unknown_revision(database, url)
-    if unknown is not None and not await revisions.has_own_tables(database):
-        raise click.ClickException(unknown)
-    click.echo(f"warning: {unknown}", err=True)
+    if unknown is None:
+        return
+    if not unknown.later_release:
+        raise click.ClickException(unknown.message)
+    click.echo(f"warning: {unknown.message}", err=True)
 
 
 def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:
