@@ -8,6 +8,7 @@ Fails on any console error, page error or 5xx response the browser sees. With
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -15,9 +16,12 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import (
     Browser,
@@ -610,3 +614,89 @@ async def test_changing_the_email_and_confirming_the_new_one_from_the_outbox(
     await expect(page).to_have_url(f"{demo.app}/account")
     await expect(page.locator("dd").first).to_have_text("hana")
     await fresh.close()
+
+
+# Another site's page: one click opens a window at the target, and the page then re-points
+# that window at it again and again, without another click.
+_POPUP_PAGE = """<!doctype html><html><body>
+<button id="go">Win a prize</button><p id="done"></p>
+<script>
+document.getElementById("go").onclick = () => {
+  const target = TARGET;
+  const opened = window.open(target, "prize");
+  let n = 0;
+  const timer = setInterval(() => {
+    try { opened.location = target + n; } catch (e) { /* cut off by the page it reached */ }
+    if (++n === 20) {
+      clearInterval(timer);
+      document.getElementById("done").textContent = "done";
+    }
+  }, 25);
+};
+</script></body></html>"""
+
+
+@contextmanager
+def _another_site(target: str) -> Iterator[str]:
+    """A page of another site (``localhost``: the demo is ``127.0.0.1``), served on a free
+    port while the block runs."""
+    body = _POPUP_PAGE.replace("TARGET", json.dumps(target)).encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _sign_in_budget_left(app: str, headers: dict[str, str] | None = None) -> tuple[int, int]:
+    """What is left of this machine's sign-in budget, and the seconds until it is whole
+    again, as a Discord sign-in start says (spending one)."""
+    answer = httpx.get(f"{app}/auth/discord/login", headers=headers)
+    assert answer.status_code == 302, answer.text
+    return int(answer.headers["ratelimit-remaining"]), int(answer.headers["ratelimit-reset"])
+
+
+async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """An attacker's review: after one click, another site's page re-pointed the window it
+    had opened at ``/auth/discord/login`` again and again, until the page the window reached
+    cut it off: up to 17 sign-in starts counted, and its visitor's whole network could not
+    sign in for a minute. Chromium sends each re-point with the click's
+    ``Sec-Fetch-User: ?1`` (seen here), so nothing tells them from a link followed: what
+    other sites' pages open now spends a budget of its own, and this site's is untouched."""
+    left, reset = _sign_in_budget_left(demo.app)
+    if reset < 30:  # the window turns during the test: wait for the next one
+        await asyncio.sleep(reset + 1)
+        left, reset = _sign_in_budget_left(demo.app)
+    context = await _context(chromium, problems)
+    with _another_site(f"{demo.app}/auth/discord/login?next=/account%3F") as site:
+        page = await context.new_page()
+        await page.goto(site)
+        async with context.expect_page() as opened:
+            await page.click("#go")
+        window = await opened.value
+        await expect(page.locator("#done")).to_have_text("done")
+    # Discord's consent screen, after the last re-point that got through.
+    await expect(window.locator("h1")).to_contain_text("wants to access your Discord account")
+    await context.close()
+    assert _sign_in_budget_left(demo.app)[0] == left - 1  # this probe's own, nothing else
+    from_other_sites = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+    # The click's own start at least, and this probe, in the other sites' budget.
+    assert _sign_in_budget_left(demo.app, from_other_sites)[0] <= left - 2

@@ -706,9 +706,45 @@ async def test_another_sites_page_cannot_spend_its_visitors_sign_in_budget(
             },
             follow_redirects=False,
         )
-        assert followed.status_code == 302  # a link from another site: counted, the second
+        assert followed.status_code == 302  # a link from another site: counted, in its budget
         again = await client.get("/auth/discord/login", follow_redirects=False)
-        assert again.status_code == 429
+        assert again.status_code == 302  # the second of this site's own
+        third = await client.get("/auth/discord/login", follow_redirects=False)
+        assert third.status_code == 429
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+async def test_pages_other_sites_open_spend_a_budget_of_their_own(h: Harness, site: str) -> None:
+    """An attacker's review: after one click, another site's page re-pointed the window it had
+    opened at ``/auth/discord/login`` again and again (up to 17 counted in Chromium, each
+    carrying the click's ``Sec-Fetch-User: ?1``): its visitor's whole network could not sign
+    in for a minute. What other sites' pages open now spends a budget of its own: this
+    site's forms, its buttons and addresses typed keep theirs."""
+    await h.sign_up("alice", "alice@example.com")
+    opened = {
+        "sec-fetch-site": site,
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-user": "?1",
+        "sec-fetch-dest": "document",
+    }
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
+        statuses = [
+            (
+                await client.get(
+                    f"/auth/discord/login?next=/n{n}", headers=opened, follow_redirects=False
+                )
+            ).status_code
+            for n in range(4)
+        ]
+        assert statuses == [302, 302, 429, 429]  # the other sites' budget: spent
+        await _alice_signs_in(client)  # this site's own form: the first of its budget
+        typed = await client.get(
+            "/auth/discord/login",
+            headers={**opened, "sec-fetch-site": "none"},
+            follow_redirects=False,
+        )
+        assert typed.status_code == 302  # the second
+        assert (await client.get("/auth/discord/login", follow_redirects=False)).status_code == 429
 
 
 # What a browser says of a page it loads ahead of time, in case someone opens it.

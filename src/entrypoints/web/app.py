@@ -124,6 +124,23 @@ def _for_another_sites_page(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("sec-fetch-dest", "document") != "document"
 
 
+def _sign_in_budget(request: Request[Any, Any, Any]) -> str:
+    """The client's sign-in budget (see ``client_budget``), or for a page another site's page
+    opened (``Sec-Fetch-Site``: a link, a redirect, a window it opened), a second one of the
+    same size. After one click, a page of another site re-pointed the window it had opened
+    at ``/auth/discord/login`` again and again until the page it reached cut it off: each
+    time counted (up to 17 in Chromium), and its visitor's whole network could not sign in
+    for a minute. The click's transient activation covers these navigations too
+    (``Sec-Fetch-User: ?1``): nothing tells them from the link a person followed. Another
+    site can now spend only the budget of the links other sites hold; this site's own forms
+    and buttons, and addresses typed or opened from an app, keep theirs. (Browsers without
+    Fetch Metadata send no ``Sec-Fetch-Site``: the first budget.)"""
+    budget = client_budget(request)
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return f"{budget} from other sites"
+    return budget
+
+
 # What browsers say of a page they load before anyone opens it: ``Sec-Purpose`` (Chromium's
 # and Firefox's prefetch and prerender), and the older ``Purpose``, ``X-Purpose`` and
 # ``X-Moz``.
@@ -398,7 +415,8 @@ def _limits(
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
         check_throttle_handler=auth_route,
-        identifier_for_request=client_budget,  # an IPv6 client's /64 network, see there
+        # An IPv6 client's /64 network (see there); other sites' links have one of their own.
+        identifier_for_request=_sign_in_budget,
         # Never on the hot paths (a cheap pattern match, before any request object is built).
         exclude=[
             r"^/api/",
