@@ -316,3 +316,52 @@ async def test_confirming_with_discord_needs_a_linked_account(h: Harness) -> Non
         await h.container.start_discord_reauth().execute(
             session_token=alice.session_token, browser_tokens=()
         )
+
+
+async def _session_of(h: Harness, token: str) -> tuple[SignInMethod | None, bool]:
+    seen = await h.container.current_session().execute(token)
+    assert seen is not None
+    return seen.session.proved_with, seen.recently_proved
+
+
+async def test_a_password_account_is_not_confirmed_with_discord(h: Harness) -> None:
+    """Discord is no proof for an account with a password (see ``identity_recently_proved``):
+    a round trip (a form the confirm page shows only without a password, sent from a stale
+    page or by hand) told the person "for the next 10 minutes you can change your password"
+    and wrote a Discord proof over the session's password proof, so the account page then
+    asked for the password again."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    discord = h.discord_user(7015)
+    await h.discord_link(alice.account.id, discord)
+    session = await h.session_for(alice.account.id, proved_with=SignInMethod.PASSWORD)
+
+    with pytest.raises(errors.InvalidInput) as refused:
+        await h.container.start_discord_reauth().execute(session_token=session, browser_tokens=())
+    assert "password" in refused.value.message
+    assert await _session_of(h, session) == (SignInMethod.PASSWORD, True)
+
+
+async def test_a_discord_proof_that_returns_after_a_first_password_was_set_is_refused(
+    h: Harness,
+) -> None:
+    """The round trip started while the account had no password; the person set one in
+    another tab (the same session) before Discord answered: the proof that choosing the
+    password made stays, and no Discord proof is written over it."""
+    owner = h.discord_user(7016, email="owner@example.com")
+    created = await h.discord_login(owner)
+    assert created.session_token is not None
+    browser = Browser(session=created.session_token)
+    started = await h.container.start_discord_reauth().execute(
+        session_token=browser.session, browser_tokens=()
+    )
+    browser.bindings = started.browser_tokens
+    approval = h.discord.approve(started.authorize_url, owner.id)
+    chosen = await h.container.set_password().execute(
+        session_token=browser.session, new_password=NEW_PASSWORD, current_password=None
+    )
+    browser.session = chosen.session_token
+
+    with pytest.raises(errors.InvalidInput):
+        await h.complete(browser, state=approval.state, code=approval.code)
+    assert browser.session == chosen.session_token
+    assert await _session_of(h, chosen.session_token) == (SignInMethod.PASSWORD, True)

@@ -240,6 +240,11 @@ class StartTicketLink(_StartLinking):
         )
 
 
+# A Discord round trip proves nothing for an account with a password (see
+# ``identity_recently_proved``): its renewal would only write over a password proof.
+NO_DISCORD_PROOF = "Your account has a password: confirm it is you with your password."
+
+
 class StartDiscordReauth(_StartDiscordAuth):
     """ "Confirm with Discord" before a sensitive change, for an account without a password:
     a round trip that must come back as the linked Discord account."""
@@ -253,6 +258,8 @@ class StartDiscordReauth(_StartDiscordAuth):
                 raise errors.NotLinked(
                     "No Discord account is linked to your account: confirm with your password."
                 )
+            if account.has_password:
+                raise errors.InvalidInput(NO_DISCORD_PROOF)
         return await self._start(
             AuthPurpose.REAUTH,
             destination="/account",
@@ -385,6 +392,9 @@ class CompleteDiscordAuth:
         now = self._clock.now()
         async with self._uow() as uow:
             session = await self._session_of(uow, pending, session_token)
+            account = await uow.accounts.get(session.account_id)
+            if account is not None and account.has_password:  # one was set meanwhile
+                raise errors.InvalidInput(NO_DISCORD_PROOF)
             link = await uow.links.get_by_account(session.account_id)
             if link is None or link.discord_id != profile.id:
                 raise errors.WrongDiscordAccount(
