@@ -14,9 +14,19 @@ Check = Callable[[], Coroutine[Any, Any, str | None]]
 
 
 class Readiness:
-    def __init__(self, checks: Mapping[str, Check], *, timeout: float) -> None:
+    def __init__(
+        self,
+        checks: Mapping[str, Check],
+        *,
+        timeout: float,
+        needs: Mapping[str, str] | None = None,
+    ) -> None:
+        """``needs`` maps a check to the one it cannot answer without (``schema`` to
+        ``database``): while that one is not "ok", what this one says is no news of its own
+        (a schema check against a database that is down "failed"), so it says it is unknown."""
         self._checks = dict(checks)
         self._timeout = timeout
+        self._needs = dict(needs or {})
         # A check still running from an earlier probe (a hung database) is awaited again,
         # never started twice.
         self._running: dict[str, asyncio.Task[str | None]] = {}
@@ -33,6 +43,9 @@ class Readiness:
                 results[name] = "failed"
             else:
                 results[name] = task.result() or "ok"
+        for name, needed in self._needs.items():
+            if results.get(name, "ok") != "ok" and results.get(needed, "ok") != "ok":
+                results[name] = f"unknown: the {needed} is not ready"
         return all(r == "ok" for r in results.values()), results
 
     def _start(self, name: str) -> asyncio.Task[str | None]:

@@ -283,7 +283,11 @@ async def test_readyz_follows_the_database(stack: Stack, postgres: PostgresServe
         assert (await client.get("/readyz")).status_code == 200
         postgres.stop_server()
         try:
-            assert (await client.get("/readyz")).status_code == 503
+            down = await client.get("/readyz")
+            assert down.status_code == 503
+            # The database is what is wrong, not its migrations.
+            assert down.json()["checks"]["database"] != "ok"
+            assert down.json()["checks"]["schema"].startswith("unknown"), down.text
             assert (await client.get("/healthz")).status_code == 200
         finally:
             postgres.start_server()

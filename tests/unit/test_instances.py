@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,6 +48,23 @@ async def test_readyz_lists_its_checks(h: Harness) -> None:
         answer = await client.get("/readyz")
     assert answer.status_code == 200
     assert answer.json() == {"status": "ready", "checks": {"database": "ok"}}
+
+
+async def test_readyz_says_the_database_is_unreachable_not_that_its_schema_failed(
+    tmp_path: Path,
+) -> None:
+    """A database that cannot be reached has no schema to read: ``"schema": "failed"`` sent
+    operators to look at the migrations of a database that was down."""
+    nowhere = tmp_path / "no such directory" / "taskflow.db"
+    settings = make_settings(storage="sql", database_url=f"sqlite+aiosqlite:///{nowhere}")
+    app = create_app(build_container(settings))
+    async with AsyncTestClient(app=app) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "status": "not ready",
+        "checks": {"database": "unreachable", "schema": "unknown: the database is not ready"},
+    }
 
 
 async def test_a_check_that_hangs_makes_the_instance_not_ready_without_holding_the_probe() -> None:

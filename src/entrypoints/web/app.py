@@ -221,7 +221,8 @@ def healthz() -> Alive:
 
 class ReadyOut(Struct):
     """Each check answers "ok" or what is wrong ("unreachable", "no answer within 2 s", …):
-    ``database`` always, ``schema`` on SQL storage, ``redis`` when Redis is configured."""
+    ``database`` always, ``schema`` on SQL storage (unknown while the database is not
+    ready), ``redis`` when Redis is configured."""
 
     status: Literal["ready", "not ready"]
     checks: dict[str, str]
@@ -501,7 +502,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         loop = asyncio.get_running_loop()
         # Per running server: its checks' tasks belong to its event loop.
         app.state.readiness = Readiness(
-            container.readiness_checks(), timeout=settings.readiness_timeout_seconds
+            container.readiness_checks(),
+            timeout=settings.readiness_timeout_seconds,
+            needs={"schema": "database"},  # a database that is down has no schema to read
         )
         watch = instance_watch(container, WEB)  # tells of instances that share no Redis
         try:
