@@ -1131,8 +1131,8 @@ def api_key_list() -> None:
 @click.argument("name")
 def api_key_revoke(name: str) -> None:
     """Revoke the active key called NAME."""
-    _run_use_case(lambda c: c.revoke_api_key().execute(name))
-    click.echo(f"API key {name!r} revoked.")
+    revoked = _run_use_case(lambda c: c.revoke_api_key().execute(name))
+    click.echo(f"API key {revoked.name!r} revoked.")  # as stored: " crm " revokes 'crm'
 
 
 def _configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:

@@ -699,6 +699,21 @@ def test_db_downgrade_drops_nothing_without_yes(sqlite_database: Path) -> None:
     assert runner.invoke(cli, ["db", "current"]).output.strip() == "base (empty)"
 
 
+def test_api_key_revoke_names_the_key_as_create_stored_it(sqlite_database: Path) -> None:
+    """`api-key create " crm "` stores ``crm`` (and says so); `revoke " crm "` revoked it but
+    said it had revoked ``' crm '``, a name that `api-key list` shows no key by."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    created = runner.invoke(cli, ["api-key", "create", " crm "])
+    assert created.exit_code == 0, created.output
+    assert "API key 'crm':" in created.output
+
+    revoked = runner.invoke(cli, ["api-key", "revoke", " crm "])
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked.output == "API key 'crm' revoked.\n"
+    assert "revoked" in runner.invoke(cli, ["api-key", "list"]).output
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
