@@ -461,6 +461,12 @@ class Settings(BaseSettings):
                     f"must have no {part} ('?…' or '#…'): links are built by adding a path "
                     "to it, such as /link/… and /auth/discord/callback"
                 )
+        # Never the value in the message: it holds a password.
+        if value.username is not None or value.password is not None:
+            raise ValueError(
+                "must have no user name or password ('user:password@'): every link built "
+                "from it (emailed, the /link button, the OAuth redirect URI) would carry them"
+            )
         return value
 
     @field_validator("secret_key")

@@ -248,6 +248,21 @@ def test_a_public_url_with_a_query_or_fragment_is_refused(public_url: str, part:
     assert load_settings(**_production(public_url="https://link.example.com/"))
 
 
+@pytest.mark.parametrize(
+    "public_url",
+    ["https://ops:s3cr3t-pw@link.example.com", "https://:s3cr3t-pw@link.example.com"],
+)
+def test_a_public_url_with_a_password_is_refused_without_showing_it(public_url: str) -> None:
+    """Every link is built from the public URL: the password went into every email, the
+    /link button and the OAuth redirect URI. It started without a word."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**_production(public_url=public_url))
+    assert "TASKFLOW_LINK_PUBLIC_URL: must have no user name or password" in str(refused.value)
+    assert "s3cr3t-pw" not in str(refused.value)
+    with pytest.raises(SettingsError, match="no user name or password"):
+        load_settings(**_production(public_url="https://ops@link.example.com"))
+
+
 def test_smtp_without_tls_to_another_machine_is_warned_about() -> None:
     plain = load_settings(**_production(smtp_tls="none", smtp_password="pw"))
     assert any("SMTP_TLS=none: emails to mail.example.com" in w for w in plain.warnings())
