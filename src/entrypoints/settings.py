@@ -149,7 +149,8 @@ class Settings(BaseSettings):
     )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),
-        description="URL people reach the web app at; links and the OAuth redirect URI use it.",
+        description="URL people reach the web app at; links and the OAuth redirect URI use it. "
+        "Scheme, host and port only: the app serves at the root of its host.",
     )
     secret_key: SecretStr = Field(
         min_length=32,
@@ -466,6 +467,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must have no user name or password ('user:password@'): every link built "
                 "from it (emailed, the /link button, the OAuth redirect URI) would carry them"
+            )
+        # The app serves at the root of its host: its pages, redirects and forms name
+        # absolute paths (/account, /signin, /link/…), and its cookies are __Host- cookies,
+        # which are for the path / only. Behind a proxy serving it under a prefix, every
+        # link built from the URL opened a page whose next step left the prefix.
+        if value.path not in (None, "/"):
+            raise ValueError(
+                "must have no path (such as /taskflow): the app serves at the root of its "
+                "host; give it a host name of its own (https://link.example.com)"
             )
         return value
 

@@ -263,6 +263,21 @@ def test_a_public_url_with_a_password_is_refused_without_showing_it(public_url: 
         load_settings(**_production(public_url="https://ops@link.example.com"))
 
 
+@pytest.mark.parametrize(
+    "public_url", ["https://example.com/taskflow", "https://example.com/taskflow/"]
+)
+def test_a_public_url_with_a_path_is_refused(public_url: str) -> None:
+    """The app serves at the root of its host: its pages, redirects and forms name absolute
+    paths (/account, /signin, /link/…), so behind a proxy that serves it under a prefix the
+    emailed links and the /link button opened the prefix's pages, and every step after them
+    left it. It started without a word."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**_production(public_url=public_url))
+    assert "TASKFLOW_LINK_PUBLIC_URL: must have no path (such as /taskflow)" in str(refused.value)
+    assert load_settings(**_production(public_url="https://example.com/"))
+    assert load_settings(**_production(public_url="https://example.com"))
+
+
 def test_smtp_without_tls_to_another_machine_is_warned_about() -> None:
     plain = load_settings(**_production(smtp_tls="none", smtp_password="pw"))
     assert any("SMTP_TLS=none: emails to mail.example.com" in w for w in plain.warnings())
