@@ -540,6 +540,13 @@ class Settings(BaseSettings):
         for text in parts:
             if text == "*":
                 continue
+            if "%" in text:
+                # Python reads fe80::1%eth0, but a network matches an address whatever its
+                # zone: the proxy was trusted on every interface, not on the one named.
+                raise ValueError(
+                    f"{text!r} has an IPv6 zone ('%…'), which is not taken: an address is "
+                    "trusted on every interface alike; write it without the zone (fe80::1)"
+                )
             try:
                 ipaddress.ip_network(text, strict=False)
             except ValueError:

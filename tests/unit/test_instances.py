@@ -706,6 +706,19 @@ def test_bad_instance_settings_name_the_variable(
     assert variable in str(failed.value)
 
 
+@pytest.mark.parametrize("value", ["fe80::1%eth0", "10.0.0.2, fe80::%eth0/64", "fe80::1%1"])
+def test_a_trusted_proxy_with_an_ipv6_zone_is_refused(value: str) -> None:
+    """An address's zone (``%eth0``) is no part of what a network matches: ``fe80::1%eth0``
+    trusted fe80::1 on every interface, not on eth0 only as it reads, without a word."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, forwarded_allow_ips=value)
+    message = str(refused.value)
+    assert "TASKFLOW_LINK_FORWARDED_ALLOW_IPS:" in message
+    assert "has an IPv6 zone" in message
+    assert "every interface" in message
+    assert make_settings(forwarded_allow_ips="fe80::1, fe80::/64").trusted_proxies
+
+
 def test_config_shows_where_redis_is_but_not_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", "redis://:r3d1s-pw@cache:6380/2")
