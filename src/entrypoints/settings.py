@@ -10,6 +10,7 @@ import email.errors
 import email.policy
 import ipaddress
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import URL as SqlUrl
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -448,6 +450,8 @@ class Settings(BaseSettings):
             raise ValueError(_BAD_PORT)
         if parsed.get_backend_name() == "postgresql":
             _postgres_query(parsed)
+        else:
+            _sqlite_url(parsed)
         return value
 
     @field_validator("public_url")
@@ -1175,6 +1179,42 @@ def _postgres_query(url: SqlUrl) -> None:
     for port in ports if isinstance(ports, list) else [ports]:
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(_BAD_PORT)
+
+
+# The parameters of a SQLite URL whose values SQLAlchemy converts for the driver.
+_SQLITE_TYPED_PARAMETERS = ("timeout", "detect_types", "check_same_thread", "cached_statements")
+
+
+def _sqlite_url(url: SqlUrl) -> None:
+    """``ValueError`` for a SQLite URL SQLAlchemy cannot read: a host, user or port (SQLite
+    opens a file), or a value of one of its typed parameters that is not one (or given
+    twice). Each stopped every command at its first connection with a traceback. Never shows
+    a value."""
+    if not _sqlite_readable(url):
+        if url.host or url.username or url.port:
+            raise ValueError(
+                "is not a SQLite URL: a file has no host, user or port "
+                "(sqlite+aiosqlite:///relative/file.db, sqlite+aiosqlite:////absolute/file.db)"
+            )
+        for name in _SQLITE_TYPED_PARAMETERS:
+            if name in url.query and not _sqlite_readable(url.set(query={name: url.query[name]})):
+                wanted = "true or false" if name == "check_same_thread" else "a number"
+                raise ValueError(
+                    f"has a ?{name}= whose value the SQLite driver cannot read (give it once, "
+                    f"{wanted})"
+                )
+        raise ValueError("is not a SQLite URL the SQLite driver can read")
+
+
+def _sqlite_readable(url: SqlUrl) -> bool:
+    with warnings.catch_warnings():
+        # A parameter the driver does not take: SQLAlchemy says so when it connects.
+        warnings.simplefilter("ignore")
+        try:
+            aiosqlite_dialect().create_connect_args(url)
+        except (ArgumentError, ValueError, TypeError):  # TypeError: a parameter given twice
+            return False
+    return True
 
 
 # Taken in a Redis URL (they started before), and used: redis-py lets the URL's values win over

@@ -498,6 +498,44 @@ def test_a_postgres_url_whose_query_asyncpg_cannot_take_is_refused_at_start(
 
 
 @pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            "sqlite+aiosqlite://s3cr3t-host/taskflow.db",
+            "is not a SQLite URL: a file has no host, user or port",
+        ),
+        (
+            "sqlite+aiosqlite:///taskflow.db?timeout=s3cr3t",
+            "has a ?timeout= whose value the SQLite driver cannot read",
+        ),
+        (
+            "sqlite+aiosqlite:///taskflow.db?timeout=5&timeout=10",
+            "has a ?timeout= whose value the SQLite driver cannot read (give it once",
+        ),
+        (
+            "sqlite+aiosqlite:///taskflow.db?check_same_thread=s3cr3t",
+            "has a ?check_same_thread= whose value the SQLite driver cannot read",
+        ),
+    ],
+)
+def test_a_sqlite_url_sqlalchemy_cannot_read_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, reason: str
+) -> None:
+    """A SQLite URL with a host, or a typed parameter whose value is not one, passed the
+    settings: `config` showed it, and every other command stopped at its first connection
+    with SQLAlchemy's traceback (ArgumentError, ValueError, TypeError)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", url)
+    for command in (["config"], ["db", "upgrade"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code != 0
+        assert isinstance(result.exception, SettingsError), result.exception
+        assert f"TASKFLOW_LINK_DATABASE_URL: {reason}" in str(result.exception)
+        assert "s3cr3t" not in str(result.exception) + result.output
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "ssl=require",
