@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -1271,13 +1271,43 @@ def _redis_query(url: str) -> None:
     from redis.asyncio.connection import parse_url  # noqa: PLC0415 - only with Redis
 
     try:
-        parse_url(url)
+        parsed = parse_url(url)
     except ValueError as exc:
         named = re.search(r"'(\w+)'", str(exc))
         raise ValueError(
             "has a query parameter whose value redis-py cannot read"
             + (f": {named[1]!r}" if named else "")
         ) from None
+    parts = urlsplit(url)
+    # redis-py reads a path that is not a number as no database at all (database 0): two
+    # deployments at redis://cache/staging and redis://cache/production shared one.
+    path = unquote(parts.path).replace("/", "")
+    if parts.scheme != "unix" and path and not (path.isascii() and path.isdecimal()):
+        raise ValueError(
+            "has a path that is not a database number (redis://cache:6379/2): redis-py "
+            "would use database 0"
+        )
+    if int(parsed.get("db", 0)) < 0:
+        raise ValueError("has a database number below 0")
+    # What redis-py checks only when it makes a connection: at start (a traceback, for
+    # ?max_connections=-1) or on every call (?protocol=9: "unreachable" for good).
+    if not _redis_can_use(url):
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if not _redis_can_use(urlunsplit(parts._replace(query=urlencode([(name, value)])))):
+                raise ValueError(f"has a query parameter whose value redis-py cannot use: {name!r}")
+        raise ValueError("is not a URL redis-py can use")
+
+
+def _redis_can_use(url: str) -> bool:
+    """Whether redis-py makes a connection of the URL (connecting to nothing)."""
+    from redis.asyncio import ConnectionPool  # noqa: PLC0415 - only with Redis
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
+    try:
+        ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, RedisError):
+        return False
+    return True
 
 
 def _valid_port(url: str) -> None:

@@ -1375,6 +1375,39 @@ def test_a_redis_url_whose_query_cannot_work_is_refused_at_start(
 
 
 @pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # A traceback at start (the pool is made with the app).
+        (
+            "redis://:s3cr3t@cache:6379/0?max_connections=-1",
+            "has a query parameter whose value redis-py cannot use: 'max_connections'",
+        ),
+        # Refused by each connection redis-py makes: "unreachable" (or "refuses writes") in
+        # /readyz for good, and every instance in its own memory.
+        (
+            "redis://:s3cr3t@cache:6379/0?protocol=9",
+            "has a query parameter whose value redis-py cannot use: 'protocol'",
+        ),
+        (
+            "rediss://:s3cr3t@cache:6380/0?ssl_cert_reqs=maybe",
+            "has a query parameter whose value redis-py cannot use: 'ssl_cert_reqs'",
+        ),
+        ("redis://:s3cr3t@cache:6379?db=-1", "has a database number below 0"),
+        # Read as database 0 by redis-py, without a word.
+        (
+            "redis://:s3cr3t@cache:6379/staging",
+            "has a path that is not a database number (redis://cache:6379/2)",
+        ),
+    ],
+)
+def test_a_redis_url_redis_py_cannot_use_is_refused_at_start(url: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, redis_url=url)
+    assert f"TASKFLOW_LINK_REDIS_URL: {reason}" in str(refused.value)
+    assert "s3cr3t" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
@@ -1383,6 +1416,7 @@ def test_a_redis_url_whose_query_cannot_work_is_refused_at_start(
         # and stopping start-up at an upgrade for them would be an outage.
         "protocol=3",
         "health_check_interval=10&socket_keepalive=true&max_connections=100",
+        "max_connections=0",  # redis-py: no cap
     ],
 )
 def test_a_redis_url_with_connection_settings_in_its_query_is_accepted(
