@@ -10,6 +10,7 @@ import email.errors
 import email.policy
 import ipaddress
 import re
+import unicodedata
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -630,6 +631,22 @@ class Settings(BaseSettings):
         leaves the secrets): no secret. `config` said "(set)" for a blank Discord secret or
         bot token, and a blank SMTP user name was sent to the server as one."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("discord_bot_token", "discord_client_secret", "metrics_token", mode="before")
+    @classmethod
+    def _token_as_copied(cls, value: object) -> object:
+        """A token read from a file into the variable (a Kubernetes or Docker secret) ends
+        with its line break: the bot token failed every call to Discord ("Forbidden control
+        character" in its header), the client secret every sign-in with Discord (Discord
+        refused the client), and the metrics token every scrape (the header's token, read
+        without it, never matched). None of them holds a space or a control character."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        # (A byte that is not UTF-8 is _utf8's to name.)
+        if any(char.isspace() or unicodedata.category(char) == "Cc" for char in value):
+            raise ValueError("holds a space or a control character, which a token has none of")
+        return value
 
     @field_validator("webhook_secret", "webhook_secret_previous")
     @classmethod

@@ -346,6 +346,30 @@ async def test_metrics_can_be_turned_off() -> None:
         assert (await client.get("/metrics")).status_code == 404
 
 
+async def test_a_metrics_token_read_from_a_file_with_its_line_break_still_matches() -> None:
+    """A secret mounted as a file ends with a line break: the presented token (read from
+    the header without it) never matched, and every scrape got a 401."""
+    h = Harness.build(build_container(make_settings(metrics_token=f"{TOKEN}\n")))
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        answer = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+
+
+def test_discord_secrets_read_from_a_file_lose_their_line_break() -> None:
+    """With its line break, the bot token failed every call to Discord (aiohttp refuses a
+    control character in a header) and the client secret every sign-in with Discord."""
+    settings = make_settings(discord_bot_token="bot.to.ken\r\n", discord_client_secret=" cs\n")
+    assert settings.discord_bot_token is not None
+    assert settings.discord_bot_token.get_secret_value() == "bot.to.ken"
+    assert settings.discord_client_secret is not None
+    assert settings.discord_client_secret.get_secret_value() == "cs"
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, discord_bot_token="bot\nto")
+    assert "TASKFLOW_LINK_DISCORD_BOT_TOKEN: holds a space or a control character" in str(
+        refused.value
+    )
+
+
 def test_config_hides_the_metrics_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_METRICS_TOKEN", TOKEN)
