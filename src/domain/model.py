@@ -139,6 +139,12 @@ def validate_email(email: str) -> str:
     typed = email.strip().lower()
     local, at, domain = typed.rpartition("@")
     mapped = f"{local}@{_mapped_domain(domain)}" if at else typed
+    if len(mapped) > EMAIL_MAX:
+        # Refused before its labels are encoded: each label beyond ASCII only grows as its
+        # A-label, so the stored form would be refused too, and Python's punycode takes time
+        # growing with the square of a label's length (16,000 Chinese characters in one
+        # domain, a 48 KB form field, held the event loop 50 seconds at each reset request).
+        raise InvalidInput("Enter an email address like name@example.com.")
     normalized = normalize_email(email)
     if (
         normalized is None
