@@ -345,6 +345,29 @@ async def test_only_the_signed_in_owner_can_confirm_an_address(client: Client, h
     assert "<title>Your account · TaskFlow</title>" in account_page
 
 
+async def test_a_confirmation_link_opened_signed_in_as_another_account_says_so(
+    client: Client, hx: Harness
+) -> None:
+    """Its "Sign in to confirm" went to the sign-in page, which sends a browser already
+    signed in straight back to the link: a loop with no word of why (an attacker's review)."""
+    await _sign_up(client, "iris")
+    token = hx.link_token(await _email(hx, "iris@example.com"), "/verify-email/")
+    async with AsyncTestClient(app=create_app(hx.container)) as other:
+        await _sign_up(other, "jude")
+        page = await other.get(f"/verify-email/{token}")
+        assert page.status_code == 200
+        assert "You are signed in as <strong>jude</strong>" in page.text
+        assert "Sign out, sign in to that" in page.text
+        assert "Confirm my email" not in page.text
+        assert f"/signin?next=/verify-email/{token}" not in page.text
+        signed_out = await post_form(other, "/account", "/signout", {})
+        assert signed_out.status_code == 200
+        page = await other.get(f"/verify-email/{token}")
+        assert f'href="/signin?next=/verify-email/{token}"' in page.text  # now it leads on
+        shown = await other.get(f"/signin?next=/verify-email/{token}")
+        assert 'value="/verify-email/' in shown.text
+
+
 async def test_a_stream_of_wake_ups_makes_one_pass_per_gap() -> None:
     """A stream of wake-ups (commits that queue work, NOTIFYs from other instances) kept a
     worker passing back to back, each pass taking SQLite's write lock (found by an attacker's
