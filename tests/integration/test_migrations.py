@@ -602,13 +602,18 @@ async def _addresses_0016_cannot_store_are_removed(url: str) -> None:
     """0015 -> 0016 with addresses 0015 took whose mapped form is no address: longer than the
     column once each label is an A-label (Postgres refused the rewrite, so the upgrade failed
     and nothing could be deployed, for one sign-up anybody could make), or holding what the
-    mapping turns into an "@" or a character no address holds. They are removed, as 0013
-    removed addresses nobody proved; the others are rewritten as before."""
+    mapping turns into an "@" or a character no address holds, or (an attacker's review) with
+    an empty label or an invisible character the A-label hides, as ``validate_email`` refuses
+    them. They are removed, as 0013 removed addresses nobody proved; the others are rewritten
+    as before."""
     label = "".join(chr(0x4E00 + 37 * i) for i in range(60))  # 60 CJK letters
     addresses = {
         "long": f"me@{label}.{label}.{label}.cn",  # 188 characters, about 500 as A-labels
         "at": "me@evil.example\uff20gmail.com",  # a fullwidth "@": "me@evil.example@gmail.com"
         "comma": "me@evil.example\uff0cbob\uff20victim.example",  # ","
+        # The DNS root's dot: mail to it went to eve@xn--bcher-kva.de, "umlaut"'s mailbox.
+        "root": "eve@bücher.de.",
+        "hidden": "me@exa\u200bmpl\u00e9.com",  # a zero-width space the A-label hides
         "umlaut": "Eve@Bücher.de",
     }
     assert all(len(address) <= 254 for address in addresses.values())
@@ -624,11 +629,13 @@ async def _addresses_0016_cannot_store_are_removed(url: str) -> None:
             "long": (None, False),
             "at": (None, False),
             "comma": (None, False),
+            "root": (None, False),
+            "hidden": (None, False),
             "umlaut": ("eve@xn--bcher-kva.de", True),
         }
         async with database.engine.connect() as conn:
             stored = (await conn.execute(text("SELECT email_normalized FROM accounts"))).all()
-        assert sorted(row[0] or "" for row in stored) == ["", "", "", "eve@xn--bcher-kva.de"]
+        assert sorted(row[0] or "" for row in stored) == [""] * 5 + ["eve@xn--bcher-kva.de"]
     finally:
         await database.dispose()
 

@@ -17,9 +17,11 @@ removed the addresses nobody proved): longer than the column's 254 characters on
 is an A-label (a 188-character address can grow to 500: Postgres refused the rewrite and the
 upgrade failed, for one sign-up anybody could make), or holding what the mapping turns into
 an "@", a blank, a character such as ``<`` or ``,``, or an encoded word (a fullwidth "@" in
-the domain made ``me@evil.example@gmail.com``). The version that writes this form refuses
-such addresses (``validate_email``), and mail to one could not be delivered. The person can
-add an address again from the account page.
+the domain made ``me@evil.example@gmail.com``), or with an empty label in its domain
+(``eve@bücher.de.``, which Postfix delivers to eve@xn--bcher-kva.de, perhaps another
+account's), or an invisible format character its A-label hides. The version that writes this
+form refuses such addresses (``validate_email``), and mail to one could not be delivered. The
+person can add an address again from the account page.
 
 During a rolling upgrade, mind sign-ups and email changes: an older version running beside
 this one still stores such an address as typed, after this revision ran. This version then
@@ -77,16 +79,20 @@ def _normalized(email: str) -> str:
     return f"{local}@{'.'.join(labels)}"
 
 
-def _is_address(address: str) -> bool:
-    """Whether ``address`` (in its new form) is one ``domain.model.validate_email`` takes, as
-    of this revision."""
+def _is_address(address: str, stored: str) -> bool:
+    """Whether ``address`` (the new form of the ``stored`` one) is one
+    ``domain.model.validate_email`` takes, as of this revision: among its checks, no empty
+    label in the domain (``bob@bücher.de.``: a trailing dot names the DNS root, and Postfix
+    delivers to the address without it, perhaps another account's), and no invisible format
+    character in the address as stored (an A-label hides one)."""
     return (
         len(address) <= _COLUMN
         and address.count("@") == 1
         and not address.startswith("@")
         and not address.endswith("@")
+        and "" not in address.rpartition("@")[2].split(".")
         and not any(ch.isspace() or ord(ch) < 32 or ch in _NOT_IN_EMAIL for ch in address)
-        and not any(unicodedata.category(ch) == "Cf" for ch in address)
+        and not any(unicodedata.category(ch) == "Cf" for ch in address + stored)
         and not _ENCODED_WORD.search(address)
     )
 
@@ -107,7 +113,7 @@ def upgrade() -> None:
         )
     ).all()
     rewritten = {row.id: _normalized(row.email) for row in rows}
-    removed = {i for i, address in rewritten.items() if not _is_address(address)}
+    removed = {row.id for row in rows if not _is_address(rewritten[row.id], row.email)}
     changed = {
         row.id: rewritten[row.id]
         for row in rows
