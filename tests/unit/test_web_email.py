@@ -530,3 +530,20 @@ async def test_the_outbox_is_not_shown_to_another_machine_through_a_proxy(
         assert page.status_code == 404
     finally:
         h.container.unwire()
+
+
+@pytest.mark.parametrize(
+    ("mode", "promised"), [("verified", True), ("confirm", True), ("off", False)]
+)
+async def test_the_confirmation_page_promises_discord_sign_in_only_when_it_links_by_email(
+    mode: str, promised: bool
+) -> None:
+    """A review: with TASKFLOW_LINK_EMAIL_LINKING=off, the confirmation page still said a
+    confirmed email lets Sign in with Discord find the account, which it then never does."""
+    hx = Harness.build(build_container(make_settings(email_outbox_page=True, email_linking=mode)))
+    async with AsyncTestClient(app=_From(create_app(hx.container), "127.0.0.1")) as client:
+        await _sign_up(cast(Client, client), "alice")
+        token = hx.link_token(await _email(hx, "alice@example.com"), "/verify-email/")
+        shown = await client.get(f"/verify-email/{token}")
+        assert shown.status_code == 200
+        assert ('"Sign in with Discord" find your account' in shown.text) is promised

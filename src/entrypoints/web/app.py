@@ -33,7 +33,7 @@ from msgspec import Struct
 from adapters.metrics import mark_process_dead
 from adapters.shared_state import SharedState
 from domain import errors
-from domain.model import Account
+from domain.model import Account, EmailLinking
 from domain.use_cases import SignedInAs
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
@@ -43,6 +43,7 @@ from entrypoints.logs import request_id
 from entrypoints.queue_worker import QueueWorker
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
+from entrypoints.settings import Settings
 from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
 from entrypoints.web.avatars import Avatars
@@ -256,6 +257,17 @@ _INJECTED = (
     *(name for name, p in Container.providers.items() if is_use_case(p)),
     "email_sender",
 )
+
+
+def _template_globals(settings: Settings) -> Callable[[JinjaTemplateEngine], None]:
+    """What every page may say of the configuration: whether Sign in with Discord finds an
+    account by its confirmed email (with ``TASKFLOW_LINK_EMAIL_LINKING=off`` it never does,
+    and a page that promised it misled)."""
+
+    def configure(engine: JinjaTemplateEngine) -> None:
+        engine.engine.globals["links_by_email"] = settings.email_linking is not EmailLinking.OFF
+
+    return configure
 
 
 class WebApp(Litestar):
@@ -581,7 +593,11 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
                 "public_url": str(settings.public_url).rstrip("/"),
             }
         ),
-        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=HERE / "templates",
+            engine=JinjaTemplateEngine,
+            engine_callback=_template_globals(settings),
+        ),
         middleware=middleware,
         # Forms are small; a bigger body is refused (413) before it is read. Interactions
         # allow more (their own limit), the JSON API reads no body.
