@@ -605,6 +605,18 @@ class RoleChange:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RoleChangeCount:
+    """How many rows of the role queue for ``role`` say ``action``, ``status`` and
+    ``last_error`` (``roles sync``'s account of what it asked for, whoever applied it)."""
+
+    role: LinkedRole
+    action: RoleAction
+    status: RoleChangeStatus
+    last_error: str | None
+    count: int
+
+
 # -- Discord Linked Roles ----------------------------------------------------------------------
 
 ROLE_CONNECTIONS_SCOPE = "role_connections.write"

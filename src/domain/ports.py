@@ -34,6 +34,7 @@ from domain.model import (
     OutgoingEmail,
     PendingLogin,
     RoleChange,
+    RoleChangeCount,
     RoleConnection,
     RoleConnectionToken,
     Session,
@@ -288,6 +289,11 @@ class RoleChangeRepository(Protocol):
 
     async def pending(self) -> tuple[int, datetime | None]:
         """How many changes are pending, and the earliest next attempt among them."""
+
+    async def counts_since(self, since: datetime) -> Sequence[RoleChangeCount]:
+        """The rows asked for at ``since`` or later (``requested_at``), counted by role,
+        action, status and last error, as they are now: done, refused or given up by
+        whichever worker took them, or still pending."""
 
 
 class RoleConnectionTokenRepository(Protocol):

@@ -433,7 +433,9 @@ def roles_sync(every: bool, wait: float) -> None:
     """Give the role to every linked member missing it: members linked before the role was
     configured, and those Discord refused before (not in the server then, a permission or
     the role missing then); take it from unlinked members who may still have it (a removal
-    refused, given up, or never asked for). Prints counts, never a token. Exits with status 1
+    refused, given up, or never asked for). Prints counts, never a token: of the changes it
+    asked for, whoever applied them (the service's role workers take their share of the
+    queue, and what they met counts as if this run had met it). Exits with status 1
     when Discord refused a change for a reason the operator can fix (a permission, a role or
     server that is not there, the token) or one was given up: a cron job then fails (not for
     a member who is not in the server, which is routine, nor for what is still queued)."""
@@ -445,8 +447,9 @@ def roles_sync(every: bool, wait: float) -> None:
     from entrypoints.role_worker import UNSENT, apply_until_done  # noqa: PLC0415
 
     async def sync(container: Any) -> tuple[Any, Any]:
+        since = container.clock().now()  # the changes asked for from here on are counted
         asked = await container.request_roles_for_links().execute(every=every)
-        return asked, await apply_until_done(container, wait=wait)
+        return asked, await apply_until_done(container, since=since, wait=wait)
 
     listed = ", ".join(str(role) for role in settings.linked_roles)
     asked, totals = _run_use_case(sync)
@@ -470,7 +473,8 @@ def roles_sync(every: bool, wait: float) -> None:
     if totals["not_configured"]:
         click.echo(
             f"Not sent: {totals['not_configured']} queued change(s) for a role no longer in "
-            "TASKFLOW_LINK_DISCORD_LINKED_ROLES (neither added nor removed)."
+            "TASKFLOW_LINK_DISCORD_LINKED_ROLES (here, or on the instance that took them; "
+            "neither added nor removed)."
         )
     if totals["still_queued"]:
         click.echo(

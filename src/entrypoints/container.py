@@ -492,6 +492,7 @@ class Container(containers.DeclarativeContainer):
         uc.RequestRolesForLinks, uow, clock, linked_roles=linked_roles
     )
     show_role_queue = providers.Factory(uc.ShowRoleQueue, uow)
+    count_role_changes = providers.Factory(uc.CountRoleChanges, uow, linked_roles=linked_roles)
     verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
     resend_verification = providers.Factory(uc.ResendVerification, uow, clock)

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 
 from domain import errors
-from domain.model import RoleChange
+from domain.model import RoleChange, RoleChangeStatus
 from domain.ports import QueueListener
 from domain.use_cases import RoleChangeReport
 from domain.use_cases.discord_roles import NOT_CONFIGURED
@@ -120,33 +120,42 @@ class RoleWorker(QueueWorker):
         return report
 
 
-async def apply_until_done(container: Container, *, wait: float) -> Counter[str]:
+async def apply_until_done(container: Container, *, since: datetime, wait: float) -> Counter[str]:
     """Apply the role queue until nothing is pending, waiting for changes Discord asked to
-    retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Counts by outcome:
-    ``add:done``, ``remove:done``, each refusal's reason, ``given_up``, ``not_configured``
-    (for a role no longer in the setting: not sent), ``still_queued``; ``UNSENT`` counts the
-    refusals (among those by reason) taken from a whole-role hold without asking Discord."""
+    retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Then count the
+    changes of the configured roles asked for at ``since`` or later, as they are now,
+    whoever applied them (the service's role workers take their share of the queue): by
+    outcome, ``add:done``, ``remove:done``, each refusal's reason, ``given_up``,
+    ``still_queued``; ``not_configured`` adds the changes this process finished unsent for
+    a role no longer in its setting; ``UNSENT`` counts the refusals it took from a
+    whole-role hold without asking Discord (among those by reason)."""
     totals: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     clock = container.clock()
     while True:
         report: RoleChangeReport = await container.apply_role_changes().execute(limit=100)
-        totals.update(f"{c.action.value}:done" for c in report.done)
-        totals.update(c.last_error or "rejected" for c in (*report.refused, *report.refused_unsent))
-        totals[UNSENT] += len(report.refused_unsent)
-        totals["given_up"] += len(report.failed)
+        totals[UNSENT] += sum(1 for c in report.refused_unsent if c.requested_at >= since)
         totals[NOT_CONFIGURED] += len(report.unconfigured)
         if report.busy:
             continue
         queue = await container.show_role_queue().execute()
         if queue.pending == 0 or queue.next_attempt_at is None:
-            return totals
+            break
         due_at = queue.next_attempt_at
         if report.paused_until is not None and due_at <= clock.now():
             due_at = report.paused_until  # what is due waits for Discord's rate limit
         due_in = (due_at - clock.now()).total_seconds()
         if loop.time() + due_in > deadline:
-            totals["still_queued"] = queue.pending
-            return totals
+            break
         await asyncio.sleep(max(due_in, 0.2))
+    for count in await container.count_role_changes().execute(since):
+        if count.status is RoleChangeStatus.PENDING:
+            totals["still_queued"] += count.count
+        elif count.status is RoleChangeStatus.DONE:
+            totals[f"{count.action.value}:done"] += count.count
+        elif count.status is RoleChangeStatus.FAILED:
+            totals["given_up"] += count.count
+        else:
+            totals[count.last_error or "rejected"] += count.count
+    return totals

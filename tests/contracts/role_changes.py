@@ -153,6 +153,47 @@ class RoleChangeContract:
             assert removal.version == 2
             assert removal.status is RoleChangeStatus.PENDING
 
+    async def test_the_changes_asked_for_since_a_moment_are_counted_as_they_are_now(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``roles sync`` counts what it asked for, whoever applied it."""
+        earlier = NOW - timedelta(seconds=1)
+
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.role_changes.request(change(1, requested_at=earlier))  # before: left out
+            for member in (2, 3, 4):
+                await uow.role_changes.request(change(member))
+            await uow.role_changes.request(change(5, RoleAction.REMOVE))
+            await uow.role_changes.request(replace(change(6), role=OTHER_ROLE))
+
+        await write(uow_factory, queue)
+        outcomes = {
+            2: (RoleChangeStatus.DONE, None),
+            3: (RoleChangeStatus.REFUSED, "missing_permissions"),
+            4: (RoleChangeStatus.DONE, None),
+            5: (RoleChangeStatus.DONE, None),
+        }
+        async with uow_factory() as uow:
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
+                after = held  # the others are let go, pending
+                if held.discord_id.value in outcomes:
+                    status, error = outcomes[held.discord_id.value]
+                    after = replace(held, status=status, last_error=error, finished_at=NOW)
+                assert await uow.role_changes.finish(after)
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            counts = await uow.role_changes.counts_since(NOW)
+            assert await uow.role_changes.counts_since(LATER) == []
+        assert sorted(
+            (c.role.role_id.value, c.action.value, c.status.value, c.last_error, c.count)
+            for c in counts
+        ) == [
+            (901, "add", "done", None, 2),
+            (901, "add", "refused", "missing_permissions", 1),
+            (901, "remove", "done", None, 1),
+            (902, "add", "pending", None, 1),
+        ]
+
     async def test_refused_and_given_up_removals_are_asked_for_again(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

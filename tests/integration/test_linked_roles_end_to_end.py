@@ -28,9 +28,10 @@ from domain.model import (
 )
 from domain.use_cases.discord_roles import RETRY_DELAYS
 from entrypoints.cli import cli
-from entrypoints.container import build_container
+from entrypoints.container import build_container, close_resources
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
+from entrypoints.role_worker import RoleWorker
 from entrypoints.web import create_app
 from tests.bot_support import run_command, running_gateway_bot
 from tests.contracts.repositories import account
@@ -391,3 +392,49 @@ async def test_roles_sync_adds_the_missing_roles(
     )
     assert empty.exit_code == 1
     assert "TASKFLOW_LINK_DISCORD_LINKED_ROLES is empty" in empty.output
+
+
+async def test_roles_sync_counts_what_the_services_worker_applied(
+    pg_db: SqlDatabase, postgres: PostgresServer, emulator: tuple[EmulatorState, str]
+) -> None:
+    """The service runs while `roles sync` does (its role worker listens on Postgres, and the
+    command's commit wakes it): each takes a share of the changes. The command's counts are
+    those of everything it asked for (they said "Added" only for what it sent itself, and a
+    refusal the service met did not fail the run)."""
+    state, url = emulator
+    members = [state.add_user(f"raced{n}") for n in range(150)]
+    async with pg_db.unit_of_work() as uow:  # linked before the role was configured
+        for user in members:
+            owner = account(user.username, f"{user.username}@example.com")
+            await uow.accounts.add(owner)
+            await uow.links.add(
+                Link(DiscordId.parse(user.id), owner.id, datetime.now(UTC), user.username)
+            )
+        await uow.commit()
+    settings = {
+        "storage": "sql",
+        "database_url": postgres.url,
+        "discord_bot_token": state.bot_token,
+        "discord_api_url": f"{url}/api/v10",
+        "discord_linked_roles": str(ROLE),
+    }
+    service = build_container(make_settings(**settings, discord_roles_poll_seconds=0.2))
+    worker = RoleWorker(service)
+    worker.start()
+    env = {
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
+        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+        "TASKFLOW_LINK_DISCORD_LINKED_ROLES": str(ROLE),
+    }
+    try:
+        await eventually(lambda: worker.idle, "the service's worker, waiting")
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["roles", "sync"], env=env)
+    finally:
+        await worker.stop()
+        await close_resources(service)
+    assert result.exit_code == 0, result.output
+    assert "asked to add 150 for linked members" in result.output
+    assert "Added 150, removed 0." in result.output, result.output
+    assert all(has_role(state, m.id) for m in members)

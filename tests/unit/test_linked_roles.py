@@ -39,7 +39,7 @@ from domain.use_cases.discord_roles import (
     REFUSAL_HOLD,
     RETRY_DELAYS,
 )
-from entrypoints.container import build_container
+from entrypoints.container import Container, build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.role_worker import RoleWorker, apply_until_done
 from entrypoints.settings import SettingsError, load_settings
@@ -742,10 +742,11 @@ async def test_a_retry_after_beyond_any_date_pauses_for_a_day_not_a_broken_pass(
 async def test_roles_sync_waits_for_a_rate_limit_instead_of_asking_again(one: Harness) -> None:
     """``roles sync`` applies the queue itself: after a 429 it waits, and with no time left
     says what is still queued, without asking Discord again for the rest."""
+    since = one.clock.now()
     await _linked_many(one, 150)
     one.guild_roles.answer(RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=30.0))
 
-    totals = await apply_until_done(one.container, wait=0)
+    totals = await apply_until_done(one.container, since=since, wait=0)
 
     assert len(one.guild_roles.calls) == 1
     assert totals["still_queued"] == 150
@@ -885,6 +886,65 @@ async def test_sync_removes_the_role_after_a_later_add_was_refused(one: Harness)
     ]
     assert not one.guild_roles.has(ROLE, member.id)
     assert (await one.container.request_roles_for_links().execute()).total == 0
+
+
+def _another_instance(h: Harness) -> Container:
+    """A second serving instance on the same database and Discord, with its own process
+    state (its pauses and holds): its role worker takes changes from the same queue."""
+    other = build_container(
+        make_settings(discord_linked_roles=str(ROLE), discord_bot_token="bot-token")
+    )
+    other.memory_db.override(_db(h))
+    other.clock.override(h.clock)
+    other.discord_roles.override(h.guild_roles)
+    return other
+
+
+async def _linked_before_the_role(h: Harness, count: int) -> list[DiscordId]:
+    accounts = [(await h.sign_up(f"pre{n}", f"pre{n}@example.com")).account for n in range(count)]
+    async with h.uow() as uow:
+        for n, account in enumerate(accounts):
+            await uow.links.add(Link(DiscordId(6100 + n), account.id, h.clock.now(), "old"))
+        await uow.commit()
+    return [DiscordId(6100 + n) for n in range(count)]
+
+
+async def test_roles_sync_counts_the_changes_another_instance_applied(one: Harness) -> None:
+    """`roles sync` asks for the roles, and the service's role workers are woken too (on
+    Postgres every instance, by NOTIFY): they may take some of the changes, or all of them,
+    before the command does. Its counts (and its exit status) are those of what it asked
+    for, whoever applied it; they counted only what the command itself sent."""
+    members = await _linked_before_the_role(one, 3)
+    service = _another_instance(one)
+    since = one.clock.now()
+    asked = await one.container.request_roles_for_links().execute()
+    assert asked.additions == 3
+    await service.apply_role_changes().execute(limit=2)  # woken first: takes two
+
+    totals = await apply_until_done(one.container, since=since, wait=0)
+
+    assert all(one.guild_roles.has(ROLE, m) for m in members)
+    assert totals["add:done"] == 3
+    assert totals["still_queued"] == 0
+    service.unwire()
+
+
+async def test_roles_sync_fails_on_a_refusal_another_instance_met(one: Harness) -> None:
+    """The service's worker took every change the command asked for, and Discord refused
+    them (the bot lost Manage Roles): the command must say so and exit 1 (it said it had
+    nothing to report, so a cron job passed)."""
+    await _linked_before_the_role(one, 3)
+    service = _another_instance(one)
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403))
+    since = one.clock.now()
+    await one.container.request_roles_for_links().execute()
+    await service.apply_role_changes().execute()
+
+    totals = await apply_until_done(one.container, since=since, wait=0)
+
+    assert len(one.guild_roles.calls) == 1  # one call; the rest taken from its refusal
+    assert totals["missing_permissions"] == 3
+    service.unwire()
 
 
 # -- metrics and settings -----------------------------------------------------------------------

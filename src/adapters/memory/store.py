@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -46,6 +46,7 @@ from domain.model import (
     PendingLogin,
     RoleAction,
     RoleChange,
+    RoleChangeCount,
     RoleChangeStatus,
     RoleConnectionToken,
     Session,
@@ -831,6 +832,14 @@ class MemoryRoleChanges(_Repo):
             if c.status is RoleChangeStatus.PENDING
         ]
         return len(waiting), min(waiting, default=None)
+
+    async def counts_since(self, since: datetime) -> Sequence[RoleChangeCount]:
+        counts = Counter(
+            (c.role, c.action, c.status, c.last_error)
+            for c in self._t.role_changes.values()
+            if c.requested_at >= since
+        )
+        return [RoleChangeCount(*key, count) for key, count in counts.items()]
 
 
 class MemoryRoleConnectionTokens(_Repo):

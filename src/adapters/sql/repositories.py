@@ -80,6 +80,7 @@ from domain.model import (
     PendingLogin,
     RoleAction,
     RoleChange,
+    RoleChangeCount,
     RoleChangeStatus,
     RoleConnectionToken,
     Session,
@@ -1134,6 +1135,24 @@ class SqlRoleChanges(_QueueRepo):
         )
         row: Any = (await self._run(query)).one()  # min() keeps the column's type
         return int(row[0]), row[1]
+
+    async def counts_since(self, since: datetime) -> Sequence[RoleChangeCount]:
+        grouped = (_roles.guild_id, _roles.role_id, _roles.action, _roles.status, _roles.last_error)
+        query = (
+            select(*grouped, func.count().label("rows"))
+            .where(_roles.requested_at >= since)
+            .group_by(*grouped)
+        )
+        return [
+            RoleChangeCount(
+                LinkedRole(DiscordId(row.guild_id), DiscordId(row.role_id)),
+                RoleAction(row.action),
+                RoleChangeStatus(row.status),
+                row.last_error,
+                int(row.rows),
+            )
+            for row in await self._run(query)
+        ]
 
 
 def _webhook_event(row: Any) -> WebhookEvent:

@@ -26,6 +26,7 @@ from domain.use_cases.discord_auth import (
 from domain.use_cases.discord_pauses import DiscordPauses
 from domain.use_cases.discord_roles import (
     ApplyRoleChanges,
+    CountRoleChanges,
     RequestRolesForLinks,
     RoleChangeReport,
     RolePauses,
@@ -111,6 +112,7 @@ __all__ = [
     "ConfirmLinkWithEmail",
     "ConfirmLinkWithPassword",
     "ConfirmPassword",
+    "CountRoleChanges",
     "CreateApiKey",
     "CreatedApiKey",
     "CurrentSession",

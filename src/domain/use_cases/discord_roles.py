@@ -24,6 +24,7 @@ from domain.model import (
     LinkedRole,
     RoleAction,
     RoleChange,
+    RoleChangeCount,
     RoleChangeStatus,
 )
 from domain.ports import (
@@ -494,3 +495,19 @@ class ShowRoleQueue:
         async with self._uow(read_only=True) as uow:
             pending, earliest = await uow.role_changes.pending()
         return RoleQueue(pending, earliest)
+
+
+class CountRoleChanges:
+    """``roles sync``'s account of the changes it asked for: those of the configured roles
+    asked for since it began, as they are now, whoever applied them. The service's role
+    workers are woken by the same commit (on Postgres every instance, by ``NOTIFY``) and
+    take their share of the queue: counting only what the command sent itself left out what
+    they did, and the refusals they met."""
+
+    def __init__(self, uow: UnitOfWorkFactory, *, linked_roles: Sequence[LinkedRole]) -> None:
+        self._uow, self._roles = uow, frozenset(linked_roles)
+
+    async def execute(self, since: datetime) -> list[RoleChangeCount]:
+        async with self._uow(read_only=True) as uow:
+            counts = await uow.role_changes.counts_since(since)
+        return [count for count in counts if count.role in self._roles]
