@@ -287,6 +287,34 @@ async def test_an_unlink_while_the_add_is_with_discord_is_applied_after_it(r: Ha
     ]
 
 
+async def test_an_unlink_during_a_failing_add_is_not_held_back_by_the_adds_back_off(
+    one: Harness,
+) -> None:
+    """Discord failed the add for hours; while its last try is with Discord (a timeout takes
+    the whole call timeout), the member unlinks. The removal is a new request, due at once
+    with a fresh round of tries, as an unlink that came between two tries is: the failed
+    add's back-off (4 hours by then) must not hold it, nor leave the member the role meanwhile
+    once Discord is back."""
+    account = (await one.sign_up("dora", "dora@example.com")).account
+    profile = one.discord_user(5108)
+    await one.discord_link(account.id, profile)
+    for delay in RETRY_DELAYS[:-1]:
+        one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
+        assert len((await apply(one)).retrying) == 1
+        one.clock.advance(delay)
+
+    async def unlink() -> None:
+        await one.container.unlink_discord().execute(profile.id)
+
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)  # the last try fails too
+    one.guild_roles.during_next_call = unlink
+    assert [c.action for c in (await apply(one)).superseded] == [RoleAction.ADD]
+    one.clock.advance(RETRY_DELAYS[0])  # Discord is back a few seconds later
+
+    assert [c.action for c in (await apply(one)).done] == [RoleAction.REMOVE]
+    assert not one.guild_roles.has(ROLE, profile.id)
+
+
 async def test_an_add_stalled_past_its_claim_cannot_leave_an_unlinked_member_the_role(
     one: Harness,
 ) -> None:

@@ -434,8 +434,12 @@ class ApplyRoleChanges:
         (bucket if finished else report.superseded).append(after)
 
     def _again(self, change: RoleChange) -> RoleChange:
+        """The row asked for again, due now: its newer request was due now, with a fresh
+        round of tries (this call's back-off after a failure, hours after several, is not
+        the newer request's). Only a rate limit's wait stands: Discord said when."""
         now = self._clock.now()
-        due = max(now, change.next_attempt_at) if change.status is RoleChangeStatus.PENDING else now
+        limited = change.last_error == RoleCallOutcome.RATE_LIMITED.value
+        due = max(now, change.next_attempt_at) if limited else now
         return RoleChange(
             change.discord_id, change.role, change.action, now, due, account_id=change.account_id
         )
