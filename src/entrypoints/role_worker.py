@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 
 from domain import errors
-from domain.model import RoleChange, RoleChangeStatus
+from domain.model import RoleChange, RoleChangeCount, RoleChangeStatus
 from domain.ports import QueueListener
 from domain.use_cases import RoleChangeReport
 from domain.use_cases.discord_roles import NOT_CONFIGURED
@@ -142,6 +142,8 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
         queue = await container.show_role_queue().execute()
         if queue.pending == 0 or queue.next_attempt_at is None:
             break
+        if not await _asked_and_pending(container, since):
+            break  # what is left is not this run's (another change's back-off, say)
         due_at = queue.next_attempt_at
         if report.paused_until is not None and due_at <= clock.now():
             due_at = report.paused_until  # what is due waits for Discord's rate limit
@@ -149,7 +151,8 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
         if loop.time() + due_in > deadline:
             break
         await asyncio.sleep(max(due_in, 0.2))
-    for count in await container.count_role_changes().execute(since):
+    counts: list[RoleChangeCount] = await container.count_role_changes().execute(since)
+    for count in counts:
         if count.status is RoleChangeStatus.PENDING:
             totals["still_queued"] += count.count
         elif count.status is RoleChangeStatus.DONE:
@@ -159,3 +162,9 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
         else:
             totals[count.last_error or "rejected"] += count.count
     return totals
+
+
+async def _asked_and_pending(container: Container, since: datetime) -> bool:
+    """Whether a change asked for at ``since`` or later is still pending."""
+    counts: list[RoleChangeCount] = await container.count_role_changes().execute(since)
+    return any(count.status is RoleChangeStatus.PENDING for count in counts)

@@ -975,6 +975,30 @@ async def test_roles_sync_fails_on_a_refusal_another_instance_met(one: Harness) 
     service.unwire()
 
 
+async def test_roles_sync_does_not_wait_for_a_change_it_did_not_ask_for(
+    one: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member's change retrying after Discord failed it (its next try later) is not
+    one `roles sync` asked for, nor counts: the command ends once its own are done instead of
+    waiting out --wait for it."""
+    await _linked_before_the_role(one, 2)
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
+    await _linked(one, 5109)
+    assert len((await apply(one)).retrying) == 1  # tried again in 5 s
+    one.clock.advance(timedelta(seconds=1))
+    since = one.clock.now()
+    assert (await one.container.request_roles_for_links().execute()).additions == 2
+
+    async def no_wait(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s for a change it did not ask for")
+
+    monkeypatch.setattr("entrypoints.role_worker.asyncio.sleep", no_wait)
+    totals = await apply_until_done(one.container, since=since, wait=3600)
+
+    assert totals["add:done"] == 2
+    assert totals["still_queued"] == 0
+
+
 # -- metrics and settings -----------------------------------------------------------------------
 
 
