@@ -16,7 +16,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
 from entrypoints.emulator import EmulatorState, create_emulator_app
-from entrypoints.emulator.state import Interaction
+from entrypoints.emulator.state import TEST_GUILD_ID, Interaction
 
 APP_ID = "1200000000000000042"
 NOT_ASCII = "s\u00e9cret"  # what compare_digest refuses to compare as str
@@ -232,3 +232,76 @@ def test_a_fault_mode_that_is_not_a_name_is_refused_with_400(
     refused = client.post("/_emulator/faults", json={"endpoint": "token", "mode": mode})
     assert refused.status_code == 400, refused.text
     assert state.faults == {}
+
+
+# -- bodies that are not JSON ------------------------------------------------------------------
+
+INVALID_JSON = {"code": 50109, "message": "The request body contains invalid JSON."}
+ROLE = "1300000000000000010"
+
+
+def _discord_endpoints(state: EmulatorState, interaction: Interaction) -> list[tuple[str, str]]:
+    """Each endpoint of Discord's API the emulator serves that a client sends a body to (or,
+    for a member's role, may send a JSON Content-Type to without one)."""
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    member_role = f"/api/v10/guilds/{TEST_GUILD_ID}/members/{interaction.user_id}/roles/{ROLE}"
+    return [
+        ("PUT", f"/api/v10/applications/{APP_ID}/commands"),
+        ("PUT", f"/api/v10/applications/{APP_ID}/guilds/{TEST_GUILD_ID}/commands"),
+        ("POST", f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"),
+        ("PATCH", f"{webhook}/messages/@original"),
+        ("POST", webhook),
+        ("PUT", f"/api/v10/applications/{APP_ID}/role-connections/metadata"),
+        ("PUT", f"/api/v10/users/@me/applications/{APP_ID}/role-connection"),
+        ("PUT", member_role),
+        ("DELETE", member_role),
+    ]
+
+
+@pytest.mark.parametrize("body", [b"{bad", b"", b"\xff", b'{"content": "x"', b"NaN"], ids=repr)
+def test_a_body_sent_as_json_that_is_not_json_is_discords_50109_everywhere(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], body: bytes
+) -> None:
+    """Discord answers such a body (an empty one too, even on a DELETE) with 400 50109 on
+    every endpoint; the emulator answered in Litestar's words (``status_code``, ``detail``),
+    which no Discord client reads."""
+    state, client = emulator
+    interaction = _pending(state)
+    interaction.response = {"type": 5, "data": {"flags": 64}}
+    state.guilds[TEST_GUILD_ID].members[interaction.user_id] = set()
+    state.add_role("Linked", guild_id=TEST_GUILD_ID, position=1, role_id=ROLE)
+    headers = {
+        "content-type": "application/json",
+        "authorization": f"Bot {state.bot_token}",
+    }
+    for method, path in _discord_endpoints(state, interaction):
+        answer = client.request(method, path, content=body, headers=headers)
+        assert (answer.status_code, answer.json()) == (400, INVALID_JSON), (method, path)
+    assert interaction.response == {"type": 5, "data": {"flags": 64}}
+    assert interaction.followups == []
+    assert state.guilds[TEST_GUILD_ID].members[interaction.user_id] == set()
+
+
+def test_a_body_not_sent_as_json_is_not_read(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+) -> None:
+    """Discord reads a body as JSON only when its Content-Type says so: without one (or as
+    text) the body counts as none, which each endpoint judges as it judges a missing body
+    (an edit of nothing changes nothing; a follow-up of nothing is 50006)."""
+    state, client = emulator
+    interaction = _pending(state)
+    callback = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+    as_text = {"content-type": "text/plain"}
+    refused = client.post(callback, content=b'{"type": 4, "data": {"content": "Hi"}}')
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == 50035
+    assert interaction.response is None
+    client.post(callback, json={"type": 4, "data": {"content": "Hello"}})
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    for body in (b"", b"{bad", b'{"content": "Changed"}'):
+        edit = client.patch(f"{webhook}/messages/@original", content=body, headers=as_text)
+        assert edit.status_code == 200, edit.text
+        assert edit.json()["content"] == "Hello"
+        follow_up = client.post(webhook, content=body, headers=as_text)
+        assert (follow_up.status_code, follow_up.json()["code"]) == (400, 50006)
+    assert interaction.followups == []

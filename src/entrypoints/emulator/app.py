@@ -18,6 +18,7 @@ from litestar.enums import MediaType, RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import Redirect, Response
 
+from entrypoints.emulator.bodies import refuse_invalid_json
 from entrypoints.emulator.bot_api import bot_routes
 from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
@@ -355,6 +356,8 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             *guild_routes(state, _fault),
             *role_connection_routes(state, _fault),
         ],
+        # Discord's 50109 for a body sent as JSON that is not JSON, before any handler reads it.
+        before_request=refuse_invalid_json,
         openapi_config=None,
         logging_config=None,
     )

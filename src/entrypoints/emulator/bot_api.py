@@ -24,6 +24,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 from nacl.signing import SigningKey
 
+from entrypoints.emulator.bodies import json_body
 from entrypoints.emulator.gateway import GatewaySession
 from entrypoints.emulator.guilds import not_snowflakes
 from entrypoints.emulator.shards import connections_for
@@ -572,11 +573,11 @@ def bot_routes(  # noqa: PLR0915 - one route table
     def global_commands(request: Request[Any, Any, Any], app_id: FromPath[str]) -> Response[Any]:
         return list_commands(request, app_id, None)
 
-    @put("/api/v10/applications/{app_id:str}/commands", sync_to_thread=False)
-    def put_global_commands(
-        request: Request[Any, Any, Any], app_id: FromPath[str], data: JSONBody[Any]
+    @put("/api/v10/applications/{app_id:str}/commands")
+    async def put_global_commands(
+        request: Request[Any, Any, Any], app_id: FromPath[str]
     ) -> Response[Any]:
-        return replace_commands(request, app_id, None, data)
+        return replace_commands(request, app_id, None, await json_body(request))
 
     @get("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
     def guild_commands(
@@ -584,24 +585,22 @@ def bot_routes(  # noqa: PLR0915 - one route table
     ) -> Response[Any]:
         return list_commands(request, app_id, guild_id)
 
-    @put("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands", sync_to_thread=False)
-    def put_guild_commands(
-        request: Request[Any, Any, Any],
-        app_id: FromPath[str],
-        guild_id: FromPath[str],
-        data: JSONBody[Any],
+    @put("/api/v10/applications/{app_id:str}/guilds/{guild_id:str}/commands")
+    async def put_guild_commands(
+        request: Request[Any, Any, Any], app_id: FromPath[str], guild_id: FromPath[str]
     ) -> Response[Any]:
-        return replace_commands(request, app_id, guild_id, data)
+        return replace_commands(request, app_id, guild_id, await json_body(request))
 
     @post("/api/v10/interactions/{interaction_id:str}/{token:str}/callback", status_code=200)
     async def callback(
+        request: Request[Any, Any, Any],
         interaction_id: FromPath[str],
         token: FromPath[str],
-        data: JSONBody[Any],
         with_response: FromQuery[str | None] = None,
     ) -> Response[Any]:
         """Create the interaction's response: 204, or with ``?with_response=true`` 200 and
         the interaction callback response object (what hikari asks for)."""
+        data = await json_body(request)
         await asyncio.sleep(state.transit_delay)  # the request travels to Discord first
         if state.faults.get("callback") == "reject":
             return _discord_error("Interaction has already been acknowledged.", 40060, 400)
@@ -642,9 +641,10 @@ def bot_routes(  # noqa: PLR0915 - one route table
 
     @patch("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original")
     async def edit_original(
-        app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
+        request: Request[Any, Any, Any], app_id: FromPath[str], token: FromPath[str]
     ) -> Response[Any]:
         """Complete a deferred answer (or edit a reply), as Discord's webhook does."""
+        data = await json_body(request)
         # The request crosses the network as the callback does: sent just after the HTTP
         # answer that deferred, it lands after that answer, not before it.
         await asyncio.sleep(state.transit_delay)
@@ -674,8 +674,9 @@ def bot_routes(  # noqa: PLR0915 - one route table
 
     @post("/api/v10/webhooks/{app_id:str}/{token:str}", status_code=200)
     async def follow_up(
-        app_id: FromPath[str], token: FromPath[str], data: JSONBody[Any]
+        request: Request[Any, Any, Any], app_id: FromPath[str], token: FromPath[str]
     ) -> Response[Any]:
+        data = await json_body(request)
         await asyncio.sleep(state.transit_delay)  # the network, as for the callback
         interaction = by_token(app_id, token)
         if isinstance(interaction, Response):

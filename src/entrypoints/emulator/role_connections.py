@@ -26,9 +26,10 @@ from typing import Any
 
 from litestar import Request, get, post, put
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from litestar.response import Response
 
+from entrypoints.emulator.bodies import json_body
 from entrypoints.emulator.state import EmulatorState, same_secret
 
 ROLE_CONNECTIONS_SCOPE = "role_connections.write"
@@ -211,10 +212,9 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
             return unknown_application()
         return Response(state.role_metadata)
 
-    @put("/api/v10/applications/{app_id:str}/role-connections/metadata", sync_to_thread=False)
-    def put_metadata(
-        request: Request[Any, Any, Any], app_id: FromPath[str], data: JSONBody[Any]
-    ) -> Response[Any]:
+    @put("/api/v10/applications/{app_id:str}/role-connections/metadata")
+    async def put_metadata(request: Request[Any, Any, Any], app_id: FromPath[str]) -> Response[Any]:
+        data = await json_body(request)
         if not is_bot(request):
             return Response({"message": "401: Unauthorized", "code": 0}, status_code=401)
         if app_id != state.client_id:
@@ -235,7 +235,7 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
 
     @put("/api/v10/users/@me/applications/{app_id:str}/role-connection")
     async def put_connection(
-        request: Request[Any, Any, Any], app_id: FromPath[str], data: JSONBody[Any]
+        request: Request[Any, Any, Any], app_id: FromPath[str]
     ) -> Response[Any]:
         if (failure := await fault(state, "role_connection")) is not None:
             return failure
@@ -244,6 +244,7 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
             return user
         if app_id != state.client_id:
             return unknown_application()
+        data = await json_body(request)
         if (problems := connection_problems(state, data)) is not None:
             return _invalid_form(problems)
         state.role_connections[user] = updated_connection(
