@@ -423,10 +423,17 @@ def test_a_components_v2_message_stays_one_and_keeps_no_content() -> None:
     assert check_webhook_message(upgrade | {"content": None}, current={"content": "Hello"}) is None
 
 
-def test_an_edit_cannot_make_a_reply_ephemeral() -> None:
-    refused = check_webhook_message({"content": "x", "flags": 64}, current={"content": "x"})
+def test_an_edit_ignores_the_flags_it_cannot_change_but_not_a_flags_value_of_another_kind() -> None:
+    """Edit Message: "unsupported flag changes are currently ignored without error"; the
+    emulator refused an edit sending EPHEMERAL, which Discord takes (and ignores)."""
+    assert check_webhook_message({"content": "x", "flags": 64}, current={"content": "x"}) is None
+    assert check_webhook_message({"flags": 64 | 4096 | 1}, current={"content": "x"}) is None
+    refused = check_webhook_message({"flags": "64"}, current={"content": "x"})
     assert refused is not None
-    assert errors_at(refused[1], "flags") == ["MESSAGE_FLAGS_INVALID"]
+    assert errors_at(refused[1], "flags") == ["NUMBER_TYPE_COERCE"]
+    refused = check_command_response({"type": 5, "data": {"flags": 4096}})
+    assert refused is not None  # creating a message is another matter
+    assert errors_at(refused[1], "data", "flags") == ["MESSAGE_FLAGS_INVALID"]
 
 
 # -- over HTTP -------------------------------------------------------------------------------
@@ -661,6 +668,36 @@ async def test_an_edit_keeps_the_flags_a_message_cannot_lose(
         assert interaction.response["data"]["flags"] == kept
         content = await client.patch(original, json={"content": "now with content"})
         assert content.status_code == (400 if kept & 32768 else 200)
+
+
+@pytest.mark.parametrize(
+    ("first_flags", "edit_flags", "after"),
+    [
+        (0, 64, 0),  # not made ephemeral
+        (64, 0, 64),  # nor made public
+        (0, 64 | 4096 | 1 | 4, 4),  # only SUPPRESS_EMBEDS comes
+        (64 | 4, 64, 64),  # and goes
+        (4096, 0, 4096),  # what a message was created with stays
+    ],
+)
+async def test_an_edit_of_the_original_ignores_the_flags_it_cannot_change(
+    emulator: tuple[EmulatorState, Client], first_flags: int, edit_flags: int, after: int
+) -> None:
+    state, client = emulator
+    interaction = _pending(state)
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        json=reply(flags=first_flags),
+    )
+    original = f"/api/v10/webhooks/{APP_ID}/{interaction.token}/messages/@original"
+    edited = await client.patch(original, json={"content": "Edited", "flags": edit_flags})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["flags"] == after
+    assert interaction.response is not None
+    assert interaction.response["data"]["flags"] == after
+    assert interaction.response["data"]["content"] == "Edited"
+    kept = await client.patch(original, json={"content": "Again"})  # no flags: they stay
+    assert kept.json()["flags"] == after
 
 
 @pytest.mark.parametrize(("deferred_flags", "follow_up_flags"), [(64, 0), (0, 64)])

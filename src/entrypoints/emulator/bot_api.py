@@ -40,7 +40,7 @@ from entrypoints.emulator.validation import (
     CONTEXT_BOT_DM,
     CONTEXT_GUILD,
     EDIT_FLAGS,
-    FLAG_IS_COMPONENTS_V2,
+    FLAG_SUPPRESS_EMBEDS,
     check_command_response,
     check_commands,
     check_webhook_message,
@@ -488,6 +488,16 @@ def message_json(
     }
 
 
+def edited_flags(previous: dict[str, Any], edit: dict[str, Any]) -> int:
+    """A message's flags after an edit: only SUPPRESS_EMBEDS comes and goes, and
+    IS_COMPONENTS_V2 may be set ("can only be set"); every other bit sent is ignored, as
+    Discord ignores "unsupported flag changes" (EPHEMERAL: "an existing message's ephemeral
+    state cannot be changed"), and every other bit the message had stays."""
+    before = int(previous.get("flags") or 0)
+    sent = int(edit.get("flags") or 0) if "flags" in edit else before  # checked: an int
+    return (before & ~FLAG_SUPPRESS_EMBEDS) | (sent & EDIT_FLAGS)
+
+
 def callback_response(
     state: EmulatorState, interaction: Interaction, data: dict[str, Any]
 ) -> dict[str, Any]:
@@ -659,11 +669,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
         data = data or {}  # a JSON null body edits nothing, as check_message read it
-        # SUPPRESS_EMBEDS comes and goes; EPHEMERAL and IS_COMPONENTS_V2 stay once set ("an
-        # existing message's ephemeral state cannot be changed"; V2 "can only be set").
-        flags = int((data.get("flags") if "flags" in data else previous.get("flags")) or 0)
-        flags |= int(previous.get("flags") or 0) & (EPHEMERAL | FLAG_IS_COMPONENTS_V2)
-        return edit_reply(interaction, {**previous, **data, "flags": flags})
+        return edit_reply(interaction, {**previous, **data, "flags": edited_flags(previous, data)})
 
     def edit_reply(interaction: Interaction, message: dict[str, Any]) -> Response[Any]:
         """The original response becomes ``message`` (a deferred one stops "thinking…")."""

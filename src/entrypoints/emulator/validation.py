@@ -635,6 +635,10 @@ def check_message(
         if not isinstance(flags, int) or isinstance(flags, bool) or flags < 0:
             errors.add((*path, "flags"), "NUMBER_TYPE_COERCE", f'Value "{flags}" is not int.')
             flags = 0
+        elif current is not None:
+            # An edit: "unsupported flag changes are currently ignored without error" (Edit
+            # Message; Discord masks the bits a request may change), e.g. EPHEMERAL.
+            flags &= allowed_flags
         elif flags & ~allowed_flags:
             errors.add(
                 (*path, "flags"),
