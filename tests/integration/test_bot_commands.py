@@ -520,6 +520,43 @@ async def test_a_reply_sent_just_after_deferring_crosses_the_same_network(
     assert result["reply"]["data"] == {"content": "Done", "flags": 64}
 
 
+async def test_a_reply_the_service_deletes_is_reported_deleted_not_awaited() -> None:
+    """A service that answers "thinking…" and then deletes that message through the webhook
+    (DELETE ``@original``, which the emulator answered 405): the test API reports the reply
+    deleted, and stops waiting for an edit that cannot come."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    emulator.followup_wait = 600.0  # unnoticed, the deletion would leave the call waiting
+    emulator.commands["global"] = [{"id": emulator.snowflake(), "name": "link", "type": 1}]
+    sent: list[asyncio.Task[httpx.Response]] = []
+
+    with serve(create_emulator_app(emulator)) as emulator_url:
+
+        async def delete_later(token: str) -> httpx.Response:
+            await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await client.delete(
+                    f"{emulator_url}/api/v10/webhooks/{APP_ID}/{token}/messages/@original"
+                )
+
+        @post("/interactions", status_code=200)
+        async def defer(data: JSONBody[dict[str, object]]) -> dict[str, object]:
+            sent.append(asyncio.create_task(delete_later(str(data["token"]))))
+            return {"type": 5, "data": {"flags": 64}}
+
+        async with serve_here(Litestar([defer])) as service_url:
+            emulator.interactions_url = f"{service_url}/interactions"
+            async with httpx.AsyncClient(timeout=30, base_url=emulator_url) as client:
+                answer = await client.post(
+                    "/_emulator/interactions",
+                    json={"user_id": emulator.add_user("rita").id, "command": "link"},
+                )
+            [deletion] = await asyncio.gather(*sent)
+
+    assert deletion.status_code == 204, deletion.text
+    result = answer.json()
+    assert (result["reply"], result["deleted"], result["errors"]) == (None, True, [])
+
+
 async def test_the_emulator_drops_an_answer_later_than_its_deadline() -> None:
     """Like Discord after 3 s: the emulator's deadline is what makes the tests above honest.
     The service cannot answer before its own reply deadline here, which is far above the

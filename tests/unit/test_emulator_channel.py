@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from litestar.testing import AsyncTestClient
 
-from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator import EmulatorState, channel, create_emulator_app
 from entrypoints.emulator.channel import _markdown
 
 
@@ -78,3 +81,18 @@ async def test_a_test_user_without_a_username_is_refused_with_400() -> None:
         created = await client.post("/_emulator/users", json={"username": "carol"})
         assert created.status_code == 201
         assert created.json()["username"] == "carol"
+
+
+async def test_a_reply_the_application_deleted_is_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not "did not respond": the application answered, then deleted its reply."""
+    state = _state()
+    user = state.add_user("erin")
+
+    async def deleted_reply(*_: object, **__: object) -> tuple[int, dict[str, Any]]:
+        return 200, {"reply": None, "deleted": True, "errors": []}
+
+    monkeypatch.setattr(channel, "run_slash_command", deleted_reply)
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        page = await client.post("/channel/send", data={"user_id": user.id, "text": "/link"})
+    assert "The application deleted its reply." in page.text
+    assert "did not respond" not in page.text

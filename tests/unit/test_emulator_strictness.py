@@ -864,3 +864,106 @@ def test_component_ids_are_numbered_around_those_given() -> None:
     assert [numbered[0]["id"], *(c["id"] for c in numbered[0]["components"])] == [1, 2, 3]
     assert numbered[1]["id"] == 4  # 0 is "empty"
     assert "id" not in rows[0]  # the caller's copy is left alone
+
+
+# -- the original response: read, delete ---------------------------------------------------------
+
+
+async def test_the_original_response_is_read_edited_and_deleted_as_one_message(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """GET and DELETE ``@original`` exist (the emulator answered 405); the message keeps the
+    id the callback response gave it; once deleted it is Unknown Message (10008) to reads,
+    edits and deletes, the interaction stays answered and follow-ups still work."""
+    state, client = emulator
+    entities = hikari.impl.EntityFactoryImpl(Mock(spec=hikari.RESTAware))
+    interaction = _pending(state)
+    callback = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+    made = await client.post(callback, params={"with_response": "true"}, json=reply())
+    message_id = made.json()["interaction"]["response_message_id"]
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    original = f"{webhook}/messages/@original"
+
+    read = await client.get(original)
+    assert read.status_code == 200, read.text
+    message = entities.deserialize_message(read.json())
+    assert (str(message.id), message.content, message.flags) == (
+        message_id,
+        "Hello",
+        hikari.MessageFlag.EPHEMERAL,
+    )
+    edited = await client.patch(original, json={"content": "Edited"})
+    assert edited.json()["id"] == message_id
+    assert (await client.get(original)).json()["content"] == "Edited"
+
+    deleted = await client.delete(original)
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert interaction.deleted
+    for gone in (
+        await client.get(original),
+        await client.patch(original, json={"content": "Back"}),
+        await client.delete(original),
+    ):
+        assert (gone.status_code, gone.json()) == (
+            404,
+            {"message": "Unknown Message", "code": 10008},
+        )
+    again = await client.post(callback, json=reply(content="Again"))
+    assert (again.status_code, again.json()["code"]) == (400, 40060)
+    followed = await client.post(webhook, json={"content": "More"})
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["id"] != message_id
+    assert interaction.followups == [{"content": "More"}]
+
+
+async def test_a_deferred_original_reads_as_thinking_and_once_deleted_follow_ups_are_new(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """A deferred response's message is "thinking…" (LOADING, 128) until edited; deleted, it
+    is not there for the first follow-up to complete: that one is a new message."""
+    state, client = emulator
+    interaction = _pending(state)
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        json={"type": 5, "data": {"flags": 64}},
+    )
+    webhook = f"/api/v10/webhooks/{APP_ID}/{interaction.token}"
+    thinking = await client.get(f"{webhook}/messages/@original")
+    assert thinking.status_code == 200, thinking.text
+    assert (thinking.json()["content"], thinking.json()["flags"]) == ("", 64 | 128)
+    assert (await client.delete(f"{webhook}/messages/@original")).status_code == 204
+    assert interaction.edited.is_set()  # the test API stops waiting for the edit
+    followed = await client.post(webhook, json={"content": "Done"})
+    assert followed.status_code == 200, followed.text
+    assert interaction.followups == [{"content": "Done"}]
+
+
+async def test_there_is_no_original_message_before_an_answer_or_after_a_modal(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """Unknown Message (10008) before any answer and after a modal, which makes no message
+    (an edit turned the modal into one); Unknown Webhook (10015) for a token never given,
+    Invalid Webhook Token (50027) once it expired."""
+    state, client = emulator
+    interaction = _pending(state)
+    original = f"/api/v10/webhooks/{APP_ID}/{interaction.token}/messages/@original"
+    unknown_message = (404, {"message": "Unknown Message", "code": 10008})
+    for method in ("GET", "DELETE"):
+        early = await client.request(method, original)
+        assert (early.status_code, early.json()) == unknown_message
+    await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback", json=modal()
+    )
+    for answer in (
+        await client.get(original),
+        await client.patch(original, json={"content": "x"}),
+        await client.delete(original),
+    ):
+        assert (answer.status_code, answer.json()) == unknown_message
+    assert not interaction.deleted
+    never = f"/api/v10/webhooks/{APP_ID}/never-given/messages/@original"
+    for method in ("GET", "DELETE"):
+        assert (await client.request(method, never)).json()["code"] == 10015
+    interaction.sent_at -= INTERACTION_TOKEN_LIFETIME + 1
+    for method in ("GET", "DELETE"):
+        assert (await client.request(method, original)).json()["code"] == 50027

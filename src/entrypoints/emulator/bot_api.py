@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from litestar import Request, get, patch, post, put
+from litestar import Request, delete, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
@@ -47,6 +47,7 @@ from entrypoints.emulator.validation import (
 )
 
 EPHEMERAL = 64
+LOADING = 128  # the message flag of a deferred response's "thinking…" message
 COMMAND_TYPE_CHAT_INPUT = 1
 INTERACTION_PING, INTERACTION_APPLICATION_COMMAND = 1, 2
 RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 4, 5
@@ -348,7 +349,8 @@ async def run_slash_command(
         "shards": [list(shard) for shard in interaction.shards],
         "status": status,
         "body": body,
-        "reply": interaction.response,
+        "reply": None if interaction.deleted else interaction.response,
+        "deleted": interaction.deleted,  # the service deleted its reply through the webhook
         "responded_after_ms": None
         if interaction.responded_after is None
         else round(interaction.responded_after * 1000),
@@ -498,6 +500,29 @@ def edited_flags(previous: dict[str, Any], edit: dict[str, Any]) -> int:
     return (before & ~FLAG_SUPPRESS_EMBEDS) | (sent & EDIT_FLAGS)
 
 
+def original_message_id(state: EmulatorState, interaction: Interaction) -> str:
+    """The id of the message the interaction's response made: the same in the callback
+    response, the edits and the reads of ``@original``."""
+    if interaction.message_id is None:
+        interaction.message_id = state.snowflake()
+    return interaction.message_id
+
+
+def original_message(interaction: Interaction) -> dict[str, Any] | None:
+    """What ``@original`` shows (a deferred response: its "thinking…" message, flagged
+    LOADING), or ``None`` when there is no such message: no response yet, a modal (which
+    makes none), or a deleted one."""
+    response = interaction.response
+    if interaction.deleted or response is None:
+        return None
+    data = response.get("data") or {}
+    if response.get("type") == RESPONSE_DEFERRED_MESSAGE:
+        return {"content": "", "flags": int(data.get("flags") or 0) | LOADING}
+    if response.get("type") != RESPONSE_MESSAGE:
+        return None
+    return data
+
+
 def callback_response(
     state: EmulatorState, interaction: Interaction, data: dict[str, Any]
 ) -> dict[str, Any]:
@@ -511,7 +536,7 @@ def callback_response(
         return answer
     message_data = data.get("data") or {}
     flags = int(message_data.get("flags") or 0)  # checked: an int
-    message_id = state.snowflake()
+    message_id = original_message_id(state, interaction)
     answer["interaction"] |= {
         "response_message_id": message_id,
         "response_message_loading": data["type"] == RESPONSE_DEFERRED_MESSAGE,
@@ -661,7 +686,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         interaction = by_token(app_id, token)
         if isinstance(interaction, Response):
             return interaction
-        if interaction.response is None:
+        if original_message(interaction) is None or interaction.response is None:
             return _discord_error("Unknown Message", 10008, 404)
         previous = interaction.response.get("data") or {}
         refused = check_webhook_message(data, current=previous)
@@ -676,7 +701,39 @@ def bot_routes(  # noqa: PLR0915 - one route table
         merged = as_stored(message)
         interaction.response = {"type": 4, "data": merged, "deferred": True}
         interaction.edited.set()
-        return Response(message_json(state, interaction, merged, interaction.id))
+        message_id = original_message_id(state, interaction)
+        return Response(message_json(state, interaction, merged, message_id))
+
+    @get("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original")
+    async def get_original(app_id: FromPath[str], token: FromPath[str]) -> Response[Any]:
+        """The original response's message (a deferred one's "thinking…", flagged LOADING);
+        404 10008 Unknown Message when there is none (not answered yet, a modal, deleted)."""
+        await asyncio.sleep(state.transit_delay)  # the network, as for the callback
+        interaction = by_token(app_id, token)
+        if isinstance(interaction, Response):
+            return interaction
+        message = original_message(interaction)
+        if message is None:
+            return _discord_error("Unknown Message", 10008, 404)
+        message_id = original_message_id(state, interaction)
+        return Response(message_json(state, interaction, message, message_id))
+
+    @delete(
+        "/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original",
+        status_code=200,  # the Response says 204, or the refusal's status
+    )
+    async def delete_original(app_id: FromPath[str], token: FromPath[str]) -> Response[Any]:
+        """Delete the original response (a "thinking…" one too): 204; it is then gone for
+        reads and edits (404 10008), and is still an answer (a second one is refused)."""
+        await asyncio.sleep(state.transit_delay)
+        interaction = by_token(app_id, token)
+        if isinstance(interaction, Response):
+            return interaction
+        if original_message(interaction) is None:
+            return _discord_error("Unknown Message", 10008, 404)
+        interaction.deleted = True
+        interaction.edited.set()  # nothing more to wait for: there is no message to complete
+        return Response(None, status_code=204)
 
     @post("/api/v10/webhooks/{app_id:str}/{token:str}", status_code=200)
     async def follow_up(
@@ -694,7 +751,10 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        if interaction.response.get("type") == RESPONSE_DEFERRED_MESSAGE:
+        if (
+            interaction.response.get("type") == RESPONSE_DEFERRED_MESSAGE
+            and not interaction.deleted
+        ):
             # "The first followup message will edit the loading message ... no new message
             # will be created ... The ephemeral flag will be ignored": the deferral decided
             # who sees it. What an edit may set (IS_COMPONENTS_V2, SUPPRESS_EMBEDS) is kept,
@@ -769,6 +829,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
         put_guild_commands,
         callback,
         edit_original,
+        get_original,
+        delete_original,
         follow_up,
         send_command,
         ping,

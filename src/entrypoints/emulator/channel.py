@@ -281,6 +281,8 @@ def channel_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[
             status, body = await run_slash_command(state, gateway, user_id=user_id, command=name)
             if status != 200:
                 entry.problem = str(body.get("error"))
+            elif body.get("deleted"):
+                entry.problem = "The application deleted its reply."
             elif body.get("reply") is None and body.get("errors"):
                 refused = body["errors"][-1]
                 entry.problem = (
