@@ -4,6 +4,8 @@ tokens beyond ASCII (a path, a form field or a header may hold any character).""
 from __future__ import annotations
 
 import base64
+import math
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -305,3 +307,53 @@ def test_a_body_not_sent_as_json_is_not_read(
         follow_up = client.post(webhook, content=body, headers=as_text)
         assert (follow_up.status_code, follow_up.json()["code"]) == (400, 50006)
     assert interaction.followups == []
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+_FAULTED_CALLS = {
+    "token": ("POST", "/api/v10/oauth2/token"),
+    "users_me": ("GET", "/api/v10/users/@me"),
+    "token_revoke": ("POST", "/api/v10/oauth2/token/revoke"),
+    "member_roles": ("PUT", f"/api/v10/guilds/{TEST_GUILD_ID}/members/1/roles/{ROLE}"),
+    "role_connection": ("PUT", f"/api/v10/users/@me/applications/{APP_ID}/role-connection"),
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(_FAULTED_CALLS))
+def test_a_rate_limit_carries_the_headers_discord_sends(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], endpoint: str
+) -> None:
+    """Discord's 429 for a route's limit carries the route's bucket (X-RateLimit-Limit,
+    -Remaining, -Reset, -Reset-After, -Bucket) with its scope; the global one says it is
+    global. Both: Retry-After (whole seconds) and JSON ``retry_after`` and ``global``. The
+    emulator sent no bucket headers."""
+    _, client = emulator
+    method, path = _FAULTED_CALLS[endpoint]
+    for mode, is_global in (("429", False), ("429-global", True)):
+        client.post("/_emulator/faults", json={"endpoint": endpoint, "mode": mode})
+        before = time.time()
+        limited = client.request(method, path)
+        assert limited.status_code == 429, limited.text
+        body = limited.json()
+        assert body == {
+            "message": "You are being rate limited.",
+            "retry_after": body["retry_after"],
+            "global": is_global,
+        }
+        headers = limited.headers
+        assert int(headers["retry-after"]) == math.ceil(body["retry_after"])
+        if is_global:
+            assert (headers["x-ratelimit-global"], headers["x-ratelimit-scope"]) == (
+                "true",
+                "global",
+            )
+            assert "x-ratelimit-bucket" not in headers
+            continue
+        assert "x-ratelimit-global" not in headers
+        assert headers["x-ratelimit-scope"] == "user"
+        assert int(headers["x-ratelimit-limit"]) > 0
+        assert headers["x-ratelimit-remaining"] == "0"
+        assert float(headers["x-ratelimit-reset-after"]) == body["retry_after"]
+        assert float(headers["x-ratelimit-reset"]) >= before + body["retry_after"] - 0.001
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["x-ratelimit-bucket"])

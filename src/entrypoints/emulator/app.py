@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import math
 import re
 import struct
+import time
 import zlib
 from html import escape
 from typing import Annotated, Any
@@ -32,6 +35,7 @@ SCOPES = {"identify", "email", "role_connections.write"}
 PROMPTS = {"none", "consent"}
 # RFC 7636: BASE64URL(SHA256(code_verifier)) without padding is 43 characters of this alphabet.
 S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+RETRY_AFTER = 1.5  # seconds a rate-limit fault asks the caller to wait
 SESSION_COOKIE = "discord_emulator_session"  # who is signed in to "Discord" in this browser
 
 
@@ -82,6 +86,29 @@ _FAULT_ENDPOINTS = frozenset(
 )
 
 
+def _rate_limited(endpoint: str, *, global_limit: bool) -> Response[Any]:
+    """Discord's 429 (https://discord.com/developers/docs/topics/rate-limits): JSON
+    ``message``, ``retry_after`` (seconds, a float) and ``global``, and ``Retry-After`` (whole
+    seconds, rounded up). A route's limit also carries its bucket's headers, "normal route
+    rate-limiting headers will also be sent" (``X-RateLimit-Limit``, ``-Remaining`` 0,
+    ``-Reset``, ``-Reset-After``, ``-Bucket``) and ``X-RateLimit-Scope: user``; the global
+    one ``X-RateLimit-Global: true`` and ``X-RateLimit-Scope: global`` only."""
+    headers = {"Retry-After": str(math.ceil(RETRY_AFTER))}
+    if global_limit:
+        headers |= {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"}
+    else:
+        headers |= {
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": f"{time.time() + RETRY_AFTER:.3f}",
+            "X-RateLimit-Reset-After": f"{RETRY_AFTER:.3f}",
+            "X-RateLimit-Bucket": hashlib.sha256(endpoint.encode()).hexdigest()[:32],
+            "X-RateLimit-Scope": "user",
+        }
+    body = {"message": "You are being rate limited.", "retry_after": RETRY_AFTER}
+    return Response({**body, "global": global_limit}, status_code=429, headers=headers)
+
+
 async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
     state.calls[endpoint] += 1
     mode = state.faults.get(endpoint)
@@ -98,22 +125,8 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
         return Response({"message": "too slow"}, status_code=504)
     if mode == "garbage":
         return Response("<html>not json", media_type=MediaType.HTML, status_code=200)
-    if mode == "429":  # Discord's rate limit answer
-        return Response(
-            {"message": "You are being rate limited.", "retry_after": 1.5, "global": False},
-            status_code=429,
-            headers={"Retry-After": "2", "X-RateLimit-Scope": "user"},
-        )
-    if mode == "429-global":  # Discord's global rate limit: every route of the bot waits
-        return Response(
-            {"message": "You are being rate limited.", "retry_after": 1.5, "global": True},
-            status_code=429,
-            headers={
-                "Retry-After": "2",
-                "X-RateLimit-Global": "true",
-                "X-RateLimit-Scope": "global",
-            },
-        )
+    if mode in ("429", "429-global"):  # 429-global: every route of the bot waits
+        return _rate_limited(endpoint, global_limit=mode == "429-global")
     if mode in ("cloudflare", "cloudflare-403"):  # Cloudflare's to an abusive client: HTML
         return Response(
             "<!doctype html><title>Access denied | discord.com used Cloudflare</title>",
