@@ -366,6 +366,17 @@ def test_an_empty_message_is_refused_with_50006() -> None:
     assert check_webhook_message({"components": []}) is not None
 
 
+@pytest.mark.parametrize("content", [" ", "\n", " \t\n "])
+def test_content_of_whitespace_only_is_an_empty_message(content: str) -> None:
+    """Discord trims the content: whitespace alone is "Cannot send an empty message" (the
+    emulator took it). A zero-width space is not whitespace: that message is sent."""
+    empty = (400, {"code": 50006, "message": "Cannot send an empty message"})
+    assert check_command_response({"type": 4, "data": {"content": content}}) == empty
+    assert check_webhook_message({"content": content}) == empty
+    assert check_webhook_message({"content": content}, current={"content": "Hi"}) == empty
+    assert check_command_response({"type": 4, "data": {"content": "\u200b"}}) is None
+
+
 @pytest.mark.parametrize(
     ("current", "edit", "empty"),
     [

@@ -660,9 +660,11 @@ def check_message(
 
 
 def shows_something(message: Mapping[str, Any]) -> bool:
-    """Whether a message has anything to show: Discord refuses an empty one (50006)."""
+    """Whether a message has anything to show: Discord refuses an empty one (50006), and
+    content of whitespace alone is empty (Discord trims it)."""
+    content = message.get("content")
     return bool(
-        message.get("content")
+        (content.strip() if isinstance(content, str) else content)
         or message.get("embeds")
         or message.get("components")
         or message.get("attachments")
