@@ -12,7 +12,7 @@ import ipaddress
 import re
 import unicodedata
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -857,6 +857,14 @@ class Settings(BaseSettings):
                 + (" (shown at /outbox)" if self.email_outbox_page else "")
             )
         return found
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """What ``repr`` and ``str`` show (a log line, a traceback that prints the settings):
+        the secrets are ``SecretStr`` already; the database URL is plain text for the
+        driver, so it is shown without its password, as ``config`` shows it."""
+        for name, value in super().__repr_args__():
+            hidden = name == "database_url" and isinstance(value, str)
+            yield name, database_url_without_password(value) if hidden else value
 
     def shown(self) -> dict[str, str]:
         """Every setting as ``taskflow-link config`` prints it: secrets hidden, and the

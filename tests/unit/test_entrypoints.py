@@ -612,6 +612,23 @@ def test_a_database_url_is_shown_without_its_password_or_not_at_all(url: str, sh
     assert database_url_without_password(url) == shown
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://app:s3cr3t-pw@db:5432/taskflow",
+        "postgresql+asyncpg://app@db:5432/taskflow?password=s3cr3t-pw",
+    ],
+)
+def test_printed_settings_never_show_the_database_password(url: str) -> None:
+    """A log line or a traceback that prints the settings (their ``repr``, as pydantic
+    writes it) shows the database URL without its password, as `config` does."""
+    settings = load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, database_url=url)
+    for printed in (repr(settings), str(settings)):
+        assert "s3cr3t-pw" not in printed
+        assert "db:5432/taskflow" in printed
+    assert settings.database_url == url  # what the driver is given
+
+
 def test_a_database_password_with_a_slash_is_not_mistaken_for_a_bad_port() -> None:
     """The database URL's port is checked as the driver reads it: ``u:ab/cd@h`` is a password,
     not the port ``ab``."""
