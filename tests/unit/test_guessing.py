@@ -4,6 +4,7 @@ check, failed sign-ins audited, new passwords checked for strength, old hashes r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -318,10 +319,30 @@ async def test_failed_sign_ins_are_audited_with_the_login_hashed_and_the_client(
     failed = [e for e in db.tables.audit if e.kind is AuditKind.SIGN_IN_FAILED]
     assert [e.account_id for e in failed] == [alice.account.id, None]
     assert failed[0].detail == {
-        "login": h.container.tokens().digest("alice"),
+        "login": h.container.tokens().derive("alice", "sign-in-login"),
         "client": "203.0.113.7",
     }
     assert "mallory" not in repr(failed)
+
+
+async def test_a_login_is_kept_keyed_where_a_stolen_database_cannot_guess_it_back(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """A login field sometimes holds a password (typed into the wrong box). The audit trail
+    and the throttles name a login by an HMAC under the server's key: a plain SHA-256 in a
+    copy of the database (or of Redis) gave it back to a dictionary at billions of guesses a
+    second, where the account's own hash is argon2id."""
+    typed = "Tr0ub4dor&3 horse"
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.sign_in().execute(login=typed, password=WRONG)
+    plain = hashlib.sha256(typed.lower().encode()).hexdigest()
+    [failed] = [e for e in db.tables.audit if e.kind is AuditKind.SIGN_IN_FAILED]
+    assert plain not in repr(failed)
+    store = h.container.password_attempts()
+    assert (await store.failures(f"login:{plain}"))[0] == 0
+    keyed = h.container.tokens().derive(typed.lower(), "sign-in-login")
+    assert failed.detail["login"] == keyed
+    assert (await store.failures(f"login:{keyed}"))[0] == 1
 
 
 @pytest.mark.parametrize("login", ["a\x00b", "alice\n", "x" * 300])

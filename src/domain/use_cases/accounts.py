@@ -42,6 +42,10 @@ from domain.use_cases._shared import (
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.webhooks import account_created
 
+# What names a login in a failed sign-in's audit event and in its throttle: an HMAC under the
+# server's key, never a plain digest that a copy of the database gives back to a dictionary.
+_LOGIN_PURPOSE = "sign-in-login"
+
 
 @dataclass(frozen=True, slots=True)
 class SignedIn:
@@ -133,7 +137,9 @@ class SignIn(_PasswordUseCase):
                 matches = await uow.accounts.find_by_email(login)
                 account = matches[0] if len(matches) == 1 else None
                 by_email = True
-        login_digest = self._tokens.digest(login.lower())
+        # Keyed: a login field sometimes holds a password (typed into the wrong box), and
+        # this names the login in the audit trail and the throttles (Redis).
+        login_digest = self._tokens.derive(login.lower(), _LOGIN_PURPOSE)
         password_hash = account.password_hash if account else None
         if account is None:
             key = f"login:{login_digest}"
