@@ -25,6 +25,13 @@ from domain import errors
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _VERSION = "v1"
+# 32 random bytes hold fewer different values than this about once in 3·10^16 draws; a
+# placeholder (zeros: "AAAA…") or a word repeated holds fewer.
+_FEWEST_BYTE_VALUES = 16
+_MAKE_ONE = (
+    "make one with: python3 -c "
+    '"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+)
 
 
 def key_id(key: bytes) -> str:
@@ -43,10 +50,9 @@ def parse_keys(text: str) -> list[bytes]:
         except (binascii.Error, ValueError):
             key = b""
         if len(key) != KEY_BYTES:
-            raise ValueError(
-                f"key {number} is not 32 bytes in URL-safe base64 (make one with: python3 -c "
-                '"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())")'
-            )
+            raise ValueError(f"key {number} is not 32 bytes in URL-safe base64 ({_MAKE_ONE})")
+        if len(set(key)) < _FEWEST_BYTE_VALUES:
+            raise ValueError(f"key {number} is not random (zeros, a word repeated: {_MAKE_ONE})")
         if key in keys:
             raise ValueError(f"key {number} is listed twice")
         keys.append(key)

@@ -79,6 +79,19 @@ def test_a_bad_key_is_refused_without_showing_it(keys: str) -> None:
             assert part not in str(refused.value)
 
 
+@pytest.mark.parametrize("key", [bytes(32), b"changeme" * 4, b"\x01\x02" * 16])
+def test_a_key_no_random_generator_would_make_is_refused(key: bytes) -> None:
+    """32 bytes of zeros (``AAAA…``, a placeholder) or a word repeated: the right length, but
+    AES-GCM under it protects nothing. 32 random bytes have fewer than 16 different values
+    about once in 3·10^16 draws."""
+    text = base64.urlsafe_b64encode(key).decode()
+    with pytest.raises(SettingsError) as refused:
+        load_settings(secret_key=TEST_SECRET_KEY, token_encryption_key=text, _env_file=None)
+    assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY" in str(refused.value)
+    assert "random" in str(refused.value)
+    assert text not in str(refused.value)
+
+
 def test_config_hides_the_key() -> None:
     settings = make_settings(discord_role_connections=True, token_encryption_key=KEY_A)
     assert settings.shown()["TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY"] == "(set)"
