@@ -147,8 +147,9 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=300,
-        description="On SIGTERM, requests in flight get this long to finish, then releasing the "
-        "database and Redis gets as long again; the process then exits regardless.",
+        description="On SIGTERM, requests in flight get this long to finish, then the bot's "
+        "commands under way as long again, then releasing the database and Redis as long "
+        "again; the process then exits regardless.",
     )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),

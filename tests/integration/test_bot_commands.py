@@ -44,7 +44,7 @@ from entrypoints.emulator.state import (
 )
 from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
-from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request
+from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request, wait_until
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import bound_socket, free_port, port_of, serve, serve_here
 
@@ -377,6 +377,49 @@ async def test_a_command_that_answered_thinking_gives_up_at_the_deferred_deadlin
         assert reply.ephemeral
         assert "/whoami failed" in caplog.text
         assert "not linked" in (await bot.run(user, "whoami")).content  # still serving
+
+
+async def test_a_command_still_running_at_shutdown_finishes_its_reply() -> None:
+    """A command that answered "thinking…" runs on after its HTTP answer went: a shutdown (a
+    rolling deploy's SIGTERM) waited only for the HTTP requests, then closed the REST client
+    and the database under it, so its reply never came ("thinking…" for 15 minutes, then
+    "The application did not respond") and an /unlink under way could be cut off. Stopping
+    now lets the commands under way finish first, as the gateway bot does."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    closing = asyncio.Event()
+
+    class UntilShutdown:
+        async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+            await closing.wait()  # done only once the app is stopping
+            return None
+
+    async with bot_stack(emulator, discord_defer_after_seconds=0.05) as bot:
+        user = bot.user()
+        endpoint = bot.app.state["interactions"]
+        close = endpoint.close
+
+        async def close_once_the_command_may_finish() -> None:
+            closing.set()
+            await close()
+
+        endpoint.close = close_once_the_command_may_finish
+        client = httpx.AsyncClient(timeout=90, base_url=bot.emulator_url)
+        with bot.h.container.who_am_i.override(providers.Factory(UntilShutdown)):
+            sent = asyncio.create_task(
+                client.post(
+                    "/_emulator/interactions", json={"user_id": user.id, "command": "whoami"}
+                )
+            )
+            await wait_until(lambda: any(i.response for i in emulator.interactions.values()))
+    try:  # the app has stopped
+        answer = await sent
+    finally:
+        await client.aclose()
+    result = answer.json()
+    assert result["body"] == {"type": 5, "data": {"flags": 64}}  # "thinking…"
+    assert result["errors"] == []
+    assert result["reply"]["deferred"] is True
+    assert "not linked" in result["reply"]["data"]["content"]
 
 
 async def test_a_reply_after_the_token_expired_is_logged_without_the_token(

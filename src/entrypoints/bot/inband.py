@@ -109,7 +109,7 @@ def _edit_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 class InBandRestClient(RestEnabledClient):
     """lightbulb's client for HTTP interactions, answering commands in the HTTP response."""
 
-    __slots__ = ("_answers", "_defer_after", "_through_callback")
+    __slots__ = ("_answers", "_defer_after", "_drain_seconds", "_running", "_through_callback")
 
     def __init__(
         self,
@@ -118,13 +118,31 @@ class InBandRestClient(RestEnabledClient):
         default_enabled_guilds: Sequence[hikari.Snowflakeish],
         sync_commands: bool,
         defer_after: float,
+        drain_seconds: float = 10.0,
     ) -> None:
+        """``drain_seconds``: how long ``stop`` waits for the commands under way."""
         # What lightbulb.client_from_app passes for a RESTBot, with its defaults.
         super().__init__(app, *client_arguments(default_enabled_guilds, sync_commands), features=())
         self._defer_after = defer_after
+        self._drain_seconds = drain_seconds
         self._answers: dict[hikari.Snowflake, asyncio.Future[Builder]] = {}
         # Interactions whose first answer went through Discord's callback endpoint.
         self._through_callback: set[hikari.Snowflake] = set()
+        # The commands running, their HTTP answer sent or not.
+        self._running: set[asyncio.Task[Any]] = set()
+
+    async def stop(self, *args: Any) -> None:
+        """Lets the commands under way finish (for ``drain_seconds`` at most) before lightbulb's
+        client stops: a command that answered "thinking…" runs on after its HTTP request
+        ended, which is all the server waits for as it stops, and the REST client and the
+        database close after this; its reply (or its /unlink) would be lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_seconds
+        while running := [t for t in self._running if not t.done()]:
+            if (left := deadline - loop.time()) <= 0:
+                break
+            await asyncio.wait(running, timeout=left)
+        await super().stop(*args)
 
     def answered_through_callback(self, interaction_id: hikari.Snowflakeish) -> bool:
         """Whether that interaction was answered through the callback endpoint (asked once,
@@ -169,6 +187,8 @@ class InBandRestClient(RestEnabledClient):
         self._answers[interaction.id] = answer
         sent = asyncio.Event()
         task = self.safe_create_task(self.handle_interaction_create(interaction, sent))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
         try:
             await asyncio.wait(
                 (answer, task), timeout=self._defer_after, return_when=asyncio.FIRST_COMPLETED

@@ -100,6 +100,7 @@ async def prepare_client(
             default_enabled_guilds=settings.command_guild_ids,
             sync_commands=sync_commands,
             defer_after=settings.discord_defer_after_seconds,
+            drain_seconds=settings.shutdown_timeout_seconds,
         )
     else:  # the gateway: one copy of the bot runs each interaction (see ``claims``)
         client = ClaimingGatewayClient(
