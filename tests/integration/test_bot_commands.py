@@ -826,6 +826,32 @@ async def test_commands_can_live_in_chosen_servers_only() -> None:
         assert in_dm.status_code == 409  # not registered outside those servers
 
 
+async def test_a_servers_command_left_from_before_the_commands_went_global_is_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Server commands while developing (TASKFLOW_LINK_DISCORD_COMMAND_GUILDS), then global:
+    syncing replaces the global commands, never those of a server no longer listed, so that
+    server lists each command twice (Discord shows both). lightbulb ignored the server's copy:
+    "something went wrong" for each use over HTTP, no answer at all over the gateway. It is
+    now answered as the global command, and the log says which server still holds copies."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    async with bot_stack(emulator, discord_command_guilds=TEST_GUILD_ID):
+        pass
+    async with bot_stack(emulator) as bot:
+        assert {c["name"] for c in emulator.commands[TEST_GUILD_ID]} == {"link", "unlink", "whoami"}
+        assert {c["name"] for c in emulator.commands["global"]} == {"link", "unlink", "whoami"}
+        user = bot.user()
+        reply = await bot.run(user, "whoami")  # the emulator, as Discord, runs the server's
+        [interaction] = emulator.interactions.values()
+        assert "not linked" in reply.content
+        assert reply.ephemeral
+    sent = interaction_payload(
+        emulator, interaction, emulator.find_command("whoami", TEST_GUILD_ID) or {}
+    )
+    assert sent["data"]["guild_id"] == TEST_GUILD_ID  # the server's copy indeed
+    assert f"registered in server {TEST_GUILD_ID}" in caplog.text
+
+
 async def test_without_sync_the_commands_must_be_registered_separately() -> None:
     async with bot_stack(discord_sync_commands=False) as bot:
         assert bot.emulator.commands == {}

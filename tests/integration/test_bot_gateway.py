@@ -19,6 +19,7 @@ from domain.model import DiscordId
 from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import TEST_GUILD_ID
 from tests.bot_support import run_command, running_gateway_bot, wait_until
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve
@@ -73,6 +74,25 @@ async def test_commands_work_over_the_gateway(
     unlinked = await run_command(url, user.id, "unlink", via="gateway")
     assert "no longer linked" in unlinked.content
     assert await h.container.who_am_i().execute(DiscordId(int(user.id))) is None
+
+
+async def test_a_servers_command_left_from_before_the_commands_went_global_is_answered(
+    gateway_bot: Harness, emulator: tuple[EmulatorState, str]
+) -> None:
+    """The test server still holds copies of the commands from when they lived there only
+    (see the HTTP interactions' test): over the gateway nobody answered them, as lightbulb
+    ignored them and so no copy of the bot claimed them."""
+    state, url = emulator
+    state.commands[TEST_GUILD_ID] = [
+        {**command, "id": state.snowflake(), "guild_id": TEST_GUILD_ID, "contexts": None}
+        for command in state.commands["global"]
+    ]
+    user = state.add_user("gwen")
+
+    reply = await run_command(url, user.id, "whoami", via="gateway")
+
+    assert "not linked" in reply.content
+    assert reply.ephemeral
 
 
 async def test_a_slow_command_answers_thinking_over_the_gateway_too(

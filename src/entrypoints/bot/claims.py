@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import hikari
 from lightbulb.client import GatewayEnabledClient
 
+from entrypoints.bot.stale import AnswersStaleServerCommands
+
 log = logging.getLogger("taskflow_link.bot")
 
 # An interaction's token lives 15 minutes: nothing is answered later, and a copy of it that
@@ -31,7 +33,7 @@ class Claims(Protocol):
         """Whether ``key`` is new (and now taken) for ``ttl_seconds``."""
 
 
-class ClaimingGatewayClient(GatewayEnabledClient):
+class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
     """lightbulb's gateway client, running only the interactions this copy claimed. As it
     stops it lets the commands under way finish, then claims nothing more."""
 

@@ -25,6 +25,8 @@ import lightbulb
 from lightbulb.client import DEFAULT_EXECUTION_STEP_ORDER, RestEnabledClient
 from lightbulb.internal.constants import INITIAL_RESPONSE_IDENTIFIER as INITIAL_RESPONSE
 
+from entrypoints.bot.stale import AnswersStaleServerCommands
+
 Builder = hikari.api.InteractionMessageBuilder | hikari.api.InteractionDeferredBuilder
 
 
@@ -106,7 +108,7 @@ def _edit_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in wanted}
 
 
-class InBandRestClient(RestEnabledClient):
+class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
     """lightbulb's client for HTTP interactions, answering commands in the HTTP response."""
 
     __slots__ = ("_answers", "_defer_after", "_drain_seconds", "_running", "_through_callback")
