@@ -48,6 +48,9 @@ _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 # MemoryError's traceback while it listed them.
 MAX_SHARD_COUNT = 100_000
 
+# Discord drops a first answer to an interaction that comes later than this (network included).
+DISCORD_ANSWER_LIMIT_SECONDS = 3.0
+
 
 class SettingsError(Exception):
     """Start-up configuration problem; the message names every offending variable."""
@@ -816,6 +819,31 @@ class Settings(BaseSettings):
                 )
         return found
 
+    def _discord_deadline_warnings(self) -> list[str]:
+        """Deadlines that answer after Discord stopped waiting (3 s from the interaction,
+        network included): allowed, as tests on a busy machine raise them, but in production
+        a slow command would then get "The application did not respond"."""
+        found = []
+        defers = self.discord_defer_after_seconds < self.discord_reply_deadline_seconds
+        name = "DEFER_AFTER" if defers else "REPLY_DEADLINE"
+        first = getattr(self, f"discord_{name.lower()}_seconds")
+        if first >= DISCORD_ANSWER_LIMIT_SECONDS:
+            found.append(
+                f"{ENV_PREFIX}DISCORD_{name}_SECONDS={first:g}: a command slower than "
+                f"{DISCORD_ANSWER_LIMIT_SECONDS:g} s gives its first answer"
+                + (' ("thinking…")' if defers else "")
+                + " after Discord stopped waiting for one (3 s, network included), and the "
+                "person sees 'The application did not respond'; keep it well under 3"
+            )
+        if self.discord_answer_deadline_seconds >= DISCORD_ANSWER_LIMIT_SECONDS:
+            found.append(
+                f"{ENV_PREFIX}DISCORD_ANSWER_DEADLINE_SECONDS="
+                f"{self.discord_answer_deadline_seconds:g}: the fallback answer to an HTTP "
+                "interaction no command answered comes after Discord stopped waiting for one "
+                "(3 s, network included); keep it well under 3"
+            )
+        return found
+
     def warnings(self) -> list[str]:
         """Allowed but worth a line in the log at start."""
         found = []
@@ -852,6 +880,7 @@ class Settings(BaseSettings):
                 "unless that server is on a network only you can read"
             )
         found.extend(self._url_timeout_warnings())
+        found.extend(self._discord_deadline_warnings())
         if self.email_backend == "outbox":
             found.append(
                 "email backend is the outbox: emails are kept in this process, not delivered"

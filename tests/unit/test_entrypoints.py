@@ -278,6 +278,46 @@ def test_a_public_url_with_a_path_is_refused(public_url: str) -> None:
     assert load_settings(**_production(public_url="https://example.com"))
 
 
+@pytest.mark.parametrize(
+    ("deadlines", "named"),
+    [
+        ({"discord_defer_after_seconds": 3}, None),  # not below the reply deadline: no defer
+        (
+            {"discord_reply_deadline_seconds": 4, "discord_answer_deadline_seconds": 5},
+            "ANSWER_DEADLINE",
+        ),
+        (
+            {
+                "discord_reply_deadline_seconds": 4,
+                "discord_answer_deadline_seconds": 5,
+                "discord_defer_after_seconds": 3.5,
+            },
+            "DEFER_AFTER",
+        ),
+        (
+            {
+                "discord_reply_deadline_seconds": 4,
+                "discord_answer_deadline_seconds": 5,
+                "discord_defer_after_seconds": 4,
+            },
+            "REPLY_DEADLINE",
+        ),
+    ],
+)
+def test_deadlines_past_discords_three_seconds_are_warned_about(
+    deadlines: dict[str, float], named: str | None
+) -> None:
+    """Allowed (tests on a busy machine raise them), but in production a slow command's
+    first answer, or the HTTP fallback, would come after Discord stopped waiting: "The
+    application did not respond", with nothing in the log to say why."""
+    said = [w for w in load_settings(**_production(**deadlines)).warnings() if "3 s" in w]
+    if named is None:
+        assert said == []
+    else:
+        assert any(w.startswith(f"TASKFLOW_LINK_DISCORD_{named}_SECONDS=") for w in said), said
+    assert not [w for w in load_settings(**_production()).warnings() if "3 s" in w]
+
+
 def test_smtp_without_tls_to_another_machine_is_warned_about() -> None:
     plain = load_settings(**_production(smtp_tls="none", smtp_password="pw"))
     assert any("SMTP_TLS=none: emails to mail.example.com" in w for w in plain.warnings())
