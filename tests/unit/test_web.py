@@ -402,6 +402,27 @@ async def test_health_readiness_and_openapi(client: Client) -> None:
     assert "/account" not in schema["paths"]
 
 
+async def test_the_schema_is_served_as_documents_and_no_page_needs_a_script(
+    client: Client,
+) -> None:
+    """Litestar's viewers (ReDoc at /schema, Swagger UI, Elements, RapiDoc) are pages of
+    scripts from other sites' CDNs, which the pages' Content-Security-Policy (no scripts)
+    blocks: each showed a blank page. Allowing them would run another site's script, at an
+    unpinned version, with this origin's cookies. The schema is served as JSON (also at
+    /schema itself) and YAML, for any OpenAPI tool."""
+    document = (await client.get("/schema/openapi.json")).json()
+    at_root = await client.get("/schema")
+    assert at_root.status_code == 200
+    assert at_root.headers["content-type"].startswith("application/")
+    assert at_root.json() == document
+    yaml = await client.get("/schema/openapi.yaml")
+    assert yaml.status_code == 200
+    assert "/api/v1/links/{discord_id}" in yaml.text
+    for viewer in ("/schema/redoc", "/schema/swagger", "/schema/elements", "/schema/rapidoc"):
+        assert (await client.get(viewer)).status_code == 404, viewer
+    assert (await client.get("/schema/oauth2-redirect.html")).status_code == 404
+
+
 async def test_someone_elses_wrong_passwords_do_not_lock_out_a_browser_that_signed_in_before(
     h: Harness,
 ) -> None:

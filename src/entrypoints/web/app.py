@@ -22,6 +22,7 @@ from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
@@ -621,6 +622,11 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             version="1",
             path="/schema",
             description="Which TaskFlow account is a Discord id linked to?",
+            # The documents only (JSON, also at /schema itself, and YAML). Litestar's viewers
+            # (ReDoc, Swagger UI, Elements, RapiDoc) are scripts from other sites' CDNs, which
+            # the pages' Content-Security-Policy (no scripts) blocks: each was a blank page,
+            # and allowing them would run another site's script with this origin's cookies.
+            render_plugins=[JsonRenderPlugin(path=["/openapi.json", "/"]), YamlRenderPlugin()],
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(
