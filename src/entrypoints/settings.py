@@ -627,13 +627,19 @@ class Settings(BaseSettings):
         "smtp_host",
         "smtp_username",
         "smtp_password",
+        "redis_url",
+        "discord_public_key",
+        "discord_shard_count",
+        "metrics_token",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """``TASKFLOW_LINK_WEBHOOK_SECRET=`` left blank in a .env file (as .env.example
         leaves the secrets): no secret. `config` said "(set)" for a blank Discord secret or
-        bot token, and a blank SMTP user name was sent to the server as one."""
+        bot token, and a blank SMTP user name was sent to the server as one. The settings
+        .env.example shows commented out and blank (unset by default) mean their default
+        uncommented as they stand: blank, they stopped every command."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("discord_bot_token", "discord_client_secret", "metrics_token", mode="before")

@@ -125,6 +125,28 @@ def test_env_example_shows_the_real_defaults() -> None:
     assert shown > 30
 
 
+def test_env_example_lines_uncommented_as_they_stand_keep_the_defaults() -> None:
+    """A commented-out line "keeps the default shown", and for a setting that is unset by
+    default the line shows it blank (``# TASKFLOW_LINK_REDIS_URL=``): uncommented as it
+    stands (or written blank by Compose or ``docker run --env-file``), it must mean the
+    same. Blank, four of them stopped every command (REDIS_URL "must start with redis://",
+    DISCORD_PUBLIC_KEY "must be 64 hexadecimal characters", DISCORD_SHARD_COUNT "unable to
+    parse string as an integer", METRICS_TOKEN "is empty")."""
+    blank = [
+        name.removeprefix(ENV_PREFIX).lower()
+        for name, commented, value, _ in _env_example()
+        if commented and not value and name.startswith(ENV_PREFIX)
+    ]
+    assert {"redis_url", "discord_public_key", "discord_shard_count", "metrics_token"} <= set(blank)
+    for field in blank:
+        parsed = Settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{field: ""})  # type: ignore[arg-type]
+        default = Settings.model_fields[field].default
+        value = getattr(parsed, field)
+        if isinstance(value, SecretStr):
+            value, default = value.get_secret_value(), default.get_secret_value()
+        assert value == default, field
+
+
 # -- Dockerfile -------------------------------------------------------------------------------
 
 
