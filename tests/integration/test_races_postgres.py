@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from litestar.testing import AsyncTestClient
 from sqlalchemy import delete, func, select, text, update
 
 from adapters.sql import SqlDatabase
@@ -17,9 +18,11 @@ from adapters.sql.tables import accounts, email_tokens, link_tickets, sessions, 
 from domain import errors
 from domain.model import EmailKind, LinkTicket, SignInMethod
 from domain.use_cases import AuthOutcome, TicketIssued
+from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness, sql_harness
 from tests.integration import email_races
 from tests.integration.postgres import PostgresServer
+from tests.web_support import post_form
 
 N = 20
 
@@ -235,6 +238,29 @@ async def test_a_locked_account_waits_for_the_lock_holder(h: Harness, pg_db: Sql
         await first.commit()
     await asyncio.wait_for(waiting, timeout=60)
     assert order == ["second saw changed@example.com"]
+
+
+async def test_a_request_cut_off_waiting_for_another_instances_lock_gets_a_503(
+    h: Harness, postgres: PostgresServer
+) -> None:
+    """Another instance holds the account's row lock (a slow or stalled transaction): a
+    request here that needs it waits until Postgres cuts its statement off
+    (``statement_timeout``, SQLSTATE 57014), and is told to try again (503), as the README
+    says, not "something went wrong on our side" (500) with a "storage fault" logged as a
+    bug, which is what it got: only the client's own deadline counted as an outage."""
+    person = (await h.sign_up("locky", "locky@example.com")).account
+    async with (
+        sql_harness(postgres.url, db_statement_timeout_seconds=1) as other,
+        AsyncTestClient(app=create_app(other.container)) as client,
+        h.uow() as holder,
+    ):
+        assert await holder.accounts.lock(person.id) is not None
+        # A reset request locks the account (its email limit, ``within_limits``).
+        answer = await post_form(
+            client, "/password/reset", "/password/reset", {"email": "locky@example.com"}
+        )
+    assert answer.status_code == 503, answer.text
+    assert "cannot reach its database" in answer.text
 
 
 async def test_20_sign_ups_with_one_address_make_one_account(h: Harness) -> None:

@@ -8,13 +8,27 @@ from __future__ import annotations
 import pytest
 from dependency_injector import providers
 from litestar.testing import AsyncTestClient
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from adapters.sql.errors import translate
 from domain import errors
 from domain.model import LinkTicket
 from entrypoints.web import create_app
 from tests.harness import Harness
+
+
+class _State(Exception):
+    """A driver error with its SQLSTATE, as asyncpg's (and SQLAlchemy's wrapper of them) say it."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
 
 
 @pytest.mark.parametrize(
@@ -26,6 +40,14 @@ from tests.harness import Harness
         (TimeoutError(), errors.StorageError),
         (DataError("INSERT", {}, Exception("value too long")), errors.StorageFault),
         (ProgrammingError("SELECT", {}, Exception("no such table")), errors.StorageFault),
+        # What asyncpg's errors become through SQLAlchemy: a plain DBAPIError, told apart by
+        # the SQLSTATE. Cut off by statement_timeout (waiting for another instance's lock),
+        # a server shutting down, a lost connection: outages. A value too long: a fault.
+        (DBAPIError("SELECT", {}, _State("57014")), errors.StorageError),
+        (DBAPIError("SELECT", {}, _State("57P01")), errors.StorageError),
+        (DBAPIError("SELECT", {}, _State("25P03")), errors.StorageError),
+        (DBAPIError("SELECT", {}, _State("08006")), errors.StorageError),
+        (DBAPIError("INSERT", {}, _State("22001")), errors.StorageFault),
     ],
 )
 def test_driver_errors_become_the_right_domain_error(raised: Exception, expected: type) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from adapters.queue_listener import QueueBell
-from adapters.sql.errors import not_migrated, translate
+from adapters.sql.errors import not_migrated, outage_state, translate
 from adapters.sql.fair_pool import FairAsyncAdaptedQueuePool
 from adapters.sql.repositories import _api_key, _link
 from adapters.sql.tables import api_keys, user_links
@@ -454,13 +454,7 @@ def _translate_driver(exc: asyncpg.PostgresError) -> errors.DomainError:
     the schema not upgraded yet; anything else a fault."""
     if (not_ready := not_migrated(exc)) is not None:
         return not_ready
-    outage = (
-        asyncpg.QueryCanceledError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.AdminShutdownError,
-        asyncpg.TooManyConnectionsError,
-    )
-    return errors.StorageError() if isinstance(exc, outage) else errors.StorageFault()
+    return errors.StorageError() if outage_state(exc) else errors.StorageFault()
 
 
 def asyncpg_connect_args(url: str) -> dict[str, Any]:

@@ -22,6 +22,21 @@ _OUTAGES = (
 )
 
 
+# Postgres' SQLSTATEs for a statement the server cut off or a server going away, which the
+# driver reports as plain errors, not as a lost connection: query_canceled (past
+# statement_timeout, waiting for a lock another instance holds, say), admin_shutdown,
+# crash_shutdown, cannot_connect_now (starting or stopping), too_many_connections,
+# idle_in_transaction_session_timeout; and class 08, connection exceptions.
+OUTAGE_STATES = frozenset({"57014", "57P01", "57P02", "57P03", "53300", "25P03"})
+
+
+def outage_state(exc: BaseException) -> bool:
+    """Whether the database (or the driver, for SQLAlchemy's ``orig``) named an outage."""
+    cause = getattr(exc, "orig", None) or exc
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return isinstance(state, str) and (state in OUTAGE_STATES or state.startswith("08"))
+
+
 # Postgres' SQLSTATEs for a table or a column that is not there (undefined_table,
 # undefined_column), and SQLite's words for them.
 _NOT_MIGRATED_STATES = frozenset({"42P01", "42703"})
@@ -52,7 +67,7 @@ def translate(exc: Exception) -> errors.DomainError:
         return errors.Conflict()
     if (not_ready := not_migrated(exc)) is not None:
         return not_ready
-    if isinstance(exc, _OUTAGES):
+    if isinstance(exc, _OUTAGES) or outage_state(exc):
         return errors.StorageError()
     if isinstance(exc, SQLAlchemyError):
         return errors.StorageFault()
