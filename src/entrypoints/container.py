@@ -66,6 +66,7 @@ def _sql_database(settings: Settings, bell: QueueBell) -> SqlDatabase:
         pool_timeout=settings.db_pool_timeout,
         connect_timeout=settings.db_connect_timeout_seconds,
         statement_timeout=settings.db_statement_timeout_seconds,
+        idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
         bell=bell,
     )
 

@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         description="Postgres: a statement that has not answered by then is cut off (on the "
         "server, and by the client when the server itself hangs): the request gets a 503.",
     )
+    db_idle_in_transaction_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Postgres: a transaction left silent this long is ended (rolled back) by "
+        "the server, its row locks with it: the service's own never wait for anything but the "
+        "database, so it is an instance that froze or lost its network (Postgres would "
+        "otherwise notice only through TCP keepalives, hours later, every other instance "
+        "waiting for those rows meanwhile).",
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="redis://[:password@]host:port/db (Redis 7 or Valkey): rate limits, sign-in "

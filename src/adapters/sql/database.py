@@ -58,6 +58,7 @@ class SqlDatabase:
         pool_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
+        idle_in_transaction_timeout: float | None = None,
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         sqlite_writer_wait: float | None = None,
         bell: QueueBell | None = None,
@@ -65,6 +66,10 @@ class SqlDatabase:
         """``statement_timeout`` (Postgres): the server cuts off a statement running longer,
         and the client gives up waiting a moment later (a server that hangs answers nothing);
         either way the caller gets a ``StorageError``, never an endless wait.
+        ``idle_in_transaction_timeout`` (Postgres): the server ends a transaction that sends
+        nothing for that long, and with it the locks it holds: a process that froze or lost
+        its network inside one kept them until TCP keepalives gave up on it (hours), and every
+        other instance that needed those rows failed meanwhile.
         ``sqlite_writer_wait``: how long a writer waits for its turn (default: the busy
         timeout). ``bell``: rung when a committed transaction queued work (this process's
         workers listen to it)."""
@@ -85,7 +90,9 @@ class SqlDatabase:
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_timeout=pool_timeout,
-                connect_args=_postgres_connect_args(connect_timeout, statement_timeout),
+                connect_args=_postgres_connect_args(
+                    connect_timeout, statement_timeout, idle_in_transaction_timeout
+                ),
                 pool_recycle=1800,  # before idle-connection timeouts of proxies and servers
                 poolclass=FairAsyncAdaptedQueuePool,  # first come first served (see fair_pool)
             )
@@ -105,7 +112,9 @@ class SqlDatabase:
                 url,
                 max_size=pool_size,
                 acquire_timeout=pool_timeout,
-                connect_args=_postgres_connect_args(connect_timeout, statement_timeout),
+                connect_args=_postgres_connect_args(
+                    connect_timeout, statement_timeout, idle_in_transaction_timeout
+                ),
             )
         )
 
@@ -468,14 +477,22 @@ def asyncpg_connect_args(url: str) -> dict[str, Any]:
 
 
 def _postgres_connect_args(
-    connect_timeout: float, statement_timeout: float | None
+    connect_timeout: float,
+    statement_timeout: float | None,
+    idle_in_transaction_timeout: float | None = None,
 ) -> dict[str, Any]:
     args: dict[str, Any] = {"timeout": connect_timeout}
+    server: dict[str, str] = {}
     if statement_timeout is not None:
-        args["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
+        server["statement_timeout"] = str(int(statement_timeout * 1000))
         # asyncpg's own deadline for every command: the server's timer cannot fire when the
         # server itself is frozen (or the network to it is gone).
         args["command_timeout"] = statement_timeout + 1.0
+    if idle_in_transaction_timeout is not None:
+        milliseconds = max(1, int(idle_in_transaction_timeout * 1000))  # 0 would be "never"
+        server["idle_in_transaction_session_timeout"] = str(milliseconds)
+    if server:
+        args["server_settings"] = server
     return args
 
 
