@@ -533,6 +533,10 @@ class AuditKind(enum.StrEnum):
     # change's limit, as the changes that send mail are (else a signed-in account could test
     # any number of addresses).
     EMAIL_CHANGE_REFUSED = "email_change_refused"
+    # A confirmation or reset email not queued: its address, which nobody has proved, had as
+    # many as it may get (``RECIPIENT_LIMITS``), while the sign-up, email change or reset
+    # request went on without it. Here so that an operator asked "no email came" can tell.
+    EMAIL_WITHHELD = "email_withheld"
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"

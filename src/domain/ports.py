@@ -227,6 +227,18 @@ class OutgoingEmailRepository(Protocol):
     async def count_since(self, account_id: AccountId, kind: EmailKind, since: datetime) -> int:
         """How many emails of ``kind`` were queued for the account at or after ``since``."""
 
+    async def lock_recipient(self, to: str) -> None:
+        """Until the transaction ends, another transaction that locks the same recipient
+        waits (on Postgres an advisory lock; SQLite and the memory store run writers one at
+        a time already), so that each counts what the one before it queued. Taken last:
+        after every account lock of the transaction (see ``_email_links.within_limits``),
+        and after writing the address to an account (its unique index makes another writer
+        of the address wait): a transaction holding it waits for nothing else."""
+
+    async def count_to_since(self, to: str, kinds: Collection[EmailKind], since: datetime) -> int:
+        """How many emails of ``kinds`` were queued to the address ``to`` (as stored: the
+        normalized form), for any account or none, at or after ``since``."""
+
     async def purge_finished(self, before: datetime) -> int:
         """Forget sent, failed and cancelled emails finished before ``before``."""
 

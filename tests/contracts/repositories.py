@@ -752,6 +752,43 @@ class RepositoryContract:
                 await uow.outgoing_emails.count_since(owner.id, EmailKind.VERIFY_EMAIL, since) == 1
             )
 
+    async def test_emails_to_an_address_are_counted_across_accounts_by_kind_since_a_moment(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """The limit per address nobody has proved counts every account's emails to it."""
+        one, two = account("one", None), account("two", None)
+        confirm, reset = EmailKind.VERIFY_EMAIL, EmailKind.RESET_PASSWORD
+
+        def queued(kind: EmailKind, to: str, owner: Account | None, at: datetime) -> OutgoingEmail:
+            return OutgoingEmail(uuid.uuid4(), kind, to, owner.id if owner else None, at, at)
+
+        emails = [
+            queued(confirm, "v@example.com", one, NOW - timedelta(hours=2)),
+            queued(confirm, "v@example.com", one, NOW),
+            queued(confirm, "v@example.com", two, NOW),
+            queued(reset, "v@example.com", two, LATER),
+            queued(EmailKind.PASSWORD_CHANGED, "v@example.com", two, LATER),  # another kind
+            queued(confirm, "w@example.com", one, LATER),  # another address
+            queued(confirm, "v@example.com", None, NOW),  # no account (the record outlives it)
+        ]
+        for email in emails:
+            await write(uow_factory, lambda uow, e=email: uow.outgoing_emails.add(e))  # type: ignore[misc]
+        async with uow_factory() as uow:
+            await uow.outgoing_emails.lock_recipient("v@example.com")
+            await uow.outgoing_emails.lock_recipient("v@example.com")  # again: it holds it
+            count = uow.outgoing_emails.count_to_since
+            both = {confirm, reset}
+            assert await count("v@example.com", both, NOW - timedelta(days=1)) == 5
+            assert await count("v@example.com", both, NOW) == 4
+            assert await count("v@example.com", {confirm}, NOW) == 3
+            assert await count("v@example.com", both, LATER) == 1
+            assert await count("v@example.com", both, LATER + timedelta(seconds=1)) == 0
+            assert await count("w@example.com", both, NOW) == 1
+            assert await count("nobody@example.com", both, NOW) == 0
+            await uow.commit()  # the lock ends with the transaction
+        async with uow_factory() as uow:
+            await uow.outgoing_emails.lock_recipient("v@example.com")
+
     async def test_a_claim_is_renewed_only_while_it_is_the_holders(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -97,3 +97,26 @@ async def simultaneous_confirmation_resends(h: Harness, n: int) -> None:
     assert all(isinstance(r, errors.TooManyRequests) for r in refused), refused
     await h.deliver()
     assert len(h.emails_to(ADDRESS)) == 2  # the sign-up's and one resent
+
+
+async def simultaneous_emails_to_one_unconfirmed_address(h: Harness, n: int) -> None:
+    """Accounts that share one unconfirmed address (imported before addresses were unique)
+    each ask for a confirmation link at once, beside requests for reset links to the address:
+    each account's own limit allows one, the address's (five an hour, across accounts) holds
+    however many instances and transactions ask at once. None waits for ever: every use case
+    locks its accounts first and the address last (a reset request locks all n accounts)."""
+    sharers = [await h.legacy_account(f"sharer{i}", ADDRESS, verified=False) for i in range(n)]
+    resend = h.container.resend_verification()
+    reset = h.container.request_password_reset()
+    results = await asyncio.gather(
+        *(resend.execute(sharer.id) for sharer in sharers),
+        *(reset.execute(ADDRESS) for _ in range(max(n // 4, 2))),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    # The address's limit said no (each account's own allowed its one).
+    limited = [r for r in refused if isinstance(r, errors.TooManyRequests)]
+    assert limited == refused, refused
+    assert all("This address got as many" in r.message for r in limited)
+    await h.deliver()
+    assert len(h.emails_to(ADDRESS)) == 5

@@ -287,6 +287,12 @@ async def test_simultaneous_confirmation_resends_queue_one_email(
     await email_races.simultaneous_confirmation_resends(h, N)
 
 
+async def test_simultaneous_emails_to_one_unconfirmed_address_keep_to_its_limit(
+    h: Harness,
+) -> None:
+    await email_races.simultaneous_emails_to_one_unconfirmed_address(h, N)
+
+
 async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Task[Any]) -> None:
     """Until a transaction waits for a row lock (or ``task`` is over without waiting)."""
     waiting = select(func.count()).where(text("wait_event_type = 'Lock'"))

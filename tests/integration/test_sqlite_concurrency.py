@@ -90,6 +90,10 @@ async def test_simultaneous_confirmation_resends_queue_one_email_on_sqlite(
     await email_races.simultaneous_confirmation_resends(h, 10)
 
 
+async def test_simultaneous_emails_to_one_unconfirmed_address_on_sqlite(h: Harness) -> None:
+    await email_races.simultaneous_emails_to_one_unconfirmed_address(h, 10)
+
+
 async def test_writers_of_one_process_take_turns_without_sqlites_busy_polling(
     sqlite_url: str, sqlite_db: SqlDatabase
 ) -> None:

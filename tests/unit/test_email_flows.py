@@ -25,6 +25,7 @@ from domain.model import (
 )
 from domain.ports import EmailMessage
 from domain.use_cases import AuthOutcome, DeliveryReport, TicketIssued
+from domain.use_cases.accounts import SignedIn
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from domain.use_cases.email_verification import EmailChanged
 from domain.use_cases.password_reset import PasswordReset
@@ -430,6 +431,136 @@ async def test_reset_requests_are_silently_limited(h: Harness) -> None:
     await h.deliver()
     resets = [m for m in h.emails_to("ned@example.com") if "/password/reset/" in m.text]
     assert len(resets) == 1
+
+
+# -- the limit per address nobody has proved ------------------------------------------------
+
+VICTIM = "victim@example.com"
+
+
+async def _squat(h: Harness, rounds: range) -> list[SignedIn]:
+    """Rounds of the flood a review found: sign up with a stranger's address (a confirmation
+    email to it), then change the account's address away (no password needed right after
+    signing up), which frees the address for the next round's new account."""
+    squatters = []
+    for i in rounds:
+        squatter = await h.sign_up(f"squatter{i}", VICTIM)
+        await h.deliver()  # at once, as the worker the commit woke does (a change cancels it)
+        await h.container.change_email().execute(
+            session_token=squatter.session_token,
+            new_email=f"squatter{i}@evil.example",
+            current_password=None,
+        )
+        squatters.append(squatter)
+    return squatters
+
+
+def _withheld(db: MemoryDatabase) -> list[dict[str, str]]:
+    return [dict(e.detail) for e in db.tables.audit if e.kind is AuditKind.EMAIL_WITHHELD]
+
+
+async def test_signing_up_again_and_again_with_a_strangers_address_sends_it_few_emails(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Per-account limits let anyone send a stranger a confirmation email per new account,
+    without bound; per address, at most five an hour and ten a day go (RECIPIENT_LIMITS)."""
+    squatters = await _squat(h, range(8))
+    assert len(h.emails_to(VICTIM)) == 5
+    assert _withheld(db) == [{"kind": "verify_email"}] * 3
+    assert [s.confirmation_sent for s in squatters] == [True] * 5 + [False] * 3
+    # The sign-ups and the changes went on: each squatter's own address got its link.
+    await h.deliver()
+    assert len(h.emails_to("squatter7@evil.example")) == 1
+    assert await h.all_accounts_with_email(VICTIM) == []
+
+    h.clock.advance(timedelta(hours=1, seconds=1))  # five more today, then none
+    await _squat(h, range(8, 14))
+    h.clock.advance(timedelta(hours=1, seconds=1))
+    await _squat(h, range(14, 15))
+    assert len(h.emails_to(VICTIM)) == 10
+
+    h.clock.advance(timedelta(hours=22, seconds=1))  # a day after the first hour's five
+    await _squat(h, range(15, 16))
+    assert len(h.emails_to(VICTIM)) == 11
+
+
+async def test_a_person_who_asks_for_new_links_a_few_times_gets_each(h: Harness) -> None:
+    """Fixing a typo, then asking for a new link now and then: within the account's own
+    limits, the address's never refuses one."""
+    person = await h.sign_up("pat", "pat@exmaple.com")
+    await h.container.change_email().execute(
+        session_token=person.session_token, new_email="pat@example.com", current_password=None
+    )
+    for _ in range(3):
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        assert await h.container.resend_verification().execute(person.account.id) == (
+            "pat@example.com"
+        )
+    await h.deliver()
+    assert len(h.emails_to("pat@example.com")) == 4
+
+
+async def test_past_the_address_limit_its_owner_still_changes_to_it_and_is_told_on_asking(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The address's owner, after a flood: their email change is made (a refusal would say
+    something about the address), without the email, and asking for a link is a 429 that
+    says why; an hour later they get one."""
+    await _squat(h, range(5))
+    owner = await h.sign_up("victor", "victor@exmaple.com")  # a typo, fixed at once
+    changed = await h.container.change_email().execute(
+        session_token=owner.session_token, new_email=VICTIM, current_password=None
+    )
+    await h.deliver()
+    assert len(h.emails_to(VICTIM)) == 5  # the squatters'
+    assert changed.account.email == VICTIM
+    assert changed.confirmation_sent is False
+    assert _withheld(db) == [{"kind": "verify_email"}]
+    status = await h.container.show_email_status().execute(owner.account.id)
+    assert status.latest_verification is None  # the account page offers to ask again
+
+    h.clock.advance(timedelta(minutes=2))
+    with pytest.raises(errors.TooManyRequests, match="in the last hour"):
+        await h.container.resend_verification().execute(owner.account.id)
+    h.clock.advance(timedelta(hours=1))
+    assert await h.container.resend_verification().execute(owner.account.id) == VICTIM
+    await h.deliver()
+    token = h.link_token(h.last_email(VICTIM), "/verify-email/")
+    assert (await h.container.verify_email().execute(token, owner.account.id)).email_verified
+
+
+async def test_reset_links_to_an_unconfirmed_address_count_towards_its_limit(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """A reset link goes to an account's address even unconfirmed (it confirms it): the
+    squatter's account asks for them too. Past the address's limit they are withheld as
+    silently as past the account's (the page answers the same for every address)."""
+    await h.sign_up("rex", VICTIM)
+    for _ in range(6):
+        h.clock.advance(timedelta(minutes=1, seconds=1))  # the account's limit allows each
+        await h.container.request_password_reset().execute(VICTIM)
+    await h.deliver()
+    assert len(h.emails_to(VICTIM)) == 5  # the confirmation and four reset links
+    assert _withheld(db) == [{"kind": "reset_password"}] * 2
+    requested = [e for e in db.tables.audit if e.kind is AuditKind.PASSWORD_RESET_REQUESTED]
+    assert len(requested) == 4
+
+
+async def test_reset_links_to_a_confirmed_address_have_only_the_accounts_limit(
+    h: Harness,
+) -> None:
+    """A confirmed address is one account's, its owner proved it: the account's own limit
+    (five an hour) protects it, and a per-address one would let a stranger's requests use up
+    the owner's resets for the day."""
+    await h.sign_up("olga", "olga@example.com", verified=True)
+    for _ in range(3):
+        for _ in range(5):
+            h.clock.advance(timedelta(minutes=1, seconds=1))
+            await h.container.request_password_reset().execute("olga@example.com")
+        h.clock.advance(timedelta(hours=1))
+    await h.deliver()
+    resets = [m for m in h.emails_to("olga@example.com") if "/password/reset/" in m.text]
+    assert len(resets) == 15
 
 
 async def test_a_discord_created_account_sets_its_first_password_by_reset(h: Harness) -> None:

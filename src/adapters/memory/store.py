@@ -674,6 +674,16 @@ class MemoryOutgoingEmails(_Repo):
     async def count_since(self, account_id: AccountId, kind: EmailKind, since: datetime) -> int:
         return sum(1 for e in self._of(account_id, kind) if e.created_at >= since)
 
+    async def lock_recipient(self, to: str) -> None:
+        """Transactions are serialised already."""
+
+    async def count_to_since(self, to: str, kinds: Collection[EmailKind], since: datetime) -> int:
+        return sum(
+            1
+            for e in self._t.outgoing_emails.values()
+            if e.to == to and e.kind in kinds and e.created_at >= since
+        )
+
     async def purge_finished(self, before: datetime) -> int:
         gone = [
             key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import replace
@@ -792,6 +793,17 @@ class _QueueRepo(_Repo):
         return await self._count(query) == 1
 
 
+# The first half of the recipients' advisory locks (two 32-bit keys: a key space apart from
+# the migrations' 64-bit one), "tfle" in ASCII; the second is a hash of the address. Two
+# addresses with one hash only take turns.
+RECIPIENT_LOCKS = 0x74666C65
+
+
+def _recipient_lock_key(to: str) -> int:
+    digest = hashlib.blake2b(to.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 class SqlOutgoingEmails(_QueueRepo):
     channel = EMAIL_QUEUE_CHANNEL
 
@@ -874,6 +886,20 @@ class SqlOutgoingEmails(_QueueRepo):
         query = select(func.count()).where(
             outgoing_emails.c.account_id == account_id.value,
             outgoing_emails.c.kind == kind.value,
+            outgoing_emails.c.created_at >= since,
+        )
+        return int((await self._run(query)).scalar_one())
+
+    async def lock_recipient(self, to: str) -> None:
+        # SQLite runs writers one at a time (BEGIN IMMEDIATE): nothing to lock there.
+        if self._postgres:
+            key = _recipient_lock_key(to)
+            await self._run(select(func.pg_advisory_xact_lock(RECIPIENT_LOCKS, key)))
+
+    async def count_to_since(self, to: str, kinds: Collection[EmailKind], since: datetime) -> int:
+        query = select(func.count()).where(
+            outgoing_emails.c.recipient == to,
+            outgoing_emails.c.kind.in_([kind.value for kind in kinds]),
             outgoing_emails.c.created_at >= since,
         )
         return int((await self._run(query)).scalar_one())

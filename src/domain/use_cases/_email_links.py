@@ -13,6 +13,7 @@ from domain.model import (
     PASSWORD_RESET_TTL,
     Account,
     AccountId,
+    AuditEvent,
     AuditKind,
     EmailKind,
     EmailPurpose,
@@ -22,10 +23,24 @@ from domain.model import (
 from domain.policies import SecretStatus
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._secrets import EmailLinks, Refusal, use_secret
-from domain.use_cases._shared import digest_of
+from domain.use_cases._shared import digest_of, queue_email
 
 # Asking for emailed links: at most one a minute and five an hour per account.
 RESEND_LIMITS = ((timedelta(minutes=1), 1), (timedelta(hours=1), 5))
+
+# Emails to an address nobody has proved yet, per address, whichever accounts asked: at most
+# five an hour and ten a day. The per-account limits alone let anyone flood a stranger's
+# mailbox: sign up with the address (a confirmation email), change the account's address
+# away (no password needed right after signing up), sign up again with it, and so on, a new
+# account each time. Five an hour is what one account may ask for anyway (RESEND_LIMITS), so
+# a person who asks for a new link a few times still gets each one.
+RECIPIENT_LIMITS = ((timedelta(hours=1), 5), (timedelta(days=1), 10))
+# The emails that go to an address nobody may have proved, and count towards its limit: the
+# confirmation of an address (sign-up, email change, "send me a new link") and a password
+# reset to an account whose address is unconfirmed. The others go only to a confirmed
+# address (notices, the link that confirms a Discord link by email), whose owner the
+# per-account limits protect: a confirmed address is one account's.
+UNPROVED_ADDRESS_KINDS = frozenset({EmailKind.VERIFY_EMAIL, EmailKind.RESET_PASSWORD})
 
 # The emails that carry a one-time link, what the link does and how long it works.
 LINK_KINDS = {
@@ -93,6 +108,59 @@ async def within_limits(
             used += await uow.audit.count_since(account_id, refusals, since)
         if used >= allowed:
             return False
+    return True
+
+
+async def recipient_refusal(
+    uow: UnitOfWork,
+    to: str,
+    now: datetime,
+    limits: tuple[tuple[timedelta, int], ...] = RECIPIENT_LIMITS,
+) -> timedelta | None:
+    """``None`` when one more email may go to ``to``, an address nobody has proved, else the
+    window (of ``limits``) it has had all its emails of. The recipient is locked first (after
+    the caller's account locks, see ``OutgoingEmailRepository.lock_recipient``), so that
+    simultaneous requests from several accounts, on several instances, take turns."""
+    address = normalize_email(to) or to
+    await uow.outgoing_emails.lock_recipient(address)
+    for window, allowed in limits:
+        used = await uow.outgoing_emails.count_to_since(
+            address, UNPROVED_ADDRESS_KINDS, now - window
+        )
+        if used >= allowed:
+            return window
+    return None
+
+
+def recipient_limit_message(window: timedelta) -> str:
+    """What a person who asked for a link is told when their address had its emails."""
+    last = "hour" if window <= timedelta(hours=1) else "24 hours"
+    return (
+        f"This address got as many confirmation and password reset emails in the last {last} "
+        "as we send to an address that is not confirmed yet (five an hour, ten a day). Use "
+        "the newest link in your inbox or spam folder, or ask again later."
+    )
+
+
+async def queue_to_unproved(
+    uow: UnitOfWork,
+    kind: EmailKind,
+    *,
+    to: str,
+    account_id: AccountId,
+    now: datetime,
+    **detail: str,
+) -> bool:
+    """Queue an email to an address nobody has proved, within its ``RECIPIENT_LIMITS``; past
+    them, nothing is queued (the caller's change goes on without it) and the withheld email
+    is audited. Whether it was queued. Call it after the transaction's account locks and
+    writes: it locks the recipient (``recipient_refusal``)."""
+    if await recipient_refusal(uow, to, now) is not None:
+        await uow.audit.record(
+            AuditEvent(AuditKind.EMAIL_WITHHELD, now, account_id, None, {"kind": kind.value})
+        )
+        return False
+    await queue_email(uow, kind, to=to, account_id=account_id, now=now, **detail)
     return True
 
 

@@ -22,6 +22,7 @@ from domain.model import (
 )
 from domain.policies import identity_recently_proved
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._email_links import queue_to_unproved
 from domain.use_cases._passwords import (
     Passwords,
     new_device_token,
@@ -31,7 +32,6 @@ from domain.use_cases._passwords import (
 )
 from domain.use_cases._shared import (
     SESSION_TTL,
-    queue_email,
     queue_notice,
     renew_session,
     retry_on_conflict,
@@ -54,6 +54,9 @@ class SignedIn:
     # A password sign-in's device token: this browser is trusted with this account from now
     # on (its wrong passwords have a throttle of their own; see ``throttle_key``).
     device_token: str | None = None
+    # A sign-up's confirmation email: queued, or withheld because its address had as many as
+    # it may get (``RECIPIENT_LIMITS``). Other sign-ins send none.
+    confirmation_sent: bool = True
 
 
 class _PasswordUseCase:
@@ -85,7 +88,7 @@ class SignUp(_PasswordUseCase):
         now = self._clock.now()
         account = Account(AccountId.new(), name, address, False, password_hash, now)
 
-        async def attempt() -> str:
+        async def attempt() -> tuple[str, bool]:
             async with self._uow() as uow:
                 if await uow.accounts.get_by_username(name) is not None:
                     raise errors.UsernameTaken()
@@ -98,17 +101,22 @@ class SignUp(_PasswordUseCase):
                     )
                 )
                 await self._webhooks.publish(uow, account_created(account, via="password"))
-                await queue_email(
+                token = await self._password_session(uow, account.id, now)
+                # Last, as it locks the address (after the unique index took it). Past the
+                # address's limit the account is made all the same, without the email: a
+                # refusal would tell about the address what the form does not otherwise.
+                sent = await queue_to_unproved(
                     uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
-                token = await self._password_session(uow, account.id, now)
                 await uow.commit()
-            return token
+            return token, sent
 
         # Of simultaneous sign-ups with one name or address, the database lets one in; the
         # others run again, see the winner and get "taken", never a second account.
-        token = await retry_on_conflict(attempt)
-        return SignedIn(account, token, new_device_token(self._tokens, account))
+        token, sent = await retry_on_conflict(attempt)
+        return SignedIn(
+            account, token, new_device_token(self._tokens, account), confirmation_sent=sent
+        )
 
 
 class SignIn(_PasswordUseCase):

@@ -20,7 +20,13 @@ from domain.model import (
     validate_email,
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
-from domain.use_cases._email_links import consume_email_link, within_limits
+from domain.use_cases._email_links import (
+    consume_email_link,
+    queue_to_unproved,
+    recipient_limit_message,
+    recipient_refusal,
+    within_limits,
+)
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._shared import (
     prove_identity,
@@ -75,7 +81,9 @@ class ResendVerification:
     async def execute(self, account_id: AccountId) -> str:
         now = self._clock.now()
         async with self._uow() as uow:
-            account = await uow.accounts.get(account_id)
+            # Locked before it is read: an email change under way finishes first, and the
+            # link goes to the address the account has then.
+            account = await uow.accounts.lock(account_id)
             if account is None:
                 raise errors.NotSignedIn()
             if account.email is None:
@@ -87,6 +95,11 @@ class ResendVerification:
                     "We sent you a confirmation email very recently. Check your inbox and spam "
                     "folder, or ask again in a few minutes (one a minute, five an hour)."
                 )
+            # Then the address's own limit, whichever accounts it had (after the account's
+            # lock: see ``recipient_refusal``).
+            refused = await recipient_refusal(uow, account.email, now)
+            if refused is not None:
+                raise errors.TooManyRequests(recipient_limit_message(refused))
             await queue_email(
                 uow, EmailKind.VERIFY_EMAIL, to=account.email, account_id=account.id, now=now
             )
@@ -121,6 +134,9 @@ class ShowEmailStatus:
 class EmailChanged:
     account: Account
     session_token: str  # the session, renewed: the cookie's old token has ended
+    # The new address's confirmation email: queued, or withheld because the address had as
+    # many as it may get (``RECIPIENT_LIMITS``).
+    confirmation_sent: bool = True
 
 
 class ChangeEmail:
@@ -212,11 +228,13 @@ class ChangeEmail:
                         now=now,
                         new_email=address,
                     )
-                await queue_email(
+                # Last, as it locks the address. Past the address's limit the change is made
+                # all the same, without the email (the account page then offers to ask again).
+                sent = await queue_to_unproved(
                     uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
                 )
                 await uow.commit()
-            return EmailChanged(updated, renewed)
+            return EmailChanged(updated, renewed, confirmation_sent=sent)
 
         # A concurrent change to the same address makes the loser's write a Conflict; the
         # next attempt sees the winner and says the address is taken.

@@ -16,10 +16,16 @@ from domain.model import (
     LinkedRole,
     RoleAction,
     SignInMethod,
+    normalize_email,
     validate_email,
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._email_links import consume_email_link, refusal_for, within_limits
+from domain.use_cases._email_links import (
+    consume_email_link,
+    queue_to_unproved,
+    refusal_for,
+    within_limits,
+)
 from domain.use_cases._passwords import (
     Passwords,
     new_device_token,
@@ -50,28 +56,41 @@ class RequestPasswordReset:
         address = validate_email(email)
         now = self._clock.now()
         async with self._uow() as uow:
-            # In one order: each one's limit locks its account (see ``within_limits``).
+            # Every account locked first, in one order (each one's limit locks it too, see
+            # ``within_limits``): the address's own limit locks the address, after which no
+            # account lock may be waited for. Each as it is once locked: an email change
+            # that committed meanwhile took the address away from it.
             found = await uow.accounts.find_by_email(address)
-            for account in sorted(found, key=lambda a: str(a.id.value)):
-                if account.email is None or not await within_limits(
-                    uow, account.id, EmailKind.RESET_PASSWORD, now
+            locked = [await uow.accounts.lock(a.id) for a in sorted(found, key=_by_id)]
+            for account in locked:
+                if (
+                    account is None
+                    or account.email is None
+                    or normalize_email(account.email) != address
+                    or not await within_limits(uow, account.id, EmailKind.RESET_PASSWORD, now)
                 ):
                     continue  # silently: a refusal would tell that the account exists
-                await queue_email(
-                    uow,
-                    EmailKind.RESET_PASSWORD,
-                    to=account.email,
-                    account_id=account.id,
-                    now=now,
-                    has_password="yes" if account.has_password else "no",
+                detail = {
+                    "has_password": "yes" if account.has_password else "no",
                     # Sent only while it is the same: a new password or "sign out everywhere"
                     # meanwhile cancels it (``email_delivery._still_wanted``).
-                    device_epoch=str(account.device_epoch),
-                )
+                    "device_epoch": str(account.device_epoch),
+                }
+                kind, to = EmailKind.RESET_PASSWORD, account.email
+                if account.email_verified:  # its owner's: the per-account limit protects it
+                    await queue_email(uow, kind, to=to, account_id=account.id, now=now, **detail)
+                elif not await queue_to_unproved(
+                    uow, kind, to=to, account_id=account.id, now=now, **detail
+                ):
+                    continue  # withheld (and audited so), as silently
                 await uow.audit.record(
                     AuditEvent(AuditKind.PASSWORD_RESET_REQUESTED, now, account.id)
                 )
             await uow.commit()
+
+
+def _by_id(account: Account) -> str:
+    return str(account.id.value)
 
 
 class ResetPassword(_PasswordUseCase):
