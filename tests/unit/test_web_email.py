@@ -222,6 +222,41 @@ async def test_the_email_form_tells_a_taken_address_only_within_its_limit(
     assert "Another account" not in limited.text
 
 
+async def _flood(hx: Harness, address: str, squatters: str) -> None:
+    """As many confirmation emails to ``address`` as it may get in an hour, each asked for by
+    a new account that then changes its address away (RECIPIENT_LIMITS)."""
+    for i in range(5):
+        squatter = await hx.sign_up(f"{squatters}{i}", address)
+        await hx.container.change_email().execute(
+            session_token=squatter.session_token,
+            new_email=f"{squatters}{i}@evil.example",
+            current_password=None,
+        )
+
+
+async def test_the_pages_say_when_an_address_had_all_its_confirmation_emails(
+    client: Client, hx: Harness
+) -> None:
+    """Sign-up and the email change are made without the email, and say so (the account
+    page's status tells it anyway); asking for a link is a 429 that says why."""
+    await _flood(hx, "ida@example.com", "squat")
+    data = {"username": "ida", "email": "ida@example.com", "password": PASSWORD}
+    signed_up = await post_form(client, "/signup", "/signup", data)
+    assert signed_up.status_code == 200, signed_up.text
+    assert "We have not emailed you a confirmation link" in signed_up.text
+    assert "Ask for a confirmation link" in _status(signed_up.text)
+    refused = await post_form(client, "/account", "/account/email/verify", {})
+    assert refused.status_code == 429
+    assert "as many confirmation and password reset emails in the last hour" in refused.text
+
+    await _flood(hx, "ida@new.example", "squad")
+    data = {"email": "ida@new.example", "current_password": PASSWORD}
+    changed = await post_form(client, "/account", "/account/email", data)
+    assert changed.status_code == 200
+    assert "Your email address is changed. We have not emailed it" in changed.text
+    assert "Ask for a confirmation link" in _status(changed.text)
+
+
 async def test_no_form_takes_an_address_with_invisible_characters(
     client: Client, hx: Harness
 ) -> None:

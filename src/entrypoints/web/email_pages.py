@@ -122,7 +122,8 @@ class EmailPages(Controller):
             new_email=data.get("email", ""),
             current_password=data.get("current_password") or None,
         )
-        return Redirect("/account?notice=email_changed", cookies=[jar.session(done.session_token)])
+        notice = "email_changed" if done.confirmation_sent else "email_changed_unsent"
+        return Redirect(f"/account?notice={notice}", cookies=[jar.session(done.session_token)])
 
     # -- password reset -------------------------------------------------------------------------
 

@@ -44,6 +44,13 @@ NOTICES = {
     "welcome": "Welcome to TaskFlow! We are emailing you a link to confirm your address.",
     "verification_sent": "We are emailing you a new confirmation link.",
     "email_changed": "Your email address is changed. We are emailing it a confirmation link.",
+    # The confirmation withheld: the address had as many as it may get (RECIPIENT_LIMITS).
+    "welcome_unsent": "Welcome to TaskFlow! We have not emailed you a confirmation link: this "
+    "address was sent as many lately as we send to an address that is not confirmed. Ask for "
+    "a new link below later.",
+    "email_changed_unsent": "Your email address is changed. We have not emailed it a "
+    "confirmation link: it was sent as many lately as we send to an address that is not "
+    "confirmed. Ask for a new link below later.",
     "role_connected": "Your TaskFlow connection is on Discord: back in Discord, the server's "
     "linked roles can see it. It stays current until you unlink.",
     "role_connection_later": "Discord is linked, but Discord did not take your TaskFlow "
@@ -129,8 +136,7 @@ class Pages(Controller):
         data: Form,
     ) -> Template | Redirect:
         destination = safe_destination(data.get("next") or "/account")
-        if destination == "/account":  # what the sign-up page's form sends when not told
-            destination = "/account?notice=welcome"
+        welcome = destination == "/account"  # what the sign-up page's form sends when not told
         try:
             signed_in = await sign_up.execute(
                 username=data.get("username", ""),
@@ -146,6 +152,9 @@ class Pages(Controller):
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
         await jar.end_session(request, sign_out)
+        if welcome:
+            notice = "welcome" if signed_in.confirmation_sent else "welcome_unsent"
+            destination = f"/account?notice={notice}"
         return Redirect(destination, cookies=jar.signed_in(signed_in))
 
     @post("/signout", status_code=303)
