@@ -768,6 +768,31 @@ async def test_pages_other_sites_open_spend_a_budget_of_their_own(h: Harness, si
         assert (await client.get("/auth/discord/login", follow_redirects=False)).status_code == 429
 
 
+async def test_a_form_that_says_it_came_from_another_site_gets_no_second_budget(
+    h: Harness,
+) -> None:
+    """The budget of pages other sites open is for pages opened (GETs): a client that is no
+    browser writes its own ``Sec-Fetch-Site``, and with it a second budget of password
+    tries would double what one address may guess."""
+    await h.sign_up("alice", "alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
+        statuses = []
+        for site in ("none", "cross-site", "same-site"):
+            page = await client.get("/signin")
+            answer = await client.post(
+                "/signin",
+                data={"login": "alice", "password": "wrong", "_csrf_token": csrf_token(page.text)},
+                headers={
+                    "sec-fetch-site": site,
+                    "sec-fetch-mode": "navigate",
+                    "sec-fetch-dest": "document",
+                },
+                follow_redirects=False,
+            )
+            statuses.append(answer.status_code)
+        assert statuses == [401, 401, 429]
+
+
 # What a browser says of a page it loads ahead of time, in case someone opens it.
 _LOADED_AHEAD = {
     # Chromium, for another site's speculation rules (a cross-site prefetch is "none").

@@ -136,9 +136,15 @@ def _sign_in_budget(request: Request[Any, Any, Any]) -> str:
     (``Sec-Fetch-User: ?1``): nothing tells them from the link a person followed. Another
     site can now spend only the budget of the links other sites hold; this site's own forms
     and buttons, and addresses typed or opened from an app, keep theirs. (Browsers without
-    Fetch Metadata send no ``Sec-Fetch-Site``: the first budget.)"""
+    Fetch Metadata send no ``Sec-Fetch-Site``: the first budget.) Only for a page opened
+    (a GET): a client that is no browser can send the header too, and a second budget of
+    password tries (a form posted) would double what one address may guess; a form of
+    another site's page is refused by CSRF first anyway."""
     budget = client_budget(request)
-    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+    if request.method == "GET" and request.headers.get("sec-fetch-site") in (
+        "cross-site",
+        "same-site",
+    ):
         return f"{budget} from other sites"
     return budget
 
