@@ -332,6 +332,40 @@ async def test_instances_that_disagree_on_the_secret_key_or_public_url_say_so_at
     assert other.encode() not in stored
 
 
+async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_start(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """helper-101's review: each instance keeps an interaction in the shared replay guard for
+    twice its own TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS; one that accepts older
+    interactions than another answers a replay the other's entry no longer refuses."""
+
+    import nacl.signing
+
+    from entrypoints.web.app import _check_agreement
+
+    public_key = nacl.signing.SigningKey.generate().verify_key.encode().hex()
+
+    async def start(max_age: int) -> list[str]:
+        caplog.clear()
+        settings = make_settings(
+            redis_url=redis_url,
+            discord_public_key=public_key,
+            discord_interaction_max_age_seconds=max_age,
+        )
+        container = build_container(settings)
+        try:
+            await _check_agreement(container)  # what the app does at start
+        finally:
+            await container.shared_state().close()
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    assert await start(300) == []
+    assert await start(300) == []
+    [differs] = await start(3600)
+    assert differs.startswith("TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS differs"), differs
+
+
 async def test_public_urls_that_differ_by_a_trailing_slash_agree(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

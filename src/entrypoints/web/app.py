@@ -368,6 +368,9 @@ _AGREED = {
     "hold there",
     "TASKFLOW_LINK_PUBLIC_URL": "a Discord sign-in started on one fails on the other (Discord "
     "refuses a token exchange naming another redirect URI than the sign-in did)",
+    "TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS": "an interaction replayed to the "
+    "instance that accepts older ones, after the other's replay guard forgot it (it keeps "
+    "an interaction for twice its own age), is answered again",
 }
 
 
@@ -384,6 +387,10 @@ async def _check_agreement(container: Container) -> None:
         # that differs only by one is the same URL. A root keeps the "/" pydantic gives it.
         "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url).rstrip("/") + "/",
     }
+    if settings.discord_public_key:  # HTTP interactions: each keeps its replay guard so long
+        agreed["TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS"] = str(
+            settings.discord_interaction_max_age_seconds
+        )
     for name in await container.shared_state().differences(agreed):
         log.error(
             "%s differs from the instance of this deployment (the same Redis and "
