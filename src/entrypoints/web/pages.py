@@ -152,6 +152,8 @@ class Pages(Controller):
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
         await jar.end_session(request, sign_out)
+        # The welcome only for the account just made: a refused form keeps its own "next",
+        # which its "Sign in" link passes on to an account that exists already.
         if welcome:
             notice = "welcome" if signed_in.confirmation_sent else "welcome_unsent"
             destination = f"/account?notice={notice}"

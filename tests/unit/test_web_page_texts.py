@@ -1,0 +1,56 @@
+"""What the pages say after a step goes wrong, through the web app (Litestar's test client,
+in-memory adapters, the fake Discord): a form that failed keeps what was typed (passwords
+aside), and an error page's words and links point the same way, the one that works."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness
+from tests.web_support import Client, post_form
+
+_SIGN_IN_LINK = re.compile(r'href="(/signin[^"]*)"')
+_NEXT = re.compile(r'name="next" value="([^"]*)"')
+
+
+@pytest.fixture
+async def client(h: Harness) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(h.container)) as test_client:
+        yield test_client
+
+
+async def _sign_up(client: Client, username: str = "alice") -> None:
+    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    answer = await post_form(client, "/signup", "/signup", data)
+    assert answer.status_code == 200, answer.text
+
+
+async def test_a_refused_sign_up_does_not_welcome_who_then_signs_in(client: Client) -> None:
+    """A review: "This username is taken… sign in", and the sign-in link of the refused
+    sign-up form led an existing account, once signed in, to "Welcome to TaskFlow! We are
+    emailing you a link to confirm your address", which nobody was sending. The form asked
+    for its own ``next`` again, and that had become ``/account?notice=welcome``."""
+    await _sign_up(client)
+    await post_form(client, "/account", "/signout", {})
+
+    taken = await post_form(
+        client,
+        "/signup",
+        "/signup",
+        {"username": "alice", "email": "other@example.com", "password": PASSWORD, "next": ""},
+    )
+    assert taken.status_code == 409
+    sign_in_page = html.unescape(_SIGN_IN_LINK.findall(taken.text)[-1])  # "Already have one?"
+    shown = await client.get(sign_in_page)
+    next_path = html.unescape(_NEXT.findall(shown.text)[0])
+    signed_in = await post_form(
+        client, sign_in_page, "/signin", {"login": "alice", "password": PASSWORD, "next": next_path}
+    )
+    assert signed_in.status_code == 200
+    assert "Welcome to TaskFlow" not in signed_in.text
