@@ -54,3 +54,26 @@ async def test_a_refused_sign_up_does_not_welcome_who_then_signs_in(client: Clie
     )
     assert signed_in.status_code == 200
     assert "Welcome to TaskFlow" not in signed_in.text
+
+
+async def test_a_throttled_sign_in_is_the_sign_in_form_again_with_the_way_to_a_reset(
+    client: Client,
+) -> None:
+    """A review: after five wrong passwords, the next try answered "Slow down… Try again in 1
+    minute, or reset the password" on a page whose one link was "Go home": the login typed
+    was gone, and the reset the words offer had no link."""
+    await _sign_up(client)
+    await post_form(client, "/account", "/signout", {})
+    for _ in range(5):
+        wrong = await post_form(
+            client, "/signin", "/signin", {"login": "alice@example.com", "password": "not it"}
+        )
+        assert wrong.status_code == 401
+    throttled = await post_form(
+        client, "/signin", "/signin", {"login": "alice@example.com", "password": "not it"}
+    )
+    assert throttled.status_code == 429
+    assert "Too many wrong passwords for this account" in throttled.text
+    assert 'name="login"' in throttled.text
+    assert 'value="alice@example.com"' in throttled.text
+    assert 'href="/password/reset"' in throttled.text

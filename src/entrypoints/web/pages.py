@@ -114,9 +114,11 @@ class Pages(Controller):
                 client_address=request.client.host if request.client else None,
                 device_token=jar.device_token(request),
             )
-        except errors.InvalidCredentials as exc:
+        except (errors.InvalidCredentials, errors.TooManyRequests) as exc:
+            # The form again, with what was typed: a throttled account's way on is the
+            # form's "Forgot your password?", which the throttle's words point to.
             context = {"next": destination, "login": data.get("login", ""), "error": exc.message}
-            return Template("signin.html", context=context, status_code=401)
+            return Template("signin.html", context=context, status_code=status_for(exc))
         await jar.end_session(request, sign_out)
         return Redirect(destination, cookies=jar.signed_in(signed_in))
 
