@@ -279,6 +279,11 @@ class TooManyRequests(DomainError):
     message = "You asked for this too often. Wait a few minutes, then try again."
 
 
+class PasswordThrottled(TooManyRequests):
+    """Too many wrong passwords for one account: its tries wait a while. Its owner's way on
+    meanwhile is a password reset, which the message offers."""
+
+
 # -- infrastructure seen from the core -----------------------------------------------------
 
 

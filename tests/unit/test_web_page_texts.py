@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -76,4 +77,20 @@ async def test_a_throttled_sign_in_is_the_sign_in_form_again_with_the_way_to_a_r
     assert "Too many wrong passwords for this account" in throttled.text
     assert 'name="login"' in throttled.text
     assert 'value="alice@example.com"' in throttled.text
+    assert 'href="/password/reset"' in throttled.text
+
+
+async def test_a_throttled_password_check_on_the_account_pages_links_to_the_reset(
+    h: Harness, client: Client
+) -> None:
+    """The same throttle behind a signed-in form ("Confirm it is you"): its page offered
+    "reset the password" with "Go to your account" as its only link."""
+    await _sign_up(client)
+    h.clock.advance(timedelta(minutes=11))  # the proof of the sign-up lapsed
+    for _ in range(5):
+        wrong = await post_form(client, "/account/confirm", "/account/confirm", {"password": "no"})
+        assert wrong.status_code == 401
+    throttled = await post_form(client, "/account/confirm", "/account/confirm", {"password": "no"})
+    assert throttled.status_code == 429
+    assert "or reset the password" in throttled.text
     assert 'href="/password/reset"' in throttled.text

@@ -45,7 +45,7 @@ class Passwords:
         """Whether ``password`` is right, under the throttle of ``key`` (an account, or an
         unknown login: unknown logins are throttled alike, so the throttle tells nothing).
 
-        ``TooManyRequests`` while the key must wait; an account without a password spends the
+        ``PasswordThrottled`` while the key must wait; an account without a password spends the
         time of a real check (no enumeration by timing)."""
         # Guesses sent at once are checked one after another, each seeing the ones before
         # (not all while the first ones hash); and the try counts as a failure from before
@@ -60,7 +60,7 @@ class Passwords:
             )
             if wait is not None:
                 minutes = max(1, math.ceil(wait.total_seconds() / 60))
-                raise errors.TooManyRequests(
+                raise errors.PasswordThrottled(
                     "Too many wrong passwords for this account. Try again in "
                     f"{minutes} minute{'s' if minutes > 1 else ''}, or reset the password."
                 )

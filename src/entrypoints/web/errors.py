@@ -168,6 +168,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         links = [("Go to your account", "/account")]
     elif path_of(request).startswith("/password/reset"):
         links = [("Ask for a new link", "/password/reset")]
+    if isinstance(exc, errors.PasswordThrottled):  # its message offers a reset
+        links = [*links, ("Reset your password", "/password/reset")]
     title = TITLES.get(status, "That did not work")
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith(
         ("/account/", "/link/")
