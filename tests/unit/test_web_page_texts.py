@@ -94,3 +94,34 @@ async def test_a_throttled_password_check_on_the_account_pages_links_to_the_rese
     assert throttled.status_code == 429
     assert "or reset the password" in throttled.text
     assert 'href="/password/reset"' in throttled.text
+
+
+@pytest.mark.parametrize(
+    ("typed", "password", "status", "said"),
+    [
+        ("alice@new.example.com", "not it", 401, "Your current password is not right."),
+        ("bob@example.com", PASSWORD, 409, "Another account uses this email address."),
+        ("alice@example.com", PASSWORD, 400, "That is already your email address."),
+    ],
+)
+async def test_a_refused_email_change_keeps_the_address_typed(
+    h: Harness, client: Client, *, typed: str, password: str, status: int, said: str
+) -> None:
+    """A review: a wrong current password (or an address another account uses) on the
+    account page's "Change email" answered a page whose "Try again" opened the account page
+    with the form empty: the new address, typed once, was to be typed again."""
+    async with AsyncTestClient(app=create_app(h.container)) as bob:
+        await _sign_up(bob, "bob")
+    await _sign_up(client)
+    h.clock.advance(timedelta(minutes=11))  # the form asks for the current password
+    refused = await post_form(
+        client, "/account", "/account/email", {"email": typed, "current_password": password}
+    )
+    assert refused.status_code == status
+    assert said in refused.text
+    assert f'name="email" type="email" autocomplete="email" required value="{typed}"' in (
+        refused.text
+    )
+    assert 'name="current_password"' in refused.text  # asked again, never filled in
+    assert PASSWORD not in refused.text
+    assert 'href="/account"' in refused.text  # and the way back

@@ -22,7 +22,7 @@ from domain import use_cases as uc
 from domain.model import DeliveryStatus, EmailPurpose
 from domain.ports import EmailSender
 from domain.use_cases import EmailStatus
-from entrypoints.web.deps import CurrentAccount, Jar, Use
+from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.errors import message_page, status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -113,15 +113,31 @@ class EmailPages(Controller):
     async def change_email(
         self,
         request: Request[Any, Any, Any],
+        signed_in: CurrentSignIn,
         change_email: Use[uc.ChangeEmail],
         jar: Jar,
         data: Form,
-    ) -> Redirect:
-        done = await change_email.execute(
-            session_token=jar.session_token(request),
-            new_email=data.get("email", ""),
-            current_password=data.get("current_password") or None,
-        )
+    ) -> Template | Redirect:
+        try:
+            done = await change_email.execute(
+                session_token=jar.session_token(request),
+                new_email=data.get("email", ""),
+                current_password=data.get("current_password") or None,
+            )
+        except (errors.InvalidCredentials, errors.InvalidInput, errors.EmailTaken) as exc:
+            if signed_in is None:
+                raise errors.NotSignedIn() from None
+            # The form again, with the address typed (never the password).
+            return Template(
+                "change_email.html",
+                context={
+                    "account": signed_in.account,
+                    "recently_proved": signed_in.recently_proved,
+                    "new_email": data.get("email", ""),
+                    "error": exc.message,
+                },
+                status_code=status_for(exc),
+            )
         notice = "email_changed" if done.confirmation_sent else "email_changed_unsent"
         return Redirect(f"/account?notice={notice}", cookies=[jar.session(done.session_token)])
 
