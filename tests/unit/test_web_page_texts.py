@@ -8,13 +8,18 @@ import html
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from domain.model import DiscordId
+from domain.ports import EmailMessage
+from entrypoints.container import build_container
 from entrypoints.web import create_app
-from tests.harness import PASSWORD, Harness
-from tests.web_support import Client, post_form
+from tests.bot_support import wait_until
+from tests.harness import PASSWORD, Harness, make_settings
+from tests.web_support import Client, csrf_token, post_form, query
 
 _SIGN_IN_LINK = re.compile(r'href="(/signin[^"]*)"')
 _NEXT = re.compile(r'name="next" value="([^"]*)"')
@@ -125,3 +130,97 @@ async def test_a_refused_email_change_keeps_the_address_typed(
     assert 'name="current_password"' in refused.text  # asked again, never filled in
     assert PASSWORD not in refused.text
     assert 'href="/account"' in refused.text  # and the way back
+
+
+async def _cancelled_at_discord(client: Client, started_from: Any) -> Any:
+    """Press Cancel on Discord's consent screen of the round trip ``started_from`` began."""
+    assert started_from.status_code == 302, started_from.text
+    state = query(started_from.headers["location"])["state"]
+    return await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+
+
+async def test_a_round_trip_from_the_account_page_cancelled_at_discord_leads_back_there(
+    client: Client,
+) -> None:
+    """A review: "Link Discord" on the account page, then Cancel at Discord, answered
+    "Start again from the sign-in page" with a "Go home" button, under a header offering
+    "Sign in": the person was signed in, and the sign-in page only sends them on to their
+    account page."""
+    await _sign_up(client)
+    page = await client.get("/account")
+    started = await client.post(
+        "/account/discord/link",
+        data={"_csrf_token": csrf_token(page.text)},
+        follow_redirects=False,
+    )
+    cancelled = await _cancelled_at_discord(client, started)
+    assert cancelled.status_code == 400
+    assert "Discord did not grant access, so nothing was changed." in cancelled.text
+    assert "sign-in page" not in cancelled.text
+    assert "Start again from your account page." in cancelled.text
+    assert 'href="/account">Go to your account</a>' in cancelled.text
+    assert 'href="/signin"' not in cancelled.text  # not in the header either
+
+
+async def test_a_discord_sign_in_cancelled_at_discord_links_to_the_sign_in_page(
+    client: Client,
+) -> None:
+    """Signed out, the words say "Start again from the sign-in page": the button goes there
+    (it was "Go home")."""
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    cancelled = await _cancelled_at_discord(client, started)
+    assert cancelled.status_code == 400
+    assert "Start again from the sign-in page." in cancelled.text
+    assert 'class="button" href="/signin"' in cancelled.text
+
+
+async def test_an_error_page_seen_signed_in_does_not_offer_to_sign_in(client: Client) -> None:
+    """Every error page said "Sign in" in its header, to someone signed in too: an error page
+    does not look the session up (it may be the database that failed), so it offers the
+    account page to a browser that holds a session."""
+    await _sign_up(client)
+    for path in ("/no-such-page", "/link/not-a-ticket", "/password/reset/not-a-token"):
+        answer = await client.get(path)
+        assert answer.status_code == 404
+        assert 'href="/signin"' not in answer.text
+        assert '<a href="/account">Your account</a>' in answer.text
+    await post_form(client, "/account", "/signout", {})
+    assert 'href="/signin">Sign in</a>' in (await client.get("/no-such-page")).text
+
+
+async def test_a_used_emailed_link_to_confirm_a_discord_link_points_one_way() -> None:
+    """A review: opened again, the emailed link of email linking "confirm" said "Your account
+    page shows whether Discord is linked", then "Start again from the sign-in page", over a
+    "Go home" button: three ways, for one question the account page answers."""
+    h = Harness.build(build_container(make_settings(email_linking="confirm")))
+    try:
+        await h.sign_up("bob", "bob@example.com", verified=True)
+        h.discord_user(9002, username="bob_d", email="bob@example.com")
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            started = await client.get("/auth/discord/login", follow_redirects=False)
+            approval = h.discord.approve(started.headers["location"], DiscordId(9002))
+            page = await client.get(
+                f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+            )
+            await client.post(
+                "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+            )
+            path = "/auth/discord/confirm-link/"
+
+            def emailed() -> list[EmailMessage]:
+                return [m for m in h.emails_to("bob@example.com") if path in m.text]
+
+            await wait_until(lambda: bool(emailed()))
+            path += h.link_token(emailed()[0], path)
+            shown = await client.get(path)
+            done = await client.post(path, data={"_csrf_token": csrf_token(shown.text)})
+            assert done.url.path == "/account"
+            await post_form(client, "/account", "/signout", {})
+
+            again = await client.get(path)
+        assert again.status_code == 410
+        assert "Your account page shows whether Discord is linked." in again.text
+        assert "sign-in page" not in again.text
+        assert 'class="button" href="/account">Go to your account</a>' in again.text
+    finally:
+        h.container.unwire()

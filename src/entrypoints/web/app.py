@@ -52,6 +52,7 @@ from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
 from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
+    SESSION_COOKIE_STATE,
     domain_error_handler,
     http_error_handler,
     path_of,
@@ -605,6 +606,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             {
                 "authenticate_api_key": container.authenticate_api_key(),
                 "public_url": str(settings.public_url).rstrip("/"),
+                SESSION_COOKIE_STATE: jar.session_name,  # what error pages look for
             }
         ),
         template_config=TemplateConfig(

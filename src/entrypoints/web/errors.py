@@ -75,6 +75,27 @@ def path_of(request: Request[Any, Any, Any]) -> str:
     return path
 
 
+# The name of the session cookie, in the app's state: an error page does not look the session
+# up (the database may be what failed), but a browser that sends one is most likely signed in.
+SESSION_COOKIE_STATE = "session_cookie"
+
+
+def holds_a_session(request: Request[Any, Any, Any]) -> bool:
+    """Whether the browser sent a session cookie: its error pages then lead to the account
+    page, which asks it to sign in if that session has ended, rather than to the sign-in
+    page, which sends a signed-in browser on to the account page."""
+    name = request.app.state.get(SESSION_COOKIE_STATE)
+    return bool(name and request.cookies.get(name))
+
+
+def _emailed_link_used(path: str, error: errors.DomainError) -> bool:
+    """The emailed link of email linking "confirm", used: its words say the account page
+    shows whether Discord is linked."""
+    return path.startswith("/auth/discord/confirm-link/") and isinstance(
+        error, errors.SecretConsumed
+    )
+
+
 def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> str:
     path = path_of(request)
     if isinstance(error, errors.TicketRefused) or (
@@ -89,9 +110,14 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
         )
     if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
         return "Ask for a new link on the password reset page: /password/reset"
+    if _emailed_link_used(path, error):
+        return ""
     if path.startswith("/auth/discord") and isinstance(
         error, errors.SecretRefused | errors.DiscordDenied | errors.DiscordUnavailable
     ):
+        # A round trip from the account page (linking, "Confirm it is you"), or a sign-in.
+        if holds_a_session(request):
+            return "Start again from your account page."
         return "Start again from the sign-in page."
     return ""
 
@@ -122,7 +148,10 @@ def message_page(
     next_step: str = "",
     links: list[tuple[str, str]] | None = None,
     account: Any = None,
+    holds_session: bool = False,
 ) -> Template:
+    """``holds_session``: the account is not known (an error page), but the browser sent a
+    session cookie: the header offers the account page instead of signing in."""
     return Template(
         template_name="message.html",
         context={
@@ -131,14 +160,13 @@ def message_page(
             "next_step": next_step,
             "links": links or [("Go to your account", "/account")],
             "account": account,
+            "holds_session": holds_session,
         },
         status_code=status,
     )
 
 
-def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    assert isinstance(exc, errors.DomainError)  # noqa: S101 - registered for DomainError only
-    status = status_for(exc)
+def _log_refusal(request: Request[Any, Any, Any], exc: errors.DomainError) -> None:
     path = redact_path(path_of(request))
     if isinstance(exc, errors.StorageFault):  # a bug: the cause matters
         log.error("storage fault on %s %s", request.method, path, exc_info=exc)
@@ -155,21 +183,43 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         log.warning("database unreachable on %s %s: %s", request.method, path, type(cause).__name__)
     else:
         log.info("refused %s %s: %s", request.method, path, exc.code)
+
+
+def _ways_on(
+    path: str, exc: errors.DomainError, status: int, *, holds_session: bool
+) -> list[tuple[str, str]]:
+    """The buttons of a refusal's page: where its words say to go on."""
+    links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
+    if isinstance(exc, errors.DiscordNotLinkedYet):  # Linked Roles: sign in, then come back
+        links = [("Sign in to TaskFlow", "/signin?next=/discord/linked-role")]
+    elif status != 401 and path.startswith(("/account", "/verify-email/")):
+        links = [("Go to your account", "/account")]
+    elif status != 401 and path.startswith("/auth/discord"):
+        # Where the next step says to start again (see _next_step).
+        if holds_session or _emailed_link_used(path, exc):
+            links = [("Go to your account", "/account")]
+        else:
+            links = [("Go to the sign-in page", "/signin")]
+    elif path.startswith("/password/reset"):
+        links = [("Ask for a new link", "/password/reset")]
+    if isinstance(exc, errors.PasswordThrottled):  # its message offers a reset
+        links = [*links, ("Reset your password", "/password/reset")]
+    return links
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, errors.DomainError)  # noqa: S101 - registered for DomainError only
+    status = status_for(exc)
+    _log_refusal(request, exc)
     if _wants_json(request):
         return json_error(exc.code, exc.message, status)
     if isinstance(exc, errors.ReauthenticationRequired):
         return Redirect("/account/confirm", status_code=303)  # then back to the account page
     if isinstance(exc, errors.NotSignedIn) and path_of(request).startswith("/account/"):
         return Redirect("/signin?next=/account", status_code=303)  # a form on the account page
-    links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
-    if isinstance(exc, errors.DiscordNotLinkedYet):  # Linked Roles: sign in, then come back
-        links = [("Sign in to TaskFlow", "/signin?next=/discord/linked-role")]
-    elif status != 401 and path_of(request).startswith(("/account", "/verify-email/")):
-        links = [("Go to your account", "/account")]
-    elif path_of(request).startswith("/password/reset"):
-        links = [("Ask for a new link", "/password/reset")]
-    if isinstance(exc, errors.PasswordThrottled):  # its message offers a reset
-        links = [*links, ("Reset your password", "/password/reset")]
+    # A 401 says the session is not (or no longer) valid, whatever cookie came with it.
+    holds_session = status != 401 and holds_a_session(request)
+    links = _ways_on(path_of(request), exc, status, holds_session=holds_session)
     title = TITLES.get(status, "That did not work")
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith(
         ("/account/", "/link/")
@@ -185,6 +235,7 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         status=status,
         next_step=_next_step(request, exc),
         links=links,
+        holds_session=holds_session,
     )
 
 
@@ -230,6 +281,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
             message,
             status=status,
             links=[("Go home", "/")],
+            holds_session=holds_a_session(request),
         )
     answer.headers.update(headers)
     return answer
