@@ -224,3 +224,18 @@ async def test_a_used_emailed_link_to_confirm_a_discord_link_points_one_way() ->
         assert 'class="button" href="/account">Go to your account</a>' in again.text
     finally:
         h.container.unwire()
+
+
+async def test_an_expired_link_is_not_titled_used_up(h: Harness, client: Client) -> None:
+    """A review: every 410 was titled "This link is used up", an expired link's too, over
+    "This link has expired: email confirmation links work for 24 hours"."""
+    await _sign_up(client)
+    await wait_until(lambda: bool(h.emails_to("alice@example.com")))
+    path = "/verify-email/"
+    path += h.link_token(h.emails_to("alice@example.com")[0], path)
+    h.clock.advance(timedelta(hours=25))
+    expired = await client.get(path)
+    assert expired.status_code == 410
+    assert "This link has expired" in expired.text
+    assert "used up" not in expired.text
+    assert "<h1>This link has expired</h1>" in expired.text

@@ -221,6 +221,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     holds_session = status != 401 and holds_a_session(request)
     links = _ways_on(path_of(request), exc, status, holds_session=holds_session)
     title = TITLES.get(status, "That did not work")
+    if isinstance(exc, errors.SecretExpired):  # a 410 too, but not used up
+        title = "This link has expired"
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith(
         ("/account/", "/link/")
     ):
