@@ -239,3 +239,25 @@ async def test_an_expired_link_is_not_titled_used_up(h: Harness, client: Client)
     assert "This link has expired" in expired.text
     assert "used up" not in expired.text
     assert "<h1>This link has expired</h1>" in expired.text
+
+
+@pytest.mark.parametrize(("mode", "promised"), [("verified", True), ("off", False)])
+async def test_the_email_confirmed_page_promises_discord_sign_in_only_when_it_links_by_email(
+    mode: str, *, promised: bool
+) -> None:
+    """The confirmation page kept its promise to the setting (TASKFLOW_LINK_EMAIL_LINKING),
+    the page after its button did not: "Sign in with Discord now links a Discord account with
+    the same confirmed email to this account", with ``off`` too, where it never does."""
+    h = Harness.build(build_container(make_settings(email_linking=mode)))
+    try:
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            await _sign_up(client)
+            await wait_until(lambda: bool(h.emails_to("alice@example.com")))
+            path = "/verify-email/"
+            path += h.link_token(h.emails_to("alice@example.com")[0], path)
+            confirmed = await post_form(client, path, path, {})
+        assert confirmed.status_code == 200
+        assert "<h1>Email confirmed</h1>" in confirmed.text
+        assert ("Sign in with Discord" in confirmed.text) is promised
+    finally:
+        h.container.unwire()
