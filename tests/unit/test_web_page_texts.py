@@ -261,3 +261,25 @@ async def test_the_email_confirmed_page_promises_discord_sign_in_only_when_it_li
         assert ("Sign in with Discord" in confirmed.text) is promised
     finally:
         h.container.unwire()
+
+
+async def test_confirming_with_the_password_does_not_promise_a_password_change_without_it(
+    h: Harness, client: Client
+) -> None:
+    """A review: after "Confirm it is you" with the password, the account page said "for the
+    next 10 minutes you can change your password, email and Discord link without confirming
+    again", over a "Change password" form that asks the current password all the same (a
+    password is changed only by who types the current one)."""
+    await _sign_up(client)
+    h.clock.advance(timedelta(minutes=11))
+    asked = await client.get("/account/confirm")
+    assert "Changing your email or Discord link needs a recent proof" in asked.text
+    confirmed = await post_form(
+        client, "/account/confirm", "/account/confirm", {"password": PASSWORD}
+    )
+    assert confirmed.url.query == b"notice=confirmed"
+    notice = confirmed.text.split('<p class="notice" role="status">', 1)[1].split("</p>", 1)[0]
+    assert "for the next 10 minutes" in notice
+    assert "change your password" not in notice
+    assert 'id="current_password" name="current_password"' in confirmed.text  # asked anyway
+    assert 'id="email_password"' not in confirmed.text  # what the proof spares

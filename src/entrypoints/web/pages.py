@@ -23,8 +23,12 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 
 NOTICES = {
     "linked": "Discord is linked to your account.",
-    "confirmed": "Thanks: for the next 10 minutes you can change your password, email and "
-    "Discord link without confirming again.",
+    # With the password: changing the password itself asks the current one all the same.
+    "confirmed": "Thanks: for the next 10 minutes you can change your email and Discord link "
+    "without typing your password again.",
+    # With Discord (an account without a password): setting a first one needs no other.
+    "confirmed_with_discord": "Thanks: for the next 10 minutes you can set a password, change "
+    "your email and Discord link without confirming again.",
     "session_ended": "That session is signed out.",
     "signed_out": "You are signed out.",
     "signed_out_everywhere": "You are signed out everywhere, on every device.",
@@ -367,7 +371,9 @@ class Pages(Controller):
         )
         if done.purpose is AuthPurpose.REAUTH:
             assert done.session_token is not None  # noqa: S101 - the session, renewed
-            return Redirect("/account?notice=confirmed", cookies=[jar.session(done.session_token)])
+            return Redirect(
+                "/account?notice=confirmed_with_discord", cookies=[jar.session(done.session_token)]
+            )
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
             if done.role_sync is RoleSync.PUSHED:
                 notice = "role_connected"
