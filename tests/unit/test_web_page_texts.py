@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from dependency_injector import providers
 from litestar.testing import AsyncTestClient
 
 from domain.model import DiscordId
@@ -283,3 +284,25 @@ async def test_confirming_with_the_password_does_not_promise_a_password_change_w
     assert "change your password" not in notice
     assert 'id="current_password" name="current_password"' in confirmed.text  # asked anyway
     assert 'id="email_password"' not in confirmed.text  # what the proof spares
+
+
+class _Broken:
+    async def execute(self, token: str) -> None:
+        raise RuntimeError("a bug")
+
+
+async def test_the_page_of_an_unexpected_error_has_a_language_a_style_and_a_way_back(
+    h: Harness,
+) -> None:
+    """A review: a bug's 500 answered a bare "<title>Error</title><p>Something went wrong…":
+    no language for screen readers, none of the site's style, and no link anywhere."""
+    with h.container.show_link_ticket.override(providers.Factory(_Broken)):
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            answer = await client.get("/link/" + "A" * 43)
+    assert answer.status_code == 500
+    assert '<html lang="en">' in answer.text
+    assert '<link rel="stylesheet" href="/static/style.css">' in answer.text
+    assert '<meta name="viewport"' in answer.text
+    assert "<h1>" in answer.text
+    assert 'href="/"' in answer.text
+    assert "a bug" not in answer.text

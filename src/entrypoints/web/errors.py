@@ -337,16 +337,26 @@ def _http_message(status: int, detail: str) -> str:
     return "Something went wrong on our side. Try again in a minute."
 
 
+# A bug's page: not rendered from a template (the templates may be what failed), but in the
+# site's language, style and layout, with a way back.
+BUG_PAGE = (
+    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    "<title>Something went wrong · TaskFlow</title>\n"
+    '<link rel="stylesheet" href="/static/style.css">\n</head>\n<body>\n'
+    '<header><div class="bar"><a class="brand" href="/">TaskFlow</a></div></header>\n'
+    '<main><div class="card">\n<h1>Something went wrong</h1>\n'
+    "<p>Something went wrong on our side. Try again in a minute.</p>\n"
+    '<div class="actions"><a class="button" href="/">Go home</a></div>\n'
+    "</div></main>\n</body>\n</html>\n"
+)
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unexpected error on %s %s", request.method, redact_path(path_of(request)))
     if _wants_json(request):
         return json_error("internal_error", "Something went wrong on our side.", 500)
-    return Response(
-        "<!doctype html><title>Error</title><p>Something went wrong on our side. "
-        "Try again in a minute.</p>",
-        media_type=MediaType.HTML,
-        status_code=500,
-    )
+    return Response(BUG_PAGE, media_type=MediaType.HTML, status_code=500)
 
 
 def redact_path(path: str) -> str:
