@@ -31,6 +31,7 @@ from playwright.async_api import (
     Locator,
     Page,
     Response,
+    ViewportSize,
     async_playwright,
     expect,
 )
@@ -614,6 +615,51 @@ async def test_changing_the_email_and_confirming_the_new_one_from_the_outbox(
     await expect(page).to_have_url(f"{demo.app}/account")
     await expect(page.locator("dd").first).to_have_text("hana")
     await fresh.close()
+
+
+PHONE: ViewportSize = {"width": 375, "height": 740}  # a small phone's screen, CSS pixels
+
+
+async def _fits_the_screen(page: Page) -> None:
+    """Nothing on the page is wider than the screen: no sideways scrolling to read it."""
+    wide, screen = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert wide <= screen, f"{page.url} is {wide} px wide on a {screen} px screen"
+
+
+async def test_the_pages_fit_a_phones_screen(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """A review at 375 px: the emulated channel kept its test users beside the channel,
+    which left the messages a word wide, the composer a sliver and the page 584 px wide.
+    The journey by phone: the channel, the /link button's page, the site's pages."""
+    context = await chromium.new_context(viewport=PHONE)
+    context.set_default_timeout(STEP_MS)
+    problems.watch(context)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "uma")
+    await _run(channel, "/link")
+    await _fits_the_screen(channel)
+    async with context.expect_page() as opened:
+        await channel.click("a.link-button")
+    web = await opened.value
+    await expect(web.locator("#ticket-discord")).to_contain_text("@uma")
+    await _fits_the_screen(web)
+    for path in ("/", "/signin", "/password/reset", "/signup"):
+        await web.goto(f"{demo.app}{path}")
+        await _fits_the_screen(web)
+    await _sign_up(web, "uma", "uma@example.com")
+    await expect(web.locator("h1")).to_have_text("Your account")
+    await _fits_the_screen(web)
+    await _outbox_email(web, demo.outbox, "uma@example.com", "Confirm your email address")
+    await _fits_the_screen(web)
+    problems.expected_status.add(404)
+    await web.goto(f"{demo.app}/no-such-page")
+    await expect(web.locator("h1")).to_have_text("Not found")
+    await _fits_the_screen(web)
+    await context.close()
 
 
 # Another site's page: one click opens a window at the target, and the page then re-points

@@ -175,12 +175,13 @@ display:flex;align-items:center;justify-content:center;font-weight:700;flex-shri
 text-decoration:none;font-weight:500}.link-button:hover{background:#6d6f78}
 form.composer{margin:0 1rem 1rem;display:flex;gap:.5rem;background:#383a40;border-radius:8px;
 padding:.5rem}form.composer input{flex:1;background:transparent}
-.suggest{margin:0 1rem .5rem;display:flex;gap:.5rem;align-items:center}
+.suggest{margin:0 1rem .5rem;display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}
 .suggest button{background:#2b2d31;color:#dbdee1;padding:.25rem .6rem;font-size:.85rem}
 .roles{display:flex;flex-wrap:wrap;gap:.25rem;margin-top:.25rem}
 .role{display:inline-flex;align-items:center;gap:.3rem;background:#232428;color:#dbdee1;
 font-size:.75rem;padding:.1rem .45rem;border-radius:4px}
 .role .dot{width:.6rem;height:.6rem;border-radius:50%;display:inline-block}
+@media (max-width:40rem){body{flex-direction:column}nav{width:auto}}
 """
 
 
