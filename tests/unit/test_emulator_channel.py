@@ -96,3 +96,24 @@ async def test_a_reply_the_application_deleted_is_said_so(monkeypatch: pytest.Mo
         page = await client.post("/channel/send", data={"user_id": user.id, "text": "/link"})
     assert "The application deleted its reply." in page.text
     assert "did not respond" not in page.text
+
+
+async def test_a_taken_test_user_name_is_refused_on_the_channel_page_with_the_form_kept() -> None:
+    """A review: a name already taken (which the browser's own check lets through) answered
+    a plain-text "Go back and choose another name": no page, no link back, and what was
+    typed to be found again with the browser's Back button."""
+    state = _state()
+    state.add_user("carol")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        refused = await client.post(
+            "/channel/users",
+            data={"username": "carol", "email": "carol2@example.com", "verified": "yes"},
+        )
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "There is already a test user @carol" in refused.text
+    assert 'name="username" value="carol"' in refused.text
+    assert 'name="email" value="carol2@example.com"' in refused.text
+    assert 'name="verified" value="yes" checked' in refused.text
+    assert '<nav aria-label="Test users">' in refused.text  # the channel, its links with it
+    assert len(state.users) == 1

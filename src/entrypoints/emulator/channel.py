@@ -185,7 +185,17 @@ font-size:.75rem;padding:.1rem .45rem;border-radius:4px}
 """
 
 
-def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser | None) -> str:
+def _page(
+    state: EmulatorState,
+    entries: list[ChannelEntry],
+    current: TestUser | None,
+    *,
+    refused: str = "",
+    typed: dict[str, str] | None = None,
+) -> str:
+    """The channel as ``current`` sees it; ``refused``: why the test user in ``typed`` (the
+    form's fields, shown again) was not created."""
+    typed = typed or {}
     guild = state.test_guild
     users = "".join(_user_item(u, current, guild.roles_of(u.id)) for u in state.users.values())
     mine = [e for e in entries if current and e.user_id == current.id]
@@ -220,6 +230,7 @@ def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser |
             for label, url in state.service_links.items()
         )
         services = f"<h2>Elsewhere in the demo</h2><ul>{links}</ul>"
+    verified = " checked" if typed.get("verified") == "yes" else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
@@ -229,12 +240,15 @@ def _page(state: EmulatorState, entries: list[ChannelEntry], current: TestUser |
   <h2>Discord test users</h2><ul>{users}</ul>
   <h2>Create a Discord test user</h2>
   <form method="post" action="/channel/users">
+    {f'<p class="problem" role="alert">{escape(refused)}</p>' if refused else ""}
     <label for="username">Username</label>
-    <input type="text" id="username" name="username" required pattern="[a-z0-9_.]{{2,32}}"
-      placeholder="carol">
+    <input type="text" id="username" name="username" value="{escape(typed.get("username", ""))}"
+      required pattern="[a-z0-9_.]{{2,32}}" placeholder="carol">
     <label for="email">Email (optional)</label>
-    <input type="email" id="email" name="email" placeholder="carol@example.com">
-    <label><input type="checkbox" name="verified" value="yes"> Discord verified this email</label>
+    <input type="email" id="email" name="email" value="{escape(typed.get("email", ""))}"
+      placeholder="carol@example.com">
+    <label><input type="checkbox" name="verified" value="yes"{verified}> Discord verified this
+      email</label>
     <p class="muted">A verified email that matches one confirmed TaskFlow account links to it at
       the first "Sign in with Discord"; an unverified one is never trusted.</p>
     <button type="submit" class="secondary">Create</button>
@@ -298,22 +312,24 @@ def channel_routes(state: EmulatorState, gateway: list[GatewaySession]) -> list[
         del entries[:-200]
         return Redirect(f"/channel?user={user_id}#log", status_code=303)
 
+    def refused(data: dict[str, str], why: str, status: int) -> Response[str]:
+        """The channel again, with why and what was typed in the new user's form."""
+        current = next(iter(state.users.values()), None)
+        page = _page(state, entries, current, refused=why, typed=data)
+        return Response(page, media_type=MediaType.HTML, status_code=status)
+
     @post("/channel/users", status_code=303)
     async def create(data: Form) -> Response[Any]:
         username = data.get("username", "").strip().lower()
         if not _USERNAME.fullmatch(username):
-            return Response(
+            why = (
                 "A test user's name is 2 to 32 characters: lower-case letters, digits, '_' "
-                "or '.'. Go back and try another.",
-                media_type=MediaType.TEXT,
-                status_code=400,
+                "or '.'. Try another."
             )
+            return refused(data, why, 400)
         if any(u.username == username for u in state.users.values()):
-            return Response(
-                f"There is already a test user @{username}. Go back and choose another name.",
-                media_type=MediaType.TEXT,
-                status_code=409,
-            )
+            why = f"There is already a test user @{username}. Choose another name."
+            return refused(data, why, 409)
         email = data.get("email", "").strip() or None
         user = state.add_user(
             username, email=email, verified=bool(email) and data.get("verified") == "yes"
