@@ -306,3 +306,14 @@ async def test_the_page_of_an_unexpected_error_has_a_language_a_style_and_a_way_
     assert "<h1>" in answer.text
     assert 'href="/"' in answer.text
     assert "a bug" not in answer.text
+
+
+async def test_every_column_of_the_sessions_table_has_a_header(client: Client) -> None:
+    """A screen reader names a cell by its column's header: the column of the "Sign out"
+    buttons had an empty one."""
+    await _sign_up(client)
+    page = (await client.get("/account")).text
+    table = page.split('<table class="sessions">', 1)[1].split("</thead>", 1)[0]
+    headers = re.findall(r"<th>(.*?)</th>", table)
+    assert len(headers) == 4
+    assert all(re.sub(r"<[^>]+>", "", cell).strip() for cell in headers), headers
