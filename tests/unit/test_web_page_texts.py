@@ -317,3 +317,24 @@ async def test_every_column_of_the_sessions_table_has_a_header(client: Client) -
     headers = re.findall(r"<th>(.*?)</th>", table)
     assert len(headers) == 4
     assert all(re.sub(r"<[^>]+>", "", cell).strip() for cell in headers), headers
+
+
+async def test_a_refused_new_password_on_the_reset_page_keeps_its_header(
+    h: Harness, client: Client
+) -> None:
+    """The reset page, opened signed in, named the account in its header; refused a weak
+    password, the same page offered "Sign in" instead."""
+    await _sign_up(client)
+    await post_form(client, "/password/reset", "/password/reset", {"email": "alice@example.com"})
+
+    def resets() -> list[EmailMessage]:
+        return [m for m in h.emails_to("alice@example.com") if "/password/reset/" in m.text]
+
+    await wait_until(lambda: bool(resets()))
+    path = "/password/reset/"
+    path += h.link_token(resets()[0], path)
+    weak = await post_form(client, path, path, {"new_password": "password1"})
+    assert weak.status_code == 400
+    assert "too easy to guess" in weak.text
+    assert '<a href="/account">alice</a>' in weak.text
+    assert 'href="/signin"' not in weak.text

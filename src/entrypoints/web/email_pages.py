@@ -184,6 +184,7 @@ class EmailPages(Controller):
         self,
         request: Request[Any, Any, Any],
         token: FromPath[str],
+        account: CurrentAccount,
         reset_password: Use[uc.ResetPassword],
         show_email_link: Use[uc.ShowEmailLink],
         sign_out: Use[uc.SignOut],
@@ -198,7 +199,12 @@ class EmailPages(Controller):
             shown = await show_email_link.execute(token, EmailPurpose.RESET)
             return Template(
                 "password_reset.html",
-                context={"target": shown.account, "token": token, "error": exc.message},
+                context={
+                    "target": shown.account,
+                    "token": token,
+                    "account": account,
+                    "error": exc.message,
+                },
                 status_code=status_for(exc),
             )
         await jar.end_session(request, sign_out)
