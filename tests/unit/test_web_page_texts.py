@@ -189,20 +189,45 @@ async def test_an_error_page_seen_signed_in_does_not_offer_to_sign_in(client: Cl
     assert 'href="/signin">Sign in</a>' in (await client.get("/no-such-page")).text
 
 
+async def _waiting_for_a_proof(h: Harness, client: Client) -> Any:
+    """Email linking "confirm": bob's Discord sign-in waits for bob's proof (the page)."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(9002))
+    page = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+    assert page.url.path == "/auth/discord/confirm-link"
+    return page
+
+
+async def test_asking_twice_for_the_emailed_link_leads_back_to_the_waiting_page() -> None:
+    """Pressed twice within a minute, "Email me a link instead" answers: "We emailed a link very
+    recently… check your inbox", and the way on is the page that still waits (its password
+    form too), not the sign-in page, which starts over."""
+    h = Harness.build(build_container(make_settings(email_linking="confirm")))
+    try:
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            page = await _waiting_for_a_proof(h, client)
+            action = "/auth/discord/confirm-link/email"
+            sent = await client.post(action, data={"_csrf_token": csrf_token(page.text)})
+            assert sent.status_code == 200
+            again = await client.post(action, data={"_csrf_token": csrf_token(page.text)})
+        assert again.status_code == 429
+        assert "We emailed a link very recently" in again.text
+        assert 'class="button" href="/auth/discord/confirm-link">Back</a>' in again.text
+        assert 'href="/signin"' not in again.text.split("</header>", 1)[1]
+    finally:
+        h.container.unwire()
+
+
 async def test_a_used_emailed_link_to_confirm_a_discord_link_points_one_way() -> None:
     """A review: opened again, the emailed link of email linking "confirm" said "Your account
     page shows whether Discord is linked", then "Start again from the sign-in page", over a
     "Go home" button: three ways, for one question the account page answers."""
     h = Harness.build(build_container(make_settings(email_linking="confirm")))
     try:
-        await h.sign_up("bob", "bob@example.com", verified=True)
-        h.discord_user(9002, username="bob_d", email="bob@example.com")
         async with AsyncTestClient(app=create_app(h.container)) as client:
-            started = await client.get("/auth/discord/login", follow_redirects=False)
-            approval = h.discord.approve(started.headers["location"], DiscordId(9002))
-            page = await client.get(
-                f"/auth/discord/callback?code={approval.code}&state={approval.state}"
-            )
+            page = await _waiting_for_a_proof(h, client)
             await client.post(
                 "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
             )

@@ -75,6 +75,8 @@ def path_of(request: Request[Any, Any, Any]) -> str:
     return path
 
 
+# Email linking "confirm": the page where a Discord sign-in waits for the account's proof.
+PROPOSAL_PAGE = "/auth/discord/confirm-link"
 # The name of the session cookie, in the app's state: an error page does not look the session
 # up (the database may be what failed), but a browser that sends one is most likely signed in.
 SESSION_COOKIE_STATE = "session_cookie"
@@ -91,9 +93,7 @@ def holds_a_session(request: Request[Any, Any, Any]) -> bool:
 def _emailed_link_used(path: str, error: errors.DomainError) -> bool:
     """The emailed link of email linking "confirm", used: its words say the account page
     shows whether Discord is linked."""
-    return path.startswith("/auth/discord/confirm-link/") and isinstance(
-        error, errors.SecretConsumed
-    )
+    return path.startswith(f"{PROPOSAL_PAGE}/") and isinstance(error, errors.SecretConsumed)
 
 
 def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> str:
@@ -195,8 +195,12 @@ def _ways_on(
     elif status != 401 and path.startswith(("/account", "/verify-email/")):
         links = [("Go to your account", "/account")]
     elif status != 401 and path.startswith("/auth/discord"):
+        if path.startswith(PROPOSAL_PAGE) and not isinstance(exc, errors.SecretRefused):
+            # Email linking "confirm": the Discord sign-in still waits on its page (asked
+            # for an emailed link too often, say), its password form too.
+            links = [("Back", PROPOSAL_PAGE)]
         # Where the next step says to start again (see _next_step).
-        if holds_session or _emailed_link_used(path, exc):
+        elif holds_session or _emailed_link_used(path, exc):
             links = [("Go to your account", "/account")]
         else:
             links = [("Go to the sign-in page", "/signin")]
