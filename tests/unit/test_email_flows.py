@@ -536,14 +536,54 @@ async def test_reset_links_to_an_unconfirmed_address_count_towards_its_limit(
     squatter's account asks for them too. Past the address's limit they are withheld as
     silently as past the account's (the page answers the same for every address)."""
     await h.sign_up("rex", VICTIM)
-    for _ in range(6):
-        h.clock.advance(timedelta(minutes=1, seconds=1))  # the account's limit allows each
-        await h.container.request_password_reset().execute(VICTIM)
+    for _ in range(3):
+        for _ in range(5):
+            h.clock.advance(timedelta(minutes=1, seconds=1))  # the account's limit allows each
+            await h.container.request_password_reset().execute(VICTIM)
+        h.clock.advance(timedelta(hours=1))
     await h.deliver()
-    assert len(h.emails_to(VICTIM)) == 5  # the confirmation and four reset links
-    assert _withheld(db) == [{"kind": "reset_password"}] * 2
+    assert len(h.emails_to(VICTIM)) == 11  # the confirmation and ten reset links (a day's)
+    assert _withheld(db) == [{"kind": "reset_password"}] * 5
     requested = [e for e in db.tables.audit if e.kind is AuditKind.PASSWORD_RESET_REQUESTED]
-    assert len(requested) == 4
+    assert len(requested) == 10
+
+
+async def test_a_strangers_reset_requests_do_not_keep_an_owner_from_confirming(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """An attacker's review: reset requests need nothing but the address, and the reset links
+    they sent to an unconfirmed address spent its limit, confirmations included: ten
+    requests a day, and its owner's "send me a confirmation link" was a 429 all day. Each
+    kind counts against its own limit."""
+    owner = await h.sign_up("vera", VICTIM)
+    for _ in range(6):
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        await h.container.request_password_reset().execute(VICTIM)
+    assert await h.container.resend_verification().execute(owner.account.id) == VICTIM
+    await h.deliver()
+    token = h.link_token(h.last_email(VICTIM), "/verify-email/")
+    assert (await h.container.verify_email().execute(token, owner.account.id)).email_verified
+
+
+async def test_confirmation_links_a_squatter_asks_for_do_not_withhold_the_owners_reset(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """An attacker's review: whoever sets up an account with someone else's address asks for
+    confirmation links to it (the account's own five an hour), and they spent the limit of
+    the reset link that gives the address's owner the account back (and unlinks the
+    squatter's Discord): the owner's request was silently withheld."""
+    squatter = await h.sign_up("sid", VICTIM)
+    for _ in range(4):
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        await h.container.resend_verification().execute(squatter.account.id)
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    await h.container.request_password_reset().execute(VICTIM)
+    await h.deliver()
+    assert _withheld(db) == []
+    token = h.link_token(h.last_email(VICTIM), "/password/reset/")
+    reset = await h.container.reset_password().execute(token=token, new_password=NEW_PASSWORD)
+    assert reset.signed_in.account.id == squatter.account.id
+    assert reset.signed_in.account.email_verified
 
 
 async def test_reset_links_to_a_confirmed_address_have_only_the_accounts_limit(

@@ -39,7 +39,12 @@ RECIPIENT_LIMITS = ((timedelta(hours=1), 5), (timedelta(days=1), 10))
 # confirmation of an address (sign-up, email change, "send me a new link") and a password
 # reset to an account whose address is unconfirmed. The others go only to a confirmed
 # address (notices, the link that confirms a Discord link by email), whose owner the
-# per-account limits protect: a confirmed address is one account's.
+# per-account limits protect: a confirmed address is one account's. Each kind has limits of
+# its own: a stranger asks for reset links to any address, with no account, and they spent
+# the limit of the confirmation its owner asked for, signed in (ten reset requests and the
+# owner of an unconfirmed account could not confirm it for a day); and whoever set up an
+# account with someone else's address asked for confirmation links, spending the limit of
+# the reset that gives the address's owner the account back.
 UNPROVED_ADDRESS_KINDS = frozenset({EmailKind.VERIFY_EMAIL, EmailKind.RESET_PASSWORD})
 
 # The emails that carry a one-time link, what the link does and how long it works.
@@ -113,20 +118,20 @@ async def within_limits(
 
 async def recipient_refusal(
     uow: UnitOfWork,
+    kind: EmailKind,
     to: str,
     now: datetime,
     limits: tuple[tuple[timedelta, int], ...] = RECIPIENT_LIMITS,
 ) -> timedelta | None:
-    """``None`` when one more email may go to ``to``, an address nobody has proved, else the
-    window (of ``limits``) it has had all its emails of. The recipient is locked first (after
-    the caller's account locks, see ``OutgoingEmailRepository.lock_recipient``), so that
-    simultaneous requests from several accounts, on several instances, take turns."""
+    """``None`` when one more email of ``kind`` (one of ``UNPROVED_ADDRESS_KINDS``) may go to
+    ``to``, an address nobody has proved, else the window (of ``limits``) it has had all its
+    emails of that kind of. The recipient is locked first (after the caller's account locks,
+    see ``OutgoingEmailRepository.lock_recipient``), so that simultaneous requests from
+    several accounts, on several instances, take turns."""
     address = normalize_email(to) or to
     await uow.outgoing_emails.lock_recipient(address)
     for window, allowed in limits:
-        used = await uow.outgoing_emails.count_to_since(
-            address, UNPROVED_ADDRESS_KINDS, now - window
-        )
+        used = await uow.outgoing_emails.count_to_since(address, {kind}, now - window)
         if used >= allowed:
             return window
     return None
@@ -136,8 +141,8 @@ def recipient_limit_message(window: timedelta) -> str:
     """What a person who asked for a link is told when their address had its emails."""
     last = "hour" if window <= timedelta(hours=1) else "24 hours"
     return (
-        f"This address got as many confirmation and password reset emails in the last {last} "
-        "as we send to an address that is not confirmed yet (five an hour, ten a day). Use "
+        f"This address got as many confirmation emails in the last {last} as we send to an "
+        "address that is not confirmed yet (five an hour, ten a day). Use "
         "the newest link in your inbox or spam folder, or ask again later."
     )
 
@@ -155,7 +160,7 @@ async def queue_to_unproved(
     them, nothing is queued (the caller's change goes on without it) and the withheld email
     is audited. Whether it was queued. Call it after the transaction's account locks and
     writes: it locks the recipient (``recipient_refusal``)."""
-    if await recipient_refusal(uow, to, now) is not None:
+    if await recipient_refusal(uow, kind, to, now) is not None:
         await uow.audit.record(
             AuditEvent(AuditKind.EMAIL_WITHHELD, now, account_id, None, {"kind": kind.value})
         )

@@ -97,7 +97,7 @@ class ResendVerification:
                 )
             # Then the address's own limit, whichever accounts it had (after the account's
             # lock: see ``recipient_refusal``).
-            refused = await recipient_refusal(uow, account.email, now)
+            refused = await recipient_refusal(uow, EmailKind.VERIFY_EMAIL, account.email, now)
             if refused is not None:
                 raise errors.TooManyRequests(recipient_limit_message(refused))
             await queue_email(
