@@ -34,7 +34,7 @@ from sqlalchemy.exc import ArgumentError
 from yarl import URL
 
 from adapters.loopback import is_loopback
-from adapters.secret_box import parse_keys
+from adapters.secret_box import not_random, parse_keys
 from adapters.webhooks import WebhookTarget, decode_secret, endpoint_for
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
@@ -871,6 +871,13 @@ class Settings(BaseSettings):
                     "service decides who is who (and its 'verified: true' links accounts by "
                     "email). Right for the emulator, wrong in production."
                 )
+        weak = [n for n, key in enumerate(self.token_keys, start=1) if not_random(key)]
+        if weak:
+            found.append(
+                f"{ENV_PREFIX}TOKEN_ENCRYPTION_KEY: older key(s) {', '.join(map(str, weak))} "
+                "are not random (zeros, a word repeated), and the Discord tokens they sealed "
+                "are protected from nobody: run `taskflow-link tokens rotate`, then remove them"
+            )
         if self.metrics and self.metrics_token is None and not is_loopback(self.public_url.host):
             found.append(
                 "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset): set a token, "

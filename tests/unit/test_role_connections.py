@@ -92,6 +92,23 @@ def test_a_key_no_random_generator_would_make_is_refused(key: bytes) -> None:
     assert text not in str(refused.value)
 
 
+def test_a_placeholder_key_can_be_rotated_away() -> None:
+    """A review: a deployment that had a placeholder key (it was taken before) puts a random
+    one first, to reseal its tokens with ``tokens rotate``: the older key is needed to open
+    them, and refusing it too stopped every command, rotate with them (the tokens could only
+    be thrown away). Only the newest key, which seals, is refused; an older one is warned of."""
+    weak = base64.urlsafe_b64encode(b"changeme" * 4).decode()
+    sealed = AesGcmSecretBox([b"changeme" * 4]).seal("tokens", context="c")
+    settings = load_settings(
+        secret_key=TEST_SECRET_KEY, token_encryption_key=f"{KEY_A},{weak}", _env_file=None
+    )
+    assert AesGcmSecretBox(settings.token_keys).open(sealed, context="c") == "tokens"
+    (warning,) = [w for w in settings.warnings() if "TOKEN_ENCRYPTION_KEY" in w]
+    assert "key(s) 2 are not random" in warning
+    assert "tokens rotate" in warning
+    assert weak not in warning
+
+
 def test_config_hides_the_key() -> None:
     settings = make_settings(discord_role_connections=True, token_encryption_key=KEY_A)
     assert settings.shown()["TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY"] == "(set)"
