@@ -261,3 +261,22 @@ def test_every_script_the_docs_and_the_tests_name_exists() -> None:
     }
     assert named
     assert [(str(s), m) for s, m in sorted(named) if not (ROOT / m).is_file()] == []
+
+
+def test_no_file_holds_a_merge_conflict() -> None:
+    """A rebase left the README's "A database that hangs" paragraph as both sides of a
+    conflict, with the markers, in the committed file (and the package description built from
+    it)."""
+    markers = re.compile(r"^(<{7} |={7}$|>{7} )", re.MULTILINE)
+    sources = [
+        ROOT / "README.md",
+        ROOT / ".env.example",
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "src").rglob("*.html"),
+        *(ROOT / "tests").rglob("*.py"),
+    ]
+    assert [
+        str(source.relative_to(ROOT))
+        for source in sources
+        if markers.search(source.read_text(encoding="utf-8"))
+    ] == []
