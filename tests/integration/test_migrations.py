@@ -18,7 +18,7 @@ from sqlalchemy import DateTime, inspect, text
 from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import UtcDateTime, metadata
 from domain import errors
-from domain.model import Account, AccountId, DiscordId
+from domain.model import Account, AccountId, DiscordId, normalize_email
 from entrypoints.container import build_container, close_resources
 from entrypoints.web import create_app
 from tests.contracts.repositories import account, link
@@ -646,6 +646,205 @@ async def test_addresses_0016_cannot_store_are_removed_on_postgres(empty_pg_url:
 
 async def test_addresses_0016_cannot_store_are_removed_on_sqlite(sqlite_url: str) -> None:
     await _addresses_0016_cannot_store_are_removed(sqlite_url)
+
+
+# An account's address columns as a revision stored them: (email, email_normalized, confirmed,
+# shared).
+StoredAddress = tuple[str, str | None, bool, bool]
+
+
+async def _at_0017_with_addresses(
+    url: str, addresses: dict[str, StoredAddress]
+) -> tuple[SqlDatabase, dict[str, uuid.UUID]]:
+    """A database at revision 0017 (0016 ran) with one account per name holding its address
+    as written (the caller disposes of the database)."""
+    accounts = sa.table(
+        "accounts",
+        *(sa.column(c.name, c.type) for c in OLD_ACCOUNTS.c),
+        sa.column("email_shared", sa.Boolean()),
+    )
+    ids = {name: uuid.uuid4() for name in addresses}
+    stored = [
+        {
+            "id": ids[name],
+            "username": name,
+            "email": email,
+            "email_normalized": normalized,
+            "email_verified": confirmed,
+            "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "email_shared": shared,
+        }
+        for name, (email, normalized, confirmed, shared) in addresses.items()
+    ]
+    database = SqlDatabase(url)
+    await _filled_at(database, "0017_emails_by_recipient", (accounts, stored))
+    return database, ids
+
+
+async def _stored_accounts(
+    database: SqlDatabase, ids: dict[str, uuid.UUID], *, postgres: bool
+) -> dict[str, tuple[Any, ...]]:
+    """Each account's address columns (and on Postgres its row version, which any write of
+    the row moves on)."""
+    query = text(
+        "SELECT id, email, email_normalized, email_verified, email_shared, xmin::text AS version"
+        " FROM accounts"
+        if postgres
+        else "SELECT id, email, email_normalized, email_verified, email_shared, NULL AS version"
+        " FROM accounts"
+    )
+    async with database.engine.connect() as conn:
+        rows = {row.id: row for row in await conn.execute(query)}
+    names = {account_id: name for name, account_id in ids.items()}
+    return {
+        names[uuid.UUID(str(account_id))]: (
+            row.email,
+            row.email_normalized,
+            bool(row.email_verified),
+            bool(row.email_shared),
+            row.version,
+        )
+        for account_id, row in rows.items()
+    }
+
+
+async def _run_0018_again(database: SqlDatabase) -> None:
+    """Its downgrade does nothing, so going down to 0017 and up again runs it again."""
+    await migrate.downgrade(database, "0017_emails_by_recipient")
+    assert await migrate.current_revision(database) == "0017_emails_by_recipient"
+    await migrate.upgrade(database)
+
+
+async def _addresses_stored_beside_0016_are_repaired_by_0018(url: str, *, postgres: bool) -> None:
+    """0017 -> 0018: during a rolling upgrade, an instance of a version before 0016 kept
+    storing addresses as typed after 0016 ran (this version found such an account by neither
+    form, another could take the new one, and every later change to the first was a
+    conflict). 0018 rewrites them with 0016's rules: the one account that confirmed an
+    address keeps it; with several confirmed, all share it; one that is no address is
+    removed. The rows that need nothing are not written (their row version stays on
+    Postgres), and a second run changes nothing."""
+    fullwidth = "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com"  # example.com
+    addresses: dict[str, StoredAddress] = {
+        "owner": ("bob@example.com", "bob@example.com", True, False),
+        # As the older version stored them: as typed, matched in lower case.
+        "copy": (f"Bob@{fullwidth}", f"bob@{fullwidth}", False, False),
+        "window": ("Eve@B\u00fccher.de", "eve@b\u00fccher.de", True, False),
+        "ann": ("ann@example.com", "ann@example.com", True, False),
+        "ann2": (f"ann@{fullwidth}", f"ann@{fullwidth}", True, False),
+        "root": ("zoe@b\u00fccher.de.", "zoe@b\u00fccher.de.", True, False),
+        # As this version stores them (or as it matches them): nothing to repair.
+        "idn": ("max@xn--bcher-kva.de", "max@xn--bcher-kva.de", True, False),
+        "upper": ("Kim@Example.com", "kim@example.com", True, False),
+        "local": ("\uff42ob@example.com", "\uff42ob@example.com", False, False),
+        "plain": ("sam@example.com", "sam@example.com", True, False),
+        "junk": ("me@xn--99999999999.com", "me@xn--99999999999.com", True, False),
+        "shared": ("dup@example.com", "dup@example.com", True, True),
+        "shared2": ("dup@example.com", "dup@example.com", False, True),
+    }
+    untouched = {"owner", "idn", "upper", "local", "plain", "junk", "shared", "shared2"}
+    database, ids = await _at_0017_with_addresses(url, addresses)
+    try:
+        before = await _stored_accounts(database, ids, postgres=postgres)
+        await migrate.upgrade(database)
+
+        assert await migrate.current_revision(database) == migrate.head_revision()
+        after = await _stored_accounts(database, ids, postgres=postgres)
+        assert {name: row[:4] for name, row in after.items() if name not in untouched} == {
+            "copy": (None, None, False, False),
+            "window": ("eve@xn--bcher-kva.de", "eve@xn--bcher-kva.de", True, False),
+            "ann": ("ann@example.com", "ann@example.com", True, True),
+            "ann2": ("ann@example.com", "ann@example.com", True, True),
+            "root": (None, None, False, False),
+        }
+        assert {name: after[name] for name in untouched} == {
+            name: before[name] for name in untouched
+        }
+        async with database.unit_of_work() as uow:
+            matches = await uow.accounts.find_by_email("EVE@b\u00fccher.de")
+            assert [a.id.value for a in matches] == [ids["window"]]
+        with pytest.raises(errors.Conflict):  # still one account per address
+            await _add(database, account("eve2", "eve@xn--bcher-kva.de"))
+
+        await _run_0018_again(database)
+        assert await _stored_accounts(database, ids, postgres=postgres) == after
+    finally:
+        await database.dispose()
+
+
+async def test_addresses_stored_beside_0016_are_repaired_by_0018_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _addresses_stored_beside_0016_are_repaired_by_0018(empty_pg_url, postgres=True)
+
+
+async def test_addresses_stored_beside_0016_are_repaired_by_0018_on_sqlite(
+    sqlite_url: str,
+) -> None:
+    await _addresses_stored_beside_0016_are_repaired_by_0018(sqlite_url, postgres=False)
+
+
+async def _addresses_refused_since_are_removed_by_0018(url: str, *, postgres: bool) -> None:
+    """0017 -> 0018: the addresses 0016 as first released rewrote instead of removing (an
+    empty label: eve@xn--bcher-kva.de. is eve@xn--bcher-kva.de's mailbox to Postfix; a
+    zero-width space its A-label hides), and those in ASCII stored before this version
+    refused them (0016 read only addresses beyond ASCII), are removed as 0016 removes them;
+    a matching form that is not the address's is written anew. Afterwards every row's
+    matching form is the one the adapter writes."""
+    hidden = "xn--" + "exa\u200bmpl\u00e9".encode("punycode").decode("ascii")
+    refused = {
+        "root": "eve@xn--bcher-kva.de.",
+        "hidden": f"me@{hidden}.com",
+        "dot": "bob@example.com.",
+        "dots": "bob@example..com",
+        "leading": "bob@.example.com",
+        "encoded": "=?us-ascii?q?bob?=@example.com",
+        "two_at": "me@evil.example@gmail.com",
+        "comma": "me@evil.example,bob@victim.example",
+        "quoted": '"bob"@example.com',
+        "backslash": "bo\\b@example.com",
+        "blank": "bob smith@example.com",
+        "no_at": "bob.example.com",
+        "at_start": "@example.com",
+        "at_end": "bob@",
+        "tab": "bob@exam\tple.com",
+    }
+    if not postgres:  # SQLite stores what is longer than the column (0016 first wrote such)
+        refused["long"] = "me@" + "a" * 250 + ".com"
+    addresses: dict[str, StoredAddress] = {
+        name: (address, address, True, False) for name, address in refused.items()
+    }
+    addresses |= {
+        "umlaut": ("eve@xn--bcher-kva.de", "eve@xn--bcher-kva.de", True, False),
+        "unmatched": ("Sue@Example.com", None, True, False),
+        "blanks": (" pat@example.com ", " pat@example.com ", False, False),
+        "stale": ("lee@example.com", "someone@example.com", True, False),
+    }
+    database, ids = await _at_0017_with_addresses(url, addresses)
+    try:
+        await migrate.upgrade(database)
+
+        after = await _stored_accounts(database, ids, postgres=postgres)
+        assert {name: row[:4] for name, row in after.items()} == {
+            **dict.fromkeys(refused, (None, None, False, False)),
+            "umlaut": ("eve@xn--bcher-kva.de", "eve@xn--bcher-kva.de", True, False),
+            "unmatched": ("sue@example.com", "sue@example.com", True, False),
+            "blanks": ("pat@example.com", "pat@example.com", False, False),
+            "stale": ("lee@example.com", "lee@example.com", True, False),
+        }
+        assert all(row[1] == normalize_email(row[0]) for row in after.values())
+
+        await _run_0018_again(database)
+        assert await _stored_accounts(database, ids, postgres=postgres) == after
+    finally:
+        await database.dispose()
+
+
+async def test_addresses_refused_since_are_removed_by_0018_on_postgres(empty_pg_url: str) -> None:
+    await _addresses_refused_since_are_removed_by_0018(empty_pg_url, postgres=True)
+
+
+async def test_addresses_refused_since_are_removed_by_0018_on_sqlite(sqlite_url: str) -> None:
+    await _addresses_refused_since_are_removed_by_0018(sqlite_url, postgres=False)
 
 
 async def test_an_instance_of_the_older_version_stays_ready_once_the_release_step_migrated(

@@ -29,7 +29,9 @@ finds that account by neither form (signing in with the address, or asking for a
 it, finds no account), another account may take the new form, and from then on every change
 to the first account that keeps its address (a new password, "sign out everywhere") is
 refused as a conflict, until its owner changes the address. Keep the older instances from
-taking sign-ups and email changes until they are gone (or stop them first).
+taking sign-ups and email changes until they are gone (or stop them first). Revision 0018 runs
+this rewrite again over the addresses stored so, and removes those this revision as first
+released kept (an empty label, a format character inside an A-label).
 
 Revision ID: 0016_email_domains_in_ascii
 Revises: 0015_web_instances
