@@ -7,6 +7,9 @@ from __future__ import annotations
 class DomainError(Exception):
     code: str = "error"
     message: str = "Something went wrong."
+    # Raised at the end of Linked Roles' round trip, which Discord's verification URL started:
+    # the way on is that URL again, not the account or sign-in page the others start from.
+    in_linked_roles: bool = False
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or type(self).message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
+from domain import errors
 from domain.model import DiscordId
 from entrypoints.web import create_app
 from tests.fakes.role_connections import InMemoryDiscordWithRoles, linked, role_harness
@@ -145,3 +147,118 @@ async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) ->
 
     assert landed == "/account?notice=role_connected"
     assert "carol" in (await client.get("/account")).text  # signed in
+
+
+# -- refusals at the callback: the way on is the verification URL ------------------------------
+
+
+def _ways_on(page: str) -> list[str]:
+    """The buttons under a message page's words (its header's links left out)."""
+    return re.findall(r'class="button[^"]*" href="([^"]+)"', page)
+
+
+async def _connected(client: Client, r: Harness, username: str, discord_id: int) -> None:
+    await _sign_up(client, username)
+    r.discord_user(discord_id)
+    asked = await client.get("/discord/linked-role")
+    started = await client.post(
+        "/discord/linked-role",
+        data={"_csrf_token": csrf_token(asked.text)},
+        follow_redirects=False,
+    )
+    assert await _through_discord(client, r, started, discord_id) == (
+        "/account?notice=role_connected"
+    )
+
+
+async def test_cancelled_at_discord_leads_back_to_the_verification_url(
+    client: Client, r: Harness
+) -> None:
+    """The account page has no Linked Roles button and the sign-in page lands on the account
+    page: "Start again from your account page" (or "the sign-in page") led nowhere."""
+    await _connected(client, r, "dora", 7305)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    state = query(started.headers["location"])["state"]
+
+    cancelled = await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+
+    assert cancelled.status_code == 400
+    assert "Discord did not grant access, so nothing was changed." in cancelled.text
+    assert "account page" not in cancelled.text
+    assert "Linked Roles" in cancelled.text
+    assert _ways_on(cancelled.text) == ["/discord/linked-role", "/account"]
+
+
+async def test_cancelled_signed_out_leads_back_to_the_verification_url(
+    client: Client, r: Harness
+) -> None:
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    state = query(started.headers["location"])["state"]
+
+    cancelled = await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+
+    assert cancelled.status_code == 400
+    assert "sign-in page" not in cancelled.text
+    assert _ways_on(cancelled.text) == ["/discord/linked-role"]
+
+
+async def test_the_wrong_discord_account_can_try_again(client: Client, r: Harness) -> None:
+    await _connected(client, r, "ezra", 7306)
+    r.discord_user(7307)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7307))
+
+    refused = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    )
+
+    assert refused.status_code == 409
+    assert "Sign in to Discord as the linked account, then try again." in refused.text
+    assert _ways_on(refused.text) == ["/discord/linked-role", "/account"]
+
+
+async def test_without_role_connections_write_the_words_agree(client: Client, r: Harness) -> None:
+    """Discord's consent screen let the scope go: the message and the next step said "Start
+    again from Discord" and then "Start again from your account page"."""
+    await _connected(client, r, "finn", 7308)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    location = started.headers["location"].replace("+role_connections.write", "")
+    approval = r.discord.approve(location, DiscordId(7308))
+
+    refused = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    )
+
+    assert refused.status_code == 400
+    assert "role_connections.write" in refused.text
+    assert "account page" not in refused.text
+    assert _ways_on(refused.text) == ["/discord/linked-role", "/account"]
+
+
+async def test_discord_down_leads_back_to_the_verification_url(client: Client, r: Harness) -> None:
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    r.discord_user(7309)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7309))
+    r.discord.outage = errors.DiscordUnavailable()
+
+    failed = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+
+    assert failed.status_code == 502
+    assert "sign-in page" not in failed.text
+    assert _ways_on(failed.text) == ["/discord/linked-role"]
+
+
+async def test_a_session_ended_meanwhile_signs_in_and_comes_back(
+    client: Client, r: Harness
+) -> None:
+    await _connected(client, r, "gwen", 7310)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7310))
+    await post_form(client, "/account", "/account/sessions/end-all", {})
+
+    refused = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    )
+
+    assert refused.status_code == 401
+    assert _ways_on(refused.text) == ["/signin?next=/discord/linked-role"]

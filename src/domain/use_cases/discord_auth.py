@@ -341,6 +341,21 @@ class CompleteDiscordAuth:
     ) -> AuthCompleted:
         pending = await self._spend_state(state, browser_tokens)
         # The state is spent from here on, whatever happens next: a callback URL works once.
+        try:
+            return await self._complete(pending, state, code, error, session_token)
+        except errors.DomainError as refusal:
+            # Its page leads back to the verification URL (Discord's way in, and the only one).
+            refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
+            raise
+
+    async def _complete(
+        self,
+        pending: PendingLogin,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+        session_token: str | None,
+    ) -> AuthCompleted:
         if error is not None:
             # From a /link button, its ticket is untouched: the button works again.
             raise (

@@ -546,7 +546,7 @@ class RoleConnectionFlow:
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
             raise errors.DiscordDenied(
                 "Discord did not let TaskFlow update your connection (role_connections.write), "
-                "so nothing was changed. Start again from Discord and allow it."
+                "so nothing was changed. Allow it when you start again."
             )
         done, row = await retry_on_conflict(
             lambda: self._connect(pending, profile, granted, session_token)

@@ -77,6 +77,9 @@ def path_of(request: Request[Any, Any, Any]) -> str:
 
 # Email linking "confirm": the page where a Discord sign-in waits for the account's proof.
 PROPOSAL_PAGE = "/auth/discord/confirm-link"
+# Linked Roles' verification URL, where Discord sends a member (and where its round trip
+# starts again: nothing on the account page starts it).
+LINKED_ROLE_PAGE = "/discord/linked-role"
 # The name of the session cookie, in the app's state: an error page does not look the session
 # up (the database may be what failed), but a browser that sends one is most likely signed in.
 SESSION_COOKIE_STATE = "session_cookie"
@@ -112,6 +115,12 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
         return "Ask for a new link on the password reset page: /password/reset"
     if _emailed_link_used(path, error):
         return ""
+    if _linked_roles_refusal(error):
+        if isinstance(error, errors.DiscordDenied | errors.DiscordUnavailable):
+            return (
+                "Start again with the button below, or from the server's Linked Roles in Discord."
+            )
+        return ""
     if path.startswith("/auth/discord") and isinstance(
         error, errors.SecretRefused | errors.DiscordDenied | errors.DiscordUnavailable
     ):
@@ -120,6 +129,14 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
             return "Start again from your account page."
         return "Start again from the sign-in page."
     return ""
+
+
+def _linked_roles_refusal(error: errors.DomainError) -> bool:
+    """A refusal at the end of Linked Roles' round trip whose way on is its verification URL
+    again (not one that says where else to go, nor one for a URL that is not there)."""
+    return error.in_linked_roles and not isinstance(
+        error, errors.DiscordNotLinkedYet | errors.NotFound
+    )
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
@@ -191,7 +208,14 @@ def _ways_on(
     """The buttons of a refusal's page: where its words say to go on."""
     links = [("Sign in", "/signin")] if status == 401 else [("Go home", "/")]
     if isinstance(exc, errors.DiscordNotLinkedYet):  # Linked Roles: sign in, then come back
-        links = [("Sign in to TaskFlow", "/signin?next=/discord/linked-role")]
+        links = [("Sign in to TaskFlow", f"/signin?next={LINKED_ROLE_PAGE}")]
+    elif _linked_roles_refusal(exc):
+        if status == 401:  # the session it started from ended: sign in, then come back
+            links = [("Sign in", f"/signin?next={LINKED_ROLE_PAGE}")]
+        else:
+            links = [("Start again", LINKED_ROLE_PAGE)]
+            if holds_session:
+                links.append(("Go to your account", "/account"))
     elif status != 401 and path.startswith(("/account", "/verify-email/")):
         links = [("Go to your account", "/account")]
     elif status != 401 and path.startswith("/auth/discord"):
