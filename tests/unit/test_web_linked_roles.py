@@ -262,3 +262,59 @@ async def test_a_session_ended_meanwhile_signs_in_and_comes_back(
 
     assert refused.status_code == 401
     assert _ways_on(refused.text) == ["/signin?next=/discord/linked-role"]
+
+
+# -- the notice after the callback's push ---------------------------------------------------------
+
+
+async def _callback_pushing(client: Client, r: Harness, discord_id: int, meanwhile: Any) -> str:
+    """The verification URL again, with ``meanwhile`` run while Discord takes the push: the
+    account page it lands on, as shown."""
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(discord_id))
+    assert isinstance(r.discord, InMemoryDiscordWithRoles)
+    r.discord.during_push = meanwhile
+    done = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert done.status_code == 302, done.text
+    page = await client.get(done.headers["location"])
+    assert page.status_code == 200
+    return page.text
+
+
+async def test_unlinked_while_it_was_pushed_says_so(client: Client, r: Harness) -> None:
+    """Unlinked from another tab while the callback pushed: Discord was told "not linked" and
+    the tokens are gone. The page said "Discord is linked ... we will send it again"."""
+    await _connected(client, r, "hugo", 7311)
+    session = client.cookies["tfl_session"]
+
+    async def unlink_meanwhile() -> None:
+        await r.container.unlink_account().execute(session_token=session, current_password=PASSWORD)
+
+    page = await _callback_pushing(client, r, 7311, unlink_meanwhile)
+
+    assert isinstance(r.discord, InMemoryDiscordWithRoles)
+    assert linked(r.discord.connections[DiscordId(7311)]) == ("0", "0")
+    assert "No Discord account is linked" in page
+    assert "Discord is linked" not in page
+    assert "send it again" not in page
+    assert "Discord was unlinked from your account meanwhile" in page
+
+
+async def test_access_removed_in_discord_meanwhile_says_so(client: Client, r: Harness) -> None:
+    """The app removed in Discord as the push went out: the refresh is invalid_grant, the
+    tokens are deleted and nothing is sent again (it said "we will send it again")."""
+    await _connected(client, r, "iris", 7312)
+
+    async def removed_in_discord() -> None:
+        assert isinstance(r.discord, InMemoryDiscordWithRoles)
+        r.discord.deauthorize(DiscordId(7312))
+
+    page = await _callback_pushing(client, r, 7312, removed_in_discord)
+
+    database: MemoryDatabase = r.container.memory_db()
+    assert database.tables.role_connection_tokens == {}
+    assert "send it again" not in page
+    assert "Discord took back TaskFlow&#39;s access" in page

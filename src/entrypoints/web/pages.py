@@ -61,6 +61,21 @@ NOTICES = {
     "connection just now: we will send it again in a few minutes.",
     "role_connection_soon": "Discord is linked: your TaskFlow connection will be on Discord "
     "in a moment, and stays current until you unlink.",
+    # The callback's push ended otherwise: an unlink meanwhile (Discord was told "not
+    # linked"), or the access taken back in Discord (the tokens are deleted): nothing follows.
+    "role_connection_unlinked": "Discord was unlinked from your account meanwhile: Discord now "
+    "shows your TaskFlow connection as not linked.",
+    "role_connection_revoked": "Discord took back TaskFlow's access to your connection just "
+    "now (the app was removed from your Discord account), so it is not on Discord. To connect "
+    "it, start again from the server's Linked Roles in Discord.",
+}
+# The notice after the verification URL's callback, by how its push ended (``None``: another
+# pusher had the connection in hand, and sends the new grant after its own push).
+_ROLE_NOTICES: dict[RoleSync | None, str] = {
+    RoleSync.PUSHED: "role_connected",
+    None: "role_connection_soon",
+    RoleSync.CLEARED: "role_connection_unlinked",
+    RoleSync.REVOKED: "role_connection_revoked",
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 PROOF_LAPSED = (
@@ -375,12 +390,8 @@ class Pages(Controller):
                 "/account?notice=confirmed_with_discord", cookies=[jar.session(done.session_token)]
             )
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
-            if done.role_sync is RoleSync.PUSHED:
-                notice = "role_connected"
-            elif done.role_sync is None:  # another pusher had it in hand: it sends this one
-                notice = "role_connection_soon"
-            else:
-                notice = "role_connection_later"
+            # Otherwise failed, or paused by Discord's rate limit: left due, for the worker.
+            notice = _ROLE_NOTICES.get(done.role_sync, "role_connection_later")
             answer = Redirect(f"/account?notice={notice}")
             if done.session_token is not None:  # it signed in: rotate, as a sign-in does
                 await jar.end_session(request, sign_out)
