@@ -318,3 +318,22 @@ async def test_access_removed_in_discord_meanwhile_says_so(client: Client, r: Ha
     assert database.tables.role_connection_tokens == {}
     assert "send it again" not in page
     assert "Discord took back TaskFlow&#39;s access" in page
+
+
+async def test_a_round_trip_that_took_too_long_leads_back_to_the_verification_url(
+    client: Client, r: Harness
+) -> None:
+    """Ten minutes at Discord's screen: the state has expired, and the way on is the
+    verification URL again (it said "Start again from the sign-in page")."""
+    r.discord_user(7313)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7313))
+    r.clock.advance(timedelta(minutes=11))
+
+    expired = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    )
+
+    assert expired.status_code == 410
+    assert "sign-in page" not in expired.text
+    assert _ways_on(expired.text) == ["/discord/linked-role"]

@@ -432,16 +432,22 @@ class CompleteDiscordAuth:
 
     async def _spend_state(self, state: str | None, browser_tokens: Sequence[str]) -> PendingLogin:
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
+        digest = digest_of(self._tokens, state)
         async with self._uow() as uow:
             try:
                 return await use_secret(
                     uow.pending_logins,
-                    digest_of(self._tokens, state),
+                    digest,
                     self._clock.now(),
                     spend=True,
                     bound_to=lambda pending: pending.browser_digest,
                     browser_digests=presented[:BINDINGS_KEPT],
                 )
+            except errors.SecretRefused as refusal:
+                # Expired, used, or another browser's: a Linked Roles one starts again there.
+                found = await uow.pending_logins.get(digest) if digest is not None else None
+                refusal.in_linked_roles = found is not None and found.purpose in _ROLE_PURPOSES
+                raise
             finally:
                 await uow.commit()  # spent even when refused: a callback URL works once
 
