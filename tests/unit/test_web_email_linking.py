@@ -98,3 +98,64 @@ async def test_the_emailed_link_links_in_the_browser_that_signed_in(
         assert done.url.path == "/account"
         assert "@bob_d" in done.text
     assert DiscordId(9002) in db.tables.links
+
+
+async def test_the_emailed_link_works_after_signing_in_with_discord_again_in_that_browser(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """ "Email me a link", then, before it came, "Sign in with Discord" again (as the same
+    Discord account, in the same browser): the first email's link said it "was sent for a
+    Discord sign-in in another browser", and this browser's sign-in waited for a second
+    email. The browser proves the Discord account the email names, and the link the
+    mailbox: it links."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9002)
+        await client.post(
+            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+        )
+        await h.deliver()
+        path = "/auth/discord/confirm-link/"
+        path += h.link_token(h.last_email("bob@example.com"), path)
+
+        again = await _discord_sign_in(client, h, 9002)
+        assert again.url.path == "/auth/discord/confirm-link"
+        shown = await client.get(path)
+        done = await client.post(path, data={"_csrf_token": csrf_token(shown.text)})
+        assert done.status_code == 200, done.text
+        assert done.url.path == "/account"
+        assert "@bob_d" in done.text
+    assert (
+        db.tables.links[DiscordId(9002)].account_id
+        == (await h.all_accounts_with_email("bob@example.com"))[0].id
+    )
+
+
+async def test_the_emailed_link_links_only_the_discord_account_it_names(h: Harness) -> None:
+    """A newer Discord sign-in in this browser as another Discord account (with the same
+    address, as Discord may give it to a new account once the first gave it up) does not take
+    the link the email named the first one in."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    h.discord_user(9004, username="bob_new", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9002)
+        await client.post(
+            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+        )
+        await h.deliver()
+        path = "/auth/discord/confirm-link/"
+        path += h.link_token(h.last_email("bob@example.com"), path)
+
+        await _discord_sign_in(client, h, 9004)
+        shown = await client.get(path)
+        refused = await client.post(path, data={"_csrf_token": csrf_token(shown.text)})
+        assert refused.status_code == 404
+        assert "as another Discord account" in refused.text
+    assert (
+        await h.container.link_of_account().execute(
+            (await h.all_accounts_with_email("bob@example.com"))[0].id
+        )
+        is None
+    )

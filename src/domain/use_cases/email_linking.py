@@ -21,6 +21,7 @@ from domain.model import (
     DiscordUser,
     EmailKind,
     EmailPurpose,
+    EmailToken,
     LinkedRole,
     LinkProposal,
     SignInMethod,
@@ -240,6 +241,25 @@ class EmailLinkConfirmation:
         return address
 
 
+async def _sent_for(uow: UnitOfWork, used: EmailToken, proposal: LinkProposal) -> bool:
+    """Whether the emailed link was sent for the Discord sign-in waiting in this browser: for
+    its proposal, or for an earlier one of the same Discord account and TaskFlow account (the
+    person signed in with Discord again while the email was on its way, which gave the
+    browser a new proposal). The browser proves the Discord account the email names, the link
+    the mailbox: the link the email offered is the one made. Another Discord account's
+    sign-in, though it has the same address, is not the one the email named."""
+    if used.proposal_digest is None:
+        return False
+    if used.proposal_digest == proposal.digest:
+        return True
+    sent_for = await uow.link_proposals.get(used.proposal_digest)
+    return (
+        sent_for is not None
+        and sent_for.discord.id == proposal.discord.id
+        and sent_for.account_id == proposal.account_id
+    )
+
+
 class ConfirmLinkWithEmail:
     """The emailed link, opened in the browser that holds the proposal: it proves the mailbox
     (of a confirmed address), the proposal proves Discord. Link, and sign in."""
@@ -273,10 +293,11 @@ class ConfirmLinkWithEmail:
                     spend=True,
                     refusal=proposal_refusal,
                 )
-                if proposal.account_id != account.id or used.proposal_digest != proposal.digest:
+                if proposal.account_id != account.id or not await _sent_for(uow, used, proposal):
                     raise errors.SecretUnknown(
-                        "This link was sent for a Discord sign-in in another browser. Open it "
-                        "in the browser where you signed in with Discord."
+                        "This link was sent for a Discord sign-in in another browser (or as "
+                        "another Discord account). Open it in the browser where you signed in "
+                        "with Discord."
                     )
                 if not offers_emailed_link(account):  # unconfirmed since the email went out
                     raise errors.InvalidInput(
