@@ -234,7 +234,7 @@ async def test_a_confirmation_link_for_a_previous_address_is_refused(h: Harness)
         new_email="hal@new.example",
         current_password=PASSWORD,
     )
-    with pytest.raises(errors.SecretConsumed):
+    with pytest.raises(errors.EmailLinkOutdated):  # ended by the change, and said so
         await h.container.verify_email().execute(old_link, signed_up.account.id)
     assert not (await h.account(signed_up.account.id)).email_verified
 

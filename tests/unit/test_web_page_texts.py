@@ -363,3 +363,54 @@ async def test_a_refused_new_password_on_the_reset_page_keeps_its_header(
     assert "too easy to guess" in weak.text
     assert '<a href="/account">alice</a>' in weak.text
     assert 'href="/signin"' not in weak.text
+
+
+async def test_a_link_to_an_address_the_account_left_says_so_not_used(
+    h: Harness, client: Client
+) -> None:
+    """A review: changing the address ends every link sent to the old one, and opened, such a
+    link said "This link has already been used" to someone who never used it; the words made
+    for it ("sent to an email address your account no longer uses") were never shown."""
+    await _sign_up(client)
+    await wait_until(lambda: bool(h.emails_to("alice@example.com")))
+    path = "/verify-email/"
+    path += h.link_token(h.emails_to("alice@example.com")[0], path)
+    await post_form(client, "/account", "/account/email", {"email": "alice@example.org"})
+
+    shown = await client.get(path)
+    pressed = await post_form(client, "/account", path, {})  # the page as it was before
+    for answer in (shown, pressed):
+        assert "already been used" not in answer.text
+        assert "an email address your account no longer uses" in answer.text
+    assert not (await h.all_accounts_with_email("alice@example.org"))[0].email_verified
+
+
+async def test_the_emailed_link_of_a_discord_link_to_an_address_the_account_left() -> None:
+    """Email linking "confirm": the account's address changed while its link was on the way:
+    the link said "already been used. Your account page shows whether Discord is linked"."""
+    h = Harness.build(build_container(make_settings(email_linking="confirm")))
+    try:
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            page = await _waiting_for_a_proof(h, client)
+            await client.post(
+                "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+            )
+            path = "/auth/discord/confirm-link/"
+
+            def emailed() -> list[EmailMessage]:
+                return [m for m in h.emails_to("bob@example.com") if path in m.text]
+
+            await wait_until(lambda: bool(emailed()))
+            path += h.link_token(emailed()[0], path)
+            bob = (await h.all_accounts_with_email("bob@example.com"))[0]
+            await h.container.change_email().execute(
+                session_token=await h.session_for(bob.id),
+                new_email="bob@example.org",
+                current_password=PASSWORD,
+            )
+            answer = await client.get(path)
+        assert "already been used" not in answer.text
+        assert "an email address the TaskFlow account no longer uses" in answer.text
+        assert "nothing was linked" in answer.text
+    finally:
+        h.container.unwire()

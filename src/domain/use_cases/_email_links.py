@@ -75,6 +75,17 @@ _CONSUMED = {
 }
 
 
+# A link to an address the account has left: changing the address ends every link sent to
+# the old one (it reads as used), but what the person is told is why it no longer works.
+_OUTDATED = {
+    EmailPurpose.LINK: "This link was sent to an email address the TaskFlow account no longer "
+    "uses, so it cannot confirm the link: nothing was linked.",
+    EmailPurpose.VERIFY: errors.EmailLinkOutdated.message,
+    EmailPurpose.RESET: "This link was sent to an email address the account no longer uses, "
+    "so it no longer works.",
+}
+
+
 def refusal_for(purpose: EmailPurpose) -> Refusal:
     def refusal(status: SecretStatus) -> errors.SecretRefused:
         if status is SecretStatus.EXPIRED:
@@ -183,19 +194,21 @@ class ShowEmailLink:
 
     async def execute(self, token: str, purpose: EmailPurpose) -> EmailLinkShown:
         refusal = refusal_for(purpose)
+        digest = digest_of(self._tokens, token)
         async with self._uow(read_only=True) as uow:
+            peek = await EmailLinks(uow.email_tokens, purpose).get(digest) if digest else None
+            account = await uow.accounts.get(peek.account_id) if peek is not None else None
+            if peek is not None and account is not None and not same_address(account, peek):
+                raise errors.EmailLinkOutdated(_OUTDATED[purpose])  # before "already used"
             found = await use_secret(
                 EmailLinks(uow.email_tokens, purpose),
-                digest_of(self._tokens, token),
+                digest,
                 self._clock.now(),
                 spend=False,
                 refusal=refusal,
             )
-            account = await uow.accounts.get(found.account_id)
-        if account is None:
+        if account is None or account.id != found.account_id:
             raise refusal(SecretStatus.UNKNOWN)
-        if not same_address(account, found):
-            raise errors.EmailLinkOutdated()
         return EmailLinkShown(account, found)
 
 
@@ -220,11 +233,17 @@ async def consume_email_link(
             "Sign in to the account this email belongs to, then open the link again."
         )
     locked = await uow.accounts.lock(peek.account_id) if peek is not None else None
+    if (
+        peek is not None
+        and peek.purpose is purpose
+        and locked is not None
+        and not same_address(locked, peek)
+    ):
+        # Before spending: the email change that left the address spent it ("already used").
+        raise errors.EmailLinkOutdated(_OUTDATED[purpose])
     used = await use_secret(
         EmailLinks(uow.email_tokens, purpose), digest, now, spend=True, refusal=refusal
     )
     if locked is None or locked.id != used.account_id:
         raise refusal(SecretStatus.UNKNOWN)
-    if not same_address(locked, used):
-        raise errors.EmailLinkOutdated()
     return used, locked
