@@ -16,6 +16,7 @@ from sqlalchemy import select
 from adapters.sql.tables import accounts, user_links
 from domain.use_cases import TicketIssued
 from tests.bot_support import WAIT_SECONDS
+from tests.integration.mailbox import link_path
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import (
     SHORT_DISCORD_TIMEOUT,
@@ -133,6 +134,43 @@ async def test_a_returning_user_skips_discords_consent_screen(
 
 
 # -- flows and attacks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", [{"email_linking": "confirm"}], indirect=True)
+async def test_email_linking_confirm_by_the_emailed_link_where_discord_signed_in(
+    stack: Stack, browser: Browser
+) -> None:
+    """Email linking "confirm" on Postgres, the email through SMTP: the emailed link opened in
+    a browser with no Discord sign-in waiting says to open it where that sign-in is, "or sign
+    in with Discord again"; done there, the link links (it answered "sent for a Discord
+    sign-in in another browser" once that browser had signed in with Discord)."""
+    await sign_up(browser, "bob", "bob@example.com", verify=True)
+    user = stack.emulator.add_user("bob_d", email="bob@example.com", verified=True)
+    started, phone = Browser(stack), Browser(stack)
+    try:
+        page = await started.sign_in_with_discord(user.id)
+        assert page.url.path == "/auth/discord/confirm-link"
+        sent = await started.submit(page.url.path, "/auth/discord/confirm-link/email", {})
+        assert "We are emailing bob@example.com a link" in sent.text
+        path = link_path(
+            await stack.mailbox.wait_for("bob@example.com", 2), "/auth/discord/confirm-link/"
+        )
+
+        refused = await phone.submit(path, path, {})
+        assert refused.status_code == 404
+        assert "or sign in with Discord again" in refused.text
+        assert await count(stack.db, user_links) == 0
+
+        waiting = await phone.sign_in_with_discord(user.id)
+        assert waiting.url.path == "/auth/discord/confirm-link"
+        done = await phone.submit(path, path, {})
+        assert done.url.path == "/account", done.text
+        assert ">bob<" in done.text
+        assert "@bob_d" in done.text
+        assert await count(stack.db, user_links) == 1
+    finally:
+        await started.close()
+        await phone.close()
 
 
 async def test_link_and_unlink_from_the_account_page(stack: Stack, browser: Browser) -> None:
