@@ -414,3 +414,22 @@ async def test_the_emailed_link_of_a_discord_link_to_an_address_the_account_left
         assert "nothing was linked" in answer.text
     finally:
         h.container.unwire()
+
+
+async def test_a_wrong_password_on_the_discord_link_page_keeps_its_header() -> None:
+    """Email linking "confirm": the page waiting for the account's proof, opened signed in
+    (as another account, say), named that account in its header; refused a wrong password,
+    the same page offered "Sign in" instead."""
+    h = Harness.build(build_container(make_settings(email_linking="confirm")))
+    try:
+        async with AsyncTestClient(app=create_app(h.container)) as client:
+            await _sign_up(client, "carol")
+            page = await _waiting_for_a_proof(h, client)
+            assert '<a href="/account">carol</a>' in page.text
+            wrong = await post_form(client, page.url.path, page.url.path, {"password": "nope"})
+        assert wrong.status_code == 401
+        assert "The password is not right." in wrong.text
+        assert '<a href="/account">carol</a>' in wrong.text
+        assert 'href="/signin"' not in wrong.text
+    finally:
+        h.container.unwire()

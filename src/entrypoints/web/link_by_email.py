@@ -54,6 +54,7 @@ class EmailLinkingPages(Controller):
     async def with_password(
         self,
         request: Request[Any, Any, Any],
+        account: CurrentAccount,
         confirm_link_with_password: Use[uc.ConfirmLinkWithPassword],
         show_link_proposal: Use[uc.ShowLinkProposal],
         sign_out: Use[uc.SignOut],
@@ -70,7 +71,8 @@ class EmailLinkingPages(Controller):
             shown = await show_link_proposal.execute(jar.proposal_token(request))
             return Template(
                 "confirm_discord_link.html",
-                context={"shown": shown, "account": None, "error": exc.message},
+                # The page again, with the header it was opened with (whoever is signed in).
+                context={"shown": shown, "account": account, "error": exc.message},
                 status_code=401,
             )
         return await _signed_in(request, sign_out, jar, done)
