@@ -75,7 +75,8 @@ def compose(
                 f"verified email is this address, and asked to link it to your TaskFlow account "
                 f"{username}. If it was you, open this link in the same browser and confirm:\n\n"
                 f"{base}{CONFIRM_LINK_PATH}{link.token}\n\n"
-                f"The link works once and expires at {_when(link.expires_at)} (30 minutes).\n\n"
+                f"The link works once, until {_when(link.expires_at)} (30 minutes after the "
+                "sign-in with Discord it confirms).\n\n"
                 "If it was not you, ignore this email: nothing is linked.\n",
             )
         case EmailKind.DISCORD_LINKED:

@@ -12,10 +12,12 @@ import pytest
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import (
+    LINK_PROPOSAL_TTL,
     Account,
     AccountId,
     DiscordId,
     DiscordProfile,
+    EmailKind,
     EmailLinking,
     Link,
     SignInMethod,
@@ -282,7 +284,8 @@ async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
     bob = (await h.sign_up("bob", "bob@example.com", verified=True)).account
     proposal, _ = await _confirm_needed(h, 8002, "bob@example.com")
 
-    assert await h.container.email_link_confirmation().execute(proposal) == "bob@example.com"
+    emailed = await h.container.email_link_confirmation().execute(proposal)
+    assert emailed.address == "bob@example.com"
     await h.deliver()
     message = h.last_email("bob@example.com")
     assert message.subject == "Confirm linking your Discord account to TaskFlow"
@@ -308,6 +311,36 @@ async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
         await h.container.confirm_link_with_email().execute(
             proposal_token=other_browser, email_token=token
         )
+
+
+async def test_a_link_email_for_a_sign_in_that_ended_is_not_sent(confirm: Harness) -> None:
+    """Confirmed with the password while the emailed link was still queued (or its sending
+    retried past the sign-in's end): the email went out all the same, with a link that could
+    only be refused; and a link sent 20 minutes after the sign-in was said to work 30 minutes,
+    though the sign-in it confirms ended 10 minutes later."""
+    h = confirm
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.deliver()  # the sign-up's confirmation, out of the way
+    confirmed, _ = await _confirm_needed(h, 8005, "bob@example.com")
+    await h.container.email_link_confirmation().execute(confirmed)
+    await h.container.confirm_link_with_password().execute(
+        proposal_token=confirmed, password=PASSWORD
+    )
+    report = await h.deliver()
+    assert [e.kind for e in report.cancelled] == [EmailKind.CONFIRM_DISCORD_LINK]
+
+    await h.sign_up("cid", "cid@example.com", verified=True)
+    await h.deliver()
+    waited, _ = await _confirm_needed(h, 8006, "cid@example.com")
+    ends = h.clock.now() + LINK_PROPOSAL_TTL
+    h.clock.advance(timedelta(minutes=20))
+    await h.container.email_link_confirmation().execute(waited)
+    await h.deliver()
+    token = h.link_token(h.last_email("cid@example.com"), "/auth/discord/confirm-link/")
+    async with h.uow() as uow:
+        link = await uow.email_tokens.get(h.container.tokens().digest(token))
+    assert link is not None
+    assert link.expires_at == ends
 
 
 async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(

@@ -4,6 +4,7 @@ which works only in the browser that signed in with Discord."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from httpx import Response
@@ -159,3 +160,33 @@ async def test_the_emailed_link_links_only_the_discord_account_it_names(h: Harne
         )
         is None
     )
+
+
+async def test_the_emailed_link_works_as_long_as_the_sign_in_it_confirms_and_says_so(
+    h: Harness,
+) -> None:
+    """Asked for 20 minutes after the Discord sign-in, the link was said to work "within 30
+    minutes" (the page) and until 30 minutes after it was sent (the email); the Discord
+    sign-in it confirms ended 10 minutes later, and with it the link ("This confirmation
+    took longer than 30 minutes")."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    signed_in_at = h.clock.now()
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9002)
+        h.clock.advance(timedelta(minutes=20))
+        sent = await client.post(
+            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+        )
+        ends = (signed_in_at + timedelta(minutes=30)).strftime("%H:%M UTC")
+        assert f"before {ends}" in sent.text
+        assert "30 minutes" not in sent.text
+        path = "/auth/discord/confirm-link/"
+
+        def emailed() -> list[EmailMessage]:
+            return [m for m in h.emails_to("bob@example.com") if path in m.text]
+
+        await wait_until(lambda: bool(emailed()))  # the app's email worker sends it
+        until = (signed_in_at + timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M UTC")
+        assert f"until {until}" in emailed()[0].text
+        assert "(30 minutes)" not in emailed()[0].text

@@ -40,6 +40,7 @@ from domain.use_cases.email_linking import (
     ConfirmLinkWithPassword,
     EmailLinkConfirmation,
     LinkConfirmed,
+    LinkEmailed,
     ProposalShown,
     ShowLinkProposal,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "IssueLinkTicket",
     "KeyRotationReport",
     "LinkConfirmed",
+    "LinkEmailed",
     "LinkOfAccount",
     "LinkResult",
     "LinkedAccount",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from domain import errors
 from domain.emails import OneTimeLink, compose
@@ -89,7 +89,8 @@ class DeliverEmails:
             claimed = await uow.outgoing_emails.renew_claim(email, now + CLAIM_LEASE)
             if claimed is None:
                 return
-            if account is None or not _still_wanted(claimed, account):
+            ends = await _link_ends(uow, claimed, now)
+            if account is None or not _still_wanted(claimed, account) or ends is None:
                 cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
                 # Renewed in this transaction: still this sender's.
                 await uow.outgoing_emails.save(cancelled, leased_until=claimed.next_attempt_at)
@@ -97,7 +98,7 @@ class DeliverEmails:
                 report.cancelled.append(cancelled)
                 return
             if claimed.kind in LINK_KINDS:
-                purpose, ttl = LINK_KINDS[claimed.kind]
+                purpose, _ = LINK_KINDS[claimed.kind]
                 secret = self._tokens.issue()
                 await uow.email_tokens.add(
                     EmailToken(
@@ -106,11 +107,11 @@ class DeliverEmails:
                         account.id,
                         claimed.to,
                         now,
-                        now + ttl,
+                        ends,
                         proposal_digest=claimed.detail.get("proposal"),
                     )
                 )
-                link = OneTimeLink(secret.token, now + ttl)
+                link = OneTimeLink(secret.token, ends)
             await uow.commit()  # the link works before the email can arrive
         try:
             message = compose(
@@ -202,6 +203,24 @@ class RequeueFailedEmails:
                 raise errors.NotFound("No email with this id was given up.")
             await uow.commit()
         return requeued
+
+
+async def _link_ends(uow: UnitOfWork, email: OutgoingEmail, now: datetime) -> datetime | None:
+    """When the link an email carries (if any) stops working; ``None``: it would not work
+    (the email is not wanted). The link that confirms a Discord link by email works with the
+    Discord sign-in waiting for it (its proposal), so it ends when that does, not 30 minutes
+    after a send that may come late (asked for 20 minutes after the sign-in, or retried); and
+    once that sign-in was confirmed with the password, or ended, no such email goes out."""
+    if email.kind not in LINK_KINDS:
+        return now
+    _, ttl = LINK_KINDS[email.kind]
+    if email.kind is not EmailKind.CONFIRM_DISCORD_LINK:
+        return now + ttl
+    digest = email.detail.get("proposal")
+    proposal = await uow.link_proposals.get(digest) if digest else None
+    if proposal is None or proposal.consumed_at is not None or now >= proposal.expires_at:
+        return None
+    return min(now + ttl, proposal.expires_at)
 
 
 def _still_wanted(email: OutgoingEmail, account: Account) -> bool:

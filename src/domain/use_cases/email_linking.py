@@ -205,14 +205,20 @@ class ConfirmLinkWithPassword:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LinkEmailed:
+    address: str  # where the link goes
+    # When the link stops working: with the Discord sign-in waiting for it (see DeliverEmails).
+    expires_at: datetime
+
+
 class EmailLinkConfirmation:
     """ "Email me a link": a one-time link to the account's address (rate limited)."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, proposal_token: str | None) -> str:
-        """The address the link goes to."""
+    async def execute(self, proposal_token: str | None) -> LinkEmailed:
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
         address = shown.account.email
         if address is None or not offers_emailed_link(shown.account):
@@ -238,7 +244,7 @@ class EmailLinkConfirmation:
                 proposal=shown.proposal.digest,  # a digest, not the browser's secret
             )
             await uow.commit()
-        return address
+        return LinkEmailed(address, shown.proposal.expires_at)
 
 
 async def _sent_for(uow: UnitOfWork, used: EmailToken, proposal: LinkProposal) -> bool:

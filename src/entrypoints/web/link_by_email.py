@@ -85,11 +85,12 @@ class EmailLinkingPages(Controller):
         email_link_confirmation: Use[uc.EmailLinkConfirmation],
         jar: Jar,
     ) -> Template:
-        address = await email_link_confirmation.execute(jar.proposal_token(request))
+        emailed = await email_link_confirmation.execute(jar.proposal_token(request))
+        ends = emailed.expires_at.strftime("%H:%M UTC")  # with the Discord sign-in it confirms
         return message_page(
             "Check your email",
-            f"We are emailing {address} a link. Open it in this browser within 30 minutes to "
-            "link your Discord account and sign in.",
+            f"We are emailing {emailed.address} a link. Open it in this browser before {ends} "
+            "to link your Discord account and sign in.",
             links=[("Back", PAGE)],
             account=account,
         )
