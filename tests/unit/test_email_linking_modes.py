@@ -343,6 +343,28 @@ async def test_a_link_email_for_a_sign_in_that_ended_is_not_sent(confirm: Harnes
     assert link.expires_at == ends
 
 
+async def test_an_emailed_link_whose_sign_in_was_confirmed_never_links_again(
+    confirm: Harness,
+) -> None:
+    """A link emailed for a Discord sign-in that was then confirmed with the password (the
+    link had gone out already) is done with: after an unlink, a new sign-in of that Discord
+    account, waiting for a proof, does not take it as one (its owner unlinked; whoever read
+    the email then must ask for a new one, sent to the address as it is now)."""
+    h = confirm
+    bob = (await h.sign_up("bob", "bob@example.com", verified=True)).account
+    first, _ = await _confirm_needed(h, 8007, "bob@example.com")
+    await h.container.email_link_confirmation().execute(first)
+    await h.deliver()
+    token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
+    await h.container.confirm_link_with_password().execute(proposal_token=first, password=PASSWORD)
+    await h.container.unlink_discord().execute(DiscordId(8007))
+
+    again, _ = await _confirm_needed(h, 8007, "bob@example.com")
+    with pytest.raises(errors.SecretRefused):
+        await h.container.confirm_link_with_email().execute(proposal_token=again, email_token=token)
+    assert await h.container.link_of_account().execute(bob.id) is None
+
+
 async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(
     confirm: Harness,
 ) -> None:

@@ -249,11 +249,12 @@ class EmailLinkConfirmation:
 
 async def _sent_for(uow: UnitOfWork, used: EmailToken, proposal: LinkProposal) -> bool:
     """Whether the emailed link was sent for the Discord sign-in waiting in this browser: for
-    its proposal, or for an earlier one of the same Discord account and TaskFlow account (the
-    person signed in with Discord again while the email was on its way, which gave the
-    browser a new proposal). The browser proves the Discord account the email names, the link
-    the mailbox: the link the email offered is the one made. Another Discord account's
-    sign-in, though it has the same address, is not the one the email named."""
+    its proposal, or for an earlier one of the same Discord account and TaskFlow account that
+    is still waiting too (the person signed in with Discord again while the email was on its
+    way, which gave the browser a new proposal). The browser proves the Discord account the
+    email names, the link the mailbox: the link the email offered is the one made. Another
+    Discord account's sign-in, though it has the same address, is not the one the email
+    named."""
     if used.proposal_digest is None:
         return False
     if used.proposal_digest == proposal.digest:
@@ -261,6 +262,9 @@ async def _sent_for(uow: UnitOfWork, used: EmailToken, proposal: LinkProposal) -
     sent_for = await uow.link_proposals.get(used.proposal_digest)
     return (
         sent_for is not None
+        # Confirmed already (with the password): the link is done with, whatever came after
+        # (an unlink by the owner, say).
+        and sent_for.consumed_at is None
         and sent_for.discord.id == proposal.discord.id
         and sent_for.account_id == proposal.account_id
     )
