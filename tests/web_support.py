@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.harness import PASSWORD
+
 Client: TypeAlias = AsyncTestClient[Litestar]
 
 _CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
@@ -28,3 +30,14 @@ async def post_form(client: Client, page: str, action: str, data: dict[str, str]
     """Load ``page`` (for its CSRF token), then submit ``data`` to ``action``."""
     shown = await client.get(page)
     return await client.post(action, data={**data, "_csrf_token": csrf_token(shown.text)})
+
+
+async def sign_up(client: Client, username: str = "alice", next_path: str = "") -> None:
+    """Sign up through the form, as ``username`` at ``username@example.com`` (and ``next_path``
+    asked for, when given); it lands signed in."""
+    page = f"/signup?next={next_path}" if next_path else "/signup"
+    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    if next_path:
+        data["next"] = next_path
+    answer = await post_form(client, page, "/signup", data)
+    assert answer.status_code == 200, answer.text  # followed the redirect

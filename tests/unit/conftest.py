@@ -1,13 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from entrypoints.container import Container, build_container
+from entrypoints.web import create_app
 from tests.fakes.role_connections import role_harness
 from tests.harness import Harness, make_settings
+from tests.web_support import Client
 
 _DEFAULT_SETTINGS = make_settings()
 _spare: list[Container] = []
@@ -42,3 +45,10 @@ def r() -> Iterator[Harness]:
 def db(h: Harness) -> MemoryDatabase:
     database: MemoryDatabase = h.container.memory_db()
     return database
+
+
+@pytest.fixture
+async def client(h: Harness) -> AsyncIterator[Client]:
+    """A browser on the web app of ``h`` (a module may give its own, on another harness)."""
+    async with AsyncTestClient(app=create_app(h.container)) as test_client:
+        yield test_client

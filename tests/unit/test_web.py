@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,22 +18,7 @@ from entrypoints.web import create_app
 from entrypoints.web.api import require_api_key
 from entrypoints.web.errors import redact_path
 from tests.harness import PASSWORD, Harness
-from tests.web_support import Client, csrf_token, post_form, query
-
-
-@pytest.fixture
-async def client(h: Harness) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(h.container)) as test_client:
-        yield test_client
-
-
-async def _sign_up(client: Client, username: str = "alice", next_path: str = "") -> None:
-    page = f"/signup?next={next_path}" if next_path else "/signup"
-    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
-    if next_path:
-        data["next"] = next_path
-    answer = await post_form(client, page, "/signup", data)
-    assert answer.status_code == 200, answer.text  # followed the redirect
+from tests.web_support import Client, csrf_token, post_form, query, sign_up
 
 
 async def _discord_login(client: Client, h: Harness, discord_id: int, next_path: str = "") -> str:
@@ -115,7 +99,7 @@ async def test_discord_names_are_shown_isolated_from_the_text_around_them(
 
 
 async def test_bad_sign_in_re_renders_with_a_clear_message(client: Client) -> None:
-    await _sign_up(client)
+    await sign_up(client)
     await post_form(client, "/account", "/signout", {})
     answer = await post_form(
         client, "/signin", "/signin", {"login": "alice", "password": "wrong password"}
@@ -201,7 +185,7 @@ async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     signin = await client.get(f"/signin?next={path}")
     assert "/auth/discord/login" not in signin.text  # a Discord sign-in cannot link a ticket
 
-    await _sign_up(client, "alice", next_path=path)
+    await sign_up(client, "alice", next_path=path)
     confirm = await client.get(path)
     assert "@tick" in confirm.text
     assert "Discord id 5004" in confirm.text
@@ -233,7 +217,7 @@ async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
     issued = await h.container.issue_link_ticket().execute(mallory.user)
     assert isinstance(issued, TicketIssued)
     path = f"/link/{issued.token}"
-    await _sign_up(client, "alice", next_path=path)
+    await sign_up(client, "alice", next_path=path)
     alice = next(a for a in db.tables.accounts.values() if a.username == "alice")
 
     refused = await _continue_with_discord(client, h, path, as_discord=alice_discord.id.value)
@@ -264,7 +248,7 @@ async def test_a_button_that_ends_during_its_discord_round_trip_says_to_run_link
     issued = await h.container.issue_link_ticket().execute(discord.user)
     assert isinstance(issued, TicketIssued)
     path = f"/link/{issued.token}"
-    await _sign_up(client, "alice", next_path=path)
+    await sign_up(client, "alice", next_path=path)
     h.clock.advance(timedelta(minutes=6))
     confirm = await client.get(path)
     started = await client.post(
@@ -292,7 +276,7 @@ async def test_cancelling_at_discord_from_a_link_button_says_the_button_still_wo
     issued = await h.container.issue_link_ticket().execute(discord.user)
     assert isinstance(issued, TicketIssued)
     path = f"/link/{issued.token}"
-    await _sign_up(client, "alice", next_path=path)
+    await sign_up(client, "alice", next_path=path)
     confirm = await client.get(path)
     started = await client.post(
         path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
@@ -328,7 +312,7 @@ async def test_a_button_a_newer_link_replaced_says_so(client: Client, h: Harness
 async def test_link_confirm_without_csrf_is_refused(client: Client, h: Harness) -> None:
     issued = await h.container.issue_link_ticket().execute(h.discord_user(5005).user)
     assert isinstance(issued, TicketIssued)
-    await _sign_up(client)
+    await sign_up(client)
     answer = await client.post(f"/link/{issued.token}", data={})
     assert answer.status_code == 403
 
@@ -336,7 +320,7 @@ async def test_link_confirm_without_csrf_is_refused(client: Client, h: Harness) 
 async def test_link_and_unlink_from_the_account_page(
     client: Client, h: Harness, db: MemoryDatabase
 ) -> None:
-    await _sign_up(client)
+    await sign_up(client)
     discord = h.discord_user(5006, username="linker")
     started = await post_form(client, "/account", "/account/discord/link", {})
     assert started.status_code == 302 or started.history

@@ -3,7 +3,6 @@ client, in-memory adapters, the fake Discord)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -15,19 +14,7 @@ from domain.use_cases import TicketIssued
 from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.web_support import Client, csrf_token, post_form
-
-
-@pytest.fixture
-async def client(h: Harness) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(h.container)) as test_client:
-        yield test_client
-
-
-async def _sign_up(client: Client, username: str = "alice") -> None:
-    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
-    answer = await post_form(client, "/signup", "/signup", data)
-    assert answer.status_code == 200, answer.text
+from tests.web_support import Client, csrf_token, post_form, sign_up
 
 
 async def _discord_login(client: Client, h: Harness, discord_id: int) -> None:
@@ -38,7 +25,7 @@ async def _discord_login(client: Client, h: Harness, discord_id: int) -> None:
 
 
 async def test_the_account_page_lists_sessions_and_ends_one(h: Harness, client: Client) -> None:
-    await _sign_up(client)
+    await sign_up(client)
     async with AsyncTestClient(app=create_app(h.container)) as phone:
         signed_in = await post_form(
             phone, "/signin", "/signin", {"login": "alice", "password": PASSWORD}
@@ -57,7 +44,7 @@ async def test_the_account_page_lists_sessions_and_ends_one(h: Harness, client: 
 
 
 async def test_sign_out_everywhere(h: Harness, client: Client) -> None:
-    await _sign_up(client)
+    await sign_up(client)
     trusted = client.cookies.get("tfl_device")
     assert trusted
     answer = await post_form(client, "/account", "/account/sessions/end-all", {})
@@ -88,7 +75,7 @@ async def test_a_reset_link_sent_before_ends_with_a_new_password_or_signing_out_
     """Someone read a reset link (a mailbox opened once, a forwarded email); the owner,
     worried, changes the password or signs out everywhere: the link must not take the
     account back from them (helper-54's review)."""
-    await _sign_up(client)
+    await sign_up(client)
     await h.container.request_password_reset().execute("alice@example.com")
     await h.deliver()
     leaked = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
@@ -109,7 +96,7 @@ async def _signed_up_linked_and_proof_stale(
     h: Harness, client: Client, db: MemoryDatabase, discord_id: int
 ) -> None:
     """Signed up (the account alice), Discord linked, the sign-in's proof 11 minutes old."""
-    await _sign_up(client)
+    await sign_up(client)
     h.discord_user(discord_id, username="alice_d")
     alice = next(iter(db.tables.accounts.values()))
     await h.discord_link(alice.id, h.discord.users[DiscordId(discord_id)])
@@ -180,7 +167,7 @@ async def test_a_copy_of_the_session_cookie_gets_nothing_from_its_owners_proof(
     password or email now gives the session a new token."""
     app = create_app(h.container)
     async with AsyncTestClient(app=app) as owner, AsyncTestClient(app=app) as thief:
-        await _sign_up(owner)
+        await sign_up(owner)
         stolen = owner.cookies["tfl_session"]
         thief.cookies.set("tfl_session", stolen)
         h.clock.advance(timedelta(minutes=11))
@@ -221,7 +208,7 @@ async def test_a_copy_of_the_session_cookie_gets_nothing_from_its_owners_proof(
 
 async def test_confirming_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
-        await _sign_up(client)  # one of the three
+        await sign_up(client)  # one of the three
         statuses = []
         for _ in range(4):
             answer = await post_form(
@@ -264,7 +251,7 @@ async def test_a_wrong_current_password_on_the_account_page_is_not_a_sign_in_pag
 async def test_a_wrong_current_password_on_a_link_button_page_offers_it_again(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:
-    await _sign_up(client)
+    await sign_up(client)
     h.clock.advance(timedelta(minutes=11))  # the page asks for the password now
     discord = h.discord_user(7103, username="alice_d")
     issued = await h.container.issue_link_ticket().execute(discord.user)
@@ -286,7 +273,7 @@ async def test_a_link_button_page_whose_proof_lapsed_while_open_asks_the_passwor
     with Discord" came later. The proof is needed again: the same page asks for the password,
     the button still working. It went to the account page's "Confirm it is you", which then
     ended on the account page: the /link page was gone, to be found again in Discord."""
-    await _sign_up(client)
+    await sign_up(client)
     h.clock.advance(timedelta(minutes=9))
     discord = h.discord_user(7104, username="alice_d")
     issued = await h.container.issue_link_ticket().execute(discord.user)

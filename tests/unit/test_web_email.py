@@ -20,7 +20,7 @@ from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from tests.bot_support import WAIT_SECONDS, wait_until
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Harness, make_settings
-from tests.web_support import Client, csrf_token, post_form
+from tests.web_support import Client, csrf_token, post_form, sign_up
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -51,12 +51,6 @@ async def client(hx: Harness) -> AsyncIterator[Client]:
         yield cast(Client, test_client)
 
 
-async def _sign_up(client: Client, name: str) -> None:
-    data = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
-    answer = await post_form(client, "/signup", "/signup", data)
-    assert answer.status_code == 200, answer.text
-
-
 async def _email(hx: Harness, address: str, count: int = 1) -> EmailMessage:
     """Wait for the app's own email worker to send the ``count``-th email to ``address``."""
     await wait_until(lambda: len(hx.emails_to(address)) >= count)
@@ -72,7 +66,7 @@ def _status(page: str) -> str:
 async def test_sign_up_sends_the_confirmation_at_once_and_the_link_page_confirms(
     client: Client, hx: Harness
 ) -> None:
-    await _sign_up(client, "alice")
+    await sign_up(client, "alice")
     message = await _email(hx, "alice@example.com")  # the worker was woken by the form
     token = hx.link_token(message, "/verify-email/")
     account_page = (await client.get("/account")).text
@@ -98,7 +92,7 @@ async def test_sign_up_sends_the_confirmation_at_once_and_the_link_page_confirms
 async def test_confirmation_links_need_the_csrf_token_and_junk_links_get_404(
     client: Client, hx: Harness
 ) -> None:
-    await _sign_up(client, "bea")
+    await sign_up(client, "bea")
     token = hx.link_token(await _email(hx, "bea@example.com"), "/verify-email/")
     assert (await client.post(f"/verify-email/{token}")).status_code == 403
     junk = await client.get("/verify-email/not-a-real-token-at-all")
@@ -107,7 +101,7 @@ async def test_confirmation_links_need_the_csrf_token_and_junk_links_get_404(
 
 
 async def test_asking_again_too_soon_is_a_clear_429(client: Client, hx: Harness) -> None:
-    await _sign_up(client, "cy")
+    await sign_up(client, "cy")
     await _email(hx, "cy@example.com")
     hx.clock.advance(timedelta(minutes=2))
     sent = await post_form(client, "/account", "/account/email/verify", {})
@@ -125,7 +119,7 @@ async def test_a_failed_send_is_shown_on_the_account_page(client: Client, hx: Ha
             raise errors.EmailNotSent()
 
     hx.container.email_sender.override(DownSender())
-    await _sign_up(client, "dee")  # sign-up works although the mail server is down
+    await sign_up(client, "dee")  # sign-up works although the mail server is down
     status = ""
 
     async def shown() -> bool:
@@ -144,7 +138,7 @@ async def test_a_failed_send_is_shown_on_the_account_page(client: Client, hx: Ha
 async def test_password_reset_pages_answer_the_same_for_unknown_addresses(
     client: Client, hx: Harness
 ) -> None:
-    await _sign_up(client, "eve")
+    await sign_up(client, "eve")
     await client.post("/signout", data={"_csrf_token": csrf_token((await client.get("/")).text)})
     known = await post_form(
         client, "/password/reset", "/password/reset", {"email": "eve@example.com"}
@@ -179,7 +173,7 @@ async def test_password_reset_pages_answer_the_same_for_unknown_addresses(
 
 
 async def test_changing_the_email_from_the_account_page(client: Client, hx: Harness) -> None:
-    await _sign_up(client, "fin")
+    await sign_up(client, "fin")
     wrong = await post_form(
         client,
         "/account",
@@ -206,7 +200,7 @@ async def test_the_email_form_tells_a_taken_address_only_within_its_limit(
     review: uncounted, one signed-in account could test any number of addresses)."""
     for i in range(5):
         await hx.sign_up(f"taken{i}", f"taken{i}@example.com")
-    await _sign_up(client, "gus")  # its confirmation email is one of the hour's five
+    await sign_up(client, "gus")  # its confirmation email is one of the hour's five
 
     async def change_to(address: str) -> Any:
         data = {"email": address, "current_password": PASSWORD}
@@ -266,7 +260,7 @@ async def test_no_form_takes_an_address_with_invisible_characters(
     refused = await post_form(client, "/signup", "/signup", data)
     assert refused.status_code == 400
     assert "invisible characters" in refused.text
-    await _sign_up(client, "gil")
+    await sign_up(client, "gil")
     changed = await post_form(
         client,
         "/account",
@@ -289,7 +283,7 @@ async def test_no_form_takes_an_address_with_invisible_characters(
 async def test_the_outbox_page_shows_the_emails_with_clickable_links(
     client: Client, hx: Harness
 ) -> None:
-    await _sign_up(client, "gil")
+    await sign_up(client, "gil")
     token = hx.link_token(await _email(hx, "gil@example.com"), "/verify-email/")
     page = await client.get("/outbox", headers={"host": "127.0.0.1:8000"})  # the public URL's
     assert page.status_code == 200
@@ -303,7 +297,7 @@ async def test_the_outbox_answers_only_to_the_public_urls_name(
 ) -> None:
     """DNS rebinding: a page of attacker.example, its name now pointing at 127.0.0.1, reads
     the outbox of a demo on this machine with its own name in Host. It gets no link."""
-    await _sign_up(client, "hal")
+    await sign_up(client, "hal")
     token = hx.link_token(await _email(hx, "hal@example.com"), "/verify-email/")
     page = await client.get("/outbox", headers={"host": host})
     assert page.status_code == 404
@@ -317,7 +311,7 @@ async def test_the_outbox_is_not_shown_to_another_machine_whatever_host_it_sends
     """Found by an attacker's review: with a loopback public URL (no DEVELOPMENT needed) and
     `serve --host 0.0.0.0`, `curl -H 'Host: 127.0.0.1:8000' http://server:8000/outbox` read
     everyone's links. Now only this machine is shown the page (and told where it is)."""
-    await _sign_up(client, "ivy")
+    await sign_up(client, "ivy")
     token = hx.link_token(await _email(hx, "ivy@example.com"), "/verify-email/")
     remote = _From(create_app(hx.container), "203.0.113.7")
     async with AsyncTestClient(app=remote) as other:
@@ -363,7 +357,7 @@ async def test_the_outbox_page_exists_only_when_configured(h: Harness) -> None:
 
 
 async def test_only_the_signed_in_owner_can_confirm_an_address(client: Client, hx: Harness) -> None:
-    await _sign_up(client, "hugo")
+    await sign_up(client, "hugo")
     token = hx.link_token(await _email(hx, "hugo@example.com"), "/verify-email/")
     async with AsyncTestClient(app=create_app(hx.container)) as stranger:
         page = await stranger.get(f"/verify-email/{token}")
@@ -385,10 +379,10 @@ async def test_a_confirmation_link_opened_signed_in_as_another_account_says_so(
 ) -> None:
     """Its "Sign in to confirm" went to the sign-in page, which sends a browser already
     signed in straight back to the link: a loop with no word of why (an attacker's review)."""
-    await _sign_up(client, "iris")
+    await sign_up(client, "iris")
     token = hx.link_token(await _email(hx, "iris@example.com"), "/verify-email/")
     async with AsyncTestClient(app=create_app(hx.container)) as other:
-        await _sign_up(other, "jude")
+        await sign_up(other, "jude")
         page = await other.get(f"/verify-email/{token}")
         assert page.status_code == 200
         assert "You are signed in as <strong>jude</strong>" in page.text
@@ -482,7 +476,7 @@ async def test_only_a_commit_that_queued_work_wakes_the_workers(
     ]
     assert [r.status_code for r in answers] == [401, 403, 404, 404, 401, 200]  # 303 followed
     assert rung == []
-    await _sign_up(client, "ivy")  # queues a confirmation email
+    await sign_up(client, "ivy")  # queues a confirmation email
     assert rung == [frozenset({EMAIL_QUEUE_CHANNEL})]
     await _email(hx, "ivy@example.com")
 
@@ -556,7 +550,7 @@ async def test_the_outbox_is_not_shown_to_another_machine_through_a_proxy(
     )
     try:
         async with AsyncTestClient(app=_From(create_app(h.container), peer)) as other:
-            await _sign_up(cast(Client, other), "ivy")
+            await sign_up(cast(Client, other), "ivy")
             token = h.link_token(await _email(h, "ivy@example.com"), "/verify-email/")
             page = await other.get(
                 "/outbox", headers={"host": "127.0.0.1:8000", "x-forwarded-for": forwarded_for}
@@ -577,7 +571,7 @@ async def test_the_confirmation_page_promises_discord_sign_in_only_when_it_links
     confirmed email lets Sign in with Discord find the account, which it then never does."""
     hx = Harness.build(build_container(make_settings(email_outbox_page=True, email_linking=mode)))
     async with AsyncTestClient(app=_From(create_app(hx.container), "127.0.0.1")) as client:
-        await _sign_up(cast(Client, client), "alice")
+        await sign_up(cast(Client, client), "alice")
         token = hx.link_token(await _email(hx, "alice@example.com"), "/verify-email/")
         shown = await client.get(f"/verify-email/{token}")
         assert shown.status_code == 200

@@ -3,7 +3,6 @@ exemptions are anchored; the access log names the client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ from litestar import Request
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.routes import HTTPRoute
-from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from domain.model import AuditKind
@@ -25,12 +23,6 @@ from entrypoints.web.guards import (
 from entrypoints.web.rate_limit import CountedRateLimitMiddleware
 from tests.harness import PASSWORD, Harness
 from tests.web_support import Client, csrf_token
-
-
-@pytest.fixture
-async def client(h: Harness) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(h.container)) as test_client:
-        yield test_client
 
 
 async def test_a_bad_host_header_is_a_400_never_a_500(client: Client) -> None:

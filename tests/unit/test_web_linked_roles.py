@@ -16,7 +16,7 @@ from domain.model import DiscordId
 from entrypoints.web import create_app
 from tests.fakes.role_connections import InMemoryDiscordWithRoles, linked, role_harness
 from tests.harness import PASSWORD, Harness
-from tests.web_support import csrf_token, post_form, query
+from tests.web_support import csrf_token, post_form, query, sign_up
 
 Client = AsyncTestClient[Any]
 
@@ -30,12 +30,6 @@ def r() -> Harness:
 async def client(r: Harness) -> AsyncIterator[Client]:
     async with AsyncTestClient(app=create_app(r.container)) as test_client:
         yield test_client
-
-
-async def _sign_up(client: Client, username: str = "alice") -> None:
-    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
-    answer = await post_form(client, "/signup", "/signup", data)
-    assert answer.status_code == 200, answer.text
 
 
 async def _through_discord(client: Client, r: Harness, started: object, discord_id: int) -> str:
@@ -57,7 +51,7 @@ async def test_the_route_exists_only_with_linked_roles(h: Harness) -> None:
 
 
 async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r: Harness) -> None:
-    await _sign_up(client)
+    await sign_up(client)
     r.discord_user(7301)
     # Any site can send this browser to the URL: the GET only shows what linking would do,
     # and this site's form (with a recent proof, only a button) starts the round trip.
@@ -87,7 +81,7 @@ async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r:
 
 
 async def test_linking_first_asks_for_the_password(client: Client, r: Harness) -> None:
-    await _sign_up(client, "bob")
+    await sign_up(client, "bob")
     r.discord_user(7302)
     r.clock.advance(timedelta(minutes=11))  # the sign-up's proof is no longer recent
 
@@ -130,7 +124,7 @@ async def test_signed_out_and_not_linked_is_sent_to_sign_in_first(
 
 
 async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) -> None:
-    await _sign_up(client, "carol")
+    await sign_up(client, "carol")
     r.discord_user(7304)
     asked = await client.get("/discord/linked-role")
     started = await client.post(
@@ -158,7 +152,7 @@ def _ways_on(page: str) -> list[str]:
 
 
 async def _connected(client: Client, r: Harness, username: str, discord_id: int) -> None:
-    await _sign_up(client, username)
+    await sign_up(client, username)
     r.discord_user(discord_id)
     asked = await client.get("/discord/linked-role")
     started = await client.post(

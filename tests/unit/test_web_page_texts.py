@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,22 +19,10 @@ from entrypoints.container import build_container
 from entrypoints.web import create_app
 from tests.bot_support import wait_until
 from tests.harness import PASSWORD, Harness, make_settings
-from tests.web_support import Client, csrf_token, post_form, query
+from tests.web_support import Client, csrf_token, post_form, query, sign_up
 
 _SIGN_IN_LINK = re.compile(r'href="(/signin[^"]*)"')
 _NEXT = re.compile(r'name="next" value="([^"]*)"')
-
-
-@pytest.fixture
-async def client(h: Harness) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(h.container)) as test_client:
-        yield test_client
-
-
-async def _sign_up(client: Client, username: str = "alice") -> None:
-    data = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
-    answer = await post_form(client, "/signup", "/signup", data)
-    assert answer.status_code == 200, answer.text
 
 
 async def test_a_refused_sign_up_does_not_welcome_who_then_signs_in(client: Client) -> None:
@@ -43,7 +30,7 @@ async def test_a_refused_sign_up_does_not_welcome_who_then_signs_in(client: Clie
     sign-up form led an existing account, once signed in, to "Welcome to TaskFlow! We are
     emailing you a link to confirm your address", which nobody was sending. The form asked
     for its own ``next`` again, and that had become ``/account?notice=welcome``."""
-    await _sign_up(client)
+    await sign_up(client)
     await post_form(client, "/account", "/signout", {})
 
     taken = await post_form(
@@ -69,7 +56,7 @@ async def test_a_throttled_sign_in_is_the_sign_in_form_again_with_the_way_to_a_r
     """A review: after five wrong passwords, the next try answered "Slow down… Try again in 1
     minute, or reset the password" on a page whose one link was "Go home": the login typed
     was gone, and the reset the words offer had no link."""
-    await _sign_up(client)
+    await sign_up(client)
     await post_form(client, "/account", "/signout", {})
     for _ in range(5):
         wrong = await post_form(
@@ -91,7 +78,7 @@ async def test_a_throttled_password_check_on_the_account_pages_links_to_the_rese
 ) -> None:
     """The same throttle behind a signed-in form ("Confirm it is you"): its page offered
     "reset the password" with "Go to your account" as its only link."""
-    await _sign_up(client)
+    await sign_up(client)
     h.clock.advance(timedelta(minutes=11))  # the proof of the sign-up lapsed
     for _ in range(5):
         wrong = await post_form(client, "/account/confirm", "/account/confirm", {"password": "no"})
@@ -117,8 +104,8 @@ async def test_a_refused_email_change_keeps_the_address_typed(
     account page's "Change email" answered a page whose "Try again" opened the account page
     with the form empty: the new address, typed once, was to be typed again."""
     async with AsyncTestClient(app=create_app(h.container)) as bob:
-        await _sign_up(bob, "bob")
-    await _sign_up(client)
+        await sign_up(bob, "bob")
+    await sign_up(client)
     h.clock.advance(timedelta(minutes=11))  # the form asks for the current password
     refused = await post_form(
         client, "/account", "/account/email", {"email": typed, "current_password": password}
@@ -147,7 +134,7 @@ async def test_a_round_trip_from_the_account_page_cancelled_at_discord_leads_bac
     "Start again from the sign-in page" with a "Go home" button, under a header offering
     "Sign in": the person was signed in, and the sign-in page only sends them on to their
     account page."""
-    await _sign_up(client)
+    await sign_up(client)
     page = await client.get("/account")
     started = await client.post(
         "/account/discord/link",
@@ -179,7 +166,7 @@ async def test_an_error_page_seen_signed_in_does_not_offer_to_sign_in(client: Cl
     """Every error page said "Sign in" in its header, to someone signed in too: an error page
     does not look the session up (it may be the database that failed), so it offers the
     account page to a browser that holds a session."""
-    await _sign_up(client)
+    await sign_up(client)
     for path in ("/no-such-page", "/link/not-a-ticket", "/password/reset/not-a-token"):
         answer = await client.get(path)
         assert answer.status_code == 404
@@ -255,7 +242,7 @@ async def test_a_used_emailed_link_to_confirm_a_discord_link_points_one_way() ->
 async def test_an_expired_link_is_not_titled_used_up(h: Harness, client: Client) -> None:
     """A review: every 410 was titled "This link is used up", an expired link's too, over
     "This link has expired: email confirmation links work for 24 hours"."""
-    await _sign_up(client)
+    await sign_up(client)
     await wait_until(lambda: bool(h.emails_to("alice@example.com")))
     path = "/verify-email/"
     path += h.link_token(h.emails_to("alice@example.com")[0], path)
@@ -277,7 +264,7 @@ async def test_the_email_confirmed_page_promises_discord_sign_in_only_when_it_li
     h = Harness.build(build_container(make_settings(email_linking=mode)))
     try:
         async with AsyncTestClient(app=create_app(h.container)) as client:
-            await _sign_up(client)
+            await sign_up(client)
             await wait_until(lambda: bool(h.emails_to("alice@example.com")))
             path = "/verify-email/"
             path += h.link_token(h.emails_to("alice@example.com")[0], path)
@@ -296,7 +283,7 @@ async def test_confirming_with_the_password_does_not_promise_a_password_change_w
     next 10 minutes you can change your password, email and Discord link without confirming
     again", over a "Change password" form that asks the current password all the same (a
     password is changed only by who types the current one)."""
-    await _sign_up(client)
+    await sign_up(client)
     h.clock.advance(timedelta(minutes=11))
     asked = await client.get("/account/confirm")
     assert "Changing your email or Discord link needs a recent proof" in asked.text
@@ -336,7 +323,7 @@ async def test_the_page_of_an_unexpected_error_has_a_language_a_style_and_a_way_
 async def test_every_column_of_the_sessions_table_has_a_header(client: Client) -> None:
     """A screen reader names a cell by its column's header: the column of the "Sign out"
     buttons had an empty one."""
-    await _sign_up(client)
+    await sign_up(client)
     page = (await client.get("/account")).text
     table = page.split('<table class="sessions">', 1)[1].split("</thead>", 1)[0]
     headers = re.findall(r"<th>(.*?)</th>", table)
@@ -349,7 +336,7 @@ async def test_a_refused_new_password_on_the_reset_page_keeps_its_header(
 ) -> None:
     """The reset page, opened signed in, named the account in its header; refused a weak
     password, the same page offered "Sign in" instead."""
-    await _sign_up(client)
+    await sign_up(client)
     await post_form(client, "/password/reset", "/password/reset", {"email": "alice@example.com"})
 
     def resets() -> list[EmailMessage]:
@@ -371,7 +358,7 @@ async def test_a_link_to_an_address_the_account_left_says_so_not_used(
     """A review: changing the address ends every link sent to the old one, and opened, such a
     link said "This link has already been used" to someone who never used it; the words made
     for it ("sent to an email address your account no longer uses") were never shown."""
-    await _sign_up(client)
+    await sign_up(client)
     await wait_until(lambda: bool(h.emails_to("alice@example.com")))
     path = "/verify-email/"
     path += h.link_token(h.emails_to("alice@example.com")[0], path)
@@ -423,7 +410,7 @@ async def test_a_wrong_password_on_the_discord_link_page_keeps_its_header() -> N
     h = Harness.build(build_container(make_settings(email_linking="confirm")))
     try:
         async with AsyncTestClient(app=create_app(h.container)) as client:
-            await _sign_up(client, "carol")
+            await sign_up(client, "carol")
             page = await _waiting_for_a_proof(h, client)
             assert '<a href="/account">carol</a>' in page.text
             wrong = await post_form(client, page.url.path, page.url.path, {"password": "nope"})
