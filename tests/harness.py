@@ -22,6 +22,7 @@ from domain.use_cases import AuthCompleted, AuthStarted, DeliveryReport, SignedI
 from domain.use_cases._shared import start_session
 from entrypoints.container import Container, build_container
 from entrypoints.settings import Settings
+from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
 from tests.fakes.discord_oauth import InMemoryDiscordOAuth
 from tests.fakes.guild_roles import FakeGuildRoles
@@ -162,6 +163,17 @@ class Harness:
         emails = self.emails_to(address)
         assert emails, f"no email to {address}"
         return emails[-1]
+
+    async def emailed_link(self, address: str, path: str) -> str:
+        """``path`` with the token of the newest email to ``address`` that links there, once
+        one is sent: through the web app, its own email worker sends it (a delivery of the
+        test's own could find the message claimed by the worker and not sent yet)."""
+
+        def emailed() -> list[EmailMessage]:
+            return [m for m in self.emails_to(address) if path in m.text]
+
+        await wait_until(lambda: bool(emailed()))
+        return path + self.link_token(emailed()[-1], path)
 
     @staticmethod
     def link_token(message: EmailMessage, path: str) -> str:

@@ -33,6 +33,14 @@ async def _discord_sign_in(client: Client, h: Harness, discord_id: int) -> Respo
     return await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
 
 
+async def _emailed_link(client: Client, h: Harness, page: Response) -> str:
+    """Bob asks for the emailed link on the page waiting for his proof: the link's path."""
+    await client.post(
+        "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+    )
+    return await h.emailed_link("bob@example.com", "/auth/discord/confirm-link/")
+
+
 async def test_an_unconfirmed_address_gets_no_emailed_link(h: Harness) -> None:
     await h.sign_up("mallory", "victim@example.com")
     h.discord_user(9003, username="victim_d", email="victim@example.com")
@@ -78,13 +86,7 @@ async def test_the_emailed_link_links_in_the_browser_that_signed_in(
         assert "We are emailing bob@example.com a link" in sent.text
         # The app's own email worker sends it (and bob's earlier confirmation email): a pass
         # of the test's own could find them claimed by it and not sent yet.
-        path = "/auth/discord/confirm-link/"
-
-        def emailed() -> list[EmailMessage]:
-            return [m for m in h.emails_to("bob@example.com") if path in m.text]
-
-        await wait_until(lambda: bool(emailed()))
-        path += h.link_token(emailed()[0], path)
+        path = await h.emailed_link("bob@example.com", "/auth/discord/confirm-link/")
 
         async with AsyncTestClient(app=create_app(h.container)) as elsewhere:
             shown = await elsewhere.get(path)
@@ -113,12 +115,7 @@ async def test_the_emailed_link_works_after_signing_in_with_discord_again_in_tha
     h.discord_user(9002, username="bob_d", email="bob@example.com")
     async with AsyncTestClient(app=create_app(h.container)) as client:
         page = await _discord_sign_in(client, h, 9002)
-        await client.post(
-            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
-        )
-        await h.deliver()
-        path = "/auth/discord/confirm-link/"
-        path += h.link_token(h.last_email("bob@example.com"), path)
+        path = await _emailed_link(client, h, page)
 
         again = await _discord_sign_in(client, h, 9002)
         assert again.url.path == "/auth/discord/confirm-link"
@@ -142,12 +139,7 @@ async def test_the_emailed_link_links_only_the_discord_account_it_names(h: Harne
     h.discord_user(9004, username="bob_new", email="bob@example.com")
     async with AsyncTestClient(app=create_app(h.container)) as client:
         page = await _discord_sign_in(client, h, 9002)
-        await client.post(
-            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
-        )
-        await h.deliver()
-        path = "/auth/discord/confirm-link/"
-        path += h.link_token(h.last_email("bob@example.com"), path)
+        path = await _emailed_link(client, h, page)
 
         await _discord_sign_in(client, h, 9004)
         shown = await client.get(path)

@@ -14,10 +14,8 @@ from dependency_injector import providers
 from litestar.testing import AsyncTestClient
 
 from domain.model import DiscordId
-from domain.ports import EmailMessage
 from entrypoints.container import build_container
 from entrypoints.web import create_app
-from tests.bot_support import wait_until
 from tests.harness import PASSWORD, Harness, make_settings
 from tests.web_support import Client, csrf_token, post_form, query, sign_up
 
@@ -187,6 +185,15 @@ async def _waiting_for_a_proof(h: Harness, client: Client) -> Any:
     return page
 
 
+async def _emailed_link_to_confirm(h: Harness, client: Client) -> str:
+    """Bob's Discord sign-in waits for his proof, and he asks for the emailed link: its path."""
+    page = await _waiting_for_a_proof(h, client)
+    await client.post(
+        "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
+    )
+    return await h.emailed_link("bob@example.com", "/auth/discord/confirm-link/")
+
+
 async def test_asking_twice_for_the_emailed_link_leads_back_to_the_waiting_page() -> None:
     """Pressed twice within a minute, "Email me a link instead" answers: "We emailed a link very
     recently… check your inbox", and the way on is the page that still waits (its password
@@ -214,17 +221,7 @@ async def test_a_used_emailed_link_to_confirm_a_discord_link_points_one_way() ->
     h = Harness.build(build_container(make_settings(email_linking="confirm")))
     try:
         async with AsyncTestClient(app=create_app(h.container)) as client:
-            page = await _waiting_for_a_proof(h, client)
-            await client.post(
-                "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
-            )
-            path = "/auth/discord/confirm-link/"
-
-            def emailed() -> list[EmailMessage]:
-                return [m for m in h.emails_to("bob@example.com") if path in m.text]
-
-            await wait_until(lambda: bool(emailed()))
-            path += h.link_token(emailed()[0], path)
+            path = await _emailed_link_to_confirm(h, client)
             shown = await client.get(path)
             done = await client.post(path, data={"_csrf_token": csrf_token(shown.text)})
             assert done.url.path == "/account"
@@ -243,9 +240,7 @@ async def test_an_expired_link_is_not_titled_used_up(h: Harness, client: Client)
     """A review: every 410 was titled "This link is used up", an expired link's too, over
     "This link has expired: email confirmation links work for 24 hours"."""
     await sign_up(client)
-    await wait_until(lambda: bool(h.emails_to("alice@example.com")))
-    path = "/verify-email/"
-    path += h.link_token(h.emails_to("alice@example.com")[0], path)
+    path = await h.emailed_link("alice@example.com", "/verify-email/")
     h.clock.advance(timedelta(hours=25))
     expired = await client.get(path)
     assert expired.status_code == 410
@@ -265,9 +260,7 @@ async def test_the_email_confirmed_page_promises_discord_sign_in_only_when_it_li
     try:
         async with AsyncTestClient(app=create_app(h.container)) as client:
             await sign_up(client)
-            await wait_until(lambda: bool(h.emails_to("alice@example.com")))
-            path = "/verify-email/"
-            path += h.link_token(h.emails_to("alice@example.com")[0], path)
+            path = await h.emailed_link("alice@example.com", "/verify-email/")
             confirmed = await post_form(client, path, path, {})
         assert confirmed.status_code == 200
         assert "<h1>Email confirmed</h1>" in confirmed.text
@@ -338,13 +331,7 @@ async def test_a_refused_new_password_on_the_reset_page_keeps_its_header(
     password, the same page offered "Sign in" instead."""
     await sign_up(client)
     await post_form(client, "/password/reset", "/password/reset", {"email": "alice@example.com"})
-
-    def resets() -> list[EmailMessage]:
-        return [m for m in h.emails_to("alice@example.com") if "/password/reset/" in m.text]
-
-    await wait_until(lambda: bool(resets()))
-    path = "/password/reset/"
-    path += h.link_token(resets()[0], path)
+    path = await h.emailed_link("alice@example.com", "/password/reset/")
     weak = await post_form(client, path, path, {"new_password": "password1"})
     assert weak.status_code == 400
     assert "too easy to guess" in weak.text
@@ -359,9 +346,7 @@ async def test_a_link_to_an_address_the_account_left_says_so_not_used(
     link said "This link has already been used" to someone who never used it; the words made
     for it ("sent to an email address your account no longer uses") were never shown."""
     await sign_up(client)
-    await wait_until(lambda: bool(h.emails_to("alice@example.com")))
-    path = "/verify-email/"
-    path += h.link_token(h.emails_to("alice@example.com")[0], path)
+    path = await h.emailed_link("alice@example.com", "/verify-email/")
     await post_form(client, "/account", "/account/email", {"email": "alice@example.org"})
 
     shown = await client.get(path)
@@ -378,17 +363,7 @@ async def test_the_emailed_link_of_a_discord_link_to_an_address_the_account_left
     h = Harness.build(build_container(make_settings(email_linking="confirm")))
     try:
         async with AsyncTestClient(app=create_app(h.container)) as client:
-            page = await _waiting_for_a_proof(h, client)
-            await client.post(
-                "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(page.text)}
-            )
-            path = "/auth/discord/confirm-link/"
-
-            def emailed() -> list[EmailMessage]:
-                return [m for m in h.emails_to("bob@example.com") if path in m.text]
-
-            await wait_until(lambda: bool(emailed()))
-            path += h.link_token(emailed()[0], path)
+            path = await _emailed_link_to_confirm(h, client)
             bob = (await h.all_accounts_with_email("bob@example.com"))[0]
             await h.container.change_email().execute(
                 session_token=await h.session_for(bob.id),
