@@ -30,7 +30,7 @@ from domain.use_cases.discord_roles import RETRY_DELAYS
 from entrypoints.cli import cli
 from entrypoints.container import build_container, close_resources
 from entrypoints.emulator import EmulatorState, create_emulator_app
-from entrypoints.emulator.state import TEST_GUILD_ID
+from entrypoints.emulator.state import TEST_GUILD_ID, TestUser
 from entrypoints.role_worker import RoleWorker
 from entrypoints.web import create_app
 from tests.bot_support import run_command, running_gateway_bot
@@ -307,6 +307,32 @@ class Synced:
     exit_code: int
 
 
+async def _linked_before_the_role_was_set(pg_db: SqlDatabase, users: list[TestUser]) -> None:
+    """Each user's Discord account linked to an account of its own, straight in the database
+    (no role change is queued: the role was not configured then)."""
+    async with pg_db.unit_of_work() as uow:
+        for user in users:
+            owner = account(user.username, f"{user.username}@example.com")
+            await uow.accounts.add(owner)
+            await uow.links.add(
+                Link(DiscordId.parse(user.id), owner.id, datetime.now(UTC), user.username)
+            )
+        await uow.commit()
+
+
+def _roles_sync_environment(
+    postgres: PostgresServer, state: EmulatorState, url: str
+) -> dict[str, str]:
+    """What `taskflow-link roles sync` is given: the database, the emulator's Discord, ROLE."""
+    return {
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
+        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
+        "TASKFLOW_LINK_DISCORD_LINKED_ROLES": str(ROLE),
+    }
+
+
 async def _a_refusal_to_fix_fails_the_run(
     state: EmulatorState, sync: Callable[..., Synced], member: str
 ) -> None:
@@ -331,21 +357,8 @@ async def test_roles_sync_adds_the_missing_roles(
     state, url = emulator
     members = [state.add_user(f"old{n}") for n in range(3)]
     outsider = state.add_user("gone", member=False)
-    async with pg_db.unit_of_work() as uow:  # linked before the role was configured
-        for user in (*members, outsider):
-            owner = account(user.username, f"{user.username}@example.com")
-            await uow.accounts.add(owner)
-            await uow.links.add(
-                Link(DiscordId.parse(user.id), owner.id, datetime.now(UTC), user.username)
-            )
-        await uow.commit()
-    env = {
-        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
-        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
-        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
-        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
-        "TASKFLOW_LINK_DISCORD_LINKED_ROLES": str(ROLE),
-    }
+    await _linked_before_the_role_was_set(pg_db, [*members, outsider])
+    env = _roles_sync_environment(postgres, state, url)
 
     def sync(*args: str) -> Synced:
         result = CliRunner().invoke(cli, ["roles", "sync", *args], env=env)
@@ -403,14 +416,7 @@ async def test_roles_sync_counts_what_the_services_worker_applied(
     refusal the service met did not fail the run)."""
     state, url = emulator
     members = [state.add_user(f"raced{n}") for n in range(150)]
-    async with pg_db.unit_of_work() as uow:  # linked before the role was configured
-        for user in members:
-            owner = account(user.username, f"{user.username}@example.com")
-            await uow.accounts.add(owner)
-            await uow.links.add(
-                Link(DiscordId.parse(user.id), owner.id, datetime.now(UTC), user.username)
-            )
-        await uow.commit()
+    await _linked_before_the_role_was_set(pg_db, members)
     settings = {
         "storage": "sql",
         "database_url": postgres.url,
@@ -421,13 +427,7 @@ async def test_roles_sync_counts_what_the_services_worker_applied(
     service = build_container(make_settings(**settings, discord_roles_poll_seconds=0.2))
     worker = RoleWorker(service)
     worker.start()
-    env = {
-        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
-        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
-        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": state.bot_token,
-        "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
-        "TASKFLOW_LINK_DISCORD_LINKED_ROLES": str(ROLE),
-    }
+    env = _roles_sync_environment(postgres, state, url)
     try:
         await eventually(lambda: worker.idle, "the service's worker, waiting")
         result = await asyncio.to_thread(CliRunner().invoke, cli, ["roles", "sync"], env=env)
