@@ -13,7 +13,7 @@ import contextlib
 import copy
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -517,6 +517,42 @@ async def test_network_transit_counts_in_discords_deadline() -> None:
     assert result["status"] is None
 
 
+async def _deferred_then(
+    emulator: EmulatorState,
+    webhook_call: Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]],
+) -> tuple[dict[str, Any], httpx.Response]:
+    """A service that answers /link with "thinking…" (type 5) in the HTTP response and, 50 ms
+    later, makes ``webhook_call`` (given a client and the interaction's webhook URL): what the
+    emulator's test API answered, and what the webhook call got."""
+    emulator.commands["global"] = [{"id": emulator.snowflake(), "name": "link", "type": 1}]
+    sent: list[asyncio.Task[httpx.Response]] = []
+
+    with serve(create_emulator_app(emulator)) as emulator_url:
+
+        async def call_later(token: str) -> httpx.Response:
+            await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await webhook_call(
+                    client, f"{emulator_url}/api/v10/webhooks/{APP_ID}/{token}"
+                )
+
+        @post("/interactions", status_code=200)
+        async def defer(data: JSONBody[dict[str, object]]) -> dict[str, object]:
+            sent.append(asyncio.create_task(call_later(str(data["token"]))))
+            return {"type": 5, "data": {"flags": 64}}
+
+        async with serve_here(Litestar([defer])) as service_url:
+            emulator.interactions_url = f"{service_url}/interactions"
+            async with httpx.AsyncClient(timeout=30, base_url=emulator_url) as client:
+                answer = await client.post(
+                    "/_emulator/interactions",
+                    json={"user_id": emulator.add_user("rita").id, "command": "link"},
+                )
+            [called] = await asyncio.gather(*sent)
+    result: dict[str, Any] = answer.json()
+    return result, called
+
+
 @pytest.mark.parametrize(
     ("method", "path"), [("PATCH", "/messages/@original"), ("POST", "")], ids=["edit", "follow-up"]
 )
@@ -529,36 +565,11 @@ async def test_a_reply_sent_just_after_deferring_crosses_the_same_network(
     before the deferral (404 10008 Unknown Message, or 10015 for a follow-up)."""
     emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
     emulator.transit_delay = 0.2
-    emulator.commands["global"] = [{"id": emulator.snowflake(), "name": "link", "type": 1}]
-    sent: list[asyncio.Task[httpx.Response]] = []
-
-    with serve(create_emulator_app(emulator)) as emulator_url:
-
-        async def reply_later(token: str) -> httpx.Response:
-            await asyncio.sleep(0.05)
-            async with httpx.AsyncClient(timeout=30) as client:
-                return await client.request(
-                    method,
-                    f"{emulator_url}/api/v10/webhooks/{APP_ID}/{token}{path}",
-                    json={"content": "Done"},
-                )
-
-        @post("/interactions", status_code=200)
-        async def defer(data: JSONBody[dict[str, object]]) -> dict[str, object]:
-            sent.append(asyncio.create_task(reply_later(str(data["token"]))))
-            return {"type": 5, "data": {"flags": 64}}
-
-        async with serve_here(Litestar([defer])) as service_url:
-            emulator.interactions_url = f"{service_url}/interactions"
-            async with httpx.AsyncClient(timeout=30, base_url=emulator_url) as client:
-                answer = await client.post(
-                    "/_emulator/interactions",
-                    json={"user_id": emulator.add_user("rita").id, "command": "link"},
-                )
-            [webhook_call] = await asyncio.gather(*sent)
-
+    result, webhook_call = await _deferred_then(
+        emulator,
+        lambda client, webhook: client.request(method, webhook + path, json={"content": "Done"}),
+    )
     assert webhook_call.status_code == 200, webhook_call.text
-    result = answer.json()
     assert result["errors"] == []
     assert result["reply"]["data"] == {"content": "Done", "flags": 64}
 
@@ -569,34 +580,10 @@ async def test_a_reply_the_service_deletes_is_reported_deleted_not_awaited() -> 
     deleted, and stops waiting for an edit that cannot come."""
     emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
     emulator.followup_wait = 600.0  # unnoticed, the deletion would leave the call waiting
-    emulator.commands["global"] = [{"id": emulator.snowflake(), "name": "link", "type": 1}]
-    sent: list[asyncio.Task[httpx.Response]] = []
-
-    with serve(create_emulator_app(emulator)) as emulator_url:
-
-        async def delete_later(token: str) -> httpx.Response:
-            await asyncio.sleep(0.05)
-            async with httpx.AsyncClient(timeout=30) as client:
-                return await client.delete(
-                    f"{emulator_url}/api/v10/webhooks/{APP_ID}/{token}/messages/@original"
-                )
-
-        @post("/interactions", status_code=200)
-        async def defer(data: JSONBody[dict[str, object]]) -> dict[str, object]:
-            sent.append(asyncio.create_task(delete_later(str(data["token"]))))
-            return {"type": 5, "data": {"flags": 64}}
-
-        async with serve_here(Litestar([defer])) as service_url:
-            emulator.interactions_url = f"{service_url}/interactions"
-            async with httpx.AsyncClient(timeout=30, base_url=emulator_url) as client:
-                answer = await client.post(
-                    "/_emulator/interactions",
-                    json={"user_id": emulator.add_user("rita").id, "command": "link"},
-                )
-            [deletion] = await asyncio.gather(*sent)
-
+    result, deletion = await _deferred_then(
+        emulator, lambda client, webhook: client.delete(webhook + "/messages/@original")
+    )
     assert deletion.status_code == 204, deletion.text
-    result = answer.json()
     assert (result["reply"], result["deleted"], result["errors"]) == (None, True, [])
 
 
