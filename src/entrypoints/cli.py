@@ -119,8 +119,16 @@ def _failure(exc: BaseException) -> str:
     return words.splitlines()[0] if words else type(cause).__name__
 
 
+def _revision_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A revision named: an empty one (`db upgrade "$REVISION"` with the variable unset)
+    reached Alembic, whose assertion came out as a traceback."""
+    if not value.strip():
+        raise click.BadParameter("give a revision (such as head, base or 0016), not an empty one")
+    return value
+
+
 @db.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", default="head", callback=_revision_argument)
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     current = _migrate("upgrade", revision)
@@ -128,7 +136,7 @@ def db_upgrade(revision: str) -> None:
 
 
 @db.command("downgrade")
-@click.argument("revision")
+@click.argument("revision", callback=_revision_argument)
 @click.option(
     "--yes",
     is_flag=True,

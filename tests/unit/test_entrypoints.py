@@ -884,6 +884,37 @@ def test_bad_input_on_the_command_line_is_a_message_not_a_traceback(
     assert said in error.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["db", "upgrade", ""], ["db", "downgrade", "", "--yes"], ["db", "upgrade", "  "]],
+    ids=["upgrade", "downgrade", "upgrade-blank"],
+)
+def test_an_empty_revision_is_a_usage_error_not_a_traceback(
+    sqlite_database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """`db upgrade "$REVISION"` with the variable unset: Alembic's assertion came out as a
+    traceback (exit 1), the database left as it was."""
+    from adapters.sql import revisions
+    from entrypoints.cli import main
+
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    last = error.strip().splitlines()[-1]
+    assert last.startswith("Error: Invalid value for ")
+    assert "REVISION" in last
+    assert "give a revision" in last
+    current = CliRunner().invoke(cli, ["db", "current"]).output.strip()
+    assert current == revisions.head_revision()
+
+
 @pytest.mark.parametrize("since", ["0001-01-01", "9999-12-31T23:59:59Z", "5200w"])
 def test_audit_takes_the_earliest_and_latest_times_there_are(
     sqlite_database: Path, since: str
