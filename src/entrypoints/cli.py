@@ -24,6 +24,7 @@ from domain.errors import DomainError, StorageNotReady
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.heap import settle_start_up_objects
+from entrypoints.listening import url_host
 from entrypoints.settings import (
     MAX_SHARD_COUNT,
     SettingsError,
@@ -607,12 +608,15 @@ def serve(host: str, port: int, workers: int) -> None:
         container = build_container(settings)
         _check_shareable(settings, container.storage().shared_between_processes)
         container.discord_oauth()
+    # Said before the app starts: uvicorn found a port in use only after the app's start-up,
+    # logged it amid the start-up and shutdown lines, and exited with its own status 3.
+    _require_listening(host, port)
     app: Any = "entrypoints.asgi:make_app" if workers > 1 else make_app()
     click.echo(
-        f"taskflow-link on http://{host}:{port} (public URL {settings.public_url})"
+        f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")
     )
-    with _metrics_shared_by(workers, settings):
+    with _metrics_shared_by(workers, settings), _started_or_said():
         uvicorn.run(
             app,
             factory=workers > 1,
@@ -627,6 +631,33 @@ def serve(host: str, port: int, workers: int) -> None:
             server_header=False,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
         )
+
+
+def _require_listening(host: str, port: int) -> None:
+    from entrypoints.listening import listen_problem  # noqa: PLC0415
+
+    problem = listen_problem(host, port)
+    if problem == "in use":
+        raise click.ClickException(
+            f"Port {port} on {host} is in use (another process listens there): stop it, or "
+            "choose another port with --port."
+        )
+    if problem:
+        raise click.ClickException(f"Cannot listen on {host} port {port}: {problem}.")
+
+
+@contextlib.contextmanager
+def _started_or_said() -> Iterator[None]:
+    """uvicorn ends a server that could not start (its port taken meanwhile, the app's
+    start-up failed) with ``sys.exit(3)``: the command's own status, 1, and a sentence."""
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        raise click.ClickException(
+            "The web app could not start (see the messages above)."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -683,7 +714,8 @@ def _check_shareable(settings: Any, shared_storage: bool) -> None:
 )
 def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
     """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it."""
-    from entrypoints.demo import DemoUrls, listen_problem, run_demo  # noqa: PLC0415
+    from entrypoints.demo import DemoUrls, run_demo  # noqa: PLC0415
+    from entrypoints.listening import listen_problem  # noqa: PLC0415
 
     if port == emulator_port:
         raise click.BadParameter("must differ from --port", param_hint="--emulator-port")
@@ -780,7 +812,6 @@ def emulator(  # noqa: PLR0917 - click passes each option
         LINKED_ROLE_ID,
         LINKED_ROLE_NAME,
         linked_role_setting,
-        url_host,
     )
     from entrypoints.emulator import EmulatorState, create_emulator_app  # noqa: PLC0415
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import secrets
 import signal
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from adapters.sql import migrate
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
+from entrypoints.listening import url_host
 from entrypoints.settings import load_settings
 from entrypoints.web import create_app
 
@@ -51,27 +50,6 @@ def _server(app: Any, host: str, port: int) -> _Server:
             timeout_graceful_shutdown=5,  # an open connection cannot hold the demo up
         )
     )
-
-
-def listen_problem(host: str, port: int) -> str | None:
-    """Why a server cannot listen on ``host`` and ``port`` (``None``: it can), as uvicorn
-    binds it: an IPv6 address (``::1``) with an IPv6 socket. ``"in use"`` when another
-    process has the port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "in use"
-            return exc.strerror or str(exc)
-    return None
-
-
-def url_host(host: str) -> str:
-    """The host as a URL writes it: an IPv6 address in brackets."""
-    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True)

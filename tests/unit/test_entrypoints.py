@@ -27,6 +27,7 @@ from entrypoints.settings import (
     without_password,
 )
 from tests.harness import TEST_SECRET_KEY, make_settings
+from tests.servers import free_port
 
 
 def _by_hand(database: Path, *statements: str) -> None:
@@ -731,12 +732,13 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
-    done = CliRunner().invoke(cli, ["serve", "--port", "8123"])
+    port = free_port()
+    done = CliRunner().invoke(cli, ["serve", "--port", str(port)])
     assert done.exit_code == 0, done.output
     assert ran.get("ws", "auto") == "auto"
     assert ran["proxy_headers"] is False
     assert ran["access_log"] is False
-    assert ran["port"] == 8123
+    assert ran["port"] == port
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])  # noqa: S104 - the point
@@ -757,8 +759,72 @@ def test_serve_does_not_let_other_machines_reach_the_outbox_page(
     assert refused.exit_code == 2
     assert f"--host {host} would let other machines reach the outbox page" in refused.output
     assert ran == []
-    assert CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1"]).exit_code == 0
+    listening = ["serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    assert CliRunner().invoke(cli, listening).exit_code == 0
     assert len(ran) == 1
+
+
+def _serve_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entrypoints.asgi, "settle_start_up_objects", lambda: None)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
+
+
+def test_serve_on_a_port_in_use_says_so_before_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn found the port taken only after the app had started (its workers reaching for
+    the database), logged it between start-up and shutdown lines, and exited with status 3."""
+    import socket
+
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(app))
+    _serve_settings(monkeypatch)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        refused = CliRunner().invoke(cli, ["serve", "--port", str(port)])
+    assert refused.exit_code == 1, refused.output
+    assert f"Error: Port {port} on 127.0.0.1 is in use" in refused.output
+    assert "--port" in refused.output
+    assert "taskflow-link on" not in refused.output  # said before anything started
+    assert ran == []
+
+
+def test_serve_that_uvicorn_could_not_start_exits_1_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The port taken between the check and uvicorn's bind, or the app's start-up failing:
+    uvicorn's ``sys.exit(3)`` was the command's status, outside the 0, 1, 2 it documents."""
+
+    def cannot_start(app: object, **options: object) -> None:
+        sys.exit(3)
+
+    monkeypatch.setattr(uvicorn, "run", cannot_start)
+    _serve_settings(monkeypatch)
+    failed = CliRunner().invoke(cli, ["serve", "--port", str(free_port())])
+    assert failed.exit_code == 1, failed.output
+    assert "Error: The web app could not start (see the messages above)." in failed.output
+
+
+def test_serve_names_an_ipv6_address_as_a_url_writes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It printed ``http://::1:8000``, which is no URL."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
+    _serve_settings(monkeypatch)
+    done = CliRunner().invoke(cli, ["serve", "--host", "::1", "--port", str(port)])
+    assert done.exit_code == 0, done.output
+    assert f"taskflow-link on http://[::1]:{port} (public URL" in done.output
 
 
 def test_config_shows_where_calls_out_go_without_the_proxys_password(
@@ -1337,7 +1403,7 @@ def test_the_demo_listens_on_an_ipv6_loopback_address_as_uvicorn_binds_it() -> N
     need the address in brackets."""
     import socket
 
-    from entrypoints.demo import listen_problem, url_host
+    from entrypoints.listening import listen_problem, url_host
 
     assert url_host("::1") == "[::1]"
     assert url_host("127.0.0.1") == "127.0.0.1"
