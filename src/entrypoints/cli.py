@@ -497,11 +497,20 @@ def roles_sync(every: bool, wait: float) -> None:
 
 def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
     """Build the container, run one use case, and release the database afterwards. On SQL
-    storage, a database without this version's schema stops it first, saying so."""
+    storage, a database without this version's schema stops it first, saying so. Storage
+    that no other process sees (memory) is refused: the command would read an empty store
+    of its own and lose what it wrote when it exits, as an API key it printed to keep."""
     from entrypoints.container import close_resources  # noqa: PLC0415
 
     container = _container_for_command()
     settings = container.settings()
+    if not container.storage().shared_between_processes:
+        raise click.ClickException(
+            "This command would work on storage of its own, which no other process sees and "
+            "which is gone when it exits (TASKFLOW_LINK_STORAGE=memory, or an in-memory SQLite "
+            "database): run it with the service's settings, TASKFLOW_LINK_STORAGE=sql and its "
+            "TASKFLOW_LINK_DATABASE_URL."
+        )
     if settings.storage == "sql":
         _require_database_file(settings.database_url)
 

@@ -952,6 +952,42 @@ def test_bad_input_on_the_command_line_is_a_message_not_a_traceback(
 
 @pytest.mark.parametrize(
     "argv",
+    [
+        ["api-key", "create", "crm"],
+        ["api-key", "list"],
+        ["api-key", "revoke", "crm"],
+        ["audit"],
+        ["purge-expired"],
+        ["webhooks", "retry"],
+        ["email", "retry"],
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize(
+    "storage",
+    [{"TASKFLOW_LINK_STORAGE": "memory"}, {"TASKFLOW_LINK_DATABASE_URL": "sqlite+aiosqlite://"}],
+    ids=["memory", "in-memory-sqlite"],
+)
+def test_a_command_on_storage_no_other_process_sees_refuses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, storage: dict[str, str], argv: list[str]
+) -> None:
+    """`api-key create` printed a key "shown once; store it now" that was kept in the
+    command's own memory, gone when it exited: no service would ever take it. The others
+    read an empty store, or changed one, and said so as if they had done their work."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    for name, value in storage.items():
+        monkeypatch.setenv(name, value)
+    refused = CliRunner().invoke(cli, argv)
+    assert refused.exit_code == 1, refused.output
+    assert "storage of its own" in refused.output
+    assert "TASKFLOW_LINK_STORAGE=sql" in refused.output
+    assert "tfl_" not in refused.output  # no key to keep
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
     [["db", "upgrade", ""], ["db", "downgrade", "", "--yes"], ["db", "upgrade", "  "]],
     ids=["upgrade", "downgrade", "upgrade-blank"],
 )

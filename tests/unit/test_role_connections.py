@@ -10,6 +10,7 @@ import json
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,13 +116,22 @@ def test_config_hides_the_key() -> None:
     assert KEY_A not in repr(settings)
 
 
-def test_config_prints_the_key_hidden_and_the_commands_refuse_without_the_setting(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _commands_on_a_database_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """The commands' settings from the environment, on a migrated SQLite file of this test
+    (they refuse memory storage: what they did there would be gone when they exit)."""
+    monkeypatch.chdir(tmp_path)  # away from a .env of the repository
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
-    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
-    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", f"{KEY_B},{KEY_A}")
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'tl.db'}")
     runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    return runner
+
+
+def test_config_prints_the_key_hidden_and_the_commands_refuse_without_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    runner = _commands_on_a_database_file(monkeypatch, tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", f"{KEY_B},{KEY_A}")
     shown = runner.invoke(cli, ["config"])
     assert "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY = (set)" in shown.output
     assert KEY_A not in shown.output
@@ -938,14 +948,12 @@ async def test_forgetting_keeps_tokens_no_key_opens_unless_told_to_drop_them(
 
 
 def test_the_forget_command_needs_linked_roles_off_and_asks_first(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
-    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    runner = _commands_on_a_database_file(monkeypatch, tmp_path)
     monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", KEY_A)
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "app-secret")
-    runner = CliRunner()
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS", "true")
     refused = runner.invoke(cli, ["role-connections", "forget", "--yes"])
     assert refused.exit_code == 1
