@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
+
+from adapters.sql import migrate
+from tests.harness import TEST_SECRET_KEY
+from tests.servers import free_port
 
 RUNS = [
     pytest.param([sys.executable, "-c", "from entrypoints.cli import main; main()"], id="main"),
@@ -42,3 +49,119 @@ def test_every_way_in_lists_the_commands(tmp_path: Path, command: list[str]) -> 
     assert done.returncode == 0, done
     assert "serve" in done.stdout
     assert "db" in done.stdout
+
+
+def _env(**settings: str) -> dict[str, str]:
+    """A shell's environment: the settings given, nothing of this test process's (but where
+    Python finds the code under test)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+    }
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env | settings
+
+
+def _run(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "entrypoints", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,  # a deadline only
+        check=False,
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done
+    return done
+
+
+def test_an_operator_on_postgres_before_and_after_db_upgrade(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    """Every answer a sentence with the exit status the README gives (0 done, 1 refused,
+    2 usage), the database's password never shown, an API key only once, at its creation."""
+    password = make_url(empty_pg_url).password
+    env = _env(TASKFLOW_LINK_DATABASE_URL=empty_pg_url)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        done = _run(tmp_path, env, *argv)
+        assert not password or password not in done.stdout + done.stderr, done
+        return done
+
+    for argv in (["audit"], ["api-key", "list"], ["purge-expired"], ["webhooks", "status"]):
+        refused = run(*argv)
+        assert refused.returncode == 1, refused
+        assert "has no tables yet: run `taskflow-link db upgrade` first" in refused.stderr
+    assert run("db", "current").stdout == "base (empty)\n"
+    assert run("db", "upgrade", "").returncode == 2
+    assert run("db", "current").stdout == "base (empty)\n"
+
+    head = migrate.head_revision()
+    upgraded = run("db", "upgrade")
+    assert (upgraded.returncode, upgraded.stdout) == (0, f"Database at revision {head}.\n")
+    assert run("db", "current").stdout == f"{head}\n"
+
+    created = run("api-key", "create", "crm", "--scope", "links:write", "--expires-in", "30")
+    assert created.returncode == 0, created
+    key = created.stdout.splitlines()[-1]
+    assert key.startswith("tfl_")
+    assert "API key 'crm': links:write; expires " in created.stdout
+    listed = run("api-key", "list")
+    assert "links:write" in listed.stdout
+    assert "active" in listed.stdout
+    audited = run("audit")
+    assert "api_key_created" in audited.stdout
+    for shown in (listed, audited):
+        assert key not in shown.stdout + shown.stderr
+        assert key[:12] not in shown.stdout + shown.stderr
+    assert run("api-key", "revoke", "crm").stdout == "API key 'crm' revoked.\n"
+    again = run("api-key", "revoke", "crm")
+    assert (again.returncode, again.stderr) == (1, "Error: No active API key is named 'crm'.\n")
+
+    kept = run("db", "downgrade", "base")
+    assert kept.returncode == 1
+    assert "--yes" in kept.stderr
+    assert run("db", "current").stdout == f"{head}\n"
+    emptied = run("db", "downgrade", "base", "--yes")
+    assert (emptied.returncode, emptied.stdout) == (0, "Database at revision base (empty).\n")
+    assert run("db", "current").stdout == "base (empty)\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["db", "current"], ["db", "upgrade"], ["audit"], ["api-key", "create", "crm"]],
+    ids=" ".join,
+)
+def test_a_database_url_that_points_at_nothing_is_said_without_its_password(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    url = f"postgresql+asyncpg://taskflow:n0-such-pw@127.0.0.1:{free_port()}/taskflow"
+    done = _run(tmp_path, _env(TASKFLOW_LINK_DATABASE_URL=url), *argv)
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(
+        "Error: Cannot use the database at postgresql+asyncpg://taskflow:***@127.0.0.1:"
+    )
+    assert "n0-such-pw" not in done.stdout + done.stderr
+
+    not_a_url = _run(tmp_path, _env(TASKFLOW_LINK_DATABASE_URL="nothing"), *argv)
+    assert not_a_url.returncode == 2, not_a_url
+    assert "TASKFLOW_LINK_DATABASE_URL: must start with postgresql+asyncpg://" in not_a_url.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
+    """uvicorn's status 3, after the app's start-up and shutdown logs, was what came out."""
+    env = _env(
+        TASKFLOW_LINK_STORAGE="memory",
+        TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
+        TASKFLOW_LINK_DISCORD_CLIENT_SECRET="not-used-here",
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = _run(tmp_path, env, "serve", "--port", str(port))
+    assert done.returncode == 1, done
+    assert f"Error: Port {port} on 127.0.0.1 is in use" in done.stderr
+    assert "Uvicorn running" not in done.stderr
