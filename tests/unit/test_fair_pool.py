@@ -4,12 +4,14 @@ pool calls it from SQLAlchemy's greenlet, as ``greenlet_spawn`` does here."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from sqlalchemy.util.concurrency import greenlet_spawn
 from sqlalchemy.util.queue import Empty, Full
 
-from adapters.sql.fair_pool import FairQueue
+from adapters.sql import SqlDatabase
+from adapters.sql.fair_pool import FairAsyncAdaptedQueuePool, FairQueue
 
 
 async def _settle() -> None:
@@ -113,3 +115,17 @@ async def test_last_in_first_out_when_the_pool_asks_for_it() -> None:
     for item in "abc":
         queue.put_nowait(item)
     assert [queue.get_nowait() for _ in range(3)] == ["c", "b", "a"]
+
+
+async def test_the_pool_logs_as_sqlalchemys_pools_do_quiet_below_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its records were named after this module, outside SQLAlchemy's ``sqlalchemy`` logger
+    (which logs warnings only, unless ``echo_pool``), so every `serve` and `bot` on Postgres
+    logged at its shutdown "Pool disposed. Pool size: 10 ... Current Overflow: -10" and
+    "Pool recreating" at INFO, in the operator's terminal. (Disposing connects to nothing.)"""
+    database = SqlDatabase("postgresql+asyncpg://taskflow@127.0.0.1:1/taskflow")
+    assert isinstance(database.engine.pool, FairAsyncAdaptedQueuePool)
+    with caplog.at_level(logging.INFO):
+        await database.dispose()
+    assert [r.getMessage() for r in caplog.records if "Pool" in r.getMessage()] == []

@@ -101,3 +101,6 @@ class FairAsyncAdaptedQueuePool(AsyncAdaptedQueuePool):
     """``AsyncAdaptedQueuePool`` on a ``FairQueue``."""
 
     _queue_class: type[QueueCommon[ConnectionPoolEntry]] = FairQueue
+    # Its logger among SQLAlchemy's pools' (warnings only, unless echo_pool): named after
+    # this module, it logged "Pool disposed ... Pool recreating" at every shutdown.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.FairAsyncAdaptedQueuePool"
