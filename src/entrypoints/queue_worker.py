@@ -126,8 +126,12 @@ class QueueWorker(ABC):
                 continue  # there may be more than one batch
             self._waiting = True
             try:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the wake-up
+                # when the task is cancelled in the turn it arrives, losing the cancellation,
+                # and stop() then waited for a worker that went on polling.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.idle_seconds())
+                    async with asyncio.timeout(self.idle_seconds()):
+                        await self._wake.wait()
             finally:
                 self._waiting = False
             if (rest := began + self._min_gap - loop.time()) > 0:

@@ -447,6 +447,39 @@ async def test_a_stream_of_wake_ups_makes_one_pass_per_gap() -> None:
         await eager.stop()
 
 
+async def test_a_worker_woken_as_it_is_stopped_stops() -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns the awaited result when its task is
+    cancelled in the loop turn the result arrives, and the cancellation is lost: a worker
+    woken (its queue listener connecting, a commit) as `serve` shut down went on polling, and
+    the shutdown waited for it for good, deaf to Ctrl-C and SIGTERM (seen with `serve` on a
+    port in use, which starts the app and stops it at once)."""
+    import logging
+
+    from adapters.queue_listener import BellListener, QueueBell
+    from entrypoints.queue_worker import QueueWorker
+
+    class Idle(QueueWorker):
+        name = "idle"
+
+        async def pass_once(self) -> bool:
+            return False
+
+        def listener(self) -> BellListener:
+            return BellListener(QueueBell(), "nothing rings it")
+
+    worker = Idle(poll_seconds=3600, log=logging.getLogger("test"), min_gap_seconds=0)
+    worker.start()
+    for _ in range(10_000):  # a bound, not a deadline: each turn is one of the loop's
+        if worker.idle:
+            break
+        await asyncio.sleep(0)
+    assert worker.idle
+    worker.wake()  # its wait ends in the next turn, as the stop cancels it
+    stopping = asyncio.ensure_future(worker.stop())
+    done, _ = await asyncio.wait([stopping], timeout=30)  # a deadline only: it hung for good
+    assert stopping in done
+
+
 async def test_only_a_commit_that_queued_work_wakes_the_workers(
     hx: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

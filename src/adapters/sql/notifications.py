@@ -112,8 +112,11 @@ class PostgresQueueListener:
                 now_listening()
                 wake()  # for what was queued while nobody listened
                 while not lost.is_set():
+                    # Not wait_for, which in Python 3.11 loses a cancellation that comes in the
+                    # turn the connection is lost: the listener then went on reconnecting.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self._check_seconds)
+                        async with asyncio.timeout(self._check_seconds):
+                            await lost.wait()
                         break
                     await driver.execute("SELECT 1", timeout=self._connect_timeout)
             finally:
