@@ -710,12 +710,20 @@ def _another_site(target: str) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def _sign_in_budget_left(app: str, headers: dict[str, str] | None = None) -> tuple[int, int]:
-    """What is left of this machine's sign-in budget, and the seconds until it is whole
-    again, as a Discord sign-in start says (spending one)."""
-    answer = httpx.get(f"{app}/auth/discord/login", headers=headers)
-    assert answer.status_code == 302, answer.text
-    return int(answer.headers["ratelimit-remaining"]), int(answer.headers["ratelimit-reset"])
+_FROM_OTHER_SITES = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+
+
+def _sign_in_budgets_left(app: str) -> tuple[int, int, float]:
+    """What is left of this machine's two sign-in budgets (this site's, and the one that
+    pages opened from other sites spend), as a Discord sign-in start says (spending one of
+    each), and when the sooner of their windows ends (a clock time)."""
+    left, ends = [], []
+    for headers in (None, _FROM_OTHER_SITES):
+        answer = httpx.get(f"{app}/auth/discord/login", headers=headers)
+        assert answer.status_code == 302, answer.text
+        left.append(int(answer.headers["ratelimit-remaining"]))
+        ends.append(time.time() + int(answer.headers["ratelimit-reset"]))
+    return left[0], left[1], min(ends)
 
 
 async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
@@ -726,23 +734,29 @@ async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
     cut it off: up to 17 sign-in starts counted, and its visitor's whole network could not
     sign in for a minute. Chromium sends each re-point with the click's
     ``Sec-Fetch-User: ?1`` (seen here), so nothing tells them from a link followed: what
-    other sites' pages open now spends a budget of its own, and this site's is untouched."""
-    left, reset = _sign_in_budget_left(demo.app)
-    if reset < 30:  # the window turns during the test: wait for the next one
-        await asyncio.sleep(reset + 1)
-        left, reset = _sign_in_budget_left(demo.app)
-    context = await _context(chromium, problems)
-    with _another_site(f"{demo.app}/auth/discord/login?next=/account%3F") as site:
-        page = await context.new_page()
-        await page.goto(site)
-        async with context.expect_page() as opened:
-            await page.click("#go")
-        window = await opened.value
-        await expect(page.locator("#done")).to_have_text("done")
-    # Discord's consent screen, after the last re-point that got through.
-    await expect(window.locator("h1")).to_contain_text("wants to access your Discord account")
-    await context.close()
-    assert _sign_in_budget_left(demo.app)[0] == left - 1  # this probe's own, nothing else
-    from_other_sites = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+    other sites' pages open now spends a budget of its own, and this site's is untouched.
+
+    The budgets are apart, and earlier tests spent them unevenly, so each is compared with
+    itself only; an attempt during which a budget's window turned (a busy machine) proves
+    nothing and is made again."""
+    for _attempt in range(3):
+        left, others_left, window_ends = _sign_in_budgets_left(demo.app)
+        context = await _context(chromium, problems)
+        with _another_site(f"{demo.app}/auth/discord/login?next=/account%3F") as site:
+            page = await context.new_page()
+            await page.goto(site)
+            async with context.expect_page() as opened:
+                await page.click("#go")
+            window = await opened.value
+            await expect(page.locator("#done")).to_have_text("done")
+        # Discord's consent screen, after the last re-point that got through.
+        await expect(window.locator("h1")).to_contain_text("wants to access your Discord account")
+        await context.close()
+        left_after, others_left_after, _ = _sign_in_budgets_left(demo.app)
+        if time.time() < window_ends - 1:
+            break
+    else:
+        pytest.fail("every attempt outlasted a sign-in budget's window")
+    assert left_after == left - 1  # this probe's own, nothing else
     # The click's own start at least, and this probe, in the other sites' budget.
-    assert _sign_in_budget_left(demo.app, from_other_sites)[0] <= left - 2
+    assert others_left_after <= others_left - 2
