@@ -4,10 +4,14 @@ settings, reading and pruning the audit trail, and what the operations commands 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 import pytest
@@ -84,6 +88,68 @@ def test_during_a_rotation_both_secrets_verify() -> None:
     assert Webhook(OLD).verify(BODY, signed)  # a receiver not yet updated
     with pytest.raises(WebhookVerificationError):
         Webhook(STRANGER).verify(BODY, signed)
+
+
+def _readme_receiver() -> Callable[[bytes, dict[str, str]], int]:
+    """The README's receiver example ("Verifying in a receiver"), run as written, with this
+    file's secret and a memory of the ids it has seen."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    opening = readme.index("```python\n", readme.index("**Verifying in a receiver**"))
+    code = readme[opening + len("```python\n") : readme.index("```\n", opening + 10)]
+    seen: set[str] = set()
+
+    def already_seen(message_id: str) -> bool:
+        known = message_id in seen
+        seen.add(message_id)
+        return known
+
+    names: dict[str, object] = {"already_seen": already_seen, "handle": lambda *_: None}
+    exec(code.replace('"whsec_…"', repr(NEW)), names)  # noqa: S102 - the README's own code
+    receive = names["receive"]
+    assert callable(receive)
+    return receive
+
+
+def test_the_readme_by_hand_signature_is_ours_as_bytes_and_takes_an_unpadded_secret() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("`", readme.index("or by hand: `")) + 1
+    expression = readme[start : readme.index("`", start)].replace("\n", " ")
+    now = math.floor(datetime.now(UTC).timestamp())
+    sent = headers([decode_secret(NEW)], now)["webhook-signature"]
+    modules = {"base64": base64, "hmac": hmac, "hashlib": hashlib}
+    for written in (NEW, NEW.rstrip("=")):  # both are accepted in the settings
+        given = {"secret": written, "id": "msg_0123abcd", "timestamp": now, "raw_body": BODY}
+        expected = eval(expression, modules, given)  # noqa: S307 - the README's own code
+        assert isinstance(expected, bytes)
+        assert hmac.compare_digest(expected, sent.encode())
+        assert not hmac.compare_digest(expected, "v1,\u00e9".encode())
+
+
+@pytest.mark.parametrize(
+    ("change", "body"),
+    [
+        ({"webhook-signature": "v1"}, BODY),  # no comma
+        ({"webhook-signature": "v1,a,b"}, BODY),  # two commas
+        ({"webhook-signature": "v1,A"}, BODY),  # base64 that is no length base64 has
+        ({"webhook-signature": "v1,AAAA"}, b"\xff" + BODY),  # a body that is not UTF-8
+        ({"webhook-signature": "v1,AAAA"}, BODY),  # a signature that does not match
+        ({"webhook-timestamp": "1795428943"}, BODY),  # long ago (or far ahead)
+        ({"webhook-id": ""}, BODY),  # a header missing
+    ],
+    ids=["no-comma", "two-commas", "base64-length", "not-utf8", "forged", "old", "missing"],
+)
+def test_the_readme_receiver_refuses_a_forged_request_with_401_never_an_exception(
+    change: dict[str, str], body: bytes
+) -> None:
+    """Anyone can post to a receiver: what the official library raises for a malformed
+    header or body besides ``WebhookVerificationError`` (a ``ValueError``) must be a 401
+    too, not a 500 with a traceback in the receiver's log at every forged request."""
+    receive = _readme_receiver()
+    now = math.floor(datetime.now(UTC).timestamp())  # the library checks it against its clock
+    signed = headers([decode_secret(NEW)], now)
+    assert receive(BODY, signed) == 204
+    assert receive(BODY, signed) == 204  # a retry: processed once
+    assert receive(body, {**signed, **change}) == 401
 
 
 @pytest.mark.parametrize(
