@@ -10,6 +10,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,24 +91,36 @@ def test_during_a_rotation_both_secrets_verify() -> None:
         Webhook(STRANGER).verify(BODY, signed)
 
 
-def _readme_receiver() -> Callable[[bytes, dict[str, str]], int]:
-    """The README's receiver example ("Verifying in a receiver"), run as written, with this
-    file's secret and a memory of the ids it has seen."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    opening = readme.index("```python\n", readme.index("**Verifying in a receiver**"))
-    code = readme[opening + len("```python\n") : readme.index("```\n", opening + 10)]
-    seen: set[str] = set()
+@dataclass
+class ReadmeReceiver:
+    """The README's receiver example ("Verifying in a receiver"), run as written with this
+    file's secret; its ``handle`` fails the first ``failures`` times (the receiver's database
+    down, say), and records what it handled and the ids done with it."""
 
-    def already_seen(message_id: str) -> bool:
-        known = message_id in seen
-        seen.add(message_id)
-        return known
+    failures: int = 0
+    handled: list[tuple[object, ...]] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
 
-    names: dict[str, object] = {"already_seen": already_seen, "handle": lambda *_: None}
-    exec(code.replace('"whsec_…"', repr(NEW)), names)  # noqa: S102 - the README's own code
-    receive = names["receive"]
-    assert callable(receive)
-    return receive
+    def __post_init__(self) -> None:
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+        opening = readme.index("```python\n", readme.index("**Verifying in a receiver**"))
+        code = readme[opening + len("```python\n") : readme.index("```\n", opening + 10)]
+        names: dict[str, object] = {
+            "processed": self.done.__contains__,
+            "handle": self._handle,
+        }
+        exec(code.replace('"whsec_…"', repr(NEW)), names)  # noqa: S102 - the README's own code
+        receive = names["receive"]
+        assert callable(receive)
+        self.receive: Callable[[bytes, dict[str, str]], int] = receive
+
+    def _handle(self, *args: object) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the receiver's database is down")  # its framework: a 500
+        self.handled.append(args)
+        if len(args) == 3:  # message_id, type, data: recorded with its effect
+            self.done.add(str(args[0]))
 
 
 def test_the_readme_by_hand_signature_is_ours_as_bytes_and_takes_an_unpadded_secret() -> None:
@@ -123,6 +136,20 @@ def test_the_readme_by_hand_signature_is_ours_as_bytes_and_takes_an_unpadded_sec
         assert isinstance(expected, bytes)
         assert hmac.compare_digest(expected, sent.encode())
         assert not hmac.compare_digest(expected, "v1,\u00e9".encode())
+
+
+def test_the_readme_receiver_handles_an_event_whose_handling_failed_when_it_comes_again() -> None:
+    """An event is done once it is handled, not once it arrived: a receiver that marks the
+    id first answers 204 to the retry of an event its handler failed on (a 500), and the
+    event is lost."""
+    receiver = ReadmeReceiver(failures=1)
+    signed = headers([decode_secret(NEW)], math.floor(datetime.now(UTC).timestamp()))
+    with pytest.raises(RuntimeError):
+        receiver.receive(BODY, signed)
+    assert receiver.handled == []
+    assert receiver.receive(BODY, signed) == 204  # the retry, under the same id
+    assert receiver.receive(BODY, signed) == 204  # and one more: handled once
+    assert len(receiver.handled) == 1
 
 
 @pytest.mark.parametrize(
@@ -144,7 +171,7 @@ def test_the_readme_receiver_refuses_a_forged_request_with_401_never_an_exceptio
     """Anyone can post to a receiver: what the official library raises for a malformed
     header or body besides ``WebhookVerificationError`` (a ``ValueError``) must be a 401
     too, not a 500 with a traceback in the receiver's log at every forged request."""
-    receive = _readme_receiver()
+    receive = ReadmeReceiver().receive
     now = math.floor(datetime.now(UTC).timestamp())  # the library checks it against its clock
     signed = headers([decode_secret(NEW)], now)
     assert receive(BODY, signed) == 204
