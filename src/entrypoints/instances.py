@@ -4,7 +4,10 @@
   replayed to another instance than the one that saw it is accepted);
 - copies of the gateway bot that receive the same interactions (unsharded, or running a shard
   in common), their claims on them (each would run every command: a ``/link`` button shown is
-  then spent by the other copy's later ticket).
+  then spent by the other copy's later ticket);
+- processes of either kind, their webhook URLs: each queues a change's events for the URLs of
+  its own settings, so a link or unlink made through one never reaches a URL only the other
+  names (a receiver that missed a ``link.deleted`` keeps the member linked).
 They share through Redis, and keep apart with none beside another (with Redis or without), or
 two different Redises (or key prefixes). The database is what they share for certain, so each
 announces itself there (``adapters.sql.instances``) and looks at the others.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -28,6 +32,7 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from domain import errors
+from domain.webhooks import WebhookEndpoint
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -55,6 +60,13 @@ _WHAT = {
         'ticket ("already used").',
     ),
 }
+
+
+def webhook_fingerprint(endpoints: Sequence[WebhookEndpoint]) -> str:
+    """What a process announces of the webhook URLs it queues events for: a digest of their
+    digests (``WebhookEndpoint.key``, the names the outbox already stores), in any order."""
+    keys = "\n".join(sorted({e.key for e in endpoints}))
+    return hashlib.sha256(keys.encode()).hexdigest()
 
 
 def gateway_kind(shards: ShardPlan | None) -> str:
@@ -139,6 +151,7 @@ def instance_watch(container: Container, kind: str) -> InstanceWatch | None:
         container.shared_state(),
         settings.instance_check_seconds,
         leave_within=settings.shutdown_timeout_seconds,
+        webhooks=webhook_fingerprint(container.webhook_outbox().endpoints),
     )
 
 
@@ -153,13 +166,18 @@ class InstanceWatch:
         interval: float,
         *,
         leave_within: float = 10.0,
+        webhooks: str | None = None,
     ) -> None:
         """``leave_within``: how long ``stop`` gives the database to delete this row (the
-        shutdown's budget: a database that hangs must not hold the process)."""
+        shutdown's budget: a database that hangs must not hold the process); ``webhooks``:
+        this process's ``webhook_fingerprint``."""
         self._roster, self._shared, self._interval = roster, shared, interval
         self._leave_within = leave_within
+        self._webhooks = webhooks
         self._suspects: dict[str, datetime] = {}  # id: when it was last seen, at the last look
         self._named: set[str] = set()
+        self._webhook_suspects: dict[str, datetime] = {}  # the same, for the webhook URLs
+        self._webhooks_named: set[str] = set()
         self._failing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -174,7 +192,7 @@ class InstanceWatch:
         apart at this look and the one before, having announced itself in between."""
         mine = await self._mine()
         try:
-            others = await self._roster.announce(mine)
+            others = await self._roster.announce(mine, webhooks=self._webhooks)
         except errors.DomainError as exc:  # the database's outage or refusal, said in words
             if not self._failing:
                 reason = (
@@ -211,6 +229,34 @@ class InstanceWatch:
                     consequence,
                 )
         self._suspects = {o.id: o.seen_at for o in others if o.id in problems}
+        self._name_other_webhooks(others)
+
+    def _name_other_webhooks(self, others: Sequence[Instance]) -> None:
+        """Names, once, each other process that queues webhooks for other URLs than this one,
+        seen so at this look and the one before (as above: not the instance a rolling
+        restart that changes the URLs replaces)."""
+        differ = {
+            o.id
+            for o in others
+            if None not in (o.webhooks, self._webhooks) and o.webhooks != self._webhooks
+        }
+        for other in others:
+            before = self._webhook_suspects.get(other.id)
+            if other.id not in differ or before is None or other.seen_at <= before:
+                continue
+            if other.id not in self._webhooks_named:
+                self._webhooks_named.add(other.id)
+                log.error(
+                    "Another %s uses this database with other webhook URLs than this one "
+                    "(TASKFLOW_LINK_WEBHOOK_URLS): %s. Each queues the webhooks of the links, "
+                    "unlinks and accounts it makes for the URLs of its own settings, so those "
+                    "of either never reach the URLs only the other names (a receiver that "
+                    "misses a link.deleted keeps the member linked). Give every web instance "
+                    "and gateway bot the same URLs.",
+                    _WHAT[WEB if other.kind == WEB else GATEWAY][0],
+                    other,
+                )
+        self._webhook_suspects = {o.id: o.seen_at for o in others if o.id in differ}
 
     async def _run(self) -> None:
         broken = False  # said once per streak

@@ -18,7 +18,14 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from adapters.sql.tables import web_instances
-from entrypoints.instances import WEB, InstanceWatch, gateway_kind, sharing_problems
+from adapters.webhooks import endpoint_for
+from entrypoints.instances import (
+    WEB,
+    InstanceWatch,
+    gateway_kind,
+    sharing_problems,
+    webhook_fingerprint,
+)
 from entrypoints.settings import ShardPlan
 from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
@@ -294,3 +301,44 @@ async def test_on_sqlite_an_announcement_takes_its_turn_with_the_processs_writer
         await asyncio.sleep(0.1)
         assert not announcing.done()  # it waits for its turn
     assert await announcing == []
+
+
+async def test_processes_that_queue_webhooks_for_other_urls_name_each_other(
+    database: SqlDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each process queues a change's webhooks for the URLs of its own settings: a gateway bot
+    started without TASKFLOW_LINK_WEBHOOK_URLS beside a web instance with them sent no
+    link.deleted for an /unlink, and the receiver kept the member linked, silently. Processes
+    of any kind (each changes links) now compare their URLs (a digest of them) through their
+    announcements; one that announces none (an older version) is not named."""
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    plain = SharedState(None)
+    one = webhook_fingerprint([endpoint_for("https://hooks.example/in")])
+    other = webhook_fingerprint([endpoint_for("https://hooks.example/in?token=2")])
+    assert one == webhook_fingerprint([endpoint_for("https://hooks.example/in")] * 2)
+    assert one != webhook_fingerprint([])
+    assert "hooks.example" not in one
+    web = InstanceWatch(SqlInstanceRoster(database, clock, WEB), plain, 60, webhooks=one)
+    same = InstanceWatch(SqlInstanceRoster(database, clock, WEB), plain, 60, webhooks=one)
+    # Two unsharded gateway bots would be named for sharing no Redis; shards apart are not.
+    bot = InstanceWatch(
+        SqlInstanceRoster(database, clock, "gateway 0/2"),
+        plain,
+        60,
+        webhooks=webhook_fingerprint([]),
+    )
+    shard = InstanceWatch(
+        SqlInstanceRoster(database, clock, "gateway 1/2"), plain, 60, webhooks=other
+    )
+    older = InstanceWatch(SqlInstanceRoster(database, clock, "gateway 1/2"), plain, 60)
+    for _ in range(3):
+        for watch in (web, same, bot, shard, older):
+            await watch.check()
+        clock.advance(MINUTE)
+    about = [
+        r.getMessage() for r in caplog.records if "TASKFLOW_LINK_WEBHOOK_URLS" in r.getMessage()
+    ]
+    # web and same each name bot and shard; bot names web, same and shard; shard names web,
+    # same and bot: once each. Nobody names older, nor does older name anyone.
+    assert len(about) == 2 + 2 + 3 + 3, about
+    assert all("never reach the URLs only the other names" in m for m in about)

@@ -1,7 +1,8 @@
 """Which web instances and gateway bots use this database. Each announces itself once a minute
 (a row of ``web_instances``: where it runs, what it is, and how it shares its rate limits and
-interaction replay guard), so that those that keep these apart (one without Redis beside
-others with it, or two Redises) can say so: neither could see the other anywhere else."""
+interaction replay guard, and which webhook URLs it queues events for), so that those that
+keep these apart (one without Redis beside others with it, or two Redises) or queue webhooks
+for other URLs can say so: neither could see the other anywhere else."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class Instance:
     shared_state: str
     started_at: datetime
     seen_at: datetime
+    # A digest of the webhook URLs it queues events for; None: a version that did not say.
+    webhooks: str | None = None
 
     def __str__(self) -> str:
         return f"{self.host} (pid {self.pid}, started {self.started_at:%Y-%m-%d %H:%M:%S} UTC)"
@@ -56,8 +59,11 @@ class SqlInstanceRoster:
         self.pid = os.getpid()
         self._started_at: datetime | None = None
 
-    async def announce(self, shared_state: str) -> Sequence[Instance]:
-        """Records this instance as seen now, sharing its state as ``shared_state`` says;
+    async def announce(
+        self, shared_state: str, *, webhooks: str | None = None
+    ) -> Sequence[Instance]:
+        """Records this instance as seen now, sharing its state as ``shared_state`` says and
+        queuing webhooks for the URLs ``webhooks`` digests;
         deletes the rows of instances not seen for a day; answers the other instances seen in
         the last few minutes, the oldest first. A database error is the domain's
         ``StorageError`` (``StorageNotReady`` before ``db upgrade``)."""
@@ -69,7 +75,7 @@ class SqlInstanceRoster:
                 seen = await conn.execute(
                     update(table)
                     .where(table.c.id == self.id)
-                    .values(shared_state=shared_state, seen_at=now)
+                    .values(shared_state=shared_state, webhooks=webhooks, seen_at=now)
                 )
                 if seen.rowcount == 0:  # the first time (or a day lost and forgotten)
                     await conn.execute(
@@ -79,6 +85,7 @@ class SqlInstanceRoster:
                             pid=self.pid,
                             kind=self.kind,
                             shared_state=shared_state,
+                            webhooks=webhooks,
                             started_at=started,
                             seen_at=now,
                         )

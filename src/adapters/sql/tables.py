@@ -418,8 +418,8 @@ role_connection_tokens = Table(
 
 # The web instances and gateway bots using this database, each announcing itself once a minute
 # (see ``adapters.sql.instances``): one that keeps its rate limits and replay guard (or its
-# claims on interactions) apart from another's (no Redis, or another Redis or key prefix) is
-# told so. A row is deleted when
+# claims on interactions) apart from another's (no Redis, or another Redis or key prefix), or
+# that queues webhooks for other URLs, is told so. A row is deleted when
 # its instance stops, and by any instance a day after it was last seen.
 web_instances = Table(
     "web_instances",
@@ -434,4 +434,7 @@ web_instances = Table(
     Column("shared_state", String(100), nullable=False),
     Column("started_at", UtcDateTime(), nullable=False),
     Column("seen_at", UtcDateTime(), nullable=False),
+    # A digest of the webhook URLs it queues a change's events for (NULL: a version before
+    # 0019, which did not say): processes that differ leave holes in receivers' streams.
+    Column("webhooks", String(64), nullable=True),
 )
