@@ -4,6 +4,8 @@ winner, and the losers get the domain's refusal (never a 500, never a duplicate)
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -14,7 +16,16 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import delete, func, select, text, update
 
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import accounts, email_tokens, link_tickets, sessions, user_links
+from adapters.sql.tables import (
+    accounts,
+    email_tokens,
+    link_tickets,
+    sessions,
+    user_links,
+    webhook_deliveries,
+    webhook_events,
+)
+from adapters.webhooks import endpoint_for
 from domain import errors
 from domain.model import EmailKind, LinkTicket, SignInMethod
 from domain.use_cases import AuthOutcome, TicketIssued
@@ -421,3 +432,81 @@ async def test_confirmations_racing_sign_outs_everywhere_leave_no_session_and_no
         _, losses = _outcomes(list(results))
         assert all(isinstance(loss, errors.NotSignedIn) for loss in losses), losses
         assert await _count(pg_db, sessions) == 0
+
+
+HOOKS = "https://hooks.example.com/in?token=t0ps3cret"
+OTHER = "https://other.example.org/hook"
+
+
+async def _stream(database: SqlDatabase, url: str) -> list[tuple[str, dict[str, str]]]:
+    """What the receiver at ``url`` would get, in its queue's order: each event's type and
+    data."""
+    query = (
+        select(webhook_events.c.payload)
+        .join(webhook_deliveries, webhook_deliveries.c.event_id == webhook_events.c.id)
+        .where(webhook_deliveries.c.endpoint == endpoint_for(url).key)
+        .order_by(webhook_deliveries.c.seq)
+    )
+    async with database.engine.connect() as conn:
+        bodies = [json.loads(p) for p in (await conn.execute(query)).scalars()]
+    return [(b["type"], b["data"]) for b in bodies]
+
+
+async def test_links_and_unlinks_through_every_way_at_once_are_each_sent_once(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    """/unlink, the account page's unlink and the API's, beside a link of the same Discord
+    account to another account, all at once, round after round: each change that committed
+    is sent exactly once to each receiver (none for one refused), and a receiver replaying
+    its stream in queue order ends with the links the table holds."""
+    async with sql_harness(
+        postgres.url,
+        db_pool_size=N + 5,
+        webhook_urls=f"{HOOKS},{OTHER}",
+        webhook_secret="whsec_" + base64.b64encode(b"s" * 32).decode(),
+    ) as h:
+        alice = (await h.sign_up("alice", "alice@example.com")).account
+        bob = (await h.sign_up("bob", "bob@example.com")).account
+        dee = h.discord_user(9301)
+        made = await h.container.create_api_key().execute("offboarding", ["links:write"])
+        key = await h.container.authenticate_api_key().execute(made.token)
+        assert key is not None
+        changes = 0
+        for _ in range(4):
+            for person in (alice, bob):
+                async with pg_db.engine.connect() as conn:
+                    linked = (await conn.execute(select(user_links.c.taskflow_user_id))).all()
+                if not linked:
+                    await h.discord_link(person.id, dee)
+                    changes += 1
+                    break
+            session = await h.session_for(alice.id)
+            results = await asyncio.gather(
+                h.container.unlink_discord().execute(dee.id),
+                h.container.unlink_with_api_key().execute(dee.id, key),
+                h.container.unlink_account().execute(
+                    session_token=session, current_password=PASSWORD
+                ),
+                h.discord_link(bob.id, dee),
+                h.container.unlink_discord().execute(dee.id),
+                return_exceptions=True,
+            )
+            wins, losses = _outcomes(list(results))
+            changes += len(wins)
+            assert all(isinstance(e, errors.DomainError) for e in losses), losses
+        async with pg_db.engine.connect() as conn:
+            table = {
+                str(row.discord_id): str(row.taskflow_user_id)
+                for row in await conn.execute(select(user_links))
+            }
+        for url in (HOOKS, OTHER):
+            stream = await _stream(pg_db, url)
+            links: dict[str, str] = {}
+            for kind, data in stream:
+                if kind == "link.created":
+                    assert data["discord_id"] not in links, stream
+                    links[data["discord_id"]] = data["taskflow_user_id"]
+                elif kind == "link.deleted":
+                    assert links.pop(data["discord_id"]) == data["taskflow_user_id"], stream
+            assert links == table
+            assert len([k for k, _ in stream if k.startswith("link.")]) == changes
