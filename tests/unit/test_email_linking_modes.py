@@ -365,6 +365,50 @@ async def test_an_emailed_link_whose_sign_in_was_confirmed_never_links_again(
     assert await h.container.link_of_account().execute(bob.id) is None
 
 
+async def test_an_emailed_link_is_done_with_once_a_later_sign_in_is_confirmed(
+    confirm: Harness,
+) -> None:
+    """The link emailed for a Discord sign-in, then that Discord account signed in again (a
+    new sign-in waiting in the browser) and confirmed it with the password: the link is done
+    with too. After an unlink, a third sign-in of that Discord account does not take it as a
+    proof (it did: the sign-in it was sent for was still waiting, unconfirmed)."""
+    h = confirm
+    bob = (await h.sign_up("bob", "bob@example.com", verified=True)).account
+    first, _ = await _confirm_needed(h, 8008, "bob@example.com")
+    await h.container.email_link_confirmation().execute(first)
+    await h.deliver()
+    token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
+    second, _ = await _confirm_needed(h, 8008, "bob@example.com")
+    await h.container.confirm_link_with_password().execute(proposal_token=second, password=PASSWORD)
+    await h.container.unlink_discord().execute(DiscordId(8008))
+
+    third, _ = await _confirm_needed(h, 8008, "bob@example.com")
+    with pytest.raises(errors.SecretRefused):
+        await h.container.confirm_link_with_email().execute(proposal_token=third, email_token=token)
+    assert await h.container.link_of_account().execute(bob.id) is None
+
+
+async def test_a_link_email_is_not_sent_once_a_later_sign_in_was_confirmed(
+    confirm: Harness,
+) -> None:
+    """Still queued when a later sign-in of the same Discord account was confirmed with the
+    password (and Discord then unlinked): the email is not sent, its link would have linked
+    that Discord account again on its next sign-in."""
+    h = confirm
+    bob = (await h.sign_up("bob", "bob@example.com", verified=True)).account
+    await h.deliver()  # the sign-up's confirmation, out of the way
+    first, _ = await _confirm_needed(h, 8009, "bob@example.com")
+    await h.container.email_link_confirmation().execute(first)
+    second, _ = await _confirm_needed(h, 8009, "bob@example.com")
+    await h.container.confirm_link_with_password().execute(proposal_token=second, password=PASSWORD)
+    await h.container.unlink_discord().execute(DiscordId(8009))
+
+    report = await h.deliver()
+    assert EmailKind.CONFIRM_DISCORD_LINK in [e.kind for e in report.cancelled]
+    assert EmailKind.CONFIRM_DISCORD_LINK not in [e.kind for e in report.sent]
+    assert await h.container.link_of_account().execute(bob.id) is None
+
+
 async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(
     confirm: Harness,
 ) -> None:

@@ -89,7 +89,7 @@ class DeliverEmails:
             claimed = await uow.outgoing_emails.renew_claim(email, now + CLAIM_LEASE)
             if claimed is None:
                 return
-            ends = await _link_ends(uow, claimed, now)
+            ends = await _link_ends(uow, claimed, account, now)
             if account is None or not _still_wanted(claimed, account) or ends is None:
                 cancelled = replace(claimed, status=DeliveryStatus.CANCELLED, finished_at=now)
                 # Renewed in this transaction: still this sender's.
@@ -205,12 +205,17 @@ class RequeueFailedEmails:
         return requeued
 
 
-async def _link_ends(uow: UnitOfWork, email: OutgoingEmail, now: datetime) -> datetime | None:
+async def _link_ends(
+    uow: UnitOfWork, email: OutgoingEmail, account: Account | None, now: datetime
+) -> datetime | None:
     """When the link an email carries (if any) stops working; ``None``: it would not work
     (the email is not wanted). The link that confirms a Discord link by email works with the
     Discord sign-in waiting for it (its proposal), so it ends when that does, not 30 minutes
     after a send that may come late (asked for 20 minutes after the sign-in, or retried); and
-    once that sign-in was confirmed with the password, or ended, no such email goes out."""
+    once that sign-in was confirmed with the password, or ended, no such email goes out. Nor
+    once the account was linked since it was asked for (a later sign-in of that Discord
+    account confirmed, say), linked or unlinked: after an unlink, its link would link that
+    Discord account again on its next sign-in, with no proof asked."""
     if email.kind not in LINK_KINDS:
         return now
     _, ttl = LINK_KINDS[email.kind]
@@ -219,6 +224,14 @@ async def _link_ends(uow: UnitOfWork, email: OutgoingEmail, now: datetime) -> da
     digest = email.detail.get("proposal")
     proposal = await uow.link_proposals.get(digest) if digest else None
     if proposal is None or proposal.consumed_at is not None or now >= proposal.expires_at:
+        return None
+    if account is not None and (
+        await uow.links.get_by_account(account.id) is not None
+        or (
+            account.discord_unlinked_at is not None
+            and account.discord_unlinked_at >= email.created_at
+        )
+    ):
         return None
     return min(now + ttl, proposal.expires_at)
 

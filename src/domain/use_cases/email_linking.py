@@ -137,6 +137,10 @@ async def _link_and_sign_in(
         roles=roles,
         webhooks=webhooks,
     )
+    # Every link emailed to confirm a Discord sign-in is done with: one sent for an earlier
+    # sign-in of this Discord account (still waiting) would otherwise link it again after an
+    # unlink, with no proof asked (see ``_sent_for``).
+    await uow.email_tokens.consume_all(proposal.account_id, EmailPurpose.LINK, now)
     token = await start_session(uow, tokens, proposal.account_id, now, ttl, method=method)
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
