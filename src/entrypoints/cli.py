@@ -619,7 +619,7 @@ def serve(host: str, port: int, workers: int) -> None:
         container.discord_oauth()
     # Said before the app starts: uvicorn found a port in use only after the app's start-up,
     # logged it amid the start-up and shutdown lines, and exited with its own status 3.
-    _require_listening(host, port)
+    _require_listening(host, port, workers)
     app: Any = "entrypoints.asgi:make_app" if workers > 1 else make_app()
     click.echo(
         f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
@@ -642,10 +642,10 @@ def serve(host: str, port: int, workers: int) -> None:
         )
 
 
-def _require_listening(host: str, port: int) -> None:
+def _require_listening(host: str, port: int, workers: int) -> None:
     from entrypoints.listening import listen_problem  # noqa: PLC0415
 
-    problem = listen_problem(host, port)
+    problem = listen_problem(host, port, workers=workers)
     if problem == "in use":
         raise click.ClickException(
             f"Port {port} on {host} is in use (another process listens there): stop it, or "

@@ -1455,6 +1455,36 @@ def test_the_demo_listens_on_an_ipv6_loopback_address_as_uvicorn_binds_it() -> N
     assert listen_problem("::1", port) is None
 
 
+def test_the_port_probe_binds_as_the_server_will(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process serves with asyncio, whose IPv6 socket takes IPv6 only: ``serve --host ::``
+    was refused as "in use" when another program listened on the port over IPv4 alone, though
+    uvicorn would have served. Several worker processes share the socket uvicorn binds itself,
+    one that takes IPv4 too: there the port is in use."""
+    import socket
+
+    from entrypoints.listening import listen_problem
+
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 here")
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(app))
+    _serve_settings(monkeypatch)
+    with socket.socket() as holder:  # another program, on IPv4 only
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("0.0.0.0", 0))  # noqa: S104 - a test's listener, closed at once
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert listen_problem("::", port) is None
+        assert listen_problem("::", port, workers=2) == "in use"
+        started = CliRunner().invoke(cli, ["serve", "--host", "::", "--port", str(port)])
+    assert started.exit_code == 0, started.output
+    assert len(ran) == 1
+
+
 def test_the_emulator_prints_settings_that_work_for_an_ipv6_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
