@@ -22,6 +22,7 @@ import hikari
 import httpx
 import pytest
 from dependency_injector import providers
+from litestar.testing import AsyncTestClient
 
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import link_tickets
@@ -31,6 +32,7 @@ from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_comma
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.settings import Settings
+from entrypoints.web import create_app
 from tests.bot_support import run_command, wait_until
 from tests.harness import TEST_SECRET_KEY, make_settings
 from tests.integration.stack import count
@@ -439,3 +441,39 @@ async def test_copies_that_share_no_redis_name_each_other(
     async with running_copy(state, url, **alike), running_copy(state, url, **alike):
         await wait_until(lambda: caplog.text.count(named) == 2)
     assert "neither it nor this one has TASKFLOW_LINK_REDIS_URL" in caplog.text
+
+
+async def test_a_copy_with_another_public_url_than_the_web_instances_says_so_at_start(
+    emulator: tuple[EmulatorState, str], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway bot builds its /link buttons and the links of the emails its worker
+    sends (any queued email it claims: confirmations, password resets) from its own
+    TASKFLOW_LINK_PUBLIC_URL. Web instances compare theirs at start, the bot did not: one
+    left at the default sent some of the deployment's emails with links to 127.0.0.1, and
+    nothing said so. It now takes part in the comparison, both ways."""
+    state, url = emulator
+    state.gateway_shards = 1
+    web_url = "http://127.0.0.1:9400"  # a deployment whose people reach it here
+
+    def errors() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    async def start_web() -> None:
+        settings = make_settings(redis_url=redis_url, public_url=web_url)
+        async with AsyncTestClient(app=create_app(build_container(settings))):
+            pass
+
+    caplog.set_level(logging.WARNING)
+    await start_web()
+    async with running_copy(state, url, redis_url=redis_url, public_url=web_url):
+        pass
+    assert errors() == []  # the same settings: nothing to say
+    caplog.clear()
+    async with running_copy(state, url, redis_url=redis_url, public_url="http://127.0.0.1:8000"):
+        pass
+    [differs] = errors()
+    assert differs.startswith("TASKFLOW_LINK_PUBLIC_URL differs"), differs
+    caplog.clear()
+    await start_web()  # and the web instance that starts after it hears of it too
+    [differs] = errors()
+    assert differs.startswith("TASKFLOW_LINK_PUBLIC_URL differs"), differs

@@ -341,7 +341,7 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
 
     import nacl.signing
 
-    from entrypoints.web.app import _check_agreement
+    from entrypoints.agreement import check_agreement
 
     public_key = nacl.signing.SigningKey.generate().verify_key.encode().hex()
 
@@ -354,7 +354,10 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
         )
         container = build_container(settings)
         try:
-            await _check_agreement(container)  # what the app does at start
+            # What the app does at start.
+            await check_agreement(
+                container, logging.getLogger("taskflow_link.web"), answers_interactions=True
+            )
         finally:
             await container.shared_state().close()
         return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

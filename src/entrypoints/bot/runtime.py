@@ -16,6 +16,7 @@ import nacl.exceptions
 import nacl.signing
 
 from domain.model import ROLE_METADATA
+from entrypoints.agreement import check_agreement
 from entrypoints.bot.bridge import register_services
 from entrypoints.bot.claims import ClaimingGatewayClient
 from entrypoints.bot.commands import command_loader
@@ -357,6 +358,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         # the shards anyway (on_started then stops a bot that cannot serve its commands).
         try:
             install_payload_guard()
+            # Its buttons and its worker's emails link to its public URL: the web's too?
+            await check_agreement(container, log, answers_interactions=False)
             if shards is not None:
                 log.info(
                     "sharded bot (%s): not registering the slash commands at start; run "

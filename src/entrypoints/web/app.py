@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from adapters.shared_state import SharedState
 from domain import errors
 from domain.model import Account, EmailLinking
 from domain.use_cases import SignedInAs
+from entrypoints.agreement import check_agreement
 from entrypoints.container import Container, close_resources, is_use_case
 from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
@@ -361,48 +361,6 @@ class _Workers:
             await worker.stop()
 
 
-# What a request started on one instance needs the next to share, and what breaks otherwise.
-_AGREED = {
-    "TASKFLOW_LINK_SECRET_KEY": "forms one instance serves are refused by the other (403, "
-    '"This form expired": CSRF tokens are signed with it), a Discord sign-in started on one '
-    "fails on the other (its PKCE verifier is derived from it) and API keys' seals do not "
-    "hold there",
-    "TASKFLOW_LINK_PUBLIC_URL": "a Discord sign-in started on one fails on the other (Discord "
-    "refuses a token exchange naming another redirect URI than the sign-in did)",
-    "TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS": "an interaction replayed to the "
-    "instance that accepts older ones, after the other's replay guard forgot it (it keeps "
-    "an interaction for twice its own age), is answered again",
-}
-
-
-async def _check_agreement(container: Container) -> None:
-    """Says at start when the instances of one deployment disagree on a setting they must
-    share (they find each other through Redis; nothing is compared without it). A key is
-    compared by an HMAC of it, never stored."""
-    settings = container.settings()
-    secret = settings.secret_key.get_secret_value().encode()
-    fingerprint = hmac.new(secret, b"taskflow-link: one key per deployment", "sha256")
-    agreed = {
-        "TASKFLOW_LINK_SECRET_KEY": fingerprint.hexdigest()[:32],
-        # As the service reads it (its links and redirect URI drop a trailing "/"): a URL
-        # that differs only by one is the same URL. A root keeps the "/" pydantic gives it.
-        "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url).rstrip("/") + "/",
-    }
-    if settings.discord_public_key:  # HTTP interactions: each keeps its replay guard so long
-        agreed["TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS"] = str(
-            settings.discord_interaction_max_age_seconds
-        )
-    for name in await container.shared_state().differences(agreed):
-        log.error(
-            "%s differs from the instance of this deployment (the same Redis and "
-            "TASKFLOW_LINK_REDIS_KEY_PREFIX) that started before this one, within a day: %s. "
-            "Every instance needs the same value (after changing it on purpose, each instance "
-            "started just after one with the other value says so, until those are gone).",
-            name,
-            _AGREED[name],
-        )
-
-
 def _http_interactions(container: Container) -> HttpInteractions | None:
     """HTTP interactions are on when Discord's public key is configured (and then need the
     bot token). hikari and lightbulb (about 40 MB) are loaded only by processes that answer
@@ -535,7 +493,9 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         )
         watch = instance_watch(container, WEB)  # tells of instances that share no Redis
         try:
-            await _check_agreement(container)
+            await check_agreement(
+                container, log, answers_interactions=http_interactions is not None
+            )
             if watch is not None:
                 watch.start()
             if http_interactions is not None:
