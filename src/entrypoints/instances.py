@@ -25,7 +25,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from adapters.shared_state import SharedState
@@ -67,6 +67,23 @@ def webhook_fingerprint(endpoints: Sequence[WebhookEndpoint]) -> str:
     digests (``WebhookEndpoint.key``, the names the outbox already stores), in any order."""
     keys = "\n".join(sorted({e.key for e in endpoints}))
     return hashlib.sha256(keys.encode()).hexdigest()
+
+
+# How far a process's clock may be from the database server's before it says so. Instances
+# compare the times they write (claims' leases, the password backoff, the life of tickets and
+# sign-ins, this roster): a host whose clock drifted apart changes them all, silently.
+CLOCK_TOLERANCE = timedelta(seconds=10)
+
+
+def _duration(offset: timedelta) -> str:
+    seconds = abs(offset.total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def gateway_kind(shards: ShardPlan | None) -> str:
@@ -179,6 +196,7 @@ class InstanceWatch:
         self._webhook_suspects: dict[str, datetime] = {}  # the same, for the webhook URLs
         self._webhooks_named: set[str] = set()
         self._failing = False
+        self._clock_off = False  # said so, and not said it agrees again since
         self._task: asyncio.Task[None] | None = None
 
     async def _mine(self) -> str:
@@ -193,6 +211,7 @@ class InstanceWatch:
         mine = await self._mine()
         try:
             others = await self._roster.announce(mine, webhooks=self._webhooks)
+            offset = await self._roster.clock_offset()
         except errors.DomainError as exc:  # the database's outage or refusal, said in words
             if not self._failing:
                 reason = (
@@ -209,6 +228,7 @@ class InstanceWatch:
             self._failing = True
             return
         self._failing = False
+        self._check_clock(offset)
         problems = sharing_problems(self._roster.kind, mine, others)
         for other in others:
             how = problems.get(other.id)
@@ -257,6 +277,28 @@ class InstanceWatch:
                     other,
                 )
         self._webhook_suspects = {o.id: o.seen_at for o in others if o.id in differ}
+
+    def _check_clock(self, offset: timedelta | None) -> None:
+        """Says once when this process's clock is off the database server's, and once when
+        it agrees again."""
+        if offset is None:
+            return
+        if abs(offset) > CLOCK_TOLERANCE and not self._clock_off:
+            self._clock_off = True
+            log.error(
+                "This host's clock is %s the database server's by %s. Every instance compares "
+                "the times the others write: an email or webhook another instance is sending "
+                "is sent again once the clocks differ by more than its claim's lease (2 to 3 "
+                "minutes), password tries wait less (or more) than they should after another "
+                "instance's failures, /link buttons and Discord sign-ins expire early or late, "
+                "and instances more than 3 minutes apart do not see each other here. Keep "
+                "every host's clock synchronised (NTP), the database server's too.",
+                "ahead of" if offset > timedelta(0) else "behind",
+                _duration(offset),
+            )
+        elif abs(offset) <= CLOCK_TOLERANCE and self._clock_off:
+            self._clock_off = False
+            log.warning("This host's clock agrees with the database server's again")
 
     async def _run(self) -> None:
         broken = False  # said once per streak

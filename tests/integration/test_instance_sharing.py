@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -114,6 +114,32 @@ async def test_an_instance_without_redis_is_named_once_seen_twice(
     await other.announce("redis a1")
     await alone.check()
     assert len(named(caplog)) == 1  # once per instance
+
+
+async def test_a_process_whose_clock_is_off_the_databases_says_so(
+    pg_db: SqlDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Instances compare the times they write: an email another instance claimed is taken
+    again once its lease (3 minutes; a webhook's, 2) has run out by this one's clock, and
+    sent twice; a password's backoff counts from another's last failure; a /link ticket or
+    a Discord sign-in lives 10 minutes by each one's clock. Hosts whose clocks had drifted
+    apart did all this silently. Each instance now compares its clock with the database
+    server's at each look, and says once when it is off (and once when it is right again)."""
+    caplog.set_level(logging.WARNING, logger="taskflow_link.instances")
+    clock = ManualClock(datetime.now(UTC) + timedelta(minutes=4))  # a host four minutes ahead
+    watch = InstanceWatch(SqlInstanceRoster(pg_db, clock, WEB), SharedState(None), 60)
+
+    await watch.check()
+    [off] = [r for r in caplog.records if "clock" in r.getMessage()]
+    assert off.levelno == logging.ERROR
+    assert "ahead of the database server's by 4 min" in off.getMessage(), off.getMessage()
+    await watch.check()
+    assert len([r for r in caplog.records if "clock" in r.getMessage()]) == 1  # said once
+
+    clock.set(datetime.now(UTC))  # synchronised again
+    await watch.check()
+    [_, back] = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
+    assert "agrees with the database server's again" in back, back
 
 
 async def test_an_instance_that_stopped_or_went_silent_is_not_named(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.sql.database import SqlDatabase
@@ -101,6 +101,20 @@ class SqlInstanceRoster:
             raise translate(exc) from exc
         self._started_at = started
         return others
+
+    async def clock_offset(self) -> timedelta | None:
+        """How far this process's clock is ahead of the database server's (behind: negative),
+        the query's round trip taken out; ``None`` on SQLite, whose clock is this host's."""
+        if self._database.dialect != "postgresql":
+            return None
+        try:
+            async with self._database.engine.connect() as conn:
+                before = self._clock.now()
+                theirs: datetime = (await conn.execute(select(func.clock_timestamp()))).scalar_one()
+                after = self._clock.now()
+        except _FAILURES as exc:
+            raise translate(exc) from exc
+        return before + (after - before) / 2 - theirs
 
     async def leave(self) -> None:
         """Deletes this instance's row (it stops): the others stop counting it at once."""
