@@ -10,7 +10,6 @@ outage and the recovery are logged once each; a request never fails because of R
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
@@ -418,25 +417,26 @@ class SharedState:
     async def differences(self, agreed: dict[str, str]) -> list[str]:
         """Which of ``agreed`` (what every instance must share: a setting's name, and its
         value or a fingerprint of it) differ from those of the instance of this deployment that
-        started last, within a day; and leaves this instance's for the next. None without Redis,
-        or when it does not answer (nothing to compare with)."""
+        started last with that setting, within a day; and leaves this instance's for the next.
+        One key per setting (``{prefix}:agreed-settings:{name}``): a process that has no
+        value for one (a gateway bot, for the interactions' maximum age) leaves the last
+        one's for the next. None without Redis, or when it does not answer (nothing to
+        compare with)."""
         if self.redis is None:
             return []
-        name = f"{self._prefix}:agreed-settings"
-        mine = json.dumps(agreed, sort_keys=True)
         try:
-            before = await self.redis.set(name, mine, ex=86_400, get=True)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, value in agreed.items():
+                    pipe.set(f"{self._prefix}:agreed-settings:{name}", value, ex=86_400, get=True)
+                before = await pipe.execute()
         except _redis_down():
             return []
-        if not isinstance(before, str | bytes):  # none yet (SET GET answers nil)
-            return []
-        try:
-            theirs = json.loads(before)
-        except ValueError:
-            return []
-        if not isinstance(theirs, dict):
-            return []
-        return sorted(k for k, v in agreed.items() if k in theirs and theirs[k] != v)
+        differ = []
+        for (name, value), stored in zip(agreed.items(), before, strict=True):
+            theirs = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+            if isinstance(theirs, str) and theirs != value:  # none yet: SET GET answers nil
+                differ.append(name)
+        return sorted(differ)
 
     async def deployment(self) -> str | None:
         """The id this deployment's Redis (under its key prefix) gives it, the same for every

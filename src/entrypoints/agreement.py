@@ -1,15 +1,18 @@
 """Settings every process of a deployment must share, compared at start through Redis: each web
 instance, and each copy of the gateway bot, which builds its /link buttons and the links of
-the emails its worker sends (any queued email it claims) from its public URL."""
+the emails its worker sends (any queued email it claims) from its public URL, and queues the
+webhooks and role changes of the /unlink it runs by its own settings."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
+    from entrypoints.settings import Settings
 
 # What a request started on one instance needs the next to share, and what breaks otherwise.
 AGREED = {
@@ -24,26 +27,62 @@ AGREED = {
     "TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS": "an interaction replayed to the "
     "instance that accepts older ones, after the other's replay guard forgot it (it keeps "
     "an interaction for twice its own age), is answered again",
+    "TASKFLOW_LINK_DISCORD_CLIENT_ID": "a Discord sign-in started on one fails on the other "
+    "(Discord refuses a code issued to another application)",
+    "TASKFLOW_LINK_EMAIL_LINKING": "Sign in with Discord links an account by its email "
+    "through one and not through the other",
+    "TASKFLOW_LINK_EMAIL_BACKEND": "every process's worker sends whichever queued email it "
+    "claims: one with the outbox keeps its share in its memory, never delivered",
+    "TASKFLOW_LINK_WEBHOOK_URLS": "each process queues the webhooks of what is done through "
+    "it for its own URLs only, and signs with its own secrets: a receiver it lacks misses "
+    "those events, and one holding another secret refuses its signatures (compared with "
+    "TASKFLOW_LINK_WEBHOOK_SECRET and _PREVIOUS)",
+    "TASKFLOW_LINK_DISCORD_LINKED_ROLES": "a link or unlink done through one that lacks a "
+    "role neither gives the member that role nor takes it away",
 }
 
 
+def _fingerprint(purpose: str, value: str) -> str:
+    """A setting that holds secrets (the webhook URLs' signing secrets; a URL's path may carry
+    a token), compared by a digest, never stored. Not keyed with the secret key: instances
+    with another key would disagree on this too, and hear of two differences for one."""
+    return hashlib.sha256(f"taskflow-link: {purpose}\n{value}".encode()).hexdigest()[:32]
+
+
+def _webhooks(settings: Settings) -> str:
+    """The webhook URLs, each with the keys it is signed with, in the order given."""
+    return "\n".join(
+        f"{target.url} {' '.join(key.hex() for key in target.keys)}"
+        for target in settings.webhook_targets
+    )
+
+
 async def check_agreement(
-    container: Container, log: logging.Logger, *, answers_interactions: bool
+    container: Container, log: logging.Logger, *, web: bool, answers_interactions: bool
 ) -> None:
     """Says at start when the processes of one deployment disagree on a setting they must
-    share (they find each other through Redis; nothing is compared without it). A key is
-    compared by an HMAC of it, never stored. ``answers_interactions``: this process answers
-    HTTP interactions (a web instance with Discord's public key), and so keeps them in the
-    shared replay guard for twice its own maximum age."""
+    share (they find each other through Redis; nothing is compared without it). Secrets are
+    compared by a digest (the key by an HMAC of it), never stored. ``answers_interactions``:
+    this process answers HTTP interactions (a web instance with Discord's public key), and so
+    keeps them in the shared replay guard for twice its own maximum age. ``web``: this
+    process serves the web app (Discord sign-ins); a gateway bot has no say on those."""
     settings = container.settings()
     secret = settings.secret_key.get_secret_value().encode()
-    fingerprint = hmac.new(secret, b"taskflow-link: one key per deployment", "sha256")
+    key = hmac.new(secret, b"taskflow-link: one key per deployment", "sha256")
     agreed = {
-        "TASKFLOW_LINK_SECRET_KEY": fingerprint.hexdigest()[:32],
+        "TASKFLOW_LINK_SECRET_KEY": key.hexdigest()[:32],
         # As the service reads it (its links and redirect URI drop a trailing "/"): a URL
         # that differs only by one is the same URL. A root keeps the "/" pydantic gives it.
         "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url).rstrip("/") + "/",
+        "TASKFLOW_LINK_EMAIL_BACKEND": settings.email_backend,
+        "TASKFLOW_LINK_WEBHOOK_URLS": _fingerprint("webhooks", _webhooks(settings)),
+        "TASKFLOW_LINK_DISCORD_LINKED_ROLES": ",".join(
+            sorted(f"{role.guild_id.value}:{role.role_id.value}" for role in settings.linked_roles)
+        ),
     }
+    if web:
+        agreed["TASKFLOW_LINK_DISCORD_CLIENT_ID"] = settings.discord_client_id or ""
+        agreed["TASKFLOW_LINK_EMAIL_LINKING"] = settings.email_linking.value
     if answers_interactions:
         agreed["TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS"] = str(
             settings.discord_interaction_max_age_seconds

@@ -322,14 +322,15 @@ async def test_instances_that_disagree_on_the_secret_key_or_public_url_say_so_at
     # What is kept in Redis is no secret: neither key is in it.
     from redis.asyncio import Redis
 
-    client = Redis.from_url(redis_url)
+    client = Redis.from_url(redis_url, decode_responses=True)
     try:
-        stored = await client.get("taskflow-link:agreed-settings")
+        names = [str(n) for n in await client.keys("taskflow-link:agreed-settings:*")]
+        stored = " ".join([str(await client.get(name)) for name in names])
     finally:
         await client.aclose()
-    assert stored is not None
-    assert first.encode() not in stored
-    assert other.encode() not in stored
+    assert "taskflow-link:agreed-settings:TASKFLOW_LINK_SECRET_KEY" in names
+    assert first not in stored
+    assert other not in stored
 
 
 async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_start(
@@ -356,7 +357,10 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
         try:
             # What the app does at start.
             await check_agreement(
-                container, logging.getLogger("taskflow_link.web"), answers_interactions=True
+                container,
+                logging.getLogger("taskflow_link.web"),
+                web=True,
+                answers_interactions=True,
             )
         finally:
             await container.shared_state().close()
@@ -365,6 +369,104 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
     caplog.set_level(logging.WARNING, logger="taskflow_link.web")
     assert await start(300) == []
     assert await start(300) == []
+    [differs] = await start(3600)
+    assert differs.startswith("TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS differs"), differs
+
+
+@pytest.mark.parametrize(
+    ("setting", "one", "other"),
+    [
+        # Events of the links made through one are queued for its URLs only, and its worker
+        # sends only to those: a receiver missing from one misses what is done through it.
+        ("webhook_urls", "", "https://hooks.example.com/in"),
+        # Signed with a secret the receiver may not hold (during a rotation, until every
+        # instance signs with both).
+        ("webhook_secret", "whsec_" + "a" * 43, "whsec_" + "b" * 43),
+        # A link or unlink through one that lacks the role neither gives nor takes it.
+        ("discord_linked_roles", "", "1300000000000000001:1300000000000000010"),
+        # Its worker keeps the emails it claims in its memory: never delivered.
+        ("email_backend", "smtp", "outbox"),
+        # A Discord sign-in started on one cannot be completed on the other.
+        ("discord_client_id", "1300000000000000001", "1300000000000000002"),
+        # Sign in with Discord links by email on one, never on the other.
+        ("email_linking", "verified", "off"),
+    ],
+)
+async def test_instances_that_disagree_on_what_they_queue_and_send_say_so_at_start(
+    redis_url: str, caplog: pytest.LogCaptureFixture, setting: str, one: str, other: str
+) -> None:
+    """Every process queues the webhooks, role changes and emails of what is done through
+    it by its own settings, and its workers send whatever is queued by them: one that lacks a
+    webhook URL or a role, or keeps emails in its memory, loses its share, silently."""
+    from entrypoints.agreement import check_agreement
+
+    common = {
+        "redis_url": redis_url,
+        "webhook_urls": "https://hooks.example.com/in",
+        "webhook_secret": "whsec_" + "a" * 43,
+        "discord_bot_token": "bot-token",
+        "email_backend": "smtp",
+        "smtp_host": "127.0.0.1",
+        "development": True,
+    }
+
+    async def start(value: str) -> list[str]:
+        caplog.clear()
+        container = build_container(make_settings(**{**common, setting: value}))
+        try:
+            await check_agreement(
+                container,
+                logging.getLogger("taskflow_link.web"),
+                web=True,
+                answers_interactions=False,
+            )
+        finally:
+            await container.shared_state().close()
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    assert await start(one) == []
+    assert await start(one) == []
+    [differs] = await start(other)
+    name = f"TASKFLOW_LINK_{setting.upper()}"
+    if setting == "webhook_secret":
+        name = "TASKFLOW_LINK_WEBHOOK_URLS"  # with the secrets each is signed with
+    assert differs.startswith(f"{name} differs"), differs
+
+
+async def test_a_process_that_does_not_answer_interactions_leaves_their_max_age_compared(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway bot (or a web instance without Discord's public key) has no maximum age of
+    interactions to compare: starting between two web instances, it no longer wipes what
+    the first left for the second."""
+    import nacl.signing
+
+    from entrypoints.agreement import check_agreement
+
+    public_key = nacl.signing.SigningKey.generate().verify_key.encode().hex()
+
+    async def start(max_age: int | None) -> list[str]:
+        caplog.clear()
+        extra = {} if max_age is None else {"discord_public_key": public_key}
+        settings = make_settings(
+            redis_url=redis_url, discord_interaction_max_age_seconds=max_age or 300, **extra
+        )
+        container = build_container(settings)
+        try:
+            await check_agreement(
+                container,
+                logging.getLogger("taskflow_link.web"),
+                web=True,
+                answers_interactions=max_age is not None,
+            )
+        finally:
+            await container.shared_state().close()
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    assert await start(300) == []
+    assert await start(None) == []
     [differs] = await start(3600)
     assert differs.startswith("TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS differs"), differs
 

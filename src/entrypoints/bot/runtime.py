@@ -359,7 +359,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         try:
             install_payload_guard()
             # Its buttons and its worker's emails link to its public URL: the web's too?
-            await check_agreement(container, log, answers_interactions=False)
+            await check_agreement(container, log, web=False, answers_interactions=False)
             if shards is not None:
                 log.info(
                     "sharded bot (%s): not registering the slash commands at start; run "

@@ -494,7 +494,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
         watch = instance_watch(container, WEB)  # tells of instances that share no Redis
         try:
             await check_agreement(
-                container, log, answers_interactions=http_interactions is not None
+                container, log, web=True, answers_interactions=http_interactions is not None
             )
             if watch is not None:
                 watch.start()
