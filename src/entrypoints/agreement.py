@@ -1,18 +1,17 @@
 """Settings every process of a deployment must share, compared at start through Redis: each web
 instance, and each copy of the gateway bot, which builds its /link buttons and the links of
 the emails its worker sends (any queued email it claims) from its public URL, and queues the
-webhooks and role changes of the /unlink it runs by its own settings."""
+role changes of the /unlink it runs by its own settings. (The webhook URLs, which every
+process needs alike too, are compared through the database: ``entrypoints.instances``.)"""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
-    from entrypoints.settings import Settings
 
 # What a request started on one instance needs the next to share, and what breaks otherwise.
 AGREED = {
@@ -33,36 +32,17 @@ AGREED = {
     "through one and not through the other",
     "TASKFLOW_LINK_EMAIL_BACKEND": "every process's worker sends whichever queued email it "
     "claims: one with the outbox keeps its share in its memory, never delivered",
-    "TASKFLOW_LINK_WEBHOOK_URLS": "each process queues the webhooks of what is done through "
-    "it for its own URLs only, and signs with its own secrets: a receiver it lacks misses "
-    "those events, and one holding another secret refuses its signatures (compared with "
-    "TASKFLOW_LINK_WEBHOOK_SECRET and _PREVIOUS)",
     "TASKFLOW_LINK_DISCORD_LINKED_ROLES": "a link or unlink done through one that lacks a "
     "role neither gives the member that role nor takes it away",
 }
-
-
-def _fingerprint(purpose: str, value: str) -> str:
-    """A setting that holds secrets (the webhook URLs' signing secrets; a URL's path may carry
-    a token), compared by a digest, never stored. Not keyed with the secret key: instances
-    with another key would disagree on this too, and hear of two differences for one."""
-    return hashlib.sha256(f"taskflow-link: {purpose}\n{value}".encode()).hexdigest()[:32]
-
-
-def _webhooks(settings: Settings) -> str:
-    """The webhook URLs, each with the keys it is signed with, in the order given."""
-    return "\n".join(
-        f"{target.url} {' '.join(key.hex() for key in target.keys)}"
-        for target in settings.webhook_targets
-    )
 
 
 async def check_agreement(
     container: Container, log: logging.Logger, *, web: bool, answers_interactions: bool
 ) -> None:
     """Says at start when the processes of one deployment disagree on a setting they must
-    share (they find each other through Redis; nothing is compared without it). Secrets are
-    compared by a digest (the key by an HMAC of it), never stored. ``answers_interactions``:
+    share (they find each other through Redis; nothing is compared without it). The key is
+    compared by an HMAC of it, never stored. ``answers_interactions``:
     this process answers HTTP interactions (a web instance with Discord's public key), and so
     keeps them in the shared replay guard for twice its own maximum age. ``web``: this
     process serves the web app (Discord sign-ins); a gateway bot has no say on those."""
@@ -75,7 +55,6 @@ async def check_agreement(
         # that differs only by one is the same URL. A root keeps the "/" pydantic gives it.
         "TASKFLOW_LINK_PUBLIC_URL": str(settings.public_url).rstrip("/") + "/",
         "TASKFLOW_LINK_EMAIL_BACKEND": settings.email_backend,
-        "TASKFLOW_LINK_WEBHOOK_URLS": _fingerprint("webhooks", _webhooks(settings)),
         "TASKFLOW_LINK_DISCORD_LINKED_ROLES": ",".join(
             sorted(f"{role.guild_id.value}:{role.role_id.value}" for role in settings.linked_roles)
         ),

@@ -376,12 +376,6 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
 @pytest.mark.parametrize(
     ("setting", "one", "other"),
     [
-        # Events of the links made through one are queued for its URLs only, and its worker
-        # sends only to those: a receiver missing from one misses what is done through it.
-        ("webhook_urls", "", "https://hooks.example.com/in"),
-        # Signed with a secret the receiver may not hold (during a rotation, until every
-        # instance signs with both).
-        ("webhook_secret", "whsec_" + "a" * 43, "whsec_" + "b" * 43),
         # A link or unlink through one that lacks the role neither gives nor takes it.
         ("discord_linked_roles", "", "1300000000000000001:1300000000000000010"),
         # Its worker keeps the emails it claims in its memory: never delivered.
@@ -395,9 +389,10 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
 async def test_instances_that_disagree_on_what_they_queue_and_send_say_so_at_start(
     redis_url: str, caplog: pytest.LogCaptureFixture, setting: str, one: str, other: str
 ) -> None:
-    """Every process queues the webhooks, role changes and emails of what is done through
-    it by its own settings, and its workers send whatever is queued by them: one that lacks a
-    webhook URL or a role, or keeps emails in its memory, loses its share, silently."""
+    """Every process queues the role changes and emails of what is done through it by its own
+    settings, and its workers send whatever is queued by them: one that lacks a role, or
+    keeps emails in its memory, loses its share, silently. (Webhook URLs are compared through
+    the database: test_instance_sharing.)"""
     from entrypoints.agreement import check_agreement
 
     common = {
@@ -428,10 +423,7 @@ async def test_instances_that_disagree_on_what_they_queue_and_send_say_so_at_sta
     assert await start(one) == []
     assert await start(one) == []
     [differs] = await start(other)
-    name = f"TASKFLOW_LINK_{setting.upper()}"
-    if setting == "webhook_secret":
-        name = "TASKFLOW_LINK_WEBHOOK_URLS"  # with the secrets each is signed with
-    assert differs.startswith(f"{name} differs"), differs
+    assert differs.startswith(f"TASKFLOW_LINK_{setting.upper()} differs"), differs
 
 
 async def test_a_process_that_does_not_answer_interactions_leaves_their_max_age_compared(
