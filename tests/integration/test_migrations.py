@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 import uuid
@@ -17,12 +18,13 @@ from sqlalchemy import DateTime, inspect, text
 
 from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import UtcDateTime, metadata
+from adapters.tokens import SecretsTokenIssuer
 from domain import errors
 from domain.model import Account, AccountId, DiscordId, normalize_email
 from entrypoints.container import build_container, close_resources
 from entrypoints.web import create_app
 from tests.contracts.repositories import account, link
-from tests.harness import TEST_SECRET_KEY, make_settings
+from tests.harness import TEST_SECRET_KEY, cheap_argon2, make_settings
 from tests.servers import serve
 
 # The accounts' columns an insert needs at every revision since 0002, with their types (for the
@@ -963,3 +965,100 @@ async def test_expired_keys_stay_dead_below_0008_on_postgres(empty_pg_url: str) 
 
 async def test_expired_keys_stay_dead_below_0008_on_sqlite(sqlite_url: str) -> None:
     await _expired_keys_stay_dead_below_0008(sqlite_url)
+
+
+async def _audited_details(
+    database: SqlDatabase, ids: dict[str, uuid.UUID], *, postgres: bool
+) -> dict[str, tuple[Any, ...]]:
+    """Each named audit event's detail (and on Postgres its row version, which any write of
+    the row moves on)."""
+    version: sa.ColumnElement[Any] = sa.literal_column("xmin::text" if postgres else "NULL")
+    audit = sa.table("audit_events", sa.column("id", sa.Uuid()), sa.column("detail", sa.JSON()))
+    async with database.engine.connect() as conn:
+        rows = await conn.execute(sa.select(audit.c.id, audit.c.detail, version.label("v")))
+        found = {row.id: (row.detail, row.v) for row in rows}
+    return {name: found[event_id] for name, event_id in ids.items()}
+
+
+async def _plain_login_digests_are_removed_by_0020(url: str, *, postgres: bool) -> None:
+    """0019 -> 0020: a failed sign-in audited before the login was keyed named it by its
+    plain SHA-256, which a copy of the database gives back to a dictionary (and a login field
+    sometimes holds a password typed into the wrong box). 0020 removes that ``login`` from
+    those events, keeping the rest of them; the HMAC this version records is left as it is,
+    and so is every other event (not even written on Postgres). A second run (after older
+    instances wrote more during a rolling upgrade) changes nothing more."""
+    tokens = SecretsTokenIssuer(TEST_SECRET_KEY)
+    plain = {typed: hashlib.sha256(typed.encode()).hexdigest() for typed in ("alice", "hunter2")}
+    keyed = tokens.derive("bob", "sign-in-login")
+    at, owner = datetime(2026, 6, 1, tzinfo=UTC), uuid.uuid4()
+    events: dict[str, tuple[str, uuid.UUID | None, dict[str, str]]] = {
+        "unknown": ("sign_in_failed", None, {"login": plain["alice"], "client": "203.0.113.7"}),
+        "known": ("sign_in_failed", owner, {"login": plain["hunter2"], "client": "unknown"}),
+        "bare": ("sign_in_failed", None, {"login": plain["alice"]}),
+        "keyed": ("sign_in_failed", owner, {"login": keyed, "client": "203.0.113.8"}),
+        "no_login": ("sign_in_failed", None, {"client": "203.0.113.9"}),
+        "other": ("linked", owner, {"via": "ticket"}),
+    }
+    ids = {name: uuid.uuid4() for name in events}
+    rows = [
+        {
+            "id": ids[name],
+            "kind": kind,
+            "at": at,
+            "account_id": account_id,
+            "discord_id": None,
+            "detail": detail,
+        }
+        for name, (kind, account_id, detail) in events.items()
+    ]
+    untouched = {"keyed", "no_login", "other"}
+    database = SqlDatabase(url)
+    try:
+        await _filled_at(database, "0019_instance_webhooks", (OLD_AUDIT, rows))
+        before = await _audited_details(database, ids, postgres=postgres)
+        await migrate.upgrade(database)
+
+        assert await migrate.current_revision(database) == migrate.head_revision()
+        after = await _audited_details(database, ids, postgres=postgres)
+        assert {name: after[name][0] for name in events} == {
+            "unknown": {"client": "203.0.113.7"},
+            "known": {"client": "unknown"},
+            "bare": {},
+            "keyed": {"login": keyed, "client": "203.0.113.8"},
+            "no_login": {"client": "203.0.113.9"},
+            "other": {"via": "ticket"},
+        }
+        assert {name: after[name] for name in untouched} == {
+            name: before[name] for name in untouched
+        }
+        for digest in plain.values():
+            assert digest not in repr(after)
+        async with database.unit_of_work() as uow:  # the repository reads them as before
+            found = {e.id: e.detail for e in await uow.audit.for_account(AccountId(owner))}
+        assert found[ids["known"]] == {"client": "unknown"}
+
+        # A failed sign-in as this version records it, then 0020 again: it keeps its login.
+        container = build_container(make_settings(storage="sql", database_url=url))
+        container.password_hasher.override(cheap_argon2())
+        try:
+            with pytest.raises(errors.InvalidCredentials):
+                await container.sign_in().execute(login="Carol", password="wrong password")
+        finally:
+            await close_resources(container)
+        await migrate.downgrade(database, "0019_instance_webhooks")
+        await migrate.upgrade(database)
+        async with database.unit_of_work() as uow:
+            [failed] = [e for e in await uow.audit.search() if e.id not in ids.values()]
+        carol = tokens.derive("carol", "sign-in-login")
+        assert failed.detail == {"login": carol, "client": "unknown"}
+        assert await _audited_details(database, ids, postgres=postgres) == after
+    finally:
+        await database.dispose()
+
+
+async def test_plain_login_digests_are_removed_by_0020_on_postgres(empty_pg_url: str) -> None:
+    await _plain_login_digests_are_removed_by_0020(empty_pg_url, postgres=True)
+
+
+async def test_plain_login_digests_are_removed_by_0020_on_sqlite(sqlite_url: str) -> None:
+    await _plain_login_digests_are_removed_by_0020(sqlite_url, postgres=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -343,6 +344,21 @@ async def test_a_login_is_kept_keyed_where_a_stolen_database_cannot_guess_it_bac
     keyed = h.container.tokens().derive(typed.lower(), "sign-in-login")
     assert failed.detail["login"] == keyed
     assert (await store.failures(f"login:{keyed}"))[0] == 1
+
+
+async def test_a_keyed_login_never_has_the_form_of_a_plain_digest(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Migration 0020 removes from the audit trail the logins recorded as a plain SHA-256
+    (64 lower-case hex digits), telling them by that form alone, and may run again after a
+    rolling upgrade: what this version records must never take it (its HMAC is 43 characters
+    of URL-safe base64)."""
+    for typed in ("alice", "bob@example.com", "x" * 254):
+        with pytest.raises(errors.InvalidCredentials):
+            await h.container.sign_in().execute(login=typed, password=WRONG)
+    logins = [e.detail["login"] for e in db.tables.audit if e.kind is AuditKind.SIGN_IN_FAILED]
+    assert len(logins) == 3
+    assert not any(re.fullmatch(r"[0-9a-f]{64}", login) for login in logins)
 
 
 @pytest.mark.parametrize("login", ["a\x00b", "alice\n", "x" * 300])
