@@ -379,11 +379,12 @@ class AuditLog(Protocol):
         *,
         account_id: AccountId | None = None,
         discord_id: DiscordId | None = None,
+        login: str | None = None,
         since: datetime | None = None,
         limit: int = 100,
     ) -> Sequence[AuditEvent]:
-        """The newest ``limit`` events matching every filter given (``since``: at or after
-        it), newest first."""
+        """The newest ``limit`` events matching every filter given (``login``: the detail's
+        ``login`` is this, as recorded; ``since``: at or after it), newest first."""
 
     async def count_since(self, account_id: AccountId, kind: AuditKind, since: datetime) -> int:
         """How many events of ``kind`` the account has at or after ``since``."""

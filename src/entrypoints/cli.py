@@ -357,6 +357,14 @@ def webhooks_retry(delivery_id: uuid.UUID | None) -> None:
 @click.option("--account", "account", metavar="ID", help="Only events of this TaskFlow account.")
 @click.option("--discord-id", "discord_id", metavar="ID", help="Only events of this Discord id.")
 @click.option(
+    "--login",
+    "login",
+    metavar="LOGIN",
+    help="Only the failed sign-ins tried with this login (a username or an email address, any "
+    "case), found under TASKFLOW_LINK_SECRET_KEY; '-' reads it from standard input, keeping it "
+    "out of the shell's history and the process list.",
+)
+@click.option(
     "--since",
     metavar="WHEN",
     help="Only events from then on: a date (2026-11-01, UTC), a time (2026-11-01T12:00Z) or "
@@ -369,13 +377,17 @@ def webhooks_retry(delivery_id: uuid.UUID | None) -> None:
     show_default=True,
     help="At most this many events (the newest).",
 )
-def audit(account: str | None, discord_id: str | None, since: str | None, limit: int) -> None:
+def audit(
+    account: str | None, discord_id: str | None, login: str | None, since: str | None, limit: int
+) -> None:
     """Print the audit trail, one event per line, oldest first: time, kind, account, Discord
-    id and detail (never a secret)."""
+    id and detail (never a secret). With --login, the login's HMAC is not printed, nor the
+    login itself (a login field sometimes holds a password typed into the wrong box)."""
     from entrypoints.cli_output import (  # noqa: PLC0415
         audit_line,
         parse_account,
         parse_discord_id,
+        parse_login,
         parse_since,
     )
 
@@ -383,19 +395,30 @@ def audit(account: str | None, discord_id: str | None, since: str | None, limit:
         raise click.UsageError("Give --account or --discord-id, not both.")
     wanted_account = parse_account(account) if account is not None else None
     wanted_discord = parse_discord_id(discord_id) if discord_id is not None else None
+    if login == "-":
+        login = sys.stdin.readline()
+    wanted_login = parse_login(login) if login is not None else None
     wanted_since = parse_since(since) if since is not None else None
     events = _run_use_case(
         lambda c: c.read_audit_trail().execute(
             account_id=wanted_account,
             discord_id=wanted_discord,
+            login=wanted_login,
             since=wanted_since,
             limit=limit,
         )
     )
     for event in events:
-        click.echo(audit_line(event))
+        click.echo(audit_line(event, login_given=wanted_login is not None))
     if not events:
         click.echo("No audit events match.", err=True)
+        if wanted_login is not None:
+            click.echo(
+                "A login is found under the secret key its failed sign-ins were recorded with: "
+                "run this with the service's TASKFLOW_LINK_SECRET_KEY (events recorded before "
+                "the key changed, or before migration 0020, name no login it finds).",
+                err=True,
+            )
 
 
 @cli.group("email")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from domain import errors
-from domain.model import AccountId, AuditEvent, DiscordId, clean_text
+from domain.model import EMAIL_MAX, AccountId, AuditEvent, DiscordId, clean_text
 from domain.use_cases import EndpointStatus
 from domain.webhooks import WebhookState
 
@@ -77,6 +77,24 @@ def parse_discord_id(text: str) -> DiscordId:
         ) from None
 
 
+def parse_login(text: str) -> str:
+    """A login as typed at sign-in. Never repeated in a message: a login field sometimes holds
+    a password typed into the wrong box."""
+    login = text.strip()
+    if not login:
+        raise click.BadParameter(
+            "give the login as it was typed to sign in (a username or an email address)",
+            param_hint="'--login'",
+        )
+    if clean_text(login, EMAIL_MAX) != login:
+        raise click.BadParameter(
+            f"is no login a sign-in records (it holds a control character, or is longer than "
+            f"{EMAIL_MAX} characters): such a sign-in is refused before it is audited",
+            param_hint="'--login'",
+        )
+    return login
+
+
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "-"
@@ -90,11 +108,20 @@ def _shown(value: object) -> str:
     return json.dumps(text) if not text or any(c.isspace() or c in "\"'=" for c in text) else text
 
 
-def audit_line(event: AuditEvent) -> str:
-    """``time  kind  account=…  discord=…  key=value …`` on one line."""
+def audit_line(event: AuditEvent, *, login_given: bool = False) -> str:
+    """``time  kind  account=…  discord=…  key=value …`` on one line. ``login_given``: the
+    events were found by the login the operator gave, whose HMAC (the detail's ``login``) is
+    shown as ``(as given)``, never printed next to the login it names."""
+
+    def value_of(key: str, value: object) -> str:
+        if _SECRET_KEYS.search(key):
+            return "(hidden)"
+        if login_given and key == "login":
+            return "(as given)"
+        return _shown(value)
+
     detail = " ".join(
-        f"{_shown(key)}={'(hidden)' if _SECRET_KEYS.search(key) else _shown(value)}"
-        for key, value in sorted(event.detail.items())
+        f"{_shown(key)}={value_of(key, value)}" for key, value in sorted(event.detail.items())
     )
     fields = [
         _when(event.at),

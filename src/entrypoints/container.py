@@ -522,7 +522,7 @@ class Container(containers.DeclarativeContainer):
     )
     requeue_webhooks = providers.Factory(uc.RequeueWebhooks, uow, clock)
     show_webhook_status = providers.Factory(uc.ShowWebhookStatus, uow, webhook_outbox)
-    read_audit_trail = providers.Factory(uc.ReadAuditTrail, uow, clock)
+    read_audit_trail = providers.Factory(uc.ReadAuditTrail, uow, clock, tokens)
 
 
 def is_use_case(provider: object) -> bool:

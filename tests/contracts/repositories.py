@@ -957,6 +957,34 @@ class RepositoryContract:
             assert list(await uow.audit.search(since=since)) == events[:1:-1]
             assert list(await uow.audit.search(discord_id=DiscordId(8))) == []
 
+    async def test_audit_search_finds_the_events_of_a_login(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``audit --login``: the events whose detail names the login as recorded (its HMAC,
+        which only the use case makes), among others with the same value elsewhere."""
+        one = AccountId.new()
+        failed = AuditKind.SIGN_IN_FAILED
+        events = [
+            AuditEvent(failed, NOW, None, None, {"login": "A-b_c", "client": "10.0.0.1"}),
+            AuditEvent(failed, NOW, one, None, {"login": "a-b_c", "client": "10.0.0.2"}),
+            AuditEvent(failed, LATER, one, None, {"login": "A-b_c", "client": "10.0.0.3"}),
+            AuditEvent(failed, LATER, None, None, {"client": "A-b_c"}),
+            AuditEvent(AuditKind.SIGNED_IN, LATER, one),
+        ]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for event in events:
+                await uow.audit.record(event)
+
+        await write(uow_factory, add_all)
+        async with uow_factory(read_only=True) as uow:
+            assert list(await uow.audit.search(login="A-b_c")) == [events[2], events[0]]
+            assert list(await uow.audit.search(login="A-b_c", account_id=one)) == [events[2]]
+            assert list(await uow.audit.search(login="A-b_c", since=LATER)) == [events[2]]
+            assert list(await uow.audit.search(login="A-b_c", limit=1)) == [events[2]]
+            assert list(await uow.audit.search(login="A-b")) == []
+            assert list(await uow.audit.search(login="A-b_%")) == []
+
     async def test_audit_events_of_a_kind_are_counted_per_account_since_a_moment(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,7 +13,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from adapters.sql import migrate
-from tests.harness import TEST_SECRET_KEY
+from adapters.tokens import SecretsTokenIssuer
+from domain import errors
+from entrypoints.container import build_container, close_resources
+from tests.harness import TEST_SECRET_KEY, cheap_argon2, make_settings
 from tests.servers import free_port
 
 RUNS = [
@@ -63,11 +67,14 @@ def _env(**settings: str) -> dict[str, str]:
     return env | settings
 
 
-def _run(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    cwd: Path, env: dict[str, str], *argv: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(  # noqa: S603 - our own command
         [sys.executable, "-m", "entrypoints", *argv],
         capture_output=True,
         text=True,
+        input=stdin,
         env=env,
         cwd=cwd,
         timeout=120,  # a deadline only
@@ -127,6 +134,66 @@ def test_an_operator_on_postgres_before_and_after_db_upgrade(
     emptied = run("db", "downgrade", "base", "--yes")
     assert (emptied.returncode, emptied.stdout) == (0, "Database at revision base (empty).\n")
     assert run("db", "current").stdout == "base (empty)\n"
+
+
+def test_an_operator_finds_the_failed_sign_ins_of_a_login_on_postgres(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    """`audit --login`: a failed sign-in's login is recorded as an HMAC under the secret key,
+    which the command computes from the login given (with the service's key) and searches
+    for; it prints the events, never that HMAC nor the key, and says what to check when none
+    match (another key finds nothing)."""
+    env = _env(TASKFLOW_LINK_DATABASE_URL=empty_pg_url)
+    assert _run(tmp_path, env, "db", "upgrade").returncode == 0
+    typed = "Alice@Example.com"
+    container = build_container(
+        make_settings(storage="sql", database_url=empty_pg_url, secret_key=TEST_SECRET_KEY)
+    )
+    container.password_hasher.override(cheap_argon2())
+
+    async def fail_to_sign_in() -> None:
+        try:
+            for login, client in ((typed, "203.0.113.7"), ("bob", "203.0.113.8")):
+                with pytest.raises(errors.InvalidCredentials):
+                    await container.sign_in().execute(
+                        login=login, password="wrong", client_address=client
+                    )
+        finally:
+            await close_resources(container)
+
+    asyncio.run(fail_to_sign_in())
+    keyed = SecretsTokenIssuer(TEST_SECRET_KEY).derive(typed.lower(), "sign-in-login")
+
+    for argv, stdin in (
+        (["--login", "alice@example.com"], None),
+        (["--login", "-", "--since", "1h"], f"{typed}\n"),
+    ):
+        found = _run(tmp_path, env, "audit", *argv, stdin=stdin)
+        assert found.returncode == 0, found
+        [line] = found.stdout.splitlines()
+        assert line.split("  ")[1:] == [
+            "sign_in_failed",
+            "account=-",
+            "discord=-",
+            "client=203.0.113.7 login=(as given)",
+        ]
+        for hidden in (keyed, TEST_SECRET_KEY):
+            assert hidden not in found.stdout + found.stderr
+    assert "client=203.0.113.8" in _run(tmp_path, env, "audit", "--login", "BOB").stdout
+
+    another_key = _run(
+        tmp_path,
+        env | {"TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY[::-1]},
+        "audit",
+        "--login",
+        typed,
+    )
+    assert (another_key.returncode, another_key.stdout) == (0, "")
+    assert "No audit events match." in another_key.stderr
+    assert "the service's TASKFLOW_LINK_SECRET_KEY" in another_key.stderr
+    blank = _run(tmp_path, env, "audit", "--login", " ")
+    assert blank.returncode == 2
+    assert "give the login as it was typed to sign in" in blank.stderr
 
 
 @pytest.mark.parametrize(

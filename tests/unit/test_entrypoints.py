@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import sqlite3
 import sys
 from pathlib import Path
@@ -14,19 +16,22 @@ from click.testing import CliRunner
 
 import entrypoints.asgi
 from adapters.memory import MemoryUnitOfWork
+from adapters.tokens import SecretsTokenIssuer
+from domain import errors
 from domain.use_cases import SignUp
 from entrypoints.bot.bridge import describe_http_error
 from entrypoints.bot.context import Deadline
 from entrypoints.cli import cli
-from entrypoints.container import build_container
+from entrypoints.container import build_container, close_resources
 from entrypoints.instrumentation import Observed
+from entrypoints.logs import QUIET_BELOW_INFO
 from entrypoints.settings import (
     SettingsError,
     database_url_without_password,
     load_settings,
     without_password,
 )
-from tests.harness import TEST_SECRET_KEY, make_settings
+from tests.harness import TEST_SECRET_KEY, cheap_argon2, make_settings
 from tests.servers import free_port
 
 
@@ -1025,6 +1030,84 @@ def test_audit_takes_the_earliest_and_latest_times_there_are(
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     listed = runner.invoke(cli, ["audit", "--since", since])
     assert listed.exit_code == 0, listed.output
+
+
+def test_audit_finds_a_login_and_prints_neither_its_hmac_nor_the_key(
+    sqlite_database: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`audit --login`: the failed sign-ins tried with the login, found by its HMAC under the
+    secret key (which the use case computes), shown as `login=(as given)`: the command prints
+    neither the HMAC, which would name the login to whoever reads the output later, nor the
+    key, nor logs the login. `-` reads the login from standard input (a login field sometimes
+    holds a password, kept out of the shell's history)."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    typed = "Tr0ub4dor&3 horse"
+    container = build_container(load_settings())
+    container.password_hasher.override(cheap_argon2())
+
+    async def fail_to_sign_in() -> None:
+        try:
+            for login, client in ((typed, "203.0.113.7"), ("mallory", "203.0.113.8")):
+                with pytest.raises(errors.InvalidCredentials):
+                    await container.sign_in().execute(
+                        login=login, password="wrong", client_address=client
+                    )
+        finally:
+            await close_resources(container)
+
+    asyncio.run(fail_to_sign_in())
+    keyed = SecretsTokenIssuer(TEST_SECRET_KEY).derive(typed.lower(), "sign-in-login")
+    everything = runner.invoke(cli, ["audit"])
+    assert keyed in everything.output  # the whole trail shows each login's HMAC, as recorded
+
+    caplog.set_level(logging.DEBUG)
+    for quiet in QUIET_BELOW_INFO:  # as the commands' logging has them: their data withheld
+        caplog.set_level(logging.INFO, logger=quiet)
+    for args, stdin in (
+        (["--login", typed.upper()], None),
+        (["--login", "-"], f"  {typed}\n"),
+        (["--login", typed, "--since", "1d"], None),
+    ):
+        found = runner.invoke(cli, ["audit", *args], input=stdin)
+        assert found.exit_code == 0, found.output
+        [line] = found.output.splitlines()
+        assert line.split("  ")[1:] == [
+            "sign_in_failed",
+            "account=-",
+            "discord=-",
+            "client=203.0.113.7 login=(as given)",
+        ]
+        for secret in (keyed, TEST_SECRET_KEY, typed.lower()):
+            assert secret not in found.output + caplog.text
+    nothing = runner.invoke(cli, ["audit", "--login", "nobody"])
+    assert nothing.exit_code == 0
+    assert "No audit events match." in nothing.output
+    assert "TASKFLOW_LINK_SECRET_KEY" in nothing.output
+    assert "nobody" not in nothing.output
+    other_key = runner.invoke(
+        cli, ["audit", "--login", typed], env={"TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY[::-1]}
+    )
+    assert "No audit events match." in other_key.output
+
+
+@pytest.mark.parametrize(
+    ("login", "message"),
+    [
+        ("   ", "give the login as it was typed to sign in"),
+        ("pass\x1bword", "is no login a sign-in records"),
+        ("p" * 255, "is no login a sign-in records"),
+    ],
+)
+def test_audit_refuses_a_login_no_sign_in_records_without_repeating_it(
+    login: str, message: str
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["audit", "--login", login], env={"TASKFLOW_LINK_SECRET_KEY": None}
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert login.strip() not in result.output or not login.strip()
 
 
 @pytest.mark.parametrize(

@@ -346,6 +346,30 @@ async def test_a_login_is_kept_keyed_where_a_stolen_database_cannot_guess_it_bac
     assert (await store.failures(f"login:{keyed}"))[0] == 1
 
 
+async def test_an_operator_finds_the_failed_sign_ins_of_a_login_by_the_login(h: Harness) -> None:
+    """`taskflow-link audit --login`: the login is keyed, so the trail is searched by the
+    HMAC the use case makes of the login given, as a sign-in makes it (any case, blanks
+    around it), never by one the operator has to compute."""
+    await h.sign_up("alice", "alice@example.com")
+    for login, client in (("Alice", "203.0.113.1"), ("bob", "203.0.113.2"), (" alice", "x")):
+        with pytest.raises(errors.InvalidCredentials):
+            await h.container.sign_in().execute(login=login, password=WRONG, client_address=client)
+    await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    read = h.container.read_audit_trail()
+    found = await read.execute(login=" ALICE ")
+    assert [(e.kind, e.detail["client"]) for e in found] == [
+        (AuditKind.SIGN_IN_FAILED, "203.0.113.1"),
+        (AuditKind.SIGN_IN_FAILED, "x"),
+    ]
+    assert [e.detail["client"] for e in await read.execute(login="bob")] == ["203.0.113.2"]
+    assert list(await read.execute(login="alice@example.com")) == []
+    h.clock.advance(timedelta(minutes=2))
+    assert list(await read.execute(login="alice", since=timedelta(minutes=1))) == []
+    for blank in ("", "  "):
+        with pytest.raises(errors.InvalidInput):
+            await read.execute(login=blank)
+
+
 async def test_a_keyed_login_never_has_the_form_of_a_plain_digest(
     h: Harness, db: MemoryDatabase
 ) -> None:

@@ -538,6 +538,7 @@ class MemoryAudit(_Repo):
         *,
         account_id: AccountId | None = None,
         discord_id: DiscordId | None = None,
+        login: str | None = None,
         since: datetime | None = None,
         limit: int = 100,
     ) -> Sequence[AuditEvent]:
@@ -546,6 +547,7 @@ class MemoryAudit(_Repo):
             for e in self._t.audit
             if account_id in (None, e.account_id)
             and discord_id in (None, e.discord_id)
+            and (login is None or e.detail.get("login") == login)
             and (since is None or e.at >= since)
         ]
         # Newest first; among equal times, the one recorded last first (as the SQL seq).

@@ -676,6 +676,7 @@ class SqlAudit(_Repo):
         *,
         account_id: AccountId | None = None,
         discord_id: DiscordId | None = None,
+        login: str | None = None,
         since: datetime | None = None,
         limit: int = 100,
     ) -> Sequence[AuditEvent]:
@@ -684,6 +685,9 @@ class SqlAudit(_Repo):
             query = query.where(audit_events.c.account_id == account_id.value)
         if discord_id is not None:
             query = query.where(audit_events.c.discord_id == discord_id.value)
+        if login is not None:
+            # Postgres ``detail ->> 'login'``, SQLite ``json_extract(detail, '$.login')``.
+            query = query.where(audit_events.c.detail["login"].as_string() == login)
         if since is not None:
             query = query.where(audit_events.c.at >= since)
         query = query.order_by(audit_events.c.at.desc(), audit_events.c.seq.desc()).limit(limit)

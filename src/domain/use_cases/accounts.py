@@ -47,6 +47,13 @@ from domain.webhooks import account_created
 _LOGIN_PURPOSE = "sign-in-login"
 
 
+def keyed_login(tokens: TokenIssuer, login: str) -> str:
+    """The name of ``login`` (as typed at sign-in) in a failed sign-in's audit event and in
+    its throttle: an HMAC under the server's key, so that only the server (or an operator
+    holding its key: ``taskflow-link audit --login``) finds a login's events."""
+    return tokens.derive(login.strip().lower(), _LOGIN_PURPOSE)
+
+
 @dataclass(frozen=True, slots=True)
 class SignedIn:
     account: Account
@@ -147,7 +154,7 @@ class SignIn(_PasswordUseCase):
                 by_email = True
         # Keyed: a login field sometimes holds a password (typed into the wrong box), and
         # this names the login in the audit trail and the throttles (Redis).
-        login_digest = self._tokens.derive(login.lower(), _LOGIN_PURPOSE)
+        login_digest = keyed_login(self._tokens, login)
         password_hash = account.password_hash if account else None
         if account is None:
             key = f"login:{login_digest}"
