@@ -15,6 +15,7 @@ from domain.model import (
     LINK_PROPOSAL_TTL,
     Account,
     AccountId,
+    AuditKind,
     DiscordId,
     DiscordProfile,
     EmailKind,
@@ -194,6 +195,30 @@ async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) 
         await h.container.confirm_link_with_password().execute(
             proposal_token=proposal, password=PASSWORD
         )
+
+
+async def test_a_wrong_password_confirming_a_discord_link_is_audited_as_a_failed_sign_in(
+    confirm: Harness,
+) -> None:
+    """The password that confirms a Discord link signs in with it, so a wrong one is a failed
+    sign-in, audited as one (`sign_in_failed`, with the account, the Discord account and the
+    client). Whoever holds a Discord account with the account's address (the one its owner
+    unlinked because someone else holds it: the proof exists for them) guessed the account's
+    password here leaving no trace in the audit trail, while the sign-in form's guesses do."""
+    h = confirm
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    proposal, _ = await _confirm_needed(h, 8001, "alice@example.com")
+    read = h.container.read_audit_trail()
+    before = len(await read.execute(account_id=alice.id))
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.confirm_link_with_password().execute(
+            proposal_token=proposal, password="not it", client_address="203.0.113.9"
+        )
+    [failed] = list(await read.execute(account_id=alice.id))[before:]
+    assert failed.kind is AuditKind.SIGN_IN_FAILED
+    assert failed.discord_id == DiscordId(8001)
+    assert failed.detail == {"via": "link_confirm", "client": "203.0.113.9"}
+    assert "not it" not in repr(failed)
 
 
 async def test_confirm_mode_offers_no_proof_for_an_account_linked_to_another_discord(

@@ -11,7 +11,7 @@ from httpx import Response
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
-from domain.model import DiscordId
+from domain.model import AuditKind, DiscordId
 from domain.ports import EmailMessage
 from entrypoints.container import build_container
 from entrypoints.web import create_app
@@ -66,6 +66,13 @@ async def test_the_password_links_and_signs_in(h: Harness) -> None:
 
         wrong = await post_form(client, page.url.path, page.url.path, {"password": "wrong"})
         assert wrong.status_code == 401
+        # Audited as the sign-in form's wrong passwords are, with the client's address.
+        failed = [
+            e
+            for e in await h.container.read_audit_trail().execute(discord_id=DiscordId(9001))
+            if e.kind is AuditKind.SIGN_IN_FAILED
+        ]
+        assert [e.detail["client"] for e in failed] == ["testclient"]
         done = await post_form(client, page.url.path, page.url.path, {"password": PASSWORD})
         assert done.url.path == "/account"
         assert "@alice_d" in done.text  # linked, and signed in

@@ -18,6 +18,8 @@ from domain.model import (
     LINK_PROPOSAL_TTL,
     Account,
     AccountId,
+    AuditEvent,
+    AuditKind,
     DiscordUser,
     EmailKind,
     EmailPurpose,
@@ -166,10 +168,17 @@ class ConfirmLinkWithPassword:
         self._webhooks = webhooks
 
     async def execute(
-        self, *, proposal_token: str | None, password: str, device_token: str | None = None
+        self,
+        *,
+        proposal_token: str | None,
+        password: str,
+        device_token: str | None = None,
+        client_address: str | None = None,
     ) -> LinkConfirmed:
         """``device_token``: the browser's, as for a sign-in (its tries count on their own
-        throttle when an earlier password sign-in to this account gave it)."""
+        throttle when an earlier password sign-in to this account gave it). A wrong password
+        is a failed sign-in, audited as one (with the Discord account and ``client_address``):
+        whoever holds a Discord account with the account's address may be guessing it."""
         shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
         password_hash = shown.account.password_hash
         if password_hash is None:
@@ -178,6 +187,17 @@ class ConfirmLinkWithPassword:
             )
         key = throttle_key(self._tokens, shown.account, device_token)
         if not await self._passwords.check(key, password_hash, password):
+            async with self._uow() as uow:
+                await uow.audit.record(
+                    AuditEvent(
+                        AuditKind.SIGN_IN_FAILED,
+                        self._clock.now(),
+                        shown.account.id,
+                        shown.proposal.discord.id,
+                        {"via": "link_confirm", "client": client_address or "unknown"},
+                    )
+                )
+                await uow.commit()
             raise errors.InvalidCredentials("The password is not right.")
 
         async def attempt(checked: str) -> LinkConfirmed:

@@ -66,6 +66,7 @@ class EmailLinkingPages(Controller):
                 proposal_token=jar.proposal_token(request),
                 password=data.get("password", ""),
                 device_token=jar.device_token(request),
+                client_address=request.client.host if request.client else None,
             )
         except errors.InvalidCredentials as exc:
             shown = await show_link_proposal.execute(jar.proposal_token(request))
