@@ -361,8 +361,8 @@ def webhooks_retry(delivery_id: uuid.UUID | None) -> None:
     "login",
     metavar="LOGIN",
     help="Only the failed sign-ins tried with this login (a username or an email address, any "
-    "case), found under TASKFLOW_LINK_SECRET_KEY; '-' reads it from standard input, keeping it "
-    "out of the shell's history and the process list.",
+    "case), found under TASKFLOW_LINK_SECRET_KEY; '-' reads it from standard input (asks for it "
+    "without echo at a terminal), keeping it out of the shell's history and the process list.",
 )
 @click.option(
     "--since",
@@ -395,8 +395,12 @@ def audit(
         raise click.UsageError("Give --account or --discord-id, not both.")
     wanted_account = parse_account(account) if account is not None else None
     wanted_discord = parse_discord_id(discord_id) if discord_id is not None else None
-    if login == "-":
-        login = sys.stdin.readline()
+    if login == "-":  # asked for without echo at a terminal, else one line of the input
+        login = (
+            click.prompt("Login", hide_input=True, err=True)
+            if sys.stdin.isatty()
+            else sys.stdin.readline()
+        )
     wanted_login = parse_login(login) if login is not None else None
     wanted_since = parse_since(since) if since is not None else None
     events = _run_use_case(
