@@ -941,6 +941,13 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
     _configure_logging(settings.log_level, settings.log_format)
     for warning in settings.warnings():  # as `serve` does (a shared webhook secret, say)
         logging.getLogger("taskflow_link.bot").warning("%s", warning)
+    if not container.storage().shared_between_processes:  # the bot is a process of its own
+        logging.getLogger("taskflow_link.bot").warning(
+            "This bot keeps its data in its own memory (TASKFLOW_LINK_STORAGE=memory, or an "
+            "in-memory SQLite database), which no web app sees: the /link buttons it gives "
+            "lead to a page that does not know them, and what it holds is gone when it stops. "
+            "Give it the web app's TASKFLOW_LINK_STORAGE=sql and TASKFLOW_LINK_DATABASE_URL."
+        )
     shards = f" as {settings.shards}" if settings.shards else ""
     try:
         # Built before saying "connecting": a missing setting (the bot token) is said alone.

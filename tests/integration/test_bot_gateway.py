@@ -177,6 +177,8 @@ async def test_the_bot_command_runs_and_stops_on_ctrl_c(
     assert process.returncode == 0, output
     assert "Traceback" not in output
     assert state.bot_token not in output
+    # Memory no web app sees: its /link buttons lead nowhere, and it says so.
+    assert "This bot keeps its data in its own memory" in output
 
 
 def test_the_bot_command_explains_a_token_discord_refuses(
