@@ -212,6 +212,11 @@ class OutgoingEmailRepository(Protocol):
         out and another sender claimed it (a new claim always moves the lease further), or it
         is no longer pending."""
 
+    async def release(self, email: OutgoingEmail, now: datetime) -> bool:
+        """Let go of the lease this sender holds (``email`` as claimed or last renewed): the
+        email is due again at ``now``, for any sender, and the workers are woken. ``False``,
+        and nothing written, when it is no longer this sender's (as ``renew_claim``)."""
+
     async def requeue_failed(self, now: datetime, email_id: uuid.UUID | None = None) -> int:
         """Put emails that were given up (all of them, or the one with ``email_id``) back in
         the queue: pending, due at ``now``, counting attempts from zero. How many."""
@@ -290,6 +295,11 @@ class RoleChangeRepository(Protocol):
         """Extend the claim of a change this worker holds (``change`` as claimed) to
         ``until``; ``None`` when it is no longer this worker's (its claim ran out and another
         took it) or no longer pending."""
+
+    async def release(self, change: RoleChange) -> bool:
+        """Let go of the claim this worker holds (``change`` as claimed or last renewed),
+        leaving the change as it was (due when it was due), and wake the workers. ``False``,
+        and nothing written, when it is no longer this worker's or no longer pending."""
 
     async def finish(self, change: RoleChange) -> bool:
         """Write back what this worker did with a change it holds (``change`` with its new
@@ -415,6 +425,10 @@ class WebhookRepository(Protocol):
     ) -> WebhookDelivery | None:
         """Extend this sender's lease (as ``OutgoingEmailRepository.renew_claim``); ``None``
         when the delivery is no longer this sender's."""
+
+    async def release(self, delivery: WebhookDelivery, now: datetime) -> bool:
+        """Let go of this sender's lease (as ``OutgoingEmailRepository.release``): due again
+        at ``now`` (still behind its endpoint's earlier deliveries), the workers woken."""
 
     async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
         """Write back state, attempts, times and error, while the delivery is still this

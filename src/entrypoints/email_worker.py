@@ -19,7 +19,9 @@ class EmailWorker(QueueWorker):
 
     def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
         super().__init__(
-            poll_seconds=poll_seconds or container.settings().email_poll_seconds, log=log
+            poll_seconds=poll_seconds or container.settings().email_poll_seconds,
+            log=log,
+            stop_seconds=container.settings().shutdown_timeout_seconds,
         )
         self._storage = StorageTrouble(log, "email queue")
         self._container = container
@@ -35,7 +37,9 @@ class EmailWorker(QueueWorker):
     async def run_once(self) -> DeliveryReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
         try:
-            report: DeliveryReport = await self._container.deliver_emails().execute()
+            report: DeliveryReport = await self._container.deliver_emails().execute(
+                stopping=self.stopping
+            )
         except errors.StorageError as exc:
             self._storage.failed(exc)
             return None

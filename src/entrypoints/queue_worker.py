@@ -5,7 +5,13 @@ a batch no other worker gets.
 A worker looks at its queue when it starts, whenever it is woken, and every ``poll_seconds``.
 Its ``QueueListener`` wakes it when its own process commits work for it (the bell), and, on
 Postgres, when any instance does (LISTEN/NOTIFY): work queued anywhere is done at once, and the
-poll is only the safety net."""
+poll is only the safety net.
+
+When its process stops, a worker that is waiting stops at once. One in a pass starts nothing
+more: the rows its pass claimed and never started are let go at once, for the other
+instances (woken), and the call under way gets ``stop_seconds`` to finish and have its outcome
+written back; a call still under way then is cut off, and its row let go too (at least once:
+see ``domain.use_cases._claims``)."""
 
 from __future__ import annotations
 
@@ -13,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from datetime import datetime
 
 from domain import errors
 from domain.ports import QueueListener
+from domain.use_cases import Stopping
 
 
 class StorageTrouble:
@@ -65,23 +73,38 @@ class QueueWorker(ABC):
     name = "queue"  # for task names and log lines
 
     def __init__(
-        self, *, poll_seconds: float, log: logging.Logger, min_gap_seconds: float = 0.25
+        self,
+        *,
+        poll_seconds: float,
+        log: logging.Logger,
+        min_gap_seconds: float = 0.25,
+        stop_seconds: float = 10.0,
     ) -> None:
         """``min_gap_seconds``: a wake-up starts a pass no sooner than this after the last
         one began: a stream of commits that queue work (or of NOTIFYs from other instances)
         makes one pass per gap rather than one each, each pass taking SQLite's write lock. A
-        pass that found work goes on at once."""
+        pass that found work goes on at once. ``stop_seconds``: how long ``stop`` lets the
+        call under way finish (then again, at most, for letting go of what was claimed)."""
         self._poll = poll_seconds
         self._min_gap = min_gap_seconds
+        self._stop_seconds = stop_seconds
         self._log = log
         self._wake = asyncio.Event()
         self._waiting = False
+        self._passing = False
+        self._stopping = Stopping()
         self._tasks: list[asyncio.Task[None]] = []
 
     @abstractmethod
     async def pass_once(self) -> bool:
         """One pass over what is due; ``True`` when it did something (there may be more).
-        Never raises: a broken pass is logged, the next retries."""
+        Never raises: a broken pass is logged, the next retries. It hands ``stopping`` to
+        its use case, which starts nothing more once the process stops."""
+
+    @property
+    def stopping(self) -> Stopping:
+        """Asked when the process stops (``stop``)."""
+        return self._stopping
 
     def idle_seconds(self) -> float:
         """How long to wait for a wake-up after a pass that found nothing to do."""
@@ -109,20 +132,59 @@ class QueueWorker(ABC):
         """Waiting for a wake-up or the next poll, with none pending."""
         return self._waiting and not self._wake.is_set()
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop (see the module's doc): at once when waiting; otherwise once the pass under
+        way has finished its call and let go of the rest of what it claimed, or has been
+        cut off after ``grace`` (``stop_seconds`` unless given) and let go of all of it.
+        Bounded: a pass that cannot let go either (a database that does not answer) is
+        left behind after ``stop_seconds`` more, and its rows wait out their lease."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if not tasks:
+            return
+        grace = self._stop_seconds if grace is None else grace
+        self._stopping.ask()
+        listener, runner = tasks
+        listener.cancel()
+        if not self._passing:
+            runner.cancel()  # waiting: it holds nothing
+        self._wake.set()  # and a pass that just ended looks no further
+        _, late = await asyncio.wait({runner}, timeout=grace)
+        if late:
+            self._log.warning(
+                "%s worker: the call under way did not finish within %s s of the stop; cut "
+                "off, its row is let go for another instance (it may go twice)",
+                self.name,
+                grace,
+            )
+            runner.cancel()
+            _, late = await asyncio.wait({runner}, timeout=self._stop_seconds)
+            if late:
+                self._log.warning(
+                    "%s worker: could not let go of what it claimed within %s s; those rows "
+                    "wait out their lease",
+                    self.name,
+                    self._stop_seconds,
+                )
+                runner.cancel()  # left behind: not waited for any more
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        if runner.done():
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await runner
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.asked:
             self._wake.clear()
             began = loop.time()
-            if await self.pass_once():
+            self._passing = True
+            try:
+                busy = await self.pass_once()
+            finally:
+                self._passing = False
+            if self._stopping.asked:
+                return
+            if busy:
                 continue  # there may be more than one batch
             self._waiting = True
             try:
@@ -144,3 +206,13 @@ class QueueWorker(ABC):
             await self.listener().listen(self.wake)
         except Exception:
             self._log.exception("%s listener stopped; polling every %s s", self.name, self._poll)
+
+
+async def stop_together(*stops: Awaitable[None]) -> None:
+    """Await several stops side by side (workers, the commands under way): each one's grace
+    runs at the same time as the others', not after them. Each runs to its end; the first
+    error, if any, is raised then."""
+    outcomes = await asyncio.gather(*stops, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -75,6 +75,7 @@ class RoleConnectionWorker(QueueWorker):
         super().__init__(
             poll_seconds=poll_seconds or container.settings().role_connections_poll_seconds,
             log=log,
+            stop_seconds=container.settings().shutdown_timeout_seconds,
         )
         self._storage = StorageTrouble(log, "role connections")
         self._container = container
@@ -97,7 +98,9 @@ class RoleConnectionWorker(QueueWorker):
     async def run_once(self) -> RoleSyncReport | None:
         """One pass; never raises (a broken pass is logged, the next one tries again)."""
         try:
-            report: RoleSyncReport = await self._container.refresh_role_connections().execute()
+            report: RoleSyncReport = await self._container.refresh_role_connections().execute(
+                stopping=self.stopping
+            )
         except errors.StorageError as exc:
             self._storage.failed(exc)
             return None

@@ -36,7 +36,9 @@ class RoleWorker(QueueWorker):
 
     def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
         super().__init__(
-            poll_seconds=poll_seconds or container.settings().discord_roles_poll_seconds, log=log
+            poll_seconds=poll_seconds or container.settings().discord_roles_poll_seconds,
+            log=log,
+            stop_seconds=container.settings().shutdown_timeout_seconds,
         )
         self._storage = StorageTrouble(log, "role queue")
         self._container = container
@@ -64,7 +66,9 @@ class RoleWorker(QueueWorker):
     async def run_once(self) -> RoleChangeReport | None:
         """One pass over what is due; never raises (a broken pass is logged, the next retries)."""
         try:
-            report: RoleChangeReport = await self._container.apply_role_changes().execute()
+            report: RoleChangeReport = await self._container.apply_role_changes().execute(
+                stopping=self.stopping
+            )
         except errors.StorageError as exc:
             self._storage.failed(exc)
             return None

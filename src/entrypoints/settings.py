@@ -161,8 +161,10 @@ class Settings(BaseSettings):
         gt=0,
         le=300,
         description="On SIGTERM, requests in flight get this long to finish, then the bot's "
-        "commands under way as long again, then releasing the database and Redis as long "
-        "again; the process then exits regardless.",
+        "commands under way as long again, and beside them the background queues' calls under "
+        "way (what the queue workers claimed and never started is let go at once, for the "
+        "other instances), then releasing the database and Redis as long again; the process "
+        "then exits regardless.",
     )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),

@@ -23,7 +23,9 @@ class WebhookWorker(QueueWorker):
 
     def __init__(self, container: Container, *, poll_seconds: float | None = None) -> None:
         super().__init__(
-            poll_seconds=poll_seconds or container.settings().webhook_poll_seconds, log=log
+            poll_seconds=poll_seconds or container.settings().webhook_poll_seconds,
+            log=log,
+            stop_seconds=container.settings().shutdown_timeout_seconds,
         )
         self._storage = StorageTrouble(log, "webhook queue")
         self._container = container
@@ -45,7 +47,9 @@ class WebhookWorker(QueueWorker):
         """One pass over what is due; never raises (a broken pass is logged, the next retries).
         Lines name the delivery, the event (its ``webhook-id``) and the endpoint's host only."""
         try:
-            report: WebhookReport = await self._container.deliver_webhooks().execute()
+            report: WebhookReport = await self._container.deliver_webhooks().execute(
+                stopping=self.stopping
+            )
         except errors.StorageError as exc:
             self._storage.failed(exc)
             return None

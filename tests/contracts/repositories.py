@@ -826,6 +826,50 @@ class RepositoryContract:
             assert await uow.outgoing_emails.purge_finished(far) == 1
             await uow.commit()
 
+    async def test_a_claim_let_go_is_due_at_once_for_anyone_and_wakes_the_workers(
+        self, uow_factory: UnitOfWorkFactory, bell: QueueBell
+    ) -> None:
+        """A worker whose process stops lets go of what it claimed and did not finish: due
+        again at once, not after its lease, and the workers told (another instance's, on
+        Postgres by NOTIFY). Only the holder's lease lets go."""
+        heard: list[str] = []
+        channels = (EMAIL_QUEUE_CHANNEL, WEBHOOK_QUEUE_CHANNEL)
+        stops = [bell.subscribe(c, lambda c=c: heard.append(c)) for c in channels]  # type: ignore[misc]
+        email = OutgoingEmail(uuid.uuid4(), EmailKind.PASSWORD_CHANGED, "a@b.c", None, NOW, NOW)
+        event, [delivery] = webhook()
+        lease = timedelta(minutes=2)
+        try:
+            await write(uow_factory, lambda uow: uow.outgoing_emails.add(email))
+            await write(uow_factory, lambda uow: uow.webhooks.add(event, [delivery]))
+            async with uow_factory() as uow:
+                [held] = await uow.outgoing_emails.claim_due(NOW, NOW + lease, 10)
+                [hook] = await uow.webhooks.claim_due(NOW, NOW + lease, 10, [HOOK_A.key])
+                await uow.commit()
+            for _ in range(5):  # the wake-ups are scheduled on this loop
+                await asyncio.sleep(0)
+            heard.clear()
+            let_go = NOW + timedelta(seconds=1)
+            async with uow_factory() as uow:
+                other = replace(held, next_attempt_at=NOW + 2 * lease)  # not this lease
+                assert not await uow.outgoing_emails.release(other, let_go)
+                assert not await uow.webhooks.release(replace(hook, next_attempt_at=NOW), let_go)
+                assert await uow.outgoing_emails.release(held, let_go)
+                assert await uow.webhooks.release(hook, let_go)
+                assert not await uow.outgoing_emails.release(held, let_go)  # let go already
+                await uow.commit()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert sorted(set(heard)) == sorted(channels)
+            async with uow_factory() as uow:  # due at once, as they were: no attempt counted
+                again = await uow.outgoing_emails.claim_due(let_go, let_go + lease, 10)
+                assert again == [replace(email, next_attempt_at=let_go + lease)]
+                hooks = await uow.webhooks.claim_due(let_go, let_go + lease, 10, [HOOK_A.key])
+                assert hooks == [replace(delivery, next_attempt_at=let_go + lease)]
+                await uow.commit()
+        finally:
+            for stop in stops:
+                stop()
+
     async def test_concurrent_claims_of_an_email_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -131,6 +131,27 @@ class RoleChangeContract:
             assert await uow.role_changes.renew_claim(renewed, LATER + LEASE) is None
             assert not await uow.role_changes.finish(done)  # a claim can be used once
 
+    async def test_a_claim_let_go_leaves_the_change_as_it_was_for_any_worker(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A worker whose process stops lets go of what it claimed and did not apply: taken
+        again at once, not after the claim's lease. Only the holder's claim lets go."""
+        await write(uow_factory, lambda uow: uow.role_changes.request(change(1)))
+        async with uow_factory() as uow:
+            [held] = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.role_changes.claim_due(NOW, NOW + LEASE, 10) == []  # held
+            other = replace(held, claimed_until=NOW + 2 * LEASE)  # not this claim
+            assert not await uow.role_changes.release(other)
+            assert await uow.role_changes.release(held)
+            assert not await uow.role_changes.release(held)  # let go already
+            await uow.commit()
+        async with uow_factory() as uow:
+            [again] = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            assert again == replace(change(1), claimed_until=NOW + LEASE)
+            await uow.commit()
+
     async def test_a_request_during_a_delivery_is_not_finished_by_it_and_waits_for_it(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

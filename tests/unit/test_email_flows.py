@@ -24,7 +24,7 @@ from domain.model import (
     SignInMethod,
 )
 from domain.ports import EmailMessage
-from domain.use_cases import AuthOutcome, DeliveryReport, TicketIssued
+from domain.use_cases import AuthOutcome, DeliveryReport, Stopping, TicketIssued
 from domain.use_cases.accounts import SignedIn
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from domain.use_cases.email_verification import EmailChanged
@@ -1031,10 +1031,10 @@ async def test_a_worker_says_once_that_the_database_is_not_usable(
     real = h.container.deliver_emails()
 
     class Broken:
-        async def execute(self) -> DeliveryReport:
+        async def execute(self, *, stopping: Stopping | None = None) -> DeliveryReport:
             if failures:
                 raise failures.pop(0)
-            return await real.execute()
+            return await real.execute(stopping=stopping)
 
     h.container.deliver_emails.override(Broken())
     worker = EmailWorker(h.container)

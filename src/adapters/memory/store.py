@@ -642,6 +642,12 @@ class MemoryOutgoingEmails(_Repo):
         self._t.outgoing_emails[email.id] = replace(current, next_attempt_at=until)
         return self._t.outgoing_emails[email.id]
 
+    async def release(self, email: OutgoingEmail, now: datetime) -> bool:
+        released = await self.renew_claim(email, now) is not None
+        if released:
+            self._queued(EMAIL_QUEUE_CHANNEL)
+        return released
+
     async def requeue_failed(self, now: datetime, email_id: uuid.UUID | None = None) -> int:
         failed = [
             e
@@ -812,6 +818,18 @@ class MemoryRoleChanges(_Repo):
         renewed = replace(current, claimed_until=until)
         self._t.role_changes[(change.discord_id, change.role)] = renewed
         return renewed
+
+    async def release(self, change: RoleChange) -> bool:
+        current = self._held(change)
+        if current is None or current.claimed_until is None:
+            return False
+        if current.status is not RoleChangeStatus.PENDING:
+            return False
+        self._t.role_changes[(change.discord_id, change.role)] = replace(
+            current, claimed_until=None
+        )
+        self._queued(ROLE_QUEUE_CHANNEL)
+        return True
 
     async def finish(self, change: RoleChange) -> bool:
         current = self._held(change)
@@ -1009,6 +1027,12 @@ class MemoryWebhooks(_Repo):
             return None
         self._t.webhook_deliveries[delivery.id] = replace(current, next_attempt_at=until)
         return self._t.webhook_deliveries[delivery.id]
+
+    async def release(self, delivery: WebhookDelivery, now: datetime) -> bool:
+        released = await self.renew_claim(delivery, now) is not None
+        if released:
+            self._queued(WEBHOOK_QUEUE_CHANNEL)
+        return released
 
     async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
         current = self._held(delivery.id, leased_until)

@@ -848,6 +848,12 @@ class SqlOutgoingEmails(_QueueRepo):
         row = (await self._run(query)).first()
         return _outgoing(row) if row else None
 
+    async def release(self, email: OutgoingEmail, now: datetime) -> bool:
+        released = await self.renew_claim(email, now) is not None
+        if released:
+            await self._wake_listeners()
+        return released
+
     async def requeue_failed(self, now: datetime, email_id: uuid.UUID | None = None) -> int:
         query = (
             update(outgoing_emails)
@@ -1126,6 +1132,19 @@ class SqlRoleChanges(_QueueRepo):
         row = (await self._run(query)).first()
         return _role_change(row) if row else None
 
+    async def release(self, change: RoleChange) -> bool:
+        if change.claimed_until is None:
+            return False
+        query = (
+            update(discord_role_changes)
+            .where(self._held(change), _roles.status == RoleChangeStatus.PENDING.value)
+            .values(claimed_until=None)
+        )
+        released = await self._count(query) == 1
+        if released:
+            await self._wake_listeners()
+        return released
+
     async def finish(self, change: RoleChange) -> bool:
         if change.claimed_until is None:
             return False
@@ -1314,6 +1333,12 @@ class SqlWebhooks(_QueueRepo):
         )
         row = (await self._run(query)).first()
         return _webhook_delivery(row, delivery.event) if row else None
+
+    async def release(self, delivery: WebhookDelivery, now: datetime) -> bool:
+        released = await self.renew_claim(delivery, now) is not None
+        if released:
+            await self._wake_listeners()
+        return released
 
     async def save(self, delivery: WebhookDelivery, *, leased_until: datetime) -> bool:
         values = _webhook_delivery_values(delivery)

@@ -1,5 +1,6 @@
 """Use cases: one class per operation, ports injected, one ``async def execute``."""
 
+from domain.use_cases._claims import Stopping
 from domain.use_cases._email_links import EmailLinkShown, ShowEmailLink
 from domain.use_cases._shared import LinkResult
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
@@ -180,6 +181,7 @@ __all__ = [
     "StartDiscordReauth",
     "StartLinkedRole",
     "StartTicketLink",
+    "Stopping",
     "TicketIssued",
     "UnlinkAccount",
     "UnlinkDiscord",

@@ -32,8 +32,10 @@ from domain.ports import (
     DiscordGuildRoles,
     RoleCallOutcome,
     RoleCallResult,
+    UnitOfWork,
     UnitOfWorkFactory,
 )
+from domain.use_cases._claims import Claims, Stopping
 from domain.use_cases.discord_pauses import DiscordPauses
 
 # After Discord failed (5xx, a timeout, no connection), wait this long before each next try;
@@ -257,33 +259,45 @@ class ApplyRoleChanges:
         self._pauses = pauses if pauses is not None else RolePauses()
         self._jitter = jitter
 
-    async def execute(self, limit: int = 20) -> RoleChangeReport:
+    async def execute(
+        self, limit: int = 20, *, stopping: Stopping | None = None
+    ) -> RoleChangeReport:
+        """``stopping``: the worker's, when its process stops; the pass then applies nothing
+        more, and lets go of the rest of its batch (see ``Claims``)."""
         report = RoleChangeReport()
         now = self._clock.now()
         if (everywhere := self._pauses.everywhere(now)) is not None:
             return replace(report, paused_until=everywhere)  # nothing may be sent: no claim
         paused = self._pauses.paused_servers(now)
-        async with self._uow() as uow:  # one short transaction: no lock outlives it
-            batch = await uow.role_changes.claim_due(
-                now, now + CLAIM_LEASE, limit, skip_guilds=paused
-            )
-            await uow.commit()
-        for change in batch:
-            if change.role not in self._configured:
-                await self._write_back(self._unconfigured(change), report.unconfigured, report)
-                continue
-            until = self._pauses.until(change.role.guild_id, self._clock.now())
-            if until is not None:
-                # Discord rate limited us: the rest of the batch waits too, untried (every
-                # call until then would be refused, and too many refusals get a bot banned).
-                await self._write_back(self._held_back(change, until), report.retrying, report)
-                continue
-            refusal = self._pauses.refusal(change.role, change.requested_at, self._clock.now())
-            if refusal is not None:
-                await self._refuse_unsent(change, refusal, report)
-                continue
-            await self._apply(change, report)
+        async with Claims(self._uow, self._clock, _release, stopping) as claims:
+            async with self._uow() as uow:  # one short transaction: no lock outlives it
+                claims.took(
+                    await uow.role_changes.claim_due(
+                        now, now + CLAIM_LEASE, limit, skip_guilds=paused
+                    )
+                )
+                await uow.commit()
+            for change in claims:
+                await self._one(change, report, claims)
         return replace(report, paused_until=self._pauses.next_end(self._clock.now()))
+
+    async def _one(
+        self, change: RoleChange, report: RoleChangeReport, claims: Claims[RoleChange]
+    ) -> None:
+        if change.role not in self._configured:
+            await self._write_back(self._unconfigured(change), report.unconfigured, report)
+            return
+        until = self._pauses.until(change.role.guild_id, self._clock.now())
+        if until is not None:
+            # Discord rate limited us: the rest of the batch waits too, untried (every call
+            # until then would be refused, and too many refusals get a bot banned).
+            await self._write_back(self._held_back(change, until), report.retrying, report)
+            return
+        refusal = self._pauses.refusal(change.role, change.requested_at, self._clock.now())
+        if refusal is not None:
+            await self._refuse_unsent(change, refusal, report)
+            return
+        await self._apply(change, report, claims)
 
     def _held_back(self, change: RoleChange, until: datetime) -> RoleChange:
         """``change``, due a little after ``until`` (spread: not all at one instant)."""
@@ -314,7 +328,9 @@ class ApplyRoleChanges:
         audit = self._audit(AuditKind.DISCORD_ROLE_REFUSED, after, now, **detail)
         await self._write_back(after, report.refused_unsent, report, audit)
 
-    async def _apply(self, change: RoleChange, report: RoleChangeReport) -> None:
+    async def _apply(
+        self, change: RoleChange, report: RoleChangeReport, claims: Claims[RoleChange]
+    ) -> None:
         """Send one change (unless it is no longer this worker's). When Discord rate limited
         it, pause its server (or everything); when it refused it for the whole role (or, a
         bad token, for every role), hold that refusal."""
@@ -325,6 +341,7 @@ class ApplyRoleChanges:
                 return
             link = await uow.links.get_by_discord_id(held.discord_id)
             await uow.commit()
+            claims.holding(held)  # cut off during the call, it is let go as this
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
         account_id = link.account_id if link is not None else held.account_id
         held = replace(held, action=action, account_id=account_id)
@@ -443,6 +460,10 @@ class ApplyRoleChanges:
         return RoleChange(
             change.discord_id, change.role, change.action, now, due, account_id=change.account_id
         )
+
+
+async def _release(uow: UnitOfWork, change: RoleChange, now: datetime) -> bool:
+    return await uow.role_changes.release(change)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from domain.model import (
     normalize_email,
 )
 from domain.ports import Clock, EmailSender, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._claims import Claims, Stopping
 from domain.use_cases._email_links import LINK_KINDS
 
 # After a failed send, wait this long before each next try; then give up.
@@ -68,17 +69,22 @@ class DeliverEmails:
         self._uow, self._tokens, self._clock = uow, tokens, clock
         self._sender, self._base_url = sender, base_url
 
-    async def execute(self, limit: int = 20) -> DeliveryReport:
+    async def execute(self, limit: int = 20, *, stopping: Stopping | None = None) -> DeliveryReport:
+        """``stopping``: the worker's, when its process stops; the pass then sends nothing
+        more, and lets go of the rest of its batch (see ``Claims``)."""
         report = DeliveryReport()
         now = self._clock.now()
-        async with self._uow() as uow:  # one short transaction: no lock outlives it
-            batch = await uow.outgoing_emails.claim_due(now, now + CLAIM_LEASE, limit)
-            await uow.commit()
-        for email in batch:
-            await self._deliver(email, report)
+        async with Claims(self._uow, self._clock, _release, stopping) as claims:
+            async with self._uow() as uow:  # one short transaction: no lock outlives it
+                claims.took(await uow.outgoing_emails.claim_due(now, now + CLAIM_LEASE, limit))
+                await uow.commit()
+            for email in claims:
+                await self._deliver(email, report, claims)
         return report
 
-    async def _deliver(self, email: OutgoingEmail, report: DeliveryReport) -> None:
+    async def _deliver(
+        self, email: OutgoingEmail, report: DeliveryReport, claims: Claims[OutgoingEmail]
+    ) -> None:
         link: OneTimeLink | None = None
         async with self._uow() as uow:
             # The account first: every transaction locks it before anything else it touches.
@@ -113,6 +119,7 @@ class DeliverEmails:
                 )
                 link = OneTimeLink(secret.token, ends)
             await uow.commit()  # the link works before the email can arrive
+            claims.holding(claimed)  # renewed: cut off while it is sent, let go as this
         try:
             message = compose(
                 claimed, username=account.username, base_url=self._base_url, link=link
@@ -184,6 +191,10 @@ class DeliverEmails:
             kept = await uow.outgoing_emails.save(after, leased_until=claimed.next_attempt_at)
             await uow.commit()
         (listed if kept else report.taken_over).append(after)
+
+
+async def _release(uow: UnitOfWork, email: OutgoingEmail, now: datetime) -> bool:
+    return await uow.outgoing_emails.release(email, now)
 
 
 class RequeueFailedEmails:

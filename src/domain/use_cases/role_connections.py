@@ -52,6 +52,7 @@ from domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from domain.use_cases._claims import Claims, Stopping
 from domain.use_cases._shared import (
     SESSION_TTL,
     apply_link,
@@ -197,7 +198,12 @@ class RoleConnectionPusher:
     # -- one row -------------------------------------------------------------------------------
 
     async def sync(
-        self, row: RoleConnectionToken, *, forget: bool = False, drop_unreadable: bool = False
+        self,
+        row: RoleConnectionToken,
+        *,
+        forget: bool = False,
+        drop_unreadable: bool = False,
+        claims: Claims[RoleConnectionToken] | None = None,
     ) -> RoleSync:
         """Push what Discord should show now: refresh the access token first when it has
         expired (or Discord just refused it), delete the tokens on ``invalid_grant`` or once
@@ -206,14 +212,16 @@ class RoleConnectionPusher:
         ``forget`` (Linked Roles turned off): tell Discord "not linked" whatever the link,
         then delete the tokens. ``drop_unreadable``: delete tokens no configured key opens
         (otherwise they are kept, in case the key comes back; those sealed with a key not
-        configured here are tried again soon, as another instance may have it)."""
+        configured here are tried again soon, as another instance may have it).
+        ``claims``: the pass's, told of each renewed claim (cut off, the pass lets go of the
+        row as it holds it then)."""
         force_refresh = False
         pushed_with: _Opened | None = None
         for _ in range(_ATTEMPTS):
             now = self._clock.now()
             # Before each call to Discord: a pusher whose lease ran out must not push beside
             # the one that took over. The row comes back as it is now (an unlink, new tokens).
-            held = await _take(self._uow, row, now)
+            held = await _take(self._uow, row, now, claims)
             if held is None:  # another pusher has it now, or deleted it
                 return await self._gone(row, pushed_with, forget=forget)
             row = held
@@ -232,7 +240,7 @@ class RoleConnectionPusher:
                 # The refresh was a call to Discord too: renewed before the push (one that
                 # stalled in it past its lease must not push beside the one that took over).
                 now = self._clock.now()
-                held = await _take(self._uow, row, now)
+                held = await _take(self._uow, row, now, claims)
                 if held is None:
                     return await self._gone(row, pushed_with, forget=forget)
                 row = held
@@ -438,13 +446,23 @@ class RoleConnectionPusher:
 
 
 async def _take(
-    uow_factory: UnitOfWorkFactory, row: RoleConnectionToken, now: datetime
+    uow_factory: UnitOfWorkFactory,
+    row: RoleConnectionToken,
+    now: datetime,
+    claims: Claims[RoleConnectionToken] | None = None,
 ) -> RoleConnectionToken | None:
-    """Claim (or renew the claim on) ``row`` for ``CLAIM_LEASE``; see the port's ``take``."""
+    """Claim (or renew the claim on) ``row`` for ``CLAIM_LEASE``; see the port's ``take``.
+    ``claims``: the pass's, told of the claim as renewed."""
     async with uow_factory() as uow:
         held = await uow.role_connection_tokens.take(row, now + CLAIM_LEASE, now)
         await uow.commit()
+        if held is not None and claims is not None:
+            claims.holding(held)
     return held
+
+
+async def _let_go(uow: UnitOfWork, row: RoleConnectionToken, now: datetime) -> bool:
+    return await uow.role_connection_tokens.release(row)
 
 
 async def _release(uow_factory: UnitOfWorkFactory, row: RoleConnectionToken) -> None:
@@ -681,36 +699,46 @@ class _RoleConnectionPasses:
         self._uow, self._clock, self._pusher, self._batch = uow, clock, pusher, batch
 
     async def _pass(
-        self, *, everything: bool, forget: bool = False, drop_unreadable: bool = False
+        self,
+        *,
+        everything: bool,
+        forget: bool = False,
+        drop_unreadable: bool = False,
+        stopping: Stopping | None = None,
     ) -> RoleSyncReport:
         """Batch after batch, until nothing is due; or until Discord rate limits the
         process (or its address is blocked): then what is left stays due, unclaimed, with
         no failure counted, for the first pass after the pause (a pass during it claims
-        nothing). Every call meanwhile would get the same answer, and prolong a block."""
+        nothing). Every call meanwhile would get the same answer, and prolong a block.
+        ``stopping``: the worker's, when its process stops; the pass then pushes nothing
+        more, and lets go of the rest of its batch (see ``Claims``)."""
         counts = dict.fromkeys(RoleSync, 0)
         if everything:
             async with self._uow() as uow:
                 await uow.role_connection_tokens.mark_all_due(self._clock.now())
                 await uow.commit()
         while not counts[RoleSync.PAUSED] and self._pusher.paused_until(self._clock.now()) is None:
+            if stopping is not None and stopping.asked:
+                break
             now = self._clock.now()
-            async with self._uow() as uow:
-                rows = await uow.role_connection_tokens.claim_due(
-                    now, now + CLAIM_LEASE, self._batch
-                )
-                await uow.commit()
-            for tried, row in enumerate(rows, start=1):
-                outcome = await self._pusher.sync(
-                    row, forget=forget, drop_unreadable=drop_unreadable
-                )
-                counts[outcome] += 1
-                if outcome is RoleSync.PAUSED:
-                    # Stopped, even when the pause has ended already (a retry_after of 0):
-                    # the rows left are the ones it would claim again at once.
-                    for untried in rows[tried:]:
-                        await _release(self._uow, untried)
-                    counts[outcome] += len(rows) - tried
-                    break
+            async with Claims(self._uow, self._clock, _let_go, stopping) as claims:
+                async with self._uow() as uow:
+                    rows = await uow.role_connection_tokens.claim_due(
+                        now, now + CLAIM_LEASE, self._batch
+                    )
+                    claims.took(rows)
+                    await uow.commit()
+                for row in claims:
+                    outcome = await self._pusher.sync(
+                        row, forget=forget, drop_unreadable=drop_unreadable, claims=claims
+                    )
+                    counts[outcome] += 1
+                    if outcome is RoleSync.PAUSED:
+                        # Stopped, even when the pause has ended already (a retry_after of
+                        # 0): the rows left are the ones it would claim again at once. They
+                        # are let go as the pass leaves them.
+                        counts[outcome] += claims.left
+                        break
             if len(rows) < self._batch:
                 break  # every row pushed is scheduled later or deleted: the loop ends
         now = self._clock.now()
@@ -724,8 +752,10 @@ class _RoleConnectionPasses:
 class RefreshRoleConnections(_RoleConnectionPasses):
     """Push every role connection that is due (``everything``: every one kept)."""
 
-    async def execute(self, *, everything: bool = False) -> RoleSyncReport:
-        return await self._pass(everything=everything)
+    async def execute(
+        self, *, everything: bool = False, stopping: Stopping | None = None
+    ) -> RoleSyncReport:
+        return await self._pass(everything=everything, stopping=stopping)
 
 
 class ForgetRoleConnections(_RoleConnectionPasses):

@@ -15,12 +15,14 @@ whose answer was lost is made again, under the same ``webhook-id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain import errors
-from domain.ports import Clock, UnitOfWorkFactory, WebhookMessage, WebhookSender
+from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory, WebhookMessage, WebhookSender
+from domain.use_cases._claims import Claims, Stopping
 from domain.use_cases._webhooks import WebhookOutbox
 from domain.webhooks import (
     Outcome,
@@ -73,46 +75,56 @@ class DeliverWebhooks:
         self._uow, self._clock, self._sender = uow, clock, sender
         self._endpoints = {e.key: e for e in outbox.endpoints}
 
-    async def execute(self, limit: int = 20) -> WebhookReport:
+    async def execute(self, limit: int = 20, *, stopping: Stopping | None = None) -> WebhookReport:
         """Up to ``limit`` deliveries per endpoint, each endpoint's in order and the endpoints
         side by side: a dead endpoint's backlog never takes a healthy one's turn, and it costs
         a pass one failed attempt (its other deliveries wait behind the one that failed). An
-        endpoint another worker is sending to is left to it."""
+        endpoint another worker is sending to is left to it. ``stopping``: the worker's, when
+        its process stops; each endpoint's turn then ends after the attempt under way, and
+        what the pass claimed and did not attempt is let go at once (see ``Claims``)."""
         report = WebhookReport()
         if not self._endpoints:
             return report
         now = self._clock.now()
-        by_endpoint: dict[str, list[WebhookDelivery]] = {}
-        async with self._uow() as uow:  # one short transaction: no lock outlives it
-            gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
-            # One call: it locks the endpoints' queues in one order, whatever the order of
-            # the URLs in this instance's settings (two orders could wait for each other).
-            wanted = [key for key in self._endpoints if key not in gone]
-            claimed = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, wanted)
-            # Asked again after the claim: an endpoint that answered 410 to another worker
-            # between the two (on Postgres each statement sees what committed before it) has
-            # its refused delivery out of the queue, and the ones behind it let go: claimed,
-            # they would go out before it. They are let go again, untried.
-            if claimed:
+        async with contextlib.AsyncExitStack() as held:
+            claims = {
+                key: await held.enter_async_context(
+                    Claims(self._uow, self._clock, _release, stopping)
+                )
+                for key in self._endpoints
+            }
+            async with self._uow() as uow:  # one short transaction: no lock outlives it
                 gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
-            for delivery in claimed:
-                if delivery.endpoint in gone:
-                    await uow.webhooks.renew_claim(delivery, now)
-                else:
-                    by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
-            await uow.commit()
-        # Every endpoint's turn ends before the pass does, and one that fails (its outcome
-        # could not be written, say) is reported with the others' outcomes: a plain gather
-        # would raise at the first failure and leave the others sending, detached from the
-        # pass (their outcomes never reported, still running while the worker stops and the
-        # process closes what they use).
-        outcomes = await asyncio.gather(
-            *(
-                self._deliver_in_order(self._endpoints[key], deliveries, report)
-                for key, deliveries in by_endpoint.items()
-            ),
-            return_exceptions=True,
-        )
+                # One call: it locks the endpoints' queues in one order, whatever the order
+                # of the URLs in this instance's settings (two orders could wait for each
+                # other).
+                wanted = [key for key in self._endpoints if key not in gone]
+                claimed = await uow.webhooks.claim_due(now, now + CLAIM_LEASE, limit, wanted)
+                # Asked again after the claim: an endpoint that answered 410 to another
+                # worker between the two (on Postgres each statement sees what committed
+                # before it) has its refused delivery out of the queue, and the ones behind
+                # it let go: claimed, they would go out before it. They are let go again,
+                # untried.
+                if claimed:
+                    gone = {g.endpoint for g in await uow.webhooks.gone_endpoints()}
+                for delivery in claimed:
+                    if delivery.endpoint in gone:
+                        await uow.webhooks.renew_claim(delivery, now)
+                    else:
+                        claims[delivery.endpoint].took([delivery])
+                await uow.commit()
+            # Every endpoint's turn ends before the pass does, and one that fails (its
+            # outcome could not be written, say) is reported with the others' outcomes: a
+            # plain gather would raise at the first failure and leave the others sending,
+            # detached from the pass (their outcomes never reported, still running while the
+            # worker stops and the process closes what they use).
+            outcomes = await asyncio.gather(
+                *(
+                    self._deliver_in_order(self._endpoints[key], endpoint_claims, report)
+                    for key, endpoint_claims in claims.items()
+                ),
+                return_exceptions=True,
+            )
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 report.broken.append(outcome)
@@ -121,20 +133,23 @@ class DeliverWebhooks:
         return report
 
     async def _deliver_in_order(
-        self, endpoint: WebhookEndpoint, deliveries: list[WebhookDelivery], report: WebhookReport
+        self,
+        endpoint: WebhookEndpoint,
+        claims: Claims[WebhookDelivery],
+        report: WebhookReport,
     ) -> None:
         turn_ends = self._clock.now() + ENDPOINT_TURN
-        for n, delivery in enumerate(deliveries):
-            if not await self._deliver(endpoint, delivery, report):
+        for delivery in claims:
+            if not await self._deliver(endpoint, delivery, report, claims):
                 # Gone: the rest wait for `webhooks retry`. Failing: they wait behind the one
                 # that failed (and would most likely fail too, a timeout each). Taken over:
                 # they are the other worker's to send, after it. Either way, not from here.
-                await self._let_go(deliveries[n + 1 :])
+                await self._let_go(claims.rest())
                 return
             if self._clock.now() >= turn_ends:
                 # A slow endpoint: the pass, and the other endpoints' next deliveries, wait
                 # no longer for it. The rest go first in the next pass (at once: it was busy).
-                await self._let_go(deliveries[n + 1 :])
+                await self._let_go(claims.rest())
                 return
 
     async def _let_go(self, deliveries: list[WebhookDelivery]) -> None:
@@ -150,7 +165,11 @@ class DeliverWebhooks:
             await uow.commit()
 
     async def _deliver(
-        self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, report: WebhookReport
+        self,
+        endpoint: WebhookEndpoint,
+        delivery: WebhookDelivery,
+        report: WebhookReport,
+        claims: Claims[WebhookDelivery] | None = None,
     ) -> bool:
         """One attempt; ``False`` when the endpoint answered 410 Gone, the attempt failed or
         another worker took the delivery over (its lease ran out): the endpoint's turn ends."""
@@ -160,6 +179,8 @@ class DeliverWebhooks:
             # while); if it ran out meanwhile, another worker may have the delivery now.
             claimed = await uow.webhooks.renew_claim(delivery, now + CLAIM_LEASE)
             await uow.commit()
+            if claimed is not None and claims is not None:
+                claims.holding(claimed)  # cut off while it is sent, it is let go as this
         if claimed is None:
             return False
         message = WebhookMessage(claimed.event.message_id, now, claimed.event.payload)
@@ -198,6 +219,10 @@ class DeliverWebhooks:
             return False
         listed.append(after)
         return outcome is Outcome.DELIVERED
+
+
+async def _release(uow: UnitOfWork, delivery: WebhookDelivery, now: datetime) -> bool:
+    return await uow.webhooks.release(delivery, now)
 
 
 class RequeueWebhooks:

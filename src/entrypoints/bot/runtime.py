@@ -26,6 +26,7 @@ from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
 from entrypoints.instances import gateway_kind, instance_watch
 from entrypoints.logs import install_payload_guard
+from entrypoints.queue_worker import stop_together
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.settings import ShardPlan
@@ -396,10 +397,11 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
         runner.serving = False
-        for task in running:
-            await task.stop()
-        if "client" in started:
-            await started["client"].stop()
+        # Side by side: the workers' calls under way finish beside the commands under way.
+        await stop_together(
+            *(task.stop() for task in running),
+            *([started["client"].stop()] if "client" in started else []),
+        )
         await close_resources(container)
 
     bot.subscribe(hikari.StartingEvent, on_starting)

@@ -41,7 +41,7 @@ from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
 from entrypoints.instances import WEB, instance_watch
 from entrypoints.logs import request_id
-from entrypoints.queue_worker import QueueWorker
+from entrypoints.queue_worker import QueueWorker, stop_together
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.settings import Settings
@@ -357,8 +357,8 @@ class _Workers:
         self._running[loop] = workers
 
     async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        for worker in self._running.pop(loop, []):
-            await worker.stop()
+        """Stops them side by side: each lets its call under way finish (see ``QueueWorker``)."""
+        await stop_together(*(worker.stop() for worker in self._running.pop(loop, [])))
 
 
 def _http_interactions(container: Container) -> HttpInteractions | None:
@@ -507,9 +507,11 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             await app.state.readiness.close()
             if watch is not None:
                 await watch.stop()
-            await workers.stop(loop)
-            if http_interactions is not None:
-                await http_interactions.close()
+            # The workers' calls under way finish beside the commands under way.
+            await stop_together(
+                workers.stop(loop),
+                *([http_interactions.close()] if http_interactions is not None else []),
+            )
             await close_resources(container)
             if settings.metrics:
                 mark_process_dead()
