@@ -6,6 +6,7 @@ A missing or invalid setting stops start-up with ``SettingsError`` naming the va
 
 from __future__ import annotations
 
+import contextlib
 import email.errors
 import email.policy
 import ipaddress
@@ -129,7 +130,9 @@ class Settings(BaseSettings):
         gt=0,
         le=30,
         description="Each Redis call's connect and answer timeout; past it this process uses its "
-        "own memory until Redis answers again.",
+        "own memory until Redis answers again. Each Discord interaction waits for one such "
+        "call before its command starts: with the defer delay (or the reply deadline), 3 s or "
+        "more is warned about at start.",
     )
     forwarded_allow_ips: str = Field(
         default="",
@@ -266,7 +269,8 @@ class Settings(BaseSettings):
         gt=0,
         le=30,
         description="HTTP interactions: when no reply went out through Discord's callback by "
-        "then, the fallback reply travels in the HTTP response. Must be above the reply "
+        "then (from the request's arrival: its replay check counts), the fallback reply travels "
+        "in the HTTP response. Must be above the reply "
         "deadline and, in production, leave a margin for the network before Discord's 3 s.",
     )
     auth_rate_limit_per_minute: int = Field(
@@ -860,7 +864,35 @@ class Settings(BaseSettings):
                 "interaction no command answered comes after Discord stopped waiting for one "
                 "(3 s, network included); keep it well under 3"
             )
+        redis = self._redis_call_seconds()
+        if redis is not None and first < DISCORD_ANSWER_LIMIT_SECONDS <= redis[0] + first:
+            seconds, named = redis
+            found.append(
+                f"{named}={seconds:g} with {ENV_PREFIX}DISCORD_{name}_SECONDS={first:g}: every "
+                "interaction is checked against Redis (its replay guard, or which copy of the "
+                "bot runs it) before its command starts, and a Redis that stops answering "
+                "holds it that long; its first answer"
+                + (' ("thinking…")' if defers else "")
+                + " then comes after Discord stopped waiting for one (3 s, network included), "
+                "and the person sees 'The application did not respond'; keep the two together "
+                "well under 3"
+            )
         return found
+
+    def _redis_call_seconds(self) -> tuple[float, str] | None:
+        """How long one Redis call may wait for a Redis that does not answer, and the setting
+        that says so: a timeout in the URL's query wins over ``redis_timeout_seconds`` (the
+        longer of the two it may hold). ``None`` without Redis."""
+        if self.redis_url is None:
+            return None
+        query = dict(parse_qsl(urlsplit(self.redis_url.get_secret_value()).query))
+        in_url = []
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            with contextlib.suppress(KeyError, ValueError):
+                in_url.append((float(query[name]), f"{ENV_PREFIX}REDIS_URL's ?{name}"))
+        if in_url:
+            return max(in_url)
+        return self.redis_timeout_seconds, f"{ENV_PREFIX}REDIS_TIMEOUT_SECONDS"
 
     def warnings(self) -> list[str]:
         """Allowed but worth a line in the log at start."""

@@ -28,6 +28,7 @@ from litestar import Litestar, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody
 
+from adapters.shared_state import MemoryReplayGuard
 from domain import errors
 from domain.model import AccountId, DiscordId
 from domain.use_cases import LinkedAccount
@@ -515,6 +516,41 @@ async def test_network_transit_counts_in_discords_deadline() -> None:
     result = answer.json()
     assert result["reply"] is None  # "The application did not respond"
     assert result["status"] is None
+
+
+async def test_the_replay_check_counts_in_the_answer_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Discord's 3 seconds run from when the interaction came in, and every one is checked
+    against the replay guard first: on Redis, a call that waits up to the Redis timeout when
+    Redis stops answering. The answer deadline (the fallback "something went wrong") counted
+    only from after that check, so the answer came the check's time later, after Discord had
+    stopped waiting. Every deadline is scaled up here, so that no busy machine decides the
+    outcome: the check takes 4 s, the command (slow) has a reply deadline of 3 s, the answer
+    deadline is 3.5 s, and "Discord" waits 5.5 s. Before, the first answer came at 7 s."""
+    checked = MemoryReplayGuard.first_time
+
+    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
+        await asyncio.sleep(4)  # a Redis that stopped answering, and its timeout
+        return await checked(self, key, ttl_seconds)
+
+    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=5.5)
+    async with (
+        bot_stack(
+            emulator, discord_reply_deadline_seconds=3.0, discord_answer_deadline_seconds=3.5
+        ) as bot,
+        httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client,
+    ):
+        with bot.h.container.who_am_i.override(providers.Factory(HangingWhoAmI)):
+            answer = await client.post(
+                "/_emulator/interactions",
+                json={"user_id": bot.user().id, "command": "whoami"},
+                timeout=30,
+            )
+    result = answer.json()
+    assert result["status"] == 200  # in time (the fallback: its deadline had passed)
+    assert result["reply"]["data"]["content"] == SOMETHING_WENT_WRONG
 
 
 async def _deferred_then(

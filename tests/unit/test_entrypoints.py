@@ -1861,3 +1861,44 @@ def test_db_commands_on_a_guide_followers_database_say_it_is_not_taskflow_links(
         assert refused.exit_code == 1, argv
         assert said in refused.output, refused.output
         assert "later release" not in refused.output
+
+
+@pytest.mark.parametrize(
+    ("redis", "named"),
+    [
+        (
+            {"redis_timeout_seconds": 2.5},
+            "TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS=2.5 with TASKFLOW_LINK_DISCORD_DEFER_AFTER",
+        ),
+        ({"redis_timeout_seconds": 2}, "TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS=2 with"),  # 2 + 1
+        (  # a timeout in the URL wins over the setting (the longer of the two there)
+            {"redis_url": "redis://cache:6379/0?socket_timeout=1&socket_connect_timeout=2.5"},
+            "TASKFLOW_LINK_REDIS_URL's ?socket_connect_timeout=2.5 with",
+        ),
+        (  # no "thinking…": the first answer is at the reply deadline (2 s)
+            {"redis_timeout_seconds": 1, "discord_defer_after_seconds": 2},
+            "TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS=1 with TASKFLOW_LINK_DISCORD_REPLY_DEADLINE",
+        ),
+        ({"redis_timeout_seconds": 1.9}, None),
+        ({}, None),  # the defaults: 0.5 s, then "thinking…" 1 s later
+    ],
+)
+def test_a_redis_timeout_that_eats_discords_three_seconds_is_warned_about(
+    redis: dict[str, object], named: str | None
+) -> None:
+    """Every interaction is checked against Redis before its command starts (HTTP: the
+    replay guard; the gateway: which copy runs it), and the command's deadlines count from
+    then: with TASKFLOW_LINK_REDIS_TIMEOUT_SECONDS at 2.5 (it may be up to 30), a Redis
+    that stopped answering held each interaction that tried it 2.5 s, and its "thinking…",
+    1 s later, came after Discord's 3 s: "The application did not respond", without a word
+    at start."""
+    settings = load_settings(**_production(**{"redis_url": "redis://cache:6379/0", **redis}))
+    said = [w for w in settings.warnings() if "3 s" in w]
+    if named is None:
+        assert said == []
+    else:
+        assert len(said) == 1, said
+        assert said[0].startswith(named)
+        assert "The application did not respond" in said[0]
+    without_redis = {k: v for k, v in redis.items() if k != "redis_url"}
+    assert not [w for w in load_settings(**_production(**without_redis)).warnings() if "3 s" in w]

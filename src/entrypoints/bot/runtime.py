@@ -249,15 +249,21 @@ class HttpInteractions:
             return "This request was already received; refusing a replay."
         return Verified(body, signature_bytes, timestamp.encode())
 
-    async def dispatch(self, request: Verified) -> InteractionAnswer:
+    async def dispatch(
+        self, request: Verified, *, arrived: float | None = None
+    ) -> InteractionAnswer:
         """The answer to a verified request: the command's reply itself (type 4), or
         "thinking…" (type 5) when it is slow (see ``InBandRestClient``). When no reply came
         at all (an unknown command, a failure even the error path could not answer), a
-        "something went wrong" reply, still inside Discord's 3 seconds."""
+        "something went wrong" reply, still inside Discord's 3 seconds: the answer deadline
+        counts from ``arrived`` (the loop's time the request came in), so the time its checks
+        took (the replay guard's Redis call, up to the Redis timeout) comes out of it."""
         if self._bot is None:
             raise RuntimeError("HTTP interactions were not started")
+        loop = asyncio.get_running_loop()
+        answer_by = (loop.time() if arrived is None else arrived) + self._answer_within
         try:
-            async with asyncio.timeout(self._answer_within):
+            async with asyncio.timeout_at(answer_by):
                 answer = await self._bot.on_interaction(
                     request.body, request.signature, request.timestamp
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,8 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
     endpoint: HttpInteractions | None = request.app.state.get("interactions")
     if endpoint is None:
         return Response({"detail": NOT_ENABLED}, status_code=404)
+    # Discord's 3 seconds run from here: the replay check (a Redis call) comes out of them.
+    arrived = asyncio.get_running_loop().time()
     body = await request.body()
     checked = await endpoint.verify(
         body,
@@ -70,5 +73,5 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
     if isinstance(checked, str):
         log.warning("refused an interaction request: %s", checked)
         return Response({"detail": checked}, status_code=401)
-    answer = await endpoint.dispatch(checked)
+    answer = await endpoint.dispatch(checked, arrived=arrived)
     return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
