@@ -44,7 +44,10 @@ class WebhookEndpoint:
 @dataclass(frozen=True, slots=True)
 class WebhookEvent:
     id: uuid.UUID
-    type: WebhookEventType
+    # A newer release's type is kept as its text: its payload goes out as that release wrote
+    # it (an older instance during a rolling upgrade, or after a rollback, delivers it in its
+    # endpoint's order rather than stopping every endpoint's queue on a type it cannot read).
+    type: WebhookEventType | str
     occurred_at: datetime
     payload: str  # the exact body, every attempt
 

@@ -142,14 +142,14 @@ def _succeeded(metrics: PrometheusMetrics, name: str, result: object) -> None:
 
 def _webhooks(metrics: PrometheusMetrics, report: WebhookReport) -> None:
     for delivery in report.delivered:
-        metrics.webhook_delivered(delivery.event.type.value)
+        metrics.webhook_delivered(str(delivery.event.type))
     for outcome, deliveries in (
         ("retrying", report.retrying),
         ("given_up", report.failed),
         ("gone", report.gone),
     ):
         for delivery in deliveries:
-            metrics.webhook_failed(delivery.event.type.value, outcome)
+            metrics.webhook_failed(str(delivery.event.type), outcome)
 
 
 def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:

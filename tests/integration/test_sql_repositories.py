@@ -542,3 +542,82 @@ async def test_a_statements_error_never_shows_its_values(sqlite_db: SqlDatabase)
             )
     assert "someone@example.com" not in str(failed.value)
     assert "parameters hidden" in str(failed.value)
+
+
+async def test_a_newer_releases_rows_do_not_break_the_queues_of_this_one_on_sqlite(
+    sqlite_db: SqlDatabase,
+) -> None:
+    await _a_newer_releases_rows(sqlite_db)
+
+
+async def test_a_newer_releases_rows_do_not_break_the_queues_of_this_one_on_postgres(
+    pg_db: SqlDatabase,
+) -> None:
+    await _a_newer_releases_rows(pg_db)
+
+
+async def _a_newer_releases_rows(database: SqlDatabase) -> None:
+    """A newer release may queue an email of a kind, or a webhook event of a type, this
+    version does not know (during a rolling upgrade, or left behind by a rollback). Each
+    claim read its row back and failed: every pass of this version's workers broke on it,
+    a traceback at each poll, and while it was due nothing went out from them at all (the
+    webhook claim takes every endpoint in one transaction), for good after a rollback. The
+    email is left to an instance that knows its kind; the webhook event, whose body the
+    newer release wrote whole, is delivered as written, in its endpoint's order."""
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from adapters.sql.tables import outgoing_emails, webhook_deliveries, webhook_events
+    from domain.model import EmailKind, OutgoingEmail
+    from tests.contracts.repositories import HOOK_A, LATER, NOW, webhook
+
+    earlier = NOW - timedelta(minutes=1)
+    newer_event = uuid.uuid4()
+    async with database.engine.begin() as conn:
+        await conn.execute(
+            insert(outgoing_emails).values(
+                id=uuid.uuid4(),
+                kind="account_deleted",
+                recipient="z@b.c",
+                account_id=None,
+                created_at=earlier,
+                status="pending",
+                next_attempt_at=earlier,
+                attempts=0,
+                detail={},
+            )
+        )
+        await conn.execute(
+            insert(webhook_events).values(
+                id=newer_event, type="account.deleted", occurred_at=earlier, payload='{"a":1}'
+            )
+        )
+        await conn.execute(
+            insert(webhook_deliveries).values(
+                id=uuid.uuid4(),
+                event_id=newer_event,
+                endpoint=HOOK_A.key,
+                host=HOOK_A.host,
+                created_at=earlier,
+                next_attempt_at=earlier,
+                state="pending",
+                attempts=0,
+            )
+        )
+    known = OutgoingEmail(uuid.uuid4(), EmailKind.PASSWORD_CHANGED, "a@b.c", None, NOW, NOW)
+    event, deliveries = webhook()
+    async with database.unit_of_work() as uow:
+        await uow.outgoing_emails.add(known)
+        await uow.webhooks.add(event, deliveries)
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        emails = await uow.outgoing_emails.claim_due(NOW, LATER, 10)
+        hooks = await uow.webhooks.claim_due(NOW, LATER, 10, [HOOK_A.key])
+        await uow.commit()
+    assert [e.id for e in emails] == [known.id]
+    assert [(d.event.id, d.event.type, d.event.payload) for d in hooks] == [
+        (newer_event, "account.deleted", '{"a":1}'),
+        (event.id, event.type, event.payload),
+    ]

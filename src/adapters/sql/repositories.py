@@ -823,6 +823,10 @@ class SqlOutgoingEmails(_QueueRepo):
             .where(
                 outgoing_emails.c.status == DeliveryStatus.PENDING.value,
                 outgoing_emails.c.next_attempt_at <= now,
+                # Only kinds this version can write: a newer release's (a rolling upgrade,
+                # a rollback) is left to an instance that knows it. Read back, it broke
+                # every pass, and no email went out while it was due.
+                outgoing_emails.c.kind.in_([kind.value for kind in EmailKind]),
             )
             .order_by(outgoing_emails.c.next_attempt_at, outgoing_emails.c.seq)
             .limit(limit)
@@ -1205,7 +1209,11 @@ class SqlRoleChanges(_QueueRepo):
 
 
 def _webhook_event(row: Any) -> WebhookEvent:
-    return WebhookEvent(row.id, WebhookEventType(row.type), row.occurred_at, row.payload)
+    try:
+        kind: WebhookEventType | str = WebhookEventType(row.type)
+    except ValueError:  # a newer release's event: its payload goes as that release wrote it
+        kind = str(row.type)
+    return WebhookEvent(row.id, kind, row.occurred_at, row.payload)
 
 
 def _webhook_delivery(row: Any, event: WebhookEvent) -> WebhookDelivery:
@@ -1269,7 +1277,7 @@ class SqlWebhooks(_QueueRepo):
             insert(webhook_events),
             {
                 "id": event.id,
-                "type": event.type.value,
+                "type": str(event.type),
                 "occurred_at": event.occurred_at,
                 "payload": event.payload,
             },
