@@ -17,16 +17,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from domain.model import DiscordId, RoleAction, RoleChange
 from entrypoints.container import build_container
 from entrypoints.queue_worker import QueueWorker
+from entrypoints.web import create_app
 from tests.harness import Harness, make_settings
 from tests.queue_stops import (
     NOT_DONE_AND_FREE,
     QUEUES,
     ROLE,
+    ROWS,
+    EmailQueue,
     Gate,
     QueueKind,
     stopped_during_the_first_call,
@@ -122,3 +126,19 @@ async def test_a_pass_that_breaks_lets_go_of_what_it_never_started() -> None:
         for c in database.tables.role_changes.values()
     ]
     assert held == [True, False, False]
+
+
+async def test_the_web_apps_shutdown_lets_go_of_what_its_workers_claimed() -> None:
+    """The same through the app: its lifespan's end (uvicorn's, at SIGTERM) stops its workers
+    this way. The email under way outlasts the grace (``TASKFLOW_LINK_SHUTDOWN_TIMEOUT_SECONDS``,
+    short here): cut off, it is let go with the rest, and nothing is left under a lease."""
+    kind = EmailQueue(Gate(), shutdown_timeout_seconds=0.5)
+    h = kind.instance()
+    await kind.fill(h)
+    async with AsyncTestClient(app=create_app(h.container)):
+        await asyncio.wait_for(kind.gate.entered.wait(), 60)  # a bound, not a measurement
+        assert [row.leased for row in await kind.rows(h)] == [True] * ROWS
+    found = await kind.rows(h)
+    assert found == [NOT_DONE_AND_FREE] * ROWS
+    assert kind.gate.calls == 1
+    h.container.unwire()
