@@ -116,6 +116,7 @@ class QueueWorker(ABC):
 
     def start(self) -> None:
         if not self._tasks:
+            self._stopping = Stopping()  # a worker stopped before may be started again
             # The listener first: it subscribes to this process's bell before the first pass
             # looks at the queue (tasks start in order), so nothing committed between is missed.
             self._tasks = [

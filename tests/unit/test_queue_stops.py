@@ -142,3 +142,23 @@ async def test_the_web_apps_shutdown_lets_go_of_what_its_workers_claimed() -> No
     assert found == [NOT_DONE_AND_FREE] * ROWS
     assert kind.gate.calls == 1
     h.container.unwire()
+
+
+async def test_a_stopped_worker_started_again_works_its_queue() -> None:
+    kind = EmailQueue(Gate())
+    h = kind.instance()
+    worker = kind.worker(h)
+    worker.start()
+    await worker.stop()
+    kind.gate.opened.set()
+    await kind.fill(h)
+    worker.start()
+    try:
+        for _ in range(10_000):  # a bound, not a deadline: each turn is one of the loop's
+            if all(row.done for row in await kind.rows(h)):
+                break
+            await asyncio.sleep(0)
+        assert [row.done for row in await kind.rows(h)] == [True] * ROWS
+    finally:
+        await worker.stop()
+        h.container.unwire()
