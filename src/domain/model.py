@@ -163,7 +163,7 @@ def validate_email(email: str) -> str:
         # not take. "bob@example.com." is the DNS root's spelling of example.com (Postfix
         # strips the dot and delivers to bob@example.com): another account for one mailbox.
         raise InvalidInput("Enter an email address like name@example.com.")
-    if has_format_characters(typed + mapped):
+    if has_format_characters(typed + mapped + _a_labels_decoded(normalized)):
         raise InvalidInput(
             "An email address cannot hold invisible characters (direction marks, zero-width "
             "spaces): type it again by hand."
@@ -174,6 +174,22 @@ def validate_email(email: str) -> str:
             "word, and delivers to another address): type the address itself."
         )
     return normalized
+
+
+def _a_labels_decoded(address: str) -> str:
+    """What the A-labels of ``address``'s domain (in lower case) encode (``xn--bcher-kva`` is
+    "bücher"); a label that is no punycode encodes nothing. An A-label is the same domain as
+    its Unicode form, and shows none of the invisible characters it may hold: typed as
+    ASCII, a zero-width space inside a label went past the check that refuses it typed as
+    Unicode (migration 0018 decodes them likewise, to remove such stored addresses)."""
+    decoded = []
+    for label in address.rpartition("@")[2].split("."):
+        if label.startswith("xn--"):
+            try:
+                decoded.append(label[4:].encode("ascii").decode("punycode"))
+            except (ValueError, OverflowError):  # UnicodeError is a ValueError
+                continue
+    return "".join(decoded)
 
 
 _ENCODED_WORD = re.compile(r"=\?.*\?=")

@@ -259,6 +259,27 @@ def test_an_email_address_takes_no_invisible_format_characters(address: str) -> 
 @pytest.mark.parametrize(
     "address",
     [
+        "alice@xn--example-2z6c.com",  # exa\u200bmple: a zero-width space
+        "eve@xn--bcher-kva1776c.de",  # b\u00fc\u200bcher
+        "eve@mail.XN--BCHER-KVA1776C.de",  # any label, in any case
+    ],
+)
+def test_an_email_domain_typed_as_an_a_label_hides_no_format_character(address: str) -> None:
+    """An A-label is the same domain as what it encodes: typed in its ASCII form, a
+    zero-width space inside it was taken (migration 0018 removes such a stored address, and
+    the same domain typed as Unicode is refused), so the one domain had two spellings that
+    one check saw as two."""
+    with pytest.raises(errors.InvalidInput, match="invisible characters"):
+        validate_email(address)
+    # An A-label that encodes nothing invisible is an address, and one that is not punycode
+    # at all is left to mail software (as migration 0018 leaves it).
+    assert validate_email("eve@XN--bcher-kva.de") == "eve@xn--bcher-kva.de"
+    assert validate_email("eve@xn--.de") == "eve@xn--.de"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
         "=?us-ascii?q?bob?=@example.com",  # read as bob@example.com
         "=?utf-8?b?Ym9iQGV2aWwuZXhhbXBsZQ==?=@example.com",  # as "bob@evil.example"@…
         "bob@=?utf-8?q?evil.example?=",  # as bob@evil.example
