@@ -289,10 +289,15 @@ class DiscordProfile:
         Nor is an address with a character beyond ASCII: lower-casing can turn it into
         another address (the Kelvin sign "\u212a" becomes "k", so "\u212aim@example.com"
         would match kim@example.com's account), and Discord vouches for the mailbox it
-        wrote to, which a mail server may tell apart (an attacker's review)."""
+        wrote to, which a mail server may tell apart (an attacker's review). Nor is one that
+        no form takes (``validate_email``): "bob@example.com." was stored, confirmed, on an
+        account of its own, where mail software delivers bob@example.com's mail."""
         if not self.verified or self.email is None or not self.email.isascii():
             return None
-        return normalize_email(self.email)
+        try:
+            return validate_email(self.email)
+        except InvalidInput:
+            return None
 
 
 @dataclass(frozen=True, slots=True)

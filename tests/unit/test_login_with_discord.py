@@ -192,6 +192,36 @@ async def test_a_discord_email_beyond_ascii_is_never_vouched_for(
     assert db.tables.accounts[done.account_id].email is None  # not vouched for: not taken
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "bob@example.com.",  # the DNS root's spelling of example.com: bob@example.com's mail
+        "bob@example..com",
+        "bob@@example.com",
+        "@example.com",
+        "bob@",
+        "bob smith@example.com",
+        "=?us-ascii?q?bob?=@example.com",  # read as bob@example.com
+        "bob@xn--example-2z6c.com",  # exa, a zero-width space, mple
+    ],
+)
+async def test_a_discord_email_that_no_form_would_take_is_never_vouched_for(
+    h: Harness, db: MemoryDatabase, address: str
+) -> None:
+    """An address Discord calls verified gets the checks a typed one gets
+    (``validate_email``): "bob@example.com." was stored, confirmed, on a new account, a
+    second account for bob@example.com's mailbox (as migration 0018 says, and removes), and
+    one that no password reset form took (it refuses the address)."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    discord = h.discord_user(1030, email=address, verified=True)
+
+    done = await h.discord_login(discord)
+
+    assert done.outcome is AuthOutcome.CREATED
+    created = db.tables.accounts[done.account_id]
+    assert (created.email, created.email_verified) == (None, False)
+
+
 async def test_username_clash_gets_a_suffix_and_never_matches_the_existing_account(
     h: Harness, db: MemoryDatabase
 ) -> None:
