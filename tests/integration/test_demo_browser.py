@@ -760,3 +760,25 @@ async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
     assert left_after == left - 1  # this probe's own, nothing else
     # The click's own start at least, and this probe, in the other sites' budget.
     assert others_left_after <= others_left - 2
+
+
+# -- a person with a keyboard and a screen reader, and an attacker -----------------------------
+
+
+async def test_a_page_that_names_no_icon_gets_the_sites_icon(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """A review: Chromium asks for /favicon.ico wherever a page names no icon (a JSON answer
+    opened in a tab, the probes), and its 404 was an error in the console of every one."""
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/healthz")
+    icon = await page.request.get(f"{demo.app}/favicon.ico")
+    assert icon.status == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.headers["x-content-type-options"] == "nosniff"
+    assert "no-store" not in icon.headers["cache-control"]  # the same icon for every page
+    assert (
+        await icon.body() == await (await page.request.get(f"{demo.app}/static/favicon.svg")).body()
+    )
+    await context.close()

@@ -95,7 +95,7 @@ def _middleware_of(handler: Any, kind: type) -> list[Any]:
 
 
 # Routes that take no cookie and no form: Discord's endpoint and the probes.
-SERVICE_ROUTES = {"/interactions", "/healthz", "/readyz"}
+SERVICE_ROUTES = {"/interactions", "/healthz", "/readyz", "/favicon.ico"}
 
 
 async def test_the_browsers_guards_are_on_every_route_but_the_apis_and_discords(
@@ -103,9 +103,10 @@ async def test_the_browsers_guards_are_on_every_route_but_the_apis_and_discords(
 ) -> None:
     """CSRF, the sign-in limit, the form field limit and the control-character check are the
     browser's: every page carries them (one CSRF config, with anchored exemptions). The JSON
-    API (no cookie, no form, its own per-key limit), Discord's endpoint and the probes do not:
-    there they would only cost time, and the form checks would parse a body no one reads as a
-    form (a megabyte of form fields posted to /interactions cost a minute of the event loop)."""
+    API (no cookie, no form, its own per-key limit), Discord's endpoint, the probes and the
+    icon do not: there they would only cost time, and the form checks would parse a body no
+    one reads as a form (a megabyte of form fields posted to /interactions cost a minute of
+    the event loop)."""
     import re
 
     app = create_app(h.container)

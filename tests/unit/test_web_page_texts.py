@@ -307,6 +307,7 @@ async def test_the_page_of_an_unexpected_error_has_a_language_a_style_and_a_way_
     assert answer.status_code == 500
     assert '<html lang="en">' in answer.text
     assert '<link rel="stylesheet" href="/static/style.css">' in answer.text
+    assert '<link rel="icon" href="/static/favicon.svg"' in answer.text  # not /favicon.ico
     assert '<meta name="viewport"' in answer.text
     assert "<h1>" in answer.text
     assert 'href="/"' in answer.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -226,6 +227,24 @@ class Alive(Struct):
 def healthz() -> Alive:
     """The process is alive."""
     return Alive("ok")
+
+
+_ICON = HERE / "static" / "favicon.svg"
+# The icon's answer may be kept a day: the same for every page, and no one's in particular.
+_ICON_HEADERS = {"Cache-Control": "public, max-age=86400"}
+
+
+@functools.cache
+def _icon() -> bytes:
+    return _ICON.read_bytes()
+
+
+@get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
+def favicon() -> Response[bytes]:
+    """The site's icon where browsers look when a page names none (a JSON answer opened in a
+    tab, the probes): a 404 there was an error in the console of each. The pages name
+    ``/static/favicon.svg`` (an image of this origin, as their policy's img-src allows)."""
+    return Response(_icon(), media_type="image/svg+xml", headers=_ICON_HEADERS)
 
 
 class ReadyOut(Struct):
@@ -466,9 +485,10 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
 
     middleware, browser, api = _limits(container, limit)
     page_functions = [outbox_page] if settings.email_outbox_page else []
-    # Discord's endpoint and the probes: no cookie, no form, so none of the browser's guards
-    # (CSRF, the sign-in limit, the form checks), which would only cost them time.
-    service_functions = [interactions, healthz, readyz]
+    # Discord's endpoint, the probes and the icon: no cookie, no form, so none of the
+    # browser's guards (CSRF, the sign-in limit, the form checks), which would only cost them
+    # time.
+    service_functions = [interactions, healthz, readyz, favicon]
 
     async def current_session(request: Request[Any, Any, Any]) -> SignedInAs | None:
         signed_in: SignedInAs | None = await container.current_session().execute(

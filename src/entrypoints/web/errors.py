@@ -371,6 +371,7 @@ BUG_PAGE = (
     '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
     '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
     "<title>Something went wrong · TaskFlow</title>\n"
+    '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">\n'
     '<link rel="stylesheet" href="/static/style.css">\n</head>\n<body>\n'
     '<header><div class="bar"><a class="brand" href="/">TaskFlow</a></div></header>\n'
     '<main><div class="card">\n<h1>Something went wrong</h1>\n'
