@@ -782,3 +782,42 @@ async def test_a_page_that_names_no_icon_gets_the_sites_icon(
         await icon.body() == await (await page.request.get(f"{demo.app}/static/favicon.svg")).body()
     )
     await context.close()
+
+
+async def _button_names(page: Page) -> list[str]:
+    """The accessible name of every button on the page, as Chromium's accessibility tree has
+    it (what a screen reader's list of buttons reads)."""
+    snapshot = await page.locator("body").aria_snapshot()
+    return re.findall(r'^\s*- button "((?:[^"\\]|\\.)*)"', snapshot, flags=re.MULTILINE)
+
+
+async def test_the_account_pages_sign_out_buttons_each_say_which_session(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """A screen reader's list of buttons read "Sign out" for the header's button (this
+    browser) and again for each other session's in the table: nothing told them apart."""
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "jude", "jude@example.com")
+    await expect(page.locator("dd").first).to_have_text("jude")
+    laptop = await _context(chromium, problems)
+    elsewhere = await laptop.new_page()
+    await _sign_in_with_password(elsewhere, demo.app, "jude", PASSWORD)
+    await expect(elsewhere).to_have_url(f"{demo.app}/account")
+
+    await page.reload()
+    rows = page.locator("#sessions tbody tr")
+    await expect(rows).to_have_count(2)
+    names = await _button_names(page)
+    assert len(names) == len(set(names)), names
+    assert names.count("Sign out") == 1  # the header's: this browser
+    other = rows.filter(has=page.get_by_role("button"))
+    started = await other.locator("td").first.inner_text()
+    button = other.get_by_role("button")
+    await expect(button).to_have_accessible_name(re.compile(rf"^Sign out .*{re.escape(started)}"))
+    await button.click()
+    await expect(page.locator(".notice")).to_have_text("That session is signed out.")
+    await expect(rows).to_have_count(1)
+    await laptop.close()
+    await context.close()
