@@ -8,6 +8,7 @@ Fails on any console error, page error or 5xx response the browser sees. With
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -820,4 +821,87 @@ async def test_the_account_pages_sign_out_buttons_each_say_which_session(
     await expect(page.locator(".notice")).to_have_text("That session is signed out.")
     await expect(rows).to_have_count(1)
     await laptop.close()
+    await context.close()
+
+
+_OUTLINE = """() => {
+  const levels = [...document.querySelectorAll("h1, h2, h3, h4, h5, h6")]
+    .map((h) => Number(h.tagName[1]));
+  const unlabelled = [...document.querySelectorAll("input, select, textarea")]
+    .filter((c) => c.type !== "hidden" && !c.hidden)
+    .filter((c) => !c.labels.length && !c.getAttribute("aria-label"))
+    .map((c) => c.outerHTML);
+  return { levels, unlabelled };
+}"""
+
+
+async def _reads_in_order(page: Page) -> None:
+    """What a screen reader's lists of headings, buttons and fields find on the page: one
+    heading of level 1, first, then no level skipped on the way down; no two buttons named
+    alike; a label for every field."""
+    found = await page.evaluate(_OUTLINE)
+    levels = found["levels"]
+    assert levels[:1] == [1], (page.url, levels)
+    assert levels.count(1) == 1, (page.url, levels)
+    assert all(b <= a + 1 for a, b in itertools.pairwise(levels)), (page.url, levels)
+    names = await _button_names(page)
+    assert len(names) == len(set(names)), (page.url, names)
+    assert found["unlabelled"] == [], (page.url, found["unlabelled"])
+
+
+async def test_every_page_reads_in_order_to_a_screen_reader(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """The pages of the journeys, signed out and in, refusals too, and the emulated Discord's
+    (the channel's list of test users came before its page's title, as headings of level 2
+    before the one of level 1)."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "kit_d")
+    await _run(channel, "/link")
+    await _reads_in_order(channel)
+    ticket = await channel.locator("a.link-button").last.get_attribute("href")
+    assert ticket is not None
+
+    page = await context.new_page()
+    problems.expected_status.update({400, 404, 409})
+    for path in ("/", "/signin", "/signup", "/password/reset", "/no-such-page", ticket):
+        await page.goto(path if path.startswith("http") else f"{demo.app}{path}")
+        await _reads_in_order(page)
+    await page.goto(f"{demo.app}/password/reset")
+    await page.fill("#email", "nobody@example.com")
+    await page.get_by_role("button", name="Email me a link").click()
+    await expect(page.locator("h1")).to_have_text("Check your email")
+    await _reads_in_order(page)
+    await page.goto(f"{demo.app}/auth/discord/login")
+    await expect(page.locator("h1")).to_contain_text("wants to access your Discord account")
+    await _reads_in_order(page)  # the emulated Discord's consent screen
+
+    await page.goto(f"{demo.app}/signup?next=/account")
+    await _sign_up(page, "kit", "kit@example.com")
+    await expect(page.locator("dd").first).to_have_text("kit")
+    await _reads_in_order(page)
+    await page.goto(f"{demo.app}/signup")  # signed in: sent on to the account page
+    await page.goto(ticket)
+    await expect(page.locator("#ticket-discord")).to_contain_text("@kit_d")
+    await _reads_in_order(page)
+    await page.goto(f"{demo.app}/account/confirm")
+    await _reads_in_order(page)
+    change = page.locator("form[action='/account/email']")
+    await page.goto(f"{demo.app}/account")
+    # An address the browser's own check takes, and the service refuses.
+    await change.get_by_label("New email").fill("=?us-ascii?q?kit?=@example.com")
+    await change.get_by_role("button", name="Change email").click()
+    await expect(page.locator(".error")).to_contain_text("encoded word")
+    await _reads_in_order(page)
+    link = await _emailed_link(
+        page, demo.outbox, "kit@example.com", "Confirm your email address", "/verify-email/"
+    )
+    await _reads_in_order(page)  # the outbox
+    await page.goto(link)
+    await _reads_in_order(page)
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await _reads_in_order(page)
     await context.close()

@@ -109,6 +109,8 @@ async def test_a_code_challenge_that_is_not_s256s_shape_is_refused(
     )
     assert decided.status_code == 400
     assert state.codes == {}
+    for refusal in (page, decided):  # titled alike, for a screen reader's list of headings
+        assert "<h1>Invalid OAuth2 request</h1>" in refusal.text
 
 
 async def test_pkce_is_s256_only_and_optional(browser: tuple[EmulatorState, Client]) -> None:

@@ -55,6 +55,11 @@ label{{display:block;padding:.5rem;border-radius:4px;margin:.25rem 0;background:
     return Response(html, media_type=MediaType.HTML, status_code=status)
 
 
+def _refusal(problem: str) -> Response[str]:
+    """An authorize request refused, on the screen or from its form: a page titled alike."""
+    return _page("Invalid request", f"<h1>Invalid OAuth2 request</h1><p>{escape(problem)}</p>", 400)
+
+
 def _error_json(error: str, status: int, description: str = "") -> Response[dict[str, str]]:
     return Response({"error": error, "error_description": description}, status_code=status)
 
@@ -183,9 +188,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
         problem = authorize_problem(params)
         if problem:
-            return _page(
-                "Invalid request", f"<h1>Invalid OAuth2 request</h1><p>{escape(problem)}</p>", 400
-            )
+            return _refusal(problem)
         signed_in = state.browser_sessions.get(request.cookies.get(SESSION_COOKIE, ""))
         scopes = params["scope"].split()
         returning = signed_in in state.users and state.already_granted(signed_in, frozenset(scopes))
@@ -216,7 +219,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
     def authorize_decision(data: Form) -> Response[Any]:
         problem = authorize_problem(data)
         if problem:
-            return _page("Invalid request", f"<p>{escape(problem)}</p>", 400)
+            return _refusal(problem)
         params = {k: v for k, v in data.items() if k not in ("user_id", "decision")}
         user = state.users.get(data.get("user_id", ""))
         if data.get("decision") != "approve" or user is None:

@@ -145,6 +145,7 @@ STYLE = """
 *{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,sans-serif;background:#313338;
 color:#dbdee1;display:flex;min-height:100vh}a{color:#00a8fc}
 nav{width:17rem;background:#2b2d31;padding:1rem;flex-shrink:0}
+nav h1{font-size:1rem;margin:0;color:#f2f3f5}
 nav h2{font-size:.75rem;text-transform:uppercase;color:#949ba4;margin:1.25rem 0 .5rem}
 nav ul{list-style:none;margin:0;padding:0}nav li a{display:block;padding:.4rem .5rem;
 border-radius:4px;color:#dbdee1;text-decoration:none}nav li a:hover{background:#35373c}
@@ -159,7 +160,7 @@ main{flex:1;display:flex;flex-direction:column;min-width:0}
 header{padding:.75rem 1rem;border-bottom:1px solid #1f2023;font-weight:600;color:#f2f3f5}
 header .topic{font-weight:400;color:#949ba4;margin-left:.75rem;font-size:.9rem}
 .intro{margin:1rem;padding:1rem;background:#2b2d31;border-radius:8px}
-.intro h1{font-size:1.1rem;margin:0 0 .5rem;color:#f2f3f5}
+.intro h2{font-size:1.1rem;margin:0 0 .5rem;color:#f2f3f5}
 .intro ol{margin:.25rem 0;padding-left:1.25rem}
 .log{flex:1;padding:0 1rem 1rem;overflow-y:auto}
 .entry{margin:.75rem 0}.msg{display:flex;gap:.75rem;margin:.35rem 0}
@@ -236,7 +237,7 @@ def _page(
 <link rel="icon" href="data:,">
 <title>#{CHANNEL} · Discord emulator</title><style>{STYLE}</style></head><body>
 <nav aria-label="Test users">
-  <div><strong>TaskFlow Test Server</strong><div class="muted">Discord emulator</div></div>
+  <h1>TaskFlow Test Server</h1><div class="muted">Discord emulator</div>
   <h2>Discord test users</h2><ul>{users}</ul>
   <h2>Create a Discord test user</h2>
   <form method="post" action="/channel/users">
@@ -257,7 +258,7 @@ def _page(
 </nav>
 <main>
   <header># {CHANNEL}<span class="topic">{who}</span></header>
-  <div class="intro"><h1>Try the TaskFlow bot</h1><ol>
+  <div class="intro"><h2>Try the TaskFlow bot</h2><ol>
     <li>Type <code>/link</code>: the bot answers privately with a one-time button.</li>
     <li>The button opens TaskFlow: sign in (or create an account) and confirm. Linked!</li>
     <li><code>/whoami</code> shows the linked account; <code>/unlink</code> removes the link.</li>
