@@ -350,7 +350,8 @@ async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_r
     fresh = await _context(chromium, problems)
     page = await fresh.new_page()
     await _sign_in_with_discord(page, demo.app, "erin_d")
-    await expect(page).to_have_url(f"{demo.app}/account")
+    await expect(page).to_have_url(f"{demo.app}/account?notice=linked")
+    await expect(page.locator(".notice")).to_have_text("Discord is linked to your account.")
     await expect(page.locator("dd").first).to_have_text("erin")  # the same account
     await expect(page.locator(".discord-user")).to_contain_text("@erin_d")  # linked
     await fresh.close()
@@ -904,4 +905,64 @@ async def test_every_page_reads_in_order_to_a_screen_reader(
     await page.get_by_role("button", name="Confirm my email").click()
     await expect(page.locator("h1")).to_have_text("Email confirmed")
     await _reads_in_order(page)
+    await context.close()
+
+
+async def test_linking_by_proving_the_account_says_discord_is_linked(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Lena unlinked Discord from her account once: her next Sign in with Discord, with the
+    account's confirmed address, asks her to prove the account first (its password, or a link
+    emailed to it). Proved either way, the account page said nothing of the link just made:
+    every other way of linking says "Discord is linked to your account"."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "lena_d", "lena@example.com", verified=True)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "lena", "lena@example.com")
+    confirm = await _emailed_link(
+        page, demo.outbox, "lena@example.com", "Confirm your email address", "/verify-email/"
+    )
+    await page.goto(confirm)
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+
+    for proof in ("emailed link", "password"):
+        await page.goto(f"{demo.app}/account")
+        first = proof == "emailed link"  # the emulated Discord asks once for each grant
+        await page.get_by_role("button", name="Link Discord").click()
+        if first:
+            await _authorize_as(page, "lena_d")
+        await expect(page.locator(".discord-user")).to_contain_text("@lena_d")
+        unlink = page.locator("form[action='/account/discord/unlink']")
+        if await unlink.get_by_label("Current password").count():  # no recent proof
+            await unlink.get_by_label("Current password").fill(PASSWORD)
+        await unlink.get_by_role("button", name="Unlink Discord").click()
+        await expect(page.locator(".notice")).to_contain_text("Discord is unlinked")
+        await _sign_out(page)
+
+        await page.get_by_role("link", name="Sign in with Discord").click()
+        if first:  # the email too, this time
+            await _authorize_as(page, "lena_d")
+        await expect(page.locator("h1")).to_have_text("Is this TaskFlow account yours?")
+        if proof == "password":
+            await page.get_by_label("The password of lena").fill(PASSWORD)
+            await page.get_by_role("button", name="Link and sign in").click()
+        else:
+            await page.get_by_role("button", name="Email me a link instead").click()
+            await expect(page.locator("h1")).to_have_text("Check your email")
+            link = await _emailed_link(
+                page,
+                demo.outbox,
+                "lena@example.com",
+                "Confirm linking your Discord account",
+                "/auth/discord/confirm-link/",
+            )
+            await page.goto(link)
+            await page.get_by_role("button", name="Link and sign in").click()
+        await expect(page).to_have_url(f"{demo.app}/account?notice=linked")
+        await expect(page.locator(".notice")).to_have_text("Discord is linked to your account.")
+        await expect(page.locator(".discord-user")).to_contain_text("@lena_d")
     await context.close()

@@ -18,6 +18,7 @@ from domain.use_cases import LinkConfirmed
 from entrypoints.web.cookies import CookieJar
 from entrypoints.web.deps import CurrentAccount, Jar, Use
 from entrypoints.web.errors import message_page
+from entrypoints.web.pages import told_linked
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 PAGE = "/auth/discord/confirm-link"
@@ -30,7 +31,7 @@ async def _signed_in(
     cookies = [*jar.new_session(done.session_token), jar.expired_proposal()]
     if done.device_token is not None:
         cookies.append(jar.device(done.device_token))
-    return Redirect(done.destination, status_code=303, cookies=cookies)
+    return Redirect(told_linked(done.destination), status_code=303, cookies=cookies)
 
 
 class EmailLinkingPages(Controller):

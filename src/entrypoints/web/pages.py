@@ -84,6 +84,13 @@ PROOF_LAPSED = (
 )
 
 
+def told_linked(destination: str) -> str:
+    """Where a sign-in that linked Discord goes on: the account page (where a sign-in goes
+    unless told otherwise) with its notice that Discord is linked, or any other page the
+    sign-in was for, as it was."""
+    return "/account?notice=linked" if destination == "/account" else destination
+
+
 def _credentials_page(
     template: str, account: Account | None, next_path: str, notice: str = ""
 ) -> Template | Redirect:
@@ -409,7 +416,10 @@ class Pages(Controller):
             )
         assert done.session_token is not None  # noqa: S101 - login flows always sign in
         await jar.end_session(request, sign_out)  # rotate: the old session ends here
-        return Redirect(done.destination, cookies=jar.new_session(done.session_token))
+        destination = done.destination
+        if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
+            destination = told_linked(destination)
+        return Redirect(destination, cookies=jar.new_session(done.session_token))
 
     # -- /link tickets from Discord ----------------------------------------------------------------
 
