@@ -21,6 +21,14 @@ class InvalidInput(DomainError):
     message = "The input is not valid."
 
 
+class InvalidUsername(InvalidInput):
+    """A username no account may have (``validate_username``): what the form's field holds."""
+
+
+class InvalidEmail(InvalidInput):
+    """An address no account may have (``validate_email``): what the form's field holds."""
+
+
 class InvalidDiscordId(InvalidInput):
     code = "invalid_discord_id"
     message = "A Discord id is a positive whole number that fits in 64 bits."

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from domain.errors import InvalidDiscordId, InvalidInput
+from domain.errors import InvalidDiscordId, InvalidEmail, InvalidInput, InvalidUsername
 
 MAX_SNOWFLAKE = 2**63 - 1  # Discord ids are stored in a signed 64-bit BIGINT
 ONE_TIME_SECRET_TTL = timedelta(minutes=10)
@@ -129,7 +129,7 @@ def normalize_username(username: str) -> str:
 def validate_username(username: str) -> str:
     name = normalize_username(username)
     if not _USERNAME_RE.fullmatch(name):
-        raise InvalidInput("A username is 2 to 32 characters: letters, digits, '.', '_' or '-'.")
+        raise InvalidUsername("A username is 2 to 32 characters: letters, digits, '.', '_' or '-'.")
     return name
 
 
@@ -144,7 +144,7 @@ def validate_email(email: str) -> str:
         # A-label, so the stored form would be refused too, and Python's punycode takes time
         # growing with the square of a label's length (16,000 Chinese characters in one
         # domain, a 48 KB form field, held the event loop 50 seconds at each reset request).
-        raise InvalidInput("Enter an email address like name@example.com.")
+        raise InvalidEmail("Enter an email address like name@example.com.")
     normalized = normalize_email(email)
     if (
         normalized is None
@@ -157,19 +157,19 @@ def validate_email(email: str) -> str:
             for text in (typed, mapped)
         )
     ):
-        raise InvalidInput("Enter an email address like name@example.com.")
+        raise InvalidEmail("Enter an email address like name@example.com.")
     if "" in normalized.rpartition("@")[2].split("."):
         # An empty label: a dot at either end of the domain or two in a row, which SMTP does
         # not take. "bob@example.com." is the DNS root's spelling of example.com (Postfix
         # strips the dot and delivers to bob@example.com): another account for one mailbox.
-        raise InvalidInput("Enter an email address like name@example.com.")
+        raise InvalidEmail("Enter an email address like name@example.com.")
     if has_format_characters(typed + mapped + _a_labels_decoded(normalized)):
-        raise InvalidInput(
+        raise InvalidEmail(
             "An email address cannot hold invisible characters (direction marks, zero-width "
             "spaces): type it again by hand."
         )
     if has_encoded_word(typed) or has_encoded_word(mapped):
-        raise InvalidInput(
+        raise InvalidEmail(
             "An email address cannot hold '=?…?=' (mail software reads it as an encoded "
             "word, and delivers to another address): type the address itself."
         )
@@ -296,7 +296,7 @@ class DiscordProfile:
             return None
         try:
             return validate_email(self.email)
-        except InvalidInput:
+        except InvalidEmail:
             return None
 
 

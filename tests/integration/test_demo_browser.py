@@ -966,3 +966,67 @@ async def test_linking_by_proving_the_account_says_discord_is_linked(
         await expect(page.locator(".notice")).to_have_text("Discord is linked to your account.")
         await expect(page.locator(".discord-user")).to_contain_text("@lena_d")
     await context.close()
+
+
+async def _refused_field(page: Page, label: str, error: str, *, kept: str = "") -> None:
+    """The form came back refused: the field labelled ``label`` is the one the error is
+    about (invalid, described by the error's words, focused, so that a screen reader reads
+    them with it), holding ``kept`` (passwords: nothing)."""
+    field = page.get_by_label(label, exact=True)
+    await expect(page.locator(".error")).to_contain_text(error)
+    await expect(field).to_have_attribute("aria-invalid", "true")
+    await expect(field).to_have_accessible_description(re.compile(re.escape(error)))
+    await expect(field).to_be_focused()
+    await expect(field).to_have_value(kept)
+    others = page.locator("main [aria-invalid]")
+    await expect(others).to_have_count(1)  # only that one
+
+
+async def test_a_refused_form_ties_its_error_to_the_field_and_keeps_what_was_typed(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """A review with a screen reader and a keyboard: a refused form said what was wrong at
+    the top of the page, tied to no field; after it, the keyboard started again from the
+    top of the page, and a field's own words never said it was the wrong one."""
+    problems.expected_status.update({400, 401, 409})
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "mona", "mona@example.com")
+    await expect(page.locator("dd").first).to_have_text("mona")
+    await page.goto(f"{demo.app}/account/confirm")
+    await page.get_by_label("Your password").fill("not the password")
+    await page.get_by_role("button", name="Confirm", exact=True).click()
+    await _refused_field(page, "Your password", "Your password is not right.")
+    change = page.locator("form[action='/account/email']")
+    await page.goto(f"{demo.app}/account")
+    await change.get_by_label("New email").fill("=?us-ascii?q?mona?=@example.com")
+    await change.get_by_role("button", name="Change email").click()
+    await _refused_field(page, "New email", "encoded word", kept="=?us-ascii?q?mona?=@example.com")
+    await _sign_out(page)
+
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "mona", "other@example.com")
+    await _refused_field(page, "Username", "This username is taken.", kept="mona")
+    await expect(page.get_by_label("Email")).to_have_value("other@example.com")
+    await page.fill("#username", "mona2")
+    await page.fill("#email", "mona@example.com")
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await _refused_field(
+        page, "Email", "An account with this email already exists.", kept="mona@example.com"
+    )
+    await page.fill("#email", "mona2@example.com")
+    await page.fill("#password", "password1")
+    await page.click("button[type=submit]")
+    await _refused_field(page, "Password (at least 8 characters)", "too easy to guess")
+
+    await _sign_in_with_password(page, demo.app, "mona", "not the password")
+    await _refused_field(page, "Password", "The username/email or password is not right.", kept="")
+    await expect(page.get_by_label("Username or email")).to_have_value("mona")
+
+    await page.goto(f"{demo.app}/password/reset")
+    await page.fill("#email", "=?us-ascii?q?mona?=@example.com")
+    await page.get_by_role("button", name="Email me a link").click()
+    await _refused_field(page, "Email", "encoded word", kept="=?us-ascii?q?mona?=@example.com")
+    await context.close()

@@ -23,7 +23,7 @@ from domain.model import DeliveryStatus, EmailPurpose
 from domain.ports import EmailSender
 from domain.use_cases import EmailStatus
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
-from entrypoints.web.errors import message_page, status_for
+from entrypoints.web.errors import field_of, message_page, status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -133,6 +133,10 @@ class EmailPages(Controller):
                     "recently_proved": signed_in.recently_proved,
                     "new_email": data.get("email", ""),
                     "error": exc.message,
+                    "error_field": field_of(
+                        exc,
+                        {errors.InvalidCredentials: "email_password", errors.DomainError: "email"},
+                    ),
                 },
                 status_code=status_for(exc),
             )
@@ -158,7 +162,12 @@ class EmailPages(Controller):
         except errors.InvalidInput as exc:
             return Template(
                 "password_reset_request.html",
-                context={"account": account, "email": email, "error": exc.message},
+                context={
+                    "account": account,
+                    "email": email,
+                    "error": exc.message,
+                    "error_field": "email",
+                },
                 status_code=status_for(exc),
             )
         # The same answer whether or not an account uses the address.
@@ -204,6 +213,7 @@ class EmailPages(Controller):
                     "token": token,
                     "account": account,
                     "error": exc.message,
+                    "error_field": "new_password",
                 },
                 status_code=status_for(exc),
             )

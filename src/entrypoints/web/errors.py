@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -66,6 +67,13 @@ def status_for(error: errors.DomainError) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 400
+
+
+def field_of(error: errors.DomainError, fields: Mapping[type[errors.DomainError], str]) -> str:
+    """The id of the refused form's field that ``error`` is about (the one ``fields`` names
+    for its kind, or for the nearest kind it is one of), or "" for the whole form: the page
+    ties the error's words to that field (see ``_fields.html``)."""
+    return next((fields[cls] for cls in type(error).__mro__ if cls in fields), "")
 
 
 def path_of(request: Request[Any, Any, Any]) -> str:

@@ -74,7 +74,12 @@ class EmailLinkingPages(Controller):
             return Template(
                 "confirm_discord_link.html",
                 # The page again, with the header it was opened with (whoever is signed in).
-                context={"shown": shown, "account": account, "error": exc.message},
+                context={
+                    "shown": shown,
+                    "account": account,
+                    "error": exc.message,
+                    "error_field": "password",
+                },
                 status_code=401,
             )
         return await _signed_in(request, sign_out, jar, done)

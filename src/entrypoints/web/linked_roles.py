@@ -37,7 +37,12 @@ def _proof_page(
     page (or only a button, with a recent proof), and always a form of this site's (CSRF)."""
     return Template(
         "linked_role.html",
-        context={"account": account, "error": error, "recently_proved": recently_proved},
+        context={
+            "account": account,
+            "error": error,
+            "error_field": "current_password" if error else "",
+            "recently_proved": recently_proved,
+        },
         status_code=status,
     )
 

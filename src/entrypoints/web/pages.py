@@ -17,7 +17,7 @@ from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
-from entrypoints.web.errors import status_for
+from entrypoints.web.errors import field_of, status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -78,6 +78,14 @@ _ROLE_NOTICES: dict[RoleSync | None, str] = {
     RoleSync.REVOKED: "role_connection_revoked",
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
+# The sign-up form's field each refusal is about.
+_SIGN_UP_FIELDS: dict[type[errors.DomainError], str] = {
+    errors.InvalidUsername: "username",
+    errors.UsernameTaken: "username",
+    errors.InvalidEmail: "email",
+    errors.EmailTaken: "email",
+    errors.WeakPassword: "password",
+}
 PROOF_LAPSED = (
     "You signed in or typed your password more than 10 minutes ago: type it again to link "
     "this Discord account."
@@ -143,7 +151,12 @@ class Pages(Controller):
         except (errors.InvalidCredentials, errors.TooManyRequests) as exc:
             # The form again, with what was typed: a throttled account's way on is the
             # form's "Forgot your password?", which the throttle's words point to.
-            context = {"next": destination, "login": data.get("login", ""), "error": exc.message}
+            context = {
+                "next": destination,
+                "login": data.get("login", ""),
+                "error": exc.message,
+                "error_field": field_of(exc, {errors.InvalidCredentials: "password"}),
+            }
             return Template("signin.html", context=context, status_code=status_for(exc))
         await jar.end_session(request, sign_out)
         return Redirect(destination, cookies=jar.signed_in(signed_in))
@@ -177,6 +190,7 @@ class Pages(Controller):
                 "username": data.get("username", ""),
                 "email": data.get("email", ""),
                 "error": exc.message,
+                "error_field": field_of(exc, _SIGN_UP_FIELDS),
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
         await jar.end_session(request, sign_out)
@@ -310,7 +324,12 @@ class Pages(Controller):
                 raise errors.NotSignedIn() from None
             return Template(
                 "confirm_identity.html",
-                context={"account": signed_in.account, "link": None, "error": exc.message},
+                context={
+                    "account": signed_in.account,
+                    "link": None,
+                    "error": exc.message,
+                    "error_field": "password",
+                },
                 status_code=401,
             )
         # The session goes on under a new token: a copy of the old cookie has no part in it.
@@ -449,6 +468,7 @@ class Pages(Controller):
                 "account": signed_in.account if signed_in else None,
                 "recently_proved": recently_proved,
                 "error": PROOF_LAPSED if asks_again else "",
+                "error_field": "current_password" if asks_again else "",
                 "avatar_url": avatars.url(ticket.discord.id.value, ticket.discord.avatar),
             },
         )
