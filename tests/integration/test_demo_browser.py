@@ -1030,3 +1030,32 @@ async def test_a_refused_form_ties_its_error_to_the_field_and_keeps_what_was_typ
     await page.get_by_role("button", name="Email me a link").click()
     await _refused_field(page, "Email", "encoded word", kept="=?us-ascii?q?mona?=@example.com")
     await context.close()
+
+
+async def test_back_to_the_email_confirmed_page_shows_it_again(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """The "Email confirmed" page was the answer to the button's POST: going back to it
+    from the account page showed Chromium's "Confirm Form Resubmission" (ERR_CACHE_MISS,
+    the pages are never stored), and sending the form again, or reloading the page, said
+    the link was used up, as if confirming had failed."""
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "nell", "nell@example.com")
+    link = await _emailed_link(
+        page, demo.outbox, "nell@example.com", "Confirm your email address", "/verify-email/"
+    )
+    await page.goto(link)
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await page.reload()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await page.get_by_role("link", name="Go to your account").click()
+    await expect(page.locator("#email-status")).to_have_text("Confirmed.")
+    await page.go_back()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await expect(page.locator("main")).to_contain_text(
+        "nell@example.com is confirmed for the TaskFlow account nell."
+    )
+    await context.close()

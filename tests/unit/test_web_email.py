@@ -609,3 +609,30 @@ async def test_the_confirmation_page_promises_discord_sign_in_only_when_it_links
         shown = await client.get(f"/verify-email/{token}")
         assert shown.status_code == 200
         assert ('"Sign in with Discord" find your account' in shown.text) is promised
+
+
+async def test_the_email_confirmed_page_is_shown_only_for_a_confirmed_address(
+    client: Client, hx: Harness
+) -> None:
+    """Confirming lands on a page of its own (a GET, which back and reload show again): it
+    says the address is confirmed only while the signed-in account's is."""
+    signed_out = await client.get("/account/email/confirmed", follow_redirects=False)
+    assert signed_out.headers["location"] == "/signin?next=/account"
+    await sign_up(client, "cora")
+    unconfirmed = await client.get("/account/email/confirmed", follow_redirects=False)
+    assert unconfirmed.headers["location"] == "/account"
+    token = hx.link_token(await _email(hx, "cora@example.com"), "/verify-email/")
+    page = await client.get(f"/verify-email/{token}")
+    confirmed = await client.post(
+        f"/verify-email/{token}",
+        data={"_csrf_token": csrf_token(page.text)},
+        follow_redirects=False,
+    )
+    assert (confirmed.status_code, confirmed.headers["location"]) == (
+        303,
+        "/account/email/confirmed",
+    )
+    shown = await client.get("/account/email/confirmed")
+    assert "cora@example.com is confirmed for the TaskFlow account <strong>cora</strong>" in (
+        shown.text
+    )

@@ -27,6 +27,8 @@ from entrypoints.web.errors import field_of, message_page, status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
+# Where confirming an address lands.
+CONFIRMED_PAGE = "/account/email/confirmed"
 RESET_SENT = (
     "If a TaskFlow account uses {email}, we have sent it a link to choose a new password. "
     "The link works for 1 hour. Nothing arrived after a few minutes? Check your spam folder, "
@@ -86,16 +88,27 @@ class EmailPages(Controller):
             },
         )
 
-    @post("/verify-email/{token:str}", status_code=200)
+    @post("/verify-email/{token:str}", status_code=303)
     async def verify(
         self, token: FromPath[str], account: CurrentAccount, verify_email: Use[uc.VerifyEmail]
-    ) -> Template:
-        verified = await verify_email.execute(token, account.id if account is not None else None)
+    ) -> Redirect:
+        await verify_email.execute(token, account.id if account is not None else None)
+        # A page of its own: the answer to the POST was the page, so going back to it (or
+        # reloading it) sent the form again, and said the link was used up.
+        return Redirect(CONFIRMED_PAGE, status_code=303)
+
+    @get(CONFIRMED_PAGE)
+    async def confirmed_page(self, account: CurrentAccount) -> Template | Redirect:
+        """What confirming an address says, for as long as it is true."""
+        if account is None:
+            return Redirect("/signin?next=/account")
+        if account.email is None or not account.email_verified:
+            return Redirect("/account")
         # Its promise of Sign in with Discord only when that finds accounts by email (the
         # template's links_by_email): with TASKFLOW_LINK_EMAIL_LINKING=off it never does.
         return Template(
             "email_confirmed.html",
-            context={"email": verified.email, "username": verified.username, "account": account},
+            context={"email": account.email, "username": account.username, "account": account},
         )
 
     @post("/account/email/verify", status_code=303)
