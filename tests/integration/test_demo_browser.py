@@ -1059,3 +1059,50 @@ async def test_back_to_the_email_confirmed_page_shows_it_again(
         "nell@example.com is confirmed for the TaskFlow account nell."
     )
     await context.close()
+
+
+_PASSWORD_FORMS = """() => [...document.querySelectorAll("form")]
+  .filter((form) => form.querySelector("input[type=password]"))
+  .map((form) => [
+    form.getAttribute("action"),
+    [...form.querySelectorAll("input[autocomplete=username]")].map((input) => input.value),
+  ])"""
+
+
+async def test_every_password_field_says_whose_password_it_is(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """A password manager files a password under its account's username, and finds the one
+    to fill in by it: the account's forms that ask for its password, or a new one, named no
+    account (Chromium: "Password forms should have (optionally hidden) username fields"), so
+    a new password was saved under no name, or offered for any account of the site."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "owen_d")
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "owen", "owen@example.com")
+    await expect(page.locator("dd").first).to_have_text("owen")
+    await page.get_by_role("button", name="Link Discord").click()
+    await _authorize_as(page, "owen_d")
+    await expect(page.locator(".discord-user")).to_contain_text("@owen_d")
+    await _sign_out(page)
+    # Signed in with Discord: each change asks for the password again.
+    await page.get_by_role("link", name="Sign in with Discord").click()
+    await _authorize_as(page, "owen_d")  # the email too, this time
+    await expect(page.locator("dd").first).to_have_text("owen")
+    seen = []
+    for path in ("/account", "/account/confirm"):
+        await page.goto(f"{demo.app}{path}")
+        forms = await page.evaluate(_PASSWORD_FORMS)
+        seen += [action for action, _ in forms]
+        for action, usernames in forms:
+            assert usernames == ["owen"], (path, action, usernames)
+    assert {
+        "/account/discord/unlink",
+        "/account/password",
+        "/account/email",
+        "/account/confirm",
+    } <= set(seen)
+    await context.close()
