@@ -117,3 +117,23 @@ async def test_a_taken_test_user_name_is_refused_on_the_channel_page_with_the_fo
     assert 'name="verified" value="yes" checked' in refused.text
     assert '<nav aria-label="Test users">' in refused.text  # the channel, its links with it
     assert len(state.users) == 1
+
+
+async def test_the_emulators_pages_refuse_to_be_framed() -> None:
+    """Discord's pages refuse to show in another site's frame, and so do the emulator's: a
+    page of another site could frame the channel (which runs /unlink in one click) or the
+    consent screen under something else to click (clickjacking)."""
+    state = _state()
+    state.add_user("carol")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        pages = [
+            await client.get("/channel"),
+            await client.get("/oauth2/authorize", params={"client_id": "1"}),  # refused
+            await client.post("/channel/users", data={"username": "!"}),  # refused
+        ]
+        for page in pages:
+            assert page.headers["content-type"].startswith("text/html")
+            assert page.headers["x-frame-options"] == "DENY"
+            assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+        api = await client.get("/api/v10/users/@me")  # data, not a page: as it was
+        assert "x-frame-options" not in api.headers

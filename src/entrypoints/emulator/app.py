@@ -39,6 +39,19 @@ RETRY_AFTER = 1.5  # seconds a rate-limit fault asks the caller to wait
 SESSION_COOKIE = "discord_emulator_session"  # who is signed in to "Discord" in this browser
 
 
+_NEVER_FRAMED = {"x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'"}
+
+
+async def _never_framed(response: Response[Any]) -> Response[Any]:
+    """Discord's pages refuse to show in another site's frame, and so do the emulator's (an
+    ``after_request`` hook): a page of another site could frame the channel, which runs
+    /unlink in one click, or the consent screen, under something else to click."""
+    if response.media_type == MediaType.HTML:  # the enum, or its value
+        for name, value in _NEVER_FRAMED.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
 def _page(title: str, body: str, status: int = 200) -> Response[str]:
     html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -374,6 +387,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         ],
         # Discord's 50109 for a body sent as JSON that is not JSON, before any handler reads it.
         before_request=refuse_invalid_json,
+        after_request=_never_framed,
         openapi_config=None,
         logging_config=None,
     )
