@@ -1106,3 +1106,43 @@ async def test_every_password_field_says_whose_password_it_is(
         "/account/confirm",
     } <= set(seen)
     await context.close()
+
+
+async def test_every_sign_in_link_of_the_link_page_comes_back_to_it(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """The /link button's page, signed out, had two "Sign in" links: the header's, which the
+    keyboard reaches first, led to the account page after signing in, and the /link button
+    had to be pressed again in Discord; the page's own came back. Likewise the sign-up page's
+    and the emailed confirmation link's."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "pia_d")
+    await _run(channel, "/link")
+    ticket = await channel.locator("a.link-button").last.get_attribute("href")
+    assert ticket is not None
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "pia", "pia@example.com")
+    link = await _emailed_link(
+        page, demo.outbox, "pia@example.com", "Confirm your email address", "/verify-email/"
+    )
+    await _sign_out(page)
+
+    for address in (ticket, link, f"{demo.app}/signup?next=/account/confirm"):
+        await page.goto(address)
+        sign_in = page.get_by_role("link", name="Sign in", exact=True)
+        hrefs = {await each.get_attribute("href") for each in await sign_in.all()}
+        assert len(hrefs) == 1, (address, hrefs)
+    await page.goto(ticket)
+    await page.keyboard.press("Tab")  # the site's name
+    await page.keyboard.press("Tab")
+    await expect(page.locator("header").get_by_role("link", name="Sign in")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await page.fill("#login", "pia")
+    await page.fill("#password", PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#ticket-discord")).to_contain_text("@pia_d")
+    await expect(page.get_by_role("button", name="Continue with Discord")).to_be_visible()
+    await context.close()

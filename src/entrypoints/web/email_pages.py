@@ -82,6 +82,7 @@ class EmailPages(Controller):
             context={
                 "email": shown.token.email,
                 "token": token,
+                "sign_in_next": f"/verify-email/{token}",
                 "account": account,
                 "owner": shown.account,
                 "signed_in_as_owner": account is not None and account.id == shown.account.id,

@@ -105,10 +105,12 @@ def _credentials_page(
     """Sign-in and sign-up forms; someone already signed in goes straight on."""
     if account is not None:
         return Redirect(safe_destination(next_path))
+    destination = safe_destination(next_path or "/account")
     return Template(
         template,
         context={
-            "next": safe_destination(next_path or "/account"),
+            "next": destination,
+            "sign_in_next": destination,
             "notice": NOTICES.get(notice, ""),
         },
     )
@@ -153,6 +155,7 @@ class Pages(Controller):
             # form's "Forgot your password?", which the throttle's words point to.
             context = {
                 "next": destination,
+                "sign_in_next": destination,
                 "login": data.get("login", ""),
                 "error": exc.message,
                 "error_field": field_of(exc, {errors.InvalidCredentials: "password"}),
@@ -187,6 +190,7 @@ class Pages(Controller):
         except (errors.InvalidInput, errors.UsernameTaken, errors.EmailTaken) as exc:
             context = {
                 "next": destination,
+                "sign_in_next": destination,
                 "username": data.get("username", ""),
                 "email": data.get("email", ""),
                 "error": exc.message,
@@ -465,6 +469,7 @@ class Pages(Controller):
             context={
                 "ticket": ticket,
                 "token": token,
+                "sign_in_next": f"/link/{token}",
                 "account": signed_in.account if signed_in else None,
                 "recently_proved": recently_proved,
                 "error": PROOF_LAPSED if asks_again else "",
