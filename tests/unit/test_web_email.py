@@ -636,3 +636,30 @@ async def test_the_email_confirmed_page_is_shown_only_for_a_confirmed_address(
     assert "cora@example.com is confirmed for the TaskFlow account <strong>cora</strong>" in (
         shown.text
     )
+
+
+async def test_a_domain_without_a_dot_is_an_address_for_every_form_alike(client: Client) -> None:
+    """ "a@x" is taken, as browsers' own check of an email field takes it: a top-level domain
+    may receive mail itself (RFC 5321 names no rule against it, and some have had MX records),
+    and a name inside a company's network is one too. Sign-up, email change and reset
+    request take and refuse the same addresses (one ``validate_email``), dotless or not."""
+    signed_up = await post_form(
+        client, "/signup", "/signup", {"username": "dot", "email": "Dot@AI", "password": PASSWORD}
+    )
+    assert signed_up.status_code == 200
+    assert "dot@ai" in (await client.get("/account")).text
+    changed = await post_form(
+        client, "/account", "/account/email", {"email": "dot@mail", "current_password": PASSWORD}
+    )
+    assert "Your email address is changed" in changed.text
+    asked = await post_form(client, "/password/reset", "/password/reset", {"email": "dot@mail"})
+    assert "If a TaskFlow account uses dot@mail" in asked.text
+    for form, action, field in (
+        ("/account", "/account/email", "email"),
+        ("/password/reset", "/password/reset", "email"),
+    ):
+        refused = await post_form(
+            client, form, action, {field: "dot@mail.", "current_password": PASSWORD}
+        )
+        assert refused.status_code == 400
+        assert "Enter an email address like name@example.com." in refused.text
