@@ -1146,3 +1146,53 @@ async def test_every_sign_in_link_of_the_link_page_comes_back_to_it(
     await expect(page.locator("#ticket-discord")).to_contain_text("@pia_d")
     await expect(page.get_by_role("button", name="Continue with Discord")).to_be_visible()
     await context.close()
+
+
+_CONTRAST = """([element, property]) => {
+  const rgb = (color) => color.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const luminance = (color) => {
+    const [r, g, b] = rgb(color).map((v) => {
+      const c = v / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  let behind = element.parentElement;
+  while (getComputedStyle(behind).backgroundColor === "rgba(0, 0, 0, 0)") {
+    behind = behind.parentElement;
+  }
+  const [a, b] = [getComputedStyle(element)[property], getComputedStyle(behind).backgroundColor]
+    .map(luminance);
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+async def _contrast(locator: Locator, css_property: str) -> float:
+    """The contrast ratio (WCAG's) of ``locator``'s ``css_property`` colour with what is
+    behind it."""
+    ratio: float = await locator.evaluate(f"(e) => ({_CONTRAST})([e, {css_property!r}])")
+    return ratio
+
+
+async def test_where_the_keyboard_is_and_where_to_type_can_be_seen(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """WCAG's non-text contrast (1.4.11) asks 3:1 of what shows where the keyboard is and
+    of a field's edges: the focus ring was a pale blue (2:1 on the card's white) and the
+    fields' borders a pale grey (1.3:1), nearly invisible to someone who sees little
+    contrast."""
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    await page.goto(f"{demo.app}/signin")
+    for name in ("login", "password"):
+        field = page.locator(f"#{name}")
+        assert await _contrast(field, "borderTopColor") >= 3
+        await page.keyboard.press("Tab")
+        while not await field.evaluate("(e) => e === document.activeElement"):
+            await page.keyboard.press("Tab")
+        assert await _contrast(field, "outlineColor") >= 3
+    await page.keyboard.press("Tab")
+    button = page.get_by_role("button", name="Sign in", exact=True)
+    await expect(button).to_be_focused()
+    assert await _contrast(button, "outlineColor") >= 3
+    await context.close()
