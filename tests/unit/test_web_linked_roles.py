@@ -95,6 +95,9 @@ async def test_linking_first_asks_for_the_password(client: Client, r: Harness) -
     )
     assert wrong.status_code == 401
     assert "current password is not right" in wrong.text
+    # The error is the password field's (see the browser test of refused forms).
+    assert 'required aria-invalid="true" aria-describedby="error" autofocus>' in wrong.text
+    assert 'id="error"' in wrong.text
     started = await client.post(
         "/discord/linked-role",
         data={"current_password": PASSWORD, "_csrf_token": csrf_token(wrong.text)},
