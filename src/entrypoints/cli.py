@@ -1030,7 +1030,11 @@ def role_connections_refresh(everything: bool) -> None:
     (then their tokens are deleted), earlier failures. The web app and the bot do this in the
     background; this is for cron, or to push at once. Stops at Discord's rate limit or a block
     of the address, leaving the rest due (exit status 1). Prints counts, never a token."""
-    from entrypoints.role_connection_worker import log_report, paused_reason  # noqa: PLC0415
+    from entrypoints.role_connection_worker import (  # noqa: PLC0415
+        gone_note,
+        log_report,
+        paused_reason,
+    )
 
     _require_role_connections()
     report = _run_use_case(lambda c: c.refresh_role_connections().execute(everything=everything))
@@ -1039,7 +1043,7 @@ def role_connections_refresh(everything: bool) -> None:
         f"Pushed {report.pushed}, cleared {report.cleared} after an unlink, dropped "
         f"{report.revoked} (access revoked in Discord), failed {report.failed} (retried "
         f"later), unreadable {report.unreadable}, given up {report.given_up} (unlinked; "
-        "Discord failed every push for about a week)."
+        f"Discord failed every push for about a week){gone_note(report)}."
         + (
             f" {report.key_missing} sealed with a key not configured here (in "
             "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY): left to an instance that has it."
@@ -1071,7 +1075,7 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
     limit or a block of the address it stops (exit status 1: run it again later). Run it
     with Linked Roles off on every instance, so that no worker pushes them again meanwhile.
     Prints counts, never a token."""
-    from entrypoints.role_connection_worker import paused_reason  # noqa: PLC0415
+    from entrypoints.role_connection_worker import GONE, paused_reason  # noqa: PLC0415
 
     settings = load_settings()
     if settings.discord_role_connections:
@@ -1103,13 +1107,17 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
             if report.held
             else ""
         )
+        # Taken over: by an instance with Linked Roles still on, which may have kept (and
+        # pushed "linked" with) the tokens; or deleted, and the next run finds nothing.
+        + (f" {report.gone} {GONE}: run again." if report.gone else "")
     )
     if report.paused:
         click.echo(
             f"Stopped: {paused_reason(report)}. {report.paused} not told yet (kept): run it "
             "again after that."
         )
-    if report.failed or report.held or report.paused or (unreadable and not drop_unreadable):
+    failed = report.failed or report.held or report.gone or report.paused
+    if failed or (unreadable and not drop_unreadable):
         sys.exit(1)
 
 

@@ -53,7 +53,7 @@ def log_report(report: RoleSyncReport) -> None:
         logging.WARNING if trouble else logging.INFO,
         "role connections: %d pushed, %d cleared after an unlink, %d dropped (Discord access "
         "revoked), %d failed (retried later), %d unreadable with the configured keys, %d "
-        "given up (unlinked, and Discord failed every push for about a week)%s",
+        "given up (unlinked, and Discord failed every push for about a week)%s%s",
         report.pushed,
         report.cleared,
         report.revoked,
@@ -65,7 +65,19 @@ def log_report(report: RoleSyncReport) -> None:
         "otherwise give this instance the keys the others have)"
         if report.key_missing
         else "",
+        gone_note(report),
     )
+
+
+def gone_note(report: RoleSyncReport) -> str:
+    """The rows another pusher took over (this one's lease ran out on the way to them) or
+    deleted meanwhile: counted by the pass, so said with the other counts."""
+    if not report.gone:
+        return ""
+    return f", {report.gone} {GONE}"
+
+
+GONE = "taken over or deleted by another instance meanwhile"
 
 
 class RoleConnectionWorker(QueueWorker):

@@ -32,7 +32,12 @@ from domain.model import (
 from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
 from domain.ports import DiscordTokens
 from domain.use_cases import AuthOutcome, RoleSyncReport
-from domain.use_cases.role_connections import CLAIM_LEASE, ForgetRoleConnections, RotateTokenKeys
+from domain.use_cases.role_connections import (
+    CLAIM_LEASE,
+    ForgetRoleConnections,
+    RefreshRoleConnections,
+    RotateTokenKeys,
+)
 from entrypoints.cli import cli
 from entrypoints.role_connection_worker import log_report
 from entrypoints.settings import SettingsError, load_settings
@@ -1095,3 +1100,39 @@ async def test_a_refresh_that_stalled_past_its_lease_still_tells_discord_not_lin
     assert outcome is RoleSync.GONE
     assert rows(r) == {}
     assert linked(discord.connections[DiscordId(7045)]) == ("0", "0")
+
+
+def test_the_commands_and_the_log_say_how_many_another_pusher_took_or_deleted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row another pusher took over mid-pass (its lease ran out here) or deleted meanwhile
+    is ``gone``: counted by the pass, and said. Forgetting is not done with such a row: the
+    one that took it (an instance with Linked Roles still on) may have kept its tokens, so it
+    says to run again (exit status 1), as for a row a worker holds."""
+    runner = _commands_on_a_database_file(monkeypatch, tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", KEY_A)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "app-secret")
+
+    async def some_gone(self: object, **_: object) -> RoleSyncReport:
+        return RoleSyncReport(pushed=1, cleared=1, gone=2)
+
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS", "true")
+    with monkeypatch.context() as patched:
+        patched.setattr(RefreshRoleConnections, "execute", some_gone)
+        refreshed = runner.invoke(cli, ["role-connections", "refresh"])
+    assert refreshed.exit_code == 0, refreshed.output  # another instance has them: nothing failed
+    assert "2 taken over or deleted by another instance meanwhile" in refreshed.output
+
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS", "false")
+    with monkeypatch.context() as patched:
+        patched.setattr(ForgetRoleConnections, "execute", some_gone)
+        forgot = runner.invoke(cli, ["role-connections", "forget", "--yes"])
+    assert forgot.exit_code == 1
+    assert "2 taken over or deleted by another instance meanwhile" in forgot.output
+    assert "run again" in forgot.output
+
+    with caplog.at_level(logging.INFO, logger="taskflow_link.role_connections"):
+        log_report(RoleSyncReport(gone=3))
+    [line] = caplog.records
+    assert "3 taken over or deleted by another instance meanwhile" in line.getMessage()
