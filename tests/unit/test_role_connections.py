@@ -1136,3 +1136,26 @@ def test_the_commands_and_the_log_say_how_many_another_pusher_took_or_deleted(
         log_report(RoleSyncReport(gone=3))
     [line] = caplog.records
     assert "3 taken over or deleted by another instance meanwhile" in line.getMessage()
+
+
+async def test_an_unlinked_users_tokens_no_instance_has_the_key_for_go_after_a_week(
+    r: Harness,
+) -> None:
+    """The key that sealed them is gone from every instance (replaced instead of rotated):
+    each try counts as a failure (README), and someone who unlinked is not worth keeping
+    tokens for forever, readable or not: the key may come back, and with it the tokens.
+    Someone still linked keeps them (reconnecting replaces them)."""
+    await connected(r, 7040, "ann")
+    await connected(r, 7041, "ben")
+    await r.container.unlink_discord().execute(DiscordId(7041))
+    other = instance(r, KEY_B)
+
+    given_up = 0
+    for _ in range(ROLE_GIVE_UP_UNLINKED_AFTER):
+        report = await refresh_pass(other, everything=True)
+        given_up += report.given_up
+        other.clock.advance(timedelta(hours=6))
+
+    assert given_up == 1
+    assert list(rows(r)) == [DiscordId(7040)]  # still linked: kept, in case the key comes back
+    assert deleted_because(r) == ["given_up"]

@@ -389,12 +389,18 @@ class RoleConnectionPusher:
 
     async def _failed(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
         failures = row.failures + 1
-        if failures >= ROLE_GIVE_UP_UNLINKED_AFTER:
-            link, _ = await self._current(row.discord_id)
-            if link is None and await self._remove(row, now, "given_up"):
-                return RoleSync.GIVEN_UP
+        if await self._given_up(row, failures, now):
+            return RoleSync.GIVEN_UP
         await self._schedule(row, role_retry_at(failures, now), failures=failures)
         return RoleSync.FAILED
+
+    async def _given_up(self, row: RoleConnectionToken, failures: int, now: datetime) -> bool:
+        """Someone no longer linked, whose "not linked" failed to go out ``failures`` times
+        in a row: their tokens are deleted (audited ``given_up``), not kept for good."""
+        if failures < ROLE_GIVE_UP_UNLINKED_AFTER:
+            return False
+        link, _ = await self._current(row.discord_id)
+        return link is None and await self._remove(row, now, "given_up")
 
     async def _unreadable(self, row: RoleConnectionToken, now: datetime, *, drop: bool) -> RoleSync:
         """Tokens this instance cannot open: deleted (``drop``), or tried again later."""
@@ -404,8 +410,11 @@ class RoleConnectionPusher:
             # Most likely sealed by an instance already given a newer key (a rotation's
             # rollout: an unlink's row, a refresh): left to one that has it, tried again soon
             # rather than in 6 h. Counted as a failure, so that a key removed everywhere backs
-            # off to 6 h as well.
+            # off to 6 h as well, and an unlinked member's tokens are given up after a week
+            # as when Discord fails (kept for good, they would open again with the key).
             failures = row.failures + 1
+            if await self._given_up(row, failures, now):
+                return RoleSync.GIVEN_UP
             await self._schedule(row, role_retry_at(failures, now), failures=failures)
             return RoleSync.KEY_MISSING
         await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
