@@ -1127,18 +1127,31 @@ def tokens() -> None:
 
 
 @tokens.command("rotate")
-def tokens_rotate() -> None:
+@click.option(
+    "--drop-unreadable",
+    is_flag=True,
+    help="Delete the tokens no configured key decrypts (their key is gone for good).",
+)
+def tokens_rotate(drop_unreadable: bool) -> None:
     """Re-encrypt every kept token with the newest TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY (the first
-    one listed), so that older keys can be removed. Prints counts, never a token."""
+    one listed), so that older keys can be removed. Tokens no configured key decrypts are kept,
+    in case their key comes back, unless --drop-unreadable (audited with each Discord id:
+    those members connect again through the verification URL). Prints counts, never a token."""
     load_settings().require("token_encryption_key")
-    report = _run_use_case(lambda c: c.rotate_token_keys().execute())
+    report = _run_use_case(lambda c: c.rotate_token_keys().execute(drop_unreadable=drop_unreadable))
+    unreadable = (
+        "deleted"
+        if drop_unreadable
+        else "kept: the key may come back; --drop-unreadable deletes them"
+    )
     click.echo(
         f"Re-encrypted {report.rotated} token set(s) with the newest key; {report.current} "
         f"already were; {report.unreadable} could not be decrypted with any configured key"
+        + (f" ({unreadable})" if report.unreadable else "")
         + (f"; {report.skipped} being pushed (run again)" if report.skipped else "")
         + "."
     )
-    if report.unreadable or report.skipped:
+    if (report.unreadable and not drop_unreadable) or report.skipped:
         sys.exit(1)
 
 

@@ -35,6 +35,7 @@ from domain.use_cases import AuthOutcome, RoleSyncReport
 from domain.use_cases.role_connections import (
     CLAIM_LEASE,
     ForgetRoleConnections,
+    KeyRotationReport,
     RefreshRoleConnections,
     RotateTokenKeys,
 )
@@ -1159,3 +1160,54 @@ async def test_an_unlinked_users_tokens_no_instance_has_the_key_for_go_after_a_w
     assert given_up == 1
     assert list(rows(r)) == [DiscordId(7040)]  # still linked: kept, in case the key comes back
     assert deleted_because(r) == ["given_up"]
+
+
+async def test_key_rotation_can_drop_the_tokens_no_configured_key_opens(r: Harness) -> None:
+    """The old key is gone for good (replaced instead of rotated): with Linked Roles on, the
+    operator could not clean up what nothing opens (``forget`` needs them off, and tells
+    everyone "not linked"); those rows were tried and reported for good. ``tokens rotate
+    --drop-unreadable`` deletes them (audited, with the Discord id: whom to ask to connect
+    again), and only them."""
+    await connected(r, 7042, "ann")
+    await connected(r, 7043, "ben")
+    lost = instance(r, KEY_B)
+    lost.container.discord_oauth.override(fake(r))
+    lost.discord = fake(r)
+    await connected(lost, 7044, "cat")  # sealed with the new key
+    await connected(lost, 7045, "dan")
+    database: MemoryDatabase = r.container.memory_db()
+    copied = replace(rows(r)[DiscordId(7045)], sealed=rows(r)[DiscordId(7044)].sealed)
+    database.tables.role_connection_tokens[DiscordId(7045)] = copied  # bound to 7044: no use
+
+    kept = await lost.container.rotate_token_keys().execute()
+    assert (kept.unreadable, kept.current) == (2, 2)  # the copy names the newest key
+    assert len(rows(r)) == 4  # the key may come back
+
+    dropped = await lost.container.rotate_token_keys().execute(drop_unreadable=True)
+
+    assert (dropped.unreadable, dropped.current, dropped.skipped) == (3, 1, 0)
+    assert list(rows(r)) == [DiscordId(7044)]
+    assert deleted_because(r) == ["unreadable"] * 3
+    assert rows(r)[DiscordId(7044)].claimed_until is None
+
+
+def test_the_rotate_command_drops_the_unreadable_when_told(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    runner = _commands_on_a_database_file(monkeypatch, tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY", KEY_A)
+    told: list[bool] = []
+
+    async def two_unreadable(self: RotateTokenKeys, *, drop_unreadable: bool = False) -> Any:
+        told.append(drop_unreadable)
+        return KeyRotationReport(rotated=0, current=1, unreadable=2)
+
+    monkeypatch.setattr(RotateTokenKeys, "execute", two_unreadable)
+    kept = runner.invoke(cli, ["tokens", "rotate"])
+    assert kept.exit_code == 1
+    assert "2 could not be decrypted with any configured key (kept" in kept.output
+    assert "--drop-unreadable" in kept.output
+    dropped = runner.invoke(cli, ["tokens", "rotate", "--drop-unreadable"])
+    assert dropped.exit_code == 0, dropped.output
+    assert "2 could not be decrypted with any configured key (deleted" in dropped.output
+    assert told == [False, True]

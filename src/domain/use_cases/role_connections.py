@@ -797,14 +797,21 @@ class KeyRotationReport:
 
 class RotateTokenKeys:
     """``taskflow-link tokens rotate``: seal every kept token with the newest key, so the
-    older keys can be removed from the configuration."""
+    older keys can be removed from the configuration.
+
+    ``drop_unreadable``: delete the tokens no configured key opens (audited ``unreadable``,
+    with the Discord id), once their key is known to be gone for good. Otherwise they are
+    kept, and tried and reported by every pass, for good: nothing else removes a still
+    linked member's (``forget`` needs Linked Roles off, and tells everyone "not linked")."""
 
     def __init__(
         self, uow: UnitOfWorkFactory, clock: Clock, box: SecretBox, page_size: int = 200
     ) -> None:
         self._uow, self._clock, self._box, self._page = uow, clock, box, page_size
+        self._drop = False
 
-    async def execute(self) -> KeyRotationReport:
+    async def execute(self, *, drop_unreadable: bool = False) -> KeyRotationReport:
+        self._drop = drop_unreadable
         counts = {"rotated": 0, "current": 0, "unreadable": 0, "skipped": 0}
         async for row in _every_row(self._uow, self._page):
             counts[await self._rotate(row)] += 1
@@ -815,7 +822,7 @@ class RotateTokenKeys:
         refresh token at Discord, and the row resealed meanwhile would make it read the
         spent one again (``invalid_grant``: the tokens deleted). A row a pusher holds is
         skipped (run again)."""
-        if self._box.is_current(found.sealed):
+        if self._box.is_current(found.sealed) and not (self._drop and self._unreadable(found)):
             return "current"  # every write seals with the newest key
         row = replace(found, claimed_until=None)  # taken only if nobody holds it
         for _ in range(_ATTEMPTS):
@@ -835,29 +842,49 @@ class RotateTokenKeys:
     async def _reseal(self, row: RoleConnectionToken, now: datetime) -> str | None:
         """Write ``row`` (held) resealed, letting go of the claim; ``None``: it changed
         meanwhile (still held: try again)."""
-        outcome = "current"
-        if not self._box.is_current(row.sealed):
-            context = _context(row.discord_id)
-            try:
-                plaintext = self._box.open(row.sealed, context=context)
-            except errors.SecretUnreadable:
-                outcome = "unreadable"
-            else:
-                resealed = self._box.seal(plaintext, context=context)
-                # Made due while held (an unlink): let go through release, which wakes the
-                # workers (their passes meanwhile left the row to this one).
-                due = row.next_push_at <= now
-                done = replace(
-                    row,
-                    sealed=resealed,
-                    updated_at=now,
-                    claimed_until=row.claimed_until if due else None,
-                )
-                async with self._uow() as uow:
-                    written = await uow.role_connection_tokens.replace(done)
-                    if written is not None and due:
-                        await uow.role_connection_tokens.release(written)
-                    await uow.commit()
-                return "rotated" if written is not None else None
-        await _release(self._uow, row)
-        return outcome
+        current = self._box.is_current(row.sealed)
+        if current and not self._drop:
+            await _release(self._uow, row)
+            return "current"
+        context = _context(row.discord_id)
+        try:
+            plaintext = self._box.open(row.sealed, context=context)
+        except errors.SecretUnreadable:
+            if not self._drop:
+                await _release(self._uow, row)
+                return "unreadable"
+            async with self._uow() as uow:
+                dropped = await uow.role_connection_tokens.remove(row)
+                if dropped:
+                    await _audit_deleted(uow, row.discord_id, now, "unreadable")
+                await uow.commit()
+            # Not dropped: it changed meanwhile (a new grant, an unlink): look again.
+            return "unreadable" if dropped else None
+        if current:  # readable after all (a new grant meanwhile)
+            await _release(self._uow, row)
+            return "current"
+        resealed = self._box.seal(plaintext, context=context)
+        # Made due while held (an unlink): let go through release, which wakes the
+        # workers (their passes meanwhile left the row to this one).
+        due = row.next_push_at <= now
+        done = replace(
+            row,
+            sealed=resealed,
+            updated_at=now,
+            claimed_until=row.claimed_until if due else None,
+        )
+        async with self._uow() as uow:
+            written = await uow.role_connection_tokens.replace(done)
+            if written is not None and due:
+                await uow.role_connection_tokens.release(written)
+            await uow.commit()
+        return "rotated" if written is not None else None
+
+    def _unreadable(self, row: RoleConnectionToken) -> bool:
+        """Sealed with the newest key's id, yet not opening: altered, or copied from
+        another row (the Discord id is bound to the value)."""
+        try:
+            self._box.open(row.sealed, context=_context(row.discord_id))
+        except errors.SecretUnreadable:
+            return True
+        return False
