@@ -1130,7 +1130,8 @@ def tokens() -> None:
 @click.option(
     "--drop-unreadable",
     is_flag=True,
-    help="Delete the tokens no configured key decrypts (their key is gone for good).",
+    help="Delete the tokens no configured key decrypts (their key is gone for good; run it "
+    "with every key the instances have).",
 )
 def tokens_rotate(drop_unreadable: bool) -> None:
     """Re-encrypt every kept token with the newest TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY (the first
