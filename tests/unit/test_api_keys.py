@@ -4,6 +4,7 @@ a minute per key and never on the request's path, and the JSON API's answers for
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -337,11 +338,52 @@ async def test_options_lists_every_method_of_the_path(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container)) as client:
         links = await client.options("/api/v1/links/1")
         assert links.status_code == 204
-        assert links.headers["allow"] == "DELETE, GET, OPTIONS"
-        assert (await client.options("/signin")).headers["allow"] == "GET, OPTIONS, POST"
+        assert links.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+        assert (await client.options("/signin")).headers["allow"] == "GET, HEAD, OPTIONS, POST"
         wrong = await client.put("/api/v1/links/1")
         assert wrong.status_code == 405
-        assert set(wrong.headers["allow"].split(", ")) == {"DELETE", "GET", "OPTIONS"}
+        assert set(wrong.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD", "OPTIONS"}
+
+
+async def test_head_is_served_wherever_get_is_with_the_gets_headers_and_no_body(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 9110: a server that serves GET serves HEAD, the same answer without its content.
+    Litestar serves HEAD only where a handler says so: a HEAD of a lookup, of the OpenAPI
+    document or of /healthz got 405, and tools that ask HEAD first (uptime monitors, link
+    checkers, hey-api's watch mode, which asks HEAD of the schema) took the service for
+    broken. A HEAD is the GET it stands for: the same key check, the same refusals."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(5150))
+    reader = _bearer((await h.container.create_api_key().execute("reader")).token)
+    caplog.set_level(logging.INFO, logger="taskflow_link.access")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        for path, headers in (
+            ("/api/v1/links/5150", reader),
+            ("/api/v1/links/5151", reader),  # 404
+            ("/api/v1/links/5150", {}),  # 401
+            (f"/api/v1/accounts/{alice.id}/link", reader),
+            ("/schema/openapi.json", {}),
+            ("/schema", {}),
+            ("/healthz", {}),
+            ("/readyz", {}),
+        ):
+            got = await client.get(path, headers=headers)
+            head = await client.head(path, headers=headers)
+            assert head.status_code == got.status_code, (path, head.text)
+            assert head.content == b"", path
+            for name in ("content-type", "content-length", "cache-control", "www-authenticate"):
+                assert head.headers.get(name) == got.headers.get(name), (path, name)
+        # Where no GET is served, neither is HEAD; where GET is, Allow names HEAD too.
+        lookup = await client.head("/api/v1/links/lookup", headers=reader)
+        assert lookup.status_code == 405
+        assert set(lookup.headers["allow"].split(", ")) == {"OPTIONS", "POST"}
+        wrong = await client.put("/api/v1/links/1", headers=reader)
+        assert set(wrong.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD", "OPTIONS"}
+        options = await client.options("/api/v1/links/1")
+        assert options.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+    access = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.access"]
+    assert any(line.endswith("HEAD /api/v1/links/5150 200") for line in access), access
 
 
 def _patterns(node: object) -> list[str]:

@@ -1,20 +1,34 @@
-"""``OPTIONS`` answers list every method a path serves.
+"""``OPTIONS`` and 405 answers list every method a path serves, HEAD wherever GET is (see
+``head``).
 
 Litestar 2 builds the automatic OPTIONS handler of a path when its first handler is
 registered, and that handler keeps listing only the methods known then: ``OPTIONS
 /api/v1/links/1`` said ``GET, OPTIONS`` although ``DELETE`` is served too (litestar#4169,
 fixed in Litestar 3). This ``before_send`` hook puts the path's methods into ``Allow``.
-(405 answers are right already: Litestar's router lists the methods itself.)
+(405 answers list the methods already: Litestar's router names them itself, all but HEAD.)
 """
 
 from __future__ import annotations
 
+from litestar.datastructures import MutableScopeHeaders
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 
+from entrypoints.web.head import with_head
+
+METHOD_NOT_ALLOWED = 405
+
 
 async def allow_every_method(message: Message, scope: Scope) -> None:
-    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+    if message["type"] != "http.response.start":
+        return
+    if message["status"] == METHOD_NOT_ALLOWED:
+        answer = MutableScopeHeaders(message)
+        allowed = answer.get("allow")
+        if allowed is not None:
+            answer["allow"] = with_head(allowed)
+        return
+    if scope.get("method") != "OPTIONS":
         return
     template = scope.get("path_template")
     app = scope.get("litestar_app")
@@ -26,6 +40,8 @@ async def allow_every_method(message: Message, scope: Scope) -> None:
         if isinstance(route, HTTPRoute) and route.path_format == template
         for method in route.methods
     }
+    if "GET" in served:
+        served.add("HEAD")
     if served:
         headers = [(k, v) for k, v in message.get("headers", []) if bytes(k).lower() != b"allow"]
         message["headers"] = [*headers, (b"allow", ", ".join(sorted(served)).encode())]

@@ -66,6 +66,7 @@ from entrypoints.web.guards import (
     host_guard,
     refuse_control_characters,
 )
+from entrypoints.web.head import HEAD_AS_GET, runs_as_get, without_body
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.linked_roles import LinkedRolePages
@@ -301,12 +302,17 @@ class WebApp(Litestar):
     """The Litestar app, with a request id around everything it does for a request: routes,
     404s, refusals at the door, the access log (see ``request_id``). Set here, in the app's
     own call, rather than by one more wrapper: each layer of coroutines costs again at every
-    point where a request waits (a lookup waits three times)."""
+    point where a request waits (a lookup waits three times). A HEAD of a path that GET
+    serves runs as that GET, without its body (see ``head``)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if scope["method"] == "HEAD" and runs_as_get(self, scope):
+            # A copy: the server keeps its own scope, which still says HEAD.
+            scope = {**scope, "method": "GET", HEAD_AS_GET: True}
+            send = without_body(send)
         current = choose_request_id(scope["headers"])
         token = request_id.set(current)
         try:

@@ -11,6 +11,7 @@ from litestar.types import Message, Scope
 
 from entrypoints.logs import one_line
 from entrypoints.web.errors import redact_path
+from entrypoints.web.head import HEAD_AS_GET
 
 access_log = logging.getLogger("taskflow_link.access")
 
@@ -78,7 +79,7 @@ def before_send_hook(
         client = scope.get("client")
         fields = {
             "client": client[0] if client else "-",
-            "method": scope.get("method", "-"),
+            "method": "HEAD" if HEAD_AS_GET in scope else scope.get("method", "-"),
             # Decoded: a %0A would start a forged line of a plain-text log.
             "path": one_line(redact_path(path)),
             "status": message["status"],
