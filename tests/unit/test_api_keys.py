@@ -311,6 +311,30 @@ async def test_ids_that_match_the_pattern_but_no_one_can_have_are_simply_not_lin
         assert "account_id (path)" in not_uuid.json()["error"]["message"]
 
 
+async def test_a_refused_id_is_told_in_words_not_as_a_regular_expression(h: Harness) -> None:
+    """Every refusal's message is for people. A malformed id was told as msgspec's regular
+    expression, in the bulk lookup with the look-ahead that refuses a trailing line break,
+    escaped twice: ``Expected `str` matching regex '^[0-9]{1,20}(?!\\\\n)$'``."""
+    reader = _bearer((await h.container.create_api_key().execute("reader")).token)
+    discord_id = "a Discord id is 1 to 20 digits (0-9), and nothing else"
+    account_id = "an account id is a UUID (8-4-4-4-12 hexadecimal digits), and nothing else"
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        told = {
+            "discord_id (path)": await client.get("/api/v1/links/-1", headers=reader),
+            "discord_id (path) ": await client.get("/api/v1/links/1%0A", headers=reader),
+            "discord_ids[1] (body)": await client.post(
+                "/api/v1/links/lookup", json={"discord_ids": ["1", "\u0661"]}, headers=reader
+            ),
+            "account_id (path)": await client.get("/api/v1/accounts/x/link", headers=reader),
+        }
+    for part, answer in told.items():
+        assert answer.status_code == 400, answer.text
+        words = account_id if part.startswith("account_id") else discord_id
+        assert answer.json()["error"]["message"] == (
+            f"The request was not valid: {part.strip()}: {words}"
+        )
+
+
 async def test_a_path_id_is_read_as_a_number_as_a_lookup_reads_it(h: Harness) -> None:
     """Leading zeros change nothing, whatever the id's length: 20 digits such as
     ``00000000000000005150`` are 5150, as in a bulk lookup. They were read as "more than 19

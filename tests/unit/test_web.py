@@ -941,7 +941,7 @@ async def test_bulk_lookup_answers_links_and_missing_in_the_order_asked(
     for bad, needle in (
         ({"discord_ids": []}, "discord_ids (body): Expected `array` of length >= 1"),
         ({"discord_ids": [str(i) for i in range(1, 1002)]}, "of length <= 1000"),
-        ({"discord_ids": ["abc"]}, "discord_ids[0] (body): Expected `str` matching regex"),
+        ({"discord_ids": ["abc"]}, "discord_ids[0] (body): a Discord id is 1 to 20 digits (0-9)"),
         ({"discord_ids": [0]}, "Expected `int` >= 1"),
         ({"discord_ids": [True]}, "got `bool`"),
         ({"ids": ["1"]}, "missing required field `discord_ids`"),

@@ -36,6 +36,20 @@ SNOWFLAKE_CHECKED: Final = r"^[0-9]{1,20}(?!\n)$"
 UUID_PATTERN: Final = (
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+# What a refused id is told (msgspec's words quote the regular expression, which says it to a
+# program, not to the person reading the refusal), by msgspec's words.
+DISCORD_ID_WORDS: Final = "a Discord id is 1 to 20 digits (0-9), and nothing else"
+ACCOUNT_ID_WORDS: Final = (
+    "an account id is a UUID (8-4-4-4-12 hexadecimal digits), and nothing else"
+)
+PATTERN_WORDS: Final = {
+    f"Expected `str` matching regex {pattern!r}": words
+    for pattern, words in (
+        (SNOWFLAKE_PATTERN, DISCORD_ID_WORDS),
+        (SNOWFLAKE_CHECKED, DISCORD_ID_WORDS),
+        (UUID_PATTERN, ACCOUNT_ID_WORDS),
+    )
+}
 # The ids the schema shows as examples (the conformance test links them, so that the
 # examples reach a 200).
 DISCORD_ID_EXAMPLE: Final = "80351110224678912"
@@ -155,7 +169,7 @@ def _snowflake(raw: str) -> DiscordId | None:
     number, as a bulk lookup reads it: ``00000000000000000123`` is 123 (taken for a 20-digit
     number, it was "not linked", and a DELETE answered ``not_linked`` leaving the link)."""
     if raw.endswith("\n"):  # the pattern's "$" let it through
-        raise _refused_path("discord_id", "a Discord id is 1 to 20 digits, and nothing else")
+        raise _refused_path("discord_id", DISCORD_ID_WORDS)
     value = int(raw)  # ASCII digits only: the pattern says so
     return DiscordId(value) if 0 < value <= MAX_SNOWFLAKE else None
 
@@ -270,7 +284,7 @@ class LinksApi(Controller):
         self, account_id: AccountIdPath, link_of_account: Use[uc.LinkOfAccount]
     ) -> LinkOut:
         if account_id.endswith("\n"):  # the pattern's "$" let it through
-            raise _refused_path("account_id", "an account id is a UUID, and nothing else")
+            raise _refused_path("account_id", ACCOUNT_ID_WORDS)
         link = await link_of_account.execute(AccountId.parse(account_id))
         if link is None:
             raise errors.NotFound(f"TaskFlow account {account_id} has no Discord link.")

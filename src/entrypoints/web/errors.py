@@ -17,6 +17,7 @@ from litestar.response import Redirect, Template
 
 from domain import errors
 from domain.policies import SECRET_PATHS, destination_path
+from entrypoints.web.api import PATTERN_WORDS
 
 log = logging.getLogger("taskflow_link.web")
 
@@ -352,6 +353,8 @@ def _problem(key: object, source: object, message: object) -> str:
     by the ``KeyError`` it caught: a request without a body read "data (body): 'data'"."""
     if key == "data" and source == "body" and message == repr("data"):
         return "the body is empty: send a JSON object (/schema/openapi.json shows which)"
+    if isinstance(message, str):
+        message = PATTERN_WORDS.get(message, message)
     return f"{key} ({source}): {message}"
 
 
