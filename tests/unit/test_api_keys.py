@@ -410,6 +410,32 @@ async def test_head_is_served_wherever_get_is_with_the_gets_headers_and_no_body(
     assert any(line.endswith("HEAD /api/v1/links/5150 200") for line in access), access
 
 
+async def test_a_path_or_method_the_api_does_not_serve_is_told_in_the_apis_words(
+    h: Harness,
+) -> None:
+    """A service's developer reads these, not a person at a browser: the JSON API has no
+    pages, and a 405 says which methods to use."""
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        unknown = await client.get("/api/v1/link/1")
+        wrong = await client.put("/api/v1/links/1")
+        posted_only = await client.get("/api/v1/links/lookup")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == {
+        "code": "http_404",
+        "message": "The JSON API has no route at this path: /schema/openapi.json lists its routes.",
+    }
+    for answer, method in ((wrong, "PUT"), (posted_only, "GET")):
+        assert answer.status_code == 405
+        said = re.fullmatch(
+            rf"This path of the JSON API does not take {method}: use (.+) \(Allow lists them\)\.",
+            answer.json()["error"]["message"],
+        )
+        assert said is not None, answer.text
+        assert set(said[1].split(", ")) == set(answer.headers["allow"].split(", "))
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "DELETE", "OPTIONS", "HEAD"}
+    assert set(posted_only.headers["allow"].split(", ")) == {"POST", "OPTIONS"}
+
+
 def _patterns(node: object) -> list[str]:
     if isinstance(node, dict):
         found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []

@@ -18,6 +18,7 @@ from litestar.response import Redirect, Template
 from domain import errors
 from domain.policies import SECRET_PATHS, destination_path
 from entrypoints.web.api import PATTERN_WORDS
+from entrypoints.web.head import with_head
 
 log = logging.getLogger("taskflow_link.web")
 
@@ -312,7 +313,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
     if path_of(request) == "/interactions":  # Discord's endpoint: its refusals' own shape
         answer = Response({"detail": message}, status_code=status)
     elif _wants_json(request):
-        message = _api_message(exc, message)
+        message = _api_message(exc, message, request.method, headers)
         answer = json_error(f"http_{status}", message, status)
     else:
         answer = message_page(
@@ -326,11 +327,20 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
     return answer
 
 
-def _api_message(exc: HTTPException, fallback: str) -> str:
+def _api_message(exc: HTTPException, fallback: str, method: str, headers: dict[str, str]) -> str:
     """What a program (and its author) needs from a refusal: the API guard's own words
-    (401, 403), or which part of the request was not valid and why (400)."""
+    (401, 403), which part of the request was not valid and why (400), where the routes are
+    (404) and which methods a path takes (405). The pages' words speak of pages."""
     if exc.status_code in (401, 403) and exc.detail:
         return exc.detail
+    if exc.status_code == 404:
+        return "The JSON API has no route at this path: /schema/openapi.json lists its routes."
+    allowed = next((v for k, v in headers.items() if k.lower() == "allow"), None)
+    if exc.status_code == 405 and allowed:
+        return (
+            f"This path of the JSON API does not take {method}: use {with_head(allowed)} "
+            "(Allow lists them)."
+        )
     if isinstance(exc, ValidationException):
         problems = [
             _problem(item.get("key", "?"), getattr(source, "value", source), item.get("message"))
