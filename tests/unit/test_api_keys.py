@@ -275,6 +275,12 @@ async def test_the_api_refuses_each_case_with_its_status_and_message(
             assert refused.json()["error"]["code"] == "nothing_unlinked"
         told = await client.delete("/api/v1/links/5151", headers=_bearer(writer))
         assert told.json()["error"]["code"] == "unlink_would_lock_out"
+        # Said to the service that asked, not to the account's owner ("your account page").
+        assert told.json()["error"]["message"] == (
+            "Discord is the only way to sign in to this account: unlinking it would lock its "
+            "owner out. Once they have set a password (on their account page), it can be "
+            "unlinked."
+        )
         told = await client.delete("/api/v1/links/5150", headers=_bearer(writer))
         assert told.json()["error"]["code"] == "not_linked"
     unlinked = [e for e in db.tables.audit if e.kind is AuditKind.UNLINKED][-1]

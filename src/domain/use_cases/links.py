@@ -156,6 +156,11 @@ class UnlinkWithApiKey:
     """``DELETE /api/v1/links/{discord_id}``: a service unlinks, with a key allowed to
     (``links:write``). The audit trail names the key that asked."""
 
+    LOCK_OUT = (
+        "Discord is the only way to sign in to this account: unlinking it would lock its "
+        "owner out. Once they have set a password (on their account page), it can be unlinked."
+    )
+
     def __init__(
         self,
         uow: UnitOfWorkFactory,
@@ -184,9 +189,12 @@ class UnlinkWithApiKey:
                     audit={"api_key": key.name, "api_key_id": str(key.id)},
                 )
         except (errors.NotLinked, errors.UnlinkWouldLockOut) as refused:
-            if ApiScope.LINKS_READ in key.scopes:
-                raise
-            raise errors.NothingUnlinked() from refused
+            if ApiScope.LINKS_READ not in key.scopes:
+                raise errors.NothingUnlinked() from refused
+            if isinstance(refused, errors.UnlinkWouldLockOut):
+                # Said to the service that asked: the account's owner is not reading.
+                raise errors.UnlinkWouldLockOut(self.LOCK_OUT) from refused
+            raise
 
     @staticmethod
     def not_linked(key: ApiKey) -> errors.DomainError:
