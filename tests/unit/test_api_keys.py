@@ -494,6 +494,29 @@ async def test_the_schema_documents_scopes_errors_and_id_patterns(h: Harness) ->
     assert numbers["items"]["oneOf"][1]["maximum"] == 2**63 - 1  # exact, not a float
 
 
+async def test_the_schema_names_the_headers_each_refusal_carries(h: Harness) -> None:
+    """A client generated from the schema learns when to come back (Retry-After on 429 and
+    503) and how to authenticate (WWW-Authenticate on 401), as the answers say; the
+    conformance run then checks each answer carries them."""
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        schema = (await client.get("/schema/openapi.json")).json()
+    operations = [
+        operation
+        for path, item in schema["paths"].items()
+        if path.startswith("/api/")
+        for operation in item.values()
+    ]
+    assert len(operations) == 4
+    for operation in operations:
+        responses = operation["responses"]
+        assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+        for status in ("429", "503"):
+            retry_after = responses[status]["headers"]["Retry-After"]
+            assert retry_after["required"] is True
+            assert retry_after["schema"]["pattern"] == "^[0-9]+$"
+        assert "RateLimit-Reset" in responses["429"]["headers"]
+
+
 # -- the command line -------------------------------------------------------------------------
 
 

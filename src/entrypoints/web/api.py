@@ -5,6 +5,7 @@ errors included (a test runs schemathesis against it with every check)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -16,7 +17,14 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
@@ -139,6 +147,47 @@ AccountIdPath = Annotated[
 ]
 
 
+def _header(
+    description: str, *, required: bool = True, pattern: str | None = None
+) -> OpenAPIHeader:
+    return OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING, pattern=pattern),
+        description=description,
+        required=required,
+    )
+
+
+_WHOLE_SECONDS = r"^[0-9]+$"
+# The headers each refusal carries, for the schema (Litestar's ResponseSpec takes none).
+_REFUSAL_HEADERS: Final = {
+    "401": {"WWW-Authenticate": _header("Bearer: send the key as Authorization: Bearer <key>")},
+    "429": {
+        "Retry-After": _header("Seconds until the key may ask again", pattern=_WHOLE_SECONDS),
+        **{
+            f"RateLimit-{name}": _header(description, required=False, pattern=pattern)
+            for name, description, pattern in (
+                ("Policy", "Requests allowed per window, and the window: 10; w=1", None),
+                ("Limit", "Requests allowed per window", _WHOLE_SECONDS),
+                ("Remaining", "Requests left in this window", _WHOLE_SECONDS),
+                ("Reset", "Seconds until the window ends", _WHOLE_SECONDS),
+            )
+        },
+    },
+    "503": {"Retry-After": _header("Seconds to wait before trying again", pattern=_WHOLE_SECONDS)},
+}
+
+
+@dataclass
+class ApiOperation(Operation):
+    """An operation of the JSON API, in the schema with the headers its refusals carry."""
+
+    def __post_init__(self) -> None:
+        for status, headers in _REFUSAL_HEADERS.items():
+            response = (self.responses or {}).get(status)
+            if isinstance(response, OpenAPIResponse):
+                response.headers = {**(response.headers or {}), **headers}
+
+
 def _errors(described: dict[int, str]) -> dict[int, ResponseSpec]:
     """The error answers of a route (status: why), each with the error body."""
     return {
@@ -226,6 +275,7 @@ class LinksApi(Controller):
     @get(
         "/links/{discord_id:str}",
         summary="Which TaskFlow account is this Discord id?",
+        operation_class=ApiOperation,
         security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
         responses=_errors(
             {
@@ -247,6 +297,7 @@ class LinksApi(Controller):
         "/links/lookup",
         summary="Which TaskFlow accounts are these Discord ids? (up to 1000, one query)",
         status_code=200,
+        operation_class=ApiOperation,
         security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
         responses=_errors(
             {
@@ -271,6 +322,7 @@ class LinksApi(Controller):
     @get(
         "/accounts/{account_id:str}/link",
         summary="The Discord link of a TaskFlow account",
+        operation_class=ApiOperation,
         security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
         responses=_errors(
             {
@@ -297,6 +349,7 @@ class LinksApi(Controller):
         "records the key's name. Refused while Discord is the account's only way to sign in.",
         status_code=200,
         opt={SCOPE_OPTION: ApiScope.LINKS_WRITE.value},
+        operation_class=ApiOperation,
         security=[{"apiKey": [ApiScope.LINKS_WRITE.value]}],
         responses=_errors(
             {
