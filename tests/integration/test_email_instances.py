@@ -24,9 +24,21 @@ import pytest
 from dependency_injector import providers
 from sqlalchemy import text
 
-from adapters.queue_listener import EMAIL_QUEUE_CHANNEL, BellListener
+from adapters.queue_listener import (
+    EMAIL_QUEUE_CHANNEL,
+    ROLE_CONNECTION_CHANNEL,
+    ROLE_QUEUE_CHANNEL,
+    WEBHOOK_QUEUE_CHANNEL,
+    BellListener,
+)
 from adapters.sql import SqlDatabase
-from adapters.sql.notifications import LISTENER_APPLICATION_NAME, PostgresQueueListener
+from adapters.sql.notifications import (
+    LISTENER_APPLICATION_NAME,
+    ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
+    ROLE_LISTENER_APPLICATION_NAME,
+    WEBHOOK_LISTENER_APPLICATION_NAME,
+    PostgresQueueListener,
+)
 from domain import errors
 from domain.model import DeliveryStatus, EmailKind, OutgoingEmail
 from domain.ports import EmailMessage
@@ -266,6 +278,45 @@ async def test_a_listener_that_cannot_reach_the_database_warns_once_and_keeps_tr
     assert len(warnings) == 1
     assert "email queue listener cannot reach the database" in warnings[0]
     assert "s3cret-pw" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("channel", "application_name", "logger"),
+    [
+        (EMAIL_QUEUE_CHANNEL, LISTENER_APPLICATION_NAME, "taskflow_link.email"),
+        (ROLE_QUEUE_CHANNEL, ROLE_LISTENER_APPLICATION_NAME, "taskflow_link.roles"),
+        (WEBHOOK_QUEUE_CHANNEL, WEBHOOK_LISTENER_APPLICATION_NAME, "taskflow_link.webhooks"),
+        (
+            ROLE_CONNECTION_CHANNEL,
+            ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
+            "taskflow_link.role_connections",
+        ),
+    ],
+    ids=["email", "roles", "webhooks", "role_connections"],
+)
+async def test_each_queues_listener_logs_where_its_worker_does(
+    caplog: pytest.LogCaptureFixture, channel: str, application_name: str, logger: str
+) -> None:
+    """Every queue's listener logged under ``taskflow_link.email``: an operator who quieted
+    the email logger lost the webhook listener's outage, and one who followed
+    ``taskflow_link.webhooks`` never saw it."""
+    caplog.set_level(logging.DEBUG, logger="taskflow_link")
+    nowhere = f"postgresql+asyncpg://taskflow:s3cret-pw@127.0.0.1:{free_port()}/taskflow"
+    listener = PostgresQueueListener(
+        nowhere, channel, application_name=application_name, retry_seconds=(0.01, 0.05)
+    )
+    task = asyncio.create_task(listener.listen(lambda: None))
+    try:
+        await wait_until(
+            lambda: any(r.levelno >= logging.WARNING for r in caplog.records), DEADLINE
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert caplog.records
+    assert {r.name for r in caplog.records} == {logger}
+    assert "cannot reach the database" in caplog.records[0].getMessage()
 
 
 async def test_the_notify_is_part_of_the_transaction_that_queues(pg_db: SqlDatabase) -> None:

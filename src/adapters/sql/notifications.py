@@ -15,7 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from adapters.queue_listener import EMAIL_QUEUE_CHANNEL
+from adapters.queue_listener import (
+    EMAIL_QUEUE_CHANNEL,
+    ROLE_CONNECTION_CHANNEL,
+    ROLE_QUEUE_CHANNEL,
+    WEBHOOK_QUEUE_CHANNEL,
+)
 
 # How the listening connection shows in pg_stat_activity (operators, and the tests).
 LISTENER_APPLICATION_NAME = "taskflow-link email listener"
@@ -23,7 +28,14 @@ ROLE_LISTENER_APPLICATION_NAME = "taskflow-link role listener"
 WEBHOOK_LISTENER_APPLICATION_NAME = "taskflow-link webhook listener"
 ROLE_CONNECTION_LISTENER_APPLICATION_NAME = "taskflow-link role-connection listener"
 
-log = logging.getLogger("taskflow_link.email")
+# Each queue's listener logs under its worker's logger, so that whoever follows (or quiets)
+# one queue's logs gets its listener's too: all of them logged as the email queue's.
+_LOGGERS = {
+    EMAIL_QUEUE_CHANNEL: "taskflow_link.email",
+    ROLE_QUEUE_CHANNEL: "taskflow_link.roles",
+    WEBHOOK_QUEUE_CHANNEL: "taskflow_link.webhooks",
+    ROLE_CONNECTION_CHANNEL: "taskflow_link.role_connections",
+}
 
 # What an unreachable, restarting or overloaded database looks like.
 _OUTAGES = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -52,6 +64,7 @@ class PostgresQueueListener:
         self._label = application_name.removeprefix("taskflow-link ").replace(" ", " queue ", 1)
         self._connect_timeout, self._check_seconds = connect_timeout, check_seconds
         self._retry_first, self._retry_max = retry_seconds
+        self._log = logging.getLogger(_LOGGERS.get(channel, "taskflow_link.queues"))
 
     async def listen(self, wake: Callable[[], None]) -> None:
         engine = create_async_engine(
@@ -62,7 +75,7 @@ class PostgresQueueListener:
                 "server_settings": {"application_name": self._application_name},
             },
         )
-        loop = asyncio.get_running_loop()
+        loop, log = asyncio.get_running_loop(), self._log
         delay, outage = self._retry_first, False  # outage: already logged
         try:
             while True:
