@@ -30,6 +30,7 @@ from entrypoints.settings import (
     SettingsError,
     database_url_without_password,
     load_settings,
+    unknown_variables,
     without_password,
 )
 
@@ -55,12 +56,37 @@ class _Seconds(click.FloatRange):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="taskflow-link")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Link Discord accounts to TaskFlow accounts; sign in to TaskFlow with Discord.
 
     Settings come from TASKFLOW_LINK_* environment variables or a .env file
     (see the README's configuration table).
     """
+    # `serve` and the gateway bot log them once their logging is set up (JSON lines, maybe).
+    if ctx.invoked_subcommand not in {"serve", "bot"}:
+        _say_unknown_variables()
+
+
+def _say_unknown_variables(log: logging.Logger | None = None) -> None:
+    """Name the TASKFLOW_LINK_* variables that are no setting (a misspelt one is otherwise
+    ignored, its setting left at its default), on stderr or in ``log``; never their values."""
+    for warning in unknown_variables():
+        if log is None:
+            click.echo(f"warning: {warning}", err=True)
+        else:
+            log.warning("%s", warning)
+
+
+def _settings_for_service(load: Callable[[], T]) -> T:
+    """``load`` the settings of a command that logs (``serve``, ``bot``): should they be
+    wrong, the variables that are no setting are said with the error (a misspelt name is
+    often why), since the log that would have named them is not set up."""
+    try:
+        return load()
+    except SettingsError:
+        _say_unknown_variables()
+        raise
 
 
 @cli.command("config")
@@ -627,8 +653,9 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the web app (pages, OAuth callback, JSON API, interactions) with uvicorn."""
     import uvicorn  # noqa: PLC0415
 
-    settings = load_settings()
+    settings = _settings_for_service(load_settings)
     _configure_logging(settings.log_level, settings.log_format)
+    _say_unknown_variables(logging.getLogger("taskflow_link.web"))
     if settings.email_outbox_page and not settings.development and not is_loopback(host):
         raise click.UsageError(
             f"--host {host} would let other machines reach the outbox page, which shows "
@@ -925,6 +952,7 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
     `taskflow-link bot sync` once per release.
     """
     if ctx.invoked_subcommand is not None:
+        _say_unknown_variables()
         if shard_ids is not None or shard_count is not None:
             raise click.UsageError(
                 "--shard-ids and --shard-count are for running the bot, not for "
@@ -936,9 +964,12 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
 
     from entrypoints.bot.runtime import build_gateway_bot  # noqa: PLC0415
 
-    container = _container_for_command(_shard_overrides(shard_ids, shard_count))
+    container = _settings_for_service(
+        lambda: _container_for_command(_shard_overrides(shard_ids, shard_count))
+    )
     settings = container.settings()
     _configure_logging(settings.log_level, settings.log_format)
+    _say_unknown_variables(logging.getLogger("taskflow_link.bot"))
     for warning in settings.warnings():  # as `serve` does (a shared webhook secret, say)
         logging.getLogger("taskflow_link.bot").warning("%s", warning)
     if not container.storage().shared_between_processes:  # the bot is a process of its own

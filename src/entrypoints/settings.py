@@ -7,9 +7,12 @@ A missing or invalid setting stops start-up with ``SettingsError`` naming the va
 from __future__ import annotations
 
 import contextlib
+import difflib
 import email.errors
 import email.policy
 import ipaddress
+import logging
+import os
 import re
 import unicodedata
 import warnings
@@ -26,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import URL as SqlUrl
@@ -1477,6 +1480,71 @@ def _blank(value: object) -> bool:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+# The test suite's own variables (which container images to start, and the like): they
+# share the prefix, but are no setting of the service.
+_TEST_VARIABLES = ENV_PREFIX + "TEST_"
+# How much of an unknown name is shown: up to its first character no setting's name has (a
+# line of a .env file such as TASKFLOW_LINK_SMTP_PASSWORD:hunter2=… is read as a name holding
+# the password), and at most this long.
+_SHOWN_NAME = re.compile(r"[A-Za-z0-9_]{1,80}")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What to warn about at start: each ``TASKFLOW_LINK_*`` variable of the environment and
+    of the ``.env`` file in the working directory that is no setting (a misspelling, such as
+    ``TASKFLOW_LINK_DATABSE_URL``, is otherwise ignored without a word, and the setting it
+    meant keeps its default), with the setting it most looks like. Names only, never a value:
+    it may be a secret. Names are matched without regard to case, as the settings are read."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    found: dict[str, list[str]] = {}
+    for where, names in (
+        ("in the environment", (os.environ if environ is None else environ).keys()),
+        ("in the .env file", _dotenv_names()),
+    ):
+        for name in names:
+            upper = name.upper()
+            ours = upper.startswith(ENV_PREFIX) and not upper.startswith(_TEST_VARIABLES)
+            if ours and upper not in known:
+                found.setdefault(upper, []).append(where)
+    warnings = []
+    for name, places in sorted(found.items()):
+        shown = _SHOWN_NAME.match(name)
+        text = shown.group() if shown else ENV_PREFIX
+        where = " and ".join(places)
+        if text != name:
+            where = f"a name going on with a character no setting's name has, {where}"
+        guess = difflib.get_close_matches(
+            text.removeprefix(ENV_PREFIX),
+            [k.removeprefix(ENV_PREFIX) for k in sorted(known)],
+            n=1,
+            cutoff=0.75,
+        )
+        hint = (
+            f"did you mean {ENV_PREFIX}{guess[0]}?"
+            if guess
+            else "see the README's configuration table for the settings there are"
+        )
+        ellipsis = "…" if text != name else ""
+        warnings.append(
+            f"{text}{ellipsis} ({where}) is not a setting of taskflow-link and is ignored: {hint}"
+        )
+    return warnings
+
+
+def _dotenv_names() -> list[str]:
+    """The names the ``.env`` file in the working directory sets, as the settings read them
+    (pydantic-settings' own reader); none when it cannot be read, which ``load_settings``
+    says. python-dotenv's warning about a line it cannot parse is left to that reading."""
+    parser_log = logging.getLogger("dotenv.main")
+    was_disabled, parser_log.disabled = parser_log.disabled, True
+    try:
+        return list(DotEnvSettingsSource(Settings).env_vars)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    finally:
+        parser_log.disabled = was_disabled
 
 
 def load_settings(**overrides: Any) -> Settings:

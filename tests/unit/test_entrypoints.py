@@ -112,6 +112,97 @@ def test_settings_from_environment_and_dotenv(
     assert settings.session_ttl_days == 3
 
 
+def test_a_misspelt_variable_is_named_with_the_setting_it_looks_like_never_its_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """TASKFLOW_LINK_DATABSE_URL was ignored without a word: `config`, and every command,
+    went on with the default SQLite file beside the Postgres meant. Names from the
+    environment and from .env are said at start of every command, with the setting each
+    looks like; never a value (a password in a URL, or a .env line `NAME:secret=…`, which
+    the .env reader takes as a name up to the `=`)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABSE_URL", "postgresql+asyncpg://u:hunter1@db/link")
+    monkeypatch.setenv("taskflow_link_loglevel", "DEBUG")
+    monkeypatch.setenv("TASKFLOW_LINK_WHATEVER", "hunter2")
+    monkeypatch.setenv("TASKFLOW_LINK_TEST_POSTGRES_IMAGE", "the test suite's own")
+    (tmp_path / ".env").write_text(
+        "TASKFLOW_LINK_SMTP_PASWORD=hunter3\n"
+        "TASKFLOW_LINK_SMTP_PASSWORD:hunter4=x\n"
+        "export TASKFLOW_LINK_DATABSE_URL=postgresql+asyncpg://u:hunter5@db/link\n"
+        "POSTGRES_PASSWORD=compose's own\n"
+    )
+    for argv in (["config"], ["api-key", "list"], ["db", "current"], ["bot", "sync"]):
+        done = CliRunner().invoke(cli, argv)
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+        assert warnings[:5] == [
+            "warning: TASKFLOW_LINK_DATABSE_URL (in the environment and in the .env file) is "
+            "not a setting of taskflow-link and is ignored: did you mean "
+            "TASKFLOW_LINK_DATABASE_URL?",
+            "warning: TASKFLOW_LINK_LOGLEVEL (in the environment) is not a setting of "
+            "taskflow-link and is ignored: did you mean TASKFLOW_LINK_LOG_LEVEL?",
+            "warning: TASKFLOW_LINK_SMTP_PASSWORD… (a name going on with a character no "
+            "setting's name has, in the .env file) is not a setting of taskflow-link and is "
+            "ignored: did you mean TASKFLOW_LINK_SMTP_PASSWORD?",
+            "warning: TASKFLOW_LINK_SMTP_PASWORD (in the .env file) is not a setting of "
+            "taskflow-link and is ignored: did you mean TASKFLOW_LINK_SMTP_PASSWORD?",
+            "warning: TASKFLOW_LINK_WHATEVER (in the environment) is not a setting of "
+            "taskflow-link and is ignored: see the README's configuration table for the "
+            "settings there are",
+        ], argv
+        assert "hunter" not in done.output, argv
+        assert "TEST_POSTGRES_IMAGE" not in done.output
+        assert "POSTGRES_PASSWORD" not in done.output
+
+
+def test_a_misspelt_variable_is_said_when_the_service_cannot_start_for_want_of_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`serve` and `bot` log the names once logging is set up; a setting missing for want of
+    its misspelt variable stops them before that, so the names come with the error."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TASKFLOW_LINK_SECRET_KEY", raising=False)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRT_KEY", TEST_SECRET_KEY)
+    for argv in (["serve"], ["bot"]):
+        done = CliRunner().invoke(cli, argv)
+        assert isinstance(done.exception, SettingsError), argv
+        assert done.stderr.startswith(
+            "warning: TASKFLOW_LINK_SECRT_KEY (in the environment) is not a setting of "
+            "taskflow-link and is ignored: did you mean TASKFLOW_LINK_SECRET_KEY?"
+        ), argv
+        assert TEST_SECRET_KEY not in done.output
+
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_TOKEN", "hunter2")
+    logged = CliRunner().invoke(cli, ["bot"])  # no bot token: stops after logging starts
+    assert isinstance(logged.exception, SettingsError)
+    assert (
+        "TASKFLOW_LINK_DISCORD_TOKEN (in the environment) is not a setting of taskflow-link "
+        "and is ignored: did you mean TASKFLOW_LINK_DISCORD_BOT_TOKEN?"
+    ) in [r.getMessage() for r in caplog.records if r.name == "taskflow_link.bot"]
+    assert "hunter2" not in logged.output + caplog.text
+
+
+def test_the_env_example_names_only_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every TASKFLOW_LINK_ name in .env.example, commented out or not, is a setting: a copy
+    with its lines uncommented starts without a warning."""
+    from entrypoints.settings import unknown_variables
+
+    example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
+    uncommented = [line.lstrip("# ") for line in example.splitlines()]
+    (tmp_path / ".env").write_text(
+        "\n".join(line for line in uncommented if line.startswith("TASKFLOW_LINK_")) + "\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert unknown_variables(environ={}) == []
+    assert unknown_variables(environ={"TASKFLOW_LINK_PUBLIC_URI": "x"}) == [
+        "TASKFLOW_LINK_PUBLIC_URI (in the environment) is not a setting of taskflow-link and "
+        "is ignored: did you mean TASKFLOW_LINK_PUBLIC_URL?"
+    ]
+
+
 def test_require_names_missing_settings() -> None:
     with pytest.raises(SettingsError) as failed:
         make_settings().require("discord_client_id", "discord_bot_token")
