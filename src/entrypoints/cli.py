@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -1200,15 +1201,48 @@ def api_key() -> None:
     """Keys for services that call the JSON API."""
 
 
+# What each scope lets a key do, for the command line's help and errors.
+_SCOPES_DONE = {ApiScope.LINKS_READ: "look links up", ApiScope.LINKS_WRITE: "unlink"}
+
+
+def _scopes_choice() -> str:
+    return " or ".join(f"{scope.value} ({what})" for scope, what in _SCOPES_DONE.items())
+
+
+def _scopes_option(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Every ``--scope`` together, each a scope or several separated by commas or spaces, as
+    ``api-key list`` (commas) and ``api-key create`` (spaces) show them. A scope named twice
+    is a slip (another was meant, perhaps), so it is refused rather than taken once."""
+    known = {scope.value for scope in ApiScope}
+    names: list[str] = []
+    for given in value:
+        listed = [name for name in re.split(r"[\s,]+", given) if name]
+        if not listed:
+            raise click.BadParameter(f"give a scope: {_scopes_choice()}")
+        for name in listed:
+            if name not in known:
+                raise click.BadParameter(
+                    f"{name!r} is not a scope: give {_scopes_choice()}; several: repeat "
+                    "--scope, or separate them with commas"
+                )
+            if name in names:
+                raise click.BadParameter(f"{name} is named twice: name each scope once")
+            names.append(name)
+    return tuple(names)
+
+
 @api_key.command("create")
 @click.argument("name")
 @click.option(
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice([scope.value for scope in ApiScope]),
-    help="What the key may do (repeat for several): links:read looks links up, links:write "
-    "unlinks. Default: links:read only.",
+    callback=_scopes_option,
+    metavar="SCOPE[,SCOPE]",
+    help="What the key may do: links:read looks links up, links:write unlinks (several: "
+    "repeat --scope, or separate them with commas). Default: links:read only.",
 )
 @click.option(
     "--expires-in",

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -525,12 +526,68 @@ def test_an_unknown_scope_is_a_clear_command_line_error(monkeypatch: pytest.Monk
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     result = CliRunner().invoke(cli, ["api-key", "create", "bot", "--scope", "links:admin"])
     assert result.exit_code == 2
-    assert "Invalid value for '--scope': 'links:admin' is not one of" in result.output
-    assert "'links:read'" in result.output
-    assert "'links:write'" in result.output
+    assert (
+        "Invalid value for '--scope': 'links:admin' is not a scope: give links:read (look "
+        "links up) or links:write (unlink)" in result.output
+    )
     too_long = CliRunner().invoke(cli, ["api-key", "create", "bot", "--expires-in", "0"])
     assert too_long.exit_code == 2
     assert "--expires-in" in too_long.output
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["--scope", "links:read,links:write"],  # as `api-key list` shows them
+        ["--scope", "links:read links:write"],  # as `api-key create` and the audit trail do
+        ["--scope", " links:write, links:read "],
+        ["--scope", "links:read", "--scope", "links:write"],
+    ],
+    ids=["commas", "spaces", "both", "repeated"],
+)
+def test_scopes_are_named_as_the_commands_show_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: list[str]
+) -> None:
+    """`--scope links:read,links:write`, copied from `api-key list`, was refused as one
+    unknown scope ("is not one of 'links:read', 'links:write'") without saying that several
+    are named by repeating the option."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    created = CliRunner().invoke(cli, ["api-key", "create", "crm", *given])
+    assert created.exit_code == 0, created.output
+    assert "API key 'crm': links:read links:write; never expires." in created.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--scope", "links:read", "--scope", "links:read"], "links:read is named twice"),
+        (["--scope", "links:read,links:write,links:read"], "links:read is named twice"),
+        (["--scope", ""], "give a scope: links:read (look links up) or links:write"),
+        (["--scope", " , "], "give a scope: links:read (look links up) or links:write"),
+        (
+            ["--scope", "links:read;links:write"],
+            "'links:read;links:write' is not a scope: give links:read (look links up) or "
+            "links:write (unlink); several: repeat --scope, or separate them with commas",
+        ),
+        (["--scope", "Links:Read"], "'Links:Read' is not a scope: give links:read"),
+    ],
+    ids=["repeated", "listed-twice", "empty", "only-commas", "semicolon", "capitals"],
+)
+def test_a_scope_named_twice_or_not_at_all_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: list[str], said: str
+) -> None:
+    """A scope named twice was taken as once: a copy-and-paste slip where another scope was
+    meant went unnoticed. Nothing is created (the database is not even looked at)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    refused = CliRunner().invoke(cli, ["api-key", "create", "crm", *given])
+    assert refused.exit_code == 2, refused.output
+    assert f"Invalid value for '--scope': {said}" in refused.stderr
+    assert not (tmp_path / "t.db").exists()
 
 
 async def test_a_key_is_sealed_with_the_servers_key(h: Harness) -> None:
