@@ -12,7 +12,6 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -189,6 +188,7 @@ def db_downgrade(revision: str, yes: bool) -> None:
 def db_current() -> None:
     """Print the database's current revision."""
     from adapters.sql import migrate  # noqa: PLC0415
+    from entrypoints.schema import unknown_revision  # noqa: PLC0415
 
     url = load_settings().database_url
 
@@ -205,7 +205,7 @@ def db_current() -> None:
             if others:
                 return f"base (no taskflow-link tables; it has others: {', '.join(others)})", None
             return "base (empty)", None
-        unknown = await _unknown_revision(database, url)
+        unknown = await unknown_revision(database, url)
         return revision, unknown.message if unknown else None
 
     revision, unknown = _run_with_database(current)
@@ -240,41 +240,6 @@ def _not_taking_over(where: str, tables: list[str]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _UnknownRevision:
-    message: str
-    later_release: bool  # taskflow-link's tables are there; else another program's migrations
-
-
-async def _unknown_revision(database: SqlDatabase, url: str) -> _UnknownRevision | None:
-    """What to say of a database at a revision this version does not know (``None``: it
-    knows them all): a later release's schema, or another program's migrations."""
-    from adapters.sql import revisions  # noqa: PLC0415
-
-    found = await revisions.found_revisions(database) or []
-    if set(found) <= revisions.known_revisions():
-        return None
-    where, listed = _safe_url(url), ", ".join(found)
-    strangers = [r for r in found if r not in revisions.known_revisions()]
-    if await revisions.has_own_tables(database):
-        which = f"revision {listed}, which this version does not know"
-        if len(strangers) < len(found):
-            which = (
-                f"revisions {listed}, of which this version does not know {', '.join(strangers)}"
-            )
-        return _UnknownRevision(
-            f"The database at {where} is at {which} (this version's newest is "
-            f"{revisions.head_revision()}): a later release migrated it.",
-            later_release=True,
-        )
-    return _UnknownRevision(
-        f"The database at {where} holds another program's migrations ({listed}) and none "
-        "of taskflow-link's tables: it is not taskflow-link's database. Give taskflow-link "
-        "one of its own (TASKFLOW_LINK_DATABASE_URL).",
-        later_release=False,
-    )
-
-
 class _LaterRelease(Exception):
     """The database is a later release's: ``db upgrade`` has nothing to do."""
 
@@ -286,11 +251,12 @@ def _migrate(direction: str, revision: str) -> str | None:
     release step runs it), and only that release can take it down; another program's
     is refused."""
     from adapters.sql import migrate, revisions  # noqa: PLC0415
+    from entrypoints.schema import unknown_revision  # noqa: PLC0415
 
     url = load_settings().database_url
 
     async def refuse_unknown(database: SqlDatabase) -> None:
-        unknown = await _unknown_revision(database, url)
+        unknown = await unknown_revision(database, url)
         if unknown is not None:
             if not unknown.later_release:
                 raise click.ClickException(unknown.message)
@@ -602,6 +568,7 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
     database"). A revision this version does not know (a newer release's) is let through
     with a warning."""
     from adapters.sql import revisions  # noqa: PLC0415
+    from entrypoints.schema import unknown_revision  # noqa: PLC0415
 
     try:
         found = await revisions.found_revisions(database)
@@ -625,7 +592,7 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
             f"The database at {_safe_url(url)} is at revision {listed}, this version needs "
             f"{head}: {upgrade}."
         )
-    unknown = await _unknown_revision(database, url)
+    unknown = await unknown_revision(database, url)
     if unknown is None:
         return
     if not unknown.later_release:

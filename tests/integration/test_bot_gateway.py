@@ -4,17 +4,22 @@ gateway WebSocket (HELLO, IDENTIFY, READY, heartbeats) and receives INTERACTION_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import hikari
 import pytest
 from dependency_injector import providers
 
+from adapters.sql import SqlDatabase, migrate
 from domain.model import DiscordId
 from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import build_container
@@ -128,6 +133,44 @@ async def test_a_slow_command_answers_thinking_over_the_gateway_too(
     assert "not linked" in reply.content
     assert reply.ephemeral
     assert interaction.errors == []
+
+
+async def test_the_bot_says_at_start_that_a_later_release_migrated_its_database(
+    emulator: tuple[EmulatorState, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`taskflow-link bot` after a rollback, on a schema a later release migrated: it serves
+    on it (refusing would stop the older copies as each restarts in a rolling upgrade), and
+    the log says so and how to take the schema back. It logged nothing."""
+    state, url = emulator
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    database = SqlDatabase(database_url)
+    await migrate.upgrade(database)
+    await database.dispose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "bot.db")) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    container = build_container(
+        make_settings(
+            storage="sql",
+            database_url=database_url,
+            discord_bot_token=state.bot_token,
+            discord_api_url=f"{url}/api/v10",
+        )
+    )
+
+    def said() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "taskflow_link.bot" and r.getMessage().startswith("The database at")
+        ]
+
+    async with running_gateway_bot(container, state):
+        await wait_until(said)
+    [warning] = said()
+    assert "is at revision 9999_from_the_future, which this version does not know" in warning
+    assert "a later release migrated it. This version serves on it" in warning
+    assert f"`taskflow-link db downgrade {migrate.head_revision()} --yes`" in warning
 
 
 async def test_a_wrong_token_is_refused_by_the_gateway(emulator: tuple[EmulatorState, str]) -> None:

@@ -31,6 +31,7 @@ from entrypoints.settings import (
     load_settings,
     without_password,
 )
+from tests.bot_support import wait_until
 from tests.harness import TEST_SECRET_KEY, cheap_argon2, make_settings
 from tests.servers import free_port
 
@@ -1331,6 +1332,76 @@ def test_a_command_on_a_revision_it_does_not_know_goes_ahead_with_a_warning(
     assert listed.exit_code == 0, listed.output
     assert "revision 9999_from_the_future, which this version does not know" in listed.stderr
     assert "No API keys" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("schema", "level", "said"),
+    [
+        (
+            "UPDATE alembic_version SET version_num = '9999_from_the_future'",
+            logging.WARNING,
+            [
+                "is at revision 9999_from_the_future, which this version does not know",
+                "a later release migrated it. This version serves on it, as an older release "
+                "does during a rolling upgrade. If this is a rollback meant to last: stop every "
+                "instance, take the schema back with the later release's `taskflow-link db "
+                "downgrade {head} --yes`",
+            ],
+        ),
+        (
+            "UPDATE alembic_version SET version_num = '0016_email_domains_in_ascii'",
+            logging.ERROR,
+            [
+                "is at revision 0016_email_domains_in_ascii, this version needs {head}: run "
+                "`taskflow-link db upgrade`; until then",
+            ],
+        ),
+        ("DELETE FROM alembic_version", logging.ERROR, ["has no schema revision: run"]),
+        ("SELECT 1", None, []),
+    ],
+    ids=["later", "older", "none", "current"],
+)
+async def test_the_web_app_says_at_start_when_the_schema_is_not_its_own(
+    sqlite_database: Path,
+    caplog: pytest.LogCaptureFixture,
+    schema: str,
+    level: int | None,
+    said: list[str],
+) -> None:
+    """`serve` on a database a later release migrated (this version rolled back) logged
+    nothing: it serves on it (as during a rolling upgrade; refusing would take the older
+    instances down as each restarts), and now says so and how to take the schema back should
+    the rollback last. On an older schema it says to run `db upgrade`."""
+    from litestar.testing import AsyncTestClient
+
+    from adapters.sql import SqlDatabase, migrate, revisions
+    from entrypoints.web import create_app
+
+    url = f"sqlite+aiosqlite:///{sqlite_database}"
+    database = SqlDatabase(url)
+    await migrate.upgrade(database)
+    await database.dispose()
+    _by_hand(sqlite_database, schema)
+    caplog.set_level(logging.DEBUG, logger="taskflow_link.web")
+    container = build_container(make_settings(storage="sql", database_url=url))
+
+    def logged() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.getMessage().startswith(("The database at", "schema revision checked"))
+        ]
+
+    async with AsyncTestClient(app=create_app(container)):
+        await wait_until(logged, 30)  # looked at in the background: a start is not held up
+    head = revisions.head_revision()
+    if level is None:
+        assert [r.getMessage() for r in logged()] == ["schema revision checked at start: current"]
+        return
+    [record] = logged()
+    assert (record.name, record.levelno) == ("taskflow_link.web", level)
+    for words in said:
+        assert words.format(head=head) in record.getMessage()
 
 
 def test_db_commands_on_a_newer_releases_schema_say_so(sqlite_database: Path) -> None:

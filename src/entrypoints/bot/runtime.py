@@ -29,6 +29,7 @@ from entrypoints.logs import install_payload_guard
 from entrypoints.queue_worker import stop_together
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
+from entrypoints.schema import schema_check_at_start
 from entrypoints.settings import ShardPlan
 from entrypoints.webhook_worker import WebhookWorker
 
@@ -357,6 +358,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         RoleConnectionWorker(container) if container.settings().discord_role_connections else None,
         # Tells of another copy receiving the same interactions that shares no Redis with it.
         instance_watch(container, gateway_kind(shards)),
+        schema_check_at_start(container, log),  # a schema not this version's
     ]
     running = [task for task in background if task is not None]
 

@@ -45,6 +45,7 @@ from entrypoints.logs import request_id
 from entrypoints.queue_worker import QueueWorker, stop_together
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
+from entrypoints.schema import schema_check_at_start
 from entrypoints.settings import Settings
 from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
@@ -518,12 +519,15 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             needs={"schema": "database"},  # a database that is down has no schema to read
         )
         watch = instance_watch(container, WEB)  # tells of instances that share no Redis
+        schema = schema_check_at_start(container, log)  # a schema not this version's
         try:
             await check_agreement(
                 container, log, web=True, answers_interactions=http_interactions is not None
             )
             if watch is not None:
                 watch.start()
+            if schema is not None:
+                schema.start()
             if http_interactions is not None:
                 await http_interactions.start()
                 app.state.interactions = http_interactions
@@ -531,6 +535,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             yield
         finally:
             await app.state.readiness.close()
+            if schema is not None:
+                await schema.stop()
             if watch is not None:
                 await watch.stop()
             # The workers' calls under way finish beside the commands under way.
