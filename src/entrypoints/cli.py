@@ -12,6 +12,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -158,8 +159,20 @@ def _revision_argument(_ctx: click.Context, _param: click.Parameter, value: str)
 @click.argument("revision", default="head", callback=_revision_argument)
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
-    current = _migrate("upgrade", revision)
-    click.echo(f"Database at revision {current}.")
+    done = _migrate("upgrade", revision)
+    if done.later_release:
+        pass  # said on stderr
+    elif done.before != done.after:
+        click.echo(f"Upgraded the database from {done.before or 'base (empty)'} to {done.after}.")
+    elif revision in {"head", "heads"} or (done.after or "").startswith(revision):
+        click.echo(f"Nothing to do: the database was at {done.after} already.")
+    else:  # Alembic goes nowhere when asked up to a revision behind the database's
+        click.echo(
+            f"Nothing to do: the database is at {done.after}, past {revision}. To take it back "
+            f"there: `taskflow-link db downgrade {revision} --yes` (it drops what the later "
+            "revisions added)."
+        )
+    click.echo(f"Database at revision {done.after}.")
 
 
 @db.command("downgrade")
@@ -180,8 +193,13 @@ def db_downgrade(revision: str, yes: bool) -> None:
             "instance serving this database first (none may run meanwhile), then run again "
             "with --yes."
         )
-    current = _migrate("downgrade", revision)
-    click.echo(f"Database at revision {current or 'base (empty)'}.")
+    done = _migrate("downgrade", revision)
+    after = done.after or "base (empty)"
+    if done.before != done.after:
+        click.echo(f"Downgraded the database from {done.before} to {after}.")
+    else:
+        click.echo(f"Nothing to do: the database was at {after} already.")
+    click.echo(f"Database at revision {after}.")
 
 
 @db.command("current")
@@ -244,14 +262,21 @@ class _LaterRelease(Exception):
     """The database is a later release's: ``db upgrade`` has nothing to do."""
 
 
-def _migrate(direction: str, revision: str) -> str | None:
-    """Run ``migrate.upgrade`` or ``migrate.downgrade``, then report the revision reached.
+@dataclass(frozen=True)
+class _Migrated:
+    before: str | None  # the revision the migration found (None: base, empty)
+    after: str | None  # and the one it left
+    later_release: bool = False  # a later release's schema, left as it is
+
+
+def _migrate(direction: str, revision: str) -> _Migrated:
+    """Run ``migrate.upgrade`` or ``migrate.downgrade``: the revisions before and after.
     A database at a revision this version does not know is left as it is: a later
     release's is as new as ``db upgrade`` can make it (said, not refused: a rollback's
     release step runs it), and only that release can take it down; another program's
     is refused."""
     from adapters.sql import migrate, revisions  # noqa: PLC0415
-    from entrypoints.schema import unknown_revision  # noqa: PLC0415
+    from entrypoints.schema import rollback_advice, unknown_revision  # noqa: PLC0415
 
     url = load_settings().database_url
 
@@ -261,31 +286,38 @@ def _migrate(direction: str, revision: str) -> str | None:
             if not unknown.later_release:
                 raise click.ClickException(unknown.message)
             if direction == "upgrade" and revision == "head":
-                click.echo(f"warning: {unknown.message} Nothing to do.", err=True)
+                click.echo(
+                    f"warning: {unknown.message} Nothing to do: this version serves on it, as "
+                    f"an older release does during a rolling upgrade. {rollback_advice()}",
+                    err=True,
+                )
                 raise _LaterRelease(await migrate.current_revision(database))
             raise click.ClickException(
                 f"{unknown.message} Run that release's `taskflow-link db downgrade "
                 f"{revisions.head_revision()} --yes` to bring it back to this version's schema."
             )
 
-    async def step(database: SqlDatabase) -> str | None:
+    async def step(database: SqlDatabase) -> _Migrated:
         await refuse_unknown(database)
         try:
-            await getattr(migrate, direction)(database, revision)
-        except migrate.RevisionRefused:
+            before = await getattr(migrate, direction)(database, revision)
+        except migrate.RevisionRefused as exc:
             # Looked at again: a later release's `db upgrade` may have migrated the database
             # between the look above and the migration's lock (Alembic then "Can't locate
             # revision identified by …").
             await refuse_unknown(database)
-            raise
-        return await migrate.current_revision(database)
+            at = await migrate.current_revision(database) or "base (empty)"
+            raise click.ClickException(
+                f"Cannot {direction} the database to {revision}: {exc}. It is at {at}; this "
+                f"version's revisions go from {min(revisions.known_revisions())} to "
+                f"{revisions.head_revision()} (also: head, base, and steps such as +1 or -1)."
+            ) from None
+        return _Migrated(before, await migrate.current_revision(database))
 
     try:
         return _run_with_database(step, create=direction == "upgrade")
     except _LaterRelease as later:
-        return str(later)
-    except migrate.RevisionRefused as exc:
-        raise click.ClickException(f"Cannot {direction} the database: {exc}") from None
+        return _Migrated(str(later), str(later), later_release=True)
     except migrate.TablesOfAnother as exc:
         raise click.ClickException(_not_taking_over(_safe_url(url), exc.tables)) from None
 

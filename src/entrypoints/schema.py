@@ -91,8 +91,16 @@ async def start_up_problem(database: SqlDatabase, url: str) -> tuple[int, str] |
         return logging.ERROR, unknown.message
     return logging.WARNING, (
         f"{unknown.message} This version serves on it, as an older release does during a "
-        "rolling upgrade. If this is a rollback meant to last: stop every instance, take the "
-        f"schema back with the later release's `taskflow-link db downgrade {head} --yes` "
+        f"rolling upgrade. {rollback_advice()}"
+    )
+
+
+def rollback_advice() -> str:
+    """What to do about a later release's schema once the rollback to this version is meant
+    to last: only that release knows how to take its migrations back."""
+    return (
+        "If this is a rollback meant to last: stop every instance, take the schema back with "
+        f"the later release's `taskflow-link db downgrade {revisions.head_revision()} --yes` "
         "(it drops what that release added), then start this version again."
     )
 

@@ -107,7 +107,10 @@ def test_an_operator_on_postgres_before_and_after_db_upgrade(
 
     head = migrate.head_revision()
     upgraded = run("db", "upgrade")
-    assert (upgraded.returncode, upgraded.stdout) == (0, f"Database at revision {head}.\n")
+    assert (upgraded.returncode, upgraded.stdout) == (
+        0,
+        f"Upgraded the database from base (empty) to {head}.\nDatabase at revision {head}.\n",
+    )
     assert run("db", "current").stdout == f"{head}\n"
 
     created = run("api-key", "create", "crm", "--scope", "links:write", "--expires-in", "30")
@@ -132,7 +135,11 @@ def test_an_operator_on_postgres_before_and_after_db_upgrade(
     assert "--yes" in kept.stderr
     assert run("db", "current").stdout == f"{head}\n"
     emptied = run("db", "downgrade", "base", "--yes")
-    assert (emptied.returncode, emptied.stdout) == (0, "Database at revision base (empty).\n")
+    assert (emptied.returncode, emptied.stdout) == (
+        0,
+        f"Downgraded the database from {head} to base (empty).\n"
+        "Database at revision base (empty).\n",
+    )
     assert run("db", "current").stdout == "base (empty)\n"
 
 

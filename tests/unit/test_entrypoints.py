@@ -1321,6 +1321,78 @@ def test_a_command_on_an_older_schema_names_both_revisions(sqlite_database: Path
     assert runner.invoke(cli, ["api-key", "list"]).exit_code == 0
 
 
+def test_db_upgrade_and_downgrade_say_what_they_did_and_what_to_do(sqlite_database: Path) -> None:
+    """`db upgrade` said "Database at revision X." whatever happened: from where it came,
+    nothing; asked up to a revision behind the database's (a downgrade meant), it did nothing
+    and said only where the database was; `head+1` was Alembic's AssertionError as a
+    traceback, an unknown revision Alembic's words alone."""
+    from adapters.sql import revisions
+
+    head = revisions.head_revision()
+    older = "0016_email_domains_in_ascii"
+    runner = CliRunner()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        done = runner.invoke(cli, list(argv))
+        assert "Traceback" not in done.output
+        return done.exit_code, done.stdout, done.stderr
+
+    assert run("db", "upgrade", older) == (
+        0,
+        f"Upgraded the database from base (empty) to {older}.\nDatabase at revision {older}.\n",
+        "",
+    )
+    assert run("db", "upgrade") == (
+        0,
+        f"Upgraded the database from {older} to {head}.\nDatabase at revision {head}.\n",
+        "",
+    )
+    assert run("db", "upgrade") == (
+        0,
+        f"Nothing to do: the database was at {head} already.\nDatabase at revision {head}.\n",
+        "",
+    )
+    assert run("db", "upgrade", "0016") == (
+        0,
+        f"Nothing to do: the database is at {head}, past 0016. To take it back there: "
+        "`taskflow-link db downgrade 0016 --yes` (it drops what the later revisions added).\n"
+        f"Database at revision {head}.\n",
+        "",
+    )
+    where = (
+        f"It is at {head}; this version's revisions go from 0001 to {head} (also: head, base, "
+        "and steps such as +1 or -1).\n"
+    )
+    assert run("db", "upgrade", "head+1") == (
+        1,
+        "",
+        f"Error: Cannot upgrade the database to head+1: no way there from the database's "
+        f"revision. {where}",
+    )
+    assert run("db", "upgrade", "0x") == (
+        1,
+        "",
+        f"Error: Cannot upgrade the database to 0x: Can't locate revision identified by "
+        f"'0x'. {where}",
+    )
+    assert run("db", "downgrade", "--yes", older) == (
+        0,
+        f"Downgraded the database from {head} to {older}.\nDatabase at revision {older}.\n",
+        "",
+    )
+    assert run("db", "downgrade", "--yes", older) == (
+        0,
+        f"Nothing to do: the database was at {older} already.\nDatabase at revision {older}.\n",
+        "",
+    )
+    assert run("db", "downgrade", "--yes", "base") == (
+        0,
+        f"Downgraded the database from {older} to base (empty).\n"
+        "Database at revision base (empty).\n",
+        "",
+    )
+
+
 def test_a_command_on_a_revision_it_does_not_know_goes_ahead_with_a_warning(
     sqlite_database: Path,
 ) -> None:
@@ -1422,6 +1494,11 @@ def test_db_commands_on_a_newer_releases_schema_say_so(sqlite_database: Path) ->
     assert upgraded.stdout == "Database at revision 9999_from_the_future.\n"
     assert "a later release migrated it" in upgraded.stderr
     assert f"this version's newest is {head}" in upgraded.stderr
+    assert (
+        "Nothing to do: this version serves on it, as an older release does during a rolling "
+        "upgrade. If this is a rollback meant to last: stop every instance, take the schema "
+        f"back with the later release's `taskflow-link db downgrade {head} --yes`"
+    ) in upgraded.stderr
     assert "Can't locate" not in upgraded.output
 
     current = runner.invoke(cli, ["db", "current"])
@@ -1933,7 +2010,7 @@ def test_db_commands_on_a_version_table_with_two_revisions_say_both(
     upgraded = runner.invoke(cli, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     assert upgraded.stdout == f"Database at revision {head}, 9999_from_the_future.\n"
-    assert "a later release migrated it. Nothing to do." in upgraded.stderr
+    assert "a later release migrated it. Nothing to do:" in upgraded.stderr
 
     _by_hand(
         sqlite_database,
@@ -1947,7 +2024,7 @@ def test_db_commands_on_a_version_table_with_two_revisions_say_both(
     assert refused.exit_code == 1
     assert "Traceback" not in refused.output
     assert "get_current_heads" not in refused.output
-    assert refused.output.startswith("Error: Cannot upgrade the database: ")
+    assert refused.output.startswith("Error: Cannot upgrade the database to head: ")
 
 
 def test_commands_on_taskflow_links_tables_without_their_revision_agree(
@@ -1997,7 +2074,7 @@ def test_db_upgrade_racing_a_later_releases_upgrade_has_nothing_to_do(
     upgraded = runner.invoke(cli, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     assert upgraded.stdout == "Database at revision 9999_from_the_future.\n"
-    assert "a later release migrated it. Nothing to do." in upgraded.stderr
+    assert "a later release migrated it. Nothing to do:" in upgraded.stderr
     assert "Can't locate" not in upgraded.output
 
 

@@ -56,20 +56,46 @@ def _refuse_tables_of_another(sync: Connection) -> None:
         raise TablesOfAnother(taken)
 
 
-def _upgrade(sync: Connection, revision: str) -> None:
+def _heads(sync: Connection) -> str | None:
+    """The revision(s) of the database, as ``current_revision`` gives them."""
+    return ", ".join(sorted(MigrationContext.configure(sync).get_current_heads())) or None
+
+
+def _upgrade(sync: Connection, revision: str) -> str | None:
     _refuse_tables_of_another(sync)
+    before = _heads(sync)
     command.upgrade(_config(sync), revision)
+    return before
 
 
-async def upgrade(database: SqlDatabase, revision: str = "head") -> None:
-    await _migrate(database, lambda sync: _upgrade(sync, revision))
+def _downgrade(sync: Connection, revision: str) -> str | None:
+    before = _heads(sync)
+    command.downgrade(_config(sync), revision)
+    return before
 
 
-async def downgrade(database: SqlDatabase, revision: str) -> None:
-    await _migrate(database, lambda sync: command.downgrade(_config(sync), revision))
+async def upgrade(database: SqlDatabase, revision: str = "head") -> str | None:
+    """Migrate up to ``revision``; returns the revision the database was at (under the
+    migration's lock: not what another instance's ``db upgrade`` found before this one)."""
+    return await _migrate(database, lambda sync: _upgrade(sync, revision))
 
 
-async def _migrate(database: SqlDatabase, step: Callable[[Connection], None]) -> None:
+async def downgrade(database: SqlDatabase, revision: str) -> str | None:
+    """Migrate down to ``revision``; returns the revision the database was at."""
+    return await _migrate(database, lambda sync: _downgrade(sync, revision))
+
+
+def _while_planning(exc: AssertionError) -> bool:
+    """Whether Alembic's own planning of the steps failed an assertion: a relative revision
+    past the newest (``head+1``) does, where other impossible targets are a CommandError."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    module = str(frame.tb_frame.f_globals.get("__name__", "")) if frame is not None else ""
+    return module.startswith("alembic.script")
+
+
+async def _migrate(database: SqlDatabase, step: Callable[[Connection], str | None]) -> str | None:
     """Run a migration in one transaction.
 
     On Postgres the transaction first takes an advisory lock, so that several instances
@@ -93,9 +119,13 @@ async def _migrate(database: SqlDatabase, step: Callable[[Connection], None]) ->
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                     )
                 try:
-                    await conn.run_sync(step)
+                    before = await conn.run_sync(step)
                 except CommandError as exc:  # before any change: found while planning the steps
                     raise RevisionRefused(str(exc)) from exc
+                except AssertionError as exc:
+                    if not _while_planning(exc):
+                        raise
+                    raise RevisionRefused("no way there from the database's revision") from exc
                 if sqlite:
                     broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
                     if broken:
@@ -103,6 +133,7 @@ async def _migrate(database: SqlDatabase, step: Callable[[Connection], None]) ->
         finally:
             if sqlite:
                 await conn.run_sync(_sqlite_foreign_keys, True)
+    return before
 
 
 def _sqlite_foreign_keys(sync: Connection, on: bool) -> None:
