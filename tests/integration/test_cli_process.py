@@ -224,6 +224,22 @@ def test_a_database_url_that_points_at_nothing_is_said_without_its_password(
     assert "TASKFLOW_LINK_DATABASE_URL: must start with postgresql+asyncpg://" in not_a_url.stderr
 
 
+@pytest.mark.parametrize("attempt", range(5))
+def test_a_sqlite_file_in_a_missing_directory_is_one_sentence_never_a_traceback(
+    tmp_path: Path, attempt: int
+) -> None:
+    """aiosqlite's thread, failing to open the file, outlived the command's event loop one
+    run in five and printed "RuntimeError: Event loop is closed" twice, as tracebacks, after
+    the error (hence several attempts; `_run` refuses a traceback)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/missing/taskflow-link.db"
+    done = _run(tmp_path, _env(TASKFLOW_LINK_DATABASE_URL=url), "db", "upgrade")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"Error: Cannot use the database at {url}: there is no directory {tmp_path}/missing "
+        "to hold the database file\n",
+    )
+
+
 def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
     """uvicorn's status 3, after the app's start-up and shutdown logs, was what came out."""
     env = _env(

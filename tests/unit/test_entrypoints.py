@@ -1301,6 +1301,36 @@ def test_db_current_and_downgrade_on_a_database_file_that_does_not_exist_leave_i
     assert not sqlite_database.exists()
 
 
+def test_a_sqlite_file_in_a_directory_that_is_not_there_is_said_before_sqlite_opens_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's "unable to open database file" came from aiosqlite's thread, which then
+    (one run in five) outlived the command's event loop and printed "RuntimeError: Event loop
+    is closed" as two tracebacks after the error. The file's directory, or a directory where
+    the file should be, is now looked at first."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    (tmp_path / "a-directory.db").mkdir()
+    for path, said in (
+        (
+            tmp_path / "missing" / "x.db",
+            f"there is no directory {tmp_path / 'missing'} to hold the database file",
+        ),
+        (
+            tmp_path / "a-directory.db",
+            f"{tmp_path / 'a-directory.db'} is a directory, not a database file",
+        ),
+    ):
+        monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", f"sqlite+aiosqlite:///{path}")
+        done = CliRunner().invoke(cli, ["db", "upgrade"])
+        assert done.exit_code == 1, done.output
+        assert done.stderr == (
+            f"Error: Cannot use the database at sqlite+aiosqlite:///{path}: {said}\n"
+        ), done.output
+        assert "unable to open" not in done.output
+        assert "can be read or written by other users" not in done.output
+
+
 def test_a_command_on_an_older_schema_names_both_revisions(sqlite_database: Path) -> None:
     from adapters.sql import revisions
 

@@ -509,8 +509,17 @@ def _create_private_file(path: str) -> None:
     """Create the database file readable and writable by its owner only, before SQLite opens
     it: SQLite would create it with the process umask (0644, as a rule: any local user could
     read the accounts, the audit trail and the sealed tokens), and gives its -wal and -shm files
-    the database file's mode. A file that exists keeps its mode. Errors are SQLite's to report
-    when it opens the file (a missing directory, no permission)."""
+    the database file's mode. A file that exists keeps its mode.
+
+    A path SQLite cannot open as a file (its directory missing, a directory itself) is said
+    here, as an ``OSError``, before SQLite tries: aiosqlite's thread, failing to open it,
+    could outlive a short-lived event loop (a CLI command's) and print "Event loop is closed"
+    as tracebacks. Other errors (no permission) are SQLite's to report."""
+    if os.path.isdir(path):
+        raise OSError(f"{path} is a directory, not a database file")
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise OSError(f"there is no directory {directory} to hold the database file")
     with contextlib.suppress(OSError):  # FileExistsError among them: left as it is
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
