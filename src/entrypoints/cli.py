@@ -21,7 +21,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from adapters.loopback import is_loopback
-from domain.errors import DomainError, StorageNotReady
+from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
 from domain.model import ApiScope, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
 from entrypoints.heap import settle_start_up_objects
@@ -574,7 +574,18 @@ def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await close_resources(container)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except (StorageError, StorageFault) as exc:
+        # In the database's words: "cannot reach its database right now, try again shortly"
+        # (the words for a person on a page) was said of a database that refused a write
+        # (read-only: a replica, a file this user may not write), which no wait mends.
+        if isinstance(exc, StorageNotReady) or exc.__cause__ is None:
+            raise
+        raise click.ClickException(
+            f"Cannot use the database at {_safe_url(settings.database_url)}: "
+            f"{_failure(exc.__cause__)}"
+        ) from None
 
 
 def _require_database_file(url: str) -> None:

@@ -1331,6 +1331,24 @@ def test_a_sqlite_file_in_a_directory_that_is_not_there_is_said_before_sqlite_op
         assert "can be read or written by other users" not in done.output
 
 
+def test_a_database_that_refuses_a_write_is_said_in_its_words_not_as_an_outage(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only database (a file the user may not write, a Postgres replica after a
+    failover): `api-key create` and `purge-expired` said "The service cannot reach its
+    database right now. Try again shortly.", which no wait mends."""
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    url = f"sqlite+aiosqlite:///file:{sqlite_database}?mode=ro&uri=true"
+    monkeypatch.setenv("TASKFLOW_LINK_DATABASE_URL", url)
+    for argv in (["api-key", "create", "crm"], ["purge-expired"]):
+        refused = CliRunner().invoke(cli, argv)
+        assert refused.exit_code == 1, refused.output
+        assert refused.stderr == (
+            f"Error: Cannot use the database at {url}: attempt to write a readonly database\n"
+        )
+    assert "No API keys" in CliRunner().invoke(cli, ["api-key", "list"]).stdout
+
+
 def test_a_command_on_an_older_schema_names_both_revisions(sqlite_database: Path) -> None:
     from adapters.sql import revisions
 
