@@ -1345,8 +1345,11 @@ def main() -> None:
     except DomainError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C: as a shell reports SIGINT
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        click.echo("Aborted.", err=True)  # the end of the input where one was read
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -238,6 +239,34 @@ def test_a_sqlite_file_in_a_missing_directory_is_one_sentence_never_a_traceback(
         f"Error: Cannot use the database at {url}: there is no directory {tmp_path}/missing "
         "to hold the database file\n",
     )
+
+
+def test_ctrl_c_mid_command_stops_it_with_status_130(tmp_path: Path) -> None:
+    """Ctrl-C while a command waits on its database: it stopped at once, but with status 1,
+    as a refusal or a failure does, so a script could not tell an interruption from one;
+    130 is what a shell reports for a program SIGINT ended."""
+    with socket.socket() as database:  # takes the connection, never answers it
+        database.bind(("127.0.0.1", 0))
+        database.listen()
+        database.settimeout(120)  # a deadline only
+        port = database.getsockname()[1]
+        env = _env(
+            TASKFLOW_LINK_DATABASE_URL=f"postgresql+asyncpg://u:n0-such-pw@127.0.0.1:{port}/db",
+            TASKFLOW_LINK_DB_CONNECT_TIMEOUT_SECONDS="120",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints", "api-key", "list"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        connection, _ = database.accept()  # the command waits for the database now
+        with connection:
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=120)  # a deadline only
+    assert (process.returncode, out, err) == (130, "", "\nInterrupted.\n")
 
 
 def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
