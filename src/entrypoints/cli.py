@@ -721,7 +721,7 @@ def _require_listening(host: str, port: int, workers: int) -> None:
 
 
 @contextlib.contextmanager
-def _started_or_said() -> Iterator[None]:
+def _started_or_said(what: str = "The web app") -> Iterator[None]:
     """uvicorn ends a server that could not start (its port taken meanwhile, the app's
     start-up failed) with ``sys.exit(3)``: the command's own status, 1, and a sentence."""
     try:
@@ -729,9 +729,7 @@ def _started_or_said() -> Iterator[None]:
     except SystemExit as exc:
         if exc.code in (0, None):
             raise
-        raise click.ClickException(
-            "The web app could not start (see the messages above)."
-        ) from None
+        raise click.ClickException(f"{what} could not start (see the messages above).") from None
 
 
 @contextlib.contextmanager
@@ -891,6 +889,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
 
     if not client_id.isdecimal():
         raise click.BadParameter("must be a Discord snowflake (digits)", param_hint="--client-id")
+    _require_listening(host, port)  # before printing settings as if it ran
     state = EmulatorState(client_id, client_secret, set(redirect_uris))
     state.interactions_url = interactions_url
     state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
@@ -918,7 +917,8 @@ def emulator(  # noqa: PLR0917 - click passes each option
         'application/json\' -d \'{"username": "carol", "email": "c@example.com", '
         '"verified": true}\''
     )
-    uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
+    with _started_or_said("The emulator"):
+        uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
 
 
 def _shard_ids_option(

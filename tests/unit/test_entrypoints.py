@@ -891,6 +891,30 @@ def test_serve_on_a_port_in_use_says_so_before_starting(
     assert ran == []
 
 
+def test_the_emulator_on_a_port_in_use_says_so_before_printing_its_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`taskflow-link emulator` printed the settings to export, as if it ran, then uvicorn's
+    "[Errno 98] error while attempting to bind", and exited with uvicorn's status 3."""
+    import socket
+
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(app))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        refused = CliRunner().invoke(cli, ["emulator", "--port", str(port)])
+    assert refused.exit_code == 1, refused.output
+    assert refused.stderr.startswith(f"Error: Port {port} on 127.0.0.1 is in use")
+    assert refused.stdout == ""
+    assert ran == []
+    unknown = CliRunner().invoke(cli, ["emulator", "--host", "999.0.0.1"])
+    assert unknown.exit_code == 1, unknown.output
+    assert unknown.stderr.startswith("Error: Cannot listen on 999.0.0.1 port 8900: ")
+    assert unknown.stdout == ""
+
+
 def test_serve_that_uvicorn_could_not_start_exits_1_saying_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
