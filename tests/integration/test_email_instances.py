@@ -402,6 +402,8 @@ async def _cli(url: str, cwd: Path, *args: str) -> Done:
         "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_DATABASE_URL": url,
     }
+    if "PYTHONPATH" in os.environ:  # where Python finds the code under test
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
