@@ -707,7 +707,7 @@ def serve(host: str, port: int, workers: int) -> None:
         )
 
 
-def _require_listening(host: str, port: int, workers: int) -> None:
+def _require_listening(host: str, port: int, workers: int = 1) -> None:
     from entrypoints.listening import listen_problem  # noqa: PLC0415
 
     problem = listen_problem(host, port, workers=workers)
