@@ -1195,4 +1195,43 @@ async def test_where_the_keyboard_is_and_where_to_type_can_be_seen(
     button = page.get_by_role("button", name="Sign in", exact=True)
     await expect(button).to_be_focused()
     assert await _contrast(button, "outlineColor") >= 3
+
+
+async def test_another_sites_popups_leave_a_link_buttons_round_trip_working(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """An attacker's review: while Opal was on Discord's consent screen for her /link button,
+    a page of another site she had open started Discord sign-ins in her browser (a click,
+    then the window it opened re-pointed at ``/auth/discord/login``). Her browser kept the
+    binding values of its newest five round trips only, so hers was pushed out, and back from
+    Discord she was told she had started in a different browser. Other sites' round trips now
+    keep their values apart from those this site's own pages start."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "opal")
+    await _run(channel, "/link")
+    button = await channel.locator("a.link-button").last.get_attribute("href")
+    assert button is not None
+
+    web = await context.new_page()
+    await web.goto(button)
+    await web.get_by_role("link", name="Create an account").click()
+    await _sign_up(web, "opal_tf", "opal@example.com")
+    await web.get_by_role("button", name="Continue with Discord").click()
+    await expect(web.locator("h1")).to_contain_text("wants to access your Discord account")
+
+    with _another_site(f"{demo.app}/auth/discord/login?switch=true&n=") as site:
+        for _click in range(5):  # each click starts one sign-in at least
+            page = await context.new_page()
+            await page.goto(site)
+            async with context.expect_page() as opened:
+                await page.click("#go")
+            await expect(page.locator("#done")).to_have_text("done")
+            await (await opened.value).close()
+            await page.close()
+
+    await _authorize_as(web, "opal")
+    await expect(web).to_have_url(f"{demo.app}/account?notice=linked_from_discord")
+    await expect(web.locator(".discord-user")).to_contain_text("@opal")
     await context.close()

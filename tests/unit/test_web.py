@@ -206,6 +206,56 @@ async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     assert "Run /link again in Discord" in again.text
 
 
+async def test_other_sites_starting_sign_ins_leave_this_sites_round_trip_working(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """The attack: while alice is on Discord's consent screen for her /link button, a page of
+    another site she has open (one click: a window it opened and points at
+    ``/auth/discord/login`` again and again) starts round trips in her browser. Each gave the
+    browser a binding value, and only the newest five were kept: her own, the oldest, was
+    pushed out, and back from Discord she was told she had started in another browser. The
+    round trips other sites' links start now keep their values apart from those this site's
+    own pages start."""
+    alice_d = h.discord_user(5060, username="alice_d")
+    issued = await h.container.issue_link_ticket().execute(alice_d.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await sign_up(client, "alice", next_path=path)
+    confirm = await client.get(path)
+    started = await client.post(
+        path,
+        data={"_csrf_token": csrf_token(confirm.text)},
+        headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "document"},
+        follow_redirects=False,
+    )
+    assert started.status_code == 302, started.text
+    approval = h.discord.approve(started.headers["location"], alice_d.id)
+
+    for _ in range(12):  # another site's window, pointed here again and again
+        pushed = await client.get(
+            "/auth/discord/login",
+            headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "document"},
+            follow_redirects=False,
+        )
+        assert pushed.status_code == 302
+
+    linked = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert linked.status_code == 302, linked.text
+    assert linked.headers["location"] == "/account?notice=linked_from_discord"
+    assert alice_d.id in db.tables.links
+    # The round trips other sites' links started work too, in this browser only.
+    newest = h.discord.approve(pushed.headers["location"], alice_d.id)
+    signed_in = await client.get(
+        f"/auth/discord/callback?code={newest.code}&state={newest.state}",
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 302, signed_in.text
+    assert signed_in.headers["location"] == "/account"
+
+
 async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
     client: Client, h: Harness, db: MemoryDatabase
 ) -> None:

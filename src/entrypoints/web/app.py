@@ -50,7 +50,7 @@ from entrypoints.settings import Settings
 from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name
+from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name, from_another_site
 from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
@@ -145,10 +145,7 @@ def _sign_in_budget(request: Request[Any, Any, Any]) -> str:
     password tries (a form posted) would double what one address may guess; a form of
     another site's page is refused by CSRF first anyway."""
     budget = client_budget(request)
-    if request.method == "GET" and request.headers.get("sec-fetch-site") in (
-        "cross-site",
-        "same-site",
-    ):
+    if request.method == "GET" and from_another_site(request):
         return f"{budget} from other sites"
     return budget
 

@@ -1,4 +1,4 @@
-"""The service's cookies: the web session, the OAuth browser binding, the email-linking
+"""The service's cookies: the web session, the OAuth browser bindings, the email-linking
 proposal and the trusted device. The CSRF cookie is Litestar's middleware's; this jar only
 expires it when someone signs in or out (see ``CookieJar.expired_csrf``).
 
@@ -14,12 +14,16 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import Cookie
+from litestar.response import Redirect
 
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
-from domain.use_cases import SignedIn, SignOut
+from domain.use_cases import AuthStarted, SignedIn, SignOut
+from domain.use_cases.discord_auth import BINDINGS_KEPT
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
+# The binding values of the round trips other sites' links started (see ``from_another_site``).
+OTHER_SITES_BINDING_COOKIE = "tfl_oauth_other"
 PROPOSAL_COOKIE = "tfl_link_proposal"
 CSRF_COOKIE = "tfl_csrf"
 DEVICE_COOKIE = "tfl_device"
@@ -34,12 +38,21 @@ def cookie_name(name: str, *, secure: bool) -> str:
     return f"__Host-{name}" if secure else name
 
 
+def from_another_site(request: Request[Any, Any, Any]) -> bool:
+    """Whether a browser sends the request for another site (its Fetch Metadata,
+    ``Sec-Fetch-Site``: a link or a redirect of another site's page, a window it opened and
+    points here), not for this site's own pages nor for an address typed or opened from an
+    app (``none``). Browsers without Fetch Metadata send no such header: this site's."""
+    return request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
+
+
 class CookieJar:
     def __init__(self, *, secure: bool, session_max_age: int) -> None:
         self._secure = secure
         self._session_max_age = session_max_age
         self.session_name = cookie_name(SESSION_COOKIE, secure=secure)
         self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
+        self.other_sites_binding_name = cookie_name(OTHER_SITES_BINDING_COOKIE, secure=secure)
         self.proposal_name = cookie_name(PROPOSAL_COOKIE, secure=secure)
         self.device_name = cookie_name(DEVICE_COOKIE, secure=secure)
         self.csrf_name = cookie_name(CSRF_COOKIE, secure=secure)  # as the app's CSRFConfig
@@ -75,10 +88,24 @@ class CookieJar:
         https), so the browser replaces that very cookie."""
         return self._cookie(self.csrf_name, "", 0)
 
-    def binding(self, tokens: Sequence[str]) -> Cookie:
-        """The browser binding of the OAuth flows under way in this browser, newest first."""
+    def binding(self, request: Request[Any, Any, Any], tokens: Sequence[str]) -> Cookie:
+        """The browser binding of the OAuth flows under way in this browser, newest first:
+        ``tokens`` from a flow that ``request`` started with ``flow_bindings``' values."""
         value = _SEPARATOR.join(tokens)
-        return self._cookie(self.binding_name, value, int(ONE_TIME_SECRET_TTL.total_seconds()))
+        return self._cookie(
+            self._binding_name_for(request), value, int(ONE_TIME_SECRET_TTL.total_seconds())
+        )
+
+    def _binding_name_for(self, request: Request[Any, Any, Any]) -> str:
+        """A browser keeps only its newest few binding values, so a round trip started by
+        another site's link keeps its value apart from those of this site's own pages:
+        otherwise a page of another site, with one click (a window it opened, pointed here
+        again and again), pushed out the value of the round trip its visitor had started
+        here (a /link button's, waiting on Discord's consent screen), who then came back to
+        "started in a different browser". It can now push out only other sites' ones."""
+        if from_another_site(request):
+            return self.other_sites_binding_name
+        return self.binding_name
 
     def proposal(self, token: str) -> Cookie:
         """Email linking "confirm": the Discord sign-in waiting for the account's proof."""
@@ -110,7 +137,28 @@ class CookieJar:
         return request.cookies.get(self.session_name)
 
     def binding_tokens(self, request: Request[Any, Any, Any]) -> list[str]:
-        return [t for t in request.cookies.get(self.binding_name, "").split(_SEPARATOR) if t]
+        """Every binding value this browser holds (for Discord's callback): this site's
+        round trips', then other sites'."""
+        return [
+            *self._binding_values(request, self.binding_name),
+            *self._binding_values(request, self.other_sites_binding_name),
+        ]
+
+    def flow_bindings(self, request: Request[Any, Any, Any]) -> list[str]:
+        """The binding values of the round trips a new one started by ``request`` joins (see
+        ``binding``)."""
+        return self._binding_values(request, self._binding_name_for(request))
+
+    @staticmethod
+    def _binding_values(request: Request[Any, Any, Any], name: str) -> list[str]:
+        """The newest values of one cookie (each holds that many at most, unless planted)."""
+        values = [t for t in request.cookies.get(name, "").split(_SEPARATOR) if t]
+        return values[:BINDINGS_KEPT]
 
     async def end_session(self, request: Request[Any, Any, Any], sign_out: SignOut) -> None:
         await sign_out.execute(self.session_token(request))
+
+
+def to_discord(request: Request[Any, Any, Any], started: AuthStarted, jar: CookieJar) -> Redirect:
+    """On to Discord's consent screen, the browser bound to the round trip just started."""
+    return Redirect(started.authorize_url, cookies=[jar.binding(request, started.browser_tokens)])

@@ -17,17 +17,12 @@ from litestar.response import Redirect, Template
 from domain import errors
 from domain import use_cases as uc
 from domain.model import Account
-from domain.use_cases import AuthStarted
-from entrypoints.web.cookies import CookieJar
+from entrypoints.web.cookies import to_discord
 from entrypoints.web.deps import CurrentSignIn, Jar, Use
 from entrypoints.web.errors import status_for
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 PATH = "/discord/linked-role"
-
-
-def _to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:
-    return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
 
 
 def _proof_page(
@@ -67,12 +62,12 @@ class LinkedRolePages(Controller):
         try:
             started = await start_linked_role.execute(
                 session_token=jar.session_token(request),
-                browser_tokens=jar.binding_tokens(request),
+                browser_tokens=jar.flow_bindings(request),
             )
         except errors.ReauthenticationRequired:
             assert signed_in is not None  # noqa: S101 - only a signed-in account is asked
             return _proof_page(signed_in.account)
-        return _to_discord(started, jar)
+        return to_discord(request, started, jar)
 
     @post(PATH, status_code=302)
     async def with_password(
@@ -88,9 +83,9 @@ class LinkedRolePages(Controller):
         try:
             started = await start_linked_role.execute(
                 session_token=jar.session_token(request),
-                browser_tokens=jar.binding_tokens(request),
+                browser_tokens=jar.flow_bindings(request),
                 current_password=data.get("current_password") or None,
             )
         except (errors.InvalidCredentials, errors.ReauthenticationRequired) as exc:
             return _proof_page(signed_in.account, exc.message, status_for(exc))
-        return _to_discord(started, jar)
+        return to_discord(request, started, jar)

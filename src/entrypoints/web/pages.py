@@ -15,6 +15,7 @@ from domain.model import Account, AuthPurpose, RoleSync
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
+from entrypoints.web.cookies import to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import field_of, status_for
@@ -260,9 +261,9 @@ class Pages(Controller):
         started = await start_discord_link.execute(
             session_token=jar.session_token(request),
             current_password=data.get("current_password") or None,
-            browser_tokens=jar.binding_tokens(request),
+            browser_tokens=jar.flow_bindings(request),
         )
-        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
+        return to_discord(request, started, jar)
 
     @post("/account/discord/unlink", status_code=303)
     async def unlink(
@@ -347,9 +348,9 @@ class Pages(Controller):
         jar: Jar,
     ) -> Redirect:
         started = await start_discord_reauth.execute(
-            session_token=jar.session_token(request), browser_tokens=jar.binding_tokens(request)
+            session_token=jar.session_token(request), browser_tokens=jar.flow_bindings(request)
         )
-        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
+        return to_discord(request, started, jar)
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -391,10 +392,10 @@ class Pages(Controller):
         someone who already granted access, to sign in as another Discord account."""
         started = await start_discord_login.execute(
             next_path=next or "/account",
-            browser_tokens=jar.binding_tokens(request),
+            browser_tokens=jar.flow_bindings(request),
             ask_again=switch,
         )
-        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
+        return to_discord(request, started, jar)
 
     @get("/auth/discord/callback", status_code=302)
     async def discord_callback(
@@ -497,7 +498,7 @@ class Pages(Controller):
                 token=token,
                 session_token=jar.session_token(request),
                 current_password=data.get("current_password") or None,
-                browser_tokens=jar.binding_tokens(request),
+                browser_tokens=jar.flow_bindings(request),
             )
         except errors.ReauthenticationRequired:
             if not account.has_password:
@@ -506,4 +507,4 @@ class Pages(Controller):
             # proof lapsed before the press: this page asks for the password now, the button
             # still working (the account page's confirmation would end elsewhere).
             return Redirect(f"/link/{token}?proof=again", status_code=303)
-        return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])
+        return to_discord(request, started, jar)
