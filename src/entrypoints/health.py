@@ -1,12 +1,17 @@
 """Readiness: is this instance fit to take traffic? The database answers, its schema is the one
 this version needs, and Redis answers when it is configured. Each check gets a deadline: a
-database that hangs makes the instance "not ready" at once instead of holding the probe."""
+database that hangs makes the instance "not ready" at once instead of holding the probe.
+
+A check may only *degrade* the instance (``degrading``): Redis, without which each instance
+counts its limits in its own memory and serves on. Its problem is reported, but the instance
+stays ready: every instance shares the one Redis, so a probe that failed for it took every
+instance out of service at once, an outage of the whole service for what costs none."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 # A check answers ``None`` when all is well, else what is wrong (shown to the prober).
@@ -20,11 +25,15 @@ class Readiness:
         *,
         timeout: float,
         needs: Mapping[str, str] | None = None,
+        degrading: Collection[str] = (),
     ) -> None:
         """``needs`` maps a check to the one it cannot answer without (``schema`` to
         ``database``): while that one is not "ok", what this one says is no news of its own
-        (a schema check against a database that is down "failed"), so it says it is unknown."""
+        (a schema check against a database that is down "failed"), so it says it is unknown.
+        ``degrading``: the checks whose problems leave the instance ready (see the module's
+        doc)."""
         self._checks = dict(checks)
+        self._degrading = frozenset(degrading)
         self._timeout = timeout
         self._needs = dict(needs or {})
         # A check still running from an earlier probe (a hung database) is awaited again,
@@ -32,7 +41,8 @@ class Readiness:
         self._running: dict[str, asyncio.Task[str | None]] = {}
 
     async def report(self) -> tuple[bool, dict[str, str]]:
-        """``(ready, {check: "ok" or the problem})`` within the timeout."""
+        """``(ready, {check: "ok" or the problem})`` within the timeout; ready unless a check
+        that is not only degrading has a problem."""
         tasks = {name: self._start(name) for name in self._checks}
         await asyncio.wait(tasks.values(), timeout=self._timeout)
         results: dict[str, str] = {}
@@ -46,7 +56,8 @@ class Readiness:
         for name, needed in self._needs.items():
             if results.get(name, "ok") != "ok" and results.get(needed, "ok") != "ok":
                 results[name] = f"unknown: the {needed} is not ready"
-        return all(r == "ok" for r in results.values()), results
+        ready = all(r == "ok" for n, r in results.items() if n not in self._degrading)
+        return ready, results
 
     def _start(self, name: str) -> asyncio.Task[str | None]:
         task = self._running.get(name)

@@ -244,10 +244,11 @@ def _redis_check(shared: SharedState):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("refusal", ["full", "read-only"])
-async def test_a_redis_that_refuses_writes_is_not_ready(redis_url: str, refusal: str) -> None:
+async def test_a_redis_that_refuses_writes_is_reported(redis_url: str, refusal: str) -> None:
     """A full Redis (``maxmemory``, ``noeviction``) or a read-only one (a replica, an old
     primary after a failover) answers PING but refuses every count and replay id: each
-    instance then counts in its own memory, and /readyz must say so, as for an outage."""
+    instance then counts in its own memory, and /readyz must say so, as for an outage (the
+    instance stays ready, degraded: test_instances)."""
     a, b = _instances(redis_url)
     readiness = Readiness({"redis": _redis_check(a)}, timeout=30)
     assert a.redis is not None
@@ -275,7 +276,7 @@ async def test_readiness_probes_write_once_a_minute_not_once_each(redis_url: str
     """/readyz asks Redis with a write (PING passes a full or read-only Redis), and anyone may
     ask /readyz: a write per probe went to the AOF and every replica, per instance and per
     anonymous request. The key is set only when absent (NX, which a full or read-only Redis
-    refuses all the same: test_a_redis_that_refuses_writes_is_not_ready)."""
+    refuses all the same: test_a_redis_that_refuses_writes_is_reported)."""
     from redis.asyncio import Redis
 
     a, b = _instances(redis_url)

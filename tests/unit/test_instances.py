@@ -50,6 +50,24 @@ async def test_readyz_lists_its_checks(h: Harness) -> None:
     assert answer.json() == {"status": "ready", "checks": {"database": "ok"}}
 
 
+async def test_an_unreachable_redis_leaves_the_instance_ready_and_says_it_is_degraded() -> None:
+    """Every instance shares the one Redis, and serves on without it (limits count in each
+    instance's memory): a 503 for it took every instance out of the orchestrator's service
+    at once, the whole service down for what costs no request."""
+    with socket.socket() as taken:  # a port nothing answers on once closed
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    app = create_app(build_container(settings))
+    async with AsyncTestClient(app=app) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"] not in ("ok", ""), body
+
+
 async def test_readyz_says_the_database_is_unreachable_not_that_its_schema_failed(
     tmp_path: Path,
 ) -> None:

@@ -249,9 +249,10 @@ def favicon() -> Response[bytes]:
 class ReadyOut(Struct):
     """Each check answers "ok" or what is wrong ("unreachable", "no answer within 2 s", …):
     ``database`` always, ``schema`` on SQL storage (unknown while the database is not
-    ready), ``redis`` when Redis is configured."""
+    ready), ``redis`` when Redis is configured. "degraded": ready, with a problem that only
+    Redis has (limits count in each instance's memory meanwhile)."""
 
-    status: Literal["ready", "not ready"]
+    status: Literal["ready", "degraded", "not ready"]
     checks: dict[str, str]
 
 
@@ -259,7 +260,7 @@ class ReadyOut(Struct):
     "/readyz",
     include_in_schema=True,
     tags=["operations"],
-    response_description="Ready: every check answered ok",
+    response_description="Ready (every check answered ok), or degraded (only Redis did not)",
     responses={
         503: ResponseSpec(
             data_container=ReadyOut,
@@ -269,12 +270,17 @@ class ReadyOut(Struct):
     },
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
-    """Ready to serve: the database answers with the newest schema, and Redis answers when it
-    is configured (503 otherwise, within TASKFLOW_LINK_READINESS_TIMEOUT_SECONDS)."""
+    """Ready to serve: the database answers with the newest schema (503 otherwise, within
+    TASKFLOW_LINK_READINESS_TIMEOUT_SECONDS). A configured Redis that does not answer, or
+    takes no writes, is "degraded" but ready (200): each instance then counts its limits in
+    its own memory and serves on, and the one Redis failing every instance's probe would
+    take the whole service out."""
     readiness: Readiness = request.app.state.readiness
     ready, checks = await readiness.report()
-    answer = ReadyOut("ready" if ready else "not ready", checks)
-    return Response(answer, status_code=200 if ready else 503)
+    if not ready:
+        return Response(ReadyOut("not ready", checks), status_code=503)
+    degraded = any(result != "ok" for result in checks.values())
+    return Response(ReadyOut("degraded" if degraded else "ready", checks), status_code=200)
 
 
 # The container's providers that handlers take by name: its use cases, and what the health
@@ -514,6 +520,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             container.readiness_checks(),
             timeout=settings.readiness_timeout_seconds,
             needs={"schema": "database"},  # a database that is down has no schema to read
+            degrading={"redis"},  # each instance counts in its own memory meanwhile
         )
         watch = instance_watch(container, WEB)  # tells of instances that share no Redis
         schema = schema_check_at_start(container, log)  # a schema not this version's
