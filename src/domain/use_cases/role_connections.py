@@ -61,6 +61,7 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
 )
+from domain.use_cases._uncut import uncut
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarted, _StartLinking
 from domain.use_cases.discord_pauses import DiscordPauses
@@ -72,6 +73,9 @@ REFRESH_MARGIN = timedelta(minutes=1)
 # stand-in, a proxy) would overflow the date; Discord refuses a token that has ended anyway,
 # and a refused one is refreshed.
 LIFETIME_MAX = timedelta(days=365)
+# How long a refresh cut off by a stop may still take, by default: Discord's answer (its
+# call's own timeout, 10 s by default), then storing it (the container passes the settings').
+REFRESH_FINISH_SECONDS = 20.0
 # A worker's claim on a due row: one that dies lets it go after this.
 CLAIM_LEASE = timedelta(minutes=5)
 # Tokens a configured key fails to open (altered, or copied from another row) are tried again
@@ -118,10 +122,15 @@ class RoleConnectionPusher:
         box: SecretBox,
         discord: DiscordRoleConnections,
         pauses: DiscordPauses | None = None,
+        *,
+        finish_seconds: float = REFRESH_FINISH_SECONDS,
     ) -> None:
-        """``pauses``: the process's (a fresh one: this pusher's only)."""
+        """``pauses``: the process's (a fresh one: this pusher's only). ``finish_seconds``:
+        how long a refresh under way when its caller is cut off (a stop) may still take to
+        get its answer and store it (see ``_refresh``)."""
         self._uow, self._clock, self._box, self._discord = uow, clock, box, discord
         self._pauses = pauses if pauses is not None else DiscordPauses()
+        self.finish_seconds = finish_seconds
 
     # -- Discord's rate limits ----------------------------------------------------------------
 
@@ -315,9 +324,17 @@ class RoleConnectionPusher:
     ) -> tuple[RoleConnectionToken, _Opened] | RoleSync | None:
         """New tokens, stored; a final outcome; or ``None`` when other tokens replaced them
         meanwhile (a new grant, or those of a pusher that took over once this one's lease
-        ran out)."""
+        ran out).
+
+        The refresh and the storing of its answer are one step that a stop does not cut in
+        the middle (``uncut``, for ``finish_seconds`` at most): Discord spends the refresh
+        token as it answers, so a pair it issued and nobody stored would leave the row with
+        the spent token, and the next try would get ``invalid_grant`` and delete it (for a
+        member unlinked meanwhile, Discord would go on showing "linked")."""
         try:
-            fresh = await self._call(lambda: self._discord.refresh(tokens.refresh))
+            written, opened, gone = await uncut(
+                self._refresh_and_store(row, tokens, now), within=self.finish_seconds
+            )
         except _Paused:
             return await self._hold(row)  # the refresh token was not spent
         except errors.DiscordGrantRevoked:
@@ -329,6 +346,22 @@ class RoleConnectionPusher:
             return RoleSync.REVOKED if gone else None
         except (errors.DiscordUnavailable, errors.DiscordDenied):
             return await self._failed(row, now)
+        if gone:
+            # Deleted while the answer was on its way, past this pusher's lease: most likely
+            # by the pusher that took over, whose refresh with the token Discord had just
+            # spent got invalid_grant (it pushed nothing). These tokens are the only live
+            # ones: an unlinked member hears "not linked" with them, as after a late push.
+            await self._after_a_late_push(row.discord_id, opened, forget=forget)
+            return RoleSync.GONE
+        return (written, opened) if written is not None else None
+
+    async def _refresh_and_store(
+        self, row: RoleConnectionToken, tokens: _Opened, now: datetime
+    ) -> tuple[RoleConnectionToken | None, _Opened, bool]:
+        """The refresh grant, then its answer stored in a transaction of its own before
+        anything else: the row as written (``None``: other tokens replaced them), the new
+        tokens, and whether the row was deleted meanwhile."""
+        fresh = await self._call(lambda: self._discord.refresh(tokens.refresh))
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         gone = False
@@ -345,14 +378,7 @@ class RoleConnectionPusher:
                         current, sealed, self._expiry(fresh, now), now
                     )
             await uow.commit()
-        if gone:
-            # Deleted while the answer was on its way, past this pusher's lease: most likely
-            # by the pusher that took over, whose refresh with the token Discord had just
-            # spent got invalid_grant (it pushed nothing). These tokens are the only live
-            # ones: an unlinked member hears "not linked" with them, as after a late push.
-            await self._after_a_late_push(row.discord_id, opened, forget=forget)
-            return RoleSync.GONE
-        return (written, opened) if written is not None else None
+        return written, opened, gone
 
     def _holds(self, row: RoleConnectionToken, refresh_token: str) -> bool:
         try:
