@@ -151,6 +151,14 @@ def outgoing_proxies(settings: Settings) -> list[tuple[str, str | None]]:
     return found
 
 
+def refresh_finish_seconds(settings: Settings) -> float:
+    """How long a Linked Roles refresh cut off by a stop may still take: Discord's answer
+    (its call ends within the Discord timeout), then storing it (as long as a stop gives the
+    database). The worker's stop waits that long on top of its own, before the process
+    closes the database."""
+    return settings.discord_timeout_seconds + settings.shutdown_timeout_seconds
+
+
 def _discord_http(settings: Settings, metrics: PrometheusMetrics | None) -> DiscordHttp:
     # Discord asks every client to say who it is: "DiscordBot (url, version)".
     url = str(settings.public_url).rstrip("/")
@@ -366,6 +374,7 @@ class Container(containers.DeclarativeContainer):
         secret_box,
         discord_role_connections,
         pauses=discord_pauses,
+        finish_seconds=providers.Callable(refresh_finish_seconds, settings),
     )
     role_connection_flow = providers.Singleton(
         uc.RoleConnectionFlow,

@@ -11,7 +11,8 @@ When its process stops, a worker that is waiting stops at once. One in a pass st
 more: the rows its pass claimed and never started are let go at once, for the other
 instances (woken), and the call under way gets ``stop_seconds`` to finish and have its outcome
 written back; a call still under way then is cut off, and its row let go too (at least once:
-see ``domain.use_cases._claims``)."""
+see ``domain.use_cases._claims``), except a step the cut-off does not split (a Linked Roles
+refresh and the storing of its answer), which ends first: ``stop`` waits for it."""
 
 from __future__ import annotations
 
@@ -79,15 +80,20 @@ class QueueWorker(ABC):
         log: logging.Logger,
         min_gap_seconds: float = 0.25,
         stop_seconds: float = 10.0,
+        finish_seconds: float = 0.0,
     ) -> None:
         """``min_gap_seconds``: a wake-up starts a pass no sooner than this after the last
         one began: a stream of commits that queue work (or of NOTIFYs from other instances)
         makes one pass per gap rather than one each, each pass taking SQLite's write lock. A
         pass that found work goes on at once. ``stop_seconds``: how long ``stop`` lets the
-        call under way finish (then again, at most, for letting go of what was claimed)."""
+        call under way finish (then again, at most, for letting go of what was claimed).
+        ``finish_seconds``: how long a step of the pass that a cut-off does not split (see
+        ``domain.use_cases._uncut``) may still take after it, waited for on top of that:
+        the process closes the database once ``stop`` returns."""
         self._poll = poll_seconds
         self._min_gap = min_gap_seconds
         self._stop_seconds = stop_seconds
+        self._finish_seconds = finish_seconds
         self._log = log
         self._wake = asyncio.Event()
         self._waiting = False
@@ -138,7 +144,8 @@ class QueueWorker(ABC):
         way has finished its call and let go of the rest of what it claimed, or has been
         cut off after ``grace`` (``stop_seconds`` unless given) and let go of all of it.
         Bounded: a pass that cannot let go either (a database that does not answer) is
-        left behind after ``stop_seconds`` more, and its rows wait out their lease."""
+        left behind after ``stop_seconds`` more (and ``finish_seconds``, for a step the
+        cut-off does not split), and its rows wait out their lease."""
         tasks, self._tasks = self._tasks, []
         if not tasks:
             return
@@ -158,13 +165,16 @@ class QueueWorker(ABC):
                 grace,
             )
             runner.cancel()
-            _, late = await asyncio.wait({runner}, timeout=self._stop_seconds)
+            # Letting go of the rows, after the step under way that the cut-off does not
+            # split (a refresh's answer, stored): the database is closed once this returns.
+            last = self._stop_seconds + self._finish_seconds
+            _, late = await asyncio.wait({runner}, timeout=last)
             if late:
                 self._log.warning(
                     "%s worker: could not let go of what it claimed within %s s; those rows "
                     "wait out their lease",
                     self.name,
-                    self._stop_seconds,
+                    last,
                 )
                 runner.cancel()  # left behind: not waited for any more
         with contextlib.suppress(asyncio.CancelledError):

@@ -16,7 +16,7 @@ from datetime import datetime
 from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import RoleSyncReport
-from entrypoints.container import Container
+from entrypoints.container import Container, refresh_finish_seconds
 from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
 log = logging.getLogger("taskflow_link.role_connections")
@@ -88,6 +88,9 @@ class RoleConnectionWorker(QueueWorker):
             poll_seconds=poll_seconds or container.settings().role_connections_poll_seconds,
             log=log,
             stop_seconds=container.settings().shutdown_timeout_seconds,
+            # A refresh cut off by the stop ends first: its answer, stored (Discord spent
+            # the refresh token it replaces).
+            finish_seconds=refresh_finish_seconds(container.settings()),
         )
         self._storage = StorageTrouble(log, "role connections")
         self._container = container

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from litestar.types import ASGIApp
 
 from domain.model import DiscordId
 from domain.ports import DiscordTokens
 from entrypoints.role_connection_worker import RoleConnectionWorker
+from entrypoints.web import create_app
 from tests.fakes.role_connections import (
     InMemoryDiscordWithRoles,
     connected,
@@ -62,17 +65,18 @@ def kept_refresh_token(h: Harness) -> str:
     return str(json.loads(opened)["refresh_token"])
 
 
-def worker_task(worker: RoleConnectionWorker) -> asyncio.Task[object]:
-    name = f"taskflow-link {worker.name} worker"
-    return next(task for task in asyncio.all_tasks() if task.get_name() == name)
+def worker_task(name: str) -> asyncio.Task[object]:
+    """A running worker's task, by its name (``QueueWorker.name``)."""
+    named = f"taskflow-link {name} worker"
+    return next(task for task in asyncio.all_tasks() if task.get_name() == named)
 
 
 async def until_cancelled(task: asyncio.Task[object]) -> None:
-    for _ in range(10_000):  # a bound, not a deadline: each turn is one of the loop's
-        if task.cancelling() or task.done():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the stop never cut the pass off")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60  # a bound, not a measurement
+    while not (task.cancelling() or task.done()):
+        assert loop.time() < deadline, "the stop never cut the pass off"
+        await asyncio.sleep(0.001)
 
 
 async def expired(h: Harness) -> None:
@@ -93,7 +97,7 @@ async def test_a_stop_that_cuts_off_a_refresh_keeps_the_tokens_discord_issued(
     worker = RoleConnectionWorker(r.container)
     worker.start()
     await asyncio.wait_for(gate.entered.wait(), 60)  # a bound, not a measurement
-    runner = worker_task(worker)
+    runner = worker_task(worker.name)
 
     stopping = asyncio.ensure_future(worker.stop(grace=0))  # the grace over at once: cut off
     await until_cancelled(runner)
@@ -147,3 +151,65 @@ async def test_a_valid_access_token_is_pushed_without_a_refresh(r: Harness) -> N
 
     assert report.pushed == 1
     assert fake(r).refreshes == before
+
+
+class Lifespan:
+    """A server's ASGI lifespan for an app, in this event loop (Litestar's test client runs
+    the app in a thread of its own, and its exit blocks the caller's loop)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Future[None] | None = None
+
+    async def _send(self, message: Any) -> None:
+        await self._from_app.put(message)
+
+    async def _receive(self) -> Any:
+        return await self._to_app.get()
+
+    async def _step(self, what: str) -> None:
+        await self._to_app.put({"type": f"lifespan.{what}"})
+        answer = await asyncio.wait_for(self._from_app.get(), 60)  # a bound, not a timing
+        assert answer["type"] == f"lifespan.{what}.complete", answer
+
+    async def start(self) -> None:
+        scope: Any = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self._task = asyncio.ensure_future(self._app(scope, self._receive, self._send))
+        await self._step("startup")
+
+    async def shutdown(self) -> None:
+        await self._step("shutdown")
+        assert self._task is not None
+        await self._task
+
+
+async def test_the_web_apps_shutdown_waits_for_the_refresh_it_cut_off_before_it_closes() -> None:
+    """Through the app's lifespan (uvicorn's, at SIGTERM): the grace over, the pass is cut
+    off inside the refresh; the worker then waits for the step (not only for letting go of
+    its rows, ``TASKFLOW_LINK_SHUTDOWN_TIMEOUT_SECONDS``, short here) before the app closes
+    the database. Before, the worker gave up on the pass after that short while and cancelled
+    it once more, and the step with it: Discord's answer was lost all the same."""
+    h = role_harness(role_connections_poll_seconds=AN_HOUR, shutdown_timeout_seconds=0.05)
+    gate = Gate()
+    try:
+        await expired(h)
+        answer_held(fake(h), gate)
+        server = Lifespan(create_app(h.container))
+        await server.start()
+        await asyncio.wait_for(gate.entered.wait(), 60)  # a bound, not a measurement
+        runner = worker_task(RoleConnectionWorker.name)
+        closing = asyncio.ensure_future(server.shutdown())
+        await until_cancelled(runner)  # the grace is over: cut off
+        # Past the end of the worker's own wait after a cut-off as it stood (0.05 s, timed
+        # from the cut-off, before this sleep began: timers fire in order).
+        await asyncio.sleep(0.5)
+        gate.opened.set()
+        await closing
+        _, live = fake(h).tokens_of(MEMBER)
+        assert kept_refresh_token(h) in live
+        assert rows(h)[MEMBER].claimed_until is None
+    finally:
+        gate.opened.set()
+        h.container.unwire()

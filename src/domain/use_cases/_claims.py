@@ -19,7 +19,10 @@ the same ``webhook-id`` for a webhook; Discord takes a role change or a role con
 twice as one). Waiting out the lease instead would not spare that duplicate, since the row
 goes again once the lease runs out all the same; it would only delay it by minutes (and for
 a webhook, every later delivery to that endpoint, which waits behind it). The cut-off
-attempt is not counted towards giving up: it did not fail.
+attempt is not counted towards giving up: it did not fail. One call may not go again: a
+Linked Roles refresh, whose answer replaces the refresh token it spends. It and the storing
+of its answer end first (``_uncut``), and the worker waits for them before the process
+closes the database.
 
 A pass that fails (the database went away, a bug) lets go of the rows it never started as
 well, but leaves the one under way under its lease: a row that breaks every pass must not be
