@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from litestar.types import ASGIApp
 from sqlalchemy import select
 
 from adapters.memory import MemoryDatabase
@@ -369,3 +370,49 @@ async def stopped_during_the_first_call(
     assert worker.stopping.asked
     kind.gate.opened.set()
     await stopping
+
+
+def worker_task(name: str) -> asyncio.Task[object]:
+    """A running worker's task, by its name (``QueueWorker.name``)."""
+    named = f"taskflow-link {name} worker"
+    return next(task for task in asyncio.all_tasks() if task.get_name() == named)
+
+
+async def until_cancelled(task: asyncio.Task[object]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60  # a bound, not a measurement
+    while not (task.cancelling() or task.done()):
+        assert loop.time() < deadline, "the stop never cut the pass off"
+        await asyncio.sleep(0.001)
+
+
+class Lifespan:
+    """A server's ASGI lifespan for an app, in this event loop (Litestar's test client runs
+    the app in a thread of its own, and its exit blocks the caller's loop)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Future[None] | None = None
+
+    async def _send(self, message: Any) -> None:
+        await self._from_app.put(message)
+
+    async def _receive(self) -> Any:
+        return await self._to_app.get()
+
+    async def _step(self, what: str) -> None:
+        await self._to_app.put({"type": f"lifespan.{what}"})
+        answer = await asyncio.wait_for(self._from_app.get(), 60)  # a bound, not a timing
+        assert answer["type"] == f"lifespan.{what}.complete", answer
+
+    async def start(self) -> None:
+        scope: Any = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self._task = asyncio.ensure_future(self._app(scope, self._receive, self._send))
+        await self._step("startup")
+
+    async def shutdown(self) -> None:
+        await self._step("shutdown")
+        assert self._task is not None
+        await self._task

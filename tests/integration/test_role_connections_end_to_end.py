@@ -18,10 +18,14 @@ from sqlalchemy import select, text
 from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
 from adapters.sql.tables import audit_events, role_connection_tokens
 from entrypoints.cli import cli
+from entrypoints.container import build_container
+from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.settings import ENV_PREFIX
+from entrypoints.web import create_app
 from tests.fakes.role_connections import KEY_A, KEY_B
 from tests.harness import PASSWORD
 from tests.integration.stack import Browser, Stack, count, sign_up
+from tests.queue_stops import Lifespan, until_cancelled, worker_task
 
 ROLES = {
     "discord_role_connections": True,
@@ -280,6 +284,65 @@ async def test_invalid_grant_deletes_the_token(stack: Stack, browser: Browser) -
     async with stack.db.engine.connect() as conn:
         kinds = (await conn.execute(select(audit_events.c.kind, audit_events.c.detail))).all()
     assert ("role_tokens_deleted", {"reason": "invalid_grant"}) in [tuple(k) for k in kinds]
+
+
+@with_linked_roles
+async def test_a_stop_during_a_refresh_keeps_the_tokens_discord_issued(
+    stack: Stack, browser: Browser
+) -> None:
+    """Another process of the service (its own container, engine and pool, on the same
+    Postgres and Discord) stops, as at SIGTERM, while its worker's refresh is at Discord:
+    Discord has spent the refresh token and issued the new pair, its answer is on the way
+    (the emulator's "late" fault) when the grace ends. The refresh and the storing of its
+    answer end before the process closes its database: the row holds the pair Discord
+    issued, and the next pass pushes with it (before, the answer was dropped, the row kept
+    the spent token, and the next pass got invalid_grant and deleted it)."""
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "ivy")
+    stack.emulator.expire_tokens(user_id)  # the next push is refused: refreshed first
+    spent = {t for t, g in stack.emulator.refresh_tokens.items() if g.user_id == user_id}
+    async with stack.container.uow()() as uow:
+        await uow.role_connection_tokens.mark_all_due(stack.clock.now())
+        await uow.commit()
+    settings = stack.container.settings().model_copy(
+        # A grace over at once; no HTTP interactions (the other process answers them).
+        update={"shutdown_timeout_seconds": 0.05, "discord_public_key": None}
+    )
+    other = build_container(settings)
+    other.clock.override(stack.clock)
+    stack.emulator.fault_delay = 60.0  # a bound: lifted long before
+    stack.emulator.faults["token"] = "late"
+    server = Lifespan(create_app(other))
+    try:
+        await server.start()  # its worker's first pass: the push refused, then the refresh
+
+        async def granted() -> bool:  # Discord spent it and issued the new pair
+            return not spent & set(stack.emulator.refresh_tokens)
+
+        await eventually(granted, within=60.0)  # ... and holds the answer
+        runner = worker_task(RoleConnectionWorker.name)
+        closing = asyncio.ensure_future(server.shutdown())
+        await until_cancelled(runner)  # the grace is over: cut off
+        # Past the worker's own wait after a cut-off as it stood (0.05 s, timed from the
+        # cut-off, before this sleep began: timers fire in order).
+        await asyncio.sleep(0.5)
+        stack.emulator.faults.pop("token")  # the answer arrives
+        await closing  # the workers stopped, then the database closed
+    finally:
+        stack.emulator.faults.pop("token", None)
+        stack.emulator.fault_delay = 3.0
+        other.unwire()
+
+    opened = json.loads(
+        AesGcmSecretBox(parse_keys(KEY_A)).open(
+            await sealed_of(stack, user_id), context=f"discord-role-connection:{user_id}"
+        )
+    )
+    assert stack.emulator.refresh_tokens[opened["refresh_token"]].user_id == user_id
+    stack.emulator.role_connections.clear()
+    report = await stack.container.refresh_role_connections().execute(everything=True)
+    assert (report.pushed, report.revoked) == (1, 0)
+    assert shown(stack, user_id) == {"linked": "1", "linked_days": "0"}
 
 
 # -- Discord's rate limits and blocks -------------------------------------------------------------

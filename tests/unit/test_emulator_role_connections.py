@@ -6,12 +6,14 @@ type, the role_connections.write scope), /users/@me without identify, and the re
 from __future__ import annotations
 
 import itertools
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
+from litestar.testing import AsyncTestClient, TestClient
 
 from entrypoints.emulator import EmulatorState, create_emulator_app
 
@@ -291,3 +293,42 @@ async def test_pushes_and_refreshes_meet_rate_limits_and_blocks_without_effect(
         assert user.id not in state.role_connections
         assert tokens["refresh_token"] in state.refresh_tokens
         assert state.calls - before == {"role_connection": 1, "token": 1}
+
+
+def test_a_late_token_answer_grants_first_and_answers_once_lifted() -> None:
+    """The token endpoint's "late" fault: the grant is made as asked (the refresh token
+    spent, the new pair issued), and only the answer waits, for the fault to be lifted (or
+    ``fault_delay``): what a caller that stops, or gives up, meanwhile never hears. Only the
+    token endpoint has it (elsewhere it is refused, as any unknown fault)."""
+    state = _state()
+    state.fault_delay = 60.0  # a bound: lifted long before
+    user = state.add_user("hana")
+    with TestClient(app=create_emulator_app(state)) as client:
+        code = state.issue_code(user, frozenset({"identify"}), REDIRECT, None)
+        first = client.post(
+            "/api/v10/oauth2/token",
+            data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+            auth=(APP, "secret"),
+        ).json()
+        for endpoint in ("role_connection", "users_me", "callback"):
+            fault = {"endpoint": endpoint, "mode": "late"}
+            assert client.post("/_emulator/faults", json=fault).status_code == 400, endpoint
+        fault = {"endpoint": "token", "mode": "late"}
+        assert client.post("/_emulator/faults", json=fault).status_code == 200
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                client.post,
+                "/api/v10/oauth2/token",
+                data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+                auth=(APP, "secret"),
+            )
+            deadline = time.monotonic() + 60  # a bound, not a measurement
+            while first["refresh_token"] in state.refresh_tokens:
+                assert time.monotonic() < deadline, "the refresh was never granted"
+                time.sleep(0.01)
+            assert not answer.done()  # granted, the answer held
+            state.faults.pop("token")  # lifted
+            refreshed = answer.result(timeout=60)
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["refresh_token"] in state.refresh_tokens
+    assert refreshed.json()["access_token"] in state.tokens

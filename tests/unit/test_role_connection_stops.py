@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from litestar.types import ASGIApp
 
 from domain.model import DiscordId
 from domain.ports import DiscordTokens
@@ -33,7 +31,7 @@ from tests.fakes.role_connections import (
     rows,
 )
 from tests.harness import Harness
-from tests.queue_stops import AN_HOUR, Gate
+from tests.queue_stops import AN_HOUR, Gate, Lifespan, until_cancelled, worker_task
 
 MEMBER_ID = 7301
 MEMBER = DiscordId(MEMBER_ID)
@@ -63,20 +61,6 @@ def kept_refresh_token(h: Harness) -> str:
     row = rows(h)[MEMBER]
     opened = h.container.secret_box().open(row.sealed, context=f"discord-role-connection:{MEMBER}")
     return str(json.loads(opened)["refresh_token"])
-
-
-def worker_task(name: str) -> asyncio.Task[object]:
-    """A running worker's task, by its name (``QueueWorker.name``)."""
-    named = f"taskflow-link {name} worker"
-    return next(task for task in asyncio.all_tasks() if task.get_name() == named)
-
-
-async def until_cancelled(task: asyncio.Task[object]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60  # a bound, not a measurement
-    while not (task.cancelling() or task.done()):
-        assert loop.time() < deadline, "the stop never cut the pass off"
-        await asyncio.sleep(0.001)
 
 
 async def expired(h: Harness) -> None:
@@ -151,38 +135,6 @@ async def test_a_valid_access_token_is_pushed_without_a_refresh(r: Harness) -> N
 
     assert report.pushed == 1
     assert fake(r).refreshes == before
-
-
-class Lifespan:
-    """A server's ASGI lifespan for an app, in this event loop (Litestar's test client runs
-    the app in a thread of its own, and its exit blocks the caller's loop)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._task: asyncio.Future[None] | None = None
-
-    async def _send(self, message: Any) -> None:
-        await self._from_app.put(message)
-
-    async def _receive(self) -> Any:
-        return await self._to_app.get()
-
-    async def _step(self, what: str) -> None:
-        await self._to_app.put({"type": f"lifespan.{what}"})
-        answer = await asyncio.wait_for(self._from_app.get(), 60)  # a bound, not a timing
-        assert answer["type"] == f"lifespan.{what}.complete", answer
-
-    async def start(self) -> None:
-        scope: Any = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._task = asyncio.ensure_future(self._app(scope, self._receive, self._send))
-        await self._step("startup")
-
-    async def shutdown(self) -> None:
-        await self._step("shutdown")
-        assert self._task is not None
-        await self._task
 
 
 async def test_the_web_apps_shutdown_waits_for_the_refresh_it_cut_off_before_it_closes() -> None:

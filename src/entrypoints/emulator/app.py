@@ -99,6 +99,9 @@ _FAULTS = frozenset(
     {"500", "timeout", "garbage", "429", "429-global", "cloudflare", "cloudflare-403", "blocked"}
 )
 _CALLBACK_FAULTS = frozenset({"reject"})
+# The token endpoint's own: "late" grants as asked (a refresh spends the refresh token), then
+# holds the answer as "timeout" does: an answer on its way when the caller stops, or lost.
+_TOKEN_FAULTS = _FAULTS | {"late"}
 _FAULT_ENDPOINTS = frozenset(
     {"token", "users_me", "token_revoke", "member_roles", "role_connection", "callback"}
 )
@@ -127,19 +130,23 @@ def _rate_limited(endpoint: str, *, global_limit: bool) -> Response[Any]:
     return Response({**body, "global": global_limit}, status_code=429, headers=headers)
 
 
+async def _held(state: EmulatorState, endpoint: str, mode: str) -> None:
+    """No answer for fault_delay seconds, or until the fault is lifted ("Discord is back"): a
+    call the caller gave up on does not keep the emulator busy after that. (Tests lift it
+    from another thread's loop: no asyncio.Event to wait on.)"""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + state.fault_delay
+    while state.faults.get(endpoint) == mode and loop.time() < until:  # noqa: ASYNC110
+        await asyncio.sleep(min(0.05, max(0.0, until - loop.time())))
+
+
 async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
     state.calls[endpoint] += 1
     mode = state.faults.get(endpoint)
     if mode == "500":
         return Response({"message": "500: Internal Server Error", "code": 0}, status_code=500)
     if mode == "timeout":
-        # No answer for fault_delay seconds, or until the fault is lifted ("Discord is back"):
-        # a call the caller gave up on does not keep the emulator busy after that. (Tests lift
-        # it from another thread's loop: no asyncio.Event to wait on.)
-        loop = asyncio.get_running_loop()
-        until = loop.time() + state.fault_delay
-        while state.faults.get(endpoint) == "timeout" and loop.time() < until:  # noqa: ASYNC110
-            await asyncio.sleep(min(0.05, max(0.0, until - loop.time())))
+        await _held(state, endpoint, mode)
         return Response({"message": "too slow"}, status_code=504)
     if mode == "garbage":
         return Response("<html>not json", media_type=MediaType.HTML, status_code=200)
@@ -272,15 +279,16 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             grant = redeemed
         else:
             return _error_json("unsupported_grant_type", 400)
-        return Response(
-            {
-                "access_token": state.issue_token(grant),
-                "token_type": "Bearer",
-                "expires_in": state.access_token_lifetime,
-                "refresh_token": state.issue_refresh_token(grant),
-                "scope": " ".join(sorted(grant.scopes)),
-            }
-        )
+        answer = {
+            "access_token": state.issue_token(grant),
+            "token_type": "Bearer",
+            "expires_in": state.access_token_lifetime,
+            "refresh_token": state.issue_refresh_token(grant),
+            "scope": " ".join(sorted(grant.scopes)),
+        }
+        if state.faults.get("token") == "late":  # granted: the answer comes late
+            await _held(state, "token", "late")
+        return Response(answer)
 
     @get("/api/v10/users/@me")
     async def users_me(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -327,7 +335,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
     @post("/_emulator/faults", status_code=200, sync_to_thread=False)
     def set_fault(data: JSONBody[dict[str, Any]]) -> Response[dict[str, str]]:
         endpoint, mode = str(data.get("endpoint", "")), data.get("mode")
-        modes = _CALLBACK_FAULTS if endpoint == "callback" else _FAULTS
+        modes = {"callback": _CALLBACK_FAULTS, "token": _TOKEN_FAULTS}.get(endpoint, _FAULTS)
         known = mode is None or (isinstance(mode, str) and mode in modes)
         if endpoint not in _FAULT_ENDPOINTS or not known:
             # Unknown, it would have done nothing: a test that meant a fault would pass unseen.

@@ -202,7 +202,8 @@ class EmulatorState:
     # the calls that went on after it).
     calls: Counter[str] = field(default_factory=Counter)
     user_agents: list[str] = field(default_factory=list)  # what callers of the token endpoint said
-    fault_delay: float = 5.0  # how long "timeout" holds an answer (less, if the fault is lifted)
+    # How long "timeout" and "late" hold an answer (less, if the fault is lifted).
+    fault_delay: float = 5.0
     # The bot side: its token, the key that signs interactions, where they are sent.
     bot_token: str = ""  # Discord's shape: base64(application id).timestamp.hmac
     signing_key: SigningKey = field(default_factory=SigningKey.generate)
