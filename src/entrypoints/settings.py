@@ -169,8 +169,9 @@ class Settings(BaseSettings):
         description="On SIGTERM, requests in flight get this long to finish, then the bot's "
         "commands under way as long again, and beside them the background queues' calls under "
         "way (what the queue workers claimed and never started is let go at once, for the "
-        "other instances), then releasing the database and Redis as long again; the process "
-        "then exits regardless.",
+        "other instances; a Linked Roles refresh under way ends first, its answer stored: up "
+        "to the Discord timeout and this more), then releasing the database and Redis as long "
+        "again; the process then exits regardless.",
     )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),
