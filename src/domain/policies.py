@@ -342,6 +342,13 @@ def carries_secret(destination: str) -> bool:
     return True  # encoded more deeply than any page decodes: not worth keeping
 
 
+def sign_in_destination(raw: str | None) -> str:
+    """Where a Discord sign-in returns to: a same-site path (see ``safe_destination``), and
+    the account page instead of one that carries a one-time secret (see ``carries_secret``)."""
+    destination = safe_destination(raw)
+    return "/account" if carries_secret(destination) else destination
+
+
 # -- usernames -----------------------------------------------------------------------------------
 
 _NOT_USERNAME = re.compile(r"[^a-z0-9_.-]+")

@@ -684,11 +684,17 @@ document.getElementById("go").onclick = () => {
 </script></body></html>"""
 
 
+# Another site's page with a plain link to the target.
+_LINK_PAGE = """<!doctype html><html><body>
+<a id="go" href=TARGET>Win a prize</a>
+</body></html>"""
+
+
 @contextmanager
-def _another_site(target: str) -> Iterator[str]:
+def _another_site(target: str, page: str = _POPUP_PAGE) -> Iterator[str]:
     """A page of another site (``localhost``: the demo is ``127.0.0.1``), served on a free
     port while the block runs."""
-    body = _POPUP_PAGE.replace("TARGET", json.dumps(target)).encode()
+    body = page.replace("TARGET", json.dumps(target)).encode()
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -712,20 +718,23 @@ def _another_site(target: str) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-_FROM_OTHER_SITES = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+# The cookies of a round trip started in a browser, and of a session.
+_ROUND_TRIP_COOKIES = {"tfl_oauth", "tfl_oauth_other", "tfl_session"}
 
 
-def _sign_in_budgets_left(app: str) -> tuple[int, int, float]:
-    """What is left of this machine's two sign-in budgets (this site's, and the one that
-    pages opened from other sites spend), as a Discord sign-in start says (spending one of
-    each), and when the sooner of their windows ends (a clock time)."""
-    left, ends = [], []
-    for headers in (None, _FROM_OTHER_SITES):
-        answer = httpx.get(f"{app}/auth/discord/login", headers=headers)
-        assert answer.status_code == 302, answer.text
-        left.append(int(answer.headers["ratelimit-remaining"]))
-        ends.append(time.time() + int(answer.headers["ratelimit-reset"]))
-    return left[0], left[1], min(ends)
+async def _round_trip_cookies(context: BrowserContext, app: str) -> dict[str, str]:
+    cookies = await context.cookies(app)
+    return {c["name"]: c["value"] for c in cookies if c["name"] in _ROUND_TRIP_COOKIES}
+
+
+def _sign_in_budget_left(app: str) -> tuple[int, float]:
+    """What is left of this machine's sign-in budget, as a Discord sign-in start says
+    (spending one), and when its window ends (a clock time)."""
+    answer = httpx.get(f"{app}/auth/discord/login")
+    assert answer.status_code == 302, answer.text
+    return int(answer.headers["ratelimit-remaining"]), time.time() + int(
+        answer.headers["ratelimit-reset"]
+    )
 
 
 async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
@@ -735,14 +744,14 @@ async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
     had opened at ``/auth/discord/login`` again and again, until the page the window reached
     cut it off: up to 17 sign-in starts counted, and its visitor's whole network could not
     sign in for a minute. Chromium sends each re-point with the click's
-    ``Sec-Fetch-User: ?1`` (seen here), so nothing tells them from a link followed: what
-    other sites' pages open now spends a budget of its own, and this site's is untouched.
+    ``Sec-Fetch-User: ?1``, so nothing tells them from a link followed. Another site's
+    navigation now gets a page of this site to continue from: the window ends there, no round
+    trip started, and none of them counted.
 
-    The budgets are apart, and earlier tests spent them unevenly, so each is compared with
-    itself only; an attempt during which a budget's window turned (a busy machine) proves
-    nothing and is made again."""
+    Earlier tests spent the budget, so it is compared with itself only; an attempt during
+    which its window turned (a busy machine) proves nothing and is made again."""
     for _attempt in range(3):
-        left, others_left, window_ends = _sign_in_budgets_left(demo.app)
+        left, window_ends = _sign_in_budget_left(demo.app)
         context = await _context(chromium, problems)
         with _another_site(f"{demo.app}/auth/discord/login?next=/account%3F") as site:
             page = await context.new_page()
@@ -751,17 +760,53 @@ async def test_another_sites_popup_cannot_spend_this_sites_sign_in_budget(
                 await page.click("#go")
             window = await opened.value
             await expect(page.locator("#done")).to_have_text("done")
-        # Discord's consent screen, after the last re-point that got through.
-        await expect(window.locator("h1")).to_contain_text("wants to access your Discord account")
+        # This site's page to continue from, after the last re-point that got through.
+        await expect(window.locator("h1")).to_have_text("Sign in with Discord")
+        await expect(window.get_by_role("link", name="Continue to Discord")).to_be_visible()
+        assert await _round_trip_cookies(context, demo.app) == {}  # none started, no session
         await context.close()
-        left_after, others_left_after, _ = _sign_in_budgets_left(demo.app)
+        left_after, _ = _sign_in_budget_left(demo.app)
         if time.time() < window_ends - 1:
             break
     else:
-        pytest.fail("every attempt outlasted a sign-in budget's window")
+        pytest.fail("every attempt outlasted the sign-in budget's window")
     assert left_after == left - 1  # this probe's own, nothing else
-    # The click's own start at least, and this probe, in the other sites' budget.
-    assert others_left_after <= others_left - 2
+
+
+async def test_another_sites_link_signs_nobody_in_and_one_click_goes_on(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """An attacker's review: Discord sends a returning person straight back, without its
+    consent screen, so a link (or a redirect, or a window) of any site to
+    ``/auth/discord/login`` signed its visitor's browser in to their Discord account's
+    TaskFlow account, ending the session it had. Such a navigation now ends on a page of this
+    site and signs nobody in; the person who meant to follow the link goes on with one click,
+    straight back from Discord, to where the link said."""
+    context = await _context(chromium, problems)
+    channel = await context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "wren_d")
+    page = await context.new_page()
+    await _sign_in_with_discord(page, demo.app, "wren_d")  # grants: a returning user from now
+    await expect(page).to_have_url(f"{demo.app}/account")
+    await _sign_out(page)
+    before = await _round_trip_cookies(context, demo.app)
+    assert "tfl_session" not in before
+
+    target = f"{demo.app}/auth/discord/login?next=/account%3Fvia%3Dprize"
+    with _another_site(target, _LINK_PAGE) as site:
+        await page.goto(site)
+        await page.click("#go")
+        await expect(page.locator("h1")).to_have_text("Sign in with Discord")
+    assert page.url == target
+    await expect(page.locator("main")).to_contain_text("A page of another site sent you here")
+    await expect(page.locator("header")).to_contain_text("Sign in")  # nobody signed in
+    assert await _round_trip_cookies(context, demo.app) == before  # no round trip started
+
+    await page.get_by_role("link", name="Continue to Discord").click()
+    await expect(page).to_have_url(f"{demo.app}/account?via=prize")  # no consent screen
+    await expect(page.locator("dd").first).to_have_text("wren_d")
+    await context.close()
 
 
 # -- a person with a keyboard and a screen reader, and an attacker -----------------------------
@@ -1204,8 +1249,9 @@ async def test_another_sites_popups_leave_a_link_buttons_round_trip_working(
     a page of another site she had open started Discord sign-ins in her browser (a click,
     then the window it opened re-pointed at ``/auth/discord/login``). Her browser kept the
     binding values of its newest five round trips only, so hers was pushed out, and back from
-    Discord she was told she had started in a different browser. Other sites' round trips now
-    keep their values apart from those this site's own pages start."""
+    Discord she was told she had started in a different browser. Another site's navigations
+    now start no round trip (each window ends on this site's page to continue from), so the
+    binding values of hers stay."""
     context = await _context(chromium, problems)
     channel = await context.new_page()
     await channel.goto(demo.channel)
@@ -1222,13 +1268,15 @@ async def test_another_sites_popups_leave_a_link_buttons_round_trip_working(
     await expect(web.locator("h1")).to_contain_text("wants to access your Discord account")
 
     with _another_site(f"{demo.app}/auth/discord/login?switch=true&n=") as site:
-        for _click in range(5):  # each click starts one sign-in at least
+        for _click in range(5):  # each click started one sign-in at least
             page = await context.new_page()
             await page.goto(site)
             async with context.expect_page() as opened:
                 await page.click("#go")
             await expect(page.locator("#done")).to_have_text("done")
-            await (await opened.value).close()
+            window = await opened.value
+            await expect(window.locator("h1")).to_have_text("Sign in with Discord")
+            await window.close()
             await page.close()
 
     await _authorize_as(web, "opal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 from typing import Any
@@ -206,16 +207,15 @@ async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     assert "Run /link again in Discord" in again.text
 
 
-async def test_other_sites_starting_sign_ins_leave_this_sites_round_trip_working(
+async def test_other_sites_pointing_at_the_sign_in_start_leave_this_sites_round_trip_working(
     client: Client, h: Harness, db: MemoryDatabase
 ) -> None:
     """The attack: while alice is on Discord's consent screen for her /link button, a page of
     another site she has open (one click: a window it opened and points at
-    ``/auth/discord/login`` again and again) starts round trips in her browser. Each gave the
+    ``/auth/discord/login`` again and again) started round trips in her browser. Each gave the
     browser a binding value, and only the newest five were kept: her own, the oldest, was
-    pushed out, and back from Discord she was told she had started in another browser. The
-    round trips other sites' links start now keep their values apart from those this site's
-    own pages start."""
+    pushed out, and back from Discord she was told she had started in another browser. Such
+    navigations now start nothing (a page to continue from), and hers finishes."""
     alice_d = h.discord_user(5060, username="alice_d")
     issued = await h.container.issue_link_ticket().execute(alice_d.user)
     assert isinstance(issued, TicketIssued)
@@ -230,6 +230,7 @@ async def test_other_sites_starting_sign_ins_leave_this_sites_round_trip_working
     )
     assert started.status_code == 302, started.text
     approval = h.discord.approve(started.headers["location"], alice_d.id)
+    pending = len(db.tables.pending_logins)
 
     for _ in range(12):  # another site's window, pointed here again and again
         pushed = await client.get(
@@ -237,7 +238,10 @@ async def test_other_sites_starting_sign_ins_leave_this_sites_round_trip_working
             headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "document"},
             follow_redirects=False,
         )
-        assert pushed.status_code == 302
+        assert pushed.status_code == 200
+        assert "Continue to Discord" in pushed.text
+        assert not [c for c in pushed.headers.get_list("set-cookie") if c.startswith("tfl_oauth")]
+    assert len(db.tables.pending_logins) == pending  # no round trip started
 
     linked = await client.get(
         f"/auth/discord/callback?code={approval.code}&state={approval.state}",
@@ -246,14 +250,77 @@ async def test_other_sites_starting_sign_ins_leave_this_sites_round_trip_working
     assert linked.status_code == 302, linked.text
     assert linked.headers["location"] == "/account?notice=linked_from_discord"
     assert alice_d.id in db.tables.links
-    # The round trips other sites' links started work too, in this browser only.
-    newest = h.discord.approve(pushed.headers["location"], alice_d.id)
-    signed_in = await client.get(
-        f"/auth/discord/callback?code={newest.code}&state={newest.state}",
+
+
+def _continue_link(page: str) -> str:
+    """Where the page's "Continue to Discord" link leads."""
+    found = re.search(r'href="([^"]*)">Continue to Discord</a>', page)
+    assert found, "the page has no Continue to Discord link"
+    return html.unescape(found.group(1))
+
+
+_SAME_ORIGIN = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "navigate"}
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+async def test_a_sign_in_another_site_starts_is_a_page_to_continue_from(
+    client: Client, h: Harness, db: MemoryDatabase, site: str
+) -> None:
+    """An attacker's review: any site could send a browser through ``/auth/discord/login``
+    (a link, a redirect, a window it opens), and Discord sends a returning person straight
+    back: the browser was signed in as its Discord account's TaskFlow account (the session
+    it had ended), or a new account was made. Another site's navigation now gets a page of
+    this site, with the usual headers (never framed, never stored), and no round trip; its
+    link, followed from this page, starts the sign-in, ``next`` and ``switch`` kept."""
+    h.discord_user(5061, username="ned", email="ned@example.com")
+    page = await client.get(
+        "/auth/discord/login?next=/account%3Ftab%3D1&switch=true",
+        headers={"sec-fetch-site": site, "sec-fetch-mode": "navigate", "sec-fetch-user": "?1"},
         follow_redirects=False,
     )
-    assert signed_in.status_code == 302, signed_in.text
-    assert signed_in.headers["location"] == "/account"
+    assert page.status_code == 200
+    assert db.tables.pending_logins == {}
+    assert not [c for c in page.headers.get_list("set-cookie") if c.startswith("tfl_oauth")]
+    assert "another site" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"
+    href = _continue_link(page.text)
+    assert href == "/auth/discord/login?next=%2Faccount%3Ftab%3D1&switch=true"
+
+    started = await client.get(href, headers=_SAME_ORIGIN, follow_redirects=False)
+    assert started.status_code == 302
+    assert query(started.headers["location"])["prompt"] == "consent"  # switch kept
+    approval = h.discord.approve(started.headers["location"], DiscordId(5061))
+    done = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert done.status_code == 302, done.text
+    assert done.headers["location"] == "/account?tab=1"
+
+
+@pytest.mark.parametrize(
+    ("asked", "kept"),
+    [
+        ("//evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/link/abc", "/account"),  # a path with a one-time secret, as the sign-in refuses
+        ("", "/account"),
+    ],
+)
+async def test_the_page_to_continue_from_keeps_only_a_destination_the_sign_in_keeps(
+    client: Client, asked: str, kept: str
+) -> None:
+    page = await client.get(
+        "/auth/discord/login",
+        params={"next": asked} if asked else {},
+        headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"},
+    )
+    assert page.status_code == 200
+    assert query(_continue_link(page.text)) == {"next": kept}
 
 
 async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
@@ -758,7 +825,7 @@ async def test_another_sites_page_cannot_spend_its_visitors_sign_in_budget(
         followed = await client.get(
             "/auth/discord/login", headers=_navigation("cross-site"), follow_redirects=False
         )
-        assert followed.status_code == 302  # a link from another site: counted, in its budget
+        assert followed.status_code == 200  # a link from another site: a page, not counted
         again = await client.get("/auth/discord/login", follow_redirects=False)
         assert again.status_code == 302  # the second of this site's own
         third = await client.get("/auth/discord/login", follow_redirects=False)
@@ -766,12 +833,12 @@ async def test_another_sites_page_cannot_spend_its_visitors_sign_in_budget(
 
 
 @pytest.mark.parametrize("site", ["cross-site", "same-site"])
-async def test_pages_other_sites_open_spend_a_budget_of_their_own(h: Harness, site: str) -> None:
+async def test_pages_other_sites_open_spend_no_sign_in_budget(h: Harness, site: str) -> None:
     """An attacker's review: after one click, another site's page re-pointed the window it had
     opened at ``/auth/discord/login`` again and again (up to 17 counted in Chromium, each
     carrying the click's ``Sec-Fetch-User: ?1``): its visitor's whole network could not sign
-    in for a minute. What other sites' pages open now spends a budget of its own: this
-    site's forms, its buttons and addresses typed keep theirs."""
+    in for a minute. Such a page opened now starts nothing (a page to continue from) and
+    counts nothing: this site's forms, its buttons and addresses typed keep the budget."""
     await h.sign_up("alice", "alice@example.com")
     opened = _navigation(site, clicked=True)
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
@@ -783,7 +850,7 @@ async def test_pages_other_sites_open_spend_a_budget_of_their_own(h: Harness, si
             ).status_code
             for n in range(4)
         ]
-        assert statuses == [302, 302, 429, 429]  # the other sites' budget: spent
+        assert statuses == [200, 200, 200, 200]  # each a page to continue from
         await _alice_signs_in(client)  # this site's own form: the first of its budget
         typed = await client.get(
             "/auth/discord/login",
@@ -797,9 +864,9 @@ async def test_pages_other_sites_open_spend_a_budget_of_their_own(h: Harness, si
 async def test_a_form_that_says_it_came_from_another_site_gets_no_second_budget(
     h: Harness,
 ) -> None:
-    """The budget of pages other sites open is for pages opened (GETs): a client that is no
-    browser writes its own ``Sec-Fetch-Site``, and with it a second budget of password
-    tries would double what one address may guess."""
+    """Only a page opened (a GET) from another site goes uncounted: a client that is no
+    browser writes its own ``Sec-Fetch-Site``, and with it uncounted password tries (or a
+    second budget of them, as there was) would multiply what one address may guess."""
     await h.sign_up("alice", "alice@example.com")
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
         statuses = []
@@ -858,7 +925,7 @@ async def test_pages_loaded_ahead_of_time_do_not_spend_the_sign_in_budget(
             headers=_navigation("cross-site", clicked=True),
             follow_redirects=False,
         )
-        assert opened.status_code == 302  # opened from another site: that budget's first
+        assert opened.status_code == 200  # opened from another site: a page, uncounted
         await _alice_signs_in(client)  # the prefetches spent none of this site's budget
 
 

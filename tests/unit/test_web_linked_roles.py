@@ -146,6 +146,51 @@ async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) ->
     assert "carol" in (await client.get("/account")).text  # signed in
 
 
+_FROM_ANOTHER_SITE = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+
+
+async def test_another_sites_navigation_gets_a_page_to_continue_from(
+    client: Client, r: Harness
+) -> None:
+    """An attacker's review: signed out, the verification URL signs in the TaskFlow account
+    of the Discord account that comes back, and Discord sends a returning person straight
+    back: any site could sign a browser in through it without a click. Another site's
+    navigation (Discord's own link from a server's Linked Roles too) now gets a page of this
+    site whose link starts the round trip; an account to link first still gets its form."""
+    await sign_up(client, "dave")
+    r.discord_user(7305)
+    database: MemoryDatabase = r.container.memory_db()
+    to_link = await client.get("/discord/linked-role", headers=_FROM_ANOTHER_SITE)
+    assert "Continue with Discord" in to_link.text  # the form, which needs CSRF: as before
+    started = await client.post(
+        "/discord/linked-role",
+        data={"_csrf_token": csrf_token(to_link.text)},
+        follow_redirects=False,
+    )
+    await _through_discord(client, r, started, 7305)
+    await post_form(client, "/account", "/signout", {})
+
+    for _ in range(2):  # signed out, then signed in by the first round trip
+        pending = len(database.tables.pending_logins)
+        page = await client.get(
+            "/discord/linked-role", headers=_FROM_ANOTHER_SITE, follow_redirects=False
+        )
+        assert page.status_code == 200
+        assert len(database.tables.pending_logins) == pending  # nothing started
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert _ways_on(page.text) == ["/discord/linked-role", "/"]
+        followed = await client.get(
+            "/discord/linked-role",
+            headers={**_FROM_ANOTHER_SITE, "sec-fetch-site": "same-origin"},
+            follow_redirects=False,
+        )
+        assert followed.status_code == 302
+        assert await _through_discord(client, r, followed, 7305) == (
+            "/account?notice=role_connected"
+        )
+    assert "dave" in (await client.get("/account")).text
+
+
 # -- refusals at the callback: the way on is the verification URL ------------------------------
 
 

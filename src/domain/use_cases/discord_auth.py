@@ -35,12 +35,11 @@ from domain.policies import (
     LinkAndSignIn,
     Refuse,
     SignInLinkedAccount,
-    carries_secret,
     choose_username,
     decide_link,
     decide_login,
     pkce_challenge,
-    safe_destination,
+    sign_in_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
@@ -142,12 +141,9 @@ class StartDiscordLogin(_StartDiscordAuth):
     async def execute(
         self, *, next_path: str | None, browser_tokens: Sequence[str], ask_again: bool = False
     ) -> AuthStarted:
-        destination = safe_destination(next_path)
-        if carries_secret(destination):  # however it is spelled, wherever it is
-            destination = "/account"
         return await self._start(
             AuthPurpose.LOGIN,
-            destination=destination,
+            destination=sign_in_destination(next_path),
             browser_tokens=browser_tokens,
             account_id=None,
             ask_again=ask_again,

@@ -103,7 +103,9 @@ RATE_LIMITED = {
     # Each of these starts a Discord round trip (a pending login row).
     ("POST", "/account/discord/link"),
     ("POST", "/account/confirm/discord"),
-    ("GET", "/discord/linked-role"),  # Linked Roles' verification URL (and its password form)
+    # Linked Roles' verification URL (and its password form). Like the sign-in start, it
+    # answers another site's navigation with a page that starts nothing (see _starts_nothing).
+    ("GET", "/discord/linked-role"),
     ("POST", "/discord/linked-role"),
 }
 RATE_LIMITED_PREFIXES = (
@@ -130,24 +132,18 @@ def _for_another_sites_page(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("sec-fetch-dest", "document") != "document"
 
 
-def _sign_in_budget(request: Request[Any, Any, Any]) -> str:
-    """The client's sign-in budget (see ``client_budget``), or for a page another site's page
-    opened (``Sec-Fetch-Site``: a link, a redirect, a window it opened), a second one of the
-    same size. After one click, a page of another site re-pointed the window it had opened
-    at ``/auth/discord/login`` again and again until the page it reached cut it off: each
-    time counted (up to 17 in Chromium), and its visitor's whole network could not sign in
-    for a minute. The click's transient activation covers these navigations too
-    (``Sec-Fetch-User: ?1``): nothing tells them from the link a person followed. Another
-    site can now spend only the budget of the links other sites hold; this site's own forms
-    and buttons, and addresses typed or opened from an app, keep theirs. (Browsers without
-    Fetch Metadata send no ``Sec-Fetch-Site``: the first budget.) Only for a page opened
-    (a GET): a client that is no browser can send the header too, and a second budget of
-    password tries (a form posted) would double what one address may guess; a form of
-    another site's page is refused by CSRF first anyway."""
-    budget = client_budget(request)
-    if request.method == "GET" and from_another_site(request):
-        return f"{budget} from other sites"
-    return budget
+def _starts_nothing(request: Request[Any, Any, Any]) -> bool:
+    """Whether a limited route answers only a page that starts nothing, uncounted: each GET
+    among them does when another site's page caused it (``from_another_site``: a link, a
+    redirect, a window it opened), a page with a "Continue to Discord" link (see
+    ``other_sites``), which costs no more than any other page. Such GETs had a second budget
+    of their own (after one click, another site's page re-pointed the window it had opened at
+    ``/auth/discord/login`` again and again, up to 17 counted in Chromium, and its visitor's
+    whole network could not sign in for a minute): now that they start nothing, nothing is
+    left for it to guard. A client that is no browser may send the header: it gets the page.
+    Only GETs: a form is another site's only by headers such a client writes, and each of
+    its tries checks a password or starts a round trip."""
+    return request.method == "GET" and from_another_site(request)
 
 
 # What browsers say of a page they load before anyone opens it: ``Sec-Purpose`` (Chromium's
@@ -425,13 +421,13 @@ def _limits(
                 status_code=403,
                 detail="This page is not loaded ahead of time: it loads when it is opened.",
             )
-        return True
+        return not _starts_nothing(request)
 
     auth_rate_limit = RateLimitConfig(
         rate_limit=("minute", limit),
         check_throttle_handler=auth_route,
-        # An IPv6 client's /64 network (see there); other sites' links have one of their own.
-        identifier_for_request=_sign_in_budget,
+        # An IPv6 client's /64 network (see there).
+        identifier_for_request=client_budget,
         # Never on the hot paths (a cheap pattern match, before any request object is built).
         exclude=[
             r"^/api/",

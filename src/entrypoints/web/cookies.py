@@ -102,7 +102,9 @@ class CookieJar:
         otherwise a page of another site, with one click (a window it opened, pointed here
         again and again), pushed out the value of the round trip its visitor had started
         here (a /link button's, waiting on Discord's consent screen), who then came back to
-        "started in a different browser". It can now push out only other sites' ones."""
+        "started in a different browser". Such navigations now start no round trip at all
+        (see ``other_sites``); this keeps apart whatever else another site's page might start
+        (a form, which CSRF refuses)."""
         if from_another_site(request):
             return self.other_sites_binding_name
         return self.binding_name

@@ -15,10 +15,11 @@ from domain.model import Account, AuthPurpose, RoleSync
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import to_discord
+from entrypoints.web.cookies import from_another_site, to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import field_of, status_for
+from entrypoints.web.other_sites import continue_to_sign_in
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -387,9 +388,16 @@ class Pages(Controller):
         jar: Jar,
         next: FromQuery[str] = "",
         switch: FromQuery[bool] = False,
-    ) -> Redirect:
+    ) -> Redirect | Template:
         """``switch=true``: show Discord's consent screen (with its account switcher) even to
-        someone who already granted access, to sign in as another Discord account."""
+        someone who already granted access, to sign in as another Discord account. Another
+        site's page gets a page to continue from, not the round trip (see ``other_sites``)."""
+        if from_another_site(request):
+            return continue_to_sign_in(
+                next or "/account",
+                switch=switch,
+                holds_session=jar.session_token(request) is not None,
+            )
         started = await start_discord_login.execute(
             next_path=next or "/account",
             browser_tokens=jar.flow_bindings(request),
