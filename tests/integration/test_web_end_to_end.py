@@ -264,9 +264,12 @@ async def test_state_replay_other_browser_and_expiry_are_refused(
     elsewhere = Browser(stack)
     stolen = await _callback_url(browser, user.id)
     refused = await elsewhere.go("GET", stolen)
-    await elsewhere.close()
     assert refused.status_code == 400
     assert "different browser" in refused.text
+    # Refused, not spent: the browser that started it finishes, once.
+    assert (await browser.go("GET", stolen)).url.path == "/account"
+    assert (await elsewhere.go("GET", stolen)).status_code == 410
+    await elsewhere.close()
 
     late = await _callback_url(browser, user.id)
     stack.clock.advance(timedelta(minutes=10))

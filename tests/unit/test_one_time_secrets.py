@@ -78,14 +78,26 @@ async def test_callback_in_another_browser_is_refused(h: Harness, db: MemoryData
     assert db.tables.sessions == {}
 
 
-async def test_a_callback_url_tried_in_another_browser_is_spent(h: Harness) -> None:
-    """A leaked callback URL is burnt by the first wrong try, even for its real owner."""
+async def test_a_callback_url_tried_in_another_browser_is_refused_not_spent(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """An attacker's review: a callback URL tried in another browser (leaked, or opened in
+    the wrong one) was refused and spent, so its owner's sign-in failed too. The binding
+    refuses every other browser all the same, every time: the browser that started it
+    finishes, once."""
     owner = Browser()
     state, code = await _started_login(h, owner)
-    with pytest.raises(errors.WrongBrowser):
-        await h.complete(Browser(), state=state, code=code)
-    with pytest.raises(errors.SecretConsumed):
+    for elsewhere in (Browser(), Browser(bindings=("B" * 43,)), Browser()):
+        with pytest.raises(errors.WrongBrowser):
+            await h.complete(elsewhere, state=state, code=code)
+    assert db.tables.sessions == {}
+    assert all(p.consumed_at is None for p in db.tables.pending_logins.values())
+
+    assert (await h.complete(owner, state=state, code=code)).session_token
+    with pytest.raises(errors.SecretConsumed):  # still single use
         await h.complete(owner, state=state, code=code)
+    with pytest.raises(errors.SecretConsumed):
+        await h.complete(Browser(), state=state, code=code)
 
 
 async def test_two_tabs_in_one_browser_share_the_binding(h: Harness) -> None:

@@ -434,7 +434,7 @@ class CompleteDiscordAuth:
         digest = digest_of(self._tokens, state)
         async with self._uow() as uow:
             try:
-                return await use_secret(
+                pending = await use_secret(
                     uow.pending_logins,
                     digest,
                     self._clock.now(),
@@ -446,9 +446,15 @@ class CompleteDiscordAuth:
                 # Expired, used, or another browser's: a Linked Roles one starts again there.
                 found = await uow.pending_logins.get(digest) if digest is not None else None
                 refusal.in_linked_roles = found is not None and found.purpose in _ROLE_PURPOSES
+                # Another browser's is refused, not spent (the unit of work rolls the consume
+                # back): the binding refuses every other browser all the same, and spending
+                # it let a callback URL tried elsewhere (leaked, or opened in the wrong
+                # browser) burn the sign-in of the browser that started it.
+                if not isinstance(refusal, errors.WrongBrowser):
+                    await uow.commit()
                 raise
-            finally:
-                await uow.commit()  # spent even when refused: a callback URL works once
+            await uow.commit()  # spent, whatever happens next: a callback URL works once
+        return pending
 
     async def _link(
         self, pending: PendingLogin, profile: DiscordProfile, session_token: str | None
