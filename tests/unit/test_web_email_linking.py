@@ -80,6 +80,42 @@ async def test_the_password_links_and_signs_in(h: Harness) -> None:
         assert "tfl_device" in client.cookies  # trusted, as after a password sign-in
 
 
+async def _password_sign_in(client: Client, login: str) -> None:
+    answer = await post_form(client, "/signin", "/signin", {"login": login, "password": PASSWORD})
+    assert answer.url.path == "/account", answer.text
+
+
+@pytest.mark.parametrize("ends", ["/signout", "/account/sessions/end-all", "/signin"])
+async def test_the_offer_waiting_in_this_browser_ends_with_its_session(
+    h: Harness, ends: str
+) -> None:
+    """An attacker's review: the offer waiting for a proof (its cookie, 30 minutes) outlived
+    signing out: at a shared computer, the next person saw it (the Discord and TaskFlow
+    usernames) and could have a link emailed. It now ends wherever a session ends in this
+    browser: signing out (here, or everywhere), and signing in (the session it had ends)."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.sign_up("carol", "carol@example.com")
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _password_sign_in(client, "carol")
+        page = await _discord_sign_in(client, h, 9002)
+        assert page.url.path == "/auth/discord/confirm-link"
+        assert "@bob_d" in page.text
+        if ends == "/signin":
+            await _password_sign_in(client, "carol")
+        else:
+            await post_form(client, "/account", ends, {})
+        assert "tfl_link_proposal" not in client.cookies
+        offer = await client.get("/auth/discord/confirm-link")
+        assert offer.status_code != 200
+        assert "bob" not in offer.text
+        form = await client.get("/signin")  # a page with a CSRF token (the refusal has none)
+        emailed = await client.post(
+            "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(form.text)}
+        )
+        assert emailed.status_code != 200  # nothing to email a link for
+
+
 async def test_the_emailed_link_links_in_the_browser_that_signed_in(
     h: Harness, db: MemoryDatabase
 ) -> None:

@@ -73,12 +73,20 @@ class CookieJar:
         return self._cookie(self.session_name, token, self._session_max_age)
 
     def new_session(self, token: str) -> list[Cookie]:
-        """Someone signed in: their session, and a new CSRF token from the next page on."""
-        return [self.session(token), self.expired_csrf()]
+        """Someone signed in (the session this browser had ends): their session, a new CSRF
+        token from the next page on, and no email-linking offer (see ``signed_out``)."""
+        return [self.session(token), self.expired_csrf(), self.expired_proposal()]
 
     def signed_out(self) -> list[Cookie]:
-        """Signed out here: the session ends, and so does the CSRF token."""
-        return [self._cookie(self.session_name, "", 0), self.expired_csrf()]
+        """Signed out here: the session ends, and so do the CSRF token and the email-linking
+        offer waiting in this browser (``proposal``), which lived on for up to 30 minutes: at
+        a shared computer, the next person saw it (a Discord and a TaskFlow username) and
+        could have a link emailed to the account."""
+        return [
+            self._cookie(self.session_name, "", 0),
+            self.expired_csrf(),
+            self.expired_proposal(),
+        ]
 
     def expired_csrf(self) -> Cookie:
         """The CSRF cookie (the double-submit token of Litestar's middleware), expired: the

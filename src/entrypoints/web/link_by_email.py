@@ -28,7 +28,7 @@ async def _signed_in(
     request: Request[Any, Any, Any], sign_out: uc.SignOut, jar: CookieJar, done: LinkConfirmed
 ) -> Redirect:
     await jar.end_session(request, sign_out)  # rotate: whatever session was here ends
-    cookies = [*jar.new_session(done.session_token), jar.expired_proposal()]
+    cookies = jar.new_session(done.session_token)  # the offer ends with it
     if done.device_token is not None:
         cookies.append(jar.device(done.device_token))
     return Redirect(told_linked(done.destination), status_code=303, cookies=cookies)
