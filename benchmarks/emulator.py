@@ -94,7 +94,6 @@ def main() -> None:
         response_deadline=args.response_deadline,
     )
     state.interactions_url = f"{args.app_url}/interactions"
-    state.reseed_ids()
     uvicorn.run(
         create_emulator_app(state),
         host=args.host,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import Mock
 
@@ -978,3 +979,17 @@ async def test_there_is_no_original_message_before_an_answer_or_after_a_modal(
     interaction.sent_at -= INTERACTION_TOKEN_LIFETIME + 1
     for method in ("GET", "DELETE"):
         assert (await client.request(method, original)).json()["code"] == 50027
+
+
+def test_ids_carry_the_time_they_were_made_as_discords_do() -> None:
+    """A snowflake's upper bits are the milliseconds since 2015-01-01 when Discord made it:
+    the service reads an interaction's age from its id (hikari's ``created_at`` does the
+    same). The emulator's ids were a counter from 2023's range, every one "years old"."""
+    state = EmulatorState(APP_ID, "secret", set())
+    before = datetime.now(UTC)
+    ids = [hikari.Snowflake(state.snowflake()) for _ in range(50)]
+    after = datetime.now(UTC)
+
+    assert ids == sorted(set(ids))  # each new, each after the one before
+    # created_at counts whole milliseconds
+    assert before - timedelta(milliseconds=1) < ids[0].created_at <= ids[-1].created_at <= after

@@ -19,6 +19,10 @@ INTERACTION_TOKEN_LIFETIME = 15 * 60.0
 # Discord's OAuth2 access tokens live 7 days (expires_in 604800); refresh tokens until used
 # (each refresh gives a new one) or until the user removes the app.
 ACCESS_TOKEN_LIFETIME = 604800
+# A snowflake's upper bits are the milliseconds since Discord's epoch (2015-01-01) when it was
+# made: an interaction's id says when Discord created it.
+DISCORD_EPOCH_MS = 1_420_070_400_000
+SNOWFLAKE_TIME_SHIFT = 22
 TEST_GUILD_ID = "1300000000000000001"
 TEST_CHANNEL_ID = "1300000000000000002"
 BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
@@ -234,7 +238,7 @@ class EmulatorState:
     service_links: dict[str, str] = field(default_factory=dict)
     # Servers with roles and members (the test server to begin with; test users join it).
     guilds: dict[str, Guild] = field(default_factory=dict)
-    _next_id: int = 1_100_000_000_000_000_000
+    _next_id: int = 0
 
     def __post_init__(self) -> None:
         if not self.bot_token:
@@ -265,12 +269,13 @@ class EmulatorState:
         """The hex Ed25519 key the service verifies interactions with."""
         return self.signing_key.verify_key.encode().hex()
 
-    def reseed_ids(self) -> None:
-        """Start new ids at a random point, far from any earlier session's."""
-        self._next_id = 1_100_000_000_000_000_000 + secrets.randbelow(10**17)
-
     def snowflake(self) -> str:
-        self._next_id += secrets.randbelow(1000) + 1
+        """A new id, made as Discord makes them: the time now in its upper bits (so an
+        interaction's id tells the service when Discord created it), ever increasing, and
+        apart from an earlier session's (whose ids a database may still hold)."""
+        now = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << SNOWFLAKE_TIME_SHIFT
+        now += secrets.randbelow(1 << 20)  # the worker, process and increment bits
+        self._next_id = max(self._next_id + secrets.randbelow(1000) + 1, now)
         return str(self._next_id)
 
     def sign(self, body: bytes, timestamp: str, key: SigningKey | None = None) -> str:
