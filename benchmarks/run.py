@@ -268,6 +268,7 @@ async def start_stack(
         if options.generous_deadlines:  # a slow CI machine must not make /link "late"
             env["TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"] = "20"
             env["TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS"] = "25"
+            env["TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS"] = "60"
         app = start_server(
             f"app-{name}",
             taskflow_link("serve", f"--port={app_port}"),

@@ -9,9 +9,11 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 
 from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import Container
@@ -111,3 +113,21 @@ async def running_gateway_bot(container: Container, emulator: EmulatorState) -> 
         yield
     finally:
         await runner.bot.close()
+
+
+class ShiftedClock:
+    """This host's clock, ``ahead`` of the time: what the bot sees of an interaction that
+    reaches it that much after Discord created it (the time in its id)."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+def late_interactions(via: str) -> float:
+    """Interactions this process refused as late so far (the metric; compare with its own
+    value before)."""
+    found = REGISTRY.get_sample_value("taskflow_link_discord_interactions_late_total", {"via": via})
+    return found or 0.0

@@ -48,7 +48,13 @@ class _GivenSettings(Settings):
 
 
 def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"secret_key": TEST_SECRET_KEY, "storage": "memory"}
+    values: dict[str, object] = {
+        "secret_key": TEST_SECRET_KEY,
+        "storage": "memory",
+        # As generous as the emulators' deadlines (60 s): on a busy machine only a test of
+        # late interactions (which sets its own) may find one late.
+        "discord_late_interaction_seconds": 60.0,
+    }
     values.update(overrides)
     return _GivenSettings(**values)  # type: ignore[arg-type]
 

@@ -84,6 +84,12 @@ class PrometheusMetrics:
             "type",
             "outcome",
         )
+        self._late_interactions = counter(
+            "discord_interactions_late",
+            "Interactions not run because they came after Discord stopped waiting for their "
+            "answer, by how they came (gateway, http).",
+            "via",
+        )
         self._discord_errors = counter(
             "discord_api_errors",
             "Failed calls to Discord's API, by endpoint and kind (rate_limited, 4xx, 5xx, "
@@ -128,6 +134,9 @@ class PrometheusMetrics:
 
     def webhook_failed(self, event_type: str, outcome: str) -> None:
         self._webhooks_failed.labels(event_type, outcome).inc()
+
+    def interaction_late(self, via: str) -> None:
+        self._late_interactions.labels(via).inc()
 
     def discord_call(self, endpoint: str, seconds: float, failure: str | None) -> None:
         """One call to Discord's API: how long it took and, if it failed, how."""

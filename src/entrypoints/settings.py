@@ -244,6 +244,16 @@ class Settings(BaseSettings):
         description="HTTP interactions whose signed timestamp is further than this from now "
         "are refused (replay protection).",
     )
+    discord_late_interaction_seconds: float = Field(
+        default=5.0,
+        ge=DISCORD_ANSWER_LIMIT_SECONDS,
+        le=900,
+        description="An interaction (over the gateway or HTTP) that reaches the service more "
+        "than this long after Discord created it (the time in its id) is not run: Discord "
+        "takes its first answer for 3 s only, so a late one's effects (an /unlink) would come "
+        "unannounced. Discord's 3 s plus 2 for the difference between this host's clock and "
+        "Discord's: keep the clock synchronised (NTP).",
+    )
     discord_reply_deadline_seconds: float = Field(
         default=2.0,
         gt=0,

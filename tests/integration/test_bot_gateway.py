@@ -12,10 +12,12 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import hikari
+import httpx
 import pytest
 from dependency_injector import providers
 
@@ -25,7 +27,13 @@ from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
-from tests.bot_support import run_command, running_gateway_bot, wait_until
+from tests.bot_support import (
+    ShiftedClock,
+    late_interactions,
+    run_command,
+    running_gateway_bot,
+    wait_until,
+)
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve
 
@@ -135,6 +143,66 @@ async def test_a_slow_command_answers_thinking_over_the_gateway_too(
     assert interaction.errors == []
 
 
+@pytest.mark.parametrize("command", ["unlink", "link"])
+async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_run(
+    emulator: tuple[EmulatorState, str], caplog: pytest.LogCaptureFixture, command: str
+) -> None:
+    """Past Discord's 3 s nothing answers an interaction (the token is invalidated), yet one
+    that came later (a resumed session replaying what it missed, a stalled process) ran: an
+    /unlink unlinked while the person was shown "The application did not respond", a /link
+    ended the button shown without showing a new one. Not run now, logged once with its age."""
+    state, url = emulator
+    container = build_container(
+        make_settings(
+            discord_bot_token=state.bot_token,
+            discord_api_url=f"{url}/api/v10",
+            public_url="http://taskflow.example",
+            development=True,
+            discord_reply_deadline_seconds=20.0,
+            discord_answer_deadline_seconds=25.0,
+            discord_late_interaction_seconds=5.0,
+        )
+    )
+    h = Harness.build(container)
+    clock = ShiftedClock()
+    container.interaction_clock.override(providers.Object(clock))
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    user = state.add_user("lena")
+    account = (await h.sign_up("lena_tf", "lena@example.com")).account
+    async with running_gateway_bot(container, state):
+        shown = await run_command(url, user.id, "link", via="gateway")  # in time: runs
+        ticket = urlsplit(shown.button["url"]).path.rsplit("/", 1)[1]
+        if command == "unlink":
+            await h.confirm_ticket(ticket, account.id)
+        counted = late_interactions("gateway")
+
+        clock.ahead = timedelta(minutes=2)  # what reaches the bot now is 2 minutes old
+        state.response_deadline = 1.0  # no answer will come: wait less for it
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sent = await client.post(
+                "/_emulator/interactions",
+                json={"user_id": user.id, "command": command, "via": "gateway"},
+            )
+        result = sent.json()
+        assert result["reply"] is None  # not run: no answer (Discord would take none now)...
+        await wait_until(lambda: late_interactions("gateway") > counted)
+        said = [r for r in caplog.records if f"interaction {result['interaction_id']}" in r.message]
+
+    linked = await h.container.who_am_i().execute(DiscordId(int(user.id)))
+    if command == "unlink":  # ...but nothing was unlinked
+        assert linked is not None
+        assert linked.account.id == account.id
+    else:  # ...and the button shown still links
+        assert linked is None
+        await h.confirm_ticket(ticket, account.id)
+    [refused] = said
+    assert refused.levelno == logging.WARNING
+    assert f"(/{command}) not run: it came 12" in refused.message  # 120.x s
+    assert "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS (5)" in refused.message
+    assert state.interactions[result["interaction_id"]].token not in caplog.text
+    assert late_interactions("gateway") == counted + 1
+
+
 async def test_the_bot_says_at_start_that_a_later_release_migrated_its_database(
     emulator: tuple[EmulatorState, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -198,6 +266,7 @@ async def test_the_bot_command_runs_and_stops_on_ctrl_c(
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
         "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS": "20",
         "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS": "25",
+        "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS": "60",
     }
     process = subprocess.Popen(  # noqa: ASYNC220 - the test waits for it with to_thread
         [sys.executable, "-c", "from entrypoints.cli import main; main()", "bot"],

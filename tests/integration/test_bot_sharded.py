@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.settings import Settings
 from entrypoints.web import create_app
-from tests.bot_support import run_command, wait_until
+from tests.bot_support import ShiftedClock, late_interactions, run_command, wait_until
 from tests.harness import TEST_SECRET_KEY, make_settings
 from tests.integration.stack import count
 from tests.servers import serve
@@ -75,9 +76,15 @@ class BotCopy:
 
 
 @contextlib.asynccontextmanager
-async def running_copy(state: EmulatorState, url: str, **shards: Any) -> AsyncIterator[BotCopy]:
-    """A separate ``GatewayBot`` (own container, own lightbulb client) on this event loop."""
-    runner = build_gateway_bot(build_container(_settings(state, url, **shards)))
+async def running_copy(
+    state: EmulatorState, url: str, clock: ShiftedClock | None = None, /, **shards: Any
+) -> AsyncIterator[BotCopy]:
+    """A separate ``GatewayBot`` (own container, own lightbulb client) on this event loop;
+    ``clock``: the one it measures an interaction's age by."""
+    container = build_container(_settings(state, url, **shards))
+    if clock is not None:
+        container.interaction_clock.override(providers.Object(clock))
+    runner = build_gateway_bot(container)
     bot_copy = BotCopy(runner)
 
     async def record(event: hikari.InteractionCreateEvent) -> None:
@@ -254,6 +261,56 @@ async def test_copies_sharing_redis_run_each_interaction_once(
         await web.sql_db().dispose()
 
 
+async def test_copies_sharing_redis_refuse_a_late_interaction_once(
+    emulator: tuple[EmulatorState, str],
+    redis_url: str,
+    sqlite_db: SqlDatabase,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An interaction that came after Discord stopped waiting for its answer is not run (see
+    test_bot_gateway), and of two copies that both received it, the one that claimed it
+    says so: one warning for the interaction, not one per copy."""
+    state, url = emulator
+    state.gateway_shards = 1
+    state.response_deadline = 1.0  # no answer will come: wait less for it
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    user = state.add_user("rae")
+    clock = ShiftedClock()
+    clock.ahead = timedelta(minutes=2)  # what reaches the copies is 2 minutes old
+    shared = {
+        "storage": "sql",
+        "database_url": sqlite_url,
+        "redis_url": redis_url,
+        "discord_late_interaction_seconds": 5.0,
+    }
+    counted = late_interactions("gateway")
+    async with (
+        running_copy(state, url, clock, **shared),
+        running_copy(state, url, clock, **shared),
+    ):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sent = await client.post(
+                "/_emulator/interactions",
+                json={"user_id": user.id, "command": "link", "via": "gateway"},
+            )
+        result = sent.json()
+        await wait_until(
+            lambda: (
+                "another copy of the bot claimed it" in caplog.text
+                and late_interactions("gateway") > counted
+            )
+        )
+    assert result["shards"] == [[0, 1], [0, 1]]  # both copies received it
+    assert result["reply"] is None
+    said = [
+        r.message for r in caplog.records if f"interaction {result['interaction_id']}" in r.message
+    ]
+    assert len([m for m in said if "not run: it came 12" in m]) == 1
+    assert late_interactions("gateway") == counted + 1  # once (both copies count here)
+    assert await count(sqlite_db, link_tickets) == 0  # no ticket issued
+
+
 async def test_a_copy_that_does_not_know_a_command_leaves_it_to_one_that_does(
     emulator: tuple[EmulatorState, str],
     redis_url: str,
@@ -368,6 +425,7 @@ async def test_the_bot_command_runs_the_shards_it_is_given(
         "TASKFLOW_LINK_DISCORD_API_URL": f"{url}/api/v10",
         "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS": "20",
         "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS": "25",
+        "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS": "60",
     }
     process = subprocess.Popen(  # noqa: ASYNC220 - the test waits for it with to_thread
         [

@@ -257,6 +257,20 @@ def test_the_deferred_deadline_is_within_what_discord_takes(
     assert "TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS" in str(failed.value)
 
 
+def test_late_interactions_are_those_past_discords_3_seconds_and_2_for_the_clocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    assert load_settings(_env_file=None).discord_late_interaction_seconds == 5.0
+    # Below Discord's 3 s it would refuse what Discord still waits for; past its 15 minutes
+    # (the token's life, and a gateway claim's) it would let replays through.
+    for refused in ("2.9", "901"):
+        monkeypatch.setenv("TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS", refused)
+        with pytest.raises(SettingsError) as failed:
+            load_settings(_env_file=None)
+        assert "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS" in str(failed.value)
+
+
 def test_a_deferred_deadline_below_the_reply_deadline_counts_as_the_reply_deadline() -> None:
     assert Deadline(20.0, defer_after=1.0, deferred=15.0).deferred == 20.0
     assert Deadline(2.0, defer_after=1.0, deferred=15.0).deferred == 15.0

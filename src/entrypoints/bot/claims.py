@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import hikari
 from lightbulb.client import GatewayEnabledClient
 
+from entrypoints.bot.late import LateInteractions
 from entrypoints.bot.stale import AnswersStaleServerCommands
 
 log = logging.getLogger("taskflow_link.bot")
 
-# An interaction's token lives 15 minutes: nothing is answered later, and a copy of it that
-# comes later (a gateway session resumed after an outage replays what it missed) is not run.
+# An interaction's token lives 15 minutes: nothing is answered later. A copy of it that comes
+# later still (a gateway session resumed after an outage replays what it missed) is refused as
+# late, since TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS is 900 at most.
 CLAIM_SECONDS = 15 * 60
 
 
@@ -34,22 +36,25 @@ class Claims(Protocol):
 
 
 class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
-    """lightbulb's gateway client, running only the interactions this copy claimed. As it
-    stops it lets the commands under way finish, then claims nothing more."""
+    """lightbulb's gateway client, running only the interactions this copy claimed, and of
+    those only the ones that came in time (see ``late``). As it stops it lets the commands under
+    way finish, then claims nothing more."""
 
-    __slots__ = ("_claims", "_drain_seconds", "_running", "_stopping")
+    __slots__ = ("_claims", "_drain_seconds", "_late", "_running", "_stopping")
 
     def __init__(
         self,
         app: hikari.GatewayBot,
         *args: Any,
         claims: Claims,
+        late: LateInteractions,
         drain_seconds: float = 10.0,
         **kwargs: Any,
     ) -> None:
         """``drain_seconds``: how long ``stop`` waits for the commands under way."""
         super().__init__(app, *args, **kwargs)
         self._claims = claims
+        self._late = late
         self._drain_seconds = drain_seconds
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -65,11 +70,14 @@ class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
             # other copy would run it.
             log.info("interaction %s: not taken, this copy of the bot is stopping", interaction.id)
             return
-        if self._runs(interaction) and not await self._claims.first_time(
-            f"gateway:{interaction.id}", CLAIM_SECONDS
-        ):
-            log.info("interaction %s: another copy of the bot claimed it", interaction.id)
-            return
+        if self._runs(interaction):
+            if not await self._claims.first_time(f"gateway:{interaction.id}", CLAIM_SECONDS):
+                log.info("interaction %s: another copy of the bot claimed it", interaction.id)
+                return
+            # Checked once claimed: the copy that claimed it says so, once for all the copies.
+            if late := self._late.refusal(interaction.id, interaction.command_name):
+                log.warning("%s", late)
+                return
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
@@ -92,7 +100,9 @@ class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
         self._stopping = True
         await super().stop(*args)
 
-    def _runs(self, interaction: hikari.PartialInteraction) -> bool:
+    def _runs(
+        self, interaction: hikari.PartialInteraction
+    ) -> TypeGuard[hikari.CommandInteraction | hikari.AutocompleteInteraction]:
         """Whether this copy has a command for ``interaction``, and so claims it. A copy of an
         older release overlapping a newer one in a rolling upgrade has none for a command the
         newer one added: it claimed it all the same, lightbulb ignored it, and the newer

@@ -21,6 +21,7 @@ from entrypoints.bot.bridge import register_services
 from entrypoints.bot.claims import ClaimingGatewayClient
 from entrypoints.bot.commands import command_loader
 from entrypoints.bot.inband import InBandRestClient, client_arguments
+from entrypoints.bot.late import LateInteractions
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
@@ -111,6 +112,12 @@ async def prepare_client(
             *client_arguments(settings.command_guild_ids, sync_commands),
             features=(),
             claims=container.shared_state().replay_guard,
+            late=LateInteractions(
+                settings.discord_late_interaction_seconds,
+                container.interaction_clock(),
+                container.metrics(),
+                via="gateway",
+            ),
             drain_seconds=settings.shutdown_timeout_seconds,
         )
     register_services(client, container)
