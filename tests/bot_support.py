@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import hikari
 import httpx
 from prometheus_client import REGISTRY
 
@@ -131,3 +132,9 @@ def late_interactions(via: str) -> float:
     value before)."""
     found = REGISTRY.get_sample_value("taskflow_link_discord_interactions_late_total", {"via": via})
     return found or 0.0
+
+
+def snowflake_at(unix_time: float) -> str:
+    """An id Discord would have made at ``unix_time`` (milliseconds since 2015-01-01 in its
+    upper bits)."""
+    return str(hikari.Snowflake.from_datetime(datetime.fromtimestamp(unix_time, UTC)) + 1)

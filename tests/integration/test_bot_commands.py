@@ -45,7 +45,15 @@ from entrypoints.emulator.state import (
 )
 from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
-from tests.bot_support import LINK_BUTTON, BotReply, run_command, signed_request, wait_until
+from tests.bot_support import (
+    LINK_BUTTON,
+    BotReply,
+    late_interactions,
+    run_command,
+    signed_request,
+    snowflake_at,
+    wait_until,
+)
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import bound_socket, free_port, port_of, serve, serve_here
 
@@ -809,6 +817,67 @@ async def test_a_replayed_request_is_refused(bot: Bot) -> None:
     assert first.status_code == 200
     assert again.status_code == 401
     assert "already received" in again.json()["detail"]
+
+
+@pytest.mark.parametrize("command", ["unlink", "link"])
+async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_run(
+    command: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discord never sends an interaction late, but a proxy that held the request (a queue
+    in front of busy workers) delivers it after Discord gave up, its signature good and its
+    timestamp within the max age: run, a late /unlink unlinked unannounced, a late /link ended
+    the button shown, as over the gateway. Refused as late, once; a copy as a replay."""
+    async with bot_stack(discord_late_interaction_seconds=5.0) as bot:
+        user = bot.user("lena")
+        account = (await bot.h.sign_up("lena_tf", "lena@example.com")).account
+        shown = await bot.run(user, "link")  # in time: runs
+        ticket = urlsplit(shown.button["url"]).path.rsplit("/", 1)[1]
+        if command == "unlink":
+            await bot.h.confirm_ticket(ticket, account.id)
+        counted = late_interactions("http")
+        sent = time.time() - 120  # Discord sent it 2 minutes ago
+        interaction = Interaction(
+            id=snowflake_at(sent),
+            token=secrets.token_urlsafe(48),
+            user_id=user.id,
+            command=command,
+            guild_id=TEST_GUILD_ID,
+            sent_at=time.monotonic(),
+        )
+        found = bot.emulator.find_command(command, TEST_GUILD_ID)
+        assert found is not None
+        payload = interaction_payload(bot.emulator, interaction, found)
+        body, headers = signed_request(bot.emulator, payload, timestamp=int(sent))
+        async with httpx.AsyncClient(base_url=bot.app_url, timeout=30) as client:
+            answer = await client.post("/interactions", content=body, headers=headers)
+            again = await client.post("/interactions", content=body, headers=headers)
+
+        assert answer.status_code == 401
+        assert f"(/{command}) not run: it came 12" in answer.json()["detail"]  # 120.x s
+        assert again.status_code == 401
+        assert "already received" in again.json()["detail"]
+        linked = await bot.h.container.who_am_i().execute(DiscordId(int(user.id)))
+        if command == "unlink":  # nothing was unlinked
+            assert linked is not None
+            assert linked.account.id == account.id
+        else:  # the button shown still links
+            assert linked is None
+            await bot.h.confirm_ticket(ticket, account.id)
+    said = [r for r in caplog.records if f"interaction {interaction.id}" in r.getMessage()]
+    assert len(said) == 1
+    assert "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS (5)" in said[0].getMessage()
+    assert interaction.token not in caplog.text
+    assert late_interactions("http") == counted + 1
+
+
+async def test_a_late_ping_still_gets_pong(bot: Bot) -> None:
+    """Only what would run a command is refused as late: a PING changes nothing."""
+    sent = time.time() - 120
+    ping = {"type": 1, "id": snowflake_at(sent), "application_id": APP_ID, "token": "t" * 40}
+    body, headers = signed_request(bot.emulator, ping, timestamp=int(sent))
+    async with httpx.AsyncClient(timeout=30, base_url=bot.app_url) as client:
+        answer = await client.post("/interactions", content=body, headers=headers)
+    assert (answer.status_code, answer.json()) == (200, {"type": 1})
 
 
 async def test_a_valid_signature_is_accepted(bot: Bot) -> None:

@@ -174,9 +174,32 @@ def _interaction_id(body: bytes) -> str | None:
         found = json.loads(body).get("id")
     except (ValueError, AttributeError, RecursionError):  # nested too deep: hikari refuses it
         return None
-    if isinstance(found, str) and found.isascii() and found.isdecimal() and len(found) <= 20:
-        return found
+    return _snowflake(found)
+
+
+def _snowflake(value: object) -> str | None:
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) <= 20:
+        return value
     return None
+
+
+PING = 1
+
+
+def _late_refusal(body: bytes, late: LateInteractions) -> str | None:
+    """Why a signed interaction that came too late is not run (see ``late``); ``None`` for
+    one in time, a PING (nothing to run), or a body hikari refuses anyway."""
+    try:
+        found = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(found, dict) or not isinstance(found.get("type"), int):
+        return None
+    interaction_id = _snowflake(found.get("id"))
+    if found["type"] == PING or interaction_id is None:
+        return None
+    data = found.get("data")
+    return late.refusal(int(interaction_id), data.get("name") if isinstance(data, dict) else None)
 
 
 def _replay_key(body: bytes, signature: str) -> str:
@@ -190,7 +213,8 @@ class HttpInteractions:
     """Discord's HTTP interactions, answered by hikari's ``RESTBot`` inside our web app.
 
     Discord signs each request (Ed25519 over timestamp + body). Requests that are unsigned,
-    badly signed or replayed long after their timestamp are refused before hikari sees them.
+    badly signed, replayed, or that came after Discord stopped waiting for their answer are
+    refused before hikari sees them.
     """
 
     def __init__(self, container: Container) -> None:
@@ -206,6 +230,13 @@ class HttpInteractions:
         # Interactions seen within twice the accepted age: a captured request cannot be
         # replayed while its timestamp is still fresh, to this instance or (with Redis) to any.
         self._replays = container.shared_state().replay_guard
+        # Signed and fresh by its timestamp, yet later than Discord waits for an answer.
+        self._late = LateInteractions(
+            settings.discord_late_interaction_seconds,
+            container.interaction_clock(),
+            container.metrics(),
+            via="http",
+        )
         self._bot: hikari.RESTBot | None = None
         self._client: lightbulb.Client | None = None
 
@@ -237,7 +268,8 @@ class HttpInteractions:
         self, body: bytes, signature: str | None, timestamp: str | None, *, now: float | None = None
     ) -> Verified | str:
         """The request, checked (``Verified``), or why it is refused (401): unsigned, badly
-        signed, stale, or already received (by this instance, or by any with Redis)."""
+        signed, stale, already received (by this instance, or by any with Redis), or an
+        interaction that came after Discord stopped waiting for its answer (see ``late``)."""
         if not signature or not timestamp:
             return "Missing X-Signature-Ed25519 or X-Signature-Timestamp header."
         if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
@@ -255,6 +287,10 @@ class HttpInteractions:
             return "The request's timestamp is too old (or in the future); refusing a replay."
         if not await self._replays.first_time(_replay_key(body, signature), 2 * self._max_age):
             return "This request was already received; refusing a replay."
+        # After the replay guard: a late interaction is refused as late once, its copies as
+        # replays.
+        if (late := _late_refusal(body, self._late)) is not None:
+            return late
         return Verified(body, signature_bytes, timestamp.encode())
 
     async def dispatch(

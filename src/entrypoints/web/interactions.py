@@ -51,8 +51,9 @@ def _refusal(why: str) -> ResponseSpec:
             generate_examples=False,
         ),
         401: _refusal(
-            "A missing or invalid signature, a stale timestamp, or a replay of a request "
-            "already received"
+            "A missing or invalid signature, a stale timestamp, a replay of a request "
+            "already received, or an interaction that came after Discord stopped waiting for "
+            "its answer (not run)"
         ),
         404: _refusal("HTTP interactions are not enabled on this server"),
         413: _refusal("The body is larger than 1 MB"),
