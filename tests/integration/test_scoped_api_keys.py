@@ -252,7 +252,9 @@ async def test_api_key_commands_show_scopes_expiry_and_last_use(
     assert "'dashboard': links:read; never expires." in plain.stdout
     unknown = _command(url, tmp_path, "api-key", "create", "x", "--scope", "links:delete")
     assert unknown.returncode == 2
-    assert "Invalid value for '--scope': 'links:delete' is not one of" in unknown.stderr
+    assert "Invalid value for '--scope': 'links:delete' is not a scope: give links:read" in (
+        unknown.stderr
+    )
 
     # The key is used once, the way the API's guard uses it (real clock, as the command's).
     container = build_container(make_settings(storage="sql", database_url=url))
