@@ -97,6 +97,16 @@ _DONE = {
 }
 
 
+def _whole_role(result: RoleCallResult) -> bool:
+    """Whether Discord's refusal holds for every member of the role: one of
+    ``WHOLE_ROLE_REFUSALS``, or any other 403 in Discord's JSON (a 403 is about the bot's
+    access to the server or the role, never about one member; a code this service does not
+    name, Discord's since, is no reason to ask again for each member)."""
+    return result.outcome in WHOLE_ROLE_REFUSALS or (
+        result.outcome is RoleCallOutcome.REJECTED and result.status == 403
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RoleChangeReport:
     """One pass over the queue; each change as written back (``action``: what was sent,
@@ -360,7 +370,7 @@ class ApplyRoleChanges:
             now = self._clock.now()
             if result.outcome is RoleCallOutcome.DONE:
                 self._pauses.went_through(held.role)
-            elif result.outcome in WHOLE_ROLE_REFUSALS:
+            elif _whole_role(result):
                 self._pauses.refused(held.role, result, now)
             elif result.outcome is RoleCallOutcome.REJECTED and result.status == 401:
                 self._pauses.refused(_EVERY_ROLE, result, now)
