@@ -84,6 +84,22 @@ def is_global(response: Answer) -> bool:
     )
 
 
+def used_up_for(response: Answer) -> float | None:
+    """Seconds until the route's limit resets when ``response`` says it has no call left
+    (``X-RateLimit-Remaining: 0`` and ``X-RateLimit-Reset-After``, which Discord sends with
+    its answers: "not making requests on exhausted buckets until after they have reset"
+    avoids the 429s that count towards its limit of invalid requests); ``None`` otherwise."""
+    headers = response.headers
+    try:
+        remaining = int(headers.get("x-ratelimit-remaining", ""))
+        seconds = float(headers.get("x-ratelimit-reset-after", ""))
+    except ValueError:
+        return None
+    if remaining > 0 or not seconds >= 0:  # NaN says nothing
+        return None
+    return seconds
+
+
 def retry_after(response: Answer) -> float | None:
     """Seconds to wait: the JSON body's ``retry_after`` (a float), else the ``Retry-After``
     header; ``None`` when neither says (Cloudflare's HTML 429)."""

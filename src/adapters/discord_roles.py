@@ -10,9 +10,10 @@ https://discord.com/developers/docs/resources/guild#add-guild-member-role: ``PUT
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from urllib.parse import quote
 
-from adapters.discord_limits import error_code, limit_of
+from adapters.discord_limits import error_code, limit_of, used_up_for
 from adapters.discord_oauth import Answer, DiscordHttp, HttpFailure
 from domain.model import DiscordId, LinkedRole
 from domain.ports import RoleCallOutcome, RoleCallResult
@@ -58,7 +59,10 @@ class HttpDiscordGuildRoles:
         except HttpFailure as exc:
             log.warning("Discord %s failed: %s", endpoint, type(exc).__name__)
             return RoleCallResult(RoleCallOutcome.UNAVAILABLE)
-        return self._result(endpoint, response)
+        result = self._result(endpoint, response)
+        if result.outcome is RoleCallOutcome.RATE_LIMITED:
+            return result  # its retry_after says how long
+        return replace(result, reset_after=used_up_for(response))
 
     def _result(self, endpoint: str, response: Answer) -> RoleCallResult:
         status = response.status_code

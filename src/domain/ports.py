@@ -714,6 +714,9 @@ class RoleCallResult:
     retry_after: float | None = None  # seconds, with RATE_LIMITED (None: Discord did not say)
     status: int | None = None  # the HTTP status, when there was an answer
     global_limit: bool = False  # with RATE_LIMITED: Discord's global limit (every route waits)
+    # With any other answer: the route's limit has no call left for this server (Discord's
+    # X-RateLimit-Remaining: 0) until this many seconds from now (X-RateLimit-Reset-After).
+    reset_after: float | None = None
 
 
 class DiscordGuildRoles(Protocol):

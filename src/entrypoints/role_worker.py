@@ -10,8 +10,8 @@ from collections import Counter
 from datetime import datetime
 
 from domain import errors
-from domain.model import RoleChange, RoleChangeCount, RoleChangeStatus
-from domain.ports import QueueListener
+from domain.model import DiscordId, RoleChange, RoleChangeCount, RoleChangeStatus
+from domain.ports import QueueListener, RoleCallOutcome
 from domain.use_cases import RoleChangeReport
 from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
@@ -19,6 +19,7 @@ from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
 # In apply_until_done's totals: refusals taken from a whole-role hold, without a call.
 UNSENT = "refused_unsent"
+RATE_LIMITED = RoleCallOutcome.RATE_LIMITED.value
 
 log = logging.getLogger("taskflow_link.roles")
 
@@ -29,6 +30,13 @@ def _change(change: RoleChange) -> str:
         f"{change.action.value} role {change.role.role_id} in server {change.role.guild_id} "
         f"for Discord user {change.discord_id}"
     )
+
+
+def _by_server(changes: list[RoleChange]) -> dict[DiscordId, list[RoleChange]]:
+    servers: dict[DiscordId, list[RoleChange]] = {}
+    for change in changes:
+        servers.setdefault(change.role.guild_id, []).append(change)
+    return servers
 
 
 class RoleWorker(QueueWorker):
@@ -85,12 +93,24 @@ class RoleWorker(QueueWorker):
                 _change(change),
                 change.last_error,
             )
+        limited = [c for c in report.retrying if c.last_error == RATE_LIMITED]
         for change in report.retrying:
+            if change.last_error != RATE_LIMITED:
+                log.warning(
+                    "Discord role change not done (%s): %s; next try at %s",
+                    change.last_error,
+                    _change(change),
+                    change.next_attempt_at.isoformat(timespec="seconds"),
+                )
+        # One line per server, not one per change: a sync of thousands of members waits for
+        # Discord's limit once per window.
+        for server, waiting in sorted(_by_server(limited).items()):
             log.warning(
-                "Discord role change not done (%s): %s; next try at %s",
-                change.last_error,
-                _change(change),
-                change.next_attempt_at.isoformat(timespec="seconds"),
+                "%d Discord role change(s) in server %s wait for Discord's rate limit; "
+                "next try from %s",
+                len(waiting),
+                server,
+                min(c.next_attempt_at for c in waiting).isoformat(timespec="seconds"),
             )
         unsent = Counter((c.role, c.last_error) for c in report.refused_unsent)
         for (role, reason), count in sorted(unsent.items(), key=str):

@@ -88,6 +88,30 @@ async def test_a_reason_too_long_for_discord_is_cut_to_its_limit(discord: Discor
     assert discord.state.test_guild.role_requests[-1].reason == long[:512]
 
 
+async def test_an_answer_that_leaves_no_call_says_until_when(discord: Discord) -> None:
+    """Discord's X-RateLimit-Remaining: 0 with X-RateLimit-Reset-After, on a 204 or a
+    refusal alike: the caller is told, to make no call for that server until then."""
+    guild = discord.state.test_guild
+    guild.role_limit, guild.role_limit_window = 2, 30.0
+    roles = discord.roles()
+    first = await roles.add_role(discord.role, discord.member, reason=REASON)
+    last = await roles.remove_role(discord.role, discord.member, reason=REASON)
+    limited = await roles.add_role(discord.role, discord.member, reason=REASON)
+
+    assert first == RoleCallResult(RoleCallOutcome.DONE, status=204)  # one call left
+    assert last.outcome is RoleCallOutcome.DONE
+    assert last.reset_after is not None
+    assert 0 < last.reset_after <= 30
+    assert limited.outcome is RoleCallOutcome.RATE_LIMITED
+    assert limited.retry_after is not None
+    assert limited.reset_after is None  # its retry_after says it
+    outsider = DiscordId.parse(discord.state.add_user("outsider", member=False).id)
+    guild.role_limit, guild.role_window = 1, (0.0, 0)  # a new window, of one call
+    refused = await roles.add_role(discord.role, outsider, reason=REASON)
+    assert refused.outcome is RoleCallOutcome.NOT_A_MEMBER
+    assert refused.reset_after is not None
+
+
 async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
     roles, state = discord.roles(), discord.state
     outsider = DiscordId.parse(state.add_user("outsider", member=False).id)

@@ -407,6 +407,25 @@ async def test_roles_sync_adds_the_missing_roles(
     assert "TASKFLOW_LINK_DISCORD_LINKED_ROLES is empty" in empty.output
 
 
+async def test_roles_sync_makes_no_call_past_discords_rate_limit(
+    pg_db: SqlDatabase, postgres: PostgresServer, emulator: tuple[EmulatorState, str]
+) -> None:
+    """Discord's answers say when its limit for the server has no call left: `roles sync`
+    for many members waits for the reset instead of being answered 429 once a window."""
+    state, url = emulator
+    members = [state.add_user(f"many{n}") for n in range(12)]
+    await _linked_before_the_role_was_set(pg_db, members)
+    state.test_guild.role_limit, state.test_guild.role_limit_window = 4, 0.5
+    env = _roles_sync_environment(postgres, state, url)
+
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["roles", "sync"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "Added 12, removed 0." in result.output, result.output
+    assert all(has_role(state, m.id) for m in members)
+    assert [r.status for r in state.test_guild.role_requests] == [204] * 12
+
+
 async def test_roles_sync_counts_what_the_services_worker_applied(
     pg_db: SqlDatabase, postgres: PostgresServer, emulator: tuple[EmulatorState, str]
 ) -> None:

@@ -133,6 +133,49 @@ async def test_missing_manage_roles_or_a_role_above_the_bots_is_50013(server: Se
     assert server.roles_of(server.dora) == set()
 
 
+async def test_a_bot_removed_from_the_server_is_50001(server: Server) -> None:
+    """Discord answers a bot that is no longer in the server 403 Missing Access."""
+    changed = await server.client.patch(
+        f"/_emulator/guilds/{TEST_GUILD_ID}/bot", json={"member": False}
+    )
+    assert changed.json()["member"] is False
+    for method in ("PUT", "DELETE"):
+        answer = await server.client.request(method, server.path(), headers=server.bot)
+        assert answer.status_code == 403
+        assert answer.json() == {"message": "Missing Access", "code": 50001}
+    assert server.roles_of(server.dora) == set()
+
+
+async def test_every_answer_says_what_is_left_of_the_routes_limit(server: Server) -> None:
+    """Discord's rate limit headers on every answer (the server is the route's top-level
+    resource: another server's calls count apart), and a 429 past the limit."""
+    limit = await server.client.patch(
+        f"/_emulator/guilds/{TEST_GUILD_ID}/role-limit", json={"calls": 2, "window": 60}
+    )
+    assert limit.json() == {"calls": 2, "window": 60.0}
+    first = await server.client.put(server.path(), headers=server.bot)
+    outsider = server.state.add_user("outsider", member=False)
+    refused = await server.client.put(server.path(user=outsider.id), headers=server.bot)
+    limited = await server.client.delete(server.path(), headers=server.bot)
+
+    assert (first.status_code, refused.status_code, limited.status_code) == (204, 404, 429)
+    assert first.headers["x-ratelimit-limit"] == "2"
+    assert first.headers["x-ratelimit-remaining"] == "1"
+    assert refused.headers["x-ratelimit-remaining"] == "0"  # a refusal counts too
+    assert 0 < float(refused.headers["x-ratelimit-reset-after"]) <= 60
+    assert first.headers["x-ratelimit-bucket"] == refused.headers["x-ratelimit-bucket"]
+    assert limited.json()["global"] is False
+    assert 0 < limited.json()["retry_after"] <= 60
+    assert limited.headers["x-ratelimit-scope"] == "user"
+    assert server.roles_of(server.dora) == {server.role.id}  # the 429 changed nothing
+    assert [r.status for r in server.state.test_guild.role_requests] == [204, 404, 429]
+    for wrong in ({"calls": 0, "window": 1}, {"calls": 1, "window": 0}, {"calls": 1}):
+        refused_limit = await server.client.patch(
+            f"/_emulator/guilds/{TEST_GUILD_ID}/role-limit", json=wrong
+        )
+        assert refused_limit.status_code == 400, wrong
+
+
 async def test_faults_make_discord_fail(server: Server) -> None:
     await server.client.post("/_emulator/faults", json={"endpoint": "member_roles", "mode": "500"})
     assert (await server.client.put(server.path(), headers=server.bot)).status_code == 500

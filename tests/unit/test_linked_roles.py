@@ -43,7 +43,7 @@ from entrypoints.container import Container, build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.role_worker import RoleWorker, apply_until_done
 from entrypoints.settings import SettingsError, load_settings
-from tests.fakes.guild_roles import RoleCall
+from tests.fakes.guild_roles import Bucket, RoleCall
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
 
 ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))
@@ -714,6 +714,46 @@ async def test_a_rate_limit_holds_every_later_pass_for_that_server_until_it_ends
         pass
     assert all(r.guild_roles.has(ROLE, m.id) for m in members)
     assert len(r.guild_roles.calls) == 61  # each member's ROLE once more, no other 429
+
+
+async def test_a_server_whose_limit_is_used_up_gets_no_call_until_it_resets(r: Harness) -> None:
+    """Discord says in every answer how many calls its limit leaves (X-RateLimit-Remaining)
+    and when it resets: once none is left, no call is made for that server until then, so
+    thousands of changes cost no 429 (each counts towards its limit of invalid requests per
+    address); the other server's go on meanwhile."""
+    members = await _linked_many(r, 60)  # 120 changes: ROLE's and ELSEWHERE's
+    r.guild_roles.bucket = Bucket(calls=5, window=timedelta(seconds=10), clock=r.clock)
+    worker = RoleWorker(r.container)
+
+    for _ in range(200):
+        while await worker.pass_once():
+            pass
+        if all(r.guild_roles.has(role, m.id) for m in members for role in (ROLE, ELSEWHERE)):
+            break
+        r.clock.advance(timedelta(seconds=worker.idle_seconds()))
+
+    assert all(r.guild_roles.has(ROLE, m.id) for m in members)
+    assert all(r.guild_roles.has(ELSEWHERE, m.id) for m in members)
+    assert len(r.guild_roles.calls) == 120  # not one 429
+
+
+async def test_changes_waiting_for_a_rate_limit_are_logged_in_one_line_per_server(
+    r: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _linked_many(r, 10)  # 20 changes, one batch: ROLE's and ELSEWHERE's
+    r.guild_roles.bucket = Bucket(calls=2, window=timedelta(seconds=10), clock=r.clock)
+
+    with caplog.at_level("WARNING", logger="taskflow_link.roles"):
+        report = await RoleWorker(r.container).run_once()
+
+    assert report is not None
+    assert len(report.retrying) == 16
+    waiting = [m for m in caplog.messages if "rate limit" in m]
+    assert [m.split(" wait for")[0] for m in waiting] == [
+        f"8 Discord role change(s) in server {ROLE.guild_id}",
+        f"8 Discord role change(s) in server {ELSEWHERE.guild_id}",
+    ]
+    assert not [m for m in caplog.messages if "not done" in m]
 
 
 @pytest.mark.parametrize(

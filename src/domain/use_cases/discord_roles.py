@@ -205,6 +205,12 @@ class RolePauses:
         self._calls.limited(scope, result.retry_after, now)
         return self.until(server, now) or now
 
+    def used_up(self, server: DiscordId, reset_after: float, now: datetime) -> None:
+        """Discord's answer to a call for ``server`` said its limit has no call left until
+        ``reset_after`` seconds from now: none is made for that server before (it would be
+        answered 429, and each 429 counts towards Discord's limit of invalid requests)."""
+        self._calls.limited(_server(server), reset_after, now)
+
     def went_through(self, role: LinkedRole) -> None:
         """A call for ``role`` succeeded: the next Cloudflare 429 pauses for the first step
         again, and no refusal holds for the role (nor for every role) any more."""
@@ -242,7 +248,9 @@ class RolePauses:
 
 class ApplyRoleChanges:
     """Apply what is due in the role queue. Safe to run in several processes at once: each
-    pass claims a batch that no other worker gets, then makes one call to Discord per change.
+    pass claims a batch that no other worker gets, then makes one call to Discord per change,
+    none for a server whose rate limit Discord said was used up (by a 429, or by an answer
+    saying no call is left) until it resets.
     At least once: a worker that dies after a call leaves the change to be sent again, which
     Discord takes as a no-op.
 
@@ -368,6 +376,8 @@ class ApplyRoleChanges:
             after, bucket, audit = self._held_back(held, until), report.retrying, None
         else:
             now = self._clock.now()
+            if result.reset_after is not None:
+                self._pauses.used_up(held.role.guild_id, result.reset_after, now)
             if result.outcome is RoleCallOutcome.DONE:
                 self._pauses.went_through(held.role)
             elif _whole_role(result):

@@ -5,13 +5,21 @@ and a test API to set up and inspect a server.
 ``PUT`` / ``DELETE /api/v10/guilds/{guild}/members/{user}/roles/{role}``, with the bot token:
 204; 401 without it; 400 (50035, "is not snowflake") for an id that is not one, or for an
 ``X-Audit-Log-Reason`` over 512 characters (decoded); 404 with 10004
-Unknown Guild, 10007 Unknown Member or 10011 Unknown Role; 403 with 50013 Missing Permissions
-when the bot's role lacks Manage Roles or is not above the role. The
-``X-Audit-Log-Reason`` is recorded with each call.
+Unknown Guild, 10007 Unknown Member or 10011 Unknown Role; 403 with 50001 Missing Access when
+the bot is no longer in the server, with 50013 Missing Permissions when the bot's role lacks
+Manage Roles or is not above the role. The ``X-Audit-Log-Reason`` is recorded with each call.
+
+Every answer of the bot's carries the route's rate limit headers, the server being the route's
+top-level resource (https://discord.com/developers/docs/topics/rate-limits): ``X-RateLimit-
+Limit``, ``-Remaining``, ``-Reset`` (epoch seconds), ``-Reset-After`` (seconds) and
+``-Bucket``; a call past the limit is a 429 (``retry_after``, ``X-RateLimit-Scope: user``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -52,10 +60,10 @@ def not_snowflakes(ids: dict[str, str]) -> Response[Any] | None:
     )
 
 
-def _refusal(guild: Guild | None, user_id: str, role_id: str) -> tuple[str, int, int] | None:
+def _refusal(guild: Guild, user_id: str, role_id: str) -> tuple[str, int, int] | None:
     """Why Discord would refuse to change this member's role (message, code, HTTP status)."""
-    if guild is None:
-        return "Unknown Guild", 10004, 404
+    if not guild.bot_member:
+        return "Missing Access", 50001, 403
     if user_id not in guild.members:
         return "Unknown Member", 10007, 404
     role = guild.roles.get(role_id)
@@ -66,13 +74,40 @@ def _refusal(guild: Guild | None, user_id: str, role_id: str) -> tuple[str, int,
     return None
 
 
+# What Discord's X-RateLimit-Bucket names: the route, without its top-level resource.
+_ROLE_BUCKET = hashlib.sha256(b"/guilds/{guild}/members/{user}/roles/{role}").hexdigest()[:32]
+
+
+def _take_call(guild: Guild) -> dict[str, str]:
+    """Count a call in the server's window of the route's limit; its rate limit headers
+    (``X-RateLimit-Remaining`` is negative past the limit: the caller is answered 429)."""
+    now = time.monotonic()
+    ends, made = guild.role_window
+    if ends <= now:
+        ends, made = now + guild.role_limit_window, 0
+    guild.role_window = (ends, made + 1)
+    reset_after = max(ends - now, 0.0)
+    return {
+        "X-RateLimit-Limit": str(guild.role_limit),
+        "X-RateLimit-Remaining": str(guild.role_limit - made - 1),
+        "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+        "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+        "X-RateLimit-Bucket": _ROLE_BUCKET,
+    }
+
+
 def _guild_json(guild: Guild) -> dict[str, Any]:
     return {
         "id": guild.id,
         "name": guild.name,
         "roles": [r.public() for r in sorted(guild.roles.values(), key=lambda r: r.position)],
         "members": {user: sorted(roles) for user, roles in guild.members.items()},
-        "bot": {"role_id": guild.bot_role_id, "manage_roles": guild.bot_manage_roles},
+        "bot": {
+            "role_id": guild.bot_role_id,
+            "manage_roles": guild.bot_manage_roles,
+            "member": guild.bot_member,
+        },
+        "role_limit": {"calls": guild.role_limit, "window": guild.role_limit_window},
         "role_requests": [vars(request) for request in guild.role_requests],
     }
 
@@ -121,27 +156,42 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
                 status_code=400,
             )
         guild = state.guilds.get(guild_id)
-        refusal = _refusal(guild, user_id, role_id)
-        if guild is not None:
+        if guild is None:
+            return _error("Unknown Guild", 10004, 404)
+        limits = _take_call(guild)
+        decoded = unquote(reason) if reason is not None else None
+        if int(limits["X-RateLimit-Remaining"]) < 0:
             guild.role_requests.append(
-                RoleRequest(
-                    request.method,
-                    user_id,
-                    role_id,
-                    refusal[2] if refusal else 204,
-                    refusal[1] if refusal else None,
-                    unquote(reason) if reason is not None else None,
-                )
+                RoleRequest(request.method, user_id, role_id, 429, None, decoded)
             )
+            wait = float(limits["X-RateLimit-Reset-After"])
+            limits |= {
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Scope": "user",
+                "Retry-After": str(math.ceil(wait)),
+            }
+            body = {"message": "You are being rate limited.", "retry_after": wait}
+            return Response({**body, "global": False}, status_code=429, headers=limits)
+        refusal = _refusal(guild, user_id, role_id)
+        guild.role_requests.append(
+            RoleRequest(
+                request.method,
+                user_id,
+                role_id,
+                refusal[2] if refusal else 204,
+                refusal[1] if refusal else None,
+                decoded,
+            )
+        )
         if refusal is not None:
-            return _error(*refusal)
-        assert guild is not None  # noqa: S101 - no refusal: the server exists
+            message, code, status = refusal
+            return Response({"message": message, "code": code}, status_code=status, headers=limits)
         held = guild.members[user_id]
         if request.method == "PUT":
             held.add(role_id)
         else:
             held.discard(role_id)
-        return Response(None, status_code=204)
+        return Response(None, status_code=204, headers=limits)
 
     # -- test API -------------------------------------------------------------------------------
 
@@ -221,18 +271,46 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
 
     @patch("/_emulator/guilds/{guild_id:str}/bot", sync_to_thread=False)
     def bot_role(guild_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
-        """``{"manage_roles": bool, "position": int}``: what the bot's own role may do."""
+        """``{"manage_roles": bool, "position": int, "member": bool}``: what the bot's own
+        role may do, and whether the bot is in the server (``false``: someone removed it)."""
         guild = found(guild_id)
         if isinstance(guild, Response):
             return guild
         if "manage_roles" in data:
             guild.bot_manage_roles = bool(data["manage_roles"])
+        if "member" in data:
+            guild.bot_member = bool(data["member"])
         if type(data.get("position")) is int:
             guild.roles[guild.bot_role_id].position = data["position"]
         return Response(_guild_json(guild)["bot"])
 
+    @patch("/_emulator/guilds/{guild_id:str}/role-limit", sync_to_thread=False)
+    def role_limit(guild_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """``{"calls": int, "window": seconds}``: the member roles route's rate limit in the
+        server (a new window starts with the next call)."""
+        guild = found(guild_id)
+        if isinstance(guild, Response):
+            return guild
+        calls, window = data.get("calls"), data.get("window")
+        if (
+            not isinstance(calls, int)
+            or isinstance(calls, bool)
+            or calls < 1
+            or not isinstance(window, int | float)
+            or isinstance(window, bool)
+            or not 0 < window < 3600  # NaN too
+        ):
+            return Response(
+                {"error": "calls must be a positive integer and window 0 to 3600 seconds"},
+                status_code=400,
+            )
+        guild.role_limit, guild.role_limit_window = calls, float(window)
+        guild.role_window = (0.0, 0)
+        return Response(_guild_json(guild)["role_limit"])
+
     return [
         member_role,
+        role_limit,
         show_guild,
         show_member,
         join,

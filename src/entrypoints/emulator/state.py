@@ -117,7 +117,15 @@ class Guild:
     members: dict[str, set[str]] = field(default_factory=dict)  # user id -> role ids
     bot_role_id: str = BOT_ROLE_ID
     bot_manage_roles: bool = True
+    bot_member: bool = True  # False: the bot was removed from the server (50001 Missing Access)
     role_requests: list[RoleRequest] = field(default_factory=list)
+    # Discord's rate limit of the member roles route in this server: this many calls in a
+    # window of this many seconds from the first (Discord's own numbers are its own, and
+    # change; a test sets smaller ones), and the window under way (its end on the monotonic
+    # clock, and the calls made in it).
+    role_limit: int = 50
+    role_limit_window: float = 1.0
+    role_window: tuple[float, int] = (0.0, 0)
 
     def __post_init__(self) -> None:
         # @everyone has the server's id and position 0; the bot's role sits above new roles.
