@@ -284,10 +284,12 @@ class RoleChangeRepository(Protocol):
         limit: int,
         *,
         skip_guilds: Collection[DiscordId] = (),
+        roles: Collection[LinkedRole] | None = None,
     ) -> Sequence[RoleChange]:
         """Take up to ``limit`` pending changes due at ``now`` and not held by another worker
         (no claim, or one that ran out), the longest-waiting first, none for a server of
-        ``skip_guilds`` (rate limited): their claim runs to ``until``. Concurrent callers
+        ``skip_guilds`` (rate limited), only of ``roles`` when given: their claim runs to
+        ``until``. Concurrent callers
         get disjoint sets and never wait for each other on Postgres (``FOR UPDATE SKIP
         LOCKED``)."""
 
@@ -309,8 +311,11 @@ class RoleChangeRepository(Protocol):
 
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None: ...
 
-    async def pending(self) -> tuple[int, datetime | None]:
-        """How many changes are pending, and the earliest next attempt among them."""
+    async def pending(
+        self, roles: Collection[LinkedRole] | None = None
+    ) -> tuple[int, datetime | None]:
+        """How many changes are pending (of ``roles``, when given), and the earliest next
+        attempt among them."""
 
     async def counts_since(self, since: datetime) -> Sequence[RoleChangeCount]:
         """The rows asked for at ``since`` or later (``requested_at``), counted by role,

@@ -533,9 +533,9 @@ def roles_sync(every: bool, wait: float) -> None:
         )
     if totals["not_configured"]:
         click.echo(
-            f"Not sent: {totals['not_configured']} queued change(s) for a role no longer in "
-            "TASKFLOW_LINK_DISCORD_LINKED_ROLES (here, or on the instance that took them; "
-            "neither added nor removed)."
+            f"Not sent: {totals['not_configured']} queued add(s) of a role that the "
+            "TASKFLOW_LINK_DISCORD_LINKED_ROLES of the instance that took them does not name "
+            "(not added); run this again once every instance has this setting."
         )
     if totals["still_queued"]:
         click.echo(

@@ -504,7 +504,7 @@ class Container(containers.DeclarativeContainer):
     request_roles_for_links = providers.Factory(
         uc.RequestRolesForLinks, uow, clock, linked_roles=linked_roles
     )
-    show_role_queue = providers.Factory(uc.ShowRoleQueue, uow)
+    show_role_queue = providers.Factory(uc.ShowRoleQueue, uow, linked_roles=linked_roles)
     count_role_changes = providers.Factory(uc.CountRoleChanges, uow, linked_roles=linked_roles)
     verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)

@@ -13,7 +13,6 @@ from domain import errors
 from domain.model import DiscordId, RoleChange, RoleChangeCount, RoleChangeStatus
 from domain.ports import QueueListener, RoleCallOutcome
 from domain.use_cases import RoleChangeReport
-from domain.use_cases.discord_roles import NOT_CONFIGURED
 from entrypoints.container import Container
 from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
@@ -127,8 +126,9 @@ class RoleWorker(QueueWorker):
         for role, count in sorted(left.items()):
             log.warning(
                 "%d change(s) of role %s in server %s finished without calling Discord: the "
-                "role is no longer in TASKFLOW_LINK_DISCORD_LINKED_ROLES (neither added nor "
-                "removed; `taskflow-link roles sync` asks again if it is configured again)",
+                "role is no longer in TASKFLOW_LINK_DISCORD_LINKED_ROLES (not added to these "
+                "linked members; `taskflow-link roles sync` asks again if it is configured "
+                "again)",
                 count,
                 role.role_id,
                 role.guild_id,
@@ -149,18 +149,20 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
     retry later for up to ``wait`` seconds (``taskflow-link roles sync``). Then count the
     changes of the configured roles asked for at ``since`` or later, as they are now,
     whoever applied them (the service's role workers take their share of the queue): by
-    outcome, ``add:done``, ``remove:done``, each refusal's reason, ``given_up``,
-    ``still_queued``; ``not_configured`` adds the changes this process finished unsent for
-    a role no longer in its setting; ``UNSENT`` counts the refusals it took from a
-    whole-role hold without asking Discord (among those by reason)."""
+    outcome, ``add:done``, ``remove:done``, each refusal's reason (``not_configured``: an
+    instance whose setting does not name the role finished it unsent), ``given_up``,
+    ``still_queued``; ``UNSENT`` counts the refusals it took from a whole-role hold without
+    asking Discord (among those by reason). The changes of roles its setting does not name
+    are left to the service's workers (the command may be run with fewer roles than the
+    service has)."""
     totals: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     clock = container.clock()
     while True:
-        report: RoleChangeReport = await container.apply_role_changes().execute(limit=100)
+        apply = container.apply_role_changes(only_configured=True)
+        report: RoleChangeReport = await apply.execute(limit=100)
         totals[UNSENT] += sum(1 for c in report.refused_unsent if c.requested_at >= since)
-        totals[NOT_CONFIGURED] += len(report.unconfigured)
         if report.busy:
             continue
         queue = await container.show_role_queue().execute()

@@ -110,6 +110,30 @@ class RoleChangeContract:
             rest = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
             assert [c.discord_id.value for c in rest] == [1, 3]
 
+    async def test_a_claim_and_the_count_of_pending_may_be_of_some_roles_only(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """`roles sync` takes only the changes of the roles its setting names."""
+        elsewhere = LinkedRole(DiscordId(800), DiscordId(901))  # ROLE's role id, elsewhere
+
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.role_changes.request(change(1))
+            await uow.role_changes.request(replace(change(2), role=elsewhere))
+            await uow.role_changes.request(replace(change(3, next_attempt_at=LATER), role=ROLE))
+            await uow.role_changes.request(replace(change(4), role=OTHER_ROLE))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            assert await uow.role_changes.pending({ROLE}) == (2, NOW)
+            assert await uow.role_changes.pending({elsewhere, OTHER_ROLE}) == (2, NOW)
+            assert await uow.role_changes.pending(frozenset()) == (0, None)
+            assert await uow.role_changes.pending() == (4, NOW)
+            assert await uow.role_changes.claim_due(NOW, NOW + LEASE, 10, roles=()) == []
+            batch = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10, roles={ROLE})
+            assert [(c.discord_id.value, c.role) for c in batch] == [(1, ROLE)]
+            rest = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
+            assert [c.discord_id.value for c in rest] == [2, 4]
+
     async def test_finishing_writes_back_and_releases_the_claim(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -858,23 +858,32 @@ async def test_roles_sync_waits_for_a_rate_limit_instead_of_asking_again(one: Ha
     assert totals["still_queued"] == 150
 
 
-async def test_a_role_taken_out_of_the_setting_is_neither_added_nor_removed(
+def _configured_with(h: Harness, roles: str) -> Container:
+    """Another process on the same store, Discord and clock, whose setting names ``roles``."""
+    settings = make_settings(discord_linked_roles=roles, discord_bot_token="bot-token")
+    other = build_container(settings)
+    other.memory_db.override(_db(h))
+    other.clock.override(h.clock)
+    other.discord_roles.override(h.guild_roles)
+    return other
+
+
+async def test_a_role_taken_out_of_the_setting_is_no_longer_added_but_still_removed(
     one: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The operator configured the wrong role and fixes the setting: the changes still queued
-    or retrying for it are finished without calling Discord (helper-62's review)."""
+    """The operator configured the wrong role and fixes the setting: an add still queued or
+    retrying for it is finished without calling Discord (helper-62's review), but a removal
+    for a member who unlinked while it was configured still goes out: never a role the
+    service handed out on an unlinked member."""
     one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
     first = await _linked(one, 5015)
     await apply(one)  # Discord down: the add is retried later
     second = await _linked(one, 5016)
     await apply(one)
-    await one.container.unlink_discord().execute(second.id)  # a removal, queued
-    fixed = build_container(
-        make_settings(discord_linked_roles=str(ELSEWHERE), discord_bot_token="bot-token")
-    )
-    fixed.memory_db.override(_db(one))
-    fixed.clock.override(one.clock)
-    fixed.discord_roles.override(one.guild_roles)
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
+    await one.container.unlink_discord().execute(second.id)  # a removal, queued...
+    await apply(one)  # ...and retrying
+    fixed = _configured_with(one, str(ELSEWHERE))
     one.clock.advance(RETRY_DELAYS[0])
     calls = len(one.guild_roles.calls)
 
@@ -882,25 +891,73 @@ async def test_a_role_taken_out_of_the_setting_is_neither_added_nor_removed(
         report = await RoleWorker(fixed).run_once()
 
     assert report is not None
-    assert len(one.guild_roles.calls) == calls  # Discord was not called
-    assert {(c.discord_id, c.action) for c in report.unconfigured} == {
-        (first.id, RoleAction.ADD),
-        (second.id, RoleAction.REMOVE),
-    }
-    for profile in (first, second):
-        row = _db(one).tables.role_changes[(profile.id, ROLE)]
-        assert (row.status, row.last_error) == (RoleChangeStatus.REFUSED, NOT_CONFIGURED)
+    assert one.guild_roles.calls[calls:] == [
+        RoleCall(RoleAction.REMOVE, ROLE, second.id, REASONS[RoleAction.REMOVE])
+    ]
+    assert not one.guild_roles.has(ROLE, second.id)
+    assert [(c.discord_id, c.action) for c in report.unconfigured] == [(first.id, RoleAction.ADD)]
+    assert [(c.discord_id, c.action) for c in report.done] == [(second.id, RoleAction.REMOVE)]
+    row = _db(one).tables.role_changes[(first.id, ROLE)]
+    assert (row.status, row.last_error) == (RoleChangeStatus.REFUSED, NOT_CONFIGURED)
     [line] = [r.getMessage() for r in caplog.records if "no longer in" in r.getMessage()]
-    assert line.startswith(f"2 change(s) of role {ROLE.role_id} in server {ROLE.guild_id}")
+    assert line.startswith(f"1 change(s) of role {ROLE.role_id} in server {ROLE.guild_id}")
     assert not (await fixed.apply_role_changes().execute()).busy
     assert not one.guild_roles.has(ROLE, first.id)
     fixed.unwire()
-    # Configured again: `roles sync` asks for both again.
+    # Configured again: `roles sync` asks for the add again.
     assert (await one.container.request_roles_for_links().execute()) == uc.RolesRequested(
-        additions=1, removals=1
+        additions=1, removals=0
     )
-    assert {c.action for c in (await apply(one)).done} == {RoleAction.ADD, RoleAction.REMOVE}
+    assert [c.action for c in (await apply(one)).done] == [RoleAction.ADD]
     assert one.guild_roles.has(ROLE, first.id)
+
+
+async def test_a_removal_for_a_role_out_of_the_setting_is_not_an_add_once_relinked(
+    one: Harness,
+) -> None:
+    """What goes out is decided from the link: a member who linked again since their unlink
+    would get the role, which the setting no longer names; nothing is sent."""
+    profile = await _linked(one, 5017)
+    await apply(one)
+    await one.container.unlink_discord().execute(profile.id)
+    other = _configured_with(one, str(ELSEWHERE))  # its unlink queues nothing for ROLE
+    account = (await one.sign_up("again", "again@example.com")).account
+    async with one.uow() as uow:  # linked again, by an instance without ROLE
+        await uow.links.add(Link(profile.id, account.id, one.clock.now(), "again"))
+        await uow.commit()
+    calls = len(one.guild_roles.calls)
+
+    report = await other.apply_role_changes().execute()
+
+    assert one.guild_roles.calls[calls:] == []
+    assert [(c.discord_id, c.action) for c in report.unconfigured] == [
+        (profile.id, RoleAction.REMOVE)
+    ]
+    other.unwire()
+
+
+async def test_roles_sync_leaves_the_changes_of_roles_it_does_not_name_to_the_service(
+    r: Harness,
+) -> None:
+    """`roles sync` run with a setting that names fewer roles than the service's (to sync one
+    role, or from a cron job with an older environment) syncs its own; it finished the
+    service's changes of the others unsent, which no later pass of the service asked for
+    again (the members linked meanwhile went without that role)."""
+    r.guild_roles.answer(RoleCallOutcome.UNAVAILABLE, RoleCallOutcome.UNAVAILABLE)
+    profile = await _linked(r, 5018)
+    await apply(r)  # Discord down: both adds retried later
+    r.clock.advance(RETRY_DELAYS[0])
+    sync = _configured_with(r, str(ROLE))
+
+    totals = await apply_until_done(sync, since=r.clock.now(), wait=0)
+
+    assert r.guild_roles.has(ROLE, profile.id)
+    assert not r.guild_roles.has(ELSEWHERE, profile.id)
+    assert totals["not_configured"] == 0
+    assert _db(r).tables.role_changes[(profile.id, ELSEWHERE)].status is RoleChangeStatus.PENDING
+    sync.unwire()
+    assert len((await apply(r)).done) == 1  # the service's worker sends it
+    assert r.guild_roles.has(ELSEWHERE, profile.id)
 
 
 # -- roles sync ---------------------------------------------------------------------------------

@@ -784,6 +784,7 @@ class MemoryRoleChanges(_Repo):
         limit: int,
         *,
         skip_guilds: Collection[DiscordId] = (),
+        roles: Collection[LinkedRole] | None = None,
     ) -> Sequence[RoleChange]:
         # Transactions are serialised by the database's lock: one claimer at a time.
         table = self._t.role_changes
@@ -795,6 +796,7 @@ class MemoryRoleChanges(_Repo):
                 and c.next_attempt_at <= now
                 and (c.claimed_until is None or c.claimed_until <= now)
                 and c.role.guild_id not in skip_guilds
+                and (roles is None or c.role in roles)
             ),
             key=lambda c: c.next_attempt_at,  # a stable sort: queue order among equals
         )[:limit]
@@ -855,11 +857,13 @@ class MemoryRoleChanges(_Repo):
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None:
         return self._t.role_changes.get((discord_id, role))
 
-    async def pending(self) -> tuple[int, datetime | None]:
+    async def pending(
+        self, roles: Collection[LinkedRole] | None = None
+    ) -> tuple[int, datetime | None]:
         waiting = [
             c.next_attempt_at
             for c in self._t.role_changes.values()
-            if c.status is RoleChangeStatus.PENDING
+            if c.status is RoleChangeStatus.PENDING and (roles is None or c.role in roles)
         ]
         return len(waiting), min(waiting, default=None)
 

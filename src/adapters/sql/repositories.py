@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
     insert,
     literal,
@@ -956,6 +957,17 @@ _NOT_REFUSED_AS_NO_MEMBER = or_(
 )
 
 
+def _of_roles(roles: Collection[LinkedRole]) -> ColumnElement[bool]:
+    """The rows of one of ``roles`` (none, when it is empty)."""
+    return or_(
+        false(),
+        *(
+            and_(_roles.guild_id == role.guild_id.value, _roles.role_id == role.role_id.value)
+            for role in sorted(roles)
+        ),
+    )
+
+
 class SqlRoleChanges(_QueueRepo):
     channel = ROLE_QUEUE_CHANNEL
 
@@ -1097,6 +1109,7 @@ class SqlRoleChanges(_QueueRepo):
         limit: int,
         *,
         skip_guilds: Collection[DiscordId] = (),
+        roles: Collection[LinkedRole] | None = None,
     ) -> Sequence[RoleChange]:
         due = (
             select(_roles.seq)
@@ -1105,6 +1118,7 @@ class SqlRoleChanges(_QueueRepo):
                 _roles.next_attempt_at <= now,
                 or_(_roles.claimed_until.is_(None), _roles.claimed_until <= now),
                 *([_roles.guild_id.not_in([g.value for g in skip_guilds])] if skip_guilds else []),
+                *([_of_roles(roles)] if roles is not None else []),
             )
             .order_by(_roles.next_attempt_at, _roles.seq)
             .limit(limit)
@@ -1182,9 +1196,12 @@ class SqlRoleChanges(_QueueRepo):
         row = (await self._run(query)).first()
         return _role_change(row) if row else None
 
-    async def pending(self) -> tuple[int, datetime | None]:
+    async def pending(
+        self, roles: Collection[LinkedRole] | None = None
+    ) -> tuple[int, datetime | None]:
         query = select(func.count(), func.min(_roles.next_attempt_at)).where(
-            _roles.status == RoleChangeStatus.PENDING.value
+            _roles.status == RoleChangeStatus.PENDING.value,
+            *([_of_roles(roles)] if roles is not None else []),
         )
         row: Any = (await self._run(query)).one()  # min() keeps the column's type
         return int(row[0]), row[1]

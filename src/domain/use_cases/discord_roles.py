@@ -118,7 +118,8 @@ class RoleChangeReport:
     failed: list[RoleChange] = field(default_factory=list)  # given up
     # Applied (or tried) while a newer request came: that one goes out next.
     superseded: list[RoleChange] = field(default_factory=list)
-    # For a role no longer configured: finished without calling Discord (``NOT_CONFIGURED``).
+    # For a role no longer configured, of a linked member: finished without calling Discord
+    # (``NOT_CONFIGURED``).
     unconfigured: list[RoleChange] = field(default_factory=list)
     # Refused without calling Discord: a call made after they were asked for, within
     # ``REFUSAL_HOLD``, got a refusal that holds for the whole role (``WHOLE_ROLE_REFUSALS``)
@@ -254,11 +255,15 @@ class ApplyRoleChanges:
     At least once: a worker that dies after a call leaves the change to be sent again, which
     Discord takes as a no-op.
 
-    Only the roles of ``linked_roles`` (the setting) are sent. A change for another role (one
+    Only the roles of ``linked_roles`` (the setting) are added. A change for another role (one
     taken out of the setting, whose changes were queued or retrying then) is finished without
-    calling Discord, neither added nor removed: the operator stopped the service managing
-    that role (perhaps because it was the wrong one, which members may hold for other
-    reasons). ``roles sync`` asks for it again if the role is configured again."""
+    calling Discord when its member is linked: the operator stopped the service handing out
+    that role (perhaps because it was the wrong one). A member who is not linked loses it
+    still: the removal was asked for by an unlink while the role was configured, and the
+    service never leaves a role it may have given on an unlinked member. ``roles sync`` asks
+    for the add again if the role is configured again. ``only_configured`` (``roles sync``,
+    whose setting may name fewer roles than the service's) leaves the changes of other roles
+    in the queue, to the service's workers."""
 
     def __init__(
         self,
@@ -269,11 +274,13 @@ class ApplyRoleChanges:
         linked_roles: Sequence[LinkedRole],
         pauses: RolePauses | None = None,
         jitter: Callable[[], float] = _RANDOM.random,
+        only_configured: bool = False,
     ) -> None:
         """``pauses``: the process's (a fresh one: this pass's only); ``jitter``: a number
         from 0 to 1, how far into its spread a held-back change comes due."""
         self._uow, self._clock, self._roles = uow, clock, roles
         self._configured = frozenset(linked_roles)
+        self._only = self._configured if only_configured else None
         self._pauses = pauses if pauses is not None else RolePauses()
         self._jitter = jitter
 
@@ -291,7 +298,7 @@ class ApplyRoleChanges:
             async with self._uow() as uow:  # one short transaction: no lock outlives it
                 claims.took(
                     await uow.role_changes.claim_due(
-                        now, now + CLAIM_LEASE, limit, skip_guilds=paused
+                        now, now + CLAIM_LEASE, limit, skip_guilds=paused, roles=self._only
                     )
                 )
                 await uow.commit()
@@ -302,9 +309,6 @@ class ApplyRoleChanges:
     async def _one(
         self, change: RoleChange, report: RoleChangeReport, claims: Claims[RoleChange]
     ) -> None:
-        if change.role not in self._configured:
-            await self._write_back(self._unconfigured(change), report.unconfigured, report)
-            return
         until = self._pauses.until(change.role.guild_id, self._clock.now())
         if until is not None:
             # Discord rate limited us: the rest of the batch waits too, untried (every call
@@ -360,6 +364,11 @@ class ApplyRoleChanges:
             link = await uow.links.get_by_discord_id(held.discord_id)
             await uow.commit()
             claims.holding(held)  # cut off during the call, it is let go as this
+        if link is not None and held.role not in self._configured:
+            # A role out of the setting is no longer handed out (a removal, for an unlinked
+            # member, still goes out).
+            await self._write_back(self._unconfigured(held), report.unconfigured, report)
+            return
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
         account_id = link.account_id if link is not None else held.account_id
         held = replace(held, action=action, account_id=account_id)
@@ -533,12 +542,15 @@ class RoleQueue:
 
 
 class ShowRoleQueue:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
-        self._uow = uow
+    """The queue of the configured roles (``roles sync`` leaves the others' to the
+    service)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, *, linked_roles: Sequence[LinkedRole]) -> None:
+        self._uow, self._roles = uow, frozenset(linked_roles)
 
     async def execute(self) -> RoleQueue:
         async with self._uow(read_only=True) as uow:
-            pending, earliest = await uow.role_changes.pending()
+            pending, earliest = await uow.role_changes.pending(self._roles)
         return RoleQueue(pending, earliest)
 
 
