@@ -309,6 +309,14 @@ class RoleChangeRepository(Protocol):
         it. ``False``, and only the claim released, when a newer request came meanwhile (it
         is applied next) or the claim is no longer this worker's."""
 
+    async def refuse_queued(
+        self, role: LinkedRole, now: datetime, reason: str
+    ) -> Sequence[RoleChange]:
+        """Finish as refused (``reason``, at ``now``) every pending change of ``role`` that no
+        worker holds (no claim, or one that ran out at ``now``), whenever it is due; the
+        changes as written. Never waits: on Postgres a row another transaction holds (one
+        being claimed, or asked for again, at this moment) is left as it is."""
+
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None: ...
 
     async def pending(

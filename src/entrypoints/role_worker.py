@@ -115,8 +115,9 @@ class RoleWorker(QueueWorker):
         for (role, reason), count in sorted(unsent.items(), key=str):
             log.warning(
                 "%d more change(s) of role %s in server %s taken as refused (%s) without "
-                "asking Discord: a call made since they were asked for was refused for the "
-                "whole role; `taskflow-link roles sync` asks again once this is fixed",
+                "asking Discord: Discord refused a call for the whole role (or the bot token) "
+                "while they were queued; `taskflow-link roles sync` asks again once this is "
+                "fixed",
                 count,
                 role.role_id,
                 role.guild_id,

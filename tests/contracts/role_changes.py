@@ -134,6 +134,61 @@ class RoleChangeContract:
             rest = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10)
             assert [c.discord_id.value for c in rest] == [2, 4]
 
+    async def test_the_queued_changes_of_a_role_are_refused_at_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Discord refused the role for every member: its changes in the queue, due or not,
+        are finished as refused; one another worker holds, another role's, and finished ones
+        are left as they are."""
+        soon, refused_at = NOW + timedelta(seconds=30), NOW + timedelta(minutes=1)
+
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.role_changes.request(change(1, next_attempt_at=soon))
+            await uow.role_changes.request(change(2, next_attempt_at=LATER))  # retrying
+            await uow.role_changes.request(change(3))
+            await uow.role_changes.request(replace(change(4), role=OTHER_ROLE))
+            await uow.role_changes.request(change(5))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:  # a worker sending 3 (and done with 5)
+            held = await uow.role_changes.claim_due(NOW, NOW + LEASE, 10, roles={ROLE})
+            assert [c.discord_id.value for c in held] == [3, 5]
+            done = replace(held[1], status=RoleChangeStatus.DONE, finished_at=NOW)
+            assert await uow.role_changes.finish(done)
+            await uow.commit()
+        async with uow_factory() as uow:  # a worker that died holding 1: its claim ran out
+            [stale] = await uow.role_changes.claim_due(
+                soon, soon + timedelta(seconds=20), 1, roles={ROLE}
+            )
+            assert stale.discord_id.value == 1
+            await uow.commit()
+        async with uow_factory() as uow:
+            refused = await uow.role_changes.refuse_queued(ROLE, refused_at, "missing_permissions")
+            await uow.commit()
+        assert [c.discord_id.value for c in refused] == [1, 2]
+        async with uow_factory() as uow:
+            rows = {n: await uow.role_changes.get(DiscordId(n), ROLE) for n in (1, 2, 3, 5)}
+            other = await uow.role_changes.get(DiscordId(4), OTHER_ROLE)
+        for n in (1, 2):
+            row = rows[n]
+            assert row is not None
+            assert row == refused[n - 1]
+            assert (row.status, row.last_error, row.finished_at, row.claimed_until) == (
+                RoleChangeStatus.REFUSED,
+                "missing_permissions",
+                refused_at,
+                None,
+            )
+            assert row.attempts == 0
+        three, five = rows[3], rows[5]
+        assert three is not None
+        assert five is not None
+        assert other is not None
+        assert three.status is RoleChangeStatus.PENDING  # still held...
+        assert three.claimed_until == NOW + LEASE  # ...by the worker sending it
+        assert five.status is RoleChangeStatus.DONE
+        assert other.status is RoleChangeStatus.PENDING
+
     async def test_finishing_writes_back_and_releases_the_claim(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

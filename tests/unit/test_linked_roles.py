@@ -43,6 +43,8 @@ from entrypoints.container import Container, build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.role_worker import RoleWorker, apply_until_done
 from entrypoints.settings import SettingsError, load_settings
+from tests.contracts.repositories import account as account_for
+from tests.fakes.clock import ManualClock
 from tests.fakes.guild_roles import Bucket, RoleCall
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Browser, Harness, make_settings
 
@@ -50,6 +52,10 @@ ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099)
 ELSEWHERE = LinkedRole(DiscordId(1400000000000000001), DiscordId(1400000000000000077))
 BOTH = f"{ROLE}, {ELSEWHERE}"
 CLOUDFLARE = RoleCallResult(RoleCallOutcome.RATE_LIMITED, status=429)  # HTML: no retry_after
+UNSENT_WHY = (
+    "Discord refused a call for the whole role (or the bot token) while they were queued; "
+    "`taskflow-link roles sync` asks again once this is fixed"
+)
 
 
 def _harness(roles: str = BOTH, **settings: object) -> Harness:
@@ -462,8 +468,7 @@ async def test_a_refusal_for_the_whole_role_is_not_asked_again_for_each_member(
     summary = [m for m in caplog.messages if "without asking Discord" in m]
     assert summary == [
         f"9 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as refused "
-        f"({outcome.value}) without asking Discord: a call made since they were asked for was "
-        "refused for the whole role; `taskflow-link roles sync` asks again once this is fixed"
+        f"({outcome.value}) without asking Discord: {UNSENT_WHY}"
     ]
     # Fixed in Discord: `roles sync` asks again for every one of them.
     r.clock.advance(timedelta(seconds=30))
@@ -504,8 +509,7 @@ async def test_a_403_with_another_code_is_not_asked_again_for_each_member(
     assert {c.discord_id for c in report.refused_unsent} == {m.id for m in members[1:]}
     assert [m for m in caplog.messages if "without asking Discord" in m] == [
         f"9 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as refused "
-        "(rejected) without asking Discord: a call made since they were asked for was "
-        "refused for the whole role; `taskflow-link roles sync` asks again once this is fixed"
+        f"(rejected) without asking Discord: {UNSENT_WHY}"
     ]
 
 
@@ -526,8 +530,8 @@ async def test_a_whole_role_refusal_is_not_asked_again_by_the_next_batches(
     one: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The worker goes on at once after a busy pass: each batch of 20 asked Discord again
-    and got the same 403 (10 for 200 members). The refusal holds for REFUSAL_HOLD for every
-    change asked for before it (helper-67's review)."""
+    and got the same 403 (10 for 200 members; helper-67's review). Every change of the role
+    in the queue when Discord refused it is refused with it, in one pass."""
     members = await _linked_many(one, 200)
     one.guild_roles.answer(*[RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403)] * 9)
     worker = RoleWorker(one.container)
@@ -538,7 +542,7 @@ async def test_a_whole_role_refusal_is_not_asked_again_by_the_next_batches(
             passes += 1
             one.clock.advance(timedelta(seconds=1))
 
-    assert passes == 10
+    assert passes == 1
     assert len(one.guild_roles.calls) == 1
     rows = [_db(one).tables.role_changes[(m.id, ROLE)] for m in members]
     assert {(r.status, r.last_error) for r in rows} == {
@@ -546,15 +550,11 @@ async def test_a_whole_role_refusal_is_not_asked_again_by_the_next_batches(
     }
     assert sum(e.get("sent") == "no" for e in audited(one, AuditKind.DISCORD_ROLE_REFUSED)) == 199
     unsent = [m for m in caplog.messages if "without asking Discord" in m]
-    assert len(unsent) == 10
-    assert unsent[-1] == (
-        f"20 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as refused "
-        "(missing_permissions) without asking Discord: a call made since they were asked for "
-        "was refused for the whole role; `taskflow-link roles sync` asks again once this is "
-        "fixed"
-    )
-    # `roles sync` after fixing it (with the refusal still held, as it would be by another
-    # process's worker): what it asks for now is sent.
+    assert unsent == [
+        f"199 more change(s) of role {ROLE.role_id} in server {ROLE.guild_id} taken as "
+        f"refused (missing_permissions) without asking Discord: {UNSENT_WHY}"
+    ]
+    # `roles sync` after fixing it: what it asks for now is sent.
     one.guild_roles.script.clear()
     assert (await one.container.request_roles_for_links().execute()).total == 200
     while await worker.pass_once():
@@ -563,56 +563,114 @@ async def test_a_whole_role_refusal_is_not_asked_again_by_the_next_batches(
     assert len(one.guild_roles.calls) == 201
 
 
-async def test_a_whole_role_refusal_holds_for_what_was_asked_before_it_until_one_goes_through(
+async def test_a_whole_role_refusal_takes_every_queued_change_of_the_role(
     one: Harness,
 ) -> None:
-    """A later pass refuses unsent what was asked for before the refusal; a new link after
-    the operator fixed the permission is sent (its answer tells), and once one goes through,
-    what was asked for before the refusal is sent again too (helper-67's review)."""
-    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE, RoleCallOutcome.UNAVAILABLE)
-    waiting = await _linked(one, 5030)  # Discord down: retried in 5 s, then 30 s
-    await apply(one)
-    one.clock.advance(RETRY_DELAYS[0])
+    """Every change of the role in the queue when Discord refused it, waiting or retrying,
+    is refused with it, without asking Discord; one asked for after it (a new link once the
+    operator fixed the permission) is sent, and its answer tells; `roles sync` asks again
+    for the others."""
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
+    waiting = await _linked(one, 5030)  # Discord down: retried in 5 s
     await apply(one)
     one.clock.advance(timedelta(seconds=1))
     refused, other = await _linked(one, 5031), await _linked(one, 5032)
+    another = await _linked(one, 5034)
     one.guild_roles.answer(RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403))
+
     first = await one.container.apply_role_changes().execute(limit=1)
+
     assert [c.discord_id for c in first.refused] == [refused.id]
-    one.clock.advance(timedelta(seconds=1))
-    assert [c.discord_id for c in (await apply(one)).refused_unsent] == [other.id]
+    assert {c.discord_id for c in first.refused_unsent} == {waiting.id, other.id, another.id}
     one.clock.advance(timedelta(seconds=10))  # fixed in Discord
     calls = len(one.guild_roles.calls)
-
     late = await _linked(one, 5033)
     assert [c.discord_id for c in (await apply(one)).done] == [late.id]
-    one.clock.advance(RETRY_DELAYS[1])  # the one asked for before the refusal comes due
-    assert [c.discord_id for c in (await apply(one)).done] == [waiting.id]
-    assert len(one.guild_roles.calls) == calls + 2
-    assert not one.guild_roles.has(ROLE, other.id)  # refused: `roles sync` asks again
+    one.clock.advance(RETRY_DELAYS[1])  # the retrying one was refused: not sent
+    assert not (await apply(one)).busy
+    assert len(one.guild_roles.calls) == calls + 1
+    assert (await one.container.request_roles_for_links().execute()).additions == 4
+    assert len((await apply(one)).done) == 4
+    assert all(one.guild_roles.has(ROLE, p.id) for p in (waiting, refused, other, another))
 
 
-def test_a_whole_role_refusal_is_held_for_a_while_for_what_was_asked_before_it() -> None:
+async def _linked_unqueued(h: Harness, count: int, first: int = 8500) -> list[DiscordId]:
+    """Members linked before the role was configured (nothing queued for them)."""
+    members = [DiscordId(first + n) for n in range(count)]
+    async with h.uow() as uow:
+        for member in members:
+            owner = account_for(f"u{member.value}", f"u{member.value}@example.com")
+            await uow.accounts.add(owner)
+            await uow.links.add(Link(member, owner.id, h.clock.now(), "old"))
+        await uow.commit()
+    return members
+
+
+async def test_a_change_asked_for_after_a_whole_role_refusal_is_sent_whatever_the_clocks(
+    one: Harness,
+) -> None:
+    """The worker's host runs 5 s ahead of the one that asks for the changes (less than the
+    10 s the instance watch tells of): the operator fixes the permission and runs `roles
+    sync` a second after the refusal, and the worker took what it asked for as asked before
+    the refusal, comparing the time its own clock gave the refusal with the other host's."""
+    members = await _linked_unqueued(one, 3)
+    assert (await one.container.request_roles_for_links().execute()).total == 3
+    one.guild_roles.answer(RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403))
+    refused = await apply(one)
+    assert len(refused.refused) + len(refused.refused_unsent) == 3
+    one.guild_roles.script.clear()  # fixed in Discord
+    one.clock.advance(timedelta(seconds=1))
+    behind = ManualClock(one.clock.now() - timedelta(seconds=5))
+    sync = _configured_with(one, str(ROLE))
+    sync.clock.override(behind)
+
+    assert (await sync.request_roles_for_links().execute()).total == 3
+    report = await apply(one)  # the service's worker takes them
+
+    assert {c.discord_id for c in report.done} == set(members)
+    assert all(one.guild_roles.has(ROLE, m) for m in members)
+    sync.unwire()
+
+
+async def test_a_whole_role_refusal_is_asked_once_whichever_instance_comes_next(
+    one: Harness,
+) -> None:
+    """Another instance's worker (a process of its own) takes the next batch: the changes
+    queued when Discord refused the role are refused already, not asked again by it."""
+    members = await _linked_unqueued(one, 50)
+    assert (await one.container.request_roles_for_links().execute()).total == 50
+    forbidden = RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403)
+    one.guild_roles.answer(*[forbidden] * 50)  # until someone fixes it
+    report = await apply(one)
+    other = _configured_with(one, str(ROLE))
+
+    again = await other.apply_role_changes().execute()
+
+    assert len(one.guild_roles.calls) == 1
+    assert not again.busy
+    assert len(report.refused) == 1
+    assert {c.discord_id for c in report.refused_unsent} == set(members[1:])
+    rows = [_db(one).tables.role_changes[(m, ROLE)] for m in members]
+    assert {(r.status, r.last_error) for r in rows} == {
+        (RoleChangeStatus.REFUSED, "missing_permissions")
+    }
+    other.unwire()
+
+
+def test_a_bad_token_is_held_for_a_while_for_what_was_asked_before_it() -> None:
     pauses = uc.RolePauses()
     asked = datetime(2026, 1, 1, tzinfo=UTC)
     at = asked + timedelta(seconds=1)
-    forbidden = RoleCallResult(RoleCallOutcome.MISSING_PERMISSIONS, status=403)
-    pauses.refused(ROLE, forbidden, at)
-
-    assert pauses.refusal(ROLE, asked, at + REFUSAL_HOLD / 2) is forbidden
-    assert pauses.refusal(ROLE, at, at) is forbidden  # asked for as it was refused
-    assert pauses.refusal(ROLE, at + timedelta(seconds=1), at) is None  # asked for since
-    assert pauses.refusal(ELSEWHERE, asked, at) is None  # another role
-    assert pauses.refusal(ROLE, asked, at + REFUSAL_HOLD) is None  # over
     bad_token = RoleCallResult(RoleCallOutcome.REJECTED, status=401)
-    pauses.refused(None, bad_token, at)
-    assert pauses.refusal(ELSEWHERE, asked, at) is bad_token  # every role
-    pauses.refused(ROLE, forbidden, at)
-    pauses.went_through(ELSEWHERE)  # a call went through: neither holds any more
-    assert pauses.refusal(ELSEWHERE, asked, at) is None
-    assert pauses.refusal(ROLE, asked, at) is forbidden
-    pauses.went_through(ROLE)
-    assert pauses.refusal(ROLE, asked, at) is None
+    pauses.token_refused(bad_token, at)
+
+    assert pauses.refusal(asked, at + REFUSAL_HOLD / 2) is bad_token
+    assert pauses.refusal(at, at) is bad_token  # asked for as it was refused
+    assert pauses.refusal(at + timedelta(seconds=1), at) is None  # asked for since
+    assert pauses.refusal(asked, at + REFUSAL_HOLD) is None  # over
+    pauses.token_refused(bad_token, at)
+    pauses.went_through()  # a call went through: it holds no more
+    assert pauses.refusal(asked, at) is None
 
 
 async def test_discord_unavailable_is_retried_with_backoff_until_it_works(one: Harness) -> None:

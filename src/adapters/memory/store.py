@@ -854,6 +854,29 @@ class MemoryRoleChanges(_Repo):
         )
         return True
 
+    async def refuse_queued(
+        self, role: LinkedRole, now: datetime, reason: str
+    ) -> Sequence[RoleChange]:
+        refused = []
+        for change in self._t.role_changes.values():
+            if (
+                change.role == role
+                and change.status is RoleChangeStatus.PENDING
+                and (change.claimed_until is None or change.claimed_until <= now)
+            ):
+                refused.append(
+                    replace(
+                        change,
+                        status=RoleChangeStatus.REFUSED,
+                        finished_at=now,
+                        last_error=reason,
+                        claimed_until=None,
+                    )
+                )
+        for change in refused:
+            self._t.role_changes[(change.discord_id, change.role)] = change
+        return refused
+
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None:
         return self._t.role_changes.get((discord_id, role))
 

@@ -1187,6 +1187,25 @@ class SqlRoleChanges(_QueueRepo):
         )
         return False
 
+    async def refuse_queued(
+        self, role: LinkedRole, now: datetime, reason: str
+    ) -> Sequence[RoleChange]:
+        queued = select(_roles.seq).where(
+            _roles.guild_id == role.guild_id.value,
+            _roles.role_id == role.role_id.value,
+            _roles.status == RoleChangeStatus.PENDING.value,
+            or_(_roles.claimed_until.is_(None), _roles.claimed_until <= now),
+        )
+        refuse = update(discord_role_changes).values(
+            status=RoleChangeStatus.REFUSED.value,
+            finished_at=now,
+            last_error=reason,
+            claimed_until=None,
+        )
+        refuse = _claiming(refuse, queued, _roles.seq, postgres=self._postgres)
+        rows = await self._run(refuse.returning(*discord_role_changes.c))
+        return [_role_change(row) for row in sorted(rows, key=lambda row: row.seq)]
+
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None:
         query = select(discord_role_changes).where(
             _roles.discord_id == discord_id.value,

@@ -79,9 +79,10 @@ _RANDOM = random.SystemRandom()
 NOT_CONFIGURED = "not_configured"
 # Refusals that hold for every member of the role, not only the one asked for (the bot lacks
 # Manage Roles or sits below the role, left the server, the role was deleted): the changes of
-# that role asked for before it are taken as refused too, without asking Discord, for
-# REFUSAL_HOLD (each 401 and 403 counts towards Discord's limit of invalid requests per
-# address, which bans it for an hour; a 404 is a call that can only fail).
+# that role in the queue then are taken as refused too, without asking Discord (each 401 and
+# 403 counts towards Discord's limit of invalid requests per address, which bans it for an
+# hour; a 404 is a call that can only fail). A bad bot token (401) holds for every role of
+# the process that has it, for REFUSAL_HOLD, for the changes asked for before it.
 WHOLE_ROLE_REFUSALS = frozenset(
     {
         RoleCallOutcome.MISSING_PERMISSIONS,
@@ -89,7 +90,6 @@ WHOLE_ROLE_REFUSALS = frozenset(
         RoleCallOutcome.UNKNOWN_ROLE,
     }
 )
-_EVERY_ROLE = None  # a refusal for every role: a bad bot token (401)
 REFUSAL_HOLD = timedelta(minutes=5)
 _DONE = {
     RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
@@ -121,9 +121,9 @@ class RoleChangeReport:
     # For a role no longer configured, of a linked member: finished without calling Discord
     # (``NOT_CONFIGURED``).
     unconfigured: list[RoleChange] = field(default_factory=list)
-    # Refused without calling Discord: a call made after they were asked for, within
-    # ``REFUSAL_HOLD``, got a refusal that holds for the whole role (``WHOLE_ROLE_REFUSALS``)
-    # or for every role (a bad token).
+    # Refused without calling Discord: they were queued when a call got a refusal that holds
+    # for the whole role (``_whole_role``), or asked for before a call made within
+    # ``REFUSAL_HOLD`` got one for every role (a bad token).
     refused_unsent: list[RoleChange] = field(default_factory=list)
     # Discord rate limited the calls (for a server, or all of them): the earliest moment one
     # may be made again. Nothing is sent where the pause holds; run again then.
@@ -170,32 +170,30 @@ class RolePauses:
     ``roles sync``) sends nothing where a pause holds, instead of asking again for each batch
     (one refusal per batch, within the same ``retry_after``).
 
-    Also the refusals that hold for a whole role (or, a bad token, for every role), for
-    ``REFUSAL_HOLD``: the changes asked for before one are refused without asking Discord
-    again (once per batch, otherwise: the worker goes on at once after a busy pass). A change
-    asked for after it is sent: the operator may have fixed it since (``roles sync`` then,
-    or a new link), and its answer tells. ``roles sync`` runs in a process of its own, so it
-    starts with none of the workers' refusals."""
+    Also a refusal of this process's bot token (401, for every role), for ``REFUSAL_HOLD``:
+    the changes asked for before it are refused without asking Discord again (once per
+    batch, otherwise: the worker goes on at once after a busy pass). A change asked for
+    after it is sent, and its answer tells. ``roles sync`` runs in a process of its own, so
+    it starts with none. (A refusal for a whole role, which every process would meet, is
+    not kept here: ``ApplyRoleChanges`` refuses that role's changes in the queue.)"""
 
     def __init__(self, calls: DiscordPauses | None = None) -> None:
         """``calls``: the process's pauses of calls to Discord (a fresh one: these only)."""
         self._calls = calls if calls is not None else DiscordPauses()
-        self._refusals: dict[LinkedRole | None, _Refusal] = {}  # None: every role
+        self._token_refused: _Refusal | None = None
 
-    def refused(self, role: LinkedRole | None, result: RoleCallResult, now: datetime) -> None:
-        """Discord refused a call for the whole of ``role`` (``None``: for every role)."""
-        self._refusals[role] = _Refusal(result, now, now + REFUSAL_HOLD)
+    def token_refused(self, result: RoleCallResult, now: datetime) -> None:
+        """Discord refused the bot token (a 401), whatever the role."""
+        self._token_refused = _Refusal(result, now, now + REFUSAL_HOLD)
 
-    def refusal(
-        self, role: LinkedRole, requested_at: datetime, now: datetime
-    ) -> RoleCallResult | None:
-        """The refusal holding at ``now`` for a change of ``role`` asked for at
+    def refusal(self, requested_at: datetime, now: datetime) -> RoleCallResult | None:
+        """The refusal of the token holding at ``now`` for a change asked for at
         ``requested_at`` (``None``: send it)."""
-        self._refusals = {r: held for r, held in self._refusals.items() if held.until > now}
-        for held in (self._refusals.get(_EVERY_ROLE), self._refusals.get(role)):
-            if held is not None and requested_at <= held.at:
-                return held.result
-        return None
+        held = self._token_refused
+        if held is None or held.until <= now:
+            self._token_refused = None
+            return None
+        return held.result if requested_at <= held.at else None
 
     def rate_limited(self, server: DiscordId, result: RoleCallResult, now: datetime) -> datetime:
         """Pause after Discord's 429 (``result``) to a call for ``server``: until its
@@ -212,12 +210,11 @@ class RolePauses:
         answered 429, and each 429 counts towards Discord's limit of invalid requests)."""
         self._calls.limited(_server(server), reset_after, now)
 
-    def went_through(self, role: LinkedRole) -> None:
-        """A call for ``role`` succeeded: the next Cloudflare 429 pauses for the first step
-        again, and no refusal holds for the role (nor for every role) any more."""
+    def went_through(self) -> None:
+        """A call succeeded: the next Cloudflare 429 pauses for the first step again, and
+        the token's refusal holds no more."""
         self._calls.went_through()
-        self._refusals.pop(role, None)
-        self._refusals.pop(_EVERY_ROLE, None)
+        self._token_refused = None
 
     def everywhere(self, now: datetime) -> datetime | None:
         """When calls for any server may be made again (``None``: some may now)."""
@@ -294,6 +291,9 @@ class ApplyRoleChanges:
         if (everywhere := self._pauses.everywhere(now)) is not None:
             return replace(report, paused_until=everywhere)  # nothing may be sent: no claim
         paused = self._pauses.paused_servers(now)
+        # The roles Discord refused for every member during this pass: the rest of the batch
+        # was claimed before, and is not among the queued changes refused then.
+        refused: dict[LinkedRole, RoleCallResult] = {}
         async with Claims(self._uow, self._clock, _release, stopping) as claims:
             async with self._uow() as uow:  # one short transaction: no lock outlives it
                 claims.took(
@@ -303,11 +303,15 @@ class ApplyRoleChanges:
                 )
                 await uow.commit()
             for change in claims:
-                await self._one(change, report, claims)
+                await self._one(change, report, claims, refused)
         return replace(report, paused_until=self._pauses.next_end(self._clock.now()))
 
     async def _one(
-        self, change: RoleChange, report: RoleChangeReport, claims: Claims[RoleChange]
+        self,
+        change: RoleChange,
+        report: RoleChangeReport,
+        claims: Claims[RoleChange],
+        refused: dict[LinkedRole, RoleCallResult],
     ) -> None:
         until = self._pauses.until(change.role.guild_id, self._clock.now())
         if until is not None:
@@ -315,11 +319,13 @@ class ApplyRoleChanges:
             # until then would be refused, and too many refusals get a bot banned).
             await self._write_back(self._held_back(change, until), report.retrying, report)
             return
-        refusal = self._pauses.refusal(change.role, change.requested_at, self._clock.now())
+        refusal = refused.get(change.role) or self._pauses.refusal(
+            change.requested_at, self._clock.now()
+        )
         if refusal is not None:
             await self._refuse_unsent(change, refusal, report)
             return
-        await self._apply(change, report, claims)
+        await self._apply(change, report, claims, refused)
 
     def _held_back(self, change: RoleChange, until: datetime) -> RoleChange:
         """``change``, due a little after ``until`` (spread: not all at one instant)."""
@@ -351,11 +357,16 @@ class ApplyRoleChanges:
         await self._write_back(after, report.refused_unsent, report, audit)
 
     async def _apply(
-        self, change: RoleChange, report: RoleChangeReport, claims: Claims[RoleChange]
+        self,
+        change: RoleChange,
+        report: RoleChangeReport,
+        claims: Claims[RoleChange],
+        refused: dict[LinkedRole, RoleCallResult],
     ) -> None:
         """Send one change (unless it is no longer this worker's). When Discord rate limited
-        it, pause its server (or everything); when it refused it for the whole role (or, a
-        bad token, for every role), hold that refusal."""
+        it, pause its server (or everything); when it refused it for the whole role, refuse
+        the role's other changes, those in the queue and the rest of the batch (``refused``);
+        a bad token, hold that refusal for every role."""
         now = self._clock.now()
         async with self._uow() as uow:
             held = await uow.role_changes.renew_claim(change, now + CLAIM_LEASE)
@@ -388,13 +399,36 @@ class ApplyRoleChanges:
             if result.reset_after is not None:
                 self._pauses.used_up(held.role.guild_id, result.reset_after, now)
             if result.outcome is RoleCallOutcome.DONE:
-                self._pauses.went_through(held.role)
+                self._pauses.went_through()
             elif _whole_role(result):
-                self._pauses.refused(held.role, result, now)
+                refused[held.role] = result
             elif result.outcome is RoleCallOutcome.REJECTED and result.status == 401:
-                self._pauses.refused(_EVERY_ROLE, result, now)
+                self._pauses.token_refused(result, now)
             after, bucket, audit = self._outcome(held, result, report)
         await self._write_back(after, bucket, report, audit, called=True)
+        if _whole_role(result):
+            await self._refuse_queued(held.role, result, report)
+
+    async def _refuse_queued(
+        self, role: LinkedRole, refusal: RoleCallResult, report: RoleChangeReport
+    ) -> None:
+        """Discord refused ``role`` for every member: its changes in the queue now (waiting,
+        retrying, held back by a rate limit; not those another worker is sending) are
+        refused for the same reason without asking it, wherever they were asked for. What is
+        in the queue decides, not the time each was asked for: those times come from the
+        clocks of the processes that asked, which no two hosts share exactly. A change asked
+        for after this is sent (a new link, ``roles sync`` once it is fixed)."""
+        now = self._clock.now()
+        reason = refusal.outcome.value
+        async with self._uow() as uow:
+            queued = await uow.role_changes.refuse_queued(role, now, reason)
+            for change in queued:
+                detail = {"reason": reason, "sent": "no"}
+                await uow.audit.record(
+                    self._audit(AuditKind.DISCORD_ROLE_REFUSED, change, now, **detail)
+                )
+            await uow.commit()
+        report.refused_unsent.extend(queued)
 
     def _outcome(
         self, held: RoleChange, result: RoleCallResult, report: RoleChangeReport
