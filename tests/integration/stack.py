@@ -118,6 +118,7 @@ async def stack(
                 yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db, mailbox)
         finally:
             mailbox.while_waiting = None
+            await setup.discord_http().aclose()  # a test's own calls to Discord opened it
             await setup.sql_db().dispose()
 
 
