@@ -133,6 +133,12 @@ async def test_discords_refusals_become_outcomes(discord: Discord) -> None:
             assert await call(role, member, reason=REASON) == RoleCallResult(
                 RoleCallOutcome(outcome), status=status
             )
+    discord.state.test_guild.bot_member = False  # someone removed the bot from the server
+    for call in (roles.add_role, roles.remove_role):
+        assert await call(discord.role, discord.member, reason=REASON) == RoleCallResult(
+            RoleCallOutcome.UNKNOWN_GUILD, status=403
+        )
+    discord.state.test_guild.bot_member = True
     wrong_token = discord.roles(token="not-the-token")
     assert await wrong_token.add_role(discord.role, discord.member, reason=REASON) == (
         RoleCallResult(RoleCallOutcome.REJECTED, status=401)
