@@ -19,6 +19,16 @@ from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 # In apply_until_done's totals: refusals taken from a whole-role hold, without a call.
 UNSENT = "refused_unsent"
 RATE_LIMITED = RoleCallOutcome.RATE_LIMITED.value
+# What a refusal asks of the operator, in its log line.
+_WHY = {
+    RoleCallOutcome.MISSING_PERMISSIONS.value: "the bot's role needs Manage Roles and must sit "
+    "above this role (Server Settings → Roles)",
+    RoleCallOutcome.UNKNOWN_GUILD.value: "the bot is not in this server (removed from it?), or "
+    "the server id in TASKFLOW_LINK_DISCORD_LINKED_ROLES is wrong",
+    RoleCallOutcome.UNKNOWN_ROLE.value: "the server has no such role (deleted?): check "
+    "TASKFLOW_LINK_DISCORD_LINKED_ROLES",
+    RoleCallOutcome.NOT_A_MEMBER.value: "this Discord user is not in the server",
+}
 
 log = logging.getLogger("taskflow_link.roles")
 
@@ -87,10 +97,11 @@ class RoleWorker(QueueWorker):
             log.info("Discord role change done: %s", _change(change))
         for change in report.refused:
             log.warning(
-                "Discord refused to %s (%s): not retried; `taskflow-link roles sync` asks "
+                "Discord refused to %s (%s%s): not retried; `taskflow-link roles sync` asks "
                 "again once this is fixed",
                 _change(change),
                 change.last_error,
+                f": {_WHY[change.last_error]}" if change.last_error in _WHY else "",
             )
         limited = [c for c in report.retrying if c.last_error == RATE_LIMITED]
         for change in report.retrying:

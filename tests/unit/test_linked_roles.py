@@ -462,6 +462,15 @@ async def test_a_refusal_for_the_whole_role_is_not_asked_again_for_each_member(
     for member in members:
         row = _db(r).tables.role_changes[(member.id, ROLE)]
         assert (row.status, row.last_error) == (RoleChangeStatus.REFUSED, outcome.value)
+    [refused_line] = [m for m in caplog.messages if m.startswith("Discord refused")]
+    assert refused_line.split(": not retried")[0].endswith(
+        {
+            RoleCallOutcome.MISSING_PERMISSIONS: "must sit above this role (Server Settings → "
+            "Roles))",
+            RoleCallOutcome.UNKNOWN_GUILD: "in TASKFLOW_LINK_DISCORD_LINKED_ROLES is wrong)",
+            RoleCallOutcome.UNKNOWN_ROLE: "(deleted?): check TASKFLOW_LINK_DISCORD_LINKED_ROLES)",
+        }[outcome]
+    )
     refusals = audited(r, AuditKind.DISCORD_ROLE_REFUSED)
     assert len(refusals) == 10
     assert sum(e.get("sent") == "no" for e in refusals) == 9
