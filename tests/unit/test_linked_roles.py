@@ -1003,6 +1003,28 @@ async def test_a_removal_for_a_role_out_of_the_setting_is_not_an_add_once_relink
     other.unwire()
 
 
+async def test_an_add_for_a_role_out_of_the_setting_is_not_a_removal_once_unlinked(
+    one: Harness,
+) -> None:
+    """An add queued for the role (never sent: Discord was down), then the role taken out of
+    the setting and the member unlinked by an instance without it (which queues nothing for
+    the role): the service never gave that role, so it takes nothing away (a member may
+    hold it for other reasons); only a removal an unlink asked for goes out."""
+    one.guild_roles.answer(RoleCallOutcome.UNAVAILABLE)
+    profile = await _linked(one, 5019)
+    await apply(one)  # retried later
+    other = _configured_with(one, str(ELSEWHERE))
+    await other.unlink_discord().execute(profile.id)
+    one.clock.advance(RETRY_DELAYS[0])
+    calls = len(one.guild_roles.calls)
+
+    report = await other.apply_role_changes().execute()
+
+    assert [c for c in one.guild_roles.calls[calls:] if c.role == ROLE] == []
+    assert [(c.discord_id, c.action) for c in report.unconfigured] == [(profile.id, RoleAction.ADD)]
+    other.unwire()
+
+
 async def test_roles_sync_leaves_the_changes_of_roles_it_does_not_name_to_the_service(
     r: Harness,
 ) -> None:

@@ -118,8 +118,8 @@ class RoleChangeReport:
     failed: list[RoleChange] = field(default_factory=list)  # given up
     # Applied (or tried) while a newer request came: that one goes out next.
     superseded: list[RoleChange] = field(default_factory=list)
-    # For a role no longer configured, of a linked member: finished without calling Discord
-    # (``NOT_CONFIGURED``).
+    # For a role no longer configured (an add, or anything for a linked member): finished
+    # without calling Discord (``NOT_CONFIGURED``).
     unconfigured: list[RoleChange] = field(default_factory=list)
     # Refused without calling Discord: they were queued when a call got a refusal that holds
     # for the whole role (``_whole_role``), or asked for before a call made within
@@ -254,10 +254,10 @@ class ApplyRoleChanges:
 
     Only the roles of ``linked_roles`` (the setting) are added. A change for another role (one
     taken out of the setting, whose changes were queued or retrying then) is finished without
-    calling Discord when its member is linked: the operator stopped the service handing out
-    that role (perhaps because it was the wrong one). A member who is not linked loses it
-    still: the removal was asked for by an unlink while the role was configured, and the
-    service never leaves a role it may have given on an unlinked member. ``roles sync`` asks
+    calling Discord, unless it is a removal and its member is not linked: the operator
+    stopped the service handing out that role (perhaps because it was the wrong one), but
+    the removal was asked for by an unlink while the role was configured, and the service
+    never leaves a role it may have given on an unlinked member. ``roles sync`` asks
     for the add again if the role is configured again. ``only_configured`` (``roles sync``,
     whose setting may name fewer roles than the service's) leaves the changes of other roles
     in the queue, to the service's workers."""
@@ -375,9 +375,12 @@ class ApplyRoleChanges:
             link = await uow.links.get_by_discord_id(held.discord_id)
             await uow.commit()
             claims.holding(held)  # cut off during the call, it is let go as this
-        if link is not None and held.role not in self._configured:
-            # A role out of the setting is no longer handed out (a removal, for an unlinked
-            # member, still goes out).
+        if held.role not in self._configured and (
+            link is not None or held.action is RoleAction.ADD
+        ):
+            # A role out of the setting is no longer handed out; a removal an unlink asked for
+            # (while it was configured) still goes out to a member who is not linked, but an
+            # add is not turned into one (the service may never have given the role).
             await self._write_back(self._unconfigured(held), report.unconfigured, report)
             return
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
