@@ -1347,6 +1347,9 @@ def main() -> None:
         sys.exit(1)
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C: as a shell reports SIGINT
+            # What the loop left half done (a database connection cut mid-handshake) reports
+            # its loss as the process exits ("Future exception was never retrieved"): no news.
+            logging.getLogger("asyncio").disabled = True
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         click.echo("Aborted.", err=True)  # the end of the input where one was read
