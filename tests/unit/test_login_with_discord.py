@@ -373,3 +373,31 @@ async def test_a_sign_in_never_stores_a_secret_path_however_it_is_spelled(
     (pending,) = db.tables.pending_logins.values()
     assert pending.destination == destination
     assert "SECRET" not in repr(pending)
+
+
+async def test_a_first_sign_in_that_meets_its_own_link_made_meanwhile_signs_in(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two callbacks of one new Discord account's first sign-in (two tabs, a double submit):
+    on Postgres, one read no link, then found the account the other had just created by its
+    address, linked by then, and was refused as "linked to another Discord account" (6 of 20
+    in a race test). Here the first read misses the link, as under READ COMMITTED."""
+    from adapters.memory.store import MemoryLinks
+
+    discord = h.discord_user(1010, email="racer@example.com", verified=True)
+    first = await h.discord_login(discord)
+    assert first.outcome is AuthOutcome.CREATED
+    read = MemoryLinks.get_by_discord_id
+    missed: list[bool] = []
+
+    async def stale_once(self: MemoryLinks, discord_id: object) -> object:
+        if not missed:
+            missed.append(True)
+            return None  # read before the other callback's commit
+        return await read(self, discord_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MemoryLinks, "get_by_discord_id", stale_once)
+    second = await h.discord_login(discord)
+    assert missed == [True]
+    assert second.outcome is AuthOutcome.SIGNED_IN
+    assert second.account_id == first.account_id

@@ -558,8 +558,23 @@ class CompleteDiscordAuth:
             link = await uow.links.get_by_discord_id(profile.id)
             email = profile.email.strip() if profile.email else ""
             matches = await uow.accounts.find_by_email(email) if email else []
+            their_links = {m.id: await uow.links.get_by_account(m.id) for m in matches}
+            if link is None:
+                # Linked to this very Discord account since the read above (another callback
+                # of its first sign-in, committed meanwhile): signed in as that account, not
+                # refused as "linked to another Discord account".
+                link = next(
+                    (
+                        t
+                        for t in their_links.values()
+                        if t is not None and t.discord_id == profile.id
+                    ),
+                    None,
+                )
             linked_matches = [
-                m.id for m in matches if await uow.links.get_by_account(m.id) is not None
+                account_id
+                for account_id, theirs in their_links.items()
+                if theirs is not None and theirs.discord_id != profile.id
             ]
             decision = decide_login(
                 profile,
