@@ -40,7 +40,12 @@ N = 20
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(postgres.url, db_pool_size=N + 5) as harness:
+    # Deadlines only: a race's transactions wait on each other's locks (the last of N waits
+    # out the N before it), each for a pooled connection meanwhile, which a busy machine
+    # drew out past the 5 s default (one StorageError in CI).
+    async with sql_harness(
+        postgres.url, db_pool_size=N + 10, db_pool_timeout=120, db_statement_timeout_seconds=120
+    ) as harness:
         yield harness
 
 
