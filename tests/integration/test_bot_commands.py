@@ -561,6 +561,70 @@ async def test_the_replay_check_counts_in_the_answer_deadline(
     assert result["reply"]["data"]["content"] == SOMETHING_WENT_WRONG
 
 
+async def test_a_replay_check_that_used_the_answer_deadline_up_starts_no_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its answer is the fallback ("something went wrong"), so the command must not run: it
+    ran on its own all the same, after that answer, and an /unlink unlinked the member it
+    had just told that something went wrong. The app's stop waits for the commands under way,
+    so whatever one did is in the store once the stack is down."""
+    async with bot_stack(
+        discord_reply_deadline_seconds=3.0, discord_answer_deadline_seconds=3.5
+    ) as bot:
+        user = bot.user()
+        alice = (await bot.h.sign_up("alice", "alice@example.com")).account
+        await bot.link(user, alice.id)
+        checked = MemoryReplayGuard.first_time
+
+        async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
+            await asyncio.sleep(4)  # a Redis that stopped answering, and its timeout
+            return await checked(self, key, ttl_seconds)
+
+        monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
+        bot.emulator.response_deadline = 5.5
+        reply = await bot.run(user, "unlink")
+        assert reply.content == SOMETHING_WENT_WRONG
+    assert await bot.h.container.who_am_i().execute(DiscordId(int(user.id))) is not None
+
+
+class SlowerWhoAmI:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        await asyncio.sleep(2)  # past the answer deadline below, well within the reply's
+        return None
+
+
+async def test_a_slow_replay_check_leaves_a_slow_command_time_to_answer_thinking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer deadline counts from the interaction's arrival, the "thinking…" delay from
+    the command's start: a replay check that took longer than their difference (a Redis that
+    was slow to answer) made the fallback come first. The person read "something went
+    wrong" while the command, which runs on its own, went on and did what it was asked (an
+    /unlink unlinked), its reply lost. "Thinking…" now comes in time, and the reply edits
+    it. Scaled up, so that no busy machine decides the outcome: the check takes 4 s, the
+    command 2 s; "thinking…" after 3 s of the command (7 s after the arrival), the answer
+    deadline 5 s after the arrival, "Discord" waits 8 s."""
+    checked = MemoryReplayGuard.first_time
+
+    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
+        await asyncio.sleep(4)  # a Redis slow to answer
+        return await checked(self, key, ttl_seconds)
+
+    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=8.0)
+    async with bot_stack(
+        emulator,
+        discord_defer_after_seconds=3.0,
+        discord_reply_deadline_seconds=4.5,
+        discord_answer_deadline_seconds=5.0,
+    ) as bot:
+        with bot.h.container.who_am_i.override(providers.Factory(SlowerWhoAmI)):
+            reply = await bot.run(bot.user(), "whoami")
+    assert reply.raw["body"] == {"type": 5, "data": {"flags": 64}}  # private "thinking…"
+    assert reply.raw["reply"]["deferred"] is True  # then the command's reply edited it
+    assert "not linked" in reply.content
+
+
 async def _deferred_then(
     emulator: EmulatorState,
     webhook_call: Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -28,6 +29,17 @@ from lightbulb.internal.constants import INITIAL_RESPONSE_IDENTIFIER as INITIAL_
 from entrypoints.bot.stale import AnswersStaleServerCommands
 
 Builder = hikari.api.InteractionMessageBuilder | hikari.api.InteractionDeferredBuilder
+
+# When (the event loop's time) the HTTP answer to the interaction being handled is due: its
+# arrival plus the answer deadline (set by ``HttpInteractions.dispatch``). The "thinking…"
+# delay counts from the command's start, after the interaction's checks (a Redis call, up to
+# the Redis timeout): a slow check must not let the fallback answer come first, while the
+# command, which runs on its own, goes on and does what it was asked with its reply lost.
+ANSWER_BY: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "taskflow_link_answer_by", default=None
+)
+# How long before that deadline "thinking…" is said at the latest.
+THINKING_AHEAD = 0.1
 
 
 class InBandContext(lightbulb.Context):
@@ -155,6 +167,15 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
             return True
         return False
 
+    def _thinking_in(self) -> float:
+        """How long a command may take before "thinking…" is said: ``defer_after``, or less
+        when the HTTP answer is due sooner (see ``ANSWER_BY``)."""
+        answer_by = ANSWER_BY.get()
+        if answer_by is None:
+            return self._defer_after
+        left = answer_by - THINKING_AHEAD - asyncio.get_running_loop().time()
+        return min(self._defer_after, max(left, 0.0))
+
     def build_command_context(
         self,
         interaction: hikari.CommandInteraction,
@@ -193,7 +214,7 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
         task.add_done_callback(self._running.discard)
         try:
             await asyncio.wait(
-                (answer, task), timeout=self._defer_after, return_when=asyncio.FIRST_COMPLETED
+                (answer, task), timeout=self._thinking_in(), return_when=asyncio.FIRST_COMPLETED
             )
             if not answer.done() and not task.done():
                 # Slow: say "thinking…" now, privately; the reply edits it when it comes.

@@ -20,7 +20,7 @@ from entrypoints.agreement import check_agreement
 from entrypoints.bot.bridge import register_services
 from entrypoints.bot.claims import ClaimingGatewayClient
 from entrypoints.bot.commands import command_loader
-from entrypoints.bot.inband import InBandRestClient, client_arguments
+from entrypoints.bot.inband import ANSWER_BY, InBandRestClient, client_arguments
 from entrypoints.bot.late import LateInteractions
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
 from entrypoints.container import Container, close_resources, discord_proxy
@@ -306,6 +306,15 @@ class HttpInteractions:
             raise RuntimeError("HTTP interactions were not started")
         loop = asyncio.get_running_loop()
         answer_by = (loop.time() if arrived is None else arrived) + self._answer_within
+        if loop.time() >= answer_by:
+            # Its checks used the time up: no command is started, that would go on after
+            # this answer (its reply lost) and do what it was asked meanwhile.
+            log.error(
+                "no reply to an interaction within %s s: its checks took that long (Redis?)",
+                self._answer_within,
+            )
+            return FALLBACK_ANSWER
+        answering = ANSWER_BY.set(answer_by)  # "thinking…" comes before it (see there)
         try:
             async with asyncio.timeout_at(answer_by):
                 answer = await self._bot.on_interaction(
@@ -323,6 +332,8 @@ class HttpInteractions:
         except Exception as exc:
             log.error("an interaction failed: %s", type(exc).__name__)
             return FALLBACK_ANSWER
+        finally:
+            ANSWER_BY.reset(answering)
         if answer.status_code >= 500:
             log.error("hikari could not handle an interaction (HTTP %s)", answer.status_code)
             return FALLBACK_ANSWER
