@@ -1346,7 +1346,9 @@ def main() -> None:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(1)
     except click.exceptions.Abort as exc:
-        if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C: as a shell reports SIGINT
+        # Ctrl-C: as a shell reports SIGINT. Click's prompt raises its Abort "from None",
+        # which hides the cause but keeps the context.
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
             # What the loop left half done (a database connection cut mid-handshake) reports
             # its loss as the process exits ("Future exception was never retrieved"): no news.
             logging.getLogger("asyncio").disabled = True

@@ -1222,6 +1222,36 @@ def test_audit_finds_a_login_and_prints_neither_its_hmac_nor_the_key(
 
 
 @pytest.mark.parametrize(
+    "case",
+    [(KeyboardInterrupt, 130, "Interrupted."), (EOFError, 1, "Aborted.")],
+    ids=["ctrl-c", "end-of-input"],
+)
+def test_ctrl_c_at_the_login_prompt_is_an_interruption(
+    sqlite_database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: tuple[type[BaseException], int, str],
+) -> None:
+    """`audit --login -` asks for the login at a terminal: Ctrl-C there is an interruption
+    (130, as the README has it for every command), not the end of the input (1). Click's
+    prompt turns both into an Abort that hides what caused it."""
+    from entrypoints.cli import main
+
+    stop, status, said = case
+
+    def typed(_prompt: str) -> str:
+        raise stop
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("click.termui.hidden_prompt_func", typed)
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", "audit", "--login", "-"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == status
+    assert capsys.readouterr().err.strip().splitlines()[-1] == said
+
+
+@pytest.mark.parametrize(
     ("login", "message"),
     [
         ("   ", "give the login as it was typed to sign in"),
