@@ -6,6 +6,7 @@ in-memory adapters and the SQL ones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -63,6 +64,30 @@ def make_settings(**overrides: object) -> Settings:
 def cheap_argon2() -> Argon2PasswordHasher:
     """Real argon2id with tiny costs, so tests hash quickly (one hasher: it holds no state)."""
     return Argon2PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def fail_sign_ins(container: Container, *tries: tuple[str, str]) -> None:
+    """A wrong password for each ``(login, client address)`` on ``container`` (whose password
+    hasher is made cheap), outside any event loop; its resources are closed afterwards."""
+    from domain import errors
+    from entrypoints.container import close_resources
+
+    container.password_hasher.override(cheap_argon2())
+
+    async def fail() -> None:
+        try:
+            for login, client in tries:
+                try:
+                    await container.sign_in().execute(
+                        login=login, password="wrong", client_address=client
+                    )
+                except errors.InvalidCredentials:
+                    continue
+                raise AssertionError(f"{login!r} signed in with a wrong password")
+        finally:
+            await close_resources(container)
+
+    asyncio.run(fail())
 
 
 @dataclass

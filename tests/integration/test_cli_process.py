@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -15,9 +14,8 @@ from sqlalchemy.engine import make_url
 
 from adapters.sql import migrate
 from adapters.tokens import SecretsTokenIssuer
-from domain import errors
-from entrypoints.container import build_container, close_resources
-from tests.harness import TEST_SECRET_KEY, cheap_argon2, make_settings
+from entrypoints.container import build_container
+from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
 from tests.servers import free_port
 
 RUNS = [
@@ -157,19 +155,7 @@ def test_an_operator_finds_the_failed_sign_ins_of_a_login_on_postgres(
     container = build_container(
         make_settings(storage="sql", database_url=empty_pg_url, secret_key=TEST_SECRET_KEY)
     )
-    container.password_hasher.override(cheap_argon2())
-
-    async def fail_to_sign_in() -> None:
-        try:
-            for login, client in ((typed, "203.0.113.7"), ("bob", "203.0.113.8")):
-                with pytest.raises(errors.InvalidCredentials):
-                    await container.sign_in().execute(
-                        login=login, password="wrong", client_address=client
-                    )
-        finally:
-            await close_resources(container)
-
-    asyncio.run(fail_to_sign_in())
+    fail_sign_ins(container, (typed, "203.0.113.7"), ("bob", "203.0.113.8"))
     keyed = SecretsTokenIssuer(TEST_SECRET_KEY).derive(typed.lower(), "sign-in-login")
 
     for argv, stdin in (

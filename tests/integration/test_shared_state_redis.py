@@ -14,8 +14,10 @@ from litestar.testing import AsyncTestClient
 from adapters.attempts import StorePasswordAttempts
 from adapters.shared_state import SharedState
 from domain.policies import password_retry_wait
+from entrypoints.agreement import check_agreement
 from entrypoints.container import _readiness_checks, build_container
 from entrypoints.health import Readiness
+from entrypoints.settings import Settings
 from entrypoints.web import create_app
 from tests.harness import TEST_SECRET_KEY, make_settings
 from tests.integration.redis_server import RedisServer
@@ -297,6 +299,25 @@ async def test_readiness_probes_write_once_a_minute_not_once_each(redis_url: str
         await b.close()
 
 
+async def _errors_at_start(
+    settings: Settings, caplog: pytest.LogCaptureFixture, *, answers_interactions: bool
+) -> list[str]:
+    """The errors a web instance with ``settings`` logs as it compares them at start (what
+    the app does), after the earlier instances' comparisons."""
+    caplog.clear()
+    container = build_container(settings)
+    try:
+        await check_agreement(
+            container,
+            logging.getLogger("taskflow_link.web"),
+            web=True,
+            answers_interactions=answers_interactions,
+        )
+    finally:
+        await container.shared_state().close()
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_instances_that_disagree_on_the_secret_key_or_public_url_say_so_at_start(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -343,29 +364,15 @@ async def test_instances_that_disagree_on_the_interactions_max_age_say_so_at_sta
 
     import nacl.signing
 
-    from entrypoints.agreement import check_agreement
-
     public_key = nacl.signing.SigningKey.generate().verify_key.encode().hex()
 
     async def start(max_age: int) -> list[str]:
-        caplog.clear()
         settings = make_settings(
             redis_url=redis_url,
             discord_public_key=public_key,
             discord_interaction_max_age_seconds=max_age,
         )
-        container = build_container(settings)
-        try:
-            # What the app does at start.
-            await check_agreement(
-                container,
-                logging.getLogger("taskflow_link.web"),
-                web=True,
-                answers_interactions=True,
-            )
-        finally:
-            await container.shared_state().close()
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        return await _errors_at_start(settings, caplog, answers_interactions=True)
 
     caplog.set_level(logging.WARNING, logger="taskflow_link.web")
     assert await start(300) == []
@@ -394,8 +401,6 @@ async def test_instances_that_disagree_on_what_they_queue_and_send_say_so_at_sta
     settings, and its workers send whatever is queued by them: one that lacks a role, or
     keeps emails in its memory, loses its share, silently. (Webhook URLs are compared through
     the database: test_instance_sharing.)"""
-    from entrypoints.agreement import check_agreement
-
     common = {
         "redis_url": redis_url,
         "webhook_urls": "https://hooks.example.com/in",
@@ -407,18 +412,8 @@ async def test_instances_that_disagree_on_what_they_queue_and_send_say_so_at_sta
     }
 
     async def start(value: str) -> list[str]:
-        caplog.clear()
-        container = build_container(make_settings(**{**common, setting: value}))
-        try:
-            await check_agreement(
-                container,
-                logging.getLogger("taskflow_link.web"),
-                web=True,
-                answers_interactions=False,
-            )
-        finally:
-            await container.shared_state().close()
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        settings = make_settings(**{**common, setting: value})
+        return await _errors_at_start(settings, caplog, answers_interactions=False)
 
     caplog.set_level(logging.WARNING, logger="taskflow_link.web")
     assert await start(one) == []
@@ -435,27 +430,15 @@ async def test_a_process_that_does_not_answer_interactions_leaves_their_max_age_
     the first left for the second."""
     import nacl.signing
 
-    from entrypoints.agreement import check_agreement
-
     public_key = nacl.signing.SigningKey.generate().verify_key.encode().hex()
 
     async def start(max_age: int | None) -> list[str]:
-        caplog.clear()
         extra = {} if max_age is None else {"discord_public_key": public_key}
         settings = make_settings(
             redis_url=redis_url, discord_interaction_max_age_seconds=max_age or 300, **extra
         )
-        container = build_container(settings)
-        try:
-            await check_agreement(
-                container,
-                logging.getLogger("taskflow_link.web"),
-                web=True,
-                answers_interactions=max_age is not None,
-            )
-        finally:
-            await container.shared_state().close()
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        answers = max_age is not None
+        return await _errors_at_start(settings, caplog, answers_interactions=answers)
 
     caplog.set_level(logging.WARNING, logger="taskflow_link.web")
     assert await start(300) == []

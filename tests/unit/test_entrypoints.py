@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -17,12 +16,11 @@ from click.testing import CliRunner
 import entrypoints.asgi
 from adapters.memory import MemoryUnitOfWork
 from adapters.tokens import SecretsTokenIssuer
-from domain import errors
 from domain.use_cases import SignUp
 from entrypoints.bot.bridge import describe_http_error
 from entrypoints.bot.context import Deadline
 from entrypoints.cli import cli
-from entrypoints.container import build_container, close_resources
+from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed
 from entrypoints.logs import QUIET_BELOW_INFO
 from entrypoints.settings import (
@@ -32,7 +30,7 @@ from entrypoints.settings import (
     without_password,
 )
 from tests.bot_support import wait_until
-from tests.harness import TEST_SECRET_KEY, cheap_argon2, make_settings
+from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
 from tests.servers import free_port
 
 
@@ -1174,19 +1172,7 @@ def test_audit_finds_a_login_and_prints_neither_its_hmac_nor_the_key(
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     typed = "Tr0ub4dor&3 horse"
     container = build_container(load_settings())
-    container.password_hasher.override(cheap_argon2())
-
-    async def fail_to_sign_in() -> None:
-        try:
-            for login, client in ((typed, "203.0.113.7"), ("mallory", "203.0.113.8")):
-                with pytest.raises(errors.InvalidCredentials):
-                    await container.sign_in().execute(
-                        login=login, password="wrong", client_address=client
-                    )
-        finally:
-            await close_resources(container)
-
-    asyncio.run(fail_to_sign_in())
+    fail_sign_ins(container, (typed, "203.0.113.7"), ("mallory", "203.0.113.8"))
     keyed = SecretsTokenIssuer(TEST_SECRET_KEY).derive(typed.lower(), "sign-in-login")
     everything = runner.invoke(cli, ["audit"])
     assert keyed in everything.output  # the whole trail shows each login's HMAC, as recorded
