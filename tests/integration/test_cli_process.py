@@ -227,6 +227,13 @@ def test_a_sqlite_file_in_a_missing_directory_is_one_sentence_never_a_traceback(
     )
 
 
+def _as_typed_in_a_terminal() -> None:
+    """SIGINT as a terminal's shell leaves it to a command: a test run in the background (CI
+    runners, a shell's ``&``) ignores it, and a program inherits that, so Ctrl-C never reached
+    the command and the test waited out its deadline."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_command_stops_it_with_status_130(tmp_path: Path) -> None:
     """Ctrl-C while a command waits on its database: it stopped at once, but with status 1,
     as a refusal or a failure does, so a script could not tell an interruption from one;
@@ -247,6 +254,7 @@ def test_ctrl_c_mid_command_stops_it_with_status_130(tmp_path: Path) -> None:
             text=True,
             env=env,
             cwd=tmp_path,
+            preexec_fn=_as_typed_in_a_terminal,  # noqa: PLW1509 - one signal() call, no lock
         )
         connection, _ = database.accept()  # the command waits for the database now
         with connection:
