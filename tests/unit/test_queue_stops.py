@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
+from domain import errors
 from domain.model import DiscordId, RoleAction, RoleChange
+from domain.ports import UnitOfWork
+from domain.use_cases._claims import Claims
 from entrypoints.container import build_container
 from entrypoints.queue_worker import QueueWorker
 from entrypoints.web import create_app
@@ -162,3 +166,34 @@ async def test_a_stopped_worker_started_again_works_its_queue() -> None:
     finally:
         await worker.stop()
         h.container.unwire()
+
+
+async def test_a_cut_off_pass_stays_cut_off_when_letting_go_fails() -> None:
+    """Cut off (cancelled) while the database cannot take the letting go either: the rows wait
+    out their lease, and the cut-off stands. The letting go's error took its place: a worker
+    at its stop logged the database "unreachable; will retry", and a command's Ctrl-C (or a
+    timeout around the pass) was reported as a database outage."""
+    h = Harness.build(build_container(make_settings()))
+    tried: list[str] = []
+
+    async def release(_uow: UnitOfWork, row: str, _now: datetime) -> bool:
+        tried.append(row)
+        raise errors.StorageError()
+
+    entered = asyncio.Event()
+
+    async def a_pass() -> None:
+        async with Claims(h.container.uow(), h.clock, release) as claims:
+            claims.took(["under way", "never started"])
+            for _row in claims:
+                entered.set()
+                await asyncio.Event().wait()  # the call under way, cut off
+
+    task = asyncio.create_task(a_pass())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    assert tried == ["under way"]  # tried, in one transaction that the error ended
+    h.container.unwire()

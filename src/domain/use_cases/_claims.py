@@ -137,11 +137,13 @@ class Claims(Generic[Row]):
         self._under_way = None
         if not held:
             return
-        if exc_type is None or cut_off:
+        if exc_type is None:
             await self.let_go(held)
             return
-        # The pass failed: the rows it never started go back all the same if the database
-        # lets them (otherwise their lease runs out), and the pass's own error stands.
+        # Cut off, or the pass failed: the rows go back all the same if the database lets
+        # them (otherwise their lease runs out), and the cut-off (or the pass's own error)
+        # stands, not the letting go's: a worker at its stop would say the database is
+        # "unreachable; will retry", and a command's Ctrl-C would be reported as an outage.
         with contextlib.suppress(Exception):
             await self.let_go(held)
 
