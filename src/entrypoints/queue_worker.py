@@ -160,9 +160,13 @@ class QueueWorker(ABC):
         if late:
             self._log.warning(
                 "%s worker: the call under way did not finish within %s s of the stop; cut "
-                "off, its row is let go for another instance (it may go twice)",
+                "off%s, its row is let go for another instance (it may go twice)",
                 self.name,
                 grace,
+                # A Linked Roles refresh is not cut off: it finishes and its answer is stored.
+                " once the step that must finish has (its answer is kept)"
+                if self._finish_seconds
+                else "",
             )
             runner.cancel()
             # Letting go of the rows, after the step under way that the cut-off does not

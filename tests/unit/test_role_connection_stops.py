@@ -73,7 +73,7 @@ async def expired(h: Harness) -> None:
 
 
 async def test_a_stop_that_cuts_off_a_refresh_keeps_the_tokens_discord_issued(
-    r: Harness,
+    r: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     await expired(r)
     gate = Gate()
@@ -94,6 +94,9 @@ async def test_a_stop_that_cuts_off_a_refresh_keeps_the_tokens_discord_issued(
     row = rows(r)[MEMBER]
     assert row.claimed_until is None
     assert row.failures == 0
+    # The stop's warning says the refresh finished (it was not cut off mid-answer).
+    (warning,) = [m for m in caplog.messages if "did not finish within" in m]
+    assert "once the step that must finish has (its answer is kept)" in warning
     # The next pass pushes with it: no invalid_grant, no deletion (the gate held only the
     # first call).
     report = await refresh_pass(r)
