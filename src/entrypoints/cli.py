@@ -147,6 +147,9 @@ def _failure(exc: BaseException) -> str:
     return words.splitlines()[0] if words else type(cause).__name__
 
 
+_NEWEST = frozenset({"head", "heads"})  # what names this version's newest revision
+
+
 def _revision_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     """A revision named: an empty one (`db upgrade "$REVISION"` with the variable unset)
     reached Alembic, whose assertion came out as a traceback."""
@@ -164,7 +167,7 @@ def db_upgrade(revision: str) -> None:
         pass  # said on stderr
     elif done.before != done.after:
         click.echo(f"Upgraded the database from {done.before or 'base (empty)'} to {done.after}.")
-    elif revision in {"head", "heads"} or (done.after or "").startswith(revision):
+    elif revision in _NEWEST or (done.after or "").startswith(revision):
         click.echo(f"Nothing to do: the database was at {done.after} already.")
     else:  # Alembic goes nowhere when asked up to a revision behind the database's
         click.echo(
@@ -285,7 +288,8 @@ def _migrate(direction: str, revision: str) -> _Migrated:
         if unknown is not None:
             if not unknown.later_release:
                 raise click.ClickException(unknown.message)
-            if direction == "upgrade" and revision == "head":
+            # `heads` is Alembic's every head: this history has one, so it is `head`.
+            if direction == "upgrade" and revision in _NEWEST:
                 click.echo(
                     f"warning: {unknown.message} Nothing to do: this version serves on it, as "
                     f"an older release does during a rolling upgrade. {rollback_advice()}",

@@ -1616,6 +1616,24 @@ def test_db_commands_on_a_newer_releases_schema_say_so(sqlite_database: Path) ->
         assert "Can't locate" not in refused.output
 
 
+def test_db_upgrade_heads_on_a_newer_releases_schema_is_done_as_head(
+    sqlite_database: Path,
+) -> None:
+    """`db upgrade heads` (Alembic's name for every head; this history has one, so it is
+    `head`) on a schema a later release migrated was refused with exit status 1, "Run that
+    release's `taskflow-link db downgrade …`", as if a revision behind the database had been
+    named: a rollback's release step written with `heads` stopped the rollback, where `head`
+    has nothing to do and says so."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade", "heads"]).exit_code == 0
+    _by_hand(sqlite_database, "UPDATE alembic_version SET version_num = '9999_from_the_future'")
+
+    upgraded = runner.invoke(cli, ["db", "upgrade", "heads"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert upgraded.stdout == "Database at revision 9999_from_the_future.\n"
+    assert "a later release migrated it. Nothing to do:" in upgraded.stderr
+
+
 def test_db_commands_on_another_programs_migrations_say_it_is_not_taskflow_links(
     sqlite_database: Path,
 ) -> None:
