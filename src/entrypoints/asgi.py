@@ -24,7 +24,8 @@ from entrypoints.settings import load_settings
 from entrypoints.web import create_app
 
 
-def make_app() -> Litestar:
+def make_app(*, worker: bool = False) -> Litestar:
+    """``worker``: see ``make_worker_app``."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     # The app writes its own access log (secrets in paths redacted, no query strings); the
@@ -35,6 +36,13 @@ def make_app() -> Litestar:
     container.discord_oauth()  # fail now, naming the setting, rather than at first sign-in
     if settings.token_keys:
         container.secret_box()  # loads cryptography (only then): a broken install shows now
-    app = create_app(container)
+    app = create_app(container, worker=worker)
     settle_start_up_objects()
     return app
+
+
+def make_worker_app() -> Litestar:
+    """The app of one of ``taskflow-link serve --workers N``'s processes: ``serve`` logs the
+    settings' warnings and what it finds of the schema once, for every worker, instead of
+    each worker saying them again."""
+    return make_app(worker=True)

@@ -689,7 +689,14 @@ def serve(host: str, port: int, workers: int) -> None:
     # Said before the app starts: uvicorn found a port in use only after the app's start-up,
     # logged it amid the start-up and shutdown lines, and exited with its own status 3.
     _require_listening(host, port, workers)
-    app: Any = "entrypoints.asgi:make_app" if workers > 1 else make_app()
+    if workers > 1:  # said here once, not by each worker (``make_worker_app``)
+        from entrypoints.schema import schema_check_in_thread  # noqa: PLC0415
+
+        log = logging.getLogger("taskflow_link.web")
+        for warning in settings.warnings():
+            log.warning("%s", warning)
+        schema_check_in_thread(container, log)
+    app: Any = "entrypoints.asgi:make_worker_app" if workers > 1 else make_app()
     click.echo(
         f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")

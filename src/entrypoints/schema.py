@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,7 @@ class StartUpSchemaCheck:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._check(), name="schema check at start")
+        self._task = asyncio.create_task(self.check(), name="schema check at start")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -123,7 +124,7 @@ class StartUpSchemaCheck:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _check(self) -> None:
+    async def check(self) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 problem = await start_up_problem(self._database, self._url)
@@ -132,6 +133,28 @@ class StartUpSchemaCheck:
             return
         level, message = problem or (logging.DEBUG, "schema revision checked at start: current")
         self._log.log(level, "%s", message)
+
+
+def schema_check_in_thread(container: Container, log: logging.Logger) -> threading.Thread | None:
+    """The check of ``serve --workers N``, once for its workers (each would have said it
+    again), in a thread of its own beside the server's supervisor (a database that does not
+    answer holds up no start); started, and its database connections closed at its end."""
+    check = schema_check_at_start(container, log)
+    if check is None:
+        return None
+    database = container.storage()
+
+    async def check_and_close() -> None:
+        try:
+            await check.check()
+        finally:
+            await database.dispose()
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(check_and_close()), name="schema check at start", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def schema_check_at_start(container: Container, log: logging.Logger) -> StartUpSchemaCheck | None:

@@ -198,3 +198,62 @@ def test_several_workers_answer_for_all_of_them(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert not directory.exists()  # the run's directory went with it
+
+
+def test_several_workers_say_a_later_releases_schema_once(tmp_path: Path) -> None:
+    """``serve --workers 2`` on a schema a later release migrated: each worker logged the
+    warning (and the settings' warnings) again, one copy per worker; `serve` now says them
+    once for all."""
+    import sqlite3
+
+    database = tmp_path / "taskflow-link.db"
+    env = _environment(
+        tmp_path,
+        TASKFLOW_LINK_STORAGE="sql",
+        TASKFLOW_LINK_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        TASKFLOW_LINK_REDIS_URL="redis://127.0.0.1:1/0",  # unreachable: each uses its memory
+        TASKFLOW_LINK_EMAIL_BACKEND="smtp",
+        TASKFLOW_LINK_SMTP_HOST="127.0.0.1",
+    )
+    if "PYTHONPATH" in os.environ:  # where Python finds the code under test
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    command = "from entrypoints.cli import main; main()"
+    migrated = subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-c", command, "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    connection.close()
+    stderr = tmp_path / "stderr.log"
+    port = free_port()
+    with stderr.open("w") as written:
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-c", command, "serve", "--port", str(port), "--workers", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=written,
+            text=True,
+        )
+    warning = "a later release migrated it. This version serves on it"
+
+    def said() -> str:
+        return stderr.read_text(encoding="utf-8", errors="replace")
+
+    try:
+        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
+        while said().count("Application startup complete") < 2 or warning not in said():
+            assert process.poll() is None, said()
+            assert time.monotonic() < deadline, said()
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 0, said()
+    assert said().count(warning) == 1, said()

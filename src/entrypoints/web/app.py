@@ -481,7 +481,11 @@ def _limits(
     return middleware, browser, api
 
 
-def create_app(container: Container, *, rate_limit_per_minute: int | None = None) -> Litestar:
+def create_app(
+    container: Container, *, rate_limit_per_minute: int | None = None, worker: bool = False
+) -> Litestar:
+    """``worker``: one of ``serve --workers N``'s processes, whose start-up notes (the
+    settings' warnings, the schema's revision) ``serve`` says once for them all."""
     settings = container.settings()
     public = urlsplit(str(settings.public_url))
     https = public.scheme == "https"
@@ -519,7 +523,8 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             degrading={"redis"},  # each instance counts in its own memory meanwhile
         )
         watch = instance_watch(container, WEB)  # tells of instances that share no Redis
-        schema = schema_check_at_start(container, log)  # a schema not this version's
+        # A schema not this version's (said by `serve` for its workers).
+        schema = None if worker else schema_check_at_start(container, log)
         try:
             await check_agreement(
                 container, log, web=True, answers_interactions=http_interactions is not None
@@ -548,7 +553,7 @@ def create_app(container: Container, *, rate_limit_per_minute: int | None = None
             if settings.metrics:
                 mark_process_dead()
 
-    for warning in settings.warnings():
+    for warning in [] if worker else settings.warnings():
         log.warning("%s", warning)
 
     app = WebApp(
