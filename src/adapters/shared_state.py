@@ -5,8 +5,9 @@ entries, and window counters); with Redis it is shared by every instance (Litest
 
 When Redis does not answer, each call falls back to this process's memory at once: limits then
 count per instance and a replay is only recognised by the instance that saw the original, until
-Redis answers again (tried again after ``retry_after`` seconds, by one call at a time). The
-outage and the recovery are logged once each; a request never fails because of Redis."""
+Redis answers again (tried again after ``retry_after`` seconds, by one call at a time; the
+interaction ids this process remembers are then written back). The outage and the recovery
+are logged once each; a request never fails because of Redis."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskflow_link.redis")
 T = TypeVar("T")
 PREFIX = "taskflow-link"
+WRITE_BACK_BATCH = 1000  # interaction ids per round trip, when Redis answers again
 
 
 def _redis_down() -> tuple[type[BaseException], ...]:
@@ -54,6 +56,7 @@ class RedisHealth:
         self._next_try = 0.0
         self._probing = False  # a call is trying Redis while it is down
         self._errors = _redis_down()
+        self._on_recovery: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def down(self) -> bool:
@@ -74,6 +77,12 @@ class RedisHealth:
             )
         self._next_try = now + self._retry_after
 
+    def on_recovery(self, catch_up: Callable[[], Awaitable[None]]) -> None:
+        """``catch_up()`` when Redis answers again after an outage, before the call that
+        found it back returns: what this process kept in its memory meanwhile goes to Redis
+        (a Redis error there starts another outage)."""
+        self._on_recovery.append(catch_up)
+
     def succeeded(self) -> None:
         if self._down_since is not None:
             log.warning(
@@ -81,6 +90,13 @@ class RedisHealth:
                 self._clock() - self._down_since,
             )
             self._down_since = None
+
+    async def _catch_up(self) -> None:
+        try:
+            for catch_up in self._on_recovery:
+                await catch_up()
+        except self._errors as exc:  # gone again: another outage, said as such
+            self.failed(exc)
 
     async def call(
         self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
@@ -94,7 +110,9 @@ class RedisHealth:
             except self._errors as exc:
                 self.failed(exc)
             else:
-                self.succeeded()
+                self.succeeded()  # first: what this process sees from now on is shared
+                if probe:
+                    await self._catch_up()
                 return result
             finally:
                 if probe:
@@ -322,11 +340,21 @@ class MemoryReplayGuard:
             self._seen.popitem(last=False)
         return True
 
+    def remembered(self) -> list[tuple[str, int]]:
+        """The ids held, each with the whole seconds left until it is forgotten."""
+        now = self._clock()
+        return [(key, math.ceil(at - now)) for key, at in self._seen.items() if at > now]
+
 
 class RedisReplayGuard:
     """Interaction ids seen by any instance: ``SET key 1 NX EX ttl`` has one winner. Each id
     this instance sees is also kept in its memory: while Redis is away, a replay of one seen
-    before the outage is still refused here."""
+    before the outage is still refused here.
+
+    When Redis answers again, every id this instance remembers goes back to it, for what is
+    left of its lifetime (``SET NX``: an entry there stays as it is): those it saw only in its
+    memory during the outage, which a replay to another instance would otherwise have passed
+    after it, and those Redis lost meanwhile if it restarted empty."""
 
     def __init__(
         self, redis: Redis, health: RedisHealth, local: MemoryReplayGuard, *, prefix: str = PREFIX
@@ -335,6 +363,19 @@ class RedisReplayGuard:
         self._health = health
         self._local = local
         self._prefix = f"{prefix}:replay:"
+        health.on_recovery(self._write_back)
+
+    async def _write_back(self) -> None:
+        remembered = self._local.remembered()  # before any await: what was seen until now
+        for start in range(0, len(remembered), WRITE_BACK_BATCH):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, seconds in remembered[start : start + WRITE_BACK_BATCH]:
+                    pipe.set(self._prefix + key, b"1", nx=True, ex=seconds)
+                await pipe.execute()
+        if remembered:
+            log.info(
+                "%d interaction ids this process remembers written back to Redis", len(remembered)
+            )
 
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
         async def shared() -> bool:

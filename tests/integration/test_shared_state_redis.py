@@ -234,6 +234,38 @@ async def test_redis_going_away_and_coming_back(
         await b.close()
 
 
+async def test_interaction_ids_seen_while_redis_was_away_are_shared_when_it_is_back(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """An id an instance saw while Redis was unreachable stayed in its memory only: once
+    Redis answered again, a replay of it to another instance, within the interactions' max
+    age, was accepted. Now the instance writes every id it remembers back to Redis when it
+    finds Redis back (whichever call finds it: here a rate limit's), for what is left of its
+    lifetime; Redis came back empty (no persistence), so ids seen before the outage go back
+    too."""
+    a, b = _instances(redis_url)
+    try:
+        assert await a.replay_guard.first_time("interaction:before", 600)
+        redis_server.stop_server()
+        assert await a.replay_guard.first_time("interaction:during", 300)  # memory only
+        redis_server.start_server()
+
+        await a.counter("auth-rate-limit").hit("client", 60)  # finds Redis back
+        assert not await b.replay_guard.first_time("interaction:during", 300)
+        assert not await b.replay_guard.first_time("interaction:before", 600)
+        assert await b.replay_guard.first_time("interaction:after", 600)
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(redis_url)
+        try:
+            assert 0 < await client.ttl("taskflow-link:replay:interaction:during") <= 300
+        finally:
+            await client.aclose()
+    finally:
+        await a.close()
+        await b.close()
+
+
 class _Storage:
     async def ping(self) -> bool:
         return True
