@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -387,6 +387,49 @@ class RedisReplayGuard:
         return await self._health.call(shared, lambda: self._local.first_time(key, ttl_seconds))
 
 
+class RedisDiscordPauses:
+    """Discord's rate limits every instance keeps (``SharedDiscordPauses``): one key per
+    pause, ``{prefix}:discord-pause:{name}``, which expires when the pause ends (Redis' clock
+    counts it, not the hosts'). A pause is lengthened, never shortened (``SET NX`` then
+    ``PEXPIRE GT``, in one ``MULTI``). While Redis is down each process keeps its own."""
+
+    def __init__(self, redis: Redis, health: RedisHealth, *, prefix: str = PREFIX) -> None:
+        self._redis, self._health, self._prefix = redis, health, f"{prefix}:discord-pause:"
+
+    async def publish(self, pauses: Mapping[str, float]) -> None:
+        async def shared() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for name, seconds in pauses.items():
+                    milliseconds = max(1, math.ceil(seconds * 1000))
+                    pipe.set(self._prefix + name, b"1", px=milliseconds, nx=True)
+                    pipe.pexpire(self._prefix + name, milliseconds, gt=True)
+                await pipe.execute()
+
+        async def local() -> None:
+            return None
+
+        await self._health.call(shared, local)
+
+    async def read(self, names: Sequence[str]) -> dict[str, float]:
+        async def shared() -> dict[str, float]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.pttl(self._prefix + name)
+                left = await pipe.execute()
+            return {
+                name: milliseconds / 1000
+                for name, milliseconds in zip(names, left, strict=True)
+                if milliseconds > 0  # -2: none; -1: no expiry (none of ours)
+            }
+
+        async def local() -> dict[str, float]:
+            return {}
+
+        if not names:
+            return {}
+        return await self._health.call(shared, local)
+
+
 class SharedState:
     """Where a process keeps what several instances must agree on (see the module's doc).
     ``prefix`` starts each of its Redis keys: deployments sharing one Redis database need
@@ -418,10 +461,13 @@ class SharedState:
         self._counters: dict[str, MemoryWindowCounter | WindowCounter] = {}
         self._local_replays = MemoryReplayGuard()
         self.replay_guard: MemoryReplayGuard | RedisReplayGuard = self._local_replays
+        # Discord's rate limits, every instance's (None: each process keeps its own).
+        self.discord_pauses: RedisDiscordPauses | None = None
         if self.redis is not None and self.health is not None:
             self.replay_guard = RedisReplayGuard(
                 self.redis, self.health, self._local_replays, prefix=prefix
             )
+            self.discord_pauses = RedisDiscordPauses(self.redis, self.health, prefix=prefix)
 
     @property
     def shared(self) -> bool:

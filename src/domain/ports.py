@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -743,6 +743,20 @@ class DiscordGuildRoles(Protocol):
     async def remove_role(
         self, role: LinkedRole, member: DiscordId, *, reason: str
     ) -> RoleCallResult: ...
+
+
+class SharedDiscordPauses(Protocol):
+    """Discord's rate limits every instance must keep, not only the one that met them: the
+    instances share the bot token and the application, so a 429 with ``retry_after`` (a
+    server's member roles, the bot's global limit, Linked Roles) answers each of them alike.
+    Each pause by its name, with the seconds left (not a time: hosts' clocks differ). Never
+    raises: when the shared store is away, each process keeps its own pauses."""
+
+    async def publish(self, pauses: Mapping[str, float]) -> None:
+        """No call under each name for its seconds (a longer pause there is kept)."""
+
+    async def read(self, names: Sequence[str]) -> dict[str, float]:
+        """The seconds left of those of ``names`` paused now."""
 
 
 class DiscordRoleConnections(Protocol):

@@ -317,7 +317,11 @@ class Container(containers.DeclarativeContainer):
     discord_roles = providers.Singleton(_discord_roles, settings, discord_http)
     # Discord's rate limits and Cloudflare's blocks, as this process met them, kept across
     # passes: the role for linked members and Linked Roles wait for them alike.
-    discord_pauses = providers.Singleton(uc.DiscordPauses)
+    # With Redis, the 429s that said how long are every instance's (they share the bot token
+    # and the application): each tells the others of those it meets.
+    discord_pauses = providers.Singleton(
+        uc.DiscordPauses, providers.Callable(lambda shared: shared.discord_pauses, shared_state)
+    )
     # The roles linked members get (TASKFLOW_LINK_DISCORD_LINKED_ROLES), for every use case
     # that links or unlinks.
     linked_roles = providers.Callable(lambda s: s.linked_roles, settings)

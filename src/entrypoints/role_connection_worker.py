@@ -25,7 +25,7 @@ log = logging.getLogger("taskflow_link.role_connections")
 def paused_reason(report: RoleSyncReport) -> str:
     """Why a pass stopped early (``report.paused``), and until when."""
     if report.paused_until is None:  # a retry_after that has passed already
-        return "Discord rate limited this process's Linked Roles calls (for a moment)"
+        return "Discord rate limited the Linked Roles calls (for a moment)"
     until = report.paused_until.isoformat(timespec="seconds")
     if report.blocked:
         return (
@@ -33,7 +33,8 @@ def paused_reason(report: RoleSyncReport) -> str:
             "code 40333, or a 401 or 403 that is not Discord's JSON): no call to Discord before "
             f"{until} (1, 5, 15, then 60 minutes after each block in a row)"
         )
-    return f"Discord rate limited this process's Linked Roles calls until {until} (retry_after)"
+    # retry_after: met by this process, or (through Redis) by another instance
+    return f"Discord rate limited the Linked Roles calls until {until} (retry_after)"
 
 
 def log_report(report: RoleSyncReport) -> None:

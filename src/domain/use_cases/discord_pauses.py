@@ -7,13 +7,21 @@ server's members, a token's global limit. Cloudflare's answer to an address that
 requests (an HTML 429, or a 403 that blocks the address) does not say, and holds for every
 call of the process, whatever the feature or the token: too many refused calls (Discord bans
 an address for 10,000 in 10 minutes) make it longer.
+
+Several instances share the bot token and the application, so Discord's 429s with
+``retry_after`` answer them all: with a ``SharedDiscordPauses`` (Redis), each instance tells
+the others of those it meets, and takes theirs before its calls, instead of each learning of a
+pause from a refused call of its own. A block stays the process's: it is the address's, and
+instances on other hosts have other addresses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta
+
+from domain.ports import SharedDiscordPauses
 
 # Cloudflare's block says nothing of how long: every call of the process waits this long, each
 # step after another block in a row, back to the first after a call goes through.
@@ -26,16 +34,49 @@ CLOUDFLARE_PAUSES = (
 RETRY_AFTER_MAX = timedelta(days=1)  # a retry_after beyond this is taken as this
 
 
+def _name(scope: Hashable) -> str:
+    """A scope's name among the instances (``("server", 42)``: ``server:42``)."""
+    return ":".join(map(str, scope)) if isinstance(scope, tuple) else str(scope)
+
+
 class DiscordPauses:
     """Until when this process makes no calls to Discord: per scope (what a 429 with
     ``retry_after`` limited; each feature names its own), and for every scope while the
     address is blocked. One per process, kept across passes, so that every pass of every
-    worker (and a CLI command's) waits instead of asking again."""
+    worker (and a CLI command's) waits instead of asking again; with ``shared``, the scopes'
+    pauses are every instance's (``share``, ``catch_up``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedDiscordPauses | None = None) -> None:
         self._scopes: dict[Hashable, datetime] = {}
         self._blocked_until: datetime | None = None
         self._blocks = 0  # blocks in a row: since a call last went through
+        self._shared = shared
+        self._unshared: dict[Hashable, datetime] = {}  # met here, not told to the others yet
+
+    async def share(self, now: datetime) -> None:
+        """Tell the other instances of the pauses this process met since it last did."""
+        if self._shared is None or not self._unshared:
+            return
+        pauses = {
+            _name(scope): (until - now).total_seconds()
+            for scope, until in self._unshared.items()
+            if until > now
+        }
+        self._unshared = {}
+        if pauses:
+            await self._shared.publish(pauses)
+
+    async def catch_up(self, scopes: Iterable[Hashable], now: datetime) -> None:
+        """Take the pauses the other instances met in ``scopes`` (after telling them of this
+        process's): before a call in them."""
+        if self._shared is None:
+            return
+        await self.share(now)
+        named = {_name(scope): scope for scope in scopes}
+        for name, seconds in (await self._shared.read(list(named))).items():
+            if name in named and seconds > 0:
+                scope, until = named[name], now + timedelta(seconds=seconds)
+                self._scopes[scope] = max(until, self._scopes.get(scope, until))
 
     def limited(self, scope: Hashable, retry_after: float | None, now: datetime) -> datetime:
         """After Discord's 429 to a call in ``scope``: no call in ``scope`` until its
@@ -67,6 +108,8 @@ class DiscordPauses:
     def pause(self, scope: Hashable, until: datetime) -> None:
         """No calls in ``scope`` before ``until``."""
         self._scopes[scope] = max(until, self._scopes.get(scope, until))
+        if self._shared is not None:
+            self._unshared[scope] = max(until, self._unshared.get(scope, until))
 
     def block_ends(self, now: datetime) -> datetime | None:
         """When the block holding at ``now`` ends (``None``: none holds)."""

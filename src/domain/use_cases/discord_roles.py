@@ -13,7 +13,7 @@ workers come in, the last delivery after the last link or unlink leaves the role
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -166,9 +166,10 @@ class RolePauses:
     """Until when Discord asked for no more role changes: per server (the member roles route
     is limited per server), or everywhere (Discord's global limit for the bot, or Cloudflare's
     answer to an address that made too many requests), kept in the process's
-    ``DiscordPauses``. One per process, kept across passes: every pass of its workers (and of
-    ``roles sync``) sends nothing where a pause holds, instead of asking again for each batch
-    (one refusal per batch, within the same ``retry_after``).
+    ``DiscordPauses`` (with Redis, Discord's 429s are every instance's). One per process,
+    kept across passes: every pass of its workers (and of ``roles sync``) sends nothing
+    where a pause holds, instead of asking again for each batch (one refusal per batch,
+    within the same ``retry_after``).
 
     Also a refusal of this process's bot token (401, for every role), for ``REFUSAL_HOLD``:
     the changes asked for before it are refused without asking Discord again (once per
@@ -209,6 +210,15 @@ class RolePauses:
         ``reset_after`` seconds from now: none is made for that server before (it would be
         answered 429, and each 429 counts towards Discord's limit of invalid requests)."""
         self._calls.limited(_server(server), reset_after, now)
+
+    async def catch_up(self, servers: Iterable[DiscordId], now: datetime) -> None:
+        """Take the rate limits other instances met for ``servers``, or for every server
+        (the bot's global limit), and tell them of this process's."""
+        await self._calls.catch_up((_BOT, *(_server(server) for server in servers)), now)
+
+    async def share(self, now: datetime) -> None:
+        """Tell the other instances of the rate limits this process met."""
+        await self._calls.share(now)
 
     def went_through(self) -> None:
         """A call succeeded: the next Cloudflare 429 pauses for the first step again, and
@@ -288,6 +298,7 @@ class ApplyRoleChanges:
         more, and lets go of the rest of its batch (see ``Claims``)."""
         report = RoleChangeReport()
         now = self._clock.now()
+        await self._pauses.catch_up({role.guild_id for role in self._configured}, now)
         if (everywhere := self._pauses.everywhere(now)) is not None:
             return replace(report, paused_until=everywhere)  # nothing may be sent: no claim
         paused = self._pauses.paused_servers(now)
@@ -313,6 +324,7 @@ class ApplyRoleChanges:
         claims: Claims[RoleChange],
         refused: dict[LinkedRole, RoleCallResult],
     ) -> None:
+        await self._pauses.catch_up((change.role.guild_id,), self._clock.now())
         until = self._pauses.until(change.role.guild_id, self._clock.now())
         if until is not None:
             # Discord rate limited us: the rest of the batch waits too, untried (every call
@@ -396,11 +408,13 @@ class ApplyRoleChanges:
             # Not an attempt that counts towards giving up: the change waits for the pause
             # (this server's, or every call's), then goes out like the rest held back.
             until = self._pauses.rate_limited(held.role.guild_id, result, self._clock.now())
+            await self._pauses.share(self._clock.now())  # the other instances wait too
             after, bucket, audit = self._held_back(held, until), report.retrying, None
         else:
             now = self._clock.now()
             if result.reset_after is not None:
                 self._pauses.used_up(held.role.guild_id, result.reset_after, now)
+                await self._pauses.share(now)
             if result.outcome is RoleCallOutcome.DONE:
                 self._pauses.went_through()
             elif _whole_role(result):

@@ -86,8 +86,8 @@ UNREADABLE_RETRY = timedelta(hours=6)
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
 # What a 429 with retry_after to a Linked Roles call holds (a ``DiscordPauses`` scope): every
-# Linked Roles call of the process (the push and the refresh grant, with users' tokens), not
-# the bot's role calls. Cloudflare's block holds for both.
+# Linked Roles call of the process (the push and the refresh grant, with users' tokens; with
+# Redis, of every instance), not the bot's role calls. Cloudflare's block holds for both.
 _SCOPE = "role_connections"
 T = TypeVar("T")
 
@@ -148,12 +148,14 @@ class RoleConnectionPusher:
         call is made: every call meanwhile would get the same answer, and prolong a block),
         or when Discord's answer starts one (``DiscordRateLimited``, recorded). A call that
         goes through ends a run of blocks; Discord's other refusals pass as they are."""
+        await self._pauses.catch_up((_SCOPE,), self._clock.now())  # other instances' 429s
         if self.paused_until(self._clock.now()) is not None:
             raise _Paused
         try:
             answer = await call()
         except errors.DiscordRateLimited as limited:
             self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
+            await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused from None
         self._pauses.went_through()
         return answer

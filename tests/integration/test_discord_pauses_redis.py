@@ -1,0 +1,110 @@
+"""Discord's rate limits met by one instance hold for the others through Redis: they share
+the bot token and the application, so a 429 with ``retry_after`` answers each of them alike.
+Each instance learnt of a pause from a refused call of its own (one per instance per pause,
+each counting towards Discord's limit of invalid requests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from domain import errors
+from domain.model import DiscordId, LinkedRole
+from domain.ports import RoleCallOutcome, RoleCallResult
+from entrypoints.container import Container, build_container
+from tests.fakes.role_connections import connected, fake, refresh_pass, role_harness
+from tests.harness import Harness, make_settings
+
+ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))
+
+
+def _another_instance(h: Harness, settings: dict[str, object]) -> Container:
+    """Another process on the same database, Discord and clock, with these settings."""
+    other = build_container(make_settings(**settings))
+    other.memory_db.override(h.container.memory_db())
+    other.clock.override(h.clock)
+    other.discord_oauth.override(h.discord)
+    other.discord_roles.override(h.guild_roles)
+    other.discord_role_connections.override(h.discord)
+    return other
+
+
+@pytest.fixture
+def roles(redis_url: str) -> Iterator[tuple[Harness, Container]]:
+    settings: dict[str, object] = {
+        "discord_linked_roles": str(ROLE),
+        "discord_bot_token": "bot-token",
+        "redis_url": redis_url,
+    }
+    h = Harness.build(build_container(make_settings(**settings)))
+    other = _another_instance(h, settings)
+    yield h, other
+    other.unwire()
+    h.container.unwire()
+
+
+async def _linked(h: Harness, discord_id: int) -> None:
+    account = (await h.sign_up(f"u{discord_id}", f"u{discord_id}@example.com")).account
+    await h.discord_link(account.id, h.discord_user(discord_id))
+
+
+@pytest.mark.parametrize("global_limit", [False, True], ids=["server", "global"])
+async def test_a_rate_limit_on_roles_met_by_one_instance_holds_for_the_others(
+    roles: tuple[Harness, Container], redis_url: str, global_limit: bool
+) -> None:
+    h, other = roles
+    await _linked(h, 5011)
+    h.guild_roles.answer(
+        RoleCallResult(RoleCallOutcome.RATE_LIMITED, retry_after=30.0, global_limit=global_limit)
+    )
+    report = await h.container.apply_role_changes().execute()
+    assert len(h.guild_roles.calls) == 1
+    assert report.paused_until == h.clock.now() + timedelta(seconds=30)
+    await _linked(h, 5012)  # due now: the other instance's worker would take it
+
+    again = await other.apply_role_changes().execute()
+
+    assert len(h.guild_roles.calls) == 1  # the other instance asked Discord nothing
+    assert again.paused_until is not None
+    assert again.paused_until - h.clock.now() > timedelta(seconds=25)
+    client = Redis.from_url(redis_url)
+    try:
+        name = "bot" if global_limit else f"server:{ROLE.guild_id}"
+        assert 25_000 < await client.pttl(f"taskflow-link:discord-pause:{name}") <= 30_000
+    finally:
+        await client.aclose()
+
+
+async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_others(
+    redis_url: str,
+) -> None:
+    h = role_harness(redis_url=redis_url)
+    other = _another_instance(
+        h,
+        {
+            "discord_role_connections": True,
+            "token_encryption_key": h.container.settings().token_encryption_key,
+            "redis_url": redis_url,
+        },
+    )
+    try:
+        for n, discord_id in enumerate((7400, 7401)):
+            await connected(h, discord_id, f"user{n}")
+        h.clock.advance(timedelta(days=1))  # linked_days changed: every row is due
+        fake(h).push_outage = errors.DiscordRateLimited(30.0)
+        assert (await refresh_pass(h)).paused == 2
+        fake(h).push_outage = None
+        calls = len(fake(h).calls)
+
+        report = await other.refresh_role_connections().execute()
+
+        assert fake(h).calls[calls:] == []  # the other instance pushed nothing
+        assert report.paused_until is not None
+        assert report.paused_until - h.clock.now() > timedelta(seconds=25)
+        assert (report.pushed, report.failed) == (0, 0)
+    finally:
+        other.unwire()
+        h.container.unwire()
