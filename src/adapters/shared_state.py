@@ -71,8 +71,9 @@ class RedisHealth:
         if self._down_since is None:
             self._down_since = now
             log.warning(
-                "Redis is unreachable (%s): rate limits, sign-in throttles and interaction "
-                "replay protection now count in this process only, until it answers again",
+                "Redis is unreachable (%s): rate limits, sign-in throttles, interaction "
+                "replay protection and Discord's rate limits met by other instances now count "
+                "in this process only, until it answers again",
                 type(exc).__name__,
             )
         self._next_try = now + self._retry_after

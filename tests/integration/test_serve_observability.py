@@ -38,7 +38,10 @@ class Served:
 
 
 def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # Where Python finds the code under test (a checkout not installed in the environment).
+    where = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
     return {
+        **where,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_STORAGE": "memory",
@@ -215,8 +218,6 @@ def test_several_workers_say_a_later_releases_schema_once(tmp_path: Path) -> Non
         TASKFLOW_LINK_EMAIL_BACKEND="smtp",
         TASKFLOW_LINK_SMTP_HOST="127.0.0.1",
     )
-    if "PYTHONPATH" in os.environ:  # where Python finds the code under test
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     command = "from entrypoints.cli import main; main()"
     migrated = subprocess.run(  # noqa: S603 - our own command
         [sys.executable, "-c", command, "db", "upgrade"],
