@@ -76,6 +76,9 @@ async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r:
     page = await client.get(landed)
     assert "Your TaskFlow connection is on Discord" in page.text
     assert "@user7301" in page.text  # linked
+    assert "Discord account connected: user7301 (@user7301)." in page.text
+    # A signed-in start asks too (the account to link may not be the browser's Discord one).
+    assert query(started.headers["location"])["prompt"] == "consent"
     assert isinstance(r.discord, InMemoryDiscordWithRoles)
     assert linked(r.discord.connections[DiscordId(7301)]) == ("1", "0")
 
@@ -140,10 +143,17 @@ async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) ->
     assert "Sign in" in (await client.get("/signin")).text
 
     started = await client.get("/discord/linked-role", follow_redirects=False)
+    # Discord's consent screen, naming the Discord account signed in in this browser: on a
+    # shared computer it may not be the one of the person who clicked in Discord.
+    assert query(started.headers["location"])["prompt"] == "consent"
     landed = await _through_discord(client, r, started, 7304)
 
     assert landed == "/account?notice=role_connected"
-    assert "carol" in (await client.get("/account")).text  # signed in
+    page = (await client.get(landed)).text
+    assert "carol" in page  # signed in
+    # The page says which Discord account was connected, and what to do if it is not yours.
+    assert "Discord account connected: user7304 (@user7304)." in page
+    assert "If it is not yours, sign out" in page
 
 
 _FROM_ANOTHER_SITE = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}

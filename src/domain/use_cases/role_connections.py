@@ -566,8 +566,13 @@ class StartLinkedRole(_StartLinking):
             destination="/account",
             browser_tokens=browser_tokens,
             account_id=account.id if account else None,
-            # Someone signed in to TaskFlow may need to pick the right Discord account.
-            ask_again=account is not None,
+            # Always Discord's consent screen, which names the Discord account signed in in
+            # this browser (with "Not you?"): without it, a returning Discord account that
+            # granted these scopes before is sent straight back, and on a shared computer
+            # the one left signed in in the browser would be connected (signed out of
+            # TaskFlow, its TaskFlow account signed in), not the person's who clicked in
+            # Discord. It happens once per connection, not at every sign-in.
+            ask_again=True,
         )
 
 

@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 
 from domain import errors
 from domain import use_cases as uc
-from domain.model import Account, AuthPurpose, RoleSync
+from domain.model import Account, AuthPurpose, Link, RoleSync
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
@@ -80,6 +80,21 @@ _ROLE_NOTICES: dict[RoleSync | None, str] = {
     RoleSync.REVOKED: "role_connection_revoked",
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
+# The notices after a round trip that kept the tokens of a Discord account: the page names it
+# (the linked one: the round trip connects only that one). On a shared computer, Discord may
+# have answered as the account left signed in in the browser, not the one of the person who
+# clicked in Discord; signed out of TaskFlow, its TaskFlow account was signed in.
+_ROLE_CONNECTED = frozenset({"role_connected", "role_connection_soon", "role_connection_later"})
+
+
+def _connected_as(link: Link) -> str:
+    return (
+        f"Discord account connected: {link.discord_display_name} (@{link.discord_username}). "
+        "If it is not yours, sign out, sign out of Discord in this browser too, and start "
+        "again from the server's Linked Roles."
+    )
+
+
 # The sign-up form's field each refusal is about.
 _SIGN_UP_FIELDS: dict[type[errors.DomainError], str] = {
     errors.InvalidUsername: "username",
@@ -234,6 +249,9 @@ class Pages(Controller):
         link = await link_of_account.execute(account.id)
         email_status, email_resend = email_status_line(await show_email_status.execute(account.id))
         sessions = await list_sessions.execute(jar.session_token(request))
+        said = NOTICES.get(notice, "")
+        if notice in _ROLE_CONNECTED and link is not None:
+            said = f"{said} {_connected_as(link)}"
         return Template(
             "account.html",
             context={
@@ -244,7 +262,7 @@ class Pages(Controller):
                 "avatar_url": avatars.url(link.discord_id.value, link.discord_avatar)
                 if link
                 else None,
-                "notice": NOTICES.get(notice, ""),
+                "notice": said,
                 "recently_proved": signed_in.recently_proved,
                 "sessions": sessions.sessions,
                 "current_session": sessions.current.id,
