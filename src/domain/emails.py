@@ -105,6 +105,25 @@ def compose(
                 "Other devices were signed out.\n\n"
                 f"If this was not you, reset your password now at {base}/password/reset.\n",
             )
+        case EmailKind.ROLE_CONNECTION_LOST:
+            why = (
+                "TaskFlow could no longer read the access Discord gave it"
+                if detail.get("why") == "unreadable"
+                else "Discord no longer lets TaskFlow update it (the TaskFlow app was removed "
+                "from your Discord account, or Discord ended its access)"
+            )
+            return EmailMessage(
+                email.to,
+                "Your TaskFlow connection on Discord was lost",
+                f"Hi {username},\n\n"
+                f"The TaskFlow connection of your Discord account "
+                f"@{detail.get('discord_username', '?')} (Linked Roles) was lost at {when}: "
+                f"{why}. Discord server roles that need a TaskFlow connection may be taken "
+                "away from you.\n\n"
+                f"To connect it again, open {base}/discord/linked-role (or the server's Linked "
+                "Roles in Discord) and allow TaskFlow. If you removed the app on purpose, "
+                "nothing else is needed: your Discord account stays linked to TaskFlow.\n",
+            )
         case EmailKind.EMAIL_CHANGED:
             return EmailMessage(
                 email.to,

@@ -328,6 +328,17 @@ class Account:
         return self.password_hash is not None
 
 
+class RoleConnectionLoss(enum.StrEnum):
+    """Why a linked member's Linked Roles connection was lost (their tokens deleted)."""
+
+    # Discord refused the refresh token (invalid_grant): the member removed the app in
+    # Discord, or Discord ended the grant; or an answer of Discord's was lost (see README).
+    REVOKED = "revoked"
+    # No configured key opens the tokens, and they were deleted (``tokens rotate
+    # --drop-unreadable``): the key was lost.
+    UNREADABLE = "unreadable"
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
     discord_id: DiscordId
@@ -336,6 +347,11 @@ class Link:
     discord_username: str
     discord_global_name: str | None = None
     discord_avatar: str | None = None
+    # Linked Roles: when and why the connection kept for this Discord account was lost (its
+    # tokens deleted while linked), until a new one is made: the account page says so and
+    # offers to connect again. ``None``: nothing lost.
+    role_connection_lost_at: datetime | None = None
+    role_connection_lost_why: RoleConnectionLoss | None = None
 
     @property
     def discord_display_name(self) -> str:
@@ -508,6 +524,7 @@ class EmailKind(enum.StrEnum):
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
     EMAIL_CHANGED = "email_changed"
     CONFIRM_DISCORD_LINK = "confirm_discord_link"
+    ROLE_CONNECTION_LOST = "role_connection_lost"
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -36,6 +36,7 @@ from domain.model import (
     RoleChange,
     RoleChangeCount,
     RoleConnection,
+    RoleConnectionLoss,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -83,6 +84,12 @@ class LinkRepository(Protocol):
 
         Matching both columns means a link replaced concurrently is never deleted by mistake.
         """
+
+    async def set_role_connection_lost(
+        self, discord_id: DiscordId, at: datetime | None, why: RoleConnectionLoss | None
+    ) -> None:
+        """Record (``at`` and ``why``) or clear (``None``) the loss of the Linked Roles
+        connection of the link of ``discord_id``; nothing when it is not linked."""
 
 
 class PendingLoginRepository(Protocol):

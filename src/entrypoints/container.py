@@ -468,7 +468,11 @@ class Container(containers.DeclarativeContainer):
     who_am_i = providers.Factory(uc.WhoAmI, uow)
     look_up_link = providers.Factory(uc.LookUpLink, directory)
     look_up_links = providers.Factory(uc.LookUpLinks, directory)
-    link_of_account = providers.Factory(uc.LinkOfAccount, uow)
+    link_of_account = providers.Factory(
+        uc.LinkOfAccount,
+        uow,
+        role_connections=providers.Callable(lambda s: s.discord_role_connections, settings),
+    )
     sign_up = providers.Factory(
         uc.SignUp, uow, tokens, clock, passwords, session_ttl, webhooks=webhook_outbox
     )

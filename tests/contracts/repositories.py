@@ -37,6 +37,7 @@ from domain.model import (
     LinkTicket,
     OutgoingEmail,
     PendingLogin,
+    RoleConnectionLoss,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -333,6 +334,43 @@ class RepositoryContract:
             await uow.commit()
         async with uow_factory() as uow:
             assert await uow.links.get_by_account(owner.id) is None
+
+    async def test_a_links_lost_role_connection_is_recorded_and_cleared(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        row = link(2**63 - 2, owner.id)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            await uow.links.add(row)
+
+        await write(uow_factory, add)
+        lost = replace(
+            row, role_connection_lost_at=NOW, role_connection_lost_why=RoleConnectionLoss.REVOKED
+        )
+        await write(
+            uow_factory,
+            lambda uow: uow.links.set_role_connection_lost(
+                row.discord_id, NOW, RoleConnectionLoss.REVOKED
+            ),
+        )
+        # Nothing for a Discord id linked to nothing.
+        await write(
+            uow_factory,
+            lambda uow: uow.links.set_role_connection_lost(
+                DiscordId(6), NOW, RoleConnectionLoss.UNREADABLE
+            ),
+        )
+        async with uow_factory() as uow:
+            assert await uow.links.get_by_discord_id(row.discord_id) == lost
+            assert await uow.links.get_by_account(owner.id) == lost
+            assert await uow.links.get_by_discord_id(DiscordId(6)) is None
+        await write(
+            uow_factory, lambda uow: uow.links.set_role_connection_lost(row.discord_id, None, None)
+        )
+        async with uow_factory() as uow:
+            assert await uow.links.get_by_discord_id(row.discord_id) == row
 
     async def test_one_account_per_discord_and_one_discord_per_account(
         self, uow_factory: UnitOfWorkFactory

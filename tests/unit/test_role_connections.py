@@ -25,6 +25,9 @@ from domain.model import (
     AuditKind,
     AuthPurpose,
     DiscordId,
+    EmailKind,
+    OutgoingEmail,
+    RoleConnectionLoss,
     RoleConnectionToken,
     RoleMetadataType,
     RoleSync,
@@ -32,6 +35,7 @@ from domain.model import (
 from domain.policies import ROLE_GIVE_UP_UNLINKED_AFTER
 from domain.ports import DiscordTokens
 from domain.use_cases import AuthOutcome, RoleSyncReport
+from domain.use_cases.links import LinkOfAccount
 from domain.use_cases.role_connections import (
     CLAIM_LEASE,
     ForgetRoleConnections,
@@ -402,6 +406,77 @@ async def test_invalid_grant_deletes_the_tokens(r: Harness) -> None:
     database: MemoryDatabase = r.container.memory_db()
     deleted = [e for e in database.tables.audit if e.kind is AuditKind.ROLE_TOKENS_DELETED]
     assert [e.detail for e in deleted] == [{"reason": "invalid_grant"}]
+
+
+def lost_notices(h: Harness) -> list[OutgoingEmail]:
+    database: MemoryDatabase = h.container.memory_db()
+    return [
+        e
+        for e in database.tables.outgoing_emails.values()
+        if e.kind is EmailKind.ROLE_CONNECTION_LOST
+    ]
+
+
+@pytest.mark.parametrize("confirmed", [True, False])
+async def test_a_connection_lost_to_invalid_grant_is_said_until_connected_again(
+    r: Harness, confirmed: bool
+) -> None:
+    """The person removed the app in Discord (or Discord ended the grant): the tokens go, and
+    nothing can push their connection again. It was silent: their roles went, with no word
+    here. Their account page says so (and offers to connect again) and a confirmed address
+    is emailed (an unconfirmed one may be someone else's: never)."""
+    account = await connected(r, 7014, "lou")
+    if confirmed:
+        await r.mark_email_verified(account)
+    fake(r).deauthorize(DiscordId(7014))
+
+    assert (await refresh_pass(r, everything=True)).revoked == 1
+
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert link.role_connection_lost_at == r.clock.now()
+    assert link.role_connection_lost_why is RoleConnectionLoss.REVOKED
+    notices = lost_notices(r)
+    assert [(e.to, e.detail) for e in notices] == (
+        [("lou@example.com", {"discord_username": "d_lou", "why": "revoked"})] if confirmed else []
+    )
+    # Connecting again (the account page's button leads to the verification URL) ends it.
+    r.clock.advance(timedelta(minutes=5))
+    done = await verify(r, DiscordId(7014), signed_in=account)
+    assert done.role_sync is RoleSync.PUSHED
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert (link.role_connection_lost_at, link.role_connection_lost_why) == (None, None)
+
+
+async def test_a_lost_connection_is_not_said_for_the_unlinked_nor_once_linked_roles_is_off(
+    r: Harness,
+) -> None:
+    """Someone who unlinked asked for it to end, and forgetting (Linked Roles turned off)
+    ends every connection on purpose: no loss to tell of. A loss recorded while Linked Roles
+    was on is not shown once it is off: nothing could connect again."""
+    gone = await connected(r, 7015, "max")
+    kept = await connected(r, 7016, "ned")
+    forgotten = await connected(r, 7017, "oli")
+    for account in (gone, kept, forgotten):
+        await r.mark_email_verified(account)
+    await r.container.unlink_discord().execute(DiscordId(7015))
+    fake(r).deauthorize(DiscordId(7015))
+    fake(r).deauthorize(DiscordId(7016))
+    assert (await refresh_pass(r, everything=True)).revoked == 2
+    assert [e.to for e in lost_notices(r)] == ["ned@example.com"]
+    fake(r).deauthorize(DiscordId(7017))
+    assert (await r.container.forget_role_connections().execute()).revoked == 1
+    assert [e.to for e in lost_notices(r)] == ["ned@example.com"]
+    database: MemoryDatabase = r.container.memory_db()
+    assert database.tables.links[DiscordId(7017)].role_connection_lost_at is None
+
+    link = await r.container.link_of_account().execute(kept)
+    assert link is not None
+    assert link.role_connection_lost_at is not None
+    hidden = await LinkOfAccount(r.container.uow(), role_connections=False).execute(kept)
+    assert hidden is not None
+    assert (hidden.role_connection_lost_at, hidden.role_connection_lost_why) == (None, None)
 
 
 @pytest.mark.parametrize("how", ["bot", "account page"])
@@ -1189,6 +1264,14 @@ async def test_key_rotation_can_drop_the_tokens_no_configured_key_opens(r: Harne
     assert (dropped.unreadable, dropped.current, dropped.skipped) == (3, 1, 0)
     assert list(rows(r)) == [DiscordId(7044)]
     assert deleted_because(r) == ["unreadable"] * 3
+    # Each of them is told, on the account page, that the connection was lost.
+    losses = {d: link.role_connection_lost_why for d, link in database.tables.links.items()}
+    assert losses == {
+        DiscordId(7042): RoleConnectionLoss.UNREADABLE,
+        DiscordId(7043): RoleConnectionLoss.UNREADABLE,
+        DiscordId(7044): None,
+        DiscordId(7045): RoleConnectionLoss.UNREADABLE,
+    }
     assert rows(r)[DiscordId(7044)].claimed_until is None
 
 

@@ -389,3 +389,39 @@ async def test_a_round_trip_that_took_too_long_leads_back_to_the_verification_ur
     assert expired.status_code == 410
     assert "sign-in page" not in expired.text
     assert _ways_on(expired.text) == ["/discord/linked-role"]
+
+
+async def test_a_connection_lost_later_is_said_on_the_account_page_and_emailed(
+    client: Client, r: Harness
+) -> None:
+    """The app removed in Discord days later: the worker's refresh gets invalid_grant and
+    the tokens go. The account page says the connection was lost and offers to connect
+    again (its link starts the round trip: same site, signed in, linked); a confirmed
+    address is emailed."""
+    await _connected(client, r, "jane", 7314)
+    database: MemoryDatabase = r.container.memory_db()
+    [account] = [a for a in database.tables.accounts.values() if a.username == "jane"]
+    await r.mark_email_verified(account.id)
+    assert "role-connection-lost" not in (await client.get("/account")).text
+    assert isinstance(r.discord, InMemoryDiscordWithRoles)
+    r.discord.deauthorize(DiscordId(7314))
+    r.clock.advance(timedelta(days=1))
+
+    assert (await r.container.refresh_role_connections().execute()).revoked == 1
+
+    page = (await client.get("/account")).text
+    assert 'id="role-connection-lost"' in page
+    assert "Your TaskFlow connection on Discord (Linked Roles) was lost on" in page
+    assert "the TaskFlow app was removed from your Discord account" in page
+    assert 'href="/discord/linked-role">Connect again</a>' in page
+    await r.deliver()
+    email = r.last_email("jane@example.com")
+    assert email.subject == "Your TaskFlow connection on Discord was lost"
+    assert "@user7314" in email.text
+    assert "/discord/linked-role" in email.text
+
+    again = await client.get(
+        "/discord/linked-role", headers={"sec-fetch-site": "same-origin"}, follow_redirects=False
+    )
+    assert await _through_discord(client, r, again, 7314) == "/account?notice=role_connected"
+    assert "role-connection-lost" not in (await client.get("/account")).text

@@ -48,6 +48,7 @@ from domain.model import (
     RoleChange,
     RoleChangeCount,
     RoleChangeStatus,
+    RoleConnectionLoss,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -372,6 +373,15 @@ class MemoryLinks(_Repo):
             return False
         del self._t.links[link.discord_id]
         return True
+
+    async def set_role_connection_lost(
+        self, discord_id: DiscordId, at: datetime | None, why: RoleConnectionLoss | None
+    ) -> None:
+        current = self._t.links.get(discord_id)
+        if current is not None:
+            self._t.links[discord_id] = replace(
+                current, role_connection_lost_at=at, role_connection_lost_why=why
+            )
 
 
 class MemoryPendingLogins(_Repo):

@@ -84,6 +84,7 @@ from domain.model import (
     RoleChange,
     RoleChangeCount,
     RoleChangeStatus,
+    RoleConnectionLoss,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -187,6 +188,8 @@ def _link(row: Any) -> Link:
         row.discord_username,
         row.discord_global_name,
         row.discord_avatar,
+        row.role_connection_lost_at,
+        RoleConnectionLoss(row.role_connection_lost_why) if row.role_connection_lost_why else None,
     )
 
 
@@ -393,6 +396,16 @@ class SqlLinks(_Repo):
             user_links.c.taskflow_user_id == link.account_id.value,
         )
         return await self._count(query) > 0
+
+    async def set_role_connection_lost(
+        self, discord_id: DiscordId, at: datetime | None, why: RoleConnectionLoss | None
+    ) -> None:
+        query = (
+            update(user_links)
+            .where(user_links.c.discord_id == discord_id.value)
+            .values(role_connection_lost_at=at, role_connection_lost_why=why and why.value)
+        )
+        await self._run(query)
 
 
 class SqlPendingLogins(_Repo):

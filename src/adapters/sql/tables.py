@@ -141,6 +141,10 @@ user_links = Table(
     Column("discord_username", String(64), nullable=False, server_default=""),
     Column("discord_global_name", String(64), nullable=True),
     Column("discord_avatar", String(128), nullable=True),
+    # Linked Roles: when and why the connection kept for this link was lost (its tokens
+    # deleted while linked: Discord's invalid_grant, or a key lost), until a new one is made.
+    Column("role_connection_lost_at", UtcDateTime(), nullable=True),
+    Column("role_connection_lost_why", String(16), nullable=True),
     CheckConstraint("discord_id > 0", name="discord_id_positive"),
 )
 

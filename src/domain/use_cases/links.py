@@ -264,9 +264,14 @@ class LookUpLinks:
 
 
 class LinkOfAccount:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
-        self._uow = uow
+    def __init__(self, uow: UnitOfWorkFactory, *, role_connections: bool = False) -> None:
+        """``role_connections``: Linked Roles is on; otherwise a loss of its connection
+        recorded while it was is not reported (nothing can connect again)."""
+        self._uow, self._role_connections = uow, role_connections
 
     async def execute(self, account_id: AccountId) -> Link | None:
         async with self._uow(read_only=True) as uow:
-            return await uow.links.get_by_account(account_id)
+            link = await uow.links.get_by_account(account_id)
+        if link is not None and not self._role_connections:
+            link = replace(link, role_connection_lost_at=None, role_connection_lost_why=None)
+        return link

@@ -29,10 +29,12 @@ from domain.model import (
     AuthPurpose,
     DiscordId,
     DiscordProfile,
+    EmailKind,
     Link,
     LinkedRole,
     PendingLogin,
     RoleConnection,
+    RoleConnectionLoss,
     RoleConnectionToken,
     RoleSync,
     SignInMethod,
@@ -56,6 +58,7 @@ from domain.use_cases._claims import Claims, Stopping
 from domain.use_cases._shared import (
     SESSION_TTL,
     apply_link,
+    queue_notice,
     retry_on_conflict,
     session_of_pending,
     signed_in,
@@ -344,6 +347,8 @@ class RoleConnectionPusher:
                 gone = await uow.role_connection_tokens.remove_sealed(row.discord_id, row.sealed)
                 if gone:
                     await _audit_deleted(uow, row.discord_id, now, "invalid_grant")
+                    if not forget:  # Linked Roles turned off: nothing to connect again
+                        await _lost(uow, row.discord_id, now, RoleConnectionLoss.REVOKED)
                 await uow.commit()
             return RoleSync.REVOKED if gone else None
         except (errors.DiscordUnavailable, errors.DiscordDenied):
@@ -529,6 +534,30 @@ async def _audit_deleted(uow: UnitOfWork, discord_id: DiscordId, now: datetime, 
     )
 
 
+async def _lost(
+    uow: UnitOfWork, discord_id: DiscordId, now: datetime, why: RoleConnectionLoss
+) -> None:
+    """The tokens of ``discord_id`` were deleted (in ``uow``) with the connection still
+    wanted: a linked member's Discord roles that need it go once Discord notices, and nothing
+    here can push it again. Said on their account page until they connect again, and emailed
+    to a confirmed address (a notice: the words only, never a token). Nothing for a member
+    no longer linked: they asked for it to end."""
+    link = await uow.links.get_by_discord_id(discord_id)
+    if link is None:
+        return
+    await uow.links.set_role_connection_lost(discord_id, now, why)
+    account = await uow.accounts.get(link.account_id)
+    if account is not None:
+        await queue_notice(
+            uow,
+            account,
+            EmailKind.ROLE_CONNECTION_LOST,
+            now,
+            discord_username=link.discord_username,
+            why=why.value,
+        )
+
+
 # -- the verification URL ----------------------------------------------------------------------
 
 
@@ -673,6 +702,8 @@ class RoleConnectionFlow:
                         )
                     outcome = AuthOutcome.ALREADY_LINKED
             row = await self._store(uow, profile.id, granted, now)
+            # Connected again: a loss the account page reported is over.
+            await uow.links.set_role_connection_lost(profile.id, None, None)
             await uow.audit.record(
                 AuditEvent(AuditKind.ROLE_TOKENS_STORED, now, account_id, profile.id)
             )
@@ -890,6 +921,7 @@ class RotateTokenKeys:
                 dropped = await uow.role_connection_tokens.remove(row)
                 if dropped:
                     await _audit_deleted(uow, row.discord_id, now, "unreadable")
+                    await _lost(uow, row.discord_id, now, RoleConnectionLoss.UNREADABLE)
                 await uow.commit()
             # Not dropped: it changed meanwhile (a new grant, an unlink): look again.
             return "unreadable" if dropped else None
