@@ -321,9 +321,9 @@ class RoleConnectionQueue(QueueKind):
         discord: InMemoryDiscordWithRoles = fake(h)
         pushes, gate = discord.push, self.gate
 
-        async def push(access_token: str, connection: Any) -> None:
+        async def push(access_token: str, connection: Any, **limits: Any) -> None:
             await gate.through()
-            await pushes(access_token, connection)
+            await pushes(access_token, connection, **limits)
 
         discord.push = push  # type: ignore[method-assign]
 

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from adapters.discord_limits import error_code, limit_of
+from adapters.discord_limits import error_code, limit_of, used_up_for
 from domain import errors
 from domain.model import (
     EMAIL_MAX,
@@ -35,7 +35,7 @@ from domain.model import (
     has_encoded_word,
     has_format_characters,
 )
-from domain.ports import DiscordTokens
+from domain.ports import DiscordTokens, UsedUp
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,15 @@ class HttpDiscordOAuth:
             log.warning("Discord token revocation failed: %s", type(exc).__name__)
 
 
+def _tell_used_up(response: Answer, used_up: UsedUp | None) -> None:
+    """Tell ``used_up`` when Discord's answer (not a 429: that one pauses by its own
+    ``retry_after``) says the route's limit has no call left, as the bot's role calls read
+    it (``adapters.discord_limits.used_up_for``)."""
+    seconds = used_up_for(response)
+    if used_up is not None and seconds is not None:
+        used_up(seconds)
+
+
 def _tokens(body: dict[str, Any] | None, access_token: str) -> DiscordTokens:
     """The token endpoint's answer; the refresh token and lifetime only when well formed."""
     body = body or {}
@@ -411,7 +420,7 @@ class HttpDiscordRoleConnections:
         self._api = api_url.rstrip("/")
         self._http = http
 
-    async def refresh(self, refresh_token: str) -> DiscordTokens:
+    async def refresh(self, refresh_token: str, *, used_up: UsedUp | None = None) -> DiscordTokens:
         try:
             response = await self._http.request(
                 "token_refresh",
@@ -426,6 +435,7 @@ class HttpDiscordRoleConnections:
         body = _json_object(response)
         # The token endpoint answers OAuth's JSON (``error``), not the API's (``code``).
         self._limited("token_refresh", response, "a token refresh", from_discord=body is not None)
+        _tell_used_up(response, used_up)
         if response.status_code != 200:
             error = body.get("error") if body else None
             if response.status_code == 400 and error == "invalid_grant":
@@ -441,7 +451,9 @@ class HttpDiscordRoleConnections:
             raise errors.DiscordUnavailable()
         return _tokens(body, access_token)
 
-    async def push(self, access_token: str, connection: RoleConnection) -> None:
+    async def push(
+        self, access_token: str, connection: RoleConnection, *, used_up: UsedUp | None = None
+    ) -> None:
         # Every field, platform_username too (null when not linked): Discord documents each
         # as optional without saying that leaving one out clears it, so an unlinked person's
         # profile could go on showing their TaskFlow username. null clears it, per the spec.
@@ -467,6 +479,7 @@ class HttpDiscordRoleConnections:
         self._limited(
             "role_connection", response, "a role connection update", from_discord=code is not None
         )
+        _tell_used_up(response, used_up)
         if response.status_code in (401, 403):
             raise errors.DiscordDenied()  # Discord's word: this access token is no longer good
         if code is None and response.status_code == 404:

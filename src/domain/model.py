@@ -762,3 +762,7 @@ class RoleSync(enum.StrEnum):
     # Discord rate limited this process, or its address is blocked: not pushed, left due
     # (no failure counted: nothing the row did) for the first pass after the pause.
     PAUSED = "paused"
+    # Discord said this user's limit of the push has no call left (X-RateLimit-Remaining: 0,
+    # their own token's): not pushed, due when it resets (no failure counted); the pass goes
+    # on with the others, whose limits are their own.
+    WAITING = "waiting"

@@ -766,17 +766,27 @@ class SharedDiscordPauses(Protocol):
         """The seconds left of those of ``names`` paused now."""
 
 
+# Told, with any answer but a 429, that Discord said the route's limit has no call left for
+# this caller (``X-RateLimit-Remaining: 0``) until this many seconds from now
+# (``X-RateLimit-Reset-After``): a call before then would be answered 429.
+UsedUp = Callable[[float], None]
+
+
 class DiscordRoleConnections(Protocol):
     """Discord's Linked Roles, with a user's own tokens. Failures raise
     ``DiscordUnavailable`` (try again later), ``DiscordDenied`` (this access token is not
-    accepted) or ``DiscordGrantRevoked`` (the refresh token is dead)."""
+    accepted) or ``DiscordGrantRevoked`` (the refresh token is dead). ``used_up``: told when
+    the answer, whatever it was, said the route's limit is used up (see ``UsedUp``)."""
 
-    async def refresh(self, refresh_token: str) -> DiscordTokens:
+    async def refresh(self, refresh_token: str, *, used_up: UsedUp | None = None) -> DiscordTokens:
         """The refresh grant: a new access token and a new refresh token (the old one is
-        spent)."""
+        spent). Its limit is the application's (its credentials), for every user."""
 
-    async def push(self, access_token: str, connection: RoleConnection) -> None:
-        """``PUT /users/@me/applications/{app}/role-connection``."""
+    async def push(
+        self, access_token: str, connection: RoleConnection, *, used_up: UsedUp | None = None
+    ) -> None:
+        """``PUT /users/@me/applications/{app}/role-connection``. Its limit is the user's
+        (their token)."""
 
 
 class SecretBox(Protocol):

@@ -1169,7 +1169,12 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
             f"Stopped: {paused_reason(report)}. {report.paused} not told yet (kept): run it "
             "again after that."
         )
-    failed = report.failed or report.held or report.gone or report.paused
+    if report.waiting:
+        click.echo(
+            f"{report.waiting} not told yet (kept): Discord's limit of their pushes has no "
+            "call left; run it again in a minute."
+        )
+    failed = report.failed or report.held or report.gone or report.paused or report.waiting
     if failed or (unreadable and not drop_unreadable):
         sys.exit(1)
 

@@ -72,13 +72,19 @@ def log_report(report: RoleSyncReport) -> None:
 
 def gone_note(report: RoleSyncReport) -> str:
     """The rows another pusher took over (this one's lease ran out on the way to them) or
-    deleted meanwhile: counted by the pass, so said with the other counts."""
-    if not report.gone:
-        return ""
-    return f", {report.gone} {GONE}"
+    deleted meanwhile, and those left for their user's limit to reset: counted by the pass,
+    so said with the other counts."""
+    notes = f", {report.gone} {GONE}" if report.gone else ""
+    if report.waiting:
+        notes += f", {report.waiting} {WAITING}"
+    return notes
 
 
 GONE = "taken over or deleted by another instance meanwhile"
+WAITING = (
+    "left due until Discord's limit of their pushes resets (X-RateLimit-Remaining: 0 to the "
+    "last one)"
+)
 
 
 class RoleConnectionWorker(QueueWorker):

@@ -10,6 +10,7 @@ import base64
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from adapters.memory import MemoryDatabase
@@ -22,7 +23,7 @@ from domain.model import (
     RoleConnectionToken,
     RoleSync,
 )
-from domain.ports import DiscordTokens
+from domain.ports import DiscordTokens, UsedUp
 from domain.use_cases import AuthCompleted, AuthOutcome, RoleSyncReport
 from entrypoints.container import build_container
 from tests.fakes.clock import ManualClock
@@ -58,6 +59,13 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
         # Called inside a push or a refresh, before it answers (to interleave another writer).
         self.during_push: Callable[[], Awaitable[None]] | None = None
         self.during_refresh: Callable[[], Awaitable[None]] | None = None
+        # Discord's rate limits (None: none): this many calls per window, the refresh's for
+        # every user, the push's per user; the windows under way, and the 429s answered.
+        self.refresh_limit: int | None = None
+        self.push_limit: int | None = None
+        self.limit_window = timedelta(seconds=10)
+        self.windows: dict[object, tuple[datetime, int]] = {}
+        self.limited = 0
 
     def _issue(self, held: _Held) -> DiscordTokens:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -72,9 +80,28 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
         self._tokens[issued.access_token] = grant  # /users/@me works with it too
         return issued
 
-    async def refresh(self, refresh_token: str) -> DiscordTokens:
+    def _limit(self, key: object, calls: int | None, used_up: UsedUp | None) -> None:
+        """Count a call in ``key``'s window of ``calls`` per ``limit_window`` (``None``: no
+        limit), as Discord does: one past the limit is a 429 (counted in ``limited``); the
+        answer that uses the last call says so (``used_up``)."""
+        if calls is None:
+            return
+        now = self.clock.now()
+        ends, made = self.windows.get(key, (now, 0))
+        if ends <= now:
+            ends, made = now + self.limit_window, 0
+        self.windows[key] = (ends, made + 1)
+        left = (ends - now).total_seconds()
+        if made >= calls:
+            self.limited += 1
+            raise errors.DiscordRateLimited(left)
+        if made + 1 == calls and used_up is not None:
+            used_up(left)
+
+    async def refresh(self, refresh_token: str, *, used_up: UsedUp | None = None) -> DiscordTokens:
         await asyncio.sleep(0)  # a network call: others run meanwhile
         self.calls.append("refresh")
+        self._limit("refresh", self.refresh_limit, used_up)
         if self.during_refresh is not None:
             hook, self.during_refresh = self.during_refresh, None
             await hook()
@@ -86,9 +113,14 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
         self.refreshes += 1
         return self._issue(held)
 
-    async def push(self, access_token: str, connection: RoleConnection) -> None:
+    async def push(
+        self, access_token: str, connection: RoleConnection, *, used_up: UsedUp | None = None
+    ) -> None:
         await asyncio.sleep(0)  # a network call: others run meanwhile
         self.calls.append("push")
+        found = self.access.get(access_token)
+        if found is not None:  # Discord's limit of the push is the token's user's
+            self._limit(("push", found[0].discord_id), self.push_limit, used_up)
         if self.during_push is not None:
             hook, self.during_push = self.during_push, None
             await hook()

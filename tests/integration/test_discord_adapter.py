@@ -453,6 +453,33 @@ async def test_a_role_connection_for_someone_unlinked_clears_the_username(
     assert shown["metadata"] == {"linked": "0", "linked_days": "0"}
 
 
+async def test_a_push_that_used_the_users_last_call_says_until_when(
+    emulator: tuple[EmulatorState, str],
+) -> None:
+    """The emulator, as Discord, answers each push with the user's rate limit headers: the
+    one that leaves no call (``X-RateLimit-Remaining: 0``) tells ``used_up`` its
+    ``X-RateLimit-Reset-After``, as the bot's role calls read it; the next is a 429."""
+    state, url = emulator
+    user = state.add_user("ivy")
+    state.role_metadata = [{"type": 7, "key": "linked", "name": "Linked", "description": "L"}]
+    state.role_connection_limit, state.role_connection_limit_window = 2, 60.0
+    scopes = frozenset({"identify", "role_connections.write"})
+    grant = state.codes[state.issue_code(user, scopes, REDIRECT, None)]
+    access_token = state.issue_token(grant)
+    discord = role_connections(url)
+    linked = RoleConnection("TaskFlow", "ivy_tf", {"linked": "1"})
+    told: list[float] = []
+
+    await discord.push(access_token, linked, used_up=told.append)
+    assert told == []  # one call left
+    await discord.push(access_token, linked, used_up=told.append)
+    [seconds] = told
+    assert 0 < seconds <= 60
+    with pytest.raises(errors.DiscordRateLimited):
+        await discord.push(access_token, linked, used_up=told.append)
+    assert len(told) == 1  # a 429 pauses by its own retry_after
+
+
 class HostileDiscord:
     """A stand-in that answers /users/@me with whatever ``mode`` says, and remembers the
     ``Cookie`` header of every request it gets."""

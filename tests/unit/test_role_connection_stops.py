@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -49,8 +50,8 @@ def answer_held(discord: InMemoryDiscordWithRoles, gate: Gate) -> None:
     the caller only once ``gate`` opens (the answer on its way)."""
     refresh = discord.refresh
 
-    async def issued_then_held(refresh_token: str) -> DiscordTokens:
-        issued = await refresh(refresh_token)
+    async def issued_then_held(refresh_token: str, **limits: Any) -> DiscordTokens:
+        issued = await refresh(refresh_token, **limits)
         await gate.through()
         return issued
 

@@ -1162,8 +1162,8 @@ async def test_a_refresh_that_stalled_past_its_lease_still_tells_discord_not_lin
     answered = discord.refresh
     meanwhile: list[RoleSyncReport] = []
 
-    async def answered_past_the_lease(refresh_token: str) -> DiscordTokens:
-        fresh = await answered(refresh_token)  # Discord spent the refresh token...
+    async def answered_past_the_lease(refresh_token: str, **limits: Any) -> DiscordTokens:
+        fresh = await answered(refresh_token, **limits)  # Discord spent the refresh token...
         discord.refresh = answered  # type: ignore[method-assign]
         r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))  # ...its answer came late
         meanwhile.append(await refresh_pass(r))
@@ -1295,3 +1295,57 @@ def test_the_rotate_command_drops_the_unreadable_when_told(
     assert dropped.exit_code == 0, dropped.output
     assert "2 could not be decrypted with any configured key (deleted" in dropped.output
     assert told == [False, True]
+
+
+# -- Discord's rate limit headers ---------------------------------------------------------------
+
+
+async def test_a_users_used_up_push_limit_leaves_their_row_until_it_resets_not_the_pass(
+    r: Harness,
+) -> None:
+    """Discord's answer to a push says the user's limit has no call left (X-RateLimit-
+    Remaining: 0, per token): the next push of that user waits for X-RateLimit-Reset-After
+    instead of being answered 429 (each 429 counts towards Discord's limit of invalid
+    requests per address). The others' pushes, on their own tokens, go on."""
+    await connected(r, 7051, "ben")
+    fake(r).push_limit = 1  # a call per window (10 s), per user
+    await connected(r, 7050, "ann")  # the callback's push used ann's call
+    await r.container.unlink_discord().execute(DiscordId(7050))  # due at once
+    await all_due(r)  # ben's too
+
+    report = await refresh_pass(r)
+
+    assert (report.pushed, report.waiting, report.failed, report.paused) == (1, 1, 0, 0)
+    assert fake(r).limited == 0  # no 429
+    row = rows(r)[DiscordId(7050)]
+    assert row.next_push_at == r.clock.now() + fake(r).limit_window
+    assert (row.failures, row.claimed_until) == (0, None)
+    assert linked(fake(r).connections[DiscordId(7050)]) == ("1", "0")  # not told yet
+
+    r.clock.advance(fake(r).limit_window)
+    assert (await refresh_pass(r)).cleared == 1
+    assert linked(fake(r).connections[DiscordId(7050)]) == ("0", "0")
+    assert fake(r).limited == 0
+
+
+async def test_a_used_up_refresh_limit_pauses_the_refreshes_until_it_resets(r: Harness) -> None:
+    """The refresh grant carries the application's credentials: its limit is every user's.
+    Once an answer says it has no call left, no refresh is asked for before it resets: the
+    pass stops there, leaving the rest due (no failure counted), as after a 429."""
+    for n, name in enumerate(("cal", "dee", "eve")):
+        await connected(r, 7052 + n, name)
+    fake(r).refresh_limit = 1
+    r.clock.advance(timedelta(days=8))  # every access token has expired: refreshed first
+
+    report = await refresh_pass(r)
+
+    assert fake(r).refreshes == 1
+    assert fake(r).limited == 0  # no 429
+    assert (report.failed, report.paused) == (0, 3)
+    assert report.paused_until == r.clock.now() + fake(r).limit_window
+    assert all(row.failures == 0 and row.claimed_until is None for row in rows(r).values())
+
+    r.clock.advance(fake(r).limit_window)
+    fake(r).refresh_limit = None
+    assert (await refresh_pass(r)).pushed == 3
+    assert fake(r).limited == 0

@@ -95,6 +95,14 @@ _SCOPE = "role_connections"
 T = TypeVar("T")
 
 
+def _user(discord_id: DiscordId) -> tuple[str, DiscordId]:
+    """The scope of one user's pushes: Discord limits a route per token ("individuals are
+    determined using a request's authentication"), and each push carries the user's own.
+    (The refresh grant carries the application's credentials: its limit is every user's,
+    ``_SCOPE``.)"""
+    return (_SCOPE, discord_id)
+
+
 class _Paused(Exception):
     """A call to Discord not made, or answered with a pause (``RoleConnectionPusher._call``)."""
 
@@ -157,6 +165,8 @@ class RoleConnectionPusher:
         try:
             answer = await call()
         except errors.DiscordRateLimited as limited:
+            # Its retry_after holds for every Linked Roles call: a 429 to one user's push
+            # may be the application's (global) limit, and the refresh's is every user's.
             self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused from None
@@ -274,13 +284,32 @@ class RoleConnectionPusher:
             force_refresh = False  # the row changed while we pushed: push its new state
         return await self._failed(row, self._clock.now())
 
+    def _used_up(self, scope: object) -> Callable[[float], None]:
+        """Told that Discord's answer left no call in ``scope``'s limit (``UsedUp``): none
+        is made there before it resets (it would be answered 429, and each 429 counts
+        towards Discord's limit of invalid requests per address), as for the bot's role
+        calls."""
+
+        def used_up(seconds: float) -> None:
+            self._pauses.limited(scope, seconds, self._clock.now())
+
+        return used_up
+
     async def _push(
         self, row: RoleConnectionToken, tokens: _Opened, connection: RoleConnection, now: datetime
     ) -> RoleSync | bool:
         """Push ``connection`` (``row`` held): ``True`` when Discord took it, ``False`` when
-        it refused the access token, else how the sync ends (paused, failed)."""
+        it refused the access token, else how the sync ends (paused, waiting, failed)."""
+        user = _user(row.discord_id)
+        resets = self._pauses.paused(now).get(user)
+        if resets is not None:
+            # This user's limit is used up (a push a moment ago, by the callback or this
+            # sync): pushed when it resets, what is current then; the others go on.
+            await self._schedule(row, resets, failures=row.failures)
+            return RoleSync.WAITING
+        used_up = self._used_up(user)
         try:
-            await self._call(lambda: self._discord.push(tokens.access, connection))
+            await self._call(lambda: self._discord.push(tokens.access, connection, used_up=used_up))
         except _Paused:
             return await self._hold(row)
         except errors.DiscordDenied:
@@ -368,7 +397,8 @@ class RoleConnectionPusher:
         """The refresh grant, then its answer stored in a transaction of its own before
         anything else: the row as written (``None``: other tokens replaced them), the new
         tokens, and whether the row was deleted meanwhile."""
-        fresh = await self._call(lambda: self._discord.refresh(tokens.refresh))
+        used_up = self._used_up(_SCOPE)  # the application's limit: every refresh waits
+        fresh = await self._call(lambda: self._discord.refresh(tokens.refresh, used_up=used_up))
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         gone = False
@@ -749,6 +779,9 @@ class RoleSyncReport:
     # Left due, untried (or met by the rate limit), when Discord rate limited the pass or
     # the address was blocked: the pass stopped there.
     paused: int = 0
+    # Not pushed now: Discord said the user's own limit of the push has no call left; due
+    # when it resets (the pass went on with the others).
+    waiting: int = 0
     held: int = 0  # forgetting: left to another pusher that holds them (run again)
     # The pause holding when the pass ended: when the next call may be made, and whether it
     # is a block of the address (Cloudflare's), not a 429 that said how long.

@@ -17,9 +17,6 @@ Limit``, ``-Remaining``, ``-Reset`` (epoch seconds), ``-Reset-After`` (seconds) 
 
 from __future__ import annotations
 
-import hashlib
-import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +26,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
+from entrypoints.emulator.limits import Window, bucket_of, over, rate_limited
 from entrypoints.emulator.state import EmulatorState, Guild, RoleRequest, same_secret
 
 Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
@@ -74,26 +72,15 @@ def _refusal(guild: Guild, user_id: str, role_id: str) -> tuple[str, int, int] |
     return None
 
 
-# What Discord's X-RateLimit-Bucket names: the route, without its top-level resource.
-_ROLE_BUCKET = hashlib.sha256(b"/guilds/{guild}/members/{user}/roles/{role}").hexdigest()[:32]
+_ROLE_BUCKET = bucket_of("/guilds/{guild}/members/{user}/roles/{role}")
 
 
 def _take_call(guild: Guild) -> dict[str, str]:
-    """Count a call in the server's window of the route's limit; its rate limit headers
-    (``X-RateLimit-Remaining`` is negative past the limit: the caller is answered 429)."""
-    now = time.monotonic()
-    ends, made = guild.role_window
-    if ends <= now:
-        ends, made = now + guild.role_limit_window, 0
-    guild.role_window = (ends, made + 1)
-    reset_after = max(ends - now, 0.0)
-    return {
-        "X-RateLimit-Limit": str(guild.role_limit),
-        "X-RateLimit-Remaining": str(guild.role_limit - made - 1),
-        "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
-        "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-        "X-RateLimit-Bucket": _ROLE_BUCKET,
-    }
+    """Count a call in the server's window of the route's limit; its rate limit headers."""
+    window = Window(guild.role_limit, guild.role_limit_window, *guild.role_window)
+    limits = window.take(_ROLE_BUCKET)
+    guild.role_window = (window.ends, window.made)
+    return limits
 
 
 def _guild_json(guild: Guild) -> dict[str, Any]:
@@ -160,18 +147,11 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
             return _error("Unknown Guild", 10004, 404)
         limits = _take_call(guild)
         decoded = unquote(reason) if reason is not None else None
-        if int(limits["X-RateLimit-Remaining"]) < 0:
+        if over(limits):
             guild.role_requests.append(
                 RoleRequest(request.method, user_id, role_id, 429, None, decoded)
             )
-            wait = float(limits["X-RateLimit-Reset-After"])
-            limits |= {
-                "X-RateLimit-Remaining": "0",
-                "X-RateLimit-Scope": "user",
-                "Retry-After": str(math.ceil(wait)),
-            }
-            body = {"message": "You are being rate limited.", "retry_after": wait}
-            return Response({**body, "global": False}, status_code=429, headers=limits)
+            return rate_limited(limits)
         refusal = _refusal(guild, user_id, role_id)
         guild.role_requests.append(
             RoleRequest(

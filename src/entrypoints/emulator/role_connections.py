@@ -8,7 +8,10 @@
   100 (either may be ``null``), ``metadata`` values strings up to 100 characters, each key a
   registered record and each value of its record's type (integers in decimal, booleans
   ``1``/``0``, ISO 8601 datetimes). A field the body leaves out keeps its previous value.
+- Every push's answer carries the route's rate limit headers, the user's (Discord limits per
+  token: ``entrypoints.emulator.limits``); a push past the limit is a 429.
 - A test API: ``GET /_emulator/role-connections`` (the records and every user's connection),
+  ``PATCH /_emulator/role-connection-limit`` (``{"calls", "window"}``: the push's limit),
   ``POST /_emulator/users/{id}/expire-tokens`` (Discord ends their access tokens: the refresh
   tokens still work) and ``POST /_emulator/users/{id}/deauthorize`` (the user removes the app:
   every token dies, the connection goes).
@@ -24,12 +27,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from litestar import Request, get, post, put
+from litestar import Request, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.bodies import json_body
+from entrypoints.emulator.limits import Window, bucket_of, over, rate_limited
 from entrypoints.emulator.state import EmulatorState, same_secret
 
 ROLE_CONNECTIONS_SCOPE = "role_connections.write"
@@ -37,6 +41,7 @@ MAX_RECORDS = 5
 _KEY = re.compile(r"^[a-z0-9_]{1,50}$")
 _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 INTEGER_TYPES, DATETIME_TYPES, BOOLEAN_TYPES = {1, 2, 3, 4}, {5, 6}, {7, 8}
+_CONNECTION_BUCKET = bucket_of("/users/@me/applications/{app}/role-connection")
 
 Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
 
@@ -242,21 +247,53 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
         user = user_of(request)
         if isinstance(user, Response):
             return user
+        window = Window(
+            state.role_connection_limit,
+            state.role_connection_limit_window,
+            *state.role_connection_windows.get(user, (0.0, 0)),
+        )
+        limits = window.take(_CONNECTION_BUCKET)  # the user's: Discord limits per token
+        state.role_connection_windows[user] = (window.ends, window.made)
+        if over(limits):
+            return rate_limited(limits)
         if app_id != state.client_id:
             return unknown_application()
         data = await json_body(request)
         if (problems := connection_problems(state, data)) is not None:
-            return _invalid_form(problems)
+            answer = _invalid_form(problems)
+            answer.headers.update(limits)
+            return answer
         state.role_connections[user] = updated_connection(
             state.role_connections.get(user, _empty_connection()), data
         )
-        return Response(state.role_connections[user])
+        return Response(state.role_connections[user], headers=limits)
 
     # -- test API ------------------------------------------------------------------------------
 
     @get("/_emulator/role-connections", sync_to_thread=False)
     def show_role_connections() -> dict[str, Any]:
         return {"metadata": state.role_metadata, "connections": state.role_connections}
+
+    @patch("/_emulator/role-connection-limit", sync_to_thread=False)
+    def role_connection_limit(data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """``{"calls": int, "window": seconds}``: the push's rate limit, per user (a new
+        window starts with each user's next call)."""
+        calls, window = data.get("calls"), data.get("window")
+        if (
+            not isinstance(calls, int)
+            or isinstance(calls, bool)
+            or calls < 1
+            or not isinstance(window, int | float)
+            or isinstance(window, bool)
+            or not 0 < window < 3600  # NaN too
+        ):
+            return Response(
+                {"error": "calls must be a positive integer and window 0 to 3600 seconds"},
+                status_code=400,
+            )
+        state.role_connection_limit, state.role_connection_limit_window = calls, float(window)
+        state.role_connection_windows.clear()
+        return Response({"calls": calls, "window": float(window)})
 
     @post("/_emulator/users/{user_id:str}/expire-tokens", status_code=200, sync_to_thread=False)
     def expire_tokens(user_id: FromPath[str]) -> dict[str, int]:
@@ -273,6 +310,7 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
         get_connection,
         put_connection,
         show_role_connections,
+        role_connection_limit,
         expire_tokens,
         deauthorize,
     ]

@@ -200,6 +200,12 @@ class EmulatorState:
     role_metadata: list[dict[str, Any]] = field(default_factory=list)
     role_connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     role_connections_verification_url: str | None = None
+    # Discord's rate limit of the role connection push, per user (their token): this many
+    # calls in a window of this many seconds (a test sets smaller ones), and each user's
+    # window under way (user id -> (its end on the monotonic clock, calls made in it)).
+    role_connection_limit: int = 50
+    role_connection_limit_window: float = 1.0
+    role_connection_windows: dict[str, tuple[float, int]] = field(default_factory=dict)
     # What each test user granted this application (user id -> scopes), as Discord remembers
     # it: a returning user is sent straight back unless the request says prompt=consent.
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
