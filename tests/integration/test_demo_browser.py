@@ -719,7 +719,7 @@ def _another_site(target: str, page: str = _POPUP_PAGE) -> Iterator[str]:
 
 
 # The cookies of a round trip started in a browser, and of a session.
-_ROUND_TRIP_COOKIES = {"tfl_oauth", "tfl_oauth_other", "tfl_session"}
+_ROUND_TRIP_COOKIES = {"tfl_oauth", "tfl_session"}
 
 
 async def _round_trip_cookies(context: BrowserContext, app: str) -> dict[str, str]:

@@ -252,6 +252,37 @@ async def test_other_sites_pointing_at_the_sign_in_start_leave_this_sites_round_
     assert alice_d.id in db.tables.links
 
 
+async def test_every_round_trip_is_bound_by_the_one_binding_cookie(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """Round trips that other sites' requests started kept their values in a cookie of their
+    own (``tfl_oauth_other``), so that they could not push out those of this site's pages.
+    Such requests start none any more (a page to continue from; a form fails CSRF), so one
+    cookie binds them all, whatever ``Sec-Fetch-Site`` a request that passed CSRF says."""
+    alice_d = h.discord_user(5061, username="alice_d2")
+    issued = await h.container.issue_link_ticket().execute(alice_d.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await sign_up(client, "alice", next_path=path)
+    confirm = await client.get(path)
+    started = await client.post(
+        path,
+        data={"_csrf_token": csrf_token(confirm.text)},
+        headers={"Sec-Fetch-Site": "same-site", "Sec-Fetch-Dest": "document"},
+        follow_redirects=False,
+    )
+    assert started.status_code == 302, started.text
+    cookies = [c.split("=", 1)[0] for c in started.headers.get_list("set-cookie")]
+    assert cookies == ["tfl_oauth"]
+    approval = h.discord.approve(started.headers["location"], alice_d.id)
+    linked = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert linked.headers["location"] == "/account?notice=linked_from_discord"
+    assert alice_d.id in db.tables.links
+
+
 def _continue_link(page: str) -> str:
     """Where the page's "Continue to Discord" link leads."""
     found = re.search(r'href="([^"]*)">Continue to Discord</a>', page)

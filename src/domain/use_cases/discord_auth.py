@@ -78,9 +78,6 @@ _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 PKCE = "pkce-verifier"  # what the PKCE verifier is derived for (from the state)
 # How many flows one browser can have under way at once (tabs): its newest binding values.
 BINDINGS_KEPT = 5
-# A browser keeps two such lists (the web app's cookies: the round trips this site's own pages
-# started, and those other sites' links started, which cannot push the first ones out).
-BINDINGS_PRESENTED = 2 * BINDINGS_KEPT
 
 
 # Where a Discord sign-in may never return to: these paths carry one-time secrets, which a
@@ -440,7 +437,7 @@ class CompleteDiscordAuth:
                     self._clock.now(),
                     spend=True,
                     bound_to=lambda pending: pending.browser_digest,
-                    browser_digests=presented[:BINDINGS_PRESENTED],
+                    browser_digests=presented[:BINDINGS_KEPT],
                 )
             except errors.SecretRefused as refusal:
                 # Expired, used, or another browser's: a Linked Roles one starts again there.

@@ -22,8 +22,6 @@ from domain.use_cases.discord_auth import BINDINGS_KEPT
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
-# The binding values of the round trips other sites' links started (see ``from_another_site``).
-OTHER_SITES_BINDING_COOKIE = "tfl_oauth_other"
 PROPOSAL_COOKIE = "tfl_link_proposal"
 CSRF_COOKIE = "tfl_csrf"
 DEVICE_COOKIE = "tfl_device"
@@ -52,7 +50,6 @@ class CookieJar:
         self._session_max_age = session_max_age
         self.session_name = cookie_name(SESSION_COOKIE, secure=secure)
         self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
-        self.other_sites_binding_name = cookie_name(OTHER_SITES_BINDING_COOKIE, secure=secure)
         self.proposal_name = cookie_name(PROPOSAL_COOKIE, secure=secure)
         self.device_name = cookie_name(DEVICE_COOKIE, secure=secure)
         self.csrf_name = cookie_name(CSRF_COOKIE, secure=secure)  # as the app's CSRFConfig
@@ -96,26 +93,15 @@ class CookieJar:
         https), so the browser replaces that very cookie."""
         return self._cookie(self.csrf_name, "", 0)
 
-    def binding(self, request: Request[Any, Any, Any], tokens: Sequence[str]) -> Cookie:
+    def binding(self, tokens: Sequence[str]) -> Cookie:
         """The browser binding of the OAuth flows under way in this browser, newest first:
-        ``tokens`` from a flow that ``request`` started with ``flow_bindings``' values."""
-        value = _SEPARATOR.join(tokens)
-        return self._cookie(
-            self._binding_name_for(request), value, int(ONE_TIME_SECRET_TTL.total_seconds())
-        )
+        ``tokens`` from a flow started with ``flow_bindings``' values.
 
-    def _binding_name_for(self, request: Request[Any, Any, Any]) -> str:
-        """A browser keeps only its newest few binding values, so a round trip started by
-        another site's link keeps its value apart from those of this site's own pages:
-        otherwise a page of another site, with one click (a window it opened, pointed here
-        again and again), pushed out the value of the round trip its visitor had started
-        here (a /link button's, waiting on Discord's consent screen), who then came back to
-        "started in a different browser". Such navigations now start no round trip at all
-        (see ``other_sites``); this keeps apart whatever else another site's page might start
-        (a form, which CSRF refuses)."""
-        if from_another_site(request):
-            return self.other_sites_binding_name
-        return self.binding_name
+        One cookie for all: another site's page starts no flow in its visitor's browser that
+        could push out those of this site's pages (the newest few are kept). Its navigations
+        get a page to continue from (see ``other_sites``), and its forms fail CSRF."""
+        value = _SEPARATOR.join(tokens)
+        return self._cookie(self.binding_name, value, int(ONE_TIME_SECRET_TTL.total_seconds()))
 
     def proposal(self, token: str) -> Cookie:
         """Email linking "confirm": the Discord sign-in waiting for the account's proof."""
@@ -146,18 +132,10 @@ class CookieJar:
     def session_token(self, request: Request[Any, Any, Any]) -> str | None:
         return request.cookies.get(self.session_name)
 
-    def binding_tokens(self, request: Request[Any, Any, Any]) -> list[str]:
-        """Every binding value this browser holds (for Discord's callback): this site's
-        round trips', then other sites'."""
-        return [
-            *self._binding_values(request, self.binding_name),
-            *self._binding_values(request, self.other_sites_binding_name),
-        ]
-
     def flow_bindings(self, request: Request[Any, Any, Any]) -> list[str]:
-        """The binding values of the round trips a new one started by ``request`` joins (see
-        ``binding``)."""
-        return self._binding_values(request, self._binding_name_for(request))
+        """Every binding value this browser holds: those of the round trips a new one joins,
+        and those Discord's callback may be for."""
+        return self._binding_values(request, self.binding_name)
 
     @staticmethod
     def _binding_values(request: Request[Any, Any, Any], name: str) -> list[str]:
@@ -169,6 +147,6 @@ class CookieJar:
         await sign_out.execute(self.session_token(request))
 
 
-def to_discord(request: Request[Any, Any, Any], started: AuthStarted, jar: CookieJar) -> Redirect:
+def to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:
     """On to Discord's consent screen, the browser bound to the round trip just started."""
-    return Redirect(started.authorize_url, cookies=[jar.binding(request, started.browser_tokens)])
+    return Redirect(started.authorize_url, cookies=[jar.binding(started.browser_tokens)])

@@ -70,7 +70,7 @@ class LinkedRolePages(Controller):
         except errors.ReauthenticationRequired:
             assert signed_in is not None  # noqa: S101 - only a signed-in account is asked
             return _proof_page(signed_in.account)
-        return to_discord(request, started, jar)
+        return to_discord(started, jar)
 
     @post(PATH, status_code=302)
     async def with_password(
@@ -91,4 +91,4 @@ class LinkedRolePages(Controller):
             )
         except (errors.InvalidCredentials, errors.ReauthenticationRequired) as exc:
             return _proof_page(signed_in.account, exc.message, status_for(exc))
-        return to_discord(request, started, jar)
+        return to_discord(started, jar)

@@ -282,7 +282,7 @@ class Pages(Controller):
             current_password=data.get("current_password") or None,
             browser_tokens=jar.flow_bindings(request),
         )
-        return to_discord(request, started, jar)
+        return to_discord(started, jar)
 
     @post("/account/discord/unlink", status_code=303)
     async def unlink(
@@ -369,7 +369,7 @@ class Pages(Controller):
         started = await start_discord_reauth.execute(
             session_token=jar.session_token(request), browser_tokens=jar.flow_bindings(request)
         )
-        return to_discord(request, started, jar)
+        return to_discord(started, jar)
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -421,7 +421,7 @@ class Pages(Controller):
             browser_tokens=jar.flow_bindings(request),
             ask_again=switch,
         )
-        return to_discord(request, started, jar)
+        return to_discord(started, jar)
 
     @get("/auth/discord/callback", status_code=302)
     async def discord_callback(
@@ -438,7 +438,7 @@ class Pages(Controller):
             state=oauth_state,
             code=code,
             error=error,
-            browser_tokens=jar.binding_tokens(request),
+            browser_tokens=jar.flow_bindings(request),
             session_token=jar.session_token(request),
         )
         if done.purpose is AuthPurpose.REAUTH:
@@ -533,4 +533,4 @@ class Pages(Controller):
             # proof lapsed before the press: this page asks for the password now, the button
             # still working (the account page's confirmation would end elsewhere).
             return Redirect(f"/link/{token}?proof=again", status_code=303)
-        return to_discord(request, started, jar)
+        return to_discord(started, jar)
