@@ -892,6 +892,33 @@ async def test_pages_other_sites_open_spend_no_sign_in_budget(h: Harness, site: 
         assert (await client.get("/auth/discord/login", follow_redirects=False)).status_code == 429
 
 
+async def test_a_head_of_the_sign_in_start_starts_nothing(h: Harness, db: MemoryDatabase) -> None:
+    """HEAD runs as the GET it stands for, and a HEAD of ``/auth/discord/login`` (an uptime
+    monitor's, a link checker's) started a Discord sign-in as the GET does: a pending sign-in
+    stored, a binding cookie, the sign-in budget of its address spent. HEAD has no side
+    effects (RFC 9110): it answers the status and headers of the page to continue from that
+    another site's link gets, starts nothing and counts nothing."""
+    await h.sign_up("alice", "alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=2)) as client:
+        page = await client.get(
+            "/auth/discord/login?switch=true", headers=_navigation("cross-site")
+        )
+        pending = len(db.tables.pending_logins)
+        for _ in range(3):
+            head = await client.head("/auth/discord/login?switch=true", follow_redirects=False)
+            assert head.status_code == 200
+            assert head.content == b""
+            assert head.headers["content-length"] == str(len(page.content))
+            assert head.headers["content-type"] == page.headers["content-type"]
+            assert not [c for c in head.headers.get_list("set-cookie") if "tfl_oauth" in c]
+            assert "ratelimit-remaining" not in head.headers
+        assert len(db.tables.pending_logins) == pending
+        await _alice_signs_in(client)  # the first of the budget
+        started = await client.get("/auth/discord/login", follow_redirects=False)
+        assert started.status_code == 302  # the second
+        assert len(db.tables.pending_logins) == pending + 1
+
+
 async def test_a_form_that_says_it_came_from_another_site_gets_no_second_budget(
     h: Harness,
 ) -> None:

@@ -201,6 +201,34 @@ async def test_another_sites_navigation_gets_a_page_to_continue_from(
     assert "dave" in (await client.get("/account")).text
 
 
+async def test_a_head_of_the_verification_url_starts_nothing(client: Client, r: Harness) -> None:
+    """A HEAD runs as the GET it stands for, and one of the verification URL started a
+    Discord round trip as the GET does. HEAD has no side effects (RFC 9110): it gets the
+    status and headers of the page another site's navigation gets, and starts nothing."""
+    await sign_up(client, "erin")
+    r.discord_user(7306)
+    database: MemoryDatabase = r.container.memory_db()
+    to_link = await client.get("/discord/linked-role")
+    started = await client.post(
+        "/discord/linked-role",
+        data={"_csrf_token": csrf_token(to_link.text)},
+        follow_redirects=False,
+    )
+    await _through_discord(client, r, started, 7306)  # linked: the GET starts a round trip
+    page = await client.get("/discord/linked-role", headers=_FROM_ANOTHER_SITE)
+    pending = len(database.tables.pending_logins)
+
+    head = await client.head("/discord/linked-role", follow_redirects=False)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(page.content))
+    assert not [c for c in head.headers.get_list("set-cookie") if "tfl_oauth" in c]
+    assert len(database.tables.pending_logins) == pending
+    followed = await client.get("/discord/linked-role", follow_redirects=False)
+    assert followed.status_code == 302  # the GET as before
+    assert len(database.tables.pending_logins) == pending + 1
+
+
 # -- refusals at the callback: the way on is the verification URL ------------------------------
 
 

@@ -50,7 +50,7 @@ from entrypoints.settings import Settings
 from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name, from_another_site
+from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name, starts_no_round_trip
 from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
@@ -142,8 +142,9 @@ def _starts_nothing(request: Request[Any, Any, Any]) -> bool:
     whole network could not sign in for a minute): now that they start nothing, nothing is
     left for it to guard. A client that is no browser may send the header: it gets the page.
     Only GETs: a form is another site's only by headers such a client writes, and each of
-    its tries checks a password or starts a round trip."""
-    return request.method == "GET" and from_another_site(request)
+    its tries checks a password or starts a round trip. A HEAD (run as a GET) starts
+    nothing either (``starts_no_round_trip``)."""
+    return request.method == "GET" and starts_no_round_trip(request)
 
 
 # What browsers say of a page they load before anyone opens it: ``Sec-Purpose`` (Chromium's

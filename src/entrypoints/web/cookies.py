@@ -19,6 +19,7 @@ from litestar.response import Redirect
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
 from domain.use_cases import AuthStarted, SignedIn, SignOut
 from domain.use_cases.discord_auth import BINDINGS_KEPT
+from entrypoints.web.head import HEAD_AS_GET
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
@@ -42,6 +43,16 @@ def from_another_site(request: Request[Any, Any, Any]) -> bool:
     points here), not for this site's own pages nor for an address typed or opened from an
     app (``none``). Browsers without Fetch Metadata send no such header: this site's."""
     return request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
+
+
+def starts_no_round_trip(request: Request[Any, Any, Any]) -> bool:
+    """Whether a GET that would start a Discord round trip answers a page to continue from
+    instead (see ``other_sites``): another site's navigation (``from_another_site``), or a
+    HEAD, which runs as that GET (see ``head``) and may have no side effects (RFC 9110,
+    9.2.1). An uptime monitor's or a link checker's HEAD started a sign-in as the GET does: a
+    pending sign-in stored, a binding cookie, and the sign-in budget of its address spent.
+    It gets the status and headers of the page another site's link gets."""
+    return from_another_site(request) or bool(request.scope.get(HEAD_AS_GET))
 
 
 class CookieJar:

@@ -7,7 +7,8 @@ ask HEAD first (uptime monitors, link checkers, hey-api's watch mode, which asks
 schema to see whether it changed) took the service for broken. Such a request runs as the GET
 it stands for (the same key check, limits and refusals) and its body is dropped: the headers,
 ``Content-Length`` included, are the GET's. The access log names it HEAD; the request metrics
-count it with the GET it ran as.
+count it with the GET it ran as. Where that GET would start a Discord round trip, a HEAD
+starts nothing: it gets the page to continue from (see ``cookies.starts_no_round_trip``).
 """
 
 from __future__ import annotations

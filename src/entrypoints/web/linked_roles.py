@@ -17,7 +17,7 @@ from litestar.response import Redirect, Template
 from domain import errors
 from domain import use_cases as uc
 from domain.model import Account
-from entrypoints.web.cookies import from_another_site, to_discord
+from entrypoints.web.cookies import starts_no_round_trip, to_discord
 from entrypoints.web.deps import CurrentSignIn, Jar, Use
 from entrypoints.web.errors import status_for
 from entrypoints.web.other_sites import continue_to_linked_role
@@ -60,7 +60,7 @@ class LinkedRolePages(Controller):
         # form, below, starts it.
         if signed_in is not None and await link_of_account.execute(signed_in.account.id) is None:
             return _proof_page(signed_in.account, recently_proved=signed_in.recently_proved)
-        if from_another_site(request):  # Discord's link too: a page to continue from
+        if starts_no_round_trip(request):  # Discord's link too (and a HEAD): a page
             return continue_to_linked_role(PATH, signed_in.account if signed_in else None)
         try:
             started = await start_linked_role.execute(

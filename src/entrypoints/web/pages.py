@@ -15,7 +15,7 @@ from domain.model import Account, AuthPurpose, Link, RoleSync
 from domain.policies import safe_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import from_another_site, to_discord
+from entrypoints.web.cookies import starts_no_round_trip, to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import field_of, status_for
@@ -409,8 +409,9 @@ class Pages(Controller):
     ) -> Redirect | Template:
         """``switch=true``: show Discord's consent screen (with its account switcher) even to
         someone who already granted access, to sign in as another Discord account. Another
-        site's page gets a page to continue from, not the round trip (see ``other_sites``)."""
-        if from_another_site(request):
+        site's page (and a HEAD) gets a page to continue from, not the round trip (see
+        ``other_sites``)."""
+        if starts_no_round_trip(request):
             return continue_to_sign_in(
                 next or "/account",
                 switch=switch,
