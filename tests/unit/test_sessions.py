@@ -3,6 +3,7 @@ and sensitive changes need a recent proof of identity ("sudo mode")."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -291,6 +292,38 @@ async def test_a_proof_lasts_ten_minutes(h: Harness) -> None:
         await h.container.change_email().execute(
             session_token=session, new_email="a@new.example", current_password=None
         )
+
+
+async def test_a_confirmation_sent_twice_keeps_the_session(h: Harness) -> None:
+    """A double click on "Confirm" signed its person out: both requests came with the old
+    token, the first renewed the session, and its answer (the new token) never reached the
+    browser, which had left it for the second; the second found the old token ended. The
+    second, with the right password, now gets the first one's token."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    h.clock.advance(timedelta(minutes=30))
+    confirm = h.container.confirm_password()
+    both = await asyncio.gather(
+        confirm.execute(session_token=alice.session_token, password=PASSWORD),
+        confirm.execute(session_token=alice.session_token, password=PASSWORD),
+    )
+    assert sorted(c.sent_twice for c in both) == [False, True]
+    assert both[0].session_token == both[1].session_token != alice.session_token
+    seen = await h.container.current_session().execute(both[0].session_token)
+    assert seen is not None
+    assert seen.recently_proved
+    assert not await _live(h, alice.session_token)
+    listed = await h.container.list_sessions().execute(both[0].session_token)
+    assert len(listed.sessions) == 1
+
+    with pytest.raises(errors.InvalidCredentials):  # the old token alone proves nothing
+        await confirm.execute(session_token=alice.session_token, password="wrong password")
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    with pytest.raises(errors.NotSignedIn):  # nor later on, password or not
+        await confirm.execute(session_token=alice.session_token, password=PASSWORD)
+    again = await confirm.execute(session_token=both[0].session_token, password=PASSWORD)
+    assert not again.sent_twice
+    assert not await _live(h, both[0].session_token)
+    assert await _live(h, again.session_token)
 
 
 async def test_reauthentication_needs_the_session_that_started_it(h: Harness) -> None:

@@ -131,6 +131,34 @@ async def test_a_stale_proof_sends_sensitive_forms_to_confirm_it_is_you(
     assert "Discord is unlinked" in unlinked.text
 
 
+async def test_a_double_clicked_confirm_keeps_its_person_signed_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """A double click on "Confirm" signed its person out: the browser left the first request
+    for the second, so the new token the first one renewed the session under never reached
+    it, and the second came with the old one, ended. The second now gets the first one's
+    token, and says what happened."""
+    await sign_up(client, "alice")
+    h.clock.advance(timedelta(minutes=30))
+    page = await client.get("/account/confirm")
+    form = {"password": PASSWORD, "_csrf_token": csrf_token(page.text)}
+    before = dict(client.cookies)
+    first = await client.post("/account/confirm", data=form, follow_redirects=False)
+    assert first.headers["location"] == "/account?notice=confirmed"
+    renewed = first.cookies["tfl_session"]
+    client.cookies.clear()  # the browser never received the first answer
+    for name, value in before.items():
+        client.cookies.set(name, value)
+
+    second = await client.post("/account/confirm", data=form, follow_redirects=False)
+    assert second.headers["location"] == "/account?notice=confirmed_twice"
+    assert second.cookies["tfl_session"] == renewed
+    account = await client.get(second.headers["location"])
+    assert "sent twice and counted once" in account.text
+    assert 'id="unlink_password"' not in account.text  # proved: no password asked
+    assert len(db.tables.sessions) == 1
+
+
 async def test_a_discord_only_account_confirms_with_discord(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:

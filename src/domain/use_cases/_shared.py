@@ -28,7 +28,7 @@ from domain.model import (
     SignInMethod,
 )
 from domain.policies import LINK_REFUSALS, LinkDecision, decide_link, identity_recently_proved
-from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, IssuedSecret, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords, signed_in_key
 from domain.use_cases._webhooks import WebhookOutbox
 from domain.webhooks import link_created
@@ -190,6 +190,7 @@ async def renew_session(
     now: datetime,
     *,
     proved_with: SignInMethod | None = None,
+    secret: IssuedSecret | None = None,
 ) -> str:
     """``session`` under a new token, the old one ended, with a proof of identity made now
     when ``proved_with`` says how; its handle, expiry and password throttle stay. At every
@@ -197,8 +198,8 @@ async def renew_session(
     every change of privilege): a copy of the cookie taken before (a shared computer, a
     proxy's log) cannot ride on its owner's proof, nor outlive the change its owner makes
     (an attacker's review). ``NotSignedIn`` when the session ended meanwhile (signed out, or
-    renewed by another request first)."""
-    secret = tokens.issue()
+    renewed by another request first). ``secret``: the new token, if not a random one."""
+    secret = secret or tokens.issue()
     if not await uow.sessions.renew(session.digest, secret.digest, now, proved_with):
         raise errors.NotSignedIn()
     return secret.token

@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from domain import errors
 from domain.model import Account, AuditEvent, AuditKind, EmailPurpose, Session, SignInMethod
 from domain.policies import identity_recently_proved
-from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, IssuedSecret, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import (
     Passwords,
     new_device_token,
@@ -157,15 +157,33 @@ class EndAllSessions:
         return SignedOutEverywhere(ended, kept)
 
 
+# How long after a confirmation with the password the same form, sent again, is answered as
+# that confirmation (see ``ConfirmPassword``): a double click's second request comes at once.
+SENT_TWICE_WITHIN = timedelta(minutes=1)
+# What a session's token after a confirmation is derived for, from the token before it.
+SESSION_SUCCESSOR = "session-successor"
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityConfirmed:
     account: Account
     session_token: str  # the session, renewed: the cookie's old token has ended
+    # The same form was sent twice (a double click): the other request confirmed, and this
+    # one answers that confirmation's token (which its own browser may never have received).
+    sent_twice: bool = False
 
 
 class ConfirmPassword:
     """Prove again, with the account's password, before a sensitive change ("sudo mode").
-    The session goes on under a new token (see ``renew_session``)."""
+    The session goes on under a new token (see ``renew_session``).
+
+    The form sent twice (a double click) signed its person out: both requests came with the
+    old token, the first renewed the session, and the browser, which had left that request
+    for the second, never received the new token; the second found the old one ended. The new
+    token is derived from the old one (an HMAC under the server's key, ``SESSION_SUCCESSOR``),
+    so the second request, with the old token and the right password within
+    ``SENT_TWICE_WITHIN`` of the confirmation, is answered that same token: one confirmation,
+    still signed in. A copy of the old cookie still rides on nothing without the password."""
 
     def __init__(
         self,
@@ -179,17 +197,56 @@ class ConfirmPassword:
     async def execute(self, *, session_token: str | None, password: str) -> IdentityConfirmed:
         now = self._clock.now()
         async with self._uow(read_only=True) as uow:
-            session, account = await signed_in(uow, self._tokens, session_token, now)
+            try:
+                session, account = await signed_in(uow, self._tokens, session_token, now)
+            except errors.NotSignedIn:
+                session, account = await self._confirmed_just_now(uow, session_token, now)
         if account.password_hash is None:
             raise errors.InvalidInput(
                 "Your account has no password: confirm it is you with Discord instead."
             )
         if not await self._passwords.check(signed_in_key(session), account.password_hash, password):
             raise errors.InvalidCredentials("Your password is not right.")
+        assert session_token is not None  # noqa: S101 - a session was found by it
+        successor = self._successor(session_token)
+        if session.digest == successor.digest:  # the other request confirmed already
+            return IdentityConfirmed(account, successor.token, sent_twice=True)
         now = self._clock.now()
-        async with self._uow() as uow:
-            renewed = await renew_session(
-                uow, self._tokens, session, now, proved_with=SignInMethod.PASSWORD
-            )
-            await uow.commit()
+        try:
+            async with self._uow() as uow:
+                renewed = await renew_session(
+                    uow,
+                    self._tokens,
+                    session,
+                    now,
+                    proved_with=SignInMethod.PASSWORD,
+                    secret=successor,
+                )
+                await uow.commit()
+        except errors.NotSignedIn:  # renewed meanwhile: by the other request, if by any
+            async with self._uow(read_only=True) as uow:
+                _, account = await self._confirmed_just_now(uow, session_token, now)
+            return IdentityConfirmed(account, successor.token, sent_twice=True)
         return IdentityConfirmed(account, renewed)
+
+    def _successor(self, session_token: str) -> IssuedSecret:
+        token = self._tokens.derive(session_token, SESSION_SUCCESSOR)
+        return IssuedSecret(token, self._tokens.digest(token))
+
+    async def _confirmed_just_now(
+        self, uow: UnitOfWork, session_token: str | None, now: datetime
+    ) -> tuple[Session, Account]:
+        """The session and account that ``session_token`` was confirmed into with the
+        password in the last ``SENT_TWICE_WITHIN`` (and has kept since), or ``NotSignedIn``."""
+        if session_token is None or digest_of(self._tokens, session_token) is None:
+            raise errors.NotSignedIn()
+        session, account = await signed_in(
+            uow, self._tokens, self._successor(session_token).token, now
+        )
+        if (
+            session.proved_with is not SignInMethod.PASSWORD
+            or session.proved_at is None
+            or now - session.proved_at > SENT_TWICE_WITHIN
+        ):
+            raise errors.NotSignedIn()
+        return session, account

@@ -28,6 +28,10 @@ NOTICES = {
     # With the password: changing the password itself asks the current one all the same.
     "confirmed": "Thanks: for the next 10 minutes you can change your email and Discord link "
     "without typing your password again.",
+    # The form sent twice (a double click): the other request confirmed (see ConfirmPassword).
+    "confirmed_twice": "Thanks: your confirmation was sent twice and counted once. For the "
+    "next 10 minutes you can change your email and Discord link without typing your password "
+    "again.",
     # With Discord (an account without a password): setting a first one needs no other.
     "confirmed_with_discord": "Thanks: for the next 10 minutes you can set a password, change "
     "your email and Discord link without confirming again.",
@@ -357,7 +361,8 @@ class Pages(Controller):
                 status_code=401,
             )
         # The session goes on under a new token: a copy of the old cookie has no part in it.
-        return Redirect("/account?notice=confirmed", cookies=[jar.session(done.session_token)])
+        notice = "confirmed_twice" if done.sent_twice else "confirmed"
+        return Redirect(f"/account?notice={notice}", cookies=[jar.session(done.session_token)])
 
     @post("/account/confirm/discord", status_code=302)
     async def confirm_with_discord(
