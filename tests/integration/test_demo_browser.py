@@ -809,6 +809,51 @@ async def test_another_sites_link_signs_nobody_in_and_one_click_goes_on(
     await context.close()
 
 
+async def test_a_click_arriving_with_the_continue_page_does_not_go_on(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """An attacker's review: a page that asks for a double click can send the browser, on
+    the first click, to the page to continue from, its link under the pointer: the second
+    click followed it, and the person went on to Discord (and straight back, signed in)
+    without meaning to. The link takes no click for its first moments (a CSS animation, no
+    script): a click arriving with the page lands on the card around it, a later one goes on.
+
+    The page's animations are held still while it loads (Chromium's DevTools), so the first
+    click arrives while the link waits however busy the machine is; let go, the link is
+    clicked once its style says it takes clicks."""
+    context = await _context(chromium, problems)
+    page = await context.new_page()
+    devtools = await context.new_cdp_session(page)
+    await devtools.send("Animation.enable")
+    await devtools.send("Animation.setPlaybackRate", {"playbackRate": 0})
+    before = await _round_trip_cookies(context, demo.app)
+
+    target = f"{demo.app}/auth/discord/login?next=/account"
+    with _another_site(target, _LINK_PAGE) as site:
+        await page.goto(site)
+        await page.click("#go")
+        await expect(page.locator("h1")).to_have_text("Sign in with Discord")
+    link = page.get_by_role("link", name="Continue to Discord")
+    await expect(link).to_have_css("pointer-events", "none")
+    # What each click lands on (DevTools' scripts run whatever the page's policy says).
+    await page.evaluate(
+        """() => { window.clicked = [];
+        addEventListener("click", (e) => window.clicked.push(e.target.tagName), true); }"""
+    )
+    box = await link.bounding_box()
+    assert box is not None
+    await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert await page.evaluate("() => window.clicked") == ["DIV"]  # the card's, not the link
+    assert page.url == target
+    assert await _round_trip_cookies(context, demo.app) == before  # nothing started
+
+    await devtools.send("Animation.setPlaybackRate", {"playbackRate": 1})
+    await expect(link).to_have_css("pointer-events", "auto")
+    await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await expect(page.locator("h1")).to_contain_text("wants to access your Discord account")
+    await context.close()
+
+
 # -- a person with a keyboard and a screen reader, and an attacker -----------------------------
 
 

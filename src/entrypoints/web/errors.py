@@ -176,9 +176,12 @@ def message_page(
     links: list[tuple[str, str]] | None = None,
     account: Any = None,
     holds_session: bool = False,
+    first_link_waits: bool = False,
 ) -> Template:
     """``holds_session``: the account is not known (an error page), but the browser sent a
-    session cookie: the header offers the account page instead of signing in."""
+    session cookie: the header offers the account page instead of signing in.
+    ``first_link_waits``: the first link takes no click for its first moments (see
+    ``other_sites``)."""
     return Template(
         template_name="message.html",
         context={
@@ -188,6 +191,7 @@ def message_page(
             "links": links or [("Go to your account", "/account")],
             "account": account,
             "holds_session": holds_session,
+            "first_link_waits": first_link_waits,
         },
         status_code=status,
     )

@@ -10,6 +10,12 @@ arrives as this site's own navigation (``Sec-Fetch-Site: same-origin``) and star
 trip as before; another site's page cannot follow it for its visitor (the page is never
 framed, and a window of another origin is not reachable from it). Browsers without Fetch
 Metadata send no ``Sec-Fetch-Site``: for them nothing changes.
+
+Nor can it have its visitor follow the link unawares: a page that asks for a double click can
+send the browser here on the first click, the link under the pointer, and the second followed
+it. The link takes no click for its first moments (a CSS animation keeps its
+``pointer-events`` off: no script runs on these pages), so a click arriving with the page goes
+to the card around it, and only a later one goes on.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ def continue_to_sign_in(next_path: str, *, switch: bool, holds_session: bool) ->
         "Discord may send you straight back, signed in.",
         links=[("Continue to Discord", f"/auth/discord/login?{urlencode(query)}"), ("Cancel", "/")],
         holds_session=holds_session,
+        first_link_waits=True,
     )
 
 
@@ -51,4 +58,5 @@ def continue_to_linked_role(path: str, account: Account | None) -> Template:
         ),
         links=[("Continue to Discord", path), ("Cancel", "/")],
         account=account,
+        first_link_waits=True,
     )
