@@ -670,7 +670,8 @@ async def test_a_reply_sent_just_after_deferring_crosses_the_same_network(
     """A service that answers "thinking…" (type 5) in the HTTP response and sends its reply
     through the webhook 50 ms later: with real Discord the reply crosses the same network as
     the answer, so it lands after it. The emulator once let the webhook call land at once,
-    before the deferral (404 10008 Unknown Message, or 10015 for a follow-up)."""
+    before the deferral (404 Unknown Message; Discord's answer there is 10015 Unknown
+    Webhook)."""
     emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
     emulator.transit_delay = 0.2
     result, webhook_call = await _deferred_then(

@@ -953,16 +953,20 @@ async def test_a_deferred_original_reads_as_thinking_and_once_deleted_follow_ups
 async def test_there_is_no_original_message_before_an_answer_or_after_a_modal(
     emulator: tuple[EmulatorState, Client],
 ) -> None:
-    """Unknown Message (10008) before any answer and after a modal, which makes no message
-    (an edit turned the modal into one); Unknown Webhook (10015) for a token never given,
-    Invalid Webhook Token (50027) once it expired."""
+    """Before any answer the interaction has no webhook yet: Unknown Webhook (10015) to
+    reads, edits and deletes of ``@original``, as for a token never given (discord.js met
+    it deleting the reply of an interaction not yet acknowledged, discordjs/discord.js#10587);
+    after a modal, which makes no message, Unknown Message (10008) (an edit turned the modal
+    into one); Invalid Webhook Token (50027) once the token expired."""
     state, client = emulator
     interaction = _pending(state)
     original = f"/api/v10/webhooks/{APP_ID}/{interaction.token}/messages/@original"
+    unknown_webhook = (404, {"message": "Unknown Webhook", "code": 10015})
     unknown_message = (404, {"message": "Unknown Message", "code": 10008})
-    for method in ("GET", "DELETE"):
-        early = await client.request(method, original)
-        assert (early.status_code, early.json()) == unknown_message
+    for method, body in (("GET", None), ("PATCH", {"content": "x"}), ("DELETE", None)):
+        early = await client.request(method, original, json=body)
+        assert (early.status_code, early.json()) == unknown_webhook
+    assert interaction.response is None
     await client.post(
         f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback", json=modal()
     )

@@ -661,13 +661,15 @@ def bot_routes(  # noqa: PLR0915 - one route table
 
     def by_token(app_id: str, token: str) -> Interaction | Response[Any]:
         """The interaction whose webhook this is, or Discord's refusal: 404 Unknown Webhook
-        for a token it never gave (or another app's), 401 Invalid Webhook Token once the
-        token's 15 minutes are over."""
+        for a token it never gave (or another app's), and for an interaction not answered
+        yet (its webhook exists once it is: discordjs/discord.js#10587 met 10015 deleting
+        the reply of one not yet acknowledged), 401 Invalid Webhook Token once the token's
+        15 minutes are over."""
         found = next(
             (i for i in state.interactions.values() if same_secret(token, i.token)),
             None,
         )
-        if found is None or app_id != state.client_id:
+        if found is None or app_id != state.client_id or found.response is None:
             return _discord_error("Unknown Webhook", 10015, 404)
         if time.monotonic() - found.sent_at > INTERACTION_TOKEN_LIFETIME:
             found.errors.append({"message": "Invalid Webhook Token", "code": 50027})
@@ -687,7 +689,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         if isinstance(interaction, Response):
             return interaction
         if original_message(interaction) is None or interaction.response is None:
-            return _discord_error("Unknown Message", 10008, 404)
+            return _discord_error("Unknown Message", 10008, 404)  # a modal's, or deleted
         previous = interaction.response.get("data") or {}
         refused = check_webhook_message(data, current=previous)
         if refused is not None:
@@ -707,7 +709,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
     @get("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original")
     async def get_original(app_id: FromPath[str], token: FromPath[str]) -> Response[Any]:
         """The original response's message (a deferred one's "thinking…", flagged LOADING);
-        404 10008 Unknown Message when there is none (not answered yet, a modal, deleted)."""
+        404 10008 Unknown Message when there is none (a modal, deleted)."""
         await asyncio.sleep(state.transit_delay)  # the network, as for the callback
         interaction = by_token(app_id, token)
         if isinstance(interaction, Response):
@@ -744,22 +746,17 @@ def bot_routes(  # noqa: PLR0915 - one route table
         interaction = by_token(app_id, token)
         if isinstance(interaction, Response):
             return interaction
-        if interaction.response is None:
-            # The interaction's webhook exists once the interaction was answered.
-            return _discord_error("Unknown Webhook", 10015, 404)
         refused = check_webhook_message(data)
         if refused is not None:
             interaction.errors.append(refused[1])
             return Response(refused[1], status_code=refused[0])
-        if (
-            interaction.response.get("type") == RESPONSE_DEFERRED_MESSAGE
-            and not interaction.deleted
-        ):
+        response = interaction.response or {}  # there is one: by_token checked
+        if response.get("type") == RESPONSE_DEFERRED_MESSAGE and not interaction.deleted:
             # "The first followup message will edit the loading message ... no new message
             # will be created ... The ephemeral flag will be ignored": the deferral decided
             # who sees it. What an edit may set (IS_COMPONENTS_V2, SUPPRESS_EMBEDS) is kept,
             # as the follow-up's content is read with it.
-            deferral = interaction.response.get("data") or {}
+            deferral = response.get("data") or {}
             flags = int(deferral.get("flags") or 0) & EPHEMERAL
             flags |= int(data.get("flags") or 0) & EDIT_FLAGS
             return edit_reply(interaction, {**deferral, **data, "flags": flags})
