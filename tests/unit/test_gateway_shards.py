@@ -140,6 +140,50 @@ def test_an_identify_with_an_invalid_shard_is_closed_with_4010(
     assert closed.value.detail == "Invalid shard."
 
 
+@pytest.mark.parametrize(
+    ("intents", "code", "reason"),
+    [
+        (None, 4013, "Invalid intent(s)."),  # required since v8: leaving it out is wrong
+        ("0", 4013, "Invalid intent(s)."),
+        (True, 4013, "Invalid intent(s)."),
+        (-1, 4013, "Invalid intent(s)."),
+        (1 << 26, 4013, "Invalid intent(s)."),  # beyond every intent Discord has
+        (1 << 1, 4014, "Disallowed intent(s)."),  # GUILD_MEMBERS
+        (1 | 1 << 8, 4014, "Disallowed intent(s)."),  # GUILD_PRESENCES
+        (1 << 15, 4014, "Disallowed intent(s)."),  # MESSAGE_CONTENT
+    ],
+)
+def test_an_identify_with_intents_discord_refuses_is_closed(
+    refusing: tuple[EmulatorState, Litestar], intents: object, code: int, reason: str
+) -> None:
+    """Intents are required (v8 and later): an invalid value is closed with 4013, and a
+    privileged intent the application has not enabled in the Developer Portal (the emulated
+    one has none) with 4014, so a bot that starts asking for one fails here as on Discord."""
+    state, app = refusing
+    identify = _identify(state, intents=intents)
+    if intents is None:
+        del identify["d"]["intents"]
+    with (
+        TestClient(app=app) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_json(identify)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert (closed.value.code, closed.value.detail) == (code, reason)
+
+
+def test_intents_that_are_not_privileged_or_enabled_ones_are_taken() -> None:
+    state = _state(privileged_intents=1 << 1)  # GUILD_MEMBERS enabled in the portal
+    with TestClient(app=create_emulator_app(state)) as client:
+        for intents in (0, 1 | 1 << 9, 1 << 25, 1 << 1):
+            with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+                socket.receive_json()
+                socket.send_json(_identify(state, intents=intents))
+                assert socket.receive_json()["t"] == "READY"
+
+
 def test_ready_echoes_the_shard_and_a_second_identify_is_refused() -> None:
     state = _state(gateway_shards=2)
     with (

@@ -26,6 +26,12 @@ OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
 OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
 CLOSE_DECODE_ERROR, CLOSE_AUTHENTICATION_FAILED, CLOSE_ALREADY_AUTHENTICATED = 4002, 4004, 4005
 CLOSE_INVALID_SHARD, CLOSE_SHARDING_REQUIRED = 4010, 4011
+CLOSE_INVALID_INTENTS, CLOSE_DISALLOWED_INTENTS = 4013, 4014
+# Intents (https://discord.com/developers/docs/events/gateway#gateway-intents): the highest is
+# DIRECT_MESSAGE_POLLS (1 << 25). The privileged ones, GUILD_MEMBERS, GUILD_PRESENCES and
+# MESSAGE_CONTENT, need enabling in the Developer Portal before an IDENTIFY may name them.
+ALL_INTENTS = (1 << 26) - 1
+PRIVILEGED_INTENTS = 1 << 1 | 1 << 8 | 1 << 15
 HEARTBEAT_INTERVAL_MS = 41_250
 
 
@@ -101,6 +107,12 @@ def _identify(
         return Refusal(CLOSE_DECODE_ERROR, "Decode error.")
     if not same_secret(str(data.get("token", "")), state.bot_token):
         return Refusal(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
+    intents = data.get("intents")
+    # Required since v8; an invalid value is 4013, a privileged intent not enabled 4014.
+    if type(intents) is not int or intents < 0 or intents & ~ALL_INTENTS:
+        return Refusal(CLOSE_INVALID_INTENTS, "Invalid intent(s).")
+    if intents & PRIVILEGED_INTENTS & ~state.privileged_intents:
+        return Refusal(CLOSE_DISALLOWED_INTENTS, "Disallowed intent(s).")
     shard = parse_shard(data.get("shard"))
     if shard is None:
         return Refusal(CLOSE_INVALID_SHARD, "Invalid shard.")

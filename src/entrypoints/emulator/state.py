@@ -231,6 +231,9 @@ class EmulatorState:
     # too many servers for its shard count).
     gateway_shards: int = 1
     required_shards: int = 1
+    # The privileged intents enabled for the application in the Developer Portal (a bit
+    # field; none, as for a new application): IDENTIFY naming another is closed with 4014.
+    privileged_intents: int = 0
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
