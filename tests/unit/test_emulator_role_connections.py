@@ -86,6 +86,15 @@ def _put(client: AsyncTestClient[Any], token: str, body: Any) -> Any:
         ([{**RECORDS[0], "name": ""}], "name"),
         ([{**RECORDS[0], "description": "d" * 201}], "description"),
         ([RECORDS[0], RECORDS[0]], "key"),  # keys are unique
+        # Translations: keys among Discord's locales, values of the field's lengths.
+        ([{**RECORDS[0], "name_localizations": {"xx": "Nom"}}], "name_localizations"),
+        ([{**RECORDS[0], "name_localizations": {"fr": ""}}], "name_localizations"),
+        ([{**RECORDS[0], "name_localizations": {"fr": "x" * 101}}], "name_localizations"),
+        ([{**RECORDS[0], "name_localizations": {"fr": 5}}], "name_localizations"),
+        (
+            [{**RECORDS[0], "description_localizations": {"de": "d" * 201}}],
+            "description_localizations",
+        ),
     ],
 )
 async def test_metadata_records_discord_refuses(
@@ -104,6 +113,23 @@ async def test_metadata_records_discord_refuses(
     if where is not None:
         assert where in str(answer.json()["errors"])
     assert state.role_metadata == before
+
+
+async def test_metadata_records_with_translations_discord_takes() -> None:
+    state = _state()
+    record = {
+        **RECORDS[0],
+        "name_localizations": {"fr": "Lié", "en-GB": None, "es-419": "x" * 100},
+        "description_localizations": {"zh-TW": "d" * 200},
+    }
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        answer = await client.put(
+            f"/api/v10/applications/{APP}/role-connections/metadata",
+            json=[record],
+            headers=_bot(state),
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()[0]["name_localizations"]["fr"] == "Lié"
 
 
 async def test_metadata_records_need_the_bot_token_and_are_replaced_whole() -> None:

@@ -122,6 +122,11 @@ def test_a_refused_definition_names_the_command_and_the_field() -> None:
         ({"contexts": []}, ("contexts",)),
         ({"integration_types": [2]}, ("integration_types", 0)),
         ({"type": 2, "description": "user commands have none"}, ("description",)),
+        ({"name_localizations": {"fr": "Lier"}}, ("name_localizations", "fr")),
+        ({"name_localizations": {"fr": "x" * 33}}, ("name_localizations", "fr")),
+        ({"name_localizations": {"xx": "lier"}}, ("name_localizations", "xx")),
+        ({"description_localizations": {"de": ""}}, ("description_localizations", "de")),
+        ({"description_localizations": ["de"]}, ("description_localizations",)),
     ],
     ids=[
         "empty-description",
@@ -133,6 +138,11 @@ def test_a_refused_definition_names_the_command_and_the_field() -> None:
         "no-contexts",
         "unknown-install",
         "user-command-description",
+        "upper-case-translated-name",
+        "long-translated-name",
+        "unknown-locale",
+        "empty-translated-description",
+        "translations-not-a-dictionary",
     ],
 )
 def test_invalid_definitions_are_refused_where_they_are_wrong(

@@ -35,6 +35,7 @@ from litestar.response import Response
 from entrypoints.emulator.bodies import json_body
 from entrypoints.emulator.limits import Window, bucket_of, over, rate_limited
 from entrypoints.emulator.state import EmulatorState, same_secret
+from entrypoints.emulator.validation import FormErrors, check_localizations, length_check
 
 ROLE_CONNECTIONS_SCOPE = "role_connections.write"
 MAX_RECORDS = 5
@@ -83,9 +84,12 @@ def _record_problems(record: Any) -> dict[str, Any]:
     for field, high in (("name", 100), ("description", 200)):
         if (problem := _text_problem(record.get(field), 1, high)) is not None:
             found[field] = problem
-    for field in ("name_localizations", "description_localizations"):
-        if record.get(field) is not None and not isinstance(record.get(field), dict):
-            found[field] = _problem("MODEL_TYPE_CONVERT", "Must be a dictionary.")
+    for field, high in (("name_localizations", 100), ("description_localizations", 200)):
+        # Keys among Discord's locales, values (or null) of the translated field's lengths.
+        errors = FormErrors()
+        check_localizations(errors, (), record.get(field), length_check(1, high))
+        if errors:
+            found[field] = errors.tree
     return found
 
 

@@ -15,7 +15,7 @@ flags a response may set, modals) and https://discord.com/developers/docs/compon
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,6 +94,15 @@ MENTION_TYPES = ("roles", "users", "everyone")
 EMPTY_MESSAGE = {"code": CANNOT_SEND_EMPTY_MESSAGE, "message": "Cannot send an empty message"}
 
 Path = tuple[str | int, ...]
+# Discord's locales (https://discord.com/developers/docs/reference#locales): the keys a name's
+# or a description's translations (``*_localizations``) may have.
+LOCALES = frozenset(
+    {
+        "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu",
+        "nl", "no", "pl", "pt-BR", "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru",
+        "uk", "hi", "th", "zh-CN", "ja", "zh-TW", "ko",
+    }
+)  # fmt: skip
 
 
 class FormErrors:
@@ -125,6 +134,36 @@ def _length(errors: FormErrors, path: Path, value: object, low: int, high: int) 
             errors.add(path, "BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
 
 
+def check_localizations(
+    errors: FormErrors,
+    path: Path,
+    translations: object,
+    check: Callable[[FormErrors, Path, object], None],
+) -> None:
+    """A ``*_localizations`` field: a dictionary (or null) whose keys are Discord's locales and
+    whose values (null: none for that locale) pass ``check``, the translated field's rule."""
+    if translations is None:
+        return
+    if not isinstance(translations, Mapping):
+        errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+        return
+    for locale, text in translations.items():
+        here = (*path, locale)
+        if locale not in LOCALES:
+            errors.add(here, "BASE_TYPE_CHOICES", f"Value must be one of {sorted(LOCALES)}.")
+        elif text is not None:
+            check(errors, here, text)
+
+
+def length_check(low: int, high: int) -> Callable[[FormErrors, Path, object], None]:
+    """A check of a text field's length, for ``check_localizations``."""
+
+    def check(errors: FormErrors, path: Path, value: object) -> None:
+        _length(errors, path, value, low, high)
+
+    return check
+
+
 # -- application commands --------------------------------------------------------------------
 
 
@@ -151,6 +190,23 @@ def _check_name(errors: FormErrors, path: Path, name: object, *, chat_input: boo
         errors.add(path, "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
     elif chat_input and not chat_input_name_ok(name):
         errors.add(path, "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+
+
+def _check_translations(
+    errors: FormErrors, path: Path, item: Mapping[str, Any], *, chat_input: bool
+) -> None:
+    """A command's or option's translated names (the name's rules) and descriptions (1-100)."""
+
+    def name(errors: FormErrors, here: Path, text: object) -> None:
+        _check_name(errors, here, text, chat_input=chat_input)
+
+    check_localizations(errors, (*path, "name_localizations"), item.get("name_localizations"), name)
+    check_localizations(
+        errors,
+        (*path, "description_localizations"),
+        item.get("description_localizations"),
+        length_check(1, 100),
+    )
 
 
 def _listed(value: object) -> list[Any]:
@@ -240,6 +296,7 @@ def _check_option(errors: FormErrors, here: Path, option: Mapping[str, Any], *, 
         )
     _check_name(errors, (*here, "name"), option.get("name"), chat_input=True)
     _length(errors, (*here, "description"), option.get("description"), 1, 100)
+    _check_translations(errors, here, option, chat_input=True)
     _check_choices(errors, (*here, "choices"), option)
     if nesting:
         _check_options(errors, (*here, "options"), option.get("options"), depth=depth + 1)
@@ -285,6 +342,7 @@ def check_command(errors: FormErrors, path: Path, command: object, *, guild: boo
         return
     chat_input = kind == COMMAND_CHAT_INPUT
     _check_name(errors, (*path, "name"), command.get("name"), chat_input=chat_input)
+    _check_translations(errors, path, command, chat_input=chat_input)
     description = command.get("description")
     if chat_input:
         _length(errors, (*path, "description"), description, 1, 100)
