@@ -4,6 +4,8 @@ challenge must have S256's shape."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -120,3 +122,45 @@ async def test_pkce_is_s256_only_and_optional(browser: tuple[EmulatorState, Clie
     plain = await _authorize(client, code_challenge_method="plain")
     assert plain.status_code == 400
     assert "S256" in plain.text
+
+
+@pytest.mark.parametrize(
+    ("verifier", "taken"),
+    [
+        ("v" * 43, True),
+        ("aZ09-._~" * 16, True),  # 128 characters, every kind RFC 7636 allows
+        ("v" * 42, False),
+        ("v" * 129, False),
+        ("v" * 42 + "+", False),
+        ("v" * 42 + " ", False),
+        ("v" * 42 + "é", False),
+    ],
+    ids=["43", "128-unreserved", "42", "129", "plus", "space", "beyond-ascii"],
+)
+async def test_a_code_verifier_that_is_not_rfc_7636s_shape_is_refused(
+    browser: tuple[EmulatorState, Client], verifier: str, taken: bool
+) -> None:
+    """RFC 7636: a code_verifier is 43 to 128 characters of A-Z a-z 0-9 - . _ ~. One of
+    another shape is refused at the token endpoint even when its S256 challenge matches
+    (a service that made a short verifier was taken by the emulator)."""
+    state, client = browser
+    user = state.add_user("pia")
+    digest = hashlib.sha256(verifier.encode()).digest()  # its challenge, whatever it holds
+    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    code = state.issue_code(user, frozenset({"identify"}), REDIRECT, challenge)
+    answer = await client.post(
+        "/api/v10/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        auth=(APP, "secret"),
+    )
+    if taken:
+        assert answer.status_code == 200, answer.text
+    else:
+        assert answer.status_code == 400
+        assert answer.json()["error"] == "invalid_request"
+        assert "code_verifier" in answer.json()["error_description"]

@@ -275,7 +275,8 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
                 data.get("code", ""), data.get("redirect_uri"), data.get("code_verifier")
             )
             if isinstance(redeemed, str):
-                return _error_json(redeemed, 400, 'Invalid "code" in request.')
+                field = "code_verifier" if redeemed == "invalid_request" else "code"
+                return _error_json(redeemed, 400, f'Invalid "{field}" in request.')
             grant = redeemed
         else:
             return _error_json("unsupported_grant_type", 400)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import secrets
 import time
 from collections import Counter
@@ -23,6 +24,8 @@ ACCESS_TOKEN_LIFETIME = 604800
 # made: an interaction's id says when Discord created it.
 DISCORD_EPOCH_MS = 1_420_070_400_000
 SNOWFLAKE_TIME_SHIFT = 22
+# RFC 7636: a PKCE code_verifier is 43 to 128 characters of A-Z a-z 0-9 - . _ ~.
+CODE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 TEST_GUILD_ID = "1300000000000000001"
 TEST_CHANNEL_ID = "1300000000000000002"
 BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
@@ -347,8 +350,8 @@ class EmulatorState:
         if redirect_uri != grant.redirect_uri:
             return "invalid_grant"
         if grant.code_challenge is not None:
-            if not verifier:
-                return "invalid_request"
+            if not verifier or not CODE_VERIFIER.fullmatch(verifier):
+                return "invalid_request"  # none, or not RFC 7636's shape
             digest = hashlib.sha256(verifier.encode()).digest()
             challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
             if not secrets.compare_digest(challenge, grant.code_challenge):
