@@ -216,6 +216,45 @@ def test_dm_contexts_are_for_global_commands_only() -> None:
 # -- messages ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("components", "flags", "path"),
+    [
+        ([{"type": 1, "id": 7, "components": [{**LINK, "id": 7}]}], 64, ("components", 0)),
+        (
+            [TEXT | {"id": 3}, {"type": 17, "components": [TEXT | {"id": 3}]}],
+            64 | 32768,
+            ("components", 1, "components", 0),
+        ),
+        ([{"type": 1, "components": [{**LINK, "id": -1}]}], 64, ("components", 0)),
+        ([{"type": 1, "components": [{**LINK, "id": 2**31}]}], 64, ("components", 0)),
+        ([{"type": 1, "components": [{**LINK, "id": "2"}]}], 64, ("components", 0)),
+        ([{"type": 1, "components": [{**LINK, "id": True}]}], 64, ("components", 0)),
+    ],
+    ids=["row-and-button", "nested-in-a-container", "negative", "beyond-int32", "text", "bool"],
+)
+def test_component_ids_must_be_unique_32_bit_integers(
+    components: list[Any], flags: int, path: tuple[str | int, ...]
+) -> None:
+    """A component's ``id`` is a 32-bit integer of 0 or more, unique within the message
+    (components reference: "The id must be unique within the message"; the API spec's
+    int32, minimum 0); 0 counts as none (Discord numbers it)."""
+    body: dict[str, Any] = {"flags": flags, "components": components}
+    if not flags & 32768:
+        body["content"] = "Hello"
+    refused = check_command_response({"type": 4, "data": body})
+    assert refused is not None
+    assert refused[1]["code"] == 50035
+    node = refused[1]["errors"]["data"]
+    for key in path:
+        node = node[str(key)]
+    assert node, refused
+
+
+def test_component_ids_of_zero_or_unique_are_taken() -> None:
+    row = {"type": 1, "id": 0, "components": [{**LINK, "id": 0}, {**LINK, "id": 2**31 - 1}]}
+    assert check_command_response(reply(components=[row])) is None
+
+
 def test_a_valid_reply_is_taken() -> None:
     assert check_command_response(reply(components=[{"type": 1, "components": [LINK]}])) is None
     assert check_command_response({"type": 5, "data": {"flags": 64}}) is None

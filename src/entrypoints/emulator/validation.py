@@ -90,6 +90,7 @@ MAX_BUTTON_LABEL = 80
 MAX_BUTTON_URL = 512
 LINK_SCHEMES = ("http", "https", "discord")
 MAX_CUSTOM_ID = 100
+MAX_COMPONENT_ID = 2**31 - 1  # a component's id is a 32-bit integer
 MENTION_TYPES = ("roles", "users", "everyone")
 EMPTY_MESSAGE = {"code": CANNOT_SEND_EMPTY_MESSAGE, "message": "Cannot send an empty message"}
 
@@ -505,12 +506,50 @@ def _check_link_url(errors: FormErrors, path: Path, url: object) -> None:
         errors.add(path, "URL_TYPE_INVALID_URL", "Not a well formed URL.")
 
 
+def _check_component_ids(errors: FormErrors, path: Path, components: list[object]) -> None:
+    """Each component's optional ``id``: "32 bit integer" (the API spec: int32, at least 0)
+    that "must be unique within the message"; 0 counts as none (Discord numbers it). Discord
+    refuses a message whose ids repeat (the error's inner code is the emulator's naming)."""
+    seen: set[int] = set()
+
+    def visit(item: object, here: Path) -> None:
+        if not isinstance(item, Mapping):
+            return
+        value = item.get("id")
+        if value is not None:
+            if type(value) is not int:
+                errors.add((*here, "id"), "NUMBER_TYPE_COERCE", f'Value "{value}" is not int.')
+            elif not 0 <= value <= MAX_COMPONENT_ID:
+                errors.add(
+                    (*here, "id"),
+                    "NUMBER_TYPE_OUT_OF_RANGE",
+                    f"Int value should be between 0 and {MAX_COMPONENT_ID}.",
+                )
+            elif value in seen:
+                errors.add(
+                    (*here, "id"),
+                    "COMPONENT_ID_DUPLICATED",
+                    "Component id must be unique within the message",
+                )
+            elif value:
+                seen.add(value)
+        children = item.get("components")
+        for index, child in enumerate(children if isinstance(children, list) else ()):
+            visit(child, (*here, "components", index))
+        for key in ("accessory", "component"):  # a section's accessory, a label's component
+            visit(item.get(key), (*here, key))
+
+    for index, item in enumerate(components):
+        visit(item, (*path, index))
+
+
 def _check_components(errors: FormErrors, path: Path, components: object, flags: int) -> None:
     if components is None:
         return
     if not isinstance(components, list):
         errors.add(path, "BASE_TYPE_ARRAY", "Must be an array.")
         return
+    _check_component_ids(errors, path, components)
     if flags & FLAG_IS_COMPONENTS_V2:
         _check_v2_components(errors, path, components)
         return
