@@ -255,6 +255,32 @@ def test_component_ids_of_zero_or_unique_are_taken() -> None:
     assert check_command_response(reply(components=[row])) is None
 
 
+PREMIUM = {"type": 2, "style": 6, "sku_id": "1200000000000000099"}
+
+
+@pytest.mark.parametrize(
+    ("button", "field"),
+    [
+        (PREMIUM | {"custom_id": "buy"}, "custom_id"),
+        (PREMIUM | {"label": "Buy"}, "label"),
+        (PREMIUM | {"url": "https://link.example"}, "url"),
+        (PREMIUM | {"emoji": {"name": "🛒"}}, "emoji"),
+        (LINK | {"sku_id": "1200000000000000099"}, "sku_id"),
+        ({"type": 2, "style": 1, "custom_id": "a", "label": "A", "sku_id": "1"}, "sku_id"),
+    ],
+    ids=["premium-custom-id", "premium-label", "premium-url", "premium-emoji", "link", "primary"],
+)
+def test_premium_buttons_and_others_keep_to_their_own_fields(
+    button: dict[str, Any], field: str
+) -> None:
+    """Components reference: "Premium buttons must contain a sku_id, and cannot have a
+    custom_id, label, url, or emoji"; other buttons cannot have a sku_id."""
+    refused = check_command_response(reply(components=[{"type": 1, "components": [button]}]))
+    assert refused is not None
+    assert errors_at(refused[1], "data", "components", 0, "components", 0, field)
+    assert check_command_response(reply(components=[{"type": 1, "components": [PREMIUM]}])) is None
+
+
 def test_a_valid_reply_is_taken() -> None:
     assert check_command_response(reply(components=[{"type": 1, "components": [LINK]}])) is None
     assert check_command_response({"type": 5, "data": {"flags": 64}}) is None

@@ -441,6 +441,28 @@ def check_commands(body: object, *, guild: bool) -> FormErrors:
 # -- messages ------------------------------------------------------------------------------
 
 
+def _check_sku(errors: FormErrors, path: Path, button: Mapping[str, Any], *, premium: bool) -> None:
+    """ "Premium buttons must contain a sku_id, and cannot have a custom_id, label, url, or
+    emoji"; no other button has a ``sku_id``."""
+    if not premium:
+        if button.get("sku_id") is not None:
+            errors.add(
+                (*path, "sku_id"),
+                "BUTTON_COMPONENT_SKU_ID_NOT_ALLOWED",
+                "Only premium buttons can have a sku_id",
+            )
+        return
+    if button.get("sku_id") is None:
+        errors.add((*path, "sku_id"), "BASE_TYPE_REQUIRED", "This field is required")
+    for field in ("custom_id", "label", "url", "emoji"):
+        if button.get(field) is not None:
+            errors.add(
+                (*path, field),
+                "BUTTON_COMPONENT_INVALID_FIELD_FOR_PREMIUM",
+                f"A premium button cannot have a {field}",
+            )
+
+
 def _check_button(errors: FormErrors, path: Path, button: Mapping[str, Any]) -> str | None:
     """One button; returns its ``custom_id`` (to check they are unique in the message)."""
     style = button.get("style")
@@ -461,10 +483,7 @@ def _check_button(errors: FormErrors, path: Path, button: Mapping[str, Any]) -> 
                 "A link button cannot have a custom_id",
             )
         _check_link_url(errors, (*path, "url"), url)
-    elif style == BUTTON_PREMIUM:
-        if button.get("sku_id") is None:
-            errors.add((*path, "sku_id"), "BASE_TYPE_REQUIRED", "This field is required")
-    else:
+    elif style != BUTTON_PREMIUM:
         if url is not None:
             errors.add(
                 (*path, "url"),
@@ -475,6 +494,7 @@ def _check_button(errors: FormErrors, path: Path, button: Mapping[str, Any]) -> 
             errors.add((*path, "custom_id"), "BASE_TYPE_REQUIRED", "This field is required")
         else:
             _length(errors, (*path, "custom_id"), custom_id, 1, MAX_CUSTOM_ID)
+    _check_sku(errors, path, button, premium=style == BUTTON_PREMIUM)
     if style != BUTTON_PREMIUM and not label and not button.get("emoji"):
         errors.add(
             path,
