@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import uuid
@@ -701,7 +702,7 @@ def serve(host: str, port: int, workers: int) -> None:
         f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")
     )
-    with _metrics_shared_by(workers, settings), _started_or_said():
+    with _metrics_shared_by(workers, settings), _started_or_said(), _sigterm_ends_with_0():
         uvicorn.run(
             app,
             factory=workers > 1,
@@ -741,6 +742,22 @@ def _started_or_said(what: str = "The web app") -> Iterator[None]:
         if exc.code in (0, None):
             raise
         raise click.ClickException(f"{what} could not start (see the messages above).") from None
+
+
+@contextlib.contextmanager
+def _sigterm_ends_with_0() -> Iterator[None]:
+    """SIGTERM is a server's usual end, status 0 as for Ctrl-C. uvicorn shuts down cleanly at
+    SIGTERM, then raises the signal again for the handler it found: the default one killed
+    the process (status 143 in a shell, a container "exited (143)") after a clean stop."""
+
+    def stopped(_signal: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -928,7 +945,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
         'application/json\' -d \'{"username": "carol", "email": "c@example.com", '
         '"verified": true}\''
     )
-    with _started_or_said("The emulator"):
+    with _started_or_said("The emulator"), _sigterm_ends_with_0():
         uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,45 @@ def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
     assert done.returncode == 1, done
     assert f"Error: Port {port} on 127.0.0.1 is in use" in done.stderr
     assert "Uvicorn running" not in done.stderr
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("command", ["serve", "emulator"])
+def test_sigterm_stops_serve_and_the_emulator_with_status_0(tmp_path: Path, command: str) -> None:
+    """The README's exit statuses: 0 for serve, bot, demo and emulator stopped by Ctrl-C or
+    SIGTERM, their usual end. uvicorn shuts down cleanly at SIGTERM, then raises the signal
+    again for the handler it found, the default one, which killed the process: status -15
+    (143 in a shell, "exited (143)" for a container that `docker stop` ended), where the
+    gateway bot said 0."""
+    port = free_port()
+    env = _env(
+        TASKFLOW_LINK_STORAGE="memory",
+        TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
+        TASKFLOW_LINK_DISCORD_CLIENT_SECRET="not-used-here",
+    )
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "entrypoints", command, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 60  # a deadline only
+        while not _answers(port):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "it never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)  # a deadline only
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, (out, err)
+    assert "Traceback" not in out + err

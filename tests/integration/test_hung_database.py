@@ -102,9 +102,9 @@ async def test_a_frozen_database_gets_503s_and_does_not_hold_shutdown(
         await asyncio.sleep(0.5)  # usually in flight by then; what is asserted holds either way
         code = instance.stop(signal.SIGTERM, wait=CLIENT_TIMEOUT)
         thread.join(CLIENT_TIMEOUT)
-    # uvicorn ends by re-raising the signal it handled: "terminated by SIGTERM", after a
-    # complete shutdown.
-    assert code in (0, -signal.SIGTERM), instance.output()
+    # SIGTERM is serve's usual end: 0, after a complete shutdown (uvicorn's re-raised
+    # signal once killed the process, -15).
+    assert code == 0, instance.output()
     assert "Application shutdown complete" in instance.output()
     assert len(stuck) == 1  # answered or cut, never left hanging
     assert stuck[0] in (503, "RemoteProtocolError", "ConnectError", "ReadError")
