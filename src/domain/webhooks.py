@@ -93,7 +93,9 @@ class WebhookEndpointSummary:
     host: str
     counts: dict[WebhookState, int] = field(default_factory=dict)
     last_error: str | None = None
-    last_error_at: datetime | None = None
+    last_error_at: datetime | None = None  # the last attempt of the delivery that met it
+    # That attempt delivered it: the error came at an earlier one, whose time is not kept.
+    delivered_since_error: bool = False
 
 
 # -- payloads ---------------------------------------------------------------------------------

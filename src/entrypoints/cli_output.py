@@ -165,5 +165,11 @@ def webhook_status_lines(statuses: Sequence[EndpointStatus]) -> Iterator[str]:
                 f"     answered 410 Gone at {_when(status.gone_since)}: nothing is sent to it "
                 "until `taskflow-link webhooks retry`"
             )
-        if status.last_error is not None:
+        if status.last_error is not None and status.delivered_since_error:
+            # The time is the delivery's, not the error's (an earlier attempt met it).
+            yield (
+                f"     last error: {_shown(status.last_error)}, then delivered at "
+                f"{_when(status.last_error_at)}"
+            )
+        elif status.last_error is not None:
             yield f"     last error: {_shown(status.last_error)} at {_when(status.last_error_at)}"

@@ -1329,9 +1329,33 @@ class RepositoryContract:
             WebhookState.PENDING: 1,
             WebhookState.FAILED: 1,
         }
-        assert (a.last_error, a.last_error_at) == ("timeout", LATER)
+        assert (a.last_error, a.last_error_at, a.delivered_since_error) == ("timeout", LATER, False)
         assert b.counts == {WebhookState.PENDING: 1}
         assert (b.last_error, b.last_error_at) == (None, None)
+
+    async def test_webhook_summary_says_when_the_newest_error_was_delivered_since(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """An error stays on its delivery after a later attempt delivers it, and its time is
+        that attempt's: `webhooks status` said "last error: http_410 at" the time of the
+        delivery that `webhooks retry` made, as if the retry had been refused again."""
+        event, [delivery] = webhook(NOW, HOOK_A)
+        delivered = replace(
+            delivery,
+            state=WebhookState.DELIVERED,
+            last_error="http_410",
+            last_attempt_at=LATER,
+            finished_at=LATER,
+            attempts=2,
+        )
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.webhooks.add(event, [delivered])
+
+        await write(uow_factory, add)
+        async with uow_factory(read_only=True) as uow:
+            [a] = await uow.webhooks.summary()
+        assert (a.last_error, a.last_error_at, a.delivered_since_error) == ("http_410", LATER, True)
 
     async def test_finished_and_stuck_webhook_deliveries_are_purged_with_their_events(
         self, uow_factory: UnitOfWorkFactory

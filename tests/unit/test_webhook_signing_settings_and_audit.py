@@ -581,11 +581,19 @@ def test_webhook_status_lines_say_what_an_operator_needs() -> None:
                     last_error_at=gone_at,
                 ),
                 EndpointStatus("old.example", False, {**counts, WebhookState.PENDING: 2}),
+                EndpointStatus(
+                    "c.example",
+                    True,
+                    {**counts, WebhookState.DELIVERED: 1},
+                    last_error="http_410",
+                    last_error_at=gone_at,
+                    delivered_since_error=True,
+                ),
             ]
         )
     )
     assert lines == [
-        "2 webhook endpoint(s) configured.",
+        "3 webhook endpoint(s) configured.",
         "1. a.example: 0 pending, 3 delivered, 0 failed, 0 gone",
         "2. b.example: 0 pending, 0 delivered, 0 failed, 1 gone",
         "     answered 410 Gone at 2026-11-23T10:00:00Z: nothing is sent to it until "
@@ -593,6 +601,9 @@ def test_webhook_status_lines_say_what_an_operator_needs() -> None:
         "     last error: http_410 at 2026-11-23T10:00:00Z",
         "-  old.example (no longer configured: its pending deliveries wait): 2 pending, "
         "0 delivered, 0 failed, 0 gone",
+        # The time of its delivery, not of the error (an earlier attempt met it).
+        "3. c.example: 0 pending, 1 delivered, 0 failed, 0 gone",
+        "     last error: http_410, then delivered at 2026-11-23T10:00:00Z",
     ]
     assert list(webhook_status_lines([])) == [
         "No webhook URLs are configured (TASKFLOW_LINK_WEBHOOK_URLS), and none were."

@@ -1122,7 +1122,10 @@ class MemoryWebhooks(_Repo):
                 newest = summary.last_error_at
                 if newest is None or d.last_attempt_at > newest:
                     found[d.endpoint] = replace(
-                        summary, last_error=d.last_error, last_error_at=d.last_attempt_at
+                        summary,
+                        last_error=d.last_error,
+                        last_error_at=d.last_attempt_at,
+                        delivered_since_error=d.state is WebhookState.DELIVERED,
                     )
         return sorted(found.values(), key=lambda s: s.endpoint)
 

@@ -1476,7 +1476,7 @@ class SqlWebhooks(_QueueRepo):
             .subquery()
         )
         errors_query = (
-            select(d.endpoint, d.last_error, d.last_attempt_at)
+            select(d.endpoint, d.last_error, d.last_attempt_at, d.state)
             .join(newest, (d.endpoint == newest.c.endpoint) & (d.last_attempt_at == newest.c.at))
             .where(d.last_error.is_not(None))
         )
@@ -1486,6 +1486,7 @@ class SqlWebhooks(_QueueRepo):
                     found[row.endpoint],
                     last_error=row.last_error,
                     last_error_at=row.last_attempt_at,
+                    delivered_since_error=row.state == WebhookState.DELIVERED.value,
                 )
         return sorted(found.values(), key=lambda s: s.endpoint)
 

@@ -267,6 +267,7 @@ class EndpointStatus:
     gone_since: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
+    delivered_since_error: bool = False  # last_error_at is then the delivery's time
 
 
 class ShowWebhookStatus:
@@ -296,6 +297,7 @@ class ShowWebhookStatus:
                     gone_since=gone[key].since if key in gone else None,
                     last_error=summary.last_error if summary else None,
                     last_error_at=summary.last_error_at if summary else None,
+                    delivered_since_error=summary.delivered_since_error if summary else False,
                 )
             )
         return found
