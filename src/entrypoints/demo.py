@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from adapters.sql import migrate
+from domain.model import DiscordId
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
@@ -121,6 +122,7 @@ async def run_demo(
     )
     container = build_container(settings)
     await migrate.upgrade(container.sql_db())
+    await _roles_of_earlier_runs(container, emulator)
 
     emulator_server = _server(create_emulator_app(emulator), host, emulator_port)
     app_server = _server(create_app(container), host, port)
@@ -147,6 +149,15 @@ async def run_demo(
         stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _roles_of_earlier_runs(container: Any, emulator: EmulatorState) -> None:
+    """Discord keeps a member's roles; the emulated server is new at every run, while the
+    database keeps its links: a seeded test user linked in an earlier run holds the role for
+    linked members again, as in Discord (users created in a run are gone with it)."""
+    for user_id in (ALICE_ID, BOB_ID):
+        if await container.who_am_i().execute(DiscordId.parse(user_id)) is not None:
+            emulator.test_guild.members.setdefault(user_id, set()).add(LINKED_ROLE_ID)
 
 
 async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:

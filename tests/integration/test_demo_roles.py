@@ -1,0 +1,77 @@
+"""The demo's emulated Discord server is new at every run, its SQLite database is not: a test
+user linked in an earlier run was linked (``/whoami`` said so) without the role for linked
+members that the README shows next to linked test users."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import httpx
+
+from adapters.sql import migrate
+from entrypoints.container import build_container, close_resources
+from entrypoints.demo import ALICE_ID, LINKED_ROLE_ID, DemoUrls, run_demo
+from entrypoints.emulator.state import TEST_GUILD_ID
+from tests.contracts.repositories import account, link
+from tests.harness import make_settings
+from tests.servers import free_port
+
+DEADLINE = 60  # seconds; a deadline only
+
+
+async def _alice_linked_in_an_earlier_run(database: Path) -> None:
+    container = build_container(
+        make_settings(storage="sql", database_url=f"sqlite+aiosqlite:///{database}")
+    )
+    try:
+        await migrate.upgrade(container.sql_db())
+        owner = account("alicetf", "alice@example.org")
+        async with container.uow()() as uow:
+            await uow.accounts.add(owner)
+            await uow.links.add(link(int(ALICE_ID), owner.id))
+            await uow.commit()
+    finally:
+        await close_resources(container)
+
+
+async def test_a_member_linked_in_an_earlier_run_has_the_role_in_the_new_emulated_server(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "demo.db"
+    await _alice_linked_in_an_earlier_run(database)
+    port = free_port()
+    emulator_port = free_port()
+    while emulator_port == port:
+        emulator_port = free_port()
+    ready: asyncio.Future[DemoUrls] = asyncio.get_running_loop().create_future()
+    demo = asyncio.create_task(
+        run_demo(
+            host="127.0.0.1",
+            port=port,
+            emulator_port=emulator_port,
+            database=database,
+            on_ready=ready.set_result,
+        )
+    )
+    try:
+        await asyncio.wait_for(asyncio.shield(ready), DEADLINE)
+        member = f"http://127.0.0.1:{emulator_port}/_emulator/guilds/{TEST_GUILD_ID}/members/"
+        roles: object = None
+        async with httpx.AsyncClient() as client:
+            for _ in range(DEADLINE * 10):
+                roles = (await client.get(member + ALICE_ID)).json()
+                if LINKED_ROLE_ID in str(roles):
+                    break
+                await asyncio.sleep(0.1)
+        assert LINKED_ROLE_ID in str(roles), roles
+    finally:
+        if ready.done():
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the demo's own handler stops it
+        else:
+            demo.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(demo, DEADLINE)
