@@ -1,7 +1,8 @@
-"""The deployment files cannot drift from the code: ``.env.example`` names exactly the settings
-that exist, and every command the Dockerfile and compose.yaml run is a real CLI command (with
-real options), every health check a real route. The images cannot be built here (no Docker
-Hub), so this is what can be checked."""
+"""The deployment files cannot drift from the code: ``.env.example`` and the README's
+configuration table name exactly the settings that exist (with their defaults), and every
+command the Dockerfile and compose.yaml run is a real CLI command (with real options), every
+health check a real route. The images cannot be built here (no Docker Hub), so this is what
+can be checked."""
 
 from __future__ import annotations
 
@@ -145,6 +146,50 @@ def test_env_example_lines_uncommented_as_they_stand_keep_the_defaults() -> None
         if isinstance(value, SecretStr):
             value, default = value.get_secret_value(), default.get_secret_value()
         assert value == default, field
+
+
+# -- the README's configuration table ---------------------------------------------------------
+
+
+def _readme_settings() -> dict[str, str]:
+    """Each variable of the README's configuration table with the default its row states (a
+    row naming two variables, ``A`` · ``_B``, states theirs in the same order)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, str] = {}
+    for line in table.splitlines():
+        if not line.startswith(f"| `{ENV_PREFIX}"):
+            continue
+        names_cell, default_cell = (cell.strip() for cell in line.split(" | ")[:2])
+        names = re.findall(r"`(?:TASKFLOW_LINK)?(_[A-Z0-9_]+)`", names_cell)
+        defaults = [d.strip() for d in default_cell.split(" · ")]
+        for number, name in enumerate(names):
+            found["TASKFLOW_LINK" + name] = defaults[min(number, len(defaults) - 1)]
+    return found
+
+
+def test_the_readme_table_names_exactly_the_settings_with_their_defaults() -> None:
+    """The README's table is what an operator reads; nothing kept it in step with the code
+    (only .env.example was): a default changed in one place would be wrong in the other."""
+    stated = _readme_settings()
+    assert sorted(stated) == sorted(_setting_names())
+    for name, default in stated.items():
+        field = name.removeprefix(ENV_PREFIX).lower()
+        real = Settings.model_fields[field]
+        if default.startswith("— (required)"):
+            assert real.is_required(), name
+            continue
+        value = re.match(r"`([^`]*)`", default)
+        if value is None:  # "unset", "empty (none)": what a blank value means
+            assert default.split()[0] in {"unset", "empty"}, (name, default)
+            written = ""
+        else:
+            written = value[1]
+        parsed = Settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{field: written})  # type: ignore[arg-type]
+        shown, expected = getattr(parsed, field), real.default
+        if isinstance(shown, SecretStr) and isinstance(expected, SecretStr):
+            shown, expected = shown.get_secret_value(), expected.get_secret_value()
+        assert shown == expected, (name, default)
 
 
 # -- Dockerfile -------------------------------------------------------------------------------
