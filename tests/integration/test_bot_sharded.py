@@ -28,6 +28,7 @@ from litestar.testing import AsyncTestClient
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import link_tickets
 from entrypoints.bot import runtime
+from entrypoints.bot.claims import ClaimingGatewayClient
 from entrypoints.bot.commands import command_classes
 from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_commands
 from entrypoints.container import build_container
@@ -390,6 +391,68 @@ async def test_a_copy_that_stops_answers_the_commands_it_runs_first(
         await runner.bot.close()
         reply = await command
     finally:
+        if runner.bot.is_alive:
+            await runner.bot.close()
+    assert "not linked" in reply.content.lower()
+
+
+async def test_a_copy_that_stops_while_claiming_an_interaction_runs_it_first(
+    emulator: tuple[EmulatorState, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy told to stop while it was claiming an interaction (its Redis call under way)
+    stopped without waiting for it: the command was not under way yet, so the stop found
+    nothing to wait for, and the claim then won ran on a copy closing its connections (no
+    answer), while no other copy would run it. The copy now counts an interaction as under
+    way from its arrival, its claim included."""
+    state, url = emulator
+    state.gateway_shards = 1
+    user = state.add_user("ray")
+    container = build_container(
+        _settings(
+            state,
+            url,
+            discord_defer_after_seconds=10.0,  # a busy machine's run: no "thinking…" first
+            shutdown_timeout_seconds=60.0,  # the stop waits for the command, however busy
+        )
+    )
+    claims = container.shared_state().replay_guard
+    claiming, release, stopping = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    claim = claims.first_time
+
+    async def slow_claim(key: str, ttl_seconds: int) -> bool:
+        claiming.set()
+        await release.wait()  # a Redis call still under way when the stop begins
+        return await claim(key, ttl_seconds)
+
+    monkeypatch.setattr(claims, "first_time", slow_claim)
+    stop = ClaimingGatewayClient.stop
+
+    async def stop_noted(self: ClaimingGatewayClient, *args: Any) -> None:
+        stopping.set()
+        await stop(self, *args)
+
+    monkeypatch.setattr(ClaimingGatewayClient, "stop", stop_noted)
+    real = container.who_am_i()
+
+    class Slow:
+        async def execute(self, discord_id: Any) -> Any:
+            await asyncio.sleep(0.5)  # still running when the copy would have closed
+            return await real.execute(discord_id)
+
+    container.who_am_i.override(providers.Factory(Slow))
+    runner = build_gateway_bot(container)
+    await runner.start()
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 30)
+        command = asyncio.create_task(run_command(url, user.id, "whoami", via="gateway"))
+        await asyncio.wait_for(claiming.wait(), 30)
+        closing = asyncio.create_task(runner.bot.close())
+        await asyncio.wait_for(stopping.wait(), 30)
+        release.set()
+        await closing
+        reply = await command
+    finally:
+        release.set()
         if runner.bot.is_alive:
             await runner.bot.close()
     assert "not linked" in reply.content.lower()

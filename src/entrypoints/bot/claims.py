@@ -70,18 +70,21 @@ class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
             # other copy would run it.
             log.info("interaction %s: not taken, this copy of the bot is stopping", interaction.id)
             return
-        if self._runs(interaction):
-            if not await self._claims.first_time(f"gateway:{interaction.id}", CLAIM_SECONDS):
-                log.info("interaction %s: another copy of the bot claimed it", interaction.id)
-                return
-            # Checked once claimed: the copy that claimed it says so, once for all the copies.
-            if late := self._late.refusal(interaction.id, interaction.command_name):
-                log.warning("%s", late)
-                return
+        # Under way from here, its claim included: a stop that began while the claim (a
+        # Redis call) was under way found nothing to wait for, and the command the claim then
+        # won ran on a copy closing its connections (no answer), with no other copy to run it.
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
         try:
+            if self._runs(interaction):
+                if not await self._claims.first_time(f"gateway:{interaction.id}", CLAIM_SECONDS):
+                    log.info("interaction %s: another copy of the bot claimed it", interaction.id)
+                    return
+                # Checked once claimed: the copy that claimed it says so, once for all copies.
+                if late := self._late.refusal(interaction.id, interaction.command_name):
+                    log.warning("%s", late)
+                    return
             await super().handle_interaction_create(interaction, initial_response_sent_event)
         finally:
             self._running.discard(task)
