@@ -34,6 +34,10 @@ from domain.use_cases._webhooks import WebhookOutbox
 from domain.webhooks import link_created
 
 SESSION_TTL = timedelta(days=14)
+# How long after a form renewed or started a session the same form, sent again with the same
+# proof, is answered that session (see ``session_token_after``): a double click's second
+# request comes at once.
+SENT_TWICE_WITHIN = timedelta(minutes=1)
 CONFLICT_ATTEMPTS = 3
 # Tokens we issue are URL-safe base64; anything else cannot be ours, so it is refused
 # before hashing (no work for junk, no unbounded input).
@@ -161,11 +165,13 @@ async def start_session(
     *,
     method: SignInMethod,
     discord_id: DiscordId | None = None,
+    secret: IssuedSecret | None = None,
 ) -> str:
     """A brand-new session (never reuse one across sign-ins: no session fixation). Signing in
     is a proof of identity: the session starts with it. ``discord_id``: the Discord account
-    that signed in (a Discord sign-in), recorded with the event for `audit --discord-id`."""
-    secret = tokens.issue()
+    that signed in (a Discord sign-in), recorded with the event for `audit --discord-id`.
+    ``secret``: its token, if not a random one (see ``session_token_after``)."""
+    secret = secret or tokens.issue()
     session = Session(
         secret.digest,
         account_id,
@@ -203,6 +209,44 @@ async def renew_session(
     if not await uow.sessions.renew(session.digest, secret.digest, now, proved_with):
         raise errors.NotSignedIn()
     return secret.token
+
+
+def session_token_after(tokens: TokenIssuer, secret: str, purpose: str) -> IssuedSecret:
+    """The token a form renews or starts a session under, derived from the one-time secret
+    the form came with (the session's old token, an emailed link's, a Discord sign-in's
+    waiting proposal) with the server's key: an HMAC, which nobody without the key makes
+    from the secret. A random one was lost with a form sent twice (a double click): both
+    requests came with the same secret, the browser left the first for the second and never
+    received the first one's answer, and the second found the secret spent (an ended session,
+    a used link) and its person signed out or refused. The second, the same form with the
+    same secret and the same proof again, is now answered that same token (see
+    ``made_just_now``). ``purpose``: the form's own, so that no other form's session is
+    found under it."""
+    token = tokens.derive(secret, purpose)
+    return IssuedSecret(token, tokens.digest(token))
+
+
+async def made_just_now(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    made: IssuedSecret,
+    now: datetime,
+    *,
+    proved_with: SignInMethod | None = None,
+) -> tuple[Session, Account]:
+    """The live session under ``made`` (see ``session_token_after``) and its account, when it
+    got that token with a proof of identity (``proved_with`` one, when given) in the last
+    ``SENT_TWICE_WITHIN``; otherwise ``NotSignedIn``. The caller has the second request
+    prove what the first proved (a password, say) and ask for the same change: a copy of
+    the secret alone gets nothing, nor does it later on."""
+    session, account = await signed_in(uow, tokens, made.token, now)
+    if (
+        session.proved_at is None
+        or (proved_with is not None and session.proved_with is not proved_with)
+        or now - session.proved_at > SENT_TWICE_WITHIN
+    ):
+        raise errors.NotSignedIn()
+    return session, account
 
 
 async def signed_in(

@@ -11,14 +11,21 @@ from datetime import datetime, timedelta
 from domain import errors
 from domain.model import Account, AuditEvent, AuditKind, EmailPurpose, Session, SignInMethod
 from domain.policies import identity_recently_proved
-from domain.ports import Clock, IssuedSecret, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._passwords import (
     Passwords,
     new_device_token,
     signed_in_key,
     trusted_device,
 )
-from domain.use_cases._shared import digest_of, renew_session, signed_in
+from domain.use_cases._shared import (
+    digest_of,
+    made_just_now,
+    plausible_token,
+    renew_session,
+    session_token_after,
+    signed_in,
+)
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
 # on every request.
@@ -157,10 +164,8 @@ class EndAllSessions:
         return SignedOutEverywhere(ended, kept)
 
 
-# How long after a confirmation with the password the same form, sent again, is answered as
-# that confirmation (see ``ConfirmPassword``): a double click's second request comes at once.
-SENT_TWICE_WITHIN = timedelta(minutes=1)
-# What a session's token after a confirmation is derived for, from the token before it.
+# What a session's token after a confirmation is derived for, from the token before it (see
+# ``session_token_after``).
 SESSION_SUCCESSOR = "session-successor"
 
 
@@ -180,8 +185,8 @@ class ConfirmPassword:
     The form sent twice (a double click) signed its person out: both requests came with the
     old token, the first renewed the session, and the browser, which had left that request
     for the second, never received the new token; the second found the old one ended. The new
-    token is derived from the old one (an HMAC under the server's key, ``SESSION_SUCCESSOR``),
-    so the second request, with the old token and the right password within
+    token is derived from the old one (``session_token_after``, ``SESSION_SUCCESSOR``), so
+    the second request, with the old token and the right password within
     ``SENT_TWICE_WITHIN`` of the confirmation, is answered that same token: one confirmation,
     still signed in. A copy of the old cookie still rides on nothing without the password."""
 
@@ -208,7 +213,7 @@ class ConfirmPassword:
         if not await self._passwords.check(signed_in_key(session), account.password_hash, password):
             raise errors.InvalidCredentials("Your password is not right.")
         assert session_token is not None  # noqa: S101 - a session was found by it
-        successor = self._successor(session_token)
+        successor = session_token_after(self._tokens, session_token, SESSION_SUCCESSOR)
         if session.digest == successor.digest:  # the other request confirmed already
             return IdentityConfirmed(account, successor.token, sent_twice=True)
         now = self._clock.now()
@@ -229,24 +234,14 @@ class ConfirmPassword:
             return IdentityConfirmed(account, successor.token, sent_twice=True)
         return IdentityConfirmed(account, renewed)
 
-    def _successor(self, session_token: str) -> IssuedSecret:
-        token = self._tokens.derive(session_token, SESSION_SUCCESSOR)
-        return IssuedSecret(token, self._tokens.digest(token))
-
     async def _confirmed_just_now(
         self, uow: UnitOfWork, session_token: str | None, now: datetime
     ) -> tuple[Session, Account]:
         """The session and account that ``session_token`` was confirmed into with the
         password in the last ``SENT_TWICE_WITHIN`` (and has kept since), or ``NotSignedIn``."""
-        if session_token is None or digest_of(self._tokens, session_token) is None:
+        if not plausible_token(session_token):
             raise errors.NotSignedIn()
-        session, account = await signed_in(
-            uow, self._tokens, self._successor(session_token).token, now
+        successor = session_token_after(self._tokens, session_token, SESSION_SUCCESSOR)
+        return await made_just_now(
+            uow, self._tokens, successor, now, proved_with=SignInMethod.PASSWORD
         )
-        if (
-            session.proved_with is not SignInMethod.PASSWORD
-            or session.proved_at is None
-            or now - session.proved_at > SENT_TWICE_WITHIN
-        ):
-            raise errors.NotSignedIn()
-        return session, account
