@@ -159,6 +159,36 @@ async def test_a_double_clicked_confirm_keeps_its_person_signed_in(
     assert len(db.tables.sessions) == 1
 
 
+async def test_a_double_clicked_password_change_keeps_its_person_signed_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """A double click on "Save password": the browser left the first request for the second,
+    so the new token the first renewed the session under never reached it, and the second
+    came with the old one, ended: it was sent to sign in. It now gets the first one's token."""
+    await sign_up(client, "alice")
+    page = await client.get("/account")
+    new = "a brand new password"
+    form = {
+        "current_password": PASSWORD,
+        "new_password": new,
+        "_csrf_token": csrf_token(page.text),
+    }
+    before = dict(client.cookies)
+    first = await client.post("/account/password", data=form, follow_redirects=False)
+    assert first.headers["location"] == "/account?notice=password"
+    renewed = first.cookies["tfl_session"]
+    client.cookies.clear()  # the browser never received the first answer
+    for name, value in before.items():
+        client.cookies.set(name, value)
+
+    second = await client.post("/account/password", data=form, follow_redirects=False)
+    assert second.headers["location"] == "/account?notice=password_twice"
+    assert second.cookies["tfl_session"] == renewed
+    account = await client.get(second.headers["location"])
+    assert "sent twice and counted once" in account.text
+    assert len(db.tables.sessions) == 1
+
+
 async def test_a_discord_only_account_confirms_with_discord(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:

@@ -21,7 +21,7 @@ from domain.model import (
     validate_username,
 )
 from domain.policies import identity_recently_proved
-from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, IssuedSecret, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import queue_to_unproved
 from domain.use_cases._passwords import (
     Passwords,
@@ -32,9 +32,12 @@ from domain.use_cases._passwords import (
 )
 from domain.use_cases._shared import (
     SESSION_TTL,
+    made_just_now,
+    plausible_token,
     queue_notice,
     renew_session,
     retry_on_conflict,
+    session_token_after,
     signed_in,
     start_session,
     still_the_password,
@@ -207,12 +210,27 @@ class PasswordSet:
     # own too, and without one a stranger's guesses would lock it out again.
     device_token: str
     session_token: str  # its session, renewed: a copy of its old cookie ends with the others
+    # The same form was sent twice (a double click): the other request saved this password,
+    # and this one answers that request's token (which its browser may never have received).
+    sent_twice: bool = False
+
+
+# What a session's token after a password change is derived for, from the token before it
+# (see ``session_token_after``).
+_AFTER_PASSWORD_CHANGE = "session-after-password-change"  # noqa: S105 - a purpose
 
 
 class SetPassword(_PasswordUseCase):
     """Set or change the password. Changing one needs the current one; setting a first one
     (an account made by Discord sign-in) needs a recent Discord proof. Other sessions end, and
-    so do the account's reset links, sent or still queued."""
+    so do the account's reset links, sent or still queued.
+
+    The form sent twice (a double click) signed its person out: both requests came with the
+    old token, the first renewed the session under a new one that the browser (it had left
+    that request for the second) never received. The new token is derived from the old one
+    (``session_token_after``), and the second request, with the old token and the very
+    password the first saved (the account's password now, a proof of its own) within
+    ``SENT_TWICE_WITHIN``, is answered it. Another new password is another change."""
 
     async def execute(
         self,
@@ -223,7 +241,14 @@ class SetPassword(_PasswordUseCase):
     ) -> PasswordSet:
         now = self._clock.now()
         async with self._uow(read_only=True) as uow:
-            session, account = await signed_in(uow, self._tokens, session_token, now)
+            try:
+                session, account = await signed_in(uow, self._tokens, session_token, now)
+                ended = False
+            except errors.NotSignedIn:  # renewed by this form sent twice, if by anything
+                session, account = await self._saved_just_now(uow, session_token, now)
+                ended = True
+        if ended:
+            return await self._sent_twice(session_token, session, account, new_password)
         related = (account.username, account.email or "")
         self._passwords.refuse_if_weak(new_password, related=related)
         if account.password_hash is not None:
@@ -236,12 +261,64 @@ class SetPassword(_PasswordUseCase):
         elif not identity_recently_proved(session, account, now):
             raise errors.ReauthenticationRequired()
         new_hash = await self._passwords.new_hash(new_password, related=related)
+        assert session_token is not None  # noqa: S101 - a session was found by it
+        successor = session_token_after(self._tokens, session_token, _AFTER_PASSWORD_CHANGE)
         try:
-            return await self._save(session, account, new_hash)
+            return await self._save(session, account, new_hash, successor)
         except errors.PasswordChanged as changed:  # told apart outside the lock: hashing is slow
+            if changed.password_hash is not None and await self._passwords.matches(
+                changed.password_hash, new_password
+            ):
+                # Most often this form sent twice: the other request saved this password.
+                async with self._uow(read_only=True) as uow:
+                    try:
+                        saved, account = await made_just_now(
+                            uow,
+                            self._tokens,
+                            successor,
+                            self._clock.now(),
+                            proved_with=SignInMethod.PASSWORD,
+                        )
+                    except errors.NotSignedIn:
+                        saved = None
+                if saved is not None and saved.account_id == session.account_id:
+                    device = new_device_token(self._tokens, account)
+                    return PasswordSet(account, device, successor.token, sent_twice=True)
             raise await self._changed_meanwhile(changed.password_hash, new_password) from None
 
-    async def _save(self, session: Session, account: Account, new_hash: str) -> PasswordSet:
+    async def _saved_just_now(
+        self, uow: UnitOfWork, session_token: str | None, now: datetime
+    ) -> tuple[Session, Account]:
+        """The session that ``session_token`` was renewed into by a password change in the
+        last ``SENT_TWICE_WITHIN`` (and has kept since), or ``NotSignedIn``."""
+        if not plausible_token(session_token):
+            raise errors.NotSignedIn()
+        successor = session_token_after(self._tokens, session_token, _AFTER_PASSWORD_CHANGE)
+        return await made_just_now(
+            uow, self._tokens, successor, now, proved_with=SignInMethod.PASSWORD
+        )
+
+    async def _sent_twice(
+        self, session_token: str | None, session: Session, account: Account, new_password: str
+    ) -> PasswordSet:
+        """The answer to the second request of a form whose first saved a password and
+        renewed the session (``session``, found by ``_saved_just_now``): its token, if
+        ``new_password`` is that password (checked under the session's throttle: a copy of
+        the old cookie may be guessing). Otherwise, as for any ended session,
+        ``NotSignedIn``: the old token proves nothing, and tells nothing of the password."""
+        assert session_token is not None  # noqa: S101 - a session was found after it
+        if account.password_hash is None or not await self._passwords.check(
+            signed_in_key(session), account.password_hash, new_password
+        ):
+            raise errors.NotSignedIn()
+        successor = session_token_after(self._tokens, session_token, _AFTER_PASSWORD_CHANGE)
+        return PasswordSet(
+            account, new_device_token(self._tokens, account), successor.token, sent_twice=True
+        )
+
+    async def _save(
+        self, session: Session, account: Account, new_hash: str, successor: IssuedSecret
+    ) -> PasswordSet:
         """The new hash, if the password is still the one checked (``PasswordChanged``
         otherwise); other sessions and reset links end, this session is renewed."""
         now = self._clock.now()
@@ -261,7 +338,12 @@ class SetPassword(_PasswordUseCase):
             # Choosing the password proves knowing it: this session may go on for a while,
             # under a new token (a copy of its cookie ends with the other sessions).
             renewed = await renew_session(
-                uow, self._tokens, session, now, proved_with=SignInMethod.PASSWORD
+                uow,
+                self._tokens,
+                session,
+                now,
+                proved_with=SignInMethod.PASSWORD,
+                secret=successor,
             )
             await uow.audit.record(AuditEvent(AuditKind.PASSWORD_SET, now, account.id))
             await queue_notice(uow, updated, EmailKind.PASSWORD_CHANGED, now)

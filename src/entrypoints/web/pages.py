@@ -43,6 +43,9 @@ NOTICES = {
     "already_linked": "This Discord account was already linked to yours.",
     "unlinked": "Discord is unlinked from your account.",
     "password": "Your password is saved. Other devices were signed out.",
+    # The form sent twice (a double click): the other request saved it (see SetPassword).
+    "password_twice": "Your password is saved (the form was sent twice and counted once). "
+    "Other devices were signed out.",
     "password_reset": "Your new password is saved. You are signed in here and signed out "
     "everywhere else.",
     "password_reset_linked": "Your new password is saved. You are signed in here and signed "
@@ -315,8 +318,9 @@ class Pages(Controller):
             new_password=data.get("new_password", ""),
             current_password=data.get("current_password") or None,
         )
+        notice = "password_twice" if done.sent_twice else "password"
         return Redirect(
-            "/account?notice=password",
+            f"/account?notice={notice}",
             cookies=[jar.device(done.device_token), jar.session(done.session_token)],
         )
 
