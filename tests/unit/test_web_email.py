@@ -193,6 +193,35 @@ async def test_changing_the_email_from_the_account_page(client: Client, hx: Harn
     hx.link_token(await _email(hx, "fin@new.example"), "/verify-email/")
 
 
+async def test_a_double_clicked_email_change_keeps_its_person_signed_in(
+    client: Client, hx: Harness
+) -> None:
+    """A double click on "Change email" (with the password): the browser left the first
+    request for the second, so the token the first renewed the session under never reached
+    it, and the second came with the old one, ended: it was sent to sign in."""
+    await sign_up(client, "fin")
+    page = await client.get("/account")
+    form = {
+        "email": "fin@new.example",
+        "current_password": PASSWORD,
+        "_csrf_token": csrf_token(page.text),
+    }
+    before = dict(client.cookies)
+    first = await client.post("/account/email", data=form, follow_redirects=False)
+    assert first.headers["location"] == "/account?notice=email_changed"
+    renewed = first.cookies["tfl_session"]
+    client.cookies.clear()  # the browser never received the first answer
+    for name, value in before.items():
+        client.cookies.set(name, value)
+
+    second = await client.post("/account/email", data=form, follow_redirects=False)
+    assert second.headers["location"] == "/account?notice=email_changed_twice"
+    assert second.cookies["tfl_session"] == renewed
+    account = await client.get(second.headers["location"])
+    assert "sent twice and counted once" in account.text
+    assert "fin@new.example" in account.text
+
+
 async def test_the_email_form_tells_a_taken_address_only_within_its_limit(
     client: Client, hx: Harness
 ) -> None:

@@ -27,12 +27,15 @@ from domain.use_cases._email_links import (
     recipient_refusal,
     within_limits,
 )
-from domain.use_cases._passwords import Passwords
+from domain.use_cases._passwords import Passwords, signed_in_key
 from domain.use_cases._shared import (
+    made_just_now,
+    plausible_token,
     prove_identity,
     queue_email,
     renew_session,
     retry_on_conflict,
+    session_token_after,
 )
 
 # Changing the email (each change emails the new address): fixing a typo right after
@@ -137,11 +140,28 @@ class EmailChanged:
     # The new address's confirmation email: queued, or withheld because the address had as
     # many as it may get (``RECIPIENT_LIMITS``).
     confirmation_sent: bool = True
+    # The same form was sent twice (a double click): the other request made this change, and
+    # this one answers that request's token (which its browser may never have received).
+    sent_twice: bool = False
+
+
+# What a session's token after an email change confirmed with the password is derived for,
+# from the token before it (see ``session_token_after``).
+_AFTER_EMAIL_CHANGE = "session-after-email-change"
 
 
 class ChangeEmail:
     """A new address starts unconfirmed; the old one (if confirmed) is told, and the account's
-    other sessions end. A sensitive change: the address receives password resets."""
+    other sessions end. A sensitive change: the address receives password resets.
+
+    The form sent twice (a double click) signed its person out: both requests came with the
+    old token, the first renewed the session under a new one that the browser (it had left
+    that request for the second) never received. With the password typed into the form, the
+    new token is derived from the old one (``session_token_after``), and the second request,
+    with the old token, the same address and the right password within
+    ``SENT_TWICE_WITHIN``, is answered it. Without the password (a recent proof made the
+    change) the second brings nothing a copy of the old cookie lacks: it is signed out, as
+    before."""
 
     def __init__(
         self,
@@ -156,19 +176,24 @@ class ChangeEmail:
         self, *, session_token: str | None, new_email: str, current_password: str | None
     ) -> EmailChanged:
         address = validate_email(new_email)
-        session, account = await prove_identity(
-            self._uow,
-            self._tokens,
-            self._clock,
-            self._passwords,
-            session_token=session_token,
-            current_password=current_password,
-        )
+        try:
+            session, account = await prove_identity(
+                self._uow,
+                self._tokens,
+                self._clock,
+                self._passwords,
+                session_token=session_token,
+                current_password=current_password,
+            )
+        except errors.NotSignedIn:  # renewed by this form sent twice, if by anything
+            return await self._sent_twice(session_token, address, current_password)
         if normalize_email(account.email) == address:
             raise errors.InvalidInput("That is already your email address.")
 
         # The password typed into the form is a proof made now (prove_identity checked it).
         typed = SignInMethod.PASSWORD if current_password and account.password_hash else None
+        assert session_token is not None  # noqa: S101 - a session was found by it
+        successor = session_token_after(self._tokens, session_token, _AFTER_EMAIL_CHANGE)
 
         async def attempt() -> EmailChanged:
             now = self._clock.now()
@@ -179,6 +204,16 @@ class ChangeEmail:
                         # Most often this form sent twice (a double click): the other request
                         # made this change and renewed the session under a token this browser
                         # may not have got (it shows this answer): "try again" is wrong here.
+                        # With the password (checked above), it is answered that token.
+                        if typed is not None:
+                            try:
+                                await made_just_now(
+                                    uow, self._tokens, successor, now, proved_with=typed
+                                )
+                            except errors.NotSignedIn:
+                                pass
+                            else:
+                                return EmailChanged(fresh, successor.token, sent_twice=True)
                         raise errors.Conflict(
                             f"Your email address is {address} already: the form was sent "
                             "twice. If you are asked to sign in, sign in again."
@@ -217,7 +252,14 @@ class ChangeEmail:
                     await uow.email_tokens.consume_all(account.id, purpose, now)
                 await uow.sessions.remove_for_account(account.id, keep=session.digest)
                 # And this one under a new token: a copy of its cookie ends with the others.
-                renewed = await renew_session(uow, self._tokens, session, now, proved_with=typed)
+                renewed = await renew_session(
+                    uow,
+                    self._tokens,
+                    session,
+                    now,
+                    proved_with=typed,
+                    secret=successor if typed is not None else None,
+                )
                 await uow.audit.record(AuditEvent(AuditKind.EMAIL_CHANGED, now, account.id))
                 if fresh.email is not None and fresh.email_verified:
                     await queue_email(
@@ -239,3 +281,26 @@ class ChangeEmail:
         # A concurrent change to the same address makes the loser's write a Conflict; the
         # next attempt sees the winner and says the address is taken.
         return await retry_on_conflict(attempt)
+
+    async def _sent_twice(
+        self, session_token: str | None, address: str, current_password: str | None
+    ) -> EmailChanged:
+        """The answer to a request whose session token had ended: when a change to
+        ``address`` confirmed with the password renewed it in the last ``SENT_TWICE_WITHIN``
+        (this form sent twice) and ``current_password`` is right (checked under the session's
+        throttle: a copy of the old cookie may be guessing), that session's token. Otherwise,
+        as for any ended session, ``NotSignedIn``."""
+        if not current_password or not plausible_token(session_token):
+            raise errors.NotSignedIn()
+        successor = session_token_after(self._tokens, session_token, _AFTER_EMAIL_CHANGE)
+        async with self._uow(read_only=True) as uow:
+            session, account = await made_just_now(
+                uow, self._tokens, successor, self._clock.now(), proved_with=SignInMethod.PASSWORD
+            )
+        if normalize_email(account.email) != address or account.password_hash is None:
+            raise errors.NotSignedIn()  # another change: the old token proves nothing
+        if not await self._passwords.check(
+            signed_in_key(session), account.password_hash, current_password
+        ):
+            raise errors.NotSignedIn()
+        return EmailChanged(account, successor.token, sent_twice=True)

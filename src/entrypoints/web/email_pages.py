@@ -155,6 +155,8 @@ class EmailPages(Controller):
                 status_code=status_for(exc),
             )
         notice = "email_changed" if done.confirmation_sent else "email_changed_unsent"
+        if done.sent_twice:
+            notice = "email_changed_twice"
         return Redirect(f"/account?notice={notice}", cookies=[jar.session(done.session_token)])
 
     # -- password reset -------------------------------------------------------------------------

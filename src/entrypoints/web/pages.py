@@ -57,6 +57,9 @@ NOTICES = {
     "welcome": "Welcome to TaskFlow! We are emailing you a link to confirm your address.",
     "verification_sent": "We are emailing you a new confirmation link.",
     "email_changed": "Your email address is changed. We are emailing it a confirmation link.",
+    # The form sent twice (a double click): the other request made the change (ChangeEmail).
+    "email_changed_twice": "Your email address is changed (the form was sent twice and "
+    "counted once).",
     # The confirmation withheld: the address had as many as it may get (RECIPIENT_LIMITS).
     "welcome_unsent": "Welcome to TaskFlow! We have not emailed you a confirmation link: this "
     "address was sent as many lately as we send to an address that is not confirmed. Ask for "
