@@ -225,3 +225,71 @@ async def test_the_emailed_link_works_as_long_as_the_sign_in_it_confirms_and_say
         until = (signed_in_at + timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M UTC")
         assert f"until {until}" in emailed()[0].text
         assert "(30 minutes)" not in emailed()[0].text
+
+
+def _as_before(client: Client, before: dict[str, str]) -> None:
+    """The browser's cookies as they were: it never received the answer to a request it left
+    for the next one (a double click)."""
+    client.cookies.clear()
+    for name, value in before.items():
+        client.cookies.set(name, value)
+
+
+async def test_a_double_clicked_link_and_sign_in_with_the_password_signs_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """A double click on "Link and sign in": the first request linked and started a session
+    whose cookie the browser (it had left that request for the second) never received; the
+    second found the Discord sign-in spent and said "This Discord account was already linked.
+    Sign in again." With the password again, it now gets the first one's session; without
+    it (a copy of the browser's cookies), nothing."""
+    await h.sign_up("alice", "alice@example.com", verified=True)
+    h.discord_user(9001, username="alice_d", email="alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9001)
+        form = {"password": PASSWORD, "_csrf_token": csrf_token(page.text)}
+        before, sessions = dict(client.cookies), len(db.tables.sessions)
+        first = await client.post(page.url.path, data=form, follow_redirects=False)
+        assert first.headers["location"] == "/account?notice=linked"
+        session = first.cookies["tfl_session"]
+        _as_before(client, before)
+
+        guessed = await client.post(
+            page.url.path, data={**form, "password": "not it"}, follow_redirects=False
+        )
+        assert "already linked" in guessed.text
+        assert "tfl_session" not in guessed.cookies
+        second = await client.post(page.url.path, data=form, follow_redirects=False)
+        assert second.headers["location"] == "/account?notice=linked"
+        assert second.cookies["tfl_session"] == session
+        account = await client.get("/account")
+        assert "@alice_d" in account.text
+    assert len(db.tables.sessions) == sessions + 1
+
+
+async def test_a_double_clicked_emailed_link_signs_in(h: Harness, db: MemoryDatabase) -> None:
+    """The emailed link's "Link and sign in" clicked twice: the second found the link used
+    ("This link has already been used") and its person was not signed in. It now gets the
+    first one's session."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        page = await _discord_sign_in(client, h, 9002)
+        path = await _emailed_link(client, h, page)
+        shown = await client.get(path)
+        form = {"_csrf_token": csrf_token(shown.text)}
+        before, sessions = dict(client.cookies), len(db.tables.sessions)
+        first = await client.post(path, data=form, follow_redirects=False)
+        assert first.headers["location"] == "/account?notice=linked"
+        session = first.cookies["tfl_session"]
+        # The emailed link without the browser's Discord sign-in (another browser) gets nothing.
+        _as_before(client, {k: v for k, v in before.items() if k != "tfl_link_proposal"})
+        refused = await client.post(path, data=form, follow_redirects=False)
+        assert "tfl_session" not in refused.cookies
+        _as_before(client, before)
+
+        second = await client.post(path, data=form, follow_redirects=False)
+        assert second.headers["location"] == "/account?notice=linked"
+        assert second.cookies["tfl_session"] == session
+        assert "@bob_d" in (await client.get("/account")).text
+    assert len(db.tables.sessions) == sessions + 1

@@ -34,11 +34,14 @@ from domain.use_cases._email_links import RESEND_LIMITS, consume_email_link, wit
 from domain.use_cases._passwords import Passwords, new_device_token, throttle_key
 from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
+    SENT_TWICE_WITHIN,
     SESSION_TTL,
     apply_link,
     digest_of,
+    made_just_now,
     queue_email,
     retry_on_conflict,
+    session_token_after,
     start_session,
     still_the_password,
 )
@@ -117,12 +120,45 @@ class LinkConfirmed:
     destination: str
     # Confirmed with the password: the browser is trusted as after a password sign-in.
     device_token: str | None = None
+    # The same form was sent twice (a double click): the other request linked and signed in,
+    # and this one answers that request's session (which its browser may never have got).
+    sent_twice: bool = False
+
+
+# What the session a confirmed Discord sign-in starts is derived for, from the token of its
+# proposal (the browser's cookie; see ``session_token_after``): the form sent twice (a double
+# click) finds the proposal spent by its other request, whose answer, the session's cookie,
+# its browser never received ("This Discord account was already linked. Sign in again.").
+# The second request, with the same proof again (the password, or the emailed link) within
+# ``SENT_TWICE_WITHIN``, is answered that session; a copy of the cookie alone gets nothing.
+_SESSION_OF_PROPOSAL = "session-of-link-proposal"
+
+
+async def _confirmed_just_now(
+    uow: UnitOfWork, tokens: TokenIssuer, proposal_token: str | None, now: datetime
+) -> tuple[LinkProposal, Account, str]:
+    """The proposal of ``proposal_token``, its account and the token of the session its
+    confirmation started, if it was confirmed in the last ``SENT_TWICE_WITHIN`` (the session
+    and the link it made still there); otherwise ``NotSignedIn``. The caller checks that the
+    request proves what the confirmation proved."""
+    digest = digest_of(tokens, proposal_token)
+    proposal = await uow.link_proposals.get(digest) if digest is not None else None
+    if proposal is None or proposal.consumed_at is None:
+        raise errors.NotSignedIn()
+    assert proposal_token is not None  # noqa: S101 - a proposal was found by it
+    made = session_token_after(tokens, proposal_token, _SESSION_OF_PROPOSAL)
+    session, account = await made_just_now(uow, tokens, made, now)
+    link = await uow.links.get_by_discord_id(proposal.discord.id)
+    if session.account_id != proposal.account_id or link is None or link.account_id != account.id:
+        raise errors.NotSignedIn()
+    return proposal, account, made.token
 
 
 async def _link_and_sign_in(
     uow: UnitOfWork,
     tokens: TokenIssuer,
     proposal: LinkProposal,
+    proposal_token: str,
     now: datetime,
     *,
     ttl: timedelta,
@@ -143,7 +179,10 @@ async def _link_and_sign_in(
     # sign-in of this Discord account (still waiting) would otherwise link it again after an
     # unlink, with no proof asked (see ``_sent_for``).
     await uow.email_tokens.consume_all(proposal.account_id, EmailPurpose.LINK, now)
-    token = await start_session(uow, tokens, proposal.account_id, now, ttl, method=method)
+    made = session_token_after(tokens, proposal_token, _SESSION_OF_PROPOSAL)
+    token = await start_session(
+        uow, tokens, proposal.account_id, now, ttl, method=method, secret=made
+    )
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
 
@@ -179,7 +218,14 @@ class ConfirmLinkWithPassword:
         throttle when an earlier password sign-in to this account gave it). A wrong password
         is a failed sign-in, audited as one (with the Discord account and ``client_address``):
         whoever holds a Discord account with the account's address may be guessing it."""
-        shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(proposal_token)
+        try:
+            shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(
+                proposal_token
+            )
+        except errors.SecretConsumed as consumed:  # by this form sent twice, if by anything
+            return await self._sent_twice(
+                proposal_token, password, device_token, client_address, consumed
+            )
         password_hash = shown.account.password_hash
         if password_hash is None:
             raise errors.InvalidInput(
@@ -187,18 +233,9 @@ class ConfirmLinkWithPassword:
             )
         key = throttle_key(self._tokens, shown.account, device_token)
         if not await self._passwords.check(key, password_hash, password):
-            async with self._uow() as uow:
-                await uow.audit.record(
-                    AuditEvent(
-                        AuditKind.SIGN_IN_FAILED,
-                        self._clock.now(),
-                        shown.account.id,
-                        shown.proposal.discord.id,
-                        {"via": "link_confirm", "client": client_address or "unknown"},
-                    )
-                )
-                await uow.commit()
+            await self._audit_failure(shown.account.id, shown.proposal, client_address)
             raise errors.InvalidCredentials("The password is not right.")
+        assert proposal_token is not None  # noqa: S101 - a proposal was found by it
 
         async def attempt(checked: str) -> LinkConfirmed:
             now = self._clock.now()
@@ -215,6 +252,7 @@ class ConfirmLinkWithPassword:
                     uow,
                     self._tokens,
                     proposal,
+                    proposal_token,
                     now,
                     ttl=self._session_ttl,
                     method=SignInMethod.PASSWORD,
@@ -224,9 +262,59 @@ class ConfirmLinkWithPassword:
             device = new_device_token(self._tokens, fresh)
             return replace(done, device_token=device)
 
-        return await self._passwords.while_right(
-            password_hash, password, lambda checked: retry_on_conflict(lambda: attempt(checked))
-        )
+        try:
+            return await self._passwords.while_right(
+                password_hash,
+                password,
+                lambda checked: retry_on_conflict(lambda: attempt(checked)),
+            )
+        except errors.SecretConsumed as consumed:  # raced this form sent twice, if anything
+            return await self._sent_twice(
+                proposal_token, password, device_token, client_address, consumed
+            )
+
+    async def _sent_twice(
+        self,
+        proposal_token: str | None,
+        password: str,
+        device_token: str | None,
+        client_address: str | None,
+        consumed: errors.SecretConsumed,
+    ) -> LinkConfirmed:
+        """For a request that found the proposal spent: when its confirmation (this form
+        sent twice) was in the last ``SENT_TWICE_WITHIN`` and ``password`` is right (under
+        the throttle of a sign-in: a copy of the cookie may be guessing), that confirmation's
+        session; otherwise the refusal ``consumed``."""
+        try:
+            async with self._uow(read_only=True) as uow:
+                proposal, account, token = await _confirmed_just_now(
+                    uow, self._tokens, proposal_token, self._clock.now()
+                )
+        except errors.NotSignedIn:
+            raise consumed from None
+        key = throttle_key(self._tokens, account, device_token)
+        if account.password_hash is None or not await self._passwords.check(
+            key, account.password_hash, password
+        ):
+            await self._audit_failure(account.id, proposal, client_address)
+            raise consumed
+        device = new_device_token(self._tokens, account)
+        return LinkConfirmed(account.id, token, proposal.destination, device, sent_twice=True)
+
+    async def _audit_failure(
+        self, account_id: AccountId, proposal: LinkProposal, client_address: str | None
+    ) -> None:
+        async with self._uow() as uow:
+            await uow.audit.record(
+                AuditEvent(
+                    AuditKind.SIGN_IN_FAILED,
+                    self._clock.now(),
+                    account_id,
+                    proposal.discord.id,
+                    {"via": "link_confirm", "client": client_address or "unknown"},
+                )
+            )
+            await uow.commit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,10 +425,12 @@ class ConfirmLinkWithEmail:
                     raise errors.InvalidInput(
                         "This account's email address is not confirmed: enter its password."
                     )
+                assert proposal_token is not None  # noqa: S101 - a proposal was found by it
                 return await _link_and_sign_in(
                     uow,
                     self._tokens,
                     proposal,
+                    proposal_token,
                     now,
                     ttl=self._session_ttl,
                     method=SignInMethod.EMAIL_LINK,
@@ -348,4 +438,36 @@ class ConfirmLinkWithEmail:
                     webhooks=self._webhooks,
                 )
 
-        return await retry_on_conflict(attempt)
+        try:
+            return await retry_on_conflict(attempt)
+        except errors.SecretConsumed as consumed:  # by this form sent twice, if by anything
+            return await self._sent_twice(proposal_token, email_token, consumed)
+
+    async def _sent_twice(
+        self, proposal_token: str | None, email_token: str, consumed: errors.SecretConsumed
+    ) -> LinkConfirmed:
+        """For a request that found the emailed link or the proposal spent: when the
+        proposal's confirmation (this form sent twice) was in the last
+        ``SENT_TWICE_WITHIN`` and ``email_token`` is a link sent for it, used then too, that
+        confirmation's session; otherwise the refusal ``consumed``. The browser's cookie
+        alone proves nothing, nor does the link in another browser."""
+        now = self._clock.now()
+        digest = digest_of(self._tokens, email_token)
+        async with self._uow(read_only=True) as uow:
+            try:
+                proposal, account, token = await _confirmed_just_now(
+                    uow, self._tokens, proposal_token, now
+                )
+            except errors.NotSignedIn:
+                raise consumed from None
+            used = await uow.email_tokens.get(digest) if digest is not None else None
+            if (
+                used is None
+                or used.purpose is not EmailPurpose.LINK
+                or used.account_id != account.id
+                or used.consumed_at is None
+                or now - used.consumed_at > SENT_TWICE_WITHIN
+                or not await _sent_for(uow, used, proposal)
+            ):
+                raise consumed
+        return LinkConfirmed(account.id, token, proposal.destination, sent_twice=True)

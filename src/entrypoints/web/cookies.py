@@ -154,8 +154,15 @@ class CookieJar:
         values = [t for t in request.cookies.get(name, "").split(_SEPARATOR) if t]
         return values[:BINDINGS_KEPT]
 
-    async def end_session(self, request: Request[Any, Any, Any], sign_out: SignOut) -> None:
-        await sign_out.execute(self.session_token(request))
+    async def end_session(
+        self, request: Request[Any, Any, Any], sign_out: SignOut, *, keeping: str | None = None
+    ) -> None:
+        """The session this browser had ends (a sign-in rotates it), unless it is ``keeping``,
+        the very one the request answers: a form sent again with the cookie of its first
+        answer (see ``session_token_after``) must not end what it is answered."""
+        token = self.session_token(request)
+        if token is None or token != keeping:
+            await sign_out.execute(token)
 
 
 def to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:

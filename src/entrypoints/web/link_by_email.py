@@ -27,7 +27,8 @@ PAGE = "/auth/discord/confirm-link"
 async def _signed_in(
     request: Request[Any, Any, Any], sign_out: uc.SignOut, jar: CookieJar, done: LinkConfirmed
 ) -> Redirect:
-    await jar.end_session(request, sign_out)  # rotate: whatever session was here ends
+    # Rotate: whatever session was here ends (unless it is the one answered: a form sent twice).
+    await jar.end_session(request, sign_out, keeping=done.session_token)
     cookies = jar.new_session(done.session_token)  # the offer ends with it
     if done.device_token is not None:
         cookies.append(jar.device(done.device_token))
