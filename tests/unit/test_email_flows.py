@@ -110,11 +110,11 @@ async def test_a_reset_link_cannot_confirm_an_email_and_is_not_spent_by_trying(h
     await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
 
 
-async def test_a_reset_form_sent_twice_says_to_sign_in_with_the_new_password(h: Harness) -> None:
+async def test_a_reset_form_sent_twice_signs_its_person_in(h: Harness) -> None:
     """A double click on "Save password" of a reset link: the browser keeps the second answer,
-    which said only "already been used ... ask for a new one" while the new password was
-    saved (the first answer's session cookie lost with it), so the person asked for another
-    link (an attacker's review, in Chromium against the demo)."""
+    which said "already been used ... sign in with that password" while the first one's
+    session (its cookie lost with that answer) lived on, held by nobody. The second, with the
+    same password, now gets the first one's session."""
     await h.sign_up("cleo", "cleo@example.com")
     await h.container.request_password_reset().execute("cleo@example.com")
     await h.deliver()
@@ -123,11 +123,35 @@ async def test_a_reset_form_sent_twice_says_to_sign_in_with_the_new_password(h: 
     def save() -> Awaitable[PasswordReset]:
         return h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
 
-    done = await asyncio.gather(save(), save(), return_exceptions=True)
-    [refused] = [d for d in done if isinstance(d, BaseException)]
-    assert isinstance(refused, errors.SecretConsumed)
-    assert "sign in with that password" in refused.message
+    both = await asyncio.gather(save(), save())
+    assert sorted(d.sent_twice for d in both) == [False, True]
+    assert both[0].signed_in.session_token == both[1].signed_in.session_token
+    listed = await h.container.list_sessions().execute(both[0].signed_in.session_token)
+    assert len(listed.sessions) == 1
+    await h.deliver()
+    changed = [m for m in h.emails_to("cleo@example.com") if "password was changed" in m.subject]
+    assert len(changed) == 1  # reset once
     await h.container.sign_in().execute(login="cleo", password=NEW_PASSWORD)
+
+
+async def test_a_used_reset_link_alone_gets_no_session(h: Harness) -> None:
+    """The second request of a double click is answered the first one's session only with
+    the very password the first saved, within a minute: the used link alone (a mailbox read
+    later) gets nothing, nor does another password."""
+    await h.sign_up("cleo", "cleo@example.com")
+    await h.container.request_password_reset().execute("cleo@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("cleo@example.com"), "/password/reset/")
+    first = await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+    for other in (PASSWORD, "another fresh passphrase"):
+        with pytest.raises(errors.SecretConsumed, match="sign in with that password"):
+            await h.container.reset_password().execute(token=reset, new_password=other)
+    again = await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+    assert again.sent_twice
+    assert again.signed_in.session_token == first.signed_in.session_token
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
 
 
 async def test_asking_for_a_new_confirmation_link_is_rate_limited(h: Harness) -> None:

@@ -172,6 +172,34 @@ async def test_password_reset_pages_answer_the_same_for_unknown_addresses(
     assert _status(done.text) == "Confirmed."  # the link proved the mailbox
 
 
+async def test_a_double_clicked_reset_form_signs_its_person_in(client: Client, hx: Harness) -> None:
+    """A double click on a reset link's "Save password": the browser left the first request
+    for the second, whose answer was "This link has already been used": not signed in. It
+    now gets the first one's session; and the form sent again with the first answer's cookie
+    (the back button) keeps that session instead of ending it."""
+    await sign_up(client, "eve")
+    await client.post("/signout", data={"_csrf_token": csrf_token((await client.get("/")).text)})
+    await post_form(client, "/password/reset", "/password/reset", {"email": "eve@example.com"})
+    token = hx.link_token(await _email(hx, "eve@example.com", 2), "/password/reset/")
+    page = await client.get(f"/password/reset/{token}")
+    form = {"new_password": NEW_PASSWORD, "_csrf_token": csrf_token(page.text)}
+    before = dict(client.cookies)
+    first = await client.post(f"/password/reset/{token}", data=form, follow_redirects=False)
+    assert first.headers["location"].startswith("/account?notice=password_reset")
+    session = first.cookies["tfl_session"]
+    client.cookies.clear()  # the browser never received the first answer
+    for name, value in before.items():
+        client.cookies.set(name, value)
+
+    second = await client.post(f"/password/reset/{token}", data=form, follow_redirects=False)
+    assert second.headers["location"] == first.headers["location"]
+    assert second.cookies["tfl_session"] == session
+    third = await client.post(f"/password/reset/{token}", data=form, follow_redirects=False)
+    assert third.cookies["tfl_session"] == session
+    account = await client.get("/account")
+    assert account.url.path == "/account"  # signed in, not sent to sign in
+
+
 async def test_changing_the_email_from_the_account_page(client: Client, hx: Harness) -> None:
     await sign_up(client, "fin")
     wrong = await post_form(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from domain import errors
 from domain.model import (
     Account,
     AuditEvent,
@@ -28,6 +29,7 @@ from domain.use_cases._email_links import (
 )
 from domain.use_cases._passwords import (
     Passwords,
+    account_key,
     new_device_token,
     shared_signed_in_key,
     sign_in_keys,
@@ -36,8 +38,10 @@ from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
     digest_of,
+    made_just_now,
     queue_email,
     queue_role_changes,
+    session_token_after,
     start_session,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
@@ -93,11 +97,23 @@ def _by_id(account: Account) -> str:
     return str(account.id.value)
 
 
+# What the session a reset starts is derived for, from the reset link's token (see
+# ``session_token_after``).
+_SESSION_OF_RESET = "session-of-reset-link"
+
+
 class ResetPassword(_PasswordUseCase):
     """Use the emailed link once: new password, every session ends, this browser signs in.
 
     The link proves the person reads the account's mailbox, so the address counts as
     confirmed from then on.
+
+    The form sent twice (a double click) left its person signed out: the first request
+    started a session whose cookie the browser (it had left that request for the second)
+    never received, and the second found the link used. The session's token is derived from
+    the link's (``session_token_after``), and the second request, with the same link and the
+    very password the first saved (the account's password now) within ``SENT_TWICE_WITHIN``,
+    is answered it. The used link alone (a mailbox read later) gets nothing.
     """
 
     def __init__(
@@ -115,19 +131,29 @@ class ResetPassword(_PasswordUseCase):
         self._roles = tuple(linked_roles)
 
     async def execute(self, *, token: str, new_password: str) -> PasswordReset:
-        async with self._uow(read_only=True) as uow:  # refuse a bad link before the costly hash
-            link = await use_secret(
-                EmailLinks(uow.email_tokens, EmailPurpose.RESET),
-                digest_of(self._tokens, token),
-                self._clock.now(),
-                spend=False,
-                refusal=refusal_for(EmailPurpose.RESET),
-            )
-            owner = await uow.accounts.get(link.account_id)
+        try:
+            async with self._uow(read_only=True) as uow:  # a bad link refused before hashing
+                link = await use_secret(
+                    EmailLinks(uow.email_tokens, EmailPurpose.RESET),
+                    digest_of(self._tokens, token),
+                    self._clock.now(),
+                    spend=False,
+                    refusal=refusal_for(EmailPurpose.RESET),
+                )
+                owner = await uow.accounts.get(link.account_id)
+        except errors.SecretConsumed as consumed:  # by this form sent twice, if by anything
+            return await self._sent_twice(token, new_password, consumed)
         related = (owner.username, owner.email or "") if owner else ()
         # Slow: outside the transaction. Refused when weak, before the link is spent.
         new_hash = await self._passwords.new_hash(new_password, related=related)
+        try:
+            return await self._reset(token, new_hash)
+        except errors.SecretConsumed as consumed:  # raced this form sent twice, if anything
+            return await self._sent_twice(token, new_password, consumed)
+
+    async def _reset(self, token: str, new_hash: str) -> PasswordReset:
         now = self._clock.now()
+        made = session_token_after(self._tokens, token, _SESSION_OF_RESET)
         async with self._uow() as uow:
             _, account = await consume_email_link(uow, self._tokens, token, EmailPurpose.RESET, now)
             unlinked = await self._unlink_if_unconfirmed(uow, account, now)
@@ -155,7 +181,13 @@ class ResetPassword(_PasswordUseCase):
                     now=now,
                 )
             session = await start_session(
-                uow, self._tokens, account.id, now, self._session_ttl, method=SignInMethod.PASSWORD
+                uow,
+                self._tokens,
+                account.id,
+                now,
+                self._session_ttl,
+                method=SignInMethod.PASSWORD,
+                secret=made,
             )
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a
@@ -164,6 +196,35 @@ class ResetPassword(_PasswordUseCase):
             await self._passwords.forgive(key)
         device = new_device_token(self._tokens, updated)  # it proved the mailbox
         return PasswordReset(SignedIn(updated, session, device), unlinked, kept)
+
+    async def _sent_twice(
+        self, token: str, new_password: str, consumed: errors.SecretConsumed
+    ) -> PasswordReset:
+        """For a request that found the link used: when a reset with it started a session in
+        the last ``SENT_TWICE_WITHIN`` (this form sent twice) and ``new_password`` is the
+        account's password now (checked under the sign-in's throttle: whoever reads the used
+        link may be guessing), that session; otherwise the refusal ``consumed``."""
+        digest = digest_of(self._tokens, token)
+        async with self._uow(read_only=True) as uow:
+            used = await uow.email_tokens.get(digest) if digest is not None else None
+            if used is None or used.purpose is not EmailPurpose.RESET:
+                raise consumed
+            made = session_token_after(self._tokens, token, _SESSION_OF_RESET)
+            try:
+                _, account = await made_just_now(uow, self._tokens, made, self._clock.now())
+            except errors.NotSignedIn:
+                raise consumed from None
+            kept = await uow.links.get_by_account(account.id)
+        if (
+            account.id != used.account_id
+            or account.password_hash is None
+            or not await self._passwords.check(
+                account_key(account.id), account.password_hash, new_password
+            )
+        ):
+            raise consumed
+        device = new_device_token(self._tokens, account)
+        return PasswordReset(SignedIn(account, made.token, device), None, kept, sent_twice=True)
 
     async def _unlink_if_unconfirmed(
         self, uow: UnitOfWork, account: Account, now: datetime
@@ -202,3 +263,6 @@ class PasswordReset:
     # The Discord link left in place (the address was confirmed): it still signs in, so the
     # person is shown it, to unlink it if it is not theirs.
     still_linked: Link | None = None
+    # The same form was sent twice (a double click): the other request reset the password,
+    # and this one answers that request's session (which its browser may never have got).
+    sent_twice: bool = False

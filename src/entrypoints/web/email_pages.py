@@ -233,7 +233,8 @@ class EmailPages(Controller):
                 },
                 status_code=status_for(exc),
             )
-        await jar.end_session(request, sign_out)
+        # Rotate: whatever session was here ends (unless it is the one answered: sent twice).
+        await jar.end_session(request, sign_out, keeping=done.signed_in.session_token)
         notice = (
             "password_reset_unlinked"
             if done.unlinked
