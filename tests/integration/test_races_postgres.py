@@ -515,3 +515,118 @@ async def test_links_and_unlinks_through_every_way_at_once_are_each_sent_once(
                     assert links.pop(data["discord_id"]) == data["taskflow_user_id"], stream
             assert links == table
             assert len([k for k, _ in stream if k.startswith("link.")]) == changes
+
+
+# -- forms sent twice (a double click, or more) --------------------------------------------
+# Every request comes with the same cookie (the browser never received an earlier answer),
+# and all of them run at once: each is answered the one session the first made, never
+# signed out, and nothing is done twice.
+TWICE = 5
+
+
+async def _sessions_of(database: SqlDatabase, account_id: Any) -> int:
+    async with database.engine.connect() as conn:
+        query = select(func.count()).where(sessions.c.account_id == account_id.value)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_a_confirmation_sent_at_once_many_times_keeps_one_session(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    done = await asyncio.gather(
+        *(
+            h.container.confirm_password().execute(
+                session_token=alice.session_token, password=PASSWORD
+            )
+            for _ in range(TWICE)
+        )
+    )
+    assert [d.sent_twice for d in done].count(False) == 1
+    assert len({d.session_token for d in done}) == 1
+    assert await h.container.current_session().execute(done[0].session_token) is not None
+    assert await _sessions_of(pg_db, alice.account.id) == 1
+
+
+async def test_a_password_change_sent_at_once_many_times_keeps_one_session(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    new = "a brand new password"
+    done = await asyncio.gather(
+        *(
+            h.container.set_password().execute(
+                session_token=alice.session_token, new_password=new, current_password=PASSWORD
+            )
+            for _ in range(TWICE)
+        )
+    )
+    assert [d.sent_twice for d in done].count(False) == 1
+    assert len({d.session_token for d in done}) == 1
+    assert await h.container.current_session().execute(done[0].session_token) is not None
+    assert await _sessions_of(pg_db, alice.account.id) == 1
+    await h.container.sign_in().execute(login="alice", password=new)
+
+
+async def test_an_email_change_sent_at_once_many_times_keeps_one_session(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    done = await asyncio.gather(
+        *(
+            h.container.change_email().execute(
+                session_token=alice.session_token,
+                new_email="alice@new.example",
+                current_password=PASSWORD,
+            )
+            for _ in range(TWICE)
+        )
+    )
+    assert [d.sent_twice for d in done].count(False) == 1
+    assert len({d.session_token for d in done}) == 1
+    assert await h.container.current_session().execute(done[0].session_token) is not None
+    assert await _sessions_of(pg_db, alice.account.id) == 1
+    assert (await h.account(alice.account.id)).email == "alice@new.example"
+
+
+async def test_a_reset_sent_at_once_many_times_signs_in_once(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    alice = await h.sign_up("alice", "alice@example.com")
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
+    new = "a brand new password"
+    done = await asyncio.gather(
+        *(h.container.reset_password().execute(token=reset, new_password=new) for _ in range(TWICE))
+    )
+    assert [d.sent_twice for d in done].count(False) == 1
+    assert len({d.signed_in.session_token for d in done}) == 1
+    assert await _sessions_of(pg_db, alice.account.id) == 1
+    assert await h.container.current_session().execute(done[0].signed_in.session_token)
+
+
+async def test_a_link_and_sign_in_sent_at_once_many_times_signs_in_once(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    async with sql_harness(
+        postgres.url, email_linking="confirm", db_pool_size=N + 10, db_pool_timeout=120
+    ) as h:
+        alice = (await h.sign_up("alice", "alice@example.com")).account
+        login = await h.discord_login(h.discord_user(9401, email="alice@example.com"))
+        assert login.outcome is AuthOutcome.CONFIRM_NEEDED
+        assert login.proposal_token is not None
+        before = await _sessions_of(pg_db, alice.id)
+        done = await asyncio.gather(
+            *(
+                h.container.confirm_link_with_password().execute(
+                    proposal_token=login.proposal_token, password=PASSWORD
+                )
+                for _ in range(TWICE)
+            )
+        )
+        assert [d.sent_twice for d in done].count(False) == 1
+        assert len({d.session_token for d in done}) == 1
+        assert await _sessions_of(pg_db, alice.id) == before + 1
+        assert await _count(pg_db, user_links) == 1
+        assert await h.container.current_session().execute(done[0].session_token)
