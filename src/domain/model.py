@@ -553,6 +553,14 @@ class OutgoingEmail:
     finished_at: datetime | None = None
     last_error: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # Who asked for it, for the limits per address nobody proved (``RECIPIENT_LIMITS``): the
+    # client's budget as the web app names it (an IPv4 address, an IPv6 /64 network), or
+    # ``None`` (a request from no client, or queued before migration 0022).
+    client: str | None = None
+
+
+# How much of a client's name an outgoing email keeps (the column's width).
+CLIENT_MAX = 64
 
 
 class AuditKind(enum.StrEnum):
@@ -575,6 +583,11 @@ class AuditKind(enum.StrEnum):
     # many as it may get (``RECIPIENT_LIMITS``), while the sign-up, email change or reset
     # request went on without it. Here so that an operator asked "no email came" can tell.
     EMAIL_WITHHELD = "email_withheld"
+    # An address taken from an account that never confirmed it: another account proved it
+    # by our own emailed link (its confirmation link, a password reset; never Discord's
+    # verified email). ``by`` names the account that proved it, ``proof`` how (``link``,
+    # ``reset``).
+    EMAIL_TAKEN = "email_taken"
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"

@@ -63,6 +63,10 @@ class AccountRepository(Protocol):
         a read-modify-write cannot overwrite a concurrent change. Lock the account before
         anything else the transaction touches (one order, no deadlocks)."""
 
+    async def lock_if_free(self, account_id: AccountId) -> Account | None:
+        """As ``lock``, without waiting: ``None`` when another transaction holds the account
+        (``SKIP LOCKED``) or there is none. For a lock taken out of the one order."""
+
     async def get_by_username(self, username: str) -> Account | None: ...
 
     async def find_by_email(self, email: str) -> Sequence[Account]:
@@ -250,6 +254,12 @@ class OutgoingEmailRepository(Protocol):
     async def count_to_since(self, to: str, kinds: Collection[EmailKind], since: datetime) -> int:
         """How many emails of ``kinds`` were queued to the address ``to`` (as stored: the
         normalized form), for any account or none, at or after ``since``."""
+
+    async def count_to_since_from(
+        self, to: str, kinds: Collection[EmailKind], since: datetime, client: str | None
+    ) -> int:
+        """As ``count_to_since``, of those that ``client`` asked for (``OutgoingEmail.client``;
+        ``None``: those that no client asked for)."""
 
     async def purge_finished(self, before: datetime) -> int:
         """Forget sent, failed and cancelled emails finished before ``before``."""

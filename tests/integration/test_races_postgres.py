@@ -279,18 +279,26 @@ async def test_a_request_cut_off_waiting_for_another_instances_lock_gets_a_503(
     assert "cannot reach its database" in answer.text
 
 
-async def test_20_sign_ups_with_one_address_make_one_account(h: Harness) -> None:
+async def test_20_sign_ups_with_one_address_are_20_claims(h: Harness) -> None:
     await email_races.simultaneous_sign_ups(h, N)
 
 
-async def test_sign_ups_and_first_discord_sign_ins_with_one_address_make_one_account(
+async def test_sign_ups_and_first_discord_sign_ins_with_one_address_never_mix(
     h: Harness,
 ) -> None:
     await email_races.sign_ups_and_first_discord_sign_ins(h, N // 2)
 
 
-async def test_20_email_changes_to_one_address_have_one_winner(h: Harness) -> None:
+async def test_20_email_changes_to_one_address_are_20_claims(h: Harness) -> None:
     await email_races.simultaneous_email_changes(h, N)
+
+
+async def test_20_confirmations_of_one_address_have_one_owner(h: Harness) -> None:
+    await email_races.simultaneous_confirmations(h, N)
+
+
+async def test_proofs_and_claims_of_one_address_at_once_leave_one_owner(h: Harness) -> None:
+    await email_races.confirmations_beside_discord_sign_ins_and_claims(h, N // 4)
 
 
 async def test_simultaneous_reset_requests_queue_one_email(h: Harness) -> None:

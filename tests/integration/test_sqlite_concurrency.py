@@ -68,7 +68,7 @@ async def test_link_commands_at_once_leave_exactly_one_button_on_sqlite(h: Harne
     assert live == 1
 
 
-async def test_one_address_one_account_under_concurrency_on_sqlite(h: Harness) -> None:
+async def test_sign_ups_with_one_address_are_claims_on_sqlite(h: Harness) -> None:
     await email_races.simultaneous_sign_ups(h, 10)
 
 
@@ -78,6 +78,14 @@ async def test_sign_ups_and_discord_sign_ins_with_one_address_on_sqlite(h: Harne
 
 async def test_email_changes_to_one_address_on_sqlite(h: Harness) -> None:
     await email_races.simultaneous_email_changes(h, 10)
+
+
+async def test_confirmations_of_one_address_have_one_owner_on_sqlite(h: Harness) -> None:
+    await email_races.simultaneous_confirmations(h, 10)
+
+
+async def test_proofs_and_claims_of_one_address_at_once_on_sqlite(h: Harness) -> None:
+    await email_races.confirmations_beside_discord_sign_ins_and_claims(h, 4)
 
 
 async def test_simultaneous_reset_requests_queue_one_email_on_sqlite(h: Harness) -> None:

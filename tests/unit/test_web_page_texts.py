@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -103,6 +104,10 @@ async def test_a_refused_email_change_keeps_the_address_typed(
     with the form empty: the new address, typed once, was to be typed again."""
     async with AsyncTestClient(app=create_app(h.container)) as bob:
         await sign_up(bob, "bob")
+    async with h.uow() as uow:  # only a confirmed address is another account's to keep
+        [bobs] = await uow.accounts.find_by_email("bob@example.com")
+        await uow.accounts.update(replace(bobs, email_verified=True))
+        await uow.commit()
     await sign_up(client)
     h.clock.advance(timedelta(minutes=11))  # the form asks for the current password
     refused = await post_form(

@@ -295,7 +295,8 @@ class _Repo:
 
 class MemoryAccounts(_Repo):
     def _check_unique(self, account: Account) -> None:
-        """The SQL schema's unique username and unique (unshared) normalised email."""
+        """The SQL schema's unique username and unique (unshared) confirmed normalised email:
+        any number of accounts may hold an address unconfirmed."""
         name = account.username.lower()
         email = normalize_email(account.email)
         for other in self._t.accounts.values():
@@ -305,6 +306,8 @@ class MemoryAccounts(_Repo):
                 raise errors.Conflict(f"username {name!r} is taken")
             if (
                 email is not None
+                and account.email_verified
+                and other.email_verified
                 and not account.email_shared
                 and not other.email_shared
                 and normalize_email(other.email) == email
@@ -327,6 +330,9 @@ class MemoryAccounts(_Repo):
         return self._t.accounts.get(account_id)
 
     async def lock(self, account_id: AccountId) -> Account | None:
+        return self._t.accounts.get(account_id)  # transactions are serialised already
+
+    async def lock_if_free(self, account_id: AccountId) -> Account | None:
         return self._t.accounts.get(account_id)  # transactions are serialised already
 
     async def get_by_username(self, username: str) -> Account | None:
@@ -700,6 +706,15 @@ class MemoryOutgoingEmails(_Repo):
             1
             for e in self._t.outgoing_emails.values()
             if e.to == to and e.kind in kinds and e.created_at >= since
+        )
+
+    async def count_to_since_from(
+        self, to: str, kinds: Collection[EmailKind], since: datetime, client: str | None
+    ) -> int:
+        return sum(
+            1
+            for e in self._t.outgoing_emails.values()
+            if e.to == to and e.kind in kinds and e.created_at >= since and e.client == client
         )
 
     async def purge_finished(self, before: datetime) -> int:

@@ -302,6 +302,7 @@ def _outgoing(row: Any) -> OutgoingEmail:
         finished_at=row.finished_at,
         last_error=row.last_error,
         detail=dict(row.detail),
+        client=row.client,
     )
 
 
@@ -318,6 +319,7 @@ def _outgoing_values(email: OutgoingEmail) -> dict[str, Any]:
         "finished_at": email.finished_at,
         "last_error": email.last_error,
         "detail": dict(email.detail),
+        "client": email.client,
     }
 
 
@@ -341,6 +343,11 @@ class SqlAccounts(_Repo):
         # FOR UPDATE on Postgres; SQLite ignores it (BEGIN IMMEDIATE serialises writers).
         query = select(accounts).where(accounts.c.id == account_id.value).with_for_update()
         row = (await self._run(query)).first()
+        return _account(row) if row else None
+
+    async def lock_if_free(self, account_id: AccountId) -> Account | None:
+        query = select(accounts).where(accounts.c.id == account_id.value)
+        row = (await self._run(query.with_for_update(skip_locked=True))).first()
         return _account(row) if row else None
 
     async def get_by_username(self, username: str) -> Account | None:
@@ -929,6 +936,17 @@ class SqlOutgoingEmails(_QueueRepo):
             outgoing_emails.c.recipient == to,
             outgoing_emails.c.kind.in_([kind.value for kind in kinds]),
             outgoing_emails.c.created_at >= since,
+        )
+        return int((await self._run(query)).scalar_one())
+
+    async def count_to_since_from(
+        self, to: str, kinds: Collection[EmailKind], since: datetime, client: str | None
+    ) -> int:
+        query = select(func.count()).where(
+            outgoing_emails.c.recipient == to,
+            outgoing_emails.c.kind.in_([kind.value for kind in kinds]),
+            outgoing_emails.c.created_at >= since,
+            outgoing_emails.c.client.is_not_distinct_from(client),
         )
         return int((await self._run(query)).scalar_one())
 

@@ -107,14 +107,17 @@ accounts = Table(
     # Account.discord_unlinked_at (migration 0010).
     Column("discord_unlinked_at", UtcDateTime(), nullable=True),
 )
-# One account per address: concurrent sign-ups, first Discord sign-ins and email changes to
-# one address cannot all win. Accounts imported with a shared address are left out.
+# One account per confirmed address: concurrent confirmations of one address (links, password
+# resets, first Discord sign-ins creating an account with it) cannot all win. Any number of
+# accounts may hold an address unconfirmed (claims: the one that proves it by an emailed link
+# takes it from the others, migration 0022). Accounts imported with a shared address are left
+# out.
 Index(
-    "uq_accounts_email_normalized",
+    "uq_accounts_email_confirmed",
     accounts.c.email_normalized,
     unique=True,
-    postgresql_where=text("NOT email_shared"),
-    sqlite_where=text("NOT email_shared"),
+    postgresql_where=text("email_verified AND NOT email_shared"),
+    sqlite_where=text("email_verified AND NOT email_shared"),
 )
 # Picking a free username for a new Discord account asks for every username starting with a
 # prefix (LIKE 'x%'). Under a collation other than C (en_US.UTF-8 and the like) the unique
@@ -296,6 +299,8 @@ outgoing_emails = Table(
     Column("finished_at", UtcDateTime(), nullable=True),
     Column("last_error", String(64), nullable=True),
     Column("detail", JSON(), nullable=False),
+    # OutgoingEmail.client: who asked, for the limits per unproved address (migration 0022).
+    Column("client", String(64), nullable=True),
     CheckConstraint("status IN ('pending', 'sent', 'failed', 'cancelled')", name="status_known"),
 )
 Index("ix_outgoing_emails_due", outgoing_emails.c.status, outgoing_emails.c.next_attempt_at)

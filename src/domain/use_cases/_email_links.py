@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from domain import errors
 from domain.model import (
+    CLIENT_MAX,
     EMAIL_VERIFICATION_TTL,
     LINK_PROPOSAL_TTL,
     PASSWORD_RESET_TTL,
@@ -34,7 +35,14 @@ RESEND_LIMITS = ((timedelta(minutes=1), 1), (timedelta(hours=1), 5))
 # away (no password needed right after signing up), sign up again with it, and so on, a new
 # account each time. Five an hour is what one account may ask for anyway (RESEND_LIMITS), so
 # a person who asks for a new link a few times still gets each one.
+#
+# Counted per client (``OutgoingEmail.client``: an IPv4 address, an IPv6 /64 network), under a
+# larger limit per address for all clients together (``ADDRESS_LIMITS``). Counted per address
+# alone, whoever typed someone else's address (and changed it away, and signed up again) used
+# up its emails and held back its owner's confirmation for a day; now they use up their own
+# share, and holding the owner back takes as many networks as the larger limit has shares.
 RECIPIENT_LIMITS = ((timedelta(hours=1), 5), (timedelta(days=1), 10))
+ADDRESS_LIMITS = ((timedelta(hours=1), 10), (timedelta(days=1), 30))
 # The emails that go to an address nobody may have proved, and count towards its limit: the
 # confirmation of an address (sign-up, email change, "send me a new link") and a password
 # reset to an account whose address is unconfirmed. The others go only to a confirmed
@@ -133,16 +141,24 @@ async def recipient_refusal(
     to: str,
     now: datetime,
     limits: tuple[tuple[timedelta, int], ...] = RECIPIENT_LIMITS,
+    *,
+    client: str | None = None,
 ) -> timedelta | None:
     """``None`` when one more email of ``kind`` (one of ``UNPROVED_ADDRESS_KINDS``) may go to
-    ``to``, an address nobody has proved, else the window (of ``limits``) it has had all its
-    emails of that kind of. The recipient is locked first (after the caller's account locks,
-    see ``OutgoingEmailRepository.lock_recipient``), so that simultaneous requests from
-    several accounts, on several instances, take turns."""
+    ``to``, an address nobody has proved, at the request of ``client``, else the window it
+    has had all its emails of that kind of: of ``ADDRESS_LIMITS`` (every client's), or of
+    ``limits`` (this client's). The recipient is locked first (after the caller's account
+    locks, see ``OutgoingEmailRepository.lock_recipient``), so that simultaneous requests
+    from several accounts, on several instances, take turns."""
     address = normalize_email(to) or to
     await uow.outgoing_emails.lock_recipient(address)
-    for window, allowed in limits:
+    for window, allowed in ADDRESS_LIMITS:
         used = await uow.outgoing_emails.count_to_since(address, {kind}, now - window)
+        if used >= allowed:
+            return window
+    for window, allowed in limits:
+        since = now - window
+        used = await uow.outgoing_emails.count_to_since_from(address, {kind}, since, client)
         if used >= allowed:
             return window
     return None
@@ -158,6 +174,11 @@ def recipient_limit_message(window: timedelta) -> str:
     )
 
 
+def client_name(client: str | None) -> str | None:
+    """How an outgoing email names the client that asked for it (``OutgoingEmail.client``)."""
+    return client[:CLIENT_MAX] if client else None
+
+
 async def queue_to_unproved(
     uow: UnitOfWork,
     kind: EmailKind,
@@ -165,18 +186,19 @@ async def queue_to_unproved(
     to: str,
     account_id: AccountId,
     now: datetime,
+    client: str | None = None,
     **detail: str,
 ) -> bool:
-    """Queue an email to an address nobody has proved, within its ``RECIPIENT_LIMITS``; past
-    them, nothing is queued (the caller's change goes on without it) and the withheld email
-    is audited. Whether it was queued. Call it after the transaction's account locks and
-    writes: it locks the recipient (``recipient_refusal``)."""
-    if await recipient_refusal(uow, kind, to, now) is not None:
+    """Queue an email to an address nobody has proved, within its limits (``client``'s share
+    and every client's); past them, nothing is queued (the caller's change goes on without
+    it) and the withheld email is audited. Whether it was queued. Call it after the
+    transaction's account locks and writes: it locks the recipient (``recipient_refusal``)."""
+    if await recipient_refusal(uow, kind, to, now, client=client) is not None:
         await uow.audit.record(
             AuditEvent(AuditKind.EMAIL_WITHHELD, now, account_id, None, {"kind": kind.value})
         )
         return False
-    await queue_email(uow, kind, to=to, account_id=account_id, now=now, **detail)
+    await queue_email(uow, kind, to=to, account_id=account_id, now=now, client=client, **detail)
     return True
 
 

@@ -139,10 +139,14 @@ async def queue_email(
     to: str,
     account_id: AccountId | None,
     now: datetime,
+    client: str | None = None,
     **detail: str,
 ) -> OutgoingEmail:
-    """Queue an email in the caller's transaction: it goes out only if the change commits."""
-    email = OutgoingEmail(uuid.uuid4(), kind, to, account_id, now, now, detail=detail)
+    """Queue an email in the caller's transaction: it goes out only if the change commits.
+    ``client``: who asked (``OutgoingEmail.client``)."""
+    email = OutgoingEmail(
+        uuid.uuid4(), kind, to, account_id, now, now, detail=detail, client=client
+    )
     await uow.outgoing_emails.add(email)
     return email
 

@@ -22,7 +22,8 @@ from domain.model import (
 )
 from domain.policies import identity_recently_proved
 from domain.ports import Clock, IssuedSecret, TokenIssuer, UnitOfWork, UnitOfWorkFactory
-from domain.use_cases._email_links import queue_to_unproved
+from domain.use_cases._addresses import claim_refused, confirmed_elsewhere
+from domain.use_cases._email_links import client_name, queue_to_unproved
 from domain.use_cases._passwords import (
     Passwords,
     new_device_token,
@@ -91,7 +92,11 @@ class _PasswordUseCase:
 
 
 class SignUp(_PasswordUseCase):
-    async def execute(self, *, username: str, email: str, password: str) -> SignedIn:
+    async def execute(
+        self, *, username: str, email: str, password: str, client: str | None = None
+    ) -> SignedIn:
+        """``client``: who asks (the web app's name for its budget: an IPv4 address, an IPv6
+        /64 network), for the confirmation email's limits (``RECIPIENT_LIMITS``)."""
         name = validate_username(username)
         address = validate_email(email)
         password_hash = await self._passwords.new_hash(password, related=(name, address))
@@ -102,7 +107,11 @@ class SignUp(_PasswordUseCase):
             async with self._uow() as uow:
                 if await uow.accounts.get_by_username(name) is not None:
                     raise errors.UsernameTaken()
-                if await uow.accounts.find_by_email(address):
+                # Taken only by an account that confirmed it. Until then each account with it
+                # only claims it, and the one that proves it takes it from the others
+                # (``take_address``): someone else's sign-up with this person's address
+                # cannot keep them from signing up with it.
+                if confirmed_elsewhere(await uow.accounts.find_by_email(address), None):
                     raise errors.EmailTaken()
                 await uow.accounts.add(account)  # Conflict if a racer took the name or email
                 await uow.audit.record(
@@ -112,11 +121,19 @@ class SignUp(_PasswordUseCase):
                 )
                 await self._webhooks.publish(uow, account_created(account, via="password"))
                 token = await self._password_session(uow, account.id, now)
-                # Last, as it locks the address (after the unique index took it). Past the
-                # address's limit the account is made all the same, without the email: a
-                # refusal would tell about the address what the form does not otherwise.
+                # Last, as it locks the address: confirmed by another account meanwhile (the
+                # proof locked it first), it is refused as above. Past the address's limit
+                # the account is made all the same, without the email: a refusal would tell
+                # about the address what the form does not otherwise.
+                if await claim_refused(uow, address, account.id):
+                    raise errors.Conflict()
                 sent = await queue_to_unproved(
-                    uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
+                    uow,
+                    EmailKind.VERIFY_EMAIL,
+                    to=address,
+                    account_id=account.id,
+                    now=now,
+                    client=client_name(client),
                 )
                 await uow.commit()
             return token, sent
@@ -153,6 +170,9 @@ class SignIn(_PasswordUseCase):
             account = await uow.accounts.get_by_username(login.lower())
             if account is None and "@" in login:
                 matches = await uow.accounts.find_by_email(login)
+                # The account that confirmed the address, else the only one that claims it
+                # (several claims: each signs in with its username).
+                matches = [m for m in matches if m.email_verified] or matches
                 account = matches[0] if len(matches) == 1 else None
                 by_email = True
         # Keyed: a login field sometimes holds a password (typed into the wrong box), and

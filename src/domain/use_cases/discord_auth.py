@@ -42,6 +42,7 @@ from domain.policies import (
     sign_in_destination,
 )
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._addresses import address_held
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
@@ -670,6 +671,10 @@ class CompleteDiscordAuth:
             AuditEvent(AuditKind.ACCOUNT_CREATED, now, account.id, profile.id, {"via": "discord"})
         )
         await self._webhooks.publish(uow, account_created(account, via="discord"))
+        if decision.email is not None and await address_held(uow, decision.email, account.id):
+            # Claimed meanwhile (a sign-up or an email change): no longer "no account has that
+            # email"; decide again. Discord's verified email takes nothing from a claim.
+            raise errors.Conflict()
         await apply_link(
             uow,
             discord=profile.user,

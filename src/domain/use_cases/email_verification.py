@@ -20,7 +20,14 @@ from domain.model import (
     validate_email,
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.use_cases._addresses import (
+    claim_refused,
+    confirmed_elsewhere,
+    lock_holders,
+    take_address,
+)
 from domain.use_cases._email_links import (
+    client_name,
     consume_email_link,
     queue_to_unproved,
     recipient_limit_message,
@@ -29,6 +36,7 @@ from domain.use_cases._email_links import (
 )
 from domain.use_cases._passwords import Passwords, signed_in_key
 from domain.use_cases._shared import (
+    digest_of,
     made_just_now,
     plausible_token,
     prove_identity,
@@ -57,9 +65,23 @@ class VerifyEmail:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(self, token: str, signed_in: AccountId | None) -> Account:
+        # Two confirmations of one address at once: one takes it, the other runs again and
+        # finds its account without it (its link outdated).
+        return await retry_on_conflict(lambda: self._confirm(token, signed_in))
+
+    async def _confirm(self, token: str, signed_in: AccountId | None) -> Account:
         now = self._clock.now()
         async with self._uow() as uow:
-            _, account = await consume_email_link(
+            # Proven ownership wins: the accounts that hold the address unconfirmed lose it.
+            # Every one of them is locked before the link's own account (``lock_holders``).
+            peek = await uow.email_tokens.get(digest_of(self._tokens, token) or "")
+            mine = peek is not None and peek.account_id == signed_in
+            locked = (
+                await lock_holders(uow, peek.email, also=(peek.account_id,))
+                if peek is not None and mine
+                else frozenset()
+            )
+            used, account = await consume_email_link(
                 uow,
                 self._tokens,
                 token,
@@ -67,6 +89,10 @@ class VerifyEmail:
                 now,
                 owner_only=True,
                 signed_in=signed_in,
+            )
+            # EmailTaken (rolled back, the link unspent) if another account confirmed it.
+            await take_address(
+                uow, used.email, owner=account.id, locked=locked, now=now, proof="link"
             )
             verified = replace(account, email_verified=True)
             await uow.accounts.update(verified)
@@ -81,8 +107,9 @@ class ResendVerification:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def execute(self, account_id: AccountId) -> str:
+    async def execute(self, account_id: AccountId, client: str | None = None) -> str:
         now = self._clock.now()
+        asker = client_name(client)  # for the address's limits, as in ``SignUp``
         async with self._uow() as uow:
             # Locked before it is read: an email change under way finishes first, and the
             # link goes to the address the account has then.
@@ -100,11 +127,18 @@ class ResendVerification:
                 )
             # Then the address's own limit, whichever accounts it had (after the account's
             # lock: see ``recipient_refusal``).
-            refused = await recipient_refusal(uow, EmailKind.VERIFY_EMAIL, account.email, now)
+            refused = await recipient_refusal(
+                uow, EmailKind.VERIFY_EMAIL, account.email, now, client=asker
+            )
             if refused is not None:
                 raise errors.TooManyRequests(recipient_limit_message(refused))
             await queue_email(
-                uow, EmailKind.VERIFY_EMAIL, to=account.email, account_id=account.id, now=now
+                uow,
+                EmailKind.VERIFY_EMAIL,
+                to=account.email,
+                account_id=account.id,
+                now=now,
+                client=asker,
             )
             await uow.commit()
         return account.email
@@ -173,7 +207,12 @@ class ChangeEmail:
         self._uow, self._tokens, self._clock, self._passwords = uow, tokens, clock, passwords
 
     async def execute(
-        self, *, session_token: str | None, new_email: str, current_password: str | None
+        self,
+        *,
+        session_token: str | None,
+        new_email: str,
+        current_password: str | None,
+        client: str | None = None,
     ) -> EmailChanged:
         address = validate_email(new_email)
         try:
@@ -233,7 +272,10 @@ class ChangeEmail:
                         "You changed your email or asked for confirmation links too often in "
                         "the last hour. Try again later."
                     )
-                if any(a.id != account.id for a in await uow.accounts.find_by_email(address)):
+                # Only an account that confirmed it keeps the address from others: until then
+                # each is a claim, and the one that proves it takes it (``take_address``).
+                holders = await uow.accounts.find_by_email(address)
+                if confirmed_elsewhere(holders, account.id):
                     # Kept (committed), so that it counts against the limit above.
                     await uow.audit.record(
                         AuditEvent(
@@ -270,10 +312,19 @@ class ChangeEmail:
                         now=now,
                         new_email=address,
                     )
-                # Last, as it locks the address. Past the address's limit the change is made
-                # all the same, without the email (the account page then offers to ask again).
+                # Last, as it locks the address; confirmed by another account meanwhile, it
+                # is refused as above (the next attempt says so). Past the address's limit
+                # the change is made all the same, without the email (the account page then
+                # offers to ask again).
+                if await claim_refused(uow, address, account.id):
+                    raise errors.Conflict()
                 sent = await queue_to_unproved(
-                    uow, EmailKind.VERIFY_EMAIL, to=address, account_id=account.id, now=now
+                    uow,
+                    EmailKind.VERIFY_EMAIL,
+                    to=address,
+                    account_id=account.id,
+                    now=now,
+                    client=client_name(client),
                 )
                 await uow.commit()
             return EmailChanged(updated, renewed, confirmation_sent=sent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,7 +22,9 @@ from domain.model import (
     validate_email,
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.use_cases._addresses import lock_holders, take_address
 from domain.use_cases._email_links import (
+    client_name,
     consume_email_link,
     queue_to_unproved,
     refusal_for,
@@ -41,6 +44,7 @@ from domain.use_cases._shared import (
     made_just_now,
     queue_email,
     queue_role_changes,
+    retry_on_conflict,
     session_token_after,
     start_session,
 )
@@ -56,9 +60,11 @@ class RequestPasswordReset:
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow, self._clock = uow, clock
 
-    async def execute(self, email: str) -> None:
+    async def execute(self, email: str, client: str | None = None) -> None:
+        """``client``: who asks, for the limits on reset links to an unconfirmed address."""
         address = validate_email(email)
         now = self._clock.now()
+        asker = client_name(client)
         async with self._uow() as uow:
             # Every account locked first, in one order (each one's limit locks it too, see
             # ``within_limits``): the address's own limit locks the address, after which no
@@ -84,7 +90,7 @@ class RequestPasswordReset:
                 if account.email_verified:  # its owner's: the per-account limit protects it
                     await queue_email(uow, kind, to=to, account_id=account.id, now=now, **detail)
                 elif not await queue_to_unproved(
-                    uow, kind, to=to, account_id=account.id, now=now, **detail
+                    uow, kind, to=to, account_id=account.id, now=now, client=asker, **detail
                 ):
                     continue  # withheld (and audited so), as silently
                 await uow.audit.record(
@@ -147,7 +153,7 @@ class ResetPassword(_PasswordUseCase):
         # Slow: outside the transaction. Refused when weak, before the link is spent.
         new_hash = await self._passwords.new_hash(new_password, related=related)
         try:
-            return await self._reset(token, new_hash)
+            return await retry_on_conflict(lambda: self._reset(token, new_hash))
         except errors.SecretConsumed as consumed:  # raced this form sent twice, if anything
             return await self._sent_twice(token, new_password, consumed)
 
@@ -155,14 +161,34 @@ class ResetPassword(_PasswordUseCase):
         now = self._clock.now()
         made = session_token_after(self._tokens, token, _SESSION_OF_RESET)
         async with self._uow() as uow:
-            _, account = await consume_email_link(uow, self._tokens, token, EmailPurpose.RESET, now)
+            # The link proves the mailbox: the address is taken from the other accounts that
+            # hold it unconfirmed, each locked before this one (``lock_holders``).
+            peek = await uow.email_tokens.get(digest_of(self._tokens, token) or "")
+            locked = (
+                await lock_holders(uow, peek.email, also=(peek.account_id,))
+                if peek is not None
+                else frozenset()
+            )
+            used, account = await consume_email_link(
+                uow, self._tokens, token, EmailPurpose.RESET, now
+            )
+            confirmed = account.email_verified
+            if not confirmed:
+                # Not when another account confirmed it (left beside it by an upgrade or an
+                # older instance): the reset goes on, taking nothing and confirming nothing
+                # (an address is one account's once confirmed).
+                with contextlib.suppress(errors.EmailTaken):
+                    await take_address(
+                        uow, used.email, owner=account.id, locked=locked, now=now, proof="reset"
+                    )
+                    confirmed = True
             unlinked = await self._unlink_if_unconfirmed(uow, account, now)
             # Kept (a confirmed address): the person is told, in case it is not theirs.
             kept = None if unlinked else await uow.links.get_by_account(account.id)
             updated = replace(
                 account,
                 password_hash=new_hash,
-                email_verified=True,
+                email_verified=confirmed,
                 discord_unlinked_at=now if unlinked else account.discord_unlinked_at,
                 device_epoch=account.device_epoch + 1,  # and the reset emails still queued
             )

@@ -24,6 +24,7 @@ from domain.ports import EmailSender
 from domain.use_cases import EmailStatus
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.errors import field_of, message_page, status_for
+from entrypoints.web.rate_limit import client_budget
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -114,11 +115,14 @@ class EmailPages(Controller):
 
     @post("/account/email/verify", status_code=303)
     async def resend(
-        self, account: CurrentAccount, resend_verification: Use[uc.ResendVerification]
+        self,
+        request: Request[Any, Any, Any],
+        account: CurrentAccount,
+        resend_verification: Use[uc.ResendVerification],
     ) -> Redirect:
         if account is None:
             return Redirect("/signin?next=/account")
-        await resend_verification.execute(account.id)
+        await resend_verification.execute(account.id, client=client_budget(request))
         return Redirect("/account?notice=verification_sent")
 
     @post("/account/email", status_code=303)
@@ -135,6 +139,7 @@ class EmailPages(Controller):
                 session_token=jar.session_token(request),
                 new_email=data.get("email", ""),
                 current_password=data.get("current_password") or None,
+                client=client_budget(request),
             )
         except (errors.InvalidCredentials, errors.InvalidInput, errors.EmailTaken) as exc:
             if signed_in is None:
@@ -168,13 +173,14 @@ class EmailPages(Controller):
     @post("/password/reset", status_code=200)
     async def reset_request(
         self,
+        request: Request[Any, Any, Any],
         account: CurrentAccount,
         request_password_reset: Use[uc.RequestPasswordReset],
         data: Form,
     ) -> Template:
         email = data.get("email", "")
         try:
-            await request_password_reset.execute(email)
+            await request_password_reset.execute(email, client=client_budget(request))
         except errors.InvalidInput as exc:
             return Template(
                 "password_reset_request.html",

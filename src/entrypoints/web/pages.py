@@ -20,6 +20,7 @@ from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import field_of, status_for
 from entrypoints.web.other_sites import continue_to_sign_in
+from entrypoints.web.rate_limit import client_budget
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -213,6 +214,7 @@ class Pages(Controller):
                 username=data.get("username", ""),
                 email=data.get("email", ""),
                 password=data.get("password", ""),
+                client=client_budget(request),
             )
         except (errors.InvalidInput, errors.UsernameTaken, errors.EmailTaken) as exc:
             context = {
