@@ -169,8 +169,9 @@ def recipient_limit_message(window: timedelta) -> str:
     last = "hour" if window <= timedelta(hours=1) else "24 hours"
     return (
         f"This address got as many confirmation emails in the last {last} as we send to an "
-        "address that is not confirmed yet (five an hour, ten a day). Use "
-        "the newest link in your inbox or spam folder, or ask again later."
+        "address that is not confirmed yet (five an hour and ten a day asked from one network, "
+        "ten an hour and thirty a day in all). Use the newest link in your inbox or spam "
+        "folder, or ask again later."
     )
 
 
