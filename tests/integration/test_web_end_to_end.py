@@ -22,6 +22,7 @@ from tests.integration.stack import (
     SHORT_DISCORD_TIMEOUT,
     Browser,
     Stack,
+    confirm_email,
     consent_form,
     count,
     sign_up,
@@ -65,6 +66,38 @@ async def test_row3_unverified_account_email_is_refused(stack: Stack, browser: B
     assert page.status_code == 409
     assert "sign in with your password and link discord" in page.text.lower()
     assert await count(stack.db, user_links) == 0
+
+
+async def test_row3s_owner_signs_up_with_the_address_confirms_it_then_signs_in_with_discord(
+    stack: Stack, browser: Browser
+) -> None:
+    """The way past an account that only typed the address in: the owner signs up by typing
+    it too (nobody confirmed it), confirms it by the emailed link (which takes it from the
+    other account), and then Sign in with Discord finds exactly one account with the address,
+    confirmed: row 2, linked."""
+    await sign_up(browser, "mallory", "owner@example.com", verify=False)
+    user = stack.emulator.add_user("owner_d", email="owner@example.com", verified=True)
+    owner = Browser(stack)
+    refused = await owner.sign_in_with_discord(user.id)
+    assert refused.status_code == 409
+    assert "sign in with your password and link discord" in refused.text.lower()
+    await sign_up(owner, "owner", "owner@example.com", verify=False)
+    await confirm_email(owner, "owner@example.com", count=2)  # hers, after mallory's
+    await owner.close()
+    fresh = Browser(stack)
+    page = await fresh.sign_in_with_discord(user.id)
+    await fresh.close()
+    assert page.url.path == "/account"
+    assert ">owner<" in page.text
+    assert "Unlink Discord" in page.text
+    assert await count(stack.db, accounts) == 2
+    assert await count(stack.db, user_links) == 1
+    async with stack.db.unit_of_work() as uow:
+        [holder] = await uow.accounts.find_by_email("owner@example.com")
+        assert (holder.username, holder.email_verified) == ("owner", True)
+        mallory = await uow.accounts.get_by_username("mallory")
+        assert mallory is not None
+        assert mallory.email is None
 
 
 async def test_row4_ambiguous_email_is_refused(stack: Stack, browser: Browser) -> None:

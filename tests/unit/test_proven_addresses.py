@@ -10,16 +10,21 @@ else's address cannot hold back the owner's confirmation with the emails they as
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 
 import pytest
+from httpx import Response
+from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from adapters.memory.store import MemoryAccounts
 from domain import errors
-from domain.model import Account, AccountId, AuditKind, EmailKind
+from domain.model import Account, AccountId, AuditKind, DiscordId, EmailKind
 from domain.use_cases import AuthOutcome
 from entrypoints.container import build_container
+from entrypoints.web import create_app
+from tests.bot_support import wait_until
 from tests.harness import PASSWORD, Harness, make_settings
 from tests.web_support import Client, post_form, sign_up
 
@@ -278,6 +283,61 @@ async def test_a_claim_made_while_a_discord_sign_in_creates_its_account_is_not_l
         await h.discord_login(h.discord_user(7350, email=VICTIM, verified=True))
     assert [a.id for a in await h.all_accounts_with_email(VICTIM)] == [claim.id]
     assert db.tables.links == {}
+
+
+async def test_the_owners_way_past_a_squatter_sign_up_confirm_then_sign_in_with_discord(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Mallory typed the victim's address at sign-up and never confirmed it. The victim's
+    Discord account has it verified: Sign in with Discord is refused (DESIGN.md's row 3),
+    which tells her what to do. She signs up by typing the address (allowed: nobody confirmed
+    it), confirms it by the emailed link (which takes it from mallory), and then Sign in with
+    Discord finds exactly one account with it, confirmed, and links it (row 2)."""
+    mallory = await _sign_up(h, "mallory", VICTIM, client=SQUATTER)
+    await h.deliver()  # mallory's confirmation link, sent before the victim's
+    owner = h.discord_user(7500, username="victim_d", email=VICTIM, verified=True)
+    app = create_app(h.container)
+    async with AsyncTestClient(app=app) as browser:
+        refused = await _web_discord_sign_in(browser, h, owner.id)
+        assert refused.status_code == 409
+        assert "An account with this email exists. Sign in with your password and link " in (
+            html.unescape(refused.text)
+        )
+
+        signed_up = await post_form(
+            browser,
+            "/signup",
+            "/signup",
+            {"username": "victim", "email": VICTIM, "password": PASSWORD},
+        )
+        assert signed_up.status_code == 200, signed_up.text
+        [victim] = [a.id for a in await h.all_accounts_with_email(VICTIM) if a.id != mallory]
+        await wait_until(lambda: len(_verify_links(h, VICTIM)) == 2)  # the web's worker
+        link = "/verify-email/" + _verify_links(h, VICTIM)[-1]  # hers, after mallory's
+        confirmed = await post_form(browser, link, link, {})
+        assert confirmed.status_code == 200
+        assert "Email confirmed" in confirmed.text
+        assert (await h.account(mallory)).email is None
+        assert _taken(db) == [(mallory, {"by": str(victim.value), "proof": "link"})]
+        assert (await post_form(browser, "/account", "/signout", {})).status_code == 200
+
+        linked = await _web_discord_sign_in(browser, h, owner.id)
+        assert linked.status_code == 200
+        assert "Discord is linked to your account." in linked.text
+        assert db.tables.links[owner.id].account_id == victim
+        account = await h.account(victim)
+        assert (account.username, account.email, account.email_verified) == (
+            "victim",
+            VICTIM,
+            True,
+        )
+    assert len(db.tables.accounts) == 2  # no account made by Discord sign-in
+
+
+async def _web_discord_sign_in(browser: Client, h: Harness, discord_id: DiscordId) -> Response:
+    started = await browser.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], discord_id)
+    return await browser.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
 
 
 # -- the limits on emails to an unconfirmed address ----------------------------------------------
