@@ -26,7 +26,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
-from entrypoints.emulator.limits import Window, bucket_of, over, rate_limited
+from entrypoints.emulator.limits import Window, bucket_of, limit_asked, over, rate_limited
 from entrypoints.emulator.state import EmulatorState, Guild, RoleRequest, same_secret
 
 Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
@@ -271,20 +271,11 @@ def guild_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]: 
         guild = found(guild_id)
         if isinstance(guild, Response):
             return guild
-        calls, window = data.get("calls"), data.get("window")
-        if (
-            not isinstance(calls, int)
-            or isinstance(calls, bool)
-            or calls < 1
-            or not isinstance(window, int | float)
-            or isinstance(window, bool)
-            or not 0 < window < 3600  # NaN too
-        ):
-            return Response(
-                {"error": "calls must be a positive integer and window 0 to 3600 seconds"},
-                status_code=400,
-            )
-        guild.role_limit, guild.role_limit_window = calls, float(window)
+        asked = limit_asked(data)
+        if isinstance(asked, Response):
+            return asked
+        calls, window = asked
+        guild.role_limit, guild.role_limit_window = calls, window
         guild.role_window = (0.0, 0)
         return Response(_guild_json(guild)["role_limit"])
 

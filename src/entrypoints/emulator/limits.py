@@ -63,3 +63,22 @@ def rate_limited(limits: dict[str, str]) -> Response[Any]:
     }
     body = {"message": "You are being rate limited.", "retry_after": wait, "global": False}
     return Response(body, status_code=429, headers=headers)
+
+
+def limit_asked(data: dict[str, Any]) -> tuple[int, float] | Response[Any]:
+    """A test's ``{"calls": int, "window": seconds}`` for a route's limit, or the 400 that
+    says what is wrong with it."""
+    calls, window = data.get("calls"), data.get("window")
+    if (
+        not isinstance(calls, int)
+        or isinstance(calls, bool)
+        or calls < 1
+        or not isinstance(window, int | float)
+        or isinstance(window, bool)
+        or not 0 < window < 3600  # NaN too
+    ):
+        return Response(
+            {"error": "calls must be a positive integer and window 0 to 3600 seconds"},
+            status_code=400,
+        )
+    return calls, float(window)

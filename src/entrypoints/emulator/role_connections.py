@@ -33,7 +33,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.bodies import json_body
-from entrypoints.emulator.limits import Window, bucket_of, over, rate_limited
+from entrypoints.emulator.limits import Window, bucket_of, limit_asked, over, rate_limited
 from entrypoints.emulator.state import EmulatorState, same_secret
 from entrypoints.emulator.validation import FormErrors, check_localizations, length_check
 
@@ -282,22 +282,13 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
     def role_connection_limit(data: JSONBody[dict[str, Any]]) -> Response[Any]:
         """``{"calls": int, "window": seconds}``: the push's rate limit, per user (a new
         window starts with each user's next call)."""
-        calls, window = data.get("calls"), data.get("window")
-        if (
-            not isinstance(calls, int)
-            or isinstance(calls, bool)
-            or calls < 1
-            or not isinstance(window, int | float)
-            or isinstance(window, bool)
-            or not 0 < window < 3600  # NaN too
-        ):
-            return Response(
-                {"error": "calls must be a positive integer and window 0 to 3600 seconds"},
-                status_code=400,
-            )
-        state.role_connection_limit, state.role_connection_limit_window = calls, float(window)
+        asked = limit_asked(data)
+        if isinstance(asked, Response):
+            return asked
+        calls, window = asked
+        state.role_connection_limit, state.role_connection_limit_window = calls, window
         state.role_connection_windows.clear()
-        return Response({"calls": calls, "window": float(window)})
+        return Response({"calls": calls, "window": window})
 
     @post("/_emulator/users/{user_id:str}/expire-tokens", status_code=200, sync_to_thread=False)
     def expire_tokens(user_id: FromPath[str]) -> dict[str, int]:
