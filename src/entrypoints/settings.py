@@ -268,7 +268,8 @@ class Settings(BaseSettings):
         le=30,
         description='A command that has not replied by then answers "thinking…" (deferred, '
         "private), and its reply edits that message when it comes. Only when it is below the "
-        "reply deadline.",
+        "reply deadline. Counted from when Discord created the interaction (or from its "
+        "arrival, when that comes first).",
     )
     discord_deferred_deadline_seconds: float = Field(
         default=15.0,

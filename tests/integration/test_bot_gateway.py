@@ -21,10 +21,11 @@ import httpx
 import pytest
 from dependency_injector import providers
 
+from adapters.shared_state import MemoryReplayGuard
 from adapters.sql import SqlDatabase, migrate
 from domain.model import DiscordId
 from entrypoints.bot.runtime import build_gateway_bot
-from entrypoints.container import build_container
+from entrypoints.container import Container, build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
 from tests.bot_support import (
@@ -201,6 +202,106 @@ async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_ru
     assert "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS (5)" in refused.message
     assert state.interactions[result["interaction_id"]].token not in caplog.text
     assert late_interactions("gateway") == counted + 1
+
+
+def gateway_container(url: str, state: EmulatorState, **settings: object) -> Container:
+    values: dict[str, object] = {
+        "discord_bot_token": state.bot_token,
+        "discord_api_url": f"{url}/api/v10",
+        "public_url": "http://taskflow.example",
+        "development": True,
+        "discord_defer_after_seconds": 1.0,
+        "discord_reply_deadline_seconds": 20.0,
+        "discord_answer_deadline_seconds": 25.0,
+        "discord_late_interaction_seconds": 5.0,
+    }
+    values.update(settings)
+    return build_container(make_settings(**values))
+
+
+async def test_an_interaction_that_came_after_the_defer_delay_says_thinking_before_it_runs(
+    emulator: tuple[EmulatorState, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discord's 3 s count from the interaction's creation: one that reached the bot 2.5 s
+    after it (a stalled process, a slow claim) passed the late check (5 s) and said "thinking…"
+    only after the defer delay (1 s) from its arrival, at 3.5 s, which Discord no longer took.
+    The delay counts from the creation now: "thinking…" at once, before the command starts."""
+    state, url = emulator
+    container = gateway_container(url, state)
+    clock = ShiftedClock()
+    container.interaction_clock.override(providers.Object(clock))
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    thinking_first: list[bool] = []
+
+    class NotesWhetherThinking:
+        async def execute(self, discord_id: DiscordId) -> None:
+            thinking_first.append(any(i.response for i in state.interactions.values()))
+
+    user = state.add_user("tess")
+    async with running_gateway_bot(container, state):
+        clock.ahead = timedelta(seconds=2.5)  # what reaches the bot now is 2.5 s old
+        with container.who_am_i.override(providers.Factory(NotesWhetherThinking)):
+            reply = await run_command(url, user.id, "whoami", via="gateway")
+    assert thinking_first == [True]
+    assert reply.raw["reply"]["deferred"] is True  # "thinking…", then the webhook
+    assert "not linked" in reply.content
+    assert reply.ephemeral
+    said = [r.getMessage() for r in caplog.records if "before it runs" in r.getMessage()]
+    assert len(said) == 1
+    assert f"interaction {reply.raw['interaction_id']} (/whoami) came 2." in said[0]
+
+
+async def test_an_interaction_whose_thinking_discord_refuses_is_not_run(
+    emulator: tuple[EmulatorState, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reached the bot in time by its clock (a clock behind, a claim that took long), yet
+    Discord's 3 s were over: its "thinking…" comes before the command, and Discord refusing it
+    (Unknown interaction) leaves the command unrun. It ran first: an /unlink unlinked while
+    the person saw "The application did not respond"."""
+    state, url = emulator
+    container = gateway_container(url, state)
+    h = Harness.build(container)
+    clock = ShiftedClock()
+    container.interaction_clock.override(providers.Object(clock))
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+    user = state.add_user("ula")
+    account = (await h.sign_up("ula_tf", "ula@example.com")).account
+    claim = MemoryReplayGuard.first_time
+
+    async def claimed_after_discord_gave_up(
+        guard: MemoryReplayGuard, key: str, ttl_seconds: int
+    ) -> bool:
+        for interaction in state.interactions.values():  # Discord's 3 s are over
+            interaction.sent_at -= 100
+        return await claim(guard, key, ttl_seconds)
+
+    async with running_gateway_bot(container, state):
+        shown = await run_command(url, user.id, "link", via="gateway")
+        ticket = urlsplit(shown.button["url"]).path.rsplit("/", 1)[1]
+        await h.confirm_ticket(ticket, account.id)
+
+        clock.ahead = timedelta(seconds=2.5)
+        state.response_deadline = 1.0  # no answer will come: wait less for it
+        monkeypatch.setattr(MemoryReplayGuard, "first_time", claimed_after_discord_gave_up)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sent = await client.post(
+                "/_emulator/interactions",
+                json={"user_id": user.id, "command": "unlink", "via": "gateway"},
+            )
+        result = sent.json()
+        assert result["reply"] is None
+        name = f"interaction {result['interaction_id']} (/unlink) not run"
+        await wait_until(lambda: name in caplog.text)
+    linked = await h.container.who_am_i().execute(DiscordId(int(user.id)))
+    assert linked is not None  # nothing was unlinked
+    assert linked.account.id == account.id
+    [refused] = [r for r in caplog.records if name in r.getMessage()]
+    assert refused.levelno == logging.WARNING
+    assert "Discord code 10062" in refused.getMessage()
+    assert "/unlink failed" not in caplog.text
+    assert state.interactions[result["interaction_id"]].token not in caplog.text
 
 
 async def test_the_bot_says_at_start_that_a_later_release_migrated_its_database(

@@ -6,7 +6,9 @@ import contextlib
 import logging
 import sqlite3
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import hikari
 import pytest
@@ -18,7 +20,7 @@ from adapters.memory import MemoryUnitOfWork
 from adapters.tokens import SecretsTokenIssuer
 from domain.use_cases import SignUp
 from entrypoints.bot.bridge import describe_http_error
-from entrypoints.bot.context import Deadline
+from entrypoints.bot.context import CommandTimedOut, Deadline
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed
@@ -272,6 +274,63 @@ def test_late_interactions_are_those_past_discords_3_seconds_and_2_for_the_clock
 def test_a_deferred_deadline_below_the_reply_deadline_counts_as_the_reply_deadline() -> None:
     assert Deadline(20.0, defer_after=1.0, deferred=15.0).deferred == 20.0
     assert Deadline(2.0, defer_after=1.0, deferred=15.0).deferred == 15.0
+
+
+class _Interaction:
+    """What ``Deadline`` reads of a command's context: its interaction, and ``defer``."""
+
+    def __init__(self, created: datetime) -> None:
+        self.interaction = SimpleNamespace(
+            id=hikari.Snowflake.from_datetime(created), command_name="whoami"
+        )
+        self.deferred = 0
+
+    async def defer(self, *, ephemeral: bool = False) -> None:
+        self.deferred += 1
+
+
+class _FixedClock:
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+
+async def test_the_defer_delay_counts_from_the_interactions_creation() -> None:
+    """HTTP interactions and the gateway alike: one that reached the service 2.5 s after
+    Discord created it says "thinking…" before its command starts (the 1 s delay is over),
+    not 1 s after its arrival, when Discord's 3 s are over too."""
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    ctx = _Interaction(created)
+    seen: list[int] = []
+
+    async def work() -> str:
+        seen.append(ctx.deferred)
+        return "done"
+
+    clock = _FixedClock(created + timedelta(seconds=2.5))
+    deadline = Deadline(20.0, defer_after=1.0, deferred=30.0, clock=clock)
+    assert await deadline.run(ctx, work()) == "done"  # type: ignore[arg-type]
+    assert seen == [1]  # "thinking…" came first
+    assert ctx.deferred == 1
+
+
+async def test_a_command_whose_reply_deadline_is_over_at_its_start_is_not_run() -> None:
+    """Without a defer delay: the reply deadline counts from the creation too, and one that
+    is over leaves nothing to answer in time with."""
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    ctx = _Interaction(created)
+    ran: list[bool] = []
+
+    async def work() -> None:
+        ran.append(True)
+
+    clock = _FixedClock(created + timedelta(seconds=2.5))
+    with pytest.raises(CommandTimedOut, match=r"\(/whoami\) not run: it came 2\.5 s"):
+        await Deadline(2.0, clock=clock).run(ctx, work())  # type: ignore[arg-type]
+    assert ran == []
+    assert ctx.deferred == 0
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from linkd import Lifetime
 
 from domain import errors
 from domain import use_cases as uc
-from entrypoints.bot.context import Deadline, respond
+from entrypoints.bot.context import Deadline, NotRun, respond
 from entrypoints.bot.replies import Replies
 from entrypoints.container import Container
 
@@ -41,6 +41,7 @@ def register_services(client: lightbulb.Client, container: Container) -> None:
         settings.discord_reply_deadline_seconds,
         defer_after=settings.discord_defer_after_seconds,
         deferred=settings.discord_deferred_deadline_seconds,
+        clock=container.interaction_clock(),
     )
     registry.register_value(Deadline, deadline)
     use_cases: list[tuple[type[Any], Callable[[], Any]]] = [
@@ -57,6 +58,9 @@ def register_services(client: lightbulb.Client, container: Container) -> None:
     ) -> bool:
         cause: BaseException = failure.causes[0] if failure.causes else failure
         command = failure.context.command_data.qualified_name
+        if isinstance(cause, NotRun):  # Discord takes no answer to it any more
+            log.warning("%s", cause)
+            return True
         if isinstance(cause, errors.DomainError) and not isinstance(cause, errors.StorageError):
             log.info("/%s refused: %s", command, cause.code)
         elif isinstance(cause, hikari.HTTPError):
