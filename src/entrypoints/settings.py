@@ -54,6 +54,8 @@ MAX_SHARD_COUNT = 100_000
 
 # Discord drops a first answer to an interaction that comes later than this (network included).
 DISCORD_ANSWER_LIMIT_SECONDS = 3.0
+# An interaction's token lives this long from its creation: no reply or edit is taken later.
+DISCORD_INTERACTION_TOKEN_SECONDS = 15 * 60
 
 
 class SettingsError(Exception):
@@ -276,8 +278,10 @@ class Settings(BaseSettings):
         gt=0,
         le=840,
         description='A command that answered "thinking…" and has not finished by then (from '
-        'the interaction) edits it to "something went wrong"; never before the reply deadline. '
-        "At most 14 minutes: Discord takes edits for 15.",
+        "when Discord created the interaction, or from its arrival when that comes first) "
+        'edits it to "something went wrong"; never before the reply deadline. At most 14 '
+        "minutes: Discord takes edits for 15 from the interaction; with the late-interaction "
+        "setting, at most 900 s together.",
     )
     discord_answer_deadline_seconds: float = Field(
         default=2.5,
@@ -768,6 +772,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TASKFLOW_LINK_DISCORD_ANSWER_DEADLINE_SECONDS must be above "
                 "TASKFLOW_LINK_DISCORD_REPLY_DEADLINE_SECONDS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _deferred_within_the_token(self) -> Settings:
+        late = self.discord_late_interaction_seconds
+        deferred = max(self.discord_deferred_deadline_seconds, self.discord_reply_deadline_seconds)
+        if late + deferred > DISCORD_INTERACTION_TOKEN_SECONDS:
+            raise ValueError(
+                f"TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS ({late:g}) plus "
+                f"TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS ({deferred:g}) must stay within "
+                f"{DISCORD_INTERACTION_TOKEN_SECONDS} s, the 15 minutes an interaction's token "
+                "lives from its creation: a command of an interaction that came that late "
+                "would answer (or say that something went wrong) when Discord takes nothing"
             )
         return self
 

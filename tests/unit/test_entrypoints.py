@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -31,7 +32,7 @@ from entrypoints.settings import (
     load_settings,
     without_password,
 )
-from tests.bot_support import wait_until
+from tests.bot_support import WAIT_SECONDS, wait_until
 from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
 from tests.servers import free_port
 
@@ -331,6 +332,44 @@ async def test_a_command_whose_reply_deadline_is_over_at_its_start_is_not_run() 
         await Deadline(2.0, clock=clock).run(ctx, work())  # type: ignore[arg-type]
     assert ran == []
     assert ctx.deferred == 0
+
+
+async def test_the_deferred_deadline_counts_from_the_interactions_creation() -> None:
+    """As the README and the setting say ("15 s from the interaction"): it counted from the
+    command's start, so one that came late had the whole deferred deadline again, its reply
+    (or "something went wrong") due after the token's 15 minutes. Here the interaction is 850 s
+    old with 840 s to finish: its time is over at once."""
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    ctx = _Interaction(created)
+    never = asyncio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    clock = _FixedClock(created + timedelta(seconds=850))
+    deadline = Deadline(2.0, defer_after=1.0, deferred=840.0, clock=clock)
+    with pytest.raises(CommandTimedOut, match="no result after 840 s"):
+        # Bounded only so that the old behaviour (840 s more) fails instead of hanging.
+        await asyncio.wait_for(deadline.run(ctx, hangs()), WAIT_SECONDS)  # type: ignore[arg-type]
+    assert ctx.deferred == 1
+
+
+@pytest.mark.parametrize(("late", "deferred"), [("900", "15"), ("61", "840"), ("100", "800.5")])
+def test_late_interactions_and_the_deferred_deadline_stay_within_the_tokens_15_minutes(
+    monkeypatch: pytest.MonkeyPatch, late: str, deferred: str
+) -> None:
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS", late)
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS", deferred)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(_env_file=None)
+    message = str(failed.value)
+    assert f"TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS ({late})" in message
+    assert f"TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS ({deferred})" in message
+    assert "15 minutes an interaction's token lives" in message
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS", "60")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS", "840")
+    assert load_settings(_env_file=None).discord_deferred_deadline_seconds == 840
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,10 @@ class Deadline:
 
     Discord counts from the interaction's creation (the time in its id, read with ``clock``),
     not from when it reached the bot: the delays count from there too, or from the command's
-    start when that comes first (this host's clock behind Discord's). An interaction that
+    start when that comes first (this host's clock behind Discord's); the deferred deadline
+    too, so that the reply comes within the 15 minutes the interaction's token lives from its
+    creation (the settings keep the late-interaction limit and the deferred deadline within
+    them). An interaction that
     reached the bot so late that the defer delay is over says "thinking…" at once, before its
     command starts: when Discord refuses it (its 3 s are over), the command is not run, since
     its effects (an /unlink) would come unannounced. One that may not defer and whose reply
@@ -87,7 +90,7 @@ class Deadline:
         task = asyncio.ensure_future(work)
         limit, until = self.seconds, origin + self.seconds
         if deferred_first:
-            limit, until = self.deferred, started + self.deferred
+            limit, until = self.deferred, origin + self.deferred
         try:
             if defers and not deferred_first and self.defer_after is not None:
                 await asyncio.wait((task,), timeout=origin + self.defer_after - loop.time())
@@ -95,11 +98,11 @@ class Deadline:
                     # Cut off now, a command that is slow but working would be told it failed,
                     # or (an /unlink that committed) that it did not happen.
                     await ctx.defer(ephemeral=True)
-                    limit, until = self.deferred, started + self.deferred
+                    limit, until = self.deferred, origin + self.deferred
             async with asyncio.timeout_at(until):
                 return await task
         except TimeoutError:
-            raise CommandTimedOut(f"no result after {limit} s") from None
+            raise CommandTimedOut(f"no result after {limit:g} s") from None
         finally:
             if not task.done():
                 task.cancel()
