@@ -32,7 +32,9 @@ from adapters.shared_state import MemoryReplayGuard
 from domain import errors
 from domain.model import AccountId, DiscordId
 from domain.use_cases import LinkedAccount
+from entrypoints.bot.inband import InBandRestClient
 from entrypoints.bot.replies import LINK_BUTTON_LABEL, SOMETHING_WENT_WRONG, Replies, Reply
+from entrypoints.bot.runtime import HttpInteractions, InteractionAnswer, Verified
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, TestUser, create_emulator_app
@@ -429,6 +431,49 @@ async def test_a_command_still_running_at_shutdown_finishes_its_reply() -> None:
     assert result["errors"] == []
     assert result["reply"]["deferred"] is True
     assert "not linked" in result["reply"]["data"]["content"]
+
+
+async def test_a_reply_that_comes_after_the_fallback_answer_edits_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event loop that stalled past the answer deadline (a long pause, a starved CPU)
+    wakes with that deadline and "thinking…" both due: the deadline went first and the HTTP
+    answer said "something went wrong", while the command ran on and its reply, handed to an
+    answer already gone, was lost (an /unlink done, reported failed). The reply edits that
+    answer now. The stall is stood in for: the answer deadline is due almost at once and
+    "thinking…" far later; the command waits for the test, which lets it go once Discord
+    shows the fallback."""
+    original = HttpInteractions.dispatch
+
+    async def stalled(
+        endpoint: HttpInteractions, request: Verified, *, arrived: float | None = None
+    ) -> InteractionAnswer:
+        due = asyncio.get_running_loop().time() - ANSWER_DEADLINE + 0.2
+        return await original(endpoint, request, arrived=due)
+
+    monkeypatch.setattr(HttpInteractions, "dispatch", stalled)
+    monkeypatch.setattr(InBandRestClient, "_thinking_in", lambda client: 600.0)
+    go = asyncio.Event()
+
+    class WaitsForTheTest:
+        async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+            await go.wait()
+            return None
+
+    async with bot_stack() as bot:
+        user = bot.user()
+        with bot.h.container.who_am_i.override(providers.Factory(WaitsForTheTest)):
+            fallback = await bot.run(user, "whoami")
+            assert fallback.content == SOMETHING_WENT_WRONG
+            assert fallback.raw["body"]["type"] == 4
+            go.set()
+            [interaction] = bot.emulator.interactions.values()
+            await wait_until(
+                lambda: "not linked" in (interaction.response or {})["data"]["content"]
+            )
+        assert interaction.errors == []
+        assert interaction.response is not None
+        assert interaction.response["data"]["flags"] == 64  # still private
 
 
 async def test_a_reply_after_the_token_expired_is_logged_without_the_token(

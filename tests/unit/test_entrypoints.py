@@ -22,6 +22,7 @@ from adapters.tokens import SecretsTokenIssuer
 from domain.use_cases import SignUp
 from entrypoints.bot.bridge import describe_http_error
 from entrypoints.bot.context import CommandTimedOut, Deadline
+from entrypoints.bot.inband import InBandRestClient
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed
@@ -370,6 +371,31 @@ def test_late_interactions_and_the_deferred_deadline_stay_within_the_tokens_15_m
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS", "60")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_DEFERRED_DEADLINE_SECONDS", "840")
     assert load_settings(_env_file=None).discord_deferred_deadline_seconds == 840
+
+
+async def test_a_reply_the_http_answer_missed_is_sent_as_an_edit_of_the_fallback() -> None:
+    """The other order of a stalled event loop: the command's reply was handed to the HTTP
+    answer just before its deadline cancelled it, and "something went wrong" went instead;
+    the reply, given up for sent, was lost. Now it edits that message."""
+    edits: list[dict[str, object]] = []
+
+    class Interaction:
+        id = hikari.Snowflake(1)
+
+        async def edit_initial_response(self, content: object, **kwargs: object) -> None:
+            edits.append({"content": content, **kwargs})
+
+    bot = hikari.RESTBot("token", "Bot", banner=None, logs=None)
+    client = InBandRestClient(bot, default_enabled_guilds=(), sync_commands=False, defer_after=1)
+    reply = hikari.impl.InteractionMessageBuilder(hikari.ResponseType.MESSAGE_CREATE, "Done")
+    reply.set_user_mentions(False)
+    answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    answer.set_result(reply)
+    client._answered_without(Interaction(), answer)  # type: ignore[arg-type]
+    await wait_until(lambda: edits)
+    [edit] = edits
+    assert edit["content"] == "Done"
+    assert edit["user_mentions"] is False
 
 
 @pytest.mark.parametrize(

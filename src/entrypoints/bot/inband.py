@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ from lightbulb.client import DEFAULT_EXECUTION_STEP_ORDER, RestEnabledClient
 from lightbulb.internal.constants import INITIAL_RESPONSE_IDENTIFIER as INITIAL_RESPONSE
 
 from entrypoints.bot.stale import AnswersStaleServerCommands
+
+log = logging.getLogger("taskflow_link.bot")
 
 Builder = hikari.api.InteractionMessageBuilder | hikari.api.InteractionDeferredBuilder
 
@@ -115,6 +118,31 @@ def client_arguments(
     )
 
 
+async def _edit_with(
+    interaction: hikari.CommandInteraction, reply: hikari.api.InteractionMessageBuilder
+) -> None:
+    """A reply the HTTP answer missed, as an edit of that answer."""
+    try:
+        await interaction.edit_initial_response(
+            reply.content,
+            components=reply.components,
+            mentions_everyone=reply.mentions_everyone,
+            user_mentions=reply.user_mentions,
+            role_mentions=reply.role_mentions,
+        )
+    except hikari.HTTPError as exc:
+        status = getattr(exc, "status", "")
+        code = getattr(exc, "code", "")
+        log.error(
+            "interaction %s: could not send its reply as an edit of the fallback answer: "
+            "%s (HTTP %s, Discord code %s)",
+            interaction.id,
+            type(exc).__name__,
+            status,
+            code,
+        )
+
+
 def _edit_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     wanted = ("mentions_everyone", "user_mentions", "role_mentions")
     return {k: v for k, v in kwargs.items() if k in wanted}
@@ -176,6 +204,24 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
         left = answer_by - THINKING_AHEAD - asyncio.get_running_loop().time()
         return min(self._defer_after, max(left, 0.0))
 
+    def _answered_without(
+        self, interaction: hikari.CommandInteraction, answer: asyncio.Future[Builder]
+    ) -> None:
+        """The HTTP answer went without the command's first reply: its deadline came first
+        (an event loop that stalled past it wakes with it and "thinking…" both due), and it
+        says "something went wrong" (``HttpInteractions.dispatch``). The command runs on:
+        its reply edits that message instead of being lost, and one it gave meanwhile,
+        handed to an answer gone, is sent as that edit."""
+        if not answer.done():
+            # Done: whatever the command answers later edits the message (see the context).
+            answer.set_result(interaction.build_deferred_response())
+            return
+        reply = answer.result()
+        if isinstance(reply, hikari.api.InteractionMessageBuilder):
+            task = self.safe_create_task(_edit_with(interaction, reply))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
     def build_command_context(
         self,
         interaction: hikari.CommandInteraction,
@@ -212,6 +258,7 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
         task = self.safe_create_task(self.handle_interaction_create(interaction, sent))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        handed = False
         try:
             await asyncio.wait(
                 (answer, task), timeout=self._thinking_in(), return_when=asyncio.FIRST_COMPLETED
@@ -222,9 +269,12 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
                     hikari.MessageFlag.EPHEMERAL
                 )
                 answer.set_result(deferred)
+            handed = True
             # None: the command produced no reply at all (hikari answers 204).
             yield answer.result() if answer.done() else None
         finally:
             self._answers.pop(interaction.id, None)
+            if not handed:
+                self._answered_without(interaction, answer)
         with contextlib.suppress(asyncio.CancelledError):
             await task
