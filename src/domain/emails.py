@@ -44,11 +44,15 @@ def compose(
                 email.to,
                 "Confirm your email address for TaskFlow",
                 f"Hi {username},\n\n"
-                f"Please confirm that {email.to} is your email address for TaskFlow:\n\n"
+                f"Please confirm that {email.to} is your email address for the TaskFlow "
+                f"account {username}:\n\n"
                 f"{base}{VERIFY_PATH}{link.token}\n\n"
                 f"The link works once and expires at {_when(link.expires_at)} (24 hours). "
                 "You can ask for a new one on your account page.\n\n"
-                "If you did not create a TaskFlow account, ignore this email.\n",
+                f"If you did not create the TaskFlow account {username}, do not confirm: "
+                "anyone can type any address when signing up. Open the link and choose "
+                '"This is not my account" to take your address off it, or ignore this '
+                "email.\n",
             )
         case EmailKind.RESET_PASSWORD:
             assert link is not None  # noqa: S101

@@ -588,6 +588,9 @@ class AuditKind(enum.StrEnum):
     # verified email). ``by`` names the account that proved it, ``proof`` how (``link``,
     # ``reset``).
     EMAIL_TAKEN = "email_taken"
+    # An address removed from an account that never confirmed it, by whoever holds its
+    # confirmation link ("This is not my account": the address's owner never made it).
+    EMAIL_DISOWNED = "email_disowned"
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"

@@ -515,6 +515,7 @@ class Container(containers.DeclarativeContainer):
     show_role_queue = providers.Factory(uc.ShowRoleQueue, uow, linked_roles=linked_roles)
     count_role_changes = providers.Factory(uc.CountRoleChanges, uow, linked_roles=linked_roles)
     verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
+    disown_email = providers.Factory(uc.DisownEmail, uow, tokens, clock)
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
     resend_verification = providers.Factory(uc.ResendVerification, uow, clock)
     show_email_status = providers.Factory(uc.ShowEmailStatus, uow)

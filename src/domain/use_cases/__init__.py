@@ -47,6 +47,7 @@ from domain.use_cases.email_linking import (
 )
 from domain.use_cases.email_verification import (
     ChangeEmail,
+    DisownEmail,
     EmailStatus,
     ResendVerification,
     ShowEmailStatus,
@@ -122,6 +123,7 @@ __all__ = [
     "DeliverWebhooks",
     "DeliveryReport",
     "DiscordPauses",
+    "DisownEmail",
     "EmailLinkConfirmation",
     "EmailLinkShown",
     "EmailStatus",

@@ -101,6 +101,47 @@ class VerifyEmail:
         return verified
 
 
+class DisownEmail:
+    """The address's owner says "this is not my account" with the emailed confirmation link:
+    the address leaves the account that claims it, unconfirmed.
+
+    Anyone may sign up with any address (a claim, not a proof), so the address's owner gets
+    our confirmation email for an account they never made. The link proves the mailbox (as a
+    reset link does, which would hand them the whole account); this lets them decline it
+    instead: the account keeps everything else (username, password, sessions, Discord link)
+    and has no address, its links to the address stop working, and "Sign in with Discord"
+    with that address no longer finds it (no account has the address: the owner's own account
+    is made, or theirs found). An address the account confirmed is its owner's and stays (a
+    link sent before the confirmation is refused, spending nothing)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
+
+    async def execute(self, token: str) -> Account:
+        """The account as it was (for the page that says which one lost the address)."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            # Refused (rolled back, the link unspent) when the account left the address.
+            _, account = await consume_email_link(
+                uow, self._tokens, token, EmailPurpose.VERIFY, now
+            )
+            if account.email_verified:
+                raise errors.InvalidInput(
+                    "This address is confirmed for that account: its owner confirmed it with "
+                    "the emailed link. Nothing was changed."
+                )
+            await uow.accounts.update(
+                replace(account, email=None, email_verified=False, email_shared=False)
+            )
+            for purpose in EmailPurpose:  # the other links sent to it stop working too
+                await uow.email_tokens.consume_all(account.id, purpose, now)
+            await uow.audit.record(
+                AuditEvent(AuditKind.EMAIL_DISOWNED, now, account.id, None, {"proof": "link"})
+            )
+            await uow.commit()
+        return account
+
+
 class ResendVerification:
     """A signed-in person asks for a new confirmation email (rate limited)."""
 

@@ -30,6 +30,8 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 
 # Where confirming an address lands.
 CONFIRMED_PAGE = "/account/email/confirmed"
+# Where "This is not my account" on a confirmation link's page lands.
+DISOWNED_PAGE = "/email/not-mine"
 RESET_SENT = (
     "If a TaskFlow account uses {email}, we have sent it a link to choose a new password. "
     "The link works for 1 hour. Nothing arrived after a few minutes? Check your spam folder, "
@@ -98,6 +100,24 @@ class EmailPages(Controller):
         # A page of its own: the answer to the POST was the page, so going back to it (or
         # reloading it) sent the form again, and said the link was used up.
         return Redirect(CONFIRMED_PAGE, status_code=303)
+
+    @post("/verify-email/{token:str}/not-mine", status_code=303)
+    async def not_mine(self, token: FromPath[str], disown_email: Use[uc.DisownEmail]) -> Redirect:
+        """The button "This is not my account": the link proves the mailbox, and the address
+        leaves the account that claims it (unconfirmed), whoever is signed in here."""
+        await disown_email.execute(token)
+        return Redirect(DISOWNED_PAGE, status_code=303)
+
+    @get(DISOWNED_PAGE)
+    async def disowned_page(self, account: CurrentAccount) -> Template:
+        return message_page(
+            "Your address was removed",
+            "Your email address is no longer on that TaskFlow account, and its links to it "
+            "stop working. You get no more emails about that account unless someone types "
+            "your address again. Nothing else was changed.",
+            links=[("Go home", "/")],
+            account=account,
+        )
 
     @get(CONFIRMED_PAGE)
     async def confirmed_page(self, account: CurrentAccount) -> Template | Redirect:

@@ -1,0 +1,185 @@
+"""Pre-account takeover through a confirmation email: someone signs up with another person's
+address (a claim, allowed), and the address's owner gets our "confirm your address" email for
+an account they never made (in-memory adapters, and the pages through Litestar's client).
+
+The email and the link's page name the account and say not to confirm it unless it is yours;
+the page's "This is not my account" takes the address off it (the link proves the mailbox,
+as a reset link would). Confirming needs the account's own sign-in (``VerifyEmail``)."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import AccountId, AuditKind
+from domain.use_cases import AuthOutcome
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness
+from tests.web_support import Client, csrf_token
+
+VICTIM = "victim@example.com"
+
+
+def _disowned(db: MemoryDatabase) -> list[tuple[AccountId | None, dict[str, str]]]:
+    return [
+        (e.account_id, dict(e.detail))
+        for e in db.tables.audit
+        if e.kind is AuditKind.EMAIL_DISOWNED
+    ]
+
+
+async def _mallory(h: Harness) -> tuple[AccountId, str]:
+    """Mallory signs up with the victim's address: her account, and the link the victim got."""
+    signed_up = await h.sign_up("mallory", VICTIM)
+    await h.deliver()
+    return signed_up.account.id, h.link_token(h.last_email(VICTIM), "/verify-email/")
+
+
+async def test_the_confirmation_email_names_the_account_and_how_to_decline_it(h: Harness) -> None:
+    await _mallory(h)
+    text = " ".join(h.last_email(VICTIM).text.split())
+    assert "for the TaskFlow account mallory:" in text
+    assert "If you did not create the TaskFlow account mallory, do not confirm" in text
+    assert '"This is not my account"' in text
+
+
+async def test_not_my_account_takes_the_address_off_and_sign_in_with_discord_is_the_owners(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    mallory, link = await _mallory(h)
+    # Before: the victim's Discord (the address verified) is refused, DESIGN.md's row 3.
+    victims_discord = h.discord_user(8100, username="victim_d", email=VICTIM, verified=True)
+    with pytest.raises(errors.EmailBelongsToAccount):
+        await h.discord_login(victims_discord)
+
+    shown = await h.container.disown_email().execute(link)
+
+    assert (shown.id, shown.username, shown.email) == (mallory, "mallory", VICTIM)
+    account = await h.account(mallory)
+    assert (account.email, account.email_verified) == (None, False)
+    assert _disowned(db) == [(mallory, {"proof": "link"})]
+    with pytest.raises(errors.SecretRefused):  # the link is spent: it confirms nothing now
+        await h.container.verify_email().execute(link, mallory)
+    # Mallory keeps the rest: she signs in with her username, not with the address.
+    signed_in = await h.container.sign_in().execute(login="mallory", password=PASSWORD)
+    assert signed_in.account.id == mallory
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.sign_in().execute(login=VICTIM, password=PASSWORD)
+    # No account has the address now: the victim's Discord sign-in makes the victim's own.
+    done = await h.discord_login(victims_discord)
+    assert done.outcome is AuthOutcome.CREATED
+    assert done.account_id != mallory
+    assert db.tables.links[victims_discord.id].account_id == done.account_id
+
+
+async def test_not_my_account_ends_the_other_links_sent_to_the_address(h: Harness) -> None:
+    mallory, link = await _mallory(h)
+    await h.container.request_password_reset().execute(VICTIM)
+    h.clock.advance(timedelta(minutes=2))
+    await h.container.resend_verification().execute(mallory)
+    await h.deliver()
+    reset = h.link_token(
+        next(m for m in h.emails_to(VICTIM) if "/password/reset/" in m.text), "/password/reset/"
+    )
+    newer = h.link_token(h.last_email(VICTIM), "/verify-email/")
+    assert newer != link
+
+    await h.container.disown_email().execute(link)
+
+    with pytest.raises(errors.SecretRefused):
+        await h.container.verify_email().execute(newer, mallory)
+    with pytest.raises(errors.SecretRefused):
+        await h.container.reset_password().execute(token=reset, new_password="a new passphrase!")
+    assert (await h.account(mallory)).email is None
+
+
+async def test_a_confirmed_address_is_not_taken_off_by_an_older_link(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """A link sent before its owner confirmed the address (with a newer one) is refused: the
+    address is the account's, proved by its own sign-in and the mailbox."""
+    signed_up = await h.sign_up("olga", "olga@example.com")
+    await h.deliver()
+    older = h.link_token(h.last_email("olga@example.com"), "/verify-email/")
+    h.clock.advance(timedelta(minutes=2))
+    await h.container.resend_verification().execute(signed_up.account.id)
+    await h.mark_email_verified(signed_up.account.id)
+
+    with pytest.raises(errors.InvalidInput, match="confirmed for that account"):
+        await h.container.disown_email().execute(older)
+
+    account = await h.account(signed_up.account.id)
+    assert (account.email, account.email_verified) == ("olga@example.com", True)
+    assert _disowned(db) == []
+
+
+async def test_a_link_to_an_address_the_account_left_takes_nothing(h: Harness) -> None:
+    mallory, link = await _mallory(h)
+    await h.container.change_email().execute(
+        session_token=await h.session_for(mallory),
+        new_email="mallory@example.com",
+        current_password=PASSWORD,
+    )
+    with pytest.raises(errors.EmailLinkOutdated):
+        await h.container.disown_email().execute(link)
+    assert (await h.account(mallory)).email == "mallory@example.com"
+
+
+async def test_the_link_page_names_the_account_and_offers_not_mine(
+    h: Harness, db: MemoryDatabase, client: Client
+) -> None:
+    mallory, link = await _mallory(h)
+    page = await client.get(f"/verify-email/{link}")  # the victim: not signed in
+    assert page.status_code == 200
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", page.text)).split())
+    assert "for the TaskFlow account mallory." in text
+    assert "Did you create the account mallory? If not, do not confirm" in text
+    assert "This is not my account" in text
+    assert "Confirm my email" not in text  # only mallory, signed in, may confirm
+
+    refused = await client.post(f"/verify-email/{link}/not-mine")  # no CSRF token
+    assert refused.status_code == 403
+    assert (await h.account(mallory)).email == VICTIM
+
+    done = await client.post(
+        f"/verify-email/{link}/not-mine",
+        data={"_csrf_token": csrf_token(page.text)},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/email/not-mine"
+    landed = await client.get(done.headers["location"])
+    assert landed.status_code == 200
+    assert "Your email address is no longer on that TaskFlow account" in landed.text
+    assert (await h.account(mallory)).email is None
+    assert _disowned(db) == [(mallory, {"proof": "link"})]
+
+    again = await client.post(
+        f"/verify-email/{link}/not-mine", data={"_csrf_token": csrf_token(page.text)}
+    )
+    assert again.status_code == 400  # sent again: the account has no such address now
+    assert "no longer uses" in html.unescape(again.text)
+
+
+async def test_the_owners_own_page_still_offers_not_mine_only_while_unconfirmed(
+    h: Harness,
+) -> None:
+    signed_up = await h.sign_up("pam", "pam@example.com")
+    await h.deliver()
+    older = h.link_token(h.last_email("pam@example.com"), "/verify-email/")
+    async with AsyncTestClient(app=create_app(h.container)) as browser:
+        page = await browser.get(f"/verify-email/{older}")
+        assert "This is not my account" in page.text
+        h.clock.advance(timedelta(minutes=2))
+        await h.container.resend_verification().execute(signed_up.account.id)
+        await h.mark_email_verified(signed_up.account.id)
+        page = await browser.get(f"/verify-email/{older}")
+        assert page.status_code == 200
+        assert "This is not my account" not in page.text
+        assert "Did you create" not in page.text
