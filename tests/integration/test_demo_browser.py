@@ -350,8 +350,12 @@ async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_r
     fresh = await _context(chromium, problems)
     page = await fresh.new_page()
     await _sign_in_with_discord(page, demo.app, "erin_d")
-    await expect(page).to_have_url(f"{demo.app}/account?notice=linked")
-    await expect(page.locator(".notice")).to_have_text("Discord is linked to your account.")
+    await expect(page).to_have_url(f"{demo.app}/account?notice=linked_by_email")
+    # It names the account it found by the address, and who else is signed in to it.
+    notice = page.locator(".notice")
+    await expect(notice).to_contain_text("Discord is linked to your account.")
+    await expect(notice).to_contain_text("confirmed for this TaskFlow account, erin:")
+    await expect(notice).to_contain_text("also signed in on 1 other device(s)")
     await expect(page.locator("dd").first).to_have_text("erin")  # the same account
     await expect(page.locator(".discord-user")).to_contain_text("@erin_d")  # linked
     await fresh.close()

@@ -13,11 +13,12 @@ import re
 from datetime import timedelta
 
 import pytest
+from httpx import Response
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import AccountId, AuditKind
+from domain.model import AccountId, AuditKind, DiscordId
 from domain.use_cases import AuthOutcome
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
@@ -183,3 +184,41 @@ async def test_the_owners_own_page_still_offers_not_mine_only_while_unconfirmed(
         assert page.status_code == 200
         assert "This is not my account" not in page.text
         assert "Did you create" not in page.text
+
+
+async def _web_discord_sign_in(browser: Client, h: Harness, discord_id: DiscordId) -> Response:
+    started = await browser.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], discord_id)
+    return await browser.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+
+
+async def test_a_link_by_the_confirmed_email_names_the_account_and_who_else_is_signed_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """DESIGN.md's row 2 links into whichever account has the address confirmed: the page
+    says which one (name, address) and that others are signed in to it, with what to do if
+    it is not the person's (a reset with the address signs everyone else out)."""
+    await h.sign_up("alice", "alice@example.com", verified=True)  # signed in there
+    alices = h.discord_user(8300, username="alice_d", email="alice@example.com", verified=True)
+    async with AsyncTestClient(app=create_app(h.container)) as browser:
+        done = await _web_discord_sign_in(browser, h, alices.id)
+        assert done.headers["location"] == "/account?notice=linked_by_email"
+        page = await browser.get(done.headers["location"])
+        text = " ".join(html.unescape(page.text).split())
+        assert (
+            "Discord is linked to your account. Your Discord account @alice_d has the email "
+            "address alice@example.com, confirmed for this TaskFlow account, alice: it was "
+            "linked to it, and Sign in with Discord opens it from now on. This account is also "
+            "signed in on 1 other device(s), listed below. If you did not create this account, "
+            "do not use it: sign out, then ask for a password reset with that address, which "
+            "signs everyone else out of it."
+        ) in text
+        # The next sign-in (already linked) says nothing of it.
+        await browser.post(
+            "/signout", data={"_csrf_token": csrf_token(page.text)}, follow_redirects=False
+        )
+        again = await _web_discord_sign_in(browser, h, alices.id)
+        assert again.headers["location"] == "/account"

@@ -324,6 +324,7 @@ async def test_the_owners_way_past_a_squatter_sign_up_confirm_then_sign_in_with_
         linked = await _web_discord_sign_in(browser, h, owner.id)
         assert linked.status_code == 200
         assert "Discord is linked to your account." in linked.text
+        assert "confirmed for this TaskFlow account, victim:" in html.unescape(linked.text)
         assert db.tables.links[owner.id].account_id == victim
         account = await h.account(victim)
         assert (account.username, account.email, account.email_verified) == (

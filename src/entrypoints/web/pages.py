@@ -82,6 +82,9 @@ NOTICES = {
     "now (the app was removed from your Discord account), so it is not on Discord. To connect "
     "it, start again from the server's Linked Roles in Discord.",
 }
+# Sign in with Discord linked by the confirmed email: the account page names the account it
+# found (``_linked_by_email``).
+LINKED_BY_EMAIL = "linked_by_email"
 # The notice after the verification URL's callback, by how its push ended (``None``: another
 # pusher had the connection in hand, and sends the new grant after its own push).
 _ROLE_NOTICES: dict[RoleSync | None, str] = {
@@ -120,11 +123,31 @@ PROOF_LAPSED = (
 )
 
 
-def told_linked(destination: str) -> str:
+def told_linked(destination: str, notice: str = "linked") -> str:
     """Where a sign-in that linked Discord goes on: the account page (where a sign-in goes
     unless told otherwise) with its notice that Discord is linked, or any other page the
     sign-in was for, as it was."""
-    return "/account?notice=linked" if destination == "/account" else destination
+    return f"/account?notice={notice}" if destination == "/account" else destination
+
+
+def _linked_by_email(account: Account, link: Link, others: int) -> str:
+    """What Sign in with Discord says when it linked by the confirmed email (DESIGN.md's row
+    2): the account it found, by name and address, and who else is signed in to it. The
+    person had no say in which account that was: an account whose owner set it up with this
+    person's address and had it confirmed (a confirmation link opened in a browser signed in
+    to that account) would be theirs, password and sessions included."""
+    said = (
+        f"Discord is linked to your account. Your Discord account @{link.discord_username} "
+        f"has the email address {account.email}, confirmed for this TaskFlow account, "
+        f"{account.username}: it was linked to it, and Sign in with Discord opens it from now "
+        "on."
+    )
+    if others:
+        said += f" This account is also signed in on {others} other device(s), listed below."
+    return (
+        f"{said} If you did not create this account, do not use it: sign out, then ask for a "
+        "password reset with that address, which signs everyone else out of it."
+    )
 
 
 def _credentials_page(
@@ -264,6 +287,9 @@ class Pages(Controller):
         said = NOTICES.get(notice, "")
         if notice in _ROLE_CONNECTED and link is not None:
             said = f"{said} {_connected_as(link)}"
+        if notice == LINKED_BY_EMAIL and link is not None:
+            others = sum(1 for s in sessions.sessions if s.id != sessions.current.id)
+            said = _linked_by_email(account, link, others)
         return Template(
             "account.html",
             context={
@@ -483,7 +509,7 @@ class Pages(Controller):
         await jar.end_session(request, sign_out)  # rotate: the old session ends here
         destination = done.destination
         if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
-            destination = told_linked(destination)
+            destination = told_linked(destination, LINKED_BY_EMAIL)
         return Redirect(destination, cookies=jar.new_session(done.session_token))
 
     # -- /link tickets from Discord ----------------------------------------------------------------
