@@ -372,6 +372,47 @@ async def test_verified_email_links_on_first_discord_sign_in_and_unverified_is_r
     await other.close()
 
 
+async def test_not_my_account_takes_a_typed_address_off_and_discord_makes_the_owners(
+    demo: Demo, chromium: Browser, problems: Problems
+) -> None:
+    """Mallory signs up with Wendy's address. Wendy gets the confirmation email for an
+    account she never made: its page names the account, says not to confirm it, and "This
+    is not my account" takes her address off it. Her Sign in with Discord (the address
+    verified) then makes her own account, where it was refused (an account had the address)."""
+    squatter = await _context(chromium, problems)
+    page = await squatter.new_page()
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, "mallory_w", "wendy@example.com")
+    await expect(page.locator("#email-status")).to_contain_text("Not confirmed yet")
+    await squatter.close()
+
+    channel_context = await _context(chromium, problems)
+    channel = await channel_context.new_page()
+    await channel.goto(demo.channel)
+    await _create_test_user(channel, "wendy_d", "wendy@example.com", verified=True)
+    await channel_context.close()
+
+    owner = await _context(chromium, problems)
+    page = await owner.new_page()
+    link = await _emailed_link(
+        page, demo.outbox, "wendy@example.com", "Confirm your email address", "/verify-email/"
+    )
+    email = await _outbox_email(page, demo.outbox, "wendy@example.com", "Confirm your email")
+    await expect(email).to_contain_text("If you did not create the TaskFlow account mallory_w")
+    await page.goto(link)
+    await expect(page.locator("main")).to_contain_text("Did you create the account mallory_w?")
+    await expect(page.get_by_role("button", name="Confirm my email")).to_have_count(0)
+    await page.get_by_role("button", name="This is not my account").click()
+    await expect(page).to_have_url(f"{demo.app}/email/not-mine")
+    await expect(page.locator("h1")).to_have_text("Your address was removed")
+
+    await _sign_in_with_discord(page, demo.app, "wendy_d")
+    await expect(page).to_have_url(re.compile(re.escape(f"{demo.app}/account")))
+    await expect(page.locator("dd").first).to_have_text("wendy_d")  # her own, new account
+    await expect(page.locator(".discord-user")).to_contain_text("@wendy_d")
+    await owner.close()
+
+
 async def _sign_out(page: Page) -> None:
     await page.locator("header").get_by_role("button", name="Sign out").click()
     await expect(page.locator("header")).to_contain_text("Sign in")
