@@ -20,8 +20,9 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AccountId, AuditKind, DiscordId
 from domain.use_cases import AuthOutcome
+from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
-from tests.harness import PASSWORD, Harness
+from tests.harness import PASSWORD, Browser, Harness
 from tests.web_support import Client, csrf_token
 
 VICTIM = "victim@example.com"
@@ -222,3 +223,54 @@ async def test_a_link_by_the_confirmed_email_names_the_account_and_who_else_is_s
         )
         again = await _web_discord_sign_in(browser, h, alices.id)
         assert again.headers["location"] == "/account"
+
+
+async def test_the_owners_reset_of_a_squatted_account_leaves_the_squatter_nothing(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The other way the address's owner may go (Sign in with Discord refused, "reset your
+    password"): the reset link proves the mailbox and hands over the account. The squatter
+    keeps nothing that lets her back in: not a session, not her browser's trusted device,
+    not her password, not her Discord link, not a Discord link she had started adding."""
+    mallory, _ = await _mallory(h)
+    laptop = await h.container.sign_in().execute(login="mallory", password=PASSWORD)
+    assert laptop.device_token is not None
+    mallorys_discord = h.discord_user(8400, username="mallory_d")
+    await h.discord_link(mallory, mallorys_discord)
+    second = h.discord_user(8401, username="mallory_alt")  # a link started, not finished
+    proof = await h.session_for(mallory)
+    browser = Browser()
+    started = await h.container.start_discord_link().execute(
+        session_token=proof, current_password=PASSWORD, browser_tokens=browser.bindings
+    )
+    browser.bindings = started.browser_tokens
+    approval = h.discord.approve(started.authorize_url, second.id)
+    sessions = [laptop.session_token, proof]
+
+    await h.container.request_password_reset().execute(VICTIM)
+    await h.deliver()
+    reset = h.link_token(h.last_email(VICTIM), "/password/reset/")
+    done = await h.container.reset_password().execute(token=reset, new_password="the owner's own!")
+
+    assert done.unlinked is not None
+    assert done.unlinked.discord_id == mallorys_discord.id
+    account = await h.account(mallory)
+    assert (account.email, account.email_verified) == (VICTIM, True)
+    current = h.container.current_session()
+    for token in sessions:
+        assert await current.execute(token) is None
+    assert await current.execute(done.signed_in.session_token) is not None
+    assert not trusted_device(h.container.tokens(), account, laptop.device_token)
+    with pytest.raises(errors.InvalidCredentials):
+        await h.container.sign_in().execute(login="mallory", password=PASSWORD)
+    assert mallorys_discord.id not in db.tables.links
+    # Her unfinished "Link Discord" needed her session, which ended with the others.
+    with pytest.raises(errors.NotSignedIn):
+        await h.container.complete_discord_auth().execute(
+            state=approval.state,
+            code=approval.code,
+            error=None,
+            browser_tokens=browser.bindings,
+            session_token=proof,
+        )
+    assert second.id not in db.tables.links
