@@ -108,3 +108,34 @@ async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_ot
     finally:
         other.unwire()
         h.container.unwire()
+
+
+async def test_a_users_used_up_push_limit_met_by_one_instance_holds_for_the_others(
+    redis_url: str,
+) -> None:
+    """A push whose answer said the user's limit has no call left (X-RateLimit-Remaining: 0,
+    the verification URL's push on one instance) leaves that user's next push until it
+    resets on every instance, not on that one only: the other instance's worker pushed it,
+    was answered 429, and paused every Linked Roles call of every instance (a user's 429
+    is taken for the application's)."""
+    h = role_harness(redis_url=redis_url)
+    other = _another_instance(
+        h,
+        {
+            "discord_role_connections": True,
+            "token_encryption_key": h.container.settings().token_encryption_key,
+            "redis_url": redis_url,
+        },
+    )
+    try:
+        fake(h).push_limit = 1  # a push per window (10 s), per user
+        await connected(h, 7410, "ann")  # the callback's push used ann's call, on h
+        await h.container.unlink_discord().execute(DiscordId(7410))  # due at once
+
+        report = await other.refresh_role_connections().execute()
+
+        assert fake(h).limited == 0  # no 429
+        assert (report.waiting, report.paused, report.failed) == (1, 0, 0)
+    finally:
+        other.unwire()
+        h.container.unwire()

@@ -171,6 +171,9 @@ class RoleConnectionPusher:
             await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused from None
         self._pauses.went_through()
+        # An answer that used up a limit (``_used_up``): the other instances wait too, not
+        # only this process (nothing to tell otherwise: no call to Redis).
+        await self._pauses.share(self._clock.now())
         return answer
 
     async def _hold(self, row: RoleConnectionToken) -> RoleSync:
@@ -301,6 +304,9 @@ class RoleConnectionPusher:
         """Push ``connection`` (``row`` held): ``True`` when Discord took it, ``False`` when
         it refused the access token, else how the sync ends (paused, waiting, failed)."""
         user = _user(row.discord_id)
+        # Another instance's push may have used up this user's limit (the verification URL's,
+        # on the instance that answered the callback): its 429 would pause every call.
+        await self._pauses.catch_up((user,), now)
         resets = self._pauses.paused(now).get(user)
         if resets is not None:
             # This user's limit is used up (a push a moment ago, by the callback or this
