@@ -49,9 +49,10 @@ GATEWAY = "gateway"
 _WHAT = {
     WEB: (
         "web instance",
-        "rate limits, sign-in throttles and interaction replay guard",
-        "Each counts them on its own: a client gets each budget once per instance, and an "
-        "interaction replayed to the other instance is accepted.",
+        "rate limits, sign-in throttles, interaction replay guard and Discord's rate limits",
+        "Each counts them on its own: a client gets each budget once per instance, an "
+        "interaction replayed to the other instance is accepted, and each learns of Discord's "
+        "429s from its own refused calls.",
     ),
     GATEWAY: (
         "copy of the gateway bot",
