@@ -41,3 +41,16 @@ async def sign_up(client: Client, username: str = "alice", next_path: str = "") 
         data["next"] = next_path
     answer = await post_form(client, page, "/signup", data)
     assert answer.status_code == 200, answer.text  # followed the redirect
+
+
+async def double_click(client: Client, action: str, form: dict[str, str]) -> tuple[Any, Any]:
+    """A form sent twice at once (a double click): the browser leaves the first request for
+    the second, so the first answer's cookies never reach it and the second goes with the
+    cookies both left with. Both answers (not followed)."""
+    before = dict(client.cookies)
+    first = await client.post(action, data=form, follow_redirects=False)
+    client.cookies.clear()  # the browser never received the first answer
+    for name, value in before.items():
+        client.cookies.set(name, value)
+    second = await client.post(action, data=form, follow_redirects=False)
+    return first, second

@@ -14,7 +14,7 @@ from domain.use_cases import TicketIssued
 from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.web_support import Client, csrf_token, post_form, sign_up
+from tests.web_support import Client, csrf_token, double_click, post_form, sign_up
 
 
 async def _discord_login(client: Client, h: Harness, discord_id: int) -> None:
@@ -142,15 +142,9 @@ async def test_a_double_clicked_confirm_keeps_its_person_signed_in(
     h.clock.advance(timedelta(minutes=30))
     page = await client.get("/account/confirm")
     form = {"password": PASSWORD, "_csrf_token": csrf_token(page.text)}
-    before = dict(client.cookies)
-    first = await client.post("/account/confirm", data=form, follow_redirects=False)
+    first, second = await double_click(client, "/account/confirm", form)
     assert first.headers["location"] == "/account?notice=confirmed"
     renewed = first.cookies["tfl_session"]
-    client.cookies.clear()  # the browser never received the first answer
-    for name, value in before.items():
-        client.cookies.set(name, value)
-
-    second = await client.post("/account/confirm", data=form, follow_redirects=False)
     assert second.headers["location"] == "/account?notice=confirmed_twice"
     assert second.cookies["tfl_session"] == renewed
     account = await client.get(second.headers["location"])
@@ -173,15 +167,9 @@ async def test_a_double_clicked_password_change_keeps_its_person_signed_in(
         "new_password": new,
         "_csrf_token": csrf_token(page.text),
     }
-    before = dict(client.cookies)
-    first = await client.post("/account/password", data=form, follow_redirects=False)
+    first, second = await double_click(client, "/account/password", form)
     assert first.headers["location"] == "/account?notice=password"
     renewed = first.cookies["tfl_session"]
-    client.cookies.clear()  # the browser never received the first answer
-    for name, value in before.items():
-        client.cookies.set(name, value)
-
-    second = await client.post("/account/password", data=form, follow_redirects=False)
     assert second.headers["location"] == "/account?notice=password_twice"
     assert second.cookies["tfl_session"] == renewed
     account = await client.get(second.headers["location"])

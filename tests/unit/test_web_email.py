@@ -20,7 +20,7 @@ from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from tests.bot_support import WAIT_SECONDS, wait_until
 from tests.harness import PASSWORD, TEST_SECRET_KEY, Harness, make_settings
-from tests.web_support import Client, csrf_token, post_form, sign_up
+from tests.web_support import Client, csrf_token, double_click, post_form, sign_up
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -183,15 +183,9 @@ async def test_a_double_clicked_reset_form_signs_its_person_in(client: Client, h
     token = hx.link_token(await _email(hx, "eve@example.com", 2), "/password/reset/")
     page = await client.get(f"/password/reset/{token}")
     form = {"new_password": NEW_PASSWORD, "_csrf_token": csrf_token(page.text)}
-    before = dict(client.cookies)
-    first = await client.post(f"/password/reset/{token}", data=form, follow_redirects=False)
+    first, second = await double_click(client, f"/password/reset/{token}", form)
     assert first.headers["location"].startswith("/account?notice=password_reset")
     session = first.cookies["tfl_session"]
-    client.cookies.clear()  # the browser never received the first answer
-    for name, value in before.items():
-        client.cookies.set(name, value)
-
-    second = await client.post(f"/password/reset/{token}", data=form, follow_redirects=False)
     assert second.headers["location"] == first.headers["location"]
     assert second.cookies["tfl_session"] == session
     third = await client.post(f"/password/reset/{token}", data=form, follow_redirects=False)
@@ -234,15 +228,9 @@ async def test_a_double_clicked_email_change_keeps_its_person_signed_in(
         "current_password": PASSWORD,
         "_csrf_token": csrf_token(page.text),
     }
-    before = dict(client.cookies)
-    first = await client.post("/account/email", data=form, follow_redirects=False)
+    first, second = await double_click(client, "/account/email", form)
     assert first.headers["location"] == "/account?notice=email_changed"
     renewed = first.cookies["tfl_session"]
-    client.cookies.clear()  # the browser never received the first answer
-    for name, value in before.items():
-        client.cookies.set(name, value)
-
-    second = await client.post("/account/email", data=form, follow_redirects=False)
     assert second.headers["location"] == "/account?notice=email_changed_twice"
     assert second.cookies["tfl_session"] == renewed
     account = await client.get(second.headers["location"])
