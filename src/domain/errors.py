@@ -99,6 +99,19 @@ class EmailLinkOutdated(SecretRefused):
     )
 
 
+class EmailLinkDeclined(SecretConsumed):
+    """A confirmation link whose address its holder declined ("This is not my account"),
+    opened or used again: said to them, without the account's name."""
+
+    code = "email_link_declined"
+    message = (
+        "You told us that the TaskFlow account this link was for is not yours, and your "
+        "address was taken off it: this link no longer works, and there is nothing more to "
+        "do. If someone types your address again, you get a new email, and can decline it "
+        "the same way."
+    )
+
+
 # -- linking and login policies --------------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ from tests.harness import PASSWORD, Browser, Harness
 from tests.web_support import Client, csrf_token
 
 VICTIM = "victim@example.com"
+# What a declined link's page says when it is opened (or its form sent) again.
+DECLINED = "You told us that the TaskFlow account this link was for is not yours"
 
 
 def _disowned(db: MemoryDatabase) -> list[tuple[AccountId | None, dict[str, str]]]:
@@ -165,8 +167,47 @@ async def test_the_link_page_names_the_account_and_offers_not_mine(
     again = await client.post(
         f"/verify-email/{link}/not-mine", data={"_csrf_token": csrf_token(page.text)}
     )
-    assert again.status_code == 400  # sent again: the account has no such address now
-    assert "no longer uses" in html.unescape(again.text)
+    assert again.status_code == 410  # sent again: it was declined (see the test below)
+    assert DECLINED in html.unescape(again.text)
+
+
+def _said(page: Response) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", page.text)).split())
+
+
+async def test_a_declined_link_opened_again_says_it_was_declined(
+    h: Harness, client: Client
+) -> None:
+    """Back to the link's page after "This is not my account" (or the button pressed again):
+    it said "sent to an email address your account no longer uses", words for the account's
+    owner, and wrong for the person who declined it. The page says what they did, and still
+    does not name the account; so when the account typed the address again since."""
+    mallory, link = await _mallory(h)
+    page = await client.get(f"/verify-email/{link}")
+    token = csrf_token(page.text)
+    done = await client.post(f"/verify-email/{link}/not-mine", data={"_csrf_token": token})
+    assert done.status_code == 200
+
+    for again in (
+        await client.get(f"/verify-email/{link}"),
+        await client.post(f"/verify-email/{link}/not-mine", data={"_csrf_token": token}),
+    ):
+        assert again.status_code == 410
+        said = _said(again)
+        assert DECLINED in said
+        assert "no longer uses" not in said
+        assert "mallory" not in said
+        assert "Go to your account" not in said  # the person who declined has none here
+
+    # Mallory types the address again: a new email, and the old link still says it was
+    # declined (not "already used", words for the account's owner).
+    await h.container.change_email().execute(
+        session_token=await h.session_for(mallory), new_email=VICTIM, current_password=PASSWORD
+    )
+    again = await client.get(f"/verify-email/{link}")
+    assert again.status_code == 410
+    assert DECLINED in _said(again)
+    assert "mallory" not in _said(again)
 
 
 async def test_the_owners_own_page_still_offers_not_mine_only_while_unconfirmed(

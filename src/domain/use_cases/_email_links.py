@@ -94,6 +94,21 @@ _OUTDATED = {
 }
 
 
+async def refuse_if_declined(uow: UnitOfWork, digest: str | None, purpose: EmailPurpose) -> None:
+    """``EmailLinkDeclined`` for a confirmation link that stopped working when its address
+    was declined with it, or with another link to it ("This is not my account", ``DisownEmail``
+    audits it as the links are spent), then or since: the person opening it again declined,
+    and "the account no longer uses the address" or "already used" are words for the account's
+    owner. Read again here: a concurrent decline (a double click) may have spent it just now."""
+    if purpose is not EmailPurpose.VERIFY or digest is None:
+        return
+    token = await uow.email_tokens.get(digest)
+    if token is None or token.purpose is not purpose or token.consumed_at is None:
+        return
+    if await uow.audit.count_since(token.account_id, AuditKind.EMAIL_DISOWNED, token.consumed_at):
+        raise errors.EmailLinkDeclined()
+
+
 def refusal_for(purpose: EmailPurpose) -> Refusal:
     def refusal(status: SecretStatus) -> errors.SecretRefused:
         if status is SecretStatus.EXPIRED:
@@ -222,14 +237,19 @@ class ShowEmailLink:
             peek = await EmailLinks(uow.email_tokens, purpose).get(digest) if digest else None
             account = await uow.accounts.get(peek.account_id) if peek is not None else None
             if peek is not None and account is not None and not same_address(account, peek):
+                await refuse_if_declined(uow, digest, purpose)
                 raise errors.EmailLinkOutdated(_OUTDATED[purpose])  # before "already used"
-            found = await use_secret(
-                EmailLinks(uow.email_tokens, purpose),
-                digest,
-                self._clock.now(),
-                spend=False,
-                refusal=refusal,
-            )
+            try:
+                found = await use_secret(
+                    EmailLinks(uow.email_tokens, purpose),
+                    digest,
+                    self._clock.now(),
+                    spend=False,
+                    refusal=refusal,
+                )
+            except errors.SecretConsumed:
+                await refuse_if_declined(uow, digest, purpose)
+                raise
         if account is None or account.id != found.account_id:
             raise refusal(SecretStatus.UNKNOWN)
         return EmailLinkShown(account, found)
@@ -263,10 +283,15 @@ async def consume_email_link(
         and not same_address(locked, peek)
     ):
         # Before spending: the email change that left the address spent it ("already used").
+        await refuse_if_declined(uow, digest, purpose)
         raise errors.EmailLinkOutdated(_OUTDATED[purpose])
-    used = await use_secret(
-        EmailLinks(uow.email_tokens, purpose), digest, now, spend=True, refusal=refusal
-    )
+    try:
+        used = await use_secret(
+            EmailLinks(uow.email_tokens, purpose), digest, now, spend=True, refusal=refusal
+        )
+    except errors.SecretConsumed:
+        await refuse_if_declined(uow, digest, purpose)
+        raise
     if locked is None or locked.id != used.account_id:
         raise refusal(SecretStatus.UNKNOWN)
     return used, locked

@@ -230,7 +230,12 @@ def _ways_on(
             links = [("Start again", LINKED_ROLE_PAGE)]
             if holds_session:
                 links.append(("Go to your account", "/account"))
-    elif status != 401 and path.startswith(("/account", "/verify-email/")):
+    elif (
+        status != 401
+        and path.startswith(("/account", "/verify-email/"))
+        # Not after "This is not my account": its person may have no account here.
+        and not isinstance(exc, errors.EmailLinkDeclined)
+    ):
         links = [("Go to your account", "/account")]
     elif status != 401 and path.startswith("/auth/discord"):
         if path.startswith(PROPOSAL_PAGE) and not isinstance(exc, errors.SecretRefused):
