@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -23,7 +24,7 @@ from domain.use_cases import AuthOutcome
 from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness
-from tests.web_support import Client, csrf_token
+from tests.web_support import Client, csrf_token, sign_up
 
 VICTIM = "victim@example.com"
 # What a declined link's page says when it is opened (or its form sent) again.
@@ -315,3 +316,31 @@ async def test_the_owners_reset_of_a_squatted_account_leaves_the_squatter_nothin
             session_token=proof,
         )
     assert second.id not in db.tables.links
+
+
+async def test_the_linked_by_email_notice_is_said_only_of_a_confirmed_address(
+    h: Harness, client: Client
+) -> None:
+    """The notice is the page's query (``?notice=linked_by_email``), which any link may carry:
+    for an account whose address is not confirmed (or that has none) it said "has the email
+    address None, confirmed for this TaskFlow account" and "if you did not create this
+    account, do not use it". It says that only of a confirmed address, as linking by email
+    needs one."""
+    await sign_up(client, "carol")  # carol@example.com, not confirmed
+    async with h.uow() as uow:
+        carol = await uow.accounts.get_by_username("carol")
+    assert carol is not None
+    await h.discord_link(carol.id, h.discord_user(8500, username="carol_d"))
+
+    page = await client.get("/account?notice=linked_by_email")
+    assert page.status_code == 200
+    assert "confirmed for this TaskFlow account" not in _said(page)
+    assert "If you did not create this account" not in _said(page)
+
+    async with h.uow() as uow:
+        await uow.accounts.update(replace(carol, email=None))
+        await uow.commit()
+    page = await client.get("/account?notice=linked_by_email")
+    assert page.status_code == 200
+    assert "None" not in _said(page)
+    assert "confirmed for this TaskFlow account" not in _said(page)

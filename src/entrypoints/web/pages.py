@@ -288,8 +288,13 @@ class Pages(Controller):
         if notice in _ROLE_CONNECTED and link is not None:
             said = f"{said} {_connected_as(link)}"
         if notice == LINKED_BY_EMAIL and link is not None:
-            others = sum(1 for s in sessions.sessions if s.id != sessions.current.id)
-            said = _linked_by_email(account, link, others)
+            # Only of a confirmed address, which linking by email needs: the notice is the
+            # query's, which any link may carry.
+            if account.email is not None and account.email_verified:
+                others = sum(1 for s in sessions.sessions if s.id != sessions.current.id)
+                said = _linked_by_email(account, link, others)
+            else:
+                said = NOTICES["linked"]
         return Template(
             "account.html",
             context={
