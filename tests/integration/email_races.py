@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from domain import errors
-from domain.model import AccountId
+from domain.model import AccountId, AuditKind
 from domain.use_cases import AuthCompleted, SignedIn
 from tests.harness import PASSWORD, Browser, Harness
 
@@ -231,3 +231,79 @@ async def confirmations_beside_discord_sign_ins_and_claims(h: Harness, n: int) -
     linked = [done for done in by_discord if isinstance(done, AuthCompleted)]
     assert all(done.account_id == holder.id for done in linked), linked
     assert len(linked) <= 1
+
+
+async def declines_beside_confirmations_and_changes(h: Harness, n: int) -> None:
+    """On every claimant's link at once: its account confirms it, the address's holder says
+    "This is not my account", and half of the accounts change their address away. Each link
+    is used once (confirmed or declined, never both); one account at most ends with the
+    address, confirmed; a declined account lost the address and has one ``email_disowned``; an
+    account whose change went through has the new address (a decline of it, if any, went
+    first); every loser is refused clearly."""
+    links = await _claimants_with_links(h, n)
+    order = list(links)
+    movers = order[: n // 2]
+    sessions = [await h.session_for(a) for a in movers]
+    verify, disown, change = (
+        h.container.verify_email(),
+        h.container.disown_email(),
+        h.container.change_email(),
+    )
+    # Interleaved (a link's decline before its confirmation, then the other way round), so
+    # that each kind comes first for some links.
+    first, second = order[::2], order[1::2]
+    results = await asyncio.gather(
+        *(disown.execute(links[a]) for a in first),
+        *(
+            change.execute(
+                session_token=session,
+                new_email=f"moved{i}@example.com",
+                current_password=PASSWORD,
+            )
+            for i, session in enumerate(sessions)
+        ),
+        *(verify.execute(links[a], a) for a in order),
+        *(disown.execute(links[a]) for a in second),
+        return_exceptions=True,
+    )
+    ending = iter(results)
+    declines = dict(zip(first, ending, strict=False))
+    changes = [next(ending) for _ in movers]
+    verifies = [next(ending) for _ in order]
+    declines |= dict(zip(second, ending, strict=True))
+    refused = [r for r in results if isinstance(r, BaseException)]
+    unclear = [
+        r
+        for r in refused
+        if not isinstance(r, errors.EmailLinkOutdated | errors.SecretConsumed | errors.Conflict)
+    ]
+    assert unclear == [], unclear
+    verified = {a for a, r in zip(order, verifies, strict=True) if not isinstance(r, Exception)}
+    declined = {a for a, r in declines.items() if not isinstance(r, Exception)}
+    moved = {
+        a: f"moved{i}@example.com"
+        for i, (a, r) in enumerate(zip(movers, changes, strict=True))
+        if not isinstance(r, Exception)
+    }
+    assert len(verified) <= 1
+    assert not verified & declined
+    async with h.uow() as uow:
+        for a in order:
+            account = await uow.accounts.get(a)
+            assert account is not None
+            disowned = [
+                e for e in await uow.audit.for_account(a) if e.kind is AuditKind.EMAIL_DISOWNED
+            ]
+            assert len(disowned) == (1 if a in declined else 0), (a, disowned)
+            if a in moved:  # a decline too went first: the change saw no address
+                assert (account.email, account.email_verified) == (moved[a], False)
+            elif a in declined:
+                assert (account.email, account.email_verified) == (None, False)
+            elif a in verified:
+                assert (account.email, account.email_verified) == (ADDRESS, True)
+            else:  # taken by the one that confirmed it, or still a claim
+                assert not account.email_verified
+                assert account.email in (None, ADDRESS)
+    holders = await h.all_accounts_with_email(ADDRESS)
+    if any(holder.email_verified for holder in holders):
+        assert [holder.id for holder in holders] == list(verified)

@@ -297,6 +297,12 @@ async def test_20_confirmations_of_one_address_have_one_owner(h: Harness) -> Non
     await email_races.simultaneous_confirmations(h, N)
 
 
+async def test_declines_confirmations_and_changes_of_one_address_at_once_use_each_link_once(
+    h: Harness,
+) -> None:
+    await email_races.declines_beside_confirmations_and_changes(h, N // 2)
+
+
 async def test_proofs_and_claims_of_one_address_at_once_leave_one_owner(h: Harness) -> None:
     await email_races.confirmations_beside_discord_sign_ins_and_claims(h, N // 4)
 

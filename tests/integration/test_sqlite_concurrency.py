@@ -88,6 +88,10 @@ async def test_proofs_and_claims_of_one_address_at_once_on_sqlite(h: Harness) ->
     await email_races.confirmations_beside_discord_sign_ins_and_claims(h, 4)
 
 
+async def test_declines_confirmations_and_changes_at_once_on_sqlite(h: Harness) -> None:
+    await email_races.declines_beside_confirmations_and_changes(h, 6)
+
+
 async def test_simultaneous_reset_requests_queue_one_email_on_sqlite(h: Harness) -> None:
     await email_races.simultaneous_reset_requests(h, 10)
 
