@@ -405,6 +405,15 @@ async def test_not_my_account_takes_a_typed_address_off_and_discord_makes_the_ow
     await page.get_by_role("button", name="This is not my account").click()
     await expect(page).to_have_url(f"{demo.app}/email/not-mine")
     await expect(page.locator("h1")).to_have_text("Your address was removed")
+    # Back to the link's page: it says she declined (not "an address your account no longer
+    # uses"), and no longer names the account.
+    problems.expected_status.add(410)  # the declined link's own page
+    await page.go_back()
+    await expect(page.locator("main")).to_contain_text(
+        "You told us that the TaskFlow account this link was for is not yours"
+    )
+    await expect(page.locator("main")).not_to_contain_text("mallory_w")
+    await expect(page.locator("main")).not_to_contain_text("no longer uses")
 
     await _sign_in_with_discord(page, demo.app, "wendy_d")
     await expect(page).to_have_url(re.compile(re.escape(f"{demo.app}/account")))
