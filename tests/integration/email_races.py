@@ -287,6 +287,9 @@ async def declines_beside_confirmations_and_changes(h: Harness, n: int) -> None:
     }
     assert len(verified) <= 1
     assert not verified & declined
+    # Its confirmation came after the decline, and is told so (the decline spent the link).
+    refused_after = dict(zip(order, verifies, strict=True))
+    assert all(isinstance(refused_after[a], errors.EmailLinkDeclined) for a in declined)
     async with h.uow() as uow:
         for a in order:
             account = await uow.accounts.get(a)

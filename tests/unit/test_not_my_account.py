@@ -344,3 +344,30 @@ async def test_the_linked_by_email_notice_is_said_only_of_a_confirmed_address(
     assert page.status_code == 200
     assert "None" not in _said(page)
     assert "confirmed for this TaskFlow account" not in _said(page)
+
+
+async def test_a_link_used_before_a_later_decline_is_not_said_declined(
+    h: Harness, client: Client
+) -> None:
+    """Only the links that a decline spent say so: Olga confirmed her address with its link,
+    moved to another address, whose holder declined it; her old link, opened again, says what
+    it said before (the account no longer uses that address), not that she declined it."""
+    signed_up = await h.sign_up("olga", "olga@example.com")
+    await h.deliver()
+    used = h.link_token(h.last_email("olga@example.com"), "/verify-email/")
+    await h.container.verify_email().execute(used, signed_up.account.id)
+    h.clock.advance(timedelta(minutes=5))
+    await h.container.change_email().execute(
+        session_token=await h.session_for(signed_up.account.id),
+        new_email="someone@example.com",
+        current_password=PASSWORD,
+    )
+    await h.deliver()
+    theirs = h.link_token(h.last_email("someone@example.com"), "/verify-email/")
+    h.clock.advance(timedelta(minutes=5))
+    await h.container.disown_email().execute(theirs)
+
+    assert DECLINED in _said(await client.get(f"/verify-email/{theirs}"))
+    again = await client.get(f"/verify-email/{used}")
+    assert DECLINED not in _said(again)
+    assert "no longer uses" in _said(again)

@@ -83,6 +83,9 @@ _CONSUMED = {
 }
 
 
+# The smallest step of a stored time (Postgres keeps microseconds).
+_INSTANT = timedelta(microseconds=1)
+
 # A link to an address the account has left: changing the address ends every link sent to
 # the old one (it reads as used), but what the person is told is why it no longer works.
 _OUTDATED = {
@@ -95,17 +98,22 @@ _OUTDATED = {
 
 
 async def refuse_if_declined(uow: UnitOfWork, digest: str | None, purpose: EmailPurpose) -> None:
-    """``EmailLinkDeclined`` for a confirmation link that stopped working when its address
-    was declined with it, or with another link to it ("This is not my account", ``DisownEmail``
-    audits it as the links are spent), then or since: the person opening it again declined,
-    and "the account no longer uses the address" or "already used" are words for the account's
-    owner. Read again here: a concurrent decline (a double click) may have spent it just now."""
+    """``EmailLinkDeclined`` for a confirmation link that a decline spent ("This is not my
+    account", with it or with another link to its address: ``DisownEmail`` audits it at the
+    moment it spends them): the person opening it again declined, and "the account no longer
+    uses the address" or "already used" are words for the account's owner. Not for a link
+    spent otherwise (used, or its address left) before a later decline. Read again here: a
+    concurrent decline (a double click) may have spent it just now."""
     if purpose is not EmailPurpose.VERIFY or digest is None:
         return
     token = await uow.email_tokens.get(digest)
     if token is None or token.purpose is not purpose or token.consumed_at is None:
         return
-    if await uow.audit.count_since(token.account_id, AuditKind.EMAIL_DISOWNED, token.consumed_at):
+    spent, kind = token.consumed_at, AuditKind.EMAIL_DISOWNED
+    at_or_after = await uow.audit.count_since(token.account_id, kind, spent)
+    if at_or_after and at_or_after > await uow.audit.count_since(
+        token.account_id, kind, spent + _INSTANT
+    ):  # a decline at the very moment the link was spent
         raise errors.EmailLinkDeclined()
 
 
