@@ -279,8 +279,9 @@ class PasswordChanged(InvalidCredentials):
 
 class UsernameTaken(DomainError):
     """Said the same whoever holds the name. Also what a sign-up form sent twice (a double
-    click) shows: the browser keeps the second answer, whose request found the account the
-    first one made (and the first answer's session cookie is lost with it)."""
+    click) shows when its second request is not told apart as the same form's (see
+    ``SignUp``: no CSRF cookie, a minute gone): the browser keeps the second answer, whose
+    request found the account the first one made."""
 
     code = "username_taken"
     message = (

@@ -620,6 +620,25 @@ async def test_a_reset_sent_at_once_many_times_signs_in_once(
     assert await h.container.current_session().execute(done[0].signed_in.session_token)
 
 
+async def test_a_sign_up_sent_at_once_many_times_signs_in_once(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    form = "c3" * 64  # the CSRF cookie every request of the form came with
+    done = await asyncio.gather(
+        *(
+            h.container.sign_up().execute(
+                username="alice", email="alice@example.com", password=PASSWORD, form_secret=form
+            )
+            for _ in range(TWICE)
+        )
+    )
+    assert [d.sent_twice for d in done].count(False) == 1
+    assert len({d.session_token for d in done}) == 1
+    assert len({d.account.id for d in done}) == 1
+    assert await _sessions_of(pg_db, done[0].account.id) == 1
+    assert await h.container.current_session().execute(done[0].session_token)
+
+
 async def test_a_link_and_sign_in_sent_at_once_many_times_signs_in_once(
     postgres: PostgresServer, pg_db: SqlDatabase
 ) -> None:

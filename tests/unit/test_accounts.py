@@ -102,6 +102,88 @@ async def test_a_sign_up_form_sent_twice_says_to_sign_in(h: Harness, db: MemoryD
     assert len(db.tables.accounts) == 1
 
 
+# The CSRF cookie both requests of a double click came with (Litestar's: 128 hex digits).
+_FORM = "a1" * 64
+
+
+def _sign_up_form(
+    h: Harness,
+    *,
+    form: str | None = _FORM,
+    email: str = "alice@example.com",
+    password: str = PASSWORD,
+) -> Awaitable[SignedIn]:
+    return h.container.sign_up().execute(
+        username="alice", email=email, password=password, form_secret=form
+    )
+
+
+async def test_a_sign_up_form_sent_twice_signs_its_person_in(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """A double click on "Create account": the first request made the account and a session
+    whose cookie the browser (it had left that request for the second) never received, and
+    the second said "This username is taken": not signed in. The session's token is derived
+    from the form's CSRF cookie, and the second request, with that cookie and the same name,
+    address and password within a minute, is answered that session."""
+    first = await _sign_up_form(h)
+    second = await _sign_up_form(h)
+    assert second.sent_twice
+    assert not first.sent_twice
+    assert second.session_token == first.session_token
+    assert second.account.id == first.account.id
+    assert await h.container.current_session().execute(second.session_token) is not None
+    assert len(db.tables.accounts) == 1
+    assert len(db.tables.sessions) == 1
+
+
+async def test_a_sign_up_form_sent_twice_at_once_signs_in_both(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    done = await asyncio.gather(_sign_up_form(h), _sign_up_form(h))
+    assert [d.sent_twice for d in done].count(False) == 1
+    assert len({d.session_token for d in done}) == 1
+    assert len(db.tables.accounts) == 1
+    assert len(db.tables.sessions) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"password": "another good password"},
+        {"email": "alice@other.example"},
+        {"form": "b2" * 64},  # another browser: the same name, address and password
+        {"form": None},
+    ],
+)
+async def test_a_sign_up_form_sent_twice_needs_the_same_form_and_browser(
+    h: Harness, other: dict[str, str | None]
+) -> None:
+    await _sign_up_form(h)
+    with pytest.raises(errors.UsernameTaken):
+        await _sign_up_form(h, **other)  # type: ignore[arg-type]
+
+
+async def test_a_sign_up_form_sent_twice_is_answered_for_a_minute_only(h: Harness) -> None:
+    await _sign_up_form(h)
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    with pytest.raises(errors.UsernameTaken):
+        await _sign_up_form(h)
+
+
+async def test_a_sign_up_form_sent_again_guesses_under_the_sign_in_throttle(h: Harness) -> None:
+    """Its password is checked as a sign-in's: wrong ones count against the account's
+    throttle, and a throttled account's form sent twice is "taken" (no free guesses)."""
+    await _sign_up_form(h)
+    for _ in range(5):
+        with pytest.raises(errors.UsernameTaken):
+            await _sign_up_form(h, password="a wrong guess it is")
+    with pytest.raises(errors.PasswordThrottled):
+        await h.container.sign_in().execute(login="alice", password=PASSWORD)
+    with pytest.raises(errors.UsernameTaken):
+        await _sign_up_form(h)
+
+
 async def test_sessions_expire_and_sign_out_ends_them(h: Harness) -> None:
     token = (await h.sign_up("alice", "alice@example.com")).session_token
     current = h.container.current_session()

@@ -278,6 +278,38 @@ async def test_the_sign_up_page_lands_on_the_account_page_with_its_welcome(clien
     assert signed_up.headers["location"] == "/account?notice=welcome"
 
 
+async def test_a_double_clicked_sign_up_signs_its_person_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """A double click on "Create account": the browser left the first request for the
+    second, which said "This username is taken": not signed in, although the first made the
+    account. The second now gets the first one's session; the same form from another browser
+    (its own CSRF cookie) is still "taken"."""
+    data = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
+    page = await client.get("/signup")
+    form = {**data, "next": "/account", "_csrf_token": csrf_token(page.text)}
+    before = dict(client.cookies)
+    first = await client.post("/signup", data=form, follow_redirects=False)
+    assert first.headers["location"] == "/account?notice=welcome"
+    session = first.cookies["tfl_session"]
+    client.cookies.clear()  # the browser never received the first answer
+    for name, value in before.items():
+        client.cookies.set(name, value)
+
+    second = await client.post("/signup", data=form, follow_redirects=False)
+    assert second.headers["location"] == first.headers["location"]
+    assert second.cookies["tfl_session"] == session
+    account = await client.get("/account")
+    assert account.url.path == "/account"  # signed in, not sent to sign in
+    assert len(db.tables.sessions) == 1
+
+    async with AsyncTestClient(app=create_app(h.container)) as stranger:
+        taken = await post_form(stranger, "/signup", "/signup", {**data, "next": "/account"})
+        assert taken.status_code == 409
+        assert "tfl_session" not in stranger.cookies
+    assert len(db.tables.sessions) == 1
+
+
 async def test_a_wrong_current_password_on_the_account_page_is_not_a_sign_in_page(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:

@@ -26,12 +26,14 @@ from domain.use_cases._addresses import claim_refused, confirmed_elsewhere
 from domain.use_cases._email_links import client_name, queue_to_unproved
 from domain.use_cases._passwords import (
     Passwords,
+    account_key,
     new_device_token,
     signed_in_key,
     throttle_key,
     trusted_device,
 )
 from domain.use_cases._shared import (
+    SENT_TWICE_WITHIN,
     SESSION_TTL,
     made_just_now,
     plausible_token,
@@ -68,6 +70,9 @@ class SignedIn:
     # A sign-up's confirmation email: queued, or withheld because its address had as many as
     # it may get (``RECIPIENT_LIMITS``). Other sign-ins send none.
     confirmation_sent: bool = True
+    # A sign-up form sent twice (a double click): the other request made the account, and
+    # this one answers that request's session (which its browser may never have received).
+    sent_twice: bool = False
 
 
 class _PasswordUseCase:
@@ -85,23 +90,67 @@ class _PasswordUseCase:
         self._session_ttl = session_ttl
         self._webhooks = webhooks  # for the use cases that create accounts or unlink
 
-    async def _password_session(self, uow: UnitOfWork, account_id: AccountId, now: datetime) -> str:
+    async def _password_session(
+        self,
+        uow: UnitOfWork,
+        account_id: AccountId,
+        now: datetime,
+        secret: IssuedSecret | None = None,
+    ) -> str:
         return await start_session(
-            uow, self._tokens, account_id, now, self._session_ttl, method=SignInMethod.PASSWORD
+            uow,
+            self._tokens,
+            account_id,
+            now,
+            self._session_ttl,
+            method=SignInMethod.PASSWORD,
+            secret=secret,
         )
 
 
+# What the session a sign-up starts is derived for, from the form's secret and the new
+# account's id (see ``session_token_after``).
+_SESSION_OF_SIGN_UP = "session-of-sign-up"
+
+
+def _sign_up_session(tokens: TokenIssuer, form_secret: str, account_id: AccountId) -> IssuedSecret:
+    return session_token_after(tokens, form_secret, f"{_SESSION_OF_SIGN_UP}:{account_id}")
+
+
 class SignUp(_PasswordUseCase):
+    """A new account, signed in.
+
+    The form sent twice (a double click) left its person signed out: the first request made
+    the account and a session whose cookie the browser (it had left that request for the
+    second) never received, and the second found the username taken. With a
+    ``form_secret``, the session's token is derived from it and the account's id
+    (``session_token_after``), and the second request, with the same secret, name, address
+    and password (checked under the sign-in's throttle) within ``SENT_TWICE_WITHIN`` of the
+    first, is answered that session. The web app's secret is the form's CSRF cookie: both
+    requests of a double click come with it, another browser has its own (and a copy of it
+    proves nothing without the password). Without the very session the secret derives, no
+    password is checked: the form tests no password of any account."""
+
     async def execute(
-        self, *, username: str, email: str, password: str, client: str | None = None
+        self,
+        *,
+        username: str,
+        email: str,
+        password: str,
+        client: str | None = None,
+        form_secret: str | None = None,
     ) -> SignedIn:
         """``client``: who asks (the web app's name for its budget: an IPv4 address, an IPv6
-        /64 network), for the confirmation email's limits (``RECIPIENT_LIMITS``)."""
+        /64 network), for the confirmation email's limits (``RECIPIENT_LIMITS``).
+        ``form_secret``: what the same form sent twice comes with, and nobody else's does
+        (see the class)."""
         name = validate_username(username)
         address = validate_email(email)
         password_hash = await self._passwords.new_hash(password, related=(name, address))
         now = self._clock.now()
         account = Account(AccountId.new(), name, address, False, password_hash, now)
+        secret = form_secret if plausible_token(form_secret) else None
+        made = _sign_up_session(self._tokens, secret, account.id) if secret else None
 
         async def attempt() -> tuple[str, bool]:
             async with self._uow() as uow:
@@ -120,7 +169,7 @@ class SignUp(_PasswordUseCase):
                     )
                 )
                 await self._webhooks.publish(uow, account_created(account, via="password"))
-                token = await self._password_session(uow, account.id, now)
+                token = await self._password_session(uow, account.id, now, made)
                 # Last, as it locks the address: confirmed by another account meanwhile (the
                 # proof locked it first), it is refused as above. Past the address's limit
                 # the account is made all the same, without the email: a refusal would tell
@@ -140,10 +189,52 @@ class SignUp(_PasswordUseCase):
 
         # Of simultaneous sign-ups with one name or address, the database lets one in; the
         # others run again, see the winner and get "taken", never a second account.
-        token, sent = await retry_on_conflict(attempt)
+        try:
+            token, sent = await retry_on_conflict(attempt)
+        except errors.UsernameTaken:
+            if secret is None:
+                raise
+            return await self._sent_twice(name, address, password, secret)
         return SignedIn(
             account, token, new_device_token(self._tokens, account), confirmation_sent=sent
         )
+
+    async def _sent_twice(
+        self, name: str, address: str, password: str, form_secret: str
+    ) -> SignedIn:
+        """For a request that found ``name`` taken: when its account was made by this form
+        (its session, derived from ``form_secret``, started in the last
+        ``SENT_TWICE_WITHIN``) with this address and this password (checked under the
+        sign-in's throttle), that session; otherwise ``UsernameTaken``."""
+        now = self._clock.now()
+        async with self._uow(read_only=True) as uow:
+            account = await uow.accounts.get_by_username(name)
+            if account is None:  # deleted meanwhile
+                raise errors.UsernameTaken()
+            made = _sign_up_session(self._tokens, form_secret, account.id)
+            try:
+                session, _ = await made_just_now(
+                    uow, self._tokens, made, now, proved_with=SignInMethod.PASSWORD
+                )
+            except errors.NotSignedIn:
+                raise errors.UsernameTaken() from None
+        if (
+            session.account_id != account.id
+            or now - account.created_at > SENT_TWICE_WITHIN
+            or account.email != address
+            or account.password_hash is None
+        ):
+            raise errors.UsernameTaken()
+        try:
+            right = await self._passwords.check(
+                account_key(account.id), account.password_hash, password
+            )
+        except errors.PasswordThrottled:
+            right = False  # the sign-in form says so, and offers a reset
+        if not right:
+            raise errors.UsernameTaken()
+        device = new_device_token(self._tokens, account)
+        return SignedIn(account, made.token, device, sent_twice=True)
 
 
 class SignIn(_PasswordUseCase):

@@ -238,6 +238,9 @@ class Pages(Controller):
                 email=data.get("email", ""),
                 password=data.get("password", ""),
                 client=client_budget(request),
+                # The same form sent twice (a double click) comes with the same CSRF cookie,
+                # another browser with its own: the first request's session is derived from it.
+                form_secret=request.cookies.get(jar.csrf_name),
             )
         except (errors.InvalidInput, errors.UsernameTaken, errors.EmailTaken) as exc:
             context = {
@@ -249,7 +252,7 @@ class Pages(Controller):
                 "error_field": field_of(exc, _SIGN_UP_FIELDS),
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
-        await jar.end_session(request, sign_out)
+        await jar.end_session(request, sign_out, keeping=signed_in.session_token)
         # The welcome only for the account just made: a refused form keeps its own "next",
         # which its "Sign in" link passes on to an account that exists already.
         if welcome:
