@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
-from domain.model import AuditKind, DiscordId
+from domain.model import AuditKind, DiscordId, DiscordProfile
 from domain.use_cases import TicketIssued
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
@@ -207,6 +207,26 @@ async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
     assert "Run /link again in Discord" in again.text
 
 
+async def _link_button_round_trip(
+    client: Client, h: Harness, discord: DiscordProfile, fetch_site: str
+) -> Any:
+    """alice signs up from the page of ``discord``'s /link button and starts its round trip
+    (a request that says ``Sec-Fetch-Site: fetch_site``); the 302 to Discord."""
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await sign_up(client, "alice", next_path=path)
+    confirm = await client.get(path)
+    started = await client.post(
+        path,
+        data={"_csrf_token": csrf_token(confirm.text)},
+        headers={"Sec-Fetch-Site": fetch_site, "Sec-Fetch-Dest": "document"},
+        follow_redirects=False,
+    )
+    assert started.status_code == 302, started.text
+    return started
+
+
 async def test_other_sites_pointing_at_the_sign_in_start_leave_this_sites_round_trip_working(
     client: Client, h: Harness, db: MemoryDatabase
 ) -> None:
@@ -217,18 +237,7 @@ async def test_other_sites_pointing_at_the_sign_in_start_leave_this_sites_round_
     pushed out, and back from Discord she was told she had started in another browser. Such
     navigations now start nothing (a page to continue from), and hers finishes."""
     alice_d = h.discord_user(5060, username="alice_d")
-    issued = await h.container.issue_link_ticket().execute(alice_d.user)
-    assert isinstance(issued, TicketIssued)
-    path = f"/link/{issued.token}"
-    await sign_up(client, "alice", next_path=path)
-    confirm = await client.get(path)
-    started = await client.post(
-        path,
-        data={"_csrf_token": csrf_token(confirm.text)},
-        headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "document"},
-        follow_redirects=False,
-    )
-    assert started.status_code == 302, started.text
+    started = await _link_button_round_trip(client, h, alice_d, "same-origin")
     approval = h.discord.approve(started.headers["location"], alice_d.id)
     pending = len(db.tables.pending_logins)
 
@@ -260,18 +269,7 @@ async def test_every_round_trip_is_bound_by_the_one_binding_cookie(
     Such requests start none any more (a page to continue from; a form fails CSRF), so one
     cookie binds them all, whatever ``Sec-Fetch-Site`` a request that passed CSRF says."""
     alice_d = h.discord_user(5061, username="alice_d2")
-    issued = await h.container.issue_link_ticket().execute(alice_d.user)
-    assert isinstance(issued, TicketIssued)
-    path = f"/link/{issued.token}"
-    await sign_up(client, "alice", next_path=path)
-    confirm = await client.get(path)
-    started = await client.post(
-        path,
-        data={"_csrf_token": csrf_token(confirm.text)},
-        headers={"Sec-Fetch-Site": "same-site", "Sec-Fetch-Dest": "document"},
-        follow_redirects=False,
-    )
-    assert started.status_code == 302, started.text
+    started = await _link_button_round_trip(client, h, alice_d, "same-site")
     cookies = [c.split("=", 1)[0] for c in started.headers.get_list("set-cookie")]
     assert cookies == ["tfl_oauth"]
     approval = h.discord.approve(started.headers["location"], alice_d.id)
