@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, TypeVar
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
+from domain.ports import DISCORD_PAUSE_MAX
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -388,6 +390,10 @@ class RedisReplayGuard:
         return await self._health.call(shared, lambda: self._local.first_time(key, ttl_seconds))
 
 
+# The longest pause kept in Redis (see ``SharedDiscordPauses.read``).
+_PAUSE_MAX_MS = int(DISCORD_PAUSE_MAX.total_seconds() * 1000)
+
+
 class RedisDiscordPauses:
     """Discord's rate limits every instance keeps (``SharedDiscordPauses``): one key per
     pause, ``{prefix}:discord-pause:{name}``, which expires when the pause ends (Redis' clock
@@ -401,7 +407,7 @@ class RedisDiscordPauses:
         async def shared() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for name, seconds in pauses.items():
-                    milliseconds = max(1, math.ceil(seconds * 1000))
+                    milliseconds = min(max(1, math.ceil(seconds * 1000)), _PAUSE_MAX_MS)
                     pipe.set(self._prefix + name, b"1", px=milliseconds, nx=True)
                     pipe.pexpire(self._prefix + name, milliseconds, gt=True)
                 await pipe.execute()
@@ -417,10 +423,28 @@ class RedisDiscordPauses:
                 for name in names:
                     pipe.pttl(self._prefix + name)
                 left = await pipe.execute()
-            return {
-                name: milliseconds / 1000
+            found = {
+                name: milliseconds
                 for name, milliseconds in zip(names, left, strict=True)
                 if milliseconds > 0  # -2: none; -1: no expiry (none of ours)
+            }
+            # Longer than any pause an instance publishes (written by hand, a compromised
+            # Redis): lengthened-never-shortened would keep every instance paused for as
+            # long as it says. Shortened to the longest, and taken as that.
+            beyond = [name for name, milliseconds in found.items() if milliseconds > _PAUSE_MAX_MS]
+            if beyond:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for name in beyond:
+                        pipe.pexpire(self._prefix + name, _PAUSE_MAX_MS, lt=True)
+                    await pipe.execute()
+                log.warning(
+                    "Discord pauses in Redis longer than %s shortened to it: %s",
+                    DISCORD_PAUSE_MAX,
+                    ", ".join(sorted(beyond)),
+                )
+            return {
+                name: min(milliseconds, _PAUSE_MAX_MS) / 1000
+                for name, milliseconds in found.items()
             }
 
         async def local() -> dict[str, float]:

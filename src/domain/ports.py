@@ -762,6 +762,10 @@ class DiscordGuildRoles(Protocol):
     ) -> RoleCallResult: ...
 
 
+# The longest pause a 429's retry_after (or an instance's shared pause) makes.
+DISCORD_PAUSE_MAX = timedelta(days=1)
+
+
 class SharedDiscordPauses(Protocol):
     """Discord's rate limits every instance must keep, not only the one that met them: the
     instances share the bot token and the application, so a 429 with ``retry_after`` (a
@@ -773,7 +777,8 @@ class SharedDiscordPauses(Protocol):
         """No call under each name for its seconds (a longer pause there is kept)."""
 
     async def read(self, names: Sequence[str]) -> dict[str, float]:
-        """The seconds left of those of ``names`` paused now."""
+        """The seconds left of those of ``names`` paused now, ``DISCORD_PAUSE_MAX`` at most
+        (what the store holds beyond it is shortened to it: none of ours)."""
 
 
 # Told, with any answer but a 429, that Discord said the route's limit has no call left for

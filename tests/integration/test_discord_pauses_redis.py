@@ -139,3 +139,33 @@ async def test_a_users_used_up_push_limit_met_by_one_instance_holds_for_the_othe
     finally:
         other.unwire()
         h.container.unwire()
+
+
+async def test_a_pause_in_redis_longer_than_any_429s_is_shortened_to_the_longest(
+    redis_url: str,
+) -> None:
+    """A pause key no instance wrote (by hand, a compromised Redis: ten years) paused every
+    instance's role calls for as long as it said, and lengthened-never-shortened kept it so:
+    it is taken, and shortened in Redis, as the longest a 429 makes (a day); an instance
+    publishes no more either."""
+    from adapters.shared_state import RedisDiscordPauses, RedisHealth
+    from domain.ports import DISCORD_PAUSE_MAX
+
+    longest = DISCORD_PAUSE_MAX.total_seconds()
+    client = Redis.from_url(redis_url)
+    try:
+        pauses = RedisDiscordPauses(client, RedisHealth(), prefix="pause-cap-test")
+        key = "pause-cap-test:discord-pause:bot"
+        await client.set(key, b"1", px=10 * 365 * 86400 * 1000)
+
+        left = await pauses.read(["bot", "server:1"])
+
+        assert set(left) == {"bot"}
+        assert longest - 60 < left["bot"] <= longest
+        assert longest * 1000 - 60_000 < await client.pttl(key) <= longest * 1000
+
+        await pauses.publish({"server:1": 10 * longest})
+
+        assert await client.pttl("pause-cap-test:discord-pause:server:1") <= longest * 1000
+    finally:
+        await client.aclose()

@@ -21,7 +21,7 @@ import math
 from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta
 
-from domain.ports import SharedDiscordPauses
+from domain.ports import DISCORD_PAUSE_MAX, SharedDiscordPauses
 
 # Cloudflare's block says nothing of how long: every call of the process waits this long, each
 # step after another block in a row, back to the first after a call goes through.
@@ -31,7 +31,8 @@ CLOUDFLARE_PAUSES = (
     timedelta(minutes=15),
     timedelta(hours=1),
 )
-RETRY_AFTER_MAX = timedelta(days=1)  # a retry_after beyond this is taken as this
+# A retry_after beyond this is taken as this (another instance's pause too).
+RETRY_AFTER_MAX = DISCORD_PAUSE_MAX
 
 
 def _name(scope: Hashable) -> str:
@@ -74,8 +75,13 @@ class DiscordPauses:
         await self.share(now)
         named = {_name(scope): scope for scope in scopes}
         for name, seconds in (await self._shared.read(list(named))).items():
-            if name in named and seconds > 0:
-                scope, until = named[name], now + timedelta(seconds=seconds)
+            if name in named and seconds > 0:  # NaN is not
+                # Bounded as a 429's own (``limited``): no instance publishes more, and a
+                # value written otherwise (by hand, a compromised store) would pause every
+                # call of every instance for as long as it said (beyond what a date holds:
+                # an OverflowError at each call's catch-up, so no call ever again).
+                wait = timedelta(seconds=min(seconds, RETRY_AFTER_MAX.total_seconds()))
+                scope, until = named[name], now + wait
                 self._scopes[scope] = max(until, self._scopes.get(scope, until))
 
     def limited(self, scope: Hashable, retry_after: float | None, now: datetime) -> datetime:
