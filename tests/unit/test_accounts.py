@@ -561,3 +561,23 @@ async def test_a_password_changed_meanwhile_to_another_one_still_says_so(h: Harn
     [refused] = [d for d in done if isinstance(d, BaseException)]
     assert isinstance(refused, errors.Conflict)
     assert "changed meanwhile" in refused.message
+
+
+async def test_a_sign_up_form_sent_twice_says_whether_its_confirmation_went(h: Harness) -> None:
+    """The second request answers the first one's sign-up, email included: when the first
+    withheld the confirmation (the address had as many as it may get), the page the browser
+    keeps said "We are emailing you a link to confirm your address"."""
+    for n in range(5):  # the address's hourly share (RECIPIENT_LIMITS) used up
+        await h.container.sign_up().execute(
+            username=f"other{n}", email="alice@example.com", password=PASSWORD
+        )
+    first = await _sign_up_form(h)
+    second = await _sign_up_form(h)
+    assert second.sent_twice
+    assert (first.confirmation_sent, second.confirmation_sent) == (False, False)
+
+
+async def test_a_sign_up_form_sent_twice_says_its_confirmation_went(h: Harness) -> None:
+    first = await _sign_up_form(h)
+    second = await _sign_up_form(h)
+    assert (first.confirmation_sent, second.confirmation_sent) == (True, True)

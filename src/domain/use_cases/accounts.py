@@ -218,6 +218,8 @@ class SignUp(_PasswordUseCase):
                 )
             except errors.NotSignedIn:
                 raise errors.UsernameTaken() from None
+            # What the first request said of the confirmation email: queued, or withheld.
+            sent = await uow.outgoing_emails.latest(account.id, EmailKind.VERIFY_EMAIL) is not None
         if (
             session.account_id != account.id
             or now - account.created_at > SENT_TWICE_WITHIN
@@ -234,7 +236,7 @@ class SignUp(_PasswordUseCase):
         if not right:
             raise errors.UsernameTaken()
         device = new_device_token(self._tokens, account)
-        return SignedIn(account, made.token, device, sent_twice=True)
+        return SignedIn(account, made.token, device, confirmation_sent=sent, sent_twice=True)
 
 
 class SignIn(_PasswordUseCase):
