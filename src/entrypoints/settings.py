@@ -523,6 +523,27 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("discord_api_url", "discord_authorize_url", "discord_cdn_url")
+    @classmethod
+    def _discord_base(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        """Paths are added to the API's and the CDN's URLs (/oauth2/token, /avatars/…) and
+        the authorize URL gets the service's own query: after a query or a fragment, every
+        call, avatar or sign-in with Discord was broken. A user part went to every browser
+        (the authorize redirect, the pages' avatars) or with the bot token to that host.
+        Never the value in the message: it holds a password."""
+        if value.username is not None or value.password is not None:
+            raise ValueError(
+                "must have no user name or password ('user:password@'): browsers are sent "
+                "to it (the sign-in redirect, the pages' avatars) and the bot token with it"
+            )
+        for part, present in (("query", value.query), ("fragment", value.fragment)):
+            if present is not None:
+                raise ValueError(
+                    f"must have no {part} ('?…' or '#…'): paths and the service's own query "
+                    "are added to it"
+                )
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _random_enough(cls, value: SecretStr) -> SecretStr:

@@ -444,6 +444,44 @@ def test_discord_urls_must_be_https_unless_loopback(name: str) -> None:
     assert not any("discord.com" in w for w in real.warnings())
 
 
+_DISCORD_URLS = {
+    "discord_api_url": "https://discord.com/api/v10",
+    "discord_authorize_url": "https://discord.com/oauth2/authorize",
+    "discord_cdn_url": "https://cdn.discordapp.com",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DISCORD_URLS))
+@pytest.mark.parametrize("user", ["ops:s3cr3t-pw@", ":s3cr3t-pw@", "ops@"])
+def test_a_discord_url_with_a_user_or_password_is_refused_without_showing_it(
+    name: str, user: str
+) -> None:
+    """Each was taken: the authorize URL is every browser's redirect to sign in with Discord
+    (its password in every Location header), the CDN's is in every page showing an avatar,
+    and the API's went with the bot token to whatever host it names."""
+    url = _DISCORD_URLS[name].replace("https://", f"https://{user}")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: url})
+    assert f"TASKFLOW_LINK_{name.upper()}: must have no user name or password" in str(refused.value)
+    assert "s3cr3t-pw" not in str(refused.value)
+    assert "ops" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", sorted(_DISCORD_URLS))
+@pytest.mark.parametrize(("end", "part"), [("?x=1", "query"), ("#top", "fragment")])
+def test_a_discord_url_with_a_query_or_fragment_is_refused(name: str, end: str, part: str) -> None:
+    """Paths are added to the API's and the CDN's URLs (/oauth2/token, /avatars/…), and the
+    authorize URL gets its own query (?client_id=…): after a query or a fragment each was
+    broken (every sign-in with Discord, every avatar, every call), and it started without
+    a word."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(
+            _env_file=None, secret_key=TEST_SECRET_KEY, **{name: _DISCORD_URLS[name] + end}
+        )
+    assert f"TASKFLOW_LINK_{name.upper()}: must have no {part}" in str(refused.value)
+    assert load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: _DISCORD_URLS[name]})
+
+
 def _production(**overrides: object) -> dict[str, object]:
     return {
         "_env_file": None,
