@@ -45,6 +45,12 @@ from domain.model import DiscordId, EmailLinking, LinkedRole
 
 ENV_PREFIX = "TASKFLOW_LINK_"
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+# A host name as resolvers take it: labels of letters, digits, `-` and `_` (some internal
+# names have one), dots between, and perhaps the root's after the last.
+_HOST_NAME = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?"
+)
 
 
 # Far more shards than the largest bots run (one per 1,000 to 2,500 servers): a count alone
@@ -663,6 +669,29 @@ class Settings(BaseSettings):
         problem = sender_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _smtp_host_alone(cls, value: str | None) -> str | None:
+        """aiosmtplib looks the whole text up as a host name: `mail.example.com:25` or
+        `smtp://mail.example.com` failed every email (retried every few seconds, a DNS error in
+        the log), not the start."""
+        if value is None or not value.strip():
+            return value  # blank: unset (see _blank_is_unset)
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(value)
+            return value
+        try:  # a name beyond ASCII as the resolver is given it (IDNA)
+            ascii_name = value.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_name = ""
+        if not _HOST_NAME.fullmatch(ascii_name):
+            raise ValueError(
+                "must be the server's host name or address alone (mail.example.com, "
+                "192.0.2.25, 2001:db8::25): no scheme (smtp://), user, path or space, and its "
+                "port is TASKFLOW_LINK_SMTP_PORT (TLS: TASKFLOW_LINK_SMTP_TLS)"
+            )
         return value
 
     @field_validator("webhook_urls")

@@ -37,3 +37,47 @@ def test_smtp_needs_a_host() -> None:
             load_settings(
                 _env_file=None, secret_key=TEST_SECRET_KEY, email_backend="smtp", smtp_host=host
             )
+
+
+def _smtp(**overrides: object) -> object:
+    return load_settings(
+        _env_file=None, secret_key=TEST_SECRET_KEY, email_backend="smtp", **overrides
+    )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "mail.example.com:25",
+        "smtp://mail.example.com",
+        "smtps://mail.example.com:465",
+        "ops@mail.example.com",
+        "mail.example.com/relay",
+        "mail example.com",
+        "[::1]",
+    ],
+)
+def test_an_smtp_host_that_is_not_a_host_alone_is_refused(host: str) -> None:
+    """Each was taken, and aiosmtplib looked the whole text up as a host name: every email
+    failed, retried every few seconds, with only a DNS error in the log."""
+    with pytest.raises(SettingsError) as refused:
+        _smtp(smtp_host=host)
+    message = str(refused.value)
+    assert "TASKFLOW_LINK_SMTP_HOST: must be the server's host name or address alone" in message
+    assert "TASKFLOW_LINK_SMTP_PORT" in message
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "mail.example.com",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "smtp-relay_1",
+        "mail.example.",
+        "mail.bücher.example",
+    ],
+)
+def test_an_smtp_host_name_or_address_is_taken(host: str) -> None:
+    assert _smtp(smtp_host=host)
