@@ -858,6 +858,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _smtp_password_needs_a_user(self) -> Settings:
+        """aiosmtplib logs in only with a user name: a password alone was never sent, and the
+        emails went unauthenticated (refused by a server that wants a login)."""
+        if self.smtp_password is not None and _blank(self.smtp_username):
+            raise ValueError(
+                "TASKFLOW_LINK_SMTP_PASSWORD needs TASKFLOW_LINK_SMTP_USERNAME: without a user "
+                "name the password is never sent, and no email is sent logged in"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _outbox_page_needs_outbox(self) -> Settings:
         if self.email_outbox_page and self.email_backend != "outbox":
             raise ValueError(

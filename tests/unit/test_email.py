@@ -81,3 +81,15 @@ def test_an_smtp_host_that_is_not_a_host_alone_is_refused(host: str) -> None:
 )
 def test_an_smtp_host_name_or_address_is_taken(host: str) -> None:
     assert _smtp(smtp_host=host)
+
+
+def test_an_smtp_password_without_a_user_name_is_refused_without_showing_it() -> None:
+    """aiosmtplib logs in only with a user name: the password alone was never sent, and every
+    email went unauthenticated (refused by the server, retried) without a word at start."""
+    with pytest.raises(SettingsError) as refused:
+        _smtp(smtp_host="mail.example.com", smtp_password="s3cr3t-pw")
+    message = str(refused.value)
+    assert "TASKFLOW_LINK_SMTP_PASSWORD needs TASKFLOW_LINK_SMTP_USERNAME" in message
+    assert "s3cr3t-pw" not in message
+    assert _smtp(smtp_host="mail.example.com", smtp_username="ops", smtp_password="s3cr3t-pw")
+    assert _smtp(smtp_host="mail.example.com", smtp_username="  ", smtp_password="  ")

@@ -591,7 +591,7 @@ def test_deadlines_past_discords_three_seconds_are_warned_about(
 
 
 def test_smtp_without_tls_to_another_machine_is_warned_about() -> None:
-    plain = load_settings(**_production(smtp_tls="none", smtp_password="pw"))
+    plain = load_settings(**_production(smtp_tls="none", smtp_username="ops", smtp_password="pw"))
     assert any("SMTP_TLS=none: emails to mail.example.com" in w for w in plain.warnings())
     local = load_settings(**_production(smtp_tls="none", smtp_host="127.0.0.1"))
     assert not any("SMTP_TLS" in w for w in local.warnings())
