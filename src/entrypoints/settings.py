@@ -1008,7 +1008,8 @@ class Settings(BaseSettings):
             )
         if self.metrics and self.metrics_token is None and not is_loopback(self.public_url.host):
             found.append(
-                "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset): set a token, "
+                "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset or blank): set a "
+                "token (16+ characters), "
                 "keep /metrics from the internet at the proxy, or TASKFLOW_LINK_METRICS=false"
             )
         urls = self.webhook_url_list

@@ -670,3 +670,21 @@ async def test_debug_logs_carry_no_sqlite_statement_values(
     logging.getLogger("taskflow_link.test").debug("our own DEBUG lines still show")
     assert "someone@example.com" not in stream.getvalue()
     assert "our own DEBUG lines still show" in stream.getvalue()
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_metrics_token_is_unset_and_the_warning_says_so(blank: str) -> None:
+    """A blank secret means unset, as .env.example's blank lines do (a `METRICS_TOKEN=` left
+    blank, or `${METRICS_TOKEN}` of a variable the shell does not have): /metrics is open.
+    The warning at start said the token "is unset" to an operator who had written the line,
+    and who looked for a typo in its name."""
+    settings = make_settings(
+        public_url="https://link.example.com",
+        email_backend="smtp",
+        smtp_host="mail.example",
+        metrics_token=blank,
+    )
+    assert settings.metrics_token is None
+    said = [w for w in settings.warnings() if "/metrics answers anyone" in w]
+    assert said
+    assert "TASKFLOW_LINK_METRICS_TOKEN is unset or blank" in said[0]
