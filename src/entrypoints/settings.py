@@ -58,6 +58,9 @@ _HOST_NAME = re.compile(
 # MemoryError's traceback while it listed them.
 MAX_SHARD_COUNT = 100_000
 
+# SMTP with implicit TLS (RFC 8314); 25 and 587 speak plain SMTP and STARTTLS.
+IMPLICIT_TLS_SMTP_PORT = 465
+
 # Discord drops a first answer to an interaction that comes later than this (network included).
 DISCORD_ANSWER_LIMIT_SECONDS = 3.0
 # An interaction's token lives this long from its creation: no reply or edit is taken later.
@@ -912,6 +915,27 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def _smtp_port_warnings(self) -> list[str]:
+        """A TLS mode the SMTP port does not speak, by the ports' registered use: implicit TLS
+        to 25 or 587 (STARTTLS's) failed every email at the handshake; plain SMTP or STARTTLS
+        to 465 (implicit TLS's) waited for a greeting the server never sends, every email until
+        the timeout. Allowed (a server may listen where it likes), but said at start."""
+        if self.email_backend != "smtp":
+            return []
+        tls, port = self.smtp_tls, self.smtp_port
+        if tls == "tls" and port in {25, 587}:
+            why = f"port {port} speaks plain SMTP and STARTTLS, implicit TLS is port 465"
+            fix = "SMTP_TLS=starttls, or SMTP_PORT=465"
+        elif tls != "tls" and port == IMPLICIT_TLS_SMTP_PORT:
+            why = "port 465 speaks implicit TLS only (the server waits for a TLS handshake)"
+            fix = "SMTP_TLS=tls, or SMTP_PORT=587"
+        else:
+            return []
+        return [
+            f"{ENV_PREFIX}SMTP_TLS={tls} with {ENV_PREFIX}SMTP_PORT={port}: {why}, so every "
+            f"email would fail unless this server is set up otherwise; set {ENV_PREFIX}{fix}"
+        ]
+
     def _url_timeout_warnings(self) -> list[str]:
         """Timeouts in the database's or Redis's URL: taken, but what they do is not what the
         settings say (named, never with their values)."""
@@ -1031,6 +1055,7 @@ class Settings(BaseSettings):
                 "sign-in links) and the SMTP password travel in clear; use starttls or tls "
                 "unless that server is on a network only you can read"
             )
+        found.extend(self._smtp_port_warnings())
         found.extend(self._url_timeout_warnings())
         found.extend(self._discord_deadline_warnings())
         if self.email_backend == "outbox":

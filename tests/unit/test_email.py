@@ -93,3 +93,31 @@ def test_an_smtp_password_without_a_user_name_is_refused_without_showing_it() ->
     assert "s3cr3t-pw" not in message
     assert _smtp(smtp_host="mail.example.com", smtp_username="ops", smtp_password="s3cr3t-pw")
     assert _smtp(smtp_host="mail.example.com", smtp_username="  ", smtp_password="  ")
+
+
+@pytest.mark.parametrize(
+    ("tls", "port", "said"),
+    [
+        ("tls", None, "SMTP_TLS=tls with TASKFLOW_LINK_SMTP_PORT=587"),  # the default port
+        ("tls", 25, "SMTP_TLS=tls with TASKFLOW_LINK_SMTP_PORT=25"),
+        ("starttls", 465, "SMTP_TLS=starttls with TASKFLOW_LINK_SMTP_PORT=465"),
+        ("none", 465, "SMTP_TLS=none with TASKFLOW_LINK_SMTP_PORT=465"),
+    ],
+)
+def test_an_smtp_tls_mode_the_port_does_not_speak_is_warned_about(
+    tls: str, port: int | None, said: str
+) -> None:
+    """SMTP_TLS=tls left at the default port 587 (STARTTLS's), or starttls on 465 (implicit
+    TLS's): every email failed, at the handshake or after the timeout waiting for a greeting
+    the server never sends, and nothing at start said why."""
+    ports = {} if port is None else {"smtp_port": port}
+    settings = _smtp(smtp_host="127.0.0.1", smtp_tls=tls, **ports)
+    assert any(w.startswith(f"TASKFLOW_LINK_{said}") for w in settings.warnings()), (
+        settings.warnings()
+    )
+
+
+@pytest.mark.parametrize(("tls", "port"), [("tls", 465), ("starttls", 587), ("starttls", 25)])
+def test_an_smtp_tls_mode_its_port_speaks_is_not_warned_about(tls: str, port: int) -> None:
+    settings = _smtp(smtp_host="mail.example.com", smtp_tls=tls, smtp_port=port)
+    assert not [w for w in settings.warnings() if "SMTP_PORT" in w]
