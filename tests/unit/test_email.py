@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters.email import OutboxEmailSender, SmtpEmailSender
 from domain.ports import EmailMessage
 from entrypoints.container import build_container
-from entrypoints.settings import SettingsError, load_settings
+from entrypoints.settings import Settings, SettingsError, load_settings
 from tests.fakes.clock import ManualClock
 from tests.harness import TEST_SECRET_KEY, make_settings
 
@@ -39,7 +41,7 @@ def test_smtp_needs_a_host() -> None:
             )
 
 
-def _smtp(**overrides: object) -> object:
+def _smtp(**overrides: Any) -> Settings:
     return load_settings(
         _env_file=None, secret_key=TEST_SECRET_KEY, email_backend="smtp", **overrides
     )
