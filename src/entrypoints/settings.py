@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import email.errors
 import email.policy
+import email.utils
 import ipaddress
 import logging
 import os
@@ -915,6 +916,23 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def _sender_warnings(self) -> list[str]:
+        """The From address left at its default (no-reply@localhost), or another whose domain
+        is no domain of the internet, in production: mail servers refuse such a sender or
+        file its mail as spam, and reset and confirmation links never arrived."""
+        if self.email_backend != "smtp" or is_loopback(self.public_url.host):
+            return []
+        address = email.utils.parseaddr(self.email_from)[1]
+        domain = address.rpartition("@")[2].rstrip(".").lower()
+        if "." in domain and not domain.endswith(".localhost"):
+            return []
+        return [
+            f"{ENV_PREFIX}EMAIL_FROM: {address} is not an address of a domain on the internet: "
+            "mail servers refuse its mail or file it as spam (password resets and "
+            "confirmations never arrive); set it to an address of your domain "
+            "('TaskFlow <no-reply@example.com>')"
+        ]
+
     def _smtp_port_warnings(self) -> list[str]:
         """A TLS mode the SMTP port does not speak, by the ports' registered use: implicit TLS
         to 25 or 587 (STARTTLS's) failed every email at the handshake; plain SMTP or STARTTLS
@@ -1056,6 +1074,7 @@ class Settings(BaseSettings):
                 "unless that server is on a network only you can read"
             )
         found.extend(self._smtp_port_warnings())
+        found.extend(self._sender_warnings())
         found.extend(self._url_timeout_warnings())
         found.extend(self._discord_deadline_warnings())
         if self.email_backend == "outbox":

@@ -123,3 +123,20 @@ def test_an_smtp_tls_mode_the_port_does_not_speak_is_warned_about(
 def test_an_smtp_tls_mode_its_port_speaks_is_not_warned_about(tls: str, port: int) -> None:
     settings = _smtp(smtp_host="mail.example.com", smtp_tls=tls, smtp_port=port)
     assert not [w for w in settings.warnings() if "SMTP_PORT" in w]
+
+
+def test_the_default_sender_address_in_production_is_warned_about() -> None:
+    """EMAIL_FROM left at its default, no-reply@localhost, with SMTP and a public URL: mail
+    servers refuse a sender domain that is no domain, or file its mail as spam, and the
+    password reset and confirmation links never arrived, with nothing said at start."""
+    production = {
+        "smtp_host": "mail.example.com",
+        "public_url": "https://link.example.com",
+    }
+    said = [w for w in _smtp(**production).warnings() if "EMAIL_FROM" in w]
+    assert said, "no warning about the sender"
+    assert said[0].startswith("TASKFLOW_LINK_EMAIL_FROM: no-reply@localhost")
+    named = _smtp(**production, email_from="TaskFlow <no-reply@example.com>")
+    assert not [w for w in named.warnings() if "EMAIL_FROM" in w]
+    on_this_machine = _smtp(smtp_host="127.0.0.1")  # a development relay (Mailpit and such)
+    assert not [w for w in on_this_machine.warnings() if "EMAIL_FROM" in w]
