@@ -7,8 +7,10 @@ in-memory adapters and the SQL ones.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -30,6 +32,13 @@ from tests.fakes.guild_roles import FakeGuildRoles
 
 PASSWORD = "correct horse battery staple"
 TEST_SECRET_KEY = "test-7YlQvv5GrVZkBBC20xoH3K9meYno16n68PB3mFU2x7Ibtf9p"  # random, as a real one
+
+
+def webhook_secret(seed: str, size: int = 32) -> str:
+    """A ``whsec_`` secret of ``size`` bytes that look random (start-up refuses guessable
+    ones, such as one byte repeated), the same for the same ``seed``."""
+    key = hashlib.shake_256(seed.encode()).digest(size)
+    return "whsec_" + base64.b64encode(key).decode()
 
 
 class _GivenSettings(Settings):

@@ -7,7 +7,6 @@ container on the same database) shares the first one's clock and outside world."
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -57,10 +56,10 @@ from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
 from entrypoints.webhook_worker import WebhookWorker
 from tests.fakes.role_connections import InMemoryDiscordWithRoles, connected, fake, role_harness
-from tests.harness import Harness, make_settings
+from tests.harness import Harness, make_settings, webhook_secret
 
 HOOK = "https://hooks.example.com/in"
-SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+SECRET = webhook_secret("queue-stops")
 ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))
 ROWS = 6  # queued; every worker's batch takes them all
 AN_HOUR = 3600.0

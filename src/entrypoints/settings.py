@@ -17,6 +17,7 @@ import os
 import re
 import unicodedata
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -565,6 +566,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _unguessable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """The only thing between anyone and /metrics (which moves when an address gets a
+        reset email): `aaaaaaaaaaaaaaaa` was taken."""
+        if value is not None and guessable_key(value.get_secret_value()):
+            raise ValueError(
+                "looks guessable (too few different characters, or a piece repeated): it is "
+                f"all that keeps /metrics from anyone. Make one with {_RANDOM_TEXT}"
+            )
+        return value
+
     @field_validator("discord_public_key")
     @classmethod
     def _hex_key(cls, value: str | None) -> str | None:
@@ -751,7 +764,7 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            decode_secret(value.get_secret_value())
+            webhook_key(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -762,9 +775,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TASKFLOW_LINK_WEBHOOK_URLS needs TASKFLOW_LINK_WEBHOOK_SECRET for the URLs "
                 f"without a secret of their own (item {', '.join(without)}), or one after each "
-                "such URL (whsec_ + base64 of 24 to 64 random bytes, one per URL): python3 -c "
-                "'import base64, secrets; "
-                'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
+                "such URL (whsec_ + base64 of 24 to 64 random bytes, one per URL): "
+                + _WEBHOOK_KEY_RECIPE
             )
         if self.webhook_secret_previous is not None and self.webhook_secret is None:
             raise ValueError(
@@ -1221,16 +1233,41 @@ def shard_problem(ids: tuple[int, ...], count: int | None) -> str | None:
     return None
 
 
-def guessable_key(key: str) -> bool:
-    """A key no random generator would make: fewer than 8 different characters, one
-    character in more than a third of it, or a piece of 8 characters that comes twice
-    ("changeme" * 4, "taskflow" * 4 + "-2024"). ``secrets.token_urlsafe`` and ``openssl rand
-    -hex`` pass (a random 32-digit hex key fails once in about 30,000 draws); so does a
-    passphrase of a few words. (No dictionary: zxcvbn's would cost every process 14 MB.)"""
-    if len(set(key)) < 8 or max(map(key.count, set(key))) * 3 > len(key):
+def guessable_key(key: str | bytes) -> bool:
+    """A key no random generator would make: fewer than 8 different characters (or bytes),
+    one in more than a third of it, or a piece of 8 that comes twice ("changeme" * 4,
+    "taskflow" * 4 + "-2024", 32 zero bytes). ``secrets.token_urlsafe``, ``token_bytes`` and
+    ``openssl rand -hex`` pass (a random 32-digit hex key fails once in about 30,000 draws);
+    so does a passphrase of a few words. (No dictionary: zxcvbn's would cost every process
+    14 MB.)"""
+    counts = Counter(key)
+    if len(counts) < 8 or max(counts.values()) * 3 > len(key):
         return True
     pieces = [key[i : i + 8] for i in range(len(key) - 7)]
     return len(set(pieces)) < len(pieces)
+
+
+# Webhook secrets printed where anyone reads them (the README's receiver example, which is
+# Standard Webhooks' own): a receiver keyed with one takes link events anyone can sign.
+_PUBLISHED_WEBHOOK_KEYS = frozenset({decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")})
+_WEBHOOK_KEY_RECIPE = (
+    "python3 -c 'import base64, secrets; "
+    'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
+)
+
+
+def webhook_key(text: str) -> bytes:
+    """The key of a ``whsec_…`` secret (``decode_secret``), refused (``ValueError``, never
+    the value) when it looks guessable or is a published example: whoever guesses it signs
+    events the receivers take for ours."""
+    key = decode_secret(text)
+    if guessable_key(key) or key in _PUBLISHED_WEBHOOK_KEYS:
+        raise ValueError(
+            "looks guessable (too few different bytes, or a piece repeated) or is a published "
+            "example: anyone who knows it can sign link events the receivers would take. "
+            f"Make one with {_WEBHOOK_KEY_RECIPE}"
+        )
+    return key
 
 
 def sender_problem(text: str) -> str | None:
@@ -1295,7 +1332,7 @@ def parse_webhook_targets(text: str) -> list[tuple[str, list[str]]]:
             )
         for secret in own:
             try:
-                decode_secret(secret)
+                webhook_key(secret)
             except ValueError as exc:
                 raise ValueError(f"item {number}: the secret after the URL {exc}") from None
         try:

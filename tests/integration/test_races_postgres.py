@@ -4,7 +4,6 @@ winner, and the losers get the domain's refusal (never a 500, never a duplicate)
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -30,7 +29,7 @@ from domain import errors
 from domain.model import EmailKind, LinkTicket, SignInMethod
 from domain.use_cases import AuthOutcome, TicketIssued
 from entrypoints.web import create_app
-from tests.harness import PASSWORD, Browser, Harness, sql_harness
+from tests.harness import PASSWORD, Browser, Harness, sql_harness, webhook_secret
 from tests.integration import email_races
 from tests.integration.postgres import PostgresServer
 from tests.web_support import post_form
@@ -482,7 +481,7 @@ async def test_links_and_unlinks_through_every_way_at_once_are_each_sent_once(
         postgres.url,
         db_pool_size=N + 5,
         webhook_urls=f"{HOOKS},{OTHER}",
-        webhook_secret="whsec_" + base64.b64encode(b"s" * 32).decode(),
+        webhook_secret=webhook_secret("races"),
     ) as h:
         alice = (await h.sign_up("alice", "alice@example.com")).account
         bob = (await h.sign_up("bob", "bob@example.com")).account

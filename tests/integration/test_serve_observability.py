@@ -20,7 +20,7 @@ import pytest
 from tests.harness import TEST_SECRET_KEY
 from tests.servers import free_port
 
-TOKEN = "scrape-token-" + "k" * 24
+TOKEN = "scrape-token-Vb7nQ2xPz9Lm"
 INTERACTION_TOKEN = "aW50ZXJhY3Rpb24" + "Q" * 60
 
 

@@ -19,7 +19,7 @@ from entrypoints.container import _readiness_checks, build_container
 from entrypoints.health import Readiness
 from entrypoints.settings import Settings
 from entrypoints.web import create_app
-from tests.harness import TEST_SECRET_KEY, make_settings
+from tests.harness import TEST_SECRET_KEY, make_settings, webhook_secret
 from tests.integration.redis_server import RedisServer
 
 
@@ -436,7 +436,7 @@ async def test_instances_that_disagree_on_what_they_queue_and_send_say_so_at_sta
     common = {
         "redis_url": redis_url,
         "webhook_urls": "https://hooks.example.com/in",
-        "webhook_secret": "whsec_" + "a" * 43,
+        "webhook_secret": webhook_secret("shared-state"),
         "discord_bot_token": "bot-token",
         "email_backend": "smtp",
         "smtp_host": "127.0.0.1",

@@ -8,7 +8,6 @@ skips what another transaction holds, bulk requeue locks in the claims' order.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Sequence
@@ -27,12 +26,12 @@ from domain.use_cases import WebhookReport
 from domain.webhooks import GoneEndpoint, WebhookDelivery, WebhookEndpoint, WebhookState
 from tests.contracts.repositories import HOOK_A, HOOK_B, NOW, webhook, write
 from tests.fakes.webhooks import InterleavingSender
-from tests.harness import sql_harness
+from tests.harness import sql_harness, webhook_secret
 from tests.integration.postgres import PostgresServer
 
 DEADLINE = 60.0  # seconds: generous, for a busy machine; never a measurement
 LEASE = timedelta(minutes=2)
-SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+SECRET = webhook_secret("webhook-claims")
 
 
 async def _blocked_or_done(database: SqlDatabase, task: asyncio.Task[object]) -> None:

@@ -35,7 +35,7 @@ from domain.webhooks import (
 )
 from entrypoints.container import build_container
 from tests.bot_support import run_command, wait_until
-from tests.harness import TEST_SECRET_KEY, Harness, make_settings, sql_harness
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings, sql_harness, webhook_secret
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import Browser, Stack, sign_up
 from tests.integration.webhook_receiver import Hook, Receiver
@@ -362,8 +362,8 @@ async def test_the_audit_trail_through_the_command_and_its_retention(
 async def test_each_receiver_gets_signatures_only_its_own_secret_verifies() -> None:
     """One secret per URL: what one receiver holds signs nothing another accepts. The third
     URL has none of its own and is signed with TASKFLOW_LINK_WEBHOOK_SECRET."""
-    own_a = "whsec_" + base64.b64encode(b"a" * 32).decode()
-    own_b, replaced_b = ("whsec_" + base64.b64encode(fill * 32).decode() for fill in (b"b", b"o"))
+    own_a = webhook_secret("own-a")
+    own_b, replaced_b = webhook_secret("own-b"), webhook_secret("replaced-b")
     a, b, c = Receiver((own_a,)), Receiver((own_b,)), Receiver((SECRET,))
     with serve(a) as a_url, serve(b) as b_url, serve(c) as c_url:
         h = Harness.build(

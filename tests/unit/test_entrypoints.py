@@ -34,7 +34,7 @@ from entrypoints.settings import (
     without_password,
 )
 from tests.bot_support import WAIT_SECONDS, wait_until
-from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
+from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings, webhook_secret
 from tests.servers import free_port
 
 
@@ -1133,7 +1133,7 @@ def test_config_shows_where_calls_out_go_without_the_proxys_password(
         "TASKFLOW_LINK_WEBHOOK_URLS",
         "https://hooks.example.com/in?token=t0ps3cret,https://direct.example.org/h",
     )
-    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET", "whsec_" + "c" * 43)
+    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET", webhook_secret("entrypoints"))
     monkeypatch.setenv("HTTPS_PROXY", "http://user:pr0xy-pw@filter.internal:3128")
     monkeypatch.setenv("NO_PROXY", "direct.example.org")
     result = CliRunner().invoke(cli, ["config"])

@@ -46,7 +46,7 @@ from entrypoints.web.request_id import choose_request_id
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.web_support import Client, csrf_token
 
-TOKEN = "metrics-token-" + "m" * 20
+TOKEN = "metrics-token-Hq3vZ8kLw2Rt"
 
 
 class Counted:
@@ -386,6 +386,10 @@ def test_metrics_settings_are_checked() -> None:
         load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, metrics_token="short-secret")
     assert "TASKFLOW_LINK_METRICS_TOKEN" in str(short.value)
     assert "short-secret" not in str(short.value)  # never echoed
+    for guessable in ("a" * 16, "metrics-token-" + "m" * 20, "s3cr3tt0k3n!" * 2):
+        with pytest.raises(SettingsError, match="METRICS_TOKEN: looks guessable") as weak:
+            load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, metrics_token=guessable)
+        assert guessable not in str(weak.value)
     with pytest.raises(SettingsError, match="TASKFLOW_LINK_LOG_FORMAT"):
         load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, log_format="xml")
     public = make_settings(

@@ -14,11 +14,11 @@ from entrypoints.container import build_container, outgoing_proxies
 from entrypoints.emulator import EmulatorState
 from entrypoints.emulator.bot_api import deliver
 from entrypoints.settings import SettingsError
-from tests.harness import make_settings
+from tests.harness import make_settings, webhook_secret
 from tests.servers import free_port
 
 VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-SECRET = "whsec_" + "c" * 43
+SECRET = webhook_secret("proxies")
 
 
 @pytest.fixture(autouse=True)

@@ -40,11 +40,15 @@ from entrypoints.container import build_container
 from entrypoints.instrumentation import record_outcome
 from entrypoints.settings import SettingsError, load_settings, parse_webhook_urls
 from entrypoints.web.app import create_app
-from tests.harness import TEST_SECRET_KEY, Harness, make_settings
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings, webhook_secret
 
 
 def secret(fill: bytes, size: int = 32) -> str:
-    return "whsec_" + base64.b64encode(fill * size).decode()
+    return webhook_secret(fill.decode(), size)
+
+
+def key(fill: bytes) -> bytes:
+    return decode_secret(secret(fill))
 
 
 NEW, OLD, STRANGER = secret(b"n"), secret(b"o"), secret(b"x")
@@ -197,8 +201,27 @@ def test_a_secret_that_is_not_whsec_base64_of_24_to_64_bytes_is_refused(text: st
 
 
 def test_a_secret_without_padding_is_accepted() -> None:
-    assert decode_secret(NEW.rstrip("=")) == b"n" * 32
-    assert decode_secret("whsec_" + base64.b64encode(b"k" * 24).decode()) == b"k" * 24
+    assert decode_secret(NEW.rstrip("=")) == key(b"n")
+    assert len(decode_secret(secret(b"k", 24))) == 24
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "whsec_" + base64.b64encode(b"k" * 32).decode(),  # one byte over and over
+        "whsec_" + base64.b64encode(b"0123456789" * 4).decode(),  # a piece repeated
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # the README's example (Standard Webhooks')
+    ],
+)
+def test_a_guessable_or_published_webhook_secret_stops_start_up(text: str) -> None:
+    """Whoever knows it signs link events the receivers take for ours."""
+    for given in (
+        {"webhook_urls": "https://a.example/x", "webhook_secret": text},
+        {"webhook_urls": f"https://a.example/x {text}"},
+    ):
+        with pytest.raises(SettingsError, match="looks guessable") as refused:
+            _webhook_settings(**given)
+        assert text.removeprefix("whsec_")[:12] not in str(refused.value)  # never the value
 
 
 def test_retries_are_spread_within_a_tenth_of_each_delay() -> None:
@@ -309,7 +332,7 @@ def test_webhooks_need_a_valid_secret_and_a_rotation_needs_the_new_one() -> None
     rotating = make_settings(
         webhook_urls="https://a.example/x", webhook_secret=NEW, webhook_secret_previous=OLD
     )
-    assert rotating.webhook_keys == [b"n" * 32, b"o" * 32]  # the new one first
+    assert rotating.webhook_keys == [key(b"n"), key(b"o")]  # the new one first
     assert make_settings(webhook_secret="  ").webhook_secret is None  # blank in a .env file
     with pytest.raises(SettingsError, match="TASKFLOW_LINK_AUDIT_RETENTION_DAYS"):
         _webhook_settings(audit_retention_days=-1)
@@ -324,15 +347,15 @@ def test_a_url_may_have_its_own_secrets_and_the_others_use_the_default() -> None
         webhook_secret_previous=OLD,
     )
     a, b, c = settings.webhook_targets
-    assert (a.url, a.keys) == ("https://a.example/in?token=t0ps3cret", (b"a" * 32,))
-    assert (b.url, b.keys) == ("https://b.example/in", (b"a" * 32, b"r" * 32))
-    assert (c.url, c.keys) == ("https://c.example/in", (b"n" * 32, b"o" * 32))
+    assert (a.url, a.keys) == ("https://a.example/in?token=t0ps3cret", (key(b"a"),))
+    assert (b.url, b.keys) == ("https://b.example/in", (key(b"a"), key(b"r")))
+    assert (c.url, c.keys) == ("https://c.example/in", (key(b"n"), key(b"o")))
     assert settings.webhook_url_list == [a.url, b.url, c.url]  # endpoints keep their names
     assert "t0ps3cret" not in repr(a)
     assert own.removeprefix("whsec_")[:20] not in repr(settings.webhook_targets)
     # Every URL with its own: no default secret needed.
     alone = make_settings(webhook_urls=f"https://a.example/in {own}")
-    assert [t.keys for t in alone.webhook_targets] == [(b"a" * 32,)]
+    assert [t.keys for t in alone.webhook_targets] == [(key(b"a"),)]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ delivery rules (2xx, retries with backoff under one webhook-id, giving up, 410 G
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -34,9 +33,9 @@ from domain.webhooks import (
 from entrypoints.container import build_container
 from entrypoints.webhook_worker import WebhookWorker
 from tests.fakes.webhooks import InterleavingSender
-from tests.harness import PASSWORD, Browser, Harness, make_settings
+from tests.harness import PASSWORD, Browser, Harness, make_settings, webhook_secret
 
-SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+SECRET = webhook_secret("webhooks")
 HOOKS = "https://hooks.example.com/in?token=t0ps3cret"
 OTHER = "https://other.example.org/hook"
 OTHER_HOST = "other.example.org"
