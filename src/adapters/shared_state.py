@@ -5,12 +5,15 @@ entries, and window counters); with Redis it is shared by every instance (Litest
 
 When Redis does not answer, each call falls back to this process's memory at once: limits then
 count per instance and a replay is only recognised by the instance that saw the original, until
-Redis answers again (tried again after ``retry_after`` seconds, by one call at a time; the
-interaction ids this process remembers are then written back). The outage and the recovery
+Redis answers again (tried again after ``retry_after`` seconds, by one call at a time, and by
+a task of this process's own while calls are rare; the interaction ids this process remembers
+are then written back). The outage and the recovery
 are logged once each; a request never fails because of Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -49,9 +52,21 @@ class RedisHealth:
     While Redis is down, one call at a time tries it again (every ``retry_after`` seconds),
     the others use the fallback meanwhile: against a Redis that takes connections but does
     not answer, every call in the window after ``retry_after`` waited out the timeout on a
-    connection of its own (an attacker's review: a hundred at once, every two seconds)."""
+    connection of its own (an attacker's review: a hundred at once, every two seconds).
 
-    def __init__(self, *, retry_after: float = 2.0, clock: Callable[[], float] = time.monotonic):
+    With a ``probe`` (a write to Redis), a task of its own tries it too, every ``retry_after``
+    seconds from the first failure until Redis answers: what this process kept in its memory
+    meanwhile (the interaction ids it saw) goes back to Redis then, not whenever a call next
+    happens to use Redis (an instance that serves only pages may make none for long, and a
+    replay to another instance passed meanwhile). ``stop`` ends that task."""
+
+    def __init__(
+        self,
+        *,
+        retry_after: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        probe: Callable[[], Awaitable[object]] | None = None,
+    ):
         self._retry_after = retry_after
         self._clock = clock
         self._down_since: float | None = None
@@ -59,6 +74,9 @@ class RedisHealth:
         self._probing = False  # a call is trying Redis while it is down
         self._errors = _redis_down()
         self._on_recovery: list[Callable[[], Awaitable[None]]] = []
+        self._probe = probe
+        self._retrying: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def down(self) -> bool:
@@ -79,6 +97,39 @@ class RedisHealth:
                 type(exc).__name__,
             )
         self._next_try = now + self._retry_after
+        self._keep_trying()
+
+    def _keep_trying(self) -> None:
+        """Starts the task that tries Redis again while it is down (one per process's loop)."""
+        if self._probe is None or self._stopped:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the calls find Redis back
+            return
+        task = self._retrying
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._retrying = loop.create_task(self._retry(self._probe), name="redis retry")
+
+    async def _retry(self, probe: Callable[[], Awaitable[object]]) -> None:
+        async def nothing() -> None:
+            return None
+
+        while self.down:
+            # When its retry is due; a little later while a call is trying it.
+            await asyncio.sleep(max(self._next_try - self._clock(), self._retry_after / 10, 0.05))
+            if self.down and self.worth_trying():
+                await self.call(probe, nothing)
+
+    async def stop(self) -> None:
+        """Ends the task that tries Redis again (at shutdown), and starts none after."""
+        self._stopped = True
+        task, self._retrying = self._retrying, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def on_recovery(self, catch_up: Callable[[], Awaitable[None]]) -> None:
         """``catch_up()`` when Redis answers again after an outage, before the call that
@@ -474,14 +525,18 @@ class SharedState:
         if redis_url is not None:
             from redis.asyncio import Redis  # noqa: PLC0415
 
-            self.health = RedisHealth(retry_after=retry_after)
-            self.redis = Redis.from_url(
+            redis = self.redis = Redis.from_url(
                 redis_url,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retry_on_timeout=False,
                 health_check_interval=30,
             )
+
+            async def probe() -> object:  # a write, as /readyz's: a read-only Redis is down
+                return await redis.set(f"{prefix}:ready", b"1", ex=60, nx=True)
+
+            self.health = RedisHealth(retry_after=retry_after, probe=probe)
         self._stores: dict[str, Store] = {}
         self._counters: dict[str, MemoryWindowCounter | WindowCounter] = {}
         self._local_replays = MemoryReplayGuard()
@@ -593,5 +648,7 @@ class SharedState:
         return await self.problem() is None
 
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
         if self.redis is not None:
             await self.redis.aclose()

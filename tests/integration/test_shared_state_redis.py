@@ -266,6 +266,50 @@ async def test_interaction_ids_seen_while_redis_was_away_are_shared_when_it_is_b
         await b.close()
 
 
+async def test_interaction_ids_seen_while_redis_was_away_go_back_without_another_call(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """The write-back waited for the instance's next call to Redis: one that serves only
+    pages may make none for long, and meanwhile a replay to another instance was accepted.
+    Now the instance tries Redis again on its own while it is down, and writes its ids back
+    as soon as Redis answers, with no call of its own."""
+    from redis.asyncio import Redis
+
+    a, b = _instances(redis_url)
+    client = Redis.from_url(redis_url)
+    key = "taskflow-link:replay:interaction:during"
+    try:
+        redis_server.stop_server()
+        assert await a.replay_guard.first_time("interaction:during", 300)  # memory only
+        redis_server.start_server()
+
+        # No call of a's from here on: only its own retry can write the id back.
+        async with asyncio.timeout(60):  # a bound for a broken retry, not a measure
+            while not await client.exists(key):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert not await b.replay_guard.first_time("interaction:during", 300)
+        assert 0 < await client.ttl(key) <= 300
+    finally:
+        await client.aclose()
+        await a.close()
+        await b.close()
+
+
+async def test_the_retry_stops_with_the_process(redis_url: str, redis_server: RedisServer) -> None:
+    """Closing the shared state (the process's shutdown) ends its retry task."""
+    (a, _) = _instances(redis_url)
+    redis_server.stop_server()
+    try:
+        assert await a.replay_guard.first_time("interaction:closing", 300)
+        retrying = a.health._retrying if a.health else None
+        assert retrying is not None
+        assert not retrying.done()
+    finally:
+        await a.close()
+        redis_server.start_server()
+    assert retrying.done()
+
+
 class _Storage:
     async def ping(self) -> bool:
         return True
