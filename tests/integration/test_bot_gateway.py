@@ -24,7 +24,7 @@ from dependency_injector import providers
 from adapters.shared_state import MemoryReplayGuard
 from adapters.sql import SqlDatabase, migrate
 from domain.model import DiscordId
-from entrypoints.bot.runtime import build_gateway_bot
+from entrypoints.bot.runtime import build_gateway_bot, warn_of_interactions_endpoint
 from entrypoints.container import Container, build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
@@ -340,6 +340,37 @@ async def test_the_bot_says_at_start_that_a_later_release_migrated_its_database(
     assert "is at revision 9999_from_the_future, which this version does not know" in warning
     assert "a later release migrated it. This version serves on it" in warning
     assert f"`taskflow-link db downgrade {migrate.head_revision()} --yes`" in warning
+
+
+async def test_the_bot_warns_at_start_of_an_interactions_endpoint_url(
+    emulator: tuple[EmulatorState, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With an Interactions Endpoint URL set on the application, Discord sends no
+    interaction over the gateway: the bot started, connected, and silently never answered.
+    It now reads the application (GET /applications/@me) and names the setting to clear."""
+    state, url = emulator
+    state.interactions_url = "https://taskflow.example/interactions"
+    container = build_container(
+        make_settings(discord_bot_token=state.bot_token, discord_api_url=f"{url}/api/v10")
+    )
+    caplog.set_level(logging.INFO, logger="taskflow_link.bot")
+
+    def said() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "Interactions Endpoint URL" in r.getMessage()]
+
+    async with running_gateway_bot(container, state):
+        await wait_until(said)
+    [warning] = said()
+    assert warning.levelno == logging.WARNING
+    assert "https://taskflow.example/interactions" in warning.getMessage()
+    assert "clear Interactions Endpoint URL" in warning.getMessage()
+
+    # None set (Discord's null): nothing to say, nor a failed read.
+    state.interactions_url = None
+    caplog.clear()
+    await warn_of_interactions_endpoint(container)
+    await container.discord_http().aclose()
+    assert said() == []
 
 
 async def test_a_wrong_token_is_refused_by_the_gateway(emulator: tuple[EmulatorState, str]) -> None:

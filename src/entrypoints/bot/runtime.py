@@ -15,6 +15,7 @@ import lightbulb
 import nacl.exceptions
 import nacl.signing
 
+from adapters.discord_oauth import HttpFailure
 from domain.model import ROLE_METADATA
 from entrypoints.agreement import check_agreement
 from entrypoints.bot.bridge import register_services
@@ -353,6 +354,44 @@ class HttpInteractions:
         )
 
 
+async def warn_of_interactions_endpoint(container: Container) -> None:
+    """Discord sends no interaction over the gateway while the application has an
+    Interactions Endpoint URL: it POSTs each one to that URL instead, and the gateway bot
+    silently never answers. Says so at start, naming the setting. Read from
+    ``GET /applications/@me`` with our own client: hikari 2.6's application has no
+    ``interactions_endpoint_url``. A failed read is logged and changes nothing."""
+    url = f"{_rest_url(container)}/applications/@me"
+    headers = {"Authorization": f"Bot {_token(container)}"}
+    try:
+        answer = await container.discord_http().request("application", "GET", url, headers=headers)
+        found = answer.json() if answer.status_code == 200 else None
+    except (HttpFailure, ValueError) as exc:
+        found, why = None, type(exc).__name__
+    except Exception:  # a bug: said, and the bot serves on
+        log.exception("Checking the Discord application's Interactions Endpoint URL failed")
+        return
+    else:
+        why = f"HTTP {answer.status_code}"
+    if not isinstance(found, dict):
+        log.warning(
+            "Could not read the Discord application's settings (%s), so not checked whether "
+            "it has an Interactions Endpoint URL (with one, Discord sends this bot no command)",
+            why,
+        )
+        return
+    endpoint = found.get("interactions_endpoint_url")
+    if isinstance(endpoint, str) and endpoint:
+        log.warning(
+            "The Discord application has an Interactions Endpoint URL (%s): Discord sends its "
+            "slash commands there and none over the gateway, so this bot never receives one. "
+            "To use the gateway bot, clear Interactions Endpoint URL on the application's "
+            "General Information page in the Discord Developer Portal; to answer over HTTP "
+            "instead, stop this bot and let `taskflow-link serve` answer (with "
+            "TASKFLOW_LINK_DISCORD_PUBLIC_KEY).",
+            endpoint,
+        )
+
+
 @dataclass
 class GatewayRunner:
     """The gateway bot with the commands; ``run()`` connects and serves until stopped,
@@ -415,12 +454,15 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
         schema_check_at_start(container, log),  # a schema not this version's
     ]
     running = [task for task in background if task is not None]
+    checks: list[asyncio.Task[None]] = []
 
     async def on_starting(_: hikari.StartingEvent) -> None:
         # Everything inside the try: hikari only logs what a listener raises, and connects
         # the shards anyway (on_started then stops a bot that cannot serve its commands).
         try:
             install_payload_guard()
+            # Beside the start, not before it: a slow Discord does not hold the shards.
+            checks.append(asyncio.create_task(warn_of_interactions_endpoint(container)))
             # Its buttons and its worker's emails link to its public URL: the web's too?
             await check_agreement(container, log, web=False, answers_interactions=False)
             if shards is not None:
@@ -459,6 +501,8 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     async def on_stopping(_: hikari.StoppingEvent) -> None:
         runner.ready.clear()
         runner.serving = False
+        for check in checks:
+            check.cancel()
         # Side by side: the workers' calls under way finish beside the commands under way.
         await stop_together(
             *(task.stop() for task in running),

@@ -569,7 +569,12 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _discord_error("Missing Access", 50001, 403)
         return None
 
-    @get("/api/v10/oauth2/applications/@me", sync_to_thread=False)
+    # Discord's "Get Current Bot Application Information" and "Get Current Application":
+    # the same application object, its interactions_endpoint_url included (null when none).
+    @get(
+        ["/api/v10/oauth2/applications/@me", "/api/v10/applications/@me"],
+        sync_to_thread=False,
+    )
     def application(request: Request[Any, Any, Any]) -> Response[Any]:
         if not is_bot(request):
             return _unauthorized()
