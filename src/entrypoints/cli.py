@@ -1045,6 +1045,12 @@ def _shard_overrides(shard_ids: tuple[int, ...] | None, shard_count: int | None)
     settings = load_settings()
     ids = shard_ids if shard_ids is not None else parse_shard_ids(settings.discord_shard_ids)
     count = shard_count if shard_count is not None else settings.discord_shard_count
+    if count is None:  # none anywhere: name the option to add (the variable too)
+        raise click.BadParameter(
+            "the shard ids need the shard count (how many shards all copies run): give "
+            "--shard-count (or set TASKFLOW_LINK_DISCORD_SHARD_COUNT)",
+            param_hint="'--shard-ids'",
+        )
     problem = shard_problem(ids, count)
     if problem:
         given = (

@@ -82,9 +82,11 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
          "Invalid value for '--shard-ids': 'zero' is not a shard number"),
         (["--shard-ids", "", "--shard-count", "2"],
          "Invalid value for '--shard-ids': give at least one shard number"),
+        # No count anywhere: the option to add is named (it named the variable only).
         (["--shard-ids", "1"],
-         "Invalid value for '--shard-ids' with TASKFLOW_LINK_DISCORD_SHARD_COUNT: the shard ids "
-         "need the shard count"),
+         "Invalid value for '--shard-ids': the shard ids need the shard count (how many "
+         "shards all copies run): give --shard-count (or set "
+         "TASKFLOW_LINK_DISCORD_SHARD_COUNT)"),
         (["--shard-count", "0"],
          "Invalid value for '--shard-count': 0 is not in the range 1<=x<=100000"),
         # A count alone runs every shard here: listing 10^12 of them was a MemoryError.
