@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from adapters.loopback import is_loopback
 from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
 from domain.model import ApiScope, scopes_to_text
-from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME
+from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME, api_key_name
 from entrypoints.heap import settle_start_up_objects
 from entrypoints.listening import url_host
 from entrypoints.settings import (
@@ -1282,8 +1282,17 @@ def _scopes_option(
     return tuple(names)
 
 
+def _api_key_name_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """NAME checked as the key is (a usage error, before the database is opened)."""
+    try:
+        api_key_name(value)
+    except DomainError as exc:
+        raise click.BadParameter(f"{value!r}: {exc.message}") from None
+    return value
+
+
 @api_key.command("create")
-@click.argument("name")
+@click.argument("name", callback=_api_key_name_argument)
 @click.option(
     "--scope",
     "scopes",

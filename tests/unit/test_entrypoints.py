@@ -1200,6 +1200,19 @@ def test_api_key_revoke_names_the_key_as_create_stored_it(sqlite_database: Path)
     assert "revoked" in runner.invoke(cli, ["api-key", "list"]).output
 
 
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\there"])
+def test_api_key_create_refuses_a_name_that_is_none_as_a_usage_error(
+    sqlite_database: Path, name: str
+) -> None:
+    """`api-key create ""` exited 1 (the use case's refusal, after opening the database),
+    where other usage errors exit 2 naming what to change."""
+    refused = CliRunner().invoke(cli, ["api-key", "create", name])
+    assert refused.exit_code == 2, refused.output
+    assert "Invalid value for 'NAME'" in refused.output
+    assert "An API key name is 1 to 64 printable characters." in refused.output
+    assert not sqlite_database.exists()  # refused before the database was opened
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [

@@ -71,6 +71,14 @@ def parse_scopes(names: Iterable[str]) -> frozenset[ApiScope]:
     return frozenset(scopes) if scopes else DEFAULT_API_SCOPES
 
 
+def api_key_name(name: str) -> str:
+    """A key's name as stored (stripped); ``InvalidInput`` when it is no name."""
+    name = name.strip()
+    if not 1 <= len(name) <= 64 or not name.isprintable():
+        raise errors.InvalidInput("An API key name is 1 to 64 printable characters.")
+    return name
+
+
 class CreateApiKey:
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
@@ -78,9 +86,7 @@ class CreateApiKey:
     async def execute(
         self, name: str, scopes: Iterable[str] = (), expires_in: timedelta | None = None
     ) -> CreatedApiKey:
-        name = name.strip()
-        if not 1 <= len(name) <= 64 or not name.isprintable():
-            raise errors.InvalidInput("An API key name is 1 to 64 printable characters.")
+        name = api_key_name(name)
         granted = parse_scopes(scopes)
         if expires_in is not None and not timedelta(0) < expires_in <= MAX_API_KEY_LIFETIME:
             raise errors.InvalidInput(
