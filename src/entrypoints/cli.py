@@ -1380,8 +1380,8 @@ def _safe_url(url: str) -> str:
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
-    except SettingsError as exc:
-        click.echo(str(exc), err=True)
+    except SettingsError as exc:  # "Error: " as click's own errors and the others below
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     except StorageNotReady as exc:  # passed the schema check: a later release's schema
         click.echo(

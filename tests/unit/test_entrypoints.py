@@ -1200,6 +1200,50 @@ def test_api_key_revoke_names_the_key_as_create_stored_it(sqlite_database: Path)
     assert "revoked" in runner.invoke(cli, ["api-key", "list"]).output
 
 
+@pytest.mark.parametrize(
+    ("argv", "environment", "said"),
+    [
+        (["config"], {}, "Error: Invalid configuration:"),
+        (
+            ["serve", "--port", str(free_port())],
+            {"TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY, "TASKFLOW_LINK_STORAGE": "memory"},
+            "Error: Missing setting(s) needed by this command: TASKFLOW_LINK_DISCORD_CLIENT_ID",
+        ),
+        (
+            ["bot"],
+            {"TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY, "TASKFLOW_LINK_STORAGE": "memory"},
+            "Error: Missing setting(s) needed by this command: TASKFLOW_LINK_DISCORD_BOT_TOKEN",
+        ),
+    ],
+    ids=["invalid", "serve", "bot"],
+)
+def test_a_missing_or_invalid_setting_is_said_as_an_error_like_the_others(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environment: dict[str, str],
+    said: str,
+) -> None:
+    """Every other error of the CLI starts "Error: " (click's, the database's); a setting
+    missing or invalid at start said only "Invalid configuration:" or "Missing setting(s)…"."""
+    from entrypoints.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env file
+    for name in ("TASKFLOW_LINK_SECRET_KEY", "TASKFLOW_LINK_DISCORD_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error
+    assert "Traceback" not in error
+
+
 @pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\there"])
 def test_api_key_create_refuses_a_name_that_is_none_as_a_usage_error(
     sqlite_database: Path, name: str
