@@ -687,6 +687,9 @@ def serve(host: str, port: int, workers: int) -> None:
         container = build_container(settings)
         _check_shareable(settings, container.storage().shared_between_processes)
         container.discord_oauth()
+    # Built (not started) first: a missing setting (the Discord client) is said before a
+    # port in use, as the workers' are above; it was said only once the port was freed.
+    app: Any = "entrypoints.asgi:make_worker_app" if workers > 1 else make_app()
     # Said before the app starts: uvicorn found a port in use only after the app's start-up,
     # logged it amid the start-up and shutdown lines, and exited with its own status 3.
     _require_listening(host, port, workers)
@@ -697,7 +700,6 @@ def serve(host: str, port: int, workers: int) -> None:
         for warning in settings.warnings():
             log.warning("%s", warning)
         schema_check_in_thread(container, log)
-    app: Any = "entrypoints.asgi:make_worker_app" if workers > 1 else make_app()
     click.echo(
         f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")

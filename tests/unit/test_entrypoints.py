@@ -1065,6 +1065,28 @@ def test_serve_on_a_port_in_use_says_so_before_starting(
     assert ran == []
 
 
+def test_serve_names_a_missing_setting_before_a_port_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both wrong: the missing Discord client was said only once the port was freed (with
+    several workers it came first already)."""
+    import socket
+
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(app))
+    _serve_settings(monkeypatch)
+    monkeypatch.delenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        refused = CliRunner().invoke(cli, ["serve", "--port", str(port)])
+    assert isinstance(refused.exception, SettingsError), refused.output
+    assert "TASKFLOW_LINK_DISCORD_CLIENT_SECRET" in str(refused.exception)
+    assert "is in use" not in refused.output
+    assert ran == []
+
+
 def test_the_emulator_on_a_port_in_use_says_so_before_printing_its_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
