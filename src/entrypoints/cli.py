@@ -1164,9 +1164,18 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
     # To decrypt the tokens, and to refresh an expired one (the application's credentials).
     settings.require("token_encryption_key", "discord_client_id", "discord_client_secret")
     if not yes:
+        preview = _run_use_case(lambda c: c.forget_role_connections().preview())
+        if not preview.kept:
+            click.echo("No user's tokens are kept: there is nothing to forget.")
+            return
+        users = f"{preview.kept} user{'s' if preview.kept != 1 else ''}"
+        held = (
+            f" ({preview.held} held by a worker now: left for a later run)" if preview.held else ""
+        )
         click.echo(
-            "This tells Discord that every user whose tokens are kept is no longer connected "
-            "to TaskFlow, and deletes the tokens. Run again with --yes to do it."
+            f"This tells Discord that the {users} whose tokens are kept{held} are no longer "
+            "connected to TaskFlow, and deletes their tokens (those no configured key "
+            "decrypts are kept, unless --drop-unreadable). Run again with --yes to do it."
         )
         return
     report = _run_use_case(

@@ -38,6 +38,7 @@ from domain.use_cases import AuthOutcome, RoleSyncReport
 from domain.use_cases.links import LinkOfAccount
 from domain.use_cases.role_connections import (
     CLAIM_LEASE,
+    ForgetPreview,
     ForgetRoleConnections,
     KeyRotationReport,
     RefreshRoleConnections,
@@ -914,6 +915,8 @@ async def test_forgetting_leaves_rows_a_worker_holds_and_says_to_run_again(r: Ha
         [held] = await uow.role_connection_tokens.claim_due(now, now + CLAIM_LEASE, 1)
         await uow.commit()
     forget = r.container.forget_role_connections()
+    assert await forget.preview() == ForgetPreview(kept=2, held=1)  # counts, changing nothing
+    assert set(rows(r)) == {DiscordId(7032), DiscordId(7033)}
     assert await forget.execute() == RoleSyncReport(cleared=1, held=1)
     assert list(rows(r)) == [held.discord_id]
     r.clock.advance(CLAIM_LEASE)
@@ -1042,7 +1045,19 @@ def test_the_forget_command_needs_linked_roles_off_and_asks_first(
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS", "false")
     asked = runner.invoke(cli, ["role-connections", "forget"])
     assert asked.exit_code == 0
-    assert "Run again with --yes" in asked.output
+    assert "No user's tokens are kept: there is nothing to forget." in asked.output
+
+    # Without --yes it says how many it would forget (it gave no count).
+    async def some_kept(self: ForgetRoleConnections) -> ForgetPreview:
+        return ForgetPreview(kept=5, held=2)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ForgetRoleConnections, "preview", some_kept)
+        asked = runner.invoke(cli, ["role-connections", "forget"])
+    assert asked.exit_code == 0, asked.output
+    said = " ".join(asked.output.split())
+    assert "the 5 users whose tokens are kept (2 held by a worker now" in said
+    assert "Run again with --yes" in said
     done = runner.invoke(cli, ["role-connections", "forget", "--yes"])  # nothing kept here
     assert done.exit_code == 0, done.output
     assert "Told Discord and deleted the tokens of 0" in done.output

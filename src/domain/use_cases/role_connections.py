@@ -870,6 +870,15 @@ class RefreshRoleConnections(_RoleConnectionPasses):
         return await self._pass(everything=everything, stopping=stopping)
 
 
+@dataclass(frozen=True, slots=True)
+class ForgetPreview:
+    """What forgetting would do now: the users whose tokens are kept, and how many of them
+    a pusher holds (left for a later run)."""
+
+    kept: int
+    held: int
+
+
 class ForgetRoleConnections(_RoleConnectionPasses):
     """Linked Roles turned off: tell Discord that every user whose tokens are kept is no
     longer connected (their role goes), and delete the tokens. Those Discord does not take
@@ -878,16 +887,18 @@ class ForgetRoleConnections(_RoleConnectionPasses):
 
     async def execute(self, *, drop_unreadable: bool = False) -> RoleSyncReport:
         report = await self._pass(everything=True, forget=True, drop_unreadable=drop_unreadable)
-        return replace(report, held=await self._held())
+        return replace(report, held=(await self.preview()).held)
 
-    async def _held(self) -> int:
-        """Rows another pusher holds, left out of the pass: a worker stopped mid-pass (its
-        claim ends within 5 minutes), or one still running somewhere with Linked Roles on.
-        Taken from it, its push of "linked" could land after this one's "not linked"."""
-        held, now = 0, self._clock.now()
+    async def preview(self) -> ForgetPreview:
+        """The counts, changing nothing. Held: rows another pusher holds, left out of a
+        pass: a worker stopped mid-pass (its claim ends within 5 minutes), or one still
+        running somewhere with Linked Roles on. Taken from it, its push of "linked" could
+        land after this one's "not linked"."""
+        kept, held, now = 0, 0, self._clock.now()
         async for row in _every_row(self._uow, self._batch):
+            kept += 1
             held += row.claimed_until is not None and row.claimed_until > now
-        return held
+        return ForgetPreview(kept, held)
 
 
 @dataclass(frozen=True, slots=True)
