@@ -371,3 +371,32 @@ async def test_a_link_used_before_a_later_decline_is_not_said_declined(
     again = await client.get(f"/verify-email/{used}")
     assert DECLINED not in _said(again)
     assert "no longer uses" in _said(again)
+
+
+async def test_the_page_after_a_decline_says_removed_only_to_the_browser_that_declined(
+    h: Harness, client: Client
+) -> None:
+    """``/email/not-mine`` said "Your address was removed" to anyone who opened it: another
+    site's link to it told its visitor that their address had left some TaskFlow account.
+    It says so once, to the browser whose "This is not my account" it answers (a cookie only
+    that answer sets); opened otherwise (another browser, again later), a page that states
+    nothing about anyone's address."""
+    mallory, link = await _mallory(h)
+    async with AsyncTestClient(app=create_app(h.container)) as stranger:
+        direct = await stranger.get("/email/not-mine")
+        assert direct.status_code == 200
+        assert "Your address was removed" not in _said(direct)
+        assert "no longer on that TaskFlow account" not in _said(direct)
+        assert "This is not my account" in _said(direct)  # what the page is about
+
+    page = await client.get(f"/verify-email/{link}")
+    done = await client.post(
+        f"/verify-email/{link}/not-mine", data={"_csrf_token": csrf_token(page.text)}
+    )
+    assert done.status_code == 200
+    assert "Your address was removed" in _said(done)
+    assert "Your email address is no longer on that TaskFlow account" in _said(done)
+    assert (await h.account(mallory)).email is None
+
+    again = await client.get("/email/not-mine")  # a flash: said once
+    assert "Your address was removed" not in _said(again)

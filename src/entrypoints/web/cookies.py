@@ -26,6 +26,10 @@ BINDING_COOKIE = "tfl_oauth"
 PROPOSAL_COOKIE = "tfl_link_proposal"
 CSRF_COOKIE = "tfl_csrf"
 DEVICE_COOKIE = "tfl_device"
+# Set by "This is not my account" on the answer that sends the browser to the page saying the
+# address was removed: only that browser, and only then, is told so (see ``declined``).
+DECLINED_COOKIE = "tfl_declined"
+DECLINED_MAX_AGE = 60
 # A browser stays trusted with an account this long after its last password sign-in there
 # (400 days is the most browsers keep a cookie).
 DEVICE_MAX_AGE = 365 * 86400
@@ -63,6 +67,7 @@ class CookieJar:
         self.binding_name = cookie_name(BINDING_COOKIE, secure=secure)
         self.proposal_name = cookie_name(PROPOSAL_COOKIE, secure=secure)
         self.device_name = cookie_name(DEVICE_COOKIE, secure=secure)
+        self.declined_name = cookie_name(DECLINED_COOKIE, secure=secure)
         self.csrf_name = cookie_name(CSRF_COOKIE, secure=secure)  # as the app's CSRFConfig
 
     def _cookie(self, key: str, value: str, max_age: int) -> Cookie:
@@ -133,6 +138,21 @@ class CookieJar:
         """This browser signed in to an account with its password: trusted with it (its
         wrong passwords there have a throttle of their own). Kept at sign-out."""
         return self._cookie(self.device_name, token, DEVICE_MAX_AGE)
+
+    def declined(self) -> Cookie:
+        """A flash for the page a decline ("This is not my account") lands on: it says "your
+        address was removed" to the browser that declined, once (``took_declined``). Opened
+        by anyone else (another site's link to it), that page states nothing: a query
+        parameter would let that link say it to its visitor, and no other site can set this
+        host's cookies."""
+        return self._cookie(self.declined_name, "1", DECLINED_MAX_AGE)
+
+    def took_declined(self, request: Request[Any, Any, Any]) -> Cookie | None:
+        """The expired flash (for the answer that says it) when the browser sent it, else
+        ``None``."""
+        if request.cookies.get(self.declined_name) != "1":
+            return None
+        return self._cookie(self.declined_name, "", 0)
 
     def device_token(self, request: Request[Any, Any, Any]) -> str | None:
         return request.cookies.get(self.device_name)

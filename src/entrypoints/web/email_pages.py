@@ -102,15 +102,33 @@ class EmailPages(Controller):
         return Redirect(CONFIRMED_PAGE, status_code=303)
 
     @post("/verify-email/{token:str}/not-mine", status_code=303)
-    async def not_mine(self, token: FromPath[str], disown_email: Use[uc.DisownEmail]) -> Redirect:
+    async def not_mine(
+        self, token: FromPath[str], disown_email: Use[uc.DisownEmail], jar: Jar
+    ) -> Redirect:
         """The button "This is not my account": the link proves the mailbox, and the address
         leaves the account that claims it (unconfirmed), whoever is signed in here."""
         await disown_email.execute(token)
-        return Redirect(DISOWNED_PAGE, status_code=303)
+        return Redirect(DISOWNED_PAGE, status_code=303, cookies=[jar.declined()])
 
     @get(DISOWNED_PAGE)
-    async def disowned_page(self, account: CurrentAccount) -> Template:
-        return message_page(
+    async def disowned_page(
+        self, request: Request[Any, Any, Any], account: CurrentAccount, jar: Jar
+    ) -> Template:
+        """What a decline did, said to the browser that just declined (``CookieJar.declined``)
+        and only once; to anyone else (a link to this page from anywhere), what the button
+        does, with nothing said about anyone's address."""
+        flash = jar.took_declined(request)
+        if flash is None:
+            return message_page(
+                "This is not my account",
+                "Did we email you a link to confirm your address for a TaskFlow account you "
+                'did not create? Open that link and press "This is not my account": your '
+                "address is taken off that account. Opened again "
+                "afterwards, the link says that you declined it.",
+                links=[("Go home", "/")],
+                account=account,
+            )
+        page = message_page(
             "Your address was removed",
             "Your email address is no longer on that TaskFlow account, and its links to it "
             "stop working. You get no more emails about that account unless someone types "
@@ -118,6 +136,8 @@ class EmailPages(Controller):
             links=[("Go home", "/")],
             account=account,
         )
+        page.cookies.append(flash)
+        return page
 
     @get(CONFIRMED_PAGE)
     async def confirmed_page(self, account: CurrentAccount) -> Template | Redirect:
