@@ -229,8 +229,11 @@ async def test_the_owners_own_page_still_offers_not_mine_only_while_unconfirmed(
         assert "Did you create" not in page.text
 
 
-async def _web_discord_sign_in(browser: Client, h: Harness, discord_id: DiscordId) -> Response:
-    started = await browser.get("/auth/discord/login", follow_redirects=False)
+async def _web_discord_sign_in(
+    browser: Client, h: Harness, discord_id: DiscordId, next_path: str = ""
+) -> Response:
+    query = f"?next={next_path}" if next_path else ""
+    started = await browser.get(f"/auth/discord/login{query}", follow_redirects=False)
     approval = h.discord.approve(started.headers["location"], discord_id)
     return await browser.get(
         f"/auth/discord/callback?code={approval.code}&state={approval.state}",
@@ -265,6 +268,44 @@ async def test_a_link_by_the_confirmed_email_names_the_account_and_who_else_is_s
         )
         again = await _web_discord_sign_in(browser, h, alices.id)
         assert again.headers["location"] == "/account"
+
+
+async def test_the_linked_by_email_notice_is_said_whatever_the_sign_in_was_bound_for(
+    h: Harness,
+) -> None:
+    """With another destination than the account page (a same-site ``next``), the sign-in
+    went there, and the notice that names the account it linked into was never said. The
+    person sees it first, on the account page, with the way on to where they were going
+    (never anywhere but a path of this site)."""
+    await h.sign_up("alice", "alice@example.com", verified=True)
+    alices = h.discord_user(8310, username="alice_d", email="alice@example.com", verified=True)
+    async with AsyncTestClient(app=create_app(h.container)) as browser:
+        done = await _web_discord_sign_in(browser, h, alices.id, "/account/confirm")
+        assert done.status_code == 302
+        landed = await browser.get(done.headers["location"])
+        assert landed.status_code == 200
+        said = _said(landed)
+        assert "Your Discord account @alice_d has the email address alice@example.com" in said
+        assert "If you did not create this account, do not use it" in said
+        assert 'href="/account/confirm"' in landed.text  # on to where the sign-in was bound
+
+        # The way on is a path of this site only (and none with a one-time secret),
+        # whatever the query says.
+        for elsewhere in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+            page = await browser.get(
+                "/account", params={"notice": "linked_by_email", "next": elsewhere}
+            )
+            assert page.status_code == 200
+            assert "evil.example" not in page.text
+            assert "Continue where you were going" not in page.text
+        page = await browser.get(
+            "/account", params={"notice": "linked_by_email", "next": "/link/abc"}
+        )
+        assert "/link/abc" not in page.text
+        page = await browser.get(
+            "/account", params={"notice": "linked_by_email", "next": '/x"><b>bold</b>'}
+        )
+        assert "<b>bold</b>" not in page.text  # escaped in the link
 
 
 async def test_the_owners_reset_of_a_squatted_account_leaves_the_squatter_nothing(

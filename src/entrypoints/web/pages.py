@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
@@ -12,7 +13,7 @@ from litestar.response import Redirect, Template
 from domain import errors
 from domain import use_cases as uc
 from domain.model import Account, AuthPurpose, Link, RoleSync
-from domain.policies import safe_destination
+from domain.policies import safe_destination, sign_in_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
 from entrypoints.web.cookies import starts_no_round_trip, to_discord
@@ -128,6 +129,25 @@ def told_linked(destination: str, notice: str = "linked") -> str:
     unless told otherwise) with its notice that Discord is linked, or any other page the
     sign-in was for, as it was."""
     return f"/account?notice={notice}" if destination == "/account" else destination
+
+
+def told_linked_by_email(destination: str) -> str:
+    """Where a Sign in with Discord that linked by the confirmed email goes on: the account
+    page, whose notice names the account it found (``_linked_by_email``), with the way on to
+    any other page the sign-in was for (``onward``). Sent straight there, the person never
+    saw the notice: it is the account page's, and says what to do if the account is not
+    theirs."""
+    if destination in ("/", "/account"):  # the home page sends a signed-in person here
+        return f"/account?notice={LINKED_BY_EMAIL}"
+    return "/account?" + urlencode({"notice": LINKED_BY_EMAIL, "next": destination})
+
+
+def onward(next_path: str) -> str:
+    """The account page's way on to where a sign-in was bound (its ``next``): a path of this
+    site that carries no one-time secret (``sign_in_destination``, as the sign-in's own
+    destination), else none (""). The query is anyone's to write."""
+    destination = sign_in_destination(next_path) if next_path else "/"
+    return "" if destination in ("/", "/account") else destination
 
 
 def _linked_by_email(account: Account, link: Link, others: int) -> str:
@@ -280,6 +300,7 @@ class Pages(Controller):
         jar: Jar,
         avatars: Use[Avatars],
         notice: FromQuery[str] = "",
+        next: FromQuery[str] = "",
     ) -> Template | Redirect:
         if signed_in is None:
             return Redirect("/signin?next=/account")
@@ -287,7 +308,7 @@ class Pages(Controller):
         link = await link_of_account.execute(account.id)
         email_status, email_resend = email_status_line(await show_email_status.execute(account.id))
         sessions = await list_sessions.execute(jar.session_token(request))
-        said = NOTICES.get(notice, "")
+        said, way_on = NOTICES.get(notice, ""), ""
         if notice in _ROLE_CONNECTED and link is not None:
             said = f"{said} {_connected_as(link)}"
         if notice == LINKED_BY_EMAIL and link is not None:
@@ -298,6 +319,7 @@ class Pages(Controller):
                 said = _linked_by_email(account, link, others)
             else:
                 said = NOTICES["linked"]
+            way_on = onward(next)
         return Template(
             "account.html",
             context={
@@ -309,6 +331,7 @@ class Pages(Controller):
                 if link
                 else None,
                 "notice": said,
+                "onward": way_on,
                 "recently_proved": signed_in.recently_proved,
                 "sessions": sessions.sessions,
                 "current_session": sessions.current.id,
@@ -517,7 +540,7 @@ class Pages(Controller):
         await jar.end_session(request, sign_out)  # rotate: the old session ends here
         destination = done.destination
         if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
-            destination = told_linked(destination, LINKED_BY_EMAIL)
+            destination = told_linked_by_email(destination)
         return Redirect(destination, cookies=jar.new_session(done.session_token))
 
     # -- /link tickets from Discord ----------------------------------------------------------------
