@@ -106,9 +106,9 @@ class EmailLinkDeclined(SecretConsumed):
     code = "email_link_declined"
     message = (
         "You told us that the TaskFlow account this link was for is not yours, and your "
-        "address was taken off it: this link no longer works, and there is nothing more to "
-        "do. If someone types your address again, you get a new email, and can decline it "
-        "the same way."
+        "address was taken off it: this link no longer works, that account cannot take your "
+        "address again, and there is nothing more to do. If another account is set up with "
+        "your address, you get a new email, and can decline it the same way."
     )
 
 
@@ -293,6 +293,18 @@ class UsernameTaken(DomainError):
 class EmailTaken(DomainError):
     code = "email_taken"
     message = "An account with this email already exists. Sign in instead."
+
+
+class EmailDeclined(InvalidInput):
+    """An address whose holder declined this account ("This is not my account", with the
+    confirmation link we emailed them): the account may not claim it again."""
+
+    code = "email_declined"
+    message = (
+        "The owner of this email address told us that this TaskFlow account is not theirs "
+        "(with the confirmation link we emailed them), so it cannot use this address. Use "
+        "an address of your own."
+    )
 
 
 class WeakPassword(InvalidInput):

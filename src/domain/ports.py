@@ -203,6 +203,20 @@ class EmailTokenRepository(Protocol):
     async def purge_expired(self, now: datetime) -> int: ...
 
 
+class DeclinedAddressRepository(Protocol):
+    """The addresses whose holder declined an account ("This is not my account", proved with
+    our emailed link): that account may not claim them again. Kept as long as the account."""
+
+    async def add(self, account_id: AccountId, email: str, at: datetime) -> None:
+        """Remember that the holder of ``email`` declined the account (matched as
+        ``normalize_email``); declined again, the first decline stays. ``Conflict`` when
+        there is no such account."""
+
+    async def declined(self, account_id: AccountId, email: str) -> bool:
+        """Whether the holder of ``email`` (matched as ``normalize_email``) declined the
+        account."""
+
+
 class OutgoingEmailRepository(Protocol):
     """The email queue: written in the transaction of the change, emptied by ``DeliverEmails``."""
 
@@ -526,6 +540,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outgoing_emails(self) -> OutgoingEmailRepository: ...
+
+    @property
+    def declined_addresses(self) -> DeclinedAddressRepository: ...
 
     @property
     def role_changes(self) -> RoleChangeRepository: ...

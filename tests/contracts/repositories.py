@@ -719,6 +719,39 @@ class RepositoryContract:
             assert await uow.email_tokens.purge_expired(LATER) == 3
             assert await uow.email_tokens.get(reset.digest) is None
 
+    async def test_declined_addresses_are_per_account_and_kept_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A decline is of one address (however it is written) for one account; declined
+        again, the first is kept; an account that does not exist is the foreign key's
+        ``Conflict``."""
+        mallory, other = account("mallory", None), account("other", None)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(mallory)
+            await uow.accounts.add(other)
+            await uow.declined_addresses.add(mallory.id, "Victim@Example.com", NOW)
+
+        await write(uow_factory, add)
+        await write(
+            uow_factory,
+            lambda uow: uow.declined_addresses.add(mallory.id, " victim@example.com", LATER),
+        )
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.declined_addresses.declined(mallory.id, "victim@example.com")
+            assert await uow.declined_addresses.declined(mallory.id, "VICTIM@example.COM")
+            assert not await uow.declined_addresses.declined(mallory.id, "other@example.com")
+            assert not await uow.declined_addresses.declined(other.id, "victim@example.com")
+        with pytest.raises(errors.Conflict):  # the foreign key to accounts
+            await write(
+                uow_factory,
+                lambda uow: uow.declined_addresses.add(AccountId.new(), "a@b.c", NOW),
+            )
+        async with uow_factory() as uow:  # rolled back: nothing kept
+            await uow.declined_addresses.add(other.id, "victim@example.com", NOW)
+        async with uow_factory(read_only=True) as uow:
+            assert not await uow.declined_addresses.declined(other.id, "victim@example.com")
+
     async def test_concurrent_email_token_consumers_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

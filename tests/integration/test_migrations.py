@@ -1069,3 +1069,109 @@ async def test_plain_login_digests_are_removed_by_0020_on_postgres(empty_pg_url:
 
 async def test_plain_login_digests_are_removed_by_0020_on_sqlite(sqlite_url: str) -> None:
     await _plain_login_digests_are_removed_by_0020(sqlite_url, postgres=False)
+
+
+# The confirmation links' columns as revision 0022 had them.
+OLD_EMAIL_TOKENS = sa.table(
+    "email_tokens",
+    sa.column("token_hash", sa.String()),
+    sa.column("purpose", sa.String()),
+    sa.column("account_id", sa.Uuid()),
+    sa.column("email", sa.String()),
+    sa.column("created_at", UtcDateTime()),
+    sa.column("expires_at", UtcDateTime()),
+    sa.column("consumed_at", UtcDateTime()),
+)
+
+
+async def _declines_before_0023_are_kept(url: str) -> None:
+    """0022 -> 0023: a decline made before the upgrade ("This is not my account") still keeps
+    its account from claiming the address, when its link is still stored (the link was spent
+    at the very moment the decline was audited, and names the address); a link spent at
+    another moment (used, or left by an email change) declines nothing. The downgrade drops
+    the declines, and upgrading again finds them anew."""
+    database = SqlDatabase(url)
+    mallory, olga = uuid.uuid4(), uuid.uuid4()
+    declined_at = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    used_at = datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
+
+    def token(mark: str, account: uuid.UUID, email: str, spent: datetime) -> dict[str, Any]:
+        return {
+            "token_hash": mark * 64,
+            "purpose": "verify",
+            "account_id": account,
+            "email": email,
+            "created_at": declined_at,
+            "expires_at": declined_at,
+            "consumed_at": spent,
+        }
+
+    try:
+        await _filled_at(
+            database,
+            "0022_unconfirmed_claims",
+            (
+                OLD_ACCOUNTS,
+                [
+                    {
+                        "id": account_id,
+                        "username": name,
+                        "email": None,
+                        "email_normalized": None,
+                        "email_verified": False,
+                        "created_at": declined_at,
+                    }
+                    for account_id, name in ((mallory, "mallory"), (olga, "olga"))
+                ],
+            ),
+            (
+                OLD_EMAIL_TOKENS,
+                [
+                    token("a", mallory, "Victim@Example.com", declined_at),
+                    token("b", olga, "olga@example.com", used_at),  # used, not declined
+                ],
+            ),
+            (
+                OLD_AUDIT,
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "kind": "email_disowned",
+                        "at": declined_at,
+                        "account_id": mallory,
+                        "discord_id": None,
+                        "detail": {"proof": "link"},
+                    }
+                ],
+            ),
+        )
+
+        async def declined() -> list[tuple[str, str]]:
+            async with database.unit_of_work(read_only=True) as uow:
+                return [
+                    (name, address)
+                    for account_id, name in ((mallory, "mallory"), (olga, "olga"))
+                    for address in ("victim@example.com", "olga@example.com")
+                    if await uow.declined_addresses.declined(AccountId(account_id), address)
+                ]
+
+        await migrate.upgrade(database)
+        assert await declined() == [("mallory", "victim@example.com")]
+        async with database.unit_of_work() as uow:  # and the table takes new ones
+            await uow.declined_addresses.add(AccountId(olga), "olga@example.com", used_at)
+            await uow.commit()
+
+        await migrate.downgrade(database, "0022_unconfirmed_claims")
+        assert "declined_addresses" not in await _tables(database)
+        await migrate.upgrade(database)
+        assert await declined() == [("mallory", "victim@example.com")]
+    finally:
+        await database.dispose()
+
+
+async def test_declines_before_0023_are_kept_on_postgres(empty_pg_url: str) -> None:
+    await _declines_before_0023_are_kept(empty_pg_url)
+
+
+async def test_declines_before_0023_are_kept_on_sqlite(sqlite_url: str) -> None:
+    await _declines_before_0023_are_kept(sqlite_url)

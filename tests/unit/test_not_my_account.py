@@ -24,7 +24,7 @@ from domain.use_cases import AuthOutcome
 from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness
-from tests.web_support import Client, csrf_token, sign_up
+from tests.web_support import Client, csrf_token, post_form, sign_up
 
 VICTIM = "victim@example.com"
 # What a declined link's page says when it is opened (or its form sent) again.
@@ -182,7 +182,7 @@ async def test_a_declined_link_opened_again_says_it_was_declined(
     """Back to the link's page after "This is not my account" (or the button pressed again):
     it said "sent to an email address your account no longer uses", words for the account's
     owner, and wrong for the person who declined it. The page says what they did, and still
-    does not name the account; so when the account typed the address again since."""
+    does not name the account."""
     mallory, link = await _mallory(h)
     page = await client.get(f"/verify-email/{link}")
     token = csrf_token(page.text)
@@ -200,11 +200,14 @@ async def test_a_declined_link_opened_again_says_it_was_declined(
         assert "mallory" not in said
         assert "Go to your account" not in said  # the person who declined has none here
 
-    # Mallory types the address again: a new email, and the old link still says it was
-    # declined (not "already used", words for the account's owner).
-    await h.container.change_email().execute(
-        session_token=await h.session_for(mallory), new_email=VICTIM, current_password=PASSWORD
-    )
+    # Mallory types the address again: refused (see the test below), and the old link still
+    # says it was declined (not "already used", words for the account's owner).
+    with pytest.raises(errors.EmailDeclined):
+        await h.container.change_email().execute(
+            session_token=await h.session_for(mallory),
+            new_email=VICTIM,
+            current_password=PASSWORD,
+        )
     again = await client.get(f"/verify-email/{link}")
     assert again.status_code == 410
     assert DECLINED in _said(again)
@@ -441,3 +444,66 @@ async def test_the_page_after_a_decline_says_removed_only_to_the_browser_that_de
 
     again = await client.get("/email/not-mine")  # a flash: said once
     assert "Your address was removed" not in _said(again)
+
+
+async def test_a_declined_account_cannot_claim_the_address_again(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """After "This is not my account", the account typed the address again (an email change)
+    and a new confirmation email went to its holder, as often as the address's limits let it:
+    declining stopped nothing. That account's claim to that address is refused for good now,
+    with words that say why; other accounts (the owner's own included) are not concerned."""
+    mallory, link = await _mallory(h)
+    await h.container.disown_email().execute(link)
+    h.clock.advance(timedelta(minutes=5))
+    sent = len(h.emails_to(VICTIM))
+    session = await h.session_for(mallory)
+
+    for typed in (VICTIM, "Victim@EXAMPLE.com"):  # however it is written
+        with pytest.raises(errors.EmailDeclined, match="not theirs"):
+            await h.container.change_email().execute(
+                session_token=session, new_email=typed, current_password=PASSWORD
+            )
+    await h.deliver()
+    assert len(h.emails_to(VICTIM)) == sent  # no new email to the address's holder
+    assert (await h.account(mallory)).email is None
+    assert _disowned(db) == [(mallory, {"proof": "link"})]
+
+    # Another address is hers to type.
+    await h.container.change_email().execute(
+        session_token=session, new_email="mallory@example.com", current_password=PASSWORD
+    )
+    assert (await h.account(mallory)).email == "mallory@example.com"
+
+    # Other accounts may claim it (each gets its own email, which may be declined too), and
+    # its owner signs up with it and confirms it.
+    other = await h.sign_up("mallory2", VICTIM)
+    await h.deliver()
+    assert len(h.emails_to(VICTIM)) == sent + 1
+    owner = await h.sign_up("victim", VICTIM)
+    await h.deliver()
+    owners_link = h.link_token(h.last_email(VICTIM), "/verify-email/")
+    await h.container.verify_email().execute(owners_link, owner.account.id)
+    assert (await h.account(owner.account.id)).email_verified
+    assert (await h.account(other.account.id)).email is None  # taken by the proof
+
+
+async def test_the_email_form_says_why_a_declined_address_is_refused(
+    h: Harness, client: Client
+) -> None:
+    page = await client.get("/signup")
+    form = {"username": "mallory", "email": VICTIM, "password": PASSWORD}
+    signed_up = await client.post("/signup", data={**form, "_csrf_token": csrf_token(page.text)})
+    assert signed_up.status_code == 200
+    await h.deliver()
+    await h.container.disown_email().execute(h.link_token(h.last_email(VICTIM), "/verify-email/"))
+    sent = len(h.emails_to(VICTIM))
+
+    refused = await post_form(
+        client, "/account", "/account/email", {"email": VICTIM, "current_password": PASSWORD}
+    )
+    assert refused.status_code == 400
+    said = _said(refused)
+    assert "The owner of this email address told us that this TaskFlow account is not" in said
+    await h.deliver()
+    assert len(h.emails_to(VICTIM)) == sent

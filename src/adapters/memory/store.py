@@ -82,6 +82,8 @@ class Tables:
     webhook_deliveries: dict[uuid.UUID, WebhookDelivery] = field(default_factory=dict)
     gone_endpoints: dict[str, GoneEndpoint] = field(default_factory=dict)
     role_connection_tokens: dict[DiscordId, RoleConnectionToken] = field(default_factory=dict)
+    # (account, normalised address) -> when its holder declined the account.
+    declined_addresses: dict[tuple[AccountId, str], datetime] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         # Rows are frozen dataclasses, so copying the containers isolates a transaction.
@@ -101,6 +103,7 @@ class Tables:
             dict(self.webhook_deliveries),
             dict(self.gone_endpoints),
             dict(self.role_connection_tokens),
+            dict(self.declined_addresses),
         )
 
 
@@ -223,6 +226,7 @@ class MemoryUnitOfWork:
         self.audit = MemoryAudit(self)
         self.email_tokens = MemoryEmailTokens(self)
         self.outgoing_emails = MemoryOutgoingEmails(self)
+        self.declined_addresses = MemoryDeclinedAddresses(self)
         self.link_proposals = MemoryLinkProposals(self)
         self.role_changes = MemoryRoleChanges(self)
         self.webhooks = MemoryWebhooks(self)
@@ -617,6 +621,16 @@ class MemoryEmailTokens(_Repo):
 
     async def purge_expired(self, now: datetime) -> int:
         return _purge(self._t.email_tokens, now)
+
+
+class MemoryDeclinedAddresses(_Repo):
+    async def add(self, account_id: AccountId, email: str, at: datetime) -> None:
+        if account_id not in self._t.accounts:
+            raise errors.Conflict("no such account")  # the SQL foreign key
+        self._t.declined_addresses.setdefault((account_id, normalize_email(email) or email), at)
+
+    async def declined(self, account_id: AccountId, email: str) -> bool:
+        return (account_id, normalize_email(email) or email) in self._t.declined_addresses
 
 
 class MemoryOutgoingEmails(_Repo):

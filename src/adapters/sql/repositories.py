@@ -48,6 +48,7 @@ from adapters.sql.tables import (
     accounts,
     api_keys,
     audit_events,
+    declined_addresses,
     discord_role_changes,
     email_tokens,
     gone_webhook_endpoints,
@@ -775,6 +776,32 @@ class SqlEmailTokens(_Repo):
 
     async def purge_expired(self, now: datetime) -> int:
         return await self._count(delete(email_tokens).where(email_tokens.c.expires_at <= now))
+
+
+class SqlDeclinedAddresses(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
+    async def add(self, account_id: AccountId, email: str, at: datetime) -> None:
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        await self._run(
+            dialect_insert(declined_addresses)
+            .values(
+                account_id=account_id.value,
+                email_normalized=normalize_email(email) or email,
+                declined_at=at,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id", "email_normalized"])
+        )
+
+    async def declined(self, account_id: AccountId, email: str) -> bool:
+        d = declined_addresses.c
+        address = normalize_email(email) or email
+        query = select(literal(1)).where(
+            d.account_id == account_id.value, d.email_normalized == address
+        )
+        return (await self._run(query)).first() is not None
 
 
 class _QueueRepo(_Repo):

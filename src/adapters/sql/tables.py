@@ -282,6 +282,23 @@ email_tokens = Table(
     CheckConstraint("purpose IN ('verify', 'reset', 'link')", name="purpose_known"),
 )
 
+# The addresses whose holder declined an account ("This is not my account", proved with our
+# emailed link): that account may not claim them again (migration 0023). Kept as long as the
+# account: a decline that lapsed would let the account wait it out and write to the address
+# again.
+declined_addresses = Table(
+    "declined_addresses",
+    metadata,
+    Column(
+        "account_id",
+        Uuid(),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("email_normalized", String(254), primary_key=True),
+    Column("declined_at", UtcDateTime(), nullable=False),
+)
+
 # The email queue. It holds no secrets: links are issued when an email is sent.
 outgoing_emails = Table(
     "outgoing_emails",

@@ -18,6 +18,7 @@ from adapters.sql.repositories import (
     SqlAccounts,
     SqlApiKeys,
     SqlAudit,
+    SqlDeclinedAddresses,
     SqlEmailTokens,
     SqlLinkProposals,
     SqlLinks,
@@ -87,6 +88,7 @@ class SqlUnitOfWork:
         self.email_tokens = SqlEmailTokens(self._session)
         session, rings = self._session, self._rings
         self.outgoing_emails = SqlOutgoingEmails(session, postgres=postgres, rings=rings)
+        self.declined_addresses = SqlDeclinedAddresses(session, postgres=postgres)
         self.link_proposals = SqlLinkProposals(self._session)
         self.role_changes = SqlRoleChanges(session, postgres=postgres, rings=rings)
         self.webhooks = SqlWebhooks(session, postgres=postgres, rings=rings)

@@ -112,7 +112,16 @@ class DisownEmail:
     and has no address, its links to the address stop working, and "Sign in with Discord"
     with that address no longer finds it (no account has the address: the owner's own account
     is made, or theirs found). An address the account confirmed is its owner's and stays (a
-    link sent before the confirmation is refused, spending nothing)."""
+    link sent before the confirmation is refused, spending nothing).
+
+    The decline is kept (``DeclinedAddressRepository``): that account may not claim the
+    address again (``ChangeEmail`` refuses it, ``EmailDeclined``), or its holder would get a
+    new confirmation email for it the next minute. Refused rather than accepted without an
+    email: the account learns nothing it did not see when the address left it, and an
+    account holding the address unconfirmed again would again stand in the way of its
+    owner's "Sign in with Discord". Kept for as long as the account: a decline that lapsed
+    would only have the account wait. Other accounts are not concerned (each one's claim
+    sends its own email, which may be declined the same way), nor is the address's owner."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
@@ -122,7 +131,7 @@ class DisownEmail:
         now = self._clock.now()
         async with self._uow() as uow:
             # Refused (rolled back, the link unspent) when the account left the address.
-            _, account = await consume_email_link(
+            used, account = await consume_email_link(
                 uow, self._tokens, token, EmailPurpose.VERIFY, now
             )
             if account.email_verified:
@@ -135,6 +144,7 @@ class DisownEmail:
             )
             for purpose in EmailPurpose:  # the other links sent to it stop working too
                 await uow.email_tokens.consume_all(account.id, purpose, now)
+            await uow.declined_addresses.add(account.id, used.email, now)
             await uow.audit.record(
                 AuditEvent(AuditKind.EMAIL_DISOWNED, now, account.id, None, {"proof": "link"})
             )
@@ -301,6 +311,10 @@ class ChangeEmail:
                     raise errors.Conflict("Your email changed meanwhile. Try again.")
                 if await uow.sessions.get(session.digest) is None:
                     raise errors.NotSignedIn()  # the session asking ended meanwhile
+                # Its holder said this account is not theirs (``DisownEmail``): not again.
+                # Read under the account's lock, which a decline takes too.
+                if await uow.declined_addresses.declined(account.id, address):
+                    raise errors.EmailDeclined()
                 if not await within_limits(
                     uow,
                     account.id,

@@ -123,7 +123,7 @@ class EmailPages(Controller):
                 "This is not my account",
                 "Did we email you a link to confirm your address for a TaskFlow account you "
                 'did not create? Open that link and press "This is not my account": your '
-                "address is taken off that account. Opened again "
+                "address is taken off that account, which cannot take it again. Opened again "
                 "afterwards, the link says that you declined it.",
                 links=[("Go home", "/")],
                 account=account,
@@ -131,8 +131,8 @@ class EmailPages(Controller):
         page = message_page(
             "Your address was removed",
             "Your email address is no longer on that TaskFlow account, and its links to it "
-            "stop working. You get no more emails about that account unless someone types "
-            "your address again. Nothing else was changed.",
+            "stop working. That account cannot take your address again, so you get no more "
+            "emails about it. Nothing else was changed.",
             links=[("Go home", "/")],
             account=account,
         )
