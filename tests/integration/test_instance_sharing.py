@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from adapters.sql.tables import web_instances
+from adapters.sql.uow import WriterQueue
 from adapters.webhooks import endpoint_for
 from entrypoints.instances import (
     WEB,
@@ -315,7 +317,7 @@ async def test_a_gateway_bot_running_many_shards_announces_itself(
 
 
 async def test_on_sqlite_an_announcement_takes_its_turn_with_the_processs_writers(
-    sqlite_db: SqlDatabase, clock: ManualClock
+    sqlite_db: SqlDatabase, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The process's writers take turns (``WriterQueue``), the next one starting as the last
     one ends; the roster wrote beside them, meeting SQLite's lock and its busy handler's
@@ -323,8 +325,22 @@ async def test_on_sqlite_an_announcement_takes_its_turn_with_the_processs_writer
     fail, and a writer whose turn came met the roster's lock the same way)."""
     roster = SqlInstanceRoster(sqlite_db, clock, WEB)
     async with sqlite_db.unit_of_work():  # a writer's turn, its transaction not begun yet
+        # Whichever comes first: the announcement asks for a turn (and waits: this one
+        # holds it), or it ends without one. No "not done after a while": a busy machine
+        # would pass that for the wrong reason.
+        asked = asyncio.Event()
+        wait_turn = WriterQueue.wait_turn
+
+        async def asking(self: WriterQueue) -> asyncio.Lock:
+            asked.set()
+            return await wait_turn(self)
+
+        monkeypatch.setattr(WriterQueue, "wait_turn", asking)
         announcing = asyncio.create_task(roster.announce("memory"))
-        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(asked.wait())
+        await asyncio.wait((announcing, waiting), timeout=60, return_when=FIRST_COMPLETED)
+        waiting.cancel()
+        assert asked.is_set()
         assert not announcing.done()  # it waits for its turn
     assert await announcing == []
 
