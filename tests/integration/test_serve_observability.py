@@ -187,6 +187,13 @@ def test_several_workers_answer_for_all_of_them(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "serve --workers 2 did not start"
                 time.sleep(0.1)
         (directory,) = tmp_path.glob("taskflow-link-metrics-*")
+        # One worker answered; the other may still be starting on a busy machine (each makes
+        # its metrics when it starts): wait for both before the requests they share.
+        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
+        while len(list(directory.glob("counter_*.db"))) < 2:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.1)
         for _ in range(40):
             answered += httpx.get(f"{url}/healthz", timeout=30).status_code == 200
         # A request is counted just after its answer: wait for the last ones to be written.
