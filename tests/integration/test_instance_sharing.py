@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -286,11 +287,21 @@ async def test_a_database_that_refuses_connections_stops_neither_the_watch_nor_t
     caplog.set_level(logging.WARNING, logger="taskflow_link.instances")
     down = SqlDatabase(f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/x", connect_timeout=1)
     roster = SqlInstanceRoster(down, clock, WEB)
+    looks = 0
+    announce = roster.announce
+
+    async def counted(*args: Any, **kwargs: Any) -> Sequence[Instance]:
+        nonlocal looks
+        looks += 1
+        return await announce(*args, **kwargs)
+
+    roster.announce = counted  # type: ignore[method-assign]
     try:
         watch = InstanceWatch(roster, SharedState(None), 0.05)
         watch.start()
         await wait_until(lambda: len(caplog.records) > 0)
-        await asyncio.sleep(0.2)  # several looks more
+        seen = looks
+        await wait_until(lambda: looks >= seen + 3)  # several looks more (counted, not timed)
         running = watch._task
         assert running is not None
         assert not running.done()  # still looking: the database may come back
