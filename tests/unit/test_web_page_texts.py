@@ -401,3 +401,31 @@ async def test_a_wrong_password_on_the_discord_link_page_keeps_its_header() -> N
         assert 'href="/signin"' not in wrong.text
     finally:
         h.container.unwire()
+
+
+@pytest.mark.parametrize("path", ["/signout", "/account/password", "/account/discord/link"])
+async def test_opening_a_forms_address_says_it_is_no_page_and_what_to_do(
+    client: Client, path: str
+) -> None:
+    """A walk through the pages: ``/signout`` typed in the address bar (or a form's address
+    opened from a bookmark) answered "That did not work. This page does not accept that kind
+    of request", a developer's words with nothing to do next."""
+    await sign_up(client)
+    answer = await client.get(path)
+    assert answer.status_code == 405
+    text = html.unescape(re.sub(r"<[^>]+>", " ", answer.text))
+    assert "kind of request" not in text
+    assert "That did not work" not in text
+    assert "not a page to open" in text
+    assert "Go back to the page with the form and use its button" in text
+    assert 'href="/account"' in answer.text  # signed in: the page with those forms
+
+
+async def test_an_address_a_page_cannot_read_says_what_to_do_not_request(client: Client) -> None:
+    """A page's address changed by hand (``switch=maybe``) answered "The request was not
+    valid." and nothing else: a developer's word, and no way on."""
+    answer = await client.get("/auth/discord/login?switch=maybe")
+    assert answer.status_code == 400
+    text = html.unescape(re.sub(r"<[^>]+>", " ", answer.text))
+    assert "request" not in text
+    assert "Go back, reload the page and try again" in text

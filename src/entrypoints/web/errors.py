@@ -54,6 +54,7 @@ TITLES: dict[int, str] = {
     401: "Please sign in",
     403: "This form expired",
     404: "Not found",
+    405: "Not a page",
     409: "That cannot be done",
     410: "This link is used up",
     413: "Too large",
@@ -325,12 +326,17 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         message = _api_message(exc, message, request.method, headers)
         answer = json_error(f"http_{status}", message, status)
     else:
+        holds_session = holds_a_session(request)
         answer = message_page(
             TITLES.get(status, "That did not work"),
             message,
             status=status,
-            links=[("Go home", "/")],
-            holds_session=holds_a_session(request),
+            next_step=_HTTP_NEXT_STEPS.get(status, ""),
+            # A form's address opened (405): the account page holds a signed-in person's forms.
+            links=[("Go to your account", "/account")]
+            if status == 405 and holds_session
+            else [("Go home", "/")],
+            holds_session=holds_session,
         )
     answer.headers.update(headers)
     return answer
@@ -387,12 +393,20 @@ def _http_message(status: int, detail: str) -> str:
     if status == 413:
         return "The request is too large."
     if status == 405:
-        return "This page does not accept that kind of request."
+        return "This address is where a form's button sends what you typed, not a page to open."
     if status == 415 and detail:
         return detail
     if 400 <= status < 500:
-        return "The request was not valid."
+        # An address changed by hand, or a form of an older version of the page.
+        return "This page could not read what your browser sent."
     return "Something went wrong on our side. Try again in a minute."
+
+
+# What a page of Litestar's own refusals says to do (the domain's refusals say their own).
+_HTTP_NEXT_STEPS = {
+    400: "Go back, reload the page and try again.",
+    405: "Go back to the page with the form and use its button.",
+}
 
 
 # A bug's page: not rendered from a template (the templates may be what failed), but in the
