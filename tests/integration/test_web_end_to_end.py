@@ -292,7 +292,7 @@ async def test_state_replay_other_browser_and_expiry_are_refused(
     assert (await browser.go("GET", callback)).url.path == "/account"
     replay = await browser.go("GET", callback)
     assert replay.status_code == 410
-    assert "already been used" in replay.text
+    assert "was used already" in replay.text
 
     elsewhere = Browser(stack)
     stolen = await _callback_url(browser, user.id)

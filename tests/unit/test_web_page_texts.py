@@ -429,3 +429,33 @@ async def test_an_address_a_page_cannot_read_says_what_to_do_not_request(client:
     text = html.unescape(re.sub(r"<[^>]+>", " ", answer.text))
     assert "request" not in text
     assert "Go back, reload the page and try again" in text
+
+
+@pytest.mark.parametrize(
+    ("minutes", "status", "title", "said"),
+    [
+        (0, 410, "Discord's answer was already used", "reloaded, or opened again"),
+        (11, 410, "This attempt has expired", "more than 10 minutes"),
+    ],
+)
+async def test_the_page_back_from_discord_opened_again_or_late_speaks_of_no_link(
+    h: Harness, client: Client, *, minutes: int, status: int, title: str, said: str
+) -> None:
+    """A walk through the pages: the page back from Discord reloaded (or opened again from
+    the browser's history) said "This link is used up. This link has already been used", and
+    one reached after 10 minutes at Discord "This link has expired": a person signing in
+    with Discord followed no link."""
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    state = query(started.headers["location"])["state"]
+    if minutes:
+        h.clock.advance(timedelta(minutes=minutes))
+    else:
+        await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+    answer = await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
+    assert answer.status_code == status
+    page = html.unescape(answer.text)
+    assert f"<title>{title} · TaskFlow</title>" in page
+    assert f"<h1>{title}</h1>" in page
+    assert said in page
+    assert "link" not in html.unescape(re.sub(r"<[^>]+>|href=\"[^\"]*\"", " ", answer.text)).lower()
+    assert "Start again from the sign-in page." in answer.text

@@ -34,6 +34,7 @@ from domain.policies import (
     CreateAccount,
     LinkAndSignIn,
     Refuse,
+    SecretStatus,
     SignInLinkedAccount,
     choose_username,
     decide_link,
@@ -44,7 +45,7 @@ from domain.policies import (
 from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._addresses import address_held
 from domain.use_cases._passwords import Passwords
-from domain.use_cases._secrets import use_secret
+from domain.use_cases._secrets import default_refusal, use_secret
 from domain.use_cases._shared import (
     SESSION_TTL,
     LinkResult,
@@ -290,6 +291,29 @@ class AuthCompleted:
     role_sync: RoleSync | None = None
 
 
+def state_refusal(status: SecretStatus) -> errors.DomainError:
+    """The page back from Discord (the callback) with a state it cannot take: the person
+    signed in to Discord, or linked, or confirmed it is them, and followed no link (the
+    words of emailed links and ``/link`` buttons, "This link has expired", said nothing to
+    them)."""
+    if status is SecretStatus.CONSUMED:
+        return errors.SecretConsumed(
+            "Discord's answer can be used once, and this one was used already: the page back "
+            "from Discord was reloaded, or opened again from the browser's history."
+        )
+    if status is SecretStatus.EXPIRED:
+        return errors.SecretExpired(
+            "You spent more than 10 minutes at Discord, so this attempt expired and nothing "
+            "was changed."
+        )
+    if status is SecretStatus.UNKNOWN:
+        return errors.SecretUnknown(
+            "Discord's answer is not one this site is waiting for (its address is cut short, "
+            "or it belongs to an older attempt), so nothing was changed."
+        )
+    return default_refusal(status)  # another browser's: its own words say so
+
+
 @contextlib.asynccontextmanager
 async def _decided_without_a_link() -> AsyncIterator[None]:
     """The decision was taken when this Discord id had no link. If linking now finds one,
@@ -437,6 +461,7 @@ class CompleteDiscordAuth:
                     digest,
                     self._clock.now(),
                     spend=True,
+                    refusal=state_refusal,
                     bound_to=lambda pending: pending.browser_digest,
                     browser_digests=presented[:BINDINGS_KEPT],
                 )

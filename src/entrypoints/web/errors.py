@@ -86,6 +86,12 @@ def path_of(request: Request[Any, Any, Any]) -> str:
     return path
 
 
+# The page back from Discord, and the titles of its state's refusals (which are no links').
+CALLBACK = "/auth/discord/callback"
+_CALLBACK_TITLES: dict[type[errors.DomainError], str] = {
+    errors.SecretConsumed: "Discord's answer was already used",
+    errors.SecretExpired: "This attempt has expired",
+}
 # Email linking "confirm": the page where a Discord sign-in waits for the account's proof.
 PROPOSAL_PAGE = "/auth/discord/confirm-link"
 # Linked Roles' verification URL, where Discord sends a member (and where its round trip
@@ -271,6 +277,9 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     title = TITLES.get(status, "That did not work")
     if isinstance(exc, errors.SecretExpired):  # a 410 too, but not used up
         title = "This link has expired"
+    if path_of(request) == CALLBACK and not isinstance(exc, errors.TicketRefused):
+        # The state's refusals (see state_refusal): no link was followed.
+        title = _CALLBACK_TITLES.get(type(exc), title)
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith(
         ("/account/", "/link/")
     ):
