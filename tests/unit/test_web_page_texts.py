@@ -459,3 +459,14 @@ async def test_the_page_back_from_discord_opened_again_or_late_speaks_of_no_link
     assert said in page
     assert "link" not in html.unescape(re.sub(r"<[^>]+>|href=\"[^\"]*\"", " ", answer.text)).lower()
     assert "Start again from the sign-in page." in answer.text
+
+
+async def test_the_sign_in_page_has_one_control_named_sign_in(client: Client) -> None:
+    """A walk through the pages: the sign-in page's header offered a "Sign in" link (to this
+    very page) beside its form's "Sign in" button: two controls of one name doing different
+    things, the first one reached by the keyboard reloading the page."""
+    for page in ("/signin", "/signin?next=/account"):
+        shown = (await client.get(page)).text
+        named = re.findall(r"<(?:a|button)\b[^>]*>\s*Sign in\s*</(?:a|button)>", shown)
+        assert len(named) == 1, named
+        assert '<button type="submit">Sign in</button>' in shown
