@@ -45,6 +45,24 @@ async def test_pages_carry_security_headers(client: Client) -> None:
         assert answer.headers["x-frame-options"] == "DENY"
 
 
+async def test_the_style_and_icon_are_kept_by_the_browser_and_pages_are_not(
+    client: Client,
+) -> None:
+    """A walk through the pages: every page load fetched the style sheet and the icon again
+    (each answer "no-store", as the pages'), two more lines in the access log per page, and
+    each came with a CSRF cookie of its own. They hold no one's secret: kept an hour, with no
+    cookie (a cache that kept one would hand it to everyone). Pages still are never kept."""
+    for path in ("/static/style.css", "/static/favicon.svg"):
+        answer = await client.get(path)
+        assert answer.status_code == 200
+        kept = {part.strip() for part in answer.headers["cache-control"].split(",")}
+        assert kept == {"public", "max-age=3600"}
+        assert "set-cookie" not in answer.headers
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    for path in ("/", "/signin", "/signup", "/password/reset", "/no-such-page"):
+        assert (await client.get(path)).headers["cache-control"] == "no-store"
+
+
 async def test_api_answers_carry_the_api_security_headers(client: Client, h: Harness) -> None:
     key = (await h.container.create_api_key().execute("bot")).token
     refused = await client.get("/api/v1/links/123")
