@@ -470,3 +470,12 @@ async def test_the_sign_in_page_has_one_control_named_sign_in(client: Client) ->
         named = re.findall(r"<(?:a|button)\b[^>]*>\s*Sign in\s*</(?:a|button)>", shown)
         assert len(named) == 1, named
         assert '<button type="submit">Sign in</button>' in shown
+
+
+async def test_the_home_page_is_titled_as_its_heading(client: Client) -> None:
+    """A walk through the pages: the home page's title was "TaskFlow link · TaskFlow", a name
+    the page uses nowhere (its heading: "TaskFlow x Discord", with a multiplication sign),
+    TaskFlow twice in a tab."""
+    page = (await client.get("/")).text
+    assert "<title>TaskFlow \N{MULTIPLICATION SIGN} Discord · TaskFlow</title>" in page
+    assert "<h1>TaskFlow \N{MULTIPLICATION SIGN} Discord</h1>" in page
