@@ -361,6 +361,13 @@ class RoleChangeRepository(Protocol):
         action, status and last error, as they are now: done, refused or given up by
         whichever worker took them, or still pending."""
 
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete the rows of Discord accounts no longer linked that finished before
+        ``before`` with nothing left to do: a removal done, or any change refused because
+        the member was not in the server (leaving a server drops its roles). A removal
+        refused otherwise or given up, and an add finished for someone no longer linked,
+        stay for ``roles sync`` to ask again; a linked member's row stays. How many."""
+
 
 class RoleConnectionTokenRepository(Protocol):
     """The Discord tokens kept for Linked Roles, one row per Discord user. Every write moves

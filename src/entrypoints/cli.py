@@ -331,7 +331,8 @@ def _migrate(direction: str, revision: str) -> _Migrated:
 def purge_expired() -> None:
     """Delete expired pending logins, /link tickets, sessions, emailed links, link proposals,
     old emails and webhook deliveries (a pending one only when its URL is no longer in
-    TASKFLOW_LINK_WEBHOOK_URLS, which must then name the others), and audit events older than
+    TASKFLOW_LINK_WEBHOOK_URLS, which must then name the others), the role changes of members
+    unlinked with nothing left to do, and audit events older than
     TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever)."""
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(
@@ -339,6 +340,7 @@ def purge_expired() -> None:
         f"ticket(s), {report.sessions} session(s), {report.email_tokens} email link(s), "
         f"{report.link_proposals} link proposal(s), {report.emails} old email(s), "
         f"{report.webhook_deliveries} old webhook delivery(ies), "
+        f"{report.role_changes} old role change(s), "
         f"{report.audit_events} audit event(s)."
     )
     if report.webhook_pending_kept:

@@ -484,3 +484,62 @@ class RoleChangeContract:
             row = await uow.role_changes.get(DiscordId(1), ROLE)
             assert row is not None
             assert row.version == 8
+
+    async def test_the_purge_drops_only_finished_rows_of_unlinked_members_with_nothing_left(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A member who unlinked left a row for good (one per Discord account ever linked,
+        and per role): the purge deletes it once its removal was done (or Discord said the
+        member was not in the server, whose leaving dropped the role) before the cut-off.
+        Rows `roles sync` may still ask again stay (a removal refused or given up, an add
+        finished for someone no longer linked), as do linked members', pending ones, and
+        those finished since."""
+        owner = account()
+        rows = {
+            # n: (action, status, last error, finished at, linked, purged)
+            1: (RoleAction.REMOVE, RoleChangeStatus.DONE, None, NOW, False, True),
+            2: (RoleAction.REMOVE, RoleChangeStatus.DONE, None, LATER, False, False),
+            3: (RoleAction.REMOVE, RoleChangeStatus.FAILED, "unavailable", NOW, False, False),
+            4: (RoleAction.REMOVE, RoleChangeStatus.REFUSED, "rejected", NOW, False, False),
+            5: (RoleAction.REMOVE, RoleChangeStatus.REFUSED, "not_a_member", NOW, False, True),
+            6: (RoleAction.ADD, RoleChangeStatus.REFUSED, "not_a_member", NOW, False, True),
+            7: (RoleAction.ADD, RoleChangeStatus.DONE, None, NOW, False, False),
+            8: (RoleAction.REMOVE, RoleChangeStatus.DONE, None, NOW, True, False),
+            9: (RoleAction.ADD, RoleChangeStatus.REFUSED, "not_a_member", NOW, True, False),
+        }
+
+        async def queue(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            for n, (action, *_, linked, _purged) in rows.items():
+                if linked:
+                    other = account(f"user{n}", f"user{n}@example.com")
+                    await uow.accounts.add(other)
+                    await uow.links.add(link(n, other.id))
+                await uow.role_changes.request(change(n, action, account_id=owner.id))
+            await uow.role_changes.request(change(10, RoleAction.REMOVE))  # still pending
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 20):
+                n = held.discord_id.value
+                if n not in rows:
+                    assert await uow.role_changes.release(held)
+                    continue
+                _, status, error, at, *_ = rows[n]
+                finished = replace(held, status=status, last_error=error, finished_at=at)
+                assert await uow.role_changes.finish(finished)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.role_changes.purge_finished(LATER) == 3
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            for n, (*_, purged) in rows.items():
+                row = await uow.role_changes.get(DiscordId(n), ROLE)
+                assert (row is None) is purged, n
+            assert await uow.role_changes.get(DiscordId(10), ROLE) is not None
+        # A member purged who links again is asked for as anyone new.
+        await write(uow_factory, lambda uow: uow.role_changes.request(change(1)))
+        async with uow_factory(read_only=True) as uow:
+            again = await uow.role_changes.get(DiscordId(1), ROLE)
+            assert again is not None
+            assert (again.status, again.version) == (RoleChangeStatus.PENDING, 1)

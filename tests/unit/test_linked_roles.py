@@ -250,6 +250,28 @@ async def test_every_way_of_unlinking_removes_the_roles(r: Harness, way: str) ->
     assert all(e.account_id == account.id for e in _db(r).tables.audit if e.discord_id)
 
 
+async def test_purge_expired_forgets_a_removal_done_30_days_ago(r: Harness) -> None:
+    """Each Discord account ever linked left its rows (one per role) for good once unlinked:
+    a year of members coming and going grew the queue's table without end."""
+    account = (await r.sign_up("dora", "dora@example.com")).account
+    gone, staying = r.discord_user(5010), r.discord_user(5011)
+    await r.discord_link(account.id, gone)
+    await apply(r)
+    await r.container.unlink_discord().execute(gone.id)
+    await apply(r)
+    other = (await r.sign_up("emma", "emma@example.com")).account
+    await r.discord_link(other.id, staying)
+    await apply(r)
+
+    r.clock.advance(timedelta(days=29))
+    assert (await r.container.purge_expired().execute()).role_changes == 0
+    r.clock.advance(timedelta(days=2))
+    assert (await r.container.purge_expired().execute()).role_changes == 2
+
+    kept = set(_db(r).tables.role_changes)
+    assert kept == {(staying.id, ROLE), (staying.id, ELSEWHERE)}  # still linked
+
+
 # -- superseding --------------------------------------------------------------------------------
 
 

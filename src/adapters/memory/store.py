@@ -929,6 +929,23 @@ class MemoryRoleChanges(_Repo):
         ]
         return len(waiting), min(waiting, default=None)
 
+    async def purge_finished(self, before: datetime) -> int:
+        table = self._t.role_changes
+        gone = [
+            key
+            for key, c in table.items()
+            if c.discord_id not in self._t.links
+            and c.finished_at is not None
+            and c.finished_at < before
+            and (
+                (c.action is RoleAction.REMOVE and c.status is RoleChangeStatus.DONE)
+                or _refused_as_no_member(c)
+            )
+        ]
+        for key in gone:
+            del table[key]
+        return len(gone)
+
     async def counts_since(self, since: datetime) -> Sequence[RoleChangeCount]:
         counts = Counter(
             (c.role, c.action, c.status, c.last_error)

@@ -1283,6 +1283,31 @@ class SqlRoleChanges(_QueueRepo):
         row: Any = (await self._run(query)).one()  # min() keeps the column's type
         return int(row[0]), row[1]
 
+    async def purge_finished(self, before: datetime) -> int:
+        linked = select(user_links.c.discord_id).where(user_links.c.discord_id == _roles.discord_id)
+        nothing_left = or_(
+            and_(
+                _roles.action == RoleAction.REMOVE.value,
+                _roles.status == RoleChangeStatus.DONE.value,
+            ),
+            and_(
+                _roles.status == RoleChangeStatus.REFUSED.value,
+                _roles.last_error == RoleCallOutcome.NOT_A_MEMBER.value,
+            ),
+        )
+        old = select(_roles.seq).where(
+            _roles.finished_at.is_not(None),
+            _roles.finished_at < before,
+            nothing_left,
+            ~linked.exists(),
+        )
+        if self._postgres:
+            # A row a link or a worker holds at this moment is left for the next purge,
+            # never waited for (the purge holds the other tables' rows it deleted).
+            old = old.with_for_update(skip_locked=True)
+        query = delete(discord_role_changes).where(_roles.seq.in_(old.scalar_subquery()))
+        return await self._count(query)
+
     async def counts_since(self, since: datetime) -> Sequence[RoleChangeCount]:
         grouped = (_roles.guild_id, _roles.role_id, _roles.action, _roles.status, _roles.last_error)
         query = (

@@ -10,6 +10,9 @@ from domain.webhooks import WebhookState
 
 # Sent, failed and cancelled emails stay this long: the account page and support can see them.
 KEEP_FINISHED_EMAILS = timedelta(days=30)
+# A member's role changes once they are unlinked and nothing is left to do (the removal done,
+# or they were not in the server), as long as the finished emails: `roles sync` counts them.
+KEEP_FINISHED_ROLE_CHANGES = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class PurgeReport:
     link_proposals: int = 0
     webhook_deliveries: int = 0
     audit_events: int = 0
+    role_changes: int = 0
     # Pending webhook deliveries kept because this process names no webhook URLs, so it
     # cannot tell a removed endpoint from a live one (a cron job without the settings).
     webhook_pending_kept: int = 0
@@ -29,7 +33,8 @@ class PurgeReport:
 
 class PurgeExpired:
     """Delete expired one-time secrets and sessions, old finished emails and webhook
-    deliveries, and audit events older than the retention (``taskflow-link purge-expired``).
+    deliveries, the role changes of members unlinked more than 30 days ago with nothing left
+    to do, and audit events older than the retention (``taskflow-link purge-expired``).
     ``audit_retention``: ``None`` keeps the audit trail forever.
 
     Pending webhook deliveries of the endpoints in ``outbox`` (this process's settings) are
@@ -67,6 +72,7 @@ class PurgeExpired:
                     if self._audit_retention is not None
                     else 0
                 ),
+                await uow.role_changes.purge_finished(now - KEEP_FINISHED_ROLE_CHANGES),
             )
             if self._configured is None:
                 pending = sum(
