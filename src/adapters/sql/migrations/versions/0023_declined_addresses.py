@@ -10,7 +10,8 @@ concerned. A row stays as long as its account (the foreign key's cascade).
 The upgrade creates the table and fills it with the declines made before it that can still
 be told: the audit trail's ``email_disowned`` events name no address, but a decline spent the
 account's confirmation links at the very moment it was audited, and a link names its address
-(the links are kept until ``purge-expired`` removes them, a day after they expire). An account
+(the links are kept until ``purge-expired`` removes them, at its first run after they
+expire: a confirmation link lasts 24 hours). An account
 whose earlier decline is no longer known may type the address once more, which its holder may
 decline again. The downgrade drops the table: the accounts may then claim their declined
 addresses again, as before this version.
