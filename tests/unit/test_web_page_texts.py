@@ -421,6 +421,27 @@ async def test_opening_a_forms_address_says_it_is_no_page_and_what_to_do(
     assert 'href="/account"' in answer.text  # signed in: the page with those forms
 
 
+@pytest.mark.parametrize("path", ["/account", "/"])
+async def test_a_form_sent_to_a_page_is_not_told_the_page_is_a_forms_address(
+    client: Client, path: str
+) -> None:
+    """A form sent to an address that is a page, not a form's (a page of an older version
+    kept by the browser, whose form's address has moved): the 405 said "This address is
+    where a form's button sends what you typed, not a page to open" and "Go back to the page
+    with the form and use its button", of a page that is one, to someone who had just used a
+    form's button. It says the form is out of date, and to open the page again."""
+    await sign_up(client)
+    token = csrf_token((await client.get("/account")).text)
+    answer = await client.post(path, data={"_csrf_token": token})
+    assert answer.status_code == 405
+    text = html.unescape(re.sub(r"<[^>]+>", " ", answer.text))
+    assert "not a page to open" not in text
+    assert "use its button" not in text
+    assert "Not a page" not in text
+    assert "older version" in text
+    assert "reload" in text
+
+
 async def test_an_address_a_page_cannot_read_says_what_to_do_not_request(client: Client) -> None:
     """A page's address changed by hand (``switch=maybe``) answered "The request was not
     valid." and nothing else: a developer's word, and no way on."""

@@ -336,11 +336,16 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         answer = json_error(f"http_{status}", message, status)
     else:
         holds_session = holds_a_session(request)
+        title, next_step = TITLES.get(status, "That did not work"), _HTTP_NEXT_STEPS.get(status, "")
+        if status == 405 and request.method not in ("GET", "HEAD"):
+            # A form sent to a page's address (a page of an older version, whose form's
+            # address moved): not a form's address opened, as a 405 to GET is.
+            title, message, next_step = _FORM_TO_A_PAGE
         answer = message_page(
-            TITLES.get(status, "That did not work"),
+            title,
             message,
             status=status,
-            next_step=_HTTP_NEXT_STEPS.get(status, ""),
+            next_step=next_step,
             # A form's address opened (405): the account page holds a signed-in person's forms.
             links=[("Go to your account", "/account")]
             if status == 405 and holds_session
@@ -416,6 +421,14 @@ _HTTP_NEXT_STEPS = {
     400: "Go back, reload the page and try again.",
     405: "Go back to the page with the form and use its button.",
 }
+# A 405 to a form sent to an address that takes none (a page): its title, what happened
+# and what to do.
+_FORM_TO_A_PAGE = (
+    "That form is out of date",
+    "This address is a page, and takes no form: the form came from an older version of a "
+    "page, kept by your browser.",
+    "Go back, reload the page and try again.",
+)
 
 
 # A bug's page: not rendered from a template (the templates may be what failed), but in the
