@@ -136,6 +136,17 @@ async def test_a_link_to_an_address_the_account_left_takes_nothing(h: Harness) -
     assert (await h.account(mallory)).email == "mallory@example.com"
 
 
+async def test_the_link_page_says_a_decline_is_for_good(h: Harness, client: Client) -> None:
+    """Since 7094c45 a decline is kept for as long as the account (it may never claim the
+    address again, and nothing undoes it), but the button's page said only "your address is
+    taken off that account": an owner who pressed it on their own account's link, by
+    mistake, learnt afterwards that the account could never have its address again."""
+    _, link = await _mallory(h)
+    page = await client.get(f"/verify-email/{link}")
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", page.text)).split())
+    assert "your address is taken off that account, which cannot take it again" in text
+
+
 async def test_the_link_page_names_the_account_and_offers_not_mine(
     h: Harness, db: MemoryDatabase, client: Client
 ) -> None:
