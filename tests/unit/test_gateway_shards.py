@@ -214,3 +214,117 @@ def test_too_few_shards_for_the_bots_servers_is_closed_with_4011() -> None:
             socket.receive_json()
             socket.send_json(_identify(state, shard=[0, 2]))
             assert socket.receive_json()["t"] == "READY"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?encoding=json", "?v=8&encoding=json", "?v=5&encoding=json", "?v=11&encoding=json",
+     "?v=ten&encoding=json", "?v=&encoding=json"],
+)  # fmt: skip
+def test_a_gateway_url_without_an_available_api_version_is_closed_with_4012(
+    refusing: tuple[EmulatorState, Litestar], query: str
+) -> None:
+    """Discord's gateway speaks the version the URL's ``v`` names (without one, its default,
+    v6, deprecated); the emulator speaks v10's payloads (v9's are the same), so anything else
+    is Discord's 4012 Invalid API version, not v10's events under another version's name."""
+    _, app = refusing
+    with (
+        TestClient(app=app) as client,
+        client.websocket_connect(f"/gateway{query}") as socket,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        socket.receive_json()
+    assert closed.value.code == 4012
+    assert closed.value.detail.startswith("Invalid API version")
+
+
+@pytest.mark.parametrize("encoding", ["xml", "etf"])
+def test_a_gateway_url_with_an_encoding_not_emulated_is_closed_with_4002(
+    refusing: tuple[EmulatorState, Litestar], encoding: str
+) -> None:
+    """``encoding`` is ``json`` (Discord's default) or ``etf``; the emulator sends JSON only,
+    so it refuses to answer anything else in JSON, as Discord would not."""
+    _, app = refusing
+    with (
+        TestClient(app=app) as client,
+        client.websocket_connect(f"/gateway?v=10&encoding={encoding}") as socket,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        socket.receive_json()
+    assert closed.value.code == 4002
+
+
+@pytest.mark.parametrize("query", ["?v=10&encoding=json", "?v=9&encoding=json", "?v=10"])
+def test_a_gateway_url_naming_v9_or_v10_and_json_says_hello(
+    refusing: tuple[EmulatorState, Litestar], query: str
+) -> None:
+    _, app = refusing
+    with TestClient(app=app) as client, client.websocket_connect(f"/gateway{query}") as socket:
+        assert socket.receive_json()["op"] == 10  # HELLO
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"op": 3, "d": {"since": None, "activities": [], "status": "online", "afk": False}},
+        {"op": 8, "d": {"guild_id": "1300000000000000001", "query": "", "limit": 0}},
+        {"op": 4, "d": {"guild_id": "1", "channel_id": None, "self_mute": False}},
+    ],
+)
+def test_a_payload_before_identify_is_closed_with_4003(
+    refusing: tuple[EmulatorState, Litestar], message: dict[str, Any]
+) -> None:
+    """Only heartbeats, IDENTIFY and RESUME may come before a session is identified: Discord
+    closes anything else with 4003 Not authenticated."""
+    _, app = refusing
+    with (
+        TestClient(app=app) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_json({"op": 1, "d": None})  # a heartbeat is fine before IDENTIFY
+        assert socket.receive_json()["op"] == 11  # HEARTBEAT_ACK
+        socket.send_json(message)
+        socket.send_json({"op": 1, "d": None})  # its ACK, were the session still open
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert (closed.value.code, closed.value.detail) == (4003, "Not authenticated.")
+
+
+@pytest.mark.parametrize("frame", ["{bad", "[1, 2]", '"op"', '{"d": null}', '{"op": "1"}'])
+def test_a_payload_discord_cannot_decode_is_closed_with_4002(
+    refusing: tuple[EmulatorState, Litestar], frame: str
+) -> None:
+    """Not JSON, or not a payload object with an integer ``op``: Discord's 4002 Decode error
+    (the emulator's session failed with an internal error, or ignored it)."""
+    _, app = refusing
+    with (
+        TestClient(app=app) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_text(frame)
+        socket.send_json({"op": 1, "d": None})  # its ACK, were the session still open
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert (closed.value.code, closed.value.detail) == (4002, "Decode error.")
+
+
+def test_an_unknown_opcode_after_identify_is_closed_with_4001() -> None:
+    state = _state()
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        socket.receive_json()
+        socket.send_json(_identify(state))
+        assert socket.receive_json()["t"] == "READY"
+        socket.send_json({"op": 3, "d": {"since": None, "activities": [], "status": "online",
+                                         "afk": False}})  # fmt: skip
+        socket.send_json({"op": 1, "d": 1})  # a presence update is known: the session lives
+        assert socket.receive_json()["op"] == 11
+        socket.send_json({"op": 5, "d": {}})  # no such opcode (5 was never one to send)
+        socket.send_json({"op": 1, "d": 1})  # its ACK, were the session still open
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert (closed.value.code, closed.value.detail) == (4001, "Unknown opcode.")

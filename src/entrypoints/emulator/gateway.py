@@ -24,8 +24,19 @@ log = logging.getLogger("taskflow_link.emulator")
 
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
 OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
-CLOSE_DECODE_ERROR, CLOSE_AUTHENTICATION_FAILED, CLOSE_ALREADY_AUTHENTICATED = 4002, 4004, 4005
-CLOSE_INVALID_SHARD, CLOSE_SHARDING_REQUIRED = 4010, 4011
+# What a client may send (https://discord.com/developers/docs/topics/opcodes-and-status-codes):
+# heartbeat, identify, presence update, voice state update, resume, request guild members,
+# request soundboard sounds, request channel info. Before IDENTIFY only the heartbeat and the
+# handshakes (IDENTIFY, RESUME) are taken; anything else is 4003 Not authenticated.
+CLIENT_OPS = frozenset({1, 2, 3, 4, 6, 8, 31, 43})
+BEFORE_IDENTIFY_OPS = frozenset({OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME})
+CLOSE_UNKNOWN_OPCODE, CLOSE_DECODE_ERROR, CLOSE_NOT_AUTHENTICATED = 4001, 4002, 4003
+CLOSE_AUTHENTICATION_FAILED, CLOSE_ALREADY_AUTHENTICATED = 4004, 4005
+CLOSE_INVALID_SHARD, CLOSE_SHARDING_REQUIRED, CLOSE_INVALID_API_VERSION = 4010, 4011, 4012
+# The gateway URL's ``v``: Discord's available API versions are 10 and 9 (the same payloads
+# here); 6 (the default when ``v`` is left out), 7 and 8 are deprecated, older ones gone. The
+# emulator speaks v10's payloads only, so it takes 9 and 10 and closes the rest with 4012.
+GATEWAY_VERSIONS = frozenset({"9", "10"})
 CLOSE_INVALID_INTENTS, CLOSE_DISALLOWED_INTENTS = 4013, 4014
 # Intents (https://discord.com/developers/docs/events/gateway#gateway-intents): the highest is
 # DIRECT_MESSAGE_POLLS (1 << 25). The privileged ones, GUILD_MEMBERS, GUILD_PRESENCES and
@@ -121,6 +132,38 @@ def _identify(
     return shard
 
 
+def _url_refusal(query: Any) -> Refusal | None:
+    """Why the gateway URL's query (``v``, ``encoding``, ``compress``) is not one the
+    emulator may answer as Discord would, or ``None``."""
+    version = query.get("v")
+    if version not in GATEWAY_VERSIONS:
+        # Deprecated ones (the default too) would be other payloads: not emulated.
+        return Refusal(CLOSE_INVALID_API_VERSION, "Invalid API version (9 and 10 are emulated).")
+    encoding = query.get("encoding", "json")  # Discord's default
+    if encoding != "json":
+        # Discord also speaks ETF; nothing else ("json" or "etf").
+        return Refusal(CLOSE_DECODE_ERROR, "Only encoding=json is emulated (json or etf).")
+    if query.get("compress") not in (None, "zlib-stream"):
+        return Refusal(CLOSE_DECODE_ERROR, "Only compress=zlib-stream is emulated.")
+    return None
+
+
+def _payload(session: GatewaySession, frame: str | bytes) -> dict[str, Any] | Refusal:
+    """A frame as Discord reads it: a JSON object with a known ``op`` (before IDENTIFY: a
+    heartbeat, IDENTIFY or RESUME), or why the connection is closed."""
+    try:
+        message = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        message = None
+    if not isinstance(message, dict) or type(message.get("op")) is not int:
+        return Refusal(CLOSE_DECODE_ERROR, "Decode error.")
+    if message["op"] not in CLIENT_OPS:
+        return Refusal(CLOSE_UNKNOWN_OPCODE, "Unknown opcode.")
+    if session.shard is None and message["op"] not in BEFORE_IDENTIFY_OPS:
+        return Refusal(CLOSE_NOT_AUTHENTICATED, "Not authenticated.")
+    return message
+
+
 def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list[BaseRouteHandler]:
     def gateway_url(request: Request[Any, Any, Any]) -> str:
         return f"ws://{request.url.netloc}/gateway"
@@ -146,16 +189,19 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
     @websocket("/gateway")
     async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         await socket.accept()
-        compression = socket.query_params.get("compress")
-        if compression not in (None, "zlib-stream"):
-            await socket.close(code=CLOSE_DECODE_ERROR, reason="only zlib-stream is emulated")
+        if (refused := _url_refusal(socket.query_params)) is not None:
+            await socket.close(refused.code, refused.reason)
             return
+        compression = socket.query_params.get("compress")
         session = GatewaySession(socket, zlib.compressobj() if compression else None)
         await session.send(OP_HELLO, {"heartbeat_interval": HEARTBEAT_INTERVAL_MS})
         try:
             while True:
-                message = json.loads(await _receive(socket))
-                op = message.get("op")
+                message = _payload(session, await _receive(socket))
+                if isinstance(message, Refusal):
+                    await socket.close(message.code, message.reason)
+                    return
+                op = message["op"]
                 if op == OP_HEARTBEAT:
                     await session.send(OP_HEARTBEAT_ACK, None)
                 elif op == OP_IDENTIFY:
