@@ -434,6 +434,106 @@ def test_malformed_replies_are_refused_naming_the_field(
     assert errors_at(error, *path)
 
 
+FIELD = {"name": "n", "value": "v"}
+
+
+@pytest.mark.parametrize(
+    ("embeds", "path", "code"),
+    [
+        ([{"title": "t" * 257}], ("data", "embeds", 0, "title"), "BASE_TYPE_MAX_LENGTH"),
+        ([{"description": "d" * 4097}], ("data", "embeds", 0, "description"), None),
+        ([{"fields": [FIELD] * 26}], ("data", "embeds", 0, "fields"), "BASE_TYPE_MAX_LENGTH"),
+        (
+            [{"fields": [FIELD, {"name": "n" * 257, "value": "v"}]}],
+            ("data", "embeds", 0, "fields", 1, "name"),
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            [{"fields": [{"name": "n", "value": "v" * 1025}]}],
+            ("data", "embeds", 0, "fields", 0, "value"),
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        ([{"fields": [{"name": "n"}]}], ("data", "embeds", 0, "fields", 0, "value"), None),
+        ([{"fields": [{"value": "v"}]}], ("data", "embeds", 0, "fields", 0, "name"), None),
+        ([{"footer": {"text": "f" * 2049}}], ("data", "embeds", 0, "footer", "text"), None),
+        (
+            [{"footer": {"icon_url": "https://x.example/a.png"}}],
+            ("data", "embeds", 0, "footer", "text"),
+            None,
+        ),
+        ([{"author": {"name": "a" * 257}}], ("data", "embeds", 0, "author", "name"), None),
+        (
+            [{"author": {"url": "https://x.example/"}}],
+            ("data", "embeds", 0, "author", "name"),
+            None,
+        ),
+        (
+            [{"title": "ok"}, {"description": "d" * 4000}, {"description": "d" * 1999}],
+            ("data", "embeds"),
+            "MAX_EMBED_SIZE_EXCEEDED",
+        ),
+        (
+            [{"fields": [{"name": "n" * 250, "value": "v" * 1000}] * 5}],
+            ("data", "embeds"),
+            "MAX_EMBED_SIZE_EXCEEDED",
+        ),
+        (["not an embed"], ("data", "embeds", 0), "MODEL_TYPE_CONVERT"),
+        ([{"fields": "n"}], ("data", "embeds", 0, "fields"), None),
+        ([{"fields": ["n"]}], ("data", "embeds", 0, "fields", 0), "MODEL_TYPE_CONVERT"),
+        ([{"footer": "f"}], ("data", "embeds", 0, "footer"), "MODEL_TYPE_CONVERT"),
+    ],
+    ids=[
+        "title-257",
+        "description-4097",
+        "26-fields",
+        "field-name-257",
+        "field-value-1025",
+        "field-without-value",
+        "field-without-name",
+        "footer-2049",
+        "footer-without-text",
+        "author-name-257",
+        "author-without-name",
+        "6000-in-all-embeds",
+        "6000-in-one-embed",
+        "embed-not-an-object",
+        "fields-not-a-list",
+        "field-not-an-object",
+        "footer-not-an-object",
+    ],
+)
+def test_embeds_beyond_discords_limits_are_refused_naming_the_field(
+    embeds: list[Any], path: tuple[str | int, ...], code: str | None
+) -> None:
+    """An embed's limits (https://discord.com/developers/docs/resources/message#embed-object-
+    embed-limits): title 256, description 4096, 25 fields of name 256 and value 1024, footer
+    2048, author name 256, and 6000 characters over all of those in all the message's embeds
+    (Discord's MAX_EMBED_SIZE_EXCEEDED on ``embeds``). The emulator only counted embeds."""
+    refused = check_command_response(reply(embeds=embeds))
+    assert refused is not None
+    assert refused[0] == 400
+    codes = errors_at(refused[1], *path)
+    assert code is None or code in codes, codes
+    follow_up = check_webhook_message({"embeds": embeds})
+    assert follow_up is not None
+    assert errors_at(follow_up[1], *path[1:]) == codes
+
+
+def test_embeds_at_discords_limits_are_taken() -> None:
+    full = {
+        "title": "t" * 256,
+        "description": "d" * 1000,
+        "fields": [{"name": "n" * 10, "value": "v" * 10, "inline": True}] * 25,
+        "footer": {"text": "f" * 2048, "icon_url": "https://x.example/f.png"},
+        "author": {"name": "a" * 256},
+        "color": 0x5865F2,
+    }
+    assert sum(map(len, ("t" * 256, "d" * 1000, "f" * 2048, "a" * 256))) + 25 * 20 == 4060
+    second = {"description": "d" * 1940}  # 6000 characters in all: the limit, not beyond
+    assert check_command_response(reply(embeds=[full, second])) is None
+    assert check_webhook_message({"embeds": [full, second]}, current={"content": "Hi"}) is None
+
+
 def test_an_empty_message_is_refused_with_50006() -> None:
     assert check_command_response({"type": 4, "data": {"flags": 64}}) == (
         400,

@@ -58,6 +58,12 @@ FOLLOW_UP_FLAGS = (
 
 MAX_CONTENT = 2000
 MAX_EMBEDS = 10
+# An embed's limits (https://discord.com/developers/docs/resources/message#embed-object-embed-
+# limits); the text of all of them, in all the message's embeds, is at most 6000 characters.
+MAX_EMBED_TITLE = MAX_EMBED_FIELD_NAME = MAX_EMBED_AUTHOR_NAME = 256
+MAX_EMBED_DESCRIPTION, MAX_EMBED_FOOTER_TEXT = 4096, 2048
+MAX_EMBED_FIELDS, MAX_EMBED_FIELD_VALUE = 25, 1024
+MAX_EMBEDS_TEXT = 6000
 MAX_ACTION_ROWS = 5
 MAX_ROW_BUTTONS = 5
 COMPONENT_ACTION_ROW, COMPONENT_BUTTON = 1, 2
@@ -766,14 +772,87 @@ def check_message(
     # Once a message has IS_COMPONENTS_V2, the flag cannot be removed from it.
     kept = int((current or {}).get("flags") or 0) & FLAG_IS_COMPONENTS_V2
     flags = int(flags or 0) | kept
-    embeds = data.get("embeds")
-    if embeds is not None and (not isinstance(embeds, list) or len(embeds) > MAX_EMBEDS):
-        errors.add((*path, "embeds"), "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+    _check_embeds(errors, (*path, "embeds"), data.get("embeds"))
     _check_components(errors, (*path, "components"), data.get("components"), flags)
     if flags & FLAG_IS_COMPONENTS_V2:
         _check_legacy_fields(errors, path, message)
     _check_mentions(errors, (*path, "allowed_mentions"), data.get("allowed_mentions"))
     return shows_something(message)
+
+
+def _text(errors: FormErrors, path: Path, value: object, high: int, *, required: bool) -> int:
+    """An embed's text field (``None``: left out, which only a required one may not be);
+    returns its length, for the 6000 characters of all the message's embeds."""
+    if value is None:
+        if required:
+            errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        return 0
+    _length(errors, path, value, 0, high)
+    return len(value) if isinstance(value, str) else 0
+
+
+def _embed_part(errors: FormErrors, path: Path, part: object) -> Mapping[str, Any] | None:
+    """An embed's footer, author or field: an object (or ``None``: left out)."""
+    if part is None or isinstance(part, Mapping):
+        return part
+    errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
+    return None
+
+
+def _check_embed(errors: FormErrors, path: Path, embed: object) -> int:
+    """One embed's text limits; returns how many characters of text it holds."""
+    if not isinstance(embed, Mapping):
+        errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
+        return 0
+    size = _text(errors, (*path, "title"), embed.get("title"), MAX_EMBED_TITLE, required=False)
+    size += _text(
+        errors,
+        (*path, "description"),
+        embed.get("description"),
+        MAX_EMBED_DESCRIPTION,
+        required=False,
+    )
+    fields = embed.get("fields")
+    if fields is not None and not isinstance(fields, list):
+        errors.add((*path, "fields"), "BASE_TYPE_ARRAY", "Must be an array.")
+    elif fields is not None:
+        if len(fields) > MAX_EMBED_FIELDS:
+            errors.add(
+                (*path, "fields"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {MAX_EMBED_FIELDS} or fewer in length.",
+            )
+        for index, field in enumerate(fields):
+            here = (*path, "fields", index)
+            if not isinstance(field, Mapping):
+                errors.add(here, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
+            else:
+                name, value = field.get("name"), field.get("value")
+                size += _text(errors, (*here, "name"), name, MAX_EMBED_FIELD_NAME, required=True)
+                size += _text(errors, (*here, "value"), value, MAX_EMBED_FIELD_VALUE, required=True)
+    if (footer := _embed_part(errors, (*path, "footer"), embed.get("footer"))) is not None:
+        text = footer.get("text")
+        size += _text(errors, (*path, "footer", "text"), text, MAX_EMBED_FOOTER_TEXT, required=True)
+    if (author := _embed_part(errors, (*path, "author"), embed.get("author"))) is not None:
+        name = author.get("name")
+        size += _text(errors, (*path, "author", "name"), name, MAX_EMBED_AUTHOR_NAME, required=True)
+    return size
+
+
+def _check_embeds(errors: FormErrors, path: Path, embeds: object) -> None:
+    """At most 10 embeds, each within its limits, and 6000 characters of text in all."""
+    if embeds is None:
+        return
+    if not isinstance(embeds, list) or len(embeds) > MAX_EMBEDS:
+        errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_EMBEDS} or fewer in length.")
+        return
+    size = sum(_check_embed(errors, (*path, index), embed) for index, embed in enumerate(embeds))
+    if size > MAX_EMBEDS_TEXT:
+        errors.add(
+            path,
+            "MAX_EMBED_SIZE_EXCEEDED",
+            f"Embed size exceeds maximum size of {MAX_EMBEDS_TEXT}",
+        )
 
 
 def shows_something(message: Mapping[str, Any]) -> bool:
