@@ -534,6 +534,39 @@ def test_embeds_at_discords_limits_are_taken() -> None:
     assert check_webhook_message({"embeds": [full, second]}, current={"content": "Hi"}) is None
 
 
+def test_a_custom_id_is_unique_within_a_modal_too() -> None:
+    """Discord refuses a modal whose text inputs (or selects) share a custom_id, as it does a
+    message's buttons; the emulator did not look inside a modal's labels and rows."""
+
+    def text_input(custom_id: str) -> dict[str, Any]:
+        return {"type": 4, "custom_id": custom_id, "style": 1}
+
+    labelled = [
+        {"type": 18, "label": "First", "component": text_input("name")},
+        {"type": 18, "label": "Second", "component": text_input("name")},
+    ]
+    refused = check_command_response(modal(components=labelled))
+    assert refused is not None
+    assert errors_at(refused[1], "data", "components", 1, "component", "custom_id") == [
+        "COMPONENT_CUSTOM_ID_DUPLICATED"
+    ]
+    in_rows = [
+        {"type": 1, "components": [text_input("name")]},
+        {"type": 18, "label": "Again", "component": text_input("name")},
+    ]
+    refused = check_command_response(modal(components=in_rows))
+    assert refused is not None
+    assert errors_at(refused[1], "data", "components", 1, "component", "custom_id") == [
+        "COMPONENT_CUSTOM_ID_DUPLICATED"
+    ]
+    distinct = [
+        {"type": 18, "label": "First", "component": text_input("first")},
+        {"type": 1, "components": [text_input("second")]},
+        {"type": 18, "label": "Modal's own", "component": text_input("ask")},
+    ]
+    assert check_command_response(modal(components=distinct)) is None  # the modal's id apart
+
+
 def test_an_empty_message_is_refused_with_50006() -> None:
     assert check_command_response({"type": 4, "data": {"flags": 64}}) == (
         400,

@@ -909,6 +909,33 @@ def _check_modal(errors: FormErrors, path: Path, data: object) -> None:
                 )
             elif isinstance(item, Mapping) and isinstance(item.get("components"), list):
                 _check_objects(errors, (*where, index, "components"), item["components"])
+        _check_modal_custom_ids(errors, where, components)
+
+
+def _check_modal_custom_ids(errors: FormErrors, path: Path, components: list[object]) -> None:
+    """The custom ids of a modal's inputs (a label's component, a row's text inputs) are
+    unique within the modal, as a message's are within the message."""
+    seen: set[str] = set()
+    inputs: list[tuple[Path, object]] = []
+    for index, item in enumerate(components):
+        if not isinstance(item, Mapping):
+            continue
+        if item.get("type") == COMPONENT_LABEL:
+            inputs.append(((*path, index, "component"), item.get("component")))
+        children = item.get("components")
+        for position, child in enumerate(children if isinstance(children, list) else ()):
+            inputs.append(((*path, index, "components", position), child))
+    for here, component in inputs:
+        custom_id = component.get("custom_id") if isinstance(component, Mapping) else None
+        if not isinstance(custom_id, str):
+            continue
+        if custom_id in seen:
+            errors.add(
+                (*here, "custom_id"),
+                "COMPONENT_CUSTOM_ID_DUPLICATED",
+                "Component custom id cannot be duplicated",
+            )
+        seen.add(custom_id)
 
 
 def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
