@@ -567,6 +567,29 @@ def test_a_custom_id_is_unique_within_a_modal_too() -> None:
     assert check_command_response(modal(components=distinct)) is None  # the modal's id apart
 
 
+def test_a_sections_button_shares_the_messages_custom_ids() -> None:
+    """In an IS_COMPONENTS_V2 message a section's accessory button is one of the message's
+    components: its custom_id is unique with the rows' (the emulator did not look at it),
+    and it is a button as any other (a custom_id, a label or an emoji)."""
+    button = {"type": 2, "style": 1, "label": "Go", "custom_id": "same"}
+    section = {"type": 9, "components": [TEXT], "accessory": button}
+    for components, where in (
+        ([section, {"type": 1, "components": [button]}], (1, "components", 0)),
+        ([section, section], (1, "accessory")),
+        ([{"type": 17, "components": [section]}, section], (1, "accessory")),
+    ):
+        refused = check_command_response(v2(components=components))
+        assert refused is not None, components
+        assert errors_at(refused[1], "data", "components", *where, "custom_id") == [
+            "COMPONENT_CUSTOM_ID_DUPLICATED"
+        ]
+    unlabelled = section | {"accessory": {"type": 2, "style": 1, "custom_id": "go"}}
+    assert check_command_response(v2(components=[unlabelled])) is not None
+    other = section | {"accessory": button | {"custom_id": "other"}}
+    thumbnail = {"type": 9, "components": [TEXT], "accessory": {"type": 11, "media": {}}}
+    assert check_command_response(v2(components=[section, other, thumbnail])) is None
+
+
 def test_an_empty_message_is_refused_with_50006() -> None:
     assert check_command_response({"type": 4, "data": {"flags": 64}}) == (
         400,

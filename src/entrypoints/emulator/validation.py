@@ -651,8 +651,13 @@ def _check_v2_components(errors: FormErrors, path: Path, components: list[object
                     )
                 else:
                     walk(children, (*here, "components"), V2_CONTAINER_CHILDREN)
-            elif isinstance(item.get("components"), list):  # a section's text displays
-                _check_objects(errors, (*here, "components"), item["components"])
+            else:
+                if isinstance(item.get("components"), list):  # a section's text displays
+                    _check_objects(errors, (*here, "components"), item["components"])
+                accessory = item.get("accessory")  # a section's: a thumbnail or a button
+                if isinstance(accessory, Mapping) and accessory.get("type") == COMPONENT_BUTTON:
+                    custom_id = _check_button(errors, (*here, "accessory"), accessory)
+                    _unique_custom_id(errors, (*here, "accessory"), custom_id, custom_ids)
 
     walk(components, path, V2_TOP_LEVEL)
 
@@ -697,14 +702,21 @@ def _check_row(errors: FormErrors, path: Path, children: object, custom_ids: set
         else:
             custom_id = child.get("custom_id")
             _length(errors, (*where, "custom_id"), custom_id, 1, MAX_CUSTOM_ID)
-        if isinstance(custom_id, str):
-            if custom_id in custom_ids:
-                errors.add(
-                    (*where, "custom_id"),
-                    "COMPONENT_CUSTOM_ID_DUPLICATED",
-                    "Component custom id cannot be duplicated",
-                )
-            custom_ids.add(custom_id)
+        _unique_custom_id(errors, where, custom_id, custom_ids)
+
+
+def _unique_custom_id(
+    errors: FormErrors, where: Path, custom_id: object, custom_ids: set[str]
+) -> None:
+    """A component's custom id, unique among the message's (``custom_ids``: those seen)."""
+    if isinstance(custom_id, str):
+        if custom_id in custom_ids:
+            errors.add(
+                (*where, "custom_id"),
+                "COMPONENT_CUSTOM_ID_DUPLICATED",
+                "Component custom id cannot be duplicated",
+            )
+        custom_ids.add(custom_id)
 
 
 def _check_mentions(errors: FormErrors, path: Path, mentions: object) -> None:
@@ -926,16 +938,8 @@ def _check_modal_custom_ids(errors: FormErrors, path: Path, components: list[obj
         for position, child in enumerate(children if isinstance(children, list) else ()):
             inputs.append(((*path, index, "components", position), child))
     for here, component in inputs:
-        custom_id = component.get("custom_id") if isinstance(component, Mapping) else None
-        if not isinstance(custom_id, str):
-            continue
-        if custom_id in seen:
-            errors.add(
-                (*here, "custom_id"),
-                "COMPONENT_CUSTOM_ID_DUPLICATED",
-                "Component custom id cannot be duplicated",
-            )
-        seen.add(custom_id)
+        if isinstance(component, Mapping):
+            _unique_custom_id(errors, here, component.get("custom_id"), seen)
 
 
 def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
