@@ -164,3 +164,35 @@ async def test_a_code_verifier_that_is_not_rfc_7636s_shape_is_refused(
         assert answer.status_code == 400
         assert answer.json()["error"] == "invalid_request"
         assert "code_verifier" in answer.json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    "redirect_uri", ["http://127.0.0.1:1/cb/", "http://127.0.0.1:1/other", "", None]
+)
+async def test_a_code_redeemed_with_another_redirect_uri_gets_discords_error(
+    browser: tuple[EmulatorState, Client], redirect_uri: str | None
+) -> None:
+    """The token endpoint's answer to a ``redirect_uri`` other than the authorize request's
+    (or none): Discord's ``invalid_request``, 'Invalid "redirect_uri" in request.', which
+    names the field; the emulator said invalid_grant 'Invalid "code"', naming another."""
+    state, client = browser
+    user = state.add_user("pia")
+    code = state.issue_code(user, frozenset({"identify"}), REDIRECT, None)
+    form = {"grant_type": "authorization_code", "code": code}
+    if redirect_uri is not None:
+        form["redirect_uri"] = redirect_uri
+    answer = await client.post("/api/v10/oauth2/token", data=form, auth=(APP, "secret"))
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "invalid_request",
+        "error_description": 'Invalid "redirect_uri" in request.',
+    }
+    unknown = await client.post(
+        "/api/v10/oauth2/token",
+        data={**form, "code": "never-issued", "redirect_uri": REDIRECT},
+        auth=(APP, "secret"),
+    )
+    assert unknown.json() == {
+        "error": "invalid_grant",
+        "error_description": 'Invalid "code" in request.',
+    }

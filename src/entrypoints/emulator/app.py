@@ -274,9 +274,9 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             redeemed = state.redeem_code(
                 data.get("code", ""), data.get("redirect_uri"), data.get("code_verifier")
             )
-            if isinstance(redeemed, str):
-                field = "code_verifier" if redeemed == "invalid_request" else "code"
-                return _error_json(redeemed, 400, f'Invalid "{field}" in request.')
+            if isinstance(redeemed, tuple):
+                error, field = redeemed
+                return _error_json(error, 400, f'Invalid "{field}" in request.')
             grant = redeemed
         else:
             return _error_json("unsupported_grant_type", 400)

@@ -342,20 +342,24 @@ class EmulatorState:
         self.codes[code] = Grant(user.id, scopes, redirect_uri, code_challenge, time.time() + 600)
         return code
 
-    def redeem_code(self, code: str, redirect_uri: str | None, verifier: str | None) -> Grant | str:
-        """The grant, or the OAuth error code explaining the refusal. Codes work once."""
+    def redeem_code(
+        self, code: str, redirect_uri: str | None, verifier: str | None
+    ) -> Grant | tuple[str, str]:
+        """The grant, or the OAuth error code explaining the refusal and the field Discord's
+        ``error_description`` names ('Invalid "<field>" in request.'). Codes work once."""
         grant = self.codes.pop(code, None)
         if grant is None or grant.expires_at < time.time():
-            return "invalid_grant"
+            return "invalid_grant", "code"
         if redirect_uri != grant.redirect_uri:
-            return "invalid_grant"
+            # Not the authorize request's (or none): Discord names the field, not the code.
+            return "invalid_request", "redirect_uri"
         if grant.code_challenge is not None:
             if not verifier or not CODE_VERIFIER.fullmatch(verifier):
-                return "invalid_request"  # none, or not RFC 7636's shape
+                return "invalid_request", "code_verifier"  # none, or not RFC 7636's shape
             digest = hashlib.sha256(verifier.encode()).digest()
             challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
             if not secrets.compare_digest(challenge, grant.code_challenge):
-                return "invalid_grant"
+                return "invalid_grant", "code"
         return grant
 
     def issue_token(self, grant: Grant) -> str:
