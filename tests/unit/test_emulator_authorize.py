@@ -196,3 +196,40 @@ async def test_a_code_redeemed_with_another_redirect_uri_gets_discords_error(
         "error": "invalid_grant",
         "error_description": 'Invalid "code" in request.',
     }
+
+
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({}, "invalid_request"),
+        ({"token": ""}, "invalid_request"),
+        ({"access_token": "{token}"}, "invalid_request"),  # the field is named token
+        ({"token": "{token}", "token_type_hint": "bearer"}, "unsupported_token_type"),
+    ],
+    ids=["no-token", "empty-token", "access-token-field", "unknown-hint"],
+)
+async def test_a_revocation_without_a_token_or_with_an_unknown_hint_is_refused(
+    browser: tuple[EmulatorState, Client], form: dict[str, str], error: str
+) -> None:
+    """Discord's revocation endpoint answers a request without ``token`` 400
+    ``{"error": "invalid_request"}`` (discord-api-docs#2259: a client that sent
+    ``access_token`` met it), and a ``token_type_hint`` other than access_token or
+    refresh_token ``unsupported_token_type`` (#6356); the emulator said 200 to both, so a
+    service revoking nothing passed. Nothing is revoked."""
+    state, client = browser
+    user = state.add_user("pia")
+    code = state.issue_code(user, frozenset({"identify"}), REDIRECT, None)
+    tokens = await client.post(
+        "/api/v10/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+        auth=(APP, "secret"),
+    )
+    access_token = tokens.json()["access_token"]
+    sent = {key: value.format(token=access_token) for key, value in form.items()}
+    answer = await client.post("/api/v10/oauth2/token/revoke", data=sent, auth=(APP, "secret"))
+    assert (answer.status_code, answer.json()) == (400, {"error": error})
+    assert state.grant_of(access_token) is not None
+    for hint in ("access_token", "refresh_token", None):
+        fine = {"token": "never-issued"} | ({"token_type_hint": hint} if hint else {})
+        taken = await client.post("/api/v10/oauth2/token/revoke", data=fine, auth=(APP, "secret"))
+        assert (taken.status_code, taken.json()) == (200, {})  # RFC 7009: unknown is fine

@@ -308,7 +308,14 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return fault
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
-        state.revoke(data.get("token", ""))
+        # RFC 7009's ``token`` is required (Discord: a bare invalid_request, discord-api-docs
+        # #2259), and a hint, when sent, names one of the two kinds (#6356); a token Discord
+        # does not know is revoked already: 200.
+        if not data.get("token"):
+            return Response({"error": "invalid_request"}, status_code=400)
+        if data.get("token_type_hint", "access_token") not in ("access_token", "refresh_token"):
+            return Response({"error": "unsupported_token_type"}, status_code=400)
+        state.revoke(data["token"])
         return Response({})
 
     # -- test API -------------------------------------------------------------------------------
