@@ -357,3 +357,34 @@ def test_a_rate_limit_carries_the_headers_discord_sends(
         assert float(headers["x-ratelimit-reset-after"]) == body["retry_after"]
         assert float(headers["x-ratelimit-reset"]) >= before + body["retry_after"] - 0.001
         assert re.fullmatch(r"[0-9a-f]{32}", headers["x-ratelimit-bucket"])
+
+
+# -- routes Discord does not have ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/api/v10/users/@me/guilds/nope", 404, "404: Not Found"),
+        ("POST", "/api/v10/oauth2/tokens", 404, "404: Not Found"),
+        ("PUT", "/api/v10/users/@me", 405, "405: Method Not Allowed"),
+        ("GET", "/api/v10/oauth2/token", 405, "405: Method Not Allowed"),
+        ("DELETE", f"/api/v10/applications/{APP_ID}/commands", 405, "405: Method Not Allowed"),
+    ],
+)
+def test_a_route_or_method_discord_does_not_have_is_answered_in_discords_words(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+    method: str,
+    path: str,
+    status: int,
+    message: str,
+) -> None:
+    """Discord's API answers a path it does not serve 404 and a method a route does not
+    take 405, as its other errors: ``{"message": ..., "code": 0}``. The emulator answered
+    in Litestar's words (``status_code``, ``detail``), which no Discord client reads; its
+    own test API still does."""
+    _, client = emulator
+    answer = client.request(method, path)
+    assert (answer.status_code, answer.json()) == (status, {"message": message, "code": 0})
+    own = client.get("/_emulator/nope")
+    assert (own.status_code, own.json()["status_code"]) == (404, 404)

@@ -18,10 +18,11 @@ from urllib.parse import urlencode
 
 from litestar import Litestar, Request, get, post
 from litestar.enums import MediaType, RequestEncodingType
+from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import Redirect, Response
 
-from entrypoints.emulator.bodies import refuse_invalid_json
+from entrypoints.emulator.bodies import no_such_route, refuse_invalid_json
 from entrypoints.emulator.bot_api import bot_routes
 from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
@@ -403,6 +404,10 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         ],
         # Discord's 50109 for a body sent as JSON that is not JSON, before any handler reads it.
         before_request=refuse_invalid_json,
+        exception_handlers={
+            NotFoundException: no_such_route,
+            MethodNotAllowedException: no_such_route,
+        },
         after_request=_never_framed,
         openapi_config=None,
         logging_config=None,

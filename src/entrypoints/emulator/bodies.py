@@ -9,7 +9,8 @@ is "Cannot send an empty message". (Form bodies, which Discord also reads, are n
 on the JSON endpoints: such a body counts as none.)
 
 Only Discord's API (``/api/...``) answers so; the emulator's own test API answers as Litestar
-does.
+does. The same goes for a route Discord does not have, or a method it does not take there
+(``no_such_route``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from typing import Any
 
 from litestar import Request
 from litestar.enums import MediaType
-from litestar.exceptions import SerializationException
+from litestar.exceptions import (
+    MethodNotAllowedException,
+    NotFoundException,
+    SerializationException,
+)
+from litestar.exceptions.responses import create_exception_response
 from litestar.response import Response
 from litestar.serialization import decode_json
 
@@ -51,3 +57,16 @@ async def json_body(request: Request[Any, Any, Any]) -> Any:
     if not _sent_as_json(request):
         return None
     return await request.json()
+
+
+def no_such_route(
+    request: Request[Any, Any, Any], exc: NotFoundException | MethodNotAllowedException
+) -> Response[Any]:
+    """A path Discord's API does not serve (404) or a method its route does not take (405),
+    in Discord's words, as its other errors: ``{"message": "404: Not Found", "code": 0}``.
+    Elsewhere (the test API, the pages) Litestar's own answer."""
+    if not request.url.path.startswith("/api/"):
+        return create_exception_response(request, exc)
+    status = exc.status_code
+    message = "404: Not Found" if status == 404 else "405: Method Not Allowed"
+    return Response({"message": message, "code": 0}, status_code=status, headers=exc.headers)
