@@ -357,6 +357,18 @@ class TicketDenied(DiscordDenied):
     message = "Discord did not grant access, so nothing was linked."
 
 
+class DiscordConfirmationFailed(DomainError):
+    """A "Confirm with Discord" callback loaded twice: its first load, whose answer the
+    browser left for this one, ended without renewing the session (Discord refused, another
+    Discord account, Discord unreachable...)."""
+
+    code = "discord_confirmation_failed"
+    message = (
+        "Confirming with Discord did not go through, so nothing was changed. "
+        "Start again from your account page."
+    )
+
+
 class DiscordGrantRevoked(DomainError):
     """Discord answered ``invalid_grant`` to a refresh token: the person removed the app from
     their Discord account, or the token was used already. It will never work again."""

@@ -388,6 +388,9 @@ class PendingLogin:
     account_id: AccountId | None = None  # the signed-in account, for every purpose but login
     ticket_digest: str | None = None  # the /link ticket being confirmed (purpose ticket)
     consumed_at: datetime | None = None
+    # When the callback that spent it ended without its purpose done (purpose reauth: the
+    # session not renewed): the same callback loaded again says so (see ``CompleteDiscordAuth``).
+    failed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

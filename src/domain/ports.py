@@ -107,6 +107,10 @@ class PendingLoginRepository(Protocol):
 
     async def get(self, state_digest: str) -> PendingLogin | None: ...
 
+    async def mark_failed(self, state_digest: str, now: datetime) -> None:
+        """Record that the callback which spent it ended at ``now`` without its purpose done
+        (``failed_at``); nothing for an unknown or unspent one."""
+
     async def purge_expired(self, now: datetime) -> int: ...
 
 

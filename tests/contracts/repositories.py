@@ -425,6 +425,24 @@ class RepositoryContract:
             assert stored is not None
             assert stored.consumed_at == NOW
 
+    async def test_a_spent_pending_login_is_marked_failed_and_an_unspent_one_is_not(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        spent, unspent = pending("s" * 64, consumed_at=NOW), pending("v" * 64)
+        await write(uow_factory, lambda uow: uow.pending_logins.add(spent))
+        await write(uow_factory, lambda uow: uow.pending_logins.add(unspent))
+        later = NOW + timedelta(seconds=3)
+        async with uow_factory() as uow:
+            for digest in (spent.state_digest, unspent.state_digest, "u" * 64):
+                await uow.pending_logins.mark_failed(digest, later)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.get(spent.state_digest) == replace(
+                spent, failed_at=later
+            )
+            assert await uow.pending_logins.get(unspent.state_digest) == unspent
+            assert await uow.pending_logins.get("u" * 64) is None
+
     async def test_uncommitted_consumption_is_undone(self, uow_factory: UnitOfWorkFactory) -> None:
         await write(uow_factory, lambda uow: uow.link_tickets.add(ticket()))
         async with uow_factory() as uow:

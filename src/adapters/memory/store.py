@@ -408,6 +408,11 @@ class MemoryPendingLogins(_Repo):
     async def get(self, state_digest: str) -> PendingLogin | None:
         return self._t.pending_logins.get(state_digest)
 
+    async def mark_failed(self, state_digest: str, now: datetime) -> None:
+        pending = self._t.pending_logins.get(state_digest)
+        if pending is not None and pending.consumed_at is not None:
+            self._t.pending_logins[state_digest] = replace(pending, failed_at=now)
+
     async def purge_expired(self, now: datetime) -> int:
         return _purge(self._t.pending_logins, now)
 

@@ -205,6 +205,7 @@ def _pending(row: Any) -> PendingLogin:
         account_id=AccountId(row.account_id) if row.account_id else None,
         ticket_digest=row.ticket_hash,
         consumed_at=row.consumed_at,
+        failed_at=row.failed_at,
     )
 
 
@@ -430,6 +431,7 @@ class SqlPendingLogins(_Repo):
                 "created_at": pending.created_at,
                 "expires_at": pending.expires_at,
                 "consumed_at": pending.consumed_at,
+                "failed_at": pending.failed_at,
             },
         )
 
@@ -441,6 +443,16 @@ class SqlPendingLogins(_Repo):
         query = select(pending_login).where(pending_login.c.state_hash == state_digest)
         row = (await self._run(query)).first()
         return _pending(row) if row else None
+
+    async def mark_failed(self, state_digest: str, now: datetime) -> None:
+        await self._run(
+            update(pending_login)
+            .where(
+                pending_login.c.state_hash == state_digest,
+                pending_login.c.consumed_at.is_not(None),
+            )
+            .values(failed_at=now)
+        )
 
     async def purge_expired(self, now: datetime) -> int:
         return await self._count(delete(pending_login).where(pending_login.c.expires_at <= now))

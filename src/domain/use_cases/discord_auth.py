@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import itertools
@@ -37,25 +38,36 @@ from domain.policies import (
     SecretStatus,
     SignInLinkedAccount,
     choose_username,
+    constant_time_equals,
     decide_link,
     decide_login,
     pkce_challenge,
     sign_in_destination,
 )
-from domain.ports import Clock, DiscordOAuth, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import (
+    Clock,
+    DiscordOAuth,
+    IssuedSecret,
+    TokenIssuer,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from domain.use_cases._addresses import address_held
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._secrets import default_refusal, use_secret
 from domain.use_cases._shared import (
+    SENT_TWICE_WITHIN,
     SESSION_TTL,
     LinkResult,
     apply_link,
     digest_of,
+    made_just_now,
     plausible_token,
     prove_identity,
     renew_session,
     retry_on_conflict,
     session_of_pending,
+    session_token_after,
     signed_in,
     start_session,
 )
@@ -275,6 +287,9 @@ class AuthOutcome(enum.StrEnum):
     ALREADY_LINKED = "already_linked"
     CONFIRMED = "confirmed"  # identity proved again (purpose reauth)
     CONFIRM_NEEDED = "confirm_needed"  # email linking "confirm": prove the account's side first
+    # Purpose reauth, its callback loaded twice: the first load is still under way (asking
+    # Discord). Ask again in a moment (``CompleteDiscordAuth.confirmed_already``).
+    CONFIRMING = "confirming"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +341,20 @@ async def _decided_without_a_link() -> AsyncIterator[None]:
         raise errors.Conflict() from None
 
 
+# What a session's token after "Confirm with Discord" is derived for, from the token before
+# it (see ``session_token_after``).
+_AFTER_DISCORD_PROOF = "session-after-discord-proof"
+
+
 class CompleteDiscordAuth:
-    """Discord's callback: check and spend the state, read the profile, apply a policy."""
+    """Discord's callback: check and spend the state, read the profile, apply a policy.
+
+    "Confirm with Discord" (purpose reauth) renews the session under a token derived from
+    the old one (``session_token_after``), so that its callback loaded twice (a double click
+    on Discord's Authorize, a reload: the browser leaves the first load, and never receives
+    its answer) does not sign its person out: the second load finds the state used, and
+    ``confirmed_already`` answers it the first load's session, or that the first is still
+    under way, or that it failed."""
 
     def __init__(
         self,
@@ -360,14 +387,115 @@ class CompleteDiscordAuth:
         browser_tokens: Sequence[str],
         session_token: str | None = None,
     ) -> AuthCompleted:
-        pending = await self._spend_state(state, browser_tokens)
+        try:
+            pending = await self._spend_state(state, browser_tokens)
+        except errors.SecretConsumed as consumed:  # by this very callback, loaded twice?
+            return await self.confirmed_already(
+                state=state,
+                browser_tokens=browser_tokens,
+                session_token=session_token,
+                refusal=consumed,
+            )
         # The state is spent from here on, whatever happens next: a callback URL works once.
         try:
             return await self._complete(pending, state, code, error, session_token)
         except errors.DomainError as refusal:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
             refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
+            await self._failed(pending)
             raise
+        except (Exception, asyncio.CancelledError):  # a fault, or the load cut off
+            await self._failed(pending)
+            raise
+
+    async def _failed(self, pending: PendingLogin) -> None:
+        """A "Confirm with Discord" that ended without renewing the session: recorded, for
+        its callback loaded again (``confirmed_already``). Not recorded (the database out of
+        reach, say), that load waits out its minute instead; the error at hand stands."""
+        if pending.purpose is not AuthPurpose.REAUTH:
+            return
+        with contextlib.suppress(Exception):
+            async with self._uow() as uow:
+                await uow.pending_logins.mark_failed(pending.state_digest, self._clock.now())
+                await uow.commit()
+
+    async def confirmed_already(
+        self,
+        *,
+        state: str | None,
+        browser_tokens: Sequence[str],
+        session_token: str | None,
+        refusal: errors.DomainError | None = None,
+    ) -> AuthCompleted:
+        """A "Confirm with Discord" callback whose state is used (loaded twice, or the page
+        that waits for its first load): when the state was spent in the last
+        ``SENT_TWICE_WITHIN`` and this is its browser (its binding cookie, and its session
+        cookie the old token of the state's account or the one the first load renewed it
+        under), the session that load renewed (``CONFIRMED``), or ``CONFIRMING`` while that
+        load still asks Discord (the old session not renewed yet), or
+        ``DiscordConfirmationFailed`` when it ended without renewing it. Anything else is
+        ``refusal`` (the state's own: "already been used"): a copy of the old cookie without
+        the binding, another account's session, or later on. Reads only: nothing is spent,
+        nothing waited for."""
+        refused = refusal or errors.SecretConsumed()
+        digest = digest_of(self._tokens, state)
+        presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
+        if digest is None or not plausible_token(session_token):
+            raise refused
+        now = self._clock.now()
+        async with self._uow(read_only=True) as uow:
+            pending = await uow.pending_logins.get(digest)
+            if (
+                pending is None
+                or pending.purpose is not AuthPurpose.REAUTH
+                or pending.account_id is None
+                or pending.consumed_at is None
+                or not any(
+                    constant_time_equals(pending.browser_digest, d)
+                    for d in presented[:BINDINGS_KEPT]
+                )
+            ):
+                raise refused
+            # The old token's successor (the first load's answer lost), or that token itself
+            # (loaded again after the first answer).
+            held = IssuedSecret(session_token, self._tokens.digest(session_token))
+            made = session_token_after(self._tokens, session_token, _AFTER_DISCORD_PROOF)
+            for candidate in (made, held):
+                try:  # renewed with Discord in the last SENT_TWICE_WITHIN...
+                    session, _ = await made_just_now(
+                        uow, self._tokens, candidate, now, proved_with=SignInMethod.DISCORD
+                    )
+                except errors.NotSignedIn:
+                    continue
+                if (
+                    session.account_id == pending.account_id
+                    and session.proved_at is not None
+                    and session.proved_at >= pending.consumed_at  # ...by this round trip
+                ):
+                    return AuthCompleted(
+                        pending.purpose,
+                        AuthOutcome.CONFIRMED,
+                        session.account_id,
+                        pending.destination,
+                        session_token=candidate.token,
+                    )
+            try:  # not renewed: the old session, still live
+                old, _ = await signed_in(uow, self._tokens, session_token, now)
+            except errors.NotSignedIn:
+                raise refused from None
+            if old.account_id != pending.account_id:
+                raise refused
+            if pending.failed_at is not None:
+                raise errors.DiscordConfirmationFailed()
+            if now - pending.consumed_at > SENT_TWICE_WITHIN:
+                raise refused
+        return AuthCompleted(
+            pending.purpose,
+            AuthOutcome.CONFIRMING,
+            pending.account_id,
+            pending.destination,
+            session_token=None,
+        )
 
     async def _complete(
         self,
@@ -439,8 +567,15 @@ class CompleteDiscordAuth:
                     + (f"@{link.discord_username}" if link else "no Discord account")
                     + ". Sign in to Discord as the linked account, then try again."
                 )
+            assert session_token is not None  # noqa: S101 - the session was found by it
             renewed = await renew_session(
-                uow, self._tokens, session, now, proved_with=SignInMethod.DISCORD
+                uow,
+                self._tokens,
+                session,
+                now,
+                proved_with=SignInMethod.DISCORD,
+                # Its callback loaded twice finds it (see ``confirmed_already``).
+                secret=session_token_after(self._tokens, session_token, _AFTER_DISCORD_PROOF),
             )
             await uow.commit()
         return AuthCompleted(

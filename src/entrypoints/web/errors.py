@@ -43,6 +43,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.EmailTaken: 409,
     errors.TooManyRequests: 429,
     errors.DiscordDenied: 400,
+    errors.DiscordConfirmationFailed: 400,
     errors.DiscordUnavailable: 502,
     errors.Conflict: 409,
     errors.StorageError: 503,
@@ -184,11 +185,13 @@ def message_page(
     account: Any = None,
     holds_session: bool = False,
     first_link_waits: bool = False,
+    refresh: tuple[int, str] | None = None,
 ) -> Template:
     """``holds_session``: the account is not known (an error page), but the browser sent a
     session cookie: the header offers the account page instead of signing in.
     ``first_link_waits``: the first link takes no click for its first moments (see
-    ``other_sites``)."""
+    ``other_sites``). ``refresh``: after so many seconds, the browser goes on to that
+    same-site path by itself (a ``<meta http-equiv="refresh">``, no script)."""
     return Template(
         template_name="message.html",
         context={
@@ -199,6 +202,7 @@ def message_page(
             "account": account,
             "holds_session": holds_session,
             "first_link_waits": first_link_waits,
+            "refresh": refresh,
         },
         status_code=status,
     )

@@ -16,10 +16,10 @@ from domain.model import Account, AuthPurpose, Link, RoleSync
 from domain.policies import safe_destination, sign_in_destination
 from domain.use_cases import AuthOutcome
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import starts_no_round_trip, to_discord
+from entrypoints.web.cookies import CookieJar, starts_no_round_trip, to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
-from entrypoints.web.errors import field_of, status_for
+from entrypoints.web.errors import field_of, message_page, status_for
 from entrypoints.web.other_sites import continue_to_sign_in
 from entrypoints.web.rate_limit import client_budget
 
@@ -184,6 +184,36 @@ def _credentials_page(
             "sign_in_next": destination,
             "notice": NOTICES.get(notice, ""),
         },
+    )
+
+
+# Where the page of a "Confirm with Discord" callback loaded twice leads while its first load
+# is still under way (see ``_confirmed_with_discord``).
+CONFIRMING_PAGE = "/auth/discord/confirming"
+# How soon that page asks again, in seconds: the browser's own refresh (no script, which the
+# pages' Content-Security-Policy forbids), nothing waited for on the server.
+CONFIRMING_REFRESH = 1
+
+
+def _confirmed_with_discord(
+    done: uc.AuthCompleted, state: str | None, jar: CookieJar
+) -> Redirect | Template:
+    """The answer to "Confirm with Discord": the account page with the renewed session, or,
+    its callback loaded twice while the first load still asks Discord, a page that asks again
+    in a moment (``CONFIRMING_PAGE``), until that session is there."""
+    if done.outcome is AuthOutcome.CONFIRMING:
+        again = f"{CONFIRMING_PAGE}?{urlencode({'state': state or ''})}"
+        return message_page(
+            "Finishing your confirmation…",
+            "Your browser sent Discord's answer twice: the first one is still being checked.",
+            next_step="This page goes on by itself in a moment. If it does not, continue.",
+            links=[("Continue", again)],
+            holds_session=True,
+            refresh=(CONFIRMING_REFRESH, again),
+        )
+    assert done.session_token is not None  # noqa: S101 - the session, renewed
+    return Redirect(
+        "/account?notice=confirmed_with_discord", cookies=[jar.session(done.session_token)]
     )
 
 
@@ -505,7 +535,7 @@ class Pages(Controller):
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
         code: FromQuery[str | None] = None,
         error: FromQuery[str | None] = None,
-    ) -> Redirect:
+    ) -> Redirect | Template:
         done = await complete_discord_auth.execute(
             state=oauth_state,
             code=code,
@@ -514,10 +544,7 @@ class Pages(Controller):
             session_token=jar.session_token(request),
         )
         if done.purpose is AuthPurpose.REAUTH:
-            assert done.session_token is not None  # noqa: S101 - the session, renewed
-            return Redirect(
-                "/account?notice=confirmed_with_discord", cookies=[jar.session(done.session_token)]
-            )
+            return _confirmed_with_discord(done, oauth_state, jar)
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
             # Otherwise failed, or paused by Discord's rate limit: left due, for the worker.
             notice = _ROLE_NOTICES.get(done.role_sync, "role_connection_later")
@@ -542,6 +569,24 @@ class Pages(Controller):
         if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
             destination = told_linked_by_email(destination)
         return Redirect(destination, cookies=jar.new_session(done.session_token))
+
+    @get(CONFIRMING_PAGE)
+    async def discord_confirming(
+        self,
+        request: Request[Any, Any, Any],
+        complete_discord_auth: Use[uc.CompleteDiscordAuth],
+        jar: Jar,
+        oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
+    ) -> Redirect | Template:
+        """Where the page of a "Confirm with Discord" callback loaded twice, its first load
+        still under way, leads: the first load's session once it is there (or what became of
+        it). Reads only."""
+        done = await complete_discord_auth.confirmed_already(
+            state=oauth_state,
+            browser_tokens=jar.flow_bindings(request),
+            session_token=jar.session_token(request),
+        )
+        return _confirmed_with_discord(done, oauth_state, jar)
 
     # -- /link tickets from Discord ----------------------------------------------------------------
 

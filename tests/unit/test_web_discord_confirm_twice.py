@@ -1,0 +1,300 @@
+"""A "Confirm with Discord" callback loaded twice (a double click on Discord's Authorize, a
+reload during the round trip): the browser leaves the first load for the second, and never
+receives the first one's answer (the session renewed under a new token). The second load
+must not sign its person out, and must give nothing to anyone else. Through the web app
+(Litestar's test client, in-memory adapters, the fake Discord)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import AuthPurpose, DiscordId
+from domain.ports import DiscordTokens
+from entrypoints.web import create_app
+from tests.harness import Harness
+from tests.web_support import Client, csrf_token
+
+USED = "already been used"
+FINISHING = "Finishing your confirmation"
+FAILED = "Confirming with Discord did not go through"
+
+
+async def _signed_in_with_discord(client: Client, h: Harness, discord_id: int, name: str) -> None:
+    h.discord_user(discord_id, username=name, email=f"{name}@example.com")
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    done = await client.get(f"/auth/discord/callback?code={approval.code}&state={approval.state}")
+    assert done.status_code == 200, done.text
+
+
+async def _back_from_discord(h: Harness, client: Client, discord_id: int) -> str:
+    """Start "Confirm with Discord" and approve it at Discord: the callback's URL."""
+    confirm = await client.get("/account/confirm")
+    started = await client.post(
+        "/account/confirm/discord",
+        data={"_csrf_token": csrf_token(confirm.text)},
+        follow_redirects=False,
+    )
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    return f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+
+
+def _cookies_back(client: Client, cookies: dict[str, str]) -> None:
+    """The browser's cookies as they were: it never received the first load's answer."""
+    client.cookies.clear()
+    for name, value in cookies.items():
+        client.cookies.set(name, value)
+
+
+def _refreshes_to(page: str) -> str:
+    """Where the page's ``<meta http-equiv="refresh">`` leads (its link says the same)."""
+    found = re.search(r'http-equiv="refresh" content="\d+; url=([^"]+)"', page)
+    assert found is not None, page
+    url = found.group(1).replace("&amp;", "&")
+    assert f'href="{found.group(1)}"' in page  # and a link, should the refresh not happen
+    return url
+
+
+@contextmanager
+def _discord_held(h: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Held]:
+    held = _Held(h)
+    monkeypatch.setattr(h.discord, "exchange_code", held.exchange_code)
+    yield held
+
+
+# How long a test waits for a step of the other thread before it fails (not a timing under
+# test: each step comes at once, unless something is broken).
+_STEP = 30.0
+
+
+class _Held:
+    """Discord's token endpoint, answering only when told (``answer``, or ``fail``). The web
+    app runs in the test client's own thread and event loop: threading events."""
+
+    def __init__(self, h: Harness) -> None:
+        self._exchange = h.discord.exchange_code
+        self._asked, self._go = threading.Event(), threading.Event()
+        self._failure: errors.DomainError | None = None
+
+    async def exchange_code(self, *, code: str, code_verifier: str) -> DiscordTokens:
+        self._asked.set()
+        assert await asyncio.to_thread(self._go.wait, _STEP)
+        if self._failure is not None:
+            raise self._failure
+        return await self._exchange(code=code, code_verifier=code_verifier)
+
+    async def asked(self) -> None:
+        assert await asyncio.to_thread(self._asked.wait, _STEP)
+
+    def answer(self) -> None:
+        self._go.set()
+
+    def fail(self, failure: errors.DomainError) -> None:
+        self._failure = failure
+        self._go.set()
+
+
+def _first_load(client: Client, url: str) -> asyncio.Future[Any]:
+    """The callback's first load, in a thread of its own: the test client answers one
+    request at a time per calling thread, and the second load comes meanwhile."""
+    return asyncio.ensure_future(
+        asyncio.to_thread(asyncio.run, client.get(url, follow_redirects=False))
+    )
+
+
+async def test_a_second_load_after_the_first_finished_keeps_its_person_signed_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Before: 'already been used', and the browser's cookie the ended old token. Now the
+    second load lands on the account page with the first one's token; loaded again with
+    that token, it keeps it."""
+    await _signed_in_with_discord(client, h, 7102, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7102)
+    before = dict(client.cookies)
+    first = await client.get(callback, follow_redirects=False)
+    assert first.headers["location"] == "/account?notice=confirmed_with_discord"
+    renewed = first.cookies["tfl_session"]
+    assert renewed != before["tfl_session"]
+    _cookies_back(client, before)
+
+    second = await client.get(callback, follow_redirects=False)
+    assert second.status_code == 302, second.text
+    assert second.headers["location"] == first.headers["location"]
+    assert second.cookies["tfl_session"] == renewed
+    third = await client.get(callback, follow_redirects=False)  # with the renewed cookie
+    assert third.headers["location"] == first.headers["location"]
+    account = await client.get(second.headers["location"])
+    assert account.url.path == "/account"  # signed in, not sent to sign in
+    assert "for the next 10 minutes" in account.text
+    assert len(db.tables.sessions) == 1
+
+
+async def test_a_second_load_while_the_first_asks_discord_is_finished_by_its_page(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second load comes while the first still asks Discord (the old session not
+    renewed yet). It waits for nothing on the server: it answers a page that refreshes (no
+    script) towards an address that hands over the first one's session once it is there."""
+    await _signed_in_with_discord(client, h, 7104, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7104)
+    before = dict(client.cookies)
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()  # the state spent, Discord asked
+
+        second = await client.get(callback, follow_redirects=False)
+        assert second.status_code == 200
+        assert FINISHING in second.text
+        assert "tfl_session" not in second.cookies
+        again = _refreshes_to(second.text)
+        assert again.startswith("/auth/discord/confirming?state=")
+        still = await client.get(again, follow_redirects=False)
+        assert still.status_code == 200
+        assert FINISHING in still.text
+
+        discord.answer()
+        renewed = (await first).cookies["tfl_session"]
+    _cookies_back(client, before)  # the first answer never reached the browser
+    done = await client.get(again, follow_redirects=False)
+    assert done.status_code == 302, done.text
+    assert done.headers["location"] == "/account?notice=confirmed_with_discord"
+    assert done.cookies["tfl_session"] == renewed
+    account = await client.get(done.headers["location"])
+    assert account.url.path == "/account"
+    assert "for the next 10 minutes" in account.text
+    assert len(db.tables.sessions) == 1
+
+
+@pytest.mark.parametrize("while_in_flight", [True, False])
+async def test_a_second_load_says_so_when_the_first_failed(
+    h: Harness,
+    client: Client,
+    db: MemoryDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    while_in_flight: bool,
+) -> None:
+    """The first load ended without renewing the session (here Discord failed): the second
+    load, or the page it answered while the first was under way, says that confirming did
+    not go through, and its person stays signed in with the old session, not proved."""
+    await _signed_in_with_discord(client, h, 7105, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7105)
+    old = client.cookies["tfl_session"]
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        if while_in_flight:
+            waiting = await client.get(callback, follow_redirects=False)
+            assert FINISHING in waiting.text
+        discord.fail(errors.DiscordUnavailable())
+        assert (await first).status_code == 502
+    if while_in_flight:
+        answer = await client.get(_refreshes_to(waiting.text), follow_redirects=False)
+    else:
+        answer = await client.get(callback, follow_redirects=False)
+    assert answer.status_code == 400
+    assert FAILED in answer.text
+    assert USED not in answer.text
+    assert client.cookies["tfl_session"] == old
+    account = await client.get("/account")
+    assert account.url.path == "/account"  # still signed in
+    assert "for the next 10 minutes" not in account.text  # and not proved
+    [confirming] = [p for p in db.tables.pending_logins.values() if p.purpose is AuthPurpose.REAUTH]
+    assert confirming.failed_at is not None
+
+
+async def test_the_old_cookie_without_the_browsers_binding_gets_nothing(
+    h: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the old session cookie and the callback's URL (a shared computer, a
+    proxy's log), without the flow's binding cookie: 'already been used', before the first
+    load finished and after, and no session."""
+    await _signed_in_with_discord(client, h, 7106, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7106)
+    old = client.cookies["tfl_session"]
+    state = callback.split("state=", 1)[1]
+    async with AsyncTestClient(app=create_app(h.container)) as thief:
+        thief.cookies.set("tfl_session", old)
+        with _discord_held(h, monkeypatch) as discord:
+            first = _first_load(client, callback)
+            await discord.asked()
+            for url in (callback, f"/auth/discord/confirming?state={state}"):
+                refused = await thief.get(url, follow_redirects=False)
+                assert refused.status_code == 410, refused.text
+                assert USED in refused.text
+            discord.answer()
+            assert (await first).status_code == 302
+        for url in (callback, f"/auth/discord/confirming?state={state}"):
+            refused = await thief.get(url, follow_redirects=False)
+            assert refused.status_code == 410
+            assert "tfl_session" not in refused.cookies
+        assert (await thief.get("/account", follow_redirects=False)).status_code == 302
+
+
+async def test_another_accounts_session_cookie_gets_nothing(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """The flow's binding cookie beside another account's session (another person signed in
+    in that browser since, say): 'already been used'; neither session is handed over, nor
+    is the other one touched."""
+    await _signed_in_with_discord(client, h, 7107, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7107)
+    binding = client.cookies["tfl_oauth"]
+    assert (await client.get(callback, follow_redirects=False)).status_code == 302
+    async with AsyncTestClient(app=create_app(h.container)) as other:
+        await _signed_in_with_discord(other, h, 7108, "eve")
+        eve = other.cookies["tfl_session"]
+        other.cookies.set("tfl_oauth", binding)
+        sessions = dict(db.tables.sessions)
+        refused = await other.get(callback, follow_redirects=False)
+        assert refused.status_code == 410, refused.text
+        assert USED in refused.text
+        assert "tfl_session" not in refused.cookies
+        state = callback.split("state=", 1)[1]
+        refused = await other.get(f"/auth/discord/confirming?state={state}")
+        assert refused.status_code == 410
+        assert dict(db.tables.sessions) == sessions
+        assert other.cookies["tfl_session"] == eve
+
+
+async def test_a_second_load_after_the_minute_gets_nothing(
+    h: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same browser more than a minute later: 'already been used', as before, whether
+    the first load is (as far as the database says) still under way or finished."""
+    await _signed_in_with_discord(client, h, 7109, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7109)
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        late = await client.get(callback, follow_redirects=False)
+        assert late.status_code == 410
+        assert USED in late.text
+        discord.answer()
+        assert (await first).status_code == 302  # its cookie kept: this browser's answer
+
+    callback = await _back_from_discord(h, client, 7109)
+    before = dict(client.cookies)
+    assert (await client.get(callback, follow_redirects=False)).status_code == 302
+    _cookies_back(client, before)
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    refused = await client.get(callback, follow_redirects=False)
+    assert refused.status_code == 410
+    assert USED in refused.text
