@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from adapters.sql.tables import (
     accounts,
     email_tokens,
     link_tickets,
+    pending_login,
     sessions,
     user_links,
     webhook_deliveries,
@@ -26,8 +28,9 @@ from adapters.sql.tables import (
 )
 from adapters.webhooks import endpoint_for
 from domain import errors
-from domain.model import EmailKind, LinkTicket, SignInMethod
-from domain.use_cases import AuthOutcome, TicketIssued
+from domain.model import DiscordId, EmailKind, LinkTicket, SignInMethod
+from domain.ports import DiscordTokens
+from domain.use_cases import AuthCompleted, AuthOutcome, TicketIssued
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness, sql_harness, webhook_secret
 from tests.integration import email_races
@@ -662,3 +665,84 @@ async def test_a_link_and_sign_in_sent_at_once_many_times_signs_in_once(
         assert await _sessions_of(pg_db, alice.id) == before + 1
         assert await _count(pg_db, user_links) == 1
         assert await h.container.current_session().execute(done[0].session_token)
+
+
+async def _discord_confirmation_held(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, discord_id: int
+) -> tuple[Callable[[], Awaitable[AuthCompleted]], Callable[[], Awaitable[AuthCompleted]], Any]:
+    """A Discord-only account's "Confirm with Discord", approved at Discord, whose token
+    exchange waits until told (``go``: set it, with ``failure`` holding an error or not): its
+    callback's load, and the reads of the page a second load answers meanwhile."""
+    dora = await h.discord_login(h.discord_user(discord_id, username=f"d{discord_id}"))
+    old = dora.session_token
+    assert old is not None
+    h.clock.advance(timedelta(minutes=11))
+    started = await h.container.start_discord_reauth().execute(session_token=old, browser_tokens=[])
+    approval = h.discord.approve(started.authorize_url, DiscordId(discord_id))
+    exchange = h.discord.exchange_code
+    held = SimpleNamespace(asked=asyncio.Event(), go=asyncio.Event(), failure=None)
+
+    async def held_exchange(*, code: str, code_verifier: str) -> DiscordTokens:
+        held.asked.set()
+        await held.go.wait()
+        if held.failure is not None:
+            raise held.failure
+        return await exchange(code=code, code_verifier=code_verifier)
+
+    monkeypatch.setattr(h.discord, "exchange_code", held_exchange)
+
+    def load() -> Awaitable[AuthCompleted]:
+        return h.container.complete_discord_auth().execute(
+            state=approval.state,
+            code=approval.code,
+            error=None,
+            browser_tokens=started.browser_tokens,
+            session_token=old,
+        )
+
+    def page() -> Awaitable[AuthCompleted]:
+        return h.container.complete_discord_auth().confirmed_already(
+            state=approval.state, browser_tokens=started.browser_tokens, session_token=old
+        )
+
+    return load, page, held
+
+
+async def test_a_discord_confirmation_loaded_at_once_many_times_keeps_one_session(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads of one "Confirm with Discord" callback beside its first, still asking Discord:
+    each is told to ask again (nothing waits on the server), and then gets the first one's
+    session, the only one of the account."""
+    load, page, held = await _discord_confirmation_held(h, monkeypatch, 7301)
+    first = asyncio.ensure_future(load())
+    await held.asked.wait()
+    meanwhile = await asyncio.gather(*(load() for _ in range(TWICE)), page())
+    assert {d.outcome for d in meanwhile} == {AuthOutcome.CONFIRMING}
+    held.go.set()
+    done = await first
+    assert done.outcome is AuthOutcome.CONFIRMED
+    after = await asyncio.gather(*(load() for _ in range(TWICE)), page())
+    assert {(d.outcome, d.session_token) for d in after} == {
+        (AuthOutcome.CONFIRMED, done.session_token)
+    }
+    assert await _sessions_of(pg_db, done.account_id) == 1
+
+
+async def test_a_discord_confirmation_whose_first_load_failed_says_so_when_loaded_again(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load, page, held = await _discord_confirmation_held(h, monkeypatch, 7302)
+    first = asyncio.ensure_future(load())
+    await held.asked.wait()
+    assert (await page()).outcome is AuthOutcome.CONFIRMING
+    held.failure = errors.DiscordUnavailable()
+    held.go.set()
+    with pytest.raises(errors.DiscordUnavailable):
+        await first
+    for again in (load, page):
+        with pytest.raises(errors.DiscordConfirmationFailed):
+            await again()
+    async with pg_db.engine.connect() as conn:
+        failed = (await conn.execute(select(pending_login.c.failed_at))).scalars().all()
+    assert [at is not None for at in failed].count(True) == 1
