@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
 from domain import errors
-from domain.model import AuthPurpose, DiscordId
+from domain.model import AuthPurpose, DiscordId, SignInMethod
 from domain.ports import DiscordTokens
 from entrypoints.web import create_app
 from tests.harness import Harness
@@ -298,3 +299,33 @@ async def test_a_second_load_after_the_minute_gets_nothing(
     refused = await client.get(callback, follow_redirects=False)
     assert refused.status_code == 410
     assert USED in refused.text
+
+
+async def test_a_reload_after_another_proof_is_not_told_to_wait(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """The first load finished and its answer arrived; then its person proved who they are
+    again. Reloading the first callback's URL with the session that proof renewed: after
+    another "Confirm with Discord", that same session (nothing changes); after a proof of
+    another kind, 'already been used', not the page that asks again and again until the
+    minute is over (no first load under way renews that session)."""
+    await _signed_in_with_discord(client, h, 7110, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7110)
+    assert (await client.get(callback, follow_redirects=False)).status_code == 302
+    h.clock.advance(timedelta(seconds=5))
+    again = await _back_from_discord(h, client, 7110)
+    assert (await client.get(again, follow_redirects=False)).status_code == 302
+    current = client.cookies["tfl_session"]
+    reloaded = await client.get(callback, follow_redirects=False)
+    assert reloaded.status_code == 302, reloaded.text
+    assert reloaded.cookies["tfl_session"] == current
+
+    [(digest, session)] = db.tables.sessions.items()
+    h.clock.advance(timedelta(seconds=5))
+    proved = replace(session, proved_at=h.clock.now(), proved_with=SignInMethod.EMAIL_LINK)
+    db.tables.sessions[digest] = proved
+    reloaded = await client.get(callback, follow_redirects=False)
+    assert reloaded.status_code == 410, reloaded.text
+    assert USED in reloaded.text
+    assert (await client.get("/account")).url.path == "/account"  # still signed in

@@ -483,7 +483,11 @@ class CompleteDiscordAuth:
                 old, _ = await signed_in(uow, self._tokens, session_token, now)
             except errors.NotSignedIn:
                 raise refused from None
-            if old.account_id != pending.account_id:
+            if old.account_id != pending.account_id or (
+                # Proved since (a password confirmed after the first load, say): not the
+                # session a first load under way renews, which would end it.
+                old.proved_at is not None and old.proved_at >= pending.consumed_at
+            ):
                 raise refused
             if pending.failed_at is not None:
                 raise errors.DiscordConfirmationFailed()
