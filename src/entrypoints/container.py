@@ -486,6 +486,9 @@ class Container(containers.DeclarativeContainer):
     start_discord_reauth = providers.Factory(
         uc.StartDiscordReauth, uow, tokens, clock, discord_oauth
     )
+    finish_discord_confirmation = providers.Factory(
+        uc.FinishDiscordConfirmation, uow, tokens, clock
+    )
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
     purge_expired = providers.Factory(
         uc.PurgeExpired,

@@ -701,7 +701,7 @@ async def _discord_confirmation_held(
         )
 
     def page() -> Awaitable[AuthCompleted]:
-        return h.container.complete_discord_auth().confirmed_already(
+        return h.container.finish_discord_confirmation().execute(
             state=approval.state, browser_tokens=started.browser_tokens, session_token=old
         )
 

@@ -288,7 +288,7 @@ class AuthOutcome(enum.StrEnum):
     CONFIRMED = "confirmed"  # identity proved again (purpose reauth)
     CONFIRM_NEEDED = "confirm_needed"  # email linking "confirm": prove the account's side first
     # Purpose reauth, its callback loaded twice: the first load is still under way (asking
-    # Discord). Ask again in a moment (``CompleteDiscordAuth.confirmed_already``).
+    # Discord). Ask again in a moment (``FinishDiscordConfirmation``).
     CONFIRMING = "confirming"
 
 
@@ -346,80 +346,18 @@ async def _decided_without_a_link() -> AsyncIterator[None]:
 _AFTER_DISCORD_PROOF = "session-after-discord-proof"
 
 
-class CompleteDiscordAuth:
-    """Discord's callback: check and spend the state, read the profile, apply a policy.
+class FinishDiscordConfirmation:
+    """A "Confirm with Discord" callback whose state is used: loaded twice (a double click on
+    Discord's Authorize, a reload during the round trip: the browser left the first load, and
+    never received its answer), or the page such a load answered while the first was under
+    way (``AuthOutcome.CONFIRMING``). "Confirm with Discord" renews the session under a token
+    derived from the old one (``session_token_after``), so this finds what the first load
+    made of it. Reads only: nothing is spent, nothing waited for."""
 
-    "Confirm with Discord" (purpose reauth) renews the session under a token derived from
-    the old one (``session_token_after``), so that its callback loaded twice (a double click
-    on Discord's Authorize, a reload: the browser leaves the first load, and never receives
-    its answer) does not sign its person out: the second load finds the state used, and
-    ``confirmed_already`` answers it the first load's session, or that the first is still
-    under way, or that it failed."""
-
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        tokens: TokenIssuer,
-        clock: Clock,
-        oauth: DiscordOAuth,
-        session_ttl: timedelta = SESSION_TTL,
-        *,
-        email_linking: EmailLinking = EmailLinking.VERIFIED,
-        signup: bool = True,
-        linked_roles: Sequence[LinkedRole] = (),
-        webhooks: WebhookOutbox = NO_WEBHOOKS,
-        role_connections: RoleConnectionFlow | None = None,
-    ) -> None:
-        self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
-        self._session_ttl = session_ttl
-        self._email_linking, self._signup = email_linking, signup
-        self._roles = tuple(linked_roles)
-        self._webhooks = webhooks
-        # Only with Linked Roles turned on: the one flow that keeps Discord's token.
-        self._role_connections = role_connections
+    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+        self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(
-        self,
-        *,
-        state: str | None,
-        code: str | None,
-        error: str | None,
-        browser_tokens: Sequence[str],
-        session_token: str | None = None,
-    ) -> AuthCompleted:
-        try:
-            pending = await self._spend_state(state, browser_tokens)
-        except errors.SecretConsumed as consumed:  # by this very callback, loaded twice?
-            return await self.confirmed_already(
-                state=state,
-                browser_tokens=browser_tokens,
-                session_token=session_token,
-                refusal=consumed,
-            )
-        # The state is spent from here on, whatever happens next: a callback URL works once.
-        try:
-            return await self._complete(pending, state, code, error, session_token)
-        except errors.DomainError as refusal:
-            # Its page leads back to the verification URL (Discord's way in, and the only one).
-            refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
-            await self._failed(pending)
-            raise
-        except (Exception, asyncio.CancelledError):  # a fault, or the load cut off
-            await self._failed(pending)
-            raise
-
-    async def _failed(self, pending: PendingLogin) -> None:
-        """A "Confirm with Discord" that ended without renewing the session: recorded, for
-        its callback loaded again (``confirmed_already``). Not recorded (the database out of
-        reach, say), that load waits out its minute instead; the error at hand stands."""
-        if pending.purpose is not AuthPurpose.REAUTH:
-            return
-        with contextlib.suppress(Exception):
-            async with self._uow() as uow:
-                await uow.pending_logins.mark_failed(pending.state_digest, self._clock.now())
-                await uow.commit()
-
-    async def confirmed_already(
         self,
         *,
         state: str | None,
@@ -427,16 +365,14 @@ class CompleteDiscordAuth:
         session_token: str | None,
         refusal: errors.DomainError | None = None,
     ) -> AuthCompleted:
-        """A "Confirm with Discord" callback whose state is used (loaded twice, or the page
-        that waits for its first load): when the state was spent in the last
+        """When the state was spent in the last
         ``SENT_TWICE_WITHIN`` and this is its browser (its binding cookie, and its session
         cookie the old token of the state's account or the one the first load renewed it
         under), the session that load renewed (``CONFIRMED``), or ``CONFIRMING`` while that
         load still asks Discord (the old session not renewed yet), or
         ``DiscordConfirmationFailed`` when it ended without renewing it. Anything else is
         ``refusal`` (the state's own: "already been used"): a copy of the old cookie without
-        the binding, another account's session, or later on. Reads only: nothing is spent,
-        nothing waited for."""
+        the binding, another account's session, or later on."""
         refused = refusal or errors.SecretConsumed()
         digest = digest_of(self._tokens, state)
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
@@ -500,6 +436,81 @@ class CompleteDiscordAuth:
             pending.destination,
             session_token=None,
         )
+
+
+class CompleteDiscordAuth:
+    """Discord's callback: check and spend the state, read the profile, apply a policy.
+
+    "Confirm with Discord" (purpose reauth) renews the session under a token derived from
+    the old one (``session_token_after``), so that its callback loaded twice (a double click
+    on Discord's Authorize, a reload: the browser leaves the first load, and never receives
+    its answer) does not sign its person out: the second load finds the state used, and
+    ``FinishDiscordConfirmation`` answers it the first load's session, or that the first is still
+    under way, or that it failed."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        oauth: DiscordOAuth,
+        session_ttl: timedelta = SESSION_TTL,
+        *,
+        email_linking: EmailLinking = EmailLinking.VERIFIED,
+        signup: bool = True,
+        linked_roles: Sequence[LinkedRole] = (),
+        webhooks: WebhookOutbox = NO_WEBHOOKS,
+        role_connections: RoleConnectionFlow | None = None,
+    ) -> None:
+        self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
+        self._session_ttl = session_ttl
+        self._email_linking, self._signup = email_linking, signup
+        self._roles = tuple(linked_roles)
+        self._webhooks = webhooks
+        # Only with Linked Roles turned on: the one flow that keeps Discord's token.
+        self._role_connections = role_connections
+        self._finish_confirmation = FinishDiscordConfirmation(uow, tokens, clock)
+
+    async def execute(
+        self,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+        browser_tokens: Sequence[str],
+        session_token: str | None = None,
+    ) -> AuthCompleted:
+        try:
+            pending = await self._spend_state(state, browser_tokens)
+        except errors.SecretConsumed as consumed:  # by this very callback, loaded twice?
+            return await self._finish_confirmation.execute(
+                state=state,
+                browser_tokens=browser_tokens,
+                session_token=session_token,
+                refusal=consumed,
+            )
+        # The state is spent from here on, whatever happens next: a callback URL works once.
+        try:
+            return await self._complete(pending, state, code, error, session_token)
+        except errors.DomainError as refusal:
+            # Its page leads back to the verification URL (Discord's way in, and the only one).
+            refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
+            await self._failed(pending)
+            raise
+        except (Exception, asyncio.CancelledError):  # a fault, or the load cut off
+            await self._failed(pending)
+            raise
+
+    async def _failed(self, pending: PendingLogin) -> None:
+        """A "Confirm with Discord" that ended without renewing the session: recorded, for
+        its callback loaded again (``FinishDiscordConfirmation``). Not recorded (the database out of
+        reach, say), that load waits out its minute instead; the error at hand stands."""
+        if pending.purpose is not AuthPurpose.REAUTH:
+            return
+        with contextlib.suppress(Exception):
+            async with self._uow() as uow:
+                await uow.pending_logins.mark_failed(pending.state_digest, self._clock.now())
+                await uow.commit()
 
     async def _complete(
         self,
@@ -578,7 +589,7 @@ class CompleteDiscordAuth:
                 session,
                 now,
                 proved_with=SignInMethod.DISCORD,
-                # Its callback loaded twice finds it (see ``confirmed_already``).
+                # Its callback loaded twice finds it (see ``FinishDiscordConfirmation``).
                 secret=session_token_after(self._tokens, session_token, _AFTER_DISCORD_PROOF),
             )
             await uow.commit()

@@ -574,14 +574,14 @@ class Pages(Controller):
     async def discord_confirming(
         self,
         request: Request[Any, Any, Any],
-        complete_discord_auth: Use[uc.CompleteDiscordAuth],
+        finish_discord_confirmation: Use[uc.FinishDiscordConfirmation],
         jar: Jar,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
     ) -> Redirect | Template:
         """Where the page of a "Confirm with Discord" callback loaded twice, its first load
         still under way, leads: the first load's session once it is there (or what became of
         it). Reads only."""
-        done = await complete_discord_auth.confirmed_already(
+        done = await finish_discord_confirmation.execute(
             state=oauth_state,
             browser_tokens=jar.flow_bindings(request),
             session_token=jar.session_token(request),
