@@ -127,6 +127,8 @@ def _malformed(live: Live) -> list[tuple[str, str, str, dict[str, Any]]]:
         ("callback junk", "GET", "/auth/discord/callback?state=%00&code=" + "c" * 5000, {}),
         ("callback no state", "GET", "/auth/discord/callback", {}),
         ("callback error", "GET", "/auth/discord/callback?error=%ff%fe", {}),
+        ("confirming junk", "GET", "/auth/discord/confirming?state=%00" + "s" * 5000, {}),
+        ("confirming no state", "GET", "/auth/discord/confirming", {}),
         ("form without csrf", "POST", "/signin", {"data": {"login": "a", "password": "b"}}),
         ("two-megabyte form", "POST", "/signin", {"data": {"password": huge}}),
         ("json to a form", "POST", "/signup", {"json": {"username": ["x"]}}),
