@@ -365,14 +365,13 @@ class FinishDiscordConfirmation:
         session_token: str | None,
         refusal: errors.DomainError | None = None,
     ) -> AuthCompleted:
-        """When the state was spent in the last
-        ``SENT_TWICE_WITHIN`` and this is its browser (its binding cookie, and its session
-        cookie the old token of the state's account or the one the first load renewed it
-        under), the session that load renewed (``CONFIRMED``), or ``CONFIRMING`` while that
-        load still asks Discord (the old session not renewed yet), or
-        ``DiscordConfirmationFailed`` when it ended without renewing it. Anything else is
-        ``refusal`` (the state's own: "already been used"): a copy of the old cookie without
-        the binding, another account's session, or later on."""
+        """When the state was spent in the last ``SENT_TWICE_WITHIN`` and this is its browser
+        (its binding cookie, and its session cookie the old token of the state's account or
+        the one the first load renewed it under), the session that load renewed
+        (``CONFIRMED``), or ``CONFIRMING`` while that load still asks Discord (the old session
+        not renewed yet), or ``DiscordConfirmationFailed`` when it ended without renewing it.
+        Anything else is ``refusal`` (the state's own: "already been used"): a copy of the old
+        cookie without the binding, another account's session, or later on."""
         refused = refusal or errors.SecretConsumed()
         digest = digest_of(self._tokens, state)
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
@@ -420,8 +419,8 @@ class FinishDiscordConfirmation:
             except errors.NotSignedIn:
                 raise refused from None
             if old.account_id != pending.account_id or (
-                # Proved since (a password confirmed after the first load, say): not the
-                # session a first load under way renews, which would end it.
+                # Proved since the state was spent (by another kind of proof): not the session
+                # a first load under way renews, which would have ended it.
                 old.proved_at is not None and old.proved_at >= pending.consumed_at
             ):
                 raise refused
@@ -445,8 +444,8 @@ class CompleteDiscordAuth:
     the old one (``session_token_after``), so that its callback loaded twice (a double click
     on Discord's Authorize, a reload: the browser leaves the first load, and never receives
     its answer) does not sign its person out: the second load finds the state used, and
-    ``FinishDiscordConfirmation`` answers it the first load's session, or that the first is still
-    under way, or that it failed."""
+    ``FinishDiscordConfirmation`` answers it the first load's session, or that the first is
+    still under way, or that it failed."""
 
     def __init__(
         self,
@@ -503,8 +502,8 @@ class CompleteDiscordAuth:
 
     async def _failed(self, pending: PendingLogin) -> None:
         """A "Confirm with Discord" that ended without renewing the session: recorded, for
-        its callback loaded again (``FinishDiscordConfirmation``). Not recorded (the database out of
-        reach, say), that load waits out its minute instead; the error at hand stands."""
+        its callback loaded again (``FinishDiscordConfirmation``). Not recorded (the database
+        out of reach, say), that load waits out its minute instead; the error at hand stands."""
         if pending.purpose is not AuthPurpose.REAUTH:
             return
         with contextlib.suppress(Exception):
