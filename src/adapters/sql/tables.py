@@ -165,7 +165,7 @@ pending_login = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
     Column("consumed_at", UtcDateTime(), nullable=True),
-    # Its callback ended without its purpose done (see PendingLogin.failed_at; migration 0023).
+    # Its callback ended without its purpose done (see PendingLogin.failed_at; migration 0024).
     Column("failed_at", UtcDateTime(), nullable=True),
     CheckConstraint(PENDING_PURPOSES, name="purpose_known"),
 )
