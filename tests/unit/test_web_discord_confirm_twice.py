@@ -26,7 +26,7 @@ from entrypoints.web import create_app
 from tests.harness import Harness
 from tests.web_support import Client, csrf_token
 
-USED = "already been used"
+USED = "this one was used already"  # state_refusal's words: no link was followed
 FINISHING = "Finishing your confirmation"
 FAILED = "Confirming with Discord did not go through"
 
@@ -117,7 +117,7 @@ def _first_load(client: Client, url: str) -> asyncio.Future[Any]:
 async def test_a_second_load_after_the_first_finished_keeps_its_person_signed_in(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:
-    """Before: 'already been used', and the browser's cookie the ended old token. Now the
+    """Before: 'already used', and the browser's cookie the ended old token. Now the
     second load lands on the account page with the first one's token; loaded again with
     that token, it keeps it."""
     await _signed_in_with_discord(client, h, 7102, "dora")
@@ -221,7 +221,7 @@ async def test_the_old_cookie_without_the_browsers_binding_gets_nothing(
     h: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A copy of the old session cookie and the callback's URL (a shared computer, a
-    proxy's log), without the flow's binding cookie: 'already been used', before the first
+    proxy's log), without the flow's binding cookie: 'already used', before the first
     load finished and after, and no session."""
     await _signed_in_with_discord(client, h, 7106, "dora")
     h.clock.advance(timedelta(minutes=11))
@@ -250,7 +250,7 @@ async def test_another_accounts_session_cookie_gets_nothing(
     h: Harness, client: Client, db: MemoryDatabase
 ) -> None:
     """The flow's binding cookie beside another account's session (another person signed in
-    in that browser since, say): 'already been used'; neither session is handed over, nor
+    in that browser since, say): 'already used'; neither session is handed over, nor
     is the other one touched."""
     await _signed_in_with_discord(client, h, 7107, "dora")
     h.clock.advance(timedelta(minutes=11))
@@ -276,7 +276,7 @@ async def test_another_accounts_session_cookie_gets_nothing(
 async def test_a_second_load_after_the_minute_gets_nothing(
     h: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same browser more than a minute later: 'already been used', as before, whether
+    """The same browser more than a minute later: 'already used', as before, whether
     the first load is (as far as the database says) still under way or finished."""
     await _signed_in_with_discord(client, h, 7109, "dora")
     h.clock.advance(timedelta(minutes=11))
@@ -307,7 +307,7 @@ async def test_a_reload_after_another_proof_is_not_told_to_wait(
     """The first load finished and its answer arrived; then its person proved who they are
     again. Reloading the first callback's URL with the session that proof renewed: after
     another "Confirm with Discord", that same session (nothing changes); after a proof of
-    another kind, 'already been used', not the page that asks again and again until the
+    another kind, 'already used', not the page that asks again and again until the
     minute is over (no first load under way renews that session)."""
     await _signed_in_with_discord(client, h, 7110, "dora")
     h.clock.advance(timedelta(minutes=11))

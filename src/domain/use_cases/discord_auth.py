@@ -370,9 +370,9 @@ class FinishDiscordConfirmation:
         the one the first load renewed it under), the session that load renewed
         (``CONFIRMED``), or ``CONFIRMING`` while that load still asks Discord (the old session
         not renewed yet), or ``DiscordConfirmationFailed`` when it ended without renewing it.
-        Anything else is ``refusal`` (the state's own: "already been used"): a copy of the old
+        Anything else is ``refusal`` (the state's own: "already used"): a copy of the old
         cookie without the binding, another account's session, or later on."""
-        refused = refusal or errors.SecretConsumed()
+        refused = refusal or state_refusal(SecretStatus.CONSUMED)
         digest = digest_of(self._tokens, state)
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
         if digest is None or not plausible_token(session_token):
