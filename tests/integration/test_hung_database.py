@@ -109,3 +109,24 @@ async def test_a_frozen_database_gets_503s_and_does_not_hold_shutdown(
     assert len(stuck) == 1  # answered or cut, never left hanging
     assert stuck[0] in (503, "RemoteProtocolError", "ConnectError", "ReadError")
     assert "Traceback" not in instance.output()
+
+
+async def test_a_close_cut_off_at_shutdown_logs_no_traceback(
+    frozen_postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a CI run of the test above: a connection back in the pool when the database
+    froze was closed politely at shutdown, which waited for the frozen server until the
+    shutdown's timeout cancelled it, and SQLAlchemy logged that cancellation as an error with
+    its traceback ("Exception closing connection"). The cut is the shutdown's own (said once,
+    by ``close_resources``): the pool says nothing of it."""
+    database = SqlDatabase(frozen_postgres.url, pool_size=2)
+    try:
+        assert await database.ping()  # its connection is back in the pool
+        if not frozen_postgres.pause_server():
+            pytest.skip("this Postgres cannot be frozen (not in a container)")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):  # the shutdown's timeout
+                await database.dispose()
+    finally:
+        frozen_postgres.resume_server()
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

@@ -169,11 +169,36 @@ class SqlDatabase:
         return True
 
     async def dispose(self) -> None:
+        """Every connection closed. Cut off (the shutdown's timeout, a database that does not
+        answer the goodbye), the pool's log says nothing of it: SQLAlchemy logged the
+        cancelled close of each connection back in the pool as an error with a traceback,
+        while the cut is the shutdown's own, said once by whoever made it."""
+        pool_log = _logger_of(self.engine.pool)
+        quiet = _NoCancelledCloses()
+        pool_log.addFilter(quiet)
         try:
             if isinstance(self.directory, PostgresLinkDirectory):
                 await self.directory.close()
         finally:
-            await self.engine.dispose()
+            try:
+                await self.engine.dispose()
+            finally:
+                pool_log.removeFilter(quiet)
+
+
+class _NoCancelledCloses(logging.Filter):
+    """Drops the pool's "Exception closing connection" for a close that was cancelled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cause = record.exc_info[1] if record.exc_info else None
+        return not isinstance(cause, asyncio.CancelledError)
+
+
+def _logger_of(pool: Any) -> logging.Logger:
+    """The logger a SQLAlchemy pool logs to (its class's, or with ``echo_pool`` the one its
+    wrapper holds): a filter on a parent logger sees none of its records."""
+    logger = pool.logger
+    return logger if isinstance(logger, logging.Logger) else logger.logger
 
 
 class SqlLinkDirectory:
