@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,3 +138,51 @@ def snowflake_at(unix_time: float) -> str:
     """An id Discord would have made at ``unix_time`` (milliseconds since 2015-01-01 in its
     upper bits)."""
     return str(hikari.Snowflake.from_datetime(datetime.fromtimestamp(unix_time, UTC)) + 1)
+
+
+class SharedClock:
+    """Discord's clock and the service's, one clock that the test moves. The emulator times
+    interactions with it (``EmulatorState.clock``: its answer deadline, the token's life) and
+    the service's event loop runs on it (``loop.time``, which the answer deadline, the reply
+    deadline and the "thinking…" delay count in, and every timeout and sleep).
+
+    Running, it is the loop's own clock. ``stopped()``, it moves only by ``let_pass``, which
+    stands for time that a slow step takes (a Redis call, a command): whether an answer comes
+    before a deadline or after it is then the test's to say, not a busy machine's, and a test
+    may use deadlines of seconds without waiting for them."""
+
+    STEP = 0.01  # how far ``let_pass`` moves it at once: the deadlines tested are further apart
+    SETTLE = 20  # rounds of the event loop after each step, for what fell due in it to run
+
+    def __init__(self, loop_time: Callable[[], float]) -> None:
+        self._real = loop_time
+        self._offset = 0.0  # running: how far it is from the loop's own clock
+        self._stopped_at: float | None = None
+
+    def __call__(self) -> float:
+        stopped = self._stopped_at
+        return self._real() + self._offset if stopped is None else stopped
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Stopped inside; running on afterwards from where it was (never back)."""
+        self._stopped_at = self()
+        try:
+            yield
+        finally:
+            self._offset = self._stopped_at - self._real()
+            self._stopped_at = None
+
+    async def let_pass(self, seconds: float) -> None:
+        """``seconds`` go by on the stopped clock, a step at a time: what falls due in a
+        step (a timeout, a deadline, a sleep's end) runs before the next step."""
+        if self._stopped_at is None:
+            raise RuntimeError("let_pass moves a stopped clock: use it inside stopped()")
+        now, end = self._stopped_at, self._stopped_at + seconds
+        while now < end:
+            if self._stopped_at is None:  # running again: the rest goes by as time does
+                await asyncio.sleep(end - self())
+                return
+            now = self._stopped_at = min(self._stopped_at + self.STEP, end)
+            for _ in range(self.SETTLE):
+                await asyncio.sleep(0)

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,8 @@ from entrypoints.web import create_app
 from tests.bot_support import (
     LINK_BUTTON,
     BotReply,
+    SharedClock,
+    ShiftedClock,
     late_interactions,
     run_command,
     signed_request,
@@ -105,7 +108,10 @@ def bot_settings(app_url: str, emulator: EmulatorState, emulator_url: str) -> di
 
 @contextlib.asynccontextmanager
 async def bot_stack(
-    emulator: EmulatorState | None = None, **settings: object
+    emulator: EmulatorState | None = None,
+    *,
+    interaction_clock: ShiftedClock | None = None,
+    **settings: object,
 ) -> AsyncIterator[Bot]:
     sock = bound_socket()  # the app's, its port known now: its URL is in its settings
     app_url = f"http://127.0.0.1:{port_of(sock)}"
@@ -123,6 +129,8 @@ async def bot_stack(
         )
         values.update(settings)
         container = build_container(make_settings(**values))
+        if interaction_clock is not None:  # what the service reads an interaction's age with
+            container.interaction_clock.override(providers.Object(interaction_clock))
         h = Harness.build(container)
         app = create_app(container)
         async with serve_here(app, sock):
@@ -571,35 +579,79 @@ async def test_network_transit_counts_in_discords_deadline() -> None:
     assert result["status"] is None
 
 
+@pytest.fixture
+async def shared_clock(monkeypatch: pytest.MonkeyPatch) -> SharedClock:
+    """Discord's clock and the service's (see ``SharedClock``): this test's event loop, which
+    runs the service, runs on it; an emulator is given it (``EmulatorState.clock``)."""
+    loop = asyncio.get_running_loop()
+    clock = SharedClock(loop.time)
+    monkeypatch.setattr(loop, "time", clock)
+    return clock
+
+
+def slow_replay_check(monkeypatch: pytest.MonkeyPatch, clock: SharedClock, seconds: float) -> None:
+    """Every interaction's replay check takes ``seconds`` of ``clock`` (stopped), as with a
+    Redis that stopped answering, and its timeout."""
+    checked = MemoryReplayGuard.first_time
+
+    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
+        await clock.let_pass(seconds)
+        return await checked(self, key, ttl_seconds)
+
+    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
+
+
+def clock_behind() -> ShiftedClock:
+    """This host's clock a minute behind Discord's: every interaction reads as just created,
+    so the deadlines counted from its creation (see ``Deadline``) do not start it "thinking…"
+    at once, or not at all; those counted on the event loop from the request's arrival are
+    the only ones left to answer in time."""
+    clock = ShiftedClock()
+    clock.ahead = -timedelta(minutes=1)
+    return clock
+
+
+class StuckWhoAmI:
+    """Never answers; the (stopped) shared clock runs on meanwhile, as time does while a
+    command hangs: only a deadline ends it."""
+
+    def __init__(self, clock: SharedClock) -> None:
+        self._clock = clock
+
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        await self._clock.let_pass(60)
+        await asyncio.Event().wait()
+        return None
+
+
 async def test_the_replay_check_counts_in_the_answer_deadline(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, shared_clock: SharedClock
 ) -> None:
     """Discord's 3 seconds run from when the interaction came in, and every one is checked
     against the replay guard first: on Redis, a call that waits up to the Redis timeout when
     Redis stops answering. The answer deadline (the fallback "something went wrong") counted
     only from after that check, so the answer came the check's time later, after Discord had
-    stopped waiting. Every deadline is scaled up here, so that no busy machine decides the
-    outcome: the check takes 4 s, the command (slow) has a reply deadline of 3 s, the answer
-    deadline is 3.5 s, and "Discord" waits 5.5 s. Before, the first answer came at 7 s."""
-    checked = MemoryReplayGuard.first_time
-
-    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
-        await asyncio.sleep(4)  # a Redis that stopped answering, and its timeout
-        return await checked(self, key, ttl_seconds)
-
-    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
-    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=5.5)
+    stopped waiting. Here the check takes 4 s, the command (stuck) has a reply deadline of
+    3 s, the answer deadline is 3.5 s, and "Discord" waits 5.5 s: before, the first answer
+    came at 7 s. All on the shared clock, stopped: no busy machine decides the outcome, and
+    the test waits for none of it."""
+    slow_replay_check(monkeypatch, shared_clock, 4)
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=5.5, clock=shared_clock)
     async with (
         bot_stack(
-            emulator, discord_reply_deadline_seconds=3.0, discord_answer_deadline_seconds=3.5
+            emulator,
+            interaction_clock=clock_behind(),
+            discord_reply_deadline_seconds=3.0,
+            discord_answer_deadline_seconds=3.5,
         ) as bot,
         httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client,
     ):
-        with bot.h.container.who_am_i.override(providers.Factory(HangingWhoAmI)):
+        with (
+            bot.h.container.who_am_i.override(providers.Factory(StuckWhoAmI, shared_clock)),
+            shared_clock.stopped(),
+        ):
             answer = await client.post(
-                "/_emulator/interactions",
-                json={"user_id": bot.user().id, "command": "whoami"},
-                timeout=30,
+                "/_emulator/interactions", json={"user_id": bot.user().id, "command": "whoami"}
             )
     result = answer.json()
     assert result["status"] == 200  # in time (the fallback: its deadline had passed)
@@ -607,63 +659,66 @@ async def test_the_replay_check_counts_in_the_answer_deadline(
 
 
 async def test_a_replay_check_that_used_the_answer_deadline_up_starts_no_command(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, shared_clock: SharedClock
 ) -> None:
     """Its answer is the fallback ("something went wrong"), so the command must not run: it
     ran on its own all the same, after that answer, and an /unlink unlinked the member it
     had just told that something went wrong. The app's stop waits for the commands under way,
-    so whatever one did is in the store once the stack is down."""
+    so whatever one did is in the store once the stack is down. (The check takes 4 s of the
+    shared clock, stopped: see the test above.)"""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=5.5, clock=shared_clock)
     async with bot_stack(
-        discord_reply_deadline_seconds=3.0, discord_answer_deadline_seconds=3.5
+        emulator,
+        interaction_clock=clock_behind(),
+        discord_reply_deadline_seconds=3.0,
+        discord_answer_deadline_seconds=3.5,
     ) as bot:
         user = bot.user()
         alice = (await bot.h.sign_up("alice", "alice@example.com")).account
-        await bot.link(user, alice.id)
-        checked = MemoryReplayGuard.first_time
-
-        async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
-            await asyncio.sleep(4)  # a Redis that stopped answering, and its timeout
-            return await checked(self, key, ttl_seconds)
-
-        monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
-        bot.emulator.response_deadline = 5.5
-        reply = await bot.run(user, "unlink")
+        with shared_clock.stopped():  # the link's deadlines too: they pass only as told
+            await bot.link(user, alice.id)
+            slow_replay_check(monkeypatch, shared_clock, 4)
+            reply = await bot.run(user, "unlink")
         assert reply.content == SOMETHING_WENT_WRONG
     assert await bot.h.container.who_am_i().execute(DiscordId(int(user.id))) is not None
 
 
 class SlowerWhoAmI:
+    """Takes 2 s of the (stopped) shared clock."""
+
+    def __init__(self, clock: SharedClock) -> None:
+        self._clock = clock
+
     async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
-        await asyncio.sleep(2)  # past the answer deadline below, well within the reply's
+        await self._clock.let_pass(2)
         return None
 
 
 async def test_a_slow_replay_check_leaves_a_slow_command_time_to_answer_thinking(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, shared_clock: SharedClock
 ) -> None:
     """The answer deadline counts from the interaction's arrival, the "thinking…" delay from
     the command's start: a replay check that took longer than their difference (a Redis that
     was slow to answer) made the fallback come first. The person read "something went
     wrong" while the command, which runs on its own, went on and did what it was asked (an
     /unlink unlinked), its reply lost. "Thinking…" now comes in time, and the reply edits
-    it. Scaled up, so that no busy machine decides the outcome: the check takes 4 s, the
-    command 2 s; "thinking…" after 3 s of the command (7 s after the arrival), the answer
-    deadline 5 s after the arrival, "Discord" waits 8 s."""
-    checked = MemoryReplayGuard.first_time
-
-    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
-        await asyncio.sleep(4)  # a Redis slow to answer
-        return await checked(self, key, ttl_seconds)
-
-    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
-    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=8.0)
+    it. Here the check takes 4 s, the command 2 s; "thinking…" after 3 s of the command
+    (7 s after the arrival), the answer deadline 5 s after the arrival, "Discord" waits 8 s.
+    All on the shared clock, stopped: no busy machine decides the outcome, and the test
+    waits for none of it."""
+    slow_replay_check(monkeypatch, shared_clock, 4)
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=8.0, clock=shared_clock)
     async with bot_stack(
         emulator,
+        interaction_clock=clock_behind(),
         discord_defer_after_seconds=3.0,
         discord_reply_deadline_seconds=4.5,
         discord_answer_deadline_seconds=5.0,
     ) as bot:
-        with bot.h.container.who_am_i.override(providers.Factory(SlowerWhoAmI)):
+        with (
+            bot.h.container.who_am_i.override(providers.Factory(SlowerWhoAmI, shared_clock)),
+            shared_clock.stopped(),
+        ):
             reply = await bot.run(bot.user(), "whoami")
     assert reply.raw["body"] == {"type": 5, "data": {"flags": 64}}  # private "thinking…"
     assert reply.raw["reply"]["deferred"] is True  # then the command's reply edited it

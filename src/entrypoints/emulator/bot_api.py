@@ -322,7 +322,7 @@ async def run_slash_command(
         user_id=user_id,
         command=name,
         guild_id=guild,
-        sent_at=time.monotonic(),
+        sent_at=state.clock(),
     )
     state.interactions[interaction.id] = interaction
     payload = interaction_payload(state, interaction, found)
@@ -339,7 +339,7 @@ async def run_slash_command(
         except (LookupError, httpx.HTTPError) as exc:
             return 502, {"error": f"could not reach the service: {exc}"}
         status, body = answer.status_code, _answer(answer)
-        if time.monotonic() - interaction.sent_at > state.response_deadline:
+        if state.clock() - interaction.sent_at > state.response_deadline:
             status = None  # Discord gave up: "The application did not respond"
         else:
             await take_http_answer(state, interaction, status, body)
@@ -389,7 +389,7 @@ async def take_http_answer(
         return
     assert isinstance(body, dict)  # noqa: S101 - checked above
     interaction.response = _stored_response(body)
-    interaction.responded_after = time.monotonic() - interaction.sent_at
+    interaction.responded_after = state.clock() - interaction.sent_at
     if body["type"] == RESPONSE_DEFERRED_MESSAGE:  # "thinking…": the webhook brings the reply
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
@@ -647,7 +647,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         interaction = state.interactions.get(interaction_id)
         if interaction is None or not same_secret(token, interaction.token):
             return _discord_error("Unknown interaction", 10062, 404)
-        elapsed = time.monotonic() - interaction.sent_at
+        elapsed = state.clock() - interaction.sent_at
         if elapsed > state.response_deadline:
             return _refuse(interaction, "Unknown interaction", 10062, 404)  # too late
         if interaction.response is not None:
@@ -676,7 +676,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         )
         if found is None or app_id != state.client_id or found.response is None:
             return _discord_error("Unknown Webhook", 10015, 404)
-        if time.monotonic() - found.sent_at > INTERACTION_TOKEN_LIFETIME:
+        if state.clock() - found.sent_at > INTERACTION_TOKEN_LIFETIME:
             found.errors.append({"message": "Invalid Webhook Token", "code": 50027})
             return _discord_error("Invalid Webhook Token", 50027, 401)
         return found

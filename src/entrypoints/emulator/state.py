@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any
@@ -166,7 +167,7 @@ class Interaction:
     user_id: str
     command: str
     guild_id: str | None
-    sent_at: float  # time.monotonic()
+    sent_at: float  # on the emulator's clock (``EmulatorState.clock``)
     # The shards of the gateway connections it was dispatched to (one, when sharded well).
     shards: list[tuple[int, int]] = field(default_factory=list)
     response: dict[str, Any] | None = None
@@ -240,6 +241,10 @@ class EmulatorState:
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
+    # The clock Discord times an interaction with (seconds; ``response_deadline``, the
+    # token's 15 minutes): the monotonic clock. A test of what comes before a deadline and
+    # what after gives one it moves itself, which the service's event loop runs on too.
+    clock: Callable[[], float] = time.monotonic
     # The network between Discord and the service, one way (seconds): an interaction reaches
     # the service this much later, and its answer (or callback) reaches Discord this much
     # later, all inside ``response_deadline``, as Discord counts its 3 seconds. The webhook
