@@ -4,7 +4,9 @@ answer through the emulator's callback endpoint.
 
 No test here measures time. Deadlines are settings: the fixtures give the service and the
 emulator generous ones (a busy machine never hits them), and the tests of what happens at a
-deadline make only the deadline under test short, so the outcome cannot depend on speed."""
+deadline make only the deadline under test short, so the outcome cannot depend on speed. Where
+what comes first is the point (a slow check against the answer deadline), the service's event
+loop and the emulator share a clock that the test stops and moves (``shared_clock``)."""
 
 from __future__ import annotations
 
@@ -141,6 +143,51 @@ async def bot_stack(
 async def bot() -> AsyncIterator[Bot]:
     async with bot_stack() as stack:
         yield stack
+
+
+@pytest.fixture
+async def shared_clock(monkeypatch: pytest.MonkeyPatch) -> SharedClock:
+    """Discord's clock and the service's (see ``SharedClock``): this test's event loop, which
+    runs the service, runs on it; an emulator is given it (``EmulatorState.clock``)."""
+    loop = asyncio.get_running_loop()
+    clock = SharedClock(loop.time)
+    monkeypatch.setattr(loop, "time", clock)
+    return clock
+
+
+def slow_replay_check(monkeypatch: pytest.MonkeyPatch, clock: SharedClock, seconds: float) -> None:
+    """Every interaction's replay check takes ``seconds`` of ``clock`` (stopped), as with a
+    Redis that stopped answering, and its timeout."""
+    checked = MemoryReplayGuard.first_time
+
+    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
+        await clock.let_pass(seconds)
+        return await checked(self, key, ttl_seconds)
+
+    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
+
+
+def clock_behind() -> ShiftedClock:
+    """This host's clock a minute behind Discord's: every interaction reads as just created,
+    so the deadlines counted from its creation (see ``Deadline``) do not start it "thinking…"
+    at once, or not at all; those counted on the event loop from the request's arrival are
+    the only ones left to answer in time."""
+    clock = ShiftedClock()
+    clock.ahead = -timedelta(minutes=1)
+    return clock
+
+
+class StuckWhoAmI:
+    """Never answers; the (stopped) shared clock runs on meanwhile, as time does while a
+    command hangs: only a deadline ends it."""
+
+    def __init__(self, clock: SharedClock) -> None:
+        self._clock = clock
+
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        await self._clock.let_pass(60)
+        await asyncio.Event().wait()
+        return None
 
 
 # -- /link ------------------------------------------------------------------------------------
@@ -381,21 +428,25 @@ async def test_a_command_that_answered_thinking_is_not_cut_off_at_the_reply_dead
 
 
 async def test_a_command_that_answered_thinking_gives_up_at_the_deferred_deadline(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, shared_clock: SharedClock
 ) -> None:
+    """On the shared clock, stopped: the command after the stuck one has its 0.6 s whatever
+    the machine's speed (on the real clock a busy machine could cut it off too)."""
     async with bot_stack(
+        interaction_clock=clock_behind(),
         discord_defer_after_seconds=0.05,
         discord_reply_deadline_seconds=0.3,
         discord_deferred_deadline_seconds=0.6,
     ) as bot:
         user = bot.user()
-        with bot.h.container.who_am_i.override(providers.Factory(HangingWhoAmI)):
-            reply = await bot.run(user, "whoami")
-        assert reply.raw["body"] == {"type": 5, "data": {"flags": 64}}
-        assert reply.content == SOMETHING_WENT_WRONG  # the "thinking…" message, edited
-        assert reply.ephemeral
-        assert "/whoami failed" in caplog.text
-        assert "not linked" in (await bot.run(user, "whoami")).content  # still serving
+        with shared_clock.stopped():
+            with bot.h.container.who_am_i.override(providers.Factory(StuckWhoAmI, shared_clock)):
+                reply = await bot.run(user, "whoami")
+            assert reply.raw["body"] == {"type": 5, "data": {"flags": 64}}
+            assert reply.content == SOMETHING_WENT_WRONG  # the "thinking…" message, edited
+            assert reply.ephemeral
+            assert "/whoami failed" in caplog.text
+            assert "not linked" in (await bot.run(user, "whoami")).content  # still serving
 
 
 async def test_a_command_still_running_at_shutdown_finishes_its_reply() -> None:
@@ -577,51 +628,6 @@ async def test_network_transit_counts_in_discords_deadline() -> None:
     result = answer.json()
     assert result["reply"] is None  # "The application did not respond"
     assert result["status"] is None
-
-
-@pytest.fixture
-async def shared_clock(monkeypatch: pytest.MonkeyPatch) -> SharedClock:
-    """Discord's clock and the service's (see ``SharedClock``): this test's event loop, which
-    runs the service, runs on it; an emulator is given it (``EmulatorState.clock``)."""
-    loop = asyncio.get_running_loop()
-    clock = SharedClock(loop.time)
-    monkeypatch.setattr(loop, "time", clock)
-    return clock
-
-
-def slow_replay_check(monkeypatch: pytest.MonkeyPatch, clock: SharedClock, seconds: float) -> None:
-    """Every interaction's replay check takes ``seconds`` of ``clock`` (stopped), as with a
-    Redis that stopped answering, and its timeout."""
-    checked = MemoryReplayGuard.first_time
-
-    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
-        await clock.let_pass(seconds)
-        return await checked(self, key, ttl_seconds)
-
-    monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
-
-
-def clock_behind() -> ShiftedClock:
-    """This host's clock a minute behind Discord's: every interaction reads as just created,
-    so the deadlines counted from its creation (see ``Deadline``) do not start it "thinking…"
-    at once, or not at all; those counted on the event loop from the request's arrival are
-    the only ones left to answer in time."""
-    clock = ShiftedClock()
-    clock.ahead = -timedelta(minutes=1)
-    return clock
-
-
-class StuckWhoAmI:
-    """Never answers; the (stopped) shared clock runs on meanwhile, as time does while a
-    command hangs: only a deadline ends it."""
-
-    def __init__(self, clock: SharedClock) -> None:
-        self._clock = clock
-
-    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
-        await self._clock.let_pass(60)
-        await asyncio.Event().wait()
-        return None
 
 
 async def test_the_replay_check_counts_in_the_answer_deadline(
