@@ -64,6 +64,9 @@ def make_settings(**overrides: object) -> Settings:
         # As generous as the emulators' deadlines (60 s): on a busy machine only a test of
         # late interactions (which sets its own) may find one late.
         "discord_late_interaction_seconds": 60.0,
+        # No purge behind a test's back (a server up for a minute would delete what a test's
+        # clock expired): the purge's own tests turn it on.
+        "purge_interval_seconds": 0,
     }
     values.update(overrides)
     return _GivenSettings(**values)  # type: ignore[arg-type]

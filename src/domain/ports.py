@@ -111,7 +111,9 @@ class PendingLoginRepository(Protocol):
         """Record that the callback which spent it ended at ``now`` without its purpose done
         (``failed_at``); nothing for an unknown or unspent one."""
 
-    async def purge_expired(self, now: datetime) -> int: ...
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
+        ``Maintenance``)."""
 
 
 class LinkTicketRepository(Protocol):
@@ -131,7 +133,9 @@ class LinkTicketRepository(Protocol):
 
     async def get(self, digest: str) -> LinkTicket | None: ...
 
-    async def purge_expired(self, now: datetime) -> int: ...
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
+        ``Maintenance``)."""
 
 
 class LinkProposalRepository(Protocol):
@@ -142,7 +146,9 @@ class LinkProposalRepository(Protocol):
 
     async def get(self, digest: str) -> LinkProposal | None: ...
 
-    async def purge_expired(self, now: datetime) -> int: ...
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
+        ``Maintenance``)."""
 
 
 class SessionRepository(Protocol):
@@ -172,7 +178,9 @@ class SessionRepository(Protocol):
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         """End every session of an account, except the one whose digest is ``keep``."""
 
-    async def purge_expired(self, now: datetime) -> int: ...
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
+        ``Maintenance``)."""
 
 
 class ApiKeyRepository(Protocol):
@@ -204,7 +212,9 @@ class EmailTokenRepository(Protocol):
     async def consume_all(self, account_id: AccountId, purpose: EmailPurpose, now: datetime) -> int:
         """Use up every unused token of the account for ``purpose`` (older links stop working)."""
 
-    async def purge_expired(self, now: datetime) -> int: ...
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
+        ``Maintenance``)."""
 
 
 class DeclinedAddressRepository(Protocol):
@@ -279,8 +289,9 @@ class OutgoingEmailRepository(Protocol):
         """As ``count_to_since``, of those that ``client`` asked for (``OutgoingEmail.client``;
         ``None``: those that no client asked for)."""
 
-    async def purge_finished(self, before: datetime) -> int:
-        """Forget sent, failed and cancelled emails finished before ``before``."""
+    async def purge_finished(self, before: datetime, limit: int | None = None) -> int:
+        """Forget sent, failed and cancelled emails finished before ``before``; how many.
+        ``limit``: see ``Maintenance``."""
 
 
 class RoleChangeRepository(Protocol):
@@ -365,12 +376,13 @@ class RoleChangeRepository(Protocol):
         action, status and last error, as they are now: done, refused or given up by
         whichever worker took them, or still pending."""
 
-    async def purge_finished(self, before: datetime) -> int:
+    async def purge_finished(self, before: datetime, limit: int | None = None) -> int:
         """Delete the rows of Discord accounts no longer linked that finished before
         ``before`` with nothing left to do: a removal done, or any change refused because
         the member was not in the server (leaving a server drops its roles). A removal
         refused otherwise or given up, and an add finished for someone no longer linked,
-        stay for ``roles sync`` to ask again; a linked member's row stays. How many."""
+        stay for ``roles sync`` to ask again; a linked member's row stays. How many
+        (``limit``: see ``Maintenance``)."""
 
 
 class RoleConnectionTokenRepository(Protocol):
@@ -454,8 +466,9 @@ class AuditLog(Protocol):
     async def count_since(self, account_id: AccountId, kind: AuditKind, since: datetime) -> int:
         """How many events of ``kind`` the account has at or after ``since``."""
 
-    async def purge_before(self, before: datetime) -> int:
-        """Forget the events recorded before ``before``; how many."""
+    async def purge_before(self, before: datetime, limit: int | None = None) -> int:
+        """Forget the events recorded before ``before``; how many (``limit``: see
+        ``Maintenance``)."""
 
 
 class WebhookRepository(Protocol):
@@ -509,7 +522,9 @@ class WebhookRepository(Protocol):
     async def summary(self) -> Sequence[WebhookEndpointSummary]:
         """Per endpoint that has deliveries: how many in each state, and the newest error."""
 
-    async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
+    async def purge_finished(
+        self, before: datetime, configured: Sequence[str] | None, limit: int | None = None
+    ) -> int:
         """Forget deliveries that finished before ``before`` (but one refused with 410 by an
         endpoint still stopped, unless ``configured`` leaves the endpoint out: `webhooks
         retry` sends it first, before the queue behind it), and pending ones queued before
@@ -517,11 +532,26 @@ class WebhookRepository(Protocol):
         middle) of endpoints not in ``configured`` (keys; ``None``: no pending one goes),
         a queue only when none of it was attempted, delivered, let go or requeued since
         ``before`` (an instance that still names the endpoint is sending it), from its head
-        up to its first younger delivery, then events left without a delivery. How
-        many deliveries. A pending delivery of a configured endpoint is never forgotten: its
+        up to its first younger delivery (its oldest ``limit`` when there are more), then
+        events left without a delivery (at most ``limit`` of them). How many deliveries
+        (``limit``, see ``Maintenance``: finished ones first, then pending ones in what is
+        left of it). A pending delivery of a configured endpoint is never forgotten: its
         receiver would miss it with no trace, and ``webhooks retry`` could not send it
         again. On Postgres a delivery row another transaction holds (a claim, a sender) is
         never waited for: its queue is left for the next purge."""
+
+
+class Maintenance(Protocol):
+    """What keeps purges apart. A purge (``PurgeExpired``) deletes in batches, one transaction
+    each, so that a first run after months holds no lock for long: each repository's purge
+    takes a ``limit`` and deletes at most that many rows (``None``: all), and deleting fewer
+    than ``limit`` means none is left to delete now. Each batch first takes the purge's turn."""
+
+    async def take_purge_turn(self, *, wait: bool) -> bool:
+        """Until this transaction ends, no other purge batch runs, in any process (on
+        Postgres an advisory lock; SQLite and the memory store run writers one at a time
+        already). ``wait``: wait for another purge's batch under way to end; otherwise
+        ``False`` at once when one is under way (the caller leaves the work to it)."""
 
 
 class UnitOfWork(Protocol):
@@ -566,6 +596,9 @@ class UnitOfWork(Protocol):
 
     @property
     def role_connection_tokens(self) -> RoleConnectionTokenRepository: ...
+
+    @property
+    def maintenance(self) -> Maintenance: ...
 
     async def __aenter__(self) -> Self: ...
 

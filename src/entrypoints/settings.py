@@ -445,8 +445,18 @@ class Settings(BaseSettings):
         default=365,
         ge=0,
         le=36_500,
-        description="`taskflow-link purge-expired` deletes audit events older than this many "
-        "days; 0 keeps them forever.",
+        description="The purge (every PURGE_INTERVAL_SECONDS, and `taskflow-link "
+        "purge-expired`) deletes audit events older than this many days; 0 keeps them forever.",
+    )
+    purge_interval_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="How often each web instance and gateway bot deletes expired rows (sign-ins "
+        "and /link tickets, sessions, emailed links, old emails, webhook deliveries and role "
+        "changes, audit events past their retention), as `taskflow-link purge-expired` does; "
+        "the first time a minute or so after it starts. Several instances take turns: one "
+        "purge at a time, the others skip. 0: never (run `purge-expired` from cron instead).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field(

@@ -1558,6 +1558,116 @@ class RepositoryContract:
             for purged in (refused_delivery, behind_delivery):
                 assert await uow.webhooks.get(purged.id) is None
 
+    # -- the purge, in batches ------------------------------------------------------------------
+
+    async def test_each_purge_deletes_at_most_its_limit_and_the_rest_at_the_next_call(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A purge deletes in batches (``limit`` rows per transaction): each repository's
+        purge deletes at most that many of what it would delete, and fewer only when none is
+        left; what stays is left alone."""
+        owner = account()
+        old = NOW - timedelta(days=400)
+
+        def email(n: int, finished: datetime) -> OutgoingEmail:
+            return OutgoingEmail(
+                uuid.uuid4(),
+                EmailKind.VERIFY_EMAIL,
+                "a@b.c",
+                owner.id,
+                old,
+                old,
+                status=DeliveryStatus.SENT,
+                attempts=1,
+                finished_at=finished,
+            )
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(owner)
+            for n in range(3):  # three expired of each, and one live
+                await uow.pending_logins.add(pending(f"{n}" * 64, expires_at=NOW))
+                await uow.link_tickets.add(replace(ticket(f"{n}" * 64), expires_at=NOW))
+                await uow.sessions.add(Session(f"{n}" * 64, owner.id, NOW, NOW))
+                await uow.email_tokens.add(
+                    EmailToken(f"{n}" * 64, EmailPurpose.VERIFY, owner.id, "a@b.c", NOW, NOW)
+                )
+                user = DiscordUser(DiscordId(10 + n), "dee", None, None)
+                await uow.link_proposals.add(
+                    LinkProposal(f"{n}" * 64, user, owner.id, "/account", NOW, NOW)
+                )
+                await uow.outgoing_emails.add(email(n, old))
+                await uow.audit.record(AuditEvent(AuditKind.SIGNED_IN, old, owner.id))
+            await uow.pending_logins.add(pending("l" * 64))
+            await uow.link_tickets.add(ticket("l" * 64))
+            await uow.sessions.add(Session("l" * 64, owner.id, NOW, LATER))
+            await uow.email_tokens.add(
+                EmailToken("l" * 64, EmailPurpose.VERIFY, owner.id, "a@b.c", NOW, LATER)
+            )
+            await uow.outgoing_emails.add(email(9, NOW))
+            await uow.audit.record(AuditEvent(AuditKind.SIGNED_IN, NOW, owner.id))
+
+        await write(uow_factory, add)
+        month = NOW - timedelta(days=30)
+        purges: list[Callable[[UnitOfWork], Awaitable[int]]] = [
+            lambda u: u.pending_logins.purge_expired(NOW, 2),
+            lambda u: u.link_tickets.purge_expired(NOW, 2),
+            lambda u: u.sessions.purge_expired(NOW, 2),
+            lambda u: u.email_tokens.purge_expired(NOW, 2),
+            lambda u: u.link_proposals.purge_expired(NOW, 2),
+            lambda u: u.outgoing_emails.purge_finished(month, 2),
+            lambda u: u.audit.purge_before(month, 2),
+        ]
+        for purge in purges:
+            counts = []
+            for _ in range(3):
+                async with uow_factory() as uow:
+                    counts.append(await purge(uow))
+                    await uow.commit()
+            assert counts == [2, 1, 0]
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.pending_logins.get("l" * 64) is not None
+            assert await uow.link_tickets.get("l" * 64) is not None
+            assert await uow.sessions.get("l" * 64) is not None
+            assert await uow.email_tokens.get("l" * 64) is not None
+            assert await uow.outgoing_emails.latest(owner.id, EmailKind.VERIFY_EMAIL) is not None
+            assert len(await uow.audit.search()) == 1
+
+    async def test_a_webhook_purge_in_batches_takes_the_head_of_an_abandoned_queue_first(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Finished deliveries first, then the pending ones of an endpoint no longer
+        configured in what is left of the batch, from the head of its queue (never a hole in
+        its middle); events go with their last delivery."""
+        cutoff = NOW - timedelta(days=30)
+        month_ago = NOW - timedelta(days=40)
+        done, [done_delivery] = webhook(month_ago)
+        queue = [webhook(month_ago, HOOK_B) for _ in range(4)]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            finished = NOW - timedelta(days=31)
+            await uow.webhooks.add(
+                done, [replace(done_delivery, state=WebhookState.DELIVERED, finished_at=finished)]
+            )
+            for event, deliveries in queue:
+                await uow.webhooks.add(event, deliveries)
+
+        await write(uow_factory, add_all)
+        seen = []
+        for _ in range(3):
+            async with uow_factory() as uow:
+                seen.append(await uow.webhooks.purge_finished(cutoff, [HOOK_A.key], 2))
+                await uow.commit()
+            async with uow_factory(read_only=True) as uow:
+                left = [await uow.webhooks.get(d.id) for _, [d] in queue]
+                # What is left of the queue is its tail: the head went first.
+                assert left == sorted(left, key=lambda d: d is not None)
+        assert seen == [2, 2, 1]
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.webhooks.get(done_delivery.id) is None
+            assert await uow.webhooks.summary() == []
+        async with uow_factory() as uow:
+            assert await uow.webhooks.purge_finished(cutoff, [HOOK_A.key], 2) == 0
+
     async def test_uncommitted_webhooks_are_rolled_back(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

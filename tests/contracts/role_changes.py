@@ -543,3 +543,25 @@ class RoleChangeContract:
             again = await uow.role_changes.get(DiscordId(1), ROLE)
             assert again is not None
             assert (again.status, again.version) == (RoleChangeStatus.PENDING, 1)
+
+    async def test_the_purge_of_role_changes_deletes_at_most_its_limit(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """In batches: at most ``limit`` rows per call, fewer only when none is left."""
+
+        async def queue(uow: UnitOfWork) -> None:
+            for n in range(1, 6):
+                await uow.role_changes.request(change(n, RoleAction.REMOVE))
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 20):
+                done = replace(held, status=RoleChangeStatus.DONE, finished_at=NOW)
+                assert await uow.role_changes.finish(done)
+            await uow.commit()
+        counts = []
+        for _ in range(4):
+            async with uow_factory() as uow:
+                counts.append(await uow.role_changes.purge_finished(LATER, 2))
+                await uow.commit()
+        assert counts == [2, 2, 1, 0]

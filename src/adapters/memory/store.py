@@ -231,6 +231,7 @@ class MemoryUnitOfWork:
         self.role_changes = MemoryRoleChanges(self)
         self.webhooks = MemoryWebhooks(self)
         self.role_connection_tokens = MemoryRoleConnectionTokens(self)
+        self.maintenance = MemoryMaintenance()
 
     async def __aenter__(self) -> Self:
         await self._db.lock.acquire()
@@ -276,8 +277,8 @@ def _consume(table: dict[str, _OneTime], key: str, now: datetime) -> _OneTime | 
     return table[key]
 
 
-def _purge(table: dict[str, _Expiring], now: datetime) -> int:
-    gone = [key for key, row in table.items() if row.expires_at <= now]
+def _purge(table: dict[str, _Expiring], now: datetime, limit: int | None) -> int:
+    gone = [key for key, row in table.items() if row.expires_at <= now][:limit]
     for key in gone:
         del table[key]
     return len(gone)
@@ -295,6 +296,11 @@ class _Repo:
         """Work for a queue's workers: they are woken once the transaction commits."""
         if count:
             self._uow.rings.add(channel)
+
+
+class MemoryMaintenance:
+    async def take_purge_turn(self, *, wait: bool) -> bool:
+        return True  # units of work run one at a time (the database's lock)
 
 
 class MemoryAccounts(_Repo):
@@ -413,8 +419,8 @@ class MemoryPendingLogins(_Repo):
         if pending is not None and pending.consumed_at is not None:
             self._t.pending_logins[state_digest] = replace(pending, failed_at=now)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return _purge(self._t.pending_logins, now)
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return _purge(self._t.pending_logins, now, limit)
 
 
 class MemoryLinkTickets(_Repo):
@@ -444,8 +450,8 @@ class MemoryLinkTickets(_Repo):
     async def get(self, digest: str) -> LinkTicket | None:
         return self._t.link_tickets.get(digest)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return _purge(self._t.link_tickets, now)
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return _purge(self._t.link_tickets, now, limit)
 
 
 class MemoryLinkProposals(_Repo):
@@ -462,8 +468,8 @@ class MemoryLinkProposals(_Repo):
     async def get(self, digest: str) -> LinkProposal | None:
         return self._t.link_proposals.get(digest)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return _purge(self._t.link_proposals, now)
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return _purge(self._t.link_proposals, now, limit)
 
 
 class MemorySessions(_Repo):
@@ -518,8 +524,8 @@ class MemorySessions(_Repo):
             del self._t.sessions[key]
         return len(gone)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return _purge(self._t.sessions, now)
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return _purge(self._t.sessions, now, limit)
 
 
 class MemoryApiKeys(_Repo):
@@ -587,11 +593,10 @@ class MemoryAudit(_Repo):
             if e.account_id == account_id and e.kind is kind and e.at >= since
         )
 
-    async def purge_before(self, before: datetime) -> int:
-        kept = [e for e in self._t.audit if e.at >= before]
-        gone = len(self._t.audit) - len(kept)
-        self._t.audit[:] = kept
-        return gone
+    async def purge_before(self, before: datetime, limit: int | None = None) -> int:
+        gone = {id(e) for e in [e for e in self._t.audit if e.at < before][:limit]}
+        self._t.audit[:] = [e for e in self._t.audit if id(e) not in gone]
+        return len(gone)
 
 
 class MemoryEmailTokens(_Repo):
@@ -624,8 +629,8 @@ class MemoryEmailTokens(_Repo):
             _consume(self._t.email_tokens, key, now)
         return len(used)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return _purge(self._t.email_tokens, now)
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return _purge(self._t.email_tokens, now, limit)
 
 
 class MemoryDeclinedAddresses(_Repo):
@@ -736,12 +741,12 @@ class MemoryOutgoingEmails(_Repo):
             if e.to == to and e.kind in kinds and e.created_at >= since and e.client == client
         )
 
-    async def purge_finished(self, before: datetime) -> int:
+    async def purge_finished(self, before: datetime, limit: int | None = None) -> int:
         gone = [
             key
             for key, e in self._t.outgoing_emails.items()
             if e.finished_at is not None and e.finished_at < before
-        ]
+        ][:limit]
         for key in gone:
             del self._t.outgoing_emails[key]
         return len(gone)
@@ -934,7 +939,7 @@ class MemoryRoleChanges(_Repo):
         ]
         return len(waiting), min(waiting, default=None)
 
-    async def purge_finished(self, before: datetime) -> int:
+    async def purge_finished(self, before: datetime, limit: int | None = None) -> int:
         table = self._t.role_changes
         gone = [
             key
@@ -946,7 +951,7 @@ class MemoryRoleChanges(_Repo):
                 (c.action is RoleAction.REMOVE and c.status is RoleChangeStatus.DONE)
                 or _refused_as_no_member(c)
             )
-        ]
+        ][:limit]
         for key in gone:
             del table[key]
         return len(gone)
@@ -1180,7 +1185,9 @@ class MemoryWebhooks(_Repo):
                     )
         return sorted(found.values(), key=lambda s: s.endpoint)
 
-    async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
+    async def purge_finished(
+        self, before: datetime, configured: Sequence[str] | None, limit: int | None = None
+    ) -> int:
         table = self._t.webhook_deliveries
         # As SqlWebhooks: the 410'd head of a queue still stopped (and configured) stays.
         gone = [
@@ -1193,8 +1200,8 @@ class MemoryWebhooks(_Repo):
                 and d.endpoint in self._t.gone_endpoints
                 and (configured is None or d.endpoint in configured)
             )
-        ]
-        if configured is not None:
+        ][:limit]
+        if configured is not None and (limit is None or len(gone) < limit):
             # As SqlWebhooks._purge_abandoned: a queue nobody has sent from since ``before``,
             # from its head to its first younger delivery (the table keeps queue order).
             sent = {d.endpoint for d in table.values() if _sent_since(d, before)}
@@ -1202,17 +1209,17 @@ class MemoryWebhooks(_Repo):
             for d in table.values():
                 if d.state is WebhookState.PENDING and d.endpoint not in configured:
                     queues.setdefault(d.endpoint, []).append(d)
-            for endpoint, queue in queues.items():
+            for endpoint, queue in sorted(queues.items()):
                 if endpoint not in sent:
                     gone += [
                         d.id
                         for d in takewhile(lambda d: d.created_at < before, queue)
                         if d.next_attempt_at < before
-                    ]
+                    ][: None if limit is None else limit - len(gone)]
         for key in gone:
             del table[key]
         named = {d.event.id for d in table.values()}
-        for event_id in [e for e in self._t.webhook_events if e not in named]:
+        for event_id in [e for e in self._t.webhook_events if e not in named][:limit]:
             del self._t.webhook_events[event_id]
         return len(gone)
 

@@ -148,6 +148,15 @@ class _Repo:
         result = await self._run(statement)
         return int(getattr(result, "rowcount", 0) or 0)
 
+    async def _delete_some(
+        self, table: Table, key: Column[Any], where: ColumnElement[bool], limit: int | None
+    ) -> int:
+        """Delete the rows ``where`` says, at most ``limit`` of them (``None``: all)."""
+        if limit is None:
+            return await self._count(delete(table).where(where))
+        some = select(key).where(where).limit(limit).scalar_subquery()
+        return await self._count(delete(table).where(key.in_(some)))
+
 
 # -- row <-> domain ------------------------------------------------------------------------
 
@@ -454,8 +463,10 @@ class SqlPendingLogins(_Repo):
             .values(failed_at=now)
         )
 
-    async def purge_expired(self, now: datetime) -> int:
-        return await self._count(delete(pending_login).where(pending_login.c.expires_at <= now))
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return await self._delete_some(
+            pending_login, pending_login.c.state_hash, pending_login.c.expires_at <= now, limit
+        )
 
 
 def _ticket_values(ticket: LinkTicket) -> dict[str, Any]:
@@ -537,8 +548,10 @@ class SqlLinkTickets(_Repo):
         ).first()
         return _ticket(row) if row else None
 
-    async def purge_expired(self, now: datetime) -> int:
-        return await self._count(delete(link_tickets).where(link_tickets.c.expires_at <= now))
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return await self._delete_some(
+            link_tickets, link_tickets.c.token_hash, link_tickets.c.expires_at <= now, limit
+        )
 
 
 class SqlLinkProposals(_Repo):
@@ -568,8 +581,10 @@ class SqlLinkProposals(_Repo):
         row = (await self._run(query)).first()
         return _proposal(row) if row else None
 
-    async def purge_expired(self, now: datetime) -> int:
-        return await self._count(delete(link_proposals).where(link_proposals.c.expires_at <= now))
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return await self._delete_some(
+            link_proposals, link_proposals.c.token_hash, link_proposals.c.expires_at <= now, limit
+        )
 
 
 class SqlSessions(_Repo):
@@ -633,8 +648,10 @@ class SqlSessions(_Repo):
             query = query.where(sessions.c.token_hash != keep)
         return await self._count(query)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return await self._count(delete(sessions).where(sessions.c.expires_at <= now))
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return await self._delete_some(
+            sessions, sessions.c.token_hash, sessions.c.expires_at <= now, limit
+        )
 
 
 class SqlApiKeys(_Repo):
@@ -735,8 +752,10 @@ class SqlAudit(_Repo):
         )
         return int((await self._run(query)).scalar_one())
 
-    async def purge_before(self, before: datetime) -> int:
-        return await self._count(delete(audit_events).where(audit_events.c.at < before))
+    async def purge_before(self, before: datetime, limit: int | None = None) -> int:
+        return await self._delete_some(
+            audit_events, audit_events.c.seq, audit_events.c.at < before, limit
+        )
 
 
 class SqlEmailTokens(_Repo):
@@ -786,8 +805,10 @@ class SqlEmailTokens(_Repo):
         )
         return await self._count(query)
 
-    async def purge_expired(self, now: datetime) -> int:
-        return await self._count(delete(email_tokens).where(email_tokens.c.expires_at <= now))
+    async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
+        return await self._delete_some(
+            email_tokens, email_tokens.c.token_hash, email_tokens.c.expires_at <= now, limit
+        )
 
 
 class SqlDeclinedAddresses(_Repo):
@@ -855,6 +876,31 @@ class _QueueRepo(_Repo):
             .values(**values)
         )
         return await self._count(query) == 1
+
+
+# The advisory lock of purge batches (see ``SqlMaintenance``): a 64-bit key of its own beside
+# the migrations' (the ASCII of "tfpurge!"; the recipients' take two 32-bit keys, another space).
+PURGE_LOCK = 0x7466707572676521
+
+
+class SqlMaintenance(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
+    async def take_purge_turn(self, *, wait: bool) -> bool:
+        """On Postgres a transaction-level advisory lock, released by the commit or rollback
+        (or the connection's end): a session-level one would outlive its batch on a pooled
+        connection, and behind PgBouncer in transaction mode stay with whichever client got
+        that server connection next. SQLite runs writers one at a time (BEGIN IMMEDIATE):
+        the batch already has the database to itself."""
+        if not self._postgres:
+            return True
+        if wait:
+            await self._run(select(func.pg_advisory_xact_lock(PURGE_LOCK)))
+            return True
+        taken = (await self._run(select(func.pg_try_advisory_xact_lock(PURGE_LOCK)))).scalar()
+        return bool(taken)
 
 
 # The first half of the recipients' advisory locks (two 32-bit keys: a key space apart from
@@ -989,11 +1035,11 @@ class SqlOutgoingEmails(_QueueRepo):
         )
         return int((await self._run(query)).scalar_one())
 
-    async def purge_finished(self, before: datetime) -> int:
-        query = delete(outgoing_emails).where(
+    async def purge_finished(self, before: datetime, limit: int | None = None) -> int:
+        finished = and_(
             outgoing_emails.c.finished_at.is_not(None), outgoing_emails.c.finished_at < before
         )
-        return await self._count(query)
+        return await self._delete_some(outgoing_emails, outgoing_emails.c.seq, finished, limit)
 
 
 def _role_change(row: Any) -> RoleChange:
@@ -1295,7 +1341,7 @@ class SqlRoleChanges(_QueueRepo):
         row: Any = (await self._run(query)).one()  # min() keeps the column's type
         return int(row[0]), row[1]
 
-    async def purge_finished(self, before: datetime) -> int:
+    async def purge_finished(self, before: datetime, limit: int | None = None) -> int:
         linked = select(user_links.c.discord_id).where(user_links.c.discord_id == _roles.discord_id)
         nothing_left = or_(
             and_(
@@ -1313,6 +1359,8 @@ class SqlRoleChanges(_QueueRepo):
             nothing_left,
             ~linked.exists(),
         )
+        if limit is not None:
+            old = old.limit(limit)
         if self._postgres:
             # A row a link or a worker holds at this moment is left for the next purge,
             # never waited for (the purge holds the other tables' rows it deleted).
@@ -1572,7 +1620,9 @@ class SqlWebhooks(_QueueRepo):
                 )
         return sorted(found.values(), key=lambda s: s.endpoint)
 
-    async def purge_finished(self, before: datetime, configured: Sequence[str] | None) -> int:
+    async def purge_finished(
+        self, before: datetime, configured: Sequence[str] | None, limit: int | None = None
+    ) -> int:
         """On Postgres the rows to delete are taken with FOR UPDATE SKIP LOCKED: a row a claim
         or a sender holds is left for the next purge, never waited for (a purge that waited
         on one claim's row while holding rows another claim waits for could close a circle
@@ -1583,25 +1633,36 @@ class SqlWebhooks(_QueueRepo):
             d.finished_at < before,
             ~_stopped_head(configured),
         )
+        if limit is not None:
+            old = old.limit(limit)
         if self._postgres:
             old = old.with_for_update(skip_locked=True)
         purged = await self._count(
             delete(webhook_deliveries).where(d.seq.in_(old.scalar_subquery()))
         )
-        if configured is not None:
-            purged += await self._purge_abandoned(before, configured)
-        named = select(d.event_id).scalar_subquery()
-        await self._run(delete(webhook_events).where(webhook_events.c.id.not_in(named)))
+        if configured is not None and (limit is None or purged < limit):
+            left = None if limit is None else limit - purged
+            purged += await self._purge_abandoned(before, configured, left)
+        # NOT EXISTS, not NOT IN: an anti-join on the deliveries' index, not a list of every
+        # event id still named. A batch's deliveries leave at most as many events unnamed.
+        e = webhook_events.c
+        unnamed = select(e.seq).where(~select(d.seq).where(d.event_id == e.id).exists())
+        if limit is not None:
+            unnamed = unnamed.limit(limit)
+        await self._run(delete(webhook_events).where(e.seq.in_(unnamed.scalar_subquery())))
         return purged
 
-    async def _purge_abandoned(self, before: datetime, configured: Sequence[str]) -> int:
+    async def _purge_abandoned(
+        self, before: datetime, configured: Sequence[str], limit: int | None
+    ) -> int:
         """The oldest pending deliveries of endpoints no longer configured, the head of
         each queue on: an endpoint is left as it is when any delivery of it was attempted,
         finished, let go or requeued since ``before`` (an instance whose settings still name
         it is sending it: deciding delivery by delivery cut queues in their middle), or, on
         Postgres, when a claim or a sender holds one of the rows to go (taken with SKIP
         LOCKED: the queue is left for the next run, never waited for). What goes is the run
-        of deliveries queued before ``before`` from the head up to the first younger one."""
+        of deliveries queued before ``before`` from the head up to the first younger one
+        (the oldest ``limit`` of them, across the endpoints, when there are more)."""
         d = webhook_deliveries.c
         pending = d.state == WebhookState.PENDING.value
         candidates = (
@@ -1612,6 +1673,8 @@ class SqlWebhooks(_QueueRepo):
         )
         purged = 0
         for endpoint in list((await self._run(candidates)).scalars()):
+            if limit is not None and purged >= limit:
+                break
             if await self._sent_since(endpoint, before):
                 continue
             young = select(func.min(d.seq)).where(
@@ -1628,6 +1691,11 @@ class SqlWebhooks(_QueueRepo):
             ]
             if first_young is not None:
                 old.append(d.seq < first_young)
+            if limit is not None:  # the head of the queue, as many as this batch takes
+                last = select(d.seq).where(*old).order_by(d.seq).offset(limit - purged - 1)
+                last_seq = (await self._run(last.limit(1))).scalar()
+                if last_seq is not None:
+                    old.append(d.seq <= last_seq)
             expected = (
                 await self._run(select(func.count()).select_from(webhook_deliveries).where(*old))
             ).scalar_one()

@@ -23,6 +23,7 @@ from adapters.sql.repositories import (
     SqlLinkProposals,
     SqlLinks,
     SqlLinkTickets,
+    SqlMaintenance,
     SqlOutgoingEmails,
     SqlPendingLogins,
     SqlRoleChanges,
@@ -95,6 +96,7 @@ class SqlUnitOfWork:
         self.role_connection_tokens = SqlRoleConnectionTokens(
             session, postgres=postgres, rings=rings
         )
+        self.maintenance = SqlMaintenance(session, postgres=postgres)
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:

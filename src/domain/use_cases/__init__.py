@@ -65,7 +65,7 @@ from domain.use_cases.links import (
     UnlinkWithApiKey,
     WhoAmI,
 )
-from domain.use_cases.maintenance import PurgeExpired, PurgeReport
+from domain.use_cases.maintenance import PURGE_BATCH, PurgeEnd, PurgeExpired, PurgeReport
 from domain.use_cases.password_reset import PasswordReset, RequestPasswordReset, ResetPassword
 from domain.use_cases.role_connections import (
     ForgetRoleConnections,
@@ -104,6 +104,7 @@ from domain.use_cases.webhooks import (
 
 __all__ = [
     "NO_WEBHOOKS",
+    "PURGE_BATCH",
     "AlreadyLinked",
     "ApplyRoleChanges",
     "AuthCompleted",
@@ -147,6 +148,7 @@ __all__ = [
     "LookUpLinks",
     "PasswordReset",
     "ProposalShown",
+    "PurgeEnd",
     "PurgeExpired",
     "PurgeReport",
     "ReadAuditTrail",

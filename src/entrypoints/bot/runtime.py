@@ -28,6 +28,7 @@ from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
 from entrypoints.instances import gateway_kind, instance_watch
 from entrypoints.logs import install_payload_guard
+from entrypoints.purge_worker import PurgeWorker
 from entrypoints.queue_worker import stop_together
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
@@ -418,11 +419,31 @@ class GatewayRunner:
 
 
 class _Background(Protocol):
-    """What the gateway bot runs beside its commands: the workers, the instance watch."""
+    """What the gateway bot runs beside its commands: the workers, the purge, the instance
+    watch."""
 
     def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+def gateway_background(container: Container) -> list[_Background]:
+    """What the gateway bot starts once it is up, and stops when it stops."""
+    shards = container.settings().shards
+    background: list[_Background | None] = [
+        EmailWorker(container),  # sends the notices /unlink queues
+        # Removes the role for linked members that /unlink queues (when one is configured).
+        RoleWorker(container) if RoleWorker.wanted(container) else None,
+        WebhookWorker(container),  # and its link.deleted webhooks
+        # Linked Roles: Discord hears "not linked" after an /unlink (at once).
+        RoleConnectionWorker(container) if container.settings().discord_role_connections else None,
+        # Deletes expired rows, as `purge-expired` does (one purge at a time across instances).
+        PurgeWorker(container) if PurgeWorker.wanted(container) else None,
+        # Tells of another copy receiving the same interactions that shares no Redis with it.
+        instance_watch(container, gateway_kind(shards)),
+        schema_check_at_start(container, log),  # a schema not this version's
+    ]
+    return [task for task in background if task is not None]
 
 
 def build_gateway_bot(container: Container) -> GatewayRunner:
@@ -442,18 +463,7 @@ def build_gateway_bot(container: Container) -> GatewayRunner:
     )
     runner = GatewayRunner(bot, asyncio.Event(), shards)
     started: dict[str, lightbulb.Client] = {}
-    background: list[_Background | None] = [
-        EmailWorker(container),  # sends the notices /unlink queues
-        # Removes the role for linked members that /unlink queues (when one is configured).
-        RoleWorker(container) if RoleWorker.wanted(container) else None,
-        WebhookWorker(container),  # and its link.deleted webhooks
-        # Linked Roles: Discord hears "not linked" after an /unlink (at once).
-        RoleConnectionWorker(container) if container.settings().discord_role_connections else None,
-        # Tells of another copy receiving the same interactions that shares no Redis with it.
-        instance_watch(container, gateway_kind(shards)),
-        schema_check_at_start(container, log),  # a schema not this version's
-    ]
-    running = [task for task in background if task is not None]
+    running = gateway_background(container)
     checks: list[asyncio.Task[None]] = []
 
     async def on_starting(_: hikari.StartingEvent) -> None:

@@ -42,6 +42,7 @@ from entrypoints.email_worker import EmailWorker
 from entrypoints.health import Readiness
 from entrypoints.instances import WEB, instance_watch
 from entrypoints.logs import request_id
+from entrypoints.purge_worker import PurgeWorker
 from entrypoints.queue_worker import QueueWorker, stop_together
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from entrypoints.role_worker import RoleWorker
@@ -369,25 +370,32 @@ def _provided(container: Container, name: str) -> Provide:
 class _Workers:
     """The background workers of each running server (per event loop: tests may run two at
     once): the email worker, the webhook worker (idle without webhook URLs), the role worker
-    when a role for linked members is set, and with Linked Roles the role connection worker."""
+    when a role for linked members is set, with Linked Roles the role connection worker, and
+    the purge unless ``TASKFLOW_LINK_PURGE_INTERVAL_SECONDS`` is 0."""
 
     def __init__(self, container: Container) -> None:
         self._container = container
-        self._running: dict[asyncio.AbstractEventLoop, list[QueueWorker]] = {}
+        self._running: dict[asyncio.AbstractEventLoop, list[QueueWorker | PurgeWorker]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         container = self._container
-        workers: list[QueueWorker] = [EmailWorker(container), WebhookWorker(container)]
+        workers: list[QueueWorker | PurgeWorker] = [
+            EmailWorker(container),
+            WebhookWorker(container),
+        ]
         if RoleWorker.wanted(container):
             workers.append(RoleWorker(container))
         if container.settings().discord_role_connections:
             workers.append(RoleConnectionWorker(container))
+        if PurgeWorker.wanted(container):
+            workers.append(PurgeWorker(container))
         for worker in workers:
             worker.start()
         self._running[loop] = workers
 
     async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stops them side by side: each lets its call under way finish (see ``QueueWorker``)."""
+        """Stops them side by side: each lets its call (or the purge its batch) under way
+        finish (see ``QueueWorker``, ``PurgeWorker``)."""
         await stop_together(*(worker.stop() for worker in self._running.pop(loop, [])))
 
 
