@@ -333,7 +333,10 @@ def purge_expired() -> None:
     old emails and webhook deliveries (a pending one only when its URL is no longer in
     TASKFLOW_LINK_WEBHOOK_URLS, which must then name the others), the role changes of members
     unlinked with nothing left to do, and audit events older than
-    TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever)."""
+    TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever). In batches of 2,000 rows per
+    transaction. The web instances and gateway bots do it themselves every
+    TASKFLOW_LINK_PURGE_INTERVAL_SECONDS (run this from cron when that is 0); this command
+    waits for a batch of theirs under way, and their purge then gives way to it."""
     report = _run_use_case(lambda c: c.purge_expired().execute())
     click.echo(
         f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "

@@ -1,22 +1,27 @@
-"""The purge on real Postgres: one purge batch at a time across processes (the advisory lock
-each batch takes), a background purge that finds another one under way skips, the command
-waits for the batch under way; batches of ``batch`` rows, each its own transaction."""
+"""The purge on real Postgres (and on SQLite where said): one purge batch at a time across
+processes (the advisory lock each batch takes), a background purge that finds another one
+under way skips, the command waits for the batch under way; batches of ``batch`` rows, each
+its own transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 
 from adapters.sql import SqlDatabase
-from adapters.sql.tables import pending_login, sessions
+from adapters.sql.tables import pending_login, sessions, webhook_events
 from adapters.sql.uow import SqlUnitOfWork
 from domain.model import Session
+from domain.ports import UnitOfWork
 from domain.use_cases import NO_WEBHOOKS, PurgeEnd, PurgeExpired
-from tests.contracts.repositories import NOW, account, pending
+from domain.webhooks import WebhookState
+from tests.contracts.repositories import HOOK_A, HOOK_B, NOW, account, pending, webhook, write
 from tests.fakes.clock import ManualClock
 
 DEADLINE = 60.0  # seconds: generous, for a busy machine; never a measurement
@@ -157,3 +162,40 @@ async def test_a_purge_on_postgres_deletes_in_batches(pg_db: SqlDatabase) -> Non
     report = await PurgeExpired(pg_db.unit_of_work, clock, NO_WEBHOOKS, batch=4).execute()
     assert (report.ended, report.pending_logins) == (PurgeEnd.DONE, 9)
     assert report.batches == empty.batches + 2  # 4, 4, then 1
+
+
+@pytest.fixture(params=["sqlite_db", "pg_db"])
+def database(request: pytest.FixtureRequest) -> SqlDatabase:
+    found: SqlDatabase = request.getfixturevalue(request.param)
+    return found
+
+
+async def test_each_batch_deletes_the_events_its_deliveries_leave_unnamed(
+    database: SqlDatabase,
+) -> None:
+    """An event goes with its last delivery, in the batch that deleted it (the batch looks
+    only at the events of what it deleted, not the whole table)."""
+    finished = NOW - timedelta(days=31)
+    queued = [webhook(NOW - timedelta(days=40), HOOK_A, HOOK_B) for _ in range(3)]
+
+    async def add_all(uow: UnitOfWork) -> None:
+        for event, deliveries in queued:
+            done = [
+                replace(d, state=WebhookState.DELIVERED, finished_at=finished) for d in deliveries
+            ]
+            await uow.webhooks.add(event, done)
+
+    await write(database.unit_of_work, add_all)
+    unnamed = text(
+        "SELECT count(*) FROM webhook_events e WHERE NOT EXISTS "
+        "(SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)"
+    )
+    deleted = []
+    for _ in range(4):
+        async with database.unit_of_work() as uow:
+            deleted.append(await uow.webhooks.purge_finished(NOW - timedelta(days=30), None, 4))
+            await uow.commit()
+        async with database.engine.connect() as conn:
+            assert (await conn.execute(unnamed)).scalar_one() == 0
+    assert deleted == [4, 2, 0, 0]
+    assert await _count(database, webhook_events) == 0

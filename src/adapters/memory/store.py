@@ -1216,11 +1216,12 @@ class MemoryWebhooks(_Repo):
                         for d in takewhile(lambda d: d.created_at < before, queue)
                         if d.next_attempt_at < before
                     ][: None if limit is None else limit - len(gone)]
+        events = {table[key].event.id for key in gone}
         for key in gone:
             del table[key]
         named = {d.event.id for d in table.values()}
-        for event_id in [e for e in self._t.webhook_events if e not in named][:limit]:
-            del self._t.webhook_events[event_id]
+        for event_id in events - named:  # as SqlWebhooks: the events of what it deleted
+            self._t.webhook_events.pop(event_id, None)
         return len(gone)
 
 

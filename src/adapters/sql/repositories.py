@@ -1637,24 +1637,38 @@ class SqlWebhooks(_QueueRepo):
             old = old.limit(limit)
         if self._postgres:
             old = old.with_for_update(skip_locked=True)
-        purged = await self._count(
-            delete(webhook_deliveries).where(d.seq.in_(old.scalar_subquery()))
+        events = list(
+            await self._deleted_events(
+                delete(webhook_deliveries).where(d.seq.in_(old.scalar_subquery()))
+            )
         )
+        purged = len(events)
         if configured is not None and (limit is None or purged < limit):
             left = None if limit is None else limit - purged
-            purged += await self._purge_abandoned(before, configured, left)
-        # NOT EXISTS, not NOT IN: an anti-join on the deliveries' index, not a list of every
-        # event id still named. A batch's deliveries leave at most as many events unnamed.
-        e = webhook_events.c
-        unnamed = select(e.seq).where(~select(d.seq).where(d.event_id == e.id).exists())
-        if limit is not None:
-            unnamed = unnamed.limit(limit)
-        await self._run(delete(webhook_events).where(e.seq.in_(unnamed.scalar_subquery())))
-        return purged
+            events += await self._purge_abandoned(before, configured, left)
+        await self._forget_events(events)
+        return len(events)
+
+    async def _deleted_events(self, deleting: Delete) -> Sequence[uuid.UUID]:
+        """Run ``deleting`` (of deliveries): the event of each delivery it deleted."""
+        rows = await self._run(deleting.returning(webhook_deliveries.c.event_id))
+        return list(rows.scalars())
+
+    async def _forget_events(self, events: Sequence[uuid.UUID]) -> None:
+        """Delete those of ``events`` (the events of the deliveries just deleted) that no
+        delivery names any more: what a purge batch deleted bounds what it looks at (the
+        whole table, searched at every batch, grew with it). An event is never without a
+        delivery otherwise: one is queued with them, and only a purge deletes them."""
+        d, e = webhook_deliveries.c, webhook_events.c
+        named = select(d.seq).where(d.event_id == e.id).exists()
+        unique = sorted(set(events))
+        for start in range(0, len(unique), 500):  # SQLite's bound parameters, in bounds
+            chunk = unique[start : start + 500]
+            await self._run(delete(webhook_events).where(e.id.in_(chunk), ~named))
 
     async def _purge_abandoned(
         self, before: datetime, configured: Sequence[str], limit: int | None
-    ) -> int:
+    ) -> list[uuid.UUID]:
         """The oldest pending deliveries of endpoints no longer configured, the head of
         each queue on: an endpoint is left as it is when any delivery of it was attempted,
         finished, let go or requeued since ``before`` (an instance whose settings still name
@@ -1662,7 +1676,8 @@ class SqlWebhooks(_QueueRepo):
         Postgres, when a claim or a sender holds one of the rows to go (taken with SKIP
         LOCKED: the queue is left for the next run, never waited for). What goes is the run
         of deliveries queued before ``before`` from the head up to the first younger one
-        (the oldest ``limit`` of them, across the endpoints, when there are more)."""
+        (the oldest ``limit`` of them, across the endpoints, when there are more). The event
+        of each delivery deleted."""
         d = webhook_deliveries.c
         pending = d.state == WebhookState.PENDING.value
         candidates = (
@@ -1671,8 +1686,9 @@ class SqlWebhooks(_QueueRepo):
             .distinct()
             .order_by(d.endpoint)
         )
-        purged = 0
+        events: list[uuid.UUID] = []
         for endpoint in list((await self._run(candidates)).scalars()):
+            purged = len(events)
             if limit is not None and purged >= limit:
                 break
             if await self._sent_since(endpoint, before):
@@ -1706,8 +1722,8 @@ class SqlWebhooks(_QueueRepo):
             # Held by a claim, or sent from since the first look: the queue waits a run.
             if held != expected or await self._sent_since(endpoint, before):
                 continue
-            purged += await self._count(delete(webhook_deliveries).where(*old))
-        return purged
+            events += await self._deleted_events(delete(webhook_deliveries).where(*old))
+        return events
 
     async def _sent_since(self, endpoint: str, since: datetime) -> bool:
         """Whether any delivery of ``endpoint`` was attempted, finished, let go or requeued
