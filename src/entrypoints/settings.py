@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import URL as SqlUrl
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SAWarning
 from yarl import URL
 
 from adapters.loopback import is_loopback
@@ -1506,8 +1506,9 @@ def _sqlite_url(url: SqlUrl) -> None:
 
 def _sqlite_readable(url: SqlUrl) -> bool:
     with warnings.catch_warnings():
-        # A parameter the driver does not take: SQLAlchemy says so when it connects.
-        warnings.simplefilter("ignore")
+        # A parameter the driver does not take: SQLAlchemy says so when it connects (a
+        # SAWarning). Only that is silenced here: a deprecation of the dialect's is not.
+        warnings.simplefilter("ignore", SAWarning)
         try:
             aiosqlite_dialect().create_connect_args(url)
         except (ArgumentError, ValueError, TypeError):  # TypeError: a parameter given twice

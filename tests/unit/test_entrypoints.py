@@ -7,16 +7,21 @@ import contextlib
 import logging
 import sqlite3
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import hikari
 import pytest
 import uvicorn
 from click.testing import CliRunner
+from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
+from sqlalchemy.engine import URL
 
 import entrypoints.asgi
+import entrypoints.settings as settings_module
 from adapters.memory import MemoryUnitOfWork
 from adapters.tokens import SecretsTokenIssuer
 from domain.use_cases import SignUp
@@ -845,6 +850,27 @@ def test_a_sqlite_url_sqlalchemy_cannot_read_is_refused_at_start(
         assert isinstance(result.exception, SettingsError), result.exception
         assert f"TASKFLOW_LINK_DATABASE_URL: {reason}" in str(result.exception)
         assert "s3cr3t" not in str(result.exception) + result.output
+
+
+def test_checking_a_sqlite_url_silences_only_sqlalchemys_word_on_an_unused_parameter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The settings ask SQLAlchemy's SQLite dialect whether it can read the URL: a parameter
+    the driver does not take is SQLAlchemy's to say (a SAWarning) when it connects, not twice.
+    That check silenced every warning, a deprecation of the dialect's among them."""
+    url = "sqlite+aiosqlite:///taskflow.db?not_a_driver_parameter=1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, database_url=url)
+
+    class DeprecatingDialect(aiosqlite_dialect):
+        def create_connect_args(self, url: URL) -> Any:
+            warnings.warn("a dialect deprecation", DeprecationWarning, stacklevel=2)
+            return super().create_connect_args(url)
+
+    monkeypatch.setattr(settings_module, "aiosqlite_dialect", DeprecatingDialect)
+    with pytest.warns(DeprecationWarning, match="a dialect deprecation"):
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, database_url=url)
 
 
 @pytest.mark.parametrize(
