@@ -55,6 +55,44 @@ def test_every_way_in_lists_the_commands(tmp_path: Path, command: list[str]) -> 
     assert "db" in done.stdout
 
 
+# Every command's help, in one process: each warning is an error there (a deprecation too,
+# which Python otherwise hides outside __main__), and one said at import shows here.
+_EVERY_HELP = """
+import click
+from entrypoints.cli import cli
+
+def walk(command, path):
+    yield path
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk(sub, [*path, name])
+
+for path in walk(cli, []):
+    cli.main([*path, "--help"], prog_name="taskflow-link", standalone_mode=False)
+"""
+
+
+def test_every_command_shows_its_help_without_a_warning_in_a_fresh_environment(
+    tmp_path: Path,
+) -> None:
+    """``taskflow-link``, ``config``, ``db upgrade``, ``emulator``...: what a person first runs
+    says nothing on stderr, a library's warning (deprecations included) least of all."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    done = subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-W", "error", "-c", _EVERY_HELP],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,  # a deadline only
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done
+    assert done.stdout.count("Usage: taskflow-link") > 20  # every command's, not one
+
+
 def _env(**settings: str) -> dict[str, str]:
     """A shell's environment: the settings given, nothing of this test process's (but where
     Python finds the code under test)."""
