@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import delete, func, select, text, update
 
 from adapters.sql import SqlDatabase
+from adapters.sql.repositories import SqlSessions
 from adapters.sql.tables import (
     accounts,
     email_tokens,
@@ -746,3 +747,32 @@ async def test_a_discord_confirmation_whose_first_load_failed_says_so_when_loade
     async with pg_db.engine.connect() as conn:
         failed = (await conn.execute(select(pending_login.c.failed_at))).scalars().all()
     assert [at is not None for at in failed].count(True) == 1
+
+
+async def test_a_discord_confirmation_finishing_while_its_page_reads_hands_its_session_over(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page of a "Confirm with Discord" callback loaded twice reads, one statement at a
+    time (Postgres' read committed), the renewed session and the old one; the first load
+    commits the renewal between two of those reads. The page must not then find neither
+    (the renewed one not there yet, the old one ended already) and answer 'already used',
+    its browser left with the ended old cookie: signed out, what the hand-over is for."""
+    load, page, held = await _discord_confirmation_held(h, monkeypatch, 7303)
+    first = asyncio.ensure_future(load())
+    await held.asked.wait()
+    get = SqlSessions.get
+    between = SimpleNamespace(armed=True)
+
+    async def get_then_let_the_first_load_finish(repo: SqlSessions, digest: str) -> Any:
+        found = await get(repo, digest)
+        if between.armed:  # the page's first read of a session, and only that one
+            between.armed = False
+            held.go.set()
+            await first  # the renewal committed, before the page's next read
+        return found
+
+    monkeypatch.setattr(SqlSessions, "get", get_then_let_the_first_load_finish)
+    done = await page()
+    renewed = await first
+    assert renewed.outcome is AuthOutcome.CONFIRMED
+    assert (done.outcome, done.session_token) == (AuthOutcome.CONFIRMED, renewed.session_token)

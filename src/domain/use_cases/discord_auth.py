@@ -391,6 +391,15 @@ class FinishDiscordConfirmation:
                 )
             ):
                 raise refused
+            # The cookie's session first, its successor after: the first load's renewal ends
+            # the one and makes the other at once, but a read-committed database (Postgres)
+            # shows each read the last commit. Read in the other order, a renewal committed
+            # in between hid both ('already used', its browser left with the ended cookie);
+            # in this one, the successor's read comes after whatever the first read missed.
+            try:
+                old: Session | None = (await signed_in(uow, self._tokens, session_token, now))[0]
+            except errors.NotSignedIn:
+                old = None
             # The old token's successor (the first load's answer lost), or that token itself
             # (loaded again after the first answer).
             held = IssuedSecret(session_token, self._tokens.digest(session_token))
@@ -414,11 +423,9 @@ class FinishDiscordConfirmation:
                         pending.destination,
                         session_token=candidate.token,
                     )
-            try:  # not renewed: the old session, still live
-                old, _ = await signed_in(uow, self._tokens, session_token, now)
-            except errors.NotSignedIn:
-                raise refused from None
-            if old.account_id != pending.account_id or (
+            if old is None:  # not renewed, nor live: ended (signed out, say)
+                raise refused
+            if old.account_id != pending.account_id or (  # not renewed: the old one, live
                 # Proved since the state was spent (by another kind of proof): not the session
                 # a first load under way renews, which would have ended it.
                 old.proved_at is not None and old.proved_at >= pending.consumed_at
