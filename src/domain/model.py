@@ -594,6 +594,9 @@ class AuditKind(enum.StrEnum):
     # An address removed from an account that never confirmed it, by whoever holds its
     # confirmation link ("This is not my account": the address's owner never made it).
     EMAIL_DISOWNED = "email_disowned"
+    # The operator lifted such a decline (``taskflow-link email lift-decline``): the account
+    # may claim that address again. Names no address, as ``email_disowned`` does not.
+    EMAIL_DECLINE_LIFTED = "email_decline_lifted"
     LOGIN_REFUSED = "login_refused"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"

@@ -230,6 +230,10 @@ class DeclinedAddressRepository(Protocol):
         """Whether the holder of ``email`` (matched as ``normalize_email``) declined the
         account."""
 
+    async def remove(self, account_id: AccountId, email: str) -> bool:
+        """Forget the decline of ``email`` (matched as ``normalize_email``) for the account
+        (the operator lifts it); ``True`` when there was one."""
+
 
 class OutgoingEmailRepository(Protocol):
     """The email queue: written in the transaction of the change, emptied by ``DeliverEmails``."""

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from adapters.loopback import is_loopback
 from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
-from domain.model import ApiScope, scopes_to_text
+from domain.model import AccountId, ApiScope, normalize_email, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME, api_key_name
 from entrypoints.heap import settle_start_up_objects
 from entrypoints.listening import url_host
@@ -462,7 +462,7 @@ def audit(
 
 @cli.group("email")
 def email() -> None:
-    """The email queue."""
+    """The email queue, and the addresses declined for an account."""
 
 
 @email.command("retry")
@@ -478,6 +478,43 @@ def email_retry(email_id: uuid.UUID | None) -> None:
     with --id): they go back in the queue with a fresh round of attempts."""
     requeued = _run_use_case(lambda c: c.requeue_failed_emails().execute(email_id))
     click.echo(f"Requeued {requeued} email(s).")
+
+
+def _decline_account_argument(
+    _ctx: click.Context, _param: click.Parameter, value: str
+) -> AccountId | str:
+    """ACCOUNT: an account id (a UUID, as the audit trail shows it) or a username (none is as
+    long as a UUID)."""
+    text = value.strip()
+    if not text:
+        raise click.BadParameter("give the account's username or id, not an empty one")
+    try:
+        return AccountId.parse(text)
+    except DomainError:
+        return text
+
+
+def _decline_address_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if "@" not in value or normalize_email(value) is None:
+        raise click.BadParameter(f"{value!r} is not an email address")
+    return value
+
+
+@email.command("lift-decline")
+@click.argument("account", callback=_decline_account_argument)
+@click.argument("address", callback=_decline_address_argument)
+def email_lift_decline(account: AccountId | str, address: str) -> None:
+    """Let ACCOUNT (a username, or an account id) claim ADDRESS again, which its holder
+    declined with "This is not my account" (matched however it is written). Only on the word
+    of the address's holder (an email from that address, say), never on the account's: for
+    the owner who declined their own account by mistake. Audited (email_decline_lifted).
+    Exits 1 when there was no such decline."""
+    lifted = _run_use_case(lambda c: c.lift_email_decline().execute(account, address))
+    click.echo(
+        f"Lifted the decline of {lifted.address} for the account {lifted.account.username} "
+        f"(id {lifted.account.id}): it may claim that address again (an email change, "
+        "confirmed by the emailed link)."
+    )
 
 
 @cli.group("roles")

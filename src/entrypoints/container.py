@@ -519,6 +519,7 @@ class Container(containers.DeclarativeContainer):
     count_role_changes = providers.Factory(uc.CountRoleChanges, uow, linked_roles=linked_roles)
     verify_email = providers.Factory(uc.VerifyEmail, uow, tokens, clock)
     disown_email = providers.Factory(uc.DisownEmail, uow, tokens, clock)
+    lift_email_decline = providers.Factory(uc.LiftEmailDecline, uow, clock)
     show_email_link = providers.Factory(uc.ShowEmailLink, uow, tokens, clock)
     resend_verification = providers.Factory(uc.ResendVerification, uow, clock)
     show_email_status = providers.Factory(uc.ShowEmailStatus, uow)

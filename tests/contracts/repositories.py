@@ -770,6 +770,38 @@ class RepositoryContract:
         async with uow_factory(read_only=True) as uow:
             assert not await uow.declined_addresses.declined(other.id, "victim@example.com")
 
+    async def test_a_lifted_decline_is_of_that_account_and_address_only(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``remove`` (the operator lifts a decline) matches the address however it is
+        written, says whether there was one, leaves the other accounts' and addresses'
+        declines, and is undone by a rollback."""
+        mallory, other = account("mallory", None), account("other", None)
+
+        async def add(uow: UnitOfWork) -> None:
+            await uow.accounts.add(mallory)
+            await uow.accounts.add(other)
+            await uow.declined_addresses.add(mallory.id, "victim@example.com", NOW)
+            await uow.declined_addresses.add(mallory.id, "else@example.com", NOW)
+            await uow.declined_addresses.add(other.id, "victim@example.com", NOW)
+
+        await write(uow_factory, add)
+        async with uow_factory() as uow:  # rolled back: nothing lifted
+            assert await uow.declined_addresses.remove(mallory.id, "victim@example.com")
+        removed: list[bool] = []
+
+        async def remove(uow: UnitOfWork) -> None:
+            removed.append(await uow.declined_addresses.remove(mallory.id, " Victim@EXAMPLE.com"))
+            removed.append(await uow.declined_addresses.remove(mallory.id, "victim@example.com"))
+            removed.append(await uow.declined_addresses.remove(AccountId.new(), "else@example.com"))
+
+        await write(uow_factory, remove)
+        assert removed == [True, False, False]
+        async with uow_factory(read_only=True) as uow:
+            assert not await uow.declined_addresses.declined(mallory.id, "victim@example.com")
+            assert await uow.declined_addresses.declined(mallory.id, "else@example.com")
+            assert await uow.declined_addresses.declined(other.id, "victim@example.com")
+
     async def test_concurrent_email_token_consumers_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

@@ -1248,6 +1248,117 @@ def test_api_key_revoke_names_the_key_as_create_stored_it(sqlite_database: Path)
     assert "revoked" in runner.invoke(cli, ["api-key", "list"]).output
 
 
+def _declined_on_file(username: str, *addresses: str) -> str:
+    """An account on the configured database whose holder of each address declined it."""
+    from domain.model import Account, AccountId
+    from entrypoints.container import close_resources
+
+    container = build_container(load_settings())
+    account = Account(AccountId.new(), username, None, False, "argon2-hash", datetime.now(UTC))
+
+    async def add() -> None:
+        try:
+            async with container.uow()() as uow:
+                await uow.accounts.add(account)
+                for address in addresses:
+                    await uow.declined_addresses.add(account.id, address, datetime.now(UTC))
+                await uow.commit()
+        finally:
+            await close_resources(container)
+
+    asyncio.run(add())
+    return str(account.id)
+
+
+def _run_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, str, str]:
+    """``taskflow-link ARGV`` as the installed command runs it: exit status, stdout, stderr."""
+    from entrypoints.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["taskflow-link", *argv])
+    try:
+        main()
+    except SystemExit as exited:
+        code = exited.code if isinstance(exited.code, int) else 1
+    else:
+        code = 0
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def test_email_lift_decline_lifts_it_once_and_audits_it(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "This is not my account" pressed by mistake on one's own account's link: nothing
+    undid it. `email lift-decline ACCOUNT ADDRESS` does (a username in any case, or the id;
+    the address however written), says what it did, audits it; run again, there is nothing
+    to lift (exit 1, so a script notices); the account's other declines stay."""
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    account_id = _declined_on_file("mallory", "victim@example.com", "else@example.com")
+
+    code, out, err = _run_main(
+        monkeypatch, capsys, "email", "lift-decline", "Mallory", " Victim@EXAMPLE.com"
+    )
+    assert (code, err) == (0, "")
+    assert out.startswith(
+        f"Lifted the decline of victim@example.com for the account mallory (id {account_id}): "
+    )
+    for secret in (TEST_SECRET_KEY, "argon2-hash"):
+        assert secret not in out
+
+    for account in ("mallory", account_id):
+        code, out, err = _run_main(
+            monkeypatch, capsys, "email", "lift-decline", account, "victim@example.com"
+        )
+        assert (code, out) == (1, "")
+        assert err == (
+            f"Error: The account mallory (id {account_id}) has no decline of "
+            "victim@example.com: nothing was lifted.\n"
+        )
+    code, out, err = _run_main(
+        monkeypatch, capsys, "email", "lift-decline", "nobody", "victim@example.com"
+    )
+    assert (code, err) == (1, "Error: There is no TaskFlow account named 'nobody'.\n")
+
+    audited = CliRunner().invoke(cli, ["audit", "--account", account_id])
+    assert [line.split("  ")[1:] for line in audited.output.splitlines()] == [
+        ["email_decline_lifted", f"account={account_id}", "discord=-", "via=cli"]
+    ]
+    code, out, _ = _run_main(
+        monkeypatch, capsys, "email", "lift-decline", account_id, "ELSE@example.com"
+    )
+    assert code == 0
+    assert "Lifted the decline of else@example.com for the account mallory" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["", "victim@example.com"], "Invalid value for 'ACCOUNT'"),
+        (["  ", "victim@example.com"], "Invalid value for 'ACCOUNT'"),
+        (["mallory", ""], "Invalid value for 'ADDRESS': '' is not an email address"),
+        (["mallory", "victim"], "Invalid value for 'ADDRESS': 'victim' is not an email address"),
+        (["mallory"], "Missing argument 'ADDRESS'"),
+        (["mallory", "a@b.c", "d@e.f"], "unexpected extra argument"),
+    ],
+    ids=["empty-account", "blank-account", "empty-address", "no-at", "missing", "extra"],
+)
+def test_email_lift_decline_refuses_bad_arguments_as_usage_errors(
+    sqlite_database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    said: str,
+) -> None:
+    """Exit 2 naming what to change, before the database is opened."""
+    code, out, err = _run_main(monkeypatch, capsys, "email", "lift-decline", *argv)
+    assert (code, out) == (2, "")
+    assert said in err
+    assert "Traceback" not in err
+    assert not sqlite_database.exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "environment", "said"),
     [

@@ -518,3 +518,75 @@ async def test_the_email_form_says_why_a_declined_address_is_refused(
     assert "The owner of this email address told us that this TaskFlow account is not" in said
     await h.deliver()
     assert len(h.emails_to(VICTIM)) == sent
+
+
+def _lifted(db: MemoryDatabase) -> list[tuple[AccountId | None, dict[str, str]]]:
+    return [
+        (e.account_id, dict(e.detail))
+        for e in db.tables.audit
+        if e.kind is AuditKind.EMAIL_DECLINE_LIFTED
+    ]
+
+
+async def test_the_operator_lifts_a_decline_made_by_mistake(h: Harness, db: MemoryDatabase) -> None:
+    """The address's owner pressed "This is not my account" on their own account's link:
+    nothing on a page undoes it, and the account was refused the address for good. The
+    operator lifts the decline (`email lift-decline`), found however the address is written
+    and by the username in any case or by the account's id; it is audited, naming no address;
+    the account may then claim the address, and its confirmation email goes out."""
+    owner, link = await _mallory(h)
+    await h.container.disown_email().execute(link)
+    session = await h.session_for(owner)
+    with pytest.raises(errors.EmailDeclined):
+        await h.container.change_email().execute(
+            session_token=session, new_email=VICTIM, current_password=PASSWORD
+        )
+
+    lifted = await h.container.lift_email_decline().execute(" MALLORY ", " Victim@EXAMPLE.com ")
+
+    assert (lifted.account.id, lifted.account.username, lifted.address) == (
+        owner,
+        "mallory",
+        VICTIM,
+    )
+    assert _lifted(db) == [(owner, {"via": "cli"})]
+    assert (await h.account(owner)).email is None  # nothing given back: typed and confirmed
+    sent = len(h.emails_to(VICTIM))
+    await h.container.change_email().execute(
+        session_token=session, new_email=VICTIM, current_password=PASSWORD
+    )
+    await h.deliver()
+    assert len(h.emails_to(VICTIM)) == sent + 1
+    assert (await h.account(owner)).email == VICTIM
+
+    # Nothing left to lift: refused, and nothing more audited.
+    for account in (owner, "mallory"):
+        with pytest.raises(errors.NotFound, match=r"has no decline of victim@example\.com"):
+            await h.container.lift_email_decline().execute(account, VICTIM)
+    assert len(_lifted(db)) == 1
+
+
+async def test_lifting_a_decline_touches_only_that_account_and_address(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Another account's decline of the address, and the account's decline of another
+    address, stay; an account that does not exist is said as such."""
+    mallory, link = await _mallory(h)
+    await h.container.disown_email().execute(link)
+    other = (await h.sign_up("mallory2", VICTIM)).account.id
+    await h.deliver()
+    await h.container.disown_email().execute(h.link_token(h.last_email(VICTIM), "/verify-email/"))
+
+    with pytest.raises(errors.NotFound, match=r"has no decline of someone@example\.com"):
+        await h.container.lift_email_decline().execute(mallory, "someone@example.com")
+    with pytest.raises(errors.NotFound, match="There is no TaskFlow account named 'nobody'"):
+        await h.container.lift_email_decline().execute("nobody", VICTIM)
+    with pytest.raises(errors.NotFound, match="There is no TaskFlow account with id"):
+        await h.container.lift_email_decline().execute(AccountId.new(), VICTIM)
+    assert _lifted(db) == []
+
+    await h.container.lift_email_decline().execute(mallory, VICTIM)
+    async with db.unit_of_work(read_only=True) as uow:
+        assert not await uow.declined_addresses.declined(mallory, VICTIM)
+        assert await uow.declined_addresses.declined(other, VICTIM)
+    assert _lifted(db) == [(mallory, {"via": "cli"})]

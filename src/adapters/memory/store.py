@@ -642,6 +642,10 @@ class MemoryDeclinedAddresses(_Repo):
     async def declined(self, account_id: AccountId, email: str) -> bool:
         return (account_id, normalize_email(email) or email) in self._t.declined_addresses
 
+    async def remove(self, account_id: AccountId, email: str) -> bool:
+        key = (account_id, normalize_email(email) or email)
+        return self._t.declined_addresses.pop(key, None) is not None
+
 
 class MemoryOutgoingEmails(_Repo):
     async def add(self, email: OutgoingEmail) -> None:

@@ -836,6 +836,14 @@ class SqlDeclinedAddresses(_Repo):
         )
         return (await self._run(query)).first() is not None
 
+    async def remove(self, account_id: AccountId, email: str) -> bool:
+        d = declined_addresses.c
+        address = normalize_email(email) or email
+        query = delete(declined_addresses).where(
+            d.account_id == account_id.value, d.email_normalized == address
+        )
+        return await self._count(query) > 0
+
 
 class _QueueRepo(_Repo):
     """The repository of a queue that workers take from. Writing work for them wakes them:

@@ -48,8 +48,10 @@ from domain.use_cases.email_linking import (
 )
 from domain.use_cases.email_verification import (
     ChangeEmail,
+    DeclineLifted,
     DisownEmail,
     EmailStatus,
+    LiftEmailDecline,
     ResendVerification,
     ShowEmailStatus,
     VerifyEmail,
@@ -121,6 +123,7 @@ __all__ = [
     "CreateApiKey",
     "CreatedApiKey",
     "CurrentSession",
+    "DeclineLifted",
     "DeliverEmails",
     "DeliverWebhooks",
     "DeliveryReport",
@@ -137,6 +140,7 @@ __all__ = [
     "IdentifyApiKey",
     "IssueLinkTicket",
     "KeyRotationReport",
+    "LiftEmailDecline",
     "LinkConfirmed",
     "LinkEmailed",
     "LinkOfAccount",

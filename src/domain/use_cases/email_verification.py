@@ -17,6 +17,7 @@ from domain.model import (
     OutgoingEmail,
     SignInMethod,
     normalize_email,
+    normalize_username,
     validate_email,
 )
 from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
@@ -150,6 +151,61 @@ class DisownEmail:
             )
             await uow.commit()
         return account
+
+
+@dataclass(frozen=True, slots=True)
+class DeclineLifted:
+    """A decline the operator lifted: the account, and the address as it was matched."""
+
+    account: Account
+    address: str
+
+
+class LiftEmailDecline:
+    """The operator lifts a decline (``DisownEmail``): that account may claim the address
+    again. For the address's holder who pressed "This is not my account" on their own
+    account's link by mistake, and has no other way back (nothing else undoes a decline). On
+    the word of the address's holder only: lifted on the account's word, the account's next
+    claim sends its holder the emails they declined. Audited (``email_decline_lifted``, naming
+    no address, as ``email_disowned`` does not); the account gets no address back (it types
+    it again, and confirms it by the emailed link)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow, self._clock = uow, clock
+
+    async def execute(self, account: AccountId | str, email: str) -> DeclineLifted:
+        """``account``: its id, or its username (any case). ``email`` is matched as
+        ``normalize_email`` matches it. ``NotFound`` when there is no such account, or no
+        decline of the address for it (nothing is written)."""
+        address = normalize_email(email)
+        if address is None:
+            raise errors.InvalidInput("Give the email address whose decline to lift.")
+        now = self._clock.now()
+        async with self._uow() as uow:
+            if isinstance(account, AccountId):
+                account_id: AccountId | None = account
+            else:
+                named = await uow.accounts.get_by_username(normalize_username(account))
+                account_id = named.id if named is not None else None
+            # Locked as a decline and an email change lock it (``ChangeEmail`` reads the
+            # declines under it).
+            locked = await uow.accounts.lock(account_id) if account_id is not None else None
+            if locked is None:
+                raise errors.NotFound(f"There is no TaskFlow account {_named(account)}.")
+            if not await uow.declined_addresses.remove(locked.id, address):
+                raise errors.NotFound(
+                    f"The account {locked.username} (id {locked.id}) has no decline of "
+                    f"{address}: nothing was lifted."
+                )
+            await uow.audit.record(
+                AuditEvent(AuditKind.EMAIL_DECLINE_LIFTED, now, locked.id, None, {"via": "cli"})
+            )
+            await uow.commit()
+        return DeclineLifted(locked, address)
+
+
+def _named(account: AccountId | str) -> str:
+    return f"with id {account}" if isinstance(account, AccountId) else f"named {account.strip()!r}"
 
 
 class ResendVerification:
