@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -47,6 +48,24 @@ from domain.model import DiscordId, EmailLinking, LinkedRole
 
 ENV_PREFIX = "TASKFLOW_LINK_"
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+# Per Discord URL setting: why it may hold no user part (who is sent to it, with what), and
+# what the service adds to it (why it may hold no query or fragment).
+_DISCORD_URL_USES = {
+    "discord_api_url": (
+        "the service's own calls to Discord's API go to it, with their own credentials (the "
+        "client secret, the bot token, members' tokens)",
+        "the service adds the paths of its calls to it (/oauth2/token, /users/@me, …)",
+    ),
+    "discord_authorize_url": (
+        "browsers are sent to it (every sign-in with Discord is redirected there, the URL in "
+        "its Location header)",
+        "the service adds the sign-in's own query to it (?client_id=…&state=…)",
+    ),
+    "discord_cdn_url": (
+        "browsers load the avatars from it (its URL is in every page that shows one)",
+        "the service adds the avatars' paths and query to it (/avatars/…?size=…)",
+    ),
+}
 # A host name as resolvers take it: labels of letters, digits, `-` and `_` (some internal
 # names have one), dots between, and perhaps the root's after the last.
 _HOST_NAME = re.compile(
@@ -546,23 +565,22 @@ class Settings(BaseSettings):
 
     @field_validator("discord_api_url", "discord_authorize_url", "discord_cdn_url")
     @classmethod
-    def _discord_base(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+    def _discord_base(cls, value: AnyHttpUrl, info: ValidationInfo) -> AnyHttpUrl:
         """Paths are added to the API's and the CDN's URLs (/oauth2/token, /avatars/…) and
         the authorize URL gets the service's own query: after a query or a fragment, every
         call, avatar or sign-in with Discord was broken. A user part went to every browser
         (the authorize redirect, the pages' avatars) or with the bot token to that host.
-        Never the value in the message: it holds a password."""
+        Each message says what its own setting is used for (the API's URL is no browser's),
+        and names the one part found. Never the value in the message: it holds a password."""
+        used, added = _DISCORD_URL_USES[str(info.field_name)]
         if value.username is not None or value.password is not None:
-            raise ValueError(
-                "must have no user name or password ('user:password@'): browsers are sent "
-                "to it (the sign-in redirect, the pages' avatars) and the bot token with it"
-            )
-        for part, present in (("query", value.query), ("fragment", value.fragment)):
+            raise ValueError(f"must have no user name or password ('user:password@'): {used}")
+        for part, sign, present in (
+            ("query", "?", value.query),
+            ("fragment", "#", value.fragment),
+        ):
             if present is not None:
-                raise ValueError(
-                    f"must have no {part} ('?…' or '#…'): paths and the service's own query "
-                    "are added to it"
-                )
+                raise ValueError(f"must have no {part} ('{sign}…'): {added}")
         return value
 
     @field_validator("secret_key")

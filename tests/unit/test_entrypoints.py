@@ -470,20 +470,47 @@ def test_a_discord_url_with_a_user_or_password_is_refused_without_showing_it(
     assert f"TASKFLOW_LINK_{name.upper()}: must have no user name or password" in str(refused.value)
     assert "s3cr3t-pw" not in str(refused.value)
     assert "ops" not in str(refused.value)
+    [said] = [line for line in str(refused.value).splitlines() if name.upper() in line]
+    assert said.endswith(_WHY_NO_USER[name])
+
+
+# Why each may hold no user part, in its own words: the API's URL said "browsers are sent to
+# it (the sign-in redirect, the pages' avatars)", which only the other two are.
+_WHY_NO_USER = {
+    "discord_api_url": "the service's own calls to Discord's API go to it, with their own "
+    "credentials (the client secret, the bot token, members' tokens)",
+    "discord_authorize_url": "browsers are sent to it (every sign-in with Discord is "
+    "redirected there, the URL in its Location header)",
+    "discord_cdn_url": "browsers load the avatars from it (its URL is in every page that "
+    "shows one)",
+}
+# What the service adds to each: paths (the API, the CDN) or its own query (authorize).
+_ADDED = {
+    "discord_api_url": "the service adds the paths of its calls to it (/oauth2/token, "
+    "/users/@me, …)",
+    "discord_authorize_url": "the service adds the sign-in's own query to it "
+    "(?client_id=…&state=…)",
+    "discord_cdn_url": "the service adds the avatars' paths and query to it (/avatars/…?size=…)",
+}
 
 
 @pytest.mark.parametrize("name", sorted(_DISCORD_URLS))
-@pytest.mark.parametrize(("end", "part"), [("?x=1", "query"), ("#top", "fragment")])
+@pytest.mark.parametrize(
+    ("end", "part"),
+    [("?x=1", "query ('?…')"), ("#top", "fragment ('#…')"), ("?", "query ('?…')")],
+)
 def test_a_discord_url_with_a_query_or_fragment_is_refused(name: str, end: str, part: str) -> None:
     """Paths are added to the API's and the CDN's URLs (/oauth2/token, /avatars/…), and the
     authorize URL gets its own query (?client_id=…): after a query or a fragment each was
     broken (every sign-in with Discord, every avatar, every call), and it started without
-    a word."""
+    a word. The message names the part found and what its setting has added (a fragment was
+    "must have no fragment ('?…' or '#…'): paths and the service's own query are added")."""
     with pytest.raises(SettingsError) as refused:
         load_settings(
             _env_file=None, secret_key=TEST_SECRET_KEY, **{name: _DISCORD_URLS[name] + end}
         )
-    assert f"TASKFLOW_LINK_{name.upper()}: must have no {part}" in str(refused.value)
+    [said] = [line for line in str(refused.value).splitlines() if name.upper() in line]
+    assert said.strip() == f"TASKFLOW_LINK_{name.upper()}: must have no {part}: {_ADDED[name]}"
     assert load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: _DISCORD_URLS[name]})
 
 
