@@ -788,11 +788,21 @@ class Settings(BaseSettings):
             raise ValueError("holds a space or a control character, which a token has none of")
         return value
 
-    @field_validator("webhook_secret", "webhook_secret_previous")
+    @field_validator("webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             webhook_key(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_secret_previous")
+    @classmethod
+    def _webhook_secret_replaced(cls, value: SecretStr | None) -> SecretStr | None:
+        """The secret a rotation replaces: its shape only. A guessable one is what a rotation
+        is for (refused, it could not be rotated away without a gap at the receivers): said
+        at start (``warnings``) until it goes."""
+        if value is not None:
+            decode_secret(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -956,6 +966,25 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def _replaced_webhook_secret_warnings(self) -> list[str]:
+        """A secret being rotated away that looks guessable (or is published): taken, so the
+        receivers go on verifying while they move to the new one, but whoever guesses it can
+        sign events they take until the rotation ends. Never the value."""
+        where = []
+        previous = self.webhook_secret_previous
+        if previous is not None and _weak_webhook_key(previous.get_secret_value()):
+            where.append(f"{ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS")
+        targets = parse_webhook_targets(self.webhook_urls.get_secret_value())
+        for number, (_, own) in enumerate(targets, start=1):
+            if len(own) > 1 and _weak_webhook_key(own[1]):
+                where.append(f"the second secret after item {number} of {ENV_PREFIX}WEBHOOK_URLS")
+        return [
+            f"{name} looks guessable (or is a published example): events are still signed "
+            "with it, so anyone who guesses it can sign events the receivers take until they "
+            "stop accepting it; finish the rotation and remove it"
+            for name in where
+        ]
+
     def _sender_warnings(self) -> list[str]:
         """The From address left at its default (no-reply@localhost), or another whose domain
         is no domain of the internet, in production: mail servers refuse such a sender or
@@ -1081,6 +1110,7 @@ class Settings(BaseSettings):
                     "service decides who is who (and its 'verified: true' links accounts by "
                     "email). Right for the emulator, wrong in production."
                 )
+        found.extend(self._replaced_webhook_secret_warnings())
         weak = [n for n, key in enumerate(self.token_keys, start=1) if not_random(key)]
         if weak:
             found.append(
@@ -1284,6 +1314,14 @@ _WEBHOOK_KEY_RECIPE = (
 )
 
 
+def _weak_webhook_key(text: str) -> bool:
+    try:
+        webhook_key(text)
+    except ValueError:
+        return True
+    return False
+
+
 def webhook_key(text: str) -> bytes:
     """The key of a ``whsec_…`` secret (``decode_secret``), refused (``ValueError``, never
     the value) when it looks guessable or is a published example: whoever guesses it signs
@@ -1358,9 +1396,11 @@ def parse_webhook_targets(text: str) -> list[tuple[str, list[str]]]:
                 f"item {number} has more than a URL and two secrets (its own, then during a "
                 "rotation the one being replaced)"
             )
-        for secret in own:
+        for position, secret in enumerate(own):
             try:
-                webhook_key(secret)
+                # The second is the one a rotation replaces: its shape only (see
+                # _webhook_secret_replaced).
+                (decode_secret if position else webhook_key)(secret)
             except ValueError as exc:
                 raise ValueError(f"item {number}: the secret after the URL {exc}") from None
         try:

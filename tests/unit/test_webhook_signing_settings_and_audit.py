@@ -213,7 +213,9 @@ def test_a_secret_without_padding_is_accepted() -> None:
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # the README's example (Standard Webhooks')
     ],
 )
-def test_a_guessable_or_published_webhook_secret_stops_start_up(text: str) -> None:
+def test_a_guessable_webhook_secret_stops_start_up_unless_rotated_away(
+    text: str,
+) -> None:
     """Whoever knows it signs link events the receivers take for ours."""
     for given in (
         {"webhook_urls": "https://a.example/x", "webhook_secret": text},
@@ -222,6 +224,34 @@ def test_a_guessable_or_published_webhook_secret_stops_start_up(text: str) -> No
         with pytest.raises(SettingsError, match="looks guessable") as refused:
             _webhook_settings(**given)
         assert text.removeprefix("whsec_")[:12] not in str(refused.value)  # never the value
+    # Being rotated away (the previous one, the second after a URL): taken, so the receivers
+    # go on verifying meanwhile, and said at start until it goes, never with its value.
+    for given, named in (
+        (
+            {"webhook_urls": "https://a.example/x", "webhook_secret": NEW},
+            "TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS looks guessable",
+        ),
+        (
+            {"webhook_urls": f"https://b.example/y, https://a.example/x {NEW} {text}"},
+            "the second secret after item 2 of TASKFLOW_LINK_WEBHOOK_URLS looks guessable",
+        ),
+    ):
+        if "webhook_secret" in given:
+            given["webhook_secret_previous"] = text
+        else:
+            given["webhook_secret"] = OLD
+        rotating = load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **given)
+        said = [w for w in rotating.warnings() if "looks guessable" in w]
+        assert said == [next(w for w in said if named in w)], said
+        assert text.removeprefix("whsec_")[:12] not in " ".join(said)
+    strong = load_settings(
+        _env_file=None,
+        secret_key=TEST_SECRET_KEY,
+        webhook_urls=f"https://a.example/x {NEW} {OLD}",
+        webhook_secret=NEW,
+        webhook_secret_previous=OLD,
+    )
+    assert not [w for w in strong.warnings() if "looks guessable" in w]
 
 
 def test_retries_are_spread_within_a_tenth_of_each_delay() -> None:
