@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -34,14 +35,56 @@ _skipped: list[str] = []
 _LOGGING_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
 
 
+_LoggerState = tuple[bool, int, bool, list[logging.Handler], list[Any]]
+
+
+def _logger_states() -> dict[logging.Logger, _LoggerState]:
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return {
+        logger: (
+            logger.disabled,
+            logger.level,
+            logger.propagate,
+            list(logger.handlers),
+            list(logger.filters),
+        )
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+    }
+
+
 @pytest.fixture(autouse=True)
-def _logging_switches_restored() -> Iterator[None]:
-    """CLI commands that tests run in this process configure its logging: without this, every
-    later test's captured log lines would read "(unknown file):0"."""
-    saved = [getattr(logging, name) for name in _LOGGING_SWITCHES]
+def _logging_restored() -> Iterator[None]:
+    """Each test leaves the process's logging as it found it, whatever the order the tests run
+    in. CLI commands that tests run in this process configure its logging (without this,
+    every later test's captured log lines would read "(unknown file):0"), and so does what
+    they start: uvicorn sets its loggers' levels; a command interrupted by Ctrl-C silences the
+    "asyncio" logger, after which no later test saw a record of an event loop's exception
+    handler (test_hostile_requests waited for one in vain, but only after the unit suite);
+    ``configure_logging("WARNING")`` left aiosqlite's logger at WARNING for every later
+    test."""
+    switches = [getattr(logging, name) for name in _LOGGING_SWITCHES]
+    disabled = logging.root.manager.disable
+    before = _logger_states()
     yield
-    for name, value in zip(_LOGGING_SWITCHES, saved, strict=True):
+    for name, value in zip(_LOGGING_SWITCHES, switches, strict=True):
         setattr(logging, name, value)
+    if logging.root.manager.disable != disabled:
+        logging.disable(disabled)
+    for logger, state in before.items():
+        was_disabled, level, propagate, handlers, filters = state
+        logger.disabled, logger.propagate = was_disabled, propagate
+        if logger.level != level:
+            logger.setLevel(level)  # (which also empties the loggers' caches of levels)
+        if logger.handlers != handlers:
+            logger.handlers[:] = handlers
+        if logger.filters != filters:
+            logger.filters[:] = filters
+    for new in logging.Logger.manager.loggerDict.values():
+        # One first asked for during the test: its level may be its library's own, set at
+        # import, but none is disabled except by a configuration, which a test's is.
+        if isinstance(new, logging.Logger) and new not in before:
+            new.disabled = False
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
