@@ -776,3 +776,17 @@ async def test_a_discord_confirmation_finishing_while_its_page_reads_hands_its_s
     renewed = await first
     assert renewed.outcome is AuthOutcome.CONFIRMED
     assert (done.outcome, done.session_token) == (AuthOutcome.CONFIRMED, renewed.session_token)
+
+
+async def test_signing_out_with_the_cookie_a_lost_answer_left_ends_its_session(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """A confirmation sent twice whose answers were both lost (the browser kept the old,
+    ended cookie): signing out with that cookie ends the session it was renewed into."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    await h.container.confirm_password().execute(
+        session_token=alice.session_token, password=PASSWORD
+    )
+    assert await _sessions_of(pg_db, alice.account.id) == 1
+    await h.container.sign_out().execute(alice.session_token)
+    assert await _sessions_of(pg_db, alice.account.id) == 0

@@ -3,14 +3,18 @@ and sensitive changes need a recent proof of identity ("sudo mode")."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+import domain
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import SignInMethod
+from domain.use_cases._shared import RENEWED_FROM_THE_COOKIE
 from domain.use_cases.password_reset import PasswordReset
 from tests.harness import PASSWORD, Browser, Harness
 
@@ -398,3 +402,94 @@ async def test_a_discord_proof_that_returns_after_a_first_password_was_set_is_re
         await h.complete(browser, state=approval.state, code=approval.code)
     assert browser.session == chosen.session_token
     assert await _session_of(h, chosen.session_token) == (SignInMethod.PASSWORD, True)
+
+
+# -- signing out after a form sent twice lost its answer -------------------------------------------
+
+
+async def _renewed_with_the_answer_lost(h: Harness, form: str) -> tuple[str, str]:
+    """A session whose form renewed it under a token derived from the cookie's, the answer
+    (the new cookie) lost: the browser left that request (a double click, a reload) and kept
+    the old cookie. The old token and the one the session lives on under."""
+    if form == "discord":
+        created = await h.discord_login(h.discord_user(7020, email="owner@example.com"))
+        assert created.session_token is not None
+        old = created.session_token
+        browser = Browser(session=old)
+        started = await h.container.start_discord_reauth().execute(
+            session_token=old, browser_tokens=()
+        )
+        browser.bindings = started.browser_tokens
+        approval = h.discord.approve(started.authorize_url, h.discord_user(7020).id)
+        done = await h.complete(browser, state=approval.state, code=approval.code)
+        assert done.session_token is not None
+        return old, done.session_token
+    signed_up = await h.sign_up("alice", "alice@example.com")
+    old = signed_up.session_token
+    if form == "confirm":
+        confirmed = await h.container.confirm_password().execute(
+            session_token=old, password=PASSWORD
+        )
+        return old, confirmed.session_token
+    if form == "password":
+        saved = await h.container.set_password().execute(
+            session_token=old, new_password=NEW_PASSWORD, current_password=PASSWORD
+        )
+        return old, saved.session_token
+    changed = await h.container.change_email().execute(
+        session_token=old, new_email="alice@new.example", current_password=PASSWORD
+    )
+    return old, changed.session_token
+
+
+@pytest.mark.parametrize("form", ["confirm", "password", "email", "discord"])
+async def test_signing_out_with_the_old_cookie_ends_what_a_lost_answer_made(
+    h: Harness, form: str
+) -> None:
+    """A form sent twice whose first answer was lost left the browser with the old, ended
+    cookie and the session living on, proved, under a token nobody holds. Signing out with
+    that cookie (the only one the person has) ended nothing: now it ends that session too."""
+    old, renewed = await _renewed_with_the_answer_lost(h, form)
+    assert not await _live(h, old)
+    assert await _live(h, renewed)
+
+    await h.container.sign_out().execute(old)
+
+    assert not await _live(h, renewed)
+
+
+async def test_signing_out_keeps_the_session_a_request_answers(h: Harness) -> None:
+    old, renewed = await _renewed_with_the_answer_lost(h, "confirm")
+    bob = await h.sign_up("bob", "bob@example.com")
+
+    await h.container.sign_out().execute(old, keeping=renewed)
+    assert await _live(h, renewed)
+    await h.container.sign_out().execute(bob.session_token)  # no successor: just this one
+    assert not await _live(h, bob.session_token)
+    assert await _live(h, renewed)
+
+
+def test_every_renewal_from_the_cookie_is_one_signing_out_ends() -> None:
+    """A form that derives a session's new token from the cookie's (``session_token_after``
+    with ``session_token``) names a purpose of ``RENEWED_FROM_THE_COOKIE``: otherwise its
+    answer lost, signing out with the old cookie would leave its session on."""
+    import domain.use_cases._shared as shared
+
+    known = {name for name in dir(shared) if getattr(shared, name) in RENEWED_FROM_THE_COOKIE}
+    found: set[str] = set()
+    for path in sorted(Path(domain.__file__).parent.rglob("*.py")):
+        if path.name == "_shared.py":  # ``successors_of``: each of them
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "session_token_after"
+                and len(node.args) == 3
+                and isinstance(node.args[1], ast.Name)
+                and node.args[1].id == "session_token"
+            ):
+                purpose = node.args[2]
+                found.add(purpose.id if isinstance(purpose, ast.Name) else ast.unparse(purpose))
+    assert found  # the forms were seen
+    assert found <= known

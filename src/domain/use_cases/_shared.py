@@ -38,6 +38,21 @@ SESSION_TTL = timedelta(days=14)
 # proof, is answered that session (see ``session_token_after``): a double click's second
 # request comes at once.
 SENT_TWICE_WITHIN = timedelta(minutes=1)
+# What the forms that renew a session derive its new token for from the token before it, the
+# browser's session cookie (see ``session_token_after``): each form its own purpose, so that
+# no other form's session is found under it.
+SESSION_SUCCESSOR = "session-successor"  # confirmed with the password ("sudo mode")
+AFTER_PASSWORD_CHANGE = "session-after-password-change"  # noqa: S105 - a purpose
+AFTER_EMAIL_CHANGE = "session-after-email-change"  # confirmed with the password
+AFTER_DISCORD_PROOF = "session-after-discord-proof"  # "Confirm with Discord"
+# Every one of them: signing out with a cookie ends what they made of it too
+# (``successors_of``).
+RENEWED_FROM_THE_COOKIE = (
+    SESSION_SUCCESSOR,
+    AFTER_PASSWORD_CHANGE,
+    AFTER_EMAIL_CHANGE,
+    AFTER_DISCORD_PROOF,
+)
 CONFLICT_ATTEMPTS = 3
 # Tokens we issue are URL-safe base64; anything else cannot be ours, so it is refused
 # before hashing (no work for junk, no unbounded input).
@@ -228,6 +243,14 @@ def session_token_after(tokens: TokenIssuer, secret: str, purpose: str) -> Issue
     found under it."""
     token = tokens.derive(secret, purpose)
     return IssuedSecret(token, tokens.digest(token))
+
+
+def successors_of(tokens: TokenIssuer, session_token: str) -> list[str]:
+    """The digests a form renews the session of ``session_token`` under (one for each of
+    ``RENEWED_FROM_THE_COOKIE``). A form sent twice whose first answer was lost left its
+    browser with the old, ended token and the session living on under one of these, which
+    nobody holds: signing out with the old cookie ends it too, or it stayed signed in."""
+    return [session_token_after(tokens, session_token, p).digest for p in RENEWED_FROM_THE_COOKIE]
 
 
 async def made_just_now(

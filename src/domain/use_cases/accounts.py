@@ -33,6 +33,7 @@ from domain.use_cases._passwords import (
     trusted_device,
 )
 from domain.use_cases._shared import (
+    AFTER_PASSWORD_CHANGE,
     SENT_TWICE_WITHIN,
     SESSION_TTL,
     made_just_now,
@@ -328,11 +329,6 @@ class PasswordSet:
     sent_twice: bool = False
 
 
-# What a session's token after a password change is derived for, from the token before it
-# (see ``session_token_after``).
-_AFTER_PASSWORD_CHANGE = "session-after-password-change"  # noqa: S105 - a purpose
-
-
 class SetPassword(_PasswordUseCase):
     """Set or change the password. Changing one needs the current one; setting a first one
     (an account made by Discord sign-in) needs a recent Discord proof. Other sessions end, and
@@ -375,7 +371,7 @@ class SetPassword(_PasswordUseCase):
             raise errors.ReauthenticationRequired()
         new_hash = await self._passwords.new_hash(new_password, related=related)
         assert session_token is not None  # noqa: S101 - a session was found by it
-        successor = session_token_after(self._tokens, session_token, _AFTER_PASSWORD_CHANGE)
+        successor = session_token_after(self._tokens, session_token, AFTER_PASSWORD_CHANGE)
         try:
             return await self._save(session, account, new_hash, successor)
         except errors.PasswordChanged as changed:  # told apart outside the lock: hashing is slow
@@ -406,7 +402,7 @@ class SetPassword(_PasswordUseCase):
         last ``SENT_TWICE_WITHIN`` (and has kept since), or ``NotSignedIn``."""
         if not plausible_token(session_token):
             raise errors.NotSignedIn()
-        successor = session_token_after(self._tokens, session_token, _AFTER_PASSWORD_CHANGE)
+        successor = session_token_after(self._tokens, session_token, AFTER_PASSWORD_CHANGE)
         return await made_just_now(
             uow, self._tokens, successor, now, proved_with=SignInMethod.PASSWORD
         )
@@ -424,7 +420,7 @@ class SetPassword(_PasswordUseCase):
             signed_in_key(session), account.password_hash, new_password
         ):
             raise errors.NotSignedIn()
-        successor = session_token_after(self._tokens, session_token, _AFTER_PASSWORD_CHANGE)
+        successor = session_token_after(self._tokens, session_token, AFTER_PASSWORD_CHANGE)
         return PasswordSet(
             account, new_device_token(self._tokens, account), successor.token, sent_twice=True
         )

@@ -56,6 +56,7 @@ from domain.use_cases._addresses import address_held
 from domain.use_cases._passwords import Passwords
 from domain.use_cases._secrets import default_refusal, use_secret
 from domain.use_cases._shared import (
+    AFTER_DISCORD_PROOF,
     SENT_TWICE_WITHIN,
     SESSION_TTL,
     LinkResult,
@@ -341,11 +342,6 @@ async def _decided_without_a_link() -> AsyncIterator[None]:
         raise errors.Conflict() from None
 
 
-# What a session's token after "Confirm with Discord" is derived for, from the token before
-# it (see ``session_token_after``).
-_AFTER_DISCORD_PROOF = "session-after-discord-proof"
-
-
 class FinishDiscordConfirmation:
     """A "Confirm with Discord" callback whose state is used: loaded twice (a double click on
     Discord's Authorize, a reload during the round trip: the browser left the first load, and
@@ -403,7 +399,7 @@ class FinishDiscordConfirmation:
             # The old token's successor (the first load's answer lost), or that token itself
             # (loaded again after the first answer).
             held = IssuedSecret(session_token, self._tokens.digest(session_token))
-            made = session_token_after(self._tokens, session_token, _AFTER_DISCORD_PROOF)
+            made = session_token_after(self._tokens, session_token, AFTER_DISCORD_PROOF)
             for candidate in (made, held):
                 try:  # renewed with Discord in the last SENT_TWICE_WITHIN...
                     session, _ = await made_just_now(
@@ -596,7 +592,7 @@ class CompleteDiscordAuth:
                 now,
                 proved_with=SignInMethod.DISCORD,
                 # Its callback loaded twice finds it (see ``FinishDiscordConfirmation``).
-                secret=session_token_after(self._tokens, session_token, _AFTER_DISCORD_PROOF),
+                secret=session_token_after(self._tokens, session_token, AFTER_DISCORD_PROOF),
             )
             await uow.commit()
         return AuthCompleted(

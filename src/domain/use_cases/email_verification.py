@@ -37,6 +37,7 @@ from domain.use_cases._email_links import (
 )
 from domain.use_cases._passwords import Passwords, signed_in_key
 from domain.use_cases._shared import (
+    AFTER_EMAIL_CHANGE,
     digest_of,
     made_just_now,
     plausible_token,
@@ -286,11 +287,6 @@ class EmailChanged:
     sent_twice: bool = False
 
 
-# What a session's token after an email change confirmed with the password is derived for,
-# from the token before it (see ``session_token_after``).
-_AFTER_EMAIL_CHANGE = "session-after-email-change"
-
-
 class ChangeEmail:
     """A new address starts unconfirmed; the old one (if confirmed) is told, and the account's
     other sessions end. A sensitive change: the address receives password resets.
@@ -339,7 +335,7 @@ class ChangeEmail:
         # The password typed into the form is a proof made now (prove_identity checked it).
         typed = SignInMethod.PASSWORD if current_password and account.password_hash else None
         assert session_token is not None  # noqa: S101 - a session was found by it
-        successor = session_token_after(self._tokens, session_token, _AFTER_EMAIL_CHANGE)
+        successor = session_token_after(self._tokens, session_token, AFTER_EMAIL_CHANGE)
 
         async def attempt() -> EmailChanged:
             now = self._clock.now()
@@ -454,7 +450,7 @@ class ChangeEmail:
         as for any ended session, ``NotSignedIn``."""
         if not current_password or not plausible_token(session_token):
             raise errors.NotSignedIn()
-        successor = session_token_after(self._tokens, session_token, _AFTER_EMAIL_CHANGE)
+        successor = session_token_after(self._tokens, session_token, AFTER_EMAIL_CHANGE)
         async with self._uow(read_only=True) as uow:
             session, account = await made_just_now(
                 uow, self._tokens, successor, self._clock.now(), proved_with=SignInMethod.PASSWORD

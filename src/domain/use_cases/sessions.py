@@ -19,12 +19,14 @@ from domain.use_cases._passwords import (
     trusted_device,
 )
 from domain.use_cases._shared import (
+    SESSION_SUCCESSOR,
     digest_of,
     made_just_now,
     plausible_token,
     renew_session,
     session_token_after,
     signed_in,
+    successors_of,
 )
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
@@ -63,20 +65,32 @@ class CurrentSession:
 
 
 class SignOut:
+    """The session of this browser's cookie ends, and so does any session a form renewed it
+    into whose answer never reached the browser (sent twice: see ``successors_of``), which
+    would otherwise live on, proved, with nobody signing it out."""
+
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, session_token: str | None) -> None:
-        digest = digest_of(self._tokens, session_token)
-        if digest is None:
+    async def execute(self, session_token: str | None, *, keeping: str | None = None) -> None:
+        """``keeping``: the session the request answers (a form sent twice is answered the
+        one its first request made), which goes on."""
+        if not plausible_token(session_token):
             return
+        kept = digest_of(self._tokens, keeping)
+        digests = [self._tokens.digest(session_token), *successors_of(self._tokens, session_token)]
+        now = self._clock.now()
         async with self._uow() as uow:
-            session = await uow.sessions.get(digest)
-            if session is not None:
-                await uow.sessions.remove(digest)
-                await uow.audit.record(
-                    AuditEvent(AuditKind.SIGNED_OUT, self._clock.now(), session.account_id)
-                )
+            ended = False
+            for digest in digests:
+                session = await uow.sessions.get(digest) if digest != kept else None
+                if session is not None:
+                    await uow.sessions.remove(digest)
+                    await uow.audit.record(
+                        AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id)
+                    )
+                    ended = True
+            if ended:
                 await uow.commit()
 
 
@@ -162,11 +176,6 @@ class EndAllSessions:
             )
             await uow.commit()
         return SignedOutEverywhere(ended, kept)
-
-
-# What a session's token after a confirmation is derived for, from the token before it (see
-# ``session_token_after``).
-SESSION_SUCCESSOR = "session-successor"
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,12 +177,13 @@ class CookieJar:
     async def end_session(
         self, request: Request[Any, Any, Any], sign_out: SignOut, *, keeping: str | None = None
     ) -> None:
-        """The session this browser had ends (a sign-in rotates it), unless it is ``keeping``,
-        the very one the request answers: a form sent again with the cookie of its first
-        answer (see ``session_token_after``) must not end what it is answered."""
+        """The session this browser had ends (a sign-in rotates it), with those a form sent
+        twice renewed it into (see ``SignOut``), unless it is ``keeping``, the very one the
+        request answers: a form sent again with the cookie of its first answer (see
+        ``session_token_after``) must not end what it is answered."""
         token = self.session_token(request)
         if token is None or token != keeping:
-            await sign_out.execute(token)
+            await sign_out.execute(token, keeping=keeping)
 
 
 def to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:
