@@ -281,6 +281,9 @@ class Container(containers.DeclarativeContainer):
         Passwords, password_hasher, password_attempts, password_policy, clock
     )
     session_ttl = providers.Callable(lambda s: timedelta(days=s.session_ttl_days), settings)
+    discord_timeout = providers.Callable(
+        lambda s: timedelta(seconds=s.discord_timeout_seconds), settings
+    )
     public_base_url = providers.Callable(lambda s: str(s.public_url).rstrip("/"), settings)
 
     # Where the data lives, chosen by TASKFLOW_LINK_STORAGE.
@@ -418,6 +421,7 @@ class Container(containers.DeclarativeContainer):
         role_connections=providers.Callable(
             _only_with_role_connections, settings, role_connection_flow.provider
         ),
+        discord_timeout=discord_timeout,
     )
     start_linked_role = providers.Factory(
         uc.StartLinkedRole, uow, tokens, clock, discord_oauth, passwords
@@ -487,7 +491,7 @@ class Container(containers.DeclarativeContainer):
         uc.StartDiscordReauth, uow, tokens, clock, discord_oauth
     )
     finish_discord_confirmation = providers.Factory(
-        uc.FinishDiscordConfirmation, uow, tokens, clock
+        uc.FinishDiscordConfirmation, uow, tokens, clock, discord_timeout=discord_timeout
     )
     set_password = providers.Factory(uc.SetPassword, uow, tokens, clock, passwords)
     purge_expired = providers.Factory(

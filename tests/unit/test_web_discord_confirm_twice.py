@@ -22,8 +22,11 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuthPurpose, DiscordId, SignInMethod
 from domain.ports import DiscordTokens
+from domain.use_cases.discord_auth import DISCORD_TIMEOUT, confirming_for
+from entrypoints.container import build_container
+from entrypoints.settings import Settings
 from entrypoints.web import create_app
-from tests.harness import Harness
+from tests.harness import Harness, make_settings
 from tests.web_support import Client, csrf_token
 
 USED = "this one was used already"  # state_refusal's words: no link was followed
@@ -329,3 +332,51 @@ async def test_a_reload_after_another_proof_is_not_told_to_wait(
     assert reloaded.status_code == 410, reloaded.text
     assert USED in reloaded.text
     assert (await client.get("/account")).url.path == "/account"  # still signed in
+
+
+async def test_a_second_load_waits_as_long_as_the_first_may_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With TASKFLOW_LINK_DISCORD_TIMEOUT_SECONDS raised to its most, a first load may ask
+    Discord for two minutes (two calls, each within the timeout). Its page gave up after the
+    minute ('already used', the browser's cookie the old token) and the first load renewed
+    the session after that: signed out. It refreshes as long as the first load may take now,
+    and hands over the session; after that, 'already used' as before."""
+    h = Harness.build(build_container(make_settings(discord_timeout_seconds=60)))
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _signed_in_with_discord(client, h, 7111, "dora")
+        h.clock.advance(timedelta(minutes=11))
+        callback = await _back_from_discord(h, client, 7111)
+        before = dict(client.cookies)
+        with _discord_held(h, monkeypatch) as discord:
+            first = _first_load(client, callback)
+            await discord.asked()
+            second = await client.get(callback, follow_redirects=False)
+            assert FINISHING in second.text
+            again = _refreshes_to(second.text)
+            h.clock.advance(timedelta(minutes=2))  # past the minute, within two calls
+            for url in (again, callback):  # the page, or the callback loaded once more
+                still = await client.get(url, follow_redirects=False)
+                assert still.status_code == 200, still.text
+                assert FINISHING in still.text
+            h.clock.advance(timedelta(seconds=31))  # and past the first load's worst case
+            late = await client.get(again, follow_redirects=False)
+            assert late.status_code == 410
+            assert USED in late.text
+
+            discord.answer()
+            renewed = (await first).cookies["tfl_session"]
+        _cookies_back(client, before)
+        done = await client.get(again, follow_redirects=False)
+        assert done.status_code == 302, done.text
+        assert done.cookies["tfl_session"] == renewed
+
+
+def test_the_wait_is_the_minute_on_the_default_timeout() -> None:
+    """Two calls to Discord and the database work, or the minute of the other forms sent
+    twice, whichever is longer: on the default timeout, the minute."""
+    assert (
+        DISCORD_TIMEOUT.total_seconds() == Settings.model_fields["discord_timeout_seconds"].default
+    )
+    assert confirming_for(DISCORD_TIMEOUT) == timedelta(minutes=1)
+    assert confirming_for(timedelta(seconds=60)) == timedelta(minutes=2, seconds=30)

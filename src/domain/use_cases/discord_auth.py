@@ -342,16 +342,44 @@ async def _decided_without_a_link() -> AsyncIterator[None]:
         raise errors.Conflict() from None
 
 
+# The Discord timeout's default (``TASKFLOW_LINK_DISCORD_TIMEOUT_SECONDS``).
+DISCORD_TIMEOUT = timedelta(seconds=10)
+# What a "Confirm with Discord" callback's load does besides its calls to Discord, at worst:
+# its reads and writes (a lock waited for, a busy pool).
+_FIRST_LOAD_BESIDES_DISCORD = timedelta(seconds=30)
+
+
+def confirming_for(discord_timeout: timedelta) -> timedelta:
+    """How long after its state was spent a "Confirm with Discord" callback's first load may
+    still renew the session, at worst: its two calls to Discord (the code's exchange, the
+    profile), each within ``discord_timeout``, and its database work; ``SENT_TWICE_WITHIN``
+    at least. Its callback loaded again meanwhile is told to wait (``CONFIRMING``) that long,
+    not less: a page that gave up before the renewal left its browser with the ended old
+    cookie, signed out."""
+    return max(SENT_TWICE_WITHIN, 2 * discord_timeout + _FIRST_LOAD_BESIDES_DISCORD)
+
+
 class FinishDiscordConfirmation:
     """A "Confirm with Discord" callback whose state is used: loaded twice (a double click on
     Discord's Authorize, a reload during the round trip: the browser left the first load, and
     never received its answer), or the page such a load answered while the first was under
     way (``AuthOutcome.CONFIRMING``). "Confirm with Discord" renews the session under a token
     derived from the old one (``session_token_after``), so this finds what the first load
-    made of it. Reads only: nothing is spent, nothing waited for."""
+    made of it. Reads only: nothing is spent, nothing waited for.
 
-    def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
+    ``discord_timeout``: each call to Discord's (the settings'), for how long the first load
+    may be under way (``confirming_for``)."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        tokens: TokenIssuer,
+        clock: Clock,
+        *,
+        discord_timeout: timedelta = DISCORD_TIMEOUT,
+    ) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
+        self._confirming_for = confirming_for(discord_timeout)
 
     async def execute(
         self,
@@ -361,13 +389,14 @@ class FinishDiscordConfirmation:
         session_token: str | None,
         refusal: errors.DomainError | None = None,
     ) -> AuthCompleted:
-        """When the state was spent in the last ``SENT_TWICE_WITHIN`` and this is its browser
-        (its binding cookie, and its session cookie the old token of the state's account or
-        the one the first load renewed it under), the session that load renewed
-        (``CONFIRMED``), or ``CONFIRMING`` while that load still asks Discord (the old session
-        not renewed yet), or ``DiscordConfirmationFailed`` when it ended without renewing it.
-        Anything else is ``refusal`` (the state's own: "already used"): a copy of the old
-        cookie without the binding, another account's session, or later on."""
+        """When this is the state's browser (its binding cookie, and its session cookie the
+        old token of the state's account or the one the first load renewed it under): the
+        session that load renewed in the last ``SENT_TWICE_WITHIN`` (``CONFIRMED``), or
+        ``CONFIRMING`` while that load may still be asking Discord (the old session not
+        renewed yet, the state spent less than ``confirming_for`` ago), or
+        ``DiscordConfirmationFailed`` when it ended without renewing it. Anything else is
+        ``refusal`` (the state's own: "already used"): a copy of the old cookie without the
+        binding, another account's session, or later on."""
         refused = refusal or state_refusal(SecretStatus.CONSUMED)
         digest = digest_of(self._tokens, state)
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
@@ -429,7 +458,7 @@ class FinishDiscordConfirmation:
                 raise refused
             if pending.failed_at is not None:
                 raise errors.DiscordConfirmationFailed()
-            if now - pending.consumed_at > SENT_TWICE_WITHIN:
+            if now - pending.consumed_at > self._confirming_for:
                 raise refused
         return AuthCompleted(
             pending.purpose,
@@ -463,6 +492,7 @@ class CompleteDiscordAuth:
         linked_roles: Sequence[LinkedRole] = (),
         webhooks: WebhookOutbox = NO_WEBHOOKS,
         role_connections: RoleConnectionFlow | None = None,
+        discord_timeout: timedelta = DISCORD_TIMEOUT,  # see ``FinishDiscordConfirmation``
     ) -> None:
         self._uow, self._tokens, self._clock, self._oauth = uow, tokens, clock, oauth
         self._session_ttl = session_ttl
@@ -471,7 +501,9 @@ class CompleteDiscordAuth:
         self._webhooks = webhooks
         # Only with Linked Roles turned on: the one flow that keeps Discord's token.
         self._role_connections = role_connections
-        self._finish_confirmation = FinishDiscordConfirmation(uow, tokens, clock)
+        self._finish_confirmation = FinishDiscordConfirmation(
+            uow, tokens, clock, discord_timeout=discord_timeout
+        )
 
     async def execute(
         self,
@@ -506,7 +538,8 @@ class CompleteDiscordAuth:
     async def _failed(self, pending: PendingLogin) -> None:
         """A "Confirm with Discord" that ended without renewing the session: recorded, for
         its callback loaded again (``FinishDiscordConfirmation``). Not recorded (the database
-        out of reach, say), that load waits out its minute instead; the error at hand stands."""
+        out of reach, say), that load waits out ``confirming_for`` instead; the error at hand
+        stands."""
         if pending.purpose is not AuthPurpose.REAUTH:
             return
         with contextlib.suppress(Exception):
