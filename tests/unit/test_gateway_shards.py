@@ -3,6 +3,7 @@ IDENTIFY may say, and which gateway connections an interaction goes to."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,3 +329,35 @@ def test_an_unknown_opcode_after_identify_is_closed_with_4001() -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             socket.receive_json()
     assert (closed.value.code, closed.value.detail) == (4001, "Unknown opcode.")
+
+
+def test_a_bot_gone_when_its_heartbeat_is_answered_is_no_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a CI run: a copy stopped right after a heartbeat, and the acknowledgement met
+    the closed connection. uvicorn says so with ClientDisconnected (an OSError), not Litestar's
+    WebSocketDisconnect, and the emulator logged "gateway session failed" with a traceback.
+    The send fails here as uvicorn's does (the test client's connection cannot vanish in the
+    middle of a send)."""
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    from entrypoints.emulator import gateway
+
+    sent = gateway.GatewaySession.send
+
+    async def gone_at_the_ack(
+        session: gateway.GatewaySession, op: int, data: Any, event: str | None = None
+    ) -> None:
+        if op == gateway.OP_HEARTBEAT_ACK:
+            raise ClientDisconnected
+        await sent(session, op, data, event)
+
+    monkeypatch.setattr(gateway.GatewaySession, "send", gone_at_the_ack)
+    state = _state()
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_json({"op": 1, "d": None})  # the heartbeat; then the bot is gone
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

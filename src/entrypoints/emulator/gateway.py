@@ -225,7 +225,9 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                     sessions.append(session)
                 elif op == OP_RESUME:
                     await session.send(OP_INVALID_SESSION, False)
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, OSError):
+            # The client went: seen on a receive, or on a send (uvicorn's ClientDisconnected,
+            # an OSError, when a bot closed right after its heartbeat) - not a failure.
             pass
         except Exception:
             log.exception("gateway session failed")
