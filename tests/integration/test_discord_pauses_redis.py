@@ -78,11 +78,9 @@ async def test_a_rate_limit_on_roles_met_by_one_instance_holds_for_the_others(
         await client.aclose()
 
 
-async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_others(
-    redis_url: str,
-) -> None:
-    h = role_harness(redis_url=redis_url)
-    other = _another_instance(
+def _another_linked_roles_instance(h: Harness, redis_url: str) -> Container:
+    """Another instance with Linked Roles, ``h``'s key and Redis."""
+    return _another_instance(
         h,
         {
             "discord_role_connections": True,
@@ -90,6 +88,13 @@ async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_ot
             "redis_url": redis_url,
         },
     )
+
+
+async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_others(
+    redis_url: str,
+) -> None:
+    h = role_harness(redis_url=redis_url)
+    other = _another_linked_roles_instance(h, redis_url)
     try:
         for n, discord_id in enumerate((7400, 7401)):
             await connected(h, discord_id, f"user{n}")
@@ -119,14 +124,7 @@ async def test_a_users_used_up_push_limit_met_by_one_instance_holds_for_the_othe
     was answered 429, and paused every Linked Roles call of every instance (a user's 429
     is taken for the application's)."""
     h = role_harness(redis_url=redis_url)
-    other = _another_instance(
-        h,
-        {
-            "discord_role_connections": True,
-            "token_encryption_key": h.container.settings().token_encryption_key,
-            "redis_url": redis_url,
-        },
-    )
+    other = _another_linked_roles_instance(h, redis_url)
     try:
         fake(h).push_limit = 1  # a push per window (10 s), per user
         await connected(h, 7410, "ann")  # the callback's push used ann's call, on h

@@ -217,6 +217,17 @@ def test_too_few_shards_for_the_bots_servers_is_closed_with_4011() -> None:
             assert socket.receive_json()["t"] == "READY"
 
 
+def _closed_at_once(app: Litestar, path: str) -> WebSocketDisconnect:
+    """How the gateway at ``path`` closed before sending anything."""
+    with (
+        TestClient(app=app) as client,
+        client.websocket_connect(path) as socket,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        socket.receive_json()
+    return closed.value
+
+
 @pytest.mark.parametrize(
     "query",
     ["", "?encoding=json", "?v=8&encoding=json", "?v=5&encoding=json", "?v=11&encoding=json",
@@ -228,15 +239,9 @@ def test_a_gateway_url_without_an_available_api_version_is_closed_with_4012(
     """Discord's gateway speaks the version the URL's ``v`` names (without one, its default,
     v6, deprecated); the emulator speaks v10's payloads (v9's are the same), so anything else
     is Discord's 4012 Invalid API version, not v10's events under another version's name."""
-    _, app = refusing
-    with (
-        TestClient(app=app) as client,
-        client.websocket_connect(f"/gateway{query}") as socket,
-        pytest.raises(WebSocketDisconnect) as closed,
-    ):
-        socket.receive_json()
-    assert closed.value.code == 4012
-    assert closed.value.detail.startswith("Invalid API version")
+    closed = _closed_at_once(refusing[1], f"/gateway{query}")
+    assert closed.code == 4012
+    assert closed.detail.startswith("Invalid API version")
 
 
 @pytest.mark.parametrize("encoding", ["xml", "etf"])
@@ -245,14 +250,7 @@ def test_a_gateway_url_with_an_encoding_not_emulated_is_closed_with_4002(
 ) -> None:
     """``encoding`` is ``json`` (Discord's default) or ``etf``; the emulator sends JSON only,
     so it refuses to answer anything else in JSON, as Discord would not."""
-    _, app = refusing
-    with (
-        TestClient(app=app) as client,
-        client.websocket_connect(f"/gateway?v=10&encoding={encoding}") as socket,
-        pytest.raises(WebSocketDisconnect) as closed,
-    ):
-        socket.receive_json()
-    assert closed.value.code == 4002
+    assert _closed_at_once(refusing[1], f"/gateway?v=10&encoding={encoding}").code == 4002
 
 
 @pytest.mark.parametrize("query", ["?v=10&encoding=json", "?v=9&encoding=json", "?v=10"])
