@@ -329,13 +329,15 @@ class Account:
 
 
 class RoleConnectionLoss(enum.StrEnum):
-    """Why a linked member's Linked Roles connection was lost (their tokens deleted)."""
+    """Why a linked member's Linked Roles connection was lost: their tokens deleted, or kept
+    but opened by no key here (nothing keeps the connection current)."""
 
     # Discord refused the refresh token (invalid_grant): the member removed the app in
     # Discord, or Discord ended the grant; or an answer of Discord's was lost (see README).
     REVOKED = "revoked"
-    # No configured key opens the tokens, and they were deleted (``tokens rotate
-    # --drop-unreadable``): the key was lost.
+    # No configured key opens the tokens: a configured key fails to open them, or their key
+    # has been missing from every instance that tried for hours (kept, in case it comes
+    # back), or they were deleted (``tokens rotate --drop-unreadable``): the key was lost.
     UNREADABLE = "unreadable"
 
 

@@ -541,6 +541,73 @@ async def test_tokens_sealed_with_a_key_not_configured_here_back_off_to_6_hours(
     assert minutes == [1, 5, 30, 120, 360, 360]  # as after failed pushes, then every 6 h
 
 
+async def test_tokens_a_configured_key_does_not_open_are_said_lost_once(r: Harness) -> None:
+    """Tokens kept but opened by no key here keep nothing current (days linked, an unlink):
+    the member was never told until an operator ran ``tokens rotate --drop-unreadable``. A
+    configured key that fails to open them never will: their account page says the
+    connection needs making again (a confirmed address is emailed once), at the first try."""
+    account = await connected(r, 7030, "uma")
+    await r.mark_email_verified(account)
+    database: MemoryDatabase = r.container.memory_db()
+    row = rows(r)[DiscordId(7030)]
+    tail = "BBBB" if row.sealed.endswith("AAAA") else "AAAA"
+    altered = replace(row, sealed=row.sealed[:-4] + tail)  # its tag no longer matches
+    database.tables.role_connection_tokens[DiscordId(7030)] = altered
+
+    assert (await refresh_pass(r, everything=True)).unreadable == 1
+
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert link.role_connection_lost_at == r.clock.now()
+    assert link.role_connection_lost_why is RoleConnectionLoss.UNREADABLE
+    assert DiscordId(7030) in rows(r)  # kept: the key may come back
+    told = r.clock.now()
+    r.clock.advance(timedelta(hours=6))
+    assert (await refresh_pass(r)).unreadable == 1
+    # Said once: neither the next tries nor dropping the tokens tell again.
+    dropped = await r.container.rotate_token_keys().execute(drop_unreadable=True)
+    assert dropped.unreadable == 1
+    assert [e.to for e in lost_notices(r)] == ["uma@example.com"]
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert link.role_connection_lost_at == told
+    # Connecting again ends it.
+    assert (await verify(r, DiscordId(7030), signed_in=account)).role_sync is RoleSync.PUSHED
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert link.role_connection_lost_at is None
+
+
+async def test_tokens_whose_key_is_missing_for_hours_are_said_lost_until_it_comes_back(
+    r: Harness,
+) -> None:
+    """A rotation's rollout leaves a row to an instance with the new key for minutes; a key
+    missing from every instance that tried for the 1, 5, 30 min and 2 h tries is most likely
+    gone: the member is told then (not at the first try). If the key comes back after all,
+    the next push that goes through ends it."""
+    account = await connected(r, 7031, "vic")
+    await r.mark_email_verified(account)
+    other = instance(r, KEY_B)  # KEY_A removed: no instance has it
+
+    said: list[bool] = []
+    for n in range(5):
+        assert await refresh_pass(other, everything=not n) == RoleSyncReport(key_missing=1)
+        link = await other.container.link_of_account().execute(account)
+        assert link is not None
+        said.append(link.role_connection_lost_at is not None)
+        other.clock.advance(rows(r)[DiscordId(7031)].next_push_at - other.clock.now())
+    assert said == [False, False, False, True, True]
+    assert link is not None
+    assert link.role_connection_lost_why is RoleConnectionLoss.UNREADABLE
+    assert [e.to for e in lost_notices(r)] == ["vic@example.com"]
+
+    r.clock.advance(other.clock.now() - r.clock.now())  # the key back (this instance has it)
+    assert (await refresh_pass(r)).pushed == 1
+    link = await r.container.link_of_account().execute(account)
+    assert link is not None
+    assert (link.role_connection_lost_at, link.role_connection_lost_why) == (None, None)
+
+
 def test_a_pass_says_in_its_one_line_how_many_it_left_for_their_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

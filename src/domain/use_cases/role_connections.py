@@ -86,6 +86,11 @@ CLAIM_LEASE = timedelta(minutes=5)
 # failed push (1 min, 5 min, ... up to 6 h): an instance given a new key before this one pushes
 # them meanwhile (a rotation's rollout), and a key removed everywhere costs no more than that.
 UNREADABLE_RETRY = timedelta(hours=6)
+# Tries in a row that met tokens sealed with a key not configured here, after which a linked
+# member is told their connection needs making again: their 1, 5, 30 min and 2 h tries, with
+# no instance that has the key pushing it meanwhile (one would have, and counted no failure).
+# A rotation's rollout lasts minutes; past this, the key is most likely gone.
+KEY_MISSING_LOST_AFTER = 4
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
 # What a 429 with retry_after to a Linked Roles call holds (a ``DiscordPauses`` scope): every
@@ -453,6 +458,9 @@ class RoleConnectionPusher:
                 claimed_until=None,
             )
             done = await uow.role_connection_tokens.replace(scheduled) is not None
+            if done and link.role_connection_lost_at is not None:
+                # Said lost while its tokens were kept unreadable, and the key came back.
+                await uow.links.set_role_connection_lost(row.discord_id, None, None)
             await uow.commit()
         return RoleSync.PUSHED if done else None
 
@@ -484,10 +492,25 @@ class RoleConnectionPusher:
             failures = row.failures + 1
             if await self._given_up(row, failures, now):
                 return RoleSync.GIVEN_UP
+            if failures >= KEY_MISSING_LOST_AFTER:
+                await self._said_lost(row.discord_id, now)
             await self._schedule(row, role_retry_at(failures, now), failures=failures)
             return RoleSync.KEY_MISSING
+        # A configured key that fails to open them (altered, copied from another row) never
+        # will: the connection needs making again.
+        await self._said_lost(row.discord_id, now)
         await self._schedule(row, now + UNREADABLE_RETRY, failures=row.failures)
         return RoleSync.UNREADABLE
+
+    async def _said_lost(self, discord_id: DiscordId, now: datetime) -> None:
+        """Tokens kept (the key may come back) that nothing here can open: their connection
+        is not kept current any more (days linked, an unlink's "not linked"). A linked
+        member is told as for a loss (``_lost``), once; it was silent until an operator ran
+        ``tokens rotate --drop-unreadable``. Connecting again replaces the tokens and ends it,
+        and so does a push that goes through (the key came back)."""
+        async with self._uow() as uow:
+            await _lost(uow, discord_id, now, RoleConnectionLoss.UNREADABLE)
+            await uow.commit()
 
     async def _forget_unreadable(self, row: RoleConnectionToken, now: datetime) -> RoleSync:
         """Tokens no key opens cannot tell Discord anything, now or later: deleted (when the
@@ -580,6 +603,12 @@ async def _lost(
     no longer linked: they asked for it to end."""
     link = await uow.links.get_by_discord_id(discord_id)
     if link is None:
+        return
+    if link.role_connection_lost_at is not None:  # told already: emailed once
+        # (The tokens said unreadable, then dropped; or the key came back and Discord then
+        # answered invalid_grant: the page says the latest why.)
+        if link.role_connection_lost_why is not why:
+            await uow.links.set_role_connection_lost(discord_id, now, why)
         return
     await uow.links.set_role_connection_lost(discord_id, now, why)
     account = await uow.accounts.get(link.account_id)
