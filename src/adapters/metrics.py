@@ -72,6 +72,15 @@ class PrometheusMetrics:
             "action",
             "outcome",
         )
+        self._role_connections = counter(
+            "role_connections",
+            "Discord Linked Roles connections a pass (worker, role-connections refresh or "
+            "forget) went through, by outcome: pushed, cleared (after an unlink), revoked "
+            "(invalid_grant: the tokens deleted), failed, unreadable (a configured key fails "
+            "to open them), key_missing (sealed with a key not configured here), gone, "
+            "given_up, paused (rate limited or blocked), waiting (the user's own limit).",
+            "outcome",
+        )
         self._webhooks_delivered = counter(
             "webhooks_delivered",
             "Webhooks an endpoint accepted (2xx), by event type.",
@@ -128,6 +137,9 @@ class PrometheusMetrics:
 
     def role_change(self, action: str, outcome: str) -> None:
         self._role_changes.labels(action, outcome).inc()
+
+    def role_connections(self, outcome: str, count: int) -> None:
+        self._role_connections.labels(outcome).inc(count)
 
     def webhook_delivered(self, event_type: str) -> None:
         self._webhooks_delivered.labels(event_type).inc()

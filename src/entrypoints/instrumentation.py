@@ -13,13 +13,14 @@ from typing import Any
 
 from adapters.metrics import PrometheusMetrics
 from domain import errors
-from domain.model import AuthPurpose
+from domain.model import AuthPurpose, RoleSync
 from domain.use_cases import (
     AuthCompleted,
     AuthOutcome,
     DeliveryReport,
     LinkConfirmed,
     RoleChangeReport,
+    RoleSyncReport,
     TicketIssued,
     WebhookReport,
 )
@@ -138,6 +139,8 @@ def _succeeded(metrics: PrometheusMetrics, name: str, result: object) -> None:
         _role_changes(metrics, result)
     elif isinstance(result, WebhookReport):
         _webhooks(metrics, result)
+    elif isinstance(result, RoleSyncReport):
+        _role_connections(metrics, result)
 
 
 def _webhooks(metrics: PrometheusMetrics, report: WebhookReport) -> None:
@@ -150,6 +153,12 @@ def _webhooks(metrics: PrometheusMetrics, report: WebhookReport) -> None:
     ):
         for delivery in deliveries:
             metrics.webhook_failed(str(delivery.event.type), outcome)
+
+
+def _role_connections(metrics: PrometheusMetrics, report: RoleSyncReport) -> None:
+    for outcome in RoleSync:  # the report's fields are named after the outcomes
+        if count := getattr(report, outcome.value):
+            metrics.role_connections(outcome.value, count)
 
 
 def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:

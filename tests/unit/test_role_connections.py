@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
 
 from adapters.memory import MemoryDatabase
+from adapters.metrics import PrometheusMetrics
 from adapters.queue_listener import ROLE_CONNECTION_CHANNEL
 from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
 from domain import errors
@@ -45,6 +47,7 @@ from domain.use_cases.role_connections import (
     RotateTokenKeys,
 )
 from entrypoints.cli import cli
+from entrypoints.instrumentation import record_outcome
 from entrypoints.role_connection_worker import log_report
 from entrypoints.settings import SettingsError, load_settings
 from tests.fakes.role_connections import (
@@ -1431,3 +1434,25 @@ async def test_a_used_up_refresh_limit_pauses_the_refreshes_until_it_resets(r: H
     fake(r).refresh_limit = None
     assert (await refresh_pass(r)).pushed == 3
     assert fake(r).limited == 0
+
+
+async def test_each_pass_counts_its_outcomes_in_the_metrics(r: Harness) -> None:
+    """The operator's view of lost connections, beside the worker's log line: Discord's
+    invalid_grant (revoked) and tokens no key opens (unreadable, key_missing) had no metric."""
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    await connected(r, 7040, "ann")
+    await connected(r, 7041, "ben")
+    fake(r).deauthorize(DiscordId(7041))
+
+    record_outcome(
+        metrics, "refresh_role_connections", await refresh_pass(r, everything=True), None
+    )
+
+    def value(outcome: str) -> float:
+        found = registry.get_sample_value(
+            "taskflow_link_role_connections_total", {"outcome": outcome}
+        )
+        return found or 0
+
+    assert (value("pushed"), value("revoked"), value("unreadable")) == (1, 1, 0)
