@@ -72,11 +72,15 @@ async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r:
 
     landed = await _through_discord(client, r, started, 7301)
 
-    assert landed == "/account?notice=role_connected"
+    assert landed == "/account?notice=role_connected&linked=1"
     page = await client.get(landed)
     assert "Your TaskFlow connection is on Discord" in page.text
     assert "@user7301" in page.text  # linked
     assert "Discord account connected: user7301 (@user7301)." in page.text
+    # Linked by this round trip: signing out would not undo it (on a shared computer, the
+    # Discord account left signed in in the browser could then sign in to this account).
+    assert "If it is not yours, unlink it below" in page.text
+    assert "If it is not yours, sign out" not in page.text
     # A signed-in start asks too (the account to link may not be the browser's Discord one).
     assert query(started.headers["location"])["prompt"] == "consent"
     assert isinstance(r.discord, InMemoryDiscordWithRoles)
@@ -107,7 +111,8 @@ async def test_linking_first_asks_for_the_password(client: Client, r: Harness) -
         follow_redirects=False,
     )
     assert started.status_code == 302
-    assert await _through_discord(client, r, started, 7302) == "/account?notice=role_connected"
+    landed = await _through_discord(client, r, started, 7302)
+    assert landed == "/account?notice=role_connected&linked=1"
 
 
 async def test_signed_out_and_not_linked_is_sent_to_sign_in_first(
@@ -247,7 +252,7 @@ async def _connected(client: Client, r: Harness, username: str, discord_id: int)
         follow_redirects=False,
     )
     assert await _through_discord(client, r, started, discord_id) == (
-        "/account?notice=role_connected"
+        "/account?notice=role_connected&linked=1"
     )
 
 

@@ -102,11 +102,24 @@ _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 _ROLE_CONNECTED = frozenset({"role_connected", "role_connection_soon", "role_connection_later"})
 
 
-def _connected_as(link: Link) -> str:
+# The query's mark of a round trip that also linked the account (``ROLES_LINK``): that link
+# stays whoever signs out, so the way back is to unlink (with the account's proof).
+JUST_LINKED = "1"
+
+
+def _connected_as(link: Link, *, just_linked: bool) -> str:
+    named = f"Discord account connected: {link.discord_display_name} (@{link.discord_username})."
+    if just_linked:
+        # Signing out undoes nothing here: the Discord account left signed in in the browser
+        # (on a shared computer, someone else's) is linked to this account and could sign in
+        # to it with Discord. Unlinking tells Discord "not linked" and drops the tokens.
+        return (
+            f"{named} If it is not yours, unlink it below (it could sign in to your account), "
+            "sign out of Discord in this browser, and start again from the server's Linked Roles."
+        )
     return (
-        f"Discord account connected: {link.discord_display_name} (@{link.discord_username}). "
-        "If it is not yours, sign out, sign out of Discord in this browser too, and start "
-        "again from the server's Linked Roles."
+        f"{named} If it is not yours, sign out, sign out of Discord in this browser too, and "
+        "start again from the server's Linked Roles."
     )
 
 
@@ -331,6 +344,7 @@ class Pages(Controller):
         avatars: Use[Avatars],
         notice: FromQuery[str] = "",
         next: FromQuery[str] = "",
+        linked: FromQuery[str] = "",
     ) -> Template | Redirect:
         if signed_in is None:
             return Redirect("/signin?next=/account")
@@ -340,7 +354,7 @@ class Pages(Controller):
         sessions = await list_sessions.execute(jar.session_token(request))
         said, way_on = NOTICES.get(notice, ""), ""
         if notice in _ROLE_CONNECTED and link is not None:
-            said = f"{said} {_connected_as(link)}"
+            said = f"{said} {_connected_as(link, just_linked=linked == JUST_LINKED)}"
         if notice == LINKED_BY_EMAIL and link is not None:
             # Only of a confirmed address, which linking by email needs: the notice is the
             # query's, which any link may carry.
@@ -548,6 +562,9 @@ class Pages(Controller):
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
             # Otherwise failed, or paused by Discord's rate limit: left due, for the worker.
             notice = _ROLE_NOTICES.get(done.role_sync, "role_connection_later")
+            # The round trip linked the account too (the page names the Discord account).
+            if done.outcome is AuthOutcome.LINKED and notice in _ROLE_CONNECTED:
+                notice = f"{notice}&linked={JUST_LINKED}"
             answer = Redirect(f"/account?notice={notice}")
             if done.session_token is not None:  # it signed in: rotate, as a sign-in does
                 await jar.end_session(request, sign_out)
