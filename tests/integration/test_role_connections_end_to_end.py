@@ -76,7 +76,11 @@ async def connect(stack: Stack, browser: Browser, name: str) -> str:
     start = await browser.submit("/discord/linked-role", "/discord/linked-role", {})
     landed = await browser.through_discord(start, user.id)
     assert landed.status_code == 200, landed.text
-    assert str(landed.url).endswith("/account?notice=role_connected")
+    assert str(landed.url).endswith("/account?notice=role_connected&linked=1")
+    # The round trip linked the account: the way back from the wrong Discord account is to
+    # unlink it (signing out leaves it linked).
+    assert f"Discord account connected: d_{name} (@d_{name})." in landed.text
+    assert "If it is not yours, unlink it below" in landed.text
     await scheduled(stack, user.id)
     return user.id
 
@@ -284,6 +288,38 @@ async def test_invalid_grant_deletes_the_token(stack: Stack, browser: Browser) -
     async with stack.db.engine.connect() as conn:
         kinds = (await conn.execute(select(audit_events.c.kind, audit_events.c.detail))).all()
     assert ("role_tokens_deleted", {"reason": "invalid_grant"}) in [tuple(k) for k in kinds]
+
+
+@with_linked_roles
+async def test_tokens_no_key_opens_are_said_on_the_account_page(
+    stack: Stack, browser: Browser
+) -> None:
+    """Tokens a configured key fails to open (altered) keep nothing current: the member's
+    account page says the connection needs making again, with the button to do it; they were
+    kept and retried in silence. Connecting again ends it."""
+    await register_metadata(stack)
+    user_id = await connect(stack, browser, "ivy")
+    sealed = await sealed_of(stack, user_id)
+    altered = sealed[:-4] + ("BBBB" if sealed.endswith("AAAA") else "AAAA")
+    async with stack.db.engine.begin() as conn:
+        await conn.execute(
+            role_connection_tokens.update()
+            .where(role_connection_tokens.c.discord_id == int(user_id))
+            .values(sealed=altered)
+        )
+
+    result = await run_cli(stack, "role-connections", "refresh", "--all")
+
+    assert result.exit_code == 1
+    assert "unreadable 1" in result.output, result.output
+    page = await browser.go("GET", "/account")
+    assert "Your TaskFlow connection on Discord (Linked Roles) was lost" in page.text
+    assert "TaskFlow could no longer read the access Discord gave it" in page.text
+    assert 'href="/discord/linked-role">Connect again</a>' in page.text
+    start = await browser.go("GET", "/discord/linked-role")  # linked: straight to Discord
+    landed = await browser.through_discord(start, user_id)
+    assert str(landed.url).endswith("/account?notice=role_connected")
+    assert "was lost" not in landed.text
 
 
 @with_linked_roles
