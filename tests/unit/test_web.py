@@ -1148,6 +1148,39 @@ async def test_bulk_lookup_answers_links_and_missing_in_the_order_asked(
     assert unauthenticated.status_code == 401
 
 
+async def test_a_bulk_id_written_with_a_fraction_or_an_exponent_is_read_exactly(
+    client: Client, h: Harness
+) -> None:
+    """A JSON number with a fraction or an exponent is a float to a JSON parser: Litestar's
+    conversion took one with a whole value as that integer, after it was rounded to a float's
+    53 bits, so 9007199254740993.0 answered the link of 9007199254740992, another person's.
+    Whole ones are integers to JSON Schema (the API's schema accepts them): read exactly."""
+    key = (await h.container.create_api_key().execute("bulk")).token
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(9007199254740992))
+    await h.discord_link(bob.id, h.discord_user(6001))
+    answer = await client.post(
+        "/api/v1/links/lookup",
+        content=b'{"discord_ids": [9007199254740993.0, 9.007199254740993e15, 6.001E3, 6001e0]}',
+        headers=auth,
+    )
+    assert answer.status_code == 200, answer.text
+    assert [link["discord_id"] for link in answer.json()["links"]] == ["6001"]
+    assert answer.json()["missing"] == ["9007199254740993"]
+    for number in ("6001.5", "1e400", "1e999999999", "9223372036854775808.0"):
+        refused = await client.post(
+            "/api/v1/links/lookup",
+            content=b'{"discord_ids": ["1", ' + number.encode() + b"]}",
+            headers=auth,
+        )
+        assert refused.status_code == 400, (number, refused.text)
+        assert refused.json()["error"]["message"].startswith(
+            "The request was not valid: discord_ids[1] (body): "
+        ), refused.text
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [
