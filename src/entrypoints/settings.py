@@ -66,6 +66,8 @@ _DISCORD_URL_USES = {
         "the service adds the avatars' paths and query to it (/avatars/…?size=…)",
     ),
 }
+# The end of the API URL's path: the version hikari (and the service's own calls) speak.
+_DISCORD_API_VERSION = "/api/v10"
 # A host name as resolvers take it: labels of letters, digits, `-` and `_` (some internal
 # names have one), dots between, and perhaps the root's after the last.
 _HOST_NAME = re.compile(
@@ -581,6 +583,21 @@ class Settings(BaseSettings):
         ):
             if present is not None:
                 raise ValueError(f"must have no {part} ('{sign}…'): {added}")
+        # The service adds its calls' paths to the API's URL and hikari speaks version 10 to
+        # it: without /api/v10 they reached Discord's site (or its default, retired, version;
+        # the emulator's 404), found at the first sign-in. The authorize URL is where browsers
+        # are sent with the sign-in's query: without a path, a site's home page.
+        path = (value.path or "").rstrip("/")
+        if info.field_name == "discord_api_url" and not path.endswith(_DISCORD_API_VERSION):
+            raise ValueError(
+                f"must end in {_DISCORD_API_VERSION}, the version of Discord's API the service "
+                f"speaks (https://discord.com{_DISCORD_API_VERSION}; the emulator's too): {added}"
+            )
+        if info.field_name == "discord_authorize_url" and not path:
+            raise ValueError(
+                f"must have a path (Discord's is /oauth2/authorize): {used}, and a site's home "
+                "page signs no one in"
+            )
         return value
 
     @field_validator("secret_key")

@@ -432,7 +432,9 @@ def test_the_outbox_is_fine_on_this_machine(public_url: str) -> None:
 @pytest.mark.parametrize("name", ["discord_api_url", "discord_authorize_url"])
 def test_discord_urls_must_be_https_unless_loopback(name: str) -> None:
     with pytest.raises(SettingsError) as refused:
-        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://discord.test/x"})
+        load_settings(
+            _env_file=None, secret_key=TEST_SECRET_KEY, **{name: "http://discord.test/api/v10"}
+        )
     assert f"TASKFLOW_LINK_{name.upper()} must use https" in str(refused.value)
     # "localhost." is resolved by the network's DNS (glibc finds only "localhost" in
     # /etc/hosts): the client secret would go in clear wherever its answer points.
@@ -512,6 +514,65 @@ def test_a_discord_url_with_a_query_or_fragment_is_refused(name: str, end: str, 
     [said] = [line for line in str(refused.value).splitlines() if name.upper() in line]
     assert said.strip() == f"TASKFLOW_LINK_{name.upper()}: must have no {part}: {_ADDED[name]}"
     assert load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, **{name: _DISCORD_URLS[name]})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://discord.com",
+        "https://discord.com/",
+        "https://discord.com/api",
+        "https://discord.com/api/v9",
+        "https://discord.com/v10",
+        "https://discord.com/api/v10x",
+        "http://127.0.0.1:8900",
+    ],
+)
+def test_an_api_url_without_the_api_version_is_refused(url: str) -> None:
+    """The service adds its calls' paths to it (/oauth2/token, /users/@me), hikari speaks
+    version 10 to it: without /api/v10 every call went elsewhere (Discord's site, or its
+    default, retired API version; the emulator's 404), found only at the first sign-in."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, discord_api_url=url)
+    [said] = [line for line in str(refused.value).splitlines() if "DISCORD_API_URL" in line]
+    assert said.strip() == (
+        "TASKFLOW_LINK_DISCORD_API_URL: must end in /api/v10, the version of Discord's API "
+        "the service speaks (https://discord.com/api/v10; the emulator's too): the service "
+        "adds the paths of its calls to it (/oauth2/token, /users/@me, …)"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://discord.com/api/v10",
+        "https://discord.com/api/v10/",
+        "http://127.0.0.1:8900/api/v10",
+        "https://discord-proxy.example.com/discord/api/v10",
+    ],
+)
+def test_an_api_url_ending_in_the_api_version_is_taken(url: str) -> None:
+    settings = load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, discord_api_url=url)
+    assert str(settings.discord_api_url).rstrip("/").endswith("/api/v10")
+
+
+@pytest.mark.parametrize("url", ["https://discord.com", "https://discord.com/"])
+def test_an_authorize_url_without_a_path_is_refused(url: str) -> None:
+    """Browsers are sent to it with the sign-in's query: without a path, to the site's home
+    page, and every sign-in with Discord ended there."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, discord_authorize_url=url)
+    [said] = [line for line in str(refused.value).splitlines() if "AUTHORIZE_URL" in line]
+    assert said.strip() == (
+        "TASKFLOW_LINK_DISCORD_AUTHORIZE_URL: must have a path (Discord's is "
+        "/oauth2/authorize): browsers are sent to it (every sign-in with Discord is redirected "
+        "there, the URL in its Location header), and a site's home page signs no one in"
+    )
+    assert load_settings(
+        _env_file=None,
+        secret_key=TEST_SECRET_KEY,
+        discord_authorize_url="http://127.0.0.1:8900/oauth2/authorize",
+    )
 
 
 def _production(**overrides: object) -> dict[str, object]:
