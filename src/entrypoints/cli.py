@@ -1412,7 +1412,7 @@ def api_key_list() -> None:
 
 
 @api_key.command("revoke")
-@click.argument("name")
+@click.argument("name", callback=_api_key_name_argument)  # no key can have another
 def api_key_revoke(name: str) -> None:
     """Revoke the active key called NAME."""
     revoked = _run_use_case(lambda c: c.revoke_api_key().execute(name))

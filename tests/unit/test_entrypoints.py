@@ -1491,13 +1491,15 @@ def test_a_missing_or_invalid_setting_is_said_as_an_error_like_the_others(
     assert "Traceback" not in error
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\there"])
-def test_api_key_create_refuses_a_name_that_is_none_as_a_usage_error(
-    sqlite_database: Path, name: str
+@pytest.mark.parametrize("command", ["create", "revoke"])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\there", "\x1b[31mred"])
+def test_api_key_commands_refuse_a_name_that_is_none_as_a_usage_error(
+    sqlite_database: Path, name: str, command: str
 ) -> None:
     """`api-key create ""` exited 1 (the use case's refusal, after opening the database),
-    where other usage errors exit 2 naming what to change."""
-    refused = CliRunner().invoke(cli, ["api-key", "create", name])
+    where other usage errors exit 2 naming what to change; `api-key revoke ""` did so still,
+    looking for a key no one can make ("No active API key is named ''")."""
+    refused = CliRunner().invoke(cli, ["api-key", command, name])
     assert refused.exit_code == 2, refused.output
     assert "Invalid value for 'NAME'" in refused.output
     assert "An API key name is 1 to 64 printable characters." in refused.output
