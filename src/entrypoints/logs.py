@@ -96,7 +96,26 @@ class JsonFormatter(logging.Formatter):
         # RedactTokens cleaned the message and the traceback; the fields of their own (a
         # path) are cleaned here, before anything is written.
         cleaned = {k: redact(v) if isinstance(v, str) else v for k, v in entry.items()}
-        return json.dumps(cleaned, ensure_ascii=False, default=str)
+        line = json.dumps(cleaned, ensure_ascii=False, default=str)
+        return line if line.isprintable() else _escape_unprintable(line)
+
+
+def _escape_unprintable(line: str) -> str:
+    """A JSON line with every character that is not printable written as ``\\uXXXX``:
+    json.dumps escapes only the C0 controls, and wrote NEL (U+0085) and the line and
+    paragraph separators, which end a line for readers that follow Unicode, and U+009B, an
+    escape sequence's start on a terminal that takes 8-bit controls, as they are. Each is
+    inside a string (what json.dumps writes around them is printable ASCII), where the
+    escape reads back as the same character."""
+    return "".join(char if char.isprintable() else _json_escape(char) for char in line)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: a surrogate pair, as JSON writes it
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 class TextFormatter(logging.Formatter):

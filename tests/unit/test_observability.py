@@ -500,6 +500,25 @@ def test_json_lines_keep_interaction_tokens_out() -> None:
     assert "/webhooks/99/<token>" in lines[3]["exception"]
 
 
+def test_a_json_line_is_one_line_of_printable_characters_whatever_it_holds() -> None:
+    """json.dumps escapes the C0 controls, but with ensure_ascii=False it wrote the others as
+    they are: NEL (U+0085) and the line and paragraph separators end a line for readers that
+    follow Unicode (Python's splitlines, many log viewers), and U+009B starts an escape
+    sequence on a terminal that takes 8-bit controls; a name from Discord, a path or a header
+    could carry them into a record. Text beyond ASCII that is printable stays as it is."""
+    logger, stream = _logger(JsonFormatter())
+    forged = '{"level": "CRITICAL", "message": "forged"}'
+    held = f"caf\u00e9 \u2603 x\x85{forged}\u2028{forged}\u2029\x9b2J\u202e\U000e0041\x7f"
+    logger.info("refused %s", held, extra={"path": f"/{held}"})
+    written = stream.getvalue()
+    [line] = written.splitlines()
+    assert line.isprintable(), line
+    assert "café ☃" in line
+    entry = json.loads(line)
+    assert entry["message"] == f"refused {held}"
+    assert entry["path"] == f"/{held}"
+
+
 def test_text_lines_name_the_request_when_there_is_one() -> None:
     logger, stream = _logger(make_formatter("text"))
     logger.info("no request")
