@@ -1213,6 +1213,33 @@ async def test_a_bulk_body_msgspec_cannot_read_is_a_400_saying_why(
     assert says in message
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+async def test_a_bulk_body_sent_as_another_type_than_json_is_a_415(
+    client: Client, h: Harness, content_type: str
+) -> None:
+    """A body labelled a form or text was read as JSON all the same (what `curl -d` sends
+    without `-H 'Content-Type: application/json'`): refused, saying which type to send."""
+    key = (await h.container.create_api_key().execute("bulk")).token
+    auth = {"Authorization": f"Bearer {key}"}
+    body = b'{"discord_ids": ["1"]}'
+    refused = await client.post(
+        "/api/v1/links/lookup", content=body, headers={**auth, "Content-Type": content_type}
+    )
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["error"] == {
+        "code": "http_415",
+        "message": "Send the body as JSON, with 'Content-Type: application/json'.",
+    }
+    for taken in ("application/json", "application/json; charset=utf-8", "application/x+json"):
+        answer = await client.post(
+            "/api/v1/links/lookup", content=body, headers={**auth, "Content-Type": taken}
+        )
+        assert answer.status_code == 200, (taken, answer.text)
+
+
 async def test_a_bulk_lookup_without_a_body_is_told_so(client: Client, h: Harness) -> None:
     """Litestar names a body it did not get by the KeyError it caught: the message was "The
     request was not valid: data (body): 'data'" (an attacker's review)."""

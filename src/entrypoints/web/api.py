@@ -14,6 +14,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from litestar.exceptions import (
+    HTTPException,
     NotAuthorizedException,
     SerializationException,
     ValidationException,
@@ -279,8 +280,17 @@ class ApiRequest(Request[Any, Any, Any]):
     per request)."""
 
     async def json(self) -> Any:
+        body = await self.body()
+        media_type = self.content_type[0]  # "" without the header: taken as JSON
+        is_json = media_type == "application/json" or media_type.endswith("+json")
+        if body and media_type and not is_json:
+            # A form or text (what `curl -d` sends) was read as JSON all the same.
+            raise HTTPException(
+                status_code=415,
+                detail="Send the body as JSON, with 'Content-Type: application/json'.",
+            )
         try:
-            return _API_JSON.decode(await self.body() or b"null")
+            return _API_JSON.decode(body or b"null")
         except msgspec.DecodeError as exc:  # as Litestar's decode_json says it
             raise SerializationException(str(exc)) from exc
         except UnicodeDecodeError as exc:
@@ -330,6 +340,7 @@ class LinksApi(Controller):
                 400: "The body is not JSON, or not 1 to 1000 ids each 1 to 20 digits (or a "
                 "positive whole number below 2^63)",
                 413: "The body is larger than 64 KB",
+                415: "The body is sent as another type than JSON (Content-Type)",
                 **_READ,
             }
         ),
