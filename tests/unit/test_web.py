@@ -1278,3 +1278,25 @@ async def test_an_id_with_a_line_break_at_its_end_is_refused(client: Client, h: 
         assert error["code"] == "http_400"
         assert error["message"].startswith(f"The request was not valid: {part}: "), error
         assert "\n" not in error["message"]
+
+
+async def test_a_head_of_discords_callback_spends_nothing(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """A HEAD of the page back from Discord ran as its GET: it spent the state and signed
+    in, in an answer nobody reads (a download manager's or a link checker's HEAD, sent with
+    the browser's cookies before its GET), and the browser's own load was then told "used
+    already". HEAD has no side effects: nothing spent, no cookie, the state left to the GET."""
+    h.discord_user(5010, email="head@example.com")
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(5010))
+    callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    head = await client.head(callback, follow_redirects=False)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert "set-cookie" not in head.headers
+    assert head.headers["cache-control"] == "no-store"
+    assert all(p.consumed_at is None for p in db.tables.pending_logins.values())
+    done = await client.get(callback, follow_redirects=False)
+    assert done.status_code == 302, done.text
+    assert done.headers["location"] == "/account"

@@ -19,7 +19,7 @@ from litestar.response import Redirect
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
 from domain.use_cases import AuthStarted, SignedIn, SignOut
 from domain.use_cases.discord_auth import BINDINGS_KEPT
-from entrypoints.web.head import HEAD_AS_GET
+from entrypoints.web.head import asked_as_head
 
 SESSION_COOKIE = "tfl_session"
 BINDING_COOKIE = "tfl_oauth"
@@ -56,7 +56,7 @@ def starts_no_round_trip(request: Request[Any, Any, Any]) -> bool:
     9.2.1). An uptime monitor's or a link checker's HEAD started a sign-in as the GET does: a
     pending sign-in stored, a binding cookie, and the sign-in budget of its address spent.
     It gets the status and headers of the page another site's link gets."""
-    return from_another_site(request) or bool(request.scope.get(HEAD_AS_GET))
+    return from_another_site(request) or asked_as_head(request)
 
 
 class CookieJar:

@@ -13,15 +13,21 @@ starts nothing: it gets the page to continue from (see ``cookies.starts_no_round
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.types import HTTPScope, Message, Send
 from litestar.utils import normalize_path
 
 # Set in the scope of a HEAD request that runs as a GET (for the access log).
 HEAD_AS_GET: Final = "taskflow_link.head_as_get"
+
+
+def asked_as_head(request: Request[Any, Any, Any]) -> bool:
+    """Whether this GET's handler runs for a HEAD: then it may change nothing (RFC 9110,
+    9.2.1), whatever its GET does."""
+    return bool(request.scope.get(HEAD_AS_GET))
 
 
 def runs_as_get(app: Litestar, scope: HTTPScope) -> bool:

@@ -20,6 +20,7 @@ from entrypoints.web.cookies import CookieJar, starts_no_round_trip, to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import field_of, message_page, status_for
+from entrypoints.web.head import asked_as_head
 from entrypoints.web.other_sites import continue_to_sign_in
 from entrypoints.web.rate_limit import client_budget
 
@@ -227,6 +228,18 @@ def _confirmed_with_discord(
     assert done.session_token is not None  # noqa: S101 - the session, renewed
     return Redirect(
         "/account?notice=confirmed_with_discord", cookies=[jar.session(done.session_token)]
+    )
+
+
+def _callback_looked_at() -> Template:
+    """Discord's callback asked with HEAD (a download manager's or a link checker's, sent
+    with the browser's cookies before its GET): it spends nothing. Run as the GET, it spent
+    the state and signed in, in an answer nobody read, and the browser's own load of the page
+    was told "used already"."""
+    return message_page(
+        "Back from Discord",
+        "Open this page in your browser to finish.",
+        links=[("Go to your account", "/account")],
     )
 
 
@@ -550,6 +563,8 @@ class Pages(Controller):
         code: FromQuery[str | None] = None,
         error: FromQuery[str | None] = None,
     ) -> Redirect | Template:
+        if asked_as_head(request):
+            return _callback_looked_at()
         done = await complete_discord_auth.execute(
             state=oauth_state,
             code=code,
