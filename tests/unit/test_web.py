@@ -1300,3 +1300,18 @@ async def test_a_head_of_discords_callback_spends_nothing(
     done = await client.get(callback, follow_redirects=False)
     assert done.status_code == 302, done.text
     assert done.headers["location"] == "/account"
+
+
+async def test_a_reload_of_an_expired_sign_in_says_it_expired(client: Client, h: Harness) -> None:
+    """The refusal of an expired state spent it, so the page reloaded said "used already"
+    (the page back from Discord reloaded, or opened again from history) instead of what
+    happened: the person took more than 10 minutes at Discord."""
+    h.discord_user(5011, email="late@example.com")
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(5011))
+    h.clock.advance(timedelta(minutes=10))  # the boundary: expired
+    callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    for _ in range(2):
+        answer = await client.get(callback, follow_redirects=False)
+        assert answer.status_code == 410, answer.text
+        assert "more than 10 minutes at Discord" in answer.text

@@ -380,3 +380,22 @@ def test_the_wait_is_the_minute_on_the_default_timeout() -> None:
     )
     assert confirming_for(DISCORD_TIMEOUT) == timedelta(minutes=1)
     assert confirming_for(timedelta(seconds=60)) == timedelta(minutes=2, seconds=30)
+
+
+async def test_a_reload_of_an_expired_answer_is_told_it_expired_not_to_wait(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """An expired state was spent by the refusal that said so: loaded again (a reload, the
+    second click), it was 'used', and a "Confirm with Discord" one was taken for a first load
+    under way: "Finishing your confirmation…" for a minute, then "used already". An expired
+    state is refused, not spent: each load says it expired."""
+    await _signed_in_with_discord(client, h, 7120, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7120)
+    h.clock.advance(timedelta(minutes=10, seconds=1))
+    for _ in range(2):
+        answer = await client.get(callback, follow_redirects=False)
+        assert "more than 10 minutes at Discord" in answer.text, answer.text
+        assert FINISHING not in answer.text
+    confirming = [p for p in db.tables.pending_logins.values() if p.purpose is AuthPurpose.REAUTH]
+    assert [p.consumed_at for p in confirming] == [None]

@@ -654,12 +654,14 @@ class CompleteDiscordAuth:
                 # Expired, used, or another browser's: a Linked Roles one starts again there.
                 found = await uow.pending_logins.get(digest) if digest is not None else None
                 refusal.in_linked_roles = found is not None and found.purpose in _ROLE_PURPOSES
-                # Another browser's is refused, not spent (the unit of work rolls the consume
-                # back): the binding refuses every other browser all the same, and spending
-                # it let a callback URL tried elsewhere (leaked, or opened in the wrong
-                # browser) burn the sign-in of the browser that started it.
-                if not isinstance(refusal, errors.WrongBrowser):
-                    await uow.commit()
+                # Refused, not spent (the unit of work rolls the consume back). Another
+                # browser's: the binding refuses every other browser all the same, and
+                # spending it let a callback URL tried elsewhere (leaked, or opened in the
+                # wrong browser) burn the sign-in of the browser that started it. An expired
+                # one: spent, its page reloaded said "used already", and a "Confirm with
+                # Discord" one was taken for a first load under way ("Finishing your
+                # confirmation…"), where it had expired. (A used or unknown one changed
+                # nothing.)
                 raise
             await uow.commit()  # spent, whatever happens next: a callback URL works once
         return pending
