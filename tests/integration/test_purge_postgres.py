@@ -20,6 +20,7 @@ from adapters.sql.uow import SqlUnitOfWork
 from domain.model import Session
 from domain.ports import UnitOfWork
 from domain.use_cases import NO_WEBHOOKS, PurgeEnd, PurgeExpired
+from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from domain.webhooks import WebhookState
 from tests.contracts.repositories import HOOK_A, HOOK_B, NOW, account, pending, webhook, write
 from tests.fakes.clock import ManualClock
@@ -156,7 +157,8 @@ async def test_two_purges_at_once_one_runs_the_other_skips(pg_db: SqlDatabase) -
 
 async def test_a_purge_on_postgres_deletes_in_batches(pg_db: SqlDatabase) -> None:
     await _expired(pg_db, logins=9, sessions_=0)
-    clock = ManualClock(NOW + timedelta(minutes=1))
+    # Past the time a Discord round trip is kept after its expiry.
+    clock = ManualClock(NOW + KEPT_PAST_EXPIRY + timedelta(minutes=1))
     before = ManualClock(NOW - timedelta(days=1))  # nothing expired yet: a batch per table
     empty = await PurgeExpired(pg_db.unit_of_work, before, NO_WEBHOOKS, batch=4).execute()
     report = await PurgeExpired(pg_db.unit_of_work, clock, NO_WEBHOOKS, batch=4).execute()

@@ -19,6 +19,7 @@ from domain import errors
 from domain.model import Session
 from domain.ports import UnitOfWork
 from domain.use_cases import NO_WEBHOOKS, PurgeEnd, PurgeExpired, PurgeReport, Stopping
+from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from entrypoints.container import Container, build_container
 from entrypoints.purge_worker import PurgeWorker
 from entrypoints.settings import Settings
@@ -35,7 +36,8 @@ async def _expired(db: MemoryDatabase, clock: ManualClock, *, logins: int, sessi
     async with db.unit_of_work() as uow:
         await uow.accounts.add(owner)
         for n in range(logins):
-            await uow.pending_logins.add(pending(f"p{n:063d}", expires_at=now))
+            # A Discord round trip's is kept a while past its expiry (``KEPT_PAST_EXPIRY``).
+            await uow.pending_logins.add(pending(f"p{n:063d}", expires_at=now - KEPT_PAST_EXPIRY))
         for n in range(sessions):
             await uow.sessions.add(Session(f"s{n:063d}", owner.id, now, now))
         await uow.pending_logins.add(pending("l" * 64, expires_at=now + timedelta(minutes=5)))
@@ -48,6 +50,20 @@ def _left(db: MemoryDatabase) -> tuple[int, int]:
 
 
 # -- the use case ---------------------------------------------------------------------------
+
+
+async def test_a_discord_round_trip_is_kept_a_while_past_its_expiry() -> None:
+    """Its callback loaded again while the first load still asks Discord must find the
+    state spent (see ``KEPT_PAST_EXPIRY``), not unknown."""
+    db, clock = MemoryDatabase(), ManualClock()
+    async with db.unit_of_work() as uow:
+        await uow.pending_logins.add(pending("k" * 64, expires_at=clock.now()))
+        await uow.commit()
+    purge = PurgeExpired(db.unit_of_work, clock, NO_WEBHOOKS)
+    clock.advance(KEPT_PAST_EXPIRY - timedelta(seconds=1))
+    assert (await purge.execute()).pending_logins == 0
+    clock.advance(timedelta(seconds=1))
+    assert (await purge.execute()).pending_logins == 1
 
 
 async def test_a_purge_deletes_in_batches_each_its_own_transaction() -> None:

@@ -22,7 +22,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuthPurpose, DiscordId, SignInMethod
 from domain.ports import DiscordTokens
-from domain.use_cases.discord_auth import DISCORD_TIMEOUT, confirming_for
+from domain.use_cases.discord_auth import DISCORD_TIMEOUT, KEPT_PAST_EXPIRY, confirming_for
 from entrypoints.container import build_container
 from entrypoints.settings import Settings
 from entrypoints.web import create_app
@@ -399,3 +399,36 @@ async def test_a_reload_of_an_expired_answer_is_told_it_expired_not_to_wait(
         assert FINISHING not in answer.text
     confirming = [p for p in db.tables.pending_logins.values() if p.purpose is AuthPurpose.REAUTH]
     assert [p.consumed_at for p in confirming] == [None]
+
+
+async def test_a_second_load_past_the_ten_minutes_is_still_finished_after_a_purge(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spent at the end of its 10 minutes, a "Confirm with Discord" state was the purge's
+    from its expiry on, while its first load may still ask Discord: a purge in between (any
+    instance's, hourly) and the second load was told "not one this site is waiting for", its
+    browser left with the ended old cookie, signed out. A spent state outlives its expiry by
+    as long as its first load may take."""
+    await _signed_in_with_discord(client, h, 7121, "dora")
+    h.clock.advance(timedelta(minutes=11))
+    callback = await _back_from_discord(h, client, 7121)
+    h.clock.advance(timedelta(minutes=9, seconds=59))
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()  # spent, one second before its expiry
+        h.clock.advance(timedelta(seconds=30))
+        await h.container.purge_expired().execute()
+        second = await client.get(callback, follow_redirects=False)
+        assert second.status_code == 200, second.text
+        assert FINISHING in second.text
+        discord.answer()
+        assert (await first).status_code == 302
+    assert [p for p in db.tables.pending_logins.values() if p.purpose is AuthPurpose.REAUTH]
+
+
+def test_a_spent_state_is_kept_as_long_as_its_first_load_may_take() -> None:
+    """At the longest Discord timeout the settings take."""
+    longest = next(
+        m.le for m in Settings.model_fields["discord_timeout_seconds"].metadata if hasattr(m, "le")
+    )
+    assert confirming_for(timedelta(seconds=longest)) < KEPT_PAST_EXPIRY

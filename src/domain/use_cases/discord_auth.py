@@ -359,6 +359,14 @@ def confirming_for(discord_timeout: timedelta) -> timedelta:
     return max(SENT_TWICE_WITHIN, 2 * discord_timeout + _FIRST_LOAD_BESIDES_DISCORD)
 
 
+# How long the purge keeps a pending login past its expiry: a state spent at the end of its
+# 10 minutes may have its first load still under way for ``confirming_for`` (2.5 minutes at
+# the longest Discord timeout the settings take, a minute), and its callback loaded again
+# meanwhile must find it spent: purged at its expiry, that load was told "not one this site
+# is waiting for", its browser left with the ended old session cookie.
+KEPT_PAST_EXPIRY = timedelta(minutes=5)
+
+
 class FinishDiscordConfirmation:
     """A "Confirm with Discord" callback whose state is used: loaded twice (a double click on
     Discord's Authorize, a reload during the round trip: the browser left the first load, and

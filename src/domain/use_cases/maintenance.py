@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._claims import Stopping
 from domain.use_cases._webhooks import WebhookOutbox
+from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from domain.use_cases.webhooks import KEEP_FINISHED_WEBHOOKS
 from domain.webhooks import WebhookState
 
@@ -66,7 +67,8 @@ _Step = Callable[[UnitOfWork, datetime, int], Awaitable[int]]
 
 
 class PurgeExpired:
-    """Delete expired one-time secrets and sessions, old finished emails and webhook
+    """Delete expired one-time secrets (Discord round trips ``KEPT_PAST_EXPIRY`` later) and
+    sessions, old finished emails and webhook
     deliveries, the role changes of members unlinked more than 30 days ago with nothing left
     to do, and audit events older than the retention (``taskflow-link purge-expired``, and
     the serving processes' purge every ``TASKFLOW_LINK_PURGE_INTERVAL_SECONDS``).
@@ -107,7 +109,10 @@ class PurgeExpired:
     def _steps(self) -> list[tuple[str, _Step]]:
         configured, retention = self._configured, self._audit_retention
         steps: list[tuple[str, _Step]] = [
-            ("pending_logins", lambda u, now, n: u.pending_logins.purge_expired(now, n)),
+            (
+                "pending_logins",
+                lambda u, now, n: u.pending_logins.purge_expired(now - KEPT_PAST_EXPIRY, n),
+            ),
             ("link_tickets", lambda u, now, n: u.link_tickets.purge_expired(now, n)),
             ("sessions", lambda u, now, n: u.sessions.purge_expired(now, n)),
             ("email_tokens", lambda u, now, n: u.email_tokens.purge_expired(now, n)),
