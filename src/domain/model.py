@@ -424,12 +424,15 @@ class Session:
     created_at: datetime
     expires_at: datetime
     id: uuid.UUID = field(default_factory=uuid.uuid4)
-    method: SignInMethod = SignInMethod.PASSWORD
+    # A method a newer release signed in with (during a rolling upgrade, or before a
+    # rollback) is kept as its text: shown as written, and it proves nothing this version
+    # asks for (``identity_recently_proved`` wants one of its own).
+    method: SignInMethod | str = SignInMethod.PASSWORD
     last_seen_at: datetime | None = None
     # The last proof of identity in this session (signing in counts) and what it was: a
     # sensitive change needs a recent one (see ``policies.identity_recently_proved``).
     proved_at: datetime | None = None
-    proved_with: SignInMethod | None = None
+    proved_with: SignInMethod | str | None = None
 
 
 class ApiScope(enum.StrEnum):
@@ -613,7 +616,9 @@ class AuditKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    kind: AuditKind
+    # A newer release's kind is kept as its text (``known``): the trail it wrote during a
+    # rolling upgrade, or before a rollback, is read and shown as written, never a failure.
+    kind: AuditKind | str
     at: datetime
     account_id: AccountId | None = None
     discord_id: DiscordId | None = None

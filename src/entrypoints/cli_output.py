@@ -125,7 +125,7 @@ def audit_line(event: AuditEvent, *, login_given: bool = False) -> str:
     )
     fields = [
         _when(event.at),
-        event.kind.value,
+        str(event.kind),  # a newer release's as its text
         f"account={event.account_id or '-'}",
         f"discord={event.discord_id or '-'}",
     ]

@@ -621,3 +621,95 @@ async def _a_newer_releases_rows(database: SqlDatabase) -> None:
         (newer_event, "account.deleted", '{"a":1}'),
         (event.id, event.type, event.payload),
     ]
+
+
+@pytest.fixture(params=["sqlite_db", "pg_db"])
+def either_db(request: pytest.FixtureRequest) -> SqlDatabase:
+    found: SqlDatabase = request.getfixturevalue(request.param)
+    return found
+
+
+async def test_a_newer_releases_audit_kinds_sign_in_methods_and_losses_are_read(
+    either_db: SqlDatabase,
+) -> None:
+    """Rows a newer release wrote (a rolling upgrade, a rollback) with values this version's
+    enums do not know, in columns that no CHECK constraint bounds: an audit event's kind, a
+    session's sign-in method and proof, a link's reason for a lost Linked Roles connection.
+    Each was read back into the enum and raised: `taskflow-link audit` failed with a
+    traceback on the first such event, and every request of a session (or every lookup of a
+    link) so written failed with a 500. The audit kind and the sign-in method are kept as
+    their text; a proof of an unknown kind proves nothing here; an unknown loss is a loss."""
+    from sqlalchemy import insert
+
+    from adapters.sql.tables import accounts, audit_events, sessions, user_links
+    from domain.model import AccountId, AuditEvent, AuditKind
+    from tests.contracts.repositories import LATER, NOW
+
+    owner = AccountId.new()
+    session_id = uuid.uuid4()
+    async with either_db.engine.begin() as conn:
+        await conn.execute(
+            insert(accounts).values(id=owner.value, username="newer", created_at=NOW)
+        )
+        await conn.execute(
+            insert(audit_events).values(
+                id=uuid.uuid4(),
+                kind="account_deleted",
+                at=NOW,
+                account_id=owner.value,
+                detail={"by": "operator"},
+            )
+        )
+        await conn.execute(
+            insert(sessions).values(
+                token_hash="n" * 64,
+                account_id=owner.value,
+                created_at=NOW,
+                expires_at=LATER,
+                id=session_id,
+                method="passkey",
+                proved_at=NOW,
+                proved_with="passkey",
+            )
+        )
+        await conn.execute(
+            insert(user_links).values(
+                discord_id=4242,
+                taskflow_user_id=owner.value,
+                linked_at=NOW,
+                discord_username="newer",
+                role_connection_lost_at=NOW,
+                role_connection_lost_why="banned",
+            )
+        )
+    known = AuditEvent(AuditKind.SIGNED_IN, NOW, owner)
+    async with either_db.unit_of_work() as uow:
+        await uow.audit.record(known)
+        await uow.commit()
+
+    async with either_db.unit_of_work(read_only=True) as uow:
+        found = await uow.audit.search(account_id=owner)
+        trail = await uow.audit.for_account(owner)
+        session = await uow.sessions.get("n" * 64)
+        listed = await uow.sessions.list_for_account(owner)
+        link = await uow.links.get_by_account(owner)
+    assert sorted(str(e.kind) for e in found) == ["account_deleted", "signed_in"]
+    assert [str(e.kind) for e in trail] == [str(e.kind) for e in found][::-1]
+    [newer] = [e for e in found if e.kind == "account_deleted"]
+    assert newer.detail == {"by": "operator"}
+    assert session is not None
+    assert (session.method, session.proved_with, session.proved_at) == ("passkey", "passkey", NOW)
+    assert [s.id for s in listed] == [session_id]
+    assert link is not None
+    assert (link.role_connection_lost_at, link.role_connection_lost_why) == (NOW, None)
+
+    # Renewing such a session keeps its method, and a proof written over it is this version's.
+    from domain.model import SignInMethod
+
+    async with either_db.unit_of_work() as uow:
+        assert await uow.sessions.renew("n" * 64, "m" * 64, LATER, SignInMethod.PASSWORD)
+        await uow.commit()
+    async with either_db.unit_of_work(read_only=True) as uow:
+        renewed = await uow.sessions.get("m" * 64)
+    assert renewed is not None
+    assert (renewed.method, renewed.proved_with) == ("passkey", SignInMethod.PASSWORD)

@@ -1628,6 +1628,44 @@ def test_audit_takes_the_earliest_and_latest_times_there_are(
     assert listed.exit_code == 0, listed.output
 
 
+def test_audit_shows_an_event_of_a_kind_a_newer_release_wrote(sqlite_database: Path) -> None:
+    """A newer release (a rolling upgrade, a rollback) may record events of a kind this one
+    does not know: `audit` read each back into its enum and stopped on the first with a
+    traceback, the rest of the trail unseen. It shows the kind as written."""
+    import uuid
+
+    from sqlalchemy import insert
+
+    from adapters.sql import SqlDatabase
+    from adapters.sql.tables import audit_events
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    fail_sign_ins(build_container(load_settings()), ("mallory", "203.0.113.8"))
+
+    async def newer_release() -> None:
+        database = SqlDatabase(f"sqlite+aiosqlite:///{sqlite_database}")
+        try:
+            async with database.engine.begin() as conn:
+                await conn.execute(
+                    insert(audit_events).values(
+                        id=uuid.uuid4(),
+                        kind="account_deleted",
+                        at=datetime.now(UTC),
+                        detail={"by": "operator"},
+                    )
+                )
+        finally:
+            await database.dispose()
+
+    asyncio.run(newer_release())
+    listed = runner.invoke(cli, ["audit"])
+    assert listed.exit_code == 0, listed.output
+    kinds = [line.split("  ")[1] for line in listed.output.splitlines()]
+    assert kinds == ["sign_in_failed", "account_deleted"]
+    assert "by=operator" in listed.output.splitlines()[-1]
+
+
 def test_audit_finds_a_login_and_prints_neither_its_hmac_nor_the_key(
     sqlite_database: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -355,7 +355,7 @@ async def test_confirming_with_discord_needs_a_linked_account(h: Harness) -> Non
         )
 
 
-async def _session_of(h: Harness, token: str) -> tuple[SignInMethod | None, bool]:
+async def _session_of(h: Harness, token: str) -> tuple[SignInMethod | str | None, bool]:
     seen = await h.container.current_session().execute(token)
     assert seen is not None
     return seen.session.proved_with, seen.recently_proved

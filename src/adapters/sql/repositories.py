@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from itertools import takewhile
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -199,8 +200,26 @@ def _link(row: Any) -> Link:
         row.discord_global_name,
         row.discord_avatar,
         row.role_connection_lost_at,
-        RoleConnectionLoss(row.role_connection_lost_why) if row.role_connection_lost_why else None,
+        _known(RoleConnectionLoss, row.role_connection_lost_why),
     )
+
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+def _known(kind: type[_E], value: str | None) -> _E | None:
+    """``value`` as a member of ``kind``, or ``None`` when it is none of this version's: a
+    newer release wrote it (a rolling upgrade, a rollback), in a column no CHECK constraint
+    bounds. Read into the enum, it raised on every read of its row."""
+    try:
+        return None if value is None else kind(value)
+    except ValueError:
+        return None
+
+
+def _known_or_text(kind: type[_E], value: str) -> _E | str:
+    """``value`` as a member of ``kind``, or as its text when a newer release wrote it."""
+    return _known(kind, value) or str(value)
 
 
 def _pending(row: Any) -> PendingLogin:
@@ -256,10 +275,10 @@ def _session_row(row: Any) -> Session:
         row.created_at,
         row.expires_at,
         id=row.id,
-        method=SignInMethod(row.method),
+        method=_known_or_text(SignInMethod, row.method),
         last_seen_at=row.last_seen_at,
         proved_at=row.proved_at,
-        proved_with=SignInMethod(row.proved_with) if row.proved_with else None,
+        proved_with=_known_or_text(SignInMethod, row.proved_with) if row.proved_with else None,
     )
 
 
@@ -278,7 +297,7 @@ def _api_key(row: Any) -> ApiKey:
 
 def _audit(row: Any) -> AuditEvent:
     return AuditEvent(
-        kind=AuditKind(row.kind),
+        kind=_known_or_text(AuditKind, row.kind),
         at=row.at,
         account_id=AccountId(row.account_id) if row.account_id else None,
         discord_id=DiscordId(row.discord_id) if row.discord_id else None,
@@ -597,10 +616,10 @@ class SqlSessions(_Repo):
                 "created_at": session.created_at,
                 "expires_at": session.expires_at,
                 "id": session.id,
-                "method": session.method.value,
+                "method": str(session.method),
                 "last_seen_at": session.last_seen_at,
                 "proved_at": session.proved_at,
-                "proved_with": session.proved_with.value if session.proved_with else None,
+                "proved_with": str(session.proved_with) if session.proved_with else None,
             },
         )
 
@@ -706,7 +725,7 @@ class SqlAudit(_Repo):
             insert(audit_events),
             {
                 "id": event.id,
-                "kind": event.kind.value,
+                "kind": str(event.kind),
                 "at": event.at,
                 "account_id": event.account_id.value if event.account_id else None,
                 "discord_id": event.discord_id.value if event.discord_id else None,
