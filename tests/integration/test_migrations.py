@@ -1175,3 +1175,67 @@ async def test_declines_before_0023_are_kept_on_postgres(empty_pg_url: str) -> N
 
 async def test_declines_before_0023_are_kept_on_sqlite(sqlite_url: str) -> None:
     await _declines_before_0023_are_kept(sqlite_url)
+
+
+PURGE_INDEXES = {
+    "ix_outgoing_emails_finished": "outgoing_emails",
+    "ix_webhook_deliveries_finished": "webhook_deliveries",
+    "ix_discord_role_changes_finished": "discord_role_changes",
+}
+
+
+async def _purge_indexes(database: SqlDatabase) -> dict[str, str]:
+    """The purge's indexes there are, each with its definition as the database keeps it."""
+    if database.dialect == "postgresql":
+        query = text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'ix_%'")
+    else:
+        query = text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+    async with database.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {name: definition for name, definition in rows if name in PURGE_INDEXES}
+
+
+async def _purge_indexes_up_and_down(url: str) -> None:
+    """0024 -> 0025: the purge's batches of finished emails, webhook deliveries and role
+    changes (``finished_at IS NOT NULL AND finished_at < …``) read the whole table at every
+    batch without an index on ``finished_at``; 0025 adds one to each, on the finished rows
+    only, and its downgrade drops them (and nothing else: the rows stay)."""
+    database = SqlDatabase(url)
+    try:
+        await migrate.upgrade(database, "0024_pending_login_failed")
+        assert await _purge_indexes(database) == {}
+        owner = account()
+        async with database.unit_of_work() as uow:
+            await uow.accounts.add(owner)
+            await uow.commit()
+
+        await migrate.upgrade(database, "0025_purge_indexes")
+        made = await _purge_indexes(database)
+        assert set(made) == set(PURGE_INDEXES)
+        for name, definition in made.items():
+            assert f" ON {PURGE_INDEXES[name]} " in definition.replace('"', " ").replace(
+                "public.", ""
+            ), definition
+            assert "finished_at IS NOT NULL" in definition.replace("(", "").replace(")", "")
+        assert await migrate.pending_differences(database) == []
+
+        await migrate.downgrade(database, "0024_pending_login_failed")
+        assert await _purge_indexes(database) == {}
+        async with database.unit_of_work() as uow:
+            assert await uow.accounts.get(owner.id) is not None
+        await migrate.upgrade(database)
+        assert set(await _purge_indexes(database)) == set(PURGE_INDEXES)
+    finally:
+        await database.dispose()
+
+
+async def test_the_purges_indexes_come_with_0025_and_go_with_its_downgrade_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _purge_indexes_up_and_down(empty_pg_url)
+
+
+async def test_the_purges_indexes_come_with_0025_and_go_with_its_downgrade_on_sqlite(
+    sqlite_url: str,
+) -> None:
+    await _purge_indexes_up_and_down(sqlite_url)

@@ -336,6 +336,14 @@ Index(
     outgoing_emails.c.recipient,
     outgoing_emails.c.created_at,
 )
+# The purge's batches of finished emails (``finished_at < cut-off``), migration 0025: without
+# it each batch read the whole queue. Partial: the pending ones (no finished_at) stay out.
+Index(
+    "ix_outgoing_emails_finished",
+    outgoing_emails.c.finished_at,
+    postgresql_where=outgoing_emails.c.finished_at.is_not(None),
+    sqlite_where=outgoing_emails.c.finished_at.is_not(None),
+)
 
 # The role for linked members: one row per member and role, the change Discord still has to
 # make (or what it last did). Written in the transaction of the link or unlink, worked by the
@@ -367,6 +375,13 @@ Index(
     "ix_discord_role_changes_due",
     discord_role_changes.c.status,
     discord_role_changes.c.next_attempt_at,
+)
+# The purge's batches of old finished changes (migration 0025), as for the emails.
+Index(
+    "ix_discord_role_changes_finished",
+    discord_role_changes.c.finished_at,
+    postgresql_where=discord_role_changes.c.finished_at.is_not(None),
+    sqlite_where=discord_role_changes.c.finished_at.is_not(None),
 )
 
 # The webhook outbox: an event (its exact body) written in the transaction of the change, and
@@ -413,6 +428,14 @@ Index(
     webhook_deliveries.c.endpoint,
     webhook_deliveries.c.state,
     webhook_deliveries.c.seq,
+)
+# The purge's batches of old delivered and given-up deliveries (migration 0025), as for the
+# emails.
+Index(
+    "ix_webhook_deliveries_finished",
+    webhook_deliveries.c.finished_at,
+    postgresql_where=webhook_deliveries.c.finished_at.is_not(None),
+    sqlite_where=webhook_deliveries.c.finished_at.is_not(None),
 )
 
 # Endpoints that answered 410 Gone: nothing is sent to them until `taskflow-link webhooks retry`.
