@@ -337,7 +337,15 @@ def purge_expired() -> None:
     transaction. The web instances and gateway bots do it themselves every
     TASKFLOW_LINK_PURGE_INTERVAL_SECONDS (run this from cron when that is 0); this command
     waits for a batch of theirs under way, and their purge then gives way to it."""
-    report = _run_use_case(lambda c: c.purge_expired().execute())
+
+    def waiting() -> None:
+        click.echo(
+            "Another purge (a web instance's or gateway bot's) is deleting a batch; waiting "
+            "for it to end…",
+            err=True,
+        )
+
+    report = _run_use_case(lambda c: c.purge_expired().execute(waiting=waiting))
     click.echo(
         f"Purged {report.pending_logins} pending login(s), {report.link_tickets} "
         f"ticket(s), {report.sessions} session(s), {report.email_tokens} email link(s), "

@@ -6,6 +6,8 @@ its own transaction."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -24,6 +26,8 @@ from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from domain.webhooks import WebhookState
 from tests.contracts.repositories import HOOK_A, HOOK_B, NOW, account, pending, webhook, write
 from tests.fakes.clock import ManualClock
+from tests.harness import TEST_SECRET_KEY
+from tests.integration.postgres import PostgresServer
 
 DEADLINE = 60.0  # seconds: generous, for a busy machine; never a measurement
 
@@ -82,6 +86,78 @@ async def test_a_purge_that_finds_another_ones_batch_under_way_skips_and_the_com
     done = await command
     assert (done.ended, done.pending_logins, done.sessions) == (PurgeEnd.DONE, 3, 2)
     assert await _count(pg_db, pending_login) == 0
+
+
+async def test_purge_expired_waits_for_a_batch_that_outlasts_its_statement_timeout(
+    pg_db: SqlDatabase, postgres: PostgresServer, tmp_path: Any
+) -> None:
+    """`taskflow-link purge-expired` while a serving process's purge holds the purge's turn
+    longer than the command's statement timeout (a big batch, a slow disk): the command's wait
+    for the advisory lock was one statement, cut off by the server at
+    TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS, and the command failed with "Cannot use the
+    database …: canceling statement due to statement timeout", as if the database were
+    broken. It says that another purge is under way, waits its turn, then purges."""
+    await _expired(pg_db, logins=3, sessions_=2)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
+        "TASKFLOW_LINK_DB_STATEMENT_TIMEOUT_SECONDS": "0.5",
+    }
+    async with pg_db.unit_of_work() as holder:  # a serving process's batch, under way
+        assert await holder.maintenance.take_purge_turn(wait=False)
+        command = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "entrypoints",
+            "purge-expired",
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        waited = asyncio.create_task(command.wait())
+        await _waiting_for_the_purge_lock(pg_db, waited)
+        # Past the command's statement timeout (0.5 s) and its client's own deadline (1 s
+        # later): the batch under way takes as long as it takes.
+        await asyncio.sleep(2.5)
+        await holder.commit()
+    async with asyncio.timeout(DEADLINE):
+        out, err = await command.communicate()
+    said = out.decode() + err.decode()
+    assert command.returncode == 0, said
+    assert "Traceback" not in said
+    assert "Another purge" in err.decode()
+    assert "Purged 3 pending login(s), 0 ticket(s), 2 session(s)" in out.decode()
+    assert await _count(pg_db, pending_login) == 0
+
+
+async def test_a_turn_waited_for_in_steps_leaves_the_batch_its_lock_timeout(
+    pg_db: SqlDatabase, postgres: PostgresServer
+) -> None:
+    """The waits shorter than the statement timeout set ``lock_timeout`` for themselves: the
+    batch that then runs waits for rows as every other statement of the service does."""
+    timed = SqlDatabase(postgres.url, statement_timeout=0.5)
+    try:
+
+        async def batch() -> str:
+            async with timed.unit_of_work() as uow:
+                assert await uow.maintenance.take_purge_turn(wait=True)
+                shown = await uow._session.execute(text("SHOW lock_timeout"))
+                return str(shown.scalar_one())
+
+        async with pg_db.unit_of_work() as holder:
+            assert await holder.maintenance.take_purge_turn(wait=False)
+            waiting = asyncio.create_task(batch())
+            await _waiting_for_the_purge_lock(pg_db, waiting)
+            await asyncio.sleep(1.5)  # several waits, each cut off by its lock_timeout
+            assert not waiting.done()
+            await holder.commit()
+        async with asyncio.timeout(DEADLINE):
+            assert await waiting == "0"
+    finally:
+        await timed.dispose()
 
 
 class _Watched:

@@ -924,10 +924,56 @@ class SqlMaintenance(_Repo):
         if not self._postgres:
             return True
         if wait:
-            await self._run(select(func.pg_advisory_xact_lock(PURGE_LOCK)))
+            await self._wait_for_purge_lock()
             return True
         taken = (await self._run(select(func.pg_try_advisory_xact_lock(PURGE_LOCK)))).scalar()
         return bool(taken)
+
+    async def _wait_for_purge_lock(self) -> None:
+        """Wait for the purge's lock however long the batch holding it takes, in waits shorter
+        than the statement timeout: one wait was one statement, which the server cut off at
+        ``statement_timeout`` (and the client a second later), so that ``purge-expired``
+        behind a serving process's long batch failed as if the database were broken. Each
+        wait is bounded by ``lock_timeout`` inside a savepoint (a wait that runs out is rolled
+        back to it, the transaction goes on), and the lock, once granted, is the
+        transaction's. Between two waits the lock is not asked for only for a round trip: a
+        purge asking in that moment may get it first, and is waited for in turn."""
+        setting = select(func.current_setting("statement_timeout"))
+        limit_ms = _milliseconds((await self._run(setting)).scalar_one())
+        if limit_ms == 0:  # no statement timeout: one wait
+            await self._run(select(func.pg_advisory_xact_lock(PURGE_LOCK)))
+            return
+        before = (await self._run(select(func.current_setting("lock_timeout")))).scalar_one()
+        step = f"{max(1, int(limit_ms // 2))}ms"
+        while True:
+            try:
+                async with self._session.begin_nested():
+                    await self._session.execute(select(func.set_config("lock_timeout", step, True)))
+                    await self._session.execute(select(func.pg_advisory_xact_lock(PURGE_LOCK)))
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
+                    continue
+                raise translate(exc) from exc
+            break
+        await self._run(select(func.set_config("lock_timeout", before, True)))
+
+
+# Postgres' lock_not_available: a wait for a lock that ran past lock_timeout.
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = getattr(exc, "orig", None) or exc
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def _milliseconds(setting: str) -> float:
+    """A Postgres duration setting as ``SHOW`` gives it (``5s``, ``500ms``, ``1min``, ``0``)
+    in milliseconds."""
+    units = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
+    return float(number) * units.get(setting[len(number) :], 1)
 
 
 # The first half of the recipients' advisory locks (two 32-bit keys: a key space apart from

@@ -142,7 +142,15 @@ class PurgeExpired:
         )
         return steps
 
-    async def execute(self, *, wait: bool = True, stopping: Stopping | None = None) -> PurgeReport:
+    async def execute(
+        self,
+        *,
+        wait: bool = True,
+        stopping: Stopping | None = None,
+        waiting: Callable[[], None] | None = None,
+    ) -> PurgeReport:
+        """``waiting``: called once, the first time a batch has to wait for another purge's
+        (``wait=True``): the command says so, rather than look stuck."""
         now = self._clock.now()
         report = PurgeReport(0, 0, 0)
         for field, step in self._steps():
@@ -150,8 +158,13 @@ class PurgeExpired:
                 if stopping is not None and stopping.asked:
                     return replace(report, ended=PurgeEnd.STOPPING)
                 async with self._uow() as uow:
-                    if not await uow.maintenance.take_purge_turn(wait=wait):
-                        return replace(report, ended=PurgeEnd.ANOTHER)
+                    if not await uow.maintenance.take_purge_turn(wait=False):
+                        if not wait:
+                            return replace(report, ended=PurgeEnd.ANOTHER)
+                        if waiting is not None:
+                            waiting()
+                            waiting = None
+                        await uow.maintenance.take_purge_turn(wait=True)
                     deleted = await step(uow, now, self._batch)
                     await uow.commit()
                 report = replace(
