@@ -134,6 +134,29 @@ async def test_a_reset_form_sent_twice_signs_its_person_in(h: Harness) -> None:
     await h.container.sign_in().execute(login="cleo", password=NEW_PASSWORD)
 
 
+async def test_a_reset_form_sent_twice_as_its_link_expires_outlives_the_purge(
+    h: Harness,
+) -> None:
+    """The reset link used in its last seconds, the form's second request a few seconds
+    later: the purge (every serving process's) that came between them deleted the expired
+    link, and the second request, which reads it to be answered the first one's session,
+    was told the link is unknown, its person signed out. The purge keeps a spent link the
+    minute a form sent twice has."""
+    await h.sign_up("cleo", "cleo@example.com")
+    await h.container.request_password_reset().execute("cleo@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("cleo@example.com"), "/password/reset/")
+    h.clock.advance(timedelta(minutes=59, seconds=55))  # the link works for an hour
+    first = await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+    h.clock.advance(timedelta(seconds=10))
+    await h.container.purge_expired().execute()
+    again = await h.container.reset_password().execute(token=reset, new_password=NEW_PASSWORD)
+    assert again.sent_twice
+    assert again.signed_in.session_token == first.signed_in.session_token
+    h.clock.advance(timedelta(minutes=1))
+    assert (await h.container.purge_expired().execute()).email_tokens == 1
+
+
 async def test_a_used_reset_link_alone_gets_no_session(h: Harness) -> None:
     """The second request of a double click is answered the first one's session only with
     the very password the first saved, within a minute: the used link alone (a mailbox read

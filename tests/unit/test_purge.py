@@ -16,9 +16,10 @@ from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase, MemoryUnitOfWork
 from domain import errors
-from domain.model import Session
+from domain.model import DiscordId, DiscordUser, LinkProposal, Session
 from domain.ports import UnitOfWork
 from domain.use_cases import NO_WEBHOOKS, PurgeEnd, PurgeExpired, PurgeReport, Stopping
+from domain.use_cases._shared import SENT_TWICE_WITHIN
 from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from entrypoints.container import Container, build_container
 from entrypoints.purge_worker import PurgeWorker
@@ -98,6 +99,33 @@ def _stopping_after_first_commit(db: MemoryDatabase, stopping: Stopping) -> Call
         return uow
 
     return factory
+
+
+async def test_a_link_proposal_is_kept_the_minute_of_a_form_sent_twice() -> None:
+    """A Discord link confirmed (with the password, or the emailed link) just before its
+    proposal expired: the form's second request reads the spent proposal to be answered the
+    first one's session (``SENT_TWICE_WITHIN``), so the purge keeps it that long."""
+    db, clock = MemoryDatabase(), ManualClock()
+    owner = account()
+    async with db.unit_of_work() as uow:
+        await uow.accounts.add(owner)
+        await uow.link_proposals.add(
+            LinkProposal(
+                "k" * 64,
+                DiscordUser(DiscordId(42), "dora"),
+                owner.id,
+                "/account",
+                clock.now() - timedelta(minutes=10),
+                clock.now(),
+                consumed_at=clock.now(),
+            )
+        )
+        await uow.commit()
+    purge = PurgeExpired(db.unit_of_work, clock, NO_WEBHOOKS)
+    clock.advance(SENT_TWICE_WITHIN - timedelta(seconds=1))
+    assert (await purge.execute()).link_proposals == 0
+    clock.advance(timedelta(seconds=1))
+    assert (await purge.execute()).link_proposals == 1
 
 
 async def test_a_purge_asked_to_stop_ends_between_two_batches_and_the_next_run_finishes() -> None:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._claims import Stopping
+from domain.use_cases._shared import SENT_TWICE_WITHIN
 from domain.use_cases._webhooks import WebhookOutbox
 from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from domain.use_cases.webhooks import KEEP_FINISHED_WEBHOOKS
@@ -102,6 +103,13 @@ class PurgeExpired:
         *,
         batch: int = PURGE_BATCH,
     ) -> None:
+        """One-time secrets are kept a while past their expiry: a form sent twice (a double
+        click) whose first request spent one just before it expired reads it again to be
+        answered the first one's session (an emailed link, a link proposal:
+        ``SENT_TWICE_WITHIN``), and without it is refused, its person signed out or left
+        with an ended cookie; a pending sign-in ``KEPT_PAST_EXPIRY`` (a "Confirm with
+        Discord" load that spent it may still be under way, which its callback loaded twice
+        waits for: ``FinishDiscordConfirmation``)."""
         self._uow, self._clock, self._audit_retention = uow, clock, audit_retention
         self._configured = [e.key for e in outbox.endpoints] or None
         self._batch = batch
@@ -115,12 +123,18 @@ class PurgeExpired:
             ),
             ("link_tickets", lambda u, now, n: u.link_tickets.purge_expired(now, n)),
             ("sessions", lambda u, now, n: u.sessions.purge_expired(now, n)),
-            ("email_tokens", lambda u, now, n: u.email_tokens.purge_expired(now, n)),
+            (
+                "email_tokens",
+                lambda u, now, n: u.email_tokens.purge_expired(now - SENT_TWICE_WITHIN, n),
+            ),
             (
                 "emails",
                 lambda u, now, n: u.outgoing_emails.purge_finished(now - KEEP_FINISHED_EMAILS, n),
             ),
-            ("link_proposals", lambda u, now, n: u.link_proposals.purge_expired(now, n)),
+            (
+                "link_proposals",
+                lambda u, now, n: u.link_proposals.purge_expired(now - SENT_TWICE_WITHIN, n),
+            ),
             (
                 "webhook_deliveries",
                 lambda u, now, n: u.webhooks.purge_finished(
