@@ -930,11 +930,15 @@ async def test_a_page_that_names_no_icon_gets_the_sites_icon(
     await context.close()
 
 
-async def _button_names(page: Page) -> list[str]:
-    """The accessible name of every button on the page, as Chromium's accessibility tree has
-    it (what a screen reader's list of buttons reads)."""
+async def _names(page: Page, role: str) -> list[str]:
+    """The accessible name of every control of ``role`` on the page, as Chromium's
+    accessibility tree has it (what a screen reader's list of buttons, or of fields, reads)."""
     snapshot = await page.locator("body").aria_snapshot()
-    return re.findall(r'^\s*- button "((?:[^"\\]|\\.)*)"', snapshot, flags=re.MULTILINE)
+    return re.findall(rf'^\s*- {role} "((?:[^"\\]|\\.)*)"', snapshot, flags=re.MULTILINE)
+
+
+async def _button_names(page: Page) -> list[str]:
+    return await _names(page, "button")
 
 
 async def test_the_account_pages_sign_out_buttons_each_say_which_session(
@@ -983,7 +987,7 @@ _OUTLINE = """() => {
 async def _reads_in_order(page: Page) -> None:
     """What a screen reader's lists of headings, buttons and fields find on the page: one
     heading of level 1, first, then no level skipped on the way down; no two buttons named
-    alike; a label for every field."""
+    alike; a label for every field, no two fields named alike."""
     found = await page.evaluate(_OUTLINE)
     levels = found["levels"]
     assert levels[:1] == [1], (page.url, levels)
@@ -992,6 +996,8 @@ async def _reads_in_order(page: Page) -> None:
     names = await _button_names(page)
     assert len(names) == len(set(names)), (page.url, names)
     assert found["unlabelled"] == [], (page.url, found["unlabelled"])
+    fields = await _names(page, "textbox")
+    assert len(fields) == len(set(fields)), (page.url, fields)
 
 
 async def test_every_page_reads_in_order_to_a_screen_reader(
@@ -1248,6 +1254,7 @@ async def test_every_password_field_says_whose_password_it_is(
     for path in ("/account", "/account/confirm"):
         await page.goto(f"{demo.app}{path}")
         forms = await page.evaluate(_PASSWORD_FORMS)
+        await _reads_in_order(page)  # the account page's three "Current password" told apart
         seen += [action for action, _ in forms]
         for action, usernames in forms:
             assert usernames == ["owen"], (path, action, usernames)

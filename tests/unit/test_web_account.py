@@ -3,6 +3,8 @@ client, in-memory adapters, the fake Discord)."""
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import timedelta
 
 import pytest
@@ -378,3 +380,39 @@ async def test_a_link_button_page_whose_proof_lapsed_while_open_asks_the_passwor
     assert started.status_code == 302
     assert "prompt=consent" in started.headers["location"]
     assert db.tables.links == {}
+
+
+_LABEL = re.compile(r'<label for="([^"]+)">(.*?)</label>', re.DOTALL)
+
+
+def _field_names(page: str) -> dict[str, str]:
+    """Each labelled field's name as a screen reader reads it (its label's words, those shown
+    only to screen readers too), by the field's id."""
+    return {
+        field: " ".join(html.unescape(re.sub(r"<[^>]+>", "", words)).split())
+        for field, words in _LABEL.findall(page)
+    }
+
+
+async def test_the_account_pages_password_fields_say_which_form_each_is_for(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """A review with a screen reader: past the proof's 10 minutes, the account page's Discord,
+    password and email forms each ask for the password, and a screen reader's list of fields
+    read "Current password" three times, nothing telling which form each was in. Each still
+    starts with the words shown ("Current password")."""
+    await sign_up(client)
+    h.clock.advance(timedelta(minutes=11))
+    unlinked = _field_names((await client.get("/account")).text)
+    h.discord_user(7110, username="alice_d")
+    alice = next(iter(db.tables.accounts.values()))
+    await h.discord_link(alice.id, h.discord.users[DiscordId(7110)])
+    h.clock.advance(timedelta(minutes=11))
+    linked = _field_names((await client.get("/account")).text)
+
+    for names, discord_field in ((unlinked, "link_password"), (linked, "unlink_password")):
+        asked = [discord_field, "current_password", "email_password"]
+        assert set(asked) <= set(names), names
+        assert all(names[field].startswith("Current password") for field in asked), names
+        assert len(set(names.values())) == len(names), names
+    assert unlinked["link_password"] != linked["unlink_password"]
