@@ -1132,12 +1132,22 @@ async def _refused_field(page: Page, label: str, error: str, *, kept: str = "") 
     await expect(others).to_have_count(1)  # only that one
 
 
+async def _change_password(page: Page, app: str, current: str, new: str) -> None:
+    """The account page's "Change password" form, filled in and sent."""
+    await page.goto(f"{app}/account")
+    form = page.locator("form[action='/account/password']")
+    await form.get_by_label("Current password").fill(current)
+    await form.get_by_label("New password").fill(new)
+    await form.get_by_role("button", name="Save password").click()
+
+
 async def test_a_refused_form_ties_its_error_to_the_field_and_keeps_what_was_typed(
     demo: Demo, chromium: Browser, problems: Problems
 ) -> None:
     """A review with a screen reader and a keyboard: a refused form said what was wrong at
     the top of the page, tied to no field; after it, the keyboard started again from the
-    top of the page, and a field's own words never said it was the wrong one."""
+    top of the page, and a field's own words never said it was the wrong one. The account
+    page's "Change password" answered a page of its own, with no form at all."""
     problems.expected_status.update({400, 401, 409})
     context = await _context(chromium, problems)
     page = await context.new_page()
@@ -1148,6 +1158,11 @@ async def test_a_refused_form_ties_its_error_to_the_field_and_keeps_what_was_typ
     await page.get_by_label("Your password").fill("not the password")
     await page.get_by_role("button", name="Confirm", exact=True).click()
     await _refused_field(page, "Your password", "Your password is not right.")
+    await _change_password(page, demo.app, "not the password", "a much better passphrase 9")
+    # The field's name, told apart from the account page's other "Current password" fields.
+    await _refused_field(page, "Current password to change your password", "is not right")
+    await _change_password(page, demo.app, PASSWORD, "password1")
+    await _refused_field(page, "New password (at least 8 characters)", "too easy to guess")
     change = page.locator("form[action='/account/email']")
     await page.goto(f"{demo.app}/account")
     await change.get_by_label("New email").fill("=?us-ascii?q?mona?=@example.com")

@@ -123,6 +123,40 @@ async def test_a_refused_email_change_keeps_the_address_typed(
     assert 'href="/account"' in refused.text  # and the way back
 
 
+@pytest.mark.parametrize(
+    ("current", "new", "status", "field", "said"),
+    [
+        ("not it", "a much better passphrase 9", 401, "current_password", "is not right."),
+        (PASSWORD, "password1", 400, "new_password", "This password is too easy to guess."),
+    ],
+)
+async def test_a_refused_password_change_is_its_form_again_with_the_error_on_its_field(
+    client: Client, *, current: str, new: str, status: int, field: str, said: str
+) -> None:
+    """A review with a screen reader: a wrong current password, or a new password too easy to
+    guess, on the account page's "Change password" answered a page of its own ("Wrong
+    password", "That did not work") with no form, the error tied to no field; its "Try again"
+    or "Go to your account" opened the account page with the form to find again. Now the form
+    comes back, the field the error is about marked invalid, described by the error and
+    focused (passwords are never filled in again)."""
+    await sign_up(client)
+    refused = await post_form(
+        client, "/account", "/account/password", {"current_password": current, "new_password": new}
+    )
+    assert refused.status_code == status
+    error = re.search(r'<p class="error" id="error" role="alert">([^<]*)</p>', refused.text)
+    assert error is not None
+    assert said in error.group(1)
+    assert 'action="/account/password"' in refused.text
+    tied = re.search(rf'<input id="{field}"[^>]*>', refused.text)
+    assert tied is not None, refused.text
+    assert 'aria-invalid="true" aria-describedby="error" autofocus' in tied.group(0)
+    assert refused.text.count("aria-invalid") == 1  # that field only
+    assert PASSWORD not in refused.text
+    assert new not in refused.text
+    assert 'href="/account"' in refused.text  # and the way back
+
+
 async def _cancelled_at_discord(client: Client, started_from: Any) -> Any:
     """Press Cancel on Discord's consent screen of the round trip ``started_from`` began."""
     assert started_from.status_code == 302, started_from.text

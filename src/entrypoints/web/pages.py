@@ -428,15 +428,36 @@ class Pages(Controller):
     async def set_password(
         self,
         request: Request[Any, Any, Any],
+        signed_in: CurrentSignIn,
         set_password: Use[uc.SetPassword],
         jar: Jar,
         data: Form,
-    ) -> Redirect:
-        done = await set_password.execute(
-            session_token=jar.session_token(request),
-            new_password=data.get("new_password", ""),
-            current_password=data.get("current_password") or None,
-        )
+    ) -> Template | Redirect:
+        try:
+            done = await set_password.execute(
+                session_token=jar.session_token(request),
+                new_password=data.get("new_password", ""),
+                current_password=data.get("current_password") or None,
+            )
+        except (errors.InvalidCredentials, errors.InvalidInput) as exc:
+            if signed_in is None:
+                raise errors.NotSignedIn() from None
+            # The form again, its error on the field it is about (never a password typed).
+            return Template(
+                "change_password.html",
+                context={
+                    "account": signed_in.account,
+                    "error": exc.message,
+                    "error_field": field_of(
+                        exc,
+                        {
+                            errors.InvalidCredentials: "current_password",
+                            errors.DomainError: "new_password",
+                        },
+                    ),
+                },
+                status_code=status_for(exc),
+            )
         notice = "password_twice" if done.sent_twice else "password"
         return Redirect(
             f"/account?notice={notice}",
