@@ -325,6 +325,10 @@ async def test_a_wrong_current_password_on_the_account_page_is_not_a_sign_in_pag
     assert "Your current password is not right." in wrong.text
     assert 'href="/account">Try again</a>' in wrong.text
     assert "Please sign in" not in wrong.text
+    # Still signed in: the header offers the account, not signing in (a screen reader's
+    # "Sign in" link said the session had ended).
+    assert '<a href="/account">Your account</a>' in wrong.text
+    assert 'href="/signin' not in wrong.text
     assert DiscordId(7102) in db.tables.links
 
 
@@ -342,6 +346,7 @@ async def test_a_wrong_current_password_on_a_link_button_page_offers_it_again(
     assert wrong.status_code == 401
     assert "<h1>Wrong password</h1>" in wrong.text
     assert f'href="{path}">Try again</a>' in wrong.text
+    assert 'href="/signin' not in wrong.text  # still signed in
     assert (await client.get(path)).status_code == 200  # the button still works
     assert db.tables.links == {}
 

@@ -292,6 +292,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         title = "Wrong password"
         back = path_of(request) if path_of(request).startswith("/link/") else "/account"
         links = [("Try again", back)]
+        # Its 401 is the password's, not the session's: the header offers the account.
+        holds_session = holds_a_session(request)
     return message_page(
         title,
         exc.message,
