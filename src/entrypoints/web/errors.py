@@ -284,14 +284,12 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     if path_of(request) == CALLBACK and not isinstance(exc, errors.TicketRefused):
         # The state's refusals (see state_refusal): no link was followed.
         title = _CALLBACK_TITLES.get(type(exc), title)
-    if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith(
-        ("/account/", "/link/")
-    ):
+    if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith("/account/"):
         # A signed-in person's form asked for the current password: "Please sign in" and a
         # sign-in button would be wrong words for it (the sign-in page sends them back here).
+        # (A /link button's page shows itself again, the error on its field.)
         title = "Wrong password"
-        back = path_of(request) if path_of(request).startswith("/link/") else "/account"
-        links = [("Try again", back)]
+        links = [("Try again", "/account")]
         # Its 401 is the password's, not the session's: the header offers the account.
         holds_session = holds_a_session(request)
     return message_page(

@@ -12,9 +12,9 @@ from litestar.response import Redirect, Template
 
 from domain import errors
 from domain import use_cases as uc
-from domain.model import Account, AuthPurpose, Link, RoleSync
+from domain.model import Account, AuthPurpose, Link, LinkTicket, RoleSync
 from domain.policies import safe_destination, sign_in_destination
-from domain.use_cases import AuthOutcome
+from domain.use_cases import AuthOutcome, SignedInAs
 from entrypoints.web.avatars import Avatars
 from entrypoints.web.cookies import CookieJar, starts_no_round_trip, to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
@@ -240,6 +240,32 @@ def _callback_looked_at() -> Template:
         "Back from Discord",
         "Open this page in your browser to finish.",
         links=[("Go to your account", "/account")],
+    )
+
+
+def _link_page(
+    ticket: LinkTicket,
+    token: str,
+    signed_in: SignedInAs | None,
+    avatars: Avatars,
+    error: str = "",
+    *,
+    status: int = 200,
+) -> Template:
+    """A /link button's page; ``error``: about the password field, which it asks for."""
+    return Template(
+        "link_confirm.html",
+        context={
+            "ticket": ticket,
+            "token": token,
+            "sign_in_next": f"/link/{token}",
+            "account": signed_in.account if signed_in else None,
+            "recently_proved": signed_in is not None and signed_in.recently_proved,
+            "error": error,
+            "error_field": "current_password" if error else "",
+            "avatar_url": avatars.url(ticket.discord.id.value, ticket.discord.avatar),
+        },
+        status_code=status,
     )
 
 
@@ -661,34 +687,25 @@ class Pages(Controller):
             and signed_in.account.has_password
             and not recently_proved
         )
-        return Template(
-            "link_confirm.html",
-            context={
-                "ticket": ticket,
-                "token": token,
-                "sign_in_next": f"/link/{token}",
-                "account": signed_in.account if signed_in else None,
-                "recently_proved": recently_proved,
-                "error": PROOF_LAPSED if asks_again else "",
-                "error_field": "current_password" if asks_again else "",
-                "avatar_url": avatars.url(ticket.discord.id.value, ticket.discord.avatar),
-            },
-        )
+        return _link_page(ticket, token, signed_in, avatars, PROOF_LAPSED if asks_again else "")
 
     @post("/link/{token:str}", status_code=302)
     async def link_confirm(
         self,
         request: Request[Any, Any, Any],
         token: FromPath[str],
-        account: CurrentAccount,
+        signed_in: CurrentSignIn,
         start_ticket_link: Use[uc.StartTicketLink],
+        show_link_ticket: Use[uc.ShowLinkTicket],
+        avatars: Use[Avatars],
         jar: Jar,
         data: Form,
-    ) -> Redirect:
+    ) -> Redirect | Template:
         """Confirming starts a Discord round trip: the link is made at the callback, only if
         the person signs in to Discord as the account that ran /link."""
-        if account is None:
+        if signed_in is None:
             return Redirect(f"/signin?next=/link/{token}", status_code=303)
+        account = signed_in.account
         try:
             started = await start_ticket_link.execute(
                 token=token,
@@ -703,4 +720,8 @@ class Pages(Controller):
             # proof lapsed before the press: this page asks for the password now, the button
             # still working (the account page's confirmation would end elsewhere).
             return Redirect(f"/link/{token}?proof=again", status_code=303)
+        except errors.InvalidCredentials as exc:
+            # The page again, its error on the password field, the button still working.
+            ticket = await show_link_ticket.execute(token)
+            return _link_page(ticket, token, signed_in, avatars, exc.message, status=401)
         return to_discord(started, jar)
