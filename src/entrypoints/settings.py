@@ -1314,9 +1314,13 @@ def guessable_key(key: str | bytes) -> bool:
     "taskflow" * 4 + "-2024", 32 zero bytes). ``secrets.token_urlsafe``, ``token_bytes`` and
     ``openssl rand -hex`` pass (a random 32-digit hex key fails once in about 30,000 draws);
     so does a passphrase of a few words. (No dictionary: zxcvbn's would cost every process
-    14 MB.)"""
+    14 MB.) Shorter than 32 (a metrics token may have 16), the bars are lower, since random
+    ones have fewer different characters: a quarter of its length different, none in more
+    than half of it (16 random digits held fewer than 8 different once in 4 draws)."""
     counts = Counter(key)
-    if len(counts) < 8 or max(counts.values()) * 3 > len(key):
+    short = len(key) < 32
+    different, share = (len(key) // 4, 2) if short else (8, 3)
+    if len(counts) < different or max(counts.values()) * share > len(key):
         return True
     pieces = [key[i : i + 8] for i in range(len(key) - 7)]
     return len(set(pieces)) < len(pieces)
