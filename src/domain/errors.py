@@ -10,6 +10,9 @@ class DomainError(Exception):
     # Raised at the end of Linked Roles' round trip, which Discord's verification URL started:
     # the way on is that URL again, not the account or sign-in page the others start from.
     in_linked_roles: bool = False
+    # Raised at the end of a /link button's round trip, its ticket not spent: the way on is
+    # that button again, not the account page (nothing there resumes a button).
+    from_link_button: bool = False
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or type(self).message

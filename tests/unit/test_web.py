@@ -12,6 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
+from domain import errors
 from domain.model import AuditKind, DiscordId, DiscordProfile
 from domain.use_cases import TicketIssued
 from entrypoints.emulator import EmulatorState, create_emulator_app
@@ -453,6 +454,39 @@ async def test_cancelling_at_discord_from_a_link_button_says_the_button_still_wo
     assert "Discord did not grant access, so nothing was linked." in answer.text
     assert "press it again in Discord" in answer.text
     assert "sign-in page" not in answer.text
+    assert (await client.get(path)).status_code == 200  # the button still works
+    assert db.tables.links == {}
+
+
+@pytest.mark.parametrize("fault", ["discord_down", "code_refused"])
+async def test_a_link_button_round_trip_that_discord_fails_says_the_button_still_works(
+    client: Client, h: Harness, db: MemoryDatabase, fault: str
+) -> None:
+    """Discord out of reach (or refusing the code) on the way back from a /link button: its
+    ticket is not spent, so the way on is the same button. The page said "Start again from
+    your account page", where nothing resumes a /link button."""
+    discord = h.discord_user(5010, username="unlucky")
+    issued = await h.container.issue_link_ticket().execute(discord.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    await sign_up(client, "alice", next_path=path)
+    confirm = await client.get(path)
+    started = await client.post(
+        path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
+    )
+    approval = h.discord.approve(started.headers["location"], discord.id)
+    code = approval.code
+    if fault == "discord_down":
+        h.discord.outage = errors.DiscordUnavailable()
+    else:
+        code = f"not-{code}"
+
+    answer = await client.get(f"/auth/discord/callback?code={code}&state={approval.state}")
+
+    assert answer.status_code in (400, 502)
+    assert "press it again in Discord" in answer.text
+    assert "Start again from your account page" not in answer.text
+    h.discord.outage = None
     assert (await client.get(path)).status_code == 200  # the button still works
     assert db.tables.links == {}
 

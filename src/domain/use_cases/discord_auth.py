@@ -537,6 +537,7 @@ class CompleteDiscordAuth:
         except errors.DomainError as refusal:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
             refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
+            refusal.from_link_button = pending.purpose is AuthPurpose.TICKET
             await self._failed(pending)
             raise
         except (Exception, asyncio.CancelledError):  # a fault, or the load cut off

@@ -129,6 +129,14 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
             "still works: press it again in Discord (or go back to its page) and sign in to "
             "Discord as the account that ran /link."
         )
+    if error.from_link_button and isinstance(
+        error, errors.DiscordDenied | errors.DiscordUnavailable
+    ):
+        # Discord out of reach or refusing the code: the button's ticket was not spent.
+        return (
+            "Unless it was used in another tab or has expired meanwhile, your /link button "
+            "still works: press it again in Discord (or go back to its page)."
+        )
     if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
         return "Ask for a new link on the password reset page: /password/reset"
     if _emailed_link_used(path, error):
