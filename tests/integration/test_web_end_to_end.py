@@ -330,6 +330,35 @@ async def test_access_denied_and_discord_failures_give_friendly_pages(
     assert (await count(stack.db, accounts), await count(stack.db, user_links)) == (0, 0)
 
 
+@pytest.mark.parametrize("stack", [SHORT_DISCORD_TIMEOUT], indirect=True)
+async def test_a_link_button_round_trip_discord_fails_leaves_the_button_working(
+    stack: Stack, browser: Browser
+) -> None:
+    """/link through a signed interaction; Discord's token endpoint fails on the way back
+    (an error, then no answer in time): each page says the button still works, and it does."""
+    user = stack.emulator.add_user("patient")
+    async with httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as client:
+        answer = await client.post(
+            "/_emulator/interactions", json={"user_id": user.id, "command": "link"}
+        )
+    button = answer.json()["reply"]["data"]["components"][0]["components"][0]["url"]
+    await sign_up(browser, "patient_tf", "patient@example.com", verify=False)
+
+    for mode in ("500", "timeout"):
+        stack.emulator.faults["token"] = mode
+        page = await browser.confirm_link(button, user.id)
+        assert page.status_code == 502, mode
+        assert "your /link button still works" in page.text, mode
+        assert "Start again from your account page" not in page.text
+    stack.emulator.faults.clear()
+    assert await count(stack.db, user_links) == 0
+
+    done = await browser.confirm_link(button, user.id)
+    assert done.url.path == "/account"
+    assert "/whoami shows the link" in done.text
+    assert await count(stack.db, user_links) == 1
+
+
 async def test_open_redirects_in_next_end_on_root(stack: Stack, browser: Browser) -> None:
     user = stack.emulator.add_user("redirected", email="x@example.com", verified=True)
     for attack in ("//evil.example", "https://evil.example", "/\\evil.example"):
