@@ -491,6 +491,31 @@ async def test_a_link_button_round_trip_that_discord_fails_says_the_button_still
     assert db.tables.links == {}
 
 
+async def test_a_link_button_an_account_linked_elsewhere_cannot_use_is_refused_before_a_proof(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """An account already linked to another Discord account presses a /link button: the
+    refusal ("unlink first") comes at once. It came only after a proof of identity: for an
+    account that signs in with Discord, a detour through "Confirm it is you" (a Discord round
+    trip) that ended on the account page, the button pressed again, and then refused."""
+    h.discord_user(5022, username="own", email="own@example.com")
+    other = h.discord_user(5023, username="other")
+    await _discord_login(client, h, 5022)
+    h.clock.advance(timedelta(minutes=11))  # the sign-in's proof has lapsed
+    issued = await h.container.issue_link_ticket().execute(other.user)
+    assert isinstance(issued, TicketIssued)
+    path = f"/link/{issued.token}"
+    page = await client.get(path)
+
+    answer = await client.post(path, data={"_csrf_token": csrf_token(page.text)})
+
+    assert answer.status_code == 409
+    assert "already linked to a different Discord account" in answer.text
+    assert answer.url.path == path
+    assert (await client.get(path)).status_code == 200  # nothing spent
+    assert {link.discord_id.value for link in db.tables.links.values()} == {5022}
+
+
 async def test_a_button_a_newer_link_replaced_says_so(client: Client, h: Harness) -> None:
     user = h.discord_user(5006, username="twice").user
     older = await h.container.issue_link_ticket().execute(user)

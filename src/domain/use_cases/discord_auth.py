@@ -230,17 +230,20 @@ class StartTicketLink(_StartLinking):
             ticket = await use_secret(
                 uow.link_tickets, digest, now, spend=False, refusal=ticket_refusal
             )
-        account = await self._prove(session_token, current_password)
-        async with self._uow(read_only=True) as uow:
-            # Refuse now what the link would refuse later, before a pointless trip to Discord.
+            # Refuse now what the link would refuse later, before a pointless trip to Discord
+            # and before asking for a proof that changes nothing (for an account without a
+            # password, a Discord round trip of its own that ends on the account page). It
+            # tells the session's holder only what the account page shows them.
+            _, signed = await signed_in(uow, self._tokens, session_token, now)
             decision = decide_link(
                 ticket.discord.id,
-                account.id,
+                signed.id,
                 await uow.links.get_by_discord_id(ticket.discord.id),
-                await uow.links.get_by_account(account.id),
+                await uow.links.get_by_account(signed.id),
             )
         if decision in LINK_REFUSALS:
             raise LINK_REFUSALS[decision]()
+        account = await self._prove(session_token, current_password)
         return await self._start(
             AuthPurpose.TICKET,
             destination="/account",
