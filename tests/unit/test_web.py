@@ -458,7 +458,7 @@ async def test_cancelling_at_discord_from_a_link_button_says_the_button_still_wo
     assert db.tables.links == {}
 
 
-@pytest.mark.parametrize("fault", ["discord_down", "code_refused"])
+@pytest.mark.parametrize("fault", ["discord_down", "code_refused", "signed_out"])
 async def test_a_link_button_round_trip_that_discord_fails_says_the_button_still_works(
     client: Client, h: Harness, db: MemoryDatabase, fault: str
 ) -> None:
@@ -478,15 +478,20 @@ async def test_a_link_button_round_trip_that_discord_fails_says_the_button_still
     code = approval.code
     if fault == "discord_down":
         h.discord.outage = errors.DiscordUnavailable()
-    else:
+    elif fault == "code_refused":
         code = f"not-{code}"
+    else:  # signed out in another tab meanwhile: "sign in, then try again" (what, where?)
+        await post_form(client, "/account", "/signout", {})
 
     answer = await client.get(f"/auth/discord/callback?code={code}&state={approval.state}")
 
-    assert answer.status_code in (400, 502)
+    assert answer.status_code in (400, 401, 502)
     assert "press it again in Discord" in answer.text
     assert "Start again from your account page" not in answer.text
     h.discord.outage = None
+    if fault == "signed_out":
+        assert "Sign in to the account you started from" in answer.text
+        await post_form(client, "/signin", "/signin", {"login": "alice", "password": PASSWORD})
     assert (await client.get(path)).status_code == 200  # the button still works
     assert db.tables.links == {}
 

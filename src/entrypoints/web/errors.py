@@ -130,9 +130,10 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
             "Discord as the account that ran /link."
         )
     if error.from_link_button and isinstance(
-        error, errors.DiscordDenied | errors.DiscordUnavailable
+        error, errors.DiscordDenied | errors.DiscordUnavailable | errors.NotSignedIn
     ):
-        # Discord out of reach or refusing the code: the button's ticket was not spent.
+        # Discord out of reach or refusing the code, or the session it started from ended:
+        # the button's ticket was not spent.
         return (
             "Unless it was used in another tab or has expired meanwhile, your /link button "
             "still works: press it again in Discord (or go back to its page)."
