@@ -947,7 +947,9 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
     "--interactions-url",
     default="http://127.0.0.1:8000/interactions",
     show_default=True,
-    help="The service's Interactions Endpoint URL, where slash commands are sent.",
+    help="The service's Interactions Endpoint URL, where slash commands are sent. Empty for "
+    "none, as for a gateway bot (`taskflow-link bot`): Discord then sends them over the "
+    "gateway, and never there while one is set.",
 )
 def emulator(  # noqa: PLR0917 - click passes each option
     host: str,
@@ -971,7 +973,7 @@ def emulator(  # noqa: PLR0917 - click passes each option
         raise click.BadParameter("must be a Discord snowflake (digits)", param_hint="--client-id")
     _require_listening(host, port)  # before printing settings as if it ran
     state = EmulatorState(client_id, client_secret, set(redirect_uris))
-    state.interactions_url = interactions_url
+    state.interactions_url = interactions_url or None
     state.add_user("alice", global_name="Alice", email="alice@example.com", verified=True)
     state.add_user("bob", global_name="Bob", email="bob@example.com", verified=False)
     state.add_role(LINKED_ROLE_NAME, role_id=LINKED_ROLE_ID, color=0x23A559)
@@ -986,7 +988,12 @@ def emulator(  # noqa: PLR0917 - click passes each option
     click.echo(f"  export TASKFLOW_LINK_DISCORD_BOT_TOKEN={state.bot_token}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_PUBLIC_KEY={state.public_key}")
     click.echo(f"  export TASKFLOW_LINK_DISCORD_LINKED_ROLES={linked_role_setting()}")
-    click.echo(f"Slash commands go to {interactions_url}; run one as a test user:")
+    if interactions_url:
+        click.echo(f"Slash commands go to {interactions_url}; run one as a test user:")
+    else:
+        click.echo(
+            "Slash commands go over the gateway to `taskflow-link bot`; run one as a test user:"
+        )
     click.echo(
         f"  curl -X POST {base}/_emulator/interactions -H 'content-type: application/json' "
         '-d \'{"user_id": "USER_ID", "command": "link"}\'   (user ids: '

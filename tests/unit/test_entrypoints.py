@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import URL
 
 import entrypoints.asgi
+import entrypoints.emulator
 import entrypoints.settings as settings_module
 from adapters.memory import MemoryUnitOfWork
 from adapters.tokens import SecretsTokenIssuer
@@ -2457,6 +2458,29 @@ def test_the_emulator_prints_settings_that_work_for_an_ipv6_host(
         **{k.removeprefix("TASKFLOW_LINK_").lower(): v for k, v in exports.items()},
     )
     assert settings.discord_authorize_url.host == "[::1]"
+
+
+def test_the_emulator_has_no_interactions_url_for_a_gateway_bot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway bot's application has no Interactions Endpoint URL (with one, Discord sends
+    it no command): ``--interactions-url ''`` sets none, as an operator leaves it blank."""
+    states: list[entrypoints.emulator.EmulatorState] = []
+    made = entrypoints.emulator.create_emulator_app
+
+    def keeping(state: entrypoints.emulator.EmulatorState) -> Any:
+        states.append(state)
+        return made(state)
+
+    monkeypatch.setattr(uvicorn, "run", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr(entrypoints.emulator, "create_emulator_app", keeping)
+    port = ["--port", str(free_port())]
+    for_gateway = CliRunner().invoke(cli, ["emulator", *port, "--interactions-url", ""])
+    by_default = CliRunner().invoke(cli, ["emulator", *port])
+    assert for_gateway.exit_code == by_default.exit_code == 0, for_gateway.output
+    assert [s.interactions_url for s in states] == [None, "http://127.0.0.1:8000/interactions"]
+    assert "over the gateway to `taskflow-link bot`" in for_gateway.output
+    assert "Slash commands go to http://127.0.0.1:8000/interactions" in by_default.output
 
 
 def test_a_dot_env_file_that_is_not_utf8_or_cannot_be_read_is_named_not_a_traceback(

@@ -359,3 +359,47 @@ def test_a_bot_gone_when_its_heartbeat_is_answered_is_no_failure(
         assert socket.receive_json()["op"] == 10  # HELLO
         socket.send_json({"op": 1, "d": None})  # the heartbeat; then the bot is gone
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_an_application_with_an_interactions_url_gets_none_over_the_gateway() -> None:
+    """Discord sends an application's interactions to its Interactions Endpoint URL when it
+    has one, and then none over the gateway, a bot connected or not; the emulator's test API
+    dispatched one there anyway when asked ``"via": "gateway"``, so a gateway bot's tests
+    passed with a setup under which real Discord never sends it a command."""
+    state = _state(response_deadline=0.2)
+    state.interactions_url = "http://127.0.0.1:9/interactions"  # nothing listens there
+    user = state.add_user("gail")
+    bot = {"authorization": f"Bot {state.bot_token}"}
+    command = {"name": "whoami", "description": "Who am I?", "type": 1}
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        socket.receive_json()  # HELLO
+        socket.send_json(_identify(state))
+        assert socket.receive_json()["t"] == "READY"
+        registered = client.put(
+            f"/api/v10/applications/{state.client_id}/commands", json=[command], headers=bot
+        )
+        assert registered.status_code == 200, registered.text
+        run = {"user_id": user.id, "command": "whoami"}
+
+        asked = client.post("/_emulator/interactions", json=run | {"via": "gateway"})
+        assert asked.status_code == 409, asked.text
+        assert "has an Interactions Endpoint URL" in asked.json()["error"]
+        assert state.interactions == {}  # nothing was sent anywhere
+        by_default = client.post("/_emulator/interactions", json=run)  # to the URL only
+        assert by_default.status_code == 502, by_default.text
+        [to_the_url] = state.interactions.values()
+        assert to_the_url.shards == []
+
+        # Without the URL the next one comes over the gateway: the first frame since READY.
+        state.interactions_url = None
+        refused = client.post("/_emulator/interactions", json=run | {"via": "http"})
+        assert refused.status_code == 409, refused.text
+        assert "no Interactions Endpoint URL" in refused.json()["error"]
+        sent = client.post("/_emulator/interactions", json=run)
+        assert (sent.status_code, sent.json()["via"]) == (200, "gateway"), sent.text
+        dispatched = socket.receive_json()
+        assert dispatched["t"] == "INTERACTION_CREATE"
+        assert dispatched["d"]["id"] == sent.json()["interaction_id"] != to_the_url.id

@@ -280,6 +280,29 @@ def _connections(gateway: list[GatewaySession], guild: str | None) -> list[Gatew
     )
 
 
+def _asked_problem(state: EmulatorState, where: str, via: str) -> tuple[int, str] | None:
+    """What is wrong with a test's ``where`` and ``via`` (a status and why), or ``None``.
+    An application with an Interactions Endpoint URL gets its interactions there only:
+    Discord sends none over the gateway, however many bots are connected; without one, they
+    come over the gateway only."""
+    if where not in ("guild", "dm"):
+        return 400, 'where must be "guild" or "dm"'
+    if via not in ("http", "gateway"):
+        return 400, 'via must be "http" or "gateway"'
+    if via == "gateway" and state.interactions_url:
+        return 409, (
+            f"the application has an Interactions Endpoint URL ({state.interactions_url}): "
+            "Discord sends its interactions there, none over the gateway. A gateway bot's "
+            "application has none (`taskflow-link emulator --interactions-url ''`)"
+        )
+    if via == "http" and not state.interactions_url:
+        return 409, (
+            "the application has no Interactions Endpoint URL: Discord sends its interactions "
+            "over the gateway (to `taskflow-link bot`)"
+        )
+    return None
+
+
 async def run_slash_command(
     state: EmulatorState,
     gateway: list[GatewaySession],
@@ -297,8 +320,8 @@ async def run_slash_command(
     via = via or ("http" if state.interactions_url else "gateway")
     if user_id not in state.users:
         return 404, {"error": f"unknown test user {user_id!r}"}
-    if where not in ("guild", "dm"):
-        return 400, {"error": 'where must be "guild" or "dm"'}
+    if (problem := _asked_problem(state, where, via)) is not None:
+        return problem[0], {"error": problem[1]}
     if guild_id is not None and not (guild_id.isascii() and guild_id.isdecimal()):
         return 400, {"error": "guild_id must be a server id (a snowflake: digits)"}
     guild = (guild_id or TEST_GUILD_ID) if where == "guild" else None
