@@ -9,6 +9,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from typing import Any
 from unittest.mock import Mock
 
 import hikari
@@ -357,6 +358,64 @@ def test_a_rate_limit_carries_the_headers_discord_sends(
         assert float(headers["x-ratelimit-reset-after"]) == body["retry_after"]
         assert float(headers["x-ratelimit-reset"]) >= before + body["retry_after"] - 0.001
         assert re.fullmatch(r"[0-9a-f]{32}", headers["x-ratelimit-bucket"])
+
+
+def _limits(answer: Any) -> dict[str, str]:
+    return {k: v for k, v in answer.headers.items() if k.startswith("x-ratelimit-")}
+
+
+def test_every_answer_of_the_api_carries_its_routes_rate_limit_headers(
+    emulator: tuple[EmulatorState, TestClient[Litestar]],
+) -> None:
+    """Discord sends X-RateLimit-Limit, -Remaining, -Reset, -Reset-After and -Bucket with
+    its answers, not only with a 429; the emulator sent them from the member roles and role
+    connection routes only, so a client that misread them on any other route (hikari's
+    webhook and callback calls, our token refresh) met them first on Discord. A bucket per
+    route, whatever its parameters; a window per route's parameters and caller."""
+    state, client = emulator
+    bot = {"authorization": f"Bot {state.bot_token}"}
+    first = client.get("/api/v10/applications/@me", headers=bot)
+    second = client.get("/api/v10/applications/@me", headers=bot)
+    refused = client.get("/api/v10/applications/@me", headers={"authorization": "Bot nope"})
+    assert first.status_code == second.status_code == 200
+    assert refused.status_code == 401
+    one, two, other = _limits(first), _limits(second), _limits(refused)
+    assert set(one) == {
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-ratelimit-reset-after",
+        "x-ratelimit-bucket",
+    }
+    assert re.fullmatch(r"[0-9a-f]{32}", one["x-ratelimit-bucket"])
+    assert one["x-ratelimit-bucket"] == two["x-ratelimit-bucket"] == other["x-ratelimit-bucket"]
+    assert int(two["x-ratelimit-remaining"]) == int(one["x-ratelimit-remaining"]) - 1
+    assert other["x-ratelimit-remaining"] == one["x-ratelimit-remaining"]  # another caller
+    assert 0 <= float(one["x-ratelimit-reset-after"]) <= 60
+    assert float(one["x-ratelimit-reset"]) > time.time() - 1
+
+    # The webhook of two interactions: one bucket, a window each; a refusal carries them too.
+    webhooks = [
+        client.get(f"/api/v10/webhooks/{APP_ID}/{token}/messages/@original")
+        for token in ("first-token", "second-token")
+    ]
+    assert [w.status_code for w in webhooks] == [404, 404]
+    [a, b] = [_limits(w) for w in webhooks]
+    assert a["x-ratelimit-bucket"] == b["x-ratelimit-bucket"] != one["x-ratelimit-bucket"]
+    assert a["x-ratelimit-remaining"] == b["x-ratelimit-remaining"]
+    invalid = client.patch(
+        f"/api/v10/webhooks/{APP_ID}/t/messages/@original",
+        content=b"{",
+        headers={"content-type": "application/json"},
+    )
+    assert invalid.json()["code"] == 50109
+    assert "x-ratelimit-bucket" in invalid.headers
+
+    # Not where Discord sends none: the test API, a route it does not have, Cloudflare's page.
+    assert _limits(client.get("/_emulator/users")) == {}
+    assert _limits(client.get("/api/v10/users/@me/guilds/nope")) == {}
+    client.post("/_emulator/faults", json={"endpoint": "users_me", "mode": "cloudflare"})
+    assert _limits(client.get("/api/v10/users/@me")) == {}
 
 
 # -- routes Discord does not have ---------------------------------------------------------------

@@ -27,6 +27,7 @@ from entrypoints.emulator.bot_api import bot_routes
 from entrypoints.emulator.channel import channel_routes
 from entrypoints.emulator.gateway import GatewaySession, gateway_routes
 from entrypoints.emulator.guilds import guild_routes
+from entrypoints.emulator.limits import route_limits
 from entrypoints.emulator.role_connections import role_connection_routes
 from entrypoints.emulator.state import EmulatorState, TestUser, same_secret
 
@@ -409,6 +410,7 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             MethodNotAllowedException: no_such_route,
         },
         after_request=_never_framed,
+        middleware=[route_limits],  # Discord's X-RateLimit-* headers on its API's answers
         openapi_config=None,
         logging_config=None,
     )
