@@ -32,6 +32,7 @@ from domain import errors
 from domain.model import DiscordId, EmailKind, LinkTicket, SignInMethod
 from domain.ports import DiscordTokens
 from domain.use_cases import AuthCompleted, AuthOutcome, TicketIssued
+from domain.use_cases._shared import SENT_TWICE_WITHIN
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness, sql_harness, webhook_secret
 from tests.integration import email_races
@@ -790,3 +791,22 @@ async def test_signing_out_with_the_cookie_a_lost_answer_left_ends_its_session(
     assert await _sessions_of(pg_db, alice.account.id) == 1
     await h.container.sign_out().execute(alice.session_token)
     assert await _sessions_of(pg_db, alice.account.id) == 0
+
+
+@pytest.mark.parametrize("after", [timedelta(0), timedelta(microseconds=1)])
+async def test_an_old_cookie_ends_a_successor_only_within_the_double_click_window(
+    h: Harness, pg_db: SqlDatabase, after: timedelta
+) -> None:
+    """Signing out with the old cookie ends the session a form renewed it into within
+    ``SENT_TWICE_WITHIN`` of the renewal, its edge included, and not a microsecond later (the
+    renewal's time, ``proved_at``, read back from Postgres to the microsecond): past it, the
+    successor is the browser's that got it, and a copy of the old cookie cannot end it."""
+    alice = await h.sign_up("alice", "alice@example.com")
+    h.clock.advance(timedelta(minutes=30, microseconds=123_457))
+    confirmed = await h.container.confirm_password().execute(
+        session_token=alice.session_token, password=PASSWORD
+    )
+    h.clock.advance(SENT_TWICE_WITHIN + after)
+    await h.container.sign_out().execute(alice.session_token)
+    alive = await h.container.current_session().execute(confirmed.session_token)
+    assert (alive is not None) is (after > timedelta(0))

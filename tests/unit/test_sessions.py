@@ -14,7 +14,7 @@ import domain
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import SignInMethod
-from domain.use_cases._shared import RENEWED_FROM_THE_COOKIE
+from domain.use_cases._shared import RENEWED_FROM_THE_COOKIE, SENT_TWICE_WITHIN
 from domain.use_cases.password_reset import PasswordReset
 from tests.harness import PASSWORD, Browser, Harness
 
@@ -410,11 +410,13 @@ async def test_a_discord_proof_that_returns_after_a_first_password_was_set_is_re
 async def _renewed_with_the_answer_lost(h: Harness, form: str) -> tuple[str, str]:
     """A session whose form renewed it under a token derived from the cookie's, the answer
     (the new cookie) lost: the browser left that request (a double click, a reload) and kept
-    the old cookie. The old token and the one the session lives on under."""
+    the old cookie. The old token and the one the session lives on under, renewed now, half
+    an hour after the session began."""
     if form == "discord":
         created = await h.discord_login(h.discord_user(7020, email="owner@example.com"))
         assert created.session_token is not None
         old = created.session_token
+        h.clock.advance(timedelta(minutes=30))
         browser = Browser(session=old)
         started = await h.container.start_discord_reauth().execute(
             session_token=old, browser_tokens=()
@@ -426,6 +428,7 @@ async def _renewed_with_the_answer_lost(h: Harness, form: str) -> tuple[str, str
         return old, done.session_token
     signed_up = await h.sign_up("alice", "alice@example.com")
     old = signed_up.session_token
+    h.clock.advance(timedelta(minutes=30))
     if form == "confirm":
         confirmed = await h.container.confirm_password().execute(
             session_token=old, password=PASSWORD
@@ -455,6 +458,36 @@ async def test_signing_out_with_the_old_cookie_ends_what_a_lost_answer_made(
 
     await h.container.sign_out().execute(old)
 
+    assert not await _live(h, renewed)
+
+
+@pytest.mark.parametrize("form", ["confirm", "password", "email", "discord"])
+async def test_an_old_cookie_ends_no_successor_past_the_double_click_window(
+    h: Harness, form: str
+) -> None:
+    """The successor is ended only while the form could have been sent twice: within
+    ``SENT_TWICE_WITHIN`` of the renewal (its ``proved_at``: a renewed session keeps its
+    ``created_at``), the edge included, as ``made_just_now`` answers the second request.
+    Past it, the successor is held by the browser that got it, and a copy of the old cookie
+    (a thief's: the very one a password change was made against) must not sign it out."""
+    old, renewed = await _renewed_with_the_answer_lost(h, form)
+    seen = await h.container.current_session().execute(renewed)
+    assert seen is not None
+    assert seen.session.proved_at == h.clock.now()  # renewed now...
+    assert seen.session.created_at < h.clock.now()  # ...a session made before
+
+    h.clock.advance(SENT_TWICE_WITHIN + timedelta(microseconds=1))
+    await h.container.sign_out().execute(old)
+    assert await _live(h, renewed)
+
+
+@pytest.mark.parametrize("form", ["confirm", "password", "email", "discord"])
+async def test_an_old_cookie_ends_its_successor_at_the_edge_of_the_window(
+    h: Harness, form: str
+) -> None:
+    old, renewed = await _renewed_with_the_answer_lost(h, form)
+    h.clock.advance(SENT_TWICE_WITHIN)
+    await h.container.sign_out().execute(old)
     assert not await _live(h, renewed)
 
 

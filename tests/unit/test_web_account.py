@@ -254,6 +254,46 @@ async def test_a_copy_of_the_session_cookie_gets_nothing_from_its_owners_proof(
     assert [a.email for a in db.tables.accounts.values()] == ["al@new.example"]
 
 
+async def test_a_stolen_old_cookie_cannot_sign_its_owner_out_after_a_password_change(
+    h: Harness,
+) -> None:
+    """Signing out with a cookie ends the sessions a form renewed it into, for a form sent
+    twice whose answer was lost. A thief keeping a copy of the cookie signed its owner out of
+    the session kept after the password change the theft was changed against, by signing
+    out with the copy, or by signing in with it to an account of the thief's own. Past the
+    double click's window (``SENT_TWICE_WITHIN``) it ends nothing of the owner's."""
+    await h.sign_up("mallory", "mallory@example.com")
+    app = create_app(h.container)
+    async with AsyncTestClient(app=app) as owner:
+        await sign_up(owner)
+        stolen = owner.cookies["tfl_session"]
+        h.clock.advance(timedelta(minutes=11))
+        changed = await post_form(
+            owner,
+            "/account",
+            "/account/password",
+            {"current_password": PASSWORD, "new_password": "another correct horse 77"},
+        )
+        assert "Your password is saved" in changed.text
+        h.clock.advance(timedelta(minutes=2))
+
+        async with AsyncTestClient(app=app) as thief:
+            thief.cookies.set("tfl_session", stolen)
+            page = await thief.get("/signin")
+            out = await thief.post("/signout", data={"_csrf_token": csrf_token(page.text)})
+            assert out.status_code == 200
+        assert "Your account" in (await owner.get("/account")).text
+
+        async with AsyncTestClient(app=app) as thief:
+            thief.cookies.set("tfl_session", stolen)
+            page = await thief.get("/signin")
+            form = {"login": "mallory", "password": PASSWORD, "_csrf_token": csrf_token(page.text)}
+            signed_in = await thief.post("/signin", data=form, follow_redirects=False)
+            assert signed_in.status_code in (302, 303)
+            assert signed_in.headers["location"] == "/account"
+        assert "Your account" in (await owner.get("/account")).text
+
+
 async def test_confirming_is_rate_limited(h: Harness) -> None:
     async with AsyncTestClient(app=create_app(h.container, rate_limit_per_minute=3)) as client:
         await sign_up(client)  # one of the three

@@ -19,6 +19,7 @@ from domain.use_cases._passwords import (
     trusted_device,
 )
 from domain.use_cases._shared import (
+    SENT_TWICE_WITHIN,
     SESSION_SUCCESSOR,
     digest_of,
     made_just_now,
@@ -67,7 +68,11 @@ class CurrentSession:
 class SignOut:
     """The session of this browser's cookie ends, and so does any session a form renewed it
     into whose answer never reached the browser (sent twice: see ``successors_of``), which
-    would otherwise live on, proved, with nobody signing it out."""
+    would otherwise live on, proved, with nobody signing it out: one renewed in the last
+    ``SENT_TWICE_WITHIN``, the edge included (the window the second request of a form sent
+    twice is answered it in, ``made_just_now``). Past it, the successor is held by the browser
+    that got it, and an old cookie (a copy a thief kept, the very one its owner changed the
+    password against) must not sign that browser out."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
@@ -78,13 +83,13 @@ class SignOut:
         if not plausible_token(session_token):
             return
         kept = digest_of(self._tokens, keeping)
-        digests = [self._tokens.digest(session_token), *successors_of(self._tokens, session_token)]
+        own = self._tokens.digest(session_token)
         now = self._clock.now()
         async with self._uow() as uow:
             ended = False
-            for digest in digests:
+            for digest in [own, *successors_of(self._tokens, session_token)]:
                 session = await uow.sessions.get(digest) if digest != kept else None
-                if session is not None:
+                if session is not None and (digest == own or _renewed_just_now(session, now)):
                     await uow.sessions.remove(digest)
                     await uow.audit.record(
                         AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id)
@@ -92,6 +97,15 @@ class SignOut:
                     ended = True
             if ended:
                 await uow.commit()
+
+
+def _renewed_just_now(successor: Session, now: datetime) -> bool:
+    """Whether a successor (see ``successors_of``) got its token in the last
+    ``SENT_TWICE_WITHIN``. Every form renews it with a proof of identity, which sets
+    ``proved_at`` to the renewal's time (``created_at`` is the session's first sign-in, kept
+    across renewals), and a later proof renews it under another token: under this one,
+    ``proved_at`` is when it was made."""
+    return successor.proved_at is not None and now - successor.proved_at <= SENT_TWICE_WITHIN
 
 
 @dataclass(frozen=True, slots=True)
