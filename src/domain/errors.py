@@ -310,6 +310,18 @@ class EmailDeclined(InvalidInput):
     )
 
 
+class OwnAccountNotDeclined(DomainError):
+    """A "This is not my account" from a browser signed in to the very account the address was
+    added to: its person is that account, and a decline (kept for good, ``DisownEmail``)
+    would be their own by mistake. Said with the account's name (the browser's own)."""
+
+    code = "own_account_not_declined"
+    message = (
+        "You are signed in to the account this address was added to, so it is yours: it "
+        "cannot be declined from here. Nothing was changed."
+    )
+
+
 class WeakPassword(InvalidInput):
     code = "weak_password"
 

@@ -428,6 +428,75 @@ async def test_a_link_used_before_a_later_decline_is_not_said_declined(
     assert "no longer uses" in _said(again)
 
 
+async def test_the_owner_signed_in_is_offered_confirm_not_a_decline(
+    h: Harness, client: Client
+) -> None:
+    """A decline is for good and needs only the link, and the page offered it to the owner
+    signed in to the very account the address was added to: that is how an owner declined
+    their own account by mistake. Signed in to it, they are the account: the page offers
+    confirming, and changing the address on the account page (it has no "remove"), and no
+    "This is not my account"; signed out, or signed in to another account, the mailbox's
+    holder still finds the button."""
+    await sign_up(client, "pam")
+    await h.deliver()
+    link = h.link_token(h.last_email("pam@example.com"), "/verify-email/")
+
+    own = _said(await client.get(f"/verify-email/{link}"))
+    assert "Confirm my email" in own
+    assert "This is not my account" not in own
+    assert "Did you create" not in own
+    page = await client.get(f"/verify-email/{link}")
+    assert 'href="/account#change-email"' in page.text
+    assert 'id="change-email"' in (await client.get("/account")).text
+
+    await h.sign_up("other", "other@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as other:
+        await post_form(other, "/signin", "/signin", {"login": "other", "password": PASSWORD})
+        theirs = _said(await other.get(f"/verify-email/{link}"))
+        assert "This is not my account" in theirs
+        assert "Did you create the account pam?" in theirs
+    async with AsyncTestClient(app=create_app(h.container)) as stranger:
+        assert "This is not my account" in _said(await stranger.get(f"/verify-email/{link}"))
+
+
+async def test_a_decline_from_a_browser_signed_in_to_that_account_is_refused(
+    h: Harness, db: MemoryDatabase, client: Client
+) -> None:
+    """The button's POST sent by the account's own signed-in browser (a page left open from
+    before, a form kept in history) is refused, saying why, and spends nothing: the link
+    still confirms. The signed-out holder of the mailbox still declines as before."""
+    await sign_up(client, "pam")
+    await h.deliver()
+    link = h.link_token(h.last_email("pam@example.com"), "/verify-email/")
+    (pam,) = [a.id for a in db.tables.accounts.values()]
+
+    token = csrf_token((await client.get("/account")).text)
+    refused = await client.post(f"/verify-email/{link}/not-mine", data={"_csrf_token": token})
+    assert refused.status_code == 409
+    said = _said(refused)
+    assert "You are signed in to pam, the account this address was added to" in said
+    assert "Nothing was changed" in said
+    assert (await h.account(pam)).email == "pam@example.com"
+    assert _disowned(db) == []
+    assert not db.tables.declined_addresses
+
+    with pytest.raises(errors.OwnAccountNotDeclined):
+        await h.container.disown_email().execute(link, signed_in=pam)
+    confirmed = await post_form(client, f"/verify-email/{link}", f"/verify-email/{link}", {})
+    assert confirmed.status_code == 200
+    assert (await h.account(pam)).email_verified
+
+
+async def test_the_signed_out_holder_or_another_account_still_declines(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    mallory, link = await _mallory(h)
+    victim = await h.sign_up("victim", "victim@elsewhere.example")
+    await h.container.disown_email().execute(link, signed_in=victim.account.id)
+    assert (await h.account(mallory)).email is None
+    assert _disowned(db) == [(mallory, {"proof": "link"})]
+
+
 async def test_the_page_after_a_decline_says_removed_only_to_the_browser_that_declined(
     h: Harness, client: Client
 ) -> None:

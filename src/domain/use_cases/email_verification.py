@@ -123,19 +123,33 @@ class DisownEmail:
     account holding the address unconfirmed again would again stand in the way of its
     owner's "Sign in with Discord". Kept for as long as the account: a decline that lapsed
     would only have the account wait. Other accounts are not concerned (each one's claim
-    sends its own email, which may be declined the same way), nor is the address's owner."""
+    sends its own email, which may be declined the same way), nor is the address's owner.
+
+    Refused from a browser signed in to that very account (``OwnAccountNotDeclined``): its
+    person is the account, and would decline it for good by mistake (its page does not offer
+    the button to them). Signed out, or signed in to another account, the link alone still
+    declines: the mailbox's holder need have no account here."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, token: str) -> Account:
-        """The account as it was (for the page that says which one lost the address)."""
+    async def execute(self, token: str, *, signed_in: AccountId | None = None) -> Account:
+        """The account as it was (for the page that says which one lost the address).
+        ``signed_in``: the account the asking browser is signed in to, if any."""
         now = self._clock.now()
         async with self._uow() as uow:
             # Refused (rolled back, the link unspent) when the account left the address.
             used, account = await consume_email_link(
                 uow, self._tokens, token, EmailPurpose.VERIFY, now
             )
+            if account.id == signed_in:  # rolled back: the link still confirms
+                raise errors.OwnAccountNotDeclined(
+                    f"You are signed in to {account.username}, the account this address was "
+                    "added to, so it is your account: it cannot be declined (that would take "
+                    "the address off it for good). If the address is yours, confirm it on "
+                    "the link's page; if it is not, change it on your account page. Nothing "
+                    "was changed."
+                )
             if account.email_verified:
                 raise errors.InvalidInput(
                     "This address is confirmed for that account: its owner confirmed it with "

@@ -103,11 +103,16 @@ class EmailPages(Controller):
 
     @post("/verify-email/{token:str}/not-mine", status_code=303)
     async def not_mine(
-        self, token: FromPath[str], disown_email: Use[uc.DisownEmail], jar: Jar
+        self,
+        token: FromPath[str],
+        account: CurrentAccount,
+        disown_email: Use[uc.DisownEmail],
+        jar: Jar,
     ) -> Redirect:
         """The button "This is not my account": the link proves the mailbox, and the address
-        leaves the account that claims it (unconfirmed), whoever is signed in here."""
-        await disown_email.execute(token)
+        leaves the account that claims it (unconfirmed), unless this browser is signed in to
+        that very account (refused: it is theirs)."""
+        await disown_email.execute(token, signed_in=account.id if account is not None else None)
         return Redirect(DISOWNED_PAGE, status_code=303, cookies=[jar.declined()])
 
     @get(DISOWNED_PAGE)

@@ -41,6 +41,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.InvalidCredentials: 401,
     errors.UsernameTaken: 409,
     errors.EmailTaken: 409,
+    errors.OwnAccountNotDeclined: 409,
     errors.TooManyRequests: 429,
     errors.DiscordDenied: 400,
     errors.DiscordConfirmationFailed: 400,
