@@ -327,25 +327,56 @@ def destination_path(destination: str) -> str:
 _DECODINGS = 5
 
 
-def carries_secret(destination: str) -> bool:
-    """Whether a same-site ``destination`` reaches a path with a one-time secret, however it
-    is spelled, or holds one anywhere else: a page it reaches may send the browser on to a
-    parameter of its query (``/signin?next=/link/…``). Decoded as often as it is encoded."""
-    if destination_path(destination).startswith(SECRET_PATHS):
+def _reaches(destination: str, paths: tuple[str, ...]) -> bool:
+    """Whether a same-site ``destination`` reaches one of ``paths``, however it is spelled,
+    or names one anywhere else: a page it reaches may send the browser on to a parameter of
+    its query (``/signin?next=/link/…``). Decoded as often as it is encoded."""
+    if destination_path(destination).startswith(paths):
         return True
     decoded = destination
     for _ in range(_DECODINGS):
         again = unquote(decoded)
         if again == decoded:
-            return any(secret in re.sub(r"/+", "/", decoded) for secret in SECRET_PATHS)
+            return any(path in re.sub(r"/+", "/", decoded) for path in paths)
         decoded = again
     return True  # encoded more deeply than any page decodes: not worth keeping
 
 
+def carries_secret(destination: str) -> bool:
+    """Whether a same-site ``destination`` reaches a path with a one-time secret (see
+    ``_reaches``)."""
+    return _reaches(destination, SECRET_PATHS)
+
+
+# Paths that go to or come back from Discord: loaded, they start a Discord round trip (which
+# Discord may send straight back, signed in as the Discord account the browser holds) or
+# finish one. Never where a sign-in goes on to.
+ROUND_TRIP_PATHS = ("/auth/discord/login", "/auth/discord/callback", "/auth/discord/confirming")
+
+
+def starts_round_trip(destination: str) -> bool:
+    """Whether a same-site ``destination`` reaches a Discord round trip's start or end (see
+    ``_reaches``): as where a password sign-in goes on to, ``/auth/discord/login`` took its
+    person, this site's own redirect (no page to continue from), through a Discord sign-in,
+    which Discord sends straight back: the session just made ended for the Discord account
+    left signed in in the browser (on a shared computer, someone else's)."""
+    return _reaches(destination, ROUND_TRIP_PATHS)
+
+
+def password_sign_in_destination(raw: str | None) -> str:
+    """Where a password sign-in or a sign-up goes on to (and the sign-in pages, signed in
+    already): a same-site path (see ``safe_destination``), and the account page instead of a
+    Discord round trip (see ``starts_round_trip``). A ``/link`` ticket's page is kept: its
+    "Sign in" link sends its person back to it."""
+    destination = safe_destination(raw)
+    return "/account" if starts_round_trip(destination) else destination
+
+
 def sign_in_destination(raw: str | None) -> str:
     """Where a Discord sign-in returns to: a same-site path (see ``safe_destination``), and
-    the account page instead of one that carries a one-time secret (see ``carries_secret``)."""
-    destination = safe_destination(raw)
+    the account page instead of one that carries a one-time secret (see ``carries_secret``)
+    or a Discord round trip (see ``starts_round_trip``)."""
+    destination = password_sign_in_destination(raw)
     return "/account" if carries_secret(destination) else destination
 
 

@@ -6,7 +6,7 @@ import html
 import re
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuditKind, DiscordId, DiscordProfile
+from domain.policies import sign_in_destination
 from domain.use_cases import TicketIssued
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.web import create_app
@@ -1379,3 +1380,53 @@ async def test_a_reload_of_an_expired_sign_in_says_it_expired(client: Client, h:
         answer = await client.get(callback, follow_redirects=False)
         assert answer.status_code == 410, answer.text
         assert "more than 10 minutes at Discord" in answer.text
+
+
+@pytest.mark.parametrize(
+    "next_path",
+    [
+        "/auth/discord/login",
+        "/auth/discord/login?switch=true",
+        "/auth//discord/./login",
+        "/auth/discord/%6Cogin/",
+        "/auth/discord/callback?state=x&error=access_denied",
+        "/auth/discord/confirming?state=x",
+        "/signin?next=/auth/discord/login",
+    ],
+)
+async def test_a_password_sign_in_never_returns_to_a_round_trip_start(
+    client: Client, next_path: str
+) -> None:
+    """An attacker's review: ``/signin?next=/auth/discord/login`` sent its person, right
+    after their password sign-in, through a Discord round trip (this site's own redirect, so
+    no page to continue from): Discord sends a returning person straight back, so the
+    session just made ended for the Discord account left signed in in the browser (on a
+    shared computer, someone else's). Such a destination becomes the default."""
+    await sign_up(client)
+    await post_form(client, "/account", "/signout", {})
+    page = await client.get(f"/signin?next={quote(next_path)}")
+    assert '/auth/discord/login?next=/account"' in page.text  # its Discord button too
+    answer = await client.post(
+        "/signin",
+        data={
+            "login": "alice",
+            "password": PASSWORD,
+            "next": next_path,
+            "_csrf_token": csrf_token(page.text),
+        },
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/account"
+    # Signed in, the sign-in page goes on to where it was asked to: not there either.
+    again = await client.get(f"/signin?next={quote(next_path)}", follow_redirects=False)
+    assert again.headers["location"] == "/account"
+    # Nor does a Discord sign-in, nor a sign-up.
+    assert sign_in_destination(next_path) == "/account"
+    await post_form(client, "/account", "/signout", {})
+    signup = await post_form(
+        client,
+        f"/signup?next={quote(next_path)}",
+        "/signup",
+        {"username": "bob", "email": "bob@example.com", "password": PASSWORD, "next": next_path},
+    )
+    assert urlsplit(str(signup.url)).path == "/account"

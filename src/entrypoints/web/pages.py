@@ -13,7 +13,7 @@ from litestar.response import Redirect, Template
 from domain import errors
 from domain import use_cases as uc
 from domain.model import Account, AuthPurpose, Link, LinkTicket, RoleSync
-from domain.policies import safe_destination, sign_in_destination
+from domain.policies import password_sign_in_destination, sign_in_destination
 from domain.use_cases import AuthOutcome, SignedInAs
 from entrypoints.web.avatars import Avatars
 from entrypoints.web.cookies import CookieJar, starts_no_round_trip, to_discord
@@ -189,8 +189,8 @@ def _credentials_page(
 ) -> Template | Redirect:
     """Sign-in and sign-up forms; someone already signed in goes straight on."""
     if account is not None:
-        return Redirect(safe_destination(next_path))
-    destination = safe_destination(next_path or "/account")
+        return Redirect(password_sign_in_destination(next_path))
+    destination = password_sign_in_destination(next_path or "/account")
     return Template(
         template,
         context={
@@ -295,7 +295,7 @@ class Pages(Controller):
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
-        destination = safe_destination(data.get("next") or "/account")
+        destination = password_sign_in_destination(data.get("next") or "/account")
         try:
             signed_in = await sign_in.execute(
                 login=data.get("login", ""),
@@ -332,7 +332,7 @@ class Pages(Controller):
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
-        destination = safe_destination(data.get("next") or "/account")
+        destination = password_sign_in_destination(data.get("next") or "/account")
         welcome = destination == "/account"  # what the sign-up page's form sends when not told
         try:
             signed_in = await sign_up.execute(
