@@ -1367,6 +1367,46 @@ async def test_a_head_of_discords_callback_spends_nothing(
     assert done.headers["location"] == "/account"
 
 
+@pytest.mark.parametrize(
+    "fetch",
+    [
+        # A sibling subdomain's <img>: SameSite=Lax cookies go with a same-site subresource.
+        {"sec-fetch-site": "same-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"},
+        {"sec-fetch-site": "same-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "script"},
+        {"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "iframe"},
+        {"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"},
+        {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"},
+        # Chromium before Sec-Fetch-Dest (79 and older): its mode says what it is.
+        {"sec-fetch-site": "same-site", "sec-fetch-mode": "no-cors"},
+    ],
+)
+async def test_discords_callback_loaded_as_no_page_spends_nothing(
+    client: Client, h: Harness, db: MemoryDatabase, fetch: dict[str, str]
+) -> None:
+    """An attacker's review: a sibling subdomain's page that knows a state (a callback URL
+    seen in a log, say) could load ``/auth/discord/callback?state=…&error=…`` as an image,
+    with the browser's cookies (SameSite=Lax lets a same-site subresource have them), and
+    spend it: its person's own load then said "used already". Only a page load (a document,
+    as Fetch Metadata says; a browser that sends none is taken as one) may spend it."""
+    h.discord_user(5012, email="img@example.com")
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(5012))
+    for callback in (
+        f"/auth/discord/callback?state={approval.state}&error=access_denied",
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+    ):
+        refused = await client.get(callback, headers=fetch, follow_redirects=False)
+        assert refused.status_code == 403, refused.text
+        assert "set-cookie" not in refused.headers
+    assert all(p.consumed_at is None for p in db.tables.pending_logins.values())
+    navigated = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+    done = await client.get(
+        callback, headers={**navigated, "sec-fetch-dest": "document"}, follow_redirects=False
+    )
+    assert done.status_code == 302, done.text
+    assert done.headers["location"] == "/account"
+
+
 async def test_a_reload_of_an_expired_sign_in_says_it_expired(client: Client, h: Harness) -> None:
     """The refusal of an expired state spent it, so the page reloaded said "used already"
     (the page back from Discord reloaded, or opened again from history) instead of what

@@ -49,6 +49,19 @@ def from_another_site(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
 
 
+def loaded_as_no_page(request: Request[Any, Any, Any]) -> bool:
+    """Whether a browser says (its Fetch Metadata) that it loads the request as no page of
+    its own: an image, a script, a frame, a ``fetch``, whichever site's page asked for it.
+    ``Sec-Fetch-Dest`` other than ``document``; without it (Chromium 76 to 79 sent the
+    others first), ``Sec-Fetch-Mode`` other than ``navigate``. A browser without Fetch
+    Metadata sends neither: taken as a page load."""
+    dest = request.headers.get("sec-fetch-dest")
+    if dest is not None:
+        return dest != "document"
+    mode = request.headers.get("sec-fetch-mode")
+    return mode is not None and mode != "navigate"
+
+
 def starts_no_round_trip(request: Request[Any, Any, Any]) -> bool:
     """Whether a GET that would start a Discord round trip answers a page to continue from
     instead (see ``other_sites``): another site's navigation (``from_another_site``), or a

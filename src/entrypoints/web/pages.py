@@ -16,7 +16,7 @@ from domain.model import Account, AuthPurpose, Link, LinkTicket, RoleSync
 from domain.policies import password_sign_in_destination, sign_in_destination
 from domain.use_cases import AuthOutcome, SignedInAs
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import CookieJar, starts_no_round_trip, to_discord
+from entrypoints.web.cookies import CookieJar, loaded_as_no_page, starts_no_round_trip, to_discord
 from entrypoints.web.deps import CurrentAccount, CurrentSignIn, Jar, Use
 from entrypoints.web.email_pages import email_status_line
 from entrypoints.web.errors import field_of, message_page, status_for
@@ -266,6 +266,20 @@ def _link_page(
             "avatar_url": avatars.url(ticket.discord.id.value, ticket.discord.avatar),
         },
         status_code=status,
+    )
+
+
+def _callback_not_a_page() -> Template:
+    """Discord's callback loaded as no page (``loaded_as_no_page``): an image, a script or a
+    frame of a page, which a sibling subdomain's page can have its visitor's browser load
+    with this site's cookies (SameSite=Lax lets a same-site subresource have them). It spends
+    nothing: loaded so, a state that page knew (a callback URL seen in a log) was spent, and
+    its person's own load of the page back from Discord said "used already"."""
+    return message_page(
+        "Back from Discord",
+        "This page opens as a page of its own, not inside another page.",
+        status=403,
+        links=[("Go to your account", "/account")],
     )
 
 
@@ -612,6 +626,8 @@ class Pages(Controller):
     ) -> Redirect | Template:
         if asked_as_head(request):
             return _callback_looked_at()
+        if loaded_as_no_page(request):
+            return _callback_not_a_page()
         done = await complete_discord_auth.execute(
             state=oauth_state,
             code=code,
