@@ -19,8 +19,9 @@ from entrypoints.container import _readiness_checks, build_container
 from entrypoints.health import Readiness
 from entrypoints.settings import Settings
 from entrypoints.web import create_app
-from tests.harness import TEST_SECRET_KEY, make_settings, webhook_secret
+from tests.harness import TEST_SECRET_KEY, Harness, make_settings, webhook_secret
 from tests.integration.redis_server import RedisServer
+from tests.web_support import SITE, check_site_budget
 
 
 def _instances(url: str) -> tuple[SharedState, SharedState]:
@@ -544,3 +545,22 @@ async def test_public_urls_that_differ_by_a_trailing_slash_agree(
     assert await start("http://127.0.0.1:8000/") == []
     [differs] = await start("http://localhost:8000/")
     assert differs.startswith("TASKFLOW_LINK_PUBLIC_URL differs"), differs
+
+
+async def test_an_ipv6_clients_48_shares_a_budget_in_redis(redis_url: str) -> None:
+    """The /48's budget (64 times a /64's) counts in Redis as the /64s' do, for every
+    instance (the in-memory one: tests/unit/test_instances.py)."""
+    settings = make_settings(redis_url=redis_url, forwarded_allow_ips="127.0.0.1")
+    h = Harness.build(build_container(settings))
+    try:
+        await check_site_budget(create_app(h.container, rate_limit_per_minute=1))
+    finally:
+        await h.container.shared_state().close()
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        names = [str(n) for n in await client.keys("taskflow-link:auth-rate-limit*")]
+    finally:
+        await client.aclose()
+    assert any(name.endswith(f"{SITE}::/48") for name in names), names

@@ -37,10 +37,10 @@ from entrypoints.health import Readiness
 from entrypoints.instances import gateway_kind, sharing_problems
 from entrypoints.settings import SettingsError, ShardPlan, load_settings
 from entrypoints.web import create_app
-from entrypoints.web.rate_limit import client_budget
+from entrypoints.web.rate_limit import client_budget, site_budget
 from tests.harness import TEST_SECRET_KEY, Harness, make_settings
 from tests.servers import serve_here
-from tests.web_support import csrf_token
+from tests.web_support import check_site_budget, csrf_token
 
 
 async def test_readyz_lists_its_checks(h: Harness) -> None:
@@ -374,6 +374,11 @@ def test_a_clients_budget_is_named_by_what_its_address_says(host: str, budget: s
     budget, and a proxy that writes a port gave each port a budget."""
     request = SimpleNamespace(client=SimpleNamespace(host=host))
     assert client_budget(request) == budget  # type: ignore[arg-type]
+    # Only a /64's budget has a /48's beside it.
+    if budget.endswith("/64"):
+        assert site_budget(budget) in ("client:2001:db8:1::/48", "client:fe80::/48")
+    else:
+        assert site_budget(budget) is None
 
 
 async def test_x_forwarded_for_is_ignored_from_anyone_else(h: Harness) -> None:
@@ -863,3 +868,10 @@ def test_a_gateway_bots_kind_names_its_shards() -> None:
     # Runs as ranges: a copy may run thousands of shards.
     assert gateway_kind(ShardPlan(tuple(range(16)), 16)) == "gateway 0-15/16"
     assert gateway_kind(ShardPlan((9, 1, 2, 3, 7, 8), 10)) == "gateway 1-3,7-9/10"
+
+
+async def test_an_ipv6_clients_48_shares_a_budget_64_times_a_64s() -> None:
+    """An attacker's review: whoever holds a /48 (a tunnel broker gives one away) held 65,536
+    /64s, each with a budget of its own. A /48 now has one too, 64 times a /64's."""
+    h = Harness.build(build_container(make_settings(forwarded_allow_ips="127.0.0.1")))
+    await check_site_budget(create_app(h.container, rate_limit_per_minute=1))

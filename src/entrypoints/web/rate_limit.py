@@ -28,6 +28,12 @@ Hit = Callable[[str, int], Awaitable[tuple[int, int]]]
 # An IPv6 client's budget is its /64 network's: the least a home or a server is given, and
 # each of its 2^64 addresses its own budget would make a limit by address no limit at all.
 IPV6_NETWORK_BITS: Final = 64
+# And its /48's, which it shares with the other /64s there, at ``SITE_BUDGET_FACTOR`` times the
+# limit: a /48 is what a site is given, and a tunnel broker gives one away for free, 65,536
+# /64s, each a budget of its own. Whoever holds one can spend its whole budget and so block
+# the /48's other networks (as one client behind an IPv4 NAT blocks the others).
+IPV6_SITE_BITS: Final = 48
+SITE_BUDGET_FACTOR: Final = 64
 
 
 def client_budget(request: Request[Any, Any, Any]) -> str:
@@ -52,6 +58,22 @@ def client_budget(request: Request[Any, Any, Any]) -> str:
         network = ipaddress.IPv6Address(int(address) >> host_bits << host_bits)
         return f"client:{network}/{IPV6_NETWORK_BITS}"
     return f"client:{address}"
+
+
+def site_budget(budget: str) -> str | None:
+    """The coarser budget a client's ``budget`` (``client_budget``) also spends: an IPv6
+    /64 network's /48 (see ``IPV6_SITE_BITS``); ``None`` for any other (an IPv4 address, this
+    machine's, an API key's)."""
+    suffix = f"/{IPV6_NETWORK_BITS}"
+    if not (budget.startswith("client:") and budget.endswith(suffix)):
+        return None
+    try:
+        network = ipaddress.IPv6Address(budget.removeprefix("client:").removesuffix(suffix))
+    except ValueError:
+        return None
+    host_bits = 128 - IPV6_SITE_BITS
+    site = ipaddress.IPv6Address(int(network) >> host_bits << host_bits)
+    return f"client:{site}/{IPV6_SITE_BITS}"
 
 
 # NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 client's address.
@@ -94,20 +116,33 @@ class CountedRateLimitMiddleware(RateLimitMiddleware):
         request: Request[Any, Any, Any] = scope["litestar_app"].request_class(scope)
         if await self.should_check_request(request=request):
             hits, reset_in = await self._hit(self.cache_key_from_request(request), self._seconds)
-            headers = self._headers(hits, reset_in) if self.config.set_rate_limit_headers else {}
-            if hits > self.max_requests:
+            left = self.max_requests - hits
+            site = site_budget(self.get_identifier_for_request(request))
+            # Only what its own budget let through spends its /48's: a /64 past its own
+            # limit spends no more of its neighbours'.
+            if left >= 0 and site is not None:
+                site_hits, site_reset = await self._hit(
+                    f"{type(self).__name__}::{site}", self._seconds
+                )
+                site_left = SITE_BUDGET_FACTOR * self.max_requests - site_hits
+                if site_left < left:
+                    left, reset_in = site_left, site_reset
+            headers = self._headers(left, reset_in) if self.config.set_rate_limit_headers else {}
+            if left < 0:
                 raise TooManyRequestsException(headers=headers or None)
             if headers:
                 send = _sending_headers(send, headers)
         await self.app(scope, receive, send)
 
-    def _headers(self, hits: int, reset_in: int) -> dict[str, str]:
-        """The IETF draft's headers, as Litestar writes them."""
+    def _headers(self, left: int, reset_in: int) -> dict[str, str]:
+        """The IETF draft's headers, as Litestar writes them (``left``: what is left of the
+        budget after this request, of whichever is spent the most: the client's own, or its
+        /48's)."""
         config = self.config
         return {
             config.rate_limit_policy_header_key: f"{self.max_requests}; w={self._seconds}",
             config.rate_limit_limit_header_key: str(self.max_requests),
-            config.rate_limit_remaining_header_key: str(max(0, self.max_requests - hits)),
+            config.rate_limit_remaining_header_key: str(max(0, left)),
             config.rate_limit_reset_header_key: str(reset_in),
         }
 
