@@ -384,6 +384,18 @@ class DiscordConfirmationFailed(DomainError):
     )
 
 
+class DiscordSignInFailed(DomainError):
+    """A "Sign in with Discord" callback loaded twice: its first load, whose answer the
+    browser left for this one, ended without signing in (Discord refused, a refusal of the
+    sign-in's own, Discord unreachable, or the account's password asked for first...)."""
+
+    code = "discord_sign_in_failed"
+    message = (
+        "The page back from Discord was loaded again (reloaded, or Authorize clicked twice), "
+        "and its first load did not sign you in, so nothing was changed."
+    )
+
+
 class DiscordGrantRevoked(DomainError):
     """Discord answered ``invalid_grant`` to a refresh token: the person removed the app from
     their Discord account, or the token was used already. It will never work again."""

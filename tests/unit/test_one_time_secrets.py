@@ -25,9 +25,14 @@ async def _started_login(h: Harness, browser: Browser) -> tuple[str, str]:
 async def test_state_replay_is_refused(h: Harness) -> None:
     browser = Browser()
     state, code = await _started_login(h, browser)
-    await h.complete(browser, state=state, code=code)
-
-    with pytest.raises(errors.SecretConsumed):
+    first = await h.complete(browser, state=state, code=code)
+    # The same browser at once (its first answer lost): the session its first load made.
+    again = await h.complete(browser, state=state, code=code)
+    assert again.session_token == first.session_token
+    with pytest.raises(errors.SecretConsumed):  # anyone else
+        await h.complete(Browser(), state=state, code=code)
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    with pytest.raises(errors.SecretConsumed):  # later on
         await h.complete(browser, state=state, code=code)
 
 
@@ -39,8 +44,10 @@ async def test_state_is_spent_even_when_discord_fails(h: Harness, db: MemoryData
     with pytest.raises(errors.DiscordUnavailable):
         await h.complete(browser, state=state, code=code)
     h.discord.outage = None
-    with pytest.raises(errors.SecretConsumed):
+    with pytest.raises(errors.DiscordSignInFailed):  # spent, and said what became of it
         await h.complete(browser, state=state, code=code)
+    with pytest.raises(errors.SecretConsumed):
+        await h.complete(Browser(), state=state, code=code)
     assert db.tables.accounts == {}
     assert db.tables.links == {}
 
@@ -94,9 +101,11 @@ async def test_a_callback_url_tried_in_another_browser_is_refused_not_spent(
     assert db.tables.sessions == {}
     assert all(p.consumed_at is None for p in db.tables.pending_logins.values())
 
-    assert (await h.complete(owner, state=state, code=code)).session_token
-    with pytest.raises(errors.SecretConsumed):  # still single use
-        await h.complete(owner, state=state, code=code)
+    made = (await h.complete(owner, state=state, code=code)).session_token
+    assert made
+    # Still single use: the owner loading it again at once is handed the same session.
+    assert (await h.complete(owner, state=state, code=code)).session_token == made
+    assert len(db.tables.sessions) == 1
     with pytest.raises(errors.SecretConsumed):
         await h.complete(Browser(), state=state, code=code)
 
@@ -118,8 +127,10 @@ async def test_access_denied_is_refused_and_spends_the_state(h: Harness) -> None
     state = h.discord.approve(started.authorize_url, h.discord_user(3003).id).state
     with pytest.raises(errors.DiscordDenied):
         await h.complete(browser, state=state, code=None, error="access_denied")
-    with pytest.raises(errors.SecretConsumed):
+    with pytest.raises(errors.DiscordSignInFailed):
         await h.complete(browser, state=state, code="x")
+    with pytest.raises(errors.SecretConsumed):
+        await h.complete(Browser(), state=state, code="x")
 
 
 async def test_the_pkce_verifier_is_derived_with_the_server_key(h: Harness) -> None:

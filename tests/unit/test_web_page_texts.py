@@ -489,7 +489,8 @@ async def test_an_address_a_page_cannot_read_says_what_to_do_not_request(client:
 @pytest.mark.parametrize(
     ("minutes", "status", "title", "said"),
     [
-        (0, 410, "Discord's answer was already used", "reloaded, or opened again"),
+        # Its first load refused (here: declined at Discord): what became of it.
+        (0, 400, "Signing in with Discord did not go through", "did not sign you in"),
         (11, 410, "This attempt has expired", "more than 10 minutes"),
     ],
 )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -291,8 +292,8 @@ class AuthOutcome(enum.StrEnum):
     ALREADY_LINKED = "already_linked"
     CONFIRMED = "confirmed"  # identity proved again (purpose reauth)
     CONFIRM_NEEDED = "confirm_needed"  # email linking "confirm": prove the account's side first
-    # Purpose reauth, its callback loaded twice: the first load is still under way (asking
-    # Discord). Ask again in a moment (``FinishDiscordConfirmation``).
+    # Purpose reauth or login, its callback loaded twice: the first load is still under way
+    # (asking Discord). Ask again in a moment (``FinishDiscordConfirmation``).
     CONFIRMING = "confirming"
 
 
@@ -300,7 +301,7 @@ class AuthOutcome(enum.StrEnum):
 class AuthCompleted:
     purpose: AuthPurpose
     outcome: AuthOutcome
-    account_id: AccountId
+    account_id: AccountId  # SIGN_IN_UNDER_WAY while a sign-in is CONFIRMING (not known yet)
     destination: str
     # A new session for login flows, the session renewed for REAUTH; None for the others.
     session_token: str | None
@@ -362,6 +363,15 @@ def confirming_for(discord_timeout: timedelta) -> timedelta:
     return max(SENT_TWICE_WITHIN, 2 * discord_timeout + _FIRST_LOAD_BESIDES_DISCORD)
 
 
+# The account of a sign-in whose first load is still under way (``CONFIRMING``): not known
+# yet, and the nil UUID is no account's.
+SIGN_IN_UNDER_WAY = AccountId(uuid.UUID(int=0))
+# What a plain "Sign in with Discord" derives its new session's token for from the state
+# (``session_token_after``): its callback loaded twice finds the session the first load made
+# (see ``FinishDiscordConfirmation``). Never a token derived from a cookie.
+AFTER_DISCORD_SIGN_IN = "session-after-discord-sign-in"
+
+
 # How long the purge keeps a pending login past its expiry: a state spent at the end of its
 # 10 minutes may have its first load still under way for ``confirming_for`` (2.5 minutes at
 # the longest Discord timeout the settings take, a minute), and its callback loaded again
@@ -371,12 +381,13 @@ KEPT_PAST_EXPIRY = timedelta(minutes=5)
 
 
 class FinishDiscordConfirmation:
-    """A "Confirm with Discord" callback whose state is used: loaded twice (a double click on
-    Discord's Authorize, a reload during the round trip: the browser left the first load, and
-    never received its answer), or the page such a load answered while the first was under
-    way (``AuthOutcome.CONFIRMING``). "Confirm with Discord" renews the session under a token
-    derived from the old one (``session_token_after``), so this finds what the first load
-    made of it. Reads only: nothing is spent, nothing waited for.
+    """A "Confirm with Discord" or a plain "Sign in with Discord" callback whose state is
+    used: loaded twice (a double click on Discord's Authorize, a reload during the round
+    trip: the browser left the first load, and never received its answer), or the page such a
+    load answered while the first was under way (``AuthOutcome.CONFIRMING``). "Confirm with
+    Discord" renews the session under a token derived from the old one, a sign-in starts one
+    under a token derived from the state (``session_token_after``), so this finds what the
+    first load made. Reads only: nothing is spent, nothing waited for.
 
     ``discord_timeout``: each call to Discord's (the settings'), for how long the first load
     may be under way (``confirming_for``)."""
@@ -411,20 +422,26 @@ class FinishDiscordConfirmation:
         refused = refusal or state_refusal(SecretStatus.CONSUMED)
         digest = digest_of(self._tokens, state)
         presented = [d for t in browser_tokens if (d := digest_of(self._tokens, t)) is not None]
-        if digest is None or not plausible_token(session_token):
+        if digest is None or state is None:
             raise refused
         now = self._clock.now()
         async with self._uow(read_only=True) as uow:
             pending = await uow.pending_logins.get(digest)
             if (
                 pending is None
-                or pending.purpose is not AuthPurpose.REAUTH
-                or pending.account_id is None
                 or pending.consumed_at is None
                 or not any(
                     constant_time_equals(pending.browser_digest, d)
                     for d in presented[:BINDINGS_KEPT]
                 )
+            ):
+                raise refused
+            if pending.purpose is AuthPurpose.LOGIN:
+                return await self._signed_in(uow, pending, pending.consumed_at, state, refused)
+            if (
+                pending.purpose is not AuthPurpose.REAUTH
+                or pending.account_id is None
+                or not plausible_token(session_token)
             ):
                 raise refused
             # The cookie's session first, its successor after: the first load's renewal ends
@@ -478,6 +495,58 @@ class FinishDiscordConfirmation:
             pending.destination,
             session_token=None,
         )
+
+    async def _signed_in(
+        self,
+        uow: UnitOfWork,
+        pending: PendingLogin,
+        consumed_at: datetime,
+        state: str,
+        refused: errors.DomainError,
+    ) -> AuthCompleted:
+        """A plain sign-in's callback again, from the browser that started it (its binding):
+        the session the first load started under the token derived from the state, in the
+        last ``SENT_TWICE_WITHIN`` (how it signed in told as the first load told it), or
+        ``CONFIRMING`` while no session is there yet and that load may still be under way,
+        or ``DiscordSignInFailed`` when it ended without one. Anything else: ``refused``."""
+        now = self._clock.now()
+        made = session_token_after(self._tokens, state, AFTER_DISCORD_SIGN_IN)
+        try:
+            _, account = await made_just_now(
+                uow, self._tokens, made, now, proved_with=SignInMethod.DISCORD
+            )
+        except errors.NotSignedIn:
+            if await uow.sessions.get(made.digest) is not None:  # made, but not just now
+                raise refused from None
+        else:
+            return AuthCompleted(
+                pending.purpose,
+                await _how_signed_in(uow, account, consumed_at),
+                account.id,
+                pending.destination,
+                session_token=made.token,
+            )
+        if pending.failed_at is not None:
+            raise errors.DiscordSignInFailed()
+        if now - consumed_at > self._confirming_for:
+            raise refused
+        return AuthCompleted(
+            pending.purpose,
+            AuthOutcome.CONFIRMING,
+            SIGN_IN_UNDER_WAY,
+            pending.destination,
+            session_token=None,
+        )
+
+
+async def _how_signed_in(uow: UnitOfWork, account: Account, since: datetime) -> AuthOutcome:
+    """What a sign-in whose state was spent at ``since`` did, as far as the database tells:
+    linked ``account`` to Discord since then (by its confirmed email: the page says so), or
+    made it, or signed in to it."""
+    link = await uow.links.get_by_account(account.id)
+    if link is None or link.linked_at < since:
+        return AuthOutcome.SIGNED_IN
+    return AuthOutcome.CREATED if account.created_at >= since else AuthOutcome.LINKED_AND_SIGNED_IN
 
 
 class CompleteDiscordAuth:
@@ -536,7 +605,7 @@ class CompleteDiscordAuth:
             )
         # The state is spent from here on, whatever happens next: a callback URL works once.
         try:
-            return await self._complete(pending, state, code, error, session_token)
+            done = await self._complete(pending, state, code, error, session_token)
         except errors.DomainError as refusal:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
             refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
@@ -546,13 +615,17 @@ class CompleteDiscordAuth:
         except (Exception, asyncio.CancelledError):  # a fault, or the load cut off
             await self._failed(pending)
             raise
+        if done.outcome is AuthOutcome.CONFIRM_NEEDED:
+            # No session to hand over: its proposal went with the answer the browser left.
+            await self._failed(pending)
+        return done
 
     async def _failed(self, pending: PendingLogin) -> None:
-        """A "Confirm with Discord" that ended without renewing the session: recorded, for
-        its callback loaded again (``FinishDiscordConfirmation``). Not recorded (the database
-        out of reach, say), that load waits out ``confirming_for`` instead; the error at hand
-        stands."""
-        if pending.purpose is not AuthPurpose.REAUTH:
+        """A "Confirm with Discord" that ended without renewing the session, or a sign-in
+        without a session: recorded, for its callback loaded again
+        (``FinishDiscordConfirmation``). Not recorded (the database out of reach, say), that
+        load waits out ``confirming_for`` instead; the error at hand stands."""
+        if pending.purpose not in (AuthPurpose.REAUTH, AuthPurpose.LOGIN):
             return
         with contextlib.suppress(Exception):
             async with self._uow() as uow:
@@ -603,7 +676,9 @@ class CompleteDiscordAuth:
         if pending.purpose is AuthPurpose.REAUTH:
             return await self._reauthenticate(pending, profile, session_token)
         tries = itertools.count()  # the next try knows how many clashed before it
-        return await retry_on_conflict(lambda: self._login(pending, profile, next(tries)))
+        # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``).
+        made = session_token_after(self._tokens, state or "", AFTER_DISCORD_SIGN_IN)
+        return await retry_on_conflict(lambda: self._login(pending, profile, made, next(tries)))
 
     async def _session_of(
         self, uow: UnitOfWork, pending: PendingLogin, session_token: str | None
@@ -773,7 +848,7 @@ class CompleteDiscordAuth:
         )
 
     async def _login(
-        self, pending: PendingLogin, profile: DiscordProfile, clashes: int = 0
+        self, pending: PendingLogin, profile: DiscordProfile, made: IssuedSecret, clashes: int = 0
     ) -> AuthCompleted:
         now = self._clock.now()
         async with self._uow() as uow:
@@ -868,6 +943,7 @@ class CompleteDiscordAuth:
                 self._session_ttl,
                 method=SignInMethod.DISCORD,
                 discord_id=profile.id,
+                secret=made,
             )
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)

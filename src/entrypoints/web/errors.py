@@ -45,6 +45,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.TooManyRequests: 429,
     errors.DiscordDenied: 400,
     errors.DiscordConfirmationFailed: 400,
+    errors.DiscordSignInFailed: 400,
     errors.DiscordUnavailable: 502,
     errors.Conflict: 409,
     errors.StorageError: 503,
@@ -93,6 +94,7 @@ CALLBACK = "/auth/discord/callback"
 _CALLBACK_TITLES: dict[type[errors.DomainError], str] = {
     errors.SecretConsumed: "Discord's answer was already used",
     errors.SecretExpired: "This attempt has expired",
+    errors.DiscordSignInFailed: "Signing in with Discord did not go through",
 }
 # Email linking "confirm": the page where a Discord sign-in waits for the account's proof.
 PROPOSAL_PAGE = "/auth/discord/confirm-link"
@@ -150,7 +152,11 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
             )
         return ""
     if path.startswith("/auth/discord") and isinstance(
-        error, errors.SecretRefused | errors.DiscordDenied | errors.DiscordUnavailable
+        error,
+        errors.SecretRefused
+        | errors.DiscordDenied
+        | errors.DiscordUnavailable
+        | errors.DiscordSignInFailed,
     ):
         # A round trip from the account page (linking, "Confirm it is you"), or a sign-in.
         if holds_a_session(request):
@@ -294,6 +300,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     if path_of(request) == CALLBACK and not isinstance(exc, errors.TicketRefused):
         # The state's refusals (see state_refusal): no link was followed.
         title = _CALLBACK_TITLES.get(type(exc), title)
+    if isinstance(exc, errors.DiscordSignInFailed):  # at the callback, or the page after it
+        title = _CALLBACK_TITLES[errors.DiscordSignInFailed]
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith("/account/"):
         # A signed-in person's form asked for the current password: "Please sign in" and a
         # sign-in button would be wrong words for it (the sign-in page sends them back here).

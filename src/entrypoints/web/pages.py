@@ -216,19 +216,48 @@ def _confirmed_with_discord(
     its callback loaded twice while the first load still asks Discord, a page that asks again
     in a moment (``CONFIRMING_PAGE``), until that session is there."""
     if done.outcome is AuthOutcome.CONFIRMING:
-        again = f"{CONFIRMING_PAGE}?{urlencode({'state': state or ''})}"
-        return message_page(
-            "Finishing your confirmation…",
-            "Your browser sent Discord's answer twice: the first one is still being checked.",
-            next_step="This page goes on by itself in a moment. If it does not, continue.",
-            links=[("Continue", again)],
-            holds_session=True,
-            refresh=(CONFIRMING_REFRESH, again),
-        )
+        return _finishing("Finishing your confirmation…", state, holds_session=True)
     assert done.session_token is not None  # noqa: S101 - the session, renewed
     return Redirect(
         "/account?notice=confirmed_with_discord", cookies=[jar.session(done.session_token)]
     )
+
+
+def _finishing(title: str, state: str | None, *, holds_session: bool) -> Template:
+    """The page of a Discord callback loaded twice while its first load still asks Discord:
+    it asks again in a moment (``CONFIRMING_PAGE``)."""
+    again = f"{CONFIRMING_PAGE}?{urlencode({'state': state or ''})}"
+    return message_page(
+        title,
+        "Your browser sent Discord's answer twice: the first one is still being checked.",
+        next_step="This page goes on by itself in a moment. If it does not, continue.",
+        links=[("Continue", again)],
+        holds_session=holds_session,
+        refresh=(CONFIRMING_REFRESH, again),
+    )
+
+
+async def _signed_in_with_discord(
+    done: uc.AuthCompleted,
+    state: str | None,
+    request: Request[Any, Any, Any],
+    jar: CookieJar,
+    sign_out: uc.SignOut,
+) -> Redirect | Template:
+    """The answer to a plain "Sign in with Discord": its destination with the new session
+    (the one its callback's first load made, for a second load: see
+    ``FinishDiscordConfirmation``), or, the first load still under way, a page that asks
+    again in a moment."""
+    if done.outcome is AuthOutcome.CONFIRMING:
+        holds_session = jar.session_token(request) is not None
+        return _finishing("Finishing your sign-in…", state, holds_session=holds_session)
+    assert done.session_token is not None  # noqa: S101 - login flows always sign in
+    # Rotate: the old session ends here (not the one handed over, if the browser has it).
+    await jar.end_session(request, sign_out, keeping=done.session_token)
+    destination = done.destination
+    if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
+        destination = told_linked_by_email(destination)
+    return Redirect(destination, cookies=jar.new_session(done.session_token))
 
 
 def _callback_looked_at() -> Template:
@@ -658,29 +687,28 @@ class Pages(Controller):
             return Redirect(
                 "/auth/discord/confirm-link", cookies=[jar.proposal(done.proposal_token)]
             )
-        assert done.session_token is not None  # noqa: S101 - login flows always sign in
-        await jar.end_session(request, sign_out)  # rotate: the old session ends here
-        destination = done.destination
-        if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
-            destination = told_linked_by_email(destination)
-        return Redirect(destination, cookies=jar.new_session(done.session_token))
+        return await _signed_in_with_discord(done, oauth_state, request, jar, sign_out)
 
     @get(CONFIRMING_PAGE)
     async def discord_confirming(
         self,
         request: Request[Any, Any, Any],
         finish_discord_confirmation: Use[uc.FinishDiscordConfirmation],
+        sign_out: Use[uc.SignOut],
         jar: Jar,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
     ) -> Redirect | Template:
-        """Where the page of a "Confirm with Discord" callback loaded twice, its first load
-        still under way, leads: the first load's session once it is there (or what became of
-        it). Reads only."""
+        """Where the page of a "Confirm with Discord" or a "Sign in with Discord" callback
+        loaded twice, its first load still under way, leads: the first load's session once it
+        is there (or what became of it). Reads only (a sign-in's old session ends, as at the
+        callback)."""
         done = await finish_discord_confirmation.execute(
             state=oauth_state,
             browser_tokens=jar.flow_bindings(request),
             session_token=jar.session_token(request),
         )
+        if done.purpose is AuthPurpose.LOGIN:
+            return await _signed_in_with_discord(done, oauth_state, request, jar, sign_out)
         return _confirmed_with_discord(done, oauth_state, jar)
 
     # -- /link tickets from Discord ----------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""A plain "Sign in with Discord" callback loaded twice (a double click on Discord's
+Authorize, a reload during the round trip): the browser leaves the first load for the second,
+and never receives the first one's answer (the new session's cookie). The second load, from
+the same browser (its binding cookie), is handed the session the first one made (or a page
+that asks again while the first is under way), as "Confirm with Discord" is; nobody else gets
+anything. Through the web app (Litestar's test client, in-memory adapters, the fake
+Discord)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain import errors
+from domain.model import AuthPurpose, DiscordId
+from entrypoints.web import create_app
+from tests.harness import Harness
+from tests.unit.test_web_discord_confirm_twice import (
+    USED,
+    _cookies_back,
+    _discord_held,
+    _first_load,
+    _refreshes_to,
+)
+from tests.web_support import Client
+
+FINISHING = "Finishing your sign-in"
+FAILED = "Signing in with Discord did not go through"  # the page's title
+
+
+async def _started(h: Harness, client: Client, discord_id: int, name: str) -> str:
+    """Start "Sign in with Discord" (bound for ``/account?tab=1``) and approve it at Discord
+    as ``discord_id``: the callback's URL."""
+    h.discord_user(discord_id, username=name, email=f"{name}@example.com")
+    started = await client.get(
+        "/auth/discord/login?next=/account%3Ftab%3D1", follow_redirects=False
+    )
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    return f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+
+
+async def test_a_second_load_after_the_first_finished_is_signed_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Before: 'used already', though the first load had made a session for this browser.
+    Now the second load lands where the first one did, with the first one's session; loaded
+    again with it, it keeps it. One account, one session."""
+    callback = await _started(h, client, 7201, "dora")
+    before = dict(client.cookies)
+    first = await client.get(callback, follow_redirects=False)
+    assert first.status_code == 302, first.text
+    made = first.cookies["tfl_session"]
+    _cookies_back(client, before)  # the first answer never reached the browser
+
+    second = await client.get(callback, follow_redirects=False)
+    assert second.status_code == 302, second.text
+    assert second.headers["location"] == first.headers["location"]
+    assert second.cookies["tfl_session"] == made
+    third = await client.get(callback, follow_redirects=False)  # with that cookie
+    assert third.headers["location"] == first.headers["location"]
+    assert third.cookies["tfl_session"] == made
+    account = await client.get("/account")
+    assert account.url.path == "/account"  # signed in
+    assert "dora" in account.text
+    assert len(db.tables.sessions) == 1
+    assert len(db.tables.accounts) == 1
+    # No session is stored under its token in clear.
+    assert made not in db.tables.sessions
+
+
+async def test_a_second_load_while_the_first_asks_discord_is_finished_by_its_page(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second load comes while the first still asks Discord: a page that asks again in a
+    moment (no script), which hands over the first one's session once it is there."""
+    callback = await _started(h, client, 7202, "dora")
+    before = dict(client.cookies)
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+
+        second = await client.get(callback, follow_redirects=False)
+        assert second.status_code == 200, second.text
+        assert FINISHING in second.text
+        assert "tfl_session" not in second.cookies
+        again = _refreshes_to(second.text)
+        assert again.startswith("/auth/discord/confirming?state=")
+        still = await client.get(again, follow_redirects=False)
+        assert FINISHING in still.text
+
+        discord.answer()
+        made = (await first).cookies["tfl_session"]
+    _cookies_back(client, before)
+    done = await client.get(again, follow_redirects=False)
+    assert done.status_code == 302, done.text
+    assert done.headers["location"] == "/account?tab=1"
+    assert done.cookies["tfl_session"] == made
+    assert (await client.get("/account")).url.path == "/account"
+    assert len(db.tables.sessions) == 1
+
+
+async def test_a_second_load_says_so_when_the_first_failed(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load made no session (here Discord failed): the page the second load
+    answered meanwhile says signing in did not go through, not 'used already'."""
+    callback = await _started(h, client, 7203, "dora")
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        waiting = await client.get(callback, follow_redirects=False)
+        assert FINISHING in waiting.text
+        discord.fail(errors.DiscordUnavailable())
+        assert (await first).status_code == 502
+    for url in (_refreshes_to(waiting.text), callback):
+        answer = await client.get(url, follow_redirects=False)
+        assert answer.status_code == 400, answer.text
+        assert FAILED in answer.text
+    assert not db.tables.sessions
+    [pending] = [p for p in db.tables.pending_logins.values() if p.purpose is AuthPurpose.LOGIN]
+    assert pending.failed_at is not None
+
+
+async def test_another_browser_gets_nothing(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callback's URL without the flow's binding cookie (a proxy's log, a shared
+    history): 'used already', while the first load is under way and after, and no
+    session."""
+    callback = await _started(h, client, 7204, "dora")
+    state = callback.split("state=", 1)[1]
+    async with AsyncTestClient(app=create_app(h.container)) as thief:
+        with _discord_held(h, monkeypatch) as discord:
+            first = _first_load(client, callback)
+            await discord.asked()
+            for url in (callback, f"/auth/discord/confirming?state={state}"):
+                refused = await thief.get(url, follow_redirects=False)
+                assert refused.status_code == 410, refused.text
+                assert USED in refused.text
+            discord.answer()
+            assert (await first).status_code == 302
+        for url in (callback, f"/auth/discord/confirming?state={state}"):
+            refused = await thief.get(url, follow_redirects=False)
+            assert refused.status_code == 410, refused.text
+            assert "tfl_session" not in refused.cookies
+    assert len(db.tables.sessions) == 1
+
+
+async def test_a_second_load_after_the_minute_gets_nothing(
+    h: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same browser more than a minute after the first load made its session: 'used
+    already', as before (the session is handed over for a double click, not later on)."""
+    callback = await _started(h, client, 7205, "dora")
+    before = dict(client.cookies)
+    assert (await client.get(callback, follow_redirects=False)).status_code == 302
+    _cookies_back(client, before)
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    refused = await client.get(callback, follow_redirects=False)
+    assert refused.status_code == 410
+    assert USED in refused.text
+    assert "tfl_session" not in refused.cookies
