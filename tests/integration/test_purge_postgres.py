@@ -68,7 +68,7 @@ async def test_a_purge_that_finds_another_ones_batch_under_way_skips_and_the_com
     pg_db: SqlDatabase,
 ) -> None:
     await _expired(pg_db, logins=3, sessions_=2)
-    clock = ManualClock(NOW + timedelta(minutes=1))
+    clock = ManualClock(NOW + KEPT_PAST_EXPIRY + timedelta(minutes=1))
     async with pg_db.unit_of_work() as holder:  # another purge's batch, under way
         assert await holder.maintenance.take_purge_turn(wait=False)
 
@@ -213,7 +213,7 @@ async def test_two_purges_at_once_one_runs_the_other_skips(pg_db: SqlDatabase) -
     """Two instances' purges started together: one runs to the end, the other skips, and no
     two batches ever hold the turn at once. Every expired row goes, once."""
     await _expired(pg_db, logins=30, sessions_=25)
-    clock = ManualClock(NOW + timedelta(minutes=1))
+    clock = ManualClock(NOW + KEPT_PAST_EXPIRY + timedelta(minutes=1))
     batches = _Batches()
 
     def factory(*, read_only: bool = False) -> Any:
