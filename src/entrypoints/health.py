@@ -11,11 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 # A check answers ``None`` when all is well, else what is wrong (shown to the prober).
 Check = Callable[[], Coroutine[Any, Any, str | None]]
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What kind of failure a check met, for the prober: the class of the error the driver
+    raised, below its wrappers (SQLAlchemy's ``orig``, the DB-API adapter's cause), and its
+    SQLSTATE when it has one: ``InsufficientPrivilegeError (SQLSTATE 42501)``. Never the
+    error's words: a driver's message may carry the database URL, a host or a user's name,
+    and the probe's answer is read by whoever can reach it."""
+    chain: list[BaseException] = []
+    found: BaseException | None = exc
+    while found is not None and found not in chain and len(chain) < 10:
+        chain.append(found)
+        inner = getattr(found, "orig", None)
+        found = inner if isinstance(inner, BaseException) else found.__cause__
+    deepest = chain[-1]
+    states = (getattr(e, "sqlstate", None) for e in reversed(chain))
+    state = next((s for s in states if isinstance(s, str) and _SQLSTATE.fullmatch(s)), None)
+    return type(deepest).__name__ + (f" (SQLSTATE {state})" if state else "")
 
 
 class Readiness:
@@ -49,8 +69,10 @@ class Readiness:
         for name, task in tasks.items():
             if not task.done():
                 results[name] = f"no answer within {self._timeout:g} s"
-            elif task.cancelled() or task.exception() is not None:
+            elif task.cancelled():
                 results[name] = "failed"
+            elif (failure := task.exception()) is not None:
+                results[name] = f"failed: {failure_kind(failure)}"
             else:
                 results[name] = task.result() or "ok"
         for name, needed in self._needs.items():

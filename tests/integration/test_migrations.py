@@ -492,6 +492,41 @@ async def test_readiness_knows_the_newest_revision_without_alembic(empty_pg_url:
         await database.dispose()
 
 
+async def test_readiness_says_why_it_cannot_read_the_schema_revision(empty_pg_url: str) -> None:
+    """A database user that may connect but not read ``alembic_version`` (a grant forgotten
+    for the service's role): the schema check took the refusal for "no schema at all" and
+    told the operator to run `db upgrade`, which has nothing to do; a check that raised said
+    a bare "failed". It names the refusal, never the URL or a password."""
+    from entrypoints.health import Readiness
+
+    admin = SqlDatabase(empty_pg_url)
+    role, password = f"reader_{uuid.uuid4().hex[:8]}", "not-this-one-" + uuid.uuid4().hex
+    try:
+        await migrate.upgrade(admin)
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+        url = sa.make_url(empty_pg_url).set(username=role, password=password)
+        container = build_container(
+            make_settings(storage="sql", database_url=url.render_as_string(hide_password=False))
+        )
+        readiness = Readiness(
+            container.readiness_checks(), timeout=30, needs={"schema": "database"}
+        )
+        try:
+            ready, checks = await readiness.report()
+        finally:
+            await readiness.close()
+            await close_resources(container)
+        assert not ready
+        assert checks["database"] == "ok"
+        assert checks["schema"] == "failed: InsufficientPrivilegeError (SQLSTATE 42501)"
+    finally:
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f"DROP OWNED BY {role}"))
+            await conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        await admin.dispose()
+
+
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])
 async def test_a_database_not_upgraded_is_a_503_saying_to_upgrade_never_a_500(
     engine: str, empty_pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture

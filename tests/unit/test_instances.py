@@ -108,9 +108,44 @@ async def test_a_check_that_hangs_makes_the_instance_not_ready_without_holding_t
         assert checks == {
             "database": "no answer within 0.05 s",
             "redis": "ok",
-            "schema": "failed",
+            "schema": "failed: RuntimeError",
         }
     assert started == 1  # a hung check is awaited again, never piled up
+    await readiness.close()
+
+
+async def test_a_check_that_raises_says_what_kind_of_failure_never_its_words() -> None:
+    """A check that raised said a bare "failed": the operator could not tell a permission
+    refused from a bug. It names the failure's kind (the driver's own exception, below the
+    wrappers, and its SQLSTATE), never its message: a driver's words may carry the database
+    URL or a user's name."""
+
+    class InsufficientPrivilegeError(Exception):  # the driver's (asyncpg's)
+        sqlstate = "42501"
+
+    class ProgrammingError(Exception):  # the DB-API adapter's, the driver's its cause
+        pass
+
+    class DBAPIError(Exception):  # SQLAlchemy's, the adapter's as ``orig`` and cause
+        def __init__(self, message: str, orig: BaseException) -> None:
+            super().__init__(message)
+            self.orig = orig
+
+    async def refused() -> str | None:
+        adapted = ProgrammingError("permission denied for table alembic_version")
+        adapted.__cause__ = InsufficientPrivilegeError("permission denied")
+        raise DBAPIError("postgresql://app:hunter2@db/app said no", adapted) from adapted
+
+    async def bug() -> str | None:
+        raise ValueError("sqlite:////secret/place.db")
+
+    readiness = Readiness({"schema": refused, "other": bug}, timeout=5)
+    ready, checks = await readiness.report()
+    assert not ready
+    assert checks == {
+        "schema": "failed: InsufficientPrivilegeError (SQLSTATE 42501)",
+        "other": "failed: ValueError",
+    }
     await readiness.close()
 
 
