@@ -110,23 +110,38 @@ def compose(
                 f"If this was not you, reset your password now at {base}/password/reset.\n",
             )
         case EmailKind.ROLE_CONNECTION_LOST:
-            why = (
-                "TaskFlow could no longer read the access Discord gave it"
-                if detail.get("why") == "unreadable"
-                else "Discord no longer lets TaskFlow update it (the TaskFlow app was removed "
-                "from your Discord account, or Discord ended its access)"
+            discord = detail.get("discord_username", "?")
+            again = (
+                f"open {base}/discord/linked-role (or the server's Linked Roles in Discord) and "
+                "allow TaskFlow"
             )
+            if detail.get("why") == "unreadable":
+                # The tokens are kept (or deleted), unopened: nothing tells Discord anything,
+                # so it keeps what it was last told. No role goes; none follows TaskFlow.
+                return EmailMessage(
+                    email.to,
+                    "Your TaskFlow connection on Discord stopped updating",
+                    f"Hi {username},\n\n"
+                    f"The TaskFlow connection of your Discord account @{discord} (Linked "
+                    f"Roles) stopped updating at {when}: TaskFlow can no longer read the access "
+                    "Discord gave it (a problem on TaskFlow's side, nothing you did). Discord "
+                    "server roles that need a TaskFlow connection stay as they were last "
+                    "updated, but no longer follow your TaskFlow account: the days you have "
+                    "been linked stop counting, and an unlink would not reach Discord.\n\n"
+                    f"To have it updated again, {again}. Your Discord account stays linked "
+                    "to TaskFlow.\n",
+                )
             return EmailMessage(
                 email.to,
                 "Your TaskFlow connection on Discord was lost",
                 f"Hi {username},\n\n"
-                f"The TaskFlow connection of your Discord account "
-                f"@{detail.get('discord_username', '?')} (Linked Roles) was lost at {when}: "
-                f"{why}. Discord server roles that need a TaskFlow connection may be taken "
-                "away from you.\n\n"
-                f"To connect it again, open {base}/discord/linked-role (or the server's Linked "
-                "Roles in Discord) and allow TaskFlow. If you removed the app on purpose, "
-                "nothing else is needed: your Discord account stays linked to TaskFlow.\n",
+                f"The TaskFlow connection of your Discord account @{discord} (Linked Roles) "
+                f"was lost at {when}: Discord no longer lets TaskFlow update it (the TaskFlow "
+                "app was removed from your Discord account, or Discord ended its access). "
+                "Discord server roles that need a TaskFlow connection may be taken away from "
+                "you.\n\n"
+                f"To connect it again, {again}. If you removed the app on purpose, nothing "
+                "else is needed: your Discord account stays linked to TaskFlow.\n",
             )
         case EmailKind.EMAIL_CHANGED:
             return EmailMessage(

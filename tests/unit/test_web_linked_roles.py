@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -458,3 +459,43 @@ async def test_a_connection_lost_later_is_said_on_the_account_page_and_emailed(
     )
     assert await _through_discord(client, r, again, 7314) == "/account?notice=role_connected"
     assert "role-connection-lost" not in (await client.get("/account")).text
+
+
+async def test_tokens_kept_but_unreadable_are_said_to_stop_updating_not_to_take_roles(
+    client: Client, r: Harness
+) -> None:
+    """Tokens a configured key no longer opens are kept (the key may come back): nothing can
+    tell Discord anything, so the roles stay as last pushed and stop updating. The page and
+    the email said, as for a revoked grant, that roles "may be taken away" and that nothing
+    was needed "if you removed the app on purpose": neither is so, and the person did
+    nothing."""
+    await _connected(client, r, "kim", 7315)
+    database: MemoryDatabase = r.container.memory_db()
+    [account] = [a for a in database.tables.accounts.values() if a.username == "kim"]
+    await r.mark_email_verified(account.id)
+    row = database.tables.role_connection_tokens[DiscordId(7315)]
+    tail = "BBBB" if row.sealed.endswith("AAAA") else "AAAA"
+    database.tables.role_connection_tokens[DiscordId(7315)] = replace(
+        row,
+        sealed=row.sealed[:-4] + tail,  # its tag no longer matches
+    )
+    r.clock.advance(timedelta(days=1))
+
+    assert (await r.container.refresh_role_connections().execute(everything=True)).unreadable == 1
+
+    page = " ".join((await client.get("/account")).text.split())
+    assert 'id="role-connection-lost"' in page
+    assert "stopped updating on" in page
+    assert "stay as they were last updated" in page
+    assert "taken away" not in page
+    assert "removed the app" not in page
+    assert 'href="/discord/linked-role">Connect again</a>' in page
+    await r.deliver()
+    email = r.last_email("kim@example.com")
+    assert email.subject == "Your TaskFlow connection on Discord stopped updating"
+    text = " ".join(email.text.split())
+    assert "@user7315" in text
+    assert "stay as they were last updated" in text
+    assert "taken away" not in text
+    assert "removed the app" not in text
+    assert "/discord/linked-role" in text
