@@ -773,6 +773,42 @@ class RoleConnectionToken:
     claimed_until: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RoleConnectionCounts:
+    """The kept role connections by where they stand at a moment, each counted once
+    (``role-connections status``)."""
+
+    current: int = 0  # pushed; pushed again when the days linked change
+    due: int = 0  # to be pushed now (new, an unlink's, a retry whose time came): nobody on it
+    retrying: int = 0  # failed, waiting for their next try (the back-off)
+    pushing: int = 0  # a pusher (a worker, the CLI, a callback) holds it now
+    # Kept, yet said lost to their linked member: no key here opens them (tried again now
+    # and then, in case the key comes back), so nothing keeps the connection current.
+    unreadable: int = 0
+
+    @property
+    def kept(self) -> int:
+        return self.current + self.due + self.retrying + self.pushing + self.unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class LostRoleConnection:
+    """A linked member whose connection was lost (``Link.role_connection_lost_at``), and
+    whether their tokens are still kept (unreadable ones are, in case the key comes back)."""
+
+    discord_id: DiscordId
+    since: datetime
+    why: RoleConnectionLoss
+    tokens_kept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoleConnectionLossCount:
+    why: RoleConnectionLoss
+    tokens_kept: bool
+    members: int
+
+
 class RoleSync(enum.StrEnum):
     """What became of one attempt to bring a user's role connection up to date on Discord."""
 

@@ -31,12 +31,15 @@ from domain.model import (
     LinkedRole,
     LinkProposal,
     LinkTicket,
+    LostRoleConnection,
     OutgoingEmail,
     PendingLogin,
     RoleChange,
     RoleChangeCount,
     RoleConnection,
+    RoleConnectionCounts,
     RoleConnectionLoss,
+    RoleConnectionLossCount,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -94,6 +97,14 @@ class LinkRepository(Protocol):
     ) -> None:
         """Record (``at`` and ``why``) or clear (``None``) the loss of the Linked Roles
         connection of the link of ``discord_id``; nothing when it is not linked."""
+
+    async def role_connection_losses(self) -> Sequence[RoleConnectionLossCount]:
+        """How many linked members' connections are lost, by why and by whether their
+        tokens are still kept (no zero counts)."""
+
+    async def lost_role_connections(self, limit: int) -> Sequence[LostRoleConnection]:
+        """Up to ``limit`` linked members whose connection is lost, the longest lost first
+        (then by Discord id)."""
 
 
 class PendingLoginRepository(Protocol):
@@ -449,6 +460,11 @@ class RoleConnectionTokenRepository(Protocol):
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         """Rows in Discord id order, after ``after`` (key rotation walks them all)."""
 
+    async def counts(self, now: datetime) -> RoleConnectionCounts:
+        """Every row counted once by where it stands at ``now``: held by a pusher (a claim
+        not run out), else unreadable (its link says the connection is lost), else due
+        (``next_push_at`` reached), else retrying (failures), else current."""
+
 
 class AuditLog(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
@@ -469,6 +485,10 @@ class AuditLog(Protocol):
 
     async def count_since(self, account_id: AccountId, kind: AuditKind, since: datetime) -> int:
         """How many events of ``kind`` the account has at or after ``since``."""
+
+    async def reasons_since(self, kind: AuditKind, since: datetime) -> Mapping[str, int]:
+        """How many events of ``kind`` there are at or after ``since``, by their detail's
+        ``reason`` (``""``: none recorded)."""
 
     async def purge_before(self, before: datetime, limit: int | None = None) -> int:
         """Forget the events recorded before ``before``; how many (``limit``: see

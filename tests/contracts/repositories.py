@@ -35,9 +35,12 @@ from domain.model import (
     Link,
     LinkProposal,
     LinkTicket,
+    LostRoleConnection,
     OutgoingEmail,
     PendingLogin,
+    RoleConnectionCounts,
     RoleConnectionLoss,
+    RoleConnectionLossCount,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -1869,3 +1872,109 @@ class RepositoryContract:
 
         results = await asyncio.gather(*(write_once(n) for n in range(8)))
         assert sorted(results) == [False] * 7 + [True]
+
+    # -- Linked Roles: what `role-connections status` reads ----------------------------------
+
+    async def test_role_tokens_are_counted_once_each_by_where_they_stand(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.role_connection_tokens.counts(NOW) == RoleConnectionCounts()
+        minute = timedelta(minutes=1)
+        rows = [
+            role_token(1001, due=LATER),  # current
+            replace(role_token(1002, due=LATER), failures=2),  # retrying
+            replace(role_token(1003, due=NOW - minute), failures=1),  # a retry whose time came
+            role_token(1004, due=NOW),  # due at exactly now
+            replace(role_token(1005, due=NOW), claimed_until=LATER),  # being pushed
+            replace(role_token(1006, due=LATER), failures=3, claimed_until=LATER),  # too
+            replace(role_token(1007, due=NOW), claimed_until=NOW),  # a claim run out: due
+            # Said lost to their members (no key opens them): kept, tried now and then.
+            replace(role_token(1008, due=LATER), failures=4),
+            role_token(1009, due=NOW),
+            replace(role_token(1010, due=NOW), claimed_until=LATER),  # being pushed
+            role_token(1011, due=LATER),  # linked, nothing lost: current
+        ]
+        owners = [account(f"kept{n}", None) for n in range(4)]
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for row in rows:
+                await uow.role_connection_tokens.add(row)
+            for owner, discord_id in zip(owners, (1008, 1009, 1010, 1011), strict=True):
+                await uow.accounts.add(owner)
+                await uow.links.add(link(discord_id, owner.id))
+                if discord_id != 1011:
+                    lost = DiscordId(discord_id)
+                    await uow.links.set_role_connection_lost(
+                        lost, NOW, RoleConnectionLoss.UNREADABLE
+                    )
+
+        await write(uow_factory, add_all)
+        async with uow_factory(read_only=True) as uow:
+            counts = await uow.role_connection_tokens.counts(NOW)
+        assert counts == RoleConnectionCounts(current=2, due=3, retrying=1, pushing=3, unreadable=2)
+        assert counts.kept == len(rows)
+
+    async def test_lost_role_connections_are_listed_and_counted(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        hour = timedelta(hours=1)
+        owners = [account(f"lost{n}", None) for n in range(5)]
+        losses = {  # Discord id: (since, why, tokens kept)
+            1101: (NOW - 2 * hour, RoleConnectionLoss.REVOKED, False),
+            1103: (NOW - hour, RoleConnectionLoss.UNREADABLE, True),
+            1102: (NOW - hour, RoleConnectionLoss.UNREADABLE, False),
+            1104: (NOW, RoleConnectionLoss.UNREADABLE, True),
+        }
+
+        async def add_all(uow: UnitOfWork) -> None:
+            for n, owner in enumerate(owners):
+                await uow.accounts.add(owner)
+                await uow.links.add(link(1101 + n, owner.id))  # 1105: nothing lost
+            for discord_id, (since, why, kept) in losses.items():
+                await uow.links.set_role_connection_lost(DiscordId(discord_id), since, why)
+                if kept:
+                    await uow.role_connection_tokens.add(role_token(discord_id))
+            await uow.role_connection_tokens.add(role_token(1105))
+            await uow.role_connection_tokens.add(role_token(1199))  # no link (an unlink's)
+
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.links.role_connection_losses() == []
+            assert await uow.links.lost_role_connections(10) == []
+        await write(uow_factory, add_all)
+        async with uow_factory(read_only=True) as uow:
+            counted = await uow.links.role_connection_losses()
+            listed = await uow.links.lost_role_connections(10)
+            first = await uow.links.lost_role_connections(2)
+        assert sorted(counted, key=lambda c: (c.why, c.tokens_kept)) == [
+            RoleConnectionLossCount(RoleConnectionLoss.REVOKED, False, 1),
+            RoleConnectionLossCount(RoleConnectionLoss.UNREADABLE, False, 1),
+            RoleConnectionLossCount(RoleConnectionLoss.UNREADABLE, True, 2),
+        ]
+        expected = [LostRoleConnection(DiscordId(d), *losses[d]) for d in (1101, 1102, 1103, 1104)]
+        assert listed == expected  # the longest lost first, then by Discord id
+        assert first == expected[:2]
+
+    async def test_audit_events_of_a_kind_are_counted_by_reason_since(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        deleted = AuditKind.ROLE_TOKENS_DELETED
+        events = [
+            AuditEvent(deleted, NOW, None, DiscordId(1), {"reason": "given_up"}),
+            AuditEvent(deleted, LATER, None, DiscordId(2), {"reason": "given_up"}),
+            AuditEvent(deleted, NOW, None, DiscordId(3), {"reason": "invalid_grant"}),
+            AuditEvent(deleted, NOW, None, DiscordId(4)),  # no reason
+            AuditEvent(deleted, NOW - timedelta(seconds=1), None, None, {"reason": "given_up"}),
+            AuditEvent(AuditKind.ROLE_TOKENS_STORED, NOW, None, None, {"reason": "given_up"}),
+        ]
+
+        async def record_all(uow: UnitOfWork) -> None:
+            for event in events:
+                await uow.audit.record(event)
+
+        async with uow_factory(read_only=True) as uow:
+            assert await uow.audit.reasons_since(deleted, NOW) == {}
+        await write(uow_factory, record_all)
+        async with uow_factory(read_only=True) as uow:
+            found = await uow.audit.reasons_since(deleted, NOW)
+        assert dict(found) == {"given_up": 2, "invalid_grant": 1, "": 1}

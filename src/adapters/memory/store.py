@@ -12,7 +12,7 @@ import asyncio
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import takewhile
@@ -42,13 +42,16 @@ from domain.model import (
     LinkedRole,
     LinkProposal,
     LinkTicket,
+    LostRoleConnection,
     OutgoingEmail,
     PendingLogin,
     RoleAction,
     RoleChange,
     RoleChangeCount,
     RoleChangeStatus,
+    RoleConnectionCounts,
     RoleConnectionLoss,
+    RoleConnectionLossCount,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -399,6 +402,27 @@ class MemoryLinks(_Repo):
                 current, role_connection_lost_at=at, role_connection_lost_why=why
             )
 
+    def _lost(self) -> list[LostRoleConnection]:
+        found = [
+            LostRoleConnection(
+                link.discord_id,
+                link.role_connection_lost_at,
+                link.role_connection_lost_why,
+                link.discord_id in self._t.role_connection_tokens,
+            )
+            for link in self._t.links.values()
+            if link.role_connection_lost_at is not None
+            and link.role_connection_lost_why is not None
+        ]
+        return sorted(found, key=lambda lost: (lost.since, lost.discord_id))
+
+    async def role_connection_losses(self) -> Sequence[RoleConnectionLossCount]:
+        counted = Counter((lost.why, lost.tokens_kept) for lost in self._lost())
+        return [RoleConnectionLossCount(why, kept, n) for (why, kept), n in counted.items()]
+
+    async def lost_role_connections(self, limit: int) -> Sequence[LostRoleConnection]:
+        return self._lost()[:limit]
+
 
 class MemoryPendingLogins(_Repo):
     async def add(self, pending: PendingLogin) -> None:
@@ -592,6 +616,10 @@ class MemoryAudit(_Repo):
             for e in self._t.audit
             if e.account_id == account_id and e.kind is kind and e.at >= since
         )
+
+    async def reasons_since(self, kind: AuditKind, since: datetime) -> Mapping[str, int]:
+        found = (e for e in self._t.audit if e.kind == kind and e.at >= since)
+        return dict(Counter(e.detail.get("reason", "") for e in found))
 
     async def purge_before(self, before: datetime, limit: int | None = None) -> int:
         gone = {id(e) for e in [e for e in self._t.audit if e.at < before][:limit]}
@@ -1067,9 +1095,28 @@ class MemoryRoleConnectionTokens(_Repo):
         )[:limit]
         return [self._write(replace(t, claimed_until=until), t) for t in due]
 
+    async def counts(self, now: datetime) -> RoleConnectionCounts:
+        lost = {d for d, link in self._t.links.items() if link.role_connection_lost_at}
+        counted = Counter(
+            _standing(row, now, row.discord_id in lost) for row in self._rows.values()
+        )
+        return RoleConnectionCounts(**counted)
+
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         ordered = sorted(self._rows.values(), key=lambda t: t.discord_id)
         return [t for t in ordered if after is None or t.discord_id > after][:limit]
+
+
+def _standing(row: RoleConnectionToken, now: datetime, lost: bool) -> str:
+    """Where ``row`` stands at ``now`` (a field of ``RoleConnectionCounts``); ``lost``: its
+    link says the connection is lost."""
+    if row.claimed_until is not None and row.claimed_until > now:
+        return "pushing"
+    if lost:
+        return "unreadable"
+    if row.next_push_at <= now:
+        return "due"
+    return "retrying" if row.failures else "current"
 
 
 def _requeued(email: OutgoingEmail, now: datetime) -> OutgoingEmail:

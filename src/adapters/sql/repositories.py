@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from itertools import takewhile
@@ -23,7 +23,9 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
+    exists,
     false,
     func,
     insert,
@@ -80,13 +82,16 @@ from domain.model import (
     LinkedRole,
     LinkProposal,
     LinkTicket,
+    LostRoleConnection,
     OutgoingEmail,
     PendingLogin,
     RoleAction,
     RoleChange,
     RoleChangeCount,
     RoleChangeStatus,
+    RoleConnectionCounts,
     RoleConnectionLoss,
+    RoleConnectionLossCount,
     RoleConnectionToken,
     Session,
     SignInMethod,
@@ -444,6 +449,43 @@ class SqlLinks(_Repo):
         )
         await self._run(query)
 
+    def _lost(self) -> Select[Any]:
+        tokens = role_connection_tokens.c
+        kept = exists().where(tokens.discord_id == user_links.c.discord_id)
+        return select(
+            user_links.c.discord_id,
+            user_links.c.role_connection_lost_at.label("since"),
+            user_links.c.role_connection_lost_why.label("why"),
+            kept.label("kept"),
+        ).where(user_links.c.role_connection_lost_at.is_not(None))
+
+    async def role_connection_losses(self) -> Sequence[RoleConnectionLossCount]:
+        lost = self._lost().subquery()
+        query = select(lost.c.why, lost.c.kept, func.count().label("members")).group_by(
+            lost.c.why, lost.c.kept
+        )
+        counted: dict[tuple[RoleConnectionLoss, bool], int] = {}
+        for row in await self._run(query):
+            why = _known(RoleConnectionLoss, row.why)  # a newer release's: not counted
+            if why is not None:
+                counted[why, bool(row.kept)] = int(row.members)
+        return [RoleConnectionLossCount(why, kept, n) for (why, kept), n in counted.items()]
+
+    async def lost_role_connections(self, limit: int) -> Sequence[LostRoleConnection]:
+        known = [why.value for why in RoleConnectionLoss]
+        query = (
+            self._lost()
+            .where(user_links.c.role_connection_lost_why.in_(known))
+            .order_by(user_links.c.role_connection_lost_at, user_links.c.discord_id)
+            .limit(limit)
+        )
+        return [
+            LostRoleConnection(
+                DiscordId(row.discord_id), row.since, RoleConnectionLoss(row.why), bool(row.kept)
+            )
+            for row in await self._run(query)
+        ]
+
 
 class SqlPendingLogins(_Repo):
     async def add(self, pending: PendingLogin) -> None:
@@ -770,6 +812,16 @@ class SqlAudit(_Repo):
             audit_events.c.at >= since,
         )
         return int((await self._run(query)).scalar_one())
+
+    async def reasons_since(self, kind: AuditKind, since: datetime) -> Mapping[str, int]:
+        # Postgres ``detail ->> 'reason'``, SQLite ``json_extract(detail, '$.reason')``.
+        reason = audit_events.c.detail["reason"].as_string().label("reason")
+        query = (
+            select(reason, func.count().label("events"))
+            .where(audit_events.c.kind == kind.value, audit_events.c.at >= since)
+            .group_by(reason)
+        )
+        return {row.reason or "": int(row.events) for row in await self._run(query)}
 
     async def purge_before(self, before: datetime, limit: int | None = None) -> int:
         return await self._delete_some(
@@ -1956,6 +2008,23 @@ class SqlRoleConnectionTokens(_QueueRepo):
         claim = _claiming(claim, due, self._t.c.discord_id, postgres=self._postgres)
         rows = await self._run(claim.returning(*self._t.c))
         return sorted((_role_token(row) for row in rows), key=lambda t: t.discord_id)
+
+    async def counts(self, now: datetime) -> RoleConnectionCounts:
+        t = self._t.c
+        lost = exists().where(
+            user_links.c.discord_id == t.discord_id,
+            user_links.c.role_connection_lost_at.is_not(None),
+        )
+        standing = case(
+            (and_(t.claimed_until.is_not(None), t.claimed_until > now), "pushing"),
+            (lost, "unreadable"),
+            (t.next_push_at <= now, "due"),
+            (t.failures > 0, "retrying"),
+            else_="current",
+        ).label("standing")
+        query = select(standing, func.count().label("rows")).group_by(standing)
+        found = {row.standing: int(row.rows) for row in await self._run(query)}
+        return RoleConnectionCounts(**found)
 
     async def page(self, after: DiscordId | None, limit: int) -> Sequence[RoleConnectionToken]:
         query = select(self._t).order_by(self._t.c.discord_id).limit(limit)
