@@ -1195,6 +1195,50 @@ def role_connections_refresh(everything: bool) -> None:
         sys.exit(1)
 
 
+@role_connections.command("status")
+@click.option(
+    "--lost",
+    is_flag=True,
+    help="Also list the linked members whose connection is lost: Discord id, since when, why, "
+    "and whether their tokens are kept.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="With --lost: at most this many (the longest lost).",
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    default="30d",
+    show_default=True,
+    help="Count the tokens given up from then on (as far back as the audit trail keeps): a "
+    "date (2026-11-01, UTC), a time (2026-11-01T12:00Z) or how long ago (12h, 7d, 2w).",
+)
+def role_connections_status(lost: bool, limit: int, since: str) -> None:
+    """How the kept role connections stand: current, due, retrying, being pushed, unreadable,
+    sealed with a key not configured here; the members whose connection is lost, by why;
+    and the tokens given up. Reads only; prints counts and Discord ids, never a token."""
+    from entrypoints.cli_output import parse_since, role_connection_status_lines  # noqa: PLC0415
+
+    wanted_since = parse_since(since)
+    status = _run_use_case(
+        lambda c: c.show_role_connection_status().execute(
+            since=wanted_since, lost=limit if lost else 0
+        )
+    )
+    for line in role_connection_status_lines(status, listed=lost):
+        click.echo(line)
+    if status.counts.kept and not load_settings().discord_role_connections:
+        click.echo(
+            "Linked Roles are off here (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS): run this with "
+            "the service's settings, or `role-connections forget` to tell Discord and delete "
+            "what is kept."
+        )
+
+
 @role_connections.command("forget")
 @click.option("--yes", is_flag=True, help="Do it (without this, only say what it would do).")
 @click.option(

@@ -1,5 +1,6 @@
 """What the operations commands read from the command line and print (``audit``, ``webhooks
-status``): parsing options into domain values with click's errors, and lines for a terminal.
+status``, ``role-connections status``): parsing options into domain values with click's
+errors, and lines for a terminal.
 
 Printed values never carry a secret, and never a control character: audit details hold text
 that came from outside (a client's address, a reason), and an escape sequence in it must not
@@ -16,8 +17,15 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from domain import errors
-from domain.model import EMAIL_MAX, AccountId, AuditEvent, DiscordId, clean_text
-from domain.use_cases import EndpointStatus
+from domain.model import (
+    EMAIL_MAX,
+    AccountId,
+    AuditEvent,
+    DiscordId,
+    RoleConnectionLoss,
+    clean_text,
+)
+from domain.use_cases import EndpointStatus, RoleConnectionStatus
 from domain.webhooks import WebhookState
 
 _DURATION = re.compile(r"^(\d{1,6})\s*([smhdw])$")
@@ -173,3 +181,70 @@ def webhook_status_lines(statuses: Sequence[EndpointStatus]) -> Iterator[str]:
             )
         elif status.last_error is not None:
             yield f"     last error: {_shown(status.last_error)} at {_when(status.last_error_at)}"
+
+
+_LOSSES = {
+    RoleConnectionLoss.REVOKED: "revoked in Discord",
+    RoleConnectionLoss.UNREADABLE: "unreadable",
+}
+
+
+def _loss(why: RoleConnectionLoss, tokens_kept: bool) -> str:
+    if why is RoleConnectionLoss.UNREADABLE:  # nothing can tell Discord anything
+        kept = "kept" if tokens_kept else "deleted"
+        return f"unreadable, tokens {kept} (roles stay as last pushed, not updated)"
+    return f"{_LOSSES[why]} (tokens {'kept' if tokens_kept else 'deleted'})"
+
+
+def role_connection_status_lines(status: RoleConnectionStatus, *, listed: bool) -> Iterator[str]:
+    """The counts, then (``listed``) the lost members the status holds: Discord id, since
+    when, why, and whether their tokens are kept. Never a token, nor an email address."""
+    counts = status.counts
+    if counts.kept:
+        yield (
+            f"{counts.kept} role connection(s) kept: {counts.current} current, {counts.due} "
+            f"due, {counts.retrying} retrying (failed, tried again later), {counts.pushing} "
+            f"being pushed, {counts.unreadable} unreadable (no key here opens them; the "
+            "member was told)."
+        )
+    else:
+        yield "No role connection is kept."
+    if status.key_missing is None:
+        yield "Keys: not known here (no TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY)."
+    elif status.key_missing:
+        yield (
+            f"{status.key_missing} sealed with a key not configured here "
+            "(TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY): left to an instance that has it."
+        )
+    lost = sum(count.members for count in status.losses)
+    if lost:
+        ordered = sorted(status.losses, key=lambda c: (c.why, not c.tokens_kept))
+        yield (
+            f"{lost} lost (until the member connects again): "
+            + ", ".join(f"{c.members} {_loss(c.why, c.tokens_kept)}" for c in ordered)
+            + "."
+        )
+    else:
+        yield "No member's connection is lost."
+    yield (
+        f"{status.given_up} given up since {status.since:%Y-%m-%d %H:%M} UTC (no longer "
+        "linked; Discord failed every push for about a week; tokens deleted)."
+    )
+    if not listed or not status.lost:
+        return
+    if len(status.lost) < lost:
+        yield f"The {len(status.lost)} longest lost of {lost}:"
+    rows = [("DISCORD ID", "LOST SINCE", "WHY", "TOKENS")]
+    rows += [
+        (
+            str(member.discord_id),
+            f"{member.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+            member.why.value,
+            "kept" if member.tokens_kept else "deleted",
+        )
+        for member in status.lost
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        yield "  ".join([*cells, row[-1]])

@@ -433,6 +433,15 @@ class Container(containers.DeclarativeContainer):
         uc.ForgetRoleConnections, uow, clock, role_connection_pusher
     )
     rotate_token_keys = providers.Factory(uc.RotateTokenKeys, uow, clock, secret_box)
+    # Which key each kept row names (no key configured here: not known).
+    show_role_connection_status = providers.Factory(
+        uc.ShowRoleConnectionStatus,
+        uow,
+        clock,
+        providers.Callable(
+            lambda s: _secret_box(s) if s.token_encryption_key is not None else None, settings
+        ),
+    )
     show_link_proposal = providers.Factory(uc.ShowLinkProposal, uow, tokens, clock)
     confirm_link_with_password = providers.Factory(
         uc.ConfirmLinkWithPassword,

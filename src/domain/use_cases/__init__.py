@@ -69,6 +69,10 @@ from domain.use_cases.links import (
 )
 from domain.use_cases.maintenance import PURGE_BATCH, PurgeEnd, PurgeExpired, PurgeReport
 from domain.use_cases.password_reset import PasswordReset, RequestPasswordReset, ResetPassword
+from domain.use_cases.role_connection_status import (
+    RoleConnectionStatus,
+    ShowRoleConnectionStatus,
+)
 from domain.use_cases.role_connections import (
     ForgetRoleConnections,
     KeyRotationReport,
@@ -167,6 +171,7 @@ __all__ = [
     "RoleChangeReport",
     "RoleConnectionFlow",
     "RoleConnectionPusher",
+    "RoleConnectionStatus",
     "RolePauses",
     "RoleQueue",
     "RoleSyncReport",
@@ -178,6 +183,7 @@ __all__ = [
     "ShowEmailStatus",
     "ShowLinkProposal",
     "ShowLinkTicket",
+    "ShowRoleConnectionStatus",
     "ShowRoleQueue",
     "ShowWebhookStatus",
     "SignIn",

@@ -91,6 +91,8 @@ UNREADABLE_RETRY = timedelta(hours=6)
 # no instance that has the key pushing it meanwhile (one would have, and counted no failure).
 # A rotation's rollout lasts minutes; past this, the key is most likely gone.
 KEY_MISSING_LOST_AFTER = 4
+# The audit's reason for tokens deleted as given up (``role-connections status`` counts them).
+GIVEN_UP = "given_up"
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
 # What a 429 with retry_after to a Linked Roles call holds (a ``DiscordPauses`` scope): every
@@ -477,7 +479,7 @@ class RoleConnectionPusher:
         if failures < ROLE_GIVE_UP_UNLINKED_AFTER:
             return False
         link, _ = await self._current(row.discord_id)
-        return link is None and await self._remove(row, now, "given_up")
+        return link is None and await self._remove(row, now, GIVEN_UP)
 
     async def _unreadable(self, row: RoleConnectionToken, now: datetime, *, drop: bool) -> RoleSync:
         """Tokens this instance cannot open: deleted (``drop``), or tried again later."""
