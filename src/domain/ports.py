@@ -462,7 +462,7 @@ class RoleConnectionTokenRepository(Protocol):
 
     async def counts(self, now: datetime) -> RoleConnectionCounts:
         """Every row counted once by where it stands at ``now``: held by a pusher (a claim
-        not run out), else unreadable (its link says the connection is lost), else due
+        not run out), else unreadable (its link says the connection is lost so), else due
         (``next_push_at`` reached), else retrying (failures), else current."""
 
 

@@ -1893,7 +1893,7 @@ class RepositoryContract:
             replace(role_token(1008, due=LATER), failures=4),
             role_token(1009, due=NOW),
             replace(role_token(1010, due=NOW), claimed_until=LATER),  # being pushed
-            role_token(1011, due=LATER),  # linked, nothing lost: current
+            role_token(1011, due=LATER),  # lost as revoked (its tokens then went): current
         ]
         owners = [account(f"kept{n}", None) for n in range(4)]
 
@@ -1903,11 +1903,10 @@ class RepositoryContract:
             for owner, discord_id in zip(owners, (1008, 1009, 1010, 1011), strict=True):
                 await uow.accounts.add(owner)
                 await uow.links.add(link(discord_id, owner.id))
-                if discord_id != 1011:
-                    lost = DiscordId(discord_id)
-                    await uow.links.set_role_connection_lost(
-                        lost, NOW, RoleConnectionLoss.UNREADABLE
-                    )
+                why = RoleConnectionLoss.UNREADABLE
+                if discord_id == 1011:
+                    why = RoleConnectionLoss.REVOKED
+                await uow.links.set_role_connection_lost(DiscordId(discord_id), NOW, why)
 
         await write(uow_factory, add_all)
         async with uow_factory(read_only=True) as uow:

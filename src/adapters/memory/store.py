@@ -1096,7 +1096,12 @@ class MemoryRoleConnectionTokens(_Repo):
         return [self._write(replace(t, claimed_until=until), t) for t in due]
 
     async def counts(self, now: datetime) -> RoleConnectionCounts:
-        lost = {d for d, link in self._t.links.items() if link.role_connection_lost_at}
+        lost = {
+            d
+            for d, link in self._t.links.items()
+            if link.role_connection_lost_at is not None
+            and link.role_connection_lost_why is RoleConnectionLoss.UNREADABLE
+        }
         counted = Counter(
             _standing(row, now, row.discord_id in lost) for row in self._rows.values()
         )
@@ -1109,7 +1114,7 @@ class MemoryRoleConnectionTokens(_Repo):
 
 def _standing(row: RoleConnectionToken, now: datetime, lost: bool) -> str:
     """Where ``row`` stands at ``now`` (a field of ``RoleConnectionCounts``); ``lost``: its
-    link says the connection is lost."""
+    link says the connection is lost as unreadable."""
     if row.claimed_until is not None and row.claimed_until > now:
         return "pushing"
     if lost:

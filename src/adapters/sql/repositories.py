@@ -2014,6 +2014,7 @@ class SqlRoleConnectionTokens(_QueueRepo):
         lost = exists().where(
             user_links.c.discord_id == t.discord_id,
             user_links.c.role_connection_lost_at.is_not(None),
+            user_links.c.role_connection_lost_why == RoleConnectionLoss.UNREADABLE.value,
         )
         standing = case(
             (and_(t.claimed_until.is_not(None), t.claimed_until > now), "pushing"),
