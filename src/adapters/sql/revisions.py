@@ -81,18 +81,19 @@ async def is_current(database: SqlDatabase) -> bool:
     would take them all out of service before a new one is up. (The CLI's commands only warn
     about such a revision, for the same reason.) An unknown revision in a database without
     taskflow-link's tables is another program's: not ready."""
-    try:
-        async with database.engine.connect() as conn:
+    async with database.engine.connect() as conn:
+        try:
             found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-    except DBAPIError:
-        # No schema at all, unless the table is there and refused us (a grant forgotten for
-        # the service's role): that is raised, for readiness to name, never taken for a
-        # database `db upgrade` would fix. Looked at only now: the probe's usual way costs
-        # one query.
-        async with database.engine.connect() as conn:
+        except DBAPIError:
+            # No schema at all, unless the table is there and refused us (a grant forgotten
+            # for the service's role): that is raised, for readiness to name, never taken for
+            # a database `db upgrade` would fix. Looked at only now (on the same connection:
+            # a database that fails to connect is not tried twice), so that the probe's usual
+            # way costs one query.
+            await conn.rollback()  # Postgres refuses more in a failed transaction
             if await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
                 raise
-        return False
+            return False
     revisions = {row[0] for row in found}
     if revisions == {head_revision()}:
         return True
