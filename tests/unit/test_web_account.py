@@ -352,24 +352,35 @@ async def test_a_double_clicked_sign_up_signs_its_person_in(
     assert len(db.tables.sessions) == 1
 
 
-async def test_a_wrong_current_password_on_the_account_page_is_not_a_sign_in_page(
-    h: Harness, client: Client, db: MemoryDatabase
+@pytest.mark.parametrize("form", ["unlink", "link"])
+async def test_a_wrong_current_password_on_the_account_pages_discord_forms_shows_the_page_again(
+    h: Harness, client: Client, db: MemoryDatabase, form: str
 ) -> None:
-    await _signed_up_linked_and_proof_stale(h, client, db, 7102)
+    """A review with a screen reader: a wrong password in the account page's Discord forms
+    answered a "Wrong password" page of its own, its error tied to no field, whose "Try
+    again" opened the account page to find the field again. It is the account page again, the
+    error on that form's password field (invalid, described by the error, focused), as the
+    password and email forms answer, still signed in (no "Please sign in")."""
+    action, field_id, linked = f"/account/discord/{form}", f"{form}_password", form == "unlink"
+    if linked:
+        await _signed_up_linked_and_proof_stale(h, client, db, 7102)
+    else:
+        await sign_up(client)
+        h.clock.advance(timedelta(minutes=11))
 
-    wrong = await post_form(
-        client, "/account", "/account/discord/unlink", {"current_password": "not it"}
-    )
+    wrong = await post_form(client, "/account", action, {"current_password": "not it 7x"})
     assert wrong.status_code == 401
-    assert "<h1>Wrong password</h1>" in wrong.text
+    assert "<h1>Your account</h1>" in wrong.text
     assert "Your current password is not right." in wrong.text
-    assert 'href="/account">Try again</a>' in wrong.text
+    assert "not it 7x" not in wrong.text
+    fields = dict(re.findall(r'<input id="([a-z_]+)"([^>]*)>', wrong.text))
+    assert 'aria-invalid="true" aria-describedby="error" autofocus' in fields[field_id]
+    assert [f for f, attributes in fields.items() if "aria-invalid" in attributes] == [field_id]
+    assert f'action="{action}"' in wrong.text  # its form, still working
     assert "Please sign in" not in wrong.text
-    # Still signed in: the header offers the account, not signing in (a screen reader's
-    # "Sign in" link said the session had ended).
-    assert '<a href="/account">Your account</a>' in wrong.text
+    # Still signed in: the header offers the account, not signing in.
     assert 'href="/signin' not in wrong.text
-    assert DiscordId(7102) in db.tables.links
+    assert (DiscordId(7102) in db.tables.links) is linked
 
 
 async def test_a_wrong_current_password_on_a_link_button_page_offers_it_again(

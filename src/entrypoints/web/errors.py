@@ -305,7 +305,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith("/account/"):
         # A signed-in person's form asked for the current password: "Please sign in" and a
         # sign-in button would be wrong words for it (the sign-in page sends them back here).
-        # (A /link button's page shows itself again, the error on its field.)
+        # (The account page's forms and a /link button's page show their page again, the
+        # error on its field: this is for a form that does not.)
         title = "Wrong password"
         links = [("Try again", "/account")]
         # Its 401 is the password's, not the session's: the header offers the account.

@@ -312,6 +312,60 @@ def _callback_not_a_page() -> Template:
     )
 
 
+async def _account_page(
+    request: Request[Any, Any, Any],
+    signed_in: SignedInAs,
+    *,
+    link_of_account: uc.LinkOfAccount,
+    show_email_status: uc.ShowEmailStatus,
+    list_sessions: uc.ListSessions,
+    jar: CookieJar,
+    avatars: Avatars,
+    notice: str = "",
+    next_path: str = "",
+    linked: str = "",
+    error: str = "",
+    error_field: str = "",
+    status: int = 200,
+) -> Template:
+    """The account page: with the query's ``notice`` (and its ``next``, ``linked``), or shown
+    again by one of its forms refused, ``error`` on the field ``error_field`` names."""
+    account = signed_in.account
+    link = await link_of_account.execute(account.id)
+    email_status, email_resend = email_status_line(await show_email_status.execute(account.id))
+    sessions = await list_sessions.execute(jar.session_token(request))
+    said, way_on = NOTICES.get(notice, ""), ""
+    if notice in _ROLE_CONNECTED and link is not None:
+        said = f"{said} {_connected_as(link, just_linked=linked == JUST_LINKED)}"
+    if notice == LINKED_BY_EMAIL and link is not None:
+        # Only of a confirmed address, which linking by email needs: the notice is the
+        # query's, which any link may carry.
+        if account.email is not None and account.email_verified:
+            others = sum(1 for s in sessions.sessions if s.id != sessions.current.id)
+            said = _linked_by_email(account, link, others)
+        else:
+            said = NOTICES["linked"]
+        way_on = onward(next_path)
+    return Template(
+        "account.html",
+        context={
+            "account": account,
+            "email_status": email_status,
+            "email_resend": email_resend,
+            "link": link,
+            "avatar_url": avatars.url(link.discord_id.value, link.discord_avatar) if link else None,
+            "notice": said,
+            "onward": way_on,
+            "recently_proved": signed_in.recently_proved,
+            "sessions": sessions.sessions,
+            "current_session": sessions.current.id,
+            "error": error,
+            "error_field": error_field,
+        },
+        status_code=status,
+    )
+
+
 class Pages(Controller):
     include_in_schema = False
 
@@ -430,67 +484,90 @@ class Pages(Controller):
     ) -> Template | Redirect:
         if signed_in is None:
             return Redirect("/signin?next=/account")
-        account = signed_in.account
-        link = await link_of_account.execute(account.id)
-        email_status, email_resend = email_status_line(await show_email_status.execute(account.id))
-        sessions = await list_sessions.execute(jar.session_token(request))
-        said, way_on = NOTICES.get(notice, ""), ""
-        if notice in _ROLE_CONNECTED and link is not None:
-            said = f"{said} {_connected_as(link, just_linked=linked == JUST_LINKED)}"
-        if notice == LINKED_BY_EMAIL and link is not None:
-            # Only of a confirmed address, which linking by email needs: the notice is the
-            # query's, which any link may carry.
-            if account.email is not None and account.email_verified:
-                others = sum(1 for s in sessions.sessions if s.id != sessions.current.id)
-                said = _linked_by_email(account, link, others)
-            else:
-                said = NOTICES["linked"]
-            way_on = onward(next)
-        return Template(
-            "account.html",
-            context={
-                "account": account,
-                "email_status": email_status,
-                "email_resend": email_resend,
-                "link": link,
-                "avatar_url": avatars.url(link.discord_id.value, link.discord_avatar)
-                if link
-                else None,
-                "notice": said,
-                "onward": way_on,
-                "recently_proved": signed_in.recently_proved,
-                "sessions": sessions.sessions,
-                "current_session": sessions.current.id,
-            },
+        return await _account_page(
+            request,
+            signed_in,
+            link_of_account=link_of_account,
+            show_email_status=show_email_status,
+            list_sessions=list_sessions,
+            jar=jar,
+            avatars=avatars,
+            notice=notice,
+            next_path=next,
+            linked=linked,
         )
 
     @post("/account/discord/link", status_code=302)
     async def start_link(
         self,
         request: Request[Any, Any, Any],
+        signed_in: CurrentSignIn,
         start_discord_link: Use[uc.StartDiscordLink],
+        link_of_account: Use[uc.LinkOfAccount],
+        show_email_status: Use[uc.ShowEmailStatus],
+        list_sessions: Use[uc.ListSessions],
         jar: Jar,
+        avatars: Use[Avatars],
         data: Form,
-    ) -> Redirect:
-        started = await start_discord_link.execute(
-            session_token=jar.session_token(request),
-            current_password=data.get("current_password") or None,
-            browser_tokens=jar.flow_bindings(request),
-        )
+    ) -> Redirect | Template:
+        try:
+            started = await start_discord_link.execute(
+                session_token=jar.session_token(request),
+                current_password=data.get("current_password") or None,
+                browser_tokens=jar.flow_bindings(request),
+            )
+        except errors.InvalidCredentials as exc:
+            if signed_in is None:
+                raise errors.NotSignedIn() from None
+            # The page again, the error on the form's password field (never what was typed).
+            return await _account_page(
+                request,
+                signed_in,
+                link_of_account=link_of_account,
+                show_email_status=show_email_status,
+                list_sessions=list_sessions,
+                jar=jar,
+                avatars=avatars,
+                error=exc.message,
+                error_field="link_password",
+                status=status_for(exc),
+            )
         return to_discord(started, jar)
 
     @post("/account/discord/unlink", status_code=303)
     async def unlink(
         self,
         request: Request[Any, Any, Any],
+        signed_in: CurrentSignIn,
         unlink_account: Use[uc.UnlinkAccount],
+        link_of_account: Use[uc.LinkOfAccount],
+        show_email_status: Use[uc.ShowEmailStatus],
+        list_sessions: Use[uc.ListSessions],
         jar: Jar,
+        avatars: Use[Avatars],
         data: Form,
-    ) -> Redirect:
-        await unlink_account.execute(
-            session_token=jar.session_token(request),
-            current_password=data.get("current_password") or None,
-        )
+    ) -> Redirect | Template:
+        try:
+            await unlink_account.execute(
+                session_token=jar.session_token(request),
+                current_password=data.get("current_password") or None,
+            )
+        except errors.InvalidCredentials as exc:
+            if signed_in is None:
+                raise errors.NotSignedIn() from None
+            # The page again, the error on the form's password field (never what was typed).
+            return await _account_page(
+                request,
+                signed_in,
+                link_of_account=link_of_account,
+                show_email_status=show_email_status,
+                list_sessions=list_sessions,
+                jar=jar,
+                avatars=avatars,
+                error=exc.message,
+                error_field="unlink_password",
+                status=status_for(exc),
+            )
         return Redirect("/account?notice=unlinked")
 
     @post("/account/password", status_code=303)
