@@ -1036,6 +1036,9 @@ async def test_every_page_reads_in_order_to_a_screen_reader(
     await _sign_up(page, "kit", "kit@example.com")
     await expect(page.locator("dd").first).to_have_text("kit")
     await _reads_in_order(page)
+    # The header's link to the account says where it leads (it was named "kit" alone).
+    account = page.locator("header").get_by_role("link", name="Your account: kit", exact=True)
+    await expect(account).to_be_visible()
     await page.goto(f"{demo.app}/signup")  # signed in: sent on to the account page
     await page.goto(ticket)
     await expect(page.locator("#ticket-discord")).to_contain_text("@kit_d")

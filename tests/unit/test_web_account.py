@@ -478,3 +478,20 @@ async def test_the_account_pages_password_fields_say_which_form_each_is_for(
         assert all(names[field].startswith("Current password") for field in asked), names
         assert len(set(names.values())) == len(names), names
     assert unlinked["link_password"] != linked["unlink_password"]
+
+
+_HEADER_ACCOUNT_LINK = re.compile(r'<header>.*?<a href="/account">(.*?)</a>', re.DOTALL)
+
+
+async def test_the_headers_link_to_the_account_says_what_it_is(client: Client) -> None:
+    """A review with a screen reader: the header's link to the account page was named by the
+    username alone ("alice"), nothing saying where it led. Its name says so (the words shown
+    only to screen readers), the username still what is shown."""
+    await sign_up(client)
+    page = (await client.get("/account")).text
+    found = _HEADER_ACCOUNT_LINK.search(page)
+    assert found is not None, page
+    read = " ".join(html.unescape(re.sub(r"<[^>]+>", "", found.group(1))).split())
+    shown = re.sub(r'<span class="visually-hidden">.*?</span>', "", found.group(1))
+    assert read == "Your account: alice"
+    assert shown == "alice"

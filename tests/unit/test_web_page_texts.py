@@ -375,7 +375,7 @@ async def test_a_refused_new_password_on_the_reset_page_keeps_its_header(
     weak = await post_form(client, path, path, {"new_password": "password1"})
     assert weak.status_code == 400
     assert "too easy to guess" in weak.text
-    assert '<a href="/account">alice</a>' in weak.text
+    assert '<span class="visually-hidden">Your account: </span>alice</a>' in weak.text
     assert 'href="/signin"' not in weak.text
 
 
@@ -427,11 +427,11 @@ async def test_a_wrong_password_on_the_discord_link_page_keeps_its_header() -> N
         async with AsyncTestClient(app=create_app(h.container)) as client:
             await sign_up(client, "carol")
             page = await _waiting_for_a_proof(h, client)
-            assert '<a href="/account">carol</a>' in page.text
+            assert '<span class="visually-hidden">Your account: </span>carol</a>' in page.text
             wrong = await post_form(client, page.url.path, page.url.path, {"password": "nope"})
         assert wrong.status_code == 401
         assert "The password is not right." in wrong.text
-        assert '<a href="/account">carol</a>' in wrong.text
+        assert '<span class="visually-hidden">Your account: </span>carol</a>' in wrong.text
         assert 'href="/signin"' not in wrong.text
     finally:
         h.container.unwire()
