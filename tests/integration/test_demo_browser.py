@@ -1015,6 +1015,9 @@ async def test_every_page_reads_in_order_to_a_screen_reader(
     await _create_test_user(channel, "kit_d")
     await _run(channel, "/link")
     await _reads_in_order(channel)
+    # The channel's name and its topic, read apart (they read "# taskflow-testYou are kit_d").
+    topic = await channel.locator("main > header").aria_snapshot()
+    assert re.search(r"# taskflow-test\s+You are", topic), topic
     ticket = await channel.locator("a.link-button").last.get_attribute("href")
     assert ticket is not None
 

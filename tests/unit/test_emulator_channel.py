@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -137,3 +138,17 @@ async def test_the_emulators_pages_refuse_to_be_framed() -> None:
             assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
         api = await client.get("/api/v10/users/@me")  # data, not a page: as it was
         assert "x-frame-options" not in api.headers
+
+
+async def test_the_channels_name_and_topic_read_apart() -> None:
+    """A review with a screen reader: the channel's header read "# taskflow-testYou are
+    carol." (the topic's space between them was a margin, which a screen reader does not
+    read, nor copied text)."""
+    state = _state()
+    user = state.add_user("carol")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        page = await client.get(f"/channel?user={user.id}")
+    found = re.search(r"<main>\s*<header>(.*?)</header>", page.text, re.DOTALL)
+    assert found is not None, page.text
+    read = re.sub(r"<[^>]+>", "", found.group(1))
+    assert read.startswith(f"# {channel.CHANNEL} You are carol."), read

@@ -158,7 +158,7 @@ button{font:inherit;border:0;border-radius:4px;padding:.45rem .8rem;background:#
 color:#fff;cursor:pointer}button.secondary{background:#4e5058}
 main{flex:1;display:flex;flex-direction:column;min-width:0}
 header{padding:.75rem 1rem;border-bottom:1px solid #1f2023;font-weight:600;color:#f2f3f5}
-header .topic{font-weight:400;color:#949ba4;margin-left:.75rem;font-size:.9rem}
+header .topic{font-weight:400;color:#949ba4;margin-left:.5rem;font-size:.9rem}
 .intro{margin:1rem;padding:1rem;background:#2b2d31;border-radius:8px}
 .intro h2{font-size:1.1rem;margin:0 0 .5rem;color:#f2f3f5}
 .intro ol{margin:.25rem 0;padding-left:1.25rem}
@@ -257,7 +257,7 @@ def _page(
   {services}
 </nav>
 <main>
-  <header># {CHANNEL}<span class="topic">{who}</span></header>
+  <header># {CHANNEL} <span class="topic">{who}</span></header>
   <div class="intro"><h2>Try the TaskFlow bot</h2><ol>
     <li>Type <code>/link</code>: the bot answers privately with a one-time button.</li>
     <li>The button opens TaskFlow: sign in (or create an account) and confirm. Linked!</li>
