@@ -578,6 +578,27 @@ class Maintenance(Protocol):
         ``False`` at once when one is under way (the caller leaves the work to it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PurgeTerms:
+    """What a serving process's settings say the purge may delete, as it announced them
+    (``None``: a version that did not say)."""
+
+    # TASKFLOW_LINK_AUDIT_RETENTION_DAYS: audit events older than this many days go; 0: none.
+    audit_retention_days: int | None
+    # A digest of the webhook URLs it names (``endpoints_digest``): the pending deliveries of
+    # an endpoint it does not name may go once abandoned.
+    webhooks: str | None
+
+
+class PurgePeers(Protocol):
+    """The serving processes that use this storage (web instances, gateway bots), by what
+    they announced lately: a purge deletes only what every one of them would."""
+
+    async def live(self) -> Sequence[PurgeTerms]:
+        """The terms of each process seen running lately (the caller's own among them, if it
+        serves). A storage failure is ``StorageError``."""
+
+
 class UnitOfWork(Protocol):
     @property
     def accounts(self) -> AccountRepository: ...

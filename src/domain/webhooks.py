@@ -12,6 +12,7 @@ import enum
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,6 +40,14 @@ class WebhookEndpoint:
 
     key: str
     host: str
+
+
+def endpoints_digest(endpoints: Sequence[WebhookEndpoint]) -> str:
+    """A digest of a set of endpoints (of their keys, the names the queue already stores), in
+    any order: what a process announces of the webhook URLs its settings name, so that
+    processes compare them without showing or storing a URL."""
+    keys = "\n".join(sorted({e.key for e in endpoints}))
+    return hashlib.sha256(keys.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,7 +336,9 @@ def purge_expired() -> None:
     TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: kept forever). In batches of 2,000 rows per
     transaction. The web instances and gateway bots do it themselves every
     TASKFLOW_LINK_PURGE_INTERVAL_SECONDS (run this from cron when that is 0); this command
-    waits for a batch of theirs under way, and their purge then gives way to it."""
+    waits for a batch of theirs under way, and their purge then gives way to it. While some
+    of them run, it deletes only what every one of them would (the longest audit retention;
+    no pending webhook delivery while one names other URLs than this command's settings)."""
 
     def waiting() -> None:
         click.echo(
@@ -354,7 +356,22 @@ def purge_expired() -> None:
         f"{report.role_changes} old role change(s), "
         f"{report.audit_events} audit event(s)."
     )
-    if report.webhook_pending_kept:
+    days = report.audit_retention_held
+    if days is not None:
+        click.echo(
+            "Kept audit events "
+            + ("forever" if days == 0 else f"for {days} days")
+            + ": a running web instance or gateway bot keeps them that long "
+            "(TASKFLOW_LINK_AUDIT_RETENTION_DAYS), and the purge deletes only what every one "
+            "of them would."
+        )
+    if report.webhooks_held:
+        click.echo(
+            f"Kept {report.webhook_pending_kept} pending webhook delivery(ies): a running web "
+            "instance or gateway bot names other TASKFLOW_LINK_WEBHOOK_URLS than this process, "
+            "so it cannot tell a removed URL from one of theirs."
+        )
+    elif report.webhook_pending_kept:
         click.echo(
             f"Kept {report.webhook_pending_kept} pending webhook delivery(ies): this process "
             "has no TASKFLOW_LINK_WEBHOOK_URLS, so it cannot tell a removed URL from a live "

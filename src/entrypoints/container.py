@@ -31,6 +31,7 @@ from adapters.queue_listener import (
 from adapters.secret_box import AesGcmSecretBox
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase, revisions
+from adapters.sql.instances import SqlPurgePeers
 from adapters.sql.notifications import (
     LISTENER_APPLICATION_NAME,
     ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
@@ -41,7 +42,7 @@ from adapters.sql.notifications import (
 from adapters.tokens import SecretsTokenIssuer
 from adapters.webhooks import HttpWebhookSender, endpoint_for
 from domain import use_cases as uc
-from domain.ports import LinkDirectory, QueueListener, Storage, UnitOfWorkFactory
+from domain.ports import Clock, LinkDirectory, QueueListener, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
 from entrypoints.health import Check
 from entrypoints.instrumentation import observed
@@ -113,6 +114,14 @@ def _webhook_sender(settings: Settings) -> HttpWebhookSender:
 def _audit_retention(settings: Settings) -> timedelta | None:
     days = settings.audit_retention_days
     return timedelta(days=days) if days else None  # 0: keep forever
+
+
+def _purge_peers(storage: Storage, clock: Clock) -> SqlPurgePeers | None:
+    """The serving processes the purge defers to: those announced in a database others can
+    share (none on the memory storage, or an in-memory SQLite database)."""
+    if not isinstance(storage, SqlDatabase) or not storage.shared_between_processes:
+        return None
+    return SqlPurgePeers(storage, clock)
 
 
 def _callback_url(settings: Settings) -> str:
@@ -509,6 +518,7 @@ class Container(containers.DeclarativeContainer):
         clock,
         webhook_outbox,
         providers.Callable(_audit_retention, settings),
+        peers=providers.Callable(_purge_peers, storage, clock),
     )
     deliver_emails = providers.Factory(
         uc.DeliverEmails, uow, tokens, clock, email_sender, public_base_url

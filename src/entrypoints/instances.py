@@ -7,7 +7,11 @@
   then spent by the other copy's later ticket);
 - processes of either kind, their webhook URLs: each queues a change's events for the URLs of
   its own settings, so a link or unlink made through one never reaches a URL only the other
-  names (a receiver that missed a ``link.deleted`` keeps the member linked).
+  names (a receiver that missed a ``link.deleted`` keeps the member linked);
+- processes of either kind, what their purge may delete (``TASKFLOW_LINK_AUDIT_RETENTION_DAYS``,
+  and the webhook URLs again): each purges by its own settings, so the shortest retention
+  would win. The purge itself now deletes only what every live process would (``PurgeExpired``
+  with ``SqlPurgePeers``); this says why it keeps more than a process's own settings ask.
 They share through Redis, and keep apart with none beside another (with Redis or without), or
 two different Redises (or key prefixes). The database is what they share for certain, so each
 announces itself there (``adapters.sql.instances``) and looks at the others.
@@ -21,18 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from domain import errors
-from domain.webhooks import WebhookEndpoint
+from domain.webhooks import WebhookEndpoint, endpoints_digest
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -66,8 +69,31 @@ _WHAT = {
 def webhook_fingerprint(endpoints: Sequence[WebhookEndpoint]) -> str:
     """What a process announces of the webhook URLs it queues events for: a digest of their
     digests (``WebhookEndpoint.key``, the names the outbox already stores), in any order."""
-    keys = "\n".join(sorted({e.key for e in endpoints}))
-    return hashlib.sha256(keys.encode()).hexdigest()
+    return endpoints_digest(endpoints)
+
+
+def _retention(days: int) -> str:
+    return "forever" if days == 0 else f"{days} days"
+
+
+class Roster(Protocol):
+    """This process's row among the processes announced in the database, and the others'
+    (``SqlInstanceRoster``; the tests' in memory)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    async def announce(
+        self,
+        shared_state: str,
+        *,
+        webhooks: str | None = None,
+        audit_retention_days: int | None = None,
+    ) -> Sequence[Instance]: ...
+
+    async def clock_offset(self) -> timedelta | None: ...
+
+    async def leave(self) -> None: ...
 
 
 # How far a process's clock may be from the database server's before it says so. Instances
@@ -170,6 +196,7 @@ def instance_watch(container: Container, kind: str) -> InstanceWatch | None:
         settings.instance_check_seconds,
         leave_within=settings.shutdown_timeout_seconds,
         webhooks=webhook_fingerprint(container.webhook_outbox().endpoints),
+        audit_retention_days=settings.audit_retention_days,
     )
 
 
@@ -179,19 +206,24 @@ class InstanceWatch:
 
     def __init__(
         self,
-        roster: SqlInstanceRoster,
+        roster: Roster,
         shared: SharedState,
         interval: float,
         *,
         leave_within: float = 10.0,
         webhooks: str | None = None,
+        audit_retention_days: int | None = None,
     ) -> None:
         """``leave_within``: how long ``stop`` gives the database to delete this row (the
         shutdown's budget: a database that hangs must not hold the process); ``webhooks``:
-        this process's ``webhook_fingerprint``."""
+        this process's ``webhook_fingerprint``; ``audit_retention_days``: its
+        TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: forever)."""
         self._roster, self._shared, self._interval = roster, shared, interval
         self._leave_within = leave_within
         self._webhooks = webhooks
+        self._audit_retention_days = audit_retention_days
+        self._retention_suspects: dict[str, datetime] = {}  # the same, for the retention
+        self._retention_named: set[str] = set()
         self._suspects: dict[str, datetime] = {}  # id: when it was last seen, at the last look
         self._named: set[str] = set()
         self._webhook_suspects: dict[str, datetime] = {}  # the same, for the webhook URLs
@@ -211,7 +243,9 @@ class InstanceWatch:
         apart at this look and the one before, having announced itself in between."""
         mine = await self._mine()
         try:
-            others = await self._roster.announce(mine, webhooks=self._webhooks)
+            others = await self._roster.announce(
+                mine, webhooks=self._webhooks, audit_retention_days=self._audit_retention_days
+            )
             offset = await self._roster.clock_offset()
         except errors.DomainError as exc:  # the database's outage or refusal, said in words
             if not self._failing:
@@ -251,6 +285,7 @@ class InstanceWatch:
                 )
         self._suspects = {o.id: o.seen_at for o in others if o.id in problems}
         self._name_other_webhooks(others)
+        self._name_other_retentions(others)
 
     def _name_other_webhooks(self, others: Sequence[Instance]) -> None:
         """Names, once, each other process that queues webhooks for other URLs than this one,
@@ -272,12 +307,45 @@ class InstanceWatch:
                     "(TASKFLOW_LINK_WEBHOOK_URLS): %s. Each queues the webhooks of the links, "
                     "unlinks and accounts it makes for the URLs of its own settings, so those "
                     "of either never reach the URLs only the other names (a receiver that "
-                    "misses a link.deleted keeps the member linked). Give every web instance "
-                    "and gateway bot the same URLs.",
+                    "misses a link.deleted keeps the member linked). Until they agree, the "
+                    "purge keeps every pending webhook delivery (none of a URL one of them no "
+                    "longer names goes). Give every web instance and gateway bot the same URLs.",
                     _WHAT[WEB if other.kind == WEB else GATEWAY][0],
                     other,
                 )
         self._webhook_suspects = {o.id: o.seen_at for o in others if o.id in differ}
+
+    def _name_other_retentions(self, others: Sequence[Instance]) -> None:
+        """Names, once, each other process whose settings keep audit events for another time
+        than this one's, seen so at this look and the one before (as above)."""
+        mine = self._audit_retention_days
+        differ = {
+            o.id
+            for o in others
+            if None not in (o.audit_retention_days, mine) and o.audit_retention_days != mine
+        }
+        for other in others:
+            before = self._retention_suspects.get(other.id)
+            if other.id not in differ or before is None or other.seen_at <= before:
+                continue
+            if other.id in self._retention_named or mine is None:
+                continue
+            self._retention_named.add(other.id)
+            theirs = other.audit_retention_days or 0
+            longest = 0 if 0 in (mine, theirs) else max(mine, theirs)
+            log.error(
+                "Another %s uses this database with another audit retention than this one "
+                "(TASKFLOW_LINK_AUDIT_RETENTION_DAYS): %s keeps audit events %s, this one %s. "
+                "Every web instance and gateway bot purges by its own settings; until they "
+                "agree, each purge deletes only what every process would: %s. Give every web "
+                "instance and gateway bot the same value.",
+                _WHAT[WEB if other.kind == WEB else GATEWAY][0],
+                other,
+                _retention(theirs),
+                _retention(mine),
+                f"audit events older than {longest} days" if longest else "no audit event",
+            )
+        self._retention_suspects = {o.id: o.seen_at for o in others if o.id in differ}
 
     def _check_clock(self, offset: timedelta | None) -> None:
         """Says once when this process's clock is off the database server's, and once when

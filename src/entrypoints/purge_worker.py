@@ -12,6 +12,10 @@ The first run comes about a minute after the start (spread over 30 to 90 s, so t
 started together do not all look at once), not an interval later: a process restarted more
 often than the interval (deployments, a crash loop) would otherwise never purge.
 
+Each run deletes only what every serving process announced lately would (see ``PurgeExpired``'s
+``peers``): one whose TASKFLOW_LINK_AUDIT_RETENTION_DAYS is longer, or whose webhook URLs
+differ, holds it back, which the worker says once (and once when it no longer does).
+
 Stopping: a purge waiting for its next run stops at once; one under way ends after its batch
 under way (each batch is one transaction, committed whole), or, when that batch has not ended
 within ``stop_seconds``, is cut off and its transaction rolled back: nothing is half-written,
@@ -64,6 +68,8 @@ class PurgeWorker:
         self._task: asyncio.Task[None] | None = None
         self._storage = StorageTrouble(log, "purge")
         self._broken = False  # a failure other than the database's said, until a run works
+        self._own_retention = settings.audit_retention_days
+        self._held: tuple[int | None, bool] = (None, False)  # what the last run said held it
 
     @staticmethod
     def wanted(container: Container) -> bool:
@@ -136,8 +142,38 @@ class PurgeWorker:
         if self._broken:
             self._broken = False
             log.warning("purge works again")
+        self._say_held(report)
         _say(report)
         return report
+
+    def _say_held(self, report: PurgeReport) -> None:
+        """Says, once until it changes, what other processes' settings held this one's
+        purge back from."""
+        held = (report.audit_retention_held, report.webhooks_held)
+        if held == self._held:
+            return
+        self._held = held
+        days, webhooks = held
+        if days is None and not webhooks:
+            log.info("purge: no other process holds it back any more: its own settings apply")
+            return
+        what = []
+        if days is not None:
+            what.append(
+                f"audit events kept {'forever' if days == 0 else f'{days} days'}, not the "
+                f"{self._own_retention} days of this one's TASKFLOW_LINK_AUDIT_RETENTION_DAYS"
+            )
+        if webhooks:
+            what.append(
+                "every pending webhook delivery kept (their TASKFLOW_LINK_WEBHOOK_URLS differ "
+                "from this one's)"
+            )
+        log.warning(
+            "purge: another web instance or gateway bot on this database keeps more: %s. It "
+            "deletes only what every process would; the processes that differ are named in "
+            "this log (taskflow_link.instances). Give them all the same settings.",
+            "; ".join(what),
+        )
 
 
 def _say(report: PurgeReport) -> None:

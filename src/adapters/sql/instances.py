@@ -1,8 +1,10 @@
 """Which web instances and gateway bots use this database. Each announces itself once a minute
 (a row of ``web_instances``: where it runs, what it is, and how it shares its rate limits and
-interaction replay guard, and which webhook URLs it queues events for), so that those that
-keep these apart (one without Redis beside others with it, or two Redises) or queue webhooks
-for other URLs can say so: neither could see the other anywhere else."""
+interaction replay guard, which webhook URLs it queues events for, and how long it keeps
+audit events), so that those that keep these apart (one without Redis beside others with it,
+or two Redises), queue webhooks for other URLs or purge by other settings can say so: neither
+could see the other anywhere else. The purge reads them too (``SqlPurgePeers``), and deletes
+only what every process would."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.sql.database import SqlDatabase
 from adapters.sql.errors import translate
 from adapters.sql.tables import web_instances
-from domain.ports import Clock
+from domain.ports import Clock, PurgeTerms
 
 # An instance seen within this is taken as running (it announces itself every minute); one
 # that stopped without a word (killed) drops out of every list after it.
@@ -44,6 +46,8 @@ class Instance:
     seen_at: datetime
     # A digest of the webhook URLs it queues events for; None: a version that did not say.
     webhooks: str | None = None
+    # Its TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: forever); None: a version that did not say.
+    audit_retention_days: int | None = None
 
     def __str__(self) -> str:
         return f"{self.host} (pid {self.pid}, started {self.started_at:%Y-%m-%d %H:%M:%S} UTC)"
@@ -60,10 +64,15 @@ class SqlInstanceRoster:
         self._started_at: datetime | None = None
 
     async def announce(
-        self, shared_state: str, *, webhooks: str | None = None
+        self,
+        shared_state: str,
+        *,
+        webhooks: str | None = None,
+        audit_retention_days: int | None = None,
     ) -> Sequence[Instance]:
-        """Records this instance as seen now, sharing its state as ``shared_state`` says and
-        queuing webhooks for the URLs ``webhooks`` digests;
+        """Records this instance as seen now, sharing its state as ``shared_state`` says,
+        queuing webhooks for the URLs ``webhooks`` digests and keeping audit events
+        ``audit_retention_days`` (0: forever);
         deletes the rows of instances not seen for a day; answers the other instances seen in
         the last few minutes, the oldest first. A database error is the domain's
         ``StorageError`` (``StorageNotReady`` before ``db upgrade``)."""
@@ -75,7 +84,12 @@ class SqlInstanceRoster:
                 seen = await conn.execute(
                     update(table)
                     .where(table.c.id == self.id)
-                    .values(shared_state=shared_state, webhooks=webhooks, seen_at=now)
+                    .values(
+                        shared_state=shared_state,
+                        webhooks=webhooks,
+                        audit_retention_days=audit_retention_days,
+                        seen_at=now,
+                    )
                 )
                 if seen.rowcount == 0:  # the first time (or a day lost and forgotten)
                     await conn.execute(
@@ -86,6 +100,7 @@ class SqlInstanceRoster:
                             kind=self.kind,
                             shared_state=shared_state,
                             webhooks=webhooks,
+                            audit_retention_days=audit_retention_days,
                             started_at=started,
                             seen_at=now,
                         )
@@ -121,5 +136,29 @@ class SqlInstanceRoster:
         try:
             async with self._database.writer_turn(), self._database.engine.begin() as conn:
                 await conn.execute(delete(web_instances).where(web_instances.c.id == self.id))
+        except _FAILURES as exc:
+            raise translate(exc) from exc
+
+
+class SqlPurgePeers:
+    """What the processes announced lately say the purge may delete (``PurgePeers``)."""
+
+    def __init__(self, database: SqlDatabase, clock: Clock) -> None:
+        self._database, self._clock = database, clock
+
+    async def live(self) -> Sequence[PurgeTerms]:
+        """The terms of every process seen within ``LIVE_FOR`` (one that stopped deleted its
+        row; one killed without a word counts until then), whether or not it was seen twice:
+        the purge is held back from the first sighting, lest it delete what a process just
+        started keeps."""
+        table = web_instances
+        try:
+            async with self._database.engine.connect() as conn:
+                rows = await conn.execute(
+                    select(table.c.audit_retention_days, table.c.webhooks).where(
+                        table.c.seen_at >= self._clock.now() - LIVE_FOR
+                    )
+                )
+                return [PurgeTerms(row.audit_retention_days, row.webhooks) for row in rows]
         except _FAILURES as exc:
             raise translate(exc) from exc

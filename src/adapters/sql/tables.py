@@ -488,4 +488,7 @@ web_instances = Table(
     # A digest of the webhook URLs it queues a change's events for (NULL: a version before
     # 0019, which did not say): processes that differ leave holes in receivers' streams.
     Column("webhooks", String(64), nullable=True),
+    # Its TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: forever; NULL: a version before 0026, which
+    # did not say): every process purges, and deletes no audit event another one keeps.
+    Column("audit_retention_days", Integer(), nullable=True),
 )

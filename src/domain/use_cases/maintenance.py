@@ -5,13 +5,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, PurgePeers, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._claims import Stopping
 from domain.use_cases._shared import SENT_TWICE_WITHIN
 from domain.use_cases._webhooks import WebhookOutbox
 from domain.use_cases.discord_auth import KEPT_PAST_EXPIRY
 from domain.use_cases.webhooks import KEEP_FINISHED_WEBHOOKS
-from domain.webhooks import WebhookState
+from domain.webhooks import WebhookState, endpoints_digest
 
 # Sent, failed and cancelled emails stay this long: the account page and support can see them.
 KEEP_FINISHED_EMAILS = timedelta(days=30)
@@ -46,6 +46,12 @@ class PurgeReport:
     # Pending webhook deliveries kept because this process names no webhook URLs, so it
     # cannot tell a removed endpoint from a live one (a cron job without the settings).
     webhook_pending_kept: int = 0
+    # Held back by a serving process whose settings keep more (``PurgeExpired``'s ``peers``):
+    # the audit retention in days applied instead of this process's own (0: every event
+    # kept), None when it was its own; and every pending webhook delivery kept (then counted
+    # in ``webhook_pending_kept``) because a live process names other webhook URLs.
+    audit_retention_held: int | None = None
+    webhooks_held: bool = False
     batches: int = 0  # transactions that deleted (or looked for) rows
     ended: PurgeEnd = PurgeEnd.DONE
 
@@ -92,7 +98,17 @@ class PurgeExpired:
     who unlinked) with nothing failed to retry. Those of an endpoint no longer configured
     go after ``KEEP_FINISHED_WEBHOOKS`` from when they were queued, oldest first. A process
     whose settings name no webhook URL (a cron job given only the database) cannot tell a
-    removed endpoint from a live one: it keeps every pending delivery, and says how many."""
+    removed endpoint from a live one: it keeps every pending delivery, and says how many.
+
+    Every serving process purges, each by its own settings, so without ``peers`` the
+    shortest retention would win, silently (a gateway bot without
+    TASKFLOW_LINK_AUDIT_RETENTION_DAYS deletes at 365 days the audit events a web instance
+    keeps forever; one without a webhook URL the others name deletes that endpoint's
+    abandoned deliveries). With them (the processes announced lately, ``PurgePeers``), a
+    run deletes only what every one of them would: audit events older than the longest
+    retention of them all (none when one keeps them forever), and no pending webhook
+    delivery at all while one names other webhook URLs than this process (it cannot tell
+    which endpoints the others name). The report says what was held back."""
 
     def __init__(
         self,
@@ -102,6 +118,7 @@ class PurgeExpired:
         audit_retention: timedelta | None = None,
         *,
         batch: int = PURGE_BATCH,
+        peers: PurgePeers | None = None,
     ) -> None:
         """One-time secrets are kept a while past their expiry: a form sent twice (a double
         click) whose first request spent one just before it expired reads it again to be
@@ -112,10 +129,33 @@ class PurgeExpired:
         waits for: ``FinishDiscordConfirmation``)."""
         self._uow, self._clock, self._audit_retention = uow, clock, audit_retention
         self._configured = [e.key for e in outbox.endpoints] or None
+        self._webhooks = endpoints_digest(outbox.endpoints)
         self._batch = batch
+        self._peers = peers
 
-    def _steps(self) -> list[tuple[str, _Step]]:
-        configured, retention = self._configured, self._audit_retention
+    async def _terms(self) -> tuple[timedelta | None, list[str] | None, PurgeReport]:
+        """The audit retention and configured endpoints this run applies, the longest and
+        the fewest of this process's and the live ones' (``peers``), and a report that says
+        which were held back."""
+        retention, configured = self._audit_retention, self._configured
+        report = PurgeReport(0, 0, 0)
+        if self._peers is None:
+            return retention, configured, report
+        for terms in await self._peers.live():
+            days = terms.audit_retention_days
+            if retention is not None and days is not None:
+                retention = max(retention, timedelta(days=days)) if days else None
+            if configured is not None and terms.webhooks not in (None, self._webhooks):
+                configured = None
+                report = replace(report, webhooks_held=True)
+        if retention != self._audit_retention:
+            days = 0 if retention is None else retention.days
+            report = replace(report, audit_retention_held=days)
+        return retention, configured, report
+
+    def _steps(
+        self, retention: timedelta | None, configured: list[str] | None
+    ) -> list[tuple[str, _Step]]:
         steps: list[tuple[str, _Step]] = [
             (
                 "pending_logins",
@@ -166,8 +206,8 @@ class PurgeExpired:
         """``waiting``: called once, the first time a batch has to wait for another purge's
         (``wait=True``): the command says so, rather than look stuck."""
         now = self._clock.now()
-        report = PurgeReport(0, 0, 0)
-        for field, step in self._steps():
+        retention, configured, report = await self._terms()
+        for field, step in self._steps(retention, configured):
             while True:
                 if stopping is not None and stopping.asked:
                     return replace(report, ended=PurgeEnd.STOPPING)
@@ -186,7 +226,7 @@ class PurgeExpired:
                 )
                 if deleted < self._batch:
                     break
-        if self._configured is None:
+        if configured is None:
             async with self._uow(read_only=True) as uow:
                 pending = sum(
                     s.counts.get(WebhookState.PENDING, 0) for s in await uow.webhooks.summary()
