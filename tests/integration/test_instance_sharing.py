@@ -6,6 +6,7 @@ ids on a real Redis, and two ``taskflow-link serve`` processes end to end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Sequence
@@ -18,11 +19,14 @@ from sqlalchemy import select
 
 from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
-from adapters.sql.instances import Instance, SqlInstanceRoster
+from adapters.sql.instances import Instance, SqlInstanceRoster, SqlPurgePeers
 from adapters.sql.tables import web_instances
 from adapters.sql.uow import WriterQueue
 from adapters.webhooks import endpoint_for
+from domain.model import AccountId, AuditEvent, AuditKind
+from domain.use_cases import NO_WEBHOOKS, PurgeExpired
 from entrypoints.instances import (
+    GATEWAY,
     WEB,
     InstanceWatch,
     gateway_kind,
@@ -32,6 +36,7 @@ from entrypoints.instances import (
 from entrypoints.settings import ShardPlan
 from tests.bot_support import wait_until
 from tests.fakes.clock import ManualClock
+from tests.harness import TEST_SECRET_KEY, webhook_secret
 from tests.integration.instances import environment, serving
 from tests.integration.postgres import PostgresServer
 from tests.servers import free_port
@@ -395,3 +400,145 @@ async def test_processes_that_queue_webhooks_for_other_urls_name_each_other(
     # same and bot: once each. Nobody names older, nor does older name anyone.
     assert len(about) == 2 + 2 + 3 + 3, about
     assert all("never reach the URLs only the other names" in m for m in about)
+
+
+RETENTION = "TASKFLOW_LINK_AUDIT_RETENTION_DAYS"
+
+
+async def _audit_event(database: SqlDatabase, at: datetime) -> AuditEvent:
+    event = AuditEvent(AuditKind.SIGNED_IN, at, AccountId.new())
+    async with database.unit_of_work() as uow:
+        await uow.audit.record(event)
+        await uow.commit()
+    return event
+
+
+async def _audit_events(database: SqlDatabase) -> int:
+    async with database.unit_of_work(read_only=True) as uow:
+        return len(await uow.audit.search())
+
+
+async def test_processes_that_keep_audit_events_apart_name_each_other_and_purge_alike(
+    database: SqlDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every process purged by its own TASKFLOW_LINK_AUDIT_RETENTION_DAYS, so a gateway bot
+    started without it deleted at 365 days the audit events the web instances kept forever.
+    Each announces its retention now: the others name it, and the purge deletes only what
+    every process announced lately would."""
+    caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
+    plain = SharedState(None)
+    web = InstanceWatch(SqlInstanceRoster(database, clock, WEB), plain, 60, audit_retention_days=0)
+    bot = InstanceWatch(
+        SqlInstanceRoster(database, clock, GATEWAY), plain, 60, audit_retention_days=365
+    )
+    await _audit_event(database, clock.now() - timedelta(days=400))
+    peers = SqlPurgePeers(database, clock)
+    purge = PurgeExpired(
+        database.unit_of_work, clock, NO_WEBHOOKS, timedelta(days=365), peers=peers
+    )
+    for _ in range(3):
+        await web.check()
+        await bot.check()
+        clock.advance(MINUTE)
+    assert {t.audit_retention_days for t in await peers.live()} == {0, 365}
+
+    report = await purge.execute()  # the bot's purge, the web instance running
+
+    assert (report.audit_events, report.audit_retention_held) == (0, 0)
+    assert await _audit_events(database) == 1
+    about = [r.getMessage() for r in caplog.records if RETENTION in r.getMessage()]
+    assert len(about) == 2, about  # each names the other, once seen twice
+    assert any("keeps audit events forever, this one 365 days" in m for m in about)
+
+    await web.stop()  # the web instance stops (its row goes): the bot's own settings apply
+    report = await purge.execute()
+    assert (report.audit_events, report.audit_retention_held) == (1, None)
+    await bot.stop()
+
+
+async def test_a_serve_process_does_not_purge_the_audit_events_another_keeps(
+    postgres: PostgresServer, pg_db: SqlDatabase, tmp_path: Path
+) -> None:
+    """Two ``taskflow-link serve`` processes: one keeps audit events forever, the other (its
+    purge every second) would delete them at 365 days. That one holds back while the first
+    runs, both name each other, and once the first stops its own retention applies."""
+    old = await _audit_event(pg_db, datetime.now(UTC) - timedelta(days=400))
+    common: dict[str, str | float] = {
+        "storage": "sql",
+        "database_url": postgres.url,
+        "instance_check_seconds": 0.5,
+        "discord_client_id": "1300000000000000001",
+        "discord_client_secret": "not-used-here",
+    }
+    with contextlib.ExitStack() as keeping_stack:
+        keeping = keeping_stack.enter_context(
+            serving(tmp_path, environment(**common, audit_retention_days=0))
+        )
+
+        async def announced() -> bool:
+            async with pg_db.engine.connect() as conn:
+                rows = await conn.execute(select(web_instances.c.audit_retention_days))
+                return rows.scalars().all() == [0]
+
+        for _ in range(600):  # until it announced itself (readiness does not wait for it)
+            if await announced():
+                break
+            await asyncio.sleep(0.1)
+        assert await announced()
+        purging = environment(**common, audit_retention_days=365, purge_interval_seconds=1)
+        with serving(tmp_path, purging) as purger:
+            await wait_until(
+                lambda: (
+                    RETENTION in keeping.output()
+                    and "keeps audit events forever, this one 365 days" in purger.output()
+                    and "keeps more" in purger.output()
+                ),
+                seconds=120,
+            )
+            assert "keeps audit events 365 days, this one forever" in keeping.output()
+            assert "audit events kept forever, not the 365 days" in purger.output()
+            assert await _audit_events(pg_db) == 1
+            keeping_stack.close()  # it stops, and deletes its row
+            await wait_until(lambda: "its own settings apply" in purger.output(), seconds=120)
+            await wait_until(lambda: "1 audit event(s)" in purger.output(), seconds=120)
+    async with pg_db.unit_of_work(read_only=True) as uow:
+        assert old not in await uow.audit.search()
+
+
+async def test_purge_expired_deletes_only_what_every_running_process_would(
+    postgres: PostgresServer, pg_db: SqlDatabase, tmp_path: Path
+) -> None:
+    """The command from cron, given the default retention and one webhook URL, beside a
+    running web instance that keeps audit events forever and names another URL: it keeps
+    both, and says why."""
+    from tests.integration.test_webhooks_end_to_end import taskflow_link
+
+    now = datetime.now(UTC)
+    await _audit_event(pg_db, now - timedelta(days=400))
+    async with pg_db.engine.begin() as conn:
+        await conn.execute(
+            web_instances.insert().values(
+                id="running",
+                host="web-1",
+                pid=1,
+                kind=WEB,
+                shared_state="memory",
+                started_at=now,
+                seen_at=now,
+                webhooks=webhook_fingerprint([endpoint_for("https://hooks.example/other")]),
+                audit_retention_days=0,
+            )
+        )
+    env = {
+        "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
+        "TASKFLOW_LINK_DATABASE_URL": postgres.url,
+        "TASKFLOW_LINK_WEBHOOK_URLS": "https://hooks.example/in",
+        "TASKFLOW_LINK_WEBHOOK_SECRET": webhook_secret("cron"),
+    }
+    code, out, err = await taskflow_link("purge-expired", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "0 audit event(s)" in out
+    assert "Kept audit events forever: a running web instance or gateway bot" in out
+    assert "names other TASKFLOW_LINK_WEBHOOK_URLS than this process" in out
+    assert "hooks.example" not in out + err
+    assert await _audit_events(pg_db) == 1

@@ -1274,3 +1274,62 @@ async def test_the_purges_indexes_come_with_0025_and_go_with_its_downgrade_on_sq
     sqlite_url: str,
 ) -> None:
     await _purge_indexes_up_and_down(sqlite_url)
+
+
+async def _retention_column(database: SqlDatabase) -> bool:
+    async with database.engine.connect() as conn:
+        columns = await conn.run_sync(lambda sync: inspect(sync).get_columns("web_instances"))
+    return "audit_retention_days" in {c["name"] for c in columns}
+
+
+async def _instance_purge_terms_up_and_down(url: str) -> None:
+    """0025 -> 0026: each announced instance also says its audit retention (NULL for a row an
+    older version wrote, which is kept and compared with nothing); the downgrade drops the
+    column, and the rows stay."""
+    database = SqlDatabase(url)
+    row = {
+        "id": str(uuid.uuid4()),
+        "host": "older",
+        "pid": 7,
+        "kind": "web",
+        "shared_state": "memory",
+        "started_at": datetime.now(UTC),
+        "seen_at": datetime.now(UTC),
+        "webhooks": None,
+    }
+    older = sa.table(
+        "web_instances",
+        *(sa.column(name) for name in row if not name.endswith("_at")),
+        sa.column("started_at", UtcDateTime()),
+        sa.column("seen_at", UtcDateTime()),
+    )
+    try:
+        await _filled_at(database, "0025_purge_indexes", (older, [row]))
+        assert not await _retention_column(database)
+
+        await migrate.upgrade(database, "0026_instance_purge_terms")
+        assert await _retention_column(database)
+        async with database.engine.connect() as conn:
+            kept = await conn.execute(text("SELECT id, audit_retention_days FROM web_instances"))
+            assert kept.all() == [(row["id"], None)]
+        assert await migrate.pending_differences(database) == []
+
+        await migrate.downgrade(database, "0025_purge_indexes")
+        assert not await _retention_column(database)
+        async with database.engine.connect() as conn:
+            ids = (await conn.execute(text("SELECT id FROM web_instances"))).scalars().all()
+        assert ids == [row["id"]]
+        await migrate.upgrade(database)
+        assert await _retention_column(database)
+    finally:
+        await database.dispose()
+
+
+async def test_instances_say_their_audit_retention_from_0026_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _instance_purge_terms_up_and_down(empty_pg_url)
+
+
+async def test_instances_say_their_audit_retention_from_0026_on_sqlite(sqlite_url: str) -> None:
+    await _instance_purge_terms_up_and_down(sqlite_url)
