@@ -467,7 +467,9 @@ class Settings(BaseSettings):
         ge=0,
         le=36_500,
         description="The purge (every PURGE_INTERVAL_SECONDS, and `taskflow-link "
-        "purge-expired`) deletes audit events older than this many days; 0 keeps them forever.",
+        "purge-expired`) deletes audit events older than this many days; 0 keeps them forever. "
+        "Every web instance and gateway bot needs the same: none goes that a running one keeps "
+        "longer, and one whose value differs is named in the others' logs.",
     )
     purge_interval_seconds: float = Field(
         default=3600.0,
