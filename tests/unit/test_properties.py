@@ -251,3 +251,9 @@ TestLinkingMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_no_property_test_is_timed() -> None:
+    """The suite's profiles (tests/conftest.py) leave out Hypothesis's deadline: a test
+    must not fail because the machine was busy while one example ran."""
+    assert settings().deadline is None
