@@ -226,6 +226,8 @@ def _command(database_url: str, cwd: Path, *args: str) -> subprocess.CompletedPr
         "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,
         "TASKFLOW_LINK_DATABASE_URL": database_url,
     }
+    if "PYTHONPATH" in os.environ:  # where Python finds the code under test
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(  # noqa: S603 - our own interpreter and command
         [sys.executable, "-c", "from entrypoints.cli import main; main()", *args],
         capture_output=True,

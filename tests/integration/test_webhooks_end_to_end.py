@@ -96,13 +96,15 @@ async def eventually_rows(db: SqlDatabase, wanted: Callable[[list[Any]], bool]) 
 
 
 async def taskflow_link(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    """The installed command, in a process of its own (as an operator runs it)."""
+    """The installed command, in a process of its own (as an operator runs it), on the code
+    under test (``PYTHONPATH``, where it is set, as the other tests' commands)."""
+    where = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         "from entrypoints.cli import main; main()",
         *args,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **where, **env},
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
