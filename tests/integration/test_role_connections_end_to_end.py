@@ -313,13 +313,13 @@ async def test_tokens_no_key_opens_are_said_on_the_account_page(
     assert result.exit_code == 1
     assert "unreadable 1" in result.output, result.output
     page = await browser.go("GET", "/account")
-    assert "Your TaskFlow connection on Discord (Linked Roles) was lost" in page.text
-    assert "TaskFlow could no longer read the access Discord gave it" in page.text
+    assert "Your TaskFlow connection on Discord (Linked Roles) stopped updating" in page.text
+    assert "TaskFlow can no longer read the access Discord gave it" in page.text
     assert 'href="/discord/linked-role">Connect again</a>' in page.text
     start = await browser.go("GET", "/discord/linked-role")  # linked: straight to Discord
     landed = await browser.through_discord(start, user_id)
     assert str(landed.url).endswith("/account?notice=role_connected")
-    assert "was lost" not in landed.text
+    assert "stopped updating" not in landed.text
 
 
 @with_linked_roles
