@@ -175,6 +175,8 @@ def _role_changes(metrics: PrometheusMetrics, report: RoleChangeReport) -> None:
 
 
 def _discord_round_trip(metrics: PrometheusMetrics, done: AuthCompleted) -> None:
+    if done.handed_over:  # a callback loaded twice: its first load was counted
+        return
     if done.purpose is AuthPurpose.LOGIN:
         metrics.sign_in("discord", done.outcome.value)
         if done.outcome in _LOGIN_LINKS:

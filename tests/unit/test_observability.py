@@ -43,7 +43,7 @@ from entrypoints.logs import (
 from entrypoints.settings import SettingsError, load_settings
 from entrypoints.web import create_app
 from entrypoints.web.request_id import choose_request_id
-from tests.harness import TEST_SECRET_KEY, Harness, make_settings
+from tests.harness import TEST_SECRET_KEY, Browser, Harness, make_settings
 from tests.web_support import Client, csrf_token
 
 TOKEN = "metrics-token-Hq3vZ8kLw2Rt"
@@ -728,3 +728,26 @@ def test_a_random_16_character_metrics_token_is_not_refused(token: str) -> None:
     settings = load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, metrics_token=token)
     assert settings.metrics_token is not None
     assert settings.metrics_token.get_secret_value() == token
+
+
+async def test_a_sign_in_callback_loaded_twice_counts_its_sign_up_once(h: Harness) -> None:
+    """Its second load (a double click on Authorize, a reload) is handed the session the first
+    one made, or told to wait for it: nothing is made again, so nothing is counted again. It
+    counted a second sign-up, a second link created, and a sign-in 'confirming'."""
+    c = Counted()
+    profile = h.discord_user(7301, username="dora", email="dora@example.com")
+    browser = Browser()
+    started = await h.start_login(browser)
+    approval = h.discord.approve(started.authorize_url, profile.id)
+    loads: list[AuthCompleted] = []
+    for _ in range(2):  # the first one's answer never reached the browser
+        loads.append(
+            await h.complete(
+                Browser(bindings=browser.bindings), state=approval.state, code=approval.code
+            )
+        )
+    for done in loads:
+        c.record("complete_discord_auth", done)
+    assert loads[1].session_token == loads[0].session_token  # handed over
+    assert c.value("links_created_total", how="signup") == 1
+    assert c.value("sign_ins_total", method="discord", outcome="created") == 1

@@ -309,6 +309,9 @@ class AuthCompleted:
     # Linked Roles: what became of the first push (``None``: another pusher had the user's
     # connection in hand, and pushes the new grant after its own push).
     role_sync: RoleSync | None = None
+    # A callback loaded twice (``FinishDiscordConfirmation``): what its first load did, told
+    # again (or that it is under way). Nothing was made again, so nothing is counted again.
+    handed_over: bool = False
 
 
 def state_refusal(status: SecretStatus) -> errors.DomainError:
@@ -475,6 +478,7 @@ class FinishDiscordConfirmation:
                         session.account_id,
                         pending.destination,
                         session_token=candidate.token,
+                        handed_over=True,
                     )
             if old is None:  # not renewed, nor live: ended (signed out, say)
                 raise refused
@@ -494,6 +498,7 @@ class FinishDiscordConfirmation:
             pending.account_id,
             pending.destination,
             session_token=None,
+            handed_over=True,
         )
 
     async def _signed_in(
@@ -525,6 +530,7 @@ class FinishDiscordConfirmation:
                 account.id,
                 pending.destination,
                 session_token=made.token,
+                handed_over=True,
             )
         if pending.failed_at is not None:
             raise errors.DiscordSignInFailed()
@@ -536,6 +542,7 @@ class FinishDiscordConfirmation:
             SIGN_IN_UNDER_WAY,
             pending.destination,
             session_token=None,
+            handed_over=True,
         )
 
 
