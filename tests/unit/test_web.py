@@ -1378,6 +1378,21 @@ async def test_a_head_of_discords_callback_spends_nothing(
         {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"},
         # Chromium before Sec-Fetch-Dest (79 and older): its mode says what it is.
         {"sec-fetch-site": "same-site", "sec-fetch-mode": "no-cors"},
+        # A sibling subdomain's speculation rules: a navigational prefetch (or a prerender),
+        # a document with the same-site cookies, before (and whether or not) anyone goes.
+        {
+            "sec-fetch-site": "same-site",
+            "sec-fetch-mode": "navigate",
+            "sec-fetch-dest": "document",
+            "sec-purpose": "prefetch",
+        },
+        {
+            "sec-fetch-site": "same-site",
+            "sec-fetch-mode": "navigate",
+            "sec-fetch-dest": "document",
+            "sec-purpose": "prefetch;prerender",
+        },
+        {"sec-fetch-mode": "navigate", "sec-fetch-dest": "document", "purpose": "prefetch"},
     ],
 )
 async def test_discords_callback_loaded_as_no_page_spends_nothing(

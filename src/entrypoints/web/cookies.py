@@ -54,7 +54,16 @@ def loaded_as_no_page(request: Request[Any, Any, Any]) -> bool:
     its own: an image, a script, a frame, a ``fetch``, whichever site's page asked for it.
     ``Sec-Fetch-Dest`` other than ``document``; without it (Chromium 76 to 79 sent the
     others first), ``Sec-Fetch-Mode`` other than ``navigate``. A browser without Fetch
-    Metadata sends neither: taken as a page load."""
+    Metadata sends neither: taken as a page load.
+
+    A prefetch or a prerender (``Sec-Purpose``, or the older ``Purpose``, naming
+    ``prefetch``) is none either: a page of this site's or a sibling subdomain's
+    (speculation rules) has the browser fetch a document, with the same-site cookies, that
+    nobody may ever look at; if someone does go there, the browser loads it again, as a page.
+    """
+    purpose = f"{request.headers.get('sec-purpose', '')};{request.headers.get('purpose', '')}"
+    if "prefetch" in purpose.lower():
+        return True
     dest = request.headers.get("sec-fetch-dest")
     if dest is not None:
         return dest != "document"
