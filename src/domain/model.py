@@ -828,6 +828,7 @@ class RoleSync(enum.StrEnum):
     # (no failure counted: nothing the row did) for the first pass after the pause.
     PAUSED = "paused"
     # Discord said this user's limit of the push has no call left (X-RateLimit-Remaining: 0,
-    # their own token's): not pushed, due when it resets (no failure counted); the pass goes
-    # on with the others, whose limits are their own.
+    # their own token's), or, for a row whose access token needs refreshing first, the
+    # application's limit of the refresh grant: not pushed, due when it resets (no failure
+    # counted); the pass goes on with the others, whose limits are their own.
     WAITING = "waiting"

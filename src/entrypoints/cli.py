@@ -1323,8 +1323,8 @@ def role_connections_forget(yes: bool, drop_unreadable: bool) -> None:
         )
     if report.waiting:
         click.echo(
-            f"{report.waiting} not told yet (kept): Discord's limit of their pushes has no "
-            "call left; run it again in a minute."
+            f"{report.waiting} not told yet (kept): Discord's limit of their pushes (or of "
+            "the token refreshes) has no call left; run it again in a minute."
         )
     failed = report.failed or report.held or report.gone or report.paused or report.waiting
     if failed or (unreadable and not drop_unreadable):

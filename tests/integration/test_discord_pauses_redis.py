@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from domain import errors
-from domain.model import DiscordId, LinkedRole
+from domain.model import DiscordId, LinkedRole, RoleSync
 from domain.ports import RoleCallOutcome, RoleCallResult
 from entrypoints.container import Container, build_container
-from tests.fakes.role_connections import connected, fake, refresh_pass, role_harness
+from tests.fakes.role_connections import connected, fake, refresh_pass, role_harness, rows
 from tests.harness import Harness, make_settings
 
 ROLE = LinkedRole(DiscordId(1300000000000000001), DiscordId(1300000000000000099))
@@ -134,6 +134,50 @@ async def test_a_users_used_up_push_limit_met_by_one_instance_holds_for_the_othe
 
         assert fake(h).limited == 0  # no 429
         assert (report.waiting, report.paused, report.failed) == (1, 0, 0)
+    finally:
+        other.unwire()
+        h.container.unwire()
+
+
+async def test_a_used_up_refresh_limit_met_by_one_instance_holds_its_refreshes_only(
+    redis_url: str,
+) -> None:
+    """A refresh whose answer said the application's limit of the refresh grant has no call
+    left (X-RateLimit-Remaining: 0) leaves every instance's refreshes until it resets: the
+    other instance asks for none (it would be answered 429), and leaves the row that needs
+    one due then. Its pushes, limited per user, go on: it paused every Linked Roles call of
+    every instance, the pushes of live tokens and the verification URL's included."""
+    h = role_harness(redis_url=redis_url)
+    other = _another_linked_roles_instance(h, redis_url)
+    try:
+        for n, discord_id in enumerate((7420, 7421)):
+            await connected(h, discord_id, f"user{n}")
+        h.clock.advance(timedelta(days=8))  # their access tokens have expired
+        await connected(h, 7422, "eve")  # a fresh one: pushed with it
+        fake(h).refresh_limit = 1  # a refresh per window (10 s), for the application
+        pushed = await h.container.role_connection_pusher().sync(rows(h)[DiscordId(7420)])
+        assert (pushed, fake(h).refreshes) == (RoleSync.PUSHED, 1)  # the limit's last call
+        async with h.uow() as uow:
+            await uow.role_connection_tokens.mark_all_due(h.clock.now())
+            await uow.commit()
+        calls = len(fake(h).calls)
+
+        report = await other.refresh_role_connections().execute()
+
+        assert "refresh" not in fake(h).calls[calls:]  # the other instance asked for none
+        assert fake(h).limited == 0  # no 429
+        assert (report.pushed, report.waiting, report.paused) == (2, 1, 0)
+        assert report.paused_until is None
+        row = rows(h)[DiscordId(7421)]
+        # When the limit resets, as Redis holds it (its TTL runs on the real clock).
+        assert h.clock.now() < row.next_push_at <= h.clock.now() + fake(h).limit_window
+        assert (row.failures, row.claimed_until) == (0, None)
+        client = Redis.from_url(redis_url)
+        try:
+            key = "taskflow-link:discord-pause:role_connection_refreshes"
+            assert 0 < await client.pttl(key) <= 10_000
+        finally:
+            await client.aclose()
     finally:
         other.unwire()
         h.container.unwire()

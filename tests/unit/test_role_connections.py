@@ -1415,24 +1415,45 @@ async def test_a_users_used_up_push_limit_leaves_their_row_until_it_resets_not_t
 
 async def test_a_used_up_refresh_limit_pauses_the_refreshes_until_it_resets(r: Harness) -> None:
     """The refresh grant carries the application's credentials: its limit is every user's.
-    Once an answer says it has no call left, no refresh is asked for before it resets: the
-    pass stops there, leaving the rest due (no failure counted), as after a 429."""
-    for n, name in enumerate(("cal", "dee", "eve")):
+    Once an answer says it has no call left, no refresh is asked for before it resets: a row
+    that needs one is left due until then (no failure counted, its refresh token unspent),
+    as a user's used-up push is. The pushes are limited per user (their own tokens), not by
+    the refresh's limit: those with a live access token go on, and so does the verification
+    URL's push of a new grant (the member is told "connected", not "later")."""
+    for n, name in enumerate(("cal", "dee")):
         await connected(r, 7052 + n, name)
+    r.clock.advance(timedelta(days=8))  # their access tokens have expired: refreshed first
+    await connected(r, 7054, "eve")  # a fresh one: pushed with it, no refresh
+    await all_due(r)
     fake(r).refresh_limit = 1
-    r.clock.advance(timedelta(days=8))  # every access token has expired: refreshed first
+    refresh_tokens = {DiscordId(d): fake(r).tokens_of(DiscordId(d))[1] for d in (7052, 7053)}
 
     report = await refresh_pass(r)
 
     assert fake(r).refreshes == 1
     assert fake(r).limited == 0  # no 429
-    assert (report.failed, report.paused) == (0, 3)
-    assert report.paused_until == r.clock.now() + fake(r).limit_window
+    assert (report.pushed, report.waiting, report.failed, report.paused) == (2, 1, 0, 0)
+    assert report.paused_until is None  # nothing holds the pushes
+    (waiting,) = [row for row in rows(r).values() if row.expires_at <= r.clock.now()]
+    assert waiting.discord_id != DiscordId(7054)
+    assert waiting.next_push_at == r.clock.now() + fake(r).limit_window
+    assert (waiting.failures, waiting.claimed_until) == (0, None)
+    assert refresh_tokens[waiting.discord_id] <= set(fake(r).refresh_tokens)  # not spent
     assert all(row.failures == 0 and row.claimed_until is None for row in rows(r).values())
+
+    # Meanwhile: the verification URL's push goes through (``connected`` asserts PUSHED),
+    # and a pass that meets the row again asks for no refresh.
+    await connected(r, 7055, "fay")
+    await all_due(r)
+    again = await refresh_pass(r)
+    assert fake(r).refreshes == 1
+    assert fake(r).limited == 0
+    assert (again.pushed, again.waiting, again.paused) == (3, 1, 0)
 
     r.clock.advance(fake(r).limit_window)
     fake(r).refresh_limit = None
-    assert (await refresh_pass(r)).pushed == 3
+    assert (await refresh_pass(r)).pushed == 1
+    assert fake(r).refreshes == 2
     assert fake(r).limited == 0
 
 

@@ -99,6 +99,11 @@ _ATTEMPTS = 3
 # Linked Roles call of the process (the push and the refresh grant, with users' tokens; with
 # Redis, of every instance), not the bot's role calls. Cloudflare's block holds for both.
 _SCOPE = "role_connections"
+# What an answer to a refresh grant that used up its limit holds (X-RateLimit-Remaining: 0):
+# the refresh grants only. They carry the application's credentials, so their limit is every
+# user's (with Redis, every instance's); the pushes carry each user's own token, and Discord
+# limits them per user (``_user``), so they go on.
+_REFRESHES = "role_connection_refreshes"
 T = TypeVar("T")
 
 
@@ -106,7 +111,7 @@ def _user(discord_id: DiscordId) -> tuple[str, DiscordId]:
     """The scope of one user's pushes: Discord limits a route per token ("individuals are
     determined using a request's authentication"), and each push carries the user's own.
     (The refresh grant carries the application's credentials: its limit is every user's,
-    ``_SCOPE``.)"""
+    ``_REFRESHES``.)"""
     return (_SCOPE, discord_id)
 
 
@@ -377,7 +382,17 @@ class RoleConnectionPusher:
         the middle (``uncut``, for ``finish_seconds`` at most): Discord spends the refresh
         token as it answers, so a pair it issued and nobody stored would leave the row with
         the spent token, and the next try would get ``invalid_grant`` and delete it (for a
-        member unlinked meanwhile, Discord would go on showing "linked")."""
+        member unlinked meanwhile, Discord would go on showing "linked").
+
+        While the refresh grant's limit is used up (``_REFRESHES``, by any instance), no
+        refresh is asked for: the row is left, due when the limit resets, with no failure
+        counted (``WAITING``, as a user's used-up push), and the pass goes on with the others:
+        those whose access token still works are pushed."""
+        await self._pauses.catch_up((_REFRESHES,), now)  # another instance's refreshes
+        resets = self._pauses.paused(now).get(_REFRESHES)
+        if resets is not None:
+            await self._schedule(row, resets, failures=row.failures)
+            return RoleSync.WAITING
         try:
             written, opened, gone = await uncut(
                 self._refresh_and_store(row, tokens, now), within=self.finish_seconds
@@ -410,7 +425,8 @@ class RoleConnectionPusher:
         """The refresh grant, then its answer stored in a transaction of its own before
         anything else: the row as written (``None``: other tokens replaced them), the new
         tokens, and whether the row was deleted meanwhile."""
-        used_up = self._used_up(_SCOPE)  # the application's limit: every refresh waits
+        # The application's limit: every refresh waits, not the pushes (their own tokens).
+        used_up = self._used_up(_REFRESHES)
         fresh = await self._call(lambda: self._discord.refresh(tokens.refresh, used_up=used_up))
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
@@ -816,8 +832,9 @@ class RoleSyncReport:
     # Left due, untried (or met by the rate limit), when Discord rate limited the pass or
     # the address was blocked: the pass stopped there.
     paused: int = 0
-    # Not pushed now: Discord said the user's own limit of the push has no call left; due
-    # when it resets (the pass went on with the others).
+    # Not pushed now: Discord said the user's own limit of the push, or the application's
+    # limit of the refresh grant (for a row that needs its token refreshed first), has no
+    # call left; due when it resets (the pass went on with the others).
     waiting: int = 0
     held: int = 0  # forgetting: left to another pusher that holds them (run again)
     # The pause holding when the pass ended: when the next call may be made, and whether it
