@@ -1252,7 +1252,6 @@ async def _purge_indexes_up_and_down(url: str) -> None:
                 "public.", ""
             ), definition
             assert "finished_at IS NOT NULL" in definition.replace("(", "").replace(")", "")
-        assert await migrate.pending_differences(database) == []
 
         await migrate.downgrade(database, "0024_pending_login_failed")
         assert await _purge_indexes(database) == {}
@@ -1260,6 +1259,9 @@ async def _purge_indexes_up_and_down(url: str) -> None:
             assert await uow.accounts.get(owner.id) is not None
         await migrate.upgrade(database)
         assert set(await _purge_indexes(database)) == set(PURGE_INDEXES)
+        # The models' indexes are the migrations' (compared at the head: later revisions
+        # add to the models too).
+        assert await migrate.pending_differences(database) == []
     finally:
         await database.dispose()
 
