@@ -228,10 +228,11 @@ async def test_link_ticket_page_asks_to_sign_in_then_proves_the_discord_side(
 
 
 async def _link_button_round_trip(
-    client: Client, h: Harness, discord: DiscordProfile, fetch_site: str
-) -> Any:
+    client: Client, h: Harness, discord: DiscordProfile, fetch_site: str = "same-origin"
+) -> tuple[str, Any]:
     """alice signs up from the page of ``discord``'s /link button and starts its round trip
-    (a request that says ``Sec-Fetch-Site: fetch_site``); the 302 to Discord."""
+    (a request that says ``Sec-Fetch-Site: fetch_site``); the button's page, and the 302 to
+    Discord."""
     issued = await h.container.issue_link_ticket().execute(discord.user)
     assert isinstance(issued, TicketIssued)
     path = f"/link/{issued.token}"
@@ -244,7 +245,7 @@ async def _link_button_round_trip(
         follow_redirects=False,
     )
     assert started.status_code == 302, started.text
-    return started
+    return path, started
 
 
 async def test_other_sites_pointing_at_the_sign_in_start_leave_this_sites_round_trip_working(
@@ -257,7 +258,7 @@ async def test_other_sites_pointing_at_the_sign_in_start_leave_this_sites_round_
     pushed out, and back from Discord she was told she had started in another browser. Such
     navigations now start nothing (a page to continue from), and hers finishes."""
     alice_d = h.discord_user(5060, username="alice_d")
-    started = await _link_button_round_trip(client, h, alice_d, "same-origin")
+    _, started = await _link_button_round_trip(client, h, alice_d, "same-origin")
     approval = h.discord.approve(started.headers["location"], alice_d.id)
     pending = len(db.tables.pending_logins)
 
@@ -289,7 +290,7 @@ async def test_every_round_trip_is_bound_by_the_one_binding_cookie(
     Such requests start none any more (a page to continue from; a form fails CSRF), so one
     cookie binds them all, whatever ``Sec-Fetch-Site`` a request that passed CSRF says."""
     alice_d = h.discord_user(5061, username="alice_d2")
-    started = await _link_button_round_trip(client, h, alice_d, "same-site")
+    _, started = await _link_button_round_trip(client, h, alice_d, "same-site")
     cookies = [c.split("=", 1)[0] for c in started.headers.get_list("set-cookie")]
     assert cookies == ["tfl_oauth"]
     approval = h.discord.approve(started.headers["location"], alice_d.id)
@@ -439,14 +440,7 @@ async def test_cancelling_at_discord_from_a_link_button_says_the_button_still_wo
     button is not spent, and the page says to press it again. It said "Start again from the
     sign-in page" to someone signed in, where no sign-in helps."""
     discord = h.discord_user(5008, username="shy")
-    issued = await h.container.issue_link_ticket().execute(discord.user)
-    assert isinstance(issued, TicketIssued)
-    path = f"/link/{issued.token}"
-    await sign_up(client, "alice", next_path=path)
-    confirm = await client.get(path)
-    started = await client.post(
-        path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
-    )
+    path, started = await _link_button_round_trip(client, h, discord)
     state = query(started.headers["location"])["state"]
 
     answer = await client.get(f"/auth/discord/callback?error=access_denied&state={state}")
@@ -467,14 +461,7 @@ async def test_a_link_button_round_trip_that_discord_fails_says_the_button_still
     ticket is not spent, so the way on is the same button. The page said "Start again from
     your account page", where nothing resumes a /link button."""
     discord = h.discord_user(5010, username="unlucky")
-    issued = await h.container.issue_link_ticket().execute(discord.user)
-    assert isinstance(issued, TicketIssued)
-    path = f"/link/{issued.token}"
-    await sign_up(client, "alice", next_path=path)
-    confirm = await client.get(path)
-    started = await client.post(
-        path, data={"_csrf_token": csrf_token(confirm.text)}, follow_redirects=False
-    )
+    path, started = await _link_button_round_trip(client, h, discord)
     approval = h.discord.approve(started.headers["location"], discord.id)
     code = approval.code
     if fault == "discord_down":

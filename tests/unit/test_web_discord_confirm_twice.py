@@ -220,6 +220,33 @@ async def test_a_second_load_says_so_when_the_first_failed(
     assert confirming.failed_at is not None
 
 
+async def another_browser_gets_nothing(
+    h: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    client: Client,
+    thief: Client,
+    callback: str,
+) -> None:
+    """``thief`` (another browser) loads Discord's ``callback`` and its confirming page while
+    ``client``'s first load of it asks Discord, and after that load: 'used already' each
+    time, and no session cookie."""
+    state = callback.split("state=", 1)[1]
+    pages = (callback, f"/auth/discord/confirming?state={state}")
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        for url in pages:
+            refused = await thief.get(url, follow_redirects=False)
+            assert refused.status_code == 410, refused.text
+            assert USED in refused.text
+        discord.answer()
+        assert (await first).status_code == 302
+    for url in pages:
+        refused = await thief.get(url, follow_redirects=False)
+        assert refused.status_code == 410, refused.text
+        assert "tfl_session" not in refused.cookies
+
+
 async def test_the_old_cookie_without_the_browsers_binding_gets_nothing(
     h: Harness, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,22 +257,9 @@ async def test_the_old_cookie_without_the_browsers_binding_gets_nothing(
     h.clock.advance(timedelta(minutes=11))
     callback = await _back_from_discord(h, client, 7106)
     old = client.cookies["tfl_session"]
-    state = callback.split("state=", 1)[1]
     async with AsyncTestClient(app=create_app(h.container)) as thief:
         thief.cookies.set("tfl_session", old)
-        with _discord_held(h, monkeypatch) as discord:
-            first = _first_load(client, callback)
-            await discord.asked()
-            for url in (callback, f"/auth/discord/confirming?state={state}"):
-                refused = await thief.get(url, follow_redirects=False)
-                assert refused.status_code == 410, refused.text
-                assert USED in refused.text
-            discord.answer()
-            assert (await first).status_code == 302
-        for url in (callback, f"/auth/discord/confirming?state={state}"):
-            refused = await thief.get(url, follow_redirects=False)
-            assert refused.status_code == 410
-            assert "tfl_session" not in refused.cookies
+        await another_browser_gets_nothing(h, monkeypatch, client, thief, callback)
         assert (await thief.get("/account", follow_redirects=False)).status_code == 302
 
 

@@ -24,6 +24,7 @@ from tests.unit.test_web_discord_confirm_twice import (
     _discord_held,
     _first_load,
     _refreshes_to,
+    another_browser_gets_nothing,
 )
 from tests.web_support import Client
 
@@ -131,21 +132,8 @@ async def test_another_browser_gets_nothing(
     history): 'used already', while the first load is under way and after, and no
     session."""
     callback = await _started(h, client, 7204, "dora")
-    state = callback.split("state=", 1)[1]
     async with AsyncTestClient(app=create_app(h.container)) as thief:
-        with _discord_held(h, monkeypatch) as discord:
-            first = _first_load(client, callback)
-            await discord.asked()
-            for url in (callback, f"/auth/discord/confirming?state={state}"):
-                refused = await thief.get(url, follow_redirects=False)
-                assert refused.status_code == 410, refused.text
-                assert USED in refused.text
-            discord.answer()
-            assert (await first).status_code == 302
-        for url in (callback, f"/auth/discord/confirming?state={state}"):
-            refused = await thief.get(url, follow_redirects=False)
-            assert refused.status_code == 410, refused.text
-            assert "tfl_session" not in refused.cookies
+        await another_browser_gets_nothing(h, monkeypatch, client, thief, callback)
     assert len(db.tables.sessions) == 1
 
 
