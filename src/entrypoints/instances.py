@@ -35,7 +35,7 @@ from adapters.shared_state import SharedState
 from adapters.sql import SqlDatabase
 from adapters.sql.instances import Instance, SqlInstanceRoster
 from domain import errors
-from domain.webhooks import WebhookEndpoint, endpoints_digest
+from domain.webhooks import endpoints_digest
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -64,12 +64,6 @@ _WHAT = {
         'ticket ("already used").',
     ),
 }
-
-
-def webhook_fingerprint(endpoints: Sequence[WebhookEndpoint]) -> str:
-    """What a process announces of the webhook URLs it queues events for: a digest of their
-    digests (``WebhookEndpoint.key``, the names the outbox already stores), in any order."""
-    return endpoints_digest(endpoints)
 
 
 def _retention(days: int) -> str:
@@ -195,7 +189,7 @@ def instance_watch(container: Container, kind: str) -> InstanceWatch | None:
         container.shared_state(),
         settings.instance_check_seconds,
         leave_within=settings.shutdown_timeout_seconds,
-        webhooks=webhook_fingerprint(container.webhook_outbox().endpoints),
+        webhooks=endpoints_digest(container.webhook_outbox().endpoints),
         audit_retention_days=settings.audit_retention_days,
     )
 
@@ -216,7 +210,7 @@ class InstanceWatch:
     ) -> None:
         """``leave_within``: how long ``stop`` gives the database to delete this row (the
         shutdown's budget: a database that hangs must not hold the process); ``webhooks``:
-        this process's ``webhook_fingerprint``; ``audit_retention_days``: its
+        this process's ``endpoints_digest`` of its webhook URLs; ``audit_retention_days``: its
         TASKFLOW_LINK_AUDIT_RETENTION_DAYS (0: forever)."""
         self._roster, self._shared, self._interval = roster, shared, interval
         self._leave_within = leave_within

@@ -25,13 +25,13 @@ from adapters.sql.uow import WriterQueue
 from adapters.webhooks import endpoint_for
 from domain.model import AccountId, AuditEvent, AuditKind
 from domain.use_cases import NO_WEBHOOKS, PurgeExpired
+from domain.webhooks import endpoints_digest
 from entrypoints.instances import (
     GATEWAY,
     WEB,
     InstanceWatch,
     gateway_kind,
     sharing_problems,
-    webhook_fingerprint,
 )
 from entrypoints.settings import ShardPlan
 from tests.bot_support import wait_until
@@ -371,10 +371,10 @@ async def test_processes_that_queue_webhooks_for_other_urls_name_each_other(
     announcements; one that announces none (an older version) is not named."""
     caplog.set_level(logging.ERROR, logger="taskflow_link.instances")
     plain = SharedState(None)
-    one = webhook_fingerprint([endpoint_for("https://hooks.example/in")])
-    other = webhook_fingerprint([endpoint_for("https://hooks.example/in?token=2")])
-    assert one == webhook_fingerprint([endpoint_for("https://hooks.example/in")] * 2)
-    assert one != webhook_fingerprint([])
+    one = endpoints_digest([endpoint_for("https://hooks.example/in")])
+    other = endpoints_digest([endpoint_for("https://hooks.example/in?token=2")])
+    assert one == endpoints_digest([endpoint_for("https://hooks.example/in")] * 2)
+    assert one != endpoints_digest([])
     assert "hooks.example" not in one
     web = InstanceWatch(SqlInstanceRoster(database, clock, WEB), plain, 60, webhooks=one)
     same = InstanceWatch(SqlInstanceRoster(database, clock, WEB), plain, 60, webhooks=one)
@@ -383,7 +383,7 @@ async def test_processes_that_queue_webhooks_for_other_urls_name_each_other(
         SqlInstanceRoster(database, clock, "gateway 0/2"),
         plain,
         60,
-        webhooks=webhook_fingerprint([]),
+        webhooks=endpoints_digest([]),
     )
     shard = InstanceWatch(
         SqlInstanceRoster(database, clock, "gateway 1/2"), plain, 60, webhooks=other
@@ -525,7 +525,7 @@ async def test_purge_expired_deletes_only_what_every_running_process_would(
                 shared_state="memory",
                 started_at=now,
                 seen_at=now,
-                webhooks=webhook_fingerprint([endpoint_for("https://hooks.example/other")]),
+                webhooks=endpoints_digest([endpoint_for("https://hooks.example/other")]),
                 audit_retention_days=0,
             )
         )

@@ -20,8 +20,9 @@ from adapters.webhooks import endpoint_for
 from domain.model import AccountId, AuditEvent, AuditKind
 from domain.ports import PurgeTerms
 from domain.use_cases import NO_WEBHOOKS, PurgeExpired, PurgeReport
+from domain.webhooks import endpoints_digest
 from entrypoints.container import build_container
-from entrypoints.instances import WEB, InstanceWatch, webhook_fingerprint
+from entrypoints.instances import WEB, InstanceWatch
 from entrypoints.purge_worker import PurgeWorker
 from tests.fakes.clock import ManualClock
 from tests.fakes.instances import Board, MemoryRoster
@@ -90,11 +91,11 @@ async def test_the_purge_keeps_every_pending_delivery_while_a_live_process_names
     await h.sign_up("alice", "alice@example.com")  # one delivery per endpoint, never tried
     h.clock.advance(timedelta(days=31))
     queued = {d.id for d in deliveries(h)}
-    both = webhook_fingerprint([endpoint_for(HOOKS), endpoint_for(OTHER)])
+    both = endpoints_digest([endpoint_for(HOOKS), endpoint_for(OTHER)])
     bot = Harness.build(build_container(make_settings(webhook_urls=HOOKS, webhook_secret=SECRET)))
     bot.container.memory_db.override(h.container.memory_db())
     bot.container.clock.override(h.clock)
-    mine = webhook_fingerprint([endpoint_for(HOOKS)])
+    mine = endpoints_digest([endpoint_for(HOOKS)])
     try:
         purge = bot.container.purge_expired(
             peers=Peers(PurgeTerms(365, mine), PurgeTerms(365, both))

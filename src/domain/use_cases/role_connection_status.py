@@ -15,7 +15,7 @@ from domain.model import (
     RoleConnectionLossCount,
 )
 from domain.ports import Clock, SecretBox, UnitOfWorkFactory
-from domain.use_cases.role_connections import GIVEN_UP, _every_row
+from domain.use_cases.role_connections import GIVEN_UP, every_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,6 @@ class ShowRoleConnectionStatus:
         if box is None:
             return None
         missing = 0
-        async for row in _every_row(self._uow, self._page):
+        async for row in every_row(self._uow, self._page):
             missing += not box.has_key(row.sealed)
         return missing

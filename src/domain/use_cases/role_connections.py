@@ -590,7 +590,7 @@ async def _release(uow_factory: UnitOfWorkFactory, row: RoleConnectionToken) -> 
         await uow.commit()
 
 
-async def _every_row(
+async def every_row(
     uow_factory: UnitOfWorkFactory, page_size: int
 ) -> AsyncIterator[RoleConnectionToken]:
     """Every kept row, in Discord id order, a page per short read."""
@@ -943,7 +943,7 @@ class ForgetRoleConnections(_RoleConnectionPasses):
         running somewhere with Linked Roles on. Taken from it, its push of "linked" could
         land after this one's "not linked"."""
         kept, held, now = 0, 0, self._clock.now()
-        async for row in _every_row(self._uow, self._batch):
+        async for row in every_row(self._uow, self._batch):
             kept += 1
             held += row.claimed_until is not None and row.claimed_until > now
         return ForgetPreview(kept, held)
@@ -975,7 +975,7 @@ class RotateTokenKeys:
     async def execute(self, *, drop_unreadable: bool = False) -> KeyRotationReport:
         self._drop = drop_unreadable
         counts = {"rotated": 0, "current": 0, "unreadable": 0, "skipped": 0}
-        async for row in _every_row(self._uow, self._page):
+        async for row in every_row(self._uow, self._page):
             counts[await self._rotate(row)] += 1
         return KeyRotationReport(**counts)
 
