@@ -252,9 +252,16 @@ def _check_choices(errors: FormErrors, path: Path, option: Mapping[str, Any]) ->
             _length(errors, (*path, index, "value"), value, 1, 100)
 
 
-def _check_options(errors: FormErrors, path: Path, options: object, *, depth: int) -> None:
+# Where an option sits: right under the command, in a subcommand group, or in a subcommand.
+IN_COMMAND, IN_GROUP, IN_SUBCOMMAND = "command", "group", "subcommand"
+NESTING = (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP)
+
+
+def _check_options(errors: FormErrors, path: Path, options: object, *, parent: str) -> None:
     """Options (at most 25, names unique, required ones first) and, for subcommands and
-    groups, their nested options (groups hold subcommands, subcommands hold parameters)."""
+    groups, their nested options: "a group's are its subcommands, a subcommand's its
+    parameters", "the only kind of nesting supported"; under the command, subcommands and
+    groups make it "unusable" as a command of its own, so they come without parameters."""
     if options is None:
         return
     if not isinstance(options, list):
@@ -264,12 +271,15 @@ def _check_options(errors: FormErrors, path: Path, options: object, *, depth: in
         errors.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_OPTIONS} or fewer in length.")
     seen: set[str] = set()
     optional_seen = False
+    nesting = [o.get("type") in NESTING for o in options if isinstance(o, Mapping)]
+    # Under the command, the first option says which kind the level is.
+    subcommands = parent == IN_GROUP or (parent == IN_COMMAND and bool(nesting) and nesting[0])
     for index, option in enumerate(options):
         here = (*path, index)
         if not isinstance(option, Mapping):
             errors.add(here, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
             continue
-        _check_option(errors, here, option, depth=depth)
+        _check_option(errors, here, option, parent=parent, subcommands=subcommands)
         name = option.get("name")
         if isinstance(name, str) and name in seen:
             errors.add(
@@ -278,7 +288,7 @@ def _check_options(errors: FormErrors, path: Path, options: object, *, depth: in
                 "Option names must be unique",
             )
         seen.add(str(name))
-        if option.get("type") in (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP):
+        if option.get("type") in NESTING:
             continue
         if not option.get("required"):
             optional_seen = True
@@ -290,23 +300,35 @@ def _check_options(errors: FormErrors, path: Path, options: object, *, depth: in
             )
 
 
-def _check_option(errors: FormErrors, here: Path, option: Mapping[str, Any], *, depth: int) -> None:
+def _check_option(
+    errors: FormErrors, here: Path, option: Mapping[str, Any], *, parent: str, subcommands: bool
+) -> None:
     kind = option.get("type")
-    if kind not in OPTION_TYPES:
+    if kind not in OPTION_TYPES or isinstance(kind, bool):
         errors.add((*here, "type"), "BASE_TYPE_CHOICES", "Value must be one of 1 to 11.")
-    nesting = kind in (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP)
-    if nesting and (depth >= 2 or (kind == OPTION_SUB_COMMAND_GROUP and depth >= 1)):
-        errors.add(
-            (*here, "type"),
-            "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
-            "Subcommands may only be nested one group deep.",
-        )
+    nesting = kind in NESTING and not isinstance(kind, bool)
+    if kind in OPTION_TYPES and not isinstance(kind, bool):
+        allowed = {
+            IN_COMMAND: NESTING if subcommands else tuple(t for t in OPTION_TYPES if t > 2),
+            IN_GROUP: (OPTION_SUB_COMMAND,),
+            IN_SUBCOMMAND: tuple(t for t in OPTION_TYPES if t > 2),
+        }[parent]
+        if kind not in allowed:
+            errors.add(
+                (*here, "type"),
+                "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
+                f"Option type {kind} is not allowed here: a command holds subcommands and "
+                "groups or parameters, a group subcommands, a subcommand parameters.",
+            )
     _check_name(errors, (*here, "name"), option.get("name"), chat_input=True)
     _length(errors, (*here, "description"), option.get("description"), 1, 100)
     _check_translations(errors, here, option, chat_input=True)
     _check_choices(errors, (*here, "choices"), option)
     if nesting:
-        _check_options(errors, (*here, "options"), option.get("options"), depth=depth + 1)
+        inner = IN_GROUP if kind == OPTION_SUB_COMMAND_GROUP else IN_SUBCOMMAND
+        # Deeper than Discord allows, the type above was refused already: not again below.
+        if parent != IN_SUBCOMMAND and not (parent == IN_GROUP and inner == IN_GROUP):
+            _check_options(errors, (*here, "options"), option.get("options"), parent=inner)
     for bound, low, high in (("min_length", 0, 6000), ("max_length", 1, 6000)):
         value = option.get(bound)
         if value is not None and not (isinstance(value, int) and low <= value <= high):
@@ -367,7 +389,7 @@ def check_command(errors: FormErrors, path: Path, command: object, *, guild: boo
             "Only slash commands may have options",
         )
     elif chat_input:
-        _check_options(errors, (*path, "options"), options, depth=0)
+        _check_options(errors, (*path, "options"), options, parent=IN_COMMAND)
     if chat_input:
         size = len(str(command.get("name", ""))) + len(str(description or ""))
         size += sum(_size_of_option(o) for o in _listed(options) if isinstance(o, Mapping))
