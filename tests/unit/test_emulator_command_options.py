@@ -75,3 +75,56 @@ def test_nestings_discord_refuses_are_refused_naming_the_option(
     "that is the only kind of nesting supported": the emulator took a subcommand inside a
     subcommand, a parameter inside a group, and parameters next to subcommands."""
     assert refused_at(body, *path)
+
+
+AUTOCOMPLETE, VALUE = ("autocomplete",), ("choices", 0, "value")
+
+
+def choice(value: object) -> dict[str, Any]:
+    return {"name": "a choice", "value": value}
+
+
+@pytest.mark.parametrize(
+    ("option", "path"),
+    [
+        (text("title", autocomplete=True, choices=[choice("a")]), AUTOCOMPLETE),
+        ({"type": 5, "name": "flag", "description": "d", "autocomplete": True}, AUTOCOMPLETE),
+        (text("title", choices=[choice(1)]), VALUE),
+        ({"type": 4, "name": "n", "description": "d", "choices": [choice("1")]}, VALUE),
+        ({"type": 4, "name": "n", "description": "d", "choices": [choice(1.5)]}, VALUE),
+        ({"type": 4, "name": "n", "description": "d", "choices": [choice(True)]}, VALUE),
+        ({"type": 4, "name": "n", "description": "d", "choices": [choice(2**53)]}, VALUE),
+        ({"type": 10, "name": "n", "description": "d", "choices": [choice("1.5")]}, VALUE),
+    ],
+    ids=[
+        "autocomplete-with-choices",
+        "autocomplete-on-a-boolean",
+        "number-choice-of-a-string-option",
+        "string-choice-of-an-integer-option",
+        "fraction-choice-of-an-integer-option",
+        "boolean-choice-of-an-integer-option",
+        "integer-choice-beyond-2-53",
+        "string-choice-of-a-number-option",
+    ],
+)
+def test_choices_and_autocomplete_discord_refuses_are_refused(
+    option: dict[str, Any], path: tuple[str | int, ...]
+) -> None:
+    """ "autocomplete may not be set to true if choices are present", autocomplete is for
+    STRING, INTEGER and NUMBER options, and a choice's value is of its option's type."""
+    assert refused_at(slash(option), "options", 0, *path)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        text("title", autocomplete=True),
+        text("title", choices=[choice("a")]),
+        {"type": 4, "name": "n", "description": "d", "choices": [choice(-(2**53) + 1)]},
+        {"type": 10, "name": "n", "description": "d", "choices": [choice(1), choice(0.5)]},
+        {"type": 10, "name": "n", "description": "d", "autocomplete": True},
+    ],
+    ids=["autocomplete", "string-choice", "lowest-integer", "numbers", "number-autocomplete"],
+)
+def test_choices_and_autocomplete_discord_takes_are_taken(option: dict[str, Any]) -> None:
+    assert not check_commands(slash(option), guild=False)

@@ -30,6 +30,7 @@ OPTION_STRING, OPTION_INTEGER, OPTION_NUMBER = 3, 4, 10
 OPTION_TYPES = range(1, 12)
 CHOICE_TYPES = (OPTION_STRING, OPTION_INTEGER, OPTION_NUMBER)
 MAX_OPTIONS = MAX_CHOICES = 25
+MAX_INTEGER = 2**53  # INTEGER: -2^53+1 to 2^53-1; NUMBER: -2^53 to 2^53
 MAX_COMMAND_SIZE = 8000
 # How many commands of each type an application may have per scope (global, or one server).
 MAX_COMMANDS = {COMMAND_CHAT_INPUT: 100, COMMAND_USER: 15, COMMAND_MESSAGE: 15}
@@ -250,11 +251,45 @@ def _check_choices(errors: FormErrors, path: Path, option: Mapping[str, Any]) ->
         value = choice.get("value")
         if isinstance(value, str):
             _length(errors, (*path, index, "value"), value, 1, 100)
+        _check_choice_value(errors, (*path, index, "value"), value, option.get("type"))
+
+
+def _check_choice_value(errors: FormErrors, path: Path, value: object, kind: object) -> None:
+    """A choice's value is of its option's type: a string, an integer ("between -2^53+1 and
+    2^53-1") or a number ("a double between -2^53 and 2^53")."""
+    if kind == OPTION_STRING:
+        if not isinstance(value, str):
+            errors.add(path, "BASE_TYPE_STRING", "Must be a string.")
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        errors.add(path, "NUMBER_TYPE_COERCE", f'Value "{value}" is not a number.')
+    elif kind == OPTION_INTEGER and not (isinstance(value, int) and abs(value) < MAX_INTEGER):
+        errors.add(path, "NUMBER_TYPE_COERCE", f'Value "{value}" is not int.')
+    elif kind == OPTION_NUMBER and not abs(value) <= MAX_INTEGER:
+        errors.add(path, "NUMBER_TYPE_OUT_OF_RANGE", "Value is out of range.")
 
 
 # Where an option sits: right under the command, in a subcommand group, or in a subcommand.
 IN_COMMAND, IN_GROUP, IN_SUBCOMMAND = "command", "group", "subcommand"
 NESTING = (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP)
+
+
+def _check_autocomplete(errors: FormErrors, path: Path, option: Mapping[str, Any]) -> None:
+    """ "autocomplete may not be set to true if choices are present", and only STRING,
+    INTEGER and NUMBER options have it."""
+    if option.get("autocomplete") is not True:
+        return
+    if option.get("type") not in CHOICE_TYPES:
+        errors.add(
+            path,
+            "APPLICATION_COMMAND_OPTION_AUTOCOMPLETE_INVALID",
+            "Only string, integer and number options may autocomplete",
+        )
+    elif option.get("choices"):
+        errors.add(
+            path,
+            "APPLICATION_COMMAND_AUTOCOMPLETE_WITH_CHOICES",
+            "Autocomplete cannot be enabled on an option with choices",
+        )
 
 
 def _check_options(errors: FormErrors, path: Path, options: object, *, parent: str) -> None:
@@ -324,6 +359,7 @@ def _check_option(
     _length(errors, (*here, "description"), option.get("description"), 1, 100)
     _check_translations(errors, here, option, chat_input=True)
     _check_choices(errors, (*here, "choices"), option)
+    _check_autocomplete(errors, (*here, "autocomplete"), option)
     if nesting:
         inner = IN_GROUP if kind == OPTION_SUB_COMMAND_GROUP else IN_SUBCOMMAND
         # Deeper than Discord allows, the type above was refused already: not again below.
