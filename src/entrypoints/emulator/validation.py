@@ -801,6 +801,24 @@ def _check_mentions(errors: FormErrors, path: Path, mentions: object) -> None:
             )
         if listed is not None and (not isinstance(listed, list) or len(listed) > 100):
             errors.add((*path, kind), "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+        elif listed is not None:  # "array of snowflakes"
+            for index, item in enumerate(listed):
+                if not _snowflake(item):
+                    errors.add(
+                        (*path, kind, index),
+                        "NUMBER_TYPE_COERCE",
+                        f'Value "{item}" is not snowflake.',
+                    )
+    replied = mentions.get("replied_user")
+    if replied is not None and not isinstance(replied, bool):
+        errors.add((*path, "replied_user"), "BASE_TYPE_BOOLEAN", "Must be either true or false.")
+
+
+def _snowflake(value: object) -> bool:
+    """A snowflake as a body may give it: digits in a string, or a non-negative integer."""
+    if isinstance(value, str):
+        return value.isascii() and value.isdecimal() and len(value) <= 20
+    return type(value) is int and 0 <= value < 2**64
 
 
 def check_message(
