@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -263,8 +263,14 @@ def _json_number(text: str) -> int | Decimal:
     bits (9007199254740993.0 was the id 9007199254740992, another person's). A whole one
     (``6001.0``, ``6.001e3``) is that integer, as JSON Schema counts it; any other stays a
     Decimal, refused where an id is asked ("got `decimal`"). Past 20 digits no id is whole
-    enough to matter, and ``int()`` of ``1e999999999`` would take the CPU for minutes."""
-    number = Decimal(text)
+    enough to matter, and ``int()`` of ``1e999999999`` would take the CPU for minutes. An
+    exponent past what a Decimal holds (10^18, either way: ``1e1000000000000000000``), which
+    ``Decimal()`` refuses with an ``InvalidOperation`` (a 500 it was), is no id either: NaN,
+    refused as the others."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return Decimal("NaN")
     if number.adjusted() < 20 and number == number.to_integral_value():
         return int(number)
     return number
