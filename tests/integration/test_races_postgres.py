@@ -789,6 +789,61 @@ async def test_a_discord_confirmation_finishing_while_its_page_reads_hands_its_s
     assert (done.outcome, done.session_token) == (AuthOutcome.CONFIRMED, renewed.session_token)
 
 
+async def test_a_discord_sign_in_finishing_while_its_page_reads_hands_its_session_over(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page of a plain "Sign in with Discord" callback loaded twice looks for the session
+    the first load starts, one statement at a time (Postgres' read committed), and the first
+    load commits it between two of those reads. The page must not then take it for a session
+    made long ago and answer 'already used' (a double click on Authorize, its person left
+    signed out): not there at its read, it is under way (the page asks again), and the page
+    asking again is handed it."""
+    h.discord_user(7304, username="d7304", email="d7304@example.com")
+    started = await h.container.start_discord_login().execute(next_path=None, browser_tokens=[])
+    approval = h.discord.approve(started.authorize_url, DiscordId(7304))
+    exchange = h.discord.exchange_code
+    asked, go = asyncio.Event(), asyncio.Event()
+
+    async def held_exchange(*, code: str, code_verifier: str) -> DiscordTokens:
+        asked.set()
+        await go.wait()
+        return await exchange(code=code, code_verifier=code_verifier)
+
+    monkeypatch.setattr(h.discord, "exchange_code", held_exchange)
+    first = asyncio.ensure_future(
+        h.container.complete_discord_auth().execute(
+            state=approval.state,
+            code=approval.code,
+            error=None,
+            browser_tokens=started.browser_tokens,
+        )
+    )
+    await asked.wait()
+    get = SqlSessions.get
+    between = SimpleNamespace(armed=True)
+
+    async def get_then_let_the_first_load_finish(repo: SqlSessions, digest: str) -> Any:
+        found = await get(repo, digest)
+        if between.armed:  # the page's first read of a session, and only that one
+            between.armed = False
+            go.set()
+            await first  # the session committed, before the page's next read
+        return found
+
+    monkeypatch.setattr(SqlSessions, "get", get_then_let_the_first_load_finish)
+    done = await h.container.finish_discord_confirmation().execute(
+        state=approval.state, browser_tokens=started.browser_tokens, session_token=None
+    )
+    made = await first
+    assert made.outcome is AuthOutcome.CREATED
+    assert (done.outcome, done.session_token) == (AuthOutcome.CONFIRMING, None)
+    again = await h.container.finish_discord_confirmation().execute(
+        state=approval.state, browser_tokens=started.browser_tokens, session_token=None
+    )
+    assert (again.outcome, again.session_token) == (made.outcome, made.session_token)
+    assert again.handed_over
+
+
 async def test_signing_out_with_the_cookie_a_lost_answer_left_ends_its_session(
     h: Harness, pg_db: SqlDatabase
 ) -> None:

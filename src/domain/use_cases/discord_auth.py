@@ -516,14 +516,17 @@ class FinishDiscordConfirmation:
         or ``DiscordSignInFailed`` when it ended without one. Anything else: ``refused``."""
         now = self._clock.now()
         made = session_token_after(self._tokens, state, AFTER_DISCORD_SIGN_IN)
-        try:
-            _, account = await made_just_now(
-                uow, self._tokens, made, now, proved_with=SignInMethod.DISCORD
-            )
-        except errors.NotSignedIn:
-            if await uow.sessions.get(made.digest) is not None:  # made, but not just now
+        # Whether the first load made it, in one read: a read-committed database (Postgres)
+        # shows each statement the last commit, and a session committed between a first
+        # read that missed it and a second that found it was taken for one made long ago
+        # ('used already', the person of a double click left signed out).
+        if await uow.sessions.get(made.digest) is not None:
+            try:  # made by the first load: handed over within SENT_TWICE_WITHIN of it
+                _, account = await made_just_now(
+                    uow, self._tokens, made, now, proved_with=SignInMethod.DISCORD
+                )
+            except errors.NotSignedIn:  # made, but not just now (or ended since)
                 raise refused from None
-        else:
             return AuthCompleted(
                 pending.purpose,
                 await _how_signed_in(uow, account, consumed_at),
