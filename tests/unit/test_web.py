@@ -1383,6 +1383,11 @@ async def test_a_head_of_discords_callback_spends_nothing(
             "sec-purpose": "prefetch;prerender",
         },
         {"sec-fetch-mode": "navigate", "sec-fetch-dest": "document", "purpose": "prefetch"},
+        # Browsers before Fetch Metadata, as the sign-in limit knows them: Firefox's prefetch
+        # and Safari's preview (a page loaded for its thumbnail, with the cookies).
+        {"x-moz": "prefetch"},
+        {"x-purpose": "preview"},
+        {"sec-purpose": "prerender"},
     ],
 )
 async def test_discords_callback_loaded_as_no_page_spends_nothing(

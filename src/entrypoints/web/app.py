@@ -51,7 +51,13 @@ from entrypoints.settings import Settings
 from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
 from entrypoints.web.avatars import Avatars
-from entrypoints.web.cookies import CSRF_COOKIE, CookieJar, cookie_name, starts_no_round_trip
+from entrypoints.web.cookies import (
+    CSRF_COOKIE,
+    CookieJar,
+    cookie_name,
+    loaded_ahead,
+    starts_no_round_trip,
+)
 from entrypoints.web.deps import CurrentSignIn
 from entrypoints.web.email_pages import EmailPages, outbox_page
 from entrypoints.web.errors import (
@@ -148,12 +154,6 @@ def _starts_nothing(request: Request[Any, Any, Any]) -> bool:
     return request.method == "GET" and starts_no_round_trip(request)
 
 
-# What browsers say of a page they load before anyone opens it: ``Sec-Purpose`` (Chromium's
-# and Firefox's prefetch and prerender), and the older ``Purpose``, ``X-Purpose`` and
-# ``X-Moz``.
-_AHEAD = ("purpose", "x-purpose", "x-moz")
-
-
 def _loaded_ahead(request: Request[Any, Any, Any]) -> bool:
     """Whether a browser loads the page ahead of time, in case someone opens it: a page of
     any site can ask it to (speculation rules), without a click, for up to dozens of URLs at
@@ -161,14 +161,7 @@ def _loaded_ahead(request: Request[Any, Any, Any]) -> bool:
     (``Sec-Fetch-Site: none``), which the check above lets through: a visit to such a page
     spent its visitor's sign-in budget, and their whole network's. A refused prefetch is
     simply not used: the browser loads the page when it is opened."""
-    headers = request.headers
-    if "sec-purpose" in headers:
-        return True
-    return any(
-        word in headers.get(name, "").lower()
-        for name in _AHEAD
-        for word in ("prefetch", "prerender", "preview")
-    )
+    return loaded_ahead(request)
 
 
 log = logging.getLogger("taskflow_link.web")

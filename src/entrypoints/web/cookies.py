@@ -56,19 +56,40 @@ def loaded_as_no_page(request: Request[Any, Any, Any]) -> bool:
     others first), ``Sec-Fetch-Mode`` other than ``navigate``. A browser without Fetch
     Metadata sends neither: taken as a page load.
 
-    A prefetch or a prerender (``Sec-Purpose``, or the older ``Purpose``, naming
-    ``prefetch``) is none either: a page of this site's or a sibling subdomain's
-    (speculation rules) has the browser fetch a document, with the same-site cookies, that
-    nobody may ever look at; if someone does go there, the browser loads it again, as a page.
+    A page loaded ahead of time (``loaded_ahead``: a prefetch, a prerender, a preview) is
+    none either: a page of this site's or a sibling subdomain's (speculation rules) has the
+    browser fetch a document, with the same-site cookies, that nobody may ever look at; if
+    someone does go there, the browser loads it again, as a page.
     """
-    purpose = f"{request.headers.get('sec-purpose', '')};{request.headers.get('purpose', '')}"
-    if "prefetch" in purpose.lower():
+    if loaded_ahead(request):
         return True
     dest = request.headers.get("sec-fetch-dest")
     if dest is not None:
         return dest != "document"
     mode = request.headers.get("sec-fetch-mode")
     return mode is not None and mode != "navigate"
+
+
+# What browsers say of a page they load before anyone opens it: ``Sec-Purpose`` (Chromium's
+# and Firefox's prefetch and prerender), and the older ``Purpose``, ``X-Purpose`` and
+# ``X-Moz``.
+_AHEAD = ("purpose", "x-purpose", "x-moz")
+
+
+def loaded_ahead(request: Request[Any, Any, Any]) -> bool:
+    """Whether a browser loads the page ahead of time, in case someone opens it: any
+    ``Sec-Purpose``, or an older header naming a prefetch, a prerender or a preview (Firefox's
+    ``X-Moz: prefetch``, Safari's ``X-Purpose: preview``, from before Fetch Metadata). One
+    rule for the sign-in limit and Discord's callback, which only knew ``prefetch`` in
+    ``Sec-Purpose`` and ``Purpose``."""
+    headers = request.headers
+    if "sec-purpose" in headers:
+        return True
+    return any(
+        word in headers.get(name, "").lower()
+        for name in _AHEAD
+        for word in ("prefetch", "prerender", "preview")
+    )
 
 
 def starts_no_round_trip(request: Request[Any, Any, Any]) -> bool:
