@@ -77,6 +77,19 @@ class WrongBrowser(SecretRefused):
     )
 
 
+class StartedByAnotherVersion(SecretRefused):
+    """Discord's callback for a round trip a newer release of this site started (its purpose
+    is none this version knows: a rolling upgrade under way, or a code-only rollback). Not
+    spent: this version cannot tell what it was for, and finishing it as anything else
+    (a sign-in, say) would do what nobody asked."""
+
+    code = "started_by_another_version"
+    message = (
+        "This attempt was started by another version of this site (a new one is being "
+        "rolled out), so nothing was changed. Start again."
+    )
+
+
 class TicketRefused(SecretRefused):
     """A ``/link`` ticket (the button), not the sign-in's state, was refused: wherever that
     shows (its page, the page back from Discord), the way on is a new ``/link``."""

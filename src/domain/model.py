@@ -382,7 +382,10 @@ class PendingLogin:
     """
 
     state_digest: str
-    purpose: AuthPurpose
+    # A purpose a newer release started the round trip for (a rolling upgrade, a code-only
+    # rollback) is read as its text: such a round trip is not this version's to finish
+    # (``CompleteDiscordAuth`` refuses it, unspent). Never written by this version.
+    purpose: AuthPurpose | str
     browser_digest: str
     destination: str
     created_at: datetime
@@ -556,7 +559,9 @@ class OutgoingEmail:
     account_id: AccountId | None
     created_at: datetime
     next_attempt_at: datetime
-    status: DeliveryStatus = DeliveryStatus.PENDING
+    # A newer release's status (a rolling upgrade, a rollback) as its text: never one a
+    # worker claims (those are pending), only one the account page reads (``latest``).
+    status: DeliveryStatus | str = DeliveryStatus.PENDING
     attempts: int = 0
     finished_at: datetime | None = None
     last_error: str | None = None

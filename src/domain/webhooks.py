@@ -77,7 +77,9 @@ class WebhookDelivery:
     host: str
     created_at: datetime
     next_attempt_at: datetime
-    state: WebhookState = WebhookState.PENDING
+    # A newer release's state (a rolling upgrade, a rollback) as its text: not one this
+    # version claims, sends or sends again (``webhooks retry``).
+    state: WebhookState | str = WebhookState.PENDING
     attempts: int = 0
     last_attempt_at: datetime | None = None
     finished_at: datetime | None = None
@@ -100,7 +102,8 @@ class WebhookEndpointSummary:
 
     endpoint: str
     host: str
-    counts: dict[WebhookState, int] = field(default_factory=dict)
+    # A newer release's state (a rolling upgrade, a rollback) counted under its text.
+    counts: dict[WebhookState | str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: datetime | None = None  # the last attempt of the delivery that met it
     # That attempt delivered it: the error came at an earlier one, whose time is not kept.

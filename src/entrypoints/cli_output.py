@@ -166,7 +166,14 @@ def webhook_status_lines(statuses: Sequence[EndpointStatus]) -> Iterator[str]:
             name = f"-  {status.host}"
         else:
             name = f"-  {status.host} (no longer configured: its pending deliveries wait)"
-        counts = ", ".join(f"{status.counts.get(state, 0)} {state.value}" for state in WebhookState)
+        known = [f"{status.counts.get(state, 0)} {state.value}" for state in WebhookState]
+        # A newer release's states (a rolling upgrade, a rollback) after them, as written.
+        newer = sorted(
+            f"{n} {state}"
+            for state, n in status.counts.items()
+            if not isinstance(state, WebhookState) and n
+        )
+        counts = ", ".join(known + newer)
         yield f"{name}: {counts}"
         if status.gone_since is not None:
             yield (

@@ -620,7 +620,7 @@ def test_audit_options_are_checked_before_anything_runs(args: list[str], message
 
 def test_webhook_status_lines_say_what_an_operator_needs() -> None:
     gone_at = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    counts = dict.fromkeys(WebhookState, 0)
+    counts: dict[WebhookState | str, int] = dict.fromkeys(WebhookState, 0)
     lines = list(
         webhook_status_lines(
             [
@@ -668,7 +668,7 @@ def test_webhook_status_without_the_services_urls_calls_no_endpoint_removed() ->
     all: it cannot know which endpoints the service sends to, so it names none as no
     longer configured (its deliveries waiting), which would send an operator after a live
     endpoint's backlog."""
-    counts = dict.fromkeys(WebhookState, 0)
+    counts: dict[WebhookState | str, int] = dict.fromkeys(WebhookState, 0)
     lines = list(
         webhook_status_lines(
             [EndpointStatus("a.example", False, {**counts, WebhookState.DELIVERED: 3})]
@@ -679,3 +679,14 @@ def test_webhook_status_without_the_services_urls_calls_no_endpoint_removed() ->
         "service sends to from removed ones (run it with the service's settings):",
         "-  a.example: 0 pending, 3 delivered, 0 failed, 0 gone",
     ]
+
+
+def test_webhook_status_lines_count_a_newer_releases_state_as_written() -> None:
+    """A delivery in a state a newer release wrote (a rolling upgrade, a rollback) is counted
+    after this version's states, under its own name: `webhooks status` read it into the
+    enum and stopped with a traceback."""
+    counts: dict[WebhookState | str, int] = dict.fromkeys(WebhookState, 0)
+    lines = webhook_status_lines(
+        [EndpointStatus("a.example", True, {**counts, WebhookState.PENDING: 2, "paused": 1})]
+    )
+    assert "1. a.example: 2 pending, 0 delivered, 0 failed, 0 gone, 1 paused" in list(lines)

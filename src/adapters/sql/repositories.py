@@ -230,7 +230,7 @@ def _known_or_text(kind: type[_E], value: str) -> _E | str:
 def _pending(row: Any) -> PendingLogin:
     return PendingLogin(
         state_digest=row.state_hash,
-        purpose=AuthPurpose(row.purpose),
+        purpose=_known_or_text(AuthPurpose, row.purpose),  # a newer release's as its text
         browser_digest=row.browser_hash,
         destination=row.destination,
         created_at=row.created_at,
@@ -332,7 +332,9 @@ def _outgoing(row: Any) -> OutgoingEmail:
         account_id=AccountId(row.account_id) if row.account_id else None,
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
-        status=DeliveryStatus(row.status),
+        # A newer release's status (its CHECK constraint widened) as its text: only ``latest``
+        # reads a row not pending, for the account page's words about it.
+        status=_known_or_text(DeliveryStatus, row.status),
         attempts=row.attempts,
         finished_at=row.finished_at,
         last_error=row.last_error,
@@ -348,7 +350,7 @@ def _outgoing_values(email: OutgoingEmail) -> dict[str, Any]:
         "recipient": email.to,
         "account_id": email.account_id.value if email.account_id else None,
         "created_at": email.created_at,
-        "status": email.status.value,
+        "status": str(email.status),
         "next_attempt_at": email.next_attempt_at,
         "attempts": email.attempts,
         "finished_at": email.finished_at,
@@ -493,7 +495,7 @@ class SqlPendingLogins(_Repo):
             insert(pending_login),
             {
                 "state_hash": pending.state_digest,
-                "purpose": pending.purpose.value,
+                "purpose": str(pending.purpose),
                 "account_id": pending.account_id.value if pending.account_id else None,
                 "browser_hash": pending.browser_digest,
                 "ticket_hash": pending.ticket_digest,
@@ -856,7 +858,14 @@ class SqlEmailTokens(_Repo):
         return _email_token(row) if row else None
 
     async def get(self, digest: str) -> EmailToken | None:
-        query = select(email_tokens).where(email_tokens.c.token_hash == digest)
+        # A link of a purpose a newer release added (a rolling upgrade, a rollback; the CHECK
+        # constraint widened by its migration) is none of this version's: every reader asks
+        # for a purpose of its own, so it is not found here (read into the enum, it was a 500
+        # on its page), and ``consume`` never spends it.
+        query = select(email_tokens).where(
+            email_tokens.c.token_hash == digest,
+            email_tokens.c.purpose.in_([purpose.value for purpose in EmailPurpose]),
+        )
         row = (await self._run(query)).first()
         return _email_token(row) if row else None
 
@@ -1167,6 +1176,13 @@ class SqlOutgoingEmails(_QueueRepo):
         return await self._delete_some(outgoing_emails, outgoing_emails.c.seq, finished, limit)
 
 
+# The actions and statuses this version knows: a newer release's (its migration widened the
+# CHECK constraints; a rolling upgrade, a rollback) are left to an instance that knows them.
+# Read into the enums they raised, and a worker's pass stopped on them.
+_KNOWN_ACTIONS = [action.value for action in RoleAction]
+_KNOWN_STATUSES = [status.value for status in RoleChangeStatus]
+
+
 def _role_change(row: Any) -> RoleChange:
     return RoleChange(
         discord_id=DiscordId(row.discord_id),
@@ -1356,6 +1372,7 @@ class SqlRoleChanges(_QueueRepo):
             select(_roles.seq)
             .where(
                 _roles.status == RoleChangeStatus.PENDING.value,
+                _roles.action.in_(_KNOWN_ACTIONS),
                 _roles.next_attempt_at <= now,
                 or_(_roles.claimed_until.is_(None), _roles.claimed_until <= now),
                 *([_roles.guild_id.not_in([g.value for g in skip_guilds])] if skip_guilds else []),
@@ -1435,6 +1452,7 @@ class SqlRoleChanges(_QueueRepo):
             _roles.guild_id == role.guild_id.value,
             _roles.role_id == role.role_id.value,
             _roles.status == RoleChangeStatus.PENDING.value,
+            _roles.action.in_(_KNOWN_ACTIONS),
             or_(_roles.claimed_until.is_(None), _roles.claimed_until <= now),
         )
         refuse = update(discord_role_changes).values(
@@ -1452,6 +1470,8 @@ class SqlRoleChanges(_QueueRepo):
             _roles.discord_id == discord_id.value,
             _roles.guild_id == role.guild_id.value,
             _roles.role_id == role.role_id.value,
+            _roles.action.in_(_KNOWN_ACTIONS),
+            _roles.status.in_(_KNOWN_STATUSES),
         )
         row = (await self._run(query)).first()
         return _role_change(row) if row else None
@@ -1497,7 +1517,11 @@ class SqlRoleChanges(_QueueRepo):
         grouped = (_roles.guild_id, _roles.role_id, _roles.action, _roles.status, _roles.last_error)
         query = (
             select(*grouped, func.count().label("rows"))
-            .where(_roles.requested_at >= since)
+            .where(
+                _roles.requested_at >= since,
+                _roles.action.in_(_KNOWN_ACTIONS),
+                _roles.status.in_(_KNOWN_STATUSES),
+            )
             .group_by(*grouped)
         )
         return [
@@ -1528,7 +1552,9 @@ def _webhook_delivery(row: Any, event: WebhookEvent) -> WebhookDelivery:
         host=row.host,
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
-        state=WebhookState(row.state),
+        # A newer release's state (its CHECK constraint widened) as its text: claims and
+        # renewals read pending ones only; ``get`` (``webhooks retry --id``) any.
+        state=_known_or_text(WebhookState, row.state),
         attempts=row.attempts,
         last_attempt_at=row.last_attempt_at,
         finished_at=row.finished_at,
@@ -1543,7 +1569,7 @@ def _webhook_delivery_values(delivery: WebhookDelivery) -> dict[str, Any]:
         "endpoint": delivery.endpoint,
         "host": delivery.host,
         "created_at": delivery.created_at,
-        "state": delivery.state.value,
+        "state": str(delivery.state),
         "next_attempt_at": delivery.next_attempt_at,
         "attempts": delivery.attempts,
         "last_attempt_at": delivery.last_attempt_at,
@@ -1723,7 +1749,7 @@ class SqlWebhooks(_QueueRepo):
         found: dict[str, WebhookEndpointSummary] = {}
         for row in await self._run(counted):
             summary = found.setdefault(row.endpoint, WebhookEndpointSummary(row.endpoint, row.host))
-            summary.counts[WebhookState(row.state)] = int(row.number)
+            summary.counts[_known_or_text(WebhookState, row.state)] = int(row.number)
         newest = (
             select(d.endpoint, func.max(d.last_attempt_at).label("at"))
             .where(d.last_error.is_not(None))

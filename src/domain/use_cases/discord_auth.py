@@ -383,6 +383,16 @@ AFTER_DISCORD_SIGN_IN = "session-after-discord-sign-in"
 KEPT_PAST_EXPIRY = timedelta(minutes=5)
 
 
+def purpose_of(pending: PendingLogin) -> AuthPurpose:
+    """What ``pending`` was started for, when this version knows it; else
+    ``StartedByAnotherVersion``: a newer release's round trip is not this version's to
+    finish (finished as anything else, it could sign someone in, or link, for nothing they
+    asked)."""
+    if isinstance(pending.purpose, AuthPurpose):
+        return pending.purpose
+    raise errors.StartedByAnotherVersion()
+
+
 class FinishDiscordConfirmation:
     """A "Confirm with Discord" or a plain "Sign in with Discord" callback whose state is
     used: loaded twice (a double click on Discord's Authorize, a reload during the round
@@ -439,10 +449,11 @@ class FinishDiscordConfirmation:
                 )
             ):
                 raise refused
-            if pending.purpose is AuthPurpose.LOGIN:
+            purpose = purpose_of(pending)
+            if purpose is AuthPurpose.LOGIN:
                 return await self._signed_in(uow, pending, pending.consumed_at, state, refused)
             if (
-                pending.purpose is not AuthPurpose.REAUTH
+                purpose is not AuthPurpose.REAUTH
                 or pending.account_id is None
                 or not plausible_token(session_token)
             ):
@@ -473,7 +484,7 @@ class FinishDiscordConfirmation:
                     and session.proved_at >= pending.consumed_at  # ...by this round trip
                 ):
                     return AuthCompleted(
-                        pending.purpose,
+                        purpose,
                         AuthOutcome.CONFIRMED,
                         session.account_id,
                         pending.destination,
@@ -493,7 +504,7 @@ class FinishDiscordConfirmation:
             if now - pending.consumed_at > self._confirming_for:
                 raise refused
         return AuthCompleted(
-            pending.purpose,
+            purpose,
             AuthOutcome.CONFIRMING,
             pending.account_id,
             pending.destination,
@@ -528,7 +539,7 @@ class FinishDiscordConfirmation:
             except errors.NotSignedIn:  # made, but not just now (or ended since)
                 raise refused from None
             return AuthCompleted(
-                pending.purpose,
+                purpose_of(pending),
                 await _how_signed_in(uow, account, consumed_at),
                 account.id,
                 pending.destination,
@@ -540,7 +551,7 @@ class FinishDiscordConfirmation:
         if now - consumed_at > self._confirming_for:
             raise refused
         return AuthCompleted(
-            pending.purpose,
+            purpose_of(pending),
             AuthOutcome.CONFIRMING,
             SIGN_IN_UNDER_WAY,
             pending.destination,
@@ -726,7 +737,7 @@ class CompleteDiscordAuth:
             )
             await uow.commit()
         return AuthCompleted(
-            pending.purpose,
+            purpose_of(pending),
             AuthOutcome.CONFIRMED,
             session.account_id,
             pending.destination,
@@ -760,6 +771,10 @@ class CompleteDiscordAuth:
                 # confirmation…"), where it had expired. (A used or unknown one changed
                 # nothing.)
                 raise
+            # A newer release's round trip (its purpose unknown here): refused before the
+            # commit, so not spent; its callback loaded again by an instance of that release
+            # still finishes it.
+            purpose_of(pending)
             await uow.commit()  # spent, whatever happens next: a callback URL works once
         return pending
 
@@ -850,7 +865,7 @@ class CompleteDiscordAuth:
     def _linked(pending: PendingLogin, result: LinkResult) -> AuthCompleted:
         assert pending.account_id is not None  # noqa: S101
         return AuthCompleted(
-            pending.purpose,
+            purpose_of(pending),
             AuthOutcome.LINKED if result.created else AuthOutcome.ALREADY_LINKED,
             pending.account_id,
             pending.destination,

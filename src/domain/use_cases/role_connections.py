@@ -66,7 +66,13 @@ from domain.use_cases._shared import (
 )
 from domain.use_cases._uncut import uncut
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
-from domain.use_cases.discord_auth import AuthCompleted, AuthOutcome, AuthStarted, _StartLinking
+from domain.use_cases.discord_auth import (
+    AuthCompleted,
+    AuthOutcome,
+    AuthStarted,
+    _StartLinking,
+    purpose_of,
+)
 from domain.use_cases.discord_pauses import DiscordPauses
 
 # An access token this close to its expiry is refreshed before use (Discord says how long a
@@ -791,7 +797,9 @@ class RoleConnectionFlow:
                 AuditEvent(AuditKind.ROLE_TOKENS_STORED, now, account_id, profile.id)
             )
             await uow.commit()
-        done = AuthCompleted(pending.purpose, outcome, account_id, pending.destination, new_session)
+        done = AuthCompleted(
+            purpose_of(pending), outcome, account_id, pending.destination, new_session
+        )
         return done, row
 
     async def _store(

@@ -263,7 +263,8 @@ class RequeueWebhooks:
 class EndpointStatus:
     host: str
     configured: bool
-    counts: dict[WebhookState, int]
+    # Every state, and a newer release's (a rolling upgrade, a rollback) under its text.
+    counts: dict[WebhookState | str, int]
     gone_since: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -293,7 +294,7 @@ class ShowWebhookStatus:
                 EndpointStatus(
                     host=hosts[key],
                     configured=key in configured,
-                    counts={s: (summary.counts.get(s, 0) if summary else 0) for s in WebhookState},
+                    counts=dict.fromkeys(WebhookState, 0) | (summary.counts if summary else {}),
                     gone_since=gone[key].since if key in gone else None,
                     last_error=summary.last_error if summary else None,
                     last_error_at=summary.last_error_at if summary else None,

@@ -46,7 +46,13 @@ def email_status_line(status: EmailStatus) -> tuple[str, bool]:
         return "You have no email address. Add one below to get password reset links.", False
     if account.email_verified:
         return "Confirmed.", False
-    if latest is None or latest.status is DeliveryStatus.CANCELLED:
+    if (
+        latest is None
+        or latest.status is DeliveryStatus.CANCELLED
+        # A newer release's status (a rolling upgrade, a rollback): what became of it is not
+        # known here, and asking again is what the limits allow anyway.
+        or not isinstance(latest.status, DeliveryStatus)
+    ):
         return "Not confirmed yet. Ask for a confirmation link.", True
     if latest.status is DeliveryStatus.PENDING and latest.attempts == 0:
         return "Not confirmed yet. We are sending you a confirmation link.", False

@@ -30,6 +30,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.SecretExpired: 410,
     errors.SecretConsumed: 410,
     errors.WrongBrowser: 400,
+    errors.StartedByAnotherVersion: 409,
     errors.LinkRefused: 409,
     errors.WrongDiscordAccount: 409,
     errors.ReauthenticationRequired: 403,
@@ -95,6 +96,7 @@ _CALLBACK_TITLES: dict[type[errors.DomainError], str] = {
     errors.SecretConsumed: "Discord's answer was already used",
     errors.SecretExpired: "This attempt has expired",
     errors.DiscordSignInFailed: "Signing in with Discord did not go through",
+    errors.StartedByAnotherVersion: "Please start again",
 }
 # Email linking "confirm": the page where a Discord sign-in waits for the account's proof.
 PROPOSAL_PAGE = "/auth/discord/confirm-link"
