@@ -1335,3 +1335,78 @@ async def test_instances_say_their_audit_retention_from_0026_on_postgres(
 
 async def test_instances_say_their_audit_retention_from_0026_on_sqlite(sqlite_url: str) -> None:
     await _instance_purge_terms_up_and_down(sqlite_url)
+
+
+def _schema(sync: Any) -> dict[str, Any]:
+    """Every table's columns (type, nullability, default), keys, indexes and constraints, as
+    the database describes them."""
+    found = inspect(sync)
+    schema: dict[str, Any] = {}
+    for table in sorted(found.get_table_names()):
+        columns = {
+            c["name"]: (str(c["type"]), c["nullable"], str(c.get("default")))
+            for c in found.get_columns(table)
+        }
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]), _options(i))
+            for i in found.get_indexes(table)
+        )
+        uniques = sorted(
+            (u["name"], tuple(u["column_names"])) for u in found.get_unique_constraints(table)
+        )
+        checks = sorted((c["name"], c["sqltext"]) for c in found.get_check_constraints(table))
+        keys = sorted(
+            (f["name"], tuple(f["constrained_columns"]), f["referred_table"], str(f["options"]))
+            for f in found.get_foreign_keys(table)
+        )
+        primary = tuple(found.get_pk_constraint(table)["constrained_columns"])
+        schema[table] = (columns, indexes, uniques, checks, keys, primary)
+    return schema
+
+
+def _options(index: Any) -> str:
+    """An index's dialect options (a partial index's WHERE), as text."""
+    options = index.get("dialect_options") or {}
+    return str(sorted((name, str(value)) for name, value in options.items()))
+
+
+# The last revisions: each one's downgrade must give back the schema its previous revision
+# made (the one the previous release's models match: its own test compared them), for a
+# rollback of the code after `db downgrade`.
+LAST_REVISIONS = [
+    "0022_unconfirmed_claims",
+    "0023_declined_addresses",
+    "0024_pending_login_failed",
+    "0025_purge_indexes",
+    "0026_instance_purge_terms",
+]
+
+
+async def _downgrades_give_back_the_previous_schema(url: str) -> None:
+    database = SqlDatabase(url)
+    try:
+        made: dict[str, dict[str, Any]] = {}
+        for revision in LAST_REVISIONS:
+            await migrate.upgrade(database, revision)
+            async with database.engine.connect() as conn:
+                made[revision] = await conn.run_sync(_schema)
+        assert made[LAST_REVISIONS[-1]] != made[LAST_REVISIONS[0]]
+        await migrate.upgrade(database)
+        for revision in reversed(LAST_REVISIONS[:-1]):
+            await migrate.downgrade(database, revision)
+            async with database.engine.connect() as conn:
+                assert await conn.run_sync(_schema) == made[revision], revision
+    finally:
+        await database.dispose()
+
+
+async def test_the_last_downgrades_give_back_the_previous_schema_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _downgrades_give_back_the_previous_schema(empty_pg_url)
+
+
+async def test_the_last_downgrades_give_back_the_previous_schema_on_sqlite(
+    sqlite_url: str,
+) -> None:
+    await _downgrades_give_back_the_previous_schema(sqlite_url)
