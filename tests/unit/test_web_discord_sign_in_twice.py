@@ -26,7 +26,7 @@ from tests.unit.test_web_discord_confirm_twice import (
     _refreshes_to,
     another_browser_gets_nothing,
 )
-from tests.web_support import Client
+from tests.web_support import Client, query, sign_up
 
 FINISHING = "Finishing your sign-in"
 FAILED = "Signing in with Discord did not go through"  # the page's title
@@ -151,3 +151,51 @@ async def test_a_second_load_after_the_minute_gets_nothing(
     assert refused.status_code == 410
     assert USED in refused.text
     assert "tfl_session" not in refused.cookies
+
+
+def _confirming(callback: str) -> str:
+    """The page a second load leads to while the first is under way (``CONFIRMING_PAGE``)."""
+    return "/auth/discord/confirming?state=" + query(callback)["state"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Dest": "image", "Sec-Fetch-Mode": "no-cors"},
+        {"Sec-Fetch-Dest": "iframe", "Sec-Fetch-Mode": "navigate"},
+        {"Sec-Fetch-Mode": "cors"},  # Chromium 76 to 79: no Sec-Fetch-Dest
+        {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Sec-Purpose": "prefetch"},
+    ],
+)
+async def test_the_waiting_page_loaded_as_no_page_hands_over_nothing(
+    h: Harness, client: Client, db: MemoryDatabase, headers: dict[str, str]
+) -> None:
+    """``/auth/discord/confirming`` loaded as no page of its own (an image, a frame, a
+    script's request, a prefetch): as the callback, a 403 page that hands over no session and
+    ends none (it rotates: the browser's old session ended there). Before, a sibling
+    subdomain's ``<img>`` of it (or a speculation rule's prefetch) had the session's cookie
+    set in an answer nobody looked at. The browser's own load then gets it."""
+    await sign_up(client, "olga")
+    old = client.cookies["tfl_session"]
+    callback = await _started(h, client, 7207, "dora")
+    before = dict(client.cookies)
+    first = await client.get(callback, follow_redirects=False)
+    assert first.status_code == 302, first.text
+    made = first.cookies["tfl_session"]
+    _cookies_back(client, before)  # the first answer never reached the browser
+    sessions = set(db.tables.sessions)
+    assert len(sessions) == 1  # the first load ended the old one (it had it)
+
+    refused = await client.get(_confirming(callback), headers=headers, follow_redirects=False)
+    assert refused.status_code == 403, refused.text
+    assert "tfl_session" not in refused.cookies
+    assert set(db.tables.sessions) == sessions
+    assert client.cookies["tfl_session"] == old
+
+    looked_at = await client.head(_confirming(callback), follow_redirects=False)
+    assert looked_at.status_code == 200
+    assert "tfl_session" not in looked_at.cookies
+
+    done = await client.get(_confirming(callback), follow_redirects=False)
+    assert done.status_code == 302, done.text
+    assert done.cookies["tfl_session"] == made

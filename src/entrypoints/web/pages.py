@@ -312,6 +312,19 @@ def _callback_not_a_page() -> Template:
     )
 
 
+def _not_loaded_as_a_page(request: Request[Any, Any, Any]) -> Template | None:
+    """The answer of Discord's callback, and of the page its second load leads to
+    (``CONFIRMING_PAGE``, which hands over the first load's session and ends the browser's
+    old one), to a load that is no browser's page of its own: a ``HEAD``
+    (``_callback_looked_at``), an image, a frame, a script's request or a prefetch
+    (``_callback_not_a_page``). ``None``: a page load, which goes on."""
+    if asked_as_head(request):
+        return _callback_looked_at()
+    if loaded_as_no_page(request):
+        return _callback_not_a_page()
+    return None
+
+
 async def _account_page(
     request: Request[Any, Any, Any],
     signed_in: SignedInAs,
@@ -730,10 +743,8 @@ class Pages(Controller):
         code: FromQuery[str | None] = None,
         error: FromQuery[str | None] = None,
     ) -> Redirect | Template:
-        if asked_as_head(request):
-            return _callback_looked_at()
-        if loaded_as_no_page(request):
-            return _callback_not_a_page()
+        if (not_a_page := _not_loaded_as_a_page(request)) is not None:
+            return not_a_page
         done = await complete_discord_auth.execute(
             state=oauth_state,
             code=code,
@@ -778,7 +789,9 @@ class Pages(Controller):
         """Where the page of a "Confirm with Discord" or a "Sign in with Discord" callback
         loaded twice, its first load still under way, leads: the first load's session once it
         is there (or what became of it). Reads only (a sign-in's old session ends, as at the
-        callback)."""
+        callback). Loaded as no page, it hands over nothing, as the callback."""
+        if (not_a_page := _not_loaded_as_a_page(request)) is not None:
+            return not_a_page
         done = await finish_discord_confirmation.execute(
             state=oauth_state,
             browser_tokens=jar.flow_bindings(request),
