@@ -409,6 +409,26 @@ class DiscordSignInFailed(DomainError):
     )
 
 
+class DiscordSignInUsed(SecretConsumed):
+    """A "Sign in with Discord" callback loaded again (reloaded, opened from the history)
+    after its first load signed in, the session it opened ended since (signed out, say):
+    nothing to hand over, and nothing under way. ``destination``: where that sign-in was
+    bound, for its way to sign in again."""
+
+    code = "discord_sign_in_used"
+    message = (
+        "This sign-in with Discord was used already: it signed you in, and that session has "
+        "ended since (signed out, say). Discord's answer can be used once: sign in again."
+    )
+    destination: str = "/account"
+
+    @classmethod
+    def bound_for(cls, destination: str) -> DiscordSignInUsed:
+        used = cls()
+        used.destination = destination
+        return used
+
+
 class DiscordGrantRevoked(DomainError):
     """Discord answered ``invalid_grant`` to a refresh token: the person removed the app from
     their Discord account, or the token was used already. It will never work again."""

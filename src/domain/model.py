@@ -390,7 +390,9 @@ class PendingLogin:
     destination: str
     created_at: datetime
     expires_at: datetime
-    account_id: AccountId | None = None  # the signed-in account, for every purpose but login
+    # The signed-in account, for every purpose but login; for login, the account its callback
+    # signed in to, once it has (``PendingLoginRepository.mark_signed_in``).
+    account_id: AccountId | None = None
     ticket_digest: str | None = None  # the /link ticket being confirmed (purpose ticket)
     consumed_at: datetime | None = None
     # When the callback that spent it ended without its purpose done (purpose reauth: the

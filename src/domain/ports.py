@@ -122,6 +122,12 @@ class PendingLoginRepository(Protocol):
         """Record that the callback which spent it ended at ``now`` without its purpose done
         (``failed_at``); nothing for an unknown or unspent one."""
 
+    async def mark_signed_in(self, state_digest: str, account_id: AccountId) -> None:
+        """Record the account that the callback which spent it signed in to (a plain Discord
+        sign-in, in the transaction that starts the session): the same callback loaded again
+        once that session has ended says so at once (see ``FinishDiscordConfirmation``);
+        nothing for an unknown or unspent one."""
+
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
         ``Maintenance``)."""

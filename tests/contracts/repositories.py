@@ -446,6 +446,25 @@ class RepositoryContract:
             assert await uow.pending_logins.get(unspent.state_digest) == unspent
             assert await uow.pending_logins.get("u" * 64) is None
 
+    async def test_a_spent_sign_in_records_its_account_and_an_unspent_one_does_not(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        owner = account()
+        spent, unspent = pending("s" * 64, consumed_at=NOW), pending("v" * 64)
+        await write(uow_factory, lambda uow: uow.accounts.add(owner))
+        await write(uow_factory, lambda uow: uow.pending_logins.add(spent))
+        await write(uow_factory, lambda uow: uow.pending_logins.add(unspent))
+        async with uow_factory() as uow:
+            for digest in (spent.state_digest, unspent.state_digest, "u" * 64):
+                await uow.pending_logins.mark_signed_in(digest, owner.id)
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.get(spent.state_digest) == replace(
+                spent, account_id=owner.id
+            )
+            assert await uow.pending_logins.get(unspent.state_digest) == unspent
+            assert await uow.pending_logins.get("u" * 64) is None
+
     async def test_uncommitted_consumption_is_undone(self, uow_factory: UnitOfWorkFactory) -> None:
         await write(uow_factory, lambda uow: uow.link_tickets.add(ticket()))
         async with uow_factory() as uow:

@@ -26,10 +26,11 @@ from tests.unit.test_web_discord_confirm_twice import (
     _refreshes_to,
     another_browser_gets_nothing,
 )
-from tests.web_support import Client, query, sign_up
+from tests.web_support import Client, post_form, query, sign_up
 
 FINISHING = "Finishing your sign-in"
 FAILED = "Signing in with Discord did not go through"  # the page's title
+SIGN_IN_USED = "This sign-in was already used"  # the page's title
 
 
 async def _started(h: Harness, client: Client, discord_id: int, name: str) -> str:
@@ -156,6 +157,30 @@ async def test_a_second_load_after_the_minute_gets_nothing(
 def _confirming(callback: str) -> str:
     """The page a second load leads to while the first is under way (``CONFIRMING_PAGE``)."""
     return "/auth/discord/confirming?state=" + query(callback)["state"]
+
+
+async def test_a_second_load_after_its_session_was_signed_out_says_so_at_once(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Signed out within the minute, then the page back from Discord reloaded (or the
+    waiting page's address opened). Before: 'Finishing your sign-in…' until the first load's
+    time was up (the session it made, ended, was taken for one not made yet), then 'used
+    already'. Now at once: this sign-in was used already, with a way to sign in again, and
+    no session handed over or made."""
+    callback = await _started(h, client, 7206, "dora")
+    assert (await client.get(callback, follow_redirects=False)).status_code == 302
+    signed_out = await post_form(client, "/account", "/signout", {})
+    assert signed_out.url.path == "/"
+    assert not db.tables.sessions
+    for url in (callback, _confirming(callback)):
+        again = await client.get(url, follow_redirects=False)
+        assert again.status_code == 410, again.text
+        assert SIGN_IN_USED in again.text
+        assert FINISHING not in again.text
+        assert 'href="/auth/discord/login?next=/account%3Ftab%3D1"' in again.text
+        assert "Sign in with Discord" in again.text
+        assert "tfl_session" not in again.cookies
+    assert not db.tables.sessions
 
 
 @pytest.mark.parametrize(

@@ -443,6 +443,13 @@ class MemoryPendingLogins(_Repo):
         if pending is not None and pending.consumed_at is not None:
             self._t.pending_logins[state_digest] = replace(pending, failed_at=now)
 
+    async def mark_signed_in(self, state_digest: str, account_id: AccountId) -> None:
+        pending = self._t.pending_logins.get(state_digest)
+        if pending is not None and pending.consumed_at is not None:
+            if account_id not in self._t.accounts:
+                raise errors.Conflict("no such account")  # the SQL foreign key
+            self._t.pending_logins[state_digest] = replace(pending, account_id=account_id)
+
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         return _purge(self._t.pending_logins, now, limit)
 

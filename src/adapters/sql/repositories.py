@@ -526,6 +526,16 @@ class SqlPendingLogins(_Repo):
             .values(failed_at=now)
         )
 
+    async def mark_signed_in(self, state_digest: str, account_id: AccountId) -> None:
+        await self._run(
+            update(pending_login)
+            .where(
+                pending_login.c.state_hash == state_digest,
+                pending_login.c.consumed_at.is_not(None),
+            )
+            .values(account_id=account_id.value)
+        )
+
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         return await self._delete_some(
             pending_login, pending_login.c.state_hash, pending_login.c.expires_at <= now, limit

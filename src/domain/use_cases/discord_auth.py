@@ -523,8 +523,10 @@ class FinishDiscordConfirmation:
         """A plain sign-in's callback again, from the browser that started it (its binding):
         the session the first load started under the token derived from the state, in the
         last ``SENT_TWICE_WITHIN`` (how it signed in told as the first load told it), or
-        ``CONFIRMING`` while no session is there yet and that load may still be under way,
-        or ``DiscordSignInFailed`` when it ended without one. Anything else: ``refused``."""
+        ``DiscordSignInUsed`` when that session has ended since (the first load recorded
+        the account it signed in to: ``mark_signed_in``), or ``CONFIRMING`` while no session
+        is there yet and that load may still be under way, or ``DiscordSignInFailed`` when it
+        ended without one. Anything else: ``refused``."""
         now = self._clock.now()
         made = session_token_after(self._tokens, state, AFTER_DISCORD_SIGN_IN)
         # Whether the first load made it, in one read: a read-committed database (Postgres)
@@ -546,6 +548,8 @@ class FinishDiscordConfirmation:
                 session_token=made.token,
                 handed_over=True,
             )
+        if pending.account_id is not None:  # made (recorded with it), and ended since
+            raise errors.DiscordSignInUsed.bound_for(pending.destination)
         if pending.failed_at is not None:
             raise errors.DiscordSignInFailed()
         if now - consumed_at > self._confirming_for:
@@ -970,6 +974,8 @@ class CompleteDiscordAuth:
                 discord_id=profile.id,
                 secret=made,
             )
+            # Its callback loaded again once this session has ended is told so at once.
+            await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
@@ -97,6 +98,7 @@ _CALLBACK_TITLES: dict[type[errors.DomainError], str] = {
     errors.SecretExpired: "This attempt has expired",
     errors.DiscordSignInFailed: "Signing in with Discord did not go through",
     errors.StartedByAnotherVersion: "Please start again",
+    errors.DiscordSignInUsed: "This sign-in was already used",
 }
 # Email linking "confirm": the page where a Discord sign-in waits for the account's proof.
 PROPOSAL_PAGE = "/auth/discord/confirm-link"
@@ -145,8 +147,8 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
         )
     if path.startswith("/password/reset/") and isinstance(error, errors.SecretRefused):
         return "Ask for a new link on the password reset page: /password/reset"
-    if _emailed_link_used(path, error):
-        return ""
+    if _emailed_link_used(path, error) or isinstance(error, errors.DiscordSignInUsed):
+        return ""  # its words say what to do, its button does it
     if _linked_roles_refusal(error):
         if isinstance(error, errors.DiscordDenied | errors.DiscordUnavailable):
             return (
@@ -245,6 +247,16 @@ def _log_refusal(request: Request[Any, Any, Any], exc: errors.DomainError) -> No
         log.info("refused %s %s: %s", request.method, path, exc.code)
 
 
+def _sign_in_again(used: errors.DiscordSignInUsed, *, holds_session: bool) -> list[tuple[str, str]]:
+    """The buttons of a Discord sign-in loaded again after its session ended: sign in again,
+    bound where that sign-in was (a path of this site, checked when it started); a session
+    the browser still holds (renewed since) has its account page."""
+    again = ("Sign in with Discord", f"/auth/discord/login?next={quote(used.destination)}")
+    if holds_session:
+        return [again, ("Go to your account", "/account")]
+    return [again, ("Other ways to sign in", "/signin")]
+
+
 def _ways_on(
     path: str, exc: errors.DomainError, status: int, *, holds_session: bool
 ) -> list[tuple[str, str]]:
@@ -295,15 +307,19 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         return Redirect("/signin?next=/account", status_code=303)  # a form on the account page
     # A 401 says the session is not (or no longer) valid, whatever cookie came with it.
     holds_session = status != 401 and holds_a_session(request)
-    links = _ways_on(path_of(request), exc, status, holds_session=holds_session)
+    links = (
+        _sign_in_again(exc, holds_session=holds_session)
+        if isinstance(exc, errors.DiscordSignInUsed)
+        else _ways_on(path_of(request), exc, status, holds_session=holds_session)
+    )
     title = TITLES.get(status, "That did not work")
     if isinstance(exc, errors.SecretExpired):  # a 410 too, but not used up
         title = "This link has expired"
     if path_of(request) == CALLBACK and not isinstance(exc, errors.TicketRefused):
         # The state's refusals (see state_refusal): no link was followed.
         title = _CALLBACK_TITLES.get(type(exc), title)
-    if isinstance(exc, errors.DiscordSignInFailed):  # at the callback, or the page after it
-        title = _CALLBACK_TITLES[errors.DiscordSignInFailed]
+    if isinstance(exc, errors.DiscordSignInFailed | errors.DiscordSignInUsed):
+        title = _CALLBACK_TITLES[type(exc)]  # at the callback, or the page after it
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith("/account/"):
         # A signed-in person's form asked for the current password: "Please sign in" and a
         # sign-in button would be wrong words for it (the sign-in page sends them back here).
