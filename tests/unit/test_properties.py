@@ -172,9 +172,17 @@ class LinkingMachine(RuleBasedStateMachine):
         except (errors.SecretConsumed, errors.DiscordSignInFailed):
             event("state replay refused")
             return
-        if again.outcome is AuthOutcome.CONFIRMING:  # the session it made ended: nothing
+        if again.outcome is AuthOutcome.CONFIRMING:  # the first load may be under way
             assert again.session_token is None
             event("state replay told to wait")
+            return
+        if again.outcome is AuthOutcome.CONFIRM_NEEDED:  # the proof asked for, shown again
+            assert again.session_token is None
+            assert again.proposal_token is not None
+            assert (dict(self.db.tables.sessions), dict(self.db.tables.links)) == before
+            digest = self.h.container.tokens().digest(again.proposal_token)
+            assert digest in self.db.tables.link_proposals
+            event("state replay handed over the first use's link proposal")
             return
         # Its own browser within the minute (a double click): handed the session its first
         # use made, nothing made again.

@@ -17,7 +17,15 @@ from entrypoints.container import build_container
 from entrypoints.web import create_app
 from tests.bot_support import wait_until
 from tests.harness import PASSWORD, Harness, make_settings
+from tests.unit.test_web_discord_confirm_twice import (
+    _cookies_back,
+    _discord_held,
+    _first_load,
+    _refreshes_to,
+)
 from tests.web_support import Client, csrf_token, post_form
+
+PAGE = "/auth/discord/confirm-link"
 
 
 @pytest.fixture
@@ -293,3 +301,95 @@ async def test_a_double_clicked_emailed_link_signs_in(h: Harness, db: MemoryData
         assert second.cookies["tfl_session"] == session
         assert "@bob_d" in (await client.get("/account")).text
     assert len(db.tables.sessions) == sessions + 1
+
+
+async def _back_from_discord(client: Client, h: Harness, discord_id: int) -> str:
+    """Start "Sign in with Discord" and approve it at Discord: the callback's URL."""
+    started = await client.get("/auth/discord/login", follow_redirects=False)
+    approval = h.discord.approve(started.headers["location"], DiscordId(discord_id))
+    return f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+
+
+async def test_the_page_back_from_discord_loaded_twice_asks_for_the_proof_again(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The first load asked for the account's proof (its answer, with the proposal's cookie,
+    left by the browser for the second: a double click on Authorize, a reload). Before, the
+    second load said signing in with Discord did not go through. Now the same browser within
+    the minute is sent to the same step again, with the same proposal (its token derived from
+    the state), nothing made twice; anyone else, or later on, 'used already'."""
+    await h.sign_up("alice", "alice@example.com", verified=True)
+    h.discord_user(9011, username="alice_d", email="alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        callback = await _back_from_discord(client, h, 9011)
+        before = dict(client.cookies)
+        first = await client.get(callback, follow_redirects=False)
+        assert first.headers["location"] == PAGE
+        proposal = first.cookies["tfl_link_proposal"]
+        _cookies_back(client, before)  # the first answer never reached the browser
+
+        second = await client.get(callback, follow_redirects=False)
+        assert second.status_code == 302, second.text
+        assert second.headers["location"] == PAGE
+        assert second.cookies["tfl_link_proposal"] == proposal
+        page = await client.get(PAGE)
+        assert "@alice_d" in page.text
+        assert "The password of alice" in page.text
+        assert len(db.tables.link_proposals) == 1
+        assert "tfl_session" not in client.cookies  # nobody signed in yet
+
+        async with AsyncTestClient(app=create_app(h.container)) as elsewhere:
+            refused = await elsewhere.get(callback, follow_redirects=False)
+            assert refused.status_code == 410
+            assert "tfl_link_proposal" not in refused.cookies
+
+        done = await post_form(client, PAGE, PAGE, {"password": PASSWORD})
+        assert done.url.path == "/account"
+        assert "@alice_d" in done.text  # linked, and signed in
+        used = await client.get(callback, follow_redirects=False)  # the proposal spent
+        assert used.status_code == 410
+        assert "tfl_link_proposal" not in used.cookies
+    assert len(db.tables.links) == 1
+
+
+async def test_the_proof_asked_for_is_not_shown_again_after_the_minute(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    await h.sign_up("alice", "alice@example.com", verified=True)
+    h.discord_user(9012, username="alice_d", email="alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        callback = await _back_from_discord(client, h, 9012)
+        before = dict(client.cookies)
+        assert (await client.get(callback, follow_redirects=False)).headers["location"] == PAGE
+        _cookies_back(client, before)
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        refused = await client.get(callback, follow_redirects=False)
+        assert refused.status_code == 410
+        assert "used already" in refused.text
+        assert "tfl_link_proposal" not in refused.cookies
+
+
+async def test_the_waiting_page_leads_to_the_proof_asked_for(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second load came while the first still asked Discord ('Finishing your
+    sign-in…'): once the first asked for the account's proof, the waiting page leads there,
+    with the proposal."""
+    await h.sign_up("alice", "alice@example.com", verified=True)
+    h.discord_user(9013, username="alice_d", email="alice@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        callback = await _back_from_discord(client, h, 9013)
+        before = dict(client.cookies)
+        with _discord_held(h, monkeypatch) as discord:
+            first = _first_load(client, callback)
+            await discord.asked()
+            waiting = await client.get(callback, follow_redirects=False)
+            assert "Finishing your sign-in" in waiting.text
+            discord.answer()
+            proposal = (await first).cookies["tfl_link_proposal"]
+        _cookies_back(client, before)
+        done = await client.get(_refreshes_to(waiting.text), follow_redirects=False)
+        assert done.status_code == 302, done.text
+        assert done.headers["location"] == PAGE
+        assert done.cookies["tfl_link_proposal"] == proposal
+        assert "The password of alice" in (await client.get(PAGE)).text

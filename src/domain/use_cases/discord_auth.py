@@ -373,6 +373,10 @@ SIGN_IN_UNDER_WAY = AccountId(uuid.UUID(int=0))
 # (``session_token_after``): its callback loaded twice finds the session the first load made
 # (see ``FinishDiscordConfirmation``). Never a token derived from a cookie.
 AFTER_DISCORD_SIGN_IN = "session-after-discord-sign-in"
+# What it derives the token of its link proposal for, when it asks for the account's proof
+# first (email linking "confirm"): its callback loaded twice finds the proposal, whose cookie
+# went with the answer the browser left, and shows the same step again.
+PROPOSAL_AFTER_DISCORD_SIGN_IN = "proposal-after-discord-sign-in"
 
 
 # How long the purge keeps a pending login past its expiry: a state spent at the end of its
@@ -524,7 +528,10 @@ class FinishDiscordConfirmation:
         the session the first load started under the token derived from the state, in the
         last ``SENT_TWICE_WITHIN`` (how it signed in told as the first load told it), or
         ``DiscordSignInUsed`` when that session has ended since (the first load recorded
-        the account it signed in to: ``mark_signed_in``), or ``CONFIRMING`` while no session
+        the account it signed in to: ``mark_signed_in``), or the link proposal it made in
+        the last ``SENT_TWICE_WITHIN``, still waiting for the account's proof, under the
+        token derived from the state (``CONFIRM_NEEDED``: the same step shown again; its
+        cookie went with the answer the browser left), or ``CONFIRMING`` while no session
         is there yet and that load may still be under way, or ``DiscordSignInFailed`` when it
         ended without one. Anything else: ``refused``."""
         now = self._clock.now()
@@ -550,6 +557,24 @@ class FinishDiscordConfirmation:
             )
         if pending.account_id is not None:  # made (recorded with it), and ended since
             raise errors.DiscordSignInUsed.bound_for(pending.destination)
+        waits = session_token_after(self._tokens, state, PROPOSAL_AFTER_DISCORD_SIGN_IN)
+        proposal = await uow.link_proposals.get(waits.digest)
+        if proposal is not None:  # the first load asked for the account's proof first
+            if (
+                proposal.consumed_at is not None
+                or now >= proposal.expires_at
+                or now - proposal.created_at > SENT_TWICE_WITHIN
+            ):
+                raise refused
+            return AuthCompleted(
+                purpose_of(pending),
+                AuthOutcome.CONFIRM_NEEDED,
+                proposal.account_id,
+                pending.destination,
+                session_token=None,
+                proposal_token=waits.token,
+                handed_over=True,
+            )
         if pending.failed_at is not None:
             raise errors.DiscordSignInFailed()
         if now - consumed_at > self._confirming_for:
@@ -641,7 +666,8 @@ class CompleteDiscordAuth:
             await self._failed(pending)
             raise
         if done.outcome is AuthOutcome.CONFIRM_NEEDED:
-            # No session to hand over: its proposal went with the answer the browser left.
+            # No session: its callback loaded again finds the proposal (under the token
+            # derived from the state), or, that proposal used or later on, is refused.
             await self._failed(pending)
         return done
 
@@ -703,7 +729,10 @@ class CompleteDiscordAuth:
         tries = itertools.count()  # the next try knows how many clashed before it
         # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``).
         made = session_token_after(self._tokens, state or "", AFTER_DISCORD_SIGN_IN)
-        return await retry_on_conflict(lambda: self._login(pending, profile, made, next(tries)))
+        waits = session_token_after(self._tokens, state or "", PROPOSAL_AFTER_DISCORD_SIGN_IN)
+        return await retry_on_conflict(
+            lambda: self._login(pending, profile, made, waits, next(tries))
+        )
 
     async def _session_of(
         self, uow: UnitOfWork, pending: PendingLogin, session_token: str | None
@@ -877,8 +906,15 @@ class CompleteDiscordAuth:
         )
 
     async def _login(
-        self, pending: PendingLogin, profile: DiscordProfile, made: IssuedSecret, clashes: int = 0
+        self,
+        pending: PendingLogin,
+        profile: DiscordProfile,
+        made: IssuedSecret,
+        waits: IssuedSecret,
+        clashes: int = 0,
     ) -> AuthCompleted:
+        """``made``: the new session's token; ``waits``: a link proposal's (both derived from
+        the state, for its callback loaded twice: see ``FinishDiscordConfirmation``)."""
         now = self._clock.now()
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(profile.id)
@@ -928,6 +964,7 @@ class CompleteDiscordAuth:
                         account_id=account_id,
                         destination=pending.destination,
                         now=now,
+                        secret=waits,
                     )
                     await uow.commit()
                     return AuthCompleted(

@@ -29,7 +29,7 @@ from domain.model import (
     SignInMethod,
 )
 from domain.policies import SecretStatus
-from domain.ports import Clock, TokenIssuer, UnitOfWork, UnitOfWorkFactory
+from domain.ports import Clock, IssuedSecret, TokenIssuer, UnitOfWork, UnitOfWorkFactory
 from domain.use_cases._email_links import RESEND_LIMITS, consume_email_link, within_limits
 from domain.use_cases._passwords import Passwords, new_device_token, throttle_key
 from domain.use_cases._secrets import use_secret
@@ -69,9 +69,11 @@ async def create_link_proposal(
     account_id: AccountId,
     destination: str,
     now: datetime,
+    secret: IssuedSecret | None = None,
 ) -> str:
-    """In the caller's transaction: a proposal for the account, its token for the cookie."""
-    secret = tokens.issue()
+    """In the caller's transaction: a proposal for the account, its token for the cookie
+    (``secret``, if not a random one: see ``session_token_after``)."""
+    secret = secret or tokens.issue()
     await uow.link_proposals.add(
         LinkProposal(secret.digest, discord, account_id, destination, now, now + LINK_PROPOSAL_TTL)
     )

@@ -247,7 +247,11 @@ async def _signed_in_with_discord(
     """The answer to a plain "Sign in with Discord": its destination with the new session
     (the one its callback's first load made, for a second load: see
     ``FinishDiscordConfirmation``), or, the first load still under way, a page that asks
-    again in a moment."""
+    again in a moment, or the page that asks for the account's proof first (email linking
+    "confirm"), with the proposal's cookie (the first load's, for a second load)."""
+    if done.outcome is AuthOutcome.CONFIRM_NEEDED:
+        assert done.proposal_token is not None  # noqa: S101 - comes with that outcome
+        return Redirect("/auth/discord/confirm-link", cookies=[jar.proposal(done.proposal_token)])
     if done.outcome is AuthOutcome.CONFIRMING:
         holds_session = jar.session_token(request) is not None
         return _finishing("Finishing your sign-in…", state, holds_session=holds_session)
@@ -770,11 +774,6 @@ class Pages(Controller):
             if done.purpose is AuthPurpose.TICKET and notice == "linked":
                 notice = "linked_from_discord"
             return Redirect(f"/account?notice={notice}")
-        if done.outcome is AuthOutcome.CONFIRM_NEEDED:
-            assert done.proposal_token is not None  # noqa: S101 - comes with that outcome
-            return Redirect(
-                "/auth/discord/confirm-link", cookies=[jar.proposal(done.proposal_token)]
-            )
         return await _signed_in_with_discord(done, oauth_state, request, jar, sign_out)
 
     @get(CONFIRMING_PAGE)
