@@ -276,11 +276,28 @@ async def test_link_in_discord_then_sign_in_with_discord_then_unlink(
 
     fresh = await _context(chromium, problems)
     page = await fresh.new_page()
+    callbacks: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            callbacks.append(request.url) if "/auth/discord/callback?" in request.url else None
+        ),
+    )
     await _sign_in_with_discord(page, demo.app, "dora")
     await expect(page).to_have_url(f"{demo.app}/account")
     await expect(page.locator("dd").first).to_have_text("dora_tf")
     await expect(page.get_by_role("button", name="Unlink Discord")).to_be_visible()
     await _shot(page, "5-signed-in-with-discord")
+    # Signed out, then the page back from Discord opened again (the history): at once, this
+    # sign-in was used, with a way to sign in again (not a page waiting for the first load).
+    await page.get_by_role("button", name="Sign out", exact=True).click()
+    await expect(page).to_have_url(f"{demo.app}/")
+    problems.expected_status.add(410)  # the refusal page's own status
+    [callback] = callbacks
+    await page.goto(callback)
+    await expect(page.locator("h1")).to_have_text("This sign-in was already used")
+    again = page.get_by_role("link", name="Sign in with Discord", exact=True)
+    await expect(again).to_have_attribute("href", "/auth/discord/login?next=/account")
     await fresh.close()
 
     assert "no longer linked to the TaskFlow account dora_tf" in await _run(channel, "/unlink")
