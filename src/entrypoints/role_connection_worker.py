@@ -83,7 +83,7 @@ def gone_note(report: RoleSyncReport) -> str:
 GONE = "taken over or deleted by another instance meanwhile"
 WAITING = (
     "left due until Discord's limit of their pushes (or of the token refreshes) resets "
-    "(X-RateLimit-Remaining: 0 to the last one)"
+    "(X-RateLimit-Remaining: 0 to the last one, or its 429)"
 )
 
 

@@ -448,7 +448,7 @@ async def test_the_cli_stops_at_a_rate_limit_or_a_block_and_leaves_the_rest_due(
 
 
 @with_linked_roles
-@pytest.mark.parametrize("mode", ["cloudflare-403", "blocked", "429"])
+@pytest.mark.parametrize("mode", ["cloudflare-403", "blocked", "429-global"])
 async def test_a_blocked_refresh_spends_no_refresh_token_and_counts_no_failure(
     stack: Stack, browser: Browser, mode: str
 ) -> None:
@@ -495,6 +495,37 @@ async def test_the_servers_passes_wait_out_retry_after_then_push_what_was_left(
     stack.clock.advance(timedelta(seconds=1.5))
     assert (await refresh().execute()).pushed == 3
     assert all(shown(stack, user) == {"linked": "1", "linked_days": "0"} for user in users)
+
+
+@with_linked_roles
+async def test_a_routes_429_to_a_refresh_holds_the_refreshes_only_not_the_pushes(
+    stack: Stack, browser: Browser
+) -> None:
+    """The token endpoint's own limit (a 429 with X-RateLimit-Scope: user, not the global
+    one) holds the refreshes, not the pushes, which carry each member's own token: the row
+    whose access token Discord ended waits for retry_after (its refresh token unspent, no
+    failure counted), the others are pushed in the same pass."""
+    users = await connect_three(stack, browser)
+    stack.emulator.expire_tokens(users[0])  # its push refreshes first
+    refresh_tokens = {t for t, g in stack.emulator.refresh_tokens.items() if g.user_id in users}
+    refresh = stack.container.refresh_role_connections
+    await all_due(stack)
+    calls = stack.emulator.calls.copy()
+    stack.emulator.faults["token"] = "429"
+
+    report = await refresh().execute()
+
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (2, 1, 0, 0)
+    assert report.paused_until is None
+    assert stack.emulator.calls["token"] == calls["token"] + 1
+    assert refresh_tokens <= set(stack.emulator.refresh_tokens)  # none spent
+    assert [shown(stack, user) for user in users[1:]] == [{"linked": "1", "linked_days": "0"}] * 2
+    assert users[0] not in stack.emulator.role_connections
+    del stack.emulator.faults["token"]
+    assert (await refresh().execute()).total == 0  # due when retry_after (1.5 s) is over
+    stack.clock.advance(timedelta(seconds=1.5))
+    assert (await refresh().execute()).pushed == 1
+    assert shown(stack, users[0]) == {"linked": "1", "linked_days": "0"}
 
 
 async def all_due(stack: Stack) -> None:

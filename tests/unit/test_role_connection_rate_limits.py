@@ -243,3 +243,67 @@ def test_a_stopped_pass_says_why_in_one_line(caplog: pytest.LogCaptureFixture) -
     assert "before 2026-01-01T12:01:00+00:00" in blocked.getMessage()
     assert "rate limited" in limited.getMessage()
     assert "1 pushed" in pushed.getMessage()
+
+
+# -- what a 429 holds: its scope ------------------------------------------------------------------
+
+
+async def two_expired_and_one_fresh(h: Harness) -> None:
+    """IDS[0] and IDS[1] with access tokens that have expired (refreshed before their push,
+    and first in the pass), IDS[2] with a live one; all three due."""
+    for n, discord_id in enumerate(IDS[:2]):
+        await connected(h, discord_id.value, f"user{n}")
+    h.clock.advance(timedelta(days=8))
+    await connected(h, IDS[2].value, "user2")
+    h.clock.advance(timedelta(days=1))  # linked_days changed: every row is due
+
+
+async def test_a_routes_429_to_a_refresh_holds_the_refreshes_only_not_the_pushes(
+    r: Harness,
+) -> None:
+    """The refresh grant's own limit (Discord's 429 without "global": its route's, for the
+    application's credentials) says nothing of the pushes, which carry each member's own
+    token: those whose access token works are pushed, and so is the verification URL's new
+    grant (the member is told "connected"). The rows that need a refresh wait for
+    retry_after, no failure counted, their refresh tokens unspent; the pass goes on."""
+    await two_expired_and_one_fresh(r)
+    refresh_tokens = {i: fake(r).tokens_of(i)[1] for i in IDS[:2]}
+    calls = len(fake(r).calls)
+    fake(r).refresh_outage = errors.DiscordRateLimited(30.0)
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["refresh", "push"]  # IDS[1] asked for no refresh
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (1, 2, 0, 0)
+    assert report.paused_until is None  # nothing holds the pushes
+    for discord_id in IDS[:2]:
+        row = rows(r)[discord_id]
+        assert row.next_push_at == r.clock.now() + timedelta(seconds=30)
+        assert (row.failures, row.claimed_until) == (0, None)
+        assert refresh_tokens[discord_id] <= set(fake(r).refresh_tokens)  # not spent
+    await connected(r, IDS[3].value, "user3")  # asserts the callback's push went through
+
+    fake(r).refresh_outage = None
+    r.clock.advance(timedelta(seconds=30))
+    assert (await refresh_pass(r)).pushed == 2
+    assert fake(r).refreshes == 2
+
+
+async def test_a_global_429_to_a_refresh_holds_every_linked_roles_call(r: Harness) -> None:
+    """Discord's global limit ("global": true, X-RateLimit-Global) is every route's: the pass
+    stops there, and the verification URL's push waits too."""
+    await two_expired_and_one_fresh(r)
+    calls = len(fake(r).calls)
+    fake(r).refresh_outage = errors.DiscordRateLimited(30.0, global_limit=True)
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["refresh"]
+    assert (report.paused, report.pushed, report.waiting) == (3, 0, 0)
+    assert report.paused_until == r.clock.now() + timedelta(seconds=30)
+    untouched_and_due(r)
+    fake(r).refresh_outage = None
+    account = (await r.sign_up("newcomer", "newcomer@example.com")).account
+    r.discord_user(7450, username="d_newcomer")
+    assert (await verify(r, DiscordId(7450), signed_in=account.id)).role_sync is RoleSync.PAUSED
+    assert fake(r).calls[calls:] == ["refresh"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -101,14 +101,14 @@ KEY_MISSING_LOST_AFTER = 4
 GIVEN_UP = "given_up"
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
-# What a 429 with retry_after to a Linked Roles call holds (a ``DiscordPauses`` scope): every
-# Linked Roles call of the process (the push and the refresh grant, with users' tokens; with
-# Redis, of every instance), not the bot's role calls. Cloudflare's block holds for both.
+# What Discord's global 429 to a Linked Roles call holds (a ``DiscordPauses`` scope): every
+# Linked Roles call of the process (the push and the refresh grant; with Redis, of every
+# instance), not the bot's role calls. Cloudflare's block holds for both.
 _SCOPE = "role_connections"
-# What an answer to a refresh grant that used up its limit holds (X-RateLimit-Remaining: 0):
-# the refresh grants only. They carry the application's credentials, so their limit is every
-# user's (with Redis, every instance's); the pushes carry each user's own token, and Discord
-# limits them per user (``_user``), so they go on.
+# What the refresh grant's own limit holds, used up (X-RateLimit-Remaining: 0) or met (a 429
+# that is not the global one): the refresh grants only. They carry the application's
+# credentials, so their limit is every user's (with Redis, every instance's); the pushes carry
+# each user's own token, and Discord limits them per user (``_user``), so they go on.
 _REFRESHES = "role_connection_refreshes"
 T = TypeVar("T")
 
@@ -172,20 +172,23 @@ class RoleConnectionPusher:
         429 that said how long."""
         return self._pauses.block_ends(now) is not None
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, call: Callable[[], Awaitable[T]], scope: Hashable) -> T:
         """``call`` to Discord, within the process's pauses: ``_Paused`` while one holds (no
         call is made: every call meanwhile would get the same answer, and prolong a block),
         or when Discord's answer starts one (``DiscordRateLimited``, recorded). A call that
-        goes through ends a run of blocks; Discord's other refusals pass as they are."""
+        goes through ends a run of blocks; Discord's other refusals pass as they are.
+
+        ``scope``: what the route's own limit holds (a 429 that is not the global one): the
+        refresh grants (``_REFRESHES``), or one user's pushes (``_user``). Discord's global
+        limit holds every Linked Roles call, and Cloudflare's block every call."""
         await self._pauses.catch_up((_SCOPE,), self._clock.now())  # other instances' 429s
         if self.paused_until(self._clock.now()) is not None:
             raise _Paused
         try:
             answer = await call()
         except errors.DiscordRateLimited as limited:
-            # Its retry_after holds for every Linked Roles call: a 429 to one user's push
-            # may be the application's (global) limit, and the refresh's is every user's.
-            self._pauses.limited(_SCOPE, limited.retry_after, self._clock.now())
+            held = _SCOPE if limited.global_limit else scope
+            self._pauses.limited(held, limited.retry_after, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused from None
         self._pauses.went_through()
@@ -194,9 +197,17 @@ class RoleConnectionPusher:
         await self._pauses.share(self._clock.now())
         return answer
 
-    async def _hold(self, row: RoleConnectionToken) -> RoleSync:
-        """Rate limited, or the address blocked: the row is let go as it is, due, with no
-        failure counted (nothing it did), for the first pass after the pause."""
+    async def _hold(self, row: RoleConnectionToken, scope: Hashable) -> RoleSync:
+        """Rate limited, or the address blocked, at a call in ``scope``: the row is let go as
+        it is, with no failure counted (nothing it did). When only ``scope`` is paused (the
+        refresh grants' limit, the user's), it is due when that pause ends (``WAITING``: the
+        pass goes on with the others); otherwise it is due now, for the first pass after the
+        pause (``PAUSED``: the pass stops there)."""
+        now = self._clock.now()
+        resets = self._pauses.paused(now).get(scope)
+        if resets is not None and self.paused_until(now) is None:
+            await self._schedule(row, resets, failures=row.failures)
+            return RoleSync.WAITING
         await _release(self._uow, row)
         return RoleSync.PAUSED
 
@@ -333,9 +344,11 @@ class RoleConnectionPusher:
             return RoleSync.WAITING
         used_up = self._used_up(user)
         try:
-            await self._call(lambda: self._discord.push(tokens.access, connection, used_up=used_up))
+            await self._call(
+                lambda: self._discord.push(tokens.access, connection, used_up=used_up), _SCOPE
+            )
         except _Paused:
-            return await self._hold(row)
+            return await self._hold(row, _SCOPE)
         except errors.DiscordDenied:
             return False
         except errors.DiscordUnavailable:
@@ -368,7 +381,7 @@ class RoleConnectionPusher:
             return
         unlinked = role_connection(None, None, self._clock.now())
         with contextlib.suppress(_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
-            await self._call(lambda: self._discord.push(tokens.access, unlinked))
+            await self._call(lambda: self._discord.push(tokens.access, unlinked), _SCOPE)
         await self._mark_due(discord_id)
 
     async def _mark_due(self, discord_id: DiscordId) -> bool:
@@ -404,7 +417,7 @@ class RoleConnectionPusher:
                 self._refresh_and_store(row, tokens, now), within=self.finish_seconds
             )
         except _Paused:
-            return await self._hold(row)  # the refresh token was not spent
+            return await self._hold(row, _REFRESHES)  # the refresh token was not spent
         except errors.DiscordGrantRevoked:
             async with self._uow() as uow:
                 gone = await uow.role_connection_tokens.remove_sealed(row.discord_id, row.sealed)
@@ -433,7 +446,9 @@ class RoleConnectionPusher:
         tokens, and whether the row was deleted meanwhile."""
         # The application's limit: every refresh waits, not the pushes (their own tokens).
         used_up = self._used_up(_REFRESHES)
-        fresh = await self._call(lambda: self._discord.refresh(tokens.refresh, used_up=used_up))
+        fresh = await self._call(
+            lambda: self._discord.refresh(tokens.refresh, used_up=used_up), _REFRESHES
+        )
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         gone = False
