@@ -831,11 +831,11 @@ class RoleSync(enum.StrEnum):
     GONE = "gone"
     # No longer linked, and Discord failed every push for about a week: tokens deleted.
     GIVEN_UP = "given_up"
-    # Discord rate limited this process, or its address is blocked: not pushed, left due
+    # Discord's global limit held this process, or its address is blocked: not pushed, left due
     # (no failure counted: nothing the row did) for the first pass after the pause.
     PAUSED = "paused"
     # Discord said this user's limit of the push has no call left (X-RateLimit-Remaining: 0,
-    # their own token's), or, for a row whose access token needs refreshing first, the
-    # application's limit of the refresh grant: not pushed, due when it resets (no failure
+    # their own token's, or its 429), or, for a row whose access token needs refreshing first,
+    # the application's limit of the refresh grant: not pushed, due when it resets (no failure
     # counted); the pass goes on with the others, whose limits are their own.
     WAITING = "waiting"

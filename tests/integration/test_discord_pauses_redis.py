@@ -90,7 +90,7 @@ def _another_linked_roles_instance(h: Harness, redis_url: str) -> Container:
     )
 
 
-async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_others(
+async def test_a_global_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_others(
     redis_url: str,
 ) -> None:
     h = role_harness(redis_url=redis_url)
@@ -99,7 +99,7 @@ async def test_a_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_ot
         for n, discord_id in enumerate((7400, 7401)):
             await connected(h, discord_id, f"user{n}")
         h.clock.advance(timedelta(days=1))  # linked_days changed: every row is due
-        fake(h).push_outage = errors.DiscordRateLimited(30.0)
+        fake(h).push_outage = errors.DiscordRateLimited(30.0, global_limit=True)
         assert (await refresh_pass(h)).paused == 2
         fake(h).push_outage = None
         calls = len(fake(h).calls)
@@ -134,6 +134,41 @@ async def test_a_users_used_up_push_limit_met_by_one_instance_holds_for_the_othe
 
         assert fake(h).limited == 0  # no 429
         assert (report.waiting, report.paused, report.failed) == (1, 0, 0)
+    finally:
+        other.unwire()
+        h.container.unwire()
+
+
+async def test_a_users_429_met_by_one_instance_holds_that_users_pushes_on_the_others(
+    redis_url: str,
+) -> None:
+    """A 429 to one member's push (their own token's limit, not the global one) holds that
+    member's pushes on every instance until retry_after, and nobody else's: the other
+    instance pushes the others and leaves that member's row due then, asking nothing."""
+    h = role_harness(redis_url=redis_url)
+    other = _another_linked_roles_instance(h, redis_url)
+    try:
+        for n, discord_id in enumerate((7430, 7431)):
+            await connected(h, discord_id, f"user{n}")
+        h.clock.advance(timedelta(days=1))  # linked_days changed: every row is due
+        fake(h).push_limit = 2  # two pushes per window (10 s), per user
+        fake(h).windows[("push", DiscordId(7430))] = (h.clock.now() + timedelta(seconds=10), 2)
+        assert (await refresh_pass(h)).waiting == 1  # 7430's 429; 7431 pushed
+        assert fake(h).limited == 1
+        async with h.uow() as uow:
+            await uow.role_connection_tokens.mark_all_due(h.clock.now())
+            await uow.commit()
+        calls = len(fake(h).calls)
+
+        report = await other.refresh_role_connections().execute()
+
+        assert fake(h).calls[calls:] == ["push"]  # 7431's; none for 7430
+        assert fake(h).limited == 1
+        assert (report.pushed, report.waiting, report.paused) == (1, 1, 0)
+        assert report.paused_until is None
+        row = rows(h)[DiscordId(7430)]
+        assert h.clock.now() < row.next_push_at <= h.clock.now() + timedelta(seconds=10)
+        assert (row.failures, row.claimed_until) == (0, None)
     finally:
         other.unwire()
         h.container.unwire()

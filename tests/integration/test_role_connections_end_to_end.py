@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -425,7 +426,7 @@ async def refresh_pushes(stack: Stack, users: list[str]) -> None:
 
 
 @with_linked_roles
-@pytest.mark.parametrize("mode", ["429", "429-global", "cloudflare", "cloudflare-403", "blocked"])
+@pytest.mark.parametrize("mode", ["429-global", "cloudflare", "cloudflare-403", "blocked"])
 async def test_the_cli_stops_at_a_rate_limit_or_a_block_and_leaves_the_rest_due(
     stack: Stack, browser: Browser, mode: str
 ) -> None:
@@ -475,13 +476,13 @@ async def test_a_blocked_refresh_spends_no_refresh_token_and_counts_no_failure(
 async def test_the_servers_passes_wait_out_retry_after_then_push_what_was_left(
     stack: Stack, browser: Browser
 ) -> None:
-    """The web app's own passes (its worker's, on its clock): after Discord's 429 none calls
-    Discord again until retry_after (1.5 s, the emulator's) has passed."""
+    """The web app's own passes (its worker's, on its clock): after Discord's global 429 none
+    calls Discord again until retry_after (1.5 s, the emulator's) has passed."""
     users = await connect_three(stack, browser)
     refresh = stack.container.refresh_role_connections
     await all_due(stack)
     calls = stack.emulator.calls["role_connection"]
-    stack.emulator.faults["role_connection"] = "429"
+    stack.emulator.faults["role_connection"] = "429-global"
 
     first = await refresh().execute()
     del stack.emulator.faults["role_connection"]
@@ -495,6 +496,45 @@ async def test_the_servers_passes_wait_out_retry_after_then_push_what_was_left(
     stack.clock.advance(timedelta(seconds=1.5))
     assert (await refresh().execute()).pushed == 3
     assert all(shown(stack, user) == {"linked": "1", "linked_days": "0"} for user in users)
+
+
+@with_linked_roles
+async def test_a_429_to_one_members_push_holds_that_members_pushes_only(
+    stack: Stack, browser: Browser
+) -> None:
+    """Discord limits the push per token: a member whose limit was used up elsewhere is
+    answered 429 (X-RateLimit-Scope: user), and only that member's row waits for its
+    retry_after, no failure counted; the others are pushed in the same pass."""
+    users = await connect_three(stack, browser)
+    refresh = stack.container.refresh_role_connections
+    await all_due(stack)
+    stack.emulator.role_connection_limit = 1  # a push per window, per user
+    stack.emulator.role_connection_limit_window = 30.0
+    stack.emulator.role_connection_windows.clear()
+    stack.emulator.role_connection_windows[users[0]] = (time.monotonic() + 30.0, 1)
+    calls = stack.emulator.calls["role_connection"]
+
+    report = await refresh().execute()
+
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (2, 1, 0, 0)
+    assert report.paused_until is None
+    assert stack.emulator.calls["role_connection"] == calls + 3
+    assert users[0] not in stack.emulator.role_connections
+    assert [shown(stack, user) for user in users[1:]] == [{"linked": "1", "linked_days": "0"}] * 2
+    async with stack.db.engine.connect() as conn:
+        failures, claimed, due_at = (
+            await conn.execute(
+                select(
+                    role_connection_tokens.c.failures,
+                    role_connection_tokens.c.claimed_until,
+                    role_connection_tokens.c.next_push_at,
+                ).where(role_connection_tokens.c.discord_id == int(users[0]))
+            )
+        ).one()
+    assert (failures, claimed) == (0, None)
+    # The emulator's retry_after, what is left of the window (30 s, less the time taken).
+    assert stack.clock.now() + timedelta(seconds=25) < due_at
+    assert due_at <= stack.clock.now() + timedelta(seconds=30)
 
 
 @with_linked_roles

@@ -42,12 +42,12 @@ def untouched_and_due(h: Harness) -> None:
         assert row.next_push_at <= h.clock.now()
 
 
-async def test_a_429_stops_the_pass_and_leaves_every_row_due_without_a_failure(
+async def test_a_global_429_stops_the_pass_and_leaves_every_row_due_without_a_failure(
     r: Harness,
 ) -> None:
     await all_connected_and_due(r)
     calls = len(fake(r).calls)
-    fake(r).push_outage = errors.DiscordRateLimited(30.0)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0, global_limit=True)
 
     report = await refresh_pass(r)
 
@@ -148,7 +148,7 @@ async def test_the_worker_waits_out_the_pause_and_a_wake_up_meanwhile_calls_noth
 ) -> None:
     await all_connected_and_due(r)
     worker = RoleConnectionWorker(r.container, poll_seconds=60.0)
-    fake(r).push_outage = errors.DiscordRateLimited(20.0)
+    fake(r).push_outage = errors.DiscordRateLimited(20.0, global_limit=True)
 
     assert not await worker.pass_once()
     calls = len(fake(r).calls)
@@ -168,7 +168,7 @@ async def test_the_worker_waits_out_the_pause_and_a_wake_up_meanwhile_calls_noth
 
 async def test_the_verification_urls_push_waits_for_a_pause_the_worker_met(r: Harness) -> None:
     await all_connected_and_due(r)
-    fake(r).push_outage = errors.DiscordRateLimited(30.0)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0, global_limit=True)
     await refresh_pass(r)
     fake(r).push_outage = None
     calls = len(fake(r).calls)
@@ -307,3 +307,31 @@ async def test_a_global_429_to_a_refresh_holds_every_linked_roles_call(r: Harnes
     r.discord_user(7450, username="d_newcomer")
     assert (await verify(r, DiscordId(7450), signed_in=account.id)).role_sync is RoleSync.PAUSED
     assert fake(r).calls[calls:] == ["refresh"]
+
+
+async def test_a_429_to_one_members_push_holds_that_members_pushes_only(r: Harness) -> None:
+    """Discord limits the push per token (each member's own: X-RateLimit-Scope: user), so
+    its 429 without "global" says nothing of the others': that member's row waits for
+    retry_after (no failure counted), the others are pushed in the same pass, and the
+    verification URL's push of another member goes through."""
+    await all_connected_and_due(r)
+    fake(r).push_limit = 1  # a push per window, per user
+    used_up_elsewhere = (r.clock.now() + timedelta(seconds=30), 1)
+    fake(r).windows[("push", IDS[0])] = used_up_elsewhere  # its next push is a 429
+
+    report = await refresh_pass(r)
+
+    assert fake(r).limited == 1
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (3, 1, 0, 0)
+    assert report.paused_until is None  # nothing holds the others
+    row = rows(r)[IDS[0]]
+    assert row.next_push_at == r.clock.now() + timedelta(seconds=30)
+    assert (row.failures, row.claimed_until) == (0, None)
+    assert linked(fake(r).connections[IDS[0]]) == ("1", "0")  # not told yet
+    assert all(linked(fake(r).connections[i]) == ("1", "1") for i in IDS[1:])
+    await connected(r, 7450, "newcomer")  # asserts the callback's push went through
+
+    r.clock.advance(timedelta(seconds=30))
+    assert (await refresh_pass(r)).pushed == 1
+    assert linked(fake(r).connections[IDS[0]]) == ("1", "1")
+    assert fake(r).limited == 1

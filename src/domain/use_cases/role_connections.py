@@ -334,7 +334,7 @@ class RoleConnectionPusher:
         it refused the access token, else how the sync ends (paused, waiting, failed)."""
         user = _user(row.discord_id)
         # Another instance's push may have used up this user's limit (the verification URL's,
-        # on the instance that answered the callback): its 429 would pause every call.
+        # on the instance that answered the callback), or met its 429.
         await self._pauses.catch_up((user,), now)
         resets = self._pauses.paused(now).get(user)
         if resets is not None:
@@ -345,10 +345,10 @@ class RoleConnectionPusher:
         used_up = self._used_up(user)
         try:
             await self._call(
-                lambda: self._discord.push(tokens.access, connection, used_up=used_up), _SCOPE
+                lambda: self._discord.push(tokens.access, connection, used_up=used_up), user
             )
         except _Paused:
-            return await self._hold(row, _SCOPE)
+            return await self._hold(row, user)
         except errors.DiscordDenied:
             return False
         except errors.DiscordUnavailable:
@@ -381,7 +381,7 @@ class RoleConnectionPusher:
             return
         unlinked = role_connection(None, None, self._clock.now())
         with contextlib.suppress(_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
-            await self._call(lambda: self._discord.push(tokens.access, unlinked), _SCOPE)
+            await self._call(lambda: self._discord.push(tokens.access, unlinked), _user(discord_id))
         await self._mark_due(discord_id)
 
     async def _mark_due(self, discord_id: DiscordId) -> bool:
