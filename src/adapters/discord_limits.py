@@ -2,7 +2,9 @@
 calls Discord in the background (the bot's role calls, Linked Roles' pushes and refreshes).
 
 - Discord's 429: JSON with ``retry_after`` (seconds) and ``global`` (every route waits, not
-  only the one called); Cloudflare's 429 is an HTML page that says neither.
+  only the one called), and ``X-RateLimit-Scope``: ``user`` (the caller's own limit of the
+  route: its token's), ``global`` (the caller's global limit), ``shared`` (a resource's limit,
+  every caller's); Cloudflare's 429 is an HTML page that says none of them.
 - A block of the address: Cloudflare's HTML 403, or Discord's JSON code 40333 "internal
   network error" (since 2023, discord/discord-api-docs#6473), answered to every call while it
   lasts, and, alike, any 401 or 403 that is not Discord's own answer: whatever stands between
@@ -29,11 +31,13 @@ BLOCKED_CODE = 40333
 @dataclass(frozen=True, slots=True)
 class Limit:
     """Discord (or Cloudflare) asked for no more calls: until ``retry_after`` seconds from now
-    (for every route with ``global_limit``), or, without it, for as long as a block lasts."""
+    (for every route with ``global_limit``; for every caller of the resource with
+    ``shared_limit``), or, without it, for as long as a block lasts."""
 
     status: int
     retry_after: float | None = None
     global_limit: bool = False
+    shared_limit: bool = False
 
 
 def limit_of(
@@ -44,7 +48,7 @@ def limit_of(
     without it is not Discord's word on the call (counted as an unreadable answer)."""
     status = response.status_code
     if status == 429:
-        return Limit(status, retry_after(response), is_global(response))
+        return Limit(status, retry_after(response), is_global(response), is_shared(response))
     if status not in (401, 403):
         return None
     code = error_code(response)
@@ -82,6 +86,13 @@ def is_global(response: Answer) -> bool:
         headers.get("x-ratelimit-global", "").lower() == "true"
         or headers.get("x-ratelimit-scope", "").lower() == "global"
     )
+
+
+def is_shared(response: Answer) -> bool:
+    """Whether a 429 is a limit shared per resource (``X-RateLimit-Scope: shared``): every
+    caller of the resource meets it, whatever its token (and it does not count towards
+    Discord's limit of invalid requests)."""
+    return response.headers.get("x-ratelimit-scope", "").lower() == "shared"
 
 
 def used_up_for(response: Answer) -> float | None:

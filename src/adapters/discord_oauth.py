@@ -503,4 +503,6 @@ class HttpDiscordRoleConnections:
             return
         if limit.status == 429:
             _rate_limited(response, what)  # the log line
-        raise errors.DiscordRateLimited(limit.retry_after, global_limit=limit.global_limit)
+        raise errors.DiscordRateLimited(
+            limit.retry_after, global_limit=limit.global_limit, shared_limit=limit.shared_limit
+        )

@@ -360,17 +360,26 @@ class DiscordUnavailable(DomainError):
 class DiscordRateLimited(DiscordUnavailable):
     """Discord, or Cloudflare in front of it, asked for no more calls for a while: a 429
     that says how long (``retry_after``, in seconds; ``global_limit``: for every route, not
-    only the one called), or one that does not (Cloudflare's HTML 429), or a 403 that blocks
+    only the one called; ``shared_limit``: a resource's limit, every caller's, not only the
+    token's: X-RateLimit-Scope ``shared``), or one that does not (Cloudflare's HTML 429), or a
+    403 that blocks
     the address (Cloudflare's page, Discord's JSON code 40333, or any 401 or 403 that is not
     Discord's JSON: whatever stands between us and Discord may answer every call alike).
     Nothing this user or call did: every call made meanwhile would get the same answer."""
 
     code = "discord_rate_limited"
 
-    def __init__(self, retry_after: float | None = None, *, global_limit: bool = False) -> None:
+    def __init__(
+        self,
+        retry_after: float | None = None,
+        *,
+        global_limit: bool = False,
+        shared_limit: bool = False,
+    ) -> None:
         super().__init__()
         self.retry_after = retry_after
         self.global_limit = global_limit
+        self.shared_limit = shared_limit
 
 
 class DiscordDenied(DomainError):

@@ -571,20 +571,26 @@ def role_connections(url: str, *, http: DiscordHttp | None = None) -> HttpDiscor
 
 
 @pytest.mark.parametrize(
-    ("mode", "retry_after", "global_limit"),
+    ("mode", "retry_after", "global_limit", "shared_limit"),
     [
-        ("429", 1.5, False),
-        ("429-global", 1.5, True),
+        ("429", 1.5, False, False),
+        ("429-global", 1.5, True, False),
+        # A resource's limit (X-RateLimit-Scope: shared), every caller's, not the token's.
+        ("429-shared", 1.5, False, True),
         # Cloudflare's, which says nothing of how long: the calls pause, longer each time.
-        ("cloudflare", None, False),
+        ("cloudflare", None, False, False),
         # An address Cloudflare blocks: a 403 for every call, not Discord refusing this
         # user's token (which would refresh it, another call, and count a failure).
-        ("cloudflare-403", None, False),
-        ("blocked", None, False),
+        ("cloudflare-403", None, False, False),
+        ("blocked", None, False, False),
     ],
 )
 async def test_linked_roles_calls_read_a_rate_limit_or_a_block_as_one(
-    emulator: tuple[EmulatorState, str], mode: str, retry_after: float | None, global_limit: bool
+    emulator: tuple[EmulatorState, str],
+    mode: str,
+    retry_after: float | None,
+    global_limit: bool,
+    shared_limit: bool,
 ) -> None:
     state, url = emulator
     user = state.add_user("ines")
@@ -606,10 +612,11 @@ async def test_linked_roles_calls_read_a_rate_limit_or_a_block_as_one(
         state.faults[endpoint] = mode
         with pytest.raises(errors.DiscordRateLimited) as limited:
             await call()
-        assert (limited.value.retry_after, limited.value.global_limit) == (
-            retry_after,
-            global_limit,
-        )
+        assert (
+            limited.value.retry_after,
+            limited.value.global_limit,
+            limited.value.shared_limit,
+        ) == (retry_after, global_limit, shared_limit)
         del state.faults[endpoint]
 
     await discord.push(access_token, linked)  # nothing was taken or spent meanwhile

@@ -426,7 +426,9 @@ async def refresh_pushes(stack: Stack, users: list[str]) -> None:
 
 
 @with_linked_roles
-@pytest.mark.parametrize("mode", ["429-global", "cloudflare", "cloudflare-403", "blocked"])
+@pytest.mark.parametrize(
+    "mode", ["429-global", "429-shared", "cloudflare", "cloudflare-403", "blocked"]
+)
 async def test_the_cli_stops_at_a_rate_limit_or_a_block_and_leaves_the_rest_due(
     stack: Stack, browser: Browser, mode: str
 ) -> None:

@@ -322,6 +322,32 @@ _FAULTED_CALLS = {
 
 
 @pytest.mark.parametrize("endpoint", sorted(_FAULTED_CALLS))
+def test_a_resources_rate_limit_says_it_is_shared(
+    emulator: tuple[EmulatorState, TestClient[Litestar]], endpoint: str
+) -> None:
+    """Discord's 429 for a limit shared per resource (every caller's, not the token's):
+    X-RateLimit-Scope: shared, "global" false, and the route's bucket headers, whose
+    X-RateLimit-Remaining is the caller's own, not used up (Discord's example)."""
+    _, client = emulator
+    method, path = _FAULTED_CALLS[endpoint]
+    client.post("/_emulator/faults", json={"endpoint": endpoint, "mode": "429-shared"})
+    limited = client.request(method, path)
+    assert limited.status_code == 429, limited.text
+    body = limited.json()
+    assert body == {
+        "message": "The resource is being rate limited.",
+        "retry_after": body["retry_after"],
+        "global": False,
+    }
+    headers = limited.headers
+    assert int(headers["retry-after"]) == math.ceil(body["retry_after"])
+    assert headers["x-ratelimit-scope"] == "shared"
+    assert "x-ratelimit-global" not in headers
+    assert int(headers["x-ratelimit-remaining"]) > 0
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-ratelimit-bucket"])
+
+
+@pytest.mark.parametrize("endpoint", sorted(_FAULTED_CALLS))
 def test_a_rate_limit_carries_the_headers_discord_sends(
     emulator: tuple[EmulatorState, TestClient[Litestar]], endpoint: str
 ) -> None:

@@ -286,6 +286,7 @@ async def test_refresh_tokens_rotate_and_die_with_the_grant() -> None:
     [
         ("429", 429, True),
         ("429-global", 429, True),
+        ("429-shared", 429, True),
         ("cloudflare", 429, False),
         ("cloudflare-403", 403, False),
         ("blocked", 403, True),

@@ -335,3 +335,19 @@ async def test_a_429_to_one_members_push_holds_that_members_pushes_only(r: Harne
     assert (await refresh_pass(r)).pushed == 1
     assert linked(fake(r).connections[IDS[0]]) == ("1", "1")
     assert fake(r).limited == 1
+
+
+async def test_a_shared_429_to_a_push_holds_every_linked_roles_call(r: Harness) -> None:
+    """X-RateLimit-Scope: shared is a resource's limit, every caller's, not the member's own
+    token's: the others' pushes would each meet it (a 429 apiece), so the pass stops there,
+    as for the global limit, and every row stays due without a failure."""
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0, shared_limit=True)
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["push"]
+    assert (report.paused, report.waiting, report.pushed) == (len(IDS), 0, 0)
+    assert report.paused_until == r.clock.now() + timedelta(seconds=30)
+    untouched_and_due(r)

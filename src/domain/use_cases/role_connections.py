@@ -101,9 +101,10 @@ KEY_MISSING_LOST_AFTER = 4
 GIVEN_UP = "given_up"
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
-# What Discord's global 429 to a Linked Roles call holds (a ``DiscordPauses`` scope): every
-# Linked Roles call of the process (the push and the refresh grant; with Redis, of every
-# instance), not the bot's role calls. Cloudflare's block holds for both.
+# What Discord's global 429 to a Linked Roles call (or a push's shared one) holds (a
+# ``DiscordPauses`` scope): every Linked Roles call of the process (the push and the refresh
+# grant; with Redis, of every instance), not the bot's role calls. Cloudflare's block holds
+# for both.
 _SCOPE = "role_connections"
 # What the refresh grant's own limit holds, used up (X-RateLimit-Remaining: 0) or met (a 429
 # that is not the global one): the refresh grants only. They carry the application's
@@ -172,22 +173,27 @@ class RoleConnectionPusher:
         429 that said how long."""
         return self._pauses.block_ends(now) is not None
 
-    async def _call(self, call: Callable[[], Awaitable[T]], scope: Hashable) -> T:
+    async def _call(
+        self, call: Callable[[], Awaitable[T]], scope: Hashable, *, shared: Hashable = _SCOPE
+    ) -> T:
         """``call`` to Discord, within the process's pauses: ``_Paused`` while one holds (no
         call is made: every call meanwhile would get the same answer, and prolong a block),
         or when Discord's answer starts one (``DiscordRateLimited``, recorded). A call that
         goes through ends a run of blocks; Discord's other refusals pass as they are.
 
-        ``scope``: what the route's own limit holds (a 429 that is not the global one): the
-        refresh grants (``_REFRESHES``), or one user's pushes (``_user``). Discord's global
-        limit holds every Linked Roles call, and Cloudflare's block every call."""
+        ``scope``: what the caller's own limit of the route holds (a 429 that is neither
+        global nor shared): the refresh grants (``_REFRESHES``), or one user's pushes
+        (``_user``). ``shared``: what a resource's limit holds (``X-RateLimit-Scope:
+        shared``, every caller's, whatever its token): by default every Linked Roles call (a
+        push's: every user's push would meet it; a refresh is made only to push). Discord's
+        global limit holds every Linked Roles call, and Cloudflare's block every call."""
         await self._pauses.catch_up((_SCOPE,), self._clock.now())  # other instances' 429s
         if self.paused_until(self._clock.now()) is not None:
             raise _Paused
         try:
             answer = await call()
         except errors.DiscordRateLimited as limited:
-            held = _SCOPE if limited.global_limit else scope
+            held = _SCOPE if limited.global_limit else shared if limited.shared_limit else scope
             self._pauses.limited(held, limited.retry_after, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused from None
@@ -447,7 +453,9 @@ class RoleConnectionPusher:
         # The application's limit: every refresh waits, not the pushes (their own tokens).
         used_up = self._used_up(_REFRESHES)
         fresh = await self._call(
-            lambda: self._discord.refresh(tokens.refresh, used_up=used_up), _REFRESHES
+            lambda: self._discord.refresh(tokens.refresh, used_up=used_up),
+            _REFRESHES,
+            shared=_REFRESHES,  # the token endpoint's resource: the refreshes
         )
         opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)

@@ -98,7 +98,17 @@ def _client_ok(state: EmulatorState, request: Request[Any, Any, Any], form: dict
 
 # What POST /_emulator/faults takes (the endpoints _fault serves, and the bot's callback).
 _FAULTS = frozenset(
-    {"500", "timeout", "garbage", "429", "429-global", "cloudflare", "cloudflare-403", "blocked"}
+    {
+        "500",
+        "timeout",
+        "garbage",
+        "429",
+        "429-global",
+        "429-shared",
+        "cloudflare",
+        "cloudflare-403",
+        "blocked",
+    }
 )
 _CALLBACK_FAULTS = frozenset({"reject"})
 # The token endpoint's own: "late" grants as asked (a refresh spends the refresh token), then
@@ -109,27 +119,34 @@ _FAULT_ENDPOINTS = frozenset(
 )
 
 
-def _rate_limited(endpoint: str, *, global_limit: bool) -> Response[Any]:
+def _rate_limited(endpoint: str, scope: str) -> Response[Any]:
     """Discord's 429 (https://discord.com/developers/docs/topics/rate-limits): JSON
     ``message``, ``retry_after`` (seconds, a float) and ``global``, and ``Retry-After`` (whole
     seconds, rounded up). A route's limit also carries its bucket's headers, "normal route
     rate-limiting headers will also be sent" (``X-RateLimit-Limit``, ``-Remaining`` 0,
     ``-Reset``, ``-Reset-After``, ``-Bucket``) and ``X-RateLimit-Scope: user``; the global
-    one ``X-RateLimit-Global: true`` and ``X-RateLimit-Scope: global`` only."""
+    one ``X-RateLimit-Global: true`` and ``X-RateLimit-Scope: global`` only; a resource's
+    (``scope`` "shared", every caller's) the bucket's headers of the caller's own window, not
+    used up, with ``X-RateLimit-Scope: shared``, as in Discord's example of one."""
     headers = {"Retry-After": str(math.ceil(RETRY_AFTER))}
-    if global_limit:
+    message = "You are being rate limited."
+    if scope == "global":
         headers |= {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"}
     else:
+        shared = scope == "shared"
+        reset_after = 0.5 if shared else RETRY_AFTER  # the caller's own window, when shared
         headers |= {
             "X-RateLimit-Limit": "5",
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": f"{time.time() + RETRY_AFTER:.3f}",
-            "X-RateLimit-Reset-After": f"{RETRY_AFTER:.3f}",
+            "X-RateLimit-Remaining": "4" if shared else "0",
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": hashlib.sha256(endpoint.encode()).hexdigest()[:32],
-            "X-RateLimit-Scope": "user",
+            "X-RateLimit-Scope": scope,
         }
-    body = {"message": "You are being rate limited.", "retry_after": RETRY_AFTER}
-    return Response({**body, "global": global_limit}, status_code=429, headers=headers)
+        if shared:
+            message = "The resource is being rate limited."
+    body = {"message": message, "retry_after": RETRY_AFTER, "global": scope == "global"}
+    return Response(body, status_code=429, headers=headers)
 
 
 async def _held(state: EmulatorState, endpoint: str, mode: str) -> None:
@@ -152,8 +169,8 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
         return Response({"message": "too slow"}, status_code=504)
     if mode == "garbage":
         return Response("<html>not json", media_type=MediaType.HTML, status_code=200)
-    if mode in ("429", "429-global"):  # 429-global: every route of the bot waits
-        return _rate_limited(endpoint, global_limit=mode == "429-global")
+    if mode in ("429", "429-global", "429-shared"):  # 429-global: every route of the bot waits
+        return _rate_limited(endpoint, {"429": "user"}.get(mode, mode.removeprefix("429-")))
     if mode in ("cloudflare", "cloudflare-403"):  # Cloudflare's to an abusive client: HTML
         return Response(
             "<!doctype html><title>Access denied | discord.com used Cloudflare</title>",

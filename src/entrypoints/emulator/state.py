@@ -217,8 +217,9 @@ class EmulatorState:
     browser_sessions: dict[str, str] = field(default_factory=dict)
     # endpoint name ("token", for the code and refresh grants alike, "users_me", "token_revoke",
     # "member_roles", "role_connection") -> "500" | "timeout" | "garbage" | "429" |
-    # "429-global" | "cloudflare" (HTML 429) | "cloudflare-403" (HTML 403) | "blocked" (JSON 403,
-    # code 40333: Cloudflare's block as Discord words it); "callback" -> "reject"
+    # "429-global" | "429-shared" (a resource's limit) | "cloudflare" (HTML 429) |
+    # "cloudflare-403" (HTML 403) | "blocked" (JSON 403, code 40333: Cloudflare's block as
+    # Discord words it); "callback" -> "reject"
     faults: dict[str, str] = field(default_factory=dict)
     # Calls each of those endpoints got, a fault's answer or not (a rate limit's test counts
     # the calls that went on after it).
