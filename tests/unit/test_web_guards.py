@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from litestar import Request
 from litestar.middleware.base import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 from litestar.routes import HTTPRoute
 
 from adapters.memory import MemoryDatabase
@@ -16,6 +15,7 @@ from domain.model import AuditKind
 from entrypoints.web import create_app
 from entrypoints.web.guards import (
     MAX_FORM_FIELDS,
+    AsciiCsrfMiddleware,
     few_form_fields,
     refuse_control_characters,
     valid_host,
@@ -115,7 +115,7 @@ async def test_the_browsers_guards_are_on_every_route_but_the_apis_and_discords(
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
-            csrf = _middleware_of(handler, CSRFMiddleware)
+            csrf = _middleware_of(handler, AsciiCsrfMiddleware)
             limits = [c.store for c in _middleware_of(handler, CountedRateLimitMiddleware)]
             form_limit = few_form_fields in handler.resolve_middleware()
             checks_characters = handler.resolve_before_request() is refuse_control_characters
@@ -234,3 +234,29 @@ async def test_the_access_log_names_the_client(
         await client.get("/healthz")
     lines = [r.getMessage() for r in caplog.records if r.name == "taskflow_link.access"]
     assert lines == ["testclient GET /healthz 200"]
+
+
+@pytest.mark.parametrize("where", ["form", "header", "cookie"])
+async def test_a_csrf_token_not_in_ascii_is_refused_never_a_500(
+    client: Client, db: MemoryDatabase, where: str
+) -> None:
+    """Litestar's CSRF check compares the tokens with ``secrets.compare_digest``, which raises
+    (TypeError) for a str with a character past ASCII: a form whose token, or a browser whose
+    CSRF cookie, had one after its first 64 characters got a 500 on every page's form, and a
+    traceback in the log (found by fuzzing every route)."""
+    token = csrf_token((await client.get("/signin")).text)
+    spoiled = token + "é"
+    form = {"login": "alice", "password": PASSWORD, "_csrf_token": token}
+    headers: dict[str, Any] = {}
+    if where == "form":
+        form["_csrf_token"] = spoiled
+    elif where == "header":
+        headers["x-csrftoken"] = spoiled.encode()
+    else:
+        client.cookies.clear()
+        headers["cookie"] = f"tfl_csrf={spoiled}".encode()
+    audited = len(db.tables.audit)
+    answer = await client.post("/signin", data=form, headers=headers)
+    assert answer.status_code == 403, answer.text
+    assert "This form expired or came from another site" in answer.text
+    assert len(db.tables.audit) == audited  # refused at the door: no sign-in was tried

@@ -19,7 +19,6 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware.base import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
@@ -69,6 +68,7 @@ from entrypoints.web.errors import (
 )
 from entrypoints.web.forwarded import forwarded_client
 from entrypoints.web.guards import (
+    AsciiCsrfMiddleware,
     StaticFiles,
     few_form_fields,
     host_guard,
@@ -471,7 +471,7 @@ def _limits(
         few_form_fields,  # before anything parses a form (CSRF does, for its token)
         # CSRF before the limit: a form another site's page posts (no token) spent its
         # visitor's budget, and their whole network's, before CSRF refused it.
-        DefineMiddleware(CSRFMiddleware, config=csrf),
+        DefineMiddleware(AsciiCsrfMiddleware, config=csrf),
         counted_rate_limit(auth_rate_limit, _hits(shared, "auth-rate-limit")),
     ]
     api: Router | type[Controller] = _with_use_cases(container, LinksApi)

@@ -25,6 +25,7 @@ from litestar import Request
 from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import HTTPException
 from litestar.file_system import BaseLocalFileSystem
+from litestar.middleware.csrf import CSRFMiddleware
 from litestar.types import (
     ASGIApp,
     FileInfo,
@@ -149,6 +150,19 @@ async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
         raise errors.InvalidInput(
             "The request contains characters that are not allowed (control characters)."
         )
+
+
+class AsciiCsrfMiddleware(CSRFMiddleware):
+    """Litestar's CSRF check, for which a token with a character past ASCII (in the form's
+    field, the header or the cookie) is simply not valid: Litestar compares tokens with
+    ``secrets.compare_digest``, which raises TypeError for such a str, and every page's form
+    answered 500 (a traceback in the log) to a token, or a CSRF cookie, with one past its
+    64th character. The tokens it issues are hexadecimal."""
+
+    def _decode_csrf_token(self, token: str) -> str | None:
+        if not token.isascii():
+            return None
+        return super()._decode_csrf_token(token)
 
 
 class StaticFiles(BaseLocalFileSystem):
