@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher as _Argon2
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher as _Argon2
 
 
 class Argon2PasswordHasher:
@@ -12,30 +14,63 @@ class Argon2PasswordHasher:
 
     The defaults are argon2-cffi's (RFC 9106 low-memory profile). Tests pass cheaper
     parameters; the algorithm and code path stay the same.
+
+    argon2-cffi (and its cffi bindings) loads at the first password, not at start-up: a
+    serving process that only answers lookups, /link and Sign in with Discord never needs it.
     """
 
     def __init__(self, *, time_cost: int = 3, memory_cost: int = 65536, parallelism: int = 4):
-        self._argon2 = _Argon2(
-            time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism
-        )
-        self._dummy_hash = self._argon2.hash("not-a-real-password")
+        self._parameters = (time_cost, memory_cost, parallelism)
+        self._lock = threading.Lock()
+        self._loaded: _Argon2 | None = None
+        self._dummy: str | None = None
+
+    @property
+    def _argon2(self) -> _Argon2:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    from argon2 import PasswordHasher  # noqa: PLC0415 - see the class
+
+                    time_cost, memory_cost, parallelism = self._parameters
+                    self._loaded = PasswordHasher(
+                        time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism
+                    )
+        return self._loaded
+
+    def _dummy_hash(self) -> str:
+        """A hash to verify against when there is no account (same work as a real one)."""
+        if self._dummy is None:
+            dummy = self._argon2.hash("not-a-real-password")
+            with self._lock:
+                if self._dummy is None:
+                    self._dummy = dummy
+        return self._dummy
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._argon2.hash, password)
+        return await asyncio.to_thread(lambda: self._argon2.hash(password))
 
     async def verify(self, password_hash: str, password: str) -> bool:
         return await asyncio.to_thread(self._verify, password_hash, password)
 
     async def burn(self, password: str) -> None:
-        await asyncio.to_thread(self._verify, self._dummy_hash, password)
+        await asyncio.to_thread(lambda: self._verify(self._dummy_hash(), password))
 
     def needs_rehash(self, password_hash: str) -> bool:
+        from argon2.exceptions import InvalidHashError  # noqa: PLC0415 - see the class
+
         try:
             return self._argon2.check_needs_rehash(password_hash)
         except InvalidHashError:
             return True
 
     def _verify(self, password_hash: str, password: str) -> bool:
+        from argon2.exceptions import (  # noqa: PLC0415 - see the class
+            InvalidHashError,
+            VerificationError,
+            VerifyMismatchError,
+        )
+
         try:
             return self._argon2.verify(password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import timedelta
 from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
@@ -16,7 +17,6 @@ from adapters.clock import SystemClock
 from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth, HttpDiscordRoleConnections
 from adapters.discord_roles import HttpDiscordGuildRoles
 from adapters.email import OutboxEmailSender, SmtpEmailSender
-from adapters.memory import MemoryDatabase
 from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.proxies import proxy_for
@@ -48,6 +48,9 @@ from entrypoints.health import Check
 from entrypoints.instrumentation import observed
 from entrypoints.settings import Settings, SettingsError, origin
 
+if TYPE_CHECKING:
+    from adapters.memory import MemoryDatabase
+
 log = logging.getLogger("taskflow_link")
 
 
@@ -57,6 +60,14 @@ def _uow_factory(storage: Storage) -> UnitOfWorkFactory:
 
 def _directory(storage: Storage) -> LinkDirectory:
     return storage.directory
+
+
+def _memory_database(bell: QueueBell) -> MemoryDatabase:
+    """TASKFLOW_LINK_STORAGE=memory's store, loaded only then: a process on SQL never needs
+    it (some 1,300 lines of code kept in memory for nothing)."""
+    from adapters.memory import MemoryDatabase  # noqa: PLC0415
+
+    return MemoryDatabase(bell)
 
 
 def _sql_database(settings: Settings, bell: QueueBell) -> SqlDatabase:
@@ -298,7 +309,7 @@ class Container(containers.DeclarativeContainer):
     # Where the data lives, chosen by TASKFLOW_LINK_STORAGE.
     # This process's wake-ups: a transaction that queued work rings its queue's workers.
     queue_bell = providers.Singleton(QueueBell)
-    memory_db = providers.Singleton(MemoryDatabase, queue_bell)
+    memory_db = providers.Singleton(_memory_database, queue_bell)
     sql_db = providers.Singleton(_sql_database, settings, queue_bell)
     storage = providers.Selector(
         providers.Callable(lambda s: s.storage, settings), memory=memory_db, sql=sql_db

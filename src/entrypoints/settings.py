@@ -7,7 +7,6 @@ A missing or invalid setting stops start-up with ``SettingsError`` naming the va
 from __future__ import annotations
 
 import contextlib
-import difflib
 import email.errors
 import email.policy
 import email.utils
@@ -1780,6 +1779,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         where = " and ".join(places)
         if text != name:
             where = f"a name going on with a character no setting's name has, {where}"
+        import difflib  # noqa: PLC0415 - only when a variable is no setting (rare)
+
         guess = difflib.get_close_matches(
             text.removeprefix(ENV_PREFIX),
             [k.removeprefix(ENV_PREFIX) for k in sorted(known)],

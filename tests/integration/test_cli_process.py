@@ -93,6 +93,57 @@ def test_every_command_shows_its_help_without_a_warning_in_a_fresh_environment(
     assert done.stdout.count("Usage: taskflow-link") > 20  # every command's, not one
 
 
+# What a serving process builds at start (``serve`` calls the same factory), in a process of
+# its own: which modules that left loaded.
+_SERVING_APP_MODULES = """
+import sys
+from entrypoints import asgi
+asgi.make_app()
+print("\\n".join(sorted(sys.modules)))
+"""
+
+# Loaded when first needed, not at start-up: each costs the idle process memory (issue 14's
+# target is 120 MB) for something a process answering lookups, /link and Sign in with Discord
+# may never do.
+_LOADED_WHEN_NEEDED = {
+    "cryptography": "Linked Roles' token keys (TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY)",
+    "argon2": "the first password hashed or checked",
+    "zxcvbn": "the first password judged",
+    "aiosmtplib": "the first email sent over SMTP",
+    "difflib": "a TASKFLOW_LINK_* variable that is no setting",
+    "adapters.memory": "TASKFLOW_LINK_STORAGE=memory",
+    "entrypoints.emulator": "the emulator's commands",
+}
+
+
+def test_a_serving_process_loads_at_start_only_what_it_needs(tmp_path: Path) -> None:
+    env = _env(
+        TASKFLOW_LINK_STORAGE="sql",
+        TASKFLOW_LINK_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
+        TASKFLOW_LINK_DISCORD_CLIENT_SECRET="app-secret",
+        TASKFLOW_LINK_EMAIL_BACKEND="outbox",
+    )
+    done = subprocess.run(  # noqa: S603 - our own code
+        [sys.executable, "-c", _SERVING_APP_MODULES],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,  # a deadline only
+        check=False,
+    )
+    assert done.returncode == 0, done
+    loaded = set(done.stdout.split())
+    assert "entrypoints.web.app" in loaded  # the app was built
+    early = {
+        module: why
+        for module, why in _LOADED_WHEN_NEEDED.items()
+        if module in loaded or any(name.startswith(module + ".") for name in loaded)
+    }
+    assert early == {}, "loaded at start-up, though needed only for those"
+
+
 def _env(**settings: str) -> dict[str, str]:
     """A shell's environment: the settings given, nothing of this test process's (but where
     Python finds the code under test)."""
