@@ -393,3 +393,33 @@ async def test_the_waiting_page_leads_to_the_proof_asked_for(
         assert done.headers["location"] == PAGE
         assert done.cookies["tfl_link_proposal"] == proposal
         assert "The password of alice" in (await client.get(PAGE)).text
+
+
+@pytest.mark.parametrize("ends", ["/signout", "/account/sessions/end-all", "/signin"])
+async def test_the_offer_ended_with_its_session_is_not_brought_back_by_the_page_from_discord(
+    h: Harness, db: MemoryDatabase, ends: str
+) -> None:
+    """An attacker's review: the offer ends where a session ends in this browser (its cookie
+    expired), yet its Discord sign-in's callback loaded again within the minute (the next
+    person at a shared computer going back in the history) set that cookie again: its token
+    is derived from the state, and the proposal was left waiting. The offer is now spent
+    there too: that load says 'used already', and sets no cookie."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.sign_up("carol", "carol@example.com")
+    h.discord_user(9021, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _password_sign_in(client, "carol")
+        callback = await _back_from_discord(client, h, 9021)
+        first = await client.get(callback, follow_redirects=False)
+        assert first.headers["location"] == PAGE
+        if ends == "/signin":
+            await _password_sign_in(client, "carol")
+        else:
+            await post_form(client, "/account", ends, {})
+        assert "tfl_link_proposal" not in client.cookies
+
+        again = await client.get(callback, follow_redirects=False)
+        assert again.status_code == 410, again.text
+        assert "tfl_link_proposal" not in again.cookies
+        assert "bob" not in (await client.get(PAGE)).text
+    assert not db.tables.links

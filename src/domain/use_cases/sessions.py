@@ -72,31 +72,51 @@ class SignOut:
     ``SENT_TWICE_WITHIN``, the edge included (the window the second request of a form sent
     twice is answered it in, ``made_just_now``). Past it, the successor is held by the browser
     that got it, and an old cookie (a copy a thief kept, the very one its owner changed the
-    password against) must not sign that browser out."""
+    password against) must not sign that browser out.
+
+    The email-linking offer waiting in this browser (its cookie, ``proposal_token``) is
+    spent with it: its cookie is expired wherever a session ends, and the Discord sign-in's
+    callback that made it, loaded again within the minute (the next person at a shared
+    computer going back in the history), would otherwise set that cookie again (its token
+    derived from the state: see ``FinishDiscordConfirmation``)."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, session_token: str | None, *, keeping: str | None = None) -> None:
+    async def execute(
+        self,
+        session_token: str | None,
+        *,
+        keeping: str | None = None,
+        proposal_token: str | None = None,
+    ) -> None:
         """``keeping``: the session the request answers (a form sent twice is answered the
-        one its first request made), which goes on."""
-        if not plausible_token(session_token):
+        one its first request made), which goes on. ``session_token`` ``None``: only the
+        offer ends."""
+        offer = digest_of(self._tokens, proposal_token)
+        if not plausible_token(session_token) and offer is None:
             return
         kept = digest_of(self._tokens, keeping)
-        own = self._tokens.digest(session_token)
         now = self._clock.now()
         async with self._uow() as uow:
-            ended = False
-            for digest in [own, *successors_of(self._tokens, session_token)]:
-                session = await uow.sessions.get(digest) if digest != kept else None
-                if session is not None and (digest == own or _renewed_just_now(session, now)):
-                    await uow.sessions.remove(digest)
-                    await uow.audit.record(
-                        AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id)
-                    )
-                    ended = True
+            ended = offer is not None and await uow.link_proposals.consume(offer, now) is not None
+            if plausible_token(session_token):
+                ended = await self._end(uow, session_token, kept, now) or ended
             if ended:
                 await uow.commit()
+
+    async def _end(
+        self, uow: UnitOfWork, session_token: str, kept: str | None, now: datetime
+    ) -> bool:
+        own = self._tokens.digest(session_token)
+        ended = False
+        for digest in [own, *successors_of(self._tokens, session_token)]:
+            session = await uow.sessions.get(digest) if digest != kept else None
+            if session is not None and (digest == own or _renewed_just_now(session, now)):
+                await uow.sessions.remove(digest)
+                await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
+                ended = True
+        return ended
 
 
 def _renewed_just_now(successor: Session, now: datetime) -> bool:

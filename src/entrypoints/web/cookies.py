@@ -223,10 +223,15 @@ class CookieJar:
         """The session this browser had ends (a sign-in rotates it), with those a form sent
         twice renewed it into (see ``SignOut``), unless it is ``keeping``, the very one the
         request answers: a form sent again with the cookie of its first answer (see
-        ``session_token_after``) must not end what it is answered."""
+        ``session_token_after``) must not end what it is answered. The email-linking offer
+        waiting in this browser ends too (see ``SignOut``), as its cookie does
+        (``new_session``, ``signed_out``)."""
         token = self.session_token(request)
-        if token is None or token != keeping:
-            await sign_out.execute(token, keeping=keeping)
+        await sign_out.execute(
+            token if token is None or token != keeping else None,
+            keeping=keeping,
+            proposal_token=self.proposal_token(request),
+        )
 
 
 def to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:
