@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -72,10 +73,11 @@ async def test_a_global_429_stops_the_pass_and_leaves_every_row_due_without_a_fa
 
 async def test_a_retry_after_already_over_still_ends_the_pass(r: Harness) -> None:
     """A 429 with retry_after 0 (or one that has passed by the time the row is let go): the
-    rows left are the ones the pass would claim again at once, in a loop of calls."""
+    rows left are the ones the pass would claim again at once, in a loop of calls. (Discord's
+    global limit: a member's own one holds that member only, see below.)"""
     await all_connected_and_due(r)
     calls = len(fake(r).calls)
-    fake(r).push_outage = errors.DiscordRateLimited(0.0)
+    fake(r).push_outage = errors.DiscordRateLimited(0.0, global_limit=True)
 
     async def lift_after_a_few() -> None:  # bounds the loop the pass would otherwise make
         if len(fake(r).calls) - calls >= 5:
@@ -351,3 +353,58 @@ async def test_a_shared_429_to_a_push_holds_every_linked_roles_call(r: Harness) 
     assert (report.paused, report.waiting, report.pushed) == (len(IDS), 0, 0)
     assert report.paused_until == r.clock.now() + timedelta(seconds=30)
     untouched_and_due(r)
+
+
+async def test_a_members_own_429_whose_retry_after_is_over_holds_that_member_only(
+    r: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's review: a 429 of one member's own limit whose retry_after had passed
+    by the time the row was let go (0, or a moment spent telling the other instances through
+    a slow Redis) was taken for the global limit's: the pass stopped there, every member after
+    that one left unpushed, and the next pass claimed that member first again. Now that
+    member waits a moment (no failure counted), the others are pushed, and the next pass
+    does not ask Discord for that member again at once."""
+    await all_connected_and_due(r)
+    discord = fake(r)
+    push = discord.push
+
+    async def own_limit_first(access_token: str, connection: Any, *, used_up: Any = None) -> None:
+        found = discord.access.get(access_token)
+        if found is not None and found[0].discord_id == IDS[0]:
+            discord.calls.append("push")
+            raise errors.DiscordRateLimited(0.0)  # X-RateLimit-Scope: user
+        await push(access_token, connection, used_up=used_up)
+
+    monkeypatch.setattr(discord, "push", own_limit_first)
+    calls = len(discord.calls)
+
+    report = await refresh_pass(r)
+
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (3, 1, 0, 0)
+    assert report.paused_until is None
+    assert all(linked(discord.connections[i]) == ("1", "1") for i in IDS[1:])
+    row = rows(r)[IDS[0]]
+    assert (row.failures, row.claimed_until) == (0, None)
+    assert row.next_push_at > r.clock.now()
+    assert discord.calls[calls:] == ["push"] * 4
+
+    again = await refresh_pass(r)  # at once: that member is not asked for again yet
+    assert again.total == 0
+    assert discord.calls[calls:] == ["push"] * 4
+
+
+async def test_a_refresh_429_whose_retry_after_is_over_asks_no_more_refreshes_at_once(
+    r: Harness,
+) -> None:
+    """The refresh grant's own limit met with retry_after 0: the rows needing a refresh wait
+    a moment, and the pass asks Discord once, not once a row."""
+    await all_connected_and_due(r)
+    r.clock.advance(timedelta(days=7))  # every access token expired: refreshed first
+    calls = len(fake(r).calls)
+    fake(r).refresh_outage = errors.DiscordRateLimited(0.0)
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["refresh"]
+    assert (report.waiting, report.paused, report.failed) == (len(IDS), 0, 0)
+    assert all(row.failures == 0 and row.claimed_until is None for row in rows(r).values())

@@ -122,8 +122,20 @@ def _user(discord_id: DiscordId) -> tuple[str, DiscordId]:
     return (_SCOPE, discord_id)
 
 
+# How long a row waits after a 429 of its own limit (the user's pushes, the refreshes) whose
+# retry_after was over by the time the row was let go (0, or a moment spent telling the other
+# instances): not pushed again at once (the pass would claim it back, a call each time), and
+# no stop of the pass either (only the global limit, or a block, holds the others).
+_OWN_LIMIT_OVER = timedelta(seconds=1)
+
+
 class _Paused(Exception):
-    """A call to Discord not made, or answered with a pause (``RoleConnectionPusher._call``)."""
+    """A call to Discord not made, or answered with a pause (``RoleConnectionPusher._call``):
+    ``held``, the scope Discord's answer paused (``None``: no call was made)."""
+
+    def __init__(self, held: Hashable | None = None) -> None:
+        super().__init__()
+        self.held = held
 
 
 def _context(discord_id: DiscordId) -> str:
@@ -196,24 +208,29 @@ class RoleConnectionPusher:
             held = _SCOPE if limited.global_limit else shared if limited.shared_limit else scope
             self._pauses.limited(held, limited.retry_after, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
-            raise _Paused from None
+            raise _Paused(held) from None
         self._pauses.went_through()
         # An answer that used up a limit (``_used_up``): the other instances wait too, not
         # only this process (nothing to tell otherwise: no call to Redis).
         await self._pauses.share(self._clock.now())
         return answer
 
-    async def _hold(self, row: RoleConnectionToken, scope: Hashable) -> RoleSync:
+    async def _hold(self, row: RoleConnectionToken, scope: Hashable, paused: _Paused) -> RoleSync:
         """Rate limited, or the address blocked, at a call in ``scope``: the row is let go as
         it is, with no failure counted (nothing it did). When only ``scope`` is paused (the
         refresh grants' limit, the user's), it is due when that pause ends (``WAITING``: the
-        pass goes on with the others); otherwise it is due now, for the first pass after the
-        pause (``PAUSED``: the pass stops there)."""
+        pass goes on with the others), ``_OWN_LIMIT_OVER`` from now when that 429's pause
+        is over already; otherwise it is due now, for the first pass after the pause
+        (``PAUSED``: the pass stops there)."""
         now = self._clock.now()
-        resets = self._pauses.paused(now).get(scope)
-        if resets is not None and self.paused_until(now) is None:
-            await self._schedule(row, resets, failures=row.failures)
-            return RoleSync.WAITING
+        if self.paused_until(now) is None:
+            resets = self._pauses.paused(now).get(scope)
+            if resets is None and paused.held == scope:
+                resets = now + _OWN_LIMIT_OVER
+                self._pauses.pause(scope, resets)  # the scope's next rows wait with it
+            if resets is not None:
+                await self._schedule(row, resets, failures=row.failures)
+                return RoleSync.WAITING
         await _release(self._uow, row)
         return RoleSync.PAUSED
 
@@ -353,8 +370,8 @@ class RoleConnectionPusher:
             await self._call(
                 lambda: self._discord.push(tokens.access, connection, used_up=used_up), user
             )
-        except _Paused:
-            return await self._hold(row, user)
+        except _Paused as paused:
+            return await self._hold(row, user, paused)
         except errors.DiscordDenied:
             return False
         except errors.DiscordUnavailable:
@@ -422,8 +439,8 @@ class RoleConnectionPusher:
             written, opened, gone = await uncut(
                 self._refresh_and_store(row, tokens, now), within=self.finish_seconds
             )
-        except _Paused:
-            return await self._hold(row, _REFRESHES)  # the refresh token was not spent
+        except _Paused as paused:  # the refresh token was not spent
+            return await self._hold(row, _REFRESHES, paused)
         except errors.DiscordGrantRevoked:
             async with self._uow() as uow:
                 gone = await uow.role_connection_tokens.remove_sealed(row.discord_id, row.sealed)
