@@ -398,6 +398,10 @@ class PendingLogin:
     # When the callback that spent it ended without its purpose done (purpose reauth: the
     # session not renewed): the same callback loaded again says so (see ``CompleteDiscordAuth``).
     failed_at: datetime | None = None
+    # Why it ended so, when a refusal the person can act on said it (its ``code``, such as
+    # ``discord_signup_disabled``): the same callback loaded again tells it again. A code of a
+    # newer release's (read back during a rolling upgrade) is told in the generic words.
+    failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,9 +118,12 @@ class PendingLoginRepository(Protocol):
 
     async def get(self, state_digest: str) -> PendingLogin | None: ...
 
-    async def mark_failed(self, state_digest: str, now: datetime) -> None:
+    async def mark_failed(
+        self, state_digest: str, now: datetime, failure: str | None = None
+    ) -> None:
         """Record that the callback which spent it ended at ``now`` without its purpose done
-        (``failed_at``); nothing for an unknown or unspent one."""
+        (``failed_at``), and why (``failure``: the refusal's code, or ``None``); nothing for
+        an unknown or unspent one."""
 
     async def mark_signed_in(self, state_digest: str, account_id: AccountId) -> None:
         """Record the account that the callback which spent it signed in to (a plain Discord

@@ -446,6 +446,25 @@ class RepositoryContract:
             assert await uow.pending_logins.get(unspent.state_digest) == unspent
             assert await uow.pending_logins.get("u" * 64) is None
 
+    async def test_a_failed_pending_login_keeps_why(self, uow_factory: UnitOfWorkFactory) -> None:
+        """The refusal's code is kept with the failure (told again by its callback's second
+        load), and a code this version does not know reads back as it was written."""
+        known, newer = pending("s" * 64, consumed_at=NOW), pending("n" * 64, consumed_at=NOW)
+        await write(uow_factory, lambda uow: uow.pending_logins.add(known))
+        await write(uow_factory, lambda uow: uow.pending_logins.add(newer))
+        later = NOW + timedelta(seconds=3)
+        async with uow_factory() as uow:
+            await uow.pending_logins.mark_failed(known.state_digest, later, "ambiguous_email")
+            await uow.pending_logins.mark_failed(newer.state_digest, later, "a_newer_reason")
+            await uow.commit()
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.get(known.state_digest) == replace(
+                known, failed_at=later, failure="ambiguous_email"
+            )
+            assert await uow.pending_logins.get(newer.state_digest) == replace(
+                newer, failed_at=later, failure="a_newer_reason"
+            )
+
     async def test_a_spent_sign_in_records_its_account_and_an_unspent_one_does_not(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

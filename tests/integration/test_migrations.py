@@ -7,7 +7,7 @@ import hashlib
 import os
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1314,7 +1314,6 @@ async def _instance_purge_terms_up_and_down(url: str) -> None:
         async with database.engine.connect() as conn:
             kept = await conn.execute(text("SELECT id, audit_retention_days FROM web_instances"))
             assert kept.all() == [(row["id"], None)]
-        assert await migrate.pending_differences(database) == []
 
         await migrate.downgrade(database, "0025_purge_indexes")
         assert not await _retention_column(database)
@@ -1323,6 +1322,9 @@ async def _instance_purge_terms_up_and_down(url: str) -> None:
         assert ids == [row["id"]]
         await migrate.upgrade(database)
         assert await _retention_column(database)
+        # The models are the migrations' (compared at the head: later revisions add to the
+        # models too).
+        assert await migrate.pending_differences(database) == []
     finally:
         await database.dispose()
 
@@ -1335,6 +1337,49 @@ async def test_instances_say_their_audit_retention_from_0026_on_postgres(
 
 async def test_instances_say_their_audit_retention_from_0026_on_sqlite(sqlite_url: str) -> None:
     await _instance_purge_terms_up_and_down(sqlite_url)
+
+
+async def _pending_login_failure_up_and_down(url: str) -> None:
+    """0026 -> 0027: a failed sign-in's pending login keeps why (``failure``, the refusal's
+    code); a row written before reads back with none, and the downgrade keeps the rows."""
+    database = SqlDatabase(url)
+    row = {
+        "state_hash": "s" * 64,
+        "purpose": "login",
+        "browser_hash": "b" * 64,
+        "destination": "/account",
+        "created_at": datetime.now(UTC),
+        "expires_at": datetime.now(UTC) + timedelta(minutes=10),
+        "consumed_at": datetime.now(UTC),
+        "failed_at": datetime.now(UTC),
+    }
+    older = sa.table(
+        "pending_login",
+        *(sa.column(name) for name in row if not name.endswith("_at")),
+        *(sa.column(name, UtcDateTime()) for name in row if name.endswith("_at")),
+    )
+    try:
+        await _filled_at(database, "0026_instance_purge_terms", (older, [row]))
+        await migrate.upgrade(database, "0027_pending_login_failure")
+        async with database.unit_of_work() as uow:
+            kept = await uow.pending_logins.get("s" * 64)
+        assert kept is not None
+        assert kept.failed_at is not None
+        assert kept.failure is None
+        await migrate.downgrade(database, "0026_instance_purge_terms")
+        async with database.engine.connect() as conn:
+            hashes = (await conn.execute(text("SELECT state_hash FROM pending_login"))).all()
+        assert hashes == [("s" * 64,)]
+    finally:
+        await database.dispose()
+
+
+async def test_a_failed_sign_in_keeps_why_from_0027_on_postgres(empty_pg_url: str) -> None:
+    await _pending_login_failure_up_and_down(empty_pg_url)
+
+
+async def test_a_failed_sign_in_keeps_why_from_0027_on_sqlite(sqlite_url: str) -> None:
+    await _pending_login_failure_up_and_down(sqlite_url)
 
 
 def _schema(sync: Any) -> dict[str, Any]:
@@ -1379,6 +1424,7 @@ LAST_REVISIONS = [
     "0024_pending_login_failed",
     "0025_purge_indexes",
     "0026_instance_purge_terms",
+    "0027_pending_login_failure",
 ]
 
 

@@ -438,10 +438,12 @@ class MemoryPendingLogins(_Repo):
     async def get(self, state_digest: str) -> PendingLogin | None:
         return self._t.pending_logins.get(state_digest)
 
-    async def mark_failed(self, state_digest: str, now: datetime) -> None:
+    async def mark_failed(
+        self, state_digest: str, now: datetime, failure: str | None = None
+    ) -> None:
         pending = self._t.pending_logins.get(state_digest)
         if pending is not None and pending.consumed_at is not None:
-            self._t.pending_logins[state_digest] = replace(pending, failed_at=now)
+            self._t.pending_logins[state_digest] = replace(pending, failed_at=now, failure=failure)
 
     async def mark_signed_in(self, state_digest: str, account_id: AccountId) -> None:
         pending = self._t.pending_logins.get(state_digest)

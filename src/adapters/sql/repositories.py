@@ -239,6 +239,7 @@ def _pending(row: Any) -> PendingLogin:
         ticket_digest=row.ticket_hash,
         consumed_at=row.consumed_at,
         failed_at=row.failed_at,
+        failure=row.failure,
     )
 
 
@@ -504,6 +505,7 @@ class SqlPendingLogins(_Repo):
                 "expires_at": pending.expires_at,
                 "consumed_at": pending.consumed_at,
                 "failed_at": pending.failed_at,
+                "failure": pending.failure,
             },
         )
 
@@ -516,14 +518,16 @@ class SqlPendingLogins(_Repo):
         row = (await self._run(query)).first()
         return _pending(row) if row else None
 
-    async def mark_failed(self, state_digest: str, now: datetime) -> None:
+    async def mark_failed(
+        self, state_digest: str, now: datetime, failure: str | None = None
+    ) -> None:
         await self._run(
             update(pending_login)
             .where(
                 pending_login.c.state_hash == state_digest,
                 pending_login.c.consumed_at.is_not(None),
             )
-            .values(failed_at=now)
+            .values(failed_at=now, failure=failure)
         )
 
     async def mark_signed_in(self, state_digest: str, account_id: AccountId) -> None:

@@ -167,6 +167,8 @@ pending_login = Table(
     Column("consumed_at", UtcDateTime(), nullable=True),
     # Its callback ended without its purpose done (see PendingLogin.failed_at; migration 0024).
     Column("failed_at", UtcDateTime(), nullable=True),
+    # Why (the refusal's code: see PendingLogin.failure; migration 0027).
+    Column("failure", String(64), nullable=True),
     CheckConstraint(PENDING_PURPOSES, name="purpose_known"),
 )
 

@@ -387,6 +387,51 @@ PROPOSAL_AFTER_DISCORD_SIGN_IN = "proposal-after-discord-sign-in"
 KEPT_PAST_EXPIRY = timedelta(minutes=5)
 
 
+# The refusals a callback's first load ended with that its load again tells again, in their
+# own words (``PendingLogin.failure`` holds the code): what the person can act on, told as
+# each class says it (words made for the occasion, naming accounts, are not kept).
+_TOLD_AGAIN: dict[str, type[errors.DomainError]] = {
+    refusal.code: refusal
+    for refusal in (
+        errors.SignupDisabled,
+        errors.AmbiguousEmail,
+        errors.EmailBelongsToAccount,
+        errors.EmailAccountLinkedToOtherDiscord,
+        errors.DiscordNotLinkedYet,
+        errors.DiscordDenied,
+    )
+}
+
+
+def failure_of(refusal: BaseException | None) -> str | None:
+    """The code to keep for ``refusal`` (``PendingLogin.failure``), when its load again can
+    tell it again word for word; ``None``: the generic words."""
+    if not isinstance(refusal, errors.DomainError):
+        return None
+    kind = _TOLD_AGAIN.get(refusal.code)
+    if kind is not type(refusal) or refusal.message != kind.message:
+        return None
+    return refusal.code
+
+
+def failed_again(pending: PendingLogin, generic: type[errors.DomainError]) -> errors.DomainError:
+    """What the callback of ``pending``, whose first load failed, says when loaded again: the
+    first load's refusal (``failure``), or ``generic``'s words when none was kept or its code
+    is not one this version knows (a newer release's). Its way on is the first load's."""
+    told = _TOLD_AGAIN.get(pending.failure or "", generic)()
+    told.in_linked_roles = pending.purpose in _ROLE_PURPOSES
+    return told
+
+
+def signs_in(pending: PendingLogin) -> bool:
+    """Whether the round trip of ``pending`` signs its person in: a plain "Sign in with
+    Discord", or Linked Roles' verification URL started signed out (its account recorded
+    once its callback signed in: ``mark_signed_in``)."""
+    return pending.purpose is AuthPurpose.LOGIN or (
+        pending.purpose is AuthPurpose.ROLES and pending.account_id is None
+    )
+
+
 def purpose_of(pending: PendingLogin) -> AuthPurpose:
     """What ``pending`` was started for, when this version knows it; else
     ``StartedByAnotherVersion``: a newer release's round trip is not this version's to
@@ -453,8 +498,13 @@ class FinishDiscordConfirmation:
                 )
             ):
                 raise refused
+            # Its page leads back to the verification URL (from the waiting page too).
+            refused.in_linked_roles = pending.purpose in _ROLE_PURPOSES
             purpose = purpose_of(pending)
-            if purpose is AuthPurpose.LOGIN:
+            if purpose in (AuthPurpose.LOGIN, AuthPurpose.ROLES):
+                # Linked Roles' verification URL signs in as a plain sign-in does, when started
+                # signed out; started signed in, its session under the token derived from the
+                # state is none, and it is refused as before.
                 return await self._signed_in(uow, pending, pending.consumed_at, state, refused)
             if (
                 purpose is not AuthPurpose.REAUTH
@@ -504,7 +554,7 @@ class FinishDiscordConfirmation:
             ):
                 raise refused
             if pending.failed_at is not None:
-                raise errors.DiscordConfirmationFailed()
+                raise failed_again(pending, errors.DiscordConfirmationFailed)
             if now - pending.consumed_at > self._confirming_for:
                 raise refused
         return AuthCompleted(
@@ -549,13 +599,20 @@ class FinishDiscordConfirmation:
                 raise refused from None
             return AuthCompleted(
                 purpose_of(pending),
-                await _how_signed_in(uow, account, consumed_at),
+                # Linked Roles signs in only an account linked before (it never links).
+                AuthOutcome.SIGNED_IN
+                if pending.purpose is AuthPurpose.ROLES
+                else await _how_signed_in(uow, account, consumed_at),
                 account.id,
                 pending.destination,
                 session_token=made.token,
                 handed_over=True,
             )
         if pending.account_id is not None:  # made (recorded with it), and ended since
+            if pending.purpose is not AuthPurpose.LOGIN:
+                # Linked Roles: recorded so, or started signed in (no sign-in): the state's
+                # own refusal, whose way on is the verification URL.
+                raise refused
             raise errors.DiscordSignInUsed.bound_for(pending.destination)
         waits = session_token_after(self._tokens, state, PROPOSAL_AFTER_DISCORD_SIGN_IN)
         proposal = await uow.link_proposals.get(waits.digest)
@@ -576,7 +633,7 @@ class FinishDiscordConfirmation:
                 handed_over=True,
             )
         if pending.failed_at is not None:
-            raise errors.DiscordSignInFailed()
+            raise failed_again(pending, errors.DiscordSignInFailed)
         if now - consumed_at > self._confirming_for:
             raise refused
         return AuthCompleted(
@@ -660,7 +717,7 @@ class CompleteDiscordAuth:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
             refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
             refusal.from_link_button = pending.purpose is AuthPurpose.TICKET
-            await self._failed(pending)
+            await self._failed(pending, refusal)
             raise
         except (Exception, asyncio.CancelledError):  # a fault, or the load cut off
             await self._failed(pending)
@@ -671,16 +728,21 @@ class CompleteDiscordAuth:
             await self._failed(pending)
         return done
 
-    async def _failed(self, pending: PendingLogin) -> None:
+    async def _failed(
+        self, pending: PendingLogin, refusal: errors.DomainError | None = None
+    ) -> None:
         """A "Confirm with Discord" that ended without renewing the session, or a sign-in
-        without a session: recorded, for its callback loaded again
-        (``FinishDiscordConfirmation``). Not recorded (the database out of reach, say), that
-        load waits out ``confirming_for`` instead; the error at hand stands."""
-        if pending.purpose not in (AuthPurpose.REAUTH, AuthPurpose.LOGIN):
+        (Linked Roles' too) without a session: recorded, and why (``failure_of``), for its
+        callback loaded again (``FinishDiscordConfirmation``), which tells the same reason.
+        Not recorded (the database out of reach, say), that load waits out
+        ``confirming_for`` instead; the error at hand stands."""
+        if pending.purpose is not AuthPurpose.REAUTH and not signs_in(pending):
             return
         with contextlib.suppress(Exception):
             async with self._uow() as uow:
-                await uow.pending_logins.mark_failed(pending.state_digest, self._clock.now())
+                await uow.pending_logins.mark_failed(
+                    pending.state_digest, self._clock.now(), failure_of(refusal)
+                )
                 await uow.commit()
 
     async def _complete(
@@ -703,8 +765,7 @@ class CompleteDiscordAuth:
         roles = pending.purpose in _ROLE_PURPOSES
         if roles and self._role_connections is None:
             raise errors.NotFound("Linked Roles are not turned on here.")
-        signs_in = pending.purpose is AuthPurpose.LOGIN or (roles and pending.account_id is None)
-        if not signs_in:
+        if not signs_in(pending):
             async with self._uow(read_only=True) as uow:  # before asking Discord for nothing
                 await self._session_of(uow, pending, session_token)
         tokens = await self._oauth.exchange_code(
@@ -715,8 +776,12 @@ class CompleteDiscordAuth:
         # Linked Roles keep it (sealed), to keep the role connection current.
         profile = await self._oauth.fetch_profile(tokens)
 
+        # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``).
+        made = session_token_after(self._tokens, state or "", AFTER_DISCORD_SIGN_IN)
         if roles and self._role_connections is not None:
-            return await self._role_connections.complete(pending, profile, tokens, session_token)
+            return await self._role_connections.complete(
+                pending, profile, tokens, session_token, made
+            )
 
         if pending.purpose is AuthPurpose.LINK:
             return await retry_on_conflict(lambda: self._link(pending, profile, session_token))
@@ -727,8 +792,6 @@ class CompleteDiscordAuth:
         if pending.purpose is AuthPurpose.REAUTH:
             return await self._reauthenticate(pending, profile, session_token)
         tries = itertools.count()  # the next try knows how many clashed before it
-        # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``).
-        made = session_token_after(self._tokens, state or "", AFTER_DISCORD_SIGN_IN)
         waits = session_token_after(self._tokens, state or "", PROPOSAL_AFTER_DISCORD_SIGN_IN)
         return await retry_on_conflict(
             lambda: self._login(pending, profile, made, waits, next(tries))

@@ -49,6 +49,7 @@ from domain.ports import (
     Clock,
     DiscordRoleConnections,
     DiscordTokens,
+    IssuedSecret,
     SecretBox,
     TokenIssuer,
     UnitOfWork,
@@ -760,14 +761,18 @@ class RoleConnectionFlow:
         profile: DiscordProfile,
         granted: DiscordTokens,
         session_token: str | None,
+        made: IssuedSecret,
     ) -> AuthCompleted:
+        """``made``: the token of the session it starts when it signs in, derived from the
+        state as a plain sign-in's (``AFTER_DISCORD_SIGN_IN``): its callback loaded twice is
+        handed that session (``FinishDiscordConfirmation``)."""
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
             raise errors.DiscordDenied(
                 "Discord did not let TaskFlow update your connection (role_connections.write), "
                 "so nothing was changed. Allow it when you start again."
             )
         done, row = await retry_on_conflict(
-            lambda: self._connect(pending, profile, granted, session_token)
+            lambda: self._connect(pending, profile, granted, session_token, made)
         )
         if row is None:  # a worker is pushing this user's connection: it pushes the new grant
             return done
@@ -779,6 +784,7 @@ class RoleConnectionFlow:
         profile: DiscordProfile,
         granted: DiscordTokens,
         session_token: str | None,
+        made: IssuedSecret,
     ) -> tuple[AuthCompleted, RoleConnectionToken | None]:
         now = self._clock.now()
         new_session: str | None = None
@@ -802,7 +808,10 @@ class RoleConnectionFlow:
                     self._session_ttl,
                     method=SignInMethod.DISCORD,
                     discord_id=profile.id,
+                    secret=made,
                 )
+                # Its callback loaded again once this session has ended is told so at once.
+                await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
             else:
                 await session_of_pending(uow, self._tokens, now, pending, session_token)
                 account_id = pending.account_id

@@ -264,6 +264,34 @@ async def _signed_in_with_discord(
     return Redirect(destination, cookies=jar.new_session(done.session_token))
 
 
+async def _role_connection_made(
+    done: uc.AuthCompleted,
+    state: str | None,
+    request: Request[Any, Any, Any],
+    jar: CookieJar,
+    sign_out: uc.SignOut,
+) -> Redirect | Template:
+    """The answer to Linked Roles' verification URL: the account page, saying how the push
+    went, with the new session when it signed in (the one its callback's first load made, for
+    a second load: see ``FinishDiscordConfirmation``; that load does not know how the first
+    one's push went, so it says the connection follows in a moment), or, that first load
+    still under way, a page that asks again in a moment."""
+    if done.outcome is AuthOutcome.CONFIRMING:
+        holds_session = jar.session_token(request) is not None
+        return _finishing("Finishing your sign-in…", state, holds_session=holds_session)
+    # Otherwise failed, or paused by Discord's rate limit: left due, for the worker.
+    notice = _ROLE_NOTICES.get(done.role_sync, "role_connection_later")
+    # The round trip linked the account too (the page names the Discord account).
+    if done.outcome is AuthOutcome.LINKED and notice in _ROLE_CONNECTED:
+        notice = f"{notice}&linked={JUST_LINKED}"
+    answer = Redirect(f"/account?notice={notice}")
+    if done.session_token is not None:  # it signed in: rotate, as a sign-in does
+        # The old session ends here (not the one handed over, if the browser has it).
+        await jar.end_session(request, sign_out, keeping=done.session_token)
+        answer.cookies.extend(jar.new_session(done.session_token))
+    return answer
+
+
 def _callback_looked_at() -> Template:
     """Discord's callback asked with HEAD (a download manager's or a link checker's, sent
     with the browser's cookies before its GET): it spends nothing. Run as the GET, it spent
@@ -766,16 +794,7 @@ class Pages(Controller):
         if done.purpose is AuthPurpose.REAUTH:
             return _confirmed_with_discord(done, oauth_state, jar)
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
-            # Otherwise failed, or paused by Discord's rate limit: left due, for the worker.
-            notice = _ROLE_NOTICES.get(done.role_sync, "role_connection_later")
-            # The round trip linked the account too (the page names the Discord account).
-            if done.outcome is AuthOutcome.LINKED and notice in _ROLE_CONNECTED:
-                notice = f"{notice}&linked={JUST_LINKED}"
-            answer = Redirect(f"/account?notice={notice}")
-            if done.session_token is not None:  # it signed in: rotate, as a sign-in does
-                await jar.end_session(request, sign_out)
-                answer.cookies.extend(jar.new_session(done.session_token))
-            return answer
+            return await _role_connection_made(done, oauth_state, request, jar, sign_out)
         if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
             if done.purpose is AuthPurpose.TICKET and notice == "linked":
@@ -805,6 +824,8 @@ class Pages(Controller):
         )
         if done.purpose is AuthPurpose.LOGIN:
             return await _signed_in_with_discord(done, oauth_state, request, jar, sign_out)
+        if done.purpose in _ROLE_PURPOSES:  # signed out at the start: it signs in
+            return await _role_connection_made(done, oauth_state, request, jar, sign_out)
         return _confirmed_with_discord(done, oauth_state, jar)
 
     # -- /link tickets from Discord ----------------------------------------------------------------
