@@ -690,11 +690,13 @@ class RoleChange:
 @dataclass(frozen=True, slots=True)
 class RoleChangeCount:
     """How many rows of the role queue for ``role`` say ``action``, ``status`` and
-    ``last_error`` (``roles sync``'s account of what it asked for, whoever applied it)."""
+    ``last_error`` (``roles sync``'s account of what it asked for, whoever applied it). An
+    action or a status a newer release wrote (a rolling upgrade, a rollback) is counted under
+    its text: that release's to apply, never this version's."""
 
     role: LinkedRole
-    action: RoleAction
-    status: RoleChangeStatus
+    action: RoleAction | str
+    status: RoleChangeStatus | str
     last_error: str | None
     count: int
 

@@ -577,7 +577,7 @@ def roles_sync(every: bool, wait: float) -> None:
         raise click.ClickException(
             "TASKFLOW_LINK_DISCORD_LINKED_ROLES is empty: there is no role to give."
         )
-    from entrypoints.role_worker import UNSENT, apply_until_done  # noqa: PLC0415
+    from entrypoints.role_worker import NEWER, UNSENT, apply_until_done  # noqa: PLC0415
 
     async def sync(container: Any) -> tuple[Any, Any]:
         since = container.clock().now()  # the changes asked for from here on are counted
@@ -613,6 +613,16 @@ def roles_sync(every: bool, wait: float) -> None:
         click.echo(
             f"Still queued: {totals['still_queued']} (Discord asked to wait; the service's "
             "role workers apply them, or run this again)."
+        )
+    if totals[NEWER]:
+        told = ", ".join(
+            f"{key.removeprefix(NEWER + ':')}: {totals[key]}"
+            for key in sorted(totals)
+            if key.startswith(NEWER + ":")
+        )
+        click.echo(
+            f"Left to a newer release: {totals[NEWER]} change(s) of an action or status this "
+            f"version does not know ({told}); its instances apply them."
         )
     to_fix = ("missing_permissions", "unknown_role", "unknown_guild", "rejected", "given_up")
     if any(totals[reason] for reason in to_fix):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
 from domain import errors
-from domain.model import DiscordId, RoleChange, RoleChangeCount, RoleChangeStatus
+from domain.model import DiscordId, RoleAction, RoleChange, RoleChangeCount, RoleChangeStatus
 from domain.ports import QueueListener, RoleCallOutcome
 from domain.use_cases import RoleChangeReport
 from entrypoints.container import Container
@@ -18,6 +19,10 @@ from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
 # In apply_until_done's totals: refusals taken from a whole-role hold, without a call.
 UNSENT = "refused_unsent"
+# In apply_until_done's totals: changes of an action or a status a newer release wrote (a
+# rolling upgrade, a rollback), that release's to apply; each under ``NEWER:<action>/<status>``
+# too, in that release's words.
+NEWER = "newer_release"
 RATE_LIMITED = RoleCallOutcome.RATE_LIMITED.value
 # What a refusal asks of the operator, in its log line.
 _WHY = {
@@ -164,9 +169,10 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
     outcome, ``add:done``, ``remove:done``, each refusal's reason (``not_configured``: an
     instance whose setting does not name the role finished it unsent), ``given_up``,
     ``still_queued``; ``UNSENT`` counts the refusals it took from a whole-role hold without
-    asking Discord (among those by reason). The changes of roles its setting does not name
-    are left to the service's workers (the command may be run with fewer roles than the
-    service has)."""
+    asking Discord (among those by reason); ``NEWER`` those a newer release wrote, by their
+    own text (``newer_release:resync/pending``), in none of the others. The changes of roles
+    its setting does not name are left to the service's workers (the command may be run with
+    fewer roles than the service has)."""
     totals: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -190,11 +196,19 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
             break
         await asyncio.sleep(max(due_in, 0.2))
     counts: list[RoleChangeCount] = await container.count_role_changes().execute(since)
+    return tally(counts, totals)
+
+
+def tally(counts: Iterable[RoleChangeCount], totals: Counter[str]) -> Counter[str]:
+    """``counts`` added to ``totals`` by outcome (see ``apply_until_done``)."""
     for count in counts:
-        if count.status is RoleChangeStatus.PENDING:
+        if _of_a_newer_release(count):
+            totals[NEWER] += count.count
+            totals[f"{NEWER}:{count.action}/{count.status}"] += count.count
+        elif count.status is RoleChangeStatus.PENDING:
             totals["still_queued"] += count.count
         elif count.status is RoleChangeStatus.DONE:
-            totals[f"{count.action.value}:done"] += count.count
+            totals[f"{count.action}:done"] += count.count
         elif count.status is RoleChangeStatus.FAILED:
             totals["given_up"] += count.count
         else:
@@ -205,4 +219,15 @@ async def apply_until_done(container: Container, *, since: datetime, wait: float
 async def _asked_and_pending(container: Container, since: datetime) -> bool:
     """Whether a change asked for at ``since`` or later is still pending."""
     counts: list[RoleChangeCount] = await container.count_role_changes().execute(since)
-    return any(count.status is RoleChangeStatus.PENDING for count in counts)
+    return any(
+        count.status is RoleChangeStatus.PENDING and not _of_a_newer_release(count)
+        for count in counts
+    )
+
+
+def _of_a_newer_release(count: RoleChangeCount) -> bool:
+    """Whether the changes ``count`` counts say an action or a status this version does not
+    know: a newer release's, applied by its instances only (never waited for here)."""
+    return not isinstance(count.action, RoleAction) or not isinstance(
+        count.status, RoleChangeStatus
+    )

@@ -285,7 +285,7 @@ class RoleChangeContract:
             counts = await uow.role_changes.counts_since(NOW)
             assert await uow.role_changes.counts_since(LATER) == []
         assert sorted(
-            (c.role.role_id.value, c.action.value, c.status.value, c.last_error, c.count)
+            (c.role.role_id.value, str(c.action), str(c.status), c.last_error, c.count)
             for c in counts
         ) == [
             (901, "add", "done", None, 2),

@@ -8,6 +8,7 @@ would widen them), and read by the real code."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -40,11 +41,15 @@ from domain.use_cases import (
     ApplyRoleChanges,
     CompleteDiscordAuth,
     CountRoleChanges,
+    RequestRolesForLinks,
     RequeueWebhooks,
+    RoleQueue,
     ShowEmailStatus,
+    ShowRoleQueue,
 )
+from entrypoints.role_worker import NEWER, tally
 from entrypoints.web.email_pages import email_status_line
-from tests.contracts.repositories import NOW, account
+from tests.contracts.repositories import NOW, account, link
 from tests.fakes.clock import ManualClock
 from tests.fakes.discord_oauth import InMemoryDiscordOAuth
 from tests.fakes.guild_roles import FakeGuildRoles
@@ -261,9 +266,64 @@ async def test_role_changes_of_a_newer_action_or_status_are_left_to_the_newer_re
         assert await uow.role_changes.get(DiscordId(501), ROLE) is None
         assert await uow.role_changes.get(DiscordId(503), ROLE) is None
     counts = await CountRoleChanges(widened.unit_of_work, linked_roles=[ROLE]).execute(NOW)
-    assert [(c.action, c.status, c.count) for c in counts] == [
-        (RoleAction.REMOVE, RoleChangeStatus.DONE, 1)  # its member is not linked
+    # The newer ones under their own text (they were left out: `roles sync` said nothing of
+    # them), as `webhooks status` counts a newer state.
+    assert sorted((str(c.action), str(c.status), c.count) for c in counts) == [
+        ("add", "superseded", 1),
+        ("remove", "done", 1),  # its member is not linked
+        ("resync", "pending", 1),
     ]
+    totals = tally(counts, Counter())
+    assert totals[NEWER] == 2
+    assert totals[f"{NEWER}:resync/pending"] == 1
+    assert totals[f"{NEWER}:add/superseded"] == 1
+    assert totals["still_queued"] == 0  # nothing of this version's left to wait for
+    assert totals["remove:done"] == 1
+    # Not pending for this version: never claimed here, `roles sync` would wait for it in
+    # vain (it counted it pending).
+    assert await ShowRoleQueue(widened.unit_of_work, linked_roles=[ROLE]).execute() == (
+        RoleQueue(0, None)
+    )
+
+
+@pytest.mark.parametrize("every", [False, True])
+async def test_roles_sync_never_overwrites_a_newer_release_role_change(
+    widened: SqlDatabase, every: bool
+) -> None:
+    """`roles sync` asks for the role of every linked member missing it: a row of its action
+    (add) but a newer release's status was not 'pending or done' to it, so it was asked for
+    again, overwritten with this release's values (that release's change lost); a newer
+    action's too with ``--every``. Both are left as they are; the others are asked for."""
+    owners = [account(f"member{n}", f"member{n}@example.com") for n in range(3)]
+    async with widened.unit_of_work() as uow:
+        for n, owner in enumerate(owners):
+            await uow.accounts.add(owner)
+            await uow.links.add(link(601 + n, owner.id))
+        await uow.commit()
+    await _newer(
+        widened,
+        _role_row(601, RoleAction.ADD.value, "superseded"),
+        _role_row(602, "resync", RoleChangeStatus.DONE.value),
+    )
+    clock = ManualClock(NOW + timedelta(minutes=5))
+    asked = await RequestRolesForLinks(widened.unit_of_work, clock, linked_roles=[ROLE]).execute(
+        every=every
+    )
+    assert asked.additions == 1  # member 603's only
+    async with widened.engine.connect() as conn:
+        rows = await conn.execute(
+            select(
+                discord_role_changes.c.discord_id,
+                discord_role_changes.c.action,
+                discord_role_changes.c.status,
+                discord_role_changes.c.version,
+            ).order_by(discord_role_changes.c.discord_id)
+        )
+        assert [tuple(r) for r in rows] == [
+            (601, "add", "superseded", 1),
+            (602, "resync", "done", 1),
+            (603, "add", "pending", 1),
+        ]
 
 
 async def test_a_webhook_delivery_of_a_newer_state_is_counted_as_text_and_not_sent_again(

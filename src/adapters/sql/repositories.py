@@ -1319,10 +1319,13 @@ class SqlRoleChanges(_QueueRepo):
             _roles.action == RoleAction.ADD.value,
             _roles.status.in_([RoleChangeStatus.PENDING.value, RoleChangeStatus.DONE.value]),
         )
+        # A row of a newer release's action or status is that release's: never overwritten
+        # with this version's values (its change lost, or done twice), with ``every`` too.
+        ours = and_(_roles.action.in_(_KNOWN_ACTIONS), _roles.status.in_(_KNOWN_STATUSES))
         statement = statement.on_conflict_do_update(
             index_elements=[_roles.discord_id, _roles.guild_id, _roles.role_id],
             set_=self._requested_again(statement.excluded),
-            where=None if every else not_(already),
+            where=ours if every else and_(ours, not_(already)),
         )
         requested = await self._count(statement)
         if requested:
@@ -1495,6 +1498,9 @@ class SqlRoleChanges(_QueueRepo):
     ) -> tuple[int, datetime | None]:
         query = select(func.count(), func.min(_roles.next_attempt_at)).where(
             _roles.status == RoleChangeStatus.PENDING.value,
+            # A newer release's action: never claimed here (``claim_due``), so no pending
+            # change of this version's, which ``roles sync`` would wait for in vain.
+            _roles.action.in_(_KNOWN_ACTIONS),
             *([_of_roles(roles)] if roles is not None else []),
         )
         row: Any = (await self._run(query)).one()  # min() keeps the column's type
@@ -1531,18 +1537,15 @@ class SqlRoleChanges(_QueueRepo):
         grouped = (_roles.guild_id, _roles.role_id, _roles.action, _roles.status, _roles.last_error)
         query = (
             select(*grouped, func.count().label("rows"))
-            .where(
-                _roles.requested_at >= since,
-                _roles.action.in_(_KNOWN_ACTIONS),
-                _roles.status.in_(_KNOWN_STATUSES),
-            )
+            .where(_roles.requested_at >= since)
             .group_by(*grouped)
         )
         return [
             RoleChangeCount(
                 LinkedRole(DiscordId(row.guild_id), DiscordId(row.role_id)),
-                RoleAction(row.action),
-                RoleChangeStatus(row.status),
+                # A newer release's as its text: counted apart, as that release's.
+                _known_or_text(RoleAction, row.action),
+                _known_or_text(RoleChangeStatus, row.status),
                 row.last_error,
                 int(row.rows),
             )
