@@ -127,7 +127,8 @@ async def test_access_denied_is_refused_and_spends_the_state(h: Harness) -> None
     state = h.discord.approve(started.authorize_url, h.discord_user(3003).id).state
     with pytest.raises(errors.DiscordDenied):
         await h.complete(browser, state=state, code=None, error="access_denied")
-    with pytest.raises(errors.DiscordSignInFailed):
+    # Loaded again by its browser: the same reason told again (not only "did not go through").
+    with pytest.raises(errors.DiscordDenied):
         await h.complete(browser, state=state, code="x")
     with pytest.raises(errors.SecretConsumed):
         await h.complete(Browser(), state=state, code="x")

@@ -489,8 +489,8 @@ async def test_an_address_a_page_cannot_read_says_what_to_do_not_request(client:
 @pytest.mark.parametrize(
     ("minutes", "status", "title", "said"),
     [
-        # Its first load refused (here: declined at Discord): what became of it.
-        (0, 400, "Signing in with Discord did not go through", "did not sign you in"),
+        # Its first load refused (here: declined at Discord): that reason, told again.
+        (0, 400, "That did not work", "Discord did not grant access"),
         (11, 410, "This attempt has expired", "more than 10 minutes"),
     ],
 )
