@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from tests.bot_support import WAIT_SECONDS
-from tests.servers import free_port
+from tests.servers import bound_socket, port_of
 
 
 @dataclass
@@ -91,22 +92,36 @@ class _RecordingSmtp(SMTP):
 
 
 class _RecordingController(Controller):
+    """aiosmtpd's server on ``sock``, a socket bound before it starts: a port picked free and
+    bound later by the server could be taken meanwhile by another process of a busy machine
+    (a server binding port 0 gets any free one)."""
+
+    def __init__(self, handler: Any, sock: socket.socket, **kwargs: Any) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=port_of(sock), **kwargs)
+        self._sock = sock
+
     def factory(self) -> SMTP:
         return _RecordingSmtp(self.handler, **self.SMTP_kwargs)
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._sock)
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Mailbox, int]]:
-    mailbox, port = Mailbox(), free_port()
-    controller = _RecordingController(
-        mailbox,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=_authenticator,
-        auth_require_tls=False,  # a local test server without certificates
-    )
-    controller.start()
-    try:
-        yield mailbox, port
-    finally:
-        controller.stop()
+    mailbox, sock = Mailbox(), bound_socket()
+    with sock:  # closed by the server when it stops, or here if it never started
+        controller = _RecordingController(
+            mailbox,
+            sock,
+            authenticator=_authenticator,
+            auth_require_tls=False,  # a local test server without certificates
+            # aiosmtpd's own is 5 s for its thread to start and answer: generous instead,
+            # the suite runs with both cores busy.
+            ready_timeout=WAIT_SECONDS,
+        )
+        controller.start()
+        try:
+            yield mailbox, port_of(sock)
+        finally:
+            controller.stop()
