@@ -405,7 +405,7 @@ async def test_one_client_says_who_it_is_and_is_reused(
 ) -> None:
     state, url = emulator
     user = state.add_user("gus")
-    http = session("DiscordBot (https://link.example, 1.2)", timeout=5)
+    http = session("DiscordBot (https://link.example, 1.2)", timeout=30)
     discord = adapter(url, http=http)
     clients = set()
     for _ in range(3):
@@ -555,7 +555,7 @@ async def test_an_answer_larger_than_discord_sends_is_not_read_whole(
         def discord_failure(self, endpoint: str, failure: str) -> None:
             failures.append(failure)
 
-    oauth = adapter(url, http=session(timeout=5, observer=Observer()))
+    oauth = adapter(url, http=session(timeout=30, observer=Observer()))
     with pytest.raises(errors.DiscordUnavailable):
         await oauth.fetch_profile(DiscordTokens("token", frozenset({"identify"})))
     assert failures == ["transport"]
