@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -161,7 +162,9 @@ async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_ru
             development=True,
             discord_reply_deadline_seconds=20.0,
             discord_answer_deadline_seconds=25.0,
-            discord_late_interaction_seconds=5.0,
+            # Far below the 2 minutes of the late one, far above what a busy machine takes to
+            # deliver the one in time.
+            discord_late_interaction_seconds=60.0,
         )
     )
     h = Harness.build(container)
@@ -199,7 +202,7 @@ async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_ru
     [refused] = said
     assert refused.levelno == logging.WARNING
     assert f"(/{command}) not run: it came 12" in refused.message  # 120.x s
-    assert "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS (5)" in refused.message
+    assert "TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS (60)" in refused.message
     assert state.interactions[result["interaction_id"]].token not in caplog.text
     assert late_interactions("gateway") == counted + 1
 
@@ -213,7 +216,9 @@ def gateway_container(url: str, state: EmulatorState, **settings: object) -> Con
         "discord_defer_after_seconds": 1.0,
         "discord_reply_deadline_seconds": 20.0,
         "discord_answer_deadline_seconds": 25.0,
-        "discord_late_interaction_seconds": 5.0,
+        # Generous: an interaction made 2.5 s old (``ShiftedClock``) must not be late however
+        # long a busy machine takes to deliver it.
+        "discord_late_interaction_seconds": 60.0,
     }
     values.update(settings)
     return build_container(make_settings(**values))
@@ -248,7 +253,13 @@ async def test_an_interaction_that_came_after_the_defer_delay_says_thinking_befo
     assert reply.ephemeral
     said = [r.getMessage() for r in caplog.records if "before it runs" in r.getMessage()]
     assert len(said) == 1
-    assert f"interaction {reply.raw['interaction_id']} (/whoami) came 2." in said[0]
+    # 2.5 s old when sent, and older still by the time it took to reach the bot: on a busy
+    # machine that can be more than the half second "came 2." allowed.
+    came = re.search(
+        rf"interaction {reply.raw['interaction_id']} \(/whoami\) came ([\d.]+) s", said[0]
+    )
+    assert came is not None, said[0]
+    assert float(came.group(1)) >= 2.5
 
 
 async def test_an_interaction_whose_thinking_discord_refuses_is_not_run(
