@@ -64,6 +64,10 @@ def make_settings(**overrides: object) -> Settings:
         # As generous as the emulators' deadlines (60 s): on a busy machine only a test of
         # late interactions (which sets its own) may find one late.
         "discord_late_interaction_seconds": 60.0,
+        # /readyz: a database that answers is ready, however busy the machine (its 1.5 s
+        # default let a first check that had to open a connection answer 503); a test of a
+        # hung check sets a short deadline.
+        "readiness_timeout_seconds": 30.0,
         # No purge behind a test's back (a server up for a minute would delete what a test's
         # clock expired): the purge's own tests turn it on.
         "purge_interval_seconds": 0,

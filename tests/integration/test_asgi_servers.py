@@ -88,6 +88,7 @@ def test_every_documented_asgi_server_loads_the_factory(
     port = free_port()
     env = environment(
         database_url=sqlite_url,
+        readiness_timeout_seconds=30,  # its first checks open the database: a busy machine
         discord_client_id="1200000000000000042",
         discord_client_secret="unused-here",
     )
@@ -116,13 +117,13 @@ def test_every_documented_asgi_server_loads_the_factory(
         # From a peer TASKFLOW_LINK_FORWARDED_ALLOW_IPS does not name (it names none here):
         # its X-Forwarded-For is not believed, by the app nor by the server (uvicorn's and
         # gunicorn's believe 127.0.0.1's unless told otherwise).
-        page = httpx.get(f"{url}/signin", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
+        page = httpx.get(f"{url}/signin", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=60)
         assert page.status_code == 200
         assert "Sign in" in page.text
         # One-time secrets in a path and a query: only the app's own access log may write
         # these requests (redacted), never the server's.
-        httpx.get(f"{url}/password/reset/SECRET-in-path", timeout=10)
-        httpx.get(f"{url}/auth/discord/callback?code=SECRET-code&state=SECRET-state", timeout=10)
+        httpx.get(f"{url}/password/reset/SECRET-in-path", timeout=60)
+        httpx.get(f"{url}/auth/discord/callback?code=SECRET-code&state=SECRET-state", timeout=60)
     written = log.read_text(errors="replace")
     assert "GET /signin 200" in written  # the app's access log, so the log is complete
     assert "127.0.0.1 GET /signin 200" in written
