@@ -68,6 +68,10 @@ def make_settings(**overrides: object) -> Settings:
         # default let a first check that had to open a connection answer 503); a test of a
         # hung check sets a short deadline.
         "readiness_timeout_seconds": 30.0,
+        # Past it an instance counts in its own memory, and a test of what instances share
+        # through Redis failed on a busy machine for that alone (0.5 s by default). A test of
+        # a Redis that does not answer sets its own.
+        "redis_timeout_seconds": 10.0,
         # No purge behind a test's back (a server up for a minute would delete what a test's
         # clock expired): the purge's own tests turn it on.
         "purge_interval_seconds": 0,
