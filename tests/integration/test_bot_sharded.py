@@ -35,7 +35,14 @@ from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.settings import Settings
 from entrypoints.web import create_app
-from tests.bot_support import ShiftedClock, late_interactions, run_command, wait_until
+from tests.bot_support import (
+    CONNECT_SECONDS,
+    WAIT_SECONDS,
+    ShiftedClock,
+    late_interactions,
+    run_command,
+    wait_until,
+)
 from tests.harness import TEST_SECRET_KEY, make_settings
 from tests.integration.stack import count
 from tests.servers import serve
@@ -94,7 +101,7 @@ async def running_copy(
     runner.bot.subscribe(hikari.InteractionCreateEvent, record)
     await runner.start()
     try:
-        await asyncio.wait_for(runner.ready.wait(), 30)
+        await asyncio.wait_for(runner.ready.wait(), CONNECT_SECONDS)
         yield bot_copy
     finally:
         await runner.bot.close()
@@ -222,7 +229,7 @@ async def test_copies_that_are_not_sharded_race_for_every_interaction(
     async with running_copy(state, url) as first, running_copy(state, url) as second:
         reply = await run_command(url, user.id, "whoami", via="gateway")
         interaction = state.interactions[reply.raw["interaction_id"]]
-        await wait_until(lambda: interaction.refused, 30)
+        await wait_until(lambda: interaction.refused)
         assert reply.raw["shards"] == [[0, 1], [0, 1]]
         assert first.interactions() == second.interactions() == {interaction.id}
     assert set(interaction.refused) == {40060}
@@ -370,6 +377,7 @@ async def test_a_copy_that_stops_answers_the_commands_it_runs_first(
             storage="sql",
             database_url=sqlite_url,
             discord_defer_after_seconds=10.0,  # a busy machine's run: no "thinking…" first
+            shutdown_timeout_seconds=60.0,  # the stop waits for the command, however busy
         )
     )
     started = asyncio.Event()
@@ -385,9 +393,9 @@ async def test_a_copy_that_stops_answers_the_commands_it_runs_first(
     runner = build_gateway_bot(container)
     await runner.start()
     try:
-        await asyncio.wait_for(runner.ready.wait(), 30)
+        await asyncio.wait_for(runner.ready.wait(), CONNECT_SECONDS)
         command = asyncio.create_task(run_command(url, user.id, "whoami", via="gateway"))
-        await asyncio.wait_for(started.wait(), 30)
+        await asyncio.wait_for(started.wait(), WAIT_SECONDS)
         await runner.bot.close()
         reply = await command
     finally:
@@ -443,11 +451,11 @@ async def test_a_copy_that_stops_while_claiming_an_interaction_runs_it_first(
     runner = build_gateway_bot(container)
     await runner.start()
     try:
-        await asyncio.wait_for(runner.ready.wait(), 30)
+        await asyncio.wait_for(runner.ready.wait(), CONNECT_SECONDS)
         command = asyncio.create_task(run_command(url, user.id, "whoami", via="gateway"))
-        await asyncio.wait_for(claiming.wait(), 30)
+        await asyncio.wait_for(claiming.wait(), WAIT_SECONDS)
         closing = asyncio.create_task(runner.bot.close())
-        await asyncio.wait_for(stopping.wait(), 30)
+        await asyncio.wait_for(stopping.wait(), WAIT_SECONDS)
         release.set()
         await closing
         reply = await command
