@@ -26,6 +26,7 @@ from datetime import datetime
 from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import Stopping
+from entrypoints.health import failure_kind
 
 
 class StorageTrouble:
@@ -53,7 +54,9 @@ class StorageTrouble:
             )
         else:
             self._log.warning(
-                "%s unreachable (database); will retry (said once until it works)", self._what
+                "%s unreachable (database%s); will retry (said once until it works)",
+                self._what,
+                f": {failure_kind(exc.__cause__)}" if exc.__cause__ is not None else "",
             )
 
     def worked(self) -> None:

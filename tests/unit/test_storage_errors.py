@@ -5,6 +5,8 @@ dropped and logged at INFO)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from dependency_injector import providers
 from litestar.testing import AsyncTestClient
@@ -48,6 +50,14 @@ class _State(Exception):
         (DBAPIError("SELECT", {}, _State("25P03")), errors.StorageError),
         (DBAPIError("SELECT", {}, _State("08006")), errors.StorageError),
         (DBAPIError("INSERT", {}, _State("22001")), errors.StorageFault),
+        # The database refusing the connection itself: a wrong password (28P01: the setting
+        # not yet changed with Postgres' during a rotation), a role that may not log in
+        # (28000), a database that is not there (3D000). Nothing in the code is wrong and
+        # nothing works until the operator acts: an outage (503, said once by a worker), not
+        # a 500 with a traceback at each request and at each worker's pass.
+        (DBAPIError("SELECT", {}, _State("28P01")), errors.StorageError),
+        (DBAPIError("SELECT", {}, _State("28000")), errors.StorageError),
+        (DBAPIError("SELECT", {}, _State("3D000")), errors.StorageError),
     ],
 )
 def test_driver_errors_become_the_right_domain_error(raised: Exception, expected: type) -> None:
@@ -93,3 +103,32 @@ async def test_an_outage_is_a_503_logged_as_a_warning_with_its_cause(
     record = next(r for r in caplog.records if r.getMessage().startswith("database unreachable"))
     assert record.levelname == "WARNING"
     assert "OperationalError" in record.getMessage()
+
+
+async def test_a_worker_names_why_it_cannot_use_the_database_once_without_a_traceback(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by helper-187's review: `serve` with a wrong database password (28P01) logged
+    "email delivery pass failed" with a 170-line traceback at every poll (each 2 s), as for a
+    bug. Now said once, with the kind of refusal (never the driver's words: they may hold the
+    host or the user's name), as for an unreachable database."""
+    from entrypoints.email_worker import EmailWorker
+
+    refused = DBAPIError("SELECT", {}, _State("28P01"))
+
+    class Refused:
+        async def execute(self, **_: object) -> object:
+            raise translate(refused) from refused
+
+    h.container.deliver_emails.override(Refused())
+    try:
+        worker = EmailWorker(h.container)
+        caplog.set_level(logging.INFO, logger="taskflow_link.email")
+        for _ in range(3):
+            await worker.run_once()
+    finally:
+        h.container.deliver_emails.reset_override()
+    records = [r for r in caplog.records if r.name == "taskflow_link.email"]
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert records[0].exc_info is None
+    assert "SQLSTATE 28P01" in records[0].getMessage()

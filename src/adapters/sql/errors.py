@@ -26,15 +26,20 @@ _OUTAGES = (
 # driver reports as plain errors, not as a lost connection: query_canceled (past
 # statement_timeout, waiting for a lock another instance holds, say), admin_shutdown,
 # crash_shutdown, cannot_connect_now (starting or stopping), too_many_connections,
-# idle_in_transaction_session_timeout; and class 08, connection exceptions.
-OUTAGE_STATES = frozenset({"57014", "57P01", "57P02", "57P03", "53300", "25P03"})
+# idle_in_transaction_session_timeout; and class 08, connection exceptions. Also the server
+# refusing the connection itself: invalid_catalog_name (the database is not there) and class
+# 28, invalid authorization (a wrong password, as between Postgres' password rotation and the
+# setting's): nothing in the code is wrong and nothing works until the operator acts, so it is
+# a 503 and a worker's line said once, not a 500 and a traceback at each request and pass.
+OUTAGE_STATES = frozenset({"57014", "57P01", "57P02", "57P03", "53300", "25P03", "3D000"})
+_OUTAGE_CLASSES = ("08", "28")
 
 
 def outage_state(exc: BaseException) -> bool:
     """Whether the database (or the driver, for SQLAlchemy's ``orig``) named an outage."""
     cause = getattr(exc, "orig", None) or exc
     state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    return isinstance(state, str) and (state in OUTAGE_STATES or state.startswith("08"))
+    return isinstance(state, str) and (state in OUTAGE_STATES or state.startswith(_OUTAGE_CLASSES))
 
 
 # Postgres' SQLSTATEs for a table or a column that is not there (undefined_table,
