@@ -1814,6 +1814,19 @@ def _dotenv_names() -> list[str]:
 
 
 def load_settings(**overrides: Any) -> Settings:
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    # pydantic-settings skips one that is not a file without a word; Docker makes a directory
+    # of a bind mount's missing source (`-v ./.env:…` before the file was written).
+    if (
+        isinstance(env_file, str | os.PathLike)
+        and os.path.exists(env_file)
+        and not os.path.isfile(env_file)
+    ):
+        what = "a directory" if os.path.isdir(env_file) else "not a regular file"
+        raise SettingsError(
+            f"The .env in the working directory is not a file ({what}): its settings would "
+            "be ignored. Make it the file of settings, or remove it"
+        )
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -2510,6 +2510,22 @@ def test_a_dot_env_file_that_is_not_utf8_or_cannot_be_read_is_named_not_a_traceb
     )
 
 
+def test_a_dot_env_that_is_a_directory_is_named_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found by helper-187's review: Docker makes a directory of a bind mount's missing
+    source (`-v ./.env:/home/taskflow/.env` before the file was written), and a `.env` that is
+    not a file was skipped without a word: every setting at its default, and the operator told
+    only that the secret key "is required but not set", though the .env they meant sets it."""
+    monkeypatch.delenv("TASKFLOW_LINK_SECRET_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").mkdir()
+    result = CliRunner().invoke(cli, ["config"])
+    assert isinstance(result.exception, SettingsError)
+    assert "The .env in the working directory is not a file (a directory)" in str(result.exception)
+    assert "is required but not set" not in str(result.exception)
+
+
 @pytest.mark.parametrize("name", ["SECRET_KEY", "DISCORD_CLIENT_SECRET", "SMTP_HOST"])
 def test_a_setting_holding_a_byte_that_is_not_utf8_is_refused_at_start(
     monkeypatch: pytest.MonkeyPatch, name: str
