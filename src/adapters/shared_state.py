@@ -637,11 +637,21 @@ class SharedState:
 
         try:
             await self.redis.set(f"{self._prefix}:ready", b"1", ex=60, nx=True)
-        except (Unreachable, NoAnswer, OSError, TimeoutError):
+        except (Unreachable, NoAnswer, OSError, TimeoutError) as exc:
+            self._outage(exc)
             return "unreachable"
         except _redis_down() as exc:  # an answer, but a refusal: OOM, READONLY, NOPERM…
+            self._outage(exc)
             return f"refuses writes ({type(exc).__name__})"
         return None
+
+    def _outage(self, exc: BaseException) -> None:
+        """What the probe found is an outage as a call's failure is: logged once (an instance
+        started with a wrong password or host said nothing until a request used Redis), and
+        tried again by the health's own task, which writes back what this process kept when
+        Redis answers (the probe's success alone would skip that, so it is not told)."""
+        if self.health is not None:
+            self.health.failed(exc)
 
     async def ping(self) -> bool:
         """``True`` without Redis, or when Redis answers and takes writes."""

@@ -68,6 +68,29 @@ async def test_an_unreachable_redis_leaves_the_instance_ready_and_says_it_is_deg
     assert body["checks"]["redis"] not in ("ok", ""), body
 
 
+async def test_a_redis_the_readiness_probe_cannot_use_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by helper-187's review: `serve` started with a wrong Redis password (or host)
+    logged nothing about it, though `/readyz` said "unreachable": the warning the README
+    promises ("each process logs one warning") came only with the first request that used
+    Redis, so an operator reading the log at start saw nothing wrong. The probe that finds
+    it unreachable now says so, once per outage (never its URL: it holds the password)."""
+    with socket.socket() as taken:  # a port nothing answers on once closed
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    settings = make_settings(redis_url=f"redis://:hunter2-secret@127.0.0.1:{port}/0")
+    caplog.set_level(logging.WARNING, logger="taskflow_link.redis")
+    app = create_app(build_container(settings))
+    async with AsyncTestClient(app=app) as client:
+        for _ in range(2):
+            answer = await client.get("/readyz")
+            assert answer.json()["checks"]["redis"] == "unreachable"
+    said = [r.getMessage() for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "hunter2" not in caplog.text
+
+
 async def test_readyz_says_the_database_is_unreachable_not_that_its_schema_failed(
     tmp_path: Path,
 ) -> None:
