@@ -183,8 +183,8 @@ class Settings(BaseSettings):
         default=1.5,
         gt=0,
         le=30,
-        description="`/readyz` answers 503 when the database, its schema or Redis has not "
-        "answered by then.",
+        description="`/readyz` answers 503 when the database or its schema has not answered "
+        'by then (Redis: "degraded", still 200).',
     )
     instance_check_seconds: float = Field(
         default=60.0,
