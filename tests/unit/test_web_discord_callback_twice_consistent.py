@@ -246,3 +246,21 @@ async def test_a_reason_of_a_newer_release_is_told_in_the_generic_words(
     assert again.status_code == 400, again.text
     assert FAILED in again.text
     assert errors.DiscordSignInFailed.message in again.text
+
+
+async def test_a_reason_is_told_again_only_within_the_minute() -> None:
+    """The first load's reason is told again to a reload or a double click (within
+    SENT_TWICE_WITHIN of it), not to the next person at a shared computer going back in the
+    history later: the binding cookie outlives a sign-out, so later it is the generic words."""
+    h = Harness.build(build_container(make_settings(discord_signup=False)))
+    h.discord_user(7509, username="dora", email="dora@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        started = await client.get("/auth/discord/login", follow_redirects=False)
+        approval = h.discord.approve(started.headers["location"], DiscordId(7509))
+        callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+        first = await client.get(callback, follow_redirects=False)
+        h.clock.advance(timedelta(minutes=1, seconds=1))
+        later = await client.get(callback, follow_redirects=False)
+    assert errors.SignupDisabled.message in first.text
+    assert errors.SignupDisabled.message not in later.text
+    assert FAILED in later.text

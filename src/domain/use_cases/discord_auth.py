@@ -414,11 +414,17 @@ def failure_of(refusal: BaseException | None) -> str | None:
     return refusal.code
 
 
-def failed_again(pending: PendingLogin, generic: type[errors.DomainError]) -> errors.DomainError:
+def failed_again(
+    pending: PendingLogin, generic: type[errors.DomainError], now: datetime
+) -> errors.DomainError:
     """What the callback of ``pending``, whose first load failed, says when loaded again: the
-    first load's refusal (``failure``), or ``generic``'s words when none was kept or its code
-    is not one this version knows (a newer release's). Its way on is the first load's."""
-    told = _TOLD_AGAIN.get(pending.failure or "", generic)()
+    first load's refusal (``failure``) within ``SENT_TWICE_WITHIN`` of it (a reload, a double
+    click), as the session and the link proposal are handed over only then; later (the next
+    person at a shared computer going back in the history: the binding cookie outlives a
+    sign-out), or when none was kept, or its code is not one this version knows (a newer
+    release's), ``generic``'s words. Its way on is the first load's."""
+    recent = pending.failed_at is not None and now - pending.failed_at <= SENT_TWICE_WITHIN
+    told = _TOLD_AGAIN.get((pending.failure or "") if recent else "", generic)()
     told.in_linked_roles = pending.purpose in _ROLE_PURPOSES
     return told
 
@@ -554,7 +560,7 @@ class FinishDiscordConfirmation:
             ):
                 raise refused
             if pending.failed_at is not None:
-                raise failed_again(pending, errors.DiscordConfirmationFailed)
+                raise failed_again(pending, errors.DiscordConfirmationFailed, now)
             if now - pending.consumed_at > self._confirming_for:
                 raise refused
         return AuthCompleted(
@@ -633,7 +639,7 @@ class FinishDiscordConfirmation:
                 handed_over=True,
             )
         if pending.failed_at is not None:
-            raise failed_again(pending, errors.DiscordSignInFailed)
+            raise failed_again(pending, errors.DiscordSignInFailed, now)
         if now - consumed_at > self._confirming_for:
             raise refused
         return AuthCompleted(
