@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration install clean bench bench-smoke lock
+.PHONY: demo test lint unit integration install install-runtime clean bench bench-smoke lock
 
 install: $(STAMP)
 
@@ -15,6 +15,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+## The app as deployed, for the benchmarks: the versions of constraints.txt without the dev
+## extras (their packages change what a serving process loads: schemathesis brings werkzeug,
+## which dependency-injector then imports). Editable, so it serves this checkout's code; built
+## anew from an empty environment when pyproject.toml or constraints.txt change, so that it
+## holds exactly what they list.
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
+
+install-runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv --clear $(RUNTIME_VENV) || \
+	  { echo "Cannot create $(RUNTIME_VENV): on Debian/Ubuntu, sudo apt-get install python3-venv"; exit 1; }
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	touch $(RUNTIME_STAMP)
 
 ## constraints.txt anew: the newest versions pyproject.toml allows, resolved in a throwaway
 ## environment (then `make test`, and commit both files together).
@@ -51,12 +68,15 @@ integration: $(STAMP)
 
 ## Benchmarks (needs wrk, and Postgres' initdb/pg_ctl): one table of ratios measured in one
 ## run on 1M links (a few minutes). Options: make bench BENCH_ARGS="--seconds 20 --output r.md"
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+## The app and the emulator run from $(RUNTIME_VENV) (as deployed: no dev extras); the runner,
+## the reference and the guide from $(VENV).
+bench: $(STAMP) $(RUNTIME_STAMP)
+	$(BIN)/python -m benchmarks.run --app-venv $(RUNTIME_VENV) $(BENCH_ARGS)
 
-## The smoke run CI makes (1000 links, ~1 s a row): fails only when something is broken.
-bench-smoke: $(STAMP)
-	$(BIN)/python -m benchmarks.run --smoke $(BENCH_ARGS)
+## The smoke run (1000 links, ~1 s a row): fails only when something is broken. CI makes it
+## (tests/integration/test_benchmarks_smoke.py) with the app in $(VENV), not building this one.
+bench-smoke: $(STAMP) $(RUNTIME_STAMP)
+	$(BIN)/python -m benchmarks.run --smoke --app-venv $(RUNTIME_VENV) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV)-lock .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV)-lock $(RUNTIME_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

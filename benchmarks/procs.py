@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -163,13 +164,41 @@ def start_server(
     return Server(name, f"http://127.0.0.1:{port}", process, log_path, log)
 
 
-def python_module(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
+def python_module(module: str, *args: str, python: Path | None = None) -> list[str]:
+    """``python -m module``: this process's Python, or ``python`` (another venv's)."""
+    return [str(python or sys.executable), "-m", module, *args]
 
 
-def taskflow_link(*args: str) -> list[str]:
-    """The installed ``taskflow-link`` command of this venv (same process id as its Python)."""
-    script = Path(sys.executable).parent / "taskflow-link"
+def taskflow_link(*args: str, python: Path | None = None) -> list[str]:
+    """The installed ``taskflow-link`` command of this venv, or of ``python``'s (same process
+    id as its Python)."""
+    python = python or Path(sys.executable)
+    script = python.parent / "taskflow-link"
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-c", "from entrypoints.cli import main; main()", *args]
+    return [str(python), "-c", "from entrypoints.cli import main; main()", *args]
+
+
+def describe_install(python: Path) -> str:
+    """Which install ``python`` belongs to, for the report's header: runtime-only, or one with
+    packages taskflow-link does not need (the dev extras), and how many packages it holds."""
+    done = subprocess.run(  # noqa: S603 - our own command line
+        [str(python), "-I", str(REPO / "benchmarks" / "install.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    venv = python.parent.parent
+    with contextlib.suppress(ValueError):
+        venv = venv.relative_to(REPO)
+    where = f"`{venv}`: {found['packages']} packages"
+    if not found["installed"]:
+        return f"app from {where}, without taskflow-link installed (its code from PYTHONPATH)"
+    if found["beyond"]:
+        return (
+            f"app from a development install ({where}, {len(found['beyond'])} of them not "
+            "needed by the app: not what a deployment runs)"
+        )
+    return f"app from a runtime-only install ({where}, only what the app needs, as deployed)"

@@ -8,9 +8,12 @@ A throwaway Postgres (the machine's initdb/pg_ctl, or ``--database-url`` with an
 database) gets the app's migrations and the seeded links; the app (``taskflow-link serve``),
 the hand-written reference (``benchmarks/reference.py``), the guide's connect-per-call
 (``benchmarks/guide.py``) and the Discord emulator each run in their own process; ``wrk`` and
-this process's asyncio drivers make the load. Numbers of one run are compared with each other
-only: the machine is shared and noisy. Targets are reported, never enforced: the run fails
-only when something is broken (a server does not start, a request fails).
+this process's asyncio drivers make the load. The app and the emulator run from ``--app-venv``
+(``make bench``: ``.venv-runtime``, the app without the dev extras, as deployed), the others
+from this Python's environment; the header says which install the app ran from. Numbers of
+one run are compared with each other only: the machine is shared and noisy. Targets are
+reported, never enforced: the run fails only when something is broken (a server does not
+start, a request fails).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from benchmarks.postgres import (
 )
 from benchmarks.procs import (
     Server,
+    describe_install,
     free_port,
     python_module,
     start_server,
@@ -83,6 +87,7 @@ class Options:
     generous_deadlines: bool
     emulator_as_shipped: bool
     database_url: str | None
+    app_python: Path
     output: Path | None
     keep: bool
     start_timeout: float
@@ -127,6 +132,13 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         help="an EMPTY Postgres database (postgresql+asyncpg://…) instead of a throwaway "
         "cluster from initdb",
     )
+    parser.add_argument(
+        "--app-venv",
+        type=Path,
+        help="the virtual environment the app and the emulator run from (`make bench`: "
+        ".venv-runtime, taskflow-link without the dev extras, as deployed); default: this "
+        "Python's. The reference and the guide run from this Python's",
+    )
     parser.add_argument("--output", type=Path, help="also write the report (Markdown) here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--start-timeout", type=float, default=90.0)
@@ -152,6 +164,11 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         generous_deadlines=smoke,
         emulator_as_shipped=args.emulator_as_shipped,
         database_url=args.database_url,
+        app_python=(
+            args.app_venv.absolute() / "bin" / "python"
+            if args.app_venv is not None
+            else Path(sys.executable)
+        ),
         output=args.output,
         keep=args.keep,
         start_timeout=args.start_timeout,
@@ -243,6 +260,7 @@ async def start_stack(
             f"--app-url={app_url}",
             f"--response-deadline={deadline}",
             *(["--as-shipped"] if options.emulator_as_shipped else []),
+            python=options.app_python,
         ),
         port=emulator_port,
         env=keys.emulator_env(),
@@ -271,7 +289,7 @@ async def start_stack(
             env["TASKFLOW_LINK_DISCORD_LATE_INTERACTION_SECONDS"] = "60"
         app = start_server(
             f"app-{name}",
-            taskflow_link("serve", f"--port={app_port}"),
+            taskflow_link("serve", f"--port={app_port}", python=options.app_python),
             port=app_port,
             env=env,
             workdir=workdir,
@@ -360,6 +378,7 @@ async def bulk_route_status(app: Server, api_key: str) -> int:
 @dataclass
 class Results:
     options: Options
+    install: str = ""
     measured: list[Measured] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -402,8 +421,8 @@ def combine(label: str, runs: Sequence[Measured]) -> Measured:
     return combined
 
 
-async def run(options: Options, workdir: Path) -> Results:  # noqa: PLR0912, PLR0915 - the run, in order
-    results = Results(options)
+async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa: PLR0912, PLR0915 - the run, in order
+    results = Results(options, install)
     secret_key = secrets.token_urlsafe(48)
     postgres: LocalPostgres | None = None
     servers: list[Server] = []
@@ -863,7 +882,7 @@ def render(results: Results, started: dt.datetime, seconds_taken: float) -> str:
         f"{started:%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs · Python "
         f"{platform.python_version()} · {platform.machine()} · {database} · "
         f"{o.seconds:g} s per measurement, {o.rounds} round(s) · whole run "
-        f"{seconds_taken:.0f} s",
+        f"{seconds_taken:.0f} s · {results.install}",
         "",
         report.markdown(table(results)),
         "",
@@ -918,11 +937,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         log("wrk is not installed (apt-get install wrk)")
         return 2
+    if not options.app_python.exists():
+        log(f"no Python in the app's venv: {options.app_python} (make install-runtime)")
+        return 2
+    install = describe_install(options.app_python)
+    log(install)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="taskflow-link-bench-"))
     try:
-        results = asyncio.run(run(options, workdir))
+        results = asyncio.run(run(options, workdir, install))
     finally:
         if options.keep:
             log(f"kept {workdir}")

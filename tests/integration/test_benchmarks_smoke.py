@@ -3,7 +3,11 @@ about a second a row, on the test Postgres. It must complete and print its table
 
 Benchmarks are never timed tests: nothing here looks at a rate, a latency or a ratio, and an
 unmet target does not fail the run (only something broken does: a server that does not start,
-a request that fails)."""
+a request that fails).
+
+The app runs from the environment the tests run in (the development install): `make bench` and
+`make bench-smoke` run it from a runtime-only one (`make install-runtime`), which CI does not
+build (about a minute on its machine). The report's header says which."""
 
 from __future__ import annotations
 
@@ -58,4 +62,5 @@ def test_benchmark_smoke_run_completes_and_prints_the_table(
     for row in ROWS:
         assert row in done.stdout, f"no {row!r} in:\n{done.stdout}"
     assert "Problems" not in done.stdout
+    assert " · app from a development install (" in done.stdout  # the header says which
     assert output.read_text().strip() == done.stdout.strip()
