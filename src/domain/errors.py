@@ -420,14 +420,17 @@ class DiscordSignInFailed(DomainError):
 
 class DiscordSignInUsed(SecretConsumed):
     """A "Sign in with Discord" callback loaded again (reloaded, opened from the history)
-    after its first load signed in, the session it opened ended since (signed out, say):
-    nothing to hand over, and nothing under way. ``destination``: where that sign-in was
-    bound, for its way to sign in again."""
+    after its first load signed in, from a browser no longer signed in with the session it
+    opened (signed out since, say, or that session renewed under a token this browser never
+    received: it may live on, but it is not this browser's to be handed): nothing to hand
+    over, and nothing under way. ``destination``: where that sign-in was bound, for its way
+    to sign in again."""
 
     code = "discord_sign_in_used"
     message = (
-        "This sign-in with Discord was used already: it signed you in, and that session has "
-        "ended since (signed out, say). Discord's answer can be used once: sign in again."
+        "This sign-in with Discord was used already: it signed you in, and this browser is no "
+        "longer signed in with it (signed out since, say). Discord's answer can be used once: "
+        "sign in again."
     )
     destination: str = "/account"
 

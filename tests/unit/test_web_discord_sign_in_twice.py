@@ -224,3 +224,89 @@ async def test_the_waiting_page_loaded_as_no_page_hands_over_nothing(
     done = await client.get(_confirming(callback), follow_redirects=False)
     assert done.status_code == 302, done.text
     assert done.cookies["tfl_session"] == made
+
+
+NEW_PASSWORD = "a brand new passphrase 7"
+
+
+async def _renewed_by_a_form(client: Client) -> str:
+    """The session a Discord sign-in made, renewed by a form (a password chosen: a proof of
+    identity, under a new token, the old one ended): the browser's cookie now."""
+    before = client.cookies["tfl_session"]
+    chosen = await post_form(
+        client, "/account", "/account/password", {"new_password": NEW_PASSWORD}
+    )
+    assert "Your password is saved" in chosen.text, chosen.text
+    renewed = client.cookies["tfl_session"]
+    assert renewed != before
+    return renewed
+
+
+async def test_a_load_again_after_its_session_was_renewed_goes_on_signed_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Signed in, the session renewed by a form within the minute (a password chosen), then
+    the page back from Discord reloaded. Before: 'that session has ended since' (410), while
+    this browser was signed in under the renewed session. Now: on to the sign-in's
+    destination, signed in as before; nothing handed over (no cookie set), nothing ended."""
+    callback = await _started(h, client, 7208, "dora")
+    assert (await client.get(callback, follow_redirects=False)).status_code == 302
+    renewed = await _renewed_by_a_form(client)
+    sessions = set(db.tables.sessions)
+    for url in (callback, _confirming(callback)):
+        again = await client.get(url, follow_redirects=False)
+        assert again.status_code == 302, again.text
+        assert again.headers["location"] == "/account?tab=1"
+        assert "tfl_session" not in again.cookies
+        assert client.cookies["tfl_session"] == renewed
+        assert set(db.tables.sessions) == sessions
+    assert (await client.get("/account")).url.path == "/account"  # still signed in
+    # Later on too: this browser is signed in as that sign-in left it.
+    h.clock.advance(timedelta(minutes=5))
+    later = await client.get(callback, follow_redirects=False)
+    assert later.headers["location"] == "/account?tab=1"
+    assert "tfl_session" not in later.cookies
+
+
+async def test_a_load_again_with_the_session_it_made_goes_on_after_the_minute(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """The page back from Discord reloaded more than a minute after it signed in, this
+    browser still signed in with the session it made: on to its destination (nothing to hand
+    over: the browser holds it), where it said 'used already'."""
+    callback = await _started(h, client, 7209, "dora")
+    first = await client.get(callback, follow_redirects=False)
+    made = first.cookies["tfl_session"]
+    h.clock.advance(timedelta(minutes=1, seconds=1))
+    again = await client.get(callback, follow_redirects=False)
+    assert again.status_code == 302, again.text
+    assert again.headers["location"] == "/account?tab=1"
+    assert "tfl_session" not in again.cookies
+    assert client.cookies["tfl_session"] == made
+    assert len(db.tables.sessions) == 1
+
+
+async def test_a_load_again_without_the_renewed_session_hands_nothing_over(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """The session renewed, but this browser holds only the token the sign-in made (the
+    renewal's answer lost), or another account's session: the renewed one is nobody's to be
+    handed at the callback. 'Used already', in words that do not say the session ended (it
+    lives on, renewed)."""
+    callback = await _started(h, client, 7210, "dora")
+    made = (await client.get(callback, follow_redirects=False)).cookies["tfl_session"]
+    await _renewed_by_a_form(client)
+    sessions = set(db.tables.sessions)
+    client.cookies.set("tfl_session", made)  # ended by the renewal
+    again = await client.get(callback, follow_redirects=False)
+    assert again.status_code == 410, again.text
+    assert SIGN_IN_USED in again.text
+    assert "ended since" not in again.text
+    assert "tfl_session" not in again.cookies
+    assert set(db.tables.sessions) == sessions
+    async with AsyncTestClient(app=create_app(h.container)) as other:
+        await sign_up(other, "olga")
+        client.cookies.set("tfl_session", other.cookies["tfl_session"])
+    refused = await client.get(callback, follow_redirects=False)
+    assert refused.status_code == 410, refused.text
+    assert "tfl_session" not in refused.cookies

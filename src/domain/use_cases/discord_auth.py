@@ -295,6 +295,10 @@ class AuthOutcome(enum.StrEnum):
     # Purpose reauth or login, its callback loaded twice: the first load is still under way
     # (asking Discord). Ask again in a moment (``FinishDiscordConfirmation``).
     CONFIRMING = "confirming"
+    # A plain sign-in's callback loaded again from a browser still signed in as that sign-in
+    # left it (the session it made, renewed by a form since, say): on to its destination,
+    # nothing handed over (``FinishDiscordConfirmation``).
+    STILL_SIGNED_IN = "still_signed_in"
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,7 +515,9 @@ class FinishDiscordConfirmation:
                 # Linked Roles' verification URL signs in as a plain sign-in does, when started
                 # signed out; started signed in, its session under the token derived from the
                 # state is none, and it is refused as before.
-                return await self._signed_in(uow, pending, pending.consumed_at, state, refused)
+                return await self._signed_in(
+                    uow, pending, pending.consumed_at, state, refused, session_token=session_token
+                )
             if (
                 purpose is not AuthPurpose.REAUTH
                 or pending.account_id is None
@@ -579,12 +585,17 @@ class FinishDiscordConfirmation:
         consumed_at: datetime,
         state: str,
         refused: errors.DomainError,
+        *,
+        session_token: str | None,
     ) -> AuthCompleted:
         """A plain sign-in's callback again, from the browser that started it (its binding):
         the session the first load started under the token derived from the state, in the
         last ``SENT_TWICE_WITHIN`` (how it signed in told as the first load told it), or
-        ``DiscordSignInUsed`` when that session has ended since (the first load recorded
-        the account it signed in to: ``mark_signed_in``), or the link proposal it made in
+        ``STILL_SIGNED_IN`` when this browser's session cookie (``session_token``) is still
+        signed in as that sign-in left it (``_still_signed_in``), or ``DiscordSignInUsed``
+        when this browser no longer holds that session (ended since, or renewed under a
+        token it never received: the first load recorded the account it signed in to,
+        ``mark_signed_in``), or the link proposal it made in
         the last ``SENT_TWICE_WITHIN``, still waiting for the account's proof, under the
         token derived from the state (``CONFIRM_NEEDED``: the same step shown again; its
         cookie went with the answer the browser left), or ``CONFIRMING`` while no session
@@ -602,6 +613,9 @@ class FinishDiscordConfirmation:
                     uow, self._tokens, made, now, proved_with=SignInMethod.DISCORD
                 )
             except errors.NotSignedIn:  # made, but not just now (or ended since)
+                still = await self._still_signed_in(uow, pending, consumed_at, session_token)
+                if still is not None:
+                    return still
                 raise refused from None
             return AuthCompleted(
                 purpose_of(pending),
@@ -619,6 +633,9 @@ class FinishDiscordConfirmation:
                 # Linked Roles: recorded so, or started signed in (no sign-in): the state's
                 # own refusal, whose way on is the verification URL.
                 raise refused
+            still = await self._still_signed_in(uow, pending, consumed_at, session_token)
+            if still is not None:  # renewed since (a form), under the cookie it holds
+                return still
             raise errors.DiscordSignInUsed.bound_for(pending.destination)
         waits = session_token_after(self._tokens, state, PROPOSAL_AFTER_DISCORD_SIGN_IN)
         proposal = await uow.link_proposals.get(waits.digest)
@@ -646,6 +663,42 @@ class FinishDiscordConfirmation:
             purpose_of(pending),
             AuthOutcome.CONFIRMING,
             SIGN_IN_UNDER_WAY,
+            pending.destination,
+            session_token=None,
+            handed_over=True,
+        )
+
+    async def _still_signed_in(
+        self,
+        uow: UnitOfWork,
+        pending: PendingLogin,
+        consumed_at: datetime,
+        session_token: str | None,
+    ) -> AuthCompleted | None:
+        """``STILL_SIGNED_IN`` when this browser's session cookie names a live session of the
+        account a plain sign-in signed in to, started since its state was spent: the session
+        its first load made, renewed by a form since (a proof of identity, a password chosen:
+        a new token, the old one ended), or kept past ``SENT_TWICE_WITHIN``. The person is
+        signed in as that sign-in left them, so its page loaded again goes on to its
+        destination; nothing is handed over (the cookie is the browser's own), and a session
+        the browser does not hold (renewed under a token it never received) stays nobody's
+        to be handed here. Otherwise ``None``."""
+        if (
+            pending.purpose is not AuthPurpose.LOGIN
+            or pending.account_id is None
+            or not plausible_token(session_token)
+        ):
+            return None
+        try:
+            session, _ = await signed_in(uow, self._tokens, session_token, self._clock.now())
+        except errors.NotSignedIn:
+            return None
+        if session.account_id != pending.account_id or session.created_at < consumed_at:
+            return None
+        return AuthCompleted(
+            AuthPurpose.LOGIN,
+            AuthOutcome.STILL_SIGNED_IN,
+            session.account_id,
             pending.destination,
             session_token=None,
             handed_over=True,

@@ -255,6 +255,8 @@ async def _signed_in_with_discord(
     if done.outcome is AuthOutcome.CONFIRMING:
         holds_session = jar.session_token(request) is not None
         return _finishing("Finishing your sign-in…", state, holds_session=holds_session)
+    if done.outcome is AuthOutcome.STILL_SIGNED_IN:  # loaded again, the browser signed in
+        return Redirect(done.destination)  # its own session: nothing set, nothing ended
     assert done.session_token is not None  # noqa: S101 - login flows always sign in
     # Rotate: the old session ends here (not the one handed over, if the browser has it).
     await jar.end_session(request, sign_out, keeping=done.session_token)
