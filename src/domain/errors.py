@@ -418,6 +418,18 @@ class DiscordSignInFailed(DomainError):
     )
 
 
+class LinkedRoleVerificationFailed(DomainError):
+    """Linked Roles' verification URL started signed in (no sign-in), its callback loaded
+    twice: its first load, whose answer the browser left for this one, ended without
+    connecting (or linking) for a reason not told again in its own words."""
+
+    code = "linked_role_verification_failed"
+    message = (
+        "The page back from Discord was loaded again (reloaded, or Authorize clicked twice), "
+        "and its first load did not connect your account, so nothing was changed."
+    )
+
+
 class DiscordSignInUsed(SecretConsumed):
     """A "Sign in with Discord" callback loaded again (reloaded, opened from the history)
     after its first load signed in, from a browser no longer signed in with the session it

@@ -499,3 +499,32 @@ async def test_tokens_kept_but_unreadable_are_said_to_stop_updating_not_to_take_
     assert "taken away" not in text
     assert "removed the app" not in text
     assert "/discord/linked-role" in text
+
+
+async def test_loaded_again_started_signed_in_tells_the_refusal_again(
+    client: Client, r: Harness
+) -> None:
+    """Started signed in (no sign-in), refused (another Discord account than the linked one,
+    cancelled at Discord), then the page back from Discord reloaded: it said 'used already',
+    as if it had gone through. Now the first load's refusal again, in its class's words (not
+    the first load's, which named the accounts), with the same way on."""
+    await _connected(client, r, "fern", 7310)
+    r.discord_user(7311)
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7311))
+    callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    assert (await client.get(callback)).status_code == 409
+    again = await client.get(callback)
+    assert again.status_code == 409, again.text
+    assert "Sign in to Discord as the linked account, then try again." in again.text
+    assert "used already" not in again.text
+    assert _ways_on(again.text) == ["/discord/linked-role", "/account"]
+
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    state = query(started.headers["location"])["state"]
+    cancelled = f"/auth/discord/callback?error=access_denied&state={state}"
+    assert (await client.get(cancelled)).status_code == 400
+    again = await client.get(cancelled)
+    assert again.status_code == 400, again.text
+    assert "Discord did not grant access, so nothing was changed." in again.text
+    assert _ways_on(again.text) == ["/discord/linked-role", "/account"]

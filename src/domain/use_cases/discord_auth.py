@@ -407,13 +407,24 @@ _TOLD_AGAIN: dict[str, type[errors.DomainError]] = {
 }
 
 
+# Refusals whose first load named accounts (``WrongDiscordAccount``: "signed in to Discord as
+# @…, but…"): told again in their class's own words, which name nobody, yet say what to do.
+_TOLD_AGAIN_UNNAMED: dict[str, type[errors.DomainError]] = {
+    errors.WrongDiscordAccount.code: errors.WrongDiscordAccount,
+}
+_TOLD_AGAIN.update(_TOLD_AGAIN_UNNAMED)
+
+
 def failure_of(refusal: BaseException | None) -> str | None:
     """The code to keep for ``refusal`` (``PendingLogin.failure``), when its load again can
-    tell it again word for word; ``None``: the generic words."""
+    tell it again word for word (or in its class's words: ``_TOLD_AGAIN_UNNAMED``); ``None``:
+    the generic words."""
     if not isinstance(refusal, errors.DomainError):
         return None
     kind = _TOLD_AGAIN.get(refusal.code)
-    if kind is not type(refusal) or refusal.message != kind.message:
+    if kind is not type(refusal):
+        return None
+    if refusal.message != kind.message and refusal.code not in _TOLD_AGAIN_UNNAMED:
         return None
     return refusal.code
 
@@ -511,10 +522,10 @@ class FinishDiscordConfirmation:
             # Its page leads back to the verification URL (from the waiting page too).
             refused.in_linked_roles = pending.purpose in _ROLE_PURPOSES
             purpose = purpose_of(pending)
-            if purpose in (AuthPurpose.LOGIN, AuthPurpose.ROLES):
+            if purpose in (AuthPurpose.LOGIN, *_ROLE_PURPOSES):
                 # Linked Roles' verification URL signs in as a plain sign-in does, when started
                 # signed out; started signed in, its session under the token derived from the
-                # state is none, and it is refused as before.
+                # state is none: its refusal told again, else refused as before.
                 return await self._signed_in(
                     uow, pending, pending.consumed_at, state, refused, session_token=session_token
                 )
@@ -630,8 +641,11 @@ class FinishDiscordConfirmation:
             )
         if pending.account_id is not None:  # made (recorded with it), and ended since
             if pending.purpose is not AuthPurpose.LOGIN:
-                # Linked Roles: recorded so, or started signed in (no sign-in): the state's
-                # own refusal, whose way on is the verification URL.
+                # Linked Roles started signed in (no sign-in), refused: that refusal again.
+                # Else (recorded signed in, or started signed in and done): the state's own
+                # refusal, whose way on is the verification URL.
+                if pending.failed_at is not None:
+                    raise failed_again(pending, errors.LinkedRoleVerificationFailed)
                 raise refused
             still = await self._still_signed_in(uow, pending, consumed_at, session_token)
             if still is not None:  # renewed since (a form), under the cookie it holds
@@ -795,7 +809,11 @@ class CompleteDiscordAuth:
         callback loaded again (``FinishDiscordConfirmation``), which tells the same reason.
         Not recorded (the database out of reach, say), that load waits out
         ``confirming_for`` instead; the error at hand stands."""
-        if pending.purpose is not AuthPurpose.REAUTH and not signs_in(pending):
+        if (
+            pending.purpose is not AuthPurpose.REAUTH
+            and pending.purpose not in _ROLE_PURPOSES  # started signed in, too
+            and not signs_in(pending)
+        ):
             return
         with contextlib.suppress(Exception):
             async with self._uow() as uow:
