@@ -645,7 +645,7 @@ class FinishDiscordConfirmation:
                 # Else (recorded signed in, or started signed in and done): the state's own
                 # refusal, whose way on is the verification URL.
                 if pending.failed_at is not None:
-                    raise failed_again(pending, errors.LinkedRoleVerificationFailed)
+                    raise failed_again(pending, errors.LinkedRoleVerificationFailed, now)
                 raise refused
             still = await self._still_signed_in(uow, pending, consumed_at, session_token)
             if still is not None:  # renewed since (a form), under the cookie it holds
