@@ -292,11 +292,15 @@ async def test_state_replay_other_browser_and_expiry_are_refused(
     callback = await _callback_url(browser, user.id)
     assert (await browser.go("GET", callback)).url.path == "/account"
     # Loaded again by the same browser within the minute (a double click on Authorize, a
-    # reload): handed the session its first load made. Later on, it is a replay.
+    # reload): handed the session its first load made. Later on, it is a replay: the browser
+    # still signed in with that session goes on (handed nothing); signed out, it is refused.
     again = await browser.go("GET", callback)
     assert again.url.path == "/account"
     assert "replayer" in again.text
     stack.clock.advance(SENT_TWICE_WITHIN + timedelta(seconds=1))
+    still = await browser.go("GET", callback)
+    assert still.url.path == "/account"
+    await browser.submit("/account", "/signout", {})
     replay = await browser.go("GET", callback)
     assert replay.status_code == 410
     assert "was used already" in replay.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -32,8 +33,13 @@ async def test_state_replay_is_refused(h: Harness) -> None:
     with pytest.raises(errors.SecretConsumed):  # anyone else
         await h.complete(Browser(), state=state, code=code)
     h.clock.advance(timedelta(minutes=1, seconds=1))
-    with pytest.raises(errors.SecretConsumed):  # later on
-        await h.complete(browser, state=state, code=code)
+    # Later on, the browser still signed in with that session: on to the destination, and
+    # nothing handed over (its own cookie stands).
+    later = await h.complete(browser, state=state, code=code)
+    assert later.outcome is AuthOutcome.STILL_SIGNED_IN
+    assert later.session_token is None
+    with pytest.raises(errors.SecretConsumed):  # later on, the same browser signed out
+        await h.complete(replace(browser, session=None), state=state, code=code)
 
 
 async def test_state_is_spent_even_when_discord_fails(h: Harness, db: MemoryDatabase) -> None:

@@ -184,6 +184,14 @@ class LinkingMachine(RuleBasedStateMachine):
             assert digest in self.db.tables.link_proposals
             event("state replay handed over the first use's link proposal")
             return
+        if again.outcome is AuthOutcome.STILL_SIGNED_IN:  # its browser still holds it
+            assert again.session_token is None  # nothing handed over: its own cookie stands
+            assert (dict(self.db.tables.sessions), dict(self.db.tables.links)) == before
+            assert browser.session is not None
+            held = self.db.tables.sessions[self.h.container.tokens().digest(browser.session)]
+            assert held.account_id == again.account_id
+            event("state replay from the browser still signed in: on, nothing handed")
+            return
         # Its own browser within the minute (a double click): handed the session its first
         # use made, nothing made again.
         assert again.session_token is not None, "a consumed OAuth state succeeded twice"
