@@ -25,6 +25,19 @@ def free_port() -> int:
         return port
 
 
+# How many ports a helper that starts a server in another process tries: a port ``free_port``
+# found free may be taken by another process before that server binds it (both cores busy,
+# other test runs on the machine), and the helper then picks another.
+PORT_TRIES = 5
+
+
+def port_was_taken(output: str) -> bool:
+    """Whether a server process (``serve``, the demo) that ended before it was ready said that
+    its port was in use: taken by another process after ``free_port`` found it free."""
+    # The command's own check ("Port N on HOST is in use"), or uvicorn's bind after it.
+    return " is in use" in output or "address already in use" in output.lower()
+
+
 def bound_socket() -> socket.socket:
     """A socket bound to a free loopback port, for ``serve``/``serve_here``: its port is known
     before the server starts (for URLs in the app's settings), and stays this server's."""

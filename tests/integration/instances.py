@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.harness import TEST_SECRET_KEY
-from tests.servers import free_port
+from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 
 class Instance:
@@ -42,12 +42,37 @@ def environment(**settings: str | float) -> dict[str, str]:
     return env
 
 
+class PortTaken(AssertionError):
+    """``serve`` ended before it was ready: its port was in use."""
+
+
 @contextlib.contextmanager
 def serving(
     directory: Path, env: dict[str, str], *args: str, port: int | None = None
 ) -> Iterator[Instance]:
-    """``taskflow-link serve`` on a free port, ready (``/readyz`` 200) when this yields."""
-    port = port or free_port()
+    """``taskflow-link serve`` on a free port, ready (``/readyz`` 200) when this yields. A
+    port found free that another process took before ``serve`` bound it is picked again
+    (one the caller chose, ``port``, is not: its URL may be in ``env``)."""
+    for attempt in range(1, PORT_TRIES + 1):
+        instance = _start(directory, env, args, port or free_port())
+        try:
+            wait_ready(instance)
+        except PortTaken:
+            _end(instance)
+            if port is not None or attempt == PORT_TRIES:
+                raise
+            continue
+        except BaseException:
+            _end(instance)
+            raise
+        try:
+            yield instance
+        finally:
+            _end(instance)
+        return
+
+
+def _start(directory: Path, env: dict[str, str], args: tuple[str, ...], port: int) -> Instance:
     log = directory / f"serve-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(  # noqa: S603
@@ -65,23 +90,25 @@ def serving(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    instance = Instance(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_ready(instance)
-        yield instance
-    finally:
-        with contextlib.suppress(Exception):
-            instance.stop(wait=30)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    return Instance(process, f"http://127.0.0.1:{port}", log)
+
+
+def _end(instance: Instance) -> None:
+    with contextlib.suppress(Exception):
+        instance.stop(wait=30)
+    if instance.process.poll() is None:
+        instance.process.kill()
+        instance.process.wait()
 
 
 def wait_ready(instance: Instance, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if instance.process.poll() is not None:
-            raise AssertionError(f"serve exited early:\n{instance.output()}")
+            said = instance.output()
+            if port_was_taken(said):
+                raise PortTaken(f"serve's port was in use:\n{said}")
+            raise AssertionError(f"serve exited early:\n{said}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{instance.url}/readyz", timeout=5).status_code == 200:
                 return
