@@ -37,7 +37,7 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.servers import free_port
+from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,42 +65,80 @@ class Demo:
     output: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    port = emulator_port = free_port()
-    while emulator_port == port:
-        emulator_port = free_port()
-    database = tmp_path_factory.mktemp("demo") / "demo.db"
-    args = f"--port {port} --emulator-port {emulator_port} --database {database}"
-    process = subprocess.Popen(  # noqa: S603 - the README's command, with free ports
-        ["make", "--no-print-directory", "demo", f"DEMO_ARGS={args}"],  # noqa: S607
-        cwd=ROOT,
-        # Every journey here signs in, signs up or starts a Discord round trip from 127.0.0.1,
-        # together more often than the 20 a minute one address may (a person clicking through
-        # the demo never comes close): the limit is a setting, raised for this one browser.
-        env={**os.environ, "TASKFLOW_LINK_AUTH_RATE_LIMIT_PER_MINUTE": "1000"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, like a terminal's job
-    )
-    output: list[str] = []
-    ready = threading.Event()
+@dataclass
+class _Started:
+    process: subprocess.Popen[str]
+    output: list[str]
+    reader: threading.Thread
+    port: int
+    emulator_port: int
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if "Press Ctrl-C to stop" in line:
-                ready.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
+def _start_demo(database: Path) -> _Started:
+    """``make demo`` on two free ports, ready ("Press Ctrl-C to stop"); started again on two
+    others when a port found free was taken by another process before the demo bound it."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = emulator_port = free_port()
+        while emulator_port == port:
+            emulator_port = free_port()
+        args = f"--port {port} --emulator-port {emulator_port} --database {database}"
+        process = subprocess.Popen(  # noqa: S603 - the README's command, with free ports
+            ["make", "--no-print-directory", "demo", f"DEMO_ARGS={args}"],  # noqa: S607
+            cwd=ROOT,
+            # Every journey here signs in, signs up or starts a Discord round trip from
+            # 127.0.0.1, together more often than the 20 a minute one address may (a person
+            # clicking through the demo never comes close): the limit is a setting, raised
+            # for this one browser.
+            env={**os.environ, "TASKFLOW_LINK_AUTH_RATE_LIMIT_PER_MINUTE": "1000"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, like a terminal's job
+        )
+        output: list[str] = []
+        ready = threading.Event()
+
+        def read(process: subprocess.Popen[str], output: list[str], ready: threading.Event) -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                output.append(line)
+                if "Press Ctrl-C to stop" in line:
+                    ready.set()
+
+        reader = threading.Thread(target=read, args=(process, output, ready), daemon=True)
+        reader.start()
+        started = _Started(process, output, reader, port, emulator_port)
         deadline = time.monotonic() + 180  # a first run installs the project first
         while not ready.wait(timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the demo did not start:\n" + "".join(output))
+                _stop_demo(started)
+                said = "".join(output)
+                if process.returncode and port_was_taken(said) and attempt < PORT_TRIES:
+                    break  # another process took a port: two others
+                pytest.fail("the demo did not start:\n" + said)
+        else:
+            return started
+    raise AssertionError("unreachable")
+
+
+def _stop_demo(started: _Started) -> None:
+    process = started.process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    try:
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    started.reader.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    database = tmp_path_factory.mktemp("demo") / "demo.db"
+    started = _start_demo(database)
+    output, port, emulator_port = started.output, started.port, started.emulator_port
+    try:
         text = "".join(output)
         urls = re.findall(r"(http://\S+)", text)
         assert urls == [
@@ -111,14 +149,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         channel, app, outbox = urls
         yield Demo(channel, app, outbox, output=output)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
-        try:
-            process.wait(timeout=60)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        reader.join(timeout=5)
+        _stop_demo(started)
     log = "".join(output)
     assert "Demo stopped." in log, log
     assert "Traceback" not in log, log
