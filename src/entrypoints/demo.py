@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,11 @@ async def run_demo(
     emulator_port: int,
     database: Path,
     on_ready: Callable[[DemoUrls], None],
+    sockets: tuple[socket.socket, socket.socket] | None = None,
 ) -> None:
+    """The demo until Ctrl-C. ``sockets``: the web app's and the emulator's, bound already to
+    ``port`` and ``emulator_port`` (a test's: no other process can take those ports before
+    the servers listen); without them, each server binds its port as it starts."""
     app_url = f"http://{url_host(host)}:{port}"
     emulator_url = f"http://{url_host(host)}:{emulator_port}"
     emulator = emulator_for(app_url)
@@ -139,9 +144,10 @@ async def run_demo(
         loop.add_signal_handler(sig, stop)
     try:
         # The emulator first: the web app registers its commands with it when it starts.
-        emulator_task = asyncio.create_task(emulator_server.serve())
+        app_sockets, emulator_sockets = ([sockets[0]], [sockets[1]]) if sockets else (None, None)
+        emulator_task = asyncio.create_task(emulator_server.serve(sockets=emulator_sockets))
         await _started(emulator_server, emulator_task)
-        app_task = asyncio.create_task(app_server.serve())
+        app_task = asyncio.create_task(app_server.serve(sockets=app_sockets))
         await _started(app_server, app_task)
         on_ready(DemoUrls(f"{emulator_url}/channel", app_url, f"{app_url}/outbox", database))
         await asyncio.gather(app_task, emulator_task)

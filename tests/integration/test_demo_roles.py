@@ -18,7 +18,7 @@ from entrypoints.demo import ALICE_ID, LINKED_ROLE_ID, DemoUrls, run_demo
 from entrypoints.emulator.state import TEST_GUILD_ID
 from tests.contracts.repositories import account, link
 from tests.harness import make_settings
-from tests.servers import free_port
+from tests.servers import bound_socket, port_of
 
 DEADLINE = 60  # seconds; a deadline only
 
@@ -43,18 +43,18 @@ async def test_a_member_linked_in_an_earlier_run_has_the_role_in_the_new_emulate
 ) -> None:
     database = tmp_path / "demo.db"
     await _alice_linked_in_an_earlier_run(database)
-    port = free_port()
-    emulator_port = free_port()
-    while emulator_port == port:
-        emulator_port = free_port()
+    # Bound here and handed over: no other process can take a port before the demo listens.
+    app_socket, emulator_socket = bound_socket(), bound_socket()
+    emulator_port = port_of(emulator_socket)
     ready: asyncio.Future[DemoUrls] = asyncio.get_running_loop().create_future()
     demo = asyncio.create_task(
         run_demo(
             host="127.0.0.1",
-            port=port,
+            port=port_of(app_socket),
             emulator_port=emulator_port,
             database=database,
             on_ready=ready.set_result,
+            sockets=(app_socket, emulator_socket),
         )
     )
     try:
@@ -73,5 +73,9 @@ async def test_a_member_linked_in_an_earlier_run_has_the_role_in_the_new_emulate
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the demo's own handler stops it
         else:
             demo.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(demo, DEADLINE)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(demo, DEADLINE)
+        finally:
+            app_socket.close()  # (the servers closed them as they stopped, if they started)
+            emulator_socket.close()
