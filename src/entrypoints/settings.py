@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import re
+import ssl
 import unicodedata
 import warnings
 from collections import Counter
@@ -1675,6 +1676,60 @@ def _redis_query(url: str) -> None:
             if not _redis_can_use(urlunsplit(parts._replace(query=urlencode([(name, value)])))):
                 raise ValueError(f"has a query parameter whose value redis-py cannot use: {name!r}")
         raise ValueError("is not a URL redis-py can use")
+    if parts.scheme == "rediss":
+        _redis_tls_files(parsed)
+
+
+def _redis_tls_files(parsed: Mapping[str, object]) -> None:
+    """``ValueError`` naming the first TLS file of a ``rediss://`` URL that cannot be read or
+    used (the file's name, never the password). redis-py reads them only when it connects:
+    a CA file, certificate or key that was not there showed only as "unreachable" in /readyz
+    and a log line per call, every instance in its own memory."""
+
+    def named(value: object) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    def readable(parameter: str, path: str) -> None:
+        try:
+            with open(path, "rb") as file:
+                file.read(1)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ValueError(f"its {parameter} file {path!r} cannot be read ({reason})") from None
+
+    ca_certs = named(parsed.get("ssl_ca_certs"))
+    certfile = named(parsed.get("ssl_certfile"))
+    keyfile = named(parsed.get("ssl_keyfile"))
+    ca_path = named(parsed.get("ssl_ca_path"))
+    for parameter, path in (
+        ("ssl_ca_certs", ca_certs),
+        ("ssl_certfile", certfile),
+        ("ssl_keyfile", keyfile),
+    ):
+        if path is not None:
+            readable(parameter, path)
+    if ca_path is not None and not (
+        os.path.isdir(ca_path) and os.access(ca_path, os.R_OK | os.X_OK)
+    ):
+        raise ValueError(f"its ssl_ca_path folder {ca_path!r} is not a folder that can be read")
+    for parameter, path in (("ssl_ca_certs", ca_certs), ("ssl_certfile", certfile)):
+        if path is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=path)
+            except (ssl.SSLError, OSError):
+                raise ValueError(
+                    f"its {parameter} file {path!r} holds no certificate in PEM"
+                ) from None
+    if certfile is not None:
+        password = named(parsed.get("ssl_password"))
+        try:
+            ssl.create_default_context().load_cert_chain(certfile, keyfile, password)
+        except (ssl.SSLError, OSError):
+            shown = "ssl_keyfile" if keyfile is not None else "ssl_certfile"
+            raise ValueError(
+                f"its {shown} file {keyfile or certfile!r} holds no key of the ssl_certfile's "
+                "certificate in PEM (or ssl_password does not open it)"
+            ) from None
 
 
 def _redis_can_use(url: str) -> bool:

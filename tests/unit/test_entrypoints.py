@@ -2624,7 +2624,7 @@ def test_a_redis_url_redis_py_cannot_use_is_refused_at_start(url: str, reason: s
 @pytest.mark.parametrize(
     "query",
     [
-        "ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
+        "ssl_cert_reqs=required&ssl_check_hostname=false",
         "ssl_cert_reqs=none",
         # How connections talk and are kept: they worked before these checks (RESP3 too),
         # and stopping start-up at an upgrade for them would be an outage.
@@ -2640,6 +2640,89 @@ def test_a_redis_url_with_connection_settings_in_its_query_is_accepted(
     monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", url)
     settings = load_settings(_env_file=None)
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == url
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, as PEM files in ``folder``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cache")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cache.pem", folder / "cache.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize("parameter", ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile"])
+@pytest.mark.parametrize("problem", ["missing", "a folder", "not PEM"])
+def test_a_redis_tls_file_that_cannot_be_read_is_refused_at_start_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, parameter: str, problem: str
+) -> None:
+    """redis-py reads the URL's TLS files only when it connects: a CA file, certificate or
+    key that was not there (or not a PEM file) showed only as "unreachable" in /readyz and
+    a log line per call, every instance in its own memory. Start-up stops with one line
+    naming the setting, the parameter and the file (never the password)."""
+    cert_file, key_file = _tls_files(tmp_path)
+    files = {"ssl_ca_certs": cert_file, "ssl_certfile": cert_file, "ssl_keyfile": key_file}
+    bad = {"missing": tmp_path / "gone.pem", "a folder": tmp_path, "not PEM": tmp_path / "x"}
+    bad["not PEM"].write_text("not a certificate\n", encoding="utf-8")
+    files[parameter] = bad[problem]
+    query = "&".join(f"{name}={path}" for name, path in files.items())
+    url = f"rediss://:s3cr3t@cache:6380/0?ssl_cert_reqs=required&{query}"
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", url)
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    message = str(refused.value)
+    assert f"TASKFLOW_LINK_REDIS_URL: its {parameter} file " in message, message
+    assert repr(str(bad[problem])) in message, message
+    assert "s3cr3t" not in message
+    served = CliRunner().invoke(cli, ["serve", "--port", str(free_port())])
+    assert isinstance(served.exception, SettingsError), served.output
+    assert f"its {parameter} file" in str(served.exception)
+
+
+def test_a_redis_tls_ca_folder_that_is_not_one_is_refused_at_start(tmp_path: Path) -> None:
+    url = f"rediss://:s3cr3t@cache:6380/0?ssl_ca_path={tmp_path / 'certs'}"
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, redis_url=url)
+    message = str(refused.value)
+    assert "TASKFLOW_LINK_REDIS_URL: its ssl_ca_path folder " in message, message
+    assert repr(str(tmp_path / "certs")) in message
+    assert "s3cr3t" not in message
+
+
+def test_a_redis_url_with_tls_files_that_can_be_read_is_accepted(tmp_path: Path) -> None:
+    cert_file, key_file = _tls_files(tmp_path)
+    url = (
+        f"rediss://:pw@cache:6380/0?ssl_cert_reqs=required&ssl_ca_certs={cert_file}"
+        f"&ssl_certfile={cert_file}&ssl_keyfile={key_file}&ssl_ca_path={tmp_path}"
+    )
+    settings = load_settings(_env_file=None, secret_key=TEST_SECRET_KEY, redis_url=url)
     assert settings.redis_url is not None
     assert settings.redis_url.get_secret_value() == url
 
