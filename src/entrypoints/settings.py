@@ -1509,6 +1509,19 @@ POSTGRES_URL_PARAMETERS = frozenset(
 # is not asyncpg's: it stopped every command at its first connection.
 POSTGRES_IGNORED_TIMEOUTS = frozenset({"timeout", "command_timeout"})
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# The values asyncpg documents for these (checked when it connects: a ClientConfigurationError
+# at every connection, after `config` had shown the URL).
+_POSTGRES_CHOICES = {
+    "target_session_attrs": (
+        "any",
+        "primary",
+        "standby",
+        "prefer-standby",
+        "read-write",
+        "read-only",
+    ),
+    "gsslib": ("gssapi", "sspi"),
+}
 
 
 def _postgres_query(url: SqlUrl) -> None:
@@ -1534,6 +1547,7 @@ def _postgres_query(url: SqlUrl) -> None:
             + ", ".join(sorted(POSTGRES_URL_PARAMETERS))
             + ")"
         )
+    _postgres_values(url)
     # asyncpg reads ?ssl= by its TLS modes only (ssl=true failed every connection).
     ssl = url.query.get("ssl")
     if ssl is not None and (not isinstance(ssl, str) or ssl.replace("_", "-") not in _SSL_MODES):
@@ -1558,6 +1572,26 @@ def _postgres_query(url: SqlUrl) -> None:
     for port in ports if isinstance(ports, list) else [ports]:
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(_BAD_PORT)
+
+
+def _postgres_values(url: SqlUrl) -> None:
+    """``ValueError`` naming a query parameter asyncpg would refuse at every connection: a
+    ``target_session_attrs`` or ``gsslib`` it does not take, or one given more than once
+    (SQLAlchemy then passes a tuple where asyncpg wants text). Never shows a value."""
+    for name, choices in _POSTGRES_CHOICES.items():
+        value = url.query.get(name)
+        if value is not None and (not isinstance(value, str) or value not in choices):
+            raise ValueError(
+                f"has a ?{name}= that asyncpg does not take (give it once, one of "
+                + ", ".join(choices)
+                + ")"
+            )
+    # The hosts and ports (which may be several), ?ssl= and the statement cache are said by
+    # _postgres_query, with what they take.
+    said_there = {"host", "port", "ssl", "prepared_statement_cache_size"}
+    for name, value in url.query.items():
+        if not isinstance(value, str) and name in POSTGRES_URL_PARAMETERS - said_there:
+            raise ValueError(f"has ?{name}= more than once (give it once)")
 
 
 # The parameters of a SQLite URL whose values SQLAlchemy converts for the driver.

@@ -881,6 +881,29 @@ def test_without_password_takes_any_url(url: str, shown: str) -> None:
         ("port=s3cr3t", "has hosts or ports in its query that cannot be read"),
         ("host=a:1&host=b", "has hosts or ports in its query that cannot be read"),
         ("host=a:1&host=b:99999", "has a port that is not a number from 0 to 65535"),
+        # asyncpg checks these when it connects (ClientConfigurationError): `config` showed
+        # the URL, and every command and /readyz failed at the first connection.
+        (
+            "target_session_attrs=s3cr3t",
+            "has a ?target_session_attrs= that asyncpg does not take (give it once, one of any, "
+            "primary, standby, prefer-standby, read-write, read-only)",
+        ),
+        (
+            "target_session_attrs=prefer_standby",
+            "has a ?target_session_attrs= that asyncpg does not take",
+        ),
+        (
+            "target_session_attrs=primary&target_session_attrs=standby",
+            "has a ?target_session_attrs= that asyncpg does not take (give it once",
+        ),
+        (
+            "gsslib=s3cr3t",
+            "has a ?gsslib= that asyncpg does not take (give it once, one of gssapi, sspi)",
+        ),
+        # Given twice, SQLAlchemy passes a tuple where asyncpg wants text.
+        ("krbsrvname=a&krbsrvname=b", "has ?krbsrvname= more than once (give it once)"),
+        ("passfile=a&passfile=b", "has ?passfile= more than once (give it once)"),
+        ("password=s3cr3t&password=pw", "has ?password= more than once (give it once)"),
     ],
 )
 def test_a_postgres_url_whose_query_asyncpg_cannot_take_is_refused_at_start(
@@ -967,6 +990,8 @@ def test_checking_a_sqlite_url_silences_only_sqlalchemys_word_on_an_unused_param
     [
         "ssl=require",
         "ssl=verify-full&target_session_attrs=read-write",
+        "target_session_attrs=prefer-standby&gsslib=gssapi&krbsrvname=postgres",
+        "target_session_attrs=any&gsslib=sspi",
         "host=/var/run/postgresql&port=5432",
         "host=a:5432&host=b:5433",
         # SQLAlchemy's own (its engine's statement cache; 0 for PgBouncer): it worked before
