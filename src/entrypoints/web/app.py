@@ -154,16 +154,6 @@ def _starts_nothing(request: Request[Any, Any, Any]) -> bool:
     return request.method == "GET" and starts_no_round_trip(request)
 
 
-def _loaded_ahead(request: Request[Any, Any, Any]) -> bool:
-    """Whether a browser loads the page ahead of time, in case someone opens it: a page of
-    any site can ask it to (speculation rules), without a click, for up to dozens of URLs at
-    once, and Chromium sends a cross-site one as a document nobody's page asked for
-    (``Sec-Fetch-Site: none``), which the check above lets through: a visit to such a page
-    spent its visitor's sign-in budget, and their whole network's. A refused prefetch is
-    simply not used: the browser loads the page when it is opened."""
-    return loaded_ahead(request)
-
-
 log = logging.getLogger("taskflow_link.web")
 
 
@@ -422,7 +412,12 @@ def _limits(
                 status_code=403,
                 detail="This page opens as a page of its own, not inside another site's.",
             )
-        if _loaded_ahead(request):
+        # Loaded ahead of time (a prefetch, a prerender): a page of any site can ask it to
+        # (speculation rules), without a click, for dozens of URLs at once, and Chromium sends
+        # a cross-site one as a document nobody's page asked for (Sec-Fetch-Site: none),
+        # which the check above lets through: it spent its visitor's sign-in budget, and
+        # their whole network's. A refused prefetch is not used: the page loads when opened.
+        if loaded_ahead(request):
             raise HTTPException(
                 status_code=403,
                 detail="This page is not loaded ahead of time: it loads when it is opened.",
