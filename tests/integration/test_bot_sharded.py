@@ -33,6 +33,7 @@ from entrypoints.bot.commands import command_classes
 from entrypoints.bot.runtime import GatewayRunner, build_gateway_bot, sync_commands
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
+from entrypoints.emulator.state import Guild, TestUser
 from entrypoints.settings import Settings
 from entrypoints.web import create_app
 from tests.bot_support import (
@@ -58,8 +59,18 @@ SERVERS_OF_SHARD = {
 @pytest.fixture
 def emulator() -> Iterator[tuple[EmulatorState, str]]:
     state = EmulatorState(APP_ID, "secret", set(), response_deadline=60.0, gateway_shards=2)
+    for server in (str(s) for servers in SERVERS_OF_SHARD.values() for s in servers):
+        state.guilds.setdefault(server, Guild(server, f"Server {server}"))  # the app is in each
     with serve(create_emulator_app(state)) as url:
         yield state, url
+
+
+def _in_every_server(state: EmulatorState, user: TestUser) -> TestUser:
+    """The user joins each server of SERVERS_OF_SHARD (Discord offers a server's commands to
+    its members only)."""
+    for guild in state.guilds.values():
+        guild.members.setdefault(user.id, set())
+    return user
 
 
 def _settings(state: EmulatorState, url: str, **overrides: Any) -> Settings:
@@ -181,7 +192,7 @@ async def test_two_copies_each_answer_the_interactions_of_their_own_shard_once(
     state, url = emulator
     caplog.set_level(logging.INFO, logger="taskflow_link.bot")
     registered = await _registered_by_an_older_release(state, url)
-    user = state.add_user("sam")
+    user = _in_every_server(state, state.add_user("sam"))
     owner: dict[str, int] = {}  # interaction id -> the shard that must answer it
 
     async with (
@@ -487,7 +498,7 @@ async def test_the_bot_command_runs_the_shards_it_is_given(
     """``taskflow-link bot --shard-ids 1 --shard-count 2`` as an operator runs it."""
     state, url = emulator
     registered = await _registered_by_an_older_release(state, url)
-    user = state.add_user("ida")
+    user = _in_every_server(state, state.add_user("ida"))
     env = {
         **os.environ,
         "TASKFLOW_LINK_SECRET_KEY": TEST_SECRET_KEY,

@@ -17,7 +17,12 @@ from litestar.testing import AsyncTestClient
 
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.bot_api import take_http_answer, with_component_ids
-from entrypoints.emulator.state import INTERACTION_TOKEN_LIFETIME, TEST_GUILD_ID, Interaction
+from entrypoints.emulator.state import (
+    INTERACTION_TOKEN_LIFETIME,
+    TEST_GUILD_ID,
+    Guild,
+    Interaction,
+)
 from entrypoints.emulator.validation import (
     chat_input_name_ok,
     check_command_response,
@@ -770,6 +775,35 @@ async def test_a_global_command_without_dms_is_not_offered_there(
     )
     assert in_dm.status_code == 409
     assert "not offered in DMs" in in_dm.json()["error"]
+
+
+async def test_a_command_runs_only_in_a_server_the_app_is_in_and_for_its_members(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """Discord sends an interaction only from a server the application was added to (its
+    commands are offered nowhere else), and only a member of that server can use them: a
+    global command run "in" any other server id reached the service as if it could be."""
+    state, client = emulator
+    await client.put(f"/api/v10/applications/{APP_ID}/commands", json=[command()])
+    user = state.add_user("ike")
+    other = "1399999999999999999"
+    run = {"user_id": user.id, "command": "link", "guild_id": other}
+
+    elsewhere = await client.post("/_emulator/interactions", json=run)
+    assert elsewhere.status_code == 409
+    assert f"not in server {other}" in elsewhere.json()["error"]
+
+    state.guilds[other] = Guild(other, "Another server")  # the app is added there
+    not_member = await client.post("/_emulator/interactions", json=run)
+    assert not_member.status_code == 409
+    assert "not a member of server" in not_member.json()["error"]
+    assert state.interactions == {}  # nothing was sent
+
+    state.guilds[other].members[user.id] = set()  # they join: Discord sends it
+    sent = await client.post("/_emulator/interactions", json=run)
+    assert sent.status_code == 502  # to a service that is not there in this test
+    [interaction] = state.interactions.values()
+    assert interaction.guild_id == other
 
 
 def _pending(state: EmulatorState) -> Interaction:

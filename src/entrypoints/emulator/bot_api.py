@@ -303,6 +303,21 @@ def _asked_problem(state: EmulatorState, where: str, via: str) -> tuple[int, str
     return None
 
 
+def _not_usable_in(state: EmulatorState, guild_id: str, user_id: str) -> str | None:
+    """Why nobody could run the application's commands in that server, or ``None``: Discord
+    offers them (and sends interactions) only in a server the application was added to, and
+    only its members are there to use them."""
+    server = state.guilds.get(guild_id)
+    if server is None:
+        return (
+            f"the application is not in server {guild_id}: Discord sends interactions only "
+            "from servers it was added to"
+        )
+    if user_id not in server.members:
+        return f"test user {user_id} is not a member of server {guild_id}"
+    return None
+
+
 async def run_slash_command(
     state: EmulatorState,
     gateway: list[GatewaySession],
@@ -325,6 +340,8 @@ async def run_slash_command(
     if guild_id is not None and not (guild_id.isascii() and guild_id.isdecimal()):
         return 400, {"error": "guild_id must be a server id (a snowflake: digits)"}
     guild = (guild_id or TEST_GUILD_ID) if where == "guild" else None
+    if guild is not None and (problem_text := _not_usable_in(state, guild, user_id)):
+        return 409, {"error": problem_text}
     connections = _connections(gateway, guild) if via == "gateway" else []
     if isinstance(connections, str):
         return 409, {"error": connections}
