@@ -233,3 +233,30 @@ async def test_a_revocation_without_a_token_or_with_an_unknown_hint_is_refused(
         fine = {"token": "never-issued"} | ({"token_type_hint": hint} if hint else {})
         taken = await client.post("/api/v10/oauth2/token/revoke", data=fine, auth=(APP, "secret"))
         assert (taken.status_code, taken.json()) == (200, {})  # RFC 7009: unknown is fine
+
+
+@pytest.mark.parametrize("basic", [True, False], ids=["basic-auth", "secret-in-body"])
+async def test_a_token_request_sent_as_json_is_an_unsupported_grant_type(
+    browser: tuple[EmulatorState, Client], *, basic: bool
+) -> None:
+    """Discord's token endpoint reads an application/x-www-form-urlencoded body only (RFC
+    6749): a JSON one has no grant_type for it, and it answers 400 ``unsupported_grant_type``
+    (discord-api-docs#645, #5249: a JSON ``{}`` or a form without grant_type gets it, before
+    the client is judged). The emulator said 401 invalid_client, which sends whoever debugs
+    it after the client secret. The code is not spent."""
+    state, client = browser
+    user = state.add_user("pia")
+    code = state.issue_code(user, frozenset({"identify"}), REDIRECT, None)
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    if basic:
+        answer = await client.post("/api/v10/oauth2/token", json=body, auth=(APP, "secret"))
+    else:
+        credentials = {"client_id": APP, "client_secret": "secret"}
+        answer = await client.post("/api/v10/oauth2/token", json=body | credentials)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "unsupported_grant_type"
+    no_grant_type = await client.post("/api/v10/oauth2/token", data={"invalid": "true"})
+    assert no_grant_type.status_code == 400
+    assert no_grant_type.json()["error"] == "unsupported_grant_type"
+    as_a_form = await client.post("/api/v10/oauth2/token", data=body, auth=(APP, "secret"))
+    assert as_a_form.status_code == 200, as_a_form.text

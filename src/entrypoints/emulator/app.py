@@ -280,16 +280,21 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         state.user_agents.append(request.headers.get("user-agent", ""))
         if (fault := await _fault(state, "token")) is not None:
             return fault
+        # The grant type is judged first: a body that is not a form (JSON) has none for
+        # Discord, which answers unsupported_grant_type whoever the client is
+        # (discord-api-docs#645, #5249).
+        grant_type = data.get("grant_type")
+        if grant_type not in ("refresh_token", "authorization_code"):
+            return _error_json("unsupported_grant_type", 400)
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
-        grant_type = data.get("grant_type")
         if grant_type == "refresh_token":
             # Discord rotates refresh tokens: each works once, then only the new one does.
             refreshed = state.refresh(data.get("refresh_token", ""))
             if refreshed is None:
                 return _error_json("invalid_grant", 400, 'Invalid "refresh_token" in request.')
             grant = refreshed
-        elif grant_type == "authorization_code":
+        else:  # authorization_code
             redeemed = state.redeem_code(
                 data.get("code", ""), data.get("redirect_uri"), data.get("code_verifier")
             )
@@ -297,8 +302,6 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
                 error, field = redeemed
                 return _error_json(error, 400, f'Invalid "{field}" in request.')
             grant = redeemed
-        else:
-            return _error_json("unsupported_grant_type", 400)
         answer = {
             "access_token": state.issue_token(grant),
             "token_type": "Bearer",
