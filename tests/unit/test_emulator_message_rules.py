@@ -31,14 +31,32 @@ def errors_at(body: dict[str, Any], *path: str | int) -> list[str]:
         ({"users": [None]}, ("users", 0)),
         ({"users": [-5]}, ("users", 0)),
         ({"parse": [], "replied_user": "yes"}, ("replied_user",)),
+        ({"parse": "users"}, ("parse",)),
+        ({"parse": ""}, ("parse",)),
+        ({"parse": 0}, ("parse",)),
+        ({"parse": False}, ("parse",)),
+        ({"parse": {}}, ("parse",)),
     ],
-    ids=["user-name", "role-mention", "null-user", "negative-id", "replied-user-text"],
+    ids=[
+        "user-name",
+        "role-mention",
+        "null-user",
+        "negative-id",
+        "replied-user-text",
+        "parse-text",
+        "parse-empty-text",
+        "parse-zero",
+        "parse-false",
+        "parse-object",
+    ],
 )
 def test_allowed_mentions_of_the_wrong_kind_are_refused(
     mentions: dict[str, Any], path: tuple[str | int, ...]
 ) -> None:
-    """``users`` and ``roles`` are "array of snowflakes", ``replied_user`` a boolean: the
-    emulator took anything in them, where Discord answers 50035."""
+    """``users`` and ``roles`` are "array of snowflakes", ``parse`` an array of mention
+    types, ``replied_user`` a boolean: the emulator took anything in them (a ``parse`` that
+    was falsy, as ``""``, ``0``, ``false`` or ``{}``, read as none), where Discord answers
+    50035."""
     refused = check_command_response(reply(allowed_mentions=mentions))
     assert refused is not None
     assert errors_at(refused[1], "data", "allowed_mentions", *path)
@@ -48,6 +66,7 @@ def test_allowed_mentions_of_the_wrong_kind_are_refused(
     "mentions",
     [
         {"parse": []},
+        {"parse": None},  # nullable in Discord's OpenAPI spec: as if left out
         {"users": ["1234", 5678], "roles": []},
         {"parse": ["users", "roles"], "users": []},
         {"parse": ["everyone"], "users": None, "replied_user": False},

@@ -783,8 +783,15 @@ def _check_mentions(errors: FormErrors, path: Path, mentions: object) -> None:
     if not isinstance(mentions, Mapping):
         errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
         return
-    parse = mentions.get("parse") or []
-    if not isinstance(parse, list) or any(p not in MENTION_TYPES for p in parse):
+    parse = mentions.get("parse")
+    if parse is None:  # nullable in Discord's spec: as if left out
+        parse = []
+    elif not isinstance(parse, list):  # "" or 0 or {} too: not an array, not none
+        errors.add(
+            (*path, "parse"), "MODEL_TYPE_CONVERT", "Only iterables may be used in a ListType"
+        )
+        return
+    if any(p not in MENTION_TYPES for p in parse):
         errors.add(
             (*path, "parse"),
             "BASE_TYPE_CHOICES",
