@@ -806,6 +806,27 @@ async def test_a_command_runs_only_in_a_server_the_app_is_in_and_for_its_members
     assert interaction.guild_id == other
 
 
+async def test_a_dm_command_needs_a_server_shared_with_the_app(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """A server-installed application is reached in DMs only by someone who shares a server
+    with its bot (Discord opens no DM with a bot otherwise): the emulator sent a DM
+    interaction for any test user."""
+    state, client = emulator
+    await client.put(f"/api/v10/applications/{APP_ID}/commands", json=[command()])
+    stranger = state.add_user("jo", member=False)
+    run = {"user_id": stranger.id, "command": "link", "where": "dm"}
+    refused = await client.post("/_emulator/interactions", json=run)
+    assert refused.status_code == 409
+    assert "shares no server with the application" in refused.json()["error"]
+    assert state.interactions == {}
+    state.test_guild.members[stranger.id] = set()
+    sent = await client.post("/_emulator/interactions", json=run)
+    assert sent.status_code == 502  # sent, to a service that is not there in this test
+    [interaction] = state.interactions.values()
+    assert interaction.guild_id is None
+
+
 def _pending(state: EmulatorState) -> Interaction:
     user = state.add_user("ivy")
     interaction = Interaction(

@@ -303,10 +303,19 @@ def _asked_problem(state: EmulatorState, where: str, via: str) -> tuple[int, str
     return None
 
 
-def _not_usable_in(state: EmulatorState, guild_id: str, user_id: str) -> str | None:
-    """Why nobody could run the application's commands in that server, or ``None``: Discord
-    offers them (and sends interactions) only in a server the application was added to, and
-    only its members are there to use them."""
+def _not_usable_in(state: EmulatorState, guild_id: str | None, user_id: str) -> str | None:
+    """Why the user could not run the application's commands in that server (``None``: in
+    a DM with its bot), or ``None``: Discord offers them (and sends interactions) only in a
+    server the application was added to, and only its members are there to use them; a DM
+    with the bot of an application installed in servers is open only to someone who shares
+    one of them."""
+    if guild_id is None:
+        if any(user_id in server.members for server in state.guilds.values()):
+            return None
+        return (
+            f"test user {user_id} shares no server with the application: Discord opens no "
+            "DM with its bot"
+        )
     server = state.guilds.get(guild_id)
     if server is None:
         return (
@@ -340,7 +349,7 @@ async def run_slash_command(
     if guild_id is not None and not (guild_id.isascii() and guild_id.isdecimal()):
         return 400, {"error": "guild_id must be a server id (a snowflake: digits)"}
     guild = (guild_id or TEST_GUILD_ID) if where == "guild" else None
-    if guild is not None and (problem_text := _not_usable_in(state, guild, user_id)):
+    if (problem_text := _not_usable_in(state, guild, user_id)) is not None:
         return 409, {"error": problem_text}
     connections = _connections(gateway, guild) if via == "gateway" else []
     if isinstance(connections, str):
