@@ -280,8 +280,11 @@ def _connections(gateway: list[GatewaySession], guild: str | None) -> list[Gatew
     )
 
 
-def _asked_problem(state: EmulatorState, where: str, via: str) -> tuple[int, str] | None:
-    """What is wrong with a test's ``where`` and ``via`` (a status and why), or ``None``.
+def _asked_problem(
+    state: EmulatorState, where: str, via: str, guild_id: str | None
+) -> tuple[int, str] | None:
+    """What is wrong with a test's ``where``, ``via`` and ``guild_id`` (a status and why), or
+    ``None``.
     An application with an Interactions Endpoint URL gets its interactions there only:
     Discord sends none over the gateway, however many bots are connected; without one, they
     come over the gateway only."""
@@ -289,6 +292,8 @@ def _asked_problem(state: EmulatorState, where: str, via: str) -> tuple[int, str
         return 400, 'where must be "guild" or "dm"'
     if via not in ("http", "gateway"):
         return 400, 'via must be "http" or "gateway"'
+    if guild_id is not None and not (guild_id.isascii() and guild_id.isdecimal()):
+        return 400, "guild_id must be a server id (a snowflake: digits)"
     if via == "gateway" and state.interactions_url:
         return 409, (
             f"the application has an Interactions Endpoint URL ({state.interactions_url}): "
@@ -344,10 +349,8 @@ async def run_slash_command(
     via = via or ("http" if state.interactions_url else "gateway")
     if user_id not in state.users:
         return 404, {"error": f"unknown test user {user_id!r}"}
-    if (problem := _asked_problem(state, where, via)) is not None:
+    if (problem := _asked_problem(state, where, via, guild_id)) is not None:
         return problem[0], {"error": problem[1]}
-    if guild_id is not None and not (guild_id.isascii() and guild_id.isdecimal()):
-        return 400, {"error": "guild_id must be a server id (a snowflake: digits)"}
     guild = (guild_id or TEST_GUILD_ID) if where == "guild" else None
     if (problem_text := _not_usable_in(state, guild, user_id)) is not None:
         return 409, {"error": problem_text}
