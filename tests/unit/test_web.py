@@ -1480,3 +1480,33 @@ async def test_a_password_sign_in_never_returns_to_a_round_trip_start(
         {"username": "bob", "email": "bob@example.com", "password": PASSWORD, "next": next_path},
     )
     assert urlsplit(str(signup.url)).path == "/account"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"discord_ids": ["1"], "discord_ids": ["2"]}', '"discord_ids"'),
+        # The same name however it is escaped: JSON compares names after unescaping.
+        (b'{"discord_ids": ["1"], "discord_\\u0069ds": ["2"]}', '"discord_ids"'),
+        # In any object, at any depth (refused, not left to the schema to miss).
+        (b'{"discord_ids": ["1"], "x": {"a": 1, "a": 2}}', '"a"'),
+    ],
+)
+async def test_a_json_body_with_a_repeated_key_is_a_400_naming_it(
+    client: Client, h: Harness, body: bytes, key: str
+) -> None:
+    """A key given twice in one object was read last-key-wins: {"discord_ids": [A],
+    "discord_ids": [B]} looked up B, where a proxy, a log or a WAF that reads the first one
+    saw A. Refused, the message naming the key; once each is still read."""
+    token = (await h.container.create_api_key().execute("bulk")).token
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    answer = await client.post("/api/v1/links/lookup", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == {
+        "code": "http_400",
+        "message": f"The request was not valid: JSON is malformed: the key {key} appears "
+        "more than once in one object",
+    }
+    once = b'{"discord_ids": ["1", "2"], "x": {"a": 1, "b": {"a": 2}}}'
+    taken = await client.post("/api/v1/links/lookup", content=once, headers=headers)
+    assert taken.status_code == 200, taken.text
