@@ -260,3 +260,50 @@ async def test_a_csrf_token_not_in_ascii_is_refused_never_a_500(
     assert answer.status_code == 403, answer.text
     assert "This form expired or came from another site" in answer.text
     assert len(db.tables.audit) == audited  # refused at the door: no sign-in was tried
+
+
+@pytest.mark.parametrize(
+    ("charset", "body", "status"),
+    [
+        # Declared in another charset: refused rather than read as UTF-8 (é became U+FFFD).
+        ("latin-1", b"login=alic%E9&password=caf%E9", 415),
+        ("iso-8859-1", b"login=alice&password=x", 415),
+        ("no-such-charset", b"login=alice&password=x", 415),
+        # Undeclared, but not UTF-8 once decoded: every such byte was U+FFFD, so that the
+        # passwords caf%E9 and caf%E8 were one and the same.
+        (None, b"login=alice&password=caf%E9", 400),
+        # A byte past ASCII that is not percent-encoded (browsers encode every one): it was
+        # read as Latin-1.
+        (None, "login=alice&password=café".encode(), 400),
+    ],
+)
+async def test_a_form_that_is_not_utf_8_is_refused(
+    client: Client,
+    db: MemoryDatabase,
+    charset: str | None,
+    body: bytes,
+    status: int,
+) -> None:
+    """Our pages say ``<meta charset="utf-8">``, so browsers send their forms in UTF-8 and
+    name no charset: a form in another one is refused, saying so, never read as UTF-8 with
+    its other characters replaced (U+FFFD)."""
+    token = csrf_token((await client.get("/signin")).text)
+    audited = len(db.tables.audit)
+    content_type = "application/x-www-form-urlencoded"
+    if charset is not None:
+        content_type += f"; charset={charset}"
+    answer = await client.post(
+        "/signin",
+        content=body + f"&_csrf_token={token}".encode(),
+        headers={"content-type": content_type},
+    )
+    assert answer.status_code == status, answer.text
+    assert "UTF-8" in answer.text
+    assert len(db.tables.audit) == audited  # no sign-in was tried
+    for taken in ("", "; charset=utf-8", "; charset=UTF-8", '; charset="utf8"'):
+        answer = await client.post(
+            "/signin",
+            content=f"login=alic%C3%A9&password=x&_csrf_token={token}".encode(),
+            headers={"content-type": f"application/x-www-form-urlencoded{taken}"},
+        )
+        assert answer.status_code == 401, (taken, answer.text)  # an unknown login

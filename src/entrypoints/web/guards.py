@@ -5,6 +5,8 @@
   route, ``/healthz`` included).
 - Control characters (NUL, escapes...) in a query string or a submitted form: no field of
   ours takes them, and a NUL reaching Postgres looked like a database outage.
+- A form that is not UTF-8 (another charset declared, a byte that is not UTF-8 once
+  decoded): Litestar read it as UTF-8 all the same, each such byte a U+FFFD.
 - A form with more fields than any of ours, before anything parses it: Litestar's form (its
   ``FormMultiDict``, on multidict 6) takes time growing with the square of the fields under
   one name to close, so 64 KB of ``a=b&a=b&…`` cost a third of a second of the event loop,
@@ -13,13 +15,14 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import functools
 import json
 import re
 import unicodedata
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from litestar import Request
 from litestar.enums import RequestEncodingType, ScopeType
@@ -129,9 +132,44 @@ def few_form_fields(app: ASGIApp) -> ASGIApp:
                 raise errors.InvalidInput(
                     f"The form has too many fields (at most {MAX_FORM_FIELDS})."
                 )
+            if body:
+                _refuse_other_than_utf_8(request.content_type[1].get("charset"), body)
         await app(scope, receive, send)
 
     return limited
+
+
+def _is_utf_8(charset: str) -> bool:
+    try:
+        return codecs.lookup(charset).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _refuse_other_than_utf_8(charset: str | None, body: bytes) -> None:
+    """A form is UTF-8, as our pages (``<meta charset="utf-8">``) have browsers send it: they
+    name no charset, and percent-encode every byte past ASCII. Litestar reads a form as UTF-8
+    whatever it says, each byte that is not UTF-8 as U+FFFD (the passwords ``caf%E9`` and
+    ``caf%E8`` were the same), and a byte left unencoded as Latin-1: refused (415 for a form
+    that says it is in another charset, 400 for one that is not UTF-8), never guessed at."""
+    if charset is not None and not _is_utf_8(charset):
+        raise HTTPException(
+            status_code=415,
+            detail="Send this form in UTF-8 (no charset, or charset=utf-8), as browsers do.",
+        )
+    if not body.isascii() or not _decodes(unquote_to_bytes(body)):
+        raise errors.InvalidInput(
+            "The form is not in UTF-8 (each byte past ASCII percent-encoded), as browsers "
+            "send it: reload the page and try again."
+        )
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _has_control_characters(text: str) -> bool:
