@@ -496,7 +496,8 @@ class Settings(BaseSettings):
         default=None,
         min_length=16,
         description="When set, /metrics answers only `Authorization: Bearer <this token>` "
-        "(401 otherwise). At least 16 characters.",
+        "(401 otherwise); unset, only a scrape straight from this machine or a private network "
+        "(403 through a proxy or from the internet). At least 16 characters.",
     )
     development: bool = Field(
         default=False,
@@ -1139,9 +1140,10 @@ class Settings(BaseSettings):
             )
         if self.metrics and self.metrics_token is None and not is_loopback(self.public_url.host):
             found.append(
-                "/metrics answers anyone (TASKFLOW_LINK_METRICS_TOKEN is unset or blank): set a "
-                "token (16+ characters), "
-                "keep /metrics from the internet at the proxy, or TASKFLOW_LINK_METRICS=false"
+                "/metrics answers anyone who scrapes it straight from a private network or this "
+                "machine (TASKFLOW_LINK_METRICS_TOKEN is unset or blank): set a token (16+ "
+                "characters), keep /metrics from the internet at the proxy, or "
+                "TASKFLOW_LINK_METRICS=false"
             )
         urls = self.webhook_url_list
         for items in self._webhooks_sharing_a_secret():

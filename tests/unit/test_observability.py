@@ -751,3 +751,52 @@ async def test_a_sign_in_callback_loaded_twice_counts_its_sign_up_once(h: Harnes
     assert loads[1].session_token == loads[0].session_token  # handed over
     assert c.value("links_created_total", how="signup") == 1
     assert c.value("sign_ins_total", method="discord", outcome="created") == 1
+
+
+def _from(app: Any, address: str) -> Any:
+    """``app`` as a client at ``address`` reaches it (the test client is ``testclient``)."""
+
+    async def connected(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["client"] = (address, 40000)
+        await app(scope, receive, send)
+
+    return connected
+
+
+@pytest.mark.parametrize(
+    ("address", "headers"),
+    [
+        ("127.0.0.1", {"X-Forwarded-For": "198.51.100.7"}),  # through a proxy on this host
+        ("10.0.0.2", {"Forwarded": "for=198.51.100.7"}),
+        ("172.17.0.1", {"X-Real-IP": "198.51.100.7"}),
+        ("93.184.216.34", {}),  # straight from the internet
+        ("::ffff:93.184.216.34", {}),
+    ],
+)
+async def test_metrics_without_a_token_answer_no_one_from_the_internet(
+    h: Harness, address: str, headers: dict[str, str]
+) -> None:
+    """Without a token, /metrics answered anyone who reached it, and its counters move with
+    what happens: a stranger asking for a password reset for an address, then reading
+    ``emails_sent_total{kind="reset_password"}`` (or the email worker's passes, woken by the
+    queued email), learnt whether an account has that address. Without a token it now
+    answers only a scrape made straight from this machine or a private network, never one a
+    proxy forwarded (the README's "keep /metrics from the internet at the proxy", kept by
+    the service too); a token lets any client that has it in, as before."""
+    app = create_app(h.container)
+    async with AsyncTestClient(app=_from(app, address)) as stranger:
+        refused = await stranger.get("/metrics", headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "TASKFLOW_LINK_METRICS_TOKEN" in refused.text
+        assert "taskflow_link" not in refused.text.replace("TASKFLOW_LINK", "")
+    for scraper in ("127.0.0.1", "10.1.2.3", "192.168.0.9", "::1", "fd00::5"):
+        async with AsyncTestClient(app=_from(app, scraper)) as prometheus:
+            answer = await prometheus.get("/metrics")
+            assert answer.status_code == 200, (scraper, answer.text)
+    guarded = create_app(
+        Harness.build(build_container(make_settings(metrics_token=TOKEN))).container
+    )
+    async with AsyncTestClient(app=_from(guarded, address)) as holder:
+        auth = {"Authorization": f"Bearer {TOKEN}", **headers}
+        assert (await holder.get("/metrics", headers=auth)).status_code == 200

@@ -5,13 +5,18 @@ paths carry tickets, tokens and Discord ids, and one series per value would grow
 (and put secrets in the metrics). A request that matches no route is not counted at all.
 
 With ``TASKFLOW_LINK_METRICS_TOKEN`` set, ``/metrics`` wants ``Authorization: Bearer <token>``
-and answers 401 otherwise; the token is compared in constant time and never logged.
+and answers 401 otherwise; the token is compared in constant time and never logged. Without
+one, it answers only a scrape made straight from this machine or a private network (403
+otherwise): its counters move with what happens, and a stranger who asked for a password
+reset for an address, then read the emails sent (or the email worker's passes, woken by the
+queued email), learnt whether an account has it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 from typing import Any
 
@@ -151,6 +156,31 @@ def _digest(value: str) -> bytes:
 
 
 _WITHOUT_CHARSET = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+# What a proxy adds: a request with any of them came through one, from anywhere.
+_FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+_NO_TOKEN = (
+    b"Without TASKFLOW_LINK_METRICS_TOKEN, /metrics answers only a scrape made straight from "
+    b"this machine or a private network, never one a proxy forwarded: set a token to scrape "
+    b"it from elsewhere.\n"
+)
+
+
+def _scraped_nearby(scope: Scope) -> bool:
+    """Whether a request came straight from a loopback or private address (or one that is no
+    IP address: a Unix socket, a test client), through no proxy. The client is the one the
+    trusted proxies name, when there are some (``forwarded``)."""
+    if any(name in _FORWARDING_HEADERS for name, _ in scope["headers"]):
+        return False
+    client = scope.get("client")
+    if not client:
+        return True
+    try:
+        address = ipaddress.ip_address(client[0].partition("%")[0])
+    except ValueError:
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global
 
 
 def metrics_route(token: SecretStr | None) -> HTTPRouteHandler:
@@ -168,6 +198,8 @@ def metrics_route(token: SecretStr | None) -> HTTPRouteHandler:
     @get(PATH, include_in_schema=False, sync_to_thread=True)
     def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         """The Prometheus text format: every worker's values in multiprocess mode."""
+        if expected is None and not _scraped_nearby(request.scope):
+            return Response(_NO_TOKEN, status_code=403, media_type=MediaType.TEXT)
         if not authorized(request):
             return Response(
                 b"Send the metrics token: Authorization: Bearer <token>\n",
