@@ -319,6 +319,8 @@ def refuse_repeated_keys(body: bytes) -> None:
         ) from None
     except RecursionError as exc:
         raise SerializationException("JSON is malformed: nested too deeply") from exc
+    except ValueError as exc:  # read by msgspec, not by the standard library: not checked
+        raise SerializationException("JSON is malformed: " + str(exc)) from exc
 
 
 class ApiRequest(Request[Any, Any, Any]):
