@@ -391,8 +391,8 @@ class LinksApi(Controller):
         security=[{"apiKey": [ApiScope.LINKS_READ.value]}],
         responses=_errors(
             {
-                400: "The body is not JSON, or not 1 to 1000 ids each 1 to 20 digits (or a "
-                "positive whole number below 2^63)",
+                400: "The body is not JSON (or gives a key twice in one object), or not 1 to "
+                "1000 ids each 1 to 20 digits (or a positive whole number below 2^63)",
                 413: "The body is larger than 64 KB",
                 415: "The body is sent as another type than JSON (Content-Type)",
                 **_READ,
