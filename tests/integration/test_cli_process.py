@@ -113,6 +113,8 @@ _LOADED_WHEN_NEEDED = {
     "difflib": "a TASKFLOW_LINK_* variable that is no setting",
     "adapters.memory": "TASKFLOW_LINK_STORAGE=memory",
     "entrypoints.emulator": "the emulator's commands",
+    "jinja2": "the first page rendered (the lookup API, /link and the probes render none)",
+    "litestar.plugins.jinja": "the first page rendered",
 }
 
 

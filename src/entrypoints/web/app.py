@@ -23,7 +23,6 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -88,9 +87,12 @@ from entrypoints.web.security import (
     origin,
     security_headers,
 )
+from entrypoints.web.templates import PagesTemplateEngine
 from entrypoints.webhook_worker import WebhookWorker
 
 if TYPE_CHECKING:
+    from litestar.plugins.jinja import JinjaTemplateEngine
+
     from entrypoints.bot.runtime import HttpInteractions
 
 HERE = Path(__file__).parent
@@ -614,10 +616,9 @@ def create_app(
                 SESSION_COOKIE_STATE: jar.session_name,  # what error pages look for
             }
         ),
+        # Jinja loads with the first page (see PagesTemplateEngine), not at start-up.
         template_config=TemplateConfig(
-            directory=HERE / "templates",
-            engine=JinjaTemplateEngine,
-            engine_callback=_template_globals(settings),
+            instance=PagesTemplateEngine(HERE / "templates", _template_globals(settings))
         ),
         middleware=middleware,
         # Forms are small; a bigger body is refused (413) before it is read. Interactions
