@@ -22,11 +22,15 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import Stopping
 from entrypoints.health import failure_kind
+
+if TYPE_CHECKING:
+    from entrypoints.container import Container
 
 
 class StorageTrouble:
@@ -234,3 +238,20 @@ async def stop_together(*stops: Awaitable[None]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def role_workers(container: Container) -> list[QueueWorker]:
+    """The role workers a serving process runs: the role for linked members' when one is
+    configured (as ``RoleWorker.wanted`` says), Linked Roles' when it is on. Their modules load only
+    then: a process without either never uses them."""
+    settings = container.settings()
+    workers: list[QueueWorker] = []
+    if settings.linked_roles:
+        from entrypoints.role_worker import RoleWorker  # noqa: PLC0415
+
+        workers.append(RoleWorker(container))
+    if settings.discord_role_connections:
+        from entrypoints.role_connection_worker import RoleConnectionWorker  # noqa: PLC0415
+
+        workers.append(RoleConnectionWorker(container))
+    return workers

@@ -115,6 +115,9 @@ _LOADED_WHEN_NEEDED = {
     "entrypoints.emulator": "the emulator's commands",
     "jinja2": "the first page rendered (the lookup API, /link and the probes render none)",
     "litestar.plugins.jinja": "the first page rendered",
+    "entrypoints.role_worker": "a role for linked members (TASKFLOW_LINK_DISCORD_LINKED_ROLES)",
+    "entrypoints.role_connection_worker": "Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS)",
+    "entrypoints.web.linked_roles": "Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS)",
 }
 
 
@@ -125,6 +128,10 @@ def test_a_serving_process_loads_at_start_only_what_it_needs(tmp_path: Path) -> 
         TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
         TASKFLOW_LINK_DISCORD_CLIENT_SECRET="app-secret",
         TASKFLOW_LINK_EMAIL_BACKEND="outbox",
+        # Answering interactions over HTTP, as the benchmark's app does: the bot's runtime
+        # starts its workers too.
+        TASKFLOW_LINK_DISCORD_PUBLIC_KEY="ab" * 32,
+        TASKFLOW_LINK_DISCORD_BOT_TOKEN="bot-token",
     )
     done = subprocess.run(  # noqa: S603 - our own code
         [sys.executable, "-c", _SERVING_APP_MODULES],
@@ -138,6 +145,7 @@ def test_a_serving_process_loads_at_start_only_what_it_needs(tmp_path: Path) -> 
     assert done.returncode == 0, done
     loaded = set(done.stdout.split())
     assert "entrypoints.web.app" in loaded  # the app was built
+    assert "entrypoints.bot.runtime" in loaded  # with HTTP interactions
     early = {
         module: why
         for module, why in _LOADED_WHEN_NEEDED.items()

@@ -29,9 +29,7 @@ from entrypoints.email_worker import EmailWorker
 from entrypoints.instances import gateway_kind, instance_watch
 from entrypoints.logs import install_payload_guard
 from entrypoints.purge_worker import PurgeWorker
-from entrypoints.queue_worker import stop_together
-from entrypoints.role_connection_worker import RoleConnectionWorker
-from entrypoints.role_worker import RoleWorker
+from entrypoints.queue_worker import role_workers, stop_together
 from entrypoints.schema import schema_check_at_start
 from entrypoints.settings import ShardPlan
 from entrypoints.webhook_worker import WebhookWorker
@@ -432,11 +430,10 @@ def gateway_background(container: Container) -> list[_Background]:
     shards = container.settings().shards
     background: list[_Background | None] = [
         EmailWorker(container),  # sends the notices /unlink queues
-        # Removes the role for linked members that /unlink queues (when one is configured).
-        RoleWorker(container) if RoleWorker.wanted(container) else None,
         WebhookWorker(container),  # and its link.deleted webhooks
-        # Linked Roles: Discord hears "not linked" after an /unlink (at once).
-        RoleConnectionWorker(container) if container.settings().discord_role_connections else None,
+        # Removes the role for linked members that /unlink queues (when one is configured);
+        # with Linked Roles, Discord hears "not linked" after an /unlink (at once).
+        *role_workers(container),
         # Deletes expired rows, as `purge-expired` does (one purge at a time across instances).
         PurgeWorker(container) if PurgeWorker.wanted(container) else None,
         # Tells of another copy receiving the same interactions that shares no Redis with it.

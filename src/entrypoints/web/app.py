@@ -41,9 +41,7 @@ from entrypoints.health import Readiness
 from entrypoints.instances import WEB, instance_watch
 from entrypoints.logs import request_id
 from entrypoints.purge_worker import PurgeWorker
-from entrypoints.queue_worker import QueueWorker, stop_together
-from entrypoints.role_connection_worker import RoleConnectionWorker
-from entrypoints.role_worker import RoleWorker
+from entrypoints.queue_worker import QueueWorker, role_workers, stop_together
 from entrypoints.schema import schema_check_at_start
 from entrypoints.settings import Settings
 from entrypoints.web.allow import allow_every_method
@@ -76,7 +74,6 @@ from entrypoints.web.guards import (
 from entrypoints.web.head import HEAD_AS_GET, runs_as_get, without_body
 from entrypoints.web.interactions import interactions
 from entrypoints.web.link_by_email import EmailLinkingPages
-from entrypoints.web.linked_roles import LinkedRolePages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.rate_limit import Hit, client_budget, counted_rate_limit
@@ -368,10 +365,8 @@ class _Workers:
             EmailWorker(container),
             WebhookWorker(container),
         ]
-        if RoleWorker.wanted(container):
-            workers.append(RoleWorker(container))
-        if container.settings().discord_role_connections:
-            workers.append(RoleConnectionWorker(container))
+        # The role workers' modules load only where they run (see role_workers).
+        workers += role_workers(container)
         if PurgeWorker.wanted(container):
             workers.append(PurgeWorker(container))
         for worker in workers:
@@ -382,6 +377,15 @@ class _Workers:
         """Stops them side by side: each lets its call (or the purge its batch) under way
         finish (see ``QueueWorker``, ``PurgeWorker``)."""
         await stop_together(*(worker.stop() for worker in self._running.pop(loop, [])))
+
+
+def _linked_role_pages(settings: Settings) -> list[type[Controller]]:
+    """Linked Roles' pages, when Linked Roles is on: their module loads only then."""
+    if not settings.discord_role_connections:
+        return []
+    from entrypoints.web.linked_roles import LinkedRolePages  # noqa: PLC0415
+
+    return [LinkedRolePages]
 
 
 def _http_interactions(container: Container) -> HttpInteractions | None:
@@ -561,21 +565,15 @@ def create_app(
     for warning in [] if worker else settings.warnings():
         log.warning("%s", warning)
 
+    controllers: list[type[Controller]] = [Pages, EmailPages, EmailLinkingPages]
+    controllers += _linked_role_pages(settings)
     app = WebApp(
         route_handlers=[
             Router(
                 path="/",
                 route_handlers=[
                     *([metrics_route(settings.metrics_token)] if settings.metrics else []),
-                    *(
-                        _with_use_cases(container, controller)
-                        for controller in (
-                            Pages,
-                            EmailPages,
-                            EmailLinkingPages,
-                            *([LinkedRolePages] if settings.discord_role_connections else []),
-                        )
-                    ),
+                    *(_with_use_cases(container, controller) for controller in controllers),
                     Router(
                         path="/",
                         route_handlers=page_functions,
