@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -128,6 +129,20 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT, defaults={"request_tag": ""})
+        # The second last written and its text: lines of the same second (the access log
+        # writes one per request) reuse it, not localtime() and strftime() again.
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        msec_format = self.default_msec_format
+        if datefmt is not None or msec_format is None or self.converter is not time.localtime:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached, text = self._second
+        if second != cached:
+            text = time.strftime(self.default_time_format, time.localtime(second))
+            self._second = (second, text)
+        return msec_format % (text, record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = one_line(record.message)
