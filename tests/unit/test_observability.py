@@ -32,6 +32,7 @@ from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.instrumentation import Observed, observed, record_outcome
 from entrypoints.logs import (
+    TEXT_FORMAT,
     TRACE_INDENT,
     AddRequestId,
     JsonFormatter,
@@ -427,6 +428,48 @@ def test_a_request_id_is_taken_from_the_client_only_when_short_and_plain(
     chosen = choose_request_id([(b"x-request-id", sent.encode("utf-8"))])
     assert (chosen == sent) is kept
     assert len(chosen) <= 64
+
+
+def test_fresh_request_ids_are_random_hex_and_never_repeat() -> None:
+    """Fresh ids come from batches of random bytes: across several batches each is 32 hex
+    digits (16 bytes, as secrets.token_hex(16) writes them) and none comes twice."""
+    chosen = [choose_request_id([]) for _ in range(2000)]
+    assert all(len(c) == 32 and int(c, 16) >= 0 for c in chosen)
+    assert len(set(chosen)) == len(chosen)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_request_ids_of_its_own() -> None:
+    """A worker forked from a process that made ids (gunicorn forks its workers) does not hand
+    out the ids its parent's batch still holds: the parent's next one is not the child's."""
+    choose_request_id([])  # a batch under way in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        os.write(write, choose_request_id([]).encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        childs = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert len(childs) == 32
+    assert childs != choose_request_id([])
+
+
+def test_text_lines_of_one_second_are_timed_as_logging_times_them() -> None:
+    """The text format reuses the time of the second it wrote last: each line still reads as
+    logging's own formatTime writes it, milliseconds included, across seconds."""
+    formatter = make_formatter("text")
+    plain = logging.Formatter(TEXT_FORMAT)
+    for created in (1_700_000_000.001, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = logging.makeLogRecord({"msg": "x", "created": created})
+        record.msecs = int((created - int(created)) * 1000)
+        assert formatter.formatTime(record) == plain.formatTime(record)
+    record = logging.makeLogRecord({"msg": "x", "created": 1_700_000_000.5})
+    assert formatter.formatTime(record, "%Y") == plain.formatTime(record, "%Y")
 
 
 async def test_every_answer_carries_a_request_id(client_app: Client) -> None:
