@@ -73,6 +73,10 @@ DISCORD_ID_EXAMPLE: Final = "80351110224678912"
 ACCOUNT_ID_EXAMPLE: Final = "5f0c2b6e-8d1a-4c39-9f4e-2a7b3c1d0e9f"
 # The handler option naming the scope a route needs (read when not given).
 SCOPE_OPTION: Final = "api_scope"
+# Each scope by its value (a member is its value as a key too).
+_SCOPES: Final = {scope.value: scope for scope in ApiScope}
+# Where the key check leaves the request's key, in the request's state.
+_KEY_STATE: Final = "api_key"
 
 
 class LinkOut(Struct):
@@ -246,15 +250,18 @@ async def require_api_key(request: Request[Any, Any, Any]) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("Send an API key as 'Authorization: Bearer <key>'.")
-    scope = ApiScope(request.route_handler.opt.get(SCOPE_OPTION, ApiScope.LINKS_READ))
+    wanted = request.route_handler.opt.get(SCOPE_OPTION, ApiScope.LINKS_READ)
+    scope = _SCOPES.get(wanted) or ApiScope(wanted)  # the dict: a call of ApiScope costs more
     key = await authenticate.execute(token.strip(), scope)  # expired, lacks the scope: raises
     if key is None:
         raise NotAuthorizedException("This API key is not valid (unknown or revoked).")
-    request.state.api_key = key
+    # In the request's state (what request.state reads), written to directly: request.state
+    # makes a State (and its lock) at every access.
+    request.scope.setdefault("state", {})[_KEY_STATE] = key
 
 
 def _authenticated_key(request: Request[Any, Any, Any]) -> ApiKey:
-    key: ApiKey = request.state.api_key
+    key: ApiKey = request.scope["state"][_KEY_STATE]
     return key
 
 
