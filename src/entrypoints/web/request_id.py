@@ -26,10 +26,12 @@ _unused: list[bytes] = []
 
 
 def _new_id() -> str:
-    if not _unused:
-        batch = os.urandom(_BATCH)
-        _unused.extend(batch[i : i + _ID_BYTES] for i in range(0, _BATCH, _ID_BYTES))
-    return _unused.pop().hex()
+    while True:
+        try:
+            return _unused.pop().hex()
+        except IndexError:  # (another thread may take the last one between look and take)
+            batch = os.urandom(_BATCH)
+            _unused.extend(batch[i : i + _ID_BYTES] for i in range(0, _BATCH, _ID_BYTES))
 
 
 os.register_at_fork(after_in_child=_unused.clear)
