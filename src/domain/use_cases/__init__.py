@@ -15,6 +15,7 @@ from domain.use_cases.api_keys import (
 )
 from domain.use_cases.audit import ReadAuditTrail
 from domain.use_cases.discord_auth import (
+    SIGN_IN_UNDER_WAY,
     AuthCompleted,
     AuthOutcome,
     AuthStarted,
@@ -111,6 +112,7 @@ from domain.use_cases.webhooks import (
 __all__ = [
     "NO_WEBHOOKS",
     "PURGE_BATCH",
+    "SIGN_IN_UNDER_WAY",
     "AlreadyLinked",
     "ApplyRoleChanges",
     "AuthCompleted",

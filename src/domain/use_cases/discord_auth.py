@@ -26,6 +26,7 @@ from domain.model import (
     Link,
     LinkedRole,
     PendingLogin,
+    RoleConnectionToken,
     RoleSync,
     Session,
     SignInMethod,
@@ -642,10 +643,14 @@ class FinishDiscordConfirmation:
         if pending.account_id is not None:  # made (recorded with it), and ended since
             if pending.purpose is not AuthPurpose.LOGIN:
                 # Linked Roles started signed in (no sign-in), refused: that refusal again.
-                # Else (recorded signed in, or started signed in and done): the state's own
-                # refusal, whose way on is the verification URL.
+                # Else, to the browser still signed in to its account: its connection made,
+                # or under way (``_connected``); to any other, the state's own refusal, whose
+                # way on is the verification URL.
                 if pending.failed_at is not None:
                     raise failed_again(pending, errors.LinkedRoleVerificationFailed, now)
+                connected = await self._connected(uow, pending, consumed_at, session_token)
+                if connected is not None:
+                    return connected
                 raise refused
             still = await self._still_signed_in(uow, pending, consumed_at, session_token)
             if still is not None:  # renewed since (a form), under the cookie it holds
@@ -677,6 +682,67 @@ class FinishDiscordConfirmation:
             purpose_of(pending),
             AuthOutcome.CONFIRMING,
             SIGN_IN_UNDER_WAY,
+            pending.destination,
+            session_token=None,
+            handed_over=True,
+        )
+
+    async def _connected(
+        self,
+        uow: UnitOfWork,
+        pending: PendingLogin,
+        consumed_at: datetime,
+        session_token: str | None,
+    ) -> AuthCompleted | None:
+        """Linked Roles' round trip started signed in (it connects, and may link, the
+        account; it signs nobody in), its callback loaded again from its browser (the binding)
+        still signed in to that account (its session cookie, ``session_token``): the account
+        page its first load led to, once that load stored the grant (its audit event, written
+        with the tokens, since the state was spent; ``LINKED`` when it linked, and how the
+        push stands now), or ``CONFIRMING`` while that load may still be under way. Nothing
+        handed over: the cookie is the browser's own, and the page is the one its account
+        page shows it anyway. ``None`` otherwise (signed out since, another account: the
+        next person at a shared computer; or later on): the state's own refusal."""
+        account_id = pending.account_id
+        if (
+            account_id is None
+            or pending.purpose not in _ROLE_PURPOSES
+            or not plausible_token(session_token)
+        ):
+            return None
+        now = self._clock.now()
+        try:
+            session, _ = await signed_in(uow, self._tokens, session_token, now)
+        except errors.NotSignedIn:
+            return None
+        if session.account_id != account_id:
+            return None
+        purpose = purpose_of(pending)
+        # Another tab's round trip for this account, stored since, counts too: the account's
+        # connection is what the page tells, and it is made.
+        if await uow.audit.count_since(account_id, AuditKind.ROLE_TOKENS_STORED, consumed_at):
+            link = await uow.links.get_by_account(account_id)
+            linked = (
+                purpose is AuthPurpose.ROLES_LINK
+                and link is not None
+                and link.linked_at >= consumed_at
+            )
+            row = await uow.role_connection_tokens.get(link.discord_id) if link else None
+            return AuthCompleted(
+                purpose,
+                AuthOutcome.LINKED if linked else AuthOutcome.ALREADY_LINKED,
+                account_id,
+                pending.destination,
+                session_token=None,
+                role_sync=_push_standing(row, now),
+                handed_over=True,
+            )
+        if now - consumed_at > self._confirming_for:
+            return None
+        return AuthCompleted(
+            purpose,
+            AuthOutcome.CONFIRMING,
+            account_id,
             pending.destination,
             session_token=None,
             handed_over=True,
@@ -717,6 +783,18 @@ class FinishDiscordConfirmation:
             session_token=None,
             handed_over=True,
         )
+
+
+def _push_standing(row: RoleConnectionToken | None, now: datetime) -> RoleSync | None:
+    """How a kept connection's push stands, as a callback's own push would have said it:
+    ``PUSHED`` when Discord has it (nobody pushing it, not due, no failure), ``FAILED`` while
+    it waits to be tried again, else ``None`` (under way, or due: it follows in a moment)."""
+    if row is None:
+        return None
+    if row.failures:
+        return RoleSync.FAILED
+    pushing = row.claimed_until is not None and row.claimed_until > now
+    return RoleSync.PUSHED if not pushing and row.next_push_at > now else None
 
 
 async def _how_signed_in(uow: UnitOfWork, account: Account, since: datetime) -> AuthOutcome:

@@ -276,11 +276,14 @@ async def _role_connection_made(
     """The answer to Linked Roles' verification URL: the account page, saying how the push
     went, with the new session when it signed in (the one its callback's first load made, for
     a second load: see ``FinishDiscordConfirmation``; that load does not know how the first
-    one's push went, so it says the connection follows in a moment), or, that first load
-    still under way, a page that asks again in a moment."""
+    one's push went, so it says the connection follows in a moment; started signed in, it
+    says how the push stands now, and hands nothing over), or, that first load still under
+    way, a page that asks again in a moment."""
     if done.outcome is AuthOutcome.CONFIRMING:
         holds_session = jar.session_token(request) is not None
-        return _finishing("Finishing your sign-in…", state, holds_session=holds_session)
+        signs_in = done.account_id == uc.SIGN_IN_UNDER_WAY  # started signed out
+        title = "Finishing your sign-in…" if signs_in else "Finishing your connection…"
+        return _finishing(title, state, holds_session=holds_session)
     # Otherwise failed, or paused by Discord's rate limit: left due, for the worker.
     notice = _ROLE_NOTICES.get(done.role_sync, "role_connection_later")
     # The round trip linked the account too (the page names the Discord account).
