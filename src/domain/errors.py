@@ -445,10 +445,19 @@ class DiscordSignInUsed(SecretConsumed):
         "sign in again."
     )
     destination: str = "/account"
+    # Said besides when that sign-in linked the account by its confirmed email, naming nobody
+    # (its notice, which named the account, went with an answer the browser may never have
+    # received).
+    linked_by_email = (
+        "This sign-in with Discord was used already: it linked your Discord account to the "
+        "TaskFlow account with the same confirmed email address (an email to that address "
+        "says so), and signed you in to it, but this browser is not signed in with it. "
+        "Discord's answer can be used once: sign in again."
+    )
 
     @classmethod
-    def bound_for(cls, destination: str) -> DiscordSignInUsed:
-        used = cls()
+    def bound_for(cls, destination: str, *, linked_by_email: bool = False) -> DiscordSignInUsed:
+        used = cls(cls.linked_by_email if linked_by_email else None)
         used.destination = destination
         return used
 

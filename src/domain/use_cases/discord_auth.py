@@ -607,7 +607,8 @@ class FinishDiscordConfirmation:
         signed in as that sign-in left it (``_still_signed_in``), or ``DiscordSignInUsed``
         when this browser no longer holds that session (ended since, or renewed under a
         token it never received: the first load recorded the account it signed in to,
-        ``mark_signed_in``), or the link proposal it made in
+        ``mark_signed_in``; or later on, when that load linked by the confirmed email,
+        saying so: ``_made_before``), or the link proposal it made in
         the last ``SENT_TWICE_WITHIN``, still waiting for the account's proof, under the
         token derived from the state (``CONFIRM_NEEDED``: the same step shown again; its
         cookie went with the answer the browser left), or ``CONFIRMING`` while no session
@@ -625,10 +626,9 @@ class FinishDiscordConfirmation:
                     uow, self._tokens, made, now, proved_with=SignInMethod.DISCORD
                 )
             except errors.NotSignedIn:  # made, but not just now (or ended since)
-                still = await self._still_signed_in(uow, pending, consumed_at, session_token)
-                if still is not None:
-                    return still
-                raise refused from None
+                return await self._made_before(
+                    uow, pending, consumed_at, refused, session_token=session_token
+                )
             return AuthCompleted(
                 purpose_of(pending),
                 # Linked Roles signs in only an account linked before (it never links).
@@ -655,7 +655,10 @@ class FinishDiscordConfirmation:
             still = await self._still_signed_in(uow, pending, consumed_at, session_token)
             if still is not None:  # renewed since (a form), under the cookie it holds
                 return still
-            raise errors.DiscordSignInUsed.bound_for(pending.destination)
+            raise errors.DiscordSignInUsed.bound_for(
+                pending.destination,
+                linked_by_email=await _linked_by_email(uow, pending, consumed_at),
+            )
         waits = session_token_after(self._tokens, state, PROPOSAL_AFTER_DISCORD_SIGN_IN)
         proposal = await uow.link_proposals.get(waits.digest)
         if proposal is not None:  # the first load asked for the account's proof first
@@ -686,6 +689,28 @@ class FinishDiscordConfirmation:
             session_token=None,
             handed_over=True,
         )
+
+    async def _made_before(
+        self,
+        uow: UnitOfWork,
+        pending: PendingLogin,
+        consumed_at: datetime,
+        refused: errors.DomainError,
+        *,
+        session_token: str | None,
+    ) -> AuthCompleted:
+        """The session a sign-in's first load made, not in the last ``SENT_TWICE_WITHIN``:
+        ``STILL_SIGNED_IN`` to the browser that holds it (``_still_signed_in``); else,
+        when that load linked by the confirmed email, ``DiscordSignInUsed`` saying so in words
+        that name nobody (``_linked_by_email``); else ``refused``."""
+        still = await self._still_signed_in(uow, pending, consumed_at, session_token)
+        if still is not None:
+            return still
+        if await _linked_by_email(uow, pending, consumed_at):
+            raise errors.DiscordSignInUsed.bound_for(
+                pending.destination, linked_by_email=True
+            ) from None
+        raise refused from None
 
     async def _connected(
         self,
@@ -795,6 +820,21 @@ def _push_standing(row: RoleConnectionToken | None, now: datetime) -> RoleSync |
         return RoleSync.FAILED
     pushing = row.claimed_until is not None and row.claimed_until > now
     return RoleSync.PUSHED if not pushing and row.next_push_at > now else None
+
+
+async def _linked_by_email(uow: UnitOfWork, pending: PendingLogin, since: datetime) -> bool:
+    """Whether the plain sign-in of ``pending``, its state spent at ``since``, linked the
+    account it signed in to (recorded: ``mark_signed_in``) by its confirmed email. Its page
+    loaded again, no longer handed the session (later than a double click, or signed out
+    since), still says so to the same browser (its binding), in words that name nobody: the
+    notice that named the account went with the first answer, which may never have reached
+    it (the email to the address says it too, and names the Discord account)."""
+    if pending.purpose is not AuthPurpose.LOGIN or pending.account_id is None:
+        return False
+    account = await uow.accounts.get(pending.account_id)
+    if account is None:
+        return False
+    return await _how_signed_in(uow, account, since) is AuthOutcome.LINKED_AND_SIGNED_IN
 
 
 async def _how_signed_in(uow: UnitOfWork, account: Account, since: datetime) -> AuthOutcome:
