@@ -196,3 +196,30 @@ async def test_the_waiting_page_from_another_browser_learns_nothing(
         await first
     assert refused.status_code == 410, refused.text
     assert FINISHING not in refused.text
+
+
+async def test_started_signed_out_a_reload_after_the_minute_with_its_session_goes_on(
+    roles: Client, r: Harness
+) -> None:
+    """Started signed out (it signs in), the browser holding the session its first load made:
+    after the minute (no hand-over any more), the account page again, as a plain sign-in's
+    reload goes on to its destination (before: 'used already'); nothing handed over."""
+    linked = await roles.get(await _linking(roles, r, 7608), follow_redirects=False)
+    assert linked.status_code == 302, linked.text
+    await post_form(roles, "/account", "/signout", {})
+    r.clock.advance(timedelta(seconds=5))
+    started = await roles.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7608))
+    callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    first = await roles.get(callback, follow_redirects=False)
+    assert first.headers["location"] == "/account?notice=role_connected"
+    assert "tfl_session" in first.cookies
+    r.clock.advance(timedelta(minutes=1, seconds=1))
+    again = await roles.get(callback, follow_redirects=False)
+    assert again.status_code == 302, again.text
+    assert again.headers["location"] == first.headers["location"]
+    assert "tfl_session" not in again.cookies
+    await post_form(roles, "/account", "/signout", {})
+    refused = await roles.get(callback, follow_redirects=False)  # signed out: nothing
+    assert refused.status_code == 410, refused.text
+    assert USED in refused.text

@@ -700,10 +700,13 @@ class FinishDiscordConfirmation:
         session_token: str | None,
     ) -> AuthCompleted:
         """The session a sign-in's first load made, not in the last ``SENT_TWICE_WITHIN``:
-        ``STILL_SIGNED_IN`` to the browser that holds it (``_still_signed_in``); else,
-        when that load linked by the confirmed email, ``DiscordSignInUsed`` saying so in words
+        ``STILL_SIGNED_IN`` to the browser still signed in to its account
+        (``_still_signed_in``; Linked Roles': its connection, ``_connected``); else, when
+        that load linked by the confirmed email, ``DiscordSignInUsed`` saying so in words
         that name nobody (``_linked_by_email``); else ``refused``."""
         still = await self._still_signed_in(uow, pending, consumed_at, session_token)
+        if still is None:
+            still = await self._connected(uow, pending, consumed_at, session_token)
         if still is not None:
             return still
         if await _linked_by_email(uow, pending, consumed_at):
@@ -720,8 +723,9 @@ class FinishDiscordConfirmation:
         session_token: str | None,
     ) -> AuthCompleted | None:
         """Linked Roles' round trip started signed in (it connects, and may link, the
-        account; it signs nobody in), its callback loaded again from its browser (the binding)
-        still signed in to that account (its session cookie, ``session_token``): the account
+        account; it signs nobody in), or one that signed in past its hand-over, its callback
+        loaded again from its browser (the binding) still signed in to that account (its
+        session cookie, ``session_token``): the account
         page its first load led to, once that load stored the grant (its audit event, written
         with the tokens, since the state was spent; ``LINKED`` when it linked, and how the
         push stands now), or ``CONFIRMING`` while that load may still be under way. Nothing
