@@ -310,3 +310,48 @@ async def test_a_load_again_without_the_renewed_session_hands_nothing_over(
     refused = await client.get(callback, follow_redirects=False)
     assert refused.status_code == 410, refused.text
     assert "tfl_session" not in refused.cookies
+
+
+async def test_signing_out_after_the_answer_was_lost_ends_the_session_it_made(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """The first load's answer never reached the browser (the tab closed under it, another
+    page opened meanwhile), which stayed signed in to the account it had before; its person
+    signs out. Before, the session that load made lived on, held by nobody, and the page back
+    from Discord opened again within the minute (the next person at a shared computer going
+    back in the history) was handed it: signed in to the account the person had just signed
+    out of. Now signing out ends it, as it ends a form's renewal whose answer was lost, and
+    that load says this sign-in was used already."""
+    await sign_up(client, "olga")  # the session this browser had before
+    callback = await _started(h, client, 7231, "dora")
+    before = dict(client.cookies)
+    first = await client.get(callback, follow_redirects=False)
+    assert first.status_code == 302, first.text
+    _cookies_back(client, before)  # the answer lost: still signed in as olga
+    signed_out = await post_form(client, "/account", "/signout", {})
+    assert signed_out.url.path == "/"
+    assert not db.tables.sessions
+
+    again = await client.get(callback, follow_redirects=False)
+    assert again.status_code == 410, again.text
+    assert SIGN_IN_USED in again.text
+    assert "tfl_session" not in again.cookies
+    assert (await client.get("/account", follow_redirects=False)).status_code != 200
+    assert not db.tables.sessions
+
+
+async def test_signing_in_with_discord_again_keeps_only_the_new_session(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Two sign-ins in a minute in one browser (each its own binding value): the second one
+    ends the first one's session, as any sign-in ends the browser's, and keeps its own."""
+    first = await client.get(await _started(h, client, 7232, "dora"), follow_redirects=False)
+    assert first.status_code == 302, first.text
+    second = await client.get(await _started(h, client, 7233, "erin"), follow_redirects=False)
+    assert second.status_code == 302, second.text
+    [session] = db.tables.sessions.values()
+    account = await client.get("/account")
+    assert "erin" in account.text
+    assert session.account_id != next(
+        a.id for a in db.tables.accounts.values() if a.username == "dora"
+    )

@@ -45,6 +45,14 @@ SESSION_SUCCESSOR = "session-successor"  # confirmed with the password ("sudo mo
 AFTER_PASSWORD_CHANGE = "session-after-password-change"  # noqa: S105 - a purpose
 AFTER_EMAIL_CHANGE = "session-after-email-change"  # confirmed with the password
 AFTER_DISCORD_PROOF = "session-after-discord-proof"  # "Confirm with Discord"
+# What a "Sign in with Discord" (or Linked Roles' verification URL started signed out)
+# derives its new session's token for from the binding value of its round trip (the one
+# this browser's binding cookie holds for it: see ``session_token_after``): its callback
+# loaded twice finds the session the first load made, and signing out with that cookie ends
+# it when that load's answer never reached the browser (``sign_in_successors``).
+AFTER_DISCORD_SIGN_IN = "session-after-discord-sign-in"
+# How many flows one browser can have under way at once (tabs): its newest binding values.
+BINDINGS_KEPT = 5
 # Every one of them: signing out with a cookie ends what they made of it too
 # (``successors_of``).
 RENEWED_FROM_THE_COOKIE = (
@@ -251,6 +259,19 @@ def successors_of(tokens: TokenIssuer, session_token: str) -> list[str]:
     browser with the old, ended token and the session living on under one of these, which
     nobody holds: signing out with the old cookie ends it too, or it stayed signed in."""
     return [session_token_after(tokens, session_token, p).digest for p in RENEWED_FROM_THE_COOKIE]
+
+
+def sign_in_successors(tokens: TokenIssuer, bindings: Sequence[str]) -> list[str]:
+    """The digests the Discord sign-ins bound to this browser (its binding cookie's values)
+    start their sessions under (``AFTER_DISCORD_SIGN_IN``). A sign-in whose answer never
+    reached the browser (the tab closed under it) left it with the cookie it had before and
+    the new session living on, which nobody holds: signing out in that browser ends it too,
+    or its callback opened again within the minute (the next person at a shared computer
+    going back in the history) was handed it."""
+    return [
+        session_token_after(tokens, binding, AFTER_DISCORD_SIGN_IN).digest
+        for binding in [b for b in bindings if plausible_token(b)][:BINDINGS_KEPT]
+    ]
 
 
 async def made_just_now(

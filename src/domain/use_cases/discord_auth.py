@@ -59,6 +59,8 @@ from domain.use_cases._passwords import Passwords
 from domain.use_cases._secrets import default_refusal, use_secret
 from domain.use_cases._shared import (
     AFTER_DISCORD_PROOF,
+    AFTER_DISCORD_SIGN_IN,
+    BINDINGS_KEPT,
     SENT_TWICE_WITHIN,
     SESSION_TTL,
     LinkResult,
@@ -93,8 +95,6 @@ SCOPES: dict[AuthPurpose, tuple[str, ...]] = {
 }
 _ROLE_PURPOSES = (AuthPurpose.ROLES, AuthPurpose.ROLES_LINK)
 PKCE = "pkce-verifier"  # what the PKCE verifier is derived for (from the state)
-# How many flows one browser can have under way at once (tabs): its newest binding values.
-BINDINGS_KEPT = 5
 
 
 # Where a Discord sign-in may never return to: these paths carry one-time secrets, which a
@@ -374,14 +374,27 @@ def confirming_for(discord_timeout: timedelta) -> timedelta:
 # The account of a sign-in whose first load is still under way (``CONFIRMING``): not known
 # yet, and the nil UUID is no account's.
 SIGN_IN_UNDER_WAY = AccountId(uuid.UUID(int=0))
-# What a plain "Sign in with Discord" derives its new session's token for from the state
-# (``session_token_after``): its callback loaded twice finds the session the first load made
-# (see ``FinishDiscordConfirmation``). Never a token derived from a cookie.
-AFTER_DISCORD_SIGN_IN = "session-after-discord-sign-in"
+# A plain "Sign in with Discord" derives its new session's token from its round trip's
+# binding value (``AFTER_DISCORD_SIGN_IN``, ``session_of_sign_in``): its callback loaded twice
+# finds the session the first load made (see ``FinishDiscordConfirmation``), and signing out
+# in that browser ends it (``sign_in_successors``). The binding value is the server's, issued
+# fresh for the round trip (never one the browser brought), and the callback is bound to it.
 # What it derives the token of its link proposal for, when it asks for the account's proof
 # first (email linking "confirm"): its callback loaded twice finds the proposal, whose cookie
 # went with the answer the browser left, and shows the same step again.
 PROPOSAL_AFTER_DISCORD_SIGN_IN = "proposal-after-discord-sign-in"
+
+
+def session_of_sign_in(
+    tokens: TokenIssuer, pending: PendingLogin, browser_tokens: Sequence[str]
+) -> IssuedSecret | None:
+    """The token a sign-in's session starts under (``AFTER_DISCORD_SIGN_IN``), derived from
+    the binding value of this browser's that ``pending`` is bound to; ``None`` when the
+    browser holds none (its callback is then refused)."""
+    for binding in [t for t in browser_tokens if plausible_token(t)][:BINDINGS_KEPT]:
+        if constant_time_equals(pending.browser_digest, tokens.digest(binding)):
+            return session_token_after(tokens, binding, AFTER_DISCORD_SIGN_IN)
+    return None
 
 
 # How long the purge keeps a pending login past its expiry: a state spent at the end of its
@@ -470,7 +483,7 @@ class FinishDiscordConfirmation:
     trip: the browser left the first load, and never received its answer), or the page such a
     load answered while the first was under way (``AuthOutcome.CONFIRMING``). "Confirm with
     Discord" renews the session under a token derived from the old one, a sign-in starts one
-    under a token derived from the state (``session_token_after``), so this finds what the
+    under a token derived from its binding value (``session_of_sign_in``), so this finds what the
     first load made. Reads only: nothing is spent, nothing waited for.
 
     ``discord_timeout``: each call to Discord's (the settings'), for how long the first load
@@ -528,7 +541,13 @@ class FinishDiscordConfirmation:
                 # signed out; started signed in, its session under the token derived from the
                 # state is none: its refusal told again, else refused as before.
                 return await self._signed_in(
-                    uow, pending, pending.consumed_at, state, refused, session_token=session_token
+                    uow,
+                    pending,
+                    pending.consumed_at,
+                    state,
+                    refused,
+                    made=session_of_sign_in(self._tokens, pending, browser_tokens),
+                    session_token=session_token,
                 )
             if (
                 purpose is not AuthPurpose.REAUTH
@@ -598,10 +617,12 @@ class FinishDiscordConfirmation:
         state: str,
         refused: errors.DomainError,
         *,
+        made: IssuedSecret | None,
         session_token: str | None,
     ) -> AuthCompleted:
         """A plain sign-in's callback again, from the browser that started it (its binding):
-        the session the first load started under the token derived from the state, in the
+        the session the first load started under the token derived from its binding value
+        (``made``; ``None``, not one of this browser's newest: refused), in the
         last ``SENT_TWICE_WITHIN`` (how it signed in told as the first load told it), or
         ``STILL_SIGNED_IN`` when this browser's session cookie (``session_token``) is still
         signed in as that sign-in left it (``_still_signed_in``), or ``DiscordSignInUsed``
@@ -614,8 +635,9 @@ class FinishDiscordConfirmation:
         cookie went with the answer the browser left), or ``CONFIRMING`` while no session
         is there yet and that load may still be under way, or ``DiscordSignInFailed`` when it
         ended without one. Anything else: ``refused``."""
+        if made is None:  # its binding value is not among this browser's newest few
+            raise refused
         now = self._clock.now()
-        made = session_token_after(self._tokens, state, AFTER_DISCORD_SIGN_IN)
         # Whether the first load made it, in one read: a read-committed database (Postgres)
         # shows each statement the last commit, and a session committed between a first
         # read that missed it and a second that found it was taken for one made long ago
@@ -907,7 +929,9 @@ class CompleteDiscordAuth:
             )
         # The state is spent from here on, whatever happens next: a callback URL works once.
         try:
-            done = await self._complete(pending, state, code, error, session_token)
+            done = await self._complete(
+                pending, state, code, error, session_token, browser_tokens=browser_tokens
+            )
         except errors.DomainError as refusal:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
             refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
@@ -951,6 +975,8 @@ class CompleteDiscordAuth:
         code: str | None,
         error: str | None,
         session_token: str | None,
+        *,
+        browser_tokens: Sequence[str],
     ) -> AuthCompleted:
         if error is not None:
             # From a /link button, its ticket is untouched: the button works again.
@@ -975,8 +1001,10 @@ class CompleteDiscordAuth:
         # Linked Roles keep it (sealed), to keep the role connection current.
         profile = await self._oauth.fetch_profile(tokens)
 
-        # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``).
-        made = session_token_after(self._tokens, state or "", AFTER_DISCORD_SIGN_IN)
+        # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``), and
+        # signing out in this browser ends it (``sign_in_successors``). The state was spent
+        # bound to one of these values, so one derives it.
+        made = session_of_sign_in(self._tokens, pending, browser_tokens) or self._tokens.issue()
         if roles and self._role_connections is not None:
             return await self._role_connections.complete(
                 pending, profile, tokens, session_token, made

@@ -764,8 +764,9 @@ class RoleConnectionFlow:
         made: IssuedSecret,
     ) -> AuthCompleted:
         """``made``: the token of the session it starts when it signs in, derived from the
-        state as a plain sign-in's (``AFTER_DISCORD_SIGN_IN``): its callback loaded twice is
-        handed that session (``FinishDiscordConfirmation``)."""
+        round trip's binding value as a plain sign-in's (``session_of_sign_in``): its callback
+        loaded twice is handed that session (``FinishDiscordConfirmation``), and signing out
+        in that browser ends it (``sign_in_successors``)."""
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
             raise errors.DiscordDenied(
                 "Discord did not let TaskFlow update your connection (role_connections.write), "

@@ -26,6 +26,7 @@ from domain.use_cases._shared import (
     plausible_token,
     renew_session,
     session_token_after,
+    sign_in_successors,
     signed_in,
     successors_of,
 )
@@ -89,12 +90,16 @@ class SignOut:
         *,
         keeping: str | None = None,
         proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> None:
         """``keeping``: the session the request answers (a form sent twice is answered the
         one its first request made), which goes on. ``session_token`` ``None``: only the
-        offer ends."""
+        offer ends (and the sessions below). ``bindings``: this browser's binding cookie's
+        values: a Discord sign-in bound to one of them whose answer never reached the
+        browser in the last ``SENT_TWICE_WITHIN`` (``sign_in_successors``) ends too."""
         offer = digest_of(self._tokens, proposal_token)
-        if not plausible_token(session_token) and offer is None:
+        unheld = sign_in_successors(self._tokens, bindings)
+        if not plausible_token(session_token) and offer is None and not unheld:
             return
         kept = digest_of(self._tokens, keeping)
         now = self._clock.now()
@@ -102,8 +107,19 @@ class SignOut:
             ended = offer is not None and await uow.link_proposals.consume(offer, now) is not None
             if plausible_token(session_token):
                 ended = await self._end(uow, session_token, kept, now) or ended
+            for digest in unheld:
+                ended = await self._end_successor(uow, digest, kept, now) or ended
             if ended:
                 await uow.commit()
+
+    @staticmethod
+    async def _end_successor(uow: UnitOfWork, digest: str, kept: str | None, now: datetime) -> bool:
+        session = await uow.sessions.get(digest) if digest != kept else None
+        if session is None or not _renewed_just_now(session, now):
+            return False
+        await uow.sessions.remove(digest)
+        await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
+        return True
 
     async def _end(
         self, uow: UnitOfWork, session_token: str, kept: str | None, now: datetime

@@ -18,7 +18,7 @@ from litestar.response import Redirect
 
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
 from domain.use_cases import AuthStarted, SignedIn, SignOut
-from domain.use_cases.discord_auth import BINDINGS_KEPT
+from domain.use_cases._shared import BINDINGS_KEPT
 from entrypoints.web.head import asked_as_head
 
 SESSION_COOKIE = "tfl_session"
@@ -225,12 +225,14 @@ class CookieJar:
         request answers: a form sent again with the cookie of its first answer (see
         ``session_token_after``) must not end what it is answered. The email-linking offer
         waiting in this browser ends too (see ``SignOut``), as its cookie does
-        (``new_session``, ``signed_out``)."""
+        (``new_session``, ``signed_out``), and so does the session of a Discord sign-in of
+        this browser's whose answer never reached it (its binding cookie's values)."""
         token = self.session_token(request)
         await sign_out.execute(
             token if token is None or token != keeping else None,
             keeping=keeping,
             proposal_token=self.proposal_token(request),
+            bindings=self.flow_bindings(request),
         )
 
 
