@@ -423,3 +423,35 @@ async def test_the_offer_ended_with_its_session_is_not_brought_back_by_the_page_
         assert "tfl_link_proposal" not in again.cookies
         assert "bob" not in (await client.get(PAGE)).text
     assert not db.tables.links
+
+
+@pytest.mark.parametrize("ends", ["/signout", "/signin"])
+async def test_an_offer_whose_answer_was_lost_ends_with_this_browsers_session(
+    h: Harness, db: MemoryDatabase, ends: str
+) -> None:
+    """An attacker's second look: the Discord sign-in asked for the account's proof first,
+    and its answer (with the offer's cookie) never reached the browser (the tab closed under
+    it), which stayed signed in as carol. Signing out spent only the offer its cookie named,
+    none, so its callback loaded again within the minute (the next person at a shared
+    computer going back in the history) set the offer's cookie and showed the Discord and
+    TaskFlow usernames. The offers of this browser's sign-ins (its binding cookie) end too."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.sign_up("carol", "carol@example.com")
+    h.discord_user(9022, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _password_sign_in(client, "carol")
+        callback = await _back_from_discord(client, h, 9022)
+        before = dict(client.cookies)
+        first = await client.get(callback, follow_redirects=False)
+        assert first.headers["location"] == PAGE
+        _cookies_back(client, before)  # the answer lost: no offer's cookie
+        if ends == "/signin":
+            await _password_sign_in(client, "carol")
+        else:
+            await post_form(client, "/account", ends, {})
+
+        again = await client.get(callback, follow_redirects=False)
+        assert again.status_code == 410, again.text
+        assert "tfl_link_proposal" not in again.cookies
+        assert "bob" not in (await client.get(PAGE)).text
+    assert not db.tables.links

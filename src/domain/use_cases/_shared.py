@@ -51,6 +51,11 @@ AFTER_DISCORD_PROOF = "session-after-discord-proof"  # "Confirm with Discord"
 # loaded twice finds the session the first load made, and signing out with that cookie ends
 # it when that load's answer never reached the browser (``sign_in_successors``).
 AFTER_DISCORD_SIGN_IN = "session-after-discord-sign-in"
+# What it derives the token of its link proposal for, when it asks for the account's proof
+# first (email linking "confirm"): its callback loaded twice finds the proposal, whose cookie
+# went with the answer the browser left, and shows the same step again; signing out in that
+# browser spends it, its cookie or not (``sign_in_successors``).
+PROPOSAL_AFTER_DISCORD_SIGN_IN = "proposal-after-discord-sign-in"
 # How many flows one browser can have under way at once (tabs): its newest binding values.
 BINDINGS_KEPT = 5
 # Every one of them: signing out with a cookie ends what they made of it too
@@ -261,15 +266,18 @@ def successors_of(tokens: TokenIssuer, session_token: str) -> list[str]:
     return [session_token_after(tokens, session_token, p).digest for p in RENEWED_FROM_THE_COOKIE]
 
 
-def sign_in_successors(tokens: TokenIssuer, bindings: Sequence[str]) -> list[str]:
+def sign_in_successors(
+    tokens: TokenIssuer, bindings: Sequence[str], purpose: str = AFTER_DISCORD_SIGN_IN
+) -> list[str]:
     """The digests the Discord sign-ins bound to this browser (its binding cookie's values)
-    start their sessions under (``AFTER_DISCORD_SIGN_IN``). A sign-in whose answer never
-    reached the browser (the tab closed under it) left it with the cookie it had before and
-    the new session living on, which nobody holds: signing out in that browser ends it too,
-    or its callback opened again within the minute (the next person at a shared computer
-    going back in the history) was handed it."""
+    start their sessions under (``AFTER_DISCORD_SIGN_IN``), or make their link proposals
+    under (``PROPOSAL_AFTER_DISCORD_SIGN_IN``). A sign-in whose answer never reached the
+    browser (the tab closed under it) left it with the cookies it had before and the new
+    session (or proposal) living on, which nobody holds: signing out in that browser ends it
+    too, or its callback opened again within the minute (the next person at a shared
+    computer going back in the history) was handed it."""
     return [
-        session_token_after(tokens, binding, AFTER_DISCORD_SIGN_IN).digest
+        session_token_after(tokens, binding, purpose).digest
         for binding in [b for b in bindings if plausible_token(b)][:BINDINGS_KEPT]
     ]
 

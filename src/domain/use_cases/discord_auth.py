@@ -61,6 +61,7 @@ from domain.use_cases._shared import (
     AFTER_DISCORD_PROOF,
     AFTER_DISCORD_SIGN_IN,
     BINDINGS_KEPT,
+    PROPOSAL_AFTER_DISCORD_SIGN_IN,
     SENT_TWICE_WITHIN,
     SESSION_TTL,
     LinkResult,
@@ -375,25 +376,21 @@ def confirming_for(discord_timeout: timedelta) -> timedelta:
 # yet, and the nil UUID is no account's.
 SIGN_IN_UNDER_WAY = AccountId(uuid.UUID(int=0))
 # A plain "Sign in with Discord" derives its new session's token from its round trip's
-# binding value (``AFTER_DISCORD_SIGN_IN``, ``session_of_sign_in``): its callback loaded twice
-# finds the session the first load made (see ``FinishDiscordConfirmation``), and signing out
-# in that browser ends it (``sign_in_successors``). The binding value is the server's, issued
-# fresh for the round trip (never one the browser brought), and the callback is bound to it.
-# What it derives the token of its link proposal for, when it asks for the account's proof
-# first (email linking "confirm"): its callback loaded twice finds the proposal, whose cookie
-# went with the answer the browser left, and shows the same step again.
-PROPOSAL_AFTER_DISCORD_SIGN_IN = "proposal-after-discord-sign-in"
+# binding value (``AFTER_DISCORD_SIGN_IN``), and its link proposal's when it asks for the
+# account's proof first (``PROPOSAL_AFTER_DISCORD_SIGN_IN``): its callback loaded twice
+# finds what the first load made (see ``FinishDiscordConfirmation``), and signing out in that
+# browser ends it (``sign_in_successors``). The binding value is the server's, issued fresh
+# for the round trip (never one the browser brought), and the callback is bound to it.
 
 
-def session_of_sign_in(
+def binding_of(
     tokens: TokenIssuer, pending: PendingLogin, browser_tokens: Sequence[str]
-) -> IssuedSecret | None:
-    """The token a sign-in's session starts under (``AFTER_DISCORD_SIGN_IN``), derived from
-    the binding value of this browser's that ``pending`` is bound to; ``None`` when the
-    browser holds none (its callback is then refused)."""
+) -> str | None:
+    """The binding value of this browser's that ``pending`` is bound to (among its newest
+    ``BINDINGS_KEPT``, as the callback checks), or ``None``."""
     for binding in [t for t in browser_tokens if plausible_token(t)][:BINDINGS_KEPT]:
         if constant_time_equals(pending.browser_digest, tokens.digest(binding)):
-            return session_token_after(tokens, binding, AFTER_DISCORD_SIGN_IN)
+            return binding
     return None
 
 
@@ -483,7 +480,7 @@ class FinishDiscordConfirmation:
     trip: the browser left the first load, and never received its answer), or the page such a
     load answered while the first was under way (``AuthOutcome.CONFIRMING``). "Confirm with
     Discord" renews the session under a token derived from the old one, a sign-in starts one
-    under a token derived from its binding value (``session_of_sign_in``), so this finds what the
+    under a token derived from its binding value (``binding_of``), so this finds what the
     first load made. Reads only: nothing is spent, nothing waited for.
 
     ``discord_timeout``: each call to Discord's (the settings'), for how long the first load
@@ -546,7 +543,7 @@ class FinishDiscordConfirmation:
                     pending.consumed_at,
                     state,
                     refused,
-                    made=session_of_sign_in(self._tokens, pending, browser_tokens),
+                    binding=binding_of(self._tokens, pending, browser_tokens),
                     session_token=session_token,
                 )
             if (
@@ -617,7 +614,7 @@ class FinishDiscordConfirmation:
         state: str,
         refused: errors.DomainError,
         *,
-        made: IssuedSecret | None,
+        binding: str | None,
         session_token: str | None,
     ) -> AuthCompleted:
         """A plain sign-in's callback again, from the browser that started it (its binding):
@@ -631,13 +628,14 @@ class FinishDiscordConfirmation:
         ``mark_signed_in``; or later on, when that load linked by the confirmed email,
         saying so: ``_made_before``), or the link proposal it made in
         the last ``SENT_TWICE_WITHIN``, still waiting for the account's proof, under the
-        token derived from the state (``CONFIRM_NEEDED``: the same step shown again; its
+        token derived from its binding value (``CONFIRM_NEEDED``: the same step shown again; its
         cookie went with the answer the browser left), or ``CONFIRMING`` while no session
         is there yet and that load may still be under way, or ``DiscordSignInFailed`` when it
         ended without one. Anything else: ``refused``."""
-        if made is None:  # its binding value is not among this browser's newest few
+        if binding is None:  # its binding value is not among this browser's newest few
             raise refused
         now = self._clock.now()
+        made = session_token_after(self._tokens, binding, AFTER_DISCORD_SIGN_IN)
         # Whether the first load made it, in one read: a read-committed database (Postgres)
         # shows each statement the last commit, and a session committed between a first
         # read that missed it and a second that found it was taken for one made long ago
@@ -681,7 +679,7 @@ class FinishDiscordConfirmation:
                 pending.destination,
                 linked_by_email=await _linked_by_email(uow, pending, consumed_at),
             )
-        waits = session_token_after(self._tokens, state, PROPOSAL_AFTER_DISCORD_SIGN_IN)
+        waits = session_token_after(self._tokens, binding, PROPOSAL_AFTER_DISCORD_SIGN_IN)
         proposal = await uow.link_proposals.get(waits.digest)
         if proposal is not None:  # the first load asked for the account's proof first
             if (
@@ -943,7 +941,7 @@ class CompleteDiscordAuth:
             raise
         if done.outcome is AuthOutcome.CONFIRM_NEEDED:
             # No session: its callback loaded again finds the proposal (under the token
-            # derived from the state), or, that proposal used or later on, is refused.
+            # derived from its binding value), or, that proposal used or later on, is refused.
             await self._failed(pending)
         return done
 
@@ -1004,7 +1002,8 @@ class CompleteDiscordAuth:
         # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``), and
         # signing out in this browser ends it (``sign_in_successors``). The state was spent
         # bound to one of these values, so one derives it.
-        made = session_of_sign_in(self._tokens, pending, browser_tokens) or self._tokens.issue()
+        binding = binding_of(self._tokens, pending, browser_tokens) or self._tokens.issue().token
+        made = session_token_after(self._tokens, binding, AFTER_DISCORD_SIGN_IN)
         if roles and self._role_connections is not None:
             return await self._role_connections.complete(
                 pending, profile, tokens, session_token, made
@@ -1019,7 +1018,7 @@ class CompleteDiscordAuth:
         if pending.purpose is AuthPurpose.REAUTH:
             return await self._reauthenticate(pending, profile, session_token)
         tries = itertools.count()  # the next try knows how many clashed before it
-        waits = session_token_after(self._tokens, state or "", PROPOSAL_AFTER_DISCORD_SIGN_IN)
+        waits = session_token_after(self._tokens, binding, PROPOSAL_AFTER_DISCORD_SIGN_IN)
         return await retry_on_conflict(
             lambda: self._login(pending, profile, made, waits, next(tries))
         )
@@ -1204,7 +1203,8 @@ class CompleteDiscordAuth:
         clashes: int = 0,
     ) -> AuthCompleted:
         """``made``: the new session's token; ``waits``: a link proposal's (both derived from
-        the state, for its callback loaded twice: see ``FinishDiscordConfirmation``)."""
+        the round trip's binding value, for its callback loaded twice: see
+        ``FinishDiscordConfirmation``)."""
         now = self._clock.now()
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(profile.id)

@@ -764,7 +764,7 @@ class RoleConnectionFlow:
         made: IssuedSecret,
     ) -> AuthCompleted:
         """``made``: the token of the session it starts when it signs in, derived from the
-        round trip's binding value as a plain sign-in's (``session_of_sign_in``): its callback
+        round trip's binding value as a plain sign-in's (``binding_of``): its callback
         loaded twice is handed that session (``FinishDiscordConfirmation``), and signing out
         in that browser ends it (``sign_in_successors``)."""
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:

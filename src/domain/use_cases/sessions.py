@@ -19,6 +19,7 @@ from domain.use_cases._passwords import (
     trusted_device,
 )
 from domain.use_cases._shared import (
+    PROPOSAL_AFTER_DISCORD_SIGN_IN,
     SENT_TWICE_WITHIN,
     SESSION_SUCCESSOR,
     digest_of,
@@ -79,7 +80,9 @@ class SignOut:
     spent with it: its cookie is expired wherever a session ends, and the Discord sign-in's
     callback that made it, loaded again within the minute (the next person at a shared
     computer going back in the history), would otherwise set that cookie again (its token
-    derived from the state: see ``FinishDiscordConfirmation``)."""
+    derived from the round trip's binding value: see ``FinishDiscordConfirmation``). So are
+    the offers of the Discord sign-ins bound to this browser (``bindings``) whose answer, with
+    the cookie, never reached it."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
@@ -101,10 +104,14 @@ class SignOut:
         unheld = sign_in_successors(self._tokens, bindings)
         if not plausible_token(session_token) and offer is None and not unheld:
             return
+        offers = {offer} if offer is not None else set()
+        offers.update(sign_in_successors(self._tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
         kept = digest_of(self._tokens, keeping)
         now = self._clock.now()
         async with self._uow() as uow:
-            ended = offer is not None and await uow.link_proposals.consume(offer, now) is not None
+            ended = False
+            for digest in sorted(offers):
+                ended = await uow.link_proposals.consume(digest, now) is not None or ended
             if plausible_token(session_token):
                 ended = await self._end(uow, session_token, kept, now) or ended
             for digest in unheld:
