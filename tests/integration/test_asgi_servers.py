@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.instances import environment
-from tests.servers import free_port
+from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 BIN = Path(sys.executable).parent
 
@@ -59,7 +59,9 @@ def _commands(port: int) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def _running(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Path]:
+def _running(
+    command: list[str], env: dict[str, str], cwd: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     log = cwd / "server.log"
     with log.open("wb") as sink:
         # A session of its own: the server's worker processes are stopped with it (a granian
@@ -68,7 +70,7 @@ def _running(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Pat
             command, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        yield log
+        yield process, log
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -81,11 +83,40 @@ def _running(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Pat
             os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
 
 
+def _first_answer(url: str, process: subprocess.Popen[bytes]) -> httpx.Response | None:
+    """The server's first answer at /readyz; ``None`` if it ended or never answered."""
+    deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/readyz", timeout=5)
+        time.sleep(0.2)
+    return None
+
+
+@contextlib.contextmanager
+def _serving(
+    server: str, env: dict[str, str], cwd: Path
+) -> Iterator[tuple[str, httpx.Response, Path]]:
+    """``server`` on a free port, answering: its URL, its first answer at /readyz and its log.
+    A port found free that another process took before the server bound it (both cores busy,
+    other test runs) is picked again."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        with _running(_commands(port)[server], env, cwd) as (process, log):
+            ready = _first_answer(f"http://127.0.0.1:{port}", process)
+            if ready is None:
+                said = log.read_text(errors="replace")
+                if process.poll() is not None and port_was_taken(said) and attempt < PORT_TRIES:
+                    continue
+                pytest.fail(f"{server} did not answer /readyz:\n{said}")
+            yield f"http://127.0.0.1:{port}", ready, log
+            return
+
+
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "granian"])
 def test_every_documented_asgi_server_loads_the_factory(
     server: str, tmp_path: Path, sqlite_url: str
 ) -> None:
-    port = free_port()
     env = environment(
         database_url=sqlite_url,
         readiness_timeout_seconds=30,  # its first checks open the database: a busy machine
@@ -102,16 +133,7 @@ def test_every_documented_asgi_server_loads_the_factory(
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
-    with _running(_commands(port)[server], env, tmp_path) as log:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        ready = None
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                ready = httpx.get(f"{url}/readyz", timeout=5)
-                break
-            time.sleep(0.2)
-        assert ready is not None, log.read_text(errors="replace")
+    with _serving(server, env, tmp_path) as (url, ready, log):
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "schema": "ok"}
         # From a peer TASKFLOW_LINK_FORWARDED_ALLOW_IPS does not name (it names none here):
