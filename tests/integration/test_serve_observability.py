@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,23 +18,45 @@ import httpx
 import pytest
 
 from tests.harness import TEST_SECRET_KEY
-from tests.servers import free_port
+from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 TOKEN = "scrape-token-Vb7nQ2xPz9Lm"
 INTERACTION_TOKEN = "aW50ZXJhY3Rpb24" + "Q" * 60
 
 
 @dataclass
-class Served:
+class Started:
+    """``serve`` in a process of its own: where it answers, and the file of its stderr."""
+
     url: str
-    process: subprocess.Popen[str]
-    metrics_dir: Path
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+    def said(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> str:
         """Ctrl-C, as an operator would; what it wrote to stderr."""
-        self.process.send_signal(signal.SIGINT)
-        _, stderr = self.process.communicate(timeout=60)
-        return stderr
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        return self.said()
+
+    def end(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    metrics_dir: Path
+    started: Started
+
+    def stop(self) -> str:
+        return self.started.stop()
 
 
 def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -63,36 +85,61 @@ def _serve(tmp_path: Path, env: dict[str, str], port: int) -> subprocess.Popen[s
     )
 
 
+def _healthy(started: Started) -> bool:
+    try:
+        return httpx.get(f"{started.url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _started(
+    tmp_path: Path, env: dict[str, str], *args: str, ready: Callable[[Started], bool] = _healthy
+) -> Started:
+    """``serve`` on a free port, once ``ready``. A port found free that another process took
+    before ``serve`` bound it (both cores busy, other test runs) is picked again."""
+    command = "from entrypoints.cli import main; main()"
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        stderr = tmp_path / f"serve-{port}.stderr"
+        with stderr.open("wb") as written:
+            process = subprocess.Popen(  # noqa: S603 - our own command
+                [sys.executable, "-c", command, "serve", "--port", str(port), *args],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=written,
+            )
+        started = Started(f"http://127.0.0.1:{port}", process, stderr)
+        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
+        while not ready(started):
+            if process.poll() is not None:
+                if port_was_taken(started.said()) and attempt < PORT_TRIES:
+                    break  # another process took the port: another one
+                pytest.fail(f"serve ended before it was ready:\n{started.said()}")
+            if time.monotonic() > deadline:
+                started.end()
+                pytest.fail(f"serve was not ready in time:\n{started.said()}")
+            time.sleep(0.1)
+        else:
+            return started
+    raise AssertionError("unreachable: the last try returns or fails")
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
-    port = free_port()
     env = _environment(
         tmp_path,
         TASKFLOW_LINK_LOG_FORMAT="json",
         TASKFLOW_LINK_METRICS_TOKEN=TOKEN,
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
-    process = _serve(tmp_path, env, port)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60  # a wait for start-up, not a measurement
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"serve did not start: {process.communicate()[1]}")
-        time.sleep(0.1)
+    started = _started(tmp_path, env)
     try:
-        yield Served(url, process, metrics_dir)
+        yield Served(started.url, started.process, metrics_dir, started)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        started.end()
 
 
 def test_json_logs_request_ids_and_multiprocess_metrics(served: Served) -> None:
@@ -157,7 +204,6 @@ def _scraped_total(url: str, path: str) -> float:
 def test_several_workers_answer_for_all_of_them(tmp_path: Path) -> None:
     """``serve --workers 2`` without PROMETHEUS_MULTIPROC_DIR: a directory of its own for the
     run, so that /metrics of either worker counts the requests both served."""
-    port = free_port()
     env = _environment(
         tmp_path,
         TMPDIR=str(tmp_path),  # where the run's directory goes, to be seen here
@@ -166,32 +212,16 @@ def test_several_workers_answer_for_all_of_them(tmp_path: Path) -> None:
         TASKFLOW_LINK_EMAIL_BACKEND="smtp",
         TASKFLOW_LINK_SMTP_HOST="127.0.0.1",
     )
-    command = "from entrypoints.cli import main; main()"
-    process = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-c", command, "serve", "--port", str(port), "--workers", "2"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    started = _started(tmp_path, env, "--workers", "2")  # one /healthz answered
+    url, process = started.url, started.process
     try:
-        answered = 0
-        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
-        while answered == 0:
-            try:
-                answered += httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                assert process.poll() is None, process.communicate()[1]
-                assert time.monotonic() < deadline, "serve --workers 2 did not start"
-                time.sleep(0.1)
+        answered = 1
         (directory,) = tmp_path.glob("taskflow-link-metrics-*")
         # One worker answered; the other may still be starting on a busy machine (each makes
         # its metrics when it starts): wait for both before the requests they share.
         deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
         while len(list(directory.glob("counter_*.db"))) < 2:
-            assert process.poll() is None, process.communicate()[1]
+            assert process.poll() is None, started.said()
             assert time.monotonic() < deadline, "the second worker did not start"
             time.sleep(0.1)
         for _ in range(40):
@@ -204,8 +234,7 @@ def test_several_workers_answer_for_all_of_them(tmp_path: Path) -> None:
         # Both workers wrote their values there (each made its metrics when it started).
         assert len(list(directory.glob("counter_*.db"))) == 2
     finally:
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        stderr = started.stop()
     assert process.returncode == 0, stderr
     assert not directory.exists()  # the run's directory went with it
 
@@ -238,30 +267,13 @@ def test_several_workers_say_a_later_releases_schema_once(tmp_path: Path) -> Non
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
     connection.close()
-    stderr = tmp_path / "stderr.log"
-    port = free_port()
-    with stderr.open("w") as written:
-        process = subprocess.Popen(  # noqa: S603 - our own command
-            [sys.executable, "-c", command, "serve", "--port", str(port), "--workers", "2"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=written,
-            text=True,
-        )
     warning = "a later release migrated it. This version serves on it"
 
-    def said() -> str:
-        return stderr.read_text(encoding="utf-8", errors="replace")
+    def both_started(started: Started) -> bool:
+        said = started.said()
+        return said.count("Application startup complete") >= 2 and warning in said
 
-    try:
-        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
-        while said().count("Application startup complete") < 2 or warning not in said():
-            assert process.poll() is None, said()
-            assert time.monotonic() < deadline, said()
-            time.sleep(0.1)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
-    assert process.returncode == 0, said()
-    assert said().count(warning) == 1, said()
+    started = _started(tmp_path, env, "--workers", "2", ready=both_started)
+    said = started.stop()
+    assert started.process.returncode == 0, said
+    assert said.count(warning) == 1, said
