@@ -17,7 +17,7 @@ from adapters.sql import migrate
 from adapters.tokens import SecretsTokenIssuer
 from entrypoints.container import build_container
 from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
-from tests.servers import free_port
+from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 RUNS = [
     pytest.param([sys.executable, "-c", "from entrypoints.cli import main; main()"], id="main"),
@@ -385,6 +385,36 @@ def _answers(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _listening(tmp_path: Path, env: dict[str, str], command: str) -> subprocess.Popen[str]:
+    """``command`` on a free port, once it takes connections there. A port found free that
+    another process took before the command bound it (both cores busy, other test runs) is
+    picked again."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "entrypoints", command, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        deadline = time.monotonic() + 60  # a deadline only
+        while not _answers(port):
+            if process.poll() is not None:
+                out, err = process.communicate()
+                if port_was_taken(out + err) and attempt < PORT_TRIES:
+                    break  # another process took the port: another one
+                pytest.fail(f"{command} ended before it listened:\n{out}{err}")
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{command} never listened:\n{process.communicate()}")
+            time.sleep(0.05)
+        else:
+            return process
+    raise AssertionError("unreachable: the last try returns or fails")
+
+
 @pytest.mark.parametrize("command", ["serve", "emulator"])
 def test_sigterm_stops_serve_and_the_emulator_with_status_0(tmp_path: Path, command: str) -> None:
     """The README's exit statuses: 0 for serve, bot, demo and emulator stopped by Ctrl-C or
@@ -392,26 +422,13 @@ def test_sigterm_stops_serve_and_the_emulator_with_status_0(tmp_path: Path, comm
     again for the handler it found, the default one, which killed the process: status -15
     (143 in a shell, "exited (143)" for a container that `docker stop` ended), where the
     gateway bot said 0."""
-    port = free_port()
     env = _env(
         TASKFLOW_LINK_STORAGE="memory",
         TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
         TASKFLOW_LINK_DISCORD_CLIENT_SECRET="not-used-here",
     )
-    process = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-m", "entrypoints", command, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    process = _listening(tmp_path, env, command)
     try:
-        deadline = time.monotonic() + 60  # a deadline only
-        while not _answers(port):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "it never started"
-            time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)  # a deadline only
     finally:
