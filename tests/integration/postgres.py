@@ -18,17 +18,21 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import text
+from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
-from tests.servers import free_port
+from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 if TYPE_CHECKING:
     from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.core.container import DockerContainer
 
     from adapters.sql import SqlDatabase
 
@@ -42,6 +46,8 @@ HOW_TO_ENABLE = (
     "as root and export TASKFLOW_LINK_TEST_POSTGRES_IMAGE=local/postgres:15 "
     "TASKFLOW_LINK_TEST_DOCKER_HOST_NETWORK=1."
 )
+# What our server in a host-network container writes once it takes connections.
+READY = "database system is ready to accept connections"
 
 
 class PostgresServer(Protocol):
@@ -88,14 +94,13 @@ class ContainerPostgres:
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
         container: PostgresContainer
         if HOST_NETWORK:
-            self.port = free_port()
-            container = _host_network_container(self.port)
+            container, self.port = start_on_a_free_port(_host_network_container)
         else:
             container = PostgresContainer(
                 IMAGE, username=USER, password=PASSWORD, dbname=DBNAME, driver="asyncpg"
             )
+            container.start()
         self._container = container
-        container.start()
         self.host = container.get_container_host_ip()
         self.port = int(container.get_exposed_port(5432 if not HOST_NETWORK else self.port))
 
@@ -110,6 +115,9 @@ class ContainerPostgres:
         self._container.get_wrapped_container().stop(timeout=5)
 
     def start_server(self) -> None:
+        if HOST_NETWORK:
+            restart_on_its_port(self._container, READY)
+            return
         self._container.get_wrapped_container().start()
         _wait_for_port(self.host, self.port)
 
@@ -148,7 +156,88 @@ def _host_network_container(port: int) -> PostgresContainer:
     container.ports = {}
     container.with_kwargs(network_mode="host")
     container.with_env("PGPORT", str(port))  # honoured by our image and by psql's wait check
+    container.waiting_for(OwnServerReady(READY))  # then psql's check, on our server
     return container
+
+
+class PortTaken(RuntimeError):
+    """A server in a host-network container ended at its start: its port was in use."""
+
+
+def wait_for_own_server(container: Any, ready: str, since: float | None = None) -> None:
+    """Until the server in ``container`` (docker's) says ``ready`` in its log (the lines
+    from ``since``, a Unix time, on a restart); :class:`PortTaken` if it ended saying that
+    its port was in use. With host networking, whatever answers on the port may be another
+    process's server that took the port first: only the container's own log tells."""
+    deadline = time.monotonic() + 120  # a wait for start-up (a busy machine), not a measure
+    while True:
+        said = container.logs(since=since).decode(errors="replace")
+        if ready in said:
+            return
+        container.reload()
+        if container.status not in {"created", "running"}:
+            if port_was_taken(said):
+                raise PortTaken(f"the server's port was in use:\n{said}")
+            raise RuntimeError(f"the container ended ({container.status}):\n{said}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the container's server did not say {ready!r}:\n{said}")
+        time.sleep(0.1)
+
+
+class OwnServerReady(WaitStrategy):
+    """testcontainers' wait, on ``wait_for_own_server``."""
+
+    def __init__(self, ready: str) -> None:
+        super().__init__()
+        self._ready = ready
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        wait_for_own_server(container.get_wrapped_container(), self._ready)
+
+
+Started = TypeVar("Started", bound="DockerContainer")
+
+
+def start_on_a_free_port(make: Callable[[int], Started]) -> tuple[Started, int]:
+    """A host-network container from ``make`` (given its port) started on a free port: a
+    port found free that another process took before the container's server bound it (both
+    cores busy, other test runs and their containers) is picked again."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        container = make(port)
+        try:
+            container.start()
+        except PortTaken:
+            container.stop()
+            if attempt == PORT_TRIES:
+                raise
+            continue
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.stop()
+            raise
+        return container, port
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def restart_on_its_port(container: DockerContainer, ready: str) -> None:
+    """Start a stopped host-network container again, on the port its clients know: one that
+    another process holds for now (a client's connection from it) is tried again shortly."""
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    if wrapped.status == "running":  # (a check that found it unreachable a moment ago)
+        return
+    for attempt in range(1, PORT_TRIES + 1):
+        since = time.time()
+        wrapped.start()
+        try:
+            wait_for_own_server(wrapped, ready, since=since)
+        except PortTaken:
+            if attempt == PORT_TRIES:
+                raise
+            time.sleep(1)
+            continue
+        return
 
 
 class LocalClusterPostgres:

@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 from tests.integration.postgres import (
     HOST_NETWORK,
     REQUIRE_CONTAINER,
+    OwnServerReady,
     Unavailable,
     _docker_available,
     _wait_for_port,
+    restart_on_its_port,
+    start_on_a_free_port,
 )
 from tests.servers import free_port
 
@@ -40,6 +43,8 @@ HOW_TO_ENABLE = (
 )
 # No snapshots, no append-only file: a throwaway server.
 _ARGS = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+# What our server in a host-network container writes once it takes connections.
+READY = "Ready to accept connections"
 
 
 class RedisServer(Protocol):
@@ -66,13 +71,12 @@ class ContainerRedis:
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
         container: RedisContainer
         if HOST_NETWORK:
-            port = free_port()
-            container = _host_network_container(port)
+            container, _ = start_on_a_free_port(_host_network_container)
         else:
             container = RedisContainer(IMAGE)
             container.with_command(["redis-server", *_ARGS[2:]])
+            container.start()
         self._container = container
-        container.start()
         self.host = container.get_container_host_ip()
         self.port = int(container.get_exposed_port(container.port))
 
@@ -84,6 +88,9 @@ class ContainerRedis:
         self._container.get_wrapped_container().stop(timeout=5)
 
     def start_server(self) -> None:
+        if HOST_NETWORK:
+            restart_on_its_port(self._container, READY)
+            return
         self._container.get_wrapped_container().start()
         _wait_for_port(self.host, self.port)
 
@@ -106,6 +113,8 @@ def _host_network_container(port: int) -> RedisContainer:
     container.ports = {}
     container.with_kwargs(network_mode="host")
     container.with_command(["redis-server", "--port", str(port), *_ARGS])
+    # Not testcontainers' ping: another process's Redis that took the port would answer it.
+    container.waiting_for(OwnServerReady(READY))
     return container
 
 
