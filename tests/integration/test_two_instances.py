@@ -6,6 +6,7 @@ an email is sent once with both instances' workers polling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.bot_support import run_command, signed_request, wait_until
 from tests.fakes.clock import ManualClock
 from tests.harness import PASSWORD
-from tests.integration.instances import Instance, environment, serving
+from tests.integration.instances import Instance, PortTaken, environment, serving
 from tests.integration.mailbox import Mailbox
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import (
@@ -33,7 +34,7 @@ from tests.integration.stack import (
     count,
     sign_up,
 )
-from tests.servers import free_port, serve
+from tests.servers import PORT_TRIES, free_port, serve
 
 BUDGET = 4  # sign-in tries per client per minute, across both instances
 
@@ -54,38 +55,49 @@ def pair(
     tmp_path: Path,
 ) -> Iterator[Pair]:
     mailbox, smtp_port = smtp_server
-    port_a = free_port()
-    public = f"http://127.0.0.1:{port_a}"
-    emulator = EmulatorState(
-        APP_ID, "secret-pair", {f"{public}/auth/discord/callback"}, response_deadline=60.0
-    )
-    emulator.interactions_url = f"{public}/interactions"
-    with serve(create_emulator_app(emulator)) as emulator_url:
-        env = environment(
-            storage="sql",
-            database_url=postgres.url,
-            redis_url=redis_url,
-            redis_timeout_seconds=10,  # past it, an instance would stop sharing (a busy machine)
-            public_url=public,
-            auth_rate_limit_per_minute=BUDGET,
-            discord_client_id=APP_ID,
-            discord_client_secret="secret-pair",
-            discord_api_url=f"{emulator_url}/api/v10",
-            discord_authorize_url=f"{emulator_url}/oauth2/authorize",
-            discord_bot_token=emulator.bot_token,
-            discord_public_key=emulator.public_key,
-            discord_reply_deadline_seconds=20,
-            discord_answer_deadline_seconds=25,
-            email_backend="smtp",
-            smtp_host="127.0.0.1",
-            smtp_port=smtp_port,
-            smtp_tls="none",
-            email_poll_seconds=0.2,
-            instance_check_seconds=0.5,
+    # Instance a's URL is the public one, in every setting and the emulator's redirect: when
+    # another process took its port before it bound it, all start again on another port.
+    for attempt in range(1, PORT_TRIES + 1):
+        port_a = free_port()
+        public = f"http://127.0.0.1:{port_a}"
+        emulator = EmulatorState(
+            APP_ID, "secret-pair", {f"{public}/auth/discord/callback"}, response_deadline=60.0
         )
-        with serving(tmp_path, env, port=port_a) as a, serving(tmp_path, env) as b:
+        emulator.interactions_url = f"{public}/interactions"
+        with contextlib.ExitStack() as stack_of_servers:
+            emulator_url = stack_of_servers.enter_context(serve(create_emulator_app(emulator)))
+            env = environment(
+                storage="sql",
+                database_url=postgres.url,
+                redis_url=redis_url,
+                redis_timeout_seconds=10,  # past it an instance stops sharing (a busy machine)
+                public_url=public,
+                auth_rate_limit_per_minute=BUDGET,
+                discord_client_id=APP_ID,
+                discord_client_secret="secret-pair",
+                discord_api_url=f"{emulator_url}/api/v10",
+                discord_authorize_url=f"{emulator_url}/oauth2/authorize",
+                discord_bot_token=emulator.bot_token,
+                discord_public_key=emulator.public_key,
+                discord_reply_deadline_seconds=20,
+                discord_answer_deadline_seconds=25,
+                email_backend="smtp",
+                smtp_host="127.0.0.1",
+                smtp_port=smtp_port,
+                smtp_tls="none",
+                email_poll_seconds=0.2,
+                instance_check_seconds=0.5,
+            )
+            try:
+                a = stack_of_servers.enter_context(serving(tmp_path, env, port=port_a))
+            except PortTaken:
+                if attempt == PORT_TRIES:
+                    raise
+                continue  # another process took instance a's port: all again, on another
+            b = stack_of_servers.enter_context(serving(tmp_path, env))
             stack = Stack(public, emulator_url, emulator, None, ManualClock(), pg_db, mailbox)  # type: ignore[arg-type]
             yield Pair(a, b, stack)
+            return
 
 
 @pytest.fixture
