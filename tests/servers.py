@@ -25,6 +25,17 @@ def free_port() -> int:
         return port
 
 
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A loopback port held (bound, not listening, SO_REUSEADDR) while the block runs, for a
+    command run here that checks the port and then binds nothing (uvicorn replaced): its
+    check, with SO_REUSEADDR too, finds it free, and no other process takes it meanwhile."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        yield port_of(sock)
+
+
 # How many ports a helper that starts a server in another process tries: a port ``free_port``
 # found free may be taken by another process before that server binds it (both cores busy,
 # other test runs on the machine), and the helper then picks another.

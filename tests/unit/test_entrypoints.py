@@ -41,7 +41,7 @@ from entrypoints.settings import (
 )
 from tests.bot_support import WAIT_SECONDS, wait_until
 from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings, webhook_secret
-from tests.servers import free_port
+from tests.servers import free_port, reserved_port
 
 
 def _by_hand(database: Path, *statements: str) -> None:
@@ -1143,8 +1143,8 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
-    port = free_port()
-    done = CliRunner().invoke(cli, ["serve", "--port", str(port)])
+    with reserved_port() as port:
+        done = CliRunner().invoke(cli, ["serve", "--port", str(port)])
     assert done.exit_code == 0, done.output
     assert ran.get("ws", "auto") == "auto"
     assert ran["proxy_headers"] is False
@@ -1170,8 +1170,9 @@ def test_serve_does_not_let_other_machines_reach_the_outbox_page(
     assert refused.exit_code == 2
     assert f"--host {host} would let other machines reach the outbox page" in refused.output
     assert ran == []
-    listening = ["serve", "--host", "127.0.0.1", "--port", str(free_port())]
-    assert CliRunner().invoke(cli, listening).exit_code == 0
+    with reserved_port() as port:
+        listening = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        assert CliRunner().invoke(cli, listening).exit_code == 0
     assert len(ran) == 1
 
 
@@ -1262,7 +1263,8 @@ def test_serve_that_uvicorn_could_not_start_exits_1_saying_so(
 
     monkeypatch.setattr(uvicorn, "run", cannot_start)
     _serve_settings(monkeypatch)
-    failed = CliRunner().invoke(cli, ["serve", "--port", str(free_port())])
+    with reserved_port() as port:
+        failed = CliRunner().invoke(cli, ["serve", "--port", str(port)])
     assert failed.exit_code == 1, failed.output
     assert "Error: The web app could not start (see the messages above)." in failed.output
 
@@ -2499,9 +2501,10 @@ def test_the_emulator_has_no_interactions_url_for_a_gateway_bot(
 
     monkeypatch.setattr(uvicorn, "run", lambda *_args, **_kwargs: None)
     monkeypatch.setattr(entrypoints.emulator, "create_emulator_app", keeping)
-    port = ["--port", str(free_port())]
-    for_gateway = CliRunner().invoke(cli, ["emulator", *port, "--interactions-url", ""])
-    by_default = CliRunner().invoke(cli, ["emulator", *port])
+    with reserved_port() as number:
+        port = ["--port", str(number)]
+        for_gateway = CliRunner().invoke(cli, ["emulator", *port, "--interactions-url", ""])
+        by_default = CliRunner().invoke(cli, ["emulator", *port])
     assert for_gateway.exit_code == by_default.exit_code == 0, for_gateway.output
     assert [s.interactions_url for s in states] == [None, "http://127.0.0.1:8000/interactions"]
     assert "over the gateway to `taskflow-link bot`" in for_gateway.output
