@@ -11,6 +11,8 @@ from httpx import Response
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
+from adapters.memory.store import MemoryUnitOfWork
+from domain import errors
 from domain.model import AuditKind, DiscordId
 from domain.ports import EmailMessage
 from entrypoints.container import build_container
@@ -122,6 +124,47 @@ async def test_the_offer_waiting_in_this_browser_ends_with_its_session(
             "/auth/discord/confirm-link/email", data={"_csrf_token": csrf_token(form.text)}
         )
         assert emailed.status_code != 200  # nothing to email a link for
+
+
+@pytest.mark.parametrize("ends", ["this session", "everywhere"])
+async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
+    h: Harness, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch, ends: str
+) -> None:
+    """Ending this browser's session from the account page (its own row, or "sign out
+    everywhere") and spending the offer waiting in it were two transactions: the database
+    failing between them answered a 503 with the session ended and the offer alive, the
+    browser keeping both cookies. One transaction now: the failure leaves everything as it
+    was, and the button sent again does it all."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.sign_up("carol", "carol@example.com")
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _password_sign_in(client, "carol")
+        assert (await _discord_sign_in(client, h, 9002)).url.path == PAGE
+        token = client.cookies["tfl_session"]
+        if ends == "everywhere":
+            action = "/account/sessions/end-all"
+        else:
+            current = (await h.container.list_sessions().execute(token)).current
+            action = f"/account/sessions/{current.id}/end"
+        commit = MemoryUnitOfWork.commit
+
+        async def failing_when_the_offer_ends(self: MemoryUnitOfWork) -> None:
+            if self.work.link_proposals != self._db.tables.link_proposals:
+                raise errors.StorageError()  # the database went away
+            await commit(self)
+
+        monkeypatch.setattr(MemoryUnitOfWork, "commit", failing_when_the_offer_ends)
+        failed = await post_form(client, "/account", action, {})
+        assert failed.status_code == 503
+        monkeypatch.undo()
+        assert await h.container.current_session().execute(token) is not None
+        assert "@bob_d" in (await client.get(PAGE)).text  # the offer, still there
+        done = await post_form(client, "/account", action, {})
+        assert done.url.path == "/signin"
+        assert await h.container.current_session().execute(token) is None
+        assert "tfl_link_proposal" not in client.cookies
+        assert all(p.consumed_at is not None for p in db.tables.link_proposals.values())
 
 
 async def test_the_emailed_link_links_in_the_browser_that_signed_in(

@@ -100,46 +100,58 @@ class SignOut:
         offer ends (and the sessions below). ``bindings``: this browser's binding cookie's
         values: a Discord sign-in bound to one of them whose answer never reached the
         browser in the last ``SENT_TWICE_WITHIN`` (``sign_in_successors``) ends too."""
-        offer = digest_of(self._tokens, proposal_token)
-        unheld = sign_in_successors(self._tokens, bindings)
-        if not plausible_token(session_token) and offer is None and not unheld:
+        if (
+            not plausible_token(session_token)
+            and digest_of(self._tokens, proposal_token) is None
+            and not sign_in_successors(self._tokens, bindings)
+        ):
             return
-        offers = {offer} if offer is not None else set()
-        offers.update(sign_in_successors(self._tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
-        kept = digest_of(self._tokens, keeping)
         now = self._clock.now()
         async with self._uow() as uow:
-            ended = False
-            for digest in sorted(offers):
-                ended = await uow.link_proposals.consume(digest, now) is not None or ended
-            if plausible_token(session_token):
-                ended = await self._end(uow, session_token, kept, now) or ended
-            for digest in unheld:
-                ended = await self._end_successor(uow, digest, kept, now) or ended
-            if ended:
+            if await _sign_out(
+                uow,
+                self._tokens,
+                session_token,
+                now,
+                keeping=keeping,
+                proposal_token=proposal_token,
+                bindings=bindings,
+            ):
                 await uow.commit()
 
-    @staticmethod
-    async def _end_successor(uow: UnitOfWork, digest: str, kept: str | None, now: datetime) -> bool:
-        session = await uow.sessions.get(digest) if digest != kept else None
-        if session is None or not _renewed_just_now(session, now):
-            return False
-        await uow.sessions.remove(digest)
-        await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
-        return True
 
-    async def _end(
-        self, uow: UnitOfWork, session_token: str, kept: str | None, now: datetime
-    ) -> bool:
-        own = self._tokens.digest(session_token)
-        ended = False
-        for digest in [own, *successors_of(self._tokens, session_token)]:
-            session = await uow.sessions.get(digest) if digest != kept else None
-            if session is not None and (digest == own or _renewed_just_now(session, now)):
-                await uow.sessions.remove(digest)
-                await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
-                ended = True
-        return ended
+async def _sign_out(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    session_token: str | None,
+    now: datetime,
+    *,
+    keeping: str | None = None,
+    proposal_token: str | None = None,
+    bindings: Sequence[str] = (),
+) -> bool:
+    """``SignOut``'s writes, in the caller's transaction (``EndSession``, ``EndAllSessions``
+    end this browser's session in the same one: a database failing between two transactions
+    left a session ended and the offer alive, answered with a 503 and the cookie kept).
+    Whether anything ended."""
+    offer = digest_of(tokens, proposal_token)
+    offers = {offer} if offer is not None else set()
+    offers.update(sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
+    ended = False
+    for digest in sorted(offers):
+        ended = await uow.link_proposals.consume(digest, now) is not None or ended
+    kept = digest_of(tokens, keeping)
+    own = tokens.digest(session_token) if plausible_token(session_token) else None
+    successors = successors_of(tokens, session_token) if session_token and own else []
+    # Only the cookie's own session ends whenever it is found; the others (renewed from it,
+    # or made by a Discord sign-in of this browser's) only when nobody can hold them yet.
+    for digest in [*([own] if own else []), *successors, *sign_in_successors(tokens, bindings)]:
+        session = await uow.sessions.get(digest) if digest != kept else None
+        if session is not None and (digest == own or _renewed_just_now(session, now)):
+            await uow.sessions.remove(digest)
+            await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
+            ended = True
+    return ended
 
 
 def _renewed_just_now(successor: Session, now: datetime) -> bool:
@@ -175,8 +187,19 @@ class EndSession:
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, session_token: str | None, session_id: str) -> bool:
-        """``True`` when the session was ended; ending the current one signs out here."""
+    async def execute(
+        self,
+        session_token: str | None,
+        session_id: str,
+        *,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
+    ) -> bool:
+        """``True`` when the session was ended; ending the current one signs out here (see
+        ``SignOut``: the sessions a form sent twice renewed it into, the email-linking
+        offer waiting in this browser, ``proposal_token``, and what the Discord sign-ins
+        bound to it, ``bindings``, made without their answer reaching it, end with it), in
+        the same transaction."""
         try:
             wanted = uuid.UUID(session_id)
         except ValueError:
@@ -189,6 +212,15 @@ class EndSession:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
             )
+            if wanted == session.id:
+                await _sign_out(
+                    uow,
+                    self._tokens,
+                    session_token,
+                    now,
+                    proposal_token=proposal_token,
+                    bindings=bindings,
+                )
             await uow.commit()
         return wanted == session.id
 
@@ -212,9 +244,17 @@ class EndAllSessions:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(
-        self, session_token: str | None, device_token: str | None = None
+        self,
+        session_token: str | None,
+        device_token: str | None = None,
+        *,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> SignedOutEverywhere:
-        """``device_token``: the asking browser's (see ``SignIn``)."""
+        """``device_token``: the asking browser's (see ``SignIn``). ``proposal_token``: the
+        email-linking offer waiting in it, which ends too (see ``SignOut``), in the same
+        transaction, as do the proposals of the Discord sign-ins bound to it
+        (``bindings``)."""
         now = self._clock.now()
         kept = None
         async with self._uow() as uow:
@@ -230,6 +270,14 @@ class EndAllSessions:
             ended = await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
+            )
+            await _sign_out(
+                uow,
+                self._tokens,
+                session_token,
+                now,
+                proposal_token=proposal_token,
+                bindings=bindings,
             )
             await uow.commit()
         return SignedOutEverywhere(ended, kept)

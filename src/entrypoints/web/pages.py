@@ -724,12 +724,15 @@ class Pages(Controller):
         request: Request[Any, Any, Any],
         session_id: FromPath[str],
         end_session: Use[uc.EndSession],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
     ) -> Redirect:
-        this_one = await end_session.execute(jar.session_token(request), session_id)
-        if this_one:
-            await jar.end_session(request, sign_out)  # ended: the offer waiting here too
+        this_one = await end_session.execute(
+            jar.session_token(request),
+            session_id,
+            proposal_token=jar.proposal_token(request),
+            bindings=jar.flow_bindings(request),
+        )
+        if this_one:  # ended: the offer waiting here too
             return Redirect("/signin?notice=signed_out", cookies=jar.signed_out())
         return Redirect("/account?notice=session_ended")
 
@@ -738,11 +741,14 @@ class Pages(Controller):
         self,
         request: Request[Any, Any, Any],
         end_all_sessions: Use[uc.EndAllSessions],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
     ) -> Redirect:
-        done = await end_all_sessions.execute(jar.session_token(request), jar.device_token(request))
-        await jar.end_session(request, sign_out)  # ended: the offer waiting here too
+        done = await end_all_sessions.execute(  # ended: the offer waiting here too
+            jar.session_token(request),
+            jar.device_token(request),
+            proposal_token=jar.proposal_token(request),
+            bindings=jar.flow_bindings(request),
+        )
         cookies = jar.signed_out()
         if done.device_token is not None:  # this browser stays trusted, the others do not
             cookies.append(jar.device(done.device_token))
