@@ -126,15 +126,16 @@ async def test_the_offer_waiting_in_this_browser_ends_with_its_session(
         assert emailed.status_code != 200  # nothing to email a link for
 
 
-@pytest.mark.parametrize("ends", ["this session", "everywhere"])
+@pytest.mark.parametrize("ends", ["this session", "everywhere", "sign in"])
 async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
     h: Harness, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch, ends: str
 ) -> None:
-    """Ending this browser's session from the account page (its own row, or "sign out
-    everywhere") and spending the offer waiting in it were two transactions: the database
-    failing between them answered a 503 with the session ended and the offer alive, the
-    browser keeping both cookies. One transaction now: the failure leaves everything as it
-    was, and the button sent again does it all."""
+    """Ending this browser's session (its own row on the account page, "sign out
+    everywhere", or signing in again, which replaces it) and spending the offer waiting in it
+    were two transactions: the database failing between them answered a 503 with one done
+    (the session ended, or a new one made that no browser holds) and the offer alive. One
+    transaction now: the failure leaves everything as it was, and the form sent again does
+    it all."""
     await h.sign_up("bob", "bob@example.com", verified=True)
     await h.sign_up("carol", "carol@example.com")
     h.discord_user(9002, username="bob_d", email="bob@example.com")
@@ -142,11 +143,17 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
         await _password_sign_in(client, "carol")
         assert (await _discord_sign_in(client, h, 9002)).url.path == PAGE
         token = client.cookies["tfl_session"]
+        page, form = "/account", {}
         if ends == "everywhere":
             action = "/account/sessions/end-all"
+        elif ends == "sign in":
+            page = action = "/signin"
+            form = {"login": "carol", "password": PASSWORD}
         else:
             current = (await h.container.list_sessions().execute(token)).current
             action = f"/account/sessions/{current.id}/end"
+        await client.get(page)
+        sessions, offers = dict(db.tables.sessions), dict(db.tables.link_proposals)
         commit = MemoryUnitOfWork.commit
 
         async def failing_when_the_offer_ends(self: MemoryUnitOfWork) -> None:
@@ -155,13 +162,14 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
             await commit(self)
 
         monkeypatch.setattr(MemoryUnitOfWork, "commit", failing_when_the_offer_ends)
-        failed = await post_form(client, "/account", action, {})
+        failed = await post_form(client, page, action, form)
         assert failed.status_code == 503
         monkeypatch.undo()
-        assert await h.container.current_session().execute(token) is not None
+        assert db.tables.sessions == sessions
+        assert db.tables.link_proposals == offers
         assert "@bob_d" in (await client.get(PAGE)).text  # the offer, still there
-        done = await post_form(client, "/account", action, {})
-        assert done.url.path == "/signin"
+        done = await post_form(client, page, action, form)
+        assert done.url.path == ("/account" if ends == "sign in" else "/signin")
         assert await h.container.current_session().execute(token) is None
         assert "tfl_link_proposal" not in client.cookies
         assert all(p.consumed_at is not None for p in db.tables.link_proposals.values())

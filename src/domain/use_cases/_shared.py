@@ -397,3 +397,49 @@ async def prove_identity(
     if identity_recently_proved(session, account, now):
         return session, account
     raise errors.ReauthenticationRequired()
+
+
+async def sign_out_browser(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    session_token: str | None,
+    now: datetime,
+    *,
+    keeping: str | None = None,
+    proposal_token: str | None = None,
+    bindings: Sequence[str] = (),
+) -> bool:
+    """``SignOut``'s writes (see it), in the caller's transaction: whatever ends or replaces
+    this browser's session (``EndSession``, ``EndAllSessions``, a sign-in) does it in its own
+    one. As two transactions, a database failing between them left one done and not the
+    other, answered with a 503 (the cookies not changed). ``bindings``: this browser's
+    binding cookie's values, whose Discord sign-ins' sessions and link proposals made in the
+    last ``SENT_TWICE_WITHIN`` end too (``sign_in_successors``): their answer never reached
+    the browser, or they would be its cookies. Whether anything ended."""
+    offer = digest_of(tokens, proposal_token)
+    offers = {offer} if offer is not None else set()
+    offers.update(sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
+    ended = False
+    for digest in sorted(offers):
+        ended = await uow.link_proposals.consume(digest, now) is not None or ended
+    kept = digest_of(tokens, keeping)
+    own = tokens.digest(session_token) if plausible_token(session_token) else None
+    successors = successors_of(tokens, session_token) if session_token and own else []
+    # Only the cookie's own session ends whenever it is found; the others (renewed from it,
+    # or made by a Discord sign-in of this browser's) only when nobody can hold them yet.
+    for digest in [*([own] if own else []), *successors, *sign_in_successors(tokens, bindings)]:
+        session = await uow.sessions.get(digest) if digest != kept else None
+        if session is not None and (digest == own or renewed_just_now(session, now)):
+            await uow.sessions.remove(digest)
+            await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
+            ended = True
+    return ended
+
+
+def renewed_just_now(successor: Session, now: datetime) -> bool:
+    """Whether a successor (see ``successors_of``) got its token in the last
+    ``SENT_TWICE_WITHIN``. Every form renews it with a proof of identity, which sets
+    ``proved_at`` to the renewal's time (``created_at`` is the session's first sign-in, kept
+    across renewals), and a later proof renews it under another token: under this one,
+    ``proved_at`` is when it was made."""
+    return successor.proved_at is not None and now - successor.proved_at <= SENT_TWICE_WITHIN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -42,6 +43,7 @@ from domain.use_cases._shared import (
     renew_session,
     retry_on_conflict,
     session_token_after,
+    sign_out_browser,
     signed_in,
     start_session,
     still_the_password,
@@ -255,7 +257,14 @@ class SignIn(_PasswordUseCase):
         password: str,
         client_address: str | None = None,
         device_token: str | None = None,
+        session_token: str | None = None,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> SignedIn:
+        """``session_token``, ``proposal_token``: the session this browser had and the
+        email-linking offer waiting in it, which end in the sign-in's transaction (see
+        ``SignOut``, ``sign_out_browser``), with what the Discord sign-ins bound to it
+        (``bindings``, its binding cookie's values) made without their answer reaching it."""
         login = login.strip()
         if not login or clean_text(login, EMAIL_MAX) != login:  # too long, control characters
             raise errors.InvalidCredentials()
@@ -293,14 +302,22 @@ class SignIn(_PasswordUseCase):
                     fresh = replace(fresh, password_hash=rehashed)
                     await uow.accounts.update(fresh)
                 token = await self._password_session(uow, account.id, now)
+                await sign_out_browser(
+                    uow,
+                    self._tokens,
+                    session_token,
+                    now,
+                    proposal_token=proposal_token,
+                    bindings=bindings,
+                )
                 await uow.commit()
             return token, fresh
 
-        session_token, stored = await self._passwords.while_right(password_hash, password, start)
+        made, stored = await self._passwords.while_right(password_hash, password, start)
         if not trusted_device(self._tokens, stored, device_token):
             # New, or ended meanwhile: its hash was replaced, or "sign out everywhere".
             device_token = new_device_token(self._tokens, stored)
-        return SignedIn(account, session_token, device_token)
+        return SignedIn(account, made, device_token)
 
     async def _audit_failure(
         self, account: Account | None, login_digest: str, client_address: str | None

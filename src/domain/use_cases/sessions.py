@@ -19,8 +19,6 @@ from domain.use_cases._passwords import (
     trusted_device,
 )
 from domain.use_cases._shared import (
-    PROPOSAL_AFTER_DISCORD_SIGN_IN,
-    SENT_TWICE_WITHIN,
     SESSION_SUCCESSOR,
     digest_of,
     made_just_now,
@@ -28,8 +26,8 @@ from domain.use_cases._shared import (
     renew_session,
     session_token_after,
     sign_in_successors,
+    sign_out_browser,
     signed_in,
-    successors_of,
 )
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
@@ -108,7 +106,7 @@ class SignOut:
             return
         now = self._clock.now()
         async with self._uow() as uow:
-            if await _sign_out(
+            if await sign_out_browser(
                 uow,
                 self._tokens,
                 session_token,
@@ -118,49 +116,6 @@ class SignOut:
                 bindings=bindings,
             ):
                 await uow.commit()
-
-
-async def _sign_out(
-    uow: UnitOfWork,
-    tokens: TokenIssuer,
-    session_token: str | None,
-    now: datetime,
-    *,
-    keeping: str | None = None,
-    proposal_token: str | None = None,
-    bindings: Sequence[str] = (),
-) -> bool:
-    """``SignOut``'s writes, in the caller's transaction (``EndSession``, ``EndAllSessions``
-    end this browser's session in the same one: a database failing between two transactions
-    left a session ended and the offer alive, answered with a 503 and the cookie kept).
-    Whether anything ended."""
-    offer = digest_of(tokens, proposal_token)
-    offers = {offer} if offer is not None else set()
-    offers.update(sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
-    ended = False
-    for digest in sorted(offers):
-        ended = await uow.link_proposals.consume(digest, now) is not None or ended
-    kept = digest_of(tokens, keeping)
-    own = tokens.digest(session_token) if plausible_token(session_token) else None
-    successors = successors_of(tokens, session_token) if session_token and own else []
-    # Only the cookie's own session ends whenever it is found; the others (renewed from it,
-    # or made by a Discord sign-in of this browser's) only when nobody can hold them yet.
-    for digest in [*([own] if own else []), *successors, *sign_in_successors(tokens, bindings)]:
-        session = await uow.sessions.get(digest) if digest != kept else None
-        if session is not None and (digest == own or _renewed_just_now(session, now)):
-            await uow.sessions.remove(digest)
-            await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
-            ended = True
-    return ended
-
-
-def _renewed_just_now(successor: Session, now: datetime) -> bool:
-    """Whether a successor (see ``successors_of``) got its token in the last
-    ``SENT_TWICE_WITHIN``. Every form renews it with a proof of identity, which sets
-    ``proved_at`` to the renewal's time (``created_at`` is the session's first sign-in, kept
-    across renewals), and a later proof renews it under another token: under this one,
-    ``proved_at`` is when it was made."""
-    return successor.proved_at is not None and now - successor.proved_at <= SENT_TWICE_WITHIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +168,7 @@ class EndSession:
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
             )
             if wanted == session.id:
-                await _sign_out(
+                await sign_out_browser(
                     uow,
                     self._tokens,
                     session_token,
@@ -271,7 +226,7 @@ class EndAllSessions:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
             )
-            await _sign_out(
+            await sign_out_browser(
                 uow,
                 self._tokens,
                 session_token,

@@ -438,7 +438,6 @@ class Pages(Controller):
         self,
         request: Request[Any, Any, Any],
         sign_in: Use[uc.SignIn],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
@@ -449,6 +448,10 @@ class Pages(Controller):
                 password=data.get("password", ""),
                 client_address=request.client.host if request.client else None,
                 device_token=jar.device_token(request),
+                # The session this browser had ends (a sign-in rotates it), with the offer.
+                session_token=jar.session_token(request),
+                proposal_token=jar.proposal_token(request),
+                bindings=jar.flow_bindings(request),
             )
         except (errors.InvalidCredentials, errors.TooManyRequests) as exc:
             # The form again, with what was typed: a throttled account's way on is the
@@ -461,7 +464,6 @@ class Pages(Controller):
                 "error_field": field_of(exc, {errors.InvalidCredentials: "password"}),
             }
             return Template("signin.html", context=context, status_code=status_for(exc))
-        await jar.end_session(request, sign_out)
         return Redirect(destination, cookies=jar.signed_in(signed_in))
 
     @get("/signup")
