@@ -126,12 +126,12 @@ async def test_the_offer_waiting_in_this_browser_ends_with_its_session(
         assert emailed.status_code != 200  # nothing to email a link for
 
 
-@pytest.mark.parametrize("ends", ["this session", "everywhere", "sign in"])
+@pytest.mark.parametrize("ends", ["this session", "everywhere", "sign in", "sign up"])
 async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
     h: Harness, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch, ends: str
 ) -> None:
     """Ending this browser's session (its own row on the account page, "sign out
-    everywhere", or signing in again, which replaces it) and spending the offer waiting in it
+    everywhere", or signing in or up, which replaces it) and spending the offer waiting in it
     were two transactions: the database failing between them answered a 503 with one done
     (the session ended, or a new one made that no browser holds) and the offer alive. One
     transaction now: the failure leaves everything as it was, and the form sent again does
@@ -149,6 +149,9 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
         elif ends == "sign in":
             page = action = "/signin"
             form = {"login": "carol", "password": PASSWORD}
+        elif ends == "sign up":
+            page = action = "/signup"
+            form = {"username": "dave", "email": "dave@example.com", "password": PASSWORD}
         else:
             current = (await h.container.list_sessions().execute(token)).current
             action = f"/account/sessions/{current.id}/end"
@@ -169,7 +172,7 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
         assert db.tables.link_proposals == offers
         assert "@bob_d" in (await client.get(PAGE)).text  # the offer, still there
         done = await post_form(client, page, action, form)
-        assert done.url.path == ("/account" if ends == "sign in" else "/signin")
+        assert done.url.path == ("/account" if ends.startswith("sign") else "/signin")
         assert await h.container.current_session().execute(token) is None
         assert "tfl_link_proposal" not in client.cookies
         assert all(p.consumed_at is not None for p in db.tables.link_proposals.values())

@@ -142,11 +142,18 @@ class SignUp(_PasswordUseCase):
         password: str,
         client: str | None = None,
         form_secret: str | None = None,
+        session_token: str | None = None,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> SignedIn:
         """``client``: who asks (the web app's name for its budget: an IPv4 address, an IPv6
         /64 network), for the confirmation email's limits (``RECIPIENT_LIMITS``).
         ``form_secret``: what the same form sent twice comes with, and nobody else's does
-        (see the class)."""
+        (see the class). ``session_token``, ``proposal_token``: the session this browser had
+        and the email-linking offer waiting in it, which end in the account's transaction
+        (see ``SignOut``, ``sign_out_browser``; the form sent twice: the first request ended
+        them, both coming with the same cookies), with what the Discord sign-ins bound to it
+        (``bindings``, its binding cookie's values) made without their answer reaching it."""
         name = validate_username(username)
         address = validate_email(email)
         password_hash = await self._passwords.new_hash(password, related=(name, address))
@@ -173,6 +180,15 @@ class SignUp(_PasswordUseCase):
                 )
                 await self._webhooks.publish(uow, account_created(account, via="password"))
                 token = await self._password_session(uow, account.id, now, made)
+                await sign_out_browser(
+                    uow,
+                    self._tokens,
+                    session_token,
+                    now,
+                    keeping=token,
+                    proposal_token=proposal_token,
+                    bindings=bindings,
+                )
                 # Last, as it locks the address: confirmed by another account meanwhile (the
                 # proof locked it first), it is refused as above. Past the address's limit
                 # the account is made all the same, without the email: a refusal would tell

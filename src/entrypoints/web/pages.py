@@ -477,7 +477,6 @@ class Pages(Controller):
         self,
         request: Request[Any, Any, Any],
         sign_up: Use[uc.SignUp],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
@@ -492,6 +491,10 @@ class Pages(Controller):
                 # The same form sent twice (a double click) comes with the same CSRF cookie,
                 # another browser with its own: the first request's session is derived from it.
                 form_secret=request.cookies.get(jar.csrf_name),
+                # The session this browser had ends (a sign-in rotates it), with the offer.
+                session_token=jar.session_token(request),
+                proposal_token=jar.proposal_token(request),
+                bindings=jar.flow_bindings(request),
             )
         except (errors.InvalidInput, errors.UsernameTaken, errors.EmailTaken) as exc:
             context = {
@@ -503,7 +506,6 @@ class Pages(Controller):
                 "error_field": field_of(exc, _SIGN_UP_FIELDS),
             }
             return Template("signup.html", context=context, status_code=status_for(exc))
-        await jar.end_session(request, sign_out, keeping=signed_in.session_token)
         # The welcome only for the account just made: a refused form keeps its own "next",
         # which its "Sign in" link passes on to an account that exists already.
         if welcome:
