@@ -126,16 +126,18 @@ async def test_the_offer_waiting_in_this_browser_ends_with_its_session(
         assert emailed.status_code != 200  # nothing to email a link for
 
 
-@pytest.mark.parametrize("ends", ["this session", "everywhere", "sign in", "sign up"])
+@pytest.mark.parametrize(
+    "ends", ["this session", "everywhere", "sign in", "sign up", "password reset"]
+)
 async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
     h: Harness, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch, ends: str
 ) -> None:
     """Ending this browser's session (its own row on the account page, "sign out
-    everywhere", or signing in or up, which replaces it) and spending the offer waiting in it
-    were two transactions: the database failing between them answered a 503 with one done
-    (the session ended, or a new one made that no browser holds) and the offer alive. One
-    transaction now: the failure leaves everything as it was, and the form sent again does
-    it all."""
+    everywhere", or signing in, up or with a reset link, which replaces it) and spending the
+    offer waiting in it were two transactions: the database failing between them answered a
+    503 with one done (the session ended, or a new one made that no browser holds, the
+    password reset) and the offer alive. One transaction now: the failure leaves everything
+    as it was, and the form sent again does it all."""
     await h.sign_up("bob", "bob@example.com", verified=True)
     await h.sign_up("carol", "carol@example.com")
     h.discord_user(9002, username="bob_d", email="bob@example.com")
@@ -152,6 +154,12 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
         elif ends == "sign up":
             page = action = "/signup"
             form = {"username": "dave", "email": "dave@example.com", "password": PASSWORD}
+        elif ends == "password reset":
+            await h.container.request_password_reset().execute("carol@example.com")
+            await h.deliver()
+            link = h.link_token(h.last_email("carol@example.com"), "/password/reset/")
+            page = action = f"/password/reset/{link}"
+            form = {"new_password": "a brand new passphrase"}
         else:
             current = (await h.container.list_sessions().execute(token)).current
             action = f"/account/sessions/{current.id}/end"
@@ -172,7 +180,9 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
         assert db.tables.link_proposals == offers
         assert "@bob_d" in (await client.get(PAGE)).text  # the offer, still there
         done = await post_form(client, page, action, form)
-        assert done.url.path == ("/account" if ends.startswith("sign") else "/signin")
+        assert done.url.path == (
+            "/signin" if ends in ("this session", "everywhere") else "/account"
+        )
         assert await h.container.current_session().execute(token) is None
         assert "tfl_link_proposal" not in client.cookies
         assert all(p.consumed_at is not None for p in db.tables.link_proposals.values())

@@ -46,6 +46,7 @@ from domain.use_cases._shared import (
     queue_role_changes,
     retry_on_conflict,
     session_token_after,
+    sign_out_browser,
     start_session,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
@@ -136,7 +137,20 @@ class ResetPassword(_PasswordUseCase):
         super().__init__(uow, tokens, clock, passwords, session_ttl, webhooks=webhooks)
         self._roles = tuple(linked_roles)
 
-    async def execute(self, *, token: str, new_password: str) -> PasswordReset:
+    async def execute(
+        self,
+        *,
+        token: str,
+        new_password: str,
+        session_token: str | None = None,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
+    ) -> PasswordReset:
+        """``session_token``, ``proposal_token``: the session this browser had and the
+        email-linking offer waiting in it, which end in the reset's transaction (see
+        ``SignOut``, ``sign_out_browser``; the form sent twice: the first request ended them,
+        both coming with the same cookies), with what the Discord sign-ins bound to it
+        (``bindings``, its binding cookie's values) made without their answer reaching it."""
         try:
             async with self._uow(read_only=True) as uow:  # a bad link refused before hashing
                 link = await use_secret(
@@ -153,11 +167,20 @@ class ResetPassword(_PasswordUseCase):
         # Slow: outside the transaction. Refused when weak, before the link is spent.
         new_hash = await self._passwords.new_hash(new_password, related=related)
         try:
-            return await retry_on_conflict(lambda: self._reset(token, new_hash))
+            return await retry_on_conflict(
+                lambda: self._reset(token, new_hash, session_token, proposal_token, bindings)
+            )
         except errors.SecretConsumed as consumed:  # raced this form sent twice, if anything
             return await self._sent_twice(token, new_password, consumed)
 
-    async def _reset(self, token: str, new_hash: str) -> PasswordReset:
+    async def _reset(
+        self,
+        token: str,
+        new_hash: str,
+        session_token: str | None,
+        proposal_token: str | None,
+        bindings: Sequence[str],
+    ) -> PasswordReset:
         now = self._clock.now()
         made = session_token_after(self._tokens, token, _SESSION_OF_RESET)
         async with self._uow() as uow:
@@ -214,6 +237,15 @@ class ResetPassword(_PasswordUseCase):
                 self._session_ttl,
                 method=SignInMethod.PASSWORD,
                 secret=made,
+            )
+            await sign_out_browser(
+                uow,
+                self._tokens,
+                session_token,
+                now,
+                keeping=session,
+                proposal_token=proposal_token,
+                bindings=bindings,
             )
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a

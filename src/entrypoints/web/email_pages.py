@@ -269,13 +269,18 @@ class EmailPages(Controller):
         account: CurrentAccount,
         reset_password: Use[uc.ResetPassword],
         show_email_link: Use[uc.ShowEmailLink],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
         try:
             done = await reset_password.execute(
-                token=token, new_password=data.get("new_password", "")
+                token=token,
+                new_password=data.get("new_password", ""),
+                # Rotate: whatever session was here ends (unless it is the one answered: sent
+                # twice), with the offer waiting here.
+                session_token=jar.session_token(request),
+                proposal_token=jar.proposal_token(request),
+                bindings=jar.flow_bindings(request),
             )
         except errors.WeakPassword as exc:
             shown = await show_email_link.execute(token, EmailPurpose.RESET)
@@ -290,8 +295,6 @@ class EmailPages(Controller):
                 },
                 status_code=status_for(exc),
             )
-        # Rotate: whatever session was here ends (unless it is the one answered: sent twice).
-        await jar.end_session(request, sign_out, keeping=done.signed_in.session_token)
         notice = (
             "password_reset_unlinked"
             if done.unlinked
