@@ -188,6 +188,50 @@ async def test_a_database_failing_while_a_session_ends_leaves_nothing_half_done(
         assert all(p.consumed_at is not None for p in db.tables.link_proposals.values())
 
 
+@pytest.mark.parametrize("proof", ["password", "emailed link"])
+async def test_a_database_failing_while_a_link_signs_in_leaves_nothing_half_done(
+    h: Harness, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch, proof: str
+) -> None:
+    """The offer confirmed (with the password, or the emailed link) links and signs in, and
+    the session this browser had ends: two transactions, and the database failing between
+    them answered a 503 with the accounts linked and a session made that no browser holds,
+    the old one alive. One transaction now: nothing of it happens, and the form sent again
+    does it all."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    await h.sign_up("carol", "carol@example.com")
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _password_sign_in(client, "carol")
+        offered = await _discord_sign_in(client, h, 9002)
+        token = client.cookies["tfl_session"]
+        page, form = PAGE, {"password": PASSWORD}
+        if proof == "emailed link":
+            page, form = await _emailed_link(client, h, offered), {}
+        await client.get(page)
+        tables = (dict(db.tables.sessions), dict(db.tables.links), dict(db.tables.link_proposals))
+        commit = MemoryUnitOfWork.commit
+
+        async def failing_when_a_session_ends(self: MemoryUnitOfWork) -> None:
+            if set(self._db.tables.sessions) - set(self.work.sessions):
+                raise errors.StorageError()  # the database went away
+            await commit(self)
+
+        monkeypatch.setattr(MemoryUnitOfWork, "commit", failing_when_a_session_ends)
+        failed = await post_form(client, page, page, form)
+        assert failed.status_code == 503
+        monkeypatch.undo()
+        assert (
+            dict(db.tables.sessions),
+            dict(db.tables.links),
+            dict(db.tables.link_proposals),
+        ) == tables
+        assert await h.container.current_session().execute(token) is not None
+        done = await post_form(client, page, page, form)
+        assert done.url.path == "/account"
+        assert "@bob_d" in done.text  # linked, and signed in as bob
+        assert await h.container.current_session().execute(token) is None
+
+
 async def test_the_emailed_link_links_in_the_browser_that_signed_in(
     h: Harness, db: MemoryDatabase
 ) -> None:

@@ -42,6 +42,7 @@ from domain.use_cases._shared import (
     queue_email,
     retry_on_conflict,
     session_token_after,
+    sign_out_browser,
     start_session,
     still_the_password,
 )
@@ -167,7 +168,12 @@ async def _link_and_sign_in(
     method: SignInMethod,
     roles: Sequence[LinkedRole],
     webhooks: WebhookOutbox,
+    session_token: str | None,
+    bindings: Sequence[str],
 ) -> LinkConfirmed:
+    """``session_token``: the session this browser had, which ends in this transaction (see
+    ``sign_out_browser``), as a sign-in's does, with what the Discord sign-ins bound to it
+    (``bindings``, its binding cookie's values) made without their answer reaching it."""
     await apply_link(
         uow,
         discord=proposal.discord,
@@ -185,6 +191,7 @@ async def _link_and_sign_in(
     token = await start_session(
         uow, tokens, proposal.account_id, now, ttl, method=method, secret=made
     )
+    await sign_out_browser(uow, tokens, session_token, now, keeping=token, bindings=bindings)
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
 
@@ -215,11 +222,16 @@ class ConfirmLinkWithPassword:
         password: str,
         device_token: str | None = None,
         client_address: str | None = None,
+        session_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> LinkConfirmed:
         """``device_token``: the browser's, as for a sign-in (its tries count on their own
         throttle when an earlier password sign-in to this account gave it). A wrong password
         is a failed sign-in, audited as one (with the Discord account and ``client_address``):
-        whoever holds a Discord account with the account's address may be guessing it."""
+        whoever holds a Discord account with the account's address may be guessing it.
+        ``session_token``: the session this browser had, which ends in the link's transaction
+        (the form sent twice: the first request ended it, both coming with the same cookie),
+        with what the Discord sign-ins bound to it (``bindings``) made unheld."""
         try:
             shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(
                 proposal_token
@@ -260,6 +272,8 @@ class ConfirmLinkWithPassword:
                     method=SignInMethod.PASSWORD,
                     roles=self._roles,
                     webhooks=self._webhooks,
+                    session_token=session_token,
+                    bindings=bindings,
                 )
             device = new_device_token(self._tokens, fresh)
             return replace(done, device_token=device)
@@ -403,7 +417,18 @@ class ConfirmLinkWithEmail:
         self._roles = tuple(linked_roles)
         self._webhooks = webhooks
 
-    async def execute(self, *, proposal_token: str | None, email_token: str) -> LinkConfirmed:
+    async def execute(
+        self,
+        *,
+        proposal_token: str | None,
+        email_token: str,
+        session_token: str | None = None,
+        bindings: Sequence[str] = (),
+    ) -> LinkConfirmed:
+        """``session_token``: the session this browser had, which ends in the link's
+        transaction (the form sent twice: the first request ended it), with what the Discord
+        sign-ins bound to it (``bindings``) made unheld."""
+
         async def attempt() -> LinkConfirmed:
             now = self._clock.now()
             async with self._uow() as uow:
@@ -438,6 +463,8 @@ class ConfirmLinkWithEmail:
                     method=SignInMethod.EMAIL_LINK,
                     roles=self._roles,
                     webhooks=self._webhooks,
+                    session_token=session_token,
+                    bindings=bindings,
                 )
 
         try:

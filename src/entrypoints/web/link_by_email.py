@@ -24,11 +24,8 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 PAGE = "/auth/discord/confirm-link"
 
 
-async def _signed_in(
-    request: Request[Any, Any, Any], sign_out: uc.SignOut, jar: CookieJar, done: LinkConfirmed
-) -> Redirect:
-    # Rotate: whatever session was here ends (unless it is the one answered: a form sent twice).
-    await jar.end_session(request, sign_out, keeping=done.session_token)
+def _signed_in(jar: CookieJar, done: LinkConfirmed) -> Redirect:
+    # Whatever session was here ended with the link (see ``sign_out_browser``).
     cookies = jar.new_session(done.session_token)  # the offer ends with it
     if done.device_token is not None:
         cookies.append(jar.device(done.device_token))
@@ -59,7 +56,6 @@ class EmailLinkingPages(Controller):
         account: CurrentAccount,
         confirm_link_with_password: Use[uc.ConfirmLinkWithPassword],
         show_link_proposal: Use[uc.ShowLinkProposal],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
         data: Form,
     ) -> Template | Redirect:
@@ -69,6 +65,8 @@ class EmailLinkingPages(Controller):
                 password=data.get("password", ""),
                 device_token=jar.device_token(request),
                 client_address=request.client.host if request.client else None,
+                session_token=jar.session_token(request),  # rotated: it ends
+                bindings=jar.flow_bindings(request),
             )
         except errors.InvalidCredentials as exc:
             shown = await show_link_proposal.execute(jar.proposal_token(request))
@@ -83,7 +81,7 @@ class EmailLinkingPages(Controller):
                 },
                 status_code=401,
             )
-        return await _signed_in(request, sign_out, jar, done)
+        return _signed_in(jar, done)
 
     @post(f"{PAGE}/email", status_code=200)
     async def send_link(
@@ -119,10 +117,12 @@ class EmailLinkingPages(Controller):
         request: Request[Any, Any, Any],
         token: FromPath[str],
         confirm_link_with_email: Use[uc.ConfirmLinkWithEmail],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
     ) -> Redirect:
         done = await confirm_link_with_email.execute(
-            proposal_token=jar.proposal_token(request), email_token=token
+            proposal_token=jar.proposal_token(request),
+            email_token=token,
+            session_token=jar.session_token(request),  # rotated: it ends
+            bindings=jar.flow_bindings(request),
         )
-        return await _signed_in(request, sign_out, jar, done)
+        return _signed_in(jar, done)
