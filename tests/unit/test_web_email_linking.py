@@ -232,6 +232,42 @@ async def test_a_database_failing_while_a_link_signs_in_leaves_nothing_half_done
         assert await h.container.current_session().execute(token) is None
 
 
+async def test_a_database_failing_while_discord_signs_in_leaves_nothing_half_done(
+    h: Harness, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Sign in with Discord" made its session, then the handler ended the one this browser
+    had and the offer waiting in it: two transactions, and the database failing between them
+    answered a 503 with a session made that no browser holds, the old one and the offer
+    alive. One transaction now: nothing of it happens, and signing in again does it all."""
+    await h.sign_up("bob", "bob@example.com", verified=True)
+    carol = (await h.sign_up("carol", "carol@example.com")).account
+    h.discord_user(9002, username="bob_d", email="bob@example.com")
+    await h.discord_link(carol.id, h.discord_user(9003, username="carol_d"))
+    async with AsyncTestClient(app=create_app(h.container)) as client:
+        await _password_sign_in(client, "carol")
+        assert (await _discord_sign_in(client, h, 9002)).url.path == PAGE
+        token = client.cookies["tfl_session"]
+        tables = (dict(db.tables.sessions), dict(db.tables.link_proposals))
+        commit = MemoryUnitOfWork.commit
+
+        async def failing_when_a_session_ends(self: MemoryUnitOfWork) -> None:
+            if set(self._db.tables.sessions) - set(self.work.sessions):
+                raise errors.StorageError()  # the database went away
+            await commit(self)
+
+        monkeypatch.setattr(MemoryUnitOfWork, "commit", failing_when_a_session_ends)
+        failed = await _discord_sign_in(client, h, 9003)
+        assert failed.status_code == 503
+        monkeypatch.undo()
+        assert (dict(db.tables.sessions), dict(db.tables.link_proposals)) == tables
+        assert await h.container.current_session().execute(token) is not None
+        done = await _discord_sign_in(client, h, 9003)
+        assert done.url.path == "/account"
+        assert await h.container.current_session().execute(token) is None
+        assert "tfl_link_proposal" not in client.cookies
+        assert all(p.consumed_at is not None for p in db.tables.link_proposals.values())
+
+
 async def test_the_emailed_link_links_in_the_browser_that_signed_in(
     h: Harness, db: MemoryDatabase
 ) -> None:

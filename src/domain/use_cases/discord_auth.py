@@ -74,6 +74,7 @@ from domain.use_cases._shared import (
     retry_on_conflict,
     session_of_pending,
     session_token_after,
+    sign_out_browser,
     signed_in,
     start_session,
 )
@@ -915,7 +916,13 @@ class CompleteDiscordAuth:
         error: str | None,
         browser_tokens: Sequence[str],
         session_token: str | None = None,
+        proposal_token: str | None = None,
     ) -> AuthCompleted:
+        """``session_token``, ``proposal_token``: the session this browser has and the
+        email-linking offer waiting in it; a sign-in ends both in its own transaction (see
+        ``sign_out_browser``), with what this browser's other Discord sign-ins
+        (``browser_tokens``, its binding cookie's values) made without their answer reaching
+        it."""
         try:
             pending = await self._spend_state(state, browser_tokens)
         except errors.SecretConsumed as consumed:  # by this very callback, loaded twice?
@@ -928,7 +935,13 @@ class CompleteDiscordAuth:
         # The state is spent from here on, whatever happens next: a callback URL works once.
         try:
             done = await self._complete(
-                pending, state, code, error, session_token, browser_tokens=browser_tokens
+                pending,
+                state,
+                code,
+                error,
+                session_token,
+                browser_tokens=browser_tokens,
+                proposal_token=proposal_token,
             )
         except errors.DomainError as refusal:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
@@ -975,6 +988,7 @@ class CompleteDiscordAuth:
         session_token: str | None,
         *,
         browser_tokens: Sequence[str],
+        proposal_token: str | None = None,
     ) -> AuthCompleted:
         if error is not None:
             # From a /link button, its ticket is untouched: the button works again.
@@ -1020,7 +1034,16 @@ class CompleteDiscordAuth:
         tries = itertools.count()  # the next try knows how many clashed before it
         waits = session_token_after(self._tokens, binding, PROPOSAL_AFTER_DISCORD_SIGN_IN)
         return await retry_on_conflict(
-            lambda: self._login(pending, profile, made, waits, next(tries))
+            lambda: self._login(
+                pending,
+                profile,
+                made,
+                waits,
+                next(tries),
+                session_token=session_token,
+                proposal_token=proposal_token,
+                bindings=browser_tokens,
+            )
         )
 
     async def _session_of(
@@ -1201,10 +1224,17 @@ class CompleteDiscordAuth:
         made: IssuedSecret,
         waits: IssuedSecret,
         clashes: int = 0,
+        *,
+        session_token: str | None = None,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> AuthCompleted:
         """``made``: the new session's token; ``waits``: a link proposal's (both derived from
         the round trip's binding value, for its callback loaded twice: see
-        ``FinishDiscordConfirmation``)."""
+        ``FinishDiscordConfirmation``). ``session_token``, ``proposal_token``: the browser's
+        session and offer, which end with the sign-in (see ``sign_out_browser``), with what
+        its other Discord sign-ins (``bindings``, its binding cookie's values) made without
+        their answer reaching it."""
         now = self._clock.now()
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(profile.id)
@@ -1303,6 +1333,15 @@ class CompleteDiscordAuth:
             )
             # Its callback loaded again once this session has ended is told so at once.
             await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
+            await sign_out_browser(
+                uow,
+                self._tokens,
+                session_token,
+                now,
+                keeping=token,
+                proposal_token=proposal_token,
+                bindings=bindings,
+            )
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 

@@ -242,7 +242,7 @@ async def _signed_in_with_discord(
     state: str | None,
     request: Request[Any, Any, Any],
     jar: CookieJar,
-    sign_out: uc.SignOut,
+    sign_out: uc.SignOut | None,
 ) -> Redirect | Template:
     """The answer to a plain "Sign in with Discord": its destination with the new session
     (the one its callback's first load made, for a second load: see
@@ -258,8 +258,9 @@ async def _signed_in_with_discord(
     if done.outcome is AuthOutcome.STILL_SIGNED_IN:  # loaded again, the browser signed in
         return Redirect(done.destination)  # its own session: nothing set, nothing ended
     assert done.session_token is not None  # noqa: S101 - login flows always sign in
-    # Rotate: the old session ends here (not the one handed over, if the browser has it).
-    await jar.end_session(request, sign_out, keeping=done.session_token)
+    if sign_out is not None:  # the callback's sign-in ended it in its own transaction
+        # Rotate: the old session ends here (not the one handed over, if the browser has it).
+        await jar.end_session(request, sign_out, keeping=done.session_token)
     destination = done.destination
     if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
         destination = told_linked_by_email(destination)
@@ -805,6 +806,7 @@ class Pages(Controller):
             error=error,
             browser_tokens=jar.flow_bindings(request),
             session_token=jar.session_token(request),
+            proposal_token=jar.proposal_token(request),  # a sign-in ends it with the session
         )
         if done.purpose is AuthPurpose.REAUTH:
             return _confirmed_with_discord(done, oauth_state, jar)
@@ -815,7 +817,7 @@ class Pages(Controller):
             if done.purpose is AuthPurpose.TICKET and notice == "linked":
                 notice = "linked_from_discord"
             return Redirect(f"/account?notice={notice}")
-        return await _signed_in_with_discord(done, oauth_state, request, jar, sign_out)
+        return await _signed_in_with_discord(done, oauth_state, request, jar, None)
 
     @get(CONFIRMING_PAGE)
     async def discord_confirming(
