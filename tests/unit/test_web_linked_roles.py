@@ -12,6 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
+from adapters.memory.store import MemoryUnitOfWork
 from domain import errors
 from domain.model import DiscordId
 from entrypoints.web import create_app
@@ -528,3 +529,43 @@ async def test_loaded_again_started_signed_in_tells_the_refusal_again(
     assert again.status_code == 400, again.text
     assert "Discord did not grant access, so nothing was changed." in again.text
     assert _ways_on(again.text) == ["/discord/linked-role", "/account"]
+
+
+async def test_a_database_failing_while_it_signs_in_leaves_nothing_half_done(
+    client: Client, r: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started signed out, the verification URL signs in, and the session this browser has by
+    then (another person's, signed up meanwhile) ends: two transactions (the handler called
+    ``SignOut`` after the callback), and the database failing between them answered a 503
+    with a session made that no browser holds and the tokens kept, the old session alive.
+    One transaction now: nothing of it happens."""
+    await sign_up(client, "carol")
+    r.discord_user(7305)
+    asked = await client.get("/discord/linked-role")
+    started = await client.post(
+        "/discord/linked-role", data={"_csrf_token": csrf_token(asked.text)}, follow_redirects=False
+    )
+    await _through_discord(client, r, started, 7305)
+    await post_form(client, "/account", "/signout", {})
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    await sign_up(client, "dave")  # in this browser, before Discord's answer
+    dave = client.cookies["tfl_session"]
+    db: MemoryDatabase = r.container.memory_db()
+    tables = (dict(db.tables.sessions), dict(db.tables.role_connection_tokens))
+    commit = MemoryUnitOfWork.commit
+
+    async def failing_when_a_session_ends(self: MemoryUnitOfWork) -> None:
+        if set(self._db.tables.sessions) - set(self.work.sessions):
+            raise errors.StorageError()  # the database went away
+        await commit(self)
+
+    monkeypatch.setattr(MemoryUnitOfWork, "commit", failing_when_a_session_ends)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7305))
+    failed = await client.get(
+        f"/auth/discord/callback?code={approval.code}&state={approval.state}",
+        follow_redirects=False,
+    )
+    assert failed.status_code == 503
+    monkeypatch.undo()
+    assert (dict(db.tables.sessions), dict(db.tables.role_connection_tokens)) == tables
+    assert await r.container.current_session().execute(dave) is not None

@@ -1020,7 +1020,13 @@ class CompleteDiscordAuth:
         made = session_token_after(self._tokens, binding, AFTER_DISCORD_SIGN_IN)
         if roles and self._role_connections is not None:
             return await self._role_connections.complete(
-                pending, profile, tokens, session_token, made
+                pending,
+                profile,
+                tokens,
+                session_token,
+                made,
+                proposal_token=proposal_token,
+                bindings=browser_tokens,
             )
 
         if pending.purpose is AuthPurpose.LINK:

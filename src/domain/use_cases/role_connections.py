@@ -62,6 +62,7 @@ from domain.use_cases._shared import (
     queue_notice,
     retry_on_conflict,
     session_of_pending,
+    sign_out_browser,
     signed_in,
     start_session,
 )
@@ -762,18 +763,32 @@ class RoleConnectionFlow:
         granted: DiscordTokens,
         session_token: str | None,
         made: IssuedSecret,
+        *,
+        proposal_token: str | None = None,
+        bindings: Sequence[str] = (),
     ) -> AuthCompleted:
         """``made``: the token of the session it starts when it signs in, derived from the
         round trip's binding value as a plain sign-in's (``binding_of``): its callback
         loaded twice is handed that session (``FinishDiscordConfirmation``), and signing out
-        in that browser ends it (``sign_in_successors``)."""
+        in that browser ends it (``sign_in_successors``). Signing in, it ends the session
+        this browser had (``session_token``), the email-linking offer waiting in it
+        (``proposal_token``) and what its other Discord sign-ins (``bindings``) made without
+        their answer reaching it, in the same transaction (see ``sign_out_browser``)."""
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
             raise errors.DiscordDenied(
                 "Discord did not let TaskFlow update your connection (role_connections.write), "
                 "so nothing was changed. Allow it when you start again."
             )
         done, row = await retry_on_conflict(
-            lambda: self._connect(pending, profile, granted, session_token, made)
+            lambda: self._connect(
+                pending,
+                profile,
+                granted,
+                session_token,
+                made,
+                proposal_token=proposal_token,
+                bindings=bindings,
+            )
         )
         if row is None:  # a worker is pushing this user's connection: it pushes the new grant
             return done
@@ -786,6 +801,9 @@ class RoleConnectionFlow:
         granted: DiscordTokens,
         session_token: str | None,
         made: IssuedSecret,
+        *,
+        proposal_token: str | None,
+        bindings: Sequence[str],
     ) -> tuple[AuthCompleted, RoleConnectionToken | None]:
         now = self._clock.now()
         new_session: str | None = None
@@ -813,6 +831,15 @@ class RoleConnectionFlow:
                 )
                 # Its callback loaded again once this session has ended is told so at once.
                 await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
+                await sign_out_browser(
+                    uow,
+                    self._tokens,
+                    session_token,
+                    now,
+                    keeping=new_session,
+                    proposal_token=proposal_token,
+                    bindings=bindings,
+                )
             else:
                 await session_of_pending(uow, self._tokens, now, pending, session_token)
                 account_id = pending.account_id

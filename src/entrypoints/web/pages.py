@@ -272,7 +272,7 @@ async def _role_connection_made(
     state: str | None,
     request: Request[Any, Any, Any],
     jar: CookieJar,
-    sign_out: uc.SignOut,
+    sign_out: uc.SignOut | None,
 ) -> Redirect | Template:
     """The answer to Linked Roles' verification URL: the account page, saying how the push
     went, with the new session when it signed in (the one its callback's first load made, for
@@ -292,8 +292,9 @@ async def _role_connection_made(
         notice = f"{notice}&linked={JUST_LINKED}"
     answer = Redirect(f"/account?notice={notice}")
     if done.session_token is not None:  # it signed in: rotate, as a sign-in does
-        # The old session ends here (not the one handed over, if the browser has it).
-        await jar.end_session(request, sign_out, keeping=done.session_token)
+        if sign_out is not None:  # the callback's sign-in ended it in its own transaction
+            # The old session ends here (not the one handed over, if the browser has it).
+            await jar.end_session(request, sign_out, keeping=done.session_token)
         answer.cookies.extend(jar.new_session(done.session_token))
     return answer
 
@@ -792,7 +793,6 @@ class Pages(Controller):
         self,
         request: Request[Any, Any, Any],
         complete_discord_auth: Use[uc.CompleteDiscordAuth],
-        sign_out: Use[uc.SignOut],
         jar: Jar,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
         code: FromQuery[str | None] = None,
@@ -811,7 +811,7 @@ class Pages(Controller):
         if done.purpose is AuthPurpose.REAUTH:
             return _confirmed_with_discord(done, oauth_state, jar)
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
-            return await _role_connection_made(done, oauth_state, request, jar, sign_out)
+            return await _role_connection_made(done, oauth_state, request, jar, None)
         if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
             if done.purpose is AuthPurpose.TICKET and notice == "linked":
