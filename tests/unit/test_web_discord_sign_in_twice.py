@@ -17,7 +17,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuthPurpose, DiscordId
 from entrypoints.web import create_app
-from tests.harness import Harness
+from tests.harness import PASSWORD, Harness
 from tests.unit.test_web_discord_confirm_twice import (
     USED,
     _cookies_back,
@@ -355,3 +355,35 @@ async def test_signing_in_with_discord_again_keeps_only_the_new_session(
     assert session.account_id != next(
         a.id for a in db.tables.accounts.values() if a.username == "dora"
     )
+
+
+@pytest.mark.parametrize("ends", ["/signin", "/signup", "discord"])
+async def test_signing_in_again_ends_the_session_whose_answer_was_lost(
+    h: Harness, client: Client, db: MemoryDatabase, ends: str
+) -> None:
+    """As signing out does (above), whatever else replaces this browser's session in its own
+    transaction (a password sign-in, a sign-up, another Discord sign-in) ends the session of
+    a Discord sign-in of this browser's whose answer never reached it: its page back from
+    Discord opened again within the minute hands nothing over. (The sign-in ended the session
+    the browser had: the account page's "sign out" buttons are not shown to it.)"""
+    await sign_up(client, "olga")  # the session this browser had before
+    callback = await _started(h, client, 7241, "dora")
+    before = dict(client.cookies)
+    first = await client.get(callback, follow_redirects=False)
+    assert first.status_code == 302, first.text
+    _cookies_back(client, before)  # the answer lost: olga's cookie (her session ended)
+    dora = next(a.id for a in db.tables.accounts.values() if a.username == "dora")
+    if ends == "/signin":
+        data = {"login": "olga", "password": PASSWORD}
+        assert (await post_form(client, "/signin", "/signin", data)).url.path == "/account"
+    elif ends == "/signup":
+        await sign_up(client, "pia")
+    else:
+        second = await client.get(await _started(h, client, 7242, "erin"), follow_redirects=False)
+        assert second.status_code == 302, second.text
+    assert not [s for s in db.tables.sessions.values() if s.account_id == dora]
+
+    again = await client.get(callback, follow_redirects=False)
+    assert again.status_code == 410, again.text
+    assert "tfl_session" not in again.cookies
+    assert not [s for s in db.tables.sessions.values() if s.account_id == dora]
