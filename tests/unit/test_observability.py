@@ -815,6 +815,11 @@ def _from(app: Any, address: str) -> Any:
         ("172.17.0.1", {"X-Real-IP": "198.51.100.7"}),
         ("93.184.216.34", {}),  # straight from the internet
         ("::ffff:93.184.216.34", {}),
+        # Tunnelled or translated from the internet, in ranges Python's is_global calls
+        # not global: Teredo (2001:0::/32, a public client's IPv4 in its last bits) and a
+        # local-use NAT64 prefix (64:ff9b:1::/48) carrying a public IPv4 address.
+        ("2001:0:4136:e378:8000:63bf:a247:2bdd", {}),
+        ("64:ff9b:1::5db8:d822", {}),
     ],
 )
 async def test_metrics_without_a_token_answer_no_one_from_the_internet(

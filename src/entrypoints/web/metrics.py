@@ -165,6 +165,26 @@ _NO_TOKEN = (
 )
 
 
+# Loopback, private, shared (RFC 6598) and link-local networks, named rather than taken as
+# "not ipaddress's is_global": that also holds for Teredo (2001:0::/32, a client anywhere on
+# the internet tunnelled over IPv4) and, in newer Pythons, a local-use NAT64 prefix
+# (64:ff9b:1::/48) that may carry any IPv4 address, a public one too.
+_NEARBY: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
 def _scraped_nearby(scope: Scope) -> bool:
     """Whether a request came straight from a loopback or private address (or one that is no
     IP address: a Unix socket, a test client), through no proxy. The client is the one the
@@ -180,7 +200,7 @@ def _scraped_nearby(scope: Scope) -> bool:
         return True
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return not address.is_global
+    return any(address in network for network in _NEARBY)
 
 
 def metrics_route(token: SecretStr | None) -> HTTPRouteHandler:
