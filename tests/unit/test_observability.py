@@ -813,6 +813,12 @@ def _from(app: Any, address: str) -> Any:
         ("127.0.0.1", {"X-Forwarded-For": "198.51.100.7"}),  # through a proxy on this host
         ("10.0.0.2", {"Forwarded": "for=198.51.100.7"}),
         ("172.17.0.1", {"X-Real-IP": "198.51.100.7"}),
+        # A proxy that names the client in none of those three (HAProxy without
+        # `option forwardedfor`, a CDN's own header) still says it is one.
+        ("10.0.0.2", {"X-Forwarded-Proto": "https"}),
+        ("10.0.0.2", {"Via": "1.1 google"}),
+        ("10.0.0.2", {"CF-Connecting-IP": "198.51.100.7"}),
+        ("10.0.0.2", {"True-Client-IP": "198.51.100.7"}),
         ("93.184.216.34", {}),  # straight from the internet
         ("::ffff:93.184.216.34", {}),
         # Tunnelled or translated from the internet, in ranges Python's is_global calls

@@ -156,8 +156,26 @@ def _digest(value: str) -> bytes:
 
 
 _WITHOUT_CHARSET = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
-# What a proxy adds: a request with any of them came through one, from anywhere.
-_FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+# What a proxy adds: a request with any of them came through one, from anywhere. Not only
+# the client's address: a proxy that names it nowhere (HAProxy without `option forwardedfor`)
+# may still say the scheme or itself, and CDNs name the client in headers of their own.
+_FORWARDING_HEADERS = frozenset(
+    (
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-real-ip",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-server",
+        b"via",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-client-ip",
+        b"x-cluster-client-ip",
+    )
+)
 _NO_TOKEN = (
     b"Without TASKFLOW_LINK_METRICS_TOKEN, /metrics answers only a scrape made straight from "
     b"this machine or a private network, never one a proxy forwarded: set a token to scrape "
