@@ -387,3 +387,32 @@ async def test_signing_in_again_ends_the_session_whose_answer_was_lost(
     assert again.status_code == 410, again.text
     assert "tfl_session" not in again.cookies
     assert not [s for s in db.tables.sessions.values() if s.account_id == dora]
+
+
+async def test_a_second_load_ends_the_session_this_browser_got_meanwhile(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's review: while the first load asked Discord, this browser signed in
+    elsewhere (another tab, a password), and that load's answer never reached it. Its second
+    load hands over the first load's session, replacing the browser's cookie: the session
+    the browser held until then ends, as any sign-in ends it (the first load ended only the
+    one its own request came with). Before, it lived on for its two weeks, held by nobody and
+    listed on the account page, as the offer waiting in the browser did."""
+    await sign_up(client, "olga")
+    callback = await _started(h, client, 7251, "dora")
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        data = {"login": "olga", "password": PASSWORD}
+        assert (await post_form(client, "/signin", "/signin", data)).url.path == "/account"
+        meanwhile = dict(client.cookies)
+        discord.answer()
+        made = (await first).cookies["tfl_session"]
+    _cookies_back(client, meanwhile)  # the first answer lost: olga's new session
+
+    second = await client.get(callback, follow_redirects=False)
+    assert second.status_code == 302, second.text
+    assert second.cookies["tfl_session"] == made
+    assert await h.container.current_session().execute(meanwhile["tfl_session"]) is None
+    olga = next(a.id for a in db.tables.accounts.values() if a.username == "olga")
+    assert not [s for s in db.tables.sessions.values() if s.account_id == olga]

@@ -18,6 +18,7 @@ from domain.model import DiscordId
 from entrypoints.web import create_app
 from tests.fakes.role_connections import InMemoryDiscordWithRoles, linked, role_harness
 from tests.harness import PASSWORD, Harness
+from tests.unit.test_web_discord_confirm_twice import _cookies_back, _discord_held, _first_load
 from tests.web_support import csrf_token, post_form, query, sign_up
 
 Client = AsyncTestClient[Any]
@@ -569,3 +570,37 @@ async def test_a_database_failing_while_it_signs_in_leaves_nothing_half_done(
     monkeypatch.undo()
     assert (dict(db.tables.sessions), dict(db.tables.role_connection_tokens)) == tables
     assert await r.container.current_session().execute(dave) is not None
+
+
+async def test_a_load_again_ends_the_session_this_browser_got_meanwhile(
+    client: Client, r: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's review: started signed out, its callback's first load asked Discord
+    while this browser signed up meanwhile (another tab), and that load's answer never
+    reached it. The callback loaded again hands over the first load's session, replacing the
+    browser's cookie: the session the browser held until then ends, as any sign-in ends it.
+    Before, it lived on, held by nobody."""
+    await sign_up(client, "carol")
+    r.discord_user(7306)
+    asked = await client.get("/discord/linked-role")
+    started = await client.post(
+        "/discord/linked-role", data={"_csrf_token": csrf_token(asked.text)}, follow_redirects=False
+    )
+    await _through_discord(client, r, started, 7306)
+    await post_form(client, "/account", "/signout", {})
+    started = await client.get("/discord/linked-role", follow_redirects=False)
+    approval = r.discord.approve(started.headers["location"], DiscordId(7306))
+    callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
+    with _discord_held(r, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        await sign_up(client, "dave")  # in another tab, while Discord answers
+        meanwhile = dict(client.cookies)
+        discord.answer()
+        made = (await first).cookies["tfl_session"]
+    _cookies_back(client, meanwhile)  # the first answer lost: dave's session
+
+    again = await client.get(callback, follow_redirects=False)
+    assert again.status_code == 302, again.text
+    assert again.cookies["tfl_session"] == made
+    assert await r.container.current_session().execute(meanwhile["tfl_session"]) is None

@@ -258,7 +258,7 @@ async def _signed_in_with_discord(
     if done.outcome is AuthOutcome.STILL_SIGNED_IN:  # loaded again, the browser signed in
         return Redirect(done.destination)  # its own session: nothing set, nothing ended
     assert done.session_token is not None  # noqa: S101 - login flows always sign in
-    if sign_out is not None:  # the callback's sign-in ended it in its own transaction
+    if sign_out is not None:  # None: a first load, whose sign-in ended it in its transaction
         # Rotate: the old session ends here (not the one handed over, if the browser has it).
         await jar.end_session(request, sign_out, keeping=done.session_token)
     destination = done.destination
@@ -292,7 +292,7 @@ async def _role_connection_made(
         notice = f"{notice}&linked={JUST_LINKED}"
     answer = Redirect(f"/account?notice={notice}")
     if done.session_token is not None:  # it signed in: rotate, as a sign-in does
-        if sign_out is not None:  # the callback's sign-in ended it in its own transaction
+        if sign_out is not None:  # None: a first load, whose sign-in ended it in its transaction
             # The old session ends here (not the one handed over, if the browser has it).
             await jar.end_session(request, sign_out, keeping=done.session_token)
         answer.cookies.extend(jar.new_session(done.session_token))
@@ -793,6 +793,7 @@ class Pages(Controller):
         self,
         request: Request[Any, Any, Any],
         complete_discord_auth: Use[uc.CompleteDiscordAuth],
+        sign_out: Use[uc.SignOut],
         jar: Jar,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
         code: FromQuery[str | None] = None,
@@ -808,16 +809,21 @@ class Pages(Controller):
             session_token=jar.session_token(request),
             proposal_token=jar.proposal_token(request),  # a sign-in ends it with the session
         )
+        # A first load's sign-in ended the browser's session in its own transaction. A load
+        # again is handed the first one's session (nothing written): the browser's session
+        # ends then, as at the waiting page, for the browser may have got another meanwhile
+        # (signed in in another tab while the first load asked Discord).
+        rotate = sign_out if done.handed_over else None
         if done.purpose is AuthPurpose.REAUTH:
             return _confirmed_with_discord(done, oauth_state, jar)
         if done.purpose in _ROLE_PURPOSES:  # Linked Roles' verification URL
-            return await _role_connection_made(done, oauth_state, request, jar, None)
+            return await _role_connection_made(done, oauth_state, request, jar, rotate)
         if done.purpose is not AuthPurpose.LOGIN:
             notice = "already_linked" if done.outcome is AuthOutcome.ALREADY_LINKED else "linked"
             if done.purpose is AuthPurpose.TICKET and notice == "linked":
                 notice = "linked_from_discord"
             return Redirect(f"/account?notice={notice}")
-        return await _signed_in_with_discord(done, oauth_state, request, jar, None)
+        return await _signed_in_with_discord(done, oauth_state, request, jar, rotate)
 
     @get(CONFIRMING_PAGE)
     async def discord_confirming(
