@@ -1182,3 +1182,27 @@ async def test_interactions_are_off_without_a_public_key() -> None:
         answer = await client.post("/interactions", content=b"{}")
     assert answer.status_code == 404
     assert "TASKFLOW_LINK_DISCORD_PUBLIC_KEY" in answer.json()["detail"]
+
+
+async def test_a_server_dropped_from_the_chosen_ones_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Commands in chosen servers, then one server dropped from
+    TASKFLOW_LINK_DISCORD_COMMAND_GUILDS: syncing never removes that server's copies, so its
+    members still see /link and the others, and every use was answered "something went wrong
+    on our side, try again in a minute" (over the gateway, nothing), the log saying only "a
+    command this version lacks?". They are still not run there, and the log names the server
+    and how to remove its copies."""
+    emulator = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    emulator.guilds["42"] = Guild("42", "A second server")
+    async with bot_stack(emulator, discord_command_guilds=f"{TEST_GUILD_ID}, 42"):
+        pass
+    async with bot_stack(emulator, discord_command_guilds=TEST_GUILD_ID) as bot:
+        assert {c["name"] for c in emulator.commands["42"]} == {"link", "unlink", "whoami"}
+        user = bot.user()
+        emulator.guilds["42"].members[user.id] = set()
+        reply = await run_command(bot.emulator_url, user.id, "link", guild_id=42)
+        assert reply.buttons == []  # not run: no ticket
+        assert reply.ephemeral
+    assert "server 42" in caplog.text
+    assert "guilds/42/commands" in caplog.text

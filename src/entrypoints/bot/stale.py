@@ -31,7 +31,7 @@ _warned: deque[hikari.Snowflake] = deque(maxlen=256)
 class AnswersStaleServerCommands(lightbulb.Client):
     """For a lightbulb client (before it in the bases): a command registered in a server
     where this bot no longer registers commands runs as the global one, when the commands are
-    global."""
+    global; with commands in chosen servers it is not run, and the log names that server."""
 
     __slots__ = ()
 
@@ -44,7 +44,21 @@ class AnswersStaleServerCommands(lightbulb.Client):
         if found is not None or server is None or server in scopes:
             return found
         if GLOBAL_COMMAND_KEY not in scopes:
-            return None  # commands in chosen servers: one dropped from the list stays so
+            # Commands in chosen servers: one dropped from the list keeps its copies (syncing
+            # never touches it), and they are not run there. Said, naming the server: the log
+            # only read "a command this version lacks?", its members "something went wrong".
+            if interaction.id not in _warned:
+                _warned.append(interaction.id)
+                log.warning(
+                    "/%s: not run, its copy is registered in server %s, which is no longer in "
+                    "TASKFLOW_LINK_DISCORD_COMMAND_GUILDS. Discord offers the commands there "
+                    "until that server's are removed (PUT /applications/{id}/guilds/%s/commands "
+                    "with an empty list), or until the server is listed again",
+                    interaction.command_name,
+                    server,
+                    server,
+                )
+            return None
         as_global = copy.copy(interaction)
         as_global.registered_guild_id = None
         found = super()._resolve_options_and_command(as_global)
