@@ -893,7 +893,11 @@ def _check_shareable(settings: Any, shared_storage: bool) -> None:
 )
 def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
     """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it."""
-    from entrypoints.demo import DemoUrls, run_demo  # noqa: PLC0415
+    from entrypoints.demo import (  # noqa: PLC0415
+        DemoUrls,
+        run_demo,
+        settings_from_environment,
+    )
     from entrypoints.listening import listen_problem  # noqa: PLC0415
 
     if port == emulator_port:
@@ -910,6 +914,13 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
             f"{database.resolve().parent} is not a directory (the file is created in one that "
             "exists)",
             param_hint="'--database'",
+        )
+    taken = settings_from_environment(os.environ)
+    if taken:
+        click.echo(
+            f"note: The demo takes these settings from the environment: {', '.join(taken)} "
+            "(unset them to run it with its own).",
+            err=True,
         )
     for option, number in (("--port", port), ("--emulator-port", emulator_port)):
         problem = listen_problem(host, number)

@@ -12,7 +12,7 @@ import contextlib
 import secrets
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,55 @@ from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
 from entrypoints.listening import url_host
-from entrypoints.settings import load_settings
+from entrypoints.settings import ENV_PREFIX, Settings, load_settings
 from entrypoints.web import create_app
 
 ALICE_ID, BOB_ID = "1000000000000000101", "1000000000000000102"
 # The role linked members get in the emulated server (TASKFLOW_LINK_DISCORD_LINKED_ROLES).
 LINKED_ROLE_ID, LINKED_ROLE_NAME = "1300000000000000010", "Linked to TaskFlow"
+
+
+# The settings the demo sets itself. It reads no .env file, but every other setting comes from
+# the TASKFLOW_LINK_* variables of the environment, as for any command (the browser test raises
+# the sign-in rate limit so): `settings_from_environment` names those it takes.
+DEMO_OWN_SETTINGS = frozenset(
+    {
+        "storage",
+        "database_url",
+        "public_url",
+        "secret_key",
+        "discord_client_id",
+        "discord_client_secret",
+        "discord_bot_token",
+        "discord_public_key",
+        "discord_api_url",
+        "discord_authorize_url",
+        "discord_cdn_url",
+        "discord_command_guilds",
+        "discord_sync_commands",
+        "discord_linked_roles",
+        "email_backend",
+        "email_outbox_page",
+    }
+)
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> list[str]:
+    """The ``TASKFLOW_LINK_*`` variables of ``environ`` that the demo takes as settings (not
+    blank, not one it sets itself), by name: run from a shell holding a deployment's settings,
+    the demo would send its link events to that deployment's webhook receivers, keep its rate
+    limits in its Redis... Names only, never a value."""
+    taken = set()
+    for name, value in environ.items():
+        field = name.upper().removeprefix(ENV_PREFIX).lower()
+        if (
+            name.upper().startswith(ENV_PREFIX)
+            and field in Settings.model_fields
+            and field not in DEMO_OWN_SETTINGS
+            and value.strip()
+        ):
+            taken.add(name.upper())
+    return sorted(taken)
 
 
 class _Server(uvicorn.Server):
@@ -106,25 +149,26 @@ async def run_demo(
     app_url = f"http://{url_host(host)}:{port}"
     emulator_url = f"http://{url_host(host)}:{emulator_port}"
     emulator = emulator_for(app_url)
-    settings = load_settings(
-        storage="sql",
-        database_url=f"sqlite+aiosqlite:///{database}",
-        public_url=app_url,
-        secret_key=secrets.token_urlsafe(32),
-        discord_client_id=emulator.client_id,
-        discord_client_secret=emulator.client_secret,
-        discord_bot_token=emulator.bot_token,
-        discord_public_key=emulator.public_key,
-        discord_api_url=f"{emulator_url}/api/v10",
-        discord_authorize_url=f"{emulator_url}/oauth2/authorize",
-        discord_cdn_url=emulator_url,  # avatars from the emulator's CDN
-        discord_command_guilds="",
-        discord_sync_commands=True,
-        discord_linked_roles=linked_role_setting(),
-        email_backend="outbox",
-        email_outbox_page=True,
-        _env_file=None,
-    )
+    own: dict[str, Any] = {
+        "storage": "sql",
+        "database_url": f"sqlite+aiosqlite:///{database}",
+        "public_url": app_url,
+        "secret_key": secrets.token_urlsafe(32),
+        "discord_client_id": emulator.client_id,
+        "discord_client_secret": emulator.client_secret,
+        "discord_bot_token": emulator.bot_token,
+        "discord_public_key": emulator.public_key,
+        "discord_api_url": f"{emulator_url}/api/v10",
+        "discord_authorize_url": f"{emulator_url}/oauth2/authorize",
+        "discord_cdn_url": emulator_url,  # avatars from the emulator's CDN
+        "discord_command_guilds": "",
+        "discord_sync_commands": True,
+        "discord_linked_roles": linked_role_setting(),
+        "email_backend": "outbox",
+        "email_outbox_page": True,
+    }
+    assert own.keys() == DEMO_OWN_SETTINGS  # noqa: S101 - the list above names them
+    settings = load_settings(**own, _env_file=None)
     container = build_container(settings)
     await migrate.upgrade(container.sql_db())
     await _roles_of_earlier_runs(container, emulator)

@@ -2416,6 +2416,38 @@ def test_the_demo_refuses_a_host_or_database_it_cannot_use_before_starting(
     assert not (tmp_path / "no-such-directory").exists()
 
 
+def test_the_demo_names_the_settings_it_takes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The demo ignores .env but takes every setting it does not set itself from the
+    environment, without a word: run from a shell holding a deployment's variables, it sent
+    its test users' link events to that deployment's webhook receivers, signed with its
+    secret, and kept its rate limits in that deployment's Redis. Names only, never a value."""
+    monkeypatch.chdir(tmp_path)
+    receiver = "https://crm.example.com/hooks/taskflow"
+    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_URLS", receiver)
+    monkeypatch.setenv("TASKFLOW_LINK_WEBHOOK_SECRET", webhook_secret("demo"))
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)  # the demo makes its own
+    monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", "")  # blank: unset
+    import socket
+
+    with socket.socket() as holder:  # a port in use stops the demo before it starts anything
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        result = CliRunner().invoke(cli, ["demo", "--port", port, "--emulator-port", "1"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert (
+        "The demo takes these settings from the environment: TASKFLOW_LINK_WEBHOOK_SECRET, "
+        "TASKFLOW_LINK_WEBHOOK_URLS" in said
+    ), said
+    assert "SECRET_KEY," not in said
+    assert "REDIS_URL" not in said
+    assert receiver not in said
+    assert "is in use" in said
+
+
 def test_the_demo_listens_on_an_ipv6_loopback_address_as_uvicorn_binds_it() -> None:
     """``--host ::1`` was said to be "in use" (the probe was an IPv4 socket), and its URLs
     need the address in brackets."""
