@@ -21,6 +21,7 @@ import uvicorn
 
 from adapters.sql import migrate
 from domain.model import DiscordId
+from entrypoints.bot.runtime import register_role_metadata
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
@@ -191,6 +192,10 @@ async def run_demo(
         app_sockets, emulator_sockets = ([sockets[0]], [sockets[1]]) if sockets else (None, None)
         emulator_task = asyncio.create_task(emulator_server.serve(sockets=emulator_sockets))
         await _started(emulator_server, emulator_task)
+        if settings.discord_role_connections:  # turned on from the environment
+            # `taskflow-link bot sync` registers them with Discord; the emulated application is
+            # new at every run, and its bot token the demo's own.
+            await register_role_metadata(container)
         app_task = asyncio.create_task(app_server.serve(sockets=app_sockets))
         await _started(app_server, app_task)
         on_ready(DemoUrls(f"{emulator_url}/channel", app_url, f"{app_url}/outbox", database))
