@@ -1450,7 +1450,7 @@ def _api_key_name_argument(_ctx: click.Context, _param: click.Parameter, value: 
     callback=_scopes_option,
     metavar="SCOPE[,SCOPE]",
     help="What the key may do: links:read looks links up, links:write unlinks (several: "
-    "repeat --scope, or separate them with commas). Default: links:read only.",
+    "repeat --scope, or separate them with commas or spaces). Default: links:read only.",
 )
 @click.option(
     "--expires-in",
