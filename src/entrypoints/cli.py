@@ -892,7 +892,10 @@ def _check_shareable(settings: Any, shared_storage: bool) -> None:
     help="SQLite file (created and migrated if needed).",
 )
 def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
-    """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it."""
+    """Run everything locally: web app + Discord emulator on SQLite. Ctrl-C stops it.
+
+    It reads no .env file; the settings it does not set itself (webhooks, Linked Roles, limits)
+    come from TASKFLOW_LINK_* environment variables, named at start."""
     from entrypoints.demo import (  # noqa: PLC0415
         DemoUrls,
         run_demo,
