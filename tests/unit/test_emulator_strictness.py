@@ -827,6 +827,40 @@ async def test_a_dm_command_needs_a_server_shared_with_the_app(
     assert interaction.guild_id is None
 
 
+async def test_a_server_the_bot_was_removed_from_sends_no_interactions(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """Removed from a server (the test API's ``member: false``), the application is no
+    longer there: Discord sends no interaction from it, opens no DM through it, and answers
+    its server commands with 403 Missing Access; the emulator still ran commands there."""
+    state, client = emulator
+    await client.put(f"/api/v10/applications/{APP_ID}/commands", json=[command()])
+    user = state.add_user("kim")  # a member of the test server, and only of it
+    removed = await client.patch(f"/_emulator/guilds/{TEST_GUILD_ID}/bot", json={"member": False})
+    assert removed.status_code == 200
+
+    in_server = await client.post(
+        "/_emulator/interactions", json={"user_id": user.id, "command": "link"}
+    )
+    assert in_server.status_code == 409
+    assert f"not in server {TEST_GUILD_ID}" in in_server.json()["error"]
+    in_dm = await client.post(
+        "/_emulator/interactions", json={"user_id": user.id, "command": "link", "where": "dm"}
+    )
+    assert in_dm.status_code == 409
+    assert "shares no server with the application" in in_dm.json()["error"]
+    assert state.interactions == {}  # nothing was sent
+    path = f"/api/v10/applications/{APP_ID}/guilds/{TEST_GUILD_ID}/commands"
+    for answer in (await client.put(path, json=[command(contexts=None)]), await client.get(path)):
+        assert (answer.status_code, answer.json()["code"]) == (403, 50001)
+
+    await client.patch(f"/_emulator/guilds/{TEST_GUILD_ID}/bot", json={"member": True})
+    sent = await client.post(
+        "/_emulator/interactions", json={"user_id": user.id, "command": "link"}
+    )
+    assert sent.status_code == 502  # added again: sent, to a service not there in this test
+
+
 def _pending(state: EmulatorState) -> Interaction:
     user = state.add_user("ivy")
     interaction = Interaction(

@@ -315,14 +315,14 @@ def _not_usable_in(state: EmulatorState, guild_id: str | None, user_id: str) -> 
     with the bot of an application installed in servers is open only to someone who shares
     one of them."""
     if guild_id is None:
-        if any(user_id in server.members for server in state.guilds.values()):
+        if any(user_id in s.members for s in state.guilds.values() if s.bot_member):
             return None
         return (
             f"test user {user_id} shares no server with the application: Discord opens no "
             "DM with its bot"
         )
     server = state.guilds.get(guild_id)
-    if server is None:
+    if server is None or not server.bot_member:  # never added, or removed since
         return (
             f"the application is not in server {guild_id}: Discord sends interactions only "
             "from servers it was added to"
@@ -617,7 +617,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return None
         if (invalid := not_snowflakes({"guild_id": guild_id})) is not None:
             return invalid
-        if guild_id not in state.guilds:
+        server = state.guilds.get(guild_id)
+        if server is None or not server.bot_member:  # never added, or removed since
             return _discord_error("Missing Access", 50001, 403)
         return None
 
