@@ -152,9 +152,17 @@ async def test_metadata_records_need_the_bot_token_and_are_replaced_whole() -> N
     [
         ({"linked": "1", "linked_days": "12"}, 200),
         ({"linked": "0"}, 200),
-        ({"linked": 1}, 400),  # values are strings
+        # A JSON integer is taken and kept as its string, as Discord's own Linked Roles
+        # sample (discord/linked-roles-sample) pushes {"cookieseaten": 1483, ...: 0}.
+        ({"linked": 1, "linked_days": 12}, 200),
+        ({"linked_days": -3}, 200),
+        ({"linked_days": 2**63}, 400),  # beyond a 64-bit integer
+        ({"linked_days": 1.5}, 400),  # not an integer
+        ({"linked": True}, 400),  # booleans are 1 or 0
+        ({"linked_days": None}, 400),
         ({"linked": "true"}, 400),  # booleans are 1 or 0
         ({"linked_days": "twelve"}, 400),
+        ({"linked_days": ""}, 400),  # at least 1 character
         ({"linked_days": "1" * 101}, 400),  # at most 100 characters
         ({"cookies_eaten": "3"}, 400),  # not a registered record
     ],
@@ -183,7 +191,9 @@ async def test_role_connection_values_are_checked_against_the_records(
             headers={"Authorization": f"Bearer {tokens['access_token']}"},
         )
     if status == 200:
-        assert state.role_connections[user.id]["metadata"] == metadata
+        as_strings = {key: str(value) for key, value in metadata.items()}
+        assert answer.json()["metadata"] == as_strings  # Discord answers strings
+        assert state.role_connections[user.id]["metadata"] == as_strings
         assert shown.json()["platform_username"] == user.username
     else:
         assert answer.json()["code"] == 50035

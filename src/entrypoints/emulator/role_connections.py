@@ -5,9 +5,10 @@
   keys unique.
 - ``PUT``/``GET /api/v10/users/@me/applications/{app}/role-connection`` (a user's Bearer token
   with ``role_connections.write``): ``platform_name`` up to 50, ``platform_username`` up to
-  100 (either may be ``null``), ``metadata`` values strings up to 100 characters, each key a
-  registered record and each value of its record's type (integers in decimal, booleans
-  ``1``/``0``, ISO 8601 datetimes). A field the body leaves out keeps its previous value.
+  100 (either may be ``null``), ``metadata`` values strings of 1 to 100 characters (or JSON
+  integers, kept as their strings), each key a registered record and each value of its
+  record's type (integers in decimal, booleans ``1``/``0``, ISO 8601 datetimes). A field the
+  body leaves out keeps its previous value.
 - Every push's answer carries the route's rate limit headers, the user's (Discord limits per
   token: ``entrypoints.emulator.limits``); a push past the limit is a 429.
 - A test API: ``GET /_emulator/role-connections`` (the records and every user's connection),
@@ -117,11 +118,19 @@ def metadata_problems(body: Any) -> dict[str, Any] | None:
     return found or None
 
 
+def _as_value(value: Any) -> Any:
+    """A metadata value as Discord reads it: a JSON integer is taken as its decimal string
+    (Discord's own Linked Roles sample pushes ``{"cookieseaten": 1483, "allergictonuts": 0}``
+    and Discord answers the values as strings); anything else stays as sent."""
+    return str(value) if type(value) is int else value
+
+
 def _value_problem(kind: int, value: Any) -> dict[str, Any] | None:
+    value = _as_value(value)
     if not isinstance(value, str):
         return _problem("MODEL_TYPE_CONVERT", "Could not interpret the value as string.")
-    if len(value) > 100:
-        return _problem("BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+    if not 1 <= len(value) <= 100:  # Discord's spec: minLength 1, maxLength 100
+        return _problem("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
     if kind in INTEGER_TYPES and not (_INTEGER.fullmatch(value) and abs(int(value)) < 2**63):
         return _problem("NUMBER_TYPE_COERCE", f"Value {value!r} is not int.")
     if kind in BOOLEAN_TYPES and value not in ("0", "1"):
@@ -190,7 +199,8 @@ def updated_connection(previous: dict[str, Any], body: dict[str, Any]) -> dict[s
         if field in body:
             updated[field] = body[field]
     if "metadata" in body:
-        updated["metadata"] = dict(body["metadata"] or {})
+        metadata = body["metadata"] or {}
+        updated["metadata"] = {key: _as_value(value) for key, value in metadata.items()}
     return updated
 
 
