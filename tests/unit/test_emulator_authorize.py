@@ -260,3 +260,30 @@ async def test_a_token_request_sent_as_json_is_an_unsupported_grant_type(
     assert no_grant_type.json()["error"] == "unsupported_grant_type"
     as_a_form = await client.post("/api/v10/oauth2/token", data=body, auth=(APP, "secret"))
     assert as_a_form.status_code == 200, as_a_form.text
+
+
+@pytest.mark.parametrize(
+    ("form", "named"),
+    [
+        ({"grant_type": "client_credentials", "scope": "identify"}, "client_credentials"),
+        ({"grant_type": "password", "username": "u", "password": "p"}, "password"),
+        ({"scope": "identify"}, "None"),
+    ],
+)
+async def test_a_grant_type_the_emulator_does_not_grant_is_refused_in_discords_words(
+    browser: tuple[EmulatorState, Client], form: dict[str, str], named: str
+) -> None:
+    """A grant type the token endpoint does not take gets Discord's whole answer, its
+    description naming the grant as Discord's does ('Grant type None is not supported' for
+    none): the emulator's description was empty. The service never asks for the client
+    credentials grant (Discord's token of the application's owner), so the emulator grants
+    only the code and refresh grants, and says so in Discord's shape."""
+    _, client = browser
+    answer = await client.post("/api/v10/oauth2/token", data=form, auth=(APP, "secret"))
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {
+            "error": "unsupported_grant_type",
+            "error_description": f"Grant type {named} is not supported",
+        },
+    )

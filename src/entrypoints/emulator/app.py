@@ -282,10 +282,14 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
             return fault
         # The grant type is judged first: a body that is not a form (JSON) has none for
         # Discord, which answers unsupported_grant_type whoever the client is
-        # (discord-api-docs#645, #5249).
+        # (discord-api-docs#645, #5249), naming it as Discord does ("Grant type None is not
+        # supported"). Discord also has the client credentials grant (a token of the
+        # application's owner), which the service never asks for: the emulator has only these.
         grant_type = data.get("grant_type")
         if grant_type not in ("refresh_token", "authorization_code"):
-            return _error_json("unsupported_grant_type", 400)
+            return _error_json(
+                "unsupported_grant_type", 400, f"Grant type {grant_type} is not supported"
+            )
         if not _client_ok(state, request, data):
             return _error_json("invalid_client", 401)
         if grant_type == "refresh_token":
