@@ -962,6 +962,50 @@ async def test_webhook_edits_and_follow_ups_are_checked_too(
     assert interaction.followups == []
 
 
+async def test_an_edited_reply_carries_its_edit_time_and_keeps_its_creation_time(
+    emulator: tuple[EmulatorState, Client],
+) -> None:
+    """Discord's message object: ``timestamp`` is when the message was sent, the same in every
+    answer about it, and ``edited_timestamp`` null until an edit, then the last edit's time.
+    The emulator answered every edit with ``edited_timestamp`` null, and a new ``timestamp``
+    at each read."""
+    state, client = emulator
+    interaction = _pending(state)
+    made = await client.post(
+        f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback",
+        json=reply(),
+        params={"with_response": "true"},
+    )
+    sent = made.json()["resource"]["message"]
+    assert sent["edited_timestamp"] is None
+    original = f"/api/v10/webhooks/{APP_ID}/{interaction.token}/messages/@original"
+    read = (await client.get(original)).json()
+    assert (read["timestamp"], read["edited_timestamp"]) == (sent["timestamp"], None)
+
+    edited = (await client.patch(original, json={"content": "Edited"})).json()
+    assert edited["timestamp"] == sent["timestamp"]
+    assert edited["edited_timestamp"] is not None
+    at = datetime.fromisoformat(edited["edited_timestamp"])
+    assert at.tzinfo is not None
+    assert at >= datetime.fromisoformat(sent["timestamp"])
+    again = (await client.get(original)).json()
+    assert (again["timestamp"], again["edited_timestamp"]) == (
+        sent["timestamp"],
+        edited["edited_timestamp"],
+    )
+    follow_up = await client.post(
+        f"/api/v10/webhooks/{APP_ID}/{interaction.token}", json={"content": "More"}
+    )
+    assert follow_up.json()["edited_timestamp"] is None  # a new message, never edited
+
+    answered = _pending(state)  # answered in the HTTP response: sent then, not when read
+    await take_http_answer(state, answered, 200, reply())
+    sent_at = answered.message_sent_at
+    assert sent_at is not None
+    later = f"/api/v10/webhooks/{APP_ID}/{answered.token}/messages/@original"
+    assert (await client.get(later)).json()["timestamp"] == sent_at
+
+
 async def test_an_edit_whose_body_is_null_edits_nothing(
     emulator: tuple[EmulatorState, Client],
 ) -> None:

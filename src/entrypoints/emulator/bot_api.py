@@ -442,6 +442,7 @@ async def take_http_answer(
     assert isinstance(body, dict)  # noqa: S101 - checked above
     interaction.response = _stored_response(body)
     interaction.responded_after = state.clock() - interaction.sent_at
+    made_message(state, interaction)
     if body["type"] == RESPONSE_DEFERRED_MESSAGE:  # "thinking…": the webhook brings the reply
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(interaction.edited.wait(), state.followup_wait)
@@ -510,7 +511,11 @@ def _stored_response(response: dict[str, Any]) -> dict[str, Any]:
 def message_json(
     state: EmulatorState, interaction: Interaction, data: dict[str, Any], message_id: str
 ) -> dict[str, Any]:
-    """Discord's message object for a reply (what the webhook endpoints answer with)."""
+    """Discord's message object for a reply (what the webhook endpoints answer with): the
+    original response's keeps the time it was sent, and carries its last edit's; any other
+    (a follow-up) is a new message, sent now and never edited."""
+    original = message_id == interaction.message_id
+    sent = interaction.message_sent_at if original else None
     return {
         "id": message_id,
         "channel_id": TEST_CHANNEL_ID
@@ -525,8 +530,8 @@ def message_json(
             "bot": True,
         },
         "content": data.get("content", ""),
-        "timestamp": datetime.now(UTC).isoformat(),
-        "edited_timestamp": None,
+        "timestamp": sent or datetime.now(UTC).isoformat(),
+        "edited_timestamp": interaction.message_edited_at if original else None,
         "tts": False,
         "mention_everyone": False,
         "mentions": [],
@@ -557,7 +562,15 @@ def original_message_id(state: EmulatorState, interaction: Interaction) -> str:
     response, the edits and the reads of ``@original``."""
     if interaction.message_id is None:
         interaction.message_id = state.snowflake()
+        interaction.message_sent_at = datetime.now(UTC).isoformat()
     return interaction.message_id
+
+
+def made_message(state: EmulatorState, interaction: Interaction) -> None:
+    """The response just taken sent a message (a reply, or "thinking…"; a modal sends none):
+    its id, and its ``timestamp`` now, whenever it is first read."""
+    if (interaction.response or {}).get("type") in (RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE):
+        original_message_id(state, interaction)
 
 
 def original_message(interaction: Interaction) -> dict[str, Any] | None:
@@ -712,6 +725,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return Response(refused[1], status_code=refused[0])
         stored = _stored_response(data)
         interaction.response, interaction.responded_after = stored, elapsed
+        made_message(state, interaction)
         interaction.answered.set()
         if (with_response or "").lower() not in ("true", "1"):
             return Response(None, status_code=204)
@@ -762,6 +776,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
         interaction.response = {"type": 4, "data": merged, "deferred": True}
         interaction.edited.set()
         message_id = original_message_id(state, interaction)
+        interaction.message_edited_at = datetime.now(UTC).isoformat()
         return Response(message_json(state, interaction, merged, message_id))
 
     @get("/api/v10/webhooks/{app_id:str}/{token:str}/messages/@original")

@@ -176,8 +176,11 @@ class Interaction:
     # A deferred answer (type 5) is completed later through the interaction's webhook.
     edited: asyncio.Event = field(default_factory=asyncio.Event)
     followups: list[dict[str, Any]] = field(default_factory=list)
-    # The original response's message (its id once it has one; deleted through the webhook).
+    # The original response's message (its id once it has one; deleted through the webhook),
+    # when it was sent and when last edited (Discord's ``timestamp``/``edited_timestamp``).
     message_id: str | None = None
+    message_sent_at: str | None = None
+    message_edited_at: str | None = None
     deleted: bool = False
     # Discord error codes given to answers refused at the callback (40060: a second answer).
     refused: list[int] = field(default_factory=list)
