@@ -21,7 +21,7 @@ from adapters.email import OutboxEmailSender
 from adapters.passwords import Argon2PasswordHasher
 from domain.model import Account, AccountId, DiscordId, DiscordProfile, SignInMethod
 from domain.ports import EmailMessage, UnitOfWorkFactory
-from domain.use_cases import AuthCompleted, AuthStarted, DeliveryReport, SignedIn
+from domain.use_cases import AuthCompleted, AuthStarted, BrowserCookies, DeliveryReport, SignedIn
 from domain.use_cases._shared import start_session
 from entrypoints.container import Container, build_container
 from entrypoints.settings import Settings
@@ -311,8 +311,10 @@ class Harness:
             state=state,
             code=code,
             error=error,
-            browser_tokens=browser.bindings,
-            session_token=await self.session_for(signed_in) if signed_in else browser.session,
+            browser=BrowserCookies(
+                session_token=await self.session_for(signed_in) if signed_in else browser.session,
+                bindings=browser.bindings,
+            ),
         )
         if completed.session_token:
             browser.session = completed.session_token

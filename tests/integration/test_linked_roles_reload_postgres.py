@@ -18,7 +18,7 @@ from adapters.sql.repositories import SqlPendingLogins
 from domain import errors
 from domain.model import DiscordId, RoleSync
 from domain.ports import DiscordTokens
-from domain.use_cases import AuthCompleted, AuthOutcome
+from domain.use_cases import AuthCompleted, AuthOutcome, BrowserCookies
 from tests.fakes.role_connections import connected, role_harness
 from tests.harness import Harness
 from tests.integration.postgres import PostgresServer
@@ -63,8 +63,7 @@ async def _held(
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_tokens=started.browser_tokens,
-            session_token=session,
+            browser=BrowserCookies(session_token=session, bindings=started.browser_tokens),
         )
 
     def page() -> Awaitable[AuthCompleted]:

@@ -39,6 +39,7 @@ from domain.model import (
 )
 from domain.use_cases import (
     ApplyRoleChanges,
+    BrowserCookies,
     CompleteDiscordAuth,
     CountRoleChanges,
     RequestRolesForLinks,
@@ -128,7 +129,10 @@ async def test_a_discord_round_trip_a_newer_release_started_is_refused_and_left_
     complete = CompleteDiscordAuth(widened.unit_of_work, tokens, clock, InMemoryDiscordOAuth())
     with pytest.raises(errors.StartedByAnotherVersion):
         await complete.execute(
-            state=state.token, code="code", error=None, browser_tokens=[browser.token]
+            state=state.token,
+            code="code",
+            error=None,
+            browser=BrowserCookies(bindings=(browser.token,)),
         )
     async with widened.unit_of_work(read_only=True) as uow:
         found = await uow.pending_logins.get(state.digest)
@@ -140,7 +144,10 @@ async def test_a_discord_round_trip_a_newer_release_started_is_refused_and_left_
         await conn.execute(pending_login.update().values(consumed_at=NOW))
     with pytest.raises(errors.StartedByAnotherVersion):
         await complete.execute(
-            state=state.token, code="code", error=None, browser_tokens=[browser.token]
+            state=state.token,
+            code="code",
+            error=None,
+            browser=BrowserCookies(bindings=(browser.token,)),
         )
 
 

@@ -31,7 +31,7 @@ from adapters.webhooks import endpoint_for
 from domain import errors
 from domain.model import DiscordId, EmailKind, LinkTicket, SignInMethod
 from domain.ports import DiscordTokens
-from domain.use_cases import AuthCompleted, AuthOutcome, TicketIssued
+from domain.use_cases import AuthCompleted, AuthOutcome, BrowserCookies, TicketIssued
 from domain.use_cases._shared import SENT_TWICE_WITHIN
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness, sql_harness, webhook_secret
@@ -376,8 +376,7 @@ async def test_a_link_beside_a_sign_out_everywhere_under_way_is_refused(
                 state=approval.state,
                 code=approval.code,
                 error=None,
-                browser_tokens=started.browser_tokens,
-                session_token=session,
+                browser=BrowserCookies(session_token=session, bindings=started.browser_tokens),
             )
         )
         await _until_it_waits_for_a_lock(pg_db, callback)
@@ -459,7 +458,7 @@ async def test_confirmations_racing_sign_outs_everywhere_leave_no_session_and_no
         owner = await h.session_for(alice.id, proved_with=SignInMethod.PASSWORD)
         results = await asyncio.gather(
             h.container.confirm_password().execute(session_token=copy, password=PASSWORD),
-            h.container.end_all_sessions().execute(owner),
+            h.container.end_all_sessions().execute(BrowserCookies(session_token=owner)),
             return_exceptions=True,
         )
         _, losses = _outcomes(list(results))
@@ -667,7 +666,7 @@ async def test_a_link_and_sign_in_sent_at_once_many_times_signs_in_once(
         done = await asyncio.gather(
             *(
                 h.container.confirm_link_with_password().execute(
-                    proposal_token=login.proposal_token, password=PASSWORD
+                    browser=BrowserCookies(proposal_token=login.proposal_token), password=PASSWORD
                 )
                 for _ in range(TWICE)
             )
@@ -708,8 +707,7 @@ async def _discord_confirmation_held(
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_tokens=started.browser_tokens,
-            session_token=old,
+            browser=BrowserCookies(session_token=old, bindings=started.browser_tokens),
         )
 
     def page() -> Awaitable[AuthCompleted]:
@@ -815,7 +813,7 @@ async def test_a_discord_sign_in_finishing_while_its_page_reads_hands_its_sessio
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_tokens=started.browser_tokens,
+            browser=BrowserCookies(bindings=started.browser_tokens),
         )
     )
     await asked.wait()
@@ -854,7 +852,7 @@ async def test_signing_out_with_the_cookie_a_lost_answer_left_ends_its_session(
         session_token=alice.session_token, password=PASSWORD
     )
     assert await _sessions_of(pg_db, alice.account.id) == 1
-    await h.container.sign_out().execute(alice.session_token)
+    await h.container.sign_out().execute(BrowserCookies(session_token=alice.session_token))
     assert await _sessions_of(pg_db, alice.account.id) == 0
 
 
@@ -872,6 +870,6 @@ async def test_an_old_cookie_ends_a_successor_only_within_the_double_click_windo
         session_token=alice.session_token, password=PASSWORD
     )
     h.clock.advance(SENT_TWICE_WITHIN + after)
-    await h.container.sign_out().execute(alice.session_token)
+    await h.container.sign_out().execute(BrowserCookies(session_token=alice.session_token))
     alive = await h.container.current_session().execute(confirmed.session_token)
     assert (alive is not None) is (after > timedelta(0))

@@ -14,6 +14,7 @@ from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import ApiKey
 from domain.ports import LinkDirectory
+from domain.use_cases import BrowserCookies
 from domain.use_cases.accounts import PasswordSet, SignedIn
 from tests.harness import PASSWORD, Harness
 
@@ -191,7 +192,7 @@ async def test_sessions_expire_and_sign_out_ends_them(h: Harness) -> None:
     assert await current.execute("nonsense") is None
     assert await current.execute(None) is None
 
-    await h.container.sign_out().execute(token)
+    await h.container.sign_out().execute(BrowserCookies(session_token=token))
     assert await current.execute(token) is None
 
     other = (await h.container.sign_in().execute(login="alice", password=PASSWORD)).session_token

@@ -24,7 +24,7 @@ from domain.model import (
     SignInMethod,
 )
 from domain.ports import EmailMessage
-from domain.use_cases import AuthOutcome, DeliveryReport, Stopping, TicketIssued
+from domain.use_cases import AuthOutcome, BrowserCookies, DeliveryReport, Stopping, TicketIssued
 from domain.use_cases.accounts import SignedIn
 from domain.use_cases.email_delivery import CLAIM_LEASE, MAX_ATTEMPTS, RETRY_DELAYS
 from domain.use_cases.email_verification import EmailChanged
@@ -481,7 +481,7 @@ async def _end_reset_links(h: Harness, how: str, account_id: AccountId) -> None:
             session_token=session, new_password=NEW_PASSWORD, current_password=PASSWORD
         )
     else:
-        await h.container.end_all_sessions().execute(session)
+        await h.container.end_all_sessions().execute(BrowserCookies(session_token=session))
 
 
 @pytest.mark.parametrize("how", ["password change", "sign out everywhere"])
@@ -1112,7 +1112,7 @@ async def test_a_reset_email_queued_before_epochs_were_recorded_goes_only_if_non
             session_token=session, new_password=NEW_PASSWORD, current_password=PASSWORD
         )
     elif how == "sign out everywhere":
-        await h.container.end_all_sessions().execute(session)
+        await h.container.end_all_sessions().execute(BrowserCookies(session_token=session))
     report = await h.deliver()
     resets = report.sent if how == "nothing" else report.cancelled
     assert [e.kind for e in resets if e.kind is EmailKind.RESET_PASSWORD] == [

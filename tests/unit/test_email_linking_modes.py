@@ -31,7 +31,7 @@ from domain.policies import (
     SignInLinkedAccount,
     decide_login,
 )
-from domain.use_cases import AuthOutcome, TicketIssued
+from domain.use_cases import AuthOutcome, BrowserCookies, TicketIssued
 from entrypoints.container import build_container
 from tests.harness import PASSWORD, Browser, Harness, make_settings
 
@@ -177,12 +177,12 @@ async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) 
     assert shown.proposal.discord.id == DiscordId(8001)
     with pytest.raises(errors.InvalidCredentials):
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password="not it"
+            browser=BrowserCookies(proposal_token=proposal), password="not it"
         )
     assert await h.container.link_of_account().execute(alice.id) is None
 
     done = await h.container.confirm_link_with_password().execute(
-        proposal_token=proposal, password=PASSWORD
+        browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
     )
     assert done.account_id == alice.id
     link = await h.container.link_of_account().execute(alice.id)
@@ -195,17 +195,17 @@ async def test_confirm_mode_links_after_the_accounts_password(confirm: Harness) 
     # is answered the first one's session, whose cookie its browser never received.
     with pytest.raises(errors.SecretConsumed):  # the cookie alone: nothing
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password="not it"
+            browser=BrowserCookies(proposal_token=proposal), password="not it"
         )
     again = await h.container.confirm_link_with_password().execute(
-        proposal_token=proposal, password=PASSWORD
+        browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
     )
     assert again.sent_twice
     assert again.session_token == done.session_token
     h.clock.advance(timedelta(minutes=1, seconds=1))
     with pytest.raises(errors.SecretConsumed):  # later on: spent
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password=PASSWORD
+            browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
         )
 
 
@@ -224,7 +224,9 @@ async def test_a_wrong_password_confirming_a_discord_link_is_audited_as_a_failed
     before = len(await read.execute(account_id=alice.id))
     with pytest.raises(errors.InvalidCredentials):
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password="not it", client_address="203.0.113.9"
+            browser=BrowserCookies(proposal_token=proposal),
+            password="not it",
+            client_address="203.0.113.9",
         )
     [failed] = list(await read.execute(account_id=alice.id))[before:]
     assert failed.kind is AuditKind.SIGN_IN_FAILED
@@ -266,10 +268,12 @@ async def test_a_trusted_browser_confirms_with_the_password_while_strangers_gues
             await h.container.sign_in().execute(login="alice", password="a stranger's guess")
     with pytest.raises(errors.TooManyRequests):  # the account's throttle is waiting
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password=PASSWORD
+            browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
         )
     done = await h.container.confirm_link_with_password().execute(
-        proposal_token=proposal, password=PASSWORD, device_token=earlier.device_token
+        browser=BrowserCookies(proposal_token=proposal),
+        password=PASSWORD,
+        device_token=earlier.device_token,
     )
     assert done.account_id == alice.id
     assert await h.container.link_of_account().execute(alice.id) is not None
@@ -306,7 +310,7 @@ async def test_a_confirmation_whose_check_overlapped_a_password_reset_links_noth
     monkeypatch.setattr(hasher, "verify", verify_then_reset)
     with pytest.raises(errors.InvalidCredentials, match="changed a moment ago"):
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password=PASSWORD
+            browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
         )
     monkeypatch.undo()
     assert await h.container.link_of_account().execute(alice.id) is None
@@ -331,14 +335,16 @@ async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
 
     other_browser, _ = await _confirm_needed(h, 8003, "bob@example.com")
     with pytest.raises(errors.SecretUnknown):  # no proposal in this browser
-        await h.container.confirm_link_with_email().execute(proposal_token=None, email_token=token)
+        await h.container.confirm_link_with_email().execute(
+            browser=BrowserCookies(proposal_token=None), email_token=token
+        )
     with pytest.raises(errors.SecretUnknown, match="another browser"):  # not this link's
         await h.container.confirm_link_with_email().execute(
-            proposal_token=other_browser, email_token=token
+            browser=BrowserCookies(proposal_token=other_browser), email_token=token
         )
 
     done = await h.container.confirm_link_with_email().execute(
-        proposal_token=proposal, email_token=token
+        browser=BrowserCookies(proposal_token=proposal), email_token=token
     )
     assert done.account_id == bob.id
     link = await h.container.link_of_account().execute(bob.id)
@@ -346,7 +352,7 @@ async def test_confirm_mode_links_after_the_emailed_link_in_the_same_browser(
     assert link.discord_id == DiscordId(8002)
     with pytest.raises(errors.SecretConsumed):
         await h.container.confirm_link_with_email().execute(
-            proposal_token=other_browser, email_token=token
+            browser=BrowserCookies(proposal_token=other_browser), email_token=token
         )
 
 
@@ -361,7 +367,7 @@ async def test_a_link_email_for_a_sign_in_that_ended_is_not_sent(confirm: Harnes
     confirmed, _ = await _confirm_needed(h, 8005, "bob@example.com")
     await h.container.email_link_confirmation().execute(confirmed)
     await h.container.confirm_link_with_password().execute(
-        proposal_token=confirmed, password=PASSWORD
+        browser=BrowserCookies(proposal_token=confirmed), password=PASSWORD
     )
     report = await h.deliver()
     assert [e.kind for e in report.cancelled] == [EmailKind.CONFIRM_DISCORD_LINK]
@@ -393,12 +399,16 @@ async def test_an_emailed_link_whose_sign_in_was_confirmed_never_links_again(
     await h.container.email_link_confirmation().execute(first)
     await h.deliver()
     token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
-    await h.container.confirm_link_with_password().execute(proposal_token=first, password=PASSWORD)
+    await h.container.confirm_link_with_password().execute(
+        browser=BrowserCookies(proposal_token=first), password=PASSWORD
+    )
     await h.container.unlink_discord().execute(DiscordId(8007))
 
     again, _ = await _confirm_needed(h, 8007, "bob@example.com")
     with pytest.raises(errors.SecretRefused):
-        await h.container.confirm_link_with_email().execute(proposal_token=again, email_token=token)
+        await h.container.confirm_link_with_email().execute(
+            browser=BrowserCookies(proposal_token=again), email_token=token
+        )
     assert await h.container.link_of_account().execute(bob.id) is None
 
 
@@ -416,12 +426,16 @@ async def test_an_emailed_link_is_done_with_once_a_later_sign_in_is_confirmed(
     await h.deliver()
     token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
     second, _ = await _confirm_needed(h, 8008, "bob@example.com")
-    await h.container.confirm_link_with_password().execute(proposal_token=second, password=PASSWORD)
+    await h.container.confirm_link_with_password().execute(
+        browser=BrowserCookies(proposal_token=second), password=PASSWORD
+    )
     await h.container.unlink_discord().execute(DiscordId(8008))
 
     third, _ = await _confirm_needed(h, 8008, "bob@example.com")
     with pytest.raises(errors.SecretRefused):
-        await h.container.confirm_link_with_email().execute(proposal_token=third, email_token=token)
+        await h.container.confirm_link_with_email().execute(
+            browser=BrowserCookies(proposal_token=third), email_token=token
+        )
     assert await h.container.link_of_account().execute(bob.id) is None
 
 
@@ -437,7 +451,9 @@ async def test_a_link_email_is_not_sent_once_a_later_sign_in_was_confirmed(
     first, _ = await _confirm_needed(h, 8009, "bob@example.com")
     await h.container.email_link_confirmation().execute(first)
     second, _ = await _confirm_needed(h, 8009, "bob@example.com")
-    await h.container.confirm_link_with_password().execute(proposal_token=second, password=PASSWORD)
+    await h.container.confirm_link_with_password().execute(
+        browser=BrowserCookies(proposal_token=second), password=PASSWORD
+    )
     await h.container.unlink_discord().execute(DiscordId(8009))
 
     report = await h.deliver()
@@ -460,7 +476,7 @@ async def test_confirm_mode_emails_are_rate_limited_and_proposals_expire(
         await h.container.show_link_proposal().execute(proposal)
     with pytest.raises(errors.SecretExpired):
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password=PASSWORD
+            browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
         )
 
 
@@ -479,7 +495,7 @@ async def test_confirm_mode_never_emails_a_link_to_an_unconfirmed_address(
     assert h.emails_to("victim@example.com")[1:] == []  # only mallory's own confirmation
     with pytest.raises(errors.InvalidCredentials):
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password="the victim does not know it"
+            browser=BrowserCookies(proposal_token=proposal), password="the victim does not know it"
         )
     assert db.tables.links == {}
     assert not (await h.account(mallory.id)).email_verified
@@ -493,7 +509,7 @@ async def test_confirm_mode_without_a_password_offers_only_the_email(confirm: Ha
     proposal, _ = await _confirm_needed(h, 8006, "dora@example.com")
     with pytest.raises(errors.InvalidInput):
         await h.container.confirm_link_with_password().execute(
-            proposal_token=proposal, password="anything"
+            browser=BrowserCookies(proposal_token=proposal), password="anything"
         )
 
 
@@ -523,7 +539,7 @@ async def test_a_link_confirmed_by_email_ends_the_discord_accounts_link_buttons(
     assert isinstance(issued, TicketIssued)
     proposal, _ = await _confirm_needed(h, 8010, "alice@example.com")
     await h.container.confirm_link_with_password().execute(
-        proposal_token=proposal, password=PASSWORD
+        browser=BrowserCookies(proposal_token=proposal), password=PASSWORD
     )
     with pytest.raises(errors.SecretConsumed):
         await h.container.show_link_ticket().execute(issued.token)

@@ -20,6 +20,7 @@ from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from domain import errors
 from domain.model import AuditKind, SignInMethod
 from domain.policies import password_retry_wait
+from domain.use_cases import BrowserCookies
 from domain.use_cases._passwords import account_key, shared_signed_in_key, signed_in_key
 from tests.harness import PASSWORD, Harness
 
@@ -590,7 +591,9 @@ async def test_sign_out_everywhere_ends_every_device_token(h: Harness) -> None:
     sign_in = h.container.sign_in()
     lost = await sign_in.execute(login="alice", password=PASSWORD)
     here = await sign_in.execute(login="alice", password=PASSWORD)
-    done = await h.container.end_all_sessions().execute(here.session_token, here.device_token)
+    done = await h.container.end_all_sessions().execute(
+        BrowserCookies(session_token=here.session_token), here.device_token
+    )
     renewed = done.device_token
     assert renewed not in (None, here.device_token)
 
@@ -607,7 +610,9 @@ async def test_sign_out_everywhere_ends_every_device_token(h: Harness) -> None:
     bob = await h.sign_up("bob", "bob@example.com")
     for brought in (None, "forged.x", here.device_token):
         bobs = await h.session_for(bob.account.id, proved_with=SignInMethod.PASSWORD)
-        signed_out = await h.container.end_all_sessions().execute(bobs, brought)
+        signed_out = await h.container.end_all_sessions().execute(
+            BrowserCookies(session_token=bobs), brought
+        )
         assert signed_out.device_token is None
 
     h.clock.advance(timedelta(hours=2))
@@ -624,7 +629,9 @@ async def test_sign_out_everywhere_ends_every_device_token(h: Harness) -> None:
     other = await sign_in.execute(login="alice", password=PASSWORD)
     sessions = await h.container.list_sessions().execute(again.session_token)
     ended = next(s for s in sessions.sessions if s.id != sessions.current.id)
-    await h.container.end_session().execute(again.session_token, str(ended.id))
+    await h.container.end_session().execute(
+        BrowserCookies(session_token=again.session_token), str(ended.id)
+    )
     h.clock.advance(timedelta(hours=2))
     for _ in range(5):
         with pytest.raises(errors.InvalidCredentials):

@@ -26,7 +26,7 @@ from domain.model import (
     RoleChangeStatus,
 )
 from domain.ports import RoleCallOutcome, RoleCallResult
-from domain.use_cases import AuthOutcome, RoleChangeReport, TicketIssued
+from domain.use_cases import AuthOutcome, BrowserCookies, RoleChangeReport, TicketIssued
 from domain.use_cases.discord_pauses import CLOUDFLARE_PAUSES, RETRY_AFTER_MAX
 from domain.use_cases.discord_roles import (
     CLAIM_LEASE,
@@ -132,7 +132,7 @@ async def _by_confirming_the_email_match(h: Harness, profile: DiscordProfile) ->
     done = await h.discord_login(profile, Browser())
     assert done.outcome is AuthOutcome.CONFIRM_NEEDED
     await h.container.confirm_link_with_password().execute(
-        proposal_token=done.proposal_token, password=PASSWORD
+        browser=BrowserCookies(proposal_token=done.proposal_token), password=PASSWORD
     )
     return account.id
 

@@ -11,7 +11,7 @@ import pytest
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuditKind, DiscordId, DiscordUser
-from domain.use_cases import AuthOutcome, TicketIssued
+from domain.use_cases import AuthOutcome, BrowserCookies, TicketIssued
 from tests.harness import PASSWORD, Browser, Harness
 
 
@@ -150,14 +150,15 @@ async def test_a_link_whose_session_ended_meanwhile_is_refused(
         session_token=alice.session_token, browser_tokens=()
     )
     approval = h.discord.approve(started.authorize_url, h.discord_user(2011).id)
-    await h.container.end_all_sessions().execute(alice.session_token)
+    await h.container.end_all_sessions().execute(BrowserCookies(session_token=alice.session_token))
     with pytest.raises(errors.NotSignedIn):
         await h.container.complete_discord_auth().execute(
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_tokens=started.browser_tokens,
-            session_token=alice.session_token,
+            browser=BrowserCookies(
+                session_token=alice.session_token, bindings=started.browser_tokens
+            ),
         )
     assert db.tables.links == {}
 
@@ -178,8 +179,9 @@ async def test_link_callback_for_another_signed_in_account_is_refused(
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_tokens=started.browser_tokens,
-            session_token=await h.session_for(bob.id),
+            browser=BrowserCookies(
+                session_token=await h.session_for(bob.id), bindings=started.browser_tokens
+            ),
         )
     assert db.tables.links == {}
 

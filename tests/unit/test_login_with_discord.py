@@ -9,7 +9,7 @@ import pytest
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AuditKind
-from domain.use_cases import AuthOutcome
+from domain.use_cases import AuthOutcome, BrowserCookies
 from tests.harness import PASSWORD, Browser, Harness
 
 
@@ -284,11 +284,11 @@ async def test_a_discord_account_its_owner_unlinked_is_not_linked_back_by_email(
     assert done.proposal_token is not None
     with pytest.raises(errors.InvalidCredentials):  # the thief does not know the password
         await h.container.confirm_link_with_password().execute(
-            proposal_token=done.proposal_token, password="not it"
+            browser=BrowserCookies(proposal_token=done.proposal_token), password="not it"
         )
     assert discord.id not in db.tables.links
     confirmed = await h.container.confirm_link_with_password().execute(
-        proposal_token=done.proposal_token, password=PASSWORD
+        browser=BrowserCookies(proposal_token=done.proposal_token), password=PASSWORD
     )  # the owner, linking it back on purpose
     assert confirmed.account_id == alice.id
     assert db.tables.links[discord.id].account_id == alice.id

@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import AccountId, AuditKind, DiscordId
-from domain.use_cases import AuthOutcome
+from domain.use_cases import AuthOutcome, BrowserCookies
 from domain.use_cases._passwords import trusted_device
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness
@@ -367,8 +367,7 @@ async def test_the_owners_reset_of_a_squatted_account_leaves_the_squatter_nothin
             state=approval.state,
             code=approval.code,
             error=None,
-            browser_tokens=browser.bindings,
-            session_token=proof,
+            browser=BrowserCookies(session_token=proof, bindings=browser.bindings),
         )
     assert second.id not in db.tables.links
 

@@ -14,6 +14,7 @@ import domain
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import SignInMethod
+from domain.use_cases import BrowserCookies
 from domain.use_cases._shared import RENEWED_FROM_THE_COOKIE, SENT_TWICE_WITHIN
 from domain.use_cases.password_reset import PasswordReset
 from tests.harness import PASSWORD, Browser, Harness
@@ -128,13 +129,21 @@ async def test_sessions_are_listed_and_each_can_be_ended(h: Harness, db: MemoryD
     assert all(s.digest not in repr(s.id) for s in listed.sessions)
 
     other = listed.sessions[0]
-    assert not await h.container.end_session().execute(alice.session_token, str(other.id))
+    assert not await h.container.end_session().execute(
+        BrowserCookies(session_token=alice.session_token), str(other.id)
+    )
     assert not await _live(h, laptop)
     with pytest.raises(errors.NotFound):  # already ended
-        await h.container.end_session().execute(alice.session_token, str(other.id))
+        await h.container.end_session().execute(
+            BrowserCookies(session_token=alice.session_token), str(other.id)
+        )
     with pytest.raises(errors.NotFound):
-        await h.container.end_session().execute(alice.session_token, "not-a-uuid")
-    assert await h.container.end_session().execute(alice.session_token, str(listed.current.id))
+        await h.container.end_session().execute(
+            BrowserCookies(session_token=alice.session_token), "not-a-uuid"
+        )
+    assert await h.container.end_session().execute(
+        BrowserCookies(session_token=alice.session_token), str(listed.current.id)
+    )
     assert not await _live(h, alice.session_token)
 
 
@@ -144,7 +153,9 @@ async def test_no_one_can_end_another_accounts_session(h: Harness) -> None:
     bobs = (await h.container.list_sessions().execute(bob.session_token)).current
 
     with pytest.raises(errors.NotFound):
-        await h.container.end_session().execute(alice.session_token, str(bobs.id))
+        await h.container.end_session().execute(
+            BrowserCookies(session_token=alice.session_token), str(bobs.id)
+        )
     assert await _live(h, bob.session_token)
 
 
@@ -153,7 +164,11 @@ async def test_signing_out_everywhere_ends_every_session(h: Harness) -> None:
     phone = await h.container.sign_in().execute(login="alice", password=PASSWORD)
     bob = await h.sign_up("bob", "bob@example.com")
 
-    assert (await h.container.end_all_sessions().execute(alice.session_token)).ended == 2
+    assert (
+        await h.container.end_all_sessions().execute(
+            BrowserCookies(session_token=alice.session_token)
+        )
+    ).ended == 2
 
     assert not await _live(h, alice.session_token)
     assert not await _live(h, phone.session_token)
@@ -456,7 +471,7 @@ async def test_signing_out_with_the_old_cookie_ends_what_a_lost_answer_made(
     assert not await _live(h, old)
     assert await _live(h, renewed)
 
-    await h.container.sign_out().execute(old)
+    await h.container.sign_out().execute(BrowserCookies(session_token=old))
 
     assert not await _live(h, renewed)
 
@@ -477,7 +492,7 @@ async def test_an_old_cookie_ends_no_successor_past_the_double_click_window(
     assert seen.session.created_at < h.clock.now()  # ...a session made before
 
     h.clock.advance(SENT_TWICE_WITHIN + timedelta(microseconds=1))
-    await h.container.sign_out().execute(old)
+    await h.container.sign_out().execute(BrowserCookies(session_token=old))
     assert await _live(h, renewed)
 
 
@@ -487,7 +502,7 @@ async def test_an_old_cookie_ends_its_successor_at_the_edge_of_the_window(
 ) -> None:
     old, renewed = await _renewed_with_the_answer_lost(h, form)
     h.clock.advance(SENT_TWICE_WITHIN)
-    await h.container.sign_out().execute(old)
+    await h.container.sign_out().execute(BrowserCookies(session_token=old))
     assert not await _live(h, renewed)
 
 
@@ -495,9 +510,11 @@ async def test_signing_out_keeps_the_session_a_request_answers(h: Harness) -> No
     old, renewed = await _renewed_with_the_answer_lost(h, "confirm")
     bob = await h.sign_up("bob", "bob@example.com")
 
-    await h.container.sign_out().execute(old, keeping=renewed)
+    await h.container.sign_out().execute(BrowserCookies(session_token=old), keeping=renewed)
     assert await _live(h, renewed)
-    await h.container.sign_out().execute(bob.session_token)  # no successor: just this one
+    await h.container.sign_out().execute(
+        BrowserCookies(session_token=bob.session_token)
+    )  # no successor: just this one
     assert not await _live(h, bob.session_token)
     assert await _live(h, renewed)
 

@@ -20,7 +20,7 @@ from adapters.webhooks import endpoint_for
 from domain import errors
 from domain.model import AccountId, DiscordId, Link
 from domain.ports import WebhookMessage
-from domain.use_cases import AuthOutcome, TicketIssued, WebhookReport
+from domain.use_cases import AuthOutcome, BrowserCookies, TicketIssued, WebhookReport
 from domain.use_cases.webhooks import CLAIM_LEASE
 from domain.webhooks import (
     MAX_ATTEMPTS,
@@ -236,14 +236,14 @@ async def test_email_linking_confirm_queues_link_created(
     assert _new(h, seen) == []  # nothing is linked yet
     if proof == "password":
         await h.container.confirm_link_with_password().execute(
-            proposal_token=pending.proposal_token, password=PASSWORD
+            browser=BrowserCookies(proposal_token=pending.proposal_token), password=PASSWORD
         )
     else:
         await h.container.email_link_confirmation().execute(pending.proposal_token)
         await h.deliver()
         token = h.link_token(h.last_email("bob@example.com"), "/auth/discord/confirm-link/")
         await h.container.confirm_link_with_email().execute(
-            proposal_token=pending.proposal_token, email_token=token
+            browser=BrowserCookies(proposal_token=pending.proposal_token), email_token=token
         )
     [(kind, data)] = _new(h, seen)
     assert (kind, data["taskflow_user_id"], data["via"]) == ("link.created", str(bob.id), "email")

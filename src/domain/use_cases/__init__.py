@@ -2,7 +2,7 @@
 
 from domain.use_cases._claims import Stopping
 from domain.use_cases._email_links import EmailLinkShown, ShowEmailLink
-from domain.use_cases._shared import LinkResult
+from domain.use_cases._shared import NO_COOKIES, BrowserCookies, LinkResult
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.accounts import SetPassword, SignedIn, SignIn, SignUp
 from domain.use_cases.api_keys import (
@@ -110,6 +110,7 @@ from domain.use_cases.webhooks import (
 )
 
 __all__ = [
+    "NO_COOKIES",
     "NO_WEBHOOKS",
     "PURGE_BATCH",
     "SIGN_IN_UNDER_WAY",
@@ -119,6 +120,7 @@ __all__ = [
     "AuthOutcome",
     "AuthStarted",
     "AuthenticateApiKey",
+    "BrowserCookies",
     "BulkLookup",
     "ChangeEmail",
     "CompleteDiscordAuth",

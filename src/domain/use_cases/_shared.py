@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeGuard, TypeVar
 
@@ -76,6 +76,36 @@ T = TypeVar("T")
 
 def plausible_token(token: str | None) -> TypeGuard[str]:
     return token is not None and _TOKEN_RE.fullmatch(token) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserCookies:
+    """What the browser a request came from holds, as its cookies say (the web app reads
+    them once per request): the session it is signed in with, the email-linking offer
+    waiting in it, and its binding values, newest first (those of its Discord round trips
+    under way or just finished). A sign-in, a sign-out or any other end of its session ends
+    what these name with it (``sign_out_browser``). Nothing here is checked: any of them may
+    be junk, stale or planted, and is looked up (or refused) as such."""
+
+    session_token: str | None = None
+    proposal_token: str | None = None
+    bindings: tuple[str, ...] = ()
+
+    @classmethod
+    def empty(cls) -> BrowserCookies:
+        """A browser without any of them (a first visit, or a caller with no browser)."""
+        return NO_COOKIES
+
+    def without_session(self) -> BrowserCookies:
+        """The same browser, its session left alone (the one the request answers)."""
+        return replace(self, session_token=None)
+
+    def without_offer(self) -> BrowserCookies:
+        """The same browser, its offer left alone (spent by the request itself)."""
+        return replace(self, proposal_token=None)
+
+
+NO_COOKIES = BrowserCookies()
 
 
 def digest_of(tokens: TokenIssuer, token: str | None) -> str | None:
@@ -402,21 +432,21 @@ async def prove_identity(
 async def sign_out_browser(
     uow: UnitOfWork,
     tokens: TokenIssuer,
-    session_token: str | None,
+    browser: BrowserCookies,
     now: datetime,
     *,
     keeping: str | None = None,
-    proposal_token: str | None = None,
-    bindings: Sequence[str] = (),
 ) -> bool:
     """``SignOut``'s writes (see it), in the caller's transaction: whatever ends or replaces
     this browser's session (``EndSession``, ``EndAllSessions``, a sign-in) does it in its own
     one. As two transactions, a database failing between them left one done and not the
-    other, answered with a 503 (the cookies not changed). ``bindings``: this browser's
-    binding cookie's values, whose Discord sign-ins' sessions and link proposals made in the
-    last ``SENT_TWICE_WITHIN`` end too (``sign_in_successors``): their answer never reached
-    the browser, or they would be its cookies. Whether anything ended."""
-    offer = digest_of(tokens, proposal_token)
+    other, answered with a 503 (the cookies not changed). ``browser``: its session, its
+    offer, and its binding cookie's values, whose Discord sign-ins' sessions and link
+    proposals made in the last ``SENT_TWICE_WITHIN`` end too (``sign_in_successors``): their
+    answer never reached the browser, or they would be its cookies. Whether anything
+    ended."""
+    session_token, bindings = browser.session_token, browser.bindings
+    offer = digest_of(tokens, browser.proposal_token)
     offers = {offer} if offer is not None else set()
     offers.update(sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
     ended = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -35,8 +34,10 @@ from domain.use_cases._passwords import (
 )
 from domain.use_cases._shared import (
     AFTER_PASSWORD_CHANGE,
+    NO_COOKIES,
     SENT_TWICE_WITHIN,
     SESSION_TTL,
+    BrowserCookies,
     made_just_now,
     plausible_token,
     queue_notice,
@@ -142,18 +143,16 @@ class SignUp(_PasswordUseCase):
         password: str,
         client: str | None = None,
         form_secret: str | None = None,
-        session_token: str | None = None,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
+        browser: BrowserCookies = NO_COOKIES,
     ) -> SignedIn:
         """``client``: who asks (the web app's name for its budget: an IPv4 address, an IPv6
         /64 network), for the confirmation email's limits (``RECIPIENT_LIMITS``).
         ``form_secret``: what the same form sent twice comes with, and nobody else's does
-        (see the class). ``session_token``, ``proposal_token``: the session this browser had
-        and the email-linking offer waiting in it, which end in the account's transaction
-        (see ``SignOut``, ``sign_out_browser``; the form sent twice: the first request ended
-        them, both coming with the same cookies), with what the Discord sign-ins bound to it
-        (``bindings``, its binding cookie's values) made without their answer reaching it."""
+        (see the class). ``browser``: the session this browser had and the email-linking
+        offer waiting in it, which end in the account's transaction (see ``SignOut``,
+        ``sign_out_browser``; the form sent twice: the first request ended them, both coming
+        with the same cookies), with what the Discord sign-ins bound to it (its binding
+        cookie's values) made without their answer reaching it."""
         name = validate_username(username)
         address = validate_email(email)
         password_hash = await self._passwords.new_hash(password, related=(name, address))
@@ -180,15 +179,7 @@ class SignUp(_PasswordUseCase):
                 )
                 await self._webhooks.publish(uow, account_created(account, via="password"))
                 token = await self._password_session(uow, account.id, now, made)
-                await sign_out_browser(
-                    uow,
-                    self._tokens,
-                    session_token,
-                    now,
-                    keeping=token,
-                    proposal_token=proposal_token,
-                    bindings=bindings,
-                )
+                await sign_out_browser(uow, self._tokens, browser, now, keeping=token)
                 # Last, as it locks the address: confirmed by another account meanwhile (the
                 # proof locked it first), it is refused as above. Past the address's limit
                 # the account is made all the same, without the email: a refusal would tell
@@ -273,14 +264,12 @@ class SignIn(_PasswordUseCase):
         password: str,
         client_address: str | None = None,
         device_token: str | None = None,
-        session_token: str | None = None,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
+        browser: BrowserCookies = NO_COOKIES,
     ) -> SignedIn:
-        """``session_token``, ``proposal_token``: the session this browser had and the
-        email-linking offer waiting in it, which end in the sign-in's transaction (see
-        ``SignOut``, ``sign_out_browser``), with what the Discord sign-ins bound to it
-        (``bindings``, its binding cookie's values) made without their answer reaching it."""
+        """``browser``: the session this browser had and the email-linking offer waiting in
+        it, which end in the sign-in's transaction (see ``SignOut``, ``sign_out_browser``),
+        with what the Discord sign-ins bound to it (its binding cookie's values) made without
+        their answer reaching it."""
         login = login.strip()
         if not login or clean_text(login, EMAIL_MAX) != login:  # too long, control characters
             raise errors.InvalidCredentials()
@@ -318,14 +307,7 @@ class SignIn(_PasswordUseCase):
                     fresh = replace(fresh, password_hash=rehashed)
                     await uow.accounts.update(fresh)
                 token = await self._password_session(uow, account.id, now)
-                await sign_out_browser(
-                    uow,
-                    self._tokens,
-                    session_token,
-                    now,
-                    proposal_token=proposal_token,
-                    bindings=bindings,
-                )
+                await sign_out_browser(uow, self._tokens, browser, now)
                 await uow.commit()
             return token, fresh
 

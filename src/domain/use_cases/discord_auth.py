@@ -61,9 +61,11 @@ from domain.use_cases._shared import (
     AFTER_DISCORD_PROOF,
     AFTER_DISCORD_SIGN_IN,
     BINDINGS_KEPT,
+    NO_COOKIES,
     PROPOSAL_AFTER_DISCORD_SIGN_IN,
     SENT_TWICE_WITHIN,
     SESSION_TTL,
+    BrowserCookies,
     LinkResult,
     apply_link,
     digest_of,
@@ -914,35 +916,24 @@ class CompleteDiscordAuth:
         state: str | None,
         code: str | None,
         error: str | None,
-        browser_tokens: Sequence[str],
-        session_token: str | None = None,
-        proposal_token: str | None = None,
+        browser: BrowserCookies,
     ) -> AuthCompleted:
-        """``session_token``, ``proposal_token``: the session this browser has and the
-        email-linking offer waiting in it; a sign-in ends both in its own transaction (see
-        ``sign_out_browser``), with what this browser's other Discord sign-ins
-        (``browser_tokens``, its binding cookie's values) made without their answer reaching
-        it."""
+        """``browser``: its binding cookie's values (the round trip's among them), the
+        session it has and the email-linking offer waiting in it; a sign-in ends both in its
+        own transaction (see ``sign_out_browser``), with what this browser's other Discord
+        sign-ins made without their answer reaching it."""
         try:
-            pending = await self._spend_state(state, browser_tokens)
+            pending = await self._spend_state(state, browser.bindings)
         except errors.SecretConsumed as consumed:  # by this very callback, loaded twice?
             return await self._finish_confirmation.execute(
                 state=state,
-                browser_tokens=browser_tokens,
-                session_token=session_token,
+                browser_tokens=browser.bindings,
+                session_token=browser.session_token,
                 refusal=consumed,
             )
         # The state is spent from here on, whatever happens next: a callback URL works once.
         try:
-            done = await self._complete(
-                pending,
-                state,
-                code,
-                error,
-                session_token,
-                browser_tokens=browser_tokens,
-                proposal_token=proposal_token,
-            )
+            done = await self._complete(pending, state, code, error, browser)
         except errors.DomainError as refusal:
             # Its page leads back to the verification URL (Discord's way in, and the only one).
             refusal.in_linked_roles = pending.purpose in _ROLE_PURPOSES
@@ -985,11 +976,9 @@ class CompleteDiscordAuth:
         state: str | None,
         code: str | None,
         error: str | None,
-        session_token: str | None,
-        *,
-        browser_tokens: Sequence[str],
-        proposal_token: str | None = None,
+        browser: BrowserCookies,
     ) -> AuthCompleted:
+        session_token = browser.session_token
         if error is not None:
             # From a /link button, its ticket is untouched: the button works again.
             raise (
@@ -1016,18 +1005,10 @@ class CompleteDiscordAuth:
         # Its callback loaded twice finds the session (see ``FinishDiscordConfirmation``), and
         # signing out in this browser ends it (``sign_in_successors``). The state was spent
         # bound to one of these values, so one derives it.
-        binding = binding_of(self._tokens, pending, browser_tokens) or self._tokens.issue().token
+        binding = binding_of(self._tokens, pending, browser.bindings) or self._tokens.issue().token
         made = session_token_after(self._tokens, binding, AFTER_DISCORD_SIGN_IN)
         if roles and self._role_connections is not None:
-            return await self._role_connections.complete(
-                pending,
-                profile,
-                tokens,
-                session_token,
-                made,
-                proposal_token=proposal_token,
-                bindings=browser_tokens,
-            )
+            return await self._role_connections.complete(pending, profile, tokens, browser, made)
 
         if pending.purpose is AuthPurpose.LINK:
             return await retry_on_conflict(lambda: self._link(pending, profile, session_token))
@@ -1046,9 +1027,7 @@ class CompleteDiscordAuth:
                 made,
                 waits,
                 next(tries),
-                session_token=session_token,
-                proposal_token=proposal_token,
-                bindings=browser_tokens,
+                browser=browser,
             )
         )
 
@@ -1231,16 +1210,13 @@ class CompleteDiscordAuth:
         waits: IssuedSecret,
         clashes: int = 0,
         *,
-        session_token: str | None = None,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
+        browser: BrowserCookies = NO_COOKIES,
     ) -> AuthCompleted:
         """``made``: the new session's token; ``waits``: a link proposal's (both derived from
         the round trip's binding value, for its callback loaded twice: see
-        ``FinishDiscordConfirmation``). ``session_token``, ``proposal_token``: the browser's
-        session and offer, which end with the sign-in (see ``sign_out_browser``), with what
-        its other Discord sign-ins (``bindings``, its binding cookie's values) made without
-        their answer reaching it."""
+        ``FinishDiscordConfirmation``). ``browser``: its session and offer, which end with
+        the sign-in (see ``sign_out_browser``), with what its other Discord sign-ins (its
+        binding cookie's values) made without their answer reaching it."""
         now = self._clock.now()
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(profile.id)
@@ -1339,15 +1315,7 @@ class CompleteDiscordAuth:
             )
             # Its callback loaded again once this session has ended is told so at once.
             await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
-            await sign_out_browser(
-                uow,
-                self._tokens,
-                session_token,
-                now,
-                keeping=token,
-                proposal_token=proposal_token,
-                bindings=bindings,
-            )
+            await sign_out_browser(uow, self._tokens, browser, now, keeping=token)
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 

@@ -36,6 +36,7 @@ from domain.use_cases._secrets import use_secret
 from domain.use_cases._shared import (
     SENT_TWICE_WITHIN,
     SESSION_TTL,
+    BrowserCookies,
     apply_link,
     digest_of,
     made_just_now,
@@ -168,12 +169,12 @@ async def _link_and_sign_in(
     method: SignInMethod,
     roles: Sequence[LinkedRole],
     webhooks: WebhookOutbox,
-    session_token: str | None,
-    bindings: Sequence[str],
+    browser: BrowserCookies,
 ) -> LinkConfirmed:
-    """``session_token``: the session this browser had, which ends in this transaction (see
+    """``browser``: the session this browser had, which ends in this transaction (see
     ``sign_out_browser``), as a sign-in's does, with what the Discord sign-ins bound to it
-    (``bindings``, its binding cookie's values) made without their answer reaching it."""
+    (its binding cookie's values) made without their answer reaching it. Its offer is
+    ``proposal``'s, spent by the caller."""
     await apply_link(
         uow,
         discord=proposal.discord,
@@ -191,7 +192,7 @@ async def _link_and_sign_in(
     token = await start_session(
         uow, tokens, proposal.account_id, now, ttl, method=method, secret=made
     )
-    await sign_out_browser(uow, tokens, session_token, now, keeping=token, bindings=bindings)
+    await sign_out_browser(uow, tokens, browser.without_offer(), now, keeping=token)
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
 
@@ -218,20 +219,20 @@ class ConfirmLinkWithPassword:
     async def execute(
         self,
         *,
-        proposal_token: str | None,
+        browser: BrowserCookies,
         password: str,
         device_token: str | None = None,
         client_address: str | None = None,
-        session_token: str | None = None,
-        bindings: Sequence[str] = (),
     ) -> LinkConfirmed:
-        """``device_token``: the browser's, as for a sign-in (its tries count on their own
-        throttle when an earlier password sign-in to this account gave it). A wrong password
-        is a failed sign-in, audited as one (with the Discord account and ``client_address``):
-        whoever holds a Discord account with the account's address may be guessing it.
-        ``session_token``: the session this browser had, which ends in the link's transaction
-        (the form sent twice: the first request ended it, both coming with the same cookie),
-        with what the Discord sign-ins bound to it (``bindings``) made unheld."""
+        """``browser``: its offer, the proposal this confirms, and the session it had, which
+        ends in the link's transaction (the form sent twice: the first request ended it, both
+        coming with the same cookie), with what the Discord sign-ins bound to it (its binding
+        cookie's values) made unheld. ``device_token``: the browser's, as for a sign-in (its
+        tries count on their own throttle when an earlier password sign-in to this account
+        gave it). A wrong password is a failed sign-in, audited as one (with the Discord
+        account and ``client_address``): whoever holds a Discord account with the account's
+        address may be guessing it."""
+        proposal_token = browser.proposal_token
         try:
             shown = await ShowLinkProposal(self._uow, self._tokens, self._clock).execute(
                 proposal_token
@@ -272,8 +273,7 @@ class ConfirmLinkWithPassword:
                     method=SignInMethod.PASSWORD,
                     roles=self._roles,
                     webhooks=self._webhooks,
-                    session_token=session_token,
-                    bindings=bindings,
+                    browser=browser,
                 )
             device = new_device_token(self._tokens, fresh)
             return replace(done, device_token=device)
@@ -420,14 +420,14 @@ class ConfirmLinkWithEmail:
     async def execute(
         self,
         *,
-        proposal_token: str | None,
+        browser: BrowserCookies,
         email_token: str,
-        session_token: str | None = None,
-        bindings: Sequence[str] = (),
     ) -> LinkConfirmed:
-        """``session_token``: the session this browser had, which ends in the link's
-        transaction (the form sent twice: the first request ended it), with what the Discord
-        sign-ins bound to it (``bindings``) made unheld."""
+        """``browser``: its offer, the proposal this confirms, and the session it had, which
+        ends in the link's transaction (the form sent twice: the first request ended it),
+        with what the Discord sign-ins bound to it (its binding cookie's values) made
+        unheld."""
+        proposal_token = browser.proposal_token
 
         async def attempt() -> LinkConfirmed:
             now = self._clock.now()
@@ -463,8 +463,7 @@ class ConfirmLinkWithEmail:
                     method=SignInMethod.EMAIL_LINK,
                     roles=self._roles,
                     webhooks=self._webhooks,
-                    session_token=session_token,
-                    bindings=bindings,
+                    browser=browser,
                 )
 
         try:

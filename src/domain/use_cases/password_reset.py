@@ -39,7 +39,9 @@ from domain.use_cases._passwords import (
 )
 from domain.use_cases._secrets import EmailLinks, use_secret
 from domain.use_cases._shared import (
+    NO_COOKIES,
     SESSION_TTL,
+    BrowserCookies,
     digest_of,
     made_just_now,
     queue_email,
@@ -142,15 +144,13 @@ class ResetPassword(_PasswordUseCase):
         *,
         token: str,
         new_password: str,
-        session_token: str | None = None,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
+        browser: BrowserCookies = NO_COOKIES,
     ) -> PasswordReset:
-        """``session_token``, ``proposal_token``: the session this browser had and the
-        email-linking offer waiting in it, which end in the reset's transaction (see
-        ``SignOut``, ``sign_out_browser``; the form sent twice: the first request ended them,
-        both coming with the same cookies), with what the Discord sign-ins bound to it
-        (``bindings``, its binding cookie's values) made without their answer reaching it."""
+        """``browser``: the session this browser had and the email-linking offer waiting in
+        it, which end in the reset's transaction (see ``SignOut``, ``sign_out_browser``; the
+        form sent twice: the first request ended them, both coming with the same cookies),
+        with what the Discord sign-ins bound to it (its binding cookie's values) made without
+        their answer reaching it."""
         try:
             async with self._uow(read_only=True) as uow:  # a bad link refused before hashing
                 link = await use_secret(
@@ -167,9 +167,7 @@ class ResetPassword(_PasswordUseCase):
         # Slow: outside the transaction. Refused when weak, before the link is spent.
         new_hash = await self._passwords.new_hash(new_password, related=related)
         try:
-            return await retry_on_conflict(
-                lambda: self._reset(token, new_hash, session_token, proposal_token, bindings)
-            )
+            return await retry_on_conflict(lambda: self._reset(token, new_hash, browser))
         except errors.SecretConsumed as consumed:  # raced this form sent twice, if anything
             return await self._sent_twice(token, new_password, consumed)
 
@@ -177,9 +175,7 @@ class ResetPassword(_PasswordUseCase):
         self,
         token: str,
         new_hash: str,
-        session_token: str | None,
-        proposal_token: str | None,
-        bindings: Sequence[str],
+        browser: BrowserCookies,
     ) -> PasswordReset:
         now = self._clock.now()
         made = session_token_after(self._tokens, token, _SESSION_OF_RESET)
@@ -238,15 +234,7 @@ class ResetPassword(_PasswordUseCase):
                 method=SignInMethod.PASSWORD,
                 secret=made,
             )
-            await sign_out_browser(
-                uow,
-                self._tokens,
-                session_token,
-                now,
-                keeping=session,
-                proposal_token=proposal_token,
-                bindings=bindings,
-            )
+            await sign_out_browser(uow, self._tokens, browser, now, keeping=session)
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a
         # password shared (all ended; the others had their own).

@@ -58,6 +58,7 @@ from domain.ports import (
 from domain.use_cases._claims import Claims, Stopping
 from domain.use_cases._shared import (
     SESSION_TTL,
+    BrowserCookies,
     apply_link,
     queue_notice,
     retry_on_conflict,
@@ -761,34 +762,23 @@ class RoleConnectionFlow:
         pending: PendingLogin,
         profile: DiscordProfile,
         granted: DiscordTokens,
-        session_token: str | None,
+        browser: BrowserCookies,
         made: IssuedSecret,
-        *,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
     ) -> AuthCompleted:
         """``made``: the token of the session it starts when it signs in, derived from the
         round trip's binding value as a plain sign-in's (``binding_of``): its callback
         loaded twice is handed that session (``FinishDiscordConfirmation``), and signing out
         in that browser ends it (``sign_in_successors``). Signing in, it ends the session
-        this browser had (``session_token``), the email-linking offer waiting in it
-        (``proposal_token``) and what its other Discord sign-ins (``bindings``) made without
-        their answer reaching it, in the same transaction (see ``sign_out_browser``)."""
+        this ``browser`` had, the email-linking offer waiting in it and what its other
+        Discord sign-ins (its binding cookie's values) made without their answer reaching
+        it, in the same transaction (see ``sign_out_browser``)."""
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
             raise errors.DiscordDenied(
                 "Discord did not let TaskFlow update your connection (role_connections.write), "
                 "so nothing was changed. Allow it when you start again."
             )
         done, row = await retry_on_conflict(
-            lambda: self._connect(
-                pending,
-                profile,
-                granted,
-                session_token,
-                made,
-                proposal_token=proposal_token,
-                bindings=bindings,
-            )
+            lambda: self._connect(pending, profile, granted, browser, made)
         )
         if row is None:  # a worker is pushing this user's connection: it pushes the new grant
             return done
@@ -799,11 +789,8 @@ class RoleConnectionFlow:
         pending: PendingLogin,
         profile: DiscordProfile,
         granted: DiscordTokens,
-        session_token: str | None,
+        browser: BrowserCookies,
         made: IssuedSecret,
-        *,
-        proposal_token: str | None,
-        bindings: Sequence[str],
     ) -> tuple[AuthCompleted, RoleConnectionToken | None]:
         now = self._clock.now()
         new_session: str | None = None
@@ -831,17 +818,9 @@ class RoleConnectionFlow:
                 )
                 # Its callback loaded again once this session has ended is told so at once.
                 await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
-                await sign_out_browser(
-                    uow,
-                    self._tokens,
-                    session_token,
-                    now,
-                    keeping=new_session,
-                    proposal_token=proposal_token,
-                    bindings=bindings,
-                )
+                await sign_out_browser(uow, self._tokens, browser, now, keeping=new_session)
             else:
-                await session_of_pending(uow, self._tokens, now, pending, session_token)
+                await session_of_pending(uow, self._tokens, now, pending, browser.session_token)
                 account_id = pending.account_id
                 if pending.purpose is AuthPurpose.ROLES_LINK:
                     result = await apply_link(

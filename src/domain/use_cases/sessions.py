@@ -20,6 +20,7 @@ from domain.use_cases._passwords import (
 )
 from domain.use_cases._shared import (
     SESSION_SUCCESSOR,
+    BrowserCookies,
     digest_of,
     made_just_now,
     plausible_token,
@@ -79,42 +80,27 @@ class SignOut:
     callback that made it, loaded again within the minute (the next person at a shared
     computer going back in the history), would otherwise set that cookie again (its token
     derived from the round trip's binding value: see ``FinishDiscordConfirmation``). So are
-    the offers of the Discord sign-ins bound to this browser (``bindings``) whose answer, with
+    the offers of the Discord sign-ins bound to this browser (its ``bindings``) whose answer, with
     the cookie, never reached it."""
 
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(
-        self,
-        session_token: str | None,
-        *,
-        keeping: str | None = None,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
-    ) -> None:
-        """``keeping``: the session the request answers (a form sent twice is answered the
-        one its first request made), which goes on. ``session_token`` ``None``: only the
-        offer ends (and the sessions below). ``bindings``: this browser's binding cookie's
-        values: a Discord sign-in bound to one of them whose answer never reached the
-        browser in the last ``SENT_TWICE_WITHIN`` (``sign_in_successors``) ends too."""
+    async def execute(self, browser: BrowserCookies, *, keeping: str | None = None) -> None:
+        """``browser``: its session, its offer and its binding cookie's values (a Discord
+        sign-in bound to one of them whose answer never reached the browser in the last
+        ``SENT_TWICE_WITHIN``, ``sign_in_successors``, ends too). ``keeping``: the session
+        the request answers (a form sent twice is answered the one its first request made),
+        which goes on. No session token: only the offer ends (and the sessions above)."""
         if (
-            not plausible_token(session_token)
-            and digest_of(self._tokens, proposal_token) is None
-            and not sign_in_successors(self._tokens, bindings)
+            not plausible_token(browser.session_token)
+            and digest_of(self._tokens, browser.proposal_token) is None
+            and not sign_in_successors(self._tokens, browser.bindings)
         ):
             return
         now = self._clock.now()
         async with self._uow() as uow:
-            if await sign_out_browser(
-                uow,
-                self._tokens,
-                session_token,
-                now,
-                keeping=keeping,
-                proposal_token=proposal_token,
-                bindings=bindings,
-            ):
+            if await sign_out_browser(uow, self._tokens, browser, now, keeping=keeping):
                 await uow.commit()
 
 
@@ -142,40 +128,26 @@ class EndSession:
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(
-        self,
-        session_token: str | None,
-        session_id: str,
-        *,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
-    ) -> bool:
-        """``True`` when the session was ended; ending the current one signs out here (see
-        ``SignOut``: the sessions a form sent twice renewed it into, the email-linking
-        offer waiting in this browser, ``proposal_token``, and what the Discord sign-ins
-        bound to it, ``bindings``, made without their answer reaching it, end with it), in
-        the same transaction."""
+    async def execute(self, browser: BrowserCookies, session_id: str) -> bool:
+        """``True`` when the session was ended; ending the current one (``browser``'s
+        session) signs out here (see ``SignOut``: the sessions a form sent twice renewed it
+        into, the email-linking offer waiting in this browser, and what the Discord sign-ins
+        bound to it made without their answer reaching it, end with it), in the same
+        transaction."""
         try:
             wanted = uuid.UUID(session_id)
         except ValueError:
             raise errors.NotFound("There is no such session.") from None
         now = self._clock.now()
         async with self._uow() as uow:
-            session, account = await signed_in(uow, self._tokens, session_token, now)
+            session, account = await signed_in(uow, self._tokens, browser.session_token, now)
             if not await uow.sessions.remove_by_id(account.id, wanted):
                 raise errors.NotFound("There is no such session (it may have ended already).")
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
             )
             if wanted == session.id:
-                await sign_out_browser(
-                    uow,
-                    self._tokens,
-                    session_token,
-                    now,
-                    proposal_token=proposal_token,
-                    bindings=bindings,
-                )
+                await sign_out_browser(uow, self._tokens, browser, now)
             await uow.commit()
         return wanted == session.id
 
@@ -199,21 +171,16 @@ class EndAllSessions:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
     async def execute(
-        self,
-        session_token: str | None,
-        device_token: str | None = None,
-        *,
-        proposal_token: str | None = None,
-        bindings: Sequence[str] = (),
+        self, browser: BrowserCookies, device_token: str | None = None
     ) -> SignedOutEverywhere:
-        """``device_token``: the asking browser's (see ``SignIn``). ``proposal_token``: the
-        email-linking offer waiting in it, which ends too (see ``SignOut``), in the same
-        transaction, as do the proposals of the Discord sign-ins bound to it
-        (``bindings``)."""
+        """``device_token``: the asking browser's (see ``SignIn``). ``browser``: its session,
+        and the email-linking offer waiting in it, which ends too (see ``SignOut``), in the
+        same transaction, as do the proposals of the Discord sign-ins bound to it (its
+        binding cookie's values)."""
         now = self._clock.now()
         kept = None
         async with self._uow() as uow:
-            _, account = await signed_in(uow, self._tokens, session_token, now)
+            _, account = await signed_in(uow, self._tokens, browser.session_token, now)
             fresh = await uow.accounts.lock(account.id)
             if fresh is not None:
                 updated = replace(fresh, device_epoch=fresh.device_epoch + 1)
@@ -226,14 +193,7 @@ class EndAllSessions:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
             )
-            await sign_out_browser(
-                uow,
-                self._tokens,
-                session_token,
-                now,
-                proposal_token=proposal_token,
-                bindings=bindings,
-            )
+            await sign_out_browser(uow, self._tokens, browser, now)
             await uow.commit()
         return SignedOutEverywhere(ended, kept)
 

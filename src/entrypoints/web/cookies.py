@@ -17,7 +17,7 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect
 
 from domain.model import LINK_PROPOSAL_TTL, ONE_TIME_SECRET_TTL
-from domain.use_cases import AuthStarted, SignedIn, SignOut
+from domain.use_cases import AuthStarted, BrowserCookies, SignedIn, SignOut
 from domain.use_cases._shared import BINDINGS_KEPT
 from entrypoints.web.head import asked_as_head
 
@@ -211,6 +211,16 @@ class CookieJar:
         and those Discord's callback may be for."""
         return self._binding_values(request, self.binding_name)
 
+    def browser(self, request: Request[Any, Any, Any]) -> BrowserCookies:
+        """What the use cases that end or replace this browser's session read of its cookies
+        (see ``sign_out_browser``): its session, its email-linking offer and its binding
+        values, read once for the request."""
+        return BrowserCookies(
+            session_token=self.session_token(request),
+            proposal_token=self.proposal_token(request),
+            bindings=tuple(self.flow_bindings(request)),
+        )
+
     @staticmethod
     def _binding_values(request: Request[Any, Any, Any], name: str) -> list[str]:
         """The newest values of one cookie (each holds that many at most, unless planted)."""
@@ -227,13 +237,10 @@ class CookieJar:
         waiting in this browser ends too (see ``SignOut``), as its cookie does
         (``new_session``, ``signed_out``), and so does the session of a Discord sign-in of
         this browser's whose answer never reached it (its binding cookie's values)."""
-        token = self.session_token(request)
-        await sign_out.execute(
-            token if token is None or token != keeping else None,
-            keeping=keeping,
-            proposal_token=self.proposal_token(request),
-            bindings=self.flow_bindings(request),
-        )
+        browser = self.browser(request)
+        if browser.session_token is not None and browser.session_token == keeping:
+            browser = browser.without_session()
+        await sign_out.execute(browser, keeping=keeping)
 
 
 def to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:

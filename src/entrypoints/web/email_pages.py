@@ -278,9 +278,7 @@ class EmailPages(Controller):
                 new_password=data.get("new_password", ""),
                 # Rotate: whatever session was here ends (unless it is the one answered: sent
                 # twice), with the offer waiting here.
-                session_token=jar.session_token(request),
-                proposal_token=jar.proposal_token(request),
-                bindings=jar.flow_bindings(request),
+                browser=jar.browser(request),
             )
         except errors.WeakPassword as exc:
             shown = await show_email_link.execute(token, EmailPurpose.RESET)

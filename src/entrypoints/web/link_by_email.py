@@ -61,12 +61,10 @@ class EmailLinkingPages(Controller):
     ) -> Template | Redirect:
         try:
             done = await confirm_link_with_password.execute(
-                proposal_token=jar.proposal_token(request),
+                browser=jar.browser(request),  # its session rotated: it ends
                 password=data.get("password", ""),
                 device_token=jar.device_token(request),
                 client_address=request.client.host if request.client else None,
-                session_token=jar.session_token(request),  # rotated: it ends
-                bindings=jar.flow_bindings(request),
             )
         except errors.InvalidCredentials as exc:
             shown = await show_link_proposal.execute(jar.proposal_token(request))
@@ -120,9 +118,7 @@ class EmailLinkingPages(Controller):
         jar: Jar,
     ) -> Redirect:
         done = await confirm_link_with_email.execute(
-            proposal_token=jar.proposal_token(request),
+            browser=jar.browser(request),  # its session rotated: it ends
             email_token=token,
-            session_token=jar.session_token(request),  # rotated: it ends
-            bindings=jar.flow_bindings(request),
         )
         return _signed_in(jar, done)

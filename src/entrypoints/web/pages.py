@@ -451,9 +451,7 @@ class Pages(Controller):
                 client_address=request.client.host if request.client else None,
                 device_token=jar.device_token(request),
                 # The session this browser had ends (a sign-in rotates it), with the offer.
-                session_token=jar.session_token(request),
-                proposal_token=jar.proposal_token(request),
-                bindings=jar.flow_bindings(request),
+                browser=jar.browser(request),
             )
         except (errors.InvalidCredentials, errors.TooManyRequests) as exc:
             # The form again, with what was typed: a throttled account's way on is the
@@ -494,9 +492,7 @@ class Pages(Controller):
                 # another browser with its own: the first request's session is derived from it.
                 form_secret=request.cookies.get(jar.csrf_name),
                 # The session this browser had ends (a sign-in rotates it), with the offer.
-                session_token=jar.session_token(request),
-                proposal_token=jar.proposal_token(request),
-                bindings=jar.flow_bindings(request),
+                browser=jar.browser(request),
             )
         except (errors.InvalidInput, errors.UsernameTaken, errors.EmailTaken) as exc:
             context = {
@@ -732,12 +728,7 @@ class Pages(Controller):
         end_session: Use[uc.EndSession],
         jar: Jar,
     ) -> Redirect:
-        this_one = await end_session.execute(
-            jar.session_token(request),
-            session_id,
-            proposal_token=jar.proposal_token(request),
-            bindings=jar.flow_bindings(request),
-        )
+        this_one = await end_session.execute(jar.browser(request), session_id)
         if this_one:  # ended: the offer waiting here too
             return Redirect("/signin?notice=signed_out", cookies=jar.signed_out())
         return Redirect("/account?notice=session_ended")
@@ -750,10 +741,7 @@ class Pages(Controller):
         jar: Jar,
     ) -> Redirect:
         done = await end_all_sessions.execute(  # ended: the offer waiting here too
-            jar.session_token(request),
-            jar.device_token(request),
-            proposal_token=jar.proposal_token(request),
-            bindings=jar.flow_bindings(request),
+            jar.browser(request), jar.device_token(request)
         )
         cookies = jar.signed_out()
         if done.device_token is not None:  # this browser stays trusted, the others do not
@@ -805,9 +793,7 @@ class Pages(Controller):
             state=oauth_state,
             code=code,
             error=error,
-            browser_tokens=jar.flow_bindings(request),
-            session_token=jar.session_token(request),
-            proposal_token=jar.proposal_token(request),  # a sign-in ends it with the session
+            browser=jar.browser(request),  # a sign-in ends its session and offer
         )
         # A first load's sign-in ended the browser's session in its own transaction. A load
         # again is handed the first one's session (nothing written): the browser's session
