@@ -14,8 +14,14 @@ import domain
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import SignInMethod
-from domain.use_cases import BrowserCookies
-from domain.use_cases._shared import RENEWED_FROM_THE_COOKIE, SENT_TWICE_WITHIN
+from domain.ports import IssuedSecret, TokenIssuer
+from domain.use_cases import BrowserCookies, SignOut
+from domain.use_cases._shared import (
+    AFTER_DISCORD_SIGN_IN,
+    PROPOSAL_AFTER_DISCORD_SIGN_IN,
+    RENEWED_FROM_THE_COOKIE,
+    SENT_TWICE_WITHIN,
+)
 from domain.use_cases.password_reset import PasswordReset
 from tests.harness import PASSWORD, Browser, Harness
 
@@ -543,3 +549,46 @@ def test_every_renewal_from_the_cookie_is_one_signing_out_ends() -> None:
                 found.add(purpose.id if isinstance(purpose, ast.Name) else ast.unparse(purpose))
     assert found  # the forms were seen
     assert found <= known
+
+
+class _CountingTokens:
+    """The issuer, counting the HMACs worked out (``derive``, ``digest``)."""
+
+    def __init__(self, inner: TokenIssuer) -> None:
+        self._inner = inner
+        self.derived: list[str] = []  # the purposes
+        self.digests = 0
+
+    def issue(self) -> IssuedSecret:
+        return self._inner.issue()
+
+    def digest(self, token: str) -> str:
+        self.digests += 1
+        return self._inner.digest(token)
+
+    def derive(self, token: str, purpose: str) -> str:
+        self.derived.append(purpose)
+        return self._inner.derive(token, purpose)
+
+
+async def test_signing_out_works_out_each_binding_digest_once(h: Harness) -> None:
+    """A sign-out with binding values derives, for each one, the token of what a Discord
+    sign-in bound to it made (a session, a proposal) once: the early return for a browser
+    holding nothing of ours derives nothing, where it worked out the sessions' digests of
+    every binding value only to see whether there were any, before ``sign_out_browser``
+    worked them out again. Junk is refused before any HMAC."""
+    tokens: TokenIssuer = h.container.tokens()
+    counting = _CountingTokens(tokens)
+    sign_out = SignOut(h.uow, counting, h.clock)
+    bindings = (tokens.issue().token, tokens.issue().token)
+
+    await sign_out.execute(BrowserCookies(bindings=bindings))
+    assert sorted(counting.derived) == sorted(
+        [AFTER_DISCORD_SIGN_IN, PROPOSAL_AFTER_DISCORD_SIGN_IN] * len(bindings)
+    )
+    assert counting.digests == 2 * len(bindings)  # one for each token derived
+
+    counting.derived.clear()
+    counting.digests = 0
+    await sign_out.execute(BrowserCookies("not one of ours", "nor this", ("short",)))
+    assert (counting.derived, counting.digests) == ([], 0)

@@ -104,6 +104,16 @@ class BrowserCookies:
         """The same browser, its offer left alone (spent by the request itself)."""
         return replace(self, proposal_token=None)
 
+    def names_anything(self) -> bool:
+        """Whether any of its values could be one of ours (``plausible_token``): without
+        one, nothing can end, and no digest is worked out (``sign_out_browser`` works out
+        each one once)."""
+        return (
+            plausible_token(self.session_token)
+            or plausible_token(self.proposal_token)
+            or any(plausible_token(b) for b in self.bindings)
+        )
+
 
 NO_COOKIES = BrowserCookies()
 

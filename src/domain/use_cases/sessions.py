@@ -26,7 +26,6 @@ from domain.use_cases._shared import (
     plausible_token,
     renew_session,
     session_token_after,
-    sign_in_successors,
     sign_out_browser,
     signed_in,
 )
@@ -92,11 +91,7 @@ class SignOut:
         ``SENT_TWICE_WITHIN``, ``sign_in_successors``, ends too). ``keeping``: the session
         the request answers (a form sent twice is answered the one its first request made),
         which goes on. No session token: only the offer ends (and the sessions above)."""
-        if (
-            not plausible_token(browser.session_token)
-            and digest_of(self._tokens, browser.proposal_token) is None
-            and not sign_in_successors(self._tokens, browser.bindings)
-        ):
+        if not browser.names_anything():  # no digest worked out: sign_out_browser does
             return
         now = self._clock.now()
         async with self._uow() as uow:
