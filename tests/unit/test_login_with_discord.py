@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 import pytest
 
 from adapters.memory import MemoryDatabase
+from adapters.memory.store import MemoryLinkProposals, MemorySessions
 from domain import errors
 from domain.model import AuditKind
 from domain.use_cases import AuthOutcome, BrowserCookies
+from domain.use_cases._shared import (
+    AFTER_DISCORD_SIGN_IN,
+    PROPOSAL_AFTER_DISCORD_SIGN_IN,
+    session_token_after,
+)
 from tests.harness import PASSWORD, Browser, Harness
 
 
@@ -401,3 +408,50 @@ async def test_a_first_sign_in_that_meets_its_own_link_made_meanwhile_signs_in(
     assert missed == [True]
     assert second.outcome is AuthOutcome.SIGNED_IN
     assert second.account_id == first.account_id
+
+
+async def test_a_discord_sign_in_looks_for_nothing_under_its_own_binding_value(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing in, it ends what the browser's other Discord sign-ins made unheld (their
+    proposals, their sessions), and looks for nothing under the binding value of its own
+    round trip: its session is the one it starts, and it made no proposal (it would have
+    answered CONFIRM_NEEDED instead of signing in, and its state is spent once). It spent
+    a proposal there all the same, one write for nothing."""
+    account = (await h.sign_up("alice", "alice@example.com")).account
+    discord = h.discord_user(1001, email="someone-else@example.com")
+    await h.discord_link(account.id, discord)
+    browser = Browser()
+    for _ in range(2):  # two other tabs, their round trips left
+        await h.start_login(browser)
+    started = await h.start_login(browser)
+    own, *others = browser.bindings
+    consumed: list[str] = []
+    read: list[str] = []
+    proposals_consume = MemoryLinkProposals.consume
+    sessions_get = MemorySessions.get
+
+    async def consume(self: MemoryLinkProposals, digest: str, now: datetime) -> object:
+        consumed.append(digest)
+        return await proposals_consume(self, digest, now)
+
+    async def get(self: MemorySessions, digest: str) -> object:
+        read.append(digest)
+        return await sessions_get(self, digest)
+
+    monkeypatch.setattr(MemoryLinkProposals, "consume", consume)
+    monkeypatch.setattr(MemorySessions, "get", get)
+    approval = h.discord.approve(started.authorize_url, discord.id)
+    done = await h.complete(browser, state=approval.state, code=approval.code)
+
+    assert done.outcome is AuthOutcome.SIGNED_IN
+    tokens = h.container.tokens()
+    proposals = {
+        b: session_token_after(tokens, b, PROPOSAL_AFTER_DISCORD_SIGN_IN).digest
+        for b in browser.bindings
+    }
+    made = {b: session_token_after(tokens, b, AFTER_DISCORD_SIGN_IN).digest for b in others}
+    assert sorted(consumed) == sorted(proposals[b] for b in others)
+    assert set(made.values()) <= set(read)
+    own_session = session_token_after(tokens, own, AFTER_DISCORD_SIGN_IN).digest
+    assert own_session not in read

@@ -307,7 +307,11 @@ def successors_of(tokens: TokenIssuer, session_token: str) -> list[str]:
 
 
 def sign_in_successors(
-    tokens: TokenIssuer, bindings: Sequence[str], purpose: str = AFTER_DISCORD_SIGN_IN
+    tokens: TokenIssuer,
+    bindings: Sequence[str],
+    purpose: str = AFTER_DISCORD_SIGN_IN,
+    *,
+    completing: str | None = None,
 ) -> list[str]:
     """The digests the Discord sign-ins bound to this browser (its binding cookie's values)
     start their sessions under (``AFTER_DISCORD_SIGN_IN``), or make their link proposals
@@ -315,10 +319,12 @@ def sign_in_successors(
     browser (the tab closed under it) left it with the cookies it had before and the new
     session (or proposal) living on, which nobody holds: signing out in that browser ends it
     too, or its callback opened again within the minute (the next person at a shared
-    computer going back in the history) was handed it."""
+    computer going back in the history) was handed it. ``completing``: the binding value
+    of the sign-in the caller completes, left out (see ``sign_out_browser``)."""
     return [
         session_token_after(tokens, binding, purpose).digest
         for binding in [b for b in bindings if plausible_token(b)][:BINDINGS_KEPT]
+        if binding != completing
     ]
 
 
@@ -446,6 +452,7 @@ async def sign_out_browser(
     now: datetime,
     *,
     keeping: str | None = None,
+    completing: str | None = None,
 ) -> bool:
     """``SignOut``'s writes (see it), in the caller's transaction: whatever ends or replaces
     this browser's session (``EndSession``, ``EndAllSessions``, a sign-in) does it in its own
@@ -454,11 +461,18 @@ async def sign_out_browser(
     offer, and its binding cookie's values, whose Discord sign-ins' sessions and link
     proposals made in the last ``SENT_TWICE_WITHIN`` end too (``sign_in_successors``): their
     answer never reached the browser, or they would be its cookies. Whether anything
-    ended."""
+    ended.
+
+    ``completing``: the binding value of the Discord sign-in this transaction completes
+    (``CompleteDiscordAuth._login``), whose own session is ``keeping`` and which made no
+    proposal (it made one instead of signing in, and its state is spent once), so nothing
+    under it is looked up: neither is there to end."""
     session_token, bindings = browser.session_token, browser.bindings
     offer = digest_of(tokens, browser.proposal_token)
     offers = {offer} if offer is not None else set()
-    offers.update(sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN))
+    offers.update(
+        sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN, completing=completing)
+    )
     ended = False
     for digest in sorted(offers):
         ended = await uow.link_proposals.consume(digest, now) is not None or ended
@@ -467,7 +481,8 @@ async def sign_out_browser(
     successors = successors_of(tokens, session_token) if session_token and own else []
     # Only the cookie's own session ends whenever it is found; the others (renewed from it,
     # or made by a Discord sign-in of this browser's) only when nobody can hold them yet.
-    for digest in [*([own] if own else []), *successors, *sign_in_successors(tokens, bindings)]:
+    made = sign_in_successors(tokens, bindings, completing=completing)
+    for digest in [*([own] if own else []), *successors, *made]:
         session = await uow.sessions.get(digest) if digest != kept else None
         if session is not None and (digest == own or renewed_just_now(session, now)):
             await uow.sessions.remove(digest)

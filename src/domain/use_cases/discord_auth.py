@@ -1028,6 +1028,7 @@ class CompleteDiscordAuth:
                 waits,
                 next(tries),
                 browser=browser,
+                binding=binding,
             )
         )
 
@@ -1211,12 +1212,18 @@ class CompleteDiscordAuth:
         clashes: int = 0,
         *,
         browser: BrowserCookies = NO_COOKIES,
+        binding: str | None = None,
     ) -> AuthCompleted:
         """``made``: the new session's token; ``waits``: a link proposal's (both derived from
-        the round trip's binding value, for its callback loaded twice: see
+        the round trip's binding value, ``binding``, for its callback loaded twice: see
         ``FinishDiscordConfirmation``). ``browser``: its session and offer, which end with
         the sign-in (see ``sign_out_browser``), with what its other Discord sign-ins (its
-        binding cookie's values) made without their answer reaching it."""
+        binding cookie's values) made without their answer reaching it. Under ``binding``
+        nothing is looked for: the session is ``made``, and no proposal is under ``waits``
+        (made, it answered ``CONFIRM_NEEDED`` and committed instead of signing in; rolled
+        back, it is not there; and the round trip's state is spent once, so no other
+        callback completes it). A fresh value when the binding was not found among the
+        browser's (``binding_of``), which none of them equals."""
         now = self._clock.now()
         async with self._uow() as uow:
             link = await uow.links.get_by_discord_id(profile.id)
@@ -1315,7 +1322,9 @@ class CompleteDiscordAuth:
             )
             # Its callback loaded again once this session has ended is told so at once.
             await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
-            await sign_out_browser(uow, self._tokens, browser, now, keeping=token)
+            await sign_out_browser(
+                uow, self._tokens, browser, now, keeping=token, completing=binding
+            )
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
 
