@@ -110,7 +110,10 @@ def wait_ready(instance: Instance, seconds: float = 90) -> None:
                 raise PortTaken(f"serve's port was in use:\n{said}")
             raise AssertionError(f"serve exited early:\n{said}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{instance.url}/readyz", timeout=5).status_code == 200:
+            answer = httpx.get(f"{instance.url}/readyz", timeout=5)
+            # (its process checked again: another's server on the port answers for one that
+            # ended meanwhile, which the next turn reports)
+            if answer.status_code == 200 and instance.process.poll() is None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"serve was not ready in time:\n{instance.output()}")

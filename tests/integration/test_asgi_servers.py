@@ -84,11 +84,14 @@ def _running(
 
 
 def _first_answer(url: str, process: subprocess.Popen[bytes]) -> httpx.Response | None:
-    """The server's first answer at /readyz; ``None`` if it ended or never answered."""
+    """The server's first answer at /readyz; ``None`` if it ended or never answered. The
+    process is checked before and after each try: a server of another process that took the
+    port answers there for one that ended."""
     deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
     while time.monotonic() < deadline and process.poll() is None:
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{url}/readyz", timeout=5)
+            answer = httpx.get(f"{url}/readyz", timeout=5)
+            return answer if process.poll() is None else None
         time.sleep(0.2)
     return None
 

@@ -400,18 +400,20 @@ def _listening(tmp_path: Path, env: dict[str, str], command: str) -> subprocess.
             cwd=tmp_path,
         )
         deadline = time.monotonic() + 60  # a deadline only
-        while not _answers(port):
+        while True:
+            # The process first, and again once the port answers: a server of another
+            # process that took the port answers there for a command that ended.
             if process.poll() is not None:
                 out, err = process.communicate()
                 if port_was_taken(out + err) and attempt < PORT_TRIES:
                     break  # another process took the port: another one
                 pytest.fail(f"{command} ended before it listened:\n{out}{err}")
+            if _answers(port) and process.poll() is None:
+                return process
             if time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(f"{command} never listened:\n{process.communicate()}")
             time.sleep(0.05)
-        else:
-            return process
     raise AssertionError("unreachable: the last try returns or fails")
 
 

@@ -111,17 +111,19 @@ def _started(
             )
         started = Started(f"http://127.0.0.1:{port}", process, stderr)
         deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
-        while not ready(started):
+        while True:
+            # The process first, and again once it looks ready: a server of another process
+            # that took the port answers there for a ``serve`` that ended.
             if process.poll() is not None:
                 if port_was_taken(started.said()) and attempt < PORT_TRIES:
                     break  # another process took the port: another one
                 pytest.fail(f"serve ended before it was ready:\n{started.said()}")
+            if ready(started) and process.poll() is None:
+                return started
             if time.monotonic() > deadline:
                 started.end()
                 pytest.fail(f"serve was not ready in time:\n{started.said()}")
             time.sleep(0.1)
-        else:
-            return started
     raise AssertionError("unreachable: the last try returns or fails")
 
 
