@@ -55,7 +55,12 @@ def session(
 def emulator() -> Iterator[tuple[EmulatorState, str]]:
     state = EmulatorState("client-1", "secret-1", {REDIRECT}, fault_delay=3.0)
     with serve(create_emulator_app(state)) as url:
-        yield state, url
+        try:
+            yield state, url
+        finally:
+            # Lifted before the server stops: it waits for the requests under way, and a
+            # "timeout" fault holds the calls a test gave up on for seconds.
+            state.faults.clear()
 
 
 def adapter(
