@@ -66,9 +66,12 @@ def _logging_restored() -> Iterator[None]:
     ``configure_logging("WARNING")`` left aiosqlite's logger at WARNING for every later
     test."""
     switches = [getattr(logging, name) for name in _LOGGING_SWITCHES]
+    factory = logging.getLogRecordFactory()
     disabled = logging.root.manager.disable
     before = _logger_states()
     yield
+    if logging.getLogRecordFactory() is not factory:
+        logging.setLogRecordFactory(factory)
     for name, value in zip(_LOGGING_SWITCHES, switches, strict=True):
         setattr(logging, name, value)
     if logging.root.manager.disable != disabled:

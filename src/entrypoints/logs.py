@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import threading
 import time
+import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,6 +33,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"
 TRACE_INDENT = "  | "
 # Fields some records carry (the access log's), written as JSON fields of their own.
 _EXTRA_FIELDS = ("client", "method", "path", "status")
+# The access log: a line per request, written in batches (see ``BatchedStreamHandler``).
+ACCESS_LOG = "taskflow_link.access"
 
 # Dependencies whose DEBUG lines carry the data of the statements they run: aiosqlite logs
 # every call with its SQL and bound values ("executing functools.partial(..., 'INSERT INTO
@@ -173,12 +179,19 @@ def configure_logging(level: str, log_format: Literal["text", "json"] = "text") 
     Records skip what neither format writes (the logging HOWTO's "Optimization"): the file,
     line and function of the call (a walk up the stack) and the process's name. The access
     log writes a line per request: the walk was a third of its cost. (It is also what
-    ``stack_info=True`` needs: no code of ours asks for it.) The process and thread ids stay
-    (each a cheap call): a server's own formatter may write them as numbers, and gunicorn's
-    ("[%(process)d]") failed at every line of its uvicorn workers without them."""
+    ``stack_info=True`` needs: no code of ours asks for it.) The process and thread ids stay:
+    a server's own formatter may write them as numbers, and gunicorn's ("[%(process)d]")
+    failed at every line of its uvicorn workers without them. The process id is the one this
+    process had when it started or forked (see ``with_cached_pid``), not asked of the system
+    again for every record. The access log's lines are written in batches, one write per
+    turn of the event loop (see ``BatchedStreamHandler``)."""
     logging._srcfile = None  # the documented switch
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
+    logging.logProcesses = False  # the record factory sets it (see with_cached_pid)
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, _CACHED_PID, False):
+        logging.setLogRecordFactory(with_cached_pid(factory))
+    handler = BatchedStreamHandler(batched=(ACCESS_LOG,))
     handler.setFormatter(make_formatter(log_format))
     logging.basicConfig(level=level, handlers=[handler])
     for name in QUIET_BELOW_INFO:
@@ -187,6 +200,153 @@ def configure_logging(level: str, log_format: Literal["text", "json"] = "text") 
         for kind in (RedactTokens, AddRequestId):
             if not any(isinstance(f, kind) for f in installed.filters):
                 installed.addFilter(kind())
+
+
+# -- the process id of each record ----------------------------------------------------------------
+
+# Set on the record factory ``with_cached_pid`` returns (so that it wraps only once).
+_CACHED_PID = "taskflow_link_cached_pid"
+_pid = os.getpid()
+
+
+def _pid_after_fork() -> None:
+    global _pid  # noqa: PLW0603 - the process's own, reset in a forked child
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_pid_after_fork)
+
+
+def with_cached_pid(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    """A record factory: ``factory``'s records, with the process id (``%(process)d``) of this
+    process. The logging module asks the system for it (``getpid``, a system call) at every
+    record when ``logging.logProcesses`` is on; here it is read once, and again in a child
+    after a fork (``os.register_at_fork``)."""
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record.process = _pid
+        return record
+
+    setattr(make, _CACHED_PID, True)
+    return make
+
+
+# -- batched writes -------------------------------------------------------------------------------
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that writes the lines of the loggers named in ``batched`` (the
+    access log, a line per request) in batches: a line logged on a thread running an event
+    loop waits for that loop's next turn, when every line logged meanwhile goes out in one
+    ``write``, instead of one system call per line. Nothing else waits: a line of any other
+    logger, of level WARNING or above, or logged off the event loop (a thread, start-up),
+    writes the waiting lines first and then itself, so lines keep their order; so do
+    ``flush()`` and ``close()`` (the logging module calls both at exit) and more than
+    ``MAX_WAITING`` lines waiting (a loop that does not come round).
+
+    What a crash loses: only when the process ends without Python's exit (SIGKILL, the
+    out-of-memory killer, ``os._exit``, a crash of the interpreter itself), the access lines
+    of the requests answered in the loop's current turn, not yet written. A forked child
+    drops its parent's waiting lines (the parent writes them)."""
+
+    MAX_WAITING = 256
+
+    def __init__(self, stream: Any = None, *, batched: tuple[str, ...] = ()) -> None:
+        super().__init__(stream)
+        self._batched = frozenset(batched)
+        self._waiting: list[str] = []
+        # The event loop a write is scheduled on (None: none is).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._scheduled_thread = 0
+        _batching.add(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            waiting = self._waiting
+            waiting.append(line)
+            if (
+                record.name in self._batched
+                and record.levelno < logging.WARNING
+                and len(waiting) < self.MAX_WAITING
+            ):
+                if self._scheduled_here():
+                    return
+                loop = _running_loop()
+                if loop is not None:
+                    self._scheduled = loop
+                    self._scheduled_thread = threading.get_ident()
+                    loop.call_soon(self._write_waiting)
+                    return
+            self._write(waiting)
+        except RecursionError:  # as logging.StreamHandler.emit
+            raise
+        except Exception:  # as logging.StreamHandler.emit
+            self.handleError(record)
+
+    def _scheduled_here(self) -> bool:
+        """Whether a write is scheduled on the event loop this thread runs. Without asking
+        asyncio for the running loop: on Python 3.11 each ``get_running_loop()`` asks the
+        system for the process id (a system call, as costly as the write it would save)."""
+        loop = self._scheduled
+        return (
+            loop is not None
+            and self._scheduled_thread == threading.get_ident()
+            and loop.is_running()
+        )
+
+    def _write(self, waiting: list[str]) -> None:
+        """Writes the waiting lines (under the handler's lock)."""
+        text = "".join(waiting)
+        waiting.clear()
+        self.stream.write(text)
+        super().flush()
+
+    def _write_waiting(self) -> None:
+        """The event loop's turn after lines were left waiting: writes them."""
+        with self.lock:  # type: ignore[union-attr] # (created by Handler.__init__)
+            self._scheduled = None
+            if self._waiting:
+                try:
+                    self._write(self._waiting)
+                except Exception:  # as logging.StreamHandler.emit
+                    self.handleError(logging.makeLogRecord({"msg": "(batched lines)"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._waiting and self.stream is not None:
+                self._write(self._waiting)
+            else:
+                super().flush()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def _forget_waiting(self) -> None:
+        self._waiting.clear()
+        self._scheduled, self._scheduled_thread = None, 0
+
+
+_batching: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
+
+
+def _forget_waiting_lines() -> None:
+    for handler in list(_batching):
+        handler._forget_waiting()
+
+
+os.register_at_fork(after_in_child=_forget_waiting_lines)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def withhold_payloads(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
