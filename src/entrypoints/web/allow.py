@@ -4,7 +4,8 @@
 Litestar 2 builds the automatic OPTIONS handler of a path when its first handler is
 registered, and that handler keeps listing only the methods known then: ``OPTIONS
 /api/v1/links/1`` said ``GET, OPTIONS`` although ``DELETE`` is served too (litestar#4169,
-fixed in Litestar 3). This ``before_send`` hook puts the path's methods into ``Allow``.
+fixed in Litestar 3). The app's ``before_send`` hook puts the path's methods into ``Allow``
+(see ``security``).
 (405 answers list the methods already: Litestar's router names them itself, all but HEAD.)
 """
 
@@ -12,16 +13,14 @@ from __future__ import annotations
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.routes import HTTPRoute
-from litestar.types import Message, Scope
+from litestar.types import HTTPResponseStartEvent, Scope
 
 from entrypoints.web.head import with_head
 
 METHOD_NOT_ALLOWED = 405
 
 
-async def allow_every_method(message: Message, scope: Scope) -> None:
-    if message["type"] != "http.response.start":
-        return
+def allow_every_method(message: HTTPResponseStartEvent, scope: Scope) -> None:
     if message["status"] == METHOD_NOT_ALLOWED:
         answer = MutableScopeHeaders(message)
         allowed = answer.get("allow")

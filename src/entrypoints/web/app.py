@@ -44,7 +44,6 @@ from entrypoints.purge_worker import PurgeWorker
 from entrypoints.queue_worker import QueueWorker, role_workers, stop_together
 from entrypoints.schema import schema_check_at_start
 from entrypoints.settings import Settings
-from entrypoints.web.allow import allow_every_method
 from entrypoints.web.api import LinksApi
 from entrypoints.web.avatars import Avatars
 from entrypoints.web.cookies import (
@@ -68,7 +67,7 @@ from entrypoints.web.guards import (
     AsciiCsrfMiddleware,
     StaticFiles,
     few_form_fields,
-    host_guard,
+    front_door,
     refuse_control_characters,
 )
 from entrypoints.web.head import HEAD_AS_GET, runs_as_get, without_body
@@ -77,7 +76,7 @@ from entrypoints.web.link_by_email import EmailLinkingPages
 from entrypoints.web.metrics import metrics_route, request_metrics
 from entrypoints.web.pages import Pages
 from entrypoints.web.rate_limit import Hit, client_budget, counted_rate_limit
-from entrypoints.web.request_id import choose_request_id, sending_id
+from entrypoints.web.request_id import SCOPE_KEY, choose_request_id
 from entrypoints.web.security import (
     api_security_headers,
     before_send_hook,
@@ -302,9 +301,11 @@ class WebApp(Litestar):
             scope = {**scope, "method": "GET", HEAD_AS_GET: True}
             send = without_body(send)
         current = choose_request_id(scope["headers"])
+        # For the response's header, which the before_send hook adds (see security).
+        scope[SCOPE_KEY] = current
         token = request_id.set(current)
         try:
-            await super().__call__(scope, receive, sending_id(send, current))
+            await super().__call__(scope, receive, send)
         finally:
             request_id.reset(token)
 
@@ -449,10 +450,7 @@ def _limits(
     shared = container.shared_state()
     # The request metrics count what the rate limit and CSRF refuse too; not a bad Host
     # header, which they could not even read (Litestar's middleware parses the request's URL).
-    middleware: list[Middleware] = [
-        host_guard,
-        *([request_metrics().middleware] if settings.metrics else []),
-    ]
+    middleware: list[Middleware] = [front_door(request_metrics() if settings.metrics else None)]
     https = urlsplit(str(settings.public_url)).scheme == "https"
     csrf = CSRFConfig(
         secret=settings.secret_key.get_secret_value(),
@@ -629,7 +627,6 @@ def create_app(
                 ),
                 api_security_headers(https=https),
             ),
-            allow_every_method,
         ],
         exception_handlers={
             errors.DomainError: domain_error_handler,

@@ -57,7 +57,8 @@ class RequestMetrics(PrometheusMiddleware):
 
     def __init__(self, app: ASGIApp, config: PrometheusConfig) -> None:
         super().__init__(app, config)
-        self._stock = (
+        # Whether Litestar's own code counts (options this class does not handle).
+        self.stock = (
             bool(config.excluded_http_methods or config.exemplars or config.labels)
             or not config.group_path
         )
@@ -101,9 +102,15 @@ class RequestMetrics(PrometheusMiddleware):
         return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._stock:
+        if self.stock:
             await super().__call__(scope, receive, send)
             return
+        await self.counting(scope, receive, send)
+
+    async def counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request, counted (unless ``stock``). Called directly (see ``front_door``), it
+        skips the check of exclusions that Litestar's base class wraps ``__call__`` in: these
+        metrics have none (``request_metrics``)."""
         method = scope["method"] if scope["type"] == ScopeType.HTTP else scope["type"]
         path = scope["path_template"]
         started = time.perf_counter()

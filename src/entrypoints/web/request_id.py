@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from litestar.types import Message, Send
+from litestar.types import HTTPResponseStartEvent
 
 HEADER = b"x-request-id"
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -48,15 +48,13 @@ def choose_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return _new_id()
 
 
-def sending_id(send: Send, current: str) -> Send:
-    """``send``, adding the request id to the response's headers (in place of any the app
-    set itself)."""
-    value = current.encode("ascii")
+# Where the web app leaves the request's id, in its scope, for the ``before_send`` hook.
+SCOPE_KEY = "taskflow_link.request_id"
 
-    async def send_with_id(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
-            message["headers"] = [*headers, (HEADER, value)]
-        await send(message)
 
-    return send_with_id
+def with_request_id(message: HTTPResponseStartEvent, current: str) -> None:
+    """A response's start, with the request id among its headers (in place of any the app set
+    itself), last. Called by the app's ``before_send`` hook (see ``security``) rather than by
+    one more wrapper around ``send``: each costs a coroutine per message of every answer."""
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+    message["headers"] = [*headers, (HEADER, current.encode("ascii"))]

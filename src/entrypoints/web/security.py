@@ -1,5 +1,6 @@
-"""Security headers and the access log, as a ``before_send`` hook: it sees every response,
-including 404s and errors raised before any route matched."""
+"""Security headers, the request id and the access log, as one ``before_send`` hook: it sees
+every response, including 404s and errors raised before any route matched. One hook, not
+one each: Litestar awaits every hook for every message of every answer."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from urllib.parse import urlsplit
 from litestar.types import Message, Scope
 
 from entrypoints.logs import one_line
+from entrypoints.web.allow import allow_every_method
 from entrypoints.web.errors import redact_path
 from entrypoints.web.head import HEAD_AS_GET
+from entrypoints.web.request_id import SCOPE_KEY, with_request_id
 
 access_log = logging.getLogger("taskflow_link.access")
 
@@ -63,7 +66,8 @@ def before_send_hook(
     pages: list[tuple[bytes, bytes]], api: list[tuple[bytes, bytes]]
 ) -> Callable[[Message, Scope], Awaitable[None]]:
     """The security headers (``api``'s under ``/api/``, ``pages``' everywhere else, unless the
-    answer set its own) and the access log line, for every answer."""
+    answer set its own), every method of the path in ``Allow`` (see ``allow``), the request
+    id (see ``request_id``) and the access log line, for every answer."""
 
     async def before_send(message: Message, scope: Scope) -> None:
         if message["type"] != "http.response.start":
@@ -73,6 +77,10 @@ def before_send_hook(
         present = {bytes(k).lower() for k, _ in message.get("headers", [])}
         extra = [(k, v) for k, v in headers if k not in present]
         message["headers"] = [*message.get("headers", []), *extra]
+        allow_every_method(message, scope)
+        current = scope.get(SCOPE_KEY)
+        if isinstance(current, str):
+            with_request_id(message, current)
         # Client, method, redacted path and status only: never query strings (OAuth codes,
         # states). The client is the peer's address, or behind a proxy that
         # TASKFLOW_LINK_FORWARDED_ALLOW_IPS names, the one it forwards (set in the scope).
