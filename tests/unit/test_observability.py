@@ -16,7 +16,7 @@ import aiosqlite
 import pytest
 from click.testing import CliRunner
 from litestar.testing import AsyncTestClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from adapters.metrics import PrometheusMetrics
 from domain import errors
@@ -854,3 +854,25 @@ async def test_metrics_without_a_token_answer_no_one_from_the_internet(
     async with AsyncTestClient(app=_from(guarded, address)) as holder:
         auth = {"Authorization": f"Bearer {TOKEN}", **headers}
         assert (await holder.get("/metrics", headers=auth)).status_code == 200
+
+
+async def test_the_front_door_refuses_a_bad_host_uncounted_and_counts_the_rest(
+    client_app: Client,
+) -> None:
+    """The Host check and the request metrics, one layer (``front_door``): a bad Host is
+    refused before anything counts it, with its request id as every answer; a request it lets
+    through is counted once."""
+
+    def counted(status: int) -> float:
+        labels = {"method": "GET", "path": "/healthz", "status_code": str(status)}
+        labels["app_name"] = "taskflow-link"
+        return REGISTRY.get_sample_value("taskflow_link_http_requests_total", labels) or 0.0
+
+    refused_before, served_before = counted(400), counted(200)
+    refused = await client_app.get("/healthz", headers={"host": "x:abc"})
+    assert refused.status_code == 400
+    assert len(refused.headers.get_list("x-request-id")) == 1
+    served = await client_app.get("/healthz", headers={"X-Request-ID": "door.1"})
+    assert served.status_code == 200
+    assert served.headers.get_list("x-request-id") == ["door.1"]
+    assert (counted(400), counted(200)) == (refused_before, served_before + 1)
