@@ -149,7 +149,9 @@ class LinkTicketRepository(Protocol):
 
     async def add_replacing(self, ticket: LinkTicket) -> None:
         """``consume_for_discord(ticket.discord.id, ticket.created_at)``, then ``add(ticket)``
-        (in one statement where the store can): the spend never sees the new ticket."""
+        (in one statement where the store can): the spend never sees the new ticket. Unlike
+        ``consume_for_discord`` it waits for a ticket a concurrent transaction holds (a
+        redemption that may yet roll back), and spends it if that one leaves it live."""
 
     async def get(self, digest: str) -> LinkTicket | None: ...
 

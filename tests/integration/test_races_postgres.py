@@ -217,9 +217,10 @@ async def test_20_link_commands_at_once_leave_at_least_one_button(
 async def test_a_link_command_beside_another_spends_neither_new_ticket(
     h: Harness, pg_db: SqlDatabase
 ) -> None:
-    """The interleaving that leaves two: A spends the old ticket and adds its own; B runs whole
-    meanwhile (the old one is A's to spend, A's new one is not committed). Both new buttons
-    work, the old one does not."""
+    """The interleaving that leaves two: A spends the old ticket and adds its own; B runs
+    meanwhile, waits for A's lock on the old one (spent once A commits), and never sees A's new
+    one (not committed when B's statement began). Both new buttons work, the old one does
+    not."""
     user = h.discord_user(9006).user
     old = await h.container.issue_link_ticket().execute(user)
     assert isinstance(old, TicketIssued)
@@ -230,18 +231,50 @@ async def test_a_link_command_beside_another_spends_neither_new_ticket(
     def new(digest: str) -> LinkTicket:
         return LinkTicket(digest, user, now, now + timedelta(minutes=10))
 
+    async def b() -> None:
+        async with pg_db.unit_of_work() as uow:
+            await uow.link_tickets.add_replacing(new(theirs.digest))
+            await uow.commit()
+
     async with pg_db.unit_of_work() as a:
         await a.link_tickets.add_replacing(new(mine.digest))
-        async with pg_db.unit_of_work() as b:
-            await b.link_tickets.add_replacing(new(theirs.digest))  # skips, never waits
-            await b.commit()
+        other = asyncio.create_task(b())
+        await _until_it_waits_for_a_lock(pg_db, other)
         await a.commit()
+    await asyncio.wait_for(other, timeout=60)
 
     assert await _live_tickets(pg_db, 9006) == 2
     with pytest.raises(errors.SecretConsumed):
         await h.container.show_link_ticket().execute(old.token)
     for token in (mine.token, theirs.token):
         await h.container.show_link_ticket().execute(token)
+
+
+async def test_a_link_command_waits_for_a_redemption_that_then_rolls_back(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """A redemption holds the old ticket (spent, not yet committed) when a new /link runs.
+    The /link skipped it, and the redemption then rolled back (its link refused, Discord's
+    callback failed): the old button was live again beside the new one, against "only the
+    newest button works". The /link now waits for that transaction and spends the old
+    ticket once it is live again: one button."""
+    user = h.discord_user(9007).user
+    old = await h.container.issue_link_ticket().execute(user)
+    assert isinstance(old, TicketIssued)
+    digest = h.container.tokens().digest(old.token)
+    async with pg_db.unit_of_work() as redemption:
+        assert await redemption.link_tickets.consume(digest, h.clock.now()) is not None
+        command = asyncio.create_task(h.container.issue_link_ticket().execute(user))
+        await _until_it_waits_for_a_lock(pg_db, command)
+        assert not command.done()  # it waits for the redemption, rather than skip its ticket
+        await redemption.rollback()
+    new = await asyncio.wait_for(command, timeout=60)
+    assert isinstance(new, TicketIssued)
+
+    assert await _live_tickets(pg_db, 9007) == 1
+    with pytest.raises(errors.SecretConsumed):
+        await h.container.show_link_ticket().execute(old.token)
+    await h.container.show_link_ticket().execute(new.token)
 
 
 async def test_a_locked_account_waits_for_the_lock_holder(h: Harness, pg_db: SqlDatabase) -> None:

@@ -560,20 +560,35 @@ def _ticket_values(ticket: LinkTicket) -> dict[str, Any]:
 
 
 def _replacing_ticket() -> Insert:
-    """Postgres: one statement spends a Discord account's live tickets (as
-    ``consume_for_discord`` does, at the new ticket's ``created_at``) and adds the new one.
-    Built once. Its parameters are named after no column (``new_`` and ``spend_``): the
-    parameters of a statement executed with a dict, whose keys name columns, would become the
-    SET clause of the UPDATE too. Every part of a statement sees
-    the same snapshot, so the spend never sees the row the INSERT adds."""
+    """Postgres: one statement spends a Discord account's live tickets (at the new ticket's
+    ``created_at``) and adds the new one. Built once. Its parameters are named after no column
+    (``new_`` and ``spend_``): the parameters of a statement executed with a dict, whose keys
+    name columns, would become the SET clause of the UPDATE too. Every part of a statement
+    sees the same snapshot, so the spend never sees the row the INSERT adds.
+
+    Unlike ``consume_for_discord`` it waits for a ticket another transaction holds (a
+    redemption spending it), rather than skip it: should that transaction roll back (its link
+    refused), the skipped ticket was live again beside the new one. Once the holder is done,
+    the ticket is checked again: spent by a commit, it is left out; live again after a
+    rollback, it is spent here. The wait is bounded by ``statement_timeout`` (a 503, "try
+    again"), and no cycle can form: a redemption waits for no ticket (its link's spend skips
+    them), and the tickets are locked in one order (``token_hash``), so two /link commands of
+    one Discord account only queue up."""
     live = (
         link_tickets.c.discord_id == bindparam("spend_discord_id"),
         link_tickets.c.consumed_at.is_(None),
         link_tickets.c.expires_at > bindparam("spend_at"),
     )
-    due = select(link_tickets.c.token_hash).where(*live)
+    due = (
+        select(link_tickets.c.token_hash)
+        .where(*live)
+        .order_by(link_tickets.c.token_hash)
+        .with_for_update()
+        .cte("due")
+        .prefix_with("MATERIALIZED")
+    )
     spend = update(link_tickets).values(consumed_at=bindparam("spend_at"))
-    spent = _claiming(spend, due, link_tickets.c.token_hash, postgres=True).cte("spent")
+    spent = spend.where(link_tickets.c.token_hash == due.c.token_hash, *live).cte("spent")
     new: dict[str, Any] = {c.name: bindparam(f"new_{c.name}") for c in link_tickets.c}
     return insert(link_tickets).values(new).add_cte(spent)
 
@@ -604,8 +619,8 @@ class SqlLinkTickets(_Repo):
 
     async def consume_for_discord(self, discord_id: DiscordId, now: datetime) -> int:
         """On Postgres a ticket another transaction holds is skipped, not waited for: only
-        ``consume`` and this statement lock a ticket, both to spend it (should that
-        transaction roll back, its ticket stays live). Waiting deadlocked two redemptions of
+        ``consume``, ``add_replacing`` and this statement lock a ticket, all to spend it (should
+        that transaction roll back, its ticket stays live). Waiting deadlocked two redemptions of
         one Discord account's tickets: each held its own ticket, one waited for the other's
         link to commit, the other (whose link spends tickets) for the first one's ticket."""
         live = (
