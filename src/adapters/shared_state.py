@@ -376,28 +376,58 @@ class FallbackStore(Store):
 
 
 class MemoryReplayGuard:
-    """Interaction ids seen in this process, each forgotten after its ``ttl``."""
+    """Interaction ids seen in this process, each forgotten after its ``ttl``.
+
+    At most ``max_entries`` of them: past that the oldest are forgotten early, while their
+    timestamps may still be accepted, and a replay of one was taken as new. So the guard keeps
+    the newest timestamp it ever forgot early, and refuses any interaction sent at or before
+    it (``sent_at``): the cap bounds memory without reopening a replay. Under such traffic an
+    honest interaction sent in that same second is refused too, and the log says why."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_entries: int = 100_000):
         self._clock = clock
         self._max = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> forget at
+        # key -> (forget at, sent at: the interaction's own timestamp, when known)
+        self._seen: OrderedDict[str, tuple[float, float | None]] = OrderedDict()
+        self._forgot_until: float | None = None  # newest timestamp forgotten before its ttl
 
-    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+    async def first_time(
+        self,
+        key: str,
+        ttl_seconds: int,
+        sent_at: float | None = None,
+        *,
+        refuse_forgotten: bool = True,
+    ) -> bool:
+        """``sent_at``: the interaction's timestamp (none for a gateway claim, which only
+        counts what is held). ``refuse_forgotten=False``: another store decides (Redis), this
+        one only remembers."""
         now = self._clock()
-        while self._seen and next(iter(self._seen.values())) <= now:
+        while self._seen and next(iter(self._seen.values()))[0] <= now:
             self._seen.popitem(last=False)
         if key in self._seen:
             return False
-        self._seen[key] = now + ttl_seconds  # every entry has the same ttl: oldest first
+        forgot = self._forgot_until
+        if refuse_forgotten and sent_at is not None and forgot is not None and sent_at <= forgot:
+            log.warning(
+                "interaction refused as a possible replay: sent at or before %d, the newest "
+                "timestamp this process forgot to stay within %d interaction ids (traffic "
+                "above what it can hold for their accepted age; Redis holds more)",
+                forgot,
+                self._max,
+            )
+            return False
+        self._seen[key] = (now + ttl_seconds, sent_at)  # every entry has the same ttl
         while len(self._seen) > self._max:
-            self._seen.popitem(last=False)
+            _, (_, evicted) = self._seen.popitem(last=False)
+            if evicted is not None and (forgot is None or evicted > forgot):
+                self._forgot_until = forgot = evicted
         return True
 
     def remembered(self) -> list[tuple[str, int]]:
         """The ids held, each with the whole seconds left until it is forgotten."""
         now = self._clock()
-        return [(key, math.ceil(at - now)) for key, at in self._seen.items() if at > now]
+        return [(key, math.ceil(at - now)) for key, (at, _) in self._seen.items() if at > now]
 
 
 class RedisReplayGuard:
@@ -431,14 +461,20 @@ class RedisReplayGuard:
                 "%d interaction ids this process remembers written back to Redis", len(remembered)
             )
 
-    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+    async def first_time(self, key: str, ttl_seconds: int, sent_at: float | None = None) -> bool:
+        """``sent_at``: see ``MemoryReplayGuard``; only this instance's memory (while Redis
+        is away) refuses what it may have forgotten."""
+
         async def shared() -> bool:
             first = bool(await self._redis.set(self._prefix + key, b"1", nx=True, ex=ttl_seconds))
             # And new to this instance: one that saw it still refuses it after Redis
             # restarted empty (or was flushed).
-            return await self._local.first_time(key, ttl_seconds) and first
+            held = await self._local.first_time(key, ttl_seconds, sent_at, refuse_forgotten=False)
+            return held and first
 
-        return await self._health.call(shared, lambda: self._local.first_time(key, ttl_seconds))
+        return await self._health.call(
+            shared, lambda: self._local.first_time(key, ttl_seconds, sent_at)
+        )
 
 
 # The longest pause kept in Redis (see ``SharedDiscordPauses.read``).

@@ -160,9 +160,9 @@ def slow_replay_check(monkeypatch: pytest.MonkeyPatch, clock: SharedClock, secon
     Redis that stopped answering, and its timeout."""
     checked = MemoryReplayGuard.first_time
 
-    async def slow_check(self: MemoryReplayGuard, key: str, ttl_seconds: int) -> bool:
+    async def slow_check(self: MemoryReplayGuard, key: str, *args: Any, **kwargs: Any) -> bool:
         await clock.let_pass(seconds)
-        return await checked(self, key, ttl_seconds)
+        return await checked(self, key, *args, **kwargs)
 
     monkeypatch.setattr(MemoryReplayGuard, "first_time", slow_check)
 

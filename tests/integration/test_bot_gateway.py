@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import hikari
@@ -282,11 +283,11 @@ async def test_an_interaction_whose_thinking_discord_refuses_is_not_run(
     claim = MemoryReplayGuard.first_time
 
     async def claimed_after_discord_gave_up(
-        guard: MemoryReplayGuard, key: str, ttl_seconds: int
+        guard: MemoryReplayGuard, key: str, *args: Any, **kwargs: Any
     ) -> bool:
         for interaction in state.interactions.values():  # Discord's 3 s are over
             interaction.sent_at -= 100
-        return await claim(guard, key, ttl_seconds)
+        return await claim(guard, key, *args, **kwargs)
 
     async with running_gateway_bot(container, state):
         shown = await run_command(url, user.id, "link", via="gateway")

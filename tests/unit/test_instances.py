@@ -194,6 +194,28 @@ async def test_the_replay_guard_forgets_after_its_ttl() -> None:
     assert await guard.first_time("interaction:1", 600)
 
 
+async def test_the_replay_guard_at_its_cap_refuses_what_it_may_have_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At its cap the guard forgets its oldest ids while their timestamps may still be fresh:
+    such an id replayed then was taken as new. It now refuses any interaction not sent after
+    the newest timestamp it forgot (and says so), so the cap never reopens a replay."""
+    now = [1000.0]
+    guard = MemoryReplayGuard(clock=lambda: now[0], max_entries=2)
+    assert await guard.first_time("interaction:1", 600, sent_at=100)
+    assert await guard.first_time("interaction:2", 600, sent_at=101)
+    with caplog.at_level(logging.WARNING, logger="taskflow_link"):
+        assert await guard.first_time("interaction:3", 600, sent_at=102)  # forgets 1
+        assert not await guard.first_time("interaction:1", 600, sent_at=100)  # its replay
+        # One sent as late as the one forgotten may be one it no longer knows: refused too.
+        assert not await guard.first_time("interaction:9", 600, sent_at=100)
+    assert "sent at or before 100" in caplog.text
+    assert await guard.first_time("interaction:4", 600, sent_at=103)  # newer: as before
+    assert not await guard.first_time("interaction:3", 600, sent_at=102)  # still held
+    # Without a timestamp (a gateway claim), only what it holds counts.
+    assert await guard.first_time("gateway:1", 600)
+
+
 def test_an_interaction_is_known_by_its_id_whatever_its_signature() -> None:
     body = json.dumps({"id": "1300000000000000001", "type": 2}).encode()
     assert _replay_key(body, "aa" * 64) == _replay_key(body, "bb" * 64)

@@ -285,7 +285,8 @@ class HttpInteractions:
         now = time.time() if now is None else now
         if abs(now - sent_at) > self._max_age:
             return "The request's timestamp is too old (or in the future); refusing a replay."
-        if not await self._replays.first_time(_replay_key(body, signature), 2 * self._max_age):
+        key = _replay_key(body, signature)
+        if not await self._replays.first_time(key, 2 * self._max_age, sent_at):
             return "This request was already received; refusing a replay."
         # After the replay guard: a late interaction is refused as late once, its copies as
         # replays.
