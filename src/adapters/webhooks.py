@@ -20,7 +20,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import math
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -32,6 +34,8 @@ from adapters.proxies import proxy_for
 from domain import errors
 from domain.ports import WebhookMessage
 from domain.webhooks import WebhookEndpoint
+
+log = logging.getLogger("taskflow_link.webhooks")
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every such secret, not one
 # The Standard Webhooks range for a symmetric signing secret.
@@ -115,6 +119,26 @@ class HttpWebhookSender:
         return self._client
 
     async def send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
+        """The endpoint's HTTP status, or ``WebhookNotDelivered`` with a short code. A failure
+        no code names (a bug, a library's surprise) was recorded as ``unexpected_error`` with
+        no trace anywhere: it is logged, with its type and its traceback's frames, but never
+        its message (a library's may quote the URL, a header, the body) nor the URL's path or
+        query: only the host."""
+        try:
+            return await self._send(endpoint, message)
+        except errors.WebhookNotDelivered:
+            raise
+        except Exception as exc:
+            log.error(  # the traceback below, without any message (see the docstring)
+                "webhook %s to %s failed unexpectedly (%s); will retry\n%s",
+                message.message_id,
+                endpoint.host,
+                " from ".join(type(e).__qualname__ for e in _chain(exc)),
+                _frames(exc),
+            )
+            raise errors.WebhookNotDelivered("unexpected_error") from None
+
+    async def _send(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> int:
         url, keys = self._targets.get(endpoint.key, ("", []))
         if not url or not keys:
             raise errors.WebhookNotDelivered("not_configured")
@@ -152,3 +176,23 @@ class HttpWebhookSender:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it came from (its cause or context), a few at most."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 5:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _frames(exc: BaseException) -> str:
+    """The tracebacks of ``exc``'s chain, innermost exception last, each as its type and
+    frames (file, line, function, source line): no message, no value."""
+    parts = []
+    for each in reversed(_chain(exc)):
+        frames = traceback.format_list(traceback.extract_tb(each.__traceback__))
+        parts.append("".join(frames) + type(each).__qualname__)
+    return "\n".join(parts)

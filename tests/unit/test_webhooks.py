@@ -16,7 +16,7 @@ import pytest
 
 from adapters.memory import MemoryDatabase
 from adapters.memory.store import MemoryUnitOfWork, MemoryWebhooks, Tables
-from adapters.webhooks import endpoint_for
+from adapters.webhooks import HttpWebhookSender, WebhookTarget, endpoint_for
 from domain import errors
 from domain.model import AccountId, DiscordId, Link
 from domain.ports import WebhookMessage
@@ -975,3 +975,34 @@ async def test_a_pass_that_fails_for_one_endpoint_ends_only_once_the_others_are_
     assert [type(e) for e in report.broken] == [errors.StorageError]
     assert "delivered to hooks.example.com" in caplog.text
     assert "webhook queue unreachable (database)" in caplog.text
+
+
+async def test_an_unexpected_failure_of_the_sender_is_logged_without_the_url_or_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failure no code names (a bug, a library's surprise) was recorded as
+    ``unexpected_error`` with no traceback anywhere. It is logged now, with its type and
+    where it came from, but neither its message (a library's may quote the URL) nor the
+    URL's path or query nor a secret: only the host, as the rest of the webhook logs."""
+    url = "https://hooks.example.com/private-path/abc?token=s3cr3t-query"
+    key = b"signing-key-never-logged-0123456789"
+    sender = HttpWebhookSender([WebhookTarget(url, (key,))], timeout=5, user_agent="test")
+
+    said = f"an odd failure posting to {url} with {key!r}"  # its source line is logged
+
+    def broken() -> Any:
+        raise RuntimeError(said)
+
+    sender._http = broken  # type: ignore[method-assign]
+    message = WebhookMessage("msg_1", datetime(2026, 1, 1, tzinfo=UTC), "{}")
+    caplog.set_level(logging.INFO, logger="taskflow_link.webhooks")
+    with pytest.raises(errors.WebhookNotDelivered) as refused:
+        await sender.send(endpoint_for(url), message)
+
+    assert refused.value.message == "unexpected_error"
+    assert "RuntimeError" in caplog.text
+    assert "hooks.example.com" in caplog.text
+    assert "msg_1" in caplog.text
+    assert "broken" in caplog.text  # where it came from: the traceback's frames
+    for secret in ("private-path", "s3cr3t", "token=", "signing-key", "odd failure"):
+        assert secret not in caplog.text
