@@ -30,6 +30,7 @@ from domain.model import (
     Link,
     LinkedRole,
     LinkProposal,
+    LinkRow,
     LinkTicket,
     LostRoleConnection,
     OutgoingEmail,
@@ -684,8 +685,9 @@ class LinkDirectory(Protocol):
 
     async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None: ...
 
-    async def links_by_discord_ids(self, discord_ids: Sequence[DiscordId]) -> Sequence[Link]:
-        """The links of those ids that have one, in one query."""
+    async def link_rows_by_discord_ids(self, discord_ids: Sequence[int]) -> Sequence[LinkRow]:
+        """The links of those ids (Discord ids' numbers, each once) that have one, as rows, in
+        one query, in any order."""
 
     async def api_key_by_digest(self, digest: str) -> ApiKey | None: ...
 

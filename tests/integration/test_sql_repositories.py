@@ -88,12 +88,13 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
         await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
         sent.clear()
         found = await directory.link_by_discord_id(DiscordId(4242))
-        several = await directory.links_by_discord_ids([DiscordId(4242), DiscordId(1)])
+        several = await directory.link_rows_by_discord_ids([4242, 1])
     await asyncio.sleep(0)
     assert found is not None
     assert found.account_id == owner.id
     assert found.linked_at.tzinfo is not None
-    assert [x.discord_id for x in several] == [DiscordId(4242)]
+    assert [x[0] for x in several] == [4242]
+    assert several[0][1:3] == (owner.id.value, found.linked_at)
     assert len(sent) == 2, sent  # one statement each, nothing else
     assert all("FROM user_links" in sql for sql in sent)
 

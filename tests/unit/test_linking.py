@@ -528,3 +528,36 @@ async def test_a_spent_button_confirmed_as_another_discord_account_is_still_refu
         await h.complete(late, state=approval.state, code=approval.code, signed_in=alice.id)
     assert db.tables.links[owner.id].account_id == alice.id
     assert db.tables.links[other.id].account_id == bob.id
+
+
+async def test_a_bulk_lookup_gives_rows_in_the_order_asked_each_once(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """The use case behind ``POST /api/v1/links/lookup``: the links as rows (id, account,
+    linked at, username, global name) in the order asked, an id asked twice once, and the ids
+    without a link as numbers; ids given another way than as numbers are read as
+    ``DiscordId.parse`` reads them, and refused as it refuses them."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    bob = (await h.sign_up("bob", "bob@example.com")).account
+    await h.discord_link(alice.id, h.discord_user(3301))
+    await h.discord_link(bob.id, h.discord_user(3302))
+    look_up = h.container.look_up_links()
+
+    found = await look_up.execute([3302, 77, 3301, 3302, 78])
+
+    first = db.tables.links[DiscordId(3302)]
+    assert [row[0] for row in found.links] == [3302, 3301]
+    assert found.links[0] == (
+        3302,
+        bob.id.value,
+        first.linked_at,
+        first.discord_username,
+        first.discord_global_name,
+    )
+    assert list(found.missing) == [77, 78]
+    parsed = await look_up.execute(["3301", DiscordId(77)])
+    assert [row[0] for row in parsed.links] == [3301]
+    assert list(parsed.missing) == [77]
+    for refused in (0, True, "x", 2**63):
+        with pytest.raises(errors.InvalidDiscordId):
+            await look_up.execute([3301, refused])

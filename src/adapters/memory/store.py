@@ -41,6 +41,7 @@ from domain.model import (
     Link,
     LinkedRole,
     LinkProposal,
+    LinkRow,
     LinkTicket,
     LostRoleConnection,
     OutgoingEmail,
@@ -206,9 +207,20 @@ class MemoryLinkDirectory:
     async def link_by_discord_id(self, discord_id: DiscordId) -> Link | None:
         return self._db.tables.links.get(discord_id)
 
-    async def links_by_discord_ids(self, discord_ids: Sequence[DiscordId]) -> Sequence[Link]:
+    async def link_rows_by_discord_ids(self, discord_ids: Sequence[int]) -> Sequence[LinkRow]:
         links = self._db.tables.links
-        return [links[d] for d in dict.fromkeys(discord_ids) if d in links]
+        found = (links.get(DiscordId(d)) for d in dict.fromkeys(discord_ids))
+        return [
+            (
+                link.discord_id.value,
+                link.account_id.value,
+                link.linked_at,
+                link.discord_username,
+                link.discord_global_name,
+            )
+            for link in found
+            if link is not None
+        ]
 
     async def api_key_by_digest(self, digest: str) -> ApiKey | None:
         return next((k for k in self._db.tables.api_keys.values() if k.digest == digest), None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from domain import errors
 from domain.model import (
+    MAX_SNOWFLAKE,
     Account,
     AccountId,
     ApiKey,
@@ -17,6 +18,7 @@ from domain.model import (
     EmailKind,
     Link,
     LinkedRole,
+    LinkRow,
     RoleAction,
 )
 from domain.policies import require_scope, unlink_refusal
@@ -234,8 +236,8 @@ MAX_BULK_LOOKUP = 1000
 
 @dataclass(frozen=True, slots=True)
 class BulkLookup:
-    links: Sequence[Link]  # in the order the ids were asked for
-    missing: Sequence[DiscordId]
+    links: Sequence[LinkRow]  # in the order the ids were asked for, each once
+    missing: Sequence[int]  # the ids asked for that are not linked, in that order
 
 
 class LookUpLinks:
@@ -251,15 +253,16 @@ class LookUpLinks:
             raise errors.InvalidInput(
                 f"Send at most {MAX_BULK_LOOKUP} Discord ids at once ({len(discord_ids)} sent)."
             )
-        # Each once, in the order asked (told apart by their numbers: ints hash in C).
-        wanted = list({d.value: d for d in map(DiscordId.parse, discord_ids)}.values())
-        found = {
-            link.discord_id.value: link
-            for link in await self._directory.links_by_discord_ids(wanted)
-        }
+        # Each once, in the order asked, as numbers. Ids that are already Discord ids' numbers
+        # (the API's) are taken as they are (a DiscordId made for each was a tenth of the
+        # request's CPU); anything else is read as DiscordId.parse reads it, and refused so.
+        numbers = [d for d in discord_ids if type(d) is int and 0 < d <= MAX_SNOWFLAKE]
+        if len(numbers) < len(discord_ids):
+            numbers = [DiscordId.parse(d).value for d in discord_ids]
+        wanted = list(dict.fromkeys(numbers))
+        found = {row[0]: row for row in await self._directory.link_rows_by_discord_ids(wanted)}
         return BulkLookup(
-            [found[d.value] for d in wanted if d.value in found],
-            [d for d in wanted if d.value not in found],
+            [found[d] for d in wanted if d in found], [d for d in wanted if d not in found]
         )
 
 
