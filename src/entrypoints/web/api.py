@@ -79,8 +79,11 @@ _SCOPES: Final = {scope.value: scope for scope in ApiScope}
 _KEY_STATE: Final = "api_key"
 
 
-class LinkOut(Struct):
-    """A link; ids are strings (Discord ids exceed JavaScript's safe integers)."""
+class LinkOut(Struct, gc=False):
+    """A link; ids are strings (Discord ids exceed JavaScript's safe integers).
+
+    Not tracked by the garbage collector (its fields, strings, a UUID and a datetime, can
+    hold no cycle): a bulk answer makes a thousand, which set off collections of its own."""
 
     discord_id: str
     taskflow_user_id: uuid.UUID  # written as a string, as str() writes it (msgspec does)
