@@ -66,6 +66,9 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
         self.limit_window = timedelta(seconds=10)
         self.windows: dict[object, tuple[datetime, int]] = {}
         self.limited = 0
+        # Users whose token met Discord's global limit (a user's own, per token): each push
+        # with it is answered a global 429 with this retry_after, until removed.
+        self.globally_limited: dict[DiscordId, float] = {}
 
     def _issue(self, held: _Held) -> DiscordTokens:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -121,6 +124,10 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
         found = self.access.get(access_token)
         if found is not None:  # Discord's limit of the push is the token's user's
             self._limit(("push", found[0].discord_id), self.push_limit, used_up)
+            wait = self.globally_limited.get(found[0].discord_id)
+            if wait is not None:
+                self.limited += 1
+                raise errors.DiscordRateLimited(wait, global_limit=True)
         if self.during_push is not None:
             hook, self.during_push = self.during_push, None
             await hook()

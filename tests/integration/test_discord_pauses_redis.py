@@ -90,16 +90,18 @@ def _another_linked_roles_instance(h: Harness, redis_url: str) -> Container:
     )
 
 
-async def test_a_global_rate_limit_on_linked_roles_met_by_one_instance_holds_for_the_others(
+async def test_a_rate_limit_of_every_push_met_by_one_instance_holds_for_the_others(
     redis_url: str,
 ) -> None:
+    """A resource's limit (X-RateLimit-Scope: shared), every member's push would meet it. (A
+    push's global 429 is its member's own token's: it holds that member only.)"""
     h = role_harness(redis_url=redis_url)
     other = _another_linked_roles_instance(h, redis_url)
     try:
         for n, discord_id in enumerate((7400, 7401)):
             await connected(h, discord_id, f"user{n}")
         h.clock.advance(timedelta(days=1))  # linked_days changed: every row is due
-        fake(h).push_outage = errors.DiscordRateLimited(30.0, global_limit=True)
+        fake(h).push_outage = errors.DiscordRateLimited(30.0, shared_limit=True)
         assert (await refresh_pass(h)).paused == 2
         fake(h).push_outage = None
         calls = len(fake(h).calls)

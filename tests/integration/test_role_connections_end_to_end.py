@@ -426,9 +426,7 @@ async def refresh_pushes(stack: Stack, users: list[str]) -> None:
 
 
 @with_linked_roles
-@pytest.mark.parametrize(
-    "mode", ["429-global", "429-shared", "cloudflare", "cloudflare-403", "blocked"]
-)
+@pytest.mark.parametrize("mode", ["429-shared", "cloudflare", "cloudflare-403", "blocked"])
 async def test_the_cli_stops_at_a_rate_limit_or_a_block_and_leaves_the_rest_due(
     stack: Stack, browser: Browser, mode: str
 ) -> None:
@@ -478,13 +476,14 @@ async def test_a_blocked_refresh_spends_no_refresh_token_and_counts_no_failure(
 async def test_the_servers_passes_wait_out_retry_after_then_push_what_was_left(
     stack: Stack, browser: Browser
 ) -> None:
-    """The web app's own passes (its worker's, on its clock): after Discord's global 429 none
-    calls Discord again until retry_after (1.5 s, the emulator's) has passed."""
+    """The web app's own passes (its worker's, on its clock): after Discord's 429 of a limit
+    every push meets (a resource's, X-RateLimit-Scope: shared) none calls Discord again until
+    retry_after (1.5 s, the emulator's) has passed."""
     users = await connect_three(stack, browser)
     refresh = stack.container.refresh_role_connections
     await all_due(stack)
     calls = stack.emulator.calls["role_connection"]
-    stack.emulator.faults["role_connection"] = "429-global"
+    stack.emulator.faults["role_connection"] = "429-shared"
 
     first = await refresh().execute()
     del stack.emulator.faults["role_connection"]

@@ -43,12 +43,14 @@ def untouched_and_due(h: Harness) -> None:
         assert row.next_push_at <= h.clock.now()
 
 
-async def test_a_global_429_stops_the_pass_and_leaves_every_row_due_without_a_failure(
+async def test_a_429_for_every_push_stops_the_pass_and_leaves_every_row_due_without_a_failure(
     r: Harness,
 ) -> None:
+    """A 429 every member's push would meet (a resource's limit, X-RateLimit-Scope: shared;
+    a refresh's global one, the application's, below)."""
     await all_connected_and_due(r)
     calls = len(fake(r).calls)
-    fake(r).push_outage = errors.DiscordRateLimited(30.0, global_limit=True)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0, shared_limit=True)
 
     report = await refresh_pass(r)
 
@@ -73,11 +75,11 @@ async def test_a_global_429_stops_the_pass_and_leaves_every_row_due_without_a_fa
 
 async def test_a_retry_after_already_over_still_ends_the_pass(r: Harness) -> None:
     """A 429 with retry_after 0 (or one that has passed by the time the row is let go): the
-    rows left are the ones the pass would claim again at once, in a loop of calls. (Discord's
-    global limit: a member's own one holds that member only, see below.)"""
+    rows left are the ones the pass would claim again at once, in a loop of calls. (A
+    resource's limit, every member's; a member's own one holds that member only, see below.)"""
     await all_connected_and_due(r)
     calls = len(fake(r).calls)
-    fake(r).push_outage = errors.DiscordRateLimited(0.0, global_limit=True)
+    fake(r).push_outage = errors.DiscordRateLimited(0.0, shared_limit=True)
 
     async def lift_after_a_few() -> None:  # bounds the loop the pass would otherwise make
         if len(fake(r).calls) - calls >= 5:
@@ -150,7 +152,7 @@ async def test_the_worker_waits_out_the_pause_and_a_wake_up_meanwhile_calls_noth
 ) -> None:
     await all_connected_and_due(r)
     worker = RoleConnectionWorker(r.container, poll_seconds=60.0)
-    fake(r).push_outage = errors.DiscordRateLimited(20.0, global_limit=True)
+    fake(r).push_outage = errors.DiscordRateLimited(20.0, shared_limit=True)
 
     assert not await worker.pass_once()
     calls = len(fake(r).calls)
@@ -170,7 +172,7 @@ async def test_the_worker_waits_out_the_pause_and_a_wake_up_meanwhile_calls_noth
 
 async def test_the_verification_urls_push_waits_for_a_pause_the_worker_met(r: Harness) -> None:
     await all_connected_and_due(r)
-    fake(r).push_outage = errors.DiscordRateLimited(30.0, global_limit=True)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0, shared_limit=True)
     await refresh_pass(r)
     fake(r).push_outage = None
     calls = len(fake(r).calls)
@@ -408,3 +410,52 @@ async def test_a_refresh_429_whose_retry_after_is_over_asks_no_more_refreshes_at
     assert fake(r).calls[calls:] == ["refresh"]
     assert (report.waiting, report.paused, report.failed) == (len(IDS), 0, 0)
     assert all(row.failures == 0 and row.claimed_until is None for row in rows(r).values())
+
+
+async def test_a_global_429_to_one_members_push_holds_that_members_pushes_only(
+    r: Harness,
+) -> None:
+    """Discord's global limit is a bot's or a user's ("individuals are determined using a
+    request's authentication"; X-RateLimit-Scope: global is "per bot or user"), and a push
+    carries the member's own bearer token: its global 429 says that member's token made too
+    many calls, nothing of the others'. An attacker's review: it paused every Linked Roles
+    call of the service (every instance, with Redis), so one member's token held up everyone's
+    pushes and the verification URL's. Now that member's row waits for retry_after (no
+    failure counted), the others are pushed in the same pass."""
+    await all_connected_and_due(r)
+    fake(r).globally_limited[IDS[0]] = 30.0
+
+    report = await refresh_pass(r)
+
+    assert fake(r).limited == 1
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (3, 1, 0, 0)
+    assert report.paused_until is None  # nothing holds the others
+    row = rows(r)[IDS[0]]
+    assert row.next_push_at == r.clock.now() + timedelta(seconds=30)
+    assert (row.failures, row.claimed_until) == (0, None)
+    assert all(linked(fake(r).connections[i]) == ("1", "1") for i in IDS[1:])
+    await connected(r, 7450, "newcomer")  # asserts the callback's push went through
+
+    del fake(r).globally_limited[IDS[0]]
+    assert (await refresh_pass(r)).total == 0  # that member is not asked for again yet
+    r.clock.advance(timedelta(seconds=30))
+    assert (await refresh_pass(r)).pushed == 1
+    assert linked(fake(r).connections[IDS[0]]) == ("1", "1")
+    assert fake(r).limited == 1
+
+
+async def test_a_push_429_both_global_and_shared_holds_every_linked_roles_call(
+    r: Harness,
+) -> None:
+    """The safe side when a 429 says both: a resource's limit (every caller's) holds every
+    Linked Roles call, whatever else it says."""
+    await all_connected_and_due(r)
+    calls = len(fake(r).calls)
+    fake(r).push_outage = errors.DiscordRateLimited(30.0, global_limit=True, shared_limit=True)
+
+    report = await refresh_pass(r)
+
+    assert fake(r).calls[calls:] == ["push"]
+    assert (report.paused, report.waiting, report.pushed) == (len(IDS), 0, 0)
+    assert report.paused_until == r.clock.now() + timedelta(seconds=30)
+    untouched_and_due(r)

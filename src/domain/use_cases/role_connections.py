@@ -104,10 +104,10 @@ KEY_MISSING_LOST_AFTER = 4
 GIVEN_UP = "given_up"
 # Times one sync reads the row again after another writer changed it, before backing off.
 _ATTEMPTS = 3
-# What Discord's global 429 to a Linked Roles call (or a push's shared one) holds (a
-# ``DiscordPauses`` scope): every Linked Roles call of the process (the push and the refresh
-# grant; with Redis, of every instance), not the bot's role calls. Cloudflare's block holds
-# for both.
+# What Discord's global 429 to a refresh grant (the application's credentials), or a push's
+# shared one, holds (a ``DiscordPauses`` scope): every Linked Roles call of the process (the
+# push and the refresh grant; with Redis, of every instance), not the bot's role calls.
+# Cloudflare's block holds for both. (A push's global 429 is its member's token's: ``_user``.)
 _SCOPE = "role_connections"
 # What the refresh grant's own limit holds, used up (X-RateLimit-Remaining: 0) or met (a 429
 # that is not the global one): the refresh grants only. They carry the application's
@@ -118,10 +118,12 @@ T = TypeVar("T")
 
 
 def _user(discord_id: DiscordId) -> tuple[str, DiscordId]:
-    """The scope of one user's pushes: Discord limits a route per token ("individuals are
-    determined using a request's authentication"), and each push carries the user's own.
+    """The scope of one user's pushes: Discord limits a route, and globally, per token
+    ("individuals are determined using a request's authentication"; ``X-RateLimit-Scope:
+    global`` is "per bot or user"), and each push carries the user's own bearer token, so
+    a push's 429, global or not, holds that user's pushes only (unless it says ``shared``).
     (The refresh grant carries the application's credentials: its limit is every user's,
-    ``_REFRESHES``.)"""
+    ``_REFRESHES``, and its global one every Linked Roles call's, ``_SCOPE``.)"""
     return (_SCOPE, discord_id)
 
 
@@ -189,7 +191,12 @@ class RoleConnectionPusher:
         return self._pauses.block_ends(now) is not None
 
     async def _call(
-        self, call: Callable[[], Awaitable[T]], scope: Hashable, *, shared: Hashable = _SCOPE
+        self,
+        call: Callable[[], Awaitable[T]],
+        scope: Hashable,
+        *,
+        shared: Hashable = _SCOPE,
+        own_global: Hashable = _SCOPE,
     ) -> T:
         """``call`` to Discord, within the process's pauses: ``_Paused`` while one holds (no
         call is made: every call meanwhile would get the same answer, and prolong a block),
@@ -200,15 +207,22 @@ class RoleConnectionPusher:
         global nor shared): the refresh grants (``_REFRESHES``), or one user's pushes
         (``_user``). ``shared``: what a resource's limit holds (``X-RateLimit-Scope:
         shared``, every caller's, whatever its token): by default every Linked Roles call (a
-        push's: every user's push would meet it; a refresh is made only to push). Discord's
-        global limit holds every Linked Roles call, and Cloudflare's block every call."""
+        push's: every user's push would meet it; a refresh is made only to push).
+        ``own_global``: what Discord's global limit holds, the token's (a bot's or a user's):
+        by default every Linked Roles call (the refresh grant's, the application's
+        credentials); a push's, that user's pushes (``_user``: their own bearer token). A 429
+        that says both global and shared is taken as shared (the safe side), and
+        Cloudflare's block (no ``retry_after``) holds every call."""
         await self._pauses.catch_up((_SCOPE,), self._clock.now())  # other instances' 429s
         if self.paused_until(self._clock.now()) is not None:
             raise _Paused
         try:
             answer = await call()
         except errors.DiscordRateLimited as limited:
-            held = _SCOPE if limited.global_limit else shared if limited.shared_limit else scope
+            if limited.shared_limit:
+                held = _SCOPE if limited.global_limit else shared
+            else:
+                held = own_global if limited.global_limit else scope
             self._pauses.limited(held, limited.retry_after, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused(held) from None
@@ -371,7 +385,9 @@ class RoleConnectionPusher:
         used_up = self._used_up(user)
         try:
             await self._call(
-                lambda: self._discord.push(tokens.access, connection, used_up=used_up), user
+                lambda: self._discord.push(tokens.access, connection, used_up=used_up),
+                user,
+                own_global=user,  # the member's own token's global limit
             )
         except _Paused as paused:
             return await self._hold(row, user, paused)
@@ -407,7 +423,10 @@ class RoleConnectionPusher:
             return
         unlinked = role_connection(None, None, self._clock.now())
         with contextlib.suppress(_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
-            await self._call(lambda: self._discord.push(tokens.access, unlinked), _user(discord_id))
+            user = _user(discord_id)
+            await self._call(
+                lambda: self._discord.push(tokens.access, unlinked), user, own_global=user
+            )
         await self._mark_due(discord_id)
 
     async def _mark_due(self, discord_id: DiscordId) -> bool:
