@@ -545,6 +545,42 @@ async def test_a_429_to_one_members_push_holds_that_members_pushes_only(
 
 
 @with_linked_roles
+async def test_a_global_429_to_one_members_push_holds_that_members_pushes_only(
+    stack: Stack, browser: Browser
+) -> None:
+    """Discord's global limit is a user's for a call with their bearer token: the member
+    whose token met it is answered a global 429 ("global": true, X-RateLimit-Scope: global),
+    and only that member's row waits for its retry_after, no failure counted; the others are
+    pushed in the same pass, which does not stop."""
+    users = await connect_three(stack, browser)
+    refresh = stack.container.refresh_role_connections
+    await all_due(stack)
+    window = 600.0  # far longer than any pass, however busy the machine
+    stack.emulator.globally_limited[users[0]] = time.monotonic() + window
+    calls = stack.emulator.calls["role_connection"]
+
+    report = await refresh().execute()
+
+    assert (report.pushed, report.waiting, report.paused, report.failed) == (2, 1, 0, 0)
+    assert report.paused_until is None
+    assert stack.emulator.calls["role_connection"] == calls + 3
+    assert users[0] not in stack.emulator.role_connections
+    assert [shown(stack, user) for user in users[1:]] == [{"linked": "1", "linked_days": "0"}] * 2
+    async with stack.db.engine.connect() as conn:
+        failures, claimed, due_at = (
+            await conn.execute(
+                select(
+                    role_connection_tokens.c.failures,
+                    role_connection_tokens.c.claimed_until,
+                    role_connection_tokens.c.next_push_at,
+                ).where(role_connection_tokens.c.discord_id == int(users[0]))
+            )
+        ).one()
+    assert (failures, claimed) == (0, None)
+    assert stack.clock.now() < due_at <= stack.clock.now() + timedelta(seconds=window)
+
+
+@with_linked_roles
 async def test_a_routes_429_to_a_refresh_holds_the_refreshes_only_not_the_pushes(
     stack: Stack, browser: Browser
 ) -> None:

@@ -369,3 +369,38 @@ def test_a_late_token_answer_grants_first_and_answers_once_lifted() -> None:
     assert refreshed.status_code == 200, refreshed.text
     assert refreshed.json()["refresh_token"] in state.refresh_tokens
     assert refreshed.json()["access_token"] in state.tokens
+
+
+async def test_a_users_own_global_limit_answers_their_calls_only() -> None:
+    """Discord's global limit is a user's (per token): the user whose token met it is
+    answered its global 429 ("global": true, X-RateLimit-Global, X-RateLimit-Scope: global)
+    at both role connection routes until it resets; another user's push goes through."""
+    state = _state()
+    state.role_metadata = list(RECORDS)
+    held, other = state.add_user("hal"), state.add_user("ida")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        held_tokens = await _tokens(client, state, held.id, "identify role_connections.write")
+        other_tokens = await _tokens(client, state, other.id, "identify role_connections.write")
+        for refused in ({"seconds": 0}, {"seconds": "5"}, {"seconds": True}, {}):
+            asked = await client.post(f"/_emulator/users/{held.id}/global-limit", json=refused)
+            assert asked.status_code == 400
+        asked = await client.post(f"/_emulator/users/{held.id}/global-limit", json={"seconds": 60})
+        assert asked.status_code == 200
+        body = {"metadata": {"linked": "1", "linked_days": "3"}}
+
+        pushed = await _put(client, held_tokens["access_token"], body)
+        read = await client.get(
+            f"/api/v10/users/@me/applications/{APP}/role-connection",
+            headers={"Authorization": f"Bearer {held_tokens['access_token']}"},
+        )
+        for answer in (pushed, read):
+            assert answer.status_code == 429
+            assert answer.json()["global"] is True
+            assert 0 < answer.json()["retry_after"] <= 60
+            assert answer.headers["x-ratelimit-global"] == "true"
+            assert answer.headers["x-ratelimit-scope"] == "global"
+        assert held.id not in state.role_connections
+        assert (await _put(client, other_tokens["access_token"], body)).status_code == 200
+
+        state.globally_limited[held.id] = 0.0  # reset: it goes through again
+        assert (await _put(client, held_tokens["access_token"], body)).status_code == 200

@@ -76,6 +76,19 @@ def rate_limited(limits: dict[str, str]) -> Response[Any]:
     return Response(body, status_code=429, headers=headers)
 
 
+def globally_limited(reset_after: float) -> Response[Any]:
+    """Discord's 429 to a caller whose token met its global limit (a bot's or a user's:
+    "individuals are determined using a request's authentication"): ``"global": true``,
+    ``X-RateLimit-Global: true`` and ``X-RateLimit-Scope: global``, no bucket's headers."""
+    headers = {
+        "Retry-After": str(math.ceil(reset_after)),
+        "X-RateLimit-Global": "true",
+        "X-RateLimit-Scope": "global",
+    }
+    body = {"message": "You are being rate limited.", "retry_after": reset_after, "global": True}
+    return Response(body, status_code=429, headers=headers)
+
+
 def limit_asked(data: dict[str, Any]) -> tuple[int, float] | Response[Any]:
     """A test's ``{"calls": int, "window": seconds}`` for a route's limit, or the 400 that
     says what is wrong with it."""

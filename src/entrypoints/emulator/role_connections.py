@@ -10,9 +10,13 @@
   record's type (integers in decimal, booleans ``1``/``0``, ISO 8601 datetimes). A field the
   body leaves out keeps its previous value.
 - Every push's answer carries the route's rate limit headers, the user's (Discord limits per
-  token: ``entrypoints.emulator.limits``); a push past the limit is a 429.
+  token: ``entrypoints.emulator.limits``); a push past the limit is a 429. A user whose own
+  token met Discord's global limit (a user's, per token) is answered its global 429 at both
+  of these routes until it resets; the other users' calls go through.
 - A test API: ``GET /_emulator/role-connections`` (the records and every user's connection),
   ``PATCH /_emulator/role-connection-limit`` (``{"calls", "window"}``: the push's limit),
+  ``POST /_emulator/users/{id}/global-limit`` (``{"seconds"}``: that user's token meets its
+  global limit for that long),
   ``POST /_emulator/users/{id}/expire-tokens`` (Discord ends their access tokens: the refresh
   tokens still work) and ``POST /_emulator/users/{id}/deauthorize`` (the user removes the app:
   every token dies, the connection goes).
@@ -24,6 +28,7 @@ and .../resources/user#update-current-user-application-role-connection.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -34,7 +39,14 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from entrypoints.emulator.bodies import json_body
-from entrypoints.emulator.limits import Window, bucket_of, limit_asked, over, rate_limited
+from entrypoints.emulator.limits import (
+    Window,
+    bucket_of,
+    globally_limited,
+    limit_asked,
+    over,
+    rate_limited,
+)
 from entrypoints.emulator.state import EmulatorState, same_secret
 from entrypoints.emulator.validation import FormErrors, check_localizations, length_check
 
@@ -46,6 +58,26 @@ INTEGER_TYPES, DATETIME_TYPES, BOOLEAN_TYPES = {1, 2, 3, 4}, {5, 6}, {7, 8}
 _CONNECTION_BUCKET = bucket_of("/users/@me/applications/{app}/role-connection")
 
 Fault = Callable[[EmulatorState, str], Awaitable[Response[Any] | None]]
+
+
+def _over_global_limit(state: EmulatorState, user: str) -> Response[Any] | None:
+    """The global 429 of a user whose own token met Discord's global limit, until it resets."""
+    ends = state.globally_limited.get(user)
+    if ends is None:
+        return None
+    left = ends - time.monotonic()
+    if left <= 0:
+        del state.globally_limited[user]
+        return None
+    return globally_limited(round(left, 3))
+
+
+def _seconds_asked(data: dict[str, Any]) -> float | None:
+    """A test's ``{"seconds": s}``, 0 to 3600 (``None``: not that)."""
+    seconds = data.get("seconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return None
+    return float(seconds) if 0 < seconds < 3600 else None  # NaN is not
 
 
 def _invalid_form(errors: dict[str, Any]) -> Response[Any]:
@@ -204,7 +236,9 @@ def updated_connection(previous: dict[str, Any], body: dict[str, Any]) -> dict[s
     return updated
 
 
-def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRouteHandler]:
+def role_connection_routes(  # noqa: PLR0915 - one route table
+    state: EmulatorState, fault: Fault
+) -> list[HTTPRouteHandler]:
     def is_bot(request: Request[Any, Any, Any]) -> bool:
         header = request.headers.get("authorization", "")
         return header.startswith("Bot ") and same_secret(header[4:], state.bot_token)
@@ -248,6 +282,8 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
         user = user_of(request)
         if isinstance(user, Response):
             return user
+        if (limited := _over_global_limit(state, user)) is not None:
+            return limited
         if app_id != state.client_id:
             return unknown_application()
         return Response(state.role_connections.get(user, _empty_connection()))
@@ -261,6 +297,8 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
         user = user_of(request)
         if isinstance(user, Response):
             return user
+        if (limited := _over_global_limit(state, user)) is not None:
+            return limited
         window = Window(
             state.role_connection_limit,
             state.role_connection_limit_window,
@@ -300,6 +338,16 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
         state.role_connection_windows.clear()
         return Response({"calls": calls, "window": window})
 
+    @post("/_emulator/users/{user_id:str}/global-limit", status_code=200, sync_to_thread=False)
+    def global_limit(user_id: FromPath[str], data: JSONBody[dict[str, Any]]) -> Response[Any]:
+        """``{"seconds": s}``: the user's own token meets Discord's global limit for ``s``
+        seconds (0 to 3600): their role connection calls are answered its 429 until then."""
+        seconds = _seconds_asked(data)
+        if seconds is None:
+            return Response({"error": "seconds must be 0 to 3600"}, status_code=400)
+        state.globally_limited[user_id] = time.monotonic() + seconds
+        return Response({"seconds": seconds})
+
     @post("/_emulator/users/{user_id:str}/expire-tokens", status_code=200, sync_to_thread=False)
     def expire_tokens(user_id: FromPath[str]) -> dict[str, int]:
         return {"expired": state.expire_tokens(user_id)}
@@ -316,6 +364,7 @@ def role_connection_routes(state: EmulatorState, fault: Fault) -> list[HTTPRoute
         put_connection,
         show_role_connections,
         role_connection_limit,
+        global_limit,
         expire_tokens,
         deauthorize,
     ]

@@ -213,6 +213,9 @@ class EmulatorState:
     role_connection_limit: int = 50
     role_connection_limit_window: float = 1.0
     role_connection_windows: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # Users whose own token met Discord's global limit (a user's, per token): user id -> when
+    # it resets (the monotonic clock). Their role connection calls are a global 429 until then.
+    globally_limited: dict[str, float] = field(default_factory=dict)
     # What each test user granted this application (user id -> scopes), as Discord remembers
     # it: a returning user is sent straight back unless the request says prompt=consent.
     authorizations: dict[str, frozenset[str]] = field(default_factory=dict)
