@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from dependency_injector import providers
 from sqlalchemy import func, select
@@ -19,11 +20,20 @@ from adapters.sql.notifications import (
     PostgresQueueListener,
 )
 from adapters.sql.tables import role_connection_tokens
+from domain import errors
 from domain.model import DiscordId
+from domain.use_cases import RoleSyncReport
+from domain.use_cases.role_connections import CLAIM_LEASE
 from entrypoints.role_connection_worker import RoleConnectionWorker
 from tests.bot_support import wait_until
 from tests.fakes.queue_listener import CountingListener
-from tests.fakes.role_connections import InMemoryDiscordWithRoles, connected, linked, role_harness
+from tests.fakes.role_connections import (
+    InMemoryDiscordWithRoles,
+    connected,
+    linked,
+    refresh_pass,
+    role_harness,
+)
 from tests.harness import PASSWORD, Harness
 from tests.integration.postgres import PostgresServer, listener_pids
 
@@ -104,3 +114,42 @@ async def test_an_unlink_on_one_instance_is_pushed_at_once_by_another(
 
         assert a.listener.wakes >= wakes + 2  # each unlink woke the other instance's worker
         assert await token_rows(pg_db) == 0  # pushed "not linked", then deleted
+
+
+async def test_a_late_push_whose_not_linked_fails_keeps_the_tokens_for_a_later_pass(
+    postgres: PostgresServer, pg_db: SqlDatabase
+) -> None:
+    """Instance A's push of "linked" stalls past its lease; the member unlinks and instance B
+    takes the row over, pushes "not linked" and deletes the tokens; A's push lands last. A's
+    "not linked" with the tokens in hand, the only ones left, is refused (Discord down): A
+    keeps them as a due row, and B's next pass tells Discord and deletes them. Before, they
+    were dropped, and Discord showed the unlinked member "linked" for good."""
+    async with instance(postgres.url) as a, instance(postgres.url, a) as b:
+        member = DiscordId(7311)
+        await connected(a.h, member.value, "carol")
+        a.h.clock.advance(timedelta(days=1))  # linked_days changed: due
+        taken_over: list[RoleSyncReport] = []
+
+        async def refused() -> None:  # A's "not linked" with the tokens in hand
+            raise errors.DiscordUnavailable()
+
+        async def stall_while_b_takes_over() -> None:  # inside A's push of "linked"
+            await b.h.container.unlink_discord().execute(member)
+            a.h.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+            taken_over.append(await refresh_pass(b.h))
+            discord(a).during_push = refused
+
+        discord(a).during_push = stall_while_b_takes_over
+        first = await refresh_pass(a.h)
+
+        assert taken_over == [RoleSyncReport(cleared=1)]
+        assert first == RoleSyncReport(gone=1)
+        late = linked(discord(a).connections[member])
+        assert late is not None
+        assert late[0] == "1"  # A's "linked", late
+        assert await token_rows(pg_db) == 1  # kept to say it later
+
+        a.h.clock.advance(timedelta(minutes=1))
+        assert (await refresh_pass(b.h)).cleared == 1
+        assert linked(discord(a).connections[member]) == ("0", "0")
+        assert await token_rows(pg_db) == 0

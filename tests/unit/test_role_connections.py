@@ -744,6 +744,47 @@ async def test_a_push_stalled_past_its_lease_is_followed_by_what_is_current(
     assert rows(r) == {}
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [errors.DiscordUnavailable(), errors.DiscordRateLimited(30.0, global_limit=True)],
+    ids=["unavailable", "rate-limited"],
+)
+async def test_a_stalled_push_whose_not_linked_fails_keeps_the_tokens_to_say_it_later(
+    r: Harness, refusal: errors.DomainError
+) -> None:
+    # An attacker's review: as above, A's late "linked" lands after B's "not linked", and B
+    # has deleted the tokens. A's "not linked" with the tokens in hand was its only chance:
+    # when Discord did not take it (down, a 429, a pause holding), the tokens were dropped
+    # and Discord showed the unlinked member "linked" for good, with nothing left to tell it
+    # otherwise. Now A keeps them (a row, due) for a later pass to push "not linked" and
+    # delete them.
+    await connected(r, 7043)
+    await all_due(r)
+    second: list[RoleSyncReport] = []
+
+    async def refused() -> None:  # inside A's "not linked" with the tokens in hand
+        raise refusal
+
+    async def stall_while_another_worker_takes_over() -> None:
+        await r.container.unlink_discord().execute(DiscordId(7043))
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+        second.append(await refresh_pass(r))
+        fake(r).during_push = refused
+
+    fake(r).during_push = stall_while_another_worker_takes_over
+    first = await refresh_pass(r)
+
+    assert second == [RoleSyncReport(cleared=1)]  # B: "not linked", tokens deleted
+    assert first == RoleSyncReport(gone=1)
+    assert linked(fake(r).connections[DiscordId(7043)]) == ("1", "0")  # A's, late
+    assert set(rows(r)) == {DiscordId(7043)}  # kept to say it later
+
+    r.clock.advance(timedelta(minutes=1))
+    assert (await refresh_pass(r)).cleared == 1
+    assert linked(fake(r).connections[DiscordId(7043)]) == ("0", "0")
+    assert rows(r) == {}
+
+
 async def test_a_claim_whose_holder_stopped_is_taken_when_its_lease_ends(r: Harness) -> None:
     await connected(r, 7026)
     now = r.clock.now()

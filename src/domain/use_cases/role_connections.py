@@ -402,11 +402,13 @@ class RoleConnectionPusher:
     ) -> RoleSync:
         """Another pusher holds the row now, or it was deleted."""
         if pushed_with is not None:
-            await self._after_a_late_push(row.discord_id, pushed_with, forget=forget)
+            await self._after_a_late_push(
+                row.discord_id, pushed_with, forget=forget, expires_at=row.expires_at
+            )
         return RoleSync.GONE
 
     async def _after_a_late_push(
-        self, discord_id: DiscordId, tokens: _Opened, *, forget: bool
+        self, discord_id: DiscordId, tokens: _Opened, *, forget: bool, expires_at: datetime
     ) -> None:
         """This pusher's lease ran out while its push was on the way (a stall), and another
         took the row over: the late push may have reached Discord after the other's (an
@@ -416,17 +418,52 @@ class RoleConnectionPusher:
         gone leaves nobody to: with the member not linked (or Linked Roles being forgotten),
         "not linked" goes out once more with the tokens in hand (a linked member's "linked"
         is what the late push said), then a row a new grant made meanwhile is made due, so
-        its claimant's push lands last."""
+        its claimant's push lands last. When Discord does not take that "not linked" (down,
+        a 429, a pause holding, the access token ended), the tokens in hand, the only ones
+        left to tell it, are kept (``_keep``): a later pass pushes it and deletes them.
+        ``expires_at``: when their access token ends, as known."""
         if await self._mark_due(discord_id):
             return
         if not forget and (await self._current(discord_id))[0] is not None:
             return
         unlinked = role_connection(None, None, self._clock.now())
-        with contextlib.suppress(_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
+        try:
             user = _user(discord_id)
             await self._call(
                 lambda: self._discord.push(tokens.access, unlinked), user, own_global=user
             )
+        except (_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
+            await self._keep(discord_id, tokens, expires_at)
+            return
+        await self._mark_due(discord_id)
+
+    async def _keep(self, discord_id: DiscordId, tokens: _Opened, expires_at: datetime) -> None:
+        """Keep ``tokens`` (a late push's) as the row of ``discord_id``, due, so that a pass
+        pushes what is current with them; a row there already (a new grant's) is made due."""
+        now = self._clock.now()
+        row = RoleConnectionToken(
+            discord_id=discord_id,
+            sealed=self._seal(discord_id, tokens.access, tokens.refresh),
+            expires_at=expires_at,
+            next_push_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        with contextlib.suppress(errors.Conflict):  # a new grant's row came first
+            async with self._uow() as uow:
+                if await uow.role_connection_tokens.get(discord_id) is None:
+                    await uow.role_connection_tokens.add(row)
+                    await uow.audit.record(
+                        AuditEvent(
+                            AuditKind.ROLE_TOKENS_STORED,
+                            now,
+                            None,
+                            discord_id,
+                            {"reason": "late_push"},
+                        )
+                    )
+                    await uow.commit()
+                    return
         await self._mark_due(discord_id)
 
     async def _mark_due(self, discord_id: DiscordId) -> bool:
@@ -479,7 +516,10 @@ class RoleConnectionPusher:
             # by the pusher that took over, whose refresh with the token Discord had just
             # spent got invalid_grant (it pushed nothing). These tokens are the only live
             # ones: an unlinked member hears "not linked" with them, as after a late push.
-            await self._after_a_late_push(row.discord_id, opened, forget=forget)
+            # (The new access token's expiry is not at hand: taken as ended, refreshed first.)
+            await self._after_a_late_push(
+                row.discord_id, opened, forget=forget, expires_at=self._clock.now()
+            )
             return RoleSync.GONE
         return (written, opened) if written is not None else None
 
