@@ -61,7 +61,13 @@ class RedactTokens(logging.Filter):
     """A handler filter: the formatted message and any exception text, tokens removed."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # arguments that do not fit the message
+            # A filter's exception reaches the code that logged (logging catches only the
+            # handler's own), and the handler's report of a failed line prints the arguments
+            # unredacted: the message alone then, saying so, never its arguments.
+            message = f"{record.msg} (its arguments could not be written: {type(exc).__name__})"
         # The message as it reads, kept: the formatter reads it again (getMessage), and would
         # put the arguments into the text a second time.
         record.msg, record.args = redact(message), None

@@ -37,6 +37,7 @@ from entrypoints.logs import (
     AddRequestId,
     JsonFormatter,
     RedactTokens,
+    TextFormatter,
     configure_logging,
     make_formatter,
     request_id,
@@ -541,6 +542,25 @@ def test_json_lines_keep_interaction_tokens_out() -> None:
     assert "/interactions/123/<token>/callback" in lines[0]["message"]
     assert lines[2]["path"] == "/webhooks/1/<token>/messages/@original"
     assert "/webhooks/99/<token>" in lines[3]["exception"]
+
+
+def test_a_line_whose_arguments_do_not_fit_its_message_is_written_without_them() -> None:
+    """The redacting filter reads the message: arguments that do not fit it (a number for a
+    string, an object that cannot be written) must not raise into the code that logged (a
+    request answered 500), nor be printed unredacted by logging's report of a failed line."""
+    logger, stream = _logger(TextFormatter())
+    secret = "S" * 70
+
+    class Unwritable:
+        def __str__(self) -> str:
+            raise ValueError(secret)
+
+    logger.warning("retrying %d", f"/interactions/1/{secret}")
+    logger.warning("answer %s", Unwritable())
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("retrying %d (its arguments could not be written: TypeError)")
+    assert second.endswith("answer %s (its arguments could not be written: ValueError)")
+    assert secret not in stream.getvalue()
 
 
 def test_a_json_line_is_one_line_of_printable_characters_whatever_it_holds() -> None:
