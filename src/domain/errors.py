@@ -103,6 +103,15 @@ class TicketSpent(SecretConsumed, TicketRefused):
     pass
 
 
+class TicketReplaced(TicketSpent):
+    """A /link button that a newer one of its Discord account replaced, left live because the
+    two /link commands ran at once (each spends only the tickets committed before it): only the
+    newest works, the older one is refused wherever it is used."""
+
+    code = "ticket_replaced"
+    message = "A newer /link button replaced this one: only the newest /link button works."
+
+
 class TicketExpired(SecretExpired, TicketRefused):
     pass
 

@@ -154,6 +154,13 @@ class LinkTicketRepository(Protocol):
         ``consume_for_discord`` it waits for a ticket a concurrent transaction holds (a
         redemption that may yet roll back), and spends it if that one leaves it live."""
 
+    async def replaced(self, ticket: LinkTicket) -> bool:
+        """Whether ``ticket``'s Discord account has a newer ticket (a later ``created_at``, or
+        the same one and a greater digest) that was not yet spent when ``ticket`` was made: only
+        the newest /link button works, also when two /link commands ran at once and neither
+        spent the other's ticket. One spent by then (two /link commands one after the other
+        within one tick of the clock, the later one spending the earlier) replaces nothing."""
+
     async def get(self, digest: str) -> LinkTicket | None: ...
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:

@@ -567,6 +567,44 @@ class RepositoryContract:
                 newer, consumed_at=NOW
             )
 
+    async def test_a_ticket_is_replaced_by_a_newer_one_live_when_it_was_made(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Newer: made later, or at the same moment with a greater digest; used or not, unless
+        it was spent by the time the ticket was made (two /link commands one after the other
+        within a tick: the later one spent the earlier, which replaces nothing)."""
+        other = DiscordUser(DiscordId(78), "eve")
+        at = NOW - timedelta(minutes=1)
+        mid = replace(ticket("m" * 64), created_at=at)
+        rows = {
+            "older": replace(ticket("z" * 64), created_at=at - timedelta(seconds=1)),
+            "mid": mid,
+            "tied_below": replace(ticket("a" * 64), created_at=at),
+            "other": replace(ticket("y" * 64), discord=other, created_at=NOW),
+        }
+
+        async def add(uow: UnitOfWork, *added: LinkTicket) -> None:
+            for row in added:
+                await uow.link_tickets.add(row)
+
+        await write(uow_factory, lambda uow: add(uow, *rows.values()))
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.replaced(rows["older"])  # by mid (later)
+            assert await uow.link_tickets.replaced(rows["tied_below"])  # by mid (greater digest)
+            assert not await uow.link_tickets.replaced(mid)
+            assert not await uow.link_tickets.replaced(rows["other"])  # another Discord account
+        # A tied one with a greater digest, spent as ``mid`` was made: replaces nothing.
+        spent_then = replace(ticket("n" * 64), created_at=at, consumed_at=at)
+        await write(uow_factory, lambda uow: add(uow, spent_then))
+        async with uow_factory() as uow:
+            assert not await uow.link_tickets.replaced(mid)
+        # A later one, used since (its redemption refused, a forwarded button): replaces it.
+        used = replace(ticket("b" * 64), created_at=NOW, consumed_at=NOW)
+        await write(uow_factory, lambda uow: add(uow, used))
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.replaced(mid)
+            assert not await uow.link_tickets.replaced(used)
+
     async def test_concurrent_consumers_have_exactly_one_winner(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:

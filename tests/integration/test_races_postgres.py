@@ -40,6 +40,7 @@ from tests.integration.postgres import PostgresServer
 from tests.web_support import post_form
 
 N = 20
+_TTL = timedelta(minutes=10)
 
 
 @pytest.fixture
@@ -201,53 +202,93 @@ async def test_20_link_commands_at_once_leave_at_least_one_button(
 ) -> None:
     """Each /link spends the tickets committed before its statement, then adds its own: it
     never sees its own nor one a concurrent /link has not committed. Under READ COMMITTED
-    several may stay live; never none, and the next /link ends them all."""
+    several may stay live; never none, only the newest of them works, and the next /link
+    ends them all."""
     user = h.discord_user(9005).user
     issue = h.container.issue_link_ticket()
     issued = await asyncio.gather(*(issue.execute(user) for _ in range(N)))
 
     assert all(isinstance(i, TicketIssued) for i in issued)
     assert 1 <= await _live_tickets(pg_db, 9005) <= N
+    # However many stayed live, one of them works: the newest.
+    works = [i.token for i in issued if isinstance(i, TicketIssued) and await _works(h, i.token)]
+    assert len(works) == 1, works
     newest = await issue.execute(user)
     assert isinstance(newest, TicketIssued)
     assert await _live_tickets(pg_db, 9005) == 1
     await h.container.show_link_ticket().execute(newest.token)
 
 
-async def test_a_link_command_beside_another_spends_neither_new_ticket(
+async def _works(h: Harness, token: str) -> bool:
+    try:
+        await h.container.show_link_ticket().execute(token)
+    except errors.SecretConsumed:  # spent, or replaced (TicketReplaced)
+        return False
+    return True
+
+
+async def test_of_two_link_commands_at_once_only_the_newest_button_works(
     h: Harness, pg_db: SqlDatabase
 ) -> None:
-    """The interleaving that leaves two: A spends the old ticket and adds its own; B runs
-    meanwhile, waits for A's lock on the old one (spent once A commits), and never sees A's new
-    one (not committed when B's statement began). Both new buttons work, the old one does
-    not."""
+    """The interleaving that leaves two live: A spends the old ticket and adds its own; B, a
+    /link run meanwhile, waits for A's lock on the old one (spent once A commits), and never
+    sees A's new one (not committed when B's statement began). Both new buttons worked, against
+    "only the newest /link button works": now the older of the two (by when it was made, then
+    by digest) is refused, on its page and at its redemption; the newest links."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
     user = h.discord_user(9006).user
     old = await h.container.issue_link_ticket().execute(user)
     assert isinstance(old, TicketIssued)
-    tokens = h.container.tokens()
-    mine, theirs = tokens.issue(), tokens.issue()
+    mine = h.container.tokens().issue()
     now = h.clock.now()
 
-    def new(digest: str) -> LinkTicket:
-        return LinkTicket(digest, user, now, now + timedelta(minutes=10))
-
-    async def b() -> None:
-        async with pg_db.unit_of_work() as uow:
-            await uow.link_tickets.add_replacing(new(theirs.digest))
-            await uow.commit()
-
     async with pg_db.unit_of_work() as a:
-        await a.link_tickets.add_replacing(new(mine.digest))
-        other = asyncio.create_task(b())
+        await a.link_tickets.add_replacing(LinkTicket(mine.digest, user, now, now + _TTL))
+        other = asyncio.create_task(h.container.issue_link_ticket().execute(user))
         await _until_it_waits_for_a_lock(pg_db, other)
+        assert not other.done()  # B's /link waits for A's lock on the old ticket
         await a.commit()
-    await asyncio.wait_for(other, timeout=60)
+    theirs = await asyncio.wait_for(other, timeout=60)
+    assert isinstance(theirs, TicketIssued)
 
-    assert await _live_tickets(pg_db, 9006) == 2
+    assert await _live_tickets(pg_db, 9006) == 2  # neither spent the other's
     with pytest.raises(errors.SecretConsumed):
         await h.container.show_link_ticket().execute(old.token)
-    for token in (mine.token, theirs.token):
-        await h.container.show_link_ticket().execute(token)
+    works = [token for token in (mine.token, theirs.token) if await _works(h, token)]
+    assert len(works) == 1, works
+    (older,) = {mine.token, theirs.token} - set(works)
+    with pytest.raises(errors.TicketReplaced) as refused:
+        await h.confirm_ticket(older, alice.id)
+    assert "a newer /link button replaced this one" in refused.value.message.lower()
+    assert (await h.confirm_ticket(works[0], alice.id)).outcome is AuthOutcome.LINKED
+
+
+async def test_a_redemption_begun_before_a_newer_link_command_committed_is_refused(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """The older button's round trip to Discord began while it was the newest; two /link
+    commands at once then left a newer one live beside it. Back from Discord, the redemption
+    finds the newer one in the transaction that spends the older: refused, nothing linked,
+    and the newer one links."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = h.discord_user(9008).user
+    older = await h.container.issue_link_ticket().execute(user)
+    assert isinstance(older, TicketIssued)
+    browser = Browser()
+    started = await h.start_ticket_link(older.token, alice.id, browser)
+    h.clock.advance(timedelta(seconds=1))
+    newer = h.container.tokens().issue()
+    now = h.clock.now()
+    async with pg_db.unit_of_work() as uow:  # as a /link beside another leaves it: both live
+        await uow.link_tickets.add(LinkTicket(newer.digest, user, now, now + _TTL))
+        await uow.commit()
+
+    approval = h.discord.approve(started.authorize_url, user.id)
+    with pytest.raises(errors.TicketReplaced):
+        await h.complete(browser, state=approval.state, code=approval.code, signed_in=alice.id)
+    assert await _count(pg_db, user_links) == 0
+    assert await _live_tickets(pg_db, 9008) == 1  # the older one spent by its refusal
+    assert (await h.confirm_ticket(newer.token, alice.id)).outcome is AuthOutcome.LINKED
 
 
 async def test_a_link_command_waits_for_a_redemption_that_then_rolls_back(

@@ -407,6 +407,64 @@ async def test_a_button_replaced_during_its_discord_round_trip_links_nothing(
     assert db.tables.links == {}
 
 
+def _as_if_issued_at_once(db: MemoryDatabase, discord_id: DiscordId) -> None:
+    """Every live-looking ticket of the Discord account live again, as two /link commands run
+    at once leave them on Postgres: each spends the tickets committed before its statement,
+    and neither sees the other's new one."""
+    for digest, row in list(db.tables.link_tickets.items()):
+        if row.discord.id == discord_id:
+            db.tables.link_tickets[digest] = replace(row, consumed_at=None)
+
+
+async def test_of_two_link_buttons_issued_at_once_only_the_newest_works(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Only the newest /link button works: that held only when the /link commands ran one after
+    the other: two at once each left its own live, and both worked. The older one (by when it
+    was made, then by its digest) is refused now, on its page, on "Continue with Discord" and
+    back from Discord, with the reason."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = DiscordUser(h.discord_user(2410).id, "d2410")
+    older = await _ticket(h, user)
+    browser = Browser()
+    started = await h.start_ticket_link(older, alice.id, browser)  # before the newer one
+    h.clock.advance(timedelta(seconds=1))
+    newer = await _ticket(h, user)
+    _as_if_issued_at_once(db, user.id)
+    assert len(_live_tickets(db, user.id)) == 2
+
+    with pytest.raises(errors.TicketReplaced) as refused:
+        await h.container.show_link_ticket().execute(older)
+    assert "a newer /link button replaced this one" in refused.value.message.lower()
+    with pytest.raises(errors.TicketReplaced):
+        await h.start_ticket_link(older, alice.id, Browser())
+    approval = h.discord.approve(started.authorize_url, user.id)
+    with pytest.raises(errors.TicketReplaced):
+        await h.complete(browser, state=approval.state, code=approval.code, signed_in=alice.id)
+    assert db.tables.links == {}
+    assert _live_tickets(db, user.id) == [h.container.tokens().digest(newer)]  # spent
+
+    assert (await h.confirm_ticket(newer, alice.id)).outcome is AuthOutcome.LINKED
+
+
+async def test_of_two_link_buttons_made_at_one_moment_the_greater_digest_works(
+    h: Harness, db: MemoryDatabase
+) -> None:
+    """Two /link commands at the same ``now``: one order all the same (the digest's), so one
+    button works, not both nor none."""
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    user = DiscordUser(h.discord_user(2411).id, "d2411")
+    tokens = [await _ticket(h, user), await _ticket(h, user)]  # the clock stands still
+    _as_if_issued_at_once(db, user.id)
+    newest = max(tokens, key=h.container.tokens().digest)
+
+    for token in tokens:
+        if token != newest:
+            with pytest.raises(errors.TicketReplaced):
+                await h.container.show_link_ticket().execute(token)
+    assert (await h.confirm_ticket(newest, alice.id)).outcome is AuthOutcome.LINKED
+
+
 async def test_an_older_button_cannot_link_again_after_an_unlink(
     h: Harness, db: MemoryDatabase
 ) -> None:
@@ -448,6 +506,7 @@ async def test_linking_with_a_button_ends_the_others(h: Harness, db: MemoryDatab
     alice = (await h.sign_up("alice", "alice@example.com")).account
     user = DiscordUser(h.discord_user(2407).id, "d2407")
     older = await _ticket(h, user)
+    h.clock.advance(timedelta(seconds=1))  # of two made at one moment, the greater digest works
     newer = await _ticket(h, user)
     _issued_beside_the_link(db, user.id)  # both live: two /link at once
     await h.confirm_ticket(newer, alice.id)

@@ -492,6 +492,15 @@ class MemoryLinkTickets(_Repo):
         await self.consume_for_discord(ticket.discord.id, ticket.created_at)
         await self.add(ticket)
 
+    async def replaced(self, ticket: LinkTicket) -> bool:
+        mine = (ticket.created_at, ticket.digest)
+        return any(
+            row.discord.id == ticket.discord.id
+            and (row.created_at, key) > mine
+            and (row.consumed_at is None or row.consumed_at > ticket.created_at)
+            for key, row in self._t.link_tickets.items()
+        )
+
     async def get(self, digest: str) -> LinkTicket | None:
         return self._t.link_tickets.get(digest)
 

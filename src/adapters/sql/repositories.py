@@ -634,6 +634,18 @@ class SqlLinkTickets(_Repo):
             _claiming(spend, due, link_tickets.c.token_hash, postgres=self._postgres)
         )
 
+    async def replaced(self, ticket: LinkTicket) -> bool:
+        """By the ``discord_id`` index; a Discord account has few tickets (each /link spends
+        the earlier ones, the purge deletes the expired)."""
+        c = link_tickets.c
+        newer = or_(
+            c.created_at > ticket.created_at,
+            and_(c.created_at == ticket.created_at, c.token_hash > ticket.digest),
+        )
+        live_then = or_(c.consumed_at.is_(None), c.consumed_at > ticket.created_at)
+        query = select(exists().where(c.discord_id == ticket.discord.id.value, newer, live_then))
+        return bool((await self._run(query)).scalar_one())
+
     async def get(self, digest: str) -> LinkTicket | None:
         row = (
             await self._run(select(link_tickets).where(link_tickets.c.token_hash == digest))

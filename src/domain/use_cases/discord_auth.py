@@ -82,7 +82,7 @@ from domain.use_cases._shared import (
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.email_linking import create_link_proposal
-from domain.use_cases.tickets import ticket_refusal
+from domain.use_cases.tickets import refuse_replaced, ticket_refusal
 from domain.webhooks import account_created
 
 if TYPE_CHECKING:
@@ -236,6 +236,7 @@ class StartTicketLink(_StartLinking):
             ticket = await use_secret(
                 uow.link_tickets, digest, now, spend=False, refusal=ticket_refusal
             )
+            await refuse_replaced(uow.link_tickets, ticket)
             # Refuse now what the link would refuse later, before a pointless trip to Discord
             # and before asking for a proof that changes nothing (for an account without a
             # password, a Discord round trip of its own that ends on the account page). It
@@ -1148,6 +1149,11 @@ class CompleteDiscordAuth:
                 if done is None:
                     raise
                 return self._linked(pending, LinkResult(done, created=False))
+            try:  # a newer /link committed since this round trip began: spent, refused
+                await refuse_replaced(uow.link_tickets, ticket)
+            except errors.TicketReplaced:
+                await uow.commit()
+                raise
             if ticket.discord.id != profile.id:
                 await uow.audit.record(
                     AuditEvent(

@@ -9,7 +9,7 @@ from datetime import datetime
 from domain import errors
 from domain.model import ONE_TIME_SECRET_TTL, Account, DiscordUser, Link, LinkTicket
 from domain.policies import SecretStatus
-from domain.ports import Clock, TokenIssuer, UnitOfWorkFactory
+from domain.ports import Clock, LinkTicketRepository, TokenIssuer, UnitOfWorkFactory
 from domain.use_cases._secrets import default_refusal, use_secret
 from domain.use_cases._shared import digest_of
 
@@ -44,6 +44,16 @@ def ticket_refusal(status: SecretStatus) -> errors.DomainError:
     return default_refusal(status)  # a ticket is bound to no browser: never reached
 
 
+async def refuse_replaced(tickets: LinkTicketRepository, ticket: LinkTicket) -> None:
+    """Only the newest button works. A /link spends the tickets committed before it, so two
+    /link commands of one Discord account at once may each leave its own live: the older one
+    (by ``created_at``, then digest) is refused here, on its page and at its redemption, in the
+    transaction that spends it. No cost on /link itself (no lock, no extra round trip): a
+    redemption is rare and a Discord round trip long, a /link is a button press."""
+    if await tickets.replaced(ticket):
+        raise errors.TicketReplaced()
+
+
 class IssueLinkTicket:
     """A new button ends the Discord account's earlier ones: a forwarded or leaked older one
     must not outlive it (nor a link or an unlink, which end them too)."""
@@ -60,7 +70,8 @@ class IssueLinkTicket:
                 if account is not None:
                     return AlreadyLinked(account, link)
             # One live button per Discord account: the earlier ones end here. The spend never
-            # sees the new one, nor one a concurrent /link adds before it commits.
+            # sees the new one, nor one a concurrent /link adds before it commits: of two such,
+            # both left live, the older is refused where it is used (``refuse_replaced``).
             secret = self._tokens.issue()
             expires_at = now + ONE_TIME_SECRET_TTL
             ticket = LinkTicket(secret.digest, discord, now, expires_at)
@@ -77,10 +88,12 @@ class ShowLinkTicket:
 
     async def execute(self, token: str) -> LinkTicket:
         async with self._uow(read_only=True) as uow:
-            return await use_secret(
+            ticket = await use_secret(
                 uow.link_tickets,
                 digest_of(self._tokens, token),
                 self._clock.now(),
                 spend=False,
                 refusal=ticket_refusal,
             )
+            await refuse_replaced(uow.link_tickets, ticket)
+            return ticket
