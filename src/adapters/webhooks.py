@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import logging
 import math
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from adapters import tracebacks
 from adapters.proxies import proxy_for
 from domain import errors
 from domain.ports import WebhookMessage
@@ -133,8 +133,8 @@ class HttpWebhookSender:
                 "webhook %s to %s failed unexpectedly (%s); will retry\n%s",
                 message.message_id,
                 endpoint.host,
-                " from ".join(type(e).__qualname__ for e in _chain(exc)),
-                _frames(exc),
+                tracebacks.types(exc),
+                tracebacks.frames(exc),
             )
             raise errors.WebhookNotDelivered("unexpected_error") from None
 
@@ -176,23 +176,3 @@ class HttpWebhookSender:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the exceptions it came from (its cause or context), a few at most."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain and len(chain) < 5:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _frames(exc: BaseException) -> str:
-    """The tracebacks of ``exc``'s chain, innermost exception last, each as its type and
-    frames (file, line, function, source line): no message, no value."""
-    parts = []
-    for each in reversed(_chain(exc)):
-        frames = traceback.format_list(traceback.extract_tb(each.__traceback__))
-        parts.append("".join(frames) + type(each).__qualname__)
-    return "\n".join(parts)

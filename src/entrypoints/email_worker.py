@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from adapters import tracebacks
 from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import DeliveryReport
@@ -47,6 +48,14 @@ class EmailWorker(QueueWorker):
             log.exception("email delivery pass failed; will retry")
             return None
         self._storage.worked()
+        for email, failure in report.unexpected:
+            log.error(  # without its message, which may quote the address, the body, a link
+                "email %s (%s) failed unexpectedly (%s)\n%s",
+                email.id,
+                email.kind.value,
+                tracebacks.types(failure),
+                tracebacks.frames(failure),
+            )
         for email in report.sent:
             log.info("email %s (%s) sent", email.id, email.kind.value)
         for email in report.retrying:

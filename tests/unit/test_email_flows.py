@@ -994,6 +994,44 @@ async def test_an_unexpected_sender_error_counts_as_a_failed_attempt(h: Harness)
     assert [e.last_error for e in report.retrying] == ["unexpected_error"] * 2
 
 
+async def test_an_unexpected_sender_error_is_logged_without_the_address_body_or_link(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure no code names (a bug, a library's surprise) was recorded as
+    ``unexpected_error`` with no traceback anywhere. The worker logs it now, with its type,
+    its chain's types and its traceback's frames, but never its message (a library's may
+    quote the recipient, the body, the link and its token), nor the address or the body."""
+    from entrypoints.email_worker import EmailWorker
+
+    said: list[str] = []
+
+    class BrokenSender:
+        async def send(self, message: EmailMessage) -> None:
+            said.append(f"cannot send {message.text!r} to {message.to}")
+            try:
+                raise OSError(said[-1])
+            except OSError as cause:
+                raise RuntimeError(said[-1]) from cause
+
+    h.container.email_sender.override(BrokenSender())
+    await h.sign_up("zoe", "zoe@example.com")  # a confirmation: a link with a token
+    caplog.set_level(logging.INFO, logger="taskflow_link.email")
+    report = await EmailWorker(h.container).run_once()
+    h.container.email_sender.reset_override()
+
+    assert report is not None
+    assert [e.last_error for e in report.retrying] == ["unexpected_error"]
+    (email,) = report.retrying
+    failure = [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage()]
+    assert len(failure) == 1, caplog.text
+    assert str(email.id) in failure[0]
+    assert "RuntimeError from OSError" in failure[0]
+    assert "BrokenSender.send" in failure[0] or "in send" in failure[0]  # the frames
+    assert "/" in said[0]  # the body's link was in the message
+    for secret in ("zoe@example.com", "zoe@", said[0], "cannot send", "token", "http"):
+        assert secret not in caplog.text, secret
+
+
 async def test_a_reset_on_an_unconfirmed_address_removes_the_discord_link(h: Harness) -> None:
     """Pre-account takeover: someone signs up with the victim's address (never confirmed)
     and links their own Discord. The victim's reset must not leave them a way in."""

@@ -48,6 +48,9 @@ class DeliveryReport:
     # Sent, but the lease had run out meanwhile and another sender took the email over: this
     # sender's outcome was dropped (that sender's stands).
     taken_over: list[OutgoingEmail] = field(default_factory=list)
+    # What failed for no reason the sender names (a bug, a library's surprise), recorded as
+    # ``unexpected_error``: each email (as claimed) with its exception, for the worker's log.
+    unexpected: list[tuple[OutgoingEmail, Exception]] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
@@ -129,7 +132,8 @@ class DeliverEmails:
             final = isinstance(exc, errors.EmailRefused)
             await self._failed(claimed, exc.code, report, final=final)
             return
-        except Exception:
+        except Exception as exc:
+            report.unexpected.append((claimed, exc))
             await self._failed(claimed, "unexpected_error", report)
             return
         sent = replace(
