@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.model import EmailKind, OutgoingEmail
+from domain.names import isolated_handle
 from domain.ports import EmailMessage
 
 VERIFY_PATH = "/verify-email/"
@@ -25,6 +26,15 @@ class OneTimeLink:
 
 def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _discord_account(detail: dict[str, str]) -> str:
+    """The Discord account an email is about, as its owner chose to name it: isolated, so that
+    it cannot read as another name, with its id when the email was queued with one."""
+    name = detail.get("discord_username")
+    shown = isolated_handle(name) if isinstance(name, str) and name else "@?"
+    discord_id = detail.get("discord_id")
+    return f"{shown} (id {discord_id})" if isinstance(discord_id, str) and discord_id else shown
 
 
 def compose(
@@ -70,12 +80,12 @@ def compose(
             )
         case EmailKind.CONFIRM_DISCORD_LINK:
             assert link is not None  # noqa: S101
-            discord = detail.get("discord_username", "?")
+            discord = _discord_account(detail)
             return EmailMessage(
                 email.to,
                 "Confirm linking your Discord account to TaskFlow",
                 f"Hi {username},\n\n"
-                f"Someone signed in to TaskFlow with the Discord account @{discord}, whose "
+                f"Someone signed in to TaskFlow with the Discord account {discord}, whose "
                 f"verified email is this address, and asked to link it to your TaskFlow account "
                 f"{username}. If it was you, open this link in the same browser and confirm:\n\n"
                 f"{base}{CONFIRM_LINK_PATH}{link.token}\n\n"
@@ -88,7 +98,7 @@ def compose(
                 email.to,
                 "A Discord account was linked to your TaskFlow account",
                 f"Hi {username},\n\n"
-                f"The Discord account @{detail.get('discord_username', '?')} was linked to your "
+                f"The Discord account {_discord_account(detail)} was linked to your "
                 f"TaskFlow account {username} at {when}. It can now sign you in to TaskFlow.\n\n"
                 f"{not_you}\n",
             )
@@ -97,7 +107,7 @@ def compose(
                 email.to,
                 "A Discord account was unlinked from your TaskFlow account",
                 f"Hi {username},\n\n"
-                f"The Discord account @{detail.get('discord_username', '?')} was unlinked from "
+                f"The Discord account {_discord_account(detail)} was unlinked from "
                 f"your TaskFlow account {username} at {when}.\n\n{not_you}\n",
             )
         case EmailKind.PASSWORD_CHANGED:
@@ -110,7 +120,7 @@ def compose(
                 f"If this was not you, reset your password now at {base}/password/reset.\n",
             )
         case EmailKind.ROLE_CONNECTION_LOST:
-            discord = detail.get("discord_username", "?")
+            discord = _discord_account(detail)
             again = (
                 f"open {base}/discord/linked-role (or the server's Linked Roles in Discord) and "
                 "allow TaskFlow"
@@ -122,7 +132,7 @@ def compose(
                     email.to,
                     "Your TaskFlow connection on Discord stopped updating",
                     f"Hi {username},\n\n"
-                    f"The TaskFlow connection of your Discord account @{discord} (Linked "
+                    f"The TaskFlow connection of your Discord account {discord} (Linked "
                     f"Roles) stopped updating at {when}: TaskFlow can no longer read the access "
                     "Discord gave it (a problem on TaskFlow's side, nothing you did). Discord "
                     "server roles that need a TaskFlow connection stay as they were last "
@@ -135,7 +145,7 @@ def compose(
                 email.to,
                 "Your TaskFlow connection on Discord was lost",
                 f"Hi {username},\n\n"
-                f"The TaskFlow connection of your Discord account @{discord} (Linked Roles) "
+                f"The TaskFlow connection of your Discord account {discord} (Linked Roles) "
                 f"was lost at {when}: Discord no longer lets TaskFlow update it (the TaskFlow "
                 "app was removed from your Discord account, or Discord ended its access). "
                 "Discord server roles that need a TaskFlow connection may be taken away from "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from domain.names import isolated_handle
+
 
 class DomainError(Exception):
     code: str = "error"
@@ -198,11 +200,14 @@ class TicketForAnotherDiscord(LinkRefused):
 
     @classmethod
     def naming(cls, *, ticket_username: str, signed_in_as: str) -> TicketForAnotherDiscord:
+        # Names their owners chose: isolated, so that one cannot read as the other.
+        ticket = isolated_handle(ticket_username)
+        signed_in = isolated_handle(signed_in_as)
         return cls(
-            f"This link was made for the Discord account @{ticket_username}, but you are "
-            f"signed in to Discord as @{signed_in_as}, so nothing was linked. Continue only "
+            f"This link was made for the Discord account {ticket}, but you are "
+            f"signed in to Discord as {signed_in}, so nothing was linked. Continue only "
             "with a link you got by running /link yourself: if you are "
-            f"@{ticket_username}, run /link again and sign in to Discord as @{ticket_username}."
+            f"{ticket}, run /link again and sign in to Discord as {ticket}."
         )
 
 

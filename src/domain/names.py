@@ -93,6 +93,11 @@ def isolated_name(name: str | None, limit: int = SHOWN_NAME_MAX) -> str:
     return f"{FSI}{shown_name(name, limit)}{PDI}"
 
 
+def isolated_handle(username: str | None) -> str:
+    """A username as ``@name`` in plain text, the ``@`` inside the isolation."""
+    return f"{FSI}@{shown_name(username)}{PDI}"
+
+
 def shown_display_name(global_name: str | None, username: str) -> str:
     """A Discord account's name as shown: its display name, or its username when it has
     none or one that shows as nothing."""

@@ -362,7 +362,9 @@ async def test_a_forwarded_link_button_is_refused(
     problems.expected_status.add(409)  # the refusal page's own status
     await _authorize_as(web, "vera_d")
     await expect(web.locator("h1")).to_have_text("That cannot be done")
-    await expect(web.locator("main")).to_contain_text("made for the Discord account @mal,")
+    await expect(web.locator("main")).to_contain_text(
+        "made for the Discord account \u2068@mal\u2069,"
+    )
     await _shot(web, "8-forwarded-button-refused")
     await web.goto(f"{demo.app}/account")
     await expect(web.locator("main")).to_contain_text("No Discord account is linked")

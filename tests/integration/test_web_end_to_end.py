@@ -259,7 +259,7 @@ async def test_a_forwarded_link_button_takes_over_nothing(stack: Stack, browser:
     refused = await browser.confirm_link(button, alice_d.id)
 
     assert refused.status_code == 409
-    assert "made for the Discord account @mallory" in refused.text
+    assert "made for the Discord account \u2068@mallory\u2069" in refused.text
     assert await count(stack.db, user_links) == 0
     assert (await browser.go("GET", urlsplit(button).path)).status_code == 410
 

@@ -11,6 +11,7 @@ from domain.names import (
     HIDDEN_MARK,
     PDI,
     SHOWN_NAME_MAX,
+    isolated_handle,
     isolated_name,
     shown_display_name,
     shown_name,
@@ -74,6 +75,7 @@ def test_a_long_name_is_cut_with_an_ellipsis() -> None:
 
 def test_plain_text_isolates_the_name() -> None:
     assert isolated_name("\u202eecila") == f"{FSI}{HIDDEN_MARK}ecila{PDI}"
+    assert isolated_handle("\u202eecila") == f"{FSI}@{HIDDEN_MARK}ecila{PDI}"
     assert isolated_name("\u0627\u0644\u064a\u0633") == f"{FSI}\u0627\u0644\u064a\u0633{PDI}"
 
 

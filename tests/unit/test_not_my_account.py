@@ -269,8 +269,9 @@ async def test_a_link_by_the_confirmed_email_names_the_account_and_who_else_is_s
         page = await browser.get(done.headers["location"])
         text = " ".join(html.unescape(page.text).split())
         assert (
-            "Discord is linked to your account. Your Discord account @alice_d has the email "
-            "address alice@example.com, confirmed for this TaskFlow account, alice: it was "
+            "Discord is linked to your account. Your Discord account \u2068@alice_d\u2069 "
+            "(id 8300) has the email address alice@example.com, confirmed for this TaskFlow "
+            "account, alice: it was "
             "linked to it, and Sign in with Discord opens it from now on. This account is also "
             "signed in on 1 other device(s), listed below. If you did not create this account, "
             "do not use it: sign out, then ask for a password reset with that address, which "
@@ -299,7 +300,10 @@ async def test_the_linked_by_email_notice_is_said_whatever_the_sign_in_was_bound
         landed = await browser.get(done.headers["location"])
         assert landed.status_code == 200
         said = _said(landed)
-        assert "Your Discord account @alice_d has the email address alice@example.com" in said
+        assert (
+            "Your Discord account \u2068@alice_d\u2069 (id 8310) has the email address "
+            "alice@example.com"
+        ) in said
         assert "If you did not create this account, do not use it" in said
         assert 'href="/account/confirm"' in landed.text  # on to where the sign-in was bound
 

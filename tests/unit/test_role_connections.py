@@ -442,7 +442,14 @@ async def test_a_connection_lost_to_invalid_grant_is_said_until_connected_again(
     assert link.role_connection_lost_why is RoleConnectionLoss.REVOKED
     notices = lost_notices(r)
     assert [(e.to, e.detail) for e in notices] == (
-        [("lou@example.com", {"discord_username": "d_lou", "why": "revoked"})] if confirmed else []
+        [
+            (
+                "lou@example.com",
+                {"discord_username": "d_lou", "discord_id": str(link.discord_id), "why": "revoked"},
+            )
+        ]
+        if confirmed
+        else []
     )
     # Connecting again (the account page's button leads to the verification URL) ends it.
     r.clock.advance(timedelta(minutes=5))

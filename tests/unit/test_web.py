@@ -111,11 +111,12 @@ async def test_discord_names_are_shown_isolated_from_the_text_around_them(
     client: Client, h: Harness
 ) -> None:
     """A name stored before bidirectional controls were removed (or any name mixing
-    directions) must not reorder the page around it: each is in its own <bdi>."""
+    directions) must not reorder the page around it: each is in its own <bdi>, the control
+    shown as a mark (``domain.names``)."""
     h.discord_user(5002, username="dora", email="dora@example.com", global_name="\u202eadmin")
     await _discord_login(client, h, 5002, next_path="/account")
     page = (await client.get("/account")).text
-    assert "<strong><bdi>\u202eadmin</bdi></strong>" in page
+    assert "<strong><bdi>\ufffdadmin</bdi></strong>" in page
     assert "<bdi>@dora</bdi> ·" in page
 
 
@@ -390,8 +391,8 @@ async def test_a_forwarded_link_button_does_not_link_the_senders_discord(
     refused = await _continue_with_discord(client, h, path, as_discord=alice_discord.id.value)
 
     assert refused.status_code == 409
-    assert "made for the Discord account @mallory" in refused.text
-    assert "signed in to Discord as @alice_d" in refused.text
+    assert "made for the Discord account \u2068@mallory\u2069" in refused.text
+    assert "signed in to Discord as \u2068@alice_d\u2069" in refused.text
     assert "running /link yourself" in refused.text
     assert db.tables.links == {}
     event = next(e for e in db.tables.audit if e.kind is AuditKind.LINK_REFUSED)

@@ -79,7 +79,10 @@ async def test_a_signed_in_account_connects_in_one_round_trip(client: Client, r:
     page = await client.get(landed)
     assert "Your TaskFlow connection is on Discord" in page.text
     assert "@user7301" in page.text  # linked
-    assert "Discord account connected: user7301 (@user7301)." in page.text
+    assert (
+        "Discord account connected: \u2068user7301\u2069 (\u2068@user7301\u2069, id 7301)."
+        in page.text
+    )
     # Linked by this round trip: signing out would not undo it (on a shared computer, the
     # Discord account left signed in in the browser could then sign in to this account).
     assert "If it is not yours, unlink it below" in page.text
@@ -160,7 +163,9 @@ async def test_signed_out_and_linked_is_signed_in(client: Client, r: Harness) ->
     page = (await client.get(landed)).text
     assert "carol" in page  # signed in
     # The page says which Discord account was connected, and what to do if it is not yours.
-    assert "Discord account connected: user7304 (@user7304)." in page
+    assert (
+        "Discord account connected: \u2068user7304\u2069 (\u2068@user7304\u2069, id 7304)." in page
+    )
     assert "If it is not yours, sign out" in page
 
 

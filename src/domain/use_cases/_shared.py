@@ -176,7 +176,12 @@ async def apply_link(
         account = await uow.accounts.get(account_id)
         if account is not None:
             await queue_notice(
-                uow, account, EmailKind.DISCORD_LINKED, now, discord_username=discord.username
+                uow,
+                account,
+                EmailKind.DISCORD_LINKED,
+                now,
+                discord_username=discord.username,
+                discord_id=str(discord.id),
             )
     return LinkResult(link, created=True)
 

@@ -31,6 +31,7 @@ from domain.model import (
     Session,
     SignInMethod,
 )
+from domain.names import isolated_handle
 from domain.policies import (
     LINK_REFUSALS,
     ConfirmBeforeLinking,
@@ -1052,9 +1053,14 @@ class CompleteDiscordAuth:
             link = await uow.links.get_by_account(session.account_id)
             if link is None or link.discord_id != profile.id:
                 raise errors.WrongDiscordAccount(
-                    "You signed in to Discord as @"
-                    f"{profile.username}, but this TaskFlow account is linked to "
-                    + (f"@{link.discord_username}" if link else "no Discord account")
+                    "You signed in to Discord as "
+                    f"{isolated_handle(profile.username)} (id {profile.id}), but this TaskFlow "
+                    "account is linked to "
+                    + (
+                        f"{isolated_handle(link.discord_username)} (id {link.discord_id})"
+                        if link
+                        else "no Discord account"
+                    )
                     + ". Sign in to Discord as the linked account, then try again."
                 )
             assert session_token is not None  # noqa: S101 - the session was found by it

@@ -369,6 +369,7 @@ class EmailLinkConfirmation:
                 account_id=shown.account.id,
                 now=now,
                 discord_username=shown.proposal.discord.username,
+                discord_id=str(shown.proposal.discord.id),
                 proposal=shown.proposal.digest,  # a digest, not the browser's secret
             )
             await uow.commit()

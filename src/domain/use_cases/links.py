@@ -82,7 +82,12 @@ async def _unlink(
     )
     await webhooks.publish(uow, link_deleted(link, now=now, via=via))
     await queue_notice(
-        uow, account, EmailKind.DISCORD_UNLINKED, now, discord_username=link.discord_username
+        uow,
+        account,
+        EmailKind.DISCORD_UNLINKED,
+        now,
+        discord_username=link.discord_username,
+        discord_id=str(link.discord_id),
     )
     await uow.commit()
     return LinkedAccount(account, link)

@@ -39,6 +39,7 @@ from domain.model import (
     RoleSync,
     SignInMethod,
 )
+from domain.names import isolated_handle
 from domain.policies import (
     ROLE_GIVE_UP_UNLINKED_AFTER,
     next_role_push,
@@ -745,6 +746,7 @@ async def _lost(
             EmailKind.ROLE_CONNECTION_LOST,
             now,
             discord_username=link.discord_username,
+            discord_id=str(link.discord_id),
             why=why.value,
         )
 
@@ -900,8 +902,11 @@ class RoleConnectionFlow:
                         )
                     if link.discord_id != profile.id:
                         raise errors.WrongDiscordAccount(
-                            f"You signed in to Discord as @{profile.username}, but this TaskFlow "
-                            f"account is linked to @{link.discord_username}. Sign in to Discord "
+                            "You signed in to Discord as "
+                            f"{isolated_handle(profile.username)} (id {profile.id}), but this "
+                            "TaskFlow account is linked to "
+                            f"{isolated_handle(link.discord_username)} "
+                            f"(id {link.discord_id}). Sign in to Discord "
                             "as the linked account, then try again."
                         )
                     outcome = AuthOutcome.ALREADY_LINKED

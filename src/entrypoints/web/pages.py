@@ -13,6 +13,7 @@ from litestar.response import Redirect, Template
 from domain import errors
 from domain import use_cases as uc
 from domain.model import Account, AuthPurpose, Link, LinkTicket, RoleSync
+from domain.names import isolated_handle, isolated_name, shown_display_name
 from domain.policies import password_sign_in_destination, sign_in_destination
 from domain.use_cases import AuthOutcome, SignedInAs
 from entrypoints.web.avatars import Avatars
@@ -109,7 +110,11 @@ JUST_LINKED = "1"
 
 
 def _connected_as(link: Link, *, just_linked: bool) -> str:
-    named = f"Discord account connected: {link.discord_display_name} (@{link.discord_username})."
+    named = (
+        "Discord account connected: "
+        f"{isolated_name(shown_display_name(link.discord_global_name, link.discord_username))} "
+        f"({isolated_handle(link.discord_username)}, id {link.discord_id})."
+    )
     if just_linked:
         # Signing out undoes nothing here: the Discord account left signed in in the browser
         # (on a shared computer, someone else's) is linked to this account and could sign in
@@ -171,7 +176,8 @@ def _linked_by_email(account: Account, link: Link, others: int) -> str:
     person's address and had it confirmed (a confirmation link opened in a browser signed in
     to that account) would be theirs, password and sessions included."""
     said = (
-        f"Discord is linked to your account. Your Discord account @{link.discord_username} "
+        "Discord is linked to your account. Your Discord account "
+        f"{isolated_handle(link.discord_username)} (id {link.discord_id}) "
         f"has the email address {account.email}, confirmed for this TaskFlow account, "
         f"{account.username}: it was linked to it, and Sign in with Discord opens it from now "
         "on."
