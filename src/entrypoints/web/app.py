@@ -89,7 +89,6 @@ from entrypoints.webhook_worker import WebhookWorker
 
 if TYPE_CHECKING:
     from litestar.plugins.jinja import JinjaTemplateEngine
-    from markupsafe import Markup
 
     from entrypoints.bot.runtime import HttpInteractions
 
@@ -276,31 +275,6 @@ _INJECTED = (
 )
 
 
-def shown_name_html(name: str | None) -> Markup:
-    """A name someone else chose, on a page (``|name``): ``domain.names.shown_name``, escaped,
-    in its own ``<bdi>`` so that its direction does not reorder the ``@``, the id or the words
-    beside it; nothing at all for a name that shows as nothing."""
-    from markupsafe import Markup  # noqa: PLC0415 - loaded with the template engine
-
-    shown = shown_name(name)
-    return Markup("<bdi>{}</bdi>").format(shown) if shown else Markup("")
-
-
-def shown_handle_html(username: str) -> Markup:
-    """A username on a page as ``@name`` (``|handle``), the ``@`` inside its ``<bdi>``."""
-    from markupsafe import Markup  # noqa: PLC0415 - loaded with the template engine
-
-    return Markup("<bdi>@{}</bdi>").format(shown_name(username))
-
-
-def shown_discord_name_html(global_name: str | None, username: str) -> Markup:
-    """A Discord account's display name on a page (``discord_name(...)``), as ``|name``:
-    its username when it has no display name that shows."""
-    from markupsafe import Markup  # noqa: PLC0415 - loaded with the template engine
-
-    return Markup("<bdi>{}</bdi>").format(shown_display_name(global_name, username))
-
-
 def _template_globals(settings: Settings) -> Callable[[JinjaTemplateEngine], None]:
     """What every page may say of the configuration: whether Sign in with Discord finds an
     account by its confirmed email (with ``TASKFLOW_LINK_EMAIL_LINKING=off`` it never does,
@@ -308,9 +282,9 @@ def _template_globals(settings: Settings) -> Callable[[JinjaTemplateEngine], Non
 
     def configure(engine: JinjaTemplateEngine) -> None:
         engine.engine.globals["links_by_email"] = settings.email_linking is not EmailLinking.OFF
-        engine.engine.filters["name"] = shown_name_html
-        engine.engine.filters["handle"] = shown_handle_html
-        engine.engine.globals["discord_name"] = shown_discord_name_html
+        # Names someone else chose (``domain.names``), each put in its own <bdi> by the page.
+        engine.engine.filters["shown_name"] = shown_name
+        engine.engine.globals["discord_name"] = shown_display_name
 
     return configure
 
