@@ -432,6 +432,21 @@ class DiscordSignInFailed(DomainError):
     )
 
 
+class DiscordSignInStopped(DomainError):
+    """A "Sign in with Discord" whose browser signed out, or signed in again, after its round
+    trip started (while its callback waited on Discord, say): it started no session, made no
+    link proposal, and left the browser's cookies as they are (signed out, or signed in as
+    the later sign-in left it). Its callback opened again (the next person at a shared
+    computer going back in the history) hands nothing over."""
+
+    code = "discord_sign_in_stopped"
+    message = (
+        "This browser signed out (or signed in again) while this sign-in with Discord was "
+        "under way, so it did not sign you in and nothing was changed. Sign in again if you "
+        "want to."
+    )
+
+
 class LinkedRoleVerificationFailed(DomainError):
     """Linked Roles' verification URL started signed in (no sign-in), its callback loaded
     twice: its first load, whose answer the browser left for this one, ended without

@@ -409,6 +409,10 @@ class PendingLogin:
     # ``discord_signup_disabled``): the same callback loaded again tells it again. A code of a
     # newer release's (read back during a rolling upgrade) is told in the generic words.
     failure: str | None = None
+    # When the browser it is bound to (its binding value) signed out, or signed in again,
+    # after it was started: a sign-in not done by then starts no session, and makes no link
+    # proposal (``PendingLoginRepository.mark_signed_out``; migration 0028).
+    signed_out_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1361,11 +1361,11 @@ async def _pending_login_failure_up_and_down(url: str) -> None:
     try:
         await _filled_at(database, "0026_instance_purge_terms", (older, [row]))
         await migrate.upgrade(database, "0027_pending_login_failure")
-        async with database.unit_of_work() as uow:
-            kept = await uow.pending_logins.get("s" * 64)
-        assert kept is not None
-        assert kept.failed_at is not None
-        assert kept.failure is None
+        # Read as 0027's models did (later revisions add columns the models read).
+        async with database.engine.connect() as conn:
+            kept = (await conn.execute(text("SELECT failed_at, failure FROM pending_login"))).one()
+        assert kept[0] is not None
+        assert kept[1] is None
         await migrate.downgrade(database, "0026_instance_purge_terms")
         async with database.engine.connect() as conn:
             hashes = (await conn.execute(text("SELECT state_hash FROM pending_login"))).all()
@@ -1380,6 +1380,69 @@ async def test_a_failed_sign_in_keeps_why_from_0027_on_postgres(empty_pg_url: st
 
 async def test_a_failed_sign_in_keeps_why_from_0027_on_sqlite(sqlite_url: str) -> None:
     await _pending_login_failure_up_and_down(sqlite_url)
+
+
+async def _pending_login_signed_out_up_and_down(url: str) -> None:
+    """0027 -> 0028: a pending login keeps when its browser signed out (``signed_out_at``),
+    found by its binding value's digest; a row written before reads back with none, an older
+    version (which names no such column) still writes its rows beside this one, and the
+    downgrade keeps the rows."""
+    database = SqlDatabase(url)
+    now = datetime.now(UTC)
+    row = {
+        "state_hash": "s" * 64,
+        "purpose": "login",
+        "browser_hash": "b" * 64,
+        "destination": "/account",
+        "created_at": now,
+        "expires_at": now + timedelta(minutes=10),
+        "consumed_at": now,
+        "failed_at": None,
+    }
+    older = sa.table(
+        "pending_login",
+        *(sa.column(name) for name in row if not name.endswith("_at")),
+        *(sa.column(name, UtcDateTime()) for name in row if name.endswith("_at")),
+    )
+    try:
+        await _filled_at(database, "0027_pending_login_failure", (older, [row]))
+        await migrate.upgrade(database, "0028_pending_login_signed_out")
+        async with database.engine.begin() as conn:  # an older version's round trip, started
+            await conn.execute(
+                sa.insert(older), [row | {"state_hash": "t" * 64, "browser_hash": "c" * 64}]
+            )
+        async with database.unit_of_work() as uow:
+            assert (kept := await uow.pending_logins.get("s" * 64)) is not None
+            assert kept.signed_out_at is None
+            assert await uow.pending_logins.mark_signed_out({"b" * 64}, now) == 1
+            await uow.commit()
+        async with database.unit_of_work() as uow:
+            marked = await uow.pending_logins.get("s" * 64)
+            other = await uow.pending_logins.get("t" * 64)
+        assert marked is not None
+        assert marked.signed_out_at is not None
+        assert other is not None
+        assert other.signed_out_at is None
+        await migrate.downgrade(database, "0027_pending_login_failure")
+        async with database.engine.connect() as conn:
+            hashes = (
+                await conn.execute(text("SELECT state_hash FROM pending_login ORDER BY 1"))
+            ).all()
+        assert hashes == [("s" * 64,), ("t" * 64,)]
+    finally:
+        await database.dispose()
+
+
+async def test_a_sign_out_marks_the_sign_ins_under_way_from_0028_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _pending_login_signed_out_up_and_down(empty_pg_url)
+
+
+async def test_a_sign_out_marks_the_sign_ins_under_way_from_0028_on_sqlite(
+    sqlite_url: str,
+) -> None:
+    await _pending_login_signed_out_up_and_down(sqlite_url)
 
 
 def _schema(sync: Any) -> dict[str, Any]:
@@ -1425,6 +1488,7 @@ LAST_REVISIONS = [
     "0025_purge_indexes",
     "0026_instance_purge_terms",
     "0027_pending_login_failure",
+    "0028_pending_login_signed_out",
 ]
 
 

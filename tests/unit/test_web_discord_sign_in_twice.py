@@ -389,15 +389,16 @@ async def test_signing_in_again_ends_the_session_whose_answer_was_lost(
     assert not [s for s in db.tables.sessions.values() if s.account_id == dora]
 
 
-async def test_a_second_load_ends_the_session_this_browser_got_meanwhile(
+async def test_a_second_load_ends_nothing_this_browser_got_meanwhile(
     h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An attacker's review: while the first load asked Discord, this browser signed in
-    elsewhere (another tab, a password), and that load's answer never reached it. Its second
-    load hands over the first load's session, replacing the browser's cookie: the session
-    the browser held until then ends, as any sign-in ends it (the first load ended only the
-    one its own request came with). Before, it lived on for its two weeks, held by nobody and
-    listed on the account page, as the offer waiting in the browser did."""
+    elsewhere (another tab, a password), and that load's answer never reached it. Before,
+    that load started its session all the same and its second load handed it over (ending
+    the session the browser had got meanwhile, which otherwise lived on held by nobody). Now
+    the password sign-in marks the Discord round trip of this browser's binding value, and
+    that load starts no session: neither load hands anything over, and the session the
+    browser got meanwhile, which it holds, goes on (one session, olga's)."""
     await sign_up(client, "olga")
     callback = await _started(h, client, 7251, "dora")
     with _discord_held(h, monkeypatch) as discord:
@@ -407,12 +408,12 @@ async def test_a_second_load_ends_the_session_this_browser_got_meanwhile(
         assert (await post_form(client, "/signin", "/signin", data)).url.path == "/account"
         meanwhile = dict(client.cookies)
         discord.answer()
-        made = (await first).cookies["tfl_session"]
-    _cookies_back(client, meanwhile)  # the first answer lost: olga's new session
+        assert "tfl_session" not in (await first).cookies
+    _cookies_back(client, meanwhile)
 
     second = await client.get(callback, follow_redirects=False)
-    assert second.status_code == 302, second.text
-    assert second.cookies["tfl_session"] == made
-    assert await h.container.current_session().execute(meanwhile["tfl_session"]) is None
+    assert second.status_code == 409, second.text
+    assert "tfl_session" not in second.cookies
+    assert await h.container.current_session().execute(meanwhile["tfl_session"]) is not None
     olga = next(a.id for a in db.tables.accounts.values() if a.username == "olga")
-    assert not [s for s in db.tables.sessions.values() if s.account_id == olga]
+    assert [s.account_id for s in db.tables.sessions.values()] == [olga]

@@ -554,8 +554,12 @@ async def test_a_database_failing_while_it_signs_in_leaves_nothing_half_done(
     await _through_discord(client, r, started, 7305)
     await post_form(client, "/account", "/signout", {})
     started = await client.get("/discord/linked-role", follow_redirects=False)
-    await sign_up(client, "dave")  # in this browser, before Discord's answer
-    dave = client.cookies["tfl_session"]
+    # Dave's session in this browser by Discord's answer (his cookie: signed up in it, that
+    # sign-up would have stopped this round trip, as a sign-out does).
+    async with AsyncTestClient(app=create_app(r.container)) as elsewhere:
+        await sign_up(elsewhere, "dave")
+        dave = elsewhere.cookies["tfl_session"]
+    client.cookies.set("tfl_session", dave)
     db: MemoryDatabase = r.container.memory_db()
     tables = (dict(db.tables.sessions), dict(db.tables.role_connection_tokens))
     commit = MemoryUnitOfWork.commit
@@ -577,14 +581,15 @@ async def test_a_database_failing_while_it_signs_in_leaves_nothing_half_done(
     assert await r.container.current_session().execute(dave) is not None
 
 
-async def test_a_load_again_ends_the_session_this_browser_got_meanwhile(
+async def test_a_load_again_hands_nothing_over_after_this_browser_signed_up_meanwhile(
     client: Client, r: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An attacker's review: started signed out, its callback's first load asked Discord
     while this browser signed up meanwhile (another tab), and that load's answer never
-    reached it. The callback loaded again hands over the first load's session, replacing the
-    browser's cookie: the session the browser held until then ends, as any sign-in ends it.
-    Before, it lived on, held by nobody."""
+    reached it. Before, that load started its session all the same, and the callback loaded
+    again handed it over. Now the sign-up marks the round trip of this browser's binding
+    value: that load starts no session, neither load hands anything over, and the session
+    the browser got meanwhile (dave's, which it holds) goes on."""
     await sign_up(client, "carol")
     r.discord_user(7306)
     asked = await client.get("/discord/linked-role")
@@ -602,10 +607,12 @@ async def test_a_load_again_ends_the_session_this_browser_got_meanwhile(
         await sign_up(client, "dave")  # in another tab, while Discord answers
         meanwhile = dict(client.cookies)
         discord.answer()
-        made = (await first).cookies["tfl_session"]
-    _cookies_back(client, meanwhile)  # the first answer lost: dave's session
+        stopped = await first
+    assert stopped.status_code == 409, stopped.text
+    assert "tfl_session" not in stopped.cookies
+    _cookies_back(client, meanwhile)
 
     again = await client.get(callback, follow_redirects=False)
-    assert again.status_code == 302, again.text
-    assert again.cookies["tfl_session"] == made
-    assert await r.container.current_session().execute(meanwhile["tfl_session"]) is None
+    assert again.status_code == 409, again.text
+    assert "tfl_session" not in again.cookies
+    assert await r.container.current_session().execute(meanwhile["tfl_session"]) is not None

@@ -464,6 +464,22 @@ class MemoryPendingLogins(_Repo):
                 raise errors.Conflict("no such account")  # the SQL foreign key
             self._t.pending_logins[state_digest] = replace(pending, account_id=account_id)
 
+    async def lock(self, state_digest: str) -> PendingLogin | None:
+        return self._t.pending_logins.get(state_digest)  # one writer at a time here
+
+    async def mark_signed_out(
+        self, browser_digests: Collection[str], now: datetime, *, skip_held: bool = False
+    ) -> int:
+        rows = self._t.pending_logins
+        due = [
+            key
+            for key, row in rows.items()
+            if row.browser_digest in browser_digests and row.signed_out_at is None
+        ]
+        for key in due:
+            rows[key] = replace(rows[key], signed_out_at=now)
+        return len(due)
+
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         return _purge(self._t.pending_logins, now, limit)
 

@@ -240,6 +240,7 @@ def _pending(row: Any) -> PendingLogin:
         consumed_at=row.consumed_at,
         failed_at=row.failed_at,
         failure=row.failure,
+        signed_out_at=row.signed_out_at,
     )
 
 
@@ -491,6 +492,10 @@ class SqlLinks(_Repo):
 
 
 class SqlPendingLogins(_Repo):
+    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
+        super().__init__(session)
+        self._postgres = postgres
+
     async def add(self, pending: PendingLogin) -> None:
         await self._run(
             insert(pending_login),
@@ -506,6 +511,7 @@ class SqlPendingLogins(_Repo):
                 "consumed_at": pending.consumed_at,
                 "failed_at": pending.failed_at,
                 "failure": pending.failure,
+                "signed_out_at": pending.signed_out_at,
             },
         )
 
@@ -539,6 +545,30 @@ class SqlPendingLogins(_Repo):
             )
             .values(account_id=account_id.value)
         )
+
+    async def lock(self, state_digest: str) -> PendingLogin | None:
+        # FOR UPDATE on Postgres: a mark_signed_out committed while this waited is read here.
+        # SQLite ignores it (BEGIN IMMEDIATE serialises writers).
+        query = select(pending_login).where(pending_login.c.state_hash == state_digest)
+        row = (await self._run(query.with_for_update())).first()
+        return _pending(row) if row else None
+
+    async def mark_signed_out(
+        self, browser_digests: Collection[str], now: datetime, *, skip_held: bool = False
+    ) -> int:
+        if not browser_digests:
+            return 0
+        due = (
+            pending_login.c.browser_hash.in_(sorted(browser_digests)),
+            pending_login.c.signed_out_at.is_(None),
+        )
+        mark = update(pending_login).where(*due).values(signed_out_at=now)
+        if skip_held and self._postgres:
+            picked = select(pending_login.c.state_hash).where(*due)
+            return await self._count(
+                _claiming(mark, picked, pending_login.c.state_hash, postgres=True)
+            )
+        return await self._count(mark)
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         return await self._delete_some(

@@ -159,7 +159,8 @@ pending_login = Table(
     Column("state_hash", String(64), primary_key=True),
     Column("purpose", String(16), nullable=False),
     Column("account_id", Uuid(), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
-    Column("browser_hash", String(64), nullable=False),
+    # Indexed (migration 0028): a sign-out marks the ones of its browser's binding values.
+    Column("browser_hash", String(64), nullable=False, index=True),
     Column("ticket_hash", String(64), nullable=True),  # the /link ticket being confirmed
     Column("destination", String(2048), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
@@ -169,6 +170,8 @@ pending_login = Table(
     Column("failed_at", UtcDateTime(), nullable=True),
     # Why (the refusal's code: see PendingLogin.failure; migration 0027).
     Column("failure", String(64), nullable=True),
+    # The browser signed out after it started (see PendingLogin.signed_out_at; migration 0028).
+    Column("signed_out_at", UtcDateTime(), nullable=True),
     CheckConstraint(PENDING_PURPOSES, name="purpose_known"),
 )
 

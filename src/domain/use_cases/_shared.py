@@ -450,6 +450,60 @@ async def prove_identity(
     raise errors.ReauthenticationRequired()
 
 
+def binding_digests(
+    tokens: TokenIssuer, bindings: Sequence[str], *, completing: str | None = None
+) -> set[str]:
+    """The digests of this browser's binding values (its newest ``BINDINGS_KEPT`` plausible
+    ones, ``completing`` left out): its Discord round trips' pending logins are bound to
+    them. Only a value the browser holds names one: nobody else can make its digest."""
+    return {
+        tokens.digest(binding)
+        for binding in [b for b in bindings if plausible_token(b)][:BINDINGS_KEPT]
+        if binding != completing
+    }
+
+
+async def stop_sign_ins_under_way(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    browser: BrowserCookies,
+    now: datetime,
+    *,
+    completing: str | None = None,
+) -> bool:
+    """Mark the Discord round trips bound to this browser (its binding cookie's values) as
+    signed out of (``PendingLogin.signed_out_at``), in the caller's transaction: the first
+    load of a callback still waiting on Discord starts no session afterwards, nor makes a
+    link proposal (``CompleteDiscordAuth``: its answer would otherwise come after this
+    sign-out, and its callback opened again within the minute hand that session over).
+    Whether any was marked.
+
+    First in the caller's transaction, before it locks anything: it waits for a load that
+    holds its own round trip (``PendingLoginRepository.lock``, the first lock that load
+    takes), and that load must never wait for this transaction meanwhile. ``completing``:
+    the binding value of the Discord sign-in this transaction completes, whose own round
+    trip it holds; the others' it skips when another load holds them (two tabs completing
+    at once: neither waits for the other)."""
+    digests = binding_digests(tokens, browser.bindings, completing=completing)
+    if not digests:
+        return False
+    marked = await uow.pending_logins.mark_signed_out(
+        digests, now, skip_held=completing is not None
+    )
+    return marked > 0
+
+
+async def not_signed_out_since(uow: UnitOfWork, pending: PendingLogin) -> None:
+    """Hold the round trip of a Discord sign-in about to start its session (or make its link
+    proposal), first in its transaction, and refuse it (``DiscordSignInStopped``: the
+    transaction rolls back, nothing done) when its browser signed out, or signed in again,
+    since it started (``stop_sign_ins_under_way``). A sign-out that marks it later waits for
+    this transaction, then ends the session it started."""
+    held = await uow.pending_logins.lock(pending.state_digest)
+    if held is not None and held.signed_out_at is not None:
+        raise errors.DiscordSignInStopped()
+
+
 async def sign_out_browser(
     uow: UnitOfWork,
     tokens: TokenIssuer,
@@ -471,14 +525,18 @@ async def sign_out_browser(
     ``completing``: the binding value of the Discord sign-in this transaction completes
     (``CompleteDiscordAuth._login``), whose own session is ``keeping`` and which made no
     proposal (it made one instead of signing in, and its state is spent once), so nothing
-    under it is looked up: neither is there to end."""
+    under it is looked up: neither is there to end.
+
+    The Discord round trips of its binding values are marked first
+    (``stop_sign_ins_under_way``): a load that started its session before this waited for
+    it has committed it, and it is read (and ended) below; a later one starts none."""
+    ended = await stop_sign_ins_under_way(uow, tokens, browser, now, completing=completing)
     session_token, bindings = browser.session_token, browser.bindings
     offer = digest_of(tokens, browser.proposal_token)
     offers = {offer} if offer is not None else set()
     offers.update(
         sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN, completing=completing)
     )
-    ended = False
     for digest in sorted(offers):
         ended = await uow.link_proposals.consume(digest, now) is not None or ended
     kept = digest_of(tokens, keeping)

@@ -48,6 +48,7 @@ from domain.use_cases._shared import (
     signed_in,
     start_session,
     still_the_password,
+    stop_sign_ins_under_way,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.webhooks import account_created
@@ -163,6 +164,8 @@ class SignUp(_PasswordUseCase):
 
         async def attempt() -> tuple[str, bool]:
             async with self._uow() as uow:
+                # First, before any lock: see ``stop_sign_ins_under_way``.
+                await stop_sign_ins_under_way(uow, self._tokens, browser, now)
                 if await uow.accounts.get_by_username(name) is not None:
                     raise errors.UsernameTaken()
                 # Taken only by an account that confirmed it. Until then each account with it
@@ -302,6 +305,8 @@ class SignIn(_PasswordUseCase):
             rehashed = await self._passwords.rehash_if_outdated(checked, password)
             now = self._clock.now()
             async with self._uow() as uow:
+                # First, before any lock: see ``stop_sign_ins_under_way``.
+                await stop_sign_ins_under_way(uow, self._tokens, browser, now)
                 fresh = await still_the_password(uow, account.id, checked)
                 if rehashed is not None:
                     fresh = replace(fresh, password_hash=rehashed)

@@ -71,6 +71,7 @@ from domain.use_cases._shared import (
     apply_link,
     digest_of,
     made_just_now,
+    not_signed_out_since,
     plausible_token,
     prove_identity,
     renew_session,
@@ -419,6 +420,7 @@ _TOLD_AGAIN: dict[str, type[errors.DomainError]] = {
         errors.EmailAccountLinkedToOtherDiscord,
         errors.DiscordNotLinkedYet,
         errors.DiscordDenied,
+        errors.DiscordSignInStopped,
     )
 }
 
@@ -702,8 +704,16 @@ class FinishDiscordConfirmation:
                 proposal_token=waits.token,
                 handed_over=True,
             )
-        if pending.failed_at is not None:
-            raise failed_again(pending, errors.DiscordSignInFailed, now)
+        ended = (
+            failed_again(pending, errors.DiscordSignInFailed, now)
+            if pending.failed_at is not None
+            # Its browser signed out since it started: its first load starts no session now.
+            else errors.DiscordSignInStopped()
+            if pending.signed_out_at is not None
+            else None
+        )
+        if ended is not None:
+            raise ended
         if now - consumed_at > self._confirming_for:
             raise refused
         return AuthCompleted(
@@ -1010,7 +1020,9 @@ class CompleteDiscordAuth:
         binding = binding_of(self._tokens, pending, browser.bindings) or self._tokens.issue().token
         made = session_token_after(self._tokens, binding, AFTER_DISCORD_SIGN_IN)
         if roles and self._role_connections is not None:
-            return await self._role_connections.complete(pending, profile, tokens, browser, made)
+            return await self._role_connections.complete(
+                pending, profile, tokens, browser, made, binding=binding
+            )
 
         if pending.purpose is AuthPurpose.LINK:
             return await retry_on_conflict(lambda: self._link(pending, profile, session_token))
@@ -1238,6 +1250,9 @@ class CompleteDiscordAuth:
         browser's (``binding_of``), which none of them equals."""
         now = self._clock.now()
         async with self._uow() as uow:
+            # Its round trip held before anything else: its browser signed out (or signed in
+            # again) while Discord answered, it starts nothing (``not_signed_out_since``).
+            await not_signed_out_since(uow, pending)
             link = await uow.links.get_by_discord_id(profile.id)
             email = profile.email.strip() if profile.email else ""
             matches = await uow.accounts.find_by_email(email) if email else []

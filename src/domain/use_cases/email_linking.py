@@ -46,6 +46,7 @@ from domain.use_cases._shared import (
     sign_out_browser,
     start_session,
     still_the_password,
+    stop_sign_ins_under_way,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 
@@ -255,6 +256,8 @@ class ConfirmLinkWithPassword:
         async def attempt(checked: str) -> LinkConfirmed:
             now = self._clock.now()
             async with self._uow() as uow:
+                # First, before any lock: see ``stop_sign_ins_under_way``.
+                await stop_sign_ins_under_way(uow, self._tokens, browser, now)
                 fresh = await still_the_password(uow, shown.account.id, checked)
                 proposal = await use_secret(
                     uow.link_proposals,
@@ -433,6 +436,8 @@ class ConfirmLinkWithEmail:
         async def attempt() -> LinkConfirmed:
             now = self._clock.now()
             async with self._uow() as uow:
+                # First, before any lock: see ``stop_sign_ins_under_way``.
+                await stop_sign_ins_under_way(uow, self._tokens, browser, now)
                 used, account = await consume_email_link(
                     uow, self._tokens, email_token, EmailPurpose.LINK, now
                 )

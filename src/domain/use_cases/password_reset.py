@@ -50,6 +50,7 @@ from domain.use_cases._shared import (
     session_token_after,
     sign_out_browser,
     start_session,
+    stop_sign_ins_under_way,
 )
 from domain.use_cases._webhooks import NO_WEBHOOKS, WebhookOutbox
 from domain.use_cases.accounts import SignedIn, _PasswordUseCase
@@ -180,6 +181,8 @@ class ResetPassword(_PasswordUseCase):
         now = self._clock.now()
         made = session_token_after(self._tokens, token, _SESSION_OF_RESET)
         async with self._uow() as uow:
+            # First, before any lock: see ``stop_sign_ins_under_way``.
+            await stop_sign_ins_under_way(uow, self._tokens, browser, now)
             # The link proves the mailbox: the address is taken from the other accounts that
             # hold it unconfirmed, each locked before this one (``lock_holders``).
             peek = await uow.email_tokens.get(digest_of(self._tokens, token) or "")

@@ -61,6 +61,7 @@ from domain.use_cases._shared import (
     SESSION_TTL,
     BrowserCookies,
     apply_link,
+    not_signed_out_since,
     queue_notice,
     retry_on_conflict,
     session_of_pending,
@@ -825,21 +826,24 @@ class RoleConnectionFlow:
         granted: DiscordTokens,
         browser: BrowserCookies,
         made: IssuedSecret,
+        *,
+        binding: str | None = None,
     ) -> AuthCompleted:
-        """``made``: the token of the session it starts when it signs in, derived from the
-        round trip's binding value as a plain sign-in's (``binding_of``): its callback
-        loaded twice is handed that session (``FinishDiscordConfirmation``), and signing out
-        in that browser ends it (``sign_in_successors``). Signing in, it ends the session
-        this ``browser`` had, the email-linking offer waiting in it and what its other
-        Discord sign-ins (its binding cookie's values) made without their answer reaching
-        it, in the same transaction (see ``sign_out_browser``)."""
+        """``binding``: the round trip's binding value (see ``sign_out_browser``'s
+        ``completing``). ``made``: the token of the session it starts when it signs in,
+        derived from the round trip's binding value as a plain sign-in's (``binding_of``):
+        its callback loaded twice is handed that session (``FinishDiscordConfirmation``),
+        and signing out in that browser ends it (``sign_in_successors``). Signing in, it
+        ends the session this ``browser`` had, the email-linking offer waiting in it and
+        what its other Discord sign-ins (its binding cookie's values) made without their
+        answer reaching it, in the same transaction (see ``sign_out_browser``)."""
         if ROLE_CONNECTIONS_SCOPE not in granted.scopes:
             raise errors.DiscordDenied(
                 "Discord did not let TaskFlow update your connection (role_connections.write), "
                 "so nothing was changed. Allow it when you start again."
             )
         done, row = await retry_on_conflict(
-            lambda: self._connect(pending, profile, granted, browser, made)
+            lambda: self._connect(pending, profile, granted, browser, made, binding=binding)
         )
         if row is None:  # a worker is pushing this user's connection: it pushes the new grant
             return done
@@ -852,11 +856,16 @@ class RoleConnectionFlow:
         granted: DiscordTokens,
         browser: BrowserCookies,
         made: IssuedSecret,
+        *,
+        binding: str | None = None,
     ) -> tuple[AuthCompleted, RoleConnectionToken | None]:
         now = self._clock.now()
         new_session: str | None = None
         async with self._uow() as uow:
             if pending.account_id is None:
+                # As a Discord sign-in: its round trip held first, and no session if its
+                # browser signed out since it started (see ``stop_sign_ins_under_way``).
+                await not_signed_out_since(uow, pending)
                 link = await uow.links.get_by_discord_id(profile.id)
                 if link is None:
                     raise errors.DiscordNotLinkedYet()
@@ -879,7 +888,9 @@ class RoleConnectionFlow:
                 )
                 # Its callback loaded again once this session has ended is told so at once.
                 await uow.pending_logins.mark_signed_in(pending.state_digest, account_id)
-                await sign_out_browser(uow, self._tokens, browser, now, keeping=new_session)
+                await sign_out_browser(
+                    uow, self._tokens, browser, now, keeping=new_session, completing=binding
+                )
             else:
                 await session_of_pending(uow, self._tokens, now, pending, browser.session_token)
                 account_id = pending.account_id

@@ -28,6 +28,7 @@ from domain.use_cases._shared import (
     session_token_after,
     sign_out_browser,
     signed_in,
+    stop_sign_ins_under_way,
 )
 
 # "Last used" is written at most this often: reading who is signed in must not cost a write
@@ -136,6 +137,8 @@ class EndSession:
         now = self._clock.now()
         async with self._uow() as uow:
             session, account = await signed_in(uow, self._tokens, browser.session_token, now)
+            if wanted == session.id:  # first, before any lock: see stop_sign_ins_under_way
+                await stop_sign_ins_under_way(uow, self._tokens, browser, now)
             if not await uow.sessions.remove_by_id(account.id, wanted):
                 raise errors.NotFound("There is no such session (it may have ended already).")
             await uow.audit.record(
@@ -175,6 +178,8 @@ class EndAllSessions:
         now = self._clock.now()
         kept = None
         async with self._uow() as uow:
+            # First, before any lock: see ``stop_sign_ins_under_way``.
+            await stop_sign_ins_under_way(uow, self._tokens, browser, now)
             _, account = await signed_in(uow, self._tokens, browser.session_token, now)
             fresh = await uow.accounts.lock(account.id)
             if fresh is not None:

@@ -48,6 +48,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.DiscordDenied: 400,
     errors.DiscordConfirmationFailed: 400,
     errors.DiscordSignInFailed: 400,
+    errors.DiscordSignInStopped: 409,
     errors.DiscordUnavailable: 502,
     errors.Conflict: 409,
     errors.StorageError: 503,
@@ -97,6 +98,7 @@ _CALLBACK_TITLES: dict[type[errors.DomainError], str] = {
     errors.SecretConsumed: "Discord's answer was already used",
     errors.SecretExpired: "This attempt has expired",
     errors.DiscordSignInFailed: "Signing in with Discord did not go through",
+    errors.DiscordSignInStopped: "This sign-in with Discord was stopped",
     errors.StartedByAnotherVersion: "Please start again",
     errors.DiscordSignInUsed: "This sign-in was already used",
 }
@@ -160,7 +162,8 @@ def _next_step(request: Request[Any, Any, Any], error: errors.DomainError) -> st
         errors.SecretRefused
         | errors.DiscordDenied
         | errors.DiscordUnavailable
-        | errors.DiscordSignInFailed,
+        | errors.DiscordSignInFailed
+        | errors.DiscordSignInStopped,
     ):
         # A round trip from the account page (linking, "Confirm it is you"), or a sign-in.
         if holds_a_session(request):

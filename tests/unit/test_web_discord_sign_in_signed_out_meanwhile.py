@@ -1,0 +1,129 @@
+"""A browser that signs out, or signs in as someone else, while the first load of a "Sign in
+with Discord" callback still waits on Discord (the code's exchange): before, that load made
+its session afterwards, under the token derived from the round trip's binding value, and the
+callback opened again within the minute (the next person at a shared computer going back in
+the history) was handed it. The sign-out ended the sessions of the browser's binding values,
+but that one was not there yet. Now the sign-out marks the round trips of its binding values
+(``PendingLogin.signed_out_at``), and a load that finds its own marked starts no session:
+it answers that the sign-in was stopped, its cookies untouched, and so does its callback
+loaded again. Through the web app (Litestar's test client, in-memory adapters, the fake
+Discord)."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import MemoryDatabase
+from domain.model import AuthPurpose
+from entrypoints.web import create_app
+from tests.harness import PASSWORD, Harness
+from tests.unit.test_web_discord_confirm_twice import _discord_held, _first_load
+from tests.unit.test_web_discord_sign_in_twice import FINISHING, _started
+from tests.web_support import Client, post_form, sign_up
+
+STOPPED = "This sign-in with Discord was stopped"  # the page's title
+
+
+def _dora(db: MemoryDatabase) -> list[object]:
+    return [a for a in db.tables.accounts.values() if a.username == "dora"]
+
+
+def _pending(db: MemoryDatabase) -> object:
+    [pending] = [p for p in db.tables.pending_logins.values() if p.purpose is AuthPurpose.LOGIN]
+    return pending
+
+
+async def test_signing_out_while_the_first_load_asks_discord_starts_no_session(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed out while the first load asks Discord: that load starts no session (nor makes
+    the account it would have made), and says so; its callback loaded again, at once and
+    after that load, hands nothing over."""
+    await sign_up(client, "olga")
+    callback = await _started(h, client, 7301, "dora")
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        signed_out = await post_form(client, "/account", "/signout", {})
+        assert signed_out.url.path == "/"
+        # Loaded again meanwhile: told at once, not "finishing" (its first load starts none).
+        again = await client.get(callback, follow_redirects=False)
+        assert again.status_code == 409, again.text
+        assert STOPPED in again.text
+        assert FINISHING not in again.text
+        discord.answer()
+        stopped = await first
+    assert stopped.status_code == 409, stopped.text
+    assert STOPPED in stopped.text
+    assert "tfl_session" not in stopped.cookies
+    assert not db.tables.sessions
+    assert not _dora(db)  # the account it would have made: rolled back with the session
+    for _ in range(2):
+        again = await client.get(callback, follow_redirects=False)
+        assert again.status_code == 409, again.text
+        assert STOPPED in again.text
+        assert "tfl_session" not in again.cookies
+    assert not db.tables.sessions
+    assert (await client.get("/account", follow_redirects=False)).status_code != 200
+
+
+async def test_signing_in_as_someone_else_meanwhile_keeps_that_sign_in(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed in with a password (as olga) while the first load asks Discord: that load
+    starts no session, and its answer leaves olga's cookie as it is."""
+    await sign_up(client, "olga")
+    await post_form(client, "/account", "/signout", {})
+    callback = await _started(h, client, 7302, "dora")
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        data = {"login": "olga", "password": PASSWORD}
+        assert (await post_form(client, "/signin", "/signin", data)).url.path == "/account"
+        discord.answer()
+        stopped = await first
+    assert stopped.status_code == 409, stopped.text
+    assert "tfl_session" not in stopped.cookies
+    assert not _dora(db)
+    account = await client.get("/account")
+    assert account.url.path == "/account"
+    assert "olga" in account.text
+    assert len(db.tables.sessions) == 1
+
+
+async def test_signed_out_before_coming_back_from_discord_starts_no_session(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Signed out in another tab while at Discord's page (the round trip started): coming
+    back signs nobody in."""
+    await sign_up(client, "olga")
+    callback = await _started(h, client, 7303, "dora")
+    await post_form(client, "/account", "/signout", {})
+    stopped = await client.get(callback, follow_redirects=False)
+    assert stopped.status_code == 409, stopped.text
+    assert STOPPED in stopped.text
+    assert not db.tables.sessions
+    assert not _dora(db)
+
+
+async def test_another_browsers_sign_out_stops_nothing(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the browser's own binding values name its round trips: another browser signing
+    out meanwhile (even with this browser's session cookie, copied) marks nothing, and the
+    sign-in goes through."""
+    await sign_up(client, "olga")
+    callback = await _started(h, client, 7304, "dora")
+    async with AsyncTestClient(app=create_app(h.container)) as stranger:
+        await sign_up(stranger, "pia")
+        with _discord_held(h, monkeypatch) as discord:
+            first = _first_load(client, callback)
+            await discord.asked()
+            assert (await post_form(stranger, "/account", "/signout", {})).url.path == "/"
+            discord.answer()
+            done = await first
+    assert done.status_code == 302, done.text
+    assert done.cookies["tfl_session"]
+    assert _dora(db)
+    assert getattr(_pending(db), "signed_out_at", None) is None
