@@ -615,4 +615,6 @@ async def test_a_load_again_hands_nothing_over_after_this_browser_signed_up_mean
     again = await client.get(callback, follow_redirects=False)
     assert again.status_code == 409, again.text
     assert "tfl_session" not in again.cookies
+    for page in (stopped, again):  # its way on: the verification URL
+        assert 'href="/discord/linked-role"' in page.text
     assert await r.container.current_session().execute(meanwhile["tfl_session"]) is not None

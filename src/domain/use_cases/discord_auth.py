@@ -713,6 +713,7 @@ class FinishDiscordConfirmation:
             else None
         )
         if ended is not None:
+            ended.in_linked_roles = pending.purpose in _ROLE_PURPOSES
             raise ended
         if now - consumed_at > self._confirming_for:
             raise refused
