@@ -137,14 +137,10 @@ class PendingLoginRepository(Protocol):
         session): a ``mark_signed_out`` of it either committed before (and is seen here) or
         waits for this transaction to end. ``None`` when unknown."""
 
-    async def mark_signed_out(
-        self, browser_digests: Collection[str], now: datetime, *, skip_held: bool = False
-    ) -> int:
+    async def mark_signed_out(self, browser_digests: Collection[str], now: datetime) -> int:
         """Record ``now`` as ``signed_out_at`` of the ones bound to these browser digests
-        (their binding values) that have none yet; how many. It waits for a sign-in that holds
-        one (``lock``) to end, unless ``skip_held``: then that one is left out (a sign-in
-        completing in another tab of the same browser, which holds its own and must not wait
-        for this one's: no deadlock)."""
+        (their binding values) that have none yet; how many. It waits for a sign-in that
+        holds one (``lock``) to end."""
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         """Delete the rows expired at ``now`` (used or not); how many (``limit``: see

@@ -467,9 +467,7 @@ class MemoryPendingLogins(_Repo):
     async def lock(self, state_digest: str) -> PendingLogin | None:
         return self._t.pending_logins.get(state_digest)  # one writer at a time here
 
-    async def mark_signed_out(
-        self, browser_digests: Collection[str], now: datetime, *, skip_held: bool = False
-    ) -> int:
+    async def mark_signed_out(self, browser_digests: Collection[str], now: datetime) -> int:
         rows = self._t.pending_logins
         due = [
             key

@@ -492,10 +492,6 @@ class SqlLinks(_Repo):
 
 
 class SqlPendingLogins(_Repo):
-    def __init__(self, session: AsyncSession, *, postgres: bool = False) -> None:
-        super().__init__(session)
-        self._postgres = postgres
-
     async def add(self, pending: PendingLogin) -> None:
         await self._run(
             insert(pending_login),
@@ -553,21 +549,17 @@ class SqlPendingLogins(_Repo):
         row = (await self._run(query.with_for_update())).first()
         return _pending(row) if row else None
 
-    async def mark_signed_out(
-        self, browser_digests: Collection[str], now: datetime, *, skip_held: bool = False
-    ) -> int:
+    async def mark_signed_out(self, browser_digests: Collection[str], now: datetime) -> int:
         if not browser_digests:
             return 0
-        due = (
-            pending_login.c.browser_hash.in_(sorted(browser_digests)),
-            pending_login.c.signed_out_at.is_(None),
-        )
-        mark = update(pending_login).where(*due).values(signed_out_at=now)
-        if skip_held and self._postgres:
-            picked = select(pending_login.c.state_hash).where(*due)
-            return await self._count(
-                _claiming(mark, picked, pending_login.c.state_hash, postgres=True)
+        mark = (
+            update(pending_login)
+            .where(
+                pending_login.c.browser_hash.in_(sorted(browser_digests)),
+                pending_login.c.signed_out_at.is_(None),
             )
+            .values(signed_out_at=now)
+        )
         return await self._count(mark)
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:

@@ -81,7 +81,7 @@ class SqlUnitOfWork:
         self._session = sessions()
         self.accounts = SqlAccounts(self._session)
         self.links = SqlLinks(self._session)
-        self.pending_logins = SqlPendingLogins(self._session, postgres=postgres)
+        self.pending_logins = SqlPendingLogins(self._session)
         self.link_tickets = SqlLinkTickets(self._session, postgres=postgres)
         self.sessions = SqlSessions(self._session)
         self.api_keys = SqlApiKeys(self._session)

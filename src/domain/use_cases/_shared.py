@@ -450,47 +450,33 @@ async def prove_identity(
     raise errors.ReauthenticationRequired()
 
 
-def binding_digests(
-    tokens: TokenIssuer, bindings: Sequence[str], *, completing: str | None = None
-) -> set[str]:
+def binding_digests(tokens: TokenIssuer, bindings: Sequence[str]) -> set[str]:
     """The digests of this browser's binding values (its newest ``BINDINGS_KEPT`` plausible
-    ones, ``completing`` left out): its Discord round trips' pending logins are bound to
-    them. Only a value the browser holds names one: nobody else can make its digest."""
+    ones): its Discord round trips' pending logins are bound to them."""
     return {
         tokens.digest(binding)
         for binding in [b for b in bindings if plausible_token(b)][:BINDINGS_KEPT]
-        if binding != completing
     }
 
 
 async def stop_sign_ins_under_way(
-    uow: UnitOfWork,
-    tokens: TokenIssuer,
-    browser: BrowserCookies,
-    now: datetime,
-    *,
-    completing: str | None = None,
+    uow: UnitOfWork, tokens: TokenIssuer, browser: BrowserCookies, now: datetime
 ) -> bool:
     """Mark the Discord round trips bound to this browser (its binding cookie's values) as
     signed out of (``PendingLogin.signed_out_at``), in the caller's transaction: the first
     load of a callback still waiting on Discord starts no session afterwards, nor makes a
-    link proposal (``CompleteDiscordAuth``: its answer would otherwise come after this
+    link proposal (``not_signed_out_since``: its answer would otherwise come after this
     sign-out, and its callback opened again within the minute hand that session over).
-    Whether any was marked.
+    Whether any was marked. Only the values this browser holds name them: nobody else can
+    make their digests.
 
     First in the caller's transaction, before it locks anything: it waits for a load that
-    holds its own round trip (``PendingLoginRepository.lock``, the first lock that load
-    takes), and that load must never wait for this transaction meanwhile. ``completing``:
-    the binding value of the Discord sign-in this transaction completes, whose own round
-    trip it holds; the others' it skips when another load holds them (two tabs completing
-    at once: neither waits for the other)."""
-    digests = binding_digests(tokens, browser.bindings, completing=completing)
+    holds its own round trip (the first lock that load takes), and that load must never wait
+    for this transaction meanwhile."""
+    digests = binding_digests(tokens, browser.bindings)
     if not digests:
         return False
-    marked = await uow.pending_logins.mark_signed_out(
-        digests, now, skip_held=completing is not None
-    )
-    return marked > 0
+    return await uow.pending_logins.mark_signed_out(digests, now) > 0
 
 
 async def not_signed_out_since(uow: UnitOfWork, pending: PendingLogin) -> None:
@@ -529,8 +515,11 @@ async def sign_out_browser(
 
     The Discord round trips of its binding values are marked first
     (``stop_sign_ins_under_way``): a load that started its session before this waited for
-    it has committed it, and it is read (and ended) below; a later one starts none."""
-    ended = await stop_sign_ins_under_way(uow, tokens, browser, now, completing=completing)
+    it has committed it, and it is read (and ended) below; a later one starts none. Not by
+    a Discord sign-in (``completing``): two tabs of one browser signing in with Discord each
+    finish (the later one ends the session the other made, as before), and neither load
+    waits for the other's round trip (it holds its own: no deadlock)."""
+    ended = completing is None and await stop_sign_ins_under_way(uow, tokens, browser, now)
     session_token, bindings = browser.session_token, browser.bindings
     offer = digest_of(tokens, browser.proposal_token)
     offers = {offer} if offer is not None else set()
