@@ -8,7 +8,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from types import EllipsisType
 from typing import Any
 
@@ -31,6 +31,9 @@ TEST_GUILD_ID = "1300000000000000001"
 TEST_CHANNEL_ID = "1300000000000000002"
 BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
 BOT_ROLE_POSITION = 10
+# What ``EmulatorState.reset`` keeps: the application's identity (the service's settings name
+# it) and the id counter (ids stay ever increasing, apart from those before the reset).
+KEPT_ON_RESET = frozenset({"client_id", "client_secret", "bot_token", "signing_key", "_next_id"})
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -277,6 +280,25 @@ class EmulatorState:
             encoded_id = base64.b64encode(self.client_id.encode()).decode().rstrip("=")
             self.bot_token = f"{encoded_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
         self.guilds.setdefault(TEST_GUILD_ID, Guild(TEST_GUILD_ID, "TaskFlow Test Server"))
+
+    def reset(self) -> None:
+        """Back to a new emulator's state, in place (a server serving this state serves the
+        new one): no users, grants, tokens, sessions, interactions (nor their messages),
+        faults, calls, commands, role metadata or connections; the test server alone, without
+        members or roles of its own; every setting (deadlines, delays, limits, clock,
+        ``interactions_url``) back to its default, and no redirect URIs. Kept: what
+        ``KEPT_ON_RESET`` names. For tests that share one served emulator."""
+        for each in fields(self):
+            if each.name in KEPT_ON_RESET:
+                continue
+            if each.default is not MISSING:
+                value: Any = each.default
+            elif each.default_factory is not MISSING:
+                value = each.default_factory()
+            else:  # a field given at construction: redirect_uris
+                value = type(getattr(self, each.name))()
+            setattr(self, each.name, value)
+        self.__post_init__()
 
     @property
     def test_guild(self) -> Guild:
