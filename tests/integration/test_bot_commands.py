@@ -15,7 +15,7 @@ import contextlib
 import copy
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -108,22 +108,62 @@ def bot_settings(app_url: str, emulator: EmulatorState, emulator_url: str) -> di
     }
 
 
+@dataclass
+class ServedEmulator:
+    """An emulator already served (``served_emulator``): the tests that need no emulator of
+    their own share it, reset before each (``bot_stack``)."""
+
+    state: EmulatorState
+    url: str
+
+
+@pytest.fixture(scope="module")
+def served_emulator() -> Iterator[ServedEmulator]:
+    state = EmulatorState(APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE)
+    with serve(create_emulator_app(state)) as url:
+        yield ServedEmulator(state, url)
+
+
+@contextlib.contextmanager
+def _emulator_for(
+    emulator: EmulatorState | ServedEmulator | None, app_url: str
+) -> Iterator[tuple[EmulatorState, str]]:
+    """A test's own emulator, served for it alone; or the shared one, reset (nothing an
+    earlier test left: users, members, faults, commands, interactions, settings)."""
+    if isinstance(emulator, ServedEmulator):
+        state = emulator.state
+        state.reset()
+        state.response_deadline = EMULATOR_DEADLINE
+        state.redirect_uris.add(f"{app_url}/auth/discord/callback")
+        state.interactions_url = f"{app_url}/interactions"
+        try:
+            yield state, emulator.url
+        finally:
+            # Lifted before the app stops: a "timeout" fault would hold its calls for seconds.
+            state.faults.clear()
+        return
+    state = emulator or EmulatorState(
+        APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE
+    )
+    state.redirect_uris.add(f"{app_url}/auth/discord/callback")
+    state.interactions_url = f"{app_url}/interactions"
+    with serve(create_emulator_app(state)) as emulator_url:
+        yield state, emulator_url
+
+
 @contextlib.asynccontextmanager
 async def bot_stack(
-    emulator: EmulatorState | None = None,
+    emulator: EmulatorState | ServedEmulator | None = None,
     *,
     interaction_clock: ShiftedClock | None = None,
     **settings: object,
 ) -> AsyncIterator[Bot]:
+    """The web app on this test's event loop, and the emulator: ``emulator`` (a test's own,
+    or ``served_emulator``, shared and reset here), or a new one."""
     sock = bound_socket()  # the app's, its port known now: its URL is in its settings
     app_url = f"http://127.0.0.1:{port_of(sock)}"
-    emulator = emulator or EmulatorState(
-        APP_ID, "secret-bot", set(), response_deadline=EMULATOR_DEADLINE
-    )
-    emulator.redirect_uris.add(f"{app_url}/auth/discord/callback")
-    emulator.interactions_url = f"{app_url}/interactions"
-    with sock, serve(create_emulator_app(emulator)) as emulator_url:
-        values = bot_settings(app_url, emulator, emulator_url)
+    with sock, _emulator_for(emulator, app_url) as (state, emulator_url):
+        values = bot_settings(app_url, state, emulator_url)
         values.update(
             discord_reply_deadline_seconds=REPLY_DEADLINE,
             discord_answer_deadline_seconds=ANSWER_DEADLINE,
@@ -136,12 +176,12 @@ async def bot_stack(
         h = Harness.build(container)
         app = create_app(container)
         async with serve_here(app, sock):
-            yield Bot(h, emulator, emulator_url, app_url, app)
+            yield Bot(h, state, emulator_url, app_url, app)
 
 
 @pytest.fixture
-async def bot() -> AsyncIterator[Bot]:
-    async with bot_stack() as stack:
+async def bot(served_emulator: ServedEmulator) -> AsyncIterator[Bot]:
+    async with bot_stack(served_emulator) as stack:
         yield stack
 
 
@@ -334,14 +374,16 @@ class HangingWhoAmI:
 
 @pytest.mark.parametrize("failure", [BrokenWhoAmI, DatabaseDownWhoAmI, HangingWhoAmI])
 async def test_a_failing_command_says_something_went_wrong(
-    failure: type, caplog: pytest.LogCaptureFixture
+    failure: type,
+    caplog: pytest.LogCaptureFixture,
+    served_emulator: ServedEmulator,
 ) -> None:
     # A short reply deadline ends the hanging command; the emulator's stays generous, so the
     # answer is accepted however busy the machine is. The other failures keep the usual
     # deadline: a command that works must not be cut short by a busy machine.
     hangs = failure is HangingWhoAmI
     deadline = 0.3 if hangs else REPLY_DEADLINE
-    async with bot_stack(discord_reply_deadline_seconds=deadline) as bot:
+    async with bot_stack(served_emulator, discord_reply_deadline_seconds=deadline) as bot:
         user = bot.user()
         with bot.h.container.who_am_i.override(providers.Factory(failure)):
             reply = await bot.run(user, "whoami")
@@ -354,9 +396,11 @@ async def test_a_failing_command_says_something_went_wrong(
             assert "not linked" in (await bot.run(user, "whoami")).content
 
 
-async def test_replies_travel_in_the_http_answer_without_the_callback_endpoint() -> None:
+async def test_replies_travel_in_the_http_answer_without_the_callback_endpoint(
+    served_emulator: ServedEmulator,
+) -> None:
     """One round trip: Discord's callback endpoint is never needed (here it refuses all)."""
-    async with bot_stack() as bot:
+    async with bot_stack(served_emulator) as bot:
         bot.emulator.faults["callback"] = "reject"
         reply = await bot.run(bot.user(), "link")
         assert reply.status == 200
@@ -372,8 +416,10 @@ class SlowWhoAmI:
         return None
 
 
-async def test_a_slow_command_answers_thinking_then_edits_its_reply() -> None:
-    async with bot_stack(discord_defer_after_seconds=0.05) as bot:
+async def test_a_slow_command_answers_thinking_then_edits_its_reply(
+    served_emulator: ServedEmulator,
+) -> None:
+    async with bot_stack(served_emulator, discord_defer_after_seconds=0.05) as bot:
         user = bot.user()
         with bot.h.container.who_am_i.override(providers.Factory(SlowWhoAmI)):
             reply = await bot.run(user, "whoami")
@@ -428,11 +474,14 @@ async def test_a_command_that_answered_thinking_is_not_cut_off_at_the_reply_dead
 
 
 async def test_a_command_that_answered_thinking_gives_up_at_the_deferred_deadline(
-    caplog: pytest.LogCaptureFixture, shared_clock: SharedClock
+    caplog: pytest.LogCaptureFixture,
+    shared_clock: SharedClock,
+    served_emulator: ServedEmulator,
 ) -> None:
     """On the shared clock, stopped: the command after the stuck one has its 0.6 s whatever
     the machine's speed (on the real clock a busy machine could cut it off too)."""
     async with bot_stack(
+        served_emulator,
         interaction_clock=clock_behind(),
         discord_defer_after_seconds=0.05,
         discord_reply_deadline_seconds=0.3,
@@ -494,6 +543,7 @@ async def test_a_command_still_running_at_shutdown_finishes_its_reply() -> None:
 
 async def test_a_reply_that_comes_after_the_fallback_answer_edits_it(
     monkeypatch: pytest.MonkeyPatch,
+    served_emulator: ServedEmulator,
 ) -> None:
     """An event loop that stalled past the answer deadline (a long pause, a starved CPU)
     wakes with that deadline and "thinking…" both due: the deadline went first and the HTTP
@@ -519,7 +569,7 @@ async def test_a_reply_that_comes_after_the_fallback_answer_edits_it(
             await go.wait()
             return None
 
-    async with bot_stack() as bot:
+    async with bot_stack(served_emulator) as bot:
         user = bot.user()
         with bot.h.container.who_am_i.override(providers.Factory(WaitsForTheTest)):
             fallback = await bot.run(user, "whoami")
@@ -574,10 +624,12 @@ async def test_a_reply_after_the_token_expired_is_logged_without_the_token(
         assert "not linked" in (await bot.run(user, "whoami")).content  # still serving
 
 
-async def test_a_command_the_bot_does_not_know_gets_an_answer() -> None:
+async def test_a_command_the_bot_does_not_know_gets_an_answer(
+    served_emulator: ServedEmulator,
+) -> None:
     """E.g. Discord still lists a command that a newer version renamed."""
     async with bot_stack(
-        discord_reply_deadline_seconds=0.3, discord_answer_deadline_seconds=0.6
+        served_emulator, discord_reply_deadline_seconds=0.3, discord_answer_deadline_seconds=0.6
     ) as bot:
         bot.emulator.commands["global"].append(
             {**bot.emulator.commands["global"][0], "id": bot.emulator.snowflake(), "name": "old"}
@@ -590,12 +642,13 @@ async def test_a_command_the_bot_does_not_know_gets_an_answer() -> None:
 
 async def test_the_emulator_refuses_a_malformed_reply_as_discord_does(
     monkeypatch: pytest.MonkeyPatch,
+    served_emulator: ServedEmulator,
 ) -> None:
     """A reply Discord would refuse (content over 2000 characters) is not shown: the person
     sees "This interaction failed", and the emulator says which field was wrong."""
     monkeypatch.setattr(Replies, "who_am_i", lambda self, linked: Reply("x" * 2001))
     async with (
-        bot_stack() as bot,
+        bot_stack(served_emulator) as bot,
         httpx.AsyncClient(timeout=30, base_url=bot.emulator_url) as client,
     ):
         answer = await client.post(
@@ -992,7 +1045,9 @@ async def test_a_replayed_request_is_refused(bot: Bot) -> None:
 
 @pytest.mark.parametrize("command", ["unlink", "link"])
 async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_run(
-    command: str, caplog: pytest.LogCaptureFixture
+    command: str,
+    caplog: pytest.LogCaptureFixture,
+    served_emulator: ServedEmulator,
 ) -> None:
     """Discord never sends an interaction late, but a proxy that held the request (a queue
     in front of busy workers) delivers it after Discord gave up, its signature good and its
@@ -1000,7 +1055,7 @@ async def test_an_interaction_that_comes_after_discord_stopped_waiting_is_not_ru
     the button shown, as over the gateway. Refused as late, once; a copy as a replay."""
     # Far below the 2 minutes of the late one, far above what a busy machine takes to deliver
     # the one in time.
-    async with bot_stack(discord_late_interaction_seconds=60.0) as bot:
+    async with bot_stack(served_emulator, discord_late_interaction_seconds=60.0) as bot:
         user = bot.user("lena")
         account = (await bot.h.sign_up("lena_tf", "lena@example.com")).account
         shown = await bot.run(user, "link")  # in time: runs
@@ -1117,8 +1172,10 @@ async def test_a_servers_command_left_from_before_the_commands_went_global_is_an
     assert f"registered in server {TEST_GUILD_ID}" in caplog.text
 
 
-async def test_without_sync_the_commands_must_be_registered_separately() -> None:
-    async with bot_stack(discord_sync_commands=False) as bot:
+async def test_without_sync_the_commands_must_be_registered_separately(
+    served_emulator: ServedEmulator,
+) -> None:
+    async with bot_stack(served_emulator, discord_sync_commands=False) as bot:
         assert bot.emulator.commands == {}
         await asyncio.to_thread(sync_with_cli, bot)
         assert "not linked" in (await bot.run(bot.user(), "whoami")).content
