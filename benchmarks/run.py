@@ -85,6 +85,11 @@ class Options:
     link_workers_sqlite: int
     mixed_requests: int
     generous_deadlines: bool
+    # Seconds the app is left idle before each RSS reading (the smoke run's are not read).
+    settle: float
+    # The SQLite stack starts while the Postgres rows run (the smoke run: its numbers are not
+    # read; a full run keeps the machine to the row measured).
+    overlap_sqlite: bool
     emulator_as_shipped: bool
     database_url: str | None
     app_python: Path
@@ -102,7 +107,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         "--smoke",
         action="store_true",
         help="CI's smoke run: 1000 links, 1 s a row, 1 round, 1000 mixed requests, no "
-        "warm-up, generous bot deadlines (only breakage fails it)",
+        "warm-up, no settling before the RSS readings, the SQLite stack started during the "
+        "Postgres rows, generous bot deadlines (only breakage fails it)",
     )
     parser.add_argument("--links", type=int, help="links seeded in Postgres (1,000,000)")
     parser.add_argument("--sqlite-links", type=int, help="links seeded in SQLite (100,000)")
@@ -162,6 +168,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         link_workers_sqlite=args.link_workers_sqlite,
         mixed_requests=int(pick(args.mixed_requests, 10_000, 1000)),
         generous_deadlines=smoke,
+        settle=0 if smoke else 1,
+        overlap_sqlite=smoke,
         emulator_as_shipped=args.emulator_as_shipped,
         database_url=args.database_url,
         app_python=(
@@ -426,6 +434,14 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
     secret_key = secrets.token_urlsafe(48)
     postgres: LocalPostgres | None = None
     servers: list[Server] = []
+    sqlite_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+
+    async def start_sqlite_stack() -> Stack:
+        await prepare_database(sqlite_url, secret_key, 0)
+        seed_sqlite(workdir / "bench.db", options.sqlite_links)
+        return await start_stack("sqlite", sqlite_url, workdir, options, secret_key=secret_key)
+
+    sqlite_starting: asyncio.Task[Stack] | None = None
     try:
         # -- database
         t0 = time.monotonic()
@@ -450,6 +466,8 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
         stack = await start_stack("postgres", database_url, workdir, options, secret_key=secret_key)
         servers += [stack.app, stack.emulator]
         app = stack.app
+        if options.overlap_sqlite:
+            sqlite_starting = asyncio.create_task(start_sqlite_stack())
         db_env = {"BENCH_DSN": dsn}
         reference_port, guide_port = free_port(), free_port()
         reference = start_server(
@@ -474,7 +492,7 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
         log("servers up; app, reference and guide agree on a lookup")
 
         # -- memory: idle (after start-up and the requests above), then after mixed requests
-        await asyncio.sleep(1)
+        await asyncio.sleep(options.settle)
         results.rss["app idle"] = app.rss_mb()
         results.rss["reference idle"] = reference.rss_mb()
         mixed = results.keep(
@@ -486,7 +504,7 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
                 limit=options.mixed_requests,
             )
         )
-        await asyncio.sleep(1)
+        await asyncio.sleep(options.settle)
         results.rss["app after mixed"] = app.rss_mb()
         log(f"RSS measured (mixed requests at {mixed.rate:,.0f}/s)")
 
@@ -601,13 +619,10 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
             server.stop()
 
         # -- /link on SQLite
-        sqlite_path = workdir / "bench.db"
-        sqlite_url = f"sqlite+aiosqlite:///{sqlite_path}"
-        await prepare_database(sqlite_url, secret_key, 0)
-        seed_sqlite(sqlite_path, options.sqlite_links)
-        sqlite_stack = await start_stack(
-            "sqlite", sqlite_url, workdir, options, secret_key=secret_key
-        )
+        if sqlite_starting is None:
+            sqlite_stack = await start_sqlite_stack()
+        else:
+            sqlite_stack, sqlite_starting = await sqlite_starting, None
         servers += [sqlite_stack.app, sqlite_stack.emulator]
         sqlite_users = await load.create_emulator_users(
             sqlite_stack.emulator.url, "benchlink", 256, verified_email=False
@@ -635,6 +650,12 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
         for server in (sqlite_stack.app, sqlite_stack.emulator):
             _check_log(server, results)
     finally:
+        if sqlite_starting is not None:  # the run failed before it: stop what it started
+            sqlite_starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                early = await sqlite_starting
+                for server in (early.app, early.emulator):
+                    server.stop()
         for server in servers:
             server.stop()
         if postgres is not None:
