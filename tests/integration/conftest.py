@@ -13,9 +13,15 @@ from adapters.sql.tables import metadata
 from tests.integration.mailbox import smtp_server
 from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
 from tests.integration.redis_server import RedisServer, start_redis
-from tests.integration.stack import browser, stack, stack_settings
+from tests.integration.stack import browser, stack, stack_emulator, stack_settings
 
-__all__ = ["browser", "smtp_server", "stack", "stack_settings"]  # for the end-to-end tests
+__all__ = [
+    "browser",
+    "smtp_server",
+    "stack",
+    "stack_emulator",
+    "stack_settings",
+]  # for the end-to-end tests
 
 _migrated: set[str] = set()
 

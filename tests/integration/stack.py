@@ -4,9 +4,11 @@ follows redirects and keeps cookies."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -49,6 +51,45 @@ class Stack:
 SHORT_DISCORD_TIMEOUT: dict[str, Any] = {"discord_timeout_seconds": 1.0}
 
 
+@dataclass
+class ServedEmulator:
+    state: EmulatorState
+    url: str
+
+
+# How long a test's set-up waits for the gateway bots of the one before to have left the
+# shared emulator (they closed their connections as that test ended).
+GATEWAY_LEFT_WITHIN = 30.0
+
+
+@pytest.fixture(scope="module")
+def stack_emulator() -> Iterator[ServedEmulator]:
+    """The Discord emulator the module's stacks share (started and stopped once, not once a
+    test): ``stack`` resets it before each test."""
+    emulator = EmulatorState(APP_ID, "secret-e2e", set())
+    with serve(create_emulator_app(emulator)) as url:
+        yield ServedEmulator(emulator, url)
+
+
+async def _reset_for(served: ServedEmulator, app_url: str) -> EmulatorState:
+    """The shared emulator as new (nothing an earlier test left: users, servers, members,
+    messages, faults, commands, role connections, tokens), once that test's gateway bots
+    have left, set up for this test's app."""
+    emulator = served.state
+    deadline = time.monotonic() + GATEWAY_LEFT_WITHIN
+    while emulator.gateway_sessions:
+        if time.monotonic() > deadline:
+            raise RuntimeError("an earlier test's gateway bot is still connected")
+        await asyncio.sleep(0.02)
+    emulator.reset()
+    # Generous deadlines: a busy machine must never make a normal command late.
+    emulator.response_deadline = 60.0
+    emulator.fault_delay = 3.0
+    emulator.redirect_uris.add(f"{app_url}/auth/discord/callback")
+    emulator.interactions_url = f"{app_url}/interactions"
+    return emulator
+
+
 @pytest.fixture
 def stack_settings() -> dict[str, Any]:
     """More settings for the stack's app (a test module overrides this fixture)."""
@@ -62,6 +103,8 @@ async def stack(
     pg_db: SqlDatabase,
     smtp_server: tuple[Mailbox, int],
     stack_settings: dict[str, Any],
+    *,
+    stack_emulator: ServedEmulator,  # shared by the module's tests
 ) -> AsyncIterator[Stack]:
     """The service's settings change through the ``stack_settings`` fixture (a whole module)
     or ``@pytest.mark.parametrize("stack", [{setting: value}], indirect=True)`` (a test)."""
@@ -69,13 +112,9 @@ async def stack(
     mailbox, smtp_port = smtp_server
     app_socket = bound_socket()  # its port known now: the app's URL is in its settings
     app_url = f"http://127.0.0.1:{port_of(app_socket)}"
-    # Generous deadlines: a busy machine must never make a normal command late.
-    emulator = EmulatorState(
-        APP_ID, "secret-e2e", {f"{app_url}/auth/discord/callback"}, response_deadline=60.0
-    )
-    emulator.fault_delay = 3.0
-    emulator.interactions_url = f"{app_url}/interactions"
-    with app_socket, serve(create_emulator_app(emulator)) as emulator_url:
+    emulator = await _reset_for(stack_emulator, app_url)
+    emulator_url = stack_emulator.url
+    with app_socket:
         settings = make_settings(
             storage="sql",
             database_url=postgres.url,
@@ -115,7 +154,12 @@ async def stack(
         mailbox.while_waiting = _to_next_retry(pg_db, clock)
         try:
             with serve(create_app(server), app_socket):
-                yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db, mailbox)
+                try:
+                    yield Stack(app_url, emulator_url, emulator, setup, clock, pg_db, mailbox)
+                finally:
+                    # Lifted before the app stops: it waits for its calls under way, and a
+                    # "timeout" fault holds them for seconds.
+                    emulator.faults.clear()
         finally:
             mailbox.while_waiting = None
             await setup.discord_http().aclose()  # a test's own calls to Discord opened it

@@ -183,7 +183,7 @@ async def _fault(state: EmulatorState, endpoint: str) -> Response[Any] | None:
 
 
 def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - one route table
-    gateway: list[GatewaySession] = []  # connected gateway bots
+    gateway: list[GatewaySession] = state.gateway_sessions  # connected gateway bots
 
     def authorize_problem(params: dict[str, str]) -> str | None:
         if params.get("client_id") != state.client_id:

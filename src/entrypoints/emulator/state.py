@@ -10,9 +10,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from types import EllipsisType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
+
+if TYPE_CHECKING:
+    from entrypoints.emulator.gateway import GatewaySession
 
 # Discord's rule: the first answer to an interaction must come within 3 seconds; the token
 # then works 15 minutes for the webhook (edit the original, follow-ups).
@@ -33,7 +36,10 @@ BOT_ROLE_ID = "1300000000000000003"  # the bot's own role in the test server
 BOT_ROLE_POSITION = 10
 # What ``EmulatorState.reset`` keeps: the application's identity (the service's settings name
 # it) and the id counter (ids stay ever increasing, apart from those before the reset).
-KEPT_ON_RESET = frozenset({"client_id", "client_secret", "bot_token", "signing_key", "_next_id"})
+# The gateway connections open are kept too: a reset closes none (a bot that stopped leaves).
+KEPT_ON_RESET = frozenset(
+    {"client_id", "client_secret", "bot_token", "signing_key", "_next_id", "gateway_sessions"}
+)
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -273,6 +279,8 @@ class EmulatorState:
     service_links: dict[str, str] = field(default_factory=dict)
     # Servers with roles and members (the test server to begin with; test users join it).
     guilds: dict[str, Guild] = field(default_factory=dict)
+    # The gateway connections open now (the connected bots), of every server serving this.
+    gateway_sessions: list[GatewaySession] = field(default_factory=list)
     _next_id: int = 0
 
     def __post_init__(self) -> None:
