@@ -112,9 +112,9 @@ async def stack(
     mailbox, smtp_port = smtp_server
     app_socket = bound_socket()  # its port known now: the app's URL is in its settings
     app_url = f"http://127.0.0.1:{port_of(app_socket)}"
-    emulator = await _reset_for(stack_emulator, app_url)
-    emulator_url = stack_emulator.url
     with app_socket:
+        emulator = await _reset_for(stack_emulator, app_url)
+        emulator_url = stack_emulator.url
         settings = make_settings(
             storage="sql",
             database_url=postgres.url,
