@@ -27,6 +27,7 @@ import uvicorn
 from nacl.signing import SigningKey
 
 from entrypoints.emulator import EmulatorState, bot_api, create_emulator_app
+from entrypoints.listening import HTTP_PARSER
 
 CLIENT_ID = "1100000000000000777"
 log = logging.getLogger("benchmarks.emulator")
@@ -98,6 +99,7 @@ def main() -> None:
         create_emulator_app(state),
         host=args.host,
         port=args.port,
+        http=HTTP_PARSER,
         access_log=False,
         log_level="warning",
     )

@@ -23,6 +23,8 @@ import uvicorn
 from litestar import Litestar, Request, get
 from litestar.exceptions import NotAuthorizedException, NotFoundException, ValidationException
 
+from entrypoints.listening import HTTP_PARSER
+
 QUERY = (
     "SELECT discord_id, taskflow_user_id, linked_at, discord_username, discord_global_name "
     "FROM user_links WHERE discord_id = $1"
@@ -116,13 +118,20 @@ def create_reference_app(dsn: str, pool_size: int = 10) -> Litestar:
 
 def serve(factory: Callable[[str], Litestar], description: str) -> None:
     """The command line of this module and ``guide``: the same uvicorn settings as
-    ``taskflow-link serve`` (no access log, logging left alone)."""
+    ``taskflow-link serve`` (its HTTP parser, no access log, logging left alone)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     app = factory(os.environ["BENCH_DSN"])
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        http=HTTP_PARSER,  # the app's parser: the comparison is of what runs above it
+        access_log=False,
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

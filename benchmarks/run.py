@@ -63,6 +63,7 @@ from benchmarks.procs import (
     taskflow_link,
 )
 from benchmarks.report import X
+from entrypoints.listening import HTTP_PARSER
 
 CPU_COLUMNS = ("server", "emulator", "postgres", "load generator")
 
@@ -909,7 +910,8 @@ def render(results: Results, started: dt.datetime, seconds_taken: float) -> str:
         "",
         "Notes:",
         f"- Lookups: `wrk -t{o.threads} -c{o.connections} --latency`, random seeded ids, "
-        f"same settings for all three servers; app and reference alternate over "
+        f"same settings for all three servers (uvicorn, parser {HTTP_PARSER}); app and "
+        "reference alternate over "
         f"{o.rounds} round(s), each first in every other one (rates: total requests over "
         "total time; percentiles: the "
         "mean of the rounds), the guide runs once. The reference (`benchmarks/reference.py`) "

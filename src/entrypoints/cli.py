@@ -26,7 +26,7 @@ from domain.errors import DomainError, StorageError, StorageFault, StorageNotRea
 from domain.model import AccountId, ApiScope, normalize_email, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME, api_key_name
 from entrypoints.heap import settle_start_up_objects
-from entrypoints.listening import url_host
+from entrypoints.listening import HTTP_PARSER, url_host
 from entrypoints.settings import (
     MAX_SHARD_COUNT,
     SettingsError,
@@ -787,6 +787,7 @@ def serve(host: str, port: int, workers: int) -> None:
             factory=workers > 1,
             host=host,
             port=port,
+            http=HTTP_PARSER,
             workers=workers if workers > 1 else None,
             # uvicorn's own access log would print query strings (OAuth codes and states).
             access_log=False,
@@ -799,8 +800,11 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 def _require_listening(host: str, port: int, workers: int = 1) -> None:
-    from entrypoints.listening import listen_problem  # noqa: PLC0415
+    from entrypoints.listening import http_parser_problem, listen_problem  # noqa: PLC0415
 
+    parser_problem = http_parser_problem()
+    if parser_problem:
+        raise click.ClickException(f"{parser_problem}.")
     problem = listen_problem(host, port, workers=workers)
     if problem == "in use":
         raise click.ClickException(
@@ -901,8 +905,11 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
         run_demo,
         settings_from_environment,
     )
-    from entrypoints.listening import listen_problem  # noqa: PLC0415
+    from entrypoints.listening import http_parser_problem, listen_problem  # noqa: PLC0415
 
+    parser_problem = http_parser_problem()
+    if parser_problem:
+        raise click.ClickException(f"{parser_problem}.")
     if port == emulator_port:
         raise click.BadParameter("must differ from --port", param_hint="--emulator-port")
     if not is_loopback(host):
@@ -1046,7 +1053,13 @@ def emulator(  # noqa: PLR0917 - click passes each option
         '"verified": true}\''
     )
     with _started_or_said("The emulator"), _sigterm_ends_with_0():
-        uvicorn.run(create_emulator_app(state), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_emulator_app(state),
+            host=host,
+            port=port,
+            http=HTTP_PARSER,
+            log_level="warning",
+        )
 
 
 def _shard_ids_option(

@@ -25,7 +25,7 @@ from entrypoints.bot.runtime import register_role_metadata
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
-from entrypoints.listening import url_host
+from entrypoints.listening import HTTP_PARSER, url_host
 from entrypoints.settings import ENV_PREFIX, Settings, load_settings
 from entrypoints.web import create_app
 
@@ -91,6 +91,7 @@ def _server(app: Any, host: str, port: int) -> _Server:
             app,
             host=host,
             port=port,
+            http=HTTP_PARSER,
             log_level="warning",
             log_config=None,
             timeout_graceful_shutdown=5,  # an open connection cannot hold the demo up

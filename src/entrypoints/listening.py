@@ -1,13 +1,32 @@
 """Where a server of ours listens: whether it can (before starting one, so that a port in use
 is said in a sentence, not in uvicorn's start-up and shutdown logs), and its address as a URL
-writes it. Standard library only: `serve` and the demo both use it."""
+writes it, and the HTTP parser it runs. Standard library only: `serve` and the demo both use
+it."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import socket
 from typing import Any
+
+# uvicorn's HTTP/1.1 parser for every server we start (`serve`, the demo, the emulator, the
+# tests' and the benchmarks' servers): httptools (llhttp, in C), a dependency of ours, named
+# rather than left to uvicorn's "auto", which falls back to h11 without a word when httptools
+# is missing (about a fifth more CPU per request, and other answers to malformed requests).
+HTTP_PARSER = "httptools"
+
+
+def http_parser_problem() -> str | None:
+    """Why uvicorn cannot run ``HTTP_PARSER`` here (``None``: it can): uvicorn itself would
+    say it only once the server starts, as a traceback."""
+    if importlib.util.find_spec(HTTP_PARSER) is None:
+        return (
+            f"{HTTP_PARSER} is not installed (uvicorn's HTTP parser, a dependency of "
+            "taskflow-link): reinstall taskflow-link with its dependencies"
+        )
+    return None
 
 
 def listen_problem(host: str, port: int, *, workers: int = 1) -> str | None:

@@ -33,6 +33,8 @@ def _commands(port: int) -> dict[str, list[str]]:
             "--workers",
             "2",
             "--no-proxy-headers",
+            "--http",
+            "httptools",
         ],
         "gunicorn": [
             str(BIN / "gunicorn"),

@@ -1150,6 +1150,39 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     assert ran["proxy_headers"] is False
     assert ran["access_log"] is False
     assert ran["port"] == port
+    assert ran["http"] == "httptools"  # by name: uvicorn's "auto" falls back to h11 silently
+
+
+def test_the_servers_refuse_to_start_without_their_http_parser_saying_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """httptools is a dependency: without it, uvicorn's "auto" would serve with h11 without a
+    word (other answers to malformed requests, more CPU), and its "httptools" would fail with
+    a traceback once the app had started. Each command says it before anything runs."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "httptools" else real_find_spec(name, *args),
+    )
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(app))
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_STORAGE", "memory")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
+    monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
+    for argv in (
+        ["serve", "--port", str(free_port())],
+        ["emulator", "--port", str(free_port())],
+        ["demo", "--database", str(tmp_path / "demo.db")],
+    ):
+        refused = CliRunner().invoke(cli, argv)
+        assert refused.exit_code == 1, (argv, refused.output)
+        assert refused.stderr.startswith("Error: httptools is not installed"), argv
+        assert refused.stdout == "", argv
+    assert ran == []
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])  # noqa: S104 - the point
