@@ -27,7 +27,6 @@ import uvicorn
 from nacl.signing import SigningKey
 
 from entrypoints.emulator import EmulatorState, bot_api, create_emulator_app
-from entrypoints.listening import HTTP_PARSER
 
 CLIENT_ID = "1100000000000000777"
 log = logging.getLogger("benchmarks.emulator")
@@ -95,11 +94,13 @@ def main() -> None:
         response_deadline=args.response_deadline,
     )
     state.interactions_url = f"{args.app_url}/interactions"
+    from entrypoints.http11 import BoundedHttpToolsProtocol  # noqa: PLC0415 - serving only
+
     uvicorn.run(
         create_emulator_app(state),
         host=args.host,
         port=args.port,
-        http=HTTP_PARSER,
+        http=BoundedHttpToolsProtocol,
         access_log=False,
         log_level="warning",
     )

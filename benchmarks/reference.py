@@ -23,8 +23,6 @@ import uvicorn
 from litestar import Litestar, Request, get
 from litestar.exceptions import NotAuthorizedException, NotFoundException, ValidationException
 
-from entrypoints.listening import HTTP_PARSER
-
 QUERY = (
     "SELECT discord_id, taskflow_user_id, linked_at, discord_username, discord_global_name "
     "FROM user_links WHERE discord_id = $1"
@@ -123,12 +121,14 @@ def serve(factory: Callable[[str], Litestar], description: str) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    from entrypoints.http11 import BoundedHttpToolsProtocol  # noqa: PLC0415 - serving only
+
     app = factory(os.environ["BENCH_DSN"])
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        http=HTTP_PARSER,  # the app's parser: the comparison is of what runs above it
+        http=BoundedHttpToolsProtocol,  # the app's parser: the comparison is of what runs above it
         access_log=False,
         log_config=None,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from entrypoints.listening import HTTP_PARSER
+from entrypoints.http11 import BoundedHttpToolsProtocol
 
 # Start-up (the app's lifespan) and shutdown: generous, the suite runs with both cores busy.
 DEADLINE = 60
@@ -78,7 +78,7 @@ def _server(app: Any, sock: socket.socket) -> uvicorn.Server:
             log_level="warning",
             log_config=None,
             lifespan="on",
-            http=HTTP_PARSER,  # the parser the app is served with (`taskflow-link serve`)
+            http=BoundedHttpToolsProtocol,  # as `taskflow-link serve` parses HTTP
             # As `taskflow-link serve`: the app alone decides whom X-Forwarded-For is believed.
             proxy_headers=False,
         )

@@ -26,7 +26,7 @@ from domain.errors import DomainError, StorageError, StorageFault, StorageNotRea
 from domain.model import AccountId, ApiScope, normalize_email, scopes_to_text
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME, api_key_name
 from entrypoints.heap import settle_start_up_objects
-from entrypoints.listening import HTTP_PARSER, url_host
+from entrypoints.listening import url_host
 from entrypoints.settings import (
     MAX_SHARD_COUNT,
     SettingsError,
@@ -781,13 +781,15 @@ def serve(host: str, port: int, workers: int) -> None:
         f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")
     )
+    from entrypoints.http11 import BoundedHttpToolsProtocol  # noqa: PLC0415
+
     with _metrics_shared_by(workers, settings), _started_or_said(), _sigterm_ends_with_0():
         uvicorn.run(
             app,
             factory=workers > 1,
             host=host,
             port=port,
-            http=HTTP_PARSER,
+            http=BoundedHttpToolsProtocol,  # httptools (HTTP_PARSER), its head bounded
             workers=workers if workers > 1 else None,
             # uvicorn's own access log would print query strings (OAuth codes and states).
             access_log=False,
@@ -1052,12 +1054,14 @@ def emulator(  # noqa: PLR0917 - click passes each option
         'application/json\' -d \'{"username": "carol", "email": "c@example.com", '
         '"verified": true}\''
     )
+    from entrypoints.http11 import BoundedHttpToolsProtocol  # noqa: PLC0415
+
     with _started_or_said("The emulator"), _sigterm_ends_with_0():
         uvicorn.run(
             create_emulator_app(state),
             host=host,
             port=port,
-            http=HTTP_PARSER,
+            http=BoundedHttpToolsProtocol,
             log_level="warning",
         )
 

@@ -25,7 +25,7 @@ from entrypoints.bot.runtime import register_role_metadata
 from entrypoints.container import build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
-from entrypoints.listening import HTTP_PARSER, url_host
+from entrypoints.listening import url_host
 from entrypoints.settings import ENV_PREFIX, Settings, load_settings
 from entrypoints.web import create_app
 
@@ -86,12 +86,15 @@ class _Server(uvicorn.Server):
 
 
 def _server(app: Any, host: str, port: int) -> _Server:
+    # Here, not at the top: the demo command checks that httptools is installed first.
+    from entrypoints.http11 import BoundedHttpToolsProtocol  # noqa: PLC0415
+
     return _Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
-            http=HTTP_PARSER,
+            http=BoundedHttpToolsProtocol,
             log_level="warning",
             log_config=None,
             timeout_graceful_shutdown=5,  # an open connection cannot hold the demo up

@@ -31,6 +31,7 @@ from entrypoints.bot.context import CommandTimedOut, Deadline
 from entrypoints.bot.inband import InBandRestClient
 from entrypoints.cli import cli
 from entrypoints.container import build_container
+from entrypoints.http11 import BoundedHttpToolsProtocol
 from entrypoints.instrumentation import Observed
 from entrypoints.logs import QUIET_BELOW_INFO
 from entrypoints.settings import (
@@ -1150,7 +1151,8 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     assert ran["proxy_headers"] is False
     assert ran["access_log"] is False
     assert ran["port"] == port
-    assert ran["http"] == "httptools"  # by name: uvicorn's "auto" falls back to h11 silently
+    # httptools by name (uvicorn's "auto" falls back to h11 silently), its head bounded.
+    assert ran["http"] is BoundedHttpToolsProtocol
 
 
 def test_the_servers_refuse_to_start_without_their_http_parser_saying_why(

@@ -17,6 +17,8 @@ from entrypoints.web.guards import (
     MAX_FORM_FIELDS,
     AsciiCsrfMiddleware,
     few_form_fields,
+    front_door,
+    host_guard,
     refuse_control_characters,
     valid_host,
 )
@@ -31,6 +33,48 @@ async def test_a_bad_host_header_is_a_400_never_a_500(client: Client) -> None:
         for path in ("/healthz", "/signin", "/api/v1/links/1", "/no-such-page"):
             answer = await client.get(path, headers={"host": host})
             assert 400 <= answer.status_code < 500, (host, path, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("version", "hosts", "passed"),
+    [
+        ("1.1", [b"link.example.com"], True),
+        ("1.1", [b"link.example.com", b"evil.example"], False),
+        ("1.1", [b"link.example.com", b"link.example.com"], False),
+        ("1.1", [b"link.example.com", b"x:abc"], False),
+        ("1.1", [], False),
+        ("1.0", [], True),
+        ("1.0", [b"a", b"b"], False),
+    ],
+    ids=["one", "two", "the same twice", "a bad second", "none", "none in 1.0", "two in 1.0"],
+)
+@pytest.mark.parametrize("door", ["host_guard", "front_door"])
+async def test_a_request_needs_exactly_one_host_as_http_1_1_says(
+    version: str, hosts: list[bytes], passed: bool, door: str
+) -> None:
+    """RFC 9112: 400 to a request with two Host fields, or none in HTTP/1.1. h11 refused them
+    before the app; httptools (uvicorn's parser since issue 14) and granian pass them on, and
+    the check read the first of two while a proxy in front may have routed by the other."""
+    reached: list[object] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    guarded = host_guard(app) if door == "host_guard" else front_door(None)(app)
+    headers = [(b"accept", b"*/*")] + [(b"host", host) for host in hosts]
+    scope = {"type": "http", "http_version": version, "path": "/healthz", "headers": headers}
+    await guarded(scope, receive, send)
+    assert bool(reached) is passed
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == (
+        [] if passed else [400]
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 - A ``Host`` header that is not a host name (or address) with an optional port: everything
   that builds a URL from the request would otherwise fail (``Host: x:abc`` gave 500 on every
-  route, ``/healthz`` included).
+  route, ``/healthz`` included). Two of them, or none in HTTP/1.1, likewise.
 - Control characters (NUL, escapes...) in a query string or a submitted form: no field of
   ours takes them, and a NUL reaching Postgres looked like a database outage.
 - A form that is not UTF-8 (another charset declared, a byte that is not UTF-8 once
@@ -123,8 +123,14 @@ def front_door(metrics: PrometheusConfig | None) -> Callable[[ASGIApp], ASGIApp]
 
 
 def _bad_host(scope: Scope) -> bool:
-    host = next((v for k, v in scope["headers"] if k == b"host"), None)
-    return host is not None and not valid_host(host.decode("latin-1"))
+    """Not exactly one valid ``Host`` (none at all is fine in HTTP/1.0): RFC 9112 answers 400
+    to a second one, or to none in HTTP/1.1. h11 refused both before the app saw them;
+    httptools (and granian) pass them on, and the check, the URLs Litestar builds and a
+    proxy in front could each have read another of two."""
+    hosts = [v for k, v in scope["headers"] if k == b"host"]
+    if len(hosts) == 1:
+        return not valid_host(hosts[0].decode("latin-1"))
+    return bool(hosts) or scope.get("http_version") == "1.1"
 
 
 async def _refuse_host(scope: Scope, send: Send) -> None:
