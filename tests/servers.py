@@ -12,8 +12,6 @@ from typing import Any
 
 import uvicorn
 
-from entrypoints.http11 import BoundedHttpToolsProtocol
-
 # Start-up (the app's lifespan) and shutdown: generous, the suite runs with both cores busy.
 DEADLINE = 60
 
@@ -69,6 +67,9 @@ def port_of(sock: socket.socket) -> int:
 
 
 def _server(app: Any, sock: socket.socket) -> uvicorn.Server:
+    # Here: only the tests that start a server need httptools.
+    from entrypoints.http11 import BoundedHttpToolsProtocol
+
     # log_config=None: leave logging (and pytest's capture of it) alone.
     return uvicorn.Server(
         uvicorn.Config(

@@ -31,7 +31,6 @@ from entrypoints.bot.context import CommandTimedOut, Deadline
 from entrypoints.bot.inband import InBandRestClient
 from entrypoints.cli import cli
 from entrypoints.container import build_container
-from entrypoints.http11 import BoundedHttpToolsProtocol
 from entrypoints.instrumentation import Observed
 from entrypoints.logs import QUIET_BELOW_INFO
 from entrypoints.settings import (
@@ -1152,6 +1151,8 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     assert ran["access_log"] is False
     assert ran["port"] == port
     # httptools by name (uvicorn's "auto" falls back to h11 silently), its head bounded.
+    from entrypoints.http11 import BoundedHttpToolsProtocol
+
     assert ran["http"] is BoundedHttpToolsProtocol
 
 

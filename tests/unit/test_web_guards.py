@@ -61,15 +61,15 @@ async def test_a_request_needs_exactly_one_host_as_http_1_1_says(
     async def app(scope: Any, receive: Any, send: Any) -> None:
         reached.append(scope)
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         sent.append(message)
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Any:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     guarded = host_guard(app) if door == "host_guard" else front_door(None)(app)
     headers = [(b"accept", b"*/*")] + [(b"host", host) for host in hosts]
-    scope = {"type": "http", "http_version": version, "path": "/healthz", "headers": headers}
+    scope: Any = {"type": "http", "http_version": version, "path": "/healthz", "headers": headers}
     await guarded(scope, receive, send)
     assert bool(reached) is passed
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == (
