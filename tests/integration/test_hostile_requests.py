@@ -401,6 +401,71 @@ def test_trailer_fields_never_join_the_headers() -> None:
     assert [name for name, _ in seen[0]] == [b"host", b"transfer-encoding", b"connection"]
 
 
+async def _reads_all_then_204(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _statuses(url: str, *raws: bytes) -> list[bytes]:
+    """Each of ``raws`` sent on one connection once the answers to the one before have come
+    (all of them but the last answered in full), then the statuses of every answer."""
+    host, port = url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        for n, raw in enumerate(raws, start=1):
+            with contextlib.suppress(OSError):  # refused mid-send: the answer is still read
+                conn.sendall(raw)
+            if n < len(raws):
+                while len(re.findall(rb"HTTP/1\.[01] \d{3} ", answer)) < n:
+                    answer += conn.recv(65536)
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+    return re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer)
+
+
+def test_a_trailer_section_past_the_heads_bound_is_refused() -> None:
+    """httptools keeps a trailer field's bytes until it ends (joined piece by piece, each
+    read copying all the ones before): a trailer sent for ever held all it sent, and the CPU
+    too. Fields after a chunked body are bounded as a head is (h11 bounded them too)."""
+    from entrypoints.http11 import MAX_HEAD_BYTES
+
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    trailer = b"X-Big: " + b"a" * (MAX_HEAD_BYTES * 4) + b"\r\n"
+    with serve(_reads_all_then_204) as url:
+        assert _statuses(url, head + b"3\r\nabc\r\n0\r\n" + trailer + b"\r\n") == [b"400"]
+        many = b"X-Many: aaaaaaaaaaaaaaaaaaaaaaaa\r\n" * (MAX_HEAD_BYTES // 8)
+        assert _statuses(url, head + b"3\r\nabc\r\n0\r\n" + many + b"\r\n") == [b"400"]
+        # A chunked body of any size, its trailer small, is served.
+        body = b"%x\r\n" % (MAX_HEAD_BYTES * 2) + b"b" * (MAX_HEAD_BYTES * 2) + b"\r\n"
+        assert _statuses(url, head + body + b"0\r\nX-T: 1\r\n\r\n") == [b"204"]
+
+
+def test_a_head_begun_in_the_read_that_ended_another_request_is_counted() -> None:
+    """The head's bound counted a read only when the connection was in a head before it, and
+    checked it only while the head went on: a request, then in the same read a second head
+    of any size the read could hold (up to 256 KiB), went uncounted on a connection past its
+    first request, and a head that ended within the read crossing the bound was served."""
+    from entrypoints.http11 import MAX_HEAD_BYTES
+
+    small = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    huge = (
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+        + b"a" * (MAX_HEAD_BYTES * 2)
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    with serve(_reads_all_then_204) as url:
+        answers = _statuses(url, small, small + huge)
+    assert answers[0] == b"204", answers
+    assert answers[-1] == b"400", answers
+
+
 def test_an_interaction_hikari_cannot_read_leaves_no_token_in_the_log(
     live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
