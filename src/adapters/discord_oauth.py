@@ -35,6 +35,7 @@ from domain.model import (
     has_encoded_word,
     has_format_characters,
 )
+from domain.names import has_hidden_characters
 from domain.ports import DiscordTokens, UsedUp
 
 log = logging.getLogger(__name__)
@@ -385,6 +386,7 @@ def _profile(body: Any) -> DiscordProfile:
         and 0 < len(email) <= EMAIL_MAX
         and clean_text(email, EMAIL_MAX) == email
         and not has_format_characters(email)  # as validate_email: none typed in a form
+        and not has_hidden_characters(email)  # nor a character that draws nothing
         and not has_encoded_word(email)
     )
     return DiscordProfile(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from domain.errors import InvalidDiscordId, InvalidEmail, InvalidInput, InvalidUsername
+from domain.names import has_hidden_characters
 
 MAX_SNOWFLAKE = 2**63 - 1  # Discord ids are stored in a signed 64-bit BIGINT
 ONE_TIME_SECRET_TTL = timedelta(minutes=10)
@@ -135,7 +136,37 @@ def validate_username(username: str) -> str:
 
 def validate_email(email: str) -> str:
     """The address as it is stored and sent to: ``normalize_email``'s form, its domain in
-    ASCII. Checked as typed and as mail software reads it (a fullwidth at sign is an "@")."""
+    ASCII. Checked as typed and as mail software reads it (a fullwidth at sign is an "@").
+    For an address an account is to take (a sign-up, an email change): none holding a
+    character that draws nothing or stacks over the lines (``has_hidden_characters``).
+    ``email_to_look_up`` for one that is only looked for."""
+    address = email_to_look_up(email)
+    typed = email.strip().lower()
+    local, at, domain = typed.rpartition("@")
+    mapped = f"{local}@{_mapped_domain(domain)}" if at else typed
+    decoded = _a_labels_decoded(address)
+    if any(has_hidden_characters(text) for text in (typed, mapped, address, decoded)):
+        # "\u3164@example.com" (a Hangul filler) shows as "@example.com", and
+        # "al\u2800ice@example.com" (the braille blank) as alice@example.com, on the account
+        # page and in the notices: no mailbox needs one. Such an address stored before this
+        # check stays where it is (found by ``email_to_look_up``), and no account takes
+        # it again.
+        raise InvalidEmail(_HIDDEN_IN_EMAIL)
+    return address
+
+
+_HIDDEN_IN_EMAIL = (
+    "An email address cannot hold invisible characters (blank letters, direction marks, "
+    "zero-width spaces) or stacked accents: type it again by hand."
+)
+
+
+def email_to_look_up(email: str) -> str:
+    """The address as ``validate_email`` checks it (its stored form), less the check for
+    characters that draw nothing or stack (``has_hidden_characters``): for a form that only
+    looks an address up (a password reset request), which finds an address stored before
+    that check, as signing in with it does. Format characters are refused still (migration
+    0018 removed every stored address holding one)."""
     typed = email.strip().lower()
     local, at, domain = typed.rpartition("@")
     mapped = f"{local}@{_mapped_domain(domain)}" if at else typed
@@ -164,10 +195,7 @@ def validate_email(email: str) -> str:
         # strips the dot and delivers to bob@example.com): another account for one mailbox.
         raise InvalidEmail("Enter an email address like name@example.com.")
     if has_format_characters(typed + mapped + _a_labels_decoded(normalized)):
-        raise InvalidEmail(
-            "An email address cannot hold invisible characters (direction marks, zero-width "
-            "spaces): type it again by hand."
-        )
+        raise InvalidEmail(_HIDDEN_IN_EMAIL)
     if has_encoded_word(typed) or has_encoded_word(mapped):
         raise InvalidEmail(
             "An email address cannot hold '=?…?=' (mail software reads it as an encoded "
@@ -283,6 +311,20 @@ class DiscordProfile:
         return DiscordUser(self.id, self.username, self.global_name, self.avatar)
 
     @property
+    def email_to_match(self) -> str | None:
+        """The email the accounts are searched for (whether or not Discord verified it), or
+        ``None``. Never one holding a character that draws nothing, reorders the text or
+        stacks (``has_hidden_characters``): "le\u3164a@example.com" shows as
+        lea@example.com, and no form takes it. It matches no account, not even one that
+        stored it before forms refused it (its refusal would tell whoever typed it on
+        Discord that the address has an account here), and the account Discord makes
+        takes none (``verified_email``): it counts as no email at all."""
+        email = self.email.strip() if self.email else ""
+        if not email or has_hidden_characters(email) or has_format_characters(email):
+            return None
+        return email
+
+    @property
     def verified_email(self) -> str | None:
         """The email only when Discord vouches for it; otherwise it must never be matched.
 
@@ -292,10 +334,11 @@ class DiscordProfile:
         wrote to, which a mail server may tell apart (an attacker's review). Nor is one that
         no form takes (``validate_email``): "bob@example.com." was stored, confirmed, on an
         account of its own, where mail software delivers bob@example.com's mail."""
-        if not self.verified or self.email is None or not self.email.isascii():
+        email = self.email_to_match
+        if not self.verified or email is None or not email.isascii():
             return None
         try:
-            return validate_email(self.email)
+            return validate_email(email)
         except InvalidEmail:
             return None
 

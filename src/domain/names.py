@@ -52,6 +52,24 @@ def _is_hidden(text: str, at: int) -> bool:
     return unicodedata.category(ch) in _HIDDEN_CATEGORIES
 
 
+def has_hidden_characters(text: str) -> bool:
+    """Whether ``text`` holds what ``shown_name`` would not show as it is: a character that
+    draws nothing or reorders the text (one it replaces with the mark), or a combining mark
+    past the third on one letter. Spaces aside (``shown_name`` folds them; the caller decides
+    on them). For text that is refused rather than shown (an email address)."""
+    marks = 0
+    for at, ch in enumerate(text):
+        if _is_hidden(text, at):
+            return True
+        if unicodedata.category(ch) in ("Mn", "Me"):
+            marks += 1
+            if marks > _MAX_MARKS:
+                return True
+        else:
+            marks = 0
+    return False
+
+
 def shown_name(name: str | None, limit: int = SHOWN_NAME_MAX) -> str:
     """``name`` as we show it: each run of characters that show as nothing or reorder the
     text replaced by one visible mark (U+FFFD), spaces of any kind as one ordinary space,

@@ -543,3 +543,21 @@ async def test_a_link_confirmed_by_email_ends_the_discord_accounts_link_buttons(
     )
     with pytest.raises(errors.SecretConsumed):
         await h.container.show_link_ticket().execute(issued.token)
+
+
+@pytest.mark.parametrize("mode", ["verified", "confirm", "off"])
+async def test_a_discord_email_with_hidden_characters_matches_and_takes_nothing(mode: str) -> None:
+    """Discord's email is what its owner typed there: "le\u3164a@example.com" shows as
+    lea@example.com. It counts as no email at all, in the domain whatever the adapter
+    passed: no account is matched by it (not even one that stored that very address before
+    forms refused it, which would have said "an account has this email" to whoever typed
+    it), and the account Discord makes has no address."""
+    h = Harness.build(build_container(make_settings(email_linking=mode)))
+    legacy = await h.legacy_account("lea", "le\u3164a@example.com", verified=True)
+    for discord_id, email in [(8101, "le\u3164a@example.com"), (8102, "l\u2800ia@example.com")]:
+        done = await h.discord_login(h.discord_user(discord_id, email=email, verified=True))
+        assert done.outcome is AuthOutcome.CREATED
+        made = await h.account(done.account_id)
+        assert made.id != legacy.id
+        assert made.email is None
+    assert await h.account(legacy.id) == legacy  # its stored address untouched

@@ -13,6 +13,7 @@ from domain import errors, model
 from domain.model import (
     DiscordId,
     DiscordUser,
+    email_to_look_up,
     normalize_email,
     validate_email,
     validate_username,
@@ -254,6 +255,50 @@ def test_an_email_address_takes_no_invisible_format_characters(address: str) -> 
     body = {"id": "1", "username": "alice", "email": address, "verified": True}
     assert _discord_profile(body).email is None  # as an address Discord sends
     assert _discord_profile({**body, "email": "alice@example.com"}).email == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "\u3164@example.com",  # a Hangul filler: shows as "@example.com"
+        "al\u3164ice@example.com",  # shows as "al ice" or "alice"
+        "alice\u115f@example.com",  # the Hangul choseong filler
+        "ali\u1160ce@example.com",  # the Hangul jungseong filler
+        "alice\uffa0@example.com",  # the halfwidth Hangul filler
+        "\u2800alice@example.com",  # the braille blank
+        "alice@exa\u3164mple.com",  # in the domain
+        "alice@xn--example-rh2a.com",  # the same, typed as its A-label
+        "alice@example.com\u3164",  # after the domain
+        "a\u0301\u0301\u0301\u0301lice@example.com",  # a stack of accents over the lines
+        "alice\ue000@example.com",  # private use: draws whatever a font puts there
+        "alice\U000e0041@example.com",  # a tag character (format)
+    ],
+)
+def test_an_email_address_takes_no_character_that_draws_nothing_or_stacks(address: str) -> None:
+    """Shown on the account page and in notices, each looks like another address (or like
+    "@example.com"): refused with the names' own classification (``domain.names``)."""
+    with pytest.raises(errors.InvalidInput, match="invisible characters"):
+        validate_email(address)
+    body = {"id": "1", "username": "alice", "email": address, "verified": True}
+    assert _discord_profile(body).verified_email is None  # as an address Discord sends
+
+
+def test_an_email_address_keeps_its_accents_and_letters() -> None:
+    """What draws, and up to three marks on one letter, as any name may hold them."""
+    assert validate_email("J\u00f6rg@example.com") == "j\u00f6rg@example.com"
+    assert validate_email("e\u0301\u0301\u0301@example.com") == "e\u0301\u0301\u0301@example.com"
+    assert validate_email("\ud55c\uae00@example.com") == "\ud55c\uae00@example.com"  # Hangul
+    assert validate_email("bob@b\u00fccher.de") == "bob@xn--bcher-kva.de"
+
+
+def test_an_address_with_hidden_characters_is_still_looked_up() -> None:
+    """One stored before they were refused stays usable: a password reset asked for it finds
+    it (``email_to_look_up``), though no account may take it again."""
+    assert email_to_look_up("Al\u3164ice@example.com") == "al\u3164ice@example.com"
+    with pytest.raises(errors.InvalidInput, match="email address like"):
+        email_to_look_up("not an address")
+    with pytest.raises(errors.InvalidInput, match="invisible characters"):
+        email_to_look_up("al\u200bice@example.com")  # format characters: none is stored
 
 
 @pytest.mark.parametrize(

@@ -333,6 +333,40 @@ async def test_no_form_takes_an_address_with_invisible_characters(
     assert known.text.replace("gil@", "X@") == unknown.text.replace("zed@", "X@")
 
 
+async def test_no_form_takes_an_address_that_draws_nothing_or_looks_like_another(
+    client: Client, hx: Harness
+) -> None:
+    """A Hangul filler draws nothing: "\u3164@example.com" shows as "@example.com", and
+    "ke\u3164n@example.com" as "ken@example.com" on the account page and in notices. Both
+    forms answer 400 in words; the account keeps its address. One stored before is still
+    found by a reset request."""
+    for address in ("\u3164@example.com", "ke\u3164n@example.com", "ken\u2800@example.com"):
+        data = {"username": "ken", "email": address, "password": PASSWORD}
+        refused = await post_form(client, "/signup", "/signup", data)
+        assert refused.status_code == 400, address
+        assert "invisible characters" in refused.text
+        assert await hx.all_accounts_with_email(address) == []
+    await sign_up(client, "ken")
+    for address in (
+        "ke\u3164n@new.example",
+        "ken@new\uffa0.example",
+        "k\u0301\u0301\u0301\u0301en@x.io",
+    ):
+        data = {"email": address, "current_password": PASSWORD}
+        changed = await post_form(client, "/account", "/account/email", data)
+        assert changed.status_code == 400, address
+        assert "invisible characters" in changed.text
+    assert "ken@example.com" in (await client.get("/account")).text
+    # Stored before this rule: usable still (a reset link is sent to it).
+    legacy = await hx.legacy_account("lea", "le\u3164a@example.com", verified=True)
+    asked = await post_form(
+        client, "/password/reset", "/password/reset", {"email": "le\u3164a@example.com"}
+    )
+    assert asked.status_code == 200, asked.text
+    await _email(hx, "le\u3164a@example.com")
+    assert (await hx.account(legacy.id)).email == "le\u3164a@example.com"
+
+
 async def test_the_outbox_page_shows_the_emails_with_clickable_links(
     client: Client, hx: Harness
 ) -> None:

@@ -1255,7 +1255,7 @@ class CompleteDiscordAuth:
             # again) while Discord answered, it starts nothing (``not_signed_out_since``).
             await not_signed_out_since(uow, pending)
             link = await uow.links.get_by_discord_id(profile.id)
-            email = profile.email.strip() if profile.email else ""
+            email = profile.email_to_match
             matches = await uow.accounts.find_by_email(email) if email else []
             their_links = {m.id: await uow.links.get_by_account(m.id) for m in matches}
             if link is None:
