@@ -23,7 +23,14 @@ from sqlalchemy.exc import DBAPIError
 
 from adapters.loopback import is_loopback
 from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
-from domain.model import AccountId, ApiScope, normalize_email, scopes_to_text
+from domain.model import (
+    AccountId,
+    ApiScope,
+    has_format_characters,
+    normalize_email,
+    scopes_to_text,
+)
+from domain.names import has_hidden_characters
 from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME, api_key_name
 from entrypoints.heap import settle_start_up_objects
 from entrypoints.listening import url_host
@@ -522,6 +529,15 @@ def _decline_account_argument(
 def _decline_address_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     if "@" not in value or normalize_email(value) is None:
         raise click.BadParameter(f"{value!r} is not an email address")
+    if has_hidden_characters(value.strip()) or has_format_characters(value):
+        # It would be echoed as another address ("vic\u3164tim@..." as victim@...). No
+        # account may take such an address (``validate_email``), so no decline of it keeps
+        # anything from one: nothing to lift.
+        raise click.BadParameter(
+            f"{value.strip()!a} holds characters that show as nothing or as others "
+            "(escaped here); no account may take such an address, so no decline of it needs "
+            "lifting: type the address by hand"
+        )
     return value
 
 

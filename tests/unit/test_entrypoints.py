@@ -1493,8 +1493,24 @@ def test_email_lift_decline_lifts_it_once_and_audits_it(
         (["mallory", "victim"], "Invalid value for 'ADDRESS': 'victim' is not an email address"),
         (["mallory"], "Missing argument 'ADDRESS'"),
         (["mallory", "a@b.c", "d@e.f"], "unexpected extra argument"),
+        # Shown as "victim@example.com": said escaped, and refused (no account may take it,
+        # so no decline of it keeps anything from one).
+        (
+            ["mallory", "vic\u3164tim@example.com"],
+            "'vic\\u3164tim@example.com' holds characters that show as nothing",
+        ),
+        (["mallory", "victim@example.com\u200b"], "'victim@example.com\\u200b' holds"),
     ],
-    ids=["empty-account", "blank-account", "empty-address", "no-at", "missing", "extra"],
+    ids=[
+        "empty-account",
+        "blank-account",
+        "empty-address",
+        "no-at",
+        "missing",
+        "extra",
+        "hangul-filler",
+        "zero-width",
+    ],
 )
 def test_email_lift_decline_refuses_bad_arguments_as_usage_errors(
     sqlite_database: Path,
