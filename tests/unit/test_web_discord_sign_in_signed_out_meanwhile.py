@@ -18,7 +18,7 @@ from adapters.memory import MemoryDatabase
 from domain.model import AuthPurpose
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.unit.test_web_discord_confirm_twice import _discord_held, _first_load
+from tests.unit.test_web_discord_confirm_twice import _cookies_back, _discord_held, _first_load
 from tests.unit.test_web_discord_sign_in_twice import FINISHING, _started
 from tests.web_support import Client, post_form, sign_up
 
@@ -127,3 +127,27 @@ async def test_another_browsers_sign_out_stops_nothing(
     assert done.cookies["tfl_session"]
     assert _dora(db)
     assert getattr(_pending(db), "signed_out_at", None) is None
+
+
+async def test_a_sign_in_handed_over_stops_no_other_tabs_sign_in(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """A Discord sign-in in another tab stops no other tab's, also when its session is handed
+    over by its callback loaded again (the first answer lost: a double click, a reload).
+    Before, that hand-over ended the browser's session through a sign-out, which marked the
+    round trips of every binding value of the browser: the other tab's sign-in, back from
+    Discord, was told it had been stopped (409)."""
+    first_tab = await _started(h, client, 7305, "dora")
+    other_tab = await _started(h, client, 7306, "erin")
+    before = dict(client.cookies)  # both binding values
+    first = await client.get(first_tab, follow_redirects=False)
+    assert first.status_code == 302, first.text
+    _cookies_back(client, before)  # its answer lost
+    again = await client.get(first_tab, follow_redirects=False)
+    assert again.status_code == 302, again.text
+    assert again.cookies["tfl_session"] == first.cookies["tfl_session"]  # handed over
+
+    done = await client.get(other_tab, follow_redirects=False)
+    assert done.status_code == 302, done.text
+    assert done.cookies["tfl_session"]
+    assert "erin" in (await client.get("/account")).text

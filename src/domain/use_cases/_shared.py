@@ -498,6 +498,7 @@ async def sign_out_browser(
     *,
     keeping: str | None = None,
     completing: str | None = None,
+    marking: bool = True,
 ) -> bool:
     """``SignOut``'s writes (see it), in the caller's transaction: whatever ends or replaces
     this browser's session (``EndSession``, ``EndAllSessions``, a sign-in) does it in its own
@@ -518,8 +519,11 @@ async def sign_out_browser(
     it has committed it, and it is read (and ended) below; a later one starts none. Not by
     a Discord sign-in (``completing``): two tabs of one browser signing in with Discord each
     finish (the later one ends the session the other made, as before), and neither load
-    waits for the other's round trip (it holds its own: no deadlock)."""
-    ended = completing is None and await stop_sign_ins_under_way(uow, tokens, browser, now)
+    waits for the other's round trip (it holds its own: no deadlock). ``marking``: ``False``
+    for a Discord sign-in's session handed over (its callback loaded again: the browser's
+    session ends in a transaction of its own), which marks nothing either."""
+    marks = marking and completing is None
+    ended = marks and await stop_sign_ins_under_way(uow, tokens, browser, now)
     session_token, bindings = browser.session_token, browser.bindings
     offer = digest_of(tokens, browser.proposal_token)
     offers = {offer} if offer is not None else set()

@@ -86,17 +86,24 @@ class SignOut:
     def __init__(self, uow: UnitOfWorkFactory, tokens: TokenIssuer, clock: Clock) -> None:
         self._uow, self._tokens, self._clock = uow, tokens, clock
 
-    async def execute(self, browser: BrowserCookies, *, keeping: str | None = None) -> None:
+    async def execute(
+        self, browser: BrowserCookies, *, keeping: str | None = None, handed_over: bool = False
+    ) -> None:
         """``browser``: its session, its offer and its binding cookie's values (a Discord
         sign-in bound to one of them whose answer never reached the browser in the last
         ``SENT_TWICE_WITHIN``, ``sign_in_successors``, ends too). ``keeping``: the session
         the request answers (a form sent twice is answered the one its first request made),
-        which goes on. No session token: only the offer ends (and the sessions above)."""
+        which goes on. No session token: only the offer ends (and the sessions above).
+        ``handed_over``: ``keeping`` is a Discord sign-in's, handed over by its callback
+        loaded again; as that sign-in's own transaction, this marks none of the browser's
+        Discord round trips (``stop_sign_ins_under_way``): another tab's finishes."""
         if not browser.names_anything():  # no digest worked out: sign_out_browser does
             return
         now = self._clock.now()
         async with self._uow() as uow:
-            if await sign_out_browser(uow, self._tokens, browser, now, keeping=keeping):
+            if await sign_out_browser(
+                uow, self._tokens, browser, now, keeping=keeping, marking=not handed_over
+            ):
                 await uow.commit()
 
 

@@ -228,7 +228,12 @@ class CookieJar:
         return values[:BINDINGS_KEPT]
 
     async def end_session(
-        self, request: Request[Any, Any, Any], sign_out: SignOut, *, keeping: str | None = None
+        self,
+        request: Request[Any, Any, Any],
+        sign_out: SignOut,
+        *,
+        keeping: str | None = None,
+        handed_over: bool = False,
     ) -> None:
         """The session this browser had ends (a sign-in rotates it), with those a form sent
         twice renewed it into (see ``SignOut``), unless it is ``keeping``, the very one the
@@ -236,11 +241,13 @@ class CookieJar:
         ``session_token_after``) must not end what it is answered. The email-linking offer
         waiting in this browser ends too (see ``SignOut``), as its cookie does
         (``new_session``, ``signed_out``), and so does the session of a Discord sign-in of
-        this browser's whose answer never reached it (its binding cookie's values)."""
+        this browser's whose answer never reached it (its binding cookie's values).
+        ``handed_over``: ``keeping`` is a Discord sign-in's session, handed over (see
+        ``SignOut``): the browser's other Discord sign-ins under way go on."""
         browser = self.browser(request)
         if browser.session_token is not None and browser.session_token == keeping:
             browser = browser.without_session()
-        await sign_out.execute(browser, keeping=keeping)
+        await sign_out.execute(browser, keeping=keeping, handed_over=handed_over)
 
 
 def to_discord(started: AuthStarted, jar: CookieJar) -> Redirect:

@@ -266,7 +266,7 @@ async def _signed_in_with_discord(
     assert done.session_token is not None  # noqa: S101 - login flows always sign in
     if sign_out is not None:  # None: a first load, whose sign-in ended it in its transaction
         # Rotate: the old session ends here (not the one handed over, if the browser has it).
-        await jar.end_session(request, sign_out, keeping=done.session_token)
+        await jar.end_session(request, sign_out, keeping=done.session_token, handed_over=True)
     destination = done.destination
     if done.outcome is AuthOutcome.LINKED_AND_SIGNED_IN:  # by its confirmed email
         destination = told_linked_by_email(destination)
@@ -300,7 +300,7 @@ async def _role_connection_made(
     if done.session_token is not None:  # it signed in: rotate, as a sign-in does
         if sign_out is not None:  # None: a first load, whose sign-in ended it in its transaction
             # The old session ends here (not the one handed over, if the browser has it).
-            await jar.end_session(request, sign_out, keeping=done.session_token)
+            await jar.end_session(request, sign_out, keeping=done.session_token, handed_over=True)
         answer.cookies.extend(jar.new_session(done.session_token))
     return answer
 
