@@ -520,8 +520,10 @@ async def sign_out_browser(
     a Discord sign-in (``completing``): two tabs of one browser signing in with Discord each
     finish (the later one ends the session the other made, as before), and neither load
     waits for the other's round trip (it holds its own: no deadlock). ``marking``: ``False``
-    for a Discord sign-in's session handed over (its callback loaded again: the browser's
-    session ends in a transaction of its own), which marks nothing either."""
+    when the caller marked them itself, first in its transaction (before its locks: a second
+    UPDATE would find nothing left to mark), or for a Discord sign-in's session handed over
+    (its callback loaded again: the browser's session ends in a transaction of its own),
+    which marks nothing either."""
     marks = marking and completing is None
     ended = marks and await stop_sign_ins_under_way(uow, tokens, browser, now)
     session_token, bindings = browser.session_token, browser.bindings

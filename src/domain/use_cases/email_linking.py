@@ -193,7 +193,8 @@ async def _link_and_sign_in(
     token = await start_session(
         uow, tokens, proposal.account_id, now, ttl, method=method, secret=made
     )
-    await sign_out_browser(uow, tokens, browser.without_offer(), now, keeping=token)
+    # Its round trips marked by the caller, first in its transaction.
+    await sign_out_browser(uow, tokens, browser.without_offer(), now, keeping=token, marking=False)
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
 

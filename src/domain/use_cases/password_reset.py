@@ -239,7 +239,9 @@ class ResetPassword(_PasswordUseCase):
                 method=SignInMethod.PASSWORD,
                 secret=made,
             )
-            await sign_out_browser(uow, self._tokens, browser, now, keeping=session)
+            await sign_out_browser(  # marked first, above
+                uow, self._tokens, browser, now, keeping=session, marking=False
+            )
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a
         # password shared (all ended; the others had their own).

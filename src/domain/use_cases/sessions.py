@@ -151,8 +151,8 @@ class EndSession:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
             )
-            if wanted == session.id:
-                await sign_out_browser(uow, self._tokens, browser, now)
+            if wanted == session.id:  # marked above
+                await sign_out_browser(uow, self._tokens, browser, now, marking=False)
             await uow.commit()
         return wanted == session.id
 
@@ -200,7 +200,7 @@ class EndAllSessions:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
             )
-            await sign_out_browser(uow, self._tokens, browser, now)
+            await sign_out_browser(uow, self._tokens, browser, now, marking=False)  # marked
             await uow.commit()
         return SignedOutEverywhere(ended, kept)
 
