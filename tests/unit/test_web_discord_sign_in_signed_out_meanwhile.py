@@ -18,7 +18,12 @@ from adapters.memory import MemoryDatabase
 from domain.model import AuthPurpose
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Harness
-from tests.unit.test_web_discord_confirm_twice import _cookies_back, _discord_held, _first_load
+from tests.unit.test_web_discord_confirm_twice import (
+    _cookies_back,
+    _discord_held,
+    _first_load,
+    _refreshes_to,
+)
 from tests.unit.test_web_discord_sign_in_twice import FINISHING, _started
 from tests.web_support import Client, post_form, sign_up
 
@@ -151,3 +156,29 @@ async def test_a_sign_in_handed_over_stops_no_other_tabs_sign_in(
     assert done.status_code == 302, done.text
     assert done.cookies["tfl_session"]
     assert "erin" in (await client.get("/account")).text
+
+
+async def test_the_finishing_page_tells_a_stopped_sign_in_in_its_own_words(
+    h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callback loaded again while its first load asks Discord answers "Finishing your
+    sign-in…", which refreshes towards the confirming page; signed out meanwhile, that page
+    says the sign-in was stopped under the same title as the callback (before: 'That cannot
+    be done', the title of any 409), with the way on to the sign-in page."""
+    await sign_up(client, "olga")
+    callback = await _started(h, client, 7307, "dora")
+    with _discord_held(h, monkeypatch) as discord:
+        first = _first_load(client, callback)
+        await discord.asked()
+        waiting = await client.get(callback, follow_redirects=False)
+        assert FINISHING in waiting.text
+        assert (await post_form(client, "/account", "/signout", {})).url.path == "/"
+        stopped = await client.get(_refreshes_to(waiting.text), follow_redirects=False)
+        discord.answer()
+        assert (await first).status_code == 409
+    assert stopped.status_code == 409, stopped.text
+    assert f"<h1>{STOPPED}</h1>" in stopped.text
+    assert "Start again from the sign-in page." in stopped.text
+    assert 'href="/signin"' in stopped.text
+    assert "tfl_session" not in stopped.cookies
+    assert not db.tables.sessions

@@ -321,7 +321,9 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     if path_of(request) == CALLBACK and not isinstance(exc, errors.TicketRefused):
         # The state's refusals (see state_refusal): no link was followed.
         title = _CALLBACK_TITLES.get(type(exc), title)
-    if isinstance(exc, errors.DiscordSignInFailed | errors.DiscordSignInUsed):
+    if isinstance(
+        exc, errors.DiscordSignInFailed | errors.DiscordSignInUsed | errors.DiscordSignInStopped
+    ):
         title = _CALLBACK_TITLES[type(exc)]  # at the callback, or the page after it
     if isinstance(exc, errors.InvalidCredentials) and path_of(request).startswith("/account/"):
         # A signed-in person's form asked for the current password: "Please sign in" and a
