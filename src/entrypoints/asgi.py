@@ -2,7 +2,8 @@
 
     uvicorn --factory entrypoints.asgi:make_app --host 0.0.0.0 --port 8000 --no-proxy-headers \
         --http httptools
-    gunicorn -k uvicorn_worker.UvicornWorker --forwarded-allow-ips= 'entrypoints.asgi:make_app()'
+    gunicorn -k entrypoints.gunicorn_worker.UvicornWorker --forwarded-allow-ips= \
+        'entrypoints.asgi:make_app()'
     granian --interface asgi --factory entrypoints.asgi:make_app
 
 (uvicorn's and gunicorn's options leave whose X-Forwarded-For to believe to

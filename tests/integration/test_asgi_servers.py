@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +41,7 @@ def _commands(port: int) -> dict[str, list[str]]:
         "gunicorn": [
             str(BIN / "gunicorn"),
             "-k",
-            "uvicorn_worker.UvicornWorker",
+            "entrypoints.gunicorn_worker.UvicornWorker",
             "-w",
             "2",
             "-b",
@@ -118,26 +120,45 @@ def _serving(
             return
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "granian"])
-def test_every_documented_asgi_server_loads_the_factory(
-    server: str, tmp_path: Path, sqlite_url: str
-) -> None:
+def _migrated(directory: Path, sqlite_url: str) -> dict[str, str]:
+    """The servers' environment, its database's schema made first, as the release step does."""
     env = environment(
         database_url=sqlite_url,
         readiness_timeout_seconds=30,  # its first checks open the database: a busy machine
         discord_client_id="1200000000000000042",
         discord_client_secret="unused-here",
     )
-    # The schema first, as the release step does.
     migrated = subprocess.run(
         [sys.executable, "-c", "from entrypoints.cli import main; main()", "db", "upgrade"],
         env=env,
-        cwd=tmp_path,
+        cwd=directory,
         capture_output=True,
         text=True,
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
+    return env
+
+
+def _statuses(url: str, raw: bytes) -> list[bytes]:
+    """The status codes the server answered ``raw`` with, in order, once it closed."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        with contextlib.suppress(OSError):  # refused mid-send: the answer is still read
+            conn.sendall(raw)
+            conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+    return re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer)
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "granian"])
+def test_every_documented_asgi_server_loads_the_factory(
+    server: str, tmp_path: Path, sqlite_url: str
+) -> None:
+    env = _migrated(tmp_path, sqlite_url)
     with _serving(server, env, tmp_path) as (url, ready, log):
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "schema": "ok"}
@@ -159,3 +180,20 @@ def test_every_documented_asgi_server_loads_the_factory(
     # Every line the server's own formatter writes can be written: gunicorn's "[%(process)d]"
     # failed at every line of its workers once the app's logging had turned process ids off.
     assert "Logging error" not in written, written
+
+
+@pytest.mark.parametrize("server", ["gunicorn"])
+def test_uvicorn_and_gunicorn_as_documented_bound_a_request_head(
+    server: str, tmp_path: Path, sqlite_url: str
+) -> None:
+    """The README's uvicorn and gunicorn commands serve with the protocol ``serve`` does
+    (``entrypoints/http11.py``), not uvicorn's own httptools code, which kept a request's head
+    whatever its size: a 100 KiB head gets a 400."""
+    env = _migrated(tmp_path, sqlite_url)
+    with _serving(server, env, tmp_path) as (url, _, _):
+        head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        big = b"X-Big: " + b"a" * (100 * 1024) + b"\r\n"
+        assert _statuses(url, head + big + b"\r\n") == [b"400"]
+        # A large head within the bound (cookies, say) is served.
+        fair = b"Cookie: " + b"c" * 12_000 + b"\r\nConnection: close\r\n"
+        assert _statuses(url, head + fair + b"\r\n") == [b"200"]
