@@ -3,9 +3,9 @@ uvicorn-worker's ``UvicornWorker`` serving with the protocol ``taskflow-link ser
 (``entrypoints.http11``: httptools, a request's head bounded, trailer fields dropped), where
 uvicorn-worker's own takes uvicorn's httptools code, which does neither.
 
-Imported only by gunicorn (``gunicorn`` and ``uvicorn-worker`` are not dependencies of
-taskflow-link: install them with it to run under gunicorn). gunicorn's ``-k`` takes a dotted
-path, not ``module:Class``."""
+Imported only by gunicorn: ``gunicorn`` and ``uvicorn-worker`` come with the ``gunicorn``
+extra, not with taskflow-link itself. gunicorn's ``-k`` takes a dotted path, not
+``module:Class``."""
 
 from __future__ import annotations
 
