@@ -1,13 +1,14 @@
 """The web app for any ASGI server, configured from ``TASKFLOW_LINK_*`` settings:
 
     uvicorn --factory entrypoints.asgi:make_app --host 0.0.0.0 --port 8000 --no-proxy-headers \
-        --http httptools
+        --http entrypoints.http11:BoundedHttpToolsProtocol
     gunicorn -k entrypoints.gunicorn_worker.UvicornWorker --forwarded-allow-ips= \
         'entrypoints.asgi:make_app()'
     granian --interface asgi --factory entrypoints.asgi:make_app
 
 (uvicorn's and gunicorn's options leave whose X-Forwarded-For to believe to
-``TASKFLOW_LINK_FORWARDED_ALLOW_IPS``: by default they believe this machine's.)
+``TASKFLOW_LINK_FORWARDED_ALLOW_IPS``: by default they believe this machine's. Their protocol
+is ``serve``'s, ``entrypoints.http11``: a request's head bounded, trailer fields dropped.)
 
 ``taskflow-link serve`` runs the same factory under uvicorn (``--workers N`` for several
 processes). Each process builds its own container: the database pool, the Discord client and

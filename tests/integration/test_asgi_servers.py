@@ -36,7 +36,7 @@ def _commands(port: int) -> dict[str, list[str]]:
             "2",
             "--no-proxy-headers",
             "--http",
-            "httptools",
+            "entrypoints.http11:BoundedHttpToolsProtocol",
         ],
         "gunicorn": [
             str(BIN / "gunicorn"),
@@ -182,7 +182,7 @@ def test_every_documented_asgi_server_loads_the_factory(
     assert "Logging error" not in written, written
 
 
-@pytest.mark.parametrize("server", ["gunicorn"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
 def test_uvicorn_and_gunicorn_as_documented_bound_a_request_head(
     server: str, tmp_path: Path, sqlite_url: str
 ) -> None:
