@@ -66,9 +66,11 @@ def port_of(sock: socket.socket) -> int:
     return port
 
 
-def _server(app: Any, sock: socket.socket) -> uvicorn.Server:
+def _server(
+    app: Any, sock: socket.socket, head_timeout_seconds: float | None = None
+) -> uvicorn.Server:
     # Here: only the tests that start a server need httptools.
-    from entrypoints.http11 import BoundedHttpToolsProtocol
+    from entrypoints.http11 import HEAD_TIMEOUT_SECONDS, with_head_timeout
 
     # log_config=None: leave logging (and pytest's capture of it) alone.
     return uvicorn.Server(
@@ -79,7 +81,8 @@ def _server(app: Any, sock: socket.socket) -> uvicorn.Server:
             log_level="warning",
             log_config=None,
             lifespan="on",
-            http=BoundedHttpToolsProtocol,  # as `taskflow-link serve` parses HTTP
+            # As `taskflow-link serve` parses HTTP.
+            http=with_head_timeout(head_timeout_seconds or HEAD_TIMEOUT_SECONDS),
             # As `taskflow-link serve`: the app alone decides whom X-Forwarded-For is believed.
             proxy_headers=False,
         )
@@ -87,12 +90,15 @@ def _server(app: Any, sock: socket.socket) -> uvicorn.Server:
 
 
 @contextlib.contextmanager
-def serve(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
+def serve(
+    app: Any, sock: socket.socket | None = None, *, head_timeout_seconds: float | None = None
+) -> Iterator[str]:
     """``app`` under uvicorn in a thread, on ``sock`` (``bound_socket()``) or on a port of
-    its own; the URL it answers at."""
+    its own; the URL it answers at. ``head_timeout_seconds``: the server's time for a
+    request's head (``TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS``), its default unless given."""
     sock = sock or bound_socket()
     with sock:  # closed by the server when it stops, or here if it never started
-        server = _server(app, sock)
+        server = _server(app, sock, head_timeout_seconds)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + DEADLINE

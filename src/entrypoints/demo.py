@@ -85,16 +85,16 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: Any, host: str, port: int) -> _Server:
+def _server(app: Any, host: str, port: int, head_timeout_seconds: float | None = None) -> _Server:
     # Here, not at the top: the demo command checks that httptools is installed first.
-    from entrypoints.http11 import BoundedHttpToolsProtocol  # noqa: PLC0415
+    from entrypoints.http11 import HEAD_TIMEOUT_SECONDS, with_head_timeout  # noqa: PLC0415
 
     return _Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
-            http=BoundedHttpToolsProtocol,
+            http=with_head_timeout(head_timeout_seconds or HEAD_TIMEOUT_SECONDS),
             log_level="warning",
             log_config=None,
             timeout_graceful_shutdown=5,  # an open connection cannot hold the demo up
@@ -179,7 +179,7 @@ async def run_demo(
     await _roles_of_earlier_runs(container, emulator)
 
     emulator_server = _server(create_emulator_app(emulator), host, emulator_port)
-    app_server = _server(create_app(container), host, port)
+    app_server = _server(create_app(container), host, port, settings.request_head_timeout_seconds)
     servers = (app_server, emulator_server)
 
     def stop() -> None:

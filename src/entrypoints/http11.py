@@ -8,27 +8,112 @@
   to the scope's headers, the list the app had already read, so a trailer could add a second
   ``Host`` (or any header) after the Host check had passed the request. Their section is
   bounded as a head is: httptools keeps a field's bytes until it ends, joined piece by piece.
+- A request's head has a time limit (``head_timeout_seconds``, the setting
+  ``TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS``), from the connection's start or the end of
+  the answer before: uvicorn's keep-alive timeout starts only after an answer and any byte
+  ends it, so a connection that sent nothing, or part of a head, was held for ever (h11's
+  protocol too). Past it the connection is closed: with a 408 when part of a head came (the
+  client waits for an answer: Apache and Node answer so), without a word when nothing did
+  (an idle connection: nginx and uvicorn's keep-alive close it so, and a 408 nobody asked
+  for could be read as the answer to a request the client sends just then).
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from typing import Any, cast
+
 from httptools import HttpParserCallbackError
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 # Far above any head a browser or client of ours sends (cookies included), and what one
 # connection can make the process hold before its 400, plus the read that crossed it.
 MAX_HEAD_BYTES = 64 * 1024
+# The default of TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS (the servers without settings,
+# the emulator's): a client's whole head in this long, however slow its network.
+HEAD_TIMEOUT_SECONDS = 30.0
+
+
+def with_head_timeout(seconds: float) -> type[asyncio.Protocol]:
+    """``BoundedHttpToolsProtocol`` with ``seconds`` for a head, as uvicorn's ``http`` takes
+    it: uvicorn only calls it (a class is what its types name), and it pickles, for
+    ``--workers`` (uvicorn hands its configuration to each worker so)."""
+    return cast(
+        "type[asyncio.Protocol]",
+        functools.partial(BoundedHttpToolsProtocol, head_timeout_seconds=seconds),
+    )
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` with a bounded request head and no trailer fields."""
+    """``HttpToolsProtocol`` with a bounded request head, in size and in time, and no
+    trailer fields."""
 
     _in_head = True  # a connection starts with a request's head: its fields are the request's
     _in_fields = True  # in a head or a chunked body's trailer section: bytes counted
     _head_bytes = 0  # those bytes, since the head (or the last chunk's size line) began
     _body_bytes = 0  # body bytes in the read being parsed
+    _head_begun = False  # a byte of the awaited head has come
+    _in_body = False  # a request's head is whole, its body (or trailer section) not yet
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def __init__(
+        self, *args: Any, head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout_seconds = head_timeout_seconds
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_arrived()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        """Start the head's time: nothing of the connection's is under way (no request being
+        read or answered), the next head is awaited."""
+        self._head_arrived()
+        if not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_late)
+
+    def _head_arrived(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_begun:
+            msg = "Request head not received in time."
+            self.logger.info(msg)
+            content = [STATUS_LINE[408]]
+            for name, value in self.server_state.default_headers:
+                content.extend([name, b": ", value, b"\r\n"])
+            content.extend(
+                [
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: " + str(len(msg)).encode("ascii") + b"\r\n",
+                    b"connection: close\r\n",
+                    b"\r\n",
+                    msg.encode("ascii"),
+                ]
+            )
+            self.transport.write(b"".join(content))
+        self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The next head's time starts now, unless it came whole already (pipelined: its
+        # request, the last read, is answered next) or the body of the one answered is still
+        # coming (its end starts it).
+        if self.cycle.response_complete and not self._in_body:
+            self._await_head()
 
     def data_received(self, data: bytes) -> None:
         self._body_bytes = 0
@@ -45,7 +130,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.send_400_response(msg)
 
     def on_message_begin(self) -> None:
-        self._in_head = self._in_fields = True
+        self._in_head = self._in_fields = self._head_begun = True
         self._head_bytes = 0
         super().on_message_begin()
 
@@ -54,7 +139,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = self._in_fields = False
+        self._head_arrived()
+        self._in_head = self._in_fields = self._head_begun = False
+        self._in_body = True
         # A head that ended within the read that crossed the bound (or within the read it
         # began in): what the request keeps of it, refused past the bound all the same
         # (uvicorn answers the parser's error with its 400, and closes).
@@ -74,5 +161,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._in_fields = False
+        self._in_fields = self._in_body = False
         super().on_message_complete()
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return  # the connection is the WebSocket protocol's now
+        if self.cycle.response_complete and not self.pipeline:  # answered before its body ended
+            self._await_head()

@@ -207,6 +207,15 @@ class Settings(BaseSettings):
         "to the Discord timeout and this more), then releasing the database and Redis as long "
         "again; the process then exits regardless.",
     )
+    request_head_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="`serve`: a connection's request line and header fields must all come "
+        "within this long of its start (or of the answer before, on a kept-alive one); past "
+        "it the connection is closed (with a 408 when part of them came), or a client that "
+        "sends nothing or a head that never ends would hold it for ever.",
+    )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),
         description="URL people reach the web app at; links and the OAuth redirect URI use it. "

@@ -466,6 +466,136 @@ def test_a_head_begun_in_the_read_that_ended_another_request_is_counted() -> Non
     assert answers[-1] == b"400", answers
 
 
+# The head timeout of the servers below: short, so that the tests wait little for it.
+SHORT_HEAD_TIMEOUT = 0.5
+# How long a test waits for such a server to close a connection, far past SHORT_HEAD_TIMEOUT
+# (both cores busy): one left open (uvicorn's httptools code kept them for ever) fails then.
+CLOSED_WITHIN = 60.0
+
+
+def _read_until_closed(conn: socket.socket) -> bytes:
+    conn.settimeout(CLOSED_WITHIN)
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _read_answers(conn: socket.socket, count: int) -> bytes:
+    """What the server sent until ``count`` whole answers (no body) have come."""
+    conn.settimeout(CLOSED_WITHIN)
+    answer = b""
+    while answer.count(b"\r\n\r\n") < count:
+        chunk = conn.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    return answer
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=CLOSED_WITHIN)
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout() -> None:
+    """uvicorn's keep-alive timeout starts only once a response has gone: a connection that
+    sent nothing was held for ever (a few thousand of them, and the process had no file
+    descriptor left). Closed once the head timeout passes, without an answer: nothing asked."""
+    with (
+        serve(_reads_all_then_204, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        assert _read_until_closed(conn) == b""
+
+
+def test_a_head_left_unfinished_is_answered_408_and_closed() -> None:
+    """Any byte cancelled uvicorn's keep-alive timeout: a head begun and never finished held
+    its connection for ever. The client that began one is told (408), as Apache and Node
+    do, and the connection closed."""
+    partial = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with (
+        serve(_reads_all_then_204, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(partial)
+        answer = _read_until_closed(conn)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"connection: close\r\n" in answer.lower()
+
+
+def test_the_head_timeout_runs_again_after_each_response() -> None:
+    """A kept-alive connection gets the head timeout again once its answer has gone: a head
+    begun after it and left unfinished is closed too (uvicorn's keep-alive timeout ended at
+    its first byte), as is one idle after a response."""
+    whole = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with (
+        serve(_reads_all_then_204, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(whole)
+        assert _read_answers(conn, 1).startswith(b"HTTP/1.1 204 ")
+        conn.sendall(b"GET / HTTP/1.1\r\nHo")
+        assert _read_until_closed(conn).startswith(b"HTTP/1.1 408 ")
+        with _connect(url) as idle:
+            idle.sendall(whole)
+            answers = _read_until_closed(idle)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
+
+
+async def _sleeps_then_204(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await asyncio.sleep(SHORT_HEAD_TIMEOUT * 4)
+    await _reads_all_then_204(scope, receive, send)
+
+
+def test_the_head_timeout_never_cuts_off_a_request_being_answered() -> None:
+    """The timeout is the head's: an app slower than it answers, each of pipelined requests
+    answers (their heads came whole), and a body still coming after its answer (an app that
+    did not read it) is read to its end, and the next request answered."""
+    whole = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    # (Never a half-close here: uvicorn closes at the end of what the client sends, dropping
+    # an answer not yet written.)
+    with (
+        serve(_sleeps_then_204, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(whole + whole)
+        answers = _read_answers(conn, 2) + _read_until_closed(conn)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+
+    async def answers_at_once(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    post = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nab"
+    with (
+        serve(answers_at_once, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(post)
+        assert _read_answers(conn, 1).startswith(b"HTTP/1.1 204 ")
+        time.sleep(SHORT_HEAD_TIMEOUT * 4)
+        conn.sendall(b"cde" + whole)
+        answers = _read_until_closed(conn)  # (closed by the head timeout after its answer)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
+
+
+def test_a_slow_head_within_the_timeout_is_served() -> None:
+    """A head sent in pieces, pauses between them, is served once whole within the timeout
+    (here the default's), and so is the next on its connection."""
+    pieces = [b"GET / HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"X-Slow: 1\r\n", b"\r\n"]
+    with serve(_reads_all_then_204) as url, _connect(url) as conn:
+        for _ in range(2):
+            for piece in pieces:
+                conn.sendall(piece)
+                time.sleep(0.2)
+        answers = _read_answers(conn, 2)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+
+
 def test_an_interaction_hikari_cannot_read_leaves_no_token_in_the_log(
     live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
