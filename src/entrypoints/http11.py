@@ -16,6 +16,11 @@
   client waits for an answer: Apache and Node answer so), without a word when nothing did
   (an idle connection: nginx and uvicorn's keep-alive close it so, and a 408 nobody asked
   for could be read as the answer to a request the client sends just then).
+- An absolute-form target (``GET http://host/path``) is taken only when it names the
+  request's one Host (RFC 9112 3.2.2: the target's authority is the request's, Host is
+  ignored): httptools gave the app the target's path alone, so the app served it as that
+  path of the Host, where a proxy in front may have routed or cached it by the target's.
+  One naming another host or port, a user, or a scheme other than http(s) gets a 400.
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -26,7 +31,7 @@ import asyncio
 import functools
 from typing import Any, cast
 
-from httptools import HttpParserCallbackError
+from httptools import HttpParserCallbackError, HttpParserInvalidURLError, parse_url
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 # Far above any head a browser or client of ours sends (cookies included), and what one
@@ -148,6 +153,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         kept = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if kept > MAX_HEAD_BYTES:
             raise HttpParserCallbackError("Request head too large.")
+        if not self.url.startswith((b"/", b"*")) and not self._names_the_host(self.url):
+            raise HttpParserCallbackError("Request target names another host.")
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -167,3 +174,35 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # the connection is the WebSocket protocol's now
         if self.cycle.response_complete and not self.pipeline:  # answered before its body ended
             self._await_head()
+
+    def _names_the_host(self, target: bytes) -> bool:
+        """Whether an absolute-form ``target`` names the authority of the request's one Host
+        field (a name's case and the scheme's default port aside), and no user."""
+        hosts = [value for name, value in self.headers if name == b"host"]
+        try:
+            url = parse_url(target)
+        except HttpParserInvalidURLError:
+            return False
+        scheme = (url.schema or b"").lower()
+        if len(hosts) != 1 or scheme not in _DEFAULT_PORTS or url.userinfo or not url.host:
+            return False
+        default = _DEFAULT_PORTS[scheme]
+        return _authority(hosts[0], default) == (url.host.lower(), url.port or default)
+
+
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def _authority(host_field: bytes, default_port: int) -> tuple[bytes, int] | None:
+    """A Host field's host (IPv6 without its brackets, lowercase) and port, or ``None``."""
+    host, port = host_field.strip().lower(), b""
+    if host.startswith(b"["):
+        host, bracket, rest = host[1:].partition(b"]")
+        if not bracket or (rest and not rest.startswith(b":")):
+            return None
+        port = rest[1:]
+    elif b":" in host:
+        host, _, port = host.rpartition(b":")
+    if not port:
+        return host, default_port
+    return (host, int(port)) if port.isdigit() and len(port) <= 5 else None

@@ -333,6 +333,33 @@ def test_a_request_without_exactly_one_host_is_refused(live: Live, raw: bytes) -
     assert _exchange(live, raw) == [b"400"]
 
 
+def test_an_absolute_target_naming_another_host_is_refused(live: Live) -> None:
+    """RFC 9112 (3.2.2): of an absolute-form target and Host, the target's authority is the
+    request's. httptools handed the app its path alone, so ``GET http://evil.example/x``
+    with a Host the app serves was served as ``/x`` of that Host, where a proxy in front may
+    have routed (or cached) it by evil.example. Such a target is taken only when it names
+    the Host (case, default port aside); one naming another, or a user, is refused."""
+    authority = live.url.removeprefix("http://")
+    host, port = authority.split(":")
+
+    def get(target: str, host_field: str = authority) -> list[bytes]:
+        raw = f"GET {target} HTTP/1.1\r\nHost: {host_field}\r\nConnection: close\r\n\r\n"
+        return _exchange(live, raw.encode())
+
+    assert get("http://evil.example/healthz") == [b"400"]
+    assert get(f"http://evil.example:{port}/healthz") == [b"400"]
+    assert get(f"http://{host}:{int(port) + 1}/healthz") == [b"400"]
+    assert get(f"http://{host}/healthz") == [b"400"]  # port 80, the Host's is another
+    assert get(f"http://user@{authority}/healthz") == [b"400"]
+    assert get(f"ftp://{authority}/healthz") == [b"400"]
+    # Target and Host agreeing on another host: the request is the origin form's.
+    assert get("http://evil.example/healthz", "evil.example") == get("/healthz", "evil.example")
+    # Naming the Host, it is the same request as its origin form.
+    assert get(f"http://{authority}/healthz") == [b"200"]
+    assert get(f"HTTP://{authority.upper()}/healthz") == [b"200"]
+    assert get(f"http://{host}:80/healthz", host) == get("/healthz", host)
+
+
 def test_a_request_head_past_its_bound_is_refused_and_its_connection_closed(live: Live) -> None:
     """uvicorn's httptools code kept a request's head whatever its size (h11 stopped at
     16 KiB): the protocol we serve with refuses one past ``MAX_HEAD_BYTES``, and closes."""
