@@ -80,7 +80,8 @@ async def connect(stack: Stack, browser: Browser, name: str) -> str:
     assert str(landed.url).endswith("/account?notice=role_connected&linked=1")
     # The round trip linked the account: the way back from the wrong Discord account is to
     # unlink it (signing out leaves it linked).
-    assert f"Discord account connected: d_{name} (@d_{name})." in landed.text
+    shown = f"\u2068d_{name}\u2069 (\u2068@d_{name}\u2069, id {user.id})"  # isolated names
+    assert f"Discord account connected: {shown}." in landed.text
     assert "If it is not yours, unlink it below" in landed.text
     await scheduled(stack, user.id)
     return user.id
