@@ -768,20 +768,13 @@ class FinishDiscordConfirmation:
         handed over: the cookie is the browser's own, and the page is the one its account
         page shows it anyway. ``None`` otherwise (signed out since, another account: the
         next person at a shared computer; or later on): the state's own refusal."""
-        account_id = pending.account_id
-        if (
-            account_id is None
-            or pending.purpose not in _ROLE_PURPOSES
-            or not plausible_token(session_token)
-        ):
+        if pending.purpose not in _ROLE_PURPOSES:
             return None
         now = self._clock.now()
-        try:
-            session, _ = await signed_in(uow, self._tokens, session_token, now)
-        except errors.NotSignedIn:
+        session = await self._session_of(uow, pending, session_token, now)
+        if session is None:
             return None
-        if session.account_id != account_id:
-            return None
+        account_id = session.account_id
         purpose = purpose_of(pending)
         # Another tab's round trip for this account, stored since, counts too: the account's
         # connection is what the page tells, and it is made.
@@ -828,17 +821,10 @@ class FinishDiscordConfirmation:
         destination; nothing is handed over (the cookie is the browser's own), and a session
         the browser does not hold (renewed under a token it never received) stays nobody's
         to be handed here. Otherwise ``None``."""
-        if (
-            pending.purpose is not AuthPurpose.LOGIN
-            or pending.account_id is None
-            or not plausible_token(session_token)
-        ):
+        if pending.purpose is not AuthPurpose.LOGIN:
             return None
-        try:
-            session, _ = await signed_in(uow, self._tokens, session_token, self._clock.now())
-        except errors.NotSignedIn:
-            return None
-        if session.account_id != pending.account_id or session.created_at < consumed_at:
+        session = await self._session_of(uow, pending, session_token, self._clock.now())
+        if session is None or session.created_at < consumed_at:
             return None
         return AuthCompleted(
             AuthPurpose.LOGIN,
@@ -848,6 +834,20 @@ class FinishDiscordConfirmation:
             session_token=None,
             handed_over=True,
         )
+
+    async def _session_of(
+        self, uow: UnitOfWork, pending: PendingLogin, session_token: str | None, now: datetime
+    ) -> Session | None:
+        """The live session this browser's cookie (``session_token``) names when it is of
+        the account ``pending`` signed in to or connected; ``None`` otherwise (no account
+        recorded, no cookie, signed out since, another account)."""
+        if pending.account_id is None or not plausible_token(session_token):
+            return None
+        try:
+            session, _ = await signed_in(uow, self._tokens, session_token, now)
+        except errors.NotSignedIn:
+            return None
+        return session if session.account_id == pending.account_id else None
 
 
 def _push_standing(row: RoleConnectionToken | None, now: datetime) -> RoleSync | None:
