@@ -498,7 +498,6 @@ async def sign_out_browser(
     *,
     keeping: str | None = None,
     completing: str | None = None,
-    marking: bool = True,
 ) -> bool:
     """``SignOut``'s writes (see it), in the caller's transaction: whatever ends or replaces
     this browser's session (``EndSession``, ``EndAllSessions``, a sign-in) does it in its own
@@ -514,18 +513,15 @@ async def sign_out_browser(
     proposal (it made one instead of signing in, and its state is spent once), so nothing
     under it is looked up: neither is there to end.
 
-    The Discord round trips of its binding values are marked first
-    (``stop_sign_ins_under_way``): a load that started its session before this waited for
-    it has committed it, and it is read (and ended) below; a later one starts none. Not by
-    a Discord sign-in (``completing``): two tabs of one browser signing in with Discord each
-    finish (the later one ends the session the other made, as before), and neither load
-    waits for the other's round trip (it holds its own: no deadlock). ``marking``: ``False``
-    when the caller marked them itself, first in its transaction (before its locks: a second
-    UPDATE would find nothing left to mark), or for a Discord sign-in's session handed over
-    (its callback loaded again: the browser's session ends in a transaction of its own),
-    which marks nothing either."""
-    marks = marking and completing is None
-    ended = marks and await stop_sign_ins_under_way(uow, tokens, browser, now)
+    It marks none of the browser's Discord round trips: a caller that ends the browser's
+    session marks them itself (``stop_sign_ins_under_way``), first in its transaction, before
+    any lock (a load that started its session before that waited for it has committed it,
+    and it is read and ended here; a later one starts none). A Discord sign-in
+    (``completing``), or its session handed over by its callback loaded again, marks none:
+    two tabs of one browser signing in with Discord each finish (the later one ends the
+    session the other made, as before), and neither load waits for the other's round trip
+    (it holds its own: no deadlock)."""
+    ended = False
     session_token, bindings = browser.session_token, browser.bindings
     offer = digest_of(tokens, browser.proposal_token)
     offers = {offer} if offer is not None else set()

@@ -183,7 +183,7 @@ class SignUp(_PasswordUseCase):
                 await self._webhooks.publish(uow, account_created(account, via="password"))
                 token = await self._password_session(uow, account.id, now, made)
                 await sign_out_browser(  # marked first, above
-                    uow, self._tokens, browser, now, keeping=token, marking=False
+                    uow, self._tokens, browser, now, keeping=token
                 )
                 # Last, as it locks the address: confirmed by another account meanwhile (the
                 # proof locked it first), it is refused as above. Past the address's limit
@@ -314,7 +314,7 @@ class SignIn(_PasswordUseCase):
                     fresh = replace(fresh, password_hash=rehashed)
                     await uow.accounts.update(fresh)
                 token = await self._password_session(uow, account.id, now)
-                await sign_out_browser(uow, self._tokens, browser, now, marking=False)
+                await sign_out_browser(uow, self._tokens, browser, now)
                 await uow.commit()
             return token, fresh
 

@@ -194,7 +194,7 @@ async def _link_and_sign_in(
         uow, tokens, proposal.account_id, now, ttl, method=method, secret=made
     )
     # Its round trips marked by the caller, first in its transaction.
-    await sign_out_browser(uow, tokens, browser.without_offer(), now, keeping=token, marking=False)
+    await sign_out_browser(uow, tokens, browser.without_offer(), now, keeping=token)
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
 

@@ -240,7 +240,7 @@ class ResetPassword(_PasswordUseCase):
                 secret=made,
             )
             await sign_out_browser(  # marked first, above
-                uow, self._tokens, browser, now, keeping=session, marking=False
+                uow, self._tokens, browser, now, keeping=session
             )
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a

@@ -101,9 +101,11 @@ class SignOut:
             return
         now = self._clock.now()
         async with self._uow() as uow:
-            if await sign_out_browser(
-                uow, self._tokens, browser, now, keeping=keeping, marking=not handed_over
-            ):
+            # First, before any lock: see ``stop_sign_ins_under_way``.
+            marked = not handed_over and await stop_sign_ins_under_way(
+                uow, self._tokens, browser, now
+            )
+            if await sign_out_browser(uow, self._tokens, browser, now, keeping=keeping) or marked:
                 await uow.commit()
 
 
@@ -152,7 +154,7 @@ class EndSession:
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
             )
             if wanted == session.id:  # marked above
-                await sign_out_browser(uow, self._tokens, browser, now, marking=False)
+                await sign_out_browser(uow, self._tokens, browser, now)
             await uow.commit()
         return wanted == session.id
 
@@ -200,7 +202,7 @@ class EndAllSessions:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
             )
-            await sign_out_browser(uow, self._tokens, browser, now, marking=False)  # marked
+            await sign_out_browser(uow, self._tokens, browser, now)  # marked
             await uow.commit()
         return SignedOutEverywhere(ended, kept)
 
