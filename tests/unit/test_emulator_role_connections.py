@@ -216,6 +216,32 @@ async def test_a_role_connection_needs_the_scope_and_a_live_token() -> None:
         assert shown.json()["connections"][user.id]["platform_name"] == "TaskFlow"
 
 
+@pytest.mark.parametrize("hint", ["access_token", "refresh_token"])
+async def test_revoking_a_token_removes_the_role_connection_as_removing_the_app_does(
+    hint: str,
+) -> None:
+    """Discord: revoking a token revokes the whole authorization, a deauthorization as the
+    user removing the app is (both send APPLICATION_DEAUTHORIZED, webhook events docs); the
+    emulator took the role connection away on the second only, so a revoked user kept it."""
+    state = _state()
+    user = state.add_user("frank")
+    async with AsyncTestClient(app=create_emulator_app(state)) as client:
+        tokens = await _tokens(client, state, user.id, "identify role_connections.write")
+        body = {"platform_name": "TaskFlow", "metadata": {}}
+        assert (await _put(client, tokens["access_token"], body)).status_code == 200
+        assert user.id in state.role_connections
+        revoked = await client.post(
+            "/api/v10/oauth2/token/revoke",
+            data={"token": tokens[hint], "token_type_hint": hint},
+            auth=(APP, "secret"),
+        )
+        assert revoked.status_code == 200
+        shown = await client.get("/_emulator/role-connections")
+        assert user.id not in shown.json()["connections"]
+        assert (await _put(client, tokens["access_token"], body)).status_code == 401
+        assert (await _refresh(client, tokens["refresh_token"])).status_code == 400
+
+
 async def test_a_field_left_out_keeps_its_value_and_null_clears_it() -> None:
     """Discord lists every field of the role connection as optional and does not say that
     leaving one out clears it; its spec takes ``null`` for the platform name and username.

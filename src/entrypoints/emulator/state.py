@@ -456,13 +456,12 @@ class EmulatorState:
 
     def revoke(self, token: str) -> bool:
         """Revoking a token revokes the whole grant: the user's other tokens and codes, and
-        the remembered authorization (the next sign-in shows the consent screen again)."""
+        the remembered authorization (the next sign-in shows the consent screen again). It is
+        a deauthorization, as the user removing the app is (Discord sends both the same
+        APPLICATION_DEAUTHORIZED event), so the role connection goes too."""
         grant = self.tokens.get(token) or self.refresh_tokens.get(token)
         if grant is None:
             return False
-        self.authorizations.pop(grant.user_id, None)
-        for table in (self.tokens, self.codes, self.refresh_tokens):
-            for key in [k for k, g in table.items() if g.user_id == grant.user_id]:
-                del table[key]
+        self.deauthorize(grant.user_id)
         self.revoked.add(token)
         return True
