@@ -155,6 +155,15 @@ class InMemoryDiscordWithRoles(InMemoryDiscordOAuth):
             if held.discord_id == discord_id:
                 self.access[token] = (held, 0.0)
 
+    async def revoke(self, tokens: DiscordTokens) -> None:
+        """As Discord: revoking a token revokes the whole grant, a deauthorization (the same
+        APPLICATION_DEAUTHORIZED as removing the app): its tokens die, the connection goes."""
+        found = self.access.get(tokens.access_token)
+        held = found[0] if found is not None else self.refresh_tokens.get(tokens.access_token)
+        await super().revoke(tokens)
+        if held is not None:
+            self.deauthorize(held.discord_id)
+
     def deauthorize(self, discord_id: DiscordId) -> None:
         """The user removes the app in Discord: every token of the grant dies."""
         for table in (self.access, self.refresh_tokens):

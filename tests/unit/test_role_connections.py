@@ -412,6 +412,26 @@ async def test_invalid_grant_deletes_the_tokens(r: Harness) -> None:
     assert [e.detail for e in deleted] == [{"reason": "invalid_grant"}]
 
 
+async def test_a_revoked_token_ends_the_role_connection_as_removing_the_app_does(
+    r: Harness,
+) -> None:
+    """Discord: revoking a token revokes the whole grant, a deauthorization as removing the
+    app is. The fake's revoke (the plain OAuth fake's) left the role connection, and the
+    tokens it keeps for it, alive: pushes with a revoked grant went on succeeding."""
+    await connected(r, 7091)
+    access, refresh = fake(r).tokens_of(DiscordId(7091))
+    assert access
+    assert refresh
+    assert DiscordId(7091) in fake(r).connections
+    await fake(r).revoke(DiscordTokens(next(iter(access)), frozenset({"identify"})))
+
+    assert fake(r).tokens_of(DiscordId(7091)) == (set(), set())
+    assert DiscordId(7091) not in fake(r).connections
+    report = await refresh_pass(r, everything=True)
+    assert report.revoked == 1
+    assert DiscordId(7091) not in rows(r)
+
+
 def lost_notices(h: Harness) -> list[OutgoingEmail]:
     database: MemoryDatabase = h.container.memory_db()
     return [
