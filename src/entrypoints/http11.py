@@ -21,6 +21,9 @@
   ignored): httptools gave the app the target's path alone, so the app served it as that
   path of the Host, where a proxy in front may have routed or cached it by the target's.
   One naming another host or port, a user, or a scheme other than http(s) gets a 400.
+- A client that shuts down its side after its request(s) (``shutdown(SHUT_WR)``: it has no
+  more to send) gets its answers, as from nginx, and the connection is closed after the last:
+  uvicorn closed it at the end of what came, and an answer not yet written was never sent.
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -63,6 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_begun = False  # a byte of the awaited head has come
     _in_body = False  # a request's head is whole, its body (or trailer section) not yet
     _head_timer: asyncio.TimerHandle | None = None
+    _eof = False  # the client sent all it will (it shut down its side): answer, then close
 
     def __init__(
         self, *args: Any, head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS, **kwargs: Any
@@ -77,6 +81,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's
+        """The end of what the client sends: its whole requests are still answered (the
+        connection closed after the last), where uvicorn closed it at once, dropping them.
+        One cut short (a head or a body unfinished, its app told ``http.disconnect``), or none
+        under way: closed now."""
+        answering = self.pipeline or (self.cycle is not None and not self.cycle.response_complete)
+        if self._in_body or not answering:
+            return None
+        self._eof = True
+        self._head_arrived()  # no head comes any more
+        return True
 
     def _await_head(self) -> None:
         """Start the head's time: nothing of the connection's is under way (no request being
@@ -113,7 +129,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def on_response_complete(self) -> None:
+        answered_all = not self.pipeline
         super().on_response_complete()
+        if self._eof:
+            if answered_all and not self.transport.is_closing():
+                self.transport.close()
+            return
         # The next head's time starts now, unless it came whole already (pipelined: its
         # request, the last read, is answered next) or the body of the one answered is still
         # coming (its end starts it).

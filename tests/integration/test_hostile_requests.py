@@ -582,8 +582,6 @@ def test_the_head_timeout_never_cuts_off_a_request_being_answered() -> None:
     answers (their heads came whole), and a body still coming after its answer (an app that
     did not read it) is read to its end, and the next request answered."""
     whole = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    # (Never a half-close here: uvicorn closes at the end of what the client sends, dropping
-    # an answer not yet written.)
     with (
         serve(_sleeps_then_204, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
         _connect(url) as conn,
@@ -621,6 +619,34 @@ def test_a_slow_head_within_the_timeout_is_served() -> None:
                 time.sleep(0.2)
         answers = _read_answers(conn, 2)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+
+
+def test_requests_whole_before_a_half_close_are_answered() -> None:
+    """A client that shuts down its side once its requests are sent (``shutdown(SHUT_WR)``,
+    as ``_exchange`` and ``_statuses`` do) waits for its answers: uvicorn closed the
+    connection at the end of what came, and an answer not yet written (an app slower than
+    that) was never sent. Each is answered, as nginx does, then the connection closed; a
+    request cut short by it (its body unfinished) tells its app ``http.disconnect``."""
+    whole = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with serve(_sleeps_then_204) as url:
+        for raws in ((whole,), (whole + whole,), (whole, whole)):  # pipelined, one by one
+            assert _statuses(url, *raws) == [b"204"] * b"".join(raws).count(whole), raws
+    told: list[str] = []
+
+    async def reads(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            while (message := await receive()).get("more_body"):
+                pass
+            told.append(message["type"])
+
+    cut = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nabc"
+    with serve(reads) as url:
+        assert _statuses(url, cut) == []
+        deadline = time.monotonic() + CLOSED_WITHIN
+        while not told:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert told == ["http.disconnect"]
 
 
 def test_an_interaction_hikari_cannot_read_leaves_no_token_in_the_log(
