@@ -20,7 +20,8 @@
   request's one Host (RFC 9112 3.2.2: the target's authority is the request's, Host is
   ignored): httptools gave the app the target's path alone, so the app served it as that
   path of the Host, where a proxy in front may have routed or cached it by the target's.
-  One naming another host or port, a user, or a scheme other than http(s) gets a 400.
+  One naming another host or port, a user, or a scheme other than http(s) gets a 400; one
+  with an empty path (``GET http://host``) is the path "/" (uvicorn answered 400).
 - A client that shuts down its side after its request(s) (``shutdown(SHUT_WR)``: it has no
   more to send) gets its answers, as from nginx, and the connection is closed after the last:
   uvicorn closed it at the end of what came, and an answer not yet written was never sent.
@@ -174,8 +175,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         kept = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if kept > MAX_HEAD_BYTES:
             raise HttpParserCallbackError("Request head too large.")
-        if not self.url.startswith((b"/", b"*")) and not self._names_the_host(self.url):
-            raise HttpParserCallbackError("Request target names another host.")
+        if not self.url.startswith((b"/", b"*")):
+            if not self._names_the_host(self.url):
+                raise HttpParserCallbackError("Request target names another host.")
+            self.url = _with_a_path(self.url, self.parser.get_method())
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -212,6 +215,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def _with_a_path(target: bytes, method: bytes) -> bytes:
+    """An absolute-form ``target`` whose path is empty (``http://host``, ``http://host?q``)
+    in origin form: its path is "/" (RFC 9110 4.2.3), or for an OPTIONS without a query the
+    asterisk form (RFC 9112 3.2.4); uvicorn found no path and answered 400. Any other
+    ``target`` as it is."""
+    url = parse_url(target)
+    if url.path:
+        return target
+    if method == b"OPTIONS" and not url.query:
+        return b"*"
+    return b"/?" + url.query if url.query else b"/"
 
 
 def _authority(host_field: bytes, default_port: int) -> tuple[bytes, int] | None:

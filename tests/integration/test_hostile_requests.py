@@ -358,6 +358,40 @@ def test_an_absolute_target_naming_another_host_is_refused(live: Live) -> None:
     assert get(f"http://{authority}/healthz") == [b"200"]
     assert get(f"HTTP://{authority.upper()}/healthz") == [b"200"]
     assert get(f"http://{host}:80/healthz", host) == get("/healthz", host)
+    # An empty path is "/" (RFC 9110 4.2.3), its query kept; for OPTIONS without one, "*".
+    assert get(f"http://{authority}") == get("/")
+    assert get(f"http://{authority}?next=/x") == get("/?next=/x")
+
+
+def test_an_absolute_target_with_an_empty_path_is_the_root() -> None:
+    """``GET http://host HTTP/1.1`` (an absolute form, its path empty) was refused with a
+    400: its path is "/" (RFC 9110 4.2.3), its query kept, and an OPTIONS one without a query
+    is the asterisk form (RFC 9112 3.2.4)."""
+    seen: list[tuple[str, str, bytes, bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["method"], scope["path"], scope["raw_path"], scope["query_string"]))
+            await _reads_all_then_204(scope, receive, send)
+
+    with serve(app) as url:
+        authority = url.removeprefix("http://")
+        for method, target in (
+            ("GET", f"http://{authority}"),
+            ("GET", f"HTTP://{authority}?a=1"),
+            ("OPTIONS", f"http://{authority}"),
+            ("OPTIONS", f"http://{authority}?a=1"),
+            ("GET", f"http://{authority}/x"),
+        ):
+            raw = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+            assert _statuses(url, raw.encode()) == [b"204"], target
+    assert seen == [
+        ("GET", "/", b"/", b""),
+        ("GET", "/", b"/", b"a=1"),
+        ("OPTIONS", "*", b"*", b""),
+        ("OPTIONS", "/", b"/", b"a=1"),
+        ("GET", "/x", b"/x", b""),
+    ]
 
 
 def test_a_request_head_past_its_bound_is_refused_and_its_connection_closed(live: Live) -> None:
