@@ -64,6 +64,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_fields = True  # in a head or a chunked body's trailer section: bytes counted
     _head_bytes = 0  # those bytes, since the head (or the last chunk's size line) began
     _body_bytes = 0  # body bytes in the read being parsed
+    _chunked_read = False  # a chunk's size line ended in the read being parsed
+    _trailer_bytes = 0  # the trailer fields that ended, since the last chunk's size line
     _head_begun = False  # a byte of the awaited head has come
     _in_body = False  # a request's head is whole, its body (or trailer section) not yet
     _head_timer: asyncio.TimerHandle | None = None
@@ -144,13 +146,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._body_bytes = 0
+        self._chunked_read = False
         super().data_received(data)
         if not self._in_fields:
             self._head_bytes = 0
             return
-        # Every byte of this read that was not body: the fields being read, plus whatever
-        # came before them in the read (a request's head, pipelined, counts twice at most).
-        self._head_bytes += len(data) - self._body_bytes
+        if self._chunked_read:
+            # The fields began at a chunk's size line within this read: the bytes before it
+            # (other chunks' size lines, as many as the read holds: 20,000 one-byte chunks are
+            # 100 KB) are not theirs. What they are: the trailer fields that ended (each
+            # counted, and bounded, whole as it ends) and the one going on (within this
+            # read: the next counts whole).
+            self._head_bytes = self._trailer_bytes
+        else:
+            # Every byte of this read that was not body: the fields being read, plus whatever
+            # came before them in the read (a request's head, pipelined, counts twice at most).
+            self._head_bytes += len(data) - self._body_bytes
         if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             msg = "Request head too large."
             self.logger.warning(msg)
@@ -158,12 +169,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._in_head = self._in_fields = self._head_begun = True
-        self._head_bytes = 0
+        self._head_bytes = self._trailer_bytes = 0
         super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:  # after the head, a trailer field: dropped
+        if self._in_head:
             super().on_header(name, value)
+            return
+        # After the head, a trailer field: dropped, its bytes counted (httptools kept them).
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > MAX_HEAD_BYTES:
+            raise HttpParserCallbackError("Trailer section too large.")
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
@@ -183,8 +199,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_chunk_header(self) -> None:
         # Its data follows, or, for the last chunk, the trailer section.
-        self._in_fields = True
-        self._head_bytes = 0
+        self._in_fields = self._chunked_read = True
+        self._head_bytes = self._trailer_bytes = 0
 
     def on_body(self, body: bytes) -> None:
         self._in_fields = False

@@ -508,6 +508,73 @@ def test_a_trailer_section_past_the_heads_bound_is_refused() -> None:
         assert _statuses(url, head + body + b"0\r\nX-T: 1\r\n\r\n") == [b"204"]
 
 
+class _Transport(asyncio.Transport):
+    """What a protocol fed by hand writes to: its reads are exactly what a test feeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_a_read_of_many_tiny_chunks_is_no_oversize_head() -> None:
+    """The trailer section's bound counted every byte of a read that was not body once a
+    chunk's size line had ended in it: a read of 20,000 one-byte chunks (100 KB of size
+    lines and line ends) that ended after a size line (the next chunk's data, or the trailer
+    section, in the read after) was refused as a head past ``MAX_HEAD_BYTES``. Fed to the
+    protocol in exactly those reads, then over a socket as a client would send it."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from entrypoints.http11 import BoundedHttpToolsProtocol
+
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    tiny = b"1\r\na\r\n" * 20_000
+    splits = [(tiny + b"0\r\n", b"\r\n"), (tiny + b"1\r\n", b"a\r\n0\r\n\r\n")]
+
+    async def fed(first: bytes, rest: bytes) -> bytes:
+        config = uvicorn.Config(_reads_all_then_204, log_config=None)
+        config.load()
+        state = ServerState()
+        protocol = BoundedHttpToolsProtocol(config, state, {}, _loop=asyncio.get_running_loop())
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(head + first)
+        protocol.data_received(rest)
+        await asyncio.wait_for(asyncio.gather(*state.tasks), CLOSED_WITHIN)
+        protocol.connection_lost(None)
+        return transport.written
+
+    for first, rest in splits:
+        answer = asyncio.run(fed(first, rest))
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"204"], answer
+    with serve(_reads_all_then_204) as url:
+        for first, rest in splits:
+            with _connect(url) as conn:
+                conn.sendall(head + first)
+                time.sleep(0.2)  # (most likely a read of its own: the bug needed one)
+                conn.sendall(
+                    rest + b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                answers = _read_until_closed(conn)
+            assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+
+
 def test_a_head_begun_in_the_read_that_ended_another_request_is_counted() -> None:
     """The head's bound counted a read only when the connection was in a head before it, and
     checked it only while the head went on: a request, then in the same read a second head
