@@ -67,10 +67,13 @@ def port_of(sock: socket.socket) -> int:
 
 
 def _server(
-    app: Any, sock: socket.socket, head_timeout_seconds: float | None = None
+    app: Any,
+    sock: socket.socket,
+    head_timeout_seconds: float | None = None,
+    body_timeout_seconds: float | None = None,
 ) -> uvicorn.Server:
     # Here: only the tests that start a server need httptools.
-    from entrypoints.http11 import HEAD_TIMEOUT_SECONDS, with_head_timeout
+    from entrypoints.http11 import BODY_TIMEOUT_SECONDS, HEAD_TIMEOUT_SECONDS, with_timeouts
 
     # log_config=None: leave logging (and pytest's capture of it) alone.
     return uvicorn.Server(
@@ -82,7 +85,10 @@ def _server(
             log_config=None,
             lifespan="on",
             # As `taskflow-link serve` parses HTTP.
-            http=with_head_timeout(head_timeout_seconds or HEAD_TIMEOUT_SECONDS),
+            http=with_timeouts(
+                head_timeout_seconds or HEAD_TIMEOUT_SECONDS,
+                body_timeout_seconds or BODY_TIMEOUT_SECONDS,
+            ),
             # As `taskflow-link serve`: the app alone decides whom X-Forwarded-For is believed.
             proxy_headers=False,
         )
@@ -91,14 +97,20 @@ def _server(
 
 @contextlib.contextmanager
 def serve(
-    app: Any, sock: socket.socket | None = None, *, head_timeout_seconds: float | None = None
+    app: Any,
+    sock: socket.socket | None = None,
+    *,
+    head_timeout_seconds: float | None = None,
+    body_timeout_seconds: float | None = None,
 ) -> Iterator[str]:
     """``app`` under uvicorn in a thread, on ``sock`` (``bound_socket()``) or on a port of
-    its own; the URL it answers at. ``head_timeout_seconds``: the server's time for a
-    request's head (``TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS``), its default unless given."""
+    its own; the URL it answers at. ``head_timeout_seconds``, ``body_timeout_seconds``: the
+    server's time for a request's head (``TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS``) and
+    between two reads of a body (``TASKFLOW_LINK_REQUEST_BODY_TIMEOUT_SECONDS``), their
+    defaults unless given."""
     sock = sock or bound_socket()
     with sock:  # closed by the server when it stops, or here if it never started
-        server = _server(app, sock, head_timeout_seconds)
+        server = _server(app, sock, head_timeout_seconds, body_timeout_seconds)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + DEADLINE

@@ -797,7 +797,7 @@ def serve(host: str, port: int, workers: int) -> None:
         f"taskflow-link on http://{url_host(host)}:{port} (public URL {settings.public_url})"
         + (f", {workers} worker processes" if workers > 1 else "")
     )
-    from entrypoints.http11 import with_head_timeout  # noqa: PLC0415
+    from entrypoints.http11 import with_timeouts  # noqa: PLC0415
 
     with _metrics_shared_by(workers, settings), _started_or_said(), _sigterm_ends_with_0():
         uvicorn.run(
@@ -805,8 +805,10 @@ def serve(host: str, port: int, workers: int) -> None:
             factory=workers > 1,
             host=host,
             port=port,
-            # httptools (HTTP_PARSER), its head bounded in size and in time.
-            http=with_head_timeout(settings.request_head_timeout_seconds),
+            # httptools (HTTP_PARSER), its head bounded in size and in time, a body in time.
+            http=with_timeouts(
+                settings.request_head_timeout_seconds, settings.request_body_timeout_seconds
+            ),
             workers=workers if workers > 1 else None,
             # uvicorn's own access log would print query strings (OAuth codes and states).
             access_log=False,

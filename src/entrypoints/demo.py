@@ -85,16 +85,22 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: Any, host: str, port: int, head_timeout_seconds: float | None = None) -> _Server:
+def _server(app: Any, host: str, port: int, settings: Settings | None = None) -> _Server:
     # Here, not at the top: the demo command checks that httptools is installed first.
-    from entrypoints.http11 import HEAD_TIMEOUT_SECONDS, with_head_timeout  # noqa: PLC0415
+    from entrypoints.http11 import HEAD_TIMEOUT_SECONDS, with_timeouts  # noqa: PLC0415
+
+    timeouts = (
+        with_timeouts(settings.request_head_timeout_seconds, settings.request_body_timeout_seconds)
+        if settings is not None
+        else with_timeouts(HEAD_TIMEOUT_SECONDS)
+    )
 
     return _Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
-            http=with_head_timeout(head_timeout_seconds or HEAD_TIMEOUT_SECONDS),
+            http=timeouts,
             log_level="warning",
             log_config=None,
             timeout_graceful_shutdown=5,  # an open connection cannot hold the demo up
@@ -179,7 +185,7 @@ async def run_demo(
     await _roles_of_earlier_runs(container, emulator)
 
     emulator_server = _server(create_emulator_app(emulator), host, emulator_port)
-    app_server = _server(create_app(container), host, port, settings.request_head_timeout_seconds)
+    app_server = _server(create_app(container), host, port, settings)
     servers = (app_server, emulator_server)
 
     def stop() -> None:

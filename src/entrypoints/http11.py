@@ -22,6 +22,13 @@
   path of the Host, where a proxy in front may have routed or cached it by the target's.
   One naming another host or port, a user, or a scheme other than http(s) gets a 400; one
   with an empty path (``GET http://host``) is the path "/" (uvicorn answered 400).
+- A request's body has a time limit between two reads of it (``body_timeout_seconds``, the
+  setting ``TASKFLOW_LINK_REQUEST_BODY_TIMEOUT_SECONDS``: nginx's ``client_body_timeout``):
+  uvicorn waited for a body for ever, so a head with ``Content-Length: 100000`` and then
+  nothing held the connection and its app's task (waiting on ``receive()``). Past it the app
+  is told ``http.disconnect`` and the connection closed, with a 408 when no answer began.
+  Not the client's time: while the server holds the body back (its app not reading it yet,
+  or not yet asked for it with ``100 Continue``).
 - A client that shuts down its side after its request(s) (``shutdown(SHUT_WR)``: it has no
   more to send) gets its answers, as from nginx, and the connection is closed after the last:
   uvicorn closed it at the end of what came, and an answer not yet written was never sent.
@@ -33,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any, cast
 
 from httptools import HttpParserCallbackError, HttpParserInvalidURLError, parse_url
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 # Far above any head a browser or client of ours sends (cookies included), and what one
@@ -44,21 +53,44 @@ MAX_HEAD_BYTES = 64 * 1024
 # The default of TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS (the servers without settings,
 # the emulator's): a client's whole head in this long, however slow its network.
 HEAD_TIMEOUT_SECONDS = 30.0
+# The default of TASKFLOW_LINK_REQUEST_BODY_TIMEOUT_SECONDS: nginx's client_body_timeout.
+BODY_TIMEOUT_SECONDS = 60.0
 
 
-def with_head_timeout(seconds: float) -> type[asyncio.Protocol]:
-    """``BoundedHttpToolsProtocol`` with ``seconds`` for a head, as uvicorn's ``http`` takes
-    it: uvicorn only calls it (a class is what its types name), and it pickles, for
-    ``--workers`` (uvicorn hands its configuration to each worker so)."""
+def with_timeouts(
+    head_seconds: float, body_seconds: float = BODY_TIMEOUT_SECONDS
+) -> type[asyncio.Protocol]:
+    """``BoundedHttpToolsProtocol`` with ``head_seconds`` for a head and ``body_seconds``
+    between two reads of a body, as uvicorn's ``http`` takes it: uvicorn only calls it (a
+    class is what its types name), and it pickles, for ``--workers`` (uvicorn hands its
+    configuration to each worker so)."""
     return cast(
         "type[asyncio.Protocol]",
-        functools.partial(BoundedHttpToolsProtocol, head_timeout_seconds=seconds),
+        functools.partial(
+            BoundedHttpToolsProtocol,
+            head_timeout_seconds=head_seconds,
+            body_timeout_seconds=body_seconds,
+        ),
     )
 
 
+class _BodyFlow(FlowControl):
+    """uvicorn's flow control, telling its protocol each time the app asks for more of a body
+    (``receive()`` lets reading go on, after its ``100 Continue`` if the client waits for
+    one): the client's time for its next bytes starts again then."""
+
+    def __init__(self, transport: asyncio.Transport, wanted: Callable[[], None]) -> None:
+        super().__init__(transport)
+        self._wanted = wanted
+
+    def resume_reading(self) -> None:
+        self._wanted()
+        super().resume_reading()
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` with a bounded request head, in size and in time, and no
-    trailer fields."""
+    """``HttpToolsProtocol`` with a bounded request head, in size and in time, a body bounded
+    in time between two reads, and no trailer fields."""
 
     _in_head = True  # a connection starts with a request's head: its fields are the request's
     _in_fields = True  # in a head or a chunked body's trailer section: bytes counted
@@ -69,20 +101,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_begun = False  # a byte of the awaited head has come
     _in_body = False  # a request's head is whole, its body (or trailer section) not yet
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_heard = 0.0  # the loop's time a body's bytes last came (or were last asked for)
     _eof = False  # the client sent all it will (it shut down its side): answer, then close
 
     def __init__(
-        self, *args: Any, head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS, **kwargs: Any
+        self,
+        *args: Any,
+        head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS,
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.head_timeout_seconds = head_timeout_seconds
+        self.body_timeout_seconds = body_timeout_seconds
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _BodyFlow(transport, self._body_wanted)
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
+        self._body_done()
         super().connection_lost(exc)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's
@@ -116,19 +157,67 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_begun:
             msg = "Request head not received in time."
             self.logger.info(msg)
-            content = [STATUS_LINE[408]]
-            for name, value in self.server_state.default_headers:
-                content.extend([name, b": ", value, b"\r\n"])
-            content.extend(
-                [
-                    b"content-type: text/plain; charset=utf-8\r\n",
-                    b"content-length: " + str(len(msg)).encode("ascii") + b"\r\n",
-                    b"connection: close\r\n",
-                    b"\r\n",
-                    msg.encode("ascii"),
-                ]
+            self._send_408(msg)
+        self.transport.close()
+
+    def _send_408(self, msg: str) -> None:
+        content = [STATUS_LINE[408]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(msg)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                msg.encode("ascii"),
+            ]
+        )
+        self.transport.write(b"".join(content))
+
+    def _await_body(self) -> None:
+        """A body's bytes came (or the app asked for more): the client's time for the next
+        starts now. One timer a body, not one a read: it looks again when it fires."""
+        self._body_heard = self.loop.time()
+        if self._body_timer is None and not self.transport.is_closing():
+            self._body_timer = self.loop.call_at(
+                self._body_heard + self.body_timeout_seconds, self._body_check
             )
-            self.transport.write(b"".join(content))
+
+    def _body_wanted(self) -> None:
+        if self._in_body:
+            self._await_body()
+
+    def _body_done(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_check(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or not self._in_body:
+            return
+        now, cycle = self.loop.time(), self.cycle
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            # The server holds the body back (its app has not read what came, a request
+            # pipelined waits for the one before, or no 100 Continue went yet): not the
+            # client's time.
+            self._body_heard = now
+        if now - self._body_heard < self.body_timeout_seconds:
+            self._body_timer = self.loop.call_at(
+                self._body_heard + self.body_timeout_seconds, self._body_check
+            )
+            return
+        msg = "Request body not received in time."
+        self.logger.info(msg)
+        # Its app, waiting on receive(), is told http.disconnect; what it sends is dropped.
+        # The 408 only when no answer began: neither its own, nor (it waits, pipelined) the
+        # one before's, which the 408 would cut into.
+        unanswered = not cycle.response_started and not self.pipeline
+        cycle.disconnected = True
+        cycle.message_event.set()
+        if unanswered:
+            self._send_408(msg)
         self.transport.close()
 
     def on_response_complete(self) -> None:
@@ -148,6 +237,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._chunked_read = False
         super().data_received(data)
+        if self._in_body:
+            self._await_body()
         if not self._in_fields:
             self._head_bytes = 0
             return
@@ -209,6 +300,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_fields = self._in_body = False
+        self._body_done()
         super().on_message_complete()
         if self.parser.should_upgrade() and self._should_upgrade():
             return  # the connection is the WebSocket protocol's now

@@ -216,6 +216,15 @@ class Settings(BaseSettings):
         "it the connection is closed (with a 408 when part of them came), or a client that "
         "sends nothing or a head that never ends would hold it for ever.",
     )
+    request_body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="`serve`: a request's body must keep coming, no longer than this between "
+        "two reads of it (nginx's client_body_timeout), or the connection is closed (with a "
+        "408 when no answer began) and the app told the client left; time the server holds "
+        "the body back (its app not reading it yet) is not counted.",
+    )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8000"),
         description="URL people reach the web app at; links and the OAuth redirect URI use it. "

@@ -722,6 +722,86 @@ def test_a_slow_head_within_the_timeout_is_served() -> None:
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
 
 
+def test_a_body_that_stops_coming_is_answered_408_and_closed() -> None:
+    """uvicorn waited for a body for ever: a head with ``Content-Length: 100000`` and then
+    nothing (or a few bytes) held its connection and its app's task, waiting on
+    ``receive()``. Past the body timeout between two reads (nginx's ``client_body_timeout``)
+    the app is told ``http.disconnect`` and the client, answered nothing yet, a 408."""
+    told: list[str] = []
+
+    async def reads(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            while (message := await receive()).get("more_body"):
+                pass
+            told.append(message["type"])
+            if message["type"] == "http.request":
+                await _reads_all_then_204(scope, receive, send)
+
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
+    with serve(reads, body_timeout_seconds=SHORT_HEAD_TIMEOUT) as url:
+        for sent in (head, head + b"abc"):
+            with _connect(url) as conn:
+                conn.sendall(sent)
+                answer = _read_until_closed(conn)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"connection: close\r\n" in answer.lower()
+            assert answer.count(b"HTTP/1.1") == 1, answer
+        deadline = time.monotonic() + CLOSED_WITHIN
+        while len(told) < 2:
+            assert time.monotonic() < deadline, told
+            time.sleep(0.05)
+    assert told == ["http.disconnect", "http.disconnect"]
+
+
+def test_a_body_that_stops_coming_after_its_answer_is_closed() -> None:
+    """An app that answered without reading the body: the body is still read (to reach the
+    next request), and one that stops coming closes the connection, without another answer."""
+
+    async def answers_at_once(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    post = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nab"
+    with (
+        serve(answers_at_once, body_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(post)
+        answers = _read_until_closed(conn)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
+
+
+def test_the_body_timeout_counts_only_the_clients_time() -> None:
+    """The body's time runs between two of its reads, not for the whole body, and never while
+    the server holds the body back: an app slower than it to read (uvicorn stops reading past
+    64 KiB unread), or to ask for it (the client waits for ``100 Continue``)."""
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+    with serve(_sleeps_then_204, body_timeout_seconds=SHORT_HEAD_TIMEOUT) as url:
+        with _connect(url) as conn:  # all of it sent, the app reading it late
+            body = b"b" * (1024 * 1024)
+            conn.sendall(head % len(body) + b"Connection: close\r\n\r\n" + body)
+            answers = _read_until_closed(conn)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
+        with _connect(url) as conn:  # the client waiting to be asked for it
+            conn.sendall(head % 5 + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+            assert _read_answers(conn, 1).startswith(b"HTTP/1.1 100 ")
+            conn.sendall(b"abcde")
+            answers = _read_until_closed(conn)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
+    # Far longer in all than the timeout, each piece well within it.
+    with (
+        serve(_reads_all_then_204, body_timeout_seconds=SHORT_HEAD_TIMEOUT * 3) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(head % 20 + b"Connection: close\r\n\r\n")
+        for _ in range(20):
+            time.sleep(SHORT_HEAD_TIMEOUT / 5)
+            conn.sendall(b"x")
+        answers = _read_until_closed(conn)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
+
+
 def test_requests_whole_before_a_half_close_are_answered() -> None:
     """A client that shuts down its side once its requests are sent (``shutdown(SHUT_WR)``,
     as ``_exchange`` and ``_statuses`` do) waits for its answers: uvicorn closed the

@@ -1146,6 +1146,7 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_ID", "1200000000000000042")
     monkeypatch.setenv("TASKFLOW_LINK_DISCORD_CLIENT_SECRET", "not-used-here")
     monkeypatch.setenv("TASKFLOW_LINK_REQUEST_HEAD_TIMEOUT_SECONDS", "7.5")
+    monkeypatch.setenv("TASKFLOW_LINK_REQUEST_BODY_TIMEOUT_SECONDS", "12.5")
     with reserved_port() as port:
         done = CliRunner().invoke(cli, ["serve", "--port", str(port)])
     assert done.exit_code == 0, done.output
@@ -1154,13 +1155,14 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     assert ran["access_log"] is False
     assert ran["port"] == port
     # httptools by name (uvicorn's "auto" falls back to h11 silently), its head bounded, in
-    # time by the setting; what it is pickles, as uvicorn hands it to each of --workers.
+    # time by the setting, a body too; what it is pickles, as uvicorn hands it to each of
+    # --workers.
     from entrypoints.http11 import BoundedHttpToolsProtocol
 
     protocol = pickle.loads(pickle.dumps(ran["http"]))  # noqa: S301 - our own object
     assert isinstance(protocol, functools.partial)
     assert protocol.func is BoundedHttpToolsProtocol
-    assert protocol.keywords == {"head_timeout_seconds": 7.5}
+    assert protocol.keywords == {"head_timeout_seconds": 7.5, "body_timeout_seconds": 12.5}
 
 
 def test_the_servers_refuse_to_start_without_their_http_parser_saying_why(
