@@ -536,7 +536,10 @@ async def sign_out_browser(
     # Only the cookie's own session ends whenever it is found; the others (renewed from it,
     # or made by a Discord sign-in of this browser's) only when nobody can hold them yet.
     made = sign_in_successors(tokens, bindings, completing=completing)
-    for digest in [*([own] if own else []), *successors, *made]:
+    # In one order, the digests': two browsers whose cookies name each other's sessions (a
+    # copied cookie) ending them at once, each its own first, waited for each other
+    # (Postgres aborted one: a deadlock, a 500). The second now waits for the first.
+    for digest in sorted({*([own] if own else []), *successors, *made}):
         session = await uow.sessions.get(digest) if digest != kept else None
         if session is not None and (digest == own or renewed_just_now(session, now)):
             await uow.sessions.remove(digest)

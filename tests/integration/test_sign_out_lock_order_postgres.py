@@ -1,0 +1,90 @@
+"""Two browsers ending their sessions at once, on Postgres, when their cookies name each
+other's rows (a copied cookie: each holds the session the other one's Discord sign-in made,
+and the other's binding value). Each sign-out ends the same two sessions; taken in the order
+its cookies listed them (its own first), the two waited for each other and Postgres aborted
+one with a deadlock (a 500). They take them in one order: the second waits for the first,
+then finds nothing left, and both sign out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from adapters.sql import SqlDatabase
+from adapters.sql.repositories import SqlSessions
+from adapters.sql.tables import sessions
+from domain.model import DiscordId
+from domain.use_cases import BrowserCookies
+from tests.harness import Harness, sql_harness
+from tests.integration.postgres import PostgresServer
+
+
+@pytest.fixture
+async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
+    async with sql_harness(
+        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
+    ) as harness:
+        yield harness
+
+
+async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Future[Any]) -> None:
+    """Until a transaction waits for a row lock (or ``task`` is over without waiting)."""
+    waiting = select(func.count()).where(text("wait_event_type = 'Lock'"))
+    waiting = waiting.select_from(text("pg_stat_activity"))
+    async with database.engine.connect() as conn:
+        while not task.done():
+            seen = (await conn.execute(waiting)).scalar_one()
+            await conn.rollback()  # pg_stat_activity is read once per transaction
+            if seen:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:
+    """A browser signed in with Discord just now: its session token and binding value."""
+    h.discord_user(discord_id, username=f"d{discord_id}", email=f"d{discord_id}@example.com")
+    started = await h.container.start_discord_login().execute(next_path=None, browser_tokens=[])
+    approval = h.discord.approve(started.authorize_url, DiscordId(discord_id))
+    browser = BrowserCookies(bindings=started.browser_tokens)
+    done = await h.container.complete_discord_auth().execute(
+        state=approval.state, code=approval.code, error=None, browser=browser
+    )
+    assert done.session_token is not None
+    return done.session_token, started.browser_tokens[0]
+
+
+async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, ada_binding = await _signed_in_with_discord(h, 7901)
+    bea, bea_binding = await _signed_in_with_discord(h, 7902)
+    # Each browser holds its own session and the other's binding value (copied).
+    first = BrowserCookies(session_token=ada, bindings=(bea_binding,))
+    second = BrowserCookies(session_token=bea, bindings=(ada_binding,))
+    remove = SqlSessions.remove
+    removed_one, go = asyncio.Event(), asyncio.Event()
+    held = 0
+
+    async def remove_held(repo: SqlSessions, digest: str) -> bool:
+        nonlocal held
+        done = await remove(repo, digest)
+        held += 1
+        if held == 1:  # the first sign-out, one session ended: it waits here
+            removed_one.set()
+            await go.wait()
+        return done
+
+    monkeypatch.setattr(SqlSessions, "remove", remove_held)
+    one = asyncio.ensure_future(h.container.sign_out().execute(first))
+    await removed_one.wait()
+    other = asyncio.ensure_future(h.container.sign_out().execute(second))
+    await _until_it_waits_for_a_lock(pg_db, other)
+    go.set()
+    await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
+    async with pg_db.engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
+    assert left == 0
