@@ -88,3 +88,43 @@ async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
     async with pg_db.engine.connect() as conn:
         left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
     assert left == 0
+
+
+async def test_sign_out_everywhere_beside_a_sign_out_ending_the_same_sessions(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Sign out everywhere" ends every session of the account, as a sign-out in a browser
+    holding a copy of the other's binding cookie ends two of them: the account's sessions
+    were deleted in the table's order (the older first), the sign-out's in the digests'."""
+    tokens = h.container.tokens()
+    while True:  # two sessions of one account, the newer one's digest first
+        older, older_binding = await _signed_in_with_discord(h, 7903)
+        newer, _ = await _signed_in_with_discord(h, 7903)
+        if tokens.digest(newer) < tokens.digest(older):
+            break
+    everywhere = BrowserCookies(session_token=older)
+    # The newer session's browser, holding a copy of the older one's binding cookie.
+    copied = BrowserCookies(session_token=newer, bindings=(older_binding,))
+    remove = SqlSessions.remove
+    removed_one, go = asyncio.Event(), asyncio.Event()
+    held = 0
+
+    async def remove_held(repo: SqlSessions, digest: str) -> bool:
+        nonlocal held
+        done = await remove(repo, digest)
+        held += 1
+        if held == 1:  # the sign-out, the newer session ended: it waits here
+            removed_one.set()
+            await go.wait()
+        return done
+
+    monkeypatch.setattr(SqlSessions, "remove", remove_held)
+    one = asyncio.ensure_future(h.container.sign_out().execute(copied))
+    await removed_one.wait()
+    other = asyncio.ensure_future(h.container.end_all_sessions().execute(everywhere))
+    await _until_it_waits_for_a_lock(pg_db, other)
+    go.set()
+    await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
+    async with pg_db.engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
+    assert left == 0

@@ -769,10 +769,14 @@ class SqlSessions(_Repo):
         return await self._count(query) > 0
 
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
-        query = delete(sessions).where(sessions.c.account_id == account_id.value)
+        # Locked in the digests' order first (FOR UPDATE: Postgres; SQLite serialises
+        # writers), as ``sign_out_browser`` ends a browser's sessions: deleted in the table's
+        # order, a sign-out ending two of them at once (its cookies naming both) deadlocked.
+        ended = select(sessions.c.token_hash).where(sessions.c.account_id == account_id.value)
         if keep is not None:
-            query = query.where(sessions.c.token_hash != keep)
-        return await self._count(query)
+            ended = ended.where(sessions.c.token_hash != keep)
+        ended = ended.order_by(sessions.c.token_hash).with_for_update()
+        return await self._count(delete(sessions).where(sessions.c.token_hash.in_(ended)))
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         return await self._delete_some(
