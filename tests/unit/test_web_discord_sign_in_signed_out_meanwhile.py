@@ -116,12 +116,12 @@ async def test_another_browsers_sign_out_stops_nothing(
     h: Harness, client: Client, db: MemoryDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the browser's own binding values name its round trips: another browser signing
-    out meanwhile (even with this browser's session cookie, copied) marks nothing, and the
-    sign-in goes through."""
+    out meanwhile, with this browser's session cookie (copied, its binding cookie not),
+    marks nothing, and the sign-in goes through."""
     await sign_up(client, "olga")
     callback = await _started(h, client, 7304, "dora")
     async with AsyncTestClient(app=create_app(h.container)) as stranger:
-        await sign_up(stranger, "pia")
+        stranger.cookies.set("tfl_session", client.cookies["tfl_session"])
         with _discord_held(h, monkeypatch) as discord:
             first = _first_load(client, callback)
             await discord.asked()
@@ -132,6 +132,9 @@ async def test_another_browsers_sign_out_stops_nothing(
     assert done.cookies["tfl_session"]
     assert _dora(db)
     assert getattr(_pending(db), "signed_out_at", None) is None
+    # The copy signed olga out: dora's session is the only one left.
+    [dora] = [a for a in db.tables.accounts.values() if a.username == "dora"]
+    assert [s.account_id for s in db.tables.sessions.values()] == [dora.id]
 
 
 async def test_a_sign_in_handed_over_stops_no_other_tabs_sign_in(
