@@ -456,6 +456,11 @@ class PendingLogin:
     # after it was started: a sign-in not done by then starts no session, and makes no link
     # proposal (``PendingLoginRepository.mark_signed_out``; migration 0028).
     signed_out_at: datetime | None = None
+    # The account a later Discord sign-in of that browser signed in to (the next person at a
+    # shared computer, or the same person in another tab): a sign-in not done by then starts
+    # a session (or makes a link proposal) only for that same account
+    # (``PendingLoginRepository.supersede``; migration 0029).
+    superseded_by: AccountId | None = None
 
 
 @dataclass(frozen=True, slots=True)

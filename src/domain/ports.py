@@ -132,15 +132,27 @@ class PendingLoginRepository(Protocol):
         once that session has ended says so at once (see ``FinishDiscordConfirmation``);
         nothing for an unknown or unspent one."""
 
-    async def lock(self, state_digest: str) -> PendingLogin | None:
+    async def lock(
+        self, state_digest: str, browser_digests: Collection[str] = ()
+    ) -> PendingLogin | None:
         """Read it and hold it for the rest of the transaction (a sign-in about to start its
         session): a ``mark_signed_out`` of it either committed before (and is seen here) or
-        waits for this transaction to end. ``None`` when unknown."""
+        waits for this transaction to end. ``None`` when unknown. ``browser_digests``: the
+        ones bound to these are held too (the browser's other round trips, which the sign-in
+        ``supersede``s), all in one order (the states'), as ``mark_signed_out`` holds them:
+        no two transactions wait for each other in a circle."""
 
     async def mark_signed_out(self, browser_digests: Collection[str], now: datetime) -> int:
         """Record ``now`` as ``signed_out_at`` of the ones bound to these browser digests
         (their binding values) that have none yet; how many. It waits for a sign-in that
         holds one (``lock``) to end."""
+
+    async def supersede(
+        self, browser_digests: Collection[str], account_id: AccountId, *, but: str
+    ) -> int:
+        """Record ``account_id`` as ``superseded_by`` of the ones bound to these browser
+        digests, but the one whose state digest is ``but`` (the sign-in that records it,
+        which holds them all: ``lock``); how many changed."""
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         """Delete the rows expired at ``now`` (used or not); how many (``limit``: see

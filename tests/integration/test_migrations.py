@@ -1411,6 +1411,8 @@ async def _pending_login_signed_out_up_and_down(url: str) -> None:
             await conn.execute(
                 sa.insert(older), [row | {"state_hash": "t" * 64, "browser_hash": "c" * 64}]
             )
+        # This version's repositories read 0029's column too.
+        await migrate.upgrade(database, "0029_pending_login_superseded_by")
         async with database.unit_of_work() as uow:
             assert (kept := await uow.pending_logins.get("s" * 64)) is not None
             assert kept.signed_out_at is None
@@ -1443,6 +1445,74 @@ async def test_a_sign_out_marks_the_sign_ins_under_way_from_0028_on_sqlite(
     sqlite_url: str,
 ) -> None:
     await _pending_login_signed_out_up_and_down(sqlite_url)
+
+
+async def _pending_login_superseded_by_up_and_down(url: str) -> None:
+    """0028 -> 0029: a pending login keeps whom a later Discord sign-in of its browser signed
+    in (``superseded_by``); a row written before reads back with none, an older version
+    (which names no such column) still writes its rows beside this one, and the downgrade
+    keeps the rows."""
+    database = SqlDatabase(url)
+    now = datetime.now(UTC)
+    row = {
+        "state_hash": "s" * 64,
+        "purpose": "login",
+        "browser_hash": "b" * 64,
+        "destination": "/account",
+        "created_at": now,
+        "expires_at": now + timedelta(minutes=10),
+        "consumed_at": now,
+        "signed_out_at": None,
+    }
+    older = sa.table(
+        "pending_login",
+        *(sa.column(name) for name in row if not name.endswith("_at")),
+        *(sa.column(name, UtcDateTime()) for name in row if name.endswith("_at")),
+    )
+    account = AccountId.new()
+    try:
+        await _filled_at(database, "0028_pending_login_signed_out", (older, [row]))
+        await migrate.upgrade(database, "0029_pending_login_superseded_by")
+        async with database.engine.begin() as conn:  # an older version's round trip, started
+            await conn.execute(
+                sa.insert(older), [row | {"state_hash": "t" * 64, "browser_hash": "c" * 64}]
+            )
+        async with database.unit_of_work() as uow:
+            assert (kept := await uow.pending_logins.get("s" * 64)) is not None
+            assert kept.superseded_by is None
+            held = await uow.pending_logins.lock("t" * 64, {"b" * 64})
+            assert held is not None
+            assert held.state_digest == "t" * 64
+            assert await uow.pending_logins.supersede({"b" * 64}, account, but="t" * 64) == 1
+            assert await uow.pending_logins.supersede({"b" * 64}, account, but="t" * 64) == 0
+            await uow.commit()
+        async with database.unit_of_work() as uow:
+            marked = await uow.pending_logins.get("s" * 64)
+            other = await uow.pending_logins.get("t" * 64)
+        assert marked is not None
+        assert marked.superseded_by == account
+        assert other is not None
+        assert other.superseded_by is None
+        await migrate.downgrade(database, "0028_pending_login_signed_out")
+        async with database.engine.connect() as conn:
+            hashes = (
+                await conn.execute(text("SELECT state_hash FROM pending_login ORDER BY 1"))
+            ).all()
+        assert hashes == [("s" * 64,), ("t" * 64,)]
+    finally:
+        await database.dispose()
+
+
+async def test_a_discord_sign_in_records_whom_it_signed_in_from_0029_on_postgres(
+    empty_pg_url: str,
+) -> None:
+    await _pending_login_superseded_by_up_and_down(empty_pg_url)
+
+
+async def test_a_discord_sign_in_records_whom_it_signed_in_from_0029_on_sqlite(
+    sqlite_url: str,
+) -> None:
+    await _pending_login_superseded_by_up_and_down(sqlite_url)
 
 
 def _schema(sync: Any) -> dict[str, Any]:
@@ -1489,6 +1559,7 @@ LAST_REVISIONS = [
     "0026_instance_purge_terms",
     "0027_pending_login_failure",
     "0028_pending_login_signed_out",
+    "0029_pending_login_superseded_by",
 ]
 
 

@@ -144,9 +144,10 @@ async def test_a_sign_in_handed_over_stops_no_other_tabs_sign_in(
     over by its callback loaded again (the first answer lost: a double click, a reload).
     Before, that hand-over ended the browser's session through a sign-out, which marked the
     round trips of every binding value of the browser: the other tab's sign-in, back from
-    Discord, was told it had been stopped (409)."""
+    Discord, was told it had been stopped (409). (Both tabs the same Discord account's:
+    another account's sign-in stops it, ``test_a_sign_in_as_someone_else_stops_the_other_tab``.)"""
     first_tab = await _started(h, client, 7305, "dora")
-    other_tab = await _started(h, client, 7306, "erin")
+    other_tab = await _started(h, client, 7305, "dora")
     before = dict(client.cookies)  # both binding values
     first = await client.get(first_tab, follow_redirects=False)
     assert first.status_code == 302, first.text
@@ -158,7 +159,26 @@ async def test_a_sign_in_handed_over_stops_no_other_tabs_sign_in(
     done = await client.get(other_tab, follow_redirects=False)
     assert done.status_code == 302, done.text
     assert done.cookies["tfl_session"]
-    assert "erin" in (await client.get("/account")).text
+    assert "dora" in (await client.get("/account")).text
+
+
+async def test_a_sign_in_as_someone_else_stops_the_other_tab(
+    h: Harness, client: Client, db: MemoryDatabase
+) -> None:
+    """Two tabs of one browser signing in with Discord as two accounts (the next person at a
+    shared computer, the first one's round trip not done): the one done first signs in, the
+    other starts nothing for its own account afterwards (it would replace the first one's
+    session, or be handed over by its callback opened again within the minute), and says
+    so; the browser stays signed in as the first."""
+    first_tab = await _started(h, client, 7308, "dora")
+    other_tab = await _started(h, client, 7309, "erin")
+    first = await client.get(first_tab, follow_redirects=False)
+    assert first.status_code == 302, first.text
+    stopped = await client.get(other_tab, follow_redirects=False)
+    assert stopped.status_code == 409, stopped.text
+    assert STOPPED in stopped.text
+    assert "dora" in (await client.get("/account")).text
+    assert not [a for a in db.tables.accounts.values() if a.username == "erin"]
 
 
 async def test_the_finishing_page_tells_a_stopped_sign_in_in_its_own_words(

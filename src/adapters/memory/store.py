@@ -464,8 +464,25 @@ class MemoryPendingLogins(_Repo):
                 raise errors.Conflict("no such account")  # the SQL foreign key
             self._t.pending_logins[state_digest] = replace(pending, account_id=account_id)
 
-    async def lock(self, state_digest: str) -> PendingLogin | None:
+    async def lock(
+        self, state_digest: str, browser_digests: Collection[str] = ()
+    ) -> PendingLogin | None:
         return self._t.pending_logins.get(state_digest)  # one writer at a time here
+
+    async def supersede(
+        self, browser_digests: Collection[str], account_id: AccountId, *, but: str
+    ) -> int:
+        rows = self._t.pending_logins
+        due = [
+            key
+            for key, row in rows.items()
+            if row.browser_digest in browser_digests
+            and key != but
+            and row.superseded_by != account_id
+        ]
+        for key in due:
+            rows[key] = replace(rows[key], superseded_by=account_id)
+        return len(due)
 
     async def mark_signed_out(self, browser_digests: Collection[str], now: datetime) -> int:
         rows = self._t.pending_logins

@@ -241,6 +241,7 @@ def _pending(row: Any) -> PendingLogin:
         failed_at=row.failed_at,
         failure=row.failure,
         signed_out_at=row.signed_out_at,
+        superseded_by=AccountId(row.superseded_by) if row.superseded_by else None,
     )
 
 
@@ -508,6 +509,7 @@ class SqlPendingLogins(_Repo):
                 "failed_at": pending.failed_at,
                 "failure": pending.failure,
                 "signed_out_at": pending.signed_out_at,
+                "superseded_by": pending.superseded_by.value if pending.superseded_by else None,
             },
         )
 
@@ -542,23 +544,57 @@ class SqlPendingLogins(_Repo):
             .values(account_id=account_id.value)
         )
 
-    async def lock(self, state_digest: str) -> PendingLogin | None:
+    async def lock(
+        self, state_digest: str, browser_digests: Collection[str] = ()
+    ) -> PendingLogin | None:
         # FOR UPDATE on Postgres: a mark_signed_out committed while this waited is read here.
-        # SQLite ignores it (BEGIN IMMEDIATE serialises writers).
-        query = select(pending_login).where(pending_login.c.state_hash == state_digest)
-        row = (await self._run(query.with_for_update())).first()
-        return _pending(row) if row else None
+        # SQLite ignores it (BEGIN IMMEDIATE serialises writers). In the states' order, as
+        # mark_signed_out locks them: two transactions holding rows of one browser never wait
+        # for each other in a circle.
+        held = pending_login.c.state_hash == state_digest
+        if browser_digests:
+            held = or_(held, pending_login.c.browser_hash.in_(sorted(browser_digests)))
+        query = select(pending_login).where(held).order_by(pending_login.c.state_hash)
+        rows = (await self._run(query.with_for_update())).all()
+        return next((_pending(row) for row in rows if row.state_hash == state_digest), None)
 
     async def mark_signed_out(self, browser_digests: Collection[str], now: datetime) -> int:
+        if not browser_digests:
+            return 0
+        # Locked in the states' order first (see ``lock``): an UPDATE takes its rows in
+        # whatever order its plan reads them.
+        due = (
+            select(pending_login.c.state_hash)
+            .where(
+                pending_login.c.browser_hash.in_(sorted(browser_digests)),
+                pending_login.c.signed_out_at.is_(None),
+            )
+            .order_by(pending_login.c.state_hash)
+            .with_for_update()
+        )
+        mark = (
+            update(pending_login)
+            .where(pending_login.c.state_hash.in_(due), pending_login.c.signed_out_at.is_(None))
+            .values(signed_out_at=now)
+        )
+        return await self._count(mark)
+
+    async def supersede(
+        self, browser_digests: Collection[str], account_id: AccountId, *, but: str
+    ) -> int:
         if not browser_digests:
             return 0
         mark = (
             update(pending_login)
             .where(
                 pending_login.c.browser_hash.in_(sorted(browser_digests)),
-                pending_login.c.signed_out_at.is_(None),
+                pending_login.c.state_hash != but,
+                or_(
+                    pending_login.c.superseded_by.is_(None),
+                    pending_login.c.superseded_by != account_id.value,
+                ),
             )
-            .values(signed_out_at=now)
+            .values(superseded_by=account_id.value)
         )
         return await self._count(mark)
 

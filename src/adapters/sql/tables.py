@@ -172,6 +172,9 @@ pending_login = Table(
     Column("failure", String(64), nullable=True),
     # The browser signed out after it started (see PendingLogin.signed_out_at; migration 0028).
     Column("signed_out_at", UtcDateTime(), nullable=True),
+    # Whom a later Discord sign-in of the browser signed in (see PendingLogin.superseded_by;
+    # migration 0029). No foreign key: only compared, and that account may be new.
+    Column("superseded_by", Uuid(), nullable=True),
     CheckConstraint(PENDING_PURPOSES, name="purpose_known"),
 )
 

@@ -479,15 +479,46 @@ async def stop_sign_ins_under_way(
     return await uow.pending_logins.mark_signed_out(digests, now) > 0
 
 
-async def not_signed_out_since(uow: UnitOfWork, pending: PendingLogin) -> None:
+async def not_signed_out_since(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    pending: PendingLogin,
+    browser: BrowserCookies = NO_COOKIES,
+) -> PendingLogin:
     """Hold the round trip of a Discord sign-in about to start its session (or make its link
-    proposal), first in its transaction, and refuse it (``DiscordSignInStopped``: the
-    transaction rolls back, nothing done) when its browser signed out, or signed in again,
-    since it started (``stop_sign_ins_under_way``). A sign-out that marks it later waits for
-    this transaction, then ends the session it started."""
-    held = await uow.pending_logins.lock(pending.state_digest)
+    proposal), first in its transaction, with the browser's other round trips (its binding
+    cookie's values, which ``for_the_same_account`` marks), and refuse it
+    (``DiscordSignInStopped``: the transaction rolls back, nothing done) when its browser
+    signed out, or signed in again, since it started (``stop_sign_ins_under_way``). A
+    sign-out that marks it later waits for this transaction, then ends the session it
+    started. The round trip as held (for ``for_the_same_account``)."""
+    digests = binding_digests(tokens, browser.bindings)
+    held = await uow.pending_logins.lock(pending.state_digest, digests)
     if held is not None and held.signed_out_at is not None:
         raise errors.DiscordSignInStopped()
+    return held or pending
+
+
+async def for_the_same_account(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    held: PendingLogin,
+    browser: BrowserCookies,
+    account_id: AccountId,
+) -> None:
+    """A Discord sign-in (``held``, its round trip as ``not_signed_out_since`` held it) about
+    to start a session for ``account_id``, or make its link proposal: refused
+    (``DiscordSignInStopped``) when another Discord sign-in of its browser signed in someone
+    else since it started (the next person at a shared computer: that load's session would
+    otherwise be made after theirs, and its callback opened again within the minute from
+    that browser hand it over); else it records ``account_id`` on the browser's other round
+    trips (``superseded_by``), which ``not_signed_out_since`` holds. The same person's
+    other tab finishes (as before, each tab's answer its own session): a Discord sign-in
+    does not mark its browser signed out."""
+    if held.superseded_by is not None and held.superseded_by != account_id:
+        raise errors.DiscordSignInStopped()
+    digests = binding_digests(tokens, browser.bindings)
+    await uow.pending_logins.supersede(digests, account_id, but=held.state_digest)
 
 
 async def sign_out_browser(
@@ -518,9 +549,10 @@ async def sign_out_browser(
     any lock (a load that started its session before that waited for it has committed it,
     and it is read and ended here; a later one starts none). A Discord sign-in
     (``completing``), or its session handed over by its callback loaded again, marks none:
-    two tabs of one browser signing in with Discord each finish (the later one ends the
-    session the other made, as before), and neither load waits for the other's round trip
-    (it holds its own: no deadlock)."""
+    two tabs of one browser signing in the same account with Discord each finish (the later
+    one ends the session the other made, as before; another account: ``for_the_same_account``),
+    and the two loads hold the browser's round trips in one order (``not_signed_out_since``:
+    the later waits for the earlier, no deadlock)."""
     ended = False
     session_token, bindings = browser.session_token, browser.bindings
     offer = digest_of(tokens, browser.proposal_token)

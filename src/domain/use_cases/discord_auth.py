@@ -70,6 +70,7 @@ from domain.use_cases._shared import (
     LinkResult,
     apply_link,
     digest_of,
+    for_the_same_account,
     made_just_now,
     not_signed_out_since,
     plausible_token,
@@ -1251,9 +1252,11 @@ class CompleteDiscordAuth:
         browser's (``binding_of``), which none of them equals."""
         now = self._clock.now()
         async with self._uow() as uow:
-            # Its round trip held before anything else: its browser signed out (or signed in
-            # again) while Discord answered, it starts nothing (``not_signed_out_since``).
-            await not_signed_out_since(uow, pending)
+            # Its round trip held before anything else (with the browser's others): its
+            # browser signed out (or signed in again) while Discord answered, it starts nothing
+            # (``not_signed_out_since``), nor for anyone but whom the browser's later Discord
+            # sign-in signed in (``for_the_same_account``).
+            held = await not_signed_out_since(uow, self._tokens, pending, browser)
             link = await uow.links.get_by_discord_id(profile.id)
             email = profile.email_to_match
             matches = await uow.accounts.find_by_email(email) if email else []
@@ -1294,6 +1297,7 @@ class CompleteDiscordAuth:
                         raise errors.Conflict()
                     outcome = AuthOutcome.SIGNED_IN
                 case ConfirmBeforeLinking(account_id):
+                    await for_the_same_account(uow, self._tokens, held, browser, account_id)
                     proposal = await create_link_proposal(
                         uow,
                         self._tokens,
@@ -1338,6 +1342,7 @@ class CompleteDiscordAuth:
                     )
                     await uow.commit()
                     raise error()
+            await for_the_same_account(uow, self._tokens, held, browser, account_id)
             token = await start_session(
                 uow,
                 self._tokens,

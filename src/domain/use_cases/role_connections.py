@@ -61,6 +61,7 @@ from domain.use_cases._shared import (
     SESSION_TTL,
     BrowserCookies,
     apply_link,
+    for_the_same_account,
     not_signed_out_since,
     queue_notice,
     retry_on_conflict,
@@ -865,7 +866,7 @@ class RoleConnectionFlow:
             if pending.account_id is None:
                 # As a Discord sign-in: its round trip held first, and no session if its
                 # browser signed out since it started (see ``stop_sign_ins_under_way``).
-                await not_signed_out_since(uow, pending)
+                held = await not_signed_out_since(uow, self._tokens, pending, browser)
                 link = await uow.links.get_by_discord_id(profile.id)
                 if link is None:
                     raise errors.DiscordNotLinkedYet()
@@ -876,6 +877,7 @@ class RoleConnectionFlow:
                 if again is None or again.account_id != link.account_id:
                     raise errors.Conflict()
                 account_id, outcome = link.account_id, AuthOutcome.SIGNED_IN
+                await for_the_same_account(uow, self._tokens, held, browser, account_id)
                 new_session = await start_session(
                     uow,
                     self._tokens,
