@@ -540,6 +540,14 @@ class StorageError(DomainError):
     message = "The service cannot reach its database right now. Try again shortly."
 
 
+class StorageContention(StorageError):
+    """The database rolled the transaction back to let another one through (Postgres broke a
+    deadlock, or a serialization failure): nothing is wrong, and trying again works."""
+
+    # Its code stays ``storage_unavailable``: an API client retries it as it does an outage.
+    message = "Another request was changing the same things at that moment. Try again."
+
+
 class StorageNotReady(StorageError):
     """The database has not got this version's tables or columns yet (``db upgrade`` not run,
     or still running): the operator's step, not a bug, and over once it is done. The person

@@ -58,6 +58,11 @@ class _State(Exception):
         (DBAPIError("SELECT", {}, _State("28P01")), errors.StorageError),
         (DBAPIError("SELECT", {}, _State("28000")), errors.StorageError),
         (DBAPIError("SELECT", {}, _State("3D000")), errors.StorageError),
+        # Postgres breaking a deadlock (40P01), or a serialization failure (40001): another
+        # request held what this one needed, and this one was rolled back. Before, a 500 and a
+        # traceback, as for a bug; now a 503 "try again", which works at once.
+        (DBAPIError("DELETE", {}, _State("40P01")), errors.StorageContention),
+        (DBAPIError("UPDATE", {}, _State("40001")), errors.StorageContention),
     ],
 )
 def test_driver_errors_become_the_right_domain_error(raised: Exception, expected: type) -> None:

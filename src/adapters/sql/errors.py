@@ -42,6 +42,18 @@ def outage_state(exc: BaseException) -> bool:
     return isinstance(state, str) and (state in OUTAGE_STATES or state.startswith(_OUTAGE_CLASSES))
 
 
+# Postgres' SQLSTATEs for a transaction it rolled back for another one (deadlock_detected,
+# serialization_failure): the locks are taken in one order where we know of a cycle, and one
+# not foreseen gets a 503 "try again", never a 500.
+CONTENTION_STATES = frozenset({"40P01", "40001"})
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = getattr(exc, "orig", None) or exc
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
 # Postgres' SQLSTATEs for a table or a column that is not there (undefined_table,
 # undefined_column), and SQLite's words for them.
 _NOT_MIGRATED_STATES = frozenset({"42P01", "42703"})
@@ -72,6 +84,8 @@ def translate(exc: Exception) -> errors.DomainError:
         return errors.Conflict()
     if (not_ready := not_migrated(exc)) is not None:
         return not_ready
+    if _sqlstate(exc) in CONTENTION_STATES:
+        return errors.StorageContention()
     if isinstance(exc, _OUTAGES) or outage_state(exc):
         return errors.StorageError()
     if isinstance(exc, SQLAlchemyError):

@@ -243,6 +243,8 @@ def _log_refusal(request: Request[Any, Any, Any], exc: errors.DomainError) -> No
             path,
             exc.missing,
         )
+    elif isinstance(exc, errors.StorageContention):  # another request won a lock: no outage
+        log.warning("transaction rolled back by the database on %s %s", request.method, path)
     elif isinstance(exc, errors.StorageError):
         cause = exc.__cause__
         log.warning("database unreachable on %s %s: %s", request.method, path, type(cause).__name__)
