@@ -94,7 +94,7 @@ async def test_a_lookup_is_one_statement_outside_any_transaction(pg_db: SqlDatab
     assert found.account_id == owner.id
     assert found.linked_at.tzinfo is not None
     assert [x[0] for x in several] == [4242]
-    assert several[0][1:3] == (owner.id.value, found.linked_at)
+    assert several[0][1:3] == (str(owner.id.value), found.linked_at)
     assert len(sent) == 2, sent  # one statement each, nothing else
     assert all("FROM user_links" in sql for sql in sent)
 

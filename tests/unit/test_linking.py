@@ -608,7 +608,7 @@ async def test_a_bulk_lookup_gives_rows_in_the_order_asked_each_once(
     assert [row[0] for row in found.links] == [3302, 3301]
     assert found.links[0] == (
         3302,
-        bob.id.value,
+        str(bob.id.value),
         first.linked_at,
         first.discord_username,
         first.discord_global_name,

@@ -213,7 +213,7 @@ class MemoryLinkDirectory:
         return [
             (
                 link.discord_id.value,
-                link.account_id.value,
+                str(link.account_id.value),
                 link.linked_at,
                 link.discord_username,
                 link.discord_global_name,

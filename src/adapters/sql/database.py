@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import BigInteger, any_, bindparam, event, func, literal_column, select, text
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    event,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import URL, Connection, make_url
@@ -225,7 +236,7 @@ class SqlLinkDirectory:
             return []
         columns = [user_links.c[name] for name in _LINK_ROW_FIELDS]
         rows = await self._all(select(*columns).where(user_links.c.discord_id.in_(discord_ids)))
-        return [tuple(row) for row in rows]
+        return [(d, str(a), t, u, g) for d, a, t, u, g in rows]
 
     async def api_key_by_digest(self, digest: str) -> ApiKey | None:
         rows = await self._all(select(api_keys).where(api_keys.c.key_hash == digest))
@@ -255,12 +266,17 @@ _LINK_COLUMNS = [
     for name in _LINK_FIELDS
 ]
 _LINK_BY_ID = _asyncpg_sql(select(*_LINK_COLUMNS).where(user_links.c.discord_id == bindparam("id")))
-# What a bulk lookup answers of each link (a LinkRow), in _LINK_COLUMNS' way: no avatar.
+# What a bulk lookup answers of each link (a LinkRow), in _LINK_COLUMNS' way: no avatar, and
+# the account's id as Postgres writes a uuid as text (as str() writes a UUID), which asyncpg
+# reads as a str: a UUID object per row cost more to make, and more to write in the answer.
 _LINK_ROW_FIELDS = _LINK_FIELDS[:5]
 _LINK_ROWS_BY_IDS = _asyncpg_sql(
-    select(*_LINK_COLUMNS[:5]).where(
-        user_links.c.discord_id == any_(bindparam("ids", type_=ARRAY(BigInteger())))
-    )
+    select(
+        *(
+            cast(column, Text).label(column.name) if column.name == "taskflow_user_id" else column
+            for column in _LINK_COLUMNS[:5]
+        )
+    ).where(user_links.c.discord_id == any_(bindparam("ids", type_=ARRAY(BigInteger()))))
 )
 _KEY_BY_DIGEST = _asyncpg_sql(select(api_keys).where(api_keys.c.key_hash == bindparam("digest")))
 
