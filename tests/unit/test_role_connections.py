@@ -812,6 +812,66 @@ async def test_a_stalled_push_whose_not_linked_fails_keeps_the_tokens_to_say_it_
     assert rows(r) == {}
 
 
+async def test_a_stalled_push_whose_not_linked_meets_a_revoked_grant_keeps_no_tokens(
+    r: Harness,
+) -> None:
+    # An attacker's second look: as above, but the member also removed the app in Discord
+    # before A's "not linked" went out: Discord refused its access token, and A kept the
+    # tokens (a row, audited as stored) though the member had revoked them, until a later
+    # pass met invalid_grant. Discord dropped the connection with the grant: there is
+    # nothing left to tell it, nor tokens to keep.
+    await connected(r, 7047)
+    await all_due(r)
+    second: list[RoleSyncReport] = []
+
+    async def the_member_removes_the_app() -> None:  # inside A's "not linked"
+        fake(r).deauthorize(DiscordId(7047))
+
+    async def stall_while_another_worker_takes_over() -> None:
+        await r.container.unlink_discord().execute(DiscordId(7047))
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+        second.append(await refresh_pass(r))
+        fake(r).during_push = the_member_removes_the_app
+
+    fake(r).during_push = stall_while_another_worker_takes_over
+    first = await refresh_pass(r)
+
+    assert second == [RoleSyncReport(cleared=1)]
+    assert first == RoleSyncReport(gone=1)
+    assert rows(r) == {}  # nothing kept
+    database: MemoryDatabase = r.container.memory_db()
+    stored = [e for e in database.tables.audit if e.kind is AuditKind.ROLE_TOKENS_STORED]
+    assert all(e.detail.get("reason") != "late_push" for e in stored)
+
+
+async def test_a_stalled_push_whose_not_linked_meets_an_ended_access_token_keeps_new_tokens(
+    r: Harness,
+) -> None:
+    # Discord ended the access token early (the grant stands): A refreshes to keep tokens
+    # that work, and a later pass pushes "not linked" with them and deletes them.
+    await connected(r, 7049)
+    await all_due(r)
+
+    async def the_access_token_ends() -> None:  # inside A's "not linked"
+        fake(r).expire(DiscordId(7049))
+
+    async def stall_while_another_worker_takes_over() -> None:
+        await r.container.unlink_discord().execute(DiscordId(7049))
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+        await refresh_pass(r)
+        fake(r).during_push = the_access_token_ends
+
+    fake(r).during_push = stall_while_another_worker_takes_over
+    assert await refresh_pass(r) == RoleSyncReport(gone=1)
+    assert linked(fake(r).connections[DiscordId(7049)]) == ("1", "0")  # A's, late
+    assert set(rows(r)) == {DiscordId(7049)}  # kept to say it later
+
+    r.clock.advance(timedelta(minutes=1))
+    assert (await refresh_pass(r)).cleared == 1
+    assert linked(fake(r).connections[DiscordId(7049)]) == ("0", "0")
+    assert rows(r) == {}
+
+
 async def test_a_claim_whose_holder_stopped_is_taken_when_its_lease_ends(r: Harness) -> None:
     await connected(r, 7026)
     now = r.clock.now()

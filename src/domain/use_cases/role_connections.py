@@ -422,8 +422,9 @@ class RoleConnectionPusher:
         "not linked" goes out once more with the tokens in hand (a linked member's "linked"
         is what the late push said), then a row a new grant made meanwhile is made due, so
         its claimant's push lands last. When Discord does not take that "not linked" (down,
-        a 429, a pause holding, the access token ended), the tokens in hand, the only ones
-        left to tell it, are kept (``_keep``): a later pass pushes it and deletes them.
+        a 429, a pause holding), the tokens in hand, the only ones left to tell it, are kept
+        (``_keep``): a later pass pushes it and deletes them. When it refused the access
+        token, a refresh tells an ended one from a revoked grant (``_keep_refreshed``).
         ``expires_at``: when their access token ends, as known."""
         if await self._mark_due(discord_id):
             return
@@ -435,10 +436,45 @@ class RoleConnectionPusher:
             await self._call(
                 lambda: self._discord.push(tokens.access, unlinked), user, own_global=user
             )
-        except (_Paused, errors.DiscordDenied, errors.DiscordUnavailable):
+        except errors.DiscordDenied:
+            await uncut(
+                self._keep_refreshed(discord_id, tokens, expires_at), within=self.finish_seconds
+            )
+            return
+        except (_Paused, errors.DiscordUnavailable):
             await self._keep(discord_id, tokens, expires_at)
             return
         await self._mark_due(discord_id)
+
+    async def _keep_refreshed(
+        self, discord_id: DiscordId, tokens: _Opened, expires_at: datetime
+    ) -> None:
+        """Discord refused a late push's access token as it was to say "not linked": ended
+        (its time, or early), or its grant revoked (the member removed the app). Refreshed:
+        ``invalid_grant`` keeps nothing (Discord dropped the connection with the grant;
+        keeping the revoked tokens until a pass met ``invalid_grant`` stored them again, an
+        attacker's second look); new tokens are kept in their place (the refresh spent the
+        old refresh token); no answer (down, a 429, the refreshes' limit used up) keeps
+        these."""
+        now = self._clock.now()
+        await self._pauses.catch_up((_REFRESHES,), now)
+        if self._pauses.paused(now).get(_REFRESHES) is None:
+            used_up = self._used_up(_REFRESHES)
+            try:
+                fresh = await self._call(
+                    lambda: self._discord.refresh(tokens.refresh, used_up=used_up),
+                    _REFRESHES,
+                    shared=_REFRESHES,
+                )
+            except errors.DiscordGrantRevoked:
+                return
+            except (_Paused, errors.DiscordUnavailable, errors.DiscordDenied):
+                pass
+            else:
+                renewed = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
+                await self._keep(discord_id, renewed, self._expiry(fresh, now))
+                return
+        await self._keep(discord_id, tokens, expires_at)
 
     async def _keep(self, discord_id: DiscordId, tokens: _Opened, expires_at: datetime) -> None:
         """Keep ``tokens`` (a late push's) as the row of ``discord_id``, due, so that a pass
