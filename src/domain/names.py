@@ -13,6 +13,7 @@ from __future__ import annotations
 import unicodedata
 
 SHOWN_NAME_MAX = 32  # Discord's own limit for a username or a display name
+SHOWN_EMAIL_MAX = 254  # no address is longer (``domain.model.EMAIL_MAX``): none is cut
 
 # The mark shown in place of a character that would show as nothing or reorder the text.
 HIDDEN_MARK = "\ufffd"
@@ -102,6 +103,14 @@ def shown_name(name: str | None, limit: int = SHOWN_NAME_MAX) -> str:
     if len(shown) > limit:
         shown = shown[: max(limit - 1, 0)].rstrip(" ") + ELLIPSIS
     return shown
+
+
+def shown_email(address: str | None) -> str:
+    """An email address as we show it, as ``shown_name`` shows a name, never cut: forms
+    refuse an address holding a character that draws nothing or stacks
+    (``domain.model.validate_email``), but one stored before they did stays usable, and
+    "al\u2800ice@example.com" (the braille blank) reads as alice@example.com."""
+    return shown_name(address, SHOWN_EMAIL_MAX)
 
 
 def isolated_name(name: str | None, limit: int = SHOWN_NAME_MAX) -> str:

@@ -720,8 +720,9 @@ async def test_the_email_confirmed_page_is_shown_only_for_a_confirmed_address(
         "/account/email/confirmed",
     )
     shown = await client.get("/account/email/confirmed")
-    assert "cora@example.com is confirmed for the TaskFlow account <strong>cora</strong>" in (
-        shown.text
+    assert (
+        "<bdi>cora@example.com</bdi> is confirmed for the TaskFlow account <strong>cora</strong>"
+        in (shown.text)
     )
 
 

@@ -4,11 +4,14 @@ adapters, the fake Discord). Nothing stored changes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from adapters.memory import MemoryDatabase
 from domain import errors
 from domain.model import DiscordId
 from domain.names import ELLIPSIS, FSI, HIDDEN_MARK, PDI
 from domain.use_cases import TicketIssued
+from entrypoints.web.email_pages import CONFIRMED_PAGE
 from tests.harness import Harness
 from tests.web_support import Client, sign_up
 
@@ -101,3 +104,36 @@ def test_an_error_naming_two_discord_accounts_keeps_them_apart() -> None:
     assert f"{FSI}@{HIDDEN_MARK}ecila{PDI}, but you are" in error.message
     assert f"as {FSI}@alice{PDI}, so" in error.message
     assert RLO not in error.message
+
+
+async def test_an_address_stored_before_the_lookalike_check_shows_for_what_it_is(
+    client: Client, h: Harness, db: MemoryDatabase
+) -> None:
+    """An attacker's second look: an address stored before forms refused characters that
+    draw nothing ("al\u2800ice@example.com", the braille blank, reads as alice@example.com)
+    stays usable, and the account page, the confirmation link's page and the confirmed page
+    showed it as it is. They show the mark, in a <bdi> of its own, as they show names."""
+    blank = "\u2800"
+    stored = f"al{blank}ice@example.com"
+    await sign_up(client, "alice")
+    # The link sent at sign-up (once sent), as if sent to the stored address.
+    link = await h.emailed_link("alice@example.com", "/verify-email/")
+    [alice] = await h.all_accounts_with_email("alice@example.com")
+    db.tables.accounts[alice.id] = replace(alice, email=stored, email_verified=False)
+    for digest, sent in list(db.tables.email_tokens.items()):
+        db.tables.email_tokens[digest] = replace(sent, email=stored)
+    shown = f"<bdi>al{HIDDEN_MARK}ice@example.com</bdi>"
+
+    account_page = (await client.get("/account")).text
+    assert shown in account_page
+    assert blank not in account_page
+
+    verify_page = (await client.get(link)).text
+    assert shown in verify_page
+    assert blank not in verify_page
+
+    db.tables.accounts[alice.id] = replace(alice, email=stored, email_verified=True)
+    confirmed_page = (await client.get(CONFIRMED_PAGE)).text
+    assert shown in confirmed_page
+    assert blank not in confirmed_page
+    assert db.tables.accounts[alice.id].email == stored  # what is stored never changes

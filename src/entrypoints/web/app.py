@@ -33,7 +33,7 @@ from adapters.metrics import mark_process_dead
 from adapters.shared_state import SharedState
 from domain import errors
 from domain.model import Account, EmailLinking
-from domain.names import shown_display_name, shown_name
+from domain.names import shown_display_name, shown_email, shown_name
 from domain.use_cases import SignedInAs
 from entrypoints.agreement import check_agreement
 from entrypoints.container import Container, close_resources, is_use_case
@@ -284,6 +284,8 @@ def _template_globals(settings: Settings) -> Callable[[JinjaTemplateEngine], Non
         engine.engine.globals["links_by_email"] = settings.email_linking is not EmailLinking.OFF
         # Names someone else chose (``domain.names``), each put in its own <bdi> by the page.
         engine.engine.filters["shown_name"] = shown_name
+        # An address stored before forms refused what draws nothing in one: likewise.
+        engine.engine.filters["shown_email"] = shown_email
         engine.engine.globals["discord_name"] = shown_display_name
 
     return configure
