@@ -31,6 +31,11 @@ _BLANK = frozenset("\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
 # separators.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _ZWJ = "\u200d"
+# Marks that draw nothing: the combining grapheme joiner, and the variation selectors, which
+# only pick a form of the character before them (an emoji's, a keycap's, an ideograph's, a
+# Mongolian letter's); elsewhere "alic\ufe0fe" looks like "alice".
+_CGJ = "\u034f"
+_KEYCAP_BASES = frozenset("#*0123456789")
 _EMOJI_PARTS = frozenset({"So", "Sk", "Mn"})  # emoji, skin tones, the emoji variation selector
 _MAX_MARKS = 3  # combining marks on one letter: more stack over the lines around it
 
@@ -50,7 +55,23 @@ def _is_hidden(text: str, at: int) -> bool:
             and unicodedata.category(before) in _EMOJI_PARTS
             and unicodedata.category(after) == "So"
         )
+    if ch == _CGJ:
+        return True
+    code = ord(ch)
+    if 0xFE00 <= code <= 0xFE0F or 0x180B <= code <= 0x180F or 0xE0100 <= code <= 0xE01EF:
+        return not (at > 0 and _takes_a_variant(text[at - 1], code))
     return unicodedata.category(ch) in _HIDDEN_CATEGORIES
+
+
+def _takes_a_variant(before: str, selector: int) -> bool:
+    """Whether the variation selector ``selector`` picks a form of ``before``."""
+    if 0x180B <= selector <= 0x180F:  # Mongolian's free variation selectors
+        return 0x1820 <= ord(before) <= 0x18AF
+    if unicodedata.name(before, "").startswith("CJK "):  # an ideograph's form
+        return True
+    return selector <= 0xFE0F and (
+        unicodedata.category(before) in ("So", "Sk") or before in _KEYCAP_BASES
+    )
 
 
 def has_hidden_characters(text: str) -> bool:

@@ -272,6 +272,12 @@ def test_an_email_address_takes_no_invisible_format_characters(address: str) -> 
         "a\u0301\u0301\u0301\u0301lice@example.com",  # a stack of accents over the lines
         "alice\ue000@example.com",  # private use: draws whatever a font puts there
         "alice\U000e0041@example.com",  # a tag character (format)
+        # An attacker's second look: marks that draw nothing (alice@example.com, each).
+        "al\u034fice@example.com",  # the combining grapheme joiner
+        "alic\ufe0fe@example.com",  # a variation selector after no emoji
+        "alice\U000e0100@example.com",  # an ideographic variation selector after no ideograph
+        "ali\u180bce@example.com",  # a Mongolian variation selector after no Mongolian letter
+        "alice@exam\ufe0eple.com",  # in the domain (IDNA ignores it: example.com)
     ],
 )
 def test_an_email_address_takes_no_character_that_draws_nothing_or_stacks(address: str) -> None:

@@ -40,6 +40,16 @@ from domain.names import (
         ("\u115f\u1160", HIDDEN_MARK),
         ("\u2800\u2800", HIDDEN_MARK),
         ("\uffa0x", f"{HIDDEN_MARK}x"),
+        # Marks that draw nothing (an attacker's second look): each looks like "alice".
+        ("al\u034fice", f"al{HIDDEN_MARK}ice"),  # the combining grapheme joiner
+        ("alic\ufe0fe", f"alic{HIDDEN_MARK}e"),  # a variation selector after no emoji
+        ("alice\U000e0100", f"alice{HIDDEN_MARK}"),  # nor after an ideograph
+        ("ali\u180bce", f"ali{HIDDEN_MARK}ce"),  # nor after a Mongolian letter
+        # ... kept where they select a form: an emoji's, a keycap's, an ideograph's, a
+        # Mongolian letter's.
+        ("\u2764\ufe0f 1\ufe0f\u20e3", "\u2764\ufe0f 1\ufe0f\u20e3"),
+        ("\u845b\U000e0100\u8fba", "\u845b\U000e0100\u8fba"),
+        ("\u1828\u180b", "\u1828\u180b"),
         # Controls and line breaks.
         ("a\nb\x00c", f"a{HIDDEN_MARK}b{HIDDEN_MARK}c"),
         ("a\u2028b", f"a{HIDDEN_MARK}b"),
