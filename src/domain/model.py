@@ -152,12 +152,23 @@ def validate_email(email: str) -> str:
         # check stays where it is (found by ``email_to_look_up``), and no account takes
         # it again.
         raise InvalidEmail(_HIDDEN_IN_EMAIL)
+    if unicodedata.normalize("NFC", local) != local:
+        # The local part is stored as typed (the mailbox's: "\uff42ob" stays "\uff42ob"), but
+        # "jose\u0301" (the accent typed apart) is the same text as "jos\u00e9" to Unicode and
+        # to the eye, and was an address apart for the unique index: a second account for
+        # one mailbox. Refused in any other form than the composed one (NFC, as RFC 6532
+        # asks); one stored before is still looked up.
+        raise InvalidEmail(_SECOND_SPELLING_IN_EMAIL)
     return address
 
 
 _HIDDEN_IN_EMAIL = (
     "An email address cannot hold invisible characters (blank letters, direction marks, "
     "zero-width spaces) or stacked accents: type it again by hand."
+)
+_SECOND_SPELLING_IN_EMAIL = (
+    "An email address cannot hold an accent typed apart from its letter (a second spelling "
+    "of the same address): type it again by hand."
 )
 
 
