@@ -24,8 +24,8 @@ FSI = "\u2068"
 PDI = "\u2069"
 
 # Letters and symbols that draw nothing: Hangul fillers, the braille blank, Khmer's inherent
-# vowels, the Mongolian vowel separator (Cf in older Unicode versions).
-_BLANK = frozenset("\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
+# vowels, the Mongolian vowel separator (Cf in older Unicode versions), the Khitan filler.
+_BLANK = frozenset("\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0\U00016fe4")
 # Controls, format characters (bidirectional controls, zero-width spaces and joiners, the
 # soft hyphen...), surrogates, private use and unassigned code points, line and paragraph
 # separators.

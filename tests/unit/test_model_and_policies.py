@@ -277,6 +277,7 @@ def test_an_email_address_takes_no_invisible_format_characters(address: str) -> 
         "alic\ufe0fe@example.com",  # a variation selector after no emoji
         "alice\U000e0100@example.com",  # an ideographic variation selector after no ideograph
         "ali\u180bce@example.com",  # a Mongolian variation selector after no Mongolian letter
+        "ali\U00016fe4ce@example.com",  # the Khitan filler
         "alice@exam\ufe0eple.com",  # in the domain (IDNA ignores it: example.com)
     ],
 )

@@ -45,6 +45,7 @@ from domain.names import (
         ("alic\ufe0fe", f"alic{HIDDEN_MARK}e"),  # a variation selector after no emoji
         ("alice\U000e0100", f"alice{HIDDEN_MARK}"),  # nor after an ideograph
         ("ali\u180bce", f"ali{HIDDEN_MARK}ce"),  # nor after a Mongolian letter
+        ("ali\U00016fe4ce", f"ali{HIDDEN_MARK}ce"),  # the Khitan filler (a mark)
         # ... kept where they select a form: an emoji's, a keycap's, an ideograph's, a
         # Mongolian letter's.
         ("\u2764\ufe0f 1\ufe0f\u20e3", "\u2764\ufe0f 1\ufe0f\u20e3"),
