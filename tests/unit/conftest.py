@@ -10,7 +10,10 @@ from entrypoints.container import Container, build_container
 from entrypoints.web import create_app
 from tests.fakes.role_connections import role_harness
 from tests.harness import Harness, make_settings
+from tests.litestar_signatures import keep_parses
 from tests.web_support import Client
+
+keep_parses()  # each handler's signature parsed once, not once an app (see there)
 
 _DEFAULT_SETTINGS = make_settings()
 _spare: list[Container] = []
