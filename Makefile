@@ -50,9 +50,14 @@ lock:
 demo: $(STAMP)
 	$(BIN)/taskflow-link demo $(DEMO_ARGS)
 
-## Everything CI runs: static checks, then every test suite.
+## Everything CI runs: static checks, then every test suite, in TEST_WORKERS processes
+## (pytest-xdist; CI's machine has 2 CPUs, and each worker starts its own Postgres and Redis).
+## A test file runs whole in one worker (--dist loadfile): its module-scoped servers (the
+## shared Discord emulator, the demo the browser drives) start once. TEST_WORKERS=0: one
+## process, no workers.
+TEST_WORKERS ?= 2
 test: lint
-	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
