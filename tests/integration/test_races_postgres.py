@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
@@ -37,6 +37,7 @@ from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness, sql_harness, webhook_secret
 from tests.integration import email_races
 from tests.integration.postgres import PostgresServer
+from tests.integration.waiting import until_it_waits_for_a_lock
 from tests.web_support import post_form
 
 N = 20
@@ -245,7 +246,7 @@ async def test_of_two_link_commands_at_once_only_the_newest_button_works(
     async with pg_db.unit_of_work() as a:
         await a.link_tickets.add_replacing(LinkTicket(mine.digest, user, now, now + _TTL))
         other = asyncio.create_task(h.container.issue_link_ticket().execute(user))
-        await _until_it_waits_for_a_lock(pg_db, other)
+        await until_it_waits_for_a_lock(pg_db, other)
         assert not other.done()  # B's /link waits for A's lock on the old ticket
         await a.commit()
     theirs = await asyncio.wait_for(other, timeout=60)
@@ -306,7 +307,7 @@ async def test_a_link_command_waits_for_a_redemption_that_then_rolls_back(
     async with pg_db.unit_of_work() as redemption:
         assert await redemption.link_tickets.consume(digest, h.clock.now()) is not None
         command = asyncio.create_task(h.container.issue_link_ticket().execute(user))
-        await _until_it_waits_for_a_lock(pg_db, command)
+        await until_it_waits_for_a_lock(pg_db, command)
         assert not command.done()  # it waits for the redemption, rather than skip its ticket
         await redemption.rollback()
     new = await asyncio.wait_for(command, timeout=60)
@@ -333,7 +334,7 @@ async def test_a_locked_account_waits_for_the_lock_holder(h: Harness, pg_db: Sql
         locked = await first.accounts.lock(person.id)
         assert locked is not None
         waiting = asyncio.create_task(second())
-        await _until_it_waits_for_a_lock(pg_db, waiting)
+        await until_it_waits_for_a_lock(pg_db, waiting)
         assert not waiting.done()  # it waits for the first transaction
         assert order == []
         await first.accounts.update(replace(locked, email="changed@example.com"))
@@ -411,19 +412,6 @@ async def test_simultaneous_emails_to_one_unconfirmed_address_keep_to_its_limit(
     await email_races.simultaneous_emails_to_one_unconfirmed_address(h, N)
 
 
-async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Task[Any]) -> None:
-    """Until a transaction waits for a row lock (or ``task`` is over without waiting)."""
-    waiting = select(func.count()).where(text("wait_event_type = 'Lock'"))
-    waiting = waiting.select_from(text("pg_stat_activity"))
-    async with database.engine.connect() as conn:
-        while not task.done():
-            seen = (await conn.execute(waiting)).scalar_one()
-            await conn.rollback()  # pg_stat_activity is read once per transaction
-            if seen:
-                return
-            await asyncio.sleep(0.05)
-
-
 async def test_a_link_beside_a_sign_out_everywhere_under_way_is_refused(
     h: Harness, pg_db: SqlDatabase
 ) -> None:
@@ -453,7 +441,7 @@ async def test_a_link_beside_a_sign_out_everywhere_under_way_is_refused(
                 browser=BrowserCookies(session_token=session, bindings=started.browser_tokens),
             )
         )
-        await _until_it_waits_for_a_lock(pg_db, callback)
+        await until_it_waits_for_a_lock(pg_db, callback)
         await transaction.commit()
     with pytest.raises(errors.NotSignedIn):
         await callback
@@ -478,7 +466,7 @@ async def test_a_renewal_never_waits_for_the_account_a_sign_out_everywhere_holds
         confirm = asyncio.create_task(
             h.container.confirm_password().execute(session_token=copy, password=PASSWORD)
         )
-        await _until_it_waits_for_a_lock(pg_db, confirm)
+        await until_it_waits_for_a_lock(pg_db, confirm)
         assert confirm.done(), "the renewal waited for the account's lock"
         renewed = (await confirm).session_token
         await other.execute(delete(sessions).where(sessions.c.account_id == alice.id.value))
@@ -503,7 +491,7 @@ async def test_a_reset_email_sent_beside_a_sign_out_everywhere_under_way_is_canc
             select(accounts.c.id).where(accounts.c.id == alice.id.value).with_for_update()
         )
         delivery = asyncio.create_task(h.deliver())
-        await _until_it_waits_for_a_lock(pg_db, delivery)
+        await until_it_waits_for_a_lock(pg_db, delivery)
         assert not delivery.done(), "the sender did not wait for the account's lock"
         await other.execute(
             update(accounts)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
@@ -24,6 +24,7 @@ from domain.ports import DiscordTokens
 from domain.use_cases import AuthCompleted, BrowserCookies
 from tests.harness import Harness, sql_harness
 from tests.integration.postgres import PostgresServer
+from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
@@ -37,19 +38,6 @@ async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harne
 async def _count(database: SqlDatabase, query: Any) -> int:
     async with database.engine.connect() as conn:
         return int((await conn.execute(query)).scalar_one())
-
-
-async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Task[Any]) -> None:
-    """Until a transaction waits for a row lock (or ``task`` is over without waiting)."""
-    waiting = select(func.count()).where(text("wait_event_type = 'Lock'"))
-    waiting = waiting.select_from(text("pg_stat_activity"))
-    async with database.engine.connect() as conn:
-        while not task.done():
-            seen = (await conn.execute(waiting)).scalar_one()
-            await conn.rollback()  # pg_stat_activity is read once per transaction
-            if seen:
-                return
-            await asyncio.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -136,7 +124,7 @@ async def test_a_sign_out_beside_a_load_starting_its_session_waits_and_ends_it(
     first = _load(h, trip)
     await adding.wait()  # the load holds its round trip, its session inserted
     sign_out = asyncio.ensure_future(h.container.sign_out().execute(trip.browser))
-    await _until_it_waits_for_a_lock(pg_db, sign_out)
+    await until_it_waits_for_a_lock(pg_db, sign_out)
     assert not sign_out.done()  # waiting for the load's lock on its round trip
     go.set()
     done: AuthCompleted = await first
