@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import re
 import socket
@@ -32,6 +33,14 @@ class Mailbox:
     # Each RCPT command's argument as it came on the wire: aiosmtpd reads the address with
     # Python's header parser, which decodes RFC 2047 words as the sender's may have done.
     rcpt_lines: list[str] = field(default_factory=list)
+
+    def clear(self) -> None:
+        """As new, in place (a server recording into this mailbox records into the new one)."""
+        self.received.clear()
+        self.while_waiting = None
+        self.refuse_next = 0
+        self.refuse_recipients.clear()
+        self.rcpt_lines.clear()
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -107,8 +116,9 @@ class _RecordingController(Controller):
         return self.loop.create_server(self._factory_invoker, sock=self._sock)
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+@contextlib.contextmanager
+def running_smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    """A recording SMTP server on a free loopback port: its mailbox and its port."""
     mailbox, sock = Mailbox(), bound_socket()
     with sock:  # closed by the server when it stops, or here if it never started
         controller = _RecordingController(
@@ -125,3 +135,9 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
             yield mailbox, port_of(sock)
         finally:
             controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    with running_smtp_server() as running:
+        yield running

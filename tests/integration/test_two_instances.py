@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from adapters.sql import SqlDatabase
 from adapters.sql.tables import outgoing_emails, user_links, web_instances
@@ -22,9 +23,11 @@ from entrypoints.emulator import EmulatorState, create_emulator_app
 from tests.bot_support import run_command, signed_request, wait_until
 from tests.fakes.clock import ManualClock
 from tests.harness import PASSWORD
+from tests.integration import conftest
 from tests.integration.instances import Instance, PortTaken, environment, serving
-from tests.integration.mailbox import Mailbox
+from tests.integration.mailbox import Mailbox, running_smtp_server
 from tests.integration.postgres import PostgresServer
+from tests.integration.redis_server import RedisServer
 from tests.integration.stack import (
     APP_ID,
     CSRF,
@@ -46,30 +49,41 @@ class Pair:
     stack: Stack  # its app_url is the public URL (instance a), for the browser helpers
 
 
-@pytest.fixture
-def pair(
-    postgres: PostgresServer,
-    pg_db: SqlDatabase,
-    redis_url: str,
-    smtp_server: tuple[Mailbox, int],
-    tmp_path: Path,
-) -> Iterator[Pair]:
-    mailbox, smtp_port = smtp_server
+@dataclass
+class _Running:
+    """The two instances the module's tests share, and what they talk to."""
+
+    a: Instance
+    b: Instance
+    public: str
+    emulator: EmulatorState
+    emulator_url: str
+    mailbox: Mailbox
+    commands: dict[str, list[dict[str, Any]]]  # the slash commands they registered
+
+
+@pytest.fixture(scope="module")
+def running_pair(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Running]:
+    """The instances, started once for the module (not once a test: two processes each time);
+    ``pair`` empties what they share before each test."""
+    asyncio.run(_schema_made(postgres))
+    tmp_path = tmp_path_factory.mktemp("instances")
     # Instance a's URL is the public one, in every setting and the emulator's redirect: when
     # another process took its port before it bound it, all start again on another port.
     for attempt in range(1, PORT_TRIES + 1):
         port_a = free_port()
         public = f"http://127.0.0.1:{port_a}"
-        emulator = EmulatorState(
-            APP_ID, "secret-pair", {f"{public}/auth/discord/callback"}, response_deadline=60.0
-        )
-        emulator.interactions_url = f"{public}/interactions"
+        emulator = EmulatorState(APP_ID, "secret-pair", set())
+        _set_up(emulator, public)
         with contextlib.ExitStack() as stack_of_servers:
+            mailbox, smtp_port = stack_of_servers.enter_context(running_smtp_server())
             emulator_url = stack_of_servers.enter_context(serve(create_emulator_app(emulator)))
             env = environment(
                 storage="sql",
                 database_url=postgres.url,
-                redis_url=redis_url,
+                redis_url=redis_server.url,
                 redis_timeout_seconds=10,  # past it an instance stops sharing (a busy machine)
                 public_url=public,
                 auth_rate_limit_per_minute=BUDGET,
@@ -95,9 +109,58 @@ def pair(
                     raise
                 continue  # another process took instance a's port: all again, on another
             b = stack_of_servers.enter_context(serving(tmp_path, env))
-            stack = Stack(public, emulator_url, emulator, None, ManualClock(), pg_db, mailbox)  # type: ignore[arg-type]
-            yield Pair(a, b, stack)
+            commands = copy.deepcopy(emulator.commands)  # registered as they started
+            yield _Running(a, b, public, emulator, emulator_url, mailbox, commands)
             return
+
+
+async def _schema_made(postgres: PostgresServer) -> None:
+    """The schema, made as ``pg_db`` makes it, before the instances start on it (``pg_db``
+    then only empties the tables: it never takes the schema down under them)."""
+    database = SqlDatabase(postgres.url)
+    try:
+        if postgres.url not in conftest._migrated:
+            await conftest._up_down_up(database)
+            conftest._migrated.add(postgres.url)
+    finally:
+        await database.dispose()
+
+
+def _set_up(emulator: EmulatorState, public: str) -> None:
+    emulator.response_deadline = 60.0
+    emulator.redirect_uris.add(f"{public}/auth/discord/callback")
+    emulator.interactions_url = f"{public}/interactions"
+
+
+@pytest.fixture
+async def pair(running_pair: _Running, pg_db: SqlDatabase, redis_url: str) -> AsyncIterator[Pair]:
+    """The shared instances, on a database and a Redis emptied for this test (``pg_db``,
+    ``redis_url``), with the emulator and the mailbox as new."""
+    running = running_pair
+    running.emulator.reset()
+    _set_up(running.emulator, running.public)
+    running.emulator.commands = copy.deepcopy(running.commands)
+    running.mailbox.clear()
+    stack = Stack(
+        running.public,
+        running.emulator_url,
+        running.emulator,
+        None,  # type: ignore[arg-type]
+        ManualClock(),
+        pg_db,
+        running.mailbox,
+    )
+    yield Pair(running.a, running.b, stack)
+    # Every email this test queued sent before the next test's mailbox: none arrives there.
+    async with asyncio.timeout(60):  # a guard against a hang, not a measure
+        while await _emails_pending(pg_db):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def _emails_pending(db: SqlDatabase) -> int:
+    pending = select(func.count()).where(outgoing_emails.c.status == "pending")
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(pending)).scalar_one())
 
 
 @pytest.fixture
