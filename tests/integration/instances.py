@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from tests.harness import TEST_SECRET_KEY
+from tests.integration.waiting import START_UP_SECONDS, NotReadyInTime, until_ready
 from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 
@@ -101,19 +101,19 @@ def _end(instance: Instance) -> None:
         instance.process.wait()
 
 
-def wait_ready(instance: Instance, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if instance.process.poll() is not None:
-            said = instance.output()
-            if port_was_taken(said):
-                raise PortTaken(f"serve's port was in use:\n{said}")
-            raise AssertionError(f"serve exited early:\n{said}")
-        with contextlib.suppress(httpx.HTTPError):
-            answer = httpx.get(f"{instance.url}/readyz", timeout=5)
-            # (its process checked again: another's server on the port answers for one that
-            # ended meanwhile, which the next turn reports)
-            if answer.status_code == 200 and instance.process.poll() is None:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"serve was not ready in time:\n{instance.output()}")
+def wait_ready(instance: Instance, seconds: float = START_UP_SECONDS) -> None:
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{instance.url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        if until_ready(instance.process, ready, within=seconds):
+            return
+    except NotReadyInTime:
+        raise AssertionError(f"serve was not ready in time:\n{instance.output()}") from None
+    said = instance.output()
+    if port_was_taken(said):
+        raise PortTaken(f"serve's port was in use:\n{said}")
+    raise AssertionError(f"serve exited early:\n{said}")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.integration.instances import environment
+from tests.integration.waiting import NotReadyInTime, until_ready
 from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 BIN = Path(sys.executable).parent
@@ -91,12 +92,16 @@ def _first_answer(url: str, process: subprocess.Popen[bytes]) -> httpx.Response 
     """The server's first answer at /readyz; ``None`` if it ended or never answered. The
     process is checked before and after each try: a server of another process that took the
     port answers there for one that ended."""
-    deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
-    while time.monotonic() < deadline and process.poll() is None:
+    answers: list[httpx.Response] = []
+
+    def answered() -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            answer = httpx.get(f"{url}/readyz", timeout=5)
-            return answer if process.poll() is None else None
-        time.sleep(0.2)
+            answers.append(httpx.get(f"{url}/readyz", timeout=5))
+        return bool(answers)
+
+    with contextlib.suppress(NotReadyInTime):
+        if until_ready(process, answered):
+            return answers[0]
     return None
 
 
@@ -120,24 +125,38 @@ def _serving(
             return
 
 
-def _migrated(directory: Path, sqlite_url: str) -> dict[str, str]:
-    """The servers' environment, its database's schema made first, as the release step does."""
-    env = environment(
+def _environment(sqlite_url: str) -> dict[str, str]:
+    return environment(
         database_url=sqlite_url,
         readiness_timeout_seconds=30,  # its first checks open the database: a busy machine
         discord_client_id="1200000000000000042",
         discord_client_secret="unused-here",
     )
+
+
+@pytest.fixture(scope="module")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database whose schema the release step made (``db upgrade``), once for the
+    module: each test serves a copy of its own."""
+    directory = tmp_path_factory.mktemp("release")
+    database = directory / "taskflow-link.db"
     migrated = subprocess.run(
         [sys.executable, "-c", "from entrypoints.cli import main; main()", "db", "upgrade"],
-        env=env,
+        env=_environment(f"sqlite+aiosqlite:///{database}"),
         cwd=directory,
         capture_output=True,
         text=True,
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
-    return env
+    return database
+
+
+def _migrated(directory: Path, migrated_database: Path) -> dict[str, str]:
+    """The servers' environment, on a copy of the migrated database in ``directory``."""
+    for made in migrated_database.parent.glob(f"{migrated_database.name}*"):  # (and its WAL)
+        shutil.copyfile(made, directory / made.name)
+    return _environment(f"sqlite+aiosqlite:///{directory / migrated_database.name}")
 
 
 def _statuses(url: str, raw: bytes) -> list[bytes]:
@@ -156,9 +175,9 @@ def _statuses(url: str, raw: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "granian"])
 def test_every_documented_asgi_server_loads_the_factory(
-    server: str, tmp_path: Path, sqlite_url: str
+    server: str, tmp_path: Path, migrated_database: Path
 ) -> None:
-    env = _migrated(tmp_path, sqlite_url)
+    env = _migrated(tmp_path, migrated_database)
     with _serving(server, env, tmp_path) as (url, ready, log):
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "schema": "ok"}
@@ -184,12 +203,12 @@ def test_every_documented_asgi_server_loads_the_factory(
 
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
 def test_uvicorn_and_gunicorn_as_documented_bound_a_request_head(
-    server: str, tmp_path: Path, sqlite_url: str
+    server: str, tmp_path: Path, migrated_database: Path
 ) -> None:
     """The README's uvicorn and gunicorn commands serve with the protocol ``serve`` does
     (``entrypoints/http11.py``), not uvicorn's own httptools code, which kept a request's head
     whatever its size: a 100 KiB head gets a 400."""
-    env = _migrated(tmp_path, sqlite_url)
+    env = _migrated(tmp_path, migrated_database)
     with _serving(server, env, tmp_path) as (url, _, _):
         head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         big = b"X-Big: " + b"a" * (100 * 1024) + b"\r\n"

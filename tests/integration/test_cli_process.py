@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from adapters.sql import migrate
 from adapters.tokens import SecretsTokenIssuer
 from entrypoints.container import build_container
 from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
+from tests.integration.waiting import NotReadyInTime, until_ready
 from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 RUNS = [
@@ -399,21 +400,16 @@ def _listening(tmp_path: Path, env: dict[str, str], command: str) -> subprocess.
             env=env,
             cwd=tmp_path,
         )
-        deadline = time.monotonic() + 60  # a deadline only
-        while True:
-            # The process first, and again once the port answers: a server of another
-            # process that took the port answers there for a command that ended.
-            if process.poll() is not None:
-                out, err = process.communicate()
-                if port_was_taken(out + err) and attempt < PORT_TRIES:
-                    break  # another process took the port: another one
-                pytest.fail(f"{command} ended before it listened:\n{out}{err}")
-            if _answers(port) and process.poll() is None:
+        try:
+            if until_ready(process, functools.partial(_answers, port), within=60):
                 return process
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"{command} never listened:\n{process.communicate()}")
-            time.sleep(0.05)
+        except NotReadyInTime:
+            process.kill()
+            pytest.fail(f"{command} never listened:\n{process.communicate()}")
+        out, err = process.communicate()
+        if not (port_was_taken(out + err) and attempt < PORT_TRIES):
+            pytest.fail(f"{command} ended before it listened:\n{out}{err}")
+        # (another process took the port: another one)
     raise AssertionError("unreachable: the last try returns or fails")
 
 

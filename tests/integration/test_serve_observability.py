@@ -4,6 +4,7 @@ the environment when it is first imported, hence a fresh process)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.harness import TEST_SECRET_KEY
+from tests.integration.waiting import NotReadyInTime, until_ready
 from tests.servers import PORT_TRIES, free_port, port_was_taken
 
 TOKEN = "scrape-token-Vb7nQ2xPz9Lm"
@@ -110,20 +112,15 @@ def _started(
                 stderr=written,
             )
         started = Started(f"http://127.0.0.1:{port}", process, stderr)
-        deadline = time.monotonic() + 90  # a wait for start-up, not a measurement
-        while True:
-            # The process first, and again once it looks ready: a server of another process
-            # that took the port answers there for a ``serve`` that ended.
-            if process.poll() is not None:
-                if port_was_taken(started.said()) and attempt < PORT_TRIES:
-                    break  # another process took the port: another one
-                pytest.fail(f"serve ended before it was ready:\n{started.said()}")
-            if ready(started) and process.poll() is None:
+        try:
+            if until_ready(process, functools.partial(ready, started)):
                 return started
-            if time.monotonic() > deadline:
-                started.end()
-                pytest.fail(f"serve was not ready in time:\n{started.said()}")
-            time.sleep(0.1)
+        except NotReadyInTime:
+            started.end()
+            pytest.fail(f"serve was not ready in time:\n{started.said()}")
+        if not (port_was_taken(started.said()) and attempt < PORT_TRIES):
+            pytest.fail(f"serve ended before it was ready:\n{started.said()}")
+        # (another process took the port: another one)
     raise AssertionError("unreachable: the last try returns or fails")
 
 
