@@ -32,6 +32,10 @@
 - A client that shuts down its side after its request(s) (``shutdown(SHUT_WR)``: it has no
   more to send) gets its answers, as from nginx, and the connection is closed after the last:
   uvicorn closed it at the end of what came, and an answer not yet written was never sent.
+- A request asking for an upgrade the server does not make (any but a WebSocket's) with a
+  body gets a 400: httptools takes such a request as bodyless and parsed its body, in a read
+  of its own, as the next request (smuggled past a proxy that passes Upgrade on). One
+  without a body is answered and its connection closed.
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -286,7 +290,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if not self._names_the_host(self.url):
                 raise HttpParserCallbackError("Request target names another host.")
             self.url = _with_a_path(self.url, self.parser.get_method())
+        # An upgrade not made (anything but a WebSocket's: h2c, say): httptools takes the
+        # request as bodyless all the same and, from its next read on, parses what follows as
+        # requests, so its body became a request of its own (smuggled past a proxy that
+        # passes Upgrade on, as one set up for WebSockets does), and the app got no body.
+        # One with a body gets a 400; one without is answered, and its connection closed
+        # (what followed it in its read is dropped).
+        unmade_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
+        if unmade_upgrade and self._has_a_body():
+            raise HttpParserCallbackError("Request body with an upgrade not made.")
         super().on_headers_complete()
+        if unmade_upgrade:
+            self.cycle.keep_alive = False
 
     def on_chunk_header(self) -> None:
         # Its data follows, or, for the last chunk, the trailer section.
@@ -306,6 +321,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # the connection is the WebSocket protocol's now
         if self.cycle.response_complete and not self.pipeline:  # answered before its body ended
             self._await_head()
+
+    def _has_a_body(self) -> bool:
+        """Whether the request's head announces a body (httptools checked its framing)."""
+        return any(
+            name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0"))
+            for name, value in self.headers
+        )
 
     def _names_the_host(self, target: bytes) -> bool:
         """Whether an absolute-form ``target`` names the authority of the request's one Host

@@ -881,3 +881,41 @@ def test_a_database_path_is_never_in_a_page(live: Live) -> None:
     answer = httpx.get(f"{live.url}/link/" + "B" * 43, timeout=30)
     assert answer.status_code == 404
     assert str(Path.cwd()) not in answer.text
+
+
+def test_a_request_with_an_upgrade_not_made_never_smuggles_its_body() -> None:
+    """httptools takes a request with an upgrade (``Connection: Upgrade``) as bodyless, and
+    parses the reads after it as requests: with an upgrade the server does not make (only a
+    WebSocket's is), its body, sent in a read of its own, was a second request, which a proxy
+    passing Upgrade on (as one set up for WebSockets does) took for a body, and the app got no
+    body. Refused (400) when a body comes; one without is answered, its connection closed."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+            await _reads_all_then_204(scope, receive, send)
+
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    upgrade = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+    post = b"POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\n" + upgrade
+    with serve(app, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url:
+        for framing in (
+            b"Content-Length: %d\r\n" % len(smuggled),
+            b"Transfer-Encoding: chunked\r\n",
+        ):
+            with _connect(url) as conn:
+                conn.sendall(post + framing + b"\r\n")
+                answer = _read_answers(conn, 1)
+                with contextlib.suppress(OSError):  # (closed after the 400)
+                    conn.sendall(smuggled)
+                answer += _read_until_closed(conn)
+            assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer
+        assert seen == []
+        get = b"GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\n" + upgrade + b"\r\n"
+        with _connect(url) as conn:
+            conn.sendall(get + smuggled)
+            answer = _read_answers(conn, 1)
+        assert answer.startswith(b"HTTP/1.1 204 "), answer
+        assert b"connection: close\r\n" in answer.lower(), answer
+    assert seen == ["/first"]
