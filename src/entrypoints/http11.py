@@ -296,6 +296,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # passes Upgrade on, as one set up for WebSockets does), and the app got no body.
         # One with a body gets a 400; one without is answered, and its connection closed
         # (what followed it in its read is dropped).
+        # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing (a 1.0
+        # peer in front may not know it: the chunks were a request of their own to httptools);
+        # nginx answers it 400 too.
+        if self.parser.get_http_version() != "1.1" and any(
+            name == b"transfer-encoding" for name, _ in self.headers
+        ):
+            raise HttpParserCallbackError("Transfer-Encoding in an HTTP/1.0 request.")
         unmade_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
         if unmade_upgrade and self._has_a_body():
             raise HttpParserCallbackError("Request body with an upgrade not made.")

@@ -919,3 +919,15 @@ def test_a_request_with_an_upgrade_not_made_never_smuggles_its_body() -> None:
         assert answer.startswith(b"HTTP/1.1 204 "), answer
         assert b"connection: close\r\n" in answer.lower(), answer
     assert seen == ["/first"]
+
+
+def test_transfer_encoding_in_an_http10_request_is_refused() -> None:
+    """RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message is faulty framing (a 1.0
+    peer in front reads the message without it); httptools read the body as chunked. A 400,
+    as from nginx."""
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    with serve(_reads_all_then_204) as url:
+        for version in (b"HTTP/1.0", b"HTTP/1.1"):
+            raw = b"POST / " + version + b"\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n"
+            expected = [b"400"] if version == b"HTTP/1.0" else [b"204"]
+            assert _statuses(url, raw + chunked) == expected, version
