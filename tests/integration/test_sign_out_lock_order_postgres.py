@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
 from adapters.sql.tables import sessions
-from domain.model import DiscordId
+from domain.model import DiscordId, SignInMethod
 from domain.use_cases import BrowserCookies
 from tests.harness import Harness, sql_harness
 from tests.integration.postgres import PostgresServer
+from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
@@ -29,19 +29,6 @@ async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harne
         postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
     ) as harness:
         yield harness
-
-
-async def _until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Future[Any]) -> None:
-    """Until a transaction waits for a row lock (or ``task`` is over without waiting)."""
-    waiting = select(func.count()).where(text("wait_event_type = 'Lock'"))
-    waiting = waiting.select_from(text("pg_stat_activity"))
-    async with database.engine.connect() as conn:
-        while not task.done():
-            seen = (await conn.execute(waiting)).scalar_one()
-            await conn.rollback()  # pg_stat_activity is read once per transaction
-            if seen:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:
@@ -82,7 +69,7 @@ async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
     one = asyncio.ensure_future(h.container.sign_out().execute(first))
     await removed_one.wait()
     other = asyncio.ensure_future(h.container.sign_out().execute(second))
-    await _until_it_waits_for_a_lock(pg_db, other)
+    await until_it_waits_for_a_lock(pg_db, other)
     go.set()
     await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
     async with pg_db.engine.connect() as conn:
@@ -122,9 +109,36 @@ async def test_sign_out_everywhere_beside_a_sign_out_ending_the_same_sessions(
     one = asyncio.ensure_future(h.container.sign_out().execute(copied))
     await removed_one.wait()
     other = asyncio.ensure_future(h.container.end_all_sessions().execute(everywhere))
-    await _until_it_waits_for_a_lock(pg_db, other)
+    await until_it_waits_for_a_lock(pg_db, other)
     go.set()
     await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
+    async with pg_db.engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
+    assert left == 0
+
+
+async def test_sign_out_everywhere_ends_a_session_renewed_while_it_waited(
+    h: Harness, pg_db: SqlDatabase
+) -> None:
+    """A session renewed (a proof of identity: its row's token_hash changes) while "sign out
+    everywhere" waited for its lock still ends: one DELETE whose rows were its locking
+    subquery's scanned the table as it was when it began, found the row under its old
+    digest, not among those locked (the new one), and the renewed session lived on."""
+    tokens = h.container.tokens()
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    copy = await h.session_for(alice.id, proved_with=SignInMethod.PASSWORD)
+    owner = await h.session_for(alice.id, proved_with=SignInMethod.PASSWORD)
+    renewed = tokens.issue()
+    async with h.uow() as uow:  # the renewal, its row held until it commits
+        assert await uow.sessions.renew(
+            tokens.digest(copy), renewed.digest, h.clock.now(), SignInMethod.PASSWORD
+        )
+        everywhere = asyncio.ensure_future(
+            h.container.end_all_sessions().execute(BrowserCookies(session_token=owner))
+        )
+        await until_it_waits_for_a_lock(pg_db, everywhere)
+        await uow.commit()
+    await everywhere
     async with pg_db.engine.connect() as conn:
         left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
     assert left == 0

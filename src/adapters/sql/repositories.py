@@ -808,11 +808,19 @@ class SqlSessions(_Repo):
         # Locked in the digests' order first (FOR UPDATE: Postgres; SQLite serialises
         # writers), as ``sign_out_browser`` ends a browser's sessions: deleted in the table's
         # order, a sign-out ending two of them at once (its cookies naming both) deadlocked.
-        ended = select(sessions.c.token_hash).where(sessions.c.account_id == account_id.value)
+        # Then deleted by account in a statement of its own: one DELETE whose rows were the
+        # locking subquery's missed a session renewed meanwhile (its token_hash changed
+        # under the outer scan's snapshot), which lived on. Its own statement sees it, locked.
+        owned = sessions.c.account_id == account_id.value
         if keep is not None:
-            ended = ended.where(sessions.c.token_hash != keep)
-        ended = ended.order_by(sessions.c.token_hash).with_for_update()
-        return await self._count(delete(sessions).where(sessions.c.token_hash.in_(ended)))
+            owned = owned & (sessions.c.token_hash != keep)
+        await self._run(
+            select(sessions.c.token_hash)
+            .where(owned)
+            .order_by(sessions.c.token_hash)
+            .with_for_update()
+        )
+        return await self._count(delete(sessions).where(owned))
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         return await self._delete_some(
