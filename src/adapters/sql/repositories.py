@@ -157,11 +157,16 @@ class _Repo:
     async def _delete_some(
         self, table: Table, key: Column[Any], where: ColumnElement[bool], limit: int | None
     ) -> int:
-        """Delete the rows ``where`` says, at most ``limit`` of them (``None``: all)."""
-        if limit is None:
-            return await self._count(delete(table).where(where))
-        some = select(key).where(where).limit(limit).scalar_subquery()
-        return await self._count(delete(table).where(key.in_(some)))
+        """Delete the rows ``where`` says, at most ``limit`` of them (``None``: all), but
+        those another transaction holds (SKIP LOCKED on Postgres; SQLite serialises writers):
+        the next pass finds them. Deleted in the table's order, they waited for a
+        transaction that takes them in its own (``remove_for_account``, the digests';
+        ``PendingLoginRepository.lock``, the states') while it waited for one deleted
+        already: a deadlock, and Postgres aborted one of the two."""
+        some = select(key).where(where).with_for_update(skip_locked=True)
+        if limit is not None:
+            some = some.limit(limit)
+        return await self._count(delete(table).where(key.in_(some.scalar_subquery())))
 
 
 # -- row <-> domain ------------------------------------------------------------------------
