@@ -396,15 +396,18 @@ async def session_of_pending(
 
 
 async def retry_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run a whole transaction again when a concurrent writer won a uniqueness race.
+    """Run a whole transaction again when a concurrent writer won a uniqueness race, or the
+    database rolled it back for another one (``StorageContention``: a deadlock broken).
 
     The second run sees the winner's rows, so the policies decide again with the truth
-    (e.g. "already linked" instead of a duplicate-key error).
+    (e.g. "already linked" instead of a duplicate-key error). Nothing of a rolled-back one
+    was written, and its caller's one-time secret (a Discord callback's state and code) is
+    often spent already: a "try again" answer could not be tried again.
     """
     for _ in range(CONFLICT_ATTEMPTS - 1):
         try:
             return await attempt()
-        except errors.Conflict:
+        except (errors.Conflict, errors.StorageContention):
             continue
     return await attempt()
 
