@@ -45,6 +45,13 @@ class StorageTrouble:
         self._said: str | None = None  # the kind of trouble last said, while it lasts
 
     def failed(self, exc: errors.StorageError) -> None:
+        if isinstance(exc, errors.StorageContention):  # the database answered: no outage
+            self._log.warning(
+                "%s: the pass was rolled back by the database for another transaction (a "
+                "deadlock broken); will retry",
+                self._what,
+            )
+            return
         kind = f"not ready: {exc.missing}" if isinstance(exc, errors.StorageNotReady) else ""
         if (kind or "unreachable") == self._said:
             return
