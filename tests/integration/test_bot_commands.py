@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -366,6 +367,11 @@ class DatabaseDownWhoAmI:
         raise errors.StorageError()
 
 
+class RolledBackWhoAmI:
+    async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
+        raise errors.StorageContention()
+
+
 class HangingWhoAmI:
     async def execute(self, discord_id: DiscordId) -> LinkedAccount | None:
         await asyncio.Event().wait()  # never done: only the reply deadline ends it
@@ -394,6 +400,24 @@ async def test_a_failing_command_says_something_went_wrong(
                 assert (await bot.run(user, "whoami")).content == SOMETHING_WENT_WRONG
         if not hangs:  # and the bot keeps working afterwards
             assert "not linked" in (await bot.run(user, "whoami")).content
+
+
+async def test_a_command_rolled_back_by_the_database_is_a_warning_without_a_traceback(
+    caplog: pytest.LogCaptureFixture, served_emulator: ServedEmulator
+) -> None:
+    """Postgres broke a deadlock (StorageContention): nothing is broken, as on the web, where
+    it is a warning; it was logged as an error with a traceback, as a bug."""
+    async with bot_stack(served_emulator) as bot:
+        user = bot.user()
+        with (
+            bot.h.container.who_am_i.override(providers.Factory(RolledBackWhoAmI)),
+            caplog.at_level(logging.INFO),
+        ):
+            reply = await bot.run(user, "whoami")
+        assert reply.content == SOMETHING_WENT_WRONG
+        said = [r for r in caplog.records if "/whoami" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING], said
+        assert all(r.exc_info is None for r in said)
 
 
 async def test_replies_travel_in_the_http_answer_without_the_callback_endpoint(

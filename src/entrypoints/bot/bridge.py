@@ -63,6 +63,8 @@ def register_services(client: lightbulb.Client, container: Container) -> None:
             return True
         if isinstance(cause, errors.DomainError) and not isinstance(cause, errors.StorageError):
             log.info("/%s refused: %s", command, cause.code)
+        elif isinstance(cause, errors.StorageContention):  # another request won a lock
+            log.warning("/%s: transaction rolled back by the database", command)
         elif isinstance(cause, hikari.HTTPError):
             log.error("/%s failed: %s", command, describe_http_error(cause))
         else:
