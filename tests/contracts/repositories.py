@@ -102,6 +102,11 @@ def webhook(
     return event, deliveries
 
 
+async def _add_pending(uow: UnitOfWork, *rows: PendingLogin) -> None:
+    for row in rows:
+        await uow.pending_logins.add(row)
+
+
 async def write(
     factory: UnitOfWorkFactory, step: Callable[[UnitOfWork], Awaitable[object]]
 ) -> None:
@@ -483,6 +488,131 @@ class RepositoryContract:
             )
             assert await uow.pending_logins.get(unspent.state_digest) == unspent
             assert await uow.pending_logins.get("u" * 64) is None
+
+    async def test_a_sign_in_locks_its_round_trip_and_reads_it_or_nothing(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``lock`` returns the state's own row (as ``get`` reads it), whatever browser digests
+        it holds besides; ``None`` for an unknown state, even when the browser has others."""
+        mine, other = pending("s" * 64, consumed_at=NOW), pending("v" * 64)
+        elsewhere = pending("w" * 64, browser_digest="c" * 64)
+        await write(uow_factory, lambda uow: _add_pending(uow, mine, other, elsewhere))
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.lock(mine.state_digest) == mine
+            assert await uow.pending_logins.lock(mine.state_digest, {"b" * 64}) == mine
+            assert await uow.pending_logins.lock(mine.state_digest, {"c" * 64, "d" * 64}) == mine
+            assert await uow.pending_logins.lock("u" * 64) is None
+            assert await uow.pending_logins.lock("u" * 64, {"b" * 64, "c" * 64}) is None
+            await uow.commit()
+        async with uow_factory() as uow:  # reading changed nothing
+            for row in (mine, other, elsewhere):
+                assert await uow.pending_logins.get(row.state_digest) == row
+
+    async def test_a_sign_in_supersedes_its_browsers_other_round_trips(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``supersede`` records the account on every round trip bound to the browser digests
+        (spent or not, already superseded by someone else or not) but ``but``; rows of other
+        browsers are left alone; it counts what it changed, so once more changes nothing."""
+        first, second = account("first", None), account("second", None)
+        signing_in = pending("s" * 64, consumed_at=NOW)
+        waiting = pending("v" * 64, consumed_at=NOW)  # a first load still waiting on Discord
+        unspent = pending("w" * 64)
+        by_another = pending("x" * 64, superseded_by=second.id)
+        old_binding = pending("y" * 64, browser_digest="c" * 64)
+        other_browser = pending("z" * 64, browser_digest="d" * 64)
+        rows = (signing_in, waiting, unspent, by_another, old_binding, other_browser)
+        await write(uow_factory, lambda uow: _add_pending(uow, *rows))
+        browser = {"b" * 64, "c" * 64}
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.lock(signing_in.state_digest, browser) == signing_in
+            count = await uow.pending_logins.supersede(browser, first.id, but="s" * 64)
+            assert count == 4
+            await uow.commit()
+        async with uow_factory() as uow:
+            get = uow.pending_logins.get
+            assert await get(signing_in.state_digest) == signing_in
+            for row in (waiting, unspent, by_another, old_binding):
+                assert await get(row.state_digest) == replace(row, superseded_by=first.id)
+            assert await get(other_browser.state_digest) == other_browser
+            # Once more: nothing left to change.
+            assert await uow.pending_logins.supersede(browser, first.id, but="s" * 64) == 0
+            assert await uow.pending_logins.supersede((), first.id, but="s" * 64) == 0
+            assert await uow.pending_logins.supersede({"e" * 64}, first.id, but="s" * 64) == 0
+            # Another account's later sign-in records itself over it, its own row left out.
+            assert await uow.pending_logins.supersede(browser, second.id, but="v" * 64) == 4
+            await uow.commit()
+        async with uow_factory() as uow:
+            get = uow.pending_logins.get
+            assert await get(signing_in.state_digest) == replace(
+                signing_in, superseded_by=second.id
+            )
+            assert await get(waiting.state_digest) == replace(waiting, superseded_by=first.id)
+            for row in (unspent, by_another, old_binding):
+                assert await get(row.state_digest) == replace(row, superseded_by=second.id)
+            assert await get(other_browser.state_digest) == other_browser
+
+    async def test_a_sign_out_marks_its_browsers_round_trips_once(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """``mark_signed_out`` records ``now`` on the round trips bound to the browser digests
+        that have none yet (an earlier sign-out's time is kept); rows of other browsers are
+        left alone; it counts what it changed, so once more changes nothing."""
+        earlier = NOW + timedelta(seconds=1)
+        now = NOW + timedelta(seconds=3)
+        spent, unspent = pending("s" * 64, consumed_at=NOW), pending("v" * 64)
+        marked = pending("w" * 64, signed_out_at=earlier)
+        old_binding = pending("y" * 64, browser_digest="c" * 64)
+        other_browser = pending("z" * 64, browser_digest="d" * 64)
+        rows = (spent, unspent, marked, old_binding, other_browser)
+        await write(uow_factory, lambda uow: _add_pending(uow, *rows))
+        browser = {"b" * 64, "c" * 64}
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.mark_signed_out(browser, now) == 3
+            await uow.commit()
+        async with uow_factory() as uow:
+            get = uow.pending_logins.get
+            for row in (spent, unspent, old_binding):
+                assert await get(row.state_digest) == replace(row, signed_out_at=now)
+            assert await get(marked.state_digest) == marked
+            assert await get(other_browser.state_digest) == other_browser
+            assert await uow.pending_logins.mark_signed_out(browser, LATER) == 0
+            assert await uow.pending_logins.mark_signed_out((), LATER) == 0
+            assert await uow.pending_logins.mark_signed_out({"e" * 64}, LATER) == 0
+
+    async def test_a_sign_out_waits_for_the_sign_in_that_holds_its_round_trips(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A sign-in that locked its round trip with the browser's digests holds the browser's
+        other round trips too (here one bound to the browser's other binding value, which the
+        sign-out marks and the sign-in's own row is not): the sign-out marks it once the
+        sign-in has ended, and so sees (and keeps) what that recorded."""
+        owner = account()
+        signing_in = pending("s" * 64, browser_digest="c" * 64, consumed_at=NOW)
+        other = pending("v" * 64)
+        await write(uow_factory, lambda uow: _add_pending(uow, signing_in, other))
+        now = NOW + timedelta(seconds=3)
+        browser = {"b" * 64, "c" * 64}
+
+        async def sign_out() -> int:
+            async with uow_factory() as uow:
+                count = await uow.pending_logins.mark_signed_out({"b" * 64}, now)
+                await uow.commit()
+                return count
+
+        async with uow_factory() as holder:
+            assert await holder.pending_logins.lock("s" * 64, browser) == signing_in
+            waiting = asyncio.create_task(sign_out())
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            assert await holder.pending_logins.supersede(browser, owner.id, but="s" * 64) == 1
+            await holder.commit()
+        assert await waiting == 1
+        async with uow_factory() as uow:
+            assert await uow.pending_logins.get("s" * 64) == signing_in
+            assert await uow.pending_logins.get("v" * 64) == replace(
+                other, signed_out_at=now, superseded_by=owner.id
+            )
 
     async def test_uncommitted_consumption_is_undone(self, uow_factory: UnitOfWorkFactory) -> None:
         await write(uow_factory, lambda uow: uow.link_tickets.add(ticket()))
