@@ -812,6 +812,43 @@ async def test_a_stalled_push_whose_not_linked_fails_keeps_the_tokens_to_say_it_
     assert rows(r) == {}
 
 
+async def test_a_stalled_push_does_not_say_not_linked_while_the_members_pushes_wait(
+    r: Harness,
+) -> None:
+    # As above, but the other worker's "not linked" used up the member's own push limit
+    # (X-RateLimit-Remaining: 0, per token; the same pause as after a 429 to that member's
+    # push, global or not). A's "not linked" with the tokens in hand went out anyway: a
+    # certain 429, counted towards Discord's limit of invalid requests per address (10,000
+    # 401/403/429 in 10 minutes ban it). Now A keeps the tokens for a later pass, as when
+    # Discord does not take it, without calling.
+    await connected(r, 7045)
+    await all_due(r)
+    fake(r).push_limit = 1  # a call per window (10 s), per user
+    second: list[RoleSyncReport] = []
+
+    async def stall_while_another_worker_takes_over() -> None:
+        await r.container.unlink_discord().execute(DiscordId(7045))
+        r.clock.advance(CLAIM_LEASE + timedelta(seconds=1))  # A's window is over
+        second.append(await refresh_pass(r))  # B's push uses the member's call
+
+    fake(r).during_push = stall_while_another_worker_takes_over
+    first = await refresh_pass(r)
+
+    assert second == [RoleSyncReport(cleared=1)]  # B: "not linked", tokens deleted
+    assert first == RoleSyncReport(gone=1)
+    assert fake(r).limited == 0  # no 429
+    assert fake(r).calls.count("push") == 3  # the callback's, A's, B's: nothing more
+    assert linked(fake(r).connections[DiscordId(7045)]) == ("1", "0")  # A's, late
+    assert set(rows(r)) == {DiscordId(7045)}  # kept to say it later
+    assert rows(r)[DiscordId(7045)].failures == 0
+
+    r.clock.advance(fake(r).limit_window)
+    assert (await refresh_pass(r)).cleared == 1
+    assert linked(fake(r).connections[DiscordId(7045)]) == ("0", "0")
+    assert rows(r) == {}
+    assert fake(r).limited == 0
+
+
 async def test_a_stalled_push_whose_not_linked_meets_a_revoked_grant_keeps_no_tokens(
     r: Harness,
 ) -> None:

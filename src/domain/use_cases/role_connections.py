@@ -422,7 +422,8 @@ class RoleConnectionPusher:
         "not linked" goes out once more with the tokens in hand (a linked member's "linked"
         is what the late push said), then a row a new grant made meanwhile is made due, so
         its claimant's push lands last. When Discord does not take that "not linked" (down,
-        a 429, a pause holding), the tokens in hand, the only ones left to tell it, are kept
+        a 429, a pause holding), or the member's own pushes are waiting (``_push``: not
+        sent), the tokens in hand, the only ones left to tell it, are kept
         (``_keep``): a later pass pushes it and deletes them. When it refused the access
         token, a refresh tells an ended one from a revoked grant (``_keep_refreshed``).
         ``expires_at``: when their access token ends, as known."""
@@ -430,11 +431,22 @@ class RoleConnectionPusher:
             return
         if not forget and (await self._current(discord_id))[0] is not None:
             return
-        unlinked = role_connection(None, None, self._clock.now())
+        user = _user(discord_id)
+        now = self._clock.now()
+        # The member's own pushes may be waiting (their limit used up, or a 429 to them, by
+        # this instance or another): that push would be one more 429, each counted towards
+        # Discord's limit of invalid requests per address. Kept for a later pass instead.
+        await self._pauses.catch_up((user,), now)
+        if self._pauses.paused(now).get(user) is not None:
+            await self._keep(discord_id, tokens, expires_at)
+            return
+        unlinked = role_connection(None, None, now)
+        used_up = self._used_up(user)
         try:
-            user = _user(discord_id)
             await self._call(
-                lambda: self._discord.push(tokens.access, unlinked), user, own_global=user
+                lambda: self._discord.push(tokens.access, unlinked, used_up=used_up),
+                user,
+                own_global=user,
             )
         except errors.DiscordDenied:
             await uncut(
