@@ -113,17 +113,27 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _skipped.append(report.nodeid)
 
 
+def _skipped_in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true" and bool(_skipped)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_xdist_worker(session.config):
         return
-    if os.environ.get("CI", "").lower() == "true" and _skipped:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.ensure_newline()
-            reporter.write_line(
-                f"CI=true: {len(_skipped)} test(s) skipped; in CI every suite is required:",
-                red=True,
-            )
-            for nodeid in _skipped:
-                reporter.write_line(f"  {nodeid}", red=True)
+    if _skipped_in_ci():
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Which tests skipped, in CI: a section of the summary, on its own lines (said from
+    ``pytest_sessionfinish``, it came straight after the progress dots' ``[100%]``, which end
+    no line: the reporter ends it only after that hook)."""
+    if _is_xdist_worker(config) or not _skipped_in_ci():
+        return
+    terminalreporter.section(
+        f"CI=true: {len(_skipped)} test(s) skipped; in CI every suite is required", red=True
+    )
+    for nodeid in _skipped:
+        terminalreporter.line(f"  {nodeid}", red=True)
