@@ -697,6 +697,25 @@ class RepositoryContract:
                 newer, consumed_at=NOW
             )
 
+    async def test_a_later_link_command_on_a_host_whose_clock_is_behind_still_replaces(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Two /link commands one after the other on two instances, the first one's clock
+        ahead by more than the time between them: the second spends the first (at its own
+        ``created_at``), so the first is refused as spent and the second, though made
+        "earlier", is not taken as replaced by it. Only commands whose transactions overlap
+        (neither sees the other's ticket) are ordered by the instances' clocks (README:
+        keep every host on NTP)."""
+        first = replace(ticket("z" * 64), created_at=NOW + timedelta(seconds=5))
+        second = replace(ticket("a" * 64), created_at=NOW)
+        await write(uow_factory, lambda uow: uow.link_tickets.add_replacing(first))
+        await write(uow_factory, lambda uow: uow.link_tickets.add_replacing(second))
+        async with uow_factory() as uow:
+            assert await uow.link_tickets.get(first.digest) == replace(first, consumed_at=NOW)
+            assert not await uow.link_tickets.replaced(second)
+            assert await uow.link_tickets.consume(first.digest, NOW) is None
+            assert await uow.link_tickets.consume(second.digest, NOW) is not None
+
     async def test_a_ticket_is_replaced_by_a_newer_one_live_when_it_was_made(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
