@@ -36,6 +36,9 @@
   body gets a 400: httptools takes such a request as bodyless and parsed its body, in a read
   of its own, as the next request (smuggled past a proxy that passes Upgrade on). One
   without a body is answered and its connection closed.
+- A request in an HTTP version other than 1.0 and 1.1 gets a 505: httptools parses an
+  HTTP/0.9 request line (no version) and an HTTP/2.0 one, which uvicorn answered in HTTP/1.1
+  (it refuses HTTP/1.2 and the rest itself, with a 400).
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -108,6 +111,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _body_timer: asyncio.TimerHandle | None = None
     _body_heard = 0.0  # the loop's time a body's bytes last came (or were last asked for)
     _eof = False  # the client sent all it will (it shut down its side): answer, then close
+    _refusal: tuple[int, str] | None = None  # the status a parser error is answered with
 
     def __init__(
         self,
@@ -161,11 +165,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_begun:
             msg = "Request head not received in time."
             self.logger.info(msg)
-            self._send_408(msg)
+            self._send_error(408, msg)
         self.transport.close()
 
-    def _send_408(self, msg: str) -> None:
-        content = [STATUS_LINE[408]]
+    def _refuse(self, status: int, msg: str) -> HttpParserCallbackError:
+        """The error that stops the parser, answered with ``status`` (not uvicorn's 400)."""
+        self._refusal = (status, msg)
+        return HttpParserCallbackError(msg)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error: a 400, or the status ``_refuse`` gave."""
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        status, msg = self._refusal
+        self.logger.warning(msg)
+        self._send_error(status, msg)
+        self.transport.close()
+
+    def _send_error(self, status: int, msg: str) -> None:
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend(
@@ -221,7 +240,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle.disconnected = True
         cycle.message_event.set()
         if unanswered:
-            self._send_408(msg)
+            self._send_error(408, msg)
         self.transport.close()
 
     def on_response_complete(self) -> None:
@@ -286,6 +305,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         kept = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if kept > MAX_HEAD_BYTES:
             raise HttpParserCallbackError("Request head too large.")
+        # httptools parses an HTTP/0.9 request line (no version: "GET /") and HTTP/2.0 ones
+        # (it refuses 1.2 and the rest itself), which uvicorn answered in HTTP/1.1: 505 (RFC
+        # 9110 15.6.6), as one the server does not speak.
+        version = self.parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            raise self._refuse(505, "HTTP version not supported.")
         if not self.url.startswith((b"/", b"*")):
             if not self._names_the_host(self.url):
                 raise HttpParserCallbackError("Request target names another host.")
@@ -299,9 +324,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing (a 1.0
         # peer in front may not know it: the chunks were a request of their own to httptools);
         # nginx answers it 400 too.
-        if self.parser.get_http_version() != "1.1" and any(
-            name == b"transfer-encoding" for name, _ in self.headers
-        ):
+        codings = [value for name, value in self.headers if name == b"transfer-encoding"]
+        if version != "1.1" and codings:
             raise HttpParserCallbackError("Transfer-Encoding in an HTTP/1.0 request.")
         unmade_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
         if unmade_upgrade and self._has_a_body():

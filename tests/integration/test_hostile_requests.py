@@ -298,7 +298,8 @@ def test_requests_no_client_library_would_send_get_no_5xx(live: Live, raw: bytes
         while chunk := conn.recv(65536):
             answer += chunk
     status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/") else b"(closed)"
-    assert not status.startswith(b"5"), answer[:300]
+    # (505: the protocol's refusal of HTTP/0.9, not a server error)
+    assert not status.startswith(b"5") or status == b"505", answer[:300]
 
 
 def _exchange(live: Live, raw: bytes) -> list[bytes]:
@@ -931,3 +932,30 @@ def test_transfer_encoding_in_an_http10_request_is_refused() -> None:
             raw = b"POST / " + version + b"\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n"
             expected = [b"400"] if version == b"HTTP/1.0" else [b"204"]
             assert _statuses(url, raw + chunked) == expected, version
+
+
+def test_an_http_version_other_than_10_and_11_is_refused() -> None:
+    """An HTTP/0.9 request line (no version) and an HTTP/2.0 one were served, with HTTP/1.1
+    answers (httptools parses both): 505 (RFC 9110 15.6.6). httptools itself refuses other
+    versions (HTTP/1.2, HTTP/3.1) with a 400."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["http_version"])
+            await _reads_all_then_204(scope, receive, send)
+
+    with serve(app) as url:
+        assert _statuses(url, b"GET /\r\n\r\n") == [b"505"]
+        for version in (b"HTTP/0.9", b"HTTP/2.0"):
+            raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
+            assert _statuses(url, raw) == [b"505"], version
+        for version in (b"HTTP/1.2", b"HTTP/3.1"):
+            raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
+            assert _statuses(url, raw) == [b"400"], version
+        assert seen == []
+        for version in (b"HTTP/1.0", b"HTTP/1.1"):
+            raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
+            assert _statuses(url, raw) == [b"204"], version
+    assert seen == ["1.0", "1.1"]
+
