@@ -39,6 +39,8 @@
 - A request in an HTTP version other than 1.0 and 1.1 gets a 505: httptools parses an
   HTTP/0.9 request line (no version) and an HTTP/2.0 one, which uvicorn answered in HTTP/1.1
   (it refuses HTTP/1.2 and the rest itself, with a 400).
+- A transfer coding other than chunked (``gzip, chunked``) gets a 501 (RFC 9112 6.1, as from
+  nginx): httptools read such a body as chunked and its app got it still gzipped.
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -327,6 +329,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         codings = [value for name, value in self.headers if name == b"transfer-encoding"]
         if version != "1.1" and codings:
             raise HttpParserCallbackError("Transfer-Encoding in an HTTP/1.0 request.")
+        # A coding before chunked ("gzip, chunked"): httptools took the body as chunked and
+        # handed the app what was still gzipped, as if it were the content. Chunked is the
+        # one coding of ours: 501 to the others (RFC 9112 6.1, as nginx answers).
+        if codings and _codings(codings) != [b"chunked"]:
+            raise self._refuse(501, "Transfer coding not implemented.")
         unmade_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
         if unmade_upgrade and self._has_a_body():
             raise HttpParserCallbackError("Request body with an upgrade not made.")
@@ -376,6 +383,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def _codings(fields: list[bytes]) -> list[bytes]:
+    """The transfer codings that Transfer-Encoding ``fields`` list, lowercase, in order."""
+    listed = (coding.strip(b" \t").lower() for field in fields for coding in field.split(b","))
+    return [coding for coding in listed if coding]
 
 
 def _with_a_path(target: bytes, method: bytes) -> bytes:

@@ -934,6 +934,29 @@ def test_transfer_encoding_in_an_http10_request_is_refused() -> None:
             assert _statuses(url, raw + chunked) == expected, version
 
 
+def test_a_transfer_coding_other_than_chunked_is_not_implemented() -> None:
+    """RFC 9112 6.1: a server that receives a transfer coding it does not understand SHOULD
+    answer 501 (as nginx does). httptools took ``gzip, chunked`` as chunked and handed the
+    app the body still gzipped, as if it were the content; only chunked is ours."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+            await _reads_all_then_204(scope, receive, send)
+
+    body = b"3\r\nabc\r\n0\r\n\r\n"
+    with serve(app) as url:
+        for coding in (b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked"):
+            raw = b"POST /coded HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: %s\r\n\r\n"
+            assert _statuses(url, raw % coding + body) == [b"501"], coding
+        assert seen == []
+        for coding in (b"chunked", b"Chunked"):
+            raw = b"POST /plain HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: %s\r\n\r\n"
+            assert _statuses(url, raw % coding + body) == [b"204"], coding
+    assert seen == ["/plain", "/plain"]
+
+
 def test_an_http_version_other_than_10_and_11_is_refused() -> None:
     """An HTTP/0.9 request line (no version) and an HTTP/2.0 one were served, with HTTP/1.1
     answers (httptools parses both): 505 (RFC 9110 15.6.6). httptools itself refuses other
@@ -958,4 +981,3 @@ def test_an_http_version_other_than_10_and_11_is_refused() -> None:
             raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
             assert _statuses(url, raw) == [b"204"], version
     assert seen == ["1.0", "1.1"]
-
