@@ -41,6 +41,8 @@
   (it refuses HTTP/1.2 and the rest itself, with a 400).
 - A transfer coding other than chunked (``gzip, chunked``) gets a 501 (RFC 9112 6.1, as from
   nginx): httptools read such a body as chunked and its app got it still gzipped.
+- A field's value reaches the app without the whitespace around it (RFC 9112 5, as h11
+  gave it): httptools kept a trailing one, so ``Host: 127.0.0.1 `` was refused as no host.
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -290,7 +292,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:
-            super().on_header(name, value)
+            # RFC 9112 5: the whitespace around a field's value is not part of it; httptools
+            # drops the leading one only (``Host: 127.0.0.1 `` reached the app so).
+            super().on_header(name, value.strip(b" \t"))
             return
         # After the head, a trailer field: dropped, its bytes counted (httptools kept them).
         self._trailer_bytes += len(name) + len(value) + 4

@@ -981,3 +981,23 @@ def test_an_http_version_other_than_10_and_11_is_refused() -> None:
             raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
             assert _statuses(url, raw) == [b"204"], version
     assert seen == ["1.0", "1.1"]
+
+
+def test_a_field_values_surrounding_whitespace_is_not_its_value(live: Live) -> None:
+    """RFC 9112 5: a field's value excludes the whitespace around it. httptools dropped the
+    leading one only, so ``Host:  127.0.0.1 `` reached the app as ``127.0.0.1 `` (refused by
+    the Host check, where h11 served it), and any field kept a trailing space or tab."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(list(scope["headers"]))
+            await _reads_all_then_204(scope, receive, send)
+
+    raw = b"GET / HTTP/1.1\r\nHost:  127.0.0.1 \r\nX-Padded:\t a b \t\r\n\r\n"
+    with serve(app) as url:
+        assert _statuses(url, raw) == [b"204"]
+    assert seen == [[(b"host", b"127.0.0.1"), (b"x-padded", b"a b")]]
+    host = live.url.removeprefix("http://")
+    padded = b"GET /healthz HTTP/1.1\r\nHost:  %s \t\r\n\r\n" % host.encode()
+    assert _exchange(live, padded) == [b"200"]
