@@ -43,6 +43,9 @@
   nginx): httptools read such a body as chunked and its app got it still gzipped.
 - A field's value reaches the app without the whitespace around it (RFC 9112 5, as h11
   gave it): httptools kept a trailing one, so ``Host: 127.0.0.1 `` was refused as no host.
+- A WebSocket upgrade pipelined behind a request still being answered is not made (answered
+  as an upgrade not made, then closed): uvicorn made it at once, its 101 before the earlier
+  answer, and the timers of the old protocol later closed the WebSocket's connection.
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -363,6 +366,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # the connection is the WebSocket protocol's now
         if self.cycle.response_complete and not self.pipeline:  # answered before its body ended
             self._await_head()
+
+    def _should_upgrade(self) -> bool:
+        """uvicorn's (a WebSocket's upgrade, with an implementation), but not behind a request
+        still being read or answered (pipelined): uvicorn made it at once, its 101 went
+        before (or amid) the earlier answer, and once that was done, the old protocol's
+        keep-alive and head timers closed the WebSocket's connection. Such an upgrade is not
+        made: its request is answered as any with an upgrade not made, then the connection
+        closed."""
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and not cycle.response_complete):
+            return False
+        return super()._should_upgrade()
 
     def _has_a_body(self) -> bool:
         """Whether the request's head announces a body (httptools checked its framing)."""

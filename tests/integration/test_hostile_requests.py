@@ -1001,3 +1001,38 @@ def test_a_field_values_surrounding_whitespace_is_not_its_value(live: Live) -> N
     host = live.url.removeprefix("http://")
     padded = b"GET /healthz HTTP/1.1\r\nHost:  %s \t\r\n\r\n" % host.encode()
     assert _exchange(live, padded) == [b"200"]
+
+
+async def _websocket_or_slow_204(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+    elif scope["type"] == "http":
+        await _sleeps_then_204(scope, receive, send)
+
+
+def test_a_websocket_upgrade_behind_an_unanswered_request_is_not_made() -> None:
+    """uvicorn made a WebSocket upgrade pipelined behind a request still being answered at
+    once: its 101 went before (or amid) the earlier answer, and once that answer was done,
+    the old protocol's keep-alive timer and head timer closed the WebSocket's connection.
+    Such an upgrade is not made: the request is answered as any with an upgrade not made,
+    after the one before, and its connection closed (the client asks again on a new one)."""
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    slow = b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with (
+        serve(_websocket_or_slow_204, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        _connect(url) as conn,
+    ):
+        conn.sendall(slow + upgrade)
+        answers = _read_until_closed(conn)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+    assert answers.lower().endswith(b"connection: close\r\n\r\n"), answers
+    # Alone on its connection, the upgrade is made (the emulator's gateway needs it).
+    with serve(_websocket_or_slow_204) as url, _connect(url) as conn:
+        conn.sendall(upgrade)
+        assert _read_answers(conn, 1).startswith(b"HTTP/1.1 101 ")
