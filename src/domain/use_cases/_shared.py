@@ -524,6 +524,25 @@ async def for_the_same_account(
     await uow.pending_logins.supersede(digests, account_id, but=held.state_digest)
 
 
+def browser_offers(
+    tokens: TokenIssuer, browser: BrowserCookies, *, completing: str | None = None
+) -> list[str]:
+    """The digests of the link proposals this browser's cookies name (its offer, and those
+    its Discord sign-ins made under its binding values: ``sign_in_successors``), in the
+    order every transaction spends them in, the digests'. Two browsers whose cookies name
+    each other's (copied binding cookies) spending them at once, one its own offer first,
+    waited for each other (Postgres aborted one: a deadlock, a 503). After the round trips
+    and the accounts a transaction locks, before the sessions (in the digests' order too)."""
+    offer = digest_of(tokens, browser.proposal_token)
+    offers = {offer} if offer is not None else set()
+    offers.update(
+        sign_in_successors(
+            tokens, browser.bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN, completing=completing
+        )
+    )
+    return sorted(offers)
+
+
 async def sign_out_browser(
     uow: UnitOfWork,
     tokens: TokenIssuer,
@@ -532,6 +551,7 @@ async def sign_out_browser(
     *,
     keeping: str | None = None,
     completing: str | None = None,
+    offers_spent: bool = False,
 ) -> bool:
     """``SignOut``'s writes (see it), in the caller's transaction: whatever ends or replaces
     this browser's session (``EndSession``, ``EndAllSessions``, a sign-in) does it in its own
@@ -547,6 +567,9 @@ async def sign_out_browser(
     proposal (it made one instead of signing in, and its state is spent once), so nothing
     under it is looked up: neither is there to end.
 
+    ``offers_spent``: the caller spent the browser's offers already, in their order (see
+    ``browser_offers``), before the rows it locked after them.
+
     It marks none of the browser's Discord round trips: a caller that ends the browser's
     session marks them itself (``stop_sign_ins_under_way``), first in its transaction, before
     any lock (a load that started its session before that waited for it has committed it,
@@ -558,12 +581,7 @@ async def sign_out_browser(
     the later waits for the earlier, no deadlock)."""
     ended = False
     session_token, bindings = browser.session_token, browser.bindings
-    offer = digest_of(tokens, browser.proposal_token)
-    offers = {offer} if offer is not None else set()
-    offers.update(
-        sign_in_successors(tokens, bindings, PROPOSAL_AFTER_DISCORD_SIGN_IN, completing=completing)
-    )
-    for digest in sorted(offers):
+    for digest in [] if offers_spent else browser_offers(tokens, browser, completing=completing):
         ended = await uow.link_proposals.consume(digest, now) is not None or ended
     kept = digest_of(tokens, keeping)
     own = tokens.digest(session_token) if plausible_token(session_token) else None

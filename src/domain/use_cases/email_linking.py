@@ -9,7 +9,7 @@ cookie: it proves the mailbox, the cookie says which Discord account this browse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -38,6 +38,7 @@ from domain.use_cases._shared import (
     SESSION_TTL,
     BrowserCookies,
     apply_link,
+    browser_offers,
     digest_of,
     made_just_now,
     queue_email,
@@ -159,6 +160,33 @@ async def _confirmed_just_now(
     return proposal, account, made.token
 
 
+async def _spend_offers(
+    uow: UnitOfWork, tokens: TokenIssuer, browser: BrowserCookies, now: datetime
+) -> tuple[LinkProposal, dict[str, LinkProposal]]:
+    """The proposal this browser's offer names, spent (or its refusal), with the browser's
+    other offers (``browser_offers``, which its session's end spends: see
+    ``_link_and_sign_in``), all in the caller's transaction and in their one order; and the
+    others this spent, as they were (``_sent_for``). Its own first, then the others at its
+    session's end, it waited for a sign-out in a browser holding a copy of its binding
+    cookie (whose own proposal's digest came first) while that one waited for it: a
+    deadlock, which Postgres broke by rolling one back."""
+    own = digest_of(tokens, browser.proposal_token)
+    if own is None:
+        raise proposal_refusal(SecretStatus.UNKNOWN)
+    proposal: LinkProposal | None = None
+    others: dict[str, LinkProposal] = {}
+    for digest in browser_offers(tokens, browser):
+        if digest != own:
+            if (spent := await uow.link_proposals.consume(digest, now)) is not None:
+                others[digest] = spent
+            continue
+        proposal = await use_secret(
+            uow.link_proposals, own, now, spend=True, refusal=proposal_refusal
+        )
+    assert proposal is not None  # noqa: S101 - its own offer is among them
+    return proposal, others
+
+
 async def _link_and_sign_in(
     uow: UnitOfWork,
     tokens: TokenIssuer,
@@ -174,8 +202,8 @@ async def _link_and_sign_in(
 ) -> LinkConfirmed:
     """``browser``: the session this browser had, which ends in this transaction (see
     ``sign_out_browser``), as a sign-in's does, with what the Discord sign-ins bound to it
-    (its binding cookie's values) made without their answer reaching it. Its offer is
-    ``proposal``'s, spent by the caller."""
+    (its binding cookie's values) made without their answer reaching it. Its offers,
+    ``proposal``'s among them, were spent by the caller (``_spend_offers``)."""
     await apply_link(
         uow,
         discord=proposal.discord,
@@ -194,7 +222,7 @@ async def _link_and_sign_in(
         uow, tokens, proposal.account_id, now, ttl, method=method, secret=made
     )
     # Its round trips marked by the caller, first in its transaction.
-    await sign_out_browser(uow, tokens, browser.without_offer(), now, keeping=token)
+    await sign_out_browser(uow, tokens, browser, now, keeping=token, offers_spent=True)
     await uow.commit()
     return LinkConfirmed(proposal.account_id, token, proposal.destination)
 
@@ -260,13 +288,7 @@ class ConfirmLinkWithPassword:
                 # First, before any lock: see ``stop_sign_ins_under_way``.
                 await stop_sign_ins_under_way(uow, self._tokens, browser, now)
                 fresh = await still_the_password(uow, shown.account.id, checked)
-                proposal = await use_secret(
-                    uow.link_proposals,
-                    shown.proposal.digest,
-                    now,
-                    spend=True,
-                    refusal=proposal_refusal,
-                )
+                proposal, _ = await _spend_offers(uow, self._tokens, browser, now)
                 done = await _link_and_sign_in(
                     uow,
                     self._tokens,
@@ -380,24 +402,33 @@ class EmailLinkConfirmation:
         return LinkEmailed(address, shown.proposal.expires_at)
 
 
-async def _sent_for(uow: UnitOfWork, used: EmailToken, proposal: LinkProposal) -> bool:
+async def _sent_for(
+    uow: UnitOfWork,
+    used: EmailToken,
+    proposal: LinkProposal,
+    spent_now: Mapping[str, LinkProposal] | None = None,
+) -> bool:
     """Whether the emailed link was sent for the Discord sign-in waiting in this browser: for
     its proposal, or for an earlier one of the same Discord account and TaskFlow account that
     is still waiting too (the person signed in with Discord again while the email was on its
     way, which gave the browser a new proposal). The browser proves the Discord account the
     email names, the link the mailbox: the link the email offered is the one made. Another
     Discord account's sign-in, though it has the same address, is not the one the email
-    named."""
+    named. ``spent_now``: the browser's other proposals the caller's transaction spent
+    (``_spend_offers``): waiting still, until then."""
     if used.proposal_digest is None:
         return False
     if used.proposal_digest == proposal.digest:
         return True
-    sent_for = await uow.link_proposals.get(used.proposal_digest)
+    spent_now = spent_now or {}
+    sent_for = spent_now.get(used.proposal_digest) or await uow.link_proposals.get(
+        used.proposal_digest
+    )
     return (
         sent_for is not None
         # Confirmed already (with the password): the link is done with, whatever came after
         # (an unlink by the owner, say).
-        and sent_for.consumed_at is None
+        and (sent_for.consumed_at is None or sent_for.digest in spent_now)
         and sent_for.discord.id == proposal.discord.id
         and sent_for.account_id == proposal.account_id
     )
@@ -442,14 +473,10 @@ class ConfirmLinkWithEmail:
                 used, account = await consume_email_link(
                     uow, self._tokens, email_token, EmailPurpose.LINK, now
                 )
-                proposal = await use_secret(
-                    uow.link_proposals,
-                    digest_of(self._tokens, proposal_token),
-                    now,
-                    spend=True,
-                    refusal=proposal_refusal,
-                )
-                if proposal.account_id != account.id or not await _sent_for(uow, used, proposal):
+                proposal, others = await _spend_offers(uow, self._tokens, browser, now)
+                if proposal.account_id != account.id or not await _sent_for(
+                    uow, used, proposal, others
+                ):
                     raise errors.SecretUnknown(
                         "This link was sent for a Discord sign-in in another browser (or as "
                         "another Discord account). Open it in the browser where you signed in "
