@@ -816,15 +816,18 @@ class SqlSessions(_Repo):
         # Then deleted by account in a statement of its own: one DELETE whose rows were the
         # locking subquery's missed a session renewed meanwhile (its token_hash changed
         # under the outer scan's snapshot), which lived on. Its own statement sees it, locked.
+        # The kept session is locked with the others, in their order: its caller renews it
+        # next, and a sign-out whose cookies name it and another one (copied cookies) took
+        # them in the digests' order, one holding what the other waited for (a deadlock).
         owned = sessions.c.account_id == account_id.value
-        if keep is not None:
-            owned = owned & (sessions.c.token_hash != keep)
         await self._run(
             select(sessions.c.token_hash)
             .where(owned)
             .order_by(sessions.c.token_hash)
             .with_for_update()
         )
+        if keep is not None:
+            owned = owned & (sessions.c.token_hash != keep)
         return await self._count(delete(sessions).where(owned))
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:

@@ -1,0 +1,93 @@
+"""A password change beside a sign-out, on Postgres, both ending the same two sessions of one
+account: the sign-out's browser holds a copy of the changing browser's session cookie and of
+the binding cookie of the other session's Discord sign-in. The change locked the account's
+other sessions (``remove_for_account``, the digests' order) and then renewed its own; the
+sign-out ends its cookie's session and the Discord sign-in's in the digests' order. With the
+changing browser's own digest first, each held a row the other waited for: a deadlock, which
+Postgres broke by rolling one back (the sign-out's a 503). The change now locks its own
+session with the others, in their order: the sign-out waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.sql import SqlDatabase, repositories
+from adapters.sql import errors as sql_errors
+from adapters.sql.repositories import SqlSessions
+from domain import errors
+from domain.model import AccountId, DiscordId
+from domain.use_cases import BrowserCookies
+from tests.harness import PASSWORD, Harness, sql_harness
+from tests.integration.postgres import PostgresServer
+from tests.integration.waiting import until_it_waits_for_a_lock
+
+
+@pytest.fixture
+async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
+    async with sql_harness(
+        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
+    ) as harness:
+        yield harness
+
+
+async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:
+    """A browser signed in with Discord just now: its session token and binding value."""
+    started = await h.container.start_discord_login().execute(next_path=None, browser_tokens=[])
+    approval = h.discord.approve(started.authorize_url, DiscordId(discord_id))
+    browser = BrowserCookies(bindings=started.browser_tokens)
+    done = await h.container.complete_discord_auth().execute(
+        state=approval.state, code=approval.code, error=None, browser=browser
+    )
+    assert done.session_token is not None
+    return done.session_token, started.browser_tokens[0]
+
+
+async def test_a_password_change_beside_a_sign_out_ending_the_same_sessions(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, pg_db: SqlDatabase
+) -> None:
+    h.discord_user(7921, username="dora", email="dora@example.com")
+    tokens = h.container.tokens()
+    while True:  # two sessions of one account, the changing browser's digest first
+        own, _ = await _signed_in_with_discord(h, 7921)
+        other, other_binding = await _signed_in_with_discord(h, 7921)
+        if tokens.digest(own) < tokens.digest(other):
+            break
+    # A copy of the changing browser's session cookie, and of the other's binding cookie.
+    copied = BrowserCookies(session_token=own, bindings=(other_binding,))
+
+    contended: list[errors.DomainError] = []
+    translate = sql_errors.translate
+
+    def noted(exc: Exception) -> errors.DomainError:
+        translated = translate(exc)
+        if isinstance(translated, errors.StorageContention):
+            contended.append(translated)
+        return translated
+
+    monkeypatch.setattr(repositories, "translate", noted)
+    remove_for_account = SqlSessions.remove_for_account
+    removed, go = asyncio.Event(), asyncio.Event()
+
+    async def remove_held(
+        repo: SqlSessions, account_id: AccountId, *, keep: str | None = None
+    ) -> int:
+        ended = await remove_for_account(repo, account_id, keep=keep)
+        removed.set()  # the change, the other session ended: it waits here
+        await go.wait()
+        return ended
+
+    monkeypatch.setattr(SqlSessions, "remove_for_account", remove_held)
+    one = asyncio.ensure_future(
+        h.container.set_password().execute(
+            session_token=own, new_password=PASSWORD, current_password=None
+        )
+    )
+    await removed.wait()
+    other_task = asyncio.ensure_future(h.container.sign_out().execute(copied))
+    await until_it_waits_for_a_lock(pg_db, other_task)
+    go.set()
+    await asyncio.gather(one, other_task)  # a deadlock: the sign-out's a 503
+    assert contended == []  # nor was either rolled back
