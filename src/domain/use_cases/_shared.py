@@ -543,6 +543,23 @@ def browser_offers(
     return sorted(offers)
 
 
+async def spend_browser_offers(
+    uow: UnitOfWork,
+    tokens: TokenIssuer,
+    browser: BrowserCookies,
+    now: datetime,
+    *,
+    completing: str | None = None,
+) -> bool:
+    """The link proposals this browser's cookies name, spent in their order (see
+    ``browser_offers``), in the caller's transaction: whether any was. A caller that ends
+    sessions before ``sign_out_browser`` (``offers_spent``) spends them first."""
+    ended = False
+    for digest in browser_offers(tokens, browser, completing=completing):
+        ended = await uow.link_proposals.consume(digest, now) is not None or ended
+    return ended
+
+
 async def sign_out_browser(
     uow: UnitOfWork,
     tokens: TokenIssuer,
@@ -581,8 +598,8 @@ async def sign_out_browser(
     the later waits for the earlier, no deadlock)."""
     ended = False
     session_token, bindings = browser.session_token, browser.bindings
-    for digest in [] if offers_spent else browser_offers(tokens, browser, completing=completing):
-        ended = await uow.link_proposals.consume(digest, now) is not None or ended
+    if not offers_spent:
+        ended = await spend_browser_offers(uow, tokens, browser, now, completing=completing)
     kept = digest_of(tokens, keeping)
     own = tokens.digest(session_token) if plausible_token(session_token) else None
     successors = successors_of(tokens, session_token) if session_token and own else []

@@ -49,6 +49,7 @@ from domain.use_cases._shared import (
     retry_on_conflict,
     session_token_after,
     sign_out_browser,
+    spend_browser_offers,
     start_session,
     stop_sign_ins_under_way,
 )
@@ -206,6 +207,9 @@ class ResetPassword(_PasswordUseCase):
                         uow, used.email, owner=account.id, locked=locked, now=now, proof="reset"
                     )
                     confirmed = True
+            # Before the sessions (see ``browser_offers``): a sign-out in a browser with
+            # copies of its cookies spends them first, then ends one of the account's.
+            await spend_browser_offers(uow, self._tokens, browser, now)
             unlinked = await self._unlink_if_unconfirmed(uow, account, now)
             # Kept (a confirmed address): the person is told, in case it is not theirs.
             kept = None if unlinked else await uow.links.get_by_account(account.id)
@@ -239,8 +243,8 @@ class ResetPassword(_PasswordUseCase):
                 method=SignInMethod.PASSWORD,
                 secret=made,
             )
-            await sign_out_browser(  # marked first, above
-                uow, self._tokens, browser, now, keeping=session
+            await sign_out_browser(  # marked and spent first, above
+                uow, self._tokens, browser, now, keeping=session, offers_spent=True
             )
             await uow.commit()
         # The owner proved the mailbox: the sign-in's failures, and those the sessions without a

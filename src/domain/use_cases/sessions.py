@@ -28,6 +28,7 @@ from domain.use_cases._shared import (
     session_token_after,
     sign_out_browser,
     signed_in,
+    spend_browser_offers,
     stop_sign_ins_under_way,
 )
 
@@ -148,13 +149,16 @@ class EndSession:
             session, account = await signed_in(uow, self._tokens, browser.session_token, now)
             if wanted == session.id:  # first, before any lock: see stop_sign_ins_under_way
                 await stop_sign_ins_under_way(uow, self._tokens, browser, now)
+                # Before its session: a sign-out in a browser with copies of its cookies
+                # spends them first (see ``browser_offers``).
+                await spend_browser_offers(uow, self._tokens, browser, now)
             if not await uow.sessions.remove_by_id(account.id, wanted):
                 raise errors.NotFound("There is no such session (it may have ended already).")
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "other"})
             )
-            if wanted == session.id:  # marked above
-                await sign_out_browser(uow, self._tokens, browser, now)
+            if wanted == session.id:  # marked and spent above
+                await sign_out_browser(uow, self._tokens, browser, now, offers_spent=True)
             await uow.commit()
         return wanted == session.id
 
@@ -191,6 +195,9 @@ class EndAllSessions:
             await stop_sign_ins_under_way(uow, self._tokens, browser, now)
             _, account = await signed_in(uow, self._tokens, browser.session_token, now)
             fresh = await uow.accounts.lock(account.id)
+            # Before the sessions (see ``browser_offers``): a sign-out in a browser with
+            # copies of its cookies spends them first, then ends one of these.
+            await spend_browser_offers(uow, self._tokens, browser, now)
             if fresh is not None:
                 updated = replace(fresh, device_epoch=fresh.device_epoch + 1)
                 await uow.accounts.update(updated)
@@ -202,7 +209,7 @@ class EndAllSessions:
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
             )
-            await sign_out_browser(uow, self._tokens, browser, now)  # marked
+            await sign_out_browser(uow, self._tokens, browser, now, offers_spent=True)  # marked
             await uow.commit()
         return SignedOutEverywhere(ended, kept)
 

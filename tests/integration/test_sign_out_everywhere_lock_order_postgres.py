@@ -1,0 +1,99 @@
+"""Ending a browser's session from the account page ("Sign out" next to it, or "Sign out
+everywhere") beside a sign-out in another browser holding copies of its cookies (its session
+and its binding cookie, whose Discord sign-in's link proposal waits, its round trip purged
+already: proposals outlive them), on Postgres. Each ended the session first, then spent the
+proposal; the sign-out spends the proposal, then ends the session: each held a row the other
+waited for, a deadlock, which Postgres broke by rolling one back (the sign-out's a 503). They
+spend the browser's proposals first now, as the sign-out does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from adapters.sql import SqlDatabase, repositories
+from adapters.sql import errors as sql_errors
+from adapters.sql.repositories import SqlSessions
+from domain import errors
+from domain.use_cases import AuthOutcome, BrowserCookies
+from tests.harness import Browser, Harness, sql_harness
+from tests.integration.postgres import PostgresServer
+from tests.integration.waiting import until_it_waits_for_a_lock
+
+
+@pytest.fixture
+async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
+    async with sql_harness(
+        postgres.url,
+        email_linking="confirm",
+        db_pool_size=10,
+        db_pool_timeout=120,
+        db_statement_timeout_seconds=120,
+    ) as harness:
+        yield harness
+
+
+def _end_all(h: Harness, browser: BrowserCookies, session_id: str) -> Awaitable[Any]:
+    return h.container.end_all_sessions().execute(browser)
+
+
+def _end_this_one(h: Harness, browser: BrowserCookies, session_id: str) -> Awaitable[Any]:
+    return h.container.end_session().execute(browser, session_id)
+
+
+@pytest.mark.parametrize(
+    ("ending", "held"),
+    [(_end_all, "remove_for_account"), (_end_this_one, "remove_by_id")],
+    ids=["everywhere", "this-one"],
+)
+async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
+    h: Harness,
+    pg_db: SqlDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: Callable[[Harness, BrowserCookies, str], Awaitable[Any]],
+    held: str,
+) -> None:
+    alice = (await h.sign_up("alice", "alice@example.com")).account
+    browser = Browser()
+    login = await h.discord_login(h.discord_user(9701, email="alice@example.com"), browser)
+    assert login.outcome is AuthOutcome.CONFIRM_NEEDED
+    # Its round trip expired and purged; the proposal lives on (30 minutes).
+    h.clock.advance(timedelta(minutes=16))
+    assert (await h.container.purge_expired().execute()).pending_logins == 1
+    session = await h.session_for(alice.id)
+    session_id = str((await h.container.list_sessions().execute(session)).current.id)
+    cookies = BrowserCookies(session_token=session, bindings=browser.bindings)
+
+    contended: list[errors.DomainError] = []
+    translate = sql_errors.translate
+
+    def noted(exc: Exception) -> errors.DomainError:
+        translated = translate(exc)
+        if isinstance(translated, errors.StorageContention):
+            contended.append(translated)
+        return translated
+
+    monkeypatch.setattr(repositories, "translate", noted)
+    remove = getattr(SqlSessions, held)
+    removed, go = asyncio.Event(), asyncio.Event()
+
+    async def remove_held(repo: SqlSessions, *args: Any, **kwargs: Any) -> Any:
+        done = await remove(repo, *args, **kwargs)
+        removed.set()  # the session ended: it waits here
+        await go.wait()
+        return done
+
+    monkeypatch.setattr(SqlSessions, held, remove_held)
+    one = asyncio.ensure_future(ending(h, cookies, session_id))
+    await removed.wait()
+    other = asyncio.ensure_future(h.container.sign_out().execute(cookies))  # the copies
+    await until_it_waits_for_a_lock(pg_db, other)
+    go.set()
+    await asyncio.gather(one, other)  # a deadlock: the sign-out's a 503
+    assert contended == []  # nor was either rolled back
+    async with h.uow(read_only=True) as uow:
+        assert await uow.sessions.list_for_account(alice.id) == []
