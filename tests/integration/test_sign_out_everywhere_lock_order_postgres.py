@@ -1,10 +1,11 @@
 """Ending a browser's session from the account page ("Sign out" next to it, or "Sign out
-everywhere") beside a sign-out in another browser holding copies of its cookies (its session
-and its binding cookie, whose Discord sign-in's link proposal waits, its round trip purged
-already: proposals outlive them), on Postgres. Each ended the session first, then spent the
-proposal; the sign-out spends the proposal, then ends the session: each held a row the other
-waited for, a deadlock, which Postgres broke by rolling one back (the sign-out's a 503). They
-spend the browser's proposals first now, as the sign-out does."""
+everywhere"), or with a password reset in it, beside a sign-out in another browser holding
+copies of its cookies (its session and its binding cookie, whose Discord sign-in's link
+proposal waits, its round trip purged already: proposals outlive them), on Postgres. Each
+ended the session first, then spent the proposal; the sign-out spends the proposal, then ends
+the session: each held a row the other waited for, a deadlock, which Postgres broke by rolling
+one back (the sign-out's a 503). They spend the browser's proposals first now, as the sign-out
+does."""
 
 from __future__ import annotations
 
@@ -37,24 +38,40 @@ async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harne
         yield harness
 
 
-def _end_all(h: Harness, browser: BrowserCookies, session_id: str) -> Awaitable[Any]:
+# How each ends the browser's session: with the session's id, or a reset link to its account.
+Ending = Callable[[Harness, BrowserCookies, str, str], Awaitable[Any]]
+
+
+def _end_all(h: Harness, browser: BrowserCookies, session_id: str, reset: str) -> Awaitable[Any]:
     return h.container.end_all_sessions().execute(browser)
 
 
-def _end_this_one(h: Harness, browser: BrowserCookies, session_id: str) -> Awaitable[Any]:
+def _end_this_one(
+    h: Harness, browser: BrowserCookies, session_id: str, reset: str
+) -> Awaitable[Any]:
     return h.container.end_session().execute(browser, session_id)
+
+
+def _reset(h: Harness, browser: BrowserCookies, session_id: str, reset: str) -> Awaitable[Any]:
+    return h.container.reset_password().execute(
+        token=reset, new_password="a brand new password", browser=browser
+    )
 
 
 @pytest.mark.parametrize(
     ("ending", "held"),
-    [(_end_all, "remove_for_account"), (_end_this_one, "remove_by_id")],
-    ids=["everywhere", "this-one"],
+    [
+        (_end_all, "remove_for_account"),
+        (_end_this_one, "remove_by_id"),
+        (_reset, "remove_for_account"),
+    ],
+    ids=["everywhere", "this-one", "password-reset"],
 )
 async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
     h: Harness,
     pg_db: SqlDatabase,
     monkeypatch: pytest.MonkeyPatch,
-    ending: Callable[[Harness, BrowserCookies, str], Awaitable[Any]],
+    ending: Ending,
     held: str,
 ) -> None:
     alice = (await h.sign_up("alice", "alice@example.com")).account
@@ -67,6 +84,9 @@ async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
     session = await h.session_for(alice.id)
     session_id = str((await h.container.list_sessions().execute(session)).current.id)
     cookies = BrowserCookies(session_token=session, bindings=browser.bindings)
+    await h.container.request_password_reset().execute("alice@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
 
     contended: list[errors.DomainError] = []
     translate = sql_errors.translate
@@ -88,7 +108,7 @@ async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
         return done
 
     monkeypatch.setattr(SqlSessions, held, remove_held)
-    one = asyncio.ensure_future(ending(h, cookies, session_id))
+    one = asyncio.ensure_future(ending(h, cookies, session_id, reset))
     await removed.wait()
     other = asyncio.ensure_future(h.container.sign_out().execute(cookies))  # the copies
     await until_it_waits_for_a_lock(pg_db, other)
@@ -96,4 +116,4 @@ async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
     await asyncio.gather(one, other)  # a deadlock: the sign-out's a 503
     assert contended == []  # nor was either rolled back
     async with h.uow(read_only=True) as uow:
-        assert await uow.sessions.list_for_account(alice.id) == []
+        assert await uow.sessions.get(h.container.tokens().digest(session)) is None
