@@ -17,67 +17,41 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from adapters import tracebacks
 from adapters.proxies import proxy_for
+from adapters.webhook_targets import (
+    SECRET_BYTES,
+    SECRET_PREFIX,
+    WebhookTarget,
+    decode_secret,
+    endpoint_for,
+)
 from domain import errors
 from domain.ports import WebhookMessage
 from domain.webhooks import WebhookEndpoint
 
 log = logging.getLogger("taskflow_link.webhooks")
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every such secret, not one
-# The Standard Webhooks range for a symmetric signing secret.
-SECRET_BYTES = (24, 64)
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookTarget:
-    """Where one endpoint's webhooks go and the keys they are signed with (its own secret's,
-    the current one first). Neither is ever shown: the URL may carry a token."""
-
-    url: str = field(repr=False)
-    keys: tuple[bytes, ...] = field(repr=False)
-
-
-def endpoint_for(url: str) -> WebhookEndpoint:
-    """The endpoint a URL names in the outbox: the URL's SHA-256, and for people its host
-    (with the port, when the URL names one; never a user name or password)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    return WebhookEndpoint(
-        hashlib.sha256(url.encode()).hexdigest(),
-        f"{host}:{parts.port}" if parts.port else host,
-    )
-
-
-def decode_secret(text: str) -> bytes:
-    """The key of a ``whsec_…`` secret. ``ValueError`` (saying what is expected, never the
-    value) for anything else."""
-    body = text.strip()
-    if not body.startswith(SECRET_PREFIX):
-        raise ValueError(f"must start with {SECRET_PREFIX}")
-    encoded = body.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"must be {SECRET_PREFIX} followed by base64") from None
-    low, high = SECRET_BYTES
-    if not low <= len(key) <= high:
-        raise ValueError(f"must hold {low} to {high} random bytes (base64 after {SECRET_PREFIX})")
-    return key
+# What is in adapters.webhook_targets is named here too, where it was.
+__all__ = [
+    "SECRET_BYTES",
+    "SECRET_PREFIX",
+    "HttpWebhookSender",
+    "WebhookTarget",
+    "decode_secret",
+    "endpoint_for",
+    "sign",
+    "signature_header",
+]
 
 
 def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:

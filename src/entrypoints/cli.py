@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
-from sqlalchemy.exc import DBAPIError
 
 from adapters.loopback import is_loopback
 from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
@@ -120,6 +119,8 @@ def db() -> None:
 def _run_with_database(action: Callable[[SqlDatabase], Awaitable[T]], *, create: bool = False) -> T:
     """Run ``action`` on the configured database. Only with ``create`` (``db upgrade``) may
     an SQLite file that does not exist be made (empty)."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
     from adapters.sql import SqlDatabase  # noqa: PLC0415
 
     settings = load_settings()
@@ -708,6 +709,8 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
     fail on a missing table or column, which reads as an outage ("cannot reach its
     database"). A revision this version does not know (a newer release's) is let through
     with a warning."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
     from adapters.sql import revisions  # noqa: PLC0415
     from entrypoints.schema import unknown_revision  # noqa: PLC0415
 
@@ -921,6 +924,8 @@ def demo(host: str, port: int, emulator_port: int, database: Path) -> None:
 
     It reads no .env file; the settings it does not set itself (webhooks, Linked Roles, limits)
     come from TASKFLOW_LINK_* environment variables, named at start."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
     from entrypoints.demo import (  # noqa: PLC0415
         DemoUrls,
         run_demo,

@@ -1,4 +1,10 @@
-"""The composition root: the only module that names concrete adapters."""
+"""The composition root: the only module that names concrete adapters.
+
+An adapter whose libraries take long to load (aiohttp, Litestar's stores, SQLAlchemy's
+engine, Prometheus's client, the SMTP client) is imported by the function that makes it,
+when it is first asked for: a CLI command loads only what it uses (``api-key list`` no HTTP
+client, ``config`` no database), and none is made only to be closed (``close_resources``).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,13 @@ import asyncio
 import logging
 from datetime import timedelta
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from dependency_injector import containers, providers
 
 from adapters.api_key_cache import CachedApiKeyLookup
 from adapters.api_key_usage import ThrottledApiKeyUsage
-from adapters.attempts import StorePasswordAttempts
 from adapters.clock import SystemClock
-from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth, HttpDiscordRoleConnections
-from adapters.discord_roles import HttpDiscordGuildRoles
-from adapters.email import OutboxEmailSender, SmtpEmailSender
-from adapters.metrics import MetricsDirectoryError, PrometheusMetrics, process_metrics
 from adapters.passwords import Argon2PasswordHasher, ZxcvbnPasswordPolicy
 from adapters.proxies import proxy_for
 from adapters.queue_listener import (
@@ -29,29 +30,28 @@ from adapters.queue_listener import (
     QueueBell,
 )
 from adapters.secret_box import AesGcmSecretBox
-from adapters.shared_state import SharedState
-from adapters.sql import SqlDatabase, revisions
-from adapters.sql.instances import SqlPurgePeers
-from adapters.sql.notifications import (
-    LISTENER_APPLICATION_NAME,
-    ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
-    ROLE_LISTENER_APPLICATION_NAME,
-    WEBHOOK_LISTENER_APPLICATION_NAME,
-    PostgresQueueListener,
-)
 from adapters.tokens import SecretsTokenIssuer
-from adapters.webhooks import HttpWebhookSender, endpoint_for
+from adapters.webhook_targets import endpoint_for
 from domain import use_cases as uc
 from domain.ports import Clock, LinkDirectory, QueueListener, Storage, UnitOfWorkFactory
 from domain.use_cases._passwords import Passwords
-from entrypoints.health import Check
-from entrypoints.instrumentation import observed
 from entrypoints.settings import Settings, SettingsError, origin
 
 if TYPE_CHECKING:
+    from adapters.attempts import StorePasswordAttempts
+    from adapters.discord_oauth import DiscordHttp, HttpDiscordOAuth, HttpDiscordRoleConnections
+    from adapters.discord_roles import HttpDiscordGuildRoles
+    from adapters.email import OutboxEmailSender, SmtpEmailSender
     from adapters.memory import MemoryDatabase
+    from adapters.metrics import PrometheusMetrics
+    from adapters.shared_state import SharedState
+    from adapters.sql import SqlDatabase
+    from adapters.sql.instances import SqlPurgePeers
+    from adapters.webhooks import HttpWebhookSender
+    from entrypoints.health import Check
 
 log = logging.getLogger("taskflow_link")
+T = TypeVar("T")
 
 
 def _uow_factory(storage: Storage) -> UnitOfWorkFactory:
@@ -71,6 +71,8 @@ def _memory_database(bell: QueueBell) -> MemoryDatabase:
 
 
 def _sql_database(settings: Settings, bell: QueueBell) -> SqlDatabase:
+    from adapters.sql import SqlDatabase  # noqa: PLC0415
+
     return SqlDatabase(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -83,27 +85,56 @@ def _sql_database(settings: Settings, bell: QueueBell) -> SqlDatabase:
     )
 
 
-def _shared_state(settings: Settings) -> SharedState:
+class Opened:
+    """The resources ``close_resources`` releases that this container made (those it never
+    made are neither made nor imported only to be closed): one per container."""
+
+    def __init__(self) -> None:
+        self.discord_http: DiscordHttp | None = None
+        self.webhook_sender: HttpWebhookSender | None = None
+        self.shared_state: SharedState | None = None
+
+
+def _shared_state(settings: Settings, opened: Opened) -> SharedState:
+    from adapters.shared_state import SharedState  # noqa: PLC0415 - Litestar's stores
+
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    return SharedState(
+    opened.shared_state = SharedState(
         url, timeout=settings.redis_timeout_seconds, prefix=settings.redis_key_prefix
     )
+    return opened.shared_state
+
+
+def _password_attempts(shared: SharedState) -> StorePasswordAttempts:
+    from adapters.attempts import StorePasswordAttempts  # noqa: PLC0415
+
+    return StorePasswordAttempts(shared.store("password-attempts"))
 
 
 def _listens(settings: Settings, storage: Storage) -> bool:
+    from adapters.sql import SqlDatabase  # noqa: PLC0415
+
     on_postgres = isinstance(storage, SqlDatabase) and storage.dialect == "postgresql"
     return on_postgres and settings.email_listen
 
 
 def _queue_listener(
-    settings: Settings, storage: Storage, bell: QueueBell, channel: str, application_name: str
+    settings: Settings, storage: Storage, bell: QueueBell, channel: str
 ) -> QueueListener:
     """What wakes a queue's worker: work committed by this process (the bell), and on
     Postgres work queued by any instance (LISTEN/NOTIFY); the worker's poll catches the rest.
     """
     across = None
     if _listens(settings, storage):
-        across = PostgresQueueListener(
+        from adapters.sql import notifications  # noqa: PLC0415
+
+        application_name = {
+            EMAIL_QUEUE_CHANNEL: notifications.LISTENER_APPLICATION_NAME,
+            ROLE_QUEUE_CHANNEL: notifications.ROLE_LISTENER_APPLICATION_NAME,
+            WEBHOOK_QUEUE_CHANNEL: notifications.WEBHOOK_LISTENER_APPLICATION_NAME,
+            ROLE_CONNECTION_CHANNEL: notifications.ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
+        }[channel]
+        across = notifications.PostgresQueueListener(
             settings.database_url, channel, application_name=application_name
         )
     return BellListener(bell, channel, across)
@@ -113,13 +144,16 @@ def _webhook_outbox(settings: Settings) -> uc.WebhookOutbox:
     return uc.WebhookOutbox(tuple(endpoint_for(url) for url in settings.webhook_url_list))
 
 
-def _webhook_sender(settings: Settings) -> HttpWebhookSender:
+def _webhook_sender(settings: Settings, opened: Opened) -> HttpWebhookSender:
+    from adapters.webhooks import HttpWebhookSender  # noqa: PLC0415 - aiohttp
+
     # Its proxies were checked when the container was built (outgoing_proxies).
-    return HttpWebhookSender(
+    opened.webhook_sender = HttpWebhookSender(
         settings.webhook_targets,
         timeout=settings.webhook_timeout_seconds,
         user_agent=f"taskflow-link/{package_version('taskflow-link')} (webhooks)",
     )
+    return opened.webhook_sender
 
 
 def _audit_retention(settings: Settings) -> timedelta | None:
@@ -130,6 +164,9 @@ def _audit_retention(settings: Settings) -> timedelta | None:
 def _purge_peers(storage: Storage, clock: Clock) -> SqlPurgePeers | None:
     """The serving processes the purge defers to: those announced in a database others can
     share (none on the memory storage, or an in-memory SQLite database)."""
+    from adapters.sql import SqlDatabase  # noqa: PLC0415
+    from adapters.sql.instances import SqlPurgePeers  # noqa: PLC0415
+
     if not isinstance(storage, SqlDatabase) or not storage.shared_between_processes:
         return None
     return SqlPurgePeers(storage, clock)
@@ -142,6 +179,8 @@ def _callback_url(settings: Settings) -> str:
 def _metrics(settings: Settings) -> PrometheusMetrics | None:
     if not settings.metrics:
         return None
+    from adapters.metrics import MetricsDirectoryError, process_metrics  # noqa: PLC0415
+
     try:
         return process_metrics()
     except MetricsDirectoryError as exc:
@@ -179,18 +218,25 @@ def refresh_finish_seconds(settings: Settings) -> float:
     return settings.discord_timeout_seconds + settings.shutdown_timeout_seconds
 
 
-def _discord_http(settings: Settings, metrics: PrometheusMetrics | None) -> DiscordHttp:
+def _discord_http(
+    settings: Settings, metrics: PrometheusMetrics | None, opened: Opened
+) -> DiscordHttp:
+    from adapters.discord_oauth import DiscordHttp  # noqa: PLC0415 - aiohttp
+
     # Discord asks every client to say who it is: "DiscordBot (url, version)".
     url = str(settings.public_url).rstrip("/")
-    return DiscordHttp(
+    opened.discord_http = DiscordHttp(
         user_agent=f"DiscordBot ({url}, {package_version('taskflow-link')})",
         timeout=settings.discord_timeout_seconds,
         observer=metrics,
         proxy=discord_proxy(settings),
     )
+    return opened.discord_http
 
 
 def _discord_oauth(settings: Settings, http: DiscordHttp) -> HttpDiscordOAuth:
+    from adapters.discord_oauth import HttpDiscordOAuth  # noqa: PLC0415
+
     settings.require("discord_client_id", "discord_client_secret")
     assert settings.discord_client_id  # noqa: S101 - checked by require()
     assert settings.discord_client_secret  # noqa: S101
@@ -205,6 +251,8 @@ def _discord_oauth(settings: Settings, http: DiscordHttp) -> HttpDiscordOAuth:
 
 
 def _discord_roles(settings: Settings, http: DiscordHttp) -> HttpDiscordGuildRoles:
+    from adapters.discord_roles import HttpDiscordGuildRoles  # noqa: PLC0415
+
     settings.require("discord_bot_token")
     assert settings.discord_bot_token  # noqa: S101 - checked by require()
     return HttpDiscordGuildRoles(
@@ -215,6 +263,8 @@ def _discord_roles(settings: Settings, http: DiscordHttp) -> HttpDiscordGuildRol
 
 
 def _discord_role_connections(settings: Settings, http: DiscordHttp) -> HttpDiscordRoleConnections:
+    from adapters.discord_oauth import HttpDiscordRoleConnections  # noqa: PLC0415
+
     settings.require("discord_client_id", "discord_client_secret")
     assert settings.discord_client_id  # noqa: S101 - checked by require()
     assert settings.discord_client_secret  # noqa: S101
@@ -238,7 +288,15 @@ def _only_with_role_connections(
     return flow() if settings.discord_role_connections else None
 
 
+def _outbox_sender(clock: Clock) -> OutboxEmailSender:
+    from adapters.email import OutboxEmailSender  # noqa: PLC0415
+
+    return OutboxEmailSender(clock)
+
+
 def _smtp_sender(settings: Settings) -> SmtpEmailSender:
+    from adapters.email import SmtpEmailSender  # noqa: PLC0415
+
     settings.require("smtp_host")
     assert settings.smtp_host  # noqa: S101 - checked by require()
     return SmtpEmailSender(
@@ -264,6 +322,8 @@ def _readiness_checks(
     if sql is not None:
 
         async def schema() -> str | None:
+            from adapters.sql import revisions  # noqa: PLC0415
+
             if not await revisions.is_current(sql):
                 return "not the newest revision: run `taskflow-link db upgrade`"
             return None
@@ -290,13 +350,12 @@ class Container(containers.DeclarativeContainer):
     )
     # State that is not in the database (throttles, Litestar's rate limits, the interaction
     # replay guard): the process's memory, or Redis when several instances must share it.
-    shared_state = providers.Singleton(_shared_state, settings)
+    # What close_resources releases, of what this container made.
+    opened = providers.Singleton(Opened)
+    shared_state = providers.Singleton(_shared_state, settings, opened)
     password_hasher = providers.Singleton(Argon2PasswordHasher)
     password_policy = providers.Singleton(ZxcvbnPasswordPolicy)
-    password_attempts = providers.Singleton(
-        StorePasswordAttempts,
-        providers.Callable(lambda shared: shared.store("password-attempts"), shared_state),
-    )
+    password_attempts = providers.Singleton(_password_attempts, shared_state)
     passwords = providers.Singleton(
         Passwords, password_hasher, password_attempts, password_policy, clock
     )
@@ -335,7 +394,7 @@ class Container(containers.DeclarativeContainer):
 
     # The process's Prometheus metrics (None with TASKFLOW_LINK_METRICS=false).
     metrics = providers.Singleton(_metrics, settings)
-    discord_http = providers.Singleton(_discord_http, settings, metrics)
+    discord_http = providers.Singleton(_discord_http, settings, metrics, opened)
     discord_oauth = providers.Singleton(_discord_oauth, settings, discord_http)
     discord_roles = providers.Singleton(_discord_roles, settings, discord_http)
     # Discord's rate limits and Cloudflare's blocks, as this process met them, kept across
@@ -350,7 +409,7 @@ class Container(containers.DeclarativeContainer):
     linked_roles = providers.Callable(lambda s: s.linked_roles, settings)
     email_sender = providers.Selector(
         providers.Callable(lambda s: s.email_backend, settings),
-        outbox=providers.Singleton(OutboxEmailSender, clock),
+        outbox=providers.Singleton(_outbox_sender, clock),
         smtp=providers.Singleton(_smtp_sender, settings),
     )
     # One per email worker: it holds a connection of its own while the worker runs.
@@ -360,7 +419,6 @@ class Container(containers.DeclarativeContainer):
         storage,
         queue_bell,
         EMAIL_QUEUE_CHANNEL,
-        LISTENER_APPLICATION_NAME,
     )
     role_queue_listener = providers.Factory(
         _queue_listener,
@@ -368,18 +426,16 @@ class Container(containers.DeclarativeContainer):
         storage,
         queue_bell,
         ROLE_QUEUE_CHANNEL,
-        ROLE_LISTENER_APPLICATION_NAME,
     )
     # Webhooks: where events go (the configured endpoints), how they are sent, and wake-ups.
     webhook_outbox = providers.Singleton(_webhook_outbox, settings)
-    webhook_sender = providers.Singleton(_webhook_sender, settings)
+    webhook_sender = providers.Singleton(_webhook_sender, settings, opened)
     webhook_queue_listener = providers.Factory(
         _queue_listener,
         settings,
         storage,
         queue_bell,
         WEBHOOK_QUEUE_CHANNEL,
-        WEBHOOK_LISTENER_APPLICATION_NAME,
     )
     # Linked Roles made due (an unlink, a password reset) by any instance.
     role_connection_listener = providers.Factory(
@@ -388,7 +444,6 @@ class Container(containers.DeclarativeContainer):
         storage,
         queue_bell,
         ROLE_CONNECTION_CHANNEL,
-        ROLE_CONNECTION_LISTENER_APPLICATION_NAME,
     )
 
     # Discord Linked Roles (TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS): the only Discord tokens
@@ -604,6 +659,8 @@ def _observe_use_cases(container: Container) -> None:
     metrics = container.metrics()
     if metrics is None:
         return
+    from entrypoints.instrumentation import observed  # noqa: PLC0415
+
     for name, provider in container.providers.items():
         if name in _COUNTED_AS_REQUESTS:
             continue
@@ -627,16 +684,24 @@ async def close_resources(container: Container) -> None:
     try:
         async with asyncio.timeout(timeout):
             try:
+                opened = container.opened()
                 await container.api_key_usage().close()  # its last writes, then the pool
-                await container.discord_http().aclose()
+                if (http := _made(container.discord_http, opened.discord_http)) is not None:
+                    await http.aclose()
                 # A stand-in sender (tests) may hold nothing to close.
-                if (
-                    close_sender := getattr(container.webhook_sender(), "aclose", None)
-                ) is not None:
+                sender = _made(container.webhook_sender, opened.webhook_sender)
+                if (close_sender := getattr(sender, "aclose", None)) is not None:
                     await close_sender()
-                await container.shared_state().close()
+                if (shared := _made(container.shared_state, opened.shared_state)) is not None:
+                    await shared.close()
                 await container.api_keys().close()  # its reads under way, before the pool
             finally:
                 await container.storage().dispose()
     except TimeoutError:
         log.warning("releasing the database and Redis took over %s s; exiting without", timeout)
+
+
+def _made(provider: providers.Provider[T], made: T | None) -> T | None:
+    """What ``provider`` gave, if it gave anything: its stand-in when overridden (tests),
+    else what the container ``made`` of it (``None``: never asked for)."""
+    return provider() if provider.overridden else made

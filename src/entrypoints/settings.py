@@ -42,7 +42,7 @@ from yarl import URL
 
 from adapters.loopback import is_loopback
 from adapters.secret_box import not_random, parse_keys
-from adapters.webhooks import WebhookTarget, decode_secret, endpoint_for
+from adapters.webhook_targets import WebhookTarget, decode_secret, endpoint_for
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from adapters.sql import migrate
 from adapters.tokens import SecretsTokenIssuer
 from entrypoints.container import build_container
-from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings
+from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings, webhook_secret
 from tests.integration.waiting import NotReadyInTime, until_ready
 from tests.servers import PORT_TRIES, free_port, port_was_taken
 
@@ -153,6 +153,78 @@ def test_a_serving_process_loads_at_start_only_what_it_needs(tmp_path: Path) -> 
         if module in loaded or any(name.startswith(module + ".") for name in loaded)
     }
     assert early == {}, "loaded at start-up, though needed only for those"
+
+
+# A command run as ``taskflow-link`` runs it, which writes at its exit the modules it loaded.
+_COMMAND_MODULES = """
+import atexit, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+sys.argv = ["taskflow-link", *sys.argv[2:]]
+from entrypoints.cli import main
+main()
+"""
+
+# What only the commands that serve, run the bot, deliver or call Discord load: each a
+# second or so of CPU at every start-up of every other command (the integration tests run
+# the CLI a hundred times).
+_SERVING_LIBRARIES = {
+    "aiohttp": "webhooks' and Discord's HTTP client (delivering, calling Discord, the bot)",
+    "hikari": "the bot (`bot`, `bot sync`)",
+    "lightbulb": "the bot (`bot`, `bot sync`)",
+    "litestar": "the web app and the shared state's stores (`serve`, `demo`, workers)",
+    "uvicorn": "`serve`, `demo`, `emulator`",
+    "redis": "Redis (TASKFLOW_LINK_REDIS_URL), for a process that shares state",
+    "entrypoints.emulator": "`demo`, `emulator`",
+    "entrypoints.web": "the web app",
+    "entrypoints.bot": "the bot",
+}
+
+
+_OPERATOR_COMMANDS = [
+    ["--help"],
+    ["serve", "--help"],
+    ["config"],
+    ["db", "current"],
+    ["api-key", "list"],
+    ["audit"],
+    ["email", "retry"],
+    ["webhooks", "status"],
+    ["purge-expired"],
+]
+
+
+def test_an_operator_command_loads_no_server_library(tmp_path: Path) -> None:
+    """Which modules each command loads, not how long it takes: the database's commands load
+    neither the web app, the bot nor an HTTP client (the container imports an adapter when
+    it is first asked for, and closes only what it made)."""
+    env = _env(
+        TASKFLOW_LINK_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        TASKFLOW_LINK_WEBHOOK_URLS="https://hooks.example.com/in",
+        TASKFLOW_LINK_WEBHOOK_SECRET=webhook_secret("cli"),
+    )
+    assert _run(tmp_path, env, "db", "upgrade").returncode == 0
+    out = tmp_path / "modules.txt"
+    early: dict[str, dict[str, str]] = {}
+    for argv in _OPERATOR_COMMANDS:
+        done = subprocess.run(  # noqa: S603 - our own code
+            [sys.executable, "-c", _COMMAND_MODULES, str(out), *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,  # a deadline only
+            check=False,
+        )
+        assert done.returncode == 0, done
+        loaded = set(out.read_text().split())
+        assert "entrypoints.cli" in loaded
+        early[" ".join(argv)] = {
+            module: why
+            for module, why in _SERVING_LIBRARIES.items()
+            if module in loaded or any(name.startswith(module + ".") for name in loaded)
+        }
+    assert early == {" ".join(argv): {} for argv in _OPERATOR_COMMANDS}, "loaded needlessly"
 
 
 def _env(**settings: str) -> dict[str, str]:
