@@ -528,6 +528,8 @@ DEFAULT_API_SCOPES = frozenset({ApiScope.LINKS_READ})
 # "Last used" is a hint for people deciding whether a key can go, not an access log: it is
 # written at most this often per key (and never on a request's path).
 API_KEY_LAST_USED_EVERY = timedelta(minutes=1)
+# Long enough for any service's rotation schedule; "forever" is no expiry at all.
+MAX_API_KEY_LIFETIME = timedelta(days=3650)
 
 
 def scopes_to_text(scopes: frozenset[ApiScope]) -> str:

@@ -23,6 +23,7 @@ import click
 from adapters.loopback import is_loopback
 from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
 from domain.model import (
+    MAX_API_KEY_LIFETIME,
     AccountId,
     ApiScope,
     has_format_characters,
@@ -30,7 +31,6 @@ from domain.model import (
     scopes_to_text,
 )
 from domain.names import has_hidden_characters
-from domain.use_cases.api_keys import MAX_API_KEY_LIFETIME, api_key_name
 from entrypoints.heap import settle_start_up_objects
 from entrypoints.listening import url_host
 from entrypoints.settings import (
@@ -1478,6 +1478,8 @@ def _scopes_option(
 
 def _api_key_name_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     """NAME checked as the key is (a usage error, before the database is opened)."""
+    from domain.use_cases.api_keys import api_key_name  # noqa: PLC0415 - every use case
+
     try:
         api_key_name(value)
     except DomainError as exc:

@@ -13,6 +13,7 @@ from typing import TypeGuard
 from domain import errors
 from domain.model import (
     DEFAULT_API_SCOPES,
+    MAX_API_KEY_LIFETIME,
     ApiKey,
     ApiScope,
     AuditEvent,
@@ -47,10 +48,6 @@ def sealed_by_us(tokens: TokenIssuer, token: str) -> bool:
     if len(random_part) < _SEAL_LENGTH:
         return False
     return hmac.compare_digest(seal.encode(), _seal(tokens, random_part).encode())
-
-
-# Long enough for any service's rotation schedule; "forever" is no expiry at all.
-MAX_API_KEY_LIFETIME = timedelta(days=3650)
 
 
 @dataclass(frozen=True, slots=True)
