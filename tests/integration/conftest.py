@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -106,10 +109,36 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'taskflow-link.db'}"
 
 
+async def _made_template(path: Path) -> None:
+    database = SqlDatabase(f"sqlite+aiosqlite:///{path}")
+    try:
+        await _up_down_up(database)
+    finally:
+        await database.dispose()  # the last connection's close folds the -wal file in
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated as ``_up_down_up`` migrates (up, down to empty, up again),
+    once for the session (for each xdist worker), closed: ``sqlite_db`` copies it.
+
+    Made in its own event loop: a session fixture outlives each test's loop."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    asyncio.run(_made_template(path))
+    leftovers = [p.name for p in path.parent.iterdir() if p != path]
+    assert not leftovers, f"the template is not one closed file: {leftovers}"
+    return path
+
+
 @pytest.fixture
-async def sqlite_db(sqlite_url: str) -> AsyncIterator[SqlDatabase]:
+async def sqlite_db(sqlite_url: str, sqlite_template: Path) -> AsyncIterator[SqlDatabase]:
+    """A fresh copy of the migrated template in this test's own file (a file copy of a SQLite
+    database is safe when nothing has it open: the template is closed, this copy new)."""
+    target = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    # created readable by its owner only, as the app creates its file; copyfile keeps the mode
+    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    shutil.copyfile(sqlite_template, target)
     database = SqlDatabase(sqlite_url)
-    await _up_down_up(database)
     try:
         yield database
     finally:
