@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.conformance import link_the_examples, run_schemathesis
+from tests.integration.conformance import Options, link_the_examples, run_schemathesis_at_once
 from tests.integration.stack import Stack
 
 
@@ -18,19 +18,17 @@ async def test_the_schema_agrees_with_every_answer(stack: Stack, tmp_path: Path)
     )
     reader = await stack.container.create_api_key().execute("conformance-reader")
 
-    runs = {
-        "a key with both scopes": run_schemathesis(
-            stack.app_url, tmp_path, examples=150, headers=(f"Authorization: Bearer {both.token}",)
-        ),
-        "no key": run_schemathesis(stack.app_url, tmp_path, examples=40),
-        "a read-only key, on DELETE": run_schemathesis(
-            stack.app_url,
-            tmp_path,
-            examples=40,
-            headers=(f"Authorization: Bearer {reader.token}",),
-            only_method="DELETE",
-        ),
-    }
+    runs = run_schemathesis_at_once(
+        stack.app_url,
+        tmp_path,
+        {
+            "a key with both scopes": Options(150, (f"Authorization: Bearer {both.token}",)),
+            "no key": Options(40),
+            "a read-only key, on DELETE": Options(
+                40, (f"Authorization: Bearer {reader.token}",), only_method="DELETE"
+            ),
+        },
+    )
     for name, run in runs.items():
         assert run.returncode == 0, f"with {name}:\n{run.explain()}"
         assert run.generated >= 40, f"with {name}:\n{run.explain()}"
