@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sql import SqlDatabase, migrate
 from adapters.sql.tables import metadata
+from tests.integration.demo_browser import chromium, demo, problems
 from tests.integration.mailbox import smtp_server
 from tests.integration.postgres import PostgresServer, Unavailable, start_postgres
 from tests.integration.redis_server import RedisServer, start_redis
@@ -20,11 +21,14 @@ from tests.integration.stack import browser, stack, stack_emulator, stack_settin
 
 __all__ = [
     "browser",
+    "chromium",
+    "demo",
+    "problems",
     "smtp_server",
     "stack",
     "stack_emulator",
     "stack_settings",
-]  # for the end-to-end tests
+]  # for the end-to-end tests (and the demo's, in test_demo_browser*.py: one demo a file)
 
 _migrated: set[str] = set()
 
