@@ -14,13 +14,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from adapters.sql import SqlDatabase, repositories
-from adapters.sql import errors as sql_errors
+from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlLinkProposals
-from domain import errors
 from domain.model import LinkProposal
 from domain.use_cases import AuthOutcome, BrowserCookies
 from tests.harness import PASSWORD, Browser, Harness, sql_harness
+from tests.integration.lock_order import contention_noted
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
@@ -72,16 +71,7 @@ async def test_a_link_confirmation_beside_a_sign_out_spending_the_same_proposals
         proposal_token=first_offer, bindings=(first_binding, second_binding)
     )
 
-    contended: list[errors.DomainError] = []
-    translate = sql_errors.translate
-
-    def noted(exc: Exception) -> errors.DomainError:
-        translated = translate(exc)
-        if isinstance(translated, errors.StorageContention):
-            contended.append(translated)
-        return translated
-
-    monkeypatch.setattr(repositories, "translate", noted)
+    contended = contention_noted(monkeypatch)
     consume = SqlLinkProposals.consume
     spent_one, go = asyncio.Event(), asyncio.Event()
 

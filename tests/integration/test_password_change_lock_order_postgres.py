@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.sql import SqlDatabase, repositories
-from adapters.sql import errors as sql_errors
+from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
-from domain import errors
-from domain.model import AccountId, DiscordId
+from domain.model import AccountId
 from domain.use_cases import BrowserCookies
 from tests.harness import PASSWORD, Harness, sql_harness
+from tests.integration.lock_order import contention_noted, signed_in_with_discord
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
@@ -33,41 +32,20 @@ async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harne
         yield harness
 
 
-async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:
-    """A browser signed in with Discord just now: its session token and binding value."""
-    started = await h.container.start_discord_login().execute(next_path=None, browser_tokens=[])
-    approval = h.discord.approve(started.authorize_url, DiscordId(discord_id))
-    browser = BrowserCookies(bindings=started.browser_tokens)
-    done = await h.container.complete_discord_auth().execute(
-        state=approval.state, code=approval.code, error=None, browser=browser
-    )
-    assert done.session_token is not None
-    return done.session_token, started.browser_tokens[0]
-
-
 async def test_a_password_change_beside_a_sign_out_ending_the_same_sessions(
     h: Harness, monkeypatch: pytest.MonkeyPatch, pg_db: SqlDatabase
 ) -> None:
     h.discord_user(7921, username="dora", email="dora@example.com")
     tokens = h.container.tokens()
     while True:  # two sessions of one account, the changing browser's digest first
-        own, _ = await _signed_in_with_discord(h, 7921)
-        other, other_binding = await _signed_in_with_discord(h, 7921)
+        own, _ = await signed_in_with_discord(h, 7921)
+        other, other_binding = await signed_in_with_discord(h, 7921)
         if tokens.digest(own) < tokens.digest(other):
             break
     # A copy of the changing browser's session cookie, and of the other's binding cookie.
     copied = BrowserCookies(session_token=own, bindings=(other_binding,))
 
-    contended: list[errors.DomainError] = []
-    translate = sql_errors.translate
-
-    def noted(exc: Exception) -> errors.DomainError:
-        translated = translate(exc)
-        if isinstance(translated, errors.StorageContention):
-            contended.append(translated)
-        return translated
-
-    monkeypatch.setattr(repositories, "translate", noted)
+    contended = contention_noted(monkeypatch)
     remove_for_account = SqlSessions.remove_for_account
     removed, go = asyncio.Event(), asyncio.Event()
 

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from adapters.sql import SqlDatabase, repositories
-from adapters.sql import errors as sql_errors
+from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
-from domain import errors
 from domain.use_cases import AuthOutcome, BrowserCookies
 from tests.harness import Browser, Harness, sql_harness
+from tests.integration.lock_order import contention_noted
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
@@ -88,16 +87,7 @@ async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
     await h.deliver()
     reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
 
-    contended: list[errors.DomainError] = []
-    translate = sql_errors.translate
-
-    def noted(exc: Exception) -> errors.DomainError:
-        translated = translate(exc)
-        if isinstance(translated, errors.StorageContention):
-            contended.append(translated)
-        return translated
-
-    monkeypatch.setattr(repositories, "translate", noted)
+    contended = contention_noted(monkeypatch)
     remove = getattr(SqlSessions, held)
     removed, go = asyncio.Event(), asyncio.Event()
 

@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
 from adapters.sql.tables import sessions
-from domain.model import DiscordId, SignInMethod
+from domain.model import SignInMethod
 from domain.use_cases import BrowserCookies
 from tests.harness import Harness, sql_harness
+from tests.integration.lock_order import signed_in_with_discord
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
@@ -32,16 +33,8 @@ async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harne
 
 
 async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:
-    """A browser signed in with Discord just now: its session token and binding value."""
     h.discord_user(discord_id, username=f"d{discord_id}", email=f"d{discord_id}@example.com")
-    started = await h.container.start_discord_login().execute(next_path=None, browser_tokens=[])
-    approval = h.discord.approve(started.authorize_url, DiscordId(discord_id))
-    browser = BrowserCookies(bindings=started.browser_tokens)
-    done = await h.container.complete_discord_auth().execute(
-        state=approval.state, code=approval.code, error=None, browser=browser
-    )
-    assert done.session_token is not None
-    return done.session_token, started.browser_tokens[0]
+    return await signed_in_with_discord(h, discord_id)
 
 
 async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
