@@ -37,6 +37,28 @@ async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str
     return await signed_in_with_discord(h, discord_id)
 
 
+def _first_removal_held(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """From now on, the first session a sign-out ends: once ended, its transaction waits
+    (holding the row) until the second event is set; the first is set when it waits."""
+    remove = SqlSessions.remove
+    removed_one, go = asyncio.Event(), asyncio.Event()
+
+    async def remove_held(repo: SqlSessions, digest: str) -> bool:
+        done = await remove(repo, digest)
+        if not removed_one.is_set():
+            removed_one.set()
+            await go.wait()
+        return done
+
+    monkeypatch.setattr(SqlSessions, "remove", remove_held)
+    return removed_one, go
+
+
+async def _sessions_left(pg_db: SqlDatabase) -> int:
+    async with pg_db.engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
+
+
 async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
     h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -45,29 +67,14 @@ async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
     # Each browser holds its own session and the other's binding value (copied).
     first = BrowserCookies(session_token=ada, bindings=(bea_binding,))
     second = BrowserCookies(session_token=bea, bindings=(ada_binding,))
-    remove = SqlSessions.remove
-    removed_one, go = asyncio.Event(), asyncio.Event()
-    held = 0
-
-    async def remove_held(repo: SqlSessions, digest: str) -> bool:
-        nonlocal held
-        done = await remove(repo, digest)
-        held += 1
-        if held == 1:  # the first sign-out, one session ended: it waits here
-            removed_one.set()
-            await go.wait()
-        return done
-
-    monkeypatch.setattr(SqlSessions, "remove", remove_held)
+    removed_one, go = _first_removal_held(monkeypatch)  # the first sign-out's
     one = asyncio.ensure_future(h.container.sign_out().execute(first))
     await removed_one.wait()
     other = asyncio.ensure_future(h.container.sign_out().execute(second))
     await until_it_waits_for_a_lock(pg_db, other)
     go.set()
     await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
-    async with pg_db.engine.connect() as conn:
-        left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
-    assert left == 0
+    assert await _sessions_left(pg_db) == 0
 
 
 async def test_sign_out_everywhere_beside_a_sign_out_ending_the_same_sessions(
@@ -85,29 +92,14 @@ async def test_sign_out_everywhere_beside_a_sign_out_ending_the_same_sessions(
     everywhere = BrowserCookies(session_token=older)
     # The newer session's browser, holding a copy of the older one's binding cookie.
     copied = BrowserCookies(session_token=newer, bindings=(older_binding,))
-    remove = SqlSessions.remove
-    removed_one, go = asyncio.Event(), asyncio.Event()
-    held = 0
-
-    async def remove_held(repo: SqlSessions, digest: str) -> bool:
-        nonlocal held
-        done = await remove(repo, digest)
-        held += 1
-        if held == 1:  # the sign-out, the newer session ended: it waits here
-            removed_one.set()
-            await go.wait()
-        return done
-
-    monkeypatch.setattr(SqlSessions, "remove", remove_held)
+    removed_one, go = _first_removal_held(monkeypatch)  # the sign-out's, the newer session
     one = asyncio.ensure_future(h.container.sign_out().execute(copied))
     await removed_one.wait()
     other = asyncio.ensure_future(h.container.end_all_sessions().execute(everywhere))
     await until_it_waits_for_a_lock(pg_db, other)
     go.set()
     await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
-    async with pg_db.engine.connect() as conn:
-        left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
-    assert left == 0
+    assert await _sessions_left(pg_db) == 0
 
 
 async def test_sign_out_everywhere_ends_a_session_renewed_while_it_waited(
@@ -132,6 +124,4 @@ async def test_sign_out_everywhere_ends_a_session_renewed_while_it_waited(
         await until_it_waits_for_a_lock(pg_db, everywhere)
         await uow.commit()
     await everywhere
-    async with pg_db.engine.connect() as conn:
-        left = (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
-    assert left == 0
+    assert await _sessions_left(pg_db) == 0

@@ -471,19 +471,13 @@ class RoleConnectionPusher:
         now = self._clock.now()
         await self._pauses.catch_up((_REFRESHES,), now)
         if self._pauses.paused(now).get(_REFRESHES) is None:
-            used_up = self._used_up(_REFRESHES)
             try:
-                fresh = await self._call(
-                    lambda: self._discord.refresh(tokens.refresh, used_up=used_up),
-                    _REFRESHES,
-                    shared=_REFRESHES,
-                )
+                fresh, renewed = await self._refreshed(tokens)
             except errors.DiscordGrantRevoked:
                 return
             except (_Paused, errors.DiscordUnavailable, errors.DiscordDenied):
                 pass
             else:
-                renewed = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
                 await self._keep(discord_id, renewed, self._expiry(fresh, now))
                 return
         await self._keep(discord_id, tokens, expires_at)
@@ -574,20 +568,25 @@ class RoleConnectionPusher:
             return RoleSync.GONE
         return (written, opened) if written is not None else None
 
-    async def _refresh_and_store(
-        self, row: RoleConnectionToken, tokens: _Opened, now: datetime
-    ) -> tuple[RoleConnectionToken | None, _Opened, bool]:
-        """The refresh grant, then its answer stored in a transaction of its own before
-        anything else: the row as written (``None``: other tokens replaced them), the new
-        tokens, and whether the row was deleted meanwhile."""
-        # The application's limit: every refresh waits, not the pushes (their own tokens).
+    async def _refreshed(self, tokens: _Opened) -> tuple[DiscordTokens, _Opened]:
+        """The refresh grant for ``tokens``: Discord's answer and the tokens it gives (its
+        refresh token, or the one in hand when it gives none). Under the application's
+        limit: every refresh waits, not the pushes (their own tokens)."""
         used_up = self._used_up(_REFRESHES)
         fresh = await self._call(
             lambda: self._discord.refresh(tokens.refresh, used_up=used_up),
             _REFRESHES,
             shared=_REFRESHES,  # the token endpoint's resource: the refreshes
         )
-        opened = _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
+        return fresh, _Opened(fresh.access_token, fresh.refresh_token or tokens.refresh)
+
+    async def _refresh_and_store(
+        self, row: RoleConnectionToken, tokens: _Opened, now: datetime
+    ) -> tuple[RoleConnectionToken | None, _Opened, bool]:
+        """The refresh grant, then its answer stored in a transaction of its own before
+        anything else: the row as written (``None``: other tokens replaced them), the new
+        tokens, and whether the row was deleted meanwhile."""
+        fresh, opened = await self._refreshed(tokens)
         sealed = self._seal(row.discord_id, opened.access, opened.refresh)
         gone = False
         async with self._uow() as uow:
