@@ -421,6 +421,10 @@ class RoleChangeRepository(Protocol):
 
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None: ...
 
+    async def added(self, discord_id: DiscordId) -> Sequence[LinkedRole]:
+        """The roles Discord last took an add of for this member (the row's action an add,
+        done), whatever the setting names now: those an unlink must take away."""
+
     async def pending(
         self, roles: Collection[LinkedRole] | None = None
     ) -> tuple[int, datetime | None]:

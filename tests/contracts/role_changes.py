@@ -565,3 +565,43 @@ class RoleChangeContract:
                 counts.append(await uow.role_changes.purge_finished(LATER, 2))
                 await uow.commit()
         assert counts == [2, 2, 1, 0]
+
+    async def test_added_names_the_roles_discord_took_an_add_of(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """What an unlink must take away whatever the setting names: the member's rows whose
+        last action is an add Discord took (done); not an add pending, refused or given up,
+        not a removal, not another member's."""
+        third = LinkedRole(DiscordId(900), DiscordId(903))
+        fourth = LinkedRole(DiscordId(904), DiscordId(905))
+        outcomes = {
+            ROLE: (RoleAction.ADD, RoleChangeStatus.DONE),
+            OTHER_ROLE: (RoleAction.ADD, RoleChangeStatus.REFUSED),
+            third: (RoleAction.REMOVE, RoleChangeStatus.DONE),
+            fourth: (RoleAction.ADD, RoleChangeStatus.DONE),
+        }
+
+        async def queue(uow: UnitOfWork) -> None:
+            for role, (action, _) in outcomes.items():
+                await uow.role_changes.request(replace(change(1, action), role=role))
+            await uow.role_changes.request(
+                replace(change(1), role=LinkedRole(DiscordId(906), DiscordId(907)))
+            )
+            await uow.role_changes.request(change(2))  # another member's, done below
+
+        await write(uow_factory, queue)
+        async with uow_factory() as uow:
+            for held in await uow.role_changes.claim_due(NOW, NOW + LEASE, 10):
+                if held.discord_id.value == 1 and held.role not in outcomes:
+                    assert await uow.role_changes.release(held)  # left pending
+                    continue
+                status = outcomes[held.role][1] if held.discord_id.value == 1 else None
+                done = replace(held, status=status or RoleChangeStatus.DONE)
+                assert await uow.role_changes.finish(done)
+            await uow.commit()
+        async with uow_factory(read_only=True) as uow:
+            assert sorted(await uow.role_changes.added(DiscordId(1)), key=str) == sorted(
+                [ROLE, fourth], key=str
+            )
+            assert await uow.role_changes.added(DiscordId(2)) == [ROLE]
+            assert await uow.role_changes.added(DiscordId(3)) == []

@@ -1028,6 +1028,35 @@ async def test_an_add_for_a_role_out_of_the_setting_is_not_a_removal_once_unlink
     other.unwire()
 
 
+async def test_a_role_given_then_taken_out_of_the_setting_is_removed_at_the_unlink(
+    one: Harness,
+) -> None:
+    """The service gave a member the role (Discord took the add), then the operator took the
+    role out of the setting (another role in its place), then the member unlinked: the unlink
+    queued removals for the configured roles only, so the member kept, unlinked, a role the
+    service handed out (for good: `roles sync` looks only at the configured roles). The
+    unlink asks for the removal of every role its row says Discord added, configured or not
+    (a role never given, an add never sent, is left alone: see the test above)."""
+    profile = await _linked(one, 5020)
+    await apply(one)
+    assert one.guild_roles.has(ROLE, profile.id)
+    other = _configured_with(one, str(ELSEWHERE))
+    await other.unlink_discord().execute(profile.id)
+    calls = len(one.guild_roles.calls)
+
+    report = await other.apply_role_changes().execute()
+
+    assert (
+        RoleCall(RoleAction.REMOVE, ROLE, profile.id, REASONS[RoleAction.REMOVE])
+        in (one.guild_roles.calls[calls:])
+    )
+    assert not one.guild_roles.has(ROLE, profile.id)
+    assert (profile.id, ROLE, RoleAction.REMOVE) in [
+        (c.discord_id, c.role, c.action) for c in report.done
+    ]
+    other.unwire()
+
+
 async def test_roles_sync_leaves_the_changes_of_roles_it_does_not_name_to_the_service(
     r: Harness,
 ) -> None:
@@ -1094,14 +1123,33 @@ async def test_sync_asks_again_for_a_removal_discord_refused(one: Harness) -> No
     assert (await one.container.request_roles_for_links().execute()).total == 0
 
 
-async def test_sync_removes_the_role_an_unlink_without_the_setting_left(one: Harness) -> None:
+async def test_an_unlink_without_the_setting_removes_the_role_the_row_says_was_added(
+    one: Harness,
+) -> None:
     """An instance whose settings name no role (a rolling deploy that adds the setting, the
-    feature briefly off) handles an unlink: it queues no removal, and the row still says
-    "added". `roles sync` finds it and takes the role away (helper-62's review)."""
+    feature briefly off) handles an unlink: the row says Discord took the add, so it queues
+    the removal, which the workers of the instances with the setting send."""
+    profile = await _linked(one, 5024)
+    await apply(one)
+    await uc.UnlinkDiscord(one.uow, one.clock, linked_roles=()).execute(profile.id)
+
+    assert [(c.role, c.action) for c in (await apply(one)).done] == [(ROLE, RoleAction.REMOVE)]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    assert (await one.container.request_roles_for_links().execute()).total == 0
+
+
+async def test_sync_removes_the_role_an_unlink_without_the_setting_left(one: Harness) -> None:
+    """An unlink that queued no removal (an older release's instance whose settings named no
+    role: before, an unlink queued removals for the configured roles only) left the row
+    saying "added". `roles sync` finds it and takes the role away (helper-62's review)."""
     profile = await _linked(one, 5021)
     await apply(one)
     assert one.guild_roles.has(ROLE, profile.id)
-    await uc.UnlinkDiscord(one.uow, one.clock, linked_roles=()).execute(profile.id)
+    async with one.uow() as uow:  # that release's unlink: the link removed, nothing queued
+        link = await uow.links.get_by_discord_id(profile.id)
+        assert link is not None
+        assert await uow.links.remove(link)
+        await uow.commit()
     assert not (await apply(one)).busy  # nothing was queued
 
     assert (await one.container.request_roles_for_links().execute()) == uc.RolesRequested(

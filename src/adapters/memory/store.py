@@ -1022,6 +1022,15 @@ class MemoryRoleChanges(_Repo):
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None:
         return self._t.role_changes.get((discord_id, role))
 
+    async def added(self, discord_id: DiscordId) -> Sequence[LinkedRole]:
+        return [
+            c.role
+            for c in self._t.role_changes.values()
+            if c.discord_id == discord_id
+            and c.action is RoleAction.ADD
+            and c.status is RoleChangeStatus.DONE
+        ]
+
     async def pending(
         self, roles: Collection[LinkedRole] | None = None
     ) -> tuple[int, datetime | None]:

@@ -1598,6 +1598,19 @@ class SqlRoleChanges(_QueueRepo):
         row = (await self._run(query)).first()
         return _role_change(row) if row else None
 
+    async def added(self, discord_id: DiscordId) -> Sequence[LinkedRole]:
+        query = (
+            select(_roles.guild_id, _roles.role_id)
+            .where(
+                _roles.discord_id == discord_id.value,
+                _roles.action == RoleAction.ADD.value,
+                _roles.status == RoleChangeStatus.DONE.value,
+            )
+            .order_by(_roles.guild_id, _roles.role_id)
+        )
+        rows = await self._run(query)
+        return [LinkedRole(DiscordId(row.guild_id), DiscordId(row.role_id)) for row in rows]
+
     async def pending(
         self, roles: Collection[LinkedRole] | None = None
     ) -> tuple[int, datetime | None]:

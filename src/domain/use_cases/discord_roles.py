@@ -391,8 +391,9 @@ class ApplyRoleChanges:
             link is not None or held.action is RoleAction.ADD
         ):
             # A role out of the setting is no longer handed out; a removal an unlink asked for
-            # (while it was configured) still goes out to a member who is not linked, but an
-            # add is not turned into one (the service may never have given the role).
+            # (while it was configured, or since, Discord having taken its add) still goes out
+            # to a member who is not linked, but an add is not turned into one (the service
+            # may never have given the role).
             await self._write_back(self._unconfigured(held), report.unconfigured, report)
             return
         action = RoleAction.ADD if link is not None else RoleAction.REMOVE
