@@ -22,6 +22,7 @@ import hikari
 import httpx
 import pytest
 from dependency_injector import providers
+from hikari.impl.shard import GatewayShardImpl
 
 from adapters.shared_state import MemoryReplayGuard
 from adapters.sql import SqlDatabase, migrate
@@ -53,7 +54,14 @@ def emulator() -> Iterator[tuple[EmulatorState, str]]:
 @pytest.fixture
 async def gateway_bot(emulator: tuple[EmulatorState, str]) -> AsyncIterator[Harness]:
     state, url = emulator
-    container = build_container(
+    container = _bot_container(state, url)
+    h = Harness.build(container)
+    async with running_gateway_bot(container, state):
+        yield h
+
+
+def _bot_container(state: EmulatorState, url: str) -> Container:
+    return build_container(
         make_settings(
             discord_bot_token=state.bot_token,
             discord_api_url=f"{url}/api/v10",
@@ -63,9 +71,6 @@ async def gateway_bot(emulator: tuple[EmulatorState, str]) -> AsyncIterator[Harn
             discord_answer_deadline_seconds=25.0,
         )
     )
-    h = Harness.build(container)
-    async with running_gateway_bot(container, state):
-        yield h
 
 
 async def test_commands_work_over_the_gateway(
@@ -460,3 +465,35 @@ def test_the_bot_command_explains_a_token_discord_refuses(
     assert "could not connect to Discord" in done.stderr
     assert "Unauthorized" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_the_bot_connects_again_after_discord_closes_its_zombied_connection(
+    emulator: tuple[EmulatorState, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Discord closes a connection whose heartbeats stopped with 4009 Session timed out; the
+    bot (hikari) takes that as a close to reconnect after: its RESUME is refused and it
+    identifies anew, and commands reach it again. The interval is small for the test, not so
+    small that a busy machine makes the bot miss a heartbeat it sends."""
+    state, url = emulator
+    state.heartbeat_interval = 4.0
+    user = state.add_user("gail")
+    zombie = False
+    heartbeat = GatewayShardImpl._send_heartbeat
+
+    async def stalled_heartbeat(shard: GatewayShardImpl) -> None:
+        if not zombie:  # the connection looks alive to the bot, but nothing goes out
+            await heartbeat(shard)
+
+    monkeypatch.setattr(GatewayShardImpl, "_send_heartbeat", stalled_heartbeat)
+    caplog.set_level(logging.INFO, logger="hikari.gateway")
+    async with running_gateway_bot(_bot_container(state, url), state):
+        [first] = state.gateway_sessions
+        zombie = True
+        await wait_until(lambda: first not in state.gateway_sessions)
+        zombie = False
+        await wait_until(lambda: len(state.gateway_sessions) == 1)
+        assert "[code:4009, reason:Session timed out.]" in caplog.text
+        whoami = await run_command(url, user.id, "whoami", via="gateway")
+        assert "not linked" in whoami.content

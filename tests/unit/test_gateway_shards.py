@@ -403,3 +403,37 @@ def test_an_application_with_an_interactions_url_gets_none_over_the_gateway() ->
         dispatched = socket.receive_json()
         assert dispatched["t"] == "INTERACTION_CREATE"
         assert dispatched["d"]["id"] == sent.json()["interaction_id"] != to_the_url.id
+
+
+def test_a_connection_that_stops_heartbeating_is_closed_with_4009() -> None:
+    """Discord closes a zombied connection, one whose heartbeats stopped, with 4009 Session
+    timed out (hikari reconnects after it); the emulator's gateway kept such a connection open
+    for ever, and dispatched interactions into it. The interval is HELLO's."""
+    state = _state(heartbeat_interval=0.05)
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json() == {
+            "op": 10, "d": {"heartbeat_interval": 50}, "s": None, "t": None
+        }  # fmt: skip
+        socket.send_json(_identify(state))
+        assert socket.receive_json()["t"] == "READY"
+        socket.send_json({"op": 1, "d": 1})
+        assert socket.receive_json()["op"] == 11  # answered while it heartbeats
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()  # no more heartbeats: nothing comes but the close
+    assert (closed.value.code, closed.value.detail) == (4009, "Session timed out.")
+    assert state.gateway_sessions == []
+
+
+def test_a_connection_that_never_heartbeats_is_closed_with_4009() -> None:
+    state = _state(heartbeat_interval=0.05)
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO; then neither IDENTIFY nor heartbeat
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert closed.value.code == 4009

@@ -1,6 +1,7 @@
 """The emulator's gateway: the WebSocket a ``hikari.GatewayBot`` connects to. It speaks just
 enough of https://discord.com/developers/docs/events/gateway: HELLO, IDENTIFY (with ``shard``,
-see ``shards``), READY, heartbeats, and INTERACTION_CREATE dispatches sent by the test API."""
+see ``shards``), READY, heartbeats (a connection whose heartbeats stop is closed with 4009
+Session timed out), and INTERACTION_CREATE dispatches sent by the test API."""
 
 from __future__ import annotations
 
@@ -43,7 +44,12 @@ CLOSE_INVALID_INTENTS, CLOSE_DISALLOWED_INTENTS = 4013, 4014
 # MESSAGE_CONTENT, need enabling in the Developer Portal before an IDENTIFY may name them.
 ALL_INTENTS = (1 << 26) - 1
 PRIVILEGED_INTENTS = 1 << 1 | 1 << 8 | 1 << 15
-HEARTBEAT_INTERVAL_MS = 41_250
+CLOSE_SESSION_TIMED_OUT = 4009
+# How many heartbeat intervals a connection may go without a heartbeat before the gateway closes
+# it with 4009 Session timed out (Discord: "Your session timed out. Reconnect and start a new
+# one."; it keeps "tolerance in the heartbeat_interval" without saying how much). hikari takes
+# 4009 as a close to reconnect after; its RESUME is refused and it identifies anew.
+HEARTBEAT_GRACE = 1.5
 
 
 @dataclass
@@ -194,15 +200,27 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
             return
         compression = socket.query_params.get("compress")
         session = GatewaySession(socket, zlib.compressobj() if compression else None)
-        await session.send(OP_HELLO, {"heartbeat_interval": HEARTBEAT_INTERVAL_MS})
+        interval = state.heartbeat_interval
+        await session.send(OP_HELLO, {"heartbeat_interval": round(interval * 1000)})
+        loop = asyncio.get_running_loop()
+        # Every heartbeat (nothing else) moves the deadline; HELLO starts the first interval.
+        heartbeat_deadline = loop.time() + interval * HEARTBEAT_GRACE
         try:
             while True:
-                message = _payload(session, await _receive(socket))
+                try:
+                    frame = await asyncio.wait_for(
+                        _receive(socket), max(0.0, heartbeat_deadline - loop.time())
+                    )
+                except TimeoutError:
+                    await socket.close(CLOSE_SESSION_TIMED_OUT, "Session timed out.")
+                    return
+                message = _payload(session, frame)
                 if isinstance(message, Refusal):
                     await socket.close(message.code, message.reason)
                     return
                 op = message["op"]
                 if op == OP_HEARTBEAT:
+                    heartbeat_deadline = loop.time() + interval * HEARTBEAT_GRACE
                     await session.send(OP_HEARTBEAT_ACK, None)
                 elif op == OP_IDENTIFY:
                     identified = _identify(state, session, message.get("d"))

@@ -254,6 +254,10 @@ class EmulatorState:
     # The privileged intents enabled for the application in the Developer Portal (a bit
     # field; none, as for a new application): IDENTIFY naming another is closed with 4014.
     privileged_intents: int = 0
+    # The heartbeat interval HELLO gives (seconds; Discord's is about 41.25). A connection that
+    # sends no heartbeat for ``HEARTBEAT_GRACE`` intervals is closed with 4009 Session timed
+    # out, as Discord closes a zombied one. Tests of that set a small one.
+    heartbeat_interval: float = 41.25
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
