@@ -422,7 +422,7 @@ def test_a_connection_that_stops_heartbeating_is_closed_with_4009() -> None:
         socket.send_json({"op": 1, "d": 1})
         assert socket.receive_json()["op"] == 11  # answered while it heartbeats
         with pytest.raises(WebSocketDisconnect) as closed:
-            socket.receive_json()  # no more heartbeats: nothing comes but the close
+            socket.receive_json(timeout=60)  # no more heartbeats: nothing but the close
     assert (closed.value.code, closed.value.detail) == (4009, "Session timed out.")
     assert state.gateway_sessions == []
 
@@ -435,5 +435,5 @@ def test_a_connection_that_never_heartbeats_is_closed_with_4009() -> None:
     ):
         assert socket.receive_json()["op"] == 10  # HELLO; then neither IDENTIFY nor heartbeat
         with pytest.raises(WebSocketDisconnect) as closed:
-            socket.receive_json()
+            socket.receive_json(timeout=60)  # fails (queue.Empty) if it is never closed
     assert closed.value.code == 4009
