@@ -230,6 +230,14 @@ class SessionRepository(Protocol):
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         """End every session of an account, except the one whose digest is ``keep``."""
 
+    async def lock(self, account_id: AccountId, also: Collection[str] = ()) -> Sequence[Session]:
+        """Hold every session of the account and those ``also`` names (whoever's), all in one
+        order (the digests'), until the transaction ends, and return them in that order
+        (digests naming none left out). "Sign out everywhere" and a password reset end the
+        account's sessions and those the browser's cookies name (a copied cookie may name
+        another account's): taken as two sets, two of them crossing each held a row the
+        other waited for."""
+
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         """Delete the rows expired at ``now`` (used or not); how many (``limit``: see
         ``Maintenance``)."""

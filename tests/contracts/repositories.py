@@ -815,6 +815,13 @@ class RepositoryContract:
 
         await write(uow_factory, add)
         async with uow_factory() as uow:
+            # The account's and those named (another account's too), in the digests' order,
+            # once each; a digest naming none is left out.
+            lock = uow.sessions.lock
+            assert await lock(owner.id) == rows
+            assert await lock(owner.id, also=["9" * 64, "0" * 64, "x" * 64]) == [*rows, foreign]
+            assert await lock(other.id) == [foreign]
+        async with uow_factory() as uow:
             assert await uow.sessions.get(rows[0].digest) == rows[0]
             assert await uow.sessions.remove(rows[0].digest) is True
             assert await uow.sessions.remove(rows[0].digest) is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -19,7 +20,7 @@ from adapters.sql.tables import sessions
 from domain.model import SignInMethod
 from domain.use_cases import BrowserCookies
 from tests.harness import Harness, sql_harness
-from tests.integration.lock_order import signed_in_with_discord
+from tests.integration.lock_order import contention_noted, signed_in_with_discord
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
@@ -125,3 +126,54 @@ async def test_sign_out_everywhere_ends_a_session_renewed_while_it_waited(
         await uow.commit()
     await everywhere
     assert await _sessions_left(pg_db) == 0
+
+
+@pytest.mark.parametrize("first_by", ["everywhere", "password-reset"])
+async def test_two_sign_outs_everywhere_naming_each_others_sessions_both_go_through(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch, first_by: str
+) -> None:
+    """ "Sign out everywhere" in two browsers of two accounts, each holding a copy of the
+    other's binding cookie, whose Discord sign-in's session (just made) ends with it. Each
+    ended its account's sessions, then the browser's others: each held one the other waited
+    for, and Postgres rolled one back (a deadlock; not retried: a 503). Both now lock their
+    account's sessions and the browser's together, in the digests' order. A password reset
+    in the first browser did the same."""
+    ada, _ = await _signed_in_with_discord(h, 7904)
+    bea, _ = await _signed_in_with_discord(h, 7905)
+    _, ada_binding = await signed_in_with_discord(h, 7904)
+    _, bea_binding = await signed_in_with_discord(h, 7905)
+    # Ada's browser holds the binding value of Bea's second sign-in, and the reverse.
+    first = BrowserCookies(session_token=ada, bindings=(bea_binding,))
+    second = BrowserCookies(session_token=bea, bindings=(ada_binding,))
+    await h.container.request_password_reset().execute("d7904@example.com")
+    await h.deliver()
+    reset = h.link_token(h.last_email("d7904@example.com"), "/password/reset/")
+    contended = contention_noted(monkeypatch)
+    remove = SqlSessions.remove_for_account
+    removed, go = asyncio.Event(), asyncio.Event()
+
+    async def remove_held(repo: SqlSessions, *args: Any, **kwargs: Any) -> int:
+        done = await remove(repo, *args, **kwargs)
+        if not removed.is_set():  # the first one's: its account's sessions held
+            removed.set()
+            await go.wait()
+        return done
+
+    monkeypatch.setattr(SqlSessions, "remove_for_account", remove_held)
+    one: asyncio.Future[object]
+    if first_by == "everywhere":
+        one = asyncio.ensure_future(h.container.end_all_sessions().execute(first))
+    else:
+        one = asyncio.ensure_future(
+            h.container.reset_password().execute(
+                token=reset, new_password="a brand new password", browser=first
+            )
+        )
+    await removed.wait()
+    other = asyncio.ensure_future(h.container.end_all_sessions().execute(second))
+    await until_it_waits_for_a_lock(pg_db, other)
+    go.set()
+    await asyncio.gather(one, other)  # a deadlock: one of them a 503
+    assert contended == []
+    # The reset's own new session only.
+    assert await _sessions_left(pg_db) == (0 if first_by == "everywhere" else 1)

@@ -809,6 +809,16 @@ class SqlSessions(_Repo):
         )
         return await self._count(query) > 0
 
+    async def lock(self, account_id: AccountId, also: Collection[str] = ()) -> Sequence[Session]:
+        # FOR UPDATE on Postgres (SQLite serialises writers), one statement in the digests'
+        # order: the account's sessions and the browser's (another account's, through a
+        # copied cookie) as one set, as every other holder of several sessions takes them.
+        held = sessions.c.account_id == account_id.value
+        if also:
+            held = or_(held, sessions.c.token_hash.in_(sorted(also)))
+        query = select(sessions).where(held).order_by(sessions.c.token_hash).with_for_update()
+        return [_session_row(row) for row in await self._run(query)]
+
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         # Locked in the digests' order first (FOR UPDATE: Postgres; SQLite serialises
         # writers), as ``sign_out_browser`` ends a browser's sessions: deleted in the table's

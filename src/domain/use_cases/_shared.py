@@ -605,25 +605,37 @@ async def sign_out_browser(
     and the two loads hold the browser's round trips in one order (``not_signed_out_since``:
     the later waits for the earlier, no deadlock)."""
     ended = False
-    session_token, bindings = browser.session_token, browser.bindings
     if not offers_spent:
         ended = await spend_browser_offers(uow, tokens, browser, now, completing=completing)
     kept = digest_of(tokens, keeping)
-    own = tokens.digest(session_token) if plausible_token(session_token) else None
-    successors = successors_of(tokens, session_token) if session_token and own else []
+    own = digest_of(tokens, browser.session_token)
     # Only the cookie's own session ends whenever it is found; the others (renewed from it,
     # or made by a Discord sign-in of this browser's) only when nobody can hold them yet.
-    made = sign_in_successors(tokens, bindings, completing=completing)
     # In one order, the digests': two browsers whose cookies name each other's sessions (a
     # copied cookie) ending them at once, each its own first, waited for each other
     # (Postgres aborted one: a deadlock, a 500). The second now waits for the first.
-    for digest in sorted({*([own] if own else []), *successors, *made}):
+    for digest in browser_sessions(tokens, browser, completing=completing):
         session = await uow.sessions.get(digest) if digest != kept else None
         if session is not None and (digest == own or renewed_just_now(session, now)):
             await uow.sessions.remove(digest)
             await uow.audit.record(AuditEvent(AuditKind.SIGNED_OUT, now, session.account_id))
             ended = True
     return ended
+
+
+def browser_sessions(
+    tokens: TokenIssuer, browser: BrowserCookies, *, completing: str | None = None
+) -> list[str]:
+    """The digests of the sessions ``sign_out_browser`` may end for this browser, in the
+    digests' order: its cookie's own, those renewed from it and those its Discord sign-ins
+    made (see ``sign_out_browser``). A caller that ends an account's sessions too locks
+    these with them first, as one set (``SessionRepository.lock``)."""
+    own = digest_of(tokens, browser.session_token)
+    successors = (
+        successors_of(tokens, browser.session_token) if browser.session_token and own else []
+    )
+    made = sign_in_successors(tokens, browser.bindings, completing=completing)
+    return sorted({*([own] if own else []), *successors, *made})
 
 
 def renewed_just_now(successor: Session, now: datetime) -> bool:

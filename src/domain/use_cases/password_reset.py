@@ -42,6 +42,7 @@ from domain.use_cases._shared import (
     NO_COOKIES,
     SESSION_TTL,
     BrowserCookies,
+    browser_sessions,
     digest_of,
     made_just_now,
     queue_email,
@@ -222,6 +223,8 @@ class ResetPassword(_PasswordUseCase):
             )
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
+            # The account's sessions and the browser's, as one set (see ``lock``).
+            await uow.sessions.lock(account.id, also=browser_sessions(self._tokens, browser))
             await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})

@@ -21,6 +21,7 @@ from domain.use_cases._passwords import (
 from domain.use_cases._shared import (
     SESSION_SUCCESSOR,
     BrowserCookies,
+    browser_sessions,
     digest_of,
     made_just_now,
     plausible_token,
@@ -205,6 +206,8 @@ class EndAllSessions:
                     kept = new_device_token(self._tokens, updated)
             # The queued ones are cancelled when sent: the device epoch moved on.
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
+            # The account's sessions and the browser's, as one set (see ``lock``).
+            await uow.sessions.lock(account.id, also=browser_sessions(self._tokens, browser))
             ended = await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
