@@ -230,13 +230,16 @@ class SessionRepository(Protocol):
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         """End every session of an account, except the one whose digest is ``keep``."""
 
-    async def lock(self, account_id: AccountId, also: Collection[str] = ()) -> Sequence[Session]:
-        """Hold every session of the account and those ``also`` names (whoever's), all in one
-        order (the digests'), until the transaction ends, and return them in that order
-        (digests naming none left out). "Sign out everywhere" and a password reset end the
+    async def lock(
+        self, digests: Collection[str], *, account_id: AccountId | None = None
+    ) -> Sequence[Session]:
+        """Hold the sessions ``digests`` name (whoever's) and, given ``account_id``, every
+        session of that account, all in one order (the digests'), until the transaction
+        ends; return them in that order (digests naming none left out). "Sign out
+        everywhere", a password reset and "Sign out" on the account page end some of the
         account's sessions and those the browser's cookies name (a copied cookie may name
-        another account's): taken as two sets, two of them crossing each held a row the
-        other waited for."""
+        another account's): taken one set (or one row) first, two of them crossing each held
+        a row the other waited for."""
 
     async def purge_expired(self, now: datetime, limit: int | None = None) -> int:
         """Delete the rows expired at ``now`` (used or not); how many (``limit``: see

@@ -818,9 +818,12 @@ class RepositoryContract:
             # The account's and those named (another account's too), in the digests' order,
             # once each; a digest naming none is left out.
             lock = uow.sessions.lock
-            assert await lock(owner.id) == rows
-            assert await lock(owner.id, also=["9" * 64, "0" * 64, "x" * 64]) == [*rows, foreign]
-            assert await lock(other.id) == [foreign]
+            assert await lock([], account_id=owner.id) == rows
+            named = ["9" * 64, "0" * 64, "x" * 64]
+            assert await lock(named, account_id=owner.id) == [*rows, foreign]
+            assert await lock(named) == [rows[0], foreign]
+            assert await lock([], account_id=other.id) == [foreign]
+            assert await lock([]) == []
         async with uow_factory() as uow:
             assert await uow.sessions.get(rows[0].digest) == rows[0]
             assert await uow.sessions.remove(rows[0].digest) is True

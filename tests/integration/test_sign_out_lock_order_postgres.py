@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
 from adapters.sql.tables import sessions
+from domain import errors
 from domain.model import SignInMethod
 from domain.use_cases import BrowserCookies
 from tests.harness import Harness, sql_harness
@@ -177,3 +178,44 @@ async def test_two_sign_outs_everywhere_naming_each_others_sessions_both_go_thro
     assert contended == []
     # The reset's own new session only.
     assert await _sessions_left(pg_db) == (0 if first_by == "everywhere" else 1)
+
+
+async def test_two_sign_outs_from_the_account_page_naming_each_others_sessions(
+    h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Sign out" next to the current session on the account page, in two browsers whose
+    cookies name each other's sessions (each holds the other's binding value): each ended
+    its own session by its id first, then the others its cookies named, and each waited for
+    the one the other held (a deadlock: not retried, a 503). The browser's sessions are
+    locked first now, as one set, in the digests' order: the second waits for the first."""
+    ada, ada_binding = await _signed_in_with_discord(h, 7906)
+    bea, bea_binding = await _signed_in_with_discord(h, 7907)
+    first = BrowserCookies(session_token=ada, bindings=(bea_binding,))
+    second = BrowserCookies(session_token=bea, bindings=(ada_binding,))
+    ada_id = str((await h.container.list_sessions().execute(ada)).current.id)
+    bea_id = str((await h.container.list_sessions().execute(bea)).current.id)
+    contended = contention_noted(monkeypatch)
+    remove = SqlSessions.remove_by_id
+    removed, go = asyncio.Event(), asyncio.Event()
+
+    async def remove_held(repo: SqlSessions, *args: Any) -> bool:
+        done = await remove(repo, *args)
+        if not removed.is_set():  # the first one's own session, held
+            removed.set()
+            await go.wait()
+        return done
+
+    monkeypatch.setattr(SqlSessions, "remove_by_id", remove_held)
+    one = asyncio.ensure_future(h.container.end_session().execute(first, ada_id))
+    await removed.wait()
+    other = asyncio.ensure_future(h.container.end_session().execute(second, bea_id))
+    await until_it_waits_for_a_lock(pg_db, other)
+    go.set()
+    # Before, a deadlock: one a 503. Now the first ends both (the second's session made
+    # just now by the Discord sign-in its copied binding value names), and the second finds
+    # its session ended already (404).
+    assert await one is True
+    with pytest.raises(errors.NotFound):
+        await other
+    assert contended == []
+    assert await _sessions_left(pg_db) == 0

@@ -603,11 +603,12 @@ class MemorySessions(_Repo):
         del self._t.sessions[found]
         return True
 
-    async def lock(self, account_id: AccountId, also: Collection[str] = ()) -> Sequence[Session]:
-        held = {k for k, s in self._t.sessions.items() if s.account_id == account_id}
-        return [
-            self._t.sessions[k] for k in sorted(held | {k for k in also if k in self._t.sessions})
-        ]
+    async def lock(
+        self, digests: Collection[str], *, account_id: AccountId | None = None
+    ) -> Sequence[Session]:
+        rows = self._t.sessions
+        held = {k for k, s in rows.items() if k in digests or s.account_id == account_id}
+        return [rows[k] for k in sorted(held)]
 
     async def remove_for_account(self, account_id: AccountId, *, keep: str | None = None) -> int:
         gone = [k for k, s in self._t.sessions.items() if s.account_id == account_id and k != keep]

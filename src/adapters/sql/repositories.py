@@ -809,13 +809,15 @@ class SqlSessions(_Repo):
         )
         return await self._count(query) > 0
 
-    async def lock(self, account_id: AccountId, also: Collection[str] = ()) -> Sequence[Session]:
+    async def lock(
+        self, digests: Collection[str], *, account_id: AccountId | None = None
+    ) -> Sequence[Session]:
         # FOR UPDATE on Postgres (SQLite serialises writers), one statement in the digests'
-        # order: the account's sessions and the browser's (another account's, through a
-        # copied cookie) as one set, as every other holder of several sessions takes them.
-        held = sessions.c.account_id == account_id.value
-        if also:
-            held = or_(held, sessions.c.token_hash.in_(sorted(also)))
+        # order: the browser's sessions (another account's too, through a copied cookie) and
+        # the account's as one set, as every other holder of several sessions takes them.
+        held: ColumnElement[bool] = sessions.c.token_hash.in_(sorted(digests))
+        if account_id is not None:
+            held = or_(held, sessions.c.account_id == account_id.value)
         query = select(sessions).where(held).order_by(sessions.c.token_hash).with_for_update()
         return [_session_row(row) for row in await self._run(query)]
 

@@ -224,7 +224,7 @@ class ResetPassword(_PasswordUseCase):
             await uow.accounts.update(updated)
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             # The account's sessions and the browser's, as one set (see ``lock``).
-            await uow.sessions.lock(account.id, also=browser_sessions(self._tokens, browser))
+            await uow.sessions.lock(browser_sessions(self._tokens, browser), account_id=account.id)
             await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.PASSWORD_SET, now, account.id, None, {"via": "reset"})

@@ -153,6 +153,9 @@ class EndSession:
                 # Before its session: a sign-out in a browser with copies of its cookies
                 # spends them first (see ``browser_offers``).
                 await spend_browser_offers(uow, self._tokens, browser, now)
+                # Its own session among the others its cookies name, as one set (see
+                # ``lock``), before it ends by its id.
+                await uow.sessions.lock(browser_sessions(self._tokens, browser))
             if not await uow.sessions.remove_by_id(account.id, wanted):
                 raise errors.NotFound("There is no such session (it may have ended already).")
             await uow.audit.record(
@@ -207,7 +210,7 @@ class EndAllSessions:
             # The queued ones are cancelled when sent: the device epoch moved on.
             await uow.email_tokens.consume_all(account.id, EmailPurpose.RESET, now)
             # The account's sessions and the browser's, as one set (see ``lock``).
-            await uow.sessions.lock(account.id, also=browser_sessions(self._tokens, browser))
+            await uow.sessions.lock(browser_sessions(self._tokens, browser), account_id=account.id)
             ended = await uow.sessions.remove_for_account(account.id)
             await uow.audit.record(
                 AuditEvent(AuditKind.SIGNED_OUT, now, account.id, detail={"session": "all"})
