@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from adapters.loopback import is_loopback
-from domain.errors import DomainError, StorageError, StorageFault, StorageNotReady
+from domain.errors import (
+    DomainError,
+    StorageContention,
+    StorageError,
+    StorageFault,
+    StorageNotReady,
+)
 from domain.model import (
     MAX_API_KEY_LIFETIME,
     AccountId,
@@ -137,9 +143,38 @@ def _run_with_database(action: Callable[[SqlDatabase], Awaitable[T]], *, create:
     try:
         return asyncio.run(run())
     except (OSError, DBAPIError) as exc:
-        raise click.ClickException(
-            f"Cannot use the database at {_safe_url(settings.database_url)}: {_failure(exc)}"
-        ) from None
+        raise _database_failure(settings.database_url, exc) from None
+
+
+# The exit status of a command whose transaction the database rolled back to let another one
+# through (Postgres broke a deadlock, or a serialization failure): nothing is wrong, and the
+# same command run again works. EX_TEMPFAIL (sysexits.h): a script or a cron wrapper tells
+# "run it again" from a failure a person must look at (1).
+BUSY_EXIT_STATUS = 75
+
+
+class _DatabaseBusy(click.ClickException):
+    exit_code = BUSY_EXIT_STATUS
+
+
+def _database_failure(url: str, exc: BaseException) -> click.ClickException:
+    """What a command says of the database's failure ``exc`` (a driver's error, or the
+    domain's ``StorageError`` with the driver's as its cause): a transaction rolled back for
+    another one is the database being busy, to run again; anything else "cannot use" it, in
+    the driver's words. The URL is shown without its password."""
+    from adapters.sql.errors import contention  # noqa: PLC0415 - SQL storage only
+
+    cause = exc.__cause__ if isinstance(exc, DomainError) else exc
+    if isinstance(exc, StorageContention) or (cause is not None and contention(cause)):
+        said = f" ({_failure(cause)})" if cause is not None else ""
+        return _DatabaseBusy(
+            "The database was busy: it rolled this command's transaction back to let another "
+            f"one through{said}. Nothing is wrong, and what that transaction did was undone: "
+            "run the command again."
+        )
+    return click.ClickException(
+        f"Cannot use the database at {_safe_url(url)}: {_failure(cause or exc)}"
+    )
 
 
 def _failure(exc: BaseException) -> str:
@@ -678,13 +713,14 @@ def _run_use_case(call: Callable[[Any], Awaitable[T]]) -> T:
     except (StorageError, StorageFault) as exc:
         # In the database's words: "cannot reach its database right now, try again shortly"
         # (the words for a person on a page) was said of a database that refused a write
-        # (read-only: a replica, a file this user may not write), which no wait mends.
-        if isinstance(exc, StorageNotReady) or exc.__cause__ is None:
+        # (read-only: a replica, a file this user may not write), which no wait mends. A
+        # transaction rolled back for another one is said as such: "Cannot use the database
+        # at …: deadlock detected" read as an outage.
+        if isinstance(exc, StorageNotReady) or (
+            exc.__cause__ is None and not isinstance(exc, StorageContention)
+        ):
             raise
-        raise click.ClickException(
-            f"Cannot use the database at {_safe_url(settings.database_url)}: "
-            f"{_failure(exc.__cause__)}"
-        ) from None
+        raise _database_failure(settings.database_url, exc) from None
 
 
 def _require_database_file(url: str) -> None:
@@ -717,9 +753,7 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
     try:
         found = await revisions.found_revisions(database)
     except (OSError, DBAPIError) as exc:
-        raise click.ClickException(
-            f"Cannot use the database at {_safe_url(url)}: {_failure(exc)}"
-        ) from None
+        raise _database_failure(url, exc) from None
     head = revisions.head_revision()
     if found == [head]:
         return

@@ -1409,6 +1409,61 @@ def test_api_key_revoke_names_the_key_as_create_stored_it(sqlite_database: Path)
     assert "revoked" in runner.invoke(cli, ["api-key", "list"]).output
 
 
+class _DriverState(Exception):
+    """A driver error with its SQLSTATE, as asyncpg says it."""
+
+    def __init__(self, words: str, sqlstate: str) -> None:
+        super().__init__(words)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+def test_a_command_the_database_rolled_back_for_another_says_to_run_it_again(
+    sqlite_database: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sqlstate: str,
+) -> None:
+    """Postgres broke a deadlock (or a serialization failure) by rolling the command's
+    transaction back: "Cannot use the database at …: deadlock detected" read as an outage.
+    It is the database busy, to run again, with an exit status of its own (75, EX_TEMPFAIL)
+    for a script to tell it from a failure."""
+    from sqlalchemy.exc import DBAPIError
+
+    from adapters.sql.errors import translate
+    from domain import errors
+    from domain.use_cases import ListApiKeys
+    from entrypoints.cli import BUSY_EXIT_STATUS
+
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    words = "deadlock detected" if sqlstate == "40P01" else "could not serialize access"
+
+    async def rolled_back(*_: object, **__: object) -> None:
+        driver = DBAPIError("SELECT", {}, _DriverState(words, sqlstate))
+        translated = translate(driver)
+        assert isinstance(translated, errors.StorageContention)
+        raise translated from driver
+
+    monkeypatch.setattr(ListApiKeys, "execute", rolled_back)
+    status, out, err = _run_main(monkeypatch, capsys, "api-key", "list")
+    assert (status, out) == (BUSY_EXIT_STATUS, "")
+    assert BUSY_EXIT_STATUS not in {0, 1, 2, 130}
+    assert err == (
+        "Error: The database was busy: it rolled this command's transaction back to let "
+        f"another one through ({words}). Nothing is wrong, and what that transaction did was "
+        "undone: run the command again.\n"
+    )
+    assert "Cannot use the database" not in err
+
+    async def without_cause(*_: object, **__: object) -> None:
+        raise errors.StorageContention()  # as a use case that tried again in place says it
+
+    monkeypatch.setattr(ListApiKeys, "execute", without_cause)
+    status, _, err = _run_main(monkeypatch, capsys, "api-key", "list")
+    assert status == BUSY_EXIT_STATUS
+    assert err.startswith("Error: The database was busy:"), err
+
+
 def _declined_on_file(username: str, *addresses: str) -> str:
     """An account on the configured database whose holder of each address declined it."""
     from domain.model import Account, AccountId

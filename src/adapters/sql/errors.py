@@ -48,6 +48,12 @@ def outage_state(exc: BaseException) -> bool:
 CONTENTION_STATES = frozenset({"40P01", "40001"})
 
 
+def contention(exc: BaseException) -> bool:
+    """Whether the database rolled the transaction back to let another one through (a
+    deadlock broken, a serialization failure): nothing is wrong, and trying again works."""
+    return _sqlstate(exc) in CONTENTION_STATES
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     cause = getattr(exc, "orig", None) or exc
     state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
@@ -84,7 +90,7 @@ def translate(exc: Exception) -> errors.DomainError:
         return errors.Conflict()
     if (not_ready := not_migrated(exc)) is not None:
         return not_ready
-    if _sqlstate(exc) in CONTENTION_STATES:
+    if contention(exc):
         return errors.StorageContention()
     if isinstance(exc, _OUTAGES) or outage_state(exc):
         return errors.StorageError()
