@@ -39,17 +39,11 @@ from domain.model import (
 from domain.names import has_hidden_characters
 from entrypoints.heap import settle_start_up_objects
 from entrypoints.listening import url_host
-from entrypoints.settings import (
-    MAX_SHARD_COUNT,
-    SettingsError,
-    database_url_without_password,
-    load_settings,
-    unknown_variables,
-    without_password,
-)
+from entrypoints.settings_errors import MAX_SHARD_COUNT, SettingsError
 
 if TYPE_CHECKING:
     from adapters.sql import SqlDatabase
+    from entrypoints.settings import Settings
 
 T = TypeVar("T")
 _PORT = click.IntRange(1, 65535)
@@ -68,7 +62,28 @@ class _Seconds(click.FloatRange):
         return seconds
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def load_settings(**overrides: Any) -> Settings:
+    """The settings, read when a command needs them: pydantic-settings and SQLAlchemy (which
+    reads the database URL) are loaded then, not for ``--help``."""
+    from entrypoints import settings  # noqa: PLC0415
+
+    return settings.load_settings(**overrides)
+
+
+_HELP_OPTIONS = ("-h", "--help")
+
+
+class _Commands(click.Group):
+    """The command group, noting whether the command line asks a command's help (click
+    clears what follows the command's name before the group's callback runs)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        ctx.meta["taskflow_link.help"] = any(arg in _HELP_OPTIONS for arg in rest)
+        return rest
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": list(_HELP_OPTIONS)})
 @click.version_option(package_name="taskflow-link")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -78,13 +93,17 @@ def cli(ctx: click.Context) -> None:
     (see the README's configuration table).
     """
     # `serve` and the gateway bot log them once their logging is set up (JSON lines, maybe).
-    if ctx.invoked_subcommand not in {"serve", "bot"}:
+    # A command's help reads no settings (nor loads what reads them).
+    asks_help = ctx.meta.get("taskflow_link.help", False)
+    if ctx.invoked_subcommand not in {"serve", "bot"} and not asks_help:
         _say_unknown_variables()
 
 
 def _say_unknown_variables(log: logging.Logger | None = None) -> None:
     """Name the TASKFLOW_LINK_* variables that are no setting (a misspelt one is otherwise
     ignored, its setting left at its default), on stderr or in ``log``; never their values."""
+    from entrypoints.settings import unknown_variables  # noqa: PLC0415
+
     for warning in unknown_variables():
         if log is None:
             click.echo(f"warning: {warning}", err=True)
@@ -110,6 +129,7 @@ def show_config() -> None:
     for name, shown in settings.shown().items():
         click.echo(f"{name} = {shown}")
     from entrypoints.container import outgoing_proxies  # noqa: PLC0415
+    from entrypoints.settings import without_password  # noqa: PLC0415
 
     for what, proxy in outgoing_proxies(settings):  # the proxy's password hidden
         click.echo(f"proxy for {what} = {without_password(proxy) if proxy else '(none)'}")
@@ -778,10 +798,16 @@ async def _check_schema(database: SqlDatabase, url: str) -> None:
     click.echo(f"warning: {unknown.message}", err=True)
 
 
-def _container_for_command(overrides: dict[str, Any] | None = None) -> Any:
+def _container_for_command(
+    overrides: dict[str, Any] | None = None, *, counted: bool = False
+) -> Any:
+    """The container of a command. Only a service (``counted``: the gateway bot) counts
+    what it does: a one-off command serves no /metrics, its counts would be gone at its
+    exit (or, with PROMETHEUS_MULTIPROC_DIR, added to the web app's), and Prometheus's
+    client is not even loaded."""
     from entrypoints.container import build_container  # noqa: PLC0415
 
-    return build_container(load_settings(**(overrides or {})))
+    return build_container(load_settings(**(overrides or {})), counted=counted)
 
 
 @cli.command("serve")
@@ -1179,7 +1205,7 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
     from entrypoints.bot.runtime import build_gateway_bot  # noqa: PLC0415
 
     container = _settings_for_service(
-        lambda: _container_for_command(_shard_overrides(shard_ids, shard_count))
+        lambda: _container_for_command(_shard_overrides(shard_ids, shard_count), counted=True)
     )
     settings = container.settings()
     _configure_logging(settings.log_level, settings.log_format)
@@ -1604,6 +1630,8 @@ def _configure_logging(level: str, log_format: Literal["text", "json"] = "text")
 
 def _safe_url(url: str) -> str:
     """The database URL without its password (as the driver reads it), for messages."""
+    from entrypoints.settings import database_url_without_password  # noqa: PLC0415
+
     return database_url_without_password(url)
 
 

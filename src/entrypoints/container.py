@@ -644,10 +644,15 @@ def is_use_case(provider: object) -> bool:
     return isinstance(cls, type) and cls.__module__.startswith("domain.use_cases")
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(settings: Settings, *, counted: bool = True) -> Container:
+    """The process's container. ``counted=False``: nothing is counted, whatever
+    TASKFLOW_LINK_METRICS says, and Prometheus's client is not loaded (a one-off command,
+    which serves no /metrics and whose counts would be gone at its exit)."""
     outgoing_proxies(settings)
     container = Container(settings=settings)
     container.check_dependencies()
+    if not counted:
+        container.metrics.override(providers.Object(None))
     _observe_use_cases(container)
     return container
 

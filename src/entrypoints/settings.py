@@ -46,6 +46,10 @@ from adapters.webhook_targets import WebhookTarget, decode_secret, endpoint_for
 from domain.errors import InvalidDiscordId
 from domain.model import DiscordId, EmailLinking, LinkedRole
 
+# Re-exported: where the settings are read, their error is looked for here.
+from entrypoints.settings_errors import MAX_SHARD_COUNT as MAX_SHARD_COUNT  # noqa: PLC0414
+from entrypoints.settings_errors import SettingsError as SettingsError  # noqa: PLC0414
+
 ENV_PREFIX = "TASKFLOW_LINK_"
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 # Per Discord URL setting: why it may hold no user part (who is sent to it, with what), and
@@ -76,11 +80,6 @@ _HOST_NAME = re.compile(
 )
 
 
-# Far more shards than the largest bots run (one per 1,000 to 2,500 servers): a count alone
-# runs every shard here, and a mistyped one (a shard id, a server id) stopped the bot with a
-# MemoryError's traceback while it listed them.
-MAX_SHARD_COUNT = 100_000
-
 # SMTP with implicit TLS (RFC 8314); 25 and 587 speak plain SMTP and STARTTLS.
 IMPLICIT_TLS_SMTP_PORT = 465
 
@@ -88,10 +87,6 @@ IMPLICIT_TLS_SMTP_PORT = 465
 DISCORD_ANSWER_LIMIT_SECONDS = 3.0
 # An interaction's token lives this long from its creation: no reply or edit is taken later.
 DISCORD_INTERACTION_TOKEN_SECONDS = 15 * 60
-
-
-class SettingsError(Exception):
-    """Start-up configuration problem; the message names every offending variable."""
 
 
 class Settings(BaseSettings):

@@ -344,7 +344,7 @@ async def test_keys_from_before_scopes_keep_both_on_sqlite(sqlite_url: str) -> N
 async def test_the_directory_reads_a_whole_key_in_one_statement(pg_db: SqlDatabase) -> None:
     """The guard's lookup stays one statement (compiled from the tables, so it reads the new
     columns too), outside any transaction."""
-    from adapters.sql.database import PostgresLinkDirectory
+    from adapters.sql.postgres_directory import PostgresLinkDirectory
     from domain.model import ApiKey
 
     expires = datetime(2031, 1, 1, tzinfo=UTC)

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.queue_listener import QueueBell
 from adapters.sql import SqlDatabase
-from adapters.sql.database import PostgresLinkDirectory
+from adapters.sql.postgres_directory import PostgresLinkDirectory
 from domain.ports import UnitOfWorkFactory
 from tests.bot_support import WAIT_SECONDS
 from tests.contracts.repositories import RepositoryContract
