@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -405,6 +407,100 @@ def test_a_database_url_that_points_at_nothing_is_said_without_its_password(
     not_a_url = _run(tmp_path, _env(TASKFLOW_LINK_DATABASE_URL="nothing"), *argv)
     assert not_a_url.returncode == 2, not_a_url
     assert "TASKFLOW_LINK_DATABASE_URL: must start with postgresql+asyncpg://" in not_a_url.stderr
+
+
+def _every_secret_set(database_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of a deployment with every secret set (fresh random values), and
+    what must never be printed: each secret, and the passwords and tokens inside URLs."""
+    password, redis_password, hook_token, proxy_password = (
+        secrets.token_urlsafe(12) for _ in range(4)
+    )
+    hidden = {
+        "TASKFLOW_LINK_SECRET_KEY": secrets.token_urlsafe(48),
+        "TASKFLOW_LINK_DISCORD_CLIENT_SECRET": secrets.token_urlsafe(24),
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": secrets.token_urlsafe(48),
+        "TASKFLOW_LINK_SMTP_PASSWORD": secrets.token_urlsafe(16),
+        "TASKFLOW_LINK_WEBHOOK_SECRET": webhook_secret(secrets.token_hex(8)),
+        "TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS": webhook_secret(secrets.token_hex(8)),
+        "TASKFLOW_LINK_METRICS_TOKEN": secrets.token_urlsafe(32),
+        "TASKFLOW_LINK_TOKEN_ENCRYPTION_KEY": base64.urlsafe_b64encode(
+            secrets.token_bytes(32)
+        ).decode(),
+        "database password": password,
+        "Redis password": redis_password,
+        "webhook URL token": hook_token,
+        "proxy password": proxy_password,
+    }
+    env = _env(
+        **{name: value for name, value in hidden.items() if name.startswith("TASKFLOW_LINK_")},
+        TASKFLOW_LINK_DATABASE_URL=database_url.replace("PASSWORD", password),
+        TASKFLOW_LINK_REDIS_URL=f"redis://:{redis_password}@127.0.0.1:{free_port()}/0",
+        TASKFLOW_LINK_WEBHOOK_URLS=f"https://hooks.example.com/in/{hook_token}?t={hook_token}",
+        TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
+        TASKFLOW_LINK_DISCORD_ROLE_CONNECTIONS="true",
+        TASKFLOW_LINK_EMAIL_BACKEND="smtp",
+        TASKFLOW_LINK_SMTP_HOST="127.0.0.1",
+        TASKFLOW_LINK_SMTP_USERNAME="mailer",
+        https_proxy=f"http://proxy-user:{proxy_password}@proxy.example.com:3128",
+    )
+    # A webhook secret is also never shown without its prefix, nor a URL's password encoded.
+    for name in ("TASKFLOW_LINK_WEBHOOK_SECRET", "TASKFLOW_LINK_WEBHOOK_SECRET_PREVIOUS"):
+        hidden[name + " (key)"] = hidden[name].removeprefix("whsec_")
+    return env, hidden
+
+
+def _shown(done: subprocess.CompletedProcess[str], hidden: dict[str, str]) -> list[str]:
+    said = done.stdout + done.stderr
+    return [name for name, value in hidden.items() if value in said]
+
+
+def test_no_command_prints_a_secret(tmp_path: Path) -> None:
+    """Every secret set, each command run as an operator runs it: none is printed, on stdout
+    or stderr, in a setting (`config`), an error (the database or Redis out of reach) or a
+    listing; an API key only once, by `api-key create`."""
+    database = tmp_path / "app.db"
+    env, hidden = _every_secret_set(f"sqlite+aiosqlite:///{database}")
+    shown: dict[str, list[str]] = {}
+    created = None
+    for argv in (
+        ["config"],
+        ["db", "upgrade"],
+        ["db", "current"],
+        ["api-key", "create", "crm"],
+        ["api-key", "list"],
+        ["audit"],
+        ["webhooks", "status"],
+        ["purge-expired"],
+        ["role-connections", "status"],
+        ["tokens", "rotate"],
+        ["db", "downgrade", "base"],
+    ):
+        done = _run(tmp_path, env, *argv)
+        assert done.returncode in (0, 1), done
+        if argv == ["api-key", "create", "crm"]:
+            assert done.returncode == 0, done
+            created = done.stdout.splitlines()[-1]
+            assert created.startswith("tfl_"), done
+            hidden["the API key"] = created
+            continue
+        shown[" ".join(argv)] = _shown(done, hidden)
+    assert created is not None
+    assert (
+        "TASKFLOW_LINK_REDIS_URL = redis://:***@127.0.0.1:" in _run(tmp_path, env, "config").stdout
+    )
+
+    # A database server out of reach, its URL with a password (in the user part and, for a
+    # second URL, as a query parameter, which asyncpg takes too).
+    for url in (
+        f"postgresql+asyncpg://taskflow:PASSWORD@127.0.0.1:{free_port()}/taskflow",
+        f"postgresql+asyncpg://taskflow@127.0.0.1:{free_port()}/taskflow?password=PASSWORD",
+    ):
+        pg_env, pg_hidden = _every_secret_set(url)
+        for argv in (["config"], ["db", "current"], ["db", "upgrade"], ["api-key", "list"]):
+            done = _run(tmp_path, pg_env, *argv)
+            assert done.returncode == (0 if argv == ["config"] else 1), done
+            shown[f"{' '.join(argv)} on {url.split('@')[0]}…"] = _shown(done, pg_hidden)
+    assert shown == {command: [] for command in shown}, "printed a secret"
 
 
 @pytest.mark.parametrize("attempt", range(5))
