@@ -1464,6 +1464,34 @@ def test_a_command_the_database_rolled_back_for_another_says_to_run_it_again(
     assert err.startswith("Error: The database was busy:"), err
 
 
+def test_a_migration_the_database_rolled_back_for_another_says_to_run_it_again() -> None:
+    """`db upgrade` and the schema check meet the driver's error itself (no use case turns
+    it into the domain's): a deadlock there is the database busy too; an outage stays one,
+    with the URL's password hidden."""
+    from sqlalchemy.exc import DBAPIError
+
+    from entrypoints.cli import BUSY_EXIT_STATUS, _database_failure
+
+    url = "postgresql+asyncpg://taskflow:hunter2@db.internal/taskflow"
+    busy = _database_failure(url, DBAPIError("ALTER", {}, _DriverState("deadlock", "40P01")))
+    assert busy.exit_code == BUSY_EXIT_STATUS
+    assert busy.message.startswith("The database was busy:"), busy.message
+    assert "hunter2" not in busy.message
+    down = _database_failure(url, DBAPIError("SELECT", {}, _DriverState("gone", "57P01")))
+    assert (down.exit_code, down.message) == (
+        1,
+        "Cannot use the database at postgresql+asyncpg://taskflow:***@db.internal/taskflow: gone",
+    )
+
+
+def test_only_a_service_counts_what_it_does() -> None:
+    """A one-off command's container counts nothing (it serves no /metrics, and loads no
+    Prometheus client); the web app's and the gateway bot's count."""
+    settings = make_settings(metrics=True)
+    assert build_container(settings, counted=False).metrics() is None
+    assert build_container(settings).metrics() is not None
+
+
 def _declined_on_file(username: str, *addresses: str) -> str:
     """An account on the configured database whose holder of each address declined it."""
     from domain.model import Account, AccountId
