@@ -36,9 +36,13 @@
   body gets a 400: httptools takes such a request as bodyless and parsed its body, in a read
   of its own, as the next request (smuggled past a proxy that passes Upgrade on). One
   without a body is answered and its connection closed.
-- A request in an HTTP version other than 1.0 and 1.1 gets a 505: httptools parses an
-  HTTP/0.9 request line (no version) and an HTTP/2.0 one, which uvicorn answered in HTTP/1.1
-  (it refuses HTTP/1.2 and the rest itself, with a 400).
+- A request in an HTTP version other than 1.x gets a 505: httptools parses an HTTP/0.9
+  request line (no version) and an HTTP/2.0 one, which uvicorn answered in HTTP/1.1 (and it
+  refused the rest with a 400). One in HTTP/1.x past 1.1 (HTTP/1.2) is served as HTTP/1.1,
+  the highest minor version of 1 the server implements (RFC 9112 2.3): httptools refused it.
+- A request refused (a parser error, a 505, a 501) pipelined behind answers still to give
+  gets its refusal after them, the connection closed then: uvicorn wrote it at once and
+  closed, cutting short the answer being written and dropping the requests queued.
 - A transfer coding other than chunked (``gzip, chunked``) gets a 501 (RFC 9112 6.1, as from
   nginx): httptools read such a body as chunked and its app got it still gzipped.
 - A field's value reaches the app without the whitespace around it (RFC 9112 5, as h11
@@ -119,6 +123,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _body_heard = 0.0  # the loop's time a body's bytes last came (or were last asked for)
     _eof = False  # the client sent all it will (it shut down its side): answer, then close
     _refusal: tuple[int, str] | None = None  # the status a parser error is answered with
+    _refused: tuple[int, str] | None = None  # one waiting for the answers before it to end
+    _message_cycle: Any = None  # the cycle of the request whose body is being read, if any
 
     def __init__(
         self,
@@ -128,6 +134,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # Any one-digit version is parsed (llhttp refused all but 0.9, 1.0, 1.1 and 2.0 with
+        # its 400): an HTTP/1.x past 1.1 is served as 1.1 (RFC 9112 2.3), the others get 505.
+        self.parser.set_dangerous_leniencies(lenient_version=True)
         self.head_timeout_seconds = head_timeout_seconds
         self.body_timeout_seconds = body_timeout_seconds
 
@@ -181,12 +190,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return HttpParserCallbackError(msg)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a parser error: a 400, or the status ``_refuse`` gave."""
-        if self._refusal is None:
-            super().send_400_response(msg)
+        """uvicorn's answer to a parser error: a 400, or the status ``_refuse`` gave. Behind
+        answers still to give (the refused request pipelined), after them, as the last: uvicorn
+        wrote it at once and closed, cutting short the answer being written and dropping the
+        ones queued. In the body of the request being answered, once its answer began: the
+        connection closed without it (it would be read as part of that answer)."""
+        status = 400
+        if self._refusal is not None:
+            status, msg = self._refusal
+            self._refusal = None
+            self.logger.warning(msg)
+        if self.transport.is_closing():
             return
-        status, msg = self._refusal
-        self.logger.warning(msg)
+        refused, cycle = self._message_cycle, self.cycle
+        self._message_cycle = None
+        self._in_body = False  # no more of it is read
+        self._body_done()
+        # Answers to give first: the requests queued, and the one being answered (the one
+        # before a refused request queued itself: none is queued behind one under way).
+        earlier = bool(self.pipeline) or (cycle is not refused and not cycle.response_complete)
+        if refused is not None and self.pipeline and self.pipeline[0][0] is refused:
+            self.pipeline.popleft()  # queued, its app not started: never answered
+        elif refused is not None and refused.response_started:
+            self.transport.close()  # (its app is told http.disconnect)
+            return
+        if earlier:
+            self._refused = (status, msg)
+            self.flow.pause_reading()  # what came after it is never read
+            return
         self._send_error(status, msg)
         self.transport.close()
 
@@ -253,6 +284,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         answered_all = not self.pipeline
         super().on_response_complete()
+        if self._refused is not None:  # a request refused behind this answer
+            if answered_all and not self.transport.is_closing():
+                self._send_error(*self._refused)
+                self.transport.close()
+            elif not answered_all:
+                self.flow.pause_reading()  # (resumed for the next answer's request)
+            return
         if self._eof:
             if answered_all and not self.transport.is_closing():
                 self.transport.close()
@@ -264,6 +302,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._await_head()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused is not None:
+            return  # after a request refused: dropped (its parser stopped there)
         self._body_bytes = 0
         self._chunked_read = False
         super().data_received(data)
@@ -289,6 +329,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.send_400_response(msg)
 
     def on_message_begin(self) -> None:
+        self._message_cycle = None
         self._in_head = self._in_fields = self._head_begun = True
         self._head_bytes = self._trailer_bytes = 0
         super().on_message_begin()
@@ -314,10 +355,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         kept = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if kept > MAX_HEAD_BYTES:
             raise HttpParserCallbackError("Request head too large.")
-        # httptools parses an HTTP/0.9 request line (no version: "GET /") and HTTP/2.0 ones
-        # (it refuses 1.2 and the rest itself), which uvicorn answered in HTTP/1.1: 505 (RFC
-        # 9110 15.6.6), as one the server does not speak.
+        # httptools parses an HTTP/0.9 request line (no version: "GET /") and HTTP/2.0 ones,
+        # which uvicorn answered in HTTP/1.1: 505 (RFC 9110 15.6.6), as any major version the
+        # server does not speak. A minor version of 1 past 1.1 (HTTP/1.2, which llhttp refused
+        # with a 400) is served as 1.1, the highest the server implements (RFC 9112 2.3).
         version = self.parser.get_http_version()
+        major, _, minor = version.partition(".")
+        if major == "1" and minor.isdigit() and int(minor) > 1:
+            version = "1.1"
         if version not in ("1.0", "1.1"):
             raise self._refuse(505, "HTTP version not supported.")
         if not self.url.startswith((b"/", b"*")):
@@ -344,7 +389,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         unmade_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
         if unmade_upgrade and self._has_a_body():
             raise HttpParserCallbackError("Request body with an upgrade not made.")
+        before = self.cycle
         super().on_headers_complete()
+        self.scope["http_version"] = version  # (uvicorn's: the request line's, "1.2" too)
+        if self.cycle is not before:  # (none for a WebSocket's upgrade)
+            self._message_cycle = self.cycle
         if unmade_upgrade:
             self.cycle.keep_alive = False
 
@@ -359,6 +408,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._message_cycle = None
         self._in_fields = self._in_body = False
         self._body_done()
         super().on_message_complete()

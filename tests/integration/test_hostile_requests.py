@@ -964,8 +964,10 @@ def test_a_transfer_coding_other_than_chunked_is_not_implemented() -> None:
 
 def test_an_http_version_other_than_10_and_11_is_refused() -> None:
     """An HTTP/0.9 request line (no version) and an HTTP/2.0 one were served, with HTTP/1.1
-    answers (httptools parses both): 505 (RFC 9110 15.6.6). httptools itself refuses other
-    versions (HTTP/1.2, HTTP/3.1) with a 400."""
+    answers (httptools parses both): 505 (RFC 9110 15.6.6), as is any other major version
+    (httptools refused HTTP/3.1 with a 400). An HTTP/1.x past 1.1 is served as HTTP/1.1 (RFC
+    9112 2.3: the highest minor version of a major one the server implements), kept alive and
+    its body chunked as 1.1's: httptools refused HTTP/1.2 with a 400."""
     seen: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -975,17 +977,20 @@ def test_an_http_version_other_than_10_and_11_is_refused() -> None:
 
     with serve(app) as url:
         assert _statuses(url, b"GET /\r\n\r\n") == [b"505"]
-        for version in (b"HTTP/0.9", b"HTTP/2.0"):
+        for version in (b"HTTP/0.9", b"HTTP/0.1", b"HTTP/2.0", b"HTTP/2.2", b"HTTP/3.1"):
             raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
             assert _statuses(url, raw) == [b"505"], version
-        for version in (b"HTTP/1.2", b"HTTP/3.1"):
-            raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
-            assert _statuses(url, raw) == [b"400"], version
         assert seen == []
         for version in (b"HTTP/1.0", b"HTTP/1.1"):
             raw = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
             assert _statuses(url, raw) == [b"204"], version
-    assert seen == ["1.0", "1.1"]
+        assert seen == ["1.0", "1.1"]
+        for version in (b"HTTP/1.2", b"HTTP/1.9"):
+            get = b"GET / " + version + b"\r\nHost: 127.0.0.1\r\n\r\n"
+            post = b"POST / %s\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            chunked = post % version + b"3\r\nabc\r\n0\r\n\r\n"
+            assert _statuses(url, get + chunked, get) == [b"204"] * 3, version
+    assert seen == ["1.0", "1.1"] + ["1.1"] * 6
 
 
 def test_a_field_values_surrounding_whitespace_is_not_its_value(live: Live) -> None:
@@ -1041,3 +1046,54 @@ def test_a_websocket_upgrade_behind_an_unanswered_request_is_not_made() -> None:
     with serve(_websocket_or_slow_204) as url, _connect(url) as conn:
         conn.sendall(upgrade)
         assert _read_answers(conn, 1).startswith(b"HTTP/1.1 101 ")
+
+
+def test_a_request_refused_behind_one_being_answered_waits_for_its_answer() -> None:
+    """A malformed request pipelined behind one still being answered (in the same read, or
+    in a read of its own) got its 400 at once, the connection closed: the answer before it
+    was cut short (a client read the 400 as its answer) and those queued were dropped. They
+    are all answered in full, then the 400 (or 505, 501), and the connection closed."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+            await asyncio.sleep(SHORT_HEAD_TIMEOUT)
+            while (await receive()).get("more_body"):
+                pass
+            body = b"answer to " + scope["path"].encode()
+            length = [(b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": length})
+            await send({"type": "http.response.body", "body": body})
+
+    slow = b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    queued = b"GET /queued HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    refused = {
+        b"400": b"GET /bad HTTP/1.1\r\nHost: 127.0.0.1\r\nNo Colon\r\n\r\n",
+        b"505": b"GET /old HTTP/0.9\r\nHost: 127.0.0.1\r\n\r\n",
+        b"501": b"POST /gz HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        # Refused in its body (a chunk's size no number), its head whole: never served.
+        b"400 ": b"POST /chunks HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\nzz\r\nabc\r\n0\r\n\r\n",
+    }
+    after = b"GET /after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with serve(app) as url:
+        for status, bad in refused.items():
+            for pieces in ((slow + bad + after,), (slow + queued + bad + after,), (slow, bad)):
+                seen.clear()
+                with _connect(url) as conn:
+                    for n, piece in enumerate(pieces):
+                        if n:  # in a read of its own, while the one before is answered
+                            deadline = time.monotonic() + CLOSED_WITHIN
+                            while not seen:
+                                assert time.monotonic() < deadline
+                                time.sleep(0.01)
+                        conn.sendall(piece)
+                    answers = _read_until_closed(conn)
+                served = [path.encode() for path in seen]
+                assert seen == ["/slow", "/queued"][: len(served)], (status, pieces)
+                statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
+                assert statuses == [b"200"] * len(served) + [status.strip()], (pieces, answers)
+                refusal = answers.rindex(b"HTTP/1.1 ")
+                for path in served:  # each answer whole, before the refusal
+                    assert answers.index(b"\r\n\r\nanswer to " + path) < refusal, answers
