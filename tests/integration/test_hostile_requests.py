@@ -1097,3 +1097,35 @@ def test_a_request_refused_behind_one_being_answered_waits_for_its_answer() -> N
                 refusal = answers.rindex(b"HTTP/1.1 ")
                 for path in served:  # each answer whole, before the refusal
                     assert answers.index(b"\r\n\r\nanswer to " + path) < refusal, answers
+
+
+def test_a_request_refused_in_its_body_once_its_answer_began_gets_no_400() -> None:
+    """A body found malformed (a chunk's size no number) after its app began its answer: the
+    400 was written into that answer (a client reading it took the 400 for the rest of its
+    body). The connection is closed without it, its app told ``http.disconnect``."""
+    told: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+            while (message := await receive()).get("more_body"):
+                pass
+            told.append(message["type"])
+
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with serve(app) as url, _connect(url) as conn:
+        conn.sendall(head + b"3\r\nabc\r\n")
+        answer = b""
+        while b"partial" not in answer:
+            chunk = conn.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        conn.sendall(b"zz\r\n")
+        answer += _read_until_closed(conn)
+        deadline = time.monotonic() + CLOSED_WITHIN
+        while not told:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"], answer
+    assert told == ["http.disconnect"]
