@@ -1,7 +1,7 @@
 """The web app for any ASGI server, configured from ``TASKFLOW_LINK_*`` settings:
 
     uvicorn --factory entrypoints.asgi:make_app --host 0.0.0.0 --port 8000 --no-proxy-headers \
-        --http entrypoints.http11:BoundedHttpToolsProtocol
+        --ws none --http entrypoints.http11:BoundedHttpToolsProtocol
     gunicorn -k entrypoints.gunicorn_worker.UvicornWorker --forwarded-allow-ips= \
         'entrypoints.asgi:make_app()'
     granian --interface asgi --factory entrypoints.asgi:make_app

@@ -873,6 +873,9 @@ def serve(host: str, port: int, workers: int) -> None:
                 settings.request_head_timeout_seconds, settings.request_body_timeout_seconds
             ),
             workers=workers if workers > 1 else None,
+            # The app has no WebSocket route (the emulator's gateway is its own server's):
+            # no upgrade is made, an Upgrade request answered as a plain one, then closed.
+            ws="none",
             # uvicorn's own access log would print query strings (OAuth codes and states).
             access_log=False,
             log_config=None,

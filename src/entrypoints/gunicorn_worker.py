@@ -20,4 +20,5 @@ class UvicornWorker(uvicorn_worker.UvicornWorker):  # type: ignore[misc]  # unty
     CONFIG_KWARGS: dict[str, Any] = {
         **uvicorn_worker.UvicornWorker.CONFIG_KWARGS,
         "http": BoundedHttpToolsProtocol,
+        "ws": "none",  # as ``serve``: the app has no WebSocket route
     }

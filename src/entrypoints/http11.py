@@ -47,6 +47,9 @@
   nginx): httptools read such a body as chunked and its app got it still gzipped.
 - A field's value reaches the app without the whitespace around it (RFC 9112 5, as h11
   gave it): httptools kept a trailing one, so ``Host: 127.0.0.1 `` was refused as no host.
+- With WebSockets off (``serve``'s app has none: uvicorn's ``ws="none"``), an upgrade to
+  one is an upgrade not made, as above, and logged without uvicorn's advice to install a
+  WebSocket library.
 - A WebSocket upgrade pipelined behind a request still being answered is not made (answered
   as an upgrade not made, then closed): uvicorn made it at once, its 101 before the earlier
   answer, and the timers of the old protocol later closed the WebSocket's connection.
@@ -428,6 +431,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.pipeline or (cycle is not None and not cycle.response_complete):
             return False
         return super()._should_upgrade()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn's warning, without its advice to install a WebSocket library when none is
+        in use: ``serve`` turns WebSockets off on purpose (its app has none)."""
+        self.logger.warning("Unsupported upgrade request.")
 
     def _has_a_body(self) -> bool:
         """Whether the request's head announces a body (httptools checked its framing)."""

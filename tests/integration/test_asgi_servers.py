@@ -36,6 +36,8 @@ def _commands(port: int) -> dict[str, list[str]]:
             "--workers",
             "2",
             "--no-proxy-headers",
+            "--ws",
+            "none",
             "--http",
             "entrypoints.http11:BoundedHttpToolsProtocol",
         ],
@@ -216,3 +218,20 @@ def test_uvicorn_and_gunicorn_as_documented_bound_a_request_head(
         # A large head within the bound (cookies, say) is served.
         fair = b"Cookie: " + b"c" * 12_000 + b"\r\nConnection: close\r\n"
         assert _statuses(url, head + fair + b"\r\n") == [b"200"]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_uvicorn_and_gunicorn_as_documented_make_no_websocket_upgrade(
+    server: str, tmp_path: Path, migrated_database: Path
+) -> None:
+    """The app has no WebSocket route: the README's uvicorn (``--ws none``) and gunicorn
+    commands make no upgrade, where uvicorn made one (wsproto is installed, for the
+    emulator) and handed the app a WebSocket to refuse. Answered as a plain request."""
+    env = _migrated(tmp_path, migrated_database)
+    with _serving(server, env, tmp_path) as (url, _, _):
+        upgrade = (
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert _statuses(url, upgrade) == [b"200"]

@@ -4,10 +4,13 @@ the environment when it is first imported, hence a fresh process)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -281,3 +284,27 @@ def test_several_workers_say_a_later_releases_schema_once(tmp_path: Path) -> Non
     said = started.stop()
     assert started.process.returncode == 0, said
     assert said.count(warning) == 1, said
+
+
+def test_serve_makes_no_websocket_upgrade(tmp_path: Path) -> None:
+    """The app has no WebSocket route (the emulator's gateway is the emulator's server's):
+    ``serve`` makes no upgrade, where uvicorn made one for any path (wsproto is installed, for
+    the emulator) and handed the app a WebSocket to refuse. Answered as a plain request, its
+    connection closed (an upgrade not made)."""
+    started = _started(tmp_path, _environment(tmp_path))
+    try:
+        host, port = started.url.removeprefix("http://").split(":")
+        upgrade = (
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(upgrade)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := conn.recv(65536):
+                    answer += chunk
+    finally:
+        started.end()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"], answer

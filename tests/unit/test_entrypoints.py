@@ -1134,9 +1134,10 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The app reads X-Forwarded-* itself, from trusted proxies only, and writes its own access
-    log (uvicorn's prints query strings). WebSockets stay on: without an implementation,
-    uvicorn would answer an upgrade as plain HTTP and keep the connection open (a proxy that
-    tunnels on "Upgrade: websocket" would then carry anything), where wsproto refuses it."""
+    log (uvicorn's prints query strings). WebSockets are off: the app has none (the
+    emulator's gateway is the emulator's server's), and an upgrade not made is answered as
+    plain HTTP, its connection closed after it (``entrypoints/http11.py``), so a proxy that
+    tunnels on "Upgrade: websocket" carries nothing more on it."""
     ran: dict[str, object] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(options, app=app))
     # Not in the test process: freezing its heap would keep whatever is garbage now for good.
@@ -1150,7 +1151,7 @@ def test_serve_runs_uvicorn_without_proxy_headers_or_its_access_log(
     with reserved_port() as port:
         done = CliRunner().invoke(cli, ["serve", "--port", str(port)])
     assert done.exit_code == 0, done.output
-    assert ran.get("ws", "auto") == "auto"
+    assert ran["ws"] == "none"
     assert ran["proxy_headers"] is False
     assert ran["access_log"] is False
     assert ran["port"] == port
