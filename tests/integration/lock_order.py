@@ -1,9 +1,15 @@
-"""What the lock-order tests on Postgres share: a browser signed in with Discord, and the
+"""What the lock-order tests on Postgres share: a harness whose transactions may wait long, a
+browser signed in with Discord, a call held while another transaction comes, and the
 transactions Postgres rolled back for another one (a deadlock it broke), noted as they are
 translated, since ``retry_on_conflict`` tries them again and a test's outcome alone would
 not show them."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 
@@ -12,7 +18,55 @@ from adapters.sql import repositories
 from domain import errors
 from domain.model import DiscordId
 from domain.use_cases import BrowserCookies
-from tests.harness import Harness
+from tests.harness import Harness, sql_harness
+from tests.integration.postgres import PostgresServer
+
+
+def waiting_harness(
+    postgres: PostgresServer, **settings: Any
+) -> AbstractAsyncContextManager[Harness]:
+    """A harness on ``postgres`` whose pool and statements wait as long as a held transaction
+    may keep another one waiting on a busy machine (``settings``: the test's own)."""
+    return sql_harness(
+        postgres.url,
+        db_pool_size=10,
+        db_pool_timeout=120,
+        db_statement_timeout_seconds=120,
+        **settings,
+    )
+
+
+def first_call_held(
+    monkeypatch: pytest.MonkeyPatch,
+    target: Any,
+    name: str,
+    *,
+    before: bool = False,
+    when: Callable[..., bool] | None = None,
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """From now on, the first call of ``target.name`` (a class's method or an object's) that
+    ``when`` picks (all, without it) waits until the second event is set, after it returned
+    (holding the rows it locked in its transaction), or before it begins with ``before``; the
+    first event is set when it waits. Later calls go straight through."""
+    call = getattr(target, name)
+    waits, go = asyncio.Event(), asyncio.Event()
+
+    async def wait_if_first() -> None:
+        if not waits.is_set():
+            waits.set()
+            await go.wait()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        picked = when is None or when(*args, **kwargs)
+        if picked and before:
+            await wait_if_first()
+        done = await call(*args, **kwargs)
+        if picked and not before:
+            await wait_if_first()
+        return done
+
+    monkeypatch.setattr(target, name, held)
+    return waits, go
 
 
 async def signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:

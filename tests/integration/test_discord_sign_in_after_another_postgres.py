@@ -21,17 +21,15 @@ from adapters.sql import SqlDatabase
 from adapters.sql.tables import sessions
 from domain import errors
 from domain.model import DiscordId
-from domain.ports import DiscordTokens
 from domain.use_cases import AuthCompleted, BrowserCookies
-from tests.harness import Harness, sql_harness
+from tests.harness import Harness
+from tests.integration.lock_order import first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
-    ) as harness:
+    async with waiting_harness(postgres) as harness:
         yield harness
 
 
@@ -57,16 +55,13 @@ async def _while_another_signs_in(
     first, first_approval = await _start(h, first_id, ())
     second, second_approval = await _start(h, second_id, first.browser_tokens)
     browser = BrowserCookies(bindings=second.browser_tokens)
-    exchange = h.discord.exchange_code
-    asked, go = asyncio.Event(), asyncio.Event()
-
-    async def held_exchange(*, code: str, code_verifier: str) -> DiscordTokens:
-        if code == first_approval.code:
-            asked.set()
-            await go.wait()
-        return await exchange(code=code, code_verifier=code_verifier)
-
-    monkeypatch.setattr(h.discord, "exchange_code", held_exchange)
+    asked, go = first_call_held(
+        monkeypatch,
+        h.discord,
+        "exchange_code",
+        before=True,
+        when=lambda *, code, code_verifier: code == first_approval.code,
+    )
     load = asyncio.ensure_future(
         h.container.complete_discord_auth().execute(
             state=first_approval.state,

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlLinkProposals
-from domain.model import LinkProposal
 from domain.use_cases import AuthOutcome, BrowserCookies
-from tests.harness import PASSWORD, Browser, Harness, sql_harness
-from tests.integration.lock_order import contention_noted
+from tests.harness import PASSWORD, Browser, Harness
+from tests.integration.lock_order import contention_noted, first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url,
-        email_linking="confirm",
-        db_pool_size=10,
-        db_pool_timeout=120,
-        db_statement_timeout_seconds=120,
-    ) as harness:
+    async with waiting_harness(postgres, email_linking="confirm") as harness:
         yield harness
 
 
@@ -72,19 +65,8 @@ async def test_a_link_confirmation_beside_a_sign_out_spending_the_same_proposals
     )
 
     contended = contention_noted(monkeypatch)
-    consume = SqlLinkProposals.consume
-    spent_one, go = asyncio.Event(), asyncio.Event()
-
-    async def consume_held(
-        repo: SqlLinkProposals, digest: str, now: datetime
-    ) -> LinkProposal | None:
-        spent = await consume(repo, digest, now)
-        if not spent_one.is_set():  # the confirmation, one proposal spent: it waits here
-            spent_one.set()
-            await go.wait()
-        return spent
-
-    monkeypatch.setattr(SqlLinkProposals, "consume", consume_held)
+    # The confirmation, one proposal spent: it waits there.
+    spent_one, go = first_call_held(monkeypatch, SqlLinkProposals, "consume")
     one = asyncio.ensure_future(
         h.container.confirm_link_with_password().execute(browser=confirming, password=PASSWORD)
     )

@@ -16,19 +16,21 @@ import pytest
 
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
-from domain.model import AccountId
 from domain.use_cases import BrowserCookies
-from tests.harness import PASSWORD, Harness, sql_harness
-from tests.integration.lock_order import contention_noted, signed_in_with_discord
+from tests.harness import PASSWORD, Harness
+from tests.integration.lock_order import (
+    contention_noted,
+    first_call_held,
+    signed_in_with_discord,
+    waiting_harness,
+)
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
-    ) as harness:
+    async with waiting_harness(postgres) as harness:
         yield harness
 
 
@@ -46,18 +48,8 @@ async def test_a_password_change_beside_a_sign_out_ending_the_same_sessions(
     copied = BrowserCookies(session_token=own, bindings=(other_binding,))
 
     contended = contention_noted(monkeypatch)
-    remove_for_account = SqlSessions.remove_for_account
-    removed, go = asyncio.Event(), asyncio.Event()
-
-    async def remove_held(
-        repo: SqlSessions, account_id: AccountId, *, keep: str | None = None
-    ) -> int:
-        ended = await remove_for_account(repo, account_id, keep=keep)
-        removed.set()  # the change, the other session ended: it waits here
-        await go.wait()
-        return ended
-
-    monkeypatch.setattr(SqlSessions, "remove_for_account", remove_held)
+    # The change, the other session ended: it waits there.
+    removed, go = first_call_held(monkeypatch, SqlSessions, "remove_for_account")
     one = asyncio.ensure_future(
         h.container.set_password().execute(
             session_token=own, new_password=PASSWORD, current_password=None

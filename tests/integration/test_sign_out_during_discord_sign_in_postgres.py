@@ -20,18 +20,16 @@ from adapters.sql.repositories import SqlSessions
 from adapters.sql.tables import accounts, pending_login, sessions
 from domain import errors
 from domain.model import AccountId, DiscordId
-from domain.ports import DiscordTokens
 from domain.use_cases import AuthCompleted, BrowserCookies
-from tests.harness import Harness, sql_harness
+from tests.harness import Harness
+from tests.integration.lock_order import first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
-    ) as harness:
+    async with waiting_harness(postgres) as harness:
         yield harness
 
 
@@ -79,15 +77,7 @@ async def test_a_sign_out_committed_while_the_load_waits_on_discord_stops_it(
     h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trip = await _started(h, 7801)
-    exchange = h.discord.exchange_code
-    asked, go = asyncio.Event(), asyncio.Event()
-
-    async def held_exchange(*, code: str, code_verifier: str) -> DiscordTokens:
-        asked.set()
-        await go.wait()
-        return await exchange(code=code, code_verifier=code_verifier)
-
-    monkeypatch.setattr(h.discord, "exchange_code", held_exchange)
+    asked, go = first_call_held(monkeypatch, h.discord, "exchange_code", before=True)
     first = _load(h, trip)
     await asked.wait()
     await h.container.sign_out().execute(trip.browser)  # committed while the load waits on Discord
@@ -111,16 +101,9 @@ async def test_a_sign_out_beside_a_load_starting_its_session_waits_and_ends_it(
     committed yet) when the sign-out comes. The sign-out waits for it, then ends the session
     it committed: the callback loaded again hands nothing over."""
     trip = await _started(h, 7802)
-    add = SqlSessions.add
-    adding, go = asyncio.Event(), asyncio.Event()
-
-    async def add_held(repo: SqlSessions, session: Any) -> None:
-        await add(repo, session)
-        if session.account_id != trip.olga:  # the load's
-            adding.set()
-            await go.wait()
-
-    monkeypatch.setattr(SqlSessions, "add", add_held)
+    adding, go = first_call_held(  # the load's session, once inserted
+        monkeypatch, SqlSessions, "add", when=lambda repo, session: session.account_id != trip.olga
+    )
     first = _load(h, trip)
     await adding.wait()  # the load holds its round trip, its session inserted
     sign_out = asyncio.ensure_future(h.container.sign_out().execute(trip.browser))

@@ -19,21 +19,15 @@ import pytest
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
 from domain.use_cases import AuthOutcome, BrowserCookies
-from tests.harness import Browser, Harness, sql_harness
-from tests.integration.lock_order import contention_noted
+from tests.harness import Browser, Harness
+from tests.integration.lock_order import contention_noted, first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url,
-        email_linking="confirm",
-        db_pool_size=10,
-        db_pool_timeout=120,
-        db_statement_timeout_seconds=120,
-    ) as harness:
+    async with waiting_harness(postgres, email_linking="confirm") as harness:
         yield harness
 
 
@@ -88,16 +82,7 @@ async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
     reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
 
     contended = contention_noted(monkeypatch)
-    remove = getattr(SqlSessions, held)
-    removed, go = asyncio.Event(), asyncio.Event()
-
-    async def remove_held(repo: SqlSessions, *args: Any, **kwargs: Any) -> Any:
-        done = await remove(repo, *args, **kwargs)
-        removed.set()  # the session ended: it waits here
-        await go.wait()
-        return done
-
-    monkeypatch.setattr(SqlSessions, held, remove_held)
+    removed, go = first_call_held(monkeypatch, SqlSessions, held)  # the session ended: it waits
     one = asyncio.ensure_future(ending(h, cookies, session_id, reset))
     await removed.wait()
     other = asyncio.ensure_future(h.container.sign_out().execute(cookies))  # the copies

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -20,17 +19,20 @@ from adapters.sql.tables import sessions
 from domain import errors
 from domain.model import SignInMethod
 from domain.use_cases import BrowserCookies
-from tests.harness import Harness, sql_harness
-from tests.integration.lock_order import contention_noted, signed_in_with_discord
+from tests.harness import Harness
+from tests.integration.lock_order import (
+    contention_noted,
+    first_call_held,
+    signed_in_with_discord,
+    waiting_harness,
+)
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
-    ) as harness:
+    async with waiting_harness(postgres) as harness:
         yield harness
 
 
@@ -42,18 +44,7 @@ async def _signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str
 def _first_removal_held(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """From now on, the first session a sign-out ends: once ended, its transaction waits
     (holding the row) until the second event is set; the first is set when it waits."""
-    remove = SqlSessions.remove
-    removed_one, go = asyncio.Event(), asyncio.Event()
-
-    async def remove_held(repo: SqlSessions, digest: str) -> bool:
-        done = await remove(repo, digest)
-        if not removed_one.is_set():
-            removed_one.set()
-            await go.wait()
-        return done
-
-    monkeypatch.setattr(SqlSessions, "remove", remove_held)
-    return removed_one, go
+    return first_call_held(monkeypatch, SqlSessions, "remove")
 
 
 async def _sessions_left(pg_db: SqlDatabase) -> int:
@@ -150,17 +141,8 @@ async def test_two_sign_outs_everywhere_naming_each_others_sessions_both_go_thro
     await h.deliver()
     reset = h.link_token(h.last_email("d7904@example.com"), "/password/reset/")
     contended = contention_noted(monkeypatch)
-    remove = SqlSessions.remove_for_account
-    removed, go = asyncio.Event(), asyncio.Event()
-
-    async def remove_held(repo: SqlSessions, *args: Any, **kwargs: Any) -> int:
-        done = await remove(repo, *args, **kwargs)
-        if not removed.is_set():  # the first one's: its account's sessions held
-            removed.set()
-            await go.wait()
-        return done
-
-    monkeypatch.setattr(SqlSessions, "remove_for_account", remove_held)
+    # The first one's, its account's sessions held.
+    removed, go = first_call_held(monkeypatch, SqlSessions, "remove_for_account")
     one: asyncio.Future[object]
     if first_by == "everywhere":
         one = asyncio.ensure_future(h.container.end_all_sessions().execute(first))
@@ -195,17 +177,8 @@ async def test_two_sign_outs_from_the_account_page_naming_each_others_sessions(
     ada_id = str((await h.container.list_sessions().execute(ada)).current.id)
     bea_id = str((await h.container.list_sessions().execute(bea)).current.id)
     contended = contention_noted(monkeypatch)
-    remove = SqlSessions.remove_by_id
-    removed, go = asyncio.Event(), asyncio.Event()
-
-    async def remove_held(repo: SqlSessions, *args: Any) -> bool:
-        done = await remove(repo, *args)
-        if not removed.is_set():  # the first one's own session, held
-            removed.set()
-            await go.wait()
-        return done
-
-    monkeypatch.setattr(SqlSessions, "remove_by_id", remove_held)
+    # The first one's own session, held.
+    removed, go = first_call_held(monkeypatch, SqlSessions, "remove_by_id")
     one = asyncio.ensure_future(h.container.end_session().execute(first, ada_id))
     await removed.wait()
     other = asyncio.ensure_future(h.container.end_session().execute(second, bea_id))
