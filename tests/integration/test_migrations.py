@@ -1339,25 +1339,51 @@ async def test_instances_say_their_audit_retention_from_0026_on_sqlite(sqlite_ur
     await _instance_purge_terms_up_and_down(sqlite_url)
 
 
-async def _pending_login_failure_up_and_down(url: str) -> None:
-    """0026 -> 0027: a failed sign-in's pending login keeps why (``failure``, the refusal's
-    code); a row written before reads back with none, and the downgrade keeps the rows."""
-    database = SqlDatabase(url)
+def _older_pending_login(now: datetime, **columns: Any) -> tuple[dict[str, Any], sa.TableClause]:
+    """A pending login's row as an older revision wrote it (a sign-in's, consumed ``now``,
+    with ``columns`` besides), and that revision's table of its columns."""
     row = {
         "state_hash": "s" * 64,
         "purpose": "login",
         "browser_hash": "b" * 64,
         "destination": "/account",
-        "created_at": datetime.now(UTC),
-        "expires_at": datetime.now(UTC) + timedelta(minutes=10),
-        "consumed_at": datetime.now(UTC),
-        "failed_at": datetime.now(UTC),
+        "created_at": now,
+        "expires_at": now + timedelta(minutes=10),
+        "consumed_at": now,
+        **columns,
     }
     older = sa.table(
         "pending_login",
         *(sa.column(name) for name in row if not name.endswith("_at")),
         *(sa.column(name, UtcDateTime()) for name in row if name.endswith("_at")),
     )
+    return row, older
+
+
+async def _older_version_writes(
+    database: SqlDatabase, older: sa.TableClause, row: dict[str, Any]
+) -> None:
+    """An older version's round trip, started beside this one (its row's columns only)."""
+    async with database.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(older), [row | {"state_hash": "t" * 64, "browser_hash": "c" * 64}]
+        )
+
+
+async def _pending_logins_kept_by_downgrade(database: SqlDatabase, revision: str) -> None:
+    """Down to ``revision``, both rows (an older version's and this one's) are kept."""
+    await migrate.downgrade(database, revision)
+    async with database.engine.connect() as conn:
+        hashes = (await conn.execute(text("SELECT state_hash FROM pending_login ORDER BY 1"))).all()
+    assert hashes == [("s" * 64,), ("t" * 64,)]
+
+
+async def _pending_login_failure_up_and_down(url: str) -> None:
+    """0026 -> 0027: a failed sign-in's pending login keeps why (``failure``, the refusal's
+    code); a row written before reads back with none, and the downgrade keeps the rows."""
+    database = SqlDatabase(url)
+    now = datetime.now(UTC)
+    row, older = _older_pending_login(now, failed_at=now)
     try:
         await _filled_at(database, "0026_instance_purge_terms", (older, [row]))
         await migrate.upgrade(database, "0027_pending_login_failure")
@@ -1389,28 +1415,11 @@ async def _pending_login_signed_out_up_and_down(url: str) -> None:
     downgrade keeps the rows."""
     database = SqlDatabase(url)
     now = datetime.now(UTC)
-    row = {
-        "state_hash": "s" * 64,
-        "purpose": "login",
-        "browser_hash": "b" * 64,
-        "destination": "/account",
-        "created_at": now,
-        "expires_at": now + timedelta(minutes=10),
-        "consumed_at": now,
-        "failed_at": None,
-    }
-    older = sa.table(
-        "pending_login",
-        *(sa.column(name) for name in row if not name.endswith("_at")),
-        *(sa.column(name, UtcDateTime()) for name in row if name.endswith("_at")),
-    )
+    row, older = _older_pending_login(now, failed_at=None)
     try:
         await _filled_at(database, "0027_pending_login_failure", (older, [row]))
         await migrate.upgrade(database, "0028_pending_login_signed_out")
-        async with database.engine.begin() as conn:  # an older version's round trip, started
-            await conn.execute(
-                sa.insert(older), [row | {"state_hash": "t" * 64, "browser_hash": "c" * 64}]
-            )
+        await _older_version_writes(database, older, row)
         # This version's repositories read 0029's column too.
         await migrate.upgrade(database, "0029_pending_login_superseded_by")
         async with database.unit_of_work() as uow:
@@ -1425,12 +1434,7 @@ async def _pending_login_signed_out_up_and_down(url: str) -> None:
         assert marked.signed_out_at is not None
         assert other is not None
         assert other.signed_out_at is None
-        await migrate.downgrade(database, "0027_pending_login_failure")
-        async with database.engine.connect() as conn:
-            hashes = (
-                await conn.execute(text("SELECT state_hash FROM pending_login ORDER BY 1"))
-            ).all()
-        assert hashes == [("s" * 64,), ("t" * 64,)]
+        await _pending_logins_kept_by_downgrade(database, "0027_pending_login_failure")
     finally:
         await database.dispose()
 
@@ -1454,29 +1458,12 @@ async def _pending_login_superseded_by_up_and_down(url: str) -> None:
     keeps the rows."""
     database = SqlDatabase(url)
     now = datetime.now(UTC)
-    row = {
-        "state_hash": "s" * 64,
-        "purpose": "login",
-        "browser_hash": "b" * 64,
-        "destination": "/account",
-        "created_at": now,
-        "expires_at": now + timedelta(minutes=10),
-        "consumed_at": now,
-        "signed_out_at": None,
-    }
-    older = sa.table(
-        "pending_login",
-        *(sa.column(name) for name in row if not name.endswith("_at")),
-        *(sa.column(name, UtcDateTime()) for name in row if name.endswith("_at")),
-    )
+    row, older = _older_pending_login(now, signed_out_at=None)
     account = AccountId.new()
     try:
         await _filled_at(database, "0028_pending_login_signed_out", (older, [row]))
         await migrate.upgrade(database, "0029_pending_login_superseded_by")
-        async with database.engine.begin() as conn:  # an older version's round trip, started
-            await conn.execute(
-                sa.insert(older), [row | {"state_hash": "t" * 64, "browser_hash": "c" * 64}]
-            )
+        await _older_version_writes(database, older, row)
         async with database.unit_of_work() as uow:
             assert (kept := await uow.pending_logins.get("s" * 64)) is not None
             assert kept.superseded_by is None
@@ -1493,12 +1480,7 @@ async def _pending_login_superseded_by_up_and_down(url: str) -> None:
         assert marked.superseded_by == account
         assert other is not None
         assert other.superseded_by is None
-        await migrate.downgrade(database, "0028_pending_login_signed_out")
-        async with database.engine.connect() as conn:
-            hashes = (
-                await conn.execute(text("SELECT state_hash FROM pending_login ORDER BY 1"))
-            ).all()
-        assert hashes == [("s" * 64,), ("t" * 64,)]
+        await _pending_logins_kept_by_downgrade(database, "0028_pending_login_signed_out")
     finally:
         await database.dispose()
 
