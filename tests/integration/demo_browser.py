@@ -326,6 +326,21 @@ async def _emailed_link(page: Page, outbox: str, to: str, subject: str, path: st
     return link
 
 
+async def _confirmation_link(page: Page, outbox: str, to: str) -> str:
+    """The link of the email asking ``to`` to confirm the address, from the outbox."""
+    return await _emailed_link(page, outbox, to, "Confirm your email address", "/verify-email/")
+
+
+async def _signed_up_and_confirmed(page: Page, demo: Demo, username: str, email: str) -> None:
+    """A sign-up in ``page`` (as ``username``, with ``email``), its address then confirmed
+    through the outbox's link: the page shows "Email confirmed"."""
+    await page.goto(f"{demo.app}/signup")
+    await _sign_up(page, username, email)
+    await page.goto(await _confirmation_link(page, demo.outbox, email))
+    await page.get_by_role("button", name="Confirm my email").click()
+    await expect(page.locator("h1")).to_have_text("Email confirmed")
+
+
 PHONE: ViewportSize = {"width": 375, "height": 740}  # a small phone's screen, CSS pixels
 
 

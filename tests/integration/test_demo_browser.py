@@ -16,6 +16,7 @@ from tests.integration.demo_browser import (
     Demo,
     Problems,
     _authorize_as,
+    _confirmation_link,
     _context,
     _create_test_user,
     _emailed_link,
@@ -30,6 +31,7 @@ from tests.integration.demo_browser import (
     _sign_in_with_password,
     _sign_out,
     _sign_up,
+    _signed_up_and_confirmed,
 )
 
 
@@ -207,9 +209,7 @@ async def test_not_my_account_takes_a_typed_address_off_and_discord_makes_the_ow
 
     owner = await _context(chromium, problems)
     page = await owner.new_page()
-    link = await _emailed_link(
-        page, demo.outbox, "wendy@example.com", "Confirm your email address", "/verify-email/"
-    )
+    link = await _confirmation_link(page, demo.outbox, "wendy@example.com")
     email = await _outbox_email(page, demo.outbox, "wendy@example.com", "Confirm your email")
     await expect(email).to_contain_text("If you did not create the TaskFlow account mallory_w")
     await page.goto(link)
@@ -399,14 +399,7 @@ async def test_changing_the_email_and_confirming_the_new_one_from_the_outbox(
     new address signs in, the old one no longer."""
     context = await _context(chromium, problems)
     page = await context.new_page()
-    await page.goto(f"{demo.app}/signup")
-    await _sign_up(page, "hana", "hana@example.com")
-    first = await _emailed_link(
-        page, demo.outbox, "hana@example.com", "Confirm your email address", "/verify-email/"
-    )
-    await page.goto(first)
-    await page.get_by_role("button", name="Confirm my email").click()
-    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await _signed_up_and_confirmed(page, demo, "hana", "hana@example.com")
     await page.get_by_role("link", name="Go to your account").click()
     await expect(page.locator("#email-status")).to_have_text("Confirmed.")
 

@@ -26,6 +26,7 @@ from tests.integration.demo_browser import (
     _authorize_as,
     _button_names,
     _change_password,
+    _confirmation_link,
     _context,
     _contrast,
     _create_test_user,
@@ -42,6 +43,7 @@ from tests.integration.demo_browser import (
     _sign_in_with_password,
     _sign_out,
     _sign_up,
+    _signed_up_and_confirmed,
 )
 
 
@@ -302,9 +304,7 @@ async def test_every_page_reads_in_order_to_a_screen_reader(
     await change.get_by_role("button", name="Change email").click()
     await expect(page.locator(".error")).to_contain_text("encoded word")
     await _reads_in_order(page)
-    link = await _emailed_link(
-        page, demo.outbox, "kit@example.com", "Confirm your email address", "/verify-email/"
-    )
+    link = await _confirmation_link(page, demo.outbox, "kit@example.com")
     await _reads_in_order(page)  # the outbox
     await page.goto(link)
     await _reads_in_order(page)
@@ -326,14 +326,7 @@ async def test_linking_by_proving_the_account_says_discord_is_linked(
     await channel.goto(demo.channel)
     await _create_test_user(channel, "lena_d", "lena@example.com", verified=True)
     page = await context.new_page()
-    await page.goto(f"{demo.app}/signup")
-    await _sign_up(page, "lena", "lena@example.com")
-    confirm = await _emailed_link(
-        page, demo.outbox, "lena@example.com", "Confirm your email address", "/verify-email/"
-    )
-    await page.goto(confirm)
-    await page.get_by_role("button", name="Confirm my email").click()
-    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await _signed_up_and_confirmed(page, demo, "lena", "lena@example.com")
 
     for proof in ("emailed link", "password"):
         await page.goto(f"{demo.app}/account")
@@ -447,14 +440,7 @@ async def test_back_to_the_email_confirmed_page_shows_it_again(
     the link was used up, as if confirming had failed."""
     context = await _context(chromium, problems)
     page = await context.new_page()
-    await page.goto(f"{demo.app}/signup")
-    await _sign_up(page, "nell", "nell@example.com")
-    link = await _emailed_link(
-        page, demo.outbox, "nell@example.com", "Confirm your email address", "/verify-email/"
-    )
-    await page.goto(link)
-    await page.get_by_role("button", name="Confirm my email").click()
-    await expect(page.locator("h1")).to_have_text("Email confirmed")
+    await _signed_up_and_confirmed(page, demo, "nell", "nell@example.com")
     await page.reload()
     await expect(page.locator("h1")).to_have_text("Email confirmed")
     await page.get_by_role("link", name="Go to your account").click()
@@ -524,9 +510,7 @@ async def test_every_sign_in_link_of_the_link_page_comes_back_to_it(
     page = await context.new_page()
     await page.goto(f"{demo.app}/signup")
     await _sign_up(page, "pia", "pia@example.com")
-    link = await _emailed_link(
-        page, demo.outbox, "pia@example.com", "Confirm your email address", "/verify-email/"
-    )
+    link = await _confirmation_link(page, demo.outbox, "pia@example.com")
     await _sign_out(page)
 
     for address in (ticket, link, f"{demo.app}/signup?next=/account/confirm"):
