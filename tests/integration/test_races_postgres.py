@@ -36,6 +36,7 @@ from domain.use_cases._shared import SENT_TWICE_WITHIN
 from entrypoints.web import create_app
 from tests.harness import PASSWORD, Browser, Harness, sql_harness, webhook_secret
 from tests.integration import email_races
+from tests.integration.lock_order import first_call_held
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 from tests.web_support import post_form
@@ -820,6 +821,25 @@ async def test_a_discord_confirmation_whose_first_load_failed_says_so_when_loade
     assert [at is not None for at in failed].count(True) == 1
 
 
+def _first_read_lets_it_finish(
+    monkeypatch: pytest.MonkeyPatch, go: asyncio.Event, first: asyncio.Future[Any]
+) -> None:
+    """From now on, the first read of a session (the page's), once done, lets the held first
+    load go (``go``) and waits for it to finish, before the page's next read."""
+    get = SqlSessions.get
+    between = SimpleNamespace(armed=True)
+
+    async def get_then_let_the_first_load_finish(repo: SqlSessions, digest: str) -> Any:
+        found = await get(repo, digest)
+        if between.armed:  # the page's first read of a session, and only that one
+            between.armed = False
+            go.set()
+            await first  # what it made committed, before the page's next read
+        return found
+
+    monkeypatch.setattr(SqlSessions, "get", get_then_let_the_first_load_finish)
+
+
 async def test_a_discord_confirmation_finishing_while_its_page_reads_hands_its_session_over(
     h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -831,18 +851,7 @@ async def test_a_discord_confirmation_finishing_while_its_page_reads_hands_its_s
     load, page, held = await _discord_confirmation_held(h, monkeypatch, 7303)
     first = asyncio.ensure_future(load())
     await held.asked.wait()
-    get = SqlSessions.get
-    between = SimpleNamespace(armed=True)
-
-    async def get_then_let_the_first_load_finish(repo: SqlSessions, digest: str) -> Any:
-        found = await get(repo, digest)
-        if between.armed:  # the page's first read of a session, and only that one
-            between.armed = False
-            held.go.set()
-            await first  # the renewal committed, before the page's next read
-        return found
-
-    monkeypatch.setattr(SqlSessions, "get", get_then_let_the_first_load_finish)
+    _first_read_lets_it_finish(monkeypatch, held.go, first)  # the renewal committed
     done = await page()
     renewed = await first
     assert renewed.outcome is AuthOutcome.CONFIRMED
@@ -861,15 +870,7 @@ async def test_a_discord_sign_in_finishing_while_its_page_reads_hands_its_sessio
     h.discord_user(7304, username="d7304", email="d7304@example.com")
     started = await h.container.start_discord_login().execute(next_path=None, browser_tokens=[])
     approval = h.discord.approve(started.authorize_url, DiscordId(7304))
-    exchange = h.discord.exchange_code
-    asked, go = asyncio.Event(), asyncio.Event()
-
-    async def held_exchange(*, code: str, code_verifier: str) -> DiscordTokens:
-        asked.set()
-        await go.wait()
-        return await exchange(code=code, code_verifier=code_verifier)
-
-    monkeypatch.setattr(h.discord, "exchange_code", held_exchange)
+    asked, go = first_call_held(monkeypatch, h.discord, "exchange_code", before=True)
     first = asyncio.ensure_future(
         h.container.complete_discord_auth().execute(
             state=approval.state,
@@ -879,18 +880,7 @@ async def test_a_discord_sign_in_finishing_while_its_page_reads_hands_its_sessio
         )
     )
     await asked.wait()
-    get = SqlSessions.get
-    between = SimpleNamespace(armed=True)
-
-    async def get_then_let_the_first_load_finish(repo: SqlSessions, digest: str) -> Any:
-        found = await get(repo, digest)
-        if between.armed:  # the page's first read of a session, and only that one
-            between.armed = False
-            go.set()
-            await first  # the session committed, before the page's next read
-        return found
-
-    monkeypatch.setattr(SqlSessions, "get", get_then_let_the_first_load_finish)
+    _first_read_lets_it_finish(monkeypatch, go, first)  # the session committed
     done = await h.container.finish_discord_confirmation().execute(
         state=approval.state, browser_tokens=started.browser_tokens, session_token=None
     )
