@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,10 +22,47 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
+    """A loopback port free now: another process may take it before a server binds it
+    (``start_ready`` then starts the server on another)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# How many ports a server is started on before the run gives up (``start_ready``).
+PORT_TRIES = 5
+
+
+class PortTakenError(RuntimeError):
+    """A server ended while starting because its port was in use: another process took it
+    after ``free_port`` found it free."""
+
+
+def port_was_taken(log: str) -> bool:
+    """Whether a server's output says that its port was in use: ``serve``'s own check
+    ("Port N on HOST is in use"), or the bind after it (uvicorn's, Python's)."""
+    return " is in use" in log or "address already in use" in log.lower()
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (``/proc``: the
+    listening sockets of the port, and the process's open files): not another process that
+    took the port before it and answers there."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{inode}]")
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return True
+    return False
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -70,6 +107,7 @@ class Server:
 
     name: str
     url: str
+    port: int
     process: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes] = field(repr=False)
@@ -102,7 +140,12 @@ class Server:
         async with aiohttp.ClientSession() as session:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(
+                    failure = (
+                        PortTakenError
+                        if port_was_taken("\n".join(self.log_lines()))
+                        else RuntimeError
+                    )
+                    raise failure(
                         f"{self.name} exited with {self.process.returncode} while starting:\n"
                         + self.log_tail()
                     )
@@ -110,7 +153,8 @@ class Server:
                     async with session.get(
                         self.url + path, timeout=aiohttp.ClientTimeout(total=2)
                     ) as answer:
-                        if answer.status == 200:
+                        # The answer of this server, not of one that took its port.
+                        if answer.status == 200 and listens_on(self.pid, self.port):
                             return
                 if time.monotonic() > deadline:
                     raise RuntimeError(
@@ -161,7 +205,36 @@ def start_server(
         env=child_env,
         cwd=cwd or workdir,
     )
-    return Server(name, f"http://127.0.0.1:{port}", process, log_path, log)
+    return Server(name, f"http://127.0.0.1:{port}", port, process, log_path, log)
+
+
+async def start_ready(
+    name: str,
+    argv: Callable[[int], list[str]],
+    *,
+    env: Mapping[str, str],
+    workdir: Path,
+    within: float,
+    path: str = "/healthz",
+) -> Server:
+    """``start_server`` with ``argv(port)`` on a free port, ready (``path`` answers); started
+    again on another port, up to ``PORT_TRIES`` in all, when another process took the port
+    before the server bound it."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        server = start_server(name, argv(port), port=port, env=env, workdir=workdir)
+        try:
+            await server.wait_ready(path, within=within)
+        except PortTakenError:
+            server.stop()
+            if attempt == PORT_TRIES:
+                raise
+            continue
+        except BaseException:
+            server.stop()
+            raise
+        return server
+    raise AssertionError("unreachable")
 
 
 def python_module(module: str, *args: str, python: Path | None = None) -> list[str]:

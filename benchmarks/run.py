@@ -55,10 +55,13 @@ from benchmarks.postgres import (
     seed_sqlite,
 )
 from benchmarks.procs import (
+    PORT_TRIES,
+    PortTakenError,
     Server,
     describe_install,
     free_port,
     python_module,
+    start_ready,
     start_server,
     taskflow_link,
 )
@@ -257,13 +260,36 @@ class Stack:
 async def start_stack(
     name: str, database_url: str, workdir: Path, options: Options, *, secret_key: str
 ) -> Stack:
+    """The emulator and the app, ready; both started again, the app on another port, when
+    another process took the app's port before it bound it (the emulator, told the app's
+    address, starts again on another port by itself)."""
     keys = DiscordKeys()
-    app_port, emulator_port = free_port(), free_port()
+    for attempt in range(1, PORT_TRIES + 1):
+        try:
+            return await _start_stack_on(
+                free_port(), name, database_url, workdir, options, keys=keys, secret_key=secret_key
+            )
+        except PortTakenError:
+            if attempt == PORT_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _start_stack_on(
+    app_port: int,
+    name: str,
+    database_url: str,
+    workdir: Path,
+    options: Options,
+    *,
+    keys: DiscordKeys,
+    secret_key: str,
+) -> Stack:
     app_url = f"http://127.0.0.1:{app_port}"
     deadline = "60" if options.generous_deadlines else "3"
-    emulator = start_server(
+    emulator = await start_ready(
         f"emulator-{name}",
-        python_module(
+        lambda emulator_port: python_module(
             "benchmarks.emulator",
             f"--port={emulator_port}",
             f"--app-url={app_url}",
@@ -271,13 +297,13 @@ async def start_stack(
             *(["--as-shipped"] if options.emulator_as_shipped else []),
             python=options.app_python,
         ),
-        port=emulator_port,
         env=keys.emulator_env(),
         workdir=workdir,
+        within=options.start_timeout,
+        path="/_emulator/users",
     )
     servers = [emulator]
     try:
-        await emulator.wait_ready("/_emulator/users", within=options.start_timeout)
         env = {
             "TASKFLOW_LINK_DATABASE_URL": database_url,
             "TASKFLOW_LINK_PUBLIC_URL": app_url,
@@ -470,25 +496,22 @@ async def run(options: Options, workdir: Path, install: str) -> Results:  # noqa
         if options.overlap_sqlite:
             sqlite_starting = asyncio.create_task(start_sqlite_stack())
         db_env = {"BENCH_DSN": dsn}
-        reference_port, guide_port = free_port(), free_port()
-        reference = start_server(
+        reference = await start_ready(
             "reference",
-            python_module("benchmarks.reference", f"--port={reference_port}"),
-            port=reference_port,
+            lambda port: python_module("benchmarks.reference", f"--port={port}"),
             env=db_env,
             workdir=workdir,
+            within=options.start_timeout,
         )
         servers.append(reference)
-        guide = start_server(
+        guide = await start_ready(
             "guide",
-            python_module("benchmarks.guide", f"--port={guide_port}"),
-            port=guide_port,
+            lambda port: python_module("benchmarks.guide", f"--port={port}"),
             env=db_env,
             workdir=workdir,
+            within=options.start_timeout,
         )
         servers.append(guide)
-        await reference.wait_ready(within=options.start_timeout)
-        await guide.wait_ready(within=options.start_timeout)
         await check_lookups([app, reference, guide], api_key, options.links)
         log("servers up; app, reference and guide agree on a lookup")
 
