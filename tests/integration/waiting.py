@@ -1,5 +1,5 @@
-"""Waits the integration tests share: for a server process to be ready, for a transaction to
-wait for a lock. Each is a deadline only (generous: the suite runs with both cores busy), never
+"""Waits the integration tests share: for a server process to be ready, for a task's transaction
+to wait for a lock. Each is a deadline only (generous: the suite runs with both cores busy), never
 a measurement; each looks often, so that a test goes on as soon as it can."""
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ _BLOCKED = text(
 async def until_it_waits_for_a_lock(database: SqlDatabase, task: asyncio.Task[Any]) -> None:
     """Until ``task``'s own transaction waits for a lock another holds (or ``task`` is over
     without waiting): a connection it checked out of a pool on ``database``'s server, whose
-    server process Postgres says is blocked. Another test's or task's waits do not count."""
+    server process Postgres says is blocked. Another test's or task's waits do not count; nor
+    do those of a task ``task`` starts (only its own connections are known)."""
     async with database.engine.connect() as conn:
         while not task.done():
             pids = sorted(_backends.get(task, ()))
