@@ -83,15 +83,7 @@ def test_every_command_shows_its_help_without_a_warning_in_a_fresh_environment(
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     if "PYTHONPATH" in os.environ:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    done = subprocess.run(  # noqa: S603 - our own command
-        [sys.executable, "-W", "error", "-c", _EVERY_HELP],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,  # a deadline only
-        check=False,
-    )
+    done = _python(tmp_path, env, "-W", "error", "-c", _EVERY_HELP)
     assert (done.returncode, done.stderr) == (0, ""), done
     assert done.stdout.count("Usage: taskflow-link") > 20  # every command's, not one
 
@@ -136,15 +128,7 @@ def test_a_serving_process_loads_at_start_only_what_it_needs(tmp_path: Path) -> 
         TASKFLOW_LINK_DISCORD_PUBLIC_KEY="ab" * 32,
         TASKFLOW_LINK_DISCORD_BOT_TOKEN="bot-token",
     )
-    done = subprocess.run(  # noqa: S603 - our own code
-        [sys.executable, "-c", _SERVING_APP_MODULES],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,  # a deadline only
-        check=False,
-    )
+    done = _python(tmp_path, env, "-c", _SERVING_APP_MODULES)
     assert done.returncode == 0, done
     loaded = set(done.stdout.split())
     assert "entrypoints.web.app" in loaded  # the app was built
@@ -227,15 +211,7 @@ def test_an_operator_command_loads_no_server_library(tmp_path: Path) -> None:
     out = tmp_path / "modules.txt"
     early: dict[str, dict[str, str]] = {}
     for argv in _OPERATOR_COMMANDS:
-        done = subprocess.run(  # noqa: S603 - our own code
-            [sys.executable, "-c", _COMMAND_MODULES, str(out), *argv],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,  # a deadline only
-            check=False,
-        )
+        done = _python(tmp_path, env, "-c", _COMMAND_MODULES, str(out), *argv)
         assert done.returncode == 0, done
         loaded = set(out.read_text().split())
         assert "entrypoints.cli" in loaded
@@ -264,11 +240,12 @@ def _env(**settings: str) -> dict[str, str]:
     return env | settings
 
 
-def _run(
-    cwd: Path, env: dict[str, str], *argv: str, stdin: str | None = None
+def _python(
+    cwd: Path, env: dict[str, str], *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(  # noqa: S603 - our own command
-        [sys.executable, "-m", "entrypoints", *argv],
+    """This Python, run with ``args`` in ``cwd`` with ``env``: what it said and how it ended."""
+    return subprocess.run(  # noqa: S603 - our own code
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         input=stdin,
@@ -277,6 +254,12 @@ def _run(
         timeout=120,  # a deadline only
         check=False,
     )
+
+
+def _run(
+    cwd: Path, env: dict[str, str], *argv: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = _python(cwd, env, "-m", "entrypoints", *argv, stdin=stdin)
     assert "Traceback" not in done.stdout + done.stderr, done
     return done
 

@@ -683,6 +683,22 @@ async def _sleeps_then_204(scope: Any, receive: Any, send: Any) -> None:
     await _reads_all_then_204(scope, receive, send)
 
 
+async def _answers_at_once(scope: Any, receive: Any, send: Any) -> None:
+    """Answers 204 without reading the request's body."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _until_told(told: list[str], count: int) -> None:
+    """Until the app was told ``count`` things (its task runs in the server's thread, maybe
+    after the answer): a deadline only."""
+    deadline = time.monotonic() + CLOSED_WITHIN
+    while len(told) < count:
+        assert time.monotonic() < deadline, told
+        time.sleep(0.05)
+
+
 def test_the_head_timeout_never_cuts_off_a_request_being_answered() -> None:
     """The timeout is the head's: an app slower than it answers, each of pipelined requests
     answers (their heads came whole), and a body still coming after its answer (an app that
@@ -696,14 +712,9 @@ def test_the_head_timeout_never_cuts_off_a_request_being_answered() -> None:
         answers = _read_answers(conn, 2) + _read_until_closed(conn)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
 
-    async def answers_at_once(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-
     post = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nab"
     with (
-        serve(answers_at_once, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        serve(_answers_at_once, head_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
         _connect(url) as conn,
     ):
         conn.sendall(post)
@@ -751,10 +762,7 @@ def test_a_body_that_stops_coming_is_answered_408_and_closed() -> None:
             assert answer.startswith(b"HTTP/1.1 408 "), answer
             assert b"connection: close\r\n" in answer.lower()
             assert answer.count(b"HTTP/1.1") == 1, answer
-        deadline = time.monotonic() + CLOSED_WITHIN
-        while len(told) < 2:
-            assert time.monotonic() < deadline, told
-            time.sleep(0.05)
+        _until_told(told, 2)
     assert told == ["http.disconnect", "http.disconnect"]
 
 
@@ -762,14 +770,9 @@ def test_a_body_that_stops_coming_after_its_answer_is_closed() -> None:
     """An app that answered without reading the body: the body is still read (to reach the
     next request), and one that stops coming closes the connection, without another answer."""
 
-    async def answers_at_once(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-
     post = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nab"
     with (
-        serve(answers_at_once, body_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
+        serve(_answers_at_once, body_timeout_seconds=SHORT_HEAD_TIMEOUT) as url,
         _connect(url) as conn,
     ):
         conn.sendall(post)
@@ -829,10 +832,7 @@ def test_requests_whole_before_a_half_close_are_answered() -> None:
     cut = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nabc"
     with serve(reads) as url:
         assert _statuses(url, cut) == []
-        deadline = time.monotonic() + CLOSED_WITHIN
-        while not told:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _until_told(told, 1)
     assert told == ["http.disconnect"]
 
 
