@@ -45,6 +45,9 @@
   closed, cutting short the answer being written and dropping the requests queued.
 - A transfer coding other than chunked (``gzip, chunked``) gets a 501 (RFC 9112 6.1, as from
   nginx): httptools read such a body as chunked and its app got it still gzipped.
+  A Transfer-Encoding with an empty list element (``,chunked``) gets a 400, as from h11 and
+  nginx: httptools read its body as chunked, where a proxy that does not recognise the value
+  (nginx compares it with "chunked" whole) reads no body and takes the chunks for requests.
 - A field's value reaches the app without the whitespace around it (RFC 9112 5, as h11
   gave it): httptools kept a trailing one, so ``Host: 127.0.0.1 `` was refused as no host.
 - With WebSockets off (``serve``'s app has none: uvicorn's ``ws="none"``), an upgrade to
@@ -384,6 +387,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         codings = [value for name, value in self.headers if name == b"transfer-encoding"]
         if version != "1.1" and codings:
             raise HttpParserCallbackError("Transfer-Encoding in an HTTP/1.0 request.")
+        # An empty element in the list (",chunked", "chunked, ,"): httptools took the body
+        # as chunked, where h11 and nginx refuse it (nginx compares the value with "chunked"
+        # whole) and a proxy that forwards what it does not recognise reads no body, so the
+        # chunks were a body here and requests there. A 400, as from both.
+        if any(not coding.strip(b" \t") for field in codings for coding in field.split(b",")):
+            raise HttpParserCallbackError("Malformed Transfer-Encoding.")
         # A coding before chunked ("gzip, chunked"): httptools took the body as chunked and
         # handed the app what was still gzipped, as if it were the content. Chunked is the
         # one coding of ours: 501 to the others (RFC 9112 6.1, as nginx answers).
