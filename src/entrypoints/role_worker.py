@@ -14,6 +14,7 @@ from domain import errors
 from domain.model import DiscordId, RoleAction, RoleChange, RoleChangeCount, RoleChangeStatus
 from domain.ports import QueueListener, RoleCallOutcome
 from domain.use_cases import RoleChangeReport
+from domain.use_cases.discord_roles import OUTAGE_THRESHOLD
 from entrypoints.container import Container
 from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
@@ -126,6 +127,15 @@ class RoleWorker(QueueWorker):
                 len(waiting),
                 server,
                 min(c.next_attempt_at for c in waiting).isoformat(timespec="seconds"),
+            )
+        if report.held_back:
+            # One line for the batch, not one per change: a backlog waits for Discord once.
+            log.warning(
+                "Discord is not answering role changes (5xx or timeouts, %d or more calls in "
+                "a row): %d more change(s) held back untried; next try from %s",
+                OUTAGE_THRESHOLD,
+                len(report.held_back),
+                min(c.next_attempt_at for c in report.held_back).isoformat(timespec="seconds"),
             )
         unsent = Counter((c.role, c.last_error) for c in report.refused_unsent)
         for (role, reason), count in sorted(unsent.items(), key=str):

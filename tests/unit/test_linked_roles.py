@@ -35,6 +35,8 @@ from domain.use_cases.discord_roles import (
     JITTER_SHARE,
     MAX_ATTEMPTS,
     NOT_CONFIGURED,
+    OUTAGE_PAUSES,
+    OUTAGE_THRESHOLD,
     REASONS,
     REFUSAL_HOLD,
     RETRY_DELAYS,
@@ -719,6 +721,74 @@ async def test_discord_unavailable_too_long_is_given_up_and_audited(one: Harness
     assert (await one.container.request_roles_for_links().execute()).total == 1
     assert len((await apply(one)).done) == 1
     assert one.guild_roles.has(ROLE, profile.id)
+
+
+async def test_discord_down_holds_the_rest_of_a_backlog_until_it_answers_again(
+    one: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discord answers 5xx (or times out) for a while: a backlog is not called through one by
+    one each pass. After OUTAGE_THRESHOLD failures in a row the rest of the batch, and every
+    later pass, waits for a pause (one line in the log); then one call tries again, and once
+    Discord answers the queue drains as usual."""
+    members = await _linked_many(one, 30)  # 30 changes: two batches of 20
+    one.guild_roles.answer(*[RoleCallOutcome.UNAVAILABLE] * 100)
+    worker = RoleWorker(one.container)
+
+    with caplog.at_level("WARNING", logger="taskflow_link.roles"):
+        passes = 0
+        while await worker.pass_once():  # on at once while busy, as QueueWorker does
+            passes += 1
+            assert passes < 10
+
+    assert len(one.guild_roles.calls) == OUTAGE_THRESHOLD  # then nothing more
+    held = [
+        c
+        for c in _db(one).tables.role_changes.values()
+        if c.attempts == 0 and c.last_error == "unavailable"
+    ]
+    assert len(held) == 20 - OUTAGE_THRESHOLD  # the first batch's rest, untried
+    pause = OUTAGE_PAUSES[0]
+    assert all(pause <= c.next_attempt_at - one.clock.now() <= pause * 1.5 for c in held)
+    assert len({c.next_attempt_at for c in held}) == len(held)  # spread
+    [line] = [m for m in caplog.messages if "held back" in m]
+    assert f"{20 - OUTAGE_THRESHOLD} more change(s) held back" in line
+    assert worker.idle_seconds() == 5.0  # the poll: the pause is longer
+    one.clock.advance(pause)
+    assert await worker.pass_once()  # the pause ended: a pass tries again, fails...
+    assert not await worker.pass_once()  # ...and the rest waits for the next step
+    assert len(one.guild_roles.calls) == OUTAGE_THRESHOLD * 2
+    # One line for each pass that held changes back, not one per change.
+    assert len([m for m in caplog.messages if "held back" in m]) == 2
+    one.clock.advance(OUTAGE_PAUSES[1] - timedelta(seconds=1))  # the next step is longer
+    assert not await worker.pass_once()
+    assert len(one.guild_roles.calls) == OUTAGE_THRESHOLD * 2
+    one.clock.advance(OUTAGE_PAUSES[1])  # its end, and the spread
+
+    one.guild_roles.script.clear()  # Discord is back
+    for _ in range(10):
+        while await worker.pass_once():
+            pass
+        one.clock.advance(RETRY_DELAYS[1])  # the few that failed come due later
+    assert all(one.guild_roles.has(ROLE, m.id) for m in members)
+    assert len(one.guild_roles.calls) == OUTAGE_THRESHOLD * 2 + 30
+
+
+async def test_an_answer_from_discord_ends_the_count_of_failures_in_a_row(one: Harness) -> None:
+    """Failures spread between answers are single failures: each retried on its own
+    back-off, nothing held back."""
+    await _linked_many(one, 10)
+    one.guild_roles.answer(
+        *[RoleCallOutcome.UNAVAILABLE] * (OUTAGE_THRESHOLD - 1),
+        RoleCallOutcome.NOT_A_MEMBER,
+        *[RoleCallOutcome.UNAVAILABLE] * (OUTAGE_THRESHOLD - 1),
+    )
+
+    report = await apply(one)
+
+    assert len(one.guild_roles.calls) == 10
+    assert not report.held_back
+    assert report.paused_until is None
+    assert len(report.retrying) == 2 * (OUTAGE_THRESHOLD - 1)
 
 
 async def test_a_rate_limit_waits_for_retry_after_and_holds_the_rest_of_the_batch(

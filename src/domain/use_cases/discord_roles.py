@@ -91,6 +91,18 @@ WHOLE_ROLE_REFUSALS = frozenset(
     }
 )
 REFUSAL_HOLD = timedelta(minutes=5)
+# Discord down (5xx, timeouts, no connection): after this many calls of a pass in a row found
+# it so, the rest of the batch (and every later pass) waits for the next step of
+# OUTAGE_PAUSES, instead of calling for each change of a backlog in turn; then a pass tries
+# again (failing again: the next step), and any answer from Discord starts from the first
+# step. Held-back changes come due spread after the pause, as after a rate limit, and their
+# attempts do not count.
+OUTAGE_THRESHOLD = 3
+OUTAGE_PAUSES = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=5),
+)
 _DONE = {
     RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
     RoleAction.REMOVE: AuditKind.DISCORD_ROLE_REMOVED,
@@ -125,8 +137,11 @@ class RoleChangeReport:
     # for the whole role (``_whole_role``), or asked for before a call made within
     # ``REFUSAL_HOLD`` got one for every role (a bad token).
     refused_unsent: list[RoleChange] = field(default_factory=list)
-    # Discord rate limited the calls (for a server, or all of them): the earliest moment one
-    # may be made again. Nothing is sent where the pause holds; run again then.
+    # Held back untried: Discord failed ``OUTAGE_THRESHOLD`` calls in a row (5xx, timeouts),
+    # due a little after the pause that followed (``last_error``: unavailable).
+    held_back: list[RoleChange] = field(default_factory=list)
+    # Discord rate limited the calls (for a server, or all of them), or is down: the earliest
+    # moment one may be made again. Nothing is sent where the pause holds; run again then.
     paused_until: datetime | None = None
 
     @property
@@ -140,6 +155,7 @@ class RoleChangeReport:
                 self.superseded,
                 self.unconfigured,
                 self.refused_unsent,
+                self.held_back,
             )
         )
 
@@ -182,6 +198,8 @@ class RolePauses:
         """``calls``: the process's pauses of calls to Discord (a fresh one: these only)."""
         self._calls = calls if calls is not None else DiscordPauses()
         self._token_refused: _Refusal | None = None
+        self._outages = 0  # outage pauses in a row (without an answer between them)
+        self._outage_until: datetime | None = None
 
     def token_refused(self, result: RoleCallResult, now: datetime) -> None:
         """Discord refused the bot token (a 401), whatever the role."""
@@ -220,15 +238,39 @@ class RolePauses:
         """Tell the other instances of the rate limits this process met."""
         await self._calls.share(now)
 
+    def unavailable(self, now: datetime) -> datetime:
+        """Discord failed ``OUTAGE_THRESHOLD`` calls of a pass in a row (5xx, timeouts, no
+        connection): every role change of the process waits for the next step of
+        ``OUTAGE_PAUSES``; until when. The process's own (an outage may be this host's
+        network), never shared."""
+        step = OUTAGE_PAUSES[min(self._outages, len(OUTAGE_PAUSES) - 1)]
+        self._outages += 1
+        self._outage_until = now + step
+        return self._outage_until
+
+    def answered(self) -> None:
+        """Discord answered a call, whatever it said: it is not down (an outage's pause
+        ends, and the next one starts from the first step)."""
+        self._outages = 0
+        self._outage_until = None
+
+    def outage(self, now: datetime) -> datetime | None:
+        """When the pause after Discord failed too many calls in a row ends (``None``: no
+        such pause holds at ``now``)."""
+        until = self._outage_until
+        return until if until is not None and until > now else None
+
     def went_through(self) -> None:
         """A call succeeded: the next Cloudflare 429 pauses for the first step again, and
         the token's refusal holds no more."""
         self._calls.went_through()
         self._token_refused = None
+        self.answered()
 
     def everywhere(self, now: datetime) -> datetime | None:
         """When calls for any server may be made again (``None``: some may now)."""
-        return self._calls.until((_BOT,), now)
+        ends = [self._calls.until((_BOT,), now), self.outage(now)]
+        return max((end for end in ends if end is not None), default=None)
 
     def paused_servers(self, now: datetime) -> frozenset[DiscordId]:
         """The servers paused at ``now`` (those whose pause ended are forgotten)."""
@@ -251,6 +293,8 @@ class RolePauses:
         ]
         if (block := self._calls.block_ends(now)) is not None:
             ends.append(block)
+        if (outage := self.outage(now)) is not None:
+            ends.append(outage)
         return min(ends, default=None)
 
 
@@ -290,6 +334,7 @@ class ApplyRoleChanges:
         self._only = self._configured if only_configured else None
         self._pauses = pauses if pauses is not None else RolePauses()
         self._jitter = jitter
+        self._failures = 0  # calls of this pass in a row that found Discord unavailable
 
     async def execute(
         self, limit: int = 20, *, stopping: Stopping | None = None
@@ -297,6 +342,7 @@ class ApplyRoleChanges:
         """``stopping``: the worker's, when its process stops; the pass then applies nothing
         more, and lets go of the rest of its batch (see ``Claims``)."""
         report = RoleChangeReport()
+        self._failures = 0
         now = self._clock.now()
         await self._pauses.catch_up({role.guild_id for role in self._configured}, now)
         if (everywhere := self._pauses.everywhere(now)) is not None:
@@ -331,6 +377,11 @@ class ApplyRoleChanges:
             # until then would be refused, and too many refusals get a bot banned).
             await self._write_back(self._held_back(change, until), report.retrying, report)
             return
+        if (down := self._pauses.outage(self._clock.now())) is not None:
+            # Discord failed the last calls in a row: the rest of the batch waits, untried.
+            held = self._held_back(change, down, RoleCallOutcome.UNAVAILABLE)
+            await self._write_back(held, report.held_back, report)
+            return
         refusal = refused.get(change.role) or self._pauses.refusal(
             change.requested_at, self._clock.now()
         )
@@ -339,12 +390,17 @@ class ApplyRoleChanges:
             return
         await self._apply(change, report, claims, refused)
 
-    def _held_back(self, change: RoleChange, until: datetime) -> RoleChange:
+    def _held_back(
+        self,
+        change: RoleChange,
+        until: datetime,
+        why: RoleCallOutcome = RoleCallOutcome.RATE_LIMITED,
+    ) -> RoleChange:
         """``change``, due a little after ``until`` (spread: not all at one instant)."""
         wait = until - self._clock.now()
         spread = min(max(wait * JITTER_SHARE, JITTER_MIN), JITTER_MAX)
         due = until + spread * min(max(self._jitter(), 0.0), 1.0)
-        return replace(change, next_attempt_at=due, last_error=RoleCallOutcome.RATE_LIMITED.value)
+        return replace(change, next_attempt_at=due, last_error=why.value)
 
     def _unconfigured(self, change: RoleChange) -> RoleChange:
         return replace(
@@ -408,11 +464,13 @@ class ApplyRoleChanges:
         if result.outcome is RoleCallOutcome.RATE_LIMITED:
             # Not an attempt that counts towards giving up: the change waits for the pause
             # (this server's, or every call's), then goes out like the rest held back.
+            self._answered(result, self._clock.now())
             until = self._pauses.rate_limited(held.role.guild_id, result, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
             after, bucket, audit = self._held_back(held, until), report.retrying, None
         else:
             now = self._clock.now()
+            self._answered(result, now)
             if result.reset_after is not None:
                 self._pauses.used_up(held.role.guild_id, result.reset_after, now)
                 await self._pauses.share(now)
@@ -426,6 +484,19 @@ class ApplyRoleChanges:
         await self._write_back(after, bucket, report, audit, called=True)
         if _whole_role(result):
             await self._refuse_queued(held.role, result, report)
+
+    def _answered(self, result: RoleCallResult, now: datetime) -> None:
+        """Count the calls of this pass in a row that found Discord unavailable: the
+        ``OUTAGE_THRESHOLD``-th pauses the rest (``RolePauses.unavailable``); any answer
+        from Discord (a 429 or a refusal too) says it is not down."""
+        if result.outcome is not RoleCallOutcome.UNAVAILABLE:
+            self._failures = 0
+            self._pauses.answered()
+        elif (failures := self._failures + 1) >= OUTAGE_THRESHOLD:
+            self._failures = 0  # what follows in the batch is held back
+            self._pauses.unavailable(now)
+        else:
+            self._failures = failures
 
     async def _refuse_queued(
         self, role: LinkedRole, refusal: RoleCallResult, report: RoleChangeReport
