@@ -85,6 +85,10 @@ class LinkRepository(Protocol):
 
     async def get_by_discord_id(self, discord_id: DiscordId) -> Link | None: ...
 
+    async def hold_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        """``get_by_discord_id``, the link kept from being removed until the transaction
+        ends; an unlink under way (not committed) is waited for, and then read."""
+
     async def get_by_account(self, account_id: AccountId) -> Link | None: ...
 
     async def remove(self, link: Link) -> bool:

@@ -334,6 +334,8 @@ class RepositoryContract:
             assert await uow.links.get_by_discord_id(row.discord_id) == row
             assert await uow.links.get_by_account(owner.id) == row
             assert await uow.links.get_by_discord_id(DiscordId(5)) is None
+            assert await uow.links.hold_by_discord_id(row.discord_id) == row
+            assert await uow.links.hold_by_discord_id(DiscordId(5)) is None
         async with uow_factory() as uow:
             # A link to another account under the same Discord id is not this link.
             assert await uow.links.remove(replace(row, account_id=AccountId.new())) is False

@@ -1127,6 +1127,33 @@ async def test_a_role_given_then_taken_out_of_the_setting_is_removed_at_the_unli
     other.unwire()
 
 
+async def test_an_unlink_while_the_add_is_with_discord_removes_it_whatever_its_setting(
+    one: Harness,
+) -> None:
+    """Worker A sends the add; meanwhile the member unlinks on an instance whose setting no
+    longer names the role. The unlink asks to remove only the roles whose add Discord took
+    (the add is still on its way: not among them), and A's add lands and is written back
+    done: the member would keep, unlinked, a role the service gave. A's write-back, seeing
+    the member no longer linked, asks for the removal itself."""
+    profile = await _linked(one, 5021)
+    other = _configured_with(one, str(ELSEWHERE))
+
+    async def unlink_elsewhere() -> None:
+        await other.unlink_discord().execute(profile.id)
+
+    one.guild_roles.during_next_call = unlink_elsewhere
+    first = await apply(one)
+    assert [c.action for c in first.done] == [RoleAction.ADD]  # Discord took it
+    assert one.guild_roles.has(ROLE, profile.id)
+
+    again = await apply(one)
+
+    assert (RoleAction.REMOVE, ROLE) in [(c.action, c.role) for c in again.done]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    assert (await apply(one)) == RoleChangeReport()  # and then nothing more
+    other.unwire()
+
+
 async def test_roles_sync_leaves_the_changes_of_roles_it_does_not_name_to_the_service(
     r: Harness,
 ) -> None:

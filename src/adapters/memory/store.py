@@ -395,6 +395,9 @@ class MemoryLinks(_Repo):
     async def get_by_discord_id(self, discord_id: DiscordId) -> Link | None:
         return self._t.links.get(discord_id)
 
+    async def hold_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        return self._t.links.get(discord_id)  # transactions here run one at a time
+
     async def get_by_account(self, account_id: AccountId) -> Link | None:
         return next((k for k in self._t.links.values() if k.account_id == account_id), None)
 

@@ -437,6 +437,14 @@ class SqlLinks(_Repo):
         row = (await self._run(query)).first()
         return _link(row) if row else None
 
+    async def hold_by_discord_id(self, discord_id: DiscordId) -> Link | None:
+        # FOR KEY SHARE on Postgres: a DELETE waits for this transaction, and this waits for
+        # a DELETE not committed yet (then reads the row gone); updates of other columns go
+        # on. SQLite ignores it (BEGIN IMMEDIATE serialises writers).
+        query = select(user_links).where(user_links.c.discord_id == discord_id.value)
+        row = (await self._run(query.with_for_update(read=True, key_share=True))).first()
+        return _link(row) if row else None
+
     async def get_by_account(self, account_id: AccountId) -> Link | None:
         query = select(user_links).where(user_links.c.taskflow_user_id == account_id.value)
         row = (await self._run(query)).first()

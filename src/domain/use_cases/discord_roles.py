@@ -589,7 +589,15 @@ class ApplyRoleChanges:
         *,
         called: bool = False,
     ) -> None:
+        gave = called and after.action is RoleAction.ADD and after.status is RoleChangeStatus.DONE
         async with self._uow() as uow:
+            # Discord took an add: the member may have unlinked while it was on its way, on an
+            # instance whose setting does not name the role. That unlink asked to remove only
+            # the roles whose add Discord had taken (``queue_role_changes``), not this one, so
+            # the removal is asked for here. The link is held (before the row, in the order an
+            # unlink takes them): an unlink not committed yet is waited for, and one that
+            # comes after this commits sees the add done.
+            link = await uow.links.hold_by_discord_id(after.discord_id) if gave else None
             finished = await uow.role_changes.finish(after)
             if audit is not None:  # Discord changed (or refused) whatever happens to the row
                 await uow.audit.record(audit)
@@ -599,6 +607,9 @@ class ApplyRoleChanges:
                 # next change, which ours may have undone. Ask again: the next pass decides
                 # from the link as it is then (a no-op for Discord when nothing is wrong).
                 await uow.role_changes.request(self._again(after))
+            elif gave and link is None:
+                removal = replace(after, action=RoleAction.REMOVE)
+                await uow.role_changes.request(self._again(removal))
             await uow.commit()
         (bucket if finished else report.superseded).append(after)
 
