@@ -26,7 +26,7 @@ from domain.model import (
     RoleChange,
     RoleChangeStatus,
 )
-from domain.use_cases.discord_roles import RETRY_DELAYS
+from domain.use_cases.discord_roles import OUTAGE_PAUSES, OUTAGE_THRESHOLD, RETRY_DELAYS
 from entrypoints.cli import cli
 from entrypoints.container import build_container, close_resources
 from entrypoints.emulator import EmulatorState, create_emulator_app
@@ -198,6 +198,39 @@ async def test_discord_down_never_blocks_a_link_and_the_role_comes_later(
     del stack.emulator.faults["member_roles"]  # Discord is back
     stack.clock.advance(RETRY_DELAYS[0])
     await eventually(lambda: has_role(stack.emulator, fay.id), "the role once Discord is back")
+
+
+async def test_discord_down_holds_a_backlog_after_a_few_failures_then_it_drains(
+    stack: Stack,
+) -> None:
+    """Discord answers 500: the worker stops calling after OUTAGE_THRESHOLD failures in a
+    row, holds the rest of its batch back untried, and once Discord is back and the pause
+    over, the queue drains, each member's role called once more."""
+    users = [stack.emulator.add_user(f"down{n}") for n in range(12)]
+    stack.emulator.faults["member_roles"] = "500"
+    async with stack.db.unit_of_work() as uow:
+        for user in users:
+            owner = account(f"down{user.username}", f"{user.username}@example.com")
+            await uow.accounts.add(owner)
+            now = stack.clock.now()
+            await uow.links.add(Link(DiscordId.parse(user.id), owner.id, now, user.username))
+        await uow.commit()
+    assert (await stack.container.request_roles_for_links().execute()).total == len(users)
+
+    async def held_back() -> bool:
+        changes = [await change_of(stack.db, u.id) for u in users]
+        untried = [c for c in changes if c and c.attempts == 0 and c.last_error == "unavailable"]
+        return len(untried) == len(users) - OUTAGE_THRESHOLD
+
+    await eventually(held_back, "the rest of the batch held back")
+    assert stack.emulator.calls["member_roles"] == OUTAGE_THRESHOLD
+
+    del stack.emulator.faults["member_roles"]  # Discord is back
+    stack.clock.advance(OUTAGE_PAUSES[0] * 2)  # the pause, and the spread after it
+    await eventually(
+        lambda: all(has_role(stack.emulator, u.id) for u in users), "every member's role"
+    )
+    assert stack.emulator.calls["member_roles"] == OUTAGE_THRESHOLD + len(users)
 
 
 async def test_refusals_are_audited_and_not_retried(stack: Stack) -> None:
