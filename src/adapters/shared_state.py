@@ -46,6 +46,15 @@ def _redis_down() -> tuple[type[BaseException], ...]:
     return (RedisError, OSError, TimeoutError)
 
 
+def _pool_exhausted() -> type[BaseException]:
+    """A call past the URL's ``max_connections``: no outage (a burst of requests, which anyone
+    can send, made one: the whole process then counted in its own memory until the retry),
+    that call only uses this process's memory."""
+    from redis.exceptions import MaxConnectionsError  # noqa: PLC0415
+
+    return MaxConnectionsError
+
+
 class RedisHealth:
     """Whether to try Redis now; logs the first failure of an outage and the recovery.
 
@@ -73,6 +82,7 @@ class RedisHealth:
         self._next_try = 0.0
         self._probing = False  # a call is trying Redis while it is down
         self._errors = _redis_down()
+        self._busy = _pool_exhausted()
         self._on_recovery: list[Callable[[], Awaitable[None]]] = []
         self._probe = probe
         self._retrying: asyncio.Task[None] | None = None
@@ -161,11 +171,17 @@ class RedisHealth:
             self._probing = self._probing or probe
             try:
                 result = await shared()
+            except self._busy:  # this call only: the pool's connections are all in use
+                pass
             except self._errors as exc:
                 self.failed(exc)
             else:
+                # Whichever call finds Redis back (this one, or one under way since before
+                # the outage) writes back what this process kept meanwhile: a call under way
+                # that only said so left those ids in memory, and a replay passed elsewhere.
+                back = self._down_since is not None
                 self.succeeded()  # first: what this process sees from now on is shared
-                if probe:
+                if back:
                     await self._catch_up()
                 return result
             finally:

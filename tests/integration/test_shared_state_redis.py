@@ -571,3 +571,63 @@ async def test_an_ipv6_clients_48_shares_a_budget_in_redis(redis_url: str) -> No
     finally:
         await client.aclose()
     assert any(name.endswith(f"{SITE}::/48") for name in names), names
+
+
+async def test_a_call_past_max_connections_is_no_outage(redis_url: str) -> None:
+    """With ``?max_connections=`` in the URL, a call past it (a burst of requests: anyone can
+    send one) made redis-py answer "Too many connections", which counted as Redis being down:
+    the whole process then kept its limits and replay guard in its own memory until the retry,
+    and a burst every ``retry_after`` kept it so. Now only the calls past it use this process's
+    memory, as the README says; Redis stays shared for the others."""
+    a = SharedState(f"{redis_url}?max_connections=1", retry_after=600, timeout=10)
+    b = SharedState(redis_url, retry_after=0, timeout=10)
+    assert a.redis is not None
+    try:
+        async with a.redis.pipeline(transaction=True) as held:
+            await held.watch("taskflow-link:held")  # the pool's one connection, held
+            assert (await a.counter("auth-rate-limit").hit("client", 60))[0] == 1  # memory
+        assert a.health is not None
+        assert not a.health.down
+        assert await a.replay_guard.first_time("interaction:after-burst", 600)
+        assert not await b.replay_guard.first_time("interaction:after-burst", 600)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_ids_seen_while_down_go_back_when_a_call_under_way_finds_redis_back(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """A call that started before an outage and answered after it (Redis back, or a slow
+    Redis: one call timed out, one under way answered) said Redis was back, but only the call
+    that tries Redis again wrote back the interaction ids this process saw meanwhile: those
+    stayed in its memory only, and a replay of one to another instance was accepted. Now
+    whichever call finds Redis back writes them back first."""
+    a, b = SharedState(redis_url, retry_after=600, timeout=10), _instances(redis_url)[1]
+    assert a.redis is not None
+    redis = a.redis
+    go_on = asyncio.Event()
+
+    async def under_way() -> object:
+        await go_on.wait()
+        return await redis.set("taskflow-link:under-way", b"1", ex=60)
+
+    async def nothing() -> None:
+        return None
+
+    try:
+        assert a.health is not None
+        call = asyncio.create_task(a.health.call(under_way, nothing))
+        await asyncio.sleep(0)  # under way, Redis up
+        redis_server.stop_server()
+        await a.counter("auth-rate-limit").hit("client", 60)  # finds it down
+        assert a.health.down
+        assert await a.replay_guard.first_time("interaction:during", 300)  # memory only
+        redis_server.start_server()
+        go_on.set()
+        await call  # answered: Redis is back
+        assert not a.health.down
+        assert not await b.replay_guard.first_time("interaction:during", 300)
+    finally:
+        await a.close()
+        await b.close()
