@@ -689,6 +689,8 @@ class SharedState:
 
         try:
             await self.redis.set(f"{self._prefix}:ready", b"1", ex=60, nx=True)
+        except _pool_exhausted():  # a burst of requests holds every connection: Redis is fine
+            return None
         except (Unreachable, NoAnswer, OSError, TimeoutError) as exc:
             self._outage(exc)
             return "unreachable"

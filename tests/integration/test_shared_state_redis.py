@@ -586,6 +586,8 @@ async def test_a_call_past_max_connections_is_no_outage(redis_url: str) -> None:
         async with a.redis.pipeline(transaction=True) as held:
             await held.watch("taskflow-link:held")  # the pool's one connection, held
             assert (await a.counter("auth-rate-limit").hit("client", 60))[0] == 1  # memory
+            # Nor is /readyz's check (anyone may ask it) during such a burst.
+            assert await a.problem() is None
         assert a.health is not None
         assert not a.health.down
         assert await a.replay_guard.first_time("interaction:after-burst", 600)
