@@ -673,6 +673,28 @@ class SharedState:
             return before.decode(errors="replace")
         return before if isinstance(before, str) else made
 
+    async def eviction_policy(self) -> str | None:
+        """Redis' ``maxmemory-policy`` when it may evict this service's keys (a ``maxmemory``
+        is set and the policy is not ``noeviction``); ``None`` otherwise, without Redis, or
+        when Redis does not tell (``CONFIG`` renamed, or not allowed to this ACL user, as on
+        most managed Redis)."""
+        if self.redis is None:
+            return None
+        try:
+            config = await self.redis.config_get("maxmemory*")
+        except _redis_down():
+            return None
+        said = {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v.decode() if isinstance(v, bytes) else str(v)
+            )
+            for k, v in config.items()
+        }
+        policy = said.get("maxmemory-policy")
+        if policy in (None, "noeviction") or said.get("maxmemory", "0") == "0":
+            return None
+        return policy
+
     async def problem(self) -> str | None:
         """What is wrong with Redis (``None``: nothing, or no Redis): "unreachable", or that it
         refuses writes. Asked with a write (a key of its own, gone after a minute), not a

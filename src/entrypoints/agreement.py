@@ -66,6 +66,16 @@ async def check_agreement(
         agreed["TASKFLOW_LINK_DISCORD_INTERACTION_MAX_AGE_SECONDS"] = str(
             settings.discord_interaction_max_age_seconds
         )
+    policy = await container.shared_state().eviction_policy()
+    if policy is not None:
+        log.error(
+            "Redis' maxmemory-policy is %s: when it fills, it drops this service's keys before "
+            "they expire, silently: interaction ids (a replayed interaction is accepted once "
+            "more) and the counts of rate limits and sign-in throttles (a budget starts again). "
+            "Give it maxmemory-policy noeviction (Redis' default) and room: a full Redis then "
+            "refuses writes, which /readyz reports.",
+            policy,
+        )
     for name in await container.shared_state().differences(agreed):
         log.error(
             "%s differs from the instance of this deployment (the same Redis and "

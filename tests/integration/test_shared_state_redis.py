@@ -633,3 +633,37 @@ async def test_ids_seen_while_down_go_back_when_a_call_under_way_finds_redis_bac
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_redis_that_evicts_keys_is_named_at_start(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis with a ``maxmemory`` and a policy that evicts (``allkeys-lru``, a managed
+    Redis' usual default) drops interaction ids and counts early when it fills, silently: a
+    replay is accepted once more, a budget starts again. The README said so; nothing at start
+    did. Now an instance says so when Redis tells its policy (``CONFIG GET``; nothing when it
+    may not)."""
+    from redis.asyncio import Redis
+
+    async def start() -> list[str]:
+        caplog.clear()
+        settings = make_settings(redis_url=redis_url)
+        async with AsyncTestClient(app=create_app(build_container(settings))):
+            pass
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    caplog.set_level(logging.WARNING, logger="taskflow_link.web")
+    admin = Redis.from_url(redis_url, decode_responses=True)
+    before = await admin.config_get("maxmemory*")
+    try:
+        assert await start() == []  # noeviction, Redis' default
+        await admin.config_set("maxmemory", "512mb")
+        await admin.config_set("maxmemory-policy", "allkeys-lru")
+        [evicts] = await start()
+        assert "maxmemory-policy is allkeys-lru" in evicts, evicts
+        await admin.config_set("maxmemory-policy", "noeviction")
+        assert await start() == []
+    finally:
+        await admin.config_set("maxmemory", str(before["maxmemory"]))
+        await admin.config_set("maxmemory-policy", str(before["maxmemory-policy"]))
+        await admin.aclose()
