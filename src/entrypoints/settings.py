@@ -1058,7 +1058,8 @@ class Settings(BaseSettings):
 
     def _url_timeout_warnings(self) -> list[str]:
         """Timeouts in the database's or Redis's URL: taken, but what they do is not what the
-        settings say (named, never with their values)."""
+        settings say (named, never with their values); and TLS to Redis that checks no
+        certificate."""
         found = []
         database = make_url(self.database_url)
         if database.get_backend_name() == "postgresql":
@@ -1077,6 +1078,7 @@ class Settings(BaseSettings):
                     "that is slow to answer holds requests that long before they count in "
                     "this process's memory"
                 )
+            found.extend(_redis_tls_warnings(self.redis_url.get_secret_value()))
         return found
 
     def _discord_deadline_warnings(self) -> list[str]:
@@ -1727,6 +1729,32 @@ def _redis_query(url: str) -> None:
         raise ValueError("is not a URL redis-py can use")
     if parts.scheme == "rediss":
         _redis_tls_files(parsed)
+
+
+def _redis_tls_warnings(url: str) -> list[str]:
+    """A ``rediss://`` URL whose TLS checks no certificate, or not its name (never its
+    values): whoever is on the way to Redis can pass for it."""
+    if urlsplit(url).scheme != "rediss":
+        return []
+    from redis.asyncio.connection import parse_url  # noqa: PLC0415 - only with Redis
+
+    parsed = parse_url(url)
+    unchecked = [
+        f"?{name}={value}"
+        for name, value, weak in (
+            ("ssl_cert_reqs", "none", parsed.get("ssl_cert_reqs") == "none"),
+            ("ssl_check_hostname", "false", parsed.get("ssl_check_hostname") is False),
+        )
+        if weak
+    ]
+    if not unchecked:
+        return []
+    return [
+        f"{ENV_PREFIX}REDIS_URL: {' and '.join(unchecked)}: TLS that does not check Redis' "
+        "certificate (or the name in it), so whoever is on the way to Redis can pass for it, "
+        "read its password and answer for the rate limits, sign-in throttles and replay guard; "
+        "give it ssl_ca_certs instead, unless that network is only yours"
+    ]
 
 
 def _redis_tls_files(parsed: Mapping[str, object]) -> None:

@@ -2769,6 +2769,29 @@ def test_timeouts_in_the_urls_query_start_with_a_warning_saying_what_they_do(
 
 
 @pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("ssl_cert_reqs=none", True),
+        ("ssl_check_hostname=false", True),
+        ("ssl_cert_reqs=required", False),
+        ("", False),
+    ],
+)
+def test_tls_to_redis_that_checks_no_certificate_starts_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, query: str, *, said: bool
+) -> None:
+    """``rediss://`` with ``?ssl_cert_reqs=none`` (or no hostname check) started silently:
+    whoever is on the way to Redis can pass for it, read its password and answer the rate
+    limits' counts and the replay guard as they like."""
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_REDIS_URL", f"rediss://:s3cr3t@cache:6379/0?{query}")
+    warnings = load_settings(_env_file=None).warnings()
+    found = [w for w in warnings if "Redis' certificate" in w]
+    assert bool(found) is said, warnings
+    assert not any("s3cr3t" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
     ("query", "reason"),
     [
         ("foo=bar", "has a query parameter this service does not take: 'foo'"),
