@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from entrypoints.bot.runtime import build_gateway_bot
 from entrypoints.container import Container
 from entrypoints.emulator import EmulatorState
+from entrypoints.emulator.gateway import CLOSE_RATE_LIMITED
 
 EPHEMERAL = 64
 LINK_BUTTON = 5
@@ -103,6 +104,12 @@ async def wait_until(condition: Any, seconds: float = WAIT_SECONDS) -> None:
         await asyncio.sleep(0.02)
 
 
+def assert_under_gateway_rate_limit(emulator: EmulatorState) -> None:
+    """No bot connected to ``emulator`` was closed with 4008 Rate limited: hikari keeps under
+    Discord's gateway limit (120 payloads a connection in 60 s), which the emulator applies."""
+    assert CLOSE_RATE_LIMITED not in emulator.gateway_closes, emulator.gateway_closes
+
+
 @contextlib.asynccontextmanager
 async def running_gateway_bot(container: Container, emulator: EmulatorState) -> AsyncIterator[None]:
     """``taskflow-link bot``'s GatewayBot, connected to the emulator, on this event loop."""
@@ -112,6 +119,7 @@ async def running_gateway_bot(container: Container, emulator: EmulatorState) -> 
         await asyncio.wait_for(runner.ready.wait(), CONNECT_SECONDS)
         assert "global" in emulator.commands
         yield
+        assert_under_gateway_rate_limit(emulator)
     finally:
         await runner.bot.close()
 

@@ -33,6 +33,7 @@ from entrypoints.emulator import EmulatorState, create_emulator_app
 from entrypoints.emulator.state import TEST_GUILD_ID
 from tests.bot_support import (
     ShiftedClock,
+    assert_under_gateway_rate_limit,
     late_interactions,
     run_command,
     running_gateway_bot,
@@ -49,6 +50,7 @@ def emulator() -> Iterator[tuple[EmulatorState, str]]:
     state = EmulatorState(APP_ID, "secret", set(), response_deadline=60.0)
     with serve(create_emulator_app(state)) as url:
         yield state, url
+    assert_under_gateway_rate_limit(state)
 
 
 @pytest.fixture

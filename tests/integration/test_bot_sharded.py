@@ -40,6 +40,7 @@ from tests.bot_support import (
     CONNECT_SECONDS,
     WAIT_SECONDS,
     ShiftedClock,
+    assert_under_gateway_rate_limit,
     late_interactions,
     run_command,
     wait_until,
@@ -63,6 +64,7 @@ def emulator() -> Iterator[tuple[EmulatorState, str]]:
         state.guilds.setdefault(server, Guild(server, f"Server {server}"))  # the app is in each
     with serve(create_emulator_app(state)) as url:
         yield state, url
+    assert_under_gateway_rate_limit(state)
 
 
 def _in_every_server(state: EmulatorState, user: TestUser) -> TestUser:

@@ -437,3 +437,59 @@ def test_a_connection_that_never_heartbeats_is_closed_with_4009() -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             socket.receive_json(timeout=60)  # fails (queue.Empty) if it is never closed
     assert closed.value.code == 4009
+
+
+def test_a_connection_past_the_gateway_rate_limit_is_closed_with_4008() -> None:
+    """Discord takes 120 payloads a connection in 60 seconds and closes the connection that
+    sends more with 4008 Rate limited; the emulator took any number. Counted, not timed: the
+    window outlasts the test, and every payload counts (IDENTIFY and heartbeats too)."""
+    state = _state(gateway_command_limit=3, gateway_command_window=3600.0)
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        assert socket.receive_json()["op"] == 10  # HELLO
+        socket.send_json(_identify(state))  # 1
+        assert socket.receive_json()["t"] == "READY"
+        for beat in (2, 3):  # up to the limit: each answered, the session open
+            socket.send_json({"op": 1, "d": 1})
+            assert socket.receive_json()["op"] == 11, beat
+        assert len(state.gateway_sessions) == 1
+        socket.send_json({"op": 1, "d": 1})  # 4: one too many
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert (closed.value.code, closed.value.detail) == (4008, "Rate limited.")
+    assert state.gateway_sessions == []
+    assert state.gateway_closes == [4008]
+
+
+def test_each_connection_has_its_own_gateway_rate_limit() -> None:
+    """Discord counts per connection: a bot's second connection (another shard, or the one
+    it makes after a close) starts with none counted."""
+    state = _state(gateway_command_limit=2, gateway_command_window=3600.0)
+    with TestClient(app=create_emulator_app(state)) as client:
+        for _ in range(2):
+            with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+                socket.receive_json()  # HELLO
+                socket.send_json(_identify(state))
+                assert socket.receive_json()["t"] == "READY"
+                socket.send_json({"op": 1, "d": 1})
+                assert socket.receive_json()["op"] == 11
+    assert 4008 not in state.gateway_closes
+
+
+def test_the_gateway_rate_limit_counts_again_in_each_window() -> None:
+    """A window of no time ends before each next payload: one a window never meets the
+    limit of one (no timing assumed: each payload comes after the window it began)."""
+    state = _state(gateway_command_limit=1, gateway_command_window=0.0)
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        socket.receive_json()  # HELLO
+        socket.send_json(_identify(state))
+        assert socket.receive_json()["t"] == "READY"
+        for _ in range(5):
+            socket.send_json({"op": 1, "d": 1})
+            assert socket.receive_json()["op"] == 11
+    assert state.gateway_closes == []

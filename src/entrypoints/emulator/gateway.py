@@ -1,7 +1,8 @@
 """The emulator's gateway: the WebSocket a ``hikari.GatewayBot`` connects to. It speaks just
 enough of https://discord.com/developers/docs/events/gateway: HELLO, IDENTIFY (with ``shard``,
 see ``shards``), READY, heartbeats (a connection whose heartbeats stop is closed with 4009
-Session timed out), and INTERACTION_CREATE dispatches sent by the test API."""
+Session timed out), the rate limit of what a connection sends (4008 Rate limited), and
+INTERACTION_CREATE dispatches sent by the test API."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ CLOSE_INVALID_INTENTS, CLOSE_DISALLOWED_INTENTS = 4013, 4014
 # MESSAGE_CONTENT, need enabling in the Developer Portal before an IDENTIFY may name them.
 ALL_INTENTS = (1 << 26) - 1
 PRIVILEGED_INTENTS = 1 << 1 | 1 << 8 | 1 << 15
-CLOSE_SESSION_TIMED_OUT = 4009
+CLOSE_RATE_LIMITED, CLOSE_SESSION_TIMED_OUT = 4008, 4009
 # How many heartbeat intervals a connection may go without a heartbeat before the gateway closes
 # it with 4009 Session timed out (Discord: "Your session timed out. Reconnect and start a new
 # one."; it keeps "tolerance in the heartbeat_interval" without saying how much). hikari takes
@@ -61,6 +62,17 @@ class GatewaySession:
     sequence: int = 0
     shard: tuple[int, int] | None = None  # (shard_id, num_shards), set by IDENTIFY
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The rate limit's window under way: its end (the event loop's clock), payloads received.
+    window: tuple[float, int] = (0.0, 0)
+
+    def over_the_limit(self, now: float, limit: int, seconds: float) -> bool:
+        """Count a payload the client sent; whether it is past ``limit`` in the window of
+        ``seconds`` that began with the first (Discord: 120 in 60 s a connection)."""
+        ends, received = self.window
+        if ends <= now:
+            ends, received = now + seconds, 0
+        self.window = (ends, received + 1)
+        return received + 1 > limit
 
     async def send(self, op: int, data: Any, event: str | None = None) -> None:
         async with self.lock:
@@ -154,9 +166,16 @@ def _url_refusal(query: Any) -> Refusal | None:
     return None
 
 
-def _payload(session: GatewaySession, frame: str | bytes) -> dict[str, Any] | Refusal:
+def _payload(
+    state: EmulatorState, session: GatewaySession, frame: str | bytes, now: float
+) -> dict[str, Any] | Refusal:
     """A frame as Discord reads it: a JSON object with a known ``op`` (before IDENTIFY: a
-    heartbeat, IDENTIFY or RESUME), or why the connection is closed."""
+    heartbeat, IDENTIFY or RESUME), or why the connection is closed. Each frame counts
+    towards the rate limit (at ``now``, the event loop's clock), one Discord would refuse
+    too; past it the connection is closed at once, the frame unread."""
+    limit, seconds = state.gateway_command_limit, state.gateway_command_window
+    if session.over_the_limit(now, limit, seconds):
+        return Refusal(CLOSE_RATE_LIMITED, "Rate limited.")
     try:
         message = json.loads(frame)
     except (ValueError, UnicodeDecodeError):
@@ -168,6 +187,12 @@ def _payload(session: GatewaySession, frame: str | bytes) -> dict[str, Any] | Re
     if session.shard is None and message["op"] not in BEFORE_IDENTIFY_OPS:
         return Refusal(CLOSE_NOT_AUTHENTICATED, "Not authenticated.")
     return message
+
+
+async def _close(state: EmulatorState, socket: WebSocket[Any, Any, Any], refusal: Refusal) -> None:
+    """Close the connection as Discord does, and note the close code (``gateway_closes``)."""
+    state.gateway_closes.append(refusal.code)
+    await socket.close(refusal.code, refusal.reason)
 
 
 def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list[BaseRouteHandler]:
@@ -194,9 +219,12 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
 
     @websocket("/gateway")
     async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
+        async def close(refusal: Refusal) -> None:
+            await _close(state, socket, refusal)
+
         await socket.accept()
         if (refused := _url_refusal(socket.query_params)) is not None:
-            await socket.close(refused.code, refused.reason)
+            await close(refused)
             return
         compression = socket.query_params.get("compress")
         session = GatewaySession(socket, zlib.compressobj() if compression else None)
@@ -212,11 +240,11 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                         _receive(socket), max(0.0, heartbeat_deadline - loop.time())
                     )
                 except TimeoutError:
-                    await socket.close(CLOSE_SESSION_TIMED_OUT, "Session timed out.")
+                    await close(Refusal(CLOSE_SESSION_TIMED_OUT, "Session timed out."))
                     return
-                message = _payload(session, frame)
+                message = _payload(state, session, frame, loop.time())
                 if isinstance(message, Refusal):
-                    await socket.close(message.code, message.reason)
+                    await close(message)
                     return
                 op = message["op"]
                 if op == OP_HEARTBEAT:
@@ -225,7 +253,7 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                 elif op == OP_IDENTIFY:
                     identified = _identify(state, session, message.get("d"))
                     if isinstance(identified, Refusal):
-                        await socket.close(identified.code, identified.reason)
+                        await close(identified)
                         return
                     session.shard = identified
                     await session.dispatch(

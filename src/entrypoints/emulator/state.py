@@ -258,6 +258,15 @@ class EmulatorState:
     # sends no heartbeat for ``HEARTBEAT_GRACE`` intervals is closed with 4009 Session timed
     # out, as Discord closes a zombied one. Tests of that set a small one.
     heartbeat_interval: float = 41.25
+    # Discord's gateway rate limit: a connection may send this many payloads (any: heartbeats,
+    # IDENTIFY, RESUME, presence updates) in a window of this many seconds from the first; the
+    # next is closed with 4008 Rate limited. Discord's numbers, 120 in 60 s, which hikari keeps
+    # under by itself (the same window a shard, 3 of the 120 kept for heartbeats); tests of the
+    # limit set a smaller count.
+    gateway_command_limit: int = 120
+    gateway_command_window: float = 60.0
+    # The close codes the gateway sent, oldest first (a bot's tests check it never met 4008).
+    gateway_closes: list[int] = field(default_factory=list)
     # How long after sending an interaction an answer is still taken (Discord: 3 s). Tests on
     # a busy machine set more, so that only the behaviour under test can miss it.
     response_deadline: float = DISCORD_RESPONSE_DEADLINE
