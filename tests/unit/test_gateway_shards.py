@@ -493,3 +493,39 @@ def test_the_gateway_rate_limit_counts_again_in_each_window() -> None:
             socket.send_json({"op": 1, "d": 1})
             assert socket.receive_json()["op"] == 11
     assert state.gateway_closes == []
+
+
+@pytest.mark.parametrize("token", ["the bot's", "another"])
+def test_a_resume_is_answered_invalid_session_not_resumable(token: str) -> None:
+    """Discord answers a RESUME it cannot honour with op 9 Invalid Session, ``d`` false (its
+    docs: "could not resume a previous session"; 4004 is IDENTIFY's wrong token, and they say
+    nothing of RESUME's); the emulator keeps no session after its connection, so each RESUME
+    gets that, a wrong token too, and the connection stays unidentified: only IDENTIFY
+    starts a session."""
+    state = _state()
+    with TestClient(app=create_emulator_app(state)) as client:
+        with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+            socket.receive_json()  # HELLO
+            socket.send_json(_identify(state))
+            ready = socket.receive_json()
+        resume = {
+            "token": state.bot_token if token == "the bot's" else state.bot_token + "x",
+            "session_id": ready["d"]["session_id"],
+            "seq": ready["s"],
+        }
+        with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+            socket.receive_json()  # HELLO
+            socket.send_json({"op": 6, "d": resume})
+            assert socket.receive_json() == {"op": 9, "d": False, "s": None, "t": None}
+            socket.send_json({"op": 3, "d": {"since": None, "activities": [], "status": "online",
+                                             "afk": False}})  # fmt: skip
+            socket.send_json({"op": 1, "d": None})  # its ACK, were the session still open
+            with pytest.raises(WebSocketDisconnect) as closed:
+                socket.receive_json()
+        assert closed.value.code == 4003  # Not authenticated: nothing was resumed
+        with client.websocket_connect("/gateway?v=10&encoding=json") as socket:
+            socket.receive_json()  # HELLO
+            socket.send_json({"op": 6, "d": resume})
+            assert socket.receive_json()["op"] == 9
+            socket.send_json(_identify(state))  # what hikari does next
+            assert socket.receive_json()["t"] == "READY"

@@ -270,6 +270,15 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                     )
                     sessions.append(session)
                 elif op == OP_RESUME:
+                    # The emulator keeps no session to resume: each ends with its connection.
+                    # Discord answers a RESUME it cannot honour with op 9 Invalid Session, ``d``
+                    # false ("the gateway could not resume a previous session", "most of the
+                    # time" false: identify anew); an unknown or ended session_id is such a
+                    # one. Its docs name 4004 Authentication failed for IDENTIFY's token only
+                    # and say nothing of a RESUME with a wrong token, so that gets op 9 too;
+                    # 4007 Invalid seq needs a session to compare with. A real resume (replay
+                    # after ``seq``, then RESUMED) is not emulated: hikari resumes here only
+                    # after 4009, whose session Discord ends too ("start a new one").
                     await session.send(OP_INVALID_SESSION, False)
         except (WebSocketDisconnect, OSError):
             # The client went: seen on a receive, or on a send (uvicorn's ClientDisconnected,
