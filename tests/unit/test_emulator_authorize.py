@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -287,3 +288,92 @@ async def test_a_grant_type_the_emulator_does_not_grant_is_refused_in_discords_w
             "error_description": f"Grant type {named} is not supported",
         },
     )
+
+
+async def test_a_grant_of_scopes_discord_documents_beyond_the_services_works(
+    browser: tuple[EmulatorState, Client],
+) -> None:
+    """Discord grants any of its scopes an application may ask for; the emulator knew only
+    the three the service asks for, and refused ``guilds`` or ``connections`` as invalid. A
+    grant with them works (the token response names them); what they open is not emulated
+    and is Discord's 404, never a page or an empty answer that looks like Discord's."""
+    state, client = browser
+    user = state.add_user("quinn")
+    scope = "identify guilds connections guilds.members.read"
+    page = await _authorize(client, scope=scope)
+    assert page.status_code == 200
+    assert "identify, guilds, connections, guilds.members.read" in page.text
+    decided = await client.post(
+        "/oauth2/authorize",
+        data={**authorize_params(scope=scope), "user_id": user.id, "decision": "approve"},
+        follow_redirects=False,
+    )
+    assert decided.status_code == 302, decided.text
+    code = decided.headers["location"].split("code=")[1].split("&")[0]
+    token = await client.post(
+        "/api/v10/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": "v" * 43,
+        },
+        auth=(APP, "secret"),
+    )
+    assert token.status_code == 200, token.text
+    assert token.json()["scope"].split() == sorted(scope.split())
+    bearer = {"authorization": f"Bearer {token.json()['access_token']}"}
+    me = await client.get("/api/v10/users/@me", headers=bearer)
+    assert (me.status_code, me.json()["id"]) == (200, user.id)
+    for route in ("/users/@me/guilds", "/users/@me/connections"):
+        missing = await client.get(f"/api/v10{route}", headers=bearer)
+        assert missing.status_code == 404, route
+        assert missing.json() == {"message": "404: Not Found", "code": 0}
+
+
+async def test_a_grant_without_identify_cannot_read_the_user(
+    browser: tuple[EmulatorState, Client],
+) -> None:
+    state, client = browser
+    """``identify`` is what opens /users/@me: a token of another scope alone is refused."""
+    token = state.issue_token(_grant(state, "guilds"))
+    me = await client.get("/api/v10/users/@me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 401
+
+
+def _grant(state: EmulatorState, scope: str) -> Any:
+    code = state.issue_code(state.add_user("rae"), frozenset(scope.split()), REDIRECT, None)
+    grant = state.redeem_code(code, REDIRECT, None)
+    assert not isinstance(grant, tuple)
+    return grant
+
+
+@pytest.mark.parametrize(
+    ("scope", "said"),
+    [
+        ("", "none given"),
+        ("identify nonsense", "Invalid scope nonsense."),
+        ("identify Email", "Invalid scope Email."),  # Discord's scopes are lower case
+        ("bot", "Scope bot is Discord's, but not emulated"),
+        ("identify webhook.incoming", "Scope webhook.incoming is Discord's, but not emulated"),
+        ("identify applications.commands", "applications.commands is Discord's, but not"),
+        ("rpc identify.premium", "Scope identify.premium, rpc is Discord's, but not emulated"),
+    ],
+)
+async def test_a_scope_the_emulator_does_not_grant_is_refused_by_name(
+    browser: tuple[EmulatorState, Client], scope: str, said: str
+) -> None:
+    """Scopes that change the flow (adding the bot to a server, an incoming webhook) or need
+    Discord's approval are refused with a 400 page naming them, as unknown ones are."""
+    state, client = browser
+    user = state.add_user("sol")
+    page = await _authorize(client, scope=scope)
+    decided = await client.post(
+        "/oauth2/authorize",
+        data={**authorize_params(scope=scope), "user_id": user.id, "decision": "approve"},
+        follow_redirects=False,
+    )
+    for refusal in (page, decided):
+        assert refusal.status_code == 400
+        assert said in html.unescape(refusal.text)
+    assert state.codes == {}

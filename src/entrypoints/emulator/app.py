@@ -33,7 +33,33 @@ from entrypoints.emulator.state import EmulatorState, TestUser, same_secret
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "gif")
-SCOPES = {"identify", "email", "role_connections.write"}
+# Discord's OAuth2 scopes (https://discord.com/developers/docs/topics/oauth2#shared-resources-
+# oauth2-scopes) that any application may ask a user for with the authorization code grant and
+# that change nothing of the flow: a grant with them works as Discord's does. What they open
+# beyond /users/@me and the role connection (/users/@me/guilds, …/connections, joining a
+# server) is not emulated: those routes are 404 here, in Discord's words.
+SCOPES = frozenset(
+    {
+        "identify", "email", "role_connections.write",  # what the service asks for
+        "connections", "guilds", "guilds.join", "guilds.members.read", "gdm.join",
+        "applications.builds.read", "applications.entitlements", "applications.store.update",
+        "applications.commands.permissions.update",
+    }
+)  # fmt: skip
+# Discord's too, but refused: ``bot``, ``applications.commands`` and ``webhook.incoming`` add
+# the application to a server or make a webhook (a choice on the consent screen, a field of
+# the token response) that the emulator does not have; ``applications.commands.update`` is
+# the client credentials grant's; the rest need Discord's approval (``rpc``, ``voice``, …) or
+# are not available to applications (``activities.read``), which the emulated one has not.
+NOT_EMULATED_SCOPES = frozenset(
+    {
+        "bot", "applications.commands", "webhook.incoming", "applications.commands.update",
+        "activities.read", "activities.write", "applications.builds.upload",
+        "dm_channels.read", "identify.premium", "messages.read", "relationships.read", "rpc",
+        "rpc.activities.write", "rpc.notifications.read", "rpc.voice.read", "rpc.voice.write",
+        "voice",
+    }
+)  # fmt: skip
 PROMPTS = {"none", "consent"}
 # RFC 7636: BASE64URL(SHA256(code_verifier)) without padding is 43 characters of this alphabet.
 S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -193,8 +219,15 @@ def create_emulator_app(state: EmulatorState) -> Litestar:  # noqa: PLR0915 - on
         if params.get("response_type") != "code":
             return "Only response_type=code is supported."
         scopes = set(params.get("scope", "").split())
-        if not scopes or not scopes <= SCOPES:
-            return f"Invalid scope. This emulator knows {sorted(SCOPES)}."
+        if not scopes:
+            return f"Invalid scope: none given. This emulator knows {sorted(SCOPES)}."
+        if not_emulated := sorted(scopes & NOT_EMULATED_SCOPES):
+            return (
+                f"Scope {', '.join(not_emulated)} is Discord's, but not emulated "
+                f"(it knows {sorted(SCOPES)})."
+            )
+        if unknown := sorted(scopes - SCOPES):
+            return f"Invalid scope {', '.join(unknown)}. This emulator knows {sorted(SCOPES)}."
         if "code_challenge" in params:
             if params.get("code_challenge_method") != "S256":
                 return "Only PKCE S256 is supported."
