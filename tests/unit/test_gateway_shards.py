@@ -529,3 +529,30 @@ def test_a_resume_is_answered_invalid_session_not_resumable(token: str) -> None:
             assert socket.receive_json()["op"] == 9
             socket.send_json(_identify(state))  # what hikari does next
             assert socket.receive_json()["t"] == "READY"
+
+
+def test_a_connection_is_live_before_its_ready_goes_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a CI run: the gateway sent READY, then counted the connection among those
+    interactions go to; a bot (another thread) that took READY at once was ready while the
+    emulator had no connection for it ("[first] = state.gateway_sessions" found none). The
+    connection joins first, under its lock, so nothing dispatched to it precedes READY."""
+    from litestar import WebSocket
+
+    state = _state()
+    live_at_ready: list[int] = []
+    send_text = WebSocket.send_text
+
+    async def watched(socket: Any, data: str, *args: Any, **kwargs: Any) -> None:
+        if '"READY"' in data:
+            live_at_ready.append(len(state.gateway_sessions))
+        await send_text(socket, data, *args, **kwargs)
+
+    monkeypatch.setattr(WebSocket, "send_text", watched)
+    with (
+        TestClient(app=create_emulator_app(state)) as client,
+        client.websocket_connect("/gateway?v=10&encoding=json") as socket,
+    ):
+        socket.receive_json()  # HELLO
+        socket.send_json(_identify(state))
+        assert socket.receive_json()["t"] == "READY"
+    assert live_at_ready == [1]

@@ -76,16 +76,29 @@ class GatewaySession:
 
     async def send(self, op: int, data: Any, event: str | None = None) -> None:
         async with self.lock:
-            message: dict[str, Any] = {"op": op, "d": data, "s": None, "t": event}
-            if op == OP_DISPATCH:
-                self.sequence += 1
-                message["s"] = self.sequence
-            encoded = json.dumps(message).encode()
-            if self.compressor is None:
-                await self.socket.send_text(encoded.decode())
-            else:
-                chunk = self.compressor.compress(encoded) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
-                await self.socket.send_bytes(chunk)
+            await self._write(op, data, event)
+
+    async def _write(self, op: int, data: Any, event: str | None) -> None:
+        """Send a payload (the caller holds ``lock``)."""
+        message: dict[str, Any] = {"op": op, "d": data, "s": None, "t": event}
+        if op == OP_DISPATCH:
+            self.sequence += 1
+            message["s"] = self.sequence
+        encoded = json.dumps(message).encode()
+        if self.compressor is None:
+            await self.socket.send_text(encoded.decode())
+        else:
+            chunk = self.compressor.compress(encoded) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+            await self.socket.send_bytes(chunk)
+
+    async def ready(self, data: dict[str, Any], sessions: list[GatewaySession]) -> None:
+        """Join ``sessions`` and send READY as one step: the session is live (interactions go
+        to it) before the bot can have READY, as on Discord, and nothing dispatched to it
+        comes before READY. (Joining after READY was sent left a moment in which a bot was
+        ready and the emulator had no connection to send its interactions to.)"""
+        async with self.lock:
+            sessions.append(self)
+            await self._write(OP_DISPATCH, data, "READY")
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         await self.send(OP_DISPATCH, data, event)
@@ -256,8 +269,7 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                         await close(identified)
                         return
                     session.shard = identified
-                    await session.dispatch(
-                        "READY",
+                    await session.ready(
                         {
                             "v": 10,
                             "user": _bot_user(state),
@@ -267,8 +279,8 @@ def gateway_routes(state: EmulatorState, sessions: list[GatewaySession]) -> list
                             "shard": list(identified),
                             "application": {"id": state.client_id, "flags": 0},
                         },
+                        sessions,
                     )
-                    sessions.append(session)
                 elif op == OP_RESUME:
                     # The emulator keeps no session to resume: each ends with its connection.
                     # Discord answers a RESUME it cannot honour with op 9 Invalid Session, ``d``
