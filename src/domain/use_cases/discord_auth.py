@@ -37,6 +37,7 @@ from domain.policies import (
     ConfirmBeforeLinking,
     CreateAccount,
     LinkAndSignIn,
+    LoginDecision,
     Refuse,
     SecretStatus,
     SignInLinkedAccount,
@@ -1257,35 +1258,7 @@ class CompleteDiscordAuth:
             # (``not_signed_out_since``), nor for anyone but whom the browser's later Discord
             # sign-in signed in (``for_the_same_account``).
             held = await not_signed_out_since(uow, self._tokens, pending, browser)
-            link = await uow.links.get_by_discord_id(profile.id)
-            email = profile.email_to_match
-            matches = await uow.accounts.find_by_email(email) if email else []
-            their_links = {m.id: await uow.links.get_by_account(m.id) for m in matches}
-            if link is None:
-                # Linked to this very Discord account since the read above (another callback
-                # of its first sign-in, committed meanwhile): signed in as that account, not
-                # refused as "linked to another Discord account".
-                link = next(
-                    (
-                        t
-                        for t in their_links.values()
-                        if t is not None and t.discord_id == profile.id
-                    ),
-                    None,
-                )
-            linked_matches = [
-                account_id
-                for account_id, theirs in their_links.items()
-                if theirs is not None and theirs.discord_id != profile.id
-            ]
-            decision = decide_login(
-                profile,
-                link,
-                matches,
-                email_linking=self._email_linking,
-                signup=self._signup,
-                linked_matches=linked_matches,
-            )
+            decision = await self._decide_login(uow, profile)
             match decision:
                 case SignInLinkedAccount(account_id):
                     # Lock the account as an unlink does, then look at the link again: an
@@ -1317,6 +1290,14 @@ class CompleteDiscordAuth:
                         proposal_token=proposal,
                     )
                 case LinkAndSignIn(account_id):
+                    # Decided on unlocked reads: lock the account as an email change, an
+                    # unlink, a deletion or another sign-in linking it does, then decide again
+                    # on what is committed now. The address moved, unconfirmed, or the account
+                    # linked or gone meanwhile: the same link would go to an account that no
+                    # longer holds Discord's address (decide again from the top instead).
+                    await uow.accounts.lock(account_id)
+                    if await self._decide_login(uow, profile) != decision:
+                        raise errors.Conflict()
                     async with _decided_without_a_link():
                         await apply_link(
                             uow,
@@ -1360,6 +1341,35 @@ class CompleteDiscordAuth:
             )
             await uow.commit()
         return AuthCompleted(AuthPurpose.LOGIN, outcome, account_id, pending.destination, token)
+
+    async def _decide_login(self, uow: UnitOfWork, profile: DiscordProfile) -> LoginDecision:
+        """The login table's decision on what the transaction reads now: the Discord
+        account's link, the accounts holding its address and their links."""
+        link = await uow.links.get_by_discord_id(profile.id)
+        email = profile.email_to_match
+        matches = await uow.accounts.find_by_email(email) if email else []
+        their_links = {m.id: await uow.links.get_by_account(m.id) for m in matches}
+        if link is None:
+            # Linked to this very Discord account since the read above (another callback of
+            # its first sign-in, committed meanwhile): signed in as that account, not refused
+            # as "linked to another Discord account".
+            link = next(
+                (t for t in their_links.values() if t is not None and t.discord_id == profile.id),
+                None,
+            )
+        linked_matches = [
+            account_id
+            for account_id, theirs in their_links.items()
+            if theirs is not None and theirs.discord_id != profile.id
+        ]
+        return decide_login(
+            profile,
+            link,
+            matches,
+            email_linking=self._email_linking,
+            signup=self._signup,
+            linked_matches=linked_matches,
+        )
 
     async def _create_account(
         self,
