@@ -173,10 +173,19 @@ class EmailAccountLinkedToOtherDiscord(AccountLinkedToOtherDiscord):
 
 
 class EmailBelongsToAccount(LinkRefused):
+    """Said alike whether that account confirmed the address or not, whether Discord
+    verified it, and whatever the mode: what it says of accounts is only that one has this
+    address. The ways in it names for someone with no account there (a decline from the
+    confirmation email, a sign-up confirmed by its emailed link) work only for whoever reads
+    the mailbox."""
+
     code = "email_belongs_to_account"
     message = (
         "An account with this email exists. Sign in with your password and link Discord "
-        "from your account page."
+        "from your account page (forgot it? reset it with this email). Not your account? If "
+        "we emailed you a link to confirm this address for an account you did not create, "
+        'open it and press "This is not my account"; or sign up with this email and confirm '
+        "it by the link we send. Then sign in with Discord again."
     )
 
 

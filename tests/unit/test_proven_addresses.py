@@ -198,13 +198,45 @@ async def test_a_discord_verified_email_takes_nothing_from_an_account_that_only_
             await h.discord_login(h.discord_user(7100, email=VICTIM, verified=True))
         assert refused.value.message == (
             "An account with this email exists. Sign in with your password and link Discord "
-            "from your account page."
+            "from your account page (forgot it? reset it with this email). Not your account? "
+            "If we emailed you a link to confirm this address for an account you did not "
+            'create, open it and press "This is not my account"; or sign up with this email '
+            "and confirm it by the link we send. Then sign in with Discord again."
         )
         db: MemoryDatabase = h.container.memory_db()
         assert [a.id for a in db.tables.accounts.values()] == [mallory]
         assert (await h.account(mallory)).email == VICTIM
         assert db.tables.links == {}
         assert _taken(db) == []
+    finally:
+        h.container.unwire()
+
+
+@pytest.mark.parametrize(
+    ("mode", "confirmed", "discord_verified"),
+    [("verified", False, True), ("verified", True, False), ("off", True, True)],
+)
+async def test_the_refusal_for_an_address_an_account_holds_says_the_same_every_time(
+    mode: str, confirmed: bool, discord_verified: bool
+) -> None:
+    """The way in that the refusal tells someone with no account (a decline from the
+    confirmation email, a sign-up confirmed by its link) is said whatever the account holding
+    the address is: confirmed or not, whatever Discord verified, whatever the mode; and it
+    names no account. So it tells no more than "an account has this email", as before."""
+    h = Harness.build(build_container(make_settings(email_linking=mode)))
+    try:
+        mallory = await _sign_up(h, "mallory", VICTIM)
+        if confirmed:
+            await h.mark_email_verified(mallory)
+        profile = h.discord_user(7150, email=VICTIM, verified=discord_verified)
+        with pytest.raises(errors.EmailBelongsToAccount) as refused:
+            await h.discord_login(profile)
+        said = refused.value.message
+        assert said == errors.EmailBelongsToAccount.message
+        assert '"This is not my account"' in said
+        assert "sign up with this email and confirm it" in said
+        assert "mallory" not in said
+        assert VICTIM not in said
     finally:
         h.container.unwire()
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import html
+
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import MemoryDatabase
@@ -28,15 +30,15 @@ async def test_a_refusal_is_not_told_to_another_browser(h: Harness) -> None:
         approval = h.discord.approve(started.headers["location"], DiscordId(9101))
         callback = f"/auth/discord/callback?code={approval.code}&state={approval.state}"
         first = await owner.get(callback, follow_redirects=False)
-        assert errors.EmailBelongsToAccount.message in first.text, first.text
+        assert errors.EmailBelongsToAccount.message in html.unescape(first.text), first.text
         again = await owner.get(callback, follow_redirects=False)
-        assert errors.EmailBelongsToAccount.message in again.text
+        assert errors.EmailBelongsToAccount.message in html.unescape(again.text)
         async with AsyncTestClient(app=create_app(h.container)) as other:
             await other.get("/auth/discord/login", follow_redirects=False)  # its own binding
             for path in (callback, f"/auth/discord/confirming?state={approval.state}"):
                 refused = await other.get(path, follow_redirects=False)
                 assert refused.status_code == 410, refused.text
-                assert errors.EmailBelongsToAccount.message not in refused.text
+                assert errors.EmailBelongsToAccount.message not in html.unescape(refused.text)
 
 
 async def test_ending_another_session_leaves_the_offer_waiting_here() -> None:
