@@ -325,3 +325,81 @@ def test_no_file_holds_a_merge_conflict() -> None:
         for source in sources
         if markers.search(source.read_text(encoding="utf-8"))
     ] == []
+
+
+# -- the README's command lines ---------------------------------------------------------------
+
+
+def _readme_command_lines() -> list[list[str]]:
+    """Every ``taskflow-link …`` line of the README's shell examples (``sh`` and ``console``
+    blocks), as given to run
+    (``.venv/bin/taskflow-link``, ``$ taskflow-link``, in a ``docker run``)."""
+    found: list[list[str]] = []
+    block: str | None = None  # the language of the code block the line is in
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            block = line[3:].strip() if block is None else None
+            continue
+        if block not in {"sh", "console"} or not re.match(
+            r"^(\$ )?[\w./ -]*taskflow-link [a-z]", line
+        ):
+            continue  # prose, a diagram, a program's output
+        words = shlex.split(line, comments=True)
+        for number, word in enumerate(words):
+            following = words[number + 1] if number + 1 < len(words) else ""
+            if word.endswith("taskflow-link") and re.fullmatch(r"[a-z][a-z-]*", following):
+                if following != "taskflow-link":  # docker run's image, then the command
+                    found.append(["taskflow-link", *words[number + 1 :]])
+                    break
+    return found
+
+
+def _readme_mentions() -> list[str]:
+    """The README's inline ``taskflow-link …`` spans and the Command line table's synopses
+    (``taskflow-link audit [--account ID \\| …] …``, ``api-key revoke NAME``)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    cells = re.findall(r"^\| (`taskflow-link .*?) \| ", table, re.M)
+    synopses = [part.strip("` ") for cell in cells for part in cell.split(" · ")]
+    spans = re.findall(r"`(taskflow-link [a-z][^`]*)`", readme)
+    return [s.replace("\\|", "|").removeprefix("taskflow-link ") for s in synopses + spans]
+
+
+def test_every_command_line_of_the_readme_is_one_the_cli_takes() -> None:
+    """An operator copies these: an option renamed in the code (or misspelt in the README)
+    would stop their first try with a usage error."""
+    lines = _readme_command_lines()
+    assert len(lines) > 10, lines
+    for argv in lines:
+        _resolve(argv)
+
+
+def _leaves(command: click.Command, path: tuple[str, ...]) -> dict[tuple[str, ...], click.Command]:
+    found = {path: command}
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found |= _leaves(sub, (*path, name))
+    return found
+
+
+def test_the_readme_command_table_names_every_command_with_its_real_options() -> None:
+    """Each synopsis of the Command line table, and each command the prose names, is a real
+    command whose every ``--option`` it names exists; and every command the CLI has (but the
+    groups) has a row."""
+    commands = {
+        path: command
+        for path, command in _leaves(cli, ()).items()
+        if path and not (isinstance(command, click.Group) and not command.invoke_without_command)
+    }
+    described: set[tuple[str, ...]] = set()
+    for synopsis in _readme_mentions():
+        words = synopsis.split()
+        path = tuple(w for w in words[:2] if re.fullmatch(r"[a-z][a-z-]*", w))
+        while path not in commands:
+            assert path, synopsis
+            path = path[:-1]
+        described.add(path)
+        options = {o for p in commands[path].params for o in p.opts if o.startswith("-")}
+        named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", synopsis))
+        assert named <= options, (synopsis, named - options)
+    assert sorted(set(commands) - described) == []
