@@ -347,10 +347,11 @@ def _readme_command_lines() -> list[list[str]]:
         words = shlex.split(line, comments=True)
         for number, word in enumerate(words):
             following = words[number + 1] if number + 1 < len(words) else ""
-            if word.endswith("taskflow-link") and re.fullmatch(r"[a-z][a-z-]*", following):
-                if following != "taskflow-link":  # docker run's image, then the command
-                    found.append(["taskflow-link", *words[number + 1 :]])
-                    break
+            # (in a docker run, the image's name comes first, then the command)
+            command = re.fullmatch(r"[a-z][a-z-]*", following) and following != "taskflow-link"
+            if word.endswith("taskflow-link") and command:
+                found.append(["taskflow-link", *words[number + 1 :]])
+                break
     return found
 
 
