@@ -106,10 +106,25 @@ def rollback_advice() -> str:
     )
 
 
+def unreachable_at_start(url: str, exc: BaseException) -> str:
+    """What a serving process says at start of a database it could not use (a mistyped host
+    or port, a database not started yet, a wrong password): which one, the setting that
+    names it and what fails meanwhile. The error is named by its kind, never its words (as
+    ``/readyz`` names it): the process goes on, and its workers say when it answers."""
+    cause = exc.__cause__ if isinstance(exc, DomainError) and exc.__cause__ else exc
+    cause = getattr(cause, "orig", None) or cause
+    return (
+        f"Cannot reach the database at {database_url_without_password(url)} "
+        f"({type(cause).__name__}): check TASKFLOW_LINK_DATABASE_URL and that the database is "
+        "running and takes connections from here; until it answers, pages answer 503, the "
+        "bot's commands say something went wrong and /readyz says not ready."
+    )
+
+
 class StartUpSchemaCheck:
     """Looks once, in the background (a database that does not answer holds up no start),
-    and logs what ``start_up_problem`` finds. A database it cannot reach is left to the
-    readiness check and the workers, which say so."""
+    and logs what ``start_up_problem`` finds, or that it could not reach the database (the
+    readiness check and the workers then say when it answers)."""
 
     def __init__(self, database: SqlDatabase, url: str, log: logging.Logger, timeout: float):
         self._database, self._url, self._log, self._timeout = database, url, log, timeout
@@ -129,7 +144,7 @@ class StartUpSchemaCheck:
             async with asyncio.timeout(self._timeout):
                 problem = await start_up_problem(self._database, self._url)
         except (OSError, TimeoutError, SQLAlchemyError, DomainError) as exc:
-            self._log.debug("schema revision not checked at start: %s", type(exc).__name__)
+            self._log.warning("%s", unreachable_at_start(self._url, exc))
             return
         level, message = problem or (logging.DEBUG, "schema revision checked at start: current")
         self._log.log(level, "%s", message)

@@ -609,3 +609,41 @@ def test_sigterm_stops_serve_and_the_emulator_with_status_0(tmp_path: Path, comm
             process.communicate()
     assert process.returncode == 0, (out, err)
     assert "Traceback" not in out + err
+
+
+def test_serving_on_a_database_that_answers_nothing_says_so_at_start(tmp_path: Path) -> None:
+    """A mistyped host or port in TASKFLOW_LINK_DATABASE_URL, or a database not started yet:
+    ``serve`` starts anyway (the database may come later), and only its workers
+    said "email queue unreachable (database: ConnectionRefusedError)", naming neither the
+    database nor the setting; an unmigrated database was said plainly. Now one line names
+    the database (without its password), the setting and what fails until it answers (the
+    gateway bot runs the same check, once connected to Discord)."""
+    url = f"postgresql+asyncpg://taskflow:n0-such-pw@127.0.0.1:{free_port()}/taskflow"
+    env = _env(
+        TASKFLOW_LINK_DATABASE_URL=url,
+        TASKFLOW_LINK_DISCORD_CLIENT_ID="1200000000000000042",
+        TASKFLOW_LINK_DISCORD_CLIENT_SECRET="not-used-here",
+    )
+    log = tmp_path / "stderr.log"
+    argv = ["serve", "--port", str(free_port())]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "entrypoints", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        try:
+            said = "Cannot reach the database at postgresql+asyncpg://taskflow:***@127.0.0.1:"
+            until_ready(process, lambda: said in log.read_text(), within=60)
+        finally:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert said in text, text
+    line = next(line for line in text.splitlines() if said in line)
+    assert "TASKFLOW_LINK_DATABASE_URL" in line, line
+    assert "n0-such-pw" not in text
+    assert "Traceback" not in text
