@@ -1211,6 +1211,7 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
         lambda: _container_for_command(_shard_overrides(shard_ids, shard_count), counted=True)
     )
     settings = container.settings()
+    settings.require("discord_bot_token")  # said alone, before the warnings of a start
     _configure_logging(settings.log_level, settings.log_format)
     _say_unknown_variables(logging.getLogger("taskflow_link.bot"))
     for warning in settings.warnings():  # as `serve` does (a shared webhook secret, say)

@@ -1239,11 +1239,37 @@ class Settings(BaseSettings):
         return ShardPlan(ids, self.discord_shard_count)
 
     def require(self, *names: str) -> None:
-        """Fail with the variables' names when a command needs settings that are unset."""
+        """Fail with the variables' names when a command needs settings that are unset, and
+        where each value comes from."""
         missing = [n for n in names if _blank(getattr(self, n))]
         if missing:
             listed = ", ".join(ENV_PREFIX + n.upper() for n in missing)
-            raise SettingsError(f"Missing setting(s) needed by this command: {listed}")
+            sources = [_WHERE_FROM[n] for n in missing if n in _WHERE_FROM]
+            if any(n.startswith("discord_") for n in missing):
+                sources.append(_TRY_WITHOUT_DISCORD)
+            said = (
+                f"Missing setting(s) needed by this command: {listed}. Set them in the "
+                "environment or in a .env file in the working directory (the README's "
+                "configuration table says what each is). " + " ".join(sources)
+            )
+            raise SettingsError(said.strip())
+
+
+# Where the value of a setting that a command requires comes from, said when it is missing.
+_DISCORD_PORTAL = "your application in the Discord Developer Portal"
+_WHERE_FROM = {
+    "discord_client_id": f"The client id is the Application ID on the General Information page "
+    f"of {_DISCORD_PORTAL}.",
+    "discord_client_secret": f"The client secret is on the OAuth2 page of {_DISCORD_PORTAL}.",
+    "discord_bot_token": f"The bot token is on the Bot page of {_DISCORD_PORTAL} (Reset Token).",
+    "discord_public_key": f"The public key is on the General Information page of "
+    f"{_DISCORD_PORTAL}.",
+    "token_encryption_key": 'Make a token encryption key with python3 -c "import base64, os; '
+    'print(base64.urlsafe_b64encode(os.urandom(32)).decode())".',
+}
+_TRY_WITHOUT_DISCORD = (
+    "To try the service without Discord, `taskflow-link demo` runs it with an emulated one."
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -647,3 +647,27 @@ def test_serving_on_a_database_that_answers_nothing_says_so_at_start(tmp_path: P
     assert "TASKFLOW_LINK_DATABASE_URL" in line, line
     assert "n0-such-pw" not in text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "where"),
+    [
+        (["bot"], "TASKFLOW_LINK_DISCORD_BOT_TOKEN", "Bot page"),
+        (["bot", "sync"], "TASKFLOW_LINK_DISCORD_BOT_TOKEN", "Bot page"),
+        (["serve"], "TASKFLOW_LINK_DISCORD_CLIENT_ID", "General Information page"),
+    ],
+    ids=["bot", "bot sync", "serve"],
+)
+def test_a_setting_a_command_needs_is_said_with_where_to_get_it(
+    tmp_path: Path, argv: list[str], missing: str, where: str
+) -> None:
+    """ "Missing setting(s) needed by this command: TASKFLOW_LINK_DISCORD_BOT_TOKEN" said what
+    was wrong, not what to do: where the value comes from and where it goes. And the bot
+    logged warnings about its other settings (the email outbox) before it, as if it would
+    start."""
+    done = _run(tmp_path, _env(TASKFLOW_LINK_STORAGE="memory"), *argv)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith(f"Error: Missing setting(s) needed by this command: {missing}")
+    assert where in done.stderr, done.stderr
+    assert "in a .env file" in done.stderr, done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
