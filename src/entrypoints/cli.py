@@ -9,6 +9,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 import uuid
@@ -192,9 +193,22 @@ def _database_failure(url: str, exc: BaseException) -> click.ClickException:
             f"one through{said}. Nothing is wrong, and what that transaction did was undone: "
             "run the command again."
         )
-    return click.ClickException(
-        f"Cannot use the database at {_safe_url(url)}: {_failure(cause or exc)}"
-    )
+    said = f"Cannot use the database at {_safe_url(url)}: {_failure(cause or exc)}"
+    if _unreachable(cause or exc):
+        said += (
+            ". Nothing answered there: check TASKFLOW_LINK_DATABASE_URL and that the database "
+            "is running and takes connections from here"
+        )
+    return click.ClickException(said)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether the database's address answered nothing (refused, no such host, no answer in
+    time): a mistyped URL or a database not started, rather than one that said no."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, TimeoutError | ConnectionError | socket.gaierror):
+        return True
+    return isinstance(cause, OSError) and type(cause) is OSError  # asyncpg's "Connect call failed"
 
 
 def _failure(exc: BaseException) -> str:

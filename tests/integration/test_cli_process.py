@@ -386,6 +386,9 @@ def test_a_database_url_that_points_at_nothing_is_said_without_its_password(
         "Error: Cannot use the database at postgresql+asyncpg://taskflow:***@127.0.0.1:"
     )
     assert "n0-such-pw" not in done.stdout + done.stderr
+    # What to do, not only the driver's "Connect call failed" (a mistyped port, a database
+    # not started).
+    assert "check TASKFLOW_LINK_DATABASE_URL and that the database is running" in done.stderr
 
     not_a_url = _run(tmp_path, _env(TASKFLOW_LINK_DATABASE_URL="nothing"), *argv)
     assert not_a_url.returncode == 2, not_a_url
