@@ -1249,7 +1249,18 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
         runner.run()
     except (hikari.HikariError, aiohttp.ClientError, OSError, ValueError) as exc:
         # ValueError: hikari reads the application id out of the token before connecting.
-        raise click.ClickException(f"The bot could not connect to Discord: {exc}") from None
+        said = f"The bot could not connect to Discord: {exc}"
+        unanswered = (aiohttp.ClientConnectionError, OSError)
+        if isinstance(exc, unanswered) or (
+            isinstance(exc, hikari.HTTPError)
+            and not isinstance(exc, hikari.HTTPResponseError)
+            and isinstance(exc.__cause__, unanswered)
+        ):
+            said += (
+                f". Nothing answered there: check TASKFLOW_LINK_DISCORD_API_URL "
+                f"({settings.discord_api_url}) and that this machine reaches it"
+            )
+        raise click.ClickException(said) from None
     if runner.failed:
         raise click.ClickException("The bot stopped: it could not serve its commands (see above).")
 

@@ -674,3 +674,22 @@ def test_a_setting_a_command_needs_is_said_with_where_to_get_it(
     assert where in done.stderr, done.stderr
     assert "in a .env file" in done.stderr, done.stderr
     assert "WARNING" not in done.stderr, done.stderr
+
+
+def test_a_bot_that_cannot_reach_discord_says_what_to_check_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A mistyped TASKFLOW_LINK_DISCORD_API_URL (or no way out of this machine): the bot
+    logged a three-part traceback for the failed command sync, then ended with aiohttp's
+    "Cannot connect to host …", naming no setting."""
+    api = f"http://127.0.0.1:{free_port()}/api/v10"
+    env = _env(
+        TASKFLOW_LINK_STORAGE="memory",
+        TASKFLOW_LINK_DISCORD_BOT_TOKEN="MTIwMDAwMDAwMDAwMDAwMDA0Mg.f3JZ_A.not-a-real-token",
+        TASKFLOW_LINK_DISCORD_API_URL=api,
+    )
+    done = _run(tmp_path, env, "bot")
+    assert done.returncode == 1, done
+    assert "Error: The bot could not connect to Discord" in done.stderr, done.stderr
+    assert f"check TASKFLOW_LINK_DISCORD_API_URL ({api})" in done.stderr, done.stderr
+    assert "Could not reach Discord to sync the slash commands" in done.stderr, done.stderr

@@ -137,6 +137,17 @@ async def start_client(client: lightbulb.Client) -> None:
         log.error("Could not sync the slash commands with Discord: it refused the bot token (401)")
         client.sync_commands = False
         await client.start()
+    except hikari.HTTPError as exc:
+        if isinstance(exc, hikari.HTTPResponseError):  # Discord answered: what it said counts
+            log.exception("Could not sync the slash commands with Discord; serving without syncing")
+        else:  # nothing to trace: no way there (an address, a network), said in one line
+            log.error(
+                "Could not reach Discord to sync the slash commands (%s); serving without "
+                "syncing: check TASKFLOW_LINK_DISCORD_API_URL and that this machine reaches it",
+                exc,
+            )
+        client.sync_commands = False
+        await client.start()
     except Exception:
         log.exception("Could not sync the slash commands with Discord; serving without syncing")
         client.sync_commands = False
