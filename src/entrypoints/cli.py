@@ -194,7 +194,7 @@ def _database_failure(url: str, exc: BaseException) -> click.ClickException:
             "run the command again."
         )
     said = f"Cannot use the database at {_safe_url(url)}: {_failure(cause or exc)}"
-    if _unreachable(cause or exc):
+    if not url.startswith("sqlite") and _unreachable(cause or exc):
         said += (
             ". Nothing answered there: check TASKFLOW_LINK_DATABASE_URL and that the database "
             "is running and takes connections from here"
@@ -1225,7 +1225,9 @@ def bot(ctx: click.Context, shard_ids: tuple[int, ...] | None, shard_count: int 
         lambda: _container_for_command(_shard_overrides(shard_ids, shard_count), counted=True)
     )
     settings = container.settings()
-    settings.require("discord_bot_token")  # said alone, before the warnings of a start
+    # Said alone, before the warnings of a start (with the variables that are no setting: a
+    # misspelt token's name is often why).
+    _settings_for_service(lambda: settings.require("discord_bot_token"))
     _configure_logging(settings.log_level, settings.log_format)
     _say_unknown_variables(logging.getLogger("taskflow_link.bot"))
     for warning in settings.warnings():  # as `serve` does (a shared webhook secret, say)

@@ -6,6 +6,7 @@ can be checked."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -404,3 +405,33 @@ def test_the_readme_command_table_names_every_command_with_its_real_options() ->
         named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", synopsis))
         assert named <= options, (synopsis, named - options)
     assert sorted(set(commands) - described) == []
+
+
+def test_every_path_of_the_readme_routes_table_is_a_route_with_those_methods() -> None:
+    """The HTTP routes table is the public contract other services and proxies are written
+    against: a path or method in it that the app does not serve would be a 404 or 405 found
+    in production. Parameters compare by position (``{ticket}`` is ``{token:str}``)."""
+    settings = make_settings(
+        discord_role_connections=True,
+        token_encryption_key=base64.urlsafe_b64encode(bytes(range(32))).decode(),
+        email_outbox_page=True,
+        discord_public_key="0" * 64,
+        discord_bot_token="not-used-here",
+    )
+    served: dict[str, set[str]] = {}
+    for route in create_app(build_container(settings)).routes:
+        path = re.sub(r"\{[^}]*\}", "{}", route.path)
+        served.setdefault(path, set()).update(getattr(route, "methods", set()))
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## HTTP routes\n", 1)[1].split("\n### ", 1)[0]
+    named = []
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            for span in re.findall(r"`([A-Z/]+ )?(/[^`?\s]*)[^`]*`", line.split(" | ")[0]):
+                named.append(span)
+    assert len(named) > 30, named
+    for methods, path in named:
+        normal = re.sub(r"\{[^}]*\}", "{}", path)
+        assert normal in served, path
+        for method in filter(None, methods.strip().split("/")):
+            assert method in served[normal], (methods, path, served[normal])
