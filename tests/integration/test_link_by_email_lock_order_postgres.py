@@ -17,10 +17,10 @@ import pytest
 from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlAccounts, SqlLinks
 from domain import errors
-from domain.model import Account, AccountId, DiscordId, Link
+from domain.model import AccountId, DiscordId, Link
 from domain.use_cases import AuthCompleted, AuthOutcome
-from tests.harness import PASSWORD, Browser, Harness, sql_harness
-from tests.integration.lock_order import contention_noted
+from tests.harness import PASSWORD, Browser, Harness
+from tests.integration.lock_order import contention_noted, first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
 from tests.integration.waiting import until_it_waits_for_a_lock
 
@@ -29,9 +29,7 @@ ADDRESS = "alice@example.com"
 
 @pytest.fixture
 async def h(postgres: PostgresServer, pg_db: SqlDatabase) -> AsyncIterator[Harness]:
-    async with sql_harness(
-        postgres.url, db_pool_size=10, db_pool_timeout=120, db_statement_timeout_seconds=120
-    ) as harness:
+    async with waiting_harness(postgres) as harness:
         yield harness
 
 
@@ -58,23 +56,26 @@ async def _link_of(h: Harness, discord_id: int) -> Link | None:
         return await uow.links.get_by_discord_id(DiscordId(discord_id))
 
 
+def _first_call_on(
+    monkeypatch: pytest.MonkeyPatch, repo: type[Any], name: str, alice: AccountId
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """The first call of ``repo.name`` for alice's account held after it ran (see
+    ``first_call_held``)."""
+
+    def for_alice(_repo: Any, account_id: AccountId) -> bool:
+        return account_id == alice
+
+    return first_call_held(monkeypatch, repo, name, when=for_alice)
+
+
 async def test_an_email_change_committed_after_the_sign_ins_read_is_not_linked_past(
     h: Harness, pg_db: SqlDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Held once it read who holds the address (and their links), the sign-in waits while
     the account's owner moves it to another address; let go, it must not link that account."""
     alice = await _alice(h)
-    read = SqlLinks.get_by_account
-    decided, go = asyncio.Event(), asyncio.Event()
-
-    async def read_held(repo: SqlLinks, account_id: AccountId) -> Link | None:
-        found = await read(repo, account_id)
-        if account_id == alice and not decided.is_set():  # the sign-in's read, first
-            decided.set()
-            await go.wait()
-        return found
-
-    monkeypatch.setattr(SqlLinks, "get_by_account", read_held)
+    # The sign-in's read, first.
+    decided, go = _first_call_on(monkeypatch, SqlLinks, "get_by_account", alice)
     sign_in = _sign_in(h, 9701)
     await decided.wait()
     await _change_alices_email(h, alice)  # committed while the sign-in holds nothing of it
@@ -98,17 +99,8 @@ async def test_an_email_change_waits_for_the_sign_in_that_locked_the_account(
     account's): the email change waits for it, then moves the address; no deadlock."""
     alice = await _alice(h)
     contended = contention_noted(monkeypatch)
-    lock = SqlAccounts.lock
-    locked, go = asyncio.Event(), asyncio.Event()
-
-    async def lock_held(repo: SqlAccounts, account_id: AccountId) -> Account | None:
-        found = await lock(repo, account_id)
-        if account_id == alice and not locked.is_set():  # the sign-in's lock, first
-            locked.set()
-            await go.wait()
-        return found
-
-    monkeypatch.setattr(SqlAccounts, "lock", lock_held)
+    # The sign-in's lock, first.
+    locked, go = _first_call_on(monkeypatch, SqlAccounts, "lock", alice)
     sign_in = _sign_in(h, 9702)
     held = asyncio.ensure_future(locked.wait())
     either: list[asyncio.Future[Any]] = [held, sign_in]
@@ -137,17 +129,8 @@ async def test_a_second_discord_account_with_the_address_is_refused_not_linked(
     sign in at once: the one held after its read finds the account linked to the other once
     it looks again, and is refused as such, never a second link to one account."""
     alice = await _alice(h)
-    read = SqlLinks.get_by_account
-    decided, go = asyncio.Event(), asyncio.Event()
-
-    async def read_held(repo: SqlLinks, account_id: AccountId) -> Link | None:
-        found = await read(repo, account_id)
-        if account_id == alice and not decided.is_set():  # the first sign-in's read
-            decided.set()
-            await go.wait()
-        return found
-
-    monkeypatch.setattr(SqlLinks, "get_by_account", read_held)
+    # The first sign-in's read.
+    decided, go = _first_call_on(monkeypatch, SqlLinks, "get_by_account", alice)
     first = _sign_in(h, 9703)
     await decided.wait()
     second = await _sign_in(h, 9704)
