@@ -83,6 +83,11 @@ class RedisHealth:
         self._probing = False  # a call is trying Redis while it is down
         self._errors = _redis_down()
         self._busy = _pool_exhausted()
+        # A call past max_connections kept something in this process's memory only (an
+        # interaction id): a call that gets a connection writes it back, at most once every
+        # ``retry_after`` (all this process remembers: a burst after burst did not repeat it).
+        self._kept_locally = False
+        self._next_write_back = 0.0
         self._on_recovery: list[Callable[[], Awaitable[None]]] = []
         self._probe = probe
         self._retrying: asyncio.Task[None] | None = None
@@ -155,10 +160,21 @@ class RedisHealth:
             )
             self._down_since = None
 
+    def _write_back_due(self) -> bool:
+        """Whether a call past max_connections kept something in memory only, and its write
+        back is due (then it is taken: the next one comes ``retry_after`` later at the soonest)."""
+        now = self._clock()
+        if not self._kept_locally or now < self._next_write_back:
+            return False
+        self._kept_locally, self._next_write_back = False, now + self._retry_after
+        return True
+
     async def _catch_up(self) -> None:
         try:
             for catch_up in self._on_recovery:
                 await catch_up()
+        except self._busy:  # the pool's connections all in use: the next call tries again
+            self._kept_locally = True
         except self._errors as exc:  # gone again: another outage, said as such
             self.failed(exc)
 
@@ -172,14 +188,16 @@ class RedisHealth:
             try:
                 result = await shared()
             except self._busy:  # this call only: the pool's connections are all in use
-                pass
+                self._kept_locally = True  # (written back by the next call that gets one)
             except self._errors as exc:
                 self.failed(exc)
             else:
                 # Whichever call finds Redis back (this one, or one under way since before
                 # the outage) writes back what this process kept meanwhile: a call under way
                 # that only said so left those ids in memory, and a replay passed elsewhere.
-                back = self._down_since is not None
+                # So does the next call after one past max_connections (no outage: without
+                # it, an id seen then stayed in this memory, and a replay passed elsewhere).
+                back = self._down_since is not None or self._write_back_due()
                 self.succeeded()  # first: what this process sees from now on is shared
                 if back:
                     await self._catch_up()

@@ -597,6 +597,25 @@ async def test_a_call_past_max_connections_is_no_outage(redis_url: str) -> None:
         await b.close()
 
 
+async def test_an_id_seen_past_max_connections_goes_back_to_redis(redis_url: str) -> None:
+    """A call past ``max_connections`` keeps its interaction id in this process's memory only;
+    with no outage, nothing wrote it back (an outage's recovery does): a replay of it to
+    another instance was accepted for good. An attacker's burst picks when that happens. Now
+    the next call that gets a connection writes back what was kept meanwhile."""
+    a = SharedState(f"{redis_url}?max_connections=1", retry_after=600, timeout=10)
+    b = SharedState(redis_url, retry_after=0, timeout=10)
+    assert a.redis is not None
+    try:
+        async with a.redis.pipeline(transaction=True) as held:
+            await held.watch("taskflow-link:held")  # the pool's one connection, held
+            assert await a.replay_guard.first_time("interaction:in-burst", 600)  # memory
+        assert (await a.counter("auth-rate-limit").hit("client", 60))[0] == 1  # a connection
+        assert not await b.replay_guard.first_time("interaction:in-burst", 600)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_ids_seen_while_down_go_back_when_a_call_under_way_finds_redis_back(
     redis_url: str, redis_server: RedisServer
 ) -> None:
