@@ -1,0 +1,69 @@
+"""``RedisHealth`` and a call past the Redis URL's ``max_connections`` (no outage)."""
+
+from __future__ import annotations
+
+from redis.exceptions import MaxConnectionsError
+
+from adapters.shared_state import RedisHealth
+
+
+async def _busy() -> str:
+    raise MaxConnectionsError("Too many connections")
+
+
+async def _shared() -> str:
+    return "shared"
+
+
+async def _local() -> str:
+    return "local"
+
+
+async def test_what_a_call_past_max_connections_kept_goes_back_at_most_once_every_retry_after() -> (
+    None
+):
+    """Such a call uses this process's memory (an interaction id kept there only); a later
+    call that gets a connection writes back what it remembers, as after an outage. Not
+    after every burst: at most once every ``retry_after`` (it writes all it remembers)."""
+    now = [100.0]
+    health = RedisHealth(retry_after=2.0, clock=lambda: now[0])
+    written: list[float] = []
+
+    async def write_back() -> None:
+        written.append(now[0])
+
+    health.on_recovery(write_back)
+    assert await health.call(_shared, _local) == "shared"
+    assert written == []  # nothing kept in memory only
+    assert await health.call(_busy, _local) == "local"
+    assert not health.down
+    assert await health.call(_shared, _local) == "shared"
+    assert written == [100.0]
+    assert await health.call(_busy, _local) == "local"
+    assert await health.call(_shared, _local) == "shared"
+    assert written == [100.0]  # within retry_after of the last
+    now[0] = 102.0
+    assert await health.call(_shared, _local) == "shared"
+    assert written == [100.0, 102.0]  # the one kept meanwhile
+    now[0] = 200.0
+    assert await health.call(_shared, _local) == "shared"
+    assert written == [100.0, 102.0]  # nothing kept since
+
+
+async def test_a_write_back_past_max_connections_is_tried_again_and_starts_no_outage() -> None:
+    now = [100.0]
+    health = RedisHealth(retry_after=2.0, clock=lambda: now[0])
+    tries: list[float] = []
+
+    async def write_back() -> None:
+        tries.append(now[0])
+        if len(tries) == 1:
+            raise MaxConnectionsError("Too many connections")
+
+    health.on_recovery(write_back)
+    assert await health.call(_busy, _local) == "local"
+    assert await health.call(_shared, _local) == "shared"
+    assert not health.down
+    now[0] = 102.0
+    assert await health.call(_shared, _local) == "shared"
+    assert tries == [100.0, 102.0]
