@@ -10,10 +10,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from litestar.stores.base import Store
 
-from adapters.shared_state import update_atomically
+from adapters.shared_state import FallbackStore, update_atomically
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class StorePasswordAttempts:
@@ -25,14 +29,21 @@ class StorePasswordAttempts:
     turns in this process (``one_at_a_time``), each seeing the ones before; and a check
     reserves its try (counts it as a failure, until a right password clears the count)
     before hashing, atomically (in Redis by ``WATCH``/``MULTI``), for the checks that other
-    instances run at the same time. While Redis is away, each instance counts in its own
-    memory (see ``shared_state``)."""
+    instances run at the same time. In Redis, the time since the last failure is what Redis'
+    clock says (the key is kept ``forget_after`` from each failure: ``forget_after`` less its
+    TTL), not the hosts': ``last`` is what the clock of the instance that wrote it said.
+
+    While Redis is away, each instance counts in its own memory (see ``shared_state``); when
+    Redis answers again, those counts are merged into Redis' (the larger count, and the later
+    failure: the longer time left) and dropped from memory."""
 
     def __init__(self, store: Store, namespace: str = "password-attempts") -> None:
         self._store = store
         self._prefix = f"{namespace}:"
         self._checks = _KeyedLocks()
         self._updates = _KeyedLocks()
+        if isinstance(store, FallbackStore):
+            store.write_back_with(_merge_into_redis)
 
     def one_at_a_time(self, key: str) -> AbstractAsyncContextManager[None]:
         return self._checks.hold(key)
@@ -50,8 +61,13 @@ class StorePasswordAttempts:
         forget_after: timedelta,
         wait_for: Callable[[int, datetime | None], timedelta | None],
     ) -> timedelta | None:
-        def change(raw: bytes | None) -> tuple[timedelta | None, str | None]:
+        def change(raw: bytes | None, left: float | None) -> tuple[timedelta | None, str | None]:
             failures, last = _parse(raw)
+            if last is not None and left is not None:
+                # In Redis: the time since the last failure by Redis' clock (the key is kept
+                # ``forget_after`` from each failure), not by the clock of the host that
+                # wrote ``last``, which may be minutes or hours off this one's.
+                last = now - max(timedelta(0), forget_after - timedelta(seconds=left))
             if last is not None and now - last >= forget_after:
                 failures, last = 0, None
             wait = wait_for(failures, last)
@@ -102,6 +118,43 @@ class _KeyedLocks:
     @property
     def in_use(self) -> int:
         return sum(len(locks) for locks in self._locks.values())
+
+
+# The counts kept in an instance's memory during an outage, merged into Redis' when it answers
+# again, in one step (nothing else runs in Redis meanwhile): the larger count, and the later
+# failure, the one with more time left (by Redis' clock for its own). KEYS: the keys' names;
+# ARGV: for each, the failures, the milliseconds left and the time of the last failure, as
+# the instance kept them. The value is written as ``json.dumps`` writes it.
+_MERGE = """
+for i, name in ipairs(KEYS) do
+  local failures = tonumber(ARGV[3 * i - 2])
+  local left = tonumber(ARGV[3 * i - 1])
+  local last = ARGV[3 * i]
+  local ok, held = pcall(cjson.decode, redis.call('GET', name) or 'null')
+  if ok and type(held) == 'table' and type(held.failures) == 'number'
+      and type(held.last) == 'string' then
+    failures = math.max(failures, held.failures)
+    local held_left = redis.call('PTTL', name)
+    if held_left > left then
+      last, left = held.last, held_left
+    end
+  end
+  redis.call('SET', name, string.format('{"failures": %d, "last": %s}', failures,
+    cjson.encode(last)), 'PX', left)
+end
+"""
+
+
+async def _merge_into_redis(redis: Redis, entries: list[tuple[str, bytes, int]]) -> None:
+    names: list[str] = []
+    args: list[int | str] = []
+    for name, value, left in entries:
+        failures, last = _parse(value)
+        if last is not None and failures > 0 and left > 0:
+            names.append(name)
+            args += [failures, left, last.isoformat()]
+    if names:
+        await redis.eval(_MERGE, len(names), *names, *args)
 
 
 def _parse(raw: bytes | None) -> tuple[int, datetime | None]:

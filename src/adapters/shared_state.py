@@ -7,7 +7,8 @@ When Redis does not answer, each call falls back to this process's memory at onc
 count per instance and a replay is only recognised by the instance that saw the original, until
 Redis answers again (tried again after ``retry_after`` seconds, by one call at a time, and by
 a task of this process's own while calls are rare; the interaction ids this process remembers
-are then written back). The outage and the recovery
+and the sign-in throttles' counts it kept meanwhile are then written back). The outage and the
+recovery
 are logged once each; a request never fails because of Redis."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from litestar.stores.base import Store
@@ -208,9 +209,10 @@ class RedisHealth:
         return await local()
 
 
-# What an atomic update makes of a stored value (None: there is none): its result, and the
-# value to store (None: leave it as it is).
-Change = Callable[[bytes | None], tuple[T, str | None]]
+# What an atomic update makes of a stored value (None: there is none) and of the seconds it
+# has left in Redis, by Redis' clock (None: in this process's memory, or no expiry): its
+# result, and the value to store (None: leave it as it is).
+Change = Callable[[bytes | None, float | None], tuple[T, str | None]]
 
 
 async def update_atomically(store: Store, key: str, change: Change[T], expires_in: int) -> T:
@@ -224,7 +226,7 @@ async def update_atomically(store: Store, key: str, change: Change[T], expires_i
 
 
 async def _update_in(store: Store, key: str, change: Change[T], expires_in: int) -> T:
-    result, new = change(await store.get(key))
+    result, new = change(await store.get(key), None)
     if new is not None:
         await store.set(key, new, expires_in=expires_in)
     return result
@@ -239,7 +241,11 @@ async def _update_on_redis(redis: Redis, name: str, change: Change[T], expires_i
             try:
                 await pipe.watch(name)
                 raw = await pipe.get(name)
-                result, new = change(raw.encode() if isinstance(raw, str) else raw)
+                left = await pipe.pttl(name)  # -2: none; -1: no expiry
+                result, new = change(
+                    raw.encode() if isinstance(raw, str) else raw,
+                    left / 1000 if left >= 0 else None,
+                )
                 if new is None:
                     return result
                 pipe.multi()  # type: ignore[no-untyped-call]
@@ -284,6 +290,21 @@ class SweptMemoryStore(MemoryStore):
     def __len__(self) -> int:
         """Entries held, expired or not (for tests and the curious)."""
         return len(self._store)
+
+    def held(self) -> list[tuple[str, bytes, int, object]]:
+        """The entries held and not expired: each key, its value, the milliseconds it has
+        left, and a mark for ``forget`` (read at once, no other call in between)."""
+        now = datetime.now(tz=UTC)  # Litestar's expiry clock
+        return [
+            (key, held.data, math.ceil((held.expires_at - now).total_seconds() * 1000), held)
+            for key, held in self._store.items()
+            if held.expires_at is not None and held.expires_at > now
+        ]
+
+    def forget(self, key: str, mark: object) -> None:
+        """Drops ``key`` if it holds what ``held`` saw (not when written since)."""
+        if self._store.get(key) is mark:
+            del self._store[key]
 
 
 # The clock of the rate limits' windows in memory (a name tests can move on).
@@ -349,6 +370,10 @@ class WindowCounter:
         return int(hits), max(1, int(ttl))  # TTL rounds: under half a second left reads 0
 
 
+# Writes entries a store kept in memory during an outage back to Redis (``write_back_with``).
+WriteBack = Callable[["Redis", list[tuple[str, bytes, int]]], Awaitable[None]]
+
+
 class FallbackStore(Store):
     """A Litestar store on Redis that uses a memory store while Redis is down."""
 
@@ -368,6 +393,33 @@ class FallbackStore(Store):
         self._health = health
         self._redis = redis
         self._name_of = name_of
+        self._write_back: WriteBack | None = None
+
+    def write_back_with(self, write: WriteBack) -> None:
+        """When Redis answers again after an outage, what this store kept in this process's
+        memory meanwhile goes back to Redis by ``write(redis, entries)`` (in batches of
+        ``WRITE_BACK_BATCH``: each key's name in Redis, its value and the milliseconds it has
+        left), which merges it with what Redis holds; then it is dropped from memory (unless
+        written again since), so that the next outage starts from nothing rather than from
+        counts Redis has moved on from. One ``write`` per store (a later one replaces it)."""
+        if self._redis is None or not isinstance(self._local, SweptMemoryStore):
+            raise RuntimeError("this store was made without its Redis client")
+        if self._write_back is None:
+            self._health.on_recovery(self._catch_up)
+        self._write_back = write
+
+    async def _catch_up(self) -> None:
+        local, redis, write = self._local, self._redis, self._write_back
+        if not isinstance(local, SweptMemoryStore) or redis is None or write is None:
+            return
+        held = local.held()  # before any await: what was kept until now
+        for start in range(0, len(held), WRITE_BACK_BATCH):
+            batch = held[start : start + WRITE_BACK_BATCH]
+            await write(redis, [(self._name_of(key), value, ms) for key, value, ms, _ in batch])
+            for key, _, _, mark in batch:
+                local.forget(key, mark)
+        if held:
+            log.info("%d entries this process kept in its memory merged into Redis", len(held))
 
     async def update(self, key: str, change: Change[T], expires_in: int) -> T:
         """See ``update_atomically``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -169,6 +170,105 @@ async def test_tries_reserved_at_once_on_two_instances_are_counted_one_by_one(
             <= 3600
         )
     finally:
+        await a.close()
+        await b.close()
+
+
+def _reserve(
+    shared: SharedState, key: str, now: datetime, *, forget_after: timedelta = timedelta(hours=1)
+) -> Awaitable[timedelta | None]:
+    """A password try for ``key`` on ``shared``'s instance, whose clock says ``now``."""
+    return StorePasswordAttempts(shared.store("password-attempts")).reserve(
+        key,
+        now,
+        forget_after=forget_after,
+        wait_for=lambda failures, last: password_retry_wait(failures, last, now),
+    )
+
+
+async def test_the_password_back_off_is_timed_by_redis_not_by_the_hosts_clocks(
+    redis_url: str,
+) -> None:
+    """The back-off compared the failure time one instance wrote with another's clock: a
+    host an hour or more ahead forgot the failures (free guesses), one behind made honest
+    users wait for as long as it was behind. Now the time since the last failure is what
+    Redis' clock says (the key's TTL, set at each failure), so the wait is the back-off's."""
+    a, b = _instances(redis_url)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        for _ in range(20):  # the 20th and on: the longest wait (15 min) from the last one
+            await StorePasswordAttempts(a.store("password-attempts")).reserve(
+                "account-skew", now, forget_after=timedelta(hours=1), wait_for=lambda *_: None
+            )
+        behind = await _reserve(b, "account-skew", now - timedelta(hours=3))
+        assert behind is not None
+        assert timedelta(0) < behind <= timedelta(minutes=15)  # not 3 h 15 min
+        ahead = await _reserve(b, "account-skew", now + timedelta(hours=2))
+        assert ahead is not None  # not forgotten: a free guess
+        assert timedelta(0) < ahead <= timedelta(minutes=15)
+        assert await StorePasswordAttempts(b.store("password-attempts")).failures(
+            "account-skew"
+        ) == (20, now)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_password_failures_counted_in_memory_during_an_outage_go_back_to_redis(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """While Redis was away each instance counted wrong passwords in its memory, and when it
+    answered again those counts were dropped (and Redis' own, if any, carried on): each outage
+    gave about five more free guesses per instance. Now the instance that finds Redis back
+    merges them into Redis: the larger count, and the later failure (the longer time left)."""
+    a, b = _instances(redis_url)
+    assert a.health is not None
+    await a.health.stop()  # only a's calls find Redis back (after b wrote, below)
+    early, later = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, 0, 5, tzinfo=UTC)
+    b_attempts = StorePasswordAttempts(b.store("password-attempts"))
+    try:
+        redis_server.stop_server()
+        for _ in range(5):  # a's free tries, in its memory only
+            assert await _reserve(a, "account-during", later) is None
+        assert await _reserve(a, "account-during", later) is not None
+        for _ in range(2):
+            assert await _reserve(a, "account-fewer", later) is None
+        for _ in range(3):
+            wait = await _reserve(a, "account-more", later, forget_after=timedelta(minutes=10))
+            assert wait is None
+        assert await _reserve(a, "account-later", later) is None
+        redis_server.start_server()  # empty
+
+        # Meanwhile on b, Redis answering: counts a has not written back yet.
+        async def on_b(key: str, times: int, forget_after: timedelta) -> None:
+            for _ in range(times):
+                await b_attempts.reserve(
+                    key, early, forget_after=forget_after, wait_for=lambda *_: None
+                )
+
+        await on_b("account-fewer", 4, timedelta(hours=1))
+        await on_b("account-more", 1, timedelta(hours=1))
+        await on_b("account-later", 2, timedelta(minutes=10))
+        assert await b_attempts.failures("account-during") == (0, None)
+
+        await a.counter("auth-rate-limit").hit("client", 60)  # finds Redis back
+        assert await b_attempts.failures("account-during") == (5, later)
+        assert await _reserve(b, "account-during", later) is not None  # b makes it wait too
+        # The larger count, and the later failure (the one with the longer time left: by
+        # Redis' clock, not by what the instances' clocks wrote).
+        assert await b_attempts.failures("account-fewer") == (4, early)
+        assert await b_attempts.failures("account-more") == (3, early)
+        assert await b_attempts.failures("account-later") == (2, later)
+        store = b.store("password-attempts")
+        for key in ("account-more", "account-later"):
+            assert 600 < (await store.expires_in(f"password-attempts:{key}") or 0) <= 3600
+        # Written back once: a second outage starts a's memory afresh.
+        redis_server.stop_server()
+        assert await StorePasswordAttempts(a.store("password-attempts")).failures(
+            "account-during"
+        ) == (0, None)
+    finally:
+        redis_server.start_server()
         await a.close()
         await b.close()
 
