@@ -7,9 +7,8 @@ When Redis does not answer, each call falls back to this process's memory at onc
 count per instance and a replay is only recognised by the instance that saw the original, until
 Redis answers again (tried again after ``retry_after`` seconds, by one call at a time, and by
 a task of this process's own while calls are rare; the interaction ids this process remembers
-and the sign-in throttles' counts it kept meanwhile are then written back). The outage and the
-recovery
-are logged once each; a request never fails because of Redis."""
+and the rate limits' and sign-in throttles' counts it kept meanwhile are then written back).
+The outage and the recovery are logged once each; a request never fails because of Redis."""
 
 from __future__ import annotations
 
@@ -66,9 +65,9 @@ class RedisHealth:
 
     With a ``probe`` (a write to Redis), a task of its own tries it too, every ``retry_after``
     seconds from the first failure until Redis answers: what this process kept in its memory
-    meanwhile (the interaction ids it saw) goes back to Redis then, not whenever a call next
-    happens to use Redis (an instance that serves only pages may make none for long, and a
-    replay to another instance passed meanwhile). ``stop`` ends that task."""
+    meanwhile (the interaction ids it saw, its counts) goes back to Redis then, not whenever a
+    call next happens to use Redis (an instance that serves only pages may make none for
+    long, and a replay to another instance passed meanwhile). ``stop`` ends that task."""
 
     def __init__(
         self,
@@ -336,6 +335,23 @@ class MemoryWindowCounter:
             self._windows[key] = (hits + 1, ends)
         return hits + 1, max(1, math.ceil(ends - now))
 
+    def running(self) -> list[tuple[str, tuple[int, float], int]]:
+        """The windows not ended: each key, its window (a mark for ``forget``) and the
+        milliseconds it has left."""
+        now = self._clock()
+        with self._guard:
+            return [
+                (key, window, math.ceil((window[1] - now) * 1000))
+                for key, window in self._windows.items()
+                if window[1] > now
+            ]
+
+    def forget(self, key: str, window: tuple[int, float]) -> None:
+        """Drops ``key``'s window if it is still what ``running`` saw (no hit since)."""
+        with self._guard:
+            if self._windows.get(key) == window:
+                del self._windows[key]
+
     def __len__(self) -> int:
         return len(self._windows)
 
@@ -344,13 +360,30 @@ class WindowCounter:
     """``MemoryWindowCounter``'s counts shared by every instance through Redis: one round trip
     a hit (``SET NX EX``, ``INCR`` and ``TTL`` in one ``MULTI``: atomic, so simultaneous hits
     on any instances are each counted once, and nothing waits for another key's hits). While
-    Redis is down, this process's memory counts."""
+    Redis is down, this process's memory counts; when Redis answers again, the hits it counted
+    meanwhile are added to Redis' window for each key (one opened that ends when this
+    process's would, if Redis has none) and dropped from memory."""
 
     def __init__(
         self, redis: Redis, health: RedisHealth, namespace: str, *, prefix: str = PREFIX
     ) -> None:
         self._redis, self._health, self._prefix = redis, health, f"{prefix}:{namespace}:"
         self._local = MemoryWindowCounter()
+        health.on_recovery(self._write_back)
+
+    async def _write_back(self) -> None:
+        running = self._local.running()
+        for start in range(0, len(running), WRITE_BACK_BATCH):
+            batch = running[start : start + WRITE_BACK_BATCH]
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, (hits, _), left in batch:
+                    pipe.set(self._prefix + key, 0, px=left, nx=True)
+                    pipe.incrby(self._prefix + key, hits)
+                await pipe.execute()
+            for key, window, _ in batch:
+                self._local.forget(key, window)
+        if running:
+            log.info("%d rate-limit counts this process kept added to Redis'", len(running))
 
     async def hit(self, key: str, seconds: int) -> tuple[int, int]:
         return await self._health.call(

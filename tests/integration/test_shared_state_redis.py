@@ -273,6 +273,39 @@ async def test_password_failures_counted_in_memory_during_an_outage_go_back_to_r
         await b.close()
 
 
+async def test_rate_limit_hits_counted_in_memory_during_an_outage_go_back_to_redis(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """The rate limits' hits an instance counted in its memory while Redis was away were
+    dropped when Redis answered again: each outage gave a client a fresh budget per instance.
+    Now the instance that finds Redis back adds them to Redis' window for the key (opening one
+    that ends when its own would, if Redis has none)."""
+    a, b = _instances(redis_url)
+    assert a.health is not None
+    await a.health.stop()  # only a's calls find Redis back (after b's hit, below)
+    try:
+        redis_server.stop_server()
+        assert [(await a.counter("auth-rate-limit").hit("client", 60))[0] for _ in range(3)] == [
+            1,
+            2,
+            3,
+        ]
+        redis_server.start_server()  # empty
+        assert (await b.counter("auth-rate-limit").hit("client", 60))[0] == 1
+
+        assert await a.replay_guard.first_time("interaction:back", 600)  # finds Redis back
+        hits, left = await b.counter("auth-rate-limit").hit("client", 60)
+        assert hits == 5  # b's two and a's three
+        assert 0 < left <= 60
+        # Written back once: a second outage starts a's memory afresh.
+        redis_server.stop_server()
+        assert (await a.counter("auth-rate-limit").hit("client", 60))[0] == 1
+    finally:
+        redis_server.start_server()
+        await a.close()
+        await b.close()
+
+
 async def test_replay_entries_expire_in_redis(redis_url: str) -> None:
     from redis.asyncio import Redis
 
