@@ -170,9 +170,17 @@ class RedisHealth:
         return True
 
     async def _catch_up(self) -> None:
+        from redis.exceptions import ResponseError  # noqa: PLC0415 - only with Redis
+
         try:
             for catch_up in self._on_recovery:
-                await catch_up()
+                try:
+                    await catch_up()
+                except ResponseError as exc:
+                    # Redis answered, and refused this write-back (an ACL user without a
+                    # command it uses, a full Redis that refuses writes): no outage, which
+                    # would start again at every recovery; said, and the next goes on.
+                    log.error("Redis refused to take back what this process kept: %s", exc)
         except self._busy:  # the pool's connections all in use: the next call tries again
             self._kept_locally = True
         except self._errors as exc:  # gone again: another outage, said as such

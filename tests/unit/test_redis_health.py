@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from redis.exceptions import MaxConnectionsError
+import logging
+
+import pytest
+from redis.exceptions import MaxConnectionsError, NoPermissionError, ResponseError
 
 from adapters.shared_state import RedisHealth
 
@@ -67,3 +70,34 @@ async def test_a_write_back_past_max_connections_is_tried_again_and_starts_no_ou
     now[0] = 102.0
     assert await health.call(_shared, _local) == "shared"
     assert tries == [100.0, 102.0]
+
+
+async def test_a_write_back_redis_refuses_is_said_and_starts_no_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis answered, and refused a write-back (an ACL user without ``@scripting``, which
+    the password counts' merge uses; a full Redis refusing writes): an outage would start
+    again at every recovery. It is logged, and the other write-backs still run."""
+    health = RedisHealth(retry_after=2.0, clock=lambda: 100.0)
+    ran: list[str] = []
+
+    async def refused() -> None:
+        ran.append("refused")
+        raise NoPermissionError("this user has no permissions to run the 'eval' command")
+
+    async def full() -> None:
+        ran.append("full")
+        raise ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+
+    async def taken() -> None:
+        ran.append("taken")
+
+    for write_back in (refused, full, taken):
+        health.on_recovery(write_back)
+    caplog.set_level(logging.ERROR, logger="taskflow_link.redis")
+    assert await health.call(_busy, _local) == "local"
+    assert await health.call(_shared, _local) == "shared"
+    assert ran == ["refused", "full", "taken"]
+    assert not health.down
+    assert "no permissions to run the 'eval' command" in caplog.text
+    assert "OOM command not allowed" in caplog.text
