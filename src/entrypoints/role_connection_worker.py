@@ -16,6 +16,7 @@ from datetime import datetime
 from domain import errors
 from domain.ports import QueueListener
 from domain.use_cases import RoleSyncReport
+from domain.use_cases.discord_pauses import OUTAGE_THRESHOLD
 from entrypoints.container import Container, refresh_finish_seconds
 from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 
@@ -32,6 +33,12 @@ def paused_reason(report: RoleSyncReport) -> str:
             "Discord (or Cloudflare in front of it) blocks this address (an HTML 429 or 403, "
             "code 40333, or a 401 or 403 that is not Discord's JSON): no call to Discord before "
             f"{until} (1, 5, 15, then 60 minutes after each block in a row)"
+        )
+    if report.down:
+        return (
+            f"Discord is not answering (5xx or timeouts, {OUTAGE_THRESHOLD} or more calls in a "
+            f"row): no call to Discord before {until} (30 s, then 2 and 5 minutes after each "
+            "pass that fails alike)"
         )
     # retry_after: met by this process, or (through Redis) by another instance
     return f"Discord rate limited the Linked Roles calls until {until} (retry_after)"

@@ -14,7 +14,7 @@ from domain import errors
 from domain.model import DiscordId, RoleAction, RoleChange, RoleChangeCount, RoleChangeStatus
 from domain.ports import QueueListener, RoleCallOutcome
 from domain.use_cases import RoleChangeReport
-from domain.use_cases.discord_roles import OUTAGE_THRESHOLD
+from domain.use_cases.discord_pauses import OUTAGE_THRESHOLD
 from entrypoints.container import Container
 from entrypoints.queue_worker import QueueWorker, StorageTrouble, idle_seconds
 

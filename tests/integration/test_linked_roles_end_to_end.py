@@ -26,7 +26,8 @@ from domain.model import (
     RoleChange,
     RoleChangeStatus,
 )
-from domain.use_cases.discord_roles import OUTAGE_PAUSES, OUTAGE_THRESHOLD, RETRY_DELAYS
+from domain.use_cases.discord_pauses import OUTAGE_PAUSES, OUTAGE_THRESHOLD
+from domain.use_cases.discord_roles import RETRY_DELAYS
 from entrypoints.cli import cli
 from entrypoints.container import build_container, close_resources
 from entrypoints.emulator import EmulatorState, create_emulator_app

@@ -27,7 +27,12 @@ from domain.model import (
 )
 from domain.ports import RoleCallOutcome, RoleCallResult
 from domain.use_cases import AuthOutcome, BrowserCookies, RoleChangeReport, TicketIssued
-from domain.use_cases.discord_pauses import CLOUDFLARE_PAUSES, RETRY_AFTER_MAX
+from domain.use_cases.discord_pauses import (
+    CLOUDFLARE_PAUSES,
+    OUTAGE_PAUSES,
+    OUTAGE_THRESHOLD,
+    RETRY_AFTER_MAX,
+)
 from domain.use_cases.discord_roles import (
     CLAIM_LEASE,
     JITTER_MAX,
@@ -35,8 +40,6 @@ from domain.use_cases.discord_roles import (
     JITTER_SHARE,
     MAX_ATTEMPTS,
     NOT_CONFIGURED,
-    OUTAGE_PAUSES,
-    OUTAGE_THRESHOLD,
     REASONS,
     REFUSAL_HOLD,
     RETRY_DELAYS,

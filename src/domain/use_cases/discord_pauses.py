@@ -135,3 +135,70 @@ class DiscordPauses:
         if (block := self.block_ends(now)) is not None:
             ends.append(block)
         return max(ends, default=None)
+
+
+# Discord down (5xx, timeouts, no connection): after this many calls of a pass in a row found
+# it so, the rest of the pass (and every later pass of the process) waits for the next step of
+# OUTAGE_PAUSES, instead of calling for each item of a backlog in turn; then a pass tries again
+# (failing again: the next step), and any answer from Discord starts from the first step.
+OUTAGE_THRESHOLD = 3
+OUTAGE_PAUSES = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=5),
+)
+
+
+class DiscordOutage:
+    """Whether Discord is taken as down for a feature's calls of this process, and until
+    when. The process's own (an outage may be this host's network), never shared. Counted
+    by each pass (``FailuresInARow``)."""
+
+    def __init__(self) -> None:
+        self._outages = 0  # outage pauses in a row (without an answer between them)
+        self._until: datetime | None = None
+
+    def unavailable(self, now: datetime) -> datetime:
+        """Discord failed ``OUTAGE_THRESHOLD`` calls of a pass in a row: every call waits for
+        the next step of ``OUTAGE_PAUSES``; until when."""
+        step = OUTAGE_PAUSES[min(self._outages, len(OUTAGE_PAUSES) - 1)]
+        self._outages += 1
+        self._until = now + step
+        return self._until
+
+    def answered(self) -> None:
+        """Discord answered a call, whatever it said: it is not down (an outage's pause
+        ends, and the next one starts from the first step)."""
+        self._outages = 0
+        self._until = None
+
+    def until(self, now: datetime) -> datetime | None:
+        """When the pause after Discord failed too many calls in a row ends (``None``: no
+        such pause holds at ``now``)."""
+        until = self._until
+        return until if until is not None and until > now else None
+
+
+class FailuresInARow:
+    """One pass's calls in a row that found Discord unavailable (5xx, timeouts, no
+    connection): the ``OUTAGE_THRESHOLD``-th starts ``outage``'s pause (what follows in the
+    pass is held back); any answer from Discord (a 429 or a refusal too) says it is not
+    down. Start a pass with ``new_pass``: failures of passes apart are not in a row."""
+
+    def __init__(self, outage: DiscordOutage) -> None:
+        self._outage = outage
+        self._failures = 0
+
+    def new_pass(self) -> None:
+        self._failures = 0
+
+    def answered(self) -> None:
+        self._failures = 0
+        self._outage.answered()
+
+    def unavailable(self, now: datetime) -> None:
+        if (failures := self._failures + 1) >= OUTAGE_THRESHOLD:
+            self._failures = 0  # what follows is held back
+            self._outage.unavailable(now)
+        else:
+            self._failures = failures

@@ -36,7 +36,11 @@ from domain.ports import (
     UnitOfWorkFactory,
 )
 from domain.use_cases._claims import Claims, Stopping
-from domain.use_cases.discord_pauses import DiscordPauses
+from domain.use_cases.discord_pauses import (
+    DiscordOutage,
+    DiscordPauses,
+    FailuresInARow,
+)
 
 # After Discord failed (5xx, a timeout, no connection), wait this long before each next try;
 # then give up (about 8 hours in all: an outage of Discord, or of the network, passes).
@@ -91,18 +95,6 @@ WHOLE_ROLE_REFUSALS = frozenset(
     }
 )
 REFUSAL_HOLD = timedelta(minutes=5)
-# Discord down (5xx, timeouts, no connection): after this many calls of a pass in a row found
-# it so, the rest of the batch (and every later pass) waits for the next step of
-# OUTAGE_PAUSES, instead of calling for each change of a backlog in turn; then a pass tries
-# again (failing again: the next step), and any answer from Discord starts from the first
-# step. Held-back changes come due spread after the pause, as after a rate limit, and their
-# attempts do not count.
-OUTAGE_THRESHOLD = 3
-OUTAGE_PAUSES = (
-    timedelta(seconds=30),
-    timedelta(minutes=2),
-    timedelta(minutes=5),
-)
 _DONE = {
     RoleAction.ADD: AuditKind.DISCORD_ROLE_ADDED,
     RoleAction.REMOVE: AuditKind.DISCORD_ROLE_REMOVED,
@@ -198,8 +190,8 @@ class RolePauses:
         """``calls``: the process's pauses of calls to Discord (a fresh one: these only)."""
         self._calls = calls if calls is not None else DiscordPauses()
         self._token_refused: _Refusal | None = None
-        self._outages = 0  # outage pauses in a row (without an answer between them)
-        self._outage_until: datetime | None = None
+        # Discord down (``OUTAGE_THRESHOLD`` failures in a row): the process's own, not shared.
+        self.down = DiscordOutage()
 
     def token_refused(self, result: RoleCallResult, now: datetime) -> None:
         """Discord refused the bot token (a 401), whatever the role."""
@@ -238,34 +230,19 @@ class RolePauses:
         """Tell the other instances of the rate limits this process met."""
         await self._calls.share(now)
 
-    def unavailable(self, now: datetime) -> datetime:
-        """Discord failed ``OUTAGE_THRESHOLD`` calls of a pass in a row (5xx, timeouts, no
-        connection): every role change of the process waits for the next step of
-        ``OUTAGE_PAUSES``; until when. The process's own (an outage may be this host's
-        network), never shared."""
-        step = OUTAGE_PAUSES[min(self._outages, len(OUTAGE_PAUSES) - 1)]
-        self._outages += 1
-        self._outage_until = now + step
-        return self._outage_until
-
-    def answered(self) -> None:
-        """Discord answered a call, whatever it said: it is not down (an outage's pause
-        ends, and the next one starts from the first step)."""
-        self._outages = 0
-        self._outage_until = None
-
     def outage(self, now: datetime) -> datetime | None:
-        """When the pause after Discord failed too many calls in a row ends (``None``: no
-        such pause holds at ``now``)."""
-        until = self._outage_until
-        return until if until is not None and until > now else None
+        """When the pause after Discord failed ``OUTAGE_THRESHOLD`` calls of a pass in a row
+        (5xx, timeouts, no connection) ends (``None``: no such pause holds at ``now``): every
+        role change of the process waits for it (``OUTAGE_PAUSES``, one step longer after
+        each further pass that fails alike)."""
+        return self.down.until(now)
 
     def went_through(self) -> None:
         """A call succeeded: the next Cloudflare 429 pauses for the first step again, and
         the token's refusal holds no more."""
         self._calls.went_through()
         self._token_refused = None
-        self.answered()
+        self.down.answered()
 
     def everywhere(self, now: datetime) -> datetime | None:
         """When calls for any server may be made again (``None``: some may now)."""
@@ -334,7 +311,8 @@ class ApplyRoleChanges:
         self._only = self._configured if only_configured else None
         self._pauses = pauses if pauses is not None else RolePauses()
         self._jitter = jitter
-        self._failures = 0  # calls of this pass in a row that found Discord unavailable
+        # Calls of this pass in a row that found Discord unavailable.
+        self._failures = FailuresInARow(self._pauses.down)
 
     async def execute(
         self, limit: int = 20, *, stopping: Stopping | None = None
@@ -342,7 +320,7 @@ class ApplyRoleChanges:
         """``stopping``: the worker's, when its process stops; the pass then applies nothing
         more, and lets go of the rest of its batch (see ``Claims``)."""
         report = RoleChangeReport()
-        self._failures = 0
+        self._failures.new_pass()
         now = self._clock.now()
         await self._pauses.catch_up({role.guild_id for role in self._configured}, now)
         if (everywhere := self._pauses.everywhere(now)) is not None:
@@ -487,16 +465,12 @@ class ApplyRoleChanges:
 
     def _answered(self, result: RoleCallResult, now: datetime) -> None:
         """Count the calls of this pass in a row that found Discord unavailable: the
-        ``OUTAGE_THRESHOLD``-th pauses the rest (``RolePauses.unavailable``); any answer
-        from Discord (a 429 or a refusal too) says it is not down."""
-        if result.outcome is not RoleCallOutcome.UNAVAILABLE:
-            self._failures = 0
-            self._pauses.answered()
-        elif (failures := self._failures + 1) >= OUTAGE_THRESHOLD:
-            self._failures = 0  # what follows in the batch is held back
-            self._pauses.unavailable(now)
+        ``OUTAGE_THRESHOLD``-th pauses the rest (``DiscordOutage``); any answer from Discord
+        (a 429 or a refusal too) says it is not down."""
+        if result.outcome is RoleCallOutcome.UNAVAILABLE:
+            self._failures.unavailable(now)
         else:
-            self._failures = failures
+            self._failures.answered()
 
     async def _refuse_queued(
         self, role: LinkedRole, refusal: RoleCallResult, report: RoleChangeReport

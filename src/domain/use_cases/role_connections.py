@@ -79,7 +79,7 @@ from domain.use_cases.discord_auth import (
     _StartLinking,
     purpose_of,
 )
-from domain.use_cases.discord_pauses import DiscordPauses
+from domain.use_cases.discord_pauses import DiscordOutage, DiscordPauses, FailuresInARow
 
 # An access token this close to its expiry is refreshed before use (Discord says how long a
 # token lives, 7 days; without that, it is refreshed at its next use).
@@ -163,7 +163,10 @@ class RoleConnectionPusher:
 
     Discord's rate limits and Cloudflare's blocks hold for the process (``pauses``, shared
     with the role for linked members): while one holds, no call is made, and a row met by
-    one is let go as it was, due, without counting a failure (nothing it did)."""
+    one is let go as it was, due, without counting a failure (nothing it did). So is one
+    met by a pause after Discord failed ``OUTAGE_THRESHOLD`` calls of a pass in a row (5xx,
+    timeouts: ``DiscordOutage``, this pusher's own), instead of a call for each row of a
+    backlog while Discord is down."""
 
     def __init__(
         self,
@@ -181,12 +184,25 @@ class RoleConnectionPusher:
         self._uow, self._clock, self._box, self._discord = uow, clock, box, discord
         self._pauses = pauses if pauses is not None else DiscordPauses()
         self.finish_seconds = finish_seconds
+        self._down = DiscordOutage()  # the process's Linked Roles calls', never shared
+        # Calls in a row that found Discord unavailable, since the pass began (``new_pass``).
+        self._failures = FailuresInARow(self._down)
 
     # -- Discord's rate limits ----------------------------------------------------------------
 
     def paused_until(self, now: datetime) -> datetime | None:
         """When this process may call Discord for Linked Roles again; ``None``: now."""
-        return self._pauses.until((_SCOPE,), now)
+        ends = [self._pauses.until((_SCOPE,), now), self._down.until(now)]
+        return max((end for end in ends if end is not None), default=None)
+
+    def down(self, now: datetime) -> bool:
+        """Whether what holds at ``now`` is the pause after Discord failed too many calls
+        in a row (5xx, timeouts), not a 429 nor a block."""
+        return self._down.until(now) is not None and self._pauses.until((_SCOPE,), now) is None
+
+    def new_pass(self) -> None:
+        """A pass begins: failures of an earlier one are not in a row with its own."""
+        self._failures.new_pass()
 
     def blocked(self, now: datetime) -> bool:
         """Whether what holds at ``now`` is a block of the address (Cloudflare's), not a
@@ -222,6 +238,7 @@ class RoleConnectionPusher:
         try:
             answer = await call()
         except errors.DiscordRateLimited as limited:
+            self._failures.answered()  # an answer: Discord is up
             if limited.shared_limit:
                 held = _SCOPE if limited.global_limit else shared
             else:
@@ -229,6 +246,15 @@ class RoleConnectionPusher:
             self._pauses.limited(held, limited.retry_after, self._clock.now())
             await self._pauses.share(self._clock.now())  # the other instances wait too
             raise _Paused(held) from None
+        except errors.DiscordUnavailable:
+            # Down (5xx, a timeout, no connection): the ``OUTAGE_THRESHOLD``-th in a row
+            # pauses every call of the process (the rest of the pass is held back).
+            self._failures.unavailable(self._clock.now())
+            raise
+        except errors.DomainError:
+            self._failures.answered()  # a refusal (a token ended, a grant revoked): up
+            raise
+        self._failures.answered()
         self._pauses.went_through()
         # An answer that used up a limit (``_used_up``): the other instances wait too, not
         # only this process (nothing to tell otherwise: no call to Redis).
@@ -1026,9 +1052,11 @@ class RoleSyncReport:
     waiting: int = 0
     held: int = 0  # forgetting: left to another pusher that holds them (run again)
     # The pause holding when the pass ended: when the next call may be made, and whether it
-    # is a block of the address (Cloudflare's), not a 429 that said how long.
+    # is a block of the address (Cloudflare's), not a 429 that said how long, or the pause
+    # after Discord failed ``OUTAGE_THRESHOLD`` calls in a row (``down``: 5xx, timeouts).
     paused_until: datetime | None = None
     blocked: bool = False
+    down: bool = False
 
     @property
     def total(self) -> int:
@@ -1055,12 +1083,14 @@ class _RoleConnectionPasses:
         stopping: Stopping | None = None,
     ) -> RoleSyncReport:
         """Batch after batch, until nothing is due; or until Discord rate limits the
-        process (or its address is blocked): then what is left stays due, unclaimed, with
+        process (or its address is blocked, or it failed ``OUTAGE_THRESHOLD`` calls in a
+        row: 5xx, timeouts): then what is left stays due, unclaimed, with
         no failure counted, for the first pass after the pause (a pass during it claims
         nothing). Every call meanwhile would get the same answer, and prolong a block.
         ``stopping``: the worker's, when its process stops; the pass then pushes nothing
         more, and lets go of the rest of its batch (see ``Claims``)."""
         counts = dict.fromkeys(RoleSync, 0)
+        self._pusher.new_pass()
         if everything:
             async with self._uow() as uow:
                 await uow.role_connection_tokens.mark_all_due(self._clock.now())
@@ -1094,6 +1124,7 @@ class _RoleConnectionPasses:
             **{outcome.value: n for outcome, n in counts.items()},
             paused_until=self._pusher.paused_until(now),
             blocked=self._pusher.blocked(now),
+            down=self._pusher.down(now),
         )
 
 
