@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 
 from adapters.secret_box import AesGcmSecretBox, key_id, parse_keys
 from adapters.sql.tables import audit_events, role_connection_tokens
+from domain.use_cases.discord_pauses import OUTAGE_PAUSES, OUTAGE_THRESHOLD
 from entrypoints.cli import cli
 from entrypoints.container import build_container
 from entrypoints.role_connection_worker import RoleConnectionWorker
@@ -498,6 +499,39 @@ async def test_the_servers_passes_wait_out_retry_after_then_push_what_was_left(
     stack.clock.advance(timedelta(seconds=1.5))
     assert (await refresh().execute()).pushed == 3
     assert all(shown(stack, user) == {"linked": "1", "linked_days": "0"} for user in users)
+
+
+@with_linked_roles
+async def test_discord_down_stops_the_pass_after_a_few_failures_then_it_drains(
+    stack: Stack, browser: Browser
+) -> None:
+    """Discord answers 500: a pass stops calling after OUTAGE_THRESHOLD failures in a row,
+    leaving the rest due and untried; the passes during the pause call nothing, and once
+    Discord is back and the pause over, the rest is pushed, each member once more."""
+    await register_metadata(stack)
+    users = [await connect(stack, browser, f"down{n}") for n in range(OUTAGE_THRESHOLD + 2)]
+    stack.emulator.role_connections.clear()
+    refresh = stack.container.refresh_role_connections
+    await all_due(stack)
+    calls = stack.emulator.calls["role_connection"]
+    stack.emulator.faults["role_connection"] = "500"
+
+    first = await refresh().execute()
+    during = await refresh().execute()
+
+    assert (first.failed, first.paused) == (OUTAGE_THRESHOLD, len(users) - OUTAGE_THRESHOLD)
+    assert first.down
+    assert first.paused_until == stack.clock.now() + OUTAGE_PAUSES[0]
+    assert during.total == 0
+    assert stack.emulator.calls["role_connection"] == calls + OUTAGE_THRESHOLD
+    del stack.emulator.faults["role_connection"]  # Discord is back
+    stack.clock.advance(OUTAGE_PAUSES[0])
+    assert (await refresh().execute()).pushed == len(users) - OUTAGE_THRESHOLD
+    await all_due(stack)  # the failed ones' back-off (1 min) over too
+    assert (await refresh().execute()).pushed == len(users)
+    assert all(shown(stack, user) == {"linked": "1", "linked_days": "0"} for user in users)
+    # The failed ones, the rest once Discord is back, then every member again: no more.
+    assert stack.emulator.calls["role_connection"] == calls + 2 * len(users)
 
 
 @with_linked_roles
