@@ -734,6 +734,12 @@ class RoleChangeStatus(enum.StrEnum):
     FAILED = "failed"  # Discord was unavailable until the last retry
 
 
+# An add whose row ends so may have reached the member: done, or given up (Discord timed out
+# or answered 5xx at every try, which says nothing of whether it took the change). An unlink
+# takes such a role away whatever its setting names (``RoleChangeRepository.added``).
+ADD_MAY_HAVE_GIVEN = frozenset({RoleChangeStatus.DONE, RoleChangeStatus.FAILED})
+
+
 @dataclass(frozen=True, slots=True)
 class RoleChange:
     """A linked member's role to bring in line with the link, queued in the transaction of the

@@ -437,8 +437,11 @@ class RoleChangeRepository(Protocol):
     async def get(self, discord_id: DiscordId, role: LinkedRole) -> RoleChange | None: ...
 
     async def added(self, discord_id: DiscordId) -> Sequence[LinkedRole]:
-        """The roles Discord last took an add of for this member (the row's action an add,
-        done), whatever the setting names now: those an unlink must take away."""
+        """The roles Discord may have taken an add of for this member, whatever the setting
+        names now: those an unlink must take away. The row's action an add, done, or given
+        up (``model.ADD_MAY_HAVE_GIVEN``: a timeout or a 5xx says nothing of what Discord did, and
+        removing a role the member does not hold is a no-op for Discord); not one pending
+        (the worker decides from the link when it sends it), nor one refused."""
 
     async def pending(
         self, roles: Collection[LinkedRole] | None = None

@@ -570,15 +570,17 @@ class RoleChangeContract:
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
         """What an unlink must take away whatever the setting names: the member's rows whose
-        last action is an add Discord took (done); not an add pending, refused or given up,
-        not a removal, not another member's."""
+        last action is an add Discord took (done) or may have (given up after timeouts); not
+        an add pending or refused, not a removal, not another member's."""
         third = LinkedRole(DiscordId(900), DiscordId(903))
         fourth = LinkedRole(DiscordId(904), DiscordId(905))
+        fifth = LinkedRole(DiscordId(908), DiscordId(909))
         outcomes = {
             ROLE: (RoleAction.ADD, RoleChangeStatus.DONE),
             OTHER_ROLE: (RoleAction.ADD, RoleChangeStatus.REFUSED),
             third: (RoleAction.REMOVE, RoleChangeStatus.DONE),
             fourth: (RoleAction.ADD, RoleChangeStatus.DONE),
+            fifth: (RoleAction.ADD, RoleChangeStatus.FAILED),
         }
 
         async def queue(uow: UnitOfWork) -> None:
@@ -601,7 +603,7 @@ class RoleChangeContract:
             await uow.commit()
         async with uow_factory(read_only=True) as uow:
             assert sorted(await uow.role_changes.added(DiscordId(1)), key=str) == sorted(
-                [ROLE, fourth], key=str
+                [ROLE, fourth, fifth], key=str
             )
             assert await uow.role_changes.added(DiscordId(2)) == [ROLE]
             assert await uow.role_changes.added(DiscordId(3)) == []

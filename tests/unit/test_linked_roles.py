@@ -1157,6 +1157,63 @@ async def test_an_unlink_while_the_add_is_with_discord_removes_it_whatever_its_s
     other.unwire()
 
 
+async def _given_up_add(one: Harness, discord_id: int) -> DiscordProfile:
+    """A linked member whose add Discord timed out at every try, yet took (a timeout says
+    nothing of what Discord did): given up, the row says failed, the member has the role."""
+    one.guild_roles.answer(*[RoleCallOutcome.UNAVAILABLE] * MAX_ATTEMPTS)
+    profile = await _linked(one, discord_id)
+    for delay in RETRY_DELAYS:
+        await apply(one)
+        one.clock.advance(delay)
+    one.guild_roles.held.add((ROLE, profile.id))  # one of the timed-out calls went through
+    return profile
+
+
+async def test_an_add_given_up_is_removed_at_an_unlink_whatever_its_setting(
+    one: Harness,
+) -> None:
+    """An add given up after timeouts that Discord took, then the member unlinks on an
+    instance whose setting no longer names the role: the unlink asked to remove only the
+    roles whose add was done, so the member kept, unlinked, a role the service gave (for
+    good: nothing asked again). A given-up add counts as possibly given: the unlink asks for
+    its removal (for a member who never got it, a no-op for Discord)."""
+    profile = await _given_up_add(one, 5022)
+    assert [c.attempts for c in (await apply(one)).failed] == [MAX_ATTEMPTS]
+    other = _configured_with(one, str(ELSEWHERE))
+    await other.unlink_discord().execute(profile.id)
+
+    report = await other.apply_role_changes().execute()
+
+    assert (profile.id, ROLE, RoleAction.REMOVE) in [
+        (c.discord_id, c.role, c.action) for c in report.done
+    ]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    other.unwire()
+
+
+async def test_an_unlink_during_the_last_try_of_an_add_removes_it_once_given_up(
+    one: Harness,
+) -> None:
+    """The last try of an add times out (Discord may have taken it) while the member unlinks
+    on an instance whose setting no longer names the role: the unlink did not see the add
+    (pending then), and the worker gives it up. Its write-back, the member no longer linked,
+    asks for the removal, as for an add done."""
+    profile = await _given_up_add(one, 5023)
+    other = _configured_with(one, str(ELSEWHERE))
+
+    async def unlink_elsewhere() -> None:
+        await other.unlink_discord().execute(profile.id)
+
+    one.guild_roles.during_next_call = unlink_elsewhere
+    assert [c.attempts for c in (await apply(one)).failed] == [MAX_ATTEMPTS]
+
+    again = await apply(one)
+
+    assert (RoleAction.REMOVE, ROLE) in [(c.action, c.role) for c in again.done]
+    assert not one.guild_roles.has(ROLE, profile.id)
+    other.unwire()
+
+
 async def test_roles_sync_leaves_the_changes_of_roles_it_does_not_name_to_the_service(
     r: Harness,
 ) -> None:

@@ -28,6 +28,7 @@ from adapters.queue_listener import (
 )
 from domain import errors
 from domain.model import (
+    ADD_MAY_HAVE_GIVEN,
     Account,
     AccountId,
     ApiKey,
@@ -1038,7 +1039,7 @@ class MemoryRoleChanges(_Repo):
             for c in self._t.role_changes.values()
             if c.discord_id == discord_id
             and c.action is RoleAction.ADD
-            and c.status is RoleChangeStatus.DONE
+            and c.status in ADD_MAY_HAVE_GIVEN
         ]
 
     async def pending(

@@ -66,6 +66,7 @@ from adapters.sql.tables import (
     webhook_events,
 )
 from domain.model import (
+    ADD_MAY_HAVE_GIVEN,
     Account,
     AccountId,
     ApiKey,
@@ -1624,7 +1625,7 @@ class SqlRoleChanges(_QueueRepo):
             .where(
                 _roles.discord_id == discord_id.value,
                 _roles.action == RoleAction.ADD.value,
-                _roles.status == RoleChangeStatus.DONE.value,
+                _roles.status.in_([status.value for status in ADD_MAY_HAVE_GIVEN]),
             )
             .order_by(_roles.guild_id, _roles.role_id)
         )

@@ -200,10 +200,11 @@ async def queue_role_changes(
     ``ApplyRoleChanges``). A newer request for a member's role replaces an older pending one,
     so an unlink right after a link leaves the role off.
 
-    An unlink also takes away every role Discord took an add of for this member that the
-    setting no longer names (taken out of it since, or named only by another instance's):
-    a role the service handed out never stays on an unlinked member. A role never given
-    (its add not sent) is left alone: the member may hold it for other reasons."""
+    An unlink also takes away every role Discord took (or may have taken: given up after
+    timeouts) an add of for this member that the setting no longer names (taken out of it
+    since, or named only by another instance's): a role the service handed out never stays
+    on an unlinked member. A role never given (its add not sent, or refused) is left alone:
+    the member may hold it for other reasons."""
     if action is RoleAction.REMOVE:
         given = [role for role in await uow.role_changes.added(discord_id) if role not in roles]
         roles = [*roles, *given]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from domain.model import (
+    ADD_MAY_HAVE_GIVEN,
     AuditEvent,
     AuditKind,
     DiscordId,
@@ -563,12 +564,13 @@ class ApplyRoleChanges:
         *,
         called: bool = False,
     ) -> None:
-        gave = called and after.action is RoleAction.ADD and after.status is RoleChangeStatus.DONE
+        gave = called and after.action is RoleAction.ADD and after.status in ADD_MAY_HAVE_GIVEN
         async with self._uow() as uow:
-            # Discord took an add: the member may have unlinked while it was on its way, on an
-            # instance whose setting does not name the role. That unlink asked to remove only
-            # the roles whose add Discord had taken (``queue_role_changes``), not this one, so
-            # the removal is asked for here. The link is held (before the row, in the order an
+            # Discord took an add (or may have: given up after a timeout): the member may have
+            # unlinked while it was on its way, on an instance whose setting does not name the
+            # role. That unlink asked to remove only the roles whose add Discord may have taken
+            # then (``queue_role_changes``), not this one (pending), so the removal is asked
+            # for here. The link is held (before the row, in the order an
             # unlink takes them): an unlink not committed yet is waited for, and one that
             # comes after this commits sees the add done.
             link = await uow.links.hold_by_discord_id(after.discord_id) if gave else None
