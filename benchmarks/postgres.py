@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import make_url
 
 from adapters.sql.tables import accounts, user_links
-from benchmarks.procs import free_port, tree_cpu_seconds
+from benchmarks.procs import PORT_TRIES, PortTakenError, free_port, port_was_taken, tree_cpu_seconds
 
 USER, DBNAME = "bench", "bench"
 # Seeded Discord ids are FIRST_DISCORD_ID + 1 .. FIRST_DISCORD_ID + links (lookup.lua agrees).
@@ -41,17 +41,43 @@ class LocalPostgres:
         self.dir = directory / "postgres"
         self.dir.mkdir()
         self.data = self.dir / "data"
-        self.port = free_port()
+        self.port = 0
+        self.started = False
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
         if self._as_postgres:
             account = pwd.getpwnam("postgres")
             for path in (directory, self.dir):
                 os.chown(path, account.pw_uid, account.pw_gid)
         self._run(f"initdb -D {self.data} -U {USER} -A trust -E UTF8")
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} {SERVER_OPTIONS}"
-        self._run(f"pg_ctl -D {self.data} -o {shlex.quote(options)} -l {self.dir / 'log'} -w start")
-        self.started = True
+        self._start()
         self._run(f"createdb -h 127.0.0.1 -p {self.port} -U {USER} {DBNAME}")
+
+    def _start(self) -> None:
+        """``pg_ctl start`` on a free port; again on another, up to ``PORT_TRIES`` in all, when
+        another process took the port before the server bound it (as ``procs.start_ready``
+        does for the servers)."""
+        log = self.dir / "log"
+        for attempt in range(1, PORT_TRIES + 1):
+            self.port = free_port()
+            options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} {SERVER_OPTIONS}"
+            logged = log.stat().st_size if log.exists() else 0
+            try:
+                self._run(f"pg_ctl -D {self.data} -o {shlex.quote(options)} -l {log} -w start")
+            except RuntimeError as exc:
+                if not log.exists():
+                    raise
+                with log.open(errors="replace") as found:
+                    found.seek(logged)
+                    taken = port_was_taken(found.read())
+                if not taken:
+                    raise
+                if attempt == PORT_TRIES:
+                    raise PortTakenError(
+                        f"Postgres found its port taken {PORT_TRIES} times"
+                    ) from exc
+                continue
+            self.started = True
+            return
 
     def _run(self, command: str) -> None:
         argv = ["su", "postgres", "-c", command] if self._as_postgres else ["sh", "-c", command]

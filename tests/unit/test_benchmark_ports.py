@@ -4,14 +4,16 @@ another port, and an answer of the process that took its port is never taken for
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from benchmarks import procs
+from benchmarks import postgres, procs
 
 WITHIN = 120.0  # a deadline only: both cores may be busy
 
@@ -75,3 +77,38 @@ async def test_the_start_gives_up_after_its_tries(
     monkeypatch.setattr(procs, "free_port", lambda: taken)
     with pytest.raises(procs.PortTakenError):
         await procs.start_ready("web", _web, env={}, workdir=tmp_path, within=WITHIN, path="/")
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A directory the ``postgres`` user can reach (pytest's ``tmp_path`` sits under a root-only
+    one), as the benchmark's own."""
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        pytest.skip("no initdb/pg_ctl")
+    directory = Path(tempfile.mkdtemp(prefix="taskflow-link-bench-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_postgres_whose_port_was_taken_starts_on_another(
+    taken: int, postgres_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ports = iter([taken, taken])  # twice found free, then what is free
+    free_port = procs.free_port
+    monkeypatch.setattr(postgres, "free_port", lambda: next(ports, None) or free_port())
+    server = postgres.LocalPostgres(postgres_dir)
+    try:
+        assert server.port != taken
+        assert procs.listens_on(server.postmaster_pid(), server.port)
+    finally:
+        server.stop()
+
+
+def test_postgres_gives_up_after_its_tries(
+    taken: int, postgres_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "free_port", lambda: taken)
+    with pytest.raises(procs.PortTakenError):
+        postgres.LocalPostgres(postgres_dir)
