@@ -160,12 +160,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """The end of what the client sends: its whole requests are still answered (the
         connection closed after the last), where uvicorn closed it at once, dropping them.
         One cut short (a head or a body unfinished, its app told ``http.disconnect``), or none
-        under way: closed now."""
+        under way: closed now. Over TLS (uvicorn's own ``ssl``) the connection is closed
+        whatever this returns (asyncio's TLS transport cannot stay half open), and a true value
+        only adds asyncio's warning, which a client could cause once per connection: ``None``
+        there."""
         answering = self.pipeline or (self.cycle is not None and not self.cycle.response_complete)
         if self._in_body or not answering:
             return None
         self._eof = True
         self._head_arrived()  # no head comes any more
+        if self.transport.get_extra_info("sslcontext") is not None:
+            return None
         return True
 
     def _await_head(self) -> None:
