@@ -37,7 +37,13 @@ from domain import errors
 from domain.model import AccountId, DiscordId
 from domain.use_cases import LinkedAccount
 from entrypoints.bot.inband import InBandRestClient
-from entrypoints.bot.replies import LINK_BUTTON_LABEL, SOMETHING_WENT_WRONG, Replies, Reply
+from entrypoints.bot.replies import (
+    LINK_BUTTON_LABEL,
+    NO_LONGER_WORKS,
+    SOMETHING_WENT_WRONG,
+    Replies,
+    Reply,
+)
 from entrypoints.bot.runtime import HttpInteractions, InteractionAnswer, Verified
 from entrypoints.cli import cli
 from entrypoints.container import build_container
@@ -942,6 +948,71 @@ async def test_after_a_reply_through_the_callback_the_http_answer_is_202_without
     assert interaction.response is not None  # the reply went through the callback...
     assert interaction.response["data"]["content"] == "Pressed."
     assert (answer.status_code, answer.content) == (202, b"")  # ...so no second one here
+
+
+async def _unhandled(bot: Bot, kind: int, data: dict[str, Any]) -> httpx.Response:
+    """A signed interaction of ``kind`` with ``data``, sent to the service as Discord would."""
+    interaction = Interaction(
+        id=bot.emulator.snowflake(),
+        token=secrets.token_urlsafe(48),
+        user_id=bot.user().id,
+        command="whoami",
+        guild_id=TEST_GUILD_ID,
+        sent_at=time.monotonic(),
+    )
+    bot.emulator.interactions[interaction.id] = interaction
+    command = next(c for c in bot.emulator.commands["global"] if c["name"] == "whoami")
+    payload = interaction_payload(bot.emulator, interaction, command)
+    if kind != 4:  # a component's, a modal's: on a message of the bot's
+        message = message_json(bot.emulator, interaction, {"content": "Earlier"}, interaction.id)
+        payload["message"] = message
+    payload |= {"type": kind, "data": data}
+    body, headers = signed_request(bot.emulator, payload)
+    async with httpx.AsyncClient(base_url=bot.app_url, timeout=30) as client:
+        return await client.post("/interactions", content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        (3, {"custom_id": "from-an-older-version", "component_type": 2}),
+        (5, {"custom_id": "from-an-older-version", "components": []}),
+    ],
+    ids=["button", "modal-submit"],
+)
+async def test_a_button_or_modal_nothing_handles_is_answered_at_once_privately(
+    bot: Bot, kind: int, data: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A press of a button (or a modal's submit) that no handler of this version takes: it
+    waited lightbulb's 5 s, then got "something went wrong" past the answer deadline, with an
+    ERROR saying no reply came in time (none ever would). Now it is told, privately, at once,
+    that it no longer works; not an error of the service's."""
+    with caplog.at_level(logging.INFO):
+        answer = await _unhandled(bot, kind, data)
+    assert answer.status_code == 200
+    reply = answer.json()
+    assert reply["type"] == 4  # CHANNEL_MESSAGE_WITH_SOURCE: what Discord takes for both
+    assert reply["data"]["content"] == NO_LONGER_WORKS
+    assert reply["data"]["flags"] & 64  # ephemeral
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_an_autocomplete_nothing_handles_gets_no_choices_at_once(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discord takes only type 8 (APPLICATION_COMMAND_AUTOCOMPLETE_RESULT) for an
+    autocomplete interaction: the fallback message (type 4) was refused as well as late."""
+    data = {
+        "id": next(c for c in bot.emulator.commands["global"] if c["name"] == "whoami")["id"],
+        "name": "whoami",
+        "type": 1,
+        "options": [{"name": "who", "type": 3, "value": "al", "focused": True}],
+    }
+    with caplog.at_level(logging.INFO):
+        answer = await _unhandled(bot, 4, data)
+    assert answer.status_code == 200
+    assert answer.json() == {"type": 8, "data": {"choices": []}}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 # -- the HTTP endpoint -------------------------------------------------------------------------

@@ -10,7 +10,8 @@ that message through the interaction's webhook.
 The command classes are the same as over the gateway; only where their first reply goes
 differs, behind lightbulb's ``Context._create_initial_response``. Other interactions (a
 component's, a modal's) keep lightbulb's way: a reply through Discord's callback endpoint, after
-which the HTTP answer is 202 with no body, as Discord documents (``answered_through_callback``).
+which the HTTP answer is 202 with no body, as Discord documents (``answered_through_callback``);
+one that nothing handles is answered at once in the HTTP answer (``_unhandled_answer``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import lightbulb
 from lightbulb.client import DEFAULT_EXECUTION_STEP_ORDER, RestEnabledClient
 from lightbulb.internal.constants import INITIAL_RESPONSE_IDENTIFIER as INITIAL_RESPONSE
 
+from entrypoints.bot.replies import NO_LONGER_WORKS
 from entrypoints.bot.stale import AnswersStaleServerCommands
 
 log = logging.getLogger("taskflow_link.bot")
@@ -43,6 +45,22 @@ ANSWER_BY: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 # How long before that deadline "thinking…" is said at the latest.
 THINKING_AHEAD = 0.1
+# How long lightbulb's REST client waits for a reply before it cancels the handler.
+LIGHTBULB_WAITS = 5.0
+
+Answer = Builder | hikari.api.InteractionAutocompleteBuilder
+
+
+def _unhandled_answer(interaction: hikari.PartialInteraction) -> Answer:
+    """The answer to an interaction nothing handled, of a type Discord takes for it: no
+    choices for an autocomplete (only type 8 is taken there); for a button or a modal's
+    submit, a private message (type 4) saying it no longer works."""
+    if isinstance(interaction, hikari.AutocompleteInteraction):
+        return interaction.build_response(())
+    message = hikari.impl.InteractionMessageBuilder(
+        hikari.ResponseType.MESSAGE_CREATE, NO_LONGER_WORKS, flags=hikari.MessageFlag.EPHEMERAL
+    )
+    return message.set_mentions_everyone(False).set_user_mentions(False).set_role_mentions(False)
 
 
 class InBandContext(lightbulb.Context):
@@ -222,6 +240,42 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    async def _handle_other_interaction(
+        self, interaction: hikari.PartialInteraction
+    ) -> AsyncGenerator[Answer | None, None]:
+        """A component's, a modal's or an autocomplete interaction, lightbulb's way: its
+        handler replies through the callback endpoint (the HTTP answer then is 202, see
+        ``answered_through_callback``). One whose handler returned without a reply, or that
+        no handler takes (a button on a message of an older version), is answered at once in
+        the HTTP answer (see ``_unhandled_answer``): lightbulb waited 5 s for a reply that
+        could not come, past Discord's 3 s."""
+        sent = asyncio.Event()
+        task = self.safe_create_task(self.handle_interaction_create(interaction, sent))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        replied = asyncio.ensure_future(sent.wait())
+        try:
+            await asyncio.wait(
+                (replied, task), timeout=LIGHTBULB_WAITS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            replied.cancel()
+        if sent.is_set():
+            self._through_callback.add(interaction.id)
+            yield None
+        elif not task.done():
+            task.cancel("timed out before creating initial response")  # as lightbulb does
+        elif not task.cancelled() and task.exception() is None:
+            log.info(
+                "interaction %s (type %s): nothing of this version handles it; answered so",
+                interaction.id,
+                int(interaction.type),
+            )
+            yield _unhandled_answer(interaction)
+        # (a handler that failed: no answer here, the HTTP answer says something went wrong)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     def build_command_context(
         self,
         interaction: hikari.CommandInteraction,
@@ -245,12 +299,10 @@ class InBandRestClient(AnswersStaleServerCommands, RestEnabledClient):
 
     async def handle_rest_interaction(  # type: ignore[override]
         self, interaction: hikari.PartialInteraction
-    ) -> AsyncGenerator[Builder | None, None]:
+    ) -> AsyncGenerator[Answer | None, None]:
         if not isinstance(interaction, hikari.CommandInteraction):
-            # lightbulb yields once its callback reply was sent (and never when none was).
-            async for nothing in super().handle_rest_interaction(interaction):
-                self._through_callback.add(interaction.id)
-                yield nothing
+            async for reply in self._handle_other_interaction(interaction):
+                yield reply
             return
         answer: asyncio.Future[Builder] = asyncio.get_running_loop().create_future()
         self._answers[interaction.id] = answer

@@ -17,6 +17,9 @@ LINK_BUTTON_LABEL = "Link TaskFlow account"
 SOMETHING_WENT_WRONG = (
     "Something went wrong on our side. Try again in a minute; /whoami shows where things stand."
 )
+# A button pressed or a modal submitted that nothing of this version handles (a message an
+# older version sent, say).
+NO_LONGER_WORKS = "This no longer works. Run the command again for a fresh one."
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()-])")
 
 
