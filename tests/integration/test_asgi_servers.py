@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nacl.signing
 import pytest
 
 from tests.integration.instances import environment
@@ -235,3 +236,44 @@ def test_uvicorn_and_gunicorn_as_documented_make_no_websocket_upgrade(
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
         assert _statuses(url, upgrade) == [b"200"]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_uvicorn_and_gunicorn_refuse_an_unsigned_interaction_before_its_body(
+    server: str, tmp_path: Path, migrated_database: Path
+) -> None:
+    """``POST /interactions`` without its signature headers gets its 401 before its body is
+    read, under the README's uvicorn and gunicorn commands too: the body that follows is
+    never read as requests (it holds one), and the client's next request is answered, or the
+    connection closed."""
+    env = _migrated(tmp_path, migrated_database)
+    env |= {
+        "TASKFLOW_LINK_DISCORD_PUBLIC_KEY": nacl.signing.SigningKey.generate()
+        .verify_key.encode()
+        .hex(),
+        "TASKFLOW_LINK_DISCORD_BOT_TOKEN": "unused-here",
+        # Nothing answers there: the app starts without reaching Discord.
+        "TASKFLOW_LINK_DISCORD_API_URL": f"http://127.0.0.1:{free_port()}/api/v10",
+        "TASKFLOW_LINK_DISCORD_SYNC_COMMANDS": "false",
+    }
+    with _serving(server, env, tmp_path) as (url, _, _):
+        host, port = url.removeprefix("http://").split(":")
+        body = b"GET /smuggled-in-a-body HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".ljust(200_000)
+        head = (
+            b"POST /interactions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(head + body[:10])  # its body barely begun
+            answer = b""
+            while b"\r\n\r\n" not in answer and (chunk := conn.recv(65536)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 401 "), answer
+            with contextlib.suppress(OSError):  # closed after its 401: fine too
+                conn.sendall(body[10:])
+                conn.sendall(
+                    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                while chunk := conn.recv(65536):
+                    answer += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) in ([b"401"], [b"401", b"200"]), answer

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -59,6 +60,7 @@ from entrypoints.settings import SettingsError
 from entrypoints.web import create_app
 from tests.bot_support import (
     LINK_BUTTON,
+    WAIT_SECONDS,
     BotReply,
     SharedClock,
     ShiftedClock,
@@ -1078,6 +1080,52 @@ async def test_unsigned_or_badly_signed_requests_get_401(
         answer = await client.post("/interactions", content=b'{"type": 1}', headers=headers)
     assert answer.status_code == 401
     assert reason in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "signed",
+    [
+        b"",
+        b"X-Signature-Timestamp: 1700000000\r\n",
+        b"X-Signature-Ed25519: not hex\r\nX-Signature-Timestamp: 1700000000\r\n",
+        b"X-Signature-Ed25519: " + b"0" * 128 + b"\r\nX-Signature-Timestamp: soon\r\n",
+    ],
+    ids=["unsigned", "no-signature", "signature-not-hex", "timestamp-not-a-time"],
+)
+async def test_a_request_without_a_well_formed_signature_is_refused_before_its_body(
+    bot: Bot, signed: bytes
+) -> None:
+    """Refused without reading its body (up to 1 MB was read first, for nothing): its 401
+    comes while the body is still to come. The connection stays sound: the body that follows
+    is never read as requests (it holds one here), the client's next request is answered, or
+    the connection closed."""
+    port = int(bot.app_url.rsplit(":", 1)[1])
+    smuggled = b"GET /smuggled-in-a-body HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+    body = smuggled.ljust(200_000, b" ")
+    head = (
+        b"POST /interactions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        + signed
+        + b"\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + body[:10])  # its body barely begun
+        first = await asyncio.wait_for(reader.readline(), WAIT_SECONDS)
+        assert first.startswith(b"HTTP/1.1 401 "), first
+        rest = b""
+        with contextlib.suppress(ConnectionError):
+            writer.write(body[10:])
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port)
+            writer.write(b"Connection: close\r\n\r\n")
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.read(), WAIT_SECONDS)  # until it closes
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    later = re.findall(rb"HTTP/1\.1 (\d{3}) ", rest)
+    assert later in ([], [b"200"]), rest[:2000]
 
 
 async def test_a_body_signed_by_another_key_gets_401(bot: Bot) -> None:

@@ -24,6 +24,7 @@ from entrypoints.bot.commands import command_loader
 from entrypoints.bot.inband import ANSWER_BY, InBandRestClient, client_arguments
 from entrypoints.bot.late import LateInteractions
 from entrypoints.bot.replies import SOMETHING_WENT_WRONG
+from entrypoints.bot.signature_headers import malformed_signature
 from entrypoints.container import Container, close_resources, discord_proxy
 from entrypoints.email_worker import EmailWorker
 from entrypoints.instances import gateway_kind, instance_watch
@@ -281,12 +282,10 @@ class HttpInteractions:
         """The request, checked (``Verified``), or why it is refused (401): unsigned, badly
         signed, stale, already received (by this instance, or by any with Redis), or an
         interaction that came after Discord stopped waiting for its answer (see ``late``)."""
-        if not signature or not timestamp:
-            return "Missing X-Signature-Ed25519 or X-Signature-Timestamp header."
-        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-            return "The request's timestamp is not a Unix time in seconds."
-        if len(signature) != 128:
-            return "Invalid request signature."
+        if (malformed := malformed_signature(signature, timestamp)) is not None:
+            return malformed
+        assert signature is not None  # noqa: S101 - checked by malformed_signature()
+        assert timestamp is not None  # noqa: S101 - checked by malformed_signature()
         try:
             signature_bytes = bytes.fromhex(signature)
             sent_at = int(timestamp)

@@ -11,6 +11,8 @@ from litestar.openapi import ResponseSpec
 from litestar.response import Response
 from msgspec import Struct
 
+from entrypoints.bot.signature_headers import malformed_signature
+
 if TYPE_CHECKING:
     from entrypoints.bot.runtime import HttpInteractions
 
@@ -65,12 +67,16 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
         return Response({"detail": NOT_ENABLED}, status_code=404)
     # Discord's 3 seconds run from here: the replay check (a Redis call) comes out of them.
     arrived = asyncio.get_running_loop().time()
+    signature = request.headers.get("x-signature-ed25519")
+    timestamp = request.headers.get("x-signature-timestamp")
+    # Refused before its body (up to 1 MB) is read when its head shows it unsigned. The body
+    # left unread is drained by the server's protocol (``entrypoints.http11``: the parser
+    # reads past it to the next request, dropping it) as for any answer given before a body.
+    if (malformed := malformed_signature(signature, timestamp)) is not None:
+        log.warning("refused an interaction request: %s", malformed)
+        return Response({"detail": malformed}, status_code=401)
     body = await request.body()
-    checked = await endpoint.verify(
-        body,
-        request.headers.get("x-signature-ed25519"),
-        request.headers.get("x-signature-timestamp"),
-    )
+    checked = await endpoint.verify(body, signature, timestamp)
     if isinstance(checked, str):
         log.warning("refused an interaction request: %s", checked)
         return Response({"detail": checked}, status_code=401)
