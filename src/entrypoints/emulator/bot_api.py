@@ -41,15 +41,16 @@ from entrypoints.emulator.validation import (
     CONTEXT_GUILD,
     EDIT_FLAGS,
     FLAG_SUPPRESS_EMBEDS,
-    check_command_response,
     check_commands,
+    check_interaction_response,
     check_webhook_message,
 )
 
 EPHEMERAL = 64
 LOADING = 128  # the message flag of a deferred response's "thinking…" message
 COMMAND_TYPE_CHAT_INPUT = 1
-INTERACTION_PING, INTERACTION_APPLICATION_COMMAND = 1, 2
+INTERACTION_PING, INTERACTION_APPLICATION_COMMAND, INTERACTION_COMPONENT = 1, 2, 3
+COMPONENT_BUTTON = 2
 RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 4, 5
 # The HTTP answer to an interaction already answered through the callback endpoint: "respond
 # to the original HTTP request with a 202 and no body". Nothing else will do, not even a 204
@@ -332,6 +333,22 @@ def _not_usable_in(state: EmulatorState, guild_id: str | None, user_id: str) -> 
     return None
 
 
+def as_pressed(
+    state: EmulatorState, interaction: Interaction, payload: dict[str, Any], custom_id: str | None
+) -> dict[str, Any]:
+    """With a ``custom_id``, the interaction made a press of that button (type 3) on a
+    message the command's answer made earlier: answered as a component's."""
+    if custom_id is None:
+        return payload
+    interaction.kind, interaction.on_message = INTERACTION_COMPONENT, True
+    earlier = message_json(state, interaction, {"content": "Earlier"}, state.snowflake())
+    return payload | {
+        "type": INTERACTION_COMPONENT,
+        "data": {"custom_id": custom_id, "component_type": COMPONENT_BUTTON},
+        "message": earlier,
+    }
+
+
 async def run_slash_command(
     state: EmulatorState,
     gateway: list[GatewaySession],
@@ -341,10 +358,13 @@ async def run_slash_command(
     where: str = "guild",
     via: str | None = None,
     guild_id: str | None = None,
+    custom_id: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """What Discord does when a test user runs ``/command``: sign and send the interaction
     (HTTP) or dispatch it (gateway), then wait for the answer. Returns an HTTP status and a
-    JSON body for the test API: ``reply`` is what the user would see."""
+    JSON body for the test API: ``reply`` is what the user would see. With ``custom_id``,
+    the user presses that button (a component interaction, type 3) on a message the
+    command's answer made earlier instead."""
     name = command.strip().lstrip("/")
     via = via or ("http" if state.interactions_url else "gateway")
     if user_id not in state.users:
@@ -377,7 +397,9 @@ async def run_slash_command(
         sent_at=state.clock(),
     )
     state.interactions[interaction.id] = interaction
-    payload = interaction_payload(state, interaction, found)
+    payload = as_pressed(
+        state, interaction, interaction_payload(state, interaction, found), custom_id
+    )
     status, body = None, None
     if via == "gateway":
         interaction.shards = [c.shard for c in connections if c.shard is not None]
@@ -432,7 +454,7 @@ async def take_http_answer(
     if status == ANSWERED_ELSEWHERE:
         return  # nothing was answered anywhere: "The application did not respond"
     refused = (
-        check_command_response(body)
+        check_interaction_response(body, interaction.kind, on_message=interaction.on_message)
         if status == 200
         else (400, {"status": status, "message": f"Discord cannot read an HTTP {status} answer"})
     )
@@ -594,9 +616,7 @@ def callback_response(
     """Discord's interaction callback response: the interaction, and the message it made.
     A modal makes none: no ``response_message_*`` (its ``data`` has no message flags either,
     whatever it sends under that name)."""
-    answer: dict[str, Any] = {
-        "interaction": {"id": interaction.id, "type": INTERACTION_APPLICATION_COMMAND}
-    }
+    answer: dict[str, Any] = {"interaction": {"id": interaction.id, "type": interaction.kind}}
     if data["type"] not in (RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE):
         return answer
     message_data = data.get("data") or {}
@@ -718,7 +738,9 @@ def bot_routes(  # noqa: PLR0915 - one route table
             return _refuse(interaction, "Unknown interaction", 10062, 404)  # too late
         if interaction.response is not None:
             return _refuse(interaction, "Interaction has already been acknowledged.", 40060, 400)
-        refused = check_command_response(data)
+        refused = check_interaction_response(
+            data, interaction.kind, on_message=interaction.on_message
+        )
         if refused is not None:
             interaction.refused.append(refused[1]["code"])
             interaction.errors.append(refused[1])
@@ -842,7 +864,8 @@ def bot_routes(  # noqa: PLR0915 - one route table
     @post("/_emulator/interactions", status_code=200)
     async def send_command(data: JSONBody[dict[str, Any]]) -> Response[Any]:
         """Run a slash command as a test user: {"user_id", "command", "where": "guild"|"dm",
-        "via": "http"|"gateway"}. By default, HTTP when an interactions URL is set."""
+        "via": "http"|"gateway"}. By default, HTTP when an interactions URL is set. With
+        "custom_id", press that button on a message of the command's instead."""
         status, body = await run_slash_command(
             state,
             gateway,
@@ -851,6 +874,7 @@ def bot_routes(  # noqa: PLR0915 - one route table
             where=data.get("where", "guild"),
             via=data.get("via"),
             guild_id=str(data["guild_id"]) if data.get("guild_id") else None,
+            custom_id=str(data["custom_id"]) if data.get("custom_id") is not None else None,
         )
         return Response(body, status_code=status)
 

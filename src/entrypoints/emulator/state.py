@@ -177,6 +177,11 @@ class Interaction:
     command: str
     guild_id: str | None
     sent_at: float  # on the emulator's clock (``EmulatorState.clock``)
+    # Its type (2: a slash command, 3: a component, 4: an autocomplete, 5: a modal submit),
+    # which decides the answers Discord takes; ``on_message``: it came from a message (a
+    # component's, a modal a component opened).
+    kind: int = 2
+    on_message: bool = False
     # The shards of the gateway connections it was dispatched to (one, when sharded well).
     shards: list[tuple[int, int]] = field(default_factory=list)
     response: dict[str, Any] | None = None

@@ -37,9 +37,28 @@ MAX_COMMANDS = {COMMAND_CHAT_INPUT: 100, COMMAND_USER: 15, COMMAND_MESSAGE: 15}
 
 RESPONSE_PONG, RESPONSE_MESSAGE, RESPONSE_DEFERRED_MESSAGE = 1, 4, 5
 RESPONSE_MODAL, RESPONSE_LAUNCH_ACTIVITY = 9, 12
+RESPONSE_DEFERRED_UPDATE, RESPONSE_UPDATE_MESSAGE, RESPONSE_AUTOCOMPLETE = 6, 7, 8
+INTERACTION_COMMAND, INTERACTION_COMPONENT = 2, 3
+INTERACTION_AUTOCOMPLETE, INTERACTION_MODAL_SUBMIT = 4, 5
 # The callback types a slash command may be answered with (6, 7: components; 8: autocomplete;
 # 1: pings; 10 is deprecated).
 COMMAND_RESPONSE_TYPES = (4, 5, 9, 12)
+# A component's (a button's, a select menu's): 6 and 7 are "only valid for component-based
+# interactions"; 9 opens a modal.
+COMPONENT_RESPONSE_TYPES = (4, 5, 6, 7, 9, 12)
+# A modal's submit: a modal is "not available for MODAL_SUBMIT"; 6 and 7 update the message
+# the modal was opened from, so only for a modal opened from a component.
+MODAL_SUBMIT_RESPONSE_TYPES = (4, 5)
+MODAL_SUBMIT_ON_MESSAGE_RESPONSE_TYPES = (4, 5, 6, 7)
+# An autocomplete: its choices only.
+AUTOCOMPLETE_RESPONSE_TYPES = (RESPONSE_AUTOCOMPLETE,)
+INTERACTION_NAMES = {
+    INTERACTION_COMMAND: "an application command",
+    INTERACTION_COMPONENT: "a message component",
+    INTERACTION_AUTOCOMPLETE: "an autocomplete",
+    INTERACTION_MODAL_SUBMIT: "a modal submit",
+}
+MAX_AUTOCOMPLETE_CHOICES = 25
 
 FLAG_SUPPRESS_EMBEDS, FLAG_EPHEMERAL, FLAG_SUPPRESS_NOTIFICATIONS = 4, 64, 4096
 FLAG_IS_VOICE_MESSAGE, FLAG_IS_COMPONENTS_V2 = 8192, 32768
@@ -1025,19 +1044,44 @@ def _check_modal_custom_ids(errors: FormErrors, path: Path, components: list[obj
             _unique_custom_id(errors, here, component.get("custom_id"), seen)
 
 
+def response_types_for(interaction_type: int, *, on_message: bool = False) -> tuple[int, ...]:
+    """The callback types Discord takes for an interaction of ``interaction_type``
+    (``on_message``: a modal submit from a modal a component opened)."""
+    if interaction_type == INTERACTION_COMPONENT:
+        return COMPONENT_RESPONSE_TYPES
+    if interaction_type == INTERACTION_MODAL_SUBMIT:
+        return MODAL_SUBMIT_ON_MESSAGE_RESPONSE_TYPES if on_message else MODAL_SUBMIT_RESPONSE_TYPES
+    if interaction_type == INTERACTION_AUTOCOMPLETE:
+        return AUTOCOMPLETE_RESPONSE_TYPES
+    return COMMAND_RESPONSE_TYPES
+
+
 def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
     """An answer to a slash command (the callback's body, or the HTTP response's): ``None``
     when Discord takes it, else the status and body Discord would answer with."""
+    return check_interaction_response(body, INTERACTION_COMMAND)
+
+
+def check_interaction_response(
+    body: object, interaction_type: int, *, on_message: bool = False
+) -> tuple[int, dict[str, Any]] | None:
+    """An answer to an interaction of ``interaction_type`` (2: a slash command, 3: a
+    component, 4: an autocomplete, 5: a modal submit; ``on_message``: one that came from a
+    message, as a modal a button opened): ``None`` when Discord takes it, else the status and
+    body Discord would answer with (a type it does not take for that interaction: 400 50035
+    naming ``type``)."""
     errors = FormErrors()
     if not isinstance(body, Mapping):
         errors.add((), "MODEL_TYPE_CONVERT", "Only dictionaries may be used.")
         return 400, errors.body()
     kind = body.get("type")
-    if kind not in COMMAND_RESPONSE_TYPES or isinstance(kind, bool):
+    allowed = response_types_for(interaction_type, on_message=on_message)
+    if kind not in allowed or isinstance(kind, bool):
+        name = INTERACTION_NAMES.get(interaction_type, f"an interaction of type {interaction_type}")
         errors.add(
             ("type",),
             "BASE_TYPE_CHOICES",
-            f"Value must be one of {COMMAND_RESPONSE_TYPES} for an application command.",
+            f"Value must be one of {allowed} for {name}.",
         )
         return 400, errors.body()
     if kind == RESPONSE_LAUNCH_ACTIVITY:
@@ -1053,11 +1097,31 @@ def check_command_response(body: object) -> tuple[int, dict[str, Any]] | None:
         _check_modal(errors, ("data",), body.get("data"))
     elif kind == RESPONSE_DEFERRED_MESSAGE:
         check_message(errors, ("data",), body.get("data"), allowed_flags=DEFERRED_FLAGS)
+    elif kind == RESPONSE_DEFERRED_UPDATE:
+        pass  # nothing to show yet: the message is edited later, if at all
+    elif kind == RESPONSE_UPDATE_MESSAGE:
+        # An edit of the message the component is on: what it leaves out stays.
+        check_message(errors, ("data",), body.get("data"), allowed_flags=EDIT_FLAGS)
+    elif kind == RESPONSE_AUTOCOMPLETE:
+        _check_autocomplete_choices(errors, ("data", "choices"), body.get("data"))
     else:
         shows = check_message(errors, ("data",), body.get("data"), allowed_flags=RESPONSE_FLAGS)
         if not errors and not shows:
             return 400, dict(EMPTY_MESSAGE)
     return (400, errors.body()) if errors else None
+
+
+def _check_autocomplete_choices(errors: FormErrors, path: Path, data: object) -> None:
+    """An autocomplete's answer: ``data.choices``, a list of at most 25."""
+    choices = data.get("choices") if isinstance(data, Mapping) else None
+    if not isinstance(choices, list):
+        errors.add(path, "BASE_TYPE_ARRAY", "Must be an array.")
+    elif len(choices) > MAX_AUTOCOMPLETE_CHOICES:
+        errors.add(
+            path,
+            "BASE_TYPE_BAD_LENGTH",
+            f"Must be between 0 and {MAX_AUTOCOMPLETE_CHOICES} in length.",
+        )
 
 
 def check_webhook_message(
