@@ -51,12 +51,16 @@ async def run_command(
     where: str = "guild",
     via: str = "http",
     guild_id: int | None = None,
+    custom_id: str | None = None,
 ) -> BotReply:
     """Run ``command`` as a test user, delivered over HTTP or over the gateway (in the
-    emulator's test server, or in ``guild_id``)."""
+    emulator's test server, or in ``guild_id``); with ``custom_id``, press that button on a
+    message of the command's instead."""
     body: dict[str, Any] = {"user_id": user_id, "command": command, "where": where, "via": via}
     if guild_id is not None:
         body["guild_id"] = str(guild_id)
+    if custom_id is not None:
+        body["custom_id"] = custom_id
     deadline = time.monotonic() + CONNECT_SECONDS
     async with httpx.AsyncClient(base_url=emulator_url, timeout=90) as client:
         answer = await client.post("/_emulator/interactions", json=body)

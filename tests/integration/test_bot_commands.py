@@ -999,6 +999,19 @@ async def test_a_button_or_modal_nothing_handles_is_answered_at_once_privately(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+async def test_a_button_pressed_through_the_emulator_is_answered_with_a_type_discord_takes(
+    bot: Bot,
+) -> None:
+    """The emulator's test API presses a button (a component interaction) as Discord would,
+    and judges the answer as a component's."""
+    user = bot.user()
+    reply = await run_command(bot.emulator_url, user.id, "whoami", custom_id="gone")
+    assert reply.status == 200
+    assert reply.content == NO_LONGER_WORKS
+    assert reply.ephemeral
+    assert reply.raw["errors"] == []
+
+
 async def test_an_autocomplete_nothing_handles_gets_no_choices_at_once(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -27,6 +27,7 @@ from hikari.impl.shard import GatewayShardImpl
 from adapters.shared_state import MemoryReplayGuard
 from adapters.sql import SqlDatabase, migrate
 from domain.model import DiscordId
+from entrypoints.bot.replies import NO_LONGER_WORKS
 from entrypoints.bot.runtime import build_gateway_bot, warn_of_interactions_endpoint
 from entrypoints.container import Container, build_container
 from entrypoints.emulator import EmulatorState, create_emulator_app
@@ -97,6 +98,26 @@ async def test_commands_work_over_the_gateway(
     unlinked = await run_command(url, user.id, "unlink", via="gateway")
     assert "no longer linked" in unlinked.content
     assert await h.container.who_am_i().execute(DiscordId(int(user.id))) is None
+
+
+async def test_a_button_nothing_handles_is_answered_at_once_over_the_gateway_too(
+    gateway_bot: Harness, emulator: tuple[EmulatorState, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A press of a button no handler of this version takes (one on a message of an older
+    version): over HTTP it is told at once, privately, that it no longer works; over the
+    gateway it got no answer at all, and Discord showed "This interaction failed"."""
+    state, url = emulator
+    user = state.add_user("gus")
+
+    with caplog.at_level(logging.INFO):
+        reply = await run_command(
+            url, user.id, "whoami", via="gateway", custom_id="from-an-older-version"
+        )
+
+    assert reply.content == NO_LONGER_WORKS
+    assert reply.ephemeral
+    assert reply.raw["errors"] == []  # a type Discord takes for a component's interaction
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_a_servers_command_left_from_before_the_commands_went_global_is_answered(

@@ -914,6 +914,47 @@ async def test_after_a_callback_reply_the_http_answer_must_be_202_without_a_body
     assert interaction.response["data"]["content"] == "Hello"  # the callback's reply stands
 
 
+@pytest.mark.parametrize(
+    ("kind", "on_message", "refused", "taken"),
+    [
+        (3, True, {"type": 8, "data": {"choices": []}}, {"type": 6}),  # a button
+        (4, False, reply(), {"type": 8, "data": {"choices": []}}),  # an autocomplete
+        (5, False, {"type": 7, "data": {"content": "Updated"}}, reply()),  # a modal's submit
+    ],
+    ids=["component", "autocomplete", "modal-submit"],
+)
+async def test_the_callback_and_the_http_answer_take_only_the_types_of_the_interaction(
+    emulator: tuple[EmulatorState, Client],
+    kind: int,
+    on_message: bool,
+    refused: dict[str, Any],
+    taken: dict[str, Any],
+) -> None:
+    """Every answer was judged as a slash command's: an autocomplete answered with a
+    message was taken (Discord refuses it), a button's deferred update refused."""
+    state, client = emulator
+    interaction = _pending(state)
+    interaction.kind, interaction.on_message = kind, on_message
+    url = f"/api/v10/interactions/{interaction.id}/{interaction.token}/callback"
+
+    answer = await client.post(url, json=refused)
+    assert answer.status_code == 400
+    assert errors_at(answer.json(), "type") == ["BASE_TYPE_CHOICES"]
+    assert interaction.response is None
+
+    other = _pending(state)
+    other.kind, other.on_message = kind, on_message
+    await take_http_answer(state, other, 200, refused)
+    assert other.response is None
+    assert [e["code"] for e in other.errors] == [50035]
+
+    answer = await client.post(url, params={"with_response": "true"}, json=taken)
+    assert answer.status_code == 200
+    assert answer.json()["interaction"]["id"] == interaction.id
+    assert answer.json()["interaction"]["type"] == kind  # the interaction's, not always 2
+    assert interaction.response is not None
+
+
 async def test_with_response_returns_the_interaction_callback_response(
     emulator: tuple[EmulatorState, Client],
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeGuard
 import hikari
 from lightbulb.client import GatewayEnabledClient
 
+from entrypoints.bot.inband import answer_unhandled_through_callback
 from entrypoints.bot.late import LateInteractions
 from entrypoints.bot.stale import AnswersStaleServerCommands
 
@@ -77,15 +78,24 @@ class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
         if task is not None:
             self._running.add(task)
         try:
-            if self._runs(interaction):
+            other = isinstance(interaction, hikari.ComponentInteraction | hikari.ModalInteraction)
+            claimed = other or self._runs(interaction)
+            if claimed:
                 if not await self._claims.first_time(f"gateway:{interaction.id}", CLAIM_SECONDS):
                     log.info("interaction %s: another copy of the bot claimed it", interaction.id)
                     return
                 # Checked once claimed: the copy that claimed it says so, once for all copies.
-                if late := self._late.refusal(interaction.id, interaction.command_name):
+                name = getattr(interaction, "command_name", None)
+                if late := self._late.refusal(interaction.id, name):
                     log.warning("%s", late)
                     return
-            await super().handle_interaction_create(interaction, initial_response_sent_event)
+            sent = initial_response_sent_event or asyncio.Event()
+            await super().handle_interaction_create(interaction, sent)
+            # Claimed only: an autocomplete for a command this copy lacks is left to a copy
+            # that has it (a newer one, in a rolling upgrade).
+            unanswered = not sent.is_set()
+            if claimed and unanswered and not isinstance(interaction, hikari.CommandInteraction):
+                await self._answer_unhandled(interaction)
         finally:
             self._running.discard(task)
 
@@ -103,14 +113,33 @@ class ClaimingGatewayClient(AnswersStaleServerCommands, GatewayEnabledClient):
         self._stopping = True
         await super().stop(*args)
 
+    async def _answer_unhandled(self, interaction: hikari.PartialInteraction) -> None:
+        """A button's, a modal's or an autocomplete that nothing answered (none of this
+        version's handlers takes it: a button on a message of an older version) is answered
+        at once, as over HTTP: Discord showed "This interaction failed" after 3 s."""
+        log.info(
+            "interaction %s (type %s): nothing of this version handles it; answered so",
+            interaction.id,
+            int(interaction.type),
+        )
+        try:
+            await answer_unhandled_through_callback(interaction)
+        except hikari.HTTPError as exc:
+            log.warning(
+                "interaction %s: Discord refused the answer to an unhandled interaction: %s",
+                interaction.id,
+                exc,
+            )
+
     def _runs(
         self, interaction: hikari.PartialInteraction
     ) -> TypeGuard[hikari.CommandInteraction | hikari.AutocompleteInteraction]:
         """Whether this copy has a command for ``interaction``, and so claims it. A copy of an
         older release overlapping a newer one in a rolling upgrade has none for a command the
         newer one added: it claimed it all the same, lightbulb ignored it, and the newer
-        copy left it to the claim (nobody answered). What else comes (a button or a form:
-        this bot attaches no handler for them) is not claimed either; lightbulb ignores it."""
+        copy left it to the claim (nobody answered). A button's or a form's interaction (this
+        bot attaches no handler for them) is claimed apart, and answered by the copy that
+        claims it (``_answer_unhandled``)."""
         if not isinstance(interaction, hikari.CommandInteraction | hikari.AutocompleteInteraction):
             return False
         return self._resolve_options_and_command(interaction) is not None

@@ -11,7 +11,8 @@ The command classes are the same as over the gateway; only where their first rep
 differs, behind lightbulb's ``Context._create_initial_response``. Other interactions (a
 component's, a modal's) keep lightbulb's way: a reply through Discord's callback endpoint, after
 which the HTTP answer is 202 with no body, as Discord documents (``answered_through_callback``);
-one that nothing handles is answered at once in the HTTP answer (``_unhandled_answer``).
+one that nothing handles is answered at once in the HTTP answer (``_unhandled_answer``; over the
+gateway, through the callback endpoint: ``answer_unhandled_through_callback``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,27 @@ def _unhandled_answer(interaction: hikari.PartialInteraction) -> Answer:
         hikari.ResponseType.MESSAGE_CREATE, NO_LONGER_WORKS, flags=hikari.MessageFlag.EPHEMERAL
     )
     return message.set_mentions_everyone(False).set_user_mentions(False).set_role_mentions(False)
+
+
+async def answer_unhandled_through_callback(interaction: hikari.PartialInteraction) -> None:
+    """``_unhandled_answer``, sent through Discord's callback endpoint: over the gateway,
+    where there is no HTTP answer to carry it. Without it Discord shows "This interaction
+    failed" after 3 s."""
+    answer = _unhandled_answer(interaction)
+    rest = interaction.app.rest
+    if isinstance(answer, hikari.api.InteractionAutocompleteBuilder):
+        await rest.create_autocomplete_response(interaction.id, interaction.token, answer.choices)
+    elif isinstance(answer, hikari.api.InteractionMessageBuilder):
+        await rest.create_interaction_response(
+            interaction.id,
+            interaction.token,
+            answer.type,
+            answer.content,
+            flags=answer.flags,
+            mentions_everyone=answer.mentions_everyone,
+            user_mentions=answer.user_mentions,
+            role_mentions=answer.role_mentions,
+        )
 
 
 class InBandContext(lightbulb.Context):
