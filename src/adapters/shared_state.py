@@ -83,9 +83,10 @@ class RedisHealth:
         self._probing = False  # a call is trying Redis while it is down
         self._errors = _redis_down()
         self._busy = _pool_exhausted()
-        # A call past max_connections kept something in this process's memory only (an
-        # interaction id): a call that gets a connection writes it back, at most once every
-        # ``retry_after`` (all this process remembers: a burst after burst did not repeat it).
+        # A call past max_connections kept something in this process's memory only (a count;
+        # the replay guard's pool waits instead): a call that gets a connection writes it back,
+        # at most once every ``retry_after`` (all this process remembers: a burst after burst
+        # did not repeat it).
         self._kept_locally = False
         self._next_write_back = 0.0
         self._on_recovery: list[Callable[[], Awaitable[None]]] = []
@@ -684,9 +685,15 @@ class SharedState:
     ):
         self._prefix = prefix
         self.redis: Redis | None = None
+        # The replay guard's client: a pool of its own, where a call waits for a connection
+        # (up to ``timeout``) when all of them are in use. A call past the other pool's
+        # ``max_connections`` uses this process's memory, which a burst of cheap requests
+        # (anyone's) picks: for the guard, a replay of an interaction another instance saw
+        # was accepted then. Only interactions signed by Discord use this one.
+        self.replay_redis: Redis | None = None
         self.health: RedisHealth | None = None
         if redis_url is not None:
-            from redis.asyncio import Redis  # noqa: PLC0415
+            from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415
 
             redis = self.redis = Redis.from_url(
                 redis_url,
@@ -694,6 +701,18 @@ class SharedState:
                 socket_connect_timeout=timeout,
                 retry_on_timeout=False,
                 health_check_interval=30,
+            )
+            self.replay_redis = Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    redis_url,
+                    # As many as the other (the URL's ``max_connections`` wins over it).
+                    max_connections=redis.connection_pool.max_connections,
+                    timeout=timeout,  # the wait for a connection; then "no connection"
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    retry_on_timeout=False,
+                    health_check_interval=30,
+                )
             )
 
             async def probe() -> object:  # a write, as /readyz's: a read-only Redis is down
@@ -706,10 +725,11 @@ class SharedState:
         self.replay_guard: MemoryReplayGuard | RedisReplayGuard = self._local_replays
         # Discord's rate limits, every instance's (None: each process keeps its own).
         self.discord_pauses: RedisDiscordPauses | None = None
-        if self.redis is not None and self.health is not None:
+        if self.replay_redis is not None and self.health is not None:
             self.replay_guard = RedisReplayGuard(
-                self.redis, self.health, self._local_replays, prefix=prefix
+                self.replay_redis, self.health, self._local_replays, prefix=prefix
             )
+        if self.redis is not None and self.health is not None:
             self.discord_pauses = RedisDiscordPauses(self.redis, self.health, prefix=prefix)
 
     @property
@@ -849,3 +869,5 @@ class SharedState:
             await self.health.stop()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.replay_redis is not None:
+            await self.replay_redis.aclose()

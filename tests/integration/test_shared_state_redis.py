@@ -737,7 +737,8 @@ async def test_an_id_seen_past_max_connections_goes_back_to_redis(redis_url: str
     """A call past ``max_connections`` keeps its interaction id in this process's memory only;
     with no outage, nothing wrote it back (an outage's recovery does): a replay of it to
     another instance was accepted for good. An attacker's burst picks when that happens. Now
-    the next call that gets a connection writes back what was kept meanwhile."""
+    the next call that gets a connection writes back what was kept meanwhile (and the replay
+    guard's calls have a pool of their own: the id is in Redis at once)."""
     a = SharedState(f"{redis_url}?max_connections=1", retry_after=600, timeout=10)
     b = SharedState(redis_url, retry_after=0, timeout=10)
     assert a.redis is not None
@@ -747,6 +748,52 @@ async def test_an_id_seen_past_max_connections_goes_back_to_redis(redis_url: str
             assert await a.replay_guard.first_time("interaction:in-burst", 600)  # memory
         assert (await a.counter("auth-rate-limit").hit("client", 60))[0] == 1  # a connection
         assert not await b.replay_guard.first_time("interaction:in-burst", 600)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_replay_to_an_instance_whose_pool_is_full_is_refused(redis_url: str) -> None:
+    """A replay guard's call past ``max_connections`` used this process's memory only: a
+    replay of an interaction another instance saw was accepted by one whose pool a burst of
+    cheap requests (anyone may send them) held full. Now the guard's calls have a pool of
+    their own, where a call waits its turn for a connection."""
+    a = SharedState(redis_url, retry_after=0, timeout=10)
+    b = SharedState(f"{redis_url}?max_connections=1", retry_after=600, timeout=10)
+    assert b.redis is not None
+    try:
+        assert await a.replay_guard.first_time("interaction:seen-by-a", 600)
+        async with b.redis.pipeline(transaction=True) as held:
+            await held.watch("taskflow-link:held")  # the pool's one connection, held
+            assert (await b.counter("auth-rate-limit").hit("client", 60))[0] == 1  # memory
+            assert not await b.replay_guard.first_time("interaction:seen-by-a", 600)
+            assert await b.replay_guard.first_time("interaction:new", 600)
+        assert b.health is not None
+        assert not b.health.down
+        assert not await a.replay_guard.first_time("interaction:new", 600)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_replay_guard_call_waits_for_a_connection_of_its_pool(redis_url: str) -> None:
+    """The guard's own pool full too (interactions at once): a call waits for a connection
+    to come back (up to the timeout setting) rather than use this process's memory."""
+    a = SharedState(redis_url, retry_after=0, timeout=10)
+    b = SharedState(f"{redis_url}?max_connections=1", retry_after=600, timeout=60)
+    assert b.replay_redis is not None
+    try:
+        assert await a.replay_guard.first_time("interaction:seen-first-by-a", 600)
+        async with b.replay_redis.pipeline(transaction=True) as held:
+            await held.watch("taskflow-link:held")  # the guard pool's one connection, held
+            check = asyncio.create_task(
+                b.replay_guard.first_time("interaction:seen-first-by-a", 600)
+            )
+            await asyncio.sleep(0)
+            assert not check.done()  # waiting for the connection
+        assert not await check
+        assert b.health is not None
+        assert not b.health.down
     finally:
         await a.close()
         await b.close()
