@@ -2857,7 +2857,7 @@ def test_a_redis_url_redis_py_cannot_use_is_refused_at_start(url: str, reason: s
         # and stopping start-up at an upgrade for them would be an outage.
         "protocol=3",
         "health_check_interval=10&socket_keepalive=true&max_connections=100",
-        "max_connections=0",  # redis-py: no cap
+        "max_connections=0",  # redis-py 8: its default cap (100)
     ],
 )
 def test_a_redis_url_with_connection_settings_in_its_query_is_accepted(
