@@ -79,9 +79,32 @@ class _Commands(click.Group):
     clears what follows the command's name before the group's callback runs)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest = super().parse_args(ctx, args)
-        ctx.meta["taskflow_link.help"] = any(arg in _HELP_OPTIONS for arg in rest)
-        return rest
+        ctx.meta["taskflow_link.help"] = _asks_help(self, ctx, args)
+        return super().parse_args(ctx, args)
+
+
+def _asks_help(command: click.Command, ctx: click.Context, args: list[str]) -> bool:
+    """Whether ``command``'s ``args`` ask a command's help as click parses them: the help
+    option among the options of the command named (or of ``command``, or of a group on the
+    way), not an option's value nor an argument (after ``--``): any ``-h`` after the
+    command's name counted, and the command ran without its warnings. Parsed only, nothing
+    converted nor run; a usage error asks no help (click says it when it parses)."""
+    while True:
+        help_option = command.get_help_option(ctx)
+        try:
+            opts, args, _ = command.make_parser(ctx).parse_args(list(args))  # (it pops them)
+        except click.UsageError:
+            return False
+        if help_option is not None and help_option.name in opts:
+            return True
+        if not isinstance(command, click.Group) or not args:
+            return False
+        name, args = args[0], args[1:]
+        found = command.get_command(ctx, name)
+        if found is None:
+            return False
+        command = found
+        ctx = command.context_class(command, info_name=name, parent=ctx, **command.context_settings)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": list(_HELP_OPTIONS)})

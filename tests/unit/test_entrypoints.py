@@ -166,6 +166,44 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_looks_like_never_its_v
         assert "POSTGRES_PASSWORD" not in done.output
 
 
+def test_only_a_real_help_request_skips_the_warnings_about_unknown_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A command's help reads no settings, so it says nothing of them; but ``-h`` as an
+    option's value or an argument after ``--`` is no help request: the command runs, and was
+    run without its warnings (any ``-h`` or ``--help`` after the command's name counted)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASKFLOW_LINK_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("TASKFLOW_LINK_DATABSE_URL", "sqlite+aiosqlite:///elsewhere.db")
+    warning = (
+        "warning: TASKFLOW_LINK_DATABSE_URL (in the environment) is not a setting of "
+        "taskflow-link and is ignored: did you mean TASKFLOW_LINK_DATABASE_URL?"
+    )
+    for argv in (
+        ["api-key", "create", "--", "-h"],
+        ["api-key", "create", "--", "--help"],
+        ["api-key", "create", "--scope", "links:read", "--", "x", "-h"],
+        ["audit", "--login", "-h"],
+        ["audit", "--login=--help"],
+        ["email", "retry", "--id", "--help"],
+        ["config", "--bogus", "--help"],  # a usage error, before any help
+    ):
+        done = CliRunner().invoke(cli, argv)
+        assert warning in done.stderr.splitlines(), argv
+        assert "Usage:" not in done.stdout, argv
+    for argv in (
+        ["api-key", "create", "-h"],
+        ["api-key", "create", "x", "--help"],
+        ["api-key", "create", "--scope", "links:read", "-h", "--", "x"],
+        ["api-key", "-h"],
+        ["audit", "--login", "x", "--help"],
+        ["db", "upgrade", "-h"],
+    ):
+        done = CliRunner().invoke(cli, argv)
+        assert (done.exit_code, done.stderr) == (0, ""), argv
+        assert done.stdout.startswith("Usage: "), argv
+
+
 def test_a_misspelt_variable_is_said_when_the_service_cannot_start_for_want_of_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
