@@ -56,6 +56,12 @@
 - A WebSocket upgrade pipelined behind a request still being answered is not made (answered
   as an upgrade not made, then closed): uvicorn made it at once, its 101 before the earlier
   answer, and the timers of the old protocol later closed the WebSocket's connection.
+- An answer begun before its request's body was asked for (``100 Continue``) while the client
+  waits to send it (``Expect: 100-continue``, none of the body come: a 401 or 404 from the head
+  alone, a 413 from its Content-Length) closes the connection (``Connection: close``): the
+  client may skip the body or send it still (RFC 9110 10.1.1), so what came next could not be
+  told apart, and uvicorn read on, the client's next request taken as the body (or waited for
+  until the body timeout).
 
 Imported only to serve (it needs httptools, a dependency: ``http_parser_problem`` says when
 it is missing)."""
@@ -411,6 +417,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.scope["http_version"] = version  # (uvicorn's: the request line's, "1.2" too)
         if self.cycle is not before:  # (none for a WebSocket's upgrade)
             self._message_cycle = self.cycle
+            if self.cycle.waiting_for_100_continue:
+                _close_after_an_answer_before_the_body(self.cycle)
         if unmade_upgrade:
             self.cycle.keep_alive = False
 
@@ -474,6 +482,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def _close_after_an_answer_before_the_body(cycle: Any) -> None:
+    """``cycle``'s answer closes the connection (``Connection: close``) when it begins before
+    its request's body was asked for (``100 Continue``, when the app first reads it) and
+    before any of it came: its client, told to wait, may never send it, or send it still
+    (RFC 9110 10.1.1), so what comes next cannot be told apart as the body or the next
+    request. uvicorn kept the connection and read on, the client's next request as the body
+    (or waited for it until the body timeout). A body begun is read on to its end, as for any
+    answer before its body (the client is sending it)."""
+    send = cycle.send
+
+    async def answer(message: Any) -> None:
+        # Still waiting: the app never read, so ``body`` is all of the body that came.
+        waiting = cycle.waiting_for_100_continue and cycle.more_body and not cycle.body
+        if message["type"] == "http.response.start" and waiting:
+            cycle.keep_alive = False
+        await send(message)
+
+    cycle.send = answer  # (looked up when the app is called, and for uvicorn's 500)
 
 
 def _codings(fields: list[bytes]) -> list[bytes]:

@@ -811,6 +811,88 @@ def test_the_body_timeout_counts_only_the_clients_time() -> None:
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204"], answers
 
 
+_EXPECTING = (
+    b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+)
+
+
+def _answer_then_next(url: str, head: bytes, after: bytes) -> tuple[bytes, list[bytes]]:
+    """The first answer to ``head`` (a request whose client waits for ``100 Continue``, its
+    body never sent), then the statuses of all the server sent once ``after`` (the client's
+    next request, the body skipped) was sent, until it closed."""
+    with _connect(url) as conn:
+        conn.sendall(head)
+        first = _read_answers(conn, 1)
+        with contextlib.suppress(OSError):  # closed after its answer: the point
+            conn.sendall(after)
+        answers = first + _read_until_closed(conn)
+    return first, re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
+
+
+def test_an_answer_before_a_body_its_client_waits_to_send_closes_the_connection() -> None:
+    """A client told to wait (``Expect: 100-continue``) and answered before its body was asked
+    for may never send it (RFC 9110 10.1.1: the server says whether it closes or reads on):
+    the connection was kept, and the client's next request read as that body (or waited on
+    until the body timeout). The answer says ``Connection: close`` and the connection is
+    closed after it. A body begun (sent without waiting) or asked for (``100 Continue``) is
+    read on, the connection kept."""
+    whole = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with serve(_answers_at_once) as url:
+        first, statuses = _answer_then_next(url, _EXPECTING, whole)
+    assert first.startswith(b"HTTP/1.1 204 "), first
+    assert b"\r\nconnection: close\r\n" in first.lower(), first
+    assert statuses == [b"204"], first
+
+    with serve(_answers_at_once) as url, _connect(url) as conn:  # sent without waiting
+        conn.sendall(_EXPECTING + b"ab")  # (one read: the body began before the answer)
+        first = _read_answers(conn, 1)
+        assert b"connection: close" not in first.lower(), first
+        conn.sendall(b"cde" + whole)
+        answers = first + _read_answers(conn, 1)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+
+    with serve(_reads_all_then_204) as url, _connect(url) as conn:
+        conn.sendall(_EXPECTING)
+        assert _read_answers(conn, 1).startswith(b"HTTP/1.1 100 ")
+        conn.sendall(b"abcde" + whole)
+        answers = _read_answers(conn, 2)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"204", b"204"], answers
+        assert b"connection: close" not in answers.lower(), answers
+
+
+# Signature headers of their form (the signature itself is checked once the body is read).
+_SIGNATURE_OF_ITS_FORM = (
+    b"X-Signature-Ed25519: " + b"0" * 128 + b"\r\nX-Signature-Timestamp: 1700000000\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("target", "fields", "status"),
+    [
+        ("/interactions", b"Content-Length: 5\r\n", b"401"),  # no signature headers
+        ("/no-such-page", b"Content-Length: 5\r\n", b"404"),
+        ("/interactions", b"Content-Length: 2000000\r\n" + _SIGNATURE_OF_ITS_FORM, b"413"),
+    ],
+    ids=["401", "404", "413"],
+)
+def test_the_apps_early_answers_to_a_waiting_client_close_the_connection(
+    live: Live, target: str, fields: bytes, status: bytes
+) -> None:
+    """The service's answers given from a request's head alone, to a client waiting to send
+    its body: the connection closed after each, the client's next request never read as it."""
+    head = (
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % target.encode()
+        + b"Content-Type: application/json\r\n"
+        + fields
+        + b"Expect: 100-continue\r\n\r\n"
+    )
+    after = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    first, statuses = _answer_then_next(live.url, head, after)
+    assert first.startswith(b"HTTP/1.1 " + status + b" "), first
+    assert b"\r\nconnection: close\r\n" in first.lower(), first
+    assert statuses == [status], first
+
+
 def test_requests_whole_before_a_half_close_are_answered() -> None:
     """A client that shuts down its side once its requests are sent (``shutdown(SHUT_WR)``,
     as ``_exchange`` and ``_statuses`` do) waits for its answers: uvicorn closed the

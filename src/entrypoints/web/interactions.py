@@ -71,7 +71,8 @@ async def interactions(request: Request[Any, Any, Any]) -> Response[Any]:
     timestamp = request.headers.get("x-signature-timestamp")
     # Refused before its body (up to 1 MB) is read when its head shows it unsigned. The body
     # left unread is drained by the server's protocol (``entrypoints.http11``: the parser
-    # reads past it to the next request, dropping it) as for any answer given before a body.
+    # reads past it to the next request, dropping it) as for any answer given before a body;
+    # one its client waits to send (``Expect: 100-continue``) closes the connection instead.
     if (malformed := malformed_signature(signature, timestamp)) is not None:
         log.warning("refused an interaction request: %s", malformed)
         return Response({"detail": malformed}, status_code=401)
