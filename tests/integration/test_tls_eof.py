@@ -7,7 +7,6 @@ no effect when using ssl", a warning any client could cause once per connection.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import ssl
 from pathlib import Path
@@ -16,40 +15,10 @@ from typing import Any
 import pytest
 import uvicorn
 
+from tests.certificates import self_signed
 from tests.servers import DEADLINE, bound_socket, port_of
 
 pytest.importorskip("httptools")
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
 
 
 async def test_a_tls_client_ending_its_side_mid_answer_causes_no_warning(
@@ -70,7 +39,7 @@ async def test_a_tls_client_ending_its_side_mid_answer_causes_no_warning(
         if (await receive())["type"] == "http.disconnect":
             disconnected.set()
 
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path, "127.0.0.1", "cert")
     sock = bound_socket()
     with sock:
         server = uvicorn.Server(

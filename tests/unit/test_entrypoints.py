@@ -42,6 +42,7 @@ from entrypoints.settings import (
     without_password,
 )
 from tests.bot_support import WAIT_SECONDS, wait_until
+from tests.certificates import self_signed
 from tests.harness import TEST_SECRET_KEY, fail_sign_ins, make_settings, webhook_secret
 from tests.servers import free_port, reserved_port
 
@@ -2911,35 +2912,7 @@ def test_a_redis_url_with_connection_settings_in_its_query_is_accepted(
 
 def _tls_files(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate and its key, as PEM files in ``folder``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cache")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cache.pem", folder / "cache.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    return self_signed(folder, "cache", "cache")
 
 
 @pytest.mark.parametrize("parameter", ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile"])
