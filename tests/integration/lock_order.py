@@ -7,19 +7,20 @@ not show them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 
+from adapters.sql import SqlDatabase, repositories
 from adapters.sql import errors as sql_errors
-from adapters.sql import repositories
 from domain import errors
 from domain.model import DiscordId
 from domain.use_cases import BrowserCookies
 from tests.harness import Harness, sql_harness
 from tests.integration.postgres import PostgresServer
+from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 def waiting_harness(
@@ -67,6 +68,25 @@ def first_call_held(
 
     monkeypatch.setattr(target, name, held)
     return waits, go
+
+
+async def crossed(
+    database: SqlDatabase,
+    held: tuple[asyncio.Event, asyncio.Event],
+    first: Awaitable[Any],
+    second: Callable[[], Awaitable[Any]],
+) -> list[Any]:
+    """``first`` runs until its held call waits (``held``: ``first_call_held``'s events),
+    holding its rows; then ``second()`` starts, and once its transaction waits for a lock
+    the first holds, the first goes on: both their results, in that order (a deadlock
+    Postgres broke raises in one of them)."""
+    waits, go = held
+    one = asyncio.ensure_future(first)
+    await waits.wait()
+    other = asyncio.ensure_future(second())
+    await until_it_waits_for_a_lock(database, other)
+    go.set()
+    return list(await asyncio.gather(one, other))
 
 
 async def signed_in_with_discord(h: Harness, discord_id: int) -> tuple[str, str]:

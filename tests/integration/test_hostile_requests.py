@@ -476,6 +476,18 @@ async def _reads_all_then_204(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+def _recording_paths() -> tuple[list[str], Any]:
+    """An app that notes each request's path, reads its body and answers 204; the paths."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+            await _reads_all_then_204(scope, receive, send)
+
+    return seen, app
+
+
 def _statuses(url: str, *raws: bytes) -> list[bytes]:
     """Each of ``raws`` sent on one connection once the answers to the one before have come
     (all of them but the last answered in full), then the statuses of every answer."""
@@ -977,13 +989,7 @@ def test_a_request_with_an_upgrade_not_made_never_smuggles_its_body() -> None:
     WebSocket's is), its body, sent in a read of its own, was a second request, which a proxy
     passing Upgrade on (as one set up for WebSockets does) took for a body, and the app got no
     body. Refused (400) when a body comes; one without is answered, its connection closed."""
-    seen: list[str] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append(scope["path"])
-            await _reads_all_then_204(scope, receive, send)
-
+    seen, app = _recording_paths()
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     upgrade = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
     post = b"POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\n" + upgrade
@@ -1025,13 +1031,7 @@ def test_a_transfer_coding_other_than_chunked_is_not_implemented() -> None:
     """RFC 9112 6.1: a server that receives a transfer coding it does not understand SHOULD
     answer 501 (as nginx does). httptools took ``gzip, chunked`` as chunked and handed the
     app the body still gzipped, as if it were the content; only chunked is ours."""
-    seen: list[str] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append(scope["path"])
-            await _reads_all_then_204(scope, receive, send)
-
+    seen, app = _recording_paths()
     body = b"3\r\nabc\r\n0\r\n\r\n"
     with serve(app) as url:
         for coding in (b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked"):

@@ -8,7 +8,6 @@ confirmation now spends them in that order too: the sign-out waits, then finds b
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -18,9 +17,8 @@ from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlLinkProposals
 from domain.use_cases import AuthOutcome, BrowserCookies
 from tests.harness import PASSWORD, Browser, Harness
-from tests.integration.lock_order import contention_noted, first_call_held, waiting_harness
+from tests.integration.lock_order import contention_noted, crossed, first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
-from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
@@ -66,15 +64,14 @@ async def test_a_link_confirmation_beside_a_sign_out_spending_the_same_proposals
 
     contended = contention_noted(monkeypatch)
     # The confirmation, one proposal spent: it waits there.
-    spent_one, go = first_call_held(monkeypatch, SqlLinkProposals, "consume")
-    one = asyncio.ensure_future(
-        h.container.confirm_link_with_password().execute(browser=confirming, password=PASSWORD)
+    held = first_call_held(monkeypatch, SqlLinkProposals, "consume")
+    confirming_it = h.container.confirm_link_with_password().execute(
+        browser=confirming, password=PASSWORD
     )
-    await spent_one.wait()
-    other = asyncio.ensure_future(h.container.sign_out().execute(signing_out))
-    await until_it_waits_for_a_lock(pg_db, other)
-    go.set()
-    confirmed, _ = await asyncio.gather(one, other)  # a deadlock: the sign-out's a 503
+    # A deadlock: the sign-out's a 503.
+    confirmed, _ = await crossed(
+        pg_db, held, confirming_it, lambda: h.container.sign_out().execute(signing_out)
+    )
     assert not confirmed.sent_twice
     assert contended == []  # nor was the confirmation rolled back and tried again
     async with h.uow(read_only=True) as uow:

@@ -9,7 +9,6 @@ session with the others, in their order: the sign-out waits for it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,12 +19,12 @@ from domain.use_cases import BrowserCookies
 from tests.harness import PASSWORD, Harness
 from tests.integration.lock_order import (
     contention_noted,
+    crossed,
     first_call_held,
     signed_in_with_discord,
     waiting_harness,
 )
 from tests.integration.postgres import PostgresServer
-from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
@@ -49,15 +48,10 @@ async def test_a_password_change_beside_a_sign_out_ending_the_same_sessions(
 
     contended = contention_noted(monkeypatch)
     # The change, the other session ended: it waits there.
-    removed, go = first_call_held(monkeypatch, SqlSessions, "remove_for_account")
-    one = asyncio.ensure_future(
-        h.container.set_password().execute(
-            session_token=own, new_password=PASSWORD, current_password=None
-        )
+    held = first_call_held(monkeypatch, SqlSessions, "remove_for_account")
+    change = h.container.set_password().execute(
+        session_token=own, new_password=PASSWORD, current_password=None
     )
-    await removed.wait()
-    other_task = asyncio.ensure_future(h.container.sign_out().execute(copied))
-    await until_it_waits_for_a_lock(pg_db, other_task)
-    go.set()
-    await asyncio.gather(one, other_task)  # a deadlock: the sign-out's a 503
+    # A deadlock: the sign-out's a 503.
+    await crossed(pg_db, held, change, lambda: h.container.sign_out().execute(copied))
     assert contended == []  # nor was either rolled back

@@ -9,7 +9,6 @@ does."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -20,9 +19,8 @@ from adapters.sql import SqlDatabase
 from adapters.sql.repositories import SqlSessions
 from domain.use_cases import AuthOutcome, BrowserCookies
 from tests.harness import Browser, Harness
-from tests.integration.lock_order import contention_noted, first_call_held, waiting_harness
+from tests.integration.lock_order import contention_noted, crossed, first_call_held, waiting_harness
 from tests.integration.postgres import PostgresServer
-from tests.integration.waiting import until_it_waits_for_a_lock
 
 
 @pytest.fixture
@@ -82,13 +80,14 @@ async def test_ending_a_session_beside_a_sign_out_with_copies_of_its_cookies(
     reset = h.link_token(h.last_email("alice@example.com"), "/password/reset/")
 
     contended = contention_noted(monkeypatch)
-    removed, go = first_call_held(monkeypatch, SqlSessions, held)  # the session ended: it waits
-    one = asyncio.ensure_future(ending(h, cookies, session_id, reset))
-    await removed.wait()
-    other = asyncio.ensure_future(h.container.sign_out().execute(cookies))  # the copies
-    await until_it_waits_for_a_lock(pg_db, other)
-    go.set()
-    await asyncio.gather(one, other)  # a deadlock: the sign-out's a 503
+    waits = first_call_held(monkeypatch, SqlSessions, held)  # the session ended: it waits
+    # Then the sign-out with the copies. A deadlock: the sign-out's a 503.
+    await crossed(
+        pg_db,
+        waits,
+        ending(h, cookies, session_id, reset),
+        lambda: h.container.sign_out().execute(cookies),
+    )
     assert contended == []  # nor was either rolled back
     async with h.uow(read_only=True) as uow:
         assert await uow.sessions.get(h.container.tokens().digest(session)) is None

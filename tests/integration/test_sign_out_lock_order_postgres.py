@@ -8,7 +8,7 @@ then finds nothing left, and both sign out."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from sqlalchemy import func, select
@@ -22,6 +22,7 @@ from domain.use_cases import BrowserCookies
 from tests.harness import Harness
 from tests.integration.lock_order import (
     contention_noted,
+    crossed,
     first_call_held,
     signed_in_with_discord,
     waiting_harness,
@@ -60,13 +61,14 @@ async def test_two_sign_outs_naming_each_others_sessions_both_go_through(
     # Each browser holds its own session and the other's binding value (copied).
     first = BrowserCookies(session_token=ada, bindings=(bea_binding,))
     second = BrowserCookies(session_token=bea, bindings=(ada_binding,))
-    removed_one, go = _first_removal_held(monkeypatch)  # the first sign-out's
-    one = asyncio.ensure_future(h.container.sign_out().execute(first))
-    await removed_one.wait()
-    other = asyncio.ensure_future(h.container.sign_out().execute(second))
-    await until_it_waits_for_a_lock(pg_db, other)
-    go.set()
-    await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
+    held = _first_removal_held(monkeypatch)  # the first sign-out's
+    # Neither aborted (a deadlock: StorageFault, a 500).
+    await crossed(
+        pg_db,
+        held,
+        h.container.sign_out().execute(first),
+        lambda: h.container.sign_out().execute(second),
+    )
     assert await _sessions_left(pg_db) == 0
 
 
@@ -85,13 +87,14 @@ async def test_sign_out_everywhere_beside_a_sign_out_ending_the_same_sessions(
     everywhere = BrowserCookies(session_token=older)
     # The newer session's browser, holding a copy of the older one's binding cookie.
     copied = BrowserCookies(session_token=newer, bindings=(older_binding,))
-    removed_one, go = _first_removal_held(monkeypatch)  # the sign-out's, the newer session
-    one = asyncio.ensure_future(h.container.sign_out().execute(copied))
-    await removed_one.wait()
-    other = asyncio.ensure_future(h.container.end_all_sessions().execute(everywhere))
-    await until_it_waits_for_a_lock(pg_db, other)
-    go.set()
-    await asyncio.gather(one, other)  # neither aborted (a deadlock: StorageFault, a 500)
+    held = _first_removal_held(monkeypatch)  # the sign-out's, the newer session
+    # Neither aborted (a deadlock: StorageFault, a 500).
+    await crossed(
+        pg_db,
+        held,
+        h.container.sign_out().execute(copied),
+        lambda: h.container.end_all_sessions().execute(everywhere),
+    )
     assert await _sessions_left(pg_db) == 0
 
 
@@ -142,21 +145,16 @@ async def test_two_sign_outs_everywhere_naming_each_others_sessions_both_go_thro
     reset = h.link_token(h.last_email("d7904@example.com"), "/password/reset/")
     contended = contention_noted(monkeypatch)
     # The first one's, its account's sessions held.
-    removed, go = first_call_held(monkeypatch, SqlSessions, "remove_for_account")
-    one: asyncio.Future[object]
+    held = first_call_held(monkeypatch, SqlSessions, "remove_for_account")
+    one: Awaitable[object]
     if first_by == "everywhere":
-        one = asyncio.ensure_future(h.container.end_all_sessions().execute(first))
+        one = h.container.end_all_sessions().execute(first)
     else:
-        one = asyncio.ensure_future(
-            h.container.reset_password().execute(
-                token=reset, new_password="a brand new password", browser=first
-            )
+        one = h.container.reset_password().execute(
+            token=reset, new_password="a brand new password", browser=first
         )
-    await removed.wait()
-    other = asyncio.ensure_future(h.container.end_all_sessions().execute(second))
-    await until_it_waits_for_a_lock(pg_db, other)
-    go.set()
-    await asyncio.gather(one, other)  # a deadlock: one of them a 503
+    # A deadlock: one of them a 503.
+    await crossed(pg_db, held, one, lambda: h.container.end_all_sessions().execute(second))
     assert contended == []
     # The reset's own new session only.
     assert await _sessions_left(pg_db) == (0 if first_by == "everywhere" else 1)
