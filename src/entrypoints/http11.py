@@ -402,12 +402,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # as chunked, where h11 and nginx refuse it (nginx compares the value with "chunked"
         # whole) and a proxy that forwards what it does not recognise reads no body, so the
         # chunks were a body here and requests there. A 400, as from both.
-        if any(not coding.strip(b" \t") for field in codings for coding in field.split(b",")):
+        listed = _codings(codings)
+        if b"" in listed:
             raise HttpParserCallbackError("Malformed Transfer-Encoding.")
         # A coding before chunked ("gzip, chunked"): httptools took the body as chunked and
         # handed the app what was still gzipped, as if it were the content. Chunked is the
         # one coding of ours: 501 to the others (RFC 9112 6.1, as nginx answers).
-        if codings and _codings(codings) != [b"chunked"]:
+        if codings and listed != [b"chunked"]:
             raise self._refuse(501, "Transfer coding not implemented.")
         unmade_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
         if unmade_upgrade and self._has_a_body():
@@ -505,9 +506,9 @@ def _close_after_an_answer_before_the_body(cycle: Any) -> None:
 
 
 def _codings(fields: list[bytes]) -> list[bytes]:
-    """The transfer codings that Transfer-Encoding ``fields`` list, lowercase, in order."""
-    listed = (coding.strip(b" \t").lower() for field in fields for coding in field.split(b","))
-    return [coding for coding in listed if coding]
+    """The transfer codings that Transfer-Encoding ``fields`` list, lowercase, in order (an
+    empty element as ``b""``)."""
+    return [coding.strip(b" \t").lower() for field in fields for coding in field.split(b",")]
 
 
 def _with_a_path(target: bytes, method: bytes) -> bytes:
